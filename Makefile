@@ -1,0 +1,197 @@
+# Every entry point of the project.
+#
+#   make            build the loader, the kernel and the host test binary
+#   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size)
+#   make test       host tests under ASan/UBSan, then kernel tests in QEMU;
+#                   KTEST=glob selects kernel tests by "suite.name"
+#   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
+#   make format     clang-format every C file; make format-check to verify
+#   make clean
+#
+# CC=clang builds everything with clang instead of gcc. Objects go under
+# $(BUILD), mirroring the source tree. KTEST_FAIL_DEMO=1 builds a kernel with
+# a deliberately failing test (into its own build directory).
+
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+LD := ld
+OBJCOPY := objcopy
+NM := nm
+
+KTEST_FAIL_DEMO ?= 0
+ifeq ($(KTEST_FAIL_DEMO),1)
+BUILD ?= build/faildemo
+else
+BUILD ?= build
+endif
+
+SMP ?= 4
+MEM ?= 512M
+KTEST ?= *
+QEMU_TIMEOUT ?= 240
+
+.DEFAULT_GOAL := all
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+# ---------------------------------------------------------------------------
+# Kernel
+# ---------------------------------------------------------------------------
+
+# Freestanding x86_64 kernel code: no red zone (interrupts use the stack),
+# no FPU/SSE registers (they are not saved on entry), frame pointers kept for
+# the backtrace, no libc headers.
+KCFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-ffreestanding -fno-stack-protector -fno-pic -fno-pie -fno-builtin \
+	-mno-red-zone -mcmodel=kernel -mgeneral-regs-only \
+	-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer \
+	-fno-asynchronous-unwind-tables -fno-strict-aliasing \
+	-nostdinc -isystem $(shell $(CC) -print-file-name=include) \
+	-I. -MMD -MP
+ifeq ($(KTEST_FAIL_DEMO),1)
+KCFLAGS += -DKTEST_FAIL_DEMO=1
+endif
+KASFLAGS := -g -I. -MMD -MP -D__ASSEMBLY__
+KLDFLAGS := -nostdlib -static -z max-page-size=0x1000 -z noexecstack \
+	--no-warn-rwx-segments -T linker.ld
+
+include mm/mm.mk
+
+KERNEL_SRCS := $(wildcard arch/x86_64/*.c arch/x86_64/*.S kernel/*.c) \
+	$(addprefix mm/,$(MM_SRCS)) $(wildcard tests/kernel/*.c)
+KERNEL_OBJS := $(patsubst %,$(BUILD)/%.o,$(KERNEL_SRCS))
+KERNEL := $(BUILD)/kernel.elf
+
+$(BUILD)/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(KCFLAGS) -c $< -o $@
+
+$(BUILD)/%.S.o: %.S
+	@mkdir -p $(@D)
+	$(CC) $(KASFLAGS) -c $< -o $@
+
+# The symbol table for backtraces is linked into the image itself. Pass 1
+# links with an empty table; its text symbols become the table; pass 2 links
+# again. The table section sits after .rodata, so text addresses cannot move
+# between the passes; the build checks that they did not.
+$(BUILD)/ksyms-empty.S.o: tools/gen-ksyms linker.ld
+	@mkdir -p $(@D)
+	tools/gen-ksyms /dev/null > $(BUILD)/ksyms-empty.S
+	$(CC) $(KASFLAGS) -c $(BUILD)/ksyms-empty.S -o $@
+
+$(BUILD)/kernel.pass1.elf: $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o linker.ld
+	$(LD) $(KLDFLAGS) -o $@ $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o
+
+$(BUILD)/ksyms.S.o: $(BUILD)/kernel.pass1.elf tools/gen-ksyms
+	$(NM) -n --defined-only $< | tools/gen-ksyms - > $(BUILD)/ksyms.S
+	$(CC) $(KASFLAGS) -c $(BUILD)/ksyms.S -o $@
+
+$(KERNEL): $(BUILD)/kernel.pass1.elf $(BUILD)/ksyms.S.o
+	$(LD) $(KLDFLAGS) -o $@ $(KERNEL_OBJS) $(BUILD)/ksyms.S.o
+	@$(NM) -n $(BUILD)/kernel.pass1.elf | grep -i ' t ' > $(BUILD)/syms.1
+	@$(NM) -n $@ | grep -i ' t ' > $(BUILD)/syms.2
+	@cmp -s $(BUILD)/syms.1 $(BUILD)/syms.2 || \
+		{ echo "ksyms: text moved between link passes"; rm -f $@; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Loader (boot/boot.mk defines BOOT_EFI)
+# ---------------------------------------------------------------------------
+
+include boot/boot.mk
+
+# ---------------------------------------------------------------------------
+# Host tests: the portable code under AddressSanitizer and UBSan
+# ---------------------------------------------------------------------------
+
+HOST_BUILD := $(BUILD)/host
+HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1
+HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
+	$(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
+	$(wildcard tests/host/*.c)
+HOST_OBJS := $(patsubst %,$(HOST_BUILD)/%.o,$(HOST_TEST_SRCS))
+HOST_TEST := $(HOST_BUILD)/host-test
+
+$(HOST_BUILD)/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(HOST_CFLAGS) -c $< -o $@
+
+$(HOST_TEST): $(HOST_OBJS)
+	$(CC) $(HOST_CFLAGS) -o $@ $^ -lpthread
+
+include tests/host/host.mk
+
+# ---------------------------------------------------------------------------
+# ESP image and QEMU
+# ---------------------------------------------------------------------------
+
+ESP := $(BUILD)/esp.img
+
+$(ESP): $(BOOT_EFI) $(KERNEL) tools/mkesp
+	tools/mkesp $@ $(BOOT_EFI) $(KERNEL) ""
+
+all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
+
+deps:
+	@tools/install-deps
+
+run: deps
+	@$(MAKE) --no-print-directory $(ESP)
+	tools/qemu $(ESP) -smp $(SMP) -m $(MEM)
+
+debug: deps
+	@$(MAKE) --no-print-directory $(ESP)
+	@printf 'file %s\ntarget remote :1234\n' $(KERNEL) > $(BUILD)/gdbinit
+	@echo "debug: QEMU waits for gdb; in another shell: gdb -x $(BUILD)/gdbinit"
+	tools/qemu $(ESP) -smp $(SMP) -m $(MEM) -s -S
+
+RESULTS := $(BUILD)/results
+
+# Every run writes "passed failed skipped" under $(RESULTS); the last line of
+# `make test` adds them up. One failed part does not hide the others.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	@st=0; \
+	$(MAKE) --no-print-directory test-lint || st=1; \
+	$(MAKE) --no-print-directory test-host || st=1; \
+	$(MAKE) --no-print-directory test-fuzz || st=1; \
+	$(MAKE) --no-print-directory test-kernel || st=1; \
+	$(MAKE) --no-print-directory test-harness || st=1; \
+	tools/sum-results $(RESULTS)/* && exit $$st || exit 1
+
+test-lint:
+	@mkdir -p $(RESULTS)
+	tools/lint-mm $(RESULTS)/lint
+
+test-host: $(HOST_TEST)
+	@mkdir -p $(RESULTS)
+	@$(HOST_TEST) > $(BUILD)/host-test.log 2>&1; \
+	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
+
+test-kernel: $(BOOT_EFI) $(KERNEL)
+	@mkdir -p $(RESULTS)
+	tools/run-ktest kernel $(BOOT_EFI) $(KERNEL) "ktest=$(KTEST)" \
+		$(RESULTS)/kernel -smp $(SMP) -m $(MEM)
+
+# The harness must fail when a test fails and the loader must refuse a bad
+# kernel; both are checked end to end so the checks above can be trusted.
+test-harness: $(BOOT_EFI) $(KERNEL)
+	@mkdir -p $(RESULTS)
+	tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
+
+format: deps
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check: deps
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+.PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
+	format format-check clean
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

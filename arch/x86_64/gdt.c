@@ -1,0 +1,87 @@
+/*
+ * GDT and TSS. Long mode ignores segment bases and limits except for the
+ * TSS, which is reached through a 16-byte system descriptor and holds the
+ * IST pointers the IDT refers to. One set per CPU; the boot CPU's lives
+ * here, the SMP issue adds the others.
+ */
+#include "gdt.h"
+
+#include "kernel/kstack.h"
+#include "kernel/printk.h"
+
+struct tss {
+	uint32_t reserved0;
+	uint64_t rsp[3];
+	uint64_t reserved1;
+	uint64_t ist[7];
+	uint64_t reserved2;
+	uint16_t reserved3;
+	uint16_t iomap_base;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct tss) == 104, "TSS layout (SDM 8.7)");
+
+struct gdt {
+	uint64_t null, code, data;
+	uint64_t tss_low, tss_high;
+} __attribute__((packed, aligned(16)));
+
+struct cpu_tables {
+	struct gdt gdt;
+	struct tss tss;
+	struct kstack ist[3];
+};
+
+static struct cpu_tables boot_cpu_tables;
+
+#define IST_STACK_PAGES 4
+
+static void load(struct gdt *gdt)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) desc = {sizeof(*gdt) - 1, (uintptr_t)gdt};
+	__asm__ volatile("lgdt %0\n\t"
+	                 "mov %1, %%ds\n\t"
+	                 "mov %1, %%es\n\t"
+	                 "mov %1, %%ss\n\t"
+	                 "xor %%eax, %%eax\n\t"
+	                 "mov %%ax, %%fs\n\t"
+	                 "mov %%ax, %%gs\n\t"
+	                 /* A far return reloads CS. */
+	                 "pushq %2\n\t"
+	                 "leaq 1f(%%rip), %%rax\n\t"
+	                 "pushq %%rax\n\t"
+	                 "lretq\n"
+	                 "1:\n\t"
+	                 "ltr %w3"
+	                 :
+	                 : "m"(desc), "r"((uint64_t)GDT_KERNEL_DS),
+	                   "i"((uint64_t)GDT_KERNEL_CS), "r"((uint16_t)GDT_TSS)
+	                 : "rax", "memory");
+}
+
+void gdt_init_cpu(void)
+{
+	struct cpu_tables *t = &boot_cpu_tables;
+	/* Access byte 0x9a/0x92: present, ring 0, code/data; L bit for
+	 * 64-bit code. */
+	t->gdt.null = 0;
+	t->gdt.code = 0x00209a0000000000ull;
+	t->gdt.data = 0x0000920000000000ull;
+	for (int i = 0; i < 3; i++) {
+		if (!kstack_alloc(IST_STACK_PAGES, &t->ist[i]))
+			panic("gdt: no memory for IST stack %d", i + 1);
+		t->tss.ist[i] = t->ist[i].top;
+	}
+	t->tss.iomap_base = sizeof(t->tss); /* no I/O bitmap */
+	uint64_t base = (uintptr_t)&t->tss;
+	uint64_t limit = sizeof(t->tss) - 1;
+	/* Available 64-bit TSS (type 9), present. */
+	t->gdt.tss_low = (limit & 0xffff) | ((base & 0xffffff) << 16) |
+	                 (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
+	                 (((base >> 24) & 0xff) << 56);
+	t->gdt.tss_high = base >> 32;
+	load(&t->gdt);
+}

@@ -1,0 +1,21 @@
+/* Per-CPU GDT and TSS: 64-bit kernel code/data and IST stacks for #DF,
+ * NMI and #MC, so those run on a known-good stack. */
+#ifndef ARCH_X86_64_GDT_H
+#define ARCH_X86_64_GDT_H
+
+#include <stdint.h>
+
+#define GDT_KERNEL_CS 0x08
+#define GDT_KERNEL_DS 0x10
+#define GDT_TSS       0x18
+
+/* IST slots (1-based, as the IDT encodes them). */
+#define IST_DOUBLE_FAULT  1
+#define IST_NMI           2
+#define IST_MACHINE_CHECK 3
+
+/* Builds this CPU's GDT and TSS (with freshly allocated IST stacks) and
+ * loads them. Panics if the IST stacks cannot be allocated. */
+void gdt_init_cpu(void);
+
+#endif

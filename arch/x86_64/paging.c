@@ -1,0 +1,254 @@
+/*
+ * The kernel's own page tables.
+ *
+ * paging_init builds, from frames of the frame source:
+ *   - the direct map of [0, ram_top) at DIRECT_MAP_BASE with 1 GiB pages
+ *     when the CPU has them (CPUID 0x80000001 EDX.26), else 2 MiB, RW+NX;
+ *   - the kernel image section by section with 4 KiB pages: text R-X,
+ *     rodata R--, data and bss RW-+NX, the boot stack's guard page absent;
+ * sets EFER.NXE, CR0.WP and CR4.PGE, and loads CR3. Nothing maps virtual
+ * address 0, so a NULL dereference faults.
+ *
+ * Page-table pages are reached through the direct map, and are never freed:
+ * an unmapped range keeps its tables for the next map.
+ */
+#include "paging.h"
+
+#include "cpu.h"
+#include "kernel/bootinfo.h"
+#include "kernel/frames.h"
+#include "kernel/printk.h"
+#include "kernel/string.h"
+
+#define PT_ENTRIES 512
+
+/* Immutable after paging_init(): */
+static paddr_t kernel_pml4;
+static uint64_t direct_page_size;
+
+static inline uint64_t *table_of(uint64_t entry)
+{
+	return phys_to_virt(entry & PTE_ADDR);
+}
+
+static inline unsigned level_index(uintptr_t va, int level)
+{
+	return (va >> (PAGE_SHIFT + 9 * level)) & (PT_ENTRIES - 1);
+}
+
+static bool canonical(uintptr_t va)
+{
+	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
+}
+
+static uint64_t pte_flags(unsigned flags)
+{
+	uint64_t f = PTE_P | PTE_G;
+	if (flags & VM_WRITE)
+		f |= PTE_W;
+	if (!(flags & VM_EXEC))
+		f |= PTE_NX;
+	if (flags & VM_NOCACHE)
+		f |= PTE_PCD | PTE_PWT;
+	return f;
+}
+
+static unsigned vm_flags_of(uint64_t pte)
+{
+	unsigned f = VM_READ;
+	if (pte & PTE_W)
+		f |= VM_WRITE;
+	if (!(pte & PTE_NX))
+		f |= VM_EXEC;
+	if (pte & PTE_PCD)
+		f |= VM_NOCACHE;
+	return f;
+}
+
+/* Returns a zeroed frame for a page-table page, or 0. */
+static paddr_t alloc_table(void)
+{
+	paddr_t pa = frame_alloc();
+	if (pa)
+		memset(phys_to_virt(pa), 0, PAGE_SIZE);
+	return pa;
+}
+
+/*
+ * Walks from the PML4 down to the table at stop_level (0 = the page table)
+ * for va, creating missing tables when create is set. Returns NULL when a
+ * table is missing (and not created), when a large page is in the way
+ * (*large set), or when no frame is left.
+ */
+static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
+{
+	uint64_t *table = phys_to_virt(kernel_pml4);
+	*large = false;
+	for (int level = 3; level > stop_level; level--) {
+		uint64_t *e = &table[level_index(va, level)];
+		if (!(*e & PTE_P)) {
+			if (!create)
+				return NULL;
+			paddr_t pa = alloc_table();
+			if (!pa)
+				return NULL;
+			/* Upper levels are permissive; the leaf decides. */
+			*e = pa | PTE_P | PTE_W;
+		} else if (*e & PTE_PS) {
+			*large = true;
+			return NULL;
+		}
+		table = table_of(*e);
+	}
+	return table;
+}
+
+int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
+{
+	bool large;
+	if (va % PAGE_SIZE || pa % PAGE_SIZE || !canonical(va) ||
+	    pa & ~PTE_ADDR)
+		return -VM_EINVAL;
+	uint64_t *pt = walk(va, 0, true, &large);
+	if (!pt)
+		return large ? -VM_EINVAL : -VM_ENOMEM;
+	uint64_t *e = &pt[level_index(va, 0)];
+	if (*e & PTE_P)
+		return -VM_EEXIST;
+	*e = pa | pte_flags(flags);
+	return VM_OK;
+}
+
+int vm_unmap_page(uintptr_t va, paddr_t *pa)
+{
+	bool large;
+	if (va % PAGE_SIZE || !canonical(va))
+		return -VM_EINVAL;
+	uint64_t *pt = walk(va, 0, false, &large);
+	if (!pt)
+		return large ? -VM_EINVAL : -VM_ENOENT;
+	uint64_t *e = &pt[level_index(va, 0)];
+	if (!(*e & PTE_P))
+		return -VM_ENOENT;
+	if (pa)
+		*pa = *e & PTE_ADDR;
+	*e = 0;
+	invlpg(va);
+	return VM_OK;
+}
+
+int vm_protect_page(uintptr_t va, unsigned flags)
+{
+	bool large;
+	if (va % PAGE_SIZE || !canonical(va))
+		return -VM_EINVAL;
+	uint64_t *pt = walk(va, 0, false, &large);
+	if (!pt)
+		return large ? -VM_EINVAL : -VM_ENOENT;
+	uint64_t *e = &pt[level_index(va, 0)];
+	if (!(*e & PTE_P))
+		return -VM_ENOENT;
+	*e = (*e & PTE_ADDR) | pte_flags(flags);
+	invlpg(va);
+	return VM_OK;
+}
+
+bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags)
+{
+	if (!canonical(va) || !kernel_pml4)
+		return false;
+	uint64_t *table = phys_to_virt(kernel_pml4);
+	for (int level = 3; level >= 0; level--) {
+		uint64_t e = table[level_index(va, level)];
+		if (!(e & PTE_P))
+			return false;
+		if (level == 0 || (e & PTE_PS)) {
+			uint64_t size = PAGE_SIZE << (9 * level);
+			if (pa)
+				*pa = (e & PTE_ADDR & ~(size - 1)) +
+				      (va & (size - 1));
+			if (flags)
+				*flags = vm_flags_of(e);
+			return true;
+		}
+		table = table_of(e);
+	}
+	return false;
+}
+
+uint64_t paging_direct_map_page_size(void)
+{
+	return direct_page_size;
+}
+
+/* Maps [0, limit) at DIRECT_MAP_BASE with large pages of page_size. */
+static void map_direct(paddr_t limit, uint64_t page_size)
+{
+	int level = page_size == HUGE_PAGE_SIZE ? 2 : 1;
+	for (paddr_t pa = 0; pa < limit; pa += page_size) {
+		bool large;
+		uintptr_t va = DIRECT_MAP_BASE + pa;
+		uint64_t *t = walk(va, level, true, &large);
+		if (!t)
+			panic("paging: no memory for the direct map at %#llx",
+			      (unsigned long long)pa);
+		t[level_index(va, level)] =
+		        pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS;
+	}
+}
+
+static void map_image_range(const char *start, const char *end, unsigned f)
+{
+	for (uintptr_t va = (uintptr_t)start; va < (uintptr_t)end;
+	     va += PAGE_SIZE) {
+		if (va == (uintptr_t)__boot_stack_guard)
+			continue;
+		paddr_t pa = boot_state.kernel_phys_base +
+		             (va - boot_state.kernel_virt_base);
+		int err = vm_map_page(va, pa, f);
+		if (err)
+			panic("paging: cannot map kernel page %#lx: error %d",
+			      (unsigned long)va, -err);
+	}
+}
+
+void paging_init(void)
+{
+	uint32_t r[4];
+	cpuid(0x80000001, 0, r);
+	direct_page_size =
+	        (r[3] & (1u << 26)) ? HUGE_PAGE_SIZE : LARGE_PAGE_SIZE;
+	kernel_pml4 = alloc_table();
+	if (!kernel_pml4)
+		panic("paging: no frame for the PML4");
+	map_direct(align_up(boot_state.ram_top, direct_page_size),
+	           direct_page_size);
+	map_image_range(__text_start, __text_end, VM_EXEC);
+	map_image_range(__rodata_start, __rodata_end, VM_READ);
+	map_image_range(__data_start, __bss_end, VM_WRITE);
+
+	wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_NXE);
+	write_cr0(read_cr0() | CR0_WP);
+	write_cr3(kernel_pml4);
+	/* Turning PGE on after the switch flushes everything, globals too. */
+	write_cr4(read_cr4() | CR4_PGE);
+}
+
+void paging_print_layout(void)
+{
+	printk("paging: direct map  %#llx-%#llx (%llu MiB, %s pages, rw- nx)\n",
+	       DIRECT_MAP_BASE,
+	       DIRECT_MAP_BASE + align_up(boot_state.ram_top, direct_page_size),
+	       (unsigned long long)(align_up(boot_state.ram_top,
+	                                     direct_page_size) >>
+	                            20),
+	       direct_page_size == HUGE_PAGE_SIZE ? "1 GiB" : "2 MiB");
+	printk("paging: kernel text %p-%p r-x\n", __text_start, __text_end);
+	printk("paging: rodata      %p-%p r--\n", __rodata_start, __rodata_end);
+	printk("paging: data+bss    %p-%p rw- nx (boot stack guard %p)\n",
+	       __data_start, __bss_end, __boot_stack_guard);
+	printk("paging: kstacks     %#llx-%#llx (guard page under each)\n",
+	       KSTACK_REGION_BASE, KSTACK_REGION_BASE + KSTACK_REGION_SIZE);
+	printk("paging: page 0 unmapped, EFER.NXE on, CR0.WP on, CR3 %#llx\n",
+	       (unsigned long long)kernel_pml4);
+}

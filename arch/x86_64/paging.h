@@ -1,0 +1,70 @@
+/*
+ * The kernel address space: 4-level page tables the kernel builds for
+ * itself (see layout.h), and 4 KiB map / unmap / translate / protect.
+ *
+ * Locking: none yet; callers own the virtual range they change (the page
+ * table pages for a range are created on first map and never freed).
+ * Callable from thread context; vm_translate from any context.
+ */
+#ifndef ARCH_X86_64_PAGING_H
+#define ARCH_X86_64_PAGING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+/* Page-table entry bits. */
+#define PTE_P    (1ull << 0)
+#define PTE_W    (1ull << 1)
+#define PTE_U    (1ull << 2)
+#define PTE_PWT  (1ull << 3)
+#define PTE_PCD  (1ull << 4)
+#define PTE_A    (1ull << 5)
+#define PTE_D    (1ull << 6)
+#define PTE_PS   (1ull << 7)
+#define PTE_G    (1ull << 8)
+#define PTE_NX   (1ull << 63)
+#define PTE_ADDR 0x000ffffffffff000ull
+
+/* Mapping permissions; every mapping is readable and kernel-only. */
+enum vm_flags {
+	VM_READ = 0,
+	VM_WRITE = 1 << 0,
+	VM_EXEC = 1 << 1,
+	VM_NOCACHE = 1 << 2,
+};
+
+/* Errors returned (negated) by the map API. */
+enum vm_error {
+	VM_OK = 0,
+	VM_EINVAL = 1, /* misaligned, non-canonical, or inside a large page */
+	VM_EEXIST = 2, /* already mapped */
+	VM_ENOENT = 3, /* not mapped */
+	VM_ENOMEM = 4, /* no frame for a page-table page */
+};
+
+/* Builds the kernel's page tables and switches to them. Boot CPU, once. */
+void paging_init(void);
+
+/* Prints the layout of the kernel address space. */
+void paging_print_layout(void);
+
+/* Maps the 4 KiB page at va to pa. Returns 0 or -enum vm_error. */
+int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags);
+
+/* Unmaps va (local TLB flush only); stores the frame in *pa if non-NULL.
+ * Returns 0 or -VM_ENOENT / -VM_EINVAL. */
+int vm_unmap_page(uintptr_t va, paddr_t *pa);
+
+/* Changes the permissions of the mapped page at va. */
+int vm_protect_page(uintptr_t va, unsigned flags);
+
+/* Looks va up, large pages included: returns false if unmapped, else the
+ * physical address and enum vm_flags of the mapping. Any context. */
+bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags);
+
+/* The size of the largest page the direct map uses (2 MiB or 1 GiB). */
+uint64_t paging_direct_map_page_size(void);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * The IDT and the exception handler. Every exception lands in
+ * trap_dispatch: an armed expected-fault hook takes it and resumes the
+ * code that armed it; anything else is reported (vector, error code, RIP,
+ * RSP, CR2, general registers, backtrace) and the kernel panics.
+ */
+#include "trap.h"
+
+#include "cpu.h"
+#include "gdt.h"
+#include "kernel/kstack.h"
+#include "kernel/ksyms.h"
+#include "kernel/printk.h"
+
+struct idt_entry {
+	uint16_t offset_low;
+	uint16_t selector;
+	uint8_t ist;
+	uint8_t type_attr;
+	uint16_t offset_mid;
+	uint32_t offset_high;
+	uint32_t reserved;
+} __attribute__((packed));
+
+_Static_assert(sizeof(struct idt_entry) == 16, "IDT gate layout");
+
+extern const uint64_t isr_stub_table[32];
+
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+
+/* The armed hook of the boot CPU (per CPU once SMP arrives). fault.S
+ * stores it; the handler consumes it. */
+struct fault_catch *fault_catch_current;
+
+static const char *const names[32] = {
+        "#DE divide error",
+        "#DB debug",
+        "NMI",
+        "#BP breakpoint",
+        "#OF overflow",
+        "#BR bound range",
+        "#UD invalid opcode",
+        "#NM device not available",
+        "#DF double fault",
+        "coprocessor segment overrun",
+        "#TS invalid TSS",
+        "#NP segment not present",
+        "#SS stack fault",
+        "#GP general protection",
+        "#PF page fault",
+        "reserved 15",
+        "#MF x87 floating point",
+        "#AC alignment check",
+        "#MC machine check",
+        "#XM SIMD floating point",
+        "#VE virtualization",
+        "#CP control protection",
+        "reserved 22",
+        "reserved 23",
+        "reserved 24",
+        "reserved 25",
+        "reserved 26",
+        "reserved 27",
+        "#HV hypervisor injection",
+        "#VC VMM communication",
+        "#SX security",
+        "reserved 31",
+};
+
+const char *trap_name(unsigned vector)
+{
+	return vector < 32 ? names[vector] : "interrupt";
+}
+
+static void set_gate(unsigned vec, uint64_t handler, unsigned ist)
+{
+	idt[vec] = (struct idt_entry){
+	        .offset_low = handler & 0xffff,
+	        .selector = GDT_KERNEL_CS,
+	        .ist = (uint8_t)ist,
+	        .type_attr = 0x8e, /* present, ring 0, interrupt gate */
+	        .offset_mid = (handler >> 16) & 0xffff,
+	        .offset_high = (uint32_t)(handler >> 32),
+	};
+}
+
+void idt_init_cpu(void)
+{
+	for (unsigned v = 0; v < 32; v++) {
+		unsigned ist = 0;
+		if (v == VEC_DF)
+			ist = IST_DOUBLE_FAULT;
+		else if (v == VEC_NMI)
+			ist = IST_NMI;
+		else if (v == VEC_MC)
+			ist = IST_MACHINE_CHECK;
+		set_gate(v, isr_stub_table[v], ist);
+	}
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) desc = {sizeof(idt) - 1, (uintptr_t)idt};
+	__asm__ volatile("lidt %0" : : "m"(desc));
+}
+
+void fault_catch_disarm(struct fault_catch *fc)
+{
+	if (fault_catch_current == fc)
+		fault_catch_current = 0;
+}
+
+/* Resumes the code that armed the hook, as if fault_catch_arm returned 1. */
+static void resume_catch(struct fault_catch *fc, struct trap_frame *f)
+{
+	fc->vector = f->vector;
+	fc->error = f->error;
+	fc->cr2 = f->vector == VEC_PF ? read_cr2() : 0;
+	fc->fault_rip = f->rip;
+	fault_catch_current = 0;
+	f->rbx = fc->rbx;
+	f->rbp = fc->rbp;
+	f->r12 = fc->r12;
+	f->r13 = fc->r13;
+	f->r14 = fc->r14;
+	f->r15 = fc->r15;
+	f->rsp = fc->rsp;
+	f->rip = fc->rip;
+	f->rax = 1;
+}
+
+static void print_pf_error(uint64_t err)
+{
+	printk("  #PF: %s, %s%s%s\n",
+	       (err & PF_PRESENT) ? "protection violation" : "page not present",
+	       (err & PF_FETCH)   ? "instruction fetch"
+	       : (err & PF_WRITE) ? "write"
+	                          : "read",
+	       (err & PF_USER) ? ", user" : ", kernel",
+	       (err & PF_RSVD) ? ", reserved bit set" : "");
+}
+
+static void report(const struct trap_frame *f, uint64_t cr2)
+{
+	char sym[96];
+	ksyms_format(f->rip, sym, sizeof(sym));
+	printk("\nEXCEPTION %s (vector %llu) error %#llx\n",
+	       trap_name((unsigned)f->vector), (unsigned long long)f->vector,
+	       (unsigned long long)f->error);
+	printk("  RIP %016lx %s\n", f->rip, sym);
+	printk("  RSP %016lx RFLAGS %016lx CS %04lx SS %04lx\n", f->rsp,
+	       f->rflags, f->cs, f->ss);
+	if (f->vector == VEC_PF) {
+		printk("  CR2 %016lx\n", cr2);
+		print_pf_error(f->error);
+	}
+	printk("  RAX %016lx RBX %016lx RCX %016lx\n", f->rax, f->rbx, f->rcx);
+	printk("  RDX %016lx RSI %016lx RDI %016lx\n", f->rdx, f->rsi, f->rdi);
+	printk("  RBP %016lx R8  %016lx R9  %016lx\n", f->rbp, f->r8, f->r9);
+	printk("  R10 %016lx R11 %016lx R12 %016lx\n", f->r10, f->r11, f->r12);
+	printk("  R13 %016lx R14 %016lx R15 %016lx\n", f->r13, f->r14, f->r15);
+	backtrace_print(f->rip, f->rbp);
+}
+
+void trap_dispatch(struct trap_frame *f)
+{
+	struct fault_catch *fc = fault_catch_current;
+	if (fc && f->vector != VEC_NMI && f->vector != VEC_MC &&
+	    f->vector != VEC_DF) {
+		resume_catch(fc, f);
+		return;
+	}
+	uint64_t cr2 = read_cr2();
+	report(f, cr2);
+	char sym[96];
+	ksyms_format(f->rip, sym, sizeof(sym));
+	if (f->vector == VEC_DF &&
+	    (kstack_is_guard(cr2) || kstack_is_guard(f->rsp - 8)))
+		panic("kernel stack overflow (guard page %#llx hit) at %s",
+		      (unsigned long long)cr2, sym);
+	if (f->vector == VEC_PF && kstack_is_guard(cr2))
+		panic("kernel stack overflow (guard page %#llx hit) at %s",
+		      (unsigned long long)cr2, sym);
+	panic("unhandled exception %s at %s", trap_name((unsigned)f->vector),
+	      sym);
+}

@@ -1,0 +1,148 @@
+/* The loader's 4-level page tables, built from one pre-sized pool of pages. */
+#include "paging.h"
+
+#include <stdbool.h>
+
+#define PAGE_SIZE  4096ull
+#define LARGE_SIZE (2ull << 20)
+#define PTE_P      0x001ull /* present */
+#define PTE_W      0x002ull /* writable */
+#define PTE_PS     0x080ull /* 2 MiB page in a PD entry */
+#define PTE_ADDR   0x000ffffffffff000ull
+#define PML4_SHIFT 39
+#define PDPT_SHIFT 30
+#define PD_SHIFT   21
+#define PT_SHIFT   12
+#define ENTRIES    512u
+
+struct pool {
+	unsigned char *base;
+	size_t pages;
+	size_t used;
+};
+
+/* How many aligned 1 << shift regions [start, start + size) touches; size is
+ * non-zero and the range does not wrap. */
+static uint64_t regions(uint64_t start, uint64_t size, unsigned shift)
+{
+	return ((start + size - 1) >> shift) - (start >> shift) + 1;
+}
+
+static unsigned index_of(uint64_t virt, unsigned shift)
+{
+	return (virt >> shift) & (ENTRIES - 1);
+}
+
+/* True when the three users of the PML4 get disjoint slots: identity maps in
+ * [0, n), direct map in [d, d + n), the kernel in [k0, k1]. */
+static bool slots_fit(const struct paging_layout *l)
+{
+	uint64_t n = regions(0, l->direct_map_limit, PML4_SHIFT);
+	uint64_t d = index_of(l->direct_map_base, PML4_SHIFT);
+	uint64_t k0 = index_of(l->kernel_virt, PML4_SHIFT);
+	uint64_t kend = l->kernel_virt + l->kernel_size - 1;
+	uint64_t k1 = index_of(kend, PML4_SHIFT);
+
+	/* Sharing PDPTs needs the direct map on a PML4 slot boundary. */
+	if (l->direct_map_base & ((1ull << PML4_SHIFT) - 1))
+		return false;
+	if (n > ENTRIES / 2 || d < n || d + n > ENTRIES)
+		return false;
+	if (kend < l->kernel_virt || k0 < n)
+		return false;
+	return k1 < d || k0 >= d + n;
+}
+
+size_t paging_tables_needed(const struct paging_layout *l)
+{
+	uint64_t kv = l->kernel_virt, ks = l->kernel_size;
+
+	if (l->direct_map_limit == 0 || l->kernel_size == 0 ||
+	    (l->direct_map_limit & ((1ull << PDPT_SHIFT) - 1)) ||
+	    (kv | ks | l->kernel_phys) & (PAGE_SIZE - 1) || !slots_fit(l))
+		return 0;
+	/* PML4, identity PDPTs and PDs (shared by the direct map), then the
+	 * kernel's own PDPTs, PDs and PTs. */
+	return 1 + regions(0, l->direct_map_limit, PML4_SHIFT) +
+	       (l->direct_map_limit >> PDPT_SHIFT) +
+	       regions(kv, ks, PML4_SHIFT) + regions(kv, ks, PDPT_SHIFT) +
+	       regions(kv, ks, PD_SHIFT);
+}
+
+/* Returns the next zeroed page of the pool, or NULL when it is used up. */
+static uint64_t *pool_take(struct pool *p)
+{
+	if (p->used == p->pages)
+		return NULL;
+	return (uint64_t *)(p->base + PAGE_SIZE * p->used++);
+}
+
+/* Returns the table that table[index] points to, creating it if absent.
+ * Returns NULL when the pool is used up or the entry maps a large page. */
+static uint64_t *next_table(struct pool *p, uint64_t *table, unsigned index)
+{
+	uint64_t *next;
+
+	if (table[index] & PTE_P) {
+		if (table[index] & PTE_PS)
+			return NULL;
+		return (uint64_t *)(uintptr_t)(table[index] & PTE_ADDR);
+	}
+	next = pool_take(p);
+	if (!next)
+		return NULL;
+	table[index] = (uint64_t)(uintptr_t)next | PTE_P | PTE_W;
+	return next;
+}
+
+/* Maps one 4 KiB page, or one 2 MiB page when large. Returns 0, or -1 when
+ * a table on the way cannot be had. */
+static int map_page(struct pool *p, uint64_t *pml4, uint64_t virt,
+                    uint64_t phys, bool large)
+{
+	uint64_t *pdpt = next_table(p, pml4, index_of(virt, PML4_SHIFT));
+	uint64_t *pd =
+	        pdpt ? next_table(p, pdpt, index_of(virt, PDPT_SHIFT)) : NULL;
+	uint64_t *pt;
+
+	if (!pd)
+		return -1;
+	if (large) {
+		pd[index_of(virt, PD_SHIFT)] = phys | PTE_P | PTE_W | PTE_PS;
+		return 0;
+	}
+	pt = next_table(p, pd, index_of(virt, PD_SHIFT));
+	if (!pt)
+		return -1;
+	pt[index_of(virt, PT_SHIFT)] = phys | PTE_P | PTE_W;
+	return 0;
+}
+
+uint64_t paging_build(void *pool, size_t pool_pages,
+                      const struct paging_layout *l)
+{
+	struct pool p = {pool, pool_pages, 0};
+	size_t need = paging_tables_needed(l);
+	uint64_t *words = pool, *pml4;
+	unsigned direct = index_of(l->direct_map_base, PML4_SHIFT);
+
+	if (need == 0 || need > pool_pages)
+		return 0;
+	for (size_t i = 0; i < pool_pages * (PAGE_SIZE / 8); i++)
+		words[i] = 0;
+	pml4 = pool_take(&p);
+	for (uint64_t a = 0; a < l->direct_map_limit; a += LARGE_SIZE) {
+		if (map_page(&p, pml4, a, a, true))
+			return 0;
+	}
+	/* The direct map reuses the identity PDPTs: same PDs, no new pages. */
+	for (uint64_t i = 0; i < regions(0, l->direct_map_limit, PML4_SHIFT);
+	     i++)
+		pml4[direct + i] = pml4[i];
+	for (uint64_t off = 0; off < l->kernel_size; off += PAGE_SIZE) {
+		if (map_page(&p, pml4, l->kernel_virt + off,
+		             l->kernel_phys + off, false))
+			return 0;
+	}
+	return (uint64_t)(uintptr_t)pml4;
+}

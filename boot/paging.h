@@ -1,0 +1,35 @@
+/* The loader's page tables: identity and direct maps plus the kernel image. */
+#ifndef BOOT_PAGING_H
+#define BOOT_PAGING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* What the tables map; every address is physical except kernel_virt. */
+struct paging_layout {
+	uint64_t direct_map_limit; /* multiple of 1 GiB, > 0 */
+	uint64_t direct_map_base;  /* where [0, limit) appears again */
+	uint64_t kernel_virt;      /* page aligned */
+	uint64_t kernel_phys;      /* page aligned */
+	uint64_t kernel_size;      /* bytes, page multiple, > 0 */
+};
+
+/*
+ * Returns the number of 4 KiB table pages paging_build needs for layout, or
+ * 0 when the layout cannot be mapped with 4-level paging: the direct map
+ * would not fit in the lower half or would run into the kernel's PML4 slot.
+ */
+size_t paging_tables_needed(const struct paging_layout *layout);
+
+/*
+ * Builds the tables in pool (pool_pages pages at a physical address equal to
+ * its pointer value, as under UEFI's identity map): [0, limit) identity and
+ * at direct_map_base with 2 MiB pages, the kernel with 4 KiB pages, all
+ * present, writable, executable, supervisor-only. Returns the physical
+ * address of the PML4, or 0 when the pool is too small or the layout cannot
+ * be mapped.
+ */
+uint64_t paging_build(void *pool, size_t pool_pages,
+                      const struct paging_layout *layout);
+
+#endif

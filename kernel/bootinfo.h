@@ -1,0 +1,51 @@
+/*
+ * What the kernel keeps from the loader's boot_info: a copy of the memory
+ * map, the command line and the physical placement of the image, taken
+ * before the loader's memory is reclaimed.
+ */
+#ifndef KERNEL_BOOTINFO_H
+#define KERNEL_BOOTINFO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arch/x86_64/layout.h"
+
+#define BOOT_MMAP_MAX    512
+#define BOOT_CMDLINE_MAX 4096
+
+/* One region of the memory map, half-open [base, limit). */
+struct mem_region {
+	paddr_t base, limit;
+	uint32_t type; /* enum efi_memory_type */
+};
+
+struct boot_state {
+	struct mem_region regions[BOOT_MMAP_MAX];
+	size_t nregions;
+	char cmdline[BOOT_CMDLINE_MAX];
+	paddr_t kernel_phys_base, kernel_phys_limit;
+	uint64_t kernel_virt_base;
+	paddr_t rsdp;
+	paddr_t ram_top; /* end of the highest RAM region */
+};
+
+/* Immutable after bootinfo_copy(). */
+extern struct boot_state boot_state;
+
+/* Validates and copies the loader's handoff; panics naming what is wrong. */
+void bootinfo_copy(paddr_t boot_info_phys);
+
+/* True for memory the kernel may use once boot is over. */
+bool mem_type_usable(uint32_t type);
+const char *mem_type_name(uint32_t type);
+
+/*
+ * Finds "key=value" (or a bare "key") on the command line; copies the value
+ * into buf (size bytes, NUL-terminated; "" for a bare key). Returns false
+ * when the key is absent.
+ */
+bool cmdline_get(const char *key, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,90 @@
+/*
+ * Kernel stacks in the kstack region (see kstack.h): slot i covers
+ * [KSTACK_REGION_BASE + i * 64 KiB, +64 KiB); a bitmap records used slots.
+ * Locking: none yet (boot CPU); the SMP issue adds one.
+ */
+#include "kstack.h"
+
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/paging.h"
+#include "kernel/frames.h"
+#include "kernel/printk.h"
+
+#define KSTACK_SLOTS 4096
+
+static uint64_t slot_used[KSTACK_SLOTS / 64];
+
+static long slot_take(void)
+{
+	for (unsigned w = 0; w < KSTACK_SLOTS / 64; w++) {
+		if (~slot_used[w] == 0)
+			continue;
+		unsigned b = (unsigned)__builtin_ctzll(~slot_used[w]);
+		slot_used[w] |= 1ull << b;
+		return (long)(w * 64 + b);
+	}
+	return -1;
+}
+
+static void slot_put(unsigned long slot)
+{
+	slot_used[slot / 64] &= ~(1ull << (slot % 64));
+}
+
+/* Unmaps the stack's pages from top - npages pages up to top. */
+static void unmap_pages(uintptr_t top, unsigned npages)
+{
+	for (unsigned i = 1; i <= npages; i++) {
+		paddr_t pa;
+		if (vm_unmap_page(top - i * PAGE_SIZE, &pa) == 0)
+			frame_free(pa);
+	}
+}
+
+bool kstack_alloc(unsigned npages, struct kstack *out)
+{
+	if (npages == 0 || npages > KSTACK_MAX_PAGES)
+		return false;
+	long slot = slot_take();
+	if (slot < 0)
+		return false;
+	uintptr_t base =
+	        KSTACK_REGION_BASE + (uintptr_t)slot * KSTACK_SLOT_SIZE;
+	uintptr_t top = base + KSTACK_SLOT_SIZE;
+	for (unsigned i = 1; i <= npages; i++) {
+		paddr_t pa = frame_alloc();
+		if (!pa || vm_map_page(top - i * PAGE_SIZE, pa, VM_WRITE)) {
+			if (pa)
+				frame_free(pa);
+			unmap_pages(top, i - 1);
+			slot_put((unsigned long)slot);
+			return false;
+		}
+	}
+	out->top = top;
+	out->bottom = top - npages * PAGE_SIZE;
+	out->guard = out->bottom - PAGE_SIZE;
+	return true;
+}
+
+void kstack_free(const struct kstack *s)
+{
+	unmap_pages(s->top, (unsigned)((s->top - s->bottom) / PAGE_SIZE));
+	slot_put((s->top - 1 - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE);
+}
+
+bool kstack_is_guard(uintptr_t va)
+{
+	if (va >= (uintptr_t)__boot_stack_guard &&
+	    va < (uintptr_t)__boot_stack_bottom)
+		return true;
+	if (va < KSTACK_REGION_BASE ||
+	    va >= KSTACK_REGION_BASE + KSTACK_SLOTS * KSTACK_SLOT_SIZE)
+		return false;
+	uintptr_t off = va - KSTACK_REGION_BASE;
+	unsigned long slot = off / KSTACK_SLOT_SIZE;
+	if (!(slot_used[slot / 64] & (1ull << (slot % 64))))
+		return false;
+	/* Everything in a used slot below its lowest mapped page is guard. */
+	return !vm_translate(align_down(va, PAGE_SIZE), NULL, NULL);
+}

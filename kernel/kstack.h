@@ -1,0 +1,32 @@
+/*
+ * Kernel stacks with a guard page: each stack takes a fixed 64 KiB slot of
+ * the kstack region; the lowest page of the slot stays unmapped so that an
+ * overflow faults instead of corrupting what lies below.
+ */
+#ifndef KERNEL_KSTACK_H
+#define KERNEL_KSTACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KSTACK_SLOT_SIZE (64ull << 10)
+#define KSTACK_MAX_PAGES (KSTACK_SLOT_SIZE / 4096 - 1)
+
+struct kstack {
+	uintptr_t guard;  /* the unmapped page: [guard, guard + 4096) */
+	uintptr_t bottom; /* lowest mapped address */
+	uintptr_t top;    /* initial stack pointer (exclusive end) */
+};
+
+/* Maps npages (1..KSTACK_MAX_PAGES) of stack above a guard page. Returns
+ * false, with nothing allocated, when frames or slots run out. */
+bool kstack_alloc(unsigned npages, struct kstack *out);
+
+/* Unmaps the stack and frees its frames and slot. */
+void kstack_free(const struct kstack *s);
+
+/* True when va lies in the guard page of a kernel stack (the boot stack's
+ * included): a fault there is a stack overflow. */
+bool kstack_is_guard(uintptr_t va);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * ktest: a small unit-test framework whose output is KTAP version 1.
+ *
+ * Tests register themselves with KTEST(suite, name) into the linker section
+ * "ktests"; the runner groups them by suite (in order of first appearance),
+ * selects them with a glob on "suite.name", and prints one KTAP subtest per
+ * suite. The same runner is built into the test kernel (output on COM1) and
+ * into the host test binary (output on stdout), so a test file under
+ * tests/host/ and one under tests/kernel/ read alike.
+ *
+ * Expectations (KEXPECT_*) record a failure with file:line and go on;
+ * assertions (KASSERT_*) record it and return from the test function.
+ * Contexts: thread context only; not reentrant.
+ */
+#ifndef KERNEL_KTEST_H
+#define KERNEL_KTEST_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ktest {
+	const char *suite;
+	const char *name;
+	void (*fn)(void);
+};
+
+#define KTEST(suite, name)                                               \
+	static void ktest_fn_##suite##_##name(void);                     \
+	static const struct ktest ktest_desc_##suite##_##name            \
+	        __attribute__((used, section("ktests"), aligned(8))) = { \
+	                #suite, #name, ktest_fn_##suite##_##name};       \
+	static void ktest_fn_##suite##_##name(void)
+
+/* Outcome of a whole run; the kernel maps these onto QEMU exit codes. */
+enum ktest_result {
+	KTEST_PASSED = 0,
+	KTEST_FAILED = 1,
+	KTEST_NO_MATCH = 2, /* the glob selected no test: a failed run */
+};
+
+/* What the runner needs from its host: formatted output. */
+void ktest_port_vprintf(const char *fmt, va_list ap);
+
+/*
+ * Runs the tests in [begin, end) whose "suite.name" matches one of the
+ * comma-separated globs in select (NULL or "" selects all).
+ */
+enum ktest_result ktest_run(const struct ktest *begin, const struct ktest *end,
+                            const char *select);
+
+/* Shell-style match of "*" and "?" against the whole string. */
+bool ktest_glob_match(const char *glob, const char *str);
+
+/* True when name matches one of the comma-separated globs in list. */
+bool ktest_select_match(const char *list, const char *name);
+
+/* Records a failure of the current test; prints a KTAP diagnostic line. */
+void ktest_fail_at(const char *file, int line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* Marks the current test skipped (the caller returns right after). */
+void ktest_skip(const char *reason);
+
+/* Prints a diagnostic line ("# ...") at the current test's indentation. */
+void ktest_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Called by the panic path: if a test is running, reports it as "not ok"
+ * with the reason and closes the KTAP document so the host sees where the
+ * run ended. Returns false when no test was running.
+ */
+bool ktest_report_crash(const char *reason);
+
+/* The test that is running, or NULL. */
+const struct ktest *ktest_current(void);
+
+#define KEXPECT(cond)                                                    \
+	do {                                                             \
+		if (!(cond))                                             \
+			ktest_fail_at(__FILE__, __LINE__, "expected %s", \
+			              #cond);                            \
+	} while (0)
+
+#define KTEST_CMP_(a, op, b, onfail)                                          \
+	do {                                                                  \
+		unsigned long long ktest_a_ = (unsigned long long)(a);        \
+		unsigned long long ktest_b_ = (unsigned long long)(b);        \
+		if (!(ktest_a_ op ktest_b_)) {                                \
+			ktest_fail_at(__FILE__, __LINE__,                     \
+			              "expected %s %s %s (0x%llx vs 0x%llx, " \
+			              "%lld vs %lld)",                        \
+			              #a, #op, #b, ktest_a_, ktest_b_,        \
+			              (long long)ktest_a_,                    \
+			              (long long)ktest_b_);                   \
+			onfail;                                               \
+		}                                                             \
+	} while (0)
+
+#define KEXPECT_EQ(a, b) KTEST_CMP_(a, ==, b, (void)0)
+#define KEXPECT_NE(a, b) KTEST_CMP_(a, !=, b, (void)0)
+#define KASSERT(cond)                                                     \
+	do {                                                              \
+		if (!(cond)) {                                            \
+			ktest_fail_at(__FILE__, __LINE__, "assertion %s", \
+			              #cond);                             \
+			return;                                           \
+		}                                                         \
+	} while (0)
+#define KASSERT_EQ(a, b) KTEST_CMP_(a, ==, b, return )
+#define KASSERT_NE(a, b) KTEST_CMP_(a, !=, b, return )
+
+int ktest_strcmp_(const char *a, const char *b);
+#define KEXPECT_STREQ(a, b)                                                   \
+	do {                                                                  \
+		const char *ktest_sa_ = (a), *ktest_sb_ = (b);                \
+		if (ktest_strcmp_(ktest_sa_, ktest_sb_) != 0)                 \
+			ktest_fail_at(__FILE__, __LINE__,                     \
+			              "expected %s == %s (\"%s\" vs \"%s\")", \
+			              #a, #b, ktest_sa_, ktest_sb_);          \
+	} while (0)
+
+#define KTEST_SKIP(reason)          \
+	do {                        \
+		ktest_skip(reason); \
+		return;             \
+	} while (0)
+
+#endif

@@ -1,0 +1,20 @@
+/* The test kernel's side of ktest: run the tests named on the command line
+ * and leave QEMU with a status the host runner understands. */
+#ifndef KERNEL_KTEST_KERNEL_H
+#define KERNEL_KTEST_KERNEL_H
+
+#include <stdbool.h>
+
+/* isa-debug-exit codes; the host sees (code << 1) | 1: 33, 35, 37. */
+#define KTEST_EXIT_PASS  0x10
+#define KTEST_EXIT_FAIL  0x11
+#define KTEST_EXIT_PANIC 0x12
+
+/* True once the command line asked for tests ("ktest=<globs>"). */
+bool ktest_kernel_mode(void);
+
+/* Runs the selected tests if the command line says so, then leaves QEMU;
+ * returns only when no tests were asked for. */
+void ktest_kernel_main(void);
+
+#endif

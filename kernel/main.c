@@ -1,0 +1,99 @@
+/*
+ * kmain: the boot CPU's path from the loader's handoff to a running kernel.
+ *
+ * Init order, and why:
+ *   1. serial        so that anything after can report
+ *   2. boot info     copied out of loader memory before it is reclaimed
+ *   3. frames        conventional memory only: the loader's page tables and
+ *                    handoff are still in use
+ *   4. paging        the kernel's own tables; loader memory is now free
+ *   5. reclaim       loader and boot-services memory join the frame pool
+ *   6. GDT, IDT      IST stacks come from kernel stacks, so after paging
+ *   7. banner, then the tests if the command line asks for them, else idle
+ */
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/gdt.h"
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/serial.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/bootinfo.h"
+#include "kernel/frames.h"
+#include "kernel/ktest_kernel.h"
+#include "kernel/printk.h"
+
+static void print_cpu(void)
+{
+	uint32_t r[4];
+	char vendor[13], brand[49];
+	cpuid(0, 0, r);
+	__builtin_memcpy(vendor, &r[1], 4);
+	__builtin_memcpy(vendor + 4, &r[3], 4);
+	__builtin_memcpy(vendor + 8, &r[2], 4);
+	vendor[12] = '\0';
+	brand[0] = '\0';
+	cpuid(0x80000000, 0, r);
+	if (r[0] >= 0x80000004) {
+		for (uint32_t i = 0; i < 3; i++)
+			cpuid(0x80000002 + i, 0, (uint32_t *)(brand + 16 * i));
+		brand[48] = '\0';
+	}
+	const char *b = brand;
+	while (*b == ' ')
+		b++;
+	printk("cpu: %s (%s), 1 CPU online\n", *b ? b : "unknown model",
+	       vendor);
+}
+
+static void print_memory(void)
+{
+	uint64_t usable = 0, conventional = 0, boot = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		uint64_t n = r->limit - r->base;
+		if (mem_type_usable(r->type))
+			usable += n;
+		if (r->type == EFI_CONVENTIONAL_MEMORY)
+			conventional += n;
+		else if (mem_type_usable(r->type))
+			boot += n;
+	}
+	printk("memory: %llu MiB usable (%llu MiB conventional, %llu MiB "
+	       "reclaimed from loader and boot services), %zu map entries, "
+	       "RAM top %#llx\n",
+	       (unsigned long long)(usable >> 20),
+	       (unsigned long long)(conventional >> 20),
+	       (unsigned long long)(boot >> 20), boot_state.nregions,
+	       (unsigned long long)boot_state.ram_top);
+	printk("memory: kernel image at phys %#llx-%#llx\n",
+	       (unsigned long long)boot_state.kernel_phys_base,
+	       (unsigned long long)boot_state.kernel_phys_limit);
+	printk("frames: %zu free of %zu managed (%zu MiB free)\n",
+	       frames_free_count(), frames_managed_count(),
+	       frames_free_count() >> 8);
+}
+
+__attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
+{
+	serial_init();
+	printk("\nkernel: entered at %p, boot_info at %#llx\n", (void *)kmain,
+	       (unsigned long long)boot_info_phys);
+	bootinfo_copy(boot_info_phys);
+	frames_init();
+	paging_init();
+	frames_reclaim_boot_memory();
+	gdt_init_cpu();
+	idt_init_cpu();
+
+	printk("Gantry kernel: a Go-style page and span allocator, x86_64\n");
+	print_cpu();
+	print_memory();
+	paging_print_layout();
+	if (boot_state.cmdline[0])
+		printk("cmdline: %s\n", boot_state.cmdline);
+
+	ktest_kernel_main();
+
+	printk("kernel: idle\n");
+	for (;;)
+		cpu_hlt();
+}

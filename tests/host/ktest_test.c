@@ -1,0 +1,106 @@
+/* Tests of the ktest runner's own selection logic (globs on suite.name). */
+#include "../../kernel/ktest.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "main.h"
+
+KTEST(ktest, glob_literal)
+{
+	KEXPECT(ktest_glob_match("mm.alloc", "mm.alloc"));
+	KEXPECT(!ktest_glob_match("mm.alloc", "mm.alloc2"));
+	KEXPECT(!ktest_glob_match("mm.alloc2", "mm.alloc"));
+	KEXPECT(ktest_glob_match("", ""));
+	KEXPECT(!ktest_glob_match("", "x"));
+}
+
+KTEST(ktest, glob_star_and_question)
+{
+	KEXPECT(ktest_glob_match("*", ""));
+	KEXPECT(ktest_glob_match("*", "anything.at_all"));
+	KEXPECT(ktest_glob_match("mm.*", "mm.free"));
+	KEXPECT(!ktest_glob_match("mm.*", "vmm.free"));
+	KEXPECT(ktest_glob_match("*.free", "vmm.free"));
+	KEXPECT(ktest_glob_match("a*b*c", "aXXbYYbZc"));
+	KEXPECT(!ktest_glob_match("a*b*c", "aXXbYYbZ"));
+	KEXPECT(ktest_glob_match("p?ge", "page"));
+	KEXPECT(!ktest_glob_match("p?ge", "pge"));
+	KEXPECT(ktest_glob_match("**x", "abx"));
+}
+
+KTEST(ktest, select_list)
+{
+	KEXPECT(ktest_select_match(NULL, "a.b"));
+	KEXPECT(ktest_select_match("", "a.b"));
+	KEXPECT(ktest_select_match("x.*,a.*", "a.b"));
+	KEXPECT(!ktest_select_match("x.*,y.*", "a.b"));
+	KEXPECT(ktest_select_match(",,a.b,", "a.b"));
+}
+
+/* A nested run over a synthetic table: suites "a" and "b" interleaved. */
+static int ran_a1, ran_a2, ran_b1;
+static void a1(void)
+{
+	ran_a1++;
+}
+static void a2(void)
+{
+	ran_a2++;
+	KEXPECT_EQ(1, 2); /* fails: the nested run must report it */
+}
+static void b1(void)
+{
+	ran_b1++;
+	ktest_skip("not today");
+}
+static const struct ktest table[] = {
+        {"a", "one", a1},
+        {"b", "one", b1},
+        {"a", "two", a2},
+};
+
+static enum ktest_result nested(const char *select, char *out, size_t size)
+{
+	ran_a1 = ran_a2 = ran_b1 = 0;
+	host_capture_begin(out, size);
+	enum ktest_result r = ktest_run(table, table + 3, select);
+	host_capture_end();
+	return r;
+}
+
+KTEST(ktest, selects_a_later_test_of_a_suite)
+{
+	/* Regression: the plan once skipped a suite whose first test was not
+	 * selected, so "a.two" matched nothing. */
+	char out[2048];
+	KEXPECT_EQ(nested("a.two", out, sizeof(out)), KTEST_FAILED);
+	KEXPECT_EQ(ran_a1, 0);
+	KEXPECT_EQ(ran_a2, 1);
+	KEXPECT(strstr(out, "1..1\n    KTAP version 1\n    # Subtest: a\n"
+	                    "    1..1\n") != NULL);
+	KEXPECT(strstr(out, "    not ok 1 two\nnot ok 1 a\n") != NULL);
+}
+
+KTEST(ktest, groups_by_suite_and_reports_each_result)
+{
+	char out[2048];
+	KEXPECT_EQ(nested("*", out, sizeof(out)), KTEST_FAILED);
+	KEXPECT_EQ(ran_a1 + ran_a2 + ran_b1, 3);
+	/* Suite a (both tests, in order), then suite b. */
+	const char *a = strstr(out, "# Subtest: a\n    1..2\n");
+	const char *b = strstr(out, "# Subtest: b\n    1..1\n");
+	KEXPECT(a != NULL && b != NULL && a < b);
+	KEXPECT(strstr(out, "    ok 1 one\n    # run a.two\n") != NULL);
+	KEXPECT(strstr(out, "    ok 1 one # SKIP not today\nok 2 b\n") != NULL);
+	KEXPECT(strstr(out, "# Totals: pass:1 fail:1 skip:1\n") != NULL);
+	KEXPECT(strstr(out, "ktest_test.c:") != NULL); /* file:line */
+}
+
+KTEST(ktest, no_match_is_reported)
+{
+	char out[512];
+	KEXPECT_EQ(nested("zzz*", out, sizeof(out)), KTEST_NO_MATCH);
+	KEXPECT(strstr(out, "1..0\n# no test matches 'zzz*'\n") != NULL);
+	KEXPECT_EQ(ran_a1 + ran_a2 + ran_b1, 0);
+}

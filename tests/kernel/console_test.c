@@ -1,0 +1,79 @@
+/*
+ * printk's engine in the kernel build, the symbol table behind backtraces,
+ * and the command-line parser the test runner relies on.
+ */
+#include "kernel/bootinfo.h"
+#include "kernel/format.h"
+#include "kernel/ksyms.h"
+#include "kernel/ktest.h"
+#include "kernel/printk.h"
+#include "kernel/string.h"
+
+KTEST(console, format_in_kernel)
+{
+	char buf[96];
+	ksnprintf(buf, sizeof(buf), "[%5d|%-4s|%04x|%c|%lu|%%]", -42, "ab",
+	          0xbeefu, 'z', 18446744073709551615ul);
+	KEXPECT_STREQ(buf, "[  -42|ab  |beef|z|18446744073709551615|%]");
+	ksnprintf(buf, sizeof(buf), "%p", (void *)__text_start);
+	KEXPECT_STREQ(buf, "0xffffffff80000000");
+	KEXPECT_EQ(ksnprintf(buf, 4, "%s", "overflow"), 8);
+	KEXPECT_STREQ(buf, "ove");
+}
+
+KTEST(console, ksyms_names_functions)
+{
+	uint64_t off;
+	const char *name = ksyms_lookup((uint64_t)(uintptr_t)panic + 3, &off);
+	KASSERT(name != NULL);
+	KEXPECT_STREQ(name, "panic");
+	KEXPECT_EQ(off, 3);
+	KEXPECT_EQ(ksyms_address("panic"), (uint64_t)(uintptr_t)panic);
+	KEXPECT_EQ(ksyms_address("no_such_symbol"), 0);
+	KEXPECT(ksyms_lookup(0x1000, &off) == NULL);
+	char buf[64];
+	ksyms_format((uint64_t)(uintptr_t)printk + 0x10, buf, sizeof(buf));
+	KEXPECT_STREQ(buf, "printk+0x10");
+}
+
+KTEST(console, cmdline_selects_tests)
+{
+	char v[64];
+	/* The runner itself was started by "ktest=..." on the command line. */
+	KEXPECT(cmdline_get("ktest", v, sizeof(v)));
+	KEXPECT(!cmdline_get("ktes", v, sizeof(v)));
+	KEXPECT(!cmdline_get("no_such_key", v, sizeof(v)));
+}
+
+KTEST(console, memory_map_is_sorted_and_disjoint)
+{
+	KASSERT(boot_state.nregions > 0);
+	int bad = 0;
+	for (size_t i = 1; i < boot_state.nregions; i++)
+		bad += boot_state.regions[i].base <
+		       boot_state.regions[i - 1].limit;
+	KEXPECT_EQ(bad, 0);
+	KEXPECT(boot_state.ram_top >= (64ull << 20));
+	KEXPECT(boot_state.kernel_phys_base % 4096 == 0);
+}
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1: proves that a failure is reported
+ * (make test must exit non-zero naming demo.deliberate_failure) and that
+ * a panic in a test ends the run as a crash. */
+KTEST(demo, deliberate_failure)
+{
+	KEXPECT_EQ(1 + 1, 3);
+}
+
+KTEST(demo, deliberate_panic)
+{
+	panic("deliberate panic in a test");
+}
+
+KTEST(demo, deliberate_page_fault)
+{
+	volatile uintptr_t unmapped = 0xdead000;
+	*(volatile int *)unmapped = 1;
+}
+#endif

@@ -1,0 +1,74 @@
+/*
+ * The frame source: its totals match the memory map, and allocating every
+ * frame then freeing them all returns the pool to the same count.
+ */
+#include "arch/x86_64/paging.h"
+#include "kernel/bootinfo.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+
+KTEST(frames, totals_match_memory_map)
+{
+	uint64_t usable = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (!mem_type_usable(r->type))
+			continue;
+		paddr_t base =
+		        r->base < FRAMES_LOW_LIMIT ? FRAMES_LOW_LIMIT : r->base;
+		if (r->limit > base)
+			usable += (r->limit - base) / PAGE_SIZE;
+	}
+	uint64_t image =
+	        (boot_state.kernel_phys_limit - boot_state.kernel_phys_base) /
+	        PAGE_SIZE;
+	/* Managed = usable RAM above 1 MiB - kernel image - the bitmaps
+	 * (2 bits a frame, rounded to pages). */
+	uint64_t bitmaps =
+	        (2 * ((boot_state.ram_top / PAGE_SIZE + 63) / 64) * 8 +
+	         PAGE_SIZE - 1) /
+	        PAGE_SIZE;
+	KEXPECT_EQ(frames_managed_count(), usable - image - bitmaps);
+	KEXPECT(frames_free_count() <= frames_managed_count());
+	KEXPECT(frames_free_count() > frames_managed_count() / 2);
+}
+
+KTEST(frames, alloc_all_then_free_all)
+{
+	size_t baseline = frames_free_count();
+	/* Chain the allocated frames through their first word. */
+	paddr_t head = 0;
+	size_t n = 0;
+	bool in_range = true, low = false;
+	for (paddr_t pa; (pa = frame_alloc()) != 0; n++) {
+		in_range &= pa < boot_state.ram_top && pa % PAGE_SIZE == 0;
+		low |= pa < FRAMES_LOW_LIMIT;
+		*(paddr_t *)phys_to_virt(pa) = head;
+		head = pa;
+	}
+	KEXPECT_EQ(n, baseline);
+	KEXPECT_EQ(frames_free_count(), 0);
+	KEXPECT(in_range);
+	KEXPECT(!low);
+	KEXPECT_EQ(frame_alloc(), 0); /* empty pool says so */
+	while (head) {
+		paddr_t next = *(paddr_t *)phys_to_virt(head);
+		frame_free(head);
+		head = next;
+	}
+	KEXPECT_EQ(frames_free_count(), baseline);
+}
+
+KTEST(frames, frames_are_distinct_and_reusable)
+{
+	paddr_t a = frame_alloc(), b = frame_alloc();
+	KASSERT(a && b);
+	KEXPECT_NE(a, b);
+	*(volatile uint64_t *)phys_to_virt(a) = 1;
+	*(volatile uint64_t *)phys_to_virt(b) = 2;
+	KEXPECT_EQ(*(volatile uint64_t *)phys_to_virt(a), 1);
+	size_t before = frames_free_count();
+	frame_free(a);
+	frame_free(b);
+	KEXPECT_EQ(frames_free_count(), before + 2);
+}

@@ -1,0 +1,110 @@
+/*
+ * The kernel's own address space as paging_init left it: W^X per section,
+ * NULL unmapped, the direct map, the boot stack's guard page.
+ */
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/bootinfo.h"
+#include "kernel/kstack.h"
+#include "kernel/ktest.h"
+
+static const int rodata_word = 0x5a5a5a5a;
+static volatile uint8_t bss_code[64];
+
+/* Expects a fault of the given vector when writing *p; returns the catch. */
+static bool write_faults(volatile uint8_t *p, struct fault_catch *fc)
+{
+	if (fault_catch_arm(fc) == 0) {
+		*p = *p;
+		fault_catch_disarm(fc);
+		return false;
+	}
+	return true;
+}
+
+KTEST(image, section_permissions)
+{
+	unsigned f;
+	KASSERT(vm_translate((uintptr_t)__text_start, NULL, &f));
+	KEXPECT_EQ(f, VM_EXEC);
+	KASSERT(vm_translate((uintptr_t)&rodata_word, NULL, &f));
+	KEXPECT_EQ(f, VM_READ);
+	KASSERT(vm_translate((uintptr_t)bss_code, NULL, &f));
+	KEXPECT_EQ(f, VM_WRITE);
+	KEXPECT(read_cr0() & CR0_WP);
+	KEXPECT(rdmsr(MSR_EFER) & EFER_NXE);
+}
+
+KTEST(image, text_and_rodata_are_not_writable)
+{
+	struct fault_catch fc;
+	KEXPECT(write_faults((volatile uint8_t *)__text_start, &fc));
+	KEXPECT_EQ(fc.vector, VEC_PF);
+	KEXPECT_EQ(fc.error & (PF_PRESENT | PF_WRITE), PF_PRESENT | PF_WRITE);
+	KEXPECT(write_faults((volatile uint8_t *)&rodata_word, &fc));
+	KEXPECT_EQ(fc.cr2, (uintptr_t)&rodata_word);
+}
+
+KTEST(image, data_is_not_executable)
+{
+	bss_code[0] = 0xc3; /* ret */
+	void (*fn)(void) = (void (*)(void))(uintptr_t)bss_code;
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		fn();
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "bss executed");
+		return;
+	}
+	KEXPECT_EQ(fc.vector, VEC_PF);
+	KEXPECT(fc.error & PF_FETCH);
+}
+
+KTEST(image, null_page_is_unmapped)
+{
+	KEXPECT(!vm_translate(0, NULL, NULL));
+	struct fault_catch fc;
+	volatile uintptr_t near_null = 8; /* hidden from -Warray-bounds */
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*(volatile int *)near_null;
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "NULL+8 readable");
+		return;
+	}
+	KEXPECT_EQ(fc.vector, VEC_PF);
+	KEXPECT_EQ(fc.cr2, 8);
+	KEXPECT_EQ(fc.error & PF_PRESENT, 0);
+}
+
+KTEST(image, direct_map_covers_ram)
+{
+	paddr_t pa;
+	unsigned f;
+	paddr_t probe[] = {0, 1 << 20, boot_state.kernel_phys_base,
+	                   boot_state.ram_top - PAGE_SIZE};
+	for (unsigned i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+		KEXPECT(vm_translate((uintptr_t)phys_to_virt(probe[i]), &pa,
+		                     &f));
+		KEXPECT_EQ(pa, probe[i]);
+		KEXPECT_EQ(f, VM_WRITE);
+	}
+	/* The image is reachable both ways, and both see one frame. */
+	KEXPECT(vm_translate((uintptr_t)&rodata_word, &pa, NULL));
+	KEXPECT_EQ(*(const int *)phys_to_virt(pa), rodata_word);
+	uint64_t size = paging_direct_map_page_size();
+	KEXPECT(size == LARGE_PAGE_SIZE || size == HUGE_PAGE_SIZE);
+}
+
+KTEST(image, boot_stack_guard_is_unmapped)
+{
+	KEXPECT(!vm_translate((uintptr_t)__boot_stack_guard, NULL, NULL));
+	KEXPECT(vm_translate((uintptr_t)__boot_stack_bottom, NULL, NULL));
+	KEXPECT(kstack_is_guard((uintptr_t)__boot_stack_guard + 100));
+	KEXPECT(!kstack_is_guard((uintptr_t)__boot_stack_bottom));
+	/* We are running on it. */
+	uint64_t rsp;
+	__asm__ volatile("mov %%rsp, %0" : "=r"(rsp));
+	KEXPECT(rsp > (uintptr_t)__boot_stack_bottom &&
+	        rsp <= (uintptr_t)__boot_stack_top);
+}

@@ -1,0 +1,42 @@
+/* Kernel stacks: mapped pages above an unmapped guard page, and returned
+ * whole on free. */
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/frames.h"
+#include "kernel/kstack.h"
+#include "kernel/ktest.h"
+
+KTEST(kstack, guard_page_below_every_stack)
+{
+	size_t before = frames_free_count();
+	struct kstack s;
+	KASSERT(kstack_alloc(4, &s));
+	KEXPECT_EQ(s.top - s.bottom, 4 * PAGE_SIZE);
+	KEXPECT_EQ(s.bottom - s.guard, PAGE_SIZE);
+	*(volatile uint64_t *)(s.top - 8) = 1;
+	*(volatile uint64_t *)s.bottom = 2;
+	KEXPECT(!vm_translate(s.guard, NULL, NULL));
+	KEXPECT(kstack_is_guard(s.guard + 8));
+	KEXPECT(!kstack_is_guard(s.bottom));
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		*(volatile uint64_t *)(s.bottom - 8) = 3; /* one word too far */
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "guard page writable");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT_EQ(fc.cr2, s.bottom - 8);
+	}
+	kstack_free(&s);
+	KEXPECT(!vm_translate(s.bottom, NULL, NULL));
+	KEXPECT_EQ(frames_free_count(), before);
+}
+
+KTEST(kstack, bad_sizes_are_refused)
+{
+	struct kstack s;
+	KEXPECT(!kstack_alloc(0, &s));
+	KEXPECT(!kstack_alloc(KSTACK_MAX_PAGES + 1, &s));
+	KEXPECT(kstack_alloc(KSTACK_MAX_PAGES, &s));
+	kstack_free(&s);
+}

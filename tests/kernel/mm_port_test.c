@@ -1,0 +1,112 @@
+/*
+ * kernel/mm_port.c on the real page tables: reserved space is unbacked,
+ * map backs it with zeroed frames, unused gives the frames back and makes
+ * a touch fault, used maps fresh zeroed frames again.
+ */
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+#include "mm/port.h"
+
+#define NPAGES 8
+
+static bool touch_faults(volatile uint8_t *p)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*p;
+		fault_catch_disarm(&fc);
+		return false;
+	}
+	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
+}
+
+/* Page-table pages are created on first map and kept (paging.c), so tests
+ * that count frames map and unmap their range once before the baseline. */
+static bool warm_tables(uint8_t *p, size_t nbytes)
+{
+	if (!mm_port_map(p, nbytes))
+		return false;
+	mm_port_unused(p, nbytes);
+	return true;
+}
+
+KTEST(mm_port, reserve_map_unused_used)
+{
+	uint8_t *p = mm_port_reserve(NPAGES * MM_PAGE_SIZE, 1 << 21);
+	KASSERT(p != NULL);
+	KEXPECT_EQ((uintptr_t)p % (1 << 21), 0);
+	KEXPECT(touch_faults(p)); /* reserved, not backed */
+	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
+	size_t frames0 = frames_free_count();
+
+	KASSERT(mm_port_map(p, NPAGES * MM_PAGE_SIZE));
+	KEXPECT_EQ(frames_free_count(), frames0 - NPAGES);
+	int nonzero = 0;
+	for (size_t i = 0; i < NPAGES * MM_PAGE_SIZE; i++)
+		nonzero += p[i] != 0;
+	KEXPECT_EQ(nonzero, 0);
+	for (size_t i = 0; i < NPAGES * MM_PAGE_SIZE; i++)
+		p[i] = 0xa5;
+
+	mm_port_unused(p + 2 * MM_PAGE_SIZE, 3 * MM_PAGE_SIZE);
+	KEXPECT_EQ(frames_free_count(), frames0 - NPAGES + 3);
+	KEXPECT(touch_faults(p + 3 * MM_PAGE_SIZE));
+	KEXPECT_EQ(p[MM_PAGE_SIZE], 0xa5); /* neighbours untouched */
+	KEXPECT_EQ(p[5 * MM_PAGE_SIZE], 0xa5);
+
+	KASSERT(mm_port_used(p + 2 * MM_PAGE_SIZE, 3 * MM_PAGE_SIZE));
+	KEXPECT_EQ(p[3 * MM_PAGE_SIZE + 7], 0); /* fresh, zeroed */
+	mm_port_unused(p, NPAGES * MM_PAGE_SIZE);
+	KEXPECT_EQ(frames_free_count(), frames0);
+}
+
+KTEST(mm_port, reserve_refuses_bad_requests)
+{
+	KEXPECT(mm_port_reserve(0, MM_PAGE_SIZE) == NULL);
+	KEXPECT(mm_port_reserve(100, MM_PAGE_SIZE) == NULL);
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, 3 * MM_PAGE_SIZE) == NULL);
+	KEXPECT(mm_port_reserve(4ull << 40, MM_PAGE_SIZE) == NULL);
+	void *a = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	void *b = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KEXPECT(a != NULL && b != NULL && a != b);
+}
+
+KTEST(mm_port, map_failure_leaves_nothing_mapped)
+{
+	uint8_t *p = mm_port_reserve(NPAGES * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(p != NULL);
+	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
+	/* Take every frame but 3, then ask for 8 pages. */
+	paddr_t head = 0;
+	while (frames_free_count() > 3) {
+		paddr_t pa = frame_alloc();
+		*(paddr_t *)phys_to_virt(pa) = head;
+		head = pa;
+	}
+	KEXPECT(!mm_port_map(p, NPAGES * MM_PAGE_SIZE));
+	KEXPECT_EQ(frames_free_count(), 3);
+	for (int i = 0; i < NPAGES; i++)
+		KEXPECT(!vm_translate((uintptr_t)p + i * MM_PAGE_SIZE, NULL,
+		                      NULL));
+	while (head) {
+		paddr_t next = *(paddr_t *)phys_to_virt(head);
+		frame_free(head);
+		head = next;
+	}
+}
+
+KTEST(mm_port, lock_is_irqsave_and_tracks_owner)
+{
+	mm_lock_t l;
+	mm_lock_init(&l, "test", MM_RANK_HEAP);
+	KEXPECT(!mm_lock_held(&l));
+	unsigned long irq = mm_lock_acquire(&l);
+	KEXPECT(mm_lock_held(&l));
+	uint64_t flags;
+	__asm__ volatile("pushfq; popq %0" : "=r"(flags));
+	KEXPECT_EQ(flags & (1u << 9), 0); /* interrupts off while held */
+	mm_lock_release(&l, irq);
+	KEXPECT(!mm_lock_held(&l));
+}

@@ -1,0 +1,154 @@
+/*
+ * The 4 KiB map API on the live kernel page tables: map, translate, unmap,
+ * protect, the errors for bad calls, and that the hardware enforces what
+ * the entries say (write to read-only, execute from NX, touch unmapped).
+ */
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+#include "kernel/string.h"
+
+/* PML4 slot 509: nothing else lives there. */
+#define TEST_VA 0xfffffe8000000000ull
+
+static paddr_t map_test_page(uintptr_t va, unsigned flags)
+{
+	paddr_t pa = frame_alloc();
+	if (pa && vm_map_page(va, pa, flags) != 0) {
+		frame_free(pa);
+		return 0;
+	}
+	return pa;
+}
+
+static void unmap_test_page(uintptr_t va)
+{
+	paddr_t pa;
+	if (vm_unmap_page(va, &pa) == 0)
+		frame_free(pa);
+}
+
+KTEST(paging, map_translate_unmap)
+{
+	paddr_t pa = map_test_page(TEST_VA, VM_WRITE);
+	KASSERT(pa != 0);
+	paddr_t got;
+	unsigned flags;
+	KEXPECT(vm_translate(TEST_VA + 0x123, &got, &flags));
+	KEXPECT_EQ(got, pa + 0x123);
+	KEXPECT_EQ(flags, VM_WRITE);
+	/* The mapping and the direct map see the same frame. */
+	*(volatile uint64_t *)TEST_VA = 0x1122334455667788ull;
+	KEXPECT_EQ(*(volatile uint64_t *)phys_to_virt(pa),
+	           0x1122334455667788ull);
+	paddr_t out = 0;
+	KEXPECT_EQ(vm_unmap_page(TEST_VA, &out), 0);
+	KEXPECT_EQ(out, pa);
+	KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	frame_free(pa);
+}
+
+KTEST(paging, bad_calls_are_refused)
+{
+	paddr_t pa = map_test_page(TEST_VA, VM_WRITE);
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_map_page(TEST_VA, pa, VM_WRITE), -VM_EEXIST);
+	KEXPECT_EQ(vm_map_page(TEST_VA + 1, pa, VM_WRITE), -VM_EINVAL);
+	KEXPECT_EQ(vm_map_page(TEST_VA + PAGE_SIZE, pa + 8, 0), -VM_EINVAL);
+	KEXPECT_EQ(vm_map_page(0x0000800000000000ull, pa, 0), -VM_EINVAL);
+	/* Inside a large page of the direct map. */
+	KEXPECT_EQ(vm_map_page(DIRECT_MAP_BASE + (64 << 20), pa, 0),
+	           -VM_EINVAL);
+	KEXPECT_EQ(vm_unmap_page(TEST_VA + PAGE_SIZE, NULL), -VM_ENOENT);
+	KEXPECT_EQ(vm_protect_page(TEST_VA + PAGE_SIZE, 0), -VM_ENOENT);
+	unmap_test_page(TEST_VA);
+	KEXPECT_EQ(vm_unmap_page(TEST_VA, NULL), -VM_ENOENT);
+}
+
+KTEST(paging, write_to_read_only_faults)
+{
+	paddr_t pa = map_test_page(TEST_VA, VM_READ);
+	KASSERT(pa != 0);
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		*(volatile uint32_t *)TEST_VA = 1;
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "write did not fault");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT_EQ(fc.cr2, TEST_VA);
+		KEXPECT_EQ(fc.error & (PF_PRESENT | PF_WRITE),
+		           PF_PRESENT | PF_WRITE);
+	}
+	/* After vm_protect the same write goes through. */
+	KEXPECT_EQ(vm_protect_page(TEST_VA, VM_WRITE), 0);
+	*(volatile uint32_t *)TEST_VA = 7;
+	KEXPECT_EQ(*(volatile uint32_t *)phys_to_virt(pa), 7);
+	unmap_test_page(TEST_VA);
+}
+
+KTEST(paging, execute_from_nx_faults)
+{
+	paddr_t pa = map_test_page(TEST_VA, VM_WRITE);
+	KASSERT(pa != 0);
+	/* mov $42, %eax; ret */
+	static const uint8_t code[] = {0xb8, 42, 0, 0, 0, 0xc3};
+	memcpy((void *)TEST_VA, code, sizeof(code));
+	int (*fn)(void) = (int (*)(void))TEST_VA;
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		fn();
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "NX page executed");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT(fc.error & PF_FETCH);
+		KEXPECT_EQ(fc.cr2, TEST_VA);
+	}
+	KEXPECT_EQ(vm_protect_page(TEST_VA, VM_EXEC), 0);
+	KEXPECT_EQ(fn(), 42);
+	unmap_test_page(TEST_VA);
+}
+
+KTEST(paging, touch_after_unmap_faults)
+{
+	paddr_t pa = map_test_page(TEST_VA, VM_WRITE);
+	KASSERT(pa != 0);
+	*(volatile uint8_t *)TEST_VA = 1; /* load the TLB entry */
+	unmap_test_page(TEST_VA);
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*(volatile uint8_t *)(TEST_VA + 5);
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "stale TLB entry used");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT_EQ(fc.error & PF_PRESENT, 0);
+		KEXPECT_EQ(fc.cr2, TEST_VA + 5);
+	}
+}
+
+KTEST(paging, many_pages_share_tables)
+{
+	/* 600 pages cross a page-table boundary (512 entries). */
+	enum { N = 600 };
+	size_t before = frames_free_count();
+	int mapped = 0;
+	for (int i = 0; i < N; i++)
+		if (map_test_page(TEST_VA + (uintptr_t)i * PAGE_SIZE, VM_WRITE))
+			mapped++;
+	KASSERT_EQ(mapped, N);
+	for (int i = 0; i < N; i++)
+		*(volatile int *)(TEST_VA + (uintptr_t)i * PAGE_SIZE) = i;
+	int ok = 0;
+	for (int i = 0; i < N; i++)
+		ok += *(volatile int *)(TEST_VA + (uintptr_t)i * PAGE_SIZE) ==
+		      i;
+	KEXPECT_EQ(ok, N);
+	for (int i = 0; i < N; i++)
+		unmap_test_page(TEST_VA + (uintptr_t)i * PAGE_SIZE);
+	/* Page-table pages stay; only the data frames come back. */
+	KEXPECT(frames_free_count() <= before);
+	KEXPECT(frames_free_count() + 4 >= before);
+}
