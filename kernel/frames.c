@@ -11,6 +11,7 @@
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
+#include "kernel/spinlock.h"
 #include "kernel/string.h"
 
 /* Immutable after frames_init(): */
@@ -18,7 +19,8 @@ static uint64_t *managed_bits, *free_bits;
 static size_t nwords; /* words in each bitmap */
 static paddr_t bitmap_base, bitmap_limit;
 
-/* Changed by alloc/free (boot CPU only for now): */
+/* Protected by frames_lock: */
+static struct spinlock frames_lock = SPINLOCK_INIT("frames", LOCK_RANK_FRAMES);
 static size_t hint_word, nfree, nmanaged;
 
 static inline size_t frame_index(paddr_t pa)
@@ -90,6 +92,8 @@ void frames_reclaim_boot_memory(void)
 
 paddr_t frame_alloc(void)
 {
+	paddr_t pa = 0;
+	unsigned long irq = spin_lock_irqsave(&frames_lock);
 	for (size_t n = 0; n < nwords; n++) {
 		size_t w = (hint_word + n) % nwords;
 		if (free_bits[w] == 0)
@@ -98,9 +102,11 @@ paddr_t frame_alloc(void)
 		free_bits[w] &= ~(1ull << bit);
 		hint_word = w;
 		nfree--;
-		return ((paddr_t)w * 64 + bit) * PAGE_SIZE;
+		pa = ((paddr_t)w * 64 + bit) * PAGE_SIZE;
+		break;
 	}
-	return 0;
+	spin_unlock_irqrestore(&frames_lock, irq);
+	return pa;
 }
 
 void frame_free(paddr_t pa)
@@ -110,11 +116,15 @@ void frame_free(paddr_t pa)
 	    !(managed_bits[i / 64] & (1ull << (i % 64))))
 		panic("frames: free of %#llx, which is not a frame of the pool",
 		      (unsigned long long)pa);
-	if (free_bits[i / 64] & (1ull << (i % 64)))
+	unsigned long irq = spin_lock_irqsave(&frames_lock);
+	bool was_free = free_bits[i / 64] & (1ull << (i % 64));
+	free_bits[i / 64] |= 1ull << (i % 64);
+	if (!was_free)
+		nfree++;
+	spin_unlock_irqrestore(&frames_lock, irq);
+	if (was_free)
 		panic("frames: double free of frame %#llx",
 		      (unsigned long long)pa);
-	free_bits[i / 64] |= 1ull << (i % 64);
-	nfree++;
 }
 
 size_t frames_free_count(void)

@@ -4,7 +4,8 @@
  * A deliberately simple bitmap allocator that the page-allocator issue
  * replaces with a second instance of mm/'s page allocator. Frames below
  * 1 MiB are never handed out (kept for the SMP trampoline and firmware
- * quirks). Locking: none yet; boot CPU only until SMP brings a lock.
+ * quirks). Locking: frame_alloc/frame_free take the frames lock (irqsave),
+ * any context but NMI; init and reclaim run on the boot CPU alone.
  */
 #ifndef KERNEL_FRAMES_H
 #define KERNEL_FRAMES_H

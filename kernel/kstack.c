@@ -1,7 +1,8 @@
 /*
  * Kernel stacks in the kstack region (see kstack.h): slot i covers
  * [KSTACK_REGION_BASE + i * 64 KiB, +64 KiB); a bitmap records used slots.
- * Locking: none yet (boot CPU); the SMP issue adds one.
+ * Locking: the kstack lock protects the slot bitmap only; mapping happens
+ * outside it on a slot the caller now owns. Thread context.
  */
 #include "kstack.h"
 
@@ -9,26 +10,34 @@
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
 #include "kernel/printk.h"
+#include "kernel/spinlock.h"
 
 #define KSTACK_SLOTS 4096
 
+/* Protected by kstack_lock: */
+static struct spinlock kstack_lock = SPINLOCK_INIT("kstack", LOCK_RANK_KSTACK);
 static uint64_t slot_used[KSTACK_SLOTS / 64];
 
 static long slot_take(void)
 {
-	for (unsigned w = 0; w < KSTACK_SLOTS / 64; w++) {
+	long slot = -1;
+	unsigned long irq = spin_lock_irqsave(&kstack_lock);
+	for (unsigned w = 0; w < KSTACK_SLOTS / 64 && slot < 0; w++) {
 		if (~slot_used[w] == 0)
 			continue;
 		unsigned b = (unsigned)__builtin_ctzll(~slot_used[w]);
 		slot_used[w] |= 1ull << b;
-		return (long)(w * 64 + b);
+		slot = (long)(w * 64 + b);
 	}
-	return -1;
+	spin_unlock_irqrestore(&kstack_lock, irq);
+	return slot;
 }
 
 static void slot_put(unsigned long slot)
 {
+	unsigned long irq = spin_lock_irqsave(&kstack_lock);
 	slot_used[slot / 64] &= ~(1ull << (slot % 64));
+	spin_unlock_irqrestore(&kstack_lock, irq);
 }
 
 /* Unmaps the stack's pages from top - npages pages up to top. */

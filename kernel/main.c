@@ -19,6 +19,7 @@
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/ktest_kernel.h"
+#include "kernel/percpu.h"
 #include "kernel/printk.h"
 
 static void print_cpu(void)
@@ -74,6 +75,8 @@ static void print_memory(void)
 
 __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 {
+	/* GS first: locks (printk's too) find their CPU through it. */
+	cpu_init_local(0, 0);
 	serial_init();
 	printk("\nkernel: entered at %p, boot_info at %#llx\n", (void *)kmain,
 	       (unsigned long long)boot_info_phys);

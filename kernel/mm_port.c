@@ -3,9 +3,8 @@
  * region (layout.h), memory from the frame pool mapped through the kernel
  * page tables, irqsave spinlocks, and panic/printk for diagnostics.
  *
- * Until SMP arrives there is one CPU: mm_cpu_id is 0, and the spinlock is
- * a test-and-set lock with interrupts off. Rank checking and ticket locks
- * come with the SMP issue (kernel/spinlock.c).
+ * mm locks are the kernel's ranked ticket spinlocks (kernel/spinlock.c),
+ * always taken irqsave; MM_RANK_HEAP maps to the leaf rank LOCK_RANK_HEAP.
  */
 #include "mm/port.h"
 
@@ -16,72 +15,45 @@
 #include "arch/x86_64/paging.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
+#include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/spinlock.h"
 #include "kernel/string.h"
 
 _Static_assert(MM_PAGE_SIZE == PAGE_SIZE, "mm/ and the MMU agree on pages");
 
-struct kernel_mm_lock {
-	atomic_uint locked;
-	unsigned owner_cpu;
-	const char *name;
-	enum mm_lock_rank rank;
-};
+_Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
+               "mm_lock_t must hold the kernel's spinlock");
 
-_Static_assert(sizeof(struct kernel_mm_lock) <= sizeof(mm_lock_t),
-               "mm_lock_t must hold the kernel's lock");
+/* Next free address of the mm region; reservations are never returned. */
+static struct spinlock reserve_lock =
+        SPINLOCK_INIT("mm_reserve", LOCK_RANK_MM_RESERVE);
+static uintptr_t mm_region_next = MM_REGION_BASE; /* by reserve_lock */
 
-/* Next free address of the mm region; reservations are never returned.
- * Protected by reserve_lock. */
-static uintptr_t mm_region_next = MM_REGION_BASE;
-static mm_lock_t reserve_lock;
-
-static struct kernel_mm_lock *klock(const mm_lock_t *l)
+static struct spinlock *klock(const mm_lock_t *l)
 {
-	return (struct kernel_mm_lock *)(uintptr_t)l->opaque;
+	return (struct spinlock *)(uintptr_t)l->opaque;
 }
 
 void mm_lock_init(mm_lock_t *l, const char *name, enum mm_lock_rank rank)
 {
-	struct kernel_mm_lock *k = klock(l);
-	atomic_store(&k->locked, 0);
-	k->owner_cpu = ~0u;
-	k->name = name;
-	k->rank = rank;
+	spin_init(klock(l), name,
+	          rank == MM_RANK_HEAP ? LOCK_RANK_HEAP : LOCK_RANK_FRAMES);
 }
 
 unsigned long mm_lock_acquire(mm_lock_t *l)
 {
-	struct kernel_mm_lock *k = klock(l);
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	if (atomic_load_explicit(&k->locked, memory_order_relaxed) &&
-	    k->owner_cpu == mm_cpu_id())
-		panic("mm lock %s: recursive acquire on cpu %u", k->name,
-		      mm_cpu_id());
-	while (atomic_exchange_explicit(&k->locked, 1, memory_order_acquire))
-		cpu_pause();
-	k->owner_cpu = mm_cpu_id();
-	return flags;
+	return spin_lock_irqsave(klock(l));
 }
 
 void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 {
-	struct kernel_mm_lock *k = klock(l);
-	if (!mm_lock_held(l))
-		panic("mm lock %s: released by cpu %u, which does not hold it",
-		      k->name, mm_cpu_id());
-	k->owner_cpu = ~0u;
-	atomic_store_explicit(&k->locked, 0, memory_order_release);
-	if (irq_state & RFLAGS_IF)
-		cpu_sti();
+	spin_unlock_irqrestore(klock(l), irq_state);
 }
 
 bool mm_lock_held(const mm_lock_t *l)
 {
-	const struct kernel_mm_lock *k = klock(l);
-	return atomic_load_explicit(&k->locked, memory_order_relaxed) &&
-	       k->owner_cpu == mm_cpu_id();
+	return spin_held(klock(l));
 }
 
 unsigned long mm_cpu_pin(void)
@@ -99,7 +71,7 @@ void mm_cpu_unpin(unsigned long irq_state)
 
 unsigned mm_cpu_id(void)
 {
-	return 0;
+	return this_cpu()->id;
 }
 
 void *mm_port_reserve(size_t nbytes, size_t align)
@@ -107,12 +79,7 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	if (nbytes == 0 || nbytes % PAGE_SIZE || align < PAGE_SIZE ||
 	    (align & (align - 1)))
 		return NULL;
-	static bool ready;
-	if (!ready) {
-		mm_lock_init(&reserve_lock, "mm_reserve", MM_RANK_FRAMES);
-		ready = true;
-	}
-	unsigned long irq = mm_lock_acquire(&reserve_lock);
+	unsigned long irq = spin_lock_irqsave(&reserve_lock);
 	uintptr_t base = align_up(mm_region_next, align);
 	void *r = NULL;
 	if (base >= mm_region_next &&
@@ -121,7 +88,7 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 		mm_region_next = base + nbytes;
 		r = (void *)base;
 	}
-	mm_lock_release(&reserve_lock, irq);
+	spin_unlock_irqrestore(&reserve_lock, irq);
 	return r;
 }
 

@@ -13,6 +13,14 @@
 #include "kernel/ksyms.h"
 #include "kernel/ktest.h"
 #include "kernel/ktest_kernel.h"
+#include "kernel/spinlock.h"
+
+/* Keeps lines from different CPUs apart. Rank CONSOLE: anyone but a leaf
+ * holder may print. Once a panic starts it is ignored, so the panic
+ * message gets out even if the lock's holder is stuck. */
+static struct spinlock console_lock =
+        SPINLOCK_INIT("console", LOCK_RANK_CONSOLE);
+static _Atomic bool panicking;
 
 static void console_sink(void *ctx, char c)
 {
@@ -21,7 +29,12 @@ static void console_sink(void *ctx, char c)
 
 void vprintk(const char *fmt, va_list ap)
 {
+	/* Re-entry on this CPU (a fault while printing) prints unlocked. */
+	bool lock = !panicking && !spin_held(&console_lock);
+	unsigned long irq = lock ? spin_lock_irqsave(&console_lock) : 0;
 	kvformat(console_sink, NULL, fmt, ap);
+	if (lock)
+		spin_unlock_irqrestore(&console_lock, irq);
 }
 
 void printk(const char *fmt, ...)
@@ -66,6 +79,7 @@ void panic(const char *fmt, ...)
 	char msg[256];
 	va_list ap;
 	cpu_cli();
+	panicking = true;
 	va_start(ap, fmt);
 	kvsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);

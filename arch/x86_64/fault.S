@@ -17,6 +17,6 @@ fault_catch_arm:
 	movq %rax, 48(%rdi)
 	movq (%rsp), %rax
 	movq %rax, 56(%rdi)
-	movq %rdi, fault_catch_current(%rip)
+	movq %rdi, %gs:16 /* this_cpu()->fault_catch (CPU_FAULT_CATCH_OFFSET) */
 	xorl %eax, %eax
 	ret

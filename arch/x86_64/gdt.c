@@ -1,12 +1,14 @@
 /*
  * GDT and TSS. Long mode ignores segment bases and limits except for the
  * TSS, which is reached through a 16-byte system descriptor and holds the
- * IST pointers the IDT refers to. One set per CPU; the boot CPU's lives
- * here, the SMP issue adds the others.
+ * IST pointers the IDT refers to. One set per CPU, indexed by its id.
  */
 #include "gdt.h"
 
+#include "cpu.h"
+
 #include "kernel/kstack.h"
+#include "kernel/percpu.h"
 #include "kernel/printk.h"
 
 struct tss {
@@ -32,12 +34,19 @@ struct cpu_tables {
 	struct kstack ist[3];
 };
 
-static struct cpu_tables boot_cpu_tables;
+/* cpu_tables[i] belongs to CPU i; written only by that CPU's init. */
+static struct cpu_tables cpu_tables[MAX_CPUS];
 
 #define IST_STACK_PAGES 4
 
+#define MSR_GS_BASE 0xc0000101u
+
+/* Loads gdt, reloads every segment register and the task register. Writing
+ * a GS selector clears the GS base, which holds the per-CPU pointer, so
+ * the base is saved and put back. */
 static void load(struct gdt *gdt)
 {
+	uint64_t gs_base = rdmsr(MSR_GS_BASE);
 	struct {
 		uint16_t limit;
 		uint64_t base;
@@ -60,11 +69,12 @@ static void load(struct gdt *gdt)
 	                 : "m"(desc), "r"((uint64_t)GDT_KERNEL_DS),
 	                   "i"((uint64_t)GDT_KERNEL_CS), "r"((uint16_t)GDT_TSS)
 	                 : "rax", "memory");
+	wrmsr(MSR_GS_BASE, gs_base);
 }
 
 void gdt_init_cpu(void)
 {
-	struct cpu_tables *t = &boot_cpu_tables;
+	struct cpu_tables *t = &cpu_tables[this_cpu()->id];
 	/* Access byte 0x9a/0x92: present, ring 0, code/data; L bit for
 	 * 64-bit code. */
 	t->gdt.null = 0;

@@ -15,7 +15,8 @@
 #define IST_MACHINE_CHECK 3
 
 /* Builds this CPU's GDT and TSS (with freshly allocated IST stacks) and
- * loads them. Panics if the IST stacks cannot be allocated. */
+ * loads them; GS must already point at this CPU's struct cpu. Panics if
+ * the IST stacks cannot be allocated. */
 void gdt_init_cpu(void);
 
 #endif

@@ -1,58 +1,31 @@
 /*
- * Exception entry stubs for vectors 0..31. Each pushes a zero where the CPU
- * pushes no error code, then its vector, and joins isr_common, which saves
- * the general registers as a struct trap_frame and calls trap_dispatch.
- * The CPU aligns RSP to 16 before pushing its frame; 22 quadwords keep it
- * aligned for the call.
+ * Interrupt entry stubs for all 256 vectors: the 32 exceptions, then device
+ * interrupts and IPIs (32..255, no error code). Each stub pushes a zero
+ * where the CPU pushes no error code, then its vector, and joins
+ * isr_common, which saves the general registers as a struct trap_frame and
+ * calls trap_dispatch. The CPU aligns RSP to 16 before pushing its frame;
+ * 22 quadwords keep it aligned for the call.
  */
+	.altmacro
 	.text
 
-.macro ISR_NOERR vec
-isr_\vec:
-	pushq $0
-	pushq $\vec
-	jmp isr_common
-.endm
-
-.macro ISR_ERR vec
-isr_\vec:
-	pushq $\vec
-	jmp isr_common
-.endm
-
 /* Vectors with a CPU error code: 8, 10-14, 17, 21, 29, 30. */
-ISR_NOERR 0
-ISR_NOERR 1
-ISR_NOERR 2
-ISR_NOERR 3
-ISR_NOERR 4
-ISR_NOERR 5
-ISR_NOERR 6
-ISR_NOERR 7
-ISR_ERR 8
-ISR_NOERR 9
-ISR_ERR 10
-ISR_ERR 11
-ISR_ERR 12
-ISR_ERR 13
-ISR_ERR 14
-ISR_NOERR 15
-ISR_NOERR 16
-ISR_ERR 17
-ISR_NOERR 18
-ISR_NOERR 19
-ISR_NOERR 20
-ISR_ERR 21
-ISR_NOERR 22
-ISR_NOERR 23
-ISR_NOERR 24
-ISR_NOERR 25
-ISR_NOERR 26
-ISR_NOERR 27
-ISR_NOERR 28
-ISR_ERR 29
-ISR_ERR 30
-ISR_NOERR 31
+.macro ISR vec
+	.balign 16
+isr_\vec:
+	.if (\vec == 8) || ((\vec >= 10) && (\vec <= 14)) || (\vec == 17) || (\vec == 21) || (\vec == 29) || (\vec == 30)
+	.else
+	pushq $0
+	.endif
+	pushq $\vec
+	jmp isr_common
+.endm
+
+.set vec, 0
+.rept 256
+	ISR %vec
+	.set vec, vec + 1
+.endr
 
 isr_common:
 	pushq %rax
@@ -91,10 +64,16 @@ isr_common:
 	addq $16, %rsp /* vector and error code */
 	iretq
 
+.macro STUB_ADDR vec
+	.quad isr_\vec
+.endm
+
 	.section .rodata
 	.balign 8
 	.globl isr_stub_table
 isr_stub_table:
-	.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-	.quad isr_\vec
-	.endr
+.set vec, 0
+.rept 256
+	STUB_ADDR %vec
+	.set vec, vec + 1
+.endr

@@ -8,6 +8,9 @@
  *   0xffffa00000000000 .. +2 TiB              mm/ reservations: the heap arena
  *                                            and its metadata (slots 320-323),
  *                                            backed only where mapped
+ *   0xfffffe0000000000 .. +512 GiB            device MMIO (LAPIC, ...), mapped
+ *                                            uncached (PML4 slot 508)
+ *   0xfffffe8000000000 .. +512 GiB            free for tests (slot 509)
  *   0xffffff0000000000 .. +512 GiB            kernel stacks with guard pages
  *                                            (PML4 slot 510)
  *   0xffffffff80000000 .. +1 GiB              kernel image (PML4 slot 511),
@@ -28,6 +31,8 @@
 #define DIRECT_MAP_BASE    BOOT_DIRECT_MAP_BASE
 #define MM_REGION_BASE     0xffffa00000000000ull
 #define MM_REGION_SIZE     (2ull << 40)
+#define MMIO_REGION_BASE   0xfffffe0000000000ull
+#define MMIO_REGION_SIZE   (512ull << 30)
 #define KSTACK_REGION_BASE 0xffffff0000000000ull
 #define KSTACK_REGION_SIZE (512ull << 30)
 #define KERNEL_VIRT_BASE   BOOT_KERNEL_WINDOW_BASE

@@ -18,6 +18,7 @@
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/printk.h"
+#include "kernel/spinlock.h"
 #include "kernel/string.h"
 
 #define PT_ENTRIES 512
@@ -25,6 +26,10 @@
 /* Immutable after paging_init(): */
 static paddr_t kernel_pml4;
 static uint64_t direct_page_size;
+
+/* Serialises changes to the kernel page tables (walks that may create
+ * tables, and leaf updates). Frames are taken under it. */
+static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
 
 static inline uint64_t *table_of(uint64_t entry)
 {
@@ -103,54 +108,71 @@ static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 	return table;
 }
 
-int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
+/*
+ * Finds the leaf entry for va under vm_lock, creating tables if create.
+ * Returns NULL with *err set when there is none.
+ */
+static uint64_t *leaf_locked(uintptr_t va, bool create, int *err)
 {
 	bool large;
+	uint64_t *pt = walk(va, 0, create, &large);
+	if (!pt) {
+		*err = large ? -VM_EINVAL : create ? -VM_ENOMEM : -VM_ENOENT;
+		return NULL;
+	}
+	return &pt[level_index(va, 0)];
+}
+
+int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
+{
+	int err = VM_OK;
 	if (va % PAGE_SIZE || pa % PAGE_SIZE || !canonical(va) ||
 	    pa & ~PTE_ADDR)
 		return -VM_EINVAL;
-	uint64_t *pt = walk(va, 0, true, &large);
-	if (!pt)
-		return large ? -VM_EINVAL : -VM_ENOMEM;
-	uint64_t *e = &pt[level_index(va, 0)];
-	if (*e & PTE_P)
-		return -VM_EEXIST;
-	*e = pa | pte_flags(flags);
-	return VM_OK;
+	unsigned long irq = spin_lock_irqsave(&vm_lock);
+	uint64_t *e = leaf_locked(va, true, &err);
+	if (e && (*e & PTE_P))
+		err = -VM_EEXIST;
+	else if (e)
+		*e = pa | pte_flags(flags);
+	spin_unlock_irqrestore(&vm_lock, irq);
+	return err;
 }
 
 int vm_unmap_page(uintptr_t va, paddr_t *pa)
 {
-	bool large;
+	int err = VM_OK;
 	if (va % PAGE_SIZE || !canonical(va))
 		return -VM_EINVAL;
-	uint64_t *pt = walk(va, 0, false, &large);
-	if (!pt)
-		return large ? -VM_EINVAL : -VM_ENOENT;
-	uint64_t *e = &pt[level_index(va, 0)];
-	if (!(*e & PTE_P))
-		return -VM_ENOENT;
-	if (pa)
-		*pa = *e & PTE_ADDR;
-	*e = 0;
-	invlpg(va);
-	return VM_OK;
+	unsigned long irq = spin_lock_irqsave(&vm_lock);
+	uint64_t *e = leaf_locked(va, false, &err);
+	if (e && !(*e & PTE_P)) {
+		err = -VM_ENOENT;
+	} else if (e) {
+		if (pa)
+			*pa = *e & PTE_ADDR;
+		*e = 0;
+		invlpg(va);
+	}
+	spin_unlock_irqrestore(&vm_lock, irq);
+	return err;
 }
 
 int vm_protect_page(uintptr_t va, unsigned flags)
 {
-	bool large;
+	int err = VM_OK;
 	if (va % PAGE_SIZE || !canonical(va))
 		return -VM_EINVAL;
-	uint64_t *pt = walk(va, 0, false, &large);
-	if (!pt)
-		return large ? -VM_EINVAL : -VM_ENOENT;
-	uint64_t *e = &pt[level_index(va, 0)];
-	if (!(*e & PTE_P))
-		return -VM_ENOENT;
-	*e = (*e & PTE_ADDR) | pte_flags(flags);
-	invlpg(va);
-	return VM_OK;
+	unsigned long irq = spin_lock_irqsave(&vm_lock);
+	uint64_t *e = leaf_locked(va, false, &err);
+	if (e && !(*e & PTE_P)) {
+		err = -VM_ENOENT;
+	} else if (e) {
+		*e = (*e & PTE_ADDR) | pte_flags(flags);
+		invlpg(va);
+	}
+	spin_unlock_irqrestore(&vm_lock, irq);
+	return err;
 }
 
 bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags)

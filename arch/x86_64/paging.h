@@ -2,9 +2,11 @@
  * The kernel address space: 4-level page tables the kernel builds for
  * itself (see layout.h), and 4 KiB map / unmap / translate / protect.
  *
- * Locking: none yet; callers own the virtual range they change (the page
- * table pages for a range are created on first map and never freed).
- * Callable from thread context; vm_translate from any context.
+ * Locking: map/unmap/protect take the vm lock (irqsave) and may allocate
+ * page-table frames under it; callers own the virtual range they change.
+ * Page-table pages are created on first map and never freed. Unmap and
+ * protect flush only this CPU's TLB; other CPUs need a shootdown.
+ * Any context but NMI; vm_translate takes no lock.
  */
 #ifndef ARCH_X86_64_PAGING_H
 #define ARCH_X86_64_PAGING_H

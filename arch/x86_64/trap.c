@@ -8,6 +8,8 @@
 
 #include "cpu.h"
 #include "gdt.h"
+#include "kernel/percpu.h"
+#include "kernel/irq.h"
 #include "kernel/kstack.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
@@ -24,13 +26,9 @@ struct idt_entry {
 
 _Static_assert(sizeof(struct idt_entry) == 16, "IDT gate layout");
 
-extern const uint64_t isr_stub_table[32];
+extern const uint64_t isr_stub_table[256];
 
 static struct idt_entry idt[256] __attribute__((aligned(16)));
-
-/* The armed hook of the boot CPU (per CPU once SMP arrives). fault.S
- * stores it; the handler consumes it. */
-struct fault_catch *fault_catch_current;
 
 static const char *const names[32] = {
         "#DE divide error",
@@ -86,7 +84,7 @@ static void set_gate(unsigned vec, uint64_t handler, unsigned ist)
 
 void idt_init_cpu(void)
 {
-	for (unsigned v = 0; v < 32; v++) {
+	for (unsigned v = 0; v < 256; v++) {
 		unsigned ist = 0;
 		if (v == VEC_DF)
 			ist = IST_DOUBLE_FAULT;
@@ -105,8 +103,9 @@ void idt_init_cpu(void)
 
 void fault_catch_disarm(struct fault_catch *fc)
 {
-	if (fault_catch_current == fc)
-		fault_catch_current = 0;
+	struct cpu *c = this_cpu();
+	if (c->fault_catch == fc)
+		c->fault_catch = NULL;
 }
 
 /* Resumes the code that armed the hook, as if fault_catch_arm returned 1. */
@@ -116,7 +115,7 @@ static void resume_catch(struct fault_catch *fc, struct trap_frame *f)
 	fc->error = f->error;
 	fc->cr2 = f->vector == VEC_PF ? read_cr2() : 0;
 	fc->fault_rip = f->rip;
-	fault_catch_current = 0;
+	this_cpu()->fault_catch = NULL;
 	f->rbx = fc->rbx;
 	f->rbp = fc->rbp;
 	f->r12 = fc->r12;
@@ -163,7 +162,11 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 
 void trap_dispatch(struct trap_frame *f)
 {
-	struct fault_catch *fc = fault_catch_current;
+	if (f->vector >= 32) {
+		irq_dispatch(f);
+		return;
+	}
+	struct fault_catch *fc = this_cpu()->fault_catch;
 	if (fc && f->vector != VEC_NMI && f->vector != VEC_MC &&
 	    f->vector != VEC_DF) {
 		resume_catch(fc, f);

@@ -5,6 +5,7 @@
  */
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/trap.h"
+#include "kernel/percpu.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
 
@@ -75,6 +76,5 @@ KTEST(trap, disarmed_hook_does_not_catch_later)
 	struct fault_catch fc;
 	KEXPECT_EQ(fault_catch_arm(&fc), 0);
 	fault_catch_disarm(&fc);
-	extern struct fault_catch *fault_catch_current;
-	KEXPECT(fault_catch_current == NULL);
+	KEXPECT(this_cpu()->fault_catch == NULL);
 }

@@ -1,0 +1,49 @@
+/*
+ * Dispatch of vectors 32..255 (see irq.h): count the nesting depth, run
+ * the handler, acknowledge the controller, and give the scheduler its
+ * chance to preempt when the outermost interrupt returns to a thread.
+ */
+#include "irq.h"
+
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+
+/* Written once per vector at boot, read by every CPU. */
+static irq_handler_fn handlers[256];
+static void (*eoi_fn)(void);
+static void (*exit_hook)(struct trap_frame *f);
+
+void irq_register(unsigned vector, irq_handler_fn fn)
+{
+	if (vector < 32 || vector > 255)
+		panic("irq_register: vector %u is not an interrupt vector",
+		      vector);
+	handlers[vector] = fn;
+}
+
+void irq_set_eoi(void (*eoi)(void))
+{
+	eoi_fn = eoi;
+}
+
+void irq_set_exit_hook(void (*hook)(struct trap_frame *f))
+{
+	exit_hook = hook;
+}
+
+void irq_dispatch(struct trap_frame *f)
+{
+	struct cpu *c = this_cpu();
+	unsigned vec = (unsigned)f->vector;
+	c->irq_depth++;
+	if (handlers[vec])
+		handlers[vec](f);
+	else if (vec != IRQ_VEC_SPURIOUS)
+		printk("irq: unexpected interrupt vector %#x on cpu %u\n", vec,
+		       c->id);
+	if (vec != IRQ_VEC_SPURIOUS && eoi_fn)
+		eoi_fn();
+	c->irq_depth--;
+	if (c->irq_depth == 0 && exit_hook)
+		exit_hook(f);
+}

@@ -1,0 +1,139 @@
+/*
+ * The run-time lock checker (see spinlock.h for the rules). State: each
+ * CPU's stack of held locks (struct cpu, touched only by that CPU with
+ * preemption off) and two usage bits per lock (atomic). A violation
+ * panics naming both locks and their ranks, or, in test mode, is counted
+ * and its message kept for the test to read.
+ */
+#include "lockcheck.h"
+
+#include <stdatomic.h>
+
+#include "kernel/format.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+
+#define LOCK_USED_IN_IRQ   1u
+#define LOCK_TAKEN_IRQS_ON 2u
+#define LOCK_IRQ_REPORTED  4u
+
+static _Atomic bool record_mode;
+static _Atomic unsigned nviolations;
+static char last_message[192];
+
+__attribute__((format(printf, 1, 2))) static void violation(const char *fmt,
+                                                            ...)
+{
+	char msg[192];
+	va_list ap;
+	va_start(ap, fmt);
+	kvsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (atomic_load(&record_mode)) {
+		atomic_fetch_add(&nviolations, 1);
+		for (unsigned i = 0; i < sizeof(msg); i++)
+			last_message[i] = msg[i];
+		return;
+	}
+	panic("lock checker: %s", msg);
+}
+
+/* The held lock of highest rank, or NULL. */
+static struct spinlock *highest_held(struct cpu *c)
+{
+	struct spinlock *h = NULL;
+	for (int i = 0; i < c->nheld; i++)
+		if (!h || c->held[i]->rank > h->rank)
+			h = c->held[i];
+	return h;
+}
+
+static void check_irq_usage(struct spinlock *l, struct cpu *c, bool irqs_on)
+{
+	uint8_t bit = c->irq_depth > 0 ? LOCK_USED_IN_IRQ
+	              : irqs_on        ? LOCK_TAKEN_IRQS_ON
+	                               : 0;
+	if (!bit)
+		return;
+	uint8_t old = atomic_fetch_or(&l->usage, bit);
+	uint8_t now = old | bit;
+	if ((now & LOCK_USED_IN_IRQ) && (now & LOCK_TAKEN_IRQS_ON) &&
+	    !(old & LOCK_IRQ_REPORTED)) {
+		atomic_fetch_or(&l->usage, LOCK_IRQ_REPORTED);
+		violation("lock %s (rank %s) is used in interrupt context but "
+		          "was taken with interrupts enabled on cpu %u",
+		          l->name, lock_rank_name(l->rank), c->id);
+	}
+}
+
+void lockcheck_acquire(struct spinlock *l, bool irqs_on)
+{
+	struct cpu *c = this_cpu();
+	if (atomic_load_explicit(&l->holder, memory_order_relaxed) ==
+	    (int)c->id)
+		panic("lock checker: cpu %u takes %s again (self-deadlock)",
+		      c->id, l->name);
+	for (int i = 0; i < c->nheld; i++)
+		if (lock_rank_is_leaf(c->held[i]->rank))
+			violation("lock %s (rank %s) taken while holding "
+			          "leaf lock %s (rank %s)",
+			          l->name, lock_rank_name(l->rank),
+			          c->held[i]->name,
+			          lock_rank_name(c->held[i]->rank));
+	struct spinlock *h = highest_held(c);
+	if (h && h->rank >= l->rank && !lock_rank_is_leaf(h->rank))
+		violation("lock order: %s (rank %d %s) taken while holding "
+		          "%s (rank %d %s)",
+		          l->name, l->rank, lock_rank_name(l->rank), h->name,
+		          h->rank, lock_rank_name(h->rank));
+	check_irq_usage(l, c, irqs_on);
+}
+
+void lockcheck_acquired(struct spinlock *l)
+{
+	struct cpu *c = this_cpu();
+	if (c->nheld == LOCKS_HELD_MAX)
+		panic("lock checker: cpu %u holds more than %d locks", c->id,
+		      LOCKS_HELD_MAX);
+	c->held[c->nheld++] = l;
+}
+
+bool lockcheck_release(struct spinlock *l)
+{
+	struct cpu *c = this_cpu();
+	for (int i = c->nheld - 1; i >= 0; i--) {
+		if (c->held[i] != l)
+			continue;
+		for (int j = i; j + 1 < c->nheld; j++)
+			c->held[j] = c->held[j + 1];
+		c->nheld--;
+		return true;
+	}
+	violation("release of lock %s (rank %s), which cpu %u does not hold",
+	          l->name, lock_rank_name(l->rank), c->id);
+	return false;
+}
+
+void lockcheck_may_sleep(const char *what)
+{
+	struct cpu *c = this_cpu();
+	if (c->nheld > 0)
+		violation("%s while holding spinlock %s (rank %s)", what,
+		          c->held[c->nheld - 1]->name,
+		          lock_rank_name(c->held[c->nheld - 1]->rank));
+}
+
+bool lockcheck_set_record(bool record)
+{
+	return atomic_exchange(&record_mode, record);
+}
+
+unsigned lockcheck_violations(void)
+{
+	return atomic_load(&nviolations);
+}
+
+const char *lockcheck_last_violation(void)
+{
+	return last_message;
+}

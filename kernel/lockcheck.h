@@ -1,0 +1,30 @@
+/*
+ * The lock checker's interface for the spinlock code, the scheduler and
+ * tests. In test mode a violation is recorded (count and message) instead
+ * of panicking, so a test can provoke each rule and see it fire.
+ */
+#ifndef KERNEL_LOCKCHECK_H
+#define KERNEL_LOCKCHECK_H
+
+#include <stdbool.h>
+
+#include "kernel/spinlock.h"
+
+#ifndef LOCKCHECK
+#define LOCKCHECK 1
+#endif
+
+void lockcheck_acquire(struct spinlock *l, bool irqs_on);
+void lockcheck_acquired(struct spinlock *l);
+/* Returns false when l is not held by this CPU (reported). */
+bool lockcheck_release(struct spinlock *l);
+
+/* Called before a thread sleeps or yields: no spinlock may be held. */
+void lockcheck_may_sleep(const char *what);
+
+/* Test mode: record instead of panic. Returns the previous mode. */
+bool lockcheck_set_record(bool record);
+unsigned lockcheck_violations(void);
+const char *lockcheck_last_violation(void);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * The per-CPU area. Each CPU's GS base points at its struct cpu, whose first
+ * word points at itself, so this_cpu() is one load from %gs:0 and works in
+ * any context once cpu_init_boot()/the AP entry has set GS.
+ */
+#ifndef KERNEL_PERCPU_H
+#define KERNEL_PERCPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MAX_CPUS       64
+#define LOCKS_HELD_MAX 16
+
+struct thread;
+struct spinlock;
+struct fault_catch;
+
+struct cpu {
+	/* Immutable once the CPU is online: */
+	struct cpu *self; /* %gs:0 */
+	unsigned id;      /* index into cpus[], 0 = the boot CPU */
+	uint32_t apic_id;
+
+	/* Touched only by this CPU (with interrupts off where it matters): */
+	struct fault_catch *fault_catch; /* armed expected-fault hook */
+	int irq_depth;                   /* > 0 inside an interrupt handler */
+	int preempt_count;               /* > 0: no preemption */
+	struct spinlock *held[LOCKS_HELD_MAX]; /* lock checker's stack */
+	int nheld;
+	uint64_t ticks; /* timer interrupts taken */
+
+	/* Scheduler state, protected by this CPU's run-queue lock: */
+	struct thread *current;
+	struct thread *idle;
+	void *sched; /* struct runqueue, owned by kernel/sched.c */
+	bool need_resched;
+
+	/* Atomic, any CPU: */
+	_Atomic bool online;
+};
+
+_Static_assert(offsetof(struct cpu, self) == 0, "this_cpu reads %gs:0");
+
+#define CPU_FAULT_CATCH_OFFSET 16 /* used by arch/x86_64/fault.S */
+
+extern struct cpu cpus[MAX_CPUS];
+
+/* CPUs that came online, counted up during SMP bring-up. Atomic. */
+extern _Atomic unsigned ncpus_online;
+
+static inline struct cpu *this_cpu(void)
+{
+	struct cpu *c;
+	__asm__ volatile("movq %%gs:0, %0" : "=r"(c));
+	return c;
+}
+
+/* Points GS at cpus[id] on this CPU and fills id/apic id. */
+void cpu_init_local(unsigned id, uint32_t apic_id);
+
+static inline bool in_irq(void)
+{
+	return this_cpu()->irq_depth > 0;
+}
+
+#endif

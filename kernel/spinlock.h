@@ -1,0 +1,54 @@
+/*
+ * Ticket spinlocks with ranks and a run-time checker.
+ *
+ * spin_lock_irqsave disables interrupts on this CPU for as long as the
+ * lock is held, so an interrupt handler that takes the same lock cannot
+ * deadlock against the code it interrupted; spin_lock leaves them as they
+ * are (only for locks never taken in interrupt context). Both disable
+ * preemption. Any context but NMI.
+ *
+ * The checker (lockcheck.c, on unless built with LOCKCHECK=0) keeps a
+ * per-CPU stack of held locks and reports: a lock taken out of rank
+ * order; any lock taken while a leaf is held; a lock used in interrupt
+ * context that is also taken with interrupts enabled; sleeping or
+ * yielding with a spinlock held; releasing a lock this CPU does not hold.
+ */
+#ifndef KERNEL_SPINLOCK_H
+#define KERNEL_SPINLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernel/lockrank.h"
+
+struct spinlock {
+	_Atomic uint32_t next;    /* next ticket to hand out */
+	_Atomic uint32_t serving; /* ticket now holding the lock */
+	_Atomic int holder;       /* CPU id, or -1 */
+	const char *name;
+	enum lock_rank rank;
+	_Atomic uint8_t usage; /* LOCK_USED_* bits, for the checker */
+};
+
+#define SPINLOCK_INIT(lname, lrank)                            \
+	{                                                      \
+		.holder = -1, .name = (lname), .rank = (lrank) \
+	}
+
+void spin_init(struct spinlock *l, const char *name, enum lock_rank rank);
+
+void spin_lock(struct spinlock *l);
+void spin_unlock(struct spinlock *l);
+
+/* Returns the interrupt state to hand to spin_unlock_irqrestore. */
+unsigned long spin_lock_irqsave(struct spinlock *l);
+void spin_unlock_irqrestore(struct spinlock *l, unsigned long irq_state);
+
+/* True when this CPU holds l. */
+bool spin_held(const struct spinlock *l);
+
+/* Disable and enable preemption on this CPU (nesting counts). */
+void preempt_disable(void);
+void preempt_enable(void);
+
+#endif
