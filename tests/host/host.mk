@@ -1,12 +1,72 @@
 # Host-only targets beyond the unit tests: fuzzing and benchmarks.
-#   make fuzz          libFuzzer targets, long run (FUZZ_SECONDS, default 60)
-#   make test-fuzz     the short fuzz run that `make test` includes
-#   make bench         benchmark tables (not pass/fail)
-# (placeholder until the page allocator lands)
+#   make fuzz          the libFuzzer target, long run (FUZZ_SECONDS, default 60)
+#   make test-fuzz     the short run `make test` includes (TEST_FUZZ_SECONDS,
+#                      default 15); writes "passed failed skipped" to
+#                      $(RESULTS)/fuzz, skipped only if clang's libFuzzer
+#                      runtime cannot be installed
+#   make bench         the page allocator's benchmark table, -O2 without
+#                      sanitizers, plus callgrind instruction counts (not
+#                      pass/fail); the table is kept in $(BENCH_DIR)/bench.txt
+# Included by the top-level Makefile after HOST_BUILD, MM_SRCS,
+# MM_HOST_SRCS and RESULTS are defined.
+
+FUZZ_SECONDS ?= 60
+TEST_FUZZ_SECONDS ?= 15
+FUZZ_DIR := $(HOST_BUILD)/fuzz
+FUZZ_BIN := $(FUZZ_DIR)/palloc_fuzz
+FUZZ_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
+	tests/host/mm_port_posix.c tests/host/palloc_model.c \
+	tests/host/palloc_harness.c \
+	tests/host/fuzz/palloc_fuzz.c
+# Built with clang whatever CC says: libFuzzer is part of clang.
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer -I. -DMM_HOSTED=1
+FUZZ_FLAGS := -max_len=4096 -timeout=20 -print_final_stats=1 \
+	-artifact_prefix=$(FUZZ_DIR)/
+
+$(FUZZ_BIN): $(FUZZ_SRCS) $(wildcard mm/*.h tests/host/*.h)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS) -lpthread
+
+# True when clang can link a libFuzzer target here.
+FUZZ_RUNTIME = [ -r "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]
+
 test-fuzz:
-	@true
-fuzz:
-	@echo "no fuzz targets yet"
-bench:
-	@echo "no benchmarks yet"
+	@mkdir -p $(RESULTS) $(FUZZ_DIR)/corpus
+	@tools/install-deps fuzz || true
+	@if ! $(FUZZ_RUNTIME); then \
+		echo "fuzz: 0 passed, 0 failed, 1 skipped (no libFuzzer runtime)"; \
+		echo "0 0 1" > $(RESULTS)/fuzz; exit 0; fi; \
+	if ! $(MAKE) --no-print-directory $(FUZZ_BIN); then \
+		echo "fuzz: 0 passed, 1 failed (the target does not build)"; \
+		echo "0 1 0" > $(RESULTS)/fuzz; exit 1; fi; \
+	if $(FUZZ_BIN) $(FUZZ_FLAGS) -max_total_time=$(TEST_FUZZ_SECONDS) \
+		$(FUZZ_DIR)/corpus > $(FUZZ_DIR)/test-fuzz.log 2>&1; then \
+		grep -h "stat::number_of_executed_units" $(FUZZ_DIR)/test-fuzz.log | \
+			sed 's/^stat::number_of_executed_units: */fuzz: ran /; s/$$/ inputs/'; \
+		echo "fuzz: 1 passed, 0 failed"; echo "1 0 0" > $(RESULTS)/fuzz; \
+	else \
+		tail -n 30 $(FUZZ_DIR)/test-fuzz.log; \
+		echo "fuzz: 0 passed, 1 failed (log: $(FUZZ_DIR)/test-fuzz.log)"; \
+		echo "0 1 0" > $(RESULTS)/fuzz; exit 1; fi
+
+fuzz: $(FUZZ_BIN)
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(FUZZ_BIN) $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus
+
+BENCH_DIR := $(HOST_BUILD)/bench
+BENCH_BIN := $(BENCH_DIR)/palloc_bench
+BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/bench/palloc_bench.c
+
+$(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+		-I. -DMM_HOSTED=1 -o $@ $(BENCH_SRCS) -lpthread
+
+bench: $(BENCH_BIN)
+	@tools/install-deps bench || echo "bench: valgrind could not be installed"
+	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
+
 .PHONY: test-fuzz fuzz bench

@@ -1,0 +1,196 @@
+/*
+ * mm/palloc.h: the page allocator, Go's pageAlloc for a kernel.
+ *
+ * A struct palloc hands out runs of 4 KiB pages from an arena, a chunk
+ * aligned address range [arena_base, arena_limit) that grows 2 MiB chunk by
+ * chunk, address-ordered first fit. It never touches the arena's memory
+ * (only its own metadata), so the same code serves the kernel heap's
+ * virtual arena and the physical frame pool. See palloc.c for the design.
+ *
+ * It has no lock of its own: its owner (the heap, the frame pool) holds an
+ * mm lock around every _locked call, which asserts it when the owner gave
+ * the lock to palloc_init. Growth maps metadata, which may allocate and take
+ * other locks, so it is split: palloc_grow_prepare without the owner's lock,
+ * then palloc_grow_commit_locked under it.
+ *
+ * Refused calls (a zero-page or larger-than-arena request, a grow outside
+ * the arena or misaligned) change nothing and return 0 or false. mm_log
+ * may not be called under the lock, so a _locked call records why in the
+ * struct; the owner takes the record under the lock and logs it after
+ * unlocking (palloc_take_refusal_locked, palloc_log_refusal; the plain
+ * wrappers at the end do it all). A bad free (any page of the range not
+ * allocated, or outside the grown heap) corrupts whoever owns those pages:
+ * palloc dumps the bitmaps around it into mm_panic, which the kernel
+ * obeys and the host test port records; nothing has been changed by then.
+ */
+#ifndef MM_PALLOC_H
+#define MM_PALLOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pallocbits.h"
+#include "palloc_sum.h"
+#include "port.h"
+
+#define PALLOC_CHUNK_SHIFT     (MM_PAGE_SHIFT + PALLOC_CHUNK_PAGES_LOG)
+#define PALLOC_CHUNK_BYTES     ((uintptr_t)1 << PALLOC_CHUNK_SHIFT) /* 2 MiB */
+#define PALLOC_LEVEL_BITS      3 /* fan-out 8: a cache line of summaries */
+#define PALLOC_MAX_LEVELS      5
+#define PALLOC_MAX_ARENA_BYTES ((uintptr_t)1 << 47) /* 128 TiB */
+
+_Static_assert(PALLOC_CHUNK_PAGES << (PALLOC_LEVEL_BITS *
+                                      (PALLOC_MAX_LEVELS - 1)) ==
+                       PALLOC_SUM_MAX,
+               "a root summary covers exactly as many pages as it can count");
+_Static_assert(sizeof(palloc_sum_t) << PALLOC_LEVEL_BITS == 64,
+               "the children of a summary fill one cache line");
+
+enum palloc_flags {
+	/* Do not track scavenged pages (the frame pool: a free frame is
+	 * always backed); allocations then report 0 scavenged pages. */
+	PALLOC_NO_SCAV = 1u << 0,
+};
+
+struct palloc_config {
+	uintptr_t arena_base; /* chunk aligned */
+	size_t arena_bytes;   /* chunk multiple, <= PALLOC_MAX_ARENA_BYTES */
+	unsigned flags;       /* enum palloc_flags */
+	/* If not NULL, every _locked call asserts mm_lock_held(owner_lock). */
+	mm_lock_t *owner_lock;
+	/* NULL: reserve metadata address space with mm_port_reserve and map
+	 * it as the heap grows. Else palloc_metadata_bytes() of mapped,
+	 * page-aligned memory that palloc owns from now on (the frame pool,
+	 * built before any other allocator exists). */
+	void *metadata;
+};
+
+/* Why a _locked call refused; op is NULL when there is nothing to say. */
+struct palloc_refusal {
+	const char *op;       /* "alloc", "alloc_range", "grow" */
+	const char *reason;   /* a string literal */
+	uintptr_t base;       /* the range the call named, [base, limit), */
+	uintptr_t limit;      /* or 0 and 0 for an alloc */
+	size_t npages;        /* the request's size in pages */
+	uintptr_t arena_base; /* the arena, for the message */
+	uintptr_t arena_limit;
+};
+
+struct palloc_stats {
+	size_t grown_pages; /* pages of grown chunks */
+	size_t free_pages;  /* free in the heap (not counting page caches) */
+	size_t scav_pages;  /* free and scavenged */
+};
+
+struct palloc {
+	/* Immutable after palloc_init: */
+	uintptr_t arena_base, arena_limit;
+	size_t arena_chunks, arena_pages;
+	unsigned flags;
+	unsigned levels;     /* summary levels; 0 is the root */
+	size_t root_entries; /* entries of level 0 */
+	mm_lock_t *owner_lock;
+	palloc_sum_t *summary[PALLOC_MAX_LEVELS];
+	struct pallocbits *alloc; /* per chunk: set = allocated */
+	struct pallocbits *scav;  /* per chunk: set = scavenged; NULL if none */
+	uint64_t *grown;          /* per chunk: set = grown */
+	uintptr_t meta_base;      /* the metadata region */
+	size_t meta_bytes;
+	/* Mapped metadata pages, 1 bit each; NULL if supplied (all mapped).
+	 * Set by grow_prepare (serialised by its callers), read by commit
+	 * and check under the owner's lock: atomic. */
+	_Atomic uint64_t *mapped;
+	_Atomic int preparing; /* catches concurrent grow_prepare calls */
+
+	/* Protected by the owner's lock: */
+	size_t search_pi; /* page index; no free page lies below it */
+	struct palloc_stats stats;
+	struct palloc_refusal refusal;
+};
+
+/* Bytes of metadata an arena of arena_bytes needs when supplied by the
+ * caller (struct palloc_config.metadata); 0 if the arena is invalid. */
+size_t palloc_metadata_bytes(size_t arena_bytes, unsigned flags);
+
+/*
+ * Prepares p for an arena with nothing grown. Returns false (and logs why)
+ * if cfg is invalid or metadata cannot be reserved.
+ * Thread context, no mm lock held.
+ */
+bool palloc_init(struct palloc *p, const struct palloc_config *cfg);
+
+/*
+ * Maps the metadata that the chunks of [base, base + nbytes) need (nothing
+ * in the supplied-metadata mode). Returns false, logging why, if the range
+ * is not chunk aligned inside the arena or memory ran out. Chunks already
+ * grown are allowed and cost nothing.
+ * Locking: the owner's lock must NOT be held (mm_port_map may take locks);
+ * callers serialise grow_prepare calls among themselves.
+ */
+bool palloc_grow_prepare(struct palloc *p, uintptr_t base, size_t nbytes);
+
+/*
+ * Adds the chunks of [base, base + nbytes) to the heap, free and scavenged;
+ * chunks already grown keep their state. The range must have been
+ * prepared. Returns false (a refusal) if it is invalid or not prepared.
+ * Locking: the owner's lock must be held.
+ */
+bool palloc_grow_commit_locked(struct palloc *p, uintptr_t base, size_t nbytes);
+
+/*
+ * Allocates npages contiguous pages at the lowest address where they fit
+ * and returns that address; *nscav (if nscav is not NULL) receives how many
+ * of them were scavenged, which the caller must make usable (mm_port_used)
+ * after unlocking. Returns 0 when no run of npages free pages exists in the
+ * grown heap (the owner may grow and retry), or when the request is
+ * refused (npages == 0 or larger than the arena; see the refusal record).
+ * Page 0 of an arena based at address 0 is never handed out, so 0 is never
+ * a valid result. Locking: the owner's lock must be held.
+ */
+uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav);
+
+/*
+ * Allocates exactly the pages [base, base + npages * MM_PAGE_SIZE) (the
+ * frame pool carves holes of the memory map out this way). Returns false,
+ * changing nothing, if any of them is not a free page of the grown heap.
+ * Locking: the owner's lock must be held.
+ */
+bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
+                               size_t *nscav);
+
+/*
+ * Frees [base, base + npages * MM_PAGE_SIZE). Every page must be allocated;
+ * otherwise this is a bad free: mm_panic with the bitmaps around the range,
+ * before anything changed. Locking: the owner's lock must be held.
+ */
+void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages);
+
+/* Moves the refusal of the last alloc, alloc_range or grow_commit call
+ * into *r and returns true, or returns false if that call was not refused
+ * (each of those calls clears the record first). Locking: the owner's lock.
+ */
+bool palloc_take_refusal_locked(struct palloc *p, struct palloc_refusal *r);
+
+/* mm_logs a refusal. Locking: the owner's lock must NOT be held. */
+void palloc_log_refusal(const struct palloc_refusal *r);
+
+void palloc_stats_locked(const struct palloc *p, struct palloc_stats *st);
+
+/*
+ * Verifies every invariant (palloc.c lists them): each summary against its
+ * bitmaps or children, scavenged pages free, the counters, the search hint
+ * against the first free page. On a violation it dumps what it found into
+ * mm_panic. O(grown metadata). Locking: the owner's lock must be held.
+ */
+void palloc_check_locked(const struct palloc *p);
+
+/* The calls above wrapped in the owner's lock (if p has one), logging
+ * refusals after unlocking: for owners with nothing else to do under it,
+ * such as the frame pool at boot, and for tests. Thread context. */
+bool palloc_grow(struct palloc *p, uintptr_t base, size_t nbytes);
+uintptr_t palloc_alloc(struct palloc *p, size_t npages, size_t *nscav);
+void palloc_free(struct palloc *p, uintptr_t base, size_t npages);
+void palloc_check(struct palloc *p);
+
+#endif

@@ -1,0 +1,70 @@
+/*
+ * tests/host/mm_port_posix.h: the test-facing side of the POSIX port of
+ * mm/port.h (mm_port_posix.c): catching mm_panic, reading what mm_log
+ * said, choosing the CPU id a thread reports, and releasing reservations.
+ *
+ * A test that expects a panic wraps the call:
+ *
+ *	bool fired = MM_PORT_PANICS(palloc_free(&p, base, 1));
+ *	KEXPECT(fired);
+ *	KEXPECT(strstr(mm_port_last_panic(), "is not allocated"));
+ *
+ * The macro arms a jmp_buf in the caller's frame; mm_panic records its
+ * message and longjmps back, so whatever mm/ was doing is abandoned at the
+ * panic (a lock taken by the code under test stays held: release it).
+ * Without an armed catch, mm_panic prints "mm_panic: ..." and aborts.
+ */
+#ifndef TESTS_HOST_MM_PORT_POSIX_H
+#define TESTS_HOST_MM_PORT_POSIX_H
+
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../../mm/port.h"
+
+/* Arms (jb != NULL) or disarms panic capture for this thread. */
+void mm_port_catch_panic(jmp_buf *jb);
+
+/* True if stmt called mm_panic (caught); the message is then in
+ * mm_port_last_panic(). */
+#define MM_PORT_PANICS(stmt)                               \
+	({                                                 \
+		jmp_buf mm_port_jb_;                       \
+		volatile bool mm_port_fired_ = false;      \
+		if (setjmp(mm_port_jb_) == 0) {            \
+			mm_port_catch_panic(&mm_port_jb_); \
+			stmt;                              \
+		} else {                                   \
+			mm_port_fired_ = true;             \
+		}                                          \
+		mm_port_catch_panic(NULL);                 \
+		mm_port_fired_;                            \
+	})
+
+/* The last caught panic's message ("" if none), and how many were caught. */
+const char *mm_port_last_panic(void);
+unsigned long mm_port_panic_count(void);
+
+/* The last mm_log line ("" if none), and how many lines were logged. */
+const char *mm_port_last_log(void);
+unsigned long mm_port_log_count(void);
+
+/* Stops (true) or resumes copying mm_log lines to stderr; they are still
+ * recorded. */
+void mm_port_set_quiet(bool quiet);
+
+/* The CPU id mm_cpu_id() reports on this thread (default 0). */
+void mm_port_set_cpu(unsigned cpu);
+
+/* Bytes currently mapped through mm_port_map/mm_port_used, all threads. */
+size_t mm_port_mapped_bytes(void);
+
+/* Gives back a whole reservation made by mm_port_reserve (tests only: the
+ * kernel never unreserves). */
+void mm_port_release(void *addr, size_t nbytes);
+
+/* Makes the next n mm_port_map calls fail (to test out-of-memory paths). */
+void mm_port_fail_maps(unsigned n);
+
+#endif

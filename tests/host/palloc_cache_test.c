@@ -1,0 +1,139 @@
+/*
+ * The per-CPU page cache: refill takes the free pages of the 64-page block
+ * holding the first free page, alloc and free work inside the window
+ * without the lock, flush gives pages and scavenged bits back.
+ */
+#include "../../mm/pagecache.h"
+#include "palloc_test_util.h"
+
+#define PG(i) (TP_BASE + (uintptr_t)(i)*4096)
+
+KTEST(pagecache, refill_alloc_free_flush)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	struct palloc_test_chunk before = {
+	        .chunk = 0, .alloc = {{0, 70}}, .scav = {{100, 20}, {300, 5}}};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_test_build(&p, &before, 1));
+	KEXPECT_EQ(pagecache_alloc(&c, 1, NULL), 0); /* empty, no window */
+	KEXPECT(!pagecache_free(&c, PG(70), 1));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KEXPECT_EQ(c.base, PG(64));
+	KEXPECT_EQ(c.cache, ~0ull << 6);
+	KEXPECT_EQ(c.scav, 0xfffffull << 36); /* pages 100 .. 119 */
+	KEXPECT_EQ(palloc_test_search_pi(&p), 128);
+	struct palloc_test_chunk taken = {
+	        .chunk = 0, .alloc = {{0, 128}}, .scav = {{300, 5}}};
+	KEXPECT(tp_chunk_is(&p, &taken, "after refill"));
+	TP_CHECK(&p, "after refill");
+
+	size_t nscav = 99;
+	KEXPECT_EQ(pagecache_alloc(&c, 1, &nscav), PG(70));
+	KEXPECT_EQ(nscav, 0);
+	KEXPECT_EQ(pagecache_alloc(&c, 15, &nscav), PG(71));
+	KEXPECT_EQ(pagecache_alloc(&c, 16, &nscav), 0); /* bypasses */
+	KEXPECT_EQ(pagecache_alloc(&c, 0, &nscav), 0);
+	KEXPECT_EQ(pagecache_alloc(&c, 15, &nscav), PG(86));
+	KEXPECT_EQ(nscav, 1); /* page 100 */
+	KEXPECT_EQ(pagecache_alloc(&c, 4, &nscav), PG(101));
+	KEXPECT_EQ(nscav, 4);
+	/* Back into the window, lock-free; outside it: not ours. */
+	KEXPECT(pagecache_free(&c, PG(71), 15));
+	KEXPECT(!pagecache_free(&c, PG(10), 1));
+	KEXPECT(!pagecache_free(&c, PG(120), 10)); /* crosses the edge */
+	KEXPECT(!pagecache_free(&c, PG(80) + 8, 1));
+	struct pagecache saved = c;
+	KEXPECT(MM_PORT_PANICS(pagecache_free(&c, PG(72), 1)));
+	KEXPECT(strstr(mm_port_last_panic(), "page 0x4000048000 is already "
+	                                     "free in this CPU's cache"));
+	KEXPECT(memcmp(&saved, &c, sizeof(c)) == 0);
+	/* A window page the heap handed out before the refill is ours to
+	 * free into the cache too. */
+	KEXPECT(pagecache_free(&c, PG(64), 2));
+
+	pagecache_flush_locked(&c, &p);
+	KEXPECT(!c.has_window && c.cache == 0);
+	/* Held by "users": 66..69 (before), 70, 86..104. */
+	struct palloc_test_chunk after = {.chunk = 0,
+	                                  .alloc = {{0, 64}, {66, 5}, {86, 19}},
+	                                  .scav = {{105, 15}, {300, 5}}};
+	KEXPECT(tp_chunk_is(&p, &after, "after flush"));
+	KEXPECT_EQ(palloc_test_search_pi(&p), 64);
+	TP_CHECK(&p, "after flush");
+	tp_release(&p);
+}
+
+KTEST(pagecache, refill_on_a_full_heap_and_after_growth)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KEXPECT(!pagecache_refill_locked(&c, &p)); /* nothing grown */
+	KEXPECT(!c.has_window);
+	KASSERT(palloc_grow(&p, TP_BASE + 5 * PALLOC_CHUNK_BYTES,
+	                    PALLOC_CHUNK_BYTES));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KEXPECT_EQ(c.base, PG(5 * 512));
+	KEXPECT_EQ(c.cache, ~0ull);
+	KEXPECT_EQ(c.scav, ~0ull); /* fresh growth is scavenged */
+	/* A second refill flushes the first window and takes it again. */
+	KEXPECT_EQ(pagecache_alloc(&c, 3, NULL), PG(5 * 512));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KEXPECT_EQ(c.base, PG(5 * 512));
+	KEXPECT_EQ(c.cache, ~0ull << 3);
+	/* The heap allocates around the window. */
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), PG(5 * 512 + 64));
+	KEXPECT_EQ(palloc_alloc(&p, 447, NULL), PG(5 * 512 + 65));
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
+	struct pagecache d = {0};
+	KEXPECT(!pagecache_refill_locked(&d, &p)); /* all in c or in use */
+	KEXPECT_EQ(palloc_test_search_pi(&p), 16 * 512);
+	pagecache_flush_locked(&c, &p);
+	KASSERT(pagecache_refill_locked(&d, &p));
+	KEXPECT_EQ(d.cache, ~0ull << 3);
+	TP_CHECK(&p, "two caches");
+	tp_release(&p);
+}
+
+KTEST(pagecache, window_at_address_zero)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	KASSERT(tp_new(&p, 0, 2, PALLOC_NO_SCAV));
+	KASSERT(palloc_grow(&p, 0, PALLOC_CHUNK_BYTES));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KEXPECT_EQ(c.base, 0);
+	KEXPECT_EQ(c.cache, ~1ull); /* page 0 stays reserved */
+	KEXPECT_EQ(c.scav, 0);
+	KEXPECT_EQ(pagecache_alloc(&c, 1, NULL), 4096);
+	pagecache_flush_locked(&c, &p);
+	TP_CHECK(&p, "zero-based flush");
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 8192);
+	tp_release(&p);
+}
+
+KTEST(pagecache, needs_the_owner_lock)
+{
+	mm_lock_t lock;
+	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
+	struct palloc p;
+	struct pagecache c = {0};
+	struct palloc_config cfg = {.arena_base = TP_BASE,
+	                            .arena_bytes = PALLOC_CHUNK_BYTES,
+	                            .owner_lock = &lock};
+	KASSERT(palloc_init(&p, &cfg));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KEXPECT(MM_PORT_PANICS(pagecache_refill_locked(&c, &p)));
+	KEXPECT(strstr(mm_port_last_panic(), "without the owner's lock"));
+	unsigned long irq = mm_lock_acquire(&lock);
+	KEXPECT(pagecache_refill_locked(&c, &p));
+	mm_lock_release(&lock, irq);
+	KEXPECT_EQ(pagecache_alloc(&c, 2, NULL), TP_BASE);
+	KEXPECT(MM_PORT_PANICS(pagecache_flush_locked(&c, &p)));
+	irq = mm_lock_acquire(&lock);
+	pagecache_flush_locked(&c, &p);
+	palloc_check_locked(&p);
+	mm_lock_release(&lock, irq);
+	tp_release(&p);
+}

@@ -1,0 +1,212 @@
+/*
+ * palloc_check catches real corruption (summaries, bitmaps, scavenged
+ * bits, counts, the hint), a bad free panics with a message naming the
+ * range and a dump of the chunk, before changing anything, and the lock
+ * contract is asserted. Panics are caught by the POSIX port.
+ */
+#include "palloc_test_util.h"
+
+static const struct palloc_test_chunk two[] = {
+        {.chunk = 0, .alloc = {{0, 100}}, .scav = {{200, 50}}},
+        {.chunk = 1},
+};
+
+/* Builds p over 16 chunks with two[] (levels: root + leaf). */
+static bool build(struct palloc *p)
+{
+	return tp_new(p, TP_BASE, 16, 0) && palloc_test_build(p, two, 2);
+}
+
+/* Expects palloc_check to panic with a message containing want. */
+static void expect_check_fails(struct palloc *p, const char *want)
+{
+	if (!MM_PORT_PANICS(palloc_check(p)))
+		ktest_fail_at(__FILE__, __LINE__, "check missed: %s", want);
+	else if (!strstr(mm_port_last_panic(), want))
+		ktest_fail_at(__FILE__, __LINE__, "check said \"%s\", not %s",
+		              mm_port_last_panic(), want);
+}
+
+KTEST(palloc_check, catches_corrupt_summaries)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	KASSERT_EQ(p.levels, 2);
+	TP_CHECK(&p, "clean");
+	palloc_sum_t *leaf = palloc_test_summary(&p, 1, 0);
+	palloc_sum_t *root = palloc_test_summary(&p, 0, 0);
+	KASSERT(leaf && root);
+	KEXPECT_EQ(*leaf, palloc_sum_pack(0, 412, 412));
+	palloc_sum_t saved = *leaf;
+	*leaf = palloc_sum_pack(0, 413, 412);
+	expect_check_fails(&p, "check: level 1 entry 0 (pages from "
+	                       "0x4000000000) is (start 0, max 413, end 412), "
+	                       "but its bitmaps say (0, 412, 412)");
+	*leaf = saved;
+	TP_CHECK(&p, "leaf restored");
+	saved = *root;
+	*root = palloc_sum_pack(0, 900, 0);
+	expect_check_fails(&p, "level 0 entry 0");
+	expect_check_fails(&p, "children say");
+	*root = saved;
+	/* A summary where nothing is grown must stay 0. */
+	*palloc_test_summary(&p, 1, 5) = palloc_sum_free(9);
+	expect_check_fails(&p, "level 1 entry 5");
+	*palloc_test_summary(&p, 1, 5) = 0;
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+KTEST(palloc_check, catches_corrupt_bitmaps_and_counts)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	struct pallocbits *a = palloc_test_alloc_bits(&p, 1);
+	a->w[3] |= 1; /* allocated behind the summaries' back */
+	expect_check_fails(&p, "level 1 entry 1");
+	a->w[3] &= ~1ull;
+	p.scav[0].w[0] |= 1; /* page 0 is allocated */
+	expect_check_fails(&p, "page 0x4000000000 is allocated and scavenged");
+	p.scav[0].w[0] &= ~1ull;
+	p.stats.free_pages++;
+	expect_check_fails(&p, "stats say");
+	p.stats.free_pages--;
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+KTEST(palloc_check, catches_a_bad_search_hint)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	KEXPECT_EQ(palloc_test_search_pi(&p), 100); /* the first free page */
+	palloc_test_set_search_pi(&p, 101);
+	expect_check_fails(&p, "search hint 0x4000065000 is above the free "
+	                       "page 0x4000064000");
+	palloc_test_set_search_pi(&p, 16 * 512 + 1);
+	expect_check_fails(&p, "past the arena");
+	palloc_test_set_search_pi(&p, 0); /* low is always allowed */
+	TP_CHECK(&p, "a low hint");
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), TP_BASE + 100 * 4096);
+	/* The find on the way learned the first free page. */
+	KEXPECT_EQ(palloc_test_search_pi(&p), 101);
+	tp_release(&p);
+}
+
+KTEST(palloc_check, find_panics_on_a_lying_tree)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	struct palloc_test_chunk full = {.chunk = 3, .alloc = {{0, 512}}};
+	KASSERT(palloc_test_build(&p, &full, 1));
+	/* Both levels claim an inner run of 5 in chunk 3, which is full. */
+	*palloc_test_summary(&p, 1, 3) = palloc_sum_pack(0, 5, 0);
+	*palloc_test_summary(&p, 0, 0) = palloc_sum_pack(0, 5, 0);
+	palloc_test_set_search_pi(&p, 0);
+	KEXPECT(MM_PORT_PANICS(palloc_alloc(&p, 1, NULL)));
+	KEXPECT(strstr(mm_port_last_panic(), "chunk 3's summary promised 1 "
+	                                     "free pages"));
+	tp_release(&p);
+}
+
+/* Expects free(base, n) to panic naming the range and the page, with the
+ * allocator unchanged. */
+static void expect_bad_free(struct palloc *p, uintptr_t base, size_t n,
+                            const char *page_why)
+{
+	char want[160];
+	struct tp_snap s = tp_snapshot(p);
+	snprintf(want, sizeof(want),
+	         "palloc: free [0x%lx, 0x%lx) (%zu pages): %s", base,
+	         base + n * 4096, n, page_why);
+	if (!MM_PORT_PANICS(palloc_free(p, base, n)))
+		ktest_fail_at(__FILE__, __LINE__, "bad free accepted: %s",
+		              want);
+	else if (strncmp(mm_port_last_panic(), want, strlen(want)) != 0)
+		ktest_fail_at(__FILE__, __LINE__, "said \"%s\", want \"%s\"",
+		              mm_port_last_panic(), want);
+	if (!tp_unchanged(p, s))
+		ktest_fail_at(__FILE__, __LINE__, "bad free changed state: %s",
+		              want);
+}
+
+KTEST(palloc_check, bad_frees_panic_and_change_nothing)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	expect_bad_free(&p, TP_BASE + 50 * 4096, 60,
+	                "page 0x4000064000 is not allocated");
+	expect_bad_free(&p, TP_BASE + 512 * 4096, 1,
+	                "page 0x4000200000 is not allocated");
+	expect_bad_free(&p, TP_BASE + 3 * 512 * 4096, 1,
+	                "page 0x4000600000 is in a chunk that was never grown");
+	expect_bad_free(&p, TP_BASE + 100 * 4096, 600,
+	                "page 0x4000064000 is not allocated");
+	expect_bad_free(&p, TP_BASE + 100 * 4096, 1000,
+	                "page 0x4000400000 is in a chunk that was never grown");
+	expect_bad_free(&p, TP_BASE - 4096, 2,
+	                "page 0x3ffffff000 is outside the arena");
+	expect_bad_free(&p, TP_BASE + 16 * 512 * 4096 - 4096, 2,
+	                "page 0x4002000000 is past the arena's end");
+	expect_bad_free(&p, TP_BASE + 12, 1,
+	                "page 0x400000000c is not page "
+	                "aligned");
+	expect_bad_free(&p, TP_BASE, 0,
+	                "page 0x4000000000 starts an empty "
+	                "range");
+	/* Double free. */
+	palloc_free(&p, TP_BASE + 10 * 4096, 5);
+	expect_bad_free(&p, TP_BASE + 10 * 4096, 5,
+	                "page 0x400000a000 is not allocated");
+	TP_CHECK(&p, "after bad frees");
+	tp_release(&p);
+}
+
+KTEST(palloc_check, bad_free_dumps_the_chunk)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	KEXPECT(MM_PORT_PANICS(palloc_free(&p, TP_BASE + 90 * 4096, 20)));
+	const char *msg = mm_port_last_panic();
+	KEXPECT(strstr(msg, "its chunk [0x4000000000, +2 MiB), page 100 of "
+	                    "512"));
+	KEXPECT(strstr(msg, "alloc ffffffffffffffff 0000000fffffffff "
+	                    "0000000000000000"));
+	KEXPECT(strstr(msg, "scav  0000000000000000 0000000000000000 "
+	                    "0000000000000000 03ffffffffffff00 "
+	                    "0000000000000000"));
+	KEXPECT(strstr(msg, "summary (start 0, max 412, end 412); search "
+	                    "hint 0x4000064000"));
+	tp_release(&p);
+}
+
+KTEST(palloc_check, lock_contract)
+{
+	mm_lock_t lock;
+	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
+	struct palloc p;
+	struct palloc_config cfg = {.arena_base = TP_BASE,
+	                            .arena_bytes = 4 * PALLOC_CHUNK_BYTES,
+	                            .owner_lock = &lock};
+	KASSERT(palloc_init(&p, &cfg));
+	KEXPECT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES)); /* locks */
+	KEXPECT(MM_PORT_PANICS(palloc_alloc_locked(&p, 1, NULL)));
+	KEXPECT(strstr(mm_port_last_panic(), "palloc_alloc_locked called "
+	                                     "without the owner's lock"));
+	KEXPECT(MM_PORT_PANICS(palloc_free_locked(&p, TP_BASE, 1)));
+	KEXPECT(MM_PORT_PANICS(palloc_check_locked(&p)));
+	unsigned long irq = mm_lock_acquire(&lock);
+	KEXPECT_EQ(palloc_alloc_locked(&p, 1, NULL), TP_BASE);
+	KEXPECT(MM_PORT_PANICS(palloc_grow_prepare(&p, TP_BASE, 4096)));
+	KEXPECT(strstr(mm_port_last_panic(), "with the owner's lock held"));
+	mm_lock_release(&lock, irq);
+	/* Concurrent prepares are a caller bug; palloc notices. */
+	p.preparing = 1;
+	KEXPECT(MM_PORT_PANICS(palloc_grow_prepare(
+	        &p, TP_BASE + 3 * PALLOC_CHUNK_BYTES, PALLOC_CHUNK_BYTES)));
+	KEXPECT(strstr(mm_port_last_panic(), "concurrent grow_prepare"));
+	p.preparing = 0;
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), TP_BASE + 4096);
+	palloc_check(&p);
+	tp_release(&p);
+}
