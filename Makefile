@@ -108,6 +108,7 @@ HOST_BUILD := $(BUILD)/host
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1
+HOST_TEST_SRCS += kernel/acpi_parse.c
 HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
 	$(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	$(wildcard tests/host/*.c)
@@ -171,10 +172,19 @@ test-host: $(HOST_TEST)
 	@$(HOST_TEST) > $(BUILD)/host-test.log 2>&1; \
 	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
 
+# The kernel tests run twice: at -smp $(SMP) and on one CPU, so that SMP
+# bring-up and everything above it are tested with and without APs;
+# smp.expect tells the smp suite how many CPUs QEMU was given.
 test-kernel: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
-	tools/run-ktest kernel $(BOOT_EFI) $(KERNEL) "ktest=$(KTEST)" \
-		$(RESULTS)/kernel -smp $(SMP) -m $(MEM)
+	@st=0; \
+	tools/run-ktest kernel $(BOOT_EFI) $(KERNEL) \
+		"ktest=$(KTEST) smp.expect=$(SMP)" \
+		$(RESULTS)/kernel -smp $(SMP) -m $(MEM) || st=1; \
+	tools/run-ktest kernel-smp1 $(BOOT_EFI) $(KERNEL) \
+		"ktest=$(KTEST) smp.expect=1" \
+		$(RESULTS)/kernel-smp1 -smp 1 -m $(MEM) || st=1; \
+	exit $$st
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.

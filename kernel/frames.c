@@ -1,138 +1,192 @@
 /*
- * The physical frame source (see frames.h): two bitmaps over [0, ram_top),
- * one bit per frame. "managed" says the frame belongs to the pool; "free"
- * says it is free now. A free of a frame that is not managed or already
- * free is caught and reported. Allocation is next-fit over 64-bit words.
+ * The physical frame pool: a second instance of mm/'s page allocator
+ * (palloc), over physical addresses, without scavenged tracking.
  *
- * The bitmaps live in the first conventional region large enough for them,
- * reached through the direct map (the loader's, then the kernel's).
+ * Representation: the arena is [0, ram_top rounded up to a 2 MiB chunk).
+ * Every chunk is grown at boot; then every page that is not free RAM is
+ * allocated out of it as a "hole": firmware and MMIO ranges, the first
+ * MiB (the SMP trampoline and firmware quirks), the kernel image, loader
+ * and boot-services memory (until frames_reclaim_boot_memory frees it into
+ * the pool), and the pool's own metadata. The metadata (bitmaps and
+ * summaries, palloc_metadata_bytes) is carved from the first conventional
+ * region that holds it and reached through the direct map: it must exist
+ * before any allocator does, so it cannot come from one.
+ *
+ * Locking: the pool lock (an mm lock, rank FRAMES) is taken inside every
+ * call; any context but NMI. It sits above the vm lock because page-table
+ * pages are allocated under that one.
  */
 #include "frames.h"
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
-#include "kernel/spinlock.h"
-#include "kernel/string.h"
+#include "mm/palloc.h"
 
-/* Immutable after frames_init(): */
-static uint64_t *managed_bits, *free_bits;
-static size_t nwords; /* words in each bitmap */
-static paddr_t bitmap_base, bitmap_limit;
+/* Immutable after frames_init: */
+static struct palloc pool;
+static mm_lock_t pool_lock;
+static paddr_t meta_base, meta_limit;
 
-/* Protected by frames_lock: */
-static struct spinlock frames_lock = SPINLOCK_INIT("frames", LOCK_RANK_FRAMES);
-static size_t hint_word, nfree, nmanaged;
+/* Protected by pool_lock: */
+static size_t nmanaged;
 
-static inline size_t frame_index(paddr_t pa)
+static paddr_t max_pa(paddr_t a, paddr_t b)
 {
-	return (size_t)(pa / PAGE_SIZE);
+	return a > b ? a : b;
 }
 
-static void add_range(paddr_t base, paddr_t limit)
+/* Allocates the hole [base, limit) out of the pool (boot, one CPU). */
+static void carve(paddr_t base, paddr_t limit)
 {
-	base = align_up(base, PAGE_SIZE);
-	limit = align_down(limit, PAGE_SIZE);
-	if (base < FRAMES_LOW_LIMIT)
-		base = FRAMES_LOW_LIMIT;
-	for (paddr_t pa = base; pa < limit; pa += PAGE_SIZE) {
-		/* Never the bitmaps themselves, never the kernel image. */
-		if ((pa >= bitmap_base && pa < bitmap_limit) ||
-		    (pa >= boot_state.kernel_phys_base &&
-		     pa < boot_state.kernel_phys_limit))
-			continue;
-		size_t i = frame_index(pa);
-		uint64_t bit = 1ull << (i % 64);
-		if (managed_bits[i / 64] & bit)
-			continue;
-		managed_bits[i / 64] |= bit;
-		free_bits[i / 64] |= bit;
-		nmanaged++;
-		nfree++;
+	base = align_down(base, PAGE_SIZE);
+	limit = align_up(limit, PAGE_SIZE);
+	if (base == 0)
+		base = PAGE_SIZE; /* palloc keeps page 0 allocated itself */
+	if (limit <= base)
+		return;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	bool ok = palloc_alloc_range_locked(&pool, base,
+	                                    (limit - base) / PAGE_SIZE, NULL);
+	mm_lock_release(&pool_lock, irq);
+	if (!ok)
+		panic("frames: cannot reserve [%#lx, %#lx)", base, limit);
+}
+
+/* Carves [from, to) minus the pool metadata. */
+static void carve_hole(paddr_t from, paddr_t to)
+{
+	if (meta_limit <= from || meta_base >= to) {
+		carve(from, to);
+		return;
 	}
+	carve(from, meta_base);
+	carve(meta_limit, to);
+}
+
+static void place_metadata(size_t bytes)
+{
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		paddr_t base = max_pa(r->base, FRAMES_LOW_LIMIT);
+		if (r->type == EFI_CONVENTIONAL_MEMORY && r->limit > base &&
+		    r->limit - base >= bytes) {
+			meta_base = base;
+			meta_limit = base + bytes;
+			return;
+		}
+	}
+	panic("frames: no conventional region holds the pool's %zu bytes of "
+	      "metadata",
+	      bytes);
 }
 
 void frames_init(void)
 {
-	size_t nframes = frame_index(align_up(boot_state.ram_top, PAGE_SIZE));
-	nwords = (nframes + 63) / 64;
-	size_t bytes = align_up(2 * nwords * sizeof(uint64_t), PAGE_SIZE);
-	for (size_t i = 0; i < boot_state.nregions && !bitmap_limit; i++) {
-		const struct mem_region *r = &boot_state.regions[i];
-		paddr_t base =
-		        r->base < FRAMES_LOW_LIMIT ? FRAMES_LOW_LIMIT : r->base;
-		if (r->type == EFI_CONVENTIONAL_MEMORY && r->limit > base &&
-		    r->limit - base >= bytes) {
-			bitmap_base = base;
-			bitmap_limit = base + bytes;
-		}
-	}
-	if (!bitmap_limit)
-		panic("frames: no conventional region holds the %zu-byte "
-		      "bitmaps",
-		      bytes);
-	managed_bits = phys_to_virt(bitmap_base);
-	free_bits = managed_bits + nwords;
-	memset(managed_bits, 0, bytes);
+	size_t arena = align_up(boot_state.ram_top, PALLOC_CHUNK_BYTES);
+	size_t meta = align_up(palloc_metadata_bytes(arena, PALLOC_NO_SCAV),
+	                       PAGE_SIZE);
+	if (meta == 0)
+		panic("frames: RAM top %#lx is beyond what palloc can manage",
+		      boot_state.ram_top);
+	place_metadata(meta);
+	mm_lock_init(&pool_lock, "frames", MM_RANK_FRAMES);
+	struct palloc_config cfg = {
+	        .arena_base = 0,
+	        .arena_bytes = arena,
+	        .flags = PALLOC_NO_SCAV,
+	        .owner_lock = &pool_lock,
+	        .metadata = phys_to_virt(meta_base),
+	};
+	if (!palloc_init(&pool, &cfg) || !palloc_grow(&pool, 0, arena))
+		panic("frames: cannot set up the pool over [0, %#zx)", arena);
+	/* Everything between usable conventional ranges is a hole; so is the
+	 * first MiB. Regions are sorted and disjoint (bootinfo.c). */
+	paddr_t cursor = 0;
 	for (size_t i = 0; i < boot_state.nregions; i++) {
 		const struct mem_region *r = &boot_state.regions[i];
-		if (r->type == EFI_CONVENTIONAL_MEMORY)
-			add_range(r->base, r->limit);
+		paddr_t base = max_pa(r->base, FRAMES_LOW_LIMIT);
+		/* Not free RAM, or wholly below 1 MiB or the cursor: it stays
+		 * inside the next hole. */
+		if (r->type != EFI_CONVENTIONAL_MEMORY || r->limit <= base ||
+		    r->limit <= cursor)
+			continue;
+		if (base > cursor)
+			carve_hole(cursor, base);
+		cursor = max_pa(cursor, r->limit);
 	}
+	if (cursor < arena)
+		carve_hole(cursor, arena);
+	carve(meta_base, meta_limit);
+	struct palloc_stats st;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	palloc_stats_locked(&pool, &st);
+	nmanaged = st.free_pages;
+	mm_lock_release(&pool_lock, irq);
 }
 
 void frames_reclaim_boot_memory(void)
 {
 	for (size_t i = 0; i < boot_state.nregions; i++) {
 		const struct mem_region *r = &boot_state.regions[i];
-		if (mem_type_usable(r->type) &&
-		    r->type != EFI_CONVENTIONAL_MEMORY)
-			add_range(r->base, r->limit);
+		if (!mem_type_usable(r->type) ||
+		    r->type == EFI_CONVENTIONAL_MEMORY)
+			continue;
+		paddr_t base = max_pa(r->base, FRAMES_LOW_LIMIT);
+		for (paddr_t pa = base; pa < r->limit; pa += PAGE_SIZE) {
+			if (pa >= boot_state.kernel_phys_base &&
+			    pa < boot_state.kernel_phys_limit)
+				continue;
+			unsigned long irq = mm_lock_acquire(&pool_lock);
+			palloc_free_locked(&pool, pa, 1);
+			nmanaged++;
+			mm_lock_release(&pool_lock, irq);
+		}
 	}
 }
 
 paddr_t frame_alloc(void)
 {
-	paddr_t pa = 0;
-	unsigned long irq = spin_lock_irqsave(&frames_lock);
-	for (size_t n = 0; n < nwords; n++) {
-		size_t w = (hint_word + n) % nwords;
-		if (free_bits[w] == 0)
-			continue;
-		unsigned bit = (unsigned)__builtin_ctzll(free_bits[w]);
-		free_bits[w] &= ~(1ull << bit);
-		hint_word = w;
-		nfree--;
-		pa = ((paddr_t)w * 64 + bit) * PAGE_SIZE;
-		break;
-	}
-	spin_unlock_irqrestore(&frames_lock, irq);
-	return pa;
+	return palloc_alloc(&pool, 1, NULL);
+}
+
+paddr_t frames_alloc_contig(size_t npages)
+{
+	return palloc_alloc(&pool, npages, NULL);
 }
 
 void frame_free(paddr_t pa)
 {
-	size_t i = frame_index(pa);
-	if (pa % PAGE_SIZE || i / 64 >= nwords ||
-	    !(managed_bits[i / 64] & (1ull << (i % 64))))
-		panic("frames: free of %#llx, which is not a frame of the pool",
-		      (unsigned long long)pa);
-	unsigned long irq = spin_lock_irqsave(&frames_lock);
-	bool was_free = free_bits[i / 64] & (1ull << (i % 64));
-	free_bits[i / 64] |= 1ull << (i % 64);
-	if (!was_free)
-		nfree++;
-	spin_unlock_irqrestore(&frames_lock, irq);
-	if (was_free)
-		panic("frames: double free of frame %#llx",
-		      (unsigned long long)pa);
+	palloc_free(&pool, pa, 1);
+}
+
+void frames_free_contig(paddr_t pa, size_t npages)
+{
+	palloc_free(&pool, pa, npages);
 }
 
 size_t frames_free_count(void)
 {
-	return nfree;
+	struct palloc_stats st;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	palloc_stats_locked(&pool, &st);
+	mm_lock_release(&pool_lock, irq);
+	return st.free_pages;
 }
 
 size_t frames_managed_count(void)
 {
-	return nmanaged;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	size_t n = nmanaged;
+	mm_lock_release(&pool_lock, irq);
+	return n;
+}
+
+size_t frames_metadata_bytes(void)
+{
+	return meta_limit - meta_base;
+}
+
+void frames_check(void)
+{
+	palloc_check(&pool);
 }

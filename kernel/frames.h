@@ -1,11 +1,10 @@
 /*
- * The physical frame source: 4 KiB frames of RAM from the UEFI memory map.
- *
- * A deliberately simple bitmap allocator that the page-allocator issue
- * replaces with a second instance of mm/'s page allocator. Frames below
- * 1 MiB are never handed out (kept for the SMP trampoline and firmware
- * quirks). Locking: frame_alloc/frame_free take the frames lock (irqsave),
- * any context but NMI; init and reclaim run on the boot CPU alone.
+ * The physical frame pool: 4 KiB frames of RAM from the UEFI memory map,
+ * managed by a second instance of mm/'s page allocator (see frames.c).
+ * Frames below 1 MiB are never handed out (kept for the SMP trampoline
+ * and firmware quirks). Locking: every call takes the pool lock (irqsave,
+ * rank FRAMES) itself; any context but NMI, except init and reclaim, which
+ * run on the boot CPU alone.
  */
 #ifndef KERNEL_FRAMES_H
 #define KERNEL_FRAMES_H
@@ -28,11 +27,20 @@ void frames_reclaim_boot_memory(void);
  * frame's contents are undefined. */
 paddr_t frame_alloc(void);
 
-/* Returns a frame to the pool; panics on a double free or an address the
- * pool does not manage. */
+/* Returns the lowest run of npages free contiguous frames, or 0. */
+paddr_t frames_alloc_contig(size_t npages);
+
+/* Returns frames to the pool; a frame that is not allocated (a double
+ * free, an address the pool does not manage) panics with the pool's
+ * bitmaps around it. */
 void frame_free(paddr_t pa);
+void frames_free_contig(paddr_t pa, size_t npages);
 
 size_t frames_free_count(void);
 size_t frames_managed_count(void);
+size_t frames_metadata_bytes(void);
+
+/* Verifies the pool's allocator (palloc_check); panics on corruption. */
+void frames_check(void);
 
 #endif

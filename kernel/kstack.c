@@ -11,6 +11,7 @@
 #include "kernel/frames.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
+#include "kernel/tlb.h"
 
 #define KSTACK_SLOTS 4096
 
@@ -40,14 +41,27 @@ static void slot_put(unsigned long slot)
 	spin_unlock_irqrestore(&kstack_lock, irq);
 }
 
-/* Unmaps the stack's pages from top - npages pages up to top. */
-static void unmap_pages(uintptr_t top, unsigned npages)
+/*
+ * Unmaps the npages pages below top and frees their frames, after every
+ * CPU has forgotten them: another CPU that ran on this stack may still
+ * hold TLB entries for it, and would read the frames' next owner's data
+ * (DESIGN.md: a frame returns to the pool only after every CPU flushed it).
+ * Thread context, interrupts on, unless shoot is false (nothing but this
+ * CPU ever saw the pages).
+ */
+static void unmap_pages(uintptr_t top, unsigned npages, bool shoot)
 {
+	paddr_t frames[KSTACK_MAX_PAGES];
+	unsigned n = 0;
 	for (unsigned i = 1; i <= npages; i++) {
 		paddr_t pa;
 		if (vm_unmap_page(top - i * PAGE_SIZE, &pa) == 0)
-			frame_free(pa);
+			frames[n++] = pa;
 	}
+	if (shoot && n > 0)
+		tlb_shootdown(top - npages * PAGE_SIZE, npages);
+	for (unsigned i = 0; i < n; i++)
+		frame_free(frames[i]);
 }
 
 bool kstack_alloc(unsigned npages, struct kstack *out)
@@ -65,7 +79,7 @@ bool kstack_alloc(unsigned npages, struct kstack *out)
 		if (!pa || vm_map_page(top - i * PAGE_SIZE, pa, VM_WRITE)) {
 			if (pa)
 				frame_free(pa);
-			unmap_pages(top, i - 1);
+			unmap_pages(top, i - 1, false);
 			slot_put((unsigned long)slot);
 			return false;
 		}
@@ -76,10 +90,21 @@ bool kstack_alloc(unsigned npages, struct kstack *out)
 	return true;
 }
 
+static void free_stack(const struct kstack *s, bool shoot)
+{
+	unmap_pages(s->top, (unsigned)((s->top - s->bottom) / PAGE_SIZE),
+	            shoot);
+	slot_put((s->top - 1 - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE);
+}
+
 void kstack_free(const struct kstack *s)
 {
-	unmap_pages(s->top, (unsigned)((s->top - s->bottom) / PAGE_SIZE));
-	slot_put((s->top - 1 - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE);
+	free_stack(s, true);
+}
+
+void kstack_free_local(const struct kstack *s)
+{
+	free_stack(s, false);
 }
 
 bool kstack_is_guard(uintptr_t va)

@@ -22,8 +22,14 @@ struct kstack {
  * false, with nothing allocated, when frames or slots run out. */
 bool kstack_alloc(unsigned npages, struct kstack *out);
 
-/* Unmaps the stack and frees its frames and slot. */
+/* Unmaps the stack, shoots its TLB entries down on every CPU, and frees
+ * its frames and slot. Thread context with interrupts on. */
 void kstack_free(const struct kstack *s);
+
+/* Like kstack_free, without the shootdown: for a stack no other online
+ * CPU can have in its TLB (an AP that never came online; INIT flushed
+ * it). Any context. */
+void kstack_free_local(const struct kstack *s);
 
 /* True when va lies in the guard page of a kernel stack (the boot stack's
  * included): a fault there is a stack overflow. */

@@ -257,8 +257,12 @@ bool ktest_report_crash(const char *reason)
 		return false;
 	run.current = NULL;
 	run.fail++;
-	out(KTEST_INDENT "not ok %d %s # CRASH %s\n", run.current_index,
-	    t->name, reason);
+	/* The first line of the reason; the console has the rest. */
+	int len = 0;
+	while (reason[len] && reason[len] != '\n')
+		len++;
+	out(KTEST_INDENT "not ok %d %s # CRASH %.*s\n", run.current_index,
+	    t->name, len, reason);
 	out("not ok %d %s\n", run.suite_index, t->suite);
 	out("# Totals: pass:%d fail:%d skip:%d\n", run.pass, run.fail,
 	    run.skip);

@@ -12,6 +12,7 @@
 #include "kernel/format.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/thread.h"
 
 #define LOCK_USED_IN_IRQ   1u
 #define LOCK_TAKEN_IRQS_ON 2u
@@ -114,13 +115,20 @@ bool lockcheck_release(struct spinlock *l)
 	return false;
 }
 
-void lockcheck_may_sleep(const char *what)
+bool lockcheck_may_sleep(const char *what)
 {
 	struct cpu *c = this_cpu();
+	if (c->nheld == 0 && c->preempt_count == 0)
+		return true;
 	if (c->nheld > 0)
-		violation("%s while holding spinlock %s (rank %s)", what,
+		violation("%s in thread %s while holding spinlock %s (rank %s)",
+		          what, c->current ? c->current->name : "?",
 		          c->held[c->nheld - 1]->name,
 		          lock_rank_name(c->held[c->nheld - 1]->rank));
+	else
+		violation("%s in thread %s with preemption disabled", what,
+		          c->current ? c->current->name : "?");
+	return false;
 }
 
 bool lockcheck_set_record(bool record)

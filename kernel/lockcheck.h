@@ -19,8 +19,10 @@ void lockcheck_acquired(struct spinlock *l);
 /* Returns false when l is not held by this CPU (reported). */
 bool lockcheck_release(struct spinlock *l);
 
-/* Called before a thread sleeps or yields: no spinlock may be held. */
-void lockcheck_may_sleep(const char *what);
+/* Called before a thread sleeps or yields: no spinlock may be held.
+ * Returns false when one is (reported; in test mode the caller then
+ * refuses to sleep). */
+bool lockcheck_may_sleep(const char *what);
 
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool record);

@@ -1,6 +1,8 @@
 /*
- * The rank table (see lockrank.h). Lower ranks are taken first. Why each
- * lock sits where it does:
+ * The rank table (see lockrank.h). Lower ranks are taken first. A lock held
+ * with interrupts enabled must rank below every lock an interrupt handler
+ * takes, since the handler's locks nest inside whatever it interrupted.
+ * Why each lock sits where it does:
  */
 #include "lockrank.h"
 
@@ -25,9 +27,10 @@ static const struct {
                                "the list of all threads; taken under a run "
                                "queue when a thread exits"},
         [LOCK_RANK_SHOOTDOWN] = {"shootdown", false,
-                                 "serialises TLB shootdowns; held with "
-                                 "interrupts on so its holder's IPIs are "
-                                 "answered"},
+                                 "serialises TLB shootdowns. Held with "
+                                 "interrupts on (so CPUs spinning for it still "
+                                 "answer IPIs), so every lock an interrupt "
+                                 "handler takes nests inside it: lowest rank"},
         [LOCK_RANK_KSTACK] = {"kstack", false,
                               "kernel stack slots; released before mapping"},
         [LOCK_RANK_VM] = {"vm", false,

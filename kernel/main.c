@@ -9,18 +9,37 @@
  *   4. paging        the kernel's own tables; loader memory is now free
  *   5. reclaim       loader and boot-services memory join the frame pool
  *   6. GDT, IDT      IST stacks come from kernel stacks, so after paging
- *   7. banner, then the tests if the command line asks for them, else idle
+ *   7. LAPIC         its EOI and timer vector before any interrupt; fixes
+ *                    the boot CPU's APIC id
+ *   8. time          TSC and LAPIC timer calibrated against the PIT; then
+ *                    the boot CPU's periodic timer, which APs copy
+ *   9. scheduler     the boot context becomes thread "main"; the idle
+ *                    thread, timer tick, STW and shootdown IPIs are set
+ *                    before any AP can use them
+ *  10. ACPI, SMP     the MADT lists the APs; starting them needs the
+ *                    delays of step 8 and each AP's GDT/IDT of step 6;
+ *                    each AP becomes its CPU's idle thread
+ *  11. banner, then the tests if the command line asks for them, else idle
  */
+#include <stdatomic.h>
+
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/gdt.h"
+#include "arch/x86_64/lapic.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/serial.h"
+#include "arch/x86_64/smp.h"
 #include "arch/x86_64/trap.h"
+#include "kernel/acpi.h"
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/ktest_kernel.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/stw.h"
+#include "kernel/thread.h"
+#include "kernel/time.h"
+#include "kernel/tlb.h"
 
 static void print_cpu(void)
 {
@@ -41,8 +60,9 @@ static void print_cpu(void)
 	const char *b = brand;
 	while (*b == ' ')
 		b++;
-	printk("cpu: %s (%s), 1 CPU online\n", *b ? b : "unknown model",
-	       vendor);
+	unsigned n = atomic_load(&ncpus_online);
+	printk("cpu: %s (%s), %u CPU%s online\n", *b ? b : "unknown model",
+	       vendor, n, n == 1 ? "" : "s");
 }
 
 static void print_memory(void)
@@ -86,6 +106,15 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	frames_reclaim_boot_memory();
 	gdt_init_cpu();
 	idt_init_cpu();
+	lapic_init();
+	time_init();
+	sched_init();
+	stw_init();
+	tlb_init();
+	lapic_timer_periodic(SCHED_HZ);
+	acpi_init();
+	smp_boot_aps(sched_start_ap);
+	cpu_sti();
 
 	printk("Gantry kernel: a Go-style page and span allocator, x86_64\n");
 	print_cpu();
@@ -98,5 +127,5 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 
 	printk("kernel: idle\n");
 	for (;;)
-		cpu_hlt();
+		thread_sleep_ns(1000000000ull);
 }

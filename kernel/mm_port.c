@@ -19,6 +19,7 @@
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
+#include "kernel/tlb.h"
 
 _Static_assert(MM_PAGE_SIZE == PAGE_SIZE, "mm/ and the MMU agree on pages");
 
@@ -127,8 +128,25 @@ bool mm_port_map(void *addr, size_t nbytes)
 
 void mm_port_unused(void *addr, size_t nbytes)
 {
-	/* One CPU: the local invlpg in vm_unmap_page is the whole shootdown. */
-	unmap_range((uintptr_t)addr, nbytes);
+	/* Per batch: unmap, shoot down, then free. No CPU may still reach a
+	 * frame when it goes back to the pool (DESIGN.md). */
+	enum { BATCH = 64 };
+	paddr_t frames[BATCH];
+	uintptr_t base = (uintptr_t)addr, limit = base + nbytes;
+	while (base < limit) {
+		uintptr_t end = base + BATCH * PAGE_SIZE < limit
+		                        ? base + BATCH * PAGE_SIZE
+		                        : limit;
+		unsigned n = 0;
+		for (uintptr_t va = base; va < end; va += PAGE_SIZE)
+			if (vm_unmap_page(va, &frames[n]) == 0)
+				n++;
+		if (n > 0)
+			tlb_shootdown(base, (end - base) / PAGE_SIZE);
+		for (unsigned i = 0; i < n; i++)
+			frame_free(frames[i]);
+		base = end;
+	}
 }
 
 bool mm_port_used(void *addr, size_t nbytes)
@@ -138,7 +156,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 
 void mm_panic(const char *fmt, ...)
 {
-	char msg[256];
+	static char msg[1024]; /* mm_panic does not return */
 	va_list ap;
 	va_start(ap, fmt);
 	kvsnprintf(msg, sizeof(msg), fmt, ap);

@@ -76,7 +76,7 @@ void backtrace_print(uint64_t rip, uint64_t rbp)
 
 void panic(const char *fmt, ...)
 {
-	char msg[256];
+	static char msg[1024]; /* static: panics are final and may nest */
 	va_list ap;
 	cpu_cli();
 	panicking = true;

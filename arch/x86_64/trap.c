@@ -13,6 +13,7 @@
 #include "kernel/kstack.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
+#include "kernel/thread.h"
 
 struct idt_entry {
 	uint16_t offset_low;
@@ -142,9 +143,12 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 {
 	char sym[96];
 	ksyms_format(f->rip, sym, sizeof(sym));
-	printk("\nEXCEPTION %s (vector %llu) error %#llx\n",
+	struct thread *t = this_cpu()->current;
+	printk("\nEXCEPTION %s (vector %llu) error %#llx on cpu %u, thread %s "
+	       "(id %u)\n",
 	       trap_name((unsigned)f->vector), (unsigned long long)f->vector,
-	       (unsigned long long)f->error);
+	       (unsigned long long)f->error, this_cpu()->id,
+	       t ? t->name : "boot", t ? t->id : 0);
 	printk("  RIP %016lx %s\n", f->rip, sym);
 	printk("  RSP %016lx RFLAGS %016lx CS %04lx SS %04lx\n", f->rsp,
 	       f->rflags, f->cs, f->ss);
@@ -176,13 +180,13 @@ void trap_dispatch(struct trap_frame *f)
 	report(f, cr2);
 	char sym[96];
 	ksyms_format(f->rip, sym, sizeof(sym));
-	if (f->vector == VEC_DF &&
-	    (kstack_is_guard(cr2) || kstack_is_guard(f->rsp - 8)))
-		panic("kernel stack overflow (guard page %#llx hit) at %s",
-		      (unsigned long long)cr2, sym);
-	if (f->vector == VEC_PF && kstack_is_guard(cr2))
-		panic("kernel stack overflow (guard page %#llx hit) at %s",
-		      (unsigned long long)cr2, sym);
+	bool guard = (f->vector == VEC_DF || f->vector == VEC_PF) &&
+	             (kstack_is_guard(cr2) || kstack_is_guard(f->rsp - 8));
+	if (guard) {
+		struct thread *t = this_cpu()->current;
+		panic("stack overflow in thread %s (guard page %#lx hit at %s)",
+		      t ? t->name : "boot", cr2, sym);
+	}
 	panic("unhandled exception %s at %s", trap_name((unsigned)f->vector),
 	      sym);
 }

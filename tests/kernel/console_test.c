@@ -4,10 +4,12 @@
  */
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
+#include "kernel/frames.h"
 #include "kernel/ksyms.h"
 #include "kernel/ktest.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
+#include "kernel/thread.h"
 
 KTEST(console, format_in_kernel)
 {
@@ -75,5 +77,30 @@ KTEST(demo, deliberate_page_fault)
 {
 	volatile uintptr_t unmapped = 0xdead000;
 	*(volatile int *)unmapped = 1;
+}
+
+static volatile int keep_going = 1;
+
+__attribute__((noinline)) static void recurse(void *arg)
+{
+	volatile char frame[256];
+	frame[0] = 1;
+	if (keep_going)
+		recurse(arg);
+	frame[1] = frame[0];
+}
+
+KTEST(demo, deliberate_stack_overflow)
+{
+	struct thread *t = thread_create("deep", recurse, NULL, THREAD_ANY_CPU);
+	KASSERT(t != NULL);
+	thread_join(t);
+}
+
+KTEST(demo, deliberate_double_free)
+{
+	paddr_t pa = frame_alloc();
+	frame_free(pa);
+	frame_free(pa);
 }
 #endif

@@ -22,15 +22,13 @@ KTEST(frames, totals_match_memory_map)
 	uint64_t image =
 	        (boot_state.kernel_phys_limit - boot_state.kernel_phys_base) /
 	        PAGE_SIZE;
-	/* Managed = usable RAM above 1 MiB - kernel image - the bitmaps
-	 * (2 bits a frame, rounded to pages). */
-	uint64_t bitmaps =
-	        (2 * ((boot_state.ram_top / PAGE_SIZE + 63) / 64) * 8 +
-	         PAGE_SIZE - 1) /
-	        PAGE_SIZE;
-	KEXPECT_EQ(frames_managed_count(), usable - image - bitmaps);
+	/* Managed = usable RAM above 1 MiB - kernel image - pool metadata. */
+	uint64_t meta = frames_metadata_bytes() / PAGE_SIZE;
+	KEXPECT(meta > 0);
+	KEXPECT_EQ(frames_managed_count(), usable - image - meta);
 	KEXPECT(frames_free_count() <= frames_managed_count());
 	KEXPECT(frames_free_count() > frames_managed_count() / 2);
+	frames_check();
 }
 
 KTEST(frames, alloc_all_then_free_all)
@@ -57,6 +55,7 @@ KTEST(frames, alloc_all_then_free_all)
 		head = next;
 	}
 	KEXPECT_EQ(frames_free_count(), baseline);
+	frames_check();
 }
 
 KTEST(frames, frames_are_distinct_and_reusable)
@@ -71,4 +70,19 @@ KTEST(frames, frames_are_distinct_and_reusable)
 	frame_free(a);
 	frame_free(b);
 	KEXPECT_EQ(frames_free_count(), before + 2);
+}
+
+KTEST(frames, contiguous_runs_are_lowest_first)
+{
+	paddr_t a = frames_alloc_contig(16);
+	KASSERT(a != 0);
+	KEXPECT_EQ(a % PAGE_SIZE, 0);
+	KEXPECT(a >= FRAMES_LOW_LIMIT);
+	frames_free_contig(a, 16);
+	/* First fit: freed, the same run is found again. */
+	paddr_t b = frames_alloc_contig(16);
+	KEXPECT_EQ(b, a);
+	frames_free_contig(b, 16);
+	KEXPECT_EQ(frames_alloc_contig(0), 0); /* refused, logged */
+	frames_check();
 }

@@ -1,0 +1,336 @@
+/*
+ * SMP bring-up (see smp.h): the boot CPU starts each AP the MADT lists
+ * through the trampoline, one AP at a time.
+ *
+ * Basic algorithm:
+ *   1. Pick the highest usable RAM page below 1 MiB (frames never hands
+ *      those out), copy the trampoline there and identity-map it in the
+ *      kernel page tables, so the AP can keep running from it when it
+ *      turns paging on. Fill the parameter block's fixed part: GDT base,
+ *      far-jump targets, CR0/CR3/CR4/EFER as the boot CPU has them.
+ *   2. Per AP: allocate its stack, fill the per-AP part (stack top, cpus[]
+ *      index), then INIT, 10 ms, SIPI, and a second SIPI if the first has
+ *      not set `started` within 200 us (Intel SDM vol. 3A, "MP
+ *      Initialization Protocol Algorithm"). Wait up to 1 s for the AP to
+ *      mark itself online; the parameter block is reused for the next AP
+ *      only after that.
+ *   3. The AP (smp_ap_entry): GS, GDT/TSS, IDT, drop its TLB entry for the
+ *      trampoline page, LAPIC and timer, online, then ap_main.
+ *   4. Unmap the trampoline page.
+ *
+ * The trampoline mapping is global (vm_map_page maps kernel pages with G),
+ * so a CR3 reload would not drop it from an AP's TLB: each AP invalidates
+ * it itself once it runs on the kernel's GDT, before it reports online.
+ */
+#include "smp.h"
+
+#include <stdatomic.h>
+
+#include "cpu.h"
+#include "gdt.h"
+#include "lapic.h"
+#include "paging.h"
+#include "trap.h"
+
+#include "kernel/acpi.h"
+#include "kernel/bootinfo.h"
+#include "kernel/kstack.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/string.h"
+#include "kernel/time.h"
+
+#define AP_STACK_PAGES 8
+#define INIT_DELAY_US  10000
+#define SIPI_DELAY_US  200
+#define AP_WAIT_US     1000000     /* generous: TCG starts a vCPU slowly */
+#define LOW_LIMIT      0x100000ull /* a SIPI vector is a page below 1 MiB */
+#define EFER_LME       (1ull << 8)
+#define NO_APIC_ID     0xffffffffu
+
+/* The parameter block, as trampoline.S reads it (offsets in smp.h). */
+struct tramp_params {
+	uint16_t gdt_limit;
+	uint32_t gdt_base;
+	uint16_t pad0;
+	uint32_t far32_offset;
+	uint16_t far32_sel;
+	uint16_t pad1;
+	uint32_t far64_offset;
+	uint16_t far64_sel;
+	uint16_t pad2;
+	uint32_t cr0, cr3, efer;
+	uint32_t started;
+	uint64_t cr4, stack_top, entry, cpu_id;
+} __attribute__((packed));
+
+_Static_assert(offsetof(struct tramp_params, gdt_base) == TP_GDTR + 2, "");
+_Static_assert(offsetof(struct tramp_params, far32_offset) == TP_FAR32, "");
+_Static_assert(offsetof(struct tramp_params, far64_offset) == TP_FAR64, "");
+_Static_assert(offsetof(struct tramp_params, cr0) == TP_CR0, "");
+_Static_assert(offsetof(struct tramp_params, cr3) == TP_CR3, "");
+_Static_assert(offsetof(struct tramp_params, efer) == TP_EFER, "");
+_Static_assert(offsetof(struct tramp_params, started) == TP_STARTED, "");
+_Static_assert(offsetof(struct tramp_params, cr4) == TP_CR4, "");
+_Static_assert(offsetof(struct tramp_params, stack_top) == TP_STACK, "");
+_Static_assert(offsetof(struct tramp_params, entry) == TP_ENTRY, "");
+_Static_assert(offsetof(struct tramp_params, cpu_id) == TP_CPU_ID, "");
+_Static_assert(sizeof(struct tramp_params) == TP_SIZE, "");
+_Static_assert(TRAMP_SIZE <= PAGE_SIZE, "the trampoline is one page");
+
+extern const char trampoline_start[], trampoline_32[], trampoline_64[],
+        trampoline_end[];
+
+__attribute__((noreturn)) void smp_ap_entry(uint64_t id);
+
+/* Written by the boot CPU before an AP starts, then read by that AP: */
+static void (*ap_main_fn)(void);
+static paddr_t tramp_pa;
+static volatile struct tramp_params *params;
+
+/* Immutable after smp_boot_aps(): */
+static struct smp_report report;
+static struct kstack ap_stacks[MAX_CPUS];
+
+const struct smp_report *smp_report(void)
+{
+	return &report;
+}
+
+__attribute__((noreturn)) void smp_ap_entry(uint64_t id)
+{
+	cpu_init_local((unsigned)id, cpus[id].apic_id);
+	gdt_init_cpu();
+	idt_init_cpu();
+	invlpg(tramp_pa); /* no longer running from it, nor on its GDT */
+	lapic_init_ap();
+	struct cpu *c = this_cpu();
+	if (lapic_id() != c->apic_id)
+		panic("smp: cpu %u has APIC id %u, the MADT said %u", c->id,
+		      lapic_id(), c->apic_id);
+	atomic_store(&c->online, true);
+	atomic_fetch_add(&ncpus_online, 1);
+	ap_main_fn();
+	panic("smp: ap_main returned on cpu %u", c->id);
+}
+
+/* The highest page of usable RAM in [4 KiB, 1 MiB), or 0. */
+static paddr_t pick_trampoline_page(void)
+{
+	paddr_t best = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (!mem_type_usable(r->type))
+			continue;
+		paddr_t base = align_up(r->base, PAGE_SIZE);
+		paddr_t limit = align_down(r->limit, PAGE_SIZE);
+		if (base < PAGE_SIZE)
+			base = PAGE_SIZE;
+		if (limit > LOW_LIMIT)
+			limit = LOW_LIMIT;
+		if (limit >= base + PAGE_SIZE && limit - PAGE_SIZE > best)
+			best = limit - PAGE_SIZE;
+	}
+	return best;
+}
+
+/* Copies the trampoline to pa, maps it at its own address and fills the
+ * parameters every AP shares. Returns false (and says why) on failure. */
+static bool install_trampoline(paddr_t pa)
+{
+	if ((size_t)(trampoline_end - trampoline_start) != TRAMP_SIZE)
+		panic("smp: trampoline is %zu bytes, smp.h says %u",
+		      (size_t)(trampoline_end - trampoline_start), TRAMP_SIZE);
+	memcpy(phys_to_virt(pa), trampoline_start, TRAMP_SIZE);
+	int err = vm_map_page((uintptr_t)pa, pa, VM_EXEC | VM_WRITE);
+	if (err) {
+		printk("smp: cannot identity-map the trampoline page %#llx "
+		       "(error %d)\n",
+		       (unsigned long long)pa, -err);
+		return false;
+	}
+	tramp_pa = pa;
+	params = phys_to_virt(pa + TRAMP_PARAMS);
+	params->gdt_limit = 4 * 8 - 1;
+	params->gdt_base = (uint32_t)(pa + TRAMP_GDT);
+	params->far32_offset =
+	        (uint32_t)(pa + (uintptr_t)(trampoline_32 - trampoline_start));
+	params->far32_sel = TRAMP_SEL_CODE32;
+	params->far64_offset =
+	        (uint32_t)(pa + (uintptr_t)(trampoline_64 - trampoline_start));
+	params->far64_sel = TRAMP_SEL_CODE64;
+	params->cr0 = (uint32_t)read_cr0();
+	params->cr3 = (uint32_t)(read_cr3() & PTE_ADDR);
+	params->efer = (uint32_t)(EFER_LME | (rdmsr(MSR_EFER) & EFER_NXE));
+	params->cr4 = read_cr4();
+	params->entry = (uintptr_t)smp_ap_entry;
+	return true;
+}
+
+static bool ap_started(unsigned id)
+{
+	return params->started != 0;
+}
+
+static bool ap_online(unsigned id)
+{
+	return atomic_load(&cpus[id].online);
+}
+
+/* Polls cond(id) for up to us microseconds. */
+static bool wait_for(bool (*cond)(unsigned), unsigned id, uint64_t us)
+{
+	uint64_t deadline = time_now_ns() + us * 1000;
+	while (!cond(id)) {
+		if (time_now_ns() >= deadline)
+			return false;
+		cpu_pause();
+	}
+	return true;
+}
+
+/* Starts the AP with apic_id as cpus[id]. Returns true once it is online;
+ * else reports it, parks it with INIT and frees its stack. */
+static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
+{
+	struct kstack *st = &ap_stacks[id];
+	if (!kstack_alloc(AP_STACK_PAGES, st)) {
+		printk("smp: no memory for cpu %u's stack\n", id);
+		return false;
+	}
+	cpus[id].apic_id = apic_id;
+	atomic_store(&cpus[id].online, false);
+	params->stack_top = st->top;
+	params->cpu_id = id;
+	params->started = 0;
+
+	lapic_send_init(apic_id);
+	time_delay_us(INIT_DELAY_US);
+	for (int i = 0; i < 2 && !withhold_sipi; i++) {
+		lapic_send_sipi(apic_id, (uint32_t)(tramp_pa >> PAGE_SHIFT));
+		if (wait_for(ap_started, id, SIPI_DELAY_US))
+			break;
+	}
+	if (wait_for(ap_online, id, AP_WAIT_US))
+		return true;
+
+	if (withhold_sipi)
+		printk("smp: smp.skip_sipi=%u on the command line: its SIPIs "
+		       "were withheld\n",
+		       apic_id);
+	if (params->started)
+		printk("smp: cpu %u (APIC id %u) started but did not come "
+		       "online\n",
+		       id, apic_id);
+	else
+		printk("smp: cpu %u (APIC id %u) did not answer its SIPI\n", id,
+		       apic_id);
+	lapic_send_init(apic_id);
+	time_delay_us(INIT_DELAY_US);
+	kstack_free_local(st); /* it never came online; INIT flushed it */
+	*st = (struct kstack){0};
+	return false;
+}
+
+/* Parses "smp.skip_sipi=<apic id>"; NO_APIC_ID when absent. */
+static uint32_t skip_sipi_arg(void)
+{
+	char buf[16];
+	if (!cmdline_get("smp.skip_sipi", buf, sizeof(buf)))
+		return NO_APIC_ID;
+	uint32_t v = 0;
+	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (uint32_t)(*p - '0');
+	return v;
+}
+
+/* Counts the CPUs to start: the MADT's, plus the boot CPU if unlisted. */
+static unsigned count_listed(const struct madt_info *m,
+                             const struct madt_cpu *mc, uint32_t bsp)
+{
+	for (unsigned i = 0; i < m->ncpus; i++)
+		if (mc[i].apic_id == bsp)
+			return m->ncpus;
+	printk("smp: the boot CPU (APIC id %u) is not in the MADT\n", bsp);
+	return m->ncpus + 1;
+}
+
+/* Checks what bring-up needs; on failure says why, counts every AP as
+ * failed and returns false. */
+static bool can_start_aps(void)
+{
+	paddr_t pml4 = read_cr3() & PTE_ADDR;
+	if (pml4 >= (1ull << 32)) {
+		printk("smp: the kernel PML4 at %#llx is above 4 GiB, out of "
+		       "the trampoline's reach: running on the boot CPU "
+		       "alone\n",
+		       (unsigned long long)pml4);
+		return false;
+	}
+	paddr_t pa = pick_trampoline_page();
+	if (!pa) {
+		printk("smp: no usable RAM page below 1 MiB for the "
+		       "trampoline: running on the boot CPU alone\n");
+		return false;
+	}
+	return install_trampoline(pa);
+}
+
+/* Starts every AP in the MADT, in its order, into cpus[1...]. */
+static void start_listed_aps(const struct madt_info *m,
+                             const struct madt_cpu *mc, uint32_t bsp)
+{
+	uint32_t skip = skip_sipi_arg();
+	unsigned next = 1;
+	for (unsigned i = 0; i < m->ncpus; i++) {
+		uint32_t apic_id = mc[i].apic_id;
+		if (apic_id == bsp)
+			continue;
+		if (next == MAX_CPUS) {
+			report.failed++; /* only with an unlisted boot CPU */
+			continue;
+		}
+		if (!lapic_x2apic() && apic_id >= 0xff) {
+			printk("smp: APIC id %u is out of xAPIC reach\n",
+			       apic_id);
+			report.failed++;
+			continue;
+		}
+		if (start_ap(next, apic_id, apic_id == skip))
+			next++;
+		else
+			report.failed++;
+	}
+}
+
+void smp_boot_aps(void (*ap_main)(void))
+{
+	struct cpu *bsp = this_cpu();
+	atomic_store(&bsp->online, true);
+	atomic_store(&ncpus_online, 1);
+	report.listed = 1;
+	const struct madt_info *m = acpi_madt();
+	const struct madt_cpu *mc = acpi_madt_cpus();
+	if (!m) {
+		printk("smp: %s (%s): running on the boot CPU alone\n",
+		       acpi_madt_problem(), acpi_madt_problem_detail());
+		return;
+	}
+	report.listed = count_listed(m, mc, bsp->apic_id);
+	if (report.listed == 1)
+		return;
+	if (!can_start_aps()) {
+		report.failed = report.listed - 1;
+		return;
+	}
+	ap_main_fn = ap_main;
+	uint64_t start = time_now_ns();
+	start_listed_aps(m, mc, bsp->apic_id);
+	vm_unmap_page((uintptr_t)tramp_pa, NULL);
+	report.trampoline_pa = tramp_pa;
+	printk("smp: %u of %u CPUs online in %llu ms (trampoline page at "
+	       "phys %#llx, %d KiB stack each)\n",
+	       atomic_load(&ncpus_online), report.listed,
+	       (unsigned long long)((time_now_ns() - start) / 1000000),
+	       (unsigned long long)tramp_pa, AP_STACK_PAGES * 4);
+}

@@ -1,0 +1,69 @@
+/*
+ * SMP bring-up: starts the application processors (APs) the MADT lists,
+ * through a real-mode trampoline, INIT-SIPI-SIPI and a per-AP stack.
+ *
+ * The trampoline's layout is shared with trampoline.S, hence the offsets
+ * below (the C struct in smp.c is checked against them). It is one page
+ * below 1 MiB, copied there by the boot CPU:
+ *
+ *   0x000  16-bit entry (the SIPI starts the AP at CS = page << 8, IP = 0)
+ *          then the 32-bit and 64-bit steps
+ *   0x100  its GDT: null, 32-bit code 0x08, data 0x10, 64-bit code 0x18
+ *   0x140  the parameter block the boot CPU fills in for each AP
+ */
+#ifndef ARCH_X86_64_SMP_H
+#define ARCH_X86_64_SMP_H
+
+#define TRAMP_GDT    0x100
+#define TRAMP_PARAMS 0x140
+
+#define TRAMP_SEL_CODE32 0x08
+#define TRAMP_SEL_DATA   0x10
+#define TRAMP_SEL_CODE64 0x18
+
+/* Offsets in the parameter block. */
+#define TP_GDTR    0x00 /* u16 limit, u32 base: for lgdtl */
+#define TP_FAR32   0x08 /* u32 offset, u16 selector: the 32-bit step */
+#define TP_FAR64   0x10 /* u32 offset, u16 selector: the 64-bit step */
+#define TP_CR0     0x18 /* u32: the boot CPU's CR0 (PE, PG, WP...) */
+#define TP_CR3     0x1c /* u32: the kernel PML4, below 4 GiB */
+#define TP_EFER    0x20 /* u32: EFER bits to set (LME, NXE) */
+#define TP_STARTED 0x24 /* u32: the AP sets 1 on its first instruction */
+#define TP_CR4     0x28 /* u64: the boot CPU's CR4, loaded in long mode */
+#define TP_STACK   0x30 /* u64: the AP's initial stack pointer */
+#define TP_ENTRY   0x38 /* u64: the 64-bit C entry, smp_ap_entry */
+#define TP_CPU_ID  0x40 /* u64: the AP's cpus[] index, its first argument */
+#define TP_SIZE    0x48
+
+#define TRAMP_SIZE (TRAMP_PARAMS + TP_SIZE)
+
+#ifndef __ASSEMBLY__
+
+#include <stdint.h>
+
+/*
+ * Starts every CPU the MADT lists, one at a time; each runs ap_main (which
+ * must never return) once it is online. Prints why and returns with the
+ * boot CPU alone when there is no usable MADT, no trampoline page, or a
+ * PML4 above 4 GiB. An AP that does not come online within a second is
+ * reported, sent INIT again (so it cannot wake later on freed memory), and
+ * skipped; its cpus[] slot goes to the next AP, so online CPUs are always
+ * cpus[0 .. ncpus_online). "smp.skip_sipi=<apic id>" on the command line
+ * withholds that AP's SIPIs, to exercise that path. Boot CPU, once, after
+ * lapic_init, time_init and acpi_init.
+ */
+void smp_boot_aps(void (*ap_main)(void));
+
+/* What bring-up found; immutable after smp_boot_aps(). */
+struct smp_report {
+	unsigned listed; /* usable CPUs in the MADT, the boot CPU included
+	                    (1 without a MADT) */
+	unsigned failed; /* APs that did not come online */
+	uint64_t trampoline_pa; /* the low page used, 0 if none */
+};
+
+const struct smp_report *smp_report(void);
+
+#endif
+
+#endif

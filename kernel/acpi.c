@@ -1,0 +1,168 @@
+/*
+ * Finds the MADT for SMP bring-up (see acpi.h): maps the firmware's tables
+ * for the portable parser and keeps its verdict.
+ *
+ * Mapping: tables in RAM below the top of the direct map are read through
+ * it. Anything else (a table the firmware put above RAM, or in a hole the
+ * direct map does not cover) is mapped read-only, page by page, into the
+ * ACPI window, which starts 1 MiB into the MMIO region (the first MiB is
+ * the LAPIC's, see lapic.h). The window only grows: tables are read at
+ * boot, a few times each, and a few pages are all it ever takes.
+ */
+#include "acpi.h"
+
+#include "arch/x86_64/paging.h"
+#include "kernel/bootinfo.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+
+#define ACPI_WINDOW_BASE  (MMIO_REGION_BASE + (1ull << 20))
+#define ACPI_WINDOW_PAGES 256
+#define DIRECT_MAP_SPAN   (512ull << 30) /* one PML4 slot */
+
+/* Boot CPU only, during acpi_init(): */
+static unsigned window_used; /* pages of the window mapped so far */
+
+/* Immutable after acpi_init(): */
+static struct madt_cpu madt_cpus[MAX_CPUS];
+static struct madt_info madt_info;
+static bool madt_ok;
+static const char *problem = "ACPI not initialised";
+static const char *problem_detail = "";
+
+/* True if [pa, pa + len) is reachable through the direct map. */
+static bool direct_mapped(uint64_t pa, uint32_t len)
+{
+	uint64_t first = align_down(pa, PAGE_SIZE);
+	uint64_t limit = align_up(pa + len, PAGE_SIZE);
+	if (limit > DIRECT_MAP_SPAN)
+		return false;
+	for (uint64_t p = first; p < limit; p += PAGE_SIZE) {
+		paddr_t got;
+		if (!vm_translate((uintptr_t)phys_to_virt(p), &got, NULL) ||
+		    got != p)
+			return false;
+	}
+	return true;
+}
+
+const void *acpi_map_window(uint64_t pa, uint32_t len)
+{
+	if (len == 0 || pa + len < pa)
+		return NULL;
+	uint64_t first = align_down(pa, PAGE_SIZE);
+	uint64_t npages = (align_up(pa + len, PAGE_SIZE) - first) / PAGE_SIZE;
+	if (npages > ACPI_WINDOW_PAGES - window_used)
+		return NULL;
+	uintptr_t va = ACPI_WINDOW_BASE + window_used * PAGE_SIZE;
+	for (uint64_t i = 0; i < npages; i++) {
+		if (vm_map_page(va + i * PAGE_SIZE, first + i * PAGE_SIZE,
+		                VM_READ) != 0) {
+			while (i--)
+				vm_unmap_page(va + i * PAGE_SIZE, NULL);
+			return NULL;
+		}
+	}
+	window_used += (unsigned)npages;
+	return (const void *)(va + (pa - first));
+}
+
+const void *acpi_map_phys(uint64_t pa, uint32_t len)
+{
+	if (len == 0 || pa + len < pa || pa + len > (1ull << 52))
+		return NULL;
+	if (direct_mapped(pa, len))
+		return phys_to_virt(pa);
+	return acpi_map_window(pa, len);
+}
+
+static const void *kernel_map(void *ctx, uint64_t pa, uint32_t len)
+{
+	return acpi_map_phys(pa, len);
+}
+
+static void print_madt(const struct acpi_table *t)
+{
+	const struct madt_info *m = &madt_info;
+	printk("acpi: RSDP rev %u at %#llx, %s at %#llx, MADT at %#llx\n",
+	       t->rsdp_revision, (unsigned long long)boot_state.rsdp,
+	       t->via_xsdt ? "XSDT" : "RSDT", (unsigned long long)t->root_pa,
+	       (unsigned long long)t->pa);
+	printk("acpi: MADT lists %u CPU%s (APIC ids", m->ncpus,
+	       m->ncpus == 1 ? "" : "s");
+	for (unsigned i = 0; i < m->ncpus; i++)
+		printk(" %u%s", madt_cpus[i].apic_id,
+		       madt_cpus[i].type == MADT_LOCAL_X2APIC ? "(x2)" : "");
+	printk("), %u disabled, local APIC at %#llx\n", m->ndisabled,
+	       (unsigned long long)m->lapic_pa);
+	if (m->nignored)
+		printk("acpi: %u more CPUs ignored: the kernel supports %d\n",
+		       m->nignored, MAX_CPUS);
+	if (m->nduplicate || m->ninvalid)
+		printk("acpi: skipped %u duplicate and %u invalid APIC ids\n",
+		       m->nduplicate, m->ninvalid);
+}
+
+static void refuse(const char *what, const struct acpi_diag *d)
+{
+	problem = what;
+	problem_detail = d->why;
+	printk("acpi: %s: %s (at %#llx)\n", what, d->why,
+	       (unsigned long long)d->at);
+}
+
+void acpi_init(void)
+{
+	struct acpi_reader r = {kernel_map, NULL};
+	struct acpi_table t = {0};
+	struct acpi_diag d = {"", 0};
+	if (cmdline_get("acpi.no_madt", NULL, 0)) {
+		problem = "no MADT";
+		problem_detail = "acpi.no_madt on the command line";
+		printk("acpi: no MADT: acpi.no_madt on the command line\n");
+		return;
+	}
+	if (!boot_state.rsdp) {
+		problem = "no MADT";
+		problem_detail = "the loader found no ACPI RSDP";
+		printk("acpi: no MADT: the loader found no ACPI RSDP\n");
+		return;
+	}
+	enum acpi_status st =
+	        acpi_find_table(&r, boot_state.rsdp, "APIC", &t, &d);
+	if (st == ACPI_NOT_FOUND) {
+		refuse("no MADT", &d);
+		return;
+	}
+	if (st != ACPI_OK) {
+		refuse(t.pa ? "malformed MADT" : "malformed ACPI tables", &d);
+		return;
+	}
+	st = madt_parse(t.data, t.length, madt_cpus, MAX_CPUS, &madt_info, &d);
+	if (st != ACPI_OK) {
+		refuse("malformed MADT", &d);
+		return;
+	}
+	madt_ok = true;
+	print_madt(&t);
+}
+
+const struct madt_info *acpi_madt(void)
+{
+	return madt_ok ? &madt_info : NULL;
+}
+
+const struct madt_cpu *acpi_madt_cpus(void)
+{
+	return madt_ok ? madt_cpus : NULL;
+}
+
+const char *acpi_madt_problem(void)
+{
+	return problem;
+}
+
+const char *acpi_madt_problem_detail(void)
+{
+	return problem_detail;
+}

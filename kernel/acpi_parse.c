@@ -1,0 +1,269 @@
+/*
+ * Portable ACPI parsing (see acpi_parse.h): RSDP, root table, MADT.
+ *
+ * Firmware tables are input, not truth: every length is checked against
+ * what was mapped before a byte past the fixed part is read, every table's
+ * checksum is verified, and a walk over variable-length entries advances
+ * only by lengths it has checked (a zero-length MADT entry would otherwise
+ * loop forever). Multi-byte fields are read a byte at a time: the tables
+ * guarantee no alignment (XSDT entries sit at offset 36, 4 mod 8).
+ */
+#include "acpi_parse.h"
+
+static uint32_t rd16(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return rd16(p) | rd16(p + 2) << 16;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
+
+static uint8_t checksum(const uint8_t *p, uint32_t n)
+{
+	uint8_t s = 0;
+	for (uint32_t i = 0; i < n; i++)
+		s = (uint8_t)(s + p[i]);
+	return s;
+}
+
+static bool sig_is(const uint8_t *p, const char *sig, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (p[i] != (uint8_t)sig[i])
+			return false;
+	return true;
+}
+
+static enum acpi_status fail(struct acpi_diag *d, enum acpi_status st,
+                             const char *why, uint64_t at)
+{
+	d->why = why;
+	d->at = at;
+	return st;
+}
+
+/*
+ * Maps the table at pa whole, after checking that its header says sig (if
+ * non-NULL), that its length covers the header, and that it sums to zero.
+ */
+static enum acpi_status map_table(const struct acpi_reader *r, uint64_t pa,
+                                  const char *sig, const uint8_t **out,
+                                  uint32_t *len, struct acpi_diag *d)
+{
+	const uint8_t *h = r->map(r->ctx, pa, ACPI_HEADER_SIZE);
+	if (!h)
+		return fail(d, ACPI_MALFORMED,
+		            "table header lies outside reachable memory", pa);
+	if (sig && !sig_is(h, sig, 4))
+		return fail(d, ACPI_MALFORMED,
+		            "root table has the wrong signature", pa);
+	uint32_t n = rd32(h + 4);
+	if (n < ACPI_HEADER_SIZE)
+		return fail(d, ACPI_MALFORMED,
+		            "table length is shorter than its header", pa);
+	const uint8_t *t = r->map(r->ctx, pa, n);
+	if (!t)
+		return fail(d, ACPI_MALFORMED,
+		            "table runs past reachable memory", pa);
+	if (checksum(t, n) != 0)
+		return fail(d, ACPI_MALFORMED, "table checksum is wrong", pa);
+	*out = t;
+	*len = n;
+	return ACPI_OK;
+}
+
+/* Validates the RSDP; fills the revision and root table fields of out. */
+static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
+                                  struct acpi_table *out, struct acpi_diag *d)
+{
+	const uint8_t *p = r->map(r->ctx, pa, ACPI_RSDP_V1_SIZE);
+	if (!p)
+		return fail(d, ACPI_MALFORMED,
+		            "RSDP lies outside reachable memory", pa);
+	if (!sig_is(p, "RSD PTR ", 8))
+		return fail(d, ACPI_MALFORMED, "RSDP signature is wrong", pa);
+	if (checksum(p, ACPI_RSDP_V1_SIZE) != 0)
+		return fail(d, ACPI_MALFORMED, "RSDP checksum is wrong", pa);
+	out->rsdp_revision = p[15];
+	out->via_xsdt = false;
+	out->root_pa = rd32(p + 16);
+	if (p[15] >= 2) {
+		p = r->map(r->ctx, pa, ACPI_RSDP_V2_SIZE);
+		if (!p)
+			return fail(d, ACPI_MALFORMED,
+			            "RSDP lies outside reachable memory", pa);
+		uint32_t n = rd32(p + 20);
+		if (n < ACPI_RSDP_V2_SIZE)
+			return fail(d, ACPI_MALFORMED,
+			            "RSDP length is shorter than 36 bytes", pa);
+		p = r->map(r->ctx, pa, n);
+		if (!p || checksum(p, n) != 0)
+			return fail(d, ACPI_MALFORMED,
+			            "RSDP extended checksum is wrong", pa);
+		/* An XSDT address of 0 leaves the RSDT, as ACPI 1.0. */
+		if (rd64(p + 24)) {
+			out->via_xsdt = true;
+			out->root_pa = rd64(p + 24);
+		}
+	}
+	if (!out->root_pa)
+		return fail(d, ACPI_MALFORMED, "RSDP names no root table", pa);
+	return ACPI_OK;
+}
+
+enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
+                                 const char *sig, struct acpi_table *out,
+                                 struct acpi_diag *d)
+{
+	enum acpi_status st = read_rsdp(r, rsdp_pa, out, d);
+	if (st != ACPI_OK)
+		return st;
+	const uint8_t *root;
+	uint32_t root_len;
+	st = map_table(r, out->root_pa, out->via_xsdt ? "XSDT" : "RSDT", &root,
+	               &root_len, d);
+	if (st != ACPI_OK)
+		return st;
+	/* A partial trailing entry is ignored, as Linux does. */
+	uint32_t esize = out->via_xsdt ? 8 : 4;
+	uint32_t n = (root_len - ACPI_HEADER_SIZE) / esize;
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *e = root + ACPI_HEADER_SIZE + i * esize;
+		uint64_t pa = esize == 8 ? rd64(e) : rd32(e);
+		if (!pa)
+			continue;
+		const uint8_t *h = r->map(r->ctx, pa, ACPI_HEADER_SIZE);
+		if (!h)
+			return fail(d, ACPI_MALFORMED,
+			            "a root table entry points outside "
+			            "reachable memory",
+			            pa);
+		if (!sig_is(h, sig, 4))
+			continue;
+		st = map_table(r, pa, NULL, &out->data, &out->length, d);
+		out->pa = pa;
+		return st;
+	}
+	return fail(d, ACPI_NOT_FOUND, "no such table in the root table",
+	            out->root_pa);
+}
+
+/* Records one processor entry in info (and cpus when it is usable). */
+static void add_cpu(struct madt_cpu *cpus, unsigned cap, struct madt_info *info,
+                    uint8_t type, uint32_t apic_id, uint32_t uid,
+                    uint32_t flags)
+{
+	if (!(flags & MADT_CPU_ENABLED)) {
+		/* Online-capable CPUs are hot-plug slots, absent today. */
+		info->ndisabled++;
+		return;
+	}
+	if ((type == MADT_LOCAL_APIC && apic_id == 0xff) ||
+	    apic_id == 0xffffffffu) {
+		info->ninvalid++;
+		return;
+	}
+	unsigned kept = info->ncpus < cap ? info->ncpus : cap;
+	for (unsigned i = 0; i < kept; i++) {
+		if (cpus[i].apic_id == apic_id) {
+			info->nduplicate++;
+			return;
+		}
+	}
+	if (info->ncpus >= cap) {
+		info->nignored++;
+		return;
+	}
+	cpus[info->ncpus++] = (struct madt_cpu){apic_id, uid, type};
+}
+
+/* Checks one entry's length for its type and records what it says. */
+static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
+                                   struct madt_cpu *cpus, unsigned cap,
+                                   struct madt_info *info, struct acpi_diag *d)
+{
+	uint8_t type = e[0], len = e[1];
+	switch (type) {
+	case MADT_LOCAL_APIC:
+		if (len < 8)
+			return fail(d, ACPI_MALFORMED,
+			            "local APIC entry shorter than 8 bytes",
+			            off);
+		add_cpu(cpus, cap, info, type, e[3], e[2], rd32(e + 4));
+		break;
+	case MADT_LOCAL_X2APIC:
+		if (len < 16)
+			return fail(d, ACPI_MALFORMED,
+			            "local x2APIC entry shorter than 16 bytes",
+			            off);
+		add_cpu(cpus, cap, info, type, rd32(e + 4), rd32(e + 12),
+		        rd32(e + 8));
+		break;
+	case MADT_LOCAL_APIC_OVERRIDE:
+		if (len < 12)
+			return fail(d, ACPI_MALFORMED,
+			            "local APIC address override shorter than "
+			            "12 bytes",
+			            off);
+		info->lapic_pa = rd64(e + 4);
+		break;
+	default:
+		break; /* I/O APICs, NMI sources, ...: not ours to read */
+	}
+	return ACPI_OK;
+}
+
+enum acpi_status madt_parse(const void *table, uint32_t avail,
+                            struct madt_cpu *cpus, unsigned cap,
+                            struct madt_info *info, struct acpi_diag *d)
+{
+	const uint8_t *t = table;
+	*info = (struct madt_info){0};
+	if (avail < ACPI_MADT_FIXED)
+		return fail(d, ACPI_MALFORMED,
+		            "MADT is shorter than its 44-byte fixed part", 0);
+	if (!sig_is(t, "APIC", 4))
+		return fail(d, ACPI_MALFORMED, "MADT signature is not APIC", 0);
+	uint32_t len = rd32(t + 4);
+	if (len < ACPI_MADT_FIXED)
+		return fail(
+		        d, ACPI_MALFORMED,
+		        "MADT length is shorter than its 44-byte fixed part",
+		        len);
+	if (len > avail)
+		return fail(d, ACPI_MALFORMED,
+		            "MADT length runs past the table's mapped end",
+		            len);
+	if (checksum(t, len) != 0)
+		return fail(d, ACPI_MALFORMED, "MADT checksum is wrong", 0);
+	info->lapic_pa = rd32(t + 36);
+	info->flags = rd32(t + 40);
+	for (uint32_t off = ACPI_MADT_FIXED; off < len;) {
+		if (len - off < 2)
+			return fail(d, ACPI_MALFORMED,
+			            "MADT entry header runs past the end", off);
+		uint8_t elen = t[off + 1];
+		if (elen < 2)
+			return fail(d, ACPI_MALFORMED,
+			            "MADT entry length is below 2 (a zero "
+			            "length would never advance)",
+			            off);
+		if (elen > len - off)
+			return fail(d, ACPI_MALFORMED,
+			            "MADT entry runs past the end of the table",
+			            off);
+		enum acpi_status st =
+		        madt_entry(t + off, off, cpus, cap, info, d);
+		if (st != ACPI_OK)
+			return st;
+		off += elen;
+	}
+	return ACPI_OK;
+}

@@ -1,0 +1,107 @@
+/*
+ * Portable ACPI table parsing: the RSDP, the root table (XSDT or RSDT) and
+ * the MADT, checked field by field before anything in them is trusted.
+ *
+ * This file and acpi_parse.c include only <stdint.h>, <stddef.h> and
+ * <stdbool.h>, so that the host build can feed them crafted tables under
+ * ASan/UBSan (tests/host/madt_test.c). Physical memory is reached through
+ * the caller's acpi_map_fn: the kernel's maps through the direct map or a
+ * window (kernel/acpi.c), the tests' into a byte array.
+ *
+ * Every refusal comes back as a status and a struct acpi_diag: a fixed
+ * sentence saying what is wrong and the address or offset it is about.
+ * Layouts follow the ACPI 6.5 specification, sections 5.2.5 (RSDP),
+ * 5.2.6 (table header), 5.2.7/5.2.8 (RSDT/XSDT) and 5.2.12 (MADT).
+ */
+#ifndef KERNEL_ACPI_PARSE_H
+#define KERNEL_ACPI_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ACPI_RSDP_V1_SIZE 20u
+#define ACPI_RSDP_V2_SIZE 36u
+#define ACPI_HEADER_SIZE  36u
+#define ACPI_MADT_FIXED   44u /* header + local APIC address + flags */
+
+/* MADT entry types the parser reads. */
+#define MADT_LOCAL_APIC          0
+#define MADT_LOCAL_APIC_OVERRIDE 5
+#define MADT_LOCAL_X2APIC        9
+
+/* Local APIC / x2APIC flags. */
+#define MADT_CPU_ENABLED        (1u << 0)
+#define MADT_CPU_ONLINE_CAPABLE (1u << 1)
+
+enum acpi_status {
+	ACPI_OK = 0,
+	ACPI_NOT_FOUND, /* the tables are sound; the one asked for is absent */
+	ACPI_MALFORMED, /* a signature, checksum, length or entry is wrong */
+};
+
+/* Why a status is not ACPI_OK: `why` is a complete phrase; `at` is the
+ * physical address of the table or the offset of the entry it names. */
+struct acpi_diag {
+	const char *why;
+	uint64_t at;
+};
+
+/* Returns a pointer to len readable bytes at physical address pa, or NULL
+ * when that memory cannot be reached. */
+typedef const void *(*acpi_map_fn)(void *ctx, uint64_t pa, uint32_t len);
+
+struct acpi_reader {
+	acpi_map_fn map;
+	void *ctx;
+};
+
+/* A table found through the root table. */
+struct acpi_table {
+	const uint8_t *data; /* mapped, length bytes, checksum verified */
+	uint32_t length;
+	uint64_t pa;
+	/* How it was found: */
+	uint8_t rsdp_revision;
+	bool via_xsdt; /* else the RSDT */
+	uint64_t root_pa;
+};
+
+/*
+ * Validates the RSDP at rsdp_pa (checksum; for revision >= 2 also the
+ * length and extended checksum), then the root table (the XSDT if the RSDP
+ * has one, else the RSDT), and returns in *out the first table whose
+ * signature is sig (4 characters) with a valid length and checksum.
+ */
+enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
+                                 const char *sig, struct acpi_table *out,
+                                 struct acpi_diag *diag);
+
+/* One usable CPU from the MADT. */
+struct madt_cpu {
+	uint32_t apic_id;
+	uint32_t uid; /* ACPI processor UID */
+	uint8_t type; /* MADT_LOCAL_APIC or MADT_LOCAL_X2APIC */
+};
+
+struct madt_info {
+	uint64_t lapic_pa;   /* the header's, or a type 5 override's */
+	uint32_t flags;      /* bit 0: the system also has 8259 PICs */
+	unsigned ncpus;      /* CPUs stored, in MADT order */
+	unsigned nignored;   /* usable CPUs past the caller's capacity */
+	unsigned ndisabled;  /* entries without the Enabled flag */
+	unsigned ninvalid;   /* the reserved ids 0xff / 0xffffffff */
+	unsigned nduplicate; /* APIC ids listed before */
+};
+
+/*
+ * Parses the MADT in [table, table + avail): signature, length (at least
+ * the fixed part, at most avail), checksum, then every entry: an entry
+ * shorter than 2 bytes, running past the end, or shorter than its type
+ * requires is malformed. Enabled CPUs go to cpus[0..cap) in table order.
+ */
+enum acpi_status madt_parse(const void *table, uint32_t avail,
+                            struct madt_cpu *cpus, unsigned cap,
+                            struct madt_info *info, struct acpi_diag *diag);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * The scheduler: per-CPU run queues, the context-switch protocol, timer
+ * ticks and preemption, sleeping, waking, and the idle loop.
+ *
+ * Representation: each CPU has a runqueue (FIFO of runnable threads, a list
+ * of sleepers sorted by wake time, a count of threads homed there). A
+ * thread never leaves its home CPU, so one lock, its CPU's run-queue lock,
+ * covers every scheduling field of the thread (see struct thread).
+ *
+ * Switch protocol: the outgoing thread takes its run-queue lock with
+ * interrupts off, picks the next thread and calls context_switch; the
+ * incoming thread (back from its own context_switch, or new in
+ * thread_entry) finishes the switch: it marks the previous thread off the
+ * CPU, releases the lock, and wakes the joiners of a thread that exited.
+ *
+ * Wake-ups race with a thread that is about to block: a thread marks
+ * itself BLOCKED or SLEEPING under the lock and switches away afterwards.
+ * A waker that finds it still current only sets it RUNNABLE; the switch
+ * then requeues it instead of losing the wake-up.
+ *
+ * Invariants:
+ *   1. A RUNNABLE thread that is not current is on its run queue exactly
+ *      once; the idle thread is never on it.
+ *   2. A thread's stack is freed only once it is DEAD and off its CPU.
+ *   3. Preemption happens only on the way out of the outermost interrupt,
+ *      with preempt_count 0 (no spinlock held).
+ */
+#include "kernel/thread.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "kernel/irq.h"
+#include "kernel/lockcheck.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/sched_internal.h"
+#include "kernel/time.h"
+
+#define SLICE_NS (2 * SCHED_TICK_NS)
+
+struct runqueue runqueues[MAX_CPUS];
+struct waitq thread_exit_wq = WAITQ_INIT("thread_exit");
+void (*_Atomic sched_tick_hook)(void);
+static _Atomic bool sched_running;
+
+extern void context_switch(uint64_t *save_rsp, uint64_t load_rsp);
+
+struct runqueue *rq_of(struct cpu *c)
+{
+	return &runqueues[c->id];
+}
+
+struct thread *thread_current(void)
+{
+	return this_cpu()->current;
+}
+
+/* Prints the scheduler state of t and panics: a broken invariant. */
+__attribute__((noreturn)) static void sched_broken(const char *what,
+                                                   const struct thread *t)
+{
+	panic("sched: %s: thread %s (id %u, cpu %u) state %d on_cpu %d "
+	      "queued %d, on cpu %u",
+	      what, t->name, t->id, t->cpu->id, t->state, t->on_cpu, t->queued,
+	      this_cpu()->id);
+}
+
+static void enqueue(struct runqueue *rq, struct thread *t)
+{
+	if (t->queued || t->state != THREAD_RUNNABLE)
+		sched_broken("enqueue", t);
+	t->queued = true;
+	t->rq_next = NULL;
+	if (rq->tail)
+		rq->tail->rq_next = t;
+	else
+		rq->head = t;
+	rq->tail = t;
+}
+
+static struct thread *dequeue(struct runqueue *rq)
+{
+	struct thread *t = rq->head;
+	if (t) {
+		t->queued = false;
+		rq->head = t->rq_next;
+		if (!rq->head)
+			rq->tail = NULL;
+	}
+	return t;
+}
+
+static void remove_sleeper(struct runqueue *rq, struct thread *t)
+{
+	for (struct thread **p = &rq->sleepers; *p; p = &(*p)->sleep_next)
+		if (*p == t) {
+			*p = t->sleep_next;
+			return;
+		}
+}
+
+/*
+ * Finishes a switch on the incoming thread: see the protocol above.
+ * Locking: rq->lock held (taken by the outgoing thread); released here.
+ */
+void sched_finish_switch(struct runqueue *rq)
+{
+	struct thread *prev = rq->switched_from;
+	bool dead = false;
+	if (prev) {
+		prev->on_cpu = false;
+		dead = prev->state == THREAD_DEAD;
+		rq->switched_from = NULL;
+	}
+	spin_unlock(&rq->lock);
+	if (dead)
+		waitq_wake_all(&thread_exit_wq);
+}
+
+/*
+ * Gives the CPU to the next runnable thread (or idle), requeueing the
+ * current one if it is still runnable. Returns when the current thread
+ * runs again, with rq->lock still held for the caller to release through
+ * sched_finish_switch. Locking: rq->lock held, interrupts off.
+ */
+void sched_switch_locked(struct runqueue *rq)
+{
+	struct cpu *c = this_cpu();
+	struct thread *prev = c->current;
+	uint64_t now = time_now_ns();
+	if (prev->state == THREAD_RUNNING || prev->state == THREAD_RUNNABLE) {
+		prev->state = THREAD_RUNNABLE;
+		if (prev != c->idle)
+			enqueue(rq, prev);
+	}
+	struct thread *next = dequeue(rq);
+	if (!next)
+		next = c->idle;
+	next->state = THREAD_RUNNING;
+	prev->runtime_ns += now - prev->slice_start_ns;
+	next->slice_start_ns = now;
+	if (next == prev)
+		return;
+	if (next->on_cpu || next->cpu != c)
+		sched_broken("switch to a thread that is running", next);
+	c->current = next;
+	next->on_cpu = true;
+	prev->fault_catch = c->fault_catch;
+	c->fault_catch = next->fault_catch;
+	rq->switched_from = prev;
+	context_switch(&prev->saved_rsp, next->saved_rsp);
+	/* Back on this thread: whoever switched to us holds rq->lock. */
+}
+
+/* Switches away and returns once this thread runs again.
+ * Interrupts off on entry and on return. */
+static void switch_now(void)
+{
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	sched_switch_locked(rq);
+	sched_finish_switch(rq);
+}
+
+void thread_yield(void)
+{
+	if (!lockcheck_may_sleep("thread_yield"))
+		return;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	switch_now();
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+void thread_sleep_ns(uint64_t ns)
+{
+	if (!lockcheck_may_sleep("thread_sleep"))
+		return;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	struct thread *self = thread_current();
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	self->wake_ns = time_now_ns() + ns;
+	self->state = THREAD_SLEEPING;
+	struct thread **p = &rq->sleepers;
+	while (*p && (*p)->wake_ns <= self->wake_ns)
+		p = &(*p)->sleep_next;
+	self->sleep_next = *p;
+	*p = self;
+	sched_switch_locked(rq);
+	sched_finish_switch(rq);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+/* Marks the current thread blocked; it switches away at sched_block().
+ * Called with a wait-queue lock held, interrupts off. */
+void sched_prepare_block(void)
+{
+	struct thread *self = thread_current();
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	self->state = THREAD_BLOCKED;
+	spin_unlock(&rq->lock);
+}
+
+/* Switches away unless woken since sched_prepare_block. Interrupts off. */
+void sched_block(void)
+{
+	switch_now();
+}
+
+void thread_wake(struct thread *t)
+{
+	struct cpu *c = t->cpu;
+	struct runqueue *rq = rq_of(c);
+	bool kick = false;
+	unsigned long irq = spin_lock_irqsave(&rq->lock);
+	if (t->state == THREAD_BLOCKED || t->state == THREAD_SLEEPING) {
+		if (t->state == THREAD_SLEEPING)
+			remove_sleeper(rq, t);
+		t->state = THREAD_RUNNABLE;
+		if (t != c->current)
+			enqueue(rq, t);
+		kick = c->current == c->idle;
+	}
+	spin_unlock_irqrestore(&rq->lock, irq);
+	if (kick)
+		sched_kick(c);
+}
+
+/* Asks CPU c to reschedule soon. Any context. */
+void sched_kick(struct cpu *c)
+{
+	if (c == this_cpu())
+		c->need_resched = true;
+	else if (atomic_load(&c->online))
+		lapic_send_ipi(c->apic_id, IRQ_VEC_RESCHED);
+}
+
+void sched_tick(void)
+{
+	struct cpu *c = this_cpu();
+	c->ticks++;
+	void (*hook)(void) = atomic_load(&sched_tick_hook);
+	if (hook)
+		hook();
+	if (!atomic_load(&sched_running) || !c->idle)
+		return;
+	struct runqueue *rq = rq_of(c);
+	spin_lock(&rq->lock);
+	uint64_t now = time_now_ns();
+	while (rq->sleepers && rq->sleepers->wake_ns <= now) {
+		struct thread *t = rq->sleepers;
+		rq->sleepers = t->sleep_next;
+		t->state = THREAD_RUNNABLE;
+		if (t != c->current)
+			enqueue(rq, t);
+	}
+	if (rq->head && (c->current == c->idle ||
+	                 now - c->current->slice_start_ns >= SLICE_NS))
+		c->need_resched = true;
+	spin_unlock(&rq->lock);
+}
+
+static void timer_irq(struct trap_frame *f)
+{
+	sched_tick();
+}
+
+static void resched_irq(struct trap_frame *f)
+{
+	this_cpu()->need_resched = true;
+}
+
+/* Preemption point: the outermost interrupt is returning to a thread. */
+static void irq_exit(struct trap_frame *f)
+{
+	struct cpu *c = this_cpu();
+	if (!c->need_resched || c->preempt_count > 0 || !c->idle ||
+	    !(f->rflags & RFLAGS_IF))
+		return;
+	c->need_resched = false;
+	switch_now();
+}
+
+/* The idle thread: run whatever is runnable, else halt until an
+ * interrupt. "sti; hlt" cannot lose a wake-up: sti takes effect after
+ * hlt has started waiting. */
+__attribute__((noreturn)) void sched_idle_loop(void)
+{
+	for (;;) {
+		cpu_cli();
+		struct cpu *c = this_cpu();
+		if (rq_of(c)->head || c->need_resched) {
+			c->need_resched = false;
+			switch_now();
+			continue;
+		}
+		__asm__ volatile("sti; hlt" ::: "memory");
+	}
+}
+
+void sched_init(void)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		spin_init(&runqueues[i].lock, "runqueue", LOCK_RANK_RUNQUEUE);
+	struct cpu *c = this_cpu();
+	struct thread *main = thread_adopt_current("main", false);
+	struct thread *idle = thread_alloc_idle(c);
+	if (!main || !idle)
+		panic("sched: no memory for the boot CPU's threads");
+	c->idle = idle;
+	irq_register(IRQ_VEC_TIMER, timer_irq);
+	irq_register(IRQ_VEC_RESCHED, resched_irq);
+	irq_set_exit_hook(irq_exit);
+	atomic_store(&sched_running, true);
+}
+
+void sched_start_ap(void)
+{
+	struct cpu *c = this_cpu();
+	struct thread *idle = thread_adopt_current("idle", true);
+	if (!idle)
+		panic("sched: no memory for cpu %u's idle thread", c->id);
+	c->idle = idle;
+	sched_idle_loop();
+}

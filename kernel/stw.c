@@ -1,0 +1,94 @@
+/*
+ * Stop-the-world (see stw.h). The stopper takes stw_sema, raises `stopped`,
+ * sends the park IPI to every other online CPU and waits until each has
+ * counted itself in; a parked CPU spins with interrupts off until
+ * `stopped` falls, then counts itself out. The stopper runs with
+ * preemption disabled from stop to start so that it keeps its CPU.
+ *
+ * A CPU answers the park IPI only with interrupts on, so the stopper must
+ * not hold an irqsave lock another CPU may be spinning on; it holds none
+ * (the semaphore sleeps rather than spins).
+ */
+#include "kernel/stw.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "kernel/irq.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/spinlock.h"
+#include "kernel/tlb.h"
+
+struct semaphore stw_sema;
+struct semaphore gc_cycle_sema;
+
+/* Atomic, any CPU: */
+static _Atomic bool stopped;
+static _Atomic unsigned nparked;
+static const char *stop_reason;
+static _Atomic int stopper = -1; /* CPU id of the stopper */
+
+static void park_irq(struct trap_frame *f)
+{
+	if (!atomic_load(&stopped))
+		return;
+	atomic_fetch_add(&nparked, 1);
+	while (atomic_load_explicit(&stopped, memory_order_acquire))
+		cpu_pause();
+	/* The stopper may have changed mappings without a shootdown (it
+	 * cannot reach parked CPUs): forget everything before going on. */
+	tlb_flush_local(0, TLB_FULL_FLUSH_PAGES + 1);
+	atomic_fetch_sub(&nparked, 1);
+}
+
+void stw_init(void)
+{
+	sema_init(&stw_sema, "stw_sema", 1);
+	sema_init(&gc_cycle_sema, "gc_cycle_sema", 1);
+	irq_register(IRQ_VEC_STW, park_irq);
+}
+
+void stw_stop(const char *reason)
+{
+	sema_acquire(&stw_sema);
+	preempt_disable();
+	stop_reason = reason;
+	struct cpu *self = this_cpu();
+	unsigned others = 0;
+	atomic_store(&stopper, (int)self->id);
+	atomic_store(&stopped, true);
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (&cpus[i] == self || !atomic_load(&cpus[i].online))
+			continue;
+		others++;
+		lapic_send_ipi(cpus[i].apic_id, IRQ_VEC_STW);
+	}
+	while (atomic_load_explicit(&nparked, memory_order_acquire) < others)
+		cpu_pause();
+}
+
+void stw_start(void)
+{
+	if (!atomic_load(&stopped))
+		panic("stw_start: the world is not stopped");
+	atomic_store_explicit(&stopped, false, memory_order_release);
+	while (atomic_load(&nparked) > 0)
+		cpu_pause();
+	stop_reason = NULL;
+	atomic_store(&stopper, -1);
+	preempt_enable();
+	sema_release(&stw_sema);
+}
+
+bool stw_stopped(void)
+{
+	return atomic_load(&stopped);
+}
+
+bool stw_stopped_by_this_cpu(void)
+{
+	return atomic_load(&stopped) &&
+	       atomic_load(&stopper) == (int)this_cpu()->id;
+}

@@ -1,0 +1,189 @@
+/*
+ * Thread life cycle: creation (struct and guarded stack, all or nothing),
+ * the first instructions of a new thread, exit, and join.
+ *
+ * A struct thread takes one frame, reached through the direct map; its
+ * stack is a kernel stack with a guard page (kstack.c). Both are freed by
+ * the joiner once the thread is dead and off its CPU (sched.c invariant 2).
+ */
+#include "kernel/thread.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/layout.h"
+#include "kernel/format.h"
+#include "kernel/frames.h"
+#include "kernel/lockcheck.h"
+#include "kernel/printk.h"
+#include "kernel/sched_internal.h"
+#include "kernel/string.h"
+#include "kernel/time.h"
+
+_Static_assert(sizeof(struct thread) <= PAGE_SIZE, "a thread fits a frame");
+
+static _Atomic unsigned next_thread_id;
+
+extern void thread_trampoline(void);
+
+static struct thread *thread_struct_alloc(const char *name, struct cpu *c)
+{
+	paddr_t pa = frame_alloc();
+	if (!pa)
+		return NULL;
+	struct thread *t = phys_to_virt(pa);
+	memset(t, 0, sizeof(*t));
+	size_t n = strlen(name);
+	if (n >= sizeof(t->name))
+		n = sizeof(t->name) - 1;
+	memcpy(t->name, name, n);
+	t->id = atomic_fetch_add(&next_thread_id, 1);
+	t->cpu = c;
+	return t;
+}
+
+static void thread_struct_free(struct thread *t)
+{
+	frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
+}
+
+/* Lays out a new thread's stack so that context_switch "returns" into
+ * thread_trampoline with r12 = t (see switch.S); RSP is then 16-aligned
+ * so thread_entry starts with the ABI's alignment. */
+static void init_stack(struct thread *t, void (*start)(void))
+{
+	uint64_t *top = (uint64_t *)t->stack.top;
+	top[-1] = (uint64_t)(uintptr_t)start;
+	for (int i = 2; i <= 7; i++) /* rbp, rbx, r12, r13, r14, r15 */
+		top[-i] = 0;
+	top[-4] = (uint64_t)(uintptr_t)t; /* r12 */
+	t->saved_rsp = (uint64_t)(uintptr_t)&top[-7];
+}
+
+/* The first C code of every new thread (from thread_trampoline). */
+__attribute__((noreturn)) void thread_entry(struct thread *t)
+{
+	sched_finish_switch(rq_of(t->cpu));
+	cpu_sti();
+	t->fn(t->arg);
+	thread_exit();
+}
+
+static struct cpu *pick_cpu(unsigned cpu_id)
+{
+	if (cpu_id != THREAD_ANY_CPU)
+		return cpu_id < MAX_CPUS && atomic_load(&cpus[cpu_id].online)
+		               ? &cpus[cpu_id]
+		               : NULL;
+	struct cpu *best = NULL;
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (!atomic_load(&cpus[i].online))
+			continue;
+		if (!best || runqueues[i].nthreads < rq_of(best)->nthreads)
+			best = &cpus[i];
+	}
+	return best;
+}
+
+struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
+                             unsigned cpu_id)
+{
+	struct cpu *c = pick_cpu(cpu_id);
+	if (!c)
+		return NULL;
+	struct thread *t = thread_struct_alloc(name, c);
+	if (!t)
+		return NULL;
+	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
+		thread_struct_free(t);
+		return NULL;
+	}
+	t->fn = fn;
+	t->arg = arg;
+	init_stack(t, thread_trampoline);
+	struct runqueue *rq = rq_of(c);
+	unsigned long irq = spin_lock_irqsave(&rq->lock);
+	t->state = THREAD_BLOCKED; /* so thread_wake enqueues it */
+	rq->nthreads++;
+	spin_unlock_irqrestore(&rq->lock, irq);
+	thread_wake(t);
+	return t;
+}
+
+void thread_exit(void)
+{
+	if (!lockcheck_may_sleep("thread_exit"))
+		panic("thread_exit with a spinlock held");
+	cpu_cli();
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	thread_current()->state = THREAD_DEAD;
+	rq->nthreads--;
+	sched_switch_locked(rq);
+	panic("thread_exit: a dead thread was scheduled again");
+}
+
+static bool joinable(void *arg)
+{
+	struct thread *t = arg;
+	struct runqueue *rq = rq_of(t->cpu);
+	spin_lock(&rq->lock);
+	bool done = t->state == THREAD_DEAD && !t->on_cpu;
+	spin_unlock(&rq->lock);
+	return done;
+}
+
+void thread_join(struct thread *t)
+{
+	if (t == thread_current())
+		panic("thread_join: thread %s joins itself", t->name);
+	waitq_wait_until(&thread_exit_wq, joinable, t);
+	if (!t->boot_stack)
+		kstack_free(&t->stack);
+	thread_struct_free(t);
+}
+
+struct thread *thread_adopt_current(const char *name, bool idle)
+{
+	struct cpu *c = this_cpu();
+	char buf[THREAD_NAME_MAX];
+	const char *n = name;
+	if (idle) {
+		buf[0] = '\0';
+		ksnprintf(buf, sizeof(buf), "%s/%u", name, c->id);
+		n = buf;
+	}
+	struct thread *t = thread_struct_alloc(n, c);
+	if (!t)
+		return NULL;
+	t->boot_stack = true;
+	t->state = THREAD_RUNNING;
+	t->on_cpu = true;
+	t->slice_start_ns = time_now_ns();
+	c->current = t;
+	return t;
+}
+
+static void idle_entry(void *arg)
+{
+	sched_idle_loop();
+}
+
+struct thread *thread_alloc_idle(struct cpu *c)
+{
+	char name[THREAD_NAME_MAX];
+	ksnprintf(name, sizeof(name), "idle/%u", c->id);
+	struct thread *t = thread_struct_alloc(name, c);
+	if (!t)
+		return NULL;
+	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
+		thread_struct_free(t);
+		return NULL;
+	}
+	/* Through thread_entry like any thread: the first switch to it
+	 * must be finished (the run-queue lock released) before it idles. */
+	t->fn = idle_entry;
+	init_stack(t, thread_trampoline);
+	t->state = THREAD_RUNNABLE;
+	return t;
+}

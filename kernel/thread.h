@@ -1,0 +1,146 @@
+/*
+ * Kernel threads: create, exit, join, yield, sleep; the scheduler that runs
+ * them (per-CPU run queues, timer preemption, an idle thread per CPU); and
+ * wait queues. A thread stays on the CPU it was created for (no migration),
+ * which keeps every scheduling decision under one run-queue lock.
+ *
+ * Contexts: everything here is thread context only, except thread_wake,
+ * waitq_wake_* and sched_tick, which may also run in interrupt handlers.
+ */
+#ifndef KERNEL_THREAD_H
+#define KERNEL_THREAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernel/kstack.h"
+#include "kernel/spinlock.h"
+#include "kernel/time.h"
+
+#define THREAD_NAME_MAX    24
+#define THREAD_STACK_PAGES 8
+
+enum thread_state {
+	THREAD_RUNNING,  /* current on its CPU */
+	THREAD_RUNNABLE, /* on its run queue, or woken before switching out */
+	THREAD_BLOCKED,  /* on a wait queue */
+	THREAD_SLEEPING, /* on its CPU's sleeper list until wake_ns */
+	THREAD_DEAD,     /* exited; its joiner frees it */
+};
+
+struct cpu;
+struct fault_catch;
+
+struct thread {
+	/* Immutable after creation: */
+	char name[THREAD_NAME_MAX];
+	unsigned id;
+	struct cpu *cpu; /* home CPU */
+	struct kstack stack;
+	bool boot_stack; /* runs on a stack it does not own */
+	void (*fn)(void *);
+	void *arg;
+
+	/* Protected by cpu's run-queue lock: */
+	uint64_t saved_rsp;
+	enum thread_state state;
+	bool on_cpu; /* its registers are live on the CPU */
+	bool queued; /* on the run queue */
+	struct thread *rq_next;
+	struct thread *sleep_next;
+	uint64_t wake_ns;
+	uint64_t slice_start_ns;
+	uint64_t runtime_ns; /* time spent running, up to the last switch */
+
+	struct fault_catch
+	        *fault_catch; /* its armed hook, while switched out */
+
+	/* Protected by the lock of the wait queue it is on: */
+	struct thread *wq_next;
+	bool wq_queued;
+};
+
+/*
+ * Creates a runnable thread running fn(arg) on CPU cpu_id (or, with
+ * THREAD_ANY_CPU, the CPU with the fewest threads). Returns NULL, with
+ * nothing allocated, when memory is short or the CPU is not online.
+ */
+#define THREAD_ANY_CPU (~0u)
+struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
+                             unsigned cpu_id);
+
+/* Ends the calling thread; its joiner frees it. */
+__attribute__((noreturn)) void thread_exit(void);
+
+/* Waits for t to exit and frees its stack and struct. Every thread is
+ * joined exactly once. */
+void thread_join(struct thread *t);
+
+/* Lets other runnable threads on this CPU run first. */
+void thread_yield(void);
+
+/* Sleeps at least ns nanoseconds; wakes within one timer tick after. */
+void thread_sleep_ns(uint64_t ns);
+
+struct thread *thread_current(void);
+
+/* Makes a blocked or sleeping thread runnable. Any context. */
+void thread_wake(struct thread *t);
+
+/* The scheduler. sched_init makes the boot context a thread; each CPU then
+ * runs sched_start_cpu (never returns on APs: becomes the idle loop). */
+void sched_init(void);
+void sched_start_ap(void) __attribute__((noreturn));
+void sched_enable_tick(void);
+
+/* Timer interrupt work: wake due sleepers, preempt an expired slice. */
+void sched_tick(void);
+
+/* A test hook called from every timer tick on every CPU (or NULL). */
+extern void (*_Atomic sched_tick_hook)(void);
+
+/* The scheduler tick rate: the periodic LAPIC timer's. */
+#define SCHED_HZ      TIMER_HZ
+#define SCHED_TICK_NS (1000000000ull / SCHED_HZ)
+
+/* ---- Wait queues ------------------------------------------------------- */
+
+struct waitq {
+	struct spinlock lock; /* rank WAITQ; guards the list and conditions */
+	struct thread *head, *tail;
+};
+
+#define WAITQ_INIT(wname)                                     \
+	{                                                     \
+		.lock = SPINLOCK_INIT(wname, LOCK_RANK_WAITQ) \
+	}
+
+void waitq_init(struct waitq *wq, const char *name);
+
+/*
+ * Blocks until cond(arg) returns true. cond runs with wq->lock held and
+ * interrupts off, so a waker that makes it true and then wakes the queue
+ * cannot be missed. Thread context, no spinlock held.
+ */
+void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
+
+/* Wake the first waiter / every waiter. Any context. */
+void waitq_wake_one(struct waitq *wq);
+void waitq_wake_all(struct waitq *wq);
+/* The same with wq->lock already held by the caller. */
+void waitq_wake_one_locked(struct waitq *wq);
+void waitq_wake_all_locked(struct waitq *wq);
+
+/* ---- Semaphores ---------------------------------------------------------- */
+
+struct semaphore {
+	struct waitq wq; /* its lock guards count */
+	int count;
+};
+
+void sema_init(struct semaphore *s, const char *name, int count);
+void sema_acquire(struct semaphore *s); /* thread context, may block */
+bool sema_try_acquire(struct semaphore *s);
+void sema_release(struct semaphore *s); /* any context */
+
+#endif

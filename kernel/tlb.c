@@ -1,0 +1,79 @@
+/*
+ * TLB shootdown (see tlb.h). One shootdown at a time, serialised by
+ * shootdown_lock, which is taken without disabling interrupts: a CPU
+ * spinning for it can still answer the holder's IPI. The request (range
+ * and a count of CPUs yet to flush) lives in static memory that only the
+ * lock holder writes.
+ */
+#include "kernel/tlb.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "arch/x86_64/layout.h"
+#include "kernel/irq.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/spinlock.h"
+#include "kernel/stw.h"
+
+static struct spinlock shootdown_lock =
+        SPINLOCK_INIT("shootdown", LOCK_RANK_SHOOTDOWN);
+
+/* Written by the lock holder before the IPIs, read by the handlers: */
+static uintptr_t req_va;
+static size_t req_npages;
+static _Atomic unsigned req_pending;
+
+void tlb_flush_local(uintptr_t va, size_t npages)
+{
+	if (npages > TLB_FULL_FLUSH_PAGES) {
+		/* Kernel mappings are global: toggling PGE flushes them too. */
+		uint64_t cr4 = read_cr4();
+		write_cr4(cr4 & ~CR4_PGE);
+		write_cr4(cr4);
+		return;
+	}
+	for (size_t i = 0; i < npages; i++)
+		invlpg(va + i * PAGE_SIZE);
+}
+
+static void tlb_irq(struct trap_frame *f)
+{
+	tlb_flush_local(req_va, req_npages);
+	atomic_fetch_sub_explicit(&req_pending, 1, memory_order_release);
+}
+
+void tlb_init(void)
+{
+	irq_register(IRQ_VEC_TLB, tlb_irq);
+}
+
+void tlb_shootdown(uintptr_t va, size_t npages)
+{
+	if (!(read_rflags() & RFLAGS_IF) || this_cpu()->irq_depth > 0)
+		panic("tlb_shootdown with interrupts off: it would wait for "
+		      "CPUs that may be waiting for this one");
+	if (stw_stopped_by_this_cpu()) {
+		/* The others are parked and flush all when released. */
+		tlb_flush_local(va, npages);
+		return;
+	}
+	spin_lock(&shootdown_lock);
+	tlb_flush_local(va, npages);
+	struct cpu *self = this_cpu();
+	unsigned others = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (&cpus[i] != self && atomic_load(&cpus[i].online))
+			others++;
+	req_va = va;
+	req_npages = npages;
+	atomic_store(&req_pending, others);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (&cpus[i] != self && atomic_load(&cpus[i].online))
+			lapic_send_ipi(cpus[i].apic_id, IRQ_VEC_TLB);
+	while (atomic_load_explicit(&req_pending, memory_order_acquire) > 0)
+		cpu_pause();
+	spin_unlock(&shootdown_lock);
+}

@@ -1,0 +1,25 @@
+/*
+ * TLB shootdown: after a kernel mapping is removed or narrowed, every CPU
+ * must forget it before the frame is reused. tlb_shootdown flushes the
+ * range here and on every other online CPU and returns once all have
+ * acknowledged. Ranges over TLB_FULL_FLUSH_PAGES flush everything.
+ *
+ * Thread context with interrupts enabled and no irqsave lock held: it
+ * waits for other CPUs, which answer only with interrupts on
+ * (DESIGN.md, "Unmapping under a leaf lock").
+ */
+#ifndef KERNEL_TLB_H
+#define KERNEL_TLB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TLB_FULL_FLUSH_PAGES 32
+
+void tlb_init(void);
+void tlb_shootdown(uintptr_t va, size_t npages);
+
+/* Flushes [va, va + npages pages) on this CPU only. */
+void tlb_flush_local(uintptr_t va, size_t npages);
+
+#endif

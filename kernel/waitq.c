@@ -1,0 +1,130 @@
+/*
+ * Wait queues and semaphores (see thread.h). A waiter checks its condition
+ * under the queue's lock, queues itself, marks itself blocked, drops the
+ * lock and switches away; a waker takes the lock, pops waiters and makes
+ * them runnable. The condition check under the lock is what makes the
+ * sleep/wake-up race benign: see sched.c for the other half.
+ */
+#include "kernel/thread.h"
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/lockcheck.h"
+#include "kernel/sched_internal.h"
+
+void waitq_init(struct waitq *wq, const char *name)
+{
+	spin_init(&wq->lock, name, LOCK_RANK_WAITQ);
+	wq->head = wq->tail = NULL;
+}
+
+static void append(struct waitq *wq, struct thread *t)
+{
+	t->wq_next = NULL;
+	t->wq_queued = true;
+	if (wq->tail)
+		wq->tail->wq_next = t;
+	else
+		wq->head = t;
+	wq->tail = t;
+}
+
+static void unlink(struct waitq *wq, struct thread *t)
+{
+	struct thread *prev = NULL;
+	for (struct thread *p = wq->head; p; prev = p, p = p->wq_next) {
+		if (p != t)
+			continue;
+		if (prev)
+			prev->wq_next = p->wq_next;
+		else
+			wq->head = p->wq_next;
+		if (wq->tail == p)
+			wq->tail = prev;
+		break;
+	}
+	t->wq_queued = false;
+}
+
+void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg)
+{
+	if (!lockcheck_may_sleep("waitq_wait"))
+		return; /* test mode only: the checker recorded it */
+	struct thread *self = thread_current();
+	unsigned long irq = spin_lock_irqsave(&wq->lock);
+	while (!cond(arg)) {
+		append(wq, self);
+		sched_prepare_block();
+		spin_unlock(&wq->lock); /* interrupts stay off */
+		sched_block();
+		spin_lock(&wq->lock);
+		if (self->wq_queued)
+			unlink(wq, self);
+	}
+	spin_unlock_irqrestore(&wq->lock, irq);
+}
+
+void waitq_wake_one_locked(struct waitq *wq)
+{
+	struct thread *t = wq->head;
+	if (!t)
+		return;
+	unlink(wq, t);
+	thread_wake(t);
+}
+
+void waitq_wake_all_locked(struct waitq *wq)
+{
+	while (wq->head)
+		waitq_wake_one_locked(wq);
+}
+
+void waitq_wake_one(struct waitq *wq)
+{
+	unsigned long irq = spin_lock_irqsave(&wq->lock);
+	waitq_wake_one_locked(wq);
+	spin_unlock_irqrestore(&wq->lock, irq);
+}
+
+void waitq_wake_all(struct waitq *wq)
+{
+	unsigned long irq = spin_lock_irqsave(&wq->lock);
+	waitq_wake_all_locked(wq);
+	spin_unlock_irqrestore(&wq->lock, irq);
+}
+
+void sema_init(struct semaphore *s, const char *name, int count)
+{
+	waitq_init(&s->wq, name);
+	s->count = count;
+}
+
+/* Takes one unit if there is one. Locking: s->wq.lock held. */
+static bool take(void *arg)
+{
+	struct semaphore *s = arg;
+	if (s->count <= 0)
+		return false;
+	s->count--;
+	return true;
+}
+
+void sema_acquire(struct semaphore *s)
+{
+	waitq_wait_until(&s->wq, take, s);
+}
+
+bool sema_try_acquire(struct semaphore *s)
+{
+	unsigned long irq = spin_lock_irqsave(&s->wq.lock);
+	bool ok = take(s);
+	spin_unlock_irqrestore(&s->wq.lock, irq);
+	return ok;
+}
+
+void sema_release(struct semaphore *s)
+{
+	unsigned long irq = spin_lock_irqsave(&s->wq.lock);
+	s->count++;
+	waitq_wake_one_locked(&s->wq);
+	spin_unlock_irqrestore(&s->wq.lock, irq);
+}

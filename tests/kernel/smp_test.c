@@ -1,0 +1,324 @@
+/*
+ * SMP bring-up and what it sets up on every CPU: the CPUs the MADT lists
+ * are online with their own APIC ids, IPIs (targeted and broadcast) reach
+ * them, their LAPIC timers tick, and TSC time agrees across CPUs and with
+ * the LAPIC timer. Passes at -smp 1 as well as -smp 4; "smp.expect=N" on
+ * the command line (the Makefile passes QEMU's -smp) pins the CPU count,
+ * and "smp.skip_sipi=<apic id>" is expected to cost exactly that CPU.
+ * The acpi suite checks the read-only window for firmware tables.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/smp.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/acpi.h"
+#include "kernel/bootinfo.h"
+#include "kernel/irq.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/string.h"
+#include "kernel/time.h"
+
+#define WAIT_US 1000000 /* for an IPI to arrive; TCG can be slow */
+
+/* Written by the test IPI handler on the CPU it runs on: */
+static _Atomic uint64_t ipi_count[MAX_CPUS];
+static _Atomic uint32_t ipi_apic_id[MAX_CPUS];
+static _Atomic uint64_t ipi_time_ns[MAX_CPUS];
+
+static void test_ipi(struct trap_frame *f)
+{
+	unsigned id = this_cpu()->id;
+	atomic_store(&ipi_apic_id[id], lapic_id());
+	atomic_store(&ipi_time_ns[id], time_now_ns());
+	atomic_fetch_add(&ipi_count[id], 1);
+}
+
+/* A decimal command-line value, or dflt when the key is absent. */
+static uint32_t cmdline_uint(const char *key, uint32_t dflt)
+{
+	char buf[16];
+	if (!cmdline_get(key, buf, sizeof(buf)))
+		return dflt;
+	uint32_t v = 0;
+	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (uint32_t)(*p - '0');
+	return v;
+}
+
+static unsigned online(void)
+{
+	return atomic_load(&ncpus_online);
+}
+
+/* Waits until cpu's IPI count exceeds before; false on timeout. */
+static bool wait_ipi(unsigned cpu, uint64_t before)
+{
+	uint64_t deadline = time_now_ns() + WAIT_US * 1000ull;
+	while (atomic_load(&ipi_count[cpu]) == before)
+		if (time_now_ns() > deadline)
+			return false;
+	return true;
+}
+
+/* Lets this CPU take interrupts for us microseconds. */
+static void irqs_on_for(uint64_t us)
+{
+	uint64_t flags = read_rflags();
+	cpu_sti();
+	time_delay_us(us);
+	if (!(flags & RFLAGS_IF))
+		cpu_cli();
+}
+
+KTEST(smp, every_listed_cpu_online)
+{
+	const struct smp_report *r = smp_report();
+	const struct madt_info *m = acpi_madt();
+	const struct madt_cpu *mc = acpi_madt_cpus();
+	uint32_t skip = cmdline_uint("smp.skip_sipi", 0xffffffffu);
+	unsigned injected = 0;
+	for (unsigned i = 0; m && i < m->ncpus; i++)
+		if (mc[i].apic_id == skip && skip != cpus[0].apic_id)
+			injected = 1;
+	ktest_diag("%u listed, %u online, %u failed, %u injected", r->listed,
+	           online(), r->failed, injected);
+	KEXPECT_EQ(r->failed, injected);
+	KEXPECT_EQ(online(), r->listed - r->failed);
+	KEXPECT_EQ(r->listed, cmdline_uint("smp.expect", r->listed));
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
+}
+
+KTEST(smp, apic_ids_distinct_and_listed)
+{
+	const struct madt_info *m = acpi_madt();
+	const struct madt_cpu *mc = acpi_madt_cpus();
+	KEXPECT_EQ(this_cpu()->id, 0);
+	KEXPECT_EQ(cpus[0].apic_id, lapic_id());
+	for (unsigned i = 0; i < online(); i++) {
+		for (unsigned j = i + 1; j < online(); j++)
+			KEXPECT_NE(cpus[i].apic_id, cpus[j].apic_id);
+		bool listed = false;
+		for (unsigned k = 0; m && k < m->ncpus; k++)
+			listed |= mc[k].apic_id == cpus[i].apic_id;
+		KEXPECT(listed || (i == 0 && !m) || online() == 1);
+	}
+}
+
+KTEST(smp, self_ipi)
+{
+	irq_register(IRQ_VEC_TEST, test_ipi);
+	uint64_t before = atomic_load(&ipi_count[0]);
+	lapic_send_ipi(lapic_id(), IRQ_VEC_TEST);
+	irqs_on_for(1000);
+	KEXPECT_EQ(atomic_load(&ipi_count[0]), before + 1);
+	KEXPECT_EQ(atomic_load(&ipi_apic_id[0]), cpus[0].apic_id);
+}
+
+KTEST(smp, ipi_reaches_each_cpu)
+{
+	irq_register(IRQ_VEC_TEST, test_ipi);
+	for (unsigned i = 1; i < online(); i++) {
+		uint64_t before = atomic_load(&ipi_count[i]);
+		uint64_t sent = time_now_ns();
+		lapic_send_ipi(cpus[i].apic_id, IRQ_VEC_TEST);
+		if (!wait_ipi(i, before)) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "cpu %u (APIC id %u) got no IPI", i,
+			              cpus[i].apic_id);
+			continue;
+		}
+		uint64_t seen = time_now_ns();
+		KEXPECT_EQ(atomic_load(&ipi_count[i]), before + 1);
+		KEXPECT_EQ(atomic_load(&ipi_apic_id[i]), cpus[i].apic_id);
+		/* Time read on cpu i lies between our two reads. */
+		KEXPECT(atomic_load(&ipi_time_ns[i]) >= sent);
+		KEXPECT(atomic_load(&ipi_time_ns[i]) <= seen);
+	}
+}
+
+KTEST(smp, broadcast_reaches_all_others)
+{
+	irq_register(IRQ_VEC_TEST, test_ipi);
+	uint64_t before[MAX_CPUS];
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		before[i] = atomic_load(&ipi_count[i]);
+	lapic_send_ipi_others(IRQ_VEC_TEST);
+	for (unsigned i = 1; i < online(); i++)
+		if (!wait_ipi(i, before[i]))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "cpu %u missed the broadcast", i);
+	time_delay_us(10000); /* a second delivery would show by now */
+	for (unsigned i = 1; i < online(); i++)
+		KEXPECT_EQ(atomic_load(&ipi_count[i]), before[i] + 1);
+	KEXPECT_EQ(atomic_load(&ipi_count[0]), before[0]);
+}
+
+/* True when every online CPU has ticked since before[]. */
+static bool all_ticked(const uint64_t *before)
+{
+	for (unsigned i = 0; i < online(); i++)
+		if (*(volatile uint64_t *)&cpus[i].ticks == before[i])
+			return false;
+	return true;
+}
+
+KTEST(smp, timer_ticks_on_every_cpu)
+{
+	if (!lapic_timer_hz())
+		KTEST_SKIP("no periodic timer running");
+	uint64_t before[MAX_CPUS];
+	for (unsigned i = 0; i < online(); i++)
+		before[i] = *(volatile uint64_t *)&cpus[i].ticks;
+	/* At 100 Hz all should tick within 10 ms; a loaded host may leave
+	 * a virtual CPU unscheduled far longer, so allow 2 s. */
+	uint64_t start = time_now_ns(), ms = 0;
+	while (!all_ticked(before) && ms < 2000) {
+		irqs_on_for(10000);
+		ms = (time_now_ns() - start) / 1000000;
+	}
+	for (unsigned i = 0; i < online(); i++)
+		if (cpus[i].ticks == before[i])
+			ktest_fail_at(__FILE__, __LINE__,
+			              "cpu %u took no timer tick in %llu ms", i,
+			              (unsigned long long)ms);
+	/* Ticks are a poor clock under TCG: a virtual CPU the host leaves
+	 * unscheduled has its missed periodic ticks merged into one. */
+	ktest_diag("all CPUs ticked within %llu ms at %u Hz",
+	           (unsigned long long)ms, lapic_timer_hz());
+}
+
+/* Puts this CPU's timer back the way kmain left it. */
+static void restore_timer(unsigned hz)
+{
+	if (hz)
+		lapic_timer_periodic(hz);
+	else
+		lapic_timer_stop();
+}
+
+/* Times a 50 ms TSC delay with the LAPIC count; true if they agree within
+ * 50%. The host may stall us between two reads, so a caller retries. */
+static bool lapic_agrees_once(void)
+{
+	lapic_timer_count_start();
+	uint32_t c0 = lapic_timer_count();
+	uint64_t t0 = time_now_ns();
+	time_delay_us(50000);
+	uint32_t c1 = lapic_timer_count();
+	uint64_t t1 = time_now_ns();
+	uint64_t lapic_us =
+	        (uint64_t)(c0 - c1) * 1000 / lapic_timer_ticks_per_ms();
+	uint64_t tsc_us = (t1 - t0) / 1000;
+	ktest_diag("LAPIC timer %llu us, TSC %llu us",
+	           (unsigned long long)lapic_us, (unsigned long long)tsc_us);
+	return lapic_us >= tsc_us / 2 && lapic_us <= tsc_us * 3 / 2;
+}
+
+KTEST(smp, lapic_timer_agrees_with_tsc)
+{
+	/* The two clocks were calibrated in the same PIT windows but are
+	 * read here independently: the LAPIC count against TSC time. */
+	unsigned hz = lapic_timer_hz();
+	bool ok = false;
+	for (int i = 0; i < 3 && !ok; i++)
+		ok = lapic_agrees_once();
+	restore_timer(hz);
+	KEXPECT(ok);
+}
+
+KTEST(smp, oneshot_timer_fires_once)
+{
+	unsigned hz = lapic_timer_hz();
+	/* A periodic tick may be pending while interrupts are off: let it
+	 * in before counting. */
+	lapic_timer_stop();
+	irqs_on_for(1000);
+	uint64_t before = cpus[0].ticks;
+	uint64_t start = time_now_ns();
+	lapic_timer_oneshot(10 * 1000000ull);
+	while (cpus[0].ticks == before && time_now_ns() - start < 2000000000)
+		irqs_on_for(1000);
+	uint64_t fired = time_now_ns() - start;
+	irqs_on_for(50000); /* a second interrupt would come in here */
+	KEXPECT_EQ(cpus[0].ticks - before, 1);
+	KEXPECT(fired >= 10000000);
+	ktest_diag("fired after %llu us", (unsigned long long)(fired / 1000));
+	restore_timer(hz);
+}
+
+KTEST(smp, time_is_monotonic)
+{
+	uint64_t prev = time_now_ns();
+	KEXPECT(prev > 0);
+	for (int i = 0; i < 100000; i++) {
+		uint64_t t = time_now_ns();
+		if (t < prev) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "time went back from %llu to %llu ns",
+			              (unsigned long long)prev,
+			              (unsigned long long)t);
+			return;
+		}
+		prev = t;
+	}
+}
+
+KTEST(smp, delay_agrees_with_clock)
+{
+	static const uint64_t delays_us[] = {0, 100, 5000, 20000};
+	for (unsigned i = 0; i < sizeof(delays_us) / sizeof(*delays_us); i++) {
+		/* A stall only lengthens a delay: the shortest of a few
+		 * tries is the one to hold to the upper bound. */
+		uint64_t us = delays_us[i], best = ~0ull;
+		for (int try = 0; try < 5; try++) {
+			uint64_t t0 = time_now_ns();
+			time_delay_us(us);
+			uint64_t dt = time_now_ns() - t0;
+			KEXPECT(dt >= us * 1000);
+			best = dt < best ? dt : best;
+		}
+		ktest_diag("time_delay_us(%llu) took %llu ns at best",
+		           (unsigned long long)us, (unsigned long long)best);
+		KEXPECT(best <= us * 1500 + 1000000);
+	}
+	KEXPECT(time_tsc_per_ms() > 0);
+}
+
+KTEST(acpi, window_maps_read_only)
+{
+	if (!boot_state.rsdp)
+		KTEST_SKIP("no RSDP");
+	/* The RSDP through the window and through the direct map, and a
+	 * range that straddles a page boundary. */
+	const uint8_t *w = acpi_map_window(boot_state.rsdp, 36);
+	const uint8_t *d = phys_to_virt(boot_state.rsdp);
+	KASSERT(w != NULL);
+	KEXPECT(w != d);
+	KEXPECT(memcmp(w, "RSD PTR ", 8) == 0);
+	KEXPECT(memcmp(w, d, 36) == 0);
+	paddr_t pa;
+	unsigned flags;
+	KASSERT(vm_translate((uintptr_t)w, &pa, &flags));
+	KEXPECT_EQ(pa, boot_state.rsdp);
+	KEXPECT_EQ(flags & VM_WRITE, 0);
+	uint64_t edge = align_down(boot_state.rsdp, PAGE_SIZE) + PAGE_SIZE - 8;
+	const uint8_t *w2 = acpi_map_window(edge, 16);
+	KASSERT(w2 != NULL);
+	KEXPECT(memcmp(w2, phys_to_virt(edge), 16) == 0);
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		*(volatile uint8_t *)w = 'X';
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "the window is writable");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT_EQ(fc.error & (PF_PRESENT | PF_WRITE),
+		           PF_PRESENT | PF_WRITE);
+	}
+	KEXPECT(acpi_map_window(0, 0) == NULL);
+}

@@ -1,0 +1,139 @@
+/*
+ * Stop-the-world parks every other CPU and resumes them; a TLB shootdown
+ * after an unmap on one CPU makes the page fault on another. Both need at
+ * least two CPUs and are skipped at -smp 1.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/stw.h"
+#include "kernel/thread.h"
+#include "kernel/time.h"
+#include "kernel/tlb.h"
+
+static unsigned other_cpu(void)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
+			return i;
+	return MAX_CPUS;
+}
+
+static _Atomic bool spin_stop;
+static _Atomic uint64_t spins[MAX_CPUS];
+
+static void spinner(void *arg)
+{
+	unsigned id = this_cpu()->id;
+	while (!atomic_load(&spin_stop))
+		atomic_fetch_add(&spins[id], 1);
+}
+
+static bool counters_moved(const uint64_t *snap)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != this_cpu()->id && atomic_load(&cpus[i].online) &&
+		    atomic_load(&spins[i]) == snap[i])
+			return false;
+	return true;
+}
+
+static void snapshot(uint64_t *snap)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		snap[i] = atomic_load(&spins[i]);
+}
+
+KTEST(stw, parks_every_cpu_and_resumes)
+{
+	if (other_cpu() == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	struct thread *t[MAX_CPUS] = {0};
+	atomic_store(&spin_stop, false);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
+			t[i] = thread_create("spinner", spinner, NULL, i);
+	uint64_t a[MAX_CPUS], b[MAX_CPUS];
+	snapshot(a);
+	time_delay_us(20000);
+	KEXPECT(counters_moved(a)); /* every other CPU is spinning */
+
+	stw_stop("test");
+	KEXPECT(stw_stopped());
+	snapshot(a);
+	time_delay_us(30000);
+	snapshot(b);
+	stw_start();
+	int moved = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		moved += i != this_cpu()->id && a[i] != b[i];
+	KEXPECT_EQ(moved, 0); /* parked: nothing ran */
+	KEXPECT(!stw_stopped());
+
+	snapshot(a);
+	time_delay_us(20000);
+	KEXPECT(counters_moved(a)); /* resumed */
+	atomic_store(&spin_stop, true);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (t[i])
+			thread_join(t[i]);
+}
+
+/* The remote side of the shootdown test, on another CPU. */
+#define TLB_TEST_VA 0xfffffe8040000000ull
+static _Atomic int phase;
+static _Atomic bool remote_faulted;
+static _Atomic uint64_t remote_cr2;
+
+static void remote(void *arg)
+{
+	(void)*(volatile uint64_t *)TLB_TEST_VA; /* the TLB now holds it */
+	atomic_store(&phase, 1);
+	while (atomic_load(&phase) != 2)
+		cpu_pause();
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*(volatile uint64_t *)TLB_TEST_VA;
+		fault_catch_disarm(&fc);
+	} else {
+		atomic_store(&remote_faulted, true);
+		atomic_store(&remote_cr2, fc.cr2);
+	}
+}
+
+KTEST(tlb, shootdown_reaches_other_cpus)
+{
+	unsigned cpu = other_cpu();
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KASSERT_EQ(vm_map_page(TLB_TEST_VA, pa, VM_WRITE), 0);
+	atomic_store(&phase, 0);
+	atomic_store(&remote_faulted, false);
+	struct thread *t = thread_create("tlb_remote", remote, NULL, cpu);
+	KASSERT(t != NULL);
+	while (atomic_load(&phase) != 1)
+		thread_yield();
+	KEXPECT_EQ(vm_unmap_page(TLB_TEST_VA, NULL), 0);
+	tlb_shootdown(TLB_TEST_VA, 1);
+	frame_free(pa); /* every CPU has forgotten it */
+	atomic_store(&phase, 2);
+	thread_join(t);
+	KEXPECT(atomic_load(&remote_faulted));
+	KEXPECT_EQ(atomic_load(&remote_cr2), TLB_TEST_VA);
+}
+
+KTEST(tlb, large_range_flushes_everything)
+{
+	/* Over TLB_FULL_FLUSH_PAGES the CR4.PGE toggle runs; global
+	 * mappings (the kernel image) must survive it. */
+	tlb_shootdown(TLB_TEST_VA, TLB_FULL_FLUSH_PAGES + 1);
+	KEXPECT(read_cr4() & CR4_PGE);
+	KEXPECT(vm_translate((uintptr_t)__text_start, NULL, NULL));
+}
