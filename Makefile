@@ -5,6 +5,7 @@
 #   make test       host tests under ASan/UBSan, then kernel tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
+#   make bench      host page-allocator benchmark and in-kernel cost figures
 #   make format     clang-format every C file; make format-check to verify
 #   make clean
 #
@@ -192,6 +193,12 @@ test-harness: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
 	tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
+# In-kernel cost figures (instructions under -icount, and TSC ticks).
+bench-kernel: $(BOOT_EFI) $(KERNEL)
+	tools/bench-kernel $(BUILD) $(BOOT_EFI) $(KERNEL) $(SMP)
+
+bench: bench-kernel
+
 format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -202,6 +209,6 @@ clean:
 	rm -rf build
 
 .PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
-	format format-check clean
+	format format-check clean bench-kernel
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
