@@ -170,8 +170,8 @@ KTEST(sched, sleep_wakes_within_a_tick)
 		uint64_t ticks = this_cpu()->ticks - ticks0;
 		uint64_t most = (ns + SCHED_TICK_NS - 1) / SCHED_TICK_NS + 1;
 		ktest_diag("sleep %lu ms: woke %lu us after the deadline, "
-			   "%lu ticks later (at most %lu)",
-			   ms[i], (slept - ns) / 1000, ticks, most);
+		           "%lu ticks later (at most %lu)",
+		           ms[i], (slept - ns) / 1000, ticks, most);
 		KEXPECT(slept >= ns);
 		KEXPECT(ticks <= most);
 		KEXPECT(slept <= ns + 2 * SCHED_TICK_NS);
