@@ -173,6 +173,12 @@ size_t frames_free_count(void)
 	return st.free_pages;
 }
 
+size_t frames_free_hint(void)
+{
+	/* A racy read of a word the pool lock protects: a hint only. */
+	return __atomic_load_n(&pool.stats.free_pages, __ATOMIC_RELAXED);
+}
+
 size_t frames_managed_count(void)
 {
 	unsigned long irq = mm_lock_acquire(&pool_lock);

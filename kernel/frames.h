@@ -37,6 +37,9 @@ void frame_free(paddr_t pa);
 void frames_free_contig(paddr_t pa, size_t npages);
 
 size_t frames_free_count(void);
+
+/* frames_free_count without the lock: a hint, callable under any lock. */
+size_t frames_free_hint(void);
 size_t frames_managed_count(void);
 size_t frames_metadata_bytes(void);
 

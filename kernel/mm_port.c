@@ -19,6 +19,8 @@
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
+#include "kernel/thread.h"
+#include "kernel/time.h"
 #include "kernel/tlb.h"
 
 _Static_assert(MM_PAGE_SIZE == PAGE_SIZE, "mm/ and the MMU agree on pages");
@@ -151,7 +153,143 @@ void mm_port_unused(void *addr, size_t nbytes)
 
 bool mm_port_used(void *addr, size_t nbytes)
 {
-	return mm_port_map(addr, nbytes);
+	/* Only the pages that are not mapped need a frame: a range handed
+	 * out may mix scavenged and backed pages. */
+	uintptr_t base = (uintptr_t)addr;
+	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
+		if (vm_translate(va, NULL, NULL))
+			continue;
+		paddr_t pa = frame_alloc();
+		if (pa) {
+			memset(phys_to_virt(pa), 0, PAGE_SIZE);
+			if (vm_map_page(va, pa, VM_WRITE) == 0)
+				continue;
+			frame_free(pa);
+		}
+		/* Out of memory: take back what this call mapped. */
+		for (uintptr_t v = base; v < va; v += PAGE_SIZE) {
+			paddr_t f;
+			if (vm_unmap_page(v, &f) == 0)
+				frame_free(f);
+		}
+		return false;
+	}
+	return true;
+}
+
+bool mm_port_prepare(void *addr, size_t nbytes)
+{
+	return vm_prepare_range((uintptr_t)addr, nbytes) == 0;
+}
+
+void mm_unused_batch_init(struct mm_unused_batch *b)
+{
+	b->npages = 0;
+	b->lo = UINTPTR_MAX;
+	b->hi = 0;
+}
+
+void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
+{
+	uintptr_t base = (uintptr_t)addr;
+	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
+		paddr_t pa;
+		if (b->npages == MM_UNUSED_BATCH_PAGES)
+			mm_panic("mm_port_unused_begin: batch full at %#lx",
+			         va);
+		if (vm_pte_clear(va, &pa) != 0)
+			continue; /* already unmapped (never used) */
+		b->cookie[b->npages++] = pa;
+	}
+	if (base < b->lo)
+		b->lo = base;
+	if (base + nbytes > b->hi)
+		b->hi = base + nbytes;
+}
+
+void mm_port_unused_finish(struct mm_unused_batch *b)
+{
+	if (b->npages > 0 && b->hi > b->lo)
+		tlb_shootdown(b->lo, (b->hi - b->lo) / PAGE_SIZE);
+	for (size_t i = 0; i < b->npages; i++)
+		frame_free(b->cookie[i]);
+	mm_unused_batch_init(b);
+}
+
+size_t mm_port_free_pages(void)
+{
+	return frames_free_hint();
+}
+
+uint64_t mm_port_now_ns(void)
+{
+	return time_now_ns();
+}
+
+bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg)
+{
+	return thread_create(name, fn, arg, THREAD_ANY_CPU) != NULL;
+}
+
+uint64_t mm_port_thread_cpu_ns(void)
+{
+	unsigned long irq = read_rflags();
+	cpu_cli();
+	struct thread *t = thread_current();
+	uint64_t ns = t->runtime_ns + (time_now_ns() - t->slice_start_ns);
+	if (irq & RFLAGS_IF)
+		cpu_sti();
+	return ns;
+}
+
+/* An mm_event_t: a pending flag and at most one sleeping waiter, under a
+ * spinlock of rank WAITQ (wake takes the waiter's run-queue lock). */
+struct kernel_event {
+	struct spinlock lock;
+	bool pending;
+	struct thread *waiter;
+};
+
+_Static_assert(sizeof(struct kernel_event) <= sizeof(mm_event_t),
+               "mm_event_t must hold the kernel's event");
+
+static struct kernel_event *kevent(mm_event_t *e)
+{
+	return (struct kernel_event *)(uintptr_t)e->opaque;
+}
+
+void mm_event_init(mm_event_t *e, const char *name)
+{
+	struct kernel_event *k = kevent(e);
+	spin_init(&k->lock, name, LOCK_RANK_WAITQ);
+	k->pending = false;
+	k->waiter = NULL;
+}
+
+void mm_event_wait(mm_event_t *e, uint64_t timeout_ns)
+{
+	struct kernel_event *k = kevent(e);
+	unsigned long irq = spin_lock_irqsave(&k->lock);
+	if (!k->pending) {
+		k->waiter = thread_current();
+		thread_sleep_unlock(&k->lock, irq, timeout_ns);
+		irq = spin_lock_irqsave(&k->lock);
+		k->waiter = NULL;
+	}
+	k->pending = false;
+	spin_unlock_irqrestore(&k->lock, irq);
+}
+
+void mm_event_wake(mm_event_t *e)
+{
+	struct kernel_event *k = kevent(e);
+	unsigned long irq = spin_lock_irqsave(&k->lock);
+	k->pending = true;
+	if (k->waiter) {
+		thread_wake(k->waiter);
+		k->waiter = NULL;
+	}
+	spin_unlock_irqrestore(&k->lock, irq);
 }
 
 void mm_panic(const char *fmt, ...)

@@ -175,15 +175,11 @@ void thread_yield(void)
 		cpu_sti();
 }
 
-void thread_sleep_ns(uint64_t ns)
+/* Marks the current thread sleeping until now + ns and puts it on the
+ * sleeper list. Locking: rq->lock held. */
+static void add_sleeper_locked(struct runqueue *rq, uint64_t ns)
 {
-	if (!lockcheck_may_sleep("thread_sleep"))
-		return;
-	unsigned long flags = read_rflags();
-	cpu_cli();
 	struct thread *self = thread_current();
-	struct runqueue *rq = rq_of(this_cpu());
-	spin_lock(&rq->lock);
 	self->wake_ns = time_now_ns() + ns;
 	self->state = THREAD_SLEEPING;
 	struct thread **p = &rq->sleepers;
@@ -191,9 +187,34 @@ void thread_sleep_ns(uint64_t ns)
 		p = &(*p)->sleep_next;
 	self->sleep_next = *p;
 	*p = self;
+}
+
+void thread_sleep_ns(uint64_t ns)
+{
+	if (!lockcheck_may_sleep("thread_sleep"))
+		return;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	add_sleeper_locked(rq, ns);
 	sched_switch_locked(rq);
 	sched_finish_switch(rq);
 	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
+                         uint64_t ns)
+{
+	struct runqueue *rq = rq_of(this_cpu());
+	spin_lock(&rq->lock);
+	add_sleeper_locked(rq, ns);
+	spin_unlock(&rq->lock);
+	/* A waker that takes `held` from here on finds us SLEEPING. */
+	spin_unlock(held);
+	switch_now();
+	if (irq_state & RFLAGS_IF)
 		cpu_sti();
 }
 

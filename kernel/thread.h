@@ -82,6 +82,15 @@ void thread_yield(void);
 /* Sleeps at least ns nanoseconds; wakes within one timer tick after. */
 void thread_sleep_ns(uint64_t ns);
 
+/*
+ * Sleeps up to ns, or until thread_wake, after releasing held (taken with
+ * spin_lock_irqsave, irq_state as it returned): a waker that needs held
+ * cannot slip between the caller's check and the sleep. Thread context;
+ * held is the only spinlock the caller holds.
+ */
+void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
+                         uint64_t ns);
+
 struct thread *thread_current(void);
 
 /* Makes a blocked or sleeping thread runnable. Any context. */

@@ -52,6 +52,74 @@ void mm_port_unused(void *addr, size_t nbytes);
  */
 bool mm_port_used(void *addr, size_t nbytes);
 
+/*
+ * Makes later mm_port_used and mm_port_unused_begin calls on [addr, addr +
+ * nbytes) (chunk aligned, inside a reservation) need no memory and no lock:
+ * the kernel allocates the range's page-table pages now and keeps them
+ * (DESIGN.md, "Unmapping under a leaf lock"). Returns false if memory ran
+ * out. Thread context, no mm lock held. The POSIX port has nothing to do.
+ */
+bool mm_port_prepare(void *addr, size_t nbytes);
+
+/* Scavenging with the heap lock held (DESIGN.md invariant 3), in two
+ * halves: under the lock, mm_port_unused_begin clears the mappings and
+ * flushes this CPU's TLB, recording in the batch what is left to do; after
+ * unlocking, mm_port_unused_finish shoots down the other CPUs' TLBs and
+ * returns the memory. A frame goes back only after every CPU flushed it. */
+#define MM_UNUSED_BATCH_PAGES 256
+
+struct mm_unused_batch {
+	size_t npages;                          /* recorded so far */
+	uintptr_t lo, hi;                       /* the address span touched */
+	uint64_t cookie[MM_UNUSED_BATCH_PAGES]; /* the port's: e.g. frames */
+};
+
+/* Empties b. Any context. */
+void mm_unused_batch_init(struct mm_unused_batch *b);
+
+/*
+ * Releases [addr, addr + nbytes) into b, which must have room for it
+ * (MM_UNUSED_BATCH_PAGES pages in all). Takes no lock, allocates nothing,
+ * never waits for another CPU: callable with the heap lock held. The range
+ * must be mapped (mm_port_map or mm_port_used) and prepared.
+ */
+void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b);
+
+/* Completes b (shootdown, memory back to the system) and empties it.
+ * Thread context, no mm lock held. */
+void mm_port_unused_finish(struct mm_unused_batch *b);
+
+/* Pages the system could back right now (the kernel: free frames in the
+ * pool). A hint for the low-watermark test. Any context, no lock taken. */
+size_t mm_port_free_pages(void);
+
+/* ---- Time and a background thread --------------------------------------- */
+
+/* Monotonic nanoseconds. Any context. */
+uint64_t mm_port_now_ns(void);
+
+/* Starts fn(arg) on a thread of its own, for mm's background work (the
+ * scavenger). Returns false if it cannot. Thread context, no mm lock. */
+bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg);
+
+/* CPU time the calling thread has used so far, for pacing. Thread
+ * context. */
+uint64_t mm_port_thread_cpu_ns(void);
+
+/*
+ * An event a background thread sleeps on: mm_event_wait returns after
+ * mm_event_wake or when timeout_ns passed, whichever comes first (a wake
+ * with no waiter is remembered once). wait: thread context, no mm lock;
+ * wake: any context but NMI, never with the heap lock held.
+ */
+typedef struct {
+	_Alignas(16) unsigned char opaque[64];
+} mm_event_t;
+
+void mm_event_init(mm_event_t *e, const char *name);
+void mm_event_wait(mm_event_t *e, uint64_t timeout_ns);
+void mm_event_wake(mm_event_t *e);
+
 /* ---- Locks -------------------------------------------------------------- */
 
 /*

@@ -175,6 +175,65 @@ int vm_protect_page(uintptr_t va, unsigned flags)
 	return err;
 }
 
+int vm_prepare_range(uintptr_t va, size_t nbytes)
+{
+	if (va % PAGE_SIZE || nbytes % PAGE_SIZE || !canonical(va) ||
+	    !canonical(va + nbytes - 1))
+		return -VM_EINVAL;
+	int err = VM_OK;
+	unsigned long irq = spin_lock_irqsave(&vm_lock);
+	for (uintptr_t a = align_down(va, LARGE_PAGE_SIZE);
+	     a < va + nbytes && err == VM_OK; a += LARGE_PAGE_SIZE) {
+		bool large;
+		if (!walk(a, 0, true, &large))
+			err = large ? -VM_EINVAL : -VM_ENOMEM;
+	}
+	spin_unlock_irqrestore(&vm_lock, irq);
+	return err;
+}
+
+/* The leaf entry of a prepared range, found without the lock: the tables
+ * above it exist and are never freed. NULL if the range is not prepared. */
+static uint64_t *prepared_leaf(uintptr_t va)
+{
+	uint64_t *table = phys_to_virt(kernel_pml4);
+	for (int level = 3; level > 0; level--) {
+		uint64_t e = __atomic_load_n(&table[level_index(va, level)],
+		                             __ATOMIC_ACQUIRE);
+		if (!(e & PTE_P) || (e & PTE_PS))
+			return NULL;
+		table = table_of(e);
+	}
+	return &table[level_index(va, 0)];
+}
+
+int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
+{
+	if (va % PAGE_SIZE || pa % PAGE_SIZE || !canonical(va))
+		return -VM_EINVAL;
+	uint64_t *e = prepared_leaf(va);
+	if (!e)
+		return -VM_ENOENT;
+	if (*e & PTE_P)
+		return -VM_EEXIST;
+	__atomic_store_n(e, pa | pte_flags(flags), __ATOMIC_RELEASE);
+	return VM_OK;
+}
+
+int vm_pte_clear(uintptr_t va, paddr_t *pa)
+{
+	if (va % PAGE_SIZE || !canonical(va))
+		return -VM_EINVAL;
+	uint64_t *e = prepared_leaf(va);
+	if (!e || !(*e & PTE_P))
+		return -VM_ENOENT;
+	if (pa)
+		*pa = *e & PTE_ADDR;
+	__atomic_store_n(e, 0, __ATOMIC_RELEASE);
+	invlpg(va);
+	return VM_OK;
+}
+
 bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags)
 {
 	if (!canonical(va) || !kernel_pml4)

@@ -12,6 +12,7 @@
 #define ARCH_X86_64_PAGING_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "layout.h"
@@ -61,6 +62,18 @@ int vm_unmap_page(uintptr_t va, paddr_t *pa);
 
 /* Changes the permissions of the mapped page at va. */
 int vm_protect_page(uintptr_t va, unsigned flags);
+
+/*
+ * Heap pages (DESIGN.md, "Unmapping under a leaf lock"): vm_prepare_range
+ * creates the page-table pages of [va, va + nbytes) now, under the vm lock,
+ * and they are kept for good. Afterwards the page's owner (the heap's
+ * bitmaps say who) sets and clears its PTE with vm_pte_set/vm_pte_clear,
+ * which take no lock and allocate nothing: callable with the heap lock
+ * held. vm_pte_clear flushes only this CPU's TLB.
+ */
+int vm_prepare_range(uintptr_t va, size_t nbytes);
+int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags);
+int vm_pte_clear(uintptr_t va, paddr_t *pa);
 
 /* Looks va up, large pages included: returns false if unmapped, else the
  * physical address and enum vm_flags of the mapping. Any context. */

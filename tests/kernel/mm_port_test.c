@@ -7,6 +7,7 @@
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "kernel/thread.h"
 #include "mm/port.h"
 
 #define NPAGES 8
@@ -109,4 +110,70 @@ KTEST(mm_port, lock_is_irqsave_and_tracks_owner)
 	KEXPECT_EQ(flags & (1u << 9), 0); /* interrupts off while held */
 	mm_lock_release(&l, irq);
 	KEXPECT(!mm_lock_held(&l));
+}
+
+KTEST(mm_port, unused_begin_under_a_leaf_lock_then_finish)
+{
+	enum { N = 16 };
+	uint8_t *p = mm_port_reserve(N * MM_PAGE_SIZE, 1 << 21);
+	KASSERT(p != NULL);
+	KASSERT(mm_port_prepare(p, 1 << 21));
+	KASSERT(mm_port_used(p, N * MM_PAGE_SIZE));
+	size_t frames0 = frames_free_count();
+	for (int i = 0; i < N; i++)
+		p[i * MM_PAGE_SIZE] = 0x77;
+	/* Under a heap-rank (leaf) lock: the checker panics if begin takes
+	 * any lock, and begin must not wait for other CPUs. */
+	mm_lock_t heap;
+	mm_lock_init(&heap, "test_heap", MM_RANK_HEAP);
+	struct mm_unused_batch *b = (void *)phys_to_virt(frame_alloc());
+	mm_unused_batch_init(b);
+	unsigned long irq = mm_lock_acquire(&heap);
+	mm_port_unused_begin(p + 4 * MM_PAGE_SIZE, 8 * MM_PAGE_SIZE, b);
+	mm_lock_release(&heap, irq);
+	KEXPECT_EQ(b->npages, 8);
+	KEXPECT(touch_faults(p + 5 * MM_PAGE_SIZE));
+	KEXPECT_EQ(frames_free_count(), frames0 - 1); /* the batch's frame */
+	mm_port_unused_finish(b);
+	KEXPECT_EQ(b->npages, 0);
+	KEXPECT_EQ(frames_free_count(), frames0 + 8 - 1);
+	/* used maps only the holes: page 3 keeps its data. */
+	KASSERT(mm_port_used(p, N * MM_PAGE_SIZE));
+	KEXPECT_EQ(p[3 * MM_PAGE_SIZE], 0x77);
+	KEXPECT_EQ(p[5 * MM_PAGE_SIZE], 0);
+	mm_port_unused(p, N * MM_PAGE_SIZE);
+	frame_free((paddr_t)((uintptr_t)b - DIRECT_MAP_BASE));
+	KEXPECT_EQ(frames_free_count(), frames0 + N);
+}
+
+static mm_event_t event;
+
+static void wake_later(void *arg)
+{
+	thread_sleep_ns(20000000);
+	mm_event_wake(&event);
+}
+
+KTEST(mm_port, event_wait_times_out_or_is_woken)
+{
+	mm_event_init(&event, "test_event");
+	uint64_t t0 = mm_port_now_ns();
+	mm_event_wait(&event, 30000000); /* nobody wakes: the timeout */
+	uint64_t waited = mm_port_now_ns() - t0;
+	KEXPECT(waited >= 30000000);
+	mm_event_wake(&event); /* remembered with no waiter */
+	t0 = mm_port_now_ns();
+	mm_event_wait(&event, 1000000000);
+	KEXPECT(mm_port_now_ns() - t0 < 5000000);
+	struct thread *t =
+	        thread_create("waker", wake_later, NULL, THREAD_ANY_CPU);
+	KASSERT(t != NULL);
+	t0 = mm_port_now_ns();
+	mm_event_wait(&event, 5000000000ull); /* woken after ~20 ms */
+	waited = mm_port_now_ns() - t0;
+	thread_join(t);
+	ktest_diag("woken after %lu ms", waited / 1000000);
+	KEXPECT(waited < 1000000000);
+	uint64_t cpu0 = mm_port_thread_cpu_ns();
+	KEXPECT(mm_port_thread_cpu_ns() >= cpu0);
 }
