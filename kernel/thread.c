@@ -69,6 +69,25 @@ __attribute__((noreturn)) void thread_entry(struct thread *t)
 	thread_exit();
 }
 
+/* A thread struct with a guarded stack laid out to start fn(arg) through
+ * thread_trampoline; not on any queue. NULL, with nothing allocated, when
+ * memory is short. */
+static struct thread *thread_new(const char *name, struct cpu *c,
+                                 void (*fn)(void *), void *arg)
+{
+	struct thread *t = thread_struct_alloc(name, c);
+	if (!t)
+		return NULL;
+	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
+		thread_struct_free(t);
+		return NULL;
+	}
+	t->fn = fn;
+	t->arg = arg;
+	init_stack(t, thread_trampoline);
+	return t;
+}
+
 static struct cpu *pick_cpu(unsigned cpu_id)
 {
 	if (cpu_id != THREAD_ANY_CPU)
@@ -91,16 +110,9 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 	struct cpu *c = pick_cpu(cpu_id);
 	if (!c)
 		return NULL;
-	struct thread *t = thread_struct_alloc(name, c);
+	struct thread *t = thread_new(name, c, fn, arg);
 	if (!t)
 		return NULL;
-	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
-		thread_struct_free(t);
-		return NULL;
-	}
-	t->fn = fn;
-	t->arg = arg;
-	init_stack(t, thread_trampoline);
 	struct runqueue *rq = rq_of(c);
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
 	t->state = THREAD_BLOCKED; /* so thread_wake enqueues it */
@@ -173,17 +185,10 @@ struct thread *thread_alloc_idle(struct cpu *c)
 {
 	char name[THREAD_NAME_MAX];
 	ksnprintf(name, sizeof(name), "idle/%u", c->id);
-	struct thread *t = thread_struct_alloc(name, c);
-	if (!t)
-		return NULL;
-	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
-		thread_struct_free(t);
-		return NULL;
-	}
 	/* Through thread_entry like any thread: the first switch to it
 	 * must be finished (the run-queue lock released) before it idles. */
-	t->fn = idle_entry;
-	init_stack(t, thread_trampoline);
-	t->state = THREAD_RUNNABLE;
+	struct thread *t = thread_new(name, c, idle_entry, NULL);
+	if (t)
+		t->state = THREAD_RUNNABLE;
 	return t;
 }
