@@ -197,7 +197,20 @@ test-harness: $(BOOT_EFI) $(KERNEL)
 bench-kernel: $(BOOT_EFI) $(KERNEL)
 	tools/bench-kernel $(BUILD) $(BOOT_EFI) $(KERNEL) $(SMP)
 
-bench: bench-kernel
+# The scavenger under a burst: heap in use / backed / scavenged over time,
+# as CSV and PNG, in the kernel (QEMU) and on the host.
+bench-scavenge: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
+	@mkdir -p $(BUILD)/bench/results
+	-QEMU_TIMEOUT=300 tools/run-ktest bench-scavenge $(BOOT_EFI) $(KERNEL) \
+		"ktest=scavenger.background*" $(BUILD)/bench/results/scav \
+		-smp $(SMP) -m $(MEM) >/dev/null
+	tools/plot-heap $(BUILD)/bench/bench-scavenge.log \
+		$(BUILD)/bench/scavenge-kernel "kernel heap, 16 MiB burst (QEMU -smp $(SMP))"
+	-$(HOST_TEST) 'mheap.*background*' > $(BUILD)/bench/scavenge-host.log 2>&1
+	-tools/plot-heap $(BUILD)/bench/scavenge-host.log \
+		$(BUILD)/bench/scavenge-host "host heap, burst (POSIX port)"
+
+bench: bench-kernel bench-scavenge
 
 format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -209,6 +222,6 @@ clean:
 	rm -rf build
 
 .PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
-	format format-check clean bench-kernel
+	format format-check clean bench-kernel bench-scavenge
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -19,7 +19,8 @@
  *  10. ACPI, SMP     the MADT lists the APs; starting them needs the
  *                    delays of step 8 and each AP's GDT/IDT of step 6;
  *                    each AP becomes its CPU's idle thread
- *  11. banner, then the tests if the command line asks for them, else idle
+ *  11. heap          the kernel's page heap and its scavenger thread
+ *  12. banner, then the tests if the command line asks for them, else idle
  */
 #include <stdatomic.h>
 
@@ -33,6 +34,7 @@
 #include "kernel/acpi.h"
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
+#include "kernel/heap.h"
 #include "kernel/ktest_kernel.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -115,6 +117,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	acpi_init();
 	smp_boot_aps(sched_start_ap);
 	cpu_sti();
+	heap_init();
 
 	printk("Gantry kernel: a Go-style page and span allocator, x86_64\n");
 	print_cpu();
@@ -122,6 +125,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	paging_print_layout();
 	if (boot_state.cmdline[0])
 		printk("cmdline: %s\n", boot_state.cmdline);
+	mm_meminfo();
 
 	ktest_kernel_main();
 

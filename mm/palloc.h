@@ -105,6 +105,9 @@ struct palloc {
 
 	/* Protected by the owner's lock: */
 	size_t search_pi; /* page index; no free page lies below it */
+	/* Scavenge cursor (palloc_scav.c): one past the highest chunk the
+	 * next scavenge search starts from; 0 means "from the top". */
+	size_t scav_top;
 	struct palloc_stats stats;
 	struct palloc_refusal refusal;
 };
@@ -184,6 +187,50 @@ void palloc_stats_locked(const struct palloc *p, struct palloc_stats *st);
  * mm_panic. O(grown metadata). Locking: the owner's lock must be held.
  */
 void palloc_check_locked(const struct palloc *p);
+
+/* ---- Scavenging (palloc_scav.c) ----------------------------------------
+ * Free pages are "backed" (their memory is still there) or scavenged
+ * (given back with mm_port_unused*). These calls find backed free pages,
+ * highest address first, for the owner to give back. None of them is
+ * available with PALLOC_NO_SCAV (they find nothing). */
+
+/* A chunk with at least this many allocated pages is skipped unless the
+ * caller forces (Go: scavenging a nearly full chunk is not worth it). */
+#define PALLOC_SCAV_DENSE_PAGES 496
+
+enum palloc_scav_flags {
+	PALLOC_SCAV_FORCE = 1u << 0, /* also search nearly full chunks */
+};
+
+/* A run of pages [base, base + npages * MM_PAGE_SIZE). */
+struct palloc_run {
+	uintptr_t base;
+	size_t npages;
+};
+
+/*
+ * Background mode: finds the highest run of free backed pages (at most max
+ * pages), takes it out of the free set (marks it allocated) and returns
+ * true with it in *r; false if there is none. The owner releases the lock,
+ * gives the memory back (mm_port_unused) and calls palloc_scav_return_locked.
+ * Locking: the owner's lock must be held.
+ */
+bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
+                             struct palloc_run *r);
+
+/*
+ * Frees an allocated run as scavenged (its memory was given back). A page
+ * that is not allocated is a bad free (mm_panic). Locking: owner's lock.
+ */
+void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages);
+
+/*
+ * Locked mode: like take, but the run stays free and is marked scavenged
+ * in place; the owner must clear its mappings (mm_port_unused_begin)
+ * before it releases the lock. Locking: the owner's lock must be held.
+ */
+bool palloc_scav_mark_locked(struct palloc *p, size_t max, unsigned flags,
+                             struct palloc_run *r);
 
 /* The calls above wrapped in the owner's lock (if p has one), logging
  * refusals after unlocking: for owners with nothing else to do under it,

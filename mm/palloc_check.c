@@ -245,13 +245,18 @@ static void check_levels(const struct palloc *p)
 	}
 }
 
-/* Invariant 4: nothing free below the search hint. */
+/* Invariant 4: nothing free below the search hint; and the scavenge
+ * cursor inside the arena (palloc_scav.c invariant 3). */
 static void check_hint(const struct palloc *p)
 {
 	if (p->search_pi > p->arena_pages)
 		mm_panic("palloc: check: search hint page %zu is past the "
 		         "arena's %zu pages",
 		         p->search_pi, p->arena_pages);
+	if (p->scav_top > p->arena_chunks)
+		mm_panic("palloc: check: scavenge cursor chunk %zu is past the "
+		         "arena's %zu chunks",
+		         p->scav_top, p->arena_chunks);
 	for (size_t c = 0; c * PALLOC_CHUNK_PAGES < p->search_pi; c++) {
 		if (p->grown[c / 64] == 0)
 			c |= 63;

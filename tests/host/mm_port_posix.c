@@ -8,6 +8,14 @@
  * madvise(MADV_DONTNEED), which drops the pages, then PROT_NONE so that a
  * touch faults as it would in the kernel.
  *
+ * Scavenging with the heap lock held: unused_begin records the range and
+ * drops it at once (madvise + PROT_NONE: a user process has no shootdown
+ * to defer), finish only empties the batch. free_pages is a value tests
+ * set (mm_port_set_free_pages; default: plenty) to simulate a short frame
+ * pool. Threads are detached pthreads; CPU time is CLOCK_THREAD_CPUTIME_ID;
+ * an mm_event_t is a condition variable and a pending flag under one
+ * mutex shared by all events.
+ *
  * Locks: a pthread mutex plus the owning thread inside mm_lock_t; ranks are
  * checked per thread (a lock may only be taken above every rank held).
  * There are no interrupts: the "irq state" is always 0. CPUs: each thread
@@ -26,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 
 struct posix_lock {
 	pthread_mutex_t mutex;
@@ -93,6 +102,149 @@ bool mm_port_used(void *addr, size_t nbytes)
 	return mm_port_map(addr, nbytes);
 }
 
+bool mm_port_prepare(void *addr, size_t nbytes)
+{
+	return true; /* the host kernel's page tables are its business */
+}
+
+void mm_unused_batch_init(struct mm_unused_batch *b)
+{
+	b->npages = 0;
+	b->lo = UINTPTR_MAX;
+	b->hi = 0;
+}
+
+void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
+{
+	uintptr_t base = (uintptr_t)addr;
+	size_t n = nbytes / MM_PAGE_SIZE;
+	if (n > MM_UNUSED_BATCH_PAGES - b->npages)
+		mm_panic("mm_port_unused_begin: batch full at %#lx", base);
+	for (size_t i = 0; i < n; i++)
+		b->cookie[b->npages++] = base + i * MM_PAGE_SIZE;
+	if (base < b->lo)
+		b->lo = base;
+	if (base + nbytes > b->hi)
+		b->hi = base + nbytes;
+	mm_port_unused(addr, nbytes);
+}
+
+void mm_port_unused_finish(struct mm_unused_batch *b)
+{
+	mm_unused_batch_init(b);
+}
+
+static atomic_size_t free_pages = SIZE_MAX / 2;
+
+size_t mm_port_free_pages(void)
+{
+	return atomic_load(&free_pages);
+}
+
+void mm_port_set_free_pages(size_t npages)
+{
+	atomic_store(&free_pages, npages);
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t mm_port_now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+uint64_t mm_port_thread_cpu_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+struct thread_start {
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_start ts = *(struct thread_start *)p;
+	free(p);
+	ts.fn(ts.arg);
+	return NULL;
+}
+
+bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg)
+{
+	struct thread_start *ts = malloc(sizeof(*ts));
+	if (!ts)
+		return false;
+	*ts = (struct thread_start){fn, arg};
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int err = pthread_create(&t, &attr, thread_main, ts);
+	pthread_attr_destroy(&attr);
+	if (err) {
+		free(ts);
+		return false;
+	}
+	return true;
+}
+
+/* One mutex for every event: a mutex and a condvar would not fit. */
+static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct posix_event {
+	pthread_cond_t cond; /* on CLOCK_MONOTONIC */
+	bool pending;
+};
+
+_Static_assert(sizeof(struct posix_event) <= sizeof(mm_event_t),
+               "the POSIX event fits in mm_event_t");
+
+static struct posix_event *ev(mm_event_t *e)
+{
+	return (struct posix_event *)(void *)e->opaque;
+}
+
+void mm_event_init(mm_event_t *e, const char *name)
+{
+	struct posix_event *p = ev(e);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	p->pending = false;
+}
+
+void mm_event_wait(mm_event_t *e, uint64_t timeout_ns)
+{
+	struct posix_event *p = ev(e);
+	uint64_t until = mm_port_now_ns() + timeout_ns;
+	struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+	                      .tv_nsec = (long)(until % 1000000000u)};
+	pthread_mutex_lock(&event_lock);
+	while (!p->pending &&
+	       pthread_cond_timedwait(&p->cond, &event_lock, &ts) == 0)
+		;
+	p->pending = false;
+	pthread_mutex_unlock(&event_lock);
+}
+
+void mm_event_wake(mm_event_t *e)
+{
+	struct posix_event *p = ev(e);
+	pthread_mutex_lock(&event_lock);
+	p->pending = true;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&event_lock);
+}
+
 void mm_port_release(void *addr, size_t nbytes)
 {
 	munmap(addr, nbytes);
@@ -129,7 +281,7 @@ unsigned long mm_lock_acquire(mm_lock_t *l)
 		mm_panic("mm lock %s (rank %d) taken while holding a lock of "
 		         "rank >= %d (held ranks %#x)",
 		         p->name, p->rank, p->rank, held_ranks);
-	pthread_mutex_lock(&p->mutex);
+	pthread_mutex_lock(&event_lock);
 	atomic_store(&p->owner, pthread_self());
 	held_ranks |= 1u << p->rank;
 	return 0;
@@ -144,7 +296,7 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 		         p->name);
 	held_ranks &= ~(1u << p->rank);
 	atomic_store(&p->owner, (pthread_t)0);
-	pthread_mutex_unlock(&p->mutex);
+	pthread_mutex_unlock(&event_lock);
 }
 
 bool mm_lock_held(const mm_lock_t *l)

@@ -67,4 +67,8 @@ void mm_port_release(void *addr, size_t nbytes);
 /* Makes the next n mm_port_map calls fail (to test out-of-memory paths). */
 void mm_port_fail_maps(unsigned n);
 
+/* What mm_port_free_pages() reports from now on (default: plenty), to
+ * simulate a frame pool under the heap's low watermark. */
+void mm_port_set_free_pages(size_t npages);
+
 #endif

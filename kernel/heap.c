@@ -1,0 +1,44 @@
+/*
+ * The kernel's page heap (see heap.h): configuration from the frame pool's
+ * size and the command line, the scavenger thread, and the memory dump.
+ */
+#include "kernel/heap.h"
+
+#include "kernel/bootinfo.h"
+#include "kernel/frames.h"
+#include "kernel/printk.h"
+
+struct mheap kheap;
+
+void heap_init(void)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	/* Below 1/32 of the pool free, growth scavenges first. */
+	cfg.low_watermark_pages = frames_managed_count() / 32;
+	if (cmdline_get("mm.debug_pagealloc", NULL, 0))
+		cfg.flags |= MHEAP_DEBUG_SCAV_ON_FREE;
+	if (!mheap_init(&kheap, &cfg))
+		panic("heap: cannot set up the kernel heap");
+	if (!mheap_scavenger_start(&kheap))
+		panic("heap: cannot start the scavenger thread");
+	printk("heap: %zu MiB arena at %#lx, scavenger goal +%u%%, budget "
+	       "%u.%u%% of a CPU, low watermark %zu pages%s\n",
+	       cfg.arena_bytes >> 20, kheap.arena_base, cfg.goal_percent,
+	       cfg.cpu_permille / 10, cfg.cpu_permille % 10,
+	       cfg.low_watermark_pages,
+	       (cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ? ", debug_pagealloc"
+	                                              : "");
+}
+
+size_t mm_release_all(void)
+{
+	return mheap_release_all(&kheap);
+}
+
+void mm_meminfo(void)
+{
+	printk("meminfo: frames %zu free of %zu managed\n", frames_free_count(),
+	       frames_managed_count());
+	mheap_dump(&kheap);
+}

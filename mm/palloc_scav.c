@@ -1,0 +1,180 @@
+/*
+ * mm/palloc_scav.c: finding free pages to scavenge, on palloc's scavenged
+ * bitmap.
+ *
+ * Purpose: pick the free pages whose memory the heap's owner gives back to
+ * the system (mm_port_unused*), highest addresses first, and keep the
+ * scavenged bitmap and counts true while it does. Modelled on the Go
+ * runtime's pageAlloc.scavengeOne and findScavengeCandidate
+ * (mgcscavenge.go), with the "locked" mode of Go's scavenge(nbytes,
+ * locked).
+ *
+ * Representation. A free page is "backed" when its scavenged bit is clear
+ * (its memory is mapped) and "scavenged" when it is set. A candidate is a
+ * free backed page: ~alloc & ~scav. scav_top, a chunk index, is the
+ * scavenge cursor: searches start at the chunk below it and go down.
+ *
+ * Algorithm.
+ *   find     From the chunk below the cursor down to chunk 0, skip chunks
+ *            not grown (64 at a time through the grown bitmap), with no
+ *            free page (leaf summary 0), or, unless forced, with at least
+ *            PALLOC_SCAV_DENSE_PAGES allocated (little to gain, and they
+ *            are likely to be reused soon). In the first chunk left, take
+ *            the highest candidate bit and extend the run downward, a word
+ *            at a time, up to max pages. The cursor stays on that chunk.
+ *            If nothing lies below the cursor, search once more from the
+ *            top down to the cursor (frees above it are found this way);
+ *            if that fails too, the cursor resets to "the top".
+ *   take     (background mode) marks the run allocated: nobody can
+ *            allocate it while the owner unmaps it without the lock.
+ *   return   frees a taken run as scavenged.
+ *   mark     (locked mode) sets the run's scavenged bits; it stays free,
+ *            and the owner clears its mappings before unlocking.
+ *
+ * Invariants (palloc_check_locked verifies them with palloc.c's):
+ *   1. A scavenged page is free (palloc.c invariant 3); take, return and
+ *      mark keep it.
+ *   2. stats.scav_pages counts the scavenged pages; free_pages -
+ *      scav_pages are the free backed pages.
+ *   3. scav_top <= arena_chunks.
+ *
+ * Locking: every function needs the owner's lock (asserted).
+ * Limits: a search that finds nothing (all candidates in dense chunks)
+ * walks every grown chunk under the lock; with no free backed page at all
+ * it returns at once (from the counts). Runs never cross a chunk. With
+ * PALLOC_NO_SCAV nothing is ever found.
+ */
+#include "palloc_internal.h"
+
+#define CHUNK_MASK (PALLOC_CHUNK_PAGES - 1)
+
+static inline uint64_t candidates(const struct palloc *p, size_t c, unsigned w)
+{
+	return ~(p->alloc[c].w[w] | p->scav[c].w[w]);
+}
+
+/* The highest run of candidates in chunk c, at most max pages: returns its
+ * length (0 if none) and its first page in *start. */
+static unsigned chunk_candidate(const struct palloc *p, size_t c, size_t max,
+                                unsigned *start)
+{
+	for (unsigned w = PALLOCBITS_WORDS; w-- > 0;) {
+		uint64_t x = candidates(p, c, w);
+		if (!x)
+			continue;
+		unsigned top = 63 - pallocbits_clz(x);
+		unsigned end = w * 64 + top + 1; /* the run's limit */
+		/* Ones of x from bit top down: zeros of ~x shifted to the
+		 * top of the word. */
+		uint64_t y = ~x << (63 - top);
+		unsigned lo = end - (y ? pallocbits_clz(y) : top + 1);
+		/* The run reached bit 0 of a word: go on in the one below. */
+		while (lo % 64 == 0 && lo > 0 && end - lo < max) {
+			uint64_t z = candidates(p, c, lo / 64 - 1);
+			unsigned k = ~z ? pallocbits_clz(~z) : 64;
+			lo -= k;
+			if (k < 64)
+				break; /* the run starts in this word */
+		}
+		unsigned n = end - lo;
+		if (n > max)
+			n = (unsigned)max;
+		*start = end - n;
+		return n;
+	}
+	return 0;
+}
+
+/* Chunks [lo, hi) from the top down; true with the run in *pi, *n. */
+static bool search_down(struct palloc *p, size_t hi, size_t lo, size_t max,
+                        unsigned flags, size_t *pi, size_t *n)
+{
+	const palloc_sum_t *leaf = palloc_leaf(p);
+	for (size_t c = hi; c-- > lo;) {
+		if (p->grown[c / 64] == 0) {
+			c &= ~(size_t)63; /* the loop steps below the word */
+			continue;
+		}
+		if (!palloc_chunk_grown(p, c) || leaf[c] == 0)
+			continue;
+		if (!(flags & PALLOC_SCAV_FORCE) &&
+		    pallocbits_count(&p->alloc[c], 0, PALLOC_CHUNK_PAGES) >=
+		            PALLOC_SCAV_DENSE_PAGES)
+			continue;
+		unsigned start, k = chunk_candidate(p, c, max, &start);
+		if (k) {
+			p->scav_top = c + 1;
+			*pi = c * PALLOC_CHUNK_PAGES + start;
+			*n = k;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool find(struct palloc *p, size_t max, unsigned flags, size_t *pi,
+                 size_t *n)
+{
+	if (!p->scav || max == 0 ||
+	    p->stats.free_pages == p->stats.scav_pages) {
+		p->scav_top = 0;
+		return false;
+	}
+	size_t top = p->scav_top ? p->scav_top : p->arena_chunks;
+	if (search_down(p, top, 0, max, flags, pi, n))
+		return true;
+	if (top < p->arena_chunks &&
+	    search_down(p, p->arena_chunks, top, max, flags, pi, n))
+		return true;
+	p->scav_top = 0;
+	return false;
+}
+
+bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
+                             struct palloc_run *r)
+{
+	palloc_assert_locked(p, "palloc_scav_take_locked");
+	size_t pi, n;
+	if (!find(p, max, flags, &pi, &n))
+		return false;
+	pallocbits_set(&p->alloc[pi / PALLOC_CHUNK_PAGES], pi & CHUNK_MASK,
+	               (unsigned)n);
+	p->stats.free_pages -= n;
+	palloc_update_locked(p, pi, n,
+	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
+	r->base = palloc_page_addr(p, pi);
+	r->npages = n;
+	return true;
+}
+
+void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages)
+{
+	palloc_assert_locked(p, "palloc_scav_return_locked");
+	palloc_free_locked(p, base, npages); /* checks the range */
+	if (!p->scav)
+		return;
+	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
+	for (size_t n, left = npages; left; pi += n, left -= n) {
+		unsigned i = pi & CHUNK_MASK;
+		n = PALLOC_CHUNK_PAGES - i < left ? PALLOC_CHUNK_PAGES - i
+		                                  : left;
+		pallocbits_set(&p->scav[pi / PALLOC_CHUNK_PAGES], i,
+		               (unsigned)n);
+	}
+	p->stats.scav_pages += npages;
+}
+
+bool palloc_scav_mark_locked(struct palloc *p, size_t max, unsigned flags,
+                             struct palloc_run *r)
+{
+	palloc_assert_locked(p, "palloc_scav_mark_locked");
+	size_t pi, n;
+	if (!find(p, max, flags, &pi, &n))
+		return false;
+	pallocbits_set(&p->scav[pi / PALLOC_CHUNK_PAGES], pi & CHUNK_MASK,
+	               (unsigned)n);
+	p->stats.scav_pages += n;
+	r->base = palloc_page_addr(p, pi);
+	r->npages = n;
+	return true;
+}

@@ -1,0 +1,315 @@
+/*
+ * The page-level heap and its scavenger (mm/mheap*.c) through the POSIX
+ * port: allocation and growth, release-all dropping resident memory
+ * (/proc/self/statm), the locked mode under a short frame pool, the paced
+ * background thread reaching its goal, debug scavenge-on-free faulting at
+ * the freed address, and out of memory leaving nothing changed.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "mm_port_posix.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap; /* one at a time; static: the thread may lag */
+
+static bool heap_new(size_t chunks, unsigned flags, size_t watermark)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = chunks * PALLOC_CHUNK_BYTES;
+	cfg.flags = flags;
+	cfg.low_watermark_pages = watermark;
+	return mheap_init(&heap, &cfg);
+}
+
+static void heap_release(void)
+{
+	mm_port_release((void *)heap.arena_base, heap.cfg.arena_bytes);
+	mm_port_release((void *)heap.pages.meta_base, heap.pages.meta_bytes);
+}
+
+__attribute__((noinline)) static bool heap_check_panics(void)
+{
+	return MM_PORT_PANICS(mheap_check(&heap));
+}
+
+#define HEAP_CHECK(what)                                                    \
+	do {                                                                \
+		if (heap_check_panics())                                    \
+			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
+			              mm_port_last_panic());                \
+	} while (0)
+
+static size_t resident_pages(void)
+{
+	unsigned long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &res) != 2)
+			res = 0;
+		fclose(f);
+	}
+	return res;
+}
+
+static bool all_bytes(const void *p, size_t n, unsigned char v)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i] != v)
+			return false;
+	return true;
+}
+
+KTEST(mheap, alloc_grow_free)
+{
+	KASSERT(heap_new(64, 0, 0));
+	char *a = mheap_alloc_pages(&heap, 3);
+	char *b = mheap_alloc_pages(&heap, 700); /* grows 2 more chunks */
+	KASSERT(a && b);
+	KEXPECT_EQ((uintptr_t)a, heap.arena_base);
+	KEXPECT(all_bytes(a, 3 * PG, 0) && all_bytes(b, 700 * PG, 0));
+	memset(a, 1, 3 * PG);
+	memset(b, 2, 700 * PG);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 703);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	KEXPECT_EQ(st.grown_pages, st.in_use_pages + st.free_scav_pages);
+	HEAP_CHECK("after allocating");
+	mheap_free_pages(&heap, b, 700);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 3);
+	KEXPECT_EQ(st.free_backed_pages, 700);
+	/* Reuse of backed pages keeps their contents (no mm_port_used). */
+	char *c = mheap_alloc_pages(&heap, 10);
+	KEXPECT_EQ(c, b);
+	KEXPECT(c && all_bytes(c, 10 * PG, 2));
+	HEAP_CHECK("after reuse");
+	unsigned long logs = mm_port_log_count();
+	mheap_dump(&heap);
+	KEXPECT_EQ(mm_port_log_count(), logs + 2);
+	KEXPECT(strstr(mm_port_last_log(), "scavenger:") != NULL);
+	heap_release();
+}
+
+KTEST(mheap, release_all_drops_rss_and_zeroes)
+{
+	enum { N = 4096 }; /* 16 MiB */
+	KASSERT(heap_new(64, 0, 0));
+	char *p = mheap_alloc_pages(&heap, N);
+	KASSERT(p);
+	memset(p, 0xab, (size_t)N * PG);
+	size_t before = resident_pages();
+	mheap_free_pages(&heap, p, N);
+	size_t released = mheap_release_all(&heap);
+	size_t after = resident_pages();
+	KEXPECT_EQ(released, N);
+	ktest_diag("resident %zu -> %zu pages", before, after);
+	KEXPECT(before >= after + N - 256);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	KEXPECT_EQ(st.release_pages, N);
+	HEAP_CHECK("after release-all");
+	KEXPECT_EQ(mheap_release_all(&heap), 0);
+	char *q = mheap_alloc_pages(&heap, N);
+	KEXPECT_EQ(q, p);
+	KEXPECT(q && all_bytes(q, (size_t)N * PG, 0));
+	heap_release();
+}
+
+KTEST(mheap, locked_mode_when_frames_short)
+{
+	KASSERT(heap_new(64, 0, 1000));
+	char *a = mheap_alloc_pages(&heap, 300);
+	char *b = mheap_alloc_pages(&heap, 100);
+	KASSERT(a && b);
+	memset(a, 0xab, 300 * PG);
+	mheap_free_pages(&heap, a, 300);
+	mm_port_set_free_pages(10);              /* under the watermark */
+	char *c = mheap_alloc_pages(&heap, 600); /* must grow */
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(c);
+	memset(c, 1, 600 * PG);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.sync_pages, 300);
+	KEXPECT(st.sync_runs >= 1);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	KEXPECT_EQ(st.in_use_pages, 700);
+	HEAP_CHECK("after growing under pressure");
+	char *d = mheap_alloc_pages(&heap, 300);
+	KEXPECT_EQ(d, a);
+	KEXPECT(d && all_bytes(d, 300 * PG, 0));
+	/* With frames plenty, growth scavenges nothing. */
+	mheap_free_pages(&heap, d, 300);
+	KEXPECT(mheap_alloc_pages(&heap, 2000));
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.sync_pages, 300);
+	heap_release();
+}
+
+KTEST(mheap, pacing_arithmetic)
+{
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 10), 99000); /* 1% */
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 500), 1000); /* 50% */
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 1000), 0);   /* no limit */
+	KEXPECT_EQ(mheap_pace_sleep_ns(0, 10), 0);
+	KEXPECT(mheap_pace_sleep_ns(UINT64_MAX, 1) > 0); /* saturates */
+	/* The share work / (work + sleep) is at most the budget. */
+	for (unsigned b = 1; b <= 1000; b += 37) {
+		uint64_t w = 123457, s = mheap_pace_sleep_ns(w, b);
+		KEXPECT(w * 1000 <= (w + s) * b + 1000);
+	}
+	KEXPECT_EQ(mheap_goal_pages(1000, 10), 100);
+	KEXPECT_EQ(mheap_goal_pages(999, 10), 99);
+	KEXPECT_EQ(mheap_goal_pages(0, 10), 0);
+	KEXPECT_EQ(mheap_goal_pages((size_t)1 << 40, 100), (size_t)1 << 40);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+KTEST(mheap, background_reaches_goal_within_budget)
+{
+	enum { N = 32, EACH = 64 };
+	KASSERT(heap_new(64, 0, 0));
+	char *p[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = mheap_alloc_pages(&heap, EACH);
+		KASSERT(p[i]);
+		memset(p[i], 0xab, EACH * PG);
+	}
+	KASSERT(mheap_scavenger_start(&heap));
+	struct mheap_stats st;
+	/* Its start-up CPU (before it first sleeps) is not the run's. */
+	do
+		mheap_stats(&heap, &st);
+	while (st.bg_cpu_ns == 0);
+	uint64_t t0 = now_ns(), cpu0 = st.bg_cpu_ns;
+	for (int i = 4; i < N; i++) /* a burst of large frees */
+		mheap_free_pages(&heap, p[i], EACH);
+	for (;;) {
+		mheap_stats(&heap, &st);
+		if (st.free_backed_pages <= st.goal_pages ||
+		    now_ns() - t0 > 20000000000u)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	uint64_t wall = now_ns() - t0, cpu = st.bg_cpu_ns - cpu0;
+	mheap_scavenger_stop(&heap);
+	ktest_diag("goal reached in %lu ms: %lu runs, %lu pages, %lu us CPU "
+	           "(%lu per mille)",
+	           wall / 1000000, st.bg_runs, st.bg_pages, cpu / 1000,
+	           cpu * 1000 / (wall ? wall : 1));
+	KEXPECT(st.free_backed_pages <= st.goal_pages);
+	KEXPECT_EQ(st.in_use_pages, 4 * EACH);
+	KEXPECT(st.bg_pages >= (N - 4) * EACH - st.goal_pages);
+	/* Within the default 1% budget, with half again for the batch in
+	 * flight when the goal was seen. */
+	KEXPECT(cpu * 1000 <= wall * MHEAP_DEFAULT_CPU_PERMILLE * 3 / 2);
+	HEAP_CHECK("after the scavenger");
+	heap_release();
+}
+
+static sigjmp_buf fault_jb;
+static void *volatile fault_addr;
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+	fault_addr = si->si_addr;
+	siglongjmp(fault_jb, 1);
+}
+
+/* Reads *p; returns true if it faulted (the address in fault_addr). */
+__attribute__((noinline)) static bool touch_faults(volatile char *p)
+{
+	struct sigaction sa = {0}, old;
+	sa.sa_sigaction = on_segv;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old);
+	bool faulted = true;
+	if (sigsetjmp(fault_jb, 1) == 0) {
+		(void)*p;
+		faulted = false;
+	}
+	sigaction(SIGSEGV, &old, NULL);
+	return faulted;
+}
+
+KTEST(mheap, debug_scavenge_on_free_faults)
+{
+	KASSERT(heap_new(64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4);
+	KASSERT(a);
+	memset(a, 1, 4 * PG);
+	KEXPECT(!touch_faults(a + PG + 5));
+	mheap_free_pages(&heap, a, 4);
+	fault_addr = NULL;
+	KEXPECT(touch_faults(a + PG + 5));
+	KEXPECT_EQ((uintptr_t)fault_addr, (uintptr_t)(a + PG + 5));
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.debug_pages, 4);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	HEAP_CHECK("debug mode");
+	char *b = mheap_alloc_pages(&heap, 4);
+	KEXPECT_EQ(b, a);
+	KEXPECT(b && all_bytes(b, 4 * PG, 0));
+	heap_release();
+}
+
+static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)
+{
+	return a->grown_pages == b->grown_pages &&
+	       a->in_use_pages == b->in_use_pages &&
+	       a->free_backed_pages == b->free_backed_pages &&
+	       a->free_scav_pages == b->free_scav_pages && a->grows == b->grows;
+}
+
+KTEST(mheap, out_of_memory_changes_nothing)
+{
+	KASSERT(heap_new(4, 0, 0));
+	mm_port_set_quiet(true);
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	mm_port_fail_maps(1); /* palloc's metadata cannot be mapped */
+	KEXPECT(mheap_alloc_pages(&heap, 1) == NULL);
+	mm_port_fail_maps(0);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT(mheap_alloc_pages(&heap, 0) == NULL);
+	KEXPECT(mheap_alloc_pages(&heap, 4 * 512 + 1) == NULL);
+	char *all = mheap_alloc_pages(&heap, 4 * 512);
+	KASSERT(all);
+	mheap_stats(&heap, &s0);
+	KEXPECT(mheap_alloc_pages(&heap, 1) == NULL); /* arena full */
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	/* Mapping scavenged pages fails: they go back, still scavenged. */
+	mheap_free_pages(&heap, all, 4 * 512);
+	KEXPECT_EQ(mheap_release_all(&heap), 4 * 512);
+	mheap_stats(&heap, &s0);
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 10) == NULL);
+	mm_port_fail_maps(0);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	HEAP_CHECK("after running out");
+	mm_port_set_quiet(false);
+	heap_release();
+}

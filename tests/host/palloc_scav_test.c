@@ -1,0 +1,185 @@
+/*
+ * palloc's scavenging primitives (mm/palloc_scav.c) as tables: the highest
+ * free backed run first, runs across bitmap words, nearly full chunks
+ * skipped unless forced, take/return and mark keeping the bitmaps and
+ * counts exact (palloc_check after every step), and the cursor finding
+ * frees above it by wrapping around.
+ */
+#include "palloc_test_util.h"
+
+#define TAKE 0
+#define MARK 1
+#define NONE ((size_t)-1)
+
+struct scav_step {
+	int op;         /* TAKE or MARK */
+	size_t max;     /* pages asked for */
+	unsigned flags; /* enum palloc_scav_flags */
+	size_t want_pi; /* first page of the run, or NONE */
+	size_t want_n;
+};
+
+struct scav_case {
+	const char *name;
+	struct palloc_test_chunk chunks[4];
+	size_t nchunks;
+	struct scav_step steps[6];
+	size_t nsteps;
+};
+
+static const struct scav_case scav_cases[] = {
+        {"highest_first",
+         {{.chunk = 0, .alloc = {{0, 100}}, .scav = {{200, 112}}},
+          {.chunk = 1, .alloc = {{0, 512}}}},
+         2,
+         {{TAKE, 64, 0, P(0, 448), 64},
+          {TAKE, 300, 0, P(0, 312), 136},
+          {TAKE, 1000, 0, P(0, 100), 100},
+          {TAKE, 1000, 0, NONE, 0}},
+         4},
+        {"across_words",
+         {{.chunk = 0, .alloc = {{0, 10}, {500, 12}}}},
+         1,
+         {{MARK, 1000, 0, P(0, 10), 490}, {MARK, 1, 0, NONE, 0}},
+         2},
+        {"dense_skipped_unless_forced",
+         {{.chunk = 0, .alloc = {{0, 100}}}, {.chunk = 1, .alloc = {{0, 500}}}},
+         2,
+         {{TAKE, 1000, 0, P(0, 100), 412},
+          {TAKE, 1000, 0, NONE, 0},
+          {MARK, 1000, PALLOC_SCAV_FORCE, P(1, 500), 12}},
+         3},
+        {"run_starts_on_a_word",
+         {{.chunk = 0, .alloc = {{0, 128}, {300, 212}}},
+          {.chunk = 1, .alloc = {{0, 64}, {192, 320}}}},
+         2,
+         {{TAKE, 1000, PALLOC_SCAV_FORCE, P(1, 64), 128},
+          {TAKE, 1000, 0, P(0, 128), 172},
+          {TAKE, 1000, 0, NONE, 0}},
+         3},
+        {"mark_leaves_pages_free",
+         {{.chunk = 2, .alloc = {{0, 10}}, .scav = {{500, 12}}}},
+         1,
+         {{MARK, 50, 0, P(2, 450), 50}, {MARK, 50, 0, P(2, 400), 50}},
+         2},
+};
+
+static bool run_step(struct palloc *p, const struct scav_step *s,
+                     struct palloc_run *r)
+{
+	if (s->op == TAKE)
+		return palloc_scav_take_locked(p, s->max, s->flags, r);
+	return palloc_scav_mark_locked(p, s->max, s->flags, r);
+}
+
+KTEST(palloc_scav, table)
+{
+	for (size_t t = 0; t < NELEM(scav_cases); t++) {
+		const struct scav_case *c = &scav_cases[t];
+		struct palloc p;
+		KASSERT(tp_new(&p, TP_BASE, 8, 0));
+		KASSERT(palloc_test_build(&p, c->chunks, c->nchunks));
+		struct palloc_run taken[6];
+		size_t ntaken = 0;
+		for (size_t i = 0; i < c->nsteps; i++) {
+			const struct scav_step *s = &c->steps[i];
+			struct palloc_stats before, after;
+			palloc_stats_locked(&p, &before);
+			struct palloc_run r = {0, 0};
+			bool found = run_step(&p, s, &r);
+			palloc_stats_locked(&p, &after);
+			if (found != (s->want_pi != NONE) ||
+			    (found && (r.base != tp_addr(&p, s->want_pi) ||
+			               r.npages != s->want_n)))
+				ktest_fail_at(
+				        __FILE__, __LINE__,
+				        "%s step %zu: found %d at 0x%lx+%zu",
+				        c->name, i, found, r.base, r.npages);
+			size_t n = found ? r.npages : 0;
+			if (s->op == TAKE) {
+				KEXPECT_EQ(after.free_pages,
+				           before.free_pages - n);
+				if (found)
+					taken[ntaken++] = r;
+			} else {
+				KEXPECT_EQ(after.scav_pages,
+				           before.scav_pages + n);
+			}
+			TP_CHECK(&p, c->name);
+		}
+		for (size_t i = 0; i < ntaken; i++) {
+			struct palloc_stats before, after;
+			palloc_stats_locked(&p, &before);
+			palloc_scav_return_locked(&p, taken[i].base,
+			                          taken[i].npages);
+			palloc_stats_locked(&p, &after);
+			KEXPECT_EQ(after.free_pages,
+			           before.free_pages + taken[i].npages);
+			KEXPECT_EQ(after.scav_pages,
+			           before.scav_pages + taken[i].npages);
+			TP_CHECK(&p, "after return");
+		}
+		tp_release(&p);
+	}
+}
+
+KTEST(palloc_scav, return_marks_scavenged)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk c0 = {.chunk = 0, .alloc = {{0, 256}}};
+	KASSERT(palloc_test_build(&p, &c0, 1));
+	struct palloc_run r;
+	KASSERT(palloc_scav_take_locked(&p, 100, 0, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(0, 412)));
+	palloc_scav_return_locked(&p, r.base, r.npages);
+	struct palloc_test_chunk want = {
+	        .chunk = 0, .alloc = {{0, 256}}, .scav = {{412, 100}}};
+	KEXPECT(tp_chunk_is(&p, &want, "after take and return"));
+	/* Reusing them reports them scavenged: the owner maps them. */
+	size_t nscav;
+	KEXPECT_EQ(palloc_alloc(&p, 256, &nscav), tp_addr(&p, P(0, 256)));
+	KEXPECT_EQ(nscav, 100);
+	TP_CHECK(&p, "after reuse");
+	/* Returning pages that are not allocated is a bad free. */
+	KEXPECT(MM_PORT_PANICS(
+	        palloc_scav_return_locked(&p, tp_addr(&p, P(1, 0)), 1)));
+	tp_release(&p);
+}
+
+KTEST(palloc_scav, cursor_wraps_to_frees_above)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 0, .alloc = {{0, 500}}},
+	        {.chunk = 2, .alloc = {{0, 500}}},
+	        {.chunk = 3, .alloc = {{0, 512}}},
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	struct palloc_run r;
+	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(2, 500)));
+	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(0, 500)));
+	/* A free above the cursor is found by wrapping to the top. */
+	palloc_free(&p, tp_addr(&p, P(3, 0)), 32);
+	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(3, 0)));
+	KEXPECT_EQ(r.npages, 32);
+	KEXPECT(!palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	TP_CHECK(&p, "after wrapping");
+	tp_release(&p);
+}
+
+KTEST(palloc_scav, no_scav_mode_finds_nothing)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, PALLOC_NO_SCAV));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	struct palloc_run r;
+	KEXPECT(!palloc_scav_take_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT(!palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	TP_CHECK(&p, "no-scav");
+	tp_release(&p);
+}
