@@ -29,7 +29,8 @@
  *             use) are skipped.
  *   goal      free backed pages kept = in_use * goal_percent / 100
  *             (mheap_goal_pages, integers only). The thread scavenges
- *             while free backed > goal, then sets bg_idle and waits on
+ *             while free backed > goal, then (after its paced sleep) sets
+ *             bg_idle and waits on
  *             wake (MHEAP_IDLE_NS at most); a free of >= 16 pages that
  *             leaves the heap over its goal wakes it.
  *   pacing    After each batch the thread reads its own CPU time
@@ -134,7 +135,8 @@ static size_t bg_take(struct mheap *h, struct palloc_run *runs, size_t *nruns)
 	       palloc_scav_take_locked(&h->pages, max - total, 0, &runs[n]))
 		total += runs[n++].npages;
 	h->taken_pages += total;
-	h->bg_idle = total == 0;
+	if (total)
+		h->bg_idle = false;
 	mm_lock_release(&h->lock, irq);
 	*nruns = n;
 	return total;
@@ -167,14 +169,33 @@ static uint64_t bg_put(struct mheap *h, const struct palloc_run *runs,
 	return work;
 }
 
-/* Books the CPU time since *since. */
-static void bg_book(struct mheap *h, uint64_t *since)
+/* Books the CPU time since *since; returns it. */
+static uint64_t bg_book(struct mheap *h, uint64_t *since)
 {
-	uint64_t now = mm_port_thread_cpu_ns();
+	uint64_t now = mm_port_thread_cpu_ns(), work = now - *since;
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	h->counters.bg_cpu_ns += now - *since;
+	h->counters.bg_cpu_ns += work;
 	mm_lock_release(&h->lock, irq);
 	*since = now;
+	return work;
+}
+
+/* At the goal: pays for the work that found nothing to do with its paced
+ * sleep too (so the share stays within budget up to the moment it goes
+ * idle), then marks itself idle for frees to wake, unless frees during
+ * that sleep put the heap over its goal again (they did not wake it: it
+ * was not idle yet). Returns whether it went idle. */
+static bool bg_go_idle(struct mheap *h, uint64_t *since)
+{
+	uint64_t work = bg_book(h, since);
+	mm_event_wait(&h->pace, mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
+	struct mheap_stats st;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	mheap_stats_locked(h, &st);
+	h->bg_idle = st.free_backed_pages <= st.goal_pages;
+	bool idle = h->bg_idle;
+	mm_lock_release(&h->lock, irq);
+	return idle;
 }
 
 /* The thread: a batch, then a paced sleep; at goal, a long sleep until a
@@ -188,8 +209,8 @@ static void bg_main(void *arg)
 		struct palloc_run runs[MHEAP_SCAV_RUNS];
 		size_t nruns, n = bg_take(h, runs, &nruns);
 		if (n == 0) { /* at goal, or only dense chunks left */
-			bg_book(h, &since);
-			mm_event_wait(&h->wake, MHEAP_IDLE_NS);
+			if (bg_go_idle(h, &since))
+				mm_event_wait(&h->wake, MHEAP_IDLE_NS);
 			continue;
 		}
 		uint64_t work = bg_put(h, runs, nruns, n, &since);

@@ -208,8 +208,13 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 		unsigned long irq = mm_lock_acquire(&bg.lock);
 		idle = bg.bg_idle;
 		mm_lock_release(&bg.lock, irq);
-		if (!idle)
-			thread_sleep_ns(10000000);
+		if (idle)
+			break;
+		thread_sleep_ns(50000000);
+		mheap_stats(&bg, &st);
+		ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
+		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
+		           st.free_backed_pages * 4, st.free_scav_pages * 4);
 	}
 	uint64_t wall = time_now_ns() - t0;
 	mheap_stats(&bg, &st);
