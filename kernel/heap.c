@@ -10,6 +10,26 @@
 
 struct mheap kheap;
 
+/* "key=N" from the command line if present and within [lo, hi]; else
+ * def, and a bad value is reported. */
+static unsigned cmdline_uint(const char *key, unsigned def, unsigned lo,
+                             unsigned hi)
+{
+	char buf[16];
+	if (!cmdline_get(key, buf, sizeof(buf)))
+		return def;
+	unsigned v = 0;
+	const char *p = buf;
+	for (; *p >= '0' && *p <= '9' && v <= hi; p++)
+		v = v * 10 + (unsigned)(*p - '0');
+	if (*p || p == buf || v < lo || v > hi) {
+		printk("heap: %s=%s is not a number in [%u, %u]; using %u\n",
+		       key, buf, lo, hi, def);
+		return def;
+	}
+	return v;
+}
+
 void heap_init(void)
 {
 	struct mheap_config cfg;
@@ -18,6 +38,10 @@ void heap_init(void)
 	cfg.low_watermark_pages = frames_managed_count() / 32;
 	if (cmdline_get("mm.debug_pagealloc", NULL, 0))
 		cfg.flags |= MHEAP_DEBUG_SCAV_ON_FREE;
+	cfg.goal_percent =
+	        cmdline_uint("mm.scav_goal", cfg.goal_percent, 0, 1000);
+	cfg.cpu_permille =
+	        cmdline_uint("mm.scav_budget", cfg.cpu_permille, 1, 1000);
 	if (!mheap_init(&kheap, &cfg))
 		panic("heap: cannot set up the kernel heap");
 	if (!mheap_scavenger_start(&kheap))

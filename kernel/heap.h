@@ -12,9 +12,12 @@
 
 extern struct mheap kheap;
 
-/* Sets the heap up and starts its scavenger; "mm.debug_pagealloc" on the
- * command line makes every free unmap its pages at once. Boot CPU, thread
- * context, after the scheduler. */
+/* Sets the heap up and starts its scavenger. Command line:
+ * "mm.debug_pagealloc" makes every free unmap its pages at once;
+ * "mm.scav_goal=<percent>" sets how much free backed memory the scavenger
+ * keeps (default 10% of the heap in use); "mm.scav_budget=<per mille>"
+ * its CPU budget (default 10 = 1% of one CPU). Boot CPU, thread context,
+ * after the scheduler. */
 void heap_init(void);
 
 /* Gives every free backed heap page back to the frame pool now (Go's
