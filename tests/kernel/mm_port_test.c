@@ -7,21 +7,11 @@
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "tests/kernel/fault_util.h"
 #include "kernel/thread.h"
 #include "mm/port.h"
 
 #define NPAGES 8
-
-static bool touch_faults(volatile uint8_t *p)
-{
-	struct fault_catch fc;
-	if (fault_catch_arm(&fc) == 0) {
-		(void)*p;
-		fault_catch_disarm(&fc);
-		return false;
-	}
-	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
-}
 
 /* Page-table pages are created on first map and kept (paging.c), so tests
  * that count frames map and unmap their range once before the baseline. */
@@ -38,7 +28,7 @@ KTEST(mm_port, reserve_map_unused_used)
 	uint8_t *p = mm_port_reserve(NPAGES * MM_PAGE_SIZE, 1 << 21);
 	KASSERT(p != NULL);
 	KEXPECT_EQ((uintptr_t)p % (1 << 21), 0);
-	KEXPECT(touch_faults(p)); /* reserved, not backed */
+	KEXPECT(read_faults_at(p)); /* reserved, not backed */
 	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
 	size_t frames0 = frames_free_count();
 
@@ -53,7 +43,7 @@ KTEST(mm_port, reserve_map_unused_used)
 
 	mm_port_unused(p + 2 * MM_PAGE_SIZE, 3 * MM_PAGE_SIZE);
 	KEXPECT_EQ(frames_free_count(), frames0 - NPAGES + 3);
-	KEXPECT(touch_faults(p + 3 * MM_PAGE_SIZE));
+	KEXPECT(read_faults_at(p + 3 * MM_PAGE_SIZE));
 	KEXPECT_EQ(p[MM_PAGE_SIZE], 0xa5); /* neighbours untouched */
 	KEXPECT_EQ(p[5 * MM_PAGE_SIZE], 0xa5);
 
@@ -132,7 +122,7 @@ KTEST(mm_port, unused_begin_under_a_leaf_lock_then_finish)
 	mm_port_unused_begin(p + 4 * MM_PAGE_SIZE, 8 * MM_PAGE_SIZE, b);
 	mm_lock_release(&heap, irq);
 	KEXPECT_EQ(b->npages, 8);
-	KEXPECT(touch_faults(p + 5 * MM_PAGE_SIZE));
+	KEXPECT(read_faults_at(p + 5 * MM_PAGE_SIZE));
 	KEXPECT_EQ(frames_free_count(), frames0 - 1); /* the batch's frame */
 	mm_port_unused_finish(b);
 	KEXPECT_EQ(b->npages, 0);

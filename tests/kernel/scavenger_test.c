@@ -12,22 +12,12 @@
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "tests/kernel/fault_util.h"
 #include "kernel/percpu.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
 
 #define TEST_ARENA (4ull << 30)
-
-static bool touch_faults_at(volatile uint8_t *p)
-{
-	struct fault_catch fc;
-	if (fault_catch_arm(&fc) == 0) {
-		(void)*p;
-		fault_catch_disarm(&fc);
-		return false;
-	}
-	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
-}
 
 static bool test_heap(struct mheap *h, unsigned flags, size_t watermark)
 {
@@ -69,7 +59,7 @@ KTEST(scavenger, release_all_returns_every_frame)
 	size_t released = mheap_release_all(&h);
 	KEXPECT(released >= N);
 	KEXPECT_EQ(frames_free_count(), baseline);
-	KEXPECT(touch_faults_at(p + 5 * MM_PAGE_SIZE + 17));
+	KEXPECT(read_faults_at(p + 5 * MM_PAGE_SIZE + 17));
 
 	uint8_t *q = mheap_alloc_pages(&h, N);
 	KASSERT(q != NULL);
@@ -88,7 +78,7 @@ KTEST(scavenger, debug_pagealloc_faults_on_use_after_free)
 	KASSERT(p != NULL);
 	p[3 * MM_PAGE_SIZE + 9] = 1;
 	mheap_free_pages(&h, p, 4);
-	KEXPECT(touch_faults_at(p + 3 * MM_PAGE_SIZE + 9));
+	KEXPECT(read_faults_at(p + 3 * MM_PAGE_SIZE + 9));
 	KEXPECT(!vm_translate((uintptr_t)p, NULL, NULL));
 }
 

@@ -1,0 +1,23 @@
+/* Helpers shared by the kernel tests that provoke faults on purpose. */
+#ifndef TESTS_KERNEL_FAULT_UTIL_H
+#define TESTS_KERNEL_FAULT_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch/x86_64/trap.h"
+
+/* Reads *p under the expected-fault hook: true when that read took a page
+ * fault at exactly p, false when it went through (or faulted elsewhere). */
+static inline bool read_faults_at(volatile const uint8_t *p)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*p;
+		fault_catch_disarm(&fc);
+		return false;
+	}
+	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
+}
+
+#endif
