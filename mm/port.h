@@ -46,9 +46,11 @@ bool mm_port_map(void *addr, size_t nbytes);
 void mm_port_unused(void *addr, size_t nbytes);
 
 /*
- * Makes pages released by mm_port_unused usable again, zero-filled.
- * Returns false if memory ran out (nothing of the range is left mapped).
- * Thread context, no mm lock held; the caller owns the pages.
+ * Makes pages released by mm_port_unused usable again, zero-filled. The
+ * range may mix such pages with pages that are still mapped; those keep
+ * their contents. Returns false if memory ran out (then what this call
+ * mapped is unmapped again). Thread context, no mm lock held; the caller
+ * owns the pages.
  */
 bool mm_port_used(void *addr, size_t nbytes);
 
