@@ -195,6 +195,14 @@ static bool bg_go_idle(struct mheap *h, uint64_t *since)
 	h->bg_idle = st.free_backed_pages <= st.goal_pages;
 	bool idle = h->bg_idle;
 	mm_lock_release(&h->lock, irq);
+	/* Report a cycle that did something, after unlocking. */
+	if (idle && st.bg_pages != h->bg_reported_pages) {
+		mm_log("scavenger: at goal (%zu free backed pages kept): %lu "
+		       "pages released in %lu runs so far, %lu us CPU",
+		       st.goal_pages, st.bg_pages, st.bg_runs,
+		       st.bg_cpu_ns / 1000);
+		h->bg_reported_pages = st.bg_pages;
+	}
 	return idle;
 }
 
