@@ -139,7 +139,12 @@ int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 	return err;
 }
 
-int vm_unmap_page(uintptr_t va, paddr_t *pa)
+/*
+ * Changes the present leaf entry of va under vm_lock: clears it (unmap) or
+ * rewrites its permissions, then flushes this CPU's TLB. Stores the old
+ * frame in *pa if non-NULL. Returns 0 or -VM_EINVAL / -VM_ENOENT.
+ */
+static int change_leaf(uintptr_t va, bool unmap, unsigned flags, paddr_t *pa)
 {
 	int err = VM_OK;
 	if (va % PAGE_SIZE || !canonical(va))
@@ -151,28 +156,21 @@ int vm_unmap_page(uintptr_t va, paddr_t *pa)
 	} else if (e) {
 		if (pa)
 			*pa = *e & PTE_ADDR;
-		*e = 0;
+		*e = unmap ? 0 : (*e & PTE_ADDR) | pte_flags(flags);
 		invlpg(va);
 	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;
 }
 
+int vm_unmap_page(uintptr_t va, paddr_t *pa)
+{
+	return change_leaf(va, true, 0, pa);
+}
+
 int vm_protect_page(uintptr_t va, unsigned flags)
 {
-	int err = VM_OK;
-	if (va % PAGE_SIZE || !canonical(va))
-		return -VM_EINVAL;
-	unsigned long irq = spin_lock_irqsave(&vm_lock);
-	uint64_t *e = leaf_locked(va, false, &err);
-	if (e && !(*e & PTE_P)) {
-		err = -VM_ENOENT;
-	} else if (e) {
-		*e = (*e & PTE_ADDR) | pte_flags(flags);
-		invlpg(va);
-	}
-	spin_unlock_irqrestore(&vm_lock, irq);
-	return err;
+	return change_leaf(va, false, flags, NULL);
 }
 
 int vm_prepare_range(uintptr_t va, size_t nbytes)
