@@ -50,6 +50,9 @@ KCFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fno-asynchronous-unwind-tables -fno-strict-aliasing \
 	-nostdinc -isystem $(shell $(CC) -print-file-name=include) \
 	-I. -MMD -MP
+# This kernel carries its tests, so mm/'s test hooks are compiled in
+# (mm/mheap_testing.h); a kernel that lifts mm/ leaves MM_TEST_HOOKS out.
+KCFLAGS += -DMM_TEST_HOOKS
 ifeq ($(KTEST_FAIL_DEMO),1)
 KCFLAGS += -DKTEST_FAIL_DEMO=1
 endif
@@ -108,7 +111,7 @@ include boot/boot.mk
 HOST_BUILD := $(BUILD)/host
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1
+	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 -DMM_TEST_HOOKS
 HOST_TEST_SRCS += kernel/acpi_parse.c
 HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
 	$(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \

@@ -20,7 +20,7 @@
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
-#include "mm/palloc.h"
+#include "mm/mm.h"
 
 /* Immutable after frames_init: */
 static struct palloc pool;
@@ -89,7 +89,7 @@ void frames_init(void)
 		panic("frames: RAM top %#lx is beyond what palloc can manage",
 		      boot_state.ram_top);
 	place_metadata(meta);
-	mm_lock_init(&pool_lock, "frames", MM_RANK_FRAMES);
+	mm_lock_init(&pool_lock, "frames", MM_RANK_PALLOC);
 	struct palloc_config cfg = {
 	        .arena_base = 0,
 	        .arena_bytes = arena,
@@ -176,7 +176,7 @@ size_t frames_free_count(void)
 size_t frames_free_hint(void)
 {
 	/* A racy read of a word the pool lock protects: a hint only. */
-	return __atomic_load_n(&pool.stats.free_pages, __ATOMIC_RELAXED);
+	return palloc_free_pages_hint(&pool);
 }
 
 size_t frames_managed_count(void)

@@ -55,12 +55,12 @@ void heap_init(void)
 	                                              : "");
 }
 
-size_t mm_release_all(void)
+size_t heap_release_all(void)
 {
 	return mheap_release_all(&kheap);
 }
 
-void mm_meminfo(void)
+void heap_meminfo(void)
 {
 	printk("meminfo: frames %zu free of %zu managed\n", frames_free_count(),
 	       frames_managed_count());

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "mm/mheap.h"
+#include "mm/mm.h"
 
 extern struct mheap kheap;
 
@@ -22,9 +22,9 @@ void heap_init(void);
 
 /* Gives every free backed heap page back to the frame pool now (Go's
  * debug.FreeOSMemory). Returns how many pages. Thread context. */
-size_t mm_release_all(void);
+size_t heap_release_all(void);
 
 /* Prints the frame pool and heap accounting. Thread context. */
-void mm_meminfo(void);
+void heap_meminfo(void);
 
 #endif

@@ -1,34 +1,104 @@
 /*
- * The lock ranks: one table for every spinlock in the kernel. A CPU may
- * take a lock only while every lock it holds has a lower rank; nothing may
- * be taken while a leaf is held. The reason for each rank is in
- * lockrank.c, next to its name.
+ * The lock ranks: one table for every spinlock in the kernel, in the order
+ * locks may nest. A CPU may take a lock only while every lock it holds has
+ * a lower rank, and nothing while it holds a leaf. The checker
+ * (lockcheck.c) enforces it at run time.
+ *
+ * The rule the checker taught us: a lock that is ever held with interrupts
+ * enabled must rank below every lock an interrupt handler takes, because
+ * the handler's locks nest inside whatever it interrupted. So shootdown,
+ * the one lock held with interrupts on, comes first.
+ *
+ * mm/'s ranks (enum mm_lock_rank) map onto MM_SWEEP, MM_CENTRAL, FRAMES
+ * and HEAP here (kernel/mm_port.c).
  */
 #ifndef KERNEL_LOCKRANK_H
 #define KERNEL_LOCKRANK_H
 
 #include <stdbool.h>
 
-enum lock_rank {
-	LOCK_RANK_SHOOTDOWN = 1,
-	LOCK_RANK_STW,
-	LOCK_RANK_SEMA,
-	LOCK_RANK_WAITQ,
-	LOCK_RANK_RUNQUEUE,
-	LOCK_RANK_THREADS,
-	LOCK_RANK_KSTACK,
-	LOCK_RANK_VM,
-	LOCK_RANK_FRAMES,
-	LOCK_RANK_MM_RESERVE,
-	LOCK_RANK_TEST_LOW,
-	LOCK_RANK_TEST_HIGH,
-	LOCK_RANK_CONSOLE,
-	LOCK_RANK_HEAP, /* leaf */
-	LOCK_RANK_TEST_LEAF,
-	LOCK_RANK_COUNT
+/* X(name, leaf, why), lowest rank first. */
+#define LOCK_RANKS(X)                                                          \
+	X(SHOOTDOWN, false,                                                    \
+	  "serialises TLB shootdowns. Held with interrupts on (CPUs spinning " \
+	  "for it still answer IPIs), so every lock an interrupt handler "     \
+	  "takes must nest inside it")                                         \
+	X(STW, false,                                                          \
+	  "stop-the-world state; taken by the stopper only, before it parks "  \
+	  "anyone")                                                            \
+	X(SEMA, false,                                                         \
+	  "a semaphore's count; waking a waiter takes the wait queue and run " \
+	  "queue under it")                                                    \
+	X(WAITQ, false,                                                        \
+	  "a wait queue's list or an mm event's waiters; wake-ups enqueue "    \
+	  "threads on run queues under it")                                    \
+	X(RUNQUEUE, false,                                                     \
+	  "a CPU's run queue and sleepers; the scheduler holds it across the " \
+	  "context switch")                                                    \
+	X(THREADS, false,                                                      \
+	  "the list of all threads; taken under a run queue when a thread "    \
+	  "exits")                                                             \
+	X(KSTACK, false, "kernel stack slots; released before mapping")        \
+	X(MM_SWEEP, false,                                                     \
+	  "mm: the span heap's sweep cycle; its holder refills central lists " \
+	  "and allocates pages")                                               \
+	X(MM_CENTRAL, false,                                                   \
+	  "mm: a size class's central lists; a refill under it maps pages, "   \
+	  "so it ranks below vm and frames")                                   \
+	X(VM, false,                                                           \
+	  "page-table pages: a walk that may create tables allocates frames "  \
+	  "under it")                                                          \
+	X(FRAMES, false,                                                       \
+	  "the physical frame pool (mm's MM_RANK_PALLOC); taken by table "     \
+	  "creation under vm")                                                 \
+	X(MM_RESERVE, false, "mm/ address-space reservations")                 \
+	X(CONSOLE, false,                                                      \
+	  "serial output; any code but a leaf holder may print, so it ranks "  \
+	  "above all the others")                                              \
+	X(HEAP, true,                                                          \
+	  "mm's page heap (MM_RANK_HEAP): a leaf, nothing is taken, "          \
+	  "allocated, printed or traced under it (design invariant 1)")
+
+/*
+ * Test-only ranks, kept apart from the production order: each sits just
+ * above the production rank it names, at an offset below LOCK_RANK_STEP.
+ * X(name, above, offset, leaf, why).
+ */
+#define LOCK_TEST_RANKS(X)                                                    \
+	X(TEST_LOW, MM_RESERVE, 1, false,                                     \
+	  "lock-checker and scheduler tests: taken from the timer interrupt " \
+	  "under the run queue")                                              \
+	X(TEST_HIGH, MM_RESERVE, 2, false,                                    \
+	  "lock-checker tests: above test_low")                               \
+	X(TEST_LEAF, HEAP, 1, true, "lock-checker tests: a leaf")
+
+/* Production ranks are spaced by LOCK_RANK_STEP so that test ranks fit
+ * between them without renumbering anything. */
+#define LOCK_RANK_STEP 8
+
+enum lock_rank_index {
+	LOCK_RANK_INDEX_NONE_,
+#define LOCK_RANK_INDEX_(name, leaf, why) LOCK_RANK_INDEX_##name,
+	LOCK_RANKS(LOCK_RANK_INDEX_)
+#undef LOCK_RANK_INDEX_
+	        LOCK_RANK_INDEX_COUNT
 };
 
+enum lock_rank {
+#define LOCK_RANK_VALUE_(name, leaf, why) \
+	LOCK_RANK_##name = LOCK_RANK_INDEX_##name * LOCK_RANK_STEP,
+	LOCK_RANKS(LOCK_RANK_VALUE_)
+#undef LOCK_RANK_VALUE_
+#define LOCK_TEST_RANK_VALUE_(name, above, offset, leaf, why) \
+	LOCK_RANK_##name = LOCK_RANK_##above + (offset),
+	        LOCK_TEST_RANKS(LOCK_TEST_RANK_VALUE_)
+#undef LOCK_TEST_RANK_VALUE_
+};
+
+/* The rank's name ("?" if there is no such rank). */
 const char *lock_rank_name(enum lock_rank r);
+
+/* True for a leaf: nothing may be taken while it is held. */
 bool lock_rank_is_leaf(enum lock_rank r);
 
 #endif

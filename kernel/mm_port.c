@@ -28,10 +28,23 @@ _Static_assert(MM_PAGE_SIZE == PAGE_SIZE, "mm/ and the MMU agree on pages");
 _Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
                "mm_lock_t must hold the kernel's spinlock");
 
+_Static_assert(MAX_CPUS <= MM_MAX_CPUS,
+               "mm/'s per-CPU arrays cover every CPU the kernel runs");
+
 /* Next free address of the mm region; reservations are never returned. */
 static struct spinlock reserve_lock =
         SPINLOCK_INIT("mm_reserve", LOCK_RANK_MM_RESERVE);
 static uintptr_t mm_region_next = MM_REGION_BASE; /* by reserve_lock */
+
+/* mm's ranks in the kernel's table (lockrank.h): one entry each. */
+static const enum lock_rank mm_ranks[] = {
+        [MM_RANK_SWEEP] = LOCK_RANK_MM_SWEEP,
+        [MM_RANK_CENTRAL] = LOCK_RANK_MM_CENTRAL,
+        [MM_RANK_PALLOC] = LOCK_RANK_FRAMES,
+        [MM_RANK_HEAP] = LOCK_RANK_HEAP,
+};
+_Static_assert(sizeof(mm_ranks) / sizeof(mm_ranks[0]) == MM_RANK_COUNT,
+               "every mm rank has a kernel rank");
 
 static struct spinlock *klock(const mm_lock_t *l)
 {
@@ -40,8 +53,9 @@ static struct spinlock *klock(const mm_lock_t *l)
 
 void mm_lock_init(mm_lock_t *l, const char *name, enum mm_lock_rank rank)
 {
-	spin_init(klock(l), name,
-	          rank == MM_RANK_HEAP ? LOCK_RANK_HEAP : LOCK_RANK_FRAMES);
+	if ((unsigned)rank >= MM_RANK_COUNT || mm_ranks[rank] == 0)
+		panic("mm_lock_init: lock %s has no rank %d", name, rank);
+	spin_init(klock(l), name, mm_ranks[rank]);
 }
 
 unsigned long mm_lock_acquire(mm_lock_t *l)
@@ -59,22 +73,13 @@ bool mm_lock_held(const mm_lock_t *l)
 	return spin_held(klock(l));
 }
 
-unsigned long mm_cpu_pin(void)
+bool mm_port_can_sleep(void)
 {
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	return flags;
-}
-
-void mm_cpu_unpin(unsigned long irq_state)
-{
-	if (irq_state & RFLAGS_IF)
-		cpu_sti();
-}
-
-unsigned mm_cpu_id(void)
-{
-	return this_cpu()->id;
+	if (!(read_rflags() & RFLAGS_IF))
+		return false;
+	struct cpu *c = this_cpu(); /* threads never migrate */
+	return c->irq_depth == 0 && c->preempt_count == 0 && c->nheld == 0 &&
+	       c->current != NULL;
 }
 
 void *mm_port_reserve(size_t nbytes, size_t align)
@@ -95,84 +100,83 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return r;
 }
 
-/* Unmaps [addr, addr + nbytes) where mapped and frees the frames. */
-static void unmap_range(uintptr_t addr, size_t nbytes)
+/*
+ * Takes n frames from the pool, all or none, as a list linked through
+ * their first word (direct map): nothing is mapped until the caller has
+ * them all, so a shortage undoes nothing that another CPU could see.
+ * Returns 0 when the pool is short (the frames taken so far go back).
+ */
+static paddr_t frames_take(size_t n)
 {
-	for (uintptr_t va = addr; va < addr + nbytes; va += PAGE_SIZE) {
-		paddr_t pa;
-		if (vm_unmap_page(va, &pa) == 0)
-			frame_free(pa);
+	paddr_t head = 0;
+	for (size_t i = 0; i < n; i++) {
+		paddr_t pa = frame_alloc();
+		if (!pa) {
+			while (head) {
+				paddr_t next = *(paddr_t *)phys_to_virt(head);
+				frame_free(head);
+				head = next;
+			}
+			return 0;
+		}
+		*(paddr_t *)phys_to_virt(pa) = head;
+		head = pa;
 	}
+	return head;
+}
+
+/* Pops a frame off a frames_take list and zeroes it. */
+static paddr_t frames_pop_zeroed(paddr_t *head)
+{
+	paddr_t pa = *head;
+	*head = *(paddr_t *)phys_to_virt(pa);
+	memset(phys_to_virt(pa), 0, PAGE_SIZE);
+	return pa;
 }
 
 bool mm_port_map(void *addr, size_t nbytes)
 {
+	/* Page tables first (they stay), then every frame, then the PTEs:
+	 * no step after the first allocation can fail. */
 	uintptr_t base = (uintptr_t)addr;
+	if (nbytes == 0)
+		return true;
+	if (vm_prepare_range(base, nbytes) != 0)
+		return false;
+	paddr_t list = frames_take(nbytes / PAGE_SIZE);
+	if (!list)
+		return false;
 	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
-		paddr_t pa = frame_alloc();
-		if (!pa) {
-			unmap_range(base, va - base);
-			return false;
-		}
-		memset(phys_to_virt(pa), 0, PAGE_SIZE);
-		int err = vm_map_page(va, pa, VM_WRITE);
-		if (err) {
-			frame_free(pa);
-			unmap_range(base, va - base);
-			if (err != -VM_ENOMEM)
-				panic("mm_port_map: %#lx: error %d",
-				      (unsigned long)va, -err);
-			return false;
-		}
+		int err = vm_pte_set(va, frames_pop_zeroed(&list), VM_WRITE);
+		if (err)
+			panic("mm_port_map: %#lx: error %d (mapped twice?)",
+			      (unsigned long)va, -err);
 	}
 	return true;
-}
-
-void mm_port_unused(void *addr, size_t nbytes)
-{
-	/* Per batch: unmap, shoot down, then free. No CPU may still reach a
-	 * frame when it goes back to the pool (DESIGN.md). */
-	enum { BATCH = 64 };
-	paddr_t frames[BATCH];
-	uintptr_t base = (uintptr_t)addr, limit = base + nbytes;
-	while (base < limit) {
-		uintptr_t end = base + BATCH * PAGE_SIZE < limit
-		                        ? base + BATCH * PAGE_SIZE
-		                        : limit;
-		unsigned n = 0;
-		for (uintptr_t va = base; va < end; va += PAGE_SIZE)
-			if (vm_unmap_page(va, &frames[n]) == 0)
-				n++;
-		if (n > 0)
-			tlb_shootdown(base, (end - base) / PAGE_SIZE);
-		for (unsigned i = 0; i < n; i++)
-			frame_free(frames[i]);
-		base = end;
-	}
 }
 
 bool mm_port_used(void *addr, size_t nbytes)
 {
 	/* Only the pages that are not mapped need a frame: a range handed
-	 * out may mix scavenged and backed pages. */
-	uintptr_t base = (uintptr_t)addr;
-	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
+	 * out may mix scavenged and backed pages. All or nothing: count,
+	 * take every frame, then map. The caller owns the pages, so the
+	 * count cannot change in between. */
+	uintptr_t base = (uintptr_t)addr, limit = base + nbytes;
+	size_t need = 0;
+	for (uintptr_t va = base; va < limit; va += PAGE_SIZE)
+		need += !vm_translate(va, NULL, NULL);
+	if (need == 0)
+		return true;
+	paddr_t list = frames_take(need);
+	if (!list)
+		return false;
+	for (uintptr_t va = base; va < limit; va += PAGE_SIZE) {
 		if (vm_translate(va, NULL, NULL))
 			continue;
-		paddr_t pa = frame_alloc();
-		if (pa) {
-			memset(phys_to_virt(pa), 0, PAGE_SIZE);
-			if (vm_map_page(va, pa, VM_WRITE) == 0)
-				continue;
-			frame_free(pa);
-		}
-		/* Out of memory: take back what this call mapped. */
-		for (uintptr_t v = base; v < va; v += PAGE_SIZE) {
-			paddr_t f;
-			if (vm_unmap_page(v, &f) == 0)
-				frame_free(f);
-		}
-		return false;
+		int err = vm_pte_set(va, frames_pop_zeroed(&list), VM_WRITE);
+		if (err)
+			panic("mm_port_used: %#lx: error %d (not prepared?)",
+			      (unsigned long)va, -err);
 	}
 	return true;
 }
@@ -180,13 +184,6 @@ bool mm_port_used(void *addr, size_t nbytes)
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
 	return vm_prepare_range((uintptr_t)addr, nbytes) == 0;
-}
-
-void mm_unused_batch_init(struct mm_unused_batch *b)
-{
-	b->npages = 0;
-	b->lo = UINTPTR_MAX;
-	b->hi = 0;
 }
 
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
@@ -226,9 +223,15 @@ uint64_t mm_port_now_ns(void)
 	return time_now_ns();
 }
 
-bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg)
+struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
+                                       void *arg)
 {
-	return thread_create(name, fn, arg, THREAD_ANY_CPU) != NULL;
+	return (struct mm_thread *)thread_create(name, fn, arg, THREAD_ANY_CPU);
+}
+
+void mm_port_thread_join(struct mm_thread *t)
+{
+	thread_join((struct thread *)t);
 }
 
 uint64_t mm_port_thread_cpu_ns(void)
@@ -242,16 +245,27 @@ uint64_t mm_port_thread_cpu_ns(void)
 	return ns;
 }
 
-/* An mm_event_t: a pending flag and at most one sleeping waiter, under a
- * spinlock of rank WAITQ (wake takes the waiter's run-queue lock). */
+/*
+ * An mm_event_t: an event count and the threads sleeping on it, under a
+ * spinlock of rank WAITQ (a wake takes the waiters' run-queue locks under
+ * it). Each waiter links a node on its own stack and unlinks it before it
+ * returns; a wake unlinks every node it wakes.
+ */
+struct event_waiter {
+	struct thread *t;
+	struct event_waiter *next;
+};
+
 struct kernel_event {
 	struct spinlock lock;
-	bool pending;
-	struct thread *waiter;
+	_Atomic uint64_t count;       /* written under lock, read by prepare */
+	struct event_waiter *waiters; /* by lock */
 };
 
 _Static_assert(sizeof(struct kernel_event) <= sizeof(mm_event_t),
                "mm_event_t must hold the kernel's event");
+_Static_assert(_Alignof(struct kernel_event) <= _Alignof(mm_event_t),
+               "and be aligned for it");
 
 static struct kernel_event *kevent(mm_event_t *e)
 {
@@ -262,33 +276,58 @@ void mm_event_init(mm_event_t *e, const char *name)
 {
 	struct kernel_event *k = kevent(e);
 	spin_init(&k->lock, name, LOCK_RANK_WAITQ);
-	k->pending = false;
-	k->waiter = NULL;
+	atomic_store(&k->count, 0);
+	k->waiters = NULL;
 }
 
-void mm_event_wait(mm_event_t *e, uint64_t timeout_ns)
+uint64_t mm_event_prepare(mm_event_t *e)
+{
+	return atomic_load(&kevent(e)->count);
+}
+
+/* Takes w off k's list if it is still on it. Locking: k->lock held. */
+static void unlink_waiter(struct kernel_event *k, struct event_waiter *w)
+{
+	for (struct event_waiter **pp = &k->waiters; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			return;
+		}
+}
+
+bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 {
 	struct kernel_event *k = kevent(e);
+	if (!mm_port_can_sleep())
+		panic("mm_event_wait(%s) from a context that cannot sleep",
+		      k->lock.name);
+	uint64_t deadline = time_now_ns() + timeout_ns;
+	if (deadline < timeout_ns)
+		deadline = UINT64_MAX;
 	unsigned long irq = spin_lock_irqsave(&k->lock);
-	if (!k->pending) {
-		k->waiter = thread_current();
-		thread_sleep_unlock(&k->lock, irq, timeout_ns);
+	for (;;) {
+		uint64_t now = time_now_ns();
+		if (atomic_load(&k->count) != seen || now >= deadline)
+			break;
+		struct event_waiter w = {thread_current(), k->waiters};
+		k->waiters = &w;
+		thread_sleep_unlock(&k->lock, irq, deadline - now);
 		irq = spin_lock_irqsave(&k->lock);
-		k->waiter = NULL;
+		unlink_waiter(k, &w);
 	}
-	k->pending = false;
+	bool moved = atomic_load(&k->count) != seen;
 	spin_unlock_irqrestore(&k->lock, irq);
+	return moved;
 }
 
 void mm_event_wake(mm_event_t *e)
 {
 	struct kernel_event *k = kevent(e);
 	unsigned long irq = spin_lock_irqsave(&k->lock);
-	k->pending = true;
-	if (k->waiter) {
-		thread_wake(k->waiter);
-		k->waiter = NULL;
-	}
+	atomic_fetch_add(&k->count, 1);
+	for (struct event_waiter *w = k->waiters; w; w = w->next)
+		thread_wake(w->t);
+	k->waiters = NULL;
 	spin_unlock_irqrestore(&k->lock, irq);
 }
 

@@ -2,28 +2,37 @@
  * mm/mheap.c: the page-level heap: allocation, growth, free, statistics.
  *
  * Purpose: hand out runs of mapped pages from a reserved virtual arena,
- * growing it chunk by chunk, and give memory back through the scavenger
- * (mheap_scav.c). Modelled on the Go runtime's mheap.allocSpan/grow/
- * freeSpan, without spans (the span heap builds on this).
+ * from threads and from interrupt handlers, growing it chunk by chunk,
+ * and give memory back through the scavenger (mheap_scav.c). Modelled on
+ * the Go runtime's mheap.allocSpan/grow/freeSpan, without spans (the span
+ * heap builds on this).
  *
  * Representation. h->pages is a palloc in reserved-metadata mode over
  * [arena_base, arena_base + arena_pages pages); its allocated pages are
- * the callers' pages plus the runs the background scavenger has taken out
- * of the free set while it unmaps them (taken_pages). The arena grows
- * upward: chunks [0, grown_chunks) are grown. A free page is backed
- * (mapped, its scavenged bit clear) or scavenged (unmapped).
+ * the callers' pages plus the runs the scavenger has taken out of the free
+ * set while it unmaps them (taken_pages). The arena grows upward: chunks
+ * [0, grown_chunks) are grown. A free page is backed (mapped, its
+ * scavenged bit clear) or scavenged (unmapped, and in no CPU's TLB).
  *
  * Algorithm.
- *   alloc    Under the lock, palloc_alloc_locked. If it fails, unlock and
- *            grow by enough whole chunks for the request: palloc's
- *            metadata (palloc_grow_prepare) and the page-table pages
- *            (mm_port_prepare) outside the lock; then, under it, if the
- *            frame pool is below the low watermark, scavenge first in
- *            locked mode (mheap_scavenge_locked: choose pages, clear their
- *            PTEs, all without unlocking), commit, unlock, finish the
- *            shootdown and frame return, and retry. After the final unlock
- *            the pages that were scavenged are mapped again (mm_port_used
- *            maps only pages that are not mapped).
+ *   alloc    Under the lock, palloc_alloc_locked (the mask variant for
+ *            runs of at most 64 pages). After unlocking, map the pages
+ *            that were scavenged (mm_port_used, all or nothing); a thread
+ *            first scavenges other free pages if that would take the
+ *            frame pool below the low watermark. If mapping
+ *            fails, a run of at most 64 pages is given back exactly as it
+ *            was (palloc_free_mask_locked: no page changed); a longer one
+ *            (thread context only) is unmapped and given back scavenged.
+ *   grow     When nothing fits: one caller at a time sets `growing`,
+ *            prepares palloc's metadata and the page tables outside the
+ *            lock, commits under the lock, clears `growing` and wakes `grown`.
+ * A thread that finds `growing` set sleeps on `grown` (an event count, read
+ * before its failed attempt, so no wake-up is lost) and retries; an atomic
+ * caller gets NULL instead. reserve  Free pages in grown chunks are kept at
+ * reserve_pages or more, so that atomic callers rarely need to grow: a thread
+ *            whose allocation leaves fewer grows the heap by a chunk
+ *            (unless someone is growing already), and an atomic caller
+ *            that leaves fewer wakes the scavenger thread to do it.
  *   free     Under the lock, palloc_free_locked; after unlocking, wake the
  *            scavenger if the free was large and left the heap over its
  *            goal. Debug mode instead unmaps the pages while the caller
@@ -31,20 +40,20 @@
  *
  * Invariants (mheap_check verifies 1 and 3 with palloc_check_locked):
  *   1. in use = grown - free - taken_pages; grown = grown_chunks * 512.
- *   2. A free backed page is mapped; a scavenged page is not.
- *   3. taken_pages is 0 unless the background scavenger is mid-batch.
+ *   2. A free backed page is mapped; a scavenged page is not, and no CPU
+ *      holds a TLB entry for it (it was shot down before it went back).
+ *   3. taken_pages is 0 unless a scavenge is mid-batch.
  *
- * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc and
- * mm_port_unused_begin. `growing` serialises growth and release_all (an
- * atomic flag; a thread that finds it set retries its allocation, which
- * the grower's commit will satisfy or not). mm_log, mm_event_wake and
- * mm_port_used/unused/map only after unlocking.
- * Limits: the arena never shrinks; growth is linear from the base; no
- * page cache yet; failed growth is retried by the next allocation.
+ * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc. No
+ * port hook, mm_log or mm_event_wake runs under it. `growing` serialises
+ * palloc_grow_prepare. Waiting happens only in thread context, on `grown`.
+ * Limits: the arena never shrinks; growth is linear from the base.
  */
-#include "mheap.h"
+#include "mheap_internal.h"
 
-#define CHUNK_PAGES ((size_t)PALLOC_CHUNK_PAGES)
+#ifdef MM_TEST_HOOKS
+void (*_Atomic mheap_test_hook)(struct mheap *h, enum mheap_hook_point where);
+#endif
 
 void mheap_config_default(struct mheap_config *cfg)
 {
@@ -52,6 +61,7 @@ void mheap_config_default(struct mheap_config *cfg)
 	        .arena_bytes = MHEAP_DEFAULT_ARENA_BYTES,
 	        .goal_percent = MHEAP_DEFAULT_GOAL_PERCENT,
 	        .low_watermark_pages = 0,
+	        .reserve_pages = MHEAP_DEFAULT_RESERVE_PAGES,
 	        .cpu_permille = MHEAP_DEFAULT_CPU_PERMILLE,
 	        .flags = 0,
 	};
@@ -59,11 +69,14 @@ void mheap_config_default(struct mheap_config *cfg)
 
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 {
+	mheap_assert_can_sleep("mheap_init");
 	*h = (struct mheap){.cfg = *cfg};
 	if (cfg->arena_bytes == 0 || cfg->arena_bytes % PALLOC_CHUNK_BYTES ||
-	    cfg->cpu_permille == 0 || cfg->cpu_permille > 1000) {
-		mm_log("mheap: bad config: arena %zu bytes, cpu %u per mille",
-		       cfg->arena_bytes, cfg->cpu_permille);
+	    cfg->cpu_permille == 0 || cfg->cpu_permille > 1000 ||
+	    cfg->reserve_pages > cfg->arena_bytes / MM_PAGE_SIZE) {
+		mm_log("mheap: bad config: arena %zu bytes, cpu %u per mille, "
+		       "reserve %zu pages",
+		       cfg->arena_bytes, cfg->cpu_permille, cfg->reserve_pages);
 		return false;
 	}
 	void *base = mm_port_reserve(cfg->arena_bytes, PALLOC_CHUNK_BYTES);
@@ -82,109 +95,205 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	};
 	if (!palloc_init(&h->pages, &pc))
 		return false;
-	mm_unused_batch_init(&h->batch);
-	mm_unused_batch_init(&h->bg_batch);
-	mm_event_init(&h->wake, "mheap_scav");
-	mm_event_init(&h->pace, "mheap_pace");
-	mm_event_init(&h->done, "mheap_scav_done");
-	mm_event_init(&h->backoff, "mheap_backoff");
+	mm_event_init(&h->grown, "mheap_grown");
+	mm_event_init(&h->scav.wake, "mheap_scav");
+	mm_event_init(&h->scav.pace, "mheap_pace");
 	return true;
 }
 
-/* Locks held briefly to commit a grown range, after an optional locked-
- * mode scavenge (frames short). The caller owns `growing`. */
-static bool commit_growth(struct mheap *h, uintptr_t base, size_t nchunks)
+/* Before npages scavenged pages are mapped: while that would take the
+ * frame pool below the low watermark, scavenge free backed pages (dense
+ * chunks too) to make room. Thread context (it waits for shootdowns). */
+static void scavenge_for_frames(struct mheap *h, size_t npages)
 {
-	size_t need = 0, frames = mm_port_free_pages();
-	if (frames < h->cfg.low_watermark_pages)
-		need = h->cfg.low_watermark_pages - frames +
-		       nchunks * CHUNK_PAGES;
-	for (;;) {
-		unsigned long irq = mm_lock_acquire(&h->lock);
-		size_t got =
-		        need ? mheap_scavenge_locked(h, need, PALLOC_SCAV_FORCE)
-		             : 0;
-		need -= got;
-		bool last = need == 0 || got < MM_UNUSED_BATCH_PAGES;
-		bool ok = true;
-		if (got)
-			h->counters.sync_runs++;
-		if (last) {
-			ok = palloc_grow_commit_locked(
-			        &h->pages, base, nchunks * PALLOC_CHUNK_BYTES);
-			if (ok) {
-				h->grown_chunks += nchunks;
-				h->counters.grows++;
-			}
-		}
-		mm_lock_release(&h->lock, irq);
-		/* The shootdown and the frame return, before anyone maps
-		 * the pages this growth was for. */
-		mm_port_unused_finish(&h->batch);
-		if (last)
-			return ok;
+	size_t frames = mm_port_free_pages();
+	size_t want = h->cfg.low_watermark_pages + npages;
+	if (frames >= want)
+		return;
+	size_t need = want - frames;
+	while (need > 0) {
+		size_t n = mheap_scavenge_batch(h, need, PALLOC_SCAV_FORCE,
+		                                MHEAP_SCAV_FRAMES);
+		if (n == 0)
+			break;
+		need -= n < need ? n : need;
 	}
 }
 
-/* Grows the heap by enough chunks for npages. Returns false if the arena
- * is full or memory ran out; true if it grew or another thread is growing
- * (the caller retries). Thread context, no mm lock. */
-static bool grow(struct mheap *h, size_t npages)
+enum grow_result { GROW_OK, GROW_FAILED, GROW_BUSY };
+
+/* Grows the heap by enough whole chunks for npages, unless another caller
+ * is growing it (GROW_BUSY). Wakes the waiters on `grown` either way it
+ * ends. Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
+static enum grow_result grow(struct mheap *h, size_t npages, unsigned flags)
 {
 	if (atomic_exchange(&h->growing, true))
-		return true; /* someone else grows: retry the allocation */
+		return GROW_BUSY;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	size_t first = h->grown_chunks;
 	mm_lock_release(&h->lock, irq);
-	size_t nchunks = (npages + CHUNK_PAGES - 1) / CHUNK_PAGES;
-	size_t total = h->arena_pages / CHUNK_PAGES;
-	bool ok = nchunks <= total - first;
+	size_t nchunks = (npages + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
+	size_t total = h->arena_pages / MHEAP_CHUNK_PAGES;
 	uintptr_t base = h->arena_base + first * PALLOC_CHUNK_BYTES;
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;
-	ok = ok && palloc_grow_prepare(&h->pages, base, nbytes) &&
-	     mm_port_prepare((void *)base, nbytes) &&
-	     commit_growth(h, base, nchunks);
+	bool ok = nchunks <= total - first &&
+	          palloc_grow_prepare(&h->pages, base, nbytes) &&
+	          mm_port_prepare((void *)base, nbytes);
+	mheap_hook(h, MHEAP_HOOK_GROW_PREPARED);
+	if (ok) {
+		irq = mm_lock_acquire(&h->lock);
+		ok = palloc_grow_commit_locked(&h->pages, base, nbytes);
+		if (ok) {
+			h->grown_chunks += nchunks;
+			h->counters.grows++;
+		}
+		mm_lock_release(&h->lock, irq);
+	}
 	atomic_store(&h->growing, false);
-	return ok;
+	mm_event_wake(&h->grown);
+	return ok ? GROW_OK : GROW_FAILED;
 }
 
-/* Gives back a run the caller owns (allocated) and frees it scavenged:
- * the background mode's second half, and debug mode's free. */
-static void unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
+void mheap_refill(struct mheap *h)
 {
-	mm_port_unused((void *)base, npages * MM_PAGE_SIZE);
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	size_t free = h->pages.stats.free_pages;
+	mm_lock_release(&h->lock, irq);
+	if (free >= h->cfg.reserve_pages || atomic_load(&h->growing))
+		return;
+	if (grow(h, h->cfg.reserve_pages - free, 0) == GROW_OK) {
+		irq = mm_lock_acquire(&h->lock);
+		h->counters.refills++;
+		mm_lock_release(&h->lock, irq);
+	}
+}
+
+void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
+{
+	struct mm_unused_batch b;
+	mm_unused_batch_init(&b);
+	for (size_t done = 0; done < npages;) {
+		size_t n = npages - done < MM_UNUSED_BATCH_PAGES
+		                   ? npages - done
+		                   : MM_UNUSED_BATCH_PAGES;
+		mm_port_unused_begin((void *)(base + done * MM_PAGE_SIZE),
+		                     n * MM_PAGE_SIZE, &b);
+		mm_port_unused_finish(&b);
+		done += n;
+	}
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_scav_return_locked(&h->pages, base, npages);
 	mm_lock_release(&h->lock, irq);
 }
 
-/* Maps the scavenged pages of a fresh allocation; on failure gives the
- * whole run back (scavenged) and returns NULL. */
-static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
-                          size_t nscav)
+/* One attempt under the lock. *mask gets the scavenged pages of a run of
+ * at most 64 pages, *nscav their count; *low whether free pages fell
+ * below the reserve. */
+static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
+                           size_t *nscav, bool *low)
 {
-	if (nscav == 0 || mm_port_used((void *)base, npages * MM_PAGE_SIZE))
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	uintptr_t base;
+	if (npages <= 64) {
+		base = palloc_alloc_mask_locked(&h->pages, npages, mask);
+		*nscav = pallocbits_popcount(*mask);
+	} else {
+		base = palloc_alloc_locked(&h->pages, npages, nscav);
+	}
+	*low = h->pages.stats.free_pages < h->cfg.reserve_pages;
+	mm_lock_release(&h->lock, irq);
+	return base;
+}
+
+/* Maps the scavenged pages of a fresh allocation, making room first when
+ * frames are short (threads only). If memory ran out the run goes back as
+ * it was and NULL is returned. */
+static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
+                          uint64_t mask, size_t nscav, bool atomic)
+{
+	if (nscav == 0)
 		return (void *)base;
-	unmap_and_return(h, base, npages);
+	if (!atomic)
+		scavenge_for_frames(h, nscav);
+	if (mm_port_used((void *)base, npages * MM_PAGE_SIZE))
+		return (void *)base;
+	if (npages <= 64) {
+		unsigned long irq = mm_lock_acquire(&h->lock);
+		palloc_free_mask_locked(&h->pages, base, npages, mask);
+		mm_lock_release(&h->lock, irq);
+	} else {
+		mheap_unmap_and_return(h, base, npages); /* thread only */
+	}
 	return NULL;
 }
 
-void *mheap_alloc_pages(struct mheap *h, size_t npages)
+/* After an allocation left free pages below the reserve: a thread grows
+ * the heap now, an atomic caller asks the scavenger thread to. */
+static void reserve_low(struct mheap *h, bool atomic)
 {
-	if (npages == 0 || npages > h->arena_pages) {
+	if (!atomic) {
+		mheap_refill(h);
+		return;
+	}
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool wake = !h->scav.refill;
+	h->scav.refill = true;
+	mm_lock_release(&h->lock, irq);
+	if (wake)
+		mm_event_wake(&h->scav.wake);
+}
+
+/* Counts a refused atomic call. */
+static void *atomic_failed(struct mheap *h)
+{
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	h->counters.atomic_fails++;
+	mm_lock_release(&h->lock, irq);
+	return NULL;
+}
+
+void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
+{
+	bool atomic = flags & MHEAP_ATOMIC;
+	if (!atomic)
+		mheap_assert_can_sleep("mheap_alloc_pages");
+	if (npages == 0 || npages > h->arena_pages ||
+	    (atomic && npages > MHEAP_ATOMIC_MAX_PAGES)) {
 		mm_log("mheap: alloc of %zu pages refused: %s", npages,
-		       npages ? "larger than the arena" : "zero pages");
+		       npages == 0 ? "zero pages"
+		       : npages > h->arena_pages
+		               ? "larger than the arena"
+		               : "too large for MHEAP_ATOMIC");
 		return NULL;
 	}
 	for (;;) {
+		uint64_t seen = mm_event_prepare(&h->grown), mask = 0;
 		size_t nscav;
+		bool low;
+		uintptr_t base = try_alloc(h, npages, &mask, &nscav, &low);
+		if (base) {
+			void *p = finish_alloc(h, base, npages, mask, nscav,
+			                       atomic);
+			if (low && h->cfg.reserve_pages)
+				reserve_low(h, atomic);
+			return p || !atomic ? p : atomic_failed(h);
+		}
+		if (flags & MHEAP_NO_GROW)
+			return atomic ? atomic_failed(h) : NULL;
+		switch (grow(h, npages, flags)) {
+		case GROW_OK:
+			continue;
+		case GROW_FAILED:
+			return atomic ? atomic_failed(h) : NULL;
+		case GROW_BUSY:
+			if (atomic)
+				return atomic_failed(h);
+			break;
+		}
 		unsigned long irq = mm_lock_acquire(&h->lock);
-		uintptr_t base = palloc_alloc_locked(&h->pages, npages, &nscav);
+		h->counters.grow_waits++;
 		mm_lock_release(&h->lock, irq);
-		if (base)
-			return finish_alloc(h, base, npages, nscav);
-		if (!grow(h, npages))
-			return NULL;
+		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 	}
 }
 
@@ -192,7 +301,8 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
 	if (h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) {
-		unmap_and_return(h, base, npages);
+		mheap_assert_can_sleep("mheap_free_pages (debug_pagealloc)");
+		mheap_unmap_and_return(h, base, npages);
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		h->counters.debug_pages += npages;
 		mm_lock_release(&h->lock, irq);
@@ -201,16 +311,16 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 	bool wake = false;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_free_locked(&h->pages, base, npages);
-	if (npages >= MHEAP_WAKE_PAGES && h->bg_idle) {
+	if (npages >= MHEAP_WAKE_PAGES && h->scav.idle) {
 		struct mheap_stats st;
 		mheap_stats_locked(h, &st);
 		wake = st.free_backed_pages > st.goal_pages;
 		if (wake)
-			h->bg_idle = false;
+			h->scav.idle = false;
 	}
 	mm_lock_release(&h->lock, irq);
 	if (wake)
-		mm_event_wake(&h->wake);
+		mm_event_wake(&h->scav.wake);
 }
 
 size_t mheap_goal_pages(size_t in_use, unsigned goal_percent)
@@ -224,7 +334,7 @@ void mheap_stats_locked(struct mheap *h, struct mheap_stats *st)
 {
 	struct palloc_stats ps;
 	palloc_stats_locked(&h->pages, &ps);
-	*st = h->counters;
+	*st = (struct mheap_stats){.n = h->counters};
 	st->grown_pages = ps.grown_pages;
 	st->in_use_pages = ps.grown_pages - ps.free_pages - h->taken_pages;
 	st->free_backed_pages = ps.free_pages - ps.scav_pages;
@@ -232,6 +342,7 @@ void mheap_stats_locked(struct mheap *h, struct mheap_stats *st)
 	st->scavenging_pages = h->taken_pages;
 	st->goal_pages =
 	        mheap_goal_pages(st->in_use_pages, h->cfg.goal_percent);
+	st->reserve_pages = h->cfg.reserve_pages;
 }
 
 void mheap_stats(struct mheap *h, struct mheap_stats *st)
@@ -247,15 +358,21 @@ void mheap_dump(struct mheap *h)
 	struct mheap_stats st;
 	mheap_stats(h, &st);
 	mm_log("mheap: pages: %zu grown, %zu in use, %zu free backed, %zu "
-	       "free scavenged, %zu being scavenged; goal %zu free backed",
+	       "free scavenged, %zu being scavenged; goal %zu free backed, "
+	       "reserve %zu free",
 	       st.grown_pages, st.in_use_pages, st.free_backed_pages,
-	       st.free_scav_pages, st.scavenging_pages, st.goal_pages);
-	mm_log("mheap: frames free %zu; grows %lu; scavenger: %lu runs, %lu "
-	       "pages, %lu us CPU; locked mode: %lu runs, %lu pages; "
-	       "release-all %lu pages; debug %lu pages",
-	       st.frames_free, st.grows, st.bg_runs, st.bg_pages,
-	       st.bg_cpu_ns / 1000, st.sync_runs, st.sync_pages,
-	       st.release_pages, st.debug_pages);
+	       st.free_scav_pages, st.scavenging_pages, st.goal_pages,
+	       st.reserve_pages);
+	mm_log("mheap: frames free %zu; grows %lu (%lu for the reserve, %lu "
+	       "waits); atomic refusals %lu",
+	       st.frames_free, st.n.grows, st.n.refills, st.n.grow_waits,
+	       st.n.atomic_fails);
+	mm_log("mheap: scavenger: %lu runs, %lu pages, %lu us CPU; frames "
+	       "short: "
+	       "%lu runs, %lu pages; release-all %lu pages; debug %lu pages",
+	       st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000,
+	       st.n.sync_runs, st.n.sync_pages, st.n.release_pages,
+	       st.n.debug_pages);
 }
 
 void mheap_check(struct mheap *h)
@@ -264,7 +381,7 @@ void mheap_check(struct mheap *h)
 	palloc_check_locked(&h->pages);
 	struct palloc_stats ps;
 	palloc_stats_locked(&h->pages, &ps);
-	if (ps.grown_pages != h->grown_chunks * CHUNK_PAGES ||
+	if (ps.grown_pages != h->grown_chunks * MHEAP_CHUNK_PAGES ||
 	    ps.grown_pages - ps.free_pages < h->taken_pages)
 		mm_panic("mheap: check: %zu grown pages, %zu free, %zu taken; "
 		         "%zu chunks grown",

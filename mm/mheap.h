@@ -2,14 +2,18 @@
  * mm/mheap.h: the page-level heap, the base the span heap builds on.
  *
  * A struct mheap owns a palloc over a reserved virtual arena and hands out
- * runs of pages, mapped and zeroed when they were scavenged. Its lock (rank
- * MM_RANK_HEAP) is a leaf: under it only palloc and mm_port_unused_begin
- * are called. It grows chunk by chunk and gives free memory back with a
- * scavenger (mheap_scav.c): a paced background thread keeping free backed
- * pages near a goal, a synchronous pass with the lock held when the heap
- * grows while frames are short, mheap_release_all, and a debug mode that
- * scavenges every page as it is freed. Modelled on the Go runtime's mheap
- * (mheap.go) and background scavenger (mgcscavenge.go).
+ * runs of pages, mapped and zeroed where they were scavenged. It grows
+ * chunk by chunk and gives free memory back with a scavenger
+ * (mheap_scav.c): a paced background thread keeping free backed pages near
+ * a goal, a synchronous pass when frames are short,
+ * mheap_release_all, and a debug mode that scavenges every page as it is
+ * freed. Modelled on the Go runtime's mheap (mheap.go) and background
+ * scavenger (mgcscavenge.go).
+ *
+ * Contexts. Allocation works from threads and, with MHEAP_ATOMIC, from
+ * interrupt handlers or with interrupts disabled; freeing works from any
+ * context but NMI. Everything else is thread context. A thread-only call
+ * from an atomic context mm_panics naming the function.
  */
 #ifndef MM_MHEAP_H
 #define MM_MHEAP_H
@@ -22,51 +26,80 @@
 #include "palloc.h"
 #include "port.h"
 
-#define MHEAP_DEFAULT_ARENA_BYTES  ((size_t)64 << 30) /* 64 GiB */
-#define MHEAP_DEFAULT_GOAL_PERCENT 10
-#define MHEAP_DEFAULT_CPU_PERMILLE 10 /* 1% of one CPU */
-/* The background scavenger's batch: 64 KiB to 1 MiB, lock released
- * between batches, one TLB shootdown each. At most MHEAP_SCAV_RUNS runs. */
-#define MHEAP_SCAV_BATCH_PAGES MM_UNUSED_BATCH_PAGES
-#define MHEAP_SCAV_MIN_PAGES   16
-#define MHEAP_SCAV_RUNS        16
-/* A free of at least this many pages may wake the idle scavenger. */
-#define MHEAP_WAKE_PAGES 16
-#define MHEAP_IDLE_NS    ((uint64_t)10 * 1000 * 1000 * 1000) /* at goal */
+#define MHEAP_DEFAULT_ARENA_BYTES   ((size_t)64 << 30) /* 64 GiB */
+#define MHEAP_DEFAULT_GOAL_PERCENT  10
+#define MHEAP_DEFAULT_CPU_PERMILLE  10  /* 1% of one CPU */
+#define MHEAP_DEFAULT_RESERVE_PAGES 128 /* 512 KiB */
 
-_Static_assert(MHEAP_SCAV_BATCH_PAGES <= MM_UNUSED_BATCH_PAGES &&
-                       MHEAP_SCAV_BATCH_PAGES >= MHEAP_SCAV_MIN_PAGES &&
-                       MHEAP_SCAV_MIN_PAGES * MM_PAGE_SIZE >= 64 * 1024,
-               "background batches are at least 64 KiB");
+/* The largest MHEAP_ATOMIC request: an atomic caller must be able to undo
+ * its allocation exactly (palloc_alloc_mask_locked) without a shootdown. */
+#define MHEAP_ATOMIC_MAX_PAGES 64
 
 enum mheap_flags {
 	/* debug_pagealloc: scavenge every page as soon as it is freed, so a
 	 * touch of freed memory faults at once. Frees must then come from
-	 * thread context (mm_port_unused). */
+	 * thread context. */
 	MHEAP_DEBUG_SCAV_ON_FREE = 1u << 0,
+};
+
+/* Flags of mheap_alloc_pages. */
+enum mheap_alloc_flags {
+	/* The caller cannot sleep (an interrupt handler, interrupts off, a
+	 * spinlock held): never sleep, never wait for another CPU. It may
+	 * grow the heap itself when nobody else is growing; otherwise, or
+	 * if memory is short, it gets NULL. At most MHEAP_ATOMIC_MAX_PAGES. */
+	MHEAP_ATOMIC = 1u << 0,
+	/* Fail rather than grow the heap. */
+	MHEAP_NO_GROW = 1u << 1,
 };
 
 struct mheap_config {
 	size_t arena_bytes;         /* chunk multiple */
 	unsigned goal_percent;      /* free backed kept: % of in use */
-	size_t low_watermark_pages; /* below: scavenge before growing */
+	size_t low_watermark_pages; /* frames kept: scavenge before mapping */
+	size_t reserve_pages;       /* free pages kept for atomic callers */
 	unsigned cpu_permille;      /* scavenger CPU budget, 1..1000 */
 	unsigned flags;             /* enum mheap_flags */
 };
 
+/* Event counters, kept live under h->lock. */
+struct mheap_counters {
+	uint64_t grows;                        /* growths committed */
+	uint64_t grow_waits;                   /* sleeps on someone's growth */
+	uint64_t atomic_fails;                 /* MHEAP_ATOMIC calls refused */
+	uint64_t refills;                      /* growths for the reserve */
+	uint64_t bg_runs, bg_pages, bg_cpu_ns; /* background scavenger */
+	uint64_t sync_runs, sync_pages;        /* scavenging for frames */
+	uint64_t release_pages;                /* mheap_release_all */
+	uint64_t debug_pages;                  /* scavenge-on-free */
+};
+
+/* A consistent snapshot (mheap_stats). */
 struct mheap_stats {
 	size_t grown_pages;
 	size_t in_use_pages;      /* allocated by callers */
 	size_t free_backed_pages; /* free, memory still there */
 	size_t free_scav_pages;   /* free and scavenged */
-	size_t scavenging_pages;  /* taken by the background scavenger */
+	size_t scavenging_pages;  /* taken by the scavenger, being unmapped */
 	size_t goal_pages;        /* free backed the scavenger keeps */
+	size_t reserve_pages;     /* free pages kept for atomic callers */
 	size_t frames_free;       /* mm_port_free_pages() */
-	uint64_t bg_runs, bg_pages, bg_cpu_ns; /* background scavenger */
-	uint64_t sync_runs, sync_pages;        /* locked mode at growth */
-	uint64_t release_pages;                /* mheap_release_all */
-	uint64_t debug_pages;                  /* scavenge-on-free */
-	uint64_t grows;
+	struct mheap_counters n;
+};
+
+/* The background scavenger's state (mheap_scav.c). */
+struct mheap_scav {
+	/* Owned by mheap_scavenger_start/stop (thread context): */
+	struct mm_thread *thread;
+	/* Protected by h->lock: */
+	bool idle;   /* asleep at its goal: a large free wakes it */
+	bool refill; /* an atomic caller found the reserve short */
+	/* Atomic, no lock: */
+	_Atomic bool stop;
+	mm_event_t wake; /* frees over the goal, refills, stop */
+	mm_event_t pace; /* a paced sleep: woken only by stop */
+	/* The thread's own: */
+	uint64_t reported_ns, reported_pages; /* the last "at goal" line */
 };
 
 struct mheap {
@@ -81,24 +114,18 @@ struct mheap {
 	struct palloc pages;
 	size_t taken_pages;  /* out of the free set while being unmapped */
 	size_t grown_chunks; /* the arena grows upward from its base */
-	struct mheap_stats counters; /* the uint64_t fields */
-	bool bg_idle;                /* the scavenger sleeps at its goal */
+	struct mheap_counters counters;
 
-	/* Owned by whoever set `growing` (growth, mheap_release_all): */
+	/* Growth: set by the one thread or CPU growing (atomic); the grower
+	 * wakes `grown` when it commits or fails. */
 	_Atomic bool growing;
-	struct mm_unused_batch batch;
-	mm_event_t backoff; /* never woken: release_all waits for growth */
+	mm_event_t grown;
 
-	/* The background scavenger (mheap_scav.c): */
-	struct mm_unused_batch bg_batch; /* the thread's own */
-	mm_event_t wake;                 /* frees over the goal, stop */
-	mm_event_t pace;                 /* never woken: a sleep */
-	mm_event_t done;                 /* the thread has exited */
-	_Atomic bool bg_running, bg_stop;
-	uint64_t bg_reported_pages; /* the scavenger thread's own */
+	struct mheap_scav scav;
 };
 
-/* The defaults: 64 GiB arena, goal 10%, no low watermark, 1% CPU. */
+/* The defaults: 64 GiB arena, goal 10%, no low watermark, a 512 KiB
+ * reserve, 1% CPU. */
 void mheap_config_default(struct mheap_config *cfg);
 
 /* Prepares h (nothing grown). Returns false, logging why, if cfg is
@@ -107,10 +134,13 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg);
 
 /*
  * Returns npages contiguous pages, mapped and readable (zero where they
- * were scavenged), or NULL if npages is 0, the arena is full or memory ran
- * out, with nothing leaked. Thread context, no mm lock held.
+ * were scavenged), or NULL if npages is 0, too large (the arena, or
+ * MHEAP_ATOMIC_MAX_PAGES for atomic calls), the arena is full, memory ran
+ * out, or (MHEAP_ATOMIC) it would have to wait; nothing is leaked.
+ * flags: enum mheap_alloc_flags. Thread context, or any context but NMI
+ * with MHEAP_ATOMIC; no mm lock held.
  */
-void *mheap_alloc_pages(struct mheap *h, size_t npages);
+void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
 
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
  * but NMI (thread context in debug mode); no mm lock held. */
@@ -123,7 +153,8 @@ size_t mheap_release_all(struct mheap *h);
 /* Starts the background scavenger; false if it cannot. Thread context. */
 bool mheap_scavenger_start(struct mheap *h);
 
-/* Stops it and waits for it to exit (tests; the kernel never stops it). */
+/* Stops it and joins it: when this returns the thread no longer touches h.
+ * Thread context. */
 void mheap_scavenger_stop(struct mheap *h);
 
 /* Free backed pages the scavenger keeps for in_use pages in use. */
@@ -133,7 +164,7 @@ size_t mheap_goal_pages(size_t in_use, unsigned goal_percent);
  * stays within permille thousandths of one CPU: work * (1000 - b) / b. */
 uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
 
-/* A consistent copy of the counters. Thread or IRQ context, no mm lock. */
+/* A consistent snapshot. Any context but NMI, no mm lock held. */
 void mheap_stats(struct mheap *h, struct mheap_stats *st);
 
 /* mm_logs the memory info (never under the lock). Thread context. */
@@ -141,16 +172,5 @@ void mheap_dump(struct mheap *h);
 
 /* palloc_check_locked under h's lock, plus the heap's own counts. */
 void mheap_check(struct mheap *h);
-
-/* ---- Between mheap.c and mheap_scav.c ---------------------------------- */
-
-/* Locked mode: marks up to npages free backed pages scavenged and clears
- * their mappings into h->batch (the caller owns `growing`); returns how
- * many. The caller calls mm_port_unused_finish after unlocking.
- * Locking: h->lock must be held. */
-size_t mheap_scavenge_locked(struct mheap *h, size_t npages, unsigned flags);
-
-/* Sets stats for in-use and free pages from palloc. Locking: h->lock. */
-void mheap_stats_locked(struct mheap *h, struct mheap_stats *st);
 
 #endif

@@ -3,98 +3,150 @@
  *
  * Purpose: keep the memory behind free heap pages near a goal, so that a
  * heap does not hold its peak forever. Modelled on the Go runtime's
- * background scavenger (mgcscavenge.go: bgscavenge, scavengeOne, the
- * scavenge(nbytes, locked) of CL 195699) and debug.FreeOSMemory.
+ * background scavenger (mgcscavenge.go: bgscavenge, scavengeOne) and
+ * debug.FreeOSMemory.
  *
  * Representation. palloc's scavenged bitmap says which free pages are
  * unmapped (palloc_scav.c finds the others, highest address first). The
- * thread's state is two flags (running, stop) and three events: wake (a
- * large free over the goal, or stop), pace (never woken: a sleep), done.
+ * thread's state is struct mheap_scav: a stop flag, an idle flag, a
+ * refill request, and two events: wake (frees over the goal, refills,
+ * stop) and pace (woken only by stop).
  *
  * Algorithm.
- *   locked    mheap_scavenge_locked: with h->lock held throughout, mark
- *             free backed runs scavenged (they stay free) and clear their
- *             PTEs into h->batch (mm_port_unused_begin: no lock, no
- *             allocation, no waiting). After unlocking the caller calls
- *             mm_port_unused_finish: shootdown, then the frames go back.
- *             Used by growth under a low frame pool (mheap.c) and by
- *             mheap_release_all (forced: dense chunks too).
- *   background  One batch: under the lock take 16 to 256 pages (at most
- *             16 runs) out of the free set; unlock; clear their PTEs
- *             (mm_port_unused_begin on pages the thread now owns) and
- *             finish the batch: one shootdown for all of it, then the
- *             frames go back; relock; return the runs free and
- *             scavenged. The lock is never held across the unmapping, and
- *             is released between batches. Dense chunks (>= 496 pages in
- *             use) are skipped.
+ *   batch     Every mode scavenges the same way (mheap_scavenge_batch):
+ *             under the lock take up to 256 pages (at most 16 runs) out
+ *             of the free set, so that nobody can allocate them; unlock;
+ *             clear their PTEs (mm_port_unused_begin) and finish the
+ *             batch (mm_port_unused_finish: one shootdown for all of it,
+ *             then the frames go back); relock and return the runs free
+ *             and scavenged. A page is handed out again only after every
+ *             CPU flushed it: a not-present to present change needs no
+ *             shootdown only because of that. The lock is never held
+ *             while anyone waits for another CPU.
+ *   modes     background (the thread, towards the goal, dense chunks
+ *             skipped), allocation while frames are short and release-all
+ *             (both forced: dense chunks too). Go also has a "locked"
+ *             mode that marks pages scavenged while they stay free; it is
+ *             gone here, because another CPU could allocate such a page
+ *             and reach the old frame through its stale TLB entry.
  *   goal      free backed pages kept = in_use * goal_percent / 100
  *             (mheap_goal_pages, integers only). The thread scavenges
  *             while free backed > goal, then (after its paced sleep) sets
- *             bg_idle and waits on
- *             wake (MHEAP_IDLE_NS at most); a free of >= 16 pages that
- *             leaves the heap over its goal wakes it.
+ *             idle and waits on wake (MHEAP_IDLE_NS at most); a free of
+ *             >= 16 pages that leaves the heap over its goal wakes it.
+ *   refill    An atomic allocation that left free pages below the reserve
+ *             sets refill and wakes the thread, which grows the heap.
  *   pacing    After each batch the thread reads its own CPU time
  *             (mm_port_thread_cpu_ns); work w since its last sleep earns
  *             a sleep of w * (1000 - b) / b ns (b = cpu_permille), so
  *             that w / (w + sleep) <= b / 1000: 1% of one CPU by default.
+ *   report    At goal, one line of what it released, at most every
+ *             MHEAP_REPORT_NS (mheap_dump prints the counters on request).
  *
  * Invariants:
- *   1. A page is scavenged (its bit set) only once its PTE is cleared or
- *      about to be (taken pages are allocated while unmapped).
- *   2. taken_pages counts the taken runs; they are returned before the
- *      next batch.
+ *   1. A page is scavenged (its bit set) only once it is unmapped and
+ *      every CPU flushed it.
+ *   2. taken_pages counts the taken runs; each batch returns its own.
  *
- * Locking: h->lock around each step as above; the batch belongs to the
- * holder of h->growing. Statistics are h->lock's; nothing is logged or
- * woken under it.
- * Limits: one background thread per heap; mm_event_t wakes may be lost
- * only as "remembered once", which the idle timeout bounds.
+ * Locking: h->lock around the take and the return; nothing is logged,
+ * woken or unmapped under it. Start and stop are thread context and
+ * serialised by their caller.
+ * Limits: one background thread per heap.
  */
-#include "mheap.h"
+#include "mheap_internal.h"
 
-size_t mheap_scavenge_locked(struct mheap *h, size_t npages, unsigned flags)
+/* The pages a background batch asks for when free backed pages are over
+ * the goal by `over`. */
+static size_t bg_batch_pages(size_t over)
 {
-	size_t done = 0;
-	while (done < npages) {
-		size_t room = MM_UNUSED_BATCH_PAGES - h->batch.npages;
-		size_t want = npages - done < room ? npages - done : room;
-		struct palloc_run r;
-		if (want == 0 ||
-		    !palloc_scav_mark_locked(&h->pages, want, flags, &r))
-			break;
-		mm_port_unused_begin((void *)r.base, r.npages * MM_PAGE_SIZE,
-		                     &h->batch);
-		done += r.npages;
-	}
-	h->counters.sync_pages += done;
-	return done;
+	if (over == 0)
+		return 0;
+	if (over < MHEAP_SCAV_MIN_PAGES)
+		return MHEAP_SCAV_MIN_PAGES;
+	return over < MHEAP_SCAV_BATCH_PAGES ? over : MHEAP_SCAV_BATCH_PAGES;
 }
 
-/* Takes h->growing (thread context), spinning while a grower has it. */
-static void own_batch(struct mheap *h)
+/* The first half of a batch, in one lock hold: the runs taken out of the
+ * free set. max == 0: as far as the background goal asks. Returns the
+ * pages taken. Locking: h->lock must be held. */
+static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
+                          struct palloc_run *runs, size_t *nruns)
 {
-	while (atomic_exchange(&h->growing, true))
-		mm_event_wait(&h->backoff, 100 * 1000); /* 100 us */
+	if (max == 0) {
+		struct mheap_stats st;
+		mheap_stats_locked(h, &st);
+		max = bg_batch_pages(st.free_backed_pages > st.goal_pages
+		                             ? st.free_backed_pages -
+		                                       st.goal_pages
+		                             : 0);
+	}
+	if (max > MHEAP_SCAV_BATCH_PAGES)
+		max = MHEAP_SCAV_BATCH_PAGES;
+	size_t n = 0, total = 0;
+	while (n < MHEAP_SCAV_RUNS && total < max &&
+	       palloc_scav_take_locked(&h->pages, max - total, flags, &runs[n]))
+		total += runs[n++].npages;
+	h->taken_pages += total;
+	*nruns = n;
+	return total;
+}
+
+/* Books a finished batch. Locking: h->lock must be held. */
+static void book_locked(struct mheap *h, enum mheap_scav_kind kind,
+                        size_t npages)
+{
+	struct mheap_counters *c = &h->counters;
+	switch (kind) {
+	case MHEAP_SCAV_BG:
+		c->bg_runs++;
+		c->bg_pages += npages;
+		break;
+	case MHEAP_SCAV_FRAMES:
+		c->sync_runs++;
+		c->sync_pages += npages;
+		break;
+	case MHEAP_SCAV_RELEASE:
+		c->release_pages += npages;
+		break;
+	}
+}
+
+size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
+                            enum mheap_scav_kind kind)
+{
+	struct palloc_run runs[MHEAP_SCAV_RUNS];
+	struct mm_unused_batch b;
+	size_t nruns;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	size_t total = take_locked(h, max, palloc_flags, runs, &nruns);
+	mm_lock_release(&h->lock, irq);
+	if (total == 0)
+		return 0;
+	/* The runs are ours: their PTEs change without the lock. */
+	mm_unused_batch_init(&b);
+	for (size_t i = 0; i < nruns; i++)
+		mm_port_unused_begin((void *)runs[i].base,
+		                     runs[i].npages * MM_PAGE_SIZE, &b);
+	mheap_hook(h, MHEAP_HOOK_SCAV_UNMAPPED);
+	mm_port_unused_finish(&b); /* every CPU flushed, frames back */
+	irq = mm_lock_acquire(&h->lock);
+	for (size_t i = 0; i < nruns; i++)
+		palloc_scav_return_locked(&h->pages, runs[i].base,
+		                          runs[i].npages);
+	h->taken_pages -= total;
+	book_locked(h, kind, total);
+	mm_lock_release(&h->lock, irq);
+	return total;
 }
 
 size_t mheap_release_all(struct mheap *h)
 {
-	size_t total = 0;
-	own_batch(h);
-	for (;;) {
-		unsigned long irq = mm_lock_acquire(&h->lock);
-		size_t n = mheap_scavenge_locked(h, MM_UNUSED_BATCH_PAGES,
-		                                 PALLOC_SCAV_FORCE);
-		/* Counted as release-all, not as growth's locked mode. */
-		h->counters.sync_pages -= n;
-		h->counters.release_pages += n;
-		mm_lock_release(&h->lock, irq);
-		mm_port_unused_finish(&h->batch);
+	mheap_assert_can_sleep("mheap_release_all");
+	size_t total = 0, n;
+	while ((n = mheap_scavenge_batch(h, MHEAP_SCAV_BATCH_PAGES,
+	                                 PALLOC_SCAV_FORCE,
+	                                 MHEAP_SCAV_RELEASE)) > 0)
 		total += n;
-		if (n == 0)
-			break;
-	}
-	atomic_store(&h->growing, false);
 	return total;
 }
 
@@ -108,67 +160,6 @@ uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille)
 	return work_ns * (1000 - permille) / permille;
 }
 
-/* The pages a batch asks for when free backed pages are over the goal. */
-static size_t batch_pages(size_t over)
-{
-	if (over == 0)
-		return 0;
-	if (over < MHEAP_SCAV_MIN_PAGES)
-		return MHEAP_SCAV_MIN_PAGES;
-	return over < MHEAP_SCAV_BATCH_PAGES ? over : MHEAP_SCAV_BATCH_PAGES;
-}
-
-/* A background batch's first half, in one lock hold: how far over the
- * goal the heap is, and the runs taken out of the free set for it. With
- * nothing taken (at goal, or only dense chunks left) the thread is idle.
- * Returns the pages taken. */
-static size_t bg_take(struct mheap *h, struct palloc_run *runs, size_t *nruns)
-{
-	struct mheap_stats st;
-	size_t n = 0, total = 0;
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	mheap_stats_locked(h, &st);
-	size_t max = batch_pages(st.free_backed_pages > st.goal_pages
-	                                 ? st.free_backed_pages - st.goal_pages
-	                                 : 0);
-	while (n < MHEAP_SCAV_RUNS && total < max &&
-	       palloc_scav_take_locked(&h->pages, max - total, 0, &runs[n]))
-		total += runs[n++].npages;
-	h->taken_pages += total;
-	if (total)
-		h->bg_idle = false;
-	mm_lock_release(&h->lock, irq);
-	*nruns = n;
-	return total;
-}
-
-/* The second half: the runs are the thread's own while it unmaps them, so
- * their PTEs are cleared without the lock (mm_port_unused_begin) and the
- * batch costs one shootdown (finish); then, in one lock hold, they go
- * back free and scavenged and the CPU time since *since is booked (the
- * return's own cost counts toward the next batch). Returns that time. */
-static uint64_t bg_put(struct mheap *h, const struct palloc_run *runs,
-                       size_t nruns, size_t total, uint64_t *since)
-{
-	for (size_t i = 0; i < nruns; i++)
-		mm_port_unused_begin((void *)runs[i].base,
-		                     runs[i].npages * MM_PAGE_SIZE,
-		                     &h->bg_batch);
-	mm_port_unused_finish(&h->bg_batch);
-	uint64_t now = mm_port_thread_cpu_ns(), work = now - *since;
-	*since = now;
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	for (size_t i = 0; i < nruns; i++)
-		palloc_scav_return_locked(&h->pages, runs[i].base,
-		                          runs[i].npages);
-	h->taken_pages -= total;
-	h->counters.bg_runs++;
-	h->counters.bg_pages += total;
-	h->counters.bg_cpu_ns += work;
-	mm_lock_release(&h->lock, irq);
-	return work;
-}
-
 /* Books the CPU time since *since; returns it. */
 static uint64_t bg_book(struct mheap *h, uint64_t *since)
 {
@@ -180,30 +171,63 @@ static uint64_t bg_book(struct mheap *h, uint64_t *since)
 	return work;
 }
 
-/* At the goal: pays for the work that found nothing to do with its paced
- * sleep too (so the share stays within budget up to the moment it goes
- * idle), then marks itself idle for frees to wake, unless frees during
- * that sleep put the heap over its goal again (they did not wake it: it
- * was not idle yet). Returns whether it went idle. */
-static bool bg_go_idle(struct mheap *h, uint64_t *since)
+/* A paced sleep for the work since *since. */
+static void bg_pace(struct mheap *h, uint64_t *since)
 {
 	uint64_t work = bg_book(h, since);
-	mm_event_wait(&h->pace, mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
+	uint64_t ns = mheap_pace_sleep_ns(work, h->cfg.cpu_permille);
+	uint64_t seen = mm_event_prepare(&h->scav.pace);
+	if (ns && !atomic_load(&h->scav.stop))
+		mm_event_wait(&h->scav.pace, seen, ns);
+}
+
+/* One line of what the thread did, at most every MHEAP_REPORT_NS, and
+ * only when it released something since the last line. */
+static void bg_report(struct mheap *h, const struct mheap_stats *st)
+{
+	uint64_t now = mm_port_now_ns();
+	if (st->n.bg_pages == h->scav.reported_pages ||
+	    (h->scav.reported_ns &&
+	     now - h->scav.reported_ns < MHEAP_REPORT_NS))
+		return;
+	mm_log("scavenger: at goal (%zu free backed pages kept): %lu pages "
+	       "released in %lu runs so far, %lu us CPU",
+	       st->goal_pages, st->n.bg_pages, st->n.bg_runs,
+	       st->n.bg_cpu_ns / 1000);
+	h->scav.reported_pages = st->n.bg_pages;
+	h->scav.reported_ns = now;
+}
+
+/* At the goal: pays for the work that found nothing to do with its paced
+ * sleep too (so the share stays within budget up to the moment it goes
+ * idle), then sleeps until a free, a refill or stop wakes it, unless
+ * frees during that sleep put the heap over its goal again. */
+static void bg_idle(struct mheap *h, uint64_t *since)
+{
+	bg_pace(h, since);
+	uint64_t seen = mm_event_prepare(&h->scav.wake);
 	struct mheap_stats st;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	mheap_stats_locked(h, &st);
-	h->bg_idle = st.free_backed_pages <= st.goal_pages;
-	bool idle = h->bg_idle;
+	h->scav.idle = st.free_backed_pages <= st.goal_pages && !h->scav.refill;
+	bool idle = h->scav.idle;
 	mm_lock_release(&h->lock, irq);
-	/* Report a cycle that did something, after unlocking. */
-	if (idle && st.bg_pages != h->bg_reported_pages) {
-		mm_log("scavenger: at goal (%zu free backed pages kept): %lu "
-		       "pages released in %lu runs so far, %lu us CPU",
-		       st.goal_pages, st.bg_pages, st.bg_runs,
-		       st.bg_cpu_ns / 1000);
-		h->bg_reported_pages = st.bg_pages;
-	}
-	return idle;
+	if (!idle)
+		return;
+	bg_report(h, &st);
+	if (!atomic_load(&h->scav.stop))
+		mm_event_wait(&h->scav.wake, seen, MHEAP_IDLE_NS);
+}
+
+/* Grows the heap back to its reserve if an atomic caller asked. */
+static void bg_refill(struct mheap *h)
+{
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool asked = h->scav.refill;
+	h->scav.refill = false;
+	mm_lock_release(&h->lock, irq);
+	if (asked)
+		mheap_refill(h);
 }
 
 /* The thread: a batch, then a paced sleep; at goal, a long sleep until a
@@ -213,39 +237,41 @@ static void bg_main(void *arg)
 {
 	struct mheap *h = arg;
 	uint64_t since = mm_port_thread_cpu_ns();
-	while (!atomic_load(&h->bg_stop)) {
-		struct palloc_run runs[MHEAP_SCAV_RUNS];
-		size_t nruns, n = bg_take(h, runs, &nruns);
-		if (n == 0) { /* at goal, or only dense chunks left */
-			if (bg_go_idle(h, &since))
-				mm_event_wait(&h->wake, MHEAP_IDLE_NS);
-			continue;
-		}
-		uint64_t work = bg_put(h, runs, nruns, n, &since);
-		mm_event_wait(&h->pace,
-		              mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
+	while (!atomic_load(&h->scav.stop)) {
+		bg_refill(h);
+		if (mheap_scavenge_batch(h, 0, 0, MHEAP_SCAV_BG) == 0)
+			bg_idle(h, &since); /* at goal, or only dense chunks */
+		else
+			bg_pace(h, &since);
 	}
 	bg_book(h, &since);
-	atomic_store(&h->bg_running, false);
-	mm_event_wake(&h->done);
+	mheap_hook(h, MHEAP_HOOK_SCAV_EXIT);
 }
 
 bool mheap_scavenger_start(struct mheap *h)
 {
-	if (atomic_exchange(&h->bg_running, true))
+	mheap_assert_can_sleep("mheap_scavenger_start");
+	if (h->scav.thread)
 		return true;
-	atomic_store(&h->bg_stop, false);
-	if (mm_port_thread_start("mheap_scav", bg_main, h))
+	atomic_store(&h->scav.stop, false);
+	h->scav.thread = mm_port_thread_start("mheap_scav", bg_main, h);
+	if (h->scav.thread)
 		return true;
-	atomic_store(&h->bg_running, false);
 	mm_log("mheap: cannot start the scavenger thread");
 	return false;
 }
 
 void mheap_scavenger_stop(struct mheap *h)
 {
-	atomic_store(&h->bg_stop, true);
-	mm_event_wake(&h->wake);
-	while (atomic_load(&h->bg_running))
-		mm_event_wait(&h->done, 1000 * 1000);
+	mheap_assert_can_sleep("mheap_scavenger_stop");
+	if (!h->scav.thread)
+		return;
+	atomic_store(&h->scav.stop, true);
+	mm_event_wake(&h->scav.wake);
+	mm_event_wake(&h->scav.pace);
+	mm_port_thread_join(h->scav.thread);
+	h->scav.thread = NULL;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	h->scav.idle = false;
+	mm_lock_release(&h->lock, irq);
 }

@@ -66,8 +66,6 @@
  */
 #include "palloc_internal.h"
 
-#define CHUNK_MASK (PALLOC_CHUNK_PAGES - 1)
-
 /* The window of page indices known to hold the first free page. */
 struct first_free {
 	size_t lo, hi;
@@ -152,7 +150,7 @@ size_t palloc_find_locked(const struct palloc *p, size_t npages, size_t *hint)
 	size_t base = i * PALLOC_CHUNK_PAGES;
 	unsigned from = 0, first;
 	if (p->search_pi >= base && p->search_pi < base + PALLOC_CHUNK_PAGES)
-		from = p->search_pi & CHUNK_MASK;
+		from = p->search_pi & PALLOC_CHUNK_MASK;
 	unsigned k = pallocbits_find(&p->alloc[i], npages, from, &first);
 	if (k == PALLOCBITS_NONE)
 		mm_panic("palloc: chunk %zu's summary promised %zu free pages "
@@ -167,7 +165,7 @@ size_t palloc_find_locked(const struct palloc *p, size_t npages, size_t *hint)
 static size_t find_fast(const struct palloc *p, size_t npages, size_t *hint)
 {
 	size_t c = p->search_pi / PALLOC_CHUNK_PAGES;
-	unsigned from = p->search_pi & CHUNK_MASK, first;
+	unsigned from = p->search_pi & PALLOC_CHUNK_MASK, first;
 	if (npages > PALLOC_CHUNK_PAGES - from || !palloc_chunk_grown(p, c) ||
 	    palloc_sum_max(palloc_leaf(p)[c]) < npages)
 		return PALLOC_NONE;
@@ -178,25 +176,39 @@ static size_t find_fast(const struct palloc *p, size_t npages, size_t *hint)
 	return c * PALLOC_CHUNK_PAGES + k;
 }
 
-/* Sets the allocation bits of [pi, pi + npages), clears their scavenged
- * bits, and returns how many were scavenged. */
-static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages)
+/* The scavenged bits of one piece, as the low pc->n bits (n <= 64). */
+static uint64_t scav_bits(const struct palloc *p, const struct palloc_piece *pc)
 {
-	size_t nscav = 0;
+	uint64_t bits = 0;
+	for (unsigned k = 0; k < pc->n; k++)
+		if (p->scav[pc->c].w[(pc->i + k) / 64] >> ((pc->i + k) % 64) &
+		    1)
+			bits |= 1ull << k;
+	return bits;
+}
+
+/* Sets the allocation bits of [pi, pi + npages), clears their scavenged
+ * bits, and returns how many were scavenged. For npages <= 64, *mask (if
+ * not NULL) receives which: bit k for page pi + k. */
+static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
+                             uint64_t *mask)
+{
+	size_t nscav = 0, left = npages;
+	unsigned shift = 0;
+	if (mask)
+		*mask = 0;
 	p->stats.free_pages -= npages;
-	for (size_t n; npages; pi += n, npages -= n) {
-		size_t c = pi / PALLOC_CHUNK_PAGES;
-		unsigned i = pi & CHUNK_MASK;
-		n = PALLOC_CHUNK_PAGES - i < npages ? PALLOC_CHUNK_PAGES - i
-		                                    : npages;
-		pallocbits_set(&p->alloc[c], i, (unsigned)n);
-		if (p->scav) {
-			unsigned k =
-			        pallocbits_count(&p->scav[c], i, (unsigned)n);
-			if (k)
-				pallocbits_clear(&p->scav[c], i, (unsigned)n);
-			nscav += k;
-		}
+	for (struct palloc_piece pc; palloc_next_piece(&pi, &left, &pc);) {
+		pallocbits_set(&p->alloc[pc.c], pc.i, pc.n);
+		if (!p->scav)
+			continue;
+		unsigned k = pallocbits_count(&p->scav[pc.c], pc.i, pc.n);
+		if (k && mask)
+			*mask |= scav_bits(p, &pc) << shift;
+		if (k)
+			pallocbits_clear(&p->scav[pc.c], pc.i, pc.n);
+		nscav += k;
+		shift += pc.n;
 	}
 	p->stats.scav_pages -= nscav;
 	return nscav;
@@ -205,18 +217,15 @@ static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages)
 static void mark_free(struct palloc *p, size_t pi, size_t npages)
 {
 	p->stats.free_pages += npages;
-	for (size_t n; npages; pi += n, npages -= n) {
-		unsigned i = pi & CHUNK_MASK;
-		n = PALLOC_CHUNK_PAGES - i < npages ? PALLOC_CHUNK_PAGES - i
-		                                    : npages;
-		pallocbits_clear(&p->alloc[pi / PALLOC_CHUNK_PAGES], i,
-		                 (unsigned)n);
-	}
+	for (struct palloc_piece pc; palloc_next_piece(&pi, &npages, &pc);)
+		pallocbits_clear(&p->alloc[pc.c], pc.i, pc.n);
 }
 
-uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav)
+/* palloc_alloc_locked, and for runs of at most 64 pages the mask of
+ * palloc_alloc_mask_locked. */
+static uintptr_t alloc_locked(struct palloc *p, size_t npages, size_t *nscav,
+                              uint64_t *mask)
 {
-	palloc_assert_locked(p, "palloc_alloc_locked");
 	p->refusal.op = NULL;
 	if (nscav)
 		*nscav = 0;
@@ -238,7 +247,7 @@ uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav)
 			return 0;
 		}
 	}
-	size_t scav = mark_allocated(p, pi, npages);
+	size_t scav = mark_allocated(p, pi, npages, mask);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	if (hint > p->search_pi)
@@ -248,6 +257,25 @@ uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav)
 	if (nscav)
 		*nscav = scav;
 	return palloc_page_addr(p, pi);
+}
+
+uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav)
+{
+	palloc_assert_locked(p, "palloc_alloc_locked");
+	return alloc_locked(p, npages, nscav, NULL);
+}
+
+uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
+                                   uint64_t *scav_mask)
+{
+	palloc_assert_locked(p, "palloc_alloc_mask_locked");
+	*scav_mask = 0;
+	if (npages > 64) {
+		palloc_refuse(p, "alloc", "over 64 pages for a mask", 0, 0,
+		              npages);
+		return 0;
+	}
+	return alloc_locked(p, npages, NULL, scav_mask);
 }
 
 bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
@@ -260,23 +288,17 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
 	uintptr_t bad;
 	const char *why = palloc_range_problem(p, base, npages, &bad);
 	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
-	for (size_t c = pi / PALLOC_CHUNK_PAGES, left = npages; !why && left;
-	     c++) {
-		unsigned i = c == pi / PALLOC_CHUNK_PAGES ? pi & CHUNK_MASK : 0;
-		unsigned n = PALLOC_CHUNK_PAGES - i < left
-		                     ? PALLOC_CHUNK_PAGES - i
-		                     : (unsigned)left;
-		unsigned k = pallocbits_first_set(&p->alloc[c], i, n);
-		if (k != PALLOCBITS_NONE)
+	size_t at = pi, left = why ? 0 : npages;
+	for (struct palloc_piece pc; palloc_next_piece(&at, &left, &pc);)
+		if (pallocbits_first_set(&p->alloc[pc.c], pc.i, pc.n) !=
+		    PALLOCBITS_NONE)
 			why = "a page in it is allocated";
-		left -= n;
-	}
 	if (why) {
 		palloc_refuse(p, "alloc_range", why, base,
 		              palloc_range_limit(base, npages), npages);
 		return false;
 	}
-	size_t scav = mark_allocated(p, pi, npages);
+	size_t scav = mark_allocated(p, pi, npages, NULL);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	if (p->search_pi == pi)
@@ -294,23 +316,48 @@ void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages)
 	if (why)
 		palloc_bad_free(p, "free", base, npages, bad, why);
 	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
-	for (size_t c = pi / PALLOC_CHUNK_PAGES, left = npages; left; c++) {
-		unsigned i = c == pi / PALLOC_CHUNK_PAGES ? pi & CHUNK_MASK : 0;
-		unsigned n = PALLOC_CHUNK_PAGES - i < left
-		                     ? PALLOC_CHUNK_PAGES - i
-		                     : (unsigned)left;
-		unsigned k = pallocbits_first_clear(&p->alloc[c], i, n);
+	size_t at = pi, left = npages;
+	for (struct palloc_piece pc; palloc_next_piece(&at, &left, &pc);) {
+		unsigned k =
+		        pallocbits_first_clear(&p->alloc[pc.c], pc.i, pc.n);
 		if (k != PALLOCBITS_NONE)
 			palloc_bad_free(
 			        p, "free", base, npages,
-			        palloc_page_addr(p, c * PALLOC_CHUNK_PAGES + k),
+			        palloc_page_addr(p,
+			                         pc.c * PALLOC_CHUNK_PAGES + k),
 			        "is not allocated");
-		left -= n;
 	}
 	mark_free(p, pi, npages);
 	palloc_update_locked(p, pi, npages, PALLOC_UPDATE_CONTIG);
 	if (pi < p->search_pi)
 		p->search_pi = pi;
+}
+
+void palloc_free_mask_locked(struct palloc *p, uintptr_t base, size_t npages,
+                             uint64_t scav_mask)
+{
+	palloc_assert_locked(p, "palloc_free_mask_locked");
+	if (npages > 64 || (npages < 64 && scav_mask >> npages))
+		mm_panic("palloc: free_mask of %zu pages at %#lx with mask "
+		         "%#lx",
+		         npages, base, scav_mask);
+	palloc_free_locked(p, base, npages); /* checks the range */
+	if (!p->scav || !scav_mask)
+		return;
+	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
+	for (unsigned k = 0; k < npages; k++) {
+		if (!(scav_mask >> k & 1))
+			continue;
+		size_t at = pi + k;
+		pallocbits_set(&p->scav[at / PALLOC_CHUNK_PAGES],
+		               (unsigned)(at & PALLOC_CHUNK_MASK), 1);
+		p->stats.scav_pages++;
+	}
+}
+
+size_t palloc_free_pages_hint(const struct palloc *p)
+{
+	return __atomic_load_n(&p->stats.free_pages, __ATOMIC_RELAXED);
 }
 
 void palloc_update_locked(struct palloc *p, size_t pi, size_t npages,

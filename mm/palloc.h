@@ -154,6 +154,25 @@ bool palloc_grow_commit_locked(struct palloc *p, uintptr_t base, size_t nbytes);
 uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav);
 
 /*
+ * palloc_alloc_locked for npages <= 64 (else refused), reporting in
+ * *scav_mask which pages were scavenged: bit k for the k-th page. With it
+ * palloc_free_mask_locked can undo the allocation exactly, when making the
+ * scavenged pages usable failed and nothing was touched.
+ * Locking: the owner's lock must be held.
+ */
+uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
+                                   uint64_t *scav_mask);
+
+/*
+ * Frees a run from palloc_alloc_mask_locked and marks the pages of
+ * scav_mask scavenged again: the allocation is undone as if it never
+ * happened (a bad free mm_panics as palloc_free_locked does).
+ * Locking: the owner's lock must be held.
+ */
+void palloc_free_mask_locked(struct palloc *p, uintptr_t base, size_t npages,
+                             uint64_t scav_mask);
+
+/*
  * Allocates exactly the pages [base, base + npages * MM_PAGE_SIZE) (the
  * frame pool carves holes of the memory map out this way). Returns false,
  * changing nothing, if any of them is not a free page of the grown heap.
@@ -179,6 +198,10 @@ bool palloc_take_refusal_locked(struct palloc *p, struct palloc_refusal *r);
 void palloc_log_refusal(const struct palloc_refusal *r);
 
 void palloc_stats_locked(const struct palloc *p, struct palloc_stats *st);
+
+/* Free pages, read without the owner's lock: a hint that may be stale by
+ * the time it returns. Any context. */
+size_t palloc_free_pages_hint(const struct palloc *p);
 
 /*
  * Verifies every invariant (palloc.c lists them): each summary against its
@@ -223,14 +246,6 @@ bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
  * that is not allocated is a bad free (mm_panic). Locking: owner's lock.
  */
 void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages);
-
-/*
- * Locked mode: like take, but the run stays free and is marked scavenged
- * in place; the owner must clear its mappings (mm_port_unused_begin)
- * before it releases the lock. Locking: the owner's lock must be held.
- */
-bool palloc_scav_mark_locked(struct palloc *p, size_t max, unsigned flags,
-                             struct palloc_run *r);
 
 /* The calls above wrapped in the owner's lock (if p has one), logging
  * refusals after unlocking: for owners with nothing else to do under it,

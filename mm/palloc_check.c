@@ -31,8 +31,6 @@
  */
 #include "palloc_internal.h"
 
-#define CHUNK_MASK (PALLOC_CHUNK_PAGES - 1)
-
 const char *palloc_range_problem(const struct palloc *p, uintptr_t base,
                                  size_t npages, uintptr_t *bad)
 {
@@ -125,11 +123,11 @@ void palloc_bad_free(const struct palloc *p, const char *op, uintptr_t base,
 	         "palloc:   summary (start %lu, max %lu, end %lu); search hint "
 	         "0x%lx",
 	         op, base, limit, npages, bad, why,
-	         palloc_page_addr(p, c * PALLOC_CHUNK_PAGES), pi & CHUNK_MASK,
-	         a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], s[0], s[1],
-	         s[2], s[3], s[4], s[5], s[6], s[7], palloc_sum_start(sum),
-	         palloc_sum_max(sum), palloc_sum_end(sum),
-	         palloc_page_addr(p, p->search_pi));
+	         palloc_page_addr(p, c * PALLOC_CHUNK_PAGES),
+	         pi & PALLOC_CHUNK_MASK, a[0], a[1], a[2], a[3], a[4], a[5],
+	         a[6], a[7], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+	         palloc_sum_start(sum), palloc_sum_max(sum),
+	         palloc_sum_end(sum), palloc_page_addr(p, p->search_pi));
 }
 
 void palloc_stats_locked(const struct palloc *p, struct palloc_stats *st)

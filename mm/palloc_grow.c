@@ -25,7 +25,7 @@
  * Algorithm (growth in two steps):
  *   prepare  (no lock held) For the chunks [c0, c1): at each level below the
  *            root the summaries that cover them, and their bitmaps. Map
- *            every page of those spans not mapped yet, run by run, then set
+ *            every page of those ranges not mapped yet, run by run, then set
  *            their bits in the mapped bitmap. A block of 8 summaries is 64
  *            aligned bytes, so it never straddles pages: mapping the page of
  *            one summary maps its whole block, which is what find and
@@ -249,10 +249,10 @@ static const char *grow_problem(const struct palloc *p, uintptr_t base,
 	return NULL;
 }
 
-/* Calls fn on each metadata span the chunks [c0, c1) need beyond init's;
+/* Calls fn on each metadata range the chunks [c0, c1) need beyond init's;
  * stops at the first false. */
-static bool each_span(struct palloc *p, size_t c0, size_t c1,
-                      bool (*fn)(struct palloc *, const void *, size_t))
+static bool each_meta_range(struct palloc *p, size_t c0, size_t c1,
+                            bool (*fn)(struct palloc *, const void *, size_t))
 {
 	for (unsigned l = 1; l < p->levels; l++) {
 		unsigned shift = palloc_level_shift(p, l);
@@ -265,7 +265,7 @@ static bool each_span(struct palloc *p, size_t c0, size_t c1,
 	return fn(p, &p->alloc[c0], n) && (!p->scav || fn(p, &p->scav[c0], n));
 }
 
-static bool span_mapped(struct palloc *p, const void *addr, size_t nbytes)
+static bool meta_range_mapped(struct palloc *p, const void *addr, size_t nbytes)
 {
 	return palloc_meta_mapped(p, addr, nbytes);
 }
@@ -282,7 +282,7 @@ bool palloc_grow_prepare(struct palloc *p, uintptr_t base, size_t nbytes)
 		if (atomic_exchange(&p->preparing, 1))
 			mm_panic("palloc: concurrent grow_prepare calls (its "
 			         "callers must serialise them)");
-		if (!each_span(p, c0, c1, meta_map))
+		if (!each_meta_range(p, c0, c1, meta_map))
 			why = "no memory for metadata";
 		atomic_store(&p->preparing, 0);
 	}
@@ -326,7 +326,7 @@ bool palloc_grow_commit_locked(struct palloc *p, uintptr_t base, size_t nbytes)
 	if (!why) {
 		c0 = (base - p->arena_base) >> PALLOC_CHUNK_SHIFT;
 		c1 = c0 + (nbytes >> PALLOC_CHUNK_SHIFT);
-		if (!each_span(p, c0, c1, span_mapped))
+		if (!each_meta_range(p, c0, c1, meta_range_mapped))
 			why = "metadata not prepared (call "
 			      "palloc_grow_prepare first)";
 	}

@@ -15,6 +15,35 @@
 
 #define PALLOC_NONE ((size_t)-1) /* "no page" as a page index */
 
+/* A page index's position inside its chunk. */
+#define PALLOC_CHUNK_MASK ((size_t)PALLOC_CHUNK_PAGES - 1)
+
+/* One chunk's part of a page range: chunk c, bits [i, i + n). */
+struct palloc_piece {
+	size_t c;
+	unsigned i, n;
+};
+
+/*
+ * Cuts the next piece off the range [*pi, *pi + *left) at a chunk edge:
+ * returns false when nothing is left. The loop over a range's chunks:
+ *
+ *	for (struct palloc_piece pc; palloc_next_piece(&pi, &left, &pc);)
+ */
+static inline bool palloc_next_piece(size_t *pi, size_t *left,
+                                     struct palloc_piece *pc)
+{
+	if (*left == 0)
+		return false;
+	pc->c = *pi / PALLOC_CHUNK_PAGES;
+	pc->i = (unsigned)(*pi & PALLOC_CHUNK_MASK);
+	size_t room = PALLOC_CHUNK_PAGES - pc->i;
+	pc->n = (unsigned)(room < *left ? room : *left);
+	*pi += pc->n;
+	*left -= pc->n;
+	return true;
+}
+
 /* How palloc_update_locked may shortcut (flags). */
 enum palloc_update {
 	PALLOC_UPDATE_ALLOC = 1u

@@ -6,8 +6,10 @@
  * the system (mm_port_unused*), highest addresses first, and keep the
  * scavenged bitmap and counts true while it does. Modelled on the Go
  * runtime's pageAlloc.scavengeOne and findScavengeCandidate
- * (mgcscavenge.go), with the "locked" mode of Go's scavenge(nbytes,
- * locked).
+ * (mgcscavenge.go). Unlike Go's scavenge(nbytes, locked), there is no
+ * mode that marks pages scavenged while they stay free: a page that
+ * another CPU may still reach through its TLB must not be handed out, so
+ * every run is taken out of the free set until its shootdown is done.
  *
  * Representation. A free page is "backed" when its scavenged bit is clear
  * (its memory is mapped) and "scavenged" when it is set. A candidate is a
@@ -25,15 +27,13 @@
  *            If nothing lies below the cursor, search once more from the
  *            top down to the cursor (frees above it are found this way);
  *            if that fails too, the cursor resets to "the top".
- *   take     (background mode) marks the run allocated: nobody can
- *            allocate it while the owner unmaps it without the lock.
- *   return   frees a taken run as scavenged.
- *   mark     (locked mode) sets the run's scavenged bits; it stays free,
- *            and the owner clears its mappings before unlocking.
+ *   take     marks the run allocated: nobody can allocate it while the
+ *            owner unmaps it without the lock and shoots it down.
+ *   return   frees a taken run as scavenged, after the shootdown.
  *
  * Invariants (palloc_check_locked verifies them with palloc.c's):
- *   1. A scavenged page is free (palloc.c invariant 3); take, return and
- *      mark keep it.
+ *   1. A scavenged page is free (palloc.c invariant 3); take and return
+ *      keep it.
  *   2. stats.scav_pages counts the scavenged pages; free_pages -
  *      scav_pages are the free backed pages.
  *   3. scav_top <= arena_chunks.
@@ -45,8 +45,6 @@
  * PALLOC_NO_SCAV nothing is ever found.
  */
 #include "palloc_internal.h"
-
-#define CHUNK_MASK (PALLOC_CHUNK_PAGES - 1)
 
 static inline uint64_t candidates(const struct palloc *p, size_t c, unsigned w)
 {
@@ -137,8 +135,8 @@ bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
 	size_t pi, n;
 	if (!find(p, max, flags, &pi, &n))
 		return false;
-	pallocbits_set(&p->alloc[pi / PALLOC_CHUNK_PAGES], pi & CHUNK_MASK,
-	               (unsigned)n);
+	pallocbits_set(&p->alloc[pi / PALLOC_CHUNK_PAGES],
+	               (unsigned)(pi & PALLOC_CHUNK_MASK), (unsigned)n);
 	p->stats.free_pages -= n;
 	palloc_update_locked(p, pi, n,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
@@ -153,28 +151,8 @@ void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages)
 	palloc_free_locked(p, base, npages); /* checks the range */
 	if (!p->scav)
 		return;
-	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
-	for (size_t n, left = npages; left; pi += n, left -= n) {
-		unsigned i = pi & CHUNK_MASK;
-		n = PALLOC_CHUNK_PAGES - i < left ? PALLOC_CHUNK_PAGES - i
-		                                  : left;
-		pallocbits_set(&p->scav[pi / PALLOC_CHUNK_PAGES], i,
-		               (unsigned)n);
-	}
+	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT, left = npages;
+	for (struct palloc_piece pc; palloc_next_piece(&pi, &left, &pc);)
+		pallocbits_set(&p->scav[pc.c], pc.i, pc.n);
 	p->stats.scav_pages += npages;
-}
-
-bool palloc_scav_mark_locked(struct palloc *p, size_t max, unsigned flags,
-                             struct palloc_run *r)
-{
-	palloc_assert_locked(p, "palloc_scav_mark_locked");
-	size_t pi, n;
-	if (!find(p, max, flags, &pi, &n))
-		return false;
-	pallocbits_set(&p->scav[pi / PALLOC_CHUNK_PAGES], pi & CHUNK_MASK,
-	               (unsigned)n);
-	p->stats.scav_pages += n;
-	r->base = palloc_page_addr(p, pi);
-	r->npages = n;
-	return true;
 }

@@ -71,8 +71,8 @@ static bool all_bytes(const void *p, size_t n, unsigned char v)
 KTEST(mheap, alloc_grow_free)
 {
 	KASSERT(heap_new(64, 0, 0));
-	char *a = mheap_alloc_pages(&heap, 3);
-	char *b = mheap_alloc_pages(&heap, 700); /* grows 2 more chunks */
+	char *a = mheap_alloc_pages(&heap, 3, 0);
+	char *b = mheap_alloc_pages(&heap, 700, 0); /* grows 2 more chunks */
 	KASSERT(a && b);
 	KEXPECT_EQ((uintptr_t)a, heap.arena_base);
 	KEXPECT(all_bytes(a, 3 * PG, 0) && all_bytes(b, 700 * PG, 0));
@@ -89,7 +89,7 @@ KTEST(mheap, alloc_grow_free)
 	KEXPECT_EQ(st.in_use_pages, 3);
 	KEXPECT_EQ(st.free_backed_pages, 700);
 	/* Reuse of backed pages keeps their contents (no mm_port_used). */
-	char *c = mheap_alloc_pages(&heap, 10);
+	char *c = mheap_alloc_pages(&heap, 10, 0);
 	KEXPECT_EQ(c, b);
 	KEXPECT(c && all_bytes(c, 10 * PG, 2));
 	HEAP_CHECK("after reuse");
@@ -104,7 +104,7 @@ KTEST(mheap, release_all_drops_rss_and_zeroes)
 {
 	enum { N = 4096 }; /* 16 MiB */
 	KASSERT(heap_new(64, 0, 0));
-	char *p = mheap_alloc_pages(&heap, N);
+	char *p = mheap_alloc_pages(&heap, N, 0);
 	KASSERT(p);
 	memset(p, 0xab, (size_t)N * PG);
 	size_t before = resident_pages();
@@ -117,10 +117,10 @@ KTEST(mheap, release_all_drops_rss_and_zeroes)
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.free_backed_pages, 0);
-	KEXPECT_EQ(st.release_pages, N);
+	KEXPECT_EQ(st.n.release_pages, N);
 	HEAP_CHECK("after release-all");
 	KEXPECT_EQ(mheap_release_all(&heap), 0);
-	char *q = mheap_alloc_pages(&heap, N);
+	char *q = mheap_alloc_pages(&heap, N, 0);
 	KEXPECT_EQ(q, p);
 	KEXPECT(q && all_bytes(q, (size_t)N * PG, 0));
 	heap_release();
@@ -129,31 +129,31 @@ KTEST(mheap, release_all_drops_rss_and_zeroes)
 KTEST(mheap, locked_mode_when_frames_short)
 {
 	KASSERT(heap_new(64, 0, 1000));
-	char *a = mheap_alloc_pages(&heap, 300);
-	char *b = mheap_alloc_pages(&heap, 100);
+	char *a = mheap_alloc_pages(&heap, 300, 0);
+	char *b = mheap_alloc_pages(&heap, 100, 0);
 	KASSERT(a && b);
 	memset(a, 0xab, 300 * PG);
 	mheap_free_pages(&heap, a, 300);
 	mm_port_set_free_pages(10);              /* under the watermark */
-	char *c = mheap_alloc_pages(&heap, 600); /* must grow */
+	char *c = mheap_alloc_pages(&heap, 600, 0); /* must grow */
 	mm_port_set_free_pages(SIZE_MAX / 2);
 	KASSERT(c);
 	memset(c, 1, 600 * PG);
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
-	KEXPECT_EQ(st.sync_pages, 300);
-	KEXPECT(st.sync_runs >= 1);
+	KEXPECT_EQ(st.n.sync_pages, 300);
+	KEXPECT(st.n.sync_runs >= 1);
 	KEXPECT_EQ(st.free_backed_pages, 0);
 	KEXPECT_EQ(st.in_use_pages, 700);
 	HEAP_CHECK("after growing under pressure");
-	char *d = mheap_alloc_pages(&heap, 300);
+	char *d = mheap_alloc_pages(&heap, 300, 0);
 	KEXPECT_EQ(d, a);
 	KEXPECT(d && all_bytes(d, 300 * PG, 0));
 	/* With frames plenty, growth scavenges nothing. */
 	mheap_free_pages(&heap, d, 300);
-	KEXPECT(mheap_alloc_pages(&heap, 2000));
+	KEXPECT(mheap_alloc_pages(&heap, 2000, 0));
 	mheap_stats(&heap, &st);
-	KEXPECT_EQ(st.sync_pages, 300);
+	KEXPECT_EQ(st.n.sync_pages, 300);
 	heap_release();
 }
 
@@ -188,7 +188,7 @@ KTEST(mheap, background_reaches_goal_within_budget)
 	KASSERT(heap_new(64, 0, 0));
 	char *p[N];
 	for (int i = 0; i < N; i++) {
-		p[i] = mheap_alloc_pages(&heap, EACH);
+		p[i] = mheap_alloc_pages(&heap, EACH, 0);
 		KASSERT(p[i]);
 		memset(p[i], 0xab, EACH * PG);
 	}
@@ -197,8 +197,8 @@ KTEST(mheap, background_reaches_goal_within_budget)
 	/* Its start-up CPU (before it first sleeps) is not the run's. */
 	do
 		mheap_stats(&heap, &st);
-	while (st.bg_cpu_ns == 0);
-	uint64_t t0 = now_ns(), cpu0 = st.bg_cpu_ns;
+	while (st.n.bg_cpu_ns == 0);
+	uint64_t t0 = now_ns(), cpu0 = st.n.bg_cpu_ns;
 	for (int i = 4; i < N; i++) /* a burst of large frees */
 		mheap_free_pages(&heap, p[i], EACH);
 	/* Pacing sleeps after each batch: measure whole work+sleep cycles,
@@ -219,16 +219,16 @@ KTEST(mheap, background_reaches_goal_within_budget)
 		nanosleep(&ts, NULL);
 	}
 	mheap_stats(&heap, &st);
-	uint64_t wall = now_ns() - t0, cpu = st.bg_cpu_ns - cpu0;
+	uint64_t wall = now_ns() - t0, cpu = st.n.bg_cpu_ns - cpu0;
 	mheap_scavenger_stop(&heap);
 	ktest_diag("goal reached in %lu ms: %lu runs, %lu pages, %lu us CPU "
 	           "(%lu per mille)",
-	           wall / 1000000, st.bg_runs, st.bg_pages, cpu / 1000,
+	           wall / 1000000, st.n.bg_runs, st.n.bg_pages, cpu / 1000,
 	           cpu * 1000 / (wall ? wall : 1));
 	KEXPECT(idle);
 	KEXPECT(st.free_backed_pages <= st.goal_pages);
 	KEXPECT_EQ(st.in_use_pages, 4 * EACH);
-	KEXPECT(st.bg_pages >= (N - 4) * EACH - st.goal_pages);
+	KEXPECT(st.n.bg_pages >= (N - 4) * EACH - st.goal_pages);
 	/* Within the default 1% budget over whole cycles. */
 	KEXPECT(cpu * 1000 <= wall * MHEAP_DEFAULT_CPU_PERMILLE);
 	HEAP_CHECK("after the scavenger");
@@ -264,7 +264,7 @@ __attribute__((noinline)) static bool touch_faults(volatile char *p)
 KTEST(mheap, debug_scavenge_on_free_faults)
 {
 	KASSERT(heap_new(64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
-	char *a = mheap_alloc_pages(&heap, 4);
+	char *a = mheap_alloc_pages(&heap, 4, 0);
 	KASSERT(a);
 	memset(a, 1, 4 * PG);
 	KEXPECT(!touch_faults(a + PG + 5));
@@ -274,10 +274,10 @@ KTEST(mheap, debug_scavenge_on_free_faults)
 	KEXPECT_EQ((uintptr_t)fault_addr, (uintptr_t)(a + PG + 5));
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
-	KEXPECT_EQ(st.debug_pages, 4);
+	KEXPECT_EQ(st.n.debug_pages, 4);
 	KEXPECT_EQ(st.free_backed_pages, 0);
 	HEAP_CHECK("debug mode");
-	char *b = mheap_alloc_pages(&heap, 4);
+	char *b = mheap_alloc_pages(&heap, 4, 0);
 	KEXPECT_EQ(b, a);
 	KEXPECT(b && all_bytes(b, 4 * PG, 0));
 	heap_release();
@@ -298,16 +298,16 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	struct mheap_stats s0, s1;
 	mheap_stats(&heap, &s0);
 	mm_port_fail_maps(1); /* palloc's metadata cannot be mapped */
-	KEXPECT(mheap_alloc_pages(&heap, 1) == NULL);
+	KEXPECT(mheap_alloc_pages(&heap, 1, 0) == NULL);
 	mm_port_fail_maps(0);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
-	KEXPECT(mheap_alloc_pages(&heap, 0) == NULL);
-	KEXPECT(mheap_alloc_pages(&heap, 4 * 512 + 1) == NULL);
-	char *all = mheap_alloc_pages(&heap, 4 * 512);
+	KEXPECT(mheap_alloc_pages(&heap, 0, 0) == NULL);
+	KEXPECT(mheap_alloc_pages(&heap, 4 * 512 + 1, 0) == NULL);
+	char *all = mheap_alloc_pages(&heap, 4 * 512, 0);
 	KASSERT(all);
 	mheap_stats(&heap, &s0);
-	KEXPECT(mheap_alloc_pages(&heap, 1) == NULL); /* arena full */
+	KEXPECT(mheap_alloc_pages(&heap, 1, 0) == NULL); /* arena full */
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
 	/* Mapping scavenged pages fails: they go back, still scavenged. */
@@ -315,7 +315,7 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	KEXPECT_EQ(mheap_release_all(&heap), 4 * 512);
 	mheap_stats(&heap, &s0);
 	mm_port_fail_maps(1);
-	KEXPECT(mheap_alloc_pages(&heap, 10) == NULL);
+	KEXPECT(mheap_alloc_pages(&heap, 10, 0) == NULL);
 	mm_port_fail_maps(0);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));

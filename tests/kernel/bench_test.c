@@ -14,7 +14,7 @@
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "kernel/tlb.h"
-#include "mm/mheap.h"
+#include "mm/mm.h"
 
 #define BENCH_VA 0xfffffe8080000000ull
 
@@ -87,7 +87,7 @@ KTEST(bench, scavenge_throughput)
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = 1ull << 30;
 	KASSERT(mheap_init(&h, &cfg));
-	uint8_t *p = mheap_alloc_pages(&h, N);
+	uint8_t *p = mheap_alloc_pages(&h, N, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < N; i++)
 		p[i * MM_PAGE_SIZE] = 1;

@@ -64,7 +64,7 @@ KTEST(lockcheck, rank_order)
 	KEXPECT_EQ(recorded(in_order), 0);
 	KEXPECT_EQ(recorded(out_of_order), 1);
 	KEXPECT(message_has("low", "high"));
-	KEXPECT(message_has("lock order", "test_high"));
+	KEXPECT(message_has("lock order", "TEST_HIGH"));
 }
 
 static void under_leaf(void)

@@ -1,7 +1,7 @@
 /*
  * The scavenger on the real kernel: frames go back to the pool and come
- * back zeroed, a scavenged page faults when touched, the locked mode lets
- * growth succeed when the pool is exhausted but free heap pages exist, the
+ * back zeroed, a scavenged page faults when touched, an allocation that
+ * needs frames when the pool is exhausted scavenges free heap pages, the
  * background thread reaches its goal within its CPU budget while other
  * CPUs allocate, and debug_pagealloc makes a use after free fault.
  */
@@ -43,13 +43,13 @@ KTEST(scavenger, release_all_returns_every_frame)
 	static struct mheap h;
 	KASSERT(test_heap(&h, 0, 0));
 	/* Metadata and page tables stay once made: warm them first. */
-	uint8_t *p = mheap_alloc_pages(&h, N);
+	uint8_t *p = mheap_alloc_pages(&h, N, 0);
 	KASSERT(p != NULL);
 	mheap_free_pages(&h, p, N);
 	mheap_release_all(&h);
 	size_t baseline = frames_free_count();
 
-	p = mheap_alloc_pages(&h, N);
+	p = mheap_alloc_pages(&h, N, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < N * MM_PAGE_SIZE; i += MM_PAGE_SIZE)
 		p[i] = 0xab;
@@ -61,7 +61,7 @@ KTEST(scavenger, release_all_returns_every_frame)
 	KEXPECT_EQ(frames_free_count(), baseline);
 	KEXPECT(read_faults_at(p + 5 * MM_PAGE_SIZE + 17));
 
-	uint8_t *q = mheap_alloc_pages(&h, N);
+	uint8_t *q = mheap_alloc_pages(&h, N, 0);
 	KASSERT(q != NULL);
 	KEXPECT_EQ(count_nonzero(q, N * MM_PAGE_SIZE), 0); /* fresh frames */
 	mheap_free_pages(&h, q, N);
@@ -74,7 +74,7 @@ KTEST(scavenger, debug_pagealloc_faults_on_use_after_free)
 {
 	static struct mheap h;
 	KASSERT(test_heap(&h, MHEAP_DEBUG_SCAV_ON_FREE, 0));
-	uint8_t *p = mheap_alloc_pages(&h, 4);
+	uint8_t *p = mheap_alloc_pages(&h, 4, 0);
 	KASSERT(p != NULL);
 	p[3 * MM_PAGE_SIZE + 9] = 1;
 	mheap_free_pages(&h, p, 4);
@@ -82,14 +82,14 @@ KTEST(scavenger, debug_pagealloc_faults_on_use_after_free)
 	KEXPECT(!vm_translate((uintptr_t)p, NULL, NULL));
 }
 
-KTEST(scavenger, locked_mode_lets_growth_succeed_when_frames_are_short)
+KTEST(scavenger, allocation_scavenges_when_frames_are_short)
 {
 	enum { N = 1024, B = 400 };
 	static struct mheap h;
 	KASSERT(test_heap(&h, 0, 64));
 	/* Half of 1024 pages free, every other page: plenty of free backed
 	 * memory, but no run long enough for B pages. */
-	uint8_t *p = mheap_alloc_pages(&h, N);
+	uint8_t *p = mheap_alloc_pages(&h, N, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < N; i += 2)
 		mheap_free_pages(&h, p + i * MM_PAGE_SIZE, 1);
@@ -102,14 +102,16 @@ KTEST(scavenger, locked_mode_lets_growth_succeed_when_frames_are_short)
 	}
 	struct mheap_stats st0, st1;
 	mheap_stats(&h, &st0);
-	uint8_t *b = mheap_alloc_pages(&h, B); /* must grow: needs frames */
+	/* Needs B fresh frames (a new chunk, or the reserve's): only
+	 * scavenging the free backed pages can provide them. */
+	uint8_t *b = mheap_alloc_pages(&h, B, 0);
 	mheap_stats(&h, &st1);
 	KEXPECT(b != NULL);
-	KEXPECT(st1.sync_runs > st0.sync_runs);
-	KEXPECT(st1.sync_pages >= B);
-	ktest_diag("locked mode released %lu pages in %lu runs",
-	           st1.sync_pages - st0.sync_pages,
-	           st1.sync_runs - st0.sync_runs);
+	KEXPECT(st1.n.sync_runs > st0.n.sync_runs);
+	KEXPECT(st1.n.sync_pages >= B);
+	ktest_diag("scavenged %lu pages in %lu runs for frames",
+	           st1.n.sync_pages - st0.n.sync_pages,
+	           st1.n.sync_runs - st0.n.sync_runs);
 	if (b) {
 		KEXPECT_EQ(count_nonzero(b, B * MM_PAGE_SIZE), 0);
 		mheap_free_pages(&h, b, B);
@@ -135,7 +137,7 @@ static void worker(void *arg)
 	uint8_t tag = (uint8_t)(uintptr_t)arg;
 	while (!atomic_load(&workers_stop)) {
 		size_t n = 1 + (atomic_load(&rounds) % 8);
-		uint8_t *p = mheap_alloc_pages(&bg, n);
+		uint8_t *p = mheap_alloc_pages(&bg, n, 0);
 		if (!p)
 			continue;
 		for (size_t i = 0; i < n * MM_PAGE_SIZE; i += 256)
@@ -172,7 +174,7 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
 			w[i] = thread_create("heap_worker", worker,
 			                     (void *)(uintptr_t)(i + 1), i);
-	uint8_t *p = mheap_alloc_pages(&bg, BURST);
+	uint8_t *p = mheap_alloc_pages(&bg, BURST, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < BURST * MM_PAGE_SIZE; i += MM_PAGE_SIZE)
 		p[i] = 1;
@@ -187,7 +189,7 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 		ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
 		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
 		           st.free_backed_pages * 4, st.free_scav_pages * 4);
-	} while (st.bg_pages < BURST / 2 &&
+	} while (st.n.bg_pages < BURST / 2 &&
 	         time_now_ns() - t0 < 40000000000ull);
 	atomic_store(&workers_stop, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
@@ -196,7 +198,7 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 	bool idle = false;
 	while (!idle && time_now_ns() - t0 < 60000000000ull) {
 		unsigned long irq = mm_lock_acquire(&bg.lock);
-		idle = bg.bg_idle;
+		idle = bg.scav.idle;
 		mm_lock_release(&bg.lock, irq);
 		if (idle)
 			break;
@@ -212,25 +214,25 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 	ktest_diag("scavenger: %lu pages in %lu runs, %lu us CPU over %lu ms "
 	           "(budget %u permille); free backed %zu, goal %zu; workers "
 	           "did %u rounds",
-	           st.bg_pages, st.bg_runs, st.bg_cpu_ns / 1000, wall / 1000000,
-	           PERMILLE, st.free_backed_pages, st.goal_pages,
-	           atomic_load(&rounds));
+	           st.n.bg_pages, st.n.bg_runs, st.n.bg_cpu_ns / 1000,
+	           wall / 1000000, PERMILLE, st.free_backed_pages,
+	           st.goal_pages, atomic_load(&rounds));
 	KEXPECT(idle);
 	KEXPECT(st.free_backed_pages <= st.goal_pages);
-	KEXPECT(st.bg_pages >= BURST);
-	KEXPECT(st.bg_cpu_ns * 1000 <= wall * PERMILLE);
+	KEXPECT(st.n.bg_pages >= BURST);
+	KEXPECT(st.n.bg_cpu_ns * 1000 <= wall * PERMILLE);
 	KEXPECT_EQ(atomic_load(&corrupt), 0);
 	mheap_check(&bg);
 }
 
 KTEST(scavenger, kernel_heap_release_all_and_meminfo)
 {
-	uint8_t *p = mheap_alloc_pages(&kheap, 64);
+	uint8_t *p = mheap_alloc_pages(&kheap, 64, 0);
 	KASSERT(p != NULL);
 	mheap_free_pages(&kheap, p, 64);
-	KEXPECT(mm_release_all() >= 64);
+	KEXPECT(heap_release_all() >= 64);
 	struct mheap_stats st;
 	mheap_stats(&kheap, &st);
 	KEXPECT_EQ(st.free_backed_pages, 0);
-	mm_meminfo();
+	heap_meminfo();
 }

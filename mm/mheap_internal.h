@@ -1,0 +1,69 @@
+/*
+ * mm/mheap_internal.h: what mheap.c and mheap_scav.c share. Not for the
+ * heap's users (mheap.h) or tests (mheap_testing.h).
+ */
+#ifndef MM_MHEAP_INTERNAL_H
+#define MM_MHEAP_INTERNAL_H
+
+#include "mheap.h"
+#include "mheap_testing.h"
+
+#define MHEAP_CHUNK_PAGES ((size_t)PALLOC_CHUNK_PAGES)
+
+/* The background scavenger's batch: 64 KiB to 1 MiB, one TLB shootdown
+ * each, at most MHEAP_SCAV_RUNS runs. */
+#define MHEAP_SCAV_BATCH_PAGES MM_UNUSED_BATCH_PAGES
+#define MHEAP_SCAV_MIN_PAGES   16
+#define MHEAP_SCAV_RUNS        16
+/* A free of at least this many pages may wake the idle scavenger. */
+#define MHEAP_WAKE_PAGES 16
+#define MHEAP_IDLE_NS    ((uint64_t)10 * 1000 * 1000 * 1000) /* at goal */
+/* The "at goal" report: at most one line this often. */
+#define MHEAP_REPORT_NS ((uint64_t)5 * 1000 * 1000 * 1000)
+/* A sleep on someone else's growth; the grower wakes it sooner. */
+#define MHEAP_GROW_WAIT_NS ((uint64_t)1000 * 1000 * 1000)
+
+_Static_assert(MHEAP_SCAV_BATCH_PAGES <= MM_UNUSED_BATCH_PAGES &&
+                       MHEAP_SCAV_BATCH_PAGES >= MHEAP_SCAV_MIN_PAGES &&
+                       MHEAP_SCAV_MIN_PAGES * MM_PAGE_SIZE >= 64 * 1024,
+               "background batches are at least 64 KiB");
+
+/* Which counters a scavenge books its pages to. */
+enum mheap_scav_kind {
+	MHEAP_SCAV_BG,      /* the background thread */
+	MHEAP_SCAV_FRAMES,  /* allocation while frames are short */
+	MHEAP_SCAV_RELEASE, /* mheap_release_all */
+};
+
+/* mm_panics unless the caller may sleep: fn is a thread-only entry. */
+static inline void mheap_assert_can_sleep(const char *fn)
+{
+	if (!mm_port_can_sleep())
+		mm_panic("%s: thread-only call from an atomic context "
+		         "(interrupt handler, interrupts off, or a lock held)",
+		         fn);
+}
+
+/*
+ * Gives back up to max free backed pages in one batch (at most
+ * MHEAP_SCAV_BATCH_PAGES pages, MHEAP_SCAV_RUNS runs): takes them out of
+ * the free set under the lock, clears their PTEs and shoots them down
+ * without it, then returns them free and scavenged. With max == 0 the
+ * background goal decides how many. Returns the pages released; 0 when
+ * there is nothing (more) to do. Thread context, no mm lock held.
+ */
+size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
+                            enum mheap_scav_kind kind);
+
+/* Unmaps a run the caller owns (allocated), in batches with a shootdown
+ * each, and frees it scavenged. Thread context, no mm lock held. */
+void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages);
+
+/* Grows the heap so that free pages reach the reserve, if they are short
+ * and nobody else is growing. Thread context, no mm lock held. */
+void mheap_refill(struct mheap *h);
+
+/* Sets stats for in-use and free pages from palloc. Locking: h->lock. */
+void mheap_stats_locked(struct mheap *h, struct mheap_stats *st);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * mm/mheap_testing.h: test hooks of the page heap, compiled in only when
+ * the build defines MM_TEST_HOOKS (this kernel, which carries its tests,
+ * and the host test build). A port that lifts mm/ leaves it undefined and
+ * gets no hook and no cost.
+ *
+ * A hook widens a race window that is too narrow to hit by chance: the
+ * heap calls mheap_test_hook at the named points, with no mm lock held.
+ */
+#ifndef MM_MHEAP_TESTING_H
+#define MM_MHEAP_TESTING_H
+
+struct mheap;
+
+enum mheap_hook_point {
+	/* A scavenge batch has cleared its PTEs (this CPU flushed) and not
+	 * yet shot the other CPUs down. */
+	MHEAP_HOOK_SCAV_UNMAPPED,
+	/* The background thread is about to return from its function. */
+	MHEAP_HOOK_SCAV_EXIT,
+	/* A grower has prepared its chunks and not yet committed them. */
+	MHEAP_HOOK_GROW_PREPARED,
+};
+
+#ifdef MM_TEST_HOOKS
+/* Set by tests; NULL otherwise. Called in the context of whoever reaches
+ * the point (thread context for all points above). */
+extern void (*_Atomic mheap_test_hook)(struct mheap *h,
+                                       enum mheap_hook_point where);
+
+static inline void mheap_hook(struct mheap *h, enum mheap_hook_point where)
+{
+	void (*fn)(struct mheap *, enum mheap_hook_point) = mheap_test_hook;
+	if (fn)
+		fn(h, where);
+}
+#else
+static inline void mheap_hook(struct mheap *h, enum mheap_hook_point where)
+{
+	(void)h;
+	(void)where;
+}
+#endif
+
+#endif
