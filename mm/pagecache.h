@@ -9,9 +9,11 @@
  * runtime's pageCache (mpagecache.go), plus a lock-free free path for pages
  * that fall back into the window.
  *
- * Typical use by an owner (heap lock H, palloc P, this CPU's cache C):
+ * Typical use by an owner (heap lock H, palloc P, this CPU's cache C),
+ * pinned to its CPU by the owner's own means (the port has no pinning
+ * hooks until a per-CPU cache in mm/ uses them):
  *
- *	irq = mm_cpu_pin();
+ *	pin();
  *	base = pagecache_alloc(C, n, &nscav);            // no lock
  *	if (!base && n <= PAGECACHE_MAX_NPAGES) {
  *		h = mm_lock_acquire(H);
@@ -21,7 +23,7 @@
  *			base = palloc_alloc_locked(P, n, &nscav);
  *		mm_lock_release(H, h);
  *	}
- *	mm_cpu_unpin(irq);
+ *	unpin();
  *
  * and on free: pagecache_free(C, base, n) while pinned, else
  * palloc_free_locked under H. Pages in a cache count as allocated in the
