@@ -164,9 +164,18 @@ test: deps
 	$(MAKE) --no-print-directory test-harness || st=1; \
 	tools/sum-results $(RESULTS)/* && exit $$st || exit 1
 
-test-lint:
+# The include lint reads mm/; the symbol lints read the kernel's mm/
+# objects (freestanding, as another kernel would build them).
+MM_KOBJS := $(patsubst %,$(BUILD)/mm/%.o,$(MM_SRCS))
+
+# Hooks mm/port.h declares that mm/ does not call yet; the lint lets them
+# pass. Remove when port.h is trimmed.
+LINT_MM_UNUSED_OK := mm_port_now_ns mm_cpu_pin mm_cpu_unpin mm_cpu_id
+
+test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
-	tools/lint-mm $(RESULTS)/lint
+	NM=$(NM) LINT_MM_UNUSED_OK="$(LINT_MM_UNUSED_OK)" \
+		tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
 
 test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)
@@ -191,7 +200,8 @@ test-kernel: $(BOOT_EFI) $(KERNEL)
 # kernel; both are checked end to end so the checks above can be trusted.
 test-harness: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
-	tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
+	CC="$(CC)" KCFLAGS="$(KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
+		tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
 # In-kernel cost figures (instructions under -icount, and TSC ticks).
 bench-kernel: $(BOOT_EFI) $(KERNEL)
