@@ -136,8 +136,20 @@ $(ESP): $(BOOT_EFI) $(KERNEL) tools/mkesp
 
 all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
 
+# tools/install-deps installs what this machine lacks (with apt-get) or
+# stops naming it; with everything there it only looks, in milliseconds.
+# Whatever is built first waits for it, so a plain `make` on a fresh
+# machine works too, also with -j.
 deps:
 	@tools/install-deps
+
+$(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP): | deps
+
+# The benchmarks also want valgrind (instruction counts) and gnuplot (the
+# PNGs); each bench target waits for them.
+deps-bench:
+	@tools/install-deps bench || \
+		echo "bench: no valgrind or gnuplot: no instruction counts or PNGs"
 
 run: deps
 	@$(MAKE) --no-print-directory $(ESP)
@@ -204,12 +216,12 @@ test-harness: $(BOOT_EFI) $(KERNEL)
 		tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
 # In-kernel cost figures (instructions under -icount, and TSC ticks).
-bench-kernel: $(BOOT_EFI) $(KERNEL)
+bench-kernel: $(BOOT_EFI) $(KERNEL) | deps-bench
 	tools/bench-kernel $(BUILD) $(BOOT_EFI) $(KERNEL) $(SMP)
 
 # The scavenger under a burst: heap in use / backed / scavenged over time,
 # as CSV and PNG, in the kernel (QEMU) and on the host.
-bench-scavenge: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
+bench-scavenge: $(BOOT_EFI) $(KERNEL) $(HOST_TEST) | deps-bench
 	@mkdir -p $(BUILD)/bench/results
 	-QEMU_TIMEOUT=300 tools/run-ktest bench-scavenge $(BOOT_EFI) $(KERNEL) \
 		"ktest=scavenger.background*" $(BUILD)/bench/results/scav \
@@ -232,6 +244,6 @@ clean:
 	rm -rf build
 
 .PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
-	format format-check clean bench-kernel bench-scavenge
+	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
