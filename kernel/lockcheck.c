@@ -1,7 +1,8 @@
 /*
  * The run-time lock checker (see spinlock.h for the rules). State: each
  * CPU's stack of held locks (struct cpu, touched only by that CPU with
- * preemption off) and two usage bits per lock (atomic). A violation
+ * preemption off, and changed only with interrupts off: see
+ * stack_change_begin) and two usage bits per lock (atomic). A violation
  * panics naming both locks and their ranks, or, in test mode, is counted
  * and its message kept for the test to read.
  */
@@ -9,6 +10,7 @@
 
 #include <stdatomic.h>
 
+#include "arch/x86_64/cpu.h"
 #include "kernel/format.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -18,6 +20,7 @@
 #define LOCK_TAKEN_IRQS_ON 2u
 #define LOCK_IRQ_REPORTED  4u
 
+void (*_Atomic lockcheck_window_hook)(struct spinlock *l);
 static _Atomic bool record_mode;
 static _Atomic unsigned nviolations;
 static char last_message[192];
@@ -90,13 +93,47 @@ void lockcheck_acquire(struct spinlock *l, bool irqs_on)
 	check_irq_usage(l, c, irqs_on);
 }
 
+/*
+ * An interrupt handler on this CPU reads its held-lock stack (the checks
+ * of the handler's own locks) and pushes onto it, and a lock taken with
+ * interrupts on (the shootdown lock) changes the stack under it. Each
+ * change is therefore made with interrupts off, so that a handler sees the
+ * stack before it or after it: never a count that already covers a stale
+ * entry (a leaf released just before: a false "taken while holding leaf"),
+ * nor an entry half shifted out. Returns the state for stack_change_end.
+ */
+static unsigned long stack_change_begin(void)
+{
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	return flags;
+}
+
+static void stack_change_end(unsigned long flags)
+{
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+/* Between the steps of a change: the test hook (lockcheck.h). */
+static void in_window(struct spinlock *l)
+{
+	void (*hook)(struct spinlock *) = atomic_load(&lockcheck_window_hook);
+	if (hook)
+		hook(l);
+}
+
 void lockcheck_acquired(struct spinlock *l)
 {
 	struct cpu *c = this_cpu();
 	if (c->nheld == LOCKS_HELD_MAX)
 		panic("lock checker: cpu %u holds more than %d locks", c->id,
 		      LOCKS_HELD_MAX);
-	c->held[c->nheld++] = l;
+	unsigned long flags = stack_change_begin();
+	c->held[c->nheld] = l;
+	in_window(l);
+	c->nheld++;
+	stack_change_end(flags);
 }
 
 bool lockcheck_release(struct spinlock *l)
@@ -105,9 +142,12 @@ bool lockcheck_release(struct spinlock *l)
 	for (int i = c->nheld - 1; i >= 0; i--) {
 		if (c->held[i] != l)
 			continue;
+		unsigned long flags = stack_change_begin();
 		for (int j = i; j + 1 < c->nheld; j++)
 			c->held[j] = c->held[j + 1];
+		in_window(l);
 		c->nheld--;
+		stack_change_end(flags);
 		return true;
 	}
 	violation("release of lock %s (rank %s), which cpu %u does not hold",

@@ -65,8 +65,7 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 -o $@ $(BENCH_SRCS) -lpthread
 
-bench: $(BENCH_BIN)
-	@tools/install-deps bench || echo "bench: valgrind could not be installed"
+bench: $(BENCH_BIN) | deps-bench
 	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
 
 .PHONY: test-fuzz fuzz bench

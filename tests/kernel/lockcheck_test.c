@@ -6,6 +6,7 @@
  */
 #include <stdatomic.h>
 
+#include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -136,4 +137,116 @@ KTEST(lockcheck, release_of_unheld_lock)
 	KEXPECT(message_has("release of lock high", "does not hold"));
 	/* Nothing changed: the lock can still be taken and released. */
 	KEXPECT_EQ(recorded(in_order), 0);
+}
+
+/*
+ * The held-lock stack is also read and pushed onto by interrupt handlers
+ * (sched_tick takes the run-queue lock). A lock taken with interrupts on,
+ * like the shootdown lock, must change the stack so that an interrupt in
+ * the middle sees it whole: before the change or after, never a count
+ * that covers a stale entry (a leaf released just before: a false "taken
+ * while holding leaf") nor an entry half shifted out.
+ *
+ * Under TCG an interrupt arrives only between translated blocks, so the
+ * window of a few stores is never hit by chance: lockcheck_window_hook
+ * holds it open until this CPU has taken two timer ticks, as long as
+ * interrupts are on there. At each tick, check_stack (sched_tick_hook)
+ * compares the stack with the locks' holders.
+ */
+static struct spinlock irqs_on_outer =
+        SPINLOCK_INIT("irqs_on_outer", LOCK_RANK_SHOOTDOWN);
+static struct spinlock irqs_on_inner =
+        SPINLOCK_INIT("irqs_on_inner", LOCK_RANK_STW);
+static _Atomic unsigned window_cpu = MAX_CPUS;
+static _Atomic unsigned window_calls, window_ticks, bad_stacks;
+
+static uint64_t cpu_ticks(void)
+{
+	return *(volatile uint64_t *)&this_cpu()->ticks;
+}
+
+static void hold_window_open(struct spinlock *l)
+{
+	if ((l != &irqs_on_outer && l != &irqs_on_inner) ||
+	    this_cpu()->id != atomic_load(&window_cpu))
+		return;
+	atomic_fetch_add(&window_calls, 1);
+	if (!(read_rflags() & RFLAGS_IF))
+		return; /* no interrupt can come in: the window is shut */
+	uint64_t t0 = cpu_ticks();
+	while (cpu_ticks() < t0 + 2)
+		cpu_pause();
+	atomic_fetch_add(&window_ticks, 2);
+}
+
+/* In the timer interrupt: every entry of this CPU's stack is a lock this
+ * CPU holds, once. (The converse is not checked: spinlock.c sets a lock's
+ * holder just before pushing it and clears it just after popping it.) */
+static void check_stack(void)
+{
+	struct cpu *c = this_cpu();
+	if (c->id != atomic_load(&window_cpu))
+		return;
+	bool ok = true;
+	for (int i = 0; i < c->nheld; i++) {
+		ok &= atomic_load(&c->held[i]->holder) == (int)c->id;
+		for (int j = i + 1; j < c->nheld; j++)
+			ok &= c->held[i] != c->held[j];
+	}
+	if (!ok)
+		atomic_fetch_add(&bad_stacks, 1);
+}
+
+static void leaf_then_lock_with_irqs_on(void)
+{
+	unsigned long irq = spin_lock_irqsave(&leaf);
+	spin_unlock_irqrestore(&leaf, irq); /* leaves &leaf above the top */
+	atomic_store(&lockcheck_window_hook, hold_window_open);
+	spin_lock(&irqs_on_outer);
+	atomic_store(&lockcheck_window_hook, NULL);
+	spin_unlock(&irqs_on_outer);
+}
+
+static void release_below_top_with_irqs_on(void)
+{
+	spin_lock(&irqs_on_outer);
+	spin_lock(&irqs_on_inner);
+	atomic_store(&lockcheck_window_hook, hold_window_open);
+	spin_unlock(&irqs_on_outer); /* not on top: the stack shifts */
+	atomic_store(&lockcheck_window_hook, NULL);
+	spin_unlock(&irqs_on_inner);
+}
+
+/* Runs fn, which opens the window around one push or pop, in record mode
+ * with the timer checking the stack; returns the violations plus the
+ * inconsistent stacks the timer saw. */
+static unsigned with_stack_checked(void (*fn)(void))
+{
+	atomic_store(&window_cpu, this_cpu()->id); /* threads stay put */
+	atomic_store(&window_calls, 0);
+	atomic_store(&window_ticks, 0);
+	atomic_store(&bad_stacks, 0);
+	atomic_store(&sched_tick_hook, check_stack);
+	unsigned n = recorded(fn);
+	atomic_store(&sched_tick_hook, NULL);
+	atomic_store(&window_cpu, MAX_CPUS);
+	ktest_diag("window reached %u times, %u ticks in it; %u violations, "
+	           "%u inconsistent stacks (last violation: %s)",
+	           atomic_load(&window_calls), atomic_load(&window_ticks), n,
+	           atomic_load(&bad_stacks),
+	           n ? lockcheck_last_violation() : "none");
+	KEXPECT_EQ(atomic_load(&window_calls), 1);
+	return n + atomic_load(&bad_stacks);
+}
+
+KTEST(lockcheck, interrupt_sees_whole_stack_on_acquire)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(with_stack_checked(leaf_then_lock_with_irqs_on), 0);
+}
+
+KTEST(lockcheck, interrupt_sees_whole_stack_on_release)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(with_stack_checked(release_below_top_with_irqs_on), 0);
 }

@@ -123,13 +123,33 @@ KTEST(sched, counter_under_one_lock_is_exact)
 	KEXPECT_EQ(total, threads_total + ticks);
 }
 
-static _Atomic bool busy_stop, other_ran;
+/*
+ * A thread that never blocks must be preempted: "other", queued behind
+ * "busy" on the same CPU, runs and stops it. The bound is counted in this
+ * CPU's timer ticks, not wall time (under TCG the host may stall the
+ * virtual CPU for any length, and merges the ticks it missed into one):
+ * preemption comes within a slice of two ticks, and busy gives up after
+ * BUSY_TICKS ticks, which only a scheduler that does not preempt reaches.
+ */
+#define BUSY_TICKS 100
+
+static _Atomic bool busy_stop, busy_gave_up, other_ran;
+
+static uint64_t cpu_ticks(void)
+{
+	return *(volatile uint64_t *)&this_cpu()->ticks;
+}
 
 static void busy(void *arg)
 {
-	uint64_t deadline = time_now_ns() + 2000000000ull;
-	while (!atomic_load(&busy_stop) && time_now_ns() < deadline)
+	uint64_t t0 = cpu_ticks(); /* threads stay on their CPU */
+	while (!atomic_load(&busy_stop)) {
+		if (cpu_ticks() - t0 >= BUSY_TICKS) {
+			atomic_store(&busy_gave_up, true);
+			return;
+		}
 		cpu_pause();
+	}
 }
 
 static void other(void *arg)
@@ -142,17 +162,18 @@ KTEST(sched, busy_thread_does_not_starve_others)
 {
 	unsigned cpu = this_cpu()->id;
 	atomic_store(&busy_stop, false);
+	atomic_store(&busy_gave_up, false);
 	atomic_store(&other_ran, false);
-	uint64_t start = time_now_ns();
+	uint64_t ticks0 = cpu_ticks();
 	struct thread *b = thread_create("busy", busy, NULL, cpu);
 	struct thread *o = thread_create("other", other, NULL, cpu);
 	KASSERT(b && o);
 	thread_join(o);
 	thread_join(b);
-	uint64_t ms = (time_now_ns() - start) / 1000000;
-	ktest_diag("the other thread stopped the busy one after %lu ms", ms);
+	ktest_diag("the other thread stopped the busy one after %lu ticks",
+	           cpu_ticks() - ticks0);
 	KEXPECT(atomic_load(&other_ran));
-	KEXPECT(ms < 1000); /* the busy loop gives up only after 2 s */
+	KEXPECT(!atomic_load(&busy_gave_up));
 }
 
 KTEST(sched, sleep_wakes_within_a_tick)
@@ -160,7 +181,9 @@ KTEST(sched, sleep_wakes_within_a_tick)
 	/* Sleepers are woken by the timer tick: the first tick at or after
 	 * the deadline must be the one that wakes it. Counting this CPU's
 	 * ticks states that exactly, whatever the emulator does to the
-	 * wall clock between two ticks; the time bound is a sanity check. */
+	 * wall clock between two ticks. The wall time slept is only
+	 * reported: the host may stall us after the wake-up for any length,
+	 * so it has no upper bound. */
 	static const uint64_t ms[] = {1, 5, 20, 35};
 	for (unsigned i = 0; i < sizeof(ms) / sizeof(ms[0]); i++) {
 		uint64_t ns = ms[i] * 1000000;
@@ -174,7 +197,6 @@ KTEST(sched, sleep_wakes_within_a_tick)
 		           ms[i], (slept - ns) / 1000, ticks, most);
 		KEXPECT(slept >= ns);
 		KEXPECT(ticks <= most);
-		KEXPECT(slept <= ns + 2 * SCHED_TICK_NS);
 	}
 }
 
