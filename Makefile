@@ -183,14 +183,9 @@ test: deps
 # objects (freestanding, as another kernel would build them).
 MM_KOBJS := $(patsubst %,$(BUILD)/mm/%.o,$(MM_SRCS))
 
-# Hooks mm/port.h declares that mm/ does not call yet; the lint lets them
-# pass. Remove when port.h is trimmed.
-LINT_MM_UNUSED_OK := mm_port_now_ns mm_cpu_pin mm_cpu_unpin mm_cpu_id
-
 test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
-	NM=$(NM) LINT_MM_UNUSED_OK="$(LINT_MM_UNUSED_OK)" \
-		tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
+	NM=$(NM) tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
 
 test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)

@@ -190,13 +190,13 @@ KTEST(scavenger, background_reaches_goal_within_budget)
 		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
 		           st.free_backed_pages * 4, st.free_scav_pages * 4);
 	} while (st.n.bg_pages < BURST / 2 &&
-	         time_now_ns() - t0 < 40000000000ull);
+	         time_now_ns() - t0 < 180000000000ull);
 	atomic_store(&workers_stop, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (w[i])
 			thread_join(w[i]);
 	bool idle = false;
-	while (!idle && time_now_ns() - t0 < 60000000000ull) {
+	while (!idle && time_now_ns() - t0 < 240000000000ull) {
 		unsigned long irq = mm_lock_acquire(&bg.lock);
 		idle = bg.scav.idle;
 		mm_lock_release(&bg.lock, irq);
