@@ -158,16 +158,23 @@ bool lockcheck_release(struct spinlock *l)
 bool lockcheck_may_sleep(const char *what)
 {
 	struct cpu *c = this_cpu();
-	if (c->nheld == 0 && c->preempt_count == 0)
+	bool irqs_on = (read_rflags() & RFLAGS_IF) != 0;
+	const char *who = c->current ? c->current->name : "?";
+	if (c->nheld == 0 && c->preempt_count == 0 && c->irq_depth == 0 &&
+	    irqs_on)
 		return true;
 	if (c->nheld > 0)
 		violation("%s in thread %s while holding spinlock %s (rank %s)",
-		          what, c->current ? c->current->name : "?",
-		          c->held[c->nheld - 1]->name,
+		          what, who, c->held[c->nheld - 1]->name,
 		          lock_rank_name(c->held[c->nheld - 1]->rank));
-	else
+	else if (c->irq_depth > 0)
+		violation("%s in an interrupt handler (thread %s)", what, who);
+	else if (c->preempt_count > 0)
 		violation("%s in thread %s with preemption disabled", what,
-		          c->current ? c->current->name : "?");
+		          who);
+	else /* pinned with interrupts off (as mm's per-CPU caches will be) */
+		violation("%s in thread %s with interrupts disabled", what,
+		          who);
 	return false;
 }
 

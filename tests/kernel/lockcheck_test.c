@@ -126,6 +126,23 @@ KTEST(lockcheck, sleeping_with_a_spinlock)
 	KEXPECT(message_has("thread_sleep", "spinlock low"));
 }
 
+/* Pinned the way a per-CPU cache pins (interrupts off, no lock, no
+ * preemption count): a sleep must still be caught. */
+static void sleep_pinned(void)
+{
+	uint64_t flags = read_rflags();
+	cpu_cli();
+	thread_sleep_ns(1000); /* refused in record mode */
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+KTEST(lockcheck, sleeping_with_interrupts_off)
+{
+	KEXPECT_EQ(recorded(sleep_pinned), 1);
+	KEXPECT(message_has("thread_sleep", "interrupts disabled"));
+}
+
 static void release_unheld(void)
 {
 	spin_unlock(&high);
