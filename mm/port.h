@@ -8,9 +8,11 @@
  * sanitizers, fuzzed and benchmarked. docs/PORTING.md shows how to write a
  * third.
  *
- * Every hook says which contexts mm/ calls it from. "Heap lock held" means
- * an mm lock of rank MM_RANK_HEAP is held by the caller: such hooks must not
- * take other locks, allocate, print, or sleep (the heap lock is a leaf).
+ * Every hook says which contexts mm/ calls it from, and tools/lint-mm
+ * checks that mm/ calls every hook and nothing else outside itself. No
+ * hook is called with the heap lock (MM_RANK_HEAP) held: it is a leaf.
+ * "Atomic callers" are interrupt handlers and code with interrupts
+ * disabled: they never sleep and never wait for another CPU.
  */
 #ifndef MM_PORT_H
 #define MM_PORT_H
@@ -31,95 +33,141 @@ void *mm_port_reserve(size_t nbytes, size_t align);
 
 /*
  * Backs [addr, addr + nbytes) (page aligned, inside a reservation, not
- * mapped yet) with zeroed memory, readable and writable. Returns false if
- * memory ran out; then nothing of the range is left mapped.
- * Thread context, no mm lock held.
+ * mapped yet) with zeroed memory, readable and writable: palloc's
+ * metadata as the heap grows. All or nothing: returns false if memory ran
+ * out, and then nothing of the range is mapped. Any context but NMI (an
+ * atomic caller may grow the heap), no mm lock held; must not wait for
+ * another CPU.
  */
 bool mm_port_map(void *addr, size_t nbytes);
 
 /*
- * The scavenger's primitive (madvise(MADV_DONTNEED)): gives the memory
- * behind [addr, addr + nbytes) back to the system. The range stays
- * reserved; its contents are lost, and it must not be touched until
- * mm_port_used. Thread context, no mm lock held.
- */
-void mm_port_unused(void *addr, size_t nbytes);
-
-/*
- * Makes pages released by mm_port_unused usable again, zero-filled. The
- * range may mix such pages with pages that are still mapped; those keep
- * their contents. Returns false if memory ran out (then what this call
- * mapped is unmapped again). Thread context, no mm lock held; the caller
- * owns the pages.
+ * Makes pages released by mm_port_unused_finish usable again,
+ * zero-filled. The range may mix such pages with pages that are still
+ * mapped; those keep their contents. All or nothing: returns false if
+ * memory ran out, and then nothing in the range has changed (no page was
+ * mapped, none unmapped), so the caller can give the run back as it was.
+ * Any context but NMI, no mm lock held; the caller owns the pages, and no
+ * CPU holds a TLB entry for the unmapped ones (mm/ returns scavenged pages
+ * to the free set only after mm_port_unused_finish). Must not wait for
+ * another CPU: atomic callers reach it.
  */
 bool mm_port_used(void *addr, size_t nbytes);
 
 /*
  * Makes later mm_port_used and mm_port_unused_begin calls on [addr, addr +
- * nbytes) (chunk aligned, inside a reservation) need no memory and no lock:
- * the kernel allocates the range's page-table pages now and keeps them
- * (DESIGN.md, "Unmapping under a leaf lock"). Returns false if memory ran
- * out. Thread context, no mm lock held. The POSIX port has nothing to do.
+ * nbytes) (chunk aligned, inside a reservation) need no memory and no lock
+ * but the port's own allocator's: the kernel allocates the range's
+ * page-table pages now and keeps them (docs/DESIGN.md, "Unmapping without
+ * a lock"). Returns false if memory ran out. Any context but NMI (atomic
+ * callers may grow the heap), no mm lock held.
  */
 bool mm_port_prepare(void *addr, size_t nbytes);
 
-/* Scavenging with the heap lock held (DESIGN.md invariant 3), in two
- * halves: under the lock, mm_port_unused_begin clears the mappings and
- * flushes this CPU's TLB, recording in the batch what is left to do; after
- * unlocking, mm_port_unused_finish shoots down the other CPUs' TLBs and
- * returns the memory. A frame goes back only after every CPU flushed it. */
+/*
+ * Scavenging (the kernel's madvise(MADV_DONTNEED)) in two halves.
+ * mm_port_unused_begin clears the mappings of pages the caller owns and
+ * flushes this CPU's TLB, recording in the batch what is left to do;
+ * mm_port_unused_finish shoots down the other CPUs' TLBs and returns the
+ * memory. A frame goes back only after every CPU flushed it, and mm/
+ * returns the pages to its free set only after finish.
+ */
 #define MM_UNUSED_BATCH_PAGES 256
 
+/* A batch of pages being given back. lo and hi bound the addresses
+ * touched, [lo, hi); cookie[] is the port's (the kernel: frames). */
 struct mm_unused_batch {
-	size_t npages;                          /* recorded so far */
-	uintptr_t lo, hi;                       /* the address span touched */
-	uint64_t cookie[MM_UNUSED_BATCH_PAGES]; /* the port's: e.g. frames */
+	size_t npages;
+	uintptr_t lo, hi;
+	uint64_t cookie[MM_UNUSED_BATCH_PAGES];
 };
 
 /* Empties b. Any context. */
-void mm_unused_batch_init(struct mm_unused_batch *b);
+static inline void mm_unused_batch_init(struct mm_unused_batch *b)
+{
+	b->npages = 0;
+	b->lo = UINTPTR_MAX;
+	b->hi = 0;
+}
 
 /*
- * Releases [addr, addr + nbytes) into b, which must have room for it
- * (MM_UNUSED_BATCH_PAGES pages in all). Takes no lock, allocates nothing,
- * never waits for another CPU: callable with the heap lock held. The range
- * must be mapped (mm_port_map or mm_port_used) and prepared.
+ * Clears the mappings of [addr, addr + nbytes) into b, which must have room
+ * (MM_UNUSED_BATCH_PAGES pages in all). Pages that are not mapped are
+ * skipped. Takes no lock, allocates nothing, never waits for another CPU.
+ * The range must be prepared and owned by the caller. Thread context.
  */
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b);
 
-/* Completes b (shootdown, memory back to the system) and empties it.
- * Thread context, no mm lock held. */
+/* Completes b (shootdown, then the memory back to the system) and empties
+ * it. Thread context (it waits for other CPUs), no mm lock held. */
 void mm_port_unused_finish(struct mm_unused_batch *b);
 
 /* Pages the system could back right now (the kernel: free frames in the
  * pool). A hint for the low-watermark test. Any context, no lock taken. */
 size_t mm_port_free_pages(void);
 
-/* ---- Time and a background thread --------------------------------------- */
+/* ---- Contexts, time and background threads ------------------------------ */
 
-/* Monotonic nanoseconds. Any context. */
+/*
+ * True if the caller may sleep: thread context, interrupts enabled, no
+ * spinlock (mm lock or the port's own) held, preemption enabled. mm/
+ * checks it on entry to every thread-only path and mm_panics naming the
+ * function, rather than hanging. Any context; cheap.
+ */
+bool mm_port_can_sleep(void);
+
+/* Monotonic nanoseconds (rate-limiting reports). Any context. */
 uint64_t mm_port_now_ns(void);
-
-/* Starts fn(arg) on a thread of its own, for mm's background work (the
- * scavenger). Returns false if it cannot. Thread context, no mm lock. */
-bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg);
 
 /* CPU time the calling thread has used so far, for pacing. Thread
  * context. */
 uint64_t mm_port_thread_cpu_ns(void);
 
 /*
- * An event a background thread sleeps on: mm_event_wait returns after
- * mm_event_wake or when timeout_ns passed, whichever comes first (a wake
- * with no waiter is remembered once). wait: thread context, no mm lock;
- * wake: any context but NMI, never with the heap lock held.
+ * Starts fn(arg) on a thread of its own, for mm's background work (the
+ * scavenger). Returns a handle for mm_port_thread_join, or NULL if it
+ * cannot. Thread context, no mm lock held.
+ */
+struct mm_thread;
+struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
+                                       void *arg);
+
+/* Waits until t's fn has returned and t can no longer run, then frees
+ * what the port allocated for it. Thread context, no mm lock held. */
+void mm_port_thread_join(struct mm_thread *t);
+
+/*
+ * An event count: threads sleep until it is woken, with no lost wake-ups
+ * and any number of waiters. A waiter reads the count (prepare), checks
+ * its condition, and sleeps only if the count has not moved since:
+ *
+ *	for (;;) {
+ *		uint64_t seen = mm_event_prepare(&e);
+ *		if (condition())
+ *			break;
+ *		mm_event_wait(&e, seen, timeout_ns);
+ *	}
+ *
+ * A waker makes the condition true, then calls mm_event_wake, which
+ * advances the count and wakes every thread waiting on it.
  */
 typedef struct {
 	_Alignas(16) unsigned char opaque[64];
 } mm_event_t;
 
+/* Prepares e; name is a string literal, kept for diagnostics. */
 void mm_event_init(mm_event_t *e, const char *name);
-void mm_event_wait(mm_event_t *e, uint64_t timeout_ns);
+
+/* The count now. Any context but NMI. */
+uint64_t mm_event_prepare(mm_event_t *e);
+
+/* Sleeps until the count differs from seen or timeout_ns passed. Returns
+ * true if it moved (now or while asleep), false on a timeout. Thread
+ * context (mm_port_can_sleep), no mm lock held. */
+bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns);
+
+/* Advances the count and wakes every waiter. Any context but NMI; never
+ * with the heap lock held. */
 void mm_event_wake(mm_event_t *e);
 
 /* ---- Locks -------------------------------------------------------------- */
@@ -127,18 +175,30 @@ void mm_event_wake(mm_event_t *e);
 /*
  * An mm lock: a spinlock that disables interrupts on its CPU while held
  * (irqsave), so that interrupt handlers that allocate cannot deadlock
- * against the code they interrupted. Opaque to mm/; the port defines what
- * lives inside and checks that it fits.
+ * against the code they interrupted. Opaque to mm/: a 64-byte slot, and
+ * the port checks with a _Static_assert that its own lock fits.
  */
 typedef struct {
 	_Alignas(16) unsigned char opaque[64];
 } mm_lock_t;
 
-/* Lock ranks used by mm/; the port maps them onto its own rank table.
- * A lock may only be taken while holding locks of lower rank. */
+/*
+ * mm's lock ranks, in the order they may nest: a lock may be taken only
+ * while every mm lock held has a lower rank. The port maps each onto its
+ * own rank table (docs/PORTING.md), where other locks may sit between.
+ */
 enum mm_lock_rank {
-	MM_RANK_FRAMES = 1, /* the physical frame pool's allocator */
-	MM_RANK_HEAP = 2,   /* the heap: a leaf, nothing is taken under it */
+	/* The span heap's sweep cycle (reserved for it). */
+	MM_RANK_SWEEP = 1,
+	/* A span heap size class's central lists (reserved for it). */
+	MM_RANK_CENTRAL,
+	/* A palloc used on its own, outside any heap: the kernel's frame
+	 * pool. The heap's port hooks take it (mm_port_used), never under
+	 * the heap lock. */
+	MM_RANK_PALLOC,
+	/* A page heap (struct mheap): a leaf, nothing is taken under it. */
+	MM_RANK_HEAP,
+	MM_RANK_COUNT
 };
 
 /* Prepares l. name is a string literal, kept for diagnostics. */
@@ -154,22 +214,9 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state);
 /* True if this CPU (thread, on the host) holds l; for assertions. */
 bool mm_lock_held(const mm_lock_t *l);
 
-/* ---- CPUs --------------------------------------------------------------- */
-
-/* The most CPUs the port will ever run mm/ on (sizes per-CPU arrays). */
+/* The most CPUs the port will ever run mm/ on (sizes per-CPU arrays); the
+ * port asserts that its own limit is no larger. */
 #define MM_MAX_CPUS 64
-
-/*
- * Pins the caller to its CPU (disables interrupts on it) and returns the
- * previous state for mm_cpu_unpin; mm_cpu_id is stable in between. Used
- * around lock-free per-CPU caches. Any context but NMI.
- */
-unsigned long mm_cpu_pin(void);
-void mm_cpu_unpin(unsigned long irq_state);
-
-/* The current CPU's index, < MM_MAX_CPUS. Call while pinned or holding an
- * mm lock. */
-unsigned mm_cpu_id(void);
 
 /* ---- Diagnostics -------------------------------------------------------- */
 
