@@ -148,27 +148,11 @@ static bool grow(struct mheap *h, size_t npages)
 	return ok;
 }
 
-/* WIP shim: mm_port_unused left port.h; unmap in batches instead. */
-static void unmap_now(uintptr_t base, size_t npages)
-{
-	struct mm_unused_batch b;
-	while (npages) {
-		size_t n = npages < MM_UNUSED_BATCH_PAGES
-		                   ? npages
-		                   : MM_UNUSED_BATCH_PAGES;
-		mm_unused_batch_init(&b);
-		mm_port_unused_begin((void *)base, n * MM_PAGE_SIZE, &b);
-		mm_port_unused_finish(&b);
-		base += n * MM_PAGE_SIZE;
-		npages -= n;
-	}
-}
-
 /* Gives back a run the caller owns (allocated) and frees it scavenged:
  * the background mode's second half, and debug mode's free. */
 static void unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
 {
-	unmap_now(base, npages);
+	mm_port_unused((void *)base, npages * MM_PAGE_SIZE);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_scav_return_locked(&h->pages, base, npages);
 	mm_lock_release(&h->lock, irq);

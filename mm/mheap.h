@@ -95,8 +95,7 @@ struct mheap {
 	mm_event_t pace;                 /* never woken: a sleep */
 	mm_event_t done;                 /* the thread has exited */
 	_Atomic bool bg_running, bg_stop;
-	struct mm_thread *bg_thread; /* WIP shim: joined by stop */
-	uint64_t bg_reported_pages;  /* the scavenger thread's own */
+	uint64_t bg_reported_pages; /* the scavenger thread's own */
 };
 
 /* The defaults: 64 GiB arena, goal 10%, no low watermark, 1% CPU. */

@@ -74,8 +74,7 @@ size_t mheap_scavenge_locked(struct mheap *h, size_t npages, unsigned flags)
 static void own_batch(struct mheap *h)
 {
 	while (atomic_exchange(&h->growing, true))
-		mm_event_wait(&h->backoff, mm_event_prepare(&h->backoff),
-		              100 * 1000); /* 100 us */
+		mm_event_wait(&h->backoff, 100 * 1000); /* 100 us */
 }
 
 size_t mheap_release_all(struct mheap *h)
@@ -189,8 +188,7 @@ static uint64_t bg_book(struct mheap *h, uint64_t *since)
 static bool bg_go_idle(struct mheap *h, uint64_t *since)
 {
 	uint64_t work = bg_book(h, since);
-	mm_event_wait(&h->pace, mm_event_prepare(&h->pace),
-	              mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
+	mm_event_wait(&h->pace, mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
 	struct mheap_stats st;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	mheap_stats_locked(h, &st);
@@ -219,13 +217,12 @@ static void bg_main(void *arg)
 		struct palloc_run runs[MHEAP_SCAV_RUNS];
 		size_t nruns, n = bg_take(h, runs, &nruns);
 		if (n == 0) { /* at goal, or only dense chunks left */
-			uint64_t seen = mm_event_prepare(&h->wake);
-			if (bg_go_idle(h, &since) && !atomic_load(&h->bg_stop))
-				mm_event_wait(&h->wake, seen, MHEAP_IDLE_NS);
+			if (bg_go_idle(h, &since))
+				mm_event_wait(&h->wake, MHEAP_IDLE_NS);
 			continue;
 		}
 		uint64_t work = bg_put(h, runs, nruns, n, &since);
-		mm_event_wait(&h->pace, mm_event_prepare(&h->pace),
+		mm_event_wait(&h->pace,
 		              mheap_pace_sleep_ns(work, h->cfg.cpu_permille));
 	}
 	bg_book(h, &since);
@@ -238,8 +235,7 @@ bool mheap_scavenger_start(struct mheap *h)
 	if (atomic_exchange(&h->bg_running, true))
 		return true;
 	atomic_store(&h->bg_stop, false);
-	h->bg_thread = mm_port_thread_start("mheap_scav", bg_main, h);
-	if (h->bg_thread)
+	if (mm_port_thread_start("mheap_scav", bg_main, h))
 		return true;
 	atomic_store(&h->bg_running, false);
 	mm_log("mheap: cannot start the scavenger thread");
@@ -250,7 +246,6 @@ void mheap_scavenger_stop(struct mheap *h)
 {
 	atomic_store(&h->bg_stop, true);
 	mm_event_wake(&h->wake);
-	if (h->bg_thread)
-		mm_port_thread_join(h->bg_thread);
-	h->bg_thread = NULL;
+	while (atomic_load(&h->bg_running))
+		mm_event_wait(&h->done, 1000 * 1000);
 }
