@@ -2,7 +2,8 @@
 #
 #   make            build the loader, the kernel and the host test binary
 #   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size)
-#   make test       host tests under ASan/UBSan, then kernel tests in QEMU;
+#   make test       host tests under ASan/UBSan and under TSan, then kernel
+#                   tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
 #   make bench      host page-allocator benchmark and in-kernel cost figures
@@ -105,7 +106,8 @@ $(KERNEL): $(BUILD)/kernel.pass1.elf $(BUILD)/ksyms.S.o
 include boot/boot.mk
 
 # ---------------------------------------------------------------------------
-# Host tests: the portable code under AddressSanitizer and UBSan
+# Host tests: the portable code under AddressSanitizer and UBSan (and, in
+# tests/host/host.mk, a second build under ThreadSanitizer)
 # ---------------------------------------------------------------------------
 
 HOST_BUILD := $(BUILD)/host
@@ -174,6 +176,7 @@ test: deps
 	@st=0; \
 	$(MAKE) --no-print-directory test-lint || st=1; \
 	$(MAKE) --no-print-directory test-host || st=1; \
+	$(MAKE) --no-print-directory test-tsan || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \
 	$(MAKE) --no-print-directory test-kernel || st=1; \
 	$(MAKE) --no-print-directory test-harness || st=1; \
@@ -187,9 +190,13 @@ test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
 	NM=$(NM) tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
 
+# A host test that deadlocks (the port's locks and events) ends at the
+# timeout, cut short, and ktap-check names it.
+HOST_TIMEOUT ?= 300
+
 test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)
-	@$(HOST_TEST) > $(BUILD)/host-test.log 2>&1; \
+	@timeout -k 5 $(HOST_TIMEOUT) $(HOST_TEST) > $(BUILD)/host-test.log 2>&1; \
 	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
 
 # The kernel tests run twice: at -smp $(SMP) and on one CPU, so that SMP

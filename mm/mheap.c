@@ -280,6 +280,8 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		}
 		if (flags & MHEAP_NO_GROW)
 			return atomic ? atomic_failed(h) : NULL;
+		if (mm_event_prepare(&h->grown) != seen)
+			continue; /* a growth ended since the attempt: retry */
 		switch (grow(h, npages, flags)) {
 		case GROW_OK:
 			continue;

@@ -1,4 +1,5 @@
-# Host-only targets beyond the unit tests: fuzzing and benchmarks.
+# Host-only targets beyond the unit tests: fuzzing, benchmarks and the
+# ThreadSanitizer build.
 #   make fuzz          the libFuzzer target, long run (FUZZ_SECONDS, default 60)
 #   make test-fuzz     the short run `make test` includes (TEST_FUZZ_SECONDS,
 #                      default 15); writes "passed failed skipped" to
@@ -7,6 +8,7 @@
 #   make bench         the page allocator's benchmark table, -O2 without
 #                      sanitizers, plus callgrind instruction counts (not
 #                      pass/fail); the table is kept in $(BENCH_DIR)/bench.txt
+#   make test-tsan     the host tests under ThreadSanitizer (below)
 # Included by the top-level Makefile after HOST_BUILD, MM_SRCS,
 # MM_HOST_SRCS and RESULTS are defined.
 
@@ -69,3 +71,40 @@ bench: $(BENCH_BIN) | deps-bench
 	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
 
 .PHONY: test-fuzz fuzz bench
+
+# ThreadSanitizer: the host tests' sources built a second time with
+# -fsanitize=thread (ASan and TSan cannot share a binary) into
+# $(TSAN_BUILD).
+#   make test-tsan     runs them all but TSAN_EXCLUDE (the differential test:
+#                      one thread, and 30 s under TSan); TSAN_TESTS narrows
+#                      further. Writes "passed failed skipped" to
+#                      $(RESULTS)/host-tsan. A report stops the run
+#                      (halt_on_error) and tools/ktap-check fails it: the KTAP
+#                      document is cut short, and it rejects any
+#                      "WARNING: ThreadSanitizer" line anyway.
+TSAN_BUILD := $(BUILD)/host-tsan
+TSAN_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1
+TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
+TSAN_TEST := $(TSAN_BUILD)/host-test
+TSAN_TESTS ?=
+TSAN_EXCLUDE ?= palloc_diff.*
+TSAN_RUN_OPTIONS := halt_on_error=1 second_deadlock_stack=1
+TSAN_TIMEOUT ?= 300
+
+$(TSAN_BUILD)/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(TSAN_CFLAGS) -c $< -o $@
+
+$(TSAN_TEST): $(TSAN_OBJS)
+	$(CC) $(TSAN_CFLAGS) -o $@ $^ -lpthread
+
+test-tsan: $(TSAN_TEST)
+	@mkdir -p $(RESULTS)
+	@TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" HOST_TEST_EXCLUDE='$(TSAN_EXCLUDE)' \
+		timeout -k 5 $(TSAN_TIMEOUT) $(TSAN_TEST) '$(TSAN_TESTS)' \
+		> $(BUILD)/host-tsan.log 2>&1; \
+	tools/ktap-check host-tsan $(BUILD)/host-tsan.log $(RESULTS)/host-tsan \
+		"exit status $$? (log: $(BUILD)/host-tsan.log)"
+
+.PHONY: test-tsan

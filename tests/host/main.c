@@ -2,12 +2,21 @@
  * The host test binary: every test file under tests/host/ registers KTEST()s in
  * the "ktests" section; this runs the ones selected by argv[1] (a glob list)
  * and prints KTAP on stdout for tools/ktap-check.
+ *
+ * Two environment variables narrow the set before selection:
+ *   HOST_TEST_EXCLUDE=globs  leaves out the tests that match (make test-tsan
+ *                            leaves out the slow single-threaded ones)
+ *   HOST_TEST_FAIL_DEMO=1    lets in the suite "demo": tests that fail on
+ *                            purpose, for tools/test-harness to show that
+ *                            the checks catch them. Left out otherwise.
  */
 #include "main.h"
 
 #include "../../kernel/ktest.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern const struct ktest __start_ktests[], __stop_ktests[];
 
@@ -41,9 +50,49 @@ void ktest_port_vprintf(const char *fmt, va_list ap)
 	fflush(stdout);
 }
 
+/* Copies the registered tests that the environment lets in to a new
+ * array; returns how many, or -1 if out of memory. */
+static long admitted_tests(struct ktest **out)
+{
+	const char *exclude = getenv("HOST_TEST_EXCLUDE");
+	const char *demo = getenv("HOST_TEST_FAIL_DEMO");
+	bool demo_ok = demo && strcmp(demo, "1") == 0;
+	size_t n = (size_t)(__stop_ktests - __start_ktests), kept = 0;
+	size_t ndemo = 0, nexcluded = 0;
+	struct ktest *t = malloc((n ? n : 1) * sizeof(*t));
+	if (!t)
+		return -1;
+	for (const struct ktest *k = __start_ktests; k < __stop_ktests; k++) {
+		char name[256];
+		snprintf(name, sizeof(name), "%s.%s", k->suite, k->name);
+		if (strcmp(k->suite, "demo") == 0 && !demo_ok)
+			ndemo++;
+		else if (exclude && *exclude &&
+		         ktest_select_match(exclude, name))
+			nexcluded++;
+		else
+			t[kept++] = *k;
+	}
+	if (ndemo)
+		printf("host-test: %zu demo tests left out (they fail on "
+		       "purpose: HOST_TEST_FAIL_DEMO=1 lets them in)\n",
+		       ndemo);
+	if (nexcluded)
+		printf("host-test: %zu tests left out by "
+		       "HOST_TEST_EXCLUDE='%s'\n",
+		       nexcluded, exclude);
+	*out = t;
+	return (long)kept;
+}
+
 int main(int argc, char **argv)
 {
-	enum ktest_result r = ktest_run(__start_ktests, __stop_ktests,
-	                                argc > 1 ? argv[1] : "");
+	struct ktest *tests;
+	long n = admitted_tests(&tests);
+	if (n < 0)
+		return 1;
+	enum ktest_result r =
+	        ktest_run(tests, tests + n, argc > 1 ? argv[1] : "");
+	free(tests);
 	return r == KTEST_PASSED ? 0 : 1;
 }

@@ -4,37 +4,58 @@
  *
  * Address space: reserve = an anonymous PROT_NONE, MAP_NORESERVE mapping,
  * over-reserved and trimmed to the alignment asked for; map and used =
- * mprotect read-write (fresh anonymous memory reads as zero); unused =
- * madvise(MADV_DONTNEED), which drops the pages, then PROT_NONE so that a
- * touch faults as it would in the kernel.
+ * mprotect read-write (fresh anonymous memory reads as zero; pages that
+ * are already read-write keep their contents). Both are all or nothing:
+ * an injected failure (mm_port_fail_maps) returns before touching
+ * anything; a real mprotect failure of map is undone (the range was not
+ * mapped), one of used mm_panics (the port keeps no per-page state, so it
+ * could not tell which pages to put back).
  *
- * Scavenging with the heap lock held: unused_begin records the range and
- * drops it at once (madvise + PROT_NONE: a user process has no shootdown
- * to defer), finish only empties the batch. free_pages is a value tests
- * set (mm_port_set_free_pages; default: plenty) to simulate a short frame
- * pool. Threads are detached pthreads; CPU time is CLOCK_THREAD_CPUTIME_ID;
- * an mm_event_t is a condition variable and a pending flag under one
- * mutex shared by all events.
+ * Scavenging: unused_begin records the range and drops it at once
+ * (madvise(MADV_DONTNEED), which drops the pages, then PROT_NONE so that
+ * a touch faults as it would in the kernel; a user process has no
+ * shootdown to defer); finish only empties the batch. free_pages is a
+ * value tests set (mm_port_set_free_pages; default: plenty) to simulate a
+ * short frame pool.
  *
- * Locks: a pthread mutex plus the owning thread inside mm_lock_t; ranks are
- * checked per thread (a lock may only be taken above every rank held).
- * There are no interrupts: the "irq state" is always 0. CPUs: each thread
- * says which CPU it is (mm_port_set_cpu, default 0); pinning is a no-op.
+ * Threads: joinable pthreads behind a malloc'd struct mm_thread; CPU time
+ * is CLOCK_THREAD_CPUTIME_ID. Events: a 32-bit count that is also a Linux
+ * futex word (see "Events" below).
+ *
+ * Locks: each mm_lock_t holds its own pthread mutex, the owning thread,
+ * its name and rank. Ranks are checked per thread: a thread records the
+ * lock it holds at each rank, and a lock may only be taken above every
+ * rank held; a violation mm_panics naming both locks. There are no
+ * interrupts: the "irq state" is always 0; a test can put a thread in
+ * simulated atomic context (mm_port_set_atomic), where it may not sleep.
+ * CPUs: each thread says which CPU it is (mm_port_set_cpu, default 0).
+ *
+ * Contract checks: the hooks that port.h says run with no mm lock held
+ * mm_panic if the caller holds one; mm_event_wait and mm_port_thread_join
+ * also when the caller may not sleep; mm_event_wake when the caller holds
+ * a heap-rank lock.
  *
  * Diagnostics: mm_log prints to stderr and keeps the last line;
  * mm_panic longjmps to a catch armed by the test (mm_port_posix.h), or
  * prints "mm_panic: ..." and aborts.
  */
+#define _GNU_SOURCE
 #include "mm_port_posix.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 struct posix_lock {
 	pthread_mutex_t mutex;
@@ -47,8 +68,13 @@ _Static_assert(sizeof(struct posix_lock) <= sizeof(mm_lock_t),
                "the POSIX lock fits in mm_lock_t");
 _Static_assert(_Alignof(struct posix_lock) <= _Alignof(mm_lock_t),
                "and is aligned by it");
+_Static_assert(MM_RANK_COUNT <= 32, "held_ranks has a bit per rank");
 
-static _Thread_local unsigned held_ranks; /* bit r: a lock of rank r */
+/* Per thread: the lock held at each rank (at most one: ranks strictly
+ * increase), bit r of held_ranks set when held[r] is. */
+static _Thread_local const struct posix_lock *held[MM_RANK_COUNT];
+static _Thread_local unsigned held_ranks;
+static _Thread_local bool atomic_context;
 static _Thread_local unsigned cpu_id;
 static _Thread_local jmp_buf *panic_catch;
 
@@ -59,8 +85,37 @@ static atomic_bool quiet;
 static atomic_size_t mapped_bytes;
 static atomic_uint fail_maps;
 
+/* The highest-ranked mm lock this thread holds, or NULL. */
+static const struct posix_lock *top_held(void)
+{
+	if (!held_ranks)
+		return NULL;
+	return held[31 - __builtin_clz(held_ranks)];
+}
+
+/* Hooks documented "no mm lock held" call this first; what names the
+ * call in the panic ("mm_port_map", "mm_event_wait(name)"). */
+static void expect_no_lock(const char *what)
+{
+	const struct posix_lock *top = top_held();
+	if (top)
+		mm_panic("%s called holding mm lock %s (rank %d)", what,
+		         top->name, top->rank);
+}
+
+/* Hooks that may sleep call this first. */
+static void expect_can_sleep(const char *what)
+{
+	expect_no_lock(what);
+	if (atomic_context)
+		mm_panic("%s called in atomic context (it may sleep)", what);
+}
+
+/* ---- Address space ------------------------------------------------------ */
+
 void *mm_port_reserve(size_t nbytes, size_t align)
 {
+	expect_no_lock("mm_port_reserve");
 	if (align < MM_PAGE_SIZE)
 		align = MM_PAGE_SIZE;
 	size_t span = nbytes + align - MM_PAGE_SIZE;
@@ -77,41 +132,57 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return (void *)base;
 }
 
-bool mm_port_map(void *addr, size_t nbytes)
+/* True if a failure was injected for this call (mm_port_fail_maps). */
+static bool injected_failure(void)
 {
 	unsigned n = atomic_load(&fail_maps);
 	while (n && !atomic_compare_exchange_weak(&fail_maps, &n, n - 1))
 		;
-	if (n)
+	return n != 0;
+}
+
+bool mm_port_map(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_map");
+	if (injected_failure())
 		return false;
-	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0) {
+		/* Part of it may have changed (the VMA limit): the range was
+		 * not mapped before, so unmapping it all restores it. */
+		int err = errno;
+		if (mprotect(addr, nbytes, PROT_NONE) != 0)
+			mm_panic("mm_port_map: mprotect(%p, %zu) failed (%s) "
+			         "and could not be undone",
+			         addr, nbytes, strerror(err));
 		return false;
+	}
 	atomic_fetch_add(&mapped_bytes, nbytes);
 	return true;
 }
 
-void mm_port_unused(void *addr, size_t nbytes)
-{
-	madvise(addr, nbytes, MADV_DONTNEED);
-	mprotect(addr, nbytes, PROT_NONE);
-	atomic_fetch_sub(&mapped_bytes, nbytes);
-}
-
 bool mm_port_used(void *addr, size_t nbytes)
 {
-	return mm_port_map(addr, nbytes);
+	expect_no_lock("mm_port_used");
+	if (injected_failure())
+		return false;
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+		mm_panic("mm_port_used: mprotect(%p, %zu) failed (%s): the "
+		         "host port cannot tell which pages it changed",
+		         addr, nbytes, strerror(errno));
+	return true;
 }
 
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
+	expect_no_lock("mm_port_prepare");
 	return true; /* the host kernel's page tables are its business */
 }
 
-void mm_unused_batch_init(struct mm_unused_batch *b)
+/* Drops the memory of [addr, addr + nbytes) now; a touch then faults. */
+static void drop_pages(void *addr, size_t nbytes)
 {
-	b->npages = 0;
-	b->lo = UINTPTR_MAX;
-	b->hi = 0;
+	madvise(addr, nbytes, MADV_DONTNEED);
+	mprotect(addr, nbytes, PROT_NONE);
 }
 
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
@@ -126,11 +197,12 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 		b->lo = base;
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
-	mm_port_unused(addr, nbytes);
+	drop_pages(addr, nbytes);
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)
 {
+	expect_no_lock("mm_port_unused_finish");
 	mm_unused_batch_init(b);
 }
 
@@ -144,6 +216,33 @@ size_t mm_port_free_pages(void)
 void mm_port_set_free_pages(size_t npages)
 {
 	atomic_store(&free_pages, npages);
+}
+
+void mm_port_release(void *addr, size_t nbytes)
+{
+	munmap(addr, nbytes);
+}
+
+void mm_port_fail_maps(unsigned n)
+{
+	atomic_store(&fail_maps, n);
+}
+
+size_t mm_port_mapped_bytes(void)
+{
+	return atomic_load(&mapped_bytes);
+}
+
+/* ---- Contexts, time and threads ----------------------------------------- */
+
+bool mm_port_can_sleep(void)
+{
+	return !atomic_context && !held_ranks;
+}
+
+void mm_port_set_atomic(bool on)
+{
+	atomic_context = on;
 }
 
 static uint64_t clock_ns(clockid_t id)
@@ -163,48 +262,81 @@ uint64_t mm_port_thread_cpu_ns(void)
 	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }
 
-struct thread_start {
+struct mm_thread {
+	pthread_t tid;
 	void (*fn)(void *);
 	void *arg;
+	char name[16]; /* Linux's limit (pthread_setname_np) */
 };
 
 static void *thread_main(void *p)
 {
-	struct thread_start ts = *(struct thread_start *)p;
-	free(p);
-	ts.fn(ts.arg);
+	struct mm_thread *t = p;
+	pthread_setname_np(pthread_self(), t->name);
+	t->fn(t->arg);
 	return NULL;
 }
 
-bool mm_port_thread_start(const char *name, void (*fn)(void *), void *arg)
+struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
+                                       void *arg)
 {
-	struct thread_start *ts = malloc(sizeof(*ts));
-	if (!ts)
-		return false;
-	*ts = (struct thread_start){fn, arg};
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	int err = pthread_create(&t, &attr, thread_main, ts);
-	pthread_attr_destroy(&attr);
-	if (err) {
-		free(ts);
-		return false;
+	expect_can_sleep("mm_port_thread_start");
+	struct mm_thread *t = malloc(sizeof(*t));
+	if (!t)
+		return NULL;
+	*t = (struct mm_thread){.fn = fn, .arg = arg};
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	if (pthread_create(&t->tid, NULL, thread_main, t) != 0) {
+		free(t);
+		return NULL;
 	}
-	return true;
+	return t;
 }
 
-/* One mutex for every event: a mutex and a condvar would not fit. */
-static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
+void mm_port_thread_join(struct mm_thread *t)
+{
+	expect_can_sleep("mm_port_thread_join");
+	int err = pthread_join(t->tid, NULL);
+	if (err)
+		mm_panic("mm_port_thread_join(%s): %s", t->name, strerror(err));
+	free(t);
+}
 
+/* ---- Events --------------------------------------------------------------
+ *
+ * An event count on a Linux futex. count is the futex word: wake advances
+ * it and, if anyone may be asleep, FUTEX_WAKEs them all; wait sleeps in
+ * FUTEX_WAIT_BITSET while count still equals the value prepare returned.
+ * The kernel compares the word and queues the waiter atomically, so a wake
+ * that lands between prepare and the sleep makes FUTEX_WAIT fail at once
+ * (EAGAIN): no wake-up is lost, and every waiter of any number sees it.
+ *
+ * waiters lets wake skip the system call when nobody waits. A waiter adds
+ * itself before reading count; wake advances count before reading waiters
+ * (both seq_cst), so either the waker sees the waiter or the waiter sees
+ * the new count. FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC
+ * deadline, the clock mm_port_now_ns reads: early returns (signals,
+ * spurious wake-ups, another event's wake on a reused word) just go round
+ * the loop, which rereads count and the clock.
+ *
+ * Synchronisation is through C11 atomics on count, so ThreadSanitizer sees
+ * a wake happen before the wait that observes it; the futex only sleeps.
+ * Limits: count is 32 bits; a waiter that slept through exactly 2^32 wakes
+ * would miss them and sleep until its timeout. A waker still reads e after
+ * advancing count, so an event must outlive its wakers' calls, not only
+ * the wake its waiters saw.
+ */
 struct posix_event {
-	pthread_cond_t cond; /* on CLOCK_MONOTONIC */
-	bool pending;
+	_Atomic uint32_t count;
+	_Atomic uint32_t waiters; /* in wait, from before reading count */
+	const char *name;
 };
 
 _Static_assert(sizeof(struct posix_event) <= sizeof(mm_event_t),
                "the POSIX event fits in mm_event_t");
+_Static_assert(_Alignof(struct posix_event) <= _Alignof(mm_event_t),
+               "and is aligned by it");
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "a futex word is 32 bits");
 
 static struct posix_event *ev(mm_event_t *e)
 {
@@ -214,51 +346,66 @@ static struct posix_event *ev(mm_event_t *e)
 void mm_event_init(mm_event_t *e, const char *name)
 {
 	struct posix_event *p = ev(e);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	p->pending = false;
+	atomic_init(&p->count, 0);
+	atomic_init(&p->waiters, 0);
+	p->name = name;
 }
 
-void mm_event_wait(mm_event_t *e, uint64_t timeout_ns)
+uint64_t mm_event_prepare(mm_event_t *e)
+{
+	return atomic_load(&ev(e)->count);
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val,
+                  const struct timespec *ts, uint32_t bitset)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG,
+	               val, ts, NULL, bitset);
+}
+
+bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 {
 	struct posix_event *p = ev(e);
-	uint64_t until = mm_port_now_ns() + timeout_ns;
-	struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
-	                      .tv_nsec = (long)(until % 1000000000u)};
-	pthread_mutex_lock(&event_lock);
-	while (!p->pending &&
-	       pthread_cond_timedwait(&p->cond, &event_lock, &ts) == 0)
-		;
-	p->pending = false;
-	pthread_mutex_unlock(&event_lock);
+	if (!mm_port_can_sleep()) {
+		char what[80];
+		snprintf(what, sizeof(what), "mm_event_wait(%s)", p->name);
+		expect_can_sleep(what);
+	}
+	uint64_t now = mm_port_now_ns();
+	uint64_t deadline =
+	        now + timeout_ns < now ? UINT64_MAX : now + timeout_ns;
+	bool moved;
+	atomic_fetch_add(&p->waiters, 1);
+	for (;;) {
+		moved = atomic_load(&p->count) != (uint32_t)seen;
+		if (moved || (now = mm_port_now_ns()) >= deadline)
+			break;
+		struct timespec ts = {
+		        .tv_sec = (time_t)(deadline / 1000000000u),
+		        .tv_nsec = (long)(deadline % 1000000000u)};
+		if (futex(&p->count, FUTEX_WAIT_BITSET, (uint32_t)seen, &ts,
+		          FUTEX_BITSET_MATCH_ANY) != 0 &&
+		    errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT)
+			mm_panic("mm_event_wait(%s): futex: %s", p->name,
+			         strerror(errno));
+	}
+	atomic_fetch_sub(&p->waiters, 1);
+	return moved;
 }
 
 void mm_event_wake(mm_event_t *e)
 {
 	struct posix_event *p = ev(e);
-	pthread_mutex_lock(&event_lock);
-	p->pending = true;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&event_lock);
+	if (held_ranks & (1u << MM_RANK_HEAP))
+		mm_panic("mm_event_wake(%s) called holding heap lock %s",
+		         p->name, held[MM_RANK_HEAP]->name);
+	atomic_fetch_add(&p->count, 1);
+	if (atomic_load(&p->waiters))
+		futex(&p->count, FUTEX_WAKE_BITSET, INT_MAX, NULL,
+		      FUTEX_BITSET_MATCH_ANY);
 }
 
-void mm_port_release(void *addr, size_t nbytes)
-{
-	munmap(addr, nbytes);
-}
-
-void mm_port_fail_maps(unsigned n)
-{
-	atomic_store(&fail_maps, n);
-}
-
-size_t mm_port_mapped_bytes(void)
-{
-	return atomic_load(&mapped_bytes);
-}
+/* ---- Locks --------------------------------------------------------------- */
 
 static struct posix_lock *lk(const mm_lock_t *l)
 {
@@ -268,8 +415,10 @@ static struct posix_lock *lk(const mm_lock_t *l)
 void mm_lock_init(mm_lock_t *l, const char *name, enum mm_lock_rank rank)
 {
 	struct posix_lock *p = lk(l);
+	if (rank < 1 || rank >= MM_RANK_COUNT)
+		mm_panic("mm lock %s: bad rank %d", name, rank);
 	pthread_mutex_init(&p->mutex, NULL);
-	atomic_store(&p->owner, (pthread_t)0);
+	atomic_init(&p->owner, (pthread_t)0);
 	p->name = name;
 	p->rank = rank;
 }
@@ -277,12 +426,17 @@ void mm_lock_init(mm_lock_t *l, const char *name, enum mm_lock_rank rank)
 unsigned long mm_lock_acquire(mm_lock_t *l)
 {
 	struct posix_lock *p = lk(l);
-	if (held_ranks >> p->rank)
-		mm_panic("mm lock %s (rank %d) taken while holding a lock of "
-		         "rank >= %d (held ranks %#x)",
-		         p->name, p->rank, p->rank, held_ranks);
-	pthread_mutex_lock(&event_lock);
-	atomic_store(&p->owner, pthread_self());
+	const struct posix_lock *top = top_held();
+	if (held[p->rank] == p)
+		mm_panic("mm lock %s (rank %d) taken twice by one thread",
+		         p->name, p->rank);
+	if (top && top->rank >= p->rank)
+		mm_panic("mm lock %s (rank %d) taken while holding mm lock %s "
+		         "(rank %d): ranks must increase",
+		         p->name, p->rank, top->name, top->rank);
+	pthread_mutex_lock(&p->mutex);
+	atomic_store_explicit(&p->owner, pthread_self(), memory_order_relaxed);
+	held[p->rank] = p;
 	held_ranks |= 1u << p->rank;
 	return 0;
 }
@@ -294,36 +448,32 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 		mm_panic("mm lock %s released by a thread that does not "
 		         "hold it",
 		         p->name);
+	held[p->rank] = NULL;
 	held_ranks &= ~(1u << p->rank);
-	atomic_store(&p->owner, (pthread_t)0);
-	pthread_mutex_unlock(&event_lock);
+	atomic_store_explicit(&p->owner, (pthread_t)0, memory_order_relaxed);
+	pthread_mutex_unlock(&p->mutex);
 }
 
 bool mm_lock_held(const mm_lock_t *l)
 {
-	struct posix_lock *p = lk(l);
-	pthread_t owner = atomic_load(&p->owner);
+	/* Only this thread stores its own id, so a relaxed load that sees
+	 * it is current. */
+	pthread_t owner =
+	        atomic_load_explicit(&lk(l)->owner, memory_order_relaxed);
 	return owner != 0 && pthread_equal(owner, pthread_self());
-}
-
-unsigned long mm_cpu_pin(void)
-{
-	return 0;
-}
-
-void mm_cpu_unpin(unsigned long irq_state)
-{
-}
-
-unsigned mm_cpu_id(void)
-{
-	return cpu_id;
 }
 
 void mm_port_set_cpu(unsigned cpu)
 {
 	cpu_id = cpu % MM_MAX_CPUS;
 }
+
+unsigned mm_port_cpu(void)
+{
+	return cpu_id;
+}
+
+/* ---- Diagnostics --------------------------------------------------------- */
 
 void mm_port_catch_panic(jmp_buf *jb)
 {
@@ -332,11 +482,13 @@ void mm_port_catch_panic(jmp_buf *jb)
 
 void mm_panic(const char *fmt, ...)
 {
+	char msg[sizeof(last_panic)];
 	va_list ap;
-	pthread_mutex_lock(&diag_lock);
 	va_start(ap, fmt);
-	vsnprintf(last_panic, sizeof(last_panic), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	pthread_mutex_lock(&diag_lock);
+	memcpy(last_panic, msg, sizeof(msg));
 	npanics++;
 	pthread_mutex_unlock(&diag_lock);
 	jmp_buf *jb = panic_catch;
@@ -344,7 +496,8 @@ void mm_panic(const char *fmt, ...)
 		panic_catch = NULL;
 		longjmp(*jb, 1);
 	}
-	fprintf(stderr, "mm_panic: %s\n", last_panic);
+	fflush(stdout);
+	fprintf(stderr, "mm_panic: %s\n", msg);
 	abort();
 }
 
@@ -368,7 +521,10 @@ const char *mm_port_last_panic(void)
 
 unsigned long mm_port_panic_count(void)
 {
-	return npanics;
+	pthread_mutex_lock(&diag_lock);
+	unsigned long n = npanics;
+	pthread_mutex_unlock(&diag_lock);
+	return n;
 }
 
 const char *mm_port_last_log(void)
@@ -378,7 +534,10 @@ const char *mm_port_last_log(void)
 
 unsigned long mm_port_log_count(void)
 {
-	return nlogs;
+	pthread_mutex_lock(&diag_lock);
+	unsigned long n = nlogs;
+	pthread_mutex_unlock(&diag_lock);
+	return n;
 }
 
 void mm_port_set_quiet(bool q)

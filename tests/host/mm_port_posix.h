@@ -1,7 +1,8 @@
 /*
  * tests/host/mm_port_posix.h: the test-facing side of the POSIX port of
  * mm/port.h (mm_port_posix.c): catching mm_panic, reading what mm_log
- * said, choosing the CPU id a thread reports, and releasing reservations.
+ * said, choosing the CPU id a thread reports, simulating atomic context,
+ * injecting failures, and releasing reservations.
  *
  * A test that expects a panic wraps the call:
  *
@@ -42,11 +43,13 @@ void mm_port_catch_panic(jmp_buf *jb);
 		mm_port_fired_;                            \
 	})
 
-/* The last caught panic's message ("" if none), and how many were caught. */
+/* The last panic's message ("" if none), and how many there were. Read
+ * the message when no other thread may panic. */
 const char *mm_port_last_panic(void);
 unsigned long mm_port_panic_count(void);
 
-/* The last mm_log line ("" if none), and how many lines were logged. */
+/* The last mm_log line ("" if none), and how many lines were logged.
+ * Read the line when no other thread (a scavenger) may log. */
 const char *mm_port_last_log(void);
 unsigned long mm_port_log_count(void);
 
@@ -54,17 +57,28 @@ unsigned long mm_port_log_count(void);
  * recorded. */
 void mm_port_set_quiet(bool quiet);
 
-/* The CPU id mm_cpu_id() reports on this thread (default 0). */
+/* Sets the CPU id this thread reports (default 0; taken modulo
+ * MM_MAX_CPUS), and reads it. */
 void mm_port_set_cpu(unsigned cpu);
+unsigned mm_port_cpu(void);
 
-/* Bytes currently mapped through mm_port_map/mm_port_used, all threads. */
+/* Puts this thread in (true) or out of simulated atomic context: an
+ * interrupt handler or interrupts disabled. mm_port_can_sleep() is then
+ * false, and hooks that may sleep mm_panic. Default: out. */
+void mm_port_set_atomic(bool on);
+
+/* Bytes mapped through mm_port_map (palloc's metadata), all threads. The
+ * heap's own pages (mm_port_used, mm_port_unused_begin) are not counted:
+ * their ranges may mix mapped and unmapped pages, and the port keeps no
+ * per-page state. */
 size_t mm_port_mapped_bytes(void);
 
 /* Gives back a whole reservation made by mm_port_reserve (tests only: the
  * kernel never unreserves). */
 void mm_port_release(void *addr, size_t nbytes);
 
-/* Makes the next n mm_port_map calls fail (to test out-of-memory paths). */
+/* Makes the next n mm_port_map and mm_port_used calls fail, changing
+ * nothing (to test out-of-memory paths). */
 void mm_port_fail_maps(unsigned n);
 
 /* What mm_port_free_pages() reports from now on (default: plenty), to
