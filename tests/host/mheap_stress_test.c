@@ -148,7 +148,7 @@ static void one_op(struct worker *w, int op)
 		return;
 	}
 	size_t n = random_npages(&w->rng);
-	void *p = mheap_alloc_pages(&heap, n);
+	void *p = mheap_alloc_pages(&heap, n, 0);
 	if (!p) {
 		fail(w, "op %d: alloc of %zu pages failed", op, n);
 		return;
@@ -232,15 +232,15 @@ KTEST(mheap, stress_threads)
 	           "in %lu ms; scavenger: %lu runs, %lu pages; released %lu; "
 	           "grown %zu pages",
 	           allocs, frees, handed, OPS / RELEASE_EVERY,
-	           (unsigned long)ms, (unsigned long)end.bg_runs,
-	           (unsigned long)end.bg_pages,
-	           (unsigned long)end.release_pages, end.grown_pages);
+	           (unsigned long)ms, (unsigned long)end.n.bg_runs,
+	           (unsigned long)end.n.bg_pages,
+	           (unsigned long)end.n.release_pages, end.grown_pages);
 	KASSERT(started);
 	KEXPECT_EQ(allocs, frees);
 	KEXPECT(handed > 0);
 	KEXPECT_EQ(workers[0].releases, OPS / RELEASE_EVERY);
-	KEXPECT(end.bg_pages > 0);      /* the scavenger really worked */
-	KEXPECT(end.release_pages > 0); /* so did release-all */
+	KEXPECT(end.n.bg_pages > 0);      /* the scavenger really worked */
+	KEXPECT(end.n.release_pages > 0); /* so did release-all */
 	KEXPECT_EQ(end.in_use_pages, 0);
 	KEXPECT_EQ(end.free_backed_pages, 0);
 	KEXPECT_EQ(end.scavenging_pages, 0);

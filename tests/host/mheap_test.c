@@ -95,7 +95,7 @@ KTEST(mheap, alloc_grow_free)
 	HEAP_CHECK("after reuse");
 	unsigned long logs = mm_port_log_count();
 	mheap_dump(&heap);
-	KEXPECT_EQ(mm_port_log_count(), logs + 2);
+	KEXPECT_EQ(mm_port_log_count(), logs + 3);
 	KEXPECT(strstr(mm_port_last_log(), "scavenger:") != NULL);
 	heap_release();
 }
@@ -126,7 +126,7 @@ KTEST(mheap, release_all_drops_rss_and_zeroes)
 	heap_release();
 }
 
-KTEST(mheap, locked_mode_when_frames_short)
+KTEST(mheap, scavenges_for_frames_when_short)
 {
 	KASSERT(heap_new(64, 0, 1000));
 	char *a = mheap_alloc_pages(&heap, 300, 0);
@@ -134,8 +134,8 @@ KTEST(mheap, locked_mode_when_frames_short)
 	KASSERT(a && b);
 	memset(a, 0xab, 300 * PG);
 	mheap_free_pages(&heap, a, 300);
-	mm_port_set_free_pages(10);              /* under the watermark */
-	char *c = mheap_alloc_pages(&heap, 600, 0); /* must grow */
+	mm_port_set_free_pages(10);                 /* under the watermark */
+	char *c = mheap_alloc_pages(&heap, 600, 0); /* needs 600 frames */
 	mm_port_set_free_pages(SIZE_MAX / 2);
 	KASSERT(c);
 	memset(c, 1, 600 * PG);
@@ -149,7 +149,7 @@ KTEST(mheap, locked_mode_when_frames_short)
 	char *d = mheap_alloc_pages(&heap, 300, 0);
 	KEXPECT_EQ(d, a);
 	KEXPECT(d && all_bytes(d, 300 * PG, 0));
-	/* With frames plenty, growth scavenges nothing. */
+	/* With frames plenty, nothing is scavenged. */
 	mheap_free_pages(&heap, d, 300);
 	KEXPECT(mheap_alloc_pages(&heap, 2000, 0));
 	mheap_stats(&heap, &st);
@@ -213,7 +213,7 @@ KTEST(mheap, background_reaches_goal_within_budget)
 			           st.free_backed_pages * 4,
 			           st.free_scav_pages * 4);
 		unsigned long irq = mm_lock_acquire(&heap.lock);
-		idle = heap.bg_idle && st.free_backed_pages <= st.goal_pages;
+		idle = heap.scav.idle && st.free_backed_pages <= st.goal_pages;
 		mm_lock_release(&heap.lock, irq);
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
@@ -288,7 +288,8 @@ static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)
 	return a->grown_pages == b->grown_pages &&
 	       a->in_use_pages == b->in_use_pages &&
 	       a->free_backed_pages == b->free_backed_pages &&
-	       a->free_scav_pages == b->free_scav_pages && a->grows == b->grows;
+	       a->free_scav_pages == b->free_scav_pages &&
+	       a->n.grows == b->n.grows;
 }
 
 KTEST(mheap, out_of_memory_changes_nothing)

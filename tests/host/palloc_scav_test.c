@@ -1,14 +1,14 @@
 /*
  * palloc's scavenging primitives (mm/palloc_scav.c) as tables: the highest
  * free backed run first, runs across bitmap words, nearly full chunks
- * skipped unless forced, take/return and mark keeping the bitmaps and
+ * skipped unless forced, take and return keeping the bitmaps and
  * counts exact (palloc_check after every step), and the cursor finding
  * frees above it by wrapping around.
  */
 #include "palloc_test_util.h"
 
 #define TAKE 0
-#define MARK 1
+#define MARK 1 /* take, then return: free and scavenged */
 #define NONE ((size_t)-1)
 
 struct scav_step {
@@ -67,9 +67,12 @@ static const struct scav_case scav_cases[] = {
 static bool run_step(struct palloc *p, const struct scav_step *s,
                      struct palloc_run *r)
 {
-	if (s->op == TAKE)
-		return palloc_scav_take_locked(p, s->max, s->flags, r);
-	return palloc_scav_mark_locked(p, s->max, s->flags, r);
+	bool found = palloc_scav_take_locked(p, s->max, s->flags, r);
+	/* MARK: what the heap does with a taken run once it is unmapped
+	 * and shot down: it goes back free and scavenged. */
+	if (found && s->op == MARK)
+		palloc_scav_return_locked(p, r->base, r->npages);
+	return found;
 }
 
 KTEST(palloc_scav, table)
@@ -147,6 +150,16 @@ KTEST(palloc_scav, return_marks_scavenged)
 	tp_release(&p);
 }
 
+/* A forced take of up to 64 pages, returned at once as the heap returns
+ * a run after its shootdown. */
+static bool take_and_return(struct palloc *p, struct palloc_run *r)
+{
+	if (!palloc_scav_take_locked(p, 64, PALLOC_SCAV_FORCE, r))
+		return false;
+	palloc_scav_return_locked(p, r->base, r->npages);
+	return true;
+}
+
 KTEST(palloc_scav, cursor_wraps_to_frees_above)
 {
 	struct palloc p;
@@ -158,16 +171,16 @@ KTEST(palloc_scav, cursor_wraps_to_frees_above)
 	};
 	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
 	struct palloc_run r;
-	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KASSERT(take_and_return(&p, &r));
 	KEXPECT_EQ(r.base, tp_addr(&p, P(2, 500)));
-	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KASSERT(take_and_return(&p, &r));
 	KEXPECT_EQ(r.base, tp_addr(&p, P(0, 500)));
 	/* A free above the cursor is found by wrapping to the top. */
 	palloc_free(&p, tp_addr(&p, P(3, 0)), 32);
-	KASSERT(palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KASSERT(take_and_return(&p, &r));
 	KEXPECT_EQ(r.base, tp_addr(&p, P(3, 0)));
 	KEXPECT_EQ(r.npages, 32);
-	KEXPECT(!palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT(!take_and_return(&p, &r));
 	TP_CHECK(&p, "after wrapping");
 	tp_release(&p);
 }
@@ -179,7 +192,7 @@ KTEST(palloc_scav, no_scav_mode_finds_nothing)
 	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
 	struct palloc_run r;
 	KEXPECT(!palloc_scav_take_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
-	KEXPECT(!palloc_scav_mark_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
+	KEXPECT(!take_and_return(&p, &r));
 	TP_CHECK(&p, "no-scav");
 	tp_release(&p);
 }
