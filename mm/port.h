@@ -149,7 +149,9 @@ void mm_port_thread_join(struct mm_thread *t);
  *	}
  *
  * A waker makes the condition true, then calls mm_event_wake, which
- * advances the count and wakes every thread waiting on it.
+ * advances the count and wakes every thread waiting on it. Counts are only
+ * compared for equality and may wrap (the POSIX port keeps 32 bits). An
+ * event must outlive every wake and wait call on it.
  */
 typedef struct {
 	_Alignas(16) unsigned char opaque[64];
