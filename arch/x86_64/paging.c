@@ -1,7 +1,8 @@
 /*
  * The kernel's own page tables.
  *
- * paging_init builds, from frames of the frame source:
+ * paging_init builds, from frames of the frame source the kernel hands it
+ * (struct paging_frame_source: arch/ does not know the kernel's pool):
  *   - the direct map of [0, ram_top) at DIRECT_MAP_BASE with 1 GiB pages
  *     when the CPU has them (CPUID 0x80000001 EDX.26), else 2 MiB, RW+NX;
  *   - the kernel image section by section with 4 KiB pages: text R-X,
@@ -16,7 +17,6 @@
 
 #include "cpu.h"
 #include "kernel/bootinfo.h"
-#include "kernel/frames.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
@@ -26,6 +26,7 @@
 /* Immutable after paging_init(): */
 static paddr_t kernel_pml4;
 static uint64_t direct_page_size;
+static struct paging_frame_source frame_source;
 
 /* Serialises changes to the kernel page tables (walks that may create
  * tables, and leaf updates). Frames are taken under it. */
@@ -73,7 +74,7 @@ static unsigned vm_flags_of(uint64_t pte)
 /* Returns a zeroed frame for a page-table page, or 0. */
 static paddr_t alloc_table(void)
 {
-	paddr_t pa = frame_alloc();
+	paddr_t pa = frame_source.alloc();
 	if (pa)
 		memset(phys_to_virt(pa), 0, PAGE_SIZE);
 	return pa;
@@ -291,9 +292,12 @@ static void map_image_range(const char *start, const char *end, unsigned f)
 	}
 }
 
-void paging_init(void)
+void paging_init(const struct paging_frame_source *src)
 {
 	uint32_t r[4];
+	if (!src || !src->alloc)
+		panic("paging: no frame source for page-table pages");
+	frame_source = *src;
 	cpuid(0x80000001, 0, r);
 	direct_page_size =
 	        (r[3] & (1u << 26)) ? HUGE_PAGE_SIZE : LARGE_PAGE_SIZE;

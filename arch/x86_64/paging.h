@@ -47,8 +47,26 @@ enum vm_error {
 	VM_ENOMEM = 4, /* no frame for a page-table page */
 };
 
-/* Builds the kernel's page tables and switches to them. Boot CPU, once. */
-void paging_init(void);
+/*
+ * Where page-table pages come from. The kernel passes its frame pool, so
+ * that arch/ does not call into kernel/ for memory.
+ *
+ * alloc returns a free frame's physical address, or 0 when none is left;
+ * the contents are undefined (paging zeroes the frame). It is called with
+ * the vm lock held (irqsave, rank VM), so it may take only locks ranked
+ * above VM and must not sleep; it is also called before the kernel runs on
+ * its own page tables, from paging_init.
+ *
+ * There is no free: page-table pages are never freed, which is what lets
+ * heap PTEs change without a lock (vm_prepare_range below).
+ */
+struct paging_frame_source {
+	paddr_t (*alloc)(void);
+};
+
+/* Builds the kernel's page tables from frames of src (copied; src need not
+ * outlive the call) and switches to them. Boot CPU, once. */
+void paging_init(const struct paging_frame_source *src);
 
 /* Prints the layout of the kernel address space. */
 void paging_print_layout(void);
