@@ -12,6 +12,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/tlbflush.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -29,14 +30,11 @@ static _Atomic unsigned req_pending;
 void tlb_flush_local(uintptr_t va, size_t npages)
 {
 	if (npages > TLB_FULL_FLUSH_PAGES) {
-		/* Kernel mappings are global: toggling PGE flushes them too. */
-		uint64_t cr4 = read_cr4();
-		write_cr4(cr4 & ~CR4_PGE);
-		write_cr4(cr4);
+		arch_tlb_flush_all();
 		return;
 	}
 	for (size_t i = 0; i < npages; i++)
-		invlpg(va + i * PAGE_SIZE);
+		arch_tlb_flush_page(va + i * PAGE_SIZE);
 }
 
 static void tlb_irq(struct trap_frame *f)
