@@ -1,10 +1,7 @@
-/* The per-CPU areas and GS setup (see percpu.h). */
+/* The per-CPU areas (see percpu.h). */
 #include "percpu.h"
 
-#include "arch/x86_64/cpu.h"
-
-#define MSR_GS_BASE        0xc0000101u
-#define MSR_KERNEL_GS_BASE 0xc0000102u
+#include "arch/x86_64/cpu_local.h"
 
 _Static_assert(offsetof(struct cpu, fault_catch) == CPU_FAULT_CATCH_OFFSET,
                "fault.S stores the hook at this offset");
@@ -18,6 +15,5 @@ void cpu_init_local(unsigned id, uint32_t apic_id)
 	c->self = c;
 	c->id = id;
 	c->apic_id = apic_id;
-	wrmsr(MSR_GS_BASE, (uintptr_t)c);
-	wrmsr(MSR_KERNEL_GS_BASE, 0);
+	arch_cpu_local_set(c);
 }

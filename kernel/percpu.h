@@ -1,7 +1,8 @@
 /*
- * The per-CPU area. Each CPU's GS base points at its struct cpu, whose first
- * word points at itself, so this_cpu() is one load from %gs:0 and works in
- * any context once cpu_init_boot()/the AP entry has set GS.
+ * The per-CPU area. cpu_init_local makes each CPU's struct cpu its arch
+ * per-CPU pointer (arch/x86_64/cpu_local.h: the GS base), and the struct's
+ * first word points at itself, so this_cpu() is one load and works in any
+ * context once kmain or the AP entry has called cpu_init_local.
  */
 #ifndef KERNEL_PERCPU_H
 #define KERNEL_PERCPU_H
@@ -9,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "arch/x86_64/cpu_local.h"
 
 #define MAX_CPUS       64
 #define LOCKS_HELD_MAX 16
@@ -19,7 +22,7 @@ struct fault_catch;
 
 struct cpu {
 	/* Immutable once the CPU is online: */
-	struct cpu *self; /* %gs:0 */
+	struct cpu *self; /* arch_cpu_local_get() reads it */
 	unsigned id;      /* index into cpus[], 0 = the boot CPU */
 	uint32_t apic_id;
 
@@ -41,7 +44,8 @@ struct cpu {
 	_Atomic bool online;
 };
 
-_Static_assert(offsetof(struct cpu, self) == 0, "this_cpu reads %gs:0");
+_Static_assert(offsetof(struct cpu, self) == 0,
+               "arch_cpu_local_get reads the area's first word");
 
 #define CPU_FAULT_CATCH_OFFSET 16 /* used by arch/x86_64/fault.S */
 
@@ -52,12 +56,10 @@ extern _Atomic unsigned ncpus_online;
 
 static inline struct cpu *this_cpu(void)
 {
-	struct cpu *c;
-	__asm__ volatile("movq %%gs:0, %0" : "=r"(c));
-	return c;
+	return arch_cpu_local_get();
 }
 
-/* Points GS at cpus[id] on this CPU and fills id/apic id. */
+/* Makes cpus[id] this CPU's per-CPU area and fills id/apic id. */
 void cpu_init_local(unsigned id, uint32_t apic_id);
 
 static inline bool in_irq(void)
