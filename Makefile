@@ -53,6 +53,12 @@ KCFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 ifeq ($(KTEST_FAIL_DEMO),1)
 KCFLAGS += -DKTEST_FAIL_DEMO=1
 endif
+# Test hooks (kernel/testhook.h) widen race windows for the tests that need
+# them. Every kernel carries its tests, so they are on by default;
+# KTEST_HOOKS=0 (after make clean) builds a kernel without them or those
+# tests.
+KTEST_HOOKS ?= 1
+KCFLAGS += -DKTEST_HOOKS=$(KTEST_HOOKS)
 KASFLAGS := -g -I. -MMD -MP -D__ASSEMBLY__
 KLDFLAGS := -nostdlib -static -z max-page-size=0x1000 -z noexecstack \
 	--no-warn-rwx-segments -T linker.ld
