@@ -12,8 +12,18 @@
  *
  * Page-table pages are reached through the direct map, and are never freed:
  * an unmapped range keeps its tables for the next map.
+ *
+ * Entries are shared without a common lock: heap PTEs are set and cleared
+ * by whoever owns the page (vm_pte_set/vm_pte_clear, no lock), while
+ * vm_translate and the lock-free walk read entries on any CPU, and the MMU
+ * itself sets the accessed and dirty bits. So every entry is read with one
+ * atomic load (pte_load) and written with one atomic store, and a change
+ * that depends on the old value (present or not) is a compare-and-swap on
+ * the value it checked: two changes to one entry cannot both act on the
+ * same old value.
  */
 #include "paging.h"
+#include "paging_testing.h"
 
 #include "cpu.h"
 #include "kernel/bootinfo.h"
@@ -31,6 +41,25 @@ static struct paging_frame_source frame_source;
 /* Serialises changes to the kernel page tables (walks that may create
  * tables, and leaf updates). Frames are taken under it. */
 static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
+
+/* One entry, read or written whole. Acquire/release: a table's contents,
+ * zeroed before its entry is stored, are visible to whoever loads it. */
+static inline uint64_t pte_load(const uint64_t *e)
+{
+	return __atomic_load_n(e, __ATOMIC_ACQUIRE);
+}
+
+static inline void pte_store(uint64_t *e, uint64_t v)
+{
+	__atomic_store_n(e, v, __ATOMIC_RELEASE);
+}
+
+/* Replaces *e with v if it still holds *old; else loads it into *old. */
+static inline bool pte_cas(uint64_t *e, uint64_t *old, uint64_t v)
+{
+	return __atomic_compare_exchange_n(e, old, v, false, __ATOMIC_ACQ_REL,
+	                                   __ATOMIC_ACQUIRE);
+}
 
 static inline uint64_t *table_of(uint64_t entry)
 {
@@ -84,7 +113,8 @@ static paddr_t alloc_table(void)
  * Walks from the PML4 down to the table at stop_level (0 = the page table)
  * for va, creating missing tables when create is set. Returns NULL when a
  * table is missing (and not created), when a large page is in the way
- * (*large set), or when no frame is left.
+ * (*large set), or when no frame is left. Locking: vm_lock must be held
+ * when create is set (paging_init runs before any other CPU).
  */
 static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 {
@@ -92,19 +122,21 @@ static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 	*large = false;
 	for (int level = 3; level > stop_level; level--) {
 		uint64_t *e = &table[level_index(va, level)];
-		if (!(*e & PTE_P)) {
+		uint64_t v = pte_load(e);
+		if (!(v & PTE_P)) {
 			if (!create)
 				return NULL;
 			paddr_t pa = alloc_table();
 			if (!pa)
 				return NULL;
 			/* Upper levels are permissive; the leaf decides. */
-			*e = pa | PTE_P | PTE_W;
-		} else if (*e & PTE_PS) {
+			v = pa | PTE_P | PTE_W;
+			pte_store(e, v);
+		} else if (v & PTE_PS) {
 			*large = true;
 			return NULL;
 		}
-		table = table_of(*e);
+		table = table_of(v);
 	}
 	return table;
 }
@@ -132,10 +164,15 @@ int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, true, &err);
-	if (e && (*e & PTE_P))
-		err = -VM_EEXIST;
-	else if (e)
-		*e = pa | pte_flags(flags);
+	if (e) {
+		uint64_t old = pte_load(e);
+		do {
+			if (old & PTE_P) {
+				err = -VM_EEXIST;
+				break;
+			}
+		} while (!pte_cas(e, &old, pa | pte_flags(flags)));
+	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;
 }
@@ -152,13 +189,21 @@ static int change_leaf(uintptr_t va, bool unmap, unsigned flags, paddr_t *pa)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, false, &err);
-	if (e && !(*e & PTE_P)) {
-		err = -VM_ENOENT;
-	} else if (e) {
-		if (pa)
-			*pa = *e & PTE_ADDR;
-		*e = unmap ? 0 : (*e & PTE_ADDR) | pte_flags(flags);
-		invlpg(va);
+	if (e) {
+		/* A CAS, not a plain store: the MMU may set A/D meanwhile. */
+		uint64_t old = pte_load(e), v;
+		do {
+			if (!(old & PTE_P)) {
+				err = -VM_ENOENT;
+				break;
+			}
+			v = unmap ? 0 : (old & PTE_ADDR) | pte_flags(flags);
+		} while (!pte_cas(e, &old, v));
+		if (err == VM_OK) {
+			if (pa)
+				*pa = old & PTE_ADDR;
+			invlpg(va);
+		}
 	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;
@@ -197,14 +242,15 @@ static uint64_t *prepared_leaf(uintptr_t va)
 {
 	uint64_t *table = phys_to_virt(kernel_pml4);
 	for (int level = 3; level > 0; level--) {
-		uint64_t e = __atomic_load_n(&table[level_index(va, level)],
-		                             __ATOMIC_ACQUIRE);
+		uint64_t e = pte_load(&table[level_index(va, level)]);
 		if (!(e & PTE_P) || (e & PTE_PS))
 			return NULL;
 		table = table_of(e);
 	}
 	return &table[level_index(va, 0)];
 }
+
+TEST_HOOK_DEFINE(paging_testing_pte_change);
 
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
@@ -213,9 +259,12 @@ int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 	uint64_t *e = prepared_leaf(va);
 	if (!e)
 		return -VM_ENOENT;
-	if (*e & PTE_P)
-		return -VM_EEXIST;
-	__atomic_store_n(e, pa | pte_flags(flags), __ATOMIC_RELEASE);
+	uint64_t old = pte_load(e);
+	TEST_HOOK(paging_testing_pte_change, va);
+	do {
+		if (old & PTE_P)
+			return -VM_EEXIST;
+	} while (!pte_cas(e, &old, pa | pte_flags(flags)));
 	return VM_OK;
 }
 
@@ -224,11 +273,16 @@ int vm_pte_clear(uintptr_t va, paddr_t *pa)
 	if (va % PAGE_SIZE || !canonical(va))
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
-	if (!e || !(*e & PTE_P))
+	if (!e)
 		return -VM_ENOENT;
+	uint64_t old = pte_load(e);
+	TEST_HOOK(paging_testing_pte_change, va);
+	do {
+		if (!(old & PTE_P))
+			return -VM_ENOENT;
+	} while (!pte_cas(e, &old, 0));
 	if (pa)
-		*pa = *e & PTE_ADDR;
-	__atomic_store_n(e, 0, __ATOMIC_RELEASE);
+		*pa = old & PTE_ADDR;
 	invlpg(va);
 	return VM_OK;
 }
@@ -239,7 +293,7 @@ bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags)
 		return false;
 	uint64_t *table = phys_to_virt(kernel_pml4);
 	for (int level = 3; level >= 0; level--) {
-		uint64_t e = table[level_index(va, level)];
+		uint64_t e = pte_load(&table[level_index(va, level)]);
 		if (!(e & PTE_P))
 			return false;
 		if (level == 0 || (e & PTE_PS)) {
@@ -272,8 +326,8 @@ static void map_direct(paddr_t limit, uint64_t page_size)
 		if (!t)
 			panic("paging: no memory for the direct map at %#llx",
 			      (unsigned long long)pa);
-		t[level_index(va, level)] =
-		        pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS;
+		pte_store(&t[level_index(va, level)],
+		          pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS);
 	}
 }
 

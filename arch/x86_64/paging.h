@@ -4,8 +4,10 @@
  *
  * Locking: map/unmap/protect take the vm lock (irqsave) and may allocate
  * page-table frames under it; callers own the virtual range they change.
- * Page-table pages are created on first map and never freed. Unmap and
- * protect flush only this CPU's TLB; other CPUs need a shootdown.
+ * Page-table pages are created on first map and never freed. Every entry
+ * changes in one atomic step, so lock-free readers and the lock-free heap
+ * PTE calls below never see half an update. Unmap and protect flush only
+ * this CPU's TLB; other CPUs need a shootdown.
  * Any context but NMI; vm_translate takes no lock.
  */
 #ifndef ARCH_X86_64_PAGING_H
@@ -87,7 +89,10 @@ int vm_protect_page(uintptr_t va, unsigned flags);
  * and they are kept for good. Afterwards the page's owner (the heap's
  * bitmaps say who) sets and clears its PTE with vm_pte_set/vm_pte_clear,
  * which take no lock and allocate nothing: callable with the heap lock
- * held. vm_pte_clear flushes only this CPU's TLB.
+ * held. vm_pte_clear flushes only this CPU's TLB. Each checks and changes
+ * the entry in one compare-and-swap: of two calls racing on one entry
+ * (which the ownership rule forbids), one succeeds and the other returns
+ * -VM_EEXIST / -VM_ENOENT, so a frame is never handed out twice.
  */
 int vm_prepare_range(uintptr_t va, size_t nbytes);
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags);
