@@ -38,8 +38,19 @@ static paddr_t kernel_pml4;
 static uint64_t direct_page_size;
 static struct paging_frame_source frame_source;
 
-/* Serialises changes to the kernel page tables (walks that may create
- * tables, and leaf updates). Frames are taken under it. */
+/*
+ * The vm lock protects the shape of the tables: only its holder creates a
+ * page-table page and writes the upper-level entry that links it (walk
+ * with create), so two walks cannot both fill one empty slot, and the
+ * frame for a new table is taken under it. vm_map_page, vm_unmap_page and
+ * vm_protect_page also run under it, which orders them with each other.
+ *
+ * It does not protect leaf entries in general: heap PTEs in prepared
+ * ranges are changed with no lock by the page's owner (vm_pte_set and
+ * vm_pte_clear, callable under the heap lock, a leaf), and readers
+ * (vm_translate, prepared_leaf) take no lock. What keeps those safe is
+ * that tables are never freed and entries change atomically (see above).
+ */
 static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
 
 /* One entry, read or written whole. Acquire/release: a table's contents,
