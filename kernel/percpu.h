@@ -54,6 +54,25 @@ extern struct cpu cpus[MAX_CPUS];
 /* CPUs that came online, counted up during SMP bring-up. Atomic. */
 extern _Atomic unsigned ncpus_online;
 
+/* A set of CPUs by index into cpus[]: bit i is cpus[i]. */
+typedef uint64_t cpumask_t;
+_Static_assert(MAX_CPUS <= 64, "a cpumask_t holds every CPU");
+
+static inline cpumask_t cpumask_of(unsigned id)
+{
+	return (cpumask_t)1 << id;
+}
+
+/* The number of CPUs in m. (No __builtin_popcountll: without POPCNT it
+ * calls libgcc, which the kernel does not link.) */
+static inline unsigned cpumask_weight(cpumask_t m)
+{
+	unsigned n = 0;
+	for (; m; m &= m - 1)
+		n++;
+	return n;
+}
+
 static inline struct cpu *this_cpu(void)
 {
 	return arch_cpu_local_get();
@@ -61,6 +80,30 @@ static inline struct cpu *this_cpu(void)
 
 /* Makes cpus[id] this CPU's per-CPU area and fills id/apic id. */
 void cpu_init_local(unsigned id, uint32_t apic_id);
+
+/*
+ * The online set and the gate that keeps it still (percpu.c says why).
+ *
+ * cpus_online_hold returns the online CPUs and keeps any other CPU from
+ * coming online until cpus_online_release; a TLB shootdown and a
+ * stop-the-world hold it from their snapshot until every CPU in it has
+ * answered. It may spin while a CPU is coming online (a few stores). Any
+ * context but NMI; not recursive: a holder must not hold it again (a CPU
+ * waiting to come online would keep the inner hold out, and wait for the
+ * outer one).
+ *
+ * cpu_set_online marks this CPU online once no holder is left (so it may
+ * spin for as long as a stop-the-world lasts), then flushes its whole TLB:
+ * shootdowns before it did not reach it. The CPU itself, once, at
+ * bring-up, interrupts off.
+ */
+cpumask_t cpus_online_hold(void);
+void cpus_online_release(void);
+void cpu_set_online(void);
+
+/* Sends vector to every CPU in m (never this one, in practice). Any
+ * context but NMI. */
+void cpus_send_ipi(cpumask_t m, unsigned vector);
 
 static inline bool in_irq(void)
 {
