@@ -100,6 +100,9 @@ void cpu_set_online(void)
 	atomic_store(&c->online, true);
 	atomic_fetch_add(&ncpus_online, 1);
 	online_change_end();
+	/* Came up after a panic stopped the others: stop too. */
+	if (panic_elsewhere())
+		panic_park();
 	/* No shootdown before this point reached this CPU, and it may have
 	 * run kernel code (and cached translations) while it was coming up:
 	 * forget them all. Later shootdowns include it. */
