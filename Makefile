@@ -51,11 +51,19 @@ KCFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fno-asynchronous-unwind-tables -fno-strict-aliasing \
 	-nostdinc -isystem $(shell $(CC) -print-file-name=include) \
 	-I. -MMD -MP
-# This kernel carries its tests, so mm/'s test hooks are compiled in
-# (mm/mheap_testing.h); a kernel that lifts mm/ leaves MM_TEST_HOOKS out.
-KCFLAGS += -DMM_TEST_HOOKS
 ifeq ($(KTEST_FAIL_DEMO),1)
 KCFLAGS += -DKTEST_FAIL_DEMO=1
+endif
+# Test hooks (kernel/testhook.h) widen race windows for the tests that need
+# them. Every kernel carries its tests, so they are on by default;
+# KTEST_HOOKS=0 (after make clean) builds a kernel without them or those
+# tests.
+KTEST_HOOKS ?= 1
+KCFLAGS += -DKTEST_HOOKS=$(KTEST_HOOKS)
+# mm/'s own hooks (mm/mheap_testing.h) follow: a kernel that lifts mm/
+# leaves MM_TEST_HOOKS out.
+ifeq ($(KTEST_HOOKS),1)
+KCFLAGS += -DMM_TEST_HOOKS
 endif
 KASFLAGS := -g -I. -MMD -MP -D__ASSEMBLY__
 KLDFLAGS := -nostdlib -static -z max-page-size=0x1000 -z noexecstack \

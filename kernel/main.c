@@ -95,6 +95,9 @@ static void print_memory(void)
 	       frames_free_count() >> 8);
 }
 
+/* Page-table pages come from the frame pool. */
+static const struct paging_frame_source table_frames = {.alloc = frame_alloc};
+
 __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 {
 	/* GS first: locks (printk's too) find their CPU through it. */
@@ -104,7 +107,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	       (unsigned long long)boot_info_phys);
 	bootinfo_copy(boot_info_phys);
 	frames_init();
-	paging_init();
+	paging_init(&table_frames);
 	frames_reclaim_boot_memory();
 	gdt_init_cpu();
 	idt_init_cpu();

@@ -236,13 +236,7 @@ void mm_port_thread_join(struct mm_thread *t)
 
 uint64_t mm_port_thread_cpu_ns(void)
 {
-	unsigned long irq = read_rflags();
-	cpu_cli();
-	struct thread *t = thread_current();
-	uint64_t ns = t->runtime_ns + (time_now_ns() - t->slice_start_ns);
-	if (irq & RFLAGS_IF)
-		cpu_sti();
-	return ns;
+	return thread_cpu_time_ns();
 }
 
 /*

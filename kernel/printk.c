@@ -2,10 +2,21 @@
  * printk, panic and the frame-pointer backtrace. Output goes straight to
  * the serial console, polled, so it works in any context, including the
  * exception handler and a panic on a broken heap.
+ *
+ * A panic prints alone. The first CPU to panic claims panic_cpu, sends an
+ * NMI to every other online CPU and waits (boundedly) until each has
+ * marked itself in cpus_stopped and halted, in the NMI handler (a CPU
+ * with interrupts off, or spinning on a lock the panicking CPU holds,
+ * still takes an NMI); only then does it print. A CPU that panics second
+ * halts without printing. A nested panic on the panicking CPU (a fault
+ * while printing) prints again.
  */
 #include "printk.h"
 
+#include <stdatomic.h>
+
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/serial.h"
@@ -13,7 +24,10 @@
 #include "kernel/ksyms.h"
 #include "kernel/ktest.h"
 #include "kernel/ktest_kernel.h"
+#include "kernel/percpu.h"
+#include "kernel/printk_testing.h"
 #include "kernel/spinlock.h"
+#include "kernel/time.h"
 
 /* Keeps lines from different CPUs apart. Rank CONSOLE: anyone but a leaf
  * holder may print. Once a panic starts it is ignored, so the panic
@@ -21,6 +35,16 @@
 static struct spinlock console_lock =
         SPINLOCK_INIT("console", LOCK_RANK_CONSOLE);
 static _Atomic bool panicking;
+
+/* How long a panic waits for the other CPUs to stop before it prints
+ * anyway (a CPU already in an NMI handler cannot take another). */
+#define PANIC_STOP_WAIT_NS 1000000000ull
+
+/* Atomic, any CPU: */
+static _Atomic int panic_cpu = -1; /* the CPU that panicked first */
+static _Atomic cpumask_t cpus_stopped;
+
+TEST_HOOK_DEFINE(panic_testing_after_message);
 
 static void console_sink(void *ctx, char c)
 {
@@ -74,16 +98,57 @@ void backtrace_print(uint64_t rip, uint64_t rbp)
 	}
 }
 
+bool panic_elsewhere(void)
+{
+	int p = atomic_load(&panic_cpu);
+	return p >= 0 && p != (int)this_cpu()->id;
+}
+
+void panic_park(void)
+{
+	atomic_fetch_or(&cpus_stopped, cpumask_of(this_cpu()->id));
+	cpu_halt_forever();
+}
+
+/* NMIs every other online CPU and waits until they have parked, or until
+ * PANIC_STOP_WAIT_NS have passed; says so if some did not. */
+static void stop_other_cpus(void)
+{
+	unsigned self = this_cpu()->id;
+	cpumask_t others = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			others |= cpumask_of(i);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (others & cpumask_of(i))
+			lapic_send_nmi(cpus[i].apic_id);
+	/* Other CPUs are online only once time runs (SMP needs it). */
+	uint64_t deadline = time_now_ns() + PANIC_STOP_WAIT_NS;
+	while ((atomic_load(&cpus_stopped) & others) != others &&
+	       time_now_ns() < deadline)
+		cpu_pause();
+	cpumask_t missing = others & ~atomic_load(&cpus_stopped);
+	if (missing)
+		printk("panic: %u other CPU(s) did not stop (mask %#llx)\n",
+		       cpumask_weight(missing), (unsigned long long)missing);
+}
+
 void panic(const char *fmt, ...)
 {
 	static char msg[1024]; /* static: panics are final and may nest */
 	va_list ap;
 	cpu_cli();
+	int first = -1, self = (int)this_cpu()->id;
+	if (atomic_compare_exchange_strong(&panic_cpu, &first, self))
+		stop_other_cpus();
+	else if (first != self)
+		panic_park(); /* the first panic speaks; this one halts */
 	panicking = true;
 	va_start(ap, fmt);
 	kvsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	printk("\nKERNEL PANIC: %s\n", msg);
+	TEST_HOOK(panic_testing_after_message, this_cpu()->id);
 	uint64_t here;
 	__asm__ volatile("leaq 0(%%rip), %0" : "=r"(here));
 	backtrace_print(here, read_rbp());

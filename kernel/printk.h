@@ -3,6 +3,7 @@
 #define KERNEL_PRINTK_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Formats (see kernel/format.h) to the console. Any context; output of
@@ -11,12 +12,20 @@ void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, va_list ap);
 
 /*
- * Prints "KERNEL PANIC: <message>" and a backtrace, reports the running test
- * as crashed (test kernels then leave QEMU with the panic code) and stops
- * the CPU. Any context.
+ * Stops every other CPU (an NMI each), then prints "KERNEL PANIC:
+ * <message>" and a backtrace, reports the running test as crashed (test
+ * kernels then leave QEMU with the panic code) and stops this CPU. If
+ * another CPU panicked first, only halts. Any context.
  */
 __attribute__((noreturn, format(printf, 1, 2))) void panic(const char *fmt,
                                                            ...);
+
+/* True when another CPU has started a panic: an NMI on this CPU is then
+ * the request to stop (the NMI handler calls panic_park). Any context. */
+bool panic_elsewhere(void);
+
+/* Marks this CPU stopped for the panicking CPU and halts it for good. */
+__attribute__((noreturn)) void panic_park(void);
 
 /* Prints a frame-pointer backtrace starting at (rip, rbp). */
 void backtrace_print(uint64_t rip, uint64_t rbp);

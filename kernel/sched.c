@@ -57,6 +57,24 @@ struct thread *thread_current(void)
 	return this_cpu()->current;
 }
 
+/*
+ * The current thread's runtime plus its slice so far. No run-queue lock:
+ * both fields of the current thread are written only by this CPU with
+ * interrupts off (sched_switch_locked, thread_adopt_current), so with
+ * interrupts off here nothing can change them under us. Taking the lock
+ * instead would forbid calls under a leaf lock or a run-queue lock.
+ */
+uint64_t thread_cpu_time_ns(void)
+{
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	struct thread *t = this_cpu()->current;
+	uint64_t ns = t->runtime_ns + (time_now_ns() - t->slice_start_ns);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	return ns;
+}
+
 /* Prints the scheduler state of t and panics: a broken invariant. */
 __attribute__((noreturn)) static void sched_broken(const char *what,
                                                    const struct thread *t)

@@ -5,6 +5,10 @@
  * `stopped` falls, then counts itself out. The stopper runs with
  * preemption disabled from stop to start so that it keeps its CPU.
  *
+ * The CPUs to park are one snapshot of the online set (cpus_online_hold),
+ * held from stop to start: a CPU that comes online meanwhile would run
+ * unparked, so it waits until the world runs again.
+ *
  * A CPU answers the park IPI only with interrupts on, so the stopper must
  * not hold an irqsave lock another CPU may be spinning on; it holds none
  * (the semaphore sleeps rather than spins).
@@ -14,11 +18,11 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
-#include "arch/x86_64/lapic.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
+#include "kernel/stw_testing.h"
 #include "kernel/tlb.h"
 
 struct semaphore stw_sema;
@@ -29,6 +33,8 @@ static _Atomic bool stopped;
 static _Atomic unsigned nparked;
 static const char *stop_reason;
 static _Atomic int stopper = -1; /* CPU id of the stopper */
+
+TEST_HOOK_DEFINE(stw_testing_after_send);
 
 static void park_irq(struct trap_frame *f)
 {
@@ -56,16 +62,15 @@ void stw_stop(const char *reason)
 	preempt_disable();
 	stop_reason = reason;
 	struct cpu *self = this_cpu();
-	unsigned others = 0;
+	/* Park exactly the CPUs counted; none comes online until
+	 * stw_start has let them go (percpu.h). */
+	cpumask_t others = cpus_online_hold() & ~cpumask_of(self->id);
 	atomic_store(&stopper, (int)self->id);
 	atomic_store(&stopped, true);
-	for (unsigned i = 0; i < MAX_CPUS; i++) {
-		if (&cpus[i] == self || !atomic_load(&cpus[i].online))
-			continue;
-		others++;
-		lapic_send_ipi(cpus[i].apic_id, IRQ_VEC_STW);
-	}
-	while (atomic_load_explicit(&nparked, memory_order_acquire) < others)
+	cpus_send_ipi(others, IRQ_VEC_STW);
+	TEST_HOOK(stw_testing_after_send, self->id);
+	unsigned n = cpumask_weight(others);
+	while (atomic_load_explicit(&nparked, memory_order_acquire) < n)
 		cpu_pause();
 }
 
@@ -78,6 +83,7 @@ void stw_start(void)
 		cpu_pause();
 	stop_reason = NULL;
 	atomic_store(&stopper, -1);
+	cpus_online_release();
 	preempt_enable();
 	sema_release(&stw_sema);
 }

@@ -27,7 +27,8 @@ extern struct semaphore gc_cycle_sema;
 void stw_init(void);
 
 /* Returns once every other online CPU is parked. reason is kept for
- * diagnostics ("stw: stopped for <reason>"). */
+ * diagnostics ("stw: stopped for <reason>"). No CPU comes online until
+ * stw_start (it waits in cpu_set_online, percpu.h). */
 void stw_stop(const char *reason);
 
 /* Releases the parked CPUs and waits until all have left the park. */

@@ -49,6 +49,9 @@ struct thread {
 	struct thread *rq_next;
 	struct thread *sleep_next;
 	uint64_t wake_ns;
+	/* Written only by the home CPU, with interrupts off: that CPU may
+	 * read them for its current thread without the lock (thread_cpu_time_ns
+	 * is the way for other modules). */
 	uint64_t slice_start_ns;
 	uint64_t runtime_ns; /* time spent running, up to the last switch */
 
@@ -92,6 +95,14 @@ void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
                          uint64_t ns);
 
 struct thread *thread_current(void);
+
+/*
+ * CPU time of the calling thread: the nanoseconds it has run, its current
+ * slice included. Any context but NMI (in an interrupt handler it is the
+ * interrupted thread's), and takes no lock, so a leaf-lock holder may call
+ * it. Never decreases for a given thread.
+ */
+uint64_t thread_cpu_time_ns(void);
 
 /* Makes a blocked or sleeping thread runnable. Any context. */
 void thread_wake(struct thread *t);

@@ -1,8 +1,7 @@
 /*
- * Monotonic time from the TSC, calibrated at boot against the PIT.
- *
- * QEMU keeps the TSCs of all CPUs in step (and so does hardware with an
- * invariant TSC), so time_now_ns() read on different CPUs is comparable.
+ * Monotonic time from the arch clock counter (the TSC on x86_64), which
+ * the arch calibrates at boot (against the PIT). The counters of all CPUs
+ * run in step, so time_now_ns() read on different CPUs is comparable.
  * Callable in any context, on any CPU, once time_init() has run.
  */
 #ifndef KERNEL_TIME_H
@@ -14,9 +13,10 @@
 #define TIMER_HZ 100
 
 /*
- * Measures the TSC and LAPIC timer rates over the same PIT channel 2
- * windows and prints them. Boot CPU, once, after lapic_init(), interrupts
- * off. Panics if the PIT does not count (there is then no reference).
+ * Calibrates the clock counter (arch_counter_calibrate: on x86_64 the TSC
+ * and the LAPIC timer, over the same PIT channel 2 windows) and starts the
+ * clock at 0. Boot CPU, once, after lapic_init(), interrupts off. Panics if
+ * there is no reference to calibrate against.
  */
 void time_init(void);
 
@@ -26,7 +26,7 @@ uint64_t time_now_ns(void);
 /* Busy-waits at least us microseconds. Panics before time_init(). */
 void time_delay_us(uint64_t us);
 
-/* TSC ticks per millisecond (0 before time_init()). */
+/* Clock counter (TSC) ticks per millisecond (0 before time_init()). */
 uint64_t time_tsc_per_ms(void);
 
 #endif

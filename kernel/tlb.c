@@ -4,19 +4,25 @@
  * spinning for it can still answer the holder's IPI. The request (range
  * and a count of CPUs yet to flush) lives in static memory that only the
  * lock holder writes.
+ *
+ * The CPUs to flush are one snapshot of the online set, taken with
+ * cpus_online_hold and held until the last of them has answered: the
+ * count and the IPIs cover the same CPUs, and a CPU coming online waits
+ * (then flushes everything itself).
  */
 #include "kernel/tlb.h"
 
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
-#include "arch/x86_64/lapic.h"
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/tlbflush.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/stw.h"
+#include "kernel/tlb_testing.h"
 
 static struct spinlock shootdown_lock =
         SPINLOCK_INIT("shootdown", LOCK_RANK_SHOOTDOWN);
@@ -26,17 +32,16 @@ static uintptr_t req_va;
 static size_t req_npages;
 static _Atomic unsigned req_pending;
 
+TEST_HOOK_DEFINE(tlb_testing_before_send);
+
 void tlb_flush_local(uintptr_t va, size_t npages)
 {
 	if (npages > TLB_FULL_FLUSH_PAGES) {
-		/* Kernel mappings are global: toggling PGE flushes them too. */
-		uint64_t cr4 = read_cr4();
-		write_cr4(cr4 & ~CR4_PGE);
-		write_cr4(cr4);
+		arch_tlb_flush_all();
 		return;
 	}
 	for (size_t i = 0; i < npages; i++)
-		invlpg(va + i * PAGE_SIZE);
+		arch_tlb_flush_page(va + i * PAGE_SIZE);
 }
 
 static void tlb_irq(struct trap_frame *f)
@@ -63,17 +68,16 @@ void tlb_shootdown(uintptr_t va, size_t npages)
 	spin_lock(&shootdown_lock);
 	tlb_flush_local(va, npages);
 	struct cpu *self = this_cpu();
-	unsigned others = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (&cpus[i] != self && atomic_load(&cpus[i].online))
-			others++;
+	/* Exactly the CPUs counted get the IPI, and none comes online
+	 * until they all have flushed (percpu.h). */
+	cpumask_t targets = cpus_online_hold() & ~cpumask_of(self->id);
 	req_va = va;
 	req_npages = npages;
-	atomic_store(&req_pending, others);
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (&cpus[i] != self && atomic_load(&cpus[i].online))
-			lapic_send_ipi(cpus[i].apic_id, IRQ_VEC_TLB);
+	atomic_store(&req_pending, cpumask_weight(targets));
+	TEST_HOOK(tlb_testing_before_send, self->id);
+	cpus_send_ipi(targets, IRQ_VEC_TLB);
 	while (atomic_load_explicit(&req_pending, memory_order_acquire) > 0)
 		cpu_pause();
+	cpus_online_release();
 	spin_unlock(&shootdown_lock);
 }

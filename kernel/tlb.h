@@ -6,7 +6,9 @@
  *
  * Thread context with interrupts enabled and no irqsave lock held: it
  * waits for other CPUs, which answer only with interrupts on
- * (DESIGN.md, "Unmapping under a leaf lock").
+ * (DESIGN.md, "Unmapping under a leaf lock"). The CPUs it waits for are
+ * those online when it starts; a CPU coming online meanwhile waits for it
+ * (cpus_online_hold, percpu.h) and flushes everything on arrival.
  */
 #ifndef KERNEL_TLB_H
 #define KERNEL_TLB_H
@@ -19,7 +21,8 @@
 void tlb_init(void);
 void tlb_shootdown(uintptr_t va, size_t npages);
 
-/* Flushes [va, va + npages pages) on this CPU only. */
+/* Flushes [va, va + npages pages) on this CPU only (arch_tlb_flush_page,
+ * or arch_tlb_flush_all over TLB_FULL_FLUSH_PAGES). Any context. */
 void tlb_flush_local(uintptr_t va, size_t npages);
 
 #endif

@@ -8,11 +8,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CR0_WP    (1ull << 16)
-#define CR4_PGE   (1ull << 7)
-#define MSR_EFER  0xc0000080u
-#define EFER_NXE  (1ull << 11)
-#define RFLAGS_IF (1ull << 9)
+#define CR0_WP             (1ull << 16)
+#define CR4_PGE            (1ull << 7)
+#define MSR_EFER           0xc0000080u
+#define MSR_GS_BASE        0xc0000101u
+#define MSR_KERNEL_GS_BASE 0xc0000102u
+#define EFER_NXE           (1ull << 11)
+#define RFLAGS_IF          (1ull << 9)
 
 static inline void outb(uint16_t port, uint8_t v)
 {

@@ -39,8 +39,6 @@ static struct cpu_tables cpu_tables[MAX_CPUS];
 
 #define IST_STACK_PAGES 4
 
-#define MSR_GS_BASE 0xc0000101u
-
 /* Loads gdt, reloads every segment register and the task register. Writing
  * a GS selector clears the GS base, which holds the per-CPU pointer, so
  * the base is saved and put back. */

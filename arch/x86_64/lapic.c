@@ -56,6 +56,7 @@
 #define TIMER_DIV_16       0x3u /* divide configuration: bus clock / 16 */
 
 #define ICR_FIXED        (0u << 8)
+#define ICR_NMI          (4u << 8)
 #define ICR_INIT         (5u << 8)
 #define ICR_STARTUP      (6u << 8)
 #define ICR_PENDING      (1u << 12) /* xAPIC delivery status */
@@ -244,6 +245,11 @@ void lapic_send_ipi_others(unsigned vector)
 {
 	send_icr(0,
 	         ICR_ALL_BUT_SELF | ICR_FIXED | ICR_ASSERT | (vector & 0xff));
+}
+
+void lapic_send_nmi(uint32_t apic_id)
+{
+	send_icr(apic_id, ICR_NMI | ICR_ASSERT);
 }
 
 void lapic_send_init(uint32_t apic_id)

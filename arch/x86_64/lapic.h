@@ -58,6 +58,10 @@ void lapic_send_ipi(uint32_t apic_id, unsigned vector);
  * shorthand): CPUs that are not online ignore or hold it. */
 void lapic_send_ipi_others(unsigned vector);
 
+/* A non-maskable interrupt to the CPU with apic_id: it arrives with
+ * interrupts off too (vector 2, on the NMI IST stack). Any context. */
+void lapic_send_nmi(uint32_t apic_id);
+
 /* INIT (assert) to apic_id: the AP resets and waits for a SIPI. */
 void lapic_send_init(uint32_t apic_id);
 

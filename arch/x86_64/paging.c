@@ -1,7 +1,8 @@
 /*
  * The kernel's own page tables.
  *
- * paging_init builds, from frames of the frame source:
+ * paging_init builds, from frames of the frame source the kernel hands it
+ * (struct paging_frame_source: arch/ does not know the kernel's pool):
  *   - the direct map of [0, ram_top) at DIRECT_MAP_BASE with 1 GiB pages
  *     when the CPU has them (CPUID 0x80000001 EDX.26), else 2 MiB, RW+NX;
  *   - the kernel image section by section with 4 KiB pages: text R-X,
@@ -11,12 +12,21 @@
  *
  * Page-table pages are reached through the direct map, and are never freed:
  * an unmapped range keeps its tables for the next map.
+ *
+ * Entries are shared without a common lock: heap PTEs are set and cleared
+ * by whoever owns the page (vm_pte_set/vm_pte_clear, no lock), while
+ * vm_translate and the lock-free walk read entries on any CPU, and the MMU
+ * itself sets the accessed and dirty bits. So every entry is read with one
+ * atomic load (pte_load) and written with one atomic store, and a change
+ * that depends on the old value (present or not) is a compare-and-swap on
+ * the value it checked: two changes to one entry cannot both act on the
+ * same old value.
  */
 #include "paging.h"
+#include "paging_testing.h"
 
 #include "cpu.h"
 #include "kernel/bootinfo.h"
-#include "kernel/frames.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
@@ -26,10 +36,41 @@
 /* Immutable after paging_init(): */
 static paddr_t kernel_pml4;
 static uint64_t direct_page_size;
+static struct paging_frame_source frame_source;
 
-/* Serialises changes to the kernel page tables (walks that may create
- * tables, and leaf updates). Frames are taken under it. */
+/*
+ * The vm lock protects the shape of the tables: only its holder creates a
+ * page-table page and writes the upper-level entry that links it (walk
+ * with create), so two walks cannot both fill one empty slot, and the
+ * frame for a new table is taken under it. vm_map_page, vm_unmap_page and
+ * vm_protect_page also run under it, which orders them with each other.
+ *
+ * It does not protect leaf entries in general: heap PTEs in prepared
+ * ranges are changed with no lock by the page's owner (vm_pte_set and
+ * vm_pte_clear, callable under the heap lock, a leaf), and readers
+ * (vm_translate, prepared_leaf) take no lock. What keeps those safe is
+ * that tables are never freed and entries change atomically (see above).
+ */
 static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
+
+/* One entry, read or written whole. Acquire/release: a table's contents,
+ * zeroed before its entry is stored, are visible to whoever loads it. */
+static inline uint64_t pte_load(const uint64_t *e)
+{
+	return __atomic_load_n(e, __ATOMIC_ACQUIRE);
+}
+
+static inline void pte_store(uint64_t *e, uint64_t v)
+{
+	__atomic_store_n(e, v, __ATOMIC_RELEASE);
+}
+
+/* Replaces *e with v if it still holds *old; else loads it into *old. */
+static inline bool pte_cas(uint64_t *e, uint64_t *old, uint64_t v)
+{
+	return __atomic_compare_exchange_n(e, old, v, false, __ATOMIC_ACQ_REL,
+	                                   __ATOMIC_ACQUIRE);
+}
 
 static inline uint64_t *table_of(uint64_t entry)
 {
@@ -73,7 +114,7 @@ static unsigned vm_flags_of(uint64_t pte)
 /* Returns a zeroed frame for a page-table page, or 0. */
 static paddr_t alloc_table(void)
 {
-	paddr_t pa = frame_alloc();
+	paddr_t pa = frame_source.alloc();
 	if (pa)
 		memset(phys_to_virt(pa), 0, PAGE_SIZE);
 	return pa;
@@ -83,7 +124,8 @@ static paddr_t alloc_table(void)
  * Walks from the PML4 down to the table at stop_level (0 = the page table)
  * for va, creating missing tables when create is set. Returns NULL when a
  * table is missing (and not created), when a large page is in the way
- * (*large set), or when no frame is left.
+ * (*large set), or when no frame is left. Locking: vm_lock must be held
+ * when create is set (paging_init runs before any other CPU).
  */
 static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 {
@@ -91,19 +133,21 @@ static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 	*large = false;
 	for (int level = 3; level > stop_level; level--) {
 		uint64_t *e = &table[level_index(va, level)];
-		if (!(*e & PTE_P)) {
+		uint64_t v = pte_load(e);
+		if (!(v & PTE_P)) {
 			if (!create)
 				return NULL;
 			paddr_t pa = alloc_table();
 			if (!pa)
 				return NULL;
 			/* Upper levels are permissive; the leaf decides. */
-			*e = pa | PTE_P | PTE_W;
-		} else if (*e & PTE_PS) {
+			v = pa | PTE_P | PTE_W;
+			pte_store(e, v);
+		} else if (v & PTE_PS) {
 			*large = true;
 			return NULL;
 		}
-		table = table_of(*e);
+		table = table_of(v);
 	}
 	return table;
 }
@@ -131,10 +175,15 @@ int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, true, &err);
-	if (e && (*e & PTE_P))
-		err = -VM_EEXIST;
-	else if (e)
-		*e = pa | pte_flags(flags);
+	if (e) {
+		uint64_t old = pte_load(e);
+		do {
+			if (old & PTE_P) {
+				err = -VM_EEXIST;
+				break;
+			}
+		} while (!pte_cas(e, &old, pa | pte_flags(flags)));
+	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;
 }
@@ -151,13 +200,21 @@ static int change_leaf(uintptr_t va, bool unmap, unsigned flags, paddr_t *pa)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, false, &err);
-	if (e && !(*e & PTE_P)) {
-		err = -VM_ENOENT;
-	} else if (e) {
-		if (pa)
-			*pa = *e & PTE_ADDR;
-		*e = unmap ? 0 : (*e & PTE_ADDR) | pte_flags(flags);
-		invlpg(va);
+	if (e) {
+		/* A CAS, not a plain store: the MMU may set A/D meanwhile. */
+		uint64_t old = pte_load(e), v;
+		do {
+			if (!(old & PTE_P)) {
+				err = -VM_ENOENT;
+				break;
+			}
+			v = unmap ? 0 : (old & PTE_ADDR) | pte_flags(flags);
+		} while (!pte_cas(e, &old, v));
+		if (err == VM_OK) {
+			if (pa)
+				*pa = old & PTE_ADDR;
+			invlpg(va);
+		}
 	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;
@@ -196,14 +253,15 @@ static uint64_t *prepared_leaf(uintptr_t va)
 {
 	uint64_t *table = phys_to_virt(kernel_pml4);
 	for (int level = 3; level > 0; level--) {
-		uint64_t e = __atomic_load_n(&table[level_index(va, level)],
-		                             __ATOMIC_ACQUIRE);
+		uint64_t e = pte_load(&table[level_index(va, level)]);
 		if (!(e & PTE_P) || (e & PTE_PS))
 			return NULL;
 		table = table_of(e);
 	}
 	return &table[level_index(va, 0)];
 }
+
+TEST_HOOK_DEFINE(paging_testing_pte_change);
 
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
@@ -212,9 +270,12 @@ int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 	uint64_t *e = prepared_leaf(va);
 	if (!e)
 		return -VM_ENOENT;
-	if (*e & PTE_P)
-		return -VM_EEXIST;
-	__atomic_store_n(e, pa | pte_flags(flags), __ATOMIC_RELEASE);
+	uint64_t old = pte_load(e);
+	TEST_HOOK(paging_testing_pte_change, va);
+	do {
+		if (old & PTE_P)
+			return -VM_EEXIST;
+	} while (!pte_cas(e, &old, pa | pte_flags(flags)));
 	return VM_OK;
 }
 
@@ -223,11 +284,16 @@ int vm_pte_clear(uintptr_t va, paddr_t *pa)
 	if (va % PAGE_SIZE || !canonical(va))
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
-	if (!e || !(*e & PTE_P))
+	if (!e)
 		return -VM_ENOENT;
+	uint64_t old = pte_load(e);
+	TEST_HOOK(paging_testing_pte_change, va);
+	do {
+		if (!(old & PTE_P))
+			return -VM_ENOENT;
+	} while (!pte_cas(e, &old, 0));
 	if (pa)
-		*pa = *e & PTE_ADDR;
-	__atomic_store_n(e, 0, __ATOMIC_RELEASE);
+		*pa = old & PTE_ADDR;
 	invlpg(va);
 	return VM_OK;
 }
@@ -238,7 +304,7 @@ bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags)
 		return false;
 	uint64_t *table = phys_to_virt(kernel_pml4);
 	for (int level = 3; level >= 0; level--) {
-		uint64_t e = table[level_index(va, level)];
+		uint64_t e = pte_load(&table[level_index(va, level)]);
 		if (!(e & PTE_P))
 			return false;
 		if (level == 0 || (e & PTE_PS)) {
@@ -271,8 +337,8 @@ static void map_direct(paddr_t limit, uint64_t page_size)
 		if (!t)
 			panic("paging: no memory for the direct map at %#llx",
 			      (unsigned long long)pa);
-		t[level_index(va, level)] =
-		        pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS;
+		pte_store(&t[level_index(va, level)],
+		          pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS);
 	}
 }
 
@@ -291,9 +357,12 @@ static void map_image_range(const char *start, const char *end, unsigned f)
 	}
 }
 
-void paging_init(void)
+void paging_init(const struct paging_frame_source *src)
 {
 	uint32_t r[4];
+	if (!src || !src->alloc)
+		panic("paging: no frame source for page-table pages");
+	frame_source = *src;
 	cpuid(0x80000001, 0, r);
 	direct_page_size =
 	        (r[3] & (1u << 26)) ? HUGE_PAGE_SIZE : LARGE_PAGE_SIZE;

@@ -4,8 +4,10 @@
  *
  * Locking: map/unmap/protect take the vm lock (irqsave) and may allocate
  * page-table frames under it; callers own the virtual range they change.
- * Page-table pages are created on first map and never freed. Unmap and
- * protect flush only this CPU's TLB; other CPUs need a shootdown.
+ * Page-table pages are created on first map and never freed. Every entry
+ * changes in one atomic step, so lock-free readers and the lock-free heap
+ * PTE calls below never see half an update. Unmap and protect flush only
+ * this CPU's TLB; other CPUs need a shootdown.
  * Any context but NMI; vm_translate takes no lock.
  */
 #ifndef ARCH_X86_64_PAGING_H
@@ -47,8 +49,26 @@ enum vm_error {
 	VM_ENOMEM = 4, /* no frame for a page-table page */
 };
 
-/* Builds the kernel's page tables and switches to them. Boot CPU, once. */
-void paging_init(void);
+/*
+ * Where page-table pages come from. The kernel passes its frame pool, so
+ * that arch/ does not call into kernel/ for memory.
+ *
+ * alloc returns a free frame's physical address, or 0 when none is left;
+ * the contents are undefined (paging zeroes the frame). It is called with
+ * the vm lock held (irqsave, rank VM), so it may take only locks ranked
+ * above VM and must not sleep; it is also called before the kernel runs on
+ * its own page tables, from paging_init.
+ *
+ * There is no free: page-table pages are never freed, which is what lets
+ * heap PTEs change without a lock (vm_prepare_range below).
+ */
+struct paging_frame_source {
+	paddr_t (*alloc)(void);
+};
+
+/* Builds the kernel's page tables from frames of src (copied; src need not
+ * outlive the call) and switches to them. Boot CPU, once. */
+void paging_init(const struct paging_frame_source *src);
 
 /* Prints the layout of the kernel address space. */
 void paging_print_layout(void);
@@ -69,7 +89,10 @@ int vm_protect_page(uintptr_t va, unsigned flags);
  * and they are kept for good. Afterwards the page's owner (the heap's
  * bitmaps say who) sets and clears its PTE with vm_pte_set/vm_pte_clear,
  * which take no lock and allocate nothing: callable with the heap lock
- * held. vm_pte_clear flushes only this CPU's TLB.
+ * held. vm_pte_clear flushes only this CPU's TLB. Each checks and changes
+ * the entry in one compare-and-swap: of two calls racing on one entry
+ * (which the ownership rule forbids), one succeeds and the other returns
+ * -VM_EEXIST / -VM_ENOENT, so a frame is never handed out twice.
  */
 int vm_prepare_range(uintptr_t va, size_t nbytes);
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags);

@@ -15,7 +15,11 @@
  *      mark itself online; the parameter block is reused for the next AP
  *      only after that.
  *   3. The AP (smp_ap_entry): GS, GDT/TSS, IDT, drop its TLB entry for the
- *      trampoline page, LAPIC and timer, online, then ap_main.
+ *      trampoline page, LAPIC and timer, online, then ap_main. Going
+ *      online (cpu_set_online) waits while a TLB shootdown or a
+ *      stop-the-world is in flight; none can be during bring-up (the APs
+ *      only idle until smp_boot_aps returns), so the wait is short and
+ *      the AP cannot be sent INIT halfway through it.
  *   4. Unmap the trampoline page.
  *
  * The trampoline mapping is global (vm_map_page maps kernel pages with G),
@@ -108,8 +112,7 @@ __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 	if (lapic_id() != c->apic_id)
 		panic("smp: cpu %u has APIC id %u, the MADT said %u", c->id,
 		      lapic_id(), c->apic_id);
-	atomic_store(&c->online, true);
-	atomic_fetch_add(&ncpus_online, 1);
+	cpu_set_online();
 	ap_main_fn();
 	panic("smp: ap_main returned on cpu %u", c->id);
 }
@@ -306,8 +309,7 @@ static void start_listed_aps(const struct madt_info *m,
 void smp_boot_aps(void (*ap_main)(void))
 {
 	struct cpu *bsp = this_cpu();
-	atomic_store(&bsp->online, true);
-	atomic_store(&ncpus_online, 1);
+	cpu_set_online();
 	report.listed = 1;
 	const struct madt_info *m = acpi_madt();
 	const struct madt_cpu *mc = acpi_madt_cpus();

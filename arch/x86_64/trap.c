@@ -170,6 +170,9 @@ void trap_dispatch(struct trap_frame *f)
 		irq_dispatch(f);
 		return;
 	}
+	/* The NMI a panicking CPU sends to stop this one. */
+	if (f->vector == VEC_NMI && panic_elsewhere())
+		panic_park();
 	struct fault_catch *fc = this_cpu()->fault_catch;
 	if (fc && f->vector != VEC_NMI && f->vector != VEC_MC &&
 	    f->vector != VEC_DF) {

@@ -2,14 +2,19 @@
  * printk's engine in the kernel build, the symbol table behind backtraces,
  * and the command-line parser the test runner relies on.
  */
+#include <stdatomic.h>
+
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/ksyms.h"
 #include "kernel/ktest.h"
+#include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/printk_testing.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
+#include "kernel/time.h"
 
 KTEST(console, format_in_kernel)
 {
@@ -102,5 +107,40 @@ KTEST(demo, deliberate_double_free)
 	paddr_t pa = frame_alloc();
 	frame_free(pa);
 	frame_free(pa);
+}
+
+static _Atomic unsigned chatter_lines[MAX_CPUS];
+
+static void chatter(void *arg)
+{
+	unsigned id = this_cpu()->id;
+	for (unsigned n = 0;; n++) {
+		printk("chatter: cpu %u line %u\n", id, n);
+		atomic_fetch_add(&chatter_lines[id], 1);
+	}
+}
+
+/* Gives the other CPUs 100 ms to print over the panic, if they still can. */
+static void linger(uintptr_t cpu)
+{
+	time_delay_us(100000);
+}
+
+/* Every other CPU prints without pause when this one panics: the harness
+ * checks that no "chatter" line follows "KERNEL PANIC". Run at -smp 4. */
+KTEST(demo, panic_while_others_print)
+{
+	unsigned self = this_cpu()->id;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			KASSERT(thread_create("chatter", chatter, NULL, i));
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		while (i != self && atomic_load(&cpus[i].online) &&
+		       atomic_load(&chatter_lines[i]) < 3)
+			thread_yield();
+#if KTEST_HOOKS
+	atomic_store(&panic_testing_after_message, linger);
+#endif
+	panic("deliberate panic while other CPUs print");
 }
 #endif

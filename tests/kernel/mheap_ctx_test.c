@@ -69,6 +69,7 @@ static bool ctx_heap(struct mheap *h, size_t arena_bytes, size_t reserve)
 	return mheap_init(h, &cfg);
 }
 
+#ifdef MM_TEST_HOOKS
 static struct mheap gh;
 static _Atomic int grow_step;
 static void *atomic_in_window;
@@ -135,6 +136,8 @@ KTEST(mheap_ctx, growth_in_progress_sleeps_or_fails_atomic)
 		mheap_free_pages(&gh, waiter_got, 4);
 	mheap_check(&gh);
 }
+
+#endif /* MM_TEST_HOOKS */
 
 /*
  * An atomic caller never reaches a shootdown (tlb_shootdown panics with

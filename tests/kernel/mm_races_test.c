@@ -19,6 +19,7 @@
 #include "mm/mheap_testing.h"
 #include "tests/kernel/mm_test_util.h"
 
+#ifdef MM_TEST_HOOKS
 static struct mheap rh;
 
 static bool races_heap(void)
@@ -108,6 +109,8 @@ KTEST(mm_races, scavenged_page_is_not_handed_out_before_shootdown)
 	mheap_check(&rh);
 }
 
+#endif /* MM_TEST_HOOKS */
+
 /* Takes the frame pool down to `left` frames; returns them as a list. */
 static paddr_t drain_frames(size_t left)
 {
@@ -166,6 +169,7 @@ KTEST(mm_races, used_failure_changes_nothing)
 	test_port_unused(base, N * MM_PAGE_SIZE);
 }
 
+#ifdef MM_TEST_HOOKS
 static _Atomic int exit_state;
 
 static void slow_exit(struct mheap *h, enum mheap_hook_point where)
@@ -206,6 +210,8 @@ KTEST(mm_races, scavenger_stop_joins_the_thread)
 	           frames0, frames_free_count());
 	KEXPECT_EQ(frames_free_count(), frames0);
 }
+
+#endif /* MM_TEST_HOOKS */
 
 static mm_event_t ev;
 static _Atomic unsigned woken, timed_out;

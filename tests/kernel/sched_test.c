@@ -1,8 +1,8 @@
 /*
  * Kernel threads and the scheduler, on every online CPU: placement,
  * an exact counter under one lock shared with the timer interrupt,
- * preemption of a busy thread, sleep accuracy, wait queues, semaphores,
- * and thread creation when memory is short.
+ * preemption of a busy thread, sleep accuracy, CPU time, wait queues,
+ * semaphores, and thread creation when memory is short.
  */
 #include <stdatomic.h>
 
@@ -198,6 +198,56 @@ KTEST(sched, sleep_wakes_within_a_tick)
 		KEXPECT(slept >= ns);
 		KEXPECT(ticks <= most);
 	}
+}
+
+/* What thread_cpu_time_ns said in a timer interrupt that hit cpu_thread. */
+static struct thread *_Atomic cpu_thread;
+static _Atomic uint64_t cpu_ns_in_tick;
+
+static void cpu_time_tick_hook(void)
+{
+	if (this_cpu()->current == atomic_load(&cpu_thread) &&
+	    atomic_load(&cpu_ns_in_tick) == 0)
+		atomic_store(&cpu_ns_in_tick, thread_cpu_time_ns());
+}
+
+KTEST(sched, cpu_time_counts_running_not_sleeping)
+{
+	/* Interrupts off: no switch, so CPU time advances with the clock,
+	 * and by no more than the clock read around it. */
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	uint64_t t0 = time_now_ns(), c0 = thread_cpu_time_ns();
+	time_delay_us(10000);
+	uint64_t c1 = thread_cpu_time_ns(), t1 = time_now_ns();
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	KEXPECT(c1 - c0 >= 10000000);
+	KEXPECT(c1 - c0 <= t1 - t0);
+
+	/* Asleep for 50 ms: at most the clock's time minus the sleep (less
+	 * the few instructions between queueing and switching away). */
+	t0 = time_now_ns();
+	c0 = thread_cpu_time_ns();
+	thread_sleep_ns(50000000);
+	c1 = thread_cpu_time_ns();
+	t1 = time_now_ns();
+	ktest_diag("slept: %lu ns of CPU time in %lu ns", c1 - c0, t1 - t0);
+	KEXPECT(c1 >= c0);
+	KEXPECT(c1 - c0 + 40000000 <= t1 - t0);
+
+	/* From an interrupt handler it is the interrupted thread's time. */
+	atomic_store(&cpu_ns_in_tick, 0);
+	atomic_store(&cpu_thread, thread_current());
+	atomic_store(&sched_tick_hook, cpu_time_tick_hook);
+	c0 = thread_cpu_time_ns();
+	while (atomic_load(&cpu_ns_in_tick) == 0)
+		cpu_pause();
+	c1 = thread_cpu_time_ns();
+	atomic_store(&sched_tick_hook, NULL);
+	atomic_store(&cpu_thread, NULL);
+	KEXPECT(atomic_load(&cpu_ns_in_tick) >= c0);
+	KEXPECT(atomic_load(&cpu_ns_in_tick) <= c1);
 }
 
 static struct waitq test_wq = WAITQ_INIT("test_wq");

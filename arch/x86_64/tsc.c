@@ -1,0 +1,170 @@
+/*
+ * The TSC as the kernel's clock counter, and its calibration, with the
+ * LAPIC timer's, against PIT channel 2 (see tsc.h).
+ *
+ * Calibration: PIT channel 2 counts down from a known value at 1.193182 MHz
+ * in mode 0 ("interrupt on terminal count"), gated on through port 0x61 bit
+ * 0; its output, read back in port 0x61 bit 5, goes high when the count
+ * runs out. We read the TSC and the LAPIC timer's current count at both
+ * ends of that window.
+ *
+ * Under TCG the host may deschedule the virtual CPU at any instant, and on a
+ * loaded host it does, for milliseconds: a stall between loading the count
+ * and reading the clocks shortens the window we see, one between the PIT
+ * output going high and our reads lengthens it. (Picking the shortest of
+ * several windows is therefore wrong: it selects a start stall; we saw
+ * "TSC 1025 MHz" that way on a 2.6 GHz host.) So each end of a window is
+ * bracketed by TSC reads taken right before and after the events, and a
+ * window counts only if both brackets together are under 1/CAL_MAX_ERR of
+ * it; a stall in the middle of a window is harmless, both clocks run on.
+ * The result is the mean of CAL_GOOD such windows.
+ */
+#include "tsc.h"
+
+#include "cpu.h"
+#include "lapic.h"
+
+#include "kernel/printk.h"
+
+#define PIT_HZ          1193182u
+#define PIT_CH2_DATA    0x42
+#define PIT_COMMAND     0x43
+#define PIT_CH2_MODE0   0xb0 /* channel 2, lobyte/hibyte, mode 0, binary */
+#define PORT_61         0x61
+#define PORT_61_GATE2   0x01
+#define PORT_61_SPEAKER 0x02
+#define PORT_61_OUT2    0x20
+
+#define CAL_WINDOW_MS 10
+#define CAL_COUNT     (PIT_HZ * CAL_WINDOW_MS / 1000)
+#define CAL_GOOD      3   /* windows averaged */
+#define CAL_TRIES     100 /* windows tried at most (1 s) */
+#define CAL_MAX_ERR   500 /* a window's brackets: under 0.2% of it */
+
+/* A window longer than this many TSC ticks means the PIT output never went
+ * high: 2^30 is 0.1 s even at a 10 GHz TSC. */
+#define CAL_TSC_LIMIT (1ull << 30)
+
+_Static_assert(CAL_COUNT < 0x10000, "the PIT count is 16 bits");
+
+/* One calibration window: its length in ticks of each clock, and the
+ * TSC ticks by which the two brackets leave its ends uncertain. */
+struct window {
+	uint64_t tsc;
+	uint32_t lapic;
+	uint64_t err;
+};
+
+/* Runs one PIT window; returns false if the PIT does not behave. */
+static bool pit_window(struct window *w)
+{
+	uint8_t p61 = inb(PORT_61);
+	outb(PORT_61, (uint8_t)((p61 & ~PORT_61_SPEAKER) | PORT_61_GATE2));
+	outb(PIT_COMMAND, PIT_CH2_MODE0);
+	outb(PIT_CH2_DATA, CAL_COUNT & 0xff);
+	/* Start bracket: the count starts with its high byte. */
+	uint64_t s0 = arch_counter_read();
+	outb(PIT_CH2_DATA, CAL_COUNT >> 8);
+	uint32_t l0 = lapic_timer_count();
+	uint64_t s1 = arch_counter_read();
+	/* Mode 0 drives the output low as soon as it is programmed: high
+	 * here means no PIT answers (an absent port reads as 0xff). */
+	if (inb(PORT_61) & PORT_61_OUT2)
+		return false;
+	/* End bracket: from before the last read that saw the output low
+	 * to after the LAPIC read that follows the first that saw it high. */
+	uint64_t before_low = s1, before = s1, after;
+	uint32_t l1;
+	for (;;) {
+		uint8_t v = inb(PORT_61);
+		l1 = lapic_timer_count();
+		after = arch_counter_read();
+		if (v & PORT_61_OUT2)
+			break;
+		if (after - s0 > CAL_TSC_LIMIT)
+			return false;
+		before_low = before;
+		before = after;
+	}
+	outb(PORT_61, p61);
+	/* Midpoints of the brackets, in halves to stay in integers. */
+	w->tsc = ((before_low + after) - (s0 + s1)) / 2;
+	w->err = ((after - before_low) + (s1 - s0)) / 2;
+	w->lapic = l0 - l1;
+	return true;
+}
+
+/* Converts ticks counted over CAL_COUNT PIT periods into ticks per ms. */
+static uint64_t per_ms(uint64_t ticks)
+{
+	return ticks * PIT_HZ / (CAL_COUNT * 1000ull);
+}
+
+/* Averages CAL_GOOD windows whose brackets are tight; if too few are, the
+ * tightest windows seen. Returns the worst error kept, in parts per 10^4,
+ * and in *tries the number of windows run. */
+static uint64_t calibrate(uint64_t *tsc, uint64_t *lapic, unsigned *tries)
+{
+	struct window best[CAL_GOOD] = {0};
+	unsigned ngood = 0, ntries;
+	for (ntries = 0; ntries < CAL_TRIES && ngood < CAL_GOOD; ntries++) {
+		struct window w;
+		if (!pit_window(&w))
+			panic("time: PIT channel 2 does not count (port 0x61 "
+			      "bit 5 stuck); no reference to calibrate the "
+			      "TSC and the LAPIC timer against");
+		if (w.err * CAL_MAX_ERR < w.tsc) {
+			best[ngood++] = w;
+			continue;
+		}
+		/* Keep the tightest rejects in the free slots, in case. */
+		for (unsigned i = ngood; i < CAL_GOOD; i++) {
+			if (best[i].tsc == 0 ||
+			    w.err * best[i].tsc < best[i].err * w.tsc) {
+				best[i] = w;
+				break;
+			}
+		}
+	}
+	uint64_t worst = 0;
+	*tsc = *lapic = 0;
+	for (unsigned i = 0; i < CAL_GOOD; i++) {
+		*tsc += best[i].tsc;
+		*lapic += best[i].lapic;
+		uint64_t e = best[i].err * 10000 / best[i].tsc;
+		worst = e > worst ? e : worst;
+	}
+	*tsc /= CAL_GOOD;
+	*lapic /= CAL_GOOD;
+	*tries = ntries;
+	if (ngood < CAL_GOOD)
+		printk("time: only %u of %u PIT windows were free of stalls; "
+		       "calibration may be off by %llu.%02llu%%\n",
+		       ngood, ntries, (unsigned long long)(worst / 100),
+		       (unsigned long long)(worst % 100));
+	return worst;
+}
+
+uint64_t arch_counter_calibrate(void)
+{
+	uint64_t tsc, lapic;
+	unsigned tries;
+	lapic_timer_count_start();
+	uint64_t err = calibrate(&tsc, &lapic, &tries);
+	uint64_t tsc_per_ms = per_ms(tsc);
+	uint64_t lapic_per_ms = per_ms(lapic);
+	if (tsc_per_ms == 0 || lapic_per_ms == 0 || lapic_per_ms > 0xffffffffu)
+		panic("time: calibration gave TSC %llu and LAPIC %llu "
+		      "ticks/ms",
+		      (unsigned long long)tsc_per_ms,
+		      (unsigned long long)lapic_per_ms);
+	lapic_timer_set_rate((uint32_t)lapic_per_ms);
+	printk("lapic: %s, timer %llu ticks/ms, TSC %llu MHz\n",
+	       lapic_mode_name(), (unsigned long long)lapic_per_ms,
+	       (unsigned long long)(tsc_per_ms / 1000));
+	printk("time: calibrated against PIT channel 2: mean of %d windows "
+	       "of %d ms (%u run), ends bracketed to within %llu.%02llu%%\n",
+	       CAL_GOOD, CAL_WINDOW_MS, tries, (unsigned long long)(err / 100),
+	       (unsigned long long)(err % 100));
+	return tsc_per_ms;
+}

@@ -1,0 +1,17 @@
+/* Test-only control of the online set (see percpu.h). */
+#ifndef KERNEL_PERCPU_TESTING_H
+#define KERNEL_PERCPU_TESTING_H
+
+#include "kernel/testhook.h"
+
+#if KTEST_HOOKS
+/*
+ * Takes this CPU out of the online set, as if it had not come up yet, so
+ * that a test can bring it back with cpu_set_online at a chosen moment.
+ * Interrupts off, and kept off until cpu_set_online: nothing may run on
+ * this CPU meanwhile but the calling test code.
+ */
+void cpu_testing_set_offline(void);
+#endif
+
+#endif

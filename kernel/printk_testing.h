@@ -1,0 +1,11 @@
+/* Test hooks in printk.c (see kernel/testhook.h); tests only. */
+#ifndef KERNEL_PRINTK_TESTING_H
+#define KERNEL_PRINTK_TESTING_H
+
+#include "kernel/testhook.h"
+
+/* Called by panic (arg: the panicking CPU's id) right after it printed
+ * the "KERNEL PANIC" line, with interrupts off. */
+extern _Atomic test_hook_fn panic_testing_after_message;
+
+#endif

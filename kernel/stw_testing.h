@@ -1,0 +1,11 @@
+/* Test hooks in stw.c (see kernel/testhook.h); tests only. */
+#ifndef KERNEL_STW_TESTING_H
+#define KERNEL_STW_TESTING_H
+
+#include "kernel/testhook.h"
+
+/* Called by stw_stop (arg: the stopper's CPU id) once it has sent the
+ * park IPIs and before it waits for the CPUs to park. */
+extern _Atomic test_hook_fn stw_testing_after_send;
+
+#endif
