@@ -21,6 +21,7 @@
 #include "kernel/time.h"
 #include "kernel/tlb.h"
 #include "kernel/tlb_testing.h"
+#include "tests/kernel/smp_util.h"
 
 #if KTEST_HOOKS
 
@@ -40,14 +41,6 @@ static _Atomic bool stop_counting;
 static _Atomic uint64_t count;
 static _Atomic int stale; /* 1: late_cpu still reached LATE_VA */
 
-static unsigned other_cpu(void)
-{
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
-			return i;
-	return MAX_CPUS;
-}
-
 static void wait_flag(_Atomic bool *flag, uint64_t ns)
 {
 	uint64_t deadline = time_now_ns() + ns;
@@ -64,17 +57,24 @@ static void let_late_cpu_in(uintptr_t arg)
 		cpu_pause();
 }
 
-/* On late_cpu, interrupts off throughout: an IPI sent to it is answered
- * only after it has read LATE_VA, once the shootdown has returned. */
-static void late_reader(void *arg)
+/* With interrupts off: leaves the online set, says so, and comes back
+ * through the path an AP takes once the test allows it. */
+static void offline_until_allowed(void)
 {
-	(void)*(volatile uint64_t *)LATE_VA; /* the TLB now holds it */
 	cpu_cli();
 	cpu_testing_set_offline();
 	atomic_store(&gone_offline, true);
 	while (!atomic_load(&may_come_back))
 		cpu_pause();
 	cpu_set_online();
+}
+
+/* On late_cpu, interrupts off throughout: an IPI sent to it is answered
+ * only after it has read LATE_VA, once the shootdown has returned. */
+static void late_reader(void *arg)
+{
+	(void)*(volatile uint64_t *)LATE_VA; /* the TLB now holds it */
+	offline_until_allowed();
 	wait_flag(&shot, RESULT_WAIT_NS);
 	struct fault_catch fc;
 	if (!atomic_load(&shot)) {
@@ -91,7 +91,7 @@ static void late_reader(void *arg)
 
 KTEST(tlb, cpu_coming_online_mid_shootdown_is_flushed)
 {
-	late_cpu = other_cpu();
+	late_cpu = other_online_cpu();
 	if (late_cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	paddr_t pa = frame_alloc();
@@ -127,12 +127,7 @@ KTEST(tlb, cpu_coming_online_mid_shootdown_is_flushed)
  * then counts with interrupts on until told to stop. */
 static void late_counter(void *arg)
 {
-	cpu_cli();
-	cpu_testing_set_offline();
-	atomic_store(&gone_offline, true);
-	while (!atomic_load(&may_come_back))
-		cpu_pause();
-	cpu_set_online();
+	offline_until_allowed();
 	cpu_sti();
 	while (!atomic_load(&stop_counting))
 		atomic_fetch_add(&count, 1);
@@ -140,7 +135,7 @@ static void late_counter(void *arg)
 
 KTEST(stw, cpu_coming_online_while_stopped_stays_out)
 {
-	late_cpu = other_cpu();
+	late_cpu = other_online_cpu();
 	if (late_cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	atomic_store(&gone_offline, false);

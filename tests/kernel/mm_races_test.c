@@ -16,6 +16,7 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "tests/kernel/smp_util.h"
 #include "mm/mheap_testing.h"
 #include "tests/kernel/mm_test_util.h"
 
@@ -29,15 +30,6 @@ static bool races_heap(void)
 	cfg.arena_bytes = 1ull << 30;
 	cfg.reserve_pages = 0;
 	return mheap_init(&rh, &cfg);
-}
-
-/* Another online CPU than this one, or MAX_CPUS. */
-static unsigned other_cpu(void)
-{
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
-			return i;
-	return MAX_CPUS;
 }
 
 static _Atomic int step;
@@ -90,7 +82,7 @@ static void window_after_unmap(struct mheap *h, enum mheap_hook_point where)
  */
 KTEST(mm_races, scavenged_page_is_not_handed_out_before_shootdown)
 {
-	unsigned other = other_cpu();
+	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	KASSERT(races_heap());

@@ -16,6 +16,7 @@
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "kernel/tlb.h"
+#include "tests/kernel/smp_util.h"
 
 #if KTEST_HOOKS
 
@@ -63,17 +64,9 @@ static bool race(unsigned cpu, struct racer *a, struct racer *b)
 	return t != NULL;
 }
 
-static unsigned other_cpu(void)
-{
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
-			return i;
-	return MAX_CPUS;
-}
-
 KTEST(paging, racing_pte_changes_have_one_winner)
 {
-	unsigned cpu = other_cpu();
+	unsigned cpu = other_online_cpu();
 	if (cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	KASSERT_EQ(vm_prepare_range(RACE_VA, PAGE_SIZE), 0);

@@ -14,15 +14,8 @@
 #include "kernel/stw.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "tests/kernel/smp_util.h"
 #include "kernel/tlb.h"
-
-static unsigned other_cpu(void)
-{
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
-			return i;
-	return MAX_CPUS;
-}
 
 static _Atomic bool spin_stop;
 static _Atomic uint64_t spins[MAX_CPUS];
@@ -63,7 +56,7 @@ static void snapshot(uint64_t *snap)
 
 KTEST(stw, parks_every_cpu_and_resumes)
 {
-	if (other_cpu() == MAX_CPUS)
+	if (other_online_cpu() == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	struct thread *t[MAX_CPUS] = {0};
 	atomic_store(&spin_stop, false);
@@ -118,7 +111,7 @@ static void remote(void *arg)
 
 KTEST(tlb, shootdown_reaches_other_cpus)
 {
-	unsigned cpu = other_cpu();
+	unsigned cpu = other_online_cpu();
 	if (cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	paddr_t pa = frame_alloc();

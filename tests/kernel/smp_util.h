@@ -1,0 +1,19 @@
+/* Helpers shared by the kernel tests that need more than one CPU. */
+#ifndef TESTS_KERNEL_SMP_UTIL_H
+#define TESTS_KERNEL_SMP_UTIL_H
+
+#include <stdatomic.h>
+
+#include "kernel/percpu.h"
+
+/* The first online CPU other than this one, or MAX_CPUS if there is none.
+ * Call with preemption off or from a thread pinned to its CPU (all are). */
+static inline unsigned other_online_cpu(void)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
+			return i;
+	return MAX_CPUS;
+}
+
+#endif
