@@ -12,6 +12,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "kernel/format.h"
+#include "kernel/lockcheck_testing.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/thread.h"
@@ -20,7 +21,6 @@
 #define LOCK_TAKEN_IRQS_ON 2u
 #define LOCK_IRQ_REPORTED  4u
 
-void (*_Atomic lockcheck_window_hook)(struct spinlock *l);
 static _Atomic bool record_mode;
 static _Atomic unsigned nviolations;
 static char last_message[192];
@@ -105,7 +105,8 @@ void lockcheck_acquire(struct spinlock *l, bool irqs_on)
 static unsigned long stack_change_begin(void)
 {
 	unsigned long flags = read_rflags();
-	cpu_cli();
+	if (flags & RFLAGS_IF)
+		cpu_cli();
 	return flags;
 }
 
@@ -115,13 +116,7 @@ static void stack_change_end(unsigned long flags)
 		cpu_sti();
 }
 
-/* Between the steps of a change: the test hook (lockcheck.h). */
-static void in_window(struct spinlock *l)
-{
-	void (*hook)(struct spinlock *) = atomic_load(&lockcheck_window_hook);
-	if (hook)
-		hook(l);
-}
+TEST_HOOK_DEFINE(lockcheck_testing_window);
 
 void lockcheck_acquired(struct spinlock *l)
 {
@@ -131,7 +126,7 @@ void lockcheck_acquired(struct spinlock *l)
 		      LOCKS_HELD_MAX);
 	unsigned long flags = stack_change_begin();
 	c->held[c->nheld] = l;
-	in_window(l);
+	TEST_HOOK(lockcheck_testing_window, (uintptr_t)l);
 	c->nheld++;
 	stack_change_end(flags);
 }
@@ -145,7 +140,7 @@ bool lockcheck_release(struct spinlock *l)
 		unsigned long flags = stack_change_begin();
 		for (int j = i; j + 1 < c->nheld; j++)
 			c->held[j] = c->held[j + 1];
-		in_window(l);
+		TEST_HOOK(lockcheck_testing_window, (uintptr_t)l);
 		c->nheld--;
 		stack_change_end(flags);
 		return true;

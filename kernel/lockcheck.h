@@ -24,11 +24,6 @@ bool lockcheck_release(struct spinlock *l);
  * refuses to sleep). */
 bool lockcheck_may_sleep(const char *what);
 
-/* Test hook, NULL outside tests: called with the lock being pushed or
- * popped between the steps that change this CPU's held-lock stack, where a
- * test holds the window open for timer interrupts to land in. */
-extern void (*_Atomic lockcheck_window_hook)(struct spinlock *l);
-
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool record);
 unsigned lockcheck_violations(void);

@@ -243,13 +243,38 @@ static void reserve_low(struct mheap *h, bool atomic)
 		mm_event_wake(&h->scav.wake);
 }
 
-/* Counts a refused atomic call. */
-static void *atomic_failed(struct mheap *h)
+/* The allocation proper: try, grow or wait for a growth, try again.
+ * NULL when out of memory or, for an atomic caller, when it would have to
+ * wait. */
+static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 {
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	h->counters.atomic_fails++;
-	mm_lock_release(&h->lock, irq);
-	return NULL;
+	bool atomic = flags & MHEAP_ATOMIC;
+	for (;;) {
+		uint64_t seen = mm_event_prepare(&h->grown), mask = 0;
+		size_t nscav;
+		bool low;
+		uintptr_t base = try_alloc(h, npages, &mask, &nscav, &low);
+		if (base) {
+			void *p = finish_alloc(h, base, npages, mask, nscav,
+			                       atomic);
+			if (low && h->cfg.reserve_pages)
+				reserve_low(h, atomic);
+			return p;
+		}
+		if (flags & MHEAP_NO_GROW)
+			return NULL;
+		if (mm_event_prepare(&h->grown) != seen)
+			continue; /* a growth ended since the attempt: retry */
+		enum grow_result r = grow(h, npages, flags);
+		if (r == GROW_OK)
+			continue;
+		if (r == GROW_FAILED || atomic)
+			return NULL;
+		unsigned long irq = mm_lock_acquire(&h->lock);
+		h->counters.grow_waits++;
+		mm_lock_release(&h->lock, irq);
+		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
+	}
 }
 
 void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
@@ -266,37 +291,13 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		               : "too large for MHEAP_ATOMIC");
 		return NULL;
 	}
-	for (;;) {
-		uint64_t seen = mm_event_prepare(&h->grown), mask = 0;
-		size_t nscav;
-		bool low;
-		uintptr_t base = try_alloc(h, npages, &mask, &nscav, &low);
-		if (base) {
-			void *p = finish_alloc(h, base, npages, mask, nscav,
-			                       atomic);
-			if (low && h->cfg.reserve_pages)
-				reserve_low(h, atomic);
-			return p || !atomic ? p : atomic_failed(h);
-		}
-		if (flags & MHEAP_NO_GROW)
-			return atomic ? atomic_failed(h) : NULL;
-		if (mm_event_prepare(&h->grown) != seen)
-			continue; /* a growth ended since the attempt: retry */
-		switch (grow(h, npages, flags)) {
-		case GROW_OK:
-			continue;
-		case GROW_FAILED:
-			return atomic ? atomic_failed(h) : NULL;
-		case GROW_BUSY:
-			if (atomic)
-				return atomic_failed(h);
-			break;
-		}
+	void *p = alloc_pages(h, npages, flags);
+	if (!p && atomic) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
-		h->counters.grow_waits++;
+		h->counters.atomic_fails++;
 		mm_lock_release(&h->lock, irq);
-		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 	}
+	return p;
 }
 
 void mheap_free_pages(struct mheap *h, void *p, size_t npages)

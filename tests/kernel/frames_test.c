@@ -6,6 +6,7 @@
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "tests/kernel/frames_util.h"
 
 KTEST(frames, totals_match_memory_map)
 {
@@ -49,11 +50,7 @@ KTEST(frames, alloc_all_then_free_all)
 	KEXPECT(in_range);
 	KEXPECT(!low);
 	KEXPECT_EQ(frame_alloc(), 0); /* empty pool says so */
-	while (head) {
-		paddr_t next = *(paddr_t *)phys_to_virt(head);
-		frame_free(head);
-		head = next;
-	}
+	frames_refill(head);
 	KEXPECT_EQ(frames_free_count(), baseline);
 	frames_check();
 }

@@ -9,6 +9,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
+#include "kernel/lockcheck_testing.h"
 #include "kernel/percpu.h"
 #include "kernel/thread.h"
 
@@ -156,6 +157,7 @@ KTEST(lockcheck, release_of_unheld_lock)
 	KEXPECT_EQ(recorded(in_order), 0);
 }
 
+#if KTEST_HOOKS
 /*
  * The held-lock stack is also read and pushed onto by interrupt handlers
  * (sched_tick takes the run-queue lock). A lock taken with interrupts on,
@@ -165,7 +167,7 @@ KTEST(lockcheck, release_of_unheld_lock)
  * while holding leaf") nor an entry half shifted out.
  *
  * Under TCG an interrupt arrives only between translated blocks, so the
- * window of a few stores is never hit by chance: lockcheck_window_hook
+ * window of a few stores is never hit by chance: lockcheck_testing_window
  * holds it open until this CPU has taken two timer ticks, as long as
  * interrupts are on there. At each tick, check_stack (sched_tick_hook)
  * compares the stack with the locks' holders.
@@ -182,8 +184,9 @@ static uint64_t cpu_ticks(void)
 	return *(volatile uint64_t *)&this_cpu()->ticks;
 }
 
-static void hold_window_open(struct spinlock *l)
+static void hold_window_open(uintptr_t arg)
 {
+	struct spinlock *l = (struct spinlock *)arg;
 	if ((l != &irqs_on_outer && l != &irqs_on_inner) ||
 	    this_cpu()->id != atomic_load(&window_cpu))
 		return;
@@ -218,9 +221,9 @@ static void leaf_then_lock_with_irqs_on(void)
 {
 	unsigned long irq = spin_lock_irqsave(&leaf);
 	spin_unlock_irqrestore(&leaf, irq); /* leaves &leaf above the top */
-	atomic_store(&lockcheck_window_hook, hold_window_open);
+	atomic_store(&lockcheck_testing_window, hold_window_open);
 	spin_lock(&irqs_on_outer);
-	atomic_store(&lockcheck_window_hook, NULL);
+	atomic_store(&lockcheck_testing_window, NULL);
 	spin_unlock(&irqs_on_outer);
 }
 
@@ -228,9 +231,9 @@ static void release_below_top_with_irqs_on(void)
 {
 	spin_lock(&irqs_on_outer);
 	spin_lock(&irqs_on_inner);
-	atomic_store(&lockcheck_window_hook, hold_window_open);
+	atomic_store(&lockcheck_testing_window, hold_window_open);
 	spin_unlock(&irqs_on_outer); /* not on top: the stack shifts */
-	atomic_store(&lockcheck_window_hook, NULL);
+	atomic_store(&lockcheck_testing_window, NULL);
 	spin_unlock(&irqs_on_inner);
 }
 
@@ -267,3 +270,4 @@ KTEST(lockcheck, interrupt_sees_whole_stack_on_release)
 	KASSERT(read_rflags() & RFLAGS_IF);
 	KEXPECT_EQ(with_stack_checked(release_below_top_with_irqs_on), 0);
 }
+#endif /* KTEST_HOOKS */

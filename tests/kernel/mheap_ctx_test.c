@@ -17,6 +17,7 @@
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "mm/mheap_testing.h"
+#include "tests/kernel/frames_util.h"
 
 /* A small xorshift generator; each user keeps its own state. */
 static uint64_t next_rand(uint64_t *s)
@@ -166,20 +167,11 @@ KTEST(mheap_ctx, atomic_caller_never_scavenges)
 	mheap_free_pages(&h, b, 64);
 	struct mheap_stats st0, st1, mid;
 	mheap_stats(&h, &st0);
-	paddr_t head = 0;
-	while (frames_free_count() > 0) {
-		paddr_t pa = frame_alloc();
-		*(paddr_t *)phys_to_virt(pa) = head;
-		head = pa;
-	}
+	paddr_t head = frames_drain(0);
 	void *p = alloc_irqs_off(&h, 64); /* backed: needs no frame */
 	void *q = alloc_irqs_off(&h, 64); /* scavenged: may not scavenge */
 	mheap_stats(&h, &mid);
-	while (head) {
-		paddr_t next = *(paddr_t *)phys_to_virt(head);
-		frame_free(head);
-		head = next;
-	}
+	frames_refill(head);
 	if (p)
 		mheap_free_pages(&h, p, 64);
 	mheap_stats(&h, &st1);

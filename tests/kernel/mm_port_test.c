@@ -13,6 +13,7 @@
 #include "tests/kernel/fault_util.h"
 #include "kernel/thread.h"
 #include "mm/port.h"
+#include "tests/kernel/frames_util.h"
 
 #define NPAGES 8
 
@@ -73,22 +74,13 @@ KTEST(mm_port, map_failure_leaves_nothing_mapped)
 	KASSERT(p != NULL);
 	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
 	/* Take every frame but 3, then ask for 8 pages. */
-	paddr_t head = 0;
-	while (frames_free_count() > 3) {
-		paddr_t pa = frame_alloc();
-		*(paddr_t *)phys_to_virt(pa) = head;
-		head = pa;
-	}
+	paddr_t head = frames_drain(3);
 	KEXPECT(!mm_port_map(p, NPAGES * MM_PAGE_SIZE));
 	KEXPECT_EQ(frames_free_count(), 3);
 	for (int i = 0; i < NPAGES; i++)
 		KEXPECT(!vm_translate((uintptr_t)p + i * MM_PAGE_SIZE, NULL,
 		                      NULL));
-	while (head) {
-		paddr_t next = *(paddr_t *)phys_to_virt(head);
-		frame_free(head);
-		head = next;
-	}
+	frames_refill(head);
 }
 
 KTEST(mm_port, lock_is_irqsave_and_tracks_owner)

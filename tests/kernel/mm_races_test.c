@@ -19,6 +19,7 @@
 #include "tests/kernel/smp_util.h"
 #include "mm/mheap_testing.h"
 #include "tests/kernel/mm_test_util.h"
+#include "tests/kernel/frames_util.h"
 
 #ifdef MM_TEST_HOOKS
 static struct mheap rh;
@@ -103,27 +104,6 @@ KTEST(mm_races, scavenged_page_is_not_handed_out_before_shootdown)
 
 #endif /* MM_TEST_HOOKS */
 
-/* Takes the frame pool down to `left` frames; returns them as a list. */
-static paddr_t drain_frames(size_t left)
-{
-	paddr_t head = 0;
-	while (frames_free_count() > left) {
-		paddr_t pa = frame_alloc();
-		*(paddr_t *)phys_to_virt(pa) = head;
-		head = pa;
-	}
-	return head;
-}
-
-static void refill_frames(paddr_t head)
-{
-	while (head) {
-		paddr_t next = *(paddr_t *)phys_to_virt(head);
-		frame_free(head);
-		head = next;
-	}
-}
-
 /*
  * Issue 9.2: mm_port_used's out-of-memory rollback unmapped every page of
  * [base, va), including backed pages mapped before the call (their data
@@ -141,11 +121,11 @@ KTEST(mm_races, used_failure_changes_nothing)
 		memset(base + i * MM_PAGE_SIZE, 0x30 + i, MM_PAGE_SIZE);
 	for (int i = 1; i < N; i += 2) /* odd pages scavenged */
 		test_port_unused(base + i * MM_PAGE_SIZE, MM_PAGE_SIZE);
-	paddr_t drained = drain_frames(2); /* 4 are needed */
+	paddr_t drained = frames_drain(2); /* 4 are needed */
 	size_t before = frames_free_count();
 	bool ok = mm_port_used(base, N * MM_PAGE_SIZE);
 	size_t after = frames_free_count();
-	refill_frames(drained);
+	frames_refill(drained);
 	KEXPECT(!ok);
 	KEXPECT_EQ(after, before);
 	for (int i = 0; i < N; i++) {

@@ -16,6 +16,7 @@
 #include "kernel/percpu.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "tests/kernel/frames_util.h"
 
 #define TEST_ARENA (4ull << 30)
 
@@ -94,12 +95,7 @@ KTEST(scavenger, allocation_scavenges_when_frames_are_short)
 	for (size_t i = 0; i < N; i += 2)
 		mheap_free_pages(&h, p + i * MM_PAGE_SIZE, 1);
 	/* Take the pool down to 16 frames. */
-	paddr_t head = 0;
-	while (frames_free_count() > 16) {
-		paddr_t pa = frame_alloc();
-		*(paddr_t *)phys_to_virt(pa) = head;
-		head = pa;
-	}
+	paddr_t head = frames_drain(16);
 	struct mheap_stats st0, st1;
 	mheap_stats(&h, &st0);
 	/* Needs B fresh frames (a new chunk, or the reserve's): only
@@ -116,11 +112,7 @@ KTEST(scavenger, allocation_scavenges_when_frames_are_short)
 		KEXPECT_EQ(count_nonzero(b, B * MM_PAGE_SIZE), 0);
 		mheap_free_pages(&h, b, B);
 	}
-	while (head) {
-		paddr_t next = *(paddr_t *)phys_to_virt(head);
-		frame_free(head);
-		head = next;
-	}
+	frames_refill(head);
 	for (size_t i = 1; i < N; i += 2)
 		mheap_free_pages(&h, p + i * MM_PAGE_SIZE, 1);
 	mheap_release_all(&h);

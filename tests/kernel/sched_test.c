@@ -14,6 +14,7 @@
 #include "kernel/spinlock.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "tests/kernel/frames_util.h"
 
 static unsigned online_cpus(void)
 {
@@ -330,21 +331,12 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 {
 	/* Keep back 0, then 1 frame (the struct fits, the stack does not). */
 	for (size_t keep = 0; keep <= 1; keep++) {
-		paddr_t head = 0;
-		while (frames_free_count() > keep) {
-			paddr_t pa = frame_alloc();
-			*(paddr_t *)phys_to_virt(pa) = head;
-			head = pa;
-		}
+		paddr_t head = frames_drain(keep);
 		size_t before = frames_free_count();
 		struct thread *t = thread_create("doomed", record_cpu, NULL,
 		                                 THREAD_ANY_CPU);
 		KEXPECT(t == NULL);
 		KEXPECT_EQ(frames_free_count(), before);
-		while (head) {
-			paddr_t next = *(paddr_t *)phys_to_virt(head);
-			frame_free(head);
-			head = next;
-		}
+		frames_refill(head);
 	}
 }
