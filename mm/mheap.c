@@ -87,6 +87,13 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	}
 	h->arena_base = (uintptr_t)base;
 	h->arena_pages = cfg->arena_bytes >> MM_PAGE_SHIFT;
+	h->spanmap = mm_port_reserve(h->arena_pages * sizeof(void *),
+	                             MM_PAGE_SIZE);
+	if (!h->spanmap) {
+		mm_log("mheap: cannot reserve the span table (%zu bytes)",
+		       h->arena_pages * sizeof(void *));
+		return false;
+	}
 	mm_lock_init(&h->lock, "heap", MM_RANK_HEAP);
 	struct palloc_config pc = {
 	        .arena_base = h->arena_base,
@@ -120,6 +127,42 @@ static void scavenge_for_frames(struct mheap *h, size_t npages)
 	}
 }
 
+/* Maps the span table's pages for chunks [spanmap_chunks, upto): one
+ * page per chunk. Only the grower calls it (`growing` serialises). */
+static bool spanmap_grow(struct mheap *h, size_t upto)
+{
+	_Static_assert(MHEAP_CHUNK_PAGES * sizeof(void *) == MM_PAGE_SIZE,
+	               "a span-table page covers one chunk");
+	size_t have = atomic_load_explicit(&h->spanmap_chunks,
+	                                   memory_order_relaxed);
+	if (upto <= have)
+		return true;
+	if (!mm_port_map(h->spanmap + have * MHEAP_CHUNK_PAGES,
+	                 (upto - have) * MM_PAGE_SIZE))
+		return false;
+	atomic_store_explicit(&h->spanmap_chunks, upto, memory_order_release);
+	return true;
+}
+
+void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
+{
+	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
+	if (addr < h->arena_base || i >= h->arena_pages ||
+	    i / MHEAP_CHUNK_PAGES >= atomic_load_explicit(
+	                                     &h->spanmap_chunks,
+	                                     memory_order_acquire))
+		return NULL;
+	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+}
+
+void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
+{
+	size_t i = (base - h->arena_base) >> MM_PAGE_SHIFT;
+	for (size_t k = 0; k < npages; k++)
+		atomic_store_explicit(&h->spanmap[i + k], v,
+		                      memory_order_release);
+}
+
 enum grow_result { GROW_OK, GROW_FAILED, GROW_BUSY };
 
 /* Grows the heap by enough whole chunks for npages, unless another caller
@@ -138,7 +181,8 @@ static enum grow_result grow(struct mheap *h, size_t npages, unsigned flags)
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;
 	bool ok = nchunks <= total - first &&
 	          palloc_grow_prepare(&h->pages, base, nbytes) &&
-	          mm_port_prepare((void *)base, nbytes);
+	          mm_port_prepare((void *)base, nbytes) &&
+	          spanmap_grow(h, first + nchunks);
 	mheap_hook(h, MHEAP_HOOK_GROW_PREPARED);
 	if (ok) {
 		irq = mm_lock_acquire(&h->lock);
@@ -292,6 +336,8 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		return NULL;
 	}
 	void *p = alloc_pages(h, npages, flags);
+	if (p)
+		mheap_span_set(h, (uintptr_t)p, npages, MHEAP_SPAN_PAGES);
 	if (!p && atomic) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		h->counters.atomic_fails++;

@@ -116,6 +116,13 @@ struct mheap {
 	size_t grown_chunks; /* the arena grows upward from its base */
 	struct mheap_counters counters;
 
+	/* The span table: one entry per arena page, for the span heap's
+	 * pointer-to-span lookup (mheap_span_lookup). Its page for a chunk
+	 * is mapped when the chunk grows; spanmap_chunks counts them (set by
+	 * the grower, read lock-free). */
+	void *_Atomic *spanmap;
+	_Atomic size_t spanmap_chunks;
+
 	/* Growth: set by the one thread or CPU growing (atomic); the grower
 	 * wakes `grown` when it commits or fails. */
 	_Atomic bool growing;
@@ -141,6 +148,24 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg);
  * with MHEAP_ATOMIC; no mm lock held.
  */
 void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
+
+/*
+ * The span table. mheap_alloc_pages marks the pages it hands out
+ * MHEAP_SPAN_PAGES (a run that belongs to a page-heap user); the span heap
+ * then sets its own entries on the pages of its spans. Entries are never
+ * cleared on free: a stale entry names what the page was.
+ */
+#define MHEAP_SPAN_PAGES ((void *)(uintptr_t)1)      /* mheap_alloc_pages */
+#define MHEAP_SPAN_FREED_LARGE ((void *)(uintptr_t)2) /* a freed large span */
+
+/* The entry for the page holding addr, or NULL if addr is outside the
+ * grown arena or its page was never handed out. Lock-free, O(1); any
+ * context. */
+void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
+
+/* Sets the entries of [base, base + npages pages) to v. The caller owns
+ * the pages (allocated). Any context. */
+void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);
 
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
  * but NMI (thread context in debug mode); no mm lock held. */

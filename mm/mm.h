@@ -16,6 +16,7 @@
 
 #include "mheap.h"
 #include "pagecache.h"
+#include "spanheap.h"
 #include "palloc.h"
 #include "port.h"
 

@@ -172,6 +172,25 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns);
  * with the heap lock held. */
 void mm_event_wake(mm_event_t *e);
 
+/* Gives the CPU to another runnable thread, if any (the sweeper between
+ * batches). Thread context, no mm lock held. */
+void mm_port_yield(void);
+
+/* ---- Per-CPU data ------------------------------------------------------- */
+
+/*
+ * Pins the caller to its CPU for the span heap's per-CPU caches: until
+ * mm_port_unpin, nothing else runs on this CPU, not another thread and
+ * not an interrupt handler (the kernel disables interrupts), so per-CPU
+ * data needs no lock. Stores the CPU's index (< MM_MAX_CPUS) in *cpu and
+ * returns the state mm_port_unpin restores. Pins nest. Any context but
+ * NMI; cheap: it is on every allocation and free.
+ */
+unsigned long mm_port_pin(unsigned *cpu);
+
+/* Ends the pin that returned state. */
+void mm_port_unpin(unsigned long state);
+
 /* ---- Locks -------------------------------------------------------------- */
 
 /*
@@ -190,9 +209,10 @@ typedef struct {
  * own rank table (docs/PORTING.md), where other locks may sit between.
  */
 enum mm_lock_rank {
-	/* The span heap's sweep cycle (reserved for it). */
+	/* The span heap's sweeper bookkeeping (reserved). */
 	MM_RANK_SWEEP = 1,
-	/* A span heap size class's central lists (reserved for it). */
+	/* A span heap size class's central lists (struct mcentral). Taken
+	 * pinned (interrupts off); under it only the heap lock. */
 	MM_RANK_CENTRAL,
 	/* A palloc used on its own, outside any heap: the kernel's frame
 	 * pool. The heap's port hooks take it (mm_port_used), never under

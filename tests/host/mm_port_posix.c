@@ -29,6 +29,9 @@
  * interrupts: the "irq state" is always 0; a test can put a thread in
  * simulated atomic context (mm_port_set_atomic), where it may not sleep.
  * CPUs: each thread says which CPU it is (mm_port_set_cpu, default 0).
+ * Pinning takes the CPU's slot exclusively (a spin on one atomic word per
+ * CPU), so threads that say the same CPU take turns as a CPU's threads
+ * and interrupt handlers would; a pinned thread is in atomic context.
  *
  * Contract checks: the hooks that port.h says run with no mm lock held
  * mm_panic if the caller holds one; mm_event_wait and mm_port_thread_join
@@ -46,6 +49,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -76,6 +80,7 @@ static _Thread_local const struct posix_lock *held[MM_RANK_COUNT];
 static _Thread_local unsigned held_ranks;
 static _Thread_local bool atomic_context;
 static _Thread_local unsigned cpu_id;
+static _Thread_local unsigned pin_depth;
 static _Thread_local jmp_buf *panic_catch;
 
 static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -237,7 +242,41 @@ size_t mm_port_mapped_bytes(void)
 
 bool mm_port_can_sleep(void)
 {
-	return !atomic_context && !held_ranks;
+	return !atomic_context && !held_ranks && !pin_depth;
+}
+
+void mm_port_yield(void)
+{
+	expect_can_sleep("mm_port_yield");
+	sched_yield();
+}
+
+/* One word per CPU slot: 1 while a thread is pinned to it. */
+static struct {
+	_Alignas(64) atomic_uint busy;
+} cpu_slots[MM_MAX_CPUS];
+
+unsigned long mm_port_pin(unsigned *cpu)
+{
+	*cpu = cpu_id;
+	if (pin_depth++ == 0) {
+		while (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
+		                                memory_order_acquire))
+			while (atomic_load_explicit(&cpu_slots[cpu_id].busy,
+			                            memory_order_relaxed))
+				sched_yield();
+	}
+	return 0;
+}
+
+void mm_port_unpin(unsigned long state)
+{
+	(void)state;
+	if (pin_depth == 0)
+		mm_panic("mm_port_unpin without a pin");
+	if (--pin_depth == 0)
+		atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
+		                      memory_order_release);
 }
 
 void mm_port_set_atomic(bool on)
@@ -465,6 +504,8 @@ bool mm_lock_held(const mm_lock_t *l)
 
 void mm_port_set_cpu(unsigned cpu)
 {
+	if (pin_depth)
+		mm_panic("mm_port_set_cpu while pinned to CPU %u", cpu_id);
 	cpu_id = cpu % MM_MAX_CPUS;
 }
 

@@ -1,0 +1,943 @@
+/*
+ * mm/spanheap.c: spans, per-CPU caches and central lists; allocation and
+ * free of objects.
+ *
+ * Purpose: objects of every size from any CPU and any context but NMI,
+ * on top of the page heap. Modelled on the Go runtime's mspan, mcache and
+ * mcentral (malloc.go, mcache.go, mcentral.go, mgcsweep.go); the sweeper
+ * thread is in spanheap_sweep.c.
+ *
+ * Representation. A small span is npages pages cut into nelems objects of
+ * one class. Object i is allocated when i < freeindex or its bit in
+ * alloc_bits is set; it is freed when its bit in pending (anyone, one
+ * atomic OR) or local_free (the CPU caching the span, no atomic) is set,
+ * and free again once a sweep or fold has cleared all three. alloc_cache
+ * holds the free bits from freeindex on (bit 0 = object freeindex), so
+ * the fast path is a count-trailing-zeros and two stores.
+ *
+ * sweepgen (sg = sh->sweepgen, advancing by 2 per cycle), as Go's:
+ *   sg - 2  needs sweeping        sg - 1  being swept
+ *   sg      swept                 sg + 1  cached before the cycle began
+ *   sg + 3  swept, then cached
+ * Cached spans hold an odd value: sg + 3 when cached, which the next flip
+ * turns into sg + 1, and later flips into sg - 1, sg - 3, ... The
+ * sweeper only claims spans at sg - 2 (even), so it never touches a
+ * cached span however many flips pass, and the CPU that uncaches a span
+ * sweeps it first unless it still reads sg + 3. Every central-list
+ * section reads sg under the class's lock, and the flip passes through
+ * each class's lock after advancing sg (spanheap_sweep.c), so a span is
+ * always on the list that matches its sweepgen.
+ *
+ * Algorithm.
+ *   alloc   pinned: the cached span's next free bit; when it runs out,
+ *           the slow path scans the span's later words, then folds the
+ *           span's own frees (local and pending), then hands the span
+ *           back and takes one from the central lists, sweeping on
+ *           demand (bounded), then makes a new span from the page heap.
+ *   free    the span table gives the span; the checks (span in use, start
+ *           of an object, allocated, not freed yet) come first; then the
+ *           local bit (own cached span) or the pending bit (atomic OR).
+ *   large   a span of its own, straight from the page heap; freed at
+ *           once (a compare-and-swap on its state catches a second free).
+ *
+ * Locking (ranks in port.h): a class's lock (MM_RANK_CENTRAL) guards its
+ * four lists and the list links; the heap's lock (MM_RANK_HEAP, a leaf)
+ * guards the span-struct allocator, the all-spans array and sweepgen's
+ * writers. The per-CPU cache needs no lock: its CPU is pinned
+ * (mm_port_pin: interrupts off in the kernel). Nothing sleeps pinned: a
+ * thread caller unpins before it asks the page heap for memory.
+ */
+#include "spanheap_internal.h"
+
+/* The placeholder every empty cache slot points at: no free bits, so the
+ * fast path falls through to the slow one. Never written. */
+struct mspan spanheap_empty_span;
+
+/* ---- Small helpers ------------------------------------------------------ */
+
+static inline size_t min_sz(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
+static inline unsigned popcount64(uint64_t x)
+{
+	return (unsigned)__builtin_popcountll(x);
+}
+
+static inline uint64_t load_relaxed64(_Atomic uint64_t *p)
+{
+	return atomic_load_explicit(p, memory_order_relaxed);
+}
+
+/* Mask of the valid object bits of word w of a span with nelems objects. */
+static inline uint64_t word_mask(uint32_t nelems, unsigned w)
+{
+	uint32_t lo = w * 64;
+	if (nelems >= lo + 64)
+		return ~(uint64_t)0;
+	if (nelems <= lo)
+		return 0;
+	return ((uint64_t)1 << (nelems - lo)) - 1;
+}
+
+static inline unsigned span_words(const struct mspan *s)
+{
+	return ((unsigned)s->nelems + 63) / 64;
+}
+
+unsigned mheap_flags_of(unsigned flags)
+{
+	return ((flags & MM_ATOMIC) ? MHEAP_ATOMIC : 0) |
+	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
+}
+
+/* Per-CPU counters: their CPU writes them pinned (no interrupt can
+ * interleave), others read them; relaxed atomics, no RMW. */
+static inline void count_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+/* ---- Misuse -------------------------------------------------------------- */
+
+__attribute__((noreturn)) static void bad_object(const char *what,
+                                                 const void *p,
+                                                 const struct mspan *s)
+{
+	mm_panic("spanheap: %s: pointer %p, span [%#lx, +%u pages), size "
+	         "class %u (%u-byte objects)",
+	         what, p, (unsigned long)s->base, s->npages,
+	         (unsigned)s->sizeclass, s->elemsize);
+}
+
+/* The span table has no span for p: say what p is. */
+__attribute__((noreturn)) static void bad_pointer(struct spanheap *sh,
+                                                  const char *op,
+                                                  const void *p, void *entry)
+{
+	struct mheap *h = sh->heap;
+	uintptr_t a = (uintptr_t)p;
+	if (a < h->arena_base ||
+	    a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
+		mm_panic("spanheap: %s of a foreign pointer %p: outside the "
+		         "heap arena [%#lx, +%zu MiB) (a stack, kernel data or "
+		         "the direct map?)",
+		         op, p, (unsigned long)h->arena_base,
+		         h->arena_pages * MM_PAGE_SIZE >> 20);
+	if (entry == MHEAP_SPAN_PAGES)
+		mm_panic("spanheap: %s of %p: page-heap memory "
+		         "(mheap_alloc_pages) used through the object API",
+		         op, p);
+	if (entry == MHEAP_SPAN_FREED_LARGE)
+		mm_panic("spanheap: %s of %p: a large span freed twice (or "
+		         "used after its free)",
+		         op, p);
+	mm_panic("spanheap: %s of %p: inside the heap arena but in no span "
+	         "(never allocated, or its span was freed)",
+	         op, p);
+}
+
+/*
+ * The span holding p, checked: in use, and p the start of an object.
+ * *idx gets the object's index. op names the call for the messages.
+ */
+static struct mspan *span_of(struct spanheap *sh, const void *p,
+                             uint32_t *idx, const char *op)
+{
+	void *e = mheap_span_lookup(sh->heap, (uintptr_t)p);
+	if ((uintptr_t)e <= (uintptr_t)MHEAP_SPAN_FREED_LARGE)
+		bad_pointer(sh, op, p, e);
+	struct mspan *s = e;
+	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+	uintptr_t off = (uintptr_t)p - s->base;
+	if (state == MSPAN_DEAD || off >= (uintptr_t)s->npages * MM_PAGE_SIZE)
+		bad_object(op[0] == 'f' ? "free of an object whose span was "
+		                          "freed (a double free?)"
+		                        : "a pointer into a freed span",
+		           p, s);
+	if (state == MSPAN_LARGE) {
+		if (off != 0)
+			bad_object(op[0] == 'f' ? "free of an interior pointer "
+			                          "of a large object"
+			                        : "an interior pointer of a "
+			                          "large object",
+			           p, s);
+		*idx = 0;
+		return s;
+	}
+	uint32_t i = (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+	if ((uintptr_t)i * s->elemsize != off || i >= s->nelems)
+		bad_object(op[0] == 'f' ? "free of an interior pointer"
+		                        : "an interior pointer",
+		           p, s);
+	*idx = i;
+	return s;
+}
+
+/* ---- The span-struct allocator and the all-spans array ------------------ */
+
+#define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
+_Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
+
+/* Pages for an all-spans array of cap entries (header included). */
+static size_t spans_pages(size_t cap)
+{
+	size_t bytes = sizeof(struct spanheap_spans) + cap * sizeof(void *);
+	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
+}
+
+/* Drops a reference to an all-spans array; the last frees its pages. */
+void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
+{
+	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+		mheap_free_pages(sh->heap, a, a->npages);
+}
+
+/*
+ * Makes sure a span struct is free, growing the allocator (and the
+ * all-spans array) from the page heap. False if memory ran out. No lock
+ * held; thread context, or atomic with MM_ATOMIC.
+ */
+static bool structs_reserve(struct spanheap *sh, unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool have = sh->free_structs != NULL;
+	size_t need = sh->spans->len + STRUCTS_PER_PAGE;
+	size_t cap = sh->spans->cap;
+	mm_lock_release(&h->lock, irq);
+	if (have)
+		return true;
+
+	struct spanheap_spans *na = NULL;
+	if (need > cap) {
+		size_t ncap = cap * 2 > need ? cap * 2 : need;
+		size_t np = spans_pages(ncap);
+		na = mheap_alloc_pages(h, np, mheap_flags_of(flags));
+		if (!na)
+			return false;
+		ncap = (np * MM_PAGE_SIZE - sizeof(*na)) / sizeof(void *);
+		*na = (struct spanheap_spans){.cap = ncap, .npages = np};
+		na->v = (struct mspan **)(na + 1);
+		atomic_init(&na->refs, 1);
+	}
+	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
+	if (!page) {
+		if (na)
+			mheap_free_pages(h, na, na->npages);
+		return false;
+	}
+	struct spanheap_spans *old = NULL;
+	irq = mm_lock_acquire(&h->lock);
+	struct spanheap_spans *cur = sh->spans;
+	if (na && cur->len + STRUCTS_PER_PAGE > cur->cap) {
+		for (size_t i = 0; i < cur->len; i++)
+			na->v[i] = cur->v[i];
+		na->len = cur->len;
+		sh->spans = na;
+		old = cur; /* its live reference is dropped below */
+		na = NULL;
+		cur = sh->spans;
+	}
+	if (cur->len + STRUCTS_PER_PAGE <= cur->cap) {
+		for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
+			struct mspan *s = &page[i];
+			*s = (struct mspan){0};
+			cur->v[cur->len++] = s;
+			s->next = sh->free_structs;
+			sh->free_structs = s;
+		}
+		sh->nstructs += STRUCTS_PER_PAGE;
+		sh->nstructs_free += STRUCTS_PER_PAGE;
+		page = NULL;
+	}
+	mm_lock_release(&h->lock, irq);
+	if (old)
+		spanheap_spans_put(sh, old);
+	if (na)
+		mheap_free_pages(h, na, na->npages);
+	if (page) /* another CPU grew the array meanwhile, too little */
+		mheap_free_pages(h, page, 1);
+	return true;
+}
+
+/* A free span struct, or NULL. Locking: the heap lock. */
+static struct mspan *struct_get_locked(struct spanheap *sh)
+{
+	struct mspan *s = sh->free_structs;
+	if (s) {
+		sh->free_structs = s->next;
+		sh->nstructs_free--;
+		s->next = NULL;
+	}
+	return s;
+}
+
+/* Takes a snapshot of the all-spans array (invariant 2). */
+void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	snap->arr = sh->spans;
+	snap->len = snap->arr->len;
+	snap->sweepgen = atomic_load_explicit(&sh->sweepgen,
+	                                      memory_order_relaxed);
+	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+}
+
+void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap)
+{
+	spanheap_spans_put(sh, snap->arr);
+	snap->arr = NULL;
+}
+
+/* ---- Spans ---------------------------------------------------------------- */
+
+/*
+ * A new span from the page heap: a small span of class cls, or (cls 0) a
+ * large span of npages pages at base (already allocated). NULL if memory
+ * ran out (base is then freed). No lock held; pinned only if MM_ATOMIC.
+ */
+static struct mspan *span_new(struct spanheap *sh, unsigned cls,
+                              uintptr_t base, size_t npages, unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	if (cls) {
+		npages = ci->npages;
+		base = (uintptr_t)mheap_alloc_pages(h, npages,
+		                                    mheap_flags_of(flags));
+		if (!base)
+			return NULL;
+	}
+	struct mspan *s = NULL;
+	while (!s) {
+		if (!structs_reserve(sh, flags)) {
+			mheap_free_pages(h, (void *)base, npages);
+			return NULL;
+		}
+		unsigned long irq = mm_lock_acquire(&h->lock);
+		s = struct_get_locked(sh);
+		if (s) {
+			s->base = base;
+			s->npages = (uint32_t)npages;
+			s->elemsize = cls ? ci->size
+			                  : (uint32_t)min_sz(npages * MM_PAGE_SIZE,
+			                                     UINT32_MAX);
+			s->nelems = cls ? ci->nelems : 1;
+			__atomic_store_n(&s->sizeclass, (uint8_t)cls,
+			                 __ATOMIC_RELAXED);
+			s->divmul = cls ? ci->divmul : 0;
+			atomic_store_explicit(&s->freeindex, 0,
+			                      memory_order_relaxed);
+			s->alloc_count = cls ? 0 : 1;
+			s->alloc_cache = 0;
+			s->list = MSPAN_LIST_NONE;
+			s->next = s->prev = NULL;
+			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
+				s->local_free[w] = 0;
+				atomic_store_explicit(&s->alloc_bits[w], 0,
+				                      memory_order_relaxed);
+				atomic_store_explicit(&s->pending[w], 0,
+				                      memory_order_relaxed);
+			}
+			/* Read under the heap lock, which the flip holds: a
+			 * span made before a flip is in its snapshot. */
+			atomic_store_explicit(
+			        &s->sweepgen,
+			        atomic_load_explicit(&sh->sweepgen,
+			                             memory_order_relaxed),
+			        memory_order_relaxed);
+			atomic_store_explicit(&s->state,
+			                      cls ? MSPAN_SMALL : MSPAN_LARGE,
+			                      memory_order_release);
+			if (!cls) {
+				sh->large_in_use_pages += npages;
+				sh->n.large_allocs++;
+			}
+		}
+		mm_lock_release(&h->lock, irq);
+	}
+	if (cls)
+		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
+		                          memory_order_relaxed);
+	mheap_span_set(h, base, npages, s);
+	return s;
+}
+
+/*
+ * Gives an empty span back: its table entries, its pages, its struct.
+ * The caller owns s (on no list, not cached). Any context but NMI, no
+ * lock held.
+ */
+void spanheap_span_free(struct spanheap *sh, struct mspan *s)
+{
+	struct mheap *h = sh->heap;
+	unsigned cls = s->sizeclass;
+	uintptr_t base = s->base;
+	size_t npages = s->npages;
+	atomic_store_explicit(&s->state, MSPAN_DEAD, memory_order_release);
+	/* Entries before pages: once freed, the pages may be someone
+	 * else's, with entries of their own. */
+	mheap_span_set(h, base, npages, cls ? NULL : MHEAP_SPAN_FREED_LARGE);
+	if (cls)
+		atomic_fetch_sub_explicit(&sh->central[cls].nspans, 1,
+		                          memory_order_relaxed);
+	mheap_free_pages(h, (void *)base, npages);
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	if (!cls) {
+		sh->large_in_use_pages -= npages;
+		sh->n.large_frees++;
+	} else {
+		sh->n.freed_spans++;
+	}
+	s->next = sh->free_structs;
+	sh->free_structs = s;
+	sh->nstructs_free++;
+	mm_lock_release(&h->lock, irq);
+}
+
+/* Points alloc_cache and freeindex at the first free object at or after
+ * freeindex. False if there is none. Owner only. */
+static bool span_fill_cache(struct mspan *s)
+{
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	while (fi < s->nelems) {
+		unsigned w = fi / 64, b = fi % 64;
+		uint64_t free = ~load_relaxed64(&s->alloc_bits[w]) &
+		                word_mask(s->nelems, w);
+		free >>= b;
+		if (free) {
+			fi += (uint32_t)__builtin_ctzll(free);
+			free >>= __builtin_ctzll(free);
+			s->alloc_cache = free;
+			atomic_store_explicit(&s->freeindex, fi,
+			                      memory_order_relaxed);
+			return true;
+		}
+		fi = (w + 1) * 64;
+	}
+	s->alloc_cache = 0;
+	atomic_store_explicit(&s->freeindex, s->nelems, memory_order_relaxed);
+	return false;
+}
+
+/* The fast path: the next free object of the cached span s, or NULL. */
+static inline void *span_next_fast(struct mspan *s)
+{
+	uint64_t ac = s->alloc_cache;
+	if (!ac)
+		return NULL;
+	unsigned bit = (unsigned)__builtin_ctzll(ac);
+	uint32_t idx =
+	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
+	if (idx >= s->nelems)
+		return NULL;
+	s->alloc_cache = (ac >> bit) >> 1;
+	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
+	s->alloc_count++;
+	return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+}
+
+__attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
+                                               uint64_t bits,
+                                               const char *what)
+{
+	unsigned i = w * 64 + (unsigned)__builtin_ctzll(bits);
+	bad_object(what, (void *)(s->base + (uintptr_t)i * s->elemsize), s);
+}
+
+/*
+ * Folds the span's frees into its bitmaps: commits the allocated prefix
+ * [0, freeindex) to alloc_bits, clears the bits of freed objects (pending
+ * taken with an atomic exchange, local_free the owner's), and starts
+ * freeindex again at 0. Returns the objects freed. The caller owns s: it
+ * caches s (pinned) or swept it (sweepgen sg - 1).
+ */
+unsigned spanheap_span_fold(struct mspan *s)
+{
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	unsigned freed = 0;
+	for (unsigned w = 0; w < span_words(s); w++) {
+		uint64_t a = load_relaxed64(&s->alloc_bits[w]);
+		uint32_t lo = w * 64;
+		if (fi >= lo + 64)
+			a |= ~(uint64_t)0;
+		else if (fi > lo)
+			a |= ((uint64_t)1 << (fi - lo)) - 1;
+		a &= word_mask(s->nelems, w);
+		uint64_t p = load_relaxed64(&s->pending[w]);
+		if (p)
+			p = atomic_exchange_explicit(&s->pending[w], 0,
+			                             memory_order_acquire);
+		uint64_t l = s->local_free[w];
+		if (p & l)
+			bad_fold(s, w, p & l, "double free (freed on its own "
+			                      "CPU and from another)");
+		uint64_t f = p | l;
+		if (f & ~a)
+			bad_fold(s, w, f & ~a, "freed object was not "
+			                       "allocated (heap corrupted)");
+		s->local_free[w] = 0;
+		atomic_store_explicit(&s->alloc_bits[w], a & ~f,
+		                      memory_order_relaxed);
+		freed += popcount64(f);
+	}
+	s->alloc_count -= freed;
+	/* After the bits: a free that reads freeindex 0 sees them. */
+	atomic_store_explicit(&s->freeindex, 0, memory_order_release);
+	s->alloc_cache = 0;
+	return freed;
+}
+
+/* ---- Central lists ---------------------------------------------------------- */
+
+/*
+ * Puts a span the caller owns (swept or folded, not cached) where it
+ * belongs: freed if empty, else on the swept partial or full list.
+ * Locks the class; any context but NMI.
+ */
+void spanheap_span_place(struct spanheap *sh, struct mspan *s)
+{
+	struct mcentral *c = &sh->central[s->sizeclass];
+	if (s->alloc_count == 0) {
+		spanheap_span_free(sh, s);
+		return;
+	}
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
+	if (s->alloc_count < s->nelems)
+		list_push(&c->partial[swept_idx(sg)], s, MSPAN_LIST_PARTIAL);
+	else
+		list_push(&c->full[swept_idx(sg)], s, MSPAN_LIST_FULL);
+	mm_lock_release(&c->lock, irq);
+}
+
+/* The most unswept spans a refill sweeps before it makes a new span. */
+#define CACHE_SPAN_BUDGET 32
+
+/*
+ * A span of class cls with free objects for a cache (Go's
+ * mcentral.cacheSpan): a swept partial span, else unswept spans swept
+ * now (partial first, then full, at most CACHE_SPAN_BUDGET), else NULL.
+ * Pinned.
+ */
+static struct mspan *central_cache_span(struct spanheap *sh, unsigned cls)
+{
+	struct mcentral *c = &sh->central[cls];
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	unsigned sw = swept_idx(sg), un = 1 - sw;
+	struct mspan *s = list_pop(&c->partial[sw]);
+	if (s) {
+		mm_lock_release(&c->lock, irq);
+		return s;
+	}
+	for (unsigned budget = 0; budget < CACHE_SPAN_BUDGET; budget++) {
+		s = list_pop(&c->partial[un]);
+		if (!s)
+			s = list_pop(&c->full[un]);
+		if (!s)
+			break;
+		atomic_store_explicit(&s->sweepgen, sg - 1,
+		                      memory_order_relaxed);
+		mm_lock_release(&c->lock, irq);
+		spanheap_span_fold(s);
+		atomic_fetch_add_explicit(&sh->demand_swept, 1,
+		                          memory_order_relaxed);
+		if (s->alloc_count < s->nelems)
+			return s;
+		irq = mm_lock_acquire(&c->lock);
+		sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+		sw = swept_idx(sg);
+		un = 1 - sw;
+		atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
+		list_push(&c->full[sw], s, MSPAN_LIST_FULL);
+	}
+	mm_lock_release(&c->lock, irq);
+	return NULL;
+}
+
+/* ---- Per-CPU caches ---------------------------------------------------------- */
+
+static void cache_install(struct spanheap *sh, struct mcache *mc,
+                          unsigned cls, struct mspan *s)
+{
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
+	span_fill_cache(s);
+	mc->alloc[cls] = s;
+}
+
+/* Hands a cached span back (pinned, its owner): folds its frees (a stale
+ * span, cached before a flip, is swept by that) and places it. */
+static void uncache_span(struct spanheap *sh, struct mspan *s)
+{
+	atomic_store_explicit(
+	        &s->sweepgen,
+	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire) - 1,
+	        memory_order_relaxed);
+	spanheap_span_fold(s);
+	spanheap_span_place(sh, s);
+}
+
+static void cache_flush(struct spanheap *sh, struct mcache *mc)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mspan *s = mc->alloc[cls];
+		if (s != &spanheap_empty_span) {
+			mc->alloc[cls] = &spanheap_empty_span;
+			uncache_span(sh, s);
+		}
+	}
+	mc->flushgen = atomic_load_explicit(&sh->sweepgen,
+	                                    memory_order_acquire);
+}
+
+void spanheap_flush_cache(struct spanheap *sh)
+{
+	unsigned cpu;
+	unsigned long st = mm_port_pin(&cpu);
+	cache_flush(sh, &sh->caches[cpu]);
+	mm_port_unpin(st);
+}
+
+/* A span with free objects should be kept after a fold if at least this
+ * share (1/8) came free; else it goes back and a fuller one comes. */
+static inline bool worth_keeping(const struct mspan *s)
+{
+	return (uint32_t)(s->nelems - s->alloc_count) * 8 >= s->nelems;
+}
+
+/*
+ * The slow path: the cached span of class cls has no free bit left in
+ * alloc_cache. Pinned (*st, *cpu); a thread caller unpins to ask the page
+ * heap and pins again, so *cpu may change. Returns an object or NULL.
+ */
+static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
+                        unsigned long *st, unsigned *cpu)
+{
+	struct mcache *mc = &sh->caches[*cpu];
+	if (mc->flushgen !=
+	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
+		cache_flush(sh, mc); /* a cycle began: prepare for it */
+	struct mspan *s = mc->alloc[cls];
+	if (s != &spanheap_empty_span) {
+		if (span_fill_cache(s))
+			return span_next_fast(s);
+		spanheap_span_fold(s);
+		if (worth_keeping(s) && span_fill_cache(s))
+			return span_next_fast(s);
+		mc->alloc[cls] = &spanheap_empty_span;
+		uncache_span(sh, s);
+	}
+	count_add(&mc->n.refills, 1);
+	s = central_cache_span(sh, cls);
+	if (!s && (flags & MM_ATOMIC)) {
+		s = span_new(sh, cls, 0, 0, flags);
+	} else if (!s) {
+		mm_port_unpin(*st);
+		s = span_new(sh, cls, 0, 0, flags);
+		*st = mm_port_pin(cpu);
+		mc = &sh->caches[*cpu];
+		struct mspan *cur = mc->alloc[cls];
+		if (cur != &spanheap_empty_span) {
+			/* Something on this CPU refilled meanwhile. */
+			void *p = span_next_fast(cur);
+			if (!p && span_fill_cache(cur))
+				p = span_next_fast(cur);
+			if (p) {
+				if (s)
+					spanheap_span_place(sh, s);
+				return p;
+			}
+			mc->alloc[cls] = &spanheap_empty_span;
+			uncache_span(sh, cur);
+		}
+	}
+	if (!s)
+		return NULL;
+	cache_install(sh, mc, cls, s);
+	return span_next_fast(s);
+}
+
+static void *alloc_small(struct spanheap *sh, unsigned cls, unsigned flags)
+{
+	unsigned cpu;
+	unsigned long st = mm_port_pin(&cpu);
+	struct mspan *s = sh->caches[cpu].alloc[cls];
+	void *p = span_next_fast(s);
+	if (!p)
+		p = alloc_slow(sh, cls, flags, &st, &cpu);
+	if (p)
+		count_add(&sh->caches[cpu].n.nalloc[cls], 1);
+	mm_port_unpin(st);
+	return p;
+}
+
+/* ---- Large objects ------------------------------------------------------------ */
+
+/* npages pages aligned to align bytes (a page multiple), as a large
+ * span. */
+static void *alloc_large(struct spanheap *sh, size_t npages, size_t align,
+                         unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
+	if (npages > h->arena_pages || extra > h->arena_pages - npages)
+		return NULL;
+	if ((flags & MM_ATOMIC) && npages + extra > MHEAP_ATOMIC_MAX_PAGES)
+		return NULL;
+	uintptr_t raw = (uintptr_t)mheap_alloc_pages(h, npages + extra,
+	                                             mheap_flags_of(flags));
+	if (!raw)
+		return NULL;
+	uintptr_t base = raw;
+	if (extra) {
+		uintptr_t rem = raw % align;
+		base = rem ? raw + (align - rem) : raw;
+		size_t head = (base - raw) / MM_PAGE_SIZE;
+		size_t tail = extra - head;
+		if (head)
+			mheap_free_pages(h, (void *)raw, head);
+		if (tail)
+			mheap_free_pages(h, (void *)(base + npages * MM_PAGE_SIZE),
+			                 tail);
+	}
+	struct mspan *s = span_new(sh, 0, base, npages, flags);
+	return s ? (void *)base : NULL;
+}
+
+static void free_large(struct spanheap *sh, struct mspan *s, void *p)
+{
+	uint8_t want = MSPAN_LARGE;
+	if (!atomic_compare_exchange_strong_explicit(
+	            &s->state, &want, MSPAN_DEAD, memory_order_acq_rel,
+	            memory_order_relaxed))
+		bad_object("a large span freed twice", p, s);
+	/* span_free stores DEAD again; harmless. */
+	spanheap_span_free(sh, s);
+}
+
+/* ---- The API ------------------------------------------------------------------- */
+
+static size_t pages_for(size_t size)
+{
+	return size / MM_PAGE_SIZE + (size % MM_PAGE_SIZE != 0);
+}
+
+static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
+                       unsigned flags)
+{
+	if (!(flags & MM_ATOMIC))
+		spanheap_assert_can_sleep("spanheap_alloc");
+	void *p = NULL;
+	if (size > sh->heap->arena_pages * MM_PAGE_SIZE) {
+		p = NULL;
+	} else if (align <= 16 && size <= SC_MAX_SIZE) {
+		p = alloc_small(sh, sizeclass_of(size), flags);
+	} else if (align <= MM_PAGE_SIZE && size <= SC_MAX_SIZE) {
+		unsigned cls = sizeclass_of(size > align ? size : align);
+		while (cls < SC_NCLASSES && sizeclass_info[cls].size % align)
+			cls++;
+		p = cls < SC_NCLASSES ? alloc_small(sh, cls, flags)
+		                      : alloc_large(sh, pages_for(size), align,
+		                                    flags);
+	} else {
+		p = alloc_large(sh, pages_for(size), align, flags);
+	}
+	if (!p) {
+		if (flags & MM_ATOMIC) {
+			unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+			sh->n.atomic_fails++;
+			mm_lock_release(&sh->heap->lock, irq);
+		}
+		return NULL;
+	}
+	if (flags & MM_ZERO)
+		mm_memset(p, 0, size);
+	return p;
+}
+
+void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
+{
+	return alloc_any(sh, size, 16, flags);
+}
+
+void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
+                             unsigned flags)
+{
+	bool pow2 = align && !(align & (align - 1));
+	if (!(pow2 && align <= MM_PAGE_SIZE) &&
+	    !(align > MM_PAGE_SIZE && align % MM_PAGE_SIZE == 0))
+		return NULL;
+	return alloc_any(sh, size, align < 16 ? 16 : align, flags);
+}
+
+void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
+                      unsigned flags)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return NULL;
+	return spanheap_alloc(sh, total, flags | MM_ZERO);
+}
+
+/* The size an allocation of size bytes actually gets. */
+static size_t rounded_size(size_t size)
+{
+	if (size <= SC_MAX_SIZE)
+		return sizeclass_info[sizeclass_of(size)].size;
+	return pages_for(size) * MM_PAGE_SIZE;
+}
+
+void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
+                       unsigned flags)
+{
+	if (!p)
+		return spanheap_alloc(sh, size, flags);
+	if (size == 0) {
+		spanheap_free(sh, p);
+		return NULL;
+	}
+	size_t old = spanheap_usable_size(sh, p);
+	if (size <= old && rounded_size(size) >= old / 2 &&
+	    (old <= SC_MAX_SIZE || rounded_size(size) == old))
+		return p;
+	void *n = spanheap_alloc(sh, size, flags & ~MM_ZERO);
+	if (!n)
+		return NULL;
+	mm_memcpy(n, p, min_sz(old, size));
+	if ((flags & MM_ZERO) && size > old)
+		mm_memset((char *)n + old, 0, size - old);
+	spanheap_free(sh, p);
+	return n;
+}
+
+size_t spanheap_usable_size(struct spanheap *sh, const void *p)
+{
+	uint32_t idx;
+	struct mspan *s = span_of(sh, p, &idx, "usable size");
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	    MSPAN_LARGE)
+		return (size_t)s->npages * MM_PAGE_SIZE;
+	return s->elemsize;
+}
+
+/* Wakes the sweeper if this CPU's pending bytes crossed a 256 KiB step
+ * and the total passed the threshold. */
+#define KICK_SHIFT 18
+
+void spanheap_free(struct spanheap *sh, void *p)
+{
+	if (!p)
+		return;
+	uint32_t idx;
+	struct mspan *s = span_of(sh, p, &idx, "free");
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	    MSPAN_LARGE) {
+		free_large(sh, s, p);
+		return;
+	}
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
+	unsigned cpu;
+	bool kick = false;
+	unsigned long st = mm_port_pin(&cpu);
+	struct mcache *mc = &sh->caches[cpu];
+	if (mc->alloc[s->sizeclass] == s) {
+		/* Local: this CPU owns the span; no atomic operation. */
+		bool allocated =
+		        idx < atomic_load_explicit(&s->freeindex,
+		                                   memory_order_relaxed) ||
+		        (load_relaxed64(&s->alloc_bits[w]) & b);
+		if (!allocated)
+			bad_object("free of an object that is not allocated "
+			           "(a double free?)",
+			           p, s);
+		if ((s->local_free[w] | load_relaxed64(&s->pending[w])) & b)
+			bad_object("double free", p, s);
+		s->local_free[w] |= b;
+		count_add(&mc->n.local_frees, 1);
+	} else {
+		bool allocated =
+		        idx < atomic_load_explicit(&s->freeindex,
+		                                   memory_order_acquire) ||
+		        (load_relaxed64(&s->alloc_bits[w]) & b);
+		if (!allocated)
+			bad_object("free of an object that is not allocated "
+			           "(a double free?)",
+			           p, s);
+		uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
+		                                        memory_order_release);
+		if (old & b)
+			bad_object("double free", p, s);
+		uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+		                                       memory_order_relaxed);
+		count_add(&mc->n.pending_bytes, s->elemsize);
+		count_add(&mc->n.remote_frees, 1);
+		kick = (before >> KICK_SHIFT) !=
+		       ((before + s->elemsize) >> KICK_SHIFT);
+	}
+	count_add(&mc->n.nfree[s->sizeclass], 1);
+	mm_port_unpin(st);
+	if (kick)
+		spanheap_sweeper_kick(sh);
+}
+
+/* ---- Set-up ---------------------------------------------------------------------- */
+
+void spanheap_config_default(struct spanheap_config *cfg)
+{
+	*cfg = (struct spanheap_config){
+	        .pending_permille = SPANHEAP_DEFAULT_PENDING_PERMILLE,
+	        .min_pending_bytes = SPANHEAP_DEFAULT_MIN_PENDING,
+	        .period_ns = SPANHEAP_DEFAULT_PERIOD_NS,
+	        .batch_spans = SPANHEAP_DEFAULT_BATCH_SPANS,
+	};
+}
+
+bool spanheap_init(struct spanheap *sh, struct mheap *h,
+                   const struct spanheap_config *cfg)
+{
+	spanheap_assert_can_sleep("spanheap_init");
+	if (cfg->pending_permille == 0 || cfg->pending_permille > 1000 ||
+	    cfg->batch_spans == 0 || cfg->period_ns == 0) {
+		mm_log("spanheap: bad config: pending %u per mille, batch %u "
+		       "spans, period %lu ns",
+		       cfg->pending_permille, cfg->batch_spans,
+		       (unsigned long)cfg->period_ns);
+		return false;
+	}
+	mm_memset(sh, 0, sizeof(*sh));
+	sh->heap = h;
+	sh->cfg = *cfg;
+	/* Start high enough that sg - 3 never wraps below 0 in practice. */
+	atomic_init(&sh->sweepgen, 4);
+	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
+		mm_lock_init(&sh->central[cls].lock, "mcentral",
+		             MM_RANK_CENTRAL);
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
+			sh->caches[cpu].alloc[cls] = &spanheap_empty_span;
+		sh->caches[cpu].flushgen = 4;
+	}
+	size_t np = spans_pages(STRUCTS_PER_PAGE * 4);
+	struct spanheap_spans *a = mheap_alloc_pages(h, np, 0);
+	if (!a) {
+		mm_log("spanheap: no memory for the span array");
+		return false;
+	}
+	*a = (struct spanheap_spans){
+	        .cap = (np * MM_PAGE_SIZE - sizeof(*a)) / sizeof(void *),
+	        .npages = np};
+	a->v = (struct mspan **)(a + 1);
+	atomic_init(&a->refs, 1);
+	sh->spans = a;
+	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
+	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");
+	return true;
+}

@@ -1,0 +1,286 @@
+/*
+ * mm/spanheap.h: the span heap, the allocator people call: objects of any
+ * size from any CPU and from interrupt handlers, freed from anywhere.
+ *
+ * Built as the Go runtime's mspan / mcentral / mcache on top of the page
+ * heap (mheap.h), for kernel mode:
+ *   size classes  67 classes up to 32 KiB (sizeclasses.h, generated);
+ *                 larger requests get a span of their own (a "large" span)
+ *   spans         runs of pages cut into objects of one class, with an
+ *                 allocation bitmap, a pending-free bitmap and Go's
+ *                 sweepgen; found from any pointer through the page heap's
+ *                 lock-free span table
+ *   mcache        one per CPU: the current span of each class; the
+ *                 allocation fast path takes no lock, pinned to the CPU
+ *                 with interrupts off
+ *   mcentral      one per class: partial and full spans, each set split
+ *                 into swept and unswept halves that swap meaning when a
+ *                 sweep cycle begins
+ *   free          deferred: one atomic OR sets the object's pending-free
+ *                 bit (a bit already set is a double free); an object of
+ *                 the CPU's own cached span takes a local path with no
+ *                 atomic operation, as mimalloc keeps local and remote
+ *                 frees apart
+ *   sweeper       a background thread folds pending frees into the
+ *                 allocation bitmaps cycle by cycle, and gives empty spans
+ *                 back to the page heap (and so to its scavenger);
+ *                 refilling a cache also sweeps on demand
+ *
+ * Contexts. Allocation and free work from threads and, with MM_ATOMIC
+ * (allocation) or always (free), from interrupt handlers and with
+ * interrupts off, on any CPU; never from NMI. Everything else is thread
+ * context. Misuse (double free, interior or foreign pointer, a page-heap
+ * run freed as an object) is always detected and mm_panics naming the
+ * pointer, its span and its class.
+ */
+#ifndef MM_SPANHEAP_H
+#define MM_SPANHEAP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mheap.h"
+#include "port.h"
+#include "sizeclasses.h"
+
+/* Flags of the allocation calls. */
+enum mm_alloc_flags {
+	/* The memory is zeroed. */
+	MM_ZERO = 1u << 0,
+	/* The caller cannot sleep (interrupt handler, interrupts off, a
+	 * spinlock held): never sleep and never wait for another CPU; NULL
+	 * when memory cannot be had without waiting. Large requests are
+	 * limited to MHEAP_ATOMIC_MAX_PAGES pages. */
+	MM_ATOMIC = 1u << 1,
+	/* Fail rather than grow the page heap. */
+	MM_NO_GROW = 1u << 2,
+};
+
+/* Span states (mspan.state). */
+enum mspan_state {
+	MSPAN_DEAD = 0, /* on the span-struct free list, or never used */
+	MSPAN_SMALL,    /* objects of one size class */
+	MSPAN_LARGE,    /* one large object */
+};
+
+/* Which central list a span is on (mspan.list), under the class's lock. */
+enum mspan_list {
+	MSPAN_LIST_NONE = 0, /* cached, being swept, large or dead */
+	MSPAN_LIST_PARTIAL,
+	MSPAN_LIST_FULL,
+};
+
+/*
+ * A span. The fields say who may touch them:
+ *   fixed   set when the span is made, under the heap lock, and read
+ *           anywhere while the span is in use
+ *   owner   the span's owner: the CPU that caches it (pinned), or the one
+ *           sweeping it (sweepgen sg-1), or a central list's lock holder;
+ *           others read some of them with relaxed atomics (free checks)
+ */
+struct mspan {
+	/* fixed */
+	uintptr_t base;
+	uint32_t npages;
+	uint32_t elemsize; /* the class's size; npages * page for large */
+	uint16_t nelems;
+	uint8_t sizeclass; /* 0 for a large span */
+	_Atomic uint8_t state;      /* enum mspan_state */
+	uint32_t divmul;            /* index = (off * divmul) >> 32 */
+	_Atomic uint32_t sweepgen;  /* Go's protocol, see spanheap.c */
+	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
+	uint32_t alloc_count;       /* owner: allocated per the bitmaps */
+	uint64_t alloc_cache;       /* owner: free bits from freeindex, 1 =
+	                               free */
+	/* a central list's, under its lock */
+	struct mspan *next, *prev;
+	uint8_t list; /* enum mspan_list */
+	/* owner: a free of an object of the owner's cached span */
+	uint64_t local_free[SC_BITMAP_WORDS];
+	/* bit set: allocated (beyond freeindex's implicit prefix) */
+	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
+	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
+	_Atomic uint64_t pending[SC_BITMAP_WORDS];
+};
+
+struct mspan_list_head {
+	struct mspan *first;
+	size_t n;
+};
+
+/* Per class: partial[i] and full[i] for i = (sweepgen / 2) % 2 are the
+ * swept sets, the other index the unswept ones (Go's mcentral). */
+struct mcentral {
+	mm_lock_t lock; /* rank MM_RANK_CENTRAL: the four lists */
+	struct mspan_list_head partial[2], full[2];
+	_Atomic size_t nspans; /* spans of this class in use anywhere */
+};
+
+/* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
+ * statistics read them from other CPUs). */
+struct mcache_counters {
+	_Atomic uint64_t nalloc[SC_NCLASSES]; /* objects handed out */
+	_Atomic uint64_t nfree[SC_NCLASSES];  /* objects freed (any path) */
+	_Atomic uint64_t pending_bytes;       /* freed since the last flip */
+	_Atomic uint64_t local_frees;         /* frees that took the local path */
+	_Atomic uint64_t remote_frees;        /* frees through pending bits */
+	_Atomic uint64_t refills;             /* slow-path span changes */
+};
+
+/* One CPU's cache: touched only by that CPU, pinned. */
+struct mcache {
+	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
+	                                     placeholder */
+	uint32_t flushgen; /* the sweepgen it was last prepared for */
+	struct mcache_counters n;
+} __attribute__((aligned(64)));
+
+struct spanheap_config {
+	/* A sweep cycle starts when pending frees pass this share of the
+	 * bytes in use (permille) and at least min_pending_bytes, or every
+	 * period_ns when anything is pending. */
+	unsigned pending_permille;
+	size_t min_pending_bytes;
+	uint64_t period_ns;
+	/* Spans the sweeper sweeps between yields. */
+	unsigned batch_spans;
+};
+
+#define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */
+#define SPANHEAP_DEFAULT_MIN_PENDING      ((size_t)1 << 20)
+#define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
+#define SPANHEAP_DEFAULT_BATCH_SPANS      32
+
+/* The array of every span struct ever made (Go's h.allspans), under the
+ * heap lock; a snapshot holds a reference to the array it walks. */
+struct spanheap_spans {
+	struct mspan **v;
+	size_t len, cap;
+	_Atomic size_t refs;             /* snapshots walking v, + 1 if live */
+	struct spanheap_spans *retired;  /* older arrays still referenced */
+	size_t npages;                   /* pages of v */
+};
+
+/* Counters under the heap lock or atomic (the sweeper's). */
+struct spanheap_counters {
+	uint64_t cycles;          /* sweep cycles finished */
+	uint64_t swept_spans;     /* by the sweeper thread */
+	uint64_t demand_swept;    /* by cache refills (stats only) */
+	uint64_t freed_spans;     /* empty spans given back */
+	uint64_t sweeper_cpu_ns;  /* the sweeper thread's CPU time */
+	uint64_t large_allocs, large_frees;
+	uint64_t atomic_fails;    /* MM_ATOMIC calls that got NULL */
+};
+
+/* The sweeper thread's state. */
+struct spanheap_sweeper {
+	struct mm_thread *thread;
+	_Atomic bool stop;
+	mm_event_t wake;  /* pending frees passed the threshold, or stop */
+	/* The cycle semaphore (invariant 5): held from flip to finish. */
+	_Atomic bool cycle_held;
+	mm_event_t cycle_done;
+	uint64_t last_cycle_ns;
+};
+
+struct spanheap {
+	struct mheap *heap; /* the page heap; its lock guards spans below */
+	struct spanheap_config cfg;
+	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
+	struct mcentral central[SC_NCLASSES];
+	struct mcache caches[MM_MAX_CPUS];
+	/* Under heap->lock: */
+	struct spanheap_spans *spans; /* the live all-spans array */
+	struct mspan *free_structs;   /* the span-struct allocator */
+	size_t nstructs, nstructs_free;
+	size_t large_in_use_pages;
+	struct spanheap_counters n;
+	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
+	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
+	struct spanheap_sweeper sweeper;
+};
+
+/* Per size class and in all (spanheap_stats). */
+struct spanheap_class_stats {
+	uint32_t size;
+	size_t spans, objects_in_use, objects_free, bytes_in_use, bytes_spans;
+};
+
+struct spanheap_stats {
+	struct spanheap_class_stats cls[SC_NCLASSES]; /* [0]: large */
+	size_t spans, bytes_in_use, bytes_spans, large_pages;
+	uint64_t local_frees, remote_frees, refills;
+	uint32_t sweepgen;
+	struct spanheap_counters n;
+	struct mheap_stats heap;
+};
+
+void spanheap_config_default(struct spanheap_config *cfg);
+
+/* Prepares sh over the page heap h (initialised). Thread context. */
+bool spanheap_init(struct spanheap *sh, struct mheap *h,
+                   const struct spanheap_config *cfg);
+
+/*
+ * Returns size bytes aligned to 16 (and to the size for powers of two up
+ * to 4 KiB), or NULL if memory ran out, or the request is impossible, or
+ * (MM_ATOMIC) it would have to wait. size 0 gets a unique minimal object.
+ * flags: enum mm_alloc_flags. Thread context, or any but NMI with
+ * MM_ATOMIC; no mm lock held.
+ */
+void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags);
+
+/* As spanheap_alloc, aligned to align: a power of two up to a page, or a
+ * multiple of the page size above. NULL for any other align. */
+void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
+                             unsigned flags);
+
+/* n * size zeroed bytes; NULL if the product overflows. */
+void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
+                      unsigned flags);
+
+/* Resizes p (NULL: allocate); size 0 frees p and returns NULL. On
+ * failure p is untouched and NULL is returned. MM_ZERO zeroes the growth. */
+void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
+                       unsigned flags);
+
+/* Frees p (NULL: nothing). Any context but NMI. Misuse mm_panics. */
+void spanheap_free(struct spanheap *sh, void *p);
+
+/* The bytes usable at p (an allocated object). Any context. */
+size_t spanheap_usable_size(struct spanheap *sh, const void *p);
+
+/* Hands this CPU's cached spans back to their central lists. Any context
+ * but NMI. */
+void spanheap_flush_cache(struct spanheap *sh);
+
+/*
+ * Runs one whole sweep cycle now (flip, sweep every span, give empty
+ * spans back) under the cycle semaphore; returns the spans freed. Thread
+ * context.
+ */
+size_t spanheap_sweep_cycle(struct spanheap *sh);
+
+/* Flushes this CPU's cache, runs a sweep cycle, then scavenges every free
+ * page (mheap_release_all); returns the pages released. Other CPUs' caches
+ * keep their spans: the kernel flushes them on each CPU first. Thread
+ * context. */
+size_t spanheap_release_all(struct spanheap *sh);
+
+bool spanheap_sweeper_start(struct spanheap *sh);
+void spanheap_sweeper_stop(struct spanheap *sh);
+
+/* A snapshot of the statistics (approximate while CPUs allocate). Thread
+ * context. */
+void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
+
+/* mm_logs a slabinfo-style table, then the totals. Thread context. */
+void spanheap_dump(struct spanheap *sh);
+
+/* Verifies every span and list (mm_panic on a fault). Thread context;
+ * meaningful when no other CPU allocates or frees meanwhile. */
+void spanheap_check(struct spanheap *sh);
+
+#endif

@@ -1,0 +1,531 @@
+/*
+ * mm/spanheap_sweep.c: sweep cycles, the sweeper thread, release,
+ * statistics and the checker.
+ *
+ * Purpose: fold pending frees into the spans' bitmaps cycle by cycle, give
+ * empty spans back to the page heap (whose scavenger returns their frames),
+ * and show what the span heap holds. Modelled on the Go runtime's
+ * background sweeper (mgcsweep.go), with the cycle started by frees rather
+ * than by a garbage collection.
+ *
+ * A cycle, under the cycle semaphore (invariant 5: held from flip to
+ * finish; statistics and the checker do not need it):
+ *   flip    under the heap lock: sweepgen += 2, so every swept span becomes
+ *           unswept; a snapshot of the all-spans array (invariant 2); the
+ *           pending-free count it starts from. Then the flip passes through
+ *           every class's lock, so that no central-list section still works
+ *           with the old sweepgen. Per-CPU caches are prepared lazily: each
+ *           flushes its spans at its next refill (mcache.flushgen).
+ *   sweep   every span of the snapshot at sg - 2 is claimed (sg - 1) under
+ *           its class's lock, taken off its unswept list, folded, and put
+ *           on a swept list, or freed if empty. The sweeper thread yields
+ *           every batch_spans spans.
+ *   finish  the unswept lists are drained (spans put there by CPUs that
+ *           read the old sweepgen), the snapshot is dropped, the semaphore
+ *           released.
+ * Cached spans are never claimed (their sweepgen is odd); their owners
+ * fold them when they hand them back.
+ *
+ * A cycle starts when pending frees since the last flip pass
+ * pending_permille of the bytes in use (and min_pending_bytes), every
+ * period_ns while frees are pending, or on demand (spanheap_sweep_cycle,
+ * spanheap_release_all).
+ */
+#include "spanheap_internal.h"
+
+/* ---- The cycle semaphore ------------------------------------------------- */
+
+static void cycle_acquire(struct spanheap *sh)
+{
+	for (;;) {
+		uint64_t seen = mm_event_prepare(&sh->sweeper.cycle_done);
+		if (!atomic_exchange_explicit(&sh->sweeper.cycle_held, true,
+		                              memory_order_acquire))
+			return;
+		mm_event_wait(&sh->sweeper.cycle_done, seen,
+		              (uint64_t)1000 * 1000 * 1000);
+	}
+}
+
+static void cycle_release(struct spanheap *sh)
+{
+	atomic_store_explicit(&sh->sweeper.cycle_held, false,
+	                      memory_order_release);
+	mm_event_wake(&sh->sweeper.cycle_done);
+}
+
+/* ---- Pending frees ---------------------------------------------------------- */
+
+static uint64_t pending_total(struct spanheap *sh)
+{
+	uint64_t t = 0;
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+		t += atomic_load_explicit(&sh->caches[cpu].n.pending_bytes,
+		                          memory_order_relaxed);
+	return t;
+}
+
+static uint64_t pending_since_flip(struct spanheap *sh)
+{
+	return pending_total(sh) -
+	       atomic_load_explicit(&sh->pending_base, memory_order_relaxed);
+}
+
+void spanheap_sweeper_kick(struct spanheap *sh)
+{
+	if (sh->sweeper.thread &&
+	    pending_since_flip(sh) >= sh->cfg.min_pending_bytes)
+		mm_event_wake(&sh->sweeper.wake);
+}
+
+/* True if pending frees passed the threshold. Thread context. */
+static bool pending_due(struct spanheap *sh)
+{
+	struct mheap_stats hs;
+	mheap_stats(sh->heap, &hs);
+	uint64_t in_use = (uint64_t)hs.in_use_pages * MM_PAGE_SIZE;
+	uint64_t want = in_use / 1000 * sh->cfg.pending_permille;
+	if (want < sh->cfg.min_pending_bytes)
+		want = sh->cfg.min_pending_bytes;
+	return pending_since_flip(sh) >= want;
+}
+
+/* ---- A cycle ---------------------------------------------------------------- */
+
+static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
+{
+	struct mheap *h = sh->heap;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen,
+	                                   memory_order_relaxed) + 2;
+	atomic_store_explicit(&sh->sweepgen, sg, memory_order_release);
+	snap->arr = sh->spans;
+	snap->len = snap->arr->len;
+	snap->sweepgen = sg;
+	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
+	mm_lock_release(&h->lock, irq);
+	atomic_store_explicit(&sh->pending_base, pending_total(sh),
+	                      memory_order_relaxed);
+	/* Every central-list section that began before the flip ends
+	 * before the sweep starts. */
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		irq = mm_lock_acquire(&sh->central[cls].lock);
+		mm_lock_release(&sh->central[cls].lock, irq);
+	}
+}
+
+/* Folds and places a span claimed at sg - 1. */
+static void sweep_claimed(struct spanheap *sh, struct mspan *s)
+{
+	spanheap_span_fold(s);
+	spanheap_span_place(sh, s);
+}
+
+/* Sweeps s if it needs it; true if it did. */
+static bool sweep_one(struct spanheap *sh, struct mspan *s, uint32_t sg)
+{
+	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+	if (state == MSPAN_LARGE) {
+		uint32_t want = sg - 2;
+		return atomic_compare_exchange_strong_explicit(
+		        &s->sweepgen, &want, sg, memory_order_relaxed,
+		        memory_order_relaxed);
+	}
+	if (state != MSPAN_SMALL)
+		return false;
+	unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
+	if (cls == 0 || cls >= SC_NCLASSES)
+		return false;
+	struct mcentral *c = &sh->central[cls];
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	/* Under the class's lock a span on one of its lists stays there
+	 * and stays of this class. */
+	bool claim = atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	                     MSPAN_SMALL &&
+	             __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED) == cls &&
+	             s->list != MSPAN_LIST_NONE &&
+	             atomic_load_explicit(&s->sweepgen,
+	                                  memory_order_relaxed) == sg - 2;
+	if (claim) {
+		list_remove_any(c, s, sg);
+		atomic_store_explicit(&s->sweepgen, sg - 1,
+		                      memory_order_relaxed);
+	}
+	mm_lock_release(&c->lock, irq);
+	if (claim)
+		sweep_claimed(sh, s);
+	return claim;
+}
+
+/* Sweeps what is left on the unswept lists. Returns the spans swept. */
+static size_t drain_unswept(struct spanheap *sh, uint32_t sg)
+{
+	size_t n = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mcentral *c = &sh->central[cls];
+		for (;;) {
+			unsigned long irq = mm_lock_acquire(&c->lock);
+			unsigned un = 1 - (sg / 2) % 2;
+			struct mspan *s = c->partial[un].first;
+			if (!s)
+				s = c->full[un].first;
+			if (s) {
+				list_remove_any(c, s, sg);
+				atomic_store_explicit(&s->sweepgen, sg - 1,
+				                      memory_order_relaxed);
+			}
+			mm_lock_release(&c->lock, irq);
+			if (!s)
+				break;
+			sweep_claimed(sh, s);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* One whole cycle. The sweeper thread yields between batches (yield). */
+static size_t run_cycle(struct spanheap *sh, bool yield)
+{
+	cycle_acquire(sh);
+	uint64_t freed0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	freed0 = sh->n.freed_spans;
+	mm_lock_release(&sh->heap->lock, irq);
+
+	struct spanheap_snapshot snap;
+	flip(sh, &snap);
+	size_t swept = 0, batch = 0;
+	for (size_t i = 0; i < snap.len; i++) {
+		if (sweep_one(sh, snap.arr->v[i], snap.sweepgen))
+			swept++;
+		if (yield && ++batch >= sh->cfg.batch_spans) {
+			batch = 0;
+			mm_port_yield();
+		}
+	}
+	swept += drain_unswept(sh, snap.sweepgen);
+	spanheap_snapshot_put(sh, &snap);
+
+	irq = mm_lock_acquire(&sh->heap->lock);
+	sh->n.cycles++;
+	sh->n.swept_spans += swept;
+	size_t freed = (size_t)(sh->n.freed_spans - freed0);
+	mm_lock_release(&sh->heap->lock, irq);
+	sh->sweeper.last_cycle_ns = mm_port_now_ns();
+	cycle_release(sh);
+	return freed;
+}
+
+size_t spanheap_sweep_cycle(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_sweep_cycle");
+	return run_cycle(sh, false);
+}
+
+size_t spanheap_release_all(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_release_all");
+	spanheap_flush_cache(sh);
+	run_cycle(sh, false);
+	return mheap_release_all(sh->heap);
+}
+
+/* ---- The sweeper thread ------------------------------------------------------ */
+
+static void sweeper_main(void *arg)
+{
+	struct spanheap *sh = arg;
+	struct spanheap_sweeper *sw = &sh->sweeper;
+	sw->last_cycle_ns = mm_port_now_ns();
+	while (!atomic_load(&sw->stop)) {
+		uint64_t seen = mm_event_prepare(&sw->wake);
+		if (atomic_load(&sw->stop))
+			break;
+		uint64_t now = mm_port_now_ns();
+		bool periodic = now - sw->last_cycle_ns >= sh->cfg.period_ns &&
+		                pending_since_flip(sh) > 0;
+		if (periodic || pending_due(sh)) {
+			uint64_t t0 = mm_port_thread_cpu_ns();
+			run_cycle(sh, true);
+			uint64_t used = mm_port_thread_cpu_ns() - t0;
+			unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+			sh->n.sweeper_cpu_ns += used;
+			mm_lock_release(&sh->heap->lock, irq);
+			continue;
+		}
+		mm_event_wait(&sw->wake, seen, sh->cfg.period_ns / 4 + 1);
+	}
+}
+
+bool spanheap_sweeper_start(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_sweeper_start");
+	if (sh->sweeper.thread)
+		return true;
+	atomic_store(&sh->sweeper.stop, false);
+	sh->sweeper.thread =
+	        mm_port_thread_start("sweeper", sweeper_main, sh);
+	return sh->sweeper.thread != NULL;
+}
+
+void spanheap_sweeper_stop(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_sweeper_stop");
+	if (!sh->sweeper.thread)
+		return;
+	atomic_store(&sh->sweeper.stop, true);
+	mm_event_wake(&sh->sweeper.wake);
+	mm_port_thread_join(sh->sweeper.thread);
+	sh->sweeper.thread = NULL;
+}
+
+/* ---- Statistics ---------------------------------------------------------------- */
+
+void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
+{
+	mm_memset(st, 0, sizeof(*st));
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct sizeclass_info *ci = &sizeclass_info[cls];
+		struct spanheap_class_stats *cs = &st->cls[cls];
+		uint64_t na = 0, nf = 0;
+		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+			const struct mcache_counters *n = &sh->caches[cpu].n;
+			na += atomic_load_explicit(&n->nalloc[cls],
+			                           memory_order_relaxed);
+			nf += atomic_load_explicit(&n->nfree[cls],
+			                           memory_order_relaxed);
+		}
+		cs->size = ci->size;
+		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
+		                                 memory_order_relaxed);
+		size_t cap = cs->spans * ci->nelems;
+		cs->objects_in_use = na > nf ? (size_t)(na - nf) : 0;
+		if (cs->objects_in_use > cap)
+			cs->objects_in_use = cap; /* counters read mid-change */
+		cs->objects_free = cap - cs->objects_in_use;
+		cs->bytes_in_use = cs->objects_in_use * ci->size;
+		cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
+		st->spans += cs->spans;
+		st->bytes_in_use += cs->bytes_in_use;
+		st->bytes_spans += cs->bytes_spans;
+	}
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		const struct mcache_counters *n = &sh->caches[cpu].n;
+		st->local_frees += atomic_load_explicit(&n->local_frees,
+		                                        memory_order_relaxed);
+		st->remote_frees += atomic_load_explicit(&n->remote_frees,
+		                                         memory_order_relaxed);
+		st->refills += atomic_load_explicit(&n->refills,
+		                                    memory_order_relaxed);
+	}
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	st->n = sh->n;
+	st->large_pages = sh->large_in_use_pages;
+	st->sweepgen = atomic_load_explicit(&sh->sweepgen,
+	                                    memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+	st->n.demand_swept = atomic_load_explicit(&sh->demand_swept,
+	                                          memory_order_relaxed);
+	struct spanheap_class_stats *large = &st->cls[0];
+	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
+	large->objects_in_use = large->spans;
+	large->bytes_in_use = large->bytes_spans =
+	        st->large_pages * MM_PAGE_SIZE;
+	st->spans += large->spans;
+	st->bytes_in_use += large->bytes_in_use;
+	st->bytes_spans += large->bytes_spans;
+	mheap_stats(sh->heap, &st->heap);
+}
+
+void spanheap_dump(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_dump");
+	static struct spanheap_stats st; /* large: not on the stack */
+	spanheap_stats(sh, &st);
+	mm_log("slabinfo: class   size  pages   in use     free    spans "
+	       "     bytes  waste%%");
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *cs = &st.cls[cls];
+		if (!cs->spans)
+			continue;
+		size_t waste = cs->bytes_spans - cs->bytes_in_use;
+		mm_log("slabinfo: %5u %6u %6u %8zu %8zu %8zu %10zu %6zu", cls,
+		       cs->size, (unsigned)sizeclass_info[cls].npages,
+		       cs->objects_in_use, cs->objects_free, cs->spans,
+		       cs->bytes_spans,
+		       cs->bytes_spans ? waste * 100 / cs->bytes_spans : 0);
+	}
+	mm_log("slabinfo: large: %zu spans, %zu pages", st.cls[0].spans,
+	       st.large_pages);
+	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; frees: %lu "
+	       "local, %lu remote; %lu refills",
+	       st.spans, st.bytes_in_use, st.bytes_spans,
+	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
+	       (unsigned long)st.refills);
+	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
+	       "%lu on demand, %lu spans freed, sweeper CPU %lu us; atomic "
+	       "refusals %lu",
+	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
+	       (unsigned long)st.n.demand_swept,
+	       (unsigned long)st.n.freed_spans,
+	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
+	       (unsigned long)st.n.atomic_fails);
+	mheap_dump(sh->heap);
+}
+
+/* ---- The checker ------------------------------------------------------------------ */
+
+static void check_small(struct spanheap *sh, struct mspan *s)
+{
+	unsigned cls = s->sizeclass;
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	if (cls == 0 || cls >= SC_NCLASSES || s->elemsize != ci->size ||
+	    s->nelems != ci->nelems || s->npages != ci->npages ||
+	    s->divmul != ci->divmul)
+		mm_panic("spanheap: check: span %p [%#lx] of class %u does "
+		         "not match its class",
+		         (void *)s, (unsigned long)s->base, cls);
+	unsigned cnt = 0;
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
+		uint64_t a = atomic_load_explicit(&s->alloc_bits[w],
+		                                  memory_order_relaxed);
+		uint64_t p = atomic_load_explicit(&s->pending[w],
+		                                  memory_order_relaxed);
+		uint64_t l = s->local_free[w];
+		uint64_t m = (w * 64 < s->nelems)
+		                     ? (s->nelems - w * 64 >= 64
+		                                ? ~(uint64_t)0
+		                                : ((uint64_t)1
+		                                   << (s->nelems - w * 64)) -
+		                                          1)
+		                     : 0;
+		uint64_t pre = fi >= w * 64 + 64 ? ~(uint64_t)0
+		               : fi > w * 64 ? ((uint64_t)1 << (fi - w * 64)) - 1
+		                             : 0;
+		uint64_t alloc = (a | pre) & m;
+		if ((a & ~m) || (p & ~alloc) || (l & ~alloc) || (p & l))
+			mm_panic("spanheap: check: span [%#lx] class %u word "
+			         "%u: alloc %#lx pending %#lx local %#lx "
+			         "freeindex %u",
+			         (unsigned long)s->base, cls, w,
+			         (unsigned long)a, (unsigned long)p,
+			         (unsigned long)l, fi);
+		cnt += (unsigned)__builtin_popcountll(a & m & ~pre) +
+		       (unsigned)__builtin_popcountll(pre & m);
+	}
+	if (cnt != s->alloc_count)
+		mm_panic("spanheap: check: span [%#lx] class %u counts %u "
+		         "allocated, its bitmaps %u",
+		         (unsigned long)s->base, cls, s->alloc_count, cnt);
+}
+
+static void check_entries(struct spanheap *sh, struct mspan *s)
+{
+	for (size_t i = 0; i < s->npages; i++)
+		if (mheap_span_lookup(sh->heap, s->base + i * MM_PAGE_SIZE) !=
+		    s)
+			mm_panic("spanheap: check: span table entry of page "
+			         "%zu of span [%#lx] is wrong",
+			         i, (unsigned long)s->base);
+}
+
+void spanheap_check(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_check");
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	uint32_t sg = snap.sweepgen;
+	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0};
+	size_t cached = 0, nsmall = 0;
+	for (size_t i = 0; i < snap.len; i++) {
+		struct mspan *s = snap.arr->v[i];
+		uint8_t st = atomic_load(&s->state);
+		if (st == MSPAN_DEAD)
+			continue;
+		check_entries(sh, s);
+		if (st == MSPAN_LARGE)
+			continue;
+		check_small(sh, s);
+		small[s->sizeclass]++;
+		nsmall++;
+	}
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mcentral *c = &sh->central[cls];
+		unsigned long irq = mm_lock_acquire(&c->lock);
+		for (unsigned k = 0; k < 4; k++) {
+			struct mspan_list_head *l =
+			        k < 2 ? &c->partial[k] : &c->full[k - 2];
+			bool swept = (k % 2) == (sg / 2) % 2;
+			size_t n = 0;
+			for (struct mspan *s = l->first; s; s = s->next, n++) {
+				uint32_t v = atomic_load(&s->sweepgen);
+				bool partial = k < 2;
+				if (s->sizeclass != cls ||
+				    atomic_load(&s->state) != MSPAN_SMALL ||
+				    s->list != (partial ? MSPAN_LIST_PARTIAL
+				                        : MSPAN_LIST_FULL) ||
+				    v != (swept ? sg : sg - 2) ||
+				    (partial ? s->alloc_count >= s->nelems
+				             : s->alloc_count != s->nelems) ||
+				    atomic_load(&s->freeindex) != 0)
+					mm_panic("spanheap: check: span [%#lx] "
+					         "on class %u's %s %s list: "
+					         "class %u, sweepgen %u (sg "
+					         "%u), %u of %u allocated",
+					         (unsigned long)s->base, cls,
+					         swept ? "swept" : "unswept",
+					         partial ? "partial" : "full",
+					         s->sizeclass, v, sg,
+					         s->alloc_count, s->nelems);
+			}
+			if (n != l->n)
+				mm_panic("spanheap: check: class %u list %u "
+				         "holds %zu spans, counts %zu",
+				         cls, k, n, l->n);
+			listed[cls] += n;
+		}
+		mm_lock_release(&c->lock, irq);
+	}
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+			struct mspan *s = sh->caches[cpu].alloc[cls];
+			if (s == &spanheap_empty_span)
+				continue;
+			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
+			    atomic_load(&s->sweepgen) % 2 == 0)
+				mm_panic("spanheap: check: CPU %u caches span "
+				         "[%#lx] of class %u for class %u, "
+				         "sweepgen %u",
+				         cpu, (unsigned long)s->base,
+				         s->sizeclass, cls,
+				         atomic_load(&s->sweepgen));
+			listed[cls]++;
+			cached++;
+		}
+	}
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		if (small[cls] != listed[cls] ||
+		    small[cls] != atomic_load(&sh->central[cls].nspans))
+			mm_panic("spanheap: check: class %u has %zu spans, %zu "
+			         "on lists or cached, counts %zu",
+			         cls, small[cls], listed[cls],
+			         atomic_load(&sh->central[cls].nspans));
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	size_t nfree = 0;
+	for (struct mspan *s = sh->free_structs; s; s = s->next)
+		nfree++;
+	bool bad = nfree != sh->nstructs_free ||
+	           sh->nstructs != sh->spans->len;
+	mm_lock_release(&sh->heap->lock, irq);
+	if (bad)
+		mm_panic("spanheap: check: %zu free span structs, counts %zu; "
+		         "%zu made, array holds %zu",
+		         nfree, sh->nstructs_free, sh->nstructs,
+		         sh->spans->len);
+	spanheap_snapshot_put(sh, &snap);
+	(void)cached;
+	(void)nsmall;
+	mheap_check(sh->heap);
+}
