@@ -1,7 +1,7 @@
 # The mm/ library's sources, for any build that wants the allocator: include
 # this file and compile $(addprefix mm/,$(MM_SRCS)) with your port.
 MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
-	palloc_scav.c mheap.c mheap_scav.c
+	palloc_scav.c mheap.c mheap_scav.c sizeclasses.c
 
 # Test hooks (palloc_testing.h): only for test binaries, never the kernel
 # proper. MM_HOST_SRCS is what the host test build adds, as paths.
