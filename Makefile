@@ -183,6 +183,7 @@ test: deps
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@st=0; \
 	$(MAKE) --no-print-directory test-lint || st=1; \
+	$(MAKE) --no-print-directory test-sizeclasses || st=1; \
 	$(MAKE) --no-print-directory test-host || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \

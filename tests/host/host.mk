@@ -9,6 +9,12 @@
 #                      sanitizers, plus callgrind instruction counts (not
 #                      pass/fail); the table is kept in $(BENCH_DIR)/bench.txt
 #   make test-tsan     the host tests under ThreadSanitizer (below)
+#   make sizeclasses   regenerates mm/sizeclasses.h and mm/sizeclasses.c
+#                      with tools/gen-sizeclasses.c (never edit them by hand)
+#   make test-sizeclasses
+#                      regenerates them into $(SC_CHECK_DIR) and diffs
+#                      against the committed files; writes "passed failed
+#                      skipped" to $(RESULTS)/sizeclasses
 # Included by the top-level Makefile after HOST_BUILD, MM_SRCS,
 # MM_HOST_SRCS and RESULTS are defined.
 
@@ -56,6 +62,49 @@ test-fuzz:
 fuzz: $(FUZZ_BIN)
 	@mkdir -p $(FUZZ_DIR)/corpus
 	$(FUZZ_BIN) $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_DIR)/corpus
+
+# The size class table: generated, committed, and checked to be what the
+# generator prints (and what clang-format leaves alone).
+SC_GEN := $(HOST_BUILD)/tools/gen-sizeclasses
+SC_CHECK_DIR := $(HOST_BUILD)/sizeclasses-check
+
+$(SC_GEN): tools/gen-sizeclasses.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
+
+sizeclasses: $(SC_GEN)
+	$(SC_GEN) h > $(HOST_BUILD)/sizeclasses.h.tmp
+	$(SC_GEN) c > $(HOST_BUILD)/sizeclasses.c.tmp
+	mv $(HOST_BUILD)/sizeclasses.h.tmp mm/sizeclasses.h
+	mv $(HOST_BUILD)/sizeclasses.c.tmp mm/sizeclasses.c
+
+test-sizeclasses:
+	@mkdir -p $(RESULTS) $(SC_CHECK_DIR)
+	@if ! $(MAKE) --no-print-directory $(SC_GEN) || \
+		! $(SC_GEN) h > $(SC_CHECK_DIR)/sizeclasses.h || \
+		! $(SC_GEN) c > $(SC_CHECK_DIR)/sizeclasses.c; then \
+		echo "sizeclasses: 0 passed, 1 failed (the generator failed)"; \
+		echo "0 1 0" > $(RESULTS)/sizeclasses; exit 1; fi; \
+	st=0; \
+	diff -u mm/sizeclasses.h $(SC_CHECK_DIR)/sizeclasses.h || st=1; \
+	diff -u mm/sizeclasses.c $(SC_CHECK_DIR)/sizeclasses.c || st=1; \
+	if [ $$st -ne 0 ]; then \
+		echo "sizeclasses: mm/sizeclasses.{h,c} differ from what" \
+			"tools/gen-sizeclasses.c prints: run make sizeclasses"; \
+	elif command -v clang-format > /dev/null && \
+		! clang-format --dry-run -Werror mm/sizeclasses.h \
+			mm/sizeclasses.c; then \
+		echo "sizeclasses: the generator's output is not" \
+			"clang-format clean: fix tools/gen-sizeclasses.c"; st=1; \
+	fi; \
+	if [ $$st -eq 0 ]; then \
+		echo "sizeclasses: 1 passed, 0 failed"; \
+		echo "1 0 0" > $(RESULTS)/sizeclasses; \
+	else \
+		echo "sizeclasses: 0 passed, 1 failed"; \
+		echo "0 1 0" > $(RESULTS)/sizeclasses; exit 1; fi
+
+.PHONY: sizeclasses test-sizeclasses
 
 BENCH_DIR := $(HOST_BUILD)/bench
 BENCH_BIN := $(BENCH_DIR)/palloc_bench
