@@ -87,8 +87,8 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	}
 	h->arena_base = (uintptr_t)base;
 	h->arena_pages = cfg->arena_bytes >> MM_PAGE_SHIFT;
-	h->spanmap = mm_port_reserve(h->arena_pages * sizeof(void *),
-	                             MM_PAGE_SIZE);
+	h->spanmap =
+	        mm_port_reserve(h->arena_pages * sizeof(void *), MM_PAGE_SIZE);
 	if (!h->spanmap) {
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
 		       h->arena_pages * sizeof(void *));
@@ -133,8 +133,8 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 {
 	_Static_assert(MHEAP_CHUNK_PAGES * sizeof(void *) == MM_PAGE_SIZE,
 	               "a span-table page covers one chunk");
-	size_t have = atomic_load_explicit(&h->spanmap_chunks,
-	                                   memory_order_relaxed);
+	size_t have =
+	        atomic_load_explicit(&h->spanmap_chunks, memory_order_relaxed);
 	if (upto <= have)
 		return true;
 	if (!mm_port_map(h->spanmap + have * MHEAP_CHUNK_PAGES,
@@ -148,9 +148,8 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
 {
 	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
 	if (addr < h->arena_base || i >= h->arena_pages ||
-	    i / MHEAP_CHUNK_PAGES >= atomic_load_explicit(
-	                                     &h->spanmap_chunks,
-	                                     memory_order_acquire))
+	    i / MHEAP_CHUNK_PAGES >= atomic_load_explicit(&h->spanmap_chunks,
+	                                                  memory_order_acquire))
 		return NULL;
 	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
 }

@@ -155,7 +155,7 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * then sets its own entries on the pages of its spans. Entries are never
  * cleared on free: a stale entry names what the page was.
  */
-#define MHEAP_SPAN_PAGES ((void *)(uintptr_t)1)      /* mheap_alloc_pages */
+#define MHEAP_SPAN_PAGES       ((void *)(uintptr_t)1) /* mheap_alloc_pages */
 #define MHEAP_SPAN_FREED_LARGE ((void *)(uintptr_t)2) /* a freed large span */
 
 /* The entry for the page holding addr, or NULL if addr is outside the

@@ -62,7 +62,7 @@ static inline size_t min_sz(size_t a, size_t b)
 
 static inline unsigned popcount64(uint64_t x)
 {
-	return (unsigned)__builtin_popcountll(x);
+	return (unsigned)pallocbits_popcount(x);
 }
 
 static inline uint64_t load_relaxed64(_Atomic uint64_t *p)
@@ -96,15 +96,15 @@ unsigned mheap_flags_of(unsigned flags)
  * interleave), others read them; relaxed atomics, no RMW. */
 static inline void count_add(_Atomic uint64_t *c, uint64_t n)
 {
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	atomic_store_explicit(c,
+	                      atomic_load_explicit(c, memory_order_relaxed) + n,
 	                      memory_order_relaxed);
 }
 
 /* ---- Misuse -------------------------------------------------------------- */
 
-__attribute__((noreturn)) static void bad_object(const char *what,
-                                                 const void *p,
-                                                 const struct mspan *s)
+__attribute__((noreturn)) static void
+bad_object(const char *what, const void *p, const struct mspan *s)
 {
 	mm_panic("spanheap: %s: pointer %p, span [%#lx, +%u pages), size "
 	         "class %u (%u-byte objects)",
@@ -113,9 +113,8 @@ __attribute__((noreturn)) static void bad_object(const char *what,
 }
 
 /* The span table has no span for p: say what p is. */
-__attribute__((noreturn)) static void bad_pointer(struct spanheap *sh,
-                                                  const char *op,
-                                                  const void *p, void *entry)
+__attribute__((noreturn)) static void
+bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 {
 	struct mheap *h = sh->heap;
 	uintptr_t a = (uintptr_t)p;
@@ -143,8 +142,8 @@ __attribute__((noreturn)) static void bad_pointer(struct spanheap *sh,
  * The span holding p, checked: in use, and p the start of an object.
  * *idx gets the object's index. op names the call for the messages.
  */
-static struct mspan *span_of(struct spanheap *sh, const void *p,
-                             uint32_t *idx, const char *op)
+static struct mspan *span_of(struct spanheap *sh, const void *p, uint32_t *idx,
+                             const char *op)
 {
 	void *e = mheap_span_lookup(sh->heap, (uintptr_t)p);
 	if ((uintptr_t)e <= (uintptr_t)MHEAP_SPAN_FREED_LARGE)
@@ -281,8 +280,8 @@ void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap)
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	snap->arr = sh->spans;
 	snap->len = snap->arr->len;
-	snap->sweepgen = atomic_load_explicit(&sh->sweepgen,
-	                                      memory_order_relaxed);
+	snap->sweepgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
 	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
 	mm_lock_release(&sh->heap->lock, irq);
 }
@@ -293,15 +292,16 @@ void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap)
 	snap->arr = NULL;
 }
 
-/* ---- Spans ---------------------------------------------------------------- */
+/* ---- Spans ----------------------------------------------------------------
+ */
 
 /*
  * A new span from the page heap: a small span of class cls, or (cls 0) a
  * large span of npages pages at base (already allocated). NULL if memory
  * ran out (base is then freed). No lock held; pinned only if MM_ATOMIC.
  */
-static struct mspan *span_new(struct spanheap *sh, unsigned cls,
-                              uintptr_t base, size_t npages, unsigned flags)
+static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
+                              size_t npages, unsigned flags)
 {
 	struct mheap *h = sh->heap;
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
@@ -323,9 +323,10 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls,
 		if (s) {
 			s->base = base;
 			s->npages = (uint32_t)npages;
-			s->elemsize = cls ? ci->size
-			                  : (uint32_t)min_sz(npages * MM_PAGE_SIZE,
-			                                     UINT32_MAX);
+			s->elemsize =
+			        cls ? ci->size
+			            : (uint32_t)min_sz(npages * MM_PAGE_SIZE,
+			                               UINT32_MAX);
 			s->nelems = cls ? ci->nelems : 1;
 			__atomic_store_n(&s->sizeclass, (uint8_t)cls,
 			                 __ATOMIC_RELAXED);
@@ -334,8 +335,8 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls,
 			                      memory_order_relaxed);
 			s->alloc_count = cls ? 0 : 1;
 			s->alloc_cache = 0;
-			s->list = MSPAN_LIST_NONE;
-			s->next = s->prev = NULL;
+			/* list, next and prev are already clear: a span
+			 * leaves its lists before it is freed. */
 			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
 				s->local_free[w] = 0;
 				atomic_store_explicit(&s->alloc_bits[w], 0,
@@ -442,8 +443,7 @@ static inline void *span_next_fast(struct mspan *s)
 }
 
 __attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
-                                               uint64_t bits,
-                                               const char *what)
+                                               uint64_t bits, const char *what)
 {
 	unsigned i = w * 64 + (unsigned)__builtin_ctzll(bits);
 	bad_object(what, (void *)(s->base + (uintptr_t)i * s->elemsize), s);
@@ -474,12 +474,14 @@ unsigned spanheap_span_fold(struct mspan *s)
 			                             memory_order_acquire);
 		uint64_t l = s->local_free[w];
 		if (p & l)
-			bad_fold(s, w, p & l, "double free (freed on its own "
-			                      "CPU and from another)");
+			bad_fold(s, w, p & l,
+			         "double free (freed on its own "
+			         "CPU and from another)");
 		uint64_t f = p | l;
 		if (f & ~a)
-			bad_fold(s, w, f & ~a, "freed object was not "
-			                       "allocated (heap corrupted)");
+			bad_fold(s, w, f & ~a,
+			         "freed object was not "
+			         "allocated (heap corrupted)");
 		s->local_free[w] = 0;
 		atomic_store_explicit(&s->alloc_bits[w], a & ~f,
 		                      memory_order_relaxed);
@@ -492,7 +494,8 @@ unsigned spanheap_span_fold(struct mspan *s)
 	return freed;
 }
 
-/* ---- Central lists ---------------------------------------------------------- */
+/* ---- Central lists ----------------------------------------------------------
+ */
 
 /*
  * Puts a span the caller owns (swept or folded, not cached) where it
@@ -561,10 +564,11 @@ static struct mspan *central_cache_span(struct spanheap *sh, unsigned cls)
 	return NULL;
 }
 
-/* ---- Per-CPU caches ---------------------------------------------------------- */
+/* ---- Per-CPU caches
+ * ---------------------------------------------------------- */
 
-static void cache_install(struct spanheap *sh, struct mcache *mc,
-                          unsigned cls, struct mspan *s)
+static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
+                          struct mspan *s)
 {
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
@@ -593,8 +597,8 @@ static void cache_flush(struct spanheap *sh, struct mcache *mc)
 			uncache_span(sh, s);
 		}
 	}
-	mc->flushgen = atomic_load_explicit(&sh->sweepgen,
-	                                    memory_order_acquire);
+	mc->flushgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 }
 
 void spanheap_flush_cache(struct spanheap *sh)
@@ -640,6 +644,9 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 		s = span_new(sh, cls, 0, 0, flags);
 	} else if (!s) {
 		mm_port_unpin(*st);
+		/* Checked here, off the fast path: a caller that forgot
+		 * MM_ATOMIC is caught the first time it needs a span. */
+		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 		s = span_new(sh, cls, 0, 0, flags);
 		*st = mm_port_pin(cpu);
 		mc = &sh->caches[*cpu];
@@ -678,7 +685,8 @@ static void *alloc_small(struct spanheap *sh, unsigned cls, unsigned flags)
 	return p;
 }
 
-/* ---- Large objects ------------------------------------------------------------ */
+/* ---- Large objects
+ * ------------------------------------------------------------ */
 
 /* npages pages aligned to align bytes (a page multiple), as a large
  * span. */
@@ -704,7 +712,8 @@ static void *alloc_large(struct spanheap *sh, size_t npages, size_t align,
 		if (head)
 			mheap_free_pages(h, (void *)raw, head);
 		if (tail)
-			mheap_free_pages(h, (void *)(base + npages * MM_PAGE_SIZE),
+			mheap_free_pages(h,
+			                 (void *)(base + npages * MM_PAGE_SIZE),
 			                 tail);
 	}
 	struct mspan *s = span_new(sh, 0, base, npages, flags);
@@ -722,7 +731,8 @@ static void free_large(struct spanheap *sh, struct mspan *s, void *p)
 	spanheap_span_free(sh, s);
 }
 
-/* ---- The API ------------------------------------------------------------------- */
+/* ---- The API
+ * ------------------------------------------------------------------- */
 
 static size_t pages_for(size_t size)
 {
@@ -732,8 +742,6 @@ static size_t pages_for(size_t size)
 static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
                        unsigned flags)
 {
-	if (!(flags & MM_ATOMIC))
-		spanheap_assert_can_sleep("spanheap_alloc");
 	void *p = NULL;
 	if (size > sh->heap->arena_pages * MM_PAGE_SIZE) {
 		p = NULL;
@@ -743,9 +751,9 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 		unsigned cls = sizeclass_of(size > align ? size : align);
 		while (cls < SC_NCLASSES && sizeclass_info[cls].size % align)
 			cls++;
-		p = cls < SC_NCLASSES ? alloc_small(sh, cls, flags)
-		                      : alloc_large(sh, pages_for(size), align,
-		                                    flags);
+		p = cls < SC_NCLASSES
+		            ? alloc_small(sh, cls, flags)
+		            : alloc_large(sh, pages_for(size), align, flags);
 	} else {
 		p = alloc_large(sh, pages_for(size), align, flags);
 	}
@@ -888,7 +896,8 @@ void spanheap_free(struct spanheap *sh, void *p)
 		spanheap_sweeper_kick(sh);
 }
 
-/* ---- Set-up ---------------------------------------------------------------------- */
+/* ---- Set-up
+ * ---------------------------------------------------------------------- */
 
 void spanheap_config_default(struct spanheap_config *cfg)
 {
@@ -931,9 +940,9 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		mm_log("spanheap: no memory for the span array");
 		return false;
 	}
-	*a = (struct spanheap_spans){
-	        .cap = (np * MM_PAGE_SIZE - sizeof(*a)) / sizeof(void *),
-	        .npages = np};
+	*a = (struct spanheap_spans){.cap = (np * MM_PAGE_SIZE - sizeof(*a)) /
+	                                    sizeof(void *),
+	                             .npages = np};
 	a->v = (struct mspan **)(a + 1);
 	atomic_init(&a->refs, 1);
 	sh->spans = a;

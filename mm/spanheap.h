@@ -86,7 +86,7 @@ struct mspan {
 	uint32_t npages;
 	uint32_t elemsize; /* the class's size; npages * page for large */
 	uint16_t nelems;
-	uint8_t sizeclass; /* 0 for a large span */
+	uint8_t sizeclass;          /* 0 for a large span */
 	_Atomic uint8_t state;      /* enum mspan_state */
 	uint32_t divmul;            /* index = (off * divmul) >> 32 */
 	_Atomic uint32_t sweepgen;  /* Go's protocol, see spanheap.c */
@@ -124,9 +124,9 @@ struct mcache_counters {
 	_Atomic uint64_t nalloc[SC_NCLASSES]; /* objects handed out */
 	_Atomic uint64_t nfree[SC_NCLASSES];  /* objects freed (any path) */
 	_Atomic uint64_t pending_bytes;       /* freed since the last flip */
-	_Atomic uint64_t local_frees;         /* frees that took the local path */
-	_Atomic uint64_t remote_frees;        /* frees through pending bits */
-	_Atomic uint64_t refills;             /* slow-path span changes */
+	_Atomic uint64_t local_frees;  /* frees that took the local path */
+	_Atomic uint64_t remote_frees; /* frees through pending bits */
+	_Atomic uint64_t refills;      /* slow-path span changes */
 };
 
 /* One CPU's cache: touched only by that CPU, pinned. */
@@ -158,27 +158,27 @@ struct spanheap_config {
 struct spanheap_spans {
 	struct mspan **v;
 	size_t len, cap;
-	_Atomic size_t refs;             /* snapshots walking v, + 1 if live */
-	struct spanheap_spans *retired;  /* older arrays still referenced */
-	size_t npages;                   /* pages of v */
+	_Atomic size_t refs;            /* snapshots walking v, + 1 if live */
+	struct spanheap_spans *retired; /* older arrays still referenced */
+	size_t npages;                  /* pages of v */
 };
 
 /* Counters under the heap lock or atomic (the sweeper's). */
 struct spanheap_counters {
-	uint64_t cycles;          /* sweep cycles finished */
-	uint64_t swept_spans;     /* by the sweeper thread */
-	uint64_t demand_swept;    /* by cache refills (stats only) */
-	uint64_t freed_spans;     /* empty spans given back */
-	uint64_t sweeper_cpu_ns;  /* the sweeper thread's CPU time */
+	uint64_t cycles;         /* sweep cycles finished */
+	uint64_t swept_spans;    /* by the sweeper thread */
+	uint64_t demand_swept;   /* by cache refills (stats only) */
+	uint64_t freed_spans;    /* empty spans given back */
+	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
 	uint64_t large_allocs, large_frees;
-	uint64_t atomic_fails;    /* MM_ATOMIC calls that got NULL */
+	uint64_t atomic_fails; /* MM_ATOMIC calls that got NULL */
 };
 
 /* The sweeper thread's state. */
 struct spanheap_sweeper {
 	struct mm_thread *thread;
 	_Atomic bool stop;
-	mm_event_t wake;  /* pending frees passed the threshold, or stop */
+	mm_event_t wake; /* pending frees passed the threshold, or stop */
 	/* The cycle semaphore (invariant 5): held from flip to finish. */
 	_Atomic bool cycle_held;
 	mm_event_t cycle_done;

@@ -33,8 +33,7 @@ unsigned mheap_flags_of(unsigned flags);
 
 /* Takes a snapshot under the heap lock; put it back when done. */
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap);
-void spanheap_snapshot_put(struct spanheap *sh,
-                           struct spanheap_snapshot *snap);
+void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap);
 void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a);
 
 /* Folds a span's frees into its bitmaps (the caller owns it); returns the

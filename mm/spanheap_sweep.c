@@ -54,7 +54,8 @@ static void cycle_release(struct spanheap *sh)
 	mm_event_wake(&sh->sweeper.cycle_done);
 }
 
-/* ---- Pending frees ---------------------------------------------------------- */
+/* ---- Pending frees ----------------------------------------------------------
+ */
 
 static uint64_t pending_total(struct spanheap *sh)
 {
@@ -73,8 +74,7 @@ static uint64_t pending_since_flip(struct spanheap *sh)
 
 void spanheap_sweeper_kick(struct spanheap *sh)
 {
-	if (sh->sweeper.thread &&
-	    pending_since_flip(sh) >= sh->cfg.min_pending_bytes)
+	if (pending_since_flip(sh) >= sh->cfg.min_pending_bytes)
 		mm_event_wake(&sh->sweeper.wake);
 }
 
@@ -90,14 +90,15 @@ static bool pending_due(struct spanheap *sh)
 	return pending_since_flip(sh) >= want;
 }
 
-/* ---- A cycle ---------------------------------------------------------------- */
+/* ---- A cycle ----------------------------------------------------------------
+ */
 
 static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 {
 	struct mheap *h = sh->heap;
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	uint32_t sg = atomic_load_explicit(&sh->sweepgen,
-	                                   memory_order_relaxed) + 2;
+	uint32_t sg =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed) + 2;
 	atomic_store_explicit(&sh->sweepgen, sg, memory_order_release);
 	snap->arr = sh->spans;
 	snap->len = snap->arr->len;
@@ -140,12 +141,12 @@ static bool sweep_one(struct spanheap *sh, struct mspan *s, uint32_t sg)
 	unsigned long irq = mm_lock_acquire(&c->lock);
 	/* Under the class's lock a span on one of its lists stays there
 	 * and stays of this class. */
-	bool claim = atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	bool claim = atomic_load_explicit(&s->state, memory_order_acquire) ==
 	                     MSPAN_SMALL &&
 	             __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED) == cls &&
 	             s->list != MSPAN_LIST_NONE &&
-	             atomic_load_explicit(&s->sweepgen,
-	                                  memory_order_relaxed) == sg - 2;
+	             atomic_load_explicit(&s->sweepgen, memory_order_relaxed) ==
+	                     sg - 2;
 	if (claim) {
 		list_remove_any(c, s, sg);
 		atomic_store_explicit(&s->sweepgen, sg - 1,
@@ -231,7 +232,8 @@ size_t spanheap_release_all(struct spanheap *sh)
 	return mheap_release_all(sh->heap);
 }
 
-/* ---- The sweeper thread ------------------------------------------------------ */
+/* ---- The sweeper thread
+ * ------------------------------------------------------ */
 
 static void sweeper_main(void *arg)
 {
@@ -264,8 +266,7 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 	if (sh->sweeper.thread)
 		return true;
 	atomic_store(&sh->sweeper.stop, false);
-	sh->sweeper.thread =
-	        mm_port_thread_start("sweeper", sweeper_main, sh);
+	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
 	return sh->sweeper.thread != NULL;
 }
 
@@ -280,7 +281,8 @@ void spanheap_sweeper_stop(struct spanheap *sh)
 	sh->sweeper.thread = NULL;
 }
 
-/* ---- Statistics ---------------------------------------------------------------- */
+/* ---- Statistics
+ * ---------------------------------------------------------------- */
 
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 {
@@ -316,17 +318,17 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		                                        memory_order_relaxed);
 		st->remote_frees += atomic_load_explicit(&n->remote_frees,
 		                                         memory_order_relaxed);
-		st->refills += atomic_load_explicit(&n->refills,
-		                                    memory_order_relaxed);
+		st->refills +=
+		        atomic_load_explicit(&n->refills, memory_order_relaxed);
 	}
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	st->n = sh->n;
 	st->large_pages = sh->large_in_use_pages;
-	st->sweepgen = atomic_load_explicit(&sh->sweepgen,
-	                                    memory_order_relaxed);
+	st->sweepgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
 	mm_lock_release(&sh->heap->lock, irq);
-	st->n.demand_swept = atomic_load_explicit(&sh->demand_swept,
-	                                          memory_order_relaxed);
+	st->n.demand_swept =
+	        atomic_load_explicit(&sh->demand_swept, memory_order_relaxed);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -374,7 +376,8 @@ void spanheap_dump(struct spanheap *sh)
 	mheap_dump(sh->heap);
 }
 
-/* ---- The checker ------------------------------------------------------------------ */
+/* ---- The checker
+ * ------------------------------------------------------------------ */
 
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
@@ -402,8 +405,9 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		                                          1)
 		                     : 0;
 		uint64_t pre = fi >= w * 64 + 64 ? ~(uint64_t)0
-		               : fi > w * 64 ? ((uint64_t)1 << (fi - w * 64)) - 1
-		                             : 0;
+		               : fi > w * 64
+		                       ? ((uint64_t)1 << (fi - w * 64)) - 1
+		                       : 0;
 		uint64_t alloc = (a | pre) & m;
 		if ((a & ~m) || (p & ~alloc) || (l & ~alloc) || (p & l))
 			mm_panic("spanheap: check: span [%#lx] class %u word "
@@ -412,8 +416,8 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 			         (unsigned long)s->base, cls, w,
 			         (unsigned long)a, (unsigned long)p,
 			         (unsigned long)l, fi);
-		cnt += (unsigned)__builtin_popcountll(a & m & ~pre) +
-		       (unsigned)__builtin_popcountll(pre & m);
+		cnt += (unsigned)pallocbits_popcount(a & m & ~pre) +
+		       (unsigned)pallocbits_popcount(pre & m);
 	}
 	if (cnt != s->alloc_count)
 		mm_panic("spanheap: check: span [%#lx] class %u counts %u "
@@ -516,8 +520,7 @@ void spanheap_check(struct spanheap *sh)
 	size_t nfree = 0;
 	for (struct mspan *s = sh->free_structs; s; s = s->next)
 		nfree++;
-	bool bad = nfree != sh->nstructs_free ||
-	           sh->nstructs != sh->spans->len;
+	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
 	mm_lock_release(&sh->heap->lock, irq);
 	if (bad)
 		mm_panic("spanheap: check: %zu free span structs, counts %zu; "
