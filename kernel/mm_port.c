@@ -93,17 +93,16 @@ void mm_port_yield(void)
  * lock. pushf/cli here, popf in unpin: a few instructions (make bench
  * reports the kmalloc+kfree pair with them).
  */
-unsigned long mm_port_pin(unsigned *cpu)
+struct mm_pin mm_port_pin(void)
 {
 	unsigned long flags = read_rflags();
 	cpu_cli();
-	*cpu = this_cpu()->id;
-	return flags;
+	return (struct mm_pin){.state = flags, .cpu = this_cpu()->id};
 }
 
-void mm_port_unpin(unsigned long state)
+void mm_port_unpin(struct mm_pin p)
 {
-	if (state & RFLAGS_IF)
+	if (p.state & RFLAGS_IF)
 		cpu_sti();
 }
 

@@ -163,6 +163,19 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * context. */
 void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
 
+/* The same, inlined for the span heap's free path. */
+static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
+{
+	/* An address below the base wraps to a huge index. */
+	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
+	if (i >= h->arena_pages ||
+	    i / PALLOC_CHUNK_PAGES >=
+	            atomic_load_explicit(&h->spanmap_chunks,
+	                                 memory_order_acquire))
+		return NULL;
+	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+}
+
 /* Sets the entries of [base, base + npages pages) to v. The caller owns
  * the pages (allocated). Any context. */
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);

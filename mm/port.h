@@ -182,14 +182,18 @@ void mm_port_yield(void);
  * Pins the caller to its CPU for the span heap's per-CPU caches: until
  * mm_port_unpin, nothing else runs on this CPU, not another thread and
  * not an interrupt handler (the kernel disables interrupts), so per-CPU
- * data needs no lock. Stores the CPU's index (< MM_MAX_CPUS) in *cpu and
- * returns the state mm_port_unpin restores. Pins nest. Any context but
- * NMI; cheap: it is on every allocation and free.
+ * data needs no lock. Returns the CPU's index (< MM_MAX_CPUS) and the
+ * state mm_port_unpin restores, in two registers. Pins nest. Any context
+ * but NMI; cheap: it is on every allocation and free.
  */
-unsigned long mm_port_pin(unsigned *cpu);
+struct mm_pin {
+	unsigned long state;
+	unsigned cpu;
+};
+struct mm_pin mm_port_pin(void);
 
-/* Ends the pin that returned state. */
-void mm_port_unpin(unsigned long state);
+/* Ends the pin p. */
+void mm_port_unpin(struct mm_pin p);
 
 /* ---- Locks -------------------------------------------------------------- */
 

@@ -438,7 +438,6 @@ static inline void *span_next_fast(struct mspan *s)
 		return NULL;
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
-	s->alloc_count++;
 	return (void *)(s->base + (uintptr_t)idx * s->elemsize);
 }
 
@@ -456,18 +455,18 @@ __attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
  * freeindex again at 0. Returns the objects freed. The caller owns s: it
  * caches s (pinned) or swept it (sweepgen sg - 1).
  */
-unsigned spanheap_span_fold(struct mspan *s)
+unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 {
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
-	unsigned freed = 0;
+	unsigned nalloc = 0, nlocal = 0, nremote = 0, count = 0;
 	for (unsigned w = 0; w < span_words(s); w++) {
-		uint64_t a = load_relaxed64(&s->alloc_bits[w]);
+		uint64_t a0 = load_relaxed64(&s->alloc_bits[w]);
 		uint32_t lo = w * 64;
-		if (fi >= lo + 64)
-			a |= ~(uint64_t)0;
-		else if (fi > lo)
-			a |= ((uint64_t)1 << (fi - lo)) - 1;
-		a &= word_mask(s->nelems, w);
+		uint64_t pre = fi >= lo + 64 ? ~(uint64_t)0
+		               : fi > lo     ? ((uint64_t)1 << (fi - lo)) - 1
+		                             : 0;
+		uint64_t a = (a0 | pre) & word_mask(s->nelems, w);
+		nalloc += popcount64(a & ~a0);
 		uint64_t p = load_relaxed64(&s->pending[w]);
 		if (p)
 			p = atomic_exchange_explicit(&s->pending[w], 0,
@@ -475,23 +474,35 @@ unsigned spanheap_span_fold(struct mspan *s)
 		uint64_t l = s->local_free[w];
 		if (p & l)
 			bad_fold(s, w, p & l,
-			         "double free (freed on its own "
-			         "CPU and from another)");
+			         "double free (freed on its own CPU and from "
+			         "another)");
 		uint64_t f = p | l;
 		if (f & ~a)
 			bad_fold(s, w, f & ~a,
-			         "freed object was not "
-			         "allocated (heap corrupted)");
+			         "freed object was not allocated (heap "
+			         "corrupted)");
 		s->local_free[w] = 0;
 		atomic_store_explicit(&s->alloc_bits[w], a & ~f,
 		                      memory_order_relaxed);
-		freed += popcount64(f);
+		nlocal += popcount64(l);
+		nremote += popcount64(p);
+		count += popcount64(a & ~f);
 	}
-	s->alloc_count -= freed;
+	s->alloc_count = count;
 	/* After the bits: a free that reads freeindex 0 sees them. */
 	atomic_store_explicit(&s->freeindex, 0, memory_order_release);
 	s->alloc_cache = 0;
-	return freed;
+	struct mcentral *c = &sh->central[s->sizeclass];
+	if (nalloc)
+		atomic_fetch_add_explicit(&c->nalloc, nalloc,
+		                          memory_order_relaxed);
+	if (nlocal)
+		atomic_fetch_add_explicit(&c->nlocal, nlocal,
+		                          memory_order_relaxed);
+	if (nremote)
+		atomic_fetch_add_explicit(&c->nremote, nremote,
+		                          memory_order_relaxed);
+	return nlocal + nremote;
 }
 
 /* ---- Central lists ----------------------------------------------------------
@@ -548,7 +559,7 @@ static struct mspan *central_cache_span(struct spanheap *sh, unsigned cls)
 		atomic_store_explicit(&s->sweepgen, sg - 1,
 		                      memory_order_relaxed);
 		mm_lock_release(&c->lock, irq);
-		spanheap_span_fold(s);
+		spanheap_span_fold(sh, s);
 		atomic_fetch_add_explicit(&sh->demand_swept, 1,
 		                          memory_order_relaxed);
 		if (s->alloc_count < s->nelems)
@@ -584,7 +595,7 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
 	        &s->sweepgen,
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire) - 1,
 	        memory_order_relaxed);
-	spanheap_span_fold(s);
+	spanheap_span_fold(sh, s);
 	spanheap_span_place(sh, s);
 }
 
@@ -603,10 +614,9 @@ static void cache_flush(struct spanheap *sh, struct mcache *mc)
 
 void spanheap_flush_cache(struct spanheap *sh)
 {
-	unsigned cpu;
-	unsigned long st = mm_port_pin(&cpu);
-	cache_flush(sh, &sh->caches[cpu]);
-	mm_port_unpin(st);
+	struct mm_pin pin = mm_port_pin();
+	cache_flush(sh, &sh->caches[pin.cpu]);
+	mm_port_unpin(pin);
 }
 
 /* A span with free objects should be kept after a fold if at least this
@@ -622,9 +632,9 @@ static inline bool worth_keeping(const struct mspan *s)
  * heap and pins again, so *cpu may change. Returns an object or NULL.
  */
 static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
-                        unsigned long *st, unsigned *cpu)
+                        struct mm_pin *pin)
 {
-	struct mcache *mc = &sh->caches[*cpu];
+	struct mcache *mc = &sh->caches[pin->cpu];
 	if (mc->flushgen !=
 	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
 		cache_flush(sh, mc); /* a cycle began: prepare for it */
@@ -632,7 +642,7 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 	if (s != &spanheap_empty_span) {
 		if (span_fill_cache(s))
 			return span_next_fast(s);
-		spanheap_span_fold(s);
+		spanheap_span_fold(sh, s);
 		if (worth_keeping(s) && span_fill_cache(s))
 			return span_next_fast(s);
 		mc->alloc[cls] = &spanheap_empty_span;
@@ -643,13 +653,13 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 	if (!s && (flags & MM_ATOMIC)) {
 		s = span_new(sh, cls, 0, 0, flags);
 	} else if (!s) {
-		mm_port_unpin(*st);
+		mm_port_unpin(*pin);
 		/* Checked here, off the fast path: a caller that forgot
 		 * MM_ATOMIC is caught the first time it needs a span. */
 		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 		s = span_new(sh, cls, 0, 0, flags);
-		*st = mm_port_pin(cpu);
-		mc = &sh->caches[*cpu];
+		*pin = mm_port_pin();
+		mc = &sh->caches[pin->cpu];
 		struct mspan *cur = mc->alloc[cls];
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */
@@ -671,17 +681,15 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 	return span_next_fast(s);
 }
 
-static void *alloc_small(struct spanheap *sh, unsigned cls, unsigned flags)
+/* An object of class cls: the fast path, else the slow one. */
+static inline void *alloc_small(struct spanheap *sh, unsigned cls,
+                                unsigned flags)
 {
-	unsigned cpu;
-	unsigned long st = mm_port_pin(&cpu);
-	struct mspan *s = sh->caches[cpu].alloc[cls];
-	void *p = span_next_fast(s);
-	if (!p)
-		p = alloc_slow(sh, cls, flags, &st, &cpu);
-	if (p)
-		count_add(&sh->caches[cpu].n.nalloc[cls], 1);
-	mm_port_unpin(st);
+	struct mm_pin pin = mm_port_pin();
+	void *p = span_next_fast(sh->caches[pin.cpu].alloc[cls]);
+	if (__builtin_expect(!p, 0))
+		p = alloc_slow(sh, cls, flags, &pin);
+	mm_port_unpin(pin);
 	return p;
 }
 
@@ -772,6 +780,11 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 
 void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
 {
+	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
+		void *p = alloc_small(sh, sizeclass_of(size), flags);
+		if (__builtin_expect(p != NULL, 1))
+			return p;
+	}
 	return alloc_any(sh, size, 16, flags);
 }
 
@@ -839,65 +852,95 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
-void spanheap_free(struct spanheap *sh, void *p)
+/*
+ * Frees object idx of the small span s (checked: in use, p the start of
+ * object idx), pinned (pin). Unpins.
+ */
+static inline __attribute__((always_inline)) void
+free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
+           struct mm_pin pin)
 {
-	if (!p)
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
+	struct mcache *mc = &sh->caches[pin.cpu];
+	if (mc->alloc[s->sizeclass] == s) {
+		/* Local: this CPU owns the span; no atomic operation. */
+		uint64_t live = load_relaxed64(&s->alloc_bits[w]);
+		if (idx <
+		    atomic_load_explicit(&s->freeindex, memory_order_relaxed))
+			live |= b;
+		uint64_t freed =
+		        s->local_free[w] | load_relaxed64(&s->pending[w]);
+		if (__builtin_expect(((live & ~freed) & b) == 0, 0))
+			bad_object(live & b ? "double free"
+			                    : "free of an object that is not "
+			                      "allocated (a double free?)",
+			           p, s);
+		s->local_free[w] |= b;
+		mm_port_unpin(pin);
 		return;
+	}
+	/* Read before the pending bit is set: from then on a sweep may free
+	 * the span and its struct may be reused. */
+	uint32_t size = s->elemsize;
+	bool allocated = idx < atomic_load_explicit(&s->freeindex,
+	                                            memory_order_acquire) ||
+	                 (load_relaxed64(&s->alloc_bits[w]) & b);
+	if (!allocated)
+		bad_object("free of an object that is not allocated (a double "
+		           "free?)",
+		           p, s);
+	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
+	                                        memory_order_release);
+	if (old & b)
+		bad_object("double free", p, s);
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	count_add(&mc->n.pending_bytes, size);
+	mm_port_unpin(pin);
+	if ((before >> KICK_SHIFT) != ((before + size) >> KICK_SHIFT))
+		spanheap_sweeper_kick(sh);
+}
+
+/* Everything the fast path of spanheap_free does not take: NULL, large
+ * spans, and misuse (span_of says what is wrong). Pinned; unpins. */
+static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p,
+                                                struct mm_pin pin)
+{
+	if (!p) {
+		mm_port_unpin(pin);
+		return;
+	}
 	uint32_t idx;
 	struct mspan *s = span_of(sh, p, &idx, "free");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE) {
+		mm_port_unpin(pin);
 		free_large(sh, s, p);
-		return;
-	}
-	unsigned w = idx / 64;
-	uint64_t b = (uint64_t)1 << (idx % 64);
-	/* Read before the pending bit is set: from then on a sweep may free
-	 * the span and its struct may be reused. */
-	unsigned cls = s->sizeclass;
-	uint32_t size = s->elemsize;
-	unsigned cpu;
-	bool kick = false;
-	unsigned long st = mm_port_pin(&cpu);
-	struct mcache *mc = &sh->caches[cpu];
-	if (mc->alloc[cls] == s) {
-		/* Local: this CPU owns the span; no atomic operation. */
-		bool allocated =
-		        idx < atomic_load_explicit(&s->freeindex,
-		                                   memory_order_relaxed) ||
-		        (load_relaxed64(&s->alloc_bits[w]) & b);
-		if (!allocated)
-			bad_object("free of an object that is not allocated "
-			           "(a double free?)",
-			           p, s);
-		if ((s->local_free[w] | load_relaxed64(&s->pending[w])) & b)
-			bad_object("double free", p, s);
-		s->local_free[w] |= b;
-		count_add(&mc->n.local_frees, 1);
 	} else {
-		bool allocated =
-		        idx < atomic_load_explicit(&s->freeindex,
-		                                   memory_order_acquire) ||
-		        (load_relaxed64(&s->alloc_bits[w]) & b);
-		if (!allocated)
-			bad_object("free of an object that is not allocated "
-			           "(a double free?)",
-			           p, s);
-		uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
-		                                        memory_order_release);
-		if (old & b)
-			bad_object("double free", p, s);
-		uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
-		                                       memory_order_relaxed);
-		count_add(&mc->n.pending_bytes, size);
-		count_add(&mc->n.remote_frees, 1);
-		kick = (before >> KICK_SHIFT) !=
-		       ((before + size) >> KICK_SHIFT);
+		free_small(sh, s, idx, p, pin);
 	}
-	count_add(&mc->n.nfree[cls], 1);
-	mm_port_unpin(st);
-	if (kick)
-		spanheap_sweeper_kick(sh);
+}
+
+void spanheap_free(struct spanheap *sh, void *p)
+{
+	/* Pinned first: few values are live across the call. */
+	struct mm_pin pin = mm_port_pin();
+	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
+	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
+	                     1) &&
+	    atomic_load_explicit(&s->state, memory_order_acquire) ==
+	            MSPAN_SMALL) {
+		uintptr_t off = (uintptr_t)p - s->base;
+		uint32_t idx = (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+		if (__builtin_expect((uintptr_t)idx * s->elemsize == off &&
+		                             idx < s->nelems,
+		                     1)) {
+			free_small(sh, s, idx, p, pin);
+			return;
+		}
+	}
+	free_slow(sh, p, pin);
 }
 
 /* ---- Set-up

@@ -116,17 +116,16 @@ struct mcentral {
 	mm_lock_t lock; /* rank MM_RANK_CENTRAL: the four lists */
 	struct mspan_list_head partial[2], full[2];
 	_Atomic size_t nspans; /* spans of this class in use anywhere */
+	/* Booked when a span's frees are folded (not on the fast paths):
+	 * objects allocated, and frees by the local and the remote path. */
+	_Atomic uint64_t nalloc, nlocal, nremote;
 };
 
 /* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
  * statistics read them from other CPUs). */
 struct mcache_counters {
-	_Atomic uint64_t nalloc[SC_NCLASSES]; /* objects handed out */
-	_Atomic uint64_t nfree[SC_NCLASSES];  /* objects freed (any path) */
-	_Atomic uint64_t pending_bytes;       /* freed since the last flip */
-	_Atomic uint64_t local_frees;  /* frees that took the local path */
-	_Atomic uint64_t remote_frees; /* frees through pending bits */
-	_Atomic uint64_t refills;      /* slow-path span changes */
+	_Atomic uint64_t pending_bytes; /* remote frees, ever (bytes) */
+	_Atomic uint64_t refills;       /* slow-path span changes */
 };
 
 /* One CPU's cache: touched only by that CPU, pinned. */

@@ -38,7 +38,7 @@ void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a);
 
 /* Folds a span's frees into its bitmaps (the caller owns it); returns the
  * objects freed. */
-unsigned spanheap_span_fold(struct mspan *s);
+unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
 
 /* Frees an empty span the caller owns, or puts a non-empty one on its
  * class's swept list. Any context but NMI, no lock held. */

@@ -118,7 +118,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 /* Folds and places a span claimed at sg - 1. */
 static void sweep_claimed(struct spanheap *sh, struct mspan *s)
 {
-	spanheap_span_fold(s);
+	spanheap_span_fold(sh, s);
 	spanheap_span_place(sh, s);
 }
 
@@ -290,14 +290,16 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct sizeclass_info *ci = &sizeclass_info[cls];
 		struct spanheap_class_stats *cs = &st->cls[cls];
-		uint64_t na = 0, nf = 0;
-		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-			const struct mcache_counters *n = &sh->caches[cpu].n;
-			na += atomic_load_explicit(&n->nalloc[cls],
-			                           memory_order_relaxed);
-			nf += atomic_load_explicit(&n->nfree[cls],
-			                           memory_order_relaxed);
-		}
+		struct mcentral *c = &sh->central[cls];
+		uint64_t na =
+		        atomic_load_explicit(&c->nalloc, memory_order_relaxed);
+		uint64_t nl =
+		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
+		uint64_t nr =
+		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
+		uint64_t nf = nl + nr;
+		st->local_frees += nl;
+		st->remote_frees += nr;
 		cs->size = ci->size;
 		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
 		                                 memory_order_relaxed);
@@ -314,10 +316,6 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	}
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		const struct mcache_counters *n = &sh->caches[cpu].n;
-		st->local_frees += atomic_load_explicit(&n->local_frees,
-		                                        memory_order_relaxed);
-		st->remote_frees += atomic_load_explicit(&n->remote_frees,
-		                                         memory_order_relaxed);
 		st->refills +=
 		        atomic_load_explicit(&n->refills, memory_order_relaxed);
 	}
@@ -419,7 +417,9 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		cnt += (unsigned)pallocbits_popcount(a & m & ~pre) +
 		       (unsigned)pallocbits_popcount(pre & m);
 	}
-	if (cnt != s->alloc_count)
+	/* A cached span's count is brought up to date when it is folded. */
+	bool cached = atomic_load(&s->sweepgen) % 2 == 1;
+	if (!cached && cnt != s->alloc_count)
 		mm_panic("spanheap: check: span [%#lx] class %u counts %u "
 		         "allocated, its bitmaps %u",
 		         (unsigned long)s->base, cls, s->alloc_count, cnt);

@@ -31,7 +31,9 @@
  * CPUs: each thread says which CPU it is (mm_port_set_cpu, default 0).
  * Pinning takes the CPU's slot exclusively (a spin on one atomic word per
  * CPU), so threads that say the same CPU take turns as a CPU's threads
- * and interrupt handlers would; a pinned thread is in atomic context.
+ * and interrupt handlers would; a pinned thread is in atomic context. A
+ * thread may instead bind a CPU for good (mm_port_bind_cpu): its pins then
+ * cost nothing, as a thread-local cache's would (the benchmarks do this).
  *
  * Contract checks: the hooks that port.h says run with no mm lock held
  * mm_panic if the caller holds one; mm_event_wait and mm_port_thread_join
@@ -81,6 +83,7 @@ static _Thread_local unsigned held_ranks;
 static _Thread_local bool atomic_context;
 static _Thread_local unsigned cpu_id;
 static _Thread_local unsigned pin_depth;
+static _Thread_local bool cpu_bound;
 static _Thread_local jmp_buf *panic_catch;
 
 static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -256,27 +259,54 @@ static struct {
 	_Alignas(64) atomic_uint busy;
 } cpu_slots[MM_MAX_CPUS];
 
-unsigned long mm_port_pin(unsigned *cpu)
+/* Waits for the CPU slot another thread holds. */
+static __attribute__((noinline)) void pin_wait(unsigned cpu)
 {
-	*cpu = cpu_id;
-	if (pin_depth++ == 0) {
-		while (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
-		                                memory_order_acquire))
-			while (atomic_load_explicit(&cpu_slots[cpu_id].busy,
-			                            memory_order_relaxed))
-				sched_yield();
-	}
-	return 0;
+	do {
+		while (atomic_load_explicit(&cpu_slots[cpu].busy,
+		                            memory_order_relaxed))
+			sched_yield();
+	} while (atomic_exchange_explicit(&cpu_slots[cpu].busy, 1,
+	                                  memory_order_acquire));
 }
 
-void mm_port_unpin(unsigned long state)
+struct mm_pin mm_port_pin(void)
 {
-	(void)state;
-	if (pin_depth == 0)
-		mm_panic("mm_port_unpin without a pin");
-	if (--pin_depth == 0)
+	unsigned c = cpu_id;
+	if (pin_depth++ == 0 && !cpu_bound &&
+	    atomic_exchange_explicit(&cpu_slots[c].busy, 1,
+	                             memory_order_acquire))
+		pin_wait(c);
+	return (struct mm_pin){.state = 0, .cpu = c};
+}
+
+void mm_port_unpin(struct mm_pin p)
+{
+	if (pin_depth == 0 || p.cpu != cpu_id)
+		mm_panic("mm_port_unpin without its pin");
+	if (--pin_depth == 0 && !cpu_bound)
 		atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
 		                      memory_order_release);
+}
+
+void mm_port_bind_cpu(unsigned cpu)
+{
+	if (pin_depth || cpu_bound)
+		mm_panic("mm_port_bind_cpu(%u) while pinned or bound to CPU %u",
+		         cpu, cpu_id);
+	cpu_id = cpu % MM_MAX_CPUS;
+	if (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
+	                             memory_order_acquire))
+		pin_wait(cpu_id);
+	cpu_bound = true;
+}
+
+void mm_port_unbind_cpu(void)
+{
+	if (pin_depth || !cpu_bound)
+		mm_panic("mm_port_unbind_cpu while pinned or not bound");
+	cpu_bound = false;
+	atomic_store_explicit(&cpu_slots[cpu_id].busy, 0, memory_order_release);
 }
 
 void mm_port_set_atomic(bool on)
@@ -504,8 +534,9 @@ bool mm_lock_held(const mm_lock_t *l)
 
 void mm_port_set_cpu(unsigned cpu)
 {
-	if (pin_depth)
-		mm_panic("mm_port_set_cpu while pinned to CPU %u", cpu_id);
+	if (pin_depth || cpu_bound)
+		mm_panic("mm_port_set_cpu while pinned or bound to CPU %u",
+		         cpu_id);
 	cpu_id = cpu % MM_MAX_CPUS;
 }
 
@@ -535,6 +566,11 @@ void mm_panic(const char *fmt, ...)
 	jmp_buf *jb = panic_catch;
 	if (jb) {
 		panic_catch = NULL;
+		/* The catcher goes on unpinned (a bad free panics pinned). */
+		if (pin_depth && !cpu_bound)
+			atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
+			                      memory_order_release);
+		pin_depth = 0;
 		longjmp(*jb, 1);
 	}
 	fflush(stdout);

@@ -62,6 +62,12 @@ void mm_port_set_quiet(bool quiet);
 void mm_port_set_cpu(unsigned cpu);
 unsigned mm_port_cpu(void);
 
+/* Binds this thread to CPU cpu exclusively until mm_port_unbind_cpu
+ * (waiting while another thread holds it pinned or bound): its pins then
+ * take no atomic operation. A bound thread must unbind before it exits. */
+void mm_port_bind_cpu(unsigned cpu);
+void mm_port_unbind_cpu(void);
+
 /* Puts this thread in (true) or out of simulated atomic context: an
  * interrupt handler or interrupts disabled. mm_port_can_sleep() is then
  * false, and hooks that may sleep mm_panic. Default: out. */
