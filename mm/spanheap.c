@@ -516,7 +516,12 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 {
 	struct mcentral *c = &sh->central[s->sizeclass];
-	if (s->alloc_count == 0) {
+	/* An empty span goes back to the page heap, except from an atomic
+	 * context in debug_pagealloc mode, whose frees unmap (thread only):
+	 * it waits on the partial list for the sweeper. */
+	if (s->alloc_count == 0 &&
+	    (!(sh->heap->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ||
+	     mm_port_can_sleep())) {
 		spanheap_span_free(sh, s);
 		return;
 	}
