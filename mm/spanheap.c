@@ -516,10 +516,12 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 {
 	struct mcentral *c = &sh->central[s->sizeclass];
-	/* An empty span goes back to the page heap, except from an atomic
+	/* An empty span goes back to the page heap, except when it is on a
+	 * fold queue (whoever takes it off frees it), or from an atomic
 	 * context in debug_pagealloc mode, whose frees unmap (thread only):
-	 * it waits on the partial list for the sweeper. */
+	 * it waits on the partial list. */
 	if (s->alloc_count == 0 &&
+	    !atomic_load_explicit(&s->queued, memory_order_acquire) &&
 	    (!(sh->heap->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ||
 	     mm_port_can_sleep())) {
 		spanheap_span_free(sh, s);
@@ -533,6 +535,68 @@ void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 	else
 		list_push(&c->full[swept_idx(sg)], s, MSPAN_LIST_FULL);
 	mm_lock_release(&c->lock, irq);
+}
+
+/* Pushes s on its class's fold queue. Any context but NMI. */
+static void fold_queue_push(struct mcentral *c, struct mspan *s)
+{
+	struct mspan *head =
+	        atomic_load_explicit(&c->fold_queue, memory_order_relaxed);
+	do
+		atomic_store_explicit(&s->qnext, head, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&c->fold_queue, &head, s,
+	                                              memory_order_release,
+	                                              memory_order_relaxed));
+}
+
+/* The most queued spans a refill folds. */
+#define FOLD_QUEUE_BUDGET 16
+
+/*
+ * Folds spans from class cls's fold queue: spans on a central list that
+ * remote frees have touched. With take (a refill, pinned), at most
+ * FOLD_QUEUE_BUDGET, and returns the first with free objects for the
+ * cache; without (the sweeper), all of them, placed. Spans that are
+ * cached or being swept are left to their owner.
+ */
+struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
+{
+	struct mcentral *c = &sh->central[cls];
+	if (!atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
+		return NULL;
+	struct mspan *q = atomic_exchange_explicit(&c->fold_queue, NULL,
+	                                           memory_order_acquire);
+	struct mspan *found = NULL;
+	unsigned budget = take ? FOLD_QUEUE_BUDGET : UINT32_MAX;
+	while (q) {
+		struct mspan *s = q;
+		q = atomic_load_explicit(&s->qnext, memory_order_relaxed);
+		if (found || budget == 0) {
+			fold_queue_push(c, s); /* still queued */
+			continue;
+		}
+		budget--;
+		unsigned long irq = mm_lock_acquire(&c->lock);
+		atomic_store_explicit(&s->queued, 0, memory_order_release);
+		if (s->list == MSPAN_LIST_NONE) {
+			mm_lock_release(&c->lock, irq);
+			continue;
+		}
+		uint32_t sg = atomic_load_explicit(&sh->sweepgen,
+		                                   memory_order_acquire);
+		list_remove_any(c, s, sg);
+		atomic_store_explicit(&s->sweepgen, sg - 1,
+		                      memory_order_relaxed);
+		mm_lock_release(&c->lock, irq);
+		spanheap_span_fold(sh, s);
+		atomic_fetch_add_explicit(&sh->queue_folded, 1,
+		                          memory_order_relaxed);
+		if (take && s->alloc_count < s->nelems)
+			found = s;
+		else
+			spanheap_span_place(sh, s);
+	}
+	return found;
 }
 
 /* The most unswept spans a refill sweeps before it makes a new span. */
@@ -551,10 +615,16 @@ static struct mspan *central_cache_span(struct spanheap *sh, unsigned cls)
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	unsigned sw = swept_idx(sg), un = 1 - sw;
 	struct mspan *s = list_pop(&c->partial[sw]);
-	if (s) {
-		mm_lock_release(&c->lock, irq);
+	mm_lock_release(&c->lock, irq);
+	if (s)
 		return s;
-	}
+	s = spanheap_fold_queue(sh, cls, true);
+	if (s)
+		return s;
+	irq = mm_lock_acquire(&c->lock);
+	sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	sw = swept_idx(sg);
+	un = 1 - sw;
 	for (unsigned budget = 0; budget < CACHE_SPAN_BUDGET; budget++) {
 		s = list_pop(&c->partial[un]);
 		if (!s)
@@ -895,6 +965,11 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
 		bad_object("free of an object that is not allocated (a double "
 		           "free?)",
 		           p, s);
+	/* Queue the span before the bit is set: until then our object
+	 * keeps it in use, so it cannot be freed and reused meanwhile. */
+	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
+		fold_queue_push(&sh->central[s->sizeclass], s);
 	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
 	                                        memory_order_release);
 	if (old & b)
@@ -958,6 +1033,7 @@ void spanheap_config_default(struct spanheap_config *cfg)
 	        .min_pending_bytes = SPANHEAP_DEFAULT_MIN_PENDING,
 	        .period_ns = SPANHEAP_DEFAULT_PERIOD_NS,
 	        .batch_spans = SPANHEAP_DEFAULT_BATCH_SPANS,
+	        .cpu_permille = SPANHEAP_DEFAULT_CPU_PERMILLE,
 	};
 }
 
@@ -966,7 +1042,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 {
 	spanheap_assert_can_sleep("spanheap_init");
 	if (cfg->pending_permille == 0 || cfg->pending_permille > 1000 ||
-	    cfg->batch_spans == 0 || cfg->period_ns == 0) {
+	    cfg->batch_spans == 0 || cfg->period_ns == 0 ||
+	    cfg->cpu_permille == 0 || cfg->cpu_permille > 1000) {
 		mm_log("spanheap: bad config: pending %u per mille, batch %u "
 		       "spans, period %lu ns",
 		       cfg->pending_permille, cfg->batch_spans,
@@ -999,6 +1076,7 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	atomic_init(&a->refs, 1);
 	sh->spans = a;
 	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
+	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
 	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");
 	return true;
 }

@@ -94,6 +94,11 @@ struct mspan {
 	uint32_t alloc_count;       /* owner: allocated per the bitmaps */
 	uint64_t alloc_cache;       /* owner: free bits from freeindex, 1 =
 	                               free */
+	/* The fold queue (mcentral.fold_queue): set by the first remote
+	 * free since the span was last taken off the queue. A queued span
+	 * is never given back to the page heap. */
+	_Atomic uint8_t queued;
+	struct mspan *_Atomic qnext;
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
 	uint8_t list; /* enum mspan_list */
@@ -115,6 +120,9 @@ struct mspan_list_head {
 struct mcentral {
 	mm_lock_t lock; /* rank MM_RANK_CENTRAL: the four lists */
 	struct mspan_list_head partial[2], full[2];
+	/* Spans with remote frees to fold: a lock-free stack, pushed by
+	 * frees, taken whole by refills (so no ABA). */
+	struct mspan *_Atomic fold_queue;
 	_Atomic size_t nspans; /* spans of this class in use anywhere */
 	/* Booked when a span's frees are folded (not on the fast paths):
 	 * objects allocated, and frees by the local and the remote path. */
@@ -145,12 +153,16 @@ struct spanheap_config {
 	uint64_t period_ns;
 	/* Spans the sweeper sweeps between yields. */
 	unsigned batch_spans;
+	/* The sweeper's CPU budget, in thousandths of one CPU: after a
+	 * cycle it sleeps long enough to stay within it. */
+	unsigned cpu_permille;
 };
 
 #define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */
 #define SPANHEAP_DEFAULT_MIN_PENDING      ((size_t)1 << 20)
 #define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
 #define SPANHEAP_DEFAULT_BATCH_SPANS      32
+#define SPANHEAP_DEFAULT_CPU_PERMILLE     10 /* 1% of one CPU */
 
 /* The array of every span struct ever made (Go's h.allspans), under the
  * heap lock; a snapshot holds a reference to the array it walks. */
@@ -167,6 +179,7 @@ struct spanheap_counters {
 	uint64_t cycles;         /* sweep cycles finished */
 	uint64_t swept_spans;    /* by the sweeper thread */
 	uint64_t demand_swept;   /* by cache refills (stats only) */
+	uint64_t queue_folded;   /* from fold queues (stats only) */
 	uint64_t freed_spans;    /* empty spans given back */
 	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
 	uint64_t large_allocs, large_frees;
@@ -178,6 +191,7 @@ struct spanheap_sweeper {
 	struct mm_thread *thread;
 	_Atomic bool stop;
 	mm_event_t wake; /* pending frees passed the threshold, or stop */
+	mm_event_t pace; /* a paced sleep: woken only by stop */
 	/* The cycle semaphore (invariant 5): held from flip to finish. */
 	_Atomic bool cycle_held;
 	mm_event_t cycle_done;
@@ -197,6 +211,7 @@ struct spanheap {
 	size_t large_in_use_pages;
 	struct spanheap_counters n;
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
+	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
 	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
 	struct spanheap_sweeper sweeper;
 };

@@ -98,6 +98,9 @@ static inline void list_remove_any(struct mcentral *c, struct mspan *s,
 	            s);
 }
 
+/* Folds spans off class cls's fold queue (spanheap.c). */
+struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take);
+
 /* Wakes the sweeper if pending frees passed the threshold. Any context
  * but NMI, no lock held. */
 void spanheap_sweeper_kick(struct spanheap *sh);

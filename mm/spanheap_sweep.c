@@ -21,8 +21,9 @@
  *           on a swept list, or freed if empty. The sweeper thread yields
  *           every batch_spans spans.
  *   finish  the unswept lists are drained (spans put there by CPUs that
- *           read the old sweepgen), the snapshot is dropped, the semaphore
- *           released.
+ *           read the old sweepgen), and the fold queues (a queued span is
+ *           never freed, so an empty one waits there), the snapshot is
+ *           dropped, the semaphore released.
  * Cached spans are never claimed (their sweepgen is odd); their owners
  * fold them when they hand them back.
  *
@@ -206,6 +207,10 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 		}
 	}
 	swept += drain_unswept(sh, snap.sweepgen);
+	/* Queued spans are never freed while queued: take them off, so
+	 * that the empty ones go back. */
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		spanheap_fold_queue(sh, cls, false);
 	spanheap_snapshot_put(sh, &snap);
 
 	irq = mm_lock_acquire(&sh->heap->lock);
@@ -254,6 +259,14 @@ static void sweeper_main(void *arg)
 			unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 			sh->n.sweeper_cpu_ns += used;
 			mm_lock_release(&sh->heap->lock, irq);
+			/* Stay within the CPU budget: refills fold what
+			 * they need meanwhile (fold queues, demand sweeps). */
+			uint64_t pseen = mm_event_prepare(&sw->pace);
+			if (!atomic_load(&sw->stop))
+				mm_event_wait(
+				        &sw->pace, pseen,
+				        mheap_pace_sleep_ns(
+				                used, sh->cfg.cpu_permille));
 			continue;
 		}
 		mm_event_wait(&sw->wake, seen, sh->cfg.period_ns / 4 + 1);
@@ -277,6 +290,7 @@ void spanheap_sweeper_stop(struct spanheap *sh)
 		return;
 	atomic_store(&sh->sweeper.stop, true);
 	mm_event_wake(&sh->sweeper.wake);
+	mm_event_wake(&sh->sweeper.pace);
 	mm_port_thread_join(sh->sweeper.thread);
 	sh->sweeper.thread = NULL;
 }
@@ -327,6 +341,8 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	mm_lock_release(&sh->heap->lock, irq);
 	st->n.demand_swept =
 	        atomic_load_explicit(&sh->demand_swept, memory_order_relaxed);
+	st->n.queue_folded =
+	        atomic_load_explicit(&sh->queue_folded, memory_order_relaxed);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -364,10 +380,11 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
 	       (unsigned long)st.refills);
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
-	       "%lu on demand, %lu spans freed, sweeper CPU %lu us; atomic "
-	       "refusals %lu",
+	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
+	       "CPU %lu us; atomic refusals %lu",
 	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
 	       (unsigned long)st.n.demand_swept,
+	       (unsigned long)st.n.queue_folded,
 	       (unsigned long)st.n.freed_spans,
 	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
 	       (unsigned long)st.n.atomic_fails);
