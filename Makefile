@@ -158,11 +158,12 @@ deps:
 
 $(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP): | deps
 
-# The benchmarks also want valgrind (instruction counts) and gnuplot (the
-# PNGs); each bench target waits for them.
+# The benchmarks also want valgrind (instruction counts), gnuplot (the
+# PNGs) and the peer allocators (tools/bench-spanheap); each bench target
+# waits for them.
 deps-bench:
 	@tools/install-deps bench || \
-		echo "bench: no valgrind or gnuplot: no instruction counts or PNGs"
+		echo "bench: tools missing (above): some instruction counts, PNGs or peer allocators will be skipped"
 
 run: deps
 	@$(MAKE) --no-print-directory $(ESP)
