@@ -67,6 +67,16 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 -o $@ $(BENCH_SRCS) -lpthread
 
+# The span heap against real allocators (tools/bench-spanheap runs it).
+SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
+SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/bench/spanheap_bench.c
+
+$(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+		-I. -DMM_HOSTED=1 -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread
+
 bench: $(BENCH_BIN) | deps-bench
 	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
 
