@@ -6,7 +6,8 @@
 #                   tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
-#   make bench      host page-allocator benchmark and in-kernel cost figures
+#   make bench      host page-allocator and span heap benchmarks and in-kernel
+#                   cost figures (make bench-spanheap: the span heap only)
 #   make format     clang-format every C file; make format-check to verify
 #   make clean
 #
