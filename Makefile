@@ -6,7 +6,8 @@
 #                   tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
-#   make bench      host page-allocator benchmark and in-kernel cost figures
+#   make bench      host page-allocator and span heap benchmarks and in-kernel
+#                   cost figures (make bench-spanheap: the span heap only)
 #   make format     clang-format every C file; make format-check to verify
 #   make clean
 #
@@ -158,11 +159,12 @@ deps:
 
 $(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP): | deps
 
-# The benchmarks also want valgrind (instruction counts) and gnuplot (the
-# PNGs); each bench target waits for them.
+# The benchmarks also want valgrind (instruction counts), gnuplot (the
+# PNGs) and the peer allocators (tools/bench-spanheap); each bench target
+# waits for them.
 deps-bench:
 	@tools/install-deps bench || \
-		echo "bench: no valgrind or gnuplot: no instruction counts or PNGs"
+		echo "bench: tools missing (above): some instruction counts, PNGs or peer allocators will be skipped"
 
 run: deps
 	@$(MAKE) --no-print-directory $(ESP)

@@ -7,7 +7,15 @@
 #                      runtime cannot be installed
 #   make bench         the page allocator's benchmark table, -O2 without
 #                      sanitizers, plus callgrind instruction counts (not
-#                      pass/fail); the table is kept in $(BENCH_DIR)/bench.txt
+#                      pass/fail); the table is kept in $(BENCH_DIR)/bench.txt;
+#                      then the span heap's (bench-spanheap)
+#   make bench-spanheap  the span heap against glibc malloc, jemalloc,
+#                      mimalloc and tcmalloc (tools/bench-spanheap: a table
+#                      of ns/op and peak RSS, the sweeper's CPU share,
+#                      callgrind instructions per 16-byte pair); kept in
+#                      $(BENCH_DIR)/spanheap.txt. About 2 minutes;
+#                      SPANHEAP_BENCH_REPS runs per cell (median, default 5).
+#                      Fails only if the span heap crashes, never on a number
 #   make test-tsan     the host tests under ThreadSanitizer (below)
 #   make sizeclasses   regenerates mm/sizeclasses.h and mm/sizeclasses.c
 #                      with tools/gen-sizeclasses.c (never edit them by hand)
@@ -116,10 +124,29 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 -o $@ $(BENCH_SRCS) -lpthread
 
-bench: $(BENCH_BIN) | deps-bench
-	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
+# The span heap against real allocators (tools/bench-spanheap runs it).
+SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
+SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/bench/spanheap_bench.c
 
-.PHONY: test-fuzz fuzz bench
+$(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+		-I. -DMM_HOSTED=1 -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread
+
+SPANHEAP_BENCH_REPS ?= 5
+SPANHEAP_BENCH_RUN = BENCH_REPS=$(SPANHEAP_BENCH_REPS) tools/bench-spanheap \
+	$(SPANHEAP_BENCH_BIN) $(BENCH_DIR)/spanheap.txt
+
+bench: $(BENCH_BIN) $(SPANHEAP_BENCH_BIN) | deps-bench
+	@BENCH_DIR=$(BENCH_DIR) $(BENCH_BIN) | tee $(BENCH_DIR)/bench.txt
+	@echo
+	@$(SPANHEAP_BENCH_RUN)
+
+bench-spanheap: $(SPANHEAP_BENCH_BIN) | deps-bench
+	@$(SPANHEAP_BENCH_RUN)
+
+.PHONY: test-fuzz fuzz bench bench-spanheap
 
 # ThreadSanitizer: the host tests' sources built a second time with
 # -fsanitize=thread (ASan and TSan cannot share a binary) into
