@@ -681,11 +681,13 @@ static void *alloc_small(struct spanheap *sh, unsigned cls, unsigned flags)
 /* ---- Large objects ------------------------------------------------------------ */
 
 /* npages pages aligned to align bytes (a page multiple), as a large
- * span. */
+ * span; npages 0 (size 0 with a large alignment) gets one page. */
 static void *alloc_large(struct spanheap *sh, size_t npages, size_t align,
                          unsigned flags)
 {
 	struct mheap *h = sh->heap;
+	if (npages == 0)
+		npages = 1;
 	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
 	if (npages > h->arena_pages || extra > h->arena_pages - npages)
 		return NULL;
