@@ -18,8 +18,7 @@
 static struct mheap heap;
 static struct spanheap sh;
 
-/* ---- Sweep cycles and release
- * ------------------------------------------------ */
+/* ---- Sweep cycles and release -------------------------------------------- */
 
 KTEST(spanheap, sweep_frees_spans)
 {
@@ -111,8 +110,7 @@ KTEST(spanheap, release_all_returns_everything)
 	sh_heap_release(&heap);
 }
 
-/* ---- Statistics
- * -------------------------------------------------------------- */
+/* ---- Statistics ---------------------------------------------------------- */
 
 KTEST(spanheap, stats_count_objects)
 {
@@ -176,8 +174,7 @@ KTEST(spanheap, stats_count_objects)
 	sh_heap_release(&heap);
 }
 
-/* ---- The free paths
- * ------------------------------------------------------------ */
+/* ---- The free paths ------------------------------------------------------ */
 
 enum { XN = 700 }; /* objects handed from thread A to thread B */
 

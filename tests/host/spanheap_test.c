@@ -94,8 +94,7 @@ KTEST(spanheap, every_class)
 	sh_heap_release(&heap);
 }
 
-/* ---- Large spans ----------------------------------------------------------
- */
+/* ---- Large spans --------------------------------------------------------- */
 
 KTEST(spanheap, large_spans)
 {
@@ -129,12 +128,11 @@ KTEST(spanheap, large_spans)
 	sh_heap_release(&heap);
 }
 
-/* ---- Aligned allocation ---------------------------------------------------
- */
+/* ---- Aligned allocation -------------------------------------------------- */
 
 KTEST(spanheap, aligned)
 {
-	static const size_t sizes[] = {1, 16, 100, 1000, 3000, 5000, 40000};
+	static const size_t sizes[] = {0, 1, 16, 100, 1000, 3000, 5000, 40000};
 	static const size_t big_aligns[] = {8192, 12288, 65536};
 	static const size_t bad_aligns[] = {0,    3,    24,   48,    1000,
 	                                    4097, 6144, 8193, 12289, 20000};
@@ -177,8 +175,7 @@ KTEST(spanheap, aligned)
 	sh_heap_release(&heap);
 }
 
-/* ---- calloc and realloc ----------------------------------------------------
- */
+/* ---- calloc and realloc -------------------------------------------------- */
 
 KTEST(spanheap, calloc_zeroes)
 {
@@ -300,8 +297,7 @@ KTEST(spanheap, realloc_keeps_contents)
 	sh_heap_release(&heap);
 }
 
-/* ---- Impossible requests, MM_NO_GROW, MM_ZERO ------------------------------
- */
+/* ---- Impossible requests, MM_NO_GROW, MM_ZERO ---------------------------- */
 
 KTEST(spanheap, impossible_sizes)
 {
