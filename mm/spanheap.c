@@ -846,11 +846,15 @@ void spanheap_free(struct spanheap *sh, void *p)
 	}
 	unsigned w = idx / 64;
 	uint64_t b = (uint64_t)1 << (idx % 64);
+	/* Read before the pending bit is set: from then on a sweep may free
+	 * the span and its struct may be reused for another. */
+	unsigned cls = s->sizeclass;
+	uint32_t elemsize = s->elemsize;
 	unsigned cpu;
 	bool kick = false;
 	unsigned long st = mm_port_pin(&cpu);
 	struct mcache *mc = &sh->caches[cpu];
-	if (mc->alloc[s->sizeclass] == s) {
+	if (mc->alloc[cls] == s) {
 		/* Local: this CPU owns the span; no atomic operation. */
 		bool allocated =
 		        idx < atomic_load_explicit(&s->freeindex,
@@ -879,12 +883,12 @@ void spanheap_free(struct spanheap *sh, void *p)
 			bad_object("double free", p, s);
 		uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
 		                                       memory_order_relaxed);
-		count_add(&mc->n.pending_bytes, s->elemsize);
+		count_add(&mc->n.pending_bytes, elemsize);
 		count_add(&mc->n.remote_frees, 1);
 		kick = (before >> KICK_SHIFT) !=
-		       ((before + s->elemsize) >> KICK_SHIFT);
+		       ((before + elemsize) >> KICK_SHIFT);
 	}
-	count_add(&mc->n.nfree[s->sizeclass], 1);
+	count_add(&mc->n.nfree[cls], 1);
 	mm_port_unpin(st);
 	if (kick)
 		spanheap_sweeper_kick(sh);
