@@ -182,7 +182,7 @@ struct spanheap_sweeper {
 	/* The cycle semaphore (invariant 5): held from flip to finish. */
 	_Atomic bool cycle_held;
 	mm_event_t cycle_done;
-	uint64_t last_cycle_ns;
+	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
 };
 
 struct spanheap {

@@ -212,7 +212,8 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 	sh->n.swept_spans += swept;
 	size_t freed = (size_t)(sh->n.freed_spans - freed0);
 	mm_lock_release(&sh->heap->lock, irq);
-	sh->sweeper.last_cycle_ns = mm_port_now_ns();
+	atomic_store_explicit(&sh->sweeper.last_cycle_ns, mm_port_now_ns(),
+	                      memory_order_relaxed);
 	cycle_release(sh);
 	return freed;
 }
@@ -237,13 +238,16 @@ static void sweeper_main(void *arg)
 {
 	struct spanheap *sh = arg;
 	struct spanheap_sweeper *sw = &sh->sweeper;
-	sw->last_cycle_ns = mm_port_now_ns();
+	atomic_store_explicit(&sw->last_cycle_ns, mm_port_now_ns(),
+	                      memory_order_relaxed);
 	while (!atomic_load(&sw->stop)) {
 		uint64_t seen = mm_event_prepare(&sw->wake);
 		if (atomic_load(&sw->stop))
 			break;
 		uint64_t now = mm_port_now_ns();
-		bool periodic = now - sw->last_cycle_ns >= sh->cfg.period_ns &&
+		uint64_t last = atomic_load_explicit(&sw->last_cycle_ns,
+		                                     memory_order_relaxed);
+		bool periodic = now - last >= sh->cfg.period_ns &&
 		                pending_since_flip(sh) > 0;
 		if (periodic || pending_due(sh)) {
 			uint64_t t0 = mm_port_thread_cpu_ns();
