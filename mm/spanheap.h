@@ -96,7 +96,10 @@ struct mspan {
 	                               free */
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
-	uint8_t list; /* enum mspan_list */
+	/* enum mspan_list. Atomic: the sweeper reads it under the lock of
+	 * the class it found in the span, whose struct may meanwhile be
+	 * freed and reused (span_new) without that lock. */
+	_Atomic uint8_t list;
 	/* owner: a free of an object of the owner's cached span */
 	uint64_t local_free[SC_BITMAP_WORDS];
 	/* bit set: allocated (beyond freeindex's implicit prefix) */
