@@ -466,7 +466,7 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 	if (!h->granules || !h->live || cfg->ncpus == 0 ||
 	    cfg->max_large <= SC_MAX_SIZE)
 		return fail(h, "bad config or no memory");
-	if (!sh_heap_new_with(&h->heap, &h->sh, &hc))
+	if (!sh_heap_new_with(&h->heap, &h->sh, &hc, NULL))
 		return fail(h, "cannot make the heap: %s", mm_port_last_log());
 	mm_port_set_cpu(0);
 	return true;

@@ -335,7 +335,7 @@ KTEST(spanheap, no_grow)
 	mheap_config_default(&hc);
 	hc.arena_bytes = SH_ARENA_BYTES;
 	hc.reserve_pages = 0;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc));
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
 	struct mheap_stats hs0, hs;
 	mheap_stats(&heap, &hs0);
 	mm_port_set_quiet(true);

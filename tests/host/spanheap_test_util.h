@@ -24,16 +24,17 @@
 /* Span structs per page of the span-struct allocator (spanheap.c). */
 #define SH_STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 
-/* Makes h with the page-heap configuration hc and sh over it with the
- * default span-heap configuration. False if either fails. */
+/* Makes h with the page-heap configuration hc and sh over it with sc (NULL:
+ * the default). False if either fails. */
 static inline bool sh_heap_new_with(struct mheap *h, struct spanheap *sh,
-                                    const struct mheap_config *hc)
+                                    const struct mheap_config *hc,
+                                    const struct spanheap_config *sc)
 {
 	if (!mheap_init(h, hc))
 		return false;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	return spanheap_init(sh, h, &sc);
+	struct spanheap_config dc;
+	spanheap_config_default(&dc);
+	return spanheap_init(sh, h, sc ? sc : &dc);
 }
 
 /* Makes h over a fresh arena of arena_bytes (a chunk multiple) and sh over
@@ -44,7 +45,7 @@ static inline bool sh_heap_new(struct mheap *h, struct spanheap *sh,
 	struct mheap_config hc;
 	mheap_config_default(&hc);
 	hc.arena_bytes = arena_bytes;
-	return sh_heap_new_with(h, sh, &hc);
+	return sh_heap_new_with(h, sh, &hc, NULL);
 }
 
 /* Gives h's reservations back to the port. No thread may use h any more. */
