@@ -187,6 +187,7 @@ static bool admit(struct spanheap_harness *h, void *p, size_t size,
 	h->live[h->nlive++] = o;
 	h->live_bytes += size;
 	h->class_live[s->sizeclass]++;
+	h->n.classes |= (uint64_t)1 << s->sizeclass;
 	if (s->sizeclass == 0) {
 		h->large_pages += s->npages;
 		h->n.large++;

@@ -69,6 +69,7 @@ struct shh_obj {
 struct shh_counts {
 	unsigned long ops[SHH_NOPS];
 	unsigned long allocs, frees, large, zeroed, refused, panics;
+	uint64_t classes; /* bit c: an object of class c was handed out */
 };
 
 struct spanheap_harness {
