@@ -62,7 +62,7 @@ static inline size_t min_sz(size_t a, size_t b)
 
 static inline unsigned popcount64(uint64_t x)
 {
-	return (unsigned)__builtin_popcountll(x);
+	return pallocbits_popcount(x); /* no libgcc call: the kernel has none */
 }
 
 static inline uint64_t load_relaxed64(_Atomic uint64_t *p)

@@ -416,8 +416,8 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 			         (unsigned long)s->base, cls, w,
 			         (unsigned long)a, (unsigned long)p,
 			         (unsigned long)l, fi);
-		cnt += (unsigned)__builtin_popcountll(a & m & ~pre) +
-		       (unsigned)__builtin_popcountll(pre & m);
+		cnt += pallocbits_popcount(a & m & ~pre) +
+		       pallocbits_popcount(pre & m);
 	}
 	if (cnt != s->alloc_count)
 		mm_panic("spanheap: check: span [%#lx] class %u counts %u "
