@@ -338,7 +338,8 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 			/* list, next and prev are already clear: a span
 			 * leaves its lists before it is freed. */
 			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
-				s->local_free[w] = 0;
+				atomic_store_explicit(&s->local_free[w], 0,
+				                      memory_order_relaxed);
 				atomic_store_explicit(&s->alloc_bits[w], 0,
 				                      memory_order_relaxed);
 				atomic_store_explicit(&s->pending[w], 0,
@@ -471,7 +472,7 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 		if (p)
 			p = atomic_exchange_explicit(&s->pending[w], 0,
 			                             memory_order_acquire);
-		uint64_t l = s->local_free[w];
+		uint64_t l = load_relaxed64(&s->local_free[w]);
 		if (p & l)
 			bad_fold(s, w, p & l,
 			         "double free (freed on its own CPU and from "
@@ -481,7 +482,8 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 			bad_fold(s, w, f & ~a,
 			         "freed object was not allocated (heap "
 			         "corrupted)");
-		s->local_free[w] = 0;
+		atomic_store_explicit(&s->local_free[w], 0,
+		                      memory_order_relaxed);
 		atomic_store_explicit(&s->alloc_bits[w], a & ~f,
 		                      memory_order_relaxed);
 		nlocal += popcount64(l);
@@ -772,11 +774,13 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
  * ------------------------------------------------------------ */
 
 /* npages pages aligned to align bytes (a page multiple), as a large
- * span. */
+ * span; npages 0 (size 0 with a large alignment) gets one page. */
 static void *alloc_large(struct spanheap *sh, size_t npages, size_t align,
                          unsigned flags)
 {
 	struct mheap *h = sh->heap;
+	if (npages == 0)
+		npages = 1;
 	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
 	if (npages > h->arena_pages || extra > h->arena_pages - npages)
 		return NULL;
@@ -944,14 +948,16 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
 		if (idx <
 		    atomic_load_explicit(&s->freeindex, memory_order_relaxed))
 			live |= b;
-		uint64_t freed =
-		        s->local_free[w] | load_relaxed64(&s->pending[w]);
+		uint64_t freed = load_relaxed64(&s->local_free[w]) |
+		                 load_relaxed64(&s->pending[w]);
 		if (__builtin_expect(((live & ~freed) & b) == 0, 0))
 			bad_object(live & b ? "double free"
 			                    : "free of an object that is not "
 			                      "allocated (a double free?)",
 			           p, s);
-		s->local_free[w] |= b;
+		atomic_store_explicit(&s->local_free[w],
+		                      load_relaxed64(&s->local_free[w]) | b,
+		                      memory_order_relaxed);
 		mm_port_unpin(pin);
 		return;
 	}

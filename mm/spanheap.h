@@ -101,9 +101,12 @@ struct mspan {
 	struct mspan *_Atomic qnext;
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
-	uint8_t list; /* enum mspan_list */
+	/* enum mspan_list. Atomic: the sweeper reads it under the lock of
+	 * the class it found in the span, whose struct may meanwhile be
+	 * freed and reused (span_new) without that lock. */
+	_Atomic uint8_t list;
 	/* owner: a free of an object of the owner's cached span */
-	uint64_t local_free[SC_BITMAP_WORDS];
+	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
 	/* bit set: allocated (beyond freeindex's implicit prefix) */
 	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
 	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
@@ -195,7 +198,7 @@ struct spanheap_sweeper {
 	/* The cycle semaphore (invariant 5): held from flip to finish. */
 	_Atomic bool cycle_held;
 	mm_event_t cycle_done;
-	uint64_t last_cycle_ns;
+	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
 };
 
 struct spanheap {

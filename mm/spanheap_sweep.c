@@ -218,7 +218,8 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 	sh->n.swept_spans += swept;
 	size_t freed = (size_t)(sh->n.freed_spans - freed0);
 	mm_lock_release(&sh->heap->lock, irq);
-	sh->sweeper.last_cycle_ns = mm_port_now_ns();
+	atomic_store_explicit(&sh->sweeper.last_cycle_ns, mm_port_now_ns(),
+	                      memory_order_relaxed);
 	cycle_release(sh);
 	return freed;
 }
@@ -244,13 +245,16 @@ static void sweeper_main(void *arg)
 {
 	struct spanheap *sh = arg;
 	struct spanheap_sweeper *sw = &sh->sweeper;
-	sw->last_cycle_ns = mm_port_now_ns();
+	atomic_store_explicit(&sw->last_cycle_ns, mm_port_now_ns(),
+	                      memory_order_relaxed);
 	while (!atomic_load(&sw->stop)) {
 		uint64_t seen = mm_event_prepare(&sw->wake);
 		if (atomic_load(&sw->stop))
 			break;
 		uint64_t now = mm_port_now_ns();
-		bool periodic = now - sw->last_cycle_ns >= sh->cfg.period_ns &&
+		uint64_t last = atomic_load_explicit(&sw->last_cycle_ns,
+		                                     memory_order_relaxed);
+		bool periodic = now - last >= sh->cfg.period_ns &&
 		                pending_since_flip(sh) > 0;
 		if (periodic || pending_due(sh)) {
 			uint64_t t0 = mm_port_thread_cpu_ns();
@@ -298,29 +302,75 @@ void spanheap_sweeper_stop(struct spanheap *sh)
 /* ---- Statistics
  * ---------------------------------------------------------------- */
 
+/*
+ * Objects in use per class, and frees not folded yet, from the spans'
+ * bitmaps (a walk of a snapshot; exact when nothing changes meanwhile).
+ */
+static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
+                          uint64_t *local, uint64_t *remote)
+{
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	for (size_t i = 0; i < snap.len; i++) {
+		struct mspan *s = snap.arr->v[i];
+		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
+		    MSPAN_SMALL)
+			continue;
+		unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
+		uint32_t fi = atomic_load_explicit(&s->freeindex,
+		                                   memory_order_acquire);
+		uint32_t n = s->nelems;
+		if (cls == 0 || cls >= SC_NCLASSES || n > SC_MAX_NELEMS)
+			continue; /* reused meanwhile */
+		for (unsigned w = 0; w * 64 < n; w++) {
+			uint64_t m =
+			        n - w * 64 >= 64
+			                ? ~(uint64_t)0
+			                : ((uint64_t)1 << (n - w * 64)) - 1;
+			uint64_t pre =
+			        fi >= w * 64 + 64 ? ~(uint64_t)0
+			        : fi > w * 64
+			                ? ((uint64_t)1 << (fi - w * 64)) - 1
+			                : 0;
+			uint64_t a =
+			        (atomic_load_explicit(&s->alloc_bits[w],
+			                              memory_order_relaxed) |
+			         pre) &
+			        m;
+			uint64_t l = atomic_load_explicit(&s->local_free[w],
+			                                  memory_order_relaxed);
+			uint64_t p = atomic_load_explicit(&s->pending[w],
+			                                  memory_order_relaxed);
+			in_use[cls] += pallocbits_popcount(a & ~(l | p));
+			*local += pallocbits_popcount(l);
+			*remote += pallocbits_popcount(p);
+		}
+	}
+	spanheap_snapshot_put(sh, &snap);
+}
+
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 {
+	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
 	mm_memset(st, 0, sizeof(*st));
+	mm_memset(in_use, 0, sizeof(in_use));
+	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct sizeclass_info *ci = &sizeclass_info[cls];
 		struct spanheap_class_stats *cs = &st->cls[cls];
 		struct mcentral *c = &sh->central[cls];
-		uint64_t na =
-		        atomic_load_explicit(&c->nalloc, memory_order_relaxed);
-		uint64_t nl =
+		/* Frees are booked when folded; add those not folded yet. */
+		st->local_frees +=
 		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
-		uint64_t nr =
+		st->remote_frees +=
 		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
-		uint64_t nf = nl + nr;
-		st->local_frees += nl;
-		st->remote_frees += nr;
 		cs->size = ci->size;
 		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
 		                                 memory_order_relaxed);
 		size_t cap = cs->spans * ci->nelems;
-		cs->objects_in_use = na > nf ? (size_t)(na - nf) : 0;
+		cs->objects_in_use = in_use[cls];
 		if (cs->objects_in_use > cap)
-			cs->objects_in_use = cap; /* counters read mid-change */
+			cs->objects_in_use = cap; /* read mid-change */
 		cs->objects_free = cap - cs->objects_in_use;
 		cs->bytes_in_use = cs->objects_in_use * ci->size;
 		cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
@@ -411,7 +461,8 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		                                  memory_order_relaxed);
 		uint64_t p = atomic_load_explicit(&s->pending[w],
 		                                  memory_order_relaxed);
-		uint64_t l = s->local_free[w];
+		uint64_t l = atomic_load_explicit(&s->local_free[w],
+		                                  memory_order_relaxed);
 		uint64_t m = (w * 64 < s->nelems)
 		                     ? (s->nelems - w * 64 >= 64
 		                                ? ~(uint64_t)0

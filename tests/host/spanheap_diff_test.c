@@ -1,0 +1,106 @@
+/*
+ * Randomized differential test of the span heap: over a million operations
+ * (allocations of every class and large ones, aligned, calloc, realloc,
+ * frees, sweep cycles, cache flushes, release-all, bad frees) run through
+ * spanheap_harness.c against its model of the live objects, switching
+ * between three simulated CPUs (mm_port_set_cpu, one thread) so that
+ * frees cross caches and take the pending path.
+ *
+ * spanheap_check (with the statistics against the model) runs after every
+ * operation for the first CHECK_ALL_OPS operations and every CHECK_EVERY
+ * after: it walks every span and every CPU's cache, too slow to run a
+ * million times. The end drains the heap and checks that only the span
+ * heap's own bookkeeping is left.
+ *
+ * The seed is printed; SPANHEAP_SEED=0x... in the environment replays
+ * another.
+ */
+#include <stdlib.h>
+
+#include "../../kernel/ktest.h"
+#include "mm_port_posix.h"
+#include "spanheap_harness.h"
+
+enum {
+	NOPS = 1000 * 1000,
+	CHECK_ALL_OPS = 20 * 1000,
+	CHECK_EVERY = 1000,
+};
+
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Relative weights of the operations. Allocation outweighs freeing a
+ * little, so the heap fills to the harness's limits and stays there. */
+static const unsigned weights[SHH_NOPS] = {
+        [SHH_ALLOC] = 40,   [SHH_ALIGNED] = 6, [SHH_CALLOC] = 4,
+        [SHH_REALLOC] = 8,  [SHH_FREE] = 50,   [SHH_SWEEP] = 1,
+        [SHH_FLUSH] = 1,    [SHH_CPU] = 8,     [SHH_RELEASE] = 0,
+        [SHH_BAD_FREE] = 1,
+};
+
+static enum shh_op pick(uint64_t r, unsigned long i)
+{
+	if (i % 50000 == 49999)
+		return SHH_RELEASE;
+	unsigned total = 0, op;
+	for (op = 0; op < SHH_NOPS; op++)
+		total += weights[op];
+	r %= total;
+	for (op = 0; r >= weights[op]; op++)
+		r -= weights[op];
+	return (enum shh_op)op;
+}
+
+static struct spanheap_harness h; /* large: not on the stack */
+
+KTEST(spanheap_diff, million_ops)
+{
+	const char *e = getenv("SPANHEAP_SEED");
+	uint64_t seed = e ? strtoull(e, NULL, 0) : 0x5eed5ba11u;
+	ktest_diag("seed 0x%llx (SPANHEAP_SEED=0x... replays another)",
+	           (unsigned long long)seed);
+	struct shh_config cfg = {
+	        .arena_bytes = (size_t)1 << 30,
+	        .ncpus = 3,
+	        .max_live = 3000,
+	        .max_live_bytes = (size_t)64 << 20,
+	        .max_large = (size_t)1 << 20,
+	};
+	uint64_t s = seed;
+	mm_port_set_quiet(true); /* refused requests are logged */
+	bool ok = shh_init(&h, &cfg);
+	unsigned long i;
+	for (i = 0; ok && i < NOPS; i++) {
+		enum shh_op op = pick(rng_next(&s), i);
+		uint64_t a = rng_next(&s), b = rng_next(&s);
+		ok = shh_step(&h, op, a, b) &&
+		     ((i >= CHECK_ALL_OPS && i % CHECK_EVERY) || shh_check(&h));
+	}
+	ok = ok && shh_drain(&h);
+	mm_port_set_quiet(false);
+	mm_port_set_cpu(0);
+	if (!ok)
+		ktest_fail_at(
+		        __FILE__, __LINE__,
+		        "seed 0x%llx (rerun with SPANHEAP_SEED=0x%llx): %s",
+		        (unsigned long long)seed, (unsigned long long)seed,
+		        h.err);
+	ktest_diag("%lu ops: %lu allocs (%lu large, %lu zeroed), %lu frees, "
+	           "%lu reallocs, %lu sweeps, %lu flushes, %lu CPU "
+	           "switches, %lu release-alls, %lu refused, %lu bad frees "
+	           "caught",
+	           i, h.n.allocs, h.n.large, h.n.zeroed, h.n.frees,
+	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_SWEEP], h.n.ops[SHH_FLUSH],
+	           h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE], h.n.refused,
+	           h.n.panics);
+	KEXPECT(i == NOPS);
+	_Static_assert(SC_NCLASSES < 64, "a bit per class");
+	KEXPECT_EQ(h.n.classes, ((uint64_t)1 << SC_NCLASSES) - 1);
+	shh_destroy(&h);
+}

@@ -1,0 +1,551 @@
+/*
+ * tests/host/spanheap_harness.c: runs operations on a real span heap and
+ * checks each against the model of live objects; see spanheap_harness.h
+ * for the model and the list of checks.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mm_port_posix.h"
+#include "spanheap_harness.h"
+#include "spanheap_test_util.h"
+
+#define PG   MM_PAGE_SIZE
+#define GRAN 16 /* bytes per granule bit */
+
+static const char *const op_names[SHH_NOPS] = {
+        [SHH_ALLOC] = "alloc",     [SHH_ALIGNED] = "aligned",
+        [SHH_CALLOC] = "calloc",   [SHH_REALLOC] = "realloc",
+        [SHH_FREE] = "free",       [SHH_SWEEP] = "sweep",
+        [SHH_FLUSH] = "flush",     [SHH_CPU] = "cpu",
+        [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
+};
+
+__attribute__((format(printf, 2, 3))) static bool
+fail(struct spanheap_harness *h, const char *fmt, ...)
+{
+	va_list ap;
+	int n = snprintf(h->err, sizeof(h->err),
+	                 "step %lu (CPU %u): ", h->steps, h->cpu);
+	va_start(ap, fmt);
+	vsnprintf(h->err + n, sizeof(h->err) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+/* splitmix64's finaliser: independent bits from one argument. */
+static uint64_t mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* ---- The granule bitmap -------------------------------------------------- */
+
+/* Sets (on) or clears the bits of granules [g, g + n), or (test) returns
+ * false if one of them is set. */
+static bool granules(struct spanheap_harness *h, size_t g, size_t n, bool test,
+                     bool on)
+{
+	for (size_t end = g + n; g < end;) {
+		size_t bit = g % 64,
+		       len = end - g < 64 - bit ? end - g : 64 - bit;
+		uint64_t mask =
+		        (len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1))
+		        << bit;
+		uint64_t *w = &h->granules[g / 64];
+		if (test && (*w & mask))
+			return false;
+		if (!test)
+			*w = on ? *w | mask : *w & ~mask;
+		g += len;
+	}
+	return true;
+}
+
+static size_t granule_of(const struct spanheap_harness *h, uintptr_t a)
+{
+	return (a - h->heap.arena_base) / GRAN;
+}
+
+/* ---- Contents ------------------------------------------------------------ */
+
+/* The offset of the first byte of [p, p + n) that is not v, or n. */
+static size_t first_not(const void *p, size_t n, uint8_t v)
+{
+	const uint8_t *c = p;
+	size_t i = 0;
+	uint64_t word = 0x0101010101010101ull * v;
+	for (; i < n && ((uintptr_t)(c + i) % 8); i++)
+		if (c[i] != v)
+			return i;
+	for (; i + 8 <= n; i += 8)
+		if (*(const uint64_t *)(c + i) != word)
+			break;
+	for (; i < n; i++)
+		if (c[i] != v)
+			return i;
+	return n;
+}
+
+static bool verify(struct spanheap_harness *h, const struct shh_obj *o)
+{
+	size_t off = first_not((void *)o->p, o->usable, o->fill);
+	if (off == o->usable)
+		return true;
+	return fail(h,
+	            "object %#lx (%zu bytes asked, %zu usable) overwritten: "
+	            "byte %zu is %#x, not %#x",
+	            (unsigned long)o->p, o->size, o->usable, off,
+	            ((uint8_t *)o->p)[off], o->fill);
+}
+
+/* ---- The model ----------------------------------------------------------- */
+
+/* The span holding a, with its class (0: large). NULL if none. */
+static struct mspan *span_at(struct spanheap_harness *h, uintptr_t a)
+{
+	void *e = mheap_span_lookup(&h->heap, a);
+	return (uintptr_t)e > (uintptr_t)MHEAP_SPAN_FREED_LARGE ? e : NULL;
+}
+
+/* Drops object i from the model (it was freed, or moved by realloc). */
+static void forget(struct spanheap_harness *h, size_t i)
+{
+	struct shh_obj *o = &h->live[i];
+	granules(h, granule_of(h, o->p), o->usable / GRAN, false, false);
+	h->live_bytes -= o->size;
+	h->class_live[o->sizeclass]--;
+	if (o->sizeclass == 0)
+		h->large_pages -= o->usable / PG;
+	h->live[i] = h->live[--h->nlive];
+	h->n.frees++;
+}
+
+static bool is_pow2(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+/* What a plain request of size bytes gets. */
+static size_t plain_usable(size_t size)
+{
+	if (size <= SC_MAX_SIZE)
+		return sizeclass_info[sizeclass_of(size)].size;
+	return (size + PG - 1) / PG * PG;
+}
+
+/* What admit checks beyond the common checks. */
+enum admit_flags {
+	A_ZERO = 1u << 0,  /* [0, size) reads as zero */
+	A_PLAIN = 1u << 1, /* a plain request: the usable size is exact */
+	A_POW2 = 1u << 2,  /* from an allocation call: a power-of-two size
+	                      up to a page is aligned to itself */
+};
+
+/*
+ * Checks a new object p of size bytes, asked aligned to align, against the
+ * model (what: enum admit_flags), then adds it, filled.
+ */
+static bool admit(struct spanheap_harness *h, void *p, size_t size,
+                  size_t align, unsigned what)
+{
+	bool zero = what & A_ZERO, plain = what & A_PLAIN;
+	uintptr_t a = (uintptr_t)p, base = h->heap.arena_base;
+	if (a < base || a - base >= h->cfg.arena_bytes ||
+	    size > h->cfg.arena_bytes - (a - base))
+		return fail(h, "object %p of %zu bytes outside the arena", p,
+		            size);
+	if (a % GRAN || a % align ||
+	    ((what & A_POW2) && is_pow2(size) && size <= PG && a % size))
+		return fail(h, "object %p of %zu bytes misaligned (align %zu)",
+		            p, size, align);
+	struct mspan *s = span_at(h, a);
+	size_t usable = spanheap_usable_size(&h->sh, p);
+	if (!s || usable < size || (plain && usable != plain_usable(size)) ||
+	    (s->sizeclass && usable != sizeclass_info[s->sizeclass].size) ||
+	    (!s->sizeclass && usable != (size_t)s->npages * PG))
+		return fail(h,
+		            "object %p of %zu bytes: usable size %zu, span "
+		            "class %d",
+		            p, size, usable, s ? s->sizeclass : -1);
+	if (a - base + usable > h->cfg.arena_bytes ||
+	    !granules(h, granule_of(h, a), usable / GRAN, true, false))
+		return fail(h, "object %p (%zu usable) overlaps a live object",
+		            p, usable);
+	if (zero && first_not(p, size, 0) != size)
+		return fail(h, "object %p of %zu bytes not zeroed at %zu", p,
+		            size, first_not(p, size, 0));
+	granules(h, granule_of(h, a), usable / GRAN, false, true);
+	if (++h->next_fill == 0)
+		h->next_fill = 1;
+	struct shh_obj o = {a, size, usable, h->next_fill, s->sizeclass};
+	memset(p, o.fill, usable);
+	h->live[h->nlive++] = o;
+	h->live_bytes += size;
+	h->class_live[s->sizeclass]++;
+	h->n.classes |= (uint64_t)1 << s->sizeclass;
+	if (s->sizeclass == 0) {
+		h->large_pages += s->npages;
+		h->n.large++;
+	}
+	h->n.allocs++;
+	h->n.zeroed += zero;
+	return true;
+}
+
+/* ---- Decoding ------------------------------------------------------------ */
+
+/* A request size: mostly small, some at and next to class sizes, some
+ * medium, a few large. */
+static size_t decode_size(const struct spanheap_harness *h, uint64_t a)
+{
+	unsigned kind = a % 16;
+	a >>= 4;
+	if (kind < 8)
+		return a % (SC_SMALL_MAX + 1);
+	if (kind < 11) {
+		unsigned cls = 1 + (unsigned)(a % (SC_NCLASSES - 1));
+		size_t s = sizeclass_info[cls].size;
+		return s - 1 + (a >> 6) % 3;
+	}
+	if (kind < 14)
+		return SC_SMALL_MAX + 1 + a % (SC_MAX_SIZE - SC_SMALL_MAX);
+	size_t span = kind == 14 ? 4 * SC_MAX_SIZE : h->cfg.max_large;
+	if (span > h->cfg.max_large)
+		span = h->cfg.max_large;
+	return SC_MAX_SIZE + 1 + a % (span - SC_MAX_SIZE);
+}
+
+/* Flags: MM_ZERO half the time, MM_ATOMIC 1/16, MM_NO_GROW 1/32. */
+static unsigned decode_flags(uint64_t b)
+{
+	b = mix(b);
+	return ((b & 1) ? MM_ZERO : 0) | ((b >> 1) % 16 == 0 ? MM_ATOMIC : 0) |
+	       ((b >> 5) % 32 == 0 ? MM_NO_GROW : 0);
+}
+
+/* No room for another object of size bytes under the limits. */
+static bool full(const struct spanheap_harness *h, size_t size)
+{
+	return h->nlive >= h->cfg.max_live ||
+	       h->live_bytes + size > h->cfg.max_live_bytes;
+}
+
+/* ---- Operations ---------------------------------------------------------- */
+
+static bool do_free(struct spanheap_harness *h, uint64_t b)
+{
+	if (!h->nlive)
+		return true;
+	size_t i = (size_t)(mix(b) % h->nlive);
+	if (!verify(h, &h->live[i]))
+		return false;
+	spanheap_free(&h->sh, (void *)h->live[i].p);
+	forget(h, i);
+	return true;
+}
+
+/* An allocation of size bytes got NULL: fine for MM_ATOMIC and
+ * MM_NO_GROW, a failure otherwise. */
+static bool refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
+{
+	h->n.refused++;
+	if (!(flags & (MM_ATOMIC | MM_NO_GROW)))
+		return fail(h, "%zu bytes (flags %#x): NULL", size, flags);
+	return true;
+}
+
+static unsigned zero_of(unsigned flags)
+{
+	return flags & MM_ZERO ? A_ZERO : 0;
+}
+
+static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	size_t size = decode_size(h, a);
+	unsigned flags = decode_flags(b);
+	if (full(h, size))
+		return do_free(h, b);
+	mm_port_set_atomic(flags & MM_ATOMIC);
+	void *p = spanheap_alloc(&h->sh, size, flags);
+	mm_port_set_atomic(false);
+	if (!p)
+		return refusal_ok(h, flags, size);
+	return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
+}
+
+static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	static const size_t bad[] = {0, 3, 48, 100, 6144, 12289};
+	static const size_t big[] = {8192, 12288, 65536};
+	size_t size = decode_size(h, a), align;
+	unsigned k = (unsigned)(b % 22), flags = decode_flags(b >> 5);
+	if (k < 13)
+		align = (size_t)1 << k;
+	else if (k < 16)
+		align = big[k - 13];
+	else
+		align = bad[k - 16];
+	if (full(h, size + align))
+		return do_free(h, b);
+	mm_port_set_atomic(flags & MM_ATOMIC);
+	void *p = spanheap_alloc_aligned(&h->sh, size, align, flags);
+	mm_port_set_atomic(false);
+	if (k >= 16) {
+		if (p)
+			return fail(h, "alignment %zu accepted: %p", align, p);
+		return true;
+	}
+	if (!p)
+		return refusal_ok(h, flags, size);
+	return admit(h, p, size, align, zero_of(flags) | A_POW2);
+}
+
+static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	size_t size = decode_size(h, a), n = 1 + b % 8, m = size / n;
+	uint64_t r = mix(b);
+	if (r % 64 < 2) {
+		void *p = r % 64 ? spanheap_calloc(&h->sh, SIZE_MAX / 2, 3, 0)
+		                 : spanheap_calloc(&h->sh, 3, SIZE_MAX / 2, 0);
+		if (p)
+			return fail(h, "calloc overflow: %p", p);
+		return true;
+	}
+	if (full(h, n * m))
+		return do_free(h, b);
+	void *p = spanheap_calloc(&h->sh, n, m, 0);
+	if (!p)
+		return fail(h, "calloc(%zu, %zu): NULL", n, m);
+	return admit(h, p, n * m, 16, A_ZERO | A_PLAIN | A_POW2);
+}
+
+/* What a realloc of a live object must do. */
+enum realloc_kind {
+	R_RESIZE, /* a new object (NULL only with MM_NO_GROW) */
+	R_FREE,   /* size 0: frees, returns NULL */
+	R_REFUSE, /* an impossible size: NULL, the object untouched */
+};
+
+/* Reallocates object i to size (flags) and checks the result. */
+static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
+                         unsigned flags, enum realloc_kind kind)
+{
+	struct shh_obj o = h->live[i];
+	if (!verify(h, &o))
+		return false;
+	void *q = spanheap_realloc(&h->sh, (void *)o.p, size, flags);
+	if (kind != R_RESIZE || !q) {
+		if (q)
+			return fail(h, "realloc(%#lx, %zu) = %p, not NULL",
+			            (unsigned long)o.p, size, q);
+		if (kind == R_FREE) {
+			forget(h, i);
+			return true;
+		}
+		if (kind == R_RESIZE && !refusal_ok(h, flags, size))
+			return false;
+		return verify(h, &o); /* untouched */
+	}
+	forget(h, i);
+	size_t kept = o.usable < size ? o.usable : size;
+	size_t off = first_not(q, kept, o.fill);
+	if (off != kept)
+		return fail(h,
+		            "realloc %#lx -> %p (%zu -> %zu bytes) lost byte "
+		            "%zu",
+		            (unsigned long)o.p, q, o.size, size, off);
+	if ((flags & MM_ZERO) && size > o.usable &&
+	    first_not((char *)q + o.usable, size - o.usable, 0) !=
+	            size - o.usable)
+		return fail(h, "realloc to %p with MM_ZERO: growth not zeroed",
+		            q);
+	return admit(h, q, size, 16, 0);
+}
+
+static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	uint64_t r = mix(b);
+	size_t size = decode_size(h, a);
+	unsigned flags =
+	        (r & 1 ? MM_ZERO : 0) | ((r >> 1) % 32 == 0 ? MM_NO_GROW : 0);
+	if (!h->nlive || (r >> 6) % 16 == 0) {
+		if (full(h, size))
+			return do_free(h, b);
+		void *p = spanheap_realloc(&h->sh, NULL, size, flags);
+		if (!p)
+			return refusal_ok(h, flags, size);
+		return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
+	}
+	size_t i = (size_t)((r >> 10) % h->nlive);
+	switch ((r >> 30) % 32) {
+	case 0:
+		return realloc_live(h, i, 0, flags, R_FREE);
+	case 1:
+		return realloc_live(
+		        h, i, (r >> 35) % 2 ? SIZE_MAX : h->cfg.arena_bytes + 1,
+		        flags, R_REFUSE);
+	default:
+		if (h->live_bytes - h->live[i].size + size >
+		    h->cfg.max_live_bytes)
+			return do_free(h, b);
+		return realloc_live(h, i, size, flags,
+		                    size ? R_RESIZE : R_FREE);
+	}
+}
+
+/* An interior pointer of a live object, or a foreign one: both must
+ * mm_panic naming the pointer, and change nothing. */
+static bool do_bad_free(struct spanheap_harness *h, uint64_t b)
+{
+	int on_stack;
+	bool interior = h->nlive && (b & 1);
+	void *p = interior ? (void *)(h->live[(b >> 1) % h->nlive].p + 8)
+	                   : (void *)&on_stack;
+	const char *what = interior ? "interior pointer" : "foreign pointer";
+	bool fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
+	sh_unpin_after_panic();
+	char name[32];
+	snprintf(name, sizeof(name), "%p", p);
+	if (!fired)
+		return fail(h, "free of %s %p: no panic", what, p);
+	const char *msg = mm_port_last_panic();
+	if (!strstr(msg, what) || !strstr(msg, name))
+		return fail(h, "free of %s %p: panic \"%s\"", what, p, msg);
+	h->n.panics++;
+	return true;
+}
+
+static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
+                   uint64_t b)
+{
+	switch (op) {
+	case SHH_ALLOC:
+		return do_alloc(h, a, b);
+	case SHH_ALIGNED:
+		return do_aligned(h, a, b);
+	case SHH_CALLOC:
+		return do_calloc(h, a, b);
+	case SHH_REALLOC:
+		return do_realloc(h, a, b);
+	case SHH_FREE:
+		return do_free(h, b);
+	case SHH_SWEEP:
+		spanheap_sweep_cycle(&h->sh);
+		return true;
+	case SHH_FLUSH:
+		spanheap_flush_cache(&h->sh);
+		return true;
+	case SHH_CPU:
+		h->cpu = (unsigned)(b % h->cfg.ncpus);
+		mm_port_set_cpu(h->cpu);
+		return true;
+	case SHH_RELEASE:
+		spanheap_release_all(&h->sh);
+		return true;
+	default:
+		return fail(h, "bad op %d", (int)op);
+	}
+}
+
+/* ---- The API ------------------------------------------------------------- */
+
+bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
+{
+	memset(h, 0, sizeof(*h));
+	h->cfg = *cfg;
+	h->ngranule_words = cfg->arena_bytes / GRAN / 64;
+	h->granules = calloc(h->ngranule_words, sizeof(uint64_t));
+	h->live = calloc(cfg->max_live, sizeof(*h->live));
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = cfg->arena_bytes;
+	if (!h->granules || !h->live || cfg->ncpus == 0 ||
+	    cfg->max_large <= SC_MAX_SIZE)
+		return fail(h, "bad config or no memory");
+	if (!sh_heap_new_with(&h->heap, &h->sh, &hc, NULL))
+		return fail(h, "cannot make the heap: %s", mm_port_last_log());
+	mm_port_set_cpu(0);
+	return true;
+}
+
+bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
+              uint64_t b)
+{
+	h->steps++;
+	if ((unsigned)op >= SHH_NOPS)
+		return fail(h, "bad op %d", (int)op);
+	h->n.ops[op]++;
+	if (op == SHH_BAD_FREE)
+		return do_bad_free(h, b);
+	volatile bool ok = false;
+	if (MM_PORT_PANICS(ok = run_op(h, op, a, b))) {
+		mm_port_set_atomic(false);
+		sh_unpin_after_panic();
+		return fail(h, "%s: mm_panic: %s", op_names[op],
+		            mm_port_last_panic());
+	}
+	return ok;
+}
+
+bool shh_check(struct spanheap_harness *h)
+{
+	static struct spanheap_stats st; /* large: not on the stack */
+	if (sh_check_panics(&h->sh))
+		return fail(h, "spanheap_check: %s", mm_port_last_panic());
+	spanheap_stats(&h->sh, &st);
+	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
+		if (st.cls[cls].objects_in_use != h->class_live[cls])
+			return fail(h,
+			            "class %u: statistics count %zu "
+			            "objects, the model %zu",
+			            cls, st.cls[cls].objects_in_use,
+			            h->class_live[cls]);
+	if (st.large_pages != h->large_pages)
+		return fail(h,
+		            "statistics count %zu large pages, the model "
+		            "%zu",
+		            st.large_pages, h->large_pages);
+	return true;
+}
+
+bool shh_drain(struct spanheap_harness *h)
+{
+	while (h->nlive)
+		if (!shh_step(h, SHH_FREE, 0, h->nlive - 1))
+			return false;
+	volatile size_t in_use = 0, kept = 0;
+	bool panicked = MM_PORT_PANICS({
+		sh_flush_cpus(&h->sh, h->cfg.ncpus);
+		spanheap_release_all(&h->sh);
+		in_use = sh_in_use_pages(&h->heap);
+		kept = sh_kept_pages(&h->sh);
+	});
+	h->cpu = 0;
+	if (panicked) {
+		sh_unpin_after_panic();
+		return fail(h, "drain: mm_panic: %s", mm_port_last_panic());
+	}
+	if (!shh_check(h))
+		return false;
+	if (in_use != kept)
+		return fail(h,
+		            "drained: %zu pages in use, the span heap keeps "
+		            "%zu",
+		            (size_t)in_use, (size_t)kept);
+	return true;
+}
+
+void shh_destroy(struct spanheap_harness *h)
+{
+	if (h->heap.arena_base)
+		sh_heap_release(&h->heap);
+	free(h->granules);
+	free(h->live);
+	h->granules = NULL;
+	h->live = NULL;
+}

@@ -1,0 +1,111 @@
+/*
+ * tests/host/spanheap_harness.h: runs operations on a real span heap and
+ * checks each result against a model of the objects it should hold
+ * (spanheap_harness.c). Shared by the randomized differential test
+ * (spanheap_diff_test.c) and the libFuzzer target (fuzz/spanheap_fuzz.c);
+ * it depends on libc and the POSIX port, not on ktest, and reports a
+ * divergence as text in h->err.
+ *
+ * The model: the live objects (address, requested size, usable size, fill
+ * byte) in an array, plus one bit per 16-byte granule of the arena, set
+ * while a live object covers it, so that a new object is checked against
+ * every live one in O(its size / 16 / 64) word tests. Each object is
+ * filled with its own byte over its whole usable size when it is handed
+ * out, and checked before it is freed or reallocated.
+ *
+ * Every check the harness makes:
+ *   - an allocation that must succeed does, aligned (16; the size for a
+ *     power of two up to a page; the alignment asked for), inside the
+ *     arena, overlapping no live object, usable size at least the request
+ *     and exactly the class's size (or the pages) for a plain request;
+ *   - memory asked zeroed (MM_ZERO, calloc, realloc's growth) is;
+ *   - contents survive until the free, and realloc keeps them;
+ *   - impossible and bad requests (overflow, bad alignment, sizes over the
+ *     arena) get NULL and change nothing;
+ *   - interior and foreign frees mm_panic, naming the pointer;
+ *   - no other call mm_panics (each step runs under the port's catch);
+ *   - shh_check: spanheap_check, and the statistics agree with the model;
+ *   - shh_drain: once all is freed, every CPU flushed and released, the
+ *     page heap holds only the span heap's own bookkeeping.
+ */
+#ifndef TESTS_HOST_SPANHEAP_HARNESS_H
+#define TESTS_HOST_SPANHEAP_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../mm/spanheap.h"
+
+enum shh_op {
+	SHH_ALLOC,    /* spanheap_alloc, flags from a */
+	SHH_ALIGNED,  /* spanheap_alloc_aligned, a bad alignment at times */
+	SHH_CALLOC,   /* spanheap_calloc, an overflow at times */
+	SHH_REALLOC,  /* of a live object, of NULL, to 0 or to too much */
+	SHH_FREE,     /* a live object */
+	SHH_SWEEP,    /* spanheap_sweep_cycle */
+	SHH_FLUSH,    /* spanheap_flush_cache on the current CPU */
+	SHH_CPU,      /* switch the simulated CPU */
+	SHH_RELEASE,  /* spanheap_release_all */
+	SHH_BAD_FREE, /* an interior or foreign pointer: must panic */
+	SHH_NOPS
+};
+
+struct shh_config {
+	size_t arena_bytes;    /* a chunk multiple */
+	unsigned ncpus;        /* simulated CPUs, 1..MM_MAX_CPUS */
+	size_t max_live;       /* objects held at most */
+	size_t max_live_bytes; /* requested bytes held at most */
+	size_t max_large;      /* the largest request */
+};
+
+struct shh_obj {
+	uintptr_t p;
+	size_t size, usable;
+	uint8_t fill;
+	uint8_t sizeclass; /* of its span when it was handed out; 0: large */
+};
+
+struct shh_counts {
+	unsigned long ops[SHH_NOPS];
+	unsigned long allocs, frees, large, zeroed, refused, panics;
+	uint64_t classes; /* bit c: an object of class c was handed out */
+};
+
+struct spanheap_harness {
+	struct shh_config cfg;
+	struct mheap heap;
+	struct spanheap sh;
+	struct shh_obj *live;
+	size_t nlive, live_bytes;
+	uint64_t *granules; /* a bit per 16 bytes of the arena */
+	size_t ngranule_words;
+	size_t class_live[SC_NCLASSES]; /* [0]: large objects */
+	size_t large_pages;
+	unsigned cpu;
+	unsigned long steps;
+	uint8_t next_fill;
+	struct shh_counts n;
+	char err[512];
+};
+
+/* Makes a fresh heap; false (h->err says why) if it cannot. */
+bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg);
+
+/* Runs op with the arguments a and b (any values: they are decoded).
+ * False on a divergence or a panic (h->err). */
+bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
+              uint64_t b);
+
+/* spanheap_check, and the per-class statistics against the model. */
+bool shh_check(struct spanheap_harness *h);
+
+/* Frees everything (checking it), flushes every CPU, releases all, and
+ * checks that only the span heap's bookkeeping is left in use. */
+bool shh_drain(struct spanheap_harness *h);
+
+/* Gives the heap's reservations back (after shh_drain, or after a failure:
+ * the heap is then abandoned as it is). */
+void shh_destroy(struct spanheap_harness *h);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * Misuse of the span heap (mm/spanheap.c): double frees on the local and
+ * the pending path and across them, interior, foreign and never-allocated
+ * pointers, a large span freed twice, page-heap memory freed as an
+ * object. Each must mm_panic with a message that names the problem and
+ * the pointer; the port's catch turns the panic into a longjmp back here.
+ *
+ * A caught panic abandons the call where it was, possibly pinned and with
+ * a bit already set, so each case runs on a heap of its own, made for it
+ * and given back after.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+static int a_static_object;
+
+/*
+ * Runs stmt expecting a panic whose message holds what and names ptr (as
+ * %p prints it), then leaves any pin the panic abandoned.
+ */
+#define EXPECT_MISUSE(stmt, what, ptr)                                         \
+	do {                                                                   \
+		bool fired_ = MM_PORT_PANICS(stmt);                            \
+		sh_unpin_after_panic();                                        \
+		expect_message(__LINE__, fired_, (what), (const void *)(ptr)); \
+	} while (0)
+
+static void expect_message(int line, bool fired, const char *what,
+                           const void *ptr)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "%p", ptr);
+	const char *msg = mm_port_last_panic();
+	if (!fired)
+		ktest_fail_at(__FILE__, line, "no panic (wanted \"%s\" for %s)",
+		              what, name);
+	else if (!strstr(msg, what) || !strstr(msg, name))
+		ktest_fail_at(__FILE__, line,
+		              "panic \"%s\" does not say \"%s\" and %s", msg,
+		              what, name);
+}
+
+static bool fresh_heap(void)
+{
+	if (!sh_heap_new(&heap, &sh, SH_ARENA_BYTES))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+KTEST(spanheap_misuse, double_free_local)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* local: p's span is cached on CPU 0 */
+	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, double_free_remote)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0); /* cached on CPU 0 */
+	KASSERT(p);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p); /* the pending path */
+	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
+	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
+/* Pending first, then the owner: the local path sees the pending bit. */
+KTEST(spanheap_misuse, double_free_remote_then_local)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	mm_port_set_cpu(0);
+	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * Local first, then another CPU: the pending path cannot see the owner's
+ * local bit, so the second free goes in; the fold that meets both bits
+ * (here the owner's flush) must catch it.
+ */
+KTEST(spanheap_misuse, double_free_local_then_remote)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && keep);
+	spanheap_free(&sh, p);
+	mm_port_set_cpu(1);
+	bool fired = MM_PORT_PANICS(spanheap_free(&sh, p));
+	sh_unpin_after_panic();
+	mm_port_set_cpu(0);
+	if (fired)
+		expect_message(__LINE__, fired, "double free", p);
+	else
+		EXPECT_MISUSE(spanheap_flush_cache(&sh), "double free", p);
+	sh_heap_release(&heap);
+}
+
+/* The span was given back after the first free: the pointer is in no
+ * span any more. */
+KTEST(spanheap_misuse, double_free_after_span_freed)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh); /* the span is empty: given back */
+	EXPECT_MISUSE(spanheap_free(&sh, p), "in no span", p);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, interior_pointer)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	EXPECT_MISUSE(spanheap_free(&sh, p + 16), "interior pointer", p + 16);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, p + 8), "interior pointer",
+	              p + 8);
+	char *big = spanheap_alloc(&sh, 100000, 0);
+	KASSERT(big);
+	EXPECT_MISUSE(spanheap_free(&sh, big + 4096), "interior pointer",
+	              big + 4096);
+	EXPECT_MISUSE(spanheap_free(&sh, big + 16), "interior pointer",
+	              big + 16);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, foreign_pointer)
+{
+	KASSERT(fresh_heap());
+	int on_stack = 0;
+	EXPECT_MISUSE(spanheap_free(&sh, &on_stack), "foreign pointer",
+	              &on_stack);
+	EXPECT_MISUSE(spanheap_free(&sh, &a_static_object), "foreign pointer",
+	              &a_static_object);
+	void *past = (void *)(heap.arena_base + heap.cfg.arena_bytes);
+	EXPECT_MISUSE(spanheap_free(&sh, past), "foreign pointer", past);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, large_freed_twice)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 200000, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	EXPECT_MISUSE(spanheap_free(&sh, p), "large span freed twice", p);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, page_heap_memory)
+{
+	KASSERT(fresh_heap());
+	void *p = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT(p);
+	EXPECT_MISUSE(spanheap_free(&sh, p), "page-heap memory", p);
+	mheap_free_pages(&heap, p, 2);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_misuse, never_allocated)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	/* The last page of the first chunk, grown but never handed out,
+	 * and a page of the arena never grown. */
+	void *unused = (void *)(heap.arena_base + PALLOC_CHUNK_BYTES - 4096);
+	void *ungrown = (void *)(heap.arena_base + heap.cfg.arena_bytes / 2);
+	EXPECT_MISUSE(spanheap_free(&sh, unused), "in no span", unused);
+	EXPECT_MISUSE(spanheap_free(&sh, ungrown), "in no span", ungrown);
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}

@@ -1,0 +1,354 @@
+/*
+ * The span heap under threads (mm/spanheap*.c through the POSIX port),
+ * built for ThreadSanitizer too (make test-tsan): four worker threads,
+ * each a CPU of its own, allocate objects of random sizes (large ones
+ * too, some MM_ZERO, some MM_ATOMIC in simulated atomic context), fill each
+ * with a pattern of its owner and address, and free them, a quarter handed
+ * through a locked inbox to the next worker to free (cross-thread frees, the
+ * pending path), while the sweeper thread and the page heap's scavenger run
+ * and, now and then, a worker flushes its cache, runs a sweep cycle or a
+ * release-all. Every pattern is checked before its free.
+ *
+ * Two rounds: a warm-up, then the measured one. After each, every worker
+ * has flushed its cache before exiting, the leftovers are freed, and
+ * release-all runs with the sweeper and scavenger still going; then they
+ * stop, spanheap_check runs, and the page heap's pages in use must be the
+ * span heap's own bookkeeping alone (span-struct pages and the all-spans
+ * array), which after the warm-up is the baseline. The run is bounded by
+ * operation counts; no assert depends on time.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "port_test_util.h"
+#include "spanheap_test_util.h"
+
+enum {
+	WORKERS = 4,
+	OPS = 40000, /* per worker and round */
+	LIVE = 48,   /* objects a worker holds at most */
+	INBOX = 96,  /* objects handed over, waiting to be freed */
+	FLUSH_EVERY = 700,
+	SWEEP_EVERY = 1500,   /* worker 1 */
+	RELEASE_EVERY = 4000, /* worker 2 */
+};
+
+struct obj {
+	uintptr_t p;
+	size_t size;
+	int owner; /* the worker that allocated and filled it */
+};
+
+struct worker {
+	int id;
+	uint64_t rng;
+	struct obj live[LIVE];
+	/* Objects handed to this worker by the previous one: */
+	pthread_mutex_t inbox_lock;
+	struct obj inbox[INBOX];
+	int ninbox;
+	/* What the worker saw, read after it is joined: */
+	unsigned long allocs, frees, handed, large, refused, failures;
+	char first_failure[200];
+};
+
+static struct mheap heap;
+static struct spanheap sh;
+static struct worker workers[WORKERS];
+
+static uint64_t next_random(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Mostly small: up to 1 KiB half the time, up to 32 KiB 7/16, large
+ * (up to 256 KiB) 1/16. */
+static size_t random_size(uint64_t *rng)
+{
+	uint64_t r = next_random(rng);
+	unsigned kind = r % 16;
+	r >>= 4;
+	if (kind < 8)
+		return r % (SC_SMALL_MAX + 1);
+	if (kind < 15)
+		return r % (SC_MAX_SIZE + 1);
+	return SC_MAX_SIZE + 1 + r % (7 * SC_MAX_SIZE);
+}
+
+/* The pattern word at off; written every stride bytes. */
+static uint64_t pattern(const struct obj *o, size_t off)
+{
+	return ((uint64_t)o->owner << 56) ^ o->p ^ off;
+}
+
+static size_t stride(const struct obj *o)
+{
+	return o->size > 4096 ? 256 : 8;
+}
+
+static void fill(const struct obj *o)
+{
+	for (size_t off = 0; off + 8 <= o->size; off += stride(o))
+		*(uint64_t *)(o->p + off) = pattern(o, off);
+}
+
+static void fail(struct worker *w, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void fail(struct worker *w, const char *fmt, ...)
+{
+	if (w->failures++ == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* Checks o's pattern, then frees it. */
+static void check_and_free(struct worker *w, const struct obj *o)
+{
+	for (size_t off = 0; off + 8 <= o->size; off += stride(o)) {
+		uint64_t got = *(uint64_t *)(o->p + off);
+		if (got != pattern(o, off)) {
+			fail(w,
+			     "object %#lx of %zu bytes of worker %d: word at "
+			     "+%zu is %#lx",
+			     (unsigned long)o->p, o->size, o->owner, off,
+			     (unsigned long)got);
+			break;
+		}
+	}
+	spanheap_free(&sh, (void *)o->p);
+	w->frees++;
+}
+
+/* Hands o to the next worker; false if its inbox is full. */
+static bool hand_over(struct worker *w, const struct obj *o)
+{
+	struct worker *to = &workers[(w->id + 1) % WORKERS];
+	pthread_mutex_lock(&to->inbox_lock);
+	bool ok = to->ninbox < INBOX;
+	if (ok)
+		to->inbox[to->ninbox++] = *o;
+	pthread_mutex_unlock(&to->inbox_lock);
+	w->handed += ok;
+	return ok;
+}
+
+static void drain_inbox(struct worker *w)
+{
+	struct obj got[INBOX];
+	pthread_mutex_lock(&w->inbox_lock);
+	int n = w->ninbox;
+	memcpy(got, w->inbox, (size_t)n * sizeof(*got));
+	w->ninbox = 0;
+	pthread_mutex_unlock(&w->inbox_lock);
+	for (int i = 0; i < n; i++)
+		check_and_free(w, &got[i]);
+}
+
+static void one_op(struct worker *w, int op)
+{
+	struct obj *o = &w->live[next_random(&w->rng) % LIVE];
+	if (o->p) {
+		if (next_random(&w->rng) % 4 != 0 || !hand_over(w, o))
+			check_and_free(w, o);
+		o->p = 0;
+		return;
+	}
+	size_t size = random_size(&w->rng);
+	uint64_t r = next_random(&w->rng);
+	unsigned flags = (r % 4 == 0 ? MM_ZERO : 0) |
+	                 ((r >> 2) % 8 == 0 ? MM_ATOMIC : 0);
+	/* An atomic caller runs as an interrupt handler would. */
+	mm_port_set_atomic(flags & MM_ATOMIC);
+	char *p = spanheap_alloc(&sh, size, flags);
+	mm_port_set_atomic(false);
+	if (!p && (flags & MM_ATOMIC)) {
+		w->refused++; /* it may not wait for memory */
+		return;
+	}
+	if (!p) {
+		fail(w, "op %d: alloc of %zu bytes failed", op, size);
+		return;
+	}
+	if (flags & MM_ZERO)
+		for (size_t i = 0; i < size; i += 61)
+			if (p[i]) {
+				fail(w,
+				     "op %d: %p (%zu bytes) not zeroed at %zu",
+				     op, (void *)p, size, i);
+				break;
+			}
+	*o = (struct obj){(uintptr_t)p, size, w->id};
+	fill(o);
+	w->allocs++;
+	w->large += size > SC_MAX_SIZE;
+}
+
+static void work(void *arg)
+{
+	struct worker *w = arg;
+	mm_port_set_cpu((unsigned)w->id);
+	for (int op = 0; op < OPS; op++) {
+		one_op(w, op);
+		if (op % 8 == 0)
+			drain_inbox(w);
+		if (op % FLUSH_EVERY == FLUSH_EVERY - 1)
+			spanheap_flush_cache(&sh);
+		if (w->id == 1 && op % SWEEP_EVERY == SWEEP_EVERY - 1)
+			spanheap_sweep_cycle(&sh);
+		if (w->id == 2 && op % RELEASE_EVERY == RELEASE_EVERY - 1)
+			spanheap_release_all(&sh);
+	}
+	for (int i = 0; i < LIVE; i++)
+		if (w->live[i].p)
+			check_and_free(w, &w->live[i]);
+	drain_inbox(w);
+	spanheap_flush_cache(&sh);
+}
+
+static bool start_background(void)
+{
+	return spanheap_sweeper_start(&sh) && mheap_scavenger_start(&heap);
+}
+
+static void stop_background(void)
+{
+	spanheap_sweeper_stop(&sh);
+	mheap_scavenger_stop(&heap);
+}
+
+/* What the workers did, over the rounds. */
+struct totals {
+	unsigned long allocs, handed, large, refused;
+};
+
+/*
+ * One round: the workers run and exit, the leftovers are freed, release-all
+ * runs with the background threads going, then they stop. Returns the
+ * page heap's pages in use then; *kept gets the span heap's own.
+ */
+static size_t round_run(struct totals *tot, size_t *kept)
+{
+	struct mm_thread *t[WORKERS];
+	for (int i = 0; i < WORKERS; i++) {
+		workers[i].rng =
+		        0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) + tot->allocs;
+		workers[i].ninbox = 0;
+		workers[i].allocs = workers[i].handed = workers[i].large = 0;
+		workers[i].refused = 0;
+		memset(workers[i].live, 0, sizeof(workers[i].live));
+	}
+	if (!start_all(t, WORKERS, work, workers, sizeof(*workers)))
+		return SIZE_MAX;
+	join_all(t, WORKERS);
+	/* Objects handed to a worker after it drained its inbox for the
+	 * last time; no worker runs now. */
+	for (int i = 0; i < WORKERS; i++) {
+		mm_port_set_cpu((unsigned)i);
+		drain_inbox(&workers[i]);
+		spanheap_flush_cache(&sh);
+	}
+	mm_port_set_cpu(0);
+	spanheap_release_all(&sh);
+	stop_background();
+	for (int i = 0; i < WORKERS; i++) {
+		tot->allocs += workers[i].allocs;
+		tot->handed += workers[i].handed;
+		tot->large += workers[i].large;
+		tot->refused += workers[i].refused;
+	}
+	*kept = sh_kept_pages(&sh);
+	return sh_in_use_pages(&heap);
+}
+
+static void report_failures(void)
+{
+	for (int i = 0; i < WORKERS; i++) {
+		struct worker *w = &workers[i];
+		if (w->failures)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "worker %d: %lu failures, first: %s", i,
+			              w->failures, w->first_failure);
+	}
+}
+
+KTEST(spanheap_stress, threads)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	hc.goal_percent = 0;    /* every free backed page is work */
+	hc.cpu_permille = 1000; /* and the scavenger never pauses */
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.min_pending_bytes = 64 << 10; /* cycles start often */
+	sc.period_ns = 5 * MS;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	for (int i = 0; i < WORKERS; i++) {
+		workers[i] = (struct worker){.id = i};
+		pthread_mutex_init(&workers[i].inbox_lock, NULL);
+	}
+	mm_port_set_quiet(true); /* the scavenger's "at goal" lines */
+	struct totals tot = {0};
+	size_t kept0 = 0, kept = 0;
+	uint64_t t0 = mm_port_now_ns();
+
+	KASSERT(start_background());
+	size_t baseline = round_run(&tot, &kept0);
+	KASSERT(baseline != SIZE_MAX);
+	SH_CHECK(&sh, "after the warm-up");
+	KEXPECT_EQ(baseline, kept0);
+
+	KASSERT(start_background());
+	size_t end = round_run(&tot, &kept);
+	KASSERT(end != SIZE_MAX);
+	uint64_t ms = (mm_port_now_ns() - t0) / MS;
+	mm_port_set_quiet(false);
+	SH_CHECK(&sh, "after the measured round");
+	report_failures();
+
+	/* Back to the baseline, but for bookkeeping the second round's
+	 * peak may have added (span structs are never freed). */
+	KEXPECT_EQ(end, kept);
+	KEXPECT_EQ(end - baseline, kept - kept0);
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(st->spans, 0);
+	KEXPECT_EQ(st->bytes_in_use, 0);
+	/* Every small object freed, through one path or the other. */
+	KEXPECT_EQ(st->local_frees + st->remote_frees, tot.allocs - tot.large);
+	KEXPECT_EQ(st->n.large_allocs, tot.large);
+	KEXPECT_EQ(st->n.large_frees, tot.large);
+	KEXPECT(st->remote_frees > 0);
+	KEXPECT(st->n.cycles > 0);
+	KEXPECT(tot.handed > 0);
+	ktest_diag(
+	        "%d ops on %d CPUs in %lu ms: %lu allocs (%lu large, %lu "
+	        "atomic refused), %lu cross frees; frees %lu local, %lu "
+	        "remote; %lu sweep "
+	        "cycles, %lu spans swept by the sweeper, %lu on demand, "
+	        "%lu freed; sweeper CPU %lu us; scavenger %lu pages; "
+	        "in use %zu -> %zu pages (bookkeeping %zu -> %zu)",
+	        2 * WORKERS * OPS, WORKERS, (unsigned long)ms, tot.allocs,
+	        tot.large, tot.refused, tot.handed,
+	        (unsigned long)st->local_frees, (unsigned long)st->remote_frees,
+	        (unsigned long)st->n.cycles, (unsigned long)st->n.swept_spans,
+	        (unsigned long)st->n.demand_swept,
+	        (unsigned long)st->n.freed_spans,
+	        (unsigned long)(st->n.sweeper_cpu_ns / 1000),
+	        (unsigned long)st->heap.n.bg_pages, baseline, end, kept0, kept);
+	free(st);
+	for (int i = 0; i < WORKERS; i++)
+		pthread_mutex_destroy(&workers[i].inbox_lock);
+	sh_heap_release(&heap);
+}

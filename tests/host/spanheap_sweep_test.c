@@ -1,0 +1,306 @@
+/*
+ * The span heap's free paths, sweep cycles, release and statistics
+ * (mm/spanheap.c, mm/spanheap_sweep.c) through the POSIX port: a sweep
+ * cycle gives empty spans back to the page heap, release-all returns every
+ * page but the span heap's own bookkeeping, the per-class statistics
+ * count what the test holds, a free from another CPU (another thread)
+ * takes the pending path and the owner's takes the local one.
+ * spanheap_check runs at every quiet point.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* ---- Sweep cycles and release -------------------------------------------- */
+
+KTEST(spanheap, sweep_frees_spans)
+{
+	enum { N = 1000 };
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(256);
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	size_t nspans = (N + ci->nelems - 1) / ci->nelems;
+	void **p = calloc(N, sizeof(*p));
+	KASSERT(p);
+	size_t base = sh_in_use_pages(&heap);
+	for (int i = 0; i < N; i++) {
+		p[i] = spanheap_alloc(&sh, 256, 0);
+		KASSERT(p[i]);
+	}
+	size_t full = sh_in_use_pages(&heap);
+	KEXPECT(full >= base + nspans * ci->npages);
+	/* Hand the cached span back, then free: every free takes the
+	 * pending path, and nothing is given back before a sweep. */
+	spanheap_flush_cache(&sh);
+	for (int i = 0; i < N; i++)
+		spanheap_free(&sh, p[i]);
+	KEXPECT_EQ(sh_in_use_pages(&heap), full);
+	SH_CHECK(&sh, "pending frees");
+	size_t freed = spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(freed, nspans);
+	KEXPECT_EQ(sh_in_use_pages(&heap), full - nspans * ci->npages);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 0);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
+	KEXPECT_EQ(st.n.cycles, 1);
+	KEXPECT_EQ(st.n.freed_spans, nspans);
+	KEXPECT_EQ(st.remote_frees, N);
+	KEXPECT_EQ(st.local_frees, 0);
+	/* A second cycle finds nothing. */
+	KEXPECT_EQ(spanheap_sweep_cycle(&sh), 0);
+	SH_CHECK(&sh, "after the sweep");
+	free(p);
+	sh_heap_release(&heap);
+}
+
+/* One round of a mixed workload on CPUs 0 and 1: everything allocated is
+ * freed, half from the other CPU. */
+static void mixed_round(void)
+{
+	enum { N = 600 };
+	static void *p[N];
+	for (int i = 0; i < N; i++) {
+		mm_port_set_cpu((unsigned)i % 2);
+		size_t size = i % 50 == 0 ? 100000 + (size_t)i * 100
+		                          : (size_t)(i * 37) % 9000;
+		p[i] = spanheap_alloc(&sh, size, 0);
+		if (!p[i])
+			ktest_fail_at(__FILE__, __LINE__, "alloc %d failed", i);
+	}
+	for (int i = 0; i < N; i++) {
+		mm_port_set_cpu((unsigned)(i / 3) % 2);
+		spanheap_free(&sh, p[i]);
+	}
+	sh_flush_cpus(&sh, 2);
+}
+
+KTEST(spanheap, release_all_returns_everything)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mixed_round();
+	spanheap_release_all(&sh);
+	size_t baseline = sh_in_use_pages(&heap);
+	KEXPECT_EQ(baseline, sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after the first round");
+	mixed_round();
+	size_t held = sh_in_use_pages(&heap);
+	size_t released = spanheap_release_all(&sh);
+	struct mheap_stats hs;
+	mheap_stats(&heap, &hs);
+	ktest_diag("baseline %zu pages, %zu before release-all, %zu "
+	           "released",
+	           baseline, held, released);
+	KEXPECT(held > baseline);
+	KEXPECT_EQ(hs.in_use_pages, baseline);
+	KEXPECT_EQ(hs.free_backed_pages, 0);
+	KEXPECT(released > 0);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.spans, 0);
+	KEXPECT_EQ(st.bytes_in_use, 0);
+	SH_CHECK(&sh, "after the second round");
+	sh_heap_release(&heap);
+}
+
+/* ---- Statistics ---------------------------------------------------------- */
+
+KTEST(spanheap, stats_count_objects)
+{
+	static const size_t sizes[] = {16, 100, 1000, 5000, 32768};
+	enum { K = 40, NS = sizeof(sizes) / sizeof(sizes[0]), L = 3 };
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	void *p[NS][K], *big[L];
+	for (int s = 0; s < NS; s++)
+		for (int i = 0; i < K; i++) {
+			mm_port_set_cpu((unsigned)i % 3);
+			p[s][i] = spanheap_alloc(&sh, sizes[s], 0);
+			KASSERT(p[s][i]);
+		}
+	for (int i = 0; i < L; i++)
+		big[i] = spanheap_alloc(&sh, 50000 * (i + 1), 0);
+	mm_port_set_cpu(0);
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	for (int round = 0; round < 3; round++) {
+		/* Round 0: all held; 1: the first half freed; 2: none. */
+		size_t held = round == 0 ? K : round == 1 ? K - K / 2 : 0;
+		spanheap_stats(&sh, st);
+		size_t bytes = 0;
+		for (int s = 0; s < NS; s++) {
+			unsigned cls = sizeclass_of(sizes[s]);
+			KEXPECT_EQ(st->cls[cls].objects_in_use, held);
+			KEXPECT_EQ(st->cls[cls].size, sizeclass_info[cls].size);
+			KEXPECT(st->cls[cls].objects_in_use +
+			                st->cls[cls].objects_free ==
+			        st->cls[cls].spans *
+			                sizeclass_info[cls].nelems);
+			bytes += held * sizeclass_info[cls].size;
+		}
+		size_t lheld = round == 0 ? L : 0;
+		KEXPECT_EQ(st->cls[0].objects_in_use, lheld);
+		size_t lpages = 0;
+		for (int i = 0; i < L; i++)
+			lpages += (50000 * (size_t)(i + 1) + PG - 1) / PG;
+		KEXPECT_EQ(st->large_pages, lheld ? lpages : 0);
+		KEXPECT_EQ(st->bytes_in_use, bytes + st->large_pages * PG);
+		SH_CHECK(&sh, "stats round");
+		for (int s = 0; s < NS; s++)
+			for (int i = round == 0 ? 0 : K / 2;
+			     i < (round == 0 ? K / 2 : K); i++) {
+				mm_port_set_cpu((unsigned)i % 4);
+				spanheap_free(&sh, p[s][i]);
+			}
+		mm_port_set_cpu(0);
+		for (int i = 0; round == 0 && i < L; i++)
+			spanheap_free(&sh, big[i]);
+		if (round == 1)
+			break;
+	}
+	spanheap_stats(&sh, st);
+	for (int s = 0; s < NS; s++)
+		KEXPECT_EQ(st->cls[sizeclass_of(sizes[s])].objects_in_use, 0);
+	KEXPECT_EQ(st->bytes_in_use, 0);
+	KEXPECT_EQ(st->local_frees + st->remote_frees, NS * K);
+	free(st);
+	SH_CHECK(&sh, "after stats");
+	sh_heap_release(&heap);
+}
+
+/* ---- The free paths ------------------------------------------------------ */
+
+enum { XN = 700 }; /* objects handed from thread A to thread B */
+
+struct xcpu {
+	unsigned cpu;
+	size_t size;
+	void **objs;
+	size_t n; /* allocated (A), or freed (B) */
+	bool flush;
+};
+
+static void xcpu_alloc(void *arg)
+{
+	struct xcpu *x = arg;
+	mm_port_set_cpu(x->cpu);
+	for (x->n = 0; x->n < XN; x->n++) {
+		x->objs[x->n] = spanheap_alloc(&sh, x->size, 0);
+		if (!x->objs[x->n])
+			break;
+		memset(x->objs[x->n], 0x11, x->size);
+	}
+	if (x->flush)
+		spanheap_flush_cache(&sh);
+}
+
+static void xcpu_free(void *arg)
+{
+	struct xcpu *x = arg;
+	mm_port_set_cpu(x->cpu);
+	for (x->n = 0; x->n < XN; x->n++)
+		spanheap_free(&sh, x->objs[x->n]);
+}
+
+/* Runs fn(x) on a thread of its own and waits for it. */
+static bool on_thread(void (*fn)(void *), struct xcpu *x)
+{
+	struct mm_thread *t = mm_port_thread_start("xcpu", fn, x);
+	if (t)
+		mm_port_thread_join(t);
+	return t != NULL;
+}
+
+KTEST(spanheap, cross_cpu_free)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	void **objs = calloc(XN, sizeof(*objs));
+	KASSERT(objs);
+	unsigned cls = sizeclass_of(128);
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	size_t nspans = (XN + ci->nelems - 1) / ci->nelems;
+	/* Thread A, CPU 1, allocates and hands its cached span back;
+	 * thread B, CPU 2, frees everything: the pending path. */
+	struct xcpu a = {.cpu = 1, .size = 128, .objs = objs, .flush = true};
+	struct xcpu b = {.cpu = 2, .size = 128, .objs = objs};
+	KASSERT(on_thread(xcpu_alloc, &a));
+	KASSERT_EQ(a.n, XN);
+	size_t held = sh_in_use_pages(&heap);
+	KASSERT(on_thread(xcpu_free, &b));
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.remote_frees, XN);
+	KEXPECT_EQ(st.local_frees, 0);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
+	KEXPECT_EQ(st.cls[cls].spans, nspans); /* not swept yet */
+	KEXPECT_EQ(sh_in_use_pages(&heap), held);
+	SH_CHECK(&sh, "pending cross-CPU frees");
+	/* The sweep makes them free, and gives the spans back. */
+	KEXPECT_EQ(spanheap_sweep_cycle(&sh), nspans);
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after the sweep");
+
+	/* Again, but A keeps its span cached until B's frees are in: the
+	 * pending bits of a cached span are folded when A hands it back. */
+	a.flush = false;
+	KASSERT(on_thread(xcpu_alloc, &a));
+	KASSERT(on_thread(xcpu_free, &b));
+	spanheap_sweep_cycle(&sh);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 1); /* the one still cached on CPU 1 */
+	SH_CHECK(&sh, "a cached span with pending frees");
+	mm_port_set_cpu(1);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 0);
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after CPU 1's flush");
+	free(objs);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap, local_free_reuses)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	/* 1024-byte objects: 4 to a one-page span. */
+	unsigned cls = sizeclass_of(1024);
+	KASSERT_EQ(sizeclass_info[cls].nelems, 4);
+	char *p[4];
+	for (int i = 0; i < 4; i++)
+		p[i] = spanheap_alloc(&sh, 1024, 0);
+	KASSERT(p[0] && p[1] && p[2] && p[3]);
+	for (int i = 1; i < 4; i++)
+		KEXPECT_EQ((uintptr_t)p[i], (uintptr_t)p[0] + 1024u * i);
+	/* The span is full and still cached here: the free is local. */
+	spanheap_free(&sh, p[2]);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.local_frees, 1);
+	KEXPECT_EQ(st.remote_frees, 0);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 3);
+	SH_CHECK(&sh, "a local free");
+	/* The next allocation folds the span's own frees and gets p[2]
+	 * back rather than a new span. */
+	char *q = spanheap_alloc(&sh, 1000, 0);
+	KEXPECT(q == p[2]);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 1);
+	for (int i = 0; i < 4; i++)
+		spanheap_free(&sh, i == 2 ? q : p[i]);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.local_frees, 5);
+	SH_CHECK(&sh, "all freed locally");
+	/* Flushing the cache folds the frees: the empty span goes back. */
+	size_t before = sh_in_use_pages(&heap);
+	spanheap_flush_cache(&sh);
+	KEXPECT_EQ(sh_in_use_pages(&heap), before - 1);
+	SH_CHECK(&sh, "after the flush");
+	sh_heap_release(&heap);
+}

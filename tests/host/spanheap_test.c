@@ -1,0 +1,399 @@
+/*
+ * The span heap's allocation calls (mm/spanheap.c) through the POSIX
+ * port: every size class (alignment, usable size), large spans, aligned
+ * allocation, calloc and realloc, impossible requests, MM_NO_GROW and
+ * MM_ZERO. spanheap_check runs at every quiet point. The free paths,
+ * sweeping and statistics are in spanheap_sweep_test.c, misuse in
+ * spanheap_misuse_test.c.
+ *
+ * Each test makes its own heap over a 1 GiB arena and gives it back at
+ * the end.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap;
+static struct spanheap sh;
+
+static bool all_bytes(const void *p, size_t n, unsigned char v)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i] != v)
+			return false;
+	return true;
+}
+
+static bool is_pow2(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+/* ---- Size classes -------------------------------------------------------- */
+
+/* Objects of one request size: 16-aligned, size-aligned for powers of two
+ * up to a page, usable size the class's size, all distinct and writable. */
+static void one_class(unsigned cls, size_t size)
+{
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	size_t n = ci->nelems + 3u; /* a second span */
+	char *p[SC_MAX_NELEMS + 3];
+	for (size_t i = 0; i < n; i++) {
+		p[i] = spanheap_alloc(&sh, size, 0);
+		if (!p[i]) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "class %u: alloc %zu of %zu bytes failed",
+			              cls, i, size);
+			n = i;
+			break;
+		}
+		uintptr_t a = (uintptr_t)p[i];
+		if (a % 16 ||
+		    (is_pow2(ci->size) && ci->size <= PG && a % ci->size) ||
+		    spanheap_usable_size(&sh, p[i]) != ci->size)
+			ktest_fail_at(
+			        __FILE__, __LINE__,
+			        "class %u (%u bytes), request %zu: object "
+			        "%p, usable size %zu",
+			        cls, ci->size, size, p[i],
+			        spanheap_usable_size(&sh, p[i]));
+		memset(p[i], (int)i, ci->size);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!all_bytes(p[i], ci->size, (unsigned char)i))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "class %u: object %zu (%p) overwritten",
+			              cls, i, p[i]);
+		spanheap_free(&sh, p[i]);
+	}
+}
+
+KTEST(spanheap, every_class)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		one_class(cls, sizeclass_info[cls].size);
+		one_class(cls, sizeclass_info[cls - 1].size + 1);
+		KEXPECT_EQ(sizeclass_of(sizeclass_info[cls].size), cls);
+	}
+	SH_CHECK(&sh, "after every class");
+	/* Size 0: a unique minimal object each time. */
+	void *a = spanheap_alloc(&sh, 0, 0), *b = spanheap_alloc(&sh, 0, 0);
+	KEXPECT(a && b && a != b);
+	KEXPECT_EQ(spanheap_usable_size(&sh, a), sizeclass_info[1].size);
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
+	spanheap_free(&sh, NULL);
+	SH_CHECK(&sh, "after size 0");
+	sh_heap_release(&heap);
+}
+
+/* ---- Large spans --------------------------------------------------------- */
+
+KTEST(spanheap, large_spans)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	/* Warm up: the span-struct allocator's first page. */
+	spanheap_free(&sh, spanheap_alloc(&sh, SC_MAX_SIZE + 1, 0));
+	static const size_t sizes[] = {SC_MAX_SIZE + 1, 40960, 65536,
+	                               (1 << 20) + 1, 16 << 20};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t size = sizes[i], npages = (size + PG - 1) / PG;
+		size_t before = sh_in_use_pages(&heap);
+		char *p = spanheap_alloc(&sh, size, 0);
+		KASSERT(p);
+		KEXPECT_EQ((uintptr_t)p % PG, 0);
+		KEXPECT_EQ(spanheap_usable_size(&sh, p), npages * PG);
+		KEXPECT_EQ(sh_in_use_pages(&heap), before + npages);
+		memset(p, 0x5a, npages * PG);
+		struct spanheap_stats st;
+		spanheap_stats(&sh, &st);
+		KEXPECT_EQ(st.cls[0].objects_in_use, 1);
+		KEXPECT_EQ(st.large_pages, npages);
+		SH_CHECK(&sh, "a large span held");
+		/* Freed at once: no sweep needed. */
+		spanheap_free(&sh, p);
+		KEXPECT_EQ(sh_in_use_pages(&heap), before);
+		spanheap_stats(&sh, &st);
+		KEXPECT_EQ(st.cls[0].objects_in_use, 0);
+		KEXPECT_EQ(st.large_pages, 0);
+	}
+	SH_CHECK(&sh, "after large spans");
+	sh_heap_release(&heap);
+}
+
+/* ---- Aligned allocation -------------------------------------------------- */
+
+KTEST(spanheap, aligned)
+{
+	static const size_t sizes[] = {0, 1, 16, 100, 1000, 3000, 5000, 40000};
+	static const size_t big_aligns[] = {8192, 12288, 65536};
+	static const size_t bad_aligns[] = {0,    3,    24,   48,    1000,
+	                                    4097, 6144, 8193, 12289, 20000};
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	size_t aligns[16], na = 0;
+	for (size_t a = 1; a <= PG; a *= 2)
+		aligns[na++] = a;
+	for (size_t i = 0; i < 3; i++)
+		aligns[na++] = big_aligns[i];
+	for (size_t i = 0; i < na; i++) {
+		size_t align = aligns[i];
+		for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+			size_t size = sizes[k];
+			void *p[3];
+			for (int j = 0; j < 3; j++) {
+				p[j] = spanheap_alloc_aligned(&sh, size, align,
+				                              0);
+				if (!p[j] || (uintptr_t)p[j] % align ||
+				    spanheap_usable_size(&sh, p[j]) < size)
+					ktest_fail_at(
+					        __FILE__, __LINE__,
+					        "size %zu align %zu: got %p",
+					        size, align, p[j]);
+				else
+					memset(p[j], 0x77, size);
+			}
+			for (int j = 0; j < 3; j++)
+				spanheap_free(&sh, p[j]);
+		}
+	}
+	for (size_t i = 0; i < sizeof(bad_aligns) / sizeof(bad_aligns[0]);
+	     i++) {
+		void *p = spanheap_alloc_aligned(&sh, 64, bad_aligns[i], 0);
+		if (p)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "align %zu: got %p, not NULL",
+			              bad_aligns[i], p);
+	}
+	SH_CHECK(&sh, "after aligned allocations");
+	sh_heap_release(&heap);
+}
+
+/* ---- calloc and realloc -------------------------------------------------- */
+
+KTEST(spanheap, calloc_zeroes)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	/* Dirty some objects of the class, free them, fold them (flush) and
+	 * sweep, so that calloc gets memory that held the pattern. */
+	enum { N = 16 };
+	void *dirty[N];
+	for (int i = 0; i < N; i++) {
+		dirty[i] = spanheap_alloc(&sh, 1000, 0);
+		KASSERT(dirty[i]);
+		memset(dirty[i], 0xff, 1000);
+	}
+	void *keep = spanheap_alloc(&sh, 1000, 0); /* keeps the span */
+	for (int i = 0; i < N; i++)
+		spanheap_free(&sh, dirty[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	int reused = 0;
+	void *clean[N];
+	for (int i = 0; i < N; i++) {
+		char *p = spanheap_calloc(&sh, 10, 100, 0);
+		KASSERT(p);
+		KEXPECT(all_bytes(p, 1000, 0));
+		for (int j = 0; j < N; j++)
+			reused += p == dirty[j];
+		clean[i] = p;
+	}
+	ktest_diag("%d of %d calloc'd objects reused dirty ones", reused, N);
+	KEXPECT(reused > 0);
+	for (int i = 0; i < N; i++)
+		spanheap_free(&sh, clean[i]);
+	spanheap_free(&sh, keep);
+	/* Large, and the overflow. */
+	char *big = spanheap_calloc(&sh, 3, 100000, 0);
+	KEXPECT(big && all_bytes(big, 300000, 0));
+	spanheap_free(&sh, big);
+	KEXPECT(spanheap_calloc(&sh, SIZE_MAX / 2, 3, 0) == NULL);
+	KEXPECT(spanheap_calloc(&sh, 3, SIZE_MAX / 2, 0) == NULL);
+	void *z = spanheap_calloc(&sh, 0, 100, 0);
+	KEXPECT(z != NULL);
+	spanheap_free(&sh, z);
+	SH_CHECK(&sh, "after calloc");
+	sh_heap_release(&heap);
+}
+
+/* Fills [0, n) of p with a pattern seeded by seed, or checks it. */
+static void pattern_fill(unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 7 + seed);
+}
+
+static bool pattern_ok(const unsigned char *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != (unsigned char)(i * 7 + seed))
+			return false;
+	return true;
+}
+
+KTEST(spanheap, realloc_keeps_contents)
+{
+	static const size_t steps[] = {10,    100,   17,   2000, 33000,
+	                               40000, 70000, 1000, 5,    300000,
+	                               4097,  24,    0};
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned char *p = spanheap_realloc(&sh, NULL, 1, 0);
+	KASSERT(p);
+	size_t have = 1;
+	pattern_fill(p, have, 3);
+	for (size_t i = 0; steps[i]; i++) {
+		size_t size = steps[i];
+		unsigned char *q = spanheap_realloc(&sh, p, size, 0);
+		KASSERT(q);
+		size_t keep = have < size ? have : size;
+		if (!pattern_ok(q, keep, 3))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "realloc %zu -> %zu lost the contents",
+			              have, size);
+		KEXPECT(spanheap_usable_size(&sh, q) >= size);
+		p = q;
+		have = size;
+		pattern_fill(p, have, 3);
+	}
+	/* MM_ZERO zeroes the growth, beyond the old object's usable size. */
+	size_t old = spanheap_usable_size(&sh, p);
+	pattern_fill(p, old, 3);
+	unsigned char *z = spanheap_realloc(&sh, p, 50000, MM_ZERO);
+	KASSERT(z);
+	KEXPECT(pattern_ok(z, old, 3));
+	KEXPECT(all_bytes(z + old, 50000 - old, 0));
+	p = z;
+	have = old;
+	/* A failed realloc leaves p untouched. */
+	mm_port_set_quiet(true);
+	KEXPECT(spanheap_realloc(&sh, p, SIZE_MAX, 0) == NULL);
+	KEXPECT(spanheap_realloc(&sh, p, SH_ARENA_BYTES + 1, 0) == NULL);
+	mm_port_set_quiet(false);
+	KEXPECT(pattern_ok(p, have, 3));
+	/* realloc(p, 0) frees p. */
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	size_t in_use = st.cls[0].objects_in_use;
+	KEXPECT_EQ(in_use, 1); /* 50000 bytes: a large span */
+	KEXPECT(spanheap_realloc(&sh, p, 0, 0) == NULL);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[0].objects_in_use, 0);
+	/* The same for a small object. */
+	void *s = spanheap_realloc(&sh, NULL, 200, 0);
+	KASSERT(s);
+	unsigned cls = sizeclass_of(200);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 1);
+	KEXPECT(spanheap_realloc(&sh, s, 0, 0) == NULL);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
+	SH_CHECK(&sh, "after realloc");
+	sh_heap_release(&heap);
+}
+
+/* ---- Impossible requests, MM_NO_GROW, MM_ZERO ---------------------------- */
+
+KTEST(spanheap, impossible_sizes)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_quiet(true); /* the page heap logs its refusals */
+	KEXPECT(spanheap_alloc(&sh, SIZE_MAX, 0) == NULL);
+	KEXPECT(spanheap_alloc(&sh, SIZE_MAX - PG + 2, 0) == NULL);
+	KEXPECT(spanheap_alloc(&sh, SH_ARENA_BYTES + 1, 0) == NULL);
+	KEXPECT(spanheap_alloc(&sh, SH_ARENA_BYTES * 4, MM_ZERO) == NULL);
+	KEXPECT(spanheap_alloc_aligned(&sh, SIZE_MAX, 16, 0) == NULL);
+	KEXPECT(spanheap_alloc_aligned(&sh, SIZE_MAX, 65536, 0) == NULL);
+	KEXPECT(spanheap_alloc_aligned(&sh, SH_ARENA_BYTES - PG, 65536, 0) ==
+	        NULL);
+	KEXPECT(spanheap_calloc(&sh, SH_ARENA_BYTES, 2, 0) == NULL);
+	/* Atomic callers get at most MHEAP_ATOMIC_MAX_PAGES pages. */
+	KEXPECT(spanheap_alloc(&sh, (MHEAP_ATOMIC_MAX_PAGES + 1) * PG,
+	                       MM_ATOMIC) == NULL);
+	mm_port_set_quiet(false);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.n.atomic_fails, 1);
+	KEXPECT_EQ(st.spans, 0);
+	KEXPECT_EQ(st.n.large_allocs, 0);
+	SH_CHECK(&sh, "after impossible requests");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap, no_grow)
+{
+	enum { MAX = 1000 };
+	/* No reserve: the page heap refills its reserve by growing after an
+	 * allocation that left it short, MHEAP_NO_GROW or not (mheap.c's
+	 * alloc_pages), which would hide what the span heap does. */
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	hc.reserve_pages = 0;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	struct mheap_stats hs0, hs;
+	mheap_stats(&heap, &hs0);
+	mm_port_set_quiet(true);
+	/* More than the heap has grown: refused. */
+	KEXPECT(spanheap_alloc(&sh, hs0.grown_pages * PG + 1, MM_NO_GROW) ==
+	        NULL);
+	/* What was grown is used, then the allocations fail. */
+	void *p[MAX];
+	int n = 0;
+	while (n < MAX && (p[n] = spanheap_alloc(&sh, 20000, MM_NO_GROW)))
+		n++;
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &hs);
+	ktest_diag("%d objects of 20000 bytes in %zu grown pages", n,
+	           hs.grown_pages);
+	KEXPECT(n > 0 && n < MAX);
+	KEXPECT_EQ(hs.grown_pages, hs0.grown_pages);
+	KEXPECT(spanheap_alloc(&sh, 16, MM_NO_GROW) != NULL ||
+	        hs.in_use_pages == hs.grown_pages);
+	/* Without the flag the heap grows. */
+	void *q = spanheap_alloc(&sh, 20000, 0);
+	KEXPECT(q != NULL);
+	mheap_stats(&heap, &hs);
+	KEXPECT(hs.grown_pages > hs0.grown_pages);
+	spanheap_free(&sh, q);
+	for (int i = 0; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	SH_CHECK(&sh, "after MM_NO_GROW");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap, zero_reused_object)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(300);
+	size_t size = sizeclass_info[cls].size;
+	/* a keeps the span alive (so b's memory stays an object of the
+	 * class); b is dirtied and freed. */
+	char *a = spanheap_alloc(&sh, 300, 0);
+	char *b = spanheap_alloc(&sh, 300, 0);
+	KASSERT(a && b);
+	memset(b, 0xab, size);
+	spanheap_free(&sh, b);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	char *c = spanheap_alloc(&sh, 300, MM_ZERO);
+	KASSERT(c);
+	KEXPECT(c == b); /* the free slot of the span is b's */
+	KEXPECT(all_bytes(c, 300, 0));
+	/* Without MM_ZERO the old contents may show: the flag did it. */
+	memset(c, 0xcd, size);
+	spanheap_free(&sh, c);
+	spanheap_flush_cache(&sh);
+	char *d = spanheap_alloc(&sh, 300, 0);
+	KEXPECT(d == b);
+	KEXPECT(d && all_bytes(d, size, 0xcd));
+	spanheap_free(&sh, d);
+	spanheap_free(&sh, a);
+	SH_CHECK(&sh, "after MM_ZERO");
+	sh_heap_release(&heap);
+}

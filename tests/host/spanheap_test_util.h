@@ -1,0 +1,115 @@
+/*
+ * tests/host/spanheap_test_util.h: what the span heap's host tests share:
+ * making a page heap and a span heap over a small arena and giving the
+ * reservations back, the page heap's pages in use, the checker behind a
+ * panic catch, and leaving the pin a caught panic abandoned.
+ *
+ * The span heap has no destroy call: a test's heap lives until the test
+ * gives its arena, span table and palloc metadata back to the port
+ * (sh_heap_release), after stopping any sweeper or scavenger it started.
+ */
+#ifndef TESTS_HOST_SPANHEAP_TEST_UTIL_H
+#define TESTS_HOST_SPANHEAP_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../mm/spanheap.h"
+#include "mm_port_posix.h"
+
+/* 1 GiB: room for any test, and mostly untouched address space. */
+#define SH_ARENA_BYTES ((size_t)1 << 30)
+
+/* Span structs per page of the span-struct allocator (spanheap.c). */
+#define SH_STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
+
+/* Makes h with the page-heap configuration hc and sh over it with sc (NULL:
+ * the default). False if either fails. */
+static inline bool sh_heap_new_with(struct mheap *h, struct spanheap *sh,
+                                    const struct mheap_config *hc,
+                                    const struct spanheap_config *sc)
+{
+	if (!mheap_init(h, hc))
+		return false;
+	struct spanheap_config dc;
+	spanheap_config_default(&dc);
+	return spanheap_init(sh, h, sc ? sc : &dc);
+}
+
+/* Makes h over a fresh arena of arena_bytes (a chunk multiple) and sh over
+ * it, both with the default configuration. */
+static inline bool sh_heap_new(struct mheap *h, struct spanheap *sh,
+                               size_t arena_bytes)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = arena_bytes;
+	return sh_heap_new_with(h, sh, &hc, NULL);
+}
+
+/* Gives h's reservations back to the port. No thread may use h any more. */
+static inline void sh_heap_release(struct mheap *h)
+{
+	mm_port_release((void *)h->arena_base, h->cfg.arena_bytes);
+	mm_port_release((void *)h->spanmap, h->arena_pages * sizeof(void *));
+	mm_port_release((void *)h->pages.meta_base, h->pages.meta_bytes);
+}
+
+static inline size_t sh_in_use_pages(struct mheap *h)
+{
+	struct mheap_stats st;
+	mheap_stats(h, &st);
+	return st.in_use_pages;
+}
+
+/*
+ * The pages the span heap keeps for itself once every object is freed and
+ * every span given back: the span-struct pages (never freed) and the pages
+ * of the all-spans array. Call when nothing else uses sh.
+ */
+static inline size_t sh_kept_pages(struct spanheap *sh)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	size_t n = sh->nstructs / SH_STRUCTS_PER_PAGE + sh->spans->npages;
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
+}
+
+/* A caught panic abandons whatever mm/ was doing, a pin included; the
+ * POSIX port's mm_panic undoes this thread's pins before it longjmps. This
+ * checks that it did: the thread may sleep again. */
+static inline void sh_unpin_after_panic(void)
+{
+	if (!mm_port_can_sleep())
+		mm_panic("a caught panic left this thread pinned");
+}
+
+/* Runs spanheap_check; true if it panicked (the message is then in
+ * mm_port_last_panic()). */
+__attribute__((noinline, unused)) static bool
+sh_check_panics(struct spanheap *sh)
+{
+	return MM_PORT_PANICS(spanheap_check(sh));
+}
+
+/* Fails the current test if spanheap_check panics, naming what. */
+#define SH_CHECK(shp, what)                                                 \
+	do {                                                                \
+		if (sh_check_panics(shp))                                   \
+			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
+			              mm_port_last_panic());                \
+	} while (0)
+
+/* Hands every simulated CPU's cached spans back: ncpus CPUs from 0; the
+ * calling thread ends on CPU 0. */
+static inline void sh_flush_cpus(struct spanheap *sh, unsigned ncpus)
+{
+	for (unsigned cpu = 0; cpu < ncpus; cpu++) {
+		mm_port_set_cpu(cpu);
+		spanheap_flush_cache(sh);
+	}
+	mm_port_set_cpu(0);
+}
+
+#endif
