@@ -655,10 +655,20 @@ KTEST(demo, kfree_interior_pointer)
 	demo_kfree(p + 16);
 }
 
-KTEST(demo, kfree_foreign_stack)
+static void kfree_own_stack(void *arg)
 {
 	uint64_t on_stack = 1;
 	demo_kfree(&on_stack);
+}
+
+/* A thread's stack, in the kstack region (tests run on the boot stack,
+ * which is in the image). */
+KTEST(demo, kfree_foreign_stack)
+{
+	struct thread *t = thread_create("kfree_stack", kfree_own_stack, NULL,
+	                                 THREAD_ANY_CPU);
+	KASSERT(t != NULL);
+	thread_join(t);
 }
 
 KTEST(demo, kfree_foreign_kernel_data)
