@@ -127,9 +127,7 @@ KTEST(bench, kmalloc_pin_unpin)
 	enum { N = 20000 };
 	uint64_t start = rdtsc();
 	for (unsigned i = 0; i < N; i++) {
-		unsigned cpu;
-		unsigned long st = mm_port_pin(&cpu);
-		mm_port_unpin(st);
+		mm_port_unpin(mm_port_pin());
 		__asm__ volatile("" ::: "memory");
 	}
 	uint64_t ticks = minus_loop(rdtsc() - start, N);
