@@ -1,14 +1,21 @@
 /*
- * The kernel's page heap (see heap.h): configuration from the frame pool's
- * size and the command line, the scavenger thread, and the memory dump.
+ * The kernel's heaps (see heap.h): configuration from the frame pool's
+ * size and the command line, the span heap over the page heap, their
+ * background threads, flushing every CPU's span cache, and the memory
+ * dump.
  */
 #include "kernel/heap.h"
 
+#include <stdatomic.h>
+
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
+#include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/thread.h"
 
 struct mheap kheap;
+struct spanheap kspanheap;
 
 /* "key=N" from the command line if present and within [lo, hi]; else
  * def, and a bad value is reported. */
@@ -44,8 +51,15 @@ void heap_init(void)
 	        cmdline_uint("mm.scav_budget", cfg.cpu_permille, 1, 1000);
 	if (!mheap_init(&kheap, &cfg))
 		panic("heap: cannot set up the kernel heap");
+	struct spanheap_config scfg;
+	spanheap_config_default(&scfg);
+	if (!spanheap_init(&kspanheap, &kheap, &scfg))
+		panic("heap: cannot set up the kernel span heap");
+	/* Threads from here on: their structs come from kmalloc. */
 	if (!mheap_scavenger_start(&kheap))
 		panic("heap: cannot start the scavenger thread");
+	if (!spanheap_sweeper_start(&kspanheap))
+		panic("heap: cannot start the sweeper thread");
 	printk("heap: %zu MiB arena at %#lx, scavenger goal +%u%%, budget "
 	       "%u.%u%% of a CPU, low watermark %zu pages%s\n",
 	       cfg.arena_bytes >> 20, kheap.arena_base, cfg.goal_percent,
@@ -55,14 +69,38 @@ void heap_init(void)
 	                                              : "");
 }
 
+static void flush_this_cpu(void *arg)
+{
+	spanheap_flush_cache(&kspanheap);
+}
+
+void heap_flush_caches(void)
+{
+	/* Threads never migrate: one made for CPU i runs only there. */
+	struct thread *t[MAX_CPUS];
+	unsigned self = this_cpu()->id, n = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (i == self || !atomic_load(&cpus[i].online))
+			continue;
+		t[n] = thread_create("kcache_flush", flush_this_cpu, NULL, i);
+		if (t[n])
+			n++;
+	}
+	for (unsigned k = 0; k < n; k++)
+		thread_join(t[k]);
+	/* Last: the joins freed the flush threads' structs here. */
+	spanheap_flush_cache(&kspanheap);
+}
+
 size_t heap_release_all(void)
 {
-	return mheap_release_all(&kheap);
+	heap_flush_caches();
+	return spanheap_release_all(&kspanheap);
 }
 
 void heap_meminfo(void)
 {
 	printk("meminfo: frames %zu free of %zu managed\n", frames_free_count(),
 	       frames_managed_count());
-	mheap_dump(&kheap);
+	spanheap_dump(&kspanheap);
 }

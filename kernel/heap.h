@@ -1,7 +1,33 @@
 /*
- * The kernel's page heap: one mm/ mheap over a 64 GiB arena of the mm
- * region, its background scavenger, and the memory-info dump. The span
- * heap (kmalloc) will build on it.
+ * The kernel's heaps: one mm/ page heap (kheap) over a 64 GiB arena of the
+ * mm region with its background scavenger, the span heap on top of it
+ * (kspanheap, with its sweeper), kmalloc and friends, and the memory-info
+ * dump.
+ *
+ * kmalloc hands out objects of any size from any CPU (mm/spanheap.h):
+ * small ones from per-CPU caches of size-class spans, large ones (over
+ * 32 KiB) as spans of their own. Objects are 16-byte aligned, and
+ * naturally aligned for powers of two up to 4 KiB.
+ *
+ * Contexts:
+ *   kmalloc, kzalloc, kcalloc, krealloc, kmalloc_aligned
+ *           without KM_ATOMIC: thread context only (it may sleep while
+ *           another CPU grows the heap, or scavenge for frames): no
+ *           spinlock held, interrupts and preemption on. A call from an
+ *           atomic context mm_panics naming the function.
+ *           with KM_ATOMIC: any context but NMI (interrupt handlers,
+ *           interrupts off, a spinlock ranked below waitq held). It never
+ *           sleeps and never waits for another CPU: NULL when memory
+ *           cannot be had at once. Large requests are limited to
+ *           MHEAP_ATOMIC_MAX_PAGES pages.
+ *   kfree, ksize
+ *           any context but NMI, with no spinlock ranked waitq or above
+ *           held (a free may wake the sweeper or the scavenger). With
+ *           mm.debug_pagealloc a free that gives pages back unmaps them
+ *           at once, so large objects must then be freed by threads.
+ * Misuse (a double free, an interior, foreign or page-heap pointer, a
+ * large object freed twice) panics naming the pointer, its span and its
+ * size class.
  */
 #ifndef KERNEL_HEAP_H
 #define KERNEL_HEAP_H
@@ -11,20 +37,93 @@
 #include "mm/mm.h"
 
 extern struct mheap kheap;
+extern struct spanheap kspanheap;
 
-/* Sets the heap up and starts its scavenger. Command line:
- * "mm.debug_pagealloc" makes every free unmap its pages at once;
- * "mm.scav_goal=<percent>" sets how much free backed memory the scavenger
- * keeps (default 10% of the heap in use); "mm.scav_budget=<per mille>"
- * its CPU budget (default 10 = 1% of one CPU). Boot CPU, thread context,
- * after the scheduler. */
+/* kmalloc's flags: the span heap's own, under the kernel's names. */
+enum kmalloc_flags {
+	KM_ZERO = MM_ZERO,      /* zeroed memory */
+	KM_ATOMIC = MM_ATOMIC,  /* the caller cannot sleep: see above */
+	KM_NOGROW = MM_NO_GROW, /* fail rather than grow the page heap */
+};
+
+/*
+ * Sets the page heap and the span heap up and starts the scavenger and
+ * the sweeper. Command line: "mm.debug_pagealloc" makes every free of
+ * heap pages unmap them at once; "mm.scav_goal=<percent>" sets how much
+ * free backed memory the scavenger keeps (default 10% of the heap in
+ * use); "mm.scav_budget=<per mille>" its CPU budget (default 10 = 1% of
+ * one CPU). Boot CPU, thread context, after the scheduler and SMP: no
+ * thread may be created before it (thread structs come from kmalloc).
+ */
 void heap_init(void);
 
-/* Gives every free backed heap page back to the frame pool now (Go's
- * debug.FreeOSMemory). Returns how many pages. Thread context. */
+/*
+ * size bytes, or NULL if memory ran out (or, with KM_ATOMIC, cannot be had
+ * without waiting). size 0 gets a unique minimal object. flags: enum
+ * kmalloc_flags.
+ */
+static inline void *kmalloc(size_t size, unsigned flags)
+{
+	return spanheap_alloc(&kspanheap, size, flags);
+}
+
+static inline void *kzalloc(size_t size, unsigned flags)
+{
+	return spanheap_alloc(&kspanheap, size, flags | KM_ZERO);
+}
+
+/* n * size zeroed bytes; NULL if the product overflows. */
+static inline void *kcalloc(size_t n, size_t size, unsigned flags)
+{
+	return spanheap_calloc(&kspanheap, n, size, flags);
+}
+
+/* Resizes p (NULL: allocates); size 0 frees p and returns NULL. On
+ * failure p is untouched and NULL is returned. KM_ZERO zeroes the growth. */
+static inline void *krealloc(void *p, size_t size, unsigned flags)
+{
+	return spanheap_realloc(&kspanheap, p, size, flags);
+}
+
+/* size bytes aligned to align: a power of two up to 4 KiB, or a multiple
+ * of 4 KiB. NULL for any other align. */
+static inline void *kmalloc_aligned(size_t size, size_t align, unsigned flags)
+{
+	return spanheap_alloc_aligned(&kspanheap, size, align, flags);
+}
+
+/* Frees p from kmalloc and friends (NULL: nothing). */
+static inline void kfree(void *p)
+{
+	spanheap_free(&kspanheap, p);
+}
+
+/* The bytes usable at p, at least what was asked for. */
+static inline size_t ksize(const void *p)
+{
+	return spanheap_usable_size(&kspanheap, p);
+}
+
+/*
+ * Hands every online CPU's span cache back to the central lists: a thread
+ * on each other CPU runs spanheap_flush_cache there (a cache belongs to
+ * its CPU and is touched only pinned to it), then this CPU's. A CPU whose
+ * flush thread cannot be created (memory short) keeps its cache. Thread
+ * context.
+ */
+void heap_flush_caches(void);
+
+/*
+ * Gives back everything the heaps can (Go's debug.FreeOSMemory): flushes
+ * every CPU's span cache, sweeps, frees the empty spans, then scavenges
+ * every free backed page to the frame pool. Returns how many pages were
+ * scavenged. Span-struct pages stay: the span heap keeps its span structs.
+ * Thread context.
+ */
 size_t heap_release_all(void);
 
-/* Prints the frame pool and heap accounting. Thread context. */
+/* Prints the frame pool, the span heap's slabinfo table and totals, and
+ * the page heap's accounting. Thread context. */
 void heap_meminfo(void);
 
 #endif

@@ -2,9 +2,12 @@
  * Thread life cycle: creation (struct and guarded stack, all or nothing),
  * the first instructions of a new thread, exit, and join.
  *
- * A struct thread takes one frame, reached through the direct map; its
- * stack is a kernel stack with a guard page (kstack.c). Both are freed by
- * the joiner once the thread is dead and off its CPU (sched.c invariant 2).
+ * A struct thread comes from kmalloc; its stack is a kernel stack with a
+ * guard page (kstack.c), which kmalloc cannot give. Both are freed by the
+ * joiner once the thread is dead and off its CPU (sched.c invariant 2).
+ * The boot threads (main and each CPU's idle thread) are made before the
+ * heap exists: their structs are frames, reached through the direct map,
+ * and are never freed but on a failed creation.
  */
 #include "kernel/thread.h"
 
@@ -14,25 +17,40 @@
 #include "arch/x86_64/layout.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
+#include "kernel/heap.h"
 #include "kernel/lockcheck.h"
 #include "kernel/printk.h"
 #include "kernel/sched_internal.h"
 #include "kernel/string.h"
 #include "kernel/time.h"
 
-_Static_assert(sizeof(struct thread) <= PAGE_SIZE, "a thread fits a frame");
+_Static_assert(sizeof(struct thread) <= PAGE_SIZE,
+               "a boot thread's struct fits a frame");
 
 static _Atomic unsigned next_thread_id;
 
 extern void thread_trampoline(void);
 
-static struct thread *thread_struct_alloc(const char *name, struct cpu *c)
+/* Where a thread struct comes from. */
+enum thread_struct_src {
+	FROM_HEAP,   /* kmalloc: any thread made after heap_init */
+	FROM_FRAMES, /* a frame: the boot threads, made before the heap */
+};
+
+static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
+                                          enum thread_struct_src src)
 {
-	paddr_t pa = frame_alloc();
-	if (!pa)
+	struct thread *t;
+	if (src == FROM_FRAMES) {
+		paddr_t pa = frame_alloc();
+		t = pa ? phys_to_virt(pa) : NULL;
+	} else {
+		t = kmalloc(sizeof(*t), 0);
+	}
+	if (!t)
 		return NULL;
-	struct thread *t = phys_to_virt(pa);
 	memset(t, 0, sizeof(*t));
+	t->frame_struct = src == FROM_FRAMES;
 	size_t n = strlen(name);
 	if (n >= sizeof(t->name))
 		n = sizeof(t->name) - 1;
@@ -44,7 +62,10 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c)
 
 static void thread_struct_free(struct thread *t)
 {
-	frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
+	if (t->frame_struct)
+		frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
+	else
+		kfree(t);
 }
 
 /* Lays out a new thread's stack so that context_switch "returns" into
@@ -73,9 +94,10 @@ __attribute__((noreturn)) void thread_entry(struct thread *t)
  * thread_trampoline; not on any queue. NULL, with nothing allocated, when
  * memory is short. */
 static struct thread *thread_new(const char *name, struct cpu *c,
-                                 void (*fn)(void *), void *arg)
+                                 void (*fn)(void *), void *arg,
+                                 enum thread_struct_src src)
 {
-	struct thread *t = thread_struct_alloc(name, c);
+	struct thread *t = thread_struct_alloc(name, c, src);
 	if (!t)
 		return NULL;
 	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
@@ -110,7 +132,7 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 	struct cpu *c = pick_cpu(cpu_id);
 	if (!c)
 		return NULL;
-	struct thread *t = thread_new(name, c, fn, arg);
+	struct thread *t = thread_new(name, c, fn, arg, FROM_HEAP);
 	if (!t)
 		return NULL;
 	struct runqueue *rq = rq_of(c);
@@ -165,7 +187,7 @@ struct thread *thread_adopt_current(const char *name, bool idle)
 		ksnprintf(buf, sizeof(buf), "%s/%u", name, c->id);
 		n = buf;
 	}
-	struct thread *t = thread_struct_alloc(n, c);
+	struct thread *t = thread_struct_alloc(n, c, FROM_FRAMES);
 	if (!t)
 		return NULL;
 	t->boot_stack = true;
@@ -187,7 +209,7 @@ struct thread *thread_alloc_idle(struct cpu *c)
 	ksnprintf(name, sizeof(name), "idle/%u", c->id);
 	/* Through thread_entry like any thread: the first switch to it
 	 * must be finished (the run-queue lock released) before it idles. */
-	struct thread *t = thread_new(name, c, idle_entry, NULL);
+	struct thread *t = thread_new(name, c, idle_entry, NULL, FROM_FRAMES);
 	if (t)
 		t->state = THREAD_RUNNABLE;
 	return t;

@@ -37,7 +37,8 @@ struct thread {
 	unsigned id;
 	struct cpu *cpu; /* home CPU */
 	struct kstack stack;
-	bool boot_stack; /* runs on a stack it does not own */
+	bool boot_stack;   /* runs on a stack it does not own */
+	bool frame_struct; /* this struct is a frame: made before the heap */
 	void (*fn)(void *);
 	void *arg;
 
@@ -67,6 +68,7 @@ struct thread {
  * Creates a runnable thread running fn(arg) on CPU cpu_id (or, with
  * THREAD_ANY_CPU, the CPU with the fewest threads). Returns NULL, with
  * nothing allocated, when memory is short or the CPU is not online.
+ * Thread context, after heap_init (the struct comes from kmalloc).
  */
 #define THREAD_ANY_CPU (~0u)
 struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,

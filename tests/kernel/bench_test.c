@@ -1,13 +1,16 @@
 /*
  * In-kernel cost figures, printed as KTAP diagnostics (benchmarks, not
- * pass/fail): an uncontended lock_irqsave+unlock, a context switch, and a
- * TLB shootdown round trip. Under `make bench-kernel` QEMU runs with
- * -icount shift=0, so rdtsc counts guest instructions and the figures are
- * instructions per operation; in a normal run they are TSC ticks.
+ * pass/fail): an uncontended lock_irqsave+unlock, a context switch, a
+ * TLB shootdown round trip, release-all, and kmalloc+kfree of 16 bytes
+ * (on one CPU, and freed by another) with the pin it costs. Under `make
+ * bench-kernel` QEMU runs with -icount shift=0, so rdtsc counts guest
+ * instructions and the figures are instructions per operation; in a normal run
+ * they are TSC ticks.
  */
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
@@ -15,6 +18,7 @@
 #include "kernel/time.h"
 #include "kernel/tlb.h"
 #include "mm/mm.h"
+#include "tests/kernel/smp_util.h"
 
 #define BENCH_VA 0xfffffe8080000000ull
 
@@ -102,4 +106,119 @@ KTEST(bench, scavenge_throughput)
 	           "%lu pages/s at the calibrated TSC rate",
 	           released, per, per ? per_ms * 1000 / per : 0);
 	KEXPECT(per > 0);
+}
+
+/* ---- kmalloc ------------------------------------------------------------ */
+
+/* ticks minus the cost of a bare loop of n rounds (never below 1). */
+static uint64_t minus_loop(uint64_t ticks, uint64_t n)
+{
+	uint64_t start = rdtsc();
+	for (uint64_t i = 0; i < n; i++)
+		__asm__ volatile("" ::: "memory");
+	uint64_t loop = rdtsc() - start;
+	return ticks > loop ? ticks - loop : 1;
+}
+
+/* The pin that guards the per-CPU caches (pushf, cli, the CPU index;
+ * then sti if interrupts were on): a kmalloc+kfree pair pins twice. */
+KTEST(bench, kmalloc_pin_unpin)
+{
+	enum { N = 20000 };
+	uint64_t start = rdtsc();
+	for (unsigned i = 0; i < N; i++) {
+		mm_port_unpin(mm_port_pin());
+		__asm__ volatile("" ::: "memory");
+	}
+	uint64_t ticks = minus_loop(rdtsc() - start, N);
+	ktest_diag("bench kmalloc pin+unpin: %lu tsc/pair", ticks / N);
+	KEXPECT(ticks > 0);
+}
+
+/* kmalloc(16) then kfree on the same CPU: the fast paths, with the slow
+ * path (refill, fold) amortised over each span. */
+KTEST(bench, kmalloc_kfree_16_local)
+{
+	enum { N = 20000, WARM = 2000 };
+	for (unsigned i = 0; i < WARM; i++)
+		kfree(kmalloc(16, 0));
+	uint64_t start = rdtsc();
+	for (unsigned i = 0; i < N; i++) {
+		void *p = kmalloc(16, 0);
+		kfree(p);
+		__asm__ volatile("" ::"r"(p) : "memory");
+	}
+	uint64_t ticks = minus_loop(rdtsc() - start, N);
+	ktest_diag("bench kmalloc+kfree 16 B, same CPU: %lu tsc/pair",
+	           ticks / N);
+	KEXPECT(ticks > 0);
+}
+
+/*
+ * Cross-CPU: this CPU allocates a batch, another frees it (pending bits),
+ * then a sweep cycle folds the frees; each phase runs while the other
+ * CPU sleeps (under -icount rdtsc counts every CPU's instructions). A
+ * batch is just under 1 MiB of 16-byte objects, the sweeper's default
+ * trigger, so the cycle is the test's own (timed), not the sweeper
+ * thread's. Round 0 (growing the heap, making the spans) is not timed.
+ */
+#define XFREE_N      64512
+#define XFREE_ROUNDS 4
+
+static void **xfree_objs;
+static struct semaphore xfree_go, xfree_done;
+static uint64_t xfree_ticks; /* the freeing thread's */
+
+static void xfree_thread(void *arg)
+{
+	for (unsigned r = 0; r <= XFREE_ROUNDS; r++) {
+		sema_acquire(&xfree_go);
+		uint64_t start = rdtsc();
+		for (unsigned i = 0; i < XFREE_N; i++)
+			kfree(xfree_objs[i]);
+		if (r > 0)
+			xfree_ticks += rdtsc() - start;
+		sema_release(&xfree_done);
+	}
+}
+
+KTEST(bench, kmalloc_kfree_16_cross_cpu)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	xfree_objs = kmalloc(XFREE_N * sizeof(void *), 0);
+	KASSERT(xfree_objs != NULL);
+	sema_init(&xfree_go, "xfree_go", 0);
+	sema_init(&xfree_done, "xfree_done", 0);
+	xfree_ticks = 0;
+	struct thread *t = thread_create("xfree", xfree_thread, NULL, other);
+	KASSERT(t != NULL);
+	uint64_t alloc = 0, sweep = 0;
+	size_t nulls = 0;
+	for (unsigned r = 0; r <= XFREE_ROUNDS; r++) {
+		uint64_t start = rdtsc();
+		for (unsigned i = 0; i < XFREE_N; i++)
+			xfree_objs[i] = kmalloc(16, 0);
+		if (r > 0)
+			alloc += rdtsc() - start;
+		for (unsigned i = 0; i < XFREE_N; i++)
+			nulls += xfree_objs[i] == NULL;
+		sema_release(&xfree_go);
+		sema_acquire(&xfree_done);
+		start = rdtsc();
+		spanheap_sweep_cycle(&kspanheap);
+		if (r > 0)
+			sweep += rdtsc() - start;
+	}
+	thread_join(t);
+	kfree(xfree_objs);
+	uint64_t n = (uint64_t)XFREE_N * XFREE_ROUNDS;
+	uint64_t a = minus_loop(alloc, n) / n;
+	uint64_t f = minus_loop(xfree_ticks, n) / n, s = sweep / n;
+	ktest_diag("bench kmalloc+kfree 16 B, freed by another CPU: %lu "
+	           "tsc/pair (kmalloc %lu, remote kfree %lu, sweep %lu per "
+	           "object, a cycle per %u objects)",
+	           a + f + s, a, f, s, XFREE_N);
+	KEXPECT_EQ(nulls, 0);
 }

@@ -1,0 +1,697 @@
+/*
+ * kmalloc on the real kernel, with the lock checker on: sizes, alignment
+ * and the edges of the API; a storm in which threads on every CPU and
+ * every CPU's timer interrupt allocate and free objects of random sizes,
+ * frees crossing CPUs, while the sweeper, the scavenger and release-all
+ * run, after which the frame pool is back where it started; and an empty
+ * frame pool, where kmalloc returns NULL in threads and in interrupt
+ * handlers, holding no lock and leaking nothing. The misuse demos at the
+ * end (KTEST_FAIL_DEMO only) panic on purpose; tools/test-harness checks
+ * their messages.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/string.h"
+#include "kernel/thread.h"
+#include "tests/kernel/frames_util.h"
+
+/* A small xorshift generator; each user keeps its own state. */
+static uint64_t next_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* ---- Objects that say who filled them -------------------------------- */
+
+/* Every test object (at least 16 bytes) starts with this header; one word
+ * every 64 bytes after it, and the last aligned word, hold a pattern of
+ * the owner, the address and the offset. */
+struct obj_hdr {
+	uint32_t owner;
+	uint32_t size;
+};
+
+static uint64_t pattern(uint32_t owner, const void *p, size_t off)
+{
+	return ((uint64_t)owner << 40) ^
+	       ((uintptr_t)p + off) * 0x9e3779b97f4a7c15ull;
+}
+
+static size_t last_word(size_t size)
+{
+	return (size - 8) & ~(size_t)7;
+}
+
+static void obj_fill(void *p, size_t size, uint32_t owner)
+{
+	uint8_t *b = p;
+	*(struct obj_hdr *)p = (struct obj_hdr){owner, (uint32_t)size};
+	for (size_t off = 64; off + 8 <= size; off += 64)
+		*(uint64_t *)(b + off) = pattern(owner, p, off);
+	if (last_word(size) >= 8)
+		*(uint64_t *)(b + last_word(size)) =
+		        pattern(owner, p, last_word(size));
+}
+
+/* The words below limit of an object that obj_fill filled at address
+ * `at` with header h (its data may since have moved to p) that are not
+ * what it wrote. */
+static size_t obj_bad_upto(const void *p, const void *at, struct obj_hdr h,
+                           size_t limit)
+{
+	const uint8_t *b = p;
+	const struct obj_hdr *ph = p;
+	size_t bad = ph->owner != h.owner || ph->size != h.size;
+	for (size_t off = 64; off + 8 <= limit; off += 64)
+		bad += *(const uint64_t *)(b + off) !=
+		       pattern(h.owner, at, off);
+	size_t last = last_word(h.size);
+	if (last >= 8 && last + 8 <= limit)
+		bad += *(const uint64_t *)(b + last) !=
+		       pattern(h.owner, at, last);
+	return bad;
+}
+
+/* The words of p that are not what obj_fill wrote (its header says who
+ * and how much); a header that cannot be right counts as one. */
+static size_t obj_bad(const void *p)
+{
+	struct obj_hdr h = *(const struct obj_hdr *)p;
+	if (h.size < 16 || h.size > ksize(p))
+		return 1;
+	return obj_bad_upto(p, p, h, h.size);
+}
+
+/* ---- Accounting ---------------------------------------------------------- */
+
+/* Pages the span heap keeps for itself by design (its span structs and
+ * the all-spans array): they never go back, so frame counts allow for
+ * their growth. */
+static size_t span_meta_pages(void)
+{
+	unsigned long irq = mm_lock_acquire(&kheap.lock);
+	size_t n = kspanheap.nstructs / (MM_PAGE_SIZE / sizeof(struct mspan)) +
+	           kspanheap.spans->npages;
+	mm_lock_release(&kheap.lock, irq);
+	return n;
+}
+
+/* Gives everything back until no free page is backed and the background
+ * scavenger has no batch in flight: only then is the frame count exact.
+ * Bounded by rounds. */
+static void settle(void)
+{
+	struct mheap_stats st;
+	for (unsigned round = 0; round < 100; round++) {
+		heap_release_all();
+		mheap_stats(&kheap, &st);
+		if (st.free_backed_pages == 0 && st.scavenging_pages == 0)
+			return;
+		thread_sleep_ns(10000000);
+	}
+}
+
+/* ---- The API ----------------------------------------------------------------
+ */
+
+KTEST(kmalloc, sizes_alignment_and_ksize)
+{
+	static const size_t sizes[] = {
+	        0,     1,     8,     15,     16,     17,    24,    48,
+	        64,    100,   128,   256,    500,    512,   1000,  1024,
+	        2048,  3000,  4096,  5000,   8192,   10000, 16384, 32767,
+	        32768, 32769, 65536, 100000, 1 << 20};
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	uint8_t *p[N];
+	for (unsigned i = 0; i < N; i++) {
+		size_t n = sizes[i];
+		p[i] = kmalloc(n, 0);
+		KASSERT(p[i] != NULL);
+		KEXPECT_EQ((uintptr_t)p[i] % 16, 0);
+		if (n && !(n & (n - 1)) && n <= 4096)
+			KEXPECT_EQ((uintptr_t)p[i] % n, 0);
+		KEXPECT(ksize(p[i]) >= n);
+		memset(p[i], 0x40 + i, ksize(p[i]));
+	}
+	/* All live at once: none overlaps another. */
+	for (unsigned i = 0; i < N; i++) {
+		size_t bad = 0;
+		for (size_t k = 0; k < ksize(p[i]); k++)
+			bad += p[i][k] != 0x40 + i;
+		KEXPECT_EQ(bad, 0);
+	}
+	KEXPECT(p[0] != p[1]); /* size 0: a unique object */
+	for (unsigned i = 0; i < N; i++)
+		kfree(p[i]);
+	kfree(NULL);
+}
+
+KTEST(kmalloc, zeroed_calloc_realloc_aligned)
+{
+	uint8_t *a = kmalloc(300, 0);
+	KASSERT(a != NULL);
+	memset(a, 0xff, 300);
+	kfree(a);
+	uint8_t *z = kzalloc(300, 0);
+	KASSERT(z != NULL);
+	size_t nonzero = 0;
+	for (size_t k = 0; k < 300; k++)
+		nonzero += z[k] != 0;
+	KEXPECT_EQ(nonzero, 0);
+	kfree(z);
+
+	KEXPECT(kcalloc((size_t)1 << 62, 8, 0) == NULL); /* overflow */
+	uint32_t *c = kcalloc(25, 4, 0);
+	KASSERT(c != NULL);
+	KEXPECT_EQ(c[0] | c[12] | c[24], 0);
+	kfree(c);
+
+	uint8_t *r = krealloc(NULL, 24, 0);
+	KASSERT(r != NULL);
+	for (unsigned k = 0; k < 24; k++)
+		r[k] = (uint8_t)k;
+	uint8_t *g = krealloc(r, 5000, KM_ZERO);
+	KASSERT(g != NULL);
+	size_t lost = 0;
+	for (unsigned k = 0; k < 24; k++)
+		lost += g[k] != k;
+	KEXPECT_EQ(lost, 0);
+	KEXPECT_EQ(g[4999], 0);
+	uint8_t *s = krealloc(g, 10, 0);
+	KASSERT(s != NULL);
+	KEXPECT_EQ(s[9], 9);
+	KEXPECT(krealloc(s, 0, 0) == NULL); /* freed */
+
+	for (size_t align = 1; align <= 65536; align *= 2) {
+		void *q = kmalloc_aligned(40, align, 0);
+		KASSERT(q != NULL);
+		KEXPECT_EQ((uintptr_t)q % align, 0);
+		kfree(q);
+	}
+	void *q = kmalloc_aligned(40, 3 * 4096, 0); /* a page multiple */
+	KASSERT(q != NULL);
+	KEXPECT_EQ((uintptr_t)q % (3 * 4096), 0);
+	kfree(q);
+	KEXPECT(kmalloc_aligned(40, 24, 0) == NULL);
+	KEXPECT(kmalloc_aligned(40, 0, 0) == NULL);
+}
+
+KTEST(kmalloc, atomic_with_interrupts_off)
+{
+	uint64_t flags = read_rflags();
+	cpu_cli();
+	void *small = kmalloc(64, KM_ATOMIC);
+	void *large = kmalloc(40000, KM_ATOMIC | KM_ZERO);
+	kfree(small);
+	kfree(large);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	KEXPECT(small != NULL);
+	KEXPECT(large != NULL);
+}
+
+/* ---- The storm
+ * --------------------------------------------------------------- */
+
+#define STORM_LIVE     16
+#define HANDOFF_SLOTS  32
+#define IRQ_SLOTS      8
+#define IRQ_MIN_ALLOCS 200 /* per storm, over all CPUs */
+
+/* Objects in flight between CPUs: whoever puts one in frees the one it
+ * displaces, threads and interrupt handlers alike (lock-free). */
+static void *_Atomic handoff[HANDOFF_SLOTS];
+static void *irq_slots[MAX_CPUS][IRQ_SLOTS]; /* that CPU's handler's */
+static unsigned irq_turn[MAX_CPUS];          /* that CPU's handler's */
+static uint64_t irq_rnd[MAX_CPUS];           /* that CPU's handler's */
+static _Atomic bool irq_on;
+static _Atomic unsigned irq_inside; /* handlers past the irq_on check */
+static _Atomic unsigned workers_running;
+static _Atomic uint64_t n_allocs, n_bad, n_nulls, n_handoffs, n_reallocs;
+static _Atomic uint64_t n_irq_allocs, n_irq_nulls, n_releases;
+
+static void check_and_free(void *p)
+{
+	atomic_fetch_add(&n_bad, obj_bad(p));
+	kfree(p);
+}
+
+static void hand_off(void *p, uint64_t *rnd)
+{
+	void *old =
+	        atomic_exchange(&handoff[next_rand(rnd) % HANDOFF_SLOTS], p);
+	atomic_fetch_add(&n_handoffs, 1);
+	if (old)
+		check_and_free(old);
+}
+
+/* Mostly small, one in 8 up to the largest class, one in 64 large. */
+static size_t storm_size(uint64_t r, size_t large_max)
+{
+	if (r % 64 == 0)
+		return 32769 + (r >> 8) % (large_max - 32768);
+	if (r % 8 == 0)
+		return 1025 + (r >> 8) % 31744;
+	return 16 + (r >> 8) % 1009;
+}
+
+/* From every CPU's timer tick: frees the slot's old object, allocates a
+ * new one with KM_ATOMIC and keeps it or hands it to another CPU. */
+static void irq_work(void)
+{
+	unsigned cpu = this_cpu()->id;
+	uint64_t *rnd = &irq_rnd[cpu];
+	if (!*rnd)
+		*rnd = 0x9e3779b97f4a7c15ull * (cpu + 1);
+	void **slot = &irq_slots[cpu][irq_turn[cpu]++ % IRQ_SLOTS];
+	if (*slot) {
+		check_and_free(*slot);
+		*slot = NULL;
+	}
+	uint64_t r = next_rand(rnd);
+	size_t n = storm_size(r, 128 << 10); /* KM_ATOMIC: <= 64 pages */
+	void *p = kmalloc(n, KM_ATOMIC);
+	if (!p) {
+		atomic_fetch_add(&n_irq_nulls, 1);
+		return;
+	}
+	obj_fill(p, n, 0x100 | cpu);
+	atomic_fetch_add(&n_irq_allocs, 1);
+	if (r % 4 == 1)
+		hand_off(p, rnd);
+	else
+		*slot = p;
+}
+
+/* Counts itself in before it reads irq_on: once the test has cleared
+ * irq_on and then seen irq_inside at 0, no handler is in irq_work. */
+static void irq_tick(void)
+{
+	atomic_fetch_add(&irq_inside, 1);
+	if (atomic_load(&irq_on))
+		irq_work();
+	atomic_fetch_sub(&irq_inside, 1);
+}
+
+/* Resizes a live object: what it held up to the smaller size must come
+ * along. Returns the object (the old one if krealloc failed). */
+static void *storm_resize(void *old, uint32_t owner, uint64_t *rnd)
+{
+	atomic_fetch_add(&n_bad, obj_bad(old));
+	struct obj_hdr h = *(struct obj_hdr *)old;
+	size_t n = storm_size(next_rand(rnd), 256 << 10);
+	void *p = krealloc(old, n, 0);
+	if (!p) {
+		atomic_fetch_add(&n_nulls, 1);
+		return old;
+	}
+	atomic_fetch_add(&n_bad, ksize(p) < n);
+	atomic_fetch_add(&n_bad,
+	                 obj_bad_upto(p, old, h, n < h.size ? n : h.size));
+	obj_fill(p, n, owner);
+	atomic_fetch_add(&n_reallocs, 1);
+	atomic_fetch_add(&n_allocs, 1);
+	return p;
+}
+
+/* A new object: plain, zeroed or aligned. NULL if kmalloc failed. */
+static void *storm_alloc(uint32_t owner, uint64_t *rnd)
+{
+	uint64_t r = next_rand(rnd);
+	size_t n = storm_size(r, 256 << 10);
+	void *p;
+	if (r % 16 == 5) {
+		p = kzalloc(n, 0);
+		if (p) {
+			uint64_t *w = p;
+			atomic_fetch_add(&n_bad, w[0] != 0 || w[1] != 0 ||
+			                                 w[n / 8 - 1] != 0);
+		}
+	} else if (r % 32 == 7) {
+		size_t align = (size_t)16 << (r >> 20) % 9; /* up to 4 KiB */
+		p = kmalloc_aligned(n, align, 0);
+		if (p)
+			atomic_fetch_add(&n_bad, (uintptr_t)p % align != 0);
+	} else {
+		p = kmalloc(n, 0);
+	}
+	if (!p) {
+		atomic_fetch_add(&n_nulls, 1);
+		return NULL;
+	}
+	atomic_fetch_add(&n_bad, ksize(p) < n);
+	obj_fill(p, n, owner);
+	atomic_fetch_add(&n_allocs, 1);
+	return p;
+}
+
+static unsigned storm_ops;
+
+static void storm_worker(void *arg)
+{
+	uint32_t owner = (uint32_t)(uintptr_t)arg;
+	uint64_t rnd = 0x2545f4914f6cdd1dull * (owner + 7);
+	void *live[STORM_LIVE] = {0};
+	for (unsigned i = 0; i < storm_ops; i++) {
+		void **s = &live[next_rand(&rnd) % STORM_LIVE];
+		uint64_t r = next_rand(&rnd);
+		if (*s && r % 16 == 3) {
+			*s = storm_resize(*s, owner, &rnd);
+		} else {
+			if (*s && r % 4 == 0)
+				hand_off(*s, &rnd);
+			else if (*s)
+				check_and_free(*s);
+			*s = storm_alloc(owner, &rnd);
+		}
+		if (i % 64 == 0)
+			thread_yield();
+	}
+	for (unsigned k = 0; k < STORM_LIVE; k++)
+		if (live[k])
+			check_and_free(live[k]);
+	atomic_fetch_sub(&workers_running, 1);
+}
+
+/* Flushes every CPU's cache, sweeps and scavenges everything while the
+ * workers run, from the first moment on. */
+static void storm_releaser(void *arg)
+{
+	while (atomic_load(&workers_running) > 0) {
+		heap_release_all();
+		atomic_fetch_add(&n_releases, 1);
+		thread_sleep_ns(20000000);
+	}
+}
+
+/* One storm of ops operations per worker, one worker per CPU. Waits for
+ * the workers and for IRQ_MIN_ALLOCS interrupt allocations, then frees
+ * everything still handed off or held by handlers. */
+static bool storm(unsigned ops)
+{
+	storm_ops = ops;
+	atomic_store(&n_allocs, 0);
+	atomic_store(&n_bad, 0);
+	atomic_store(&n_nulls, 0);
+	atomic_store(&n_handoffs, 0);
+	atomic_store(&n_reallocs, 0);
+	atomic_store(&n_irq_allocs, 0);
+	atomic_store(&n_irq_nulls, 0);
+	atomic_store(&n_releases, 0);
+	struct thread *w[MAX_CPUS + 1];
+	unsigned nw = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		nw += atomic_load(&cpus[i].online);
+	atomic_store(&workers_running, nw);
+	sched_tick_hook = irq_tick;
+	atomic_store(&irq_on, true);
+	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
+		if (atomic_load(&cpus[i].online))
+			w[k++] = thread_create("kstorm", storm_worker,
+			                       (void *)(uintptr_t)(i + 1), i);
+	w[nw] = thread_create("kstorm_rel", storm_releaser, NULL,
+	                      THREAD_ANY_CPU);
+	bool ok = true;
+	for (unsigned k = 0; k <= nw; k++)
+		ok = ok && w[k] != NULL;
+	if (!ok)
+		panic("kmalloc storm: cannot create its threads");
+	while (atomic_load(&workers_running) > 0 ||
+	       atomic_load(&n_irq_allocs) < IRQ_MIN_ALLOCS)
+		thread_sleep_ns(10000000);
+	atomic_store(&irq_on, false);
+	while (atomic_load(&irq_inside) > 0)
+		thread_yield();
+	sched_tick_hook = NULL;
+	for (unsigned k = 0; k <= nw; k++)
+		thread_join(w[k]);
+	for (unsigned k = 0; k < HANDOFF_SLOTS; k++) {
+		void *p = atomic_exchange(&handoff[k], NULL);
+		if (p)
+			check_and_free(p);
+	}
+	for (unsigned c = 0; c < MAX_CPUS; c++)
+		for (unsigned k = 0; k < IRQ_SLOTS; k++)
+			if (irq_slots[c][k]) {
+				check_and_free(irq_slots[c][k]);
+				irq_slots[c][k] = NULL;
+			}
+	return ok;
+}
+
+/*
+ * Workers on every CPU allocate objects of 16 bytes to 256 KiB (plain,
+ * zeroed, aligned, resized), fill them with their pattern, and free them
+ * or hand them to any other CPU; every CPU's timer interrupt does the same
+ * with KM_ATOMIC; a thread runs heap_release_all every 20 ms; the sweeper
+ * and the scavenger run as they will. No pattern may break, no thread
+ * allocation fail, and after the last release-all the frame pool holds
+ * what it held after a warm-up storm, but for the span heap's own
+ * span-struct pages, which stay by design.
+ */
+KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
+{
+	enum { OPS = 20000, WARM_OPS = 1000, WARM_PAGES = 16384 };
+	/* Grow the heap well past the storm's peak (64 MiB) and run a small
+	 * storm: the growth's metadata and page tables, and the threads'
+	 * stack slots' page tables, are in place before the baseline. */
+	void *grow = mheap_alloc_pages(&kheap, WARM_PAGES, 0);
+	KASSERT(grow != NULL);
+	mheap_free_pages(&kheap, grow, WARM_PAGES);
+	KASSERT(storm(WARM_OPS));
+	KEXPECT_EQ(atomic_load(&n_bad), 0);
+	settle();
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	struct spanheap_stats st0, st;
+	spanheap_stats(&kspanheap, &st0);
+
+	KASSERT(storm(OPS));
+	settle();
+	size_t meta = span_meta_pages();
+	spanheap_stats(&kspanheap, &st);
+	unsigned nw = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		nw += atomic_load(&cpus[i].online);
+	ktest_diag("storm: %lu allocations by %u threads (%lu resized, %lu "
+	           "handed off), %lu by interrupt handlers (%lu NULL), %lu "
+	           "release-alls",
+	           atomic_load(&n_allocs), nw, atomic_load(&n_reallocs),
+	           atomic_load(&n_handoffs), atomic_load(&n_irq_allocs),
+	           atomic_load(&n_irq_nulls), atomic_load(&n_releases));
+	ktest_diag("frees: %lu local, %lu remote; %lu refills; sweep: %lu "
+	           "cycles, %lu spans freed, sweeper CPU %lu us; large: %lu",
+	           st.local_frees - st0.local_frees,
+	           st.remote_frees - st0.remote_frees, st.refills - st0.refills,
+	           st.n.cycles - st0.n.cycles,
+	           st.n.freed_spans - st0.n.freed_spans,
+	           (st.n.sweeper_cpu_ns - st0.n.sweeper_cpu_ns) / 1000,
+	           st.n.large_allocs - st0.n.large_allocs);
+	unsigned long irq = mm_lock_acquire(&kheap.lock);
+	size_t nstructs = kspanheap.nstructs, nfree = kspanheap.nstructs_free;
+	mm_lock_release(&kheap.lock, irq);
+	ktest_diag("frames free: %zu at the baseline, %zu now; span-heap "
+	           "metadata pages %zu then, %zu now (%zu span structs, %zu "
+	           "in use)",
+	           frames0, frames_free_count(), meta0, meta, nstructs,
+	           nstructs - nfree);
+	KEXPECT_EQ(atomic_load(&n_bad), 0);
+	KEXPECT_EQ(atomic_load(&n_nulls), 0);
+	KEXPECT(atomic_load(&n_allocs) >= (uint64_t)nw * OPS);
+	KEXPECT(atomic_load(&n_irq_allocs) >= IRQ_MIN_ALLOCS);
+	KEXPECT(st.remote_frees > st0.remote_frees);
+	KEXPECT(st.n.large_allocs > st0.n.large_allocs);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	spanheap_check(&kspanheap);
+}
+
+/* ---- Out of frames
+ * ------------------------------------------------------------ */
+
+#define OOM_MAX 100000 /* allocations tried before giving up on NULL */
+
+static _Atomic bool oom_claimed, oom_done;
+static void *oom_irq_list; /* by the claiming handler, then the test */
+static size_t oom_irq_got;
+static bool oom_irq_null, oom_irq_large_null;
+static int oom_irq_held, oom_irq_depth;
+
+/* One timer tick, on whichever CPU comes first: KM_ATOMIC page-sized
+ * objects until NULL, then a large one. */
+static void oom_tick(void)
+{
+	if (atomic_load(&oom_done) || atomic_exchange(&oom_claimed, true))
+		return;
+	for (size_t i = 0; i < OOM_MAX; i++) {
+		void **p = kmalloc(4096, KM_ATOMIC);
+		if (!p) {
+			oom_irq_null = true;
+			break;
+		}
+		*p = oom_irq_list;
+		oom_irq_list = p;
+		oom_irq_got++;
+	}
+	oom_irq_held = this_cpu()->nheld;
+	oom_irq_depth = this_cpu()->irq_depth;
+	void *large = kmalloc(64 << 10, KM_ATOMIC);
+	oom_irq_large_null = large == NULL;
+	kfree(large);
+	atomic_store(&oom_done, true);
+}
+
+static size_t free_list(void *head)
+{
+	size_t n = 0;
+	while (head) {
+		void *next = *(void **)head;
+		kfree(head);
+		head = next;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * With the frame pool empty, kmalloc in a thread returns NULL once the
+ * memory the heap already has is used up (and a large request at once),
+ * and so does KM_ATOMIC in a timer interrupt; neither returns holding a
+ * lock. After the frames come back and everything is freed and released,
+ * the pool is where it was.
+ */
+KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
+{
+	settle();
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	struct spanheap_stats st0, st;
+	spanheap_stats(&kspanheap, &st0);
+	paddr_t head = frames_drain(0);
+
+	void *list = NULL;
+	size_t got = 0;
+	bool null_seen = false;
+	for (size_t i = 0; i < OOM_MAX && !null_seen; i++) {
+		void **p = kmalloc(4096, 0);
+		if (p) {
+			*p = list;
+			list = p;
+			got++;
+		}
+		null_seen = p == NULL;
+	}
+	int held = this_cpu()->nheld;
+	bool irqs_on = read_rflags() & RFLAGS_IF;
+	void *large = kmalloc(1 << 20, 0);
+
+	oom_irq_list = NULL;
+	oom_irq_got = 0;
+	oom_irq_null = oom_irq_large_null = false;
+	oom_irq_held = oom_irq_depth = -1;
+	atomic_store(&oom_claimed, false);
+	atomic_store(&oom_done, false);
+	sched_tick_hook = oom_tick;
+	while (!atomic_load(&oom_done))
+		thread_sleep_ns(1000000);
+	sched_tick_hook = NULL;
+
+	frames_refill(head);
+	kfree(large);
+	size_t freed = free_list(list) + free_list(oom_irq_list);
+	settle();
+	spanheap_stats(&kspanheap, &st);
+	size_t meta = span_meta_pages();
+	ktest_diag("no frames: a thread got %zu 4 KiB objects, then NULL; "
+	           "a timer interrupt got %zu, then NULL; atomic refusals "
+	           "%lu",
+	           got, oom_irq_got, st.n.atomic_fails - st0.n.atomic_fails);
+	ktest_diag("frames free: %zu before, %zu after; span-heap metadata "
+	           "pages %zu, %zu",
+	           frames0, frames_free_count(), meta0, meta);
+	KEXPECT(null_seen);
+	KEXPECT_EQ(held, 0);
+	KEXPECT(irqs_on);
+	KEXPECT(large == NULL);
+	KEXPECT(oom_irq_null);
+	KEXPECT(oom_irq_large_null);
+	KEXPECT_EQ(oom_irq_held, 0);
+	KEXPECT(oom_irq_depth > 0);
+	KEXPECT(st.n.atomic_fails >= st0.n.atomic_fails + 2);
+	KEXPECT_EQ(freed, got + oom_irq_got);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	spanheap_check(&kspanheap);
+}
+
+/* ---- Misuse (KTEST_FAIL_DEMO only: each panics)
+ * ------------------------------ */
+
+#ifdef KTEST_FAIL_DEMO
+static uint64_t demo_data;
+
+/* Prints the pointer first: the harness checks the panic names it. */
+static void demo_kfree(void *p)
+{
+	ktest_diag("kfree of %p", p);
+	kfree(p);
+}
+
+KTEST(demo, kfree_double_free)
+{
+	void *p = kmalloc(64, 0);
+	kfree(p);
+	demo_kfree(p);
+}
+
+KTEST(demo, kfree_interior_pointer)
+{
+	uint8_t *p = kmalloc(64, 0);
+	demo_kfree(p + 16);
+}
+
+static void kfree_own_stack(void *arg)
+{
+	uint64_t on_stack = 1;
+	demo_kfree(&on_stack);
+}
+
+/* A thread's stack, in the kstack region (tests run on the boot stack,
+ * which is in the image). */
+KTEST(demo, kfree_foreign_stack)
+{
+	struct thread *t = thread_create("kfree_stack", kfree_own_stack, NULL,
+	                                 THREAD_ANY_CPU);
+	KASSERT(t != NULL);
+	thread_join(t);
+}
+
+KTEST(demo, kfree_foreign_kernel_data)
+{
+	demo_kfree(&demo_data);
+}
+
+KTEST(demo, kfree_foreign_direct_map)
+{
+	paddr_t pa = frame_alloc();
+	demo_kfree(phys_to_virt(pa));
+}
+
+KTEST(demo, kfree_large_twice)
+{
+	void *p = kmalloc(100 << 10, 0);
+	kfree(p);
+	demo_kfree(p);
+}
+
+KTEST(demo, kfree_page_heap_memory)
+{
+	void *p = mheap_alloc_pages(&kheap, 2, 0);
+	demo_kfree(p);
+}
+#endif
