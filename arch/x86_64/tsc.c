@@ -55,8 +55,19 @@ struct window {
 	uint64_t err;
 };
 
-/* Runs one PIT window; returns false if the PIT does not behave. */
-static bool pit_window(struct window *w)
+enum window_result {
+	WINDOW_OK,
+	WINDOW_NO_PIT,  /* the output was high right after programming */
+	WINDOW_TIMEOUT, /* it never went high within CAL_TSC_LIMIT */
+};
+
+/* A window that times out may be a stalled vCPU (QEMU under host load
+ * can deschedule one for longer than CAL_TSC_LIMIT): it is retried, and
+ * only this many in a row mean the PIT does not count. */
+#define CAL_MAX_TIMEOUTS 8
+
+/* Runs one PIT window. */
+static enum window_result pit_window(struct window *w)
 {
 	uint8_t p61 = inb(PORT_61);
 	outb(PORT_61, (uint8_t)((p61 & ~PORT_61_SPEAKER) | PORT_61_GATE2));
@@ -70,7 +81,7 @@ static bool pit_window(struct window *w)
 	/* Mode 0 drives the output low as soon as it is programmed: high
 	 * here means no PIT answers (an absent port reads as 0xff). */
 	if (inb(PORT_61) & PORT_61_OUT2)
-		return false;
+		return WINDOW_NO_PIT;
 	/* End bracket: from before the last read that saw the output low
 	 * to after the LAPIC read that follows the first that saw it high. */
 	uint64_t before_low = s1, before = s1, after;
@@ -81,8 +92,10 @@ static bool pit_window(struct window *w)
 		after = arch_counter_read();
 		if (v & PORT_61_OUT2)
 			break;
-		if (after - s0 > CAL_TSC_LIMIT)
-			return false;
+		if (after - s0 > CAL_TSC_LIMIT) {
+			outb(PORT_61, p61);
+			return WINDOW_TIMEOUT;
+		}
 		before_low = before;
 		before = after;
 	}
@@ -91,7 +104,7 @@ static bool pit_window(struct window *w)
 	w->tsc = ((before_low + after) - (s0 + s1)) / 2;
 	w->err = ((after - before_low) + (s1 - s0)) / 2;
 	w->lapic = l0 - l1;
-	return true;
+	return WINDOW_OK;
 }
 
 /* Converts ticks counted over CAL_COUNT PIT periods into ticks per ms. */
@@ -106,13 +119,19 @@ static uint64_t per_ms(uint64_t ticks)
 static uint64_t calibrate(uint64_t *tsc, uint64_t *lapic, unsigned *tries)
 {
 	struct window best[CAL_GOOD] = {0};
-	unsigned ngood = 0, ntries;
+	unsigned ngood = 0, ntries, timeouts = 0;
 	for (ntries = 0; ntries < CAL_TRIES && ngood < CAL_GOOD; ntries++) {
 		struct window w;
-		if (!pit_window(&w))
+		enum window_result r = pit_window(&w);
+		if (r == WINDOW_TIMEOUT && ++timeouts < CAL_MAX_TIMEOUTS)
+			continue;
+		if (r != WINDOW_OK)
 			panic("time: PIT channel 2 does not count (port 0x61 "
-			      "bit 5 stuck); no reference to calibrate the "
-			      "TSC and the LAPIC timer against");
+			      "bit 5 %s); no reference to calibrate the TSC "
+			      "and the LAPIC timer against",
+			      r == WINDOW_NO_PIT ? "high at once"
+			                         : "never set");
+		timeouts = 0;
 		if (w.err * CAL_MAX_ERR < w.tsc) {
 			best[ngood++] = w;
 			continue;
