@@ -300,7 +300,8 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		if (base) {
 			void *p = finish_alloc(h, base, npages, mask, nscav,
 			                       atomic);
-			if (low && h->cfg.reserve_pages)
+			if (low && h->cfg.reserve_pages &&
+			    !(flags & MHEAP_NO_GROW))
 				reserve_low(h, atomic);
 			return p;
 		}
