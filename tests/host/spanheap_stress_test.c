@@ -9,7 +9,8 @@
  * and, now and then, a worker flushes its cache, runs a sweep cycle or a
  * release-all. Every pattern is checked before its free.
  *
- * Two rounds: a warm-up, then the measured one. After each, every worker
+ * Two rounds: a warm-up, then the measured one, in which the sweeper and
+ * the scavenger start while the workers already run. After each, every worker
  * has flushed its cache before exiting, the leftovers are freed, and
  * release-all runs with the sweeper and scavenger still going; then they
  * stop, spanheap_check runs, and the page heap's pages in use must be the
