@@ -9,7 +9,8 @@
  * and, now and then, a worker flushes its cache, runs a sweep cycle or a
  * release-all. Every pattern is checked before its free.
  *
- * Two rounds: a warm-up, then the measured one. After each, every worker
+ * Two rounds: a warm-up, then the measured one, in which the sweeper and
+ * the scavenger start while the workers already run. After each, every worker
  * has flushed its cache before exiting, the leftovers are freed, and
  * release-all runs with the sweeper and scavenger still going; then they
  * stop, spanheap_check runs, and the page heap's pages in use must be the
@@ -232,11 +233,13 @@ struct totals {
 };
 
 /*
- * One round: the workers run and exit, the leftovers are freed, release-all
- * runs with the background threads going, then they stop. Returns the
- * page heap's pages in use then; *kept gets the span heap's own.
+ * One round: the sweeper and the scavenger start (before the workers, or
+ * with late_start while they run), the workers run and exit, the leftovers
+ * are freed, release-all runs with the background threads going, then
+ * they stop. Returns the page heap's pages in use then (SIZE_MAX if a
+ * thread did not start); *kept gets the span heap's own.
  */
-static size_t round_run(struct totals *tot, size_t *kept)
+static size_t round_run(struct totals *tot, size_t *kept, bool late_start)
 {
 	struct mm_thread *t[WORKERS];
 	for (int i = 0; i < WORKERS; i++) {
@@ -247,9 +250,14 @@ static size_t round_run(struct totals *tot, size_t *kept)
 		workers[i].refused = 0;
 		memset(workers[i].live, 0, sizeof(workers[i].live));
 	}
-	if (!start_all(t, WORKERS, work, workers, sizeof(*workers)))
+	bool started = late_start || start_background();
+	if (!started || !start_all(t, WORKERS, work, workers, sizeof(*workers)))
 		return SIZE_MAX;
+	if (late_start)
+		started = start_background();
 	join_all(t, WORKERS);
+	if (!started)
+		return SIZE_MAX;
 	/* Objects handed to a worker after it drained its inbox for the
 	 * last time; no worker runs now. */
 	for (int i = 0; i < WORKERS; i++) {
@@ -302,14 +310,12 @@ KTEST(spanheap_stress, threads)
 	size_t kept0 = 0, kept = 0;
 	uint64_t t0 = mm_port_now_ns();
 
-	KASSERT(start_background());
-	size_t baseline = round_run(&tot, &kept0);
+	size_t baseline = round_run(&tot, &kept0, false);
 	KASSERT(baseline != SIZE_MAX);
 	SH_CHECK(&sh, "after the warm-up");
 	KEXPECT_EQ(baseline, kept0);
 
-	KASSERT(start_background());
-	size_t end = round_run(&tot, &kept);
+	size_t end = round_run(&tot, &kept, true);
 	KASSERT(end != SIZE_MAX);
 	uint64_t ms = (mm_port_now_ns() - t0) / MS;
 	mm_port_set_quiet(false);
