@@ -857,12 +857,28 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 	return p;
 }
 
+/* The slow half of spanheap_alloc's fast path: refill (pinned by pin),
+ * unpin, and fall back to the general path on failure. */
+static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
+                                                       size_t size,
+                                                       unsigned flags,
+                                                       struct mm_pin pin)
+{
+	void *p = alloc_slow(sh, sizeclass_of(size), flags, &pin);
+	mm_port_unpin(pin);
+	return p ? p : alloc_any(sh, size, 16, flags);
+}
+
 void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
-		void *p = alloc_small(sh, sizeclass_of(size), flags);
-		if (__builtin_expect(p != NULL, 1))
-			return p;
+		struct mm_pin pin = mm_port_pin();
+		void *p = span_next_fast(
+		        sh->caches[pin.cpu].alloc[sizeclass_of(size)]);
+		if (__builtin_expect(p == NULL, 0))
+			return alloc_fast_miss(sh, size, flags, pin);
+		mm_port_unpin(pin);
+		return p;
 	}
 	return alloc_any(sh, size, 16, flags);
 }
@@ -931,6 +947,42 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
+/* The remote half of free_small: the pending bit. Out of line, so that
+ * the local path keeps few registers. Pinned; unpins. */
+static __attribute__((noinline)) void free_remote(struct spanheap *sh,
+                                                  struct mspan *s, uint32_t idx,
+                                                  void *p, struct mm_pin pin)
+{
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
+	struct mcache *mc = &sh->caches[pin.cpu];
+	/* Read before the pending bit is set: from then on a sweep may free
+	 * the span and its struct may be reused. */
+	uint32_t size = s->elemsize;
+	bool allocated = idx < atomic_load_explicit(&s->freeindex,
+	                                            memory_order_acquire) ||
+	                 (load_relaxed64(&s->alloc_bits[w]) & b);
+	if (!allocated)
+		bad_object("free of an object that is not allocated (a double "
+		           "free?)",
+		           p, s);
+	/* Queue the span before the bit is set: until then our object
+	 * keeps it in use, so it cannot be freed and reused meanwhile. */
+	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
+		fold_queue_push(&sh->central[s->sizeclass], s);
+	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
+	                                        memory_order_release);
+	if (old & b)
+		bad_object("double free", p, s);
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	count_add(&mc->n.pending_bytes, size);
+	mm_port_unpin(pin);
+	if ((before >> KICK_SHIFT) != ((before + size) >> KICK_SHIFT))
+		spanheap_sweeper_kick(sh);
+}
+
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
  * object idx), pinned (pin). Unpins.
@@ -961,31 +1013,7 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
 		mm_port_unpin(pin);
 		return;
 	}
-	/* Read before the pending bit is set: from then on a sweep may free
-	 * the span and its struct may be reused. */
-	uint32_t size = s->elemsize;
-	bool allocated = idx < atomic_load_explicit(&s->freeindex,
-	                                            memory_order_acquire) ||
-	                 (load_relaxed64(&s->alloc_bits[w]) & b);
-	if (!allocated)
-		bad_object("free of an object that is not allocated (a double "
-		           "free?)",
-		           p, s);
-	/* Queue the span before the bit is set: until then our object
-	 * keeps it in use, so it cannot be freed and reused meanwhile. */
-	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
-	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
-		fold_queue_push(&sh->central[s->sizeclass], s);
-	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
-	                                        memory_order_release);
-	if (old & b)
-		bad_object("double free", p, s);
-	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
-	                                       memory_order_relaxed);
-	count_add(&mc->n.pending_bytes, size);
-	mm_port_unpin(pin);
-	if ((before >> KICK_SHIFT) != ((before + size) >> KICK_SHIFT))
-		spanheap_sweeper_kick(sh);
+	free_remote(sh, s, idx, p, pin);
 }
 
 /* Everything the fast path of spanheap_free does not take: NULL, large
