@@ -20,6 +20,7 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
 
 /* A small xorshift generator; each user keeps its own state. */
 static uint64_t next_rand(uint64_t *s)
@@ -103,21 +104,6 @@ static size_t span_meta_pages(void)
 	           kspanheap.spans->npages;
 	mm_lock_release(&kheap.lock, irq);
 	return n;
-}
-
-/* Gives everything back until no free page is backed and the background
- * scavenger has no batch in flight: only then is the frame count exact.
- * Bounded by rounds. */
-static void settle(void)
-{
-	struct mheap_stats st;
-	for (unsigned round = 0; round < 100; round++) {
-		heap_release_all();
-		mheap_stats(&kheap, &st);
-		if (st.free_backed_pages == 0 && st.scavenging_pages == 0)
-			return;
-		thread_sleep_ns(10000000);
-	}
 }
 
 /* ---- The API ----------------------------------------------------------------
@@ -469,13 +455,13 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	mheap_free_pages(&kheap, grow, WARM_PAGES);
 	KASSERT(storm(WARM_OPS));
 	KEXPECT_EQ(atomic_load(&n_bad), 0);
-	settle();
+	heap_settle();
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	struct spanheap_stats st0, st;
 	spanheap_stats(&kspanheap, &st0);
 
 	KASSERT(storm(OPS));
-	settle();
+	heap_settle();
 	size_t meta = span_meta_pages();
 	spanheap_stats(&kspanheap, &st);
 	unsigned nw = 0;
@@ -569,7 +555,7 @@ static size_t free_list(void *head)
  */
 KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 {
-	settle();
+	heap_settle();
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	struct spanheap_stats st0, st;
 	spanheap_stats(&kspanheap, &st0);
@@ -605,7 +591,7 @@ KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 	frames_refill(head);
 	kfree(large);
 	size_t freed = free_list(list) + free_list(oom_irq_list);
-	settle();
+	heap_settle();
 	spanheap_stats(&kspanheap, &st);
 	size_t meta = span_meta_pages();
 	ktest_diag("no frames: a thread got %zu 4 KiB objects, then NULL; "

@@ -1,0 +1,26 @@
+/* Bringing the kernel heap to rest, for tests that count frames exactly:
+ * its sweeper and scavenger threads otherwise give frames back whenever
+ * they run. */
+#ifndef TESTS_KERNEL_HEAP_UTIL_H
+#define TESTS_KERNEL_HEAP_UTIL_H
+
+#include "kernel/heap.h"
+#include "kernel/thread.h"
+
+/* Gives everything back (every CPU's span cache, a sweep, every free
+ * backed page) until no free page is backed and the background scavenger
+ * has no batch in flight; bounded by rounds. Only frees that come later
+ * move the frame pool again. Thread context. */
+static inline void heap_settle(void)
+{
+	struct mheap_stats st;
+	for (unsigned round = 0; round < 100; round++) {
+		heap_release_all();
+		mheap_stats(&kheap, &st);
+		if (st.free_backed_pages == 0 && st.scavenging_pages == 0)
+			return;
+		thread_sleep_ns(10000000);
+	}
+}
+
+#endif
