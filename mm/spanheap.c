@@ -564,21 +564,21 @@ static void fold_queue_push(struct mcentral *c, struct mspan *s)
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 {
 	struct mcentral *c = &sh->central[cls];
-	if (!atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
-		return NULL;
-	struct mspan *q = atomic_exchange_explicit(&c->fold_queue, NULL,
-	                                           memory_order_acquire);
+	/* The backlog first: what an earlier call took but did not fold. */
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	struct mspan *q = c->fold_backlog;
+	c->fold_backlog = NULL;
+	mm_lock_release(&c->lock, irq);
+	if (!q && atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
+		q = atomic_exchange_explicit(&c->fold_queue, NULL,
+		                             memory_order_acquire);
 	struct mspan *found = NULL;
 	unsigned budget = take ? FOLD_QUEUE_BUDGET : UINT32_MAX;
-	while (q) {
+	while (q && !found && budget) {
 		struct mspan *s = q;
 		q = atomic_load_explicit(&s->qnext, memory_order_relaxed);
-		if (found || budget == 0) {
-			fold_queue_push(c, s); /* still queued */
-			continue;
-		}
 		budget--;
-		unsigned long irq = mm_lock_acquire(&c->lock);
+		irq = mm_lock_acquire(&c->lock);
 		atomic_store_explicit(&s->queued, 0, memory_order_release);
 		if (s->list == MSPAN_LIST_NONE) {
 			mm_lock_release(&c->lock, irq);
@@ -597,6 +597,22 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 			found = s;
 		else
 			spanheap_span_place(sh, s);
+	}
+	if (q) {
+		/* The rest (still queued) waits in the backlog: no re-push,
+		 * so a refill costs its budget, not the queue's length. */
+		irq = mm_lock_acquire(&c->lock);
+		if (c->fold_backlog) { /* another CPU's rest meanwhile */
+			struct mspan *t = q;
+			while (atomic_load_explicit(&t->qnext,
+			                            memory_order_relaxed))
+				t = atomic_load_explicit(&t->qnext,
+				                         memory_order_relaxed);
+			atomic_store_explicit(&t->qnext, c->fold_backlog,
+			                      memory_order_relaxed);
+		}
+		c->fold_backlog = q;
+		mm_lock_release(&c->lock, irq);
 	}
 	return found;
 }

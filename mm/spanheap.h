@@ -81,37 +81,40 @@ enum mspan_list {
  *           others read some of them with relaxed atomics (free checks)
  */
 struct mspan {
+	/* Cache line 0: what every free reads (and the remote free's
+	 * pending bits). */
 	/* fixed */
 	uintptr_t base;
-	uint32_t npages;
 	uint32_t elemsize; /* the class's size; npages * page for large */
+	uint32_t divmul;   /* index = (off * divmul) >> 32 */
 	uint16_t nelems;
-	uint8_t sizeclass;          /* 0 for a large span */
-	_Atomic uint8_t state;      /* enum mspan_state */
-	uint32_t divmul;            /* index = (off * divmul) >> 32 */
-	_Atomic uint32_t sweepgen;  /* Go's protocol, see spanheap.c */
-	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
-	uint32_t alloc_count;       /* owner: allocated per the bitmaps */
-	uint64_t alloc_cache;       /* owner: free bits from freeindex, 1 =
-	                               free */
+	uint8_t sizeclass;     /* 0 for a large span */
+	_Atomic uint8_t state; /* enum mspan_state */
 	/* The fold queue (mcentral.fold_queue): set by the first remote
 	 * free since the span was last taken off the queue. A queued span
 	 * is never given back to the page heap. */
 	_Atomic uint8_t queued;
-	struct mspan *_Atomic qnext;
-	/* a central list's, under its lock */
-	struct mspan *next, *prev;
+	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
+	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
+	_Atomic uint64_t pending[SC_BITMAP_WORDS];
+	/* Cache line 1: the owner's. */
+	/* bit set: allocated (beyond freeindex's implicit prefix) */
+	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
+	/* owner: a free of an object of the owner's cached span */
+	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
+	/* Cache line 2: the rest. */
+	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
+	uint32_t npages;
+	uint32_t alloc_count;      /* owner: allocated per the bitmaps */
+	_Atomic uint32_t sweepgen; /* Go's protocol, see spanheap.c */
 	/* enum mspan_list. Atomic: the sweeper reads it under the lock of
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
-	/* owner: a free of an object of the owner's cached span */
-	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
-	/* bit set: allocated (beyond freeindex's implicit prefix) */
-	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
-	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
-	_Atomic uint64_t pending[SC_BITMAP_WORDS];
-};
+	struct mspan *_Atomic qnext;
+	/* a central list's, under its lock */
+	struct mspan *next, *prev;
+} __attribute__((aligned(64)));
 
 struct mspan_list_head {
 	struct mspan *first;
@@ -126,6 +129,9 @@ struct mcentral {
 	/* Spans with remote frees to fold: a lock-free stack, pushed by
 	 * frees, taken whole by refills (so no ABA). */
 	struct mspan *_Atomic fold_queue;
+	/* Queued spans taken off fold_queue but not folded yet (a refill
+	 * folds at most a few): under the lock, linked through qnext. */
+	struct mspan *fold_backlog;
 	_Atomic size_t nspans; /* spans of this class in use anywhere */
 	/* Booked when a span's frees are folded (not on the fast paths):
 	 * objects allocated, and frees by the local and the remote path. */

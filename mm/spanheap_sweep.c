@@ -209,8 +209,10 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 	swept += drain_unswept(sh, snap.sweepgen);
 	/* Queued spans are never freed while queued: take them off, so
 	 * that the empty ones go back. */
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		spanheap_fold_queue(sh, cls, false);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		spanheap_fold_queue(sh, cls, false); /* the backlog */
+		spanheap_fold_queue(sh, cls, false); /* the queue */
+	}
 	spanheap_snapshot_put(sh, &snap);
 
 	irq = mm_lock_acquire(&sh->heap->lock);

@@ -168,11 +168,22 @@ bool mm_port_map(void *addr, size_t nbytes)
 	return true;
 }
 
+/* Production mapping (mm_port_set_production_mapping): arena chunks are
+ * read-write from their growth on, scavenging only drops the pages. */
+static atomic_bool production_mapping;
+
+void mm_port_set_production_mapping(bool on)
+{
+	atomic_store(&production_mapping, on);
+}
+
 bool mm_port_used(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_used");
 	if (injected_failure())
 		return false;
+	if (atomic_load_explicit(&production_mapping, memory_order_relaxed))
+		return true; /* dropped pages read as zero when touched */
 	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
 		mm_panic("mm_port_used: mprotect(%p, %zu) failed (%s): the "
 		         "host port cannot tell which pages it changed",
@@ -183,14 +194,21 @@ bool mm_port_used(void *addr, size_t nbytes)
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_prepare");
-	return true; /* the host kernel's page tables are its business */
+	/* The host kernel's page tables are its business; in production
+	 * mode the whole chunk becomes read-write now, in one mapping the
+	 * host can back with huge pages. */
+	if (atomic_load_explicit(&production_mapping, memory_order_relaxed) &&
+	    mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+		return false;
+	return true;
 }
 
 /* Drops the memory of [addr, addr + nbytes) now; a touch then faults. */
 static void drop_pages(void *addr, size_t nbytes)
 {
 	madvise(addr, nbytes, MADV_DONTNEED);
-	mprotect(addr, nbytes, PROT_NONE);
+	if (!atomic_load_explicit(&production_mapping, memory_order_relaxed))
+		mprotect(addr, nbytes, PROT_NONE);
 }
 
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)

@@ -62,6 +62,14 @@ void mm_port_set_quiet(bool quiet);
 void mm_port_set_cpu(unsigned cpu);
 unsigned mm_port_cpu(void);
 
+/* Maps as a production malloc would (the benchmarks): an arena chunk is
+ * read-write from its growth on (one mapping, which the host may back with
+ * huge pages), mm_port_used changes nothing, and scavenged pages are only
+ * dropped (MADV_DONTNEED), so a touch reads zeroes instead of faulting.
+ * Default off: tests want a touch of scavenged memory to fault. Set it
+ * before the first heap is made. */
+void mm_port_set_production_mapping(bool on);
+
 /* Binds this thread to CPU cpu exclusively until mm_port_unbind_cpu
  * (waiting while another thread holds it pinned or bound): its pins then
  * take no atomic operation. A bound thread must unbind before it exits. */

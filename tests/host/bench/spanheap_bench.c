@@ -129,6 +129,9 @@ static void mm_setup(bool threads, size_t arena_bytes)
 	struct mheap_config hc;
 	struct spanheap_config sc;
 	mm_port_set_quiet(true);
+	/* Map as a production malloc: chunks read-write at growth, scavenged
+	 * pages only dropped (the tests' port faults on them instead). */
+	mm_port_set_production_mapping(true);
 	mheap_config_default(&hc);
 	if (arena_bytes)
 		hc.arena_bytes = arena_bytes;
