@@ -17,7 +17,8 @@
  *      16-byte aligned.
  *   2. Every power of two from 16 to SC_PAGE_SIZE is a class: spans are
  *      page aligned, so those objects are aligned to their size.
- *   3. npages is the fewest pages whose tail is at most 1/8 of the span;
+ *   3. npages is the fewest pages, no fewer than it takes to hold 8
+ *      objects or 16 KiB, whose tail is at most 1/8 of the span;
  *      nelems = npages * SC_PAGE_SIZE / size.
  *   4. nelems <= SC_MAX_NELEMS <= 512 (a span's bitmap is SC_BITMAP_WORDS
  *      words) and npages <= SC_MAX_NPAGES <= 64 (an atomic caller may

@@ -9,8 +9,11 @@
  *   1. Candidates: every multiple of 16 up to SMALL_MAX and every multiple
  *      of 128 above, up to MAX_SIZE: the sizes the lookup tables can tell
  *      apart (sizeclass_of must find the smallest class that fits).
- *   2. Each candidate gets the fewest pages whose tail (the bytes after the
- *      last whole object) is at most 1/8 of the span. One whose span breaks
+ *   2. Each candidate gets the fewest pages, no fewer than it takes to
+ *      hold 8 objects or MIN_SPAN bytes (whichever is less), whose tail
+ *      (the bytes after the last whole object) is at most 1/8 of the span.
+ *      The floor keeps a span from running out after one or two objects:
+ *      every span change is a trip to the slow path. One whose span breaks
  *      MAX_NELEMS or MAX_NPAGES is dropped; a required size (a power of two
  *      up to PAGE_SIZE, or MAX_SIZE) may not be.
  *   3. Merge: a candidate whose span has as many pages and objects as the
@@ -46,6 +49,8 @@
 #define MAX_SIZE    32768u /* the largest class */
 #define MAX_NELEMS  512u   /* per-span bitmaps: at most 8 words */
 #define MAX_NPAGES  64u    /* MHEAP_ATOMIC_MAX_PAGES */
+#define MIN_OBJECTS 8u     /* a span holds at least this many objects */
+#define MIN_SPAN    16384u /* ... or at least this many bytes */
 #define MAX_CLASSES 256u   /* classes are stored in uint8_t */
 
 #define BY16_LEN  (SMALL_MAX / 16 + 1)
@@ -91,11 +96,20 @@ static unsigned tail_bytes(unsigned size, unsigned npages)
 	return npages * PAGE_SIZE % size;
 }
 
-/* The fewest pages (<= MAX_NPAGES) whose tail is at most 1/8 of the span;
- * 0 if there is none. */
+/* The pages it takes to hold MIN_OBJECTS objects or MIN_SPAN bytes,
+ * whichever is less. */
+static unsigned floor_npages(unsigned size)
+{
+	unsigned bytes =
+	        MIN_OBJECTS * size < MIN_SPAN ? MIN_OBJECTS * size : MIN_SPAN;
+	return (bytes + PAGE_SIZE - 1) / PAGE_SIZE;
+}
+
+/* The fewest pages (floor_npages up to MAX_NPAGES) whose tail is at most
+ * 1/8 of the span; 0 if there is none. */
 static unsigned span_npages(unsigned size)
 {
-	for (unsigned n = 1; n <= MAX_NPAGES; n++)
+	for (unsigned n = floor_npages(size); n <= MAX_NPAGES; n++)
 		if (tail_bytes(size, n) * 8 <= n * PAGE_SIZE)
 			return n;
 	return 0;
@@ -326,8 +340,10 @@ static void emit_h(void)
 	      "class: spans are\n"
 	      " *      page aligned, so those objects are aligned to their "
 	      "size.\n"
-	      " *   3. npages is the fewest pages whose tail is at most 1/8 "
-	      "of the span;\n"
+	      " *   3. npages is the fewest pages, no fewer than it takes to "
+	      "hold 8\n"
+	      " *      objects or 16 KiB, whose tail is at most 1/8 of the "
+	      "span;\n"
 	      " *      nelems = npages * SC_PAGE_SIZE / size.\n"
 	      " *   4. nelems <= SC_MAX_NELEMS <= 512 (a span's bitmap is "
 	      "SC_BITMAP_WORDS\n"
