@@ -4,7 +4,7 @@
  *
  * Built as the Go runtime's mspan / mcentral / mcache on top of the page
  * heap (mheap.h), for kernel mode:
- *   size classes  67 classes up to 32 KiB (sizeclasses.h, generated);
+ *   size classes  62 classes up to 32 KiB (sizeclasses.h, generated);
  *                 larger requests get a span of their own (a "large" span)
  *   spans         runs of pages cut into objects of one class, with an
  *                 allocation bitmap, a pending-free bitmap and Go's
@@ -20,7 +20,8 @@
  *                 bit (a bit already set is a double free); an object of
  *                 the CPU's own cached span takes a local path with no
  *                 atomic operation, as mimalloc keeps local and remote
- *                 frees apart
+ *                 frees apart; a span's first remote free puts it on its
+ *                 class's fold queue, which refills fold before growing
  *   sweeper       a background thread folds pending frees into the
  *                 allocation bitmaps cycle by cycle, and gives empty spans
  *                 back to the page heap (and so to its scavenger);
