@@ -18,6 +18,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "port_test_util.h"
+#include "stress_util.h"
 
 enum {
 	WORKERS = 4,
@@ -40,29 +41,20 @@ struct worker {
 	uint64_t rng;
 	struct run live[LIVE];
 	/* Runs handed to this worker by the previous one: */
-	pthread_mutex_t inbox_lock;
-	struct run inbox[INBOX];
-	int ninbox;
+	struct stress_inbox inbox;
+	struct run inbox_items[INBOX];
 	/* What the worker saw, read after it is joined: */
-	unsigned long allocs, frees, handed, releases, failures;
-	char first_failure[160];
+	unsigned long allocs, frees, handed, releases;
+	struct stress_failures failures;
 };
 
 static struct mheap heap;
 static struct worker workers[WORKERS];
 
-static uint64_t next_random(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* Mostly small: 1-8 pages 5/8 of the time, 9-64 1/4, 65-400 1/8. */
 static size_t random_npages(uint64_t *rng)
 {
-	uint64_t r = next_random(rng);
+	uint64_t r = stress_random(rng);
 	unsigned kind = r % 8;
 	r >>= 3;
 	if (kind < 5)
@@ -83,17 +75,8 @@ static void fill(const struct run *r)
 		*(uint64_t *)(r->base + off) = pattern(r, off);
 }
 
-static void fail(struct worker *w, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-static void fail(struct worker *w, const char *fmt, ...)
-{
-	if (w->failures++ == 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
-		va_end(ap);
-	}
-}
+/* Records a failed check of w's. */
+#define fail(w, ...) stress_fail(&(w)->failures, __VA_ARGS__)
 
 /* Checks r's pattern, then frees it. */
 static void check_and_free(struct worker *w, const struct run *r)
@@ -116,12 +99,7 @@ static void check_and_free(struct worker *w, const struct run *r)
 /* Hands r to the next worker; false if its inbox is full. */
 static bool hand_over(struct worker *w, const struct run *r)
 {
-	struct worker *to = &workers[(w->id + 1) % WORKERS];
-	pthread_mutex_lock(&to->inbox_lock);
-	bool ok = to->ninbox < INBOX;
-	if (ok)
-		to->inbox[to->ninbox++] = *r;
-	pthread_mutex_unlock(&to->inbox_lock);
+	bool ok = stress_inbox_put(&workers[(w->id + 1) % WORKERS].inbox, r);
 	w->handed += ok;
 	return ok;
 }
@@ -129,20 +107,16 @@ static bool hand_over(struct worker *w, const struct run *r)
 static void drain_inbox(struct worker *w)
 {
 	struct run got[INBOX];
-	pthread_mutex_lock(&w->inbox_lock);
-	int n = w->ninbox;
-	memcpy(got, w->inbox, (size_t)n * sizeof(*got));
-	w->ninbox = 0;
-	pthread_mutex_unlock(&w->inbox_lock);
-	for (int i = 0; i < n; i++)
+	size_t n = stress_inbox_take(&w->inbox, got);
+	for (size_t i = 0; i < n; i++)
 		check_and_free(w, &got[i]);
 }
 
 static void one_op(struct worker *w, int op)
 {
-	struct run *r = &w->live[next_random(&w->rng) % LIVE];
+	struct run *r = &w->live[stress_random(&w->rng) % LIVE];
 	if (r->base) {
-		if (next_random(&w->rng) % 4 != 0 || !hand_over(w, r))
+		if (stress_random(&w->rng) % 4 != 0 || !hand_over(w, r))
 			check_and_free(w, r);
 		r->base = 0;
 		return;
@@ -196,7 +170,8 @@ KTEST(mheap, stress_threads)
 	for (int i = 0; i < WORKERS; i++) {
 		workers[i] =
 		        (struct worker){.id = i, .rng = 0x9e3779b9u * (i + 1)};
-		pthread_mutex_init(&workers[i].inbox_lock, NULL);
+		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
+		                  sizeof(workers[i].inbox_items[0]), INBOX);
 	}
 	uint64_t t0 = mm_port_now_ns();
 	bool started = start_all(t, WORKERS, work, workers, sizeof(*workers));
@@ -219,14 +194,14 @@ KTEST(mheap, stress_threads)
 	unsigned long allocs = 0, frees = 0, handed = 0;
 	for (int i = 0; i < WORKERS; i++) {
 		struct worker *w = &workers[i];
-		if (w->failures)
+		if (w->failures.n)
 			ktest_fail_at(__FILE__, __LINE__,
 			              "worker %d: %lu failures, first: %s", i,
-			              w->failures, w->first_failure);
+			              w->failures.n, w->failures.first);
 		allocs += w->allocs;
 		frees += w->frees;
 		handed += w->handed;
-		pthread_mutex_destroy(&w->inbox_lock);
+		stress_inbox_destroy(&w->inbox);
 	}
 	ktest_diag("%lu allocs, %lu frees (%lu handed over), %d release-alls "
 	           "in %lu ms; scavenger: %lu runs, %lu pages; released %lu; "

@@ -26,6 +26,7 @@
 
 #include "../../kernel/ktest.h"
 #include "port_test_util.h"
+#include "stress_util.h"
 #include "spanheap_test_util.h"
 
 enum {
@@ -49,31 +50,22 @@ struct worker {
 	uint64_t rng;
 	struct obj live[LIVE];
 	/* Objects handed to this worker by the previous one: */
-	pthread_mutex_t inbox_lock;
-	struct obj inbox[INBOX];
-	int ninbox;
+	struct stress_inbox inbox;
+	struct obj inbox_items[INBOX];
 	/* What the worker saw, read after it is joined: */
-	unsigned long allocs, frees, handed, large, refused, failures;
-	char first_failure[200];
+	unsigned long allocs, frees, handed, large, refused;
+	struct stress_failures failures;
 };
 
 static struct mheap heap;
 static struct spanheap sh;
 static struct worker workers[WORKERS];
 
-static uint64_t next_random(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* Mostly small: up to 1 KiB half the time, up to 32 KiB 7/16, large
  * (up to 256 KiB) 1/16. */
 static size_t random_size(uint64_t *rng)
 {
-	uint64_t r = next_random(rng);
+	uint64_t r = stress_random(rng);
 	unsigned kind = r % 16;
 	r >>= 4;
 	if (kind < 8)
@@ -100,17 +92,8 @@ static void fill(const struct obj *o)
 		*(uint64_t *)(o->p + off) = pattern(o, off);
 }
 
-static void fail(struct worker *w, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-static void fail(struct worker *w, const char *fmt, ...)
-{
-	if (w->failures++ == 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(w->first_failure, sizeof(w->first_failure), fmt, ap);
-		va_end(ap);
-	}
-}
+/* Records a failed check of w's. */
+#define fail(w, ...) stress_fail(&(w)->failures, __VA_ARGS__)
 
 /* Checks o's pattern, then frees it. */
 static void check_and_free(struct worker *w, const struct obj *o)
@@ -133,12 +116,7 @@ static void check_and_free(struct worker *w, const struct obj *o)
 /* Hands o to the next worker; false if its inbox is full. */
 static bool hand_over(struct worker *w, const struct obj *o)
 {
-	struct worker *to = &workers[(w->id + 1) % WORKERS];
-	pthread_mutex_lock(&to->inbox_lock);
-	bool ok = to->ninbox < INBOX;
-	if (ok)
-		to->inbox[to->ninbox++] = *o;
-	pthread_mutex_unlock(&to->inbox_lock);
+	bool ok = stress_inbox_put(&workers[(w->id + 1) % WORKERS].inbox, o);
 	w->handed += ok;
 	return ok;
 }
@@ -146,26 +124,22 @@ static bool hand_over(struct worker *w, const struct obj *o)
 static void drain_inbox(struct worker *w)
 {
 	struct obj got[INBOX];
-	pthread_mutex_lock(&w->inbox_lock);
-	int n = w->ninbox;
-	memcpy(got, w->inbox, (size_t)n * sizeof(*got));
-	w->ninbox = 0;
-	pthread_mutex_unlock(&w->inbox_lock);
-	for (int i = 0; i < n; i++)
+	size_t n = stress_inbox_take(&w->inbox, got);
+	for (size_t i = 0; i < n; i++)
 		check_and_free(w, &got[i]);
 }
 
 static void one_op(struct worker *w, int op)
 {
-	struct obj *o = &w->live[next_random(&w->rng) % LIVE];
+	struct obj *o = &w->live[stress_random(&w->rng) % LIVE];
 	if (o->p) {
-		if (next_random(&w->rng) % 4 != 0 || !hand_over(w, o))
+		if (stress_random(&w->rng) % 4 != 0 || !hand_over(w, o))
 			check_and_free(w, o);
 		o->p = 0;
 		return;
 	}
 	size_t size = random_size(&w->rng);
-	uint64_t r = next_random(&w->rng);
+	uint64_t r = stress_random(&w->rng);
 	unsigned flags = (r % 4 == 0 ? MM_ZERO : 0) |
 	                 ((r >> 2) % 8 == 0 ? MM_ATOMIC : 0);
 	/* An atomic caller runs as an interrupt handler would. */
@@ -245,7 +219,7 @@ static size_t round_run(struct totals *tot, size_t *kept, bool late_start)
 	for (int i = 0; i < WORKERS; i++) {
 		workers[i].rng =
 		        0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) + tot->allocs;
-		workers[i].ninbox = 0;
+		workers[i].inbox.n = 0;
 		workers[i].allocs = workers[i].handed = workers[i].large = 0;
 		workers[i].refused = 0;
 		memset(workers[i].live, 0, sizeof(workers[i].live));
@@ -282,10 +256,10 @@ static void report_failures(void)
 {
 	for (int i = 0; i < WORKERS; i++) {
 		struct worker *w = &workers[i];
-		if (w->failures)
+		if (w->failures.n)
 			ktest_fail_at(__FILE__, __LINE__,
 			              "worker %d: %lu failures, first: %s", i,
-			              w->failures, w->first_failure);
+			              w->failures.n, w->failures.first);
 	}
 }
 
@@ -303,7 +277,8 @@ KTEST(spanheap_stress, threads)
 	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
 	for (int i = 0; i < WORKERS; i++) {
 		workers[i] = (struct worker){.id = i};
-		pthread_mutex_init(&workers[i].inbox_lock, NULL);
+		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
+		                  sizeof(workers[i].inbox_items[0]), INBOX);
 	}
 	mm_port_set_quiet(true); /* the scavenger's "at goal" lines */
 	struct totals tot = {0};
@@ -355,6 +330,6 @@ KTEST(spanheap_stress, threads)
 	        (unsigned long)st->heap.n.bg_pages, baseline, end, kept0, kept);
 	free(st);
 	for (int i = 0; i < WORKERS; i++)
-		pthread_mutex_destroy(&workers[i].inbox_lock);
+		stress_inbox_destroy(&workers[i].inbox);
 	sh_heap_release(&heap);
 }
