@@ -139,6 +139,9 @@ $(HOST_TEST): $(HOST_OBJS)
 
 include tests/host/host.mk
 
+# The hosted malloc (libmm_malloc.so) and its real-program tests.
+include malloc/malloc.mk
+
 # ---------------------------------------------------------------------------
 # ESP image and QEMU
 # ---------------------------------------------------------------------------
@@ -148,7 +151,7 @@ ESP := $(BUILD)/esp.img
 $(ESP): $(BOOT_EFI) $(KERNEL) tools/mkesp
 	tools/mkesp $@ $(BOOT_EFI) $(KERNEL) ""
 
-all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
+all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST) $(MALLOC_SO)
 
 # tools/install-deps installs what this machine lacks (with apt-get) or
 # stops naming it; with everything there it only looks, in milliseconds.
@@ -157,7 +160,8 @@ all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST)
 deps:
 	@tools/install-deps
 
-$(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP): | deps
+$(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP) \
+	$(MALLOC_OBJS): | deps
 
 # The benchmarks also want valgrind (instruction counts), gnuplot (the
 # PNGs) and the peer allocators (tools/bench-spanheap); each bench target

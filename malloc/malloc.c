@@ -1,0 +1,183 @@
+/*
+ * malloc/malloc.c: the C and POSIX allocation API on mm/'s span heap, for
+ * libmm_malloc.so (LD_PRELOAD, or linked in).
+ *
+ * Every entry point holds its thread's slot for the call (slots.c) and
+ * follows glibc 2.36's conventions, so that a program sees no difference:
+ *   - failures return NULL with errno ENOMEM (EINVAL for an impossible
+ *     alignment; posix_memalign returns the error instead);
+ *   - malloc(0) returns a unique minimal object (the span heap's smallest
+ *     class); realloc(p, 0) frees p and returns NULL; realloc(NULL, n)
+ *     is malloc(n); a failed realloc leaves p as it was;
+ *   - memalign and aligned_alloc (one function in glibc 2.36) take any
+ *     alignment up to SIZE_MAX / 2 + 1, rounding one that is not a power
+ *     of two up to the next; alignments up to 16 are malloc's;
+ *   - malloc_usable_size(NULL) is 0.
+ * Misuse (a foreign pointer, a double free, an interior pointer) is
+ * caught by mm/, whose mm_panic prints "mm_malloc: ..." with the address
+ * and aborts (port_prod.c).
+ *
+ * Only these functions (and mm_malloc.h's) are exported: the library is
+ * built with -fvisibility=hidden.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "malloc_internal.h"
+#include "mm_malloc.h"
+
+#define API __attribute__((visibility("default")))
+
+/* Allocations below this alignment are malloc's: the span heap aligns
+ * every object to 16 bytes. */
+#define MIN_ALIGN 16
+
+static void *fail(int err)
+{
+	errno = err;
+	return NULL;
+}
+
+API void *malloc(size_t size)
+{
+	mm_malloc_enter();
+	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
+	mm_malloc_leave();
+	if (__builtin_expect(!p, 0))
+		return fail(ENOMEM);
+	mm_malloc_maybe_start_bg();
+	return p;
+}
+
+API void free(void *p)
+{
+	if (!p)
+		return;
+	mm_malloc_enter();
+	spanheap_free(&mm_malloc_sh, p);
+	mm_malloc_leave();
+}
+
+API void *calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return fail(ENOMEM);
+	mm_malloc_enter();
+	void *p = spanheap_alloc(&mm_malloc_sh, total, MM_ZERO);
+	mm_malloc_leave();
+	if (!p)
+		return fail(ENOMEM);
+	mm_malloc_maybe_start_bg();
+	return p;
+}
+
+API void *realloc(void *p, size_t size)
+{
+	if (!p)
+		return malloc(size);
+	if (size == 0) {
+		free(p);
+		return NULL;
+	}
+	mm_malloc_enter();
+	void *n = spanheap_realloc(&mm_malloc_sh, p, size, 0);
+	mm_malloc_leave();
+	if (!n)
+		return fail(ENOMEM);
+	return n;
+}
+
+API void *reallocarray(void *p, size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return fail(ENOMEM);
+	return realloc(p, total);
+}
+
+/* size bytes aligned to align (a power of two), or NULL with no errno
+ * set: the callers say which error. */
+static void *alloc_aligned(size_t align, size_t size)
+{
+	if (align <= MIN_ALIGN) {
+		mm_malloc_enter();
+		void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
+		mm_malloc_leave();
+		return p;
+	}
+	mm_malloc_enter();
+	/* The span heap takes powers of two up to a page and page
+	 * multiples above, so every power of two. */
+	void *p = spanheap_alloc_aligned(&mm_malloc_sh, size, align, 0);
+	mm_malloc_leave();
+	return p;
+}
+
+API void *memalign(size_t align, size_t size)
+{
+	if (align > SIZE_MAX / 2 + 1)
+		return fail(EINVAL);
+	if (align & (align - 1)) {
+		/* glibc rounds an alignment that is not a power of two up. */
+		size_t a = MIN_ALIGN * 2;
+		while (a < align)
+			a <<= 1;
+		align = a;
+	}
+	void *p = alloc_aligned(align, size);
+	if (!p)
+		return fail(ENOMEM);
+	mm_malloc_maybe_start_bg();
+	return p;
+}
+
+API void *aligned_alloc(size_t align, size_t size)
+{
+	return memalign(align, size);
+}
+
+API int posix_memalign(void **out, size_t align, size_t size)
+{
+	if (align % sizeof(void *) != 0 || align == 0 ||
+	    (align & (align - 1)) != 0)
+		return EINVAL;
+	void *p = alloc_aligned(align, size);
+	if (!p)
+		return ENOMEM;
+	*out = p;
+	mm_malloc_maybe_start_bg();
+	return 0;
+}
+
+API void *valloc(size_t size)
+{
+	return memalign((size_t)sysconf(_SC_PAGESIZE), size);
+}
+
+API void *pvalloc(size_t size)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), rounded;
+	if (__builtin_add_overflow(size, page - 1, &rounded))
+		return fail(ENOMEM);
+	return memalign(page, rounded & ~(page - 1));
+}
+
+API size_t malloc_usable_size(void *p)
+{
+	if (!p)
+		return 0;
+	mm_malloc_enter();
+	size_t n = spanheap_usable_size(&mm_malloc_sh, p);
+	mm_malloc_leave();
+	return n;
+}
+
+API unsigned mm_malloc_threads(void)
+{
+	return mm_malloc_slot_owners();
+}

@@ -1,0 +1,431 @@
+/*
+ * malloc/port_prod.c: mm/port.h for a production malloc on Linux, the
+ * port libmm_malloc.so is built with.
+ *
+ * Unlike the test port (tests/host/mm_port_posix.c) it never calls malloc
+ * (it would be calling itself): memory comes from mmap, diagnostics are
+ * formatted into stack buffers and written with write(2), thread handles
+ * come from a static pool. Nothing is caught: mm_panic prints
+ * "mm_malloc: ..." on stderr and aborts, as glibc does on a bad free.
+ *
+ * Address space: reserve = a PROT_NONE, MAP_NORESERVE mapping trimmed to
+ * the alignment; map and prepare = mprotect read-write (prepare makes a
+ * whole chunk read-write when the heap grows, so the host can back it
+ * with huge pages); used = nothing (a page given back with
+ * madvise(MADV_DONTNEED) reads as zero when touched again); unused_begin
+ * = madvise(MADV_DONTNEED) at once, finish only empties the batch (a user
+ * process has no shootdown to defer).
+ *
+ * CPUs are thread slots (slots.c): every API call holds its thread's slot
+ * (malloc_internal.h), so a pin is a counter and the slot's index. A pin
+ * outside an API call (no caller does that today) takes the slot itself.
+ *
+ * Locks: a futex word (0 free, 1 held, 2 held with waiters) after a short
+ * spin, the owner for mm_lock_held, and mm's rank order checked against a
+ * per-thread mask of the ranks held (one compare; a violation mm_panics).
+ * Events: a 32-bit count that is the futex word, as in the test port.
+ *
+ * Limits: MM_MAX_CPUS slots; at most MAX_THREADS background threads.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "malloc_internal.h"
+
+static _Thread_local unsigned t_pin;       /* pin depth */
+static _Thread_local unsigned t_held_mask; /* bit r: an mm lock of rank r */
+static _Thread_local char t_self;          /* its address names the thread */
+
+/* ---- Diagnostics (first: everything below may panic) ------------------- */
+
+/* Writes all of buf to stderr, retrying short writes. */
+static void write_all(const char *buf, size_t n)
+{
+	while (n) {
+		ssize_t w = write(2, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+/* "mm_malloc: " prefix + the message + newline, in one write. */
+static void report(const char *prefix, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	int n = snprintf(buf, sizeof(buf), "mm_malloc: %s", prefix);
+	if (n < 0)
+		n = 0;
+	int m = vsnprintf(buf + n, sizeof(buf) - (size_t)n - 1, fmt, ap);
+	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+	if (len > sizeof(buf) - 2)
+		len = sizeof(buf) - 2;
+	buf[len++] = '\n';
+	write_all(buf, len);
+}
+
+void mm_panic(const char *fmt, ...)
+{
+	/* One thread reports; another that panics meanwhile waits for the
+	 * abort rather than interleaving its lines. */
+	static atomic_bool panicking;
+	if (atomic_exchange(&panicking, true))
+		for (;;)
+			pause();
+	va_list ap;
+	va_start(ap, fmt);
+	report("", fmt, ap);
+	va_end(ap);
+	abort();
+}
+
+/* mm_log lines go to stderr only if MM_MALLOC_VERBOSE is set: a preloaded
+ * malloc must not change what a program prints. */
+void mm_log(const char *fmt, ...)
+{
+	static atomic_int verbose = -1;
+	int v = atomic_load_explicit(&verbose, memory_order_relaxed);
+	if (v < 0) {
+		const char *e = getenv("MM_MALLOC_VERBOSE");
+		v = e && *e && *e != '0';
+		atomic_store_explicit(&verbose, v, memory_order_relaxed);
+	}
+	if (!v)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	report("log: ", fmt, ap);
+	va_end(ap);
+}
+
+/* ---- Address space ------------------------------------------------------ */
+
+void *mm_port_reserve(size_t nbytes, size_t align)
+{
+	if (align < MM_PAGE_SIZE)
+		align = MM_PAGE_SIZE;
+	size_t len = nbytes + align - MM_PAGE_SIZE;
+	if (len < nbytes)
+		return NULL;
+	void *raw = mmap(NULL, len, PROT_NONE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+	if (base > (uintptr_t)raw)
+		munmap(raw, base - (uintptr_t)raw);
+	uintptr_t end = (uintptr_t)raw + len;
+	if (end > base + nbytes)
+		munmap((void *)(base + nbytes), end - (base + nbytes));
+	return (void *)base;
+}
+
+bool mm_port_map(void *addr, size_t nbytes)
+{
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0)
+		return true;
+	/* Part may have changed (the VMA limit): it was not mapped before,
+	 * so taking it all back restores it. */
+	mprotect(addr, nbytes, PROT_NONE);
+	return false;
+}
+
+bool mm_port_used(void *addr, size_t nbytes)
+{
+	(void)addr;
+	(void)nbytes;
+	return true; /* read-write since prepare; dropped pages read zero */
+}
+
+bool mm_port_prepare(void *addr, size_t nbytes)
+{
+	return mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0;
+}
+
+void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
+{
+	uintptr_t base = (uintptr_t)addr;
+	size_t n = nbytes / MM_PAGE_SIZE;
+	if (n > MM_UNUSED_BATCH_PAGES - b->npages)
+		mm_panic("mm_port_unused_begin: batch full at %#lx",
+		         (unsigned long)base);
+	b->npages += n; /* the cookies are the kernel's; nothing to keep */
+	if (base < b->lo)
+		b->lo = base;
+	if (base + nbytes > b->hi)
+		b->hi = base + nbytes;
+	madvise(addr, nbytes, MADV_DONTNEED);
+}
+
+void mm_port_unused_finish(struct mm_unused_batch *b)
+{
+	mm_unused_batch_init(b);
+}
+
+size_t mm_port_free_pages(void)
+{
+	return SIZE_MAX / 2; /* the host kernel manages its frames */
+}
+
+/* ---- Contexts, time and threads ----------------------------------------- */
+
+bool mm_port_can_sleep(void)
+{
+	return t_pin == 0 && t_held_mask == 0;
+}
+
+void mm_port_yield(void)
+{
+	sched_yield();
+}
+
+static uint64_t clock_ns(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t mm_port_now_ns(void)
+{
+	return clock_ns(CLOCK_MONOTONIC);
+}
+
+uint64_t mm_port_thread_cpu_ns(void)
+{
+	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
+}
+
+/* The sweeper and the scavenger, and room for a restart after fork. */
+#define MAX_THREADS 4
+
+struct mm_thread {
+	atomic_bool used;
+	pthread_t tid;
+	void (*fn)(void *);
+	void *arg;
+	char name[16];
+};
+
+static struct mm_thread threads[MAX_THREADS];
+
+static void *thread_main(void *p)
+{
+	struct mm_thread *t = p;
+	pthread_setname_np(pthread_self(), t->name);
+	t->fn(t->arg);
+	return NULL;
+}
+
+struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
+                                       void *arg)
+{
+	struct mm_thread *t = NULL;
+	for (unsigned i = 0; i < MAX_THREADS && !t; i++)
+		if (!atomic_exchange(&threads[i].used, true))
+			t = &threads[i];
+	if (!t)
+		return NULL;
+	t->fn = fn;
+	t->arg = arg;
+	snprintf(t->name, sizeof(t->name), "mm_%.12s", name);
+	/* The program's signals are not ours: the thread blocks them all
+	 * from its first instruction (it inherits this mask). */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int err = pthread_create(&t->tid, NULL, thread_main, t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		atomic_store(&t->used, false);
+		return NULL;
+	}
+	return t;
+}
+
+void mm_port_thread_join(struct mm_thread *t)
+{
+	int err = pthread_join(t->tid, NULL);
+	if (err)
+		mm_panic("mm_port_thread_join(%s): error %d", t->name, err);
+	atomic_store(&t->used, false);
+}
+
+/* ---- Events (see tests/host/mm_port_posix.c for the argument) ---------- */
+
+struct prod_event {
+	_Atomic uint32_t count;   /* the futex word */
+	_Atomic uint32_t waiters; /* in wait, from before reading count */
+	const char *name;
+};
+
+_Static_assert(sizeof(struct prod_event) <= sizeof(mm_event_t),
+               "the event fits in mm_event_t");
+
+static struct prod_event *ev(mm_event_t *e)
+{
+	return (struct prod_event *)(void *)e->opaque;
+}
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val,
+                  const struct timespec *ts, uint32_t bitset)
+{
+	return syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG,
+	               val, ts, NULL, bitset);
+}
+
+void mm_event_init(mm_event_t *e, const char *name)
+{
+	struct prod_event *p = ev(e);
+	atomic_init(&p->count, 0);
+	atomic_init(&p->waiters, 0);
+	p->name = name;
+}
+
+uint64_t mm_event_prepare(mm_event_t *e)
+{
+	return atomic_load(&ev(e)->count);
+}
+
+bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
+{
+	struct prod_event *p = ev(e);
+	uint64_t now = mm_port_now_ns();
+	uint64_t deadline =
+	        now + timeout_ns < now ? UINT64_MAX : now + timeout_ns;
+	bool moved;
+	atomic_fetch_add(&p->waiters, 1);
+	for (;;) {
+		moved = atomic_load(&p->count) != (uint32_t)seen;
+		if (moved || (now = mm_port_now_ns()) >= deadline)
+			break;
+		struct timespec ts = {
+		        .tv_sec = (time_t)(deadline / 1000000000u),
+		        .tv_nsec = (long)(deadline % 1000000000u)};
+		futex(&p->count, FUTEX_WAIT_BITSET, (uint32_t)seen, &ts,
+		      FUTEX_BITSET_MATCH_ANY);
+	}
+	atomic_fetch_sub(&p->waiters, 1);
+	return moved;
+}
+
+void mm_event_wake(mm_event_t *e)
+{
+	struct prod_event *p = ev(e);
+	atomic_fetch_add(&p->count, 1);
+	if (atomic_load(&p->waiters))
+		futex(&p->count, FUTEX_WAKE_BITSET, INT_MAX, NULL,
+		      FUTEX_BITSET_MATCH_ANY);
+}
+
+/* ---- Per-CPU data ------------------------------------------------------- */
+
+struct mm_pin mm_port_pin(void)
+{
+	unsigned long took = 0;
+	if (__builtin_expect(mm_malloc_hold == 0, 0)) {
+		mm_malloc_enter();
+		took = 1;
+	}
+	t_pin++;
+	return (struct mm_pin){.state = took,
+	                       .cpu = (unsigned)mm_malloc_slot_id};
+}
+
+void mm_port_unpin(struct mm_pin p)
+{
+	t_pin--;
+	if (__builtin_expect(p.state, 0))
+		mm_malloc_leave();
+}
+
+/* ---- Locks -------------------------------------------------------------- */
+
+struct prod_lock {
+	_Atomic uint32_t word; /* 0 free, 1 held, 2 held and maybe waiters */
+	_Atomic(const void *) owner;
+	const char *name;
+	enum mm_lock_rank rank;
+};
+
+_Static_assert(sizeof(struct prod_lock) <= sizeof(mm_lock_t),
+               "the lock fits in mm_lock_t");
+_Static_assert(MM_RANK_COUNT <= 32, "t_held_mask has a bit per rank");
+
+static struct prod_lock *lk(const mm_lock_t *l)
+{
+	return (struct prod_lock *)(void *)l;
+}
+
+void mm_lock_init(mm_lock_t *l, const char *name, enum mm_lock_rank rank)
+{
+	struct prod_lock *p = lk(l);
+	atomic_init(&p->word, 0);
+	atomic_init(&p->owner, NULL);
+	p->name = name;
+	p->rank = rank;
+}
+
+static __attribute__((noinline)) void lock_slow(struct prod_lock *p)
+{
+	for (int i = 0; i < 100; i++) {
+		uint32_t want = 0;
+		if (atomic_load_explicit(&p->word, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_weak_explicit(&p->word, &want, 1,
+		                                          memory_order_acquire,
+		                                          memory_order_relaxed))
+			return;
+		__builtin_ia32_pause();
+	}
+	while (atomic_exchange_explicit(&p->word, 2, memory_order_acquire))
+		futex(&p->word, FUTEX_WAIT, 2, NULL, 0);
+}
+
+unsigned long mm_lock_acquire(mm_lock_t *l)
+{
+	struct prod_lock *p = lk(l);
+	if (__builtin_expect(t_held_mask >> p->rank, 0))
+		mm_panic("mm lock %s (rank %d) taken while holding a lock of "
+		         "rank %d or above",
+		         p->name, p->rank, p->rank);
+	uint32_t want = 0;
+	if (!atomic_compare_exchange_strong_explicit(&p->word, &want, 1,
+	                                             memory_order_acquire,
+	                                             memory_order_relaxed))
+		lock_slow(p);
+	atomic_store_explicit(&p->owner, &t_self, memory_order_relaxed);
+	t_held_mask |= 1u << p->rank;
+	return 0;
+}
+
+void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
+{
+	(void)irq_state;
+	struct prod_lock *p = lk(l);
+	t_held_mask &= ~(1u << p->rank);
+	atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
+	if (atomic_exchange_explicit(&p->word, 0, memory_order_release) == 2)
+		futex(&p->word, FUTEX_WAKE, 1, NULL, 0);
+}
+
+bool mm_lock_held(const mm_lock_t *l)
+{
+	return atomic_load_explicit(&lk(l)->owner, memory_order_relaxed) ==
+	       &t_self;
+}
