@@ -1,0 +1,535 @@
+/*
+ * tests/real/malloc_api_test.c: the conventions of libmm_malloc.so's entry
+ * points, run under LD_PRELOAD by tests/real/run-quick.
+ *
+ * Each test is a function returning NULL or what went wrong. Tests that
+ * abort on purpose (misuse) or that must start from a fresh process run
+ * in a child; the parent checks its exit and its stderr. Prints one line a
+ * test ("ok name" / "not ok name: why") and last "N passed, N failed".
+ * Built with -fno-builtin so that the compiler does not fold calls away.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char why[512];
+
+#define CHECK(cond, ...)                                         \
+	do {                                                     \
+		if (!(cond)) {                                   \
+			snprintf(why, sizeof(why), __VA_ARGS__); \
+			return why;                              \
+		}                                                \
+	} while (0)
+
+static unsigned (*threads_owned)(void);
+
+/* ---- Errors ----------------------------------------------------------- */
+
+/* Sizes the compiler cannot see, so that it does not warn about them. */
+static volatile size_t size_max = SIZE_MAX;
+
+static const char *test_errno(void)
+{
+	const size_t smax = size_max;
+	errno = 0;
+	CHECK(!malloc(smax) && errno == ENOMEM, "malloc(SIZE_MAX)");
+	errno = 0;
+	CHECK(!malloc((size_t)1 << 62) && errno == ENOMEM, "malloc(2^62)");
+	errno = 0;
+	CHECK(!calloc(smax / 2, 3) && errno == ENOMEM, "calloc overflow");
+	errno = 0;
+	CHECK(!calloc((size_t)1 << 30, (size_t)1 << 20) && errno == ENOMEM,
+	      "calloc 1 PiB");
+	void *p = malloc(100);
+	CHECK(p, "malloc(100)");
+	memset(p, 7, 100);
+	errno = 0;
+	CHECK(!realloc(p, smax - 4096) && errno == ENOMEM, "realloc huge");
+	CHECK(((unsigned char *)p)[99] == 7, "a failed realloc kept p");
+	errno = 0;
+	CHECK(!reallocarray(p, smax / 2, 4) && errno == ENOMEM,
+	      "reallocarray overflow");
+	free(p);
+	errno = 0;
+	CHECK(!memalign(SIZE_MAX / 2 + 2, 8) && errno == EINVAL,
+	      "memalign(> SIZE_MAX / 2 + 1)");
+	errno = 0;
+	CHECK(!aligned_alloc((size_t)1 << 62, 8) && errno == ENOMEM,
+	      "aligned_alloc(2^62) %d", errno);
+	void *q = (void *)1;
+	CHECK(posix_memalign(&q, 0, 8) == EINVAL && q == (void *)1,
+	      "posix_memalign align 0");
+	CHECK(posix_memalign(&q, 4, 8) == EINVAL, "posix_memalign align 4");
+	CHECK(posix_memalign(&q, 24, 8) == EINVAL, "posix_memalign align 24");
+	CHECK(posix_memalign(&q, 64, SIZE_MAX / 2) == ENOMEM && q == (void *)1,
+	      "posix_memalign huge");
+	errno = 0;
+	CHECK(!pvalloc(SIZE_MAX - 10) && errno == ENOMEM, "pvalloc overflow");
+	return NULL;
+}
+
+static const char *test_malloc_zero(void)
+{
+	void *a = malloc(0), *b = malloc(0);
+	CHECK(a && b && a != b, "malloc(0) gives unique objects: %p %p", a, b);
+	CHECK(malloc_usable_size(a) >= 1, "usable size of malloc(0)");
+	free(a);
+	free(b);
+	CHECK(malloc_usable_size(NULL) == 0, "malloc_usable_size(NULL)");
+	free(NULL);
+	return NULL;
+}
+
+/* ---- Alignment and sizes ---------------------------------------------- */
+
+static const char *test_alignment(void)
+{
+	static const size_t sizes[] = {0,    1,    15,    16,    100,    4095,
+	                               4096, 5000, 32768, 40000, 1 << 20};
+	for (size_t align = 1; align <= ((size_t)1 << 22); align <<= 1) {
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			size_t n = sizes[i];
+			void *p = memalign(align, n);
+			CHECK(p && (uintptr_t)p % align == 0,
+			      "memalign(%zu, %zu) = %p", align, n, p);
+			memset(p, 0xab, n);
+			CHECK(malloc_usable_size(p) >= n, "usable size");
+			free(p);
+			p = aligned_alloc(align, n);
+			CHECK(p && (uintptr_t)p % align == 0,
+			      "aligned_alloc(%zu, %zu) = %p", align, n, p);
+			free(p);
+			if (align >= sizeof(void *)) {
+				CHECK(posix_memalign(&p, align, n) == 0 &&
+				              (uintptr_t)p % align == 0,
+				      "posix_memalign(%zu, %zu)", align, n);
+				free(p);
+			}
+		}
+	}
+	/* glibc rounds an alignment that is not a power of two up. */
+	void *p = memalign(100, 10);
+	CHECK(p && (uintptr_t)p % 128 == 0, "memalign(100) = %p", p);
+	free(p);
+	long page = sysconf(_SC_PAGESIZE);
+	p = valloc(10);
+	CHECK(p && (uintptr_t)p % (uintptr_t)page == 0, "valloc");
+	free(p);
+	p = pvalloc(page + 1);
+	CHECK(p && (uintptr_t)p % (uintptr_t)page == 0 &&
+	              malloc_usable_size(p) >= 2 * (size_t)page,
+	      "pvalloc rounds up to pages");
+	free(p);
+	for (size_t n = 1; n < 70000; n = n * 5 / 4 + 1) {
+		p = malloc(n);
+		CHECK(p && (uintptr_t)p % 16 == 0, "malloc(%zu) = %p", n, p);
+		size_t u = malloc_usable_size(p);
+		CHECK(u >= n, "usable %zu < %zu", u, n);
+		memset(p, 1, u); /* all of it is ours */
+		free(p);
+	}
+	return NULL;
+}
+
+static const char *test_realloc_calloc(void)
+{
+	unsigned char *p = realloc(NULL, 10);
+	CHECK(p, "realloc(NULL, 10)");
+	for (int i = 0; i < 10; i++)
+		p[i] = (unsigned char)i;
+	for (size_t n = 10; n < (8u << 20); n = n * 3 / 2) {
+		p = realloc(p, n);
+		CHECK(p, "realloc to %zu", n);
+		for (int i = 0; i < 10; i++)
+			CHECK(p[i] == i, "contents kept at %zu", n);
+	}
+	p = realloc(p, 5);
+	CHECK(p && p[4] == 4, "shrink");
+	errno = 0;
+	CHECK(realloc(p, 0) == NULL, "realloc(p, 0) frees, returns NULL");
+	for (int round = 0; round < 200; round++) {
+		size_t n = 8 + (size_t)round * 97;
+		unsigned char *d = malloc(n);
+		memset(d, 0xff, n);
+		free(d);
+		unsigned char *z = calloc(1, n);
+		CHECK(z, "calloc");
+		for (size_t i = 0; i < n; i++)
+			CHECK(z[i] == 0, "calloc(%zu) byte %zu not zero", n, i);
+		free(z);
+	}
+	return NULL;
+}
+
+/* ---- Threads ------------------------------------------------------------ */
+
+static void *churn(void *arg)
+{
+	uintptr_t seed = (uintptr_t)arg * 2654435761u + 1;
+	void *keep[64] = {0};
+	for (int i = 0; i < 400; i++) {
+		seed = seed * 6364136223846793005u + 1442695040888963407u;
+		unsigned k = (unsigned)(seed >> 58);
+		free(keep[k]);
+		keep[k] = malloc((seed >> 20) % 3000);
+	}
+	for (int k = 0; k < 64; k++)
+		free(keep[k]);
+	return malloc(64); /* freed by the joiner: a remote free */
+}
+
+static const char *test_thread_churn(void)
+{
+	/* 4000 threads, 16 at a time: each claims a slot and must give it
+	 * back when it exits. */
+	unsigned before = threads_owned();
+	for (int round = 0; round < 250; round++) {
+		pthread_t t[16];
+		for (int i = 0; i < 16; i++)
+			CHECK(pthread_create(
+			              &t[i], NULL, churn,
+			              (void *)(uintptr_t)(round * 16 + i)) == 0,
+			      "pthread_create");
+		for (int i = 0; i < 16; i++) {
+			void *r;
+			pthread_join(t[i], &r);
+			free(r);
+		}
+	}
+	unsigned after = threads_owned();
+	CHECK(after <= before, "slots owned: %u before, %u after 4000 threads",
+	      before, after);
+	return NULL;
+}
+
+static const char *test_threads_share(void)
+{
+	/* More live threads than slots: they share slots and still work. */
+	enum { N = 100 };
+	pthread_t t[N];
+	for (int i = 0; i < N; i++)
+		CHECK(pthread_create(&t[i], NULL, churn,
+		                     (void *)(uintptr_t)i) == 0,
+		      "pthread_create %d", i);
+	for (int i = 0; i < N; i++) {
+		void *r;
+		pthread_join(t[i], &r);
+		free(r);
+	}
+	return NULL;
+}
+
+/* ---- fork --------------------------------------------------------------- */
+
+static atomic_bool stop_churn;
+
+static void *churn_forever(void *arg)
+{
+	while (!stop_churn)
+		free(churn(arg));
+	return NULL;
+}
+
+static void *child_thread(void *arg)
+{
+	return churn(arg);
+}
+
+static const char *test_fork(void)
+{
+	pthread_t t[3];
+	stop_churn = false;
+	for (int i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, churn_forever,
+		               (void *)(uintptr_t)i);
+	const char *err = NULL;
+	for (int k = 0; k < 30 && !err; k++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			/* The child of a multi-threaded parent allocates,
+			 * frees, makes threads, and forks again. */
+			alarm(20);
+			free(churn((void *)1));
+			void *big = malloc(10 << 20);
+			memset(big, 1, 10 << 20);
+			free(big);
+			pthread_t c;
+			void *r;
+			pthread_create(&c, NULL, child_thread, NULL);
+			pthread_join(c, &r);
+			free(r);
+			pid_t g = fork();
+			if (g == 0)
+				_exit(malloc(100) ? 0 : 1);
+			int gs;
+			waitpid(g, &gs, 0);
+			_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0 ? 0 : 2);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			snprintf(why, sizeof(why), "fork %d: child status %#x",
+			         k, st);
+			err = why;
+		}
+	}
+	stop_churn = true;
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	return err;
+}
+
+/* ---- Children that must die, or start fresh ---------------------------- */
+
+static int static_object;
+
+/* Runs fn in a child with stderr captured into out; returns its status. */
+static int in_child(void (*fn)(void), char *out, size_t outsz)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		alarm(20);
+		fn();
+		_exit(0);
+	}
+	close(fd[1]);
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - n - 1)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(fd[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	return st;
+}
+
+static void *misuse_ptr; /* the pointer the child passes, for the check */
+
+static void free_stack(void)
+{
+	int x;
+	misuse_ptr = &x;
+	free(&x);
+}
+
+static void free_static(void)
+{
+	free(&static_object);
+}
+
+static void double_free_small(void)
+{
+	free(misuse_ptr);
+	free(misuse_ptr);
+}
+
+static void *free_it(void *p)
+{
+	free(p);
+	return NULL;
+}
+
+static void double_free_remote(void)
+{
+	/* Freed by another thread, then here: the pending-bit path. */
+	pthread_t t;
+	pthread_create(&t, NULL, free_it, misuse_ptr);
+	pthread_join(t, NULL);
+	free(misuse_ptr);
+}
+
+static void double_free_large(void)
+{
+	free(misuse_ptr);
+	free(misuse_ptr);
+}
+
+static void free_interior(void)
+{
+	free((char *)misuse_ptr + 16);
+}
+
+struct misuse {
+	const char *name;
+	void (*fn)(void);
+	size_t alloc; /* misuse_ptr = malloc(alloc) first, if not 0 */
+	const char *says;
+};
+
+static const char *check_misuse(const struct misuse *m)
+{
+	char out[2048];
+	misuse_ptr = m->alloc ? malloc(m->alloc) : NULL;
+	if (m->fn == free_static)
+		misuse_ptr = &static_object;
+	int st = in_child(m->fn, out, sizeof(out));
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
+	      "%s: child status %#x, stderr: %s", m->name, st, out);
+	CHECK(strstr(out, "mm_malloc: ") && strstr(out, m->says),
+	      "%s: stderr lacks \"%s\": %s", m->name, m->says, out);
+	if (m->fn != free_stack) { /* the child's stack address differs */
+		char addr[32];
+		snprintf(addr, sizeof(addr), "%p",
+		         m->fn == free_interior ? (char *)misuse_ptr + 16
+		                                : misuse_ptr);
+		CHECK(strstr(out, addr), "%s: stderr lacks the address %s: %s",
+		      m->name, addr, out);
+	}
+	return NULL;
+}
+
+static const char *test_misuse(void)
+{
+	static const struct misuse cases[] = {
+	        {"stack", free_stack, 0, "foreign pointer"},
+	        {"static", free_static, 0, "foreign pointer"},
+	        {"double free", double_free_small, 48, "double free"},
+	        {"double free remote", double_free_remote, 48, "double free"},
+	        {"double free large", double_free_large, 1 << 20,
+	         "freed twice"},
+	        {"interior", free_interior, 64, "interior pointer"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *e = check_misuse(&cases[i]);
+		if (e)
+			return e;
+	}
+	return NULL;
+}
+
+/* The background threads are running (after some allocations). */
+static const char *test_background(void)
+{
+	for (int i = 0; i < 1000; i++)
+		free(malloc(100));
+	int found = 0;
+	for (int tries = 0; tries < 50 && found != 3; tries++) {
+		found = 0;
+		char path[64], comm[32];
+		for (int tid = getpid(); tid < getpid() + 100000; tid++) {
+			snprintf(path, sizeof(path), "/proc/self/task/%d/comm",
+			         tid);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			if (fgets(comm, sizeof(comm), f)) {
+				found |= strstr(comm, "mm_sweeper") ? 1 : 0;
+				found |= strstr(comm, "mm_mheap_scav") ? 2 : 0;
+			}
+			fclose(f);
+			if (found == 3)
+				break;
+		}
+		if (found != 3)
+			usleep(20000);
+	}
+	CHECK(found == 3, "background threads not found (mask %d)", found);
+	return NULL;
+}
+
+/* Fresh processes whose first allocations come from pthread_create or
+ * dlopen (argv[1] names the scenario): they must finish. */
+static int first_scenario(const char *what)
+{
+	alarm(20);
+	if (strcmp(what, "first-pthread") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, child_thread, NULL))
+			return 1;
+		void *r;
+		pthread_join(t, &r);
+		free(r);
+	} else {
+		void *h = dlopen("libz.so.1", RTLD_NOW);
+		if (!h)
+			h = dlopen("libm.so.6", RTLD_NOW);
+		if (!h)
+			return 1;
+		dlclose(h);
+	}
+	free(malloc(10));
+	return 0;
+}
+
+static const char *self_exe;
+
+static const char *test_first_allocations(void)
+{
+	static const char *const what[] = {"first-pthread", "first-dlopen"};
+	for (int i = 0; i < 2; i++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid == 0) {
+			execl(self_exe, self_exe, what[i], (char *)NULL);
+			_exit(127);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x",
+		      what[i], st);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		return first_scenario(argv[1]);
+	self_exe = argv[0];
+	threads_owned =
+	        (unsigned (*)(void))dlsym(RTLD_DEFAULT, "mm_malloc_threads");
+	if (!threads_owned) {
+		printf("not ok preload: mm_malloc_threads not found (run "
+		       "under LD_PRELOAD=libmm_malloc.so)\n0 passed, 1 "
+		       "failed\n");
+		return 1;
+	}
+	static const struct {
+		const char *name;
+		const char *(*fn)(void);
+	} tests[] = {
+	        {"errno", test_errno},
+	        {"malloc_zero", test_malloc_zero},
+	        {"alignment", test_alignment},
+	        {"realloc_calloc", test_realloc_calloc},
+	        {"thread_churn", test_thread_churn},
+	        {"threads_share", test_threads_share},
+	        {"fork", test_fork},
+	        {"misuse", test_misuse},
+	        {"background", test_background},
+	        {"first_allocations", test_first_allocations},
+	};
+	int pass = 0, fail = 0;
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		const char *e = tests[i].fn();
+		if (e) {
+			printf("not ok %s: %s\n", tests[i].name, e);
+			fail++;
+		} else {
+			printf("ok %s\n", tests[i].name);
+			pass++;
+		}
+		fflush(stdout);
+	}
+	printf("%d passed, %d failed\n", pass, fail);
+	return fail != 0;
+}
