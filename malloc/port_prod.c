@@ -25,10 +25,16 @@
  * per-thread mask of the ranks held (one compare; a violation mm_panics).
  * Events: a 32-bit count that is the futex word, as in the test port.
  *
- * Limits: MM_MAX_CPUS slots; at most MAX_THREADS background threads.
+ * Background threads block every signal, and end the process with
+ * exit(0) once they are the only threads left, as glibc's last thread
+ * would (see exit_if_alone).
+ *
+ * Limits: MM_MAX_CPUS slots; at most MAX_THREADS background threads;
+ * without /proc, a process whose threads all pthread_exit lingers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -48,6 +54,7 @@
 static _Thread_local unsigned t_pin;       /* pin depth */
 static _Thread_local unsigned t_held_mask; /* bit r: an mm lock of rank r */
 static _Thread_local char t_self;          /* its address names the thread */
+static _Thread_local bool t_background;    /* one of mm_port_thread_start's */
 
 /* ---- Diagnostics (first: everything below may panic) ------------------- */
 
@@ -225,11 +232,16 @@ struct mm_thread {
 
 static struct mm_thread threads[MAX_THREADS];
 
+/* Background threads running (their fn has not returned). */
+static atomic_uint nbackground;
+
 static void *thread_main(void *p)
 {
 	struct mm_thread *t = p;
+	t_background = true;
 	pthread_setname_np(pthread_self(), t->name);
 	t->fn(t->arg);
+	atomic_fetch_sub(&nbackground, 1);
 	return NULL;
 }
 
@@ -250,9 +262,11 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
+	atomic_fetch_add(&nbackground, 1);
 	int err = pthread_create(&t->tid, NULL, thread_main, t);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
+		atomic_fetch_sub(&nbackground, 1);
 		atomic_store(&t->used, false);
 		return NULL;
 	}
@@ -268,6 +282,49 @@ void mm_port_thread_join(struct mm_thread *t)
 }
 
 /* ---- Events (see tests/host/mm_port_posix.c for the argument) ---------- */
+
+/* How often a sleeping background thread checks that it is not alone. */
+#define ALONE_CHECK_NS ((uint64_t)100 * 1000 * 1000)
+
+/* The live threads of this process (/proc/self/stat's num_threads, less
+ * the main thread if it exited: a zombie leader still counts there), or
+ * 0 if it cannot be read. Raw reads into a stack buffer: no allocation. */
+static unsigned process_threads(void)
+{
+	char buf[1024];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	/* Fields after the command name, which ends at the last ')':
+	 * state is field 3, num_threads field 20. */
+	char *f = strrchr(buf, ')');
+	if (!f || f[1] != ' ')
+		return 0;
+	bool leader_gone = f[2] == 'Z';
+	for (int field = 2; f && field < 20; field++)
+		f = strchr(f + 1, ' ');
+	unsigned live = f ? (unsigned)strtoul(f + 1, NULL, 10) : 0;
+	return live > leader_gone ? live - leader_gone : 0;
+}
+
+/*
+ * glibc ends a process with exit(0) when its last thread exits
+ * (pthread_exit from every thread, main included). Our background threads
+ * count as threads there, so they would keep such a process alive: each
+ * checks between its sleeps and, once only background threads are left,
+ * ends the process as that last thread would have.
+ */
+static void exit_if_alone(void)
+{
+	unsigned n = process_threads();
+	if (n && n <= atomic_load(&nbackground))
+		exit(0);
+}
 
 struct prod_event {
 	_Atomic uint32_t count;   /* the futex word */
@@ -315,9 +372,15 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 		moved = atomic_load(&p->count) != (uint32_t)seen;
 		if (moved || (now = mm_port_now_ns()) >= deadline)
 			break;
-		struct timespec ts = {
-		        .tv_sec = (time_t)(deadline / 1000000000u),
-		        .tv_nsec = (long)(deadline % 1000000000u)};
+		/* A background thread looks up every ALONE_CHECK_NS. */
+		uint64_t until = deadline;
+		if (t_background) {
+			exit_if_alone();
+			if (deadline - now > ALONE_CHECK_NS)
+				until = now + ALONE_CHECK_NS;
+		}
+		struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+		                      .tv_nsec = (long)(until % 1000000000u)};
 		futex(&p->count, FUTEX_WAIT_BITSET, (uint32_t)seen, &ts,
 		      FUTEX_BITSET_MATCH_ANY);
 	}

@@ -447,7 +447,8 @@ static const char *test_background(void)
 }
 
 /* Fresh processes whose first allocations come from pthread_create or
- * dlopen (argv[1] names the scenario): they must finish. */
+ * dlopen, or whose threads all pthread_exit (argv[1] names the scenario):
+ * they must finish, with status 0. */
 static int first_scenario(const char *what)
 {
 	alarm(20);
@@ -458,6 +459,15 @@ static int first_scenario(const char *what)
 		void *r;
 		pthread_join(t, &r);
 		free(r);
+	} else if (strcmp(what, "pthread-exit") == 0) {
+		/* Every thread exits with pthread_exit, main first: glibc
+		 * then ends the process with status 0, and our background
+		 * threads must not keep it alive. */
+		for (int i = 0; i < 1000; i++)
+			free(malloc(100));
+		pthread_t t;
+		pthread_create(&t, NULL, child_thread, NULL);
+		pthread_exit(NULL);
 	} else {
 		void *h = dlopen("libz.so.1", RTLD_NOW);
 		if (!h)
@@ -474,8 +484,9 @@ static const char *self_exe;
 
 static const char *test_first_allocations(void)
 {
-	static const char *const what[] = {"first-pthread", "first-dlopen"};
-	for (int i = 0; i < 2; i++) {
+	static const char *const what[] = {"first-pthread", "first-dlopen",
+	                                   "pthread-exit"};
+	for (int i = 0; i < 3; i++) {
 		fflush(NULL);
 		pid_t pid = fork();
 		if (pid == 0) {

@@ -1,0 +1,135 @@
+# tests/real/workloads.sh: real programs from Debian as workloads for the
+# hosted malloc, sourced by tests/real/run-quick, tests/real/run-long and
+# tools/bench-real. Each wl_NAME SIZE runs in the current directory (a
+# scratch directory of its own), prints output that does not depend on the
+# allocator (checksums, hashes, counts), and exits non-zero on failure.
+# SIZE is "quick" or "full". REPO is this repository's top directory.
+
+# The programs a workload needs; a workload whose program is missing is
+# skipped, saying so.
+wl_needs() {
+	case $1 in
+	python) echo /usr/bin/python3 ;;
+	gcc) echo gcc ;;
+	git) echo git ;;
+	sqlite) echo sqlite3 ;;
+	alloc) echo /usr/bin/python3 ;;
+	esac
+}
+
+# Python: dicts, lists, strings, JSON, sorting, small objects by the
+# million. PYTHONHASHSEED fixes set and dict order for the output.
+wl_python() {
+	local n=200000
+	[ "$1" = full ] && n=1500000
+	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n" <<'EOF'
+import sys, json, hashlib, collections
+n = int(sys.argv[1])
+d = {str(i): [i, str(i) * (i % 7), (i, i + 1)] for i in range(n)}
+s = json.dumps(d, sort_keys=True)
+back = json.loads(s)
+words = [("w%d" % (i * 7919 % n)) * (1 + i % 5) for i in range(n)]
+words.sort()
+cnt = collections.Counter(w[:4] for w in words)
+class P:
+    __slots__ = ("x", "y")
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+pts = [P(i, -i) for i in range(n)]
+acc = sum(p.x - p.y for p in pts)
+h = hashlib.sha256(s.encode()).hexdigest()
+print(len(s), len(back), words[n // 2], cnt.most_common(3), acc, h)
+EOF
+}
+
+# gcc -O2 on this project's own host sources: the objects must be the same
+# bytes whatever malloc gcc ran on.
+wl_gcc() {
+	local srcs="mm/palloc.c mm/spanheap.c mm/sizeclasses.c kernel/format.c"
+	[ "$1" = full ] && srcs="$(cd "$REPO" && ls mm/*.c kernel/format.c \
+		kernel/acpi_parse.c tests/host/spanheap_test.c)"
+	local f o
+	for f in $srcs; do
+		o=$(echo "$f" | tr / _).o
+		gcc -std=gnu11 -O2 -g0 -DMM_HOSTED=1 -I"$REPO" -c "$REPO/$f" \
+			-o "$o" || return 1
+		echo "$f $(sha256sum <"$o" | cut -c1-16)"
+	done
+}
+
+# git on a scratch repository: commits with fixed dates (so the hashes are
+# the same every run), branches, a merge, log, diff, gc and fsck.
+wl_git() {
+	local nfiles=150 ncommits=12
+	[ "$1" = full ] && nfiles=1500 ncommits=40
+	export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.org \
+		GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.org \
+		GIT_AUTHOR_DATE="2020-01-01T00:00:00Z" \
+		GIT_COMMITTER_DATE="2020-01-01T00:00:00Z" \
+		GIT_CONFIG_NOSYSTEM=1 HOME=$PWD
+	git init -q -b main repo && cd repo || return 1
+	local i c
+	for i in $(seq 1 "$nfiles"); do
+		seq "$i" $((i + 200)) >"f$i.txt"
+	done
+	git add . && git commit -qm base || return 1
+	for c in $(seq 1 "$ncommits"); do
+		for i in $(seq "$c" 7 "$nfiles"); do
+			echo "change $c" >>"f$i.txt"
+		done
+		git commit -qam "change $c" || return 1
+	done
+	git checkout -qb side HEAD~3 && echo side >>f1.txt &&
+		git commit -qam side && git checkout -q main &&
+		git merge -q --no-edit side >/dev/null || return 1
+	git log --stat --format='%H %s' | sha256sum | cut -c1-16
+	git diff HEAD~5 --stat | tail -1
+	git gc -q && git fsck --strict --no-dangling --no-progress || return 1
+	git count-objects | cut -d, -f1
+	git rev-parse HEAD
+}
+
+# sqlite3: tables filled by recursive CTEs, an index, joins, grouping,
+# window functions, text functions; deterministic (no random()).
+wl_sqlite() {
+	local n=60000
+	[ "$1" = full ] && n=600000
+	sqlite3 :memory: <<EOF
+create table a(id integer primary key, k int, s text);
+create table b(id integer primary key, aid int, v real);
+with recursive c(x) as (select 1 union all select x + 1 from c where x < $n)
+insert into a select x, (x * 7919) % 1000, printf('%08d-%s', x, hex(x * x)) from c;
+with recursive c(x) as (select 1 union all select x + 1 from c where x < $n * 2)
+insert into b select x, (x * 31) % $n + 1, x / 3.0 from c;
+create index ak on a(k);
+select count(*), sum(length(s)) from a;
+select k, count(*), round(sum(v), 2) from a join b on b.aid = a.id
+ group by k order by 3 desc limit 3;
+select id, rank() over (order by length(s) desc, s) from a where k = 7 limit 3;
+select group_concat(substr(s, 1, 3), '') like '%0%' from a where id < 1000;
+EOF
+}
+
+# An allocation-heavy Python run for the benchmark: object churn with
+# mixed lifetimes (a tree, a cache, temporaries) on one thread.
+wl_alloc() {
+	local n=300000
+	[ "$1" = full ] && n=2000000
+	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n" <<'EOF'
+import sys
+n = int(sys.argv[1])
+cache = {}
+total = 0
+for i in range(n):
+    t = (i, str(i), [i] * (i % 9), {"k": i})
+    cache[i % 50000] = t
+    total += len(t[1]) + len(t[2])
+    if i % 100000 == 0:
+        cache = {k: v for k, v in cache.items() if k % 3}
+def tree(d):
+    return None if d == 0 else (tree(d - 1), tree(d - 1))
+for _ in range(max(1, n // 100000)):
+    tree(16)
+print(total, len(cache))
+EOF
+}
