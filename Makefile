@@ -2,8 +2,8 @@
 #
 #   make            build the loader, the kernel and the host test binary
 #   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size)
-#   make test       host tests under ASan/UBSan and under TSan, then kernel
-#                   tests in QEMU;
+#   make test       host tests under ASan/UBSan and under TSan, real programs
+#                   under the hosted malloc, then kernel tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
 #   make bench      host page-allocator and span heap benchmarks and in-kernel
@@ -193,6 +193,7 @@ test: deps
 	$(MAKE) --no-print-directory test-host || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \
+	$(MAKE) --no-print-directory test-real-quick || st=1; \
 	$(MAKE) --no-print-directory test-kernel || st=1; \
 	$(MAKE) --no-print-directory test-harness || st=1; \
 	tools/sum-results $(RESULTS)/* && exit $$st || exit 1

@@ -29,3 +29,34 @@ $(MALLOC_SO): $(MALLOC_OBJS)
 malloc: $(MALLOC_SO)
 
 .PHONY: malloc
+
+# The C test of the entry points' conventions (run under LD_PRELOAD).
+# -fno-builtin: the compiler must not fold the calls it tests.
+MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
+
+$(MALLOC_API_TEST): tests/real/malloc_api_test.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -o $@ $< \
+		-lpthread -ldl
+
+# Python, gcc, git and sqlite3 from Debian, with and without the library:
+# same output required, times printed (tests/real/run-quick). About 15 s.
+test-real-quick: $(MALLOC_SO) $(MALLOC_API_TEST)
+	@mkdir -p $(RESULTS)
+	@tools/install-deps real || true
+	@tests/real/run-quick $(MALLOC_SO) $(MALLOC_API_TEST) \
+		$(RESULTS)/real-quick
+
+# The longer set: the quick set at size, Python's own test modules and
+# redis-server under redis-benchmark (tests/real/run-long). A few minutes.
+test-real: $(MALLOC_SO) $(MALLOC_API_TEST)
+	@mkdir -p $(RESULTS)
+	@tools/install-deps real real-long || true
+	@st=0; \
+	tests/real/run-quick $(MALLOC_SO) $(MALLOC_API_TEST) \
+		$(RESULTS)/real-full full || st=1; \
+	tests/real/run-long $(MALLOC_SO) $(RESULTS)/real-long || st=1; \
+	tools/sum-results $(RESULTS)/real-full $(RESULTS)/real-long && \
+		exit $$st || exit 1
+
+.PHONY: test-real-quick test-real

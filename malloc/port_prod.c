@@ -232,13 +232,16 @@ struct mm_thread {
 
 static struct mm_thread threads[MAX_THREADS];
 
-/* Background threads running (their fn has not returned). */
+/* Background threads running, counted by themselves: never more than
+ * exist (counted before pthread_create, a sibling that read it while the
+ * new thread did not exist yet would think itself alone). */
 static atomic_uint nbackground;
 
 static void *thread_main(void *p)
 {
 	struct mm_thread *t = p;
 	t_background = true;
+	atomic_fetch_add(&nbackground, 1);
 	pthread_setname_np(pthread_self(), t->name);
 	t->fn(t->arg);
 	atomic_fetch_sub(&nbackground, 1);
@@ -262,11 +265,9 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	atomic_fetch_add(&nbackground, 1);
 	int err = pthread_create(&t->tid, NULL, thread_main, t);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
-		atomic_fetch_sub(&nbackground, 1);
 		atomic_store(&t->used, false);
 		return NULL;
 	}

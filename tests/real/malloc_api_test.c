@@ -9,6 +9,7 @@
  * Built with -fno-builtin so that the compiler does not fold calls away.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
@@ -424,10 +425,12 @@ static const char *test_background(void)
 	int found = 0;
 	for (int tries = 0; tries < 50 && found != 3; tries++) {
 		found = 0;
-		char path[64], comm[32];
-		for (int tid = getpid(); tid < getpid() + 100000; tid++) {
-			snprintf(path, sizeof(path), "/proc/self/task/%d/comm",
-			         tid);
+		char path[300], comm[32];
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			         e->d_name);
 			FILE *f = fopen(path, "r");
 			if (!f)
 				continue;
@@ -436,9 +439,9 @@ static const char *test_background(void)
 				found |= strstr(comm, "mm_mheap_scav") ? 2 : 0;
 			}
 			fclose(f);
-			if (found == 3)
-				break;
 		}
+		if (d)
+			closedir(d);
 		if (found != 3)
 			usleep(20000);
 	}
