@@ -60,3 +60,26 @@ test-real: $(MALLOC_SO) $(MALLOC_API_TEST)
 		exit $$st || exit 1
 
 .PHONY: test-real-quick test-real
+
+# RSS over a burst, its free and an idle stretch (tools/plot-rss).
+MALLOC_RSS_BURST := $(MALLOC_BUILD)/rss-burst
+MALLOC_BENCH_DIR := $(BUILD)/bench-real
+
+$(MALLOC_RSS_BURST): tests/real/rss_burst.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ $< \
+		-lpthread
+
+plot-rss: $(MALLOC_SO) $(MALLOC_RSS_BURST) | deps-bench
+	tools/plot-rss $(MALLOC_SO) $(MALLOC_RSS_BURST) $(MALLOC_BENCH_DIR)
+
+# Real programs and allocation-heavy workloads under ours, glibc, jemalloc,
+# mimalloc and tcmalloc (tools/bench-real): a table of medians with ratios
+# and a PNG in $(MALLOC_BENCH_DIR); then the RSS plot. About 10 minutes.
+# BENCH_REPS (default 3) runs per cell; BENCH_SIZE=quick for a short run.
+bench-real: $(MALLOC_SO) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) | deps-bench
+	@tools/install-deps real real-long || true
+	tools/bench-real $(MALLOC_SO) $(SPANHEAP_BENCH_BIN) $(MALLOC_BENCH_DIR)
+	tools/plot-rss $(MALLOC_SO) $(MALLOC_RSS_BURST) $(MALLOC_BENCH_DIR)
+
+.PHONY: plot-rss bench-real

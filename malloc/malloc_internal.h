@@ -69,10 +69,15 @@ static inline void mm_malloc_leave(void)
 		                      0, memory_order_release);
 }
 
-/* Background threads: 0 not yet allowed (before our constructor), 1
- * allowed and not running, 2 running or being started. */
+/* Background threads: 0 not yet allowed (before our constructor, or
+ * while the heap is smaller than MM_MALLOC_BG_MIN_BYTES), 1 allowed and
+ * not running, 2 running or being started. */
 enum { MM_BG_NOT_YET, MM_BG_ALLOWED, MM_BG_RUNNING };
 extern atomic_int mm_malloc_bg_state MM_MALLOC_HIDDEN;
+
+/* The heap grew by nbytes (mm_port_prepare): allows the background
+ * threads once it passed MM_MALLOC_BG_MIN_BYTES. */
+void mm_malloc_note_growth(size_t nbytes) MM_MALLOC_HIDDEN;
 
 /* Starts the sweeper and the scavenger if allowed and safe; called after
  * an allocation, outside any API call. */

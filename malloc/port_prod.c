@@ -162,7 +162,10 @@ bool mm_port_used(void *addr, size_t nbytes)
 
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
-	return mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0;
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+		return false;
+	mm_malloc_note_growth(nbytes);
+	return true;
 }
 
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)

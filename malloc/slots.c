@@ -32,9 +32,10 @@
  *              Both restart the background threads lazily.
  *   background The sweeper and the scavenger start on an allocation made
  *              after our constructor ran (the dynamic loader and libc are
- *              set up then) and outside any API call, under ctl_lock; the
- *              allocations pthread_create makes see the state "running"
- *              and do not recurse.
+ *              set up then) and once the heap has grown to 8 MiB (a
+ *              smaller heap has little to give back), outside any API
+ *              call, under ctl_lock; the allocations pthread_create makes
+ *              see the state "running" and do not recurse.
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
  * stop and fork. It is never taken holding a slot.
@@ -174,11 +175,35 @@ unsigned mm_malloc_slot_owners(void)
 
 /* ---- Background threads ------------------------------------------------- */
 
-__attribute__((constructor)) static void allow_background(void)
+/* The heap size from which the background threads run: below it there is
+ * little to give back, and the many short-lived processes of a shell or a
+ * build (bash, seq, gcc's drivers) would pay for two thread starts each,
+ * and for stopping them at every fork. */
+#define MM_MALLOC_BG_MIN_BYTES ((size_t)8 << 20)
+
+static atomic_bool constructed;
+static atomic_size_t grown_bytes;
+
+/* Allows the threads once both conditions hold. */
+static void allow_background(void)
 {
 	int want = MM_BG_NOT_YET;
-	atomic_compare_exchange_strong(&mm_malloc_bg_state, &want,
-	                               MM_BG_ALLOWED);
+	if (atomic_load(&constructed) &&
+	    atomic_load(&grown_bytes) >= MM_MALLOC_BG_MIN_BYTES)
+		atomic_compare_exchange_strong(&mm_malloc_bg_state, &want,
+		                               MM_BG_ALLOWED);
+}
+
+__attribute__((constructor)) static void mm_malloc_constructor(void)
+{
+	atomic_store(&constructed, true);
+	allow_background();
+}
+
+void mm_malloc_note_growth(size_t nbytes)
+{
+	atomic_fetch_add(&grown_bytes, nbytes);
+	allow_background();
 }
 
 void mm_malloc_bg_start(void)

@@ -417,9 +417,21 @@ static const char *test_misuse(void)
 	return NULL;
 }
 
-/* The background threads are running (after some allocations). */
+/* Allocates and frees 16 MiB: past the heap size (8 MiB) from which the
+ * background threads run. */
+static void grow_heap(void)
+{
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		memset(v[i] = malloc(64 << 10), 1, 64 << 10);
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+}
+
+/* The background threads are running (after the heap grew). */
 static const char *test_background(void)
 {
+	grow_heap();
 	for (int i = 0; i < 1000; i++)
 		free(malloc(100));
 	int found = 0;
@@ -466,8 +478,8 @@ static int first_scenario(const char *what)
 		/* Every thread exits with pthread_exit, main first: glibc
 		 * then ends the process with status 0, and our background
 		 * threads must not keep it alive. */
-		for (int i = 0; i < 1000; i++)
-			free(malloc(100));
+		grow_heap();
+		free(malloc(100)); /* starts them */
 		pthread_t t;
 		pthread_create(&t, NULL, child_thread, NULL);
 		pthread_exit(NULL);

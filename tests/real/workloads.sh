@@ -21,7 +21,7 @@ wl_needs() {
 # million. PYTHONHASHSEED fixes set and dict order for the output.
 wl_python() {
 	local n=200000
-	[ "$1" = full ] && n=1500000
+	[ "$1" = full ] && n=800000
 	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n" <<'EOF'
 import sys, json, hashlib, collections
 n = int(sys.argv[1])
