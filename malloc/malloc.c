@@ -25,6 +25,7 @@
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
@@ -67,11 +68,16 @@ API void *calloc(size_t n, size_t size)
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total))
 		return fail(ENOMEM);
+	/* Small objects take the fast path, then the memset MM_ZERO would
+	 * have done (which takes the general path). */
+	bool small = total <= SC_MAX_SIZE;
 	mm_malloc_enter();
-	void *p = spanheap_alloc(&mm_malloc_sh, total, MM_ZERO);
+	void *p = spanheap_alloc(&mm_malloc_sh, total, small ? 0 : MM_ZERO);
 	mm_malloc_leave();
 	if (!p)
 		return fail(ENOMEM);
+	if (small)
+		memset(p, 0, total);
 	mm_malloc_maybe_start_bg();
 	return p;
 }

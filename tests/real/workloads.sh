@@ -68,6 +68,9 @@ wl_git() {
 		GIT_COMMITTER_DATE="2020-01-01T00:00:00Z" \
 		GIT_CONFIG_NOSYSTEM=1 HOME=$PWD
 	git init -q -b main repo && cd repo || return 1
+	# No automatic gc: it would run detached, in the background, racing
+	# the explicit one below (which then fails now and then).
+	git config gc.auto 0 || return 1
 	local i c
 	for i in $(seq 1 "$nfiles"); do
 		seq "$i" $((i + 200)) >"f$i.txt"
