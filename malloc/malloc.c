@@ -128,7 +128,7 @@ API void *memalign(size_t align, size_t size)
 {
 	if (align > SIZE_MAX / 2 + 1)
 		return fail(EINVAL);
-	if (align & (align - 1)) {
+	if (align > MIN_ALIGN && (align & (align - 1))) {
 		/* glibc rounds an alignment that is not a power of two up. */
 		size_t a = MIN_ALIGN * 2;
 		while (a < align)
