@@ -177,10 +177,13 @@ API size_t malloc_usable_size(void *p)
 {
 	if (!p)
 		return 0;
-	mm_malloc_enter();
-	size_t n = spanheap_usable_size(&mm_malloc_sh, p);
-	mm_malloc_leave();
-	return n;
+	/* No slot: the lookup touches no per-CPU data and takes no lock
+	 * (programs that account memory, redis, call this on every
+	 * allocation and free). A thread's first call still sets the heap
+	 * up, so that a foreign pointer is reported as one. */
+	if (__builtin_expect(mm_malloc_slot_id < 0, 0))
+		mm_malloc_first_use();
+	return spanheap_usable_size(&mm_malloc_sh, p);
 }
 
 API unsigned mm_malloc_threads(void)
