@@ -119,9 +119,12 @@ struct mheap {
 	/* The span table: one entry per arena page, for the span heap's
 	 * pointer-to-span lookup (mheap_span_lookup). Its page for a chunk
 	 * is mapped when the chunk grows; spanmap_chunks counts them (set by
-	 * the grower, read lock-free). */
+	 * the grower, read lock-free), and spanmap_pages is the number of
+	 * arena pages they cover (no more than arena_pages), which is all a
+	 * lookup needs to check. */
 	void *_Atomic *spanmap;
 	_Atomic size_t spanmap_chunks;
+	_Atomic size_t spanmap_pages;
 
 	/* Growth: set by the one thread or CPU growing (atomic); the grower
 	 * wakes `grown` when it commits or fails. */
@@ -168,10 +171,7 @@ static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
 {
 	/* An address below the base wraps to a huge index. */
 	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
-	if (i >= h->arena_pages ||
-	    i / PALLOC_CHUNK_PAGES >=
-	            atomic_load_explicit(&h->spanmap_chunks,
-	                                 memory_order_acquire))
+	if (i >= atomic_load_explicit(&h->spanmap_pages, memory_order_acquire))
 		return NULL;
 	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
 }

@@ -49,6 +49,9 @@
  */
 #include "spanheap_internal.h"
 
+_Static_assert(offsetof(struct mspan, alloc_bits) == 64,
+               "what the fast paths read fits in the span's first line");
+
 /* The placeholder every empty cache slot points at: no free bits, so the
  * fast path falls through to the slow one. Never written. */
 struct mspan spanheap_empty_span;
@@ -426,20 +429,25 @@ static bool span_fill_cache(struct mspan *s)
 	return false;
 }
 
-/* The fast path: the next free object of the cached span s, or NULL. */
-static inline void *span_next_fast(struct mspan *s)
+/* Takes the first free object of alloc_cache ac (s->alloc_cache, not
+ * 0). span_fill_cache leaves no bit at or beyond nelems in it. Owner,
+ * pinned. */
+static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
+                                                             uint64_t ac)
 {
-	uint64_t ac = s->alloc_cache;
-	if (!ac)
-		return NULL;
 	unsigned bit = (unsigned)__builtin_ctzll(ac);
 	uint32_t idx =
 	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
-	if (idx >= s->nelems)
-		return NULL;
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
 	return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+}
+
+/* The next free object of the cached span s, or NULL. */
+static inline void *span_next_fast(struct mspan *s)
+{
+	uint64_t ac = s->alloc_cache;
+	return ac ? span_take(s, ac) : NULL;
 }
 
 __attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
@@ -676,6 +684,8 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
 {
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
+	atomic_store_explicit(&s->owner, (uint8_t)(mc - sh->caches + 1),
+	                      memory_order_relaxed);
 	span_fill_cache(s);
 	mc->alloc[cls] = s;
 }
@@ -684,6 +694,7 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
  * span, cached before a flip, is swept by that) and places it. */
 static void uncache_span(struct spanheap *sh, struct mspan *s)
 {
+	atomic_store_explicit(&s->owner, 0, memory_order_relaxed);
 	atomic_store_explicit(
 	        &s->sweepgen,
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire) - 1,
@@ -885,14 +896,21 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
 	return p ? p : alloc_any(sh, size, 16, flags);
 }
 
+/*
+ * The fast path: the class from a table, the pin, the cached span's next
+ * free bit, the unpin. No lock, no atomic read-modify-write, and no call
+ * with an inline pin (the miss is a tail call). Any context but NMI.
+ */
 void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
+		unsigned cls = sizeclass_of(size);
 		struct mm_pin pin = mm_port_pin();
-		void *p = span_next_fast(
-		        sh->caches[pin.cpu].alloc[sizeclass_of(size)]);
-		if (__builtin_expect(p == NULL, 0))
+		struct mspan *s = sh->caches[pin.cpu].alloc[cls];
+		uint64_t ac = s->alloc_cache;
+		if (__builtin_expect(ac == 0, 0))
 			return alloc_fast_miss(sh, size, flags, pin);
+		void *p = span_take(s, ac);
 		mm_port_unpin(pin);
 		return p;
 	}
@@ -1000,62 +1018,69 @@ static __attribute__((noinline)) void free_remote(struct spanheap *sh,
 }
 
 /*
- * Frees object idx of the small span s (checked: in use, p the start of
- * object idx), pinned (pin). Unpins.
+ * The local free: object idx of the span s, which this CPU caches (pinned
+ * by pin). Checks that the object is allocated and not freed yet (local
+ * or pending bit), sets its local bit (no atomic operation: only the owner
+ * writes local_free), and unpins. A local free followed by a remote one is
+ * caught when the span is folded (the remote path cannot read the owner's
+ * bits race-free).
  */
 static inline __attribute__((always_inline)) void
-free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
-           struct mm_pin pin)
+free_local(struct mspan *s, uint32_t idx, void *p, struct mm_pin pin)
 {
 	unsigned w = idx / 64;
 	uint64_t b = (uint64_t)1 << (idx % 64);
-	struct mcache *mc = &sh->caches[pin.cpu];
-	if (mc->alloc[s->sizeclass] == s) {
-		/* Local: this CPU owns the span; no atomic operation. */
-		uint64_t live = load_relaxed64(&s->alloc_bits[w]);
-		if (idx <
-		    atomic_load_explicit(&s->freeindex, memory_order_relaxed))
-			live |= b;
-		uint64_t freed = load_relaxed64(&s->local_free[w]) |
-		                 load_relaxed64(&s->pending[w]);
-		if (__builtin_expect(((live & ~freed) & b) == 0, 0))
-			bad_object(live & b ? "double free"
-			                    : "free of an object that is not "
-			                      "allocated (a double free?)",
-			           p, s);
-		atomic_store_explicit(&s->local_free[w],
-		                      load_relaxed64(&s->local_free[w]) | b,
-		                      memory_order_relaxed);
-		mm_port_unpin(pin);
-		return;
-	}
-	free_remote(sh, s, idx, p, pin);
+	uint64_t live = load_relaxed64(&s->alloc_bits[w]);
+	if (idx < atomic_load_explicit(&s->freeindex, memory_order_relaxed))
+		live |= b;
+	uint64_t lf = load_relaxed64(&s->local_free[w]);
+	uint64_t freed = lf | load_relaxed64(&s->pending[w]);
+	if (__builtin_expect(((live & ~freed) & b) == 0, 0))
+		bad_object(live & b ? "double free"
+		                    : "free of an object that is not allocated "
+		                      "(a double free?)",
+		           p, s);
+	atomic_store_explicit(&s->local_free[w], lf | b, memory_order_relaxed);
+	mm_port_unpin(pin);
+}
+
+/* Frees object idx of the small span s (checked: in use, p the start of
+ * object idx): pins, then the local or the remote path, which unpin. */
+static inline __attribute__((always_inline)) void
+free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
+{
+	struct mm_pin pin = mm_port_pin();
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) ==
+	    pin.cpu + 1)
+		free_local(s, idx, p, pin);
+	else
+		free_remote(sh, s, idx, p, pin);
 }
 
 /* Everything the fast path of spanheap_free does not take: NULL, large
- * spans, and misuse (span_of says what is wrong). Pinned; unpins. */
-static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p,
-                                                struct mm_pin pin)
+ * spans, and misuse (span_of says what is wrong). */
+static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 {
-	if (!p) {
-		mm_port_unpin(pin);
+	if (!p)
 		return;
-	}
 	uint32_t idx;
 	struct mspan *s = span_of(sh, p, &idx, "free");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
-	    MSPAN_LARGE) {
-		mm_port_unpin(pin);
+	    MSPAN_LARGE)
 		free_large(sh, s, p);
-	} else {
-		free_small(sh, s, idx, p, pin);
-	}
+	else
+		free_small(sh, s, idx, p);
 }
 
+/*
+ * The fast path: the span from the lock-free table, the checks (a small
+ * span in use, p the start of an object), then the pin and the local bit
+ * (the span is this CPU's cached one) or the remote path's pending bit.
+ * The object keeps its span in use, so nothing needs the pin before the
+ * owner test. Any context but NMI.
+ */
 void spanheap_free(struct spanheap *sh, void *p)
 {
-	/* Pinned first: few values are live across the call. */
-	struct mm_pin pin = mm_port_pin();
 	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
 	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
 	                     1) &&
@@ -1066,11 +1091,11 @@ void spanheap_free(struct spanheap *sh, void *p)
 		if (__builtin_expect((uintptr_t)idx * s->elemsize == off &&
 		                             idx < s->nelems,
 		                     1)) {
-			free_small(sh, s, idx, p, pin);
+			free_small(sh, s, idx, p);
 			return;
 		}
 	}
-	free_slow(sh, p, pin);
+	free_slow(sh, p);
 }
 
 /* ---- Set-up

@@ -82,8 +82,7 @@ enum mspan_list {
  *           others read some of them with relaxed atomics (free checks)
  */
 struct mspan {
-	/* Cache line 0: what every free reads (and the remote free's
-	 * pending bits). */
+	/* Cache line 0: everything the fast paths read. */
 	/* fixed */
 	uintptr_t base;
 	uint32_t elemsize; /* the class's size; npages * page for large */
@@ -95,15 +94,11 @@ struct mspan {
 	 * free since the span was last taken off the queue. A queued span
 	 * is never given back to the page heap. */
 	_Atomic uint8_t queued;
+	/* The CPU whose cache holds the span, + 1; 0 if none. Written by
+	 * that CPU alone, pinned, so a CPU that reads its own number owns
+	 * the span (the local free path). */
+	_Atomic uint8_t owner;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
-	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
-	_Atomic uint64_t pending[SC_BITMAP_WORDS];
-	/* Cache line 1: the owner's. */
-	/* bit set: allocated (beyond freeindex's implicit prefix) */
-	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
-	/* owner: a free of an object of the owner's cached span */
-	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
-	/* Cache line 2: the rest. */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
 	uint32_t npages;
 	uint32_t alloc_count;      /* owner: allocated per the bitmaps */
@@ -112,6 +107,14 @@ struct mspan {
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
+	/* Cache line 1: the owner's bitmaps (the local free reads both). */
+	/* bit set: allocated (beyond freeindex's implicit prefix) */
+	_Alignas(64) _Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
+	/* owner: a free of an object of the owner's cached span */
+	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
+	/* Cache line 2: what other CPUs write, away from the fast path's. */
+	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
+	_Alignas(64) _Atomic uint64_t pending[SC_BITMAP_WORDS];
 	struct mspan *_Atomic qnext;
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
