@@ -29,8 +29,7 @@ static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
 	return (struct mm_pin){.state = flags, .cpu = id};
 }
 
-static inline __attribute__((always_inline)) void
-mm_port_unpin(struct mm_pin p)
+static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 {
 	if (p.state & RFLAGS_IF)
 		cpu_sti();

@@ -149,13 +149,34 @@ struct mcache_counters {
 	_Atomic uint64_t refills;       /* slow-path span changes */
 };
 
+/*
+ * A magazine: objects of one class this CPU freed, handed out again by its
+ * next allocations of the class, last in first out (tcmalloc's per-CPU
+ * free lists). Linked through the objects' first words (the link XORed
+ * with the heap's cookie); the second word holds the canary, cookie ^ the
+ * object's address, which marks the object as freed. Past max objects,
+ * half go back to their spans (the colder half).
+ */
+struct mmag {
+	uintptr_t head; /* the first object, or 0 */
+	uint32_t n;     /* __atomic relaxed: statistics read it */
+	uint32_t max;
+};
+
 /* One CPU's cache: touched only by that CPU, pinned. */
 struct mcache {
+	struct mmag mag[SC_NCLASSES];
 	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
 	struct mcache_counters n;
-} __attribute__((aligned(64)));
+} __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
+
+/* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
+ * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
+#define SPANHEAP_MAG_BYTES (16u << 10)
+#define SPANHEAP_MAG_MIN   2u
+#define SPANHEAP_MAG_MAX   64u
 
 struct spanheap_config {
 	/* A sweep cycle starts when pending frees pass this share of the
@@ -212,7 +233,8 @@ struct spanheap_sweeper {
 };
 
 struct spanheap {
-	struct mheap *heap; /* the page heap; its lock guards spans below */
+	struct mheap *heap;   /* the page heap; its lock guards spans below */
+	uintptr_t mag_cookie; /* fixed: the magazines' links and canaries */
 	struct spanheap_config cfg;
 	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mcentral central[SC_NCLASSES];
@@ -239,6 +261,7 @@ struct spanheap_stats {
 	struct spanheap_class_stats cls[SC_NCLASSES]; /* [0]: large */
 	size_t spans, bytes_in_use, bytes_spans, large_pages;
 	uint64_t local_frees, remote_frees, refills;
+	size_t mag_objects; /* freed objects waiting in the magazines */
 	uint32_t sweepgen;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
@@ -279,21 +302,22 @@ void spanheap_free(struct spanheap *sh, void *p);
 /* The bytes usable at p (an allocated object). Any context. */
 size_t spanheap_usable_size(struct spanheap *sh, const void *p);
 
-/* Hands this CPU's cached spans back to their central lists. Any context
- * but NMI. */
+/* Hands this CPU's magazines back to their spans and its cached spans
+ * back to their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
 /*
  * Runs one whole sweep cycle now (flip, sweep every span, give empty
- * spans back) under the cycle semaphore; returns the spans freed. Thread
- * context.
+ * spans back) under the cycle semaphore; returns the spans freed. This
+ * CPU's magazines go back to their spans first (other CPUs keep theirs
+ * until their next refill after the flip). Thread context.
  */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
 /* Flushes this CPU's cache, runs a sweep cycle, then scavenges every free
  * page (mheap_release_all); returns the pages released. Other CPUs' caches
- * keep their spans: the kernel flushes them on each CPU first. Thread
- * context. */
+ * keep their spans and magazines: the kernel flushes them on each CPU
+ * first. Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);
 
 bool spanheap_sweeper_start(struct spanheap *sh);

@@ -3,9 +3,10 @@
  * builds pass this header's name). A thread bound to a CPU slot
  * (mm_port_bind_cpu; only the benchmarks bind) owns it until it unbinds, so
  * its pin is one thread-local load, as a thread-local cache's would be, and
- * says so (state 1); its unpin does nothing. Bound pins are not counted. Any other thread takes the slot with an
- * atomic exchange, out of line in tests/host/mm_port_posix.c (below),
- * which also checks that every unpin matches its pin (state 0).
+ * says so (state 1); its unpin does nothing. Bound pins are not counted. Any
+ * other thread takes the slot with an atomic exchange, out of line in
+ * tests/host/mm_port_posix.c (below), which also checks that every unpin
+ * matches its pin (state 0).
  *
  * Included by mm/port.h after struct mm_pin, so it includes no mm/ header.
  */
@@ -38,8 +39,7 @@ static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
 	return (struct mm_pin){.state = 0, .cpu = cpu};
 }
 
-static inline __attribute__((always_inline)) void
-mm_port_unpin(struct mm_pin p)
+static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 {
 	if (__builtin_expect(p.state != 0, 1))
 		return;
