@@ -177,6 +177,7 @@ static void editor_out(void *ctx, const char *s, size_t n)
 static void shell_main(void *arg)
 {
 	lineedit_init(&editor, editor_out, NULL);
+	shell_heapmap_boot();
 	for (;;) {
 		printk(PROMPT);
 		enum lineedit_event ev;

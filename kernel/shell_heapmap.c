@@ -8,9 +8,12 @@
  *                       first page of each span in capitals
  *   heapmap stream MS   a background thread prints one row every MS ms,
  *                       "heapmap-row: <ms> <chars>", one character per 64
- *                       pages (256 KiB) of the first HEAPMAP_ROW_CHUNKS
- *                       chunks, for tools/plot-heapmap; "heapmap stream
- *                       off" stops it
+ *                       pages (256 KiB) from the arena's base to one
+ *                       chunk past the grown ones (at most
+ *                       HEAPMAP_ROW_CHUNKS chunks), for
+ *                       tools/plot-heapmap; "heapmap stream
+ *                       off" stops it; "shell.heapmap=MS" on the command
+ *                       line starts it at boot (make run HEAPMAP=1)
  *
  * A chunk or group shows the state most of its pages are in (U in use, F
  * free backed, S scavenged, N not grown), lower case when not all are.
@@ -21,6 +24,7 @@
  */
 #include <stdatomic.h>
 
+#include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/heap.h"
 #include "kernel/printk.h"
@@ -181,8 +185,11 @@ static void stream_main(void *arg)
 	uint64_t alloc[PALLOCBITS_WORDS], scav[PALLOCBITS_WORDS];
 	const unsigned per_chunk = PALLOC_CHUNK_PAGES / GROUP_PAGES;
 	while (!atomic_load(&stream_stop)) {
-		size_t n = 0;
-		for (size_t ci = 0; ci < HEAPMAP_ROW_CHUNKS; ci++) {
+		/* Up to one chunk past the grown ones: the rest is N. */
+		size_t n = 0, nchunks = grown_chunks() + 1;
+		if (nchunks > HEAPMAP_ROW_CHUNKS)
+			nchunks = HEAPMAP_ROW_CHUNKS;
+		for (size_t ci = 0; ci < nchunks; ci++) {
 			bool grown = mheap_chunk_bits(&kheap, ci, alloc, scav);
 			for (unsigned g = 0; g < per_chunk; g++)
 				stream_row[n++] =
@@ -235,13 +242,20 @@ static enum shell_status stream(const char *cmd, const char *arg)
 		printk("heapmap: cannot start the stream\n");
 		return SHELL_FAILED;
 	}
-	printk("heapmap: streaming a row every %llu ms: %zu characters of %u "
-	       "pages each\n",
-	       (unsigned long long)ms, len, GROUP_PAGES);
+	printk("heapmap: streaming a row every %llu ms, one character per %u "
+	       "pages\n",
+	       (unsigned long long)ms, GROUP_PAGES);
 	return SHELL_OK;
 }
 
 static enum shell_status cmd_heapmap(int argc, char **argv);
+
+void shell_heapmap_boot(void)
+{
+	char ms[16];
+	if (cmdline_get("shell.heapmap", ms, sizeof(ms)))
+		stream("shell.heapmap", ms);
+}
 
 const struct shell_cmd shell_heapmap_cmds[] = {
         {"heapmap", "[CHUNK | stream MS|off]",

@@ -30,6 +30,10 @@ extern const struct shell_cmd shell_heapmap_cmds[]; /* shell_heapmap.c */
 extern const struct shell_cmd shell_stress_cmds[];  /* shell_stress.c */
 extern const struct shell_cmd shell_sys_cmds[];     /* shell_sys.c */
 
+/* Starts the heapmap stream if the command line says "shell.heapmap=MS".
+ * The shell thread, before its first prompt. */
+void shell_heapmap_boot(void);
+
 /* Parses a decimal number in [lo, hi] into *out; false, after printing
  * "cmd: 'arg' is not a number in [lo, hi]", when it is not one. */
 bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
