@@ -1,7 +1,11 @@
 # Every entry point of the project.
 #
 #   make            build the loader, the kernel and the host test binary
-#   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size)
+#   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size) at its
+#                   shell; CMDS='a; b' types the commands and exits with
+#                   the last one's status; HEAPMAP=1 also draws the heap
+#                   over time into $(BUILD)/heapmap.png
+#   make heapmap    a scripted workload drawn as $(BUILD)/heapmap.png
 #   make test       host tests under ASan/UBSan and under TSan, then kernel
 #                   tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
@@ -170,9 +174,35 @@ deps-bench:
 	@tools/install-deps bench || \
 		echo "bench: tools missing (above): some instruction counts, PNGs or peer allocators will be skipped"
 
+# make run: the shell on this terminal (tools/shell-session --interactive:
+# -serial mon:stdio, so Ctrl-C reaches the guest and Ctrl-A X quits), or,
+# with CMDS='a; b', typed at it. The serial log is $(BUILD)/run.log.
+# HEAPMAP=1 streams heap rows from boot (shell.heapmap=200) and plots them.
+CMDS ?=
+HEAPMAP ?= 0
+RUN_CMDLINE := $(if $(filter 1,$(HEAPMAP)),shell.heapmap=200)
+RUN_MODE := $(if $(CMDS),--cmds "$(CMDS)",--interactive)
+
 run: deps
-	@$(MAKE) --no-print-directory $(ESP)
-	tools/qemu $(ESP) -smp $(SMP) -m $(MEM)
+	@$(MAKE) --no-print-directory $(BOOT_EFI) $(KERNEL)
+	@st=0; tools/shell-session $(RUN_MODE) --cmdline "$(RUN_CMDLINE)" \
+		--log $(BUILD)/run.log $(BOOT_EFI) $(KERNEL) \
+		-- -smp $(SMP) -m $(MEM) || st=$$?; \
+	if [ "$(HEAPMAP)" = 1 ]; then \
+		tools/plot-heapmap $(BUILD)/run.log $(BUILD)/heapmap.png \
+			"kernel heap over time (make run, -smp $(SMP))" || st=1; \
+	fi; exit $$st
+
+# The heap over time, for the README: growth under a storm, the
+# background scavenger after it, then release.
+HEAPMAP_CMDS := heapmap stream 100; sleep 300; stress 4; sleep 2000; \
+	release; sleep 500; heapmap stream off; heapmap
+
+heapmap: $(BOOT_EFI) $(KERNEL) | deps-bench
+	tools/shell-session --cmds "$(HEAPMAP_CMDS)" --log $(BUILD)/heapmap.log \
+		$(BOOT_EFI) $(KERNEL) -- -smp $(SMP) -m $(MEM) >/dev/null
+	tools/plot-heapmap $(BUILD)/heapmap.log $(BUILD)/heapmap.png \
+		"kernel heap: stress 4 s on $(SMP) CPUs, scavenger, release"
 
 debug: deps
 	@$(MAKE) --no-print-directory $(ESP)
@@ -272,7 +302,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
+.PHONY: heapmap all deps run debug test test-lint test-host test-kernel test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

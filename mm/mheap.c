@@ -402,6 +402,23 @@ void mheap_stats(struct mheap *h, struct mheap_stats *st)
 	st->frames_free = mm_port_free_pages();
 }
 
+bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
+                      uint64_t *scav)
+{
+	bool grown = false;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	if (ci < h->pages.arena_chunks &&
+	    (h->pages.grown[ci / 64] >> (ci % 64) & 1)) {
+		grown = true;
+		for (unsigned i = 0; i < PALLOCBITS_WORDS; i++) {
+			alloc[i] = h->pages.alloc[ci].w[i];
+			scav[i] = h->pages.scav ? h->pages.scav[ci].w[i] : 0;
+		}
+	}
+	mm_lock_release(&h->lock, irq);
+	return grown;
+}
+
 void mheap_dump(struct mheap *h)
 {
 	struct mheap_stats st;

@@ -205,6 +205,17 @@ uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
 /* A consistent snapshot. Any context but NMI, no mm lock held. */
 void mheap_stats(struct mheap *h, struct mheap_stats *st);
 
+/*
+ * The page states of chunk ci of the arena (chunk 0 starts at arena_base),
+ * for heap maps: copies its allocation and scavenged bitmaps
+ * (PALLOCBITS_WORDS words each; a set bit is an allocated or a scavenged
+ * page) under h->lock. Pages the scavenger is unmapping show as allocated.
+ * Returns false, copying nothing, when the chunk is not grown. Any context
+ * but NMI, no mm lock held.
+ */
+bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
+                      uint64_t *scav);
+
 /* mm_logs the memory info (never under the lock). Thread context. */
 void mheap_dump(struct mheap *h);
 
