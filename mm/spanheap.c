@@ -1174,11 +1174,18 @@ free_refused(struct spanheap *sh, struct mspan *s, uintptr_t a)
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
  * object idx). The object must be allocated (freeindex or its alloc bit)
- * and not freed already (its canary: in a magazine, or given back to its
- * span and not handed out since); then it goes into this CPU's magazine.
- * Two CPUs freeing one object at the same instant may both pass the
- * canary test: the check and the mark are not one atomic operation.
+ * and not freed already: every freed object carries the canary until it
+ * is handed out again, whichever way it went. Then, pinned: if this CPU
+ * caches s, the object's local bit (no atomic operation; the next refill
+ * folds it, and the alloc path never waits on this store); else into this
+ * CPU's magazine, or to its span if the magazine is full. Two CPUs
+ * freeing one object at the same instant may both pass the canary test:
+ * the check and the mark are not one atomic operation.
  */
+/* Spans of fewer objects than this take their owner's frees in the
+ * magazine too: reused at once, rather than a refill every few objects. */
+#define LOCAL_MIN_NELEMS 16
+
 static inline __attribute__((always_inline)) void
 free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 {
@@ -1190,9 +1197,19 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 	        (load_relaxed64(&s->alloc_bits[idx / 64]) >> (idx % 64) & 1);
 	if (__builtin_expect(!allocated || o[1] == (cookie ^ a), 0))
 		free_refused(sh, s, a);
-	unsigned cls = s->sizeclass;
 	struct mm_pin pin = mm_port_pin();
-	struct mmag *m = mag_of(sh, pin.cpu, cls);
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) ==
+	            pin.cpu + 1 &&
+	    s->nelems >= LOCAL_MIN_NELEMS) {
+		_Atomic uint64_t *lf = &s->local_free[idx / 64];
+		atomic_store_explicit(
+		        lf, load_relaxed64(lf) | (uint64_t)1 << (idx % 64),
+		        memory_order_relaxed);
+		o[1] = cookie ^ a;
+		mm_port_unpin(pin);
+		return;
+	}
+	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
 	uint32_t n = mag_n(m);
 	if (__builtin_expect(n >= m->max, 0)) {
 		mag_full(sh, s, idx, a, pin);

@@ -279,6 +279,44 @@ KTEST(spanheap, cross_cpu_free)
 	sh_heap_release(&heap);
 }
 
+/* A class of many objects a span: the owner's free sets the object's
+ * local bit (no atomic, no magazine), and the fold at the span's next
+ * refill makes it free again. */
+KTEST(spanheap, owner_free_takes_the_local_bit)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(64);
+	unsigned n = sizeclass_info[cls].nelems;
+	KASSERT(n >= 16 && n <= 256);
+	char *p[256];
+	for (unsigned i = 0; i < n; i++) {
+		p[i] = spanheap_alloc(&sh, 64, 0);
+		KASSERT(p[i] != NULL);
+	}
+	spanheap_free(&sh, p[5]);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.local_frees, 1);
+	KEXPECT_EQ(st.remote_frees, 0);
+	KEXPECT_EQ(st.mag_objects, 0);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)n - 1);
+	SH_CHECK(&sh, "a local free");
+	/* The span is full: the next allocation folds it and gets p[5]. */
+	char *q = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(q == p[5]);
+	KEXPECT_EQ(((uintptr_t *)q)[1], 0); /* the canary is gone */
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 1);
+	for (unsigned i = 0; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 0);
+	KEXPECT_EQ(st.local_frees, (uint64_t)n + 1);
+	SH_CHECK(&sh, "all freed locally");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap, magazine_reuses_then_local_free)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
