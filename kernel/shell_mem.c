@@ -59,9 +59,10 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	printk("span heap: %zu spans, %s in use in %s of spans, %zu large "
 	       "pages; sweepgen %u\n",
 	       st->spans, in_use, spans, st->large_pages, st->sweepgen);
-	printk("span heap: %llu local frees, %llu remote frees, %llu cache "
-	       "refills, %llu large allocations, %llu atomic refusals\n",
-	       (unsigned long long)st->local_frees,
+	printk("span heap: %zu freed objects in magazines; %llu local frees, "
+	       "%llu remote frees, %llu cache refills, %llu large "
+	       "allocations, %llu atomic refusals\n",
+	       st->mag_objects, (unsigned long long)st->local_frees,
 	       (unsigned long long)st->remote_frees,
 	       (unsigned long long)st->refills,
 	       (unsigned long long)st->n.large_allocs,
