@@ -773,9 +773,9 @@ mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
  * keeps its canary until the span hands it out again. Returns the bytes
  * added to this CPU's pending count.
  */
-static uint32_t span_give_back(struct spanheap *sh, struct mcache *mc,
-                               unsigned cpu, struct mspan *s, uint32_t idx,
-                               uintptr_t a)
+static inline __attribute__((always_inline)) uint32_t
+span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
+               struct mspan *s, uint32_t idx, uintptr_t a)
 {
 	unsigned w = idx / 64;
 	uint64_t b = (uint64_t)1 << (idx % 64);
