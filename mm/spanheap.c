@@ -723,7 +723,7 @@ mag_corrupt(struct spanheap *sh, uintptr_t a, unsigned cls)
 {
 	mm_panic("spanheap: free object %#lx (size class %u, %u-byte objects) "
 	         "was written after its free (a use after free?): its free "
-	         "marker is gone",
+	         "marker or its magazine link is not what the free left",
 	         (unsigned long)a, cls, sizeclass_info[cls].size);
 }
 
@@ -758,9 +758,15 @@ mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
 		return 0;
 	uintptr_t cookie = sh->mag_cookie;
 	uintptr_t *o = obj_words(a);
-	if (__builtin_expect(o[1] != (cookie ^ a), 0))
+	uintptr_t next = o[0] ^ cookie;
+	/* A link that leaves the arena was written after the free too (a
+	 * use after free's usual first write): caught before it is used. */
+	if (__builtin_expect(o[1] != (cookie ^ a) || (next - sh->arena_base >=
+	                                                      sh->arena_bytes &&
+	                                              next != 0),
+	                     0))
 		mag_corrupt(sh, a, cls);
-	m->head = o[0] ^ cookie;
+	m->head = next;
 	mag_set_n(m, mag_n(m) - 1);
 	o[1] = 0;
 	return a;
@@ -820,11 +826,15 @@ static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 	uint64_t added = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uintptr_t *o = obj_words(a);
-		if (o[1] != (cookie ^ a))
-			mag_corrupt(sh, a, cls);
 		uintptr_t next = o[0] ^ cookie; /* before the span may go */
 		/* Checked when it was freed: a small span's object. */
 		struct mspan *s = mheap_span_lookup_inline(sh->heap, a);
+		if (o[1] != (cookie ^ a) ||
+		    (next - sh->arena_base >= sh->arena_bytes && next != 0) ||
+		    (uintptr_t)s <= (uintptr_t)MHEAP_SPAN_FREED_LARGE ||
+		    atomic_load_explicit(&s->state, memory_order_relaxed) !=
+		            MSPAN_SMALL)
+			mag_corrupt(sh, a, cls);
 		uint32_t idx =
 		        (uint32_t)(((uint64_t)(a - s->base) * s->divmul) >> 32);
 		added += span_give_back(sh, mc, cpu, s, idx, a);
@@ -1292,6 +1302,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	}
 	mm_memset(sh, 0, sizeof(*sh));
 	sh->heap = h;
+	sh->arena_base = h->arena_base;
+	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;
 	sh->cfg = *cfg;
 	/* Start high enough that sg - 3 never wraps below 0 in practice. */
 	atomic_init(&sh->sweepgen, 4);

@@ -235,6 +235,7 @@ struct spanheap_sweeper {
 struct spanheap {
 	struct mheap *heap;   /* the page heap; its lock guards spans below */
 	uintptr_t mag_cookie; /* fixed: the magazines' links and canaries */
+	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
 	struct spanheap_config cfg;
 	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mcentral central[SC_NCLASSES];
