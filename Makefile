@@ -1,7 +1,11 @@
 # Every entry point of the project.
 #
 #   make            build the loader, the kernel and the host test binary
-#   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size)
+#   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size) at its
+#                   shell; CMDS='a; b' types the commands and exits with
+#                   the last one's status; HEAPMAP=1 also draws the heap
+#                   over time into $(BUILD)/heapmap.png
+#   make heapmap    a scripted workload drawn as $(BUILD)/heapmap.png
 #   make test       host tests under ASan/UBSan and under TSan, real programs
 #                   under the hosted malloc, then kernel tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name"
@@ -66,6 +70,8 @@ KCFLAGS += -DKTEST_HOOKS=$(KTEST_HOOKS)
 ifeq ($(KTEST_HOOKS),1)
 KCFLAGS += -DMM_TEST_HOOKS
 endif
+# mm/'s pin hooks are inline (mm/port.h, MM_PORT_INLINE).
+KCFLAGS += -DMM_PORT_INLINE='"kernel/mm_port_inline.h"'
 KASFLAGS := -g -I. -MMD -MP -D__ASSEMBLY__
 KLDFLAGS := -nostdlib -static -z max-page-size=0x1000 -z noexecstack \
 	--no-warn-rwx-segments -T linker.ld
@@ -120,9 +126,11 @@ include boot/boot.mk
 # ---------------------------------------------------------------------------
 
 HOST_BUILD := $(BUILD)/host
+# The POSIX test port's pin hooks are inline (mm/port.h, MM_PORT_INLINE).
+HOST_PIN := -DMM_PORT_INLINE='"tests/host/mm_port_posix_pin.h"'
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 -DMM_TEST_HOOKS
+	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) -DMM_TEST_HOOKS
 HOST_TEST_SRCS += kernel/acpi_parse.c
 HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
 	$(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
@@ -170,9 +178,35 @@ deps-bench:
 	@tools/install-deps bench || \
 		echo "bench: tools missing (above): some instruction counts, PNGs or peer allocators will be skipped"
 
+# make run: the shell on this terminal (tools/shell-session --interactive:
+# -serial mon:stdio, so Ctrl-C reaches the guest and Ctrl-A X quits), or,
+# with CMDS='a; b', typed at it. The serial log is $(BUILD)/run.log.
+# HEAPMAP=1 streams heap rows from boot (shell.heapmap=200) and plots them.
+CMDS ?=
+HEAPMAP ?= 0
+RUN_CMDLINE := $(if $(filter 1,$(HEAPMAP)),shell.heapmap=200)
+RUN_MODE := $(if $(CMDS),--cmds "$(CMDS)",--interactive)
+
 run: deps
-	@$(MAKE) --no-print-directory $(ESP)
-	tools/qemu $(ESP) -smp $(SMP) -m $(MEM)
+	@$(MAKE) --no-print-directory $(BOOT_EFI) $(KERNEL)
+	@st=0; tools/shell-session $(RUN_MODE) --cmdline "$(RUN_CMDLINE)" \
+		--log $(BUILD)/run.log $(BOOT_EFI) $(KERNEL) \
+		-- -smp $(SMP) -m $(MEM) || st=$$?; \
+	if [ "$(HEAPMAP)" = 1 ]; then \
+		tools/plot-heapmap $(BUILD)/run.log $(BUILD)/heapmap.png \
+			"kernel heap over time (make run, -smp $(SMP))" || st=1; \
+	fi; exit $$st
+
+# The heap over time, for the README: growth under a storm, the
+# background scavenger after it, then release.
+HEAPMAP_CMDS := heapmap stream 100; sleep 300; stress 4; sleep 2000; \
+	release; sleep 500; heapmap stream off; heapmap
+
+heapmap: $(BOOT_EFI) $(KERNEL) | deps-bench
+	tools/shell-session --cmds "$(HEAPMAP_CMDS)" --log $(BUILD)/heapmap.log \
+		$(BOOT_EFI) $(KERNEL) -- -smp $(SMP) -m $(MEM) >/dev/null
+	tools/plot-heapmap $(BUILD)/heapmap.log $(BUILD)/heapmap.png \
+		"kernel heap: stress 4 s on $(SMP) CPUs, scavenger, release"
 
 debug: deps
 	@$(MAKE) --no-print-directory $(ESP)
@@ -202,9 +236,14 @@ test: deps
 # objects (freestanding, as another kernel would build them).
 MM_KOBJS := $(patsubst %,$(BUILD)/mm/%.o,$(MM_SRCS))
 
+# The kernel gives the pin hooks inline (kernel/mm_port_inline.h), so its
+# mm/ objects reference no symbol of theirs.
+LINT_MM_UNUSED_OK := mm_port_pin mm_port_unpin
+
 test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
-	NM=$(NM) tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
+	NM=$(NM) LINT_MM_UNUSED_OK="$(LINT_MM_UNUSED_OK)" \
+		tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS)
 
 # A host test that deadlocks (the port's locks and events) ends at the
 # timeout, cut short, and ktap-check names it.
@@ -231,9 +270,13 @@ test-kernel: $(BOOT_EFI) $(KERNEL)
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.
+# The lint cases build copies of mm/ with the kernel's flags, but with the
+# pin hooks as calls (strict hook check; and no quotes in the variable).
+HARNESS_KCFLAGS := $(filter-out -DMM_PORT_INLINE=%,$(KCFLAGS))
+
 test-harness: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
-	CC="$(CC)" KCFLAGS="$(KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
+	CC="$(CC)" KCFLAGS="$(HARNESS_KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
 		tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
 # In-kernel cost figures (instructions under -icount, and TSC ticks).
@@ -264,7 +307,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: all deps run debug test test-lint test-host test-kernel test-harness \
+.PHONY: heapmap all deps run debug test test-lint test-host test-kernel test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

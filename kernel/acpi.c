@@ -95,6 +95,17 @@ static void print_madt(const struct acpi_table *t)
 		       madt_cpus[i].type == MADT_LOCAL_X2APIC ? "(x2)" : "");
 	printk("), %u disabled, local APIC at %#llx\n", m->ndisabled,
 	       (unsigned long long)m->lapic_pa);
+	for (unsigned i = 0; i < m->nioapics; i++)
+		printk("acpi: I/O APIC id %u at %#x, GSI base %u\n",
+		       m->ioapics[i].id, m->ioapics[i].addr,
+		       m->ioapics[i].gsi_base);
+	for (unsigned i = 0; i < m->noverrides; i++)
+		printk("acpi: ISA IRQ %u -> GSI %u, flags %#x\n",
+		       m->overrides[i].source, m->overrides[i].gsi,
+		       m->overrides[i].flags);
+	if (m->nskipped)
+		printk("acpi: %u I/O APIC or override entries skipped\n",
+		       m->nskipped);
 	if (m->nignored)
 		printk("acpi: %u more CPUs ignored: the kernel supports %d\n",
 		       m->nignored, MAX_CPUS);

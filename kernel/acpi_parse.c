@@ -184,6 +184,33 @@ static void add_cpu(struct madt_cpu *cpus, unsigned cap, struct madt_info *info,
 	cpus[info->ncpus++] = (struct madt_cpu){apic_id, uid, type};
 }
 
+static void add_ioapic(struct madt_info *info, uint8_t id, uint32_t addr,
+                       uint32_t gsi_base)
+{
+	if (info->nioapics >= MADT_MAX_IOAPICS) {
+		info->nskipped++;
+		return;
+	}
+	info->ioapics[info->nioapics++] =
+	        (struct madt_ioapic){id, addr, gsi_base};
+}
+
+/* Only ISA (bus 0) overrides mean anything on a PC; the first override of
+ * an IRQ wins. */
+static void add_override(struct madt_info *info, uint8_t bus, uint8_t source,
+                         uint32_t gsi, uint16_t flags)
+{
+	bool dup = false;
+	for (unsigned i = 0; i < info->noverrides; i++)
+		dup |= info->overrides[i].source == source;
+	if (bus != 0 || dup || info->noverrides >= MADT_MAX_OVERRIDES) {
+		info->nskipped++;
+		return;
+	}
+	info->overrides[info->noverrides++] =
+	        (struct madt_override){source, gsi, flags};
+}
+
 /* Checks one entry's length for its type and records what it says. */
 static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
                                    struct madt_cpu *cpus, unsigned cap,
@@ -206,6 +233,22 @@ static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
 		add_cpu(cpus, cap, info, type, rd32(e + 4), rd32(e + 12),
 		        rd32(e + 8));
 		break;
+	case MADT_IO_APIC:
+		if (len < 12)
+			return fail(d, ACPI_MALFORMED,
+			            "I/O APIC entry shorter than 12 bytes",
+			            off);
+		add_ioapic(info, e[2], rd32(e + 4), rd32(e + 8));
+		break;
+	case MADT_IRQ_OVERRIDE:
+		if (len < 10)
+			return fail(d, ACPI_MALFORMED,
+			            "interrupt source override shorter than 10 "
+			            "bytes",
+			            off);
+		add_override(info, e[2], e[3], rd32(e + 4),
+		             (uint16_t)rd16(e + 8));
+		break;
 	case MADT_LOCAL_APIC_OVERRIDE:
 		if (len < 12)
 			return fail(d, ACPI_MALFORMED,
@@ -215,7 +258,7 @@ static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
 		info->lapic_pa = rd64(e + 4);
 		break;
 	default:
-		break; /* I/O APICs, NMI sources, ...: not ours to read */
+		break; /* NMI sources, ...: not ours to read */
 	}
 	return ACPI_OK;
 }
@@ -266,4 +309,33 @@ enum acpi_status madt_parse(const void *table, uint32_t avail,
 		off += elen;
 	}
 	return ACPI_OK;
+}
+
+struct madt_irq_route madt_isa_route(const struct madt_info *info, uint8_t irq)
+{
+	struct madt_irq_route r = {irq, false, false};
+	for (unsigned i = 0; i < info->noverrides; i++) {
+		const struct madt_override *o = &info->overrides[i];
+		if (o->source != irq)
+			continue;
+		r.gsi = o->gsi;
+		r.active_low =
+		        (o->flags & MADT_POLARITY_MASK) == MADT_POLARITY_LOW;
+		r.level = (o->flags & MADT_TRIGGER_MASK) == MADT_TRIGGER_LEVEL;
+		break;
+	}
+	return r;
+}
+
+const struct madt_ioapic *madt_ioapic_for(const struct madt_info *info,
+                                          uint32_t gsi)
+{
+	const struct madt_ioapic *best = NULL;
+	for (unsigned i = 0; i < info->nioapics; i++) {
+		const struct madt_ioapic *a = &info->ioapics[i];
+		if (a->gsi_base <= gsi &&
+		    (!best || a->gsi_base > best->gsi_base))
+			best = a;
+	}
+	return best;
 }

@@ -27,8 +27,21 @@
 
 /* MADT entry types the parser reads. */
 #define MADT_LOCAL_APIC          0
+#define MADT_IO_APIC             1
+#define MADT_IRQ_OVERRIDE        2 /* interrupt source override */
 #define MADT_LOCAL_APIC_OVERRIDE 5
 #define MADT_LOCAL_X2APIC        9
+
+/* Interrupt source override flags (MPS INTI flags): polarity in bits 0-1,
+ * trigger mode in bits 2-3; 0 means "conforms to the bus" (ISA: active
+ * high, edge), 1 active high / edge, 3 active low / level. */
+#define MADT_POLARITY_MASK 0x3u
+#define MADT_POLARITY_LOW  0x3u
+#define MADT_TRIGGER_MASK  0xcu
+#define MADT_TRIGGER_LEVEL 0xcu
+
+#define MADT_MAX_IOAPICS   8
+#define MADT_MAX_OVERRIDES 16
 
 /* Local APIC / x2APIC flags. */
 #define MADT_CPU_ENABLED        (1u << 0)
@@ -84,6 +97,22 @@ struct madt_cpu {
 	uint8_t type; /* MADT_LOCAL_APIC or MADT_LOCAL_X2APIC */
 };
 
+/* An I/O APIC: its registers at addr serve GSIs from gsi_base up (how
+ * many, its version register says). */
+struct madt_ioapic {
+	uint8_t id;
+	uint32_t addr;
+	uint32_t gsi_base;
+};
+
+/* An ISA IRQ that the board wires to another GSI or with other
+ * polarity or trigger than the ISA default. */
+struct madt_override {
+	uint8_t source; /* the ISA IRQ (bus 0 only: others are skipped) */
+	uint32_t gsi;
+	uint16_t flags; /* MADT_POLARITY_*, MADT_TRIGGER_* */
+};
+
 struct madt_info {
 	uint64_t lapic_pa;   /* the header's, or a type 5 override's */
 	uint32_t flags;      /* bit 0: the system also has 8259 PICs */
@@ -92,16 +121,42 @@ struct madt_info {
 	unsigned ndisabled;  /* entries without the Enabled flag */
 	unsigned ninvalid;   /* the reserved ids 0xff / 0xffffffff */
 	unsigned nduplicate; /* APIC ids listed before */
+	/* I/O APICs and ISA overrides in table order; entries past the
+	 * arrays' capacity (or overrides of a bus other than ISA, or of an
+	 * IRQ already overridden) are counted in nskipped. */
+	struct madt_ioapic ioapics[MADT_MAX_IOAPICS];
+	unsigned nioapics;
+	struct madt_override overrides[MADT_MAX_OVERRIDES];
+	unsigned noverrides;
+	unsigned nskipped;
+};
+
+/* Where an ISA IRQ arrives: its GSI and how it signals. */
+struct madt_irq_route {
+	uint32_t gsi;
+	bool active_low;
+	bool level;
 };
 
 /*
  * Parses the MADT in [table, table + avail): signature, length (at least
  * the fixed part, at most avail), checksum, then every entry: an entry
  * shorter than 2 bytes, running past the end, or shorter than its type
- * requires is malformed. Enabled CPUs go to cpus[0..cap) in table order.
+ * requires is malformed. Enabled CPUs go to cpus[0..cap) in table order;
+ * I/O APICs and interrupt source overrides to info.
  */
 enum acpi_status madt_parse(const void *table, uint32_t avail,
                             struct madt_cpu *cpus, unsigned cap,
                             struct madt_info *info, struct acpi_diag *diag);
+
+/* The route of ISA IRQ irq: the override for it if the MADT has one
+ * (fields that "conform to the bus" take the ISA default), else GSI irq,
+ * active high, edge triggered. */
+struct madt_irq_route madt_isa_route(const struct madt_info *info, uint8_t irq);
+
+/* The I/O APIC whose range starts at or below gsi, the closest one (the
+ * caller checks the APIC's size), or NULL when none does. */
+const struct madt_ioapic *madt_ioapic_for(const struct madt_info *info,
+                                          uint32_t gsi);
 
 #endif

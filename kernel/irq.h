@@ -10,6 +10,7 @@
 
 /* The kernel's fixed vectors. */
 #define IRQ_VEC_TIMER    0x20
+#define IRQ_VEC_COM1     0x24 /* the serial console's receive interrupt */
 #define IRQ_VEC_RESCHED  0xf0 /* IPI: a thread was made runnable here */
 #define IRQ_VEC_STW      0xf1 /* IPI: park for stop-the-world */
 #define IRQ_VEC_TLB      0xf2 /* IPI: flush a TLB range */

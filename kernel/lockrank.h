@@ -36,8 +36,8 @@
 	  "a CPU's run queue and sleepers; the scheduler holds it across the " \
 	  "context switch")                                                    \
 	X(THREADS, false,                                                      \
-	  "the list of all threads; taken under a run queue when a thread "    \
-	  "exits")                                                             \
+	  "the list of all threads (thread_snapshot); taken alone, irqsave, "  \
+	  "by creation, adoption, join and the shell's threads command")       \
 	X(KSTACK, false, "kernel stack slots; released before mapping")        \
 	X(MM_SWEEP, false,                                                     \
 	  "mm: the span heap's sweep cycle; its holder refills central lists " \

@@ -20,12 +20,15 @@
  *                    delays of step 8 and each AP's GDT/IDT of step 6;
  *                    each AP becomes its CPU's idle thread
  *  11. heap          the kernel's page heap and its scavenger thread
- *  12. banner, then the tests if the command line asks for them, else idle
+ *  12. banner, then the tests if the command line asks for them, else the
+ *      I/O APIC route of the serial console and the shell thread; main
+ *      idles
  */
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/gdt.h"
+#include "arch/x86_64/ioapic.h"
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/serial.h"
@@ -37,6 +40,7 @@
 #include "kernel/heap.h"
 #include "kernel/ktest_kernel.h"
 #include "kernel/percpu.h"
+#include "kernel/shell.h"
 #include "kernel/printk.h"
 #include "kernel/stw.h"
 #include "kernel/thread.h"
@@ -118,6 +122,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	tlb_init();
 	lapic_timer_periodic(SCHED_HZ);
 	acpi_init();
+	ioapic_init();
 	smp_boot_aps(sched_start_ap);
 	cpu_sti();
 	heap_init();
@@ -133,6 +138,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	ktest_kernel_main();
 
 	printk("kernel: idle\n");
+	shell_start();
 	for (;;)
 		thread_sleep_ns(1000000000ull);
 }

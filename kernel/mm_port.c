@@ -87,24 +87,7 @@ void mm_port_yield(void)
 	thread_yield();
 }
 
-/*
- * Pinning is disabling interrupts: nothing else then runs on this CPU (no
- * preemption, no handler), and the span heap's per-CPU caches need no
- * lock. pushf/cli here, popf in unpin: a few instructions (make bench
- * reports the kmalloc+kfree pair with them).
- */
-struct mm_pin mm_port_pin(void)
-{
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	return (struct mm_pin){.state = flags, .cpu = this_cpu()->id};
-}
-
-void mm_port_unpin(struct mm_pin p)
-{
-	if (p.state & RFLAGS_IF)
-		cpu_sti();
-}
+/* Pinning (mm_port_pin, mm_port_unpin) is inline: kernel/mm_port_inline.h. */
 
 void *mm_port_reserve(size_t nbytes, size_t align)
 {

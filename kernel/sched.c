@@ -344,6 +344,27 @@ __attribute__((noreturn)) void sched_idle_loop(void)
 	}
 }
 
+bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out)
+{
+	if (cpu >= MAX_CPUS || !atomic_load(&cpus[cpu].online))
+		return false;
+	struct cpu *c = &cpus[cpu];
+	struct runqueue *rq = rq_of(c);
+	*out = (struct sched_cpu_info){0};
+	unsigned long irq = spin_lock_irqsave(&rq->lock);
+	out->nthreads = rq->nthreads;
+	for (struct thread *t = rq->head; t; t = t->rq_next)
+		out->nqueued++;
+	for (struct thread *t = rq->sleepers; t; t = t->sleep_next)
+		out->nsleeping++;
+	out->ticks = *(volatile uint64_t *)&c->ticks;
+	if (c->current)
+		for (unsigned i = 0; i < THREAD_NAME_MAX; i++)
+			out->current[i] = c->current->name[i];
+	spin_unlock_irqrestore(&rq->lock, irq);
+	return true;
+}
+
 void sched_init(void)
 {
 	for (unsigned i = 0; i < MAX_CPUS; i++)

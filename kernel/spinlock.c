@@ -9,7 +9,41 @@
 
 #include "arch/x86_64/cpu.h"
 #include "kernel/lockcheck.h"
+#include "arch/x86_64/layout.h"
 #include "kernel/percpu.h"
+
+/* The listed locks (see spinlock.h): append-only. A slot is claimed with
+ * a fetch-add on nlisted and then written; a reader skips a slot that is
+ * still NULL. */
+static struct spinlock *_Atomic listed[SPIN_LIST_MAX];
+static _Atomic unsigned nlisted;
+
+/* True for a lock in the image's data or bss: it lives forever. */
+static bool in_image_data(const struct spinlock *l)
+{
+	uintptr_t a = (uintptr_t)l;
+	return a >= (uintptr_t)__data_start && a < (uintptr_t)__bss_end;
+}
+
+static bool already_listed(const struct spinlock *l)
+{
+	unsigned n = atomic_load_explicit(&nlisted, memory_order_acquire);
+	for (unsigned i = 0; i < n && i < SPIN_LIST_MAX; i++)
+		if (atomic_load_explicit(&listed[i], memory_order_relaxed) == l)
+			return true;
+	return false;
+}
+
+/* Lists l if it lives in the image. Locking: l held (so once per lock). */
+static void list_lock(struct spinlock *l)
+{
+	l->listed = true;
+	if (!in_image_data(l))
+		return;
+	unsigned i = atomic_fetch_add(&nlisted, 1);
+	if (i < SPIN_LIST_MAX)
+		atomic_store_explicit(&listed[i], l, memory_order_release);
+}
 
 void spin_init(struct spinlock *l, const char *name, enum lock_rank rank)
 {
@@ -17,6 +51,10 @@ void spin_init(struct spinlock *l, const char *name, enum lock_rank rank)
 	atomic_store(&l->serving, 0);
 	atomic_store(&l->holder, -1);
 	atomic_store(&l->usage, 0);
+	atomic_store(&l->acquired, 0);
+	atomic_store(&l->contended, 0);
+	/* A static lock set up again (tests do) is already in the list. */
+	l->listed = in_image_data(l) && already_listed(l);
 	l->name = name;
 	l->rank = rank;
 }
@@ -41,11 +79,28 @@ static void acquire(struct spinlock *l, bool irqs_on)
 #endif
 	uint32_t ticket =
 	        atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
+	bool contended = false;
 	while (atomic_load_explicit(&l->serving, memory_order_acquire) !=
-	       ticket)
+	       ticket) {
+		contended = true;
 		cpu_pause();
+	}
 	atomic_store_explicit(&l->holder, (int)this_cpu()->id,
 	                      memory_order_relaxed);
+	/* Only the holder writes them: a load and a store, not an RMW. */
+	atomic_store_explicit(
+	        &l->acquired,
+	        atomic_load_explicit(&l->acquired, memory_order_relaxed) + 1,
+	        memory_order_relaxed);
+	if (contended)
+		atomic_store_explicit(
+		        &l->contended,
+		        atomic_load_explicit(&l->contended,
+		                             memory_order_relaxed) +
+		                1,
+		        memory_order_relaxed);
+	if (!l->listed)
+		list_lock(l);
 #if LOCKCHECK
 	lockcheck_acquired(l);
 #endif
@@ -94,4 +149,28 @@ bool spin_held(const struct spinlock *l)
 {
 	return atomic_load_explicit(&l->holder, memory_order_relaxed) ==
 	       (int)this_cpu()->id;
+}
+
+unsigned spin_list_stats(struct spin_stats *out, unsigned max)
+{
+	unsigned n = atomic_load_explicit(&nlisted, memory_order_acquire);
+	if (n > SPIN_LIST_MAX)
+		n = SPIN_LIST_MAX;
+	unsigned k = 0;
+	for (unsigned i = 0; i < n && k < max; i++) {
+		struct spinlock *l =
+		        atomic_load_explicit(&listed[i], memory_order_acquire);
+		if (!l)
+			continue;
+		out[k++] = (struct spin_stats){
+		        l,
+		        l->name,
+		        l->rank,
+		        atomic_load_explicit(&l->acquired,
+		                             memory_order_relaxed),
+		        atomic_load_explicit(&l->contended,
+		                             memory_order_relaxed),
+		};
+	}
+	return k;
 }

@@ -12,6 +12,14 @@
  * order; any lock taken while a leaf is held; a lock used in interrupt
  * context that is also taken with interrupts enabled; sleeping or
  * yielding with a spinlock held; releasing a lock this CPU does not hold.
+ *
+ * Statistics, always on: every acquisition counts, and so does every one
+ * that found the lock taken (contended). The holder bumps both, under the
+ * lock, in the lock's own cache line, so they cost two stores. Locks in
+ * the image's data (every long-lived kernel lock, and the kernel heaps'
+ * mm locks) are listed on their first acquisition for the shell's
+ * `locks` command (spin_list_stats); locks on stacks or in the heap are
+ * counted but not listed, since they may go away.
  */
 #ifndef KERNEL_SPINLOCK_H
 #define KERNEL_SPINLOCK_H
@@ -28,6 +36,10 @@ struct spinlock {
 	const char *name;
 	enum lock_rank rank;
 	_Atomic uint8_t usage; /* LOCK_USED_* bits, for the checker */
+	/* Protected by the lock itself (written by the holder), read
+	 * relaxed by spin_list_stats: */
+	bool listed; /* in the list, or not eligible */
+	_Atomic uint64_t acquired, contended;
 };
 
 #define SPINLOCK_INIT(lname, lrank)                            \
@@ -46,6 +58,21 @@ void spin_unlock_irqrestore(struct spinlock *l, unsigned long irq_state);
 
 /* True when this CPU holds l. */
 bool spin_held(const struct spinlock *l);
+
+/* One listed lock's counters (spin_list_stats). */
+struct spin_stats {
+	const struct spinlock *lock;
+	const char *name;
+	enum lock_rank rank;
+	uint64_t acquired, contended;
+};
+
+/* Copies the counters of up to max listed locks, in the order they were
+ * first taken, into out; returns how many it copied. At most
+ * SPIN_LIST_MAX locks are listed; later ones are counted, not listed.
+ * Any context; the counts are read without the locks. */
+#define SPIN_LIST_MAX 256
+unsigned spin_list_stats(struct spin_stats *out, unsigned max);
 
 /* Disable and enable preemption on this CPU (nesting counts). */
 void preempt_disable(void);

@@ -29,6 +29,42 @@ _Static_assert(sizeof(struct thread) <= PAGE_SIZE,
 
 static _Atomic unsigned next_thread_id;
 
+/* Rank THREADS: the list of all threads (struct thread.all_next), for
+ * thread_snapshot. Taken irqsave, alone, by creation, adoption and join. */
+static struct spinlock threads_lock =
+        SPINLOCK_INIT("threads", LOCK_RANK_THREADS);
+static struct thread *all_threads, *all_threads_tail;
+
+static void list_add(struct thread *t)
+{
+	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	t->all_next = NULL;
+	if (all_threads_tail)
+		all_threads_tail->all_next = t;
+	else
+		all_threads = t;
+	all_threads_tail = t;
+	spin_unlock_irqrestore(&threads_lock, irq);
+}
+
+static void list_remove(struct thread *t)
+{
+	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	struct thread *prev = NULL;
+	for (struct thread *p = all_threads; p; prev = p, p = p->all_next) {
+		if (p != t)
+			continue;
+		if (prev)
+			prev->all_next = t->all_next;
+		else
+			all_threads = t->all_next;
+		if (all_threads_tail == t)
+			all_threads_tail = prev;
+		break;
+	}
+	spin_unlock_irqrestore(&threads_lock, irq);
+}
+
 extern void thread_trampoline(void);
 
 /* Where a thread struct comes from. */
@@ -107,6 +143,7 @@ static struct thread *thread_new(const char *name, struct cpu *c,
 	t->fn = fn;
 	t->arg = arg;
 	init_stack(t, thread_trampoline);
+	list_add(t);
 	return t;
 }
 
@@ -172,6 +209,7 @@ void thread_join(struct thread *t)
 	if (t == thread_current())
 		panic("thread_join: thread %s joins itself", t->name);
 	waitq_wait_until(&thread_exit_wq, joinable, t);
+	list_remove(t);
 	if (!t->boot_stack)
 		kstack_free(&t->stack);
 	thread_struct_free(t);
@@ -195,6 +233,7 @@ struct thread *thread_adopt_current(const char *name, bool idle)
 	t->on_cpu = true;
 	t->slice_start_ns = time_now_ns();
 	c->current = t;
+	list_add(t);
 	return t;
 }
 
@@ -213,4 +252,46 @@ struct thread *thread_alloc_idle(struct cpu *c)
 	if (t)
 		t->state = THREAD_RUNNABLE;
 	return t;
+}
+
+const char *thread_state_name(enum thread_state s)
+{
+	switch (s) {
+	case THREAD_RUNNING:
+		return "running";
+	case THREAD_RUNNABLE:
+		return "runnable";
+	case THREAD_BLOCKED:
+		return "blocked";
+	case THREAD_SLEEPING:
+		return "sleeping";
+	case THREAD_DEAD:
+		return "dead";
+	}
+	return "?";
+}
+
+unsigned thread_snapshot(struct thread_info *out, unsigned max)
+{
+	unsigned n = 0;
+	uint64_t now = time_now_ns();
+	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	for (struct thread *t = all_threads; t; t = t->all_next, n++) {
+		if (n >= max)
+			continue;
+		struct thread_info *ti = &out[n];
+		memcpy(ti->name, t->name, sizeof(ti->name));
+		ti->id = t->id;
+		ti->cpu = t->cpu->id;
+		/* Racy reads, for display: see the header. */
+		ti->state = *(volatile enum thread_state *)&t->state;
+		ti->idle = t->cpu->idle == t;
+		uint64_t run = *(volatile uint64_t *)&t->runtime_ns;
+		uint64_t start = *(volatile uint64_t *)&t->slice_start_ns;
+		if (ti->state == THREAD_RUNNING && now > start)
+			run += now - start;
+		ti->cpu_ns = run;
+	}
+	spin_unlock_irqrestore(&threads_lock, irq);
+	return n;
 }

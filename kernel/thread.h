@@ -62,6 +62,10 @@ struct thread {
 	/* Protected by the lock of the wait queue it is on: */
 	struct thread *wq_next;
 	bool wq_queued;
+
+	/* Protected by the threads lock (thread.c): the list of all threads,
+	 * from creation (or adoption) to join. */
+	struct thread *all_next;
 };
 
 /*
@@ -105,6 +109,39 @@ struct thread *thread_current(void);
  * it. Never decreases for a given thread.
  */
 uint64_t thread_cpu_time_ns(void);
+
+/* One thread as thread_snapshot saw it. */
+struct thread_info {
+	char name[THREAD_NAME_MAX];
+	unsigned id, cpu;
+	enum thread_state state;
+	bool idle;
+	uint64_t cpu_ns; /* CPU time, its current slice included */
+};
+
+/*
+ * Copies up to max threads (oldest first) into out; returns how many
+ * threads exist. The states and times are read without the run-queue
+ * locks, so a thread caught mid-switch may show a slightly stale time.
+ * Thread context or interrupts off; takes the threads lock (rank THREADS).
+ */
+unsigned thread_snapshot(struct thread_info *out, unsigned max);
+
+/* One CPU's run queue as sched_cpu_info saw it. */
+struct sched_cpu_info {
+	unsigned nthreads; /* homed there, idle excluded */
+	unsigned nqueued;  /* runnable, waiting for the CPU */
+	unsigned nsleeping;
+	uint64_t ticks; /* timer interrupts taken */
+	char current[THREAD_NAME_MAX];
+};
+
+/* Fills *out for CPU cpu; false if it is not online. Thread context or
+ * interrupts off, no run-queue lock held (takes cpu's, rank RUNQUEUE). */
+bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out);
+
+/* The state's name ("running", "sleeping", ...). */
+const char *thread_state_name(enum thread_state s);
 
 /* Makes a blocked or sleeping thread runnable. Any context. */
 void thread_wake(struct thread *t);

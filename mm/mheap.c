@@ -141,17 +141,17 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 	                 (upto - have) * MM_PAGE_SIZE))
 		return false;
 	atomic_store_explicit(&h->spanmap_chunks, upto, memory_order_release);
+	atomic_store_explicit(&h->spanmap_pages,
+	                      upto * MHEAP_CHUNK_PAGES < h->arena_pages
+	                              ? upto * MHEAP_CHUNK_PAGES
+	                              : h->arena_pages,
+	                      memory_order_release);
 	return true;
 }
 
 void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
 {
-	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
-	if (addr < h->arena_base || i >= h->arena_pages ||
-	    i / MHEAP_CHUNK_PAGES >= atomic_load_explicit(&h->spanmap_chunks,
-	                                                  memory_order_acquire))
-		return NULL;
-	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+	return mheap_span_lookup_inline(h, addr);
 }
 
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
@@ -400,6 +400,23 @@ void mheap_stats(struct mheap *h, struct mheap_stats *st)
 	mheap_stats_locked(h, st);
 	mm_lock_release(&h->lock, irq);
 	st->frames_free = mm_port_free_pages();
+}
+
+bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
+                      uint64_t *scav)
+{
+	bool grown = false;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	if (ci < h->pages.arena_chunks &&
+	    (h->pages.grown[ci / 64] >> (ci % 64) & 1)) {
+		grown = true;
+		for (unsigned i = 0; i < PALLOCBITS_WORDS; i++) {
+			alloc[i] = h->pages.alloc[ci].w[i];
+			scav[i] = h->pages.scav ? h->pages.scav[ci].w[i] : 0;
+		}
+	}
+	mm_lock_release(&h->lock, irq);
+	return grown;
 }
 
 void mheap_dump(struct mheap *h)

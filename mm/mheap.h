@@ -119,9 +119,12 @@ struct mheap {
 	/* The span table: one entry per arena page, for the span heap's
 	 * pointer-to-span lookup (mheap_span_lookup). Its page for a chunk
 	 * is mapped when the chunk grows; spanmap_chunks counts them (set by
-	 * the grower, read lock-free). */
+	 * the grower, read lock-free), and spanmap_pages is the number of
+	 * arena pages they cover (no more than arena_pages), which is all a
+	 * lookup needs to check. */
 	void *_Atomic *spanmap;
 	_Atomic size_t spanmap_chunks;
+	_Atomic size_t spanmap_pages;
 
 	/* Growth: set by the one thread or CPU growing (atomic); the grower
 	 * wakes `grown` when it commits or fails. */
@@ -168,10 +171,7 @@ static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
 {
 	/* An address below the base wraps to a huge index. */
 	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
-	if (i >= h->arena_pages ||
-	    i / PALLOC_CHUNK_PAGES >=
-	            atomic_load_explicit(&h->spanmap_chunks,
-	                                 memory_order_acquire))
+	if (i >= atomic_load_explicit(&h->spanmap_pages, memory_order_acquire))
 		return NULL;
 	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
 }
@@ -204,6 +204,17 @@ uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
 
 /* A consistent snapshot. Any context but NMI, no mm lock held. */
 void mheap_stats(struct mheap *h, struct mheap_stats *st);
+
+/*
+ * The page states of chunk ci of the arena (chunk 0 starts at arena_base),
+ * for heap maps: copies its allocation and scavenged bitmaps
+ * (PALLOCBITS_WORDS words each; a set bit is an allocated or a scavenged
+ * page) under h->lock. Pages the scavenger is unmapping show as allocated.
+ * Returns false, copying nothing, when the chunk is not grown. Any context
+ * but NMI, no mm lock held.
+ */
+bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
+                      uint64_t *scav);
 
 /* mm_logs the memory info (never under the lock). Thread context. */
 void mheap_dump(struct mheap *h);

@@ -184,16 +184,28 @@ void mm_port_yield(void);
  * not an interrupt handler (the kernel disables interrupts), so per-CPU
  * data needs no lock. Returns the CPU's index (< MM_MAX_CPUS) and the
  * state mm_port_unpin restores, in two registers. Pins nest. Any context
- * but NMI; cheap: it is on every allocation and free.
+ * but NMI; cheap: it is on every allocation and free, twice per
+ * alloc+free pair.
+ *
+ * The one pair of hooks a port may give inline, and should: a call costs
+ * more than the pin itself. A port that defines MM_PORT_INLINE as the
+ * name of one of its headers, in quotes (-DMM_PORT_INLINE='"x/pin.h"'),
+ * provides both there as static inline functions; that header sees
+ * struct mm_pin and must not include mm/ headers. tools/lint-mm allows
+ * this one include.
  */
 struct mm_pin {
 	unsigned long state;
 	unsigned cpu;
 };
+#ifdef MM_PORT_INLINE
+#include MM_PORT_INLINE
+#else
 struct mm_pin mm_port_pin(void);
 
 /* Ends the pin p. */
 void mm_port_unpin(struct mm_pin p);
+#endif
 
 /* ---- Locks -------------------------------------------------------------- */
 

@@ -49,6 +49,9 @@
  */
 #include "spanheap_internal.h"
 
+_Static_assert(offsetof(struct mspan, alloc_bits) == 64,
+               "what the fast paths read fits in the span's first line");
+
 /* The placeholder every empty cache slot points at: no free bits, so the
  * fast path falls through to the slow one. Never written. */
 struct mspan spanheap_empty_span;
@@ -426,20 +429,27 @@ static bool span_fill_cache(struct mspan *s)
 	return false;
 }
 
-/* The fast path: the next free object of the cached span s, or NULL. */
-static inline void *span_next_fast(struct mspan *s)
+/* Takes the first free object of alloc_cache ac (s->alloc_cache, not
+ * 0). span_fill_cache leaves no bit at or beyond nelems in it. Owner,
+ * pinned. */
+static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
+                                                             uint64_t ac)
 {
-	uint64_t ac = s->alloc_cache;
-	if (!ac)
-		return NULL;
 	unsigned bit = (unsigned)__builtin_ctzll(ac);
 	uint32_t idx =
 	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
-	if (idx >= s->nelems)
-		return NULL;
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
-	return (void *)(s->base + (uintptr_t)idx * s->elemsize);
+	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
+	o[1] = 0; /* a canary left from a magazine (mag_push) */
+	return o;
+}
+
+/* The next free object of the cached span s, or NULL. */
+static inline void *span_next_fast(struct mspan *s)
+{
+	uint64_t ac = s->alloc_cache;
+	return ac ? span_take(s, ac) : NULL;
 }
 
 __attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
@@ -676,6 +686,8 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
 {
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
+	atomic_store_explicit(&s->owner, (uint8_t)(mc - sh->caches + 1),
+	                      memory_order_relaxed);
 	span_fill_cache(s);
 	mc->alloc[cls] = s;
 }
@@ -684,6 +696,7 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
  * span, cached before a flip, is swept by that) and places it. */
 static void uncache_span(struct spanheap *sh, struct mspan *s)
 {
+	atomic_store_explicit(&s->owner, 0, memory_order_relaxed);
 	atomic_store_explicit(
 	        &s->sweepgen,
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire) - 1,
@@ -692,8 +705,186 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
 	spanheap_span_place(sh, s);
 }
 
-static void cache_flush(struct spanheap *sh, struct mcache *mc)
+/* ---- Magazines
+ * ------------------------------------------------------------------- */
+
+/* Wakes the sweeper if this CPU's pending bytes crossed a 256 KiB step
+ * and the total passed the threshold. */
+#define KICK_SHIFT 18
+
+/* An object's canary word (the second): set while it is freed. */
+static inline uintptr_t *obj_words(uintptr_t a)
 {
+	return (uintptr_t *)a;
+}
+
+__attribute__((noreturn, noinline)) static void
+mag_corrupt(struct spanheap *sh, uintptr_t a, unsigned cls)
+{
+	mm_panic("spanheap: free object %#lx (size class %u, %u-byte objects) "
+	         "was written after its free (a use after free?): its free "
+	         "marker or its magazine link is not what the free left",
+	         (unsigned long)a, cls, sizeclass_info[cls].size);
+}
+
+/* CPU cpu's magazine of class cls, as one pointer: without the empty asm,
+ * GCC recomputes the address for each field. */
+static inline struct mmag *mag_of(struct spanheap *sh, unsigned cpu,
+                                  unsigned cls)
+{
+	struct mmag *m = &sh->caches[cpu].mag[cls];
+	__asm__("" : "+r"(m));
+	return m;
+}
+
+/* The count: written by the owner, pinned; relaxed, as statistics read
+ * it from other CPUs. */
+static inline uint32_t mag_n(struct mmag *m)
+{
+	return __atomic_load_n(&m->n, __ATOMIC_RELAXED);
+}
+
+static inline void mag_set_n(struct mmag *m, uint32_t n)
+{
+	__atomic_store_n(&m->n, n, __ATOMIC_RELAXED);
+}
+
+/* Takes the magazine's first object, or 0 if it is empty. Pinned. */
+static inline __attribute__((always_inline)) uintptr_t
+mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
+{
+	uintptr_t a = m->head;
+	if (__builtin_expect(a == 0, 0))
+		return 0;
+	uintptr_t cookie = sh->mag_cookie;
+	uintptr_t *o = obj_words(a);
+	uintptr_t next = o[0] ^ cookie;
+	/* A link that leaves the arena was written after the free too (a
+	 * use after free's usual first write): caught before it is used. */
+	if (__builtin_expect(o[1] != (cookie ^ a) || (next - sh->arena_base >=
+	                                                      sh->arena_bytes &&
+	                                              next != 0),
+	                     0))
+		mag_corrupt(sh, a, cls);
+	m->head = next;
+	mag_set_n(m, mag_n(m) - 1);
+	o[1] = 0;
+	return a;
+}
+
+/*
+ * Gives object idx of the small span s back to the span (pinned on
+ * cpu): the local bit if this CPU caches s (no atomic), else the pending
+ * bit (one atomic OR) after queueing the span for a fold. The object
+ * keeps its canary until the span hands it out again. Returns the bytes
+ * added to this CPU's pending count.
+ */
+static inline __attribute__((always_inline)) uint32_t
+span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
+               struct mspan *s, uint32_t idx, uintptr_t a)
+{
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) == cpu + 1) {
+		uint64_t lf = load_relaxed64(&s->local_free[w]);
+		if ((lf | load_relaxed64(&s->pending[w])) & b)
+			bad_object("double free", (void *)a, s);
+		atomic_store_explicit(&s->local_free[w], lf | b,
+		                      memory_order_relaxed);
+		return 0;
+	}
+	/* Read before the pending bit is set: from then on a sweep may free
+	 * the span and its struct may be reused. */
+	uint32_t size = s->elemsize;
+	/* Queue the span before the bit is set: until then our object
+	 * keeps it in use, so it cannot be freed and reused meanwhile. */
+	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
+		fold_queue_push(&sh->central[s->sizeclass], s);
+	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
+	                                        memory_order_release);
+	if (old & b)
+		bad_object("double free", (void *)a, s);
+	count_add(&mc->n.pending_bytes, size);
+	return size;
+}
+
+/*
+ * Gives every object of magazine cls of CPU cpu (pinned) back to its span.
+ * Returns true if the sweeper should be kicked (after the unpin).
+ */
+static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	struct mmag *m = &mc->mag[cls];
+	uintptr_t cookie = sh->mag_cookie, a = m->head;
+	uint32_t n = mag_n(m);
+	m->head = 0;
+	mag_set_n(m, 0);
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	uint64_t added = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uintptr_t *o = obj_words(a);
+		uintptr_t next = o[0] ^ cookie; /* before the span may go */
+		/* Checked when it was freed: a small span's object. */
+		struct mspan *s = mheap_span_lookup_inline(sh->heap, a);
+		if (o[1] != (cookie ^ a) ||
+		    (next - sh->arena_base >= sh->arena_bytes && next != 0) ||
+		    (uintptr_t)s <= (uintptr_t)MHEAP_SPAN_FREED_LARGE ||
+		    atomic_load_explicit(&s->state, memory_order_relaxed) !=
+		            MSPAN_SMALL)
+			mag_corrupt(sh, a, cls);
+		uint32_t idx =
+		        (uint32_t)(((uint64_t)(a - s->base) * s->divmul) >> 32);
+		added += span_give_back(sh, mc, cpu, s, idx, a);
+		a = next;
+	}
+	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
+}
+
+/* Empties every magazine of CPU cpu (pinned) into the spans. */
+static bool mag_drain_all(struct spanheap *sh, unsigned cpu)
+{
+	bool kick = false;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		kick |= mag_drain(sh, cpu, cls);
+	return kick;
+}
+
+bool spanheap_mags_drain_here(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool kick = mag_drain_all(sh, pin.cpu);
+	mm_port_unpin(pin);
+	return kick;
+}
+
+/* A full magazine: the free goes straight to its span (object idx of s,
+ * checked), and the magazine keeps the objects it has. Pinned (pin);
+ * unpins. */
+static __attribute__((noinline)) void mag_full(struct spanheap *sh,
+                                               struct mspan *s, uint32_t idx,
+                                               uintptr_t a, struct mm_pin pin)
+{
+	struct mcache *mc = &sh->caches[pin.cpu];
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	/* The marker, as in a magazine: a second free is caught by it. Set
+	 * first: once its bit is set, the span may be swept and freed. */
+	obj_words(a)[1] = sh->mag_cookie ^ a;
+	uint32_t added = span_give_back(sh, mc, pin.cpu, s, idx, a);
+	mm_port_unpin(pin);
+	if ((before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT))
+		spanheap_sweeper_kick(sh);
+}
+
+/* Hands back everything CPU cpu (pinned) caches: its magazines, then its
+ * spans. Returns true if the sweeper should be kicked (after the unpin). */
+static bool cache_flush(struct spanheap *sh, unsigned cpu)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	bool kick = mag_drain_all(sh, cpu);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mspan *s = mc->alloc[cls];
 		if (s != &spanheap_empty_span) {
@@ -703,13 +894,16 @@ static void cache_flush(struct spanheap *sh, struct mcache *mc)
 	}
 	mc->flushgen =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	return kick;
 }
 
 void spanheap_flush_cache(struct spanheap *sh)
 {
 	struct mm_pin pin = mm_port_pin();
-	cache_flush(sh, &sh->caches[pin.cpu]);
+	bool kick = cache_flush(sh, pin.cpu);
 	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
 }
 
 /* A span with free objects should be kept after a fold if at least this
@@ -730,7 +924,7 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 	struct mcache *mc = &sh->caches[pin->cpu];
 	if (mc->flushgen !=
 	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
-		cache_flush(sh, mc); /* a cycle began: prepare for it */
+		cache_flush(sh, pin->cpu); /* a cycle began: prepare for it */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
 		if (span_fill_cache(s))
@@ -779,7 +973,10 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
                                 unsigned flags)
 {
 	struct mm_pin pin = mm_port_pin();
-	void *p = span_next_fast(sh->caches[pin.cpu].alloc[cls]);
+	struct mcache *mc = &sh->caches[pin.cpu];
+	void *p = (void *)mag_pop(sh, &mc->mag[cls], cls);
+	if (!p)
+		p = span_next_fast(mc->alloc[cls]);
 	if (__builtin_expect(!p, 0))
 		p = alloc_slow(sh, cls, flags, &pin);
 	mm_port_unpin(pin);
@@ -885,14 +1082,28 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
 	return p ? p : alloc_any(sh, size, 16, flags);
 }
 
+/*
+ * The fast path: the class from a table, the pin, the magazine's first
+ * object or else the cached span's next free bit, the unpin. No lock, no
+ * atomic read-modify-write, and no call with an inline pin (the miss is a
+ * tail call). Any context but NMI.
+ */
 void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
+		unsigned cls = sizeclass_of(size);
 		struct mm_pin pin = mm_port_pin();
-		void *p = span_next_fast(
-		        sh->caches[pin.cpu].alloc[sizeclass_of(size)]);
-		if (__builtin_expect(p == NULL, 0))
+		struct mcache *mc = &sh->caches[pin.cpu];
+		uintptr_t a = mag_pop(sh, mag_of(sh, pin.cpu, cls), cls);
+		if (__builtin_expect(a != 0, 1)) {
+			mm_port_unpin(pin);
+			return (void *)a;
+		}
+		struct mspan *s = mc->alloc[cls];
+		uint64_t ac = s->alloc_cache;
+		if (__builtin_expect(ac == 0, 0))
 			return alloc_fast_miss(sh, size, flags, pin);
+		void *p = span_take(s, ac);
 		mm_port_unpin(pin);
 		return p;
 	}
@@ -959,103 +1170,92 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 	return s->elemsize;
 }
 
-/* Wakes the sweeper if this CPU's pending bytes crossed a 256 KiB step
- * and the total passed the threshold. */
-#define KICK_SHIFT 18
-
-/* The remote half of free_small: the pending bit. Out of line, so that
- * the local path keeps few registers. Pinned; unpins. */
-static __attribute__((noinline)) void free_remote(struct spanheap *sh,
-                                                  struct mspan *s, uint32_t idx,
-                                                  void *p, struct mm_pin pin)
+/* A free that the fast path's checks refused: say what is wrong. */
+__attribute__((noreturn, noinline)) static void
+free_refused(struct spanheap *sh, struct mspan *s, uintptr_t a)
 {
-	unsigned w = idx / 64;
-	uint64_t b = (uint64_t)1 << (idx % 64);
-	struct mcache *mc = &sh->caches[pin.cpu];
-	/* Read before the pending bit is set: from then on a sweep may free
-	 * the span and its struct may be reused. */
-	uint32_t size = s->elemsize;
-	bool allocated = idx < atomic_load_explicit(&s->freeindex,
-	                                            memory_order_acquire) ||
-	                 (load_relaxed64(&s->alloc_bits[w]) & b);
-	if (!allocated)
-		bad_object("free of an object that is not allocated (a double "
-		           "free?)",
-		           p, s);
-	/* Queue the span before the bit is set: until then our object
-	 * keeps it in use, so it cannot be freed and reused meanwhile. */
-	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
-	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
-		fold_queue_push(&sh->central[s->sizeclass], s);
-	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
-	                                        memory_order_release);
-	if (old & b)
-		bad_object("double free", p, s);
-	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
-	                                       memory_order_relaxed);
-	count_add(&mc->n.pending_bytes, size);
-	mm_port_unpin(pin);
-	if ((before >> KICK_SHIFT) != ((before + size) >> KICK_SHIFT))
-		spanheap_sweeper_kick(sh);
+	if (obj_words(a)[1] == (sh->mag_cookie ^ a))
+		bad_object("double free", (void *)a, s);
+	bad_object("free of an object that is not allocated (a double "
+	           "free?)",
+	           (void *)a, s);
 }
 
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
- * object idx), pinned (pin). Unpins.
+ * object idx). The object must be allocated (freeindex or its alloc bit)
+ * and not freed already: every freed object carries the canary until it
+ * is handed out again, whichever way it went. Then, pinned: if this CPU
+ * caches s, the object's local bit (no atomic operation; the next refill
+ * folds it, and the alloc path never waits on this store); else into this
+ * CPU's magazine, or to its span if the magazine is full. Two CPUs
+ * freeing one object at the same instant may both pass the canary test:
+ * the check and the mark are not one atomic operation.
  */
+/* Spans of fewer objects than this take their owner's frees in the
+ * magazine too: reused at once, rather than a refill every few objects. */
+#define LOCAL_MIN_NELEMS 16
+
 static inline __attribute__((always_inline)) void
-free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
-           struct mm_pin pin)
+free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 {
-	unsigned w = idx / 64;
-	uint64_t b = (uint64_t)1 << (idx % 64);
-	struct mcache *mc = &sh->caches[pin.cpu];
-	if (mc->alloc[s->sizeclass] == s) {
-		/* Local: this CPU owns the span; no atomic operation. */
-		uint64_t live = load_relaxed64(&s->alloc_bits[w]);
-		if (idx <
-		    atomic_load_explicit(&s->freeindex, memory_order_relaxed))
-			live |= b;
-		uint64_t freed = load_relaxed64(&s->local_free[w]) |
-		                 load_relaxed64(&s->pending[w]);
-		if (__builtin_expect(((live & ~freed) & b) == 0, 0))
-			bad_object(live & b ? "double free"
-			                    : "free of an object that is not "
-			                      "allocated (a double free?)",
-			           p, s);
-		atomic_store_explicit(&s->local_free[w],
-		                      load_relaxed64(&s->local_free[w]) | b,
-		                      memory_order_relaxed);
+	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
+	uintptr_t *o = obj_words(a);
+	bool allocated =
+	        idx < atomic_load_explicit(&s->freeindex,
+	                                   memory_order_acquire) ||
+	        (load_relaxed64(&s->alloc_bits[idx / 64]) >> (idx % 64) & 1);
+	if (__builtin_expect(!allocated || o[1] == (cookie ^ a), 0))
+		free_refused(sh, s, a);
+	struct mm_pin pin = mm_port_pin();
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) ==
+	            pin.cpu + 1 &&
+	    s->nelems >= LOCAL_MIN_NELEMS) {
+		_Atomic uint64_t *lf = &s->local_free[idx / 64];
+		atomic_store_explicit(
+		        lf, load_relaxed64(lf) | (uint64_t)1 << (idx % 64),
+		        memory_order_relaxed);
+		o[1] = cookie ^ a;
 		mm_port_unpin(pin);
 		return;
 	}
-	free_remote(sh, s, idx, p, pin);
+	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
+	uint32_t n = mag_n(m);
+	if (__builtin_expect(n >= m->max, 0)) {
+		mag_full(sh, s, idx, a, pin);
+		return;
+	}
+	o[0] = m->head ^ cookie;
+	o[1] = cookie ^ a;
+	m->head = a;
+	mag_set_n(m, n + 1);
+	mm_port_unpin(pin);
 }
 
 /* Everything the fast path of spanheap_free does not take: NULL, large
- * spans, and misuse (span_of says what is wrong). Pinned; unpins. */
-static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p,
-                                                struct mm_pin pin)
+ * spans, and misuse (span_of says what is wrong). */
+static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 {
-	if (!p) {
-		mm_port_unpin(pin);
+	if (!p)
 		return;
-	}
 	uint32_t idx;
 	struct mspan *s = span_of(sh, p, &idx, "free");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
-	    MSPAN_LARGE) {
-		mm_port_unpin(pin);
+	    MSPAN_LARGE)
 		free_large(sh, s, p);
-	} else {
-		free_small(sh, s, idx, p, pin);
-	}
+	else
+		free_small(sh, s, idx, p);
 }
 
+/*
+ * The fast path: the span from the lock-free table, the checks (a small
+ * span in use, p the start of an object), then the pin and the local bit
+ * (the span is this CPU's cached one) or the remote path's pending bit.
+ * The object keeps its span in use, so nothing needs the pin before the
+ * owner test. Any context but NMI.
+ */
 void spanheap_free(struct spanheap *sh, void *p)
 {
-	/* Pinned first: few values are live across the call. */
-	struct mm_pin pin = mm_port_pin();
 	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
 	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
 	                     1) &&
@@ -1066,11 +1266,11 @@ void spanheap_free(struct spanheap *sh, void *p)
 		if (__builtin_expect((uintptr_t)idx * s->elemsize == off &&
 		                             idx < s->nelems,
 		                     1)) {
-			free_small(sh, s, idx, p, pin);
+			free_small(sh, s, idx, p);
 			return;
 		}
 	}
-	free_slow(sh, p, pin);
+	free_slow(sh, p);
 }
 
 /* ---- Set-up
@@ -1102,15 +1302,31 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	}
 	mm_memset(sh, 0, sizeof(*sh));
 	sh->heap = h;
+	sh->arena_base = h->arena_base;
+	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;
 	sh->cfg = *cfg;
 	/* Start high enough that sg - 3 never wraps below 0 in practice. */
 	atomic_init(&sh->sweepgen, 4);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		mm_lock_init(&sh->central[cls].lock, "mcentral",
 		             MM_RANK_CENTRAL);
+	/* The magazines' cookie: any value not 0 works; one that differs
+	 * per heap and per boot makes a stray match of a canary unlikely. */
+	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-		for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
+		for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
+			uint32_t size = sizeclass_info[cls].size;
+			uint32_t max = size ? SPANHEAP_MAG_BYTES / size : 0;
+			if (max < SPANHEAP_MAG_MIN)
+				max = SPANHEAP_MAG_MIN;
+			if (max > SPANHEAP_MAG_MAX)
+				max = SPANHEAP_MAG_MAX;
+			sh->caches[cpu].mag[cls].max = cls ? max : 0;
 			sh->caches[cpu].alloc[cls] = &spanheap_empty_span;
+		}
 		sh->caches[cpu].flushgen = 4;
 	}
 	size_t np = spans_pages(STRUCTS_PER_PAGE * 4);

@@ -82,8 +82,7 @@ enum mspan_list {
  *           others read some of them with relaxed atomics (free checks)
  */
 struct mspan {
-	/* Cache line 0: what every free reads (and the remote free's
-	 * pending bits). */
+	/* Cache line 0: everything the fast paths read. */
 	/* fixed */
 	uintptr_t base;
 	uint32_t elemsize; /* the class's size; npages * page for large */
@@ -95,15 +94,11 @@ struct mspan {
 	 * free since the span was last taken off the queue. A queued span
 	 * is never given back to the page heap. */
 	_Atomic uint8_t queued;
+	/* The CPU whose cache holds the span, + 1; 0 if none. Written by
+	 * that CPU alone, pinned, so a CPU that reads its own number owns
+	 * the span (the local free path). */
+	_Atomic uint8_t owner;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
-	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
-	_Atomic uint64_t pending[SC_BITMAP_WORDS];
-	/* Cache line 1: the owner's. */
-	/* bit set: allocated (beyond freeindex's implicit prefix) */
-	_Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
-	/* owner: a free of an object of the owner's cached span */
-	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
-	/* Cache line 2: the rest. */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
 	uint32_t npages;
 	uint32_t alloc_count;      /* owner: allocated per the bitmaps */
@@ -112,6 +107,14 @@ struct mspan {
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
+	/* Cache line 1: the owner's bitmaps (the local free reads both). */
+	/* bit set: allocated (beyond freeindex's implicit prefix) */
+	_Alignas(64) _Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
+	/* owner: a free of an object of the owner's cached span */
+	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
+	/* Cache line 2: what other CPUs write, away from the fast path's. */
+	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
+	_Alignas(64) _Atomic uint64_t pending[SC_BITMAP_WORDS];
 	struct mspan *_Atomic qnext;
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
@@ -146,13 +149,34 @@ struct mcache_counters {
 	_Atomic uint64_t refills;       /* slow-path span changes */
 };
 
+/*
+ * A magazine: objects of one class this CPU freed, handed out again by its
+ * next allocations of the class, last in first out (tcmalloc's per-CPU
+ * free lists). Linked through the objects' first words (the link XORed
+ * with the heap's cookie); the second word holds the canary, cookie ^ the
+ * object's address, which marks the object as freed. Past max objects,
+ * half go back to their spans (the colder half).
+ */
+struct mmag {
+	uintptr_t head; /* the first object, or 0 */
+	uint32_t n;     /* __atomic relaxed: statistics read it */
+	uint32_t max;
+};
+
 /* One CPU's cache: touched only by that CPU, pinned. */
 struct mcache {
+	struct mmag mag[SC_NCLASSES];
 	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
 	struct mcache_counters n;
-} __attribute__((aligned(64)));
+} __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
+
+/* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
+ * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
+#define SPANHEAP_MAG_BYTES (16u << 10)
+#define SPANHEAP_MAG_MIN   2u
+#define SPANHEAP_MAG_MAX   64u
 
 struct spanheap_config {
 	/* A sweep cycle starts when pending frees pass this share of the
@@ -209,7 +233,9 @@ struct spanheap_sweeper {
 };
 
 struct spanheap {
-	struct mheap *heap; /* the page heap; its lock guards spans below */
+	struct mheap *heap;   /* the page heap; its lock guards spans below */
+	uintptr_t mag_cookie; /* fixed: the magazines' links and canaries */
+	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
 	struct spanheap_config cfg;
 	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mcentral central[SC_NCLASSES];
@@ -236,6 +262,7 @@ struct spanheap_stats {
 	struct spanheap_class_stats cls[SC_NCLASSES]; /* [0]: large */
 	size_t spans, bytes_in_use, bytes_spans, large_pages;
 	uint64_t local_frees, remote_frees, refills;
+	size_t mag_objects; /* freed objects waiting in the magazines */
 	uint32_t sweepgen;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
@@ -276,21 +303,22 @@ void spanheap_free(struct spanheap *sh, void *p);
 /* The bytes usable at p (an allocated object). Any context. */
 size_t spanheap_usable_size(struct spanheap *sh, const void *p);
 
-/* Hands this CPU's cached spans back to their central lists. Any context
- * but NMI. */
+/* Hands this CPU's magazines back to their spans and its cached spans
+ * back to their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
 /*
  * Runs one whole sweep cycle now (flip, sweep every span, give empty
- * spans back) under the cycle semaphore; returns the spans freed. Thread
- * context.
+ * spans back) under the cycle semaphore; returns the spans freed. This
+ * CPU's magazines go back to their spans first (other CPUs keep theirs
+ * until their next refill after the flip). Thread context.
  */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
 /* Flushes this CPU's cache, runs a sweep cycle, then scavenges every free
  * page (mheap_release_all); returns the pages released. Other CPUs' caches
- * keep their spans: the kernel flushes them on each CPU first. Thread
- * context. */
+ * keep their spans and magazines: the kernel flushes them on each CPU
+ * first. Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);
 
 bool spanheap_sweeper_start(struct spanheap *sh);

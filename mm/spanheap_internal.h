@@ -101,6 +101,10 @@ static inline void list_remove_any(struct mcentral *c, struct mspan *s,
 /* Folds spans off class cls's fold queue (spanheap.c). */
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take);
 
+/* Gives this CPU's magazines back to their spans (pins). Any context but
+ * NMI; returns true if the sweeper should be kicked. */
+bool spanheap_mags_drain_here(struct spanheap *sh);
+
 /* Wakes the sweeper if pending frees passed the threshold. Any context
  * but NMI, no lock held. */
 void spanheap_sweeper_kick(struct spanheap *sh);

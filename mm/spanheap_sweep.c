@@ -229,6 +229,7 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 size_t spanheap_sweep_cycle(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_sweep_cycle");
+	spanheap_mags_drain_here(sh); /* the cycle runs now anyway */
 	return run_cycle(sh, false);
 }
 
@@ -370,6 +371,14 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
 		                                 memory_order_relaxed);
 		size_t cap = cs->spans * ci->nelems;
+		/* Objects in magazines are freed, though their spans still
+		 * count them allocated. */
+		size_t in_mags = 0;
+		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+			in_mags += __atomic_load_n(&sh->caches[cpu].mag[cls].n,
+			                           __ATOMIC_RELAXED);
+		st->mag_objects += in_mags;
+		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
 		cs->objects_in_use = in_use[cls];
 		if (cs->objects_in_use > cap)
 			cs->objects_in_use = cap; /* read mid-change */
@@ -426,9 +435,9 @@ void spanheap_dump(struct spanheap *sh)
 	}
 	mm_log("slabinfo: large: %zu spans, %zu pages", st.cls[0].spans,
 	       st.large_pages);
-	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; frees: %lu "
-	       "local, %lu remote; %lu refills",
-	       st.spans, st.bytes_in_use, st.bytes_spans,
+	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; %zu objects in "
+	       "magazines; frees: %lu local, %lu remote; %lu refills",
+	       st.spans, st.bytes_in_use, st.bytes_spans, st.mag_objects,
 	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
 	       (unsigned long)st.refills);
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
@@ -505,9 +514,57 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 			         i, (unsigned long)s->base);
 }
 
+/* This CPU's magazines (other CPUs change theirs without a lock): every
+ * object freed (canary), the start of an allocated object of a small
+ * span of the magazine's class, and the counts right. */
+static void check_mags(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	uintptr_t cookie = sh->mag_cookie;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mmag *m = &sh->caches[pin.cpu].mag[cls];
+		uint32_t n = __atomic_load_n(&m->n, __ATOMIC_RELAXED);
+		uint32_t seen = 0;
+		for (uintptr_t a = m->head; a; seen++) {
+			const uintptr_t *o = (const uintptr_t *)a;
+			struct mspan *s = mheap_span_lookup(sh->heap, a);
+			bool ok = seen < n && o[1] == (cookie ^ a) &&
+			          (uintptr_t)s >
+			                  (uintptr_t)MHEAP_SPAN_FREED_LARGE &&
+			          atomic_load(&s->state) == MSPAN_SMALL &&
+			          s->sizeclass == cls;
+			if (ok) {
+				uintptr_t off = a - s->base;
+				uint32_t i = (uint32_t)(off / s->elemsize);
+				uint64_t b = (uint64_t)1 << (i % 64);
+				ok = off % s->elemsize == 0 && i < s->nelems &&
+				     (i < atomic_load(&s->freeindex) ||
+				      (atomic_load(&s->alloc_bits[i / 64]) &
+				       b)) &&
+				     !((atomic_load(&s->pending[i / 64]) |
+				        atomic_load(&s->local_free[i / 64])) &
+				       b);
+			}
+			if (!ok)
+				mm_panic("spanheap: check: CPU %u's magazine "
+				         "of class %u: object %u of %u, %#lx, "
+				         "is not a freed object of the class",
+				         pin.cpu, cls, seen, n,
+				         (unsigned long)a);
+			a = o[0] ^ cookie;
+		}
+		if (seen != n || n > m->max)
+			mm_panic("spanheap: check: CPU %u's magazine of class "
+			         "%u holds %u objects, counts %u (at most %u)",
+			         pin.cpu, cls, seen, n, m->max);
+	}
+	mm_port_unpin(pin);
+}
+
 void spanheap_check(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_check");
+	check_mags(sh);
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
 	uint32_t sg = snap.sweepgen;

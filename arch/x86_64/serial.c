@@ -1,6 +1,9 @@
 /*
- * The 16550 UART on COM1, polled. Output only: the console and the KTAP
- * stream of the test runner go here. No lock: callers serialise (printk).
+ * The 16550 UART on COM1. Output is polled: the console and the KTAP
+ * stream of the test runner go here; no lock, callers serialise (printk).
+ * Input is read by one consumer (kernel/conin.c), from its interrupt
+ * handler or its polling thread: serial_rx_irq_enable turns on the
+ * "received data available" interrupt (IRQ 4), serial_rx_byte reads.
  */
 #include "serial.h"
 
@@ -15,7 +18,11 @@
 #define UART_LCR 3
 #define UART_MCR 4
 #define UART_LSR 5
+#define UART_RBR 0    /* receive buffer register (DLAB=0) */
+#define LSR_DR   0x01 /* data ready */
 #define LSR_THRE 0x20 /* transmit holding register empty */
+#define IER_RDA  0x01 /* interrupt on received data available */
+#define MCR_OUT2 0x08 /* gates the UART's interrupt line on PCs */
 
 void serial_init(void)
 {
@@ -36,4 +43,20 @@ void serial_putc(char c)
 		if (inb(COM1 + UART_LSR) & LSR_THRE)
 			break;
 	outb(COM1 + UART_THR, (uint8_t)c);
+}
+
+void serial_rx_irq_enable(void)
+{
+	/* Trigger at one byte: a keystroke must not wait for 13 more. */
+	outb(COM1 + UART_FCR, 0x07);
+	outb(COM1 + UART_MCR, 0x03 | MCR_OUT2);
+	outb(COM1 + UART_IER, IER_RDA);
+}
+
+bool serial_rx_byte(uint8_t *out)
+{
+	if (!(inb(COM1 + UART_LSR) & LSR_DR))
+		return false;
+	*out = inb(COM1 + UART_RBR);
+	return true;
 }

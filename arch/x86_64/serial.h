@@ -1,8 +1,22 @@
-/* The 16550 UART on COM1: polled output, usable from any context. */
+/* The 16550 UART on COM1: polled output, usable from any context; input
+ * for one reader (kernel/conin.c). */
 #ifndef ARCH_X86_64_SERIAL_H
 #define ARCH_X86_64_SERIAL_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 void serial_init(void);
 void serial_putc(char c);
+
+#define SERIAL_COM1_IRQ 4 /* its ISA IRQ */
+
+/* Raises IRQ 4 whenever a received byte waits. Boot CPU, once the IRQ is
+ * routed. */
+void serial_rx_irq_enable(void);
+
+/* Takes one received byte into *out; false when none waits. Any context,
+ * one reader at a time. */
+bool serial_rx_byte(uint8_t *out);
 
 #endif

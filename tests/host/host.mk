@@ -45,7 +45,7 @@ FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 # Built with clang whatever CC says: libFuzzer is part of clang.
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -DMM_HOSTED=1
+	-fno-omit-frame-pointer -I. -DMM_HOSTED=1 $(HOST_PIN)
 FUZZ_FLAGS := -max_len=4096 -timeout=20 -print_final_stats=1 \
 	-artifact_prefix=$(FUZZ_DIR)/
 
@@ -148,7 +148,7 @@ BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-		-I. -DMM_HOSTED=1 -o $@ $(BENCH_SRCS) -lpthread
+		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(BENCH_SRCS) -lpthread
 
 # The span heap against real allocators (tools/bench-spanheap runs it).
 SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
@@ -158,7 +158,7 @@ SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-		-I. -DMM_HOSTED=1 -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread
+		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread
 
 SPANHEAP_BENCH_REPS ?= 5
 SPANHEAP_BENCH_RUN = BENCH_REPS=$(SPANHEAP_BENCH_REPS) tools/bench-spanheap \
@@ -186,7 +186,7 @@ bench-spanheap: $(SPANHEAP_BENCH_BIN) | deps-bench
 #                      "WARNING: ThreadSanitizer" line anyway.
 TSAN_BUILD := $(BUILD)/host-tsan
 TSAN_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1
+	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN)
 TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
 TSAN_TEST := $(TSAN_BUILD)/host-test
 TSAN_TESTS ?=

@@ -189,7 +189,7 @@ KTEST(madt, four_cpus_one_disabled)
 	add_lapic(2, 2, 0);
 	add_lapic(3, 3, MADT_CPU_ENABLED);
 	add_lapic(4, 4, MADT_CPU_ONLINE_CAPABLE); /* a hot-plug slot */
-	madt_entry(1, 12);                        /* an I/O APIC: skipped */
+	madt_entry(MADT_IO_APIC, 12);             /* an I/O APIC */
 	madt_end();
 	KASSERT_EQ(find_and_parse(80), ACPI_OK);
 	KEXPECT_EQ(info.ncpus, 3);
@@ -202,6 +202,90 @@ KTEST(madt, four_cpus_one_disabled)
 	KEXPECT_EQ(info.nignored, 0);
 	KEXPECT_EQ(info.lapic_pa, 0xfee00000u);
 	KEXPECT_EQ(info.flags, 1);
+	KEXPECT_EQ(info.nioapics, 1);
+}
+
+static void add_ioapic(uint8_t id, uint32_t addr, uint32_t gsi_base)
+{
+	uint8_t *e = madt_entry(MADT_IO_APIC, 12);
+	e[2] = id;
+	put32(e + 4, addr);
+	put32(e + 8, gsi_base);
+}
+
+static void add_override(uint8_t bus, uint8_t source, uint32_t gsi,
+                         uint16_t flags)
+{
+	uint8_t *e = madt_entry(MADT_IRQ_OVERRIDE, 10);
+	e[2] = bus;
+	e[3] = source;
+	put32(e + 4, gsi);
+	e[8] = (uint8_t)flags;
+	e[9] = (uint8_t)(flags >> 8);
+}
+
+/* QEMU's q35 table: one I/O APIC, the timer on GSI 2, and the PCI-style
+ * level-triggered active-high SCI on 9; a second APIC above it. */
+KTEST(madt, ioapics_and_overrides)
+{
+	good_system();
+	madt_begin();
+	add_lapic(0, 0, MADT_CPU_ENABLED);
+	add_ioapic(0, 0xfec00000u, 0);
+	add_override(0, 0, 2, 0);
+	add_override(0, 9, 9, 0x000d);  /* active high, level */
+	add_override(0, 4, 20, 0x000f); /* COM1 moved: active low, level */
+	add_ioapic(1, 0xfec01000u, 24);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 2);
+	KEXPECT_EQ(info.ioapics[0].addr, 0xfec00000u);
+	KEXPECT_EQ(info.ioapics[1].id, 1);
+	KEXPECT_EQ(info.ioapics[1].gsi_base, 24);
+	KEXPECT_EQ(info.noverrides, 3);
+	KEXPECT_EQ(info.nskipped, 0);
+
+	struct madt_irq_route r = madt_isa_route(&info, 0);
+	KEXPECT_EQ(r.gsi, 2);
+	KEXPECT(!r.active_low && !r.level); /* "conforms": ISA defaults */
+	r = madt_isa_route(&info, 9);
+	KEXPECT_EQ(r.gsi, 9);
+	KEXPECT(!r.active_low && r.level);
+	r = madt_isa_route(&info, 4);
+	KEXPECT_EQ(r.gsi, 20);
+	KEXPECT(r.active_low && r.level);
+	r = madt_isa_route(&info, 3); /* no override: identity, edge, high */
+	KEXPECT_EQ(r.gsi, 3);
+	KEXPECT(!r.active_low && !r.level);
+
+	KEXPECT_EQ(madt_ioapic_for(&info, 0)->id, 0);
+	KEXPECT_EQ(madt_ioapic_for(&info, 23)->id, 0);
+	KEXPECT_EQ(madt_ioapic_for(&info, 24)->id, 1);
+	KEXPECT_EQ(madt_ioapic_for(&info, 100)->id, 1);
+}
+
+KTEST(madt, overrides_skipped)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 8);
+	add_override(1, 4, 4, 0); /* not ISA */
+	add_override(0, 4, 5, 0);
+	add_override(0, 4, 6, 0); /* a second override of IRQ 4 */
+	for (unsigned i = 0; i < MADT_MAX_IOAPICS; i++)
+		add_ioapic((uint8_t)(i + 1), 0xfec10000u, 100 + i);
+	for (unsigned i = 0; i < MADT_MAX_OVERRIDES; i++)
+		add_override(0, (uint8_t)(16 + i), 40 + i, 0);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, MADT_MAX_IOAPICS);
+	KEXPECT_EQ(info.noverrides, MADT_MAX_OVERRIDES);
+	/* bus 1, the duplicate, one APIC and one override over capacity */
+	KEXPECT_EQ(info.nskipped, 4);
+	KEXPECT_EQ(madt_isa_route(&info, 4).gsi, 5);
+	/* Below every APIC's base: no APIC serves it. */
+	KEXPECT(madt_ioapic_for(&info, 7) == NULL);
+	KEXPECT_EQ(madt_ioapic_for(&info, 8)->id, 0);
 }
 
 KTEST(madt, x2apic_entries)
@@ -334,6 +418,19 @@ KTEST(madt, entry_shorter_than_its_type)
 	madt_end();
 	EXPECT_REFUSED(ACPI_MALFORMED,
 	               "local APIC address override shorter than 12 bytes");
+
+	good_system();
+	madt_begin();
+	madt_entry(MADT_IO_APIC, 8);
+	madt_end();
+	EXPECT_REFUSED(ACPI_MALFORMED, "I/O APIC entry shorter than 12 bytes");
+
+	good_system();
+	madt_begin();
+	madt_entry(MADT_IRQ_OVERRIDE, 8);
+	madt_end();
+	EXPECT_REFUSED(ACPI_MALFORMED,
+	               "interrupt source override shorter than 10 bytes");
 }
 
 KTEST(madt, too_many_cpus)

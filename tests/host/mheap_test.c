@@ -126,6 +126,40 @@ KTEST(mheap, release_all_drops_rss_and_zeroes)
 	heap_release();
 }
 
+/* mheap_chunk_bits, the heap map's view: a chunk's bitmaps as they are,
+ * and nothing for a chunk not grown. */
+KTEST(mheap, chunk_bits)
+{
+	uint64_t alloc[PALLOCBITS_WORDS], scav[PALLOCBITS_WORDS];
+	KASSERT(heap_new(64, 0, 0));
+	KEXPECT(!mheap_chunk_bits(&heap, 0, alloc, scav));
+	char *a = mheap_alloc_pages(&heap, 3, 0);
+	char *b = mheap_alloc_pages(&heap, 700, 0);
+	KASSERT(a && b);
+	KASSERT(mheap_chunk_bits(&heap, 0, alloc, scav));
+	KEXPECT_EQ(alloc[0], ~0ull);
+	KEXPECT_EQ(alloc[PALLOCBITS_WORDS - 1], ~0ull);
+	mheap_free_pages(&heap, b, 700);
+	mheap_release_all(&heap);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	size_t grown = st.grown_pages / PALLOC_CHUNK_PAGES;
+	KEXPECT(grown >= 2);
+	KASSERT(mheap_chunk_bits(&heap, 0, alloc, scav));
+	KEXPECT_EQ(alloc[0], 0x7);
+	KEXPECT_EQ(scav[0], ~0x7ull);
+	for (size_t ci = 1; ci < grown; ci++) {
+		KASSERT(mheap_chunk_bits(&heap, ci, alloc, scav));
+		for (unsigned w = 0; w < PALLOCBITS_WORDS; w++) {
+			KEXPECT_EQ(alloc[w], 0);
+			KEXPECT_EQ(scav[w], ~0ull);
+		}
+	}
+	KEXPECT(!mheap_chunk_bits(&heap, grown, alloc, scav));
+	KEXPECT(!mheap_chunk_bits(&heap, 1000, alloc, scav)); /* past it */
+	heap_release();
+}
+
 KTEST(mheap, scavenges_for_frames_when_short)
 {
 	KASSERT(heap_new(64, 0, 1000));

@@ -82,8 +82,11 @@ static _Thread_local const struct posix_lock *held[MM_RANK_COUNT];
 static _Thread_local unsigned held_ranks;
 static _Thread_local bool atomic_context;
 static _Thread_local unsigned cpu_id;
+/* The inline pin's (mm_port_posix_pin.h): cpu_id + 1 while bound. */
+_Thread_local unsigned mm_posix_bound_cpu;
+/* Pins held, but a bound thread's. */
 static _Thread_local unsigned pin_depth;
-static _Thread_local bool cpu_bound;
+#define cpu_bound (mm_posix_bound_cpu != 0)
 static _Thread_local jmp_buf *panic_catch;
 
 static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -288,24 +291,90 @@ static __attribute__((noinline)) void pin_wait(unsigned cpu)
 	                                  memory_order_acquire));
 }
 
-struct mm_pin mm_port_pin(void)
+/* The unbound pin and unpin; called through the thunks below. */
+unsigned mm_posix_pin_slow(void);
+unsigned mm_posix_pin_slow(void)
 {
 	unsigned c = cpu_id;
 	if (pin_depth++ == 0 && !cpu_bound &&
 	    atomic_exchange_explicit(&cpu_slots[c].busy, 1,
 	                             memory_order_acquire))
 		pin_wait(c);
-	return (struct mm_pin){.state = 0, .cpu = c};
+	return c;
 }
 
-void mm_port_unpin(struct mm_pin p)
+void mm_posix_unpin_slow(unsigned cpu);
+void mm_posix_unpin_slow(unsigned cpu)
 {
-	if (pin_depth == 0 || p.cpu != cpu_id)
+	if (pin_depth == 0 || cpu != cpu_id)
 		mm_panic("mm_port_unpin without its pin");
 	if (--pin_depth == 0 && !cpu_bound)
 		atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
 		                      memory_order_release);
 }
+
+/*
+ * mm_posix_pin_thunk and mm_posix_unpin_thunk call the two above keeping
+ * every register but %rax: the other caller-saved general registers are
+ * pushed, the stack aligned, and %xmm0-15 saved (the C callee and libc's
+ * sched_yield may use them). The inline pin (mm_port_posix_pin.h) calls
+ * them from asm, so its callers keep values in those registers across
+ * the pin. The unpin's argument comes in %edi, as the C callee wants it.
+ */
+#define PIN_THUNK(name, target)                                     \
+	__asm__(".text\n"                                           \
+	        ".globl " #name "\n"                                \
+	        ".type " #name ", @function\n" #name ":\n"          \
+	        "	push %rbp\n"                                      \
+	        "	mov %rsp, %rbp\n"                                 \
+	        "	push %rcx\n	push %rdx\n	push %rsi\n	push "        \
+	        "%rdi\n"                                            \
+	        "	push %r8\n	push %r9\n	push %r10\n	push "          \
+	        "%r11\n"                                            \
+	        "	and $-16, %rsp\n"                                 \
+	        "	sub $256, %rsp\n"                                 \
+	        "	movdqu %xmm0, 0(%rsp)\n	movdqu %xmm1, 16(%rsp)\n" \
+	        "	movdqu %xmm2, 32(%rsp)\n	movdqu %xmm3, "          \
+	        "48(%rsp)\n"                                        \
+	        "	movdqu %xmm4, 64(%rsp)\n	movdqu %xmm5, "          \
+	        "80(%rsp)\n"                                        \
+	        "	movdqu %xmm6, 96(%rsp)\n	movdqu %xmm7, "          \
+	        "112(%rsp)\n"                                       \
+	        "	movdqu %xmm8, 128(%rsp)\n	movdqu %xmm9, "         \
+	        "144(%rsp)\n"                                       \
+	        "	movdqu %xmm10, 160(%rsp)\n	movdqu %xmm11, "       \
+	        "176(%rsp)\n"                                       \
+	        "	movdqu %xmm12, 192(%rsp)\n	movdqu %xmm13, "       \
+	        "208(%rsp)\n"                                       \
+	        "	movdqu %xmm14, 224(%rsp)\n	movdqu %xmm15, "       \
+	        "240(%rsp)\n"                                       \
+	        "	call " #target "\n"                         \
+	        "	movdqu 0(%rsp), %xmm0\n	movdqu 16(%rsp), %xmm1\n" \
+	        "	movdqu 32(%rsp), %xmm2\n	movdqu 48(%rsp), "       \
+	        "%xmm3\n"                                           \
+	        "	movdqu 64(%rsp), %xmm4\n	movdqu 80(%rsp), "       \
+	        "%xmm5\n"                                           \
+	        "	movdqu 96(%rsp), %xmm6\n	movdqu 112(%rsp), "      \
+	        "%xmm7\n"                                           \
+	        "	movdqu 128(%rsp), %xmm8\n	movdqu 144(%rsp), "     \
+	        "%xmm9\n"                                           \
+	        "	movdqu 160(%rsp), %xmm10\n	movdqu 176(%rsp), "    \
+	        "%xmm11\n"                                          \
+	        "	movdqu 192(%rsp), %xmm12\n	movdqu 208(%rsp), "    \
+	        "%xmm13\n"                                          \
+	        "	movdqu 224(%rsp), %xmm14\n	movdqu 240(%rsp), "    \
+	        "%xmm15\n"                                          \
+	        "	lea -64(%rbp), %rsp\n"                            \
+	        "	pop %r11\n	pop %r10\n	pop %r9\n	pop "             \
+	        "%r8\n"                                             \
+	        "	pop %rdi\n	pop %rsi\n	pop %rdx\n	pop "            \
+	        "%rcx\n"                                            \
+	        "	pop %rbp\n"                                       \
+	        "	ret\n"                                            \
+	        ".size " #name ", . - " #name "\n")
+
+PIN_THUNK(mm_posix_pin_thunk, mm_posix_pin_slow);
+PIN_THUNK(mm_posix_unpin_thunk, mm_posix_unpin_slow);
 
 void mm_port_bind_cpu(unsigned cpu)
 {
@@ -316,14 +385,14 @@ void mm_port_bind_cpu(unsigned cpu)
 	if (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
 	                             memory_order_acquire))
 		pin_wait(cpu_id);
-	cpu_bound = true;
+	mm_posix_bound_cpu = cpu_id + 1;
 }
 
 void mm_port_unbind_cpu(void)
 {
 	if (pin_depth || !cpu_bound)
 		mm_panic("mm_port_unbind_cpu while pinned or not bound");
-	cpu_bound = false;
+	mm_posix_bound_cpu = 0;
 	atomic_store_explicit(&cpu_slots[cpu_id].busy, 0, memory_order_release);
 }
 

@@ -72,7 +72,9 @@ void mm_port_set_production_mapping(bool on);
 
 /* Binds this thread to CPU cpu exclusively until mm_port_unbind_cpu
  * (waiting while another thread holds it pinned or bound): its pins then
- * take no atomic operation. A bound thread must unbind before it exits. */
+ * are one thread-local load (mm_port_posix_pin.h), not counted, so
+ * mm_port_can_sleep does not see them (the benchmarks bind; tests do not).
+ * A bound thread must unbind before it exits. */
 void mm_port_bind_cpu(unsigned cpu);
 void mm_port_unbind_cpu(void);
 

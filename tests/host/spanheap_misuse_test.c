@@ -1,9 +1,10 @@
 /*
  * Misuse of the span heap (mm/spanheap.c): double frees on the local and
- * the pending path and across them, interior, foreign and never-allocated
- * pointers, a large span freed twice, page-heap memory freed as an
- * object. Each must mm_panic with a message that names the problem and
- * the pointer; the port's catch turns the panic into a longjmp back here.
+ * the magazine path and across them, writes into a freed object, interior,
+ * foreign and never-allocated pointers, a large span freed twice,
+ * page-heap memory freed as an object. Each must mm_panic with a message that
+ * names the problem and the pointer; the port's catch turns the panic into a
+ * longjmp back here.
  *
  * A caught panic abandons the call where it was, possibly pinned and with
  * a bit already set, so each case runs on a heap of its own, made for it
@@ -69,9 +70,38 @@ KTEST(spanheap_misuse, double_free_remote)
 	void *p = spanheap_alloc(&sh, 64, 0); /* cached on CPU 0 */
 	KASSERT(p);
 	mm_port_set_cpu(1);
-	spanheap_free(&sh, p); /* the pending path */
+	spanheap_free(&sh, p); /* CPU 1's magazine */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
 	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
+/* A use after free's usual first write, a pointer into the object's first
+ * word, breaks the magazine's link: caught when the magazine hands the
+ * object out, naming it. */
+KTEST(spanheap_misuse, write_after_free_to_the_link)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	*(uintptr_t *)p = (uintptr_t)&a_static_object;
+	EXPECT_MISUSE(spanheap_alloc(&sh, 64, 0), "written after its free", p);
+	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
+/* A write over the second word, the free marker: the same. */
+KTEST(spanheap_misuse, write_after_free_to_the_marker)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 8192, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* a span of 2 objects: the magazine */
+	memset(p, 0, 16);
+	EXPECT_MISUSE(spanheap_alloc(&sh, 8000, 0), "written after its free",
+	              p);
 	sh_heap_release(&heap);
 }
 

@@ -167,7 +167,10 @@ KTEST(spanheap, stats_count_objects)
 	for (int s = 0; s < NS; s++)
 		KEXPECT_EQ(st->cls[sizeclass_of(sizes[s])].objects_in_use, 0);
 	KEXPECT_EQ(st->bytes_in_use, 0);
-	KEXPECT_EQ(st->local_frees + st->remote_frees, NS * K);
+	/* Each object was freed once and none allocated again: each is in
+	 * a magazine or went back to its span, by one path or the other. */
+	KEXPECT_EQ(st->local_frees + st->remote_frees + st->mag_objects,
+	           NS * K);
 	free(st);
 	/* The slabinfo table: a line per class in use, then the totals and
 	 * the page heap's lines. */
@@ -212,6 +215,10 @@ static void xcpu_free(void *arg)
 	mm_port_set_cpu(x->cpu);
 	for (x->n = 0; x->n < XN; x->n++)
 		spanheap_free(&sh, x->objs[x->n]);
+	/* The frees wait in this CPU's magazine (the newest) or went to
+	 * their spans; the flush sends the rest. */
+	if (x->flush)
+		spanheap_flush_cache(&sh);
 }
 
 /* Runs fn(x) on a thread of its own and waits for it. */
@@ -234,7 +241,7 @@ KTEST(spanheap, cross_cpu_free)
 	/* Thread A, CPU 1, allocates and hands its cached span back;
 	 * thread B, CPU 2, frees everything: the pending path. */
 	struct xcpu a = {.cpu = 1, .size = 128, .objs = objs, .flush = true};
-	struct xcpu b = {.cpu = 2, .size = 128, .objs = objs};
+	struct xcpu b = {.cpu = 2, .size = 128, .objs = objs, .flush = true};
 	KASSERT(on_thread(xcpu_alloc, &a));
 	KASSERT_EQ(a.n, XN);
 	size_t held = sh_in_use_pages(&heap);
@@ -272,7 +279,45 @@ KTEST(spanheap, cross_cpu_free)
 	sh_heap_release(&heap);
 }
 
-KTEST(spanheap, local_free_reuses)
+/* A class of many objects a span: the owner's free sets the object's
+ * local bit (no atomic, no magazine), and the fold at the span's next
+ * refill makes it free again. */
+KTEST(spanheap, owner_free_takes_the_local_bit)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(64);
+	unsigned n = sizeclass_info[cls].nelems;
+	KASSERT(n >= 16 && n <= 256);
+	char *p[256];
+	for (unsigned i = 0; i < n; i++) {
+		p[i] = spanheap_alloc(&sh, 64, 0);
+		KASSERT(p[i] != NULL);
+	}
+	spanheap_free(&sh, p[5]);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.local_frees, 1);
+	KEXPECT_EQ(st.remote_frees, 0);
+	KEXPECT_EQ(st.mag_objects, 0);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)n - 1);
+	SH_CHECK(&sh, "a local free");
+	/* The span is full: the next allocation folds it and gets p[5]. */
+	char *q = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(q == p[5]);
+	KEXPECT_EQ(((uintptr_t *)q)[1], 0); /* the canary is gone */
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 1);
+	for (unsigned i = 0; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].spans, 0);
+	KEXPECT_EQ(st.local_frees, (uint64_t)n + 1);
+	SH_CHECK(&sh, "all freed locally");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap, magazine_reuses_then_local_free)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
 	/* 1024-byte objects: n to a span (8 in today's table). */
@@ -280,6 +325,7 @@ KTEST(spanheap, local_free_reuses)
 	int n = sizeclass_info[cls].nelems;
 	size_t span_pages = sizeclass_info[cls].npages;
 	KASSERT(n >= 4 && n <= 16);
+	KASSERT(sh.caches[0].mag[cls].max >= (uint32_t)n);
 	char *p[16];
 	for (int i = 0; i < n; i++) {
 		p[i] = spanheap_alloc(&sh, 1024, 0);
@@ -287,29 +333,38 @@ KTEST(spanheap, local_free_reuses)
 	}
 	for (int i = 1; i < n; i++)
 		KEXPECT_EQ((uintptr_t)p[i], (uintptr_t)p[0] + 1024u * i);
-	/* The span is full and still cached here: the free is local. */
+	/* The free waits in this CPU's magazine: free, though its span
+	 * still counts it allocated. */
 	spanheap_free(&sh, p[2]);
 	struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
-	KEXPECT_EQ(st.local_frees, 1);
+	KEXPECT_EQ(st.mag_objects, 1);
+	KEXPECT_EQ(st.local_frees, 0);
 	KEXPECT_EQ(st.remote_frees, 0);
 	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)n - 1);
-	SH_CHECK(&sh, "a local free");
-	/* The next allocation folds the span's own frees and gets p[2]
-	 * back rather than a new span. */
+	SH_CHECK(&sh, "a free in the magazine");
+	/* The next allocation of the class takes it back, newest first. */
 	char *q = spanheap_alloc(&sh, 1000, 0);
 	KEXPECT(q == p[2]);
 	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.mag_objects, 0);
 	KEXPECT_EQ(st.cls[cls].spans, 1);
 	for (int i = 0; i < n; i++)
 		spanheap_free(&sh, i == 2 ? q : p[i]);
 	spanheap_stats(&sh, &st);
-	KEXPECT_EQ(st.local_frees, (uint64_t)n + 1);
-	SH_CHECK(&sh, "all freed locally");
-	/* Flushing the cache folds the frees: the empty span goes back. */
+	KEXPECT_EQ(st.mag_objects, (size_t)n);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
+	SH_CHECK(&sh, "all freed into the magazine");
+	/* Flushing the cache gives the magazine back to the span, which
+	 * this CPU caches: the local path, no atomic. Then the span is
+	 * folded, found empty and goes back. */
 	size_t before = sh_in_use_pages(&heap);
 	spanheap_flush_cache(&sh);
 	KEXPECT_EQ(sh_in_use_pages(&heap), before - span_pages);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.local_frees, (uint64_t)n);
+	KEXPECT_EQ(st.remote_frees, 0);
+	KEXPECT_EQ(st.mag_objects, 0);
 	SH_CHECK(&sh, "after the flush");
 	sh_heap_release(&heap);
 }

@@ -680,4 +680,16 @@ KTEST(demo, kfree_page_heap_memory)
 	void *p = mheap_alloc_pages(&kheap, 2, 0);
 	demo_kfree(p);
 }
+
+/* A use after free: a write over the freed object's first word (its
+ * magazine link); the next kmalloc of the class hands it out and finds it. */
+KTEST(demo, kfree_write_after_free)
+{
+	uint64_t *p = kmalloc(8192, 0); /* 2 to a span: the magazine */
+	KASSERT(p != NULL);
+	ktest_diag("kfree of %p", (void *)p);
+	kfree(p);
+	p[0] = 0xdead;
+	kmalloc(8000, 0);
+}
 #endif

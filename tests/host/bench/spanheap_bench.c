@@ -2,7 +2,8 @@
  * tests/host/bench/spanheap_bench.c: the span heap against real
  * allocators, one workload per process.
  *
- *   spanheap_bench --alloc=mm|system [--threads=N] [--scale=F] WORKLOAD
+ *   spanheap_bench --alloc=mm|system [--threads=N] [--scale=F] [--arena-mib=M]
+ *                  WORKLOAD
  *   spanheap_bench --alloc=mm|system --callgrind=N
  *   spanheap_bench --pin-cost
  *   spanheap_bench --list
@@ -441,7 +442,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 	        "usage: spanheap_bench --alloc=mm|system [--threads=N] "
-	        "[--scale=F] WORKLOAD\n"
+	        "[--scale=F] [--arena-mib=M] WORKLOAD\n"
 	        "       spanheap_bench --alloc=mm|system --callgrind=N\n"
 	        "       spanheap_bench --pin-cost\n"
 	        "       spanheap_bench --list\n");
@@ -453,6 +454,7 @@ int main(int argc, char **argv)
 	unsigned nthreads = 1;
 	double scale = 1;
 	long callgrind = 0;
+	size_t arena_mib = 0;
 	const char *alloc = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -471,6 +473,8 @@ int main(int argc, char **argv)
 			scale = atof(a + 8);
 		} else if (strncmp(a, "--callgrind=", 12) == 0) {
 			callgrind = atol(a + 12);
+		} else if (strncmp(a, "--arena-mib=", 12) == 0) {
+			arena_mib = (size_t)atol(a + 12);
 		} else {
 			for (size_t k = 0; k < NWORKLOADS; k++)
 				if (strcmp(a, workloads[k].name) == 0)
@@ -487,7 +491,7 @@ int main(int argc, char **argv)
 	if (!wl || nthreads < 1 || nthreads > wl->max_threads || scale <= 0)
 		usage();
 	if (use_mm)
-		mm_setup(true, 0);
+		mm_setup(true, arena_mib << 20);
 	static struct worker ws[MAX_THREADS];
 	uint64_t t0 = now_ns();
 	run_workload(ws, nthreads, scale);

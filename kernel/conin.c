@@ -1,0 +1,126 @@
+/*
+ * Console input (see conin.h).
+ *
+ * Representation: a ring of CONIN_RING bytes with one producer (the
+ * interrupt handler on CPU 0, or the polling thread, never both) and one
+ * consumer (the shell): head is written only by the producer, tail only
+ * by the consumer, both atomic, so the ring needs no lock. The consumer
+ * sleeps on a wait queue (rank WAITQ, taken in the handler too) until the
+ * ring is not empty; the producer wakes it after each batch.
+ */
+#include "conin.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/ioapic.h"
+#include "arch/x86_64/serial.h"
+#include "kernel/irq.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/thread.h"
+
+#define CONIN_RING     256
+#define POLL_PERIOD_NS 10000000ull
+
+/* Atomic; head by the producer, tail by the consumer: */
+static uint8_t ring[CONIN_RING];
+static _Atomic uint32_t head, tail;
+static _Atomic uint64_t dropped;
+/* Atomic, any CPU: */
+static _Atomic bool command_running, interrupted;
+static struct waitq conin_wq = WAITQ_INIT("conin");
+
+/* Moves every waiting byte into the ring. The producer only: interrupt
+ * context (CPU 0) or the polling thread. */
+static void drain_uart(void)
+{
+	uint8_t c;
+	bool any = false;
+	while (serial_rx_byte(&c)) {
+		if (c == CONIN_CTRL_C && atomic_load(&command_running)) {
+			atomic_store(&interrupted, true);
+			continue;
+		}
+		uint32_t h = atomic_load_explicit(&head, memory_order_relaxed);
+		uint32_t t = atomic_load_explicit(&tail, memory_order_acquire);
+		if (h - t >= CONIN_RING) {
+			atomic_fetch_add(&dropped, 1);
+			continue;
+		}
+		ring[h % CONIN_RING] = c;
+		atomic_store_explicit(&head, h + 1, memory_order_release);
+		any = true;
+	}
+	if (any)
+		waitq_wake_all(&conin_wq);
+}
+
+static void com1_irq(struct trap_frame *f)
+{
+	drain_uart();
+}
+
+static void poll_thread(void *arg)
+{
+	for (;;) {
+		drain_uart();
+		thread_sleep_ns(POLL_PERIOD_NS);
+	}
+}
+
+const char *conin_init(void)
+{
+	irq_register(IRQ_VEC_COM1, com1_irq);
+	if (ioapic_route_isa(SERIAL_COM1_IRQ, IRQ_VEC_COM1,
+	                     this_cpu()->apic_id)) {
+		serial_rx_irq_enable();
+		/* Bytes that came before the route raised no interrupt. */
+		unsigned long flags = read_rflags();
+		cpu_cli();
+		drain_uart();
+		if (flags & RFLAGS_IF)
+			cpu_sti();
+		return "irq";
+	}
+	if (!thread_create("conin_poll", poll_thread, NULL, 0))
+		panic("conin: cannot start the polling thread");
+	return "polling";
+}
+
+static bool ring_nonempty(void *arg)
+{
+	return atomic_load_explicit(&head, memory_order_acquire) !=
+	       atomic_load_explicit(&tail, memory_order_relaxed);
+}
+
+uint8_t conin_getc(void)
+{
+	waitq_wait_until(&conin_wq, ring_nonempty, NULL);
+	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
+	uint8_t c = ring[t % CONIN_RING];
+	atomic_store_explicit(&tail, t + 1, memory_order_release);
+	return c;
+}
+
+void conin_command_begin(void)
+{
+	atomic_store(&interrupted, false);
+	atomic_store(&command_running, true);
+}
+
+void conin_command_end(void)
+{
+	atomic_store(&command_running, false);
+	atomic_store(&interrupted, false);
+}
+
+bool conin_interrupted(void)
+{
+	return atomic_load(&interrupted);
+}
+
+uint64_t conin_dropped(void)
+{
+	return atomic_load(&dropped);
+}

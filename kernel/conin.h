@@ -1,0 +1,42 @@
+/*
+ * Console input: the bytes typed at COM1, for one reader (the shell).
+ *
+ * The UART's receive interrupt (ISA IRQ 4) is routed through the I/O APIC
+ * to the boot CPU; its handler drains the UART into a ring and wakes the
+ * reader. Any CPU may be busy meanwhile: the handler needs only CPU 0 to
+ * take interrupts, which every thread there does between its short
+ * interrupts-off sections. Without an I/O APIC route (no MADT, or
+ * acpi.no_madt) a thread on CPU 0 polls the UART every 10 ms instead.
+ *
+ * Ctrl-C while a command runs (between conin_command_begin and _end) is
+ * not queued: it sets the interrupt flag the command polls. At the prompt
+ * it is queued like any byte, for the line editor.
+ */
+#ifndef KERNEL_CONIN_H
+#define KERNEL_CONIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONIN_CTRL_C 0x03
+
+/* Routes the interrupt (or starts the polling thread) and enables the
+ * UART's receive interrupt. Boot CPU, thread context, after acpi_init
+ * and heap_init. Returns "irq" or "polling". */
+const char *conin_init(void);
+
+/* The next byte typed; sleeps until there is one. Thread context, one
+ * reader. */
+uint8_t conin_getc(void);
+
+/* Brackets a running command: Ctrl-C then sets the interrupt flag. */
+void conin_command_begin(void);
+void conin_command_end(void);
+
+/* True once Ctrl-C was typed during the running command. Any context. */
+bool conin_interrupted(void);
+
+/* Bytes dropped because the ring was full, ever. */
+uint64_t conin_dropped(void);
+
+#endif

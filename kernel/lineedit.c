@@ -1,0 +1,176 @@
+/*
+ * The line editor (see lineedit.h). The terminal shows the prompt and
+ * then exactly buf[0..len): every change is echoed as the bytes that make
+ * the terminal agree (a character; "\b \b" to erase one), so the editor
+ * never needs to know the cursor's column.
+ */
+#include "lineedit.h"
+
+#include "kernel/string.h"
+
+#define KEY_CTRL_C 0x03
+#define KEY_BS     0x08
+#define KEY_CTRL_U 0x15
+#define KEY_ESC    0x1b
+#define KEY_DEL    0x7f
+
+enum { ESC_NONE, ESC_SEEN, ESC_CSI };
+
+void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx)
+{
+	memset(le, 0, sizeof(*le));
+	le->out = out;
+	le->ctx = ctx;
+}
+
+static void emit(struct lineedit *le, const char *s, size_t n)
+{
+	if (n)
+		le->out(le->ctx, s, n);
+}
+
+/* Erases the whole line on the terminal and in buf. */
+static void erase_line(struct lineedit *le)
+{
+	for (; le->len; le->len--)
+		emit(le, "\b \b", 3);
+	le->buf[0] = '\0';
+	le->overflow = 0;
+}
+
+/* Replaces the line with s, echoing it. */
+static void set_line(struct lineedit *le, const char *s)
+{
+	erase_line(le);
+	size_t n = strlen(s);
+	memcpy(le->buf, s, n + 1);
+	le->len = n;
+	emit(le, s, n);
+}
+
+const char *lineedit_history(const struct lineedit *le, size_t back)
+{
+	if (back >= le->nhist)
+		return NULL;
+	size_t i = (le->hist_next + LINEEDIT_HISTORY - 1 - back) %
+	           LINEEDIT_HISTORY;
+	return le->hist[i];
+}
+
+static void remember(struct lineedit *le)
+{
+	const char *newest = lineedit_history(le, 0);
+	if (le->len == 0 || (newest && strcmp(newest, le->buf) == 0))
+		return;
+	memcpy(le->hist[le->hist_next], le->buf, le->len + 1);
+	le->hist_next = (le->hist_next + 1) % LINEEDIT_HISTORY;
+	if (le->nhist < LINEEDIT_HISTORY)
+		le->nhist++;
+}
+
+/* An arrow key: up (older) or down (newer). */
+static void browse(struct lineedit *le, bool up)
+{
+	if (up && le->browse < le->nhist) {
+		if (le->browse == 0)
+			memcpy(le->draft, le->buf, le->len + 1);
+		le->browse++;
+		set_line(le, lineedit_history(le, le->browse - 1));
+	} else if (!up && le->browse > 0) {
+		le->browse--;
+		set_line(le, le->browse ? lineedit_history(le, le->browse - 1)
+		                        : le->draft);
+	}
+}
+
+/* Ends the line being typed: a fresh one starts at the next key. */
+static enum lineedit_event finish(struct lineedit *le)
+{
+	emit(le, "\n", 1);
+	le->browse = 0;
+	if (le->overflow) {
+		le->len = 0;
+		le->buf[0] = '\0';
+		le->overflow = 0;
+		return LINEEDIT_OVERLONG;
+	}
+	remember(le);
+	le->len = 0; /* buf keeps the line until the next feed */
+	return LINEEDIT_LINE;
+}
+
+static bool escape(struct lineedit *le, char c)
+{
+	if (le->esc == ESC_SEEN) {
+		le->esc = (c == '[' || c == 'O') ? ESC_CSI : ESC_NONE;
+		return true;
+	}
+	if (le->esc == ESC_CSI) {
+		/* Parameters and intermediates run until a final byte. */
+		if (c >= 0x40 && c <= 0x7e) {
+			le->esc = ESC_NONE;
+			if (c == 'A' || c == 'B')
+				browse(le, c == 'A');
+		}
+		return true;
+	}
+	return false;
+}
+
+enum lineedit_event lineedit_feed(struct lineedit *le, char c)
+{
+	bool after_cr = le->after_cr;
+	le->after_cr = false;
+	if (le->len == 0 && !le->overflow)
+		le->buf[0] = '\0';
+	if (escape(le, c))
+		return LINEEDIT_MORE;
+	switch (c) {
+	case '\n':
+		if (after_cr)
+			return LINEEDIT_MORE;
+		return finish(le);
+	case '\r':
+		le->after_cr = true;
+		return finish(le);
+	case KEY_CTRL_C:
+		emit(le, "^C\n", 3);
+		le->len = 0;
+		le->buf[0] = '\0';
+		le->overflow = 0;
+		le->browse = 0;
+		return LINEEDIT_CANCEL;
+	case KEY_CTRL_U:
+		erase_line(le);
+		return LINEEDIT_MORE;
+	case KEY_BS:
+	case KEY_DEL:
+		if (le->overflow) {
+			le->overflow--;
+		} else if (le->len) {
+			le->buf[--le->len] = '\0';
+			emit(le, "\b \b", 3);
+		}
+		return LINEEDIT_MORE;
+	case KEY_ESC:
+		le->esc = ESC_SEEN;
+		return LINEEDIT_MORE;
+	default:
+		break;
+	}
+	if ((unsigned char)c < 0x20)
+		return LINEEDIT_MORE; /* other control keys: ignored */
+	if (le->len == LINEEDIT_MAX) {
+		le->overflow++;
+		return LINEEDIT_MORE;
+	}
+	le->buf[le->len++] = c;
+	le->buf[le->len] = '\0';
+	emit(le, &c, 1);
+	return LINEEDIT_MORE;
+}
+
+const char *lineedit_line(const struct lineedit *le)
+{
+	return le->buf;
+}

@@ -1,0 +1,60 @@
+/*
+ * The shell's line editor: turns keystrokes into lines. It knows printable
+ * characters, Enter (CR, LF, or CR LF as one), Backspace (DEL or BS),
+ * Ctrl-C (abandon the line), Ctrl-U (erase it), and the arrow keys' VT100
+ * sequences ESC [ A / ESC [ B (and ESC O A / B) for the history of the
+ * last LINEEDIT_HISTORY lines. A line longer than LINEEDIT_MAX characters
+ * is not cut: its excess is not echoed, and Enter rejects it whole.
+ *
+ * It does no I/O: echo and redraws go through the caller's out function,
+ * so a test can feed scripted keystrokes and read what a terminal would
+ * show. Not locked: one owner (the shell thread, or a test).
+ */
+#ifndef KERNEL_LINEEDIT_H
+#define KERNEL_LINEEDIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define LINEEDIT_MAX     120
+#define LINEEDIT_HISTORY 16
+
+/* What a keystroke completed. */
+enum lineedit_event {
+	LINEEDIT_MORE,     /* nothing yet */
+	LINEEDIT_LINE,     /* Enter: lineedit_line() is the line */
+	LINEEDIT_CANCEL,   /* Ctrl-C: the line was abandoned */
+	LINEEDIT_OVERLONG, /* Enter on a line over LINEEDIT_MAX: rejected */
+};
+
+typedef void (*lineedit_out_fn)(void *ctx, const char *s, size_t n);
+
+struct lineedit {
+	lineedit_out_fn out;
+	void *ctx;
+	char buf[LINEEDIT_MAX + 1]; /* the line being edited, NUL-ended */
+	size_t len;
+	size_t overflow; /* characters typed past LINEEDIT_MAX */
+	unsigned esc;    /* escape-sequence state: 0, after ESC, after ESC [ */
+	bool after_cr;   /* the last key was CR: a LF next is its pair */
+	/* The history, oldest first in a ring; browse counts back from the
+	 * newest while the arrows walk it (0: the line being typed). */
+	char hist[LINEEDIT_HISTORY][LINEEDIT_MAX + 1];
+	size_t nhist, hist_next;
+	size_t browse;
+	char draft[LINEEDIT_MAX + 1]; /* the typed line, kept while browsing */
+};
+
+void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
+
+/* Feeds one keystroke byte; returns what it completed. After
+ * LINEEDIT_LINE the line stays readable until the next lineedit_feed. */
+enum lineedit_event lineedit_feed(struct lineedit *le, char c);
+
+/* The completed line (after LINEEDIT_LINE). */
+const char *lineedit_line(const struct lineedit *le);
+
+/* The history entry back steps from the newest (0 = newest), or NULL. */
+const char *lineedit_history(const struct lineedit *le, size_t back);
+
+#endif

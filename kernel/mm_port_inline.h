@@ -1,0 +1,38 @@
+/*
+ * The kernel's inline pin for mm/ (mm/port.h, MM_PORT_INLINE; the Makefile
+ * passes this header's name). Pinning is disabling interrupts: nothing else
+ * then runs on this CPU (no preemption, no handler), so the span heap's
+ * per-CPU caches need no lock. pushf/pop/cli and one %gs-relative load of
+ * the CPU's index to pin, a test and sti to unpin: seven instructions,
+ * inline in every kmalloc and kfree. Any context but NMI.
+ *
+ * Included by mm/port.h after struct mm_pin, so it includes no mm/ header.
+ */
+#ifndef KERNEL_MM_PORT_INLINE_H
+#define KERNEL_MM_PORT_INLINE_H
+
+#include <stddef.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/percpu.h"
+
+static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
+{
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	unsigned id;
+	/* this_cpu()->id without loading the self pointer first. */
+	__asm__ volatile("movl %%gs:%c1, %0"
+	                 : "=r"(id)
+	                 : "i"(offsetof(struct cpu, id))
+	                 : "memory");
+	return (struct mm_pin){.state = flags, .cpu = id};
+}
+
+static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
+{
+	if (p.state & RFLAGS_IF)
+		cpu_sti();
+}
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * The shell's core (see shell.h): the thread, the prompt loop, splitting
+ * a line into words, finding the command, and the helpers the commands
+ * share. The commands live in shell_mem.c (memory), shell_heapmap.c,
+ * shell_stress.c and shell_sys.c (the rest of the kernel).
+ *
+ * Basic algorithm, per line:
+ *   1. print the prompt; feed keystrokes to the line editor until it
+ *      completes a line, a Ctrl-C or an overlong line (one-line error);
+ *   2. split the line at spaces (at most SHELL_MAX_ARGS words);
+ *   3. run the command between conin_command_begin/_end, so a Ctrl-C
+ *      typed meanwhile sets the flag the command polls, and keep its
+ *      status for `exit`.
+ */
+#include "kernel/shell.h"
+
+#include <stdatomic.h>
+
+#include "arch/x86_64/serial.h"
+#include "kernel/bootinfo.h"
+#include "kernel/conin.h"
+#include "kernel/format.h"
+#include "kernel/lineedit.h"
+#include "kernel/printk.h"
+#include "kernel/shell_internal.h"
+#include "kernel/string.h"
+#include "kernel/thread.h"
+
+#define PROMPT "gantry> "
+
+/* The shell thread's own: */
+static struct lineedit editor;
+static char line[LINEEDIT_MAX + 1];
+static enum shell_status last_status;
+/* Immutable after shell_start: */
+static bool tty;
+
+static const struct shell_cmd *const tables[] = {
+        shell_sys_cmds,
+        shell_mem_cmds,
+        shell_heapmap_cmds,
+        shell_stress_cmds,
+};
+
+bool shell_tty(void)
+{
+	return tty;
+}
+
+bool shell_interrupted(void)
+{
+	return conin_interrupted();
+}
+
+enum shell_status shell_last_status(void)
+{
+	return last_status;
+}
+
+bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
+                      uint64_t hi, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = arg;
+	for (; *p >= '0' && *p <= '9' && v <= hi; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	if (*p || p == arg || v < lo || v > hi) {
+		printk("%s: '%s' is not a number in [%llu, %llu]\n", cmd, arg,
+		       (unsigned long long)lo, (unsigned long long)hi);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+enum shell_status shell_usage(const struct shell_cmd *c)
+{
+	printk("%s: usage: %s %s\n", c->name, c->name, c->args);
+	return SHELL_USAGE;
+}
+
+void shell_print_tenths(uint64_t tenths)
+{
+	printk("%llu.%llu", (unsigned long long)(tenths / 10),
+	       (unsigned long long)(tenths % 10));
+}
+
+void shell_format_bytes(char *buf, size_t size, uint64_t bytes)
+{
+	if (bytes < (10ull << 10))
+		ksnprintf(buf, size, "%llu B", (unsigned long long)bytes);
+	else if (bytes < (10ull << 20))
+		ksnprintf(buf, size, "%llu KiB",
+		          (unsigned long long)(bytes >> 10));
+	else
+		ksnprintf(buf, size, "%llu.%llu MiB",
+		          (unsigned long long)(bytes >> 20),
+		          (unsigned long long)(((bytes & ((1u << 20) - 1)) *
+		                                10) >>
+		                               20));
+}
+
+static enum shell_status cmd_help(int argc, char **argv)
+{
+	printk("commands (Ctrl-C stops a running command; poweroff or "
+	       "Ctrl-A X leaves QEMU):\n");
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const struct shell_cmd *c = tables[t]; c->name; c++) {
+			char use[48];
+			ksnprintf(use, sizeof(use), "%s %s", c->name, c->args);
+			printk("  %-26s %s\n", use, c->help);
+		}
+	return SHELL_OK;
+}
+
+static const struct shell_cmd help_cmd = {"help", "", "this list", cmd_help};
+
+static const struct shell_cmd *find(const char *name)
+{
+	if (strcmp(name, help_cmd.name) == 0)
+		return &help_cmd;
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const struct shell_cmd *c = tables[t]; c->name; c++)
+			if (strcmp(name, c->name) == 0)
+				return c;
+	return NULL;
+}
+
+/* Splits s in place at spaces; returns the word count, or -1 if there are
+ * more than max words. */
+static int split(char *s, char **argv, int max)
+{
+	int argc = 0;
+	while (*s) {
+		while (*s == ' ' || *s == '\t')
+			*s++ = '\0';
+		if (!*s)
+			break;
+		if (argc == max)
+			return -1;
+		argv[argc++] = s;
+		while (*s && *s != ' ' && *s != '\t')
+			s++;
+	}
+	return argc;
+}
+
+static void run_line(const char *text)
+{
+	char *argv[SHELL_MAX_ARGS];
+	size_t n = strlen(text);
+	memcpy(line, text, n + 1);
+	int argc = split(line, argv, SHELL_MAX_ARGS);
+	if (argc == 0)
+		return;
+	if (argc < 0) {
+		printk("shell: more than %d words\n", SHELL_MAX_ARGS);
+		last_status = SHELL_USAGE;
+		return;
+	}
+	const struct shell_cmd *c = find(argv[0]);
+	if (!c) {
+		printk("shell: unknown command '%s' (try help)\n", argv[0]);
+		last_status = SHELL_USAGE;
+		return;
+	}
+	conin_command_begin();
+	last_status = c->fn(argc, argv);
+	conin_command_end();
+}
+
+static void editor_out(void *ctx, const char *s, size_t n)
+{
+	printk("%.*s", (int)n, s);
+}
+
+static void shell_main(void *arg)
+{
+	lineedit_init(&editor, editor_out, NULL);
+	shell_heapmap_boot();
+	for (;;) {
+		printk(PROMPT);
+		enum lineedit_event ev;
+		do
+			ev = lineedit_feed(&editor, (char)conin_getc());
+		while (ev == LINEEDIT_MORE);
+		if (ev == LINEEDIT_LINE)
+			run_line(lineedit_line(&editor));
+		else if (ev == LINEEDIT_OVERLONG)
+			printk("shell: line longer than %d characters: "
+			       "ignored\n",
+			       LINEEDIT_MAX);
+	}
+}
+
+void shell_start(void)
+{
+	tty = !cmdline_get("shell.notty", NULL, 0);
+	const char *how = conin_init();
+	printk("shell: on COM1 (input by %s%s); type help, poweroff or "
+	       "Ctrl-A X to quit\n",
+	       how, tty ? "" : ", no colours");
+	if (!thread_create("shell", shell_main, NULL, 0))
+		panic("shell: cannot create its thread");
+}

@@ -1,0 +1,193 @@
+/*
+ * The shell's memory commands: meminfo (the frame pool, the page heap,
+ * the span heap, the scavenger's and the sweeper's counters), slabinfo
+ * (per size class), and sweep, scavenge and release, which run the
+ * collector's steps now and report what they did.
+ */
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/printk.h"
+#include "kernel/shell_internal.h"
+#include "kernel/format.h"
+#include "kernel/time.h"
+
+static struct spanheap_stats *stats_now(const char *cmd)
+{
+	struct spanheap_stats *st = kmalloc(sizeof(*st), 0);
+	if (!st)
+		printk("%s: out of memory\n", cmd);
+	else
+		spanheap_stats(&kspanheap, st);
+	return st;
+}
+
+static void print_page_heap(const struct mheap_stats *h)
+{
+	printk("page heap: %zu pages grown (%zu chunks): %zu in use, %zu free "
+	       "backed, %zu free scavenged, %zu being scavenged\n",
+	       h->grown_pages, h->grown_pages / PALLOC_CHUNK_PAGES,
+	       h->in_use_pages, h->free_backed_pages, h->free_scav_pages,
+	       h->scavenging_pages);
+	printk("page heap: goal %zu free backed, reserve %zu; %llu grows "
+	       "(%llu for the reserve, %llu waits), %llu atomic refusals\n",
+	       h->goal_pages, h->reserve_pages, (unsigned long long)h->n.grows,
+	       (unsigned long long)h->n.refills,
+	       (unsigned long long)h->n.grow_waits,
+	       (unsigned long long)h->n.atomic_fails);
+	printk("scavenger: %llu background runs, %llu pages, %llu us CPU; "
+	       "frames short: %llu runs, %llu pages; release-all %llu pages\n",
+	       (unsigned long long)h->n.bg_runs,
+	       (unsigned long long)h->n.bg_pages,
+	       (unsigned long long)(h->n.bg_cpu_ns / 1000),
+	       (unsigned long long)h->n.sync_runs,
+	       (unsigned long long)h->n.sync_pages,
+	       (unsigned long long)h->n.release_pages);
+}
+
+static enum shell_status cmd_meminfo(int argc, char **argv)
+{
+	struct spanheap_stats *st = stats_now(argv[0]);
+	if (!st)
+		return SHELL_FAILED;
+	char in_use[24], spans[24];
+	shell_format_bytes(in_use, sizeof(in_use), st->bytes_in_use);
+	shell_format_bytes(spans, sizeof(spans), st->bytes_spans);
+	printk("frames: %zu free of %zu managed (%zu MiB free)\n",
+	       frames_free_count(), frames_managed_count(),
+	       frames_free_count() >> 8);
+	print_page_heap(&st->heap);
+	printk("span heap: %zu spans, %s in use in %s of spans, %zu large "
+	       "pages; sweepgen %u\n",
+	       st->spans, in_use, spans, st->large_pages, st->sweepgen);
+	printk("span heap: %zu freed objects in magazines; %llu local frees, "
+	       "%llu remote frees, %llu cache refills, %llu large "
+	       "allocations, %llu atomic refusals\n",
+	       st->mag_objects, (unsigned long long)st->local_frees,
+	       (unsigned long long)st->remote_frees,
+	       (unsigned long long)st->refills,
+	       (unsigned long long)st->n.large_allocs,
+	       (unsigned long long)st->n.atomic_fails);
+	printk("sweeper: %llu cycles, %llu spans swept (%llu on demand, %llu "
+	       "folded from queues), %llu spans freed, %llu us CPU\n",
+	       (unsigned long long)st->n.cycles,
+	       (unsigned long long)st->n.swept_spans,
+	       (unsigned long long)st->n.demand_swept,
+	       (unsigned long long)st->n.queue_folded,
+	       (unsigned long long)st->n.freed_spans,
+	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000));
+	kfree(st);
+	return SHELL_OK;
+}
+
+/* One row of slabinfo; waste is what the spans hold beyond the objects in
+ * use: free objects and each span's tail. */
+static void slab_row(const char *name, const struct spanheap_class_stats *c)
+{
+	size_t waste = c->bytes_spans - c->bytes_in_use;
+	uint64_t permille =
+	        c->bytes_spans ? (uint64_t)waste * 1000 / c->bytes_spans : 0;
+	printk("%-7s %8zu %8zu %6zu %12zu %12zu %11zu %3llu.%llu%%\n", name,
+	       c->objects_in_use, c->objects_free, c->spans, c->bytes_in_use,
+	       c->bytes_spans, waste, (unsigned long long)(permille / 10),
+	       (unsigned long long)(permille % 10));
+}
+
+static enum shell_status cmd_slabinfo(int argc, char **argv)
+{
+	struct spanheap_stats *st = stats_now(argv[0]);
+	if (!st)
+		return SHELL_FAILED;
+	printk("%-7s %8s %8s %6s %12s %12s %11s %6s\n", "size", "in use",
+	       "free", "spans", "bytes used", "span bytes", "waste", "waste");
+	unsigned shown = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *c = &st->cls[cls];
+		if (!c->spans)
+			continue;
+		char name[16];
+		ksnprintf(name, sizeof(name), "%u", c->size);
+		slab_row(name, c);
+		shown++;
+	}
+	slab_row("large", &st->cls[0]);
+	struct spanheap_class_stats all = {0};
+	for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
+		all.objects_in_use += st->cls[cls].objects_in_use;
+		all.objects_free += st->cls[cls].objects_free;
+	}
+	all.spans = st->spans;
+	all.bytes_in_use = st->bytes_in_use;
+	all.bytes_spans = st->bytes_spans;
+	slab_row("total", &all);
+	printk("slabinfo: %u of %u size classes have spans\n", shown,
+	       SC_NCLASSES - 1);
+	kfree(st);
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_sweep(int argc, char **argv)
+{
+	struct spanheap_stats *before = stats_now(argv[0]);
+	if (!before)
+		return SHELL_FAILED;
+	uint64_t t0 = time_now_ns();
+	size_t freed = spanheap_sweep_cycle(&kspanheap);
+	uint64_t us = (time_now_ns() - t0) / 1000;
+	struct spanheap_stats *after = stats_now(argv[0]);
+	if (!after) {
+		kfree(before);
+		return SHELL_FAILED;
+	}
+	printk("sweep: cycle done in %llu us: %zu empty spans given back "
+	       "(%zu pages now in spans, was %zu); sweepgen %u -> %u, %llu "
+	       "cycles in all\n",
+	       (unsigned long long)us, freed, after->bytes_spans / MM_PAGE_SIZE,
+	       before->bytes_spans / MM_PAGE_SIZE, before->sweepgen,
+	       after->sweepgen, (unsigned long long)after->n.cycles);
+	kfree(before);
+	kfree(after);
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_scavenge(int argc, char **argv)
+{
+	struct mheap_stats before, after;
+	mheap_stats(&kheap, &before);
+	uint64_t t0 = time_now_ns();
+	size_t pages = mheap_release_all(&kheap);
+	uint64_t us = (time_now_ns() - t0) / 1000;
+	mheap_stats(&kheap, &after);
+	printk("scavenge: %zu pages (%zu KiB) scavenged in %llu us; free "
+	       "backed %zu -> %zu pages; frames free %zu -> %zu\n",
+	       pages, pages * 4, (unsigned long long)us,
+	       before.free_backed_pages, after.free_backed_pages,
+	       before.frames_free, after.frames_free);
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_release(int argc, char **argv)
+{
+	size_t frames_before = frames_free_count();
+	size_t pages = heap_release_all();
+	size_t frames_after = frames_free_count();
+	struct mheap_stats h;
+	mheap_stats(&kheap, &h);
+	long delta = (long)frames_after - (long)frames_before;
+	printk("release: %zu pages scavenged; %ld frames came back; frames "
+	       "free %zu of %zu\n",
+	       pages, delta, frames_after, frames_managed_count());
+	printk("release: page heap holds %zu pages in use, %zu free backed\n",
+	       h.in_use_pages, h.free_backed_pages);
+	return SHELL_OK;
+}
+
+const struct shell_cmd shell_mem_cmds[] = {
+        {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
+         cmd_meminfo},
+        {"slabinfo", "", "per size class: objects, spans, bytes, waste",
+         cmd_slabinfo},
+        {"sweep", "", "run a sweep cycle now", cmd_sweep},
+        {"scavenge", "", "scavenge every free backed page now", cmd_scavenge},
+        {"release", "", "flush, sweep and scavenge everything", cmd_release},
+        {NULL, NULL, NULL, NULL},
+};

@@ -1,0 +1,148 @@
+/*
+ * The shell's commands about the kernel around the allocator: threads
+ * (per-CPU run queues and CPU time), locks (acquisitions and contention),
+ * cmdline, sleep, poweroff and exit.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/bootinfo.h"
+#include "kernel/heap.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/shell.h"
+#include "kernel/shell_internal.h"
+#include "kernel/string.h"
+#include "kernel/thread.h"
+
+#define THREADS_MAX 128
+
+static enum shell_status cmd_threads(int argc, char **argv)
+{
+	struct thread_info *ti = kmalloc(THREADS_MAX * sizeof(*ti), 0);
+	if (!ti) {
+		printk("threads: out of memory\n");
+		return SHELL_FAILED;
+	}
+	unsigned n = thread_snapshot(ti, THREADS_MAX);
+	for (unsigned cpu = 0; cpu < MAX_CPUS; cpu++) {
+		struct sched_cpu_info ci;
+		if (!sched_cpu_info(cpu, &ci))
+			continue;
+		printk("cpu %u: %u threads, %u runnable waiting, %u sleeping, "
+		       "%llu ticks, running %s\n",
+		       cpu, ci.nthreads, ci.nqueued, ci.nsleeping,
+		       (unsigned long long)ci.ticks, ci.current);
+		for (unsigned i = 0; i < n && i < THREADS_MAX; i++) {
+			if (ti[i].cpu != cpu)
+				continue;
+			uint64_t us = ti[i].cpu_ns / 1000;
+			printk("  %4u %-24s %-9s %8llu.%03llu ms\n", ti[i].id,
+			       ti[i].name, thread_state_name(ti[i].state),
+			       (unsigned long long)(us / 1000),
+			       (unsigned long long)(us % 1000));
+		}
+	}
+	printk("threads: %u in all%s\n", n,
+	       n > THREADS_MAX ? " (only the first 128 shown)" : "");
+	kfree(ti);
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_locks(int argc, char **argv)
+{
+	struct spin_stats *st = kmalloc(SPIN_LIST_MAX * sizeof(*st), 0);
+	if (!st) {
+		printk("locks: out of memory\n");
+		return SHELL_FAILED;
+	}
+	unsigned n = spin_list_stats(st, SPIN_LIST_MAX);
+	/* Locks of one name and rank (the run queues, the 62 size
+	 * classes' central locks) are summed on one line. */
+	printk("%-14s %-11s %5s %14s %12s\n", "lock", "rank", "locks",
+	       "acquired", "contended");
+	for (unsigned i = 0; i < n; i++) {
+		if (!st[i].name)
+			continue;
+		unsigned count = 1;
+		uint64_t acq = st[i].acquired, con = st[i].contended;
+		for (unsigned j = i + 1; j < n; j++) {
+			if (!st[j].name || st[j].rank != st[i].rank ||
+			    strcmp(st[j].name, st[i].name) != 0)
+				continue;
+			count++;
+			acq += st[j].acquired;
+			con += st[j].contended;
+			st[j].name = NULL;
+		}
+		printk("%-14s %-11s %5u %14llu %12llu\n", st[i].name,
+		       lock_rank_name(st[i].rank), count,
+		       (unsigned long long)acq, (unsigned long long)con);
+	}
+	printk("locks: %u listed (locks in kernel data; counters are "
+	       "always on)\n",
+	       n);
+	kfree(st);
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_cmdline(int argc, char **argv)
+{
+	printk("cmdline: %s\n",
+	       boot_state.cmdline[0] ? boot_state.cmdline : "(empty)");
+	return SHELL_OK;
+}
+
+static enum shell_status cmd_sleep(int argc, char **argv);
+static enum shell_status cmd_poweroff(int argc, char **argv);
+static enum shell_status cmd_exit(int argc, char **argv);
+
+const struct shell_cmd shell_sys_cmds[] = {
+        {"threads", "", "per-CPU run queues and CPU time per thread",
+         cmd_threads},
+        {"locks", "", "acquisitions and contention per lock", cmd_locks},
+        {"cmdline", "", "the kernel command line", cmd_cmdline},
+        {"sleep", "MS", "wait MS milliseconds (Ctrl-C stops it)", cmd_sleep},
+        {"poweroff", "[STATUS]", "leave QEMU (status 0 by default)",
+         cmd_poweroff},
+        {"exit", "", "leave QEMU with the last command's status", cmd_exit},
+        {NULL, NULL, NULL, NULL},
+};
+
+static enum shell_status cmd_sleep(int argc, char **argv)
+{
+	uint64_t ms;
+	if (argc != 2)
+		return shell_usage(&shell_sys_cmds[3]);
+	if (!shell_parse_uint(argv[0], argv[1], 0, 3600 * 1000, &ms))
+		return SHELL_USAGE;
+	for (; ms && !shell_interrupted(); ms -= ms < 10 ? ms : 10)
+		thread_sleep_ns(10000000ull);
+	return shell_interrupted() ? SHELL_INTERRUPTED : SHELL_OK;
+}
+
+static __attribute__((noreturn)) void leave(uint64_t status)
+{
+	printk("poweroff: leaving QEMU with status %llu\n",
+	       (unsigned long long)status);
+	qemu_exit(SHELL_EXIT_BASE + (uint32_t)status);
+	printk("poweroff: isa-debug-exit is missing; halting\n");
+	cpu_halt_forever();
+}
+
+static enum shell_status cmd_poweroff(int argc, char **argv)
+{
+	uint64_t status = 0;
+	if (argc > 2)
+		return shell_usage(&shell_sys_cmds[4]);
+	if (argc == 2 && !shell_parse_uint(argv[0], argv[1], 0, 63, &status))
+		return SHELL_USAGE;
+	leave(status);
+}
+
+static enum shell_status cmd_exit(int argc, char **argv)
+{
+	if (argc != 1)
+		return shell_usage(&shell_sys_cmds[5]);
+	leave(shell_last_status());
+}

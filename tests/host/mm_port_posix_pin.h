@@ -1,0 +1,56 @@
+/*
+ * The POSIX test port's pin, inline (mm/port.h, MM_PORT_INLINE; the host
+ * builds pass this header's name). A thread bound to a CPU slot
+ * (mm_port_bind_cpu; only the benchmarks bind) owns it until it unbinds, so
+ * its pin is one thread-local load, as a thread-local cache's would be, and
+ * says so (state 1); its unpin does nothing. Bound pins are not counted. Any
+ * other thread takes the slot with an atomic exchange, out of line in
+ * tests/host/mm_port_posix.c (below), which also checks that every unpin
+ * matches its pin (state 0).
+ *
+ * Included by mm/port.h after struct mm_pin, so it includes no mm/ header.
+ */
+#ifndef TESTS_HOST_MM_PORT_POSIX_PIN_H
+#define TESTS_HOST_MM_PORT_POSIX_PIN_H
+
+#include <stdbool.h>
+
+/* This thread's slot + 1 while it is bound to one, else 0. */
+extern _Thread_local unsigned mm_posix_bound_cpu;
+/*
+ * The unbound thread's pin and unpin (tests/host/mm_port_posix.c), called
+ * through thunks that keep every register but %rax (general and SSE), so
+ * that the compiler sees no call on the fast path and keeps its values in
+ * caller-saved registers there, as it does around the kernel's pin. The
+ * call skips the red zone, which the caller may use as a leaf.
+ */
+static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
+{
+	unsigned b = mm_posix_bound_cpu;
+	if (__builtin_expect(b != 0, 1))
+		return (struct mm_pin){.state = 1, .cpu = b - 1};
+	unsigned cpu;
+	__asm__ volatile("lea -128(%%rsp), %%rsp\n\t"
+	                 "call mm_posix_pin_thunk\n\t"
+	                 "lea 128(%%rsp), %%rsp"
+	                 : "=a"(cpu)
+	                 :
+	                 : "memory", "cc");
+	return (struct mm_pin){.state = 0, .cpu = cpu};
+}
+
+static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
+{
+	if (__builtin_expect(p.state != 0, 1))
+		return;
+	unsigned long clobbered;
+	__asm__ volatile("lea -128(%%rsp), %%rsp\n\t"
+	                 "call mm_posix_unpin_thunk\n\t"
+	                 "lea 128(%%rsp), %%rsp"
+	                 : "=a"(clobbered)
+	                 : "D"(p.cpu)
+	                 : "memory", "cc");
+	(void)clobbered;
+}
+
+#endif

@@ -1,0 +1,148 @@
+/*
+ * The shell's line editor fed scripted keystrokes: what it returns, the
+ * line it completes, and what a terminal would show (its echo).
+ */
+#include "kernel/ktest.h"
+#include "kernel/lineedit.h"
+#include "kernel/string.h"
+
+/* What the editor echoed since the last reset. */
+static char echo[1024];
+static size_t echo_len;
+
+static void capture(void *ctx, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n && echo_len + 1 < sizeof(echo); i++)
+		echo[echo_len++] = s[i];
+	echo[echo_len] = '\0';
+}
+
+static struct lineedit le;
+
+static void reset(void)
+{
+	lineedit_init(&le, capture, NULL);
+	echo_len = 0;
+	echo[0] = '\0';
+}
+
+/* Feeds keys; returns the event of the last key, and counts the events
+ * that were not LINEEDIT_MORE before it in *early (if not NULL). */
+static enum lineedit_event type(const char *keys, unsigned *early)
+{
+	enum lineedit_event ev = LINEEDIT_MORE;
+	size_t n = strlen(keys);
+	for (size_t i = 0; i < n; i++) {
+		if (ev != LINEEDIT_MORE && early)
+			(*early)++;
+		ev = lineedit_feed(&le, keys[i]);
+	}
+	return ev;
+}
+
+KTEST(lineedit, backspace_and_echo)
+{
+	reset();
+	unsigned early = 0;
+	KEXPECT_EQ(type("helo\x7f\x7fllo\r", &early), LINEEDIT_LINE);
+	KEXPECT_EQ(early, 0);
+	KEXPECT_STREQ(lineedit_line(&le), "hello");
+	KEXPECT_STREQ(echo, "helo\b \b\b \bllo\n");
+	/* Backspace on an empty line does nothing; BS works like DEL. */
+	echo_len = 0;
+	KEXPECT_EQ(type("\x7f\bab\bc\n", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ac");
+	KEXPECT_STREQ(echo, "ab\b \bc\n");
+	/* CR LF is one Enter: the LF completes nothing. */
+	KEXPECT_EQ(type("x\r", NULL), LINEEDIT_LINE);
+	KEXPECT_EQ(lineedit_feed(&le, '\n'), LINEEDIT_MORE);
+	/* A bare Enter is an empty line. */
+	KEXPECT_EQ(type("\n", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "");
+}
+
+KTEST(lineedit, ctrl_c_and_ctrl_u)
+{
+	reset();
+	KEXPECT_EQ(type("stress 5\x03", NULL), LINEEDIT_CANCEL);
+	KEXPECT_STREQ(echo, "stress 5^C\n");
+	KEXPECT_EQ(type("meminfo\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "meminfo");
+	KEXPECT_EQ(type("junk\x15ok\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ok");
+	/* Neither the cancelled line nor anything else leaked into history. */
+	KEXPECT_STREQ(lineedit_history(&le, 0), "ok");
+	KEXPECT_STREQ(lineedit_history(&le, 1), "meminfo");
+	KEXPECT(lineedit_history(&le, 2) == NULL);
+}
+
+KTEST(lineedit, overlong_line_is_rejected_whole)
+{
+	char keys[LINEEDIT_MAX + 16];
+	reset();
+	memset(keys, 'a', LINEEDIT_MAX + 5);
+	keys[LINEEDIT_MAX + 5] = '\0';
+	KEXPECT_EQ(type(keys, NULL), LINEEDIT_MORE);
+	/* The excess is not echoed. */
+	KEXPECT_EQ(echo_len, LINEEDIT_MAX);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_OVERLONG);
+	KEXPECT(lineedit_history(&le, 0) == NULL);
+	/* The editor starts afresh. */
+	KEXPECT_EQ(type("help\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "help");
+
+	/* Erasing the excess makes the line acceptable again: exactly
+	 * LINEEDIT_MAX characters fit. */
+	memset(keys, 'b', LINEEDIT_MAX + 2);
+	keys[LINEEDIT_MAX + 2] = '\0';
+	type(keys, NULL);
+	KEXPECT_EQ(type("\x7f\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX);
+	KEXPECT_EQ(type("\x7f\x7f\x7f", NULL), LINEEDIT_MORE);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "");
+}
+
+#define UP   "\x1b[A"
+#define DOWN "\x1b[B"
+
+KTEST(lineedit, history_on_the_arrow_keys)
+{
+	reset();
+	type("one\r", NULL);
+	type("two\r", NULL);
+	type("two\r", NULL); /* a repeat is kept once */
+	type("three\r", NULL);
+	KEXPECT_STREQ(lineedit_history(&le, 0), "three");
+	KEXPECT_STREQ(lineedit_history(&le, 1), "two");
+	KEXPECT_STREQ(lineedit_history(&le, 2), "one");
+
+	/* Up twice, then Enter: the older line runs again. */
+	echo_len = 0;
+	KEXPECT_EQ(type(UP UP "\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "two");
+	KEXPECT_STREQ(echo, "three\b \b\b \b\b \b\b \b\b \btwo\n");
+	KEXPECT_STREQ(lineedit_history(&le, 0), "two");
+
+	/* Past the oldest, Up stays; Down comes back to the draft. */
+	type("dra", NULL);
+	type(UP UP UP UP UP UP, NULL);
+	KEXPECT_STREQ(le.buf, "one");
+	type(DOWN DOWN DOWN DOWN DOWN DOWN, NULL);
+	KEXPECT_STREQ(le.buf, "dra");
+	/* ESC O A (application cursor mode) is Up too; other sequences,
+	 * with parameters, are swallowed whole. */
+	KEXPECT_EQ(type("\x1bOA\x1b[1;5C\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "two");
+
+	/* The ring keeps the newest LINEEDIT_HISTORY lines. */
+	char cmd[8] = "cmd00\r";
+	for (unsigned i = 0; i < LINEEDIT_HISTORY + 3; i++) {
+		cmd[3] = (char)('0' + i / 10);
+		cmd[4] = (char)('0' + i % 10);
+		type(cmd, NULL);
+	}
+	KEXPECT_STREQ(lineedit_history(&le, 0), "cmd18");
+	KEXPECT_STREQ(lineedit_history(&le, LINEEDIT_HISTORY - 1), "cmd03");
+	KEXPECT(lineedit_history(&le, LINEEDIT_HISTORY) == NULL);
+}
