@@ -16,7 +16,8 @@ MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c \
 MALLOC_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror \
 	-Wno-unused-parameter -fvisibility=hidden -ftls-model=initial-exec \
 	-fno-builtin-malloc -fno-builtin-free -fno-builtin-calloc \
-	-fno-builtin-realloc -fno-plt -I. -MMD -MP
+	-fno-builtin-realloc -fno-plt -I. -MMD -MP \
+	-DMM_PORT_INLINE='"malloc/pin.h"'
 MALLOC_OBJS := $(patsubst %,$(MALLOC_BUILD)/%.o,$(MALLOC_SRCS))
 
 $(MALLOC_BUILD)/%.c.o: %.c

@@ -17,8 +17,9 @@
  * process has no shootdown to defer).
  *
  * CPUs are thread slots (slots.c): every API call holds its thread's slot
- * (malloc_internal.h), so a pin is a counter and the slot's index. A pin
- * outside an API call (no caller does that today) takes the slot itself.
+ * (malloc_internal.h), so a pin is a counter and the slot's index, inline
+ * (malloc/pin.h). A pin outside an API call takes the slot itself
+ * (mm_malloc_pin_slow).
  *
  * Locks: a futex word (0 free, 1 held, 2 held with waiters) after a short
  * spin, the owner for mm_lock_held, and mm's rank order checked against a
@@ -51,10 +52,10 @@
 
 #include "malloc_internal.h"
 
-static _Thread_local unsigned t_pin;       /* pin depth */
-static _Thread_local unsigned t_held_mask; /* bit r: an mm lock of rank r */
-static _Thread_local char t_self;          /* its address names the thread */
-static _Thread_local bool t_background;    /* one of mm_port_thread_start's */
+_Thread_local unsigned mm_malloc_pin_depth; /* malloc/pin.h */
+static _Thread_local unsigned t_held_mask;  /* bit r: an mm lock of rank r */
+static _Thread_local char t_self;           /* its address names the thread */
+static _Thread_local bool t_background;     /* one of mm_port_thread_start's */
 
 /* ---- Diagnostics (first: everything below may panic) ------------------- */
 
@@ -197,7 +198,7 @@ size_t mm_port_free_pages(void)
 
 bool mm_port_can_sleep(void)
 {
-	return t_pin == 0 && t_held_mask == 0;
+	return mm_malloc_pin_depth == 0 && t_held_mask == 0;
 }
 
 void mm_port_yield(void)
@@ -403,23 +404,16 @@ void mm_event_wake(mm_event_t *e)
 
 /* ---- Per-CPU data ------------------------------------------------------- */
 
-struct mm_pin mm_port_pin(void)
+struct mm_pin mm_malloc_pin_slow(void)
 {
-	unsigned long took = 0;
-	if (__builtin_expect(mm_malloc_hold == 0, 0)) {
-		mm_malloc_enter();
-		took = 1;
-	}
-	t_pin++;
-	return (struct mm_pin){.state = took,
-	                       .cpu = (unsigned)mm_malloc_slot_id};
+	mm_malloc_enter();
+	mm_malloc_pin_depth++;
+	return (struct mm_pin){.state = 1, .cpu = (unsigned)mm_malloc_slot_id};
 }
 
-void mm_port_unpin(struct mm_pin p)
+void mm_malloc_unpin_slow(void)
 {
-	t_pin--;
-	if (__builtin_expect(p.state, 0))
-		mm_malloc_leave();
+	mm_malloc_leave();
 }
 
 /* ---- Locks -------------------------------------------------------------- */
