@@ -214,6 +214,7 @@ struct spanheap_counters {
 	uint64_t swept_spans;    /* by the sweeper thread */
 	uint64_t demand_swept;   /* by cache refills (stats only) */
 	uint64_t queue_folded;   /* from fold queues (stats only) */
+	uint64_t quiet_cycles;   /* cycles a quiet heap brought forward */
 	uint64_t freed_spans;    /* empty spans given back */
 	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
 	uint64_t large_allocs, large_frees;
@@ -249,6 +250,7 @@ struct spanheap {
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
 	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
 	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
+	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;
 };
 

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../kernel/ktest.h"
 #include "spanheap_test_util.h"
@@ -107,6 +108,71 @@ KTEST(spanheap, release_all_returns_everything)
 	KEXPECT_EQ(st.spans, 0);
 	KEXPECT_EQ(st.bytes_in_use, 0);
 	SH_CHECK(&sh, "after the second round");
+	sh_heap_release(&heap);
+}
+
+/*
+ * The sweeper paces itself to its CPU budget after each cycle; but a heap
+ * that goes quiet (no cache refill for a period) with frees pending gets
+ * its next cycle at once, so its empty spans go back. Here the budget is
+ * 0.1% of a CPU, so the pause after the first cycle is a thousand times
+ * its CPU time, and the second cycle can only come early: quiet_cycles
+ * says so. (Waits have a generous cap; nothing is timed.)
+ */
+KTEST(spanheap, quiet_heap_sweeps_before_its_pace_ends)
+{
+	enum { N = 32768, SIZE = 256 };
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.cpu_permille = 1;
+	sc.period_ns = 5 * 1000 * 1000;
+	sc.min_pending_bytes = 64 << 10;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	void **p = calloc(N, sizeof(*p));
+	KASSERT(p);
+	for (int i = 0; i < N; i++) {
+		p[i] = spanheap_alloc(&sh, SIZE, 0);
+		KASSERT(p[i]);
+	}
+	spanheap_flush_cache(&sh); /* every free below is a remote one */
+	KASSERT(spanheap_sweeper_start(&sh));
+	/* Half the frees, from CPU 1: past the threshold, so a cycle runs. */
+	mm_port_set_cpu(1);
+	for (int i = 0; i < N / 2; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	struct spanheap_stats st;
+	uint64_t t0 = mm_port_now_ns();
+	do {
+		spanheap_stats(&sh, &st);
+		if (st.n.cycles == 0)
+			usleep(1000);
+	} while (st.n.cycles == 0 &&
+	         mm_port_now_ns() - t0 < 60ull * 1000 * 1000 * 1000);
+	KASSERT(st.n.cycles >= 1);
+	/* The other half: pending, while the sweeper pauses. */
+	for (int i = N / 2; i < N; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	t0 = mm_port_now_ns();
+	do {
+		spanheap_stats(&sh, &st);
+		if (st.cls[sizeclass_of(SIZE)].spans)
+			usleep(1000);
+	} while (st.cls[sizeclass_of(SIZE)].spans &&
+	         mm_port_now_ns() - t0 < 60ull * 1000 * 1000 * 1000);
+	spanheap_sweeper_stop(&sh);
+	KEXPECT_EQ(st.cls[sizeclass_of(SIZE)].spans, 0);
+	KEXPECT(st.n.quiet_cycles >= 1);
+	ktest_diag("%lu cycles, %lu of them brought forward by a quiet heap",
+	           (unsigned long)st.n.cycles,
+	           (unsigned long)st.n.quiet_cycles);
+	SH_CHECK(&sh, "after the quiet cycle");
+	free(p);
 	sh_heap_release(&heap);
 }
 
