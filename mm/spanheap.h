@@ -174,7 +174,7 @@ struct mcache {
 
 /* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
  * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
-#define SPANHEAP_MAG_BYTES (16u << 10)
+#define SPANHEAP_MAG_BYTES (32u << 10)
 #define SPANHEAP_MAG_MIN   2u
 #define SPANHEAP_MAG_MAX   64u
 
