@@ -67,9 +67,11 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->refills,
 	       (unsigned long long)st->n.large_allocs,
 	       (unsigned long long)st->n.atomic_fails);
-	printk("sweeper: %llu cycles, %llu spans swept (%llu on demand, %llu "
-	       "folded from queues), %llu spans freed, %llu us CPU\n",
+	printk("sweeper: %llu cycles (%llu early: the heap was quiet), %llu "
+	       "spans swept (%llu on demand, %llu folded from queues), %llu "
+	       "spans freed, %llu us CPU\n",
 	       (unsigned long long)st->n.cycles,
+	       (unsigned long long)st->n.quiet_cycles,
 	       (unsigned long long)st->n.swept_spans,
 	       (unsigned long long)st->n.demand_swept,
 	       (unsigned long long)st->n.queue_folded,

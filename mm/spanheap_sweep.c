@@ -58,13 +58,27 @@ static void cycle_release(struct spanheap *sh)
 /* ---- Pending frees ----------------------------------------------------------
  */
 
-static uint64_t pending_total(struct spanheap *sh)
+/* One per-CPU counter (its offset in struct mcache_counters) summed over
+ * every CPU. */
+static uint64_t cpus_total(struct spanheap *sh, size_t off)
 {
 	uint64_t t = 0;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-		t += atomic_load_explicit(&sh->caches[cpu].n.pending_bytes,
-		                          memory_order_relaxed);
+		t += atomic_load_explicit(
+		        (_Atomic uint64_t *)((char *)&sh->caches[cpu].n + off),
+		        memory_order_relaxed);
 	return t;
+}
+
+static uint64_t pending_total(struct spanheap *sh)
+{
+	return cpus_total(sh, offsetof(struct mcache_counters, pending_bytes));
+}
+
+/* Cache refills on every CPU so far: the heap's activity. */
+static uint64_t refills_total(struct spanheap *sh)
+{
+	return cpus_total(sh, offsetof(struct mcache_counters, refills));
 }
 
 static uint64_t pending_since_flip(struct spanheap *sh)
@@ -244,16 +258,6 @@ size_t spanheap_release_all(struct spanheap *sh)
 /* ---- The sweeper thread
  * ------------------------------------------------------ */
 
-/* Cache refills on every CPU so far: the heap's activity. */
-static uint64_t refills_total(struct spanheap *sh)
-{
-	uint64_t t = 0;
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-		t += atomic_load_explicit(&sh->caches[cpu].n.refills,
-		                          memory_order_relaxed);
-	return t;
-}
-
 /*
  * After a cycle that took used ns of CPU: sleeps long enough to stay
  * within the CPU budget (refills fold what they need meanwhile: fold
@@ -428,11 +432,7 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		st->bytes_in_use += cs->bytes_in_use;
 		st->bytes_spans += cs->bytes_spans;
 	}
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-		const struct mcache_counters *n = &sh->caches[cpu].n;
-		st->refills +=
-		        atomic_load_explicit(&n->refills, memory_order_relaxed);
-	}
+	st->refills = refills_total(sh);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	st->n = sh->n;
 	st->large_pages = sh->large_in_use_pages;

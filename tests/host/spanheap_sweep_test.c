@@ -111,6 +111,32 @@ KTEST(spanheap, release_all_returns_everything)
 	sh_heap_release(&heap);
 }
 
+/* Reads sh's statistics into *st until done(st) holds, or a minute passed
+ * (a liveness cap, not a timing: the caller checks done's condition). */
+static bool stats_until(struct spanheap_stats *st,
+                        bool (*done)(const struct spanheap_stats *))
+{
+	uint64_t t0 = mm_port_now_ns();
+	for (;;) {
+		spanheap_stats(&sh, st);
+		if (done(st))
+			return true;
+		if (mm_port_now_ns() - t0 > 60ull * 1000 * 1000 * 1000)
+			return false;
+		usleep(1000);
+	}
+}
+
+static bool first_cycle_done(const struct spanheap_stats *st)
+{
+	return st->n.cycles >= 1;
+}
+
+static bool no_256_byte_spans(const struct spanheap_stats *st)
+{
+	return st->cls[sizeclass_of(256)].spans == 0;
+}
+
 /*
  * The sweeper paces itself to its CPU budget after each cycle; but a heap
  * that goes quiet (no cache refill for a period) with frees pending gets
@@ -122,6 +148,7 @@ KTEST(spanheap, release_all_returns_everything)
 KTEST(spanheap, quiet_heap_sweeps_before_its_pace_ends)
 {
 	enum { N = 32768, SIZE = 256 };
+	_Static_assert(SIZE == 256, "no_256_byte_spans watches this class");
 	struct mheap_config hc;
 	mheap_config_default(&hc);
 	hc.arena_bytes = SH_ARENA_BYTES;
@@ -145,26 +172,13 @@ KTEST(spanheap, quiet_heap_sweeps_before_its_pace_ends)
 		spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
 	struct spanheap_stats st;
-	uint64_t t0 = mm_port_now_ns();
-	do {
-		spanheap_stats(&sh, &st);
-		if (st.n.cycles == 0)
-			usleep(1000);
-	} while (st.n.cycles == 0 &&
-	         mm_port_now_ns() - t0 < 60ull * 1000 * 1000 * 1000);
-	KASSERT(st.n.cycles >= 1);
+	KASSERT(stats_until(&st, first_cycle_done));
 	/* The other half: pending, while the sweeper pauses. */
 	for (int i = N / 2; i < N; i++)
 		spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
 	mm_port_set_cpu(0);
-	t0 = mm_port_now_ns();
-	do {
-		spanheap_stats(&sh, &st);
-		if (st.cls[sizeclass_of(SIZE)].spans)
-			usleep(1000);
-	} while (st.cls[sizeclass_of(SIZE)].spans &&
-	         mm_port_now_ns() - t0 < 60ull * 1000 * 1000 * 1000);
+	stats_until(&st, no_256_byte_spans);
 	spanheap_sweeper_stop(&sh);
 	KEXPECT_EQ(st.cls[sizeclass_of(SIZE)].spans, 0);
 	KEXPECT(st.n.quiet_cycles >= 1);
