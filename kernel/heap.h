@@ -122,6 +122,11 @@ void heap_flush_caches(void);
  */
 size_t heap_release_all(void);
 
+/* Frames the kernel's mm/ port mapped for the heaps' metadata (palloc's
+ * bitmaps and summaries, the span table: mm_port_map), held for good. Any
+ * context. */
+size_t heap_meta_frames(void);
+
 /* Prints the frame pool, the span heap's slabinfo table and totals, and
  * the page heap's accounting. Thread context. */
 void heap_meminfo(void);

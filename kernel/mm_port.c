@@ -15,6 +15,7 @@
 #include "arch/x86_64/paging.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
+#include "kernel/heap.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
@@ -141,6 +142,14 @@ static paddr_t frames_pop_zeroed(paddr_t *head)
 	return pa;
 }
 
+/* Frames mm_port_map took (metadata, mapped for good). */
+static _Atomic size_t meta_frames;
+
+size_t heap_meta_frames(void)
+{
+	return atomic_load_explicit(&meta_frames, memory_order_relaxed);
+}
+
 bool mm_port_map(void *addr, size_t nbytes)
 {
 	/* Page tables first (they stay), then every frame, then the PTEs:
@@ -153,6 +162,8 @@ bool mm_port_map(void *addr, size_t nbytes)
 	paddr_t list = frames_take(nbytes / PAGE_SIZE);
 	if (!list)
 		return false;
+	atomic_fetch_add_explicit(&meta_frames, nbytes / PAGE_SIZE,
+	                          memory_order_relaxed);
 	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
 		int err = vm_pte_set(va, frames_pop_zeroed(&list), VM_WRITE);
 		if (err)

@@ -4,6 +4,7 @@
  * (per size class), and sweep, scavenge and release, which run the
  * collector's steps now and report what they did.
  */
+#include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/printk.h"
@@ -180,6 +181,9 @@ static enum shell_status cmd_release(int argc, char **argv)
 	       pages, delta, frames_after, frames_managed_count());
 	printk("release: page heap holds %zu pages in use, %zu free backed\n",
 	       h.in_use_pages, h.free_backed_pages);
+	/* Held for good, and grown by a heap that grew meanwhile. */
+	printk("release: metadata holds %zu frames, page tables %zu\n",
+	       heap_meta_frames(), paging_table_pages());
 	return SHELL_OK;
 }
 

@@ -22,6 +22,8 @@
  * the value it checked: two changes to one entry cannot both act on the
  * same old value.
  */
+#include <stdatomic.h>
+
 #include "paging.h"
 #include "paging_testing.h"
 
@@ -111,13 +113,24 @@ static unsigned vm_flags_of(uint64_t pte)
 	return f;
 }
 
+/* Page-table pages made so far (never freed). Atomic: read lock-free. */
+static _Atomic size_t table_pages;
+
 /* Returns a zeroed frame for a page-table page, or 0. */
 static paddr_t alloc_table(void)
 {
 	paddr_t pa = frame_source.alloc();
-	if (pa)
+	if (pa) {
 		memset(phys_to_virt(pa), 0, PAGE_SIZE);
+		atomic_fetch_add_explicit(&table_pages, 1,
+		                          memory_order_relaxed);
+	}
 	return pa;
+}
+
+size_t paging_table_pages(void)
+{
+	return atomic_load_explicit(&table_pages, memory_order_relaxed);
 }
 
 /*

@@ -105,4 +105,7 @@ bool vm_translate(uintptr_t va, paddr_t *pa, unsigned *flags);
 /* The size of the largest page the direct map uses (2 MiB or 1 GiB). */
 uint64_t paging_direct_map_page_size(void);
 
+/* Page-table pages made so far; they are never freed. Any context. */
+size_t paging_table_pages(void);
+
 #endif
