@@ -18,6 +18,7 @@
 #include "kernel/time.h"
 #include "mm/mheap_testing.h"
 #include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
 
 /* A small xorshift generator; each user keeps its own state. */
 static uint64_t next_rand(uint64_t *s)
@@ -446,7 +447,7 @@ KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 	KASSERT(all != NULL);
 	mheap_free_pages(&sh, all, PAGES);
 	mheap_release_all(&sh);
-	heap_release_all(); /* nothing of kheap's moves the pool meanwhile */
+	heap_settle(); /* nothing of kheap's moves the pool meanwhile */
 	size_t baseline = frames_free_count();
 
 	atomic_store(&storm_ops, 0);
