@@ -104,6 +104,13 @@ static inline void count_add(_Atomic uint64_t *c, uint64_t n)
 	                      memory_order_relaxed);
 }
 
+/* An object's words: word 0 the magazine link, word 1 the free marker
+ * (cookie ^ address), set while the object is free. */
+static inline uintptr_t *obj_words(uintptr_t a)
+{
+	return (uintptr_t *)a;
+}
+
 /* ---- Misuse -------------------------------------------------------------- */
 
 __attribute__((noreturn)) static void
@@ -365,9 +372,18 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 		}
 		mm_lock_release(&h->lock, irq);
 	}
-	if (cls)
+	if (cls) {
+		/* Every free object carries its free marker, these too: so
+		 * a free needs only the marker to know an object is not
+		 * allocated (free_small). */
+		uintptr_t cookie = sh->mag_cookie;
+		for (uint32_t i = 0; i < ci->nelems; i++) {
+			uintptr_t a = base + (uintptr_t)i * ci->size;
+			obj_words(a)[1] = cookie ^ a;
+		}
 		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
 		                          memory_order_relaxed);
+	}
 	mheap_span_set(h, base, npages, s);
 	return s;
 }
@@ -441,7 +457,7 @@ static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
 	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
-	o[1] = 0; /* a canary left from a magazine (mag_push) */
+	o[1] = 0; /* the free marker (free_small) */
 	return o;
 }
 
@@ -712,12 +728,6 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
-/* An object's canary word (the second): set while it is freed. */
-static inline uintptr_t *obj_words(uintptr_t a)
-{
-	return (uintptr_t *)a;
-}
-
 __attribute__((noreturn, noinline)) static void
 mag_corrupt(struct spanheap *sh, uintptr_t a, unsigned cls)
 {
@@ -809,38 +819,78 @@ span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
 	return size;
 }
 
+/* Objects a spill looks up before it gives them back. */
+#define SPILL_BATCH 16
+
+/*
+ * Gives the n objects of the magazine list that starts at a (class cls,
+ * CPU cpu, pinned; off the magazine already) back to their spans.
+ * Returns true if the sweeper should be kicked (after the unpin).
+ *
+ * In batches: first every object's span is looked up and its first line
+ * and its pending bits are prefetched, then each object is given back.
+ * A remote give-back is an atomic OR, a full barrier on x86: one at a
+ * time, each would wait for its span's cache misses in turn (a free of
+ * 10^6 objects in random order touches a cold span at every object).
+ */
+static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
+                          uintptr_t a, uint32_t n)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	uintptr_t cookie = sh->mag_cookie;
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	uint64_t added = 0;
+	uintptr_t obj[SPILL_BATCH];
+	struct mspan *span[SPILL_BATCH];
+	while (n) {
+		uint32_t k = n < SPILL_BATCH ? n : SPILL_BATCH;
+		for (uint32_t i = 0; i < k; i++) {
+			uintptr_t *o = obj_words(a);
+			uintptr_t next = o[0] ^ cookie;
+			/* Checked when it was freed: a small span's object.
+			 * A broken marker or link was written after. */
+			struct mspan *s = mheap_span_lookup_inline(sh->heap, a);
+			if (o[1] != (cookie ^ a) ||
+			    (next - sh->arena_base >= sh->arena_bytes &&
+			     next != 0) ||
+			    (uintptr_t)s <= (uintptr_t)MHEAP_SPAN_FREED_LARGE)
+				mag_corrupt(sh, a, cls);
+			__builtin_prefetch(s, 0);
+			__builtin_prefetch((const void *)&s->pending[0], 1);
+			obj[i] = a;
+			span[i] = s;
+			a = next;
+		}
+		for (uint32_t i = 0; i < k; i++) {
+			struct mspan *s = span[i];
+			if (atomic_load_explicit(&s->state,
+			                         memory_order_relaxed) !=
+			    MSPAN_SMALL)
+				mag_corrupt(sh, obj[i], cls);
+			uint32_t idx =
+			        (uint32_t)(((uint64_t)(obj[i] - s->base) *
+			                    s->divmul) >>
+			                   32);
+			added += span_give_back(sh, mc, cpu, s, idx, obj[i]);
+		}
+		n -= k;
+	}
+	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
+}
+
 /*
  * Gives every object of magazine cls of CPU cpu (pinned) back to its span.
  * Returns true if the sweeper should be kicked (after the unpin).
  */
 static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 {
-	struct mcache *mc = &sh->caches[cpu];
-	struct mmag *m = &mc->mag[cls];
-	uintptr_t cookie = sh->mag_cookie, a = m->head;
+	struct mmag *m = &sh->caches[cpu].mag[cls];
+	uintptr_t a = m->head;
 	uint32_t n = mag_n(m);
 	m->head = 0;
 	mag_set_n(m, 0);
-	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
-	                                       memory_order_relaxed);
-	uint64_t added = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		uintptr_t *o = obj_words(a);
-		uintptr_t next = o[0] ^ cookie; /* before the span may go */
-		/* Checked when it was freed: a small span's object. */
-		struct mspan *s = mheap_span_lookup_inline(sh->heap, a);
-		if (o[1] != (cookie ^ a) ||
-		    (next - sh->arena_base >= sh->arena_bytes && next != 0) ||
-		    (uintptr_t)s <= (uintptr_t)MHEAP_SPAN_FREED_LARGE ||
-		    atomic_load_explicit(&s->state, memory_order_relaxed) !=
-		            MSPAN_SMALL)
-			mag_corrupt(sh, a, cls);
-		uint32_t idx =
-		        (uint32_t)(((uint64_t)(a - s->base) * s->divmul) >> 32);
-		added += span_give_back(sh, mc, cpu, s, idx, a);
-		a = next;
-	}
-	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
+	return mag_give_list(sh, cpu, cls, a, n);
 }
 
 /* Empties every magazine of CPU cpu (pinned) into the spans. */
@@ -860,22 +910,31 @@ bool spanheap_mags_drain_here(struct spanheap *sh)
 	return kick;
 }
 
-/* A full magazine: the free goes straight to its span (object idx of s,
- * checked), and the magazine keeps the objects it has. Pinned (pin);
- * unpins. */
+/*
+ * A full magazine: its older half goes back to the spans in one batch
+ * (mag_give_list), the recent half stays (it is the cache-warm one), and
+ * the free (object a, checked) goes in. Pinned (pin); unpins.
+ */
 static __attribute__((noinline)) void mag_full(struct spanheap *sh,
-                                               struct mspan *s, uint32_t idx,
-                                               uintptr_t a, struct mm_pin pin)
+                                               struct mmag *m, uintptr_t a,
+                                               unsigned cls, struct mm_pin pin)
 {
-	struct mcache *mc = &sh->caches[pin.cpu];
-	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
-	                                       memory_order_relaxed);
-	/* The marker, as in a magazine: a second free is caught by it. Set
-	 * first: once its bit is set, the span may be swept and freed. */
-	obj_words(a)[1] = sh->mag_cookie ^ a;
-	uint32_t added = span_give_back(sh, mc, pin.cpu, s, idx, a);
+	uintptr_t cookie = sh->mag_cookie;
+	uint32_t keep = m->max / 2, n = mag_n(m);
+	uintptr_t last = m->head;
+	for (uint32_t i = 1; i < keep; i++)
+		last = obj_words(last)[0] ^ cookie;
+	uintptr_t *lo = obj_words(last);
+	uintptr_t rest = lo[0] ^ cookie;
+	lo[0] = cookie; /* the end of the list: 0 ^ cookie */
+	uintptr_t *o = obj_words(a);
+	o[0] = m->head ^ cookie;
+	o[1] = cookie ^ a;
+	m->head = a;
+	mag_set_n(m, keep + 1);
+	bool kick = mag_give_list(sh, pin.cpu, cls, rest, n - keep);
 	mm_port_unpin(pin);
-	if ((before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT))
+	if (kick)
 		spanheap_sweeper_kick(sh);
 }
 
@@ -1170,11 +1229,23 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 	return s->elemsize;
 }
 
-/* A free that the fast path's checks refused: say what is wrong. */
+/* A free of object idx of s that carries its free marker: say what is
+ * wrong. Freed since it was handed out (its local or pending bit, or a
+ * magazine) is a double free; never handed out since its span last
+ * folded is a free of an object that is not allocated. */
 __attribute__((noreturn, noinline)) static void
-free_refused(struct spanheap *sh, struct mspan *s, uintptr_t a)
+free_refused(struct spanheap *sh, struct mspan *s, uint32_t idx, uintptr_t a)
 {
-	if (obj_words(a)[1] == (sh->mag_cookie ^ a))
+	(void)sh;
+	unsigned w = idx / 64, b = idx % 64;
+	bool allocated = idx < atomic_load_explicit(&s->freeindex,
+	                                            memory_order_acquire) ||
+	                 (load_relaxed64(&s->alloc_bits[w]) >> b & 1);
+	bool freed = (load_relaxed64(&s->local_free[w]) |
+	              load_relaxed64(&s->pending[w])) >>
+	                     b &
+	             1;
+	if (allocated || freed)
 		bad_object("double free", (void *)a, s);
 	bad_object("free of an object that is not allocated (a double "
 	           "free?)",
@@ -1183,9 +1254,11 @@ free_refused(struct spanheap *sh, struct mspan *s, uintptr_t a)
 
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
- * object idx). The object must be allocated (freeindex or its alloc bit)
- * and not freed already: every freed object carries the canary until it
- * is handed out again, whichever way it went. Then, pinned: if this CPU
+ * object idx). The object must be allocated: every free object carries
+ * the free marker (cookie ^ address) in its second word, from the span's
+ * creation or from its free until it is handed out again, whichever way
+ * it went; so the marker alone tells, with no look at the span's
+ * bitmaps (another cache line). Then, pinned: if this CPU
  * caches s, the object's local bit (no atomic operation; the next refill
  * folds it, and the alloc path never waits on this store); else into this
  * CPU's magazine, or to its span if the magazine is full. Two CPUs
@@ -1201,12 +1274,8 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 {
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	uintptr_t *o = obj_words(a);
-	bool allocated =
-	        idx < atomic_load_explicit(&s->freeindex,
-	                                   memory_order_acquire) ||
-	        (load_relaxed64(&s->alloc_bits[idx / 64]) >> (idx % 64) & 1);
-	if (__builtin_expect(!allocated || o[1] == (cookie ^ a), 0))
-		free_refused(sh, s, a);
+	if (__builtin_expect(o[1] == (cookie ^ a), 0))
+		free_refused(sh, s, idx, a);
 	struct mm_pin pin = mm_port_pin();
 	if (atomic_load_explicit(&s->owner, memory_order_relaxed) ==
 	            pin.cpu + 1 &&
@@ -1222,7 +1291,7 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
 	uint32_t n = mag_n(m);
 	if (__builtin_expect(n >= m->max, 0)) {
-		mag_full(sh, s, idx, a, pin);
+		mag_full(sh, m, a, s->sizeclass, pin);
 		return;
 	}
 	o[0] = m->head ^ cookie;

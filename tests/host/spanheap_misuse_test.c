@@ -204,6 +204,19 @@ KTEST(spanheap_misuse, page_heap_memory)
 	sh_heap_release(&heap);
 }
 
+/* An object of a span that was never handed out carries the free marker
+ * from the span's creation: its free is refused by the marker alone. */
+KTEST(spanheap_misuse, object_not_yet_handed_out)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	char *later = p + 3 * 64; /* the same span, not handed out yet */
+	KEXPECT_EQ(((uintptr_t *)later)[1], sh.mag_cookie ^ (uintptr_t)later);
+	EXPECT_MISUSE(spanheap_free(&sh, later), "not allocated", later);
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_misuse, never_allocated)
 {
 	KASSERT(fresh_heap());

@@ -397,6 +397,46 @@ KTEST(spanheap, owner_free_takes_the_local_bit)
 	sh_heap_release(&heap);
 }
 
+/* A full magazine keeps its newest half and gives the older half back
+ * to the spans in one batch (mag_full). */
+KTEST(spanheap, full_magazine_spills_its_older_half)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(1024);
+	uint32_t max = sh.caches[0].mag[cls].max;
+	uint32_t n = max + 8;
+	KASSERT(max >= 4 && n <= 96);
+	char *p[96];
+	for (uint32_t i = 0; i < n; i++) {
+		p[i] = spanheap_alloc(&sh, 1024, 0);
+		KASSERT(p[i] != NULL);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	/* max went in; the next free found it full: max / 2 stayed, the
+	 * free went in, and 7 more after it. */
+	uint32_t kept = max / 2 + 1 + 7;
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.mag_objects, (size_t)kept);
+	KEXPECT_EQ(st.local_frees + st.remote_frees, (uint64_t)(n - kept));
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
+	SH_CHECK(&sh, "after a spill");
+	/* The magazine gives the newest first. */
+	for (uint32_t i = 0; i < kept; i++) {
+		char *q = spanheap_alloc(&sh, 1024, 0);
+		KEXPECT(q == p[n - 1 - i]);
+		p[n - 1 - i] = q;
+	}
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.mag_objects, 0);
+	for (uint32_t i = n - kept; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	SH_CHECK(&sh, "after the flush");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap, magazine_reuses_then_local_free)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
