@@ -174,9 +174,9 @@ struct mcache {
 
 /* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
  * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
-#define SPANHEAP_MAG_BYTES (32u << 10)
+#define SPANHEAP_MAG_BYTES (64u << 10)
 #define SPANHEAP_MAG_MIN   2u
-#define SPANHEAP_MAG_MAX   64u
+#define SPANHEAP_MAG_MAX   128u
 
 struct spanheap_config {
 	/* A sweep cycle starts when pending frees pass this share of the
