@@ -190,3 +190,10 @@ API unsigned mm_malloc_threads(void)
 {
 	return mm_malloc_slot_owners();
 }
+
+API const char *mm_malloc_slot_mode(void)
+{
+	if (mm_malloc_slot_id < 0)
+		mm_malloc_first_use(); /* the mode is decided at init */
+	return mm_malloc_slot_mode_name();
+}
