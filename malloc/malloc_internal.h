@@ -48,22 +48,16 @@ struct mm_malloc_slot {
 
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 
-/* Per thread (initial-exec TLS: no allocation to reach them). */
-extern _Thread_local int mm_malloc_slot_id MM_MALLOC_HIDDEN;   /* -1: none */
-extern _Thread_local unsigned mm_malloc_hold MM_MALLOC_HIDDEN; /* depth */
-/* True while this thread owns its slot alone and membarrier works: it
- * may try the fast path. */
-extern _Thread_local bool mm_malloc_fast MM_MALLOC_HIDDEN;
-/* The word the outermost leave clears: the slot's in or busy. */
-extern _Thread_local atomic_uint *mm_malloc_held MM_MALLOC_HIDDEN;
+/* Per thread: mm_malloc_self (pin.h). */
 
 /* First use by this thread: initialises the heap if needed, claims a
- * slot; returns its index. */
+ * slot; returns its index. Called outside any API call (hold 0). */
 int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
 
-/* The slow path: takes slot s's busy word, then waits for its exclusive
- * owner to be out (slots.c, "Algorithm"). */
-void mm_malloc_slot_lock(int s) MM_MALLOC_HIDDEN;
+/* The slow path of mm_malloc_enter (hold already 1): claims a slot on
+ * first use, then takes busy and waits for the slot's exclusive owner to
+ * be out (slots.c, "Algorithm"). */
+void mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
 
 /* Enters an API call: holds this thread's slot (nested calls only count).
  * The fast path is a store, a compiler barrier and a load, in that order
@@ -71,13 +65,11 @@ void mm_malloc_slot_lock(int s) MM_MALLOC_HIDDEN;
  * barrier between them if it must (slots.c). */
 static inline void mm_malloc_enter(void)
 {
-	int s = mm_malloc_slot_id;
-	if (__builtin_expect(s < 0, 0))
-		s = mm_malloc_first_use();
-	if (mm_malloc_hold++ != 0)
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (t->hold++ != 0)
 		return;
-	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-	if (__builtin_expect(mm_malloc_fast, 1)) {
+	struct mm_malloc_slot *sl = t->fast;
+	if (__builtin_expect(sl != NULL, 1)) {
 		atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
 		atomic_signal_fence(memory_order_seq_cst);
 		if (__builtin_expect(
@@ -85,19 +77,20 @@ static inline void mm_malloc_enter(void)
 		                                 memory_order_acquire) ==
 		                    MM_SLOT_ONE,
 		            1)) {
-			mm_malloc_held = &sl->in;
+			t->held = &sl->in;
 			return;
 		}
 		atomic_store_explicit(&sl->in, 0, memory_order_release);
 	}
-	mm_malloc_slot_lock(s);
+	mm_malloc_enter_slow();
 }
 
 /* Leaves it: the outermost call gives the slot up. */
 static inline void mm_malloc_leave(void)
 {
-	if (--mm_malloc_hold == 0)
-		atomic_store_explicit(mm_malloc_held, 0, memory_order_release);
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (--t->hold == 0)
+		atomic_store_explicit(t->held, 0, memory_order_release);
 }
 
 /* Background threads: 0 not yet allowed (before our constructor, or

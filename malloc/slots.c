@@ -8,11 +8,12 @@
  * (owners * MM_SLOT_ONE, plus MM_SLOT_FORK while fork is being prepared)
  * and busy (held on the slow path). Slots [0, LATE_SLOT) are claimed by
  * live threads; LATE_SLOT, the last, serves threads past their exit
- * (below) and is never owned. Per thread, in initial-exec TLS so that
- * reaching them never allocates: the slot's index, the nesting depth,
- * whether the thread may take the fast path (mm_malloc_fast), and the
- * word its outermost leave clears (mm_malloc_held). The mode, fences, is
- * decided once at init: true if membarrier(2) registered.
+ * (below) and is never owned. Per thread, one initial-exec TLS object
+ * (mm_malloc_self, pin.h) so that reaching it never allocates: the slot's
+ * index, the call and pin depths, the slot if the thread may take the
+ * fast path (fast), and the word its outermost leave clears (held). The
+ * mode, fences, is decided once at init: true if membarrier(2)
+ * registered.
  *
  * Algorithm.
  *   bootstrap  The first call of any entry point, from any thread (the
@@ -91,7 +92,7 @@
  *
  * Invariants.
  *   1. Only the thread that claimed a slot by 0 -> 1, while it owns it,
- *      has mm_malloc_fast set for it and writes its in.
+ *      has fast set to it and writes its in.
  *   2. A thread that shares a slot called membarrier() after adding
  *      itself to state and before its first call on the slot.
  *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
@@ -126,10 +127,7 @@
 struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
 struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
-_Thread_local int mm_malloc_slot_id = -1;
-_Thread_local unsigned mm_malloc_hold;
-_Thread_local bool mm_malloc_fast;
-_Thread_local atomic_uint *mm_malloc_held;
+_Thread_local struct mm_malloc_thread mm_malloc_self = {.slot_id = -1};
 atomic_int mm_malloc_bg_state;
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
@@ -202,8 +200,8 @@ static void heap_init(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* Claims a slot for this thread (see "claim" above) and sets
- * mm_malloc_fast; returns its index. */
+/* Claims a slot for this thread (see "claim" above) and sets its fast;
+ * returns its index. */
 static int slot_claim(void)
 {
 	unsigned start = atomic_fetch_add(&claim_hint, 1);
@@ -214,7 +212,9 @@ static int slot_claim(void)
 		while (v < MM_SLOT_ONE)
 			if (atomic_compare_exchange_weak(st, &v,
 			                                 v + MM_SLOT_ONE)) {
-				mm_malloc_fast = fences;
+				if (fences)
+					mm_malloc_self.fast =
+					        &mm_malloc_slots[i];
 				return (int)i;
 			}
 	}
@@ -237,10 +237,10 @@ int mm_malloc_first_use(void)
 {
 	heap_init();
 	/* An allocation made by heap_init's registrations got one. */
-	if (mm_malloc_slot_id >= 0)
-		return mm_malloc_slot_id;
+	if (mm_malloc_self.slot_id >= 0)
+		return mm_malloc_self.slot_id;
 	int s = slot_claim();
-	mm_malloc_slot_id = s;
+	mm_malloc_self.slot_id = s;
 	/* Without the key (the very first thread, while init registers it)
 	 * the slot is not given back at exit: the main thread's is not. */
 	if (atomic_load(&key_ready))
@@ -269,24 +269,32 @@ static void slot_take(int s)
 	wait_zero(&sl->in);
 }
 
-void mm_malloc_slot_lock(int s)
+void mm_malloc_enter_slow(void)
 {
-	slot_take(s);
-	mm_malloc_held = &mm_malloc_slots[s].busy;
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (t->slot_id < 0) {
+		/* Outside the call while the heap is set up and a slot is
+		 * claimed: their own allocations are calls of their own. */
+		t->hold = 0;
+		mm_malloc_first_use();
+		t->hold = 1;
+	}
+	slot_take(t->slot_id);
+	t->held = &mm_malloc_slots[t->slot_id].busy;
 }
 
 /* The key's destructor: the thread is exiting. */
 static void slot_exit(void *arg)
 {
 	(void)arg;
-	int s = mm_malloc_slot_id;
+	int s = mm_malloc_self.slot_id;
 	if (s < 0 || s == LATE_SLOT)
 		return;
 	mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
 	mm_malloc_leave();
-	mm_malloc_fast = false;
-	mm_malloc_slot_id = LATE_SLOT;
+	mm_malloc_self.fast = NULL;
+	mm_malloc_self.slot_id = LATE_SLOT;
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }
 
@@ -338,7 +346,7 @@ void mm_malloc_note_growth(size_t nbytes)
 
 void mm_malloc_bg_start(void)
 {
-	if (mm_malloc_hold || pthread_mutex_trylock(&ctl_lock) != 0)
+	if (mm_malloc_self.hold || pthread_mutex_trylock(&ctl_lock) != 0)
 		return; /* inside a call, or someone starts or forks now */
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
@@ -361,7 +369,7 @@ static void fork_prepare(void)
 		mheap_scavenger_stop(&mm_malloc_heap);
 	}
 	/* This thread's own calls until parent/child pass as nested. */
-	mm_malloc_hold++;
+	mm_malloc_self.hold++;
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
 	if (fences)
@@ -373,7 +381,7 @@ static void fork_prepare(void)
 /* Lets this thread's calls and the background threads start again. */
 static void fork_resume(void)
 {
-	mm_malloc_hold--;
+	mm_malloc_self.hold--;
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING)
 		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
 }
@@ -395,7 +403,7 @@ static void fork_child(void)
 {
 	/* The other threads are gone, their slots and shares with them: this
 	 * thread owns its slot alone (unless it is past its exit). */
-	int me = mm_malloc_slot_id;
+	int me = mm_malloc_self.slot_id;
 	bool own = me >= 0 && me != LATE_SLOT;
 	for (int s = 0; s < MM_MAX_CPUS; s++) {
 		struct mm_malloc_slot *sl = &mm_malloc_slots[s];
@@ -407,7 +415,7 @@ static void fork_child(void)
 	if (fences &&
 	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0)
 		fences = false;
-	mm_malloc_fast = own && fences;
+	mm_malloc_self.fast = own && fences ? &mm_malloc_slots[me] : NULL;
 	fork_resume();
 	pthread_mutex_init(&ctl_lock, NULL);
 }
