@@ -37,7 +37,10 @@
  *              busy to 1 (waiting while it is held), then wait until in
  *              is 0; leave stores busy = 0. The wait for in is what keeps
  *              the slow path out of a fast holder's call; a thread backing
- *              out clears in itself.
+ *              out clears in itself. A thread's first call takes the slow
+ *              path, which claims its slot (outside the call: the heap's
+ *              set-up and the claim may allocate). Nested calls (hold > 0)
+ *              only count.
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
  *              to LATE_SLOT on the slow path, and then drops its
@@ -91,8 +94,9 @@
  * every call is the exchange of busy.
  *
  * Invariants.
- *   1. Only the thread that claimed a slot by 0 -> 1, while it owns it,
- *      has fast set to it and writes its in.
+ *   1. Only a thread that owns a slot alone (claimed by 0 -> 1, or a
+ *      fork child's only thread) has fast set to it and writes its in,
+ *      and only while it owns it.
  *   2. A thread that shares a slot called membarrier() after adding
  *      itself to state and before its first call on the slot.
  *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
@@ -108,7 +112,11 @@
  * one of its own API calls re-enters the heap without exclusion (glibc
  * would deadlock there instead): malloc is not async-signal-safe. 63
  * slots for live threads (one is LATE_SLOT). An owner left alone after
- * sharing keeps the slow path if it joined as a sharer.
+ * sharing keeps the slow path if it joined as a sharer. A seccomp filter
+ * that kills the process on membarrier(2), rather than failing it, kills
+ * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).
+ * Sharing costs a membarrier() per thread that joins a slot, fork one
+ * per fork.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -368,7 +376,11 @@ static void fork_prepare(void)
 		spanheap_sweeper_stop(&mm_malloc_sh);
 		mheap_scavenger_stop(&mm_malloc_heap);
 	}
-	/* This thread's own calls until parent/child pass as nested. */
+	/* This thread's own calls until parent/child pass as nested
+	 * (prepare handlers registered before ours run after it), so it
+	 * needs a slot for them. */
+	if (mm_malloc_self.slot_id < 0)
+		mm_malloc_first_use();
 	mm_malloc_self.hold++;
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
