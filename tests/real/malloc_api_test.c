@@ -522,6 +522,83 @@ static const char *test_slot_mode(void)
 	return NULL;
 }
 
+/* ---- A thread's teardown after it gave its slot back ------------------- */
+
+static pthread_key_t late_key;
+static atomic_uint late_bad;     /* objects found changed */
+static atomic_uint late_running; /* late threads not yet through teardown */
+static atomic_uint sleepers_ready;
+static atomic_bool sleepers_go;
+
+/* A key made after the library's: glibc runs its destructor after the
+ * library's, which gave the thread's slot back (a new thread may own it
+ * alone by now); this one still allocates and frees. */
+static void late_destructor(void *arg)
+{
+	atomic_fetch_add(&late_bad, hammer_rounds((uintptr_t)arg, 300));
+	atomic_fetch_sub(&late_running, 1);
+}
+
+static void *late_thread(void *arg)
+{
+	pthread_setspecific(late_key, arg);
+	atomic_fetch_add(&late_bad, hammer_rounds((uintptr_t)arg * 3, 300));
+	return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+	free(malloc(16)); /* owns a slot from here on */
+	atomic_fetch_add(&sleepers_ready, 1);
+	while (!sleepers_go)
+		usleep(1000);
+	return arg;
+}
+
+static const char *test_exit_late(void)
+{
+	/* Sleepers own all but two slots, so that a new thread takes a slot
+	 * just given back, while its last owner is still in its teardown. */
+	enum { SLOTS = 63, MAX_SLEEPERS = SLOTS };
+	unsigned owned = threads_owned();
+	unsigned nsleep = owned + 2 < SLOTS ? SLOTS - 2 - owned : 0;
+	pthread_t sl[MAX_SLEEPERS];
+	sleepers_go = false;
+	sleepers_ready = 0;
+	for (unsigned i = 0; i < nsleep; i++)
+		CHECK(pthread_create(&sl[i], NULL, sleeper, NULL) == 0,
+		      "pthread_create sleeper %u", i);
+	while (sleepers_ready < nsleep)
+		sched_yield();
+	CHECK(pthread_key_create(&late_key, late_destructor) == 0,
+	      "pthread_key_create");
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	late_bad = 0;
+	const char *err = NULL;
+	for (uintptr_t k = 1; k <= 400 && !err; k++) {
+		while (late_running >= 3)
+			sched_yield();
+		atomic_fetch_add(&late_running, 1);
+		pthread_t t;
+		if (pthread_create(&t, &attr, late_thread, (void *)k) != 0) {
+			atomic_fetch_sub(&late_running, 1);
+			err = "pthread_create late thread";
+		}
+	}
+	while (late_running)
+		sched_yield();
+	pthread_attr_destroy(&attr);
+	pthread_key_delete(late_key);
+	sleepers_go = true;
+	for (unsigned i = 0; i < nsleep; i++)
+		pthread_join(sl[i], NULL);
+	CHECK(!err, "%s", err);
+	CHECK(late_bad == 0, "%u objects changed while live", late_bad);
+	return NULL;
+}
+
 /* ---- Children that must die, or start fresh ---------------------------- */
 
 static int static_object;
@@ -805,6 +882,7 @@ int main(int argc, char **argv)
 	        {"fork_stress", test_fork_stress},
 	        {"fork_shared", test_fork_shared},
 	        {"exchange_mode", test_exchange_mode},
+	        {"exit_late", test_exit_late},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
 	        {"first_allocations", test_first_allocations},
