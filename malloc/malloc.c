@@ -181,7 +181,7 @@ API size_t malloc_usable_size(void *p)
 	 * (programs that account memory, redis, call this on every
 	 * allocation and free). A thread's first call still sets the heap
 	 * up, so that a foreign pointer is reported as one. */
-	if (__builtin_expect(mm_malloc_slot_id < 0, 0))
+	if (__builtin_expect(mm_malloc_self.slot_id < 0, 0))
 		mm_malloc_first_use();
 	return spanheap_usable_size(&mm_malloc_sh, p);
 }
@@ -189,4 +189,11 @@ API size_t malloc_usable_size(void *p)
 API unsigned mm_malloc_threads(void)
 {
 	return mm_malloc_slot_owners();
+}
+
+API const char *mm_malloc_slot_mode(void)
+{
+	if (mm_malloc_self.slot_id < 0)
+		mm_malloc_first_use(); /* the mode is decided at init */
+	return mm_malloc_slot_mode_name();
 }

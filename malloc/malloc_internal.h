@@ -4,10 +4,14 @@
  * of the production port (port_prod.c) that slots.c drives.
  *
  * A thread "holds" its slot from entry to exit of every malloc API call
- * (mm_malloc_enter / mm_malloc_leave): the slot's busy word is taken with
- * one atomic exchange, so whatever mm/ does inside the call, pinned or
- * not, no other thread uses that slot's per-CPU cache meanwhile. fork()
- * takes every slot, which is how it knows that no thread is inside mm/.
+ * (mm_malloc_enter / mm_malloc_leave), so whatever mm/ does inside the
+ * call, pinned or not, no other thread uses that slot's per-CPU cache
+ * meanwhile; fork() takes every slot, which is how it knows that no
+ * thread is inside mm/. A thread that owns its slot alone holds it with
+ * a plain store to the slot's "in" word and a plain load of its state
+ * (no locked instruction: the other half of the handshake is
+ * membarrier(2), slots.c); every other holder takes the busy word with
+ * an atomic exchange.
  */
 #ifndef MALLOC_INTERNAL_H
 #define MALLOC_INTERNAL_H
@@ -24,49 +28,69 @@
 extern struct mheap mm_malloc_heap MM_MALLOC_HIDDEN;
 extern struct spanheap mm_malloc_sh MM_MALLOC_HIDDEN;
 
-/* A thread slot: plays one CPU of the span heap. */
+/* A slot's state word: owners * MM_SLOT_ONE, plus MM_SLOT_FORK while a
+ * fork is being prepared. A fast entry needs it to be exactly one owner
+ * and no flag. */
+enum { MM_SLOT_FORK = 1u, MM_SLOT_ONE = 2u };
+
+/* A thread slot: plays one CPU of the span heap. One cache line, which
+ * the owner of a slot it has alone keeps to itself. */
 struct mm_malloc_slot {
-	/* 1 while a thread holds the slot (inside an API call); taken with
-	 * an atomic exchange, so threads sharing a slot take turns. */
-	_Alignas(64) atomic_uint busy;
-	/* Threads that chose this slot (0: free to claim). Atomic. */
-	atomic_uint owners;
+	/* 1 while the slot's exclusive owner is inside an API call on its
+	 * fast path. Written by that thread only; read by the others. */
+	_Alignas(64) atomic_uint in;
+	/* Owners and flags (MM_SLOT_*). Updated atomically. */
+	atomic_uint state;
+	/* 1 while a thread holds the slot on the slow path; taken with an
+	 * atomic exchange, so those holders take turns. */
+	atomic_uint busy;
 };
 
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 
-/* Per thread (initial-exec TLS: no allocation to reach them). */
-extern _Thread_local int mm_malloc_slot_id MM_MALLOC_HIDDEN;   /* -1: none */
-extern _Thread_local unsigned mm_malloc_hold MM_MALLOC_HIDDEN; /* depth */
+/* Per thread: mm_malloc_self (pin.h). */
 
 /* First use by this thread: initialises the heap if needed, claims a
- * slot; returns its index. */
+ * slot; returns its index. Called outside any API call (hold 0). */
 int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
 
-/* Waits for slot s's busy word and takes it. */
-void mm_malloc_slot_wait(int s) MM_MALLOC_HIDDEN;
+/* The slow path of mm_malloc_enter (hold already 1): claims a slot on
+ * first use, then takes busy and waits for the slot's exclusive owner to
+ * be out (slots.c, "Algorithm"). */
+void mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
 
-/* Enters an API call: holds this thread's slot (nested calls only count). */
+/* Enters an API call: holds this thread's slot (nested calls only count).
+ * The fast path is a store, a compiler barrier and a load, in that order
+ * in the instruction stream: membarrier() in another thread puts a full
+ * barrier between them if it must (slots.c). */
 static inline void mm_malloc_enter(void)
 {
-	int s = mm_malloc_slot_id;
-	if (__builtin_expect(s < 0, 0))
-		s = mm_malloc_first_use();
-	if (mm_malloc_hold++ == 0) {
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (t->hold++ != 0)
+		return;
+	struct mm_malloc_slot *sl = t->fast;
+	if (__builtin_expect(sl != NULL, 1)) {
+		atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
+		atomic_signal_fence(memory_order_seq_cst);
 		if (__builtin_expect(
-		            atomic_exchange_explicit(&mm_malloc_slots[s].busy,
-		                                     1, memory_order_acquire),
-		            0))
-			mm_malloc_slot_wait(s);
+		            atomic_load_explicit(&sl->state,
+		                                 memory_order_acquire) ==
+		                    MM_SLOT_ONE,
+		            1)) {
+			t->held = &sl->in;
+			return;
+		}
+		atomic_store_explicit(&sl->in, 0, memory_order_release);
 	}
+	mm_malloc_enter_slow();
 }
 
 /* Leaves it: the outermost call gives the slot up. */
 static inline void mm_malloc_leave(void)
 {
-	if (--mm_malloc_hold == 0)
-		atomic_store_explicit(&mm_malloc_slots[mm_malloc_slot_id].busy,
-		                      0, memory_order_release);
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (--t->hold == 0)
+		atomic_store_explicit(t->held, 0, memory_order_release);
 }
 
 /* Background threads: 0 not yet allowed (before our constructor, or
@@ -94,5 +118,10 @@ static inline void mm_malloc_maybe_start_bg(void)
 
 /* Threads holding a slot (owners summed); for the tests. */
 unsigned mm_malloc_slot_owners(void) MM_MALLOC_HIDDEN;
+
+/* How exclusive owners hold their slot: "membarrier" (a plain store) or
+ * "exchange" (membarrier(2) unavailable, or MM_MALLOC_MEMBARRIER=0);
+ * decided once, at the heap's initialisation. */
+const char *mm_malloc_slot_mode_name(void) MM_MALLOC_HIDDEN;
 
 #endif

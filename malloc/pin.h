@@ -1,10 +1,11 @@
 /*
  * malloc/pin.h: the hosted malloc's pin, inline (mm/port.h,
- * MM_PORT_INLINE; malloc/malloc.mk passes this header's name).
+ * MM_PORT_INLINE; malloc/malloc.mk passes this header's name), and the
+ * per-thread state it reads.
  *
  * Every API call already holds its thread's slot (malloc_internal.h), so
  * a pin inside one is a counter (for mm_port_can_sleep) and the slot's
- * index: two thread-local accesses, no call. A pin outside any API call
+ * index: thread-local accesses, no call. A pin outside any API call
  * (a background thread, should mm/ pin there) takes the slot out of line
  * in malloc/port_prod.c and says so in state.
  *
@@ -13,12 +14,23 @@
 #ifndef MALLOC_PIN_H
 #define MALLOC_PIN_H
 
-/* slots.c and port_prod.c; hidden, initial-exec TLS. */
-extern _Thread_local int mm_malloc_slot_id
-        __attribute__((visibility("hidden")));
-extern _Thread_local unsigned mm_malloc_hold
-        __attribute__((visibility("hidden")));
-extern _Thread_local unsigned mm_malloc_pin_depth
+struct mm_malloc_slot;
+
+/* A thread's state, one initial-exec TLS object (in a shared library each
+ * TLS variable costs a load of its offset; one object costs one). Only
+ * its own thread touches it. */
+struct mm_malloc_thread {
+	int slot_id;        /* its slot's index; -1: none yet */
+	unsigned hold;      /* API calls it is inside (nested ones count) */
+	unsigned pin_depth; /* pins it holds (mm_port_can_sleep) */
+	/* Its slot while it owns it alone and membarrier works (it may try
+	 * the fast path; malloc/slots.c), else NULL. */
+	struct mm_malloc_slot *fast;
+	/* The word its outermost leave clears: the slot's in or busy. */
+	_Atomic unsigned *held;
+};
+
+extern _Thread_local struct mm_malloc_thread mm_malloc_self
         __attribute__((visibility("hidden")));
 
 /* The pin outside an API call: holds the slot itself (state 1). */
@@ -27,15 +39,16 @@ void mm_malloc_unpin_slow(void) __attribute__((visibility("hidden")));
 
 static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
 {
-	if (__builtin_expect(mm_malloc_hold == 0, 0))
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (__builtin_expect(t->hold == 0, 0))
 		return mm_malloc_pin_slow();
-	mm_malloc_pin_depth++;
-	return (struct mm_pin){.state = 0, .cpu = (unsigned)mm_malloc_slot_id};
+	t->pin_depth++;
+	return (struct mm_pin){.state = 0, .cpu = (unsigned)t->slot_id};
 }
 
 static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 {
-	mm_malloc_pin_depth--;
+	mm_malloc_self.pin_depth--;
 	if (__builtin_expect(p.state != 0, 0))
 		mm_malloc_unpin_slow();
 }

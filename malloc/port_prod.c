@@ -52,10 +52,9 @@
 
 #include "malloc_internal.h"
 
-_Thread_local unsigned mm_malloc_pin_depth; /* malloc/pin.h */
-static _Thread_local unsigned t_held_mask;  /* bit r: an mm lock of rank r */
-static _Thread_local char t_self;           /* its address names the thread */
-static _Thread_local bool t_background;     /* one of mm_port_thread_start's */
+static _Thread_local unsigned t_held_mask; /* bit r: an mm lock of rank r */
+static _Thread_local char t_self;          /* its address names the thread */
+static _Thread_local bool t_background;    /* one of mm_port_thread_start's */
 
 /* ---- Diagnostics (first: everything below may panic) ------------------- */
 
@@ -198,7 +197,7 @@ size_t mm_port_free_pages(void)
 
 bool mm_port_can_sleep(void)
 {
-	return mm_malloc_pin_depth == 0 && t_held_mask == 0;
+	return mm_malloc_self.pin_depth == 0 && t_held_mask == 0;
 }
 
 void mm_port_yield(void)
@@ -407,8 +406,9 @@ void mm_event_wake(mm_event_t *e)
 struct mm_pin mm_malloc_pin_slow(void)
 {
 	mm_malloc_enter();
-	mm_malloc_pin_depth++;
-	return (struct mm_pin){.state = 1, .cpu = (unsigned)mm_malloc_slot_id};
+	mm_malloc_self.pin_depth++;
+	return (struct mm_pin){.state = 1,
+	                       .cpu = (unsigned)mm_malloc_self.slot_id};
 }
 
 void mm_malloc_unpin_slow(void)

@@ -3,61 +3,144 @@
  * bootstrap, the thread slots that play the span heap's CPUs, fork(), and
  * the background threads.
  *
- * Representation. MM_MAX_CPUS slots, each a busy word and an owner count
- * (malloc_internal.h). A thread's slot index lives in an initial-exec TLS
- * variable, so reaching it never allocates.
+ * Representation. MM_MAX_CPUS slots, each one cache line of three words
+ * (malloc_internal.h): in (the exclusive owner is inside a call), state
+ * (owners * MM_SLOT_ONE, plus MM_SLOT_FORK while fork is being prepared)
+ * and busy (held on the slow path). Slots [0, LATE_SLOT) are claimed by
+ * live threads; LATE_SLOT, the last, serves threads past their exit
+ * (below) and is never owned. Per thread, one initial-exec TLS object
+ * (mm_malloc_self, pin.h) so that reaching it never allocates: the slot's
+ * index, the call and pin depths, the slot if the thread may take the
+ * fast path (fast), and the word its outermost leave clears (held). The
+ * mode, fences, is decided once at init: true if membarrier(2)
+ * registered.
  *
  * Algorithm.
  *   bootstrap  The first call of any entry point, from any thread (the
  *              dynamic loader's first allocations included), initialises
  *              the heap under a spinning state word: 0 none, 1 in progress,
- *              2 ready. Only mmap and mprotect run meanwhile; the key and
- *              the fork handlers are registered after the heap is ready,
- *              so that an allocation they make finds it usable.
+ *              2 ready. Only mmap, mprotect and membarrier run meanwhile
+ *              (the mode is decided then, before any slot is claimed); the
+ *              key and the fork handlers are registered after the heap is
+ *              ready, so that an allocation they make finds it usable.
  *   claim      On first use a thread claims a slot nobody owns (owners
- *              0 -> 1); when all are owned it shares the least-owned one.
- *              Sharing is safe because every call takes the busy word.
+ *              0 -> 1 by compare-and-swap on state, whatever the flag):
+ *              it owns it alone and, if fences, may take the fast path.
+ *              When all are owned it shares the least-owned one: adds
+ *              itself to state (the fast path's state == MM_SLOT_ONE no
+ *              longer holds), then calls membarrier(), then uses the
+ *              slot, always on the slow path.
+ *   enter      The fast path (an exclusive owner, fences): in = 1, a
+ *              compiler barrier, load state; if it is MM_SLOT_ONE the
+ *              thread holds the slot, and leave stores in = 0. Otherwise
+ *              it backs out (in = 0) and takes the slow path: exchange
+ *              busy to 1 (waiting while it is held), then wait until in
+ *              is 0; leave stores busy = 0. The wait for in is what keeps
+ *              the slow path out of a fast holder's call; a thread backing
+ *              out clears in itself. A thread's first call takes the slow
+ *              path, which claims its slot (outside the call: the heap's
+ *              set-up and the claim may allocate). Nested calls (hold > 0)
+ *              only count.
  *   exit       A pthread key's destructor flushes the slot's cache
- *              (spanheap_flush_cache, holding the slot) and drops the
- *              thread's ownership, so a later thread claims the slot and
- *              thousands of short-lived threads leave nothing behind. The
- *              index stays in TLS: a free() during the rest of the
- *              thread's teardown still holds the slot for its call.
+ *              (spanheap_flush_cache, holding the slot), moves the thread
+ *              to LATE_SLOT on the slow path, and then drops its
+ *              ownership, so a later thread claims the slot and thousands
+ *              of short-lived threads leave nothing behind. A free()
+ *              during the rest of the thread's teardown (later keys'
+ *              destructors, glibc's own) holds LATE_SLOT for its call,
+ *              never the slot a new thread may own alone by then.
  *   fork       prepare: stop and join the background threads (mid-cycle
- *              work ends with their join), then take every slot's busy
- *              word; with those held, no thread is inside mm/, so no mm
- *              lock is held and no span or page is half-moved. parent:
- *              give the slots back. child: only the forking thread is
- *              left: every slot is unowned but its own, all are free.
+ *              work ends with their join), set MM_SLOT_FORK in every
+ *              slot, call membarrier(), then take every slot on the slow
+ *              path (busy, then in == 0); with those held, no thread is
+ *              inside mm/, so no mm lock is held and no span or page is
+ *              half-moved. parent: clear every busy, then every flag.
+ *              child: only the forking thread is left: every slot is
+ *              unowned but its own, which it owns alone; it registers for
+ *              membarrier again (falling back to exchanges if that fails).
  *              Both restart the background threads lazily.
  *   background The sweeper and the scavenger start on an allocation made
  *              after our constructor ran (the dynamic loader and libc are
  *              set up then) and once the heap has grown to 8 MiB (a
  *              smaller heap has little to give back), outside any API
  *              call, under ctl_lock; the allocations pthread_create makes
- *              see the state "running" and do not recurse.
+ *              see the state "running" and do not recurse. They are
+ *              threads like any other: a pin outside an API call enters
+ *              (port_prod.c), which claims a slot on first use.
+ *
+ * Why the fast path is safe (an asymmetric Dekker handshake). The fast
+ * holder E does (1) in = 1, (2) load state, with only a compiler barrier
+ * between, so the CPU may let (2) pass (1) (the store waits in its store
+ * buffer). A thread X that needs E out (a sharer joining, fork) does
+ * (a) set its mark in state (a locked instruction: visible before X goes
+ * on), (b) membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), then (c) load in
+ * (after taking busy). (b) returns only once every thread of the process
+ * has passed a full memory barrier B at some point during the call (an
+ * IPI if it is running, a context switch otherwise). If E's (2) comes
+ * after B in its instruction stream, it reads state after (a), sees the
+ * mark and backs out. If (2) comes before B, so does (1), so in = 1 is
+ * visible to everyone once B is done, before (b) returns: (c) reads 1 (or
+ * the 0 of E's leave, after its call) and X waits. Either way E and X are
+ * never both inside, and no fast entry after B succeeds while the mark is
+ * set: a sharer's mark stays until it exits, fork's until it releases
+ * the slots. In C11 terms the IPI is a signal handler running a seq_cst
+ * fence in E, which atomic_signal_fence orders against. Hand-offs: E's
+ * leave stores in = 0 with release and X loads it with acquire; X gives
+ * busy back with release and clears its mark with a release RMW, which
+ * E's next fast entry loads with acquire (or its slow entry's exchange
+ * of busy acquires). A sharer that exits drops its count with a release
+ * RMW after its last call, so the owner left alone may use the fast path
+ * again. Without fences nobody takes the fast path, in stays 0, and
+ * every call is the exchange of busy.
+ *
+ * Invariants.
+ *   1. Only a thread that owns a slot alone (claimed by 0 -> 1, or a
+ *      fork child's only thread) has fast set to it and writes its in,
+ *      and only while it owns it.
+ *   2. A thread that shares a slot called membarrier() after adding
+ *      itself to state and before its first call on the slot.
+ *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
+ *      membarrier() after setting it, or has not yet taken the slot.
+ *   4. Nobody owns LATE_SLOT, so nobody takes it on the fast path.
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
- * stop and fork. It is never taken holding a slot.
+ * stop and fork. It is never taken holding a slot. A thread holds at most
+ * one slot, except fork's, which takes them all in index order with its
+ * own calls passing as nested; a holder never waits for another slot, so
+ * waiting for busy or in always ends.
  * Limits: a thread that allocates in a signal handler that interrupted
  * one of its own API calls re-enters the heap without exclusion (glibc
- * would deadlock there instead): malloc is not async-signal-safe.
+ * would deadlock there instead): malloc is not async-signal-safe. 63
+ * slots for live threads (one is LATE_SLOT). An owner left alone after
+ * sharing keeps the slow path if it joined as a sharer. A seccomp filter
+ * that kills the process on membarrier(2), rather than failing it, kills
+ * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).
+ * Sharing costs a membarrier() per thread that joins a slot, fork one
+ * per fork.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
 
+/* The slot of threads past their exit (see "exit"); never owned. */
+#define LATE_SLOT (MM_MAX_CPUS - 1)
+
 struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
 struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
-_Thread_local int mm_malloc_slot_id = -1;
-_Thread_local unsigned mm_malloc_hold;
+_Thread_local struct mm_malloc_thread mm_malloc_self = {.slot_id = -1};
 atomic_int mm_malloc_bg_state;
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
+/* Set before init_state is 2 (and by fork_child, alone); then read-only. */
+static bool fences;
 static pthread_key_t exit_key;
 static atomic_bool key_ready;
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -67,6 +150,33 @@ static void slot_exit(void *arg);
 static void fork_prepare(void);
 static void fork_parent(void);
 static void fork_child(void);
+
+static long membarrier(int cmd)
+{
+	return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/* True if this process may use membarrier's private expedited command
+ * (registered now); false if the kernel lacks it, a seccomp filter
+ * refuses it, or MM_MALLOC_MEMBARRIER=0 says not to. */
+static bool fences_register(void)
+{
+	const char *e = getenv("MM_MALLOC_MEMBARRIER");
+	if (e && e[0] == '0')
+		return false;
+	long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		return false;
+	return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+/* A full barrier in every thread of the process (see "Why"). */
+static void fence_others(void)
+{
+	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+		mm_panic("membarrier failed after registering (errno %d)",
+		         errno);
+}
 
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
@@ -90,6 +200,7 @@ static void heap_init(void)
 		mm_panic("cannot set up the heap (no address space for a "
 		         "%zu MiB arena?)",
 		         hc.arena_bytes >> 20);
+	fences = fences_register();
 	atomic_store_explicit(&init_state, 2, memory_order_release);
 	/* Past this point allocations work, also from inside these. */
 	if (pthread_key_create(&exit_key, slot_exit) == 0)
@@ -97,29 +208,36 @@ static void heap_init(void)
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
-/* Claims a slot for this thread (see "claim" above). */
+/* Claims a slot for this thread (see "claim" above) and sets its fast;
+ * returns its index. */
 static int slot_claim(void)
 {
 	unsigned start = atomic_fetch_add(&claim_hint, 1);
-	for (unsigned k = 0; k < MM_MAX_CPUS; k++) {
-		unsigned i = (start + k) % MM_MAX_CPUS;
-		unsigned zero = 0;
-		if (atomic_load_explicit(&mm_malloc_slots[i].owners,
-		                         memory_order_relaxed) == 0 &&
-		    atomic_compare_exchange_strong(&mm_malloc_slots[i].owners,
-		                                   &zero, 1))
-			return (int)i;
+	for (unsigned k = 0; k < LATE_SLOT; k++) {
+		unsigned i = (start + k) % LATE_SLOT;
+		atomic_uint *st = &mm_malloc_slots[i].state;
+		unsigned v = atomic_load_explicit(st, memory_order_relaxed);
+		while (v < MM_SLOT_ONE)
+			if (atomic_compare_exchange_weak(st, &v,
+			                                 v + MM_SLOT_ONE)) {
+				if (fences)
+					mm_malloc_self.fast =
+					        &mm_malloc_slots[i];
+				return (int)i;
+			}
 	}
-	unsigned best = start % MM_MAX_CPUS, least = UINT32_MAX;
-	for (unsigned i = 0; i < MM_MAX_CPUS; i++) {
-		unsigned n = atomic_load_explicit(&mm_malloc_slots[i].owners,
+	unsigned best = start % LATE_SLOT, least = UINT32_MAX;
+	for (unsigned i = 0; i < LATE_SLOT; i++) {
+		unsigned n = atomic_load_explicit(&mm_malloc_slots[i].state,
 		                                  memory_order_relaxed);
 		if (n < least) {
 			least = n;
 			best = i;
 		}
 	}
-	atomic_fetch_add(&mm_malloc_slots[best].owners, 1);
+	atomic_fetch_add(&mm_malloc_slots[best].state, MM_SLOT_ONE);
+	if (fences)
+		fence_others(); /* invariant 2 */
 	return (int)best;
 }
 
@@ -127,10 +245,10 @@ int mm_malloc_first_use(void)
 {
 	heap_init();
 	/* An allocation made by heap_init's registrations got one. */
-	if (mm_malloc_slot_id >= 0)
-		return mm_malloc_slot_id;
+	if (mm_malloc_self.slot_id >= 0)
+		return mm_malloc_self.slot_id;
 	int s = slot_claim();
-	mm_malloc_slot_id = s;
+	mm_malloc_self.slot_id = s;
 	/* Without the key (the very first thread, while init registers it)
 	 * the slot is not given back at exit: the main thread's is not. */
 	if (atomic_load(&key_ready))
@@ -138,39 +256,67 @@ int mm_malloc_first_use(void)
 	return s;
 }
 
-void mm_malloc_slot_wait(int s)
+/* Spins, then yields, until *w is 0; acquires what its clearer did. */
+static void wait_zero(atomic_uint *w)
 {
-	atomic_uint *busy = &mm_malloc_slots[s].busy;
-	do {
-		for (int i = 0;
-		     atomic_load_explicit(busy, memory_order_relaxed); i++) {
-			if (i < 64)
-				__builtin_ia32_pause();
-			else
-				sched_yield();
-		}
-	} while (atomic_exchange_explicit(busy, 1, memory_order_acquire));
+	for (int i = 0; atomic_load_explicit(w, memory_order_acquire); i++) {
+		if (i < 64)
+			__builtin_ia32_pause();
+		else
+			sched_yield();
+	}
+}
+
+/* Takes slot s on the slow path: its busy word, then its exclusive owner
+ * out of the fast path. */
+static void slot_take(int s)
+{
+	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+	while (atomic_exchange_explicit(&sl->busy, 1, memory_order_acquire))
+		wait_zero(&sl->busy);
+	wait_zero(&sl->in);
+}
+
+void mm_malloc_enter_slow(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	if (t->slot_id < 0) {
+		/* Outside the call while the heap is set up and a slot is
+		 * claimed: their own allocations are calls of their own. */
+		t->hold = 0;
+		mm_malloc_first_use();
+		t->hold = 1;
+	}
+	slot_take(t->slot_id);
+	t->held = &mm_malloc_slots[t->slot_id].busy;
 }
 
 /* The key's destructor: the thread is exiting. */
 static void slot_exit(void *arg)
 {
 	(void)arg;
-	int s = mm_malloc_slot_id;
-	if (s < 0)
+	int s = mm_malloc_self.slot_id;
+	if (s < 0 || s == LATE_SLOT)
 		return;
 	mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
 	mm_malloc_leave();
-	atomic_fetch_sub(&mm_malloc_slots[s].owners, 1);
+	mm_malloc_self.fast = NULL;
+	mm_malloc_self.slot_id = LATE_SLOT;
+	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }
 
 unsigned mm_malloc_slot_owners(void)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < MM_MAX_CPUS; i++)
-		n += atomic_load(&mm_malloc_slots[i].owners);
+		n += atomic_load(&mm_malloc_slots[i].state) / MM_SLOT_ONE;
 	return n;
+}
+
+const char *mm_malloc_slot_mode_name(void)
+{
+	return fences ? "membarrier" : "exchange";
 }
 
 /* ---- Background threads ------------------------------------------------- */
@@ -208,7 +354,7 @@ void mm_malloc_note_growth(size_t nbytes)
 
 void mm_malloc_bg_start(void)
 {
-	if (mm_malloc_hold || pthread_mutex_trylock(&ctl_lock) != 0)
+	if (mm_malloc_self.hold || pthread_mutex_trylock(&ctl_lock) != 0)
 		return; /* inside a call, or someone starts or forks now */
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
@@ -230,37 +376,58 @@ static void fork_prepare(void)
 		spanheap_sweeper_stop(&mm_malloc_sh);
 		mheap_scavenger_stop(&mm_malloc_heap);
 	}
-	/* This thread's own calls until parent/child pass as nested. */
-	mm_malloc_hold++;
+	/* This thread's own calls until parent/child pass as nested
+	 * (prepare handlers registered before ours run after it), so it
+	 * needs a slot for them. */
+	if (mm_malloc_self.slot_id < 0)
+		mm_malloc_first_use();
+	mm_malloc_self.hold++;
 	for (int s = 0; s < MM_MAX_CPUS; s++)
-		if (atomic_exchange_explicit(&mm_malloc_slots[s].busy, 1,
-		                             memory_order_acquire))
-			mm_malloc_slot_wait(s);
+		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
+	if (fences)
+		fence_others(); /* invariant 3 */
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		slot_take(s);
 }
 
-/* Gives every slot back and lets the background threads start again. */
-static void fork_release(void)
+/* Lets this thread's calls and the background threads start again. */
+static void fork_resume(void)
 {
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
-		                      memory_order_release);
-	mm_malloc_hold--;
+	mm_malloc_self.hold--;
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING)
 		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
 }
 
 static void fork_parent(void)
 {
-	fork_release();
+	/* busy first: a fast entry that sees the flag gone finds the slot
+	 * free; a slow one waits for busy either way. */
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
+		                      memory_order_release);
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		atomic_fetch_and(&mm_malloc_slots[s].state, ~MM_SLOT_FORK);
+	fork_resume();
 	pthread_mutex_unlock(&ctl_lock);
 }
 
 static void fork_child(void)
 {
-	/* The other threads are gone, their slots with them. */
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		atomic_store(&mm_malloc_slots[s].owners,
-		             s == mm_malloc_slot_id ? 1 : 0);
-	fork_release();
+	/* The other threads are gone, their slots and shares with them: this
+	 * thread owns its slot alone (unless it is past its exit). */
+	int me = mm_malloc_self.slot_id;
+	bool own = me >= 0 && me != LATE_SLOT;
+	for (int s = 0; s < MM_MAX_CPUS; s++) {
+		struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+		atomic_store(&sl->state, own && s == me ? MM_SLOT_ONE : 0);
+		atomic_store(&sl->in, 0);
+		atomic_store(&sl->busy, 0);
+	}
+	/* Registration is the process's: say it again for this one. */
+	if (fences &&
+	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0)
+		fences = false;
+	mm_malloc_self.fast = own && fences ? &mm_malloc_slots[me] : NULL;
+	fork_resume();
 	pthread_mutex_init(&ctl_lock, NULL);
 }
