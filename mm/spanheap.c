@@ -28,15 +28,25 @@
  * each class's lock after advancing sg (spanheap_sweep.c), so a span is
  * always on the list that matches its sweepgen.
  *
+ * Every free object of a small span carries a free marker in its second
+ * word, cookie ^ its address: written for all objects when the span is
+ * made and by every free, cleared when the object is handed out.
+ *
  * Algorithm.
- *   alloc   pinned: the cached span's next free bit; when it runs out,
- *           the slow path scans the span's later words, then folds the
- *           span's own frees (local and pending), then hands the span
- *           back and takes one from the central lists, sweeping on
- *           demand (bounded), then makes a new span from the page heap.
+ *   alloc   pinned: the newest object of the CPU's magazine for the
+ *           class (a LIFO list of objects it freed, linked through their
+ *           first words), else the cached span's next free bit; when
+ *           that runs out, the slow path scans the span's later words,
+ *           then folds the span's own frees (local and pending), then
+ *           hands the span back and takes one from the central lists,
+ *           sweeping on demand (bounded), then makes a new span from the
+ *           page heap.
  *   free    the span table gives the span; the checks (span in use, start
- *           of an object, allocated, not freed yet) come first; then the
- *           local bit (own cached span) or the pending bit (atomic OR).
+ *           of an object, no free marker) come first; then, pinned, the
+ *           local bit (own cached span of 16 or more objects) or the
+ *           magazine. A full magazine spills its older half to the spans
+ *           in one prefetched batch: local bits for the CPU's own span,
+ *           else pending bits (one atomic OR each).
  *   large   a span of its own, straight from the page heap; freed at
  *           once (a compare-and-swap on its state catches a second free).
  *

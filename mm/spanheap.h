@@ -10,18 +10,21 @@
  *                 allocation bitmap, a pending-free bitmap and Go's
  *                 sweepgen; found from any pointer through the page heap's
  *                 lock-free span table
- *   mcache        one per CPU: the current span of each class; the
- *                 allocation fast path takes no lock, pinned to the CPU
+ *   mcache        one per CPU: the current span of each class and a
+ *                 magazine of objects the CPU freed (reused newest
+ *                 first); the fast paths take no lock, pinned to the CPU
  *                 with interrupts off
  *   mcentral      one per class: partial and full spans, each set split
  *                 into swept and unswept halves that swap meaning when a
  *                 sweep cycle begins
- *   free          deferred: one atomic OR sets the object's pending-free
- *                 bit (a bit already set is a double free); an object of
- *                 the CPU's own cached span takes a local path with no
- *                 atomic operation, as mimalloc keeps local and remote
- *                 frees apart; a span's first remote free puts it on its
- *                 class's fold queue, which refills fold before growing
+ *   free          into the CPU's magazine, or, for an object of the
+ *                 CPU's own cached span, its local bit with no atomic
+ *                 operation, as mimalloc keeps local and remote frees
+ *                 apart; a full magazine's older half goes back deferred:
+ *                 one atomic OR sets each object's pending-free bit (a
+ *                 bit already set is a double free), and a span's first
+ *                 such free puts it on its class's fold queue, which
+ *                 refills fold before growing
  *   sweeper       a background thread folds pending frees into the
  *                 allocation bitmaps cycle by cycle, and gives empty spans
  *                 back to the page heap (and so to its scavenger);
