@@ -839,9 +839,9 @@ span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
  *
  * In batches: first every object's span is looked up and its first line
  * and its pending bits are prefetched, then each object is given back.
- * A remote give-back is an atomic OR, a full barrier on x86: one at a
- * time, each would wait for its span's cache misses in turn (a free of
- * 10^6 objects in random order touches a cold span at every object).
+ * One at a time, each give-back would wait for its span's cache misses
+ * in turn (a free of 10^6 objects in random order touches a cold span at
+ * every object); batched, the misses overlap.
  */
 static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
                           uintptr_t a, uint32_t n)
