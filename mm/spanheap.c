@@ -793,15 +793,16 @@ mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
 }
 
 /*
- * Gives object idx of the small span s back to the span (pinned on
- * cpu): the local bit if this CPU caches s (no atomic), else the pending
- * bit (one atomic OR) after queueing the span for a fold. The object
- * keeps its canary until the span hands it out again. Returns the bytes
- * added to this CPU's pending count.
+ * Gives object idx of the small span s (class cls) back to the span
+ * (pinned on cpu): the local bit if this CPU caches s (no atomic), else
+ * the pending bit (one atomic OR) after queueing the span for a fold.
+ * The object keeps its canary until the span hands it out again. Returns
+ * 1 for a pending bit (the caller adds the bytes to this CPU's pending
+ * count), else 0.
  */
-static inline __attribute__((always_inline)) uint32_t
-span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
-               struct mspan *s, uint32_t idx, uintptr_t a)
+static inline __attribute__((always_inline)) unsigned
+span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
+               uint32_t idx, uintptr_t a)
 {
 	unsigned w = idx / 64;
 	uint64_t b = (uint64_t)1 << (idx % 64);
@@ -813,20 +814,16 @@ span_give_back(struct spanheap *sh, struct mcache *mc, unsigned cpu,
 		                      memory_order_relaxed);
 		return 0;
 	}
-	/* Read before the pending bit is set: from then on a sweep may free
-	 * the span and its struct may be reused. */
-	uint32_t size = s->elemsize;
 	/* Queue the span before the bit is set: until then our object
 	 * keeps it in use, so it cannot be freed and reused meanwhile. */
 	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
 	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
-		fold_queue_push(&sh->central[s->sizeclass], s);
+		fold_queue_push(&sh->central[cls], s);
 	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
 	                                        memory_order_release);
 	if (old & b)
 		bad_object("double free", (void *)a, s);
-	count_add(&mc->n.pending_bytes, size);
-	return size;
+	return 1;
 }
 
 /* Objects a spill looks up before it gives them back. */
@@ -850,7 +847,7 @@ static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
 	uintptr_t cookie = sh->mag_cookie;
 	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
 	                                       memory_order_relaxed);
-	uint64_t added = 0;
+	uint32_t remote = 0;
 	uintptr_t obj[SPILL_BATCH];
 	struct mspan *span[SPILL_BATCH];
 	while (n) {
@@ -874,18 +871,24 @@ static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
 		}
 		for (uint32_t i = 0; i < k; i++) {
 			struct mspan *s = span[i];
+			/* A link rewritten to another class's free object
+			 * would pass the marker test: the class must match. */
 			if (atomic_load_explicit(&s->state,
 			                         memory_order_relaxed) !=
-			    MSPAN_SMALL)
+			            MSPAN_SMALL ||
+			    s->sizeclass != cls)
 				mag_corrupt(sh, obj[i], cls);
 			uint32_t idx =
 			        (uint32_t)(((uint64_t)(obj[i] - s->base) *
 			                    s->divmul) >>
 			                   32);
-			added += span_give_back(sh, mc, cpu, s, idx, obj[i]);
+			remote += span_give_back(sh, cpu, s, cls, idx, obj[i]);
 		}
 		n -= k;
 	}
+	/* Once per spill: the class's size, times the pending bits set. */
+	uint64_t added = (uint64_t)remote * sizeclass_info[cls].size;
+	count_add(&mc->n.pending_bytes, added);
 	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
 }
 

@@ -92,6 +92,33 @@ KTEST(spanheap_misuse, write_after_free_to_the_link)
 	sh_heap_release(&heap);
 }
 
+/* A link rewritten to a free object of another class, whose marker is
+ * right, is caught when a full magazine spills it: the class must match
+ * (its give-back would otherwise book it to the wrong class). */
+KTEST(spanheap_misuse, spilled_link_to_another_class)
+{
+	KASSERT(fresh_heap());
+	unsigned cls = sizeclass_of(64);
+	uint32_t max = sh.caches[1].mag[cls].max;
+	KASSERT(max >= 4 && max <= 128);
+	char *p[129];
+	for (uint32_t i = 0; i <= max; i++) {
+		p[i] = spanheap_alloc(&sh, 64, 0);
+		KASSERT(p[i]);
+	}
+	char *b = spanheap_alloc(&sh, 1024, 0);
+	KASSERT(b);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, b); /* into CPU 1's 1024-byte magazine, marked */
+	for (uint32_t i = 0; i < max; i++)
+		spanheap_free(&sh, p[i]); /* the 64-byte magazine is full */
+	/* p[1]'s link, to p[0], the oldest, now leads to b. */
+	((uintptr_t *)p[1])[0] = (uintptr_t)b ^ sh.mag_cookie;
+	EXPECT_MISUSE(spanheap_free(&sh, p[max]), "written after its free", b);
+	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
 /* A write over the second word, the free marker: the same. */
 KTEST(spanheap_misuse, write_after_free_to_the_marker)
 {
