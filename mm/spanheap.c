@@ -792,6 +792,18 @@ mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
 	return a;
 }
 
+/* Puts object a (checked, free) first in magazine m, which holds n:
+ * the link (XOR cookie) and the free marker. Pinned. */
+static inline __attribute__((always_inline)) void
+mag_push(struct mmag *m, uintptr_t a, uintptr_t cookie, uint32_t n)
+{
+	uintptr_t *o = obj_words(a);
+	o[0] = m->head ^ cookie;
+	o[1] = cookie ^ a;
+	m->head = a;
+	mag_set_n(m, n + 1);
+}
+
 /*
  * Gives object idx of the small span s (class cls) back to the span
  * (pinned on cpu): the local bit if this CPU caches s (no atomic), else
@@ -940,11 +952,7 @@ static __attribute__((noinline)) void mag_full(struct spanheap *sh,
 	uintptr_t *lo = obj_words(last);
 	uintptr_t rest = lo[0] ^ cookie;
 	lo[0] = cookie; /* the end of the list: 0 ^ cookie */
-	uintptr_t *o = obj_words(a);
-	o[0] = m->head ^ cookie;
-	o[1] = cookie ^ a;
-	m->head = a;
-	mag_set_n(m, keep + 1);
+	mag_push(m, a, cookie, keep);
 	bool kick = mag_give_list(sh, pin.cpu, cls, rest, n - keep);
 	mm_port_unpin(pin);
 	if (kick)
@@ -1247,9 +1255,8 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
  * magazine) is a double free; never handed out since its span last
  * folded is a free of an object that is not allocated. */
 __attribute__((noreturn, noinline)) static void
-free_refused(struct spanheap *sh, struct mspan *s, uint32_t idx, uintptr_t a)
+free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
 {
-	(void)sh;
 	unsigned w = idx / 64, b = idx % 64;
 	bool allocated = idx < atomic_load_explicit(&s->freeindex,
 	                                            memory_order_acquire) ||
@@ -1274,7 +1281,8 @@ free_refused(struct spanheap *sh, struct mspan *s, uint32_t idx, uintptr_t a)
  * bitmaps (another cache line). Then, pinned: if this CPU
  * caches s, the object's local bit (no atomic operation; the next refill
  * folds it, and the alloc path never waits on this store); else into this
- * CPU's magazine, or to its span if the magazine is full. Two CPUs
+ * CPU's magazine, whose older half goes back to the spans when it is
+ * full (mag_full). Two CPUs
  * freeing one object at the same instant may both pass the canary test:
  * the check and the mark are not one atomic operation.
  */
@@ -1288,7 +1296,7 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	uintptr_t *o = obj_words(a);
 	if (__builtin_expect(o[1] == (cookie ^ a), 0))
-		free_refused(sh, s, idx, a);
+		free_refused(s, idx, a);
 	struct mm_pin pin = mm_port_pin();
 	if (atomic_load_explicit(&s->owner, memory_order_relaxed) ==
 	            pin.cpu + 1 &&
@@ -1307,10 +1315,7 @@ free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
 		mag_full(sh, m, a, s->sizeclass, pin);
 		return;
 	}
-	o[0] = m->head ^ cookie;
-	o[1] = cookie ^ a;
-	m->head = a;
-	mag_set_n(m, n + 1);
+	mag_push(m, a, cookie, n);
 	mm_port_unpin(pin);
 }
 

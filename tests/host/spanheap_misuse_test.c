@@ -101,11 +101,8 @@ KTEST(spanheap_misuse, spilled_link_to_another_class)
 	unsigned cls = sizeclass_of(64);
 	uint32_t max = sh.caches[1].mag[cls].max;
 	KASSERT(max >= 4 && max <= 128);
-	char *p[129];
-	for (uint32_t i = 0; i <= max; i++) {
-		p[i] = spanheap_alloc(&sh, 64, 0);
-		KASSERT(p[i]);
-	}
+	void *p[129];
+	KASSERT(sh_alloc_n(&sh, p, max + 1, 64));
 	char *b = spanheap_alloc(&sh, 1024, 0);
 	KASSERT(b);
 	mm_port_set_cpu(1);

@@ -31,10 +31,7 @@ KTEST(spanheap, sweep_frees_spans)
 	void **p = calloc(N, sizeof(*p));
 	KASSERT(p);
 	size_t base = sh_in_use_pages(&heap);
-	for (int i = 0; i < N; i++) {
-		p[i] = spanheap_alloc(&sh, 256, 0);
-		KASSERT(p[i]);
-	}
+	KASSERT(sh_alloc_n(&sh, p, N, 256));
 	size_t full = sh_in_use_pages(&heap);
 	KEXPECT(full >= base + nspans * ci->npages);
 	/* Hand the cached span back, then free: every free takes the
@@ -368,11 +365,8 @@ KTEST(spanheap, owner_free_takes_the_local_bit)
 	unsigned cls = sizeclass_of(64);
 	unsigned n = sizeclass_info[cls].nelems;
 	KASSERT(n >= 16 && n <= 256);
-	char *p[256];
-	for (unsigned i = 0; i < n; i++) {
-		p[i] = spanheap_alloc(&sh, 64, 0);
-		KASSERT(p[i] != NULL);
-	}
+	void *p[256];
+	KASSERT(sh_alloc_n(&sh, p, n, 64));
 	spanheap_free(&sh, p[5]);
 	struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
@@ -406,11 +400,8 @@ KTEST(spanheap, full_magazine_spills_its_older_half)
 	uint32_t max = sh.caches[0].mag[cls].max;
 	uint32_t n = max + 8;
 	KASSERT(max >= 4 && n <= 96);
-	char *p[96];
-	for (uint32_t i = 0; i < n; i++) {
-		p[i] = spanheap_alloc(&sh, 1024, 0);
-		KASSERT(p[i] != NULL);
-	}
+	void *p[96];
+	KASSERT(sh_alloc_n(&sh, p, n, 1024));
 	for (uint32_t i = 0; i < n; i++)
 		spanheap_free(&sh, p[i]);
 	/* max went in; the next free found it full: max / 2 stayed, the
@@ -446,11 +437,8 @@ KTEST(spanheap, magazine_reuses_then_local_free)
 	size_t span_pages = sizeclass_info[cls].npages;
 	KASSERT(n >= 4 && n <= 16);
 	KASSERT(sh.caches[0].mag[cls].max >= (uint32_t)n);
-	char *p[16];
-	for (int i = 0; i < n; i++) {
-		p[i] = spanheap_alloc(&sh, 1024, 0);
-		KASSERT(p[i] != NULL);
-	}
+	void *p[16];
+	KASSERT(sh_alloc_n(&sh, p, (size_t)n, 1024));
 	for (int i = 1; i < n; i++)
 		KEXPECT_EQ((uintptr_t)p[i], (uintptr_t)p[0] + 1024u * i);
 	/* The free waits in this CPU's magazine: free, though its span

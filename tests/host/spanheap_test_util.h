@@ -101,6 +101,16 @@ sh_check_panics(struct spanheap *sh)
 			              mm_port_last_panic());                \
 	} while (0)
 
+/* n objects of size bytes into p[0..n); false if one could not be had. */
+static inline bool sh_alloc_n(struct spanheap *sh, void **p, size_t n,
+                              size_t size)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!(p[i] = spanheap_alloc(sh, size, 0)))
+			return false;
+	return true;
+}
+
 /* Hands every simulated CPU's cached spans back: ncpus CPUs from 0; the
  * calling thread ends on CPU 0. */
 static inline void sh_flush_cpus(struct spanheap *sh, unsigned ncpus)

@@ -17,12 +17,19 @@ wl_needs() {
 	esac
 }
 
+# py_script SIZE QUICK_N FULL_N: the Python script on stdin, with n
+# (QUICK_N, or FULL_N at size full) as its argument; PYTHONHASHSEED fixes
+# set and dict order for the output.
+py_script() {
+	local n=$2
+	[ "$1" = full ] && n=$3
+	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n"
+}
+
 # Python: dicts, lists, strings, JSON, sorting, small objects by the
 # million. PYTHONHASHSEED fixes set and dict order for the output.
 wl_python() {
-	local n=200000
-	[ "$1" = full ] && n=800000
-	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n" <<'EOF'
+	py_script "$1" 200000 800000 <<'EOF'
 import sys, json, hashlib, collections
 n = int(sys.argv[1])
 d = {str(i): [i, str(i) * (i % 7), (i, i + 1)] for i in range(n)}
@@ -116,9 +123,7 @@ EOF
 # An allocation-heavy Python run for the benchmark: object churn with
 # mixed lifetimes (a tree, a cache, temporaries) on one thread.
 wl_alloc() {
-	local n=300000
-	[ "$1" = full ] && n=2000000
-	PYTHONHASHSEED=0 /usr/bin/python3 -S - "$n" <<'EOF'
+	py_script "$1" 300000 2000000 <<'EOF'
 import sys
 n = int(sys.argv[1])
 cache = {}
