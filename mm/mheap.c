@@ -87,13 +87,16 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	}
 	h->arena_base = (uintptr_t)base;
 	h->arena_pages = cfg->arena_bytes >> MM_PAGE_SHIFT;
-	h->spanmap =
-	        mm_port_reserve(h->arena_pages * sizeof(void *), MM_PAGE_SIZE);
-	if (!h->spanmap) {
+	/* One page more than the entries take: the table starts half a page
+	 * in (MHEAP_SPANMAP_SKEW). */
+	void *map = mm_port_reserve(
+	        h->arena_pages * sizeof(void *) + MM_PAGE_SIZE, MM_PAGE_SIZE);
+	if (!map) {
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
-		       h->arena_pages * sizeof(void *));
+		       h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
 		return false;
 	}
+	h->spanmap = (void *_Atomic *)map + MHEAP_SPANMAP_SKEW;
 	mm_lock_init(&h->lock, "heap", MM_RANK_HEAP);
 	struct palloc_config pc = {
 	        .arena_base = h->arena_base,
@@ -127,8 +130,11 @@ static void scavenge_for_frames(struct mheap *h, size_t npages)
 	}
 }
 
-/* Maps the span table's pages for chunks [spanmap_chunks, upto): one
- * page per chunk. Only the grower calls it (`growing` serialises). */
+/* Maps the span table's pages for chunks [spanmap_chunks, upto). With
+ * the skew, chunk c's entries are the second half of table page c and
+ * the first half of page c + 1, so chunks [0, upto) need table pages
+ * [0, upto]; page have is mapped already unless have is 0. Only the
+ * grower calls it (`growing` serialises). */
 static bool spanmap_grow(struct mheap *h, size_t upto)
 {
 	_Static_assert(MHEAP_CHUNK_PAGES * sizeof(void *) == MM_PAGE_SIZE,
@@ -137,8 +143,10 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 	        atomic_load_explicit(&h->spanmap_chunks, memory_order_relaxed);
 	if (upto <= have)
 		return true;
-	if (!mm_port_map(h->spanmap + have * MHEAP_CHUNK_PAGES,
-	                 (upto - have) * MM_PAGE_SIZE))
+	size_t from = have ? have + 1 : 0;
+	if (!mm_port_map((char *)(h->spanmap - MHEAP_SPANMAP_SKEW) +
+	                         from * MM_PAGE_SIZE,
+	                 (upto + 1 - from) * MM_PAGE_SIZE))
 		return false;
 	atomic_store_explicit(&h->spanmap_chunks, upto, memory_order_release);
 	atomic_store_explicit(&h->spanmap_pages,

@@ -166,6 +166,19 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * context. */
 void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
 
+/*
+ * The span table (spanmap) starts this many entries (half a page) into
+ * its reservation, which is one page longer than the entries. Entry i sits at
+ * page offset 8 * i (mod 4 KiB) otherwise, so the first pages of every chunk,
+ * where the heap allocates first, would have their entries at the very page
+ * offsets of their first objects: a free that loads the entry while the
+ * object's first words are still being stored (a malloc/free loop on one
+ * object) waits on a false 4 KiB alias. Skewed, those entries sit half a page
+ * away. Measured on the 64-byte pair with magazine reuse: 12-16 ns
+ * without, 6.4-7 ns with.
+ */
+#define MHEAP_SPANMAP_SKEW ((size_t)PALLOC_CHUNK_PAGES / 2)
+
 /* The same, inlined for the span heap's free path. */
 static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
 {

@@ -17,8 +17,8 @@
  *      16-byte aligned.
  *   2. Every power of two from 16 to SC_PAGE_SIZE is a class: spans are
  *      page aligned, so those objects are aligned to their size.
- *   3. npages is the fewest pages, no fewer than it takes to hold 8
- *      objects or 16 KiB, whose tail is at most 1/8 of the span;
+ *   3. npages is the fewest pages, no fewer than it takes to hold 32 KiB
+ *      or 512 objects, whose tail is at most 1/8 of the span;
  *      nelems = npages * SC_PAGE_SIZE / size.
  *   4. nelems <= SC_MAX_NELEMS <= 512 (a span's bitmap is SC_BITMAP_WORDS
  *      words) and npages <= SC_MAX_NPAGES <= 64 (an atomic caller may
@@ -41,11 +41,11 @@
 #include "port.h"
 
 #define SC_PAGE_SIZE    4096
-#define SC_NCLASSES     63 /* class 0 is "large"; 1..62 are classes */
+#define SC_NCLASSES     64 /* class 0 is "large"; 1..63 are classes */
 #define SC_MAX_SIZE     32768
 #define SC_SMALL_MAX    1024
-#define SC_MAX_NELEMS   256
-#define SC_MAX_NPAGES   13
+#define SC_MAX_NELEMS   512
+#define SC_MAX_NPAGES   14
 #define SC_BITMAP_WORDS ((SC_MAX_NELEMS + 63) / 64)
 
 _Static_assert(SC_PAGE_SIZE == MM_PAGE_SIZE,

@@ -17,11 +17,11 @@
  *   mcentral      one per class: partial and full spans, each set split
  *                 into swept and unswept halves that swap meaning when a
  *                 sweep cycle begins
- *   free          into the CPU's magazine, or, for an object of the
- *                 CPU's own cached span, its local bit with no atomic
- *                 operation, as mimalloc keeps local and remote frees
- *                 apart; a full magazine's older half goes back deferred:
- *                 one atomic OR sets each object's pending-free bit (a
+ *   free          into the CPU's magazine (reused newest first); a full
+ *                 magazine's older half goes back to the spans: the CPU's
+ *                 own cached span takes a local bit with no atomic
+ *                 operation, any other span is deferred: one atomic OR
+ *                 sets each object's pending-free bit (a
  *                 bit already set is a double free), and a span's first
  *                 such free puts it on its class's fold queue, which
  *                 refills fold before growing
@@ -99,7 +99,7 @@ struct mspan {
 	_Atomic uint8_t queued;
 	/* The CPU whose cache holds the span, + 1; 0 if none. Written by
 	 * that CPU alone, pinned, so a CPU that reads its own number owns
-	 * the span (the local free path). */
+	 * the span (a magazine spill's local bits). */
 	_Atomic uint8_t owner;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
@@ -110,12 +110,12 @@ struct mspan {
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
-	/* Cache line 1: the owner's bitmaps (the local free reads both). */
+	/* Cache lines 1 and 2 (8 words each): the owner's bitmaps. */
 	/* bit set: allocated (beyond freeindex's implicit prefix) */
 	_Alignas(64) _Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];
-	/* owner: a free of an object of the owner's cached span */
+	/* owner: a spilled free of an object of the owner's cached span */
 	_Atomic uint64_t local_free[SC_BITMAP_WORDS]; /* relaxed: stats read */
-	/* Cache line 2: what other CPUs write, away from the fast path's. */
+	/* Cache line 3: what other CPUs write, away from the owner's. */
 	/* bit set: freed, not yet swept; set with one atomic OR by anyone */
 	_Alignas(64) _Atomic uint64_t pending[SC_BITMAP_WORDS];
 	struct mspan *_Atomic qnext;
@@ -237,11 +237,15 @@ struct spanheap_sweeper {
 };
 
 struct spanheap {
+	/* First, so that the fields every free reads (below) are not at a
+	 * page's first bytes: the struct is 2 KiB aligned, and objects at a
+	 * page's start, the commonest, would alias them (see
+	 * MHEAP_SPANMAP_SKEW). */
+	struct spanheap_config cfg;
+	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mheap *heap;   /* the page heap; its lock guards spans below */
 	uintptr_t mag_cookie; /* fixed: the magazines' links and canaries */
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
-	struct spanheap_config cfg;
-	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
 	/* Under heap->lock: */

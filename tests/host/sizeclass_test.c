@@ -25,11 +25,11 @@ static bool tail_ok(unsigned size, unsigned npages)
 	return npages * SC_PAGE_SIZE % size * 8 <= npages * SC_PAGE_SIZE;
 }
 
-/* The fewest pages holding 8 objects or 16 KiB (whichever is less) with
- * at most 1/8 left over: property 3 of sizeclasses.h. */
+/* The fewest pages holding 32 KiB or 512 objects (whichever is less)
+ * with at most 1/8 left over: property 3 of sizeclasses.h. */
 static unsigned fewest_pages(unsigned size)
 {
-	unsigned floor = 8 * size < 16384 ? 8 * size : 16384;
+	unsigned floor = 512 * size < 32768 ? 512 * size : 32768;
 	unsigned n = (floor + SC_PAGE_SIZE - 1) / SC_PAGE_SIZE;
 	while (!tail_ok(size, n))
 		n++;

@@ -356,38 +356,42 @@ KTEST(spanheap, cross_cpu_free)
 	sh_heap_release(&heap);
 }
 
-/* A class of many objects a span: the owner's free sets the object's
- * local bit (no atomic, no magazine), and the fold at the span's next
- * refill makes it free again. */
-KTEST(spanheap, owner_free_takes_the_local_bit)
+/* A free of an object of this CPU's own cached span waits in the
+ * magazine like any other (no local bit: the next allocation of the class
+ * gets it back at once), and goes back to its span only when the
+ * magazine spills or is flushed. */
+KTEST(spanheap, owner_free_waits_in_the_magazine)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
 	unsigned cls = sizeclass_of(64);
 	unsigned n = sizeclass_info[cls].nelems;
-	KASSERT(n >= 16 && n <= 256);
-	void *p[256];
+	KASSERT(n >= 16 && n <= SC_MAX_NELEMS);
+	static void *p[SC_MAX_NELEMS];
 	KASSERT(sh_alloc_n(&sh, p, n, 64));
 	spanheap_free(&sh, p[5]);
 	struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
-	KEXPECT_EQ(st.local_frees, 1);
+	KEXPECT_EQ(st.local_frees, 0);
 	KEXPECT_EQ(st.remote_frees, 0);
-	KEXPECT_EQ(st.mag_objects, 0);
+	KEXPECT_EQ(st.mag_objects, 1);
 	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)n - 1);
-	SH_CHECK(&sh, "a local free");
-	/* The span is full: the next allocation folds it and gets p[5]. */
+	SH_CHECK(&sh, "an owner's free");
+	/* The span is full, but the magazine has p[5]. */
 	char *q = spanheap_alloc(&sh, 64, 0);
 	KEXPECT(q == p[5]);
 	KEXPECT_EQ(((uintptr_t *)q)[1], 0); /* the canary is gone */
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.cls[cls].spans, 1);
+	KEXPECT_EQ(st.mag_objects, 0);
+	KEXPECT_EQ(st.local_frees, 0);
 	for (unsigned i = 0; i < n; i++)
 		spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.cls[cls].spans, 0);
-	KEXPECT_EQ(st.local_frees, (uint64_t)n + 1);
-	SH_CHECK(&sh, "all freed locally");
+	KEXPECT_EQ(st.mag_objects, 0);
+	KEXPECT_EQ(st.local_frees + st.remote_frees, (uint64_t)n);
+	SH_CHECK(&sh, "all freed");
 	sh_heap_release(&heap);
 }
 
@@ -431,13 +435,13 @@ KTEST(spanheap, full_magazine_spills_its_older_half)
 KTEST(spanheap, magazine_reuses_then_local_free)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	/* 1024-byte objects: n to a span (8 in today's table). */
+	/* 1024-byte objects: n to a span (32 in today's table). */
 	unsigned cls = sizeclass_of(1024);
 	int n = sizeclass_info[cls].nelems;
 	size_t span_pages = sizeclass_info[cls].npages;
-	KASSERT(n >= 4 && n <= 16);
+	KASSERT(n >= 4 && n <= 64);
 	KASSERT(sh.caches[0].mag[cls].max >= (uint32_t)n);
-	void *p[16];
+	void *p[64];
 	KASSERT(sh_alloc_n(&sh, p, (size_t)n, 1024));
 	for (int i = 1; i < n; i++)
 		KEXPECT_EQ((uintptr_t)p[i], (uintptr_t)p[0] + 1024u * i);

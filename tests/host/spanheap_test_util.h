@@ -52,7 +52,8 @@ static inline bool sh_heap_new(struct mheap *h, struct spanheap *sh,
 static inline void sh_heap_release(struct mheap *h)
 {
 	mm_port_release((void *)h->arena_base, h->cfg.arena_bytes);
-	mm_port_release((void *)h->spanmap, h->arena_pages * sizeof(void *));
+	mm_port_release((void *)(h->spanmap - MHEAP_SPANMAP_SKEW),
+	                h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
 	mm_port_release((void *)h->pages.meta_base, h->pages.meta_bytes);
 }
 
