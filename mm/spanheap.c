@@ -35,8 +35,8 @@
  *
  * Algorithm.
  *   alloc   pinned: the newest object of the CPU's magazine for the
- *           class (a LIFO list of objects it freed, linked through their
- *           first words), else the cached span's next free bit; when
+ *           class (a LIFO array of objects it freed, in the CPU's slab of
+ *           slots), else the cached span's next free bit; when
  *           that runs out, the slow path scans the span's later words,
  *           then folds the span's own frees (local and pending), then
  *           hands the span back and takes one from the central lists,
@@ -114,8 +114,8 @@ static inline void count_add(_Atomic uint64_t *c, uint64_t n)
 	                      memory_order_relaxed);
 }
 
-/* An object's words: word 0 the magazine link, word 1 the free marker
- * (cookie ^ address), set while the object is free. */
+/* An object's words: word 1 is the free marker (cookie ^ address), set
+ * while the object is free. */
 static inline uintptr_t *obj_words(uintptr_t a)
 {
 	return (uintptr_t *)a;
@@ -738,15 +738,6 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
-__attribute__((noreturn, noinline)) static void
-mag_corrupt(struct spanheap *sh, uintptr_t a, unsigned cls)
-{
-	mm_panic("spanheap: free object %#lx (size class %u, %u-byte objects) "
-	         "was written after its free (a use after free?): its free "
-	         "marker or its magazine link is not what the free left",
-	         (unsigned long)a, cls, sizeclass_info[cls].size);
-}
-
 /* CPU cpu's magazine of class cls, as one pointer: without the empty asm,
  * GCC recomputes the address for each field. */
 static inline struct mmag *mag_of(struct spanheap *sh, unsigned cpu,
@@ -769,38 +760,26 @@ static inline void mag_set_n(struct mmag *m, uint32_t n)
 	__atomic_store_n(&m->n, n, __ATOMIC_RELAXED);
 }
 
-/* Takes the magazine's first object, or 0 if it is empty. Pinned. */
-static inline __attribute__((always_inline)) uintptr_t
-mag_pop(struct spanheap *sh, struct mmag *m, unsigned cls)
+/* Takes the magazine's newest object, or 0 if it is empty, and clears
+ * its free marker. Reads nothing of the object. Pinned. */
+static inline __attribute__((always_inline)) uintptr_t mag_pop(struct mmag *m)
 {
-	uintptr_t a = m->head;
-	if (__builtin_expect(a == 0, 0))
+	uint32_t n = mag_n(m);
+	if (__builtin_expect(n == 0, 0))
 		return 0;
-	uintptr_t cookie = sh->mag_cookie;
-	uintptr_t *o = obj_words(a);
-	uintptr_t next = o[0] ^ cookie;
-	/* A link that leaves the arena was written after the free too (a
-	 * use after free's usual first write): caught before it is used. */
-	if (__builtin_expect(o[1] != (cookie ^ a) || (next - sh->arena_base >=
-	                                                      sh->arena_bytes &&
-	                                              next != 0),
-	                     0))
-		mag_corrupt(sh, a, cls);
-	m->head = next;
-	mag_set_n(m, mag_n(m) - 1);
-	o[1] = 0;
+	uintptr_t a = m->slot[n - 1];
+	mag_set_n(m, n - 1);
+	obj_words(a)[1] = 0;
 	return a;
 }
 
-/* Puts object a (checked, free) first in magazine m, which holds n:
- * the link (XOR cookie) and the free marker. Pinned. */
+/* Puts object a (checked, free) in magazine m, which holds n < max, and
+ * writes its free marker. Pinned. */
 static inline __attribute__((always_inline)) void
 mag_push(struct mmag *m, uintptr_t a, uintptr_t cookie, uint32_t n)
 {
-	uintptr_t *o = obj_words(a);
-	o[0] = m->head ^ cookie;
-	o[1] = cookie ^ a;
-	m->head = a;
+	m->slot[n] = a;
+	obj_words(a)[1] = cookie ^ a;
 	mag_set_n(m, n + 1);
 }
 
@@ -842,9 +821,9 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
 #define SPILL_BATCH 16
 
 /*
- * Gives the n objects of the magazine list that starts at a (class cls,
- * CPU cpu, pinned; off the magazine already) back to their spans.
- * Returns true if the sweeper should be kicked (after the unpin).
+ * Gives the n objects obj[0..n) (class cls, CPU cpu, pinned; off the
+ * magazine already) back to their spans. Returns true if the sweeper
+ * should be kicked (after the unpin).
  *
  * In batches: first every object's span is looked up and its first line
  * and its pending bits are prefetched, then each object is given back.
@@ -853,49 +832,32 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
  * every object); batched, the misses overlap.
  */
 static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
-                          uintptr_t a, uint32_t n)
+                          const uintptr_t *obj, uint32_t n)
 {
 	struct mcache *mc = &sh->caches[cpu];
-	uintptr_t cookie = sh->mag_cookie;
 	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
 	                                       memory_order_relaxed);
 	uint32_t remote = 0;
-	uintptr_t obj[SPILL_BATCH];
 	struct mspan *span[SPILL_BATCH];
 	while (n) {
 		uint32_t k = n < SPILL_BATCH ? n : SPILL_BATCH;
 		for (uint32_t i = 0; i < k; i++) {
-			uintptr_t *o = obj_words(a);
-			uintptr_t next = o[0] ^ cookie;
-			/* Checked when it was freed: a small span's object.
-			 * A broken marker or link was written after. */
-			struct mspan *s = mheap_span_lookup_inline(sh->heap, a);
-			if (o[1] != (cookie ^ a) ||
-			    (next - sh->arena_base >= sh->arena_bytes &&
-			     next != 0) ||
-			    (uintptr_t)s <= (uintptr_t)MHEAP_SPAN_FREED_LARGE)
-				mag_corrupt(sh, a, cls);
+			/* Checked when it was freed: a small span's object. */
+			struct mspan *s =
+			        mheap_span_lookup_inline(sh->heap, obj[i]);
 			__builtin_prefetch(s, 0);
 			__builtin_prefetch((const void *)&s->pending[0], 1);
-			obj[i] = a;
 			span[i] = s;
-			a = next;
 		}
 		for (uint32_t i = 0; i < k; i++) {
 			struct mspan *s = span[i];
-			/* A link rewritten to another class's free object
-			 * would pass the marker test: the class must match. */
-			if (atomic_load_explicit(&s->state,
-			                         memory_order_relaxed) !=
-			            MSPAN_SMALL ||
-			    s->sizeclass != cls)
-				mag_corrupt(sh, obj[i], cls);
 			uint32_t idx =
 			        (uint32_t)(((uint64_t)(obj[i] - s->base) *
 			                    s->divmul) >>
 			                   32);
 			remote += span_give_back(sh, cpu, s, cls, idx, obj[i]);
 		}
+		obj += k;
 		n -= k;
 	}
 	/* Once per spill: the class's size, times the pending bits set. */
@@ -911,11 +873,9 @@ static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
 static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 {
 	struct mmag *m = &sh->caches[cpu].mag[cls];
-	uintptr_t a = m->head;
 	uint32_t n = mag_n(m);
-	m->head = 0;
 	mag_set_n(m, 0);
-	return mag_give_list(sh, cpu, cls, a, n);
+	return mag_give_list(sh, cpu, cls, m->slot, n);
 }
 
 /* Empties every magazine of CPU cpu (pinned) into the spans. */
@@ -936,6 +896,28 @@ bool spanheap_mags_drain_here(struct spanheap *sh)
 }
 
 /*
+ * Makes CPU cpu's slab of magazine slots (pinned: an atomic page
+ * allocation, which never sleeps) and gives each class its slots. False
+ * if there is no memory for it now; the caller's free then goes straight
+ * to its span, and the next free tries again.
+ */
+static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
+                                                    unsigned cpu)
+{
+	uintptr_t *slab =
+	        mheap_alloc_pages(sh->heap, sh->mag_slab_pages, MHEAP_ATOMIC);
+	if (!slab)
+		return false;
+	atomic_fetch_add_explicit(&sh->mag_slabs, 1, memory_order_relaxed);
+	struct mcache *mc = &sh->caches[cpu];
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		mc->mag[cls].slot = slab + sh->mag_off[cls];
+		mc->mag[cls].max = sh->mag_max[cls];
+	}
+	return true;
+}
+
+/*
  * A full magazine: its older half goes back to the spans in one batch
  * (mag_give_list), the recent half stays (it is the cache-warm one), and
  * the free (object a, checked) goes in. Pinned (pin); unpins.
@@ -944,16 +926,24 @@ static __attribute__((noinline)) void mag_full(struct spanheap *sh,
                                                struct mmag *m, uintptr_t a,
                                                unsigned cls, struct mm_pin pin)
 {
-	uintptr_t cookie = sh->mag_cookie;
+	if (m->max == 0) {
+		/* This CPU's first free: its slab, or straight to the span
+		 * if there is no memory for one now. */
+		bool kick = false;
+		if (mag_slab_make(sh, pin.cpu))
+			mag_push(m, a, sh->mag_cookie, 0);
+		else
+			kick = mag_give_list(sh, pin.cpu, cls, &a, 1);
+		mm_port_unpin(pin);
+		if (kick)
+			spanheap_sweeper_kick(sh);
+		return;
+	}
 	uint32_t keep = m->max / 2, n = mag_n(m);
-	uintptr_t last = m->head;
-	for (uint32_t i = 1; i < keep; i++)
-		last = obj_words(last)[0] ^ cookie;
-	uintptr_t *lo = obj_words(last);
-	uintptr_t rest = lo[0] ^ cookie;
-	lo[0] = cookie; /* the end of the list: 0 ^ cookie */
-	mag_push(m, a, cookie, keep);
-	bool kick = mag_give_list(sh, pin.cpu, cls, rest, n - keep);
+	bool kick = mag_give_list(sh, pin.cpu, cls, m->slot, n - keep);
+	for (uint32_t i = 0; i < keep; i++)
+		m->slot[i] = m->slot[n - keep + i];
+	mag_push(m, a, sh->mag_cookie, keep);
 	mm_port_unpin(pin);
 	if (kick)
 		spanheap_sweeper_kick(sh);
@@ -1054,7 +1044,7 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 {
 	struct mm_pin pin = mm_port_pin();
 	struct mcache *mc = &sh->caches[pin.cpu];
-	void *p = (void *)mag_pop(sh, &mc->mag[cls], cls);
+	void *p = (void *)mag_pop(&mc->mag[cls]);
 	if (!p)
 		p = span_next_fast(mc->alloc[cls]);
 	if (__builtin_expect(!p, 0))
@@ -1174,7 +1164,7 @@ void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
 		unsigned cls = sizeclass_of(size);
 		struct mm_pin pin = mm_port_pin();
 		struct mcache *mc = &sh->caches[pin.cpu];
-		uintptr_t a = mag_pop(sh, mag_of(sh, pin.cpu, cls), cls);
+		uintptr_t a = mag_pop(mag_of(sh, pin.cpu, cls));
 		if (__builtin_expect(a != 0, 1)) {
 			mm_port_unpin(pin);
 			return (void *)a;
@@ -1391,15 +1381,22 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
+	uint32_t slots = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
+		if (max < SPANHEAP_MAG_MIN)
+			max = SPANHEAP_MAG_MIN;
+		if (max > SPANHEAP_MAG_MAX)
+			max = SPANHEAP_MAG_MAX;
+		sh->mag_max[cls] = max;
+		sh->mag_off[cls] = slots;
+		slots += max;
+	}
+	sh->mag_slab_pages =
+	        ((size_t)slots * sizeof(uintptr_t) + MM_PAGE_SIZE - 1) /
+	        MM_PAGE_SIZE;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
-			uint32_t size = sizeclass_info[cls].size;
-			uint32_t max = size ? SPANHEAP_MAG_BYTES / size : 0;
-			if (max < SPANHEAP_MAG_MIN)
-				max = SPANHEAP_MAG_MIN;
-			if (max > SPANHEAP_MAG_MAX)
-				max = SPANHEAP_MAG_MAX;
-			sh->caches[cpu].mag[cls].max = cls ? max : 0;
 			sh->caches[cpu].alloc[cls] = &spanheap_empty_span;
 		}
 		sh->caches[cpu].flushgen = 4;

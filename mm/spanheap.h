@@ -155,15 +155,16 @@ struct mcache_counters {
 /*
  * A magazine: objects of one class this CPU freed, handed out again by its
  * next allocations of the class, last in first out (tcmalloc's per-CPU
- * free lists). Linked through the objects' first words (the link XORed
- * with the heap's cookie); the second word holds the canary, cookie ^ the
- * object's address, which marks the object as freed. Past max objects,
- * half go back to their spans (the colder half).
+ * free lists). An array of slots in the CPU's slab, not a list through
+ * the objects: popping one reads nothing of the object, and a write after
+ * free cannot redirect an allocation. A freed object's second word holds
+ * the free marker, cookie ^ its address. Past max objects, the older half
+ * goes back to their spans.
  */
 struct mmag {
-	uintptr_t head; /* the first object, or 0 */
-	uint32_t n;     /* __atomic relaxed: statistics read it */
-	uint32_t max;
+	uintptr_t *slot; /* [0, n): the objects, oldest first */
+	uint32_t n;      /* __atomic relaxed: statistics read it */
+	uint32_t max;    /* 0 until the CPU's slab is made */
 };
 
 /* One CPU's cache: touched only by that CPU, pinned. */
@@ -244,7 +245,7 @@ struct spanheap {
 	struct spanheap_config cfg;
 	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
 	struct mheap *heap;   /* the page heap; its lock guards spans below */
-	uintptr_t mag_cookie; /* fixed: the magazines' links and canaries */
+	uintptr_t mag_cookie; /* fixed: the free markers' key */
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
@@ -259,6 +260,12 @@ struct spanheap {
 	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
 	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;
+	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
+	 * the CPU's first free and kept (like span structs); class c's are
+	 * [mag_off[c], + mag_max[c]). Fixed after init but mag_slabs. */
+	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
+	size_t mag_slab_pages;
+	_Atomic size_t mag_slabs; /* slabs made */
 };
 
 /* Per size class and in all (spanheap_stats). */

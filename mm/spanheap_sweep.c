@@ -566,7 +566,8 @@ static void check_mags(struct spanheap *sh)
 		struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 		uint32_t n = __atomic_load_n(&m->n, __ATOMIC_RELAXED);
 		uint32_t seen = 0;
-		for (uintptr_t a = m->head; a; seen++) {
+		for (; seen < n; seen++) {
+			uintptr_t a = m->slot[seen];
 			const uintptr_t *o = (const uintptr_t *)a;
 			struct mspan *s = mheap_span_lookup(sh->heap, a);
 			bool ok = seen < n && o[1] == (cookie ^ a) &&
@@ -592,7 +593,6 @@ static void check_mags(struct spanheap *sh)
 				         "is not a freed object of the class",
 				         pin.cpu, cls, seen, n,
 				         (unsigned long)a);
-			a = o[0] ^ cookie;
 		}
 		if (seen != n || n > m->max)
 			mm_panic("spanheap: check: CPU %u's magazine of class "

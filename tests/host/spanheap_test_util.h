@@ -66,15 +66,25 @@ static inline size_t sh_in_use_pages(struct mheap *h)
 
 /*
  * The pages the span heap keeps for itself once every object is freed and
- * every span given back: the span-struct pages (never freed) and the pages
- * of the all-spans array. Call when nothing else uses sh.
+ * every span given back: the span-struct pages and the magazine slabs
+ * (never freed) and the pages of the all-spans array. Call when nothing
+ * else uses sh.
  */
 static inline size_t sh_kept_pages(struct spanheap *sh)
 {
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	size_t n = sh->nstructs / SH_STRUCTS_PER_PAGE + sh->spans->npages;
+	size_t n = sh->nstructs / SH_STRUCTS_PER_PAGE + sh->spans->npages +
+	           atomic_load(&sh->mag_slabs) * sh->mag_slab_pages;
 	mm_lock_release(&sh->heap->lock, irq);
 	return n;
+}
+
+/* The page heap's pages in use for spans: all in use, less the pages the
+ * span heap keeps for itself (a CPU's first free makes its magazine
+ * slab). */
+static inline size_t sh_span_pages(struct mheap *h, struct spanheap *sh)
+{
+	return sh_in_use_pages(h) - sh_kept_pages(sh);
 }
 
 /* A caught panic abandons whatever mm/ was doing, a pin included; the
