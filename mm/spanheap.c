@@ -29,9 +29,11 @@
  * each class's lock after advancing sg (spanheap_sweep.c), so a span is
  * always on the list that matches its sweepgen.
  *
- * Every free object of a small span carries a free marker in its second
- * word, cookie ^ its address: written for all objects when the span is
- * made and by every free, cleared when the object is handed out.
+ * Every free object of a small span below its marked count carries a free
+ * marker in its second word, cookie ^ its address: written by every free
+ * and, for objects never handed out, a bitmap word of objects at a time
+ * as the allocations reach them (span_fill_cache), cleared when the
+ * object is handed out. No object at or past marked has been handed out.
  *
  * Algorithm.
  *   alloc   pinned: the newest object of the CPU's magazine for the
@@ -355,6 +357,8 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 			                      memory_order_relaxed);
 			s->alloc_count = cls ? 0 : 1;
 			s->alloc_cache = 0;
+			atomic_store_explicit(&s->marked, 0,
+			                      memory_order_relaxed);
 			/* list, next and prev are already clear: a span
 			 * leaves its lists before it is freed. */
 			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
@@ -383,14 +387,8 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 		mm_lock_release(&h->lock, irq);
 	}
 	if (cls) {
-		/* Every free object carries its free marker, these too: so
-		 * a free needs only the marker to know an object is not
-		 * allocated (free_small). */
-		uintptr_t cookie = sh->mag_cookie;
-		for (uint32_t i = 0; i < ci->nelems; i++) {
-			uintptr_t a = base + (uintptr_t)i * ci->size;
-			obj_words(a)[1] = cookie ^ a;
-		}
+		/* No object is marked yet (marked 0): span_fill_cache marks
+		 * them as the allocations reach them. */
 		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
 		                          memory_order_relaxed);
 	}
@@ -430,9 +428,24 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	mm_lock_release(&h->lock, irq);
 }
 
+/*
+ * Writes the free marker into objects [from, to) of s, never handed out,
+ * and then raises marked to to (release: a free that reads the new
+ * marked sees the markers). Owner only.
+ */
+static __attribute__((noinline)) void
+span_mark(struct mspan *s, uintptr_t cookie, uint32_t from, uint32_t to)
+{
+	uintptr_t a = s->base + (uintptr_t)from * s->elemsize;
+	for (uint32_t i = from; i < to; i++, a += s->elemsize)
+		obj_words(a)[1] = cookie ^ a;
+	atomic_store_explicit(&s->marked, (uint16_t)to, memory_order_release);
+}
+
 /* Points alloc_cache and freeindex at the first free object at or after
- * freeindex. False if there is none. Owner only. */
-static bool span_fill_cache(struct mspan *s)
+ * freeindex, marking the objects of its bitmap word first if they are
+ * not yet (cookie: the heap's). False if there is none. Owner only. */
+static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
 {
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
 	while (fi < s->nelems) {
@@ -441,6 +454,12 @@ static bool span_fill_cache(struct mspan *s)
 		                word_mask(s->nelems, w);
 		free >>= b;
 		if (free) {
+			uint32_t end = (w + 1) * 64 < s->nelems ? (w + 1) * 64
+			                                        : s->nelems;
+			uint32_t m = atomic_load_explicit(&s->marked,
+			                                  memory_order_relaxed);
+			if (m < end)
+				span_mark(s, cookie, m, end);
 			fi += (uint32_t)__builtin_ctzll(free);
 			free >>= __builtin_ctzll(free);
 			s->alloc_cache = free;
@@ -714,7 +733,7 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
 	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
 	atomic_store_explicit(&s->owner, (uint8_t)(mc - sh->caches + 1),
 	                      memory_order_relaxed);
-	span_fill_cache(s);
+	span_fill_cache(s, sh->mag_cookie);
 	mc->alloc[cls] = s;
 }
 
@@ -997,10 +1016,10 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 		cache_flush(sh, pin->cpu); /* a cycle began: prepare for it */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
-		if (span_fill_cache(s))
+		if (span_fill_cache(s, sh->mag_cookie))
 			return span_next_fast(s);
 		spanheap_span_fold(sh, s);
-		if (worth_keeping(s) && span_fill_cache(s))
+		if (worth_keeping(s) && span_fill_cache(s, sh->mag_cookie))
 			return span_next_fast(s);
 		mc->alloc[cls] = &spanheap_empty_span;
 		uncache_span(sh, s);
@@ -1021,7 +1040,7 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */
 			void *p = span_next_fast(cur);
-			if (!p && span_fill_cache(cur))
+			if (!p && span_fill_cache(cur, sh->mag_cookie))
 				p = span_next_fast(cur);
 			if (p) {
 				if (s)
@@ -1264,10 +1283,10 @@ free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
 
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
- * object idx). The object must be allocated: every free object carries
- * the free marker (cookie ^ address) in its second word, from the span's
- * creation or from its free until it is handed out again, whichever way
- * it went; so the marker alone tells, with no look at the span's
+ * object idx < marked). The object must be allocated: every free object
+ * below marked carries the free marker (cookie ^ address) in its second
+ * word, from its marking or its free until it is handed out again,
+ * whichever way it went; so the marker alone tells, with no look at the span's
  * bitmaps (another cache line). Then, pinned, into this CPU's magazine
  * (last in, first out: the next allocation of the class gets it back
  * while it is still in cache), whose older half goes back to the spans
@@ -1309,6 +1328,8 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE)
 		free_large(sh, s, p);
+	else if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire))
+		free_refused(s, idx, (uintptr_t)p); /* never handed out */
 	else
 		free_small(sh, s, idx, p);
 }
@@ -1328,9 +1349,13 @@ void spanheap_free(struct spanheap *sh, void *p)
 	            MSPAN_SMALL) {
 		uintptr_t off = (uintptr_t)p - s->base;
 		uint32_t idx = (uint32_t)(((uint64_t)off * s->divmul) >> 32);
-		if (__builtin_expect((uintptr_t)idx * s->elemsize == off &&
-		                             idx < s->nelems,
-		                     1)) {
+		/* Beyond marked: no marker to test, never handed out. */
+		if (__builtin_expect(
+		            (uintptr_t)idx * s->elemsize == off &&
+		                    idx < atomic_load_explicit(
+		                                  &s->marked,
+		                                  memory_order_acquire),
+		            1)) {
 			free_small(sh, s, idx, p);
 			return;
 		}

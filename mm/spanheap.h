@@ -101,6 +101,12 @@ struct mspan {
 	 * that CPU alone, pinned, so a CPU that reads its own number owns
 	 * the span (a magazine spill's local bits). */
 	_Atomic uint8_t owner;
+	/* Objects [0, marked) carry the free marker whenever they are free;
+	 * none beyond has been handed out since the span was made. The
+	 * owner raises it a word of objects at a time as it reaches them
+	 * (span_fill_cache), so a span's pages are touched as they are
+	 * used, not all when it is made. */
+	_Atomic uint16_t marked;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
 	uint32_t npages;

@@ -218,6 +218,32 @@ KTEST(spanheap_misuse, object_not_yet_handed_out)
 	sh_heap_release(&heap);
 }
 
+/* Objects past the first word of a fresh span are not marked yet (the
+ * span is marked a word of objects at a time, as the allocations reach
+ * them): their free is refused by the span's marked count, and their
+ * memory is untouched. */
+KTEST(spanheap_misuse, object_past_the_marked_ones)
+{
+	KASSERT(fresh_heap());
+	unsigned cls = sizeclass_of(64);
+	KASSERT(sizeclass_info[cls].nelems > 128);
+	char *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE);
+	KEXPECT_EQ(atomic_load(&s->marked), 64);
+	char *far = (char *)s->base + 100 * 64;
+	KEXPECT_EQ(((uintptr_t *)far)[1], 0);
+	EXPECT_MISUSE(spanheap_free(&sh, far), "not allocated", far);
+	/* The 65th allocation reaches the second word and marks it. */
+	for (int i = 0; i < 64; i++)
+		KASSERT(spanheap_alloc(&sh, 64, 0));
+	KEXPECT_EQ(atomic_load(&s->marked), 128);
+	KEXPECT_EQ(((uintptr_t *)far)[1], sh.mag_cookie ^ (uintptr_t)far);
+	EXPECT_MISUSE(spanheap_free(&sh, far), "not allocated", far);
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_misuse, never_allocated)
 {
 	KASSERT(fresh_heap());
