@@ -25,7 +25,8 @@
  *      allocate a span: MHEAP_ATOMIC_MAX_PAGES).
  *   5. For every offset off in [0, npages * SC_PAGE_SIZE),
  *      (off * divmul) >> 32 == off / size: an object's index without a
- *      division.
+ *      division; and (uint32_t)(off * divmul) < divmul exactly when off
+ *      is a multiple of size: an object's start, one multiply.
  *   6. Sizes above SC_SMALL_MAX are multiples of 128. Above 256, a class's
  *      worst request (one byte over the class below) leaves at most 1/8 of
  *      its object unused, unless every size in between that the lookup

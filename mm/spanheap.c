@@ -407,6 +407,9 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	unsigned cls = s->sizeclass;
 	uintptr_t base = s->base;
 	size_t npages = s->npages;
+	/* marked first: a racing free's fast path (a misuse) then takes the
+	 * slow one, which reads the state. */
+	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->state, MSPAN_DEAD, memory_order_release);
 	/* Entries before pages: once freed, the pages may be someone
 	 * else's, with entries of their own. */
@@ -428,6 +431,24 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	mm_lock_release(&h->lock, irq);
 }
 
+/* The index of the object at byte offset off of small span s (exact for
+ * every offset of the span: tools/gen-sizeclasses.c checks divmul). */
+static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
+{
+	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+}
+
+/* Whether byte offset off of small span s starts an object: the low half
+ * of off * divmul is below divmul exactly for the multiples of the size
+ * (the divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
+ * direct computation", 2019), one multiply where the index and its
+ * product with the size take two and a shift; tools/gen-sizeclasses.c
+ * checks it for every offset of every span. */
+static inline bool obj_start(const struct mspan *s, uintptr_t off)
+{
+	return (uint32_t)((uint32_t)off * s->divmul) < s->divmul;
+}
+
 /*
  * Writes the free marker into objects [from, to) of s, never handed out,
  * and then raises marked to to (release: a free that reads the new
@@ -439,7 +460,8 @@ span_mark(struct mspan *s, uintptr_t cookie, uint32_t from, uint32_t to)
 	uintptr_t a = s->base + (uintptr_t)from * s->elemsize;
 	for (uint32_t i = from; i < to; i++, a += s->elemsize)
 		obj_words(a)[1] = cookie ^ a;
-	atomic_store_explicit(&s->marked, (uint16_t)to, memory_order_release);
+	atomic_store_explicit(&s->marked, to * s->elemsize,
+	                      memory_order_release);
 }
 
 /* Points alloc_cache and freeindex at the first free object at or after
@@ -456,8 +478,9 @@ static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
 		if (free) {
 			uint32_t end = (w + 1) * 64 < s->nelems ? (w + 1) * 64
 			                                        : s->nelems;
-			uint32_t m = atomic_load_explicit(&s->marked,
-			                                  memory_order_relaxed);
+			uint32_t m = obj_index(
+			        s, atomic_load_explicit(&s->marked,
+			                                memory_order_relaxed));
 			if (m < end)
 				span_mark(s, cookie, m, end);
 			fi += (uint32_t)__builtin_ctzll(free);
@@ -1300,12 +1323,12 @@ free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
  * one atomic operation.
  */
 static inline __attribute__((always_inline)) void
-free_small(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p)
+free_small(struct spanheap *sh, struct mspan *s, void *p)
 {
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	uintptr_t *o = obj_words(a);
 	if (__builtin_expect(o[1] == (cookie ^ a), 0))
-		free_refused(s, idx, a);
+		free_refused(s, obj_index(s, a - s->base), a);
 	struct mm_pin pin = mm_port_pin();
 	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
 	uint32_t n = mag_n(m);
@@ -1328,35 +1351,35 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE)
 		free_large(sh, s, p);
-	else if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire))
+	else if ((uintptr_t)p - s->base >=
+	         atomic_load_explicit(&s->marked, memory_order_acquire))
 		free_refused(s, idx, (uintptr_t)p); /* never handed out */
 	else
-		free_small(sh, s, idx, p);
+		free_small(sh, s, p);
 }
 
 /*
- * The fast path: the span from the lock-free table, the checks (a small
- * span in use, p the start of an object, not yet free), then the pin and
- * the magazine. The object keeps its span in use, so nothing needs the
- * pin before the magazine. Any context but NMI.
+ * The fast path: the span from the lock-free table, the checks (p the
+ * start of an object below marked, not yet free), then the pin and the
+ * magazine. No state test: a large span's divmul and marked are 0, and a
+ * span's marked is 0 before it dies, so either fails the checks and goes
+ * the slow way, which reads the state. The object keeps its span in use,
+ * so nothing needs the pin before the magazine. Any context but NMI.
  */
 void spanheap_free(struct spanheap *sh, void *p)
 {
 	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
 	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
-	                     1) &&
-	    atomic_load_explicit(&s->state, memory_order_acquire) ==
-	            MSPAN_SMALL) {
+	                     1)) {
 		uintptr_t off = (uintptr_t)p - s->base;
-		uint32_t idx = (uint32_t)(((uint64_t)off * s->divmul) >> 32);
 		/* Beyond marked: no marker to test, never handed out. */
 		if (__builtin_expect(
-		            (uintptr_t)idx * s->elemsize == off &&
-		                    idx < atomic_load_explicit(
+		            obj_start(s, off) &&
+		                    off < atomic_load_explicit(
 		                                  &s->marked,
 		                                  memory_order_acquire),
 		            1)) {
-			free_small(sh, s, idx, p);
+			free_small(sh, s, p);
 			return;
 		}
 	}

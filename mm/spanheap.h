@@ -101,12 +101,6 @@ struct mspan {
 	 * that CPU alone, pinned, so a CPU that reads its own number owns
 	 * the span (a magazine spill's local bits). */
 	_Atomic uint8_t owner;
-	/* Objects [0, marked) carry the free marker whenever they are free;
-	 * none beyond has been handed out since the span was made. The
-	 * owner raises it a word of objects at a time as it reaches them
-	 * (span_fill_cache), so a span's pages are touched as they are
-	 * used, not all when it is made. */
-	_Atomic uint16_t marked;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
 	uint32_t npages;
@@ -116,6 +110,13 @@ struct mspan {
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
+	/* The objects in the span's first marked bytes carry the free
+	 * marker whenever they are free; none beyond has been handed out
+	 * since the span was made. The owner raises it a word of objects at
+	 * a time as it reaches them (span_fill_cache), so a span's pages are
+	 * touched as they are used, not all when it is made. In bytes: the
+	 * free compares the object's offset with it, no index needed. */
+	_Atomic uint32_t marked;
 	/* Cache lines 1 and 2 (8 words each): the owner's bitmaps. */
 	/* bit set: allocated (beyond freeindex's implicit prefix) */
 	_Alignas(64) _Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];

@@ -31,7 +31,8 @@
  *      candidate (step 3), so no class there would use less memory: the
  *      next candidate is taken, and the table shows the larger rounding.
  *   5. divmul = UINT32_MAX / size + 1, checked exact for every offset of
- *      every span.
+ *      every span, both as an index ((off * divmul) >> 32) and as a test
+ *      for an object's start (the low 32 bits below divmul).
  *   6. The lookup tables, checked against a linear search for every size.
  *
  * Every property the header promises is checked here before anything is
@@ -210,6 +211,12 @@ static void compute_divmul(void)
 				die("size %u: divmul %u gives %u for offset "
 				    "%u, not %u",
 				    c->size, c->divmul, q, off, off / c->size);
+			/* The free's test for an object's start. */
+			if (((uint32_t)(off * c->divmul) < c->divmul) !=
+			    (off % c->size == 0))
+				die("size %u: divmul %u's start test fails at "
+				    "offset %u",
+				    c->size, c->divmul, off);
 		}
 	}
 }
@@ -356,7 +363,10 @@ static void emit_h(void)
 	      " *   5. For every offset off in [0, npages * SC_PAGE_SIZE),\n"
 	      " *      (off * divmul) >> 32 == off / size: an object's index "
 	      "without a\n"
-	      " *      division.\n"
+	      " *      division; and (uint32_t)(off * divmul) < divmul exactly "
+	      "when off\n"
+	      " *      is a multiple of size: an object's start, one "
+	      "multiply.\n"
 	      " *   6. Sizes above SC_SMALL_MAX are multiples of 128. Above "
 	      "256, a class's\n"
 	      " *      worst request (one byte over the class below) leaves "

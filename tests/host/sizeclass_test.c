@@ -132,9 +132,13 @@ KTEST(sizeclass, divmul_exact_over_every_span)
 	for (unsigned c = 1; c < SC_NCLASSES; c++) {
 		uint32_t divmul = sc(c)->divmul, size = sc(c)->size;
 		KASSERT(size > 0);
-		for (uint32_t off = 0; off < span_bytes(c); off++)
+		for (uint32_t off = 0; off < span_bytes(c); off++) {
 			KASSERT_EQ((uint32_t)(((uint64_t)off * divmul) >> 32),
 			           off / size);
+			/* The free's object-start test (property 5). */
+			KASSERT_EQ((uint32_t)(off * divmul) < divmul,
+			           off % size == 0);
+		}
 	}
 }
 
