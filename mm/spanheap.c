@@ -810,6 +810,8 @@ static inline __attribute__((always_inline)) uintptr_t mag_pop(struct mmag *m)
 	if (__builtin_expect(n == 0, 0))
 		return 0;
 	uintptr_t a = m->slot[n - 1];
+	if (a == 0)
+		__builtin_unreachable(); /* slots hold objects: one test, n */
 	mag_set_n(m, n - 1);
 	obj_words(a)[1] = 0;
 	return a;
