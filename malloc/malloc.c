@@ -45,9 +45,9 @@ static void *fail(int err)
 
 API void *malloc(size_t size)
 {
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 	if (__builtin_expect(!p, 0))
 		return fail(ENOMEM);
 	mm_malloc_maybe_start_bg();
@@ -58,9 +58,9 @@ API void free(void *p)
 {
 	if (!p)
 		return;
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	spanheap_free(&mm_malloc_sh, p);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 }
 
 API void *calloc(size_t n, size_t size)
@@ -71,9 +71,9 @@ API void *calloc(size_t n, size_t size)
 	/* Small objects take the fast path, then the memset MM_ZERO would
 	 * have done (which takes the general path). */
 	bool small = total <= SC_MAX_SIZE;
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, total, small ? 0 : MM_ZERO);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 	if (!p)
 		return fail(ENOMEM);
 	if (small)
@@ -90,9 +90,9 @@ API void *realloc(void *p, size_t size)
 		free(p);
 		return NULL;
 	}
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	void *n = spanheap_realloc(&mm_malloc_sh, p, size, 0);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 	if (!n)
 		return fail(ENOMEM);
 	return n;
@@ -111,16 +111,16 @@ API void *reallocarray(void *p, size_t n, size_t size)
 static void *alloc_aligned(size_t align, size_t size)
 {
 	if (align <= MIN_ALIGN) {
-		mm_malloc_enter();
+		_Atomic unsigned *held = mm_malloc_enter();
 		void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
-		mm_malloc_leave();
+		mm_malloc_leave(held);
 		return p;
 	}
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	/* The span heap takes powers of two up to a page and page
 	 * multiples above, so every power of two. */
 	void *p = spanheap_alloc_aligned(&mm_malloc_sh, size, align, 0);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 	return p;
 }
 

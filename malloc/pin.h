@@ -4,8 +4,9 @@
  * per-thread state it reads.
  *
  * Every API call already holds its thread's slot (malloc_internal.h), so
- * a pin inside one is a counter (for mm_port_can_sleep) and the slot's
- * index: thread-local accesses, no call. A pin outside any API call
+ * a pin inside one is a thread-local load and the slot's index, no call,
+ * and no store: nothing is counted (mm_port_can_sleep counts only the
+ * pins outside calls). A pin outside any API call
  * (a background thread, should mm/ pin there) takes the slot out of line
  * in malloc/port_prod.c and says so in state.
  *
@@ -21,13 +22,16 @@ struct mm_malloc_slot;
  * its own thread touches it. */
 struct mm_malloc_thread {
 	int slot_id;        /* its slot's index; -1: none yet */
-	unsigned hold;      /* API calls it is inside (nested ones count) */
-	unsigned pin_depth; /* pins it holds (mm_port_can_sleep) */
+	unsigned pin_depth; /* pins outside calls (mm_port_can_sleep) */
 	/* Its slot while it owns it alone and membarrier works (it may try
 	 * the fast path; malloc/slots.c), else NULL. */
 	struct mm_malloc_slot *fast;
-	/* The word its outermost leave clears: the slot's in or busy. */
+	/* While it is inside an API call, the word its outermost leave
+	 * clears (the slot's in or busy; during fork, a dummy); else NULL.
+	 * A call that finds it set is nested. */
 	_Atomic unsigned *held;
+	/* The outermost enter's word for a pin outside any call. */
+	_Atomic unsigned *pin_held;
 };
 
 extern _Thread_local struct mm_malloc_thread mm_malloc_self
@@ -40,15 +44,13 @@ void mm_malloc_unpin_slow(void) __attribute__((visibility("hidden")));
 static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	if (__builtin_expect(t->hold == 0, 0))
+	if (__builtin_expect(t->held == NULL, 0))
 		return mm_malloc_pin_slow();
-	t->pin_depth++;
 	return (struct mm_pin){.state = 0, .cpu = (unsigned)t->slot_id};
 }
 
 static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 {
-	mm_malloc_self.pin_depth--;
 	if (__builtin_expect(p.state != 0, 0))
 		mm_malloc_unpin_slow();
 }

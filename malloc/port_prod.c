@@ -195,6 +195,10 @@ size_t mm_port_free_pages(void)
 
 /* ---- Contexts, time and threads ----------------------------------------- */
 
+/* A pin inside an API call is not counted: it stands for the slot the
+ * call holds, which another thread of the slot waits for, and nothing
+ * forbids sleeping while holding it (mm/ never does: its contract is
+ * checked in the kernel and the test port, which count every pin). */
 bool mm_port_can_sleep(void)
 {
 	return mm_malloc_self.pin_depth == 0 && t_held_mask == 0;
@@ -403,9 +407,10 @@ void mm_event_wake(mm_event_t *e)
 
 /* ---- Per-CPU data ------------------------------------------------------- */
 
+/* Outside any call (held NULL), so the enter is the outermost one. */
 struct mm_pin mm_malloc_pin_slow(void)
 {
-	mm_malloc_enter();
+	mm_malloc_self.pin_held = mm_malloc_enter();
 	mm_malloc_self.pin_depth++;
 	return (struct mm_pin){.state = 1,
 	                       .cpu = (unsigned)mm_malloc_self.slot_id};
@@ -413,7 +418,8 @@ struct mm_pin mm_malloc_pin_slow(void)
 
 void mm_malloc_unpin_slow(void)
 {
-	mm_malloc_leave();
+	mm_malloc_self.pin_depth--;
+	mm_malloc_leave(mm_malloc_self.pin_held);
 }
 
 /* ---- Locks -------------------------------------------------------------- */

@@ -39,8 +39,9 @@
  *              the slow path out of a fast holder's call; a thread backing
  *              out clears in itself. A thread's first call takes the slow
  *              path, which claims its slot (outside the call: the heap's
- *              set-up and the claim may allocate). Nested calls (hold > 0)
- *              only count.
+ *              set-up and the claim may allocate). A call that finds the
+ *              thread's held word set is nested and does nothing; enter
+ *              returns the word to clear, which leave takes back.
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
  *              to LATE_SLOT on the slow path, and then drops its
@@ -277,18 +278,16 @@ static void slot_take(int s)
 	wait_zero(&sl->in);
 }
 
-void mm_malloc_enter_slow(void)
+_Atomic unsigned *mm_malloc_enter_slow(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	if (t->slot_id < 0) {
-		/* Outside the call while the heap is set up and a slot is
-		 * claimed: their own allocations are calls of their own. */
-		t->hold = 0;
+	/* Outside the call (held is NULL) while the heap is set up and a
+	 * slot is claimed: their own allocations are calls of their own. */
+	if (t->slot_id < 0)
 		mm_malloc_first_use();
-		t->hold = 1;
-	}
 	slot_take(t->slot_id);
 	t->held = &mm_malloc_slots[t->slot_id].busy;
+	return t->held;
 }
 
 /* The key's destructor: the thread is exiting. */
@@ -298,9 +297,9 @@ static void slot_exit(void *arg)
 	int s = mm_malloc_self.slot_id;
 	if (s < 0 || s == LATE_SLOT)
 		return;
-	mm_malloc_enter();
+	_Atomic unsigned *held = mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
-	mm_malloc_leave();
+	mm_malloc_leave(held);
 	mm_malloc_self.fast = NULL;
 	mm_malloc_self.slot_id = LATE_SLOT;
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
@@ -354,7 +353,7 @@ void mm_malloc_note_growth(size_t nbytes)
 
 void mm_malloc_bg_start(void)
 {
-	if (mm_malloc_self.hold || pthread_mutex_trylock(&ctl_lock) != 0)
+	if (mm_malloc_self.held || pthread_mutex_trylock(&ctl_lock) != 0)
 		return; /* inside a call, or someone starts or forks now */
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
@@ -369,6 +368,10 @@ void mm_malloc_bg_start(void)
 
 /* ---- fork --------------------------------------------------------------- */
 
+/* The forking thread's held from prepare to parent or child: its calls
+ * meanwhile pass as nested (it holds every slot). Never written. */
+static _Atomic unsigned fork_nested;
+
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&ctl_lock);
@@ -381,7 +384,7 @@ static void fork_prepare(void)
 	 * needs a slot for them. */
 	if (mm_malloc_self.slot_id < 0)
 		mm_malloc_first_use();
-	mm_malloc_self.hold++;
+	mm_malloc_self.held = &fork_nested;
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
 	if (fences)
@@ -393,7 +396,7 @@ static void fork_prepare(void)
 /* Lets this thread's calls and the background threads start again. */
 static void fork_resume(void)
 {
-	mm_malloc_self.hold--;
+	mm_malloc_self.held = NULL;
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING)
 		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
 }
