@@ -1202,7 +1202,8 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
  * atomic read-modify-write, and no call with an inline pin (the miss is a
  * tail call). Any context but NMI.
  */
-void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags)
+SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
+                                   unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
 		unsigned cls = sizeclass_of(size);
@@ -1368,7 +1369,7 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
  * the slow way, which reads the state. The object keeps its span in use,
  * so nothing needs the pin before the magazine. Any context but NMI.
  */
-void spanheap_free(struct spanheap *sh, void *p)
+SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 {
 	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
 	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,

@@ -291,6 +291,17 @@ struct spanheap_stats {
 	struct mheap_stats heap;
 };
 
+/*
+ * How spanheap_alloc and spanheap_free are defined: a port's build may set
+ * it to `__attribute__((always_inline)) inline` so that link-time
+ * optimisation puts their fast paths into its own wrappers (malloc/malloc.mk
+ * does: the hosted malloc's mixed sizes 24 -> 22 ns, random-order frees
+ * 85 -> 72). Empty by default.
+ */
+#ifndef SPANHEAP_FAST
+#define SPANHEAP_FAST
+#endif
+
 void spanheap_config_default(struct spanheap_config *cfg);
 
 /* Prepares sh over the page heap h (initialised). Thread context. */
