@@ -123,6 +123,24 @@ static inline uintptr_t *obj_words(uintptr_t a)
 	return (uintptr_t *)a;
 }
 
+/* The index of the object at byte offset off of small span s (exact for
+ * every offset of the span: tools/gen-sizeclasses.c checks divmul). */
+static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
+{
+	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+}
+
+/* Whether byte offset off of small span s starts an object: the low half
+ * of off * divmul is below divmul exactly for the multiples of the size
+ * (the divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
+ * direct computation", 2019), one multiply where the index and its
+ * product with the size take two and a shift; tools/gen-sizeclasses.c
+ * checks it for every offset of every span. */
+static inline bool obj_start(const struct mspan *s, uintptr_t off)
+{
+	return (uint32_t)((uint32_t)off * s->divmul) < s->divmul;
+}
+
 /* ---- Misuse -------------------------------------------------------------- */
 
 __attribute__((noreturn)) static void
@@ -188,7 +206,7 @@ static struct mspan *span_of(struct spanheap *sh, const void *p, uint32_t *idx,
 		*idx = 0;
 		return s;
 	}
-	uint32_t i = (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+	uint32_t i = obj_index(s, off);
 	if ((uintptr_t)i * s->elemsize != off || i >= s->nelems)
 		bad_object(op[0] == 'f' ? "free of an interior pointer"
 		                        : "an interior pointer",
@@ -429,24 +447,6 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	sh->free_structs = s;
 	sh->nstructs_free++;
 	mm_lock_release(&h->lock, irq);
-}
-
-/* The index of the object at byte offset off of small span s (exact for
- * every offset of the span: tools/gen-sizeclasses.c checks divmul). */
-static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
-{
-	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
-}
-
-/* Whether byte offset off of small span s starts an object: the low half
- * of off * divmul is below divmul exactly for the multiples of the size
- * (the divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
- * direct computation", 2019), one multiply where the index and its
- * product with the size take two and a shift; tools/gen-sizeclasses.c
- * checks it for every offset of every span. */
-static inline bool obj_start(const struct mspan *s, uintptr_t off)
-{
-	return (uint32_t)((uint32_t)off * s->divmul) < s->divmul;
 }
 
 /*
@@ -831,7 +831,7 @@ mag_push(struct mmag *m, uintptr_t a, uintptr_t cookie, uint32_t n)
  * Gives object idx of the small span s (class cls) back to the span
  * (pinned on cpu): the local bit if this CPU caches s (no atomic), else
  * the pending bit (one atomic OR) after queueing the span for a fold.
- * The object keeps its canary until the span hands it out again. Returns
+ * The object keeps its free marker until the span hands it out again. Returns
  * 1 for a pending bit (the caller adds the bytes to this CPU's pending
  * count), else 0.
  */
@@ -875,7 +875,7 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
  * in turn (a free of 10^6 objects in random order touches a cold span at
  * every object); batched, the misses overlap.
  */
-static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
+static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
                           const uintptr_t *obj, uint32_t n)
 {
 	struct mcache *mc = &sh->caches[cpu];
@@ -895,11 +895,9 @@ static bool mag_give_list(struct spanheap *sh, unsigned cpu, unsigned cls,
 		}
 		for (uint32_t i = 0; i < k; i++) {
 			struct mspan *s = span[i];
-			uint32_t idx =
-			        (uint32_t)(((uint64_t)(obj[i] - s->base) *
-			                    s->divmul) >>
-			                   32);
-			remote += span_give_back(sh, cpu, s, cls, idx, obj[i]);
+			remote += span_give_back(sh, cpu, s, cls,
+			                         obj_index(s, obj[i] - s->base),
+			                         obj[i]);
 		}
 		obj += k;
 		n -= k;
@@ -919,7 +917,7 @@ static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 	struct mmag *m = &sh->caches[cpu].mag[cls];
 	uint32_t n = mag_n(m);
 	mag_set_n(m, 0);
-	return mag_give_list(sh, cpu, cls, m->slot, n);
+	return mag_give_back(sh, cpu, cls, m->slot, n);
 }
 
 /* Empties every magazine of CPU cpu (pinned) into the spans. */
@@ -963,7 +961,7 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 
 /*
  * A full magazine: its older half goes back to the spans in one batch
- * (mag_give_list), the recent half stays (it is the cache-warm one), and
+ * (mag_give_back), the recent half stays (it is the cache-warm one), and
  * the free (object a, checked) goes in. Pinned (pin); unpins.
  */
 static __attribute__((noinline)) void mag_full(struct spanheap *sh,
@@ -977,14 +975,14 @@ static __attribute__((noinline)) void mag_full(struct spanheap *sh,
 		if (mag_slab_make(sh, pin.cpu))
 			mag_push(m, a, sh->mag_cookie, 0);
 		else
-			kick = mag_give_list(sh, pin.cpu, cls, &a, 1);
+			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
 		mm_port_unpin(pin);
 		if (kick)
 			spanheap_sweeper_kick(sh);
 		return;
 	}
 	uint32_t keep = m->max / 2, n = mag_n(m);
-	bool kick = mag_give_list(sh, pin.cpu, cls, m->slot, n - keep);
+	bool kick = mag_give_back(sh, pin.cpu, cls, m->slot, n - keep);
 	for (uint32_t i = 0; i < keep; i++)
 		m->slot[i] = m->slot[n - keep + i];
 	mag_push(m, a, sh->mag_cookie, keep);
@@ -1322,7 +1320,7 @@ free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
  * cache runs dry, after the allocations have walked the rest of the span,
  * and in the mixed-size workload that walk cost a fifth of the time (24
  * against 19-20 ns an op). Two CPUs freeing one object at the same
- * instant may both pass the canary test: the check and the mark are not
+ * instant may both pass the marker test: the check and the mark are not
  * one atomic operation.
  */
 static inline __attribute__((always_inline)) void
@@ -1427,7 +1425,7 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		mm_lock_init(&sh->central[cls].lock, "mcentral",
 		             MM_RANK_CENTRAL);
 	/* The magazines' cookie: any value not 0 works; one that differs
-	 * per heap and per boot makes a stray match of a canary unlikely. */
+	 * per heap and per boot makes a stray match of a marker unlikely. */
 	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

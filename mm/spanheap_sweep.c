@@ -556,8 +556,9 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 }
 
 /* This CPU's magazines (other CPUs change theirs without a lock): every
- * object freed (canary), the start of an allocated object of a small
- * span of the magazine's class, and the counts right. */
+ * object freed (its marker), the start of an allocated object of a small
+ * span of the magazine's class below the span's marked offset, and the
+ * count within the magazine's size. */
 static void check_mags(struct spanheap *sh)
 {
 	struct mm_pin pin = mm_port_pin();
@@ -565,12 +566,15 @@ static void check_mags(struct spanheap *sh)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 		uint32_t n = __atomic_load_n(&m->n, __ATOMIC_RELAXED);
-		uint32_t seen = 0;
-		for (; seen < n; seen++) {
+		if (n > m->max)
+			mm_panic("spanheap: check: CPU %u's magazine of class "
+			         "%u holds %u objects (at most %u)",
+			         pin.cpu, cls, n, m->max);
+		for (uint32_t seen = 0; seen < n; seen++) {
 			uintptr_t a = m->slot[seen];
 			const uintptr_t *o = (const uintptr_t *)a;
 			struct mspan *s = mheap_span_lookup(sh->heap, a);
-			bool ok = seen < n && o[1] == (cookie ^ a) &&
+			bool ok = o[1] == (cookie ^ a) &&
 			          (uintptr_t)s >
 			                  (uintptr_t)MHEAP_SPAN_FREED_LARGE &&
 			          atomic_load(&s->state) == MSPAN_SMALL &&
@@ -580,6 +584,7 @@ static void check_mags(struct spanheap *sh)
 				uint32_t i = (uint32_t)(off / s->elemsize);
 				uint64_t b = (uint64_t)1 << (i % 64);
 				ok = off % s->elemsize == 0 && i < s->nelems &&
+				     off < atomic_load(&s->marked) &&
 				     (i < atomic_load(&s->freeindex) ||
 				      (atomic_load(&s->alloc_bits[i / 64]) &
 				       b)) &&
@@ -594,10 +599,6 @@ static void check_mags(struct spanheap *sh)
 				         pin.cpu, cls, seen, n,
 				         (unsigned long)a);
 		}
-		if (seen != n || n > m->max)
-			mm_panic("spanheap: check: CPU %u's magazine of class "
-			         "%u holds %u objects, counts %u (at most %u)",
-			         pin.cpu, cls, seen, n, m->max);
 	}
 	mm_port_unpin(pin);
 }
