@@ -361,6 +361,14 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		s = struct_get_locked(sh);
 		if (s) {
+			size_t mapped = atomic_load_explicit(
+			        &h->spanmap_pages, memory_order_relaxed);
+			if (atomic_load_explicit(&sh->spanmap_pages,
+			                         memory_order_relaxed) !=
+			    mapped)
+				atomic_store_explicit(&sh->spanmap_pages,
+				                      mapped,
+				                      memory_order_relaxed);
 			s->base = base;
 			s->npages = (uint32_t)npages;
 			s->elemsize =
@@ -780,51 +788,61 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
-/* CPU cpu's magazine of class cls, as one pointer: without the empty asm,
- * GCC recomputes the address for each field. */
+/* CPU cpu's magazine of class cls: one load (sh->mags) and a shift. */
 static inline struct mmag *mag_of(struct spanheap *sh, unsigned cpu,
                                   unsigned cls)
 {
-	struct mmag *m = &sh->caches[cpu].mag[cls];
-	__asm__("" : "+r"(m));
-	return m;
+	return &sh->mags[cpu][cls];
 }
 
-/* The count: written by the owner, pinned; relaxed, as statistics read
- * it from other CPUs. */
-static inline uint32_t mag_n(struct mmag *m)
+/* Slots left unused at the start of a CPU's slab (see spanheap_init). */
+#define MAG_SLAB_SKEW (MM_PAGE_SIZE / 2 / sizeof(uintptr_t) + 4)
+
+/* What top and limit point just past until a CPU's slab is made: a 0,
+ * never written (a push finds the magazine full first). */
+static uintptr_t mag_none[1];
+
+/* The first slot of CPU cpu's magazine of class cls; its slab is made. */
+static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
+                                  unsigned cls)
 {
-	return __atomic_load_n(&m->n, __ATOMIC_RELAXED);
+	return sh->caches[cpu].slab + sh->mag_off[cls];
 }
 
-static inline void mag_set_n(struct mmag *m, uint32_t n)
+/* The newest object's end: written by the owner, pinned; relaxed, as
+ * statistics read it from other CPUs. */
+static inline uintptr_t *mag_top(struct mmag *m)
 {
-	__atomic_store_n(&m->n, n, __ATOMIC_RELAXED);
+	return __atomic_load_n(&m->top, __ATOMIC_RELAXED);
 }
 
-/* Takes the magazine's newest object, or 0 if it is empty, and clears
- * its free marker. Reads nothing of the object. Pinned. */
+static inline void mag_set_top(struct mmag *m, uintptr_t *t)
+{
+	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
+}
+
+/* Takes the magazine's newest object, or 0 if it is empty (the slot
+ * below the first holds 0), and clears its free marker. Reads nothing of
+ * the object. Pinned. */
 static inline __attribute__((always_inline)) uintptr_t mag_pop(struct mmag *m)
 {
-	uint32_t n = mag_n(m);
-	if (__builtin_expect(n == 0, 0))
+	uintptr_t *t = mag_top(m);
+	uintptr_t a = t[-1];
+	if (__builtin_expect(a == 0, 0))
 		return 0;
-	uintptr_t a = m->slot[n - 1];
-	if (a == 0)
-		__builtin_unreachable(); /* slots hold objects: one test, n */
-	mag_set_n(m, n - 1);
+	mag_set_top(m, t - 1);
 	obj_words(a)[1] = 0;
 	return a;
 }
 
-/* Puts object a (checked, free) in magazine m, which holds n < max, and
- * writes its free marker. Pinned. */
+/* Puts object a (checked, free) at t, the top of magazine m, below its
+ * limit, and writes its free marker. Pinned. */
 static inline __attribute__((always_inline)) void
-mag_push(struct mmag *m, uintptr_t a, uintptr_t cookie, uint32_t n)
+mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
 {
-	m->slot[n] = a;
+	*t = a;
 	obj_words(a)[1] = cookie ^ a;
-	mag_set_n(m, n + 1);
+	mag_set_top(m, t + 1);
 }
 
 /*
@@ -883,12 +901,16 @@ static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
 	                                       memory_order_relaxed);
 	uint32_t remote = 0;
 	struct mspan *span[SPILL_BATCH];
+	/* Every object was checked when it was freed: a small span's, so
+	 * its table entry is mapped and holds the span. */
+	void *_Atomic const *map = sh->spanmap;
+	uintptr_t arena = sh->arena_base;
 	while (n) {
 		uint32_t k = n < SPILL_BATCH ? n : SPILL_BATCH;
 		for (uint32_t i = 0; i < k; i++) {
-			/* Checked when it was freed: a small span's object. */
-			struct mspan *s =
-			        mheap_span_lookup_inline(sh->heap, obj[i]);
+			struct mspan *s = atomic_load_explicit(
+			        &map[(obj[i] - arena) >> MM_PAGE_SHIFT],
+			        memory_order_relaxed);
 			__builtin_prefetch(s, 0);
 			__builtin_prefetch((const void *)&s->pending[0], 1);
 			span[i] = s;
@@ -914,10 +936,13 @@ static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
  */
 static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 {
+	if (!sh->caches[cpu].slab)
+		return false;
 	struct mmag *m = &sh->caches[cpu].mag[cls];
-	uint32_t n = mag_n(m);
-	mag_set_n(m, 0);
-	return mag_give_back(sh, cpu, cls, m->slot, n);
+	uintptr_t *base = mag_base(sh, cpu, cls);
+	uint32_t n = (uint32_t)(mag_top(m) - base);
+	mag_set_top(m, base);
+	return mag_give_back(sh, cpu, cls, base, n);
 }
 
 /* Empties every magazine of CPU cpu (pinned) into the spans. */
@@ -952,9 +977,12 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 		return false;
 	atomic_fetch_add_explicit(&sh->mag_slabs, 1, memory_order_relaxed);
 	struct mcache *mc = &sh->caches[cpu];
+	mc->slab = slab;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		mc->mag[cls].slot = slab + sh->mag_off[cls];
-		mc->mag[cls].max = sh->mag_max[cls];
+		uintptr_t *base = slab + sh->mag_off[cls];
+		base[-1] = 0; /* what a pop of the empty magazine reads */
+		mc->mag[cls].limit = base + sh->mag_max[cls];
+		mag_set_top(&mc->mag[cls], base);
 	}
 	return true;
 }
@@ -962,30 +990,30 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 /*
  * A full magazine: its older half goes back to the spans in one batch
  * (mag_give_back), the recent half stays (it is the cache-warm one), and
- * the free (object a, checked) goes in. Pinned (pin); unpins.
+ * the free (object a, checked) goes in. Or this CPU's first free, which
+ * makes its slab first. Pinned (pin); unpins.
  */
-static __attribute__((noinline)) void mag_full(struct spanheap *sh,
-                                               struct mmag *m, uintptr_t a,
+static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
                                                unsigned cls, struct mm_pin pin)
 {
-	if (m->max == 0) {
+	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
+	bool kick = false;
+	if (!sh->caches[pin.cpu].slab) {
 		/* This CPU's first free: its slab, or straight to the span
 		 * if there is no memory for one now. */
-		bool kick = false;
 		if (mag_slab_make(sh, pin.cpu))
-			mag_push(m, a, sh->mag_cookie, 0);
+			mag_push(m, mag_top(m), a, sh->mag_cookie);
 		else
 			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
-		mm_port_unpin(pin);
-		if (kick)
-			spanheap_sweeper_kick(sh);
-		return;
+	} else {
+		uintptr_t *base = mag_base(sh, pin.cpu, cls);
+		uint32_t keep = sh->mag_max[cls] / 2;
+		uint32_t n = (uint32_t)(mag_top(m) - base);
+		kick = mag_give_back(sh, pin.cpu, cls, base, n - keep);
+		for (uint32_t i = 0; i < keep; i++)
+			base[i] = base[n - keep + i];
+		mag_push(m, base + keep, a, sh->mag_cookie);
 	}
-	uint32_t keep = m->max / 2, n = mag_n(m);
-	bool kick = mag_give_back(sh, pin.cpu, cls, m->slot, n - keep);
-	for (uint32_t i = 0; i < keep; i++)
-		m->slot[i] = m->slot[n - keep + i];
-	mag_push(m, a, sh->mag_cookie, keep);
 	mm_port_unpin(pin);
 	if (kick)
 		spanheap_sweeper_kick(sh);
@@ -1194,6 +1222,23 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
 	return p ? p : alloc_any(sh, size, 16, flags);
 }
 
+/* An empty magazine: the cached span's next free bit, or a refill
+ * (alloc_fast_miss). Pinned (pin); unpins. Out of line, so that the
+ * magazine's path keeps to a few registers (no saves). */
+static __attribute__((noinline)) void *alloc_from_span(struct spanheap *sh,
+                                                       size_t size,
+                                                       unsigned flags,
+                                                       struct mm_pin pin)
+{
+	struct mspan *s = sh->caches[pin.cpu].alloc[sizeclass_of(size)];
+	uint64_t ac = s->alloc_cache;
+	if (__builtin_expect(ac == 0, 0))
+		return alloc_fast_miss(sh, size, flags, pin);
+	void *p = span_take(s, ac);
+	mm_port_unpin(pin);
+	return p;
+}
+
 /*
  * The fast path: the class from a table, the pin, the magazine's first
  * object or else the cached span's next free bit, the unpin. No lock, no
@@ -1206,19 +1251,12 @@ SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
 		unsigned cls = sizeclass_of(size);
 		struct mm_pin pin = mm_port_pin();
-		struct mcache *mc = &sh->caches[pin.cpu];
 		uintptr_t a = mag_pop(mag_of(sh, pin.cpu, cls));
 		if (__builtin_expect(a != 0, 1)) {
 			mm_port_unpin(pin);
 			return (void *)a;
 		}
-		struct mspan *s = mc->alloc[cls];
-		uint64_t ac = s->alloc_cache;
-		if (__builtin_expect(ac == 0, 0))
-			return alloc_fast_miss(sh, size, flags, pin);
-		void *p = span_take(s, ac);
-		mm_port_unpin(pin);
-		return p;
+		return alloc_from_span(sh, size, flags, pin);
 	}
 	return alloc_any(sh, size, 16, flags);
 }
@@ -1332,12 +1370,12 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 		free_refused(s, obj_index(s, a - s->base), a);
 	struct mm_pin pin = mm_port_pin();
 	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
-	uint32_t n = mag_n(m);
-	if (__builtin_expect(n >= m->max, 0)) {
-		mag_full(sh, m, a, s->sizeclass, pin);
+	uintptr_t *t = mag_top(m);
+	if (__builtin_expect(t >= m->limit, 0)) {
+		mag_full(sh, a, s->sizeclass, pin);
 		return;
 	}
-	mag_push(m, a, cookie, n);
+	mag_push(m, t, a, cookie);
 	mm_port_unpin(pin);
 }
 
@@ -1369,7 +1407,13 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
  */
 SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 {
-	struct mspan *s = mheap_span_lookup_inline(sh->heap, (uintptr_t)p);
+	/* An address below the base wraps to a huge index. */
+	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
+	struct mspan *s = NULL;
+	if (__builtin_expect(i < atomic_load_explicit(&sh->spanmap_pages,
+	                                              memory_order_relaxed),
+	                     1))
+		s = atomic_load_explicit(&sh->spanmap[i], memory_order_acquire);
 	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
 	                     1)) {
 		uintptr_t off = (uintptr_t)p - s->base;
@@ -1418,6 +1462,7 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	sh->heap = h;
 	sh->arena_base = h->arena_base;
 	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;
+	sh->spanmap = h->spanmap;
 	sh->cfg = *cfg;
 	/* Start high enough that sg - 3 never wraps below 0 in practice. */
 	atomic_init(&sh->sweepgen, 4);
@@ -1430,7 +1475,12 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
-	uint32_t slots = 0;
+	/* The slots start near the middle of the slab's first page: a pop
+	 * reads the slot below the top, and at the page's first words it
+	 * would falsely alias (4 KiB) the object it pops, whose second word
+	 * the free and the alloc store to, when the object starts a page,
+	 * the commonest place (see MHEAP_SPANMAP_SKEW). */
+	uint32_t slots = MAG_SLAB_SKEW;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
 		if (max < SPANHEAP_MAG_MIN)
@@ -1438,8 +1488,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		if (max > SPANHEAP_MAG_MAX)
 			max = SPANHEAP_MAG_MAX;
 		sh->mag_max[cls] = max;
-		sh->mag_off[cls] = slots;
-		slots += max;
+		sh->mag_off[cls] = slots + 1; /* below it, the 0 */
+		slots += 1 + max;
 	}
 	sh->mag_slab_pages =
 	        ((size_t)slots * sizeof(uintptr_t) + MM_PAGE_SIZE - 1) /
@@ -1447,7 +1497,10 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
 			sh->caches[cpu].alloc[cls] = &spanheap_empty_span;
+			sh->caches[cpu].mag[cls] = (struct mmag){
+			        .top = &mag_none[1], .limit = &mag_none[1]};
 		}
+		sh->mags[cpu] = sh->caches[cpu].mag;
 		sh->caches[cpu].flushgen = 4;
 	}
 	size_t np = spans_pages(STRUCTS_PER_PAGE * 4);

@@ -165,18 +165,24 @@ struct mcache_counters {
  * free lists). An array of slots in the CPU's slab, not a list through
  * the objects: popping one reads nothing of the object, and a write after
  * free cannot redirect an allocation. A freed object's second word holds
- * the free marker, cookie ^ its address. Past max objects, the older half
- * goes back to their spans.
+ * the free marker, cookie ^ its address. Past its size, the older half
+ * goes back to the spans.
+ *
+ * Two pointers, so that a pop and a push each compare one: the slot
+ * below a magazine's first holds 0, so a pop that reads 0 below top
+ * found it empty; a push at limit finds it full. Until the CPU's slab is
+ * made, top and limit both point just past a shared zero word: empty and
+ * full at once, so the first free makes the slab.
  */
 struct mmag {
-	uintptr_t *slot; /* [0, n): the objects, oldest first */
-	uint32_t n;      /* __atomic relaxed: statistics read it */
-	uint32_t max;    /* 0 until the CPU's slab is made */
+	uintptr_t *top;   /* past the newest object; __atomic relaxed (stats) */
+	uintptr_t *limit; /* past the last slot */
 };
 
 /* One CPU's cache: touched only by that CPU, pinned. */
 struct mcache {
 	struct mmag mag[SC_NCLASSES];
+	uintptr_t *slab; /* the magazines' slots, or NULL until made */
 	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
@@ -254,6 +260,17 @@ struct spanheap {
 	struct mheap *heap;   /* the page heap; its lock guards spans below */
 	uintptr_t mag_cookie; /* fixed: the free markers' key */
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
+	/* The page heap's span table (fixed), and how many of its entries
+	 * the free's fast path reads: heap->spanmap_pages as it was at the
+	 * last span_new, so at least the entries of every span made (set
+	 * under heap->lock, which orders it; relaxed). A free beyond it
+	 * takes the slow path, which reads heap->spanmap_pages itself. A
+	 * copy here saves the free a load and a step of its chain. */
+	void *_Atomic *spanmap;
+	_Atomic size_t spanmap_pages;
+	/* fixed: &caches[cpu].mag[0], one load where the address would be
+	 * four instructions on the fast paths */
+	struct mmag *mags[MM_MAX_CPUS];
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
 	/* Under heap->lock: */
@@ -269,7 +286,8 @@ struct spanheap {
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
 	 * the CPU's first free and kept (like span structs); class c's are
-	 * [mag_off[c], + mag_max[c]). Fixed after init but mag_slabs. */
+	 * [mag_off[c], + mag_max[c]), below them a 0. Fixed after init but
+	 * mag_slabs. */
 	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
 	size_t mag_slab_pages;
 	_Atomic size_t mag_slabs; /* slabs made */

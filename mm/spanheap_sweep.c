@@ -417,9 +417,20 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		/* Objects in magazines are freed, though their spans still
 		 * count them allocated. */
 		size_t in_mags = 0;
-		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-			in_mags += __atomic_load_n(&sh->caches[cpu].mag[cls].n,
-			                           __ATOMIC_RELAXED);
+		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+			/* Read while the owner changes them: a top not
+			 * (yet) in the slab counts nothing. */
+			uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
+			                                  __ATOMIC_RELAXED);
+			uintptr_t *t =
+			        __atomic_load_n(&sh->caches[cpu].mag[cls].top,
+			                        __ATOMIC_RELAXED);
+			if (!slab)
+				continue;
+			uintptr_t *base = slab + sh->mag_off[cls];
+			if (t >= base && t <= base + sh->mag_max[cls])
+				in_mags += (size_t)(t - base);
+		}
 		st->mag_objects += in_mags;
 		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
 		cs->objects_in_use = in_use[cls];
@@ -564,14 +575,29 @@ static void check_mags(struct spanheap *sh)
 	struct mm_pin pin = mm_port_pin();
 	uintptr_t cookie = sh->mag_cookie;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mmag *m = &sh->caches[pin.cpu].mag[cls];
-		uint32_t n = __atomic_load_n(&m->n, __ATOMIC_RELAXED);
-		if (n > m->max)
+		struct mcache *mc = &sh->caches[pin.cpu];
+		struct mmag *m = &mc->mag[cls];
+		if (!mc->slab) {
+			if (m->top[-1] != 0 || m->top != m->limit)
+				mm_panic("spanheap: check: CPU %u has no "
+				         "magazine slab, but its magazine of "
+				         "class %u is not the empty one",
+				         pin.cpu, cls);
+			continue;
+		}
+		uintptr_t *base = mc->slab + sh->mag_off[cls];
+		uintptr_t *limit = base + sh->mag_max[cls];
+		if (sh->mags[pin.cpu] != mc->mag || m->limit != limit ||
+		    m->top < base || m->top > limit || base[-1] != 0)
 			mm_panic("spanheap: check: CPU %u's magazine of class "
-			         "%u holds %u objects (at most %u)",
-			         pin.cpu, cls, n, m->max);
+			         "%u is broken: top %p, limit %p, slots [%p, "
+			         "%p), the 0 below them %#lx",
+			         pin.cpu, cls, (void *)m->top, (void *)m->limit,
+			         (void *)base, (void *)limit,
+			         (unsigned long)base[-1]);
+		uint32_t n = (uint32_t)(m->top - base);
 		for (uint32_t seen = 0; seen < n; seen++) {
-			uintptr_t a = m->slot[seen];
+			uintptr_t a = base[seen];
 			const uintptr_t *o = (const uintptr_t *)a;
 			struct mspan *s = mheap_span_lookup(sh->heap, a);
 			bool ok = o[1] == (cookie ^ a) &&
