@@ -4,7 +4,7 @@
  *
  * Built as the Go runtime's mspan / mcentral / mcache on top of the page
  * heap (mheap.h), for kernel mode:
- *   size classes  62 classes up to 32 KiB (sizeclasses.h, generated);
+ *   size classes  63 classes up to 32 KiB (sizeclasses.h, generated);
  *                 larger requests get a span of their own (a "large" span)
  *   spans         runs of pages cut into objects of one class, with an
  *                 allocation bitmap, a pending-free bitmap and Go's
