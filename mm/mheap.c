@@ -148,6 +148,13 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 	                         from * MM_PAGE_SIZE,
 	                 (upto + 1 - from) * MM_PAGE_SIZE))
 		return false;
+	/* No NULL in the table: the new chunks' entries say "none". */
+	size_t end = upto * MHEAP_CHUNK_PAGES < h->arena_pages
+	                     ? upto * MHEAP_CHUNK_PAGES
+	                     : h->arena_pages;
+	for (size_t i = have * MHEAP_CHUNK_PAGES; i < end; i++)
+		atomic_store_explicit(&h->spanmap[i], MHEAP_SPAN_NONE,
+		                      memory_order_relaxed);
 	atomic_store_explicit(&h->spanmap_chunks, upto, memory_order_release);
 	atomic_store_explicit(&h->spanmap_pages,
 	                      upto * MHEAP_CHUNK_PAGES < h->arena_pages
@@ -162,8 +169,12 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
 	return mheap_span_lookup_inline(h, addr);
 }
 
+const struct mheap_span_mark mheap_span_marks[3];
+
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 {
+	if (!v)
+		v = MHEAP_SPAN_NONE;
 	size_t i = (base - h->arena_base) >> MM_PAGE_SHIFT;
 	for (size_t k = 0; k < npages; k++)
 		atomic_store_explicit(&h->spanmap[i + k], v,

@@ -157,9 +157,30 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * MHEAP_SPAN_PAGES (a run that belongs to a page-heap user); the span heap
  * then sets its own entries on the pages of its spans. Entries are never
  * cleared on free: a stale entry names what the page was.
+ *
+ * The table holds no NULL: a page with no entry holds MHEAP_SPAN_NONE,
+ * and all three marks are the addresses of zeroed 64-byte blocks, not
+ * small integers. So a reader of a raw entry may load a span's first
+ * line from any entry without testing it first (a span whose fields are
+ * all 0); the span heap's free does, and its checks then fail on the
+ * zeros. mheap_span_lookup gives NULL for MHEAP_SPAN_NONE.
  */
-#define MHEAP_SPAN_PAGES       ((void *)(uintptr_t)1) /* mheap_alloc_pages */
-#define MHEAP_SPAN_FREED_LARGE ((void *)(uintptr_t)2) /* a freed large span */
+extern const struct mheap_span_mark {
+	_Alignas(64) unsigned char zero[64];
+} mheap_span_marks[3];
+#define MHEAP_SPAN_NONE  ((void *)&mheap_span_marks[0]) /* no entry */
+#define MHEAP_SPAN_PAGES ((void *)&mheap_span_marks[1]) /* mheap_alloc_pages \
+	                                                 */
+#define MHEAP_SPAN_FREED_LARGE \
+	((void *)&mheap_span_marks[2]) /* a freed large span */
+
+/* Whether entry e (from mheap_span_lookup) is a span: not NULL and none
+ * of the marks. */
+static inline bool mheap_span_is_span(const void *e)
+{
+	return e && e != MHEAP_SPAN_NONE && e != MHEAP_SPAN_PAGES &&
+	       e != MHEAP_SPAN_FREED_LARGE;
+}
 
 /* The entry for the page holding addr, or NULL if addr is outside the
  * grown arena or its page was never handed out. Lock-free, O(1); any
@@ -186,11 +207,12 @@ static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
 	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
 	if (i >= atomic_load_explicit(&h->spanmap_pages, memory_order_acquire))
 		return NULL;
-	return atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+	void *e = atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+	return e == MHEAP_SPAN_NONE ? NULL : e;
 }
 
-/* Sets the entries of [base, base + npages pages) to v. The caller owns
- * the pages (allocated). Any context. */
+/* Sets the entries of [base, base + npages pages) to v (NULL: no entry,
+ * MHEAP_SPAN_NONE). The caller owns the pages (allocated). Any context. */
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);
 
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context

@@ -29,8 +29,8 @@
  *      is a multiple of size: an object's start, one multiply.
  *   6. Sizes above SC_SMALL_MAX are multiples of 128. Above 256, a class's
  *      worst request (one byte over the class below) leaves at most 1/8 of
- *      its object unused, unless every size in between that the lookup
- *      tables can tell apart would get the class's own span (as many
+ *      its object unused, unless every size in between that the steps of
+ *      step 1 can tell apart would get the class's own span (as many
  *      objects in as many pages): a class there could not use less memory.
  */
 #ifndef MM_SIZECLASSES_H
@@ -53,9 +53,9 @@ _Static_assert(SC_PAGE_SIZE == MM_PAGE_SIZE,
                "the classes were computed for this page size");
 _Static_assert(SC_MAX_NELEMS <= 512, "a span's bitmap is at most 8 words");
 _Static_assert(SC_MAX_NPAGES <= 64, "an atomic caller can allocate any span");
-_Static_assert(SC_NCLASSES <= 256, "the lookup tables hold uint8_t");
+_Static_assert(SC_NCLASSES <= 256, "the lookup table holds uint8_t");
 _Static_assert(SC_SMALL_MAX % 16 == 0 && SC_MAX_SIZE % 128 == 0,
-               "the lookup tables' steps divide their ranges");
+               "the steps divide their ranges");
 
 struct sizeclass_info {
 	uint32_t size;   /* bytes per object; 0 for class 0 */
@@ -65,10 +65,10 @@ struct sizeclass_info {
 };
 
 extern const struct sizeclass_info sizeclass_info[SC_NCLASSES];
-/* Index (size + 15) / 16, for size <= SC_SMALL_MAX. */
-extern const uint8_t sizeclass_by16[SC_SMALL_MAX / 16 + 1];
-/* Index (size - SC_SMALL_MAX + 127) / 128, for SC_SMALL_MAX < size. */
-extern const uint8_t sizeclass_by128[(SC_MAX_SIZE - SC_SMALL_MAX) / 128 + 1];
+/* Index (size + 15) / 16, for size <= SC_MAX_SIZE: one table of 2 KiB, so
+ * that the lookup takes one comparison (with a second table above 1 KiB
+ * it took three instructions more). */
+extern const uint8_t sizeclass_by16[SC_MAX_SIZE / 16 + 1];
 
 /*
  * The class for size: the smallest class whose size is at least size, for
@@ -77,10 +77,8 @@ extern const uint8_t sizeclass_by128[(SC_MAX_SIZE - SC_SMALL_MAX) / 128 + 1];
  */
 static inline unsigned sizeclass_of(size_t size)
 {
-	if (size <= SC_SMALL_MAX)
-		return sizeclass_by16[(size + 15) / 16];
 	if (size <= SC_MAX_SIZE)
-		return sizeclass_by128[(size - SC_SMALL_MAX + 127) / 128];
+		return sizeclass_by16[(size + 15) / 16];
 	return 0;
 }
 

@@ -186,7 +186,7 @@ static struct mspan *span_of(struct spanheap *sh, const void *p, uint32_t *idx,
                              const char *op)
 {
 	void *e = mheap_span_lookup(sh->heap, (uintptr_t)p);
-	if ((uintptr_t)e <= (uintptr_t)MHEAP_SPAN_FREED_LARGE)
+	if (!mheap_span_is_span(e))
 		bad_pointer(sh, op, p, e);
 	struct mspan *s = e;
 	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
@@ -1400,22 +1400,23 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 /*
  * The fast path: the span from the lock-free table, the checks (p the
  * start of an object below marked, not yet free), then the pin and the
- * magazine. No state test: a large span's divmul and marked are 0, and a
- * span's marked is 0 before it dies, so either fails the checks and goes
- * the slow way, which reads the state. The object keeps its span in use,
+ * magazine. No test of the entry or the state: a large span's divmul and
+ * marked are 0, a span's marked is 0 before it dies, and an entry that is
+ * no span is a zeroed block (mheap.h), so each fails the checks and goes
+ * the slow way, which tells them apart. The object keeps its span in use,
  * so nothing needs the pin before the magazine. Any context but NMI.
  */
 SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 {
 	/* An address below the base wraps to a huge index. */
 	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
-	struct mspan *s = NULL;
 	if (__builtin_expect(i < atomic_load_explicit(&sh->spanmap_pages,
 	                                              memory_order_relaxed),
-	                     1))
-		s = atomic_load_explicit(&sh->spanmap[i], memory_order_acquire);
-	if (__builtin_expect((uintptr_t)s > (uintptr_t)MHEAP_SPAN_FREED_LARGE,
 	                     1)) {
+		/* A span, or one of the table's zeroed marks (mheap.h), on
+		 * which the checks below fail. */
+		struct mspan *s = atomic_load_explicit(&sh->spanmap[i],
+		                                       memory_order_acquire);
 		uintptr_t off = (uintptr_t)p - s->base;
 		/* Beyond marked: no marker to test, never handed out. */
 		if (__builtin_expect(

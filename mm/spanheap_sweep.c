@@ -601,8 +601,7 @@ static void check_mags(struct spanheap *sh)
 			const uintptr_t *o = (const uintptr_t *)a;
 			struct mspan *s = mheap_span_lookup(sh->heap, a);
 			bool ok = o[1] == (cookie ^ a) &&
-			          (uintptr_t)s >
-			                  (uintptr_t)MHEAP_SPAN_FREED_LARGE &&
+			          mheap_span_is_span(s) &&
 			          atomic_load(&s->state) == MSPAN_SMALL &&
 			          s->sizeclass == cls;
 			if (ok) {

@@ -7,8 +7,8 @@
  *
  * Algorithm:
  *   1. Candidates: every multiple of 16 up to SMALL_MAX and every multiple
- *      of 128 above, up to MAX_SIZE: the sizes the lookup tables can tell
- *      apart (sizeclass_of must find the smallest class that fits).
+ *      of 128 above, up to MAX_SIZE (sizeclass_of must find the smallest
+ *      class that fits).
  *   2. Each candidate gets the fewest pages, no fewer than it takes to
  *      hold MIN_SPAN bytes or MAX_NELEMS objects (whichever is less),
  *      whose tail (the bytes after the last whole object) is at most 1/8
@@ -33,7 +33,7 @@
  *   5. divmul = UINT32_MAX / size + 1, checked exact for every offset of
  *      every span, both as an index ((off * divmul) >> 32) and as a test
  *      for an object's start (the low 32 bits below divmul).
- *   6. The lookup tables, checked against a linear search for every size.
+ *   6. The lookup table, checked against a linear search for every size.
  *
  * Every property the header promises is checked here before anything is
  * printed; a failed check prints what broke and exits 1. The output is in
@@ -50,15 +50,14 @@
 
 #define PAGE_SIZE   4096u  /* MM_PAGE_SIZE; the header asserts they agree */
 #define ALIGN       16u    /* every object's alignment */
-#define SMALL_MAX   1024u  /* sizeclass_by16 covers sizes up to this */
+#define SMALL_MAX   1024u  /* classes above are multiples of 128 */
 #define MAX_SIZE    32768u /* the largest class */
 #define MAX_NELEMS  512u   /* per-span bitmaps: at most 8 words */
 #define MAX_NPAGES  64u    /* MHEAP_ATOMIC_MAX_PAGES */
 #define MIN_SPAN    32768u /* a span holds this many bytes, or MAX_NELEMS */
 #define MAX_CLASSES 256u   /* classes are stored in uint8_t */
 
-#define BY16_LEN  (SMALL_MAX / 16 + 1)
-#define BY128_LEN ((MAX_SIZE - SMALL_MAX) / 128 + 1)
+#define BY16_LEN (MAX_SIZE / 16 + 1)
 
 struct sizeclass {
 	unsigned size;
@@ -71,7 +70,6 @@ struct sizeclass {
 static struct sizeclass classes[MAX_CLASSES];
 static unsigned nclasses;
 static uint8_t by16[BY16_LEN];
-static uint8_t by128[BY128_LEN];
 
 _Noreturn static void die(const char *fmt, ...)
 {
@@ -127,8 +125,8 @@ static unsigned next_limit(unsigned prev)
 	return prev < 256 ? prev + ALIGN : 8 * (prev + 1) / 7;
 }
 
-/* The step from size to the next size the lookup tables can tell apart
- * from it: 16 bytes up to SMALL_MAX, 128 above. */
+/* The step from size to the next candidate size: 16 bytes up to
+ * SMALL_MAX, 128 above. */
 static unsigned granule(unsigned size)
 {
 	return size < SMALL_MAX ? 16 : 128;
@@ -230,17 +228,13 @@ static unsigned class_for(unsigned size)
 	die("no class for size %u", size);
 }
 
-/* Step 6: the lookup tables, checked for every size they answer. */
+/* Step 6: the lookup table, checked for every size it answers. */
 static void fill_tables(void)
 {
 	for (unsigned i = 0; i < BY16_LEN; i++)
 		by16[i] = (uint8_t)class_for(i ? i * 16 : 1);
-	for (unsigned i = 0; i < BY128_LEN; i++)
-		by128[i] = (uint8_t)class_for(SMALL_MAX + i * 128);
 	for (unsigned size = 1; size <= MAX_SIZE; size++) {
-		unsigned got = size <= SMALL_MAX
-		                       ? by16[(size + 15) / 16]
-		                       : by128[(size - SMALL_MAX + 127) / 128];
+		unsigned got = by16[(size + 15) / 16];
 		if (got != class_for(size))
 			die("the tables give class %u for size %u, not %u", got,
 			    size, class_for(size));
@@ -282,7 +276,7 @@ static void check_classes(void)
 			    i, c->size, ALIGN);
 		if (c->size > SMALL_MAX && c->size % 128)
 			die("class %u: size %u above %u is not a multiple of "
-			    "128 (sizeclass_by128 could not find it)",
+			    "128 (property 6)",
 			    i, c->size, SMALL_MAX);
 		if (c->npages < 1 || c->npages > MAX_NPAGES || c->nelems < 1 ||
 		    c->nelems > MAX_NELEMS ||
@@ -372,8 +366,8 @@ static void emit_h(void)
 	      " *      worst request (one byte over the class below) leaves "
 	      "at most 1/8 of\n"
 	      " *      its object unused, unless every size in between that "
-	      "the lookup\n"
-	      " *      tables can tell apart would get the class's own span "
+	      "the steps of\n"
+	      " *      step 1 can tell apart would get the class's own span "
 	      "(as many\n"
 	      " *      objects in as many pages): a class there could not use "
 	      "less memory.\n"
@@ -404,12 +398,11 @@ static void emit_h(void)
 	      "most 8 words\");\n"
 	      "_Static_assert(SC_MAX_NPAGES <= 64, \"an atomic caller can "
 	      "allocate any span\");\n"
-	      "_Static_assert(SC_NCLASSES <= 256, \"the lookup tables hold "
+	      "_Static_assert(SC_NCLASSES <= 256, \"the lookup table holds "
 	      "uint8_t\");\n"
 	      "_Static_assert(SC_SMALL_MAX % 16 == 0 && SC_MAX_SIZE % 128 "
 	      "== 0,\n"
-	      "               \"the lookup tables' steps divide their "
-	      "ranges\");\n"
+	      "               \"the steps divide their ranges\");\n"
 	      "\n"
 	      "struct sizeclass_info {\n"
 	      "\tuint32_t size;   /* bytes per object; 0 for class 0 */\n"
@@ -420,12 +413,12 @@ static void emit_h(void)
 	      "\n"
 	      "extern const struct sizeclass_info sizeclass_info[SC_NCLASSES];"
 	      "\n"
-	      "/* Index (size + 15) / 16, for size <= SC_SMALL_MAX. */\n"
-	      "extern const uint8_t sizeclass_by16[SC_SMALL_MAX / 16 + 1];\n"
-	      "/* Index (size - SC_SMALL_MAX + 127) / 128, for SC_SMALL_MAX < "
-	      "size. */\n"
-	      "extern const uint8_t sizeclass_by128[(SC_MAX_SIZE - "
-	      "SC_SMALL_MAX) / 128 + 1];\n"
+	      "/* Index (size + 15) / 16, for size <= SC_MAX_SIZE: one table "
+	      "of 2 KiB, so\n"
+	      " * that the lookup takes one comparison (with a second table "
+	      "above 1 KiB\n"
+	      " * it took three instructions more). */\n"
+	      "extern const uint8_t sizeclass_by16[SC_MAX_SIZE / 16 + 1];\n"
 	      "\n"
 	      "/*\n"
 	      " * The class for size: the smallest class whose size is at "
@@ -436,11 +429,8 @@ static void emit_h(void)
 	      " */\n"
 	      "static inline unsigned sizeclass_of(size_t size)\n"
 	      "{\n"
-	      "\tif (size <= SC_SMALL_MAX)\n"
-	      "\t\treturn sizeclass_by16[(size + 15) / 16];\n"
 	      "\tif (size <= SC_MAX_SIZE)\n"
-	      "\t\treturn sizeclass_by128[(size - SC_SMALL_MAX + 127) / "
-	      "128];\n"
+	      "\t\treturn sizeclass_by16[(size + 15) / 16];\n"
 	      "\treturn 0;\n"
 	      "}\n"
 	      "\n"
@@ -473,27 +463,25 @@ static unsigned max_waste(unsigned i)
 /* One lookup table, an entry a line: entry i answers the sizes in
  * (base + (i - 1) * step, base + i * step]. The comments are aligned as
  * clang-format aligns them. */
+/* Prints t (len entries; entry i covers sizes up to i * step) as a C
+ * array, PER_LINE entries to a line, each line saying its sizes. */
+#define PER_LINE 8
 static void emit_table(const char *decl, const uint8_t *t, unsigned len,
-                       unsigned base, unsigned step)
+                       unsigned step)
 {
-	int width = 0;
-	for (unsigned i = 0; i < len; i++) {
-		int w = snprintf(NULL, 0, "%u,", t[i]);
-		width = w > width ? w : width;
-	}
 	printf("\nconst uint8_t %s = {\n", decl);
-	for (unsigned i = 0; i < len; i++) {
-		int w = printf("        %u,", t[i]) - 8;
-		printf("%*s", width - w + 1, "");
-		if (i == 0 && base == 0)
-			printf("/* size 0 */\n");
-		else if (i == 0)
-			printf("/* unused: sizes up to %u use the table above "
-			       "*/\n",
-			       base);
-		else
-			printf("/* sizes %u to %u */\n",
-			       base + (i - 1) * step + 1, base + i * step);
+	for (unsigned i = 0; i < len; i += PER_LINE) {
+		unsigned n = len - i < PER_LINE ? len - i : PER_LINE;
+		/* As clang-format aligns it: "N," in 4 columns. */
+		printf("        ");
+		for (unsigned k = 0; k < PER_LINE; k++) {
+			char e[8] = "";
+			if (k < n)
+				snprintf(e, sizeof(e), "%u,", t[i + k]);
+			printf("%-4s", e);
+		}
+		unsigned lo = i ? (i - 1) * step + 1 : 0;
+		printf("/* sizes %u to %u */\n", lo, (i + n - 1) * step);
 	}
 	printf("};\n");
 }
@@ -502,7 +490,7 @@ static void emit_c(void)
 {
 	printf("%s", generated);
 	fputs(" * mm/sizeclasses.c: the size class table and the lookup "
-	      "tables that map a\n"
+	      "table that maps a\n"
 	      " * request to its class (see sizeclasses.h).\n"
 	      " *\n"
 	      " * tail: the bytes of the span after the last object. "
@@ -535,10 +523,7 @@ static void emit_c(void)
 		       classes[i].size, classes[i].npages, classes[i].nelems,
 		       classes[i].divmul);
 	printf("};\n");
-	emit_table("sizeclass_by16[SC_SMALL_MAX / 16 + 1]", by16, BY16_LEN, 0,
-	           16);
-	emit_table("sizeclass_by128[(SC_MAX_SIZE - SC_SMALL_MAX) / 128 + 1]",
-	           by128, BY128_LEN, SMALL_MAX, 128);
+	emit_table("sizeclass_by16[SC_MAX_SIZE / 16 + 1]", by16, BY16_LEN, 16);
 }
 
 int main(int argc, char **argv)

@@ -109,7 +109,7 @@ static bool verify(struct spanheap_harness *h, const struct shh_obj *o)
 static struct mspan *span_at(struct spanheap_harness *h, uintptr_t a)
 {
 	void *e = mheap_span_lookup(&h->heap, a);
-	return (uintptr_t)e > (uintptr_t)MHEAP_SPAN_FREED_LARGE ? e : NULL;
+	return mheap_span_is_span(e) ? e : NULL;
 }
 
 /* Drops object i from the model (it was freed, or moved by realloc). */
