@@ -168,11 +168,12 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
 extern const struct mheap_span_mark {
 	_Alignas(64) unsigned char zero[64];
 } mheap_span_marks[3];
-#define MHEAP_SPAN_NONE  ((void *)&mheap_span_marks[0]) /* no entry */
-#define MHEAP_SPAN_PAGES ((void *)&mheap_span_marks[1]) /* mheap_alloc_pages \
-	                                                 */
-#define MHEAP_SPAN_FREED_LARGE \
-	((void *)&mheap_span_marks[2]) /* a freed large span */
+/* No span on the page. */
+#define MHEAP_SPAN_NONE ((void *)&mheap_span_marks[0])
+/* A run of pages from mheap_alloc_pages. */
+#define MHEAP_SPAN_PAGES ((void *)&mheap_span_marks[1])
+/* A freed large span. */
+#define MHEAP_SPAN_FREED_LARGE ((void *)&mheap_span_marks[2])
 
 /* Whether entry e (from mheap_span_lookup) is a span: not NULL and none
  * of the marks. */

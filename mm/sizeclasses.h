@@ -25,8 +25,12 @@
  *      allocate a span: MHEAP_ATOMIC_MAX_PAGES).
  *   5. For every offset off in [0, npages * SC_PAGE_SIZE),
  *      (off * divmul) >> 32 == off / size: an object's index without a
- *      division; and (uint32_t)(off * divmul) < divmul exactly when off
- *      is a multiple of size: an object's start, one multiply.
+ *      division. And size == d << dshift with d odd and d * dinv == 1
+ *      (mod 2^32): (uint32_t)(off * dinv) rotated right by dshift is
+ *      off / size where off is a multiple of size and at least
+ *      SC_MAX_NELEMS elsewhere, so one comparison with an object count
+ *      tells an object's start among the first objects (Granlund and
+ *      Montgomery's divisibility test).
  *   6. Sizes above SC_SMALL_MAX are multiples of 128. Above 256, a class's
  *      worst request (one byte over the class below) leaves at most 1/8 of
  *      its object unused, unless every size in between that the steps of
@@ -62,6 +66,8 @@ struct sizeclass_info {
 	uint16_t npages; /* pages per span */
 	uint16_t nelems; /* objects per span */
 	uint32_t divmul; /* off / size == (off * divmul) >> 32 */
+	uint32_t dinv;   /* size >> dshift is odd; its inverse */
+	uint8_t dshift;  /* the trailing zero bits of size */
 };
 
 extern const struct sizeclass_info sizeclass_info[SC_NCLASSES];

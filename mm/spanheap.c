@@ -130,15 +130,18 @@ static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
 	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
 }
 
-/* Whether byte offset off of small span s starts an object: the low half
- * of off * divmul is below divmul exactly for the multiples of the size
- * (the divisibility test of Lemire, Kaser and Kurz, "Faster remainder by
- * direct computation", 2019), one multiply where the index and its
- * product with the size take two and a shift; tools/gen-sizeclasses.c
- * checks it for every offset of every span. */
-static inline bool obj_start(const struct mspan *s, uintptr_t off)
+/* For byte offset off of span s: the object index if off starts an
+ * object, and at least SC_MAX_NELEMS if not (for a small span; 0 for a
+ * large one, whose dinv is 0, and for the table's zeroed marks). The
+ * inverse of the size's odd part, then a rotation right by its trailing
+ * zero bits (Granlund and Montgomery's divisibility test):
+ * tools/gen-sizeclasses.c checks it for every offset of every span. So
+ * one comparison with s->marked tells "the start of a marked object". */
+static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
 {
-	return (uint32_t)((uint32_t)off * s->divmul) < s->divmul;
+	uint32_t x = off * s->dinv;
+	unsigned r = s->dshift;
+	return x >> r | x << ((32 - r) & 31);
 }
 
 /* ---- Misuse -------------------------------------------------------------- */
@@ -379,6 +382,8 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 			__atomic_store_n(&s->sizeclass, (uint8_t)cls,
 			                 __ATOMIC_RELAXED);
 			s->divmul = cls ? ci->divmul : 0;
+			s->dinv = cls ? ci->dinv : 0;
+			s->dshift = cls ? ci->dshift : 0;
 			atomic_store_explicit(&s->freeindex, 0,
 			                      memory_order_relaxed);
 			s->alloc_count = cls ? 0 : 1;
@@ -468,8 +473,7 @@ span_mark(struct mspan *s, uintptr_t cookie, uint32_t from, uint32_t to)
 	uintptr_t a = s->base + (uintptr_t)from * s->elemsize;
 	for (uint32_t i = from; i < to; i++, a += s->elemsize)
 		obj_words(a)[1] = cookie ^ a;
-	atomic_store_explicit(&s->marked, to * s->elemsize,
-	                      memory_order_release);
+	atomic_store_explicit(&s->marked, to, memory_order_release);
 }
 
 /* Points alloc_cache and freeindex at the first free object at or after
@@ -486,9 +490,8 @@ static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
 		if (free) {
 			uint32_t end = (w + 1) * 64 < s->nelems ? (w + 1) * 64
 			                                        : s->nelems;
-			uint32_t m = obj_index(
-			        s, atomic_load_explicit(&s->marked,
-			                                memory_order_relaxed));
+			uint32_t m = atomic_load_explicit(&s->marked,
+			                                  memory_order_relaxed);
 			if (m < end)
 				span_mark(s, cookie, m, end);
 			fi += (uint32_t)__builtin_ctzll(free);
@@ -1390,8 +1393,7 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE)
 		free_large(sh, s, p);
-	else if ((uintptr_t)p - s->base >=
-	         atomic_load_explicit(&s->marked, memory_order_acquire))
+	else if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire))
 		free_refused(s, idx, (uintptr_t)p); /* never handed out */
 	else
 		free_small(sh, s, p);
@@ -1400,7 +1402,7 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 /*
  * The fast path: the span from the lock-free table, the checks (p the
  * start of an object below marked, not yet free), then the pin and the
- * magazine. No test of the entry or the state: a large span's divmul and
+ * magazine. No test of the entry or the state: a large span's dinv and
  * marked are 0, a span's marked is 0 before it dies, and an entry that is
  * no span is a zeroed block (mheap.h), so each fails the checks and goes
  * the slow way, which tells them apart. The object keeps its span in use,
@@ -1417,13 +1419,12 @@ SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 		 * which the checks below fail. */
 		struct mspan *s = atomic_load_explicit(&sh->spanmap[i],
 		                                       memory_order_acquire);
-		uintptr_t off = (uintptr_t)p - s->base;
+		uint32_t off = (uint32_t)((uintptr_t)p - s->base);
 		/* Beyond marked: no marker to test, never handed out. */
 		if (__builtin_expect(
-		            obj_start(s, off) &&
-		                    off < atomic_load_explicit(
-		                                  &s->marked,
-		                                  memory_order_acquire),
+		            obj_start_index(s, off) <
+		                    atomic_load_explicit(&s->marked,
+		                                         memory_order_acquire),
 		            1)) {
 			free_small(sh, s, p);
 			return;

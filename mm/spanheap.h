@@ -110,13 +110,17 @@ struct mspan {
 	 * the class it found in the span, whose struct may meanwhile be
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
-	/* The objects in the span's first marked bytes carry the free
-	 * marker whenever they are free; none beyond has been handed out
-	 * since the span was made. The owner raises it a word of objects at
-	 * a time as it reaches them (span_fill_cache), so a span's pages are
-	 * touched as they are used, not all when it is made. In bytes: the
-	 * free compares the object's offset with it, no index needed. */
+	uint8_t dshift; /* fixed: the class's (sizeclasses.h); 0 if large */
+	/* The span's first marked objects carry the free marker whenever
+	 * they are free; none beyond has been handed out since the span was
+	 * made. The owner raises it a word of objects at a time as it
+	 * reaches them (span_fill_cache), so a span's pages are touched as
+	 * they are used, not all when it is made. */
 	_Atomic uint32_t marked;
+	/* fixed: the class's dinv (sizeclasses.h); 0 if large. The free's
+	 * one test for "the start of one of the first marked objects":
+	 * (off * dinv) rotated right by dshift is below marked. */
+	uint32_t dinv;
 	/* Cache lines 1 and 2 (8 words each): the owner's bitmaps. */
 	/* bit set: allocated (beyond freeindex's implicit prefix) */
 	_Alignas(64) _Atomic uint64_t alloc_bits[SC_BITMAP_WORDS];

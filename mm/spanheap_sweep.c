@@ -609,7 +609,7 @@ static void check_mags(struct spanheap *sh)
 				uint32_t i = (uint32_t)(off / s->elemsize);
 				uint64_t b = (uint64_t)1 << (i % 64);
 				ok = off % s->elemsize == 0 && i < s->nelems &&
-				     off < atomic_load(&s->marked) &&
+				     i < atomic_load(&s->marked) &&
 				     (i < atomic_load(&s->freeindex) ||
 				      (atomic_load(&s->alloc_bits[i / 64]) &
 				       b)) &&

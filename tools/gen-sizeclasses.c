@@ -31,8 +31,13 @@
  *      candidate (step 3), so no class there would use less memory: the
  *      next candidate is taken, and the table shows the larger rounding.
  *   5. divmul = UINT32_MAX / size + 1, checked exact for every offset of
- *      every span, both as an index ((off * divmul) >> 32) and as a test
- *      for an object's start (the low 32 bits below divmul).
+ *      every span as an index ((off * divmul) >> 32). And with size =
+ *      d << dshift (d odd), dinv = the inverse of d modulo 2^32: rotating
+ *      (uint32_t)(off * dinv) right by dshift gives off / size at a
+ *      multiple of size and at least MAX_NELEMS anywhere else (Granlund
+ *      and Montgomery's divisibility test), checked for every offset of
+ *      every span: one comparison with an object count tells whether off
+ *      starts one of the first objects.
  *   6. The lookup table, checked against a linear search for every size.
  *
  * Every property the header promises is checked here before anything is
@@ -64,6 +69,8 @@ struct sizeclass {
 	unsigned npages;
 	unsigned nelems;
 	uint32_t divmul;
+	uint32_t dinv;
+	unsigned dshift;
 };
 
 /* classes[0] is the reserved "large object" class, all zero. */
@@ -157,7 +164,8 @@ static unsigned candidates(struct sizeclass *out, unsigned cap)
 		}
 		if (n == cap)
 			die("more than %u candidate sizes", cap);
-		out[n++] = (struct sizeclass){size, npages, nelems, 0};
+		out[n++] = (struct sizeclass){
+		        .size = size, .npages = npages, .nelems = nelems};
 	}
 	return n;
 }
@@ -195,12 +203,27 @@ static void choose_classes(void)
 	}
 }
 
-/* Step 5: divmul for every class, proven exact over the whole span. */
+static uint32_t rotr32(uint32_t x, unsigned r)
+{
+	return r ? x >> r | x << (32 - r) : x;
+}
+
+/* Step 5: divmul, dinv and dshift for every class, proven exact over the
+ * whole span. */
 static void compute_divmul(void)
 {
 	for (unsigned i = 1; i < nclasses; i++) {
 		struct sizeclass *c = &classes[i];
 		c->divmul = UINT32_MAX / c->size + 1;
+		c->dshift = (unsigned)__builtin_ctz(c->size);
+		uint32_t d = c->size >> c->dshift, inv = d;
+		/* Newton's iteration: each step doubles the correct low
+		 * bits, from 3 (d * d == 1 mod 8 for odd d). */
+		for (int k = 0; k < 4; k++)
+			inv *= 2 - d * inv;
+		if (d * inv != 1)
+			die("size %u: no inverse of %u", c->size, d);
+		c->dinv = inv;
 		uint32_t span = c->npages * PAGE_SIZE;
 		for (uint32_t off = 0; off < span; off++) {
 			uint32_t q =
@@ -210,11 +233,12 @@ static void compute_divmul(void)
 				    "%u, not %u",
 				    c->size, c->divmul, q, off, off / c->size);
 			/* The free's test for an object's start. */
-			if (((uint32_t)(off * c->divmul) < c->divmul) !=
-			    (off % c->size == 0))
-				die("size %u: divmul %u's start test fails at "
-				    "offset %u",
-				    c->size, c->divmul, off);
+			uint32_t r = rotr32(off * c->dinv, c->dshift);
+			if (off % c->size == 0 ? r != off / c->size
+			                       : r < MAX_NELEMS)
+				die("size %u: dinv %#x's start test gives %u "
+				    "at offset %u",
+				    c->size, c->dinv, r, off);
 		}
 	}
 }
@@ -357,10 +381,17 @@ static void emit_h(void)
 	      " *   5. For every offset off in [0, npages * SC_PAGE_SIZE),\n"
 	      " *      (off * divmul) >> 32 == off / size: an object's index "
 	      "without a\n"
-	      " *      division; and (uint32_t)(off * divmul) < divmul exactly "
-	      "when off\n"
-	      " *      is a multiple of size: an object's start, one "
-	      "multiply.\n"
+	      " *      division. And size == d << dshift with d odd and d * "
+	      "dinv == 1\n"
+	      " *      (mod 2^32): (uint32_t)(off * dinv) rotated right by "
+	      "dshift is\n"
+	      " *      off / size where off is a multiple of size and at "
+	      "least\n"
+	      " *      SC_MAX_NELEMS elsewhere, so one comparison with an "
+	      "object count\n"
+	      " *      tells an object's start among the first objects "
+	      "(Granlund and\n"
+	      " *      Montgomery's divisibility test).\n"
 	      " *   6. Sizes above SC_SMALL_MAX are multiples of 128. Above "
 	      "256, a class's\n"
 	      " *      worst request (one byte over the class below) leaves "
@@ -409,6 +440,8 @@ static void emit_h(void)
 	      "\tuint16_t npages; /* pages per span */\n"
 	      "\tuint16_t nelems; /* objects per span */\n"
 	      "\tuint32_t divmul; /* off / size == (off * divmul) >> 32 */\n"
+	      "\tuint32_t dinv;   /* size >> dshift is odd; its inverse */\n"
+	      "\tuint8_t dshift;  /* the trailing zero bits of size */\n"
 	      "};\n"
 	      "\n"
 	      "extern const struct sizeclass_info sizeclass_info[SC_NCLASSES];"
@@ -517,11 +550,11 @@ static void emit_c(void)
 	       "#include \"sizeclasses.h\"\n"
 	       "\n"
 	       "const struct sizeclass_info sizeclass_info[SC_NCLASSES] = {\n"
-	       "        [0] = {0, 0, 0, 0},\n");
+	       "        [0] = {0, 0, 0, 0, 0, 0},\n");
 	for (unsigned i = 1; i < nclasses; i++)
-		printf("        [%u] = {%u, %u, %u, 0x%08x},\n", i,
+		printf("        [%u] = {%u, %u, %u, 0x%08x, 0x%08x, %u},\n", i,
 		       classes[i].size, classes[i].npages, classes[i].nelems,
-		       classes[i].divmul);
+		       classes[i].divmul, classes[i].dinv, classes[i].dshift);
 	printf("};\n");
 	emit_table("sizeclass_by16[SC_MAX_SIZE / 16 + 1]", by16, BY16_LEN, 16);
 }

@@ -135,9 +135,28 @@ KTEST(sizeclass, divmul_exact_over_every_span)
 		for (uint32_t off = 0; off < span_bytes(c); off++) {
 			KASSERT_EQ((uint32_t)(((uint64_t)off * divmul) >> 32),
 			           off / size);
-			/* The free's object-start test (property 5). */
-			KASSERT_EQ((uint32_t)(off * divmul) < divmul,
-			           off % size == 0);
+		}
+	}
+}
+
+/* The free's object-start test (property 5): the size's odd part times
+ * dinv is 1, and (off * dinv) rotated right by dshift is the index at an
+ * object's start and at least SC_MAX_NELEMS anywhere else. */
+KTEST(sizeclass, start_test_exact_over_every_span)
+{
+	for (unsigned c = 1; c < SC_NCLASSES; c++) {
+		uint32_t size = sc(c)->size, dinv = sc(c)->dinv;
+		unsigned r = sc(c)->dshift;
+		KASSERT_EQ(size >> r << r, size);
+		KASSERT_EQ(size >> r & 1, 1);
+		KASSERT_EQ((size >> r) * dinv, 1);
+		for (uint32_t off = 0; off < span_bytes(c); off++) {
+			uint32_t x = off * dinv;
+			uint32_t q = r ? x >> r | x << (32 - r) : x;
+			if (off % size == 0)
+				KASSERT_EQ(q, off / size);
+			else
+				KASSERT(q >= SC_MAX_NELEMS);
 		}
 	}
 }
