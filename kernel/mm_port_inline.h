@@ -20,9 +20,10 @@ static inline __attribute__((always_inline)) struct mm_pin mm_port_pin(void)
 {
 	unsigned long flags = read_rflags();
 	cpu_cli();
-	unsigned id;
-	/* this_cpu()->id without loading the self pointer first. */
-	__asm__ volatile("movl %%gs:%c1, %0"
+	unsigned long id;
+	/* this_cpu()->id without loading the self pointer first (a 32-bit
+	 * load, which clears the register's upper half). */
+	__asm__ volatile("movl %%gs:%c1, %k0"
 	                 : "=r"(id)
 	                 : "i"(offsetof(struct cpu, id))
 	                 : "memory");

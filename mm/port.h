@@ -196,7 +196,7 @@ void mm_port_yield(void);
  */
 struct mm_pin {
 	unsigned long state;
-	unsigned cpu;
+	unsigned long cpu; /* a full register: no zero-extension to index */
 };
 #ifdef MM_PORT_INLINE
 #include MM_PORT_INLINE

@@ -792,7 +792,7 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
 #define KICK_SHIFT 18
 
 /* CPU cpu's magazine of class cls: one load (sh->mags) and a shift. */
-static inline struct mmag *mag_of(struct spanheap *sh, unsigned cpu,
+static inline struct mmag *mag_of(struct spanheap *sh, unsigned long cpu,
                                   unsigned cls)
 {
 	return &sh->mags[cpu][cls];

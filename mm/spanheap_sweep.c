@@ -582,7 +582,7 @@ static void check_mags(struct spanheap *sh)
 				mm_panic("spanheap: check: CPU %u has no "
 				         "magazine slab, but its magazine of "
 				         "class %u is not the empty one",
-				         pin.cpu, cls);
+				         (unsigned)pin.cpu, cls);
 			continue;
 		}
 		uintptr_t *base = mc->slab + sh->mag_off[cls];
@@ -592,8 +592,8 @@ static void check_mags(struct spanheap *sh)
 			mm_panic("spanheap: check: CPU %u's magazine of class "
 			         "%u is broken: top %p, limit %p, slots [%p, "
 			         "%p), the 0 below them %#lx",
-			         pin.cpu, cls, (void *)m->top, (void *)m->limit,
-			         (void *)base, (void *)limit,
+			         (unsigned)pin.cpu, cls, (void *)m->top,
+			         (void *)m->limit, (void *)base, (void *)limit,
 			         (unsigned long)base[-1]);
 		uint32_t n = (uint32_t)(m->top - base);
 		for (uint32_t seen = 0; seen < n; seen++) {
@@ -621,7 +621,7 @@ static void check_mags(struct spanheap *sh)
 				mm_panic("spanheap: check: CPU %u's magazine "
 				         "of class %u: object %u of %u, %#lx, "
 				         "is not a freed object of the class",
-				         pin.cpu, cls, seen, n,
+				         (unsigned)pin.cpu, cls, seen, n,
 				         (unsigned long)a);
 		}
 	}
