@@ -64,6 +64,14 @@ void heap_init(void);
  */
 static inline void *kmalloc(size_t size, unsigned flags)
 {
+	/* A size fixed at compile time (a struct's, mostly), small enough
+	 * that its class is a formula (SC_LINEAR_MAX): the class folds to a
+	 * constant and the magazine's pop is inline, no call (Linux's
+	 * kmalloc picks its cache at compile time the same way). */
+	if (__builtin_constant_p(size) && size <= SC_LINEAR_MAX &&
+	    __builtin_constant_p(flags) && !(flags & KM_ZERO))
+		return spanheap_alloc_class(
+		        &kspanheap, spanheap_class_linear(size), size, flags);
 	return spanheap_alloc(&kspanheap, size, flags);
 }
 

@@ -36,6 +36,9 @@
  *      its object unused, unless every size in between that the steps of
  *      step 1 can tell apart would get the class's own span (as many
  *      objects in as many pages): a class there could not use less memory.
+ *   7. Class k is 16 * k bytes for 16 * k <= SC_LINEAR_MAX: the class of a
+ *      size there is (size + 15) / 16 (1 for size 0), which a compiler folds
+ *      for a constant size.
  */
 #ifndef MM_SIZECLASSES_H
 #define MM_SIZECLASSES_H
@@ -49,6 +52,7 @@
 #define SC_NCLASSES     64 /* class 0 is "large"; 1..63 are classes */
 #define SC_MAX_SIZE     32768
 #define SC_SMALL_MAX    1024
+#define SC_LINEAR_MAX   256
 #define SC_MAX_NELEMS   512
 #define SC_MAX_NPAGES   14
 #define SC_BITMAP_WORDS ((SC_MAX_NELEMS + 63) / 64)

@@ -824,18 +824,10 @@ static inline void mag_set_top(struct mmag *m, uintptr_t *t)
 	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
 }
 
-/* Takes the magazine's newest object, or 0 if it is empty (the slot
- * below the first holds 0), and clears its free marker. Reads nothing of
- * the object. Pinned. */
+/* The pop is spanheap_mag_pop (spanheap.h), for spanheap_alloc_class. */
 static inline __attribute__((always_inline)) uintptr_t mag_pop(struct mmag *m)
 {
-	uintptr_t *t = mag_top(m);
-	uintptr_t a = t[-1];
-	if (__builtin_expect(a == 0, 0))
-		return 0;
-	mag_set_top(m, t - 1);
-	obj_words(a)[1] = 0;
-	return a;
+	return spanheap_mag_pop(m);
 }
 
 /* Puts object a (checked, free) at t, the top of magazine m, below its
@@ -1228,10 +1220,10 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
 /* An empty magazine: the cached span's next free bit, or a refill
  * (alloc_fast_miss). Pinned (pin); unpins. Out of line, so that the
  * magazine's path keeps to a few registers (no saves). */
-static __attribute__((noinline)) void *alloc_from_span(struct spanheap *sh,
-                                                       size_t size,
-                                                       unsigned flags,
-                                                       struct mm_pin pin)
+__attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
+                                                      size_t size,
+                                                      unsigned flags,
+                                                      struct mm_pin pin)
 {
 	struct mspan *s = sh->caches[pin.cpu].alloc[sizeclass_of(size)];
 	uint64_t ac = s->alloc_cache;
@@ -1259,7 +1251,7 @@ SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
 			mm_port_unpin(pin);
 			return (void *)a;
 		}
-		return alloc_from_span(sh, size, flags, pin);
+		return spanheap_alloc_refill(sh, size, flags, pin);
 	}
 	return alloc_any(sh, size, 16, flags);
 }

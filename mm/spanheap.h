@@ -324,6 +324,58 @@ struct spanheap_stats {
 #define SPANHEAP_FAST
 #endif
 
+/*
+ * Takes magazine m's newest object, or 0 if it is empty (the slot below
+ * the first holds 0), and clears its free marker (word 1). Reads nothing
+ * of the object. Pinned: spanheap_alloc's and spanheap_alloc_class's pop.
+ */
+static inline __attribute__((always_inline)) uintptr_t
+spanheap_mag_pop(struct mmag *m)
+{
+	uintptr_t *t = __atomic_load_n(&m->top, __ATOMIC_RELAXED);
+	uintptr_t a = t[-1];
+	if (__builtin_expect(a == 0, 0))
+		return 0;
+	__atomic_store_n(&m->top, t - 1, __ATOMIC_RELAXED);
+	((uintptr_t *)a)[1] = 0;
+	return a;
+}
+
+/* spanheap_alloc_class's way on an empty magazine (pinned by pin: the
+ * span's next object or a refill); unpins. Not to be called otherwise. */
+void *spanheap_alloc_refill(struct spanheap *sh, size_t size, unsigned flags,
+                            struct mm_pin pin);
+
+/*
+ * spanheap_alloc's fast path inline, for a caller that knows the class
+ * where it calls (a port's wrapper for a size fixed at compile time, such
+ * as the kernel's kmalloc(sizeof(struct ...))): the pin, the class's
+ * magazine, the unpin; the class lookup, the size and flag tests and the
+ * call are left out. cls must be sizeclass_of(size) and flags must not
+ * hold MM_ZERO. Contexts as spanheap_alloc's with those flags.
+ */
+static inline __attribute__((always_inline)) void *
+spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
+                     unsigned flags)
+{
+	struct mm_pin pin = mm_port_pin();
+	uintptr_t a = spanheap_mag_pop(&sh->mags[pin.cpu][cls]);
+	if (__builtin_expect(a != 0, 1)) {
+		mm_port_unpin(pin);
+		return (void *)a;
+	}
+	return spanheap_alloc_refill(sh, size, flags, pin);
+}
+
+/* The class of size when the compiler knows size, up to SC_LINEAR_MAX
+ * (sizeclasses.h: class k holds 16 * k bytes there), as sizeclass_of
+ * would give it; for other sizes, sizeclass_of. */
+static inline __attribute__((always_inline)) unsigned
+spanheap_class_linear(size_t size)
+{
+	return size ? (unsigned)((size + 15) / 16) : 1;
+}
+
 void spanheap_config_default(struct spanheap_config *cfg);
 
 /* Prepares sh over the page heap h (initialised). Thread context. */

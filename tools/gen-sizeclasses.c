@@ -56,6 +56,7 @@
 #define PAGE_SIZE   4096u  /* MM_PAGE_SIZE; the header asserts they agree */
 #define ALIGN       16u    /* every object's alignment */
 #define SMALL_MAX   1024u  /* classes above are multiples of 128 */
+#define LINEAR_MAX  256u   /* class k is 16 * k bytes up to this */
 #define MAX_SIZE    32768u /* the largest class */
 #define MAX_NELEMS  512u   /* per-span bitmaps: at most 8 words */
 #define MAX_NPAGES  64u    /* MHEAP_ATOMIC_MAX_PAGES */
@@ -313,6 +314,9 @@ static void check_classes(void)
 	for (unsigned p = ALIGN; p <= PAGE_SIZE; p *= 2)
 		if (classes[class_for(p)].size != p)
 			die("power of two %u is not a class", p);
+	for (unsigned k = 1; k <= LINEAR_MAX / 16; k++)
+		if (k >= nclasses || classes[k].size != 16 * k)
+			die("class %u is not %u bytes (property 7)", k, 16 * k);
 	for (unsigned i = 2; i < nclasses; i++)
 		check_gap(i);
 }
@@ -402,6 +406,11 @@ static void emit_h(void)
 	      "(as many\n"
 	      " *      objects in as many pages): a class there could not use "
 	      "less memory.\n"
+	      " *   7. Class k is 16 * k bytes for 16 * k <= SC_LINEAR_MAX: "
+	      "the class of a\n"
+	      " *      size there is (size + 15) / 16 (1 for size 0), which a "
+	      "compiler folds\n"
+	      " *      for a constant size.\n"
 	      " */\n"
 	      "#ifndef MM_SIZECLASSES_H\n"
 	      "#define MM_SIZECLASSES_H\n"
@@ -418,6 +427,7 @@ static void emit_h(void)
 	       nclasses, nclasses - 1);
 	printf("#define SC_MAX_SIZE     %u\n", MAX_SIZE);
 	printf("#define SC_SMALL_MAX    %u\n", SMALL_MAX);
+	printf("#define SC_LINEAR_MAX   %u\n", LINEAR_MAX);
 	printf("#define SC_MAX_NELEMS   %u\n", max_nelems());
 	printf("#define SC_MAX_NPAGES   %u\n", max_npages());
 	fputs("#define SC_BITMAP_WORDS ((SC_MAX_NELEMS + 63) / 64)\n"

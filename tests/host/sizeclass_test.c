@@ -8,6 +8,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "../../mm/sizeclasses.h"
+#include "../../mm/spanheap.h"
 
 static const struct sizeclass_info *sc(unsigned c)
 {
@@ -159,6 +160,16 @@ KTEST(sizeclass, start_test_exact_over_every_span)
 				KASSERT(q >= SC_MAX_NELEMS);
 		}
 	}
+}
+
+/* Property 7: up to SC_LINEAR_MAX the class is (size + 15) / 16, as
+ * spanheap_class_linear computes it for sizes known at compile time. */
+KTEST(sizeclass, linear_up_to_linear_max)
+{
+	for (unsigned k = 1; k <= SC_LINEAR_MAX / 16; k++)
+		KEXPECT_EQ(sc(k)->size, 16 * k);
+	for (size_t size = 0; size <= SC_LINEAR_MAX; size++)
+		KASSERT_EQ(spanheap_class_linear(size), sizeclass_of(size));
 }
 
 KTEST(sizeclass, of_every_size)

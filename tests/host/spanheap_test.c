@@ -38,14 +38,17 @@ static bool is_pow2(size_t x)
 /* ---- Size classes -------------------------------------------------------- */
 
 /* Objects of one request size: 16-aligned, size-aligned for powers of two
- * up to a page, usable size the class's size, all distinct and writable. */
-static void one_class(unsigned cls, size_t size)
+ * up to a page, usable size the class's size, all distinct and writable.
+ * by_class: through spanheap_alloc_class, as a caller that knows the class
+ * at compile time allocates. */
+static void one_class_by(unsigned cls, size_t size, bool by_class)
 {
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	size_t n = ci->nelems + 3u; /* a second span */
 	char *p[SC_MAX_NELEMS + 3];
 	for (size_t i = 0; i < n; i++) {
-		p[i] = spanheap_alloc(&sh, size, 0);
+		p[i] = by_class ? spanheap_alloc_class(&sh, cls, size, 0)
+		                : spanheap_alloc(&sh, size, 0);
 		if (!p[i]) {
 			ktest_fail_at(__FILE__, __LINE__,
 			              "class %u: alloc %zu of %zu bytes failed",
@@ -74,6 +77,11 @@ static void one_class(unsigned cls, size_t size)
 	}
 }
 
+static void one_class(unsigned cls, size_t size)
+{
+	one_class_by(cls, size, false);
+}
+
 KTEST(spanheap, every_class)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
@@ -91,6 +99,28 @@ KTEST(spanheap, every_class)
 	spanheap_free(&sh, b);
 	spanheap_free(&sh, NULL);
 	SH_CHECK(&sh, "after size 0");
+	sh_heap_release(&heap);
+}
+
+/* spanheap_alloc_class, the inline path for a class known at compile
+ * time: spans' objects at first (its refill), then the magazine's (the
+ * objects just freed, newest first), each class up to SC_LINEAR_MAX with
+ * the class spanheap_class_linear gives. */
+KTEST(spanheap, alloc_class_inline)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	for (size_t size = 0; size <= SC_LINEAR_MAX; size += 8) {
+		unsigned cls = spanheap_class_linear(size);
+		KASSERT_EQ(cls, sizeclass_of(size));
+		one_class_by(cls, size, true); /* from the spans */
+		one_class_by(cls, size, true); /* the magazine's, then spans */
+		void *a = spanheap_alloc_class(&sh, cls, size, 0);
+		KASSERT(a);
+		spanheap_free(&sh, a);
+		KEXPECT_EQ(spanheap_alloc_class(&sh, cls, size, 0), a);
+		spanheap_free(&sh, a);
+	}
+	SH_CHECK(&sh, "after the inline path");
 	sh_heap_release(&heap);
 }
 
