@@ -15,8 +15,11 @@
 
 #include <stdbool.h>
 
-/* This thread's slot + 1 while it is bound to one, else 0. */
-extern _Thread_local unsigned mm_posix_bound_cpu;
+/* This thread's slot + 1 while it is bound to one, else 0. Local-exec:
+ * every user of this port is an executable, so the load is one %fs-
+ * relative instruction (GCC's default for PIE loaded the offset first). */
+extern _Thread_local unsigned mm_posix_bound_cpu
+        __attribute__((tls_model("local-exec")));
 /*
  * The unbound thread's pin and unpin (tests/host/mm_port_posix.c), called
  * through thunks that keep every register but %rax (general and SSE), so
