@@ -383,6 +383,10 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 			                 __ATOMIC_RELAXED);
 			s->divmul = cls ? ci->divmul : 0;
 			s->dinv = cls ? ci->dinv : 0;
+			_Static_assert(SC_NCLASSES * sizeof(struct mmag) <=
+			                       UINT16_MAX,
+			               "a magazine's offset fits mag_offset");
+			s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
 			s->dshift = cls ? ci->dshift : 0;
 			atomic_store_explicit(&s->freeindex, 0,
 			                      memory_order_relaxed);
@@ -1364,7 +1368,8 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 	if (__builtin_expect(o[1] == (cookie ^ a), 0))
 		free_refused(s, obj_index(s, a - s->base), a);
 	struct mm_pin pin = mm_port_pin();
-	struct mmag *m = mag_of(sh, pin.cpu, s->sizeclass);
+	struct mmag *m =
+	        (struct mmag *)((char *)sh->mags[pin.cpu] + s->mag_offset);
 	uintptr_t *t = mag_top(m);
 	if (__builtin_expect(t >= m->limit, 0)) {
 		mag_full(sh, a, s->sizeclass, pin);

@@ -101,6 +101,9 @@ struct mspan {
 	 * that CPU alone, pinned, so a CPU that reads its own number owns
 	 * the span (a magazine spill's local bits). */
 	_Atomic uint8_t owner;
+	/* fixed: sizeclass * sizeof(struct mmag), the class's magazine's
+	 * offset in a CPU's array (a shift fewer on the free) */
+	uint16_t mag_offset;
 	_Atomic uint32_t freeindex; /* owner: [0, freeindex) are allocated */
 	uint64_t alloc_cache; /* owner: free bits from freeindex, 1 = free */
 	uint32_t npages;

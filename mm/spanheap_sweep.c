@@ -513,7 +513,9 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	if (cls == 0 || cls >= SC_NCLASSES || s->elemsize != ci->size ||
 	    s->nelems != ci->nelems || s->npages != ci->npages ||
-	    s->divmul != ci->divmul)
+	    s->divmul != ci->divmul || s->dinv != ci->dinv ||
+	    s->dshift != ci->dshift ||
+	    s->mag_offset != cls * sizeof(struct mmag))
 		mm_panic("spanheap: check: span %p [%#lx] of class %u does "
 		         "not match its class",
 		         (void *)s, (unsigned long)s->base, cls);
