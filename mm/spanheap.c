@@ -38,7 +38,9 @@
  * Algorithm.
  *   alloc   pinned: the newest object of the CPU's magazine for the
  *           class (a LIFO array of objects it freed, in the CPU's slab of
- *           slots), else the cached span's next free bit; when
+ *           slots; inline in the caller for a class it knows:
+ *           spanheap_alloc_class), else the cached span's next free bit;
+ *           when
  *           that runs out, the slow path scans the span's later words,
  *           then folds the span's own frees (local and pending), then
  *           hands the span back and takes one from the central lists,
@@ -802,8 +804,10 @@ static inline struct mmag *mag_of(struct spanheap *sh, unsigned long cpu,
 	return &sh->mags[cpu][cls];
 }
 
-/* Slots left unused at the start of a CPU's slab (see spanheap_init). */
-#define MAG_SLAB_SKEW (MM_PAGE_SIZE / 2 / sizeof(uintptr_t) + 4)
+/* Slots left unused at the start of a CPU's slab (see spanheap_init):
+ * the first class's 0 is the last of them, its first slot at byte 512.
+ * Few enough that the slab stays 8 pages (half a page took it to 9). */
+#define MAG_SLAB_SKEW (512 / sizeof(uintptr_t) - 1)
 
 /* What top and limit point just past until a CPU's slab is made: a 0,
  * never written (a push finds the magazine full first). */
@@ -1474,12 +1478,12 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
-	/* The slots start near the middle of the slab's first page: a pop
-	 * reads the slot below the top, and at the page's first words it
-	 * would falsely alias (4 KiB) the object it pops, whose second word
-	 * the free and the alloc store to, when the object starts a page,
-	 * the commonest place (see MHEAP_SPANMAP_SKEW). */
-	uint32_t slots = MAG_SLAB_SKEW;
+	/* The slots start 512 bytes into the slab: a pop reads the slot
+	 * below the top, and at the page's first words it would falsely
+	 * alias (4 KiB) the object it pops, whose second word the free and
+	 * the alloc store to, when the object starts a page, the commonest
+	 * place (see MHEAP_SPANMAP_SKEW). */
+	uint32_t slots = (uint32_t)MAG_SLAB_SKEW;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
 		if (max < SPANHEAP_MAG_MIN)
