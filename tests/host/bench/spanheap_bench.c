@@ -5,6 +5,7 @@
  *   spanheap_bench --alloc=mm|system [--threads=N] [--scale=F] [--arena-mib=M]
  *                  WORKLOAD
  *   spanheap_bench --alloc=mm|system --callgrind=N
+ *   spanheap_bench --alloc=mm --callgrind=N --class-known
  *   spanheap_bench --pin-cost
  *   spanheap_bench --list
  *
@@ -48,7 +49,9 @@
  * else (for mm: no sweeper or scavenger thread, which would add
  * run-to-run noise, and a 1 GiB arena); tools/bench-spanheap runs it under
  * callgrind twice and divides the difference of the totals, as palloc_bench
- * does.
+ * does. With --class-known, ours allocates through spanheap_alloc_class,
+ * inline, as a caller that knows the class where it calls does (the
+ * kernel's kmalloc of a constant size).
  *
  * --pin-cost prints what one mm_port_pin + mm_port_unpin costs here (an
  * atomic exchange: the host's stand-in for interrupts off); a pair pins
@@ -106,14 +109,19 @@ static inline void escape(void *p)
 
 /* size bytes (at least 8), whose first 8 hold the address xor tag: two
  * live objects that overlap would overwrite each other's. */
-static inline void *obj_alloc(size_t size, uint64_t tag)
+static inline void *obj_init(void *p, uint64_t tag)
 {
-	void *p = use_mm ? spanheap_alloc(&sh, size, 0) : malloc(size);
 	if (!p)
 		die("out of memory");
 	*(volatile uint64_t *)p = (uintptr_t)p ^ tag;
 	escape(p);
 	return p;
+}
+
+static inline void *obj_alloc(size_t size, uint64_t tag)
+{
+	return obj_init(use_mm ? spanheap_alloc(&sh, size, 0) : malloc(size),
+	                tag);
 }
 
 static inline void obj_free(void *p, uint64_t tag)
@@ -206,6 +214,19 @@ static void pair_loop(size_t size, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
 		obj_free(obj_alloc(size, i), i);
+}
+
+/* pair_loop(16, n) with the allocation through spanheap_alloc_class, the
+ * inline path of a caller that knows the class where it calls (the
+ * kernel's kmalloc of a constant size does this). */
+static void pair_loop_class_known(uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		obj_free(
+		        obj_init(spanheap_alloc_class(
+		                         &sh, spanheap_class_linear(16), 16, 0),
+		                 i),
+		        i);
 }
 
 static void work_pair(struct worker *w)
@@ -430,13 +451,16 @@ static void report(const struct worker *ws, unsigned nthreads, uint64_t wall)
 	printf("\n");
 }
 
-static int callgrind_mode(long n)
+static int callgrind_mode(long n, bool class_known)
 {
 	if (use_mm) {
 		mm_setup(false, CALLGRIND_ARENA_BYTES);
 		mm_port_bind_cpu(0);
 	}
-	pair_loop(16, (uint64_t)n);
+	if (class_known)
+		pair_loop_class_known((uint64_t)n);
+	else
+		pair_loop(16, (uint64_t)n);
 	if (use_mm)
 		mm_port_unbind_cpu();
 	return 0;
@@ -462,6 +486,7 @@ static void usage(void)
 	        "usage: spanheap_bench --alloc=mm|system [--threads=N] "
 	        "[--scale=F] [--arena-mib=M] WORKLOAD\n"
 	        "       spanheap_bench --alloc=mm|system --callgrind=N\n"
+	        "       spanheap_bench --alloc=mm --callgrind=N --class-known\n"
 	        "       spanheap_bench --pin-cost\n"
 	        "       spanheap_bench --list\n");
 	exit(2);
@@ -472,6 +497,7 @@ int main(int argc, char **argv)
 	unsigned nthreads = 1;
 	double scale = 1;
 	long callgrind = 0;
+	bool class_known = false;
 	size_t arena_mib = 0;
 	const char *alloc = NULL;
 	for (int i = 1; i < argc; i++) {
@@ -491,6 +517,8 @@ int main(int argc, char **argv)
 			scale = atof(a + 8);
 		} else if (strncmp(a, "--callgrind=", 12) == 0) {
 			callgrind = atol(a + 12);
+		} else if (strcmp(a, "--class-known") == 0) {
+			class_known = true;
 		} else if (strncmp(a, "--arena-mib=", 12) == 0) {
 			arena_mib = (size_t)atol(a + 12);
 		} else {
@@ -504,8 +532,10 @@ int main(int argc, char **argv)
 	if (!alloc || (strcmp(alloc, "mm") && strcmp(alloc, "system")))
 		usage();
 	use_mm = strcmp(alloc, "mm") == 0;
+	if (class_known && (!use_mm || callgrind <= 0))
+		usage();
 	if (callgrind > 0)
-		return callgrind_mode(callgrind);
+		return callgrind_mode(callgrind, class_known);
 	if (!wl || nthreads < 1 || nthreads > wl->max_threads || scale <= 0)
 		usage();
 	if (use_mm)
