@@ -29,11 +29,12 @@
  * each class's lock after advancing sg (spanheap_sweep.c), so a span is
  * always on the list that matches its sweepgen.
  *
- * Every free object of a small span below its marked count carries a free
- * marker in its second word, cookie ^ its address: written by every free
- * and, for objects never handed out, a bitmap word of objects at a time
- * as the allocations reach them (span_fill_cache), cleared when the
- * object is handed out. No object at or past marked has been handed out.
+ * A small span's marked count is one past the highest object it has
+ * handed out since it was made (span_take raises it; objects are handed
+ * out lowest first, so none at or past it ever was). Every free object
+ * below it was freed, and carries the free marker in its second word,
+ * cookie ^ its address, written by the free and cleared when the object
+ * is handed out again.
  *
  * Algorithm.
  *   alloc   pinned: the newest object of the CPU's magazine for the
@@ -468,24 +469,9 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	mm_lock_release(&h->lock, irq);
 }
 
-/*
- * Writes the free marker into objects [from, to) of s, never handed out,
- * and then raises marked to to (release: a free that reads the new
- * marked sees the markers). Owner only.
- */
-static __attribute__((noinline)) void
-span_mark(struct mspan *s, uintptr_t cookie, uint32_t from, uint32_t to)
-{
-	uintptr_t a = s->base + (uintptr_t)from * s->elemsize;
-	for (uint32_t i = from; i < to; i++, a += s->elemsize)
-		obj_words(a)[1] = cookie ^ a;
-	atomic_store_explicit(&s->marked, to, memory_order_release);
-}
-
 /* Points alloc_cache and freeindex at the first free object at or after
- * freeindex, marking the objects of its bitmap word first if they are
- * not yet (cookie: the heap's). False if there is none. Owner only. */
-static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
+ * freeindex. False if there is none. Owner only. */
+static bool span_fill_cache(struct mspan *s)
 {
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
 	while (fi < s->nelems) {
@@ -494,12 +480,6 @@ static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
 		                word_mask(s->nelems, w);
 		free >>= b;
 		if (free) {
-			uint32_t end = (w + 1) * 64 < s->nelems ? (w + 1) * 64
-			                                        : s->nelems;
-			uint32_t m = atomic_load_explicit(&s->marked,
-			                                  memory_order_relaxed);
-			if (m < end)
-				span_mark(s, cookie, m, end);
 			fi += (uint32_t)__builtin_ctzll(free);
 			free >>= __builtin_ctzll(free);
 			s->alloc_cache = free;
@@ -514,9 +494,16 @@ static bool span_fill_cache(struct mspan *s, uintptr_t cookie)
 	return false;
 }
 
-/* Takes the first free object of alloc_cache ac (s->alloc_cache, not
- * 0). span_fill_cache leaves no bit at or beyond nelems in it. Owner,
- * pinned. */
+/*
+ * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0).
+ * span_fill_cache leaves no bit at or beyond nelems in it. Raises marked
+ * past the object if it is the first one handed out at its index: free
+ * objects are handed out lowest first, so those never handed out are
+ * exactly the ones at or past marked, and every free one below it was
+ * freed (so it carries its marker). Clears the object's marker word: it
+ * may hold a stale marker, a previous span's at the same address. Owner,
+ * pinned.
+ */
 static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
                                                              uint64_t ac)
 {
@@ -525,6 +512,9 @@ static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
 	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
+	if (idx >= atomic_load_explicit(&s->marked, memory_order_relaxed))
+		atomic_store_explicit(&s->marked, idx + 1,
+		                      memory_order_release);
 	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
 	o[1] = 0; /* the free marker (free_small) */
 	return o;
@@ -773,7 +763,7 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
 	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
 	atomic_store_explicit(&s->owner, (uint8_t)(mc - sh->caches + 1),
 	                      memory_order_relaxed);
-	span_fill_cache(s, sh->mag_cookie);
+	span_fill_cache(s);
 	mc->alloc[cls] = s;
 }
 
@@ -1070,10 +1060,10 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 		cache_flush(sh, pin->cpu); /* a cycle began: prepare for it */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
-		if (span_fill_cache(s, sh->mag_cookie))
+		if (span_fill_cache(s))
 			return span_next_fast(s);
 		spanheap_span_fold(sh, s);
-		if (worth_keeping(s) && span_fill_cache(s, sh->mag_cookie))
+		if (worth_keeping(s) && span_fill_cache(s))
 			return span_next_fast(s);
 		mc->alloc[cls] = &spanheap_empty_span;
 		uncache_span(sh, s);
@@ -1094,7 +1084,7 @@ static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */
 			void *p = span_next_fast(cur);
-			if (!p && span_fill_cache(cur, sh->mag_cookie))
+			if (!p && span_fill_cache(cur))
 				p = span_next_fast(cur);
 			if (p) {
 				if (s)
@@ -1350,9 +1340,9 @@ free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
  * Frees object idx of the small span s (checked: in use, p the start of
  * object idx < marked). The object must be allocated: every free object
  * below marked carries the free marker (cookie ^ address) in its second
- * word, from its marking or its free until it is handed out again,
- * whichever way it went; so the marker alone tells, with no look at the span's
- * bitmaps (another cache line). Then, pinned, into this CPU's magazine
+ * word, from its free until it is handed out again, whichever way it
+ * went; so the marker alone tells, with no look at the span's bitmaps
+ * (another cache line). Then, pinned, into this CPU's magazine
  * (last in, first out: the next allocation of the class gets it back
  * while it is still in cache), whose older half goes back to the spans
  * when it is full (mag_full). Every free takes the magazine, those of

@@ -114,11 +114,11 @@ struct mspan {
 	 * freed and reused (span_new) without that lock. */
 	_Atomic uint8_t list;
 	uint8_t dshift; /* fixed: the class's (sizeclasses.h); 0 if large */
-	/* The span's first marked objects carry the free marker whenever
-	 * they are free; none beyond has been handed out since the span was
-	 * made. The owner raises it a word of objects at a time as it
-	 * reaches them (span_fill_cache), so a span's pages are touched as
-	 * they are used, not all when it is made. */
+	/* One past the highest object handed out since the span was made
+	 * (the owner raises it in span_take): the free ones below it carry
+	 * the free marker, and none at or past it was ever handed out. Nothing
+	 * is written into an object before its allocation, so a span's pages
+	 * are touched as they are used, not when it is made. */
 	_Atomic uint32_t marked;
 	/* fixed: the class's dinv (sizeclasses.h); 0 if large. The free's
 	 * one test for "the start of one of the first marked objects":

@@ -205,23 +205,22 @@ KTEST(spanheap_misuse, page_heap_memory)
 	sh_heap_release(&heap);
 }
 
-/* An object of a span that was never handed out carries the free marker
- * from the span's creation: its free is refused by the marker alone. */
+/* An object of a span that was never handed out carries no marker: its
+ * free is refused by the span's marked count, before the marker test. */
 KTEST(spanheap_misuse, object_not_yet_handed_out)
 {
 	KASSERT(fresh_heap());
 	char *p = spanheap_alloc(&sh, 64, 0);
 	KASSERT(p);
 	char *later = p + 3 * 64; /* the same span, not handed out yet */
-	KEXPECT_EQ(((uintptr_t *)later)[1], sh.mag_cookie ^ (uintptr_t)later);
+	KEXPECT_EQ(((uintptr_t *)later)[1], 0);
 	EXPECT_MISUSE(spanheap_free(&sh, later), "not allocated", later);
 	sh_heap_release(&heap);
 }
 
-/* Objects past the first word of a fresh span are not marked yet (the
- * span is marked a word of objects at a time, as the allocations reach
- * them): their free is refused by the span's marked count, and their
- * memory is untouched. */
+/* A span's marked count is one past the highest object it has handed
+ * out: the free of an object at or past it (never handed out) is refused,
+ * and nothing is written into such objects ahead of their allocation. */
 KTEST(spanheap_misuse, object_past_the_marked_ones)
 {
 	KASSERT(fresh_heap());
@@ -231,15 +230,16 @@ KTEST(spanheap_misuse, object_past_the_marked_ones)
 	KASSERT(p);
 	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
 	KASSERT(mheap_span_is_span(s));
-	KEXPECT_EQ(atomic_load(&s->marked), 64);
-	char *far = (char *)s->base + 100 * 64;
+	KEXPECT_EQ((uintptr_t)p, s->base);
+	KEXPECT_EQ(atomic_load(&s->marked), 1);
+	char *next = (char *)s->base + 64, *far = (char *)s->base + 100 * 64;
 	KEXPECT_EQ(((uintptr_t *)far)[1], 0);
+	EXPECT_MISUSE(spanheap_free(&sh, next), "not allocated", next);
 	EXPECT_MISUSE(spanheap_free(&sh, far), "not allocated", far);
-	/* The 65th allocation reaches the second word and marks it. */
 	for (int i = 0; i < 64; i++)
 		KASSERT(spanheap_alloc(&sh, 64, 0));
-	KEXPECT_EQ(atomic_load(&s->marked), 128);
-	KEXPECT_EQ(((uintptr_t *)far)[1], sh.mag_cookie ^ (uintptr_t)far);
+	KEXPECT_EQ(atomic_load(&s->marked), 65);
+	KEXPECT_EQ(((uintptr_t *)far)[1], 0);
 	EXPECT_MISUSE(spanheap_free(&sh, far), "not allocated", far);
 	sh_heap_release(&heap);
 }
