@@ -152,21 +152,22 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 	size_t end = upto * MHEAP_CHUNK_PAGES < h->arena_pages
 	                     ? upto * MHEAP_CHUNK_PAGES
 	                     : h->arena_pages;
-	for (size_t i = have * MHEAP_CHUNK_PAGES; i < end; i++)
-		atomic_store_explicit(&h->spanmap[i], MHEAP_SPAN_NONE,
-		                      memory_order_relaxed);
+	size_t first = have * MHEAP_CHUNK_PAGES;
+	mheap_span_set(h, h->arena_base + first * MM_PAGE_SIZE, end - first,
+	               NULL);
 	atomic_store_explicit(&h->spanmap_chunks, upto, memory_order_release);
-	atomic_store_explicit(&h->spanmap_pages,
-	                      upto * MHEAP_CHUNK_PAGES < h->arena_pages
-	                              ? upto * MHEAP_CHUNK_PAGES
-	                              : h->arena_pages,
-	                      memory_order_release);
+	atomic_store_explicit(&h->spanmap_pages, end, memory_order_release);
 	return true;
 }
 
 void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
 {
-	return mheap_span_lookup_inline(h, addr);
+	/* An address below the base wraps to a huge index. */
+	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
+	if (i >= atomic_load_explicit(&h->spanmap_pages, memory_order_acquire))
+		return NULL;
+	void *e = atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
+	return e == MHEAP_SPAN_NONE ? NULL : e;
 }
 
 const struct mheap_span_mark mheap_span_marks[3];

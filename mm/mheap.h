@@ -201,17 +201,6 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
  */
 #define MHEAP_SPANMAP_SKEW ((size_t)PALLOC_CHUNK_PAGES / 2)
 
-/* The same, inlined for the span heap's free path. */
-static inline void *mheap_span_lookup_inline(struct mheap *h, uintptr_t addr)
-{
-	/* An address below the base wraps to a huge index. */
-	size_t i = (addr - h->arena_base) >> MM_PAGE_SHIFT;
-	if (i >= atomic_load_explicit(&h->spanmap_pages, memory_order_acquire))
-		return NULL;
-	void *e = atomic_load_explicit(&h->spanmap[i], memory_order_acquire);
-	return e == MHEAP_SPAN_NONE ? NULL : e;
-}
-
 /* Sets the entries of [base, base + npages pages) to v (NULL: no entry,
  * MHEAP_SPAN_NONE). The caller owns the pages (allocated). Any context. */
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);

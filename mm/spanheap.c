@@ -425,8 +425,7 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 		mm_lock_release(&h->lock, irq);
 	}
 	if (cls) {
-		/* No object is marked yet (marked 0): span_fill_cache marks
-		 * them as the allocations reach them. */
+		/* None handed out yet (marked 0): span_take raises it. */
 		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
 		                          memory_order_relaxed);
 	}
@@ -787,13 +786,6 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
  * and the total passed the threshold. */
 #define KICK_SHIFT 18
 
-/* CPU cpu's magazine of class cls: one load (sh->mags) and a shift. */
-static inline struct mmag *mag_of(struct spanheap *sh, unsigned long cpu,
-                                  unsigned cls)
-{
-	return &sh->mags[cpu][cls];
-}
-
 /* Slots left unused at the start of a CPU's slab (see spanheap_init):
  * the first class's 0 is the last of them, its first slot at byte 512.
  * Few enough that the slab stays 8 pages (half a page took it to 9). */
@@ -802,13 +794,6 @@ static inline struct mmag *mag_of(struct spanheap *sh, unsigned long cpu,
 /* What top and limit point just past until a CPU's slab is made: a 0,
  * never written (a push finds the magazine full first). */
 static uintptr_t mag_none[1];
-
-/* The first slot of CPU cpu's magazine of class cls; its slab is made. */
-static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
-                                  unsigned cls)
-{
-	return sh->caches[cpu].slab + sh->mag_off[cls];
-}
 
 /* The newest object's end: written by the owner, pinned; relaxed, as
  * statistics read it from other CPUs. */
@@ -820,12 +805,6 @@ static inline uintptr_t *mag_top(struct mmag *m)
 static inline void mag_set_top(struct mmag *m, uintptr_t *t)
 {
 	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
-}
-
-/* The pop is spanheap_mag_pop (spanheap.h), for spanheap_alloc_class. */
-static inline __attribute__((always_inline)) uintptr_t mag_pop(struct mmag *m)
-{
-	return spanheap_mag_pop(m);
 }
 
 /* Puts object a (checked, free) at t, the top of magazine m, below its
@@ -972,7 +951,7 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 	struct mcache *mc = &sh->caches[cpu];
 	mc->slab = slab;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		uintptr_t *base = slab + sh->mag_off[cls];
+		uintptr_t *base = mag_base(sh, cpu, cls);
 		base[-1] = 0; /* what a pop of the empty magazine reads */
 		mc->mag[cls].limit = base + sh->mag_max[cls];
 		mag_set_top(&mc->mag[cls], base);
@@ -1107,7 +1086,7 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 {
 	struct mm_pin pin = mm_port_pin();
 	struct mcache *mc = &sh->caches[pin.cpu];
-	void *p = (void *)mag_pop(&mc->mag[cls]);
+	void *p = (void *)spanheap_mag_pop(&mc->mag[cls]);
 	if (!p)
 		p = span_next_fast(mc->alloc[cls]);
 	if (__builtin_expect(!p, 0))
@@ -1233,23 +1212,18 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 }
 
 /*
- * The fast path: the class from a table, the pin, the magazine's first
- * object or else the cached span's next free bit, the unpin. No lock, no
- * atomic read-modify-write, and no call with an inline pin (the miss is a
- * tail call). Any context but NMI.
+ * The fast path: the class from a table, then spanheap_alloc_class (the
+ * pin, the magazine's newest object, the unpin; on an empty magazine the
+ * cached span's next free bit, out of line). No lock, no atomic
+ * read-modify-write, and no call with an inline pin (the miss is a tail
+ * call). Any context but NMI.
  */
 SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
                                    unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
-		unsigned cls = sizeclass_of(size);
-		struct mm_pin pin = mm_port_pin();
-		uintptr_t a = mag_pop(mag_of(sh, pin.cpu, cls));
-		if (__builtin_expect(a != 0, 1)) {
-			mm_port_unpin(pin);
-			return (void *)a;
-		}
-		return spanheap_alloc_refill(sh, size, flags, pin);
+		return spanheap_alloc_class(sh, sizeclass_of(size), size,
+		                            flags);
 	}
 	return alloc_any(sh, size, 16, flags);
 }

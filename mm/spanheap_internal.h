@@ -45,6 +45,14 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
 void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
 
+/* The first slot of CPU cpu's magazine of class cls; its slab is made
+ * (sh->caches[cpu].slab not NULL). */
+static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
+                                  unsigned cls)
+{
+	return sh->caches[cpu].slab + sh->mag_off[cls];
+}
+
 /* ---- Central lists (locking: the class's lock) ---- */
 
 /* The index of the swept lists for sweepgen sg; 1 - it, the unswept. */

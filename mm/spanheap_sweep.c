@@ -427,7 +427,7 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 			                        __ATOMIC_RELAXED);
 			if (!slab)
 				continue;
-			uintptr_t *base = slab + sh->mag_off[cls];
+			uintptr_t *base = mag_base(sh, cpu, cls);
 			if (t >= base && t <= base + sh->mag_max[cls])
 				in_mags += (size_t)(t - base);
 		}
@@ -587,7 +587,7 @@ static void check_mags(struct spanheap *sh)
 				         (unsigned)pin.cpu, cls);
 			continue;
 		}
-		uintptr_t *base = mc->slab + sh->mag_off[cls];
+		uintptr_t *base = mag_base(sh, (unsigned)pin.cpu, cls);
 		uintptr_t *limit = base + sh->mag_max[cls];
 		if (sh->mags[pin.cpu] != mc->mag || m->limit != limit ||
 		    m->top < base || m->top > limit || base[-1] != 0)
