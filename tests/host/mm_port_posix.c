@@ -82,11 +82,11 @@ static _Thread_local const struct posix_lock *held[MM_RANK_COUNT];
 static _Thread_local unsigned held_ranks;
 static _Thread_local bool atomic_context;
 static _Thread_local unsigned cpu_id;
-/* The inline pin's (mm_port_posix_pin.h): cpu_id + 1 while bound. */
-_Thread_local unsigned mm_posix_bound_cpu;
+/* The inline pin's (mm_port_posix_pin.h): cpu_id while bound. */
+_Thread_local unsigned long mm_posix_bound_cpu = MM_POSIX_UNBOUND;
 /* Pins held, but a bound thread's. */
 static _Thread_local unsigned pin_depth;
-#define cpu_bound (mm_posix_bound_cpu != 0)
+#define cpu_bound (mm_posix_bound_cpu != MM_POSIX_UNBOUND)
 static _Thread_local jmp_buf *panic_catch;
 
 static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -385,14 +385,14 @@ void mm_port_bind_cpu(unsigned cpu)
 	if (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
 	                             memory_order_acquire))
 		pin_wait(cpu_id);
-	mm_posix_bound_cpu = cpu_id + 1;
+	mm_posix_bound_cpu = cpu_id;
 }
 
 void mm_port_unbind_cpu(void)
 {
 	if (pin_depth || !cpu_bound)
 		mm_panic("mm_port_unbind_cpu while pinned or not bound");
-	mm_posix_bound_cpu = 0;
+	mm_posix_bound_cpu = MM_POSIX_UNBOUND;
 	atomic_store_explicit(&cpu_slots[cpu_id].busy, 0, memory_order_release);
 }
 
