@@ -367,14 +367,17 @@ static struct mspan *span_new(struct spanheap *sh, unsigned cls, uintptr_t base,
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		s = struct_get_locked(sh);
 		if (s) {
+			/* Acquire and release: the table may grow without
+			 * the heap lock, and a free that reads the copy must
+			 * see the new entries' "none" (mheap.c). */
 			size_t mapped = atomic_load_explicit(
-			        &h->spanmap_pages, memory_order_relaxed);
+			        &h->spanmap_pages, memory_order_acquire);
 			if (atomic_load_explicit(&sh->spanmap_pages,
 			                         memory_order_relaxed) !=
 			    mapped)
 				atomic_store_explicit(&sh->spanmap_pages,
 				                      mapped,
-				                      memory_order_relaxed);
+				                      memory_order_release);
 			s->base = base;
 			s->npages = (uint32_t)npages;
 			s->elemsize =
@@ -949,13 +952,14 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 		return false;
 	atomic_fetch_add_explicit(&sh->mag_slabs, 1, memory_order_relaxed);
 	struct mcache *mc = &sh->caches[cpu];
-	mc->slab = slab;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		uintptr_t *base = mag_base(sh, cpu, cls);
+		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
 		base[-1] = 0; /* what a pop of the empty magazine reads */
 		mc->mag[cls].limit = base + sh->mag_max[cls];
 		mag_set_top(&mc->mag[cls], base);
 	}
+	/* Last, atomic: the statistics read it from other CPUs. */
+	__atomic_store_n(&mc->slab, slab, __ATOMIC_RELEASE);
 	return true;
 }
 
@@ -973,10 +977,15 @@ static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
 	if (!sh->caches[pin.cpu].slab) {
 		/* This CPU's first free: its slab, or straight to the span
 		 * if there is no memory for one now. */
-		if (mag_slab_make(sh, pin.cpu))
+		if (mag_slab_make(sh, pin.cpu)) {
 			mag_push(m, mag_top(m), a, sh->mag_cookie);
-		else
+		} else {
+			/* Marked as a push would have: every free object
+			 * below marked carries it, and a second free of a
+			 * is told by it alone. */
+			obj_words(a)[1] = sh->mag_cookie ^ a;
 			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
+		}
 	} else {
 		uintptr_t *base = mag_base(sh, pin.cpu, cls);
 		uint32_t keep = sh->mag_max[cls] / 2;
@@ -1378,7 +1387,7 @@ SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 	/* An address below the base wraps to a huge index. */
 	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
 	if (__builtin_expect(i < atomic_load_explicit(&sh->spanmap_pages,
-	                                              memory_order_relaxed),
+	                                              memory_order_acquire),
 	                     1)) {
 		/* A span, or one of the table's zeroed marks (mheap.h), on
 		 * which the checks below fail. */

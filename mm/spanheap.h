@@ -189,7 +189,9 @@ struct mmag {
 /* One CPU's cache: touched only by that CPU, pinned. */
 struct mcache {
 	struct mmag mag[SC_NCLASSES];
-	uintptr_t *slab; /* the magazines' slots, or NULL until made */
+	/* the magazines' slots, or NULL until made; __atomic: the statistics
+	 * read it from other CPUs */
+	uintptr_t *slab;
 	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
@@ -269,10 +271,12 @@ struct spanheap {
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
 	/* The page heap's span table (fixed), and how many of its entries
 	 * the free's fast path reads: heap->spanmap_pages as it was at the
-	 * last span_new, so at least the entries of every span made (set
-	 * under heap->lock, which orders it; relaxed). A free beyond it
-	 * takes the slow path, which reads heap->spanmap_pages itself. A
-	 * copy here saves the free a load and a step of its chain. */
+	 * last span_new, so at least the entries of every span made
+	 * (written under heap->lock; the table grows without it, so the
+	 * copy is read acquire and written release, which orders the new
+	 * entries' "none" before it). A free beyond it takes the slow path,
+	 * which reads heap->spanmap_pages itself. A copy here saves the free
+	 * a load and a step of its chain. */
 	void *_Atomic *spanmap;
 	_Atomic size_t spanmap_pages;
 	/* fixed: &caches[cpu].mag[0], one load where the address would be

@@ -421,13 +421,14 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 			/* Read while the owner changes them: a top not
 			 * (yet) in the slab counts nothing. */
 			uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
-			                                  __ATOMIC_RELAXED);
+			                                  __ATOMIC_ACQUIRE);
 			uintptr_t *t =
 			        __atomic_load_n(&sh->caches[cpu].mag[cls].top,
 			                        __ATOMIC_RELAXED);
 			if (!slab)
 				continue;
-			uintptr_t *base = mag_base(sh, cpu, cls);
+			uintptr_t *base =
+			        slab + sh->mag_off[cls]; /* mag_base */
 			if (t >= base && t <= base + sh->mag_max[cls])
 				in_mags += (size_t)(t - base);
 		}
@@ -570,7 +571,7 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 
 /* This CPU's magazines (other CPUs change theirs without a lock): every
  * object freed (its marker), the start of an allocated object of a small
- * span of the magazine's class below the span's marked offset, and the
+ * span of the magazine's class below the span's marked count, and the
  * count within the magazine's size. */
 static void check_mags(struct spanheap *sh)
 {

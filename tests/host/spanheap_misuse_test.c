@@ -1,6 +1,7 @@
 /*
  * Misuse of the span heap (mm/spanheap.c): double frees on the local and
- * the magazine path and across them, writes into a freed object, interior,
+ * the magazine path and across them, and after a free that had no
+ * magazine, writes into a freed object, interior,
  * foreign and never-allocated pointers, a large span freed twice,
  * page-heap memory freed as an object. Each must mm_panic with a message that
  * names the problem and the pointer; the port's catch turns the panic into a
@@ -152,6 +153,44 @@ KTEST(spanheap_misuse, double_free_after_span_freed)
 	spanheap_free(&sh, p);
 	spanheap_flush_cache(&sh); /* the span is empty: given back */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "in no span", p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The first free found no magazine slab on its CPU and could not make one
+ * (the arena used up), so it gave the object straight back to its span.
+ * It must still leave the free marker: without it, a second free, once
+ * the span had folded the first, went into another CPU's magazine, and the
+ * object was then handed out twice.
+ */
+KTEST(spanheap_misuse, double_free_after_a_free_with_no_slab)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = (size_t)2 << 20; /* one chunk, soon used up */
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	void *q = spanheap_alloc(&sh, 64, 0); /* keeps the span in use */
+	KASSERT(p && q);
+	static void *pages[1024];
+	unsigned n = 0;
+	mm_port_set_quiet(true);
+	while (n < 1024 &&
+	       (pages[n] = mheap_alloc_pages(&heap, 1, MHEAP_NO_GROW)))
+		n++;
+	mm_port_set_quiet(false);
+	KASSERT(n > 0 && n < 1024);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	KEXPECT(sh.caches[1].slab == NULL); /* it took the slab-less way */
+	mm_port_set_cpu(0);
+	spanheap_flush_cache(&sh); /* folds p: free in its span */
+	while (n)
+		mheap_free_pages(&heap, pages[--n], 1);
+	mm_port_set_cpu(2); /* can make a slab now */
+	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
+	mm_port_set_cpu(0);
 	sh_heap_release(&heap);
 }
 
