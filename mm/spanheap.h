@@ -446,8 +446,10 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
 /* mm_logs a slabinfo-style table, then the totals. Thread context. */
 void spanheap_dump(struct spanheap *sh);
 
-/* Verifies every span and list (mm_panic on a fault). Thread context;
- * meaningful when no other CPU allocates or frees meanwhile. */
+/* Verifies every span and list, and that every free object of a span on
+ * a central list carries its free marker (a write after its free erases
+ * it; mm_panic on a fault). Thread context; meaningful when no other CPU
+ * allocates or frees meanwhile. */
 void spanheap_check(struct spanheap *sh);
 
 #endif

@@ -559,6 +559,38 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		         (unsigned long)s->base, cls, s->alloc_count, cnt);
 }
 
+/*
+ * Every free object below marked of span s (on a central list: the
+ * caller holds its class's lock, so no CPU hands its objects out and the
+ * sweeper cannot claim and free it meanwhile) carries the free marker:
+ * the free's test of a second free relies on it alone. Free: clear in
+ * alloc_bits (a listed span's freeindex is 0), or freed and not folded
+ * yet (pending or local bit). Objects in magazines count as allocated
+ * here; check_mags looks at this CPU's. Returns the first object without
+ * it, or 0 (the caller panics after it lets go of the lock).
+ */
+static uintptr_t check_markers(struct spanheap *sh, struct mspan *s)
+{
+	uint32_t marked =
+	        atomic_load_explicit(&s->marked, memory_order_acquire);
+	for (uint32_t i = 0; i < marked && i < s->nelems; i++) {
+		uint64_t b = (uint64_t)1 << (i % 64);
+		unsigned w = i / 64;
+		if ((atomic_load_explicit(&s->alloc_bits[w],
+		                          memory_order_relaxed) &
+		     ~(atomic_load_explicit(&s->pending[w],
+		                            memory_order_relaxed) |
+		       atomic_load_explicit(&s->local_free[w],
+		                            memory_order_relaxed))) &
+		    b)
+			continue; /* allocated */
+		uintptr_t a = s->base + (uintptr_t)i * s->elemsize;
+		if (((const uintptr_t *)a)[1] != (sh->mag_cookie ^ a))
+			return a;
+	}
+	return 0;
+}
+
 static void check_entries(struct spanheap *sh, struct mspan *s)
 {
 	for (size_t i = 0; i < s->npages; i++)
@@ -654,6 +686,8 @@ void spanheap_check(struct spanheap *sh)
 	}
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mcentral *c = &sh->central[cls];
+		uintptr_t unmarked = 0;
+		struct mspan *unmarked_span = NULL;
 		unsigned long irq = mm_lock_acquire(&c->lock);
 		for (unsigned k = 0; k < 4; k++) {
 			struct mspan_list_head *l =
@@ -680,6 +714,10 @@ void spanheap_check(struct spanheap *sh)
 					         partial ? "partial" : "full",
 					         s->sizeclass, v, sg,
 					         s->alloc_count, s->nelems);
+				if (!unmarked) {
+					unmarked = check_markers(sh, s);
+					unmarked_span = s;
+				}
 			}
 			if (n != l->n)
 				mm_panic("spanheap: check: class %u list %u "
@@ -688,6 +726,12 @@ void spanheap_check(struct spanheap *sh)
 			listed[cls] += n;
 		}
 		mm_lock_release(&c->lock, irq);
+		if (unmarked)
+			mm_panic("spanheap: check: free object %#lx of span "
+			         "[%#lx] class %u has lost its free marker: "
+			         "written after its free?",
+			         (unsigned long)unmarked,
+			         (unsigned long)unmarked_span->base, cls);
 	}
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {

@@ -107,6 +107,26 @@ KTEST(spanheap_misuse, write_after_free_cannot_steer_the_allocator)
 	sh_heap_release(&heap);
 }
 
+/* A write into a freed object that has gone back to its span erases its
+ * free marker, which a second free would be told by: the checker finds
+ * it and names the object. */
+KTEST(spanheap_misuse, checker_finds_a_lost_marker)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	uintptr_t *q = spanheap_alloc(&sh, 64, 0); /* keeps the span */
+	KASSERT(p && q);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh); /* CPU 1's magazine: p to its span */
+	mm_port_set_cpu(0);
+	spanheap_flush_cache(&sh); /* CPU 0 no longer caches the span */
+	SH_CHECK(&sh, "before the write");
+	p[1] = 42;
+	EXPECT_MISUSE(spanheap_check(&sh), "lost its free marker", p);
+	sh_heap_release(&heap);
+}
+
 /* Pending first, then the owner: the local path sees the pending bit. */
 KTEST(spanheap_misuse, double_free_remote_then_local)
 {
@@ -186,6 +206,7 @@ KTEST(spanheap_misuse, double_free_after_a_free_with_no_slab)
 	KEXPECT(sh.caches[1].slab == NULL); /* it took the slab-less way */
 	mm_port_set_cpu(0);
 	spanheap_flush_cache(&sh); /* folds p: free in its span */
+	SH_CHECK(&sh, "after the slab-less free"); /* p has its marker */
 	while (n)
 		mheap_free_pages(&heap, pages[--n], 1);
 	mm_port_set_cpu(2); /* can make a slab now */
