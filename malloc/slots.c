@@ -179,6 +179,29 @@ static void fence_others(void)
 		         errno);
 }
 
+/*
+ * The fork handlers are registered as early as possible: from the
+ * constructor, or at the first allocation if that comes first. glibc runs
+ * prepare handlers newest first, so ours, which holds every slot, then
+ * runs after those of libraries that register theirs later (as glibc
+ * takes its own malloc locks after all of them). Run before such a
+ * handler, it held the slots while the handler waited for its library's
+ * mutex, whose holder waited in malloc for its slot: fork never returned.
+ * A handler registered before ours (a library whose constructor runs
+ * before this one's and that allocates nothing) still runs after it.
+ */
+static atomic_bool fork_handlers;
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+static void register_fork_handlers(void)
+{
+	if (!atomic_exchange(&fork_handlers, true))
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
@@ -206,7 +229,7 @@ static void heap_init(void)
 	/* Past this point allocations work, also from inside these. */
 	if (pthread_key_create(&exit_key, slot_exit) == 0)
 		atomic_store(&key_ready, true);
-	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	register_fork_handlers();
 }
 
 /* Claims a slot for this thread (see "claim" above) and sets its fast;
@@ -341,6 +364,7 @@ static void allow_background(void)
 
 __attribute__((constructor)) static void mm_malloc_constructor(void)
 {
+	register_fork_handlers();
 	atomic_store(&constructed, true);
 	allow_background();
 }

@@ -296,6 +296,74 @@ static const char *test_fork(void)
 	return err;
 }
 
+/*
+ * A library makes its state fork-safe the usual way: a prepare handler
+ * takes its mutex, registered from its constructor, before the process's
+ * first malloc. Another thread holds that mutex while it allocates. The
+ * allocator's own prepare handler must run after the library's (last,
+ * as glibc takes its malloc locks after every handler): run first, it
+ * held every slot while the library's waited for the mutex, whose holder
+ * waited in malloc for its slot, and fork never returned.
+ */
+static pthread_mutex_t lib_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool lib_stop;
+
+static void lib_prepare(void)
+{
+	pthread_mutex_lock(&lib_lock);
+}
+
+static void lib_release(void)
+{
+	pthread_mutex_unlock(&lib_lock);
+}
+
+__attribute__((constructor)) static void lib_constructor(void)
+{
+	pthread_atfork(lib_prepare, lib_release, lib_release);
+}
+
+static void *lib_user(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&lib_stop)) {
+		pthread_mutex_lock(&lib_lock);
+		free(malloc(64));
+		pthread_mutex_unlock(&lib_lock);
+	}
+	return NULL;
+}
+
+static void fork_under_lib_lock(void)
+{
+	pthread_t t;
+	pthread_create(&t, NULL, lib_user, NULL);
+	for (int i = 0; i < 300; i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(malloc(32) ? 0 : 1);
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(3);
+	}
+	atomic_store(&lib_stop, true);
+	pthread_join(t, NULL);
+}
+
+static int in_child(void (*fn)(void), char *out, size_t outsz);
+
+static const char *test_fork_handler_order(void)
+{
+	char out[256];
+	int st = in_child(fork_under_lib_lock, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "300 forks while a thread allocates under a lock that a "
+	      "prepare handler takes: status %#x (SIGALRM: deadlock) %s",
+	      st, out);
+	return NULL;
+}
+
 /* ---- Slots under fork and sharing --------------------------------------- */
 
 /* A thread that owns its slot alone holds it without a locked instruction;
@@ -878,6 +946,7 @@ int main(int argc, char **argv)
 	        {"thread_churn", test_thread_churn},
 	        {"threads_share", test_threads_share},
 	        {"fork", test_fork},
+	        {"fork_handler_order", test_fork_handler_order},
 	        {"slot_mode", test_slot_mode},
 	        {"fork_stress", test_fork_stress},
 	        {"fork_shared", test_fork_shared},
