@@ -508,6 +508,10 @@ void spanheap_dump(struct spanheap *sh)
 /* ---- The checker
  * ------------------------------------------------------------------ */
 
+/* A fault the checker found: gives the cycle back first (a test may catch
+ * the panic and go on with the heap), then panics. */
+#define check_fail(sh, ...) (cycle_release(sh), mm_panic(__VA_ARGS__))
+
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
 	unsigned cls = s->sizeclass;
@@ -517,9 +521,10 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 	    s->divmul != ci->divmul || s->dinv != ci->dinv ||
 	    s->dshift != ci->dshift ||
 	    s->mag_offset != cls * sizeof(struct mmag))
-		mm_panic("spanheap: check: span %p [%#lx] of class %u does "
-		         "not match its class",
-		         (void *)s, (unsigned long)s->base, cls);
+		check_fail(sh,
+		           "spanheap: check: span %p [%#lx] of class %u does "
+		           "not match its class",
+		           (void *)s, (unsigned long)s->base, cls);
 	unsigned cnt = 0;
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
 	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
@@ -542,21 +547,23 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		                       : 0;
 		uint64_t alloc = (a | pre) & m;
 		if ((a & ~m) || (p & ~alloc) || (l & ~alloc) || (p & l))
-			mm_panic("spanheap: check: span [%#lx] class %u word "
-			         "%u: alloc %#lx pending %#lx local %#lx "
-			         "freeindex %u",
-			         (unsigned long)s->base, cls, w,
-			         (unsigned long)a, (unsigned long)p,
-			         (unsigned long)l, fi);
+			check_fail(sh,
+			           "spanheap: check: span [%#lx] class %u word "
+			           "%u: alloc %#lx pending %#lx local %#lx "
+			           "freeindex %u",
+			           (unsigned long)s->base, cls, w,
+			           (unsigned long)a, (unsigned long)p,
+			           (unsigned long)l, fi);
 		cnt += (unsigned)pallocbits_popcount(a & m & ~pre) +
 		       (unsigned)pallocbits_popcount(pre & m);
 	}
 	/* A cached span's count is brought up to date when it is folded. */
 	bool cached = atomic_load(&s->sweepgen) % 2 == 1;
 	if (!cached && cnt != s->alloc_count)
-		mm_panic("spanheap: check: span [%#lx] class %u counts %u "
-		         "allocated, its bitmaps %u",
-		         (unsigned long)s->base, cls, s->alloc_count, cnt);
+		check_fail(sh,
+		           "spanheap: check: span [%#lx] class %u counts %u "
+		           "allocated, its bitmaps %u",
+		           (unsigned long)s->base, cls, s->alloc_count, cnt);
 }
 
 /*
@@ -596,9 +603,10 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 	for (size_t i = 0; i < s->npages; i++)
 		if (mheap_span_lookup(sh->heap, s->base + i * MM_PAGE_SIZE) !=
 		    s)
-			mm_panic("spanheap: check: span table entry of page "
-			         "%zu of span [%#lx] is wrong",
-			         i, (unsigned long)s->base);
+			check_fail(sh,
+			           "spanheap: check: span table entry of page "
+			           "%zu of span [%#lx] is wrong",
+			           i, (unsigned long)s->base);
 }
 
 /* This CPU's magazines (other CPUs change theirs without a lock): every
@@ -614,22 +622,25 @@ static void check_mags(struct spanheap *sh)
 		struct mmag *m = &mc->mag[cls];
 		if (!mc->slab) {
 			if (m->top[-1] != 0 || m->top != m->limit)
-				mm_panic("spanheap: check: CPU %u has no "
-				         "magazine slab, but its magazine of "
-				         "class %u is not the empty one",
-				         (unsigned)pin.cpu, cls);
+				check_fail(sh,
+				           "spanheap: check: CPU %u has no "
+				           "magazine slab, but its magazine of "
+				           "class %u is not the empty one",
+				           (unsigned)pin.cpu, cls);
 			continue;
 		}
 		uintptr_t *base = mag_base(sh, (unsigned)pin.cpu, cls);
 		uintptr_t *limit = base + sh->mag_max[cls];
 		if (sh->mags[pin.cpu] != mc->mag || m->limit != limit ||
 		    m->top < base || m->top > limit || base[-1] != 0)
-			mm_panic("spanheap: check: CPU %u's magazine of class "
-			         "%u is broken: top %p, limit %p, slots [%p, "
-			         "%p), the 0 below them %#lx",
-			         (unsigned)pin.cpu, cls, (void *)m->top,
-			         (void *)m->limit, (void *)base, (void *)limit,
-			         (unsigned long)base[-1]);
+			check_fail(
+			        sh,
+			        "spanheap: check: CPU %u's magazine of class "
+			        "%u is broken: top %p, limit %p, slots [%p, "
+			        "%p), the 0 below them %#lx",
+			        (unsigned)pin.cpu, cls, (void *)m->top,
+			        (void *)m->limit, (void *)base, (void *)limit,
+			        (unsigned long)base[-1]);
 		uint32_t n = (uint32_t)(m->top - base);
 		for (uint32_t seen = 0; seen < n; seen++) {
 			uintptr_t a = base[seen];
@@ -653,11 +664,13 @@ static void check_mags(struct spanheap *sh)
 				       b);
 			}
 			if (!ok)
-				mm_panic("spanheap: check: CPU %u's magazine "
-				         "of class %u: object %u of %u, %#lx, "
-				         "is not a freed object of the class",
-				         (unsigned)pin.cpu, cls, seen, n,
-				         (unsigned long)a);
+				check_fail(
+				        sh,
+				        "spanheap: check: CPU %u's magazine "
+				        "of class %u: object %u of %u, %#lx, "
+				        "is not a freed object of the class",
+				        (unsigned)pin.cpu, cls, seen, n,
+				        (unsigned long)a);
 		}
 	}
 	mm_port_unpin(pin);
@@ -666,6 +679,10 @@ static void check_mags(struct spanheap *sh)
 void spanheap_check(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_check");
+	/* No sweep cycle meanwhile: a flip, a claim or a span freed by the
+	 * sweeper would look like a fault (the shell's stress checks right
+	 * after its flush, which wakes the sweeper). */
+	cycle_acquire(sh);
 	check_mags(sh);
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
@@ -705,33 +722,37 @@ void spanheap_check(struct spanheap *sh)
 				    (partial ? s->alloc_count >= s->nelems
 				             : s->alloc_count != s->nelems) ||
 				    atomic_load(&s->freeindex) != 0)
-					mm_panic("spanheap: check: span [%#lx] "
-					         "on class %u's %s %s list: "
-					         "class %u, sweepgen %u (sg "
-					         "%u), %u of %u allocated",
-					         (unsigned long)s->base, cls,
-					         swept ? "swept" : "unswept",
-					         partial ? "partial" : "full",
-					         s->sizeclass, v, sg,
-					         s->alloc_count, s->nelems);
+					check_fail(
+					        sh,
+					        "spanheap: check: span [%#lx] "
+					        "on class %u's %s %s list: "
+					        "class %u, sweepgen %u (sg "
+					        "%u), %u of %u allocated",
+					        (unsigned long)s->base, cls,
+					        swept ? "swept" : "unswept",
+					        partial ? "partial" : "full",
+					        s->sizeclass, v, sg,
+					        s->alloc_count, s->nelems);
 				if (!unmarked) {
 					unmarked = check_markers(sh, s);
 					unmarked_span = s;
 				}
 			}
 			if (n != l->n)
-				mm_panic("spanheap: check: class %u list %u "
-				         "holds %zu spans, counts %zu",
-				         cls, k, n, l->n);
+				check_fail(sh,
+				           "spanheap: check: class %u list %u "
+				           "holds %zu spans, counts %zu",
+				           cls, k, n, l->n);
 			listed[cls] += n;
 		}
 		mm_lock_release(&c->lock, irq);
 		if (unmarked)
-			mm_panic("spanheap: check: free object %#lx of span "
-			         "[%#lx] class %u has lost its free marker: "
-			         "written after its free?",
-			         (unsigned long)unmarked,
-			         (unsigned long)unmarked_span->base, cls);
+			check_fail(sh,
+			           "spanheap: check: free object %#lx of span "
+			           "[%#lx] class %u has lost its free marker: "
+			           "written after its free?",
+			           (unsigned long)unmarked,
+			           (unsigned long)unmarked_span->base, cls);
 	}
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
@@ -740,12 +761,14 @@ void spanheap_check(struct spanheap *sh)
 				continue;
 			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
 			    atomic_load(&s->sweepgen) % 2 == 0)
-				mm_panic("spanheap: check: CPU %u caches span "
-				         "[%#lx] of class %u for class %u, "
-				         "sweepgen %u",
-				         cpu, (unsigned long)s->base,
-				         s->sizeclass, cls,
-				         atomic_load(&s->sweepgen));
+				check_fail(
+				        sh,
+				        "spanheap: check: CPU %u caches span "
+				        "[%#lx] of class %u for class %u, "
+				        "sweepgen %u",
+				        cpu, (unsigned long)s->base,
+				        s->sizeclass, cls,
+				        atomic_load(&s->sweepgen));
 			listed[cls]++;
 			cached++;
 		}
@@ -753,10 +776,12 @@ void spanheap_check(struct spanheap *sh)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		if (small[cls] != listed[cls] ||
 		    small[cls] != atomic_load(&sh->central[cls].nspans))
-			mm_panic("spanheap: check: class %u has %zu spans, %zu "
-			         "on lists or cached, counts %zu",
-			         cls, small[cls], listed[cls],
-			         atomic_load(&sh->central[cls].nspans));
+			check_fail(
+			        sh,
+			        "spanheap: check: class %u has %zu spans, %zu "
+			        "on lists or cached, counts %zu",
+			        cls, small[cls], listed[cls],
+			        atomic_load(&sh->central[cls].nspans));
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	size_t nfree = 0;
 	for (struct mspan *s = sh->free_structs; s; s = s->next)
@@ -764,11 +789,13 @@ void spanheap_check(struct spanheap *sh)
 	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
 	mm_lock_release(&sh->heap->lock, irq);
 	if (bad)
-		mm_panic("spanheap: check: %zu free span structs, counts %zu; "
-		         "%zu made, array holds %zu",
-		         nfree, sh->nstructs_free, sh->nstructs,
-		         sh->spans->len);
+		check_fail(
+		        sh,
+		        "spanheap: check: %zu free span structs, counts %zu; "
+		        "%zu made, array holds %zu",
+		        nfree, sh->nstructs_free, sh->nstructs, sh->spans->len);
 	spanheap_snapshot_put(sh, &snap);
+	cycle_release(sh);
 	(void)cached;
 	(void)nsmall;
 	mheap_check(sh->heap);

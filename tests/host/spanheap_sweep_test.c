@@ -190,6 +190,69 @@ KTEST(spanheap, quiet_heap_sweeps_before_its_pace_ends)
 	sh_heap_release(&heap);
 }
 
+/*
+ * spanheap_check while the sweeper sweeps: no CPU allocates or frees
+ * meanwhile (the checker's condition), but a cycle flips, claims spans and
+ * frees the empty ones, which the checker must not take for faults (the
+ * kernel shell's stress checks right after the flush that wakes the
+ * sweeper). Each round frees a heap of objects of several classes from
+ * another CPU, so that a cycle has hundreds of spans to sweep, and checks
+ * until that cycle is over.
+ */
+KTEST(spanheap, check_while_the_sweeper_sweeps)
+{
+	enum { N = 8192, ROUNDS = 8 };
+	static const size_t sizes[] = {16, 48, 128, 384, 1024};
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.period_ns = 1000 * 1000;
+	sc.min_pending_bytes = 64 << 10;
+	sc.batch_spans = 4; /* yields often: a long cycle */
+	sc.cpu_permille = 1000;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	void **p = calloc(N, sizeof(*p));
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	unsigned long checks = 0, overlapped = 0;
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	for (int r = 0; r < ROUNDS; r++) {
+		mm_port_set_cpu(0);
+		for (int i = 0; i < N; i++)
+			KASSERT(p[i] = spanheap_alloc(&sh, sizes[i % 5], 0));
+		spanheap_flush_cache(&sh);
+		spanheap_stats(&sh, st);
+		uint64_t cycles0 = st->n.cycles;
+		mm_port_set_cpu(1);
+		for (int i = 0; i < N; i++)
+			spanheap_free(&sh, p[i]);
+		spanheap_flush_cache(&sh); /* pending: wakes the sweeper */
+		mm_port_set_cpu(0);
+		for (int k = 0; k < 10000; k++) {
+			SH_CHECK(&sh, "while the sweeper sweeps");
+			checks++;
+			spanheap_stats(&sh, st);
+			if (st->n.cycles > cycles0) {
+				overlapped += k > 0;
+				break;
+			}
+		}
+	}
+	spanheap_sweeper_stop(&sh);
+	spanheap_stats(&sh, st);
+	KEXPECT(st->n.cycles >= ROUNDS);
+	ktest_diag("%lu checks, %lu rounds with checks during a cycle, "
+	           "%lu cycles",
+	           checks, overlapped, (unsigned long)st->n.cycles);
+	SH_CHECK(&sh, "at the end");
+	free(st);
+	free(p);
+	sh_heap_release(&heap);
+}
+
 /* ---- Statistics ---------------------------------------------------------- */
 
 KTEST(spanheap, stats_count_objects)
