@@ -1036,16 +1036,17 @@ static inline bool worth_keeping(const struct mspan *s)
 
 /*
  * The slow path: the cached span of class cls has no free bit left in
- * alloc_cache. Pinned (*st, *cpu); a thread caller unpins to ask the page
- * heap and pins again, so *cpu may change. Returns an object or NULL.
+ * alloc_cache. Pinned (*pin); a thread caller unpins to ask the page heap
+ * and pins again, so pin->cpu may change. Returns an object or NULL, and
+ * sets *kick if the sweeper should be kicked (after the unpin).
  */
 static void *alloc_slow(struct spanheap *sh, unsigned cls, unsigned flags,
-                        struct mm_pin *pin)
+                        struct mm_pin *pin, bool *kick)
 {
 	struct mcache *mc = &sh->caches[pin->cpu];
 	if (mc->flushgen !=
 	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
-		cache_flush(sh, pin->cpu); /* a cycle began: prepare for it */
+		*kick = cache_flush(sh, pin->cpu); /* a cycle began */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
 		if (span_fill_cache(s))
@@ -1098,9 +1099,12 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 	void *p = (void *)spanheap_mag_pop(&mc->mag[cls]);
 	if (!p)
 		p = span_next_fast(mc->alloc[cls]);
+	bool kick = false;
 	if (__builtin_expect(!p, 0))
-		p = alloc_slow(sh, cls, flags, &pin);
+		p = alloc_slow(sh, cls, flags, &pin, &kick);
 	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
 	return p;
 }
 
@@ -1198,8 +1202,11 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
                                                        unsigned flags,
                                                        struct mm_pin pin)
 {
-	void *p = alloc_slow(sh, sizeclass_of(size), flags, &pin);
+	bool kick = false;
+	void *p = alloc_slow(sh, sizeclass_of(size), flags, &pin, &kick);
 	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
 	return p ? p : alloc_any(sh, size, 16, flags);
 }
 
