@@ -366,6 +366,30 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 	return p;
 }
 
+bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
+{
+	mheap_assert_can_sleep("mheap_extend_pages");
+	uintptr_t end = (uintptr_t)p + npages * MM_PAGE_SIZE;
+	size_t at = (end - h->arena_base) >> MM_PAGE_SHIFT;
+	if (extra == 0 || (uintptr_t)p < h->arena_base || at > h->arena_pages ||
+	    extra > h->arena_pages - at)
+		return extra == 0;
+	size_t nscav;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, &nscav);
+	mm_lock_release(&h->lock, irq);
+	if (!ok)
+		return false;
+	if (nscav) {
+		scavenge_for_frames(h, nscav);
+		if (!mm_port_used((void *)end, extra * MM_PAGE_SIZE)) {
+			mheap_unmap_and_return(h, end, extra);
+			return false;
+		}
+	}
+	return true;
+}
+
 void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;

@@ -153,6 +153,17 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg);
 void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
 
 /*
+ * Grows the run of npages pages at p (from mheap_alloc_pages, the
+ * caller's) by the extra pages right after it, if every one of them is a
+ * free page of the grown heap; maps those the scavenger gave back. True
+ * if the run is now npages + extra pages long; false, changing nothing,
+ * if a page is in use or past the grown heap, or memory ran out. Sets no
+ * span table entry (the caller's to set). A reallocation's way to grow a
+ * large object without a copy. Thread context, no mm lock held.
+ */
+bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra);
+
+/*
  * The span table. mheap_alloc_pages marks the pages it hands out
  * MHEAP_SPAN_PAGES (a run that belongs to a page-heap user); the span heap
  * then sets its own entries on the pages of its spans. Entries are never

@@ -408,7 +408,12 @@ void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
                       unsigned flags);
 
 /* Resizes p (NULL: allocate); size 0 frees p and returns NULL. On
- * failure p is untouched and NULL is returned. MM_ZERO zeroes the growth. */
+ * failure p is untouched and NULL is returned. With MM_ZERO every byte
+ * past size up to the usable size is zero afterwards (allocations with
+ * MM_ZERO zero their whole usable size), so the growth reads zeros if p
+ * was allocated and resized with MM_ZERO throughout. A large object grows
+ * in place into free pages after it, or moves with an eighth to spare,
+ * and shrinks in place (not with MM_ATOMIC, which copies). */
 void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
                        unsigned flags);
 

@@ -327,6 +327,119 @@ KTEST(spanheap, realloc_keeps_contents)
 	sh_heap_release(&heap);
 }
 
+/* Counts how often growing p (a large object) step bytes at a time up to
+ * limit moved it; *pp is the final pointer. Checks the contents. */
+static unsigned grow_moves(void **pp, size_t from, size_t step, size_t limit,
+                           unsigned seed)
+{
+	unsigned char *p = *pp;
+	unsigned moves = 0;
+	for (size_t size = from + step; size <= limit; size += step) {
+		unsigned char *q = spanheap_realloc(&sh, p, size, 0);
+		if (!q)
+			return ~0u;
+		moves += q != p;
+		if (!pattern_ok(q, size - step, seed))
+			return ~0u;
+		pattern_fill(q, size, seed);
+		p = q;
+	}
+	*pp = p;
+	return moves;
+}
+
+/*
+ * A large object grows in place into the free pages after it, and when it
+ * cannot (another object right after it) it moves with room to spare, so
+ * a buffer grown a little at a time is copied a logarithmic number of
+ * times: growing by 4 KiB steps from 64 KiB to 4 MiB (1008 steps) copied
+ * at every step before. A shrink gives the tail back in place.
+ */
+KTEST(spanheap, realloc_large_grows_in_place)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	enum { FROM = 64 << 10, STEP = 4 << 10, LIMIT = 4 << 20 };
+	void *a = spanheap_alloc(&sh, FROM, 0);
+	KASSERT(a);
+	pattern_fill(a, FROM, 5);
+	/* In place but where it reaches the end of the grown heap (the
+	 * heap grows by chunks; growing past them moves it). */
+	unsigned alone = grow_moves(&a, FROM, STEP, LIMIT, 5);
+	KEXPECT(alone <= 4);
+	/* Two buffers growing in turn: each stands in the other's way. */
+	void *b = spanheap_alloc(&sh, FROM, 0),
+	     *c = spanheap_alloc(&sh, FROM, 0);
+	KASSERT(b && c);
+	pattern_fill(b, FROM, 6);
+	pattern_fill(c, FROM, 7);
+	unsigned moves = 0;
+	for (size_t size = FROM; size < LIMIT; size += STEP) {
+		unsigned mb = grow_moves(&b, size, STEP, size + STEP, 6);
+		unsigned mc = grow_moves(&c, size, STEP, size + STEP, 7);
+		KASSERT(mb != ~0u && mc != ~0u);
+		moves += mb + mc;
+	}
+	/* At most about 2 * log(64) / log(9/8) = 71; 2016 steps. */
+	KEXPECT(moves <= 80);
+	ktest_diag("alone: %u moves; two in turn: %u moves in %u steps", alone,
+	           moves, 2 * (LIMIT - FROM) / STEP);
+	/* A shrink keeps the place and gives back the tail. */
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	spanheap_stats(&sh, st);
+	size_t pages0 = st->large_pages;
+	KEXPECT(spanheap_realloc(&sh, a, 100 << 10, 0) == a);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(pages0 - st->large_pages, (LIMIT - (100 << 10)) / 4096);
+	KEXPECT_EQ(spanheap_usable_size(&sh, a), (size_t)100 << 10);
+	KEXPECT(pattern_ok(a, 100 << 10, 5));
+	SH_CHECK(&sh, "after the resizes");
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
+	spanheap_free(&sh, c);
+	free(st);
+	sh_heap_release(&heap);
+}
+
+/*
+ * MM_ZERO: after a realloc every byte up to the usable size past the size
+ * asked for is zero, whatever the memory held before: the small object's
+ * tail past the 100 bytes a zeroed allocation asked for, and the pages a
+ * large one grows into in place.
+ */
+KTEST(spanheap, realloc_zero_reads_no_stale_bytes)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned char *d = spanheap_alloc(&sh, 112, 0);
+	KASSERT(d);
+	memset(d, 0xaa, 112);
+	spanheap_free(&sh, d);
+	unsigned char *p = spanheap_alloc(&sh, 100, MM_ZERO);
+	KASSERT(p == d); /* the same object, from the magazine */
+	KEXPECT(all_bytes(p, 112, 0));
+	memset(p, 1, 100);
+	KEXPECT(spanheap_realloc(&sh, p, 112, MM_ZERO) == p);
+	KEXPECT(all_bytes(p + 100, 12, 0));
+	/* A large object, and dirty free pages right after it. */
+	unsigned char *a = spanheap_alloc(&sh, 64 << 10, MM_ZERO);
+	unsigned char *b = spanheap_alloc(&sh, 64 << 10, 0);
+	KASSERT(a && b && b == a + (64 << 10));
+	memset(b, 0xaa, 64 << 10);
+	spanheap_free(&sh, b);
+	memset(a, 1, 64 << 10);
+	KEXPECT(spanheap_realloc(&sh, a, 128 << 10, MM_ZERO) == a);
+	KEXPECT(all_bytes(a, 64 << 10, 1));
+	KEXPECT(all_bytes(a + (64 << 10), 64 << 10, 0));
+	/* Shrunk with MM_ZERO and grown again in place: zeros. */
+	KEXPECT(spanheap_realloc(&sh, a, 100 << 10, MM_ZERO) == a);
+	KEXPECT(spanheap_realloc(&sh, a, 128 << 10, MM_ZERO) == a);
+	KEXPECT(all_bytes(a + (100 << 10), 28 << 10, 0));
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "at the end");
+	sh_heap_release(&heap);
+}
+
 /* ---- Impossible requests, MM_NO_GROW, MM_ZERO ---------------------------- */
 
 KTEST(spanheap, impossible_sizes)
