@@ -1,7 +1,8 @@
 /*
  * mm/mheap_testing.h: test hooks of the page heap, compiled in only when
  * the build defines MM_TEST_HOOKS (this kernel, which carries its tests,
- * and the host test build). A port that lifts mm/ leaves it undefined and
+ * and the host test build), and the span heap's (it calls them with its
+ * page heap). A port that lifts mm/ leaves it undefined and
  * gets no hook and no cost.
  *
  * A hook widens a race window that is too narrow to hit by chance: the
@@ -20,6 +21,9 @@ enum mheap_hook_point {
 	MHEAP_HOOK_SCAV_EXIT,
 	/* A grower has prepared its chunks and not yet committed them. */
 	MHEAP_HOOK_GROW_PREPARED,
+	/* The span heap has made a bigger all-spans array and not yet taken
+	 * the lock to put it in place (spanheap.c, structs_reserve). */
+	MHEAP_HOOK_SPANS_SIZED,
 };
 
 #ifdef MM_TEST_HOOKS

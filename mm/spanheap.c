@@ -274,10 +274,17 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 			mheap_free_pages(h, na, na->npages);
 		return false;
 	}
+	if (na)
+		mheap_hook(h, MHEAP_HOOK_SPANS_SIZED);
 	struct spanheap_spans *old = NULL;
 	irq = mm_lock_acquire(&h->lock);
 	struct spanheap_spans *cur = sh->spans;
-	if (na && cur->len + STRUCTS_PER_PAGE > cur->cap) {
+	/* Other CPUs may have replaced the array meanwhile, more than once:
+	 * na was sized from the cap read above, and must hold what is
+	 * there now. Too small, it goes back and the caller tries again
+	 * (until this check, the copy ran past its end). */
+	if (na && cur->len + STRUCTS_PER_PAGE > cur->cap &&
+	    cur->len + STRUCTS_PER_PAGE <= na->cap) {
 		for (size_t i = 0; i < cur->len; i++)
 			na->v[i] = cur->v[i];
 		na->len = cur->len;
@@ -303,7 +310,7 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 		spanheap_spans_put(sh, old);
 	if (na)
 		mheap_free_pages(h, na, na->npages);
-	if (page) /* another CPU grew the array meanwhile, too little */
+	if (page) /* the array is full and na could not replace it */
 		mheap_free_pages(h, page, 1);
 	return true;
 }

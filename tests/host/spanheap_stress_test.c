@@ -19,12 +19,14 @@
  * operation counts; no assert depends on time.
  */
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
 #include "port_test_util.h"
 #include "stress_util.h"
 #include "spanheap_test_util.h"
@@ -382,5 +384,86 @@ KTEST(spanheap_stress, stats_while_cpus_make_their_slabs)
 	ktest_diag("%u slabs made during %lu reads of the statistics",
 	           SLAB_CPUS - 1, reads);
 	free(st);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The all-spans array grows while a thread that sized its own bigger one
+ * waits to put it in place: here the others replace the array twice
+ * meanwhile, so what the waiter made is too small for what is there now.
+ * It must give it back and try again; it copied past its end until a
+ * review found it (the objects the others made meanwhile were written
+ * over with span pointers). The waiter is held at the heap's test hook.
+ */
+enum { BIG = 40 << 10 }; /* a large span: one span struct each */
+static sem_t sized, resume;
+static _Atomic(pthread_t *) hook_thread;
+
+static void hold_sized(struct mheap *h, enum mheap_hook_point where)
+{
+	pthread_t *t = atomic_load(&hook_thread);
+	if (h != &heap || where != MHEAP_HOOK_SPANS_SIZED || !t ||
+	    !pthread_equal(*t, pthread_self()))
+		return;
+	atomic_store(&hook_thread, NULL);
+	sem_post(&sized);
+	sem_wait(&resume);
+}
+
+static void *sized_waiter(void *arg)
+{
+	mm_port_set_cpu(1);
+	*(void **)arg = spanheap_alloc(&sh, BIG, 0);
+	return NULL;
+}
+
+KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	static void *objs[8192];
+	size_t n = 0;
+	/* Use the structs up: the next span makes the array grow. */
+	while (!(sh.nstructs_free == 0 &&
+	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
+		n++;
+	}
+	size_t cap0 = sh.spans->cap;
+	sem_init(&sized, 0, 0);
+	sem_init(&resume, 0, 0);
+	pthread_t t;
+	void *theirs = NULL;
+	static pthread_t waiter;
+	mheap_test_hook = hold_sized;
+	KASSERT(pthread_create(&t, NULL, sized_waiter, &theirs) == 0);
+	waiter = t;
+	atomic_store(&hook_thread, &waiter);
+	sem_wait(&sized);
+	/* Replaced twice (past the waiter's), and full again. */
+	size_t first = n;
+	while (!(sh.spans->cap > 3 * cap0 &&
+	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
+		memset(objs[n], 0xab, BIG);
+		n++;
+	}
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	mheap_test_hook = NULL;
+	KEXPECT(theirs != NULL);
+	KEXPECT(sh.spans->len <= sh.spans->cap);
+	size_t bad = 0;
+	for (size_t i = first; i < n; i++)
+		for (size_t k = 0; k < BIG; k += 8)
+			bad += ((unsigned char *)objs[i])[k] != 0xab;
+	KEXPECT_EQ(bad, 0);
+	ktest_diag("array cap %zu -> %zu while the waiter held one sized "
+	           "from %zu; %zu objects made meanwhile",
+	           cap0, sh.spans->cap, cap0, n - first);
+	SH_CHECK(&sh, "after the waiter");
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_free(&sh, theirs);
 	sh_heap_release(&heap);
 }
