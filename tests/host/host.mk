@@ -186,7 +186,8 @@ bench-spanheap: $(SPANHEAP_BENCH_BIN) | deps-bench
 #                      "WARNING: ThreadSanitizer" line anyway.
 TSAN_BUILD := $(BUILD)/host-tsan
 TSAN_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN)
+	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) \
+	-DMM_TEST_HOOKS
 TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
 TSAN_TEST := $(TSAN_BUILD)/host-test
 TSAN_TESTS ?=
