@@ -24,7 +24,8 @@
  *           any context but NMI, with no spinlock ranked waitq or above
  *           held (a free may wake the sweeper or the scavenger). With
  *           mm.debug_pagealloc a free that gives pages back unmaps them
- *           at once, so large objects must then be freed by threads.
+ *           at once, in thread context (elsewhere the unmap, which
+ *           waits for other CPUs, is left out).
  * Misuse (a double free, an interior, foreign or page-heap pointer, a
  * large object freed twice) panics naming the pointer, its span and its
  * size class.

@@ -393,8 +393,7 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
-	if (h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) {
-		mheap_assert_can_sleep("mheap_free_pages (debug_pagealloc)");
+	if ((h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) && mm_port_can_sleep()) {
 		mheap_unmap_and_return(h, base, npages);
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		h->counters.debug_pages += npages;

@@ -37,8 +37,10 @@
 
 enum mheap_flags {
 	/* debug_pagealloc: scavenge every page as soon as it is freed, so a
-	 * touch of freed memory faults at once. Frees must then come from
-	 * thread context. */
+	 * touch of freed memory faults at once. A free from a context that
+	 * cannot sleep (an atomic allocation giving pages back, a large
+	 * object freed in an interrupt) frees them the ordinary way: the
+	 * unmap waits for other CPUs. */
 	MHEAP_DEBUG_SCAV_ON_FREE = 1u << 0,
 };
 
@@ -217,7 +219,7 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);
 
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
- * but NMI (thread context in debug mode); no mm lock held. */
+ * but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);
 
 /* Gives back every free backed page now (Go's debug.FreeOSMemory);

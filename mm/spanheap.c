@@ -613,17 +613,18 @@ void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 {
 	struct mcentral *c = &sh->central[s->sizeclass];
 	/* An empty span goes back to the page heap, except when it is on a
-	 * fold queue (whoever takes it off frees it), or from an atomic
-	 * context in debug_pagealloc mode, whose frees unmap (thread only):
-	 * it waits on the partial list. */
+	 * fold queue: whoever takes it off frees it. queued is read under
+	 * the class's lock, under which the queue's taker clears it and
+	 * then skips a span on no list: read before, a taker could clear it
+	 * and skip the span between the read and the push below, leaving
+	 * an empty span on the partial list until the next cycle. */
+	unsigned long irq = mm_lock_acquire(&c->lock);
 	if (s->alloc_count == 0 &&
-	    !atomic_load_explicit(&s->queued, memory_order_acquire) &&
-	    (!(sh->heap->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ||
-	     mm_port_can_sleep())) {
+	    !atomic_load_explicit(&s->queued, memory_order_acquire)) {
+		mm_lock_release(&c->lock, irq);
 		spanheap_span_free(sh, s);
 		return;
 	}
-	unsigned long irq = mm_lock_acquire(&c->lock);
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
 	if (s->alloc_count < s->nelems)

@@ -317,6 +317,26 @@ KTEST(mheap, debug_scavenge_on_free_faults)
 	heap_release();
 }
 
+/* In debug mode a free from a context that cannot sleep (an atomic
+ * allocation trimming its run, a large object freed in an interrupt)
+ * frees the pages the ordinary way; it panicked. */
+KTEST(mheap, debug_mode_free_in_atomic_context)
+{
+	KASSERT(heap_new(64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a);
+	mm_port_set_atomic(true);
+	bool panicked = MM_PORT_PANICS(mheap_free_pages(&heap, a, 4));
+	mm_port_set_atomic(false);
+	KEXPECT(!panicked);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.debug_pages, 0);
+	KEXPECT_EQ(st.in_use_pages, 0);
+	HEAP_CHECK("after an atomic free in debug mode");
+	heap_release();
+}
+
 static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)
 {
 	return a->grown_pages == b->grown_pages &&
