@@ -202,6 +202,9 @@ static void register_fork_handlers(void)
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* The smallest arena heap_init settles for. */
+#define ARENA_MIN_BYTES ((size_t)256 << 20)
+
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
@@ -219,8 +222,18 @@ static void heap_init(void)
 	struct spanheap_config sc;
 	mheap_config_default(&hc);
 	spanheap_config_default(&sc);
-	if (!mheap_init(&mm_malloc_heap, &hc) ||
-	    !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc))
+	/* The arena is reserved whole (address space only). Where that is
+	 * limited (ulimit -v), a smaller one: halved down to 256 MiB. Until
+	 * this version a program under a limit below 64 GiB aborted at its
+	 * first malloc. */
+	bool ok = false;
+	for (size_t a = hc.arena_bytes;
+	     !ok && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
+	     a /= 2) {
+		hc.arena_bytes = a;
+		ok = mheap_init(&mm_malloc_heap, &hc);
+	}
+	if (!ok || !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc))
 		mm_panic("cannot set up the heap (no address space for a "
 		         "%zu MiB arena?)",
 		         hc.arena_bytes >> 20);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <linux/membarrier.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -856,6 +857,16 @@ static int first_scenario(const char *what)
 		return e != NULL;
 	}
 	alarm(20);
+	if (strcmp(what, "address-limit") == 0) {
+		/* Under RLIMIT_AS (the parent set it): the heap settles for
+		 * a smaller arena and works. */
+		char *p = malloc(64 << 20);
+		if (!p)
+			return 2;
+		memset(p, 1, 64 << 20);
+		free(p);
+		return 0;
+	}
 	if (strcmp(what, "first-pthread") == 0) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, child_thread, NULL))
@@ -923,6 +934,27 @@ static const char *test_first_allocations(void)
 	return NULL;
 }
 
+/* A program whose address space is limited below the default arena
+ * (ulimit -v, as batch systems set): it aborted at its first malloc. */
+static const char *test_address_limit(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit rl = {.rlim_cur = (rlim_t)4 << 30,
+		                    .rlim_max = (rlim_t)4 << 30};
+		if (setrlimit(RLIMIT_AS, &rl) != 0)
+			_exit(126);
+		execl(self_exe, self_exe, "address-limit", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "under a 4 GiB address-space limit: status %#x", st);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -955,6 +987,7 @@ int main(int argc, char **argv)
 	        {"misuse", test_misuse},
 	        {"background", test_background},
 	        {"first_allocations", test_first_allocations},
+	        {"address_limit", test_address_limit},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
