@@ -290,6 +290,24 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 	return NULL;
 }
 
+/* Zeroes the pages of a fresh run that were not scavenged (mask: the
+ * scavenged ones of a run of at most 64 pages; above, nscav counts them
+ * and a run not scavenged whole is zeroed whole). */
+static void zero_backed(uintptr_t base, size_t npages, uint64_t mask,
+                        size_t nscav)
+{
+	if (nscav == npages)
+		return;
+	if (npages > 64) {
+		mm_memset((void *)base, 0, npages * MM_PAGE_SIZE);
+		return;
+	}
+	for (size_t i = 0; i < npages; i++)
+		if (!(mask >> i & 1))
+			mm_memset((void *)(base + i * MM_PAGE_SIZE), 0,
+			          MM_PAGE_SIZE);
+}
+
 /* After an allocation left free pages below the reserve: a thread grows
  * the heap now, an atomic caller asks the scavenger thread to. */
 static void reserve_low(struct mheap *h, bool atomic)
@@ -320,6 +338,8 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		if (base) {
 			void *p = finish_alloc(h, base, npages, mask, nscav,
 			                       atomic);
+			if (p && (flags & MHEAP_ZERO))
+				zero_backed(base, npages, mask, nscav);
 			if (low && h->cfg.reserve_pages &&
 			    !(flags & MHEAP_NO_GROW))
 				reserve_low(h, atomic);

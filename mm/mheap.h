@@ -53,6 +53,10 @@ enum mheap_alloc_flags {
 	MHEAP_ATOMIC = 1u << 0,
 	/* Fail rather than grow the heap. */
 	MHEAP_NO_GROW = 1u << 1,
+	/* Zeroed pages: only those that were not scavenged are written
+	 * (scavenged ones read as zero), so a large zeroed allocation from
+	 * fresh or given-back memory touches nothing. */
+	MHEAP_ZERO = 1u << 2,
 };
 
 struct mheap_config {

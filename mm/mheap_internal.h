@@ -8,6 +8,11 @@
 #include "mheap.h"
 #include "mheap_testing.h"
 
+/* mm/ includes no libc header; the compiler provides these (and may call
+ * memset/memcpy, which every freestanding environment has). */
+#define mm_memset __builtin_memset
+#define mm_memcpy __builtin_memcpy
+
 #define MHEAP_CHUNK_PAGES ((size_t)PALLOC_CHUNK_PAGES)
 
 /* The background scavenger's batch: 64 KiB to 1 MiB, one TLB shootdown

@@ -1132,8 +1132,9 @@ static void *alloc_large(struct spanheap *sh, size_t npages, size_t align,
 		return NULL;
 	if ((flags & MM_ATOMIC) && npages + extra > MHEAP_ATOMIC_MAX_PAGES)
 		return NULL;
-	uintptr_t raw = (uintptr_t)mheap_alloc_pages(h, npages + extra,
-	                                             mheap_flags_of(flags));
+	unsigned hf =
+	        mheap_flags_of(flags) | ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
+	uintptr_t raw = (uintptr_t)mheap_alloc_pages(h, npages + extra, hf);
 	if (!raw)
 		return NULL;
 	uintptr_t base = raw;
@@ -1176,17 +1177,19 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
                        unsigned flags)
 {
 	void *p = NULL;
+	bool large = true; /* the page heap zeroed it (MHEAP_ZERO) */
 	if (size > sh->heap->arena_pages * MM_PAGE_SIZE) {
 		p = NULL;
 	} else if (align <= 16 && size <= SC_MAX_SIZE) {
 		p = alloc_small(sh, sizeclass_of(size), flags);
+		large = false;
 	} else if (align <= MM_PAGE_SIZE && size <= SC_MAX_SIZE) {
 		unsigned cls = sizeclass_of(size > align ? size : align);
 		while (cls < SC_NCLASSES && sizeclass_info[cls].size % align)
 			cls++;
-		p = cls < SC_NCLASSES
-		            ? alloc_small(sh, cls, flags)
-		            : alloc_large(sh, pages_for(size), align, flags);
+		large = cls >= SC_NCLASSES;
+		p = !large ? alloc_small(sh, cls, flags)
+		           : alloc_large(sh, pages_for(size), align, flags);
 	} else {
 		p = alloc_large(sh, pages_for(size), align, flags);
 	}
@@ -1199,8 +1202,11 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 		return NULL;
 	}
 	/* All of it: a realloc with MM_ZERO that grows in place relies on
-	 * it (and reads no stale bytes of an earlier object). */
-	if (flags & MM_ZERO)
+	 * it (and reads no stale bytes of an earlier object). A large one's
+	 * pages the page heap zeroed, writing only those that held data:
+	 * calloc of 4 GiB of fresh memory took 11.6 s and made all of it
+	 * resident when it was written here. */
+	if ((flags & MM_ZERO) && !large)
 		mm_memset(p, 0, spanheap_usable_size(sh, p));
 	return p;
 }

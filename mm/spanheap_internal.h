@@ -8,11 +8,6 @@
 #include "mheap_internal.h"
 #include "spanheap.h"
 
-/* mm/ includes no libc header; the compiler provides these (and may call
- * memset/memcpy, which every freestanding environment has). */
-#define mm_memset __builtin_memset
-#define mm_memcpy __builtin_memcpy
-
 extern struct mspan spanheap_empty_span;
 
 /* A walk of the all-spans array (invariant 2): arr stays allocated until

@@ -11,6 +11,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -398,6 +399,53 @@ KTEST(spanheap, realloc_large_grows_in_place)
 	spanheap_free(&sh, b);
 	spanheap_free(&sh, c);
 	free(st);
+	sh_heap_release(&heap);
+}
+
+/* Pages of [p, p + n) resident in memory (mincore). */
+static size_t resident_pages(const void *p, size_t n)
+{
+	size_t np = n / 4096;
+	unsigned char *v = calloc(np, 1);
+	if (!v || mincore((void *)p, n, v) != 0) {
+		free(v);
+		return SIZE_MAX;
+	}
+	size_t r = 0;
+	for (size_t i = 0; i < np; i++)
+		r += v[i] & 1;
+	free(v);
+	return r;
+}
+
+/*
+ * A large zeroed object: the page heap writes only the pages that held
+ * data (a freed object's); pages it gave back to the system (or never
+ * touched) read as zero and stay untouched, so calloc of a large block of
+ * fresh memory costs neither the time nor the memory of writing it.
+ */
+KTEST(spanheap, large_zeroed_writes_only_dirty_pages)
+{
+	enum { N = 4 << 20 };
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned char *p = spanheap_alloc(&sh, N, 0);
+	KASSERT(p);
+	memset(p, 0xaa, N);
+	spanheap_free(&sh, p);
+	unsigned char *q = spanheap_alloc(&sh, N, MM_ZERO);
+	KASSERT(q == p); /* the dirty pages again */
+	KEXPECT(all_bytes(q, N, 0));
+	spanheap_free(&sh, q);
+	spanheap_release_all(&sh); /* every free page given back */
+	unsigned char *r = spanheap_alloc(&sh, N, MM_ZERO);
+	KASSERT(r);
+	size_t touched = resident_pages(r, N);
+	KEXPECT_EQ(touched, 0);
+	KEXPECT(all_bytes(r, N, 0));
+	ktest_diag("%zu of %d pages of a zeroed allocation of given-back "
+	           "memory resident before it was read",
+	           touched, N / 4096);
+	spanheap_free(&sh, r);
 	sh_heap_release(&heap);
 }
 
