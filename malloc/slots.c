@@ -366,10 +366,16 @@ static atomic_bool constructed;
 static atomic_size_t grown_bytes;
 
 /* Allows the threads once both conditions hold. */
+/* MM_MALLOC_BACKGROUND=0: no background threads at all, for a program
+ * that must stay single-threaded (unshare(CLONE_NEWUSER) and setns into
+ * a user namespace refuse a multi-threaded caller). The heap works
+ * without them: refills sweep, but free memory is not given back. */
+static atomic_bool no_background;
+
 static void allow_background(void)
 {
 	int want = MM_BG_NOT_YET;
-	if (atomic_load(&constructed) &&
+	if (atomic_load(&constructed) && !atomic_load(&no_background) &&
 	    atomic_load(&grown_bytes) >= MM_MALLOC_BG_MIN_BYTES)
 		atomic_compare_exchange_strong(&mm_malloc_bg_state, &want,
 		                               MM_BG_ALLOWED);
@@ -378,6 +384,9 @@ static void allow_background(void)
 __attribute__((constructor)) static void mm_malloc_constructor(void)
 {
 	register_fork_handlers();
+	const char *e = getenv("MM_MALLOC_BACKGROUND");
+	if (e && e[0] == '0' && e[1] == 0)
+		atomic_store(&no_background, true);
 	atomic_store(&constructed, true);
 	allow_background();
 }

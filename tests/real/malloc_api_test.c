@@ -858,6 +858,21 @@ static int first_scenario(const char *what)
 		return e != NULL;
 	}
 	alarm(20);
+	if (strcmp(what, "no-background") == 0) {
+		/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size
+		 * that starts them, no thread but this one. */
+		grow_heap();
+		for (int i = 0; i < 1000; i++)
+			free(malloc(100));
+		usleep(100000);
+		unsigned n = 0;
+		DIR *d = opendir("/proc/self/task");
+		while (d && readdir(d))
+			n++;
+		if (d)
+			closedir(d);
+		return n == 3 ? 0 : 3; /* ".", ".." and this thread */
+	}
 	if (strcmp(what, "address-limit") == 0) {
 		/* Under RLIMIT_AS (the parent set it): the heap settles for
 		 * a smaller arena and works. */
@@ -935,6 +950,24 @@ static const char *test_first_allocations(void)
 	return NULL;
 }
 
+/* MM_MALLOC_BACKGROUND=0 keeps a program single-threaded (a program that
+ * will unshare(CLONE_NEWUSER) needs that). */
+static const char *test_no_background(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		setenv("MM_MALLOC_BACKGROUND", "0", 1);
+		execl(self_exe, self_exe, "no-background", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "MM_MALLOC_BACKGROUND=0: status %#x (3: threads started)", st);
+	return NULL;
+}
+
 /* A program whose address space is limited below the default arena
  * (ulimit -v, as batch systems set): it aborted at its first malloc. */
 static const char *test_address_limit(void)
@@ -1009,6 +1042,7 @@ int main(int argc, char **argv)
 	        {"exit_late", test_exit_late},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
+	        {"no_background", test_no_background},
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
