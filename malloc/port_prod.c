@@ -281,6 +281,12 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	return t;
 }
 
+void mm_malloc_threads_forget(void)
+{
+	for (unsigned i = 0; i < MAX_THREADS; i++)
+		atomic_store(&threads[i].used, false);
+}
+
 void mm_port_thread_join(struct mm_thread *t)
 {
 	int err = pthread_join(t->tid, NULL);

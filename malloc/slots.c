@@ -397,6 +397,10 @@ void mm_malloc_note_growth(size_t nbytes)
 	allow_background();
 }
 
+/* The process whose background threads run (set when they start; under
+ * ctl_lock). */
+static pid_t bg_pid;
+
 void mm_malloc_bg_start(void)
 {
 	if (mm_malloc_self.held || pthread_mutex_trylock(&ctl_lock) != 0)
@@ -404,6 +408,7 @@ void mm_malloc_bg_start(void)
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
 		atomic_store(&mm_malloc_bg_state, MM_BG_RUNNING);
+		bg_pid = getpid();
 		/* A thread that cannot start is not retried: the heap works
 		 * without it (refills sweep, memory is not given back). */
 		spanheap_sweeper_start(&mm_malloc_sh);
@@ -422,8 +427,16 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&ctl_lock);
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {
-		spanheap_sweeper_stop(&mm_malloc_sh);
-		mheap_scavenger_stop(&mm_malloc_heap);
+		if (getpid() == bg_pid) {
+			spanheap_sweeper_stop(&mm_malloc_sh);
+			mheap_scavenger_stop(&mm_malloc_heap);
+		} else {
+			/* A child made without the handlers (_Fork, clone):
+			 * the threads are its parent's; joining them hung. */
+			mm_malloc_sh.sweeper.thread = NULL;
+			mm_malloc_heap.scav.thread = NULL;
+			mm_malloc_threads_forget();
+		}
 	}
 	/* This thread's own calls until parent/child pass as nested
 	 * (prepare handlers registered before ours run after it), so it

@@ -805,14 +805,16 @@ static void grow_heap(void)
 		free(v[i]);
 }
 
-/* The background threads are running (after the heap grew). */
-static const char *test_background(void)
+/* Grows the heap past the threads' threshold and waits for them (up to
+ * 10 s: they start at once, but a loaded machine may stall a process);
+ * returns which were found: 1 the sweeper, 2 the scavenger. */
+static int background_threads_up(void)
 {
 	grow_heap();
 	for (int i = 0; i < 1000; i++)
 		free(malloc(100));
 	int found = 0;
-	for (int tries = 0; tries < 50 && found != 3; tries++) {
+	for (int tries = 0; tries < 500 && found != 3; tries++) {
 		found = 0;
 		char path[300], comm[32];
 		DIR *d = opendir("/proc/self/task");
@@ -834,6 +836,13 @@ static const char *test_background(void)
 		if (found != 3)
 			usleep(20000);
 	}
+	return found;
+}
+
+/* The background threads are running (after the heap grew). */
+static const char *test_background(void)
+{
+	int found = background_threads_up();
 	CHECK(found == 3, "background threads not found (mask %d)", found);
 	return NULL;
 }
@@ -841,6 +850,8 @@ static const char *test_background(void)
 /* Fresh processes whose first allocations come from pthread_create or
  * dlopen, or whose threads all pthread_exit (argv[1] names the scenario):
  * they must finish, with status 0. */
+static int calloc_untouched(void);
+
 static int first_scenario(const char *what)
 {
 	if (strcmp(what, "exchange") == 0) {
@@ -858,6 +869,30 @@ static int first_scenario(const char *what)
 		return e != NULL;
 	}
 	alarm(20);
+	if (strcmp(what, "calloc-untouched") == 0)
+		return calloc_untouched();
+	if (strcmp(what, "underscore-fork") == 0) {
+		/* _Fork runs no fork handlers: its child has none of the
+		 * background threads, and its next fork must not wait for
+		 * them (it joined them, forever). */
+		if (background_threads_up() != 3)
+			return 4;
+		pid_t pid = _Fork();
+		if (pid == 0) {
+			alarm(20); /* not inherited */
+			for (int i = 0; i < 1000; i++)
+				free(malloc((size_t)i));
+			pid_t g = fork();
+			if (g == 0)
+				_exit(malloc(10) ? 0 : 1);
+			int gs;
+			waitpid(g, &gs, 0);
+			_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0 ? 0 : 5);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
+	}
 	if (strcmp(what, "no-background") == 0) {
 		/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size
 		 * that starts them, no thread but this one. */
@@ -950,6 +985,67 @@ static const char *test_first_allocations(void)
 	return NULL;
 }
 
+/* A child made by _Fork (no fork handlers) of a process whose background
+ * threads run can fork in turn. */
+static const char *test_underscore_fork(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(self_exe, self_exe, "underscore-fork", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "_Fork's child forking: status %#x (SIGALRM: it hung)", st);
+	return NULL;
+}
+
+/* calloc of a large block of fresh memory writes none of it: it stays
+ * out of memory until used (it was all written: 4 GiB took 11.6 s and
+ * 4 GiB of memory). In a fresh process, whose heap holds no freed (dirty)
+ * pages that the block could reuse. */
+static int calloc_untouched(void)
+{
+	const size_t n = (size_t)1 << 30;
+	unsigned char *p = calloc(1, n);
+	if (!p)
+		return 2;
+	size_t np = n / 4096, resident = 0;
+	unsigned char *v = malloc(np);
+	if (!v || mincore(p, n, v) != 0)
+		return 3;
+	for (size_t i = 0; i < np; i++)
+		resident += v[i] & 1;
+	free(v);
+	bool zero = p[0] == 0 && p[n / 2] == 0 && p[n - 1] == 0;
+	free(p);
+	if (!zero)
+		return 4;
+	if (resident >= np / 100) {
+		fprintf(stderr, "%zu of %zu pages resident after calloc\n",
+		        resident, np);
+		return 5;
+	}
+	return 0;
+}
+
+static const char *test_calloc_large_untouched(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(self_exe, self_exe, "calloc-untouched", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "calloc of 1 GiB: status %#x (5: written)", st);
+	return NULL;
+}
+
 /* MM_MALLOC_BACKGROUND=0 keeps a program single-threaded (a program that
  * will unshare(CLONE_NEWUSER) needs that). */
 static const char *test_no_background(void)
@@ -989,28 +1085,6 @@ static const char *test_address_limit(void)
 	return NULL;
 }
 
-/* calloc of a large block of fresh memory writes none of it: it stays
- * out of memory until used (it was all written: 4 GiB took 11.6 s and
- * 4 GiB of memory). */
-static const char *test_calloc_large_untouched(void)
-{
-	const size_t n = (size_t)1 << 30;
-	unsigned char *p = calloc(1, n);
-	CHECK(p, "calloc 1 GiB");
-	size_t np = n / 4096, resident = 0;
-	unsigned char *v = malloc(np);
-	CHECK(v && mincore(p, n, v) == 0, "mincore");
-	for (size_t i = 0; i < np; i++)
-		resident += v[i] & 1;
-	free(v);
-	bool zero = p[0] == 0 && p[n / 2] == 0 && p[n - 1] == 0;
-	free(p);
-	CHECK(zero, "calloc'd bytes not zero");
-	CHECK(resident < np / 100, "%zu of %zu pages resident after calloc",
-	      resident, np);
-	return NULL;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -1043,6 +1117,7 @@ int main(int argc, char **argv)
 	        {"misuse", test_misuse},
 	        {"background", test_background},
 	        {"no_background", test_no_background},
+	        {"underscore_fork", test_underscore_fork},
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
