@@ -109,10 +109,11 @@ static inline void kfree(void *p)
 	spanheap_free(&kspanheap, p);
 }
 
-/* The bytes usable at p, at least what was asked for. */
+/* The bytes usable at p, at least what was asked for; 0 for NULL (as
+ * Linux's). */
 static inline size_t ksize(const void *p)
 {
-	return spanheap_usable_size(&kspanheap, p);
+	return p ? spanheap_usable_size(&kspanheap, p) : 0;
 }
 
 /*

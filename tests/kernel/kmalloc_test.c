@@ -112,6 +112,7 @@ static size_t span_meta_pages(void)
 
 KTEST(kmalloc, sizes_alignment_and_ksize)
 {
+	KEXPECT_EQ(ksize(NULL), 0);
 	static const size_t sizes[] = {
 	        0,     1,     8,     15,     16,     17,    24,    48,
 	        64,    100,   128,   256,    500,    512,   1000,  1024,
