@@ -414,8 +414,14 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
 	if ((h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) && mm_port_can_sleep()) {
-		mheap_unmap_and_return(h, base, npages);
+		/* A bad free panics before anything is unmapped: the pages
+		 * may be another owner's (they were unmapped, and in the
+		 * kernel their frames reused, before the check). */
 		unsigned long irq = mm_lock_acquire(&h->lock);
+		palloc_free_check_locked(&h->pages, base, npages);
+		mm_lock_release(&h->lock, irq);
+		mheap_unmap_and_return(h, base, npages);
+		irq = mm_lock_acquire(&h->lock);
 		h->counters.debug_pages += npages;
 		mm_lock_release(&h->lock, irq);
 		return;

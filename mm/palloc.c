@@ -308,15 +308,14 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
 	return true;
 }
 
-void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages)
+void palloc_free_check_locked(struct palloc *p, uintptr_t base, size_t npages)
 {
-	palloc_assert_locked(p, "palloc_free_locked");
+	palloc_assert_locked(p, "palloc_free_check_locked");
 	uintptr_t bad;
 	const char *why = palloc_range_problem(p, base, npages, &bad);
 	if (why)
 		palloc_bad_free(p, "free", base, npages, bad, why);
-	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
-	size_t at = pi, left = npages;
+	size_t at = (base - p->arena_base) >> MM_PAGE_SHIFT, left = npages;
 	for (struct palloc_piece pc; palloc_next_piece(&at, &left, &pc);) {
 		unsigned k =
 		        pallocbits_first_clear(&p->alloc[pc.c], pc.i, pc.n);
@@ -327,6 +326,12 @@ void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages)
 			                         pc.c * PALLOC_CHUNK_PAGES + k),
 			        "is not allocated");
 	}
+}
+
+void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages)
+{
+	palloc_free_check_locked(p, base, npages);
+	size_t pi = (base - p->arena_base) >> MM_PAGE_SHIFT;
 	mark_free(p, pi, npages);
 	palloc_update_locked(p, pi, npages, PALLOC_UPDATE_CONTIG);
 	if (pi < p->search_pi)

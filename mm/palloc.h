@@ -188,6 +188,11 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
  */
 void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages);
 
+/* palloc_free_locked's checks alone: mm_panic as it would, else change
+ * nothing (a caller that must do something to the pages before it frees
+ * them checks first). Locking: the owner's lock must be held. */
+void palloc_free_check_locked(struct palloc *p, uintptr_t base, size_t npages);
+
 /* Moves the refusal of the last alloc, alloc_range or grow_commit call
  * into *r and returns true, or returns false if that call was not refused
  * (each of those calls clears the record first). Locking: the owner's lock.

@@ -337,6 +337,27 @@ KTEST(mheap, debug_mode_free_in_atomic_context)
 	heap_release();
 }
 
+/* In debug mode a bad free (here one too long, over a freed run and a
+ * live neighbour) panics before anything is unmapped: the check came
+ * after the unmap, which took the live neighbour's pages away. */
+KTEST(mheap, debug_mode_bad_free_unmaps_nothing)
+{
+	KASSERT(heap_new(64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	char *b = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a && b == a + 4 * PG);
+	memset(b, 2, 4 * PG);
+	mheap_free_pages(&heap, a, 4);
+	KEXPECT(MM_PORT_PANICS(mheap_free_pages(&heap, a, 8)));
+	KEXPECT(strstr(mm_port_last_panic(), "is not allocated"));
+	/* It panicked under the heap lock, which the catch left held. */
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	KEXPECT(!touch_faults(b + 3 * PG));
+	KEXPECT(all_bytes(b, 4 * PG, 2));
+	heap_release();
+}
+
 static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)
 {
 	return a->grown_pages == b->grown_pages &&
