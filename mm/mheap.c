@@ -253,9 +253,10 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
  * at most 64 pages, *nscav their count; *low whether free pages fell
  * below the reserve. */
 static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
-                           size_t *nscav, bool *low)
+                           size_t *nscav, bool *low, uint64_t *returns)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
+	*returns = h->scav_returns;
 	uintptr_t base;
 	if (npages <= 64) {
 		base = palloc_alloc_mask_locked(&h->pages, npages, mask);
@@ -324,6 +325,24 @@ static void reserve_low(struct mheap *h, bool atomic)
 		mm_event_wake(&h->scav.wake);
 }
 
+/* After a failed attempt that saw returns (h->scav_returns) batches
+ * given back: SCAV_RETRY if one gave its pages back since, SCAV_WAIT if
+ * one holds pages out of the free set now (a scav_wait is counted: the
+ * caller waits for its wake), else SCAV_NONE. */
+enum scav_state { SCAV_NONE, SCAV_RETRY, SCAV_WAIT };
+
+static enum scav_state scavenge_state(struct mheap *h, uint64_t returns)
+{
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	enum scav_state st = h->scav_returns != returns ? SCAV_RETRY
+	                     : h->taken_pages > 0       ? SCAV_WAIT
+	                                                : SCAV_NONE;
+	if (st == SCAV_WAIT)
+		h->counters.scav_waits++;
+	mm_lock_release(&h->lock, irq);
+	return st;
+}
+
 /* The allocation proper: try, grow or wait for a growth, try again.
  * NULL when out of memory or, for an atomic caller, when it would have to
  * wait. */
@@ -331,10 +350,11 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 {
 	bool atomic = flags & MHEAP_ATOMIC;
 	for (;;) {
-		uint64_t seen = mm_event_prepare(&h->grown), mask = 0;
+		uint64_t seen = mm_event_prepare(&h->grown), mask = 0, returns;
 		size_t nscav;
 		bool low;
-		uintptr_t base = try_alloc(h, npages, &mask, &nscav, &low);
+		uintptr_t base =
+		        try_alloc(h, npages, &mask, &nscav, &low, &returns);
 		if (base) {
 			void *p = finish_alloc(h, base, npages, mask, nscav,
 			                       atomic);
@@ -345,19 +365,33 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 				reserve_low(h, atomic);
 			return p;
 		}
-		if (flags & MHEAP_NO_GROW)
-			return NULL;
 		if (mm_event_prepare(&h->grown) != seen)
-			continue; /* a growth ended since the attempt: retry */
-		enum grow_result r = grow(h, npages, flags);
+			continue; /* a growth or a scavenge batch ended: retry
+			           */
+		enum grow_result r = (flags & MHEAP_NO_GROW)
+		                             ? GROW_FAILED
+		                             : grow(h, npages, flags);
 		if (r == GROW_OK)
 			continue;
-		if (r == GROW_FAILED || atomic)
+		if (r == GROW_BUSY && !atomic) {
+			unsigned long irq = mm_lock_acquire(&h->lock);
+			h->counters.grow_waits++;
+			mm_lock_release(&h->lock, irq);
+			mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
+			continue;
+		}
+		/* No growth. Free pages a scavenge batch has taken out of the
+		 * free set come back when it ends (it wakes `grown`): a
+		 * thread waits for that rather than fail while the pages it
+		 * needs may be there (in a fully grown arena the allocation
+		 * failed whenever the scavenger was mid-batch). */
+		if (atomic)
 			return NULL;
-		unsigned long irq = mm_lock_acquire(&h->lock);
-		h->counters.grow_waits++;
-		mm_lock_release(&h->lock, irq);
-		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
+		enum scav_state st = scavenge_state(h, returns);
+		if (st == SCAV_NONE)
+			return NULL;
+		if (st == SCAV_WAIT)
+			mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 	}
 }
 
@@ -499,9 +533,9 @@ void mheap_dump(struct mheap *h)
 	       st.free_scav_pages, st.scavenging_pages, st.goal_pages,
 	       st.reserve_pages);
 	mm_log("mheap: frames free %zu; grows %lu (%lu for the reserve, %lu "
-	       "waits); atomic refusals %lu",
+	       "waits); waits on a scavenge batch %lu; atomic refusals %lu",
 	       st.frames_free, st.n.grows, st.n.refills, st.n.grow_waits,
-	       st.n.atomic_fails);
+	       st.n.scav_waits, st.n.atomic_fails);
 	mm_log("mheap: scavenger: %lu runs, %lu pages, %lu us CPU; frames "
 	       "short: "
 	       "%lu runs, %lu pages; release-all %lu pages; debug %lu pages",

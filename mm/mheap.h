@@ -70,10 +70,11 @@ struct mheap_config {
 
 /* Event counters, kept live under h->lock. */
 struct mheap_counters {
-	uint64_t grows;                        /* growths committed */
-	uint64_t grow_waits;                   /* sleeps on someone's growth */
-	uint64_t atomic_fails;                 /* MHEAP_ATOMIC calls refused */
-	uint64_t refills;                      /* growths for the reserve */
+	uint64_t grows;        /* growths committed */
+	uint64_t grow_waits;   /* sleeps on someone's growth */
+	uint64_t scav_waits;   /* sleeps on a scavenge batch, no growth left */
+	uint64_t atomic_fails; /* MHEAP_ATOMIC calls refused */
+	uint64_t refills;      /* growths for the reserve */
 	uint64_t bg_runs, bg_pages, bg_cpu_ns; /* background scavenger */
 	uint64_t sync_runs, sync_pages;        /* scavenging for frames */
 	uint64_t release_pages;                /* mheap_release_all */
@@ -118,8 +119,9 @@ struct mheap {
 
 	/* Protected by h->lock: */
 	struct palloc pages;
-	size_t taken_pages;  /* out of the free set while being unmapped */
-	size_t grown_chunks; /* the arena grows upward from its base */
+	size_t taken_pages;    /* out of the free set while being unmapped */
+	uint64_t scav_returns; /* batches that gave their pages back */
+	size_t grown_chunks;   /* the arena grows upward from its base */
 	struct mheap_counters counters;
 
 	/* The span table: one entry per arena page, for the span heap's

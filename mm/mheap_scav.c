@@ -134,8 +134,12 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 		palloc_scav_return_locked(&h->pages, runs[i].base,
 		                          runs[i].npages);
 	h->taken_pages -= total;
+	h->scav_returns++;
 	book_locked(h, kind, total);
 	mm_lock_release(&h->lock, irq);
+	/* An allocation that found no free pages and no growth left may be
+	 * waiting for these (mheap.c, alloc_pages). */
+	mm_event_wake(&h->grown);
 	return total;
 }
 

@@ -5,6 +5,8 @@
  * background thread reaching its goal, debug scavenge-on-free faulting at
  * the freed address, and out of memory leaving nothing changed.
  */
+#include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "../../mm/mheap_testing.h"
 #include "mm_port_posix.h"
 
 #define PG MM_PAGE_SIZE
@@ -355,6 +358,68 @@ KTEST(mheap, debug_mode_bad_free_unmaps_nothing)
 		mm_lock_release(&heap.lock, 0);
 	KEXPECT(!touch_faults(b + 3 * PG));
 	KEXPECT(all_bytes(b, 4 * PG, 2));
+	heap_release();
+}
+
+/*
+ * A fully grown arena whose only free pages a scavenge batch has taken out
+ * of the free set to unmap them: an allocation waits for the batch and
+ * gets them (it failed: nothing to grow). The batch (release-all, on one
+ * thread) is held at its hook until the allocating thread waits.
+ */
+static sem_t batch_held, batch_go;
+
+static void hold_batch(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED)
+		return;
+	mheap_test_hook = NULL; /* once */
+	sem_post(&batch_held);
+	sem_wait(&batch_go);
+}
+
+static void *release_all_thread(void *arg)
+{
+	(void)arg;
+	mheap_release_all(&heap);
+	return NULL;
+}
+
+static void *alloc_one_thread(void *arg)
+{
+	*(void **)arg = mheap_alloc_pages(&heap, 1, 0);
+	return NULL;
+}
+
+KTEST(mheap, alloc_waits_for_a_scavenge_batch)
+{
+	KASSERT(heap_new(1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	sem_init(&batch_held, 0, 0);
+	sem_init(&batch_go, 0, 0);
+	mheap_test_hook = hold_batch;
+	pthread_t scav, user;
+	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
+	sem_wait(&batch_held);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.scavenging_pages, 200);
+	void *got = NULL;
+	KASSERT(pthread_create(&user, NULL, alloc_one_thread, &got) == 0);
+	do { /* until the allocation waits (no time bound) */
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (st.n.scav_waits == 0);
+	sem_post(&batch_go);
+	pthread_join(user, NULL);
+	pthread_join(scav, NULL);
+	KEXPECT(got != NULL);
+	KEXPECT((char *)got >= a + 312 * PG && (char *)got < a + 512 * PG);
+	mheap_free_pages(&heap, got, 1);
+	mheap_free_pages(&heap, a, 312);
+	HEAP_CHECK("after the wait");
 	heap_release();
 }
 
