@@ -431,6 +431,7 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 	size_t nscav;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, &nscav);
+	bool low = h->pages.stats.free_pages < h->cfg.reserve_pages;
 	mm_lock_release(&h->lock, irq);
 	if (!ok)
 		return false;
@@ -441,6 +442,10 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 			return false;
 		}
 	}
+	/* As an allocation: pages taken from the reserve of atomic callers
+	 * are made up for now. */
+	if (low && h->cfg.reserve_pages)
+		reserve_low(h, false);
 	return true;
 }
 

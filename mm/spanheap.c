@@ -1361,7 +1361,7 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		return p;
 	}
 	size_t want = size;
-	if (large && size > old && size > SC_MAX_SIZE)
+	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC))
 		want = size + size / 8 > size ? size + size / 8 : size;
 	void *n = spanheap_alloc(sh, want, flags & ~MM_ZERO);
 	if (!n && want != size)

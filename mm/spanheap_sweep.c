@@ -509,8 +509,13 @@ void spanheap_dump(struct spanheap *sh)
  * ------------------------------------------------------------------ */
 
 /* A fault the checker found: gives the cycle back first (a test may catch
- * the panic and go on with the heap), then panics. */
+ * the panic and go on with the heap), then panics. Its snapshot's
+ * reference stays taken: after a caught panic the all-spans array it
+ * holds is never freed. */
 #define check_fail(sh, ...) (cycle_release(sh), mm_panic(__VA_ARGS__))
+/* The same under a class's lock, which goes first. */
+#define check_fail_unlock(sh, lock, irq, ...) \
+	(mm_lock_release(lock, irq), cycle_release(sh), mm_panic(__VA_ARGS__))
 
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
@@ -722,8 +727,8 @@ void spanheap_check(struct spanheap *sh)
 				    (partial ? s->alloc_count >= s->nelems
 				             : s->alloc_count != s->nelems) ||
 				    atomic_load(&s->freeindex) != 0)
-					check_fail(
-					        sh,
+					check_fail_unlock(
+					        sh, &c->lock, irq,
 					        "spanheap: check: span [%#lx] "
 					        "on class %u's %s %s list: "
 					        "class %u, sweepgen %u (sg "
@@ -739,10 +744,11 @@ void spanheap_check(struct spanheap *sh)
 				}
 			}
 			if (n != l->n)
-				check_fail(sh,
-				           "spanheap: check: class %u list %u "
-				           "holds %zu spans, counts %zu",
-				           cls, k, n, l->n);
+				check_fail_unlock(
+				        sh, &c->lock, irq,
+				        "spanheap: check: class %u list %u "
+				        "holds %zu spans, counts %zu",
+				        cls, k, n, l->n);
 			listed[cls] += n;
 		}
 		mm_lock_release(&c->lock, irq);
