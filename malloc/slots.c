@@ -120,6 +120,7 @@
  * per fork.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -381,9 +382,13 @@ static void allow_background(void)
 		                               MM_BG_ALLOWED);
 }
 
+/* glibc's _Fork, which ours wraps (below); found by the constructor. */
+static pid_t (*real_Fork)(void);
+
 __attribute__((constructor)) static void mm_malloc_constructor(void)
 {
 	register_fork_handlers();
+	real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
 	const char *e = getenv("MM_MALLOC_BACKGROUND");
 	if (e && e[0] == '0' && e[1] == 0)
 		atomic_store(&no_background, true);
@@ -492,4 +497,34 @@ static void fork_child(void)
 	mm_malloc_self.fast = own && fences ? &mm_malloc_slots[me] : NULL;
 	fork_resume();
 	pthread_mutex_init(&ctl_lock, NULL);
+}
+
+/*
+ * _Fork (glibc 2.34) forks without the fork handlers. A program that
+ * thinks itself single-threaded may call malloc in its child; but our
+ * background threads make it multi-threaded, and the child inherited any
+ * lock one of them held (the heap's, a class's) with no thread to release
+ * it: its first malloc could hang (2 of 300 children, in a review's
+ * test). So while they run, this _Fork, which the program's calls reach
+ * (glibc's fork calls its own internally), runs our handlers around the
+ * real one. Without them it is the real one alone, async-signal-safe as
+ * documented; with them it takes our locks, as fork does.
+ */
+__attribute__((visibility("default"))) pid_t _Fork(void)
+{
+	if (!real_Fork) /* called before our constructor ran */
+		real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
+	if (!real_Fork) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING)
+		return real_Fork();
+	fork_prepare();
+	pid_t pid = real_Fork();
+	if (pid == 0)
+		fork_child();
+	else
+		fork_parent();
+	return pid;
 }

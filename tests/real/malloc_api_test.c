@@ -877,21 +877,36 @@ static int first_scenario(const char *what)
 		 * them (it joined them, forever). */
 		if (background_threads_up() != 3)
 			return 4;
-		pid_t pid = _Fork();
-		if (pid == 0) {
-			alarm(20); /* not inherited */
-			for (int i = 0; i < 1000; i++)
-				free(malloc((size_t)i));
-			pid_t g = fork();
-			if (g == 0)
-				_exit(malloc(10) ? 0 : 1);
-			int gs;
-			waitpid(g, &gs, 0);
-			_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0 ? 0 : 5);
+		/* Bursts of frees keep the sweeper busy (taking the heap's
+		 * and the classes' locks) while the program forks: a child
+		 * could inherit a lock held by a thread it does not have. */
+		enum { N = 50000 };
+		static void *v[N];
+		for (int it = 0; it < 100; it++) {
+			for (int i = 0; i < N; i++)
+				v[i] = malloc(16 + (size_t)(i % 500));
+			for (int i = 0; i < N; i++)
+				free(v[(i * 7919L) % N]);
+			pid_t pid = _Fork();
+			if (pid == 0) {
+				alarm(20); /* not inherited */
+				for (int i = 0; i < 1000; i++)
+					free(malloc((size_t)i));
+				pid_t g = fork();
+				if (g == 0)
+					_exit(malloc(10) ? 0 : 1);
+				int gs;
+				waitpid(g, &gs, 0);
+				_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0
+				              ? 0
+				              : 5);
+			}
+			int st;
+			waitpid(pid, &st, 0);
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+				return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
 		}
-		int st;
-		waitpid(pid, &st, 0);
-		return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
+		return 0;
 	}
 	if (strcmp(what, "no-background") == 0) {
 		/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size
@@ -985,8 +1000,8 @@ static const char *test_first_allocations(void)
 	return NULL;
 }
 
-/* A child made by _Fork (no fork handlers) of a process whose background
- * threads run can fork in turn. */
+/* Children made by _Fork (no fork handlers) of a process whose background
+ * threads run and sweep allocate and fork in turn. */
 static const char *test_underscore_fork(void)
 {
 	fflush(NULL);
