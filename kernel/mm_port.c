@@ -108,6 +108,16 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return r;
 }
 
+/* The region is handed out by a bump pointer: the latest reservation
+ * alone can go back (mheap_init undoes its own, latest first). */
+void mm_port_unreserve(void *addr, size_t nbytes)
+{
+	unsigned long irq = spin_lock_irqsave(&reserve_lock);
+	if ((uintptr_t)addr + nbytes == mm_region_next)
+		mm_region_next = (uintptr_t)addr;
+	spin_unlock_irqrestore(&reserve_lock, irq);
+}
+
 /*
  * Takes n frames from the pool, all or none, as a list linked through
  * their first word (direct map): nothing is mapped until the caller has

@@ -143,6 +143,11 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return (void *)base;
 }
 
+void mm_port_unreserve(void *addr, size_t nbytes)
+{
+	munmap(addr, nbytes);
+}
+
 bool mm_port_map(void *addr, size_t nbytes)
 {
 	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0)

@@ -94,6 +94,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	if (!map) {
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
 		       h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
+		mm_port_unreserve(base, cfg->arena_bytes);
 		return false;
 	}
 	h->spanmap = (void *_Atomic *)map + MHEAP_SPANMAP_SKEW;
@@ -103,8 +104,14 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	        .arena_bytes = cfg->arena_bytes,
 	        .owner_lock = &h->lock,
 	};
-	if (!palloc_init(&h->pages, &pc))
+	if (!palloc_init(&h->pages, &pc)) {
+		/* Latest first; palloc gave back its own (or kept what it
+		 * had mapped). */
+		mm_port_unreserve(map, h->arena_pages * sizeof(void *) +
+		                               MM_PAGE_SIZE);
+		mm_port_unreserve(base, cfg->arena_bytes);
 		return false;
+	}
 	mm_event_init(&h->grown, "mheap_grown");
 	mm_event_init(&h->scav.wake, "mheap_scav");
 	mm_event_init(&h->scav.pace, "mheap_pace");

@@ -191,6 +191,7 @@ static bool place(struct palloc *p, const struct layout *lo, uintptr_t meta,
 	p->mapped = (_Atomic uint64_t *)(meta + lo->mapped_off);
 	if (!mm_port_map((void *)p->mapped, lo->total - lo->mapped_off))
 		return false;
+	p->meta_mapped = true;
 	for (size_t pg = lo->mapped_off / MM_PAGE_SIZE;
 	     pg < lo->total / MM_PAGE_SIZE; pg++)
 		atomic_fetch_or_explicit(&p->mapped[pg / 64], 1ull << (pg % 64),
@@ -224,6 +225,10 @@ bool palloc_init(struct palloc *p, const struct palloc_config *cfg)
 			why = "no address space for metadata";
 		else if (!place(p, &lo, (uintptr_t)meta, reserved))
 			why = "no memory for metadata";
+		/* Nothing mapped in it yet: the reservation goes back (mapped
+		 * pages it keeps: no hook unmaps them here). */
+		if (why && reserved && meta && !p->meta_mapped)
+			mm_port_unreserve(meta, lo.total);
 	}
 	if (why) {
 		mm_log("palloc: init of arena [0x%lx, 0x%lx): %s",

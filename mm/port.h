@@ -32,6 +32,14 @@
 void *mm_port_reserve(size_t nbytes, size_t align);
 
 /*
+ * Gives back a range mm_port_reserve returned, with nothing in it mapped:
+ * a set-up that failed undoes its reservations, the latest first, so that
+ * a retry (a smaller arena) has the address space. A port that cannot
+ * give address space back may keep it. Thread context, no mm lock held.
+ */
+void mm_port_unreserve(void *addr, size_t nbytes);
+
+/*
  * Backs [addr, addr + nbytes) (page aligned, inside a reservation, not
  * mapped yet) with zeroed memory, readable and writable: palloc's
  * metadata as the heap grows. All or nothing: returns false if memory ran

@@ -36,6 +36,8 @@ static void heap_release(void)
 {
 	mm_port_release((void *)heap.arena_base, heap.cfg.arena_bytes);
 	mm_port_release((void *)heap.pages.meta_base, heap.pages.meta_bytes);
+	mm_port_release((void *)(heap.spanmap - MHEAP_SPANMAP_SKEW),
+	                heap.arena_pages * sizeof(void *) + MM_PAGE_SIZE);
 }
 
 __attribute__((noinline)) static bool heap_check_panics(void)
@@ -421,6 +423,27 @@ KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 	mheap_free_pages(&heap, a, 312);
 	HEAP_CHECK("after the wait");
 	heap_release();
+}
+
+/* A set-up that fails gives back the address space it reserved (the
+ * arena, the span table, palloc's metadata), so that a retry, such as the
+ * hosted malloc's with a smaller arena under ulimit -v, has it: each of
+ * the three reservations fails in turn. */
+KTEST(mheap, failed_init_gives_back_its_reservations)
+{
+	size_t r0 = mm_port_reserved_bytes();
+	mm_port_set_quiet(true);
+	for (unsigned nth = 1; nth <= 3; nth++) {
+		mm_port_fail_reserve(nth);
+		KEXPECT(!heap_new(4, 0, 0));
+		KEXPECT_EQ(mm_port_reserved_bytes(), r0);
+	}
+	mm_port_fail_reserve(0);
+	mm_port_set_quiet(false);
+	KASSERT(heap_new(4, 0, 0));
+	KEXPECT(mm_port_reserved_bytes() > r0);
+	heap_release();
+	KEXPECT_EQ(mm_port_reserved_bytes(), r0);
 }
 
 static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)

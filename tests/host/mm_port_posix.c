@@ -95,6 +95,8 @@ static unsigned long npanics, nlogs;
 static atomic_bool quiet;
 static atomic_size_t mapped_bytes;
 static atomic_uint fail_maps;
+static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
+static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
 
 /* The highest-ranked mm lock this thread holds, or NULL. */
 static const struct posix_lock *top_held(void)
@@ -127,6 +129,9 @@ static void expect_can_sleep(const char *what)
 void *mm_port_reserve(size_t nbytes, size_t align)
 {
 	expect_no_lock("mm_port_reserve");
+	unsigned n = atomic_load(&fail_reserve);
+	if (n && atomic_fetch_sub(&fail_reserve, 1) == 1)
+		return NULL; /* the injected failure (mm_port_fail_reserve) */
 	if (align < MM_PAGE_SIZE)
 		align = MM_PAGE_SIZE;
 	size_t span = nbytes + align - MM_PAGE_SIZE;
@@ -140,7 +145,25 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	uintptr_t end = (uintptr_t)raw + span;
 	if (end > base + nbytes)
 		munmap((void *)(base + nbytes), end - (base + nbytes));
+	atomic_fetch_add(&reserved_bytes, nbytes);
 	return (void *)base;
+}
+
+void mm_port_unreserve(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_unreserve");
+	munmap(addr, nbytes);
+	atomic_fetch_sub(&reserved_bytes, nbytes);
+}
+
+void mm_port_fail_reserve(unsigned nth)
+{
+	atomic_store(&fail_reserve, nth);
+}
+
+size_t mm_port_reserved_bytes(void)
+{
+	return atomic_load(&reserved_bytes);
 }
 
 /* True if a failure was injected for this call (mm_port_fail_maps). */
@@ -250,6 +273,7 @@ void mm_port_set_free_pages(size_t npages)
 void mm_port_release(void *addr, size_t nbytes)
 {
 	munmap(addr, nbytes);
+	atomic_fetch_sub(&reserved_bytes, nbytes);
 }
 
 void mm_port_fail_maps(unsigned n)

@@ -97,6 +97,12 @@ void mm_port_release(void *addr, size_t nbytes);
  * nothing (to test out-of-memory paths). */
 void mm_port_fail_maps(unsigned n);
 
+/* Makes the nth mm_port_reserve call from now fail (0: none), to test
+ * set-up failures; and the bytes reserved and not given back
+ * (mm_port_unreserve, mm_port_release), all threads. */
+void mm_port_fail_reserve(unsigned nth);
+size_t mm_port_reserved_bytes(void);
+
 /* What mm_port_free_pages() reports from now on (default: plenty), to
  * simulate a frame pool under the heap's low watermark. */
 void mm_port_set_free_pages(size_t npages);
