@@ -235,8 +235,8 @@ static void heap_init(void)
 		ok = mheap_init(&mm_malloc_heap, &hc);
 	}
 	if (!ok || !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc))
-		mm_panic("cannot set up the heap (no address space for a "
-		         "%zu MiB arena?)",
+		mm_panic("cannot set up the heap (no address space for an "
+		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
 	fences = fences_register();
 	atomic_store_explicit(&init_state, 2, memory_order_release);
