@@ -200,8 +200,14 @@ static enum grow_result grow(struct mheap *h, size_t npages, unsigned flags)
 		return GROW_BUSY;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	size_t first = h->grown_chunks;
+	/* The new chunks extend the free run at the top of the grown ones:
+	 * only the rest needs chunks (near the arena's end the request
+	 * failed when the chunks it would need whole were not left). */
+	size_t tail = palloc_free_below_locked(
+	        &h->pages, h->arena_base + first * PALLOC_CHUNK_BYTES);
 	mm_lock_release(&h->lock, irq);
-	size_t nchunks = (npages + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
+	size_t need = tail < npages ? npages - tail : 1;
+	size_t nchunks = (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
 	size_t total = h->arena_pages / MHEAP_CHUNK_PAGES;
 	uintptr_t base = h->arena_base + first * PALLOC_CHUNK_BYTES;
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;

@@ -365,6 +365,25 @@ size_t palloc_free_pages_hint(const struct palloc *p)
 	return __atomic_load_n(&p->stats.free_pages, __ATOMIC_RELAXED);
 }
 
+size_t palloc_free_below_locked(const struct palloc *p, uintptr_t addr)
+{
+	palloc_assert_locked(p, "palloc_free_below_locked");
+	if (addr <= p->arena_base || addr > p->arena_limit ||
+	    (addr - p->arena_base) % PALLOC_CHUNK_BYTES)
+		return 0;
+	const palloc_sum_t *leaf = palloc_leaf(p);
+	size_t n = 0;
+	for (size_t c = (addr - p->arena_base) / PALLOC_CHUNK_BYTES; c-- > 0;) {
+		if (!palloc_chunk_grown(p, c))
+			break;
+		uint64_t end = palloc_sum_end(leaf[c]);
+		n += end;
+		if (end < PALLOC_CHUNK_PAGES)
+			break;
+	}
+	return n;
+}
+
 void palloc_update_locked(struct palloc *p, size_t pi, size_t npages,
                           unsigned how)
 {

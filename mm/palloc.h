@@ -189,6 +189,11 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
  */
 void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages);
 
+/* The free pages that end at addr (a chunk boundary), as one run: those
+ * at the top of the chunks below it. A growth of the chunks at addr
+ * extends that run. Locking: the owner's lock must be held. */
+size_t palloc_free_below_locked(const struct palloc *p, uintptr_t addr);
+
 /* palloc_free_locked's checks alone: mm_panic as it would, else change
  * nothing (a caller that must do something to the pages before it frees
  * them checks first). Locking: the owner's lock must be held. */

@@ -446,6 +446,33 @@ KTEST(mheap, failed_init_gives_back_its_reservations)
 	KEXPECT_EQ(mm_port_reserved_bytes(), r0);
 }
 
+/* Near the arena's end a growth extends the free run at the top of the
+ * grown chunks: the last pages of the arena, that run and the chunks not
+ * yet grown, are one allocation, which failed while the growth asked for
+ * the chunks the request takes on its own (3 here, with 2 left). */
+KTEST(mheap, growth_extends_the_free_tail)
+{
+	KASSERT(heap_new(4, 0, 0));
+	void *x = mheap_alloc_pages(&heap, 1, 0);
+	void *y = mheap_alloc_pages(&heap, 600, 0);
+	KASSERT(x && y);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	size_t left = 4 * PALLOC_CHUNK_PAGES - 601;
+	KEXPECT((left + PALLOC_CHUNK_PAGES - 1) / PALLOC_CHUNK_PAGES >
+	        (4 * PALLOC_CHUNK_PAGES - st.grown_pages) / PALLOC_CHUNK_PAGES);
+	char *z = mheap_alloc_pages(&heap, left, 0);
+	KEXPECT(z != NULL);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 4 * PALLOC_CHUNK_PAGES);
+	if (z)
+		mheap_free_pages(&heap, z, left);
+	mheap_free_pages(&heap, y, 600);
+	mheap_free_pages(&heap, x, 1);
+	HEAP_CHECK("after the growth");
+	heap_release();
+}
+
 static bool same_stats(const struct mheap_stats *a, const struct mheap_stats *b)
 {
 	return a->grown_pages == b->grown_pages &&
