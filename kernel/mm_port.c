@@ -32,7 +32,8 @@ _Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
 _Static_assert(MAX_CPUS <= MM_MAX_CPUS,
                "mm/'s per-CPU arrays cover every CPU the kernel runs");
 
-/* Next free address of the mm region; reservations are never returned. */
+/* Next free address of the mm region; only the latest reservation can be
+ * returned (mm_port_unreserve). */
 static struct spinlock reserve_lock =
         SPINLOCK_INIT("mm_reserve", LOCK_RANK_MM_RESERVE);
 static uintptr_t mm_region_next = MM_REGION_BASE; /* by reserve_lock */
@@ -190,6 +191,9 @@ bool mm_port_used(void *addr, size_t nbytes)
 	 * take every frame, then map. The caller owns the pages, so the
 	 * count cannot change in between. */
 	uintptr_t base = (uintptr_t)addr, limit = base + nbytes;
+	if (limit < base)
+		panic("mm_port_used: [%#lx, +%zu) wraps", (unsigned long)base,
+		      nbytes);
 	size_t need = 0;
 	for (uintptr_t va = base; va < limit; va += PAGE_SIZE)
 		need += !vm_translate(va, NULL, NULL);
@@ -201,11 +205,22 @@ bool mm_port_used(void *addr, size_t nbytes)
 	for (uintptr_t va = base; va < limit; va += PAGE_SIZE) {
 		if (vm_translate(va, NULL, NULL))
 			continue;
+		/* More holes than counted: someone else changed the range,
+		 * which the caller owns; mapping page 0 would hide it. */
+		if (!list)
+			panic("mm_port_used: [%#lx, +%zu): a page became "
+			      "unmapped while being mapped (the range is not "
+			      "the caller's alone)",
+			      (unsigned long)base, nbytes);
 		int err = vm_pte_set(va, frames_pop_zeroed(&list), VM_WRITE);
 		if (err)
 			panic("mm_port_used: %#lx: error %d (not prepared?)",
 			      (unsigned long)va, -err);
 	}
+	if (list)
+		panic("mm_port_used: [%#lx, +%zu): a page became mapped while "
+		      "being mapped (the range is not the caller's alone)",
+		      (unsigned long)base, nbytes);
 	return true;
 }
 

@@ -40,8 +40,9 @@
  * serialise it (checked with an atomic flag); commit needs the owner's lock.
  * The mapped bitmap is atomic because commit reads it under the owner's
  * lock while another prepare may be adding bits.
- * Limits: metadata is never unmapped (there is no shrink), and a failed
- * init leaves its reservation behind (port.h has no unreserve).
+ * Limits: metadata is never unmapped (there is no shrink); a failed init
+ * gives its reservation back (mm_port_unreserve) only while nothing of it
+ * is mapped.
  * Modelled on the Go runtime's pageAlloc.grow and sysGrow (mpagealloc.go).
  */
 #include "palloc_internal.h"
