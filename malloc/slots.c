@@ -428,9 +428,9 @@ void mm_malloc_bg_start(void)
  * meanwhile pass as nested (it holds every slot). Never written. */
 static _Atomic unsigned fork_nested;
 
-static void fork_prepare(void)
+/* fork_prepare with ctl_lock already held. */
+static void fork_prepare_locked(void)
 {
-	pthread_mutex_lock(&ctl_lock);
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {
 		if (getpid() == bg_pid) {
 			spanheap_sweeper_stop(&mm_malloc_sh);
@@ -455,6 +455,12 @@ static void fork_prepare(void)
 		fence_others(); /* invariant 3 */
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		slot_take(s);
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&ctl_lock);
+	fork_prepare_locked();
 }
 
 /* Lets this thread's calls and the background threads start again. */
@@ -508,8 +514,27 @@ static void fork_child(void)
  * test). So while they run, this _Fork, which the program's calls reach
  * (glibc's fork calls its own internally), runs our handlers around the
  * real one. Without them it is the real one alone, async-signal-safe as
- * documented; with them it takes our locks, as fork does.
+ * documented; with them it takes our locks, as fork does, but never
+ * waits for them: called from a signal handler that interrupted this
+ * thread inside a call (its slot held, even while it leaves) or inside
+ * bg_start (ctl_lock held), the handlers would wait for ever (a review's
+ * test hung 3 runs of 3), so it is the real one alone then, and its
+ * child may only do what an async-signal-safe _Fork's child may. The threads'
+ * state is read under ctl_lock, which bg_start holds while it starts them.
  */
+/* This thread's slot is held: by this thread, interrupted in the middle
+ * of leaving a call (held already NULL, its word not yet cleared), or by
+ * another thread sharing the slot. The handlers would wait for it; if it
+ * is this thread's own, for ever. */
+static bool own_slot_held(void)
+{
+	int s = mm_malloc_self.slot_id;
+	if (s < 0 || s >= MM_MAX_CPUS)
+		return false;
+	return atomic_load(&mm_malloc_slots[s].in) ||
+	       atomic_load(&mm_malloc_slots[s].busy);
+}
+
 __attribute__((visibility("default"))) pid_t _Fork(void)
 {
 	if (!real_Fork) /* called before our constructor ran */
@@ -518,9 +543,14 @@ __attribute__((visibility("default"))) pid_t _Fork(void)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING)
+	if (mm_malloc_self.held || own_slot_held() ||
+	    pthread_mutex_trylock(&ctl_lock) != 0)
 		return real_Fork();
-	fork_prepare();
+	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING) {
+		pthread_mutex_unlock(&ctl_lock);
+		return real_Fork();
+	}
+	fork_prepare_locked();
 	pid_t pid = real_Fork();
 	if (pid == 0)
 		fork_child();

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -851,6 +852,7 @@ static const char *test_background(void)
  * dlopen, or whose threads all pthread_exit (argv[1] names the scenario):
  * they must finish, with status 0. */
 static int calloc_untouched(void);
+static int signal_fork(void);
 
 static int first_scenario(const char *what)
 {
@@ -871,6 +873,8 @@ static int first_scenario(const char *what)
 	alarm(20);
 	if (strcmp(what, "calloc-untouched") == 0)
 		return calloc_untouched();
+	if (strcmp(what, "signal-fork") == 0)
+		return signal_fork();
 	if (strcmp(what, "underscore-fork") == 0) {
 		/* _Fork runs no fork handlers: its child has none of the
 		 * background threads, and its next fork must not wait for
@@ -1061,6 +1065,59 @@ static const char *test_calloc_large_untouched(void)
 	return NULL;
 }
 
+/*
+ * _Fork is async-signal-safe: a crash handler may call it while its
+ * thread was inside malloc. With the background threads running, the
+ * library's _Fork ran the fork handlers there, which waited for the slot
+ * the interrupted call held: for ever. A timer signal every 2 ms forks
+ * from its handler while the program allocates.
+ */
+static volatile sig_atomic_t signal_forks, signal_fork_bad;
+
+static void fork_from_handler(int sig)
+{
+	(void)sig;
+	pid_t p = _Fork();
+	if (p == 0)
+		_exit(0);
+	if (p > 0) {
+		int st;
+		waitpid(p, &st, 0);
+		signal_fork_bad |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+		signal_forks++;
+	}
+}
+
+static int signal_fork(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	struct sigaction sa = {.sa_handler = fork_from_handler};
+	sigaction(SIGPROF, &sa, NULL);
+	struct itimerval it = {{0, 2000}, {0, 2000}};
+	setitimer(ITIMER_PROF, &it, NULL);
+	for (long i = 0; signal_forks < 200; i++)
+		free(malloc(16 + (size_t)(i % 2000)));
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_PROF, &off, NULL);
+	return signal_fork_bad ? 5 : 0;
+}
+
+static const char *test_signal_fork(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(self_exe, self_exe, "signal-fork", (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "_Fork from a signal handler: status %#x (SIGALRM: it hung)", st);
+	return NULL;
+}
+
 /* MM_MALLOC_BACKGROUND=0 keeps a program single-threaded (a program that
  * will unshare(CLONE_NEWUSER) needs that). */
 static const char *test_no_background(void)
@@ -1133,6 +1190,7 @@ int main(int argc, char **argv)
 	        {"background", test_background},
 	        {"no_background", test_no_background},
 	        {"underscore_fork", test_underscore_fork},
+	        {"signal_fork", test_signal_fork},
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
