@@ -272,8 +272,7 @@ void mm_port_set_free_pages(size_t npages)
 
 void mm_port_release(void *addr, size_t nbytes)
 {
-	munmap(addr, nbytes);
-	atomic_fetch_sub(&reserved_bytes, nbytes);
+	mm_port_unreserve(addr, nbytes);
 }
 
 void mm_port_fail_maps(unsigned n)

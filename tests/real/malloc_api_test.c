@@ -967,19 +967,34 @@ static int first_scenario(const char *what)
 
 static const char *self_exe;
 
-/* The fork and sharing stresses again in a process told not to use
- * membarrier: the fallback must stay correct too. */
-static const char *test_exchange_mode(void)
+/* Runs this program again as scenario what (its argv[1]) in a fresh
+ * process, with the environment variable env set to val first (env not
+ * NULL) and its address space limited to as_limit bytes (not 0); returns
+ * its wait status. */
+static int run_scenario(const char *what, const char *env, const char *val,
+                        size_t as_limit)
 {
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
-		setenv("MM_MALLOC_MEMBARRIER", "0", 1);
-		execl(self_exe, self_exe, "exchange", (char *)NULL);
+		if (env)
+			setenv(env, val, 1);
+		struct rlimit rl = {.rlim_cur = as_limit, .rlim_max = as_limit};
+		if (as_limit && setrlimit(RLIMIT_AS, &rl) != 0)
+			_exit(126);
+		execl(self_exe, self_exe, what, (char *)NULL);
 		_exit(127);
 	}
 	int st;
 	waitpid(pid, &st, 0);
+	return st;
+}
+
+/* The fork and sharing stresses again in a process told not to use
+ * membarrier: the fallback must stay correct too. */
+static const char *test_exchange_mode(void)
+{
+	int st = run_scenario("exchange", "MM_MALLOC_MEMBARRIER", "0", 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "exchange mode: status %#x (its reason on stderr)", st);
 	return NULL;
@@ -990,14 +1005,7 @@ static const char *test_first_allocations(void)
 	static const char *const what[] = {"first-pthread", "first-dlopen",
 	                                   "pthread-exit"};
 	for (int i = 0; i < 3; i++) {
-		fflush(NULL);
-		pid_t pid = fork();
-		if (pid == 0) {
-			execl(self_exe, self_exe, what[i], (char *)NULL);
-			_exit(127);
-		}
-		int st;
-		waitpid(pid, &st, 0);
+		int st = run_scenario(what[i], NULL, NULL, 0);
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x",
 		      what[i], st);
 	}
@@ -1008,14 +1016,7 @@ static const char *test_first_allocations(void)
  * threads run and sweep allocate and fork in turn. */
 static const char *test_underscore_fork(void)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		execl(self_exe, self_exe, "underscore-fork", (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	waitpid(pid, &st, 0);
+	int st = run_scenario("underscore-fork", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "_Fork's child forking: status %#x (SIGALRM: it hung)", st);
 	return NULL;
@@ -1052,14 +1053,7 @@ static int calloc_untouched(void)
 
 static const char *test_calloc_large_untouched(void)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		execl(self_exe, self_exe, "calloc-untouched", (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	waitpid(pid, &st, 0);
+	int st = run_scenario("calloc-untouched", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "calloc of 1 GiB: status %#x (5: written)", st);
 	return NULL;
@@ -1105,14 +1099,7 @@ static int signal_fork(void)
 
 static const char *test_signal_fork(void)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		execl(self_exe, self_exe, "signal-fork", (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	waitpid(pid, &st, 0);
+	int st = run_scenario("signal-fork", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "_Fork from a signal handler: status %#x (SIGALRM: it hung)", st);
 	return NULL;
@@ -1122,15 +1109,7 @@ static const char *test_signal_fork(void)
  * will unshare(CLONE_NEWUSER) needs that). */
 static const char *test_no_background(void)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		setenv("MM_MALLOC_BACKGROUND", "0", 1);
-		execl(self_exe, self_exe, "no-background", (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	waitpid(pid, &st, 0);
+	int st = run_scenario("no-background", "MM_MALLOC_BACKGROUND", "0", 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "MM_MALLOC_BACKGROUND=0: status %#x (3: threads started)", st);
 	return NULL;
@@ -1140,18 +1119,7 @@ static const char *test_no_background(void)
  * (ulimit -v, as batch systems set): it aborted at its first malloc. */
 static const char *test_address_limit(void)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		struct rlimit rl = {.rlim_cur = (rlim_t)4 << 30,
-		                    .rlim_max = (rlim_t)4 << 30};
-		if (setrlimit(RLIMIT_AS, &rl) != 0)
-			_exit(126);
-		execl(self_exe, self_exe, "address-limit", (char *)NULL);
-		_exit(127);
-	}
-	int st;
-	waitpid(pid, &st, 0);
+	int st = run_scenario("address-limit", NULL, NULL, (size_t)4 << 30);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "under a 4 GiB address-space limit: status %#x", st);
 	return NULL;
