@@ -1,7 +1,8 @@
 /*
  * The span heap under threads (mm/spanheap*.c through the POSIX port),
  * built for ThreadSanitizer too (make test-tsan): four worker threads,
- * each a CPU of its own, allocate objects of random sizes (large ones
+ * each a CPU of its own (two bound to theirs for good, two pinning at
+ * each call: mm_port_bind_cpu), allocate objects of random sizes (large ones
  * too, some MM_ZERO, some MM_ATOMIC in simulated atomic context), fill each
  * with a pattern of its owner and address, and free them, a quarter handed
  * through a locked inbox to the next worker to free (cross-thread frees, the
@@ -173,7 +174,16 @@ static void one_op(struct worker *w, int op)
 static void work(void *arg)
 {
 	struct worker *w = arg;
-	mm_port_set_cpu((unsigned)w->id);
+	/* Workers 0 and 2 bind a CPU of their own (8 + id: no other thread
+	 * pins it), as the benchmarks' threads do, so the fast paths' pin
+	 * names it and their magazine ways run; 1 and 3 pin at each call,
+	 * through the fast paths' pin that names no CPU and their slow
+	 * paths. */
+	bool bound = w->id % 2 == 0;
+	if (bound)
+		mm_port_bind_cpu(8 + (unsigned)w->id);
+	else
+		mm_port_set_cpu((unsigned)w->id);
 	for (int op = 0; op < OPS; op++) {
 		one_op(w, op);
 		if (op % 8 == 0)
@@ -190,6 +200,8 @@ static void work(void *arg)
 			check_and_free(w, &w->live[i]);
 	drain_inbox(w);
 	spanheap_flush_cache(&sh);
+	if (bound)
+		mm_port_unbind_cpu();
 }
 
 static bool start_background(void)
@@ -397,15 +409,16 @@ KTEST(spanheap_stress, stats_while_cpus_make_their_slabs)
  */
 enum { BIG = 40 << 10 }; /* a large span: one span struct each */
 static sem_t sized, resume;
-static _Atomic(pthread_t *) hook_thread;
+/* Set by the waiter itself before its allocation: set by the test after
+ * the thread's start, the thread could pass the hook first, and the test
+ * then waited for ever (once in the TSan build). */
+static _Thread_local bool hold_here;
 
 static void hold_sized(struct mheap *h, enum mheap_hook_point where)
 {
-	pthread_t *t = atomic_load(&hook_thread);
-	if (h != &heap || where != MHEAP_HOOK_SPANS_SIZED || !t ||
-	    !pthread_equal(*t, pthread_self()))
+	if (h != &heap || where != MHEAP_HOOK_SPANS_SIZED || !hold_here)
 		return;
-	atomic_store(&hook_thread, NULL);
+	hold_here = false;
 	sem_post(&sized);
 	sem_wait(&resume);
 }
@@ -413,6 +426,7 @@ static void hold_sized(struct mheap *h, enum mheap_hook_point where)
 static void *sized_waiter(void *arg)
 {
 	mm_port_set_cpu(1);
+	hold_here = true;
 	*(void **)arg = spanheap_alloc(&sh, BIG, 0);
 	return NULL;
 }
@@ -434,11 +448,8 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	sem_init(&resume, 0, 0);
 	pthread_t t;
 	void *theirs = NULL;
-	static pthread_t waiter;
 	mheap_test_hook = hold_sized;
 	KASSERT(pthread_create(&t, NULL, sized_waiter, &theirs) == 0);
-	waiter = t;
-	atomic_store(&hook_thread, &waiter);
 	sem_wait(&sized);
 	/* Replaced twice (past the waiter's), and full again. */
 	size_t first = n;
