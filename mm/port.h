@@ -206,6 +206,14 @@ struct mm_pin {
 	unsigned long state;
 	unsigned long cpu; /* a full register: no zero-extension to index */
 };
+
+/* The most CPUs the port will ever run mm/ on (sizes per-CPU arrays); the
+ * port asserts that its own limit is no larger. */
+#define MM_MAX_CPUS 64
+
+/* The cpu of a pin of mm_port_pin_fast that pinned nothing (below). */
+#define MM_PIN_NONE MM_MAX_CPUS
+
 #ifdef MM_PORT_INLINE
 #include MM_PORT_INLINE
 #else
@@ -213,6 +221,34 @@ struct mm_pin mm_port_pin(void);
 
 /* Ends the pin p. */
 void mm_port_unpin(struct mm_pin p);
+#endif
+
+/*
+ * The span heap's fast paths pin with this pair (an alloc or a free from
+ * a CPU's magazine). A port may give them in its MM_PORT_INLINE header
+ * (defining MM_PORT_PIN_FAST there); else they are mm_port_pin and
+ * mm_port_unpin. mm_port_pin_fast may, where mm_port_pin would have to
+ * take a CPU the slow way, return a pin whose cpu is MM_PIN_NONE: nothing
+ * is pinned and nothing needs ending. The fast paths then find that
+ * index's magazines empty and full at once (as a CPU's before its first
+ * free), and their slow paths pin with mm_port_pin. So the fast path of a
+ * port whose pin is usually a thread's own slot (the host ports) tests
+ * nothing: mimalloc's empty heap for a thread with none has the same
+ * effect. A pin naming a CPU is a pin as mm_port_pin's, which
+ * mm_port_unpin ends too; mm_port_unpin_fast ends it on the fast paths.
+ */
+#ifndef MM_PORT_PIN_FAST
+static inline __attribute__((always_inline)) struct mm_pin
+mm_port_pin_fast(void)
+{
+	return mm_port_pin();
+}
+
+static inline __attribute__((always_inline)) void
+mm_port_unpin_fast(struct mm_pin p)
+{
+	mm_port_unpin(p);
+}
 #endif
 
 /* ---- Locks -------------------------------------------------------------- */
@@ -259,10 +295,6 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state);
 
 /* True if this CPU (thread, on the host) holds l; for assertions. */
 bool mm_lock_held(const mm_lock_t *l);
-
-/* The most CPUs the port will ever run mm/ on (sizes per-CPU arrays); the
- * port asserts that its own limit is no larger. */
-#define MM_MAX_CPUS 64
 
 /* ---- Diagnostics -------------------------------------------------------- */
 

@@ -280,8 +280,16 @@ struct spanheap {
 	void *_Atomic *spanmap;
 	_Atomic size_t spanmap_pages;
 	/* fixed: &caches[cpu].mag[0], one load where the address would be
-	 * four instructions on the fast paths */
-	struct mmag *mags[MM_MAX_CPUS];
+	 * four instructions on the fast paths; [MM_PIN_NONE]: magazines
+	 * empty and full at once, for a pin of mm_port_pin_fast that pinned
+	 * nothing */
+	struct mmag *mags[MM_MAX_CPUS + 1];
+	/* fixed: sizeclass_by16[i] * sizeof(struct mmag), the byte offset of
+	 * the magazine of size 16 * i in every CPU's; spanheap_alloc's class
+	 * lookup (in the heap, the offset of its base is a displacement of
+	 * the heap's own register, with no scaling: two instructions fewer
+	 * than the global table's class) */
+	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
 	/* Under heap->lock: */
@@ -348,8 +356,10 @@ spanheap_mag_pop(struct mmag *m)
 	return a;
 }
 
-/* spanheap_alloc_class's way on an empty magazine (pinned by pin: the
- * span's next object or a refill); unpins. Not to be called otherwise. */
+/* spanheap_alloc_class's way on an empty magazine (pin from
+ * mm_port_pin_fast: the span's next object or a refill; or, if it pinned
+ * nothing, a pin and the magazine again); unpins. Not to be called
+ * otherwise. */
 void *spanheap_alloc_refill(struct spanheap *sh, size_t size, unsigned flags,
                             struct mm_pin pin);
 
@@ -365,10 +375,10 @@ static inline __attribute__((always_inline)) void *
 spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
                      unsigned flags)
 {
-	struct mm_pin pin = mm_port_pin();
+	struct mm_pin pin = mm_port_pin_fast();
 	uintptr_t a = spanheap_mag_pop(&sh->mags[pin.cpu][cls]);
 	if (__builtin_expect(a != 0, 1)) {
-		mm_port_unpin(pin);
+		mm_port_unpin_fast(pin);
 		return (void *)a;
 	}
 	return spanheap_alloc_refill(sh, size, flags, pin);
