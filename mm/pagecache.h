@@ -10,8 +10,8 @@
  * that fall back into the window.
  *
  * Typical use by an owner (heap lock H, palloc P, this CPU's cache C),
- * pinned to its CPU by the owner's own means (the port has no pinning
- * hooks until a per-CPU cache in mm/ uses them):
+ * pinned to its CPU by the owner (with mm_port_pin or a primitive of its
+ * own: the cache does not pin itself):
  *
  *	pin();
  *	base = pagecache_alloc(C, n, &nscav);            // no lock
