@@ -215,8 +215,9 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
  * offsets of their first objects: a free that loads the entry while the
  * object's first words are still being stored (a malloc/free loop on one
  * object) waits on a false 4 KiB alias. Skewed, those entries sit half a page
- * away. Measured on the 64-byte pair with magazine reuse: 12-16 ns
- * without, 6.4-7 ns with.
+ * away. Measured on the 16- to 8192-byte pairs with magazine reuse,
+ * together with struct spanheap's layout (docs/DESIGN.md, "4 KiB
+ * aliases"): 12-16 ns without, 6.3-7.5 ns with.
  */
 #define MHEAP_SPANMAP_SKEW ((size_t)PALLOC_CHUNK_PAGES / 2)
 

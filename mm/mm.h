@@ -7,9 +7,11 @@
  *   pagecache.h  a per-CPU cache of pages in front of a palloc
  *   mheap.h    the page heap: a palloc over a reserved virtual arena with
  *              growth, any-context allocation and the scavenger
- * The span heap (size classes, per-CPU caches, kmalloc) comes next, on top
- * of mheap. port.h is the contract the OS implements; docs/PORTING.md
- * explains it.
+ *   sizeclasses.h  the span heap's size classes
+ *   spanheap.h the span heap: objects of any size on top of mheap, with
+ *              per-CPU caches and the sweeper (the kernel's kmalloc wraps
+ *              it)
+ * port.h is the contract the OS implements; docs/PORTING.md explains it.
  */
 #ifndef MM_MM_H
 #define MM_MM_H

@@ -2,11 +2,11 @@
  * mm/port.h: the whole contract between the mm/ library and the OS it runs
  * in. mm/ includes nothing else from outside (tools/lint-mm checks it).
  *
- * Two implementations exist: kernel/mm_port.c (this kernel: page tables,
- * frame pool, irqsave spinlocks) and tests/host/mm_port_posix.c (Linux user
+ * Three implementations exist: kernel/mm_port.c (this kernel: page tables,
+ * frame pool, irqsave spinlocks), tests/host/mm_port_posix.c (Linux user
  * space: mmap, madvise, pthread mutexes), which is how mm/ is tested under
- * sanitizers, fuzzed and benchmarked. docs/PORTING.md shows how to write a
- * third.
+ * sanitizers, fuzzed and benchmarked, and malloc/port_prod.c (a process's
+ * malloc, libmm_malloc.so). docs/PORTING.md shows how to write another.
  *
  * Every hook says which contexts mm/ calls it from, and tools/lint-mm
  * checks that mm/ calls every hook and nothing else outside itself. No
@@ -133,8 +133,8 @@ uint64_t mm_port_thread_cpu_ns(void);
 
 /*
  * Starts fn(arg) on a thread of its own, for mm's background work (the
- * scavenger). Returns a handle for mm_port_thread_join, or NULL if it
- * cannot. Thread context, no mm lock held.
+ * scavenger, the sweeper). Returns a handle for mm_port_thread_join, or
+ * NULL if it cannot. Thread context, no mm lock held.
  */
 struct mm_thread;
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
