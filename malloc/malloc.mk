@@ -5,7 +5,7 @@
 #   make test-real-quick (part of make test) real programs under it
 #   make test-real       the longer set (Python's tests, redis-benchmark)
 #   make bench-real      ours against glibc, jemalloc, mimalloc and tcmalloc
-#   make plot-rss        RSS over a burst, a free and an idle minute
+#   make plot-rss        RSS over a burst, a free and 15 s idle
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c \
@@ -15,8 +15,9 @@ MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c \
 # the compiler must not turn our own code into calls of malloc or free.
 # Link-time optimisation lets malloc() and free() inline the span heap's
 # fast paths (no call, fewer registers saved): mixed sizes 28 -> 26.4 ns,
-# 64-byte pairs 13.3 -> 12.6 (best of 5). GCC would not inline them on its
-# own; SPANHEAP_FAST (mm/spanheap.h) makes it: mixed sizes 24 -> 22 ns,
+# 64-byte pairs 13.3 -> 12.6 (best of 5, when LTO came in; docs/DESIGN.md,
+# "The hosted build", has the later figures). GCC would not inline them on
+# its own; SPANHEAP_FAST (mm/spanheap.h) makes it: mixed sizes 24 -> 22 ns,
 # random-order frees of 10^6 objects 85 -> 72 ns an object.
 MALLOC_CFLAGS := -std=gnu11 -O2 -g -fPIC -flto -Wall -Wextra -Werror \
 	-Wno-unused-parameter -fvisibility=hidden -ftls-model=initial-exec \
