@@ -24,11 +24,11 @@
 	  "for it still answer IPIs), so every lock an interrupt handler "     \
 	  "takes must nest inside it")                                         \
 	X(STW, false,                                                          \
-	  "stop-the-world state; taken by the stopper only, before it parks "  \
-	  "anyone")                                                            \
+	  "reserved: no kernel lock has it (stop-the-world holds stw_sema, "   \
+	  "which sleeps); a lock-checker test uses it")                        \
 	X(SEMA, false,                                                         \
-	  "a semaphore's count; waking a waiter takes the wait queue and run " \
-	  "queue under it")                                                    \
+	  "reserved: no lock has it; a semaphore's count is guarded by its "   \
+	  "wait queue's lock (WAITQ)")                                         \
 	X(WAITQ, false,                                                        \
 	  "a wait queue's list or an mm event's waiters; wake-ups enqueue "    \
 	  "threads on run queues under it")                                    \
@@ -40,11 +40,11 @@
 	  "by creation, adoption, join and the shell's threads command")       \
 	X(KSTACK, false, "kernel stack slots; released before mapping")        \
 	X(MM_SWEEP, false,                                                     \
-	  "mm: the span heap's sweep cycle; its holder refills central lists " \
-	  "and allocates pages")                                               \
+	  "mm: reserved (MM_RANK_SWEEP); mm/ has no lock of this rank")        \
 	X(MM_CENTRAL, false,                                                   \
-	  "mm: a size class's central lists; a refill under it maps pages, "   \
-	  "so it ranks below vm and frames")                                   \
+	  "mm: a size class's central lists, taken with interrupts off; only " \
+	  "the heap lock may be taken under it (a refill drops it before "     \
+	  "asking the page heap for a span)")                                  \
 	X(VM, false,                                                           \
 	  "page-table pages: a walk that may create tables allocates frames "  \
 	  "under it")                                                          \
@@ -64,12 +64,13 @@
  * above the production rank it names, at an offset below LOCK_RANK_STEP.
  * X(name, above, offset, leaf, why).
  */
-#define LOCK_TEST_RANKS(X)                                                    \
-	X(TEST_LOW, MM_RESERVE, 1, false,                                     \
-	  "lock-checker and scheduler tests: taken from the timer interrupt " \
-	  "under the run queue")                                              \
-	X(TEST_HIGH, MM_RESERVE, 2, false,                                    \
-	  "lock-checker tests: above test_low")                               \
+#define LOCK_TEST_RANKS(X)                                                   \
+	X(TEST_LOW, MM_RESERVE, 1, false,                                    \
+	  "lock-checker, scheduler and benchmark tests; the scheduler test " \
+	  "takes it from the timer interrupt (sched_tick_hook, called "      \
+	  "before sched_tick takes the run queue's lock)")                   \
+	X(TEST_HIGH, MM_RESERVE, 2, false,                                   \
+	  "lock-checker tests: above test_low")                              \
 	X(TEST_LEAF, HEAP, 1, true, "lock-checker tests: a leaf")
 
 /* Production ranks are spaced by LOCK_RANK_STEP so that test ranks fit

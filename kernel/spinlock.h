@@ -7,11 +7,11 @@
  * are (only for locks never taken in interrupt context). Both disable
  * preemption. Any context but NMI.
  *
- * The checker (lockcheck.c, on unless built with LOCKCHECK=0) keeps a
- * per-CPU stack of held locks and reports: a lock taken out of rank
- * order; any lock taken while a leaf is held; a lock used in interrupt
- * context that is also taken with interrupts enabled; sleeping or
- * yielding with a spinlock held; releasing a lock this CPU does not hold.
+ * The checker (lockcheck.c, always on) keeps a per-CPU stack of held
+ * locks and reports: a lock taken out of rank order; any lock taken while
+ * a leaf is held; a lock used in interrupt context that is also taken
+ * with interrupts enabled; sleeping or yielding with a spinlock held;
+ * releasing a lock this CPU does not hold.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

@@ -26,7 +26,6 @@
 #include "kernel/tlb.h"
 
 struct semaphore stw_sema;
-struct semaphore gc_cycle_sema;
 
 /* Atomic, any CPU: */
 static _Atomic bool stopped;
@@ -52,7 +51,6 @@ static void park_irq(struct trap_frame *f)
 void stw_init(void)
 {
 	sema_init(&stw_sema, "stw_sema", 1);
-	sema_init(&gc_cycle_sema, "gc_cycle_sema", 1);
 	irq_register(IRQ_VEC_STW, park_irq);
 }
 

@@ -1,14 +1,10 @@
 /*
  * Stop-the-world: park every other CPU, spinning with interrupts off, so
- * the caller sees memory no other CPU is changing; and the semaphores that
- * govern it (DESIGN.md invariant 5):
+ * the caller sees memory no other CPU is changing; and the semaphore that
+ * governs it:
  *
  *   stw_sema       the right to stop the world; held from stw_stop to
  *                  stw_start.
- *   gc_cycle_sema  held across a whole sweep cycle (flip to finish).
- *                  Reading statistics may stop the world during a cycle;
- *                  changing the number of CPUs or starting/stopping the
- *                  allocation trace waits for the cycle to end.
  *
  * Thread context only; the caller may sleep in stw_stop while another
  * stopper holds the world.
@@ -21,14 +17,13 @@
 #include "kernel/thread.h"
 
 extern struct semaphore stw_sema;
-extern struct semaphore gc_cycle_sema;
 
 /* Installs the park IPI. Boot CPU, before SMP. */
 void stw_init(void);
 
-/* Returns once every other online CPU is parked. reason is kept for
- * diagnostics ("stw: stopped for <reason>"). No CPU comes online until
- * stw_start (it waits in cpu_set_online, percpu.h). */
+/* Returns once every other online CPU is parked. reason is kept until
+ * stw_start, for a debugger to read; nothing prints it. No CPU comes
+ * online until stw_start (it waits in cpu_set_online, percpu.h). */
 void stw_stop(const char *reason);
 
 /* Releases the parked CPUs and waits until all have left the park. */
