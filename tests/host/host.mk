@@ -15,7 +15,7 @@
 #                      mimalloc and tcmalloc (tools/bench-spanheap: a table
 #                      of ns/op and peak RSS, the sweeper's CPU share,
 #                      callgrind instructions per 16-byte pair); kept in
-#                      $(BENCH_DIR)/spanheap.txt. About 2 minutes;
+#                      $(BENCH_DIR)/spanheap.txt. 1-2 minutes;
 #                      SPANHEAP_BENCH_REPS runs per cell (median, default 5).
 #                      Fails only if the span heap crashes, never on a number
 #   make test-tsan     the host tests under ThreadSanitizer (below)
