@@ -60,8 +60,9 @@ struct pagecache {
  * Takes npages (1 to PAGECACHE_MAX_NPAGES) contiguous pages from the cache,
  * lowest first, and returns their address with *nscav (if not NULL) the
  * number that were scavenged. Returns 0 if the cache cannot serve the
- * request. Lock-free: the caller is pinned to the cache's CPU. Any context
- * but NMI.
+ * request. Lock-free: the caller is pinned to the cache's CPU (a plain
+ * read-modify-write of the cache: the pin must keep this CPU's interrupt
+ * handlers out too, as the kernel's does). Any context but NMI.
  */
 uintptr_t pagecache_alloc(struct pagecache *c, size_t npages, size_t *nscav);
 

@@ -243,8 +243,10 @@ struct palloc_run {
 };
 
 /*
- * Background mode: finds the highest run of free backed pages (at most max
- * pages), takes it out of the free set (marks it allocated) and returns
+ * Background mode: finds a run of free backed pages (at most max pages):
+ * the highest in the first chunk below the scavenge cursor that has one
+ * and is not dense (palloc_scav.c; then from the top down to the cursor),
+ * takes it out of the free set (marks it allocated) and returns
  * true with it in *r; false if there is none. The owner releases the lock,
  * gives the memory back (mm_port_unused) and calls palloc_scav_return_locked.
  * Locking: the owner's lock must be held.

@@ -86,8 +86,16 @@ static void layout(struct layout *lo, size_t arena_bytes, unsigned flags,
 	if (!(flags & PALLOC_NO_SCAV))
 		off += page_round(lo->chunks * sizeof(struct pallocbits));
 	lo->mapped_off = off;
-	if (reserved)
-		off += page_round((off / MM_PAGE_SIZE + 63) / 64 * 8);
+	if (reserved) {
+		/* A bit for every page of the metadata, the bitmap's own
+		 * too: one page more where the pages before it leave too
+		 * few bits for its own (one page holds 32768 bits). */
+		size_t before = off / MM_PAGE_SIZE;
+		size_t bytes = page_round((before + 63) / 64 * 8);
+		if (bytes * 8 < before + bytes / MM_PAGE_SIZE)
+			bytes += MM_PAGE_SIZE;
+		off += bytes;
+	}
 	lo->total = off;
 }
 

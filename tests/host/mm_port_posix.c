@@ -134,7 +134,10 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 		return NULL; /* the injected failure (mm_port_fail_reserve) */
 	if (align < MM_PAGE_SIZE)
 		align = MM_PAGE_SIZE;
-	size_t span = nbytes + align - MM_PAGE_SIZE;
+	/* A guard page after the range, never mapped: a write past the
+	 * reservation's end faults at once (palloc_init set a bit there for
+	 * some arena sizes, in whatever came next). */
+	size_t span = nbytes + align - MM_PAGE_SIZE + MM_PAGE_SIZE;
 	void *raw = mmap(NULL, span, PROT_NONE,
 	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)
@@ -143,8 +146,9 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	if (base > (uintptr_t)raw)
 		munmap(raw, base - (uintptr_t)raw);
 	uintptr_t end = (uintptr_t)raw + span;
-	if (end > base + nbytes)
-		munmap((void *)(base + nbytes), end - (base + nbytes));
+	uintptr_t guard_end = base + nbytes + MM_PAGE_SIZE;
+	if (end > guard_end)
+		munmap((void *)guard_end, end - guard_end);
 	atomic_fetch_add(&reserved_bytes, nbytes);
 	return (void *)base;
 }
@@ -152,7 +156,7 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 void mm_port_unreserve(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_unreserve");
-	munmap(addr, nbytes);
+	munmap(addr, nbytes + MM_PAGE_SIZE); /* and its guard page */
 	atomic_fetch_sub(&reserved_bytes, nbytes);
 }
 

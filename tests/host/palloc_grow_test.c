@@ -35,6 +35,28 @@ KTEST(palloc_grow, far_apart_any_order)
 	tp_release(&p);
 }
 
+/*
+ * The bitmap of mapped metadata pages has a bit for its own pages too.
+ * It was sized for the pages before it alone, so for some arena sizes
+ * (977601 chunks is the first: 1.86 TiB) palloc_init set the last bit in
+ * the word past the end of its reservation (the test port's guard page
+ * after every reservation turns that into a fault). That size and those
+ * each side of it.
+ */
+KTEST(palloc_grow, mapped_bitmap_covers_its_own_pages)
+{
+	static const size_t chunks[] = {977600, 977601, 977602};
+	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+		struct palloc p;
+		size_t m0 = mm_port_mapped_bytes();
+		KASSERT(tp_new(&p, TP_BASE, chunks[i], 0));
+		KEXPECT_EQ(palloc_test_mapped_bytes(&p),
+		           mm_port_mapped_bytes() - m0);
+		TP_CHECK(&p, "after init");
+		tp_release(&p);
+	}
+}
+
 KTEST(palloc_grow, new_pages_free_and_scavenged)
 {
 	struct palloc p;
