@@ -1,0 +1,132 @@
+/*
+ * mheap_check (mm/mheap.c) catches what it claims to: the grown pages
+ * against the chunks grown (invariant 1), no more pages taken by the
+ * scavenger than palloc holds allocated (invariant 3), and palloc's own
+ * check, which it runs first. Each test breaks one count in a fresh heap,
+ * expects the panic naming it, puts the count back and expects the check
+ * to pass again.
+ *
+ * The check panics holding the heap lock; a caught panic leaves it held,
+ * so each expectation releases it.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "mm_port_posix.h"
+
+static struct mheap heap;
+
+/* A heap over chunks chunks, grown by an allocation of 3 pages at *p. */
+static bool heap_new(size_t chunks, void **p)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = chunks * PALLOC_CHUNK_BYTES;
+	if (!mheap_init(&heap, &cfg))
+		return false;
+	*p = mheap_alloc_pages(&heap, 3, 0);
+	return *p != NULL;
+}
+
+static void heap_release(void)
+{
+	mm_port_release((void *)heap.arena_base, heap.cfg.arena_bytes);
+	mm_port_release((void *)heap.pages.meta_base, heap.pages.meta_bytes);
+	mm_port_release((void *)(heap.spanmap - MHEAP_SPANMAP_SKEW),
+	                heap.arena_pages * sizeof(void *) + MM_PAGE_SIZE);
+}
+
+__attribute__((noinline)) static bool check_panics(void)
+{
+	bool fired = MM_PORT_PANICS(mheap_check(&heap));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	return fired;
+}
+
+#define HEAP_CHECK(what)                                                    \
+	do {                                                                \
+		if (check_panics())                                         \
+			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
+			              mm_port_last_panic());                \
+	} while (0)
+
+/* Expects mheap_check to panic with a message that holds the fragment
+ * printf would make of fmt. */
+#define EXPECT_CHECK_FAILS(...) expect_check_fails(__LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 2, 3))) static void
+expect_check_fails(int line, const char *fmt, ...)
+{
+	char want[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	if (!check_panics())
+		ktest_fail_at(__FILE__, line, "check missed: %s", want);
+	else if (!strstr(mm_port_last_panic(), want))
+		ktest_fail_at(__FILE__, line, "check said \"%s\", not \"%s\"",
+		              mm_port_last_panic(), want);
+	if (mm_lock_held(&heap.lock))
+		ktest_fail_at(__FILE__, line, "the heap lock is still held");
+}
+
+KTEST(mheap_check, catches_a_wrong_grown_count)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	HEAP_CHECK("clean");
+	size_t chunks = heap.grown_chunks, grown = chunks * PALLOC_CHUNK_PAGES;
+	size_t free = heap.pages.stats.free_pages;
+	KASSERT(chunks > 0 && free > 0);
+	heap.grown_chunks++;
+	EXPECT_CHECK_FAILS("mheap: check: %zu grown pages, %zu free, 0 taken; "
+	                   "%zu chunks grown",
+	                   grown, free, chunks + 1);
+	heap.grown_chunks -= 2;
+	EXPECT_CHECK_FAILS("%zu chunks grown", chunks - 1);
+	heap.grown_chunks++;
+	HEAP_CHECK("restored");
+	mheap_free_pages(&heap, p, 3);
+	HEAP_CHECK("after the free");
+	heap_release();
+}
+
+/* Pages the scavenger takes out of the free set are allocated to palloc:
+ * as many as palloc holds allocated pass, one more does not. */
+KTEST(mheap_check, catches_more_taken_pages_than_allocated)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	size_t grown = heap.grown_chunks * PALLOC_CHUNK_PAGES;
+	size_t free = heap.pages.stats.free_pages;
+	KASSERT_EQ(grown - free, 3);
+	heap.taken_pages = 3;
+	HEAP_CHECK("every allocated page taken");
+	heap.taken_pages = 4;
+	EXPECT_CHECK_FAILS("mheap: check: %zu grown pages, %zu free, 4 taken",
+	                   grown, free);
+	heap.taken_pages = 0;
+	HEAP_CHECK("restored");
+	heap_release();
+}
+
+/* mheap_check runs palloc's check on its pages first
+ * (palloc_check_test.c breaks each of palloc's invariants). */
+KTEST(mheap_check, runs_the_palloc_check)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	HEAP_CHECK("clean");
+	size_t free = heap.pages.stats.free_pages;
+	heap.pages.stats.free_pages++;
+	EXPECT_CHECK_FAILS("palloc: check: counted %zu grown, %zu free",
+	                   heap.grown_chunks * PALLOC_CHUNK_PAGES, free);
+	heap.pages.stats.free_pages--;
+	HEAP_CHECK("restored");
+	heap_release();
+}
