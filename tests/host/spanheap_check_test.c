@@ -1,0 +1,365 @@
+/*
+ * spanheap_check (mm/spanheap_sweep.c) catches what it claims to: each
+ * test breaks one of the invariants it verifies in a fresh heap (a span's
+ * class fields, bitmaps or count, a span-table entry, a magazine, a
+ * central list's entries, count or links, a cached span, the span and
+ * span-struct counts, and the page heap's counts it ends with), expects the
+ * panic naming that fault, then puts the state back and expects the check
+ * to pass again, so the fault was the only one.
+ *
+ * A caught panic abandons the call where it was (the port undoes pins; the
+ * checker gives its cycle and class locks back, but the page heap's check
+ * panics under the heap lock, released here), so each case runs on a heap
+ * of its own and gives it back after.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+static bool fresh_heap(void)
+{
+	if (!sh_heap_new(&heap, &sh, SH_ARENA_BYTES))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+static struct mspan *span_at(const void *p)
+{
+	return mheap_span_lookup(&heap, (uintptr_t)p);
+}
+
+static uint32_t sweepgen(void)
+{
+	return atomic_load(&sh.sweepgen);
+}
+
+/* Expects spanheap_check to panic with a message that holds the fragment
+ * printf would make of fmt; leaves no lock or pin behind. */
+#define EXPECT_CHECK_FAILS(...) expect_check_fails(__LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 2, 3))) static void
+expect_check_fails(int line, const char *fmt, ...)
+{
+	char want[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	bool fired = sh_check_panics(&sh);
+	if (mm_lock_held(&heap.lock)) /* mheap_check panics under it */
+		mm_lock_release(&heap.lock, 0);
+	sh_unpin_after_panic();
+	if (!fired)
+		ktest_fail_at(__FILE__, line, "check missed: %s", want);
+	else if (!strstr(mm_port_last_panic(), want))
+		ktest_fail_at(__FILE__, line, "check said \"%s\", not \"%s\"",
+		              mm_port_last_panic(), want);
+}
+
+/* ---- spanheap_check ----------------------------------------------------- */
+
+KTEST(spanheap_check, catches_a_wrong_alloc_count)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0), *q = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && q);
+	struct mspan *s = span_at(p);
+	spanheap_flush_cache(&sh); /* folded: the count is exact */
+	KASSERT_EQ(s->alloc_count, 2);
+	SH_CHECK(&sh, "clean");
+	s->alloc_count = 3;
+	EXPECT_CHECK_FAILS("span [%#lx] class 4 counts 3 allocated, its "
+	                   "bitmaps 2",
+	                   (unsigned long)s->base);
+	s->alloc_count = 2;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_span_unlike_its_class)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	SH_CHECK(&sh, "clean");
+	s->elemsize = 80;
+	EXPECT_CHECK_FAILS("span %p [%#lx] of class 4 does not match its class",
+	                   (void *)s, (unsigned long)s->base);
+	s->elemsize = 64;
+	s->mag_offset += sizeof(struct mmag);
+	EXPECT_CHECK_FAILS("of class 4 does not match its class");
+	s->mag_offset -= sizeof(struct mmag);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* 80-byte objects: 409 to a span, so word 6 is partly past the end. */
+KTEST(spanheap_check, catches_bitmaps_that_disagree)
+{
+	KASSERT(fresh_heap());
+	KASSERT_EQ(sizeclass_info[5].size, 80);
+	KASSERT_EQ(sizeclass_info[5].nelems, 409);
+	void *p = spanheap_alloc(&sh, 80, 0), *q = spanheap_alloc(&sh, 80, 0);
+	KASSERT(p && q);
+	struct mspan *s = span_at(p);
+	spanheap_flush_cache(&sh); /* alloc_bits 0x3, freeindex 0 */
+	SH_CHECK(&sh, "clean");
+	atomic_store(&s->pending[0], 1u << 5); /* freed, never allocated */
+	EXPECT_CHECK_FAILS("span [%#lx] class 5 word 0: alloc 0x3 pending "
+	                   "0x20 local 0 freeindex 0",
+	                   (unsigned long)s->base);
+	atomic_store(&s->pending[0], 0);
+	atomic_store(&s->local_free[0], 1u << 5);
+	EXPECT_CHECK_FAILS("word 0: alloc 0x3 pending 0 local 0x20");
+	atomic_store(&s->local_free[0], 1);
+	atomic_store(&s->pending[0], 1); /* freed both ways */
+	EXPECT_CHECK_FAILS("word 0: alloc 0x3 pending 0x1 local 0x1");
+	atomic_store(&s->local_free[0], 0);
+	atomic_store(&s->pending[0], 0);
+	atomic_store(&s->alloc_bits[6], 1ull << 25); /* object 409 */
+	EXPECT_CHECK_FAILS("word 6: alloc 0x2000000 pending 0 local 0");
+	atomic_store(&s->alloc_bits[6], 0);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_wrong_span_table_entry)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	void *big = spanheap_alloc(&sh, 200000, 0);
+	KASSERT(p && big);
+	struct mspan *s = span_at(p), *l = span_at(big);
+	KASSERT_EQ(s->npages, 8);
+	SH_CHECK(&sh, "clean");
+	uintptr_t last = s->base + 7 * MM_PAGE_SIZE;
+	mheap_span_set(&heap, last, 1, MHEAP_SPAN_PAGES);
+	EXPECT_CHECK_FAILS("span table entry of page 7 of span [%#lx] is "
+	                   "wrong",
+	                   (unsigned long)s->base);
+	mheap_span_set(&heap, last, 1, s);
+	/* A large span's pages too. */
+	last = l->base + (l->npages - 1) * MM_PAGE_SIZE;
+	mheap_span_set(&heap, last, 1, NULL);
+	EXPECT_CHECK_FAILS("span table entry of page %u of span [%#lx] is "
+	                   "wrong",
+	                   l->npages - 1, (unsigned long)l->base);
+	mheap_span_set(&heap, last, 1, l);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_broken_magazine)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* CPU 0's slab, p in its magazine */
+	struct mmag *m = &sh.caches[0].mag[4];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[4];
+	KASSERT(m->top == base + 1);
+	SH_CHECK(&sh, "clean");
+	m->limit--;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken: top %p, "
+	                   "limit %p",
+	                   (void *)m->top, (void *)m->limit);
+	m->limit++;
+	base[-1] = 1; /* an empty pop would hand out address 1 */
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	base[-1] = 0;
+	/* CPU 1 has made no slab: its magazines must be the shared empty
+	 * one, empty and full at once. */
+	mm_port_set_cpu(1);
+	SH_CHECK(&sh, "clean on CPU 1");
+	struct mmag *m1 = &sh.caches[1].mag[4];
+	m1->limit--;
+	EXPECT_CHECK_FAILS("CPU 1 has no magazine slab, but its magazine of "
+	                   "class 4 is not the empty one");
+	m1->limit++;
+	SH_CHECK(&sh, "restored on CPU 1");
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	uintptr_t *r = spanheap_alloc(&sh, 80, 0);
+	KASSERT(p && r);
+	spanheap_free(&sh, p);
+	uintptr_t *slot = sh.caches[0].slab + sh.mag_off[4];
+	KASSERT(*slot == (uintptr_t)p);
+	SH_CHECK(&sh, "clean");
+	uintptr_t marker = p[1];
+	p[1] = 0; /* written after its free */
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4: object 0 of 1, %#lx, "
+	                   "is not a freed object of the class",
+	                   (unsigned long)p);
+	p[1] = marker;
+	/* An object of another class, with a marker forged for it. */
+	*slot = (uintptr_t)r;
+	r[1] = sh.mag_cookie ^ (uintptr_t)r;
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)r);
+	r[1] = 0;
+	/* An object of the right span never handed out (past marked). */
+	uintptr_t *never = (uintptr_t *)(span_at(p)->base + 100 * 64);
+	*slot = (uintptr_t)never;
+	never[1] = sh.mag_cookie ^ (uintptr_t)never;
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)never);
+	never[1] = 0;
+	*slot = (uintptr_t)p;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_span_on_the_wrong_list)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	spanheap_flush_cache(&sh); /* on the swept partial list */
+	uint32_t sg = sweepgen();
+	KASSERT_EQ(atomic_load(&s->sweepgen), sg);
+	SH_CHECK(&sh, "clean");
+	atomic_store(&s->list, MSPAN_LIST_FULL);
+	EXPECT_CHECK_FAILS("span [%#lx] on class 4's swept partial list: "
+	                   "class 4, sweepgen %u (sg %u), 1 of 512 allocated",
+	                   (unsigned long)s->base, sg, sg);
+	atomic_store(&s->list, MSPAN_LIST_PARTIAL);
+	atomic_store(&s->sweepgen, sg - 2); /* says unswept */
+	EXPECT_CHECK_FAILS("on class 4's swept partial list: class 4, "
+	                   "sweepgen %u (sg %u)",
+	                   sg - 2, sg);
+	atomic_store(&s->sweepgen, sg);
+	atomic_store(&s->freeindex, 1); /* a listed span's is 0 */
+	EXPECT_CHECK_FAILS("on class 4's swept partial list");
+	atomic_store(&s->freeindex, 0);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_wrong_list_count_or_link)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0); /* a span for CPU 0 */
+	mm_port_set_cpu(1);
+	void *q = spanheap_alloc(&sh, 64, 0); /* and one for CPU 1 */
+	KASSERT(p && q && span_at(p) != span_at(q));
+	sh_flush_cpus(&sh, 2); /* both on the swept partial list */
+	unsigned k = (sweepgen() / 2) % 2;
+	struct mspan_list_head *l = &sh.central[4].partial[k];
+	KASSERT_EQ(l->n, 2);
+	SH_CHECK(&sh, "clean");
+	l->n = 3;
+	EXPECT_CHECK_FAILS("class 4 list %u holds 2 spans, counts 3", k);
+	l->n = 2;
+	struct mspan *second = l->first->next;
+	l->first->next = NULL;
+	EXPECT_CHECK_FAILS("class 4 list %u holds 1 spans, counts 2", k);
+	l->first->next = second;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_bad_cached_span)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	KASSERT(sh.caches[0].alloc[4] == s);
+	SH_CHECK(&sh, "clean");
+	atomic_store(&s->list, MSPAN_LIST_PARTIAL);
+	EXPECT_CHECK_FAILS("CPU 0 caches span [%#lx] of class 4 for class 4, "
+	                   "sweepgen %u",
+	                   (unsigned long)s->base, atomic_load(&s->sweepgen));
+	atomic_store(&s->list, MSPAN_LIST_NONE);
+	struct mspan *empty = sh.caches[0].alloc[5];
+	sh.caches[0].alloc[5] = s;
+	EXPECT_CHECK_FAILS("CPU 0 caches span [%#lx] of class 4 for class 5",
+	                   (unsigned long)s->base);
+	sh.caches[0].alloc[5] = empty;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_wrong_span_count)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	SH_CHECK(&sh, "clean");
+	atomic_fetch_add(&sh.central[4].nspans, 1);
+	EXPECT_CHECK_FAILS("class 4 has 1 spans, 1 on lists or cached, "
+	                   "counts 2");
+	atomic_fetch_sub(&sh.central[4].nspans, 1);
+	/* A span on no list and in no cache: lost. */
+	spanheap_flush_cache(&sh);
+	struct mspan_list_head *l =
+	        &sh.central[4].partial[(sweepgen() / 2) % 2];
+	KASSERT_EQ(l->n, 1);
+	struct mspan *s = l->first;
+	*l = (struct mspan_list_head){0};
+	EXPECT_CHECK_FAILS("class 4 has 1 spans, 0 on lists or cached, "
+	                   "counts 1");
+	*l = (struct mspan_list_head){.first = s, .n = 1};
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_wrong_span_struct_count)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	SH_CHECK(&sh, "clean");
+	size_t nfree = sh.nstructs_free, made = sh.nstructs;
+	KASSERT(nfree > 0);
+	sh.nstructs_free++;
+	EXPECT_CHECK_FAILS("%zu free span structs, counts %zu; %zu made, "
+	                   "array holds %zu",
+	                   nfree, nfree + 1, made, made);
+	sh.nstructs_free--;
+	sh.nstructs++;
+	EXPECT_CHECK_FAILS("%zu free span structs, counts %zu; %zu made, "
+	                   "array holds %zu",
+	                   nfree, nfree, made + 1, made);
+	sh.nstructs--;
+	/* A struct lost from the free list. */
+	struct mspan *first = sh.free_structs;
+	sh.free_structs = first->next;
+	EXPECT_CHECK_FAILS("%zu free span structs, counts %zu", nfree - 1,
+	                   nfree);
+	sh.free_structs = first;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* The span heap's check ends with the page heap's (mheap_check_test.c
+ * breaks each of its counts). */
+KTEST(spanheap_check, ends_with_the_page_heap_check)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	SH_CHECK(&sh, "clean");
+	heap.grown_chunks++;
+	EXPECT_CHECK_FAILS("mheap: check: ");
+	KEXPECT(!mm_lock_held(&heap.lock));
+	heap.grown_chunks--;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
