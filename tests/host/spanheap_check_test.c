@@ -7,6 +7,11 @@
  * panic naming that fault, then puts the state back and expects the check
  * to pass again, so the fault was the only one.
  *
+ * Then the span heap's bitmap double-free checks, which the free marker
+ * normally pre-empts: a write after free erases the marker, so the second
+ * free goes in and only the span's bits can tell (the local bit when the
+ * owner spills, the pending bit when another CPU does, both in the fold).
+ *
  * A caught panic abandons the call where it was (the port undoes pins; the
  * checker gives its cycle and class locks back, but the page heap's check
  * panics under the heap lock, released here), so each case runs on a heap
@@ -361,5 +366,101 @@ KTEST(spanheap_check, ends_with_the_page_heap_check)
 	KEXPECT(!mm_lock_held(&heap.lock));
 	heap.grown_chunks--;
 	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* ---- The bitmap double-free checks -------------------------------------- */
+
+/*
+ * Runs stmt expecting a "double free" panic that names ptr, then leaves
+ * the pin the panic abandoned.
+ */
+#define EXPECT_DOUBLE_FREE(stmt, what, ptr)                                   \
+	do {                                                                  \
+		char name_[32];                                               \
+		snprintf(name_, sizeof(name_), "%p", (void *)(ptr));          \
+		bool fired_ = MM_PORT_PANICS(stmt);                           \
+		sh_unpin_after_panic();                                       \
+		if (!fired_)                                                  \
+			ktest_fail_at(__FILE__, __LINE__, "no panic for %s",  \
+			              name_);                                 \
+		else if (!strstr(mm_port_last_panic(), (what)) ||             \
+		         !strstr(mm_port_last_panic(), name_))                \
+			ktest_fail_at(__FILE__, __LINE__,                     \
+			              "panic \"%s\" does not say \"%s\" and " \
+			              "%s",                                   \
+			              mm_port_last_panic(), (what), name_);   \
+	} while (0)
+
+/* Both frees on the owner (CPU 0): the first reaches the local bit by a
+ * drain that keeps the span cached (the sweep cycle's), and the second's
+ * spill meets it. */
+KTEST(spanheap_check_bits, double_free_meets_the_local_bit)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && keep);
+	struct mspan *s = span_at(p);
+	KASSERT(s->base == (uintptr_t)p); /* object 0 */
+	spanheap_free(&sh, p);
+	spanheap_sweep_cycle(&sh); /* the magazine's p to its local bit */
+	KASSERT(sh.caches[0].alloc[4] == s);
+	KASSERT_EQ(atomic_load(&s->local_free[0]), 1);
+	p[1] = 0; /* a write after free erases the marker */
+	spanheap_free(&sh, p);
+	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
+	                   p);
+	sh_heap_release(&heap);
+}
+
+/* Both frees on CPU 1 (not the owner): the first reaches the pending bit,
+ * and the second's spill meets it. */
+KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0); /* span cached on CPU 0 */
+	KASSERT(p && keep);
+	struct mspan *s = span_at(p);
+	KASSERT(s->base == (uintptr_t)p);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh); /* CPU 1's magazine: p's pending bit */
+	KASSERT_EQ(atomic_load(&s->pending[0]), 1);
+	p[1] = 0;
+	spanheap_free(&sh, p);
+	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
+	                   p);
+	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
+/* The owner's local bit first, then another CPU's pending bit, which the
+ * pending path cannot compare with the local one: the fold that meets
+ * both (the owner's flush) must catch it. */
+KTEST(spanheap_check_bits, fold_meets_both_bits)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && keep);
+	struct mspan *s = span_at(p);
+	KASSERT(s->base == (uintptr_t)p);
+	spanheap_free(&sh, p);
+	spanheap_sweep_cycle(&sh); /* p's local bit; still cached */
+	KASSERT_EQ(atomic_load(&s->local_free[0]), 1);
+	p[1] = 0;
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	bool fired = MM_PORT_PANICS(spanheap_flush_cache(&sh));
+	sh_unpin_after_panic();
+	mm_port_set_cpu(0);
+	KASSERT(!fired); /* the pending path sees no local bit */
+	KASSERT_EQ(atomic_load(&s->pending[0]), 1);
+	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh),
+	                   "double free (freed on its own CPU and from "
+	                   "another)",
+	                   p);
 	sh_heap_release(&heap);
 }
