@@ -249,6 +249,11 @@ mm_port_unpin_fast(struct mm_pin p)
 {
 	mm_port_unpin(p);
 }
+
+/* These never name MM_PIN_NONE: the slow paths leave out its test. */
+#define MM_PIN_FAST_MAY_BE_NONE 0
+#else
+#define MM_PIN_FAST_MAY_BE_NONE 1
 #endif
 
 /* ---- Locks -------------------------------------------------------------- */

@@ -1006,7 +1006,8 @@ static __attribute__((noinline)) void free_unpinned(struct spanheap *sh,
 static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
                                                unsigned cls, struct mm_pin pin)
 {
-	if (__builtin_expect(pin.cpu == MM_PIN_NONE, 0)) {
+	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
+	                     0)) {
 		free_unpinned(sh, a, cls);
 		return;
 	}
@@ -1284,7 +1285,8 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
                                                       unsigned flags,
                                                       struct mm_pin pin)
 {
-	if (__builtin_expect(pin.cpu == MM_PIN_NONE, 0))
+	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
+	                     0))
 		return alloc_unpinned(sh, size, flags);
 	struct mspan *s = sh->caches[pin.cpu].alloc[sizeclass_of(size)];
 	uint64_t ac = s->alloc_cache;
