@@ -24,6 +24,11 @@ enum mheap_hook_point {
 	/* The span heap has made a bigger all-spans array and not yet taken
 	 * the lock to put it in place (spanheap.c, structs_reserve). */
 	MHEAP_HOOK_SPANS_SIZED,
+	/* A sweep cycle (the sweeper's, or spanheap_sweep_cycle's) has
+	 * claimed a span, taken off its class's list, and not yet folded or
+	 * placed it; the cycle semaphore is held (spanheap_sweep.c,
+	 * sweep_claimed). */
+	MHEAP_HOOK_SWEEP_CLAIMED,
 };
 
 #ifdef MM_TEST_HOOKS

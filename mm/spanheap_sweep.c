@@ -9,7 +9,8 @@
  * than by a garbage collection.
  *
  * A cycle, under the cycle semaphore (invariant 5: held from flip to
- * finish; statistics and the checker do not need it):
+ * finish; statistics do not need it, the checker takes it, as a claimed
+ * span is on no list):
  *   flip    under the heap lock: sweepgen += 2, so every swept span becomes
  *           unswept; a snapshot of the all-spans array (invariant 2); the
  *           pending-free count it starts from. Then the flip passes through
@@ -133,6 +134,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 /* Folds and places a span claimed at sg - 1. */
 static void sweep_claimed(struct spanheap *sh, struct mspan *s)
 {
+	mheap_hook(sh->heap, MHEAP_HOOK_SWEEP_CLAIMED);
 	spanheap_span_fold(sh, s);
 	spanheap_span_place(sh, s);
 }

@@ -576,6 +576,11 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 	return moved;
 }
 
+unsigned mm_port_event_waiters(mm_event_t *e)
+{
+	return atomic_load(&ev(e)->waiters);
+}
+
 void mm_event_wake(mm_event_t *e)
 {
 	struct posix_event *p = ev(e);

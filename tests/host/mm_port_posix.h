@@ -2,7 +2,8 @@
  * tests/host/mm_port_posix.h: the test-facing side of the POSIX port of
  * mm/port.h (mm_port_posix.c): catching mm_panic, reading what mm_log
  * said, choosing the CPU id a thread reports, simulating atomic context,
- * injecting failures, and releasing reservations.
+ * injecting failures, counting an event's waiters, and releasing
+ * reservations.
  *
  * A test that expects a panic wraps the call:
  *
@@ -102,6 +103,10 @@ void mm_port_fail_maps(unsigned n);
  * (mm_port_unreserve, mm_port_release), all threads. */
 void mm_port_fail_reserve(unsigned nth);
 size_t mm_port_reserved_bytes(void);
+
+/* Threads in mm_event_wait on e now: a test's way to know that a thread
+ * has blocked on e (a count read while threads come and go). */
+unsigned mm_port_event_waiters(mm_event_t *e);
 
 /* What mm_port_free_pages() reports from now on (default: plenty), to
  * simulate a frame pool under the heap's low watermark. */
