@@ -507,16 +507,19 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 #define OOM_MAX 100000 /* allocations tried before giving up on NULL */
 
 static _Atomic bool oom_claimed, oom_done;
+static unsigned oom_cpu;   /* the test's, set before the hook */
 static void *oom_irq_list; /* by the claiming handler, then the test */
 static size_t oom_irq_got;
 static bool oom_irq_null, oom_irq_large_null;
 static int oom_irq_held, oom_irq_depth;
 
-/* One timer tick, on whichever CPU comes first: KM_ATOMIC page-sized
- * objects until NULL, then a large one. */
+/* One timer tick on the test's CPU, whose magazine holds what the test
+ * freed for it: KM_ATOMIC page-sized objects until NULL, then a large
+ * one. */
 static void oom_tick(void)
 {
-	if (atomic_load(&oom_done) || atomic_exchange(&oom_claimed, true))
+	if (this_cpu()->id != oom_cpu || atomic_load(&oom_done) ||
+	    atomic_exchange(&oom_claimed, true))
 		return;
 	for (size_t i = 0; i < OOM_MAX; i++) {
 		void **p = kmalloc(4096, KM_ATOMIC);
@@ -554,13 +557,27 @@ static size_t free_list(void *head)
  * and so does KM_ATOMIC in a timer interrupt; neither returns holding a
  * lock. After the frames come back and everything is freed and released,
  * the pool is where it was.
+ *
+ * The heap has memory when the pool is drained: SPARE objects freed into
+ * this CPU's magazine (one of 4 KiB objects holds 16; a full one keeps
+ * half). Settled, it had none, and both phases got 0 objects before NULL.
+ * Free backed pages would not do: the scavenger may return them to the
+ * pool before it is drained. Before the interrupt's phase the test frees
+ * IRQ_SPARE of the thread's objects into the same magazine, on the CPU
+ * whose tick runs it (threads never migrate).
  */
 KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 {
+	enum { SPARE = 8, IRQ_SPARE = 4 };
 	heap_settle();
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	struct spanheap_stats st0, st;
 	spanheap_stats(&kspanheap, &st0);
+	void *spare[SPARE];
+	for (int i = 0; i < SPARE; i++)
+		KASSERT(spare[i] = kmalloc(4096, 0));
+	for (int i = 0; i < SPARE; i++)
+		kfree(spare[i]);
 	paddr_t head = frames_drain(0);
 
 	void *list = NULL;
@@ -578,7 +595,14 @@ KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 	int held = this_cpu()->nheld;
 	bool irqs_on = read_rflags() & RFLAGS_IF;
 	void *large = kmalloc(1 << 20, 0);
+	size_t given = 0;
+	for (; given < IRQ_SPARE && list; given++) {
+		void *next = *(void **)list;
+		kfree(list);
+		list = next;
+	}
 
+	oom_cpu = this_cpu()->id;
 	oom_irq_list = NULL;
 	oom_irq_got = 0;
 	oom_irq_null = oom_irq_large_null = false;
@@ -597,13 +621,17 @@ KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 	spanheap_stats(&kspanheap, &st);
 	size_t meta = span_meta_pages();
 	ktest_diag("no frames: a thread got %zu 4 KiB objects, then NULL; "
-	           "a timer interrupt got %zu, then NULL; atomic refusals "
-	           "%lu",
-	           got, oom_irq_got, st.n.atomic_fails - st0.n.atomic_fails);
+	           "after it freed %zu, a timer interrupt got %zu, then "
+	           "NULL; atomic refusals %lu",
+	           got, given, oom_irq_got,
+	           st.n.atomic_fails - st0.n.atomic_fails);
 	ktest_diag("frames free: %zu before, %zu after; span-heap metadata "
 	           "pages %zu, %zu",
 	           frames0, frames_free_count(), meta0, meta);
 	KEXPECT(null_seen);
+	KEXPECT(got >= SPARE);
+	KEXPECT_EQ(given, IRQ_SPARE);
+	KEXPECT(oom_irq_got >= IRQ_SPARE);
 	KEXPECT_EQ(held, 0);
 	KEXPECT(irqs_on);
 	KEXPECT(large == NULL);
@@ -612,7 +640,7 @@ KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 	KEXPECT_EQ(oom_irq_held, 0);
 	KEXPECT(oom_irq_depth > 0);
 	KEXPECT(st.n.atomic_fails >= st0.n.atomic_fails + 2);
-	KEXPECT_EQ(freed, got + oom_irq_got);
+	KEXPECT_EQ(given + freed, got + oom_irq_got);
 	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
 	spanheap_check(&kspanheap);
 }
