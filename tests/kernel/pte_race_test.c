@@ -23,18 +23,24 @@
 /* PML4 slot 509 (free for tests), away from the other tests' pages. */
 #define RACE_VA 0xfffffe8080000000ull
 
-static _Atomic unsigned arrived;
+static _Atomic unsigned arrived, met;
 
-/* Holds the caller until both racers have found the entry. Bounded, so a
- * lone caller cannot hang the run; that would only hide the race. */
+/* Holds the caller until both racers have found the entry. Each racer
+ * that saw the other counts in met, which the test expects to be 2: one
+ * that gave up raced no one, and the test passed anyway until a review
+ * found it. The bound is a hang guard only (a racer that never comes, a
+ * scheduler fault, would otherwise hang the run): both racers start at
+ * once and wait only briefly for each other. */
 static void rendezvous(uintptr_t va)
 {
 	if (va != RACE_VA)
 		return;
 	atomic_fetch_add(&arrived, 1);
-	uint64_t deadline = time_now_ns() + 2000000000ull;
+	uint64_t deadline = time_now_ns() + 10000000000ull;
 	while (atomic_load(&arrived) < 2 && time_now_ns() < deadline)
 		cpu_pause();
+	if (atomic_load(&arrived) >= 2)
+		atomic_fetch_add(&met, 1);
 }
 
 struct racer {
@@ -54,6 +60,7 @@ static void race_one(void *arg)
 static bool race(unsigned cpu, struct racer *a, struct racer *b)
 {
 	atomic_store(&arrived, 0);
+	atomic_store(&met, 0);
 	atomic_store(&paging_testing_pte_change, rendezvous);
 	struct thread *t = thread_create("pte_racer", race_one, a, cpu);
 	if (t) {
@@ -75,6 +82,7 @@ KTEST(paging, racing_pte_changes_have_one_winner)
 	for (int round = 0; round < 3; round++) {
 		struct racer a = {.pa = fa}, b = {.pa = fb};
 		KASSERT(race(cpu, &a, &b));
+		KEXPECT_EQ(met, 2); /* an atomic load */
 		KEXPECT_EQ((a.err == 0) + (b.err == 0), 1);
 		KEXPECT_EQ(a.err + b.err, -VM_EEXIST);
 		paddr_t mapped = 0;
@@ -83,6 +91,7 @@ KTEST(paging, racing_pte_changes_have_one_winner)
 
 		struct racer c = {.clear = true}, d = {.clear = true};
 		KASSERT(race(cpu, &c, &d));
+		KEXPECT_EQ(met, 2); /* an atomic load */
 		if (c.err == 0 && d.err == 0)
 			ktest_fail_at(__FILE__, __LINE__,
 			              "both clears took frame %#llx and %#llx",
