@@ -8,7 +8,8 @@
 #   make heapmap    a scripted workload drawn as $(BUILD)/heapmap.png
 #   make test       host tests under ASan/UBSan and under TSan, real programs
 #                   under the hosted malloc, then kernel tests in QEMU;
-#                   KTEST=glob selects kernel tests by "suite.name"
+#                   KTEST=glob selects kernel tests by "suite.name" (the
+#                   bench suite only when named: KTEST='bench.*')
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
 #   make bench      host page-allocator and span heap benchmarks and in-kernel
 #                   cost figures (make bench-spanheap: the span heap only)

@@ -81,11 +81,23 @@ bool ktest_glob_match(const char *glob, const char *str)
 	return *glob == '\0';
 }
 
-bool ktest_select_match(const char *list, const char *name)
+/* True when glob begins with suite and a dot: it names the suite. */
+static bool names_suite(const char *glob, const char *suite)
+{
+	while (*suite && *glob == *suite) {
+		glob++;
+		suite++;
+	}
+	return *suite == '\0' && *glob == '.';
+}
+
+/* ktest_select_match; with suite, only globs that name it count (and an
+ * empty list selects nothing). */
+static bool select_match(const char *list, const char *name, const char *suite)
 {
 	char one[128];
 	if (list == NULL || *list == '\0')
-		return true;
+		return suite == NULL;
 	while (*list) {
 		size_t n = 0;
 		while (*list && *list != ',') {
@@ -96,10 +108,16 @@ bool ktest_select_match(const char *list, const char *name)
 		one[n] = '\0';
 		if (*list == ',')
 			list++;
-		if (n > 0 && ktest_glob_match(one, name))
+		if (n > 0 && (suite == NULL || names_suite(one, suite)) &&
+		    ktest_glob_match(one, name))
 			return true;
 	}
 	return false;
+}
+
+bool ktest_select_match(const char *list, const char *name)
+{
+	return select_match(list, name, NULL);
 }
 
 static bool selected(const struct ktest *t, const char *select)
@@ -113,7 +131,8 @@ static bool selected(const struct ktest *t, const char *select)
 	for (const char *p = t->name; *p && n + 1 < sizeof(full); p++)
 		full[n++] = *p;
 	full[n] = '\0';
-	return ktest_select_match(select, full);
+	return select_match(select, full,
+	                    t->flags & KTEST_F_EXPLICIT ? t->suite : NULL);
 }
 
 /* True when an earlier entry in [begin, t) has the same suite name. */

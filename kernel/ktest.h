@@ -4,8 +4,11 @@
  * Tests register themselves with KTEST(suite, name) into the linker section
  * "ktests"; the runner groups them by suite (in order of first appearance),
  * selects them with a glob on "suite.name", and prints one KTAP subtest per
- * suite. The same runner is built into the test kernel (output on COM1) and
- * into the host test binary (output on stdout), so a test file under
+ * suite. KTEST_EXPLICIT(suite, name) registers one that runs only when a
+ * glob names its suite (below): the benchmarks, which print figures and
+ * judge next to nothing, so that "*" (make test) does not count them as
+ * tests. The same runner is built into the test kernel (output on COM1)
+ * and into the host test binary (output on stdout), so a test file under
  * tests/host/ and one under tests/kernel/ read alike.
  *
  * Expectations (KEXPECT_*) record a failure with file:line and go on;
@@ -23,14 +26,25 @@ struct ktest {
 	const char *suite;
 	const char *name;
 	void (*fn)(void);
+	unsigned flags; /* enum ktest_flags */
 };
 
-#define KTEST(suite, name)                                               \
-	static void ktest_fn_##suite##_##name(void);                     \
-	static const struct ktest ktest_desc_##suite##_##name            \
-	        __attribute__((used, section("ktests"), aligned(8))) = { \
-	                #suite, #name, ktest_fn_##suite##_##name};       \
+enum ktest_flags {
+	/* Selected only by a glob that begins with the suite's name and a
+	 * dot ("bench.*", "bench.context_switch"), never by "*" or "*.x". */
+	KTEST_F_EXPLICIT = 1u << 0,
+};
+
+#define KTEST_WITH_FLAGS_(suite, name, flags)                             \
+	static void ktest_fn_##suite##_##name(void);                      \
+	static const struct ktest ktest_desc_##suite##_##name             \
+	        __attribute__((used, section("ktests"), aligned(8))) = {  \
+	                #suite, #name, ktest_fn_##suite##_##name, flags}; \
 	static void ktest_fn_##suite##_##name(void)
+
+#define KTEST(suite, name) KTEST_WITH_FLAGS_(suite, name, 0)
+#define KTEST_EXPLICIT(suite, name) \
+	KTEST_WITH_FLAGS_(suite, name, KTEST_F_EXPLICIT)
 
 /* Outcome of a whole run; the kernel maps these onto QEMU exit codes. */
 enum ktest_result {
@@ -44,7 +58,9 @@ void ktest_port_vprintf(const char *fmt, va_list ap);
 
 /*
  * Runs the tests in [begin, end) whose "suite.name" matches one of the
- * comma-separated globs in select (NULL or "" selects all).
+ * comma-separated globs in select (NULL or "" selects all), a
+ * KTEST_F_EXPLICIT test only if the glob that matches it begins with its
+ * suite's name and a dot.
  */
 enum ktest_result ktest_run(const struct ktest *begin, const struct ktest *end,
                             const char *select);

@@ -55,9 +55,9 @@ static void b1(void)
 	ktest_skip("not today");
 }
 static const struct ktest table[] = {
-        {"a", "one", a1},
-        {"b", "one", b1},
-        {"a", "two", a2},
+        {"a", "one", a1, 0},
+        {"b", "one", b1, 0},
+        {"a", "two", a2, 0},
 };
 
 static enum ktest_result nested(const char *select, char *out, size_t size)
@@ -103,4 +103,54 @@ KTEST(ktest, no_match_is_reported)
 	KEXPECT_EQ(nested("zzz*", out, sizeof(out)), KTEST_NO_MATCH);
 	KEXPECT(strstr(out, "1..0\n# no test matches 'zzz*'\n") != NULL);
 	KEXPECT_EQ(ran_a1 + ran_a2 + ran_b1, 0);
+}
+
+/* An explicit test ("x.bench") runs only when a glob names its suite. */
+static int ran_bench, ran_plain;
+static void bench1(void)
+{
+	ran_bench++;
+}
+static void plain1(void)
+{
+	ran_plain++;
+}
+static const struct ktest explicit_table[] = {
+        {"x", "plain", plain1, 0},
+        {"x", "bench", bench1, KTEST_F_EXPLICIT},
+};
+
+static enum ktest_result explicit_run(const char *select)
+{
+	char out[2048];
+	ran_bench = ran_plain = 0;
+	host_capture_begin(out, sizeof(out));
+	enum ktest_result r =
+	        ktest_run(explicit_table, explicit_table + 2, select);
+	host_capture_end();
+	return r;
+}
+
+KTEST(ktest, explicit_tests_run_only_when_their_suite_is_named)
+{
+	static const struct {
+		const char *select;
+		int bench, plain;
+	} cases[] = {
+	        {"*", 0, 1},        {"", 0, 1},        {"*.bench", 0, 0},
+	        {"x*", 0, 1},       {"?.bench", 0, 0}, {"x.*", 1, 1},
+	        {"x.bench", 1, 0},  {"x.b*", 1, 0},    {"*,x.bench", 1, 1},
+	        {"xx.bench", 0, 0}, {"x.plain", 0, 1},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		enum ktest_result r = explicit_run(cases[i].select);
+		if (ran_bench != cases[i].bench || ran_plain != cases[i].plain)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "'%s': bench ran %d times, plain %d; "
+			              "expected %d, %d",
+			              cases[i].select, ran_bench, ran_plain,
+			              cases[i].bench, cases[i].plain);
+		KEXPECT_EQ(r, cases[i].bench + cases[i].plain ? KTEST_PASSED
+		                                              : KTEST_NO_MATCH);
+	}
 }
