@@ -625,6 +625,16 @@ static void check_mags(struct spanheap *sh)
 	struct mm_pin pin = mm_port_pin();
 	uintptr_t cookie = sh->mag_cookie;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		/* The magazines of a fast pin that names no CPU: empty and
+		 * full at once, never written. */
+		struct mmag *none = &sh->mags[MM_PIN_NONE][cls];
+		if (none->top != none->limit || none->top[-1] != 0)
+			check_fail(sh,
+			           "spanheap: check: the magazine of class %u "
+			           "for no CPU (MM_PIN_NONE) was written: top "
+			           "%p, limit %p, the word below %#lx",
+			           cls, (void *)none->top, (void *)none->limit,
+			           (unsigned long)none->top[-1]);
 		struct mcache *mc = &sh->caches[pin.cpu];
 		struct mmag *m = &mc->mag[cls];
 		if (!mc->slab) {

@@ -138,6 +138,8 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	 * reservation's end faults at once (palloc_init set a bit there for
 	 * some arena sizes, in whatever came next). */
 	size_t span = nbytes + align - MM_PAGE_SIZE + MM_PAGE_SIZE;
+	if (span < nbytes)
+		return NULL; /* wrapped */
 	void *raw = mmap(NULL, span, PROT_NONE,
 	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)

@@ -195,6 +195,21 @@ KTEST(spanheap_check, catches_a_broken_magazine)
 	sh_heap_release(&heap);
 }
 
+/* The magazines a fast pin that names no CPU sees (MM_PIN_NONE): shared
+ * by every heap, empty and full at once, never written. */
+KTEST(spanheap_check, catches_a_written_magazine_for_no_cpu)
+{
+	KASSERT(fresh_heap());
+	struct mmag *none = &sh.mags[MM_PIN_NONE][4];
+	SH_CHECK(&sh, "clean");
+	none->limit--;
+	EXPECT_CHECK_FAILS("the magazine of class 4 for no CPU (MM_PIN_NONE) "
+	                   "was written");
+	none->limit++;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
 {
 	KASSERT(fresh_heap());
