@@ -17,6 +17,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "mheap_test_util.h"
 #include "port_test_util.h"
 #include "stress_util.h"
 
@@ -223,6 +224,5 @@ KTEST(mheap, stress_threads)
 	if (heap_check_panics())
 		ktest_fail_at(__FILE__, __LINE__, "mheap_check: %s",
 		              mm_port_last_panic());
-	mm_port_release((void *)heap.arena_base, heap.cfg.arena_bytes);
-	mm_port_release((void *)heap.pages.meta_base, heap.pages.meta_bytes);
+	mh_release(&heap);
 }

@@ -16,6 +16,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "../../mm/mheap_testing.h"
+#include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
 #define PG MM_PAGE_SIZE
@@ -34,10 +35,7 @@ static bool heap_new(size_t chunks, unsigned flags, size_t watermark)
 
 static void heap_release(void)
 {
-	mm_port_release((void *)heap.arena_base, heap.cfg.arena_bytes);
-	mm_port_release((void *)heap.pages.meta_base, heap.pages.meta_bytes);
-	mm_port_release((void *)(heap.spanmap - MHEAP_SPANMAP_SKEW),
-	                heap.arena_pages * sizeof(void *) + MM_PAGE_SIZE);
+	mh_release(&heap);
 }
 
 __attribute__((noinline)) static bool heap_check_panics(void)

@@ -29,10 +29,7 @@ static struct spanheap sh;
 
 static bool fresh_heap(void)
 {
-	if (!sh_heap_new(&heap, &sh, SH_ARENA_BYTES))
-		return false;
-	mm_port_set_cpu(0);
-	return true;
+	return sh_heap_fresh(&heap, &sh);
 }
 
 static struct mspan *span_at(const void *p)
@@ -52,20 +49,14 @@ static uint32_t sweepgen(void)
 __attribute__((format(printf, 2, 3))) static void
 expect_check_fails(int line, const char *fmt, ...)
 {
-	char want[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(want, sizeof(want), fmt, ap);
-	va_end(ap);
 	bool fired = sh_check_panics(&sh);
 	if (mm_lock_held(&heap.lock)) /* mheap_check panics under it */
 		mm_lock_release(&heap.lock, 0);
 	sh_unpin_after_panic();
-	if (!fired)
-		ktest_fail_at(__FILE__, line, "check missed: %s", want);
-	else if (!strstr(mm_port_last_panic(), want))
-		ktest_fail_at(__FILE__, line, "check said \"%s\", not \"%s\"",
-		              mm_port_last_panic(), want);
+	va_list ap;
+	va_start(ap, fmt);
+	mh_expect_panic_saying(__FILE__, line, fired, fmt, ap);
+	va_end(ap);
 }
 
 /* ---- spanheap_check ----------------------------------------------------- */

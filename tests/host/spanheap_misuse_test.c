@@ -49,10 +49,7 @@ static void expect_message(int line, bool fired, const char *what,
 
 static bool fresh_heap(void)
 {
-	if (!sh_heap_new(&heap, &sh, SH_ARENA_BYTES))
-		return false;
-	mm_port_set_cpu(0);
-	return true;
+	return sh_heap_fresh(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, double_free_local)

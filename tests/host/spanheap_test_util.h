@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "../../mm/spanheap.h"
+#include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
 /* 1 GiB: room for any test, and mostly untouched address space. */
@@ -48,13 +49,20 @@ static inline bool sh_heap_new(struct mheap *h, struct spanheap *sh,
 	return sh_heap_new_with(h, sh, &hc, NULL);
 }
 
+/* sh_heap_new over SH_ARENA_BYTES, and this thread on CPU 0: the start
+ * of the misuse and checker tests. */
+static inline bool sh_heap_fresh(struct mheap *h, struct spanheap *sh)
+{
+	if (!sh_heap_new(h, sh, SH_ARENA_BYTES))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
 /* Gives h's reservations back to the port. No thread may use h any more. */
 static inline void sh_heap_release(struct mheap *h)
 {
-	mm_port_release((void *)h->arena_base, h->cfg.arena_bytes);
-	mm_port_release((void *)(h->spanmap - MHEAP_SPANMAP_SKEW),
-	                h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
-	mm_port_release((void *)h->pages.meta_base, h->pages.meta_bytes);
+	mh_release(h);
 }
 
 static inline size_t sh_in_use_pages(struct mheap *h)
