@@ -1308,15 +1308,8 @@ SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
                                    unsigned flags)
 {
 	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
-		struct mm_pin pin = mm_port_pin_fast();
-		uintptr_t a = spanheap_mag_pop(
-		        (struct mmag *)((char *)sh->mags[pin.cpu] +
-		                        sh->mag_by16[(size + 15) / 16]));
-		if (__builtin_expect(a != 0, 1)) {
-			mm_port_unpin_fast(pin);
-			return (void *)a;
-		}
-		return spanheap_alloc_refill(sh, size, flags, pin);
+		return spanheap_alloc_mag(sh, sh->mag_by16[(size + 15) / 16],
+		                          size, flags);
 	}
 	return alloc_any(sh, size, 16, flags);
 }

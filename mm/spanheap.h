@@ -356,12 +356,33 @@ spanheap_mag_pop(struct mmag *m)
 	return a;
 }
 
-/* spanheap_alloc_class's way on an empty magazine (pin from
+/* spanheap_alloc_mag's way on an empty magazine (pin from
  * mm_port_pin_fast: the span's next object or a refill; or, if it pinned
  * nothing, a pin and the magazine again); unpins. Not to be called
  * otherwise. */
 void *spanheap_alloc_refill(struct spanheap *sh, size_t size, unsigned flags,
                             struct mm_pin pin);
+
+/*
+ * The magazine path of an allocation of size bytes whose class's magazine
+ * is mag_off bytes into every CPU's (the class times sizeof(struct mmag)):
+ * the fast pin, the pop, the unpin; on an empty magazine (or a pin that
+ * named no CPU) spanheap_alloc_refill. Shared by spanheap_alloc and
+ * spanheap_alloc_class; contexts as theirs.
+ */
+static inline __attribute__((always_inline)) void *
+spanheap_alloc_mag(struct spanheap *sh, size_t mag_off, size_t size,
+                   unsigned flags)
+{
+	struct mm_pin pin = mm_port_pin_fast();
+	uintptr_t a = spanheap_mag_pop(
+	        (struct mmag *)((char *)sh->mags[pin.cpu] + mag_off));
+	if (__builtin_expect(a != 0, 1)) {
+		mm_port_unpin_fast(pin);
+		return (void *)a;
+	}
+	return spanheap_alloc_refill(sh, size, flags, pin);
+}
 
 /*
  * spanheap_alloc's fast path inline, for a caller that knows the class
@@ -375,13 +396,7 @@ static inline __attribute__((always_inline)) void *
 spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
                      unsigned flags)
 {
-	struct mm_pin pin = mm_port_pin_fast();
-	uintptr_t a = spanheap_mag_pop(&sh->mags[pin.cpu][cls]);
-	if (__builtin_expect(a != 0, 1)) {
-		mm_port_unpin_fast(pin);
-		return (void *)a;
-	}
-	return spanheap_alloc_refill(sh, size, flags, pin);
+	return spanheap_alloc_mag(sh, cls * sizeof(struct mmag), size, flags);
 }
 
 /* The class of size when the compiler knows size, up to SC_LINEAR_MAX
