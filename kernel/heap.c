@@ -37,6 +37,16 @@ static unsigned cmdline_uint(const char *key, unsigned def, unsigned lo,
 	return v;
 }
 
+/* The section mm_rseq (linker.ld): one range per inlined sequence. */
+extern struct mm_rseq_range __start_mm_rseq[], __stop_mm_rseq[];
+
+void heap_rseq_init(void)
+{
+	mm_rseq_init(__start_mm_rseq, __stop_mm_rseq);
+	printk("heap: %zu restartable sequences\n",
+	       (size_t)(__stop_mm_rseq - __start_mm_rseq));
+}
+
 void heap_init(void)
 {
 	struct mheap_config cfg;

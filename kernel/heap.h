@@ -48,6 +48,13 @@ enum kmalloc_flags {
 };
 
 /*
+ * Sorts the table of the heap's restartable sequences (mm/rseq.h: every
+ * kmalloc and kfree fast path is one), which irq_dispatch searches. Boot
+ * CPU, before interrupts are enabled anywhere.
+ */
+void heap_rseq_init(void);
+
+/*
  * Sets the page heap and the span heap up and starts the scavenger and
  * the sweeper. Command line: "mm.debug_pagealloc" makes every free of
  * heap pages unmap them at once; "mm.scav_goal=<percent>" sets how much

@@ -7,6 +7,7 @@
 
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "mm/rseq.h"
 
 /* Written once per vector at boot, read by every CPU. */
 static irq_handler_fn handlers[256];
@@ -33,6 +34,10 @@ void irq_set_exit_hook(void (*hook)(struct trap_frame *f))
 
 void irq_dispatch(struct trap_frame *f)
 {
+	/* Interrupted in a kmalloc's or kfree's magazine step: it starts
+	 * over when this returns, as the handler may use the magazine, or
+	 * switch the thread to another CPU. */
+	mm_rseq_restart(&f->rip);
 	struct cpu *c = this_cpu();
 	unsigned vec = (unsigned)f->vector;
 	c->irq_depth++;

@@ -115,6 +115,8 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	frames_reclaim_boot_memory();
 	gdt_init_cpu();
 	idt_init_cpu();
+	/* Before any interrupt can land in a kmalloc or kfree. */
+	heap_rseq_init();
 	lapic_init();
 	time_init();
 	sched_init();

@@ -3,8 +3,9 @@
  * passes this header's name). Pinning is disabling interrupts: nothing else
  * then runs on this CPU (no preemption, no handler), so the span heap's
  * per-CPU caches need no lock. pushf/pop/cli and one %gs-relative load of
- * the CPU's index to pin, a test and sti to unpin: seven instructions,
- * inline in every kmalloc and kfree. Any context but NMI.
+ * the CPU's index to pin, a test and sti to unpin: seven instructions.
+ * The slow paths pin so; the fast paths are restartable sequences
+ * (below). Any context but NMI.
  *
  * Included by mm/port.h after struct mm_pin, so it includes no mm/ header.
  */
@@ -35,5 +36,17 @@ static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 	if (p.state & RFLAGS_IF)
 		cpu_sti();
 }
+
+/*
+ * The span heap's fast paths (a magazine's pop and push) pin nothing: they
+ * are restartable sequences (mm/rseq.h), which irq_dispatch restarts when
+ * an interrupt lands in one (mm_rseq_restart), and main calls
+ * mm_rseq_init before interrupts are on. A %gs-relative load of the CPU's
+ * index starts each; so a kmalloc or kfree from its magazine disables no
+ * interrupt and costs one instruction for its CPU, not seven.
+ */
+#define MM_PORT_RSEQ          1
+#define MM_PORT_RSEQ_CPU      "movl %%gs:%c[cpu_off], %k[cpu]"
+#define MM_PORT_RSEQ_CPU_ARGS [cpu_off] "i"(offsetof(struct cpu, id))
 
 #endif

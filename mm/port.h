@@ -193,7 +193,7 @@ void mm_port_yield(void);
  * data needs no lock. Returns the CPU's index (< MM_MAX_CPUS) and the
  * state mm_port_unpin restores, in two registers. Pins nest. Any context
  * but NMI; cheap: it is on every allocation and free, twice per
- * alloc+free pair.
+ * alloc+free pair (on the slow paths only, with MM_PORT_RSEQ below).
  *
  * The one pair of hooks a port may give inline, and should: a call costs
  * more than the pin itself. A port that defines MM_PORT_INLINE as the
@@ -250,10 +250,31 @@ mm_port_unpin_fast(struct mm_pin p)
 	mm_port_unpin(p);
 }
 
+#endif
+
+/*
+ * Restartable sequences (mm/rseq.h), instead of a pin on the fast paths.
+ * An x86-64 port whose per-CPU data sits behind a segment base may define
+ * MM_PORT_RSEQ in its MM_PORT_INLINE header, with
+ *   MM_PORT_RSEQ_CPU       one instruction, a string, that loads this
+ *                          CPU's index into the 64-bit asm operand %[cpu]
+ *                          (the kernel: "movl %%gs:%c[cpu_off], %k[cpu]")
+ *   MM_PORT_RSEQ_CPU_ARGS  the named input operands it uses
+ *                          ([cpu_off] "i"(offsetof(struct cpu, id)))
+ * The span heap's fast paths (a magazine's pop and push) then run as
+ * restartable sequences and pin nothing: no interrupt is disabled. The
+ * port calls mm_rseq_init once at boot, before interrupts, and
+ * mm_rseq_restart on entry to every interrupt handler that may allocate,
+ * free, stop this CPU for another or switch threads. Where a sequence
+ * cannot finish (an empty or full magazine) the slow paths pin with
+ * mm_port_pin as ever, and their magazine work runs pinned, which no
+ * sequence on that CPU can interleave with.
+ */
+#if defined(MM_PORT_PIN_FAST) || defined(MM_PORT_RSEQ)
+#define MM_PIN_FAST_MAY_BE_NONE 1
+#else
 /* These never name MM_PIN_NONE: the slow paths leave out its test. */
 #define MM_PIN_FAST_MAY_BE_NONE 0
-#else
-#define MM_PIN_FAST_MAY_BE_NONE 1
 #endif
 
 /* ---- Locks -------------------------------------------------------------- */

@@ -1277,17 +1277,11 @@ alloc_unpinned(struct spanheap *sh, size_t size, unsigned flags)
 	return spanheap_alloc_refill(sh, size, flags, pin);
 }
 
-/* An empty magazine: the cached span's next free bit, or a refill
- * (alloc_fast_miss). Pinned (pin); unpins. Out of line, so that the
- * magazine's path keeps to a few registers (no saves). */
-__attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
-                                                      size_t size,
-                                                      unsigned flags,
-                                                      struct mm_pin pin)
+/* The cached span's next free bit, or a refill (alloc_fast_miss).
+ * Pinned (pin); unpins. */
+static inline __attribute__((always_inline)) void *
+span_next(struct spanheap *sh, size_t size, unsigned flags, struct mm_pin pin)
 {
-	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
-	                     0))
-		return alloc_unpinned(sh, size, flags);
 	struct mspan *s = sh->caches[pin.cpu].alloc[sizeclass_of(size)];
 	uint64_t ac = s->alloc_cache;
 	if (__builtin_expect(ac == 0, 0))
@@ -1296,6 +1290,31 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	mm_port_unpin(pin);
 	return p;
 }
+
+/* An empty magazine: span_next. Pinned (pin); unpins. Out of line, so
+ * that the magazine's path keeps to a few registers (no saves). */
+__attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
+                                                      size_t size,
+                                                      unsigned flags,
+                                                      struct mm_pin pin)
+{
+	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
+	                     0))
+		return alloc_unpinned(sh, size, flags);
+	return span_next(sh, size, flags, pin);
+}
+
+#ifdef MM_PORT_RSEQ
+/* An empty magazine seen by a restartable sequence, which pins nothing: a
+ * pin, then span_next (not the magazine again: an interrupt may have
+ * filled it since, but the span's object will do). Its own function, as
+ * alloc_unpinned is, so that no pin is reassigned. */
+__attribute__((noinline)) void *
+spanheap_alloc_refill_pin(struct spanheap *sh, size_t size, unsigned flags)
+{
+	return span_next(sh, size, flags, mm_port_pin());
+}
+#endif
 
 /*
  * The fast path: the class's magazine's offset from the heap's table,
@@ -1463,13 +1482,51 @@ free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
 	           (void *)a, s);
 }
 
+#ifdef MM_PORT_RSEQ
+/*
+ * mag_push as a restartable sequence (mm/rseq.h) on this CPU's magazine
+ * mag_off bytes into its array: the CPU's index, the magazine, its top
+ * and limit, the slot, the marker (cookie ^ a, in object a's word 1); the
+ * commit is the store of the raised top. A restart repeats the slot's
+ * store (above the top, read by no one) and the marker's (the same value).
+ * Returns false, having stored nothing, if the magazine is full. Any
+ * context but NMI, nothing pinned.
+ */
+static inline __attribute__((always_inline)) bool
+rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker)
+{
+	uintptr_t *t;
+	struct mmag *m;
+	unsigned long cpu;
+	bool full;
+	__asm__ volatile(
+	        "1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
+	        "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
+	        "movq (%[m], %[off]), %[t]\n\t"
+	        "cmpq 8(%[m], %[off]), %[t]\n\t"
+	        "jae 2f\n\t"
+	        "movq %[a], (%[t])\n\t"
+	        "movq %[mk], 8(%[a])\n\t"
+	        "leaq 8(%[t]), %[t]\n\t"
+	        "movq %[t], (%[m], %[off])\n" /* the commit */
+	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
+	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu)
+	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a),
+	          [mk] "r"(marker), [mags] "i"(offsetof(struct spanheap, mags)),
+	          MM_PORT_RSEQ_CPU_ARGS
+	        : "memory");
+	return !full;
+}
+#endif
+
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
  * object idx < marked). The object must be allocated: every free object
  * below marked carries the free marker (cookie ^ address) in its second
  * word, from its free until it is handed out again, whichever way it
  * went; so the marker alone tells, with no look at the span's bitmaps
- * (another cache line). Then, pinned, into this CPU's magazine
+ * (another cache line). Then, pinned (or as a restartable sequence,
+ * rseq_push), into this CPU's magazine
  * (last in, first out: the next allocation of the class gets it back
  * while it is still in cache), whose older half goes back to the spans
  * when it is full (mag_full). Every free takes the magazine, those of
@@ -1488,6 +1545,11 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 	uintptr_t *o = obj_words(a);
 	if (__builtin_expect(o[1] == (cookie ^ a), 0))
 		free_refused(s, obj_index(s, a - s->base), a);
+#ifdef MM_PORT_RSEQ
+	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a), 0))
+		mag_full(sh, a, s->sizeclass,
+		         (struct mm_pin){.cpu = MM_PIN_NONE});
+#else
 	struct mm_pin pin = mm_port_pin_fast();
 	struct mmag *m =
 	        (struct mmag *)((char *)sh->mags[pin.cpu] + s->mag_offset);
@@ -1498,6 +1560,7 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 	}
 	mag_push(m, t, a, cookie);
 	mm_port_unpin_fast(pin);
+#endif
 }
 
 /* Everything the fast path of spanheap_free does not take: NULL, large

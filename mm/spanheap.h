@@ -13,7 +13,8 @@
  *   mcache        one per CPU: the current span of each class and a
  *                 magazine of objects the CPU freed (reused newest
  *                 first); the fast paths take no lock, pinned to the CPU
- *                 with interrupts off
+ *                 with interrupts off, or (MM_PORT_RSEQ) as restartable
+ *                 sequences that pin nothing (rseq.h)
  *   mcentral      one per class: partial and full spans, each set split
  *                 into swept and unswept halves that swap meaning when a
  *                 sweep cycle begins
@@ -47,6 +48,7 @@
 
 #include "mheap.h"
 #include "port.h"
+#include "rseq.h"
 #include "sizeclasses.h"
 
 /* Flags of the allocation calls. */
@@ -363,17 +365,67 @@ spanheap_mag_pop(struct mmag *m)
 void *spanheap_alloc_refill(struct spanheap *sh, size_t size, unsigned flags,
                             struct mm_pin pin);
 
+#ifdef MM_PORT_RSEQ
+/* spanheap_alloc_refill for the restartable sequence's empty magazine
+ * (nothing pinned): pins, then as spanheap_alloc_refill. */
+void *spanheap_alloc_refill_pin(struct spanheap *sh, size_t size,
+                                unsigned flags);
+
+/*
+ * spanheap_mag_pop as a restartable sequence (mm/rseq.h) on this CPU's
+ * magazine mag_off bytes into its array: the CPU's index, the magazine,
+ * its top, the newest object; the commit is the store of the lowered top.
+ * Returns the object (its marker still to be cleared), or sets *empty if
+ * the magazine is empty. Any context but NMI, nothing pinned.
+ */
+static inline __attribute__((always_inline)) uintptr_t
+spanheap_rseq_pop(struct spanheap *sh, size_t mag_off, bool *empty)
+{
+	uintptr_t a, *t;
+	struct mmag *m;
+	unsigned long cpu;
+	/* ZF: set by the test on the empty way, cleared by the sub (a top
+	 * is never 8) on the other, so the caller tests no register. */
+	__asm__ volatile("1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
+	                 "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
+	                 "movq (%[m], %[off]), %[t]\n\t"
+	                 "movq -8(%[t]), %[a]\n\t"
+	                 "testq %[a], %[a]\n\t"
+	                 "jz 2f\n\t"
+	                 "subq $8, %[t]\n\t"
+	                 "movq %[t], (%[m], %[off])\n" /* the commit */
+	                 "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
+	                 : "=@ccz"(*empty), [a] "=&r"(a), [t] "=&r"(t),
+	                   [m] "=&r"(m), [cpu] "=&r"(cpu)
+	                 : [sh] "r"(sh), [off] "r"(mag_off),
+	                   [mags] "i"(offsetof(struct spanheap, mags)),
+	                   MM_PORT_RSEQ_CPU_ARGS
+	                 : "memory");
+	return a;
+}
+#endif
+
 /*
  * The magazine path of an allocation of size bytes whose class's magazine
  * is mag_off bytes into every CPU's (the class times sizeof(struct mmag)):
- * the fast pin, the pop, the unpin; on an empty magazine (or a pin that
- * named no CPU) spanheap_alloc_refill. Shared by spanheap_alloc and
+ * the fast pin, the pop, the unpin (or, with MM_PORT_RSEQ, the pop as a
+ * restartable sequence); on an empty magazine (or a pin that named no
+ * CPU) spanheap_alloc_refill. Shared by spanheap_alloc and
  * spanheap_alloc_class; contexts as theirs.
  */
 static inline __attribute__((always_inline)) void *
 spanheap_alloc_mag(struct spanheap *sh, size_t mag_off, size_t size,
                    unsigned flags)
 {
+#ifdef MM_PORT_RSEQ
+	bool empty;
+	uintptr_t r = spanheap_rseq_pop(sh, mag_off, &empty);
+	if (__builtin_expect(!empty, 1)) {
+		((uintptr_t *)r)[1] = 0; /* its free marker */
+		return (void *)r;
+	}
+	return spanheap_alloc_refill_pin(sh, size, flags);
+#else
 	struct mm_pin pin = mm_port_pin_fast();
 	uintptr_t a = spanheap_mag_pop(
 	        (struct mmag *)((char *)sh->mags[pin.cpu] + mag_off));
@@ -382,6 +434,7 @@ spanheap_alloc_mag(struct spanheap *sh, size_t mag_off, size_t size,
 		return (void *)a;
 	}
 	return spanheap_alloc_refill(sh, size, flags, pin);
+#endif
 }
 
 /*

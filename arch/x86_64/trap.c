@@ -164,10 +164,23 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	backtrace_print(f->rip, f->rbp);
 }
 
+static void (*debug_hook)(struct trap_frame *f);
+
+void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
+{
+	__atomic_store_n(&debug_hook, fn, __ATOMIC_RELEASE);
+}
+
 void trap_dispatch(struct trap_frame *f)
 {
 	if (f->vector >= 32) {
 		irq_dispatch(f);
+		return;
+	}
+	void (*db)(struct trap_frame *) =
+	        __atomic_load_n(&debug_hook, __ATOMIC_ACQUIRE);
+	if (f->vector == VEC_DB && db) {
+		db(f);
 		return;
 	}
 	/* The NMI a panicking CPU sends to stop this one. */

@@ -20,6 +20,7 @@ struct trap_frame {
 _Static_assert(sizeof(struct trap_frame) == 22 * 8, "isr.S frame layout");
 
 #define VEC_DE  0
+#define VEC_DB  1
 #define VEC_NMI 2
 #define VEC_BP  3
 #define VEC_UD  6
@@ -37,6 +38,14 @@ _Static_assert(sizeof(struct trap_frame) == 22 * 8, "isr.S frame layout");
 
 /* Installs the IDT on this CPU. */
 void idt_init_cpu(void);
+
+/*
+ * Gives #DB (a single step with RFLAGS.TF, a debug register's hit) to fn
+ * instead of the panic; NULL takes it back. fn runs with interrupts off
+ * and may change the frame the trapped code resumes with (TF included).
+ * For the tests that step through code; one at a time.
+ */
+void trap_set_debug_hook(void (*fn)(struct trap_frame *f));
 
 /* Called by isr.S for every exception. */
 void trap_dispatch(struct trap_frame *f);

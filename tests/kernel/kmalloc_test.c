@@ -461,6 +461,7 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	struct spanheap_stats st0, st;
 	spanheap_stats(&kspanheap, &st0);
+	uint64_t restarts0 = mm_rseq_restarts();
 
 	KASSERT(storm(OPS));
 	heap_settle();
@@ -483,6 +484,11 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	           st.n.freed_spans - st0.n.freed_spans,
 	           (st.n.sweeper_cpu_ns - st0.n.sweeper_cpu_ns) / 1000,
 	           st.n.large_allocs - st0.n.large_allocs);
+	/* Interrupts that landed in a kmalloc's or kfree's magazine step
+	 * (under TCG only after its branch, where a translation block
+	 * ends); rseq.* steps through every boundary. */
+	ktest_diag("restartable sequences restarted: %lu",
+	           (unsigned long)(mm_rseq_restarts() - restarts0));
 	unsigned long irq = mm_lock_acquire(&kheap.lock);
 	size_t nstructs = kspanheap.nstructs, nfree = kspanheap.nstructs_free;
 	mm_lock_release(&kheap.lock, irq);

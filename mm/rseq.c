@@ -1,0 +1,75 @@
+/*
+ * mm/rseq.c: the table of restartable sequences (rseq.h): sorted once at
+ * init, searched by the port's interrupt entry.
+ */
+#include "rseq.h"
+
+#include <stdatomic.h>
+
+#include "port.h"
+
+/* Set once by mm_rseq_init, before any interrupt may search it. */
+static struct mm_rseq_range *table;
+static size_t ntable;
+/* The lowest start and the highest end: most interrupts land outside. */
+static uintptr_t lo, hi;
+
+static _Atomic uint64_t restarts;
+
+void mm_rseq_init(struct mm_rseq_range *begin, struct mm_rseq_range *end)
+{
+	size_t n = (size_t)(end - begin);
+	/* Insertion sort: a few hundred ranges, once, mostly in order
+	 * already (the assembler emits them in text order per file). */
+	for (size_t i = 1; i < n; i++) {
+		struct mm_rseq_range r = begin[i];
+		size_t j = i;
+		for (; j > 0 && begin[j - 1].start > r.start; j--)
+			begin[j] = begin[j - 1];
+		begin[j] = r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (begin[i].start >= begin[i].end)
+			mm_panic("mm_rseq_init: sequence %zu, [%#lx, %#lx), is "
+			         "empty",
+			         i, (unsigned long)begin[i].start,
+			         (unsigned long)begin[i].end);
+		if (i > 0 && begin[i].start < begin[i - 1].end)
+			mm_panic("mm_rseq_init: sequences [%#lx, %#lx) and "
+			         "[%#lx, %#lx) overlap",
+			         (unsigned long)begin[i - 1].start,
+			         (unsigned long)begin[i - 1].end,
+			         (unsigned long)begin[i].start,
+			         (unsigned long)begin[i].end);
+	}
+	table = begin;
+	ntable = n;
+	lo = n ? begin[0].start : 0;
+	hi = n ? begin[n - 1].end : 0;
+}
+
+bool mm_rseq_restart(uintptr_t *ip)
+{
+	uintptr_t a = *ip;
+	if (a - lo >= hi - lo)
+		return false;
+	/* The last range whose start is at or below a. */
+	size_t l = 0, r = ntable;
+	while (r - l > 1) {
+		size_t m = l + (r - l) / 2;
+		if (table[m].start <= a)
+			l = m;
+		else
+			r = m;
+	}
+	if (a >= table[l].end)
+		return false;
+	*ip = table[l].start;
+	atomic_fetch_add_explicit(&restarts, 1, memory_order_relaxed);
+	return true;
+}
+
+uint64_t mm_rseq_restarts(void)
+{
+	return atomic_load_explicit(&restarts, memory_order_relaxed);
+}

@@ -1,0 +1,61 @@
+/*
+ * mm/rseq.h: restartable sequences, the fast paths' pin for a port that
+ * offers them (MM_PORT_RSEQ, mm/port.h).
+ *
+ * A restartable sequence is a short run of instructions that reads the
+ * CPU's index, works on that CPU's data and ends with one store, its
+ * commit. If anything interrupts it before the commit, the port's interrupt
+ * entry moves the saved instruction pointer back to the sequence's first
+ * instruction (mm_rseq_restart), so it starts over: on whatever CPU the
+ * thread then runs, from data the handler may have changed. Its stores
+ * before the commit go only where no one reads them (above a magazine's
+ * top) or are repeated by the restart (an object's free marker). So the
+ * sequence behaves as one step on its CPU, with no interrupts disabled and
+ * no preemption count: Linux's user-space rseq, in kernel mode.
+ *
+ * Each sequence leaves a struct mm_rseq_range {first instruction, the
+ * address past the commit} in the section mm_rseq (writable: init sorts
+ * it). The port's linker script keeps the section and gives its bounds to
+ * mm_rseq_init, once, before the first interrupt that could land in a
+ * sequence. x86-64 only (the sequences are assembly).
+ */
+#ifndef MM_RSEQ_H
+#define MM_RSEQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One sequence: [start, end); start is also where it restarts. */
+struct mm_rseq_range {
+	uintptr_t start, end;
+};
+
+/*
+ * Sorts the table [begin, end) (the port's mm_rseq section) by address
+ * and checks it: every range non-empty, none overlapping another. A bad
+ * table mm_panics naming the ranges. Thread context, before the first
+ * interrupt that may land in a sequence; once.
+ */
+void mm_rseq_init(struct mm_rseq_range *begin, struct mm_rseq_range *end);
+
+/*
+ * For the port's interrupt entry, with the interrupted instruction
+ * pointer: inside a sequence (start <= *ip < end), sets *ip to its start
+ * and returns true; else false. O(log n) in the sequences, a compare pair
+ * when *ip is outside all of them. Any context, interrupts off.
+ */
+bool mm_rseq_restart(uintptr_t *ip);
+
+/* Restarts so far, all CPUs (for statistics and tests). */
+uint64_t mm_rseq_restarts(void);
+
+/* The assembly that records the sequence from local label START to local
+ * label END (strings, "1b" and "2b") in the table. */
+#define MM_RSEQ_RECORD(start, end)                                             \
+	".pushsection mm_rseq, \"aw\"\n\t"                                     \
+	".balign 8\n\t"                                                        \
+	".quad " start ", " end "\n\t"                                         \
+	".popsection\n\t"
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * The heap's restartable sequences (mm/rseq.h): a kmalloc or kfree
+ * interrupted at any instruction, by a handler that uses the same
+ * magazine, still hands out and takes back each object exactly once.
+ *
+ * The interruption is a single step (RFLAGS.TF): the traced call traps
+ * after every instruction, and at the k-th trap the #DB hook does what an
+ * interrupt handler on this CPU may (two kfrees and a kmalloc of the same
+ * class, so the magazine's top moves), then what irq_dispatch does
+ * (mm_rseq_restart). Trial k = 0, 1, 2, ... until the call finishes
+ * before its k-th step: every instruction boundary of the fast path, the
+ * sequence's own included, is tried once. Interrupts are off throughout,
+ * so nothing else runs on the CPU.
+ */
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/trap.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "mm/rseq.h"
+
+#define RFLAGS_TF (1ull << 8)
+#define OBJ       64
+
+/* The hook's part of a trial. */
+static struct {
+	unsigned step, target;
+	bool fired, restarted;
+	void *g1, *g2, *s; /* freed and allocated by the "handler" */
+} trial;
+
+static void step_hook(struct trap_frame *f)
+{
+	if (trial.step++ != trial.target)
+		return;
+	kfree(trial.g1);
+	kfree(trial.g2);
+	trial.s = kmalloc(OBJ, KM_ATOMIC);
+	trial.restarted = mm_rseq_restart(&f->rip);
+	trial.fired = true;
+	f->rflags &= ~RFLAGS_TF;
+}
+
+static inline void trace_on(void)
+{
+	__asm__ volatile("pushfq\n\torq $0x100, (%%rsp)\n\tpopfq" ::
+	                         : "memory", "cc");
+}
+
+static inline void trace_off(void)
+{
+	__asm__ volatile("pushfq\n\tandq $~0x100, (%%rsp)\n\tpopfq" ::
+	                         : "memory", "cc");
+}
+
+/* A fresh object of the class, or the test fails. */
+static void *obj(void)
+{
+	void *p = kmalloc(OBJ, KM_ATOMIC);
+	KEXPECT(p != NULL);
+	return p;
+}
+
+/*
+ * The magazine holds exactly the n objects of want[] (any order): n pops
+ * give each once, and the pop after them none of them. Frees what it
+ * popped. Returns false (having failed the test) otherwise.
+ */
+static bool magazine_holds(void *const *want, unsigned n, unsigned k)
+{
+	void *got[8];
+	bool ok = true;
+	for (unsigned i = 0; i <= n; i++)
+		got[i] = kmalloc(OBJ, KM_ATOMIC);
+	for (unsigned i = 0; i < n; i++) {
+		unsigned seen = 0;
+		for (unsigned j = 0; j < n; j++)
+			seen += got[j] == want[i];
+		if (seen != 1 || got[n] == want[i]) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "step %u: object %p popped %u times, "
+			              "then %p",
+			              k, want[i], seen, got[n]);
+			ok = false;
+		}
+	}
+	for (unsigned i = 0; i <= n; i++)
+		kfree(got[i]);
+	return ok;
+}
+
+/* Runs trials of op until one finishes untouched; returns the number of
+ * trials that restarted a sequence. */
+static unsigned run_trials(bool (*op)(unsigned k))
+{
+	unsigned restarts = 0;
+	trap_set_debug_hook(step_hook);
+	for (unsigned k = 0; k < 1000; k++) {
+		uint64_t flags = read_rflags();
+		cpu_cli();
+		bool ok = op(k);
+		if (flags & RFLAGS_IF)
+			cpu_sti();
+		if (!ok)
+			break;
+		if (!trial.fired)
+			break; /* the call finished before its k-th step */
+		restarts += trial.restarted;
+	}
+	trap_set_debug_hook(NULL);
+	return restarts;
+}
+
+/* One trial of kfree(p) interrupted at step k. Afterwards the magazine
+ * holds {p, g1, g2} but the handler's s. */
+static bool free_trial(unsigned k)
+{
+	spanheap_flush_cache(&kspanheap); /* the magazine empty */
+	void *p = obj();
+	trial = (typeof(trial)){.target = k, .g1 = obj(), .g2 = obj()};
+	trace_on();
+	kfree(p);
+	trace_off();
+	void *all[3] = {p, trial.g1, trial.g2}, *left[2];
+	unsigned n = 0;
+	if (!trial.fired) {
+		/* Untouched: the handler's objects are still the test's. */
+		kfree(trial.g1);
+		kfree(trial.g2);
+		return magazine_holds((void *[]){trial.g2, trial.g1, p}, 3, k);
+	}
+	for (unsigned i = 0; i < 3; i++)
+		if (all[i] != trial.s && n < 2)
+			left[n++] = all[i];
+	bool ok = n == 2 && magazine_holds(left, 2, k);
+	kfree(trial.s);
+	return ok;
+}
+
+/* One trial of kmalloc interrupted at step k, over a magazine holding
+ * {x1, x2}. Afterwards the magazine, the call's object and the handler's
+ * hold {x1, x2, g1, g2}, each once. */
+static bool alloc_trial(unsigned k)
+{
+	spanheap_flush_cache(&kspanheap);
+	void *x1 = obj(), *x2 = obj();
+	trial = (typeof(trial)){.target = k, .g1 = obj(), .g2 = obj()};
+	kfree(x1);
+	kfree(x2);
+	size_t size = *(volatile size_t *)&(size_t){OBJ}; /* not constant */
+	trace_on();
+	void *r = kmalloc(size, KM_ATOMIC);
+	trace_off();
+	if (!trial.fired) {
+		kfree(trial.g1);
+		kfree(trial.g2);
+		trial.s = NULL;
+	}
+	void *all[4] = {x1, x2, trial.g1, trial.g2}, *left[3];
+	unsigned n = 0, r_seen = 0, s_seen = 0;
+	for (unsigned i = 0; i < 4; i++) {
+		if (all[i] == r)
+			r_seen++;
+		else if (all[i] == trial.s)
+			s_seen++;
+		else if (n < 3)
+			left[n++] = all[i];
+	}
+	unsigned want_n = trial.fired ? 2 : 3;
+	bool ok = r_seen == 1 && s_seen == (trial.fired ? 1 : 0) &&
+	          n == want_n;
+	if (!ok)
+		ktest_fail_at(__FILE__, __LINE__,
+		              "step %u: kmalloc gave %p, the handler %p: not "
+		              "one each of the magazine's objects",
+		              k, r, trial.s);
+	else
+		ok = magazine_holds(left, n, k);
+	kfree(r);
+	if (trial.s)
+		kfree(trial.s);
+	return ok;
+}
+
+KTEST(rseq, kfree_interrupted_at_every_step)
+{
+	unsigned restarts = run_trials(free_trial);
+	/* The push's sequence (rseq_push, mm/spanheap.c) is nine
+	 * instructions: each was interrupted once, before it ran, and each
+	 * such trial restarted the sequence. */
+	KEXPECT_EQ(restarts, 9);
+}
+
+KTEST(rseq, kmalloc_interrupted_at_every_step)
+{
+	unsigned restarts = run_trials(alloc_trial);
+	/* The pop's (spanheap_rseq_pop, mm/spanheap.h): eight. */
+	KEXPECT_EQ(restarts, 8);
+}
+
+KTEST(rseq, restart_moves_only_an_ip_inside_a_sequence)
+{
+	uintptr_t ip = (uintptr_t)&run_trials;
+	KEXPECT(!mm_rseq_restart(&ip));
+	KEXPECT_EQ(ip, (uintptr_t)&run_trials);
+	ip = 0;
+	KEXPECT(!mm_rseq_restart(&ip));
+	KEXPECT_EQ(ip, 0);
+}
