@@ -68,6 +68,9 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->refills,
 	       (unsigned long long)st->n.large_allocs,
 	       (unsigned long long)st->n.atomic_fails);
+	printk("span heap: %llu kmalloc/kfree fast paths restarted by an "
+	       "interrupt (restartable sequences)\n",
+	       (unsigned long long)mm_rseq_restarts());
 	printk("sweeper: %llu cycles (%llu early: the heap was quiet), %llu "
 	       "spans swept (%llu on demand, %llu folded from queues), %llu "
 	       "spans freed, %llu us CPU\n",

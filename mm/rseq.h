@@ -52,10 +52,10 @@ uint64_t mm_rseq_restarts(void);
 
 /* The assembly that records the sequence from local label START to local
  * label END (strings, "1b" and "2b") in the table. */
-#define MM_RSEQ_RECORD(start, end)                                             \
-	".pushsection mm_rseq, \"aw\"\n\t"                                     \
-	".balign 8\n\t"                                                        \
-	".quad " start ", " end "\n\t"                                         \
+#define MM_RSEQ_RECORD(start, end)         \
+	".pushsection mm_rseq, \"aw\"\n\t" \
+	".balign 8\n\t"                    \
+	".quad " start ", " end "\n\t"     \
 	".popsection\n\t"
 
 #endif

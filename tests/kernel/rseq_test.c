@@ -166,8 +166,7 @@ static bool alloc_trial(unsigned k)
 			left[n++] = all[i];
 	}
 	unsigned want_n = trial.fired ? 2 : 3;
-	bool ok = r_seen == 1 && s_seen == (trial.fired ? 1 : 0) &&
-	          n == want_n;
+	bool ok = r_seen == 1 && s_seen == (trial.fired ? 1 : 0) && n == want_n;
 	if (!ok)
 		ktest_fail_at(__FILE__, __LINE__,
 		              "step %u: kmalloc gave %p, the handler %p: not "
