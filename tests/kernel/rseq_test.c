@@ -11,33 +11,83 @@
  * before its k-th step: every instruction boundary of the fast path, the
  * sequence's own included, is tried once. Interrupts are off throughout,
  * so nothing else runs on the CPU.
+ *
+ * The *_irq_* tests take the real way in instead: at the k-th step the
+ * hook sends this CPU an IPI and resumes the call with interrupts on, so
+ * the IPI lands at that boundary, through irq_dispatch, whose restart is
+ * the one under test; its handler interferes and turns interrupts off
+ * again for the rest of the call.
  */
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/heap.h"
+#include "kernel/irq.h"
 #include "kernel/ktest.h"
+#include "kernel/percpu.h"
 #include "mm/rseq.h"
 
 #define RFLAGS_TF (1ull << 8)
 #define OBJ       64
 
+/* How the k-th step is interrupted: by the #DB hook itself, or by an
+ * IPI that it lets in. */
+enum interrupter { BY_HOOK, BY_IPI };
+
 /* The hook's part of a trial. */
 static struct {
+	enum interrupter by;
 	unsigned step, target;
 	bool fired, restarted;
+	bool ipi_due;      /* sent by the hook, not handled yet */
+	uintptr_t ip;      /* where the k-th step stopped (BY_IPI) */
 	void *g1, *g2, *s; /* freed and allocated by the "handler" */
 } trial;
+
+/* What an interrupt handler on this CPU may do: move the magazine's top. */
+static void interfere(void)
+{
+	kfree(trial.g1);
+	kfree(trial.g2);
+	trial.s = kmalloc(OBJ, KM_ATOMIC);
+	trial.fired = true;
+}
+
+/* The IPI of a BY_IPI trial. irq_dispatch has restarted the sequence it
+ * landed in (or not) before this runs: it landed at trial.ip, and a
+ * restart moved the frame back to the start of a sequence, at most a
+ * few dozen bytes. */
+static void test_ipi(struct trap_frame *f)
+{
+	if (!trial.ipi_due)
+		return;
+	trial.ipi_due = false;
+	interfere();
+	trial.restarted = f->rip != trial.ip;
+	if (f->rip > trial.ip || trial.ip - f->rip > 64)
+		ktest_fail_at(__FILE__, __LINE__,
+		              "step %u: the IPI landed at %#lx, not at %#lx",
+		              trial.target, (unsigned long)f->rip,
+		              (unsigned long)trial.ip);
+	f->rflags &= ~RFLAGS_IF; /* the rest of the call as before */
+}
 
 static void step_hook(struct trap_frame *f)
 {
 	if (trial.step++ != trial.target)
 		return;
-	kfree(trial.g1);
-	kfree(trial.g2);
-	trial.s = kmalloc(OBJ, KM_ATOMIC);
-	trial.restarted = mm_rseq_restart(&f->rip);
-	trial.fired = true;
 	f->rflags &= ~RFLAGS_TF;
+	if (trial.by == BY_IPI) {
+		/* Pending until the iretq sets IF; taken before the
+		 * instruction at f->rip (IRET has no interrupt shadow). */
+		trial.ip = f->rip;
+		trial.ipi_due = true;
+		lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+		f->rflags |= RFLAGS_IF;
+		return;
+	}
+	interfere();
+	trial.restarted = mm_rseq_restart(&f->rip);
 }
 
 static inline void trace_on(void)
@@ -50,6 +100,13 @@ static inline void trace_off(void)
 {
 	__asm__ volatile("pushfq\n\tandq $~0x100, (%%rsp)\n\tpopfq" ::
 	                         : "memory", "cc");
+	if (trial.ipi_due) {
+		/* A late IPI must not free the handler's objects again. */
+		trial.ipi_due = false;
+		ktest_fail_at(__FILE__, __LINE__,
+		              "step %u: the IPI did not land at once",
+		              trial.target);
+	}
 }
 
 /* A fresh object of the class, or the test fails. */
@@ -88,16 +145,20 @@ static bool magazine_holds(void *const *want, unsigned n, unsigned k)
 	return ok;
 }
 
-/* Runs trials of op until one finishes untouched; returns the number of
- * trials that restarted a sequence. */
-static unsigned run_trials(bool (*op)(unsigned k))
+/* Runs trials of op, interrupted by by, until one finishes untouched;
+ * returns the number of trials that restarted a sequence. */
+static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 {
 	unsigned restarts = 0;
+	trial.by = by;
+	if (by == BY_IPI)
+		irq_register(IRQ_VEC_TEST, test_ipi);
 	trap_set_debug_hook(step_hook);
 	for (unsigned k = 0; k < 1000; k++) {
 		uint64_t flags = read_rflags();
 		cpu_cli();
 		bool ok = op(k);
+		KEXPECT(!(read_rflags() & RFLAGS_IF));
 		if (flags & RFLAGS_IF)
 			cpu_sti();
 		if (!ok)
@@ -107,6 +168,8 @@ static unsigned run_trials(bool (*op)(unsigned k))
 		restarts += trial.restarted;
 	}
 	trap_set_debug_hook(NULL);
+	if (by == BY_IPI)
+		irq_register(IRQ_VEC_TEST, NULL);
 	return restarts;
 }
 
@@ -116,7 +179,8 @@ static bool free_trial(unsigned k)
 {
 	spanheap_flush_cache(&kspanheap); /* the magazine empty */
 	void *p = obj();
-	trial = (typeof(trial)){.target = k, .g1 = obj(), .g2 = obj()};
+	trial = (typeof(trial)){
+	        .by = trial.by, .target = k, .g1 = obj(), .g2 = obj()};
 	trace_on();
 	kfree(p);
 	trace_off();
@@ -143,7 +207,8 @@ static bool alloc_trial(unsigned k)
 {
 	spanheap_flush_cache(&kspanheap);
 	void *x1 = obj(), *x2 = obj();
-	trial = (typeof(trial)){.target = k, .g1 = obj(), .g2 = obj()};
+	trial = (typeof(trial)){
+	        .by = trial.by, .target = k, .g1 = obj(), .g2 = obj()};
 	kfree(x1);
 	kfree(x2);
 	size_t size = *(volatile size_t *)&(size_t){OBJ}; /* not constant */
@@ -182,7 +247,7 @@ static bool alloc_trial(unsigned k)
 
 KTEST(rseq, kfree_interrupted_at_every_step)
 {
-	unsigned restarts = run_trials(free_trial);
+	unsigned restarts = run_trials(free_trial, BY_HOOK);
 	/* The push's sequence (rseq_push, mm/spanheap.c) is nine
 	 * instructions: each was interrupted once, before it ran, and each
 	 * such trial restarted the sequence. */
@@ -191,9 +256,22 @@ KTEST(rseq, kfree_interrupted_at_every_step)
 
 KTEST(rseq, kmalloc_interrupted_at_every_step)
 {
-	unsigned restarts = run_trials(alloc_trial);
+	unsigned restarts = run_trials(alloc_trial, BY_HOOK);
 	/* The pop's (spanheap_rseq_pop, mm/spanheap.h): eight. */
 	KEXPECT_EQ(restarts, 8);
+}
+
+/* As above, with the restart irq_dispatch's own (without it these fail,
+ * and the two above do not). An IPI at a sequence's first instruction
+ * moves nothing, so one restart fewer is seen. */
+KTEST(rseq, kfree_irq_at_every_step)
+{
+	KEXPECT_EQ(run_trials(free_trial, BY_IPI), 9 - 1);
+}
+
+KTEST(rseq, kmalloc_irq_at_every_step)
+{
+	KEXPECT_EQ(run_trials(alloc_trial, BY_IPI), 8 - 1);
 }
 
 KTEST(rseq, restart_moves_only_an_ip_inside_a_sequence)
