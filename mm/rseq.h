@@ -42,7 +42,7 @@ void mm_rseq_init(struct mm_rseq_range *begin, struct mm_rseq_range *end);
 /*
  * For the port's interrupt entry, with the interrupted instruction
  * pointer: inside a sequence (start <= *ip < end), sets *ip to its start
- * and returns true; else false. O(log n) in the sequences, a compare pair
+ * and returns true; else false. O(log n) in the sequences, one compare
  * when *ip is outside all of them. Any context, interrupts off.
  */
 bool mm_rseq_restart(uintptr_t *ip);

@@ -37,21 +37,22 @@
  * is handed out again.
  *
  * Algorithm.
- *   alloc   pinned: the newest object of the CPU's magazine for the
- *           class (a LIFO array of objects it freed, in the CPU's slab of
- *           slots; inline in the caller for a class it knows:
- *           spanheap_alloc_class), else the cached span's next free bit;
- *           when
- *           that runs out, the slow path scans the span's later words,
+ *   alloc   pinned (with MM_PORT_RSEQ: a restartable sequence, rseq.h):
+ *           the newest object of the CPU's magazine for the class (a LIFO
+ *           array of objects it freed, in the CPU's slab of slots; inline
+ *           in the caller for a class it knows: spanheap_alloc_class);
+ *           else, pinned, the cached span's next free bit; when that runs
+ *           out, the slow path scans the span's later words,
  *           then folds the span's own frees (local and pending), then
  *           hands the span back and takes one from the central lists,
  *           sweeping on demand (bounded), then makes a new span from the
  *           page heap.
  *   free    the span table gives the span; the checks (span in use, start
- *           of an object, no free marker) come first; then, pinned, the
- *           magazine. A full magazine spills its older half to the spans
- *           in one prefetched batch: local bits for the CPU's own span,
- *           else pending bits (one atomic OR each).
+ *           of an object, no free marker) come first; then, pinned (or as
+ *           a restartable sequence), the magazine. A full magazine spills
+ *           its older half to the spans in one prefetched batch: local
+ *           bits for the CPU's own span, else pending bits (one atomic OR
+ *           each).
  *   large   a span of its own, straight from the page heap; freed at
  *           once (a compare-and-swap on its state catches a second free).
  *
@@ -59,7 +60,11 @@
  * four lists and the list links; the heap's lock (MM_RANK_HEAP, a leaf)
  * guards the span-struct allocator, the all-spans array and sweepgen's
  * writers. The per-CPU cache needs no lock: its CPU is pinned
- * (mm_port_pin: interrupts off in the kernel). Nothing sleeps pinned: a
+ * (mm_port_pin: interrupts off in the kernel), or, for a magazine's pop
+ * and push with MM_PORT_RSEQ, the step is a restartable sequence whose
+ * one store commits it, and which the port's interrupt entry restarts
+ * (rseq.h); a pinned slow path cannot be interleaved by one on its CPU.
+ * Nothing sleeps pinned: a
  * thread caller unpins before it asks the page heap for memory.
  */
 #include "spanheap_internal.h"
@@ -811,8 +816,9 @@ static uintptr_t mag_none[1];
 static struct mmag mags_none[SC_NCLASSES] = {
         [0 ... SC_NCLASSES - 1] = {.top = &mag_none[1], .limit = &mag_none[1]}};
 
-/* The newest object's end: written by the owner, pinned; relaxed, as
- * statistics read it from other CPUs. */
+/* The newest object's end: written by the owner, pinned or by a
+ * restartable sequence's commit; relaxed, as statistics read it from other
+ * CPUs. */
 static inline uintptr_t *mag_top(struct mmag *m)
 {
 	return __atomic_load_n(&m->top, __ATOMIC_RELAXED);
