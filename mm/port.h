@@ -270,10 +270,11 @@ mm_port_unpin_fast(struct mm_pin p)
  * mm_port_pin as ever, and their magazine work runs pinned, which no
  * sequence on that CPU can interleave with.
  */
-#if defined(MM_PORT_PIN_FAST) || defined(MM_PORT_RSEQ)
+#ifdef MM_PORT_PIN_FAST
 #define MM_PIN_FAST_MAY_BE_NONE 1
 #else
-/* These never name MM_PIN_NONE: the slow paths leave out its test. */
+/* These never name MM_PIN_NONE: the slow paths leave out its test (the
+ * restartable sequences' slow ways pin for themselves). */
 #define MM_PIN_FAST_MAY_BE_NONE 0
 #endif
 

@@ -985,8 +985,9 @@ static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
 static void mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
                      struct mm_pin pin);
 
-/* mag_full's way when the fast path's pin pinned nothing: a pin, then the
- * magazine the fast path could not see (as alloc_unpinned). */
+/* mag_full's way when the fast path's pin pinned nothing, and the way of
+ * a restartable sequence that found the magazine full: a pin, then the
+ * magazine again (as alloc_unpinned). */
 static __attribute__((noinline)) void free_unpinned(struct spanheap *sh,
                                                     uintptr_t a, unsigned cls)
 {
@@ -1553,8 +1554,7 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 		free_refused(s, obj_index(s, a - s->base), a);
 #ifdef MM_PORT_RSEQ
 	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a), 0))
-		mag_full(sh, a, s->sizeclass,
-		         (struct mm_pin){.cpu = MM_PIN_NONE});
+		free_unpinned(sh, a, s->sizeclass);
 #else
 	struct mm_pin pin = mm_port_pin_fast();
 	struct mmag *m =
