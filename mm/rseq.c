@@ -73,3 +73,8 @@ uint64_t mm_rseq_restarts(void)
 {
 	return atomic_load_explicit(&restarts, memory_order_relaxed);
 }
+
+size_t mm_rseq_count(void)
+{
+	return ntable;
+}

@@ -50,6 +50,11 @@ bool mm_rseq_restart(uintptr_t *ip);
 /* Restarts so far, all CPUs (for statistics and tests). */
 uint64_t mm_rseq_restarts(void);
 
+/* The sequences mm_rseq_init was given: 0 before it ran, or if the
+ * port's linker script dropped the section (spanheap_init refuses that
+ * with MM_PORT_RSEQ: no sequence could be restarted). */
+size_t mm_rseq_count(void);
+
 /* The assembly that records the sequence from local label START to local
  * label END (strings, "1b" and "2b") in the table. */
 #define MM_RSEQ_RECORD(start, end)         \

@@ -1647,6 +1647,17 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		       (unsigned long)cfg->period_ns);
 		return false;
 	}
+#ifdef MM_PORT_RSEQ
+	/* The fast paths are sequences only an initialised table restarts
+	 * (mm/port.h, MM_PORT_RSEQ): without it an interrupt that uses the
+	 * magazine would corrupt the one it interrupted. */
+	if (mm_rseq_count() == 0) {
+		mm_log("spanheap: MM_PORT_RSEQ, but no restartable sequences: "
+		       "mm_rseq_init was not called, or the linker script "
+		       "dropped the section mm_rseq");
+		return false;
+	}
+#endif
 	mm_memset(sh, 0, sizeof(*sh));
 	sh->heap = h;
 	sh->arena_base = h->arena_base;
