@@ -13,8 +13,9 @@
  * (spanheap_alloc / spanheap_free over a default page heap, with the
  * sweeper and the page heap's scavenger running); each worker thread binds
  * CPU i (mm_port_bind_cpu), so its per-CPU cache is its own, as a peer's
- * thread cache is, and its pins cost nothing (the kernel's pin is
- * interrupts off and on; --pin-cost shows the POSIX port's unbound one).
+ * thread cache is, and its pins cost nothing (the kernel's fast paths
+ * pin nothing, being restartable sequences, and its slow paths turn
+ * interrupts off and on; --pin-cost shows the POSIX port's unbound pin).
  * --alloc=system calls malloc and free: glibc's, or whatever LD_PRELOAD
  * puts in front of it (tools/bench-spanheap runs jemalloc, mimalloc and
  * tcmalloc that way). Under every allocator, worker i runs on online CPU
@@ -53,9 +54,9 @@
  * inline, as a caller that knows the class where it calls does (the
  * kernel's kmalloc of a constant size).
  *
- * --pin-cost prints what one mm_port_pin + mm_port_unpin costs here (an
- * atomic exchange: the host's stand-in for interrupts off); a pair pins
- * twice. --list prints the workloads and their most threads.
+ * --pin-cost prints what one mm_port_pin + mm_port_unpin costs here for
+ * an unbound thread (an atomic exchange: the host's stand-in for
+ * interrupts off). --list prints the workloads and their most threads.
  *
  * Built -O2 without sanitizers (tests/host/host.mk: make bench).
  */
