@@ -52,7 +52,7 @@
  *           a restartable sequence), the magazine. A full magazine spills
  *           its older half to the spans in one prefetched batch: local
  *           bits for the CPU's own span, else pending bits (one atomic OR
- *           for each run of objects in one bitmap word).
+ *           each).
  *   large   a span of its own, straight from the page heap; freed at
  *           once (a compare-and-swap on its state catches a second free).
  *
@@ -839,47 +839,37 @@ mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
 	mag_set_top(m, t + 1);
 }
 
-/* The first object of bitmap word w of s among bits (not 0), as an
- * address: what a double free found in a batch of bits names. */
-static uintptr_t word_object(const struct mspan *s, unsigned w, uint64_t bits)
-{
-	uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
-	return s->base + (uintptr_t)idx * s->elemsize;
-}
-
 /*
- * Gives the objects of bits, in bitmap word w of the small span s (class
- * cls), back to the span (pinned on cpu): local bits if this CPU caches
- * s (no atomic), else pending bits (one atomic OR for all of them) after
- * queueing the span for a fold. A bit already set is a double free. The
- * objects keep their free markers until the span hands them out again.
- * Returns 1 if it set pending bits (the caller adds their bytes to this
- * CPU's pending count), 0 for local ones.
+ * Gives object idx of the small span s (class cls) back to the span
+ * (pinned on cpu): the local bit if this CPU caches s (no atomic), else
+ * the pending bit (one atomic OR) after queueing the span for a fold.
+ * The object keeps its free marker until the span hands it out again. Returns
+ * 1 for a pending bit (the caller adds the bytes to this CPU's pending
+ * count), else 0.
  */
 static inline __attribute__((always_inline)) unsigned
 span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
-               unsigned w, uint64_t bits)
+               uint32_t idx, uintptr_t a)
 {
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
 	if (atomic_load_explicit(&s->owner, memory_order_relaxed) == cpu + 1) {
 		uint64_t lf = load_relaxed64(&s->local_free[w]);
-		uint64_t dup = (lf | load_relaxed64(&s->pending[w])) & bits;
-		if (dup)
-			bad_object("double free",
-			           (void *)word_object(s, w, dup), s);
-		atomic_store_explicit(&s->local_free[w], lf | bits,
+		if ((lf | load_relaxed64(&s->pending[w])) & b)
+			bad_object("double free", (void *)a, s);
+		atomic_store_explicit(&s->local_free[w], lf | b,
 		                      memory_order_relaxed);
 		return 0;
 	}
-	/* Queue the span before the bits are set: until then our objects
-	 * keep it in use, so it cannot be freed and reused meanwhile. */
+	/* Queue the span before the bit is set: until then our object
+	 * keeps it in use, so it cannot be freed and reused meanwhile. */
 	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
 	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
 		fold_queue_push(&sh->central[cls], s);
-	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], bits,
+	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
 	                                        memory_order_release);
-	if (old & bits)
-		bad_object("double free", (void *)word_object(s, w, old & bits),
-		           s);
+	if (old & b)
+		bad_object("double free", (void *)a, s);
 	return 1;
 }
 
@@ -895,10 +885,7 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
  * and its pending bits are prefetched, then each object is given back.
  * One at a time, each give-back would wait for its span's cache misses
  * in turn (a free of 10^6 objects in random order touches a cold span at
- * every object); batched, the misses overlap. Objects in a row that share
- * a span's bitmap word (freed in the order they were allocated, as a
- * consumer of a producer's objects does) go back together, one atomic OR
- * for the run; an object twice in one run is a double free.
+ * every object); batched, the misses overlap.
  */
 static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
                           const uintptr_t *obj, uint32_t n)
@@ -912,11 +899,6 @@ static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
 	 * its table entry is mapped and holds the span. */
 	void *_Atomic const *map = sh->spanmap;
 	uintptr_t arena = sh->arena_base;
-	/* The run: its span, its word, its objects' bits. */
-	struct mspan *rs = NULL;
-	unsigned rw = 0;
-	uint64_t run = 0;
-	uint32_t rn = 0; /* its bits: one an object */
 	while (n) {
 		uint32_t k = n < SPILL_BATCH ? n : SPILL_BATCH;
 		for (uint32_t i = 0; i < k; i++) {
@@ -929,29 +911,13 @@ static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
 		}
 		for (uint32_t i = 0; i < k; i++) {
 			struct mspan *s = span[i];
-			uint32_t idx = obj_index(s, obj[i] - s->base);
-			unsigned w = idx / 64;
-			uint64_t b = (uint64_t)1 << (idx % 64);
-			if (s != rs || w != rw) {
-				if (run)
-					remote += rn * span_give_back(sh, cpu,
-					                              rs, cls,
-					                              rw, run);
-				rs = s;
-				rw = w;
-				run = 0;
-				rn = 0;
-			}
-			if (run & b)
-				bad_object("double free", (void *)obj[i], s);
-			run |= b;
-			rn++;
+			remote += span_give_back(sh, cpu, s, cls,
+			                         obj_index(s, obj[i] - s->base),
+			                         obj[i]);
 		}
 		obj += k;
 		n -= k;
 	}
-	if (run)
-		remote += rn * span_give_back(sh, cpu, rs, cls, rw, run);
 	/* Once per spill: the class's size, times the pending bits set. */
 	uint64_t added = (uint64_t)remote * sizeclass_info[cls].size;
 	count_add(&mc->n.pending_bytes, added);

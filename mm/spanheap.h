@@ -22,9 +22,8 @@
  *                 magazine's older half goes back to the spans: the CPU's
  *                 own cached span takes a local bit with no atomic
  *                 operation, any other span is deferred: one atomic OR
- *                 sets the pending-free bits of a run of objects that
- *                 share a bitmap word (a bit already set is a double
- *                 free), and a span's first
+ *                 sets each object's pending-free bit (a
+ *                 bit already set is a double free), and a span's first
  *                 such free puts it on its class's fold queue, which
  *                 refills fold before growing
  *   sweeper       a background thread folds pending frees into the
