@@ -40,9 +40,9 @@ static inline __attribute__((always_inline)) void mm_port_unpin(struct mm_pin p)
 /*
  * The span heap's fast paths (a magazine's pop and push) pin nothing: they
  * are restartable sequences (mm/rseq.h), which irq_dispatch restarts when
- * an interrupt lands in one (mm_rseq_restart), and main calls
- * mm_rseq_init before interrupts are on. A %gs-relative load of the CPU's
- * index starts each; so a kmalloc or kfree from its magazine disables no
+ * an interrupt lands in one (mm_rseq_restart), and kmain sorts their
+ * table before interrupts are on (heap_rseq_init). A %gs-relative load of the
+ * CPU's index starts each; so a kmalloc or kfree from its magazine disables no
  * interrupt and costs one instruction for its CPU, not seven.
  */
 #define MM_PORT_RSEQ          1

@@ -442,6 +442,50 @@ KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
 	sh_heap_release(&heap);
 }
 
+/* Both frees on CPU 1 before any spill: the marker erased between them,
+ * both copies sit in the magazine and go back in one spill, where the
+ * second meets the first's pending bit. */
+KTEST(spanheap_check_bits, double_free_twice_in_one_spill)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0); /* span cached on CPU 0 */
+	KASSERT(p && keep);
+	struct mspan *s = span_at(p);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p);
+	p[1] = 0;
+	spanheap_free(&sh, p);
+	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
+	                   p);
+	KEXPECT_EQ(atomic_load(&s->pending[0]), 1); /* the first copy's */
+	mm_port_set_cpu(0);
+	sh_heap_release(&heap);
+}
+
+/* Objects freed on another CPU in the order they were allocated go back
+ * to their span with one flush: every pending bit set, none lost, and the
+ * heap checks out. */
+KTEST(spanheap_check_bits, a_run_sets_every_bit_of_its_word)
+{
+	KASSERT(fresh_heap());
+	enum { N = 100 };
+	uintptr_t *o[N];
+	for (unsigned i = 0; i < N; i++)
+		KASSERT((o[i] = spanheap_alloc(&sh, 64, 0)) != NULL);
+	struct mspan *s = span_at(o[0]);
+	KASSERT(s->base == (uintptr_t)o[0]);
+	mm_port_set_cpu(1);
+	for (unsigned i = 0; i < N; i++)
+		spanheap_free(&sh, o[i]);
+	spanheap_flush_cache(&sh);
+	KEXPECT_EQ(atomic_load(&s->pending[0]), ~(uint64_t)0);
+	KEXPECT_EQ(atomic_load(&s->pending[1]), ((uint64_t)1 << (N - 64)) - 1);
+	mm_port_set_cpu(0);
+	spanheap_check(&sh);
+	sh_heap_release(&heap);
+}
+
 /* The owner's local bit first, then another CPU's pending bit, which the
  * pending path cannot compare with the local one: the fold that meets
  * both (the owner's flush) must catch it. */
