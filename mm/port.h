@@ -224,18 +224,19 @@ void mm_port_unpin(struct mm_pin p);
 #endif
 
 /*
- * The span heap's fast paths pin with this pair (an alloc or a free from
- * a CPU's magazine). A port may give them in its MM_PORT_INLINE header
- * (defining MM_PORT_PIN_FAST there); else they are mm_port_pin and
- * mm_port_unpin. mm_port_pin_fast may, where mm_port_pin would have to
- * take a CPU the slow way, return a pin whose cpu is MM_PIN_NONE: nothing
- * is pinned and nothing needs ending. The fast paths then find that
- * index's magazines empty and full at once (as a CPU's before its first
- * free), and their slow paths pin with mm_port_pin. So the fast path of a
- * port whose pin is usually a thread's own slot (the host ports) tests
- * nothing: mimalloc's empty heap for a thread with none has the same
- * effect. A pin naming a CPU is a pin as mm_port_pin's, which
- * mm_port_unpin ends too; mm_port_unpin_fast ends it on the fast paths.
+ * The span heap's fast paths pin with this pair (an alloc or a free from a
+ * CPU's magazine), unless the port gives MM_PORT_RSEQ (below). A port may
+ * give them in its MM_PORT_INLINE header (defining MM_PORT_PIN_FAST
+ * there); else they are mm_port_pin and mm_port_unpin. mm_port_pin_fast
+ * may, where mm_port_pin would have to take a CPU the slow way, return a
+ * pin whose cpu is MM_PIN_NONE: nothing is pinned and nothing needs
+ * ending. The fast paths then find that index's magazines empty and full
+ * at once (as a CPU's before its first free), and their slow paths pin
+ * with mm_port_pin. So the fast path of a port whose pin is usually a
+ * thread's own slot (the host ports) tests nothing: mimalloc's empty heap
+ * for a thread with none has the same effect. A pin naming a CPU is a pin
+ * as mm_port_pin's, which mm_port_unpin ends too; mm_port_unpin_fast ends
+ * it on the fast paths.
  */
 #ifndef MM_PORT_PIN_FAST
 static inline __attribute__((always_inline)) struct mm_pin
@@ -250,6 +251,11 @@ mm_port_unpin_fast(struct mm_pin p)
 	mm_port_unpin(p);
 }
 
+/* These never name MM_PIN_NONE: the slow paths leave out its test (the
+ * restartable sequences' slow ways pin for themselves). */
+#define MM_PIN_FAST_MAY_BE_NONE 0
+#else
+#define MM_PIN_FAST_MAY_BE_NONE 1
 #endif
 
 /*
@@ -263,20 +269,15 @@ mm_port_unpin_fast(struct mm_pin p)
  *                          ([cpu_off] "i"(offsetof(struct cpu, id)))
  * The span heap's fast paths (a magazine's pop and push) then run as
  * restartable sequences and pin nothing: no interrupt is disabled. The
- * port calls mm_rseq_init once at boot, before interrupts, and
- * mm_rseq_restart on entry to every interrupt handler that may allocate,
- * free, stop this CPU for another or switch threads. Where a sequence
- * cannot finish (an empty or full magazine) the slow paths pin with
- * mm_port_pin as ever, and their magazine work runs pinned, which no
- * sequence on that CPU can interleave with.
+ * port's linker script keeps the section mm_rseq; the port calls
+ * mm_rseq_init once at boot, before interrupts (spanheap_init refuses to
+ * start without it), and mm_rseq_restart on entry to every interrupt
+ * handler that may allocate, free, stop this CPU for another or switch
+ * threads. Where a sequence cannot finish (an empty or full magazine) the
+ * slow paths pin with mm_port_pin as ever, and their magazine work runs
+ * pinned, which no sequence on that CPU can interleave with.
+ * docs/PORTING.md has the steps.
  */
-#ifdef MM_PORT_PIN_FAST
-#define MM_PIN_FAST_MAY_BE_NONE 1
-#else
-/* These never name MM_PIN_NONE: the slow paths leave out its test (the
- * restartable sequences' slow ways pin for themselves). */
-#define MM_PIN_FAST_MAY_BE_NONE 0
-#endif
 
 /* ---- Locks -------------------------------------------------------------- */
 

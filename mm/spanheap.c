@@ -64,8 +64,8 @@
  * and push with MM_PORT_RSEQ, the step is a restartable sequence whose
  * one store commits it, and which the port's interrupt entry restarts
  * (rseq.h); a pinned slow path cannot be interleaved by one on its CPU.
- * Nothing sleeps pinned: a
- * thread caller unpins before it asks the page heap for memory.
+ * Nothing sleeps pinned: a thread caller unpins before it asks the page
+ * heap for memory.
  */
 #include "spanheap_internal.h"
 
@@ -1320,11 +1320,12 @@ spanheap_alloc_refill_pin(struct spanheap *sh, size_t size, unsigned flags)
 #endif
 
 /*
- * The fast path: the class's magazine's offset from the heap's table,
- * then as spanheap_alloc_class (the pin, the magazine's newest object,
- * the unpin; on an empty magazine the cached span's next free bit, out of
- * line). No lock, no atomic read-modify-write, and no call with an inline
- * pin (the miss is a tail call). Any context but NMI.
+ * The fast path: the class's magazine's offset from the heap's table, then
+ * as spanheap_alloc_class (the pin, the magazine's newest object, the
+ * unpin, or with MM_PORT_RSEQ the pop's restartable sequence; on an empty
+ * magazine the cached span's next free bit, out of line). No lock, no
+ * atomic read-modify-write, and no call with an inline pin (the miss is a
+ * tail call). Any context but NMI.
  */
 SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
                                    unsigned flags)

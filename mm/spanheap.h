@@ -344,7 +344,9 @@ struct spanheap_stats {
 /*
  * Takes magazine m's newest object, or 0 if it is empty (the slot below
  * the first holds 0), and clears its free marker (word 1). Reads nothing
- * of the object. Pinned: spanheap_alloc's and spanheap_alloc_class's pop.
+ * of the object. Pinned: spanheap_alloc's and spanheap_alloc_class's pop
+ * (with MM_PORT_RSEQ, spanheap_rseq_pop is theirs, and this the slow
+ * paths').
  */
 static inline __attribute__((always_inline)) uintptr_t
 spanheap_mag_pop(struct mmag *m)
@@ -360,7 +362,8 @@ spanheap_mag_pop(struct mmag *m)
 
 /* spanheap_alloc_mag's way on an empty magazine (pin from
  * mm_port_pin_fast: the span's next object or a refill; or, if it pinned
- * nothing, a pin and the magazine again); unpins. Not to be called
+ * nothing, a pin and the magazine again); unpins. With MM_PORT_RSEQ,
+ * spanheap_alloc_refill_pin's (pin from mm_port_pin). Not to be called
  * otherwise. */
 void *spanheap_alloc_refill(struct spanheap *sh, size_t size, unsigned flags,
                             struct mm_pin pin);
@@ -410,7 +413,8 @@ spanheap_rseq_pop(struct spanheap *sh, size_t mag_off, bool *empty)
  * is mag_off bytes into every CPU's (the class times sizeof(struct mmag)):
  * the fast pin, the pop, the unpin (or, with MM_PORT_RSEQ, the pop as a
  * restartable sequence); on an empty magazine (or a pin that named no
- * CPU) spanheap_alloc_refill. Shared by spanheap_alloc and
+ * CPU) spanheap_alloc_refill (with MM_PORT_RSEQ,
+ * spanheap_alloc_refill_pin). Shared by spanheap_alloc and
  * spanheap_alloc_class; contexts as theirs.
  */
 static inline __attribute__((always_inline)) void *
@@ -441,7 +445,8 @@ spanheap_alloc_mag(struct spanheap *sh, size_t mag_off, size_t size,
  * spanheap_alloc's fast path inline, for a caller that knows the class
  * where it calls (a port's wrapper for a size fixed at compile time, such
  * as the kernel's kmalloc(sizeof(struct ...))): the pin, the class's
- * magazine, the unpin; the class lookup, the size and flag tests and the
+ * magazine, the unpin (with MM_PORT_RSEQ, the magazine's restartable
+ * sequence alone); the class lookup, the size and flag tests and the
  * call are left out. cls must be sizeclass_of(size) and flags must not
  * hold MM_ZERO. Contexts as spanheap_alloc's with those flags.
  */
