@@ -8,7 +8,10 @@
  *                    handoff are still in use
  *   4. paging        the kernel's own tables; loader memory is now free
  *   5. reclaim       loader and boot-services memory join the frame pool
- *   6. GDT, IDT      IST stacks come from kernel stacks, so after paging
+ *   6. GDT, IDT      IST stacks come from kernel stacks, so after paging;
+ *                    then the heap's restartable sequences (sorted for
+ *                    irq_dispatch's restart) before any interrupt can
+ *                    land in a kmalloc or kfree
  *   7. LAPIC         its EOI and timer vector before any interrupt; fixes
  *                    the boot CPU's APIC id
  *   8. time          TSC and LAPIC timer calibrated against the PIT; then

@@ -1,6 +1,24 @@
 /*
  * mm/rseq.c: the table of restartable sequences (rseq.h): sorted once at
  * init, searched by the port's interrupt entry.
+ *
+ * Representation: the port's section mm_rseq itself, an array of
+ * [start, end) ranges, sorted in place, plus the lowest start and the
+ * highest end, so that the search is one compare for an interrupted
+ * address outside every sequence (most of them).
+ *
+ * Invariants, checked by mm_rseq_init (a broken table mm_panics):
+ *   1. the ranges are sorted by start;
+ *   2. every range is non-empty (start < end);
+ *   3. no two overlap, so at most one holds an address.
+ *
+ * Locking: none. The table is written once, by mm_rseq_init, before the
+ * first interrupt that may search it, and only read after; the restart
+ * count is one relaxed atomic.
+ *
+ * Limits: the sequences are x86-64 assembly (spanheap.h, spanheap.c);
+ * mm_rseq_restart runs with interrupts off. Modelled on Linux's rseq
+ * (struct rseq_cs's start and post-commit addresses), in kernel mode.
  */
 #include "rseq.h"
 
