@@ -444,7 +444,10 @@ KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
 
 /* Both frees on CPU 1 before any spill: the marker erased between them,
  * both copies sit in the magazine and go back in one spill, where the
- * second meets the first's pending bit. */
+ * second meets the first's pending bit. Today that is
+ * double_free_meets_the_pending_bit's check (each object its own atomic
+ * OR); the test is for a spill that batches the objects of one bitmap
+ * word, where both copies would fall in one batch. */
 KTEST(spanheap_check_bits, double_free_twice_in_one_spill)
 {
 	KASSERT(fresh_heap());
@@ -465,7 +468,8 @@ KTEST(spanheap_check_bits, double_free_twice_in_one_spill)
 
 /* Objects freed on another CPU in the order they were allocated go back
  * to their span with one flush: every pending bit set, none lost, and the
- * heap checks out. */
+ * heap checks out. 100 objects: more than one of the spill's batches of
+ * lookups (SPILL_BATCH), and a bitmap word and a part. */
 KTEST(spanheap_check_bits, a_run_sets_every_bit_of_its_word)
 {
 	KASSERT(fresh_heap());
