@@ -398,17 +398,29 @@ KTEST(spanheap_check, ends_with_the_page_heap_check)
 			              mm_port_last_panic(), (what), name_);   \
 	} while (0)
 
+/* A fresh heap, and in it p, object 0 of the span *s, and a second
+ * object that keeps the span in use and cached on CPU 0. NULL if the heap
+ * or the objects could not be had, or p is not object 0. */
+static uintptr_t *object_zero(struct mspan **s)
+{
+	if (!fresh_heap())
+		return NULL;
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	if (!p || !keep)
+		return NULL;
+	*s = span_at(p);
+	return (*s)->base == (uintptr_t)p ? p : NULL;
+}
+
 /* Both frees on the owner (CPU 0): the first reaches the local bit by a
  * drain that keeps the span cached (the sweep cycle's), and the second's
  * spill meets it. */
 KTEST(spanheap_check_bits, double_free_meets_the_local_bit)
 {
-	KASSERT(fresh_heap());
-	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
-	void *keep = spanheap_alloc(&sh, 64, 0);
-	KASSERT(p && keep);
-	struct mspan *s = span_at(p);
-	KASSERT(s->base == (uintptr_t)p); /* object 0 */
+	struct mspan *s;
+	uintptr_t *p = object_zero(&s);
+	KASSERT(p != NULL);
 	spanheap_free(&sh, p);
 	spanheap_sweep_cycle(&sh); /* the magazine's p to its local bit */
 	KASSERT(sh.caches[0].alloc[4] == s);
@@ -424,12 +436,9 @@ KTEST(spanheap_check_bits, double_free_meets_the_local_bit)
  * and the second's spill meets it. */
 KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
 {
-	KASSERT(fresh_heap());
-	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
-	void *keep = spanheap_alloc(&sh, 64, 0); /* span cached on CPU 0 */
-	KASSERT(p && keep);
-	struct mspan *s = span_at(p);
-	KASSERT(s->base == (uintptr_t)p);
+	struct mspan *s;
+	uintptr_t *p = object_zero(&s);
+	KASSERT(p != NULL);
 	mm_port_set_cpu(1);
 	spanheap_free(&sh, p);
 	spanheap_flush_cache(&sh); /* CPU 1's magazine: p's pending bit */
@@ -450,11 +459,9 @@ KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
  * word, where both copies would fall in one batch. */
 KTEST(spanheap_check_bits, double_free_twice_in_one_spill)
 {
-	KASSERT(fresh_heap());
-	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
-	void *keep = spanheap_alloc(&sh, 64, 0); /* span cached on CPU 0 */
-	KASSERT(p && keep);
-	struct mspan *s = span_at(p);
+	struct mspan *s;
+	uintptr_t *p = object_zero(&s);
+	KASSERT(p != NULL);
 	mm_port_set_cpu(1);
 	spanheap_free(&sh, p);
 	p[1] = 0;
@@ -495,12 +502,9 @@ KTEST(spanheap_check_bits, a_run_sets_every_bit_of_its_word)
  * both (the owner's flush) must catch it. */
 KTEST(spanheap_check_bits, fold_meets_both_bits)
 {
-	KASSERT(fresh_heap());
-	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
-	void *keep = spanheap_alloc(&sh, 64, 0);
-	KASSERT(p && keep);
-	struct mspan *s = span_at(p);
-	KASSERT(s->base == (uintptr_t)p);
+	struct mspan *s;
+	uintptr_t *p = object_zero(&s);
+	KASSERT(p != NULL);
 	spanheap_free(&sh, p);
 	spanheap_sweep_cycle(&sh); /* p's local bit; still cached */
 	KASSERT_EQ(atomic_load(&s->local_free[0]), 1);
