@@ -231,7 +231,7 @@ void mm_port_unpin(struct mm_pin p);
  * may, where mm_port_pin would have to take a CPU the slow way, return a
  * pin whose cpu is MM_PIN_NONE: nothing is pinned and nothing needs
  * ending. The fast paths then find that index's magazines empty and full
- * at once (as a CPU's before its first free), and their slow paths pin
+ * at once (as a CPU's before its slab is made), and their slow paths pin
  * with mm_port_pin. So the fast path of a port whose pin is usually a
  * thread's own slot (the host ports) tests nothing: mimalloc's empty heap
  * for a thread with none has the same effect. A pin naming a CPU is a pin

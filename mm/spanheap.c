@@ -30,19 +30,22 @@
  * always on the list that matches its sweepgen.
  *
  * A small span's marked count is one past the highest object it has
- * handed out since it was made (span_take raises it; objects are handed
- * out lowest first, so none at or past it ever was). Every free object
- * below it was freed, and carries the free marker in its second word,
- * cookie ^ its address, written by the free and cleared when the object
- * is handed out again.
+ * handed out since it was made (span_take and mag_fill raise it; objects
+ * are handed out lowest first, so none at or past it ever was). Every free
+ * object below it was freed, or put into a magazine by mag_fill, and
+ * carries the free marker in its second word, cookie ^ its address,
+ * written by the free (or mag_fill) and cleared when the object is handed
+ * out again.
  *
  * Algorithm.
  *   alloc   pinned (with MM_PORT_RSEQ: a restartable sequence, rseq.h):
  *           the newest object of the CPU's magazine for the class (a LIFO
  *           array of objects it freed, in the CPU's slab of slots; inline
  *           in the caller for a class it knows: spanheap_alloc_class);
- *           else, pinned, the cached span's next free bit; when that runs
- *           out, the slow path scans the span's later words,
+ *           else, pinned, the cached span's next free bit, and the next
+ *           few (up to 1 KiB of small objects) go into the empty magazine
+ *           (mag_fill), so that the allocations after it pop; when the
+ *           span's bits run out, the slow path scans its later words,
  *           then folds the span's own frees (local and pending), then
  *           hands the span back and takes one from the central lists,
  *           sweeping on demand (bounded), then makes a new span from the
@@ -807,6 +810,12 @@ static void uncache_span(struct spanheap *sh, struct mspan *s)
  * Few enough that the slab stays 8 pages (half a page took it to 9). */
 #define MAG_SLAB_SKEW (512 / sizeof(uintptr_t) - 1)
 
+/* An empty magazine's refill puts up to MAG_FILL_BYTES of the span's next
+ * objects, and at most MAG_FILL_MAX, into it (mag_fill). */
+#define MAG_FILL_BYTES 1024u
+#define MAG_FILL_MAX   16u
+_Static_assert(MAG_FILL_MAX < 64, "mag_fill's run mask");
+
 /* What top and limit point just past until a CPU's slab is made: a 0,
  * never written (a push finds the magazine full first). */
 static uintptr_t mag_none[1];
@@ -958,9 +967,10 @@ bool spanheap_mags_drain_here(struct spanheap *sh)
 
 /*
  * Makes CPU cpu's slab of magazine slots (pinned: an atomic page
- * allocation, which never sleeps) and gives each class its slots. False
- * if there is no memory for it now; the caller's free then goes straight
- * to its span, and the next free tries again.
+ * allocation, which never sleeps) and gives each class its slots, at the
+ * CPU's first free or first refill (mag_fill). False if there is no memory
+ * for it now; a free then goes straight to its span, a refill fills
+ * nothing, and the next one tries again.
  */
 static __attribute__((noinline)) bool mag_slab_make(struct spanheap *sh,
                                                     unsigned cpu)
@@ -1005,10 +1015,10 @@ static __attribute__((noinline)) void free_unpinned(struct spanheap *sh,
 /*
  * A full magazine: its older half goes back to the spans in one batch
  * (mag_give_back), the recent half stays (it is the cache-warm one), and
- * the free (object a, checked) goes in. Or this CPU's first free, which
- * makes its slab first. Or the fast path's pin pinned nothing: a pin,
- * then the magazine it could not see. Pinned by pin (mm_port_pin_fast's);
- * unpins.
+ * the free (object a, checked) goes in. Or this CPU has no slab yet (its
+ * first free, unless a refill made it), which the free makes first. Or the fast
+ * path's pin pinned nothing: a pin, then the magazine it could not see. Pinned
+ * by pin (mm_port_pin_fast's); unpins.
  */
 static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
                                                unsigned cls, struct mm_pin pin)
@@ -1021,8 +1031,8 @@ static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 	bool kick = false;
 	if (!sh->caches[pin.cpu].slab) {
-		/* This CPU's first free: its slab, or straight to the span
-		 * if there is no memory for one now. */
+		/* No slab yet: make it, or straight to the span if there
+		 * is no memory for one now. */
 		if (mag_slab_make(sh, pin.cpu)) {
 			mag_push(m, mag_top(m), a, sh->mag_cookie);
 		} else {
@@ -1249,6 +1259,75 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 	return p;
 }
 
+/*
+ * Moves the next free objects of s, the cached span of class cls of CPU
+ * cpu (pinned, the owner), from its allocation cache into the class's
+ * magazine: at most k of them, and no more than it has room for. A CPU
+ * with no slab of slots yet (it has freed nothing) makes it first, unless
+ * the allocation's flags forbid growing the heap; with no memory for it,
+ * nothing moves. Each object gets its free marker, as a freed object in a
+ * magazine carries, and marked rises past them. The lowest address goes on
+ * top, so the pops hand them out in address order, as span_take would
+ * have.
+ *
+ * An empty magazine's refill does this after it takes its own object
+ * (spanheap_alloc_refill): a CPU that allocates more than it frees of a
+ * class (a producer whose objects another CPU frees, a burst of
+ * allocations) then pops k times for each refill instead of calling one
+ * per allocation. k is the class's mag_fill (spanheap_init): 1 KiB of
+ * objects, at most 16, none for a class whose objects are larger than
+ * 512 bytes, so that few lines are written before their time.
+ */
+static inline __attribute__((always_inline)) void
+mag_fill(struct spanheap *sh, unsigned cpu, unsigned cls, struct mspan *s,
+         unsigned k, unsigned flags)
+{
+	if (__builtin_expect(!sh->caches[cpu].slab, 0) &&
+	    ((flags & MM_NO_GROW) || !mag_slab_make(sh, cpu)))
+		return;
+	struct mmag *m = &sh->caches[cpu].mag[cls];
+	uintptr_t *t = mag_top(m);
+	size_t room = (size_t)(m->limit - t);
+	if (!room)
+		return;
+	uint64_t ac = s->alloc_cache;
+	unsigned n = popcount64(ac);
+	if (n > k)
+		n = k;
+	if (n > room)
+		n = (unsigned)room;
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	uintptr_t base = s->base, size = s->elemsize, cookie = sh->mag_cookie;
+	/* The j-th free bit (lowest first) into slot n-1-j. */
+	uint64_t run = ((uint64_t)1 << n) - 1; /* n <= MAG_FILL_MAX < 64 */
+	if ((ac & run) == run) {
+		/* The next n objects are all free (a span's untouched part,
+		 * the common case): one add each. */
+		uintptr_t o = base + (uintptr_t)fi * size;
+		for (unsigned j = n; j-- > 0; o += size) {
+			obj_words(o)[1] = cookie ^ o;
+			t[j] = o;
+		}
+		fi += n;
+		ac >>= n;
+	} else {
+		for (unsigned j = n; j-- > 0;) {
+			unsigned bit = (unsigned)__builtin_ctzll(ac);
+			uint32_t idx = fi + bit;
+			fi = idx + 1;
+			ac = (ac >> bit) >> 1;
+			uintptr_t o = base + (uintptr_t)idx * size;
+			obj_words(o)[1] = cookie ^ o;
+			t[j] = o;
+		}
+	}
+	s->alloc_cache = ac;
+	atomic_store_explicit(&s->freeindex, fi, memory_order_relaxed);
+	if (fi > atomic_load_explicit(&s->marked, memory_order_relaxed))
+		atomic_store_explicit(&s->marked, fi, memory_order_release);
+	mag_set_top(m, t + n);
+}
+
 /* The slow half of spanheap_alloc's fast path: refill (pinned by pin),
  * unpin, and fall back to the general path on failure. */
 static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
@@ -1300,6 +1379,9 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	if (__builtin_expect(ac == 0, 0))
 		return alloc_fast_miss(sh, size, flags, pin);
 	void *p = span_take(s, ac);
+	unsigned cls = s->sizeclass, k = sh->mag_fill[cls];
+	if (k && s->alloc_cache)
+		mag_fill(sh, pin.cpu, cls, s, k, flags);
 	mm_port_unpin(pin);
 	return p;
 }
@@ -1685,6 +1767,14 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		if (max > SPANHEAP_MAG_MAX)
 			max = SPANHEAP_MAG_MAX;
 		sh->mag_max[cls] = max;
+		/* mag_fill's k: 1 KiB of objects, at most 16, at most half
+		 * the magazine; none below 2. */
+		uint32_t fill = MAG_FILL_BYTES / sizeclass_info[cls].size;
+		if (fill > MAG_FILL_MAX)
+			fill = MAG_FILL_MAX;
+		if (fill > max / 2)
+			fill = max / 2;
+		sh->mag_fill[cls] = (uint8_t)(fill < 2 ? 0 : fill);
 		sh->mag_off[cls] = slots + 1; /* below it, the 0 */
 		slots += 1 + max;
 	}

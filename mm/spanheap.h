@@ -306,10 +306,13 @@ struct spanheap {
 	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
-	 * the CPU's first free and kept (like span structs); class c's are
+	 * the CPU's first free or refill and kept (like span structs);
+	 * class c's are
 	 * [mag_off[c], + mag_max[c]), below them a 0. Fixed after init but
 	 * mag_slabs. */
 	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
+	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
+	uint8_t mag_fill[SC_NCLASSES];
 	size_t mag_slab_pages;
 	_Atomic size_t mag_slabs; /* slabs made */
 };
@@ -323,8 +326,14 @@ struct spanheap_class_stats {
 struct spanheap_stats {
 	struct spanheap_class_stats cls[SC_NCLASSES]; /* [0]: large */
 	size_t spans, bytes_in_use, bytes_spans, large_pages;
+	/* Objects given back to their spans from the magazines, by the
+	 * span's owner (local bits) or by other CPUs (pending bits): the
+	 * frees, and the objects a refill put into a magazine that went back
+	 * unused (mag_fill). Cache refills (span changes). */
 	uint64_t local_frees, remote_frees, refills;
-	size_t mag_objects; /* freed objects waiting in the magazines */
+	/* Free objects waiting in the magazines: freed, or put there by a
+	 * refill */
+	size_t mag_objects;
 	uint32_t sweepgen;
 	struct spanheap_counters n;
 	struct mheap_stats heap;

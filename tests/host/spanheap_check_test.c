@@ -424,7 +424,9 @@ KTEST(spanheap_check_bits, double_free_meets_the_local_bit)
 	spanheap_free(&sh, p);
 	spanheap_sweep_cycle(&sh); /* the magazine's p to its local bit */
 	KASSERT(sh.caches[0].alloc[4] == s);
-	KASSERT_EQ(atomic_load(&s->local_free[0]), 1);
+	/* p's bit; the others are what keep's refill put into the magazine
+	 * (mag_fill), given back with p */
+	KASSERT(atomic_load(&s->local_free[0]) & 1);
 	p[1] = 0; /* a write after free erases the marker */
 	spanheap_free(&sh, p);
 	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
@@ -507,7 +509,9 @@ KTEST(spanheap_check_bits, fold_meets_both_bits)
 	KASSERT(p != NULL);
 	spanheap_free(&sh, p);
 	spanheap_sweep_cycle(&sh); /* p's local bit; still cached */
-	KASSERT_EQ(atomic_load(&s->local_free[0]), 1);
+	/* p's bit; the others are what keep's refill put into the magazine
+	 * (mag_fill), given back with p */
+	KASSERT(atomic_load(&s->local_free[0]) & 1);
 	p[1] = 0;
 	mm_port_set_cpu(1);
 	spanheap_free(&sh, p);

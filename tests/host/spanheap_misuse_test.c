@@ -288,6 +288,29 @@ KTEST(spanheap_misuse, object_past_the_marked_ones)
 	sh_heap_release(&heap);
 }
 
+/* An object a refill put into CPU 0's magazine (mag_fill) and no one
+ * has taken is free: a free of it, from CPU 0 or from another CPU, is a
+ * double free, and the magazine is left as it was. */
+KTEST(spanheap_misuse, free_of_an_object_a_refill_put_in_a_magazine)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 64, 0);
+	char *q = spanheap_alloc(&sh, 64, 0); /* the refill fills */
+	KASSERT(p && q == p + 64 && sh.mag_fill[sizeclass_of(64)] >= 2);
+	char *r = p + 128; /* on top of CPU 0's magazine */
+	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
+	mm_port_set_cpu(1);
+	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "after the refused frees");
+	KEXPECT(spanheap_alloc(&sh, 64, 0) == r);
+	spanheap_free(&sh, r);
+	spanheap_free(&sh, q);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_misuse, never_allocated)
 {
 	KASSERT(fresh_heap());

@@ -38,27 +38,34 @@ KTEST(spanheap, sweep_frees_spans)
 	KASSERT(sh_alloc_n(&sh, p, N, 256));
 	size_t full = sh_in_use_pages(&heap);
 	KEXPECT(full >= base + nspans * ci->npages);
+	/* What the last refill put into the magazine and no allocation
+	 * took (mag_fill): the flush gives it back to the cached span. */
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	size_t left = st.mag_objects;
+	KEXPECT(left < sizeclass_info[cls].nelems);
 	/* Hand the cached span back, then free: every free takes the
 	 * pending path, and nothing is given back before a sweep. */
 	spanheap_flush_cache(&sh);
 	size_t kept = sh_kept_pages(&sh);
 	for (int i = 0; i < N; i++)
 		spanheap_free(&sh, p[i]);
-	/* The first free made this CPU's magazine slab. */
+	/* The slab of magazine slots, made at the first refill, is not
+	 * made again. */
 	kept = sh_kept_pages(&sh) - kept;
+	KEXPECT_EQ(kept, 0);
 	KEXPECT_EQ(sh_in_use_pages(&heap), full + kept);
 	SH_CHECK(&sh, "pending frees");
 	size_t freed = spanheap_sweep_cycle(&sh);
 	KEXPECT_EQ(freed, nspans);
 	KEXPECT_EQ(sh_in_use_pages(&heap), full + kept - nspans * ci->npages);
-	struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.cls[cls].spans, 0);
 	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
 	KEXPECT_EQ(st.n.cycles, 1);
 	KEXPECT_EQ(st.n.freed_spans, nspans);
 	KEXPECT_EQ(st.remote_frees, N);
-	KEXPECT_EQ(st.local_frees, 0);
+	KEXPECT_EQ(st.local_frees, left); /* the flush's, by the owner */
 	/* A second cycle finds nothing. */
 	KEXPECT_EQ(spanheap_sweep_cycle(&sh), 0);
 	SH_CHECK(&sh, "after the sweep");
@@ -326,6 +333,10 @@ KTEST(spanheap, stats_count_objects)
 	mm_port_set_cpu(0);
 	struct spanheap_stats *st = calloc(1, sizeof(*st));
 	KASSERT(st);
+	/* The objects the refills put into magazines and no allocation
+	 * took (mag_fill): free, in no one's hands. */
+	spanheap_stats(&sh, st);
+	size_t left = st->mag_objects;
 	for (int round = 0; round < 2; round++) {
 		/* Round 0: all held; 1: the first half freed. Each round
 		 * then frees the next half, from CPUs 0 to 3. */
@@ -365,9 +376,10 @@ KTEST(spanheap, stats_count_objects)
 		KEXPECT_EQ(st->cls[sizeclass_of(sizes[s])].objects_in_use, 0);
 	KEXPECT_EQ(st->bytes_in_use, 0);
 	/* Each object was freed once and none allocated again: each is in
-	 * a magazine or went back to its span, by one path or the other. */
+	 * a magazine or went back to its span, by one path or the other;
+	 * and so is each that a refill put into a magazine. */
 	KEXPECT_EQ(st->local_frees + st->remote_frees + st->mag_objects,
-	           NS * K);
+	           NS * K + left);
 	free(st);
 	/* The slabinfo table: a line per class in use, then the totals and
 	 * the page heap's lines. */
@@ -390,6 +402,9 @@ struct xcpu {
 	void **objs;
 	size_t n; /* allocated (A), or freed (B) */
 	bool flush;
+	/* A: what the refills put into the magazines and no allocation
+	 * took (mag_fill), before the flush gives it back */
+	size_t left;
 };
 
 static void xcpu_alloc(void *arg)
@@ -402,6 +417,9 @@ static void xcpu_alloc(void *arg)
 			break;
 		memset(x->objs[x->n], 0x11, x->size);
 	}
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	x->left = st.mag_objects;
 	if (x->flush)
 		spanheap_flush_cache(&sh);
 }
@@ -446,7 +464,7 @@ KTEST(spanheap, cross_cpu_free)
 	struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.remote_frees, XN);
-	KEXPECT_EQ(st.local_frees, 0);
+	KEXPECT_EQ(st.local_frees, a.left); /* A's flush, the owner's */
 	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
 	KEXPECT_EQ(st.cls[cls].spans, nspans); /* not swept yet */
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), held);
@@ -473,6 +491,126 @@ KTEST(spanheap, cross_cpu_free)
 	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
 	SH_CHECK(&sh, "after CPU 1's flush");
 	free(objs);
+	sh_heap_release(&heap);
+}
+
+/*
+ * An empty magazine's refill hands out the cached span's next object and
+ * puts the k after it into the magazine (mag_fill), lowest on top, each
+ * with its free marker; the pops then hand them out in address order with
+ * the marker cleared, and the refill after them does it again. A CPU that
+ * has freed nothing makes its slab of slots for it.
+ */
+KTEST(spanheap, refill_fills_the_magazine)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	unsigned cls = sizeclass_of(64);
+	unsigned k = sh.mag_fill[cls];
+	KASSERT_EQ(k, 16);                     /* 1 KiB of 64-byte objects */
+	char *p0 = spanheap_alloc(&sh, 64, 0); /* a new span's object 0 */
+	KASSERT(p0);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p0);
+	KASSERT(mheap_span_is_span(s) && s->base == (uintptr_t)p0);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 0);
+	KEXPECT_EQ(atomic_load(&s->marked), 1);
+	char *p1 = spanheap_alloc(&sh, 64, 0); /* the refill */
+	KEXPECT(p1 == p0 + 64);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
+	KASSERT(sh.caches[0].slab != NULL);
+	KEXPECT_EQ(atomic_load(&s->marked), 2 + k);
+	struct mmag *m = &sh.caches[0].mag[cls];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[cls];
+	KASSERT_EQ(m->top - base, k);
+	for (unsigned j = 0; j < k; j++) {
+		uintptr_t o = (uintptr_t)p0 + (2 + j) * 64;
+		KEXPECT_EQ(m->top[-1 - (int)j], o);
+		KEXPECT_EQ(((uintptr_t *)o)[1], sh.mag_cookie ^ o);
+	}
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, 2);
+	KEXPECT_EQ(st.mag_objects, k);
+	SH_CHECK(&sh, "a filled magazine");
+	for (unsigned j = 0; j < k; j++) {
+		uintptr_t *q = spanheap_alloc(&sh, 64, 0);
+		KEXPECT(q == (uintptr_t *)(p0 + (2 + j) * 64));
+		KEXPECT(q && q[1] == 0);
+	}
+	KEXPECT(m->top == base);
+	/* Empty again: the next object, and the k after it. */
+	char *q = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(q == p0 + (2 + k) * 64);
+	KEXPECT_EQ(m->top - base, k);
+	KEXPECT_EQ(atomic_load(&s->marked), 3 + 2 * k);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
+	SH_CHECK(&sh, "filled again");
+	sh_heap_release(&heap);
+}
+
+/* The same with free objects scattered among allocated ones: the refill
+ * skips the allocated ones, and the magazine gets the free ones in
+ * address order. */
+KTEST(spanheap, refill_fills_past_allocated_objects)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	unsigned cls = sizeclass_of(64);
+	unsigned n = sizeclass_info[cls].nelems, k = sh.mag_fill[cls];
+	KASSERT(n <= SC_MAX_NELEMS && n >= 2 * (k + 2));
+	static char *p[SC_MAX_NELEMS];
+	KASSERT(sh_alloc_n(&sh, (void **)p, n, 64)); /* one whole span */
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p[0]);
+	KASSERT(mheap_span_is_span(s));
+	for (unsigned i = 0; i < n; i++)
+		KASSERT(p[i] == (char *)s->base + i * 64);
+	/* Every odd object of the first 2(k + 2) freed, and folded. */
+	for (unsigned i = 1; i < 2 * (k + 2); i += 2)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "odd objects free");
+	/* A new span for the cache: s, the one with free objects. */
+	KEXPECT(spanheap_alloc(&sh, 64, 0) == p[1]);
+	KEXPECT(spanheap_alloc(&sh, 64, 0) == p[3]); /* the refill */
+	struct mmag *m = &sh.caches[0].mag[cls];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[cls];
+	KASSERT_EQ(m->top - base, k);
+	for (unsigned j = 0; j < k; j++) {
+		uintptr_t o = (uintptr_t)p[5 + 2 * j];
+		KEXPECT_EQ(m->top[-1 - (int)j], o);
+		KEXPECT_EQ(((uintptr_t *)o)[1], sh.mag_cookie ^ o);
+	}
+	SH_CHECK(&sh, "a magazine filled past allocated objects");
+	for (unsigned j = 0; j < k; j++)
+		KEXPECT(spanheap_alloc(&sh, 64, 0) == p[5 + 2 * j]);
+	sh_heap_release(&heap);
+}
+
+/* A refill under MM_NO_GROW makes no slab (that could grow the heap): it
+ * fills nothing, and the next refill without the flag makes it. */
+KTEST(spanheap, refill_makes_no_slab_under_no_grow)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(1);
+	void *a = spanheap_alloc(&sh, 64, 0), *b = spanheap_alloc(&sh, 64, 0);
+	KASSERT(a && b);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1); /* CPU 1's refill's */
+	mm_port_set_cpu(0);
+	void *c = spanheap_alloc(&sh, 64, MM_NO_GROW);
+	void *d = spanheap_alloc(&sh, 64, MM_NO_GROW);
+	KASSERT(c && d);
+	KEXPECT(sh.caches[0].slab == NULL);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
+	void *e = spanheap_alloc(&sh, 64, 0);
+	KASSERT(e);
+	KEXPECT(sh.caches[0].slab != NULL);
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 2);
+	SH_CHECK(&sh, "after the refills");
+	void *all[] = {a, b, c, d, e};
+	for (unsigned i = 0; i < 5; i++)
+		spanheap_free(&sh, all[i]);
+	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap);
 }
 
