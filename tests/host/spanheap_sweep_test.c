@@ -582,8 +582,106 @@ KTEST(spanheap, refill_fills_past_allocated_objects)
 		KEXPECT_EQ(((uintptr_t *)o)[1], sh.mag_cookie ^ o);
 	}
 	SH_CHECK(&sh, "a magazine filled past allocated objects");
+	/* Every object was handed out before: marked stays where it was. */
+	KEXPECT_EQ(atomic_load(&s->marked), n);
 	for (unsigned j = 0; j < k; j++)
 		KEXPECT(spanheap_alloc(&sh, 64, 0) == p[5 + 2 * j]);
+	sh_heap_release(&heap);
+}
+
+/*
+ * A fill that steps over allocated objects (not a run) and then into
+ * objects never handed out: those had no marker before, so the fill
+ * writes it (a free of one of them must be refused by it), and marked
+ * rises past them. Objects 0-7 are handed out with MM_NO_GROW on a CPU
+ * with no slab (no fill), 1, 3 and 5 freed and folded: the refill that
+ * takes 3 fills 5, then 8 on.
+ */
+KTEST(spanheap, refill_marks_objects_never_handed_out_past_a_hole)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	unsigned cls = sizeclass_of(64), k = sh.mag_fill[cls];
+	KASSERT_EQ(k, 16);
+	char *p[8];
+	for (unsigned i = 0; i < 8; i++)
+		KASSERT(p[i] = spanheap_alloc(&sh, 64, MM_NO_GROW));
+	KASSERT(sh.caches[0].slab == NULL); /* nothing filled */
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p[0]);
+	KASSERT(mheap_span_is_span(s) && s->base == (uintptr_t)p[0]);
+	for (unsigned i = 0; i < 8; i++)
+		KASSERT(p[i] == p[0] + i * 64);
+	KASSERT_EQ(atomic_load(&s->marked), 8);
+	for (unsigned i = 1; i < 7; i += 2)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh); /* 1, 3, 5 folded: free in s */
+	SH_CHECK(&sh, "1, 3 and 5 free");
+	KEXPECT(spanheap_alloc(&sh, 64, 0) == p[1]); /* s cached again */
+	KEXPECT(spanheap_alloc(&sh, 64, 0) == p[3]); /* the refill */
+	struct mmag *m = &sh.caches[0].mag[cls];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[cls];
+	KASSERT_EQ(m->top - base, k);
+	for (unsigned j = 0; j < k; j++) {
+		uintptr_t o = (uintptr_t)p[0] + (j ? 7 + j : 5) * 64;
+		KEXPECT_EQ(m->top[-1 - (int)j], o);
+		KEXPECT_EQ(((uintptr_t *)o)[1], sh.mag_cookie ^ o);
+	}
+	KEXPECT_EQ(atomic_load(&s->marked), 8 + k - 1);
+	SH_CHECK(&sh, "filled past a hole");
+	char *last = p[0] + (7 + k - 1) * 64; /* the bottom, never handed out */
+	KEXPECT(MM_PORT_PANICS(spanheap_free(&sh, last)));
+	sh_unpin_after_panic();
+	KEXPECT(strstr(mm_port_last_panic(), "double free") != NULL);
+	for (unsigned j = 0; j < k; j++) {
+		uintptr_t *q = spanheap_alloc(&sh, 64, 0);
+		KEXPECT(q == (uintptr_t *)(p[0] + (j ? 7 + j : 5) * 64));
+		KEXPECT(q && q[1] == 0);
+	}
+	sh_heap_release(&heap);
+}
+
+/*
+ * With restartable sequences, the refill pins only after its pop found
+ * the magazine empty (spanheap_alloc_refill_pin), and an interrupt
+ * meanwhile may have freed objects into it: the fill then adds no more
+ * than the magazine has room for. Here CPU 0's magazine holds all but 3
+ * objects when the refill runs (called as the pinned way calls it).
+ */
+KTEST(spanheap, refill_fills_no_more_than_the_magazine_holds)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned cls = sizeclass_of(64), k = sh.mag_fill[cls];
+	unsigned max = sh.mag_max[cls];
+	KASSERT(k == 16 && max > 3 && max <= SPANHEAP_MAG_MAX);
+	mm_port_set_cpu(1);
+	static void *q[SPANHEAP_MAG_MAX];
+	KASSERT(sh_alloc_n(&sh, q, max - 3, 64)); /* CPU 1's span's */
+	mm_port_set_cpu(0);
+	char *a = spanheap_alloc(&sh, 64, 0); /* CPU 0's span, no slab */
+	KASSERT(a && sh.caches[0].slab == NULL);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)a);
+	KASSERT(mheap_span_is_span(s) && s->base == (uintptr_t)a);
+	for (unsigned i = 0; i < max - 3; i++)
+		spanheap_free(&sh, q[i]); /* CPU 0's magazine */
+	struct mmag *m = &sh.caches[0].mag[cls];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[cls];
+	KASSERT_EQ(m->top - base, max - 3);
+	char *b = spanheap_alloc_refill(&sh, 64, 0, mm_port_pin());
+	KEXPECT(b == a + 64);
+	KEXPECT(m->top == m->limit);
+	KEXPECT_EQ(m->top - base, max);
+	for (unsigned j = 0; j < 3; j++)
+		KEXPECT_EQ(m->top[-1 - (int)j], (uintptr_t)a + (2 + j) * 64);
+	KEXPECT_EQ(base[max], 0); /* the next class's 0 */
+	KEXPECT_EQ(atomic_load(&s->marked), 5);
+	SH_CHECK(&sh, "a magazine filled to its limit");
+	/* Full: the refill hands out the span's next object, fills none. */
+	char *c = spanheap_alloc_refill(&sh, 64, 0, mm_port_pin());
+	KEXPECT(c == a + 5 * 64);
+	KEXPECT(m->top == m->limit);
+	KEXPECT_EQ(base[max], 0);
+	KEXPECT_EQ(atomic_load(&s->marked), 6);
+	SH_CHECK(&sh, "a full magazine's refill");
 	sh_heap_release(&heap);
 }
 
