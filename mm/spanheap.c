@@ -40,8 +40,9 @@
  * Algorithm.
  *   alloc   pinned (with MM_PORT_RSEQ: a restartable sequence, rseq.h):
  *           the newest object of the CPU's magazine for the class (a LIFO
- *           array of objects it freed, in the CPU's slab of slots; inline
- *           in the caller for a class it knows: spanheap_alloc_class);
+ *           array of objects it freed or a refill put there, in the
+ *           CPU's slab of slots; inline in the caller for a class it
+ *           knows: spanheap_alloc_class);
  *           else, pinned, the cached span's next free bit, and the next
  *           few (up to 1 KiB of small objects) go into the empty magazine
  *           (mag_fill), so that the allocations after it pop; when the
@@ -68,7 +69,10 @@
  * one store commits it, and which the port's interrupt entry restarts
  * (rseq.h); a pinned slow path cannot be interleaved by one on its CPU.
  * Nothing sleeps pinned: a thread caller unpins before it asks the page
- * heap for memory.
+ * heap for a span; the one request made pinned, a CPU's slab of magazine
+ * slots (at its first free or refill, mag_slab_make), is MHEAP_ATOMIC
+ * whatever the caller's flags, which never sleeps and never waits for
+ * another CPU's growth (mheap.h).
  */
 #include "spanheap_internal.h"
 
@@ -1263,11 +1267,11 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
  * Moves the next free objects of s, the cached span of class cls of CPU
  * cpu (pinned, the owner), from its allocation cache into the class's
  * magazine: at most k of them, and no more than it has room for. A CPU
- * with no slab of slots yet (it has freed nothing) makes it first, unless
- * the allocation's flags forbid growing the heap; with no memory for it,
- * nothing moves. Each object gets its free marker, as a freed object in a
- * magazine carries, and marked rises past them. The lowest address goes on
- * top, so the pops hand them out in address order, as span_take would
+ * with no slab of slots yet (no free or refill has made it) makes it
+ * first, unless the allocation's flags forbid growing the heap; with no
+ * memory for it, nothing moves. Each object gets its free marker, as a freed
+ * object in a magazine carries, and marked rises past them. The lowest address
+ * goes on top, so the pops hand them out in address order, as span_take would
  * have.
  *
  * An empty magazine's refill does this after it takes its own object
@@ -1363,7 +1367,8 @@ alloc_unpinned(struct spanheap *sh, size_t size, unsigned flags)
 	return spanheap_alloc_refill(sh, size, flags, pin);
 }
 
-/* An empty magazine: the cached span's next free bit, or a refill
+/* An empty magazine: the cached span's next free bit, and the next few
+ * free ones into the magazine (mag_fill); or, with none left, a refill
  * (alloc_fast_miss). Pinned (pin); unpins. Out of line, so that the
  * magazine's path keeps to a few registers (no saves). */
 __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
@@ -1548,8 +1553,10 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 
 /* A free of object idx of s that carries its free marker: say what is
  * wrong. Freed since it was handed out (its local or pending bit, or a
- * magazine) is a double free; never handed out since its span last
- * folded is a free of an object that is not allocated. */
+ * magazine) is a double free, and so is one a refill put into a magazine
+ * and no one took (below freeindex, or in alloc_bits once folded); never
+ * handed out since its span last folded is a free of an object that is
+ * not allocated. */
 __attribute__((noreturn, noinline)) static void
 free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
 {

@@ -11,10 +11,11 @@
  *                 sweepgen; found from any pointer through the page heap's
  *                 lock-free span table
  *   mcache        one per CPU: the current span of each class and a
- *                 magazine of objects the CPU freed (reused newest
- *                 first); the fast paths take no lock, pinned to the CPU
- *                 with interrupts off, or (MM_PORT_RSEQ) as restartable
- *                 sequences that pin nothing (rseq.h)
+ *                 magazine of objects the CPU freed or a refill moved
+ *                 there from the span (reused newest first); the fast
+ *                 paths take no lock, pinned to the CPU with interrupts
+ *                 off, or (MM_PORT_RSEQ) as restartable sequences that
+ *                 pin nothing (rseq.h)
  *   mcentral      one per class: partial and full spans, each set split
  *                 into swept and unswept halves that swap meaning when a
  *                 sweep cycle begins
@@ -169,19 +170,20 @@ struct mcache_counters {
 };
 
 /*
- * A magazine: objects of one class this CPU freed, handed out again by its
- * next allocations of the class, last in first out (tcmalloc's per-CPU
- * free lists). An array of slots in the CPU's slab, not a list through
- * the objects: popping one reads nothing of the object, and a write after
- * free cannot redirect an allocation. A freed object's second word holds
- * the free marker, cookie ^ its address. Past its size, the older half
+ * A magazine: free objects of one class, those this CPU freed and those an
+ * empty magazine's refill moved there from the cached span (mag_fill),
+ * handed out by its next allocations of the class, last in first out
+ * (tcmalloc's per-CPU free lists). An array of slots in the CPU's slab, not a
+ * list through the objects: popping one reads nothing of the object, and a
+ * write after free cannot redirect an allocation. Each object's second word
+ * holds the free marker, cookie ^ its address. Past its size, the older half
  * goes back to the spans.
  *
  * Two pointers, so that a pop and a push each compare one: the slot
  * below a magazine's first holds 0, so a pop that reads 0 below top
  * found it empty; a push at limit finds it full. Until the CPU's slab is
  * made, top and limit both point just past a shared zero word: empty and
- * full at once, so the first free makes the slab.
+ * full at once, so the first free or refill makes the slab.
  */
 struct mmag {
 	uintptr_t *top;   /* past the newest object; __atomic relaxed (stats) */
