@@ -1020,9 +1020,9 @@ static __attribute__((noinline)) void free_unpinned(struct spanheap *sh,
  * A full magazine: its older half goes back to the spans in one batch
  * (mag_give_back), the recent half stays (it is the cache-warm one), and
  * the free (object a, checked) goes in. Or this CPU has no slab yet (its
- * first free, unless a refill made it), which the free makes first. Or the fast
- * path's pin pinned nothing: a pin, then the magazine it could not see. Pinned
- * by pin (mm_port_pin_fast's); unpins.
+ * first free, unless a refill made it), which the free makes first. Or
+ * the fast path's pin pinned nothing: a pin, then the magazine it could
+ * not see. Pinned by pin (mm_port_pin_fast's); unpins.
  */
 static __attribute__((noinline)) void mag_full(struct spanheap *sh, uintptr_t a,
                                                unsigned cls, struct mm_pin pin)
@@ -1269,10 +1269,10 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
  * magazine: at most k of them, and no more than it has room for. A CPU
  * with no slab of slots yet (no free or refill has made it) makes it
  * first, unless the allocation's flags forbid growing the heap; with no
- * memory for it, nothing moves. Each object gets its free marker, as a freed
- * object in a magazine carries, and marked rises past them. The lowest address
- * goes on top, so the pops hand them out in address order, as span_take would
- * have.
+ * memory for it, nothing moves. Each object gets its free marker, as a
+ * freed object in a magazine carries, and marked rises past them. The
+ * lowest address goes on top, so the pops hand them out in address
+ * order, as span_take would have.
  *
  * An empty magazine's refill does this after it takes its own object
  * (spanheap_alloc_refill): a CPU that allocates more than it frees of a

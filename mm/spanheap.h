@@ -170,14 +170,14 @@ struct mcache_counters {
 };
 
 /*
- * A magazine: free objects of one class, those this CPU freed and those an
- * empty magazine's refill moved there from the cached span (mag_fill),
- * handed out by its next allocations of the class, last in first out
- * (tcmalloc's per-CPU free lists). An array of slots in the CPU's slab, not a
- * list through the objects: popping one reads nothing of the object, and a
- * write after free cannot redirect an allocation. Each object's second word
- * holds the free marker, cookie ^ its address. Past its size, the older half
- * goes back to the spans.
+ * A magazine: free objects of one class, those this CPU freed and those
+ * an empty magazine's refill moved there from the cached span
+ * (mag_fill), handed out by its next allocations of the class, last in
+ * first out (tcmalloc's per-CPU free lists). An array of slots in the
+ * CPU's slab, not a list through the objects: popping one reads nothing
+ * of the object, and a write after free cannot redirect an allocation.
+ * Each object's second word holds the free marker, cookie ^ its address.
+ * Past its size, the older half goes back to the spans.
  *
  * Two pointers, so that a pop and a push each compare one: the slot
  * below a magazine's first holds 0, so a pop that reads 0 below top
@@ -309,9 +309,8 @@ struct spanheap {
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
 	 * the CPU's first free or refill and kept (like span structs);
-	 * class c's are
-	 * [mag_off[c], + mag_max[c]), below them a 0. Fixed after init but
-	 * mag_slabs. */
+	 * class c's are [mag_off[c], + mag_max[c]), below them a 0. Fixed
+	 * after init but mag_slabs. */
 	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
 	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
 	uint8_t mag_fill[SC_NCLASSES];
