@@ -92,7 +92,16 @@ uint64_t mm_rseq_restarts(void)
 	return atomic_load_explicit(&restarts, memory_order_relaxed);
 }
 
+#ifdef MM_TEST_HOOKS
+_Atomic bool mm_rseq_test_hide_count;
+#endif
+
 size_t mm_rseq_count(void)
 {
+#ifdef MM_TEST_HOOKS
+	if (atomic_load_explicit(&mm_rseq_test_hide_count,
+	                         memory_order_relaxed))
+		return 0;
+#endif
 	return ntable;
 }

@@ -55,6 +55,12 @@ uint64_t mm_rseq_restarts(void);
  * with MM_PORT_RSEQ: no sequence could be restarted). */
 size_t mm_rseq_count(void);
 
+#ifdef MM_TEST_HOOKS
+/* Set by a test: mm_rseq_count answers 0 while the table stays as it is
+ * (so restarts go on), as if the port had dropped the section. */
+extern _Atomic bool mm_rseq_test_hide_count;
+#endif
+
 /* The assembly that records the sequence from local label START to local
  * label END (strings, "1b" and "2b") in the table. */
 #define MM_RSEQ_RECORD(start, end)         \

@@ -17,7 +17,12 @@
  * the IPI lands at that boundary, through irq_dispatch, whose restart is
  * the one under test; its handler interferes and turns interrupts off
  * again for the rest of the call.
+ *
+ * Last, the guard: spanheap_init refuses a heap whose port has no
+ * sequences recorded.
  */
+#include <stdatomic.h>
+
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/trap.h"
@@ -25,7 +30,9 @@
 #include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
+#include "kernel/string.h"
 #include "mm/rseq.h"
+#include "mm/spanheap.h"
 
 #define RFLAGS_TF (1ull << 8)
 #define OBJ       64
@@ -282,4 +289,30 @@ KTEST(rseq, restart_moves_only_an_ip_inside_a_sequence)
 	ip = 0;
 	KEXPECT(!mm_rseq_restart(&ip));
 	KEXPECT_EQ(ip, 0);
+}
+
+/* spanheap_init refuses MM_PORT_RSEQ with an empty table, as when a port
+ * never called mm_rseq_init or its linker script dropped the section: no
+ * interrupted fast path could be restarted. The test hides the count
+ * alone; the table, which the other CPUs' restarts search, stays. The
+ * refusal touches nothing of the heap it was given. */
+KTEST(rseq, spanheap_init_refuses_an_empty_table)
+{
+	KASSERT(mm_rseq_count() > 0);
+	struct spanheap *scratch = kmalloc(sizeof(*scratch), 0);
+	KASSERT(scratch != NULL);
+	memset(scratch, 0xa5, sizeof(*scratch));
+	struct spanheap_config cfg;
+	spanheap_config_default(&cfg);
+	atomic_store(&mm_rseq_test_hide_count, true);
+	bool ok = spanheap_init(scratch, &kheap, &cfg);
+	atomic_store(&mm_rseq_test_hide_count, false);
+	KEXPECT(!ok);
+	KEXPECT(mm_rseq_count() > 0);
+	const unsigned char *b = (const unsigned char *)scratch;
+	size_t changed = 0;
+	for (size_t i = 0; i < sizeof(*scratch); i++)
+		changed += b[i] != 0xa5;
+	KEXPECT_EQ(changed, 0);
+	kfree(scratch);
 }
