@@ -13,8 +13,9 @@
 #                      then the span heap's (bench-spanheap)
 #   make bench-spanheap  the span heap against glibc malloc, jemalloc,
 #                      mimalloc and tcmalloc (tools/bench-spanheap: a table
-#                      of ns/op and peak RSS, the sweeper's CPU share,
-#                      callgrind instructions per 16-byte pair); kept in
+#                      of ns/op and peak RSS, bulk's two phases apart,
+#                      the sweeper's CPU share, callgrind instructions
+#                      per 16-byte pair); kept in
 #                      $(BENCH_DIR)/spanheap.txt. 1-2 minutes;
 #                      SPANHEAP_BENCH_REPS runs per cell (median, default 5).
 #                      Fails only if the span heap crashes, never on a number

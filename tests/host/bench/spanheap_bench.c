@@ -43,8 +43,11 @@
  * timed nanoseconds divided by its ops (equal per-thread work: perfect
  * scaling keeps it constant as threads are added); maxrss_kib is the
  * process's peak RSS (getrusage), harness arrays included (the same for
- * every allocator). For mm also the sweeper's CPU time and cycles, and
- * spanheap_check runs after the workload (sweeper stopped).
+ * every allocator). For bulk64 also alloc_ns_per_obj and
+ * free_ns_per_obj, that thread's two phases apart (per object and round;
+ * the first round's allocations take the page faults). For mm also the
+ * sweeper's CPU time and cycles, and spanheap_check runs after the
+ * workload (sweeper stopped).
  *
  * --callgrind=N runs N 16-byte alloc+free pairs on one thread and nothing
  * else (for mm: no sweeper or scavenger thread, which would add
@@ -163,6 +166,9 @@ struct worker {
 	unsigned id;
 	uint64_t ops;      /* ops this thread does (or, consumer: frees) */
 	uint64_t timed_ns; /* its timed sections */
+	/* bulk64: the allocation and the free phases (timed_ns is their
+	 * sum) */
+	uint64_t alloc_ns, free_ns;
 	uint64_t rng;
 	size_t size; /* pairN */
 };
@@ -247,7 +253,7 @@ static void work_bulk(struct worker *w)
 		uint64_t t0 = now_ns();
 		for (size_t i = 0; i < BULK_OBJECTS; i++)
 			v[i] = obj_alloc(64, 0);
-		w->timed_ns += now_ns() - t0;
+		w->alloc_ns += now_ns() - t0;
 		/* Fisher-Yates */
 		for (size_t i = BULK_OBJECTS - 1; i > 0; i--) {
 			size_t j = rng(&w->rng) % (i + 1);
@@ -259,8 +265,9 @@ static void work_bulk(struct worker *w)
 		t0 = now_ns();
 		for (size_t i = 0; i < BULK_OBJECTS; i++)
 			obj_free(v[i], 0);
-		w->timed_ns += now_ns() - t0;
+		w->free_ns += now_ns() - t0;
 	}
+	w->timed_ns = w->alloc_ns + w->free_ns;
 	munmap(v, BULK_OBJECTS * sizeof(void *));
 }
 
@@ -427,9 +434,12 @@ static void run_workload(struct worker *ws, unsigned nthreads, double scale)
 static void report(const struct worker *ws, unsigned nthreads, uint64_t wall)
 {
 	uint64_t worst = 0;
+	unsigned slowest = 0;
 	for (unsigned i = 0; i < nthreads; i++)
-		if (ws[i].timed_ns > worst)
+		if (ws[i].timed_ns > worst) {
 			worst = ws[i].timed_ns;
+			slowest = i;
+		}
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("spanheap_bench alloc=%s workload=%s threads=%u ops=%lu "
@@ -437,6 +447,10 @@ static void report(const struct worker *ws, unsigned nthreads, uint64_t wall)
 	       use_mm ? "mm" : "system", wl->name, nthreads,
 	       (unsigned long)ws[0].ops, (double)worst / (double)ws[0].ops,
 	       ru.ru_maxrss, (unsigned long)wall);
+	if (wl->fn == work_bulk)
+		printf(" alloc_ns_per_obj=%.2f free_ns_per_obj=%.2f",
+		       (double)ws[slowest].alloc_ns / (double)ws[0].ops,
+		       (double)ws[slowest].free_ns / (double)ws[0].ops);
 	if (use_mm) {
 		static struct spanheap_stats st; /* large */
 		spanheap_stats(&sh, &st);
