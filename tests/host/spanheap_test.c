@@ -4,7 +4,8 @@
  * allocation, calloc and realloc, impossible requests, MM_NO_GROW and
  * MM_ZERO. spanheap_check runs at every quiet point. The free paths,
  * sweeping and statistics are in spanheap_sweep_test.c, misuse in
- * spanheap_misuse_test.c.
+ * spanheap_misuse_test.c, failed set-up and out of memory in
+ * spanheap_fail_test.c.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.

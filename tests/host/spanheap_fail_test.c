@@ -1,0 +1,347 @@
+/*
+ * The span heap's (mm/spanheap.c) failure paths and the refill that meets
+ * its own CPU's work: spanheap_init refusing a bad configuration and
+ * failing without memory for its span array; a span that cannot get a
+ * span struct (no memory for a bigger all-spans array, or for the struct
+ * page after it) leaking none of the pages it took; and a refill whose
+ * CPU, while the refill was unpinned making a span, cached a span of the
+ * same class (with an object left, or full).
+ *
+ * The span-struct cases fill the structs first, so that the next span
+ * needs a bigger all-spans array (spanheap.c, structs_reserve); the page
+ * heap's arena is then used up but for a hole of the pages wanted.
+ */
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A large span: one span struct each. */
+enum { BIG = 40 << 10, BIG_PAGES = BIG / PG };
+
+/* ---- spanheap_init ------------------------------------------------------- */
+
+static struct spanheap other; /* large: not on the stack */
+static unsigned char other_was[sizeof(struct spanheap)];
+
+/* Each field out of range: init says why, returns false and writes
+ * nothing of the span heap it was given. */
+KTEST(spanheap_fail, init_refuses_a_bad_config)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	static const struct {
+		const char *what;
+		unsigned pending_permille, batch_spans, cpu_permille;
+		uint64_t period_ns;
+	} bad[] = {
+	        {"pending 0", 0, 32, 10, 1000},
+	        {"pending 1001", 1001, 32, 10, 1000},
+	        {"batch 0", 125, 0, 10, 1000},
+	        {"period 0", 125, 32, 10, 0},
+	        {"cpu 0", 125, 32, 0, 1000},
+	        {"cpu 1001", 125, 32, 1001, 1000},
+	};
+	size_t used = sh_in_use_pages(&heap);
+	mm_port_set_quiet(true);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct spanheap_config cfg;
+		spanheap_config_default(&cfg);
+		cfg.pending_permille = bad[i].pending_permille;
+		cfg.batch_spans = bad[i].batch_spans;
+		cfg.cpu_permille = bad[i].cpu_permille;
+		cfg.period_ns = bad[i].period_ns;
+		memset(&other, 0x5a, sizeof(other));
+		memcpy(other_was, &other, sizeof(other));
+		unsigned long logs = mm_port_log_count();
+		if (spanheap_init(&other, &heap, &cfg))
+			ktest_fail_at(__FILE__, __LINE__, "%s: accepted",
+			              bad[i].what);
+		else if (memcmp(&other, other_was, sizeof(other)) != 0)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "%s: the heap was written", bad[i].what);
+		KEXPECT_EQ(mm_port_log_count(), logs + 1);
+		KEXPECT(strstr(mm_port_last_log(), "bad config") != NULL);
+	}
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(sh_in_use_pages(&heap), used);
+	SH_CHECK(&sh, "after the refusals");
+	sh_heap_release(&heap);
+}
+
+/* Every page of the arena taken but a hole of hole_pages (0: none), which
+ * the next allocations get. The blocks go in held[], *n of them. */
+enum { MAX_HELD = 256 };
+static void *held[MAX_HELD];
+static size_t held_pages[MAX_HELD];
+
+static bool take_all_but(size_t hole_pages, size_t *n)
+{
+	void *hole = NULL;
+	*n = 0;
+	if (hole_pages && !(hole = mheap_alloc_pages(&heap, hole_pages, 0)))
+		return false;
+	mm_port_set_quiet(true);
+	for (size_t k = heap.arena_pages; k; k /= 2) {
+		void *p;
+		while (*n < MAX_HELD && (p = mheap_alloc_pages(&heap, k, 0))) {
+			held[*n] = p;
+			held_pages[(*n)++] = k;
+		}
+	}
+	mm_port_set_quiet(false);
+	if (hole)
+		mheap_free_pages(&heap, hole, hole_pages);
+	return *n < MAX_HELD;
+}
+
+static void give_all_back(size_t n)
+{
+	while (n--)
+		mheap_free_pages(&heap, held[n], held_pages[n]);
+}
+
+/* The span array cannot be had: init fails, saying so, and takes no page. */
+KTEST(spanheap_fail, init_without_memory_for_the_span_array)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	KASSERT(mheap_init(&heap, &hc));
+	size_t n;
+	KASSERT(take_all_but(0, &n));
+	size_t used = sh_in_use_pages(&heap);
+	KEXPECT_EQ(used, heap.arena_pages);
+	struct spanheap_config cfg;
+	spanheap_config_default(&cfg);
+	mm_port_set_quiet(true);
+	KEXPECT(!spanheap_init(&sh, &heap, &cfg));
+	mm_port_set_quiet(false);
+	KEXPECT(strstr(mm_port_last_log(), "no memory for the span array") !=
+	        NULL);
+	KEXPECT_EQ(sh_in_use_pages(&heap), used);
+	give_all_back(n);
+	KASSERT(spanheap_init(&sh, &heap, &cfg));
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the second init");
+	sh_heap_release(&heap);
+}
+
+/* ---- No memory for a span struct ----------------------------------------- */
+
+/* A heap whose next span needs a bigger all-spans array; the BIG objects
+ * that used the structs up go in objs[], *n of them. */
+static void *objs[1024];
+
+static bool heap_with_structs_used_up(size_t *n)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 32 * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	if (!sh_heap_new_with(&heap, &sh, &hc, NULL))
+		return false;
+	mm_port_set_cpu(0);
+	*n = 0;
+	while (!(sh.nstructs_free == 0 &&
+	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+		if (*n == 1024 || !(objs[*n] = spanheap_alloc(&sh, BIG, 0)))
+			return false;
+		(*n)++;
+	}
+	return true;
+}
+
+/* The pages of the all-spans array that structs_reserve makes next. */
+static size_t next_spans_pages(void)
+{
+	size_t need = sh.spans->len + SH_STRUCTS_PER_PAGE;
+	size_t cap = sh.spans->cap * 2 > need ? sh.spans->cap * 2 : need;
+	size_t bytes = sizeof(struct spanheap_spans) + cap * sizeof(void *);
+	return (bytes + PG - 1) / PG;
+}
+
+/* What a failed allocation must leave as it was. */
+struct before {
+	size_t in_use, nstructs, spans_cap;
+	struct spanheap_spans *spans;
+};
+
+static void before_take(struct before *b)
+{
+	b->in_use = sh_in_use_pages(&heap);
+	b->nstructs = sh.nstructs;
+	b->spans = sh.spans;
+	b->spans_cap = sh.spans->cap;
+}
+
+static void expect_unchanged(int line, const char *what, const struct before *b)
+{
+	if (sh_in_use_pages(&heap) != b->in_use)
+		ktest_fail_at(__FILE__, line, "%s: %zu pages in use, not %zu",
+		              what, sh_in_use_pages(&heap), b->in_use);
+	if (sh.nstructs != b->nstructs || sh.spans != b->spans ||
+	    sh.spans->cap != b->spans_cap)
+		ktest_fail_at(__FILE__, line,
+		              "%s: the span structs or their array changed",
+		              what);
+}
+
+/*
+ * Out of memory in structs_reserve: the large span's pages came, but the
+ * bigger all-spans array did not (a hole of BIG_PAGES), or the array did
+ * and the struct page after it did not (a hole of BIG_PAGES and the
+ * array's pages). Either way the allocation fails and every page it took
+ * goes back; a small class's span the same. With the memory back, the
+ * same allocations work.
+ */
+KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
+{
+	size_t nobj, nheld;
+	KASSERT(heap_with_structs_used_up(&nobj));
+	struct before b;
+	static const struct {
+		const char *what;
+		size_t size, hole;
+	} cases[] = {
+	        {"large, no array", BIG, BIG_PAGES},
+	        {"large, no struct page", BIG, BIG_PAGES},
+	        {"small, no array", 64, 8},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t hole = cases[i].hole;
+		if (i == 1)
+			hole += next_spans_pages();
+		KASSERT(take_all_but(hole, &nheld));
+		before_take(&b);
+		mm_port_set_quiet(true);
+		void *p = spanheap_alloc(&sh, cases[i].size, 0);
+		mm_port_set_quiet(false);
+		if (p)
+			ktest_fail_at(__FILE__, __LINE__, "%s: got %p",
+			              cases[i].what, p);
+		expect_unchanged(__LINE__, cases[i].what, &b);
+		/* The hole is still free, whole. */
+		void *again = mheap_alloc_pages(&heap, hole, 0);
+		KEXPECT(again != NULL);
+		if (again)
+			mheap_free_pages(&heap, again, hole);
+		SH_CHECK(&sh, cases[i].what);
+		give_all_back(nheld);
+	}
+	void *big = spanheap_alloc(&sh, BIG, 0);
+	void *small = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(big && small);
+	KEXPECT(sh.spans->cap > b.spans_cap);
+	spanheap_free(&sh, small);
+	spanheap_free(&sh, big);
+	for (size_t i = 0; i < nobj; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_flush_cache(&sh);
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/* ---- A refill that meets its CPU's own refill ---------------------------- */
+
+/*
+ * alloc_slow unpins to make a span; meanwhile something on its CPU (an
+ * interrupt in the kernel; here the test hook, on the same thread and
+ * CPU) refilled the same class. The hook runs in the refill's
+ * structs_reserve (the all-spans array grows), once.
+ */
+static size_t hook_size;
+static void *hook_got;
+
+static void refill_meanwhile(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SPANS_SIZED || !hook_size)
+		return;
+	size_t size = hook_size;
+	hook_size = 0;
+	hook_got = spanheap_alloc(&sh, size, 0);
+}
+
+static struct mspan *span_at(const void *p)
+{
+	return mheap_span_lookup(&heap, (uintptr_t)p);
+}
+
+/* Allocates size with the hook armed; NULL if anything went wrong. */
+static void *alloc_with_a_refill_meanwhile(size_t size)
+{
+	hook_size = size;
+	hook_got = NULL;
+	mheap_test_hook = refill_meanwhile;
+	void *p = spanheap_alloc(&sh, size, 0);
+	mheap_test_hook = NULL;
+	return hook_size == 0 && hook_got ? p : NULL;
+}
+
+static void free_all(size_t nobj)
+{
+	for (size_t i = 0; i < nobj; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh); /* spans on the central lists */
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+}
+
+/* The span cached meanwhile has objects left: the refill takes the next
+ * one and gives back the span it made (empty: freed). */
+KTEST(spanheap_fail, refill_takes_from_a_span_cached_meanwhile)
+{
+	size_t nobj;
+	KASSERT(heap_with_structs_used_up(&nobj));
+	unsigned cls = sizeclass_of(64);
+	uint64_t freed0 = sh.n.freed_spans;
+	char *p = alloc_with_a_refill_meanwhile(64);
+	KASSERT(p != NULL);
+	char *q = hook_got;
+	struct mspan *s = span_at(q);
+	KEXPECT(span_at(p) == s);
+	KEXPECT(p == q + 64);
+	KEXPECT(sh.caches[0].alloc[cls] == s);
+	KEXPECT_EQ(atomic_load(&sh.central[cls].nspans), 1);
+	KEXPECT_EQ(sh.n.freed_spans, freed0 + 1); /* the one it made */
+	SH_CHECK(&sh, "after the refill");
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, q);
+	free_all(nobj);
+	sh_heap_release(&heap);
+}
+
+/* The span cached meanwhile is full (its class holds one object): the
+ * refill hands it back, on the full list, and caches the one it made. */
+KTEST(spanheap_fail, refill_hands_back_a_full_span_cached_meanwhile)
+{
+	size_t nobj;
+	KASSERT(heap_with_structs_used_up(&nobj));
+	unsigned cls = SC_NCLASSES - 1;
+	KASSERT_EQ(sizeclass_info[cls].nelems, 1);
+	size_t size = sizeclass_info[cls].size;
+	void *p = alloc_with_a_refill_meanwhile(size);
+	KASSERT(p != NULL);
+	struct mspan *s = span_at(hook_got), *t = span_at(p);
+	KEXPECT(s != t);
+	KEXPECT(sh.caches[0].alloc[cls] == t);
+	KEXPECT_EQ(s->list, MSPAN_LIST_FULL);
+	KEXPECT_EQ(s->alloc_count, 1);
+	KEXPECT_EQ(atomic_load(&sh.central[cls].nspans), 2);
+	SH_CHECK(&sh, "after the refill");
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, hook_got);
+	free_all(nobj);
+	sh_heap_release(&heap);
+}
