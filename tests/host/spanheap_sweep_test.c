@@ -836,3 +836,26 @@ KTEST(spanheap, magazine_reuses_then_local_free)
 	SH_CHECK(&sh, "after the flush");
 	sh_heap_release(&heap);
 }
+
+/* A stop with no sweeper does nothing; a second start keeps the thread
+ * the first made (a second thread would sweep the same heap, unjoined);
+ * after a stop a start makes a new one. */
+KTEST(spanheap, sweeper_start_and_stop_twice)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	spanheap_sweeper_stop(&sh);
+	KEXPECT(sh.sweeper.thread == NULL);
+	KASSERT(spanheap_sweeper_start(&sh));
+	struct mm_thread *t = sh.sweeper.thread;
+	KEXPECT(t != NULL);
+	KEXPECT(spanheap_sweeper_start(&sh));
+	KEXPECT(sh.sweeper.thread == t);
+	spanheap_sweeper_stop(&sh);
+	KEXPECT(sh.sweeper.thread == NULL);
+	spanheap_sweeper_stop(&sh);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT(sh.sweeper.thread != NULL);
+	spanheap_sweeper_stop(&sh);
+	KEXPECT(sh.sweeper.thread == NULL);
+	sh_heap_release(&heap);
+}
