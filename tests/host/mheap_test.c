@@ -3,7 +3,9 @@
  * port: allocation and growth, release-all dropping resident memory
  * (/proc/self/statm), the locked mode under a short frame pool, the paced
  * background thread reaching its goal, debug scavenge-on-free faulting at
- * the freed address, and out of memory leaving nothing changed.
+ * the freed address, and out of memory leaving nothing changed; bad
+ * configurations, the edges of an extension, and the scavenger started
+ * and stopped twice.
  */
 #include <pthread.h>
 #include <semaphore.h>
@@ -537,5 +539,169 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	KEXPECT(same_stats(&s0, &s1));
 	HEAP_CHECK("after running out");
 	mm_port_set_quiet(false);
+	heap_release();
+}
+
+/* A stop with no scavenger does nothing; a second start keeps the thread
+ * the first made; after a stop a start makes a new one. */
+KTEST(mheap, scavenger_start_and_stop_twice)
+{
+	KASSERT(heap_new(1, 0, 0));
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	KASSERT(mheap_scavenger_start(&heap));
+	struct mm_thread *t = heap.scav.thread;
+	KEXPECT(t != NULL);
+	KEXPECT(mheap_scavenger_start(&heap));
+	KEXPECT(heap.scav.thread == t);
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	mheap_scavenger_stop(&heap);
+	KASSERT(mheap_scavenger_start(&heap));
+	KEXPECT(heap.scav.thread != NULL);
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	heap_release();
+}
+
+/* Each field out of range: init says why, returns false and reserves
+ * nothing. */
+KTEST(mheap, init_refuses_a_bad_config)
+{
+	static const struct {
+		const char *what;
+		size_t arena_bytes, reserve_pages;
+		unsigned cpu_permille;
+	} bad[] = {
+	        {"arena 0", 0, 0, 10},
+	        {"arena not whole chunks", PALLOC_CHUNK_BYTES + PG, 0, 10},
+	        {"cpu 0", PALLOC_CHUNK_BYTES, 0, 0},
+	        {"cpu 1001", PALLOC_CHUNK_BYTES, 0, 1001},
+	        {"reserve past the arena", PALLOC_CHUNK_BYTES,
+	         PALLOC_CHUNK_BYTES / PG + 1, 10},
+	};
+	size_t r0 = mm_port_reserved_bytes();
+	mm_port_set_quiet(true);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct mheap_config cfg;
+		mheap_config_default(&cfg);
+		cfg.arena_bytes = bad[i].arena_bytes;
+		cfg.reserve_pages = bad[i].reserve_pages;
+		cfg.cpu_permille = bad[i].cpu_permille;
+		if (mheap_init(&heap, &cfg))
+			ktest_fail_at(__FILE__, __LINE__, "%s: accepted",
+			              bad[i].what);
+		else if (!strstr(mm_port_last_log(), "bad config"))
+			ktest_fail_at(__FILE__, __LINE__, "%s: logged \"%s\"",
+			              bad[i].what, mm_port_last_log());
+		KEXPECT_EQ(mm_port_reserved_bytes(), r0);
+	}
+	mm_port_set_quiet(false);
+	/* The edges themselves are fine. */
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = PALLOC_CHUNK_BYTES / PG;
+	cfg.cpu_permille = 1000;
+	KASSERT(mheap_init(&heap, &cfg));
+	heap_release();
+}
+
+/* An extension by nothing succeeds and changes nothing; one past the
+ * arena's end, or of a run below the arena, fails and changes nothing. */
+KTEST(mheap, extend_pages_edges)
+{
+	KASSERT(heap_new(1, 0, 0));
+	char *tail = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES - 4, 0);
+	char *last = mheap_alloc_pages(&heap, 2, 0); /* 2 free after it */
+	KASSERT(tail && last);
+	KASSERT(last == tail + (PALLOC_CHUNK_PAGES - 4) * PG);
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	KEXPECT(mheap_extend_pages(&heap, last, 2, 0));
+	KEXPECT(!mheap_extend_pages(&heap, last, 2, 3)); /* past the end */
+	KEXPECT(!mheap_extend_pages(&heap, (char *)heap.arena_base - PG, 1, 1));
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT(mheap_extend_pages(&heap, last, 2, 2)); /* to the end */
+	mheap_free_pages(&heap, last, 4);
+	mheap_free_pages(&heap, tail, PALLOC_CHUNK_PAGES - 4);
+	HEAP_CHECK("after the extensions");
+	heap_release();
+}
+
+/* Memory runs out mapping scavenged pages that an extension or a run of
+ * more than 64 pages (unmapped and given back whole) would take: the call
+ * fails, and the pages are free and scavenged as before. */
+KTEST(mheap, out_of_memory_mapping_scavenged_pages)
+{
+	KASSERT(heap_new(1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(a);
+	mheap_release_all(&heap); /* fresh pages may be scavenged already */
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	KEXPECT_EQ(s0.free_scav_pages, PALLOC_CHUNK_PAGES - 1);
+	mm_port_set_quiet(true);
+	mm_port_fail_maps(1);
+	KEXPECT(!mheap_extend_pages(&heap, a, 1, 10));
+	mm_port_fail_maps(0);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT_EQ(s1.free_scav_pages, PALLOC_CHUNK_PAGES - 1);
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 100, 0) == NULL);
+	mm_port_fail_maps(0);
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT_EQ(s1.free_scav_pages, PALLOC_CHUNK_PAGES - 1);
+	HEAP_CHECK("after running out");
+	/* With memory, both work. */
+	KEXPECT(mheap_extend_pages(&heap, a, 1, 10));
+	char *b = mheap_alloc_pages(&heap, 100, 0);
+	KEXPECT(b != NULL);
+	if (b)
+		mheap_free_pages(&heap, b, 100);
+	mheap_free_pages(&heap, a, 11);
+	HEAP_CHECK("after the retries");
+	heap_release();
+}
+
+/* A growth whose span-table page cannot be mapped fails whole: the chunk
+ * stays ungrown and nothing changes; the next growth maps the page and
+ * takes the chunk. */
+KTEST(mheap, out_of_memory_mapping_the_span_table)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0;
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	KASSERT_EQ(s0.grown_pages, PALLOC_CHUNK_PAGES);
+	size_t mapped = mm_port_mapped_bytes();
+	mm_port_set_quiet(true);
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 1, 0) == NULL);
+	mm_port_fail_maps(0);
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT_EQ(mm_port_mapped_bytes(), mapped);
+	HEAP_CHECK("after the failed growth");
+	char *b = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(b);
+	KEXPECT(b == a + PALLOC_CHUNK_PAGES * PG);
+	KEXPECT(mheap_span_lookup(&heap, (uintptr_t)b) == MHEAP_SPAN_PAGES);
+	KEXPECT(mheap_span_lookup(&heap, (uintptr_t)b + PG) == NULL);
+	mheap_stats(&heap, &s1);
+	KEXPECT_EQ(s1.grown_pages, 2 * PALLOC_CHUNK_PAGES);
+	mheap_free_pages(&heap, b, 1);
+	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES);
+	HEAP_CHECK("after the growth");
 	heap_release();
 }
