@@ -4,8 +4,9 @@
  * (/proc/self/statm), the locked mode under a short frame pool, the paced
  * background thread reaching its goal, debug scavenge-on-free faulting at
  * the freed address, and out of memory leaving nothing changed; bad
- * configurations, the edges of an extension, and the scavenger started
- * and stopped twice.
+ * configurations, the edges of an extension, the scavenger started and
+ * stopped twice, and an atomic caller below the reserve asking it to grow
+ * the heap.
  */
 #include <pthread.h>
 #include <semaphore.h>
@@ -703,5 +704,51 @@ KTEST(mheap, out_of_memory_mapping_the_span_table)
 	mheap_free_pages(&heap, b, 1);
 	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES);
 	HEAP_CHECK("after the growth");
+	heap_release();
+}
+
+/* An atomic allocation that takes the free pages below the reserve does
+ * not grow the heap itself (it may not sleep): it asks the scavenger
+ * thread, once, which grows the heap back to the reserve when it runs. */
+KTEST(mheap, atomic_allocation_below_the_reserve_asks_for_a_refill)
+{
+	enum { RESERVE = 64, EACH = MHEAP_ATOMIC_MAX_PAGES };
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = RESERVE;
+	KASSERT(mheap_init(&heap, &cfg));
+	char *p[PALLOC_CHUNK_PAGES / EACH];
+	size_t n = 0;
+	struct mheap_stats st;
+	p[n++] = mheap_alloc_pages(&heap, EACH, 0); /* grows the first chunk */
+	KASSERT(p[0]);
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	while (st.free_backed_pages + st.free_scav_pages >= RESERVE + EACH) {
+		KASSERT(n < PALLOC_CHUNK_PAGES / EACH);
+		KASSERT(!heap.scav.refill);
+		p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC);
+		KASSERT(p[n - 1]);
+		mheap_stats(&heap, &st);
+	}
+	p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC); /* below */
+	KASSERT(p[n - 1]);
+	mheap_stats(&heap, &st);
+	KEXPECT(st.free_backed_pages + st.free_scav_pages < RESERVE);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 0);
+	KASSERT(heap.scav.refill); /* else the wait below never ends */
+	KASSERT(mheap_scavenger_start(&heap));
+	do /* until the thread has grown the heap (no time bound) */
+		mheap_stats(&heap, &st);
+	while (st.n.refills == 0);
+	mheap_scavenger_stop(&heap);
+	KEXPECT(!heap.scav.refill);
+	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);
+	KEXPECT(st.free_backed_pages + st.free_scav_pages >= RESERVE);
+	while (n--)
+		mheap_free_pages(&heap, p[n], EACH);
+	HEAP_CHECK("after the refill");
 	heap_release();
 }
