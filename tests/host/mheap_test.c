@@ -740,9 +740,12 @@ KTEST(mheap, atomic_allocation_below_the_reserve_asks_for_a_refill)
 	KEXPECT_EQ(st.n.refills, 0);
 	KASSERT(heap.scav.refill); /* else the wait below never ends */
 	KASSERT(mheap_scavenger_start(&heap));
-	do /* until the thread has grown the heap (no time bound) */
+	for (;;) { /* until the thread has grown the heap (no time bound) */
 		mheap_stats(&heap, &st);
-	while (st.n.refills == 0);
+		if (st.n.refills)
+			break;
+		mm_port_yield();
+	}
 	mheap_scavenger_stop(&heap);
 	KEXPECT(!heap.scav.refill);
 	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);
