@@ -29,11 +29,19 @@ enum mheap_hook_point {
 	 * placed it; the cycle semaphore is held (spanheap_sweep.c,
 	 * sweep_claimed). */
 	MHEAP_HOOK_SWEEP_CLAIMED,
+	/* A refill's pass over its class's fold queue has folded what it
+	 * will and has queued spans left over, which it is about to put in
+	 * the class's backlog, joining whatever another CPU's pass left
+	 * there meanwhile; no lock held, pinned (spanheap.c,
+	 * spanheap_fold_queue). */
+	MHEAP_HOOK_FOLD_REST,
 };
 
 #ifdef MM_TEST_HOOKS
 /* Set by tests; NULL otherwise. Called in the context of whoever reaches
- * the point (thread context for all points above). */
+ * the point: thread context for all points above but
+ * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches
+ * too. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -708,6 +708,7 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 	if (q) {
 		/* The rest (still queued) waits in the backlog: no re-push,
 		 * so a refill costs its budget, not the queue's length. */
+		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
 		irq = mm_lock_acquire(&c->lock);
 		if (c->fold_backlog) { /* another CPU's rest meanwhile */
 			struct mspan *t = q;

@@ -1,0 +1,241 @@
+/*
+ * The fold queues (mm/spanheap.c, spanheap_fold_queue), driven step by
+ * step on simulated CPUs: a remote free queues its span once, however
+ * many of its objects follow; a refill takes the whole queue, folds spans
+ * until one has a free object, caches that one and leaves the rest in the
+ * class's backlog, which the next refill takes first; the rests of two
+ * refills that overlap join in the backlog, none lost (the page heap's
+ * test hook holds the first at the join while another CPU's refill leaves
+ * its rest); and a sweep cycle folds the backlog and the queue whole.
+ *
+ * Each test fills S spans of the 64-byte class on CPU 0 and hands them
+ * back full; CPU 1 then frees one object of some of them and flushes, so
+ * that every free is a pending bit and every span it touched is queued.
+ */
+#include <stdlib.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+enum { S = 40, SIZE = 64 };
+
+static unsigned cls;
+static unsigned nelems;
+static void **objs; /* S * nelems: span j's object i at [j * nelems + i] */
+static struct mspan *spans[S]; /* span j */
+
+/* The heap, S full spans of class cls handed back by CPU 0 (on a full
+ * list), their objects in objs in address order span by span. */
+static bool fill_spans(void)
+{
+	cls = sizeclass_of(SIZE);
+	nelems = sizeclass_info[cls].nelems;
+	if (!sh_heap_fresh(&heap, &sh))
+		return false;
+	objs = calloc((size_t)S * nelems, sizeof(*objs));
+	if (!objs || !sh_alloc_n(&sh, objs, (size_t)S * nelems, SIZE))
+		return false;
+	spanheap_flush_cache(&sh);
+	for (size_t j = 0; j < S; j++) {
+		struct mspan *s = mheap_span_lookup(&heap,
+		                                    (uintptr_t)objs[j * nelems]);
+		if (!mheap_span_is_span(s) ||
+		    s->base != (uintptr_t)objs[j * nelems] ||
+		    s->list != MSPAN_LIST_FULL)
+			return false;
+		spans[j] = s;
+	}
+	return true;
+}
+
+static struct mspan *span_j(size_t j)
+{
+	return spans[j];
+}
+
+/* CPU cpu frees object i of spans [from, to) and flushes: pending bits. */
+static void free_from(unsigned cpu, size_t from, size_t to, size_t i)
+{
+	mm_port_set_cpu(cpu);
+	for (size_t j = from; j < to; j++) {
+		spanheap_free(&sh, objs[j * nelems + i]);
+		objs[j * nelems + i] = NULL;
+	}
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+}
+
+/* The spans on chain q (linked through qnext), or S + 1 if one is there
+ * twice or is not one of the test's. */
+static size_t chain_len(struct mspan *q)
+{
+	bool seen[S] = {false};
+	size_t n = 0;
+	for (; q; q = atomic_load(&q->qnext), n++) {
+		size_t j = 0;
+		while (j < S && span_j(j) != q)
+			j++;
+		if (j == S || seen[j])
+			return S + 1;
+		seen[j] = true;
+	}
+	return n;
+}
+
+static void finish(void)
+{
+	for (size_t k = 0; k < (size_t)S * nelems; k++)
+		if (objs[k])
+			spanheap_free(&sh, objs[k]);
+	sh_flush_cpus(&sh, 3);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "at the end");
+	free(objs);
+	objs = NULL;
+	sh_heap_release(&heap);
+}
+
+/* Two objects of one span freed from another CPU: the span is queued once
+ * (the first free's), both pending bits are set, and the span stays on
+ * its full list until someone folds it. */
+KTEST(spanheap_queue, remote_frees_queue_their_span_once)
+{
+	KASSERT(fill_spans());
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, objs[3]);
+	spanheap_free(&sh, objs[7]);
+	spanheap_free(&sh, objs[nelems + 5]);
+	objs[3] = objs[7] = objs[nelems + 5] = NULL;
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	struct mcentral *c = &sh.central[cls];
+	struct mspan *s0 = span_j(0), *s1 = span_j(1);
+	KEXPECT_EQ(chain_len(atomic_load(&c->fold_queue)), 2);
+	KEXPECT(atomic_load(&s0->queued) && atomic_load(&s1->queued));
+	KEXPECT(!atomic_load(&span_j(2)->queued));
+	KEXPECT_EQ(atomic_load(&s0->pending[0]), (1ull << 3) | (1ull << 7));
+	KEXPECT_EQ(atomic_load(&s1->pending[0]), 1ull << 5);
+	KEXPECT(s0->list == MSPAN_LIST_FULL && s1->list == MSPAN_LIST_FULL);
+	KEXPECT(c->fold_backlog == NULL);
+	SH_CHECK(&sh, "queued spans");
+	finish();
+}
+
+/* A refill with no partial span takes the whole queue, folds its newest
+ * span (the last queued), which has a free object, and caches it; the
+ * other spans wait in the backlog, still queued. The next refill takes
+ * the backlog first, the queue untouched. */
+KTEST(spanheap_queue, refill_caches_one_and_leaves_a_backlog)
+{
+	KASSERT(fill_spans());
+	free_from(1, 0, S / 2, 0);
+	struct mcentral *c = &sh.central[cls];
+	KASSERT_EQ(chain_len(atomic_load(&c->fold_queue)), S / 2);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	uint64_t folded = st.n.queue_folded;
+	/* The refill: the newest queued span is the last one freed into. */
+	void *p = spanheap_alloc(&sh, SIZE, 0);
+	struct mspan *last = span_j(S / 2 - 1);
+	KEXPECT(p == (void *)last->base);
+	KEXPECT(sh.caches[0].alloc[cls] == last);
+	KEXPECT(!atomic_load(&last->queued));
+	KEXPECT(atomic_load(&c->fold_queue) == NULL);
+	KEXPECT_EQ(chain_len(c->fold_backlog), S / 2 - 1);
+	for (size_t j = 0; j + 1 < S / 2; j++)
+		KEXPECT(atomic_load(&span_j(j)->queued));
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.n.queue_folded, folded + 1);
+	objs[(S / 2 - 1) * nelems] = p;
+	/* A span queued now goes on the queue, not the backlog. */
+	free_from(1, S / 2, S / 2 + 1, 0);
+	KEXPECT_EQ(chain_len(atomic_load(&c->fold_queue)), 1);
+	/* The cached span is full again: the next refill takes the
+	 * backlog's first span, not the one just queued. */
+	void *q = spanheap_alloc(&sh, SIZE, 0);
+	KEXPECT(q == (void *)span_j(S / 2 - 2)->base);
+	KEXPECT_EQ(chain_len(c->fold_backlog), S / 2 - 2);
+	KEXPECT_EQ(chain_len(atomic_load(&c->fold_queue)), 1);
+	objs[(S / 2 - 2) * nelems] = q;
+	SH_CHECK(&sh, "a backlog");
+	/* A sweep cycle folds the backlog and the queue, every one. */
+	spanheap_sweep_cycle(&sh);
+	KEXPECT(c->fold_backlog == NULL);
+	KEXPECT(atomic_load(&c->fold_queue) == NULL);
+	size_t partial = 0;
+	for (size_t j = 0; j < S; j++) {
+		KEXPECT(!atomic_load(&span_j(j)->queued));
+		partial += span_j(j)->list == MSPAN_LIST_PARTIAL;
+	}
+	KEXPECT_EQ(partial, S / 2 - 1); /* the two refilled are full */
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)S * nelems - (S / 2 - 1));
+	SH_CHECK(&sh, "after the sweep");
+	finish();
+}
+
+/*
+ * Two refills that overlap: CPU 0's takes the queue of spans [0, S/2),
+ * caches one and, before it leaves its rest in the backlog, the hook
+ * stops it while another thread queues spans [S/2, S) from CPU 1 and
+ * refills on CPU 2, which takes that queue, caches one and leaves its own
+ * rest in the backlog. CPU 0's rest then joins it there: S - 2 spans,
+ * each once, none lost (a lost span would stay queued for good: never
+ * queued again, never given back).
+ */
+static _Atomic bool hold_rest;
+
+static void other_refill(void *arg)
+{
+	free_from(1, S / 2, S, 0);
+	mm_port_set_cpu(2);
+	*(void **)arg = spanheap_alloc(&sh, SIZE, 0);
+	spanheap_flush_cache(&sh);
+}
+
+static void *other_got;
+
+static void overlap_at_rest(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FOLD_REST ||
+	    !atomic_exchange(&hold_rest, false))
+		return;
+	struct mm_thread *t =
+	        mm_port_thread_start("refill", other_refill, &other_got);
+	if (t)
+		mm_port_thread_join(t);
+}
+
+KTEST(spanheap_queue, overlapping_refills_join_their_rests)
+{
+	KASSERT(fill_spans());
+	free_from(1, 0, S / 2, 0);
+	struct mcentral *c = &sh.central[cls];
+	other_got = NULL;
+	atomic_store(&hold_rest, true);
+	mheap_test_hook = overlap_at_rest;
+	void *p = spanheap_alloc(&sh, SIZE, 0);
+	mheap_test_hook = NULL;
+	KEXPECT(!atomic_load(&hold_rest)); /* the hook ran */
+	KEXPECT(p == (void *)span_j(S / 2 - 1)->base);
+	KEXPECT(other_got == (void *)span_j(S - 1)->base);
+	KEXPECT_EQ(chain_len(c->fold_backlog), S - 2);
+	KEXPECT(atomic_load(&c->fold_queue) == NULL);
+	size_t queued = 0;
+	for (size_t j = 0; j < S; j++)
+		queued += atomic_load(&span_j(j)->queued);
+	KEXPECT_EQ(queued, S - 2);
+	objs[(S / 2 - 1) * nelems] = p;
+	objs[(S - 1) * nelems] = other_got;
+	SH_CHECK(&sh, "a joined backlog");
+	spanheap_sweep_cycle(&sh);
+	KEXPECT(c->fold_backlog == NULL);
+	for (size_t j = 0; j < S; j++)
+		KEXPECT(!atomic_load(&span_j(j)->queued));
+	finish();
+}
