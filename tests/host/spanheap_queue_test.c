@@ -41,8 +41,8 @@ static bool fill_spans(void)
 		return false;
 	spanheap_flush_cache(&sh);
 	for (size_t j = 0; j < S; j++) {
-		struct mspan *s = mheap_span_lookup(&heap,
-		                                    (uintptr_t)objs[j * nelems]);
+		struct mspan *s =
+		        mheap_span_lookup(&heap, (uintptr_t)objs[j * nelems]);
 		if (!mheap_span_is_span(s) ||
 		    s->base != (uintptr_t)objs[j * nelems] ||
 		    s->list != MSPAN_LIST_FULL)
@@ -174,7 +174,8 @@ KTEST(spanheap_queue, refill_caches_one_and_leaves_a_backlog)
 	}
 	KEXPECT_EQ(partial, S / 2 - 1); /* the two refilled are full */
 	spanheap_stats(&sh, &st);
-	KEXPECT_EQ(st.cls[cls].objects_in_use, (size_t)S * nelems - (S / 2 - 1));
+	KEXPECT_EQ(st.cls[cls].objects_in_use,
+	           (size_t)S * nelems - (S / 2 - 1));
 	SH_CHECK(&sh, "after the sweep");
 	finish();
 }

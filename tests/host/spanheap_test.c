@@ -5,7 +5,7 @@
  * MM_ZERO. spanheap_check runs at every quiet point. The free paths,
  * sweeping and statistics are in spanheap_sweep_test.c, misuse in
  * spanheap_misuse_test.c, failed set-up and out of memory in
- * spanheap_fail_test.c.
+ * spanheap_fail_test.c, the fold queues in spanheap_queue_test.c.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.
