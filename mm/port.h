@@ -120,11 +120,16 @@ size_t mm_port_free_pages(void);
  * True if the caller may sleep: thread context, interrupts enabled, no
  * spinlock (mm lock or the port's own) held, preemption enabled. mm/
  * checks it on entry to every thread-only path and mm_panics naming the
- * function, rather than hanging. Any context; cheap.
+ * function, rather than hanging. mm/ itself unpins before any such path,
+ * so a port whose pin does not disable interrupts may ignore pins here;
+ * answering false while pinned catches a caller that sleeps pinned. Any
+ * context; cheap.
  */
 bool mm_port_can_sleep(void);
 
-/* Monotonic nanoseconds (rate-limiting reports). Any context. */
+/* Monotonic nanoseconds: the scavenger's report rate, the sweeper's
+ * period and pacing, spanheap_init's magazine cookie. mm/ calls it from
+ * thread context only; any context is better. */
 uint64_t mm_port_now_ns(void);
 
 /* CPU time the calling thread has used so far, for pacing. Thread
@@ -191,9 +196,13 @@ void mm_port_yield(void);
  * mm_port_unpin, nothing else runs on this CPU, not another thread and
  * not an interrupt handler (the kernel disables interrupts), so per-CPU
  * data needs no lock. Returns the CPU's index (< MM_MAX_CPUS) and the
- * state mm_port_unpin restores, in two registers. Pins nest. Any context
- * but NMI; cheap: it is on every allocation and free, twice per
- * alloc+free pair (on the slow paths only, with MM_PORT_RSEQ below).
+ * state mm_port_unpin restores, in two registers. Pins nest. mm/ takes
+ * an outermost pin with no mm lock held (a class's central lock is taken
+ * inside one), so a port's pin may itself be a lock ranked below every mm
+ * lock (a user-space port with one CPU: one mutex, counted per thread for
+ * the nesting). Any context but NMI; cheap: it is on every allocation and
+ * free, twice per alloc+free pair (on the slow paths only, with
+ * MM_PORT_RSEQ below).
  *
  * The one pair of hooks a port may give inline, and should: a call costs
  * more than the pin itself. A port that defines MM_PORT_INLINE as the
