@@ -1,6 +1,7 @@
 # Every entry point of the project.
 #
-#   make            build the loader, the kernel and the host test binary
+#   make            build the loader, the kernel, the host test binary and
+#                   libmm_malloc.so
 #   make run        boot the kernel in QEMU (SMP=N CPUs, MEM=size) at its
 #                   shell; CMDS='a; b' types the commands and exits with
 #                   the last one's status; HEAPMAP=1 also draws the heap
@@ -236,6 +237,10 @@ test: deps
 # The include lint reads mm/; the symbol lints read the kernel's mm/
 # objects (freestanding, as another kernel would build them).
 MM_KOBJS := $(patsubst %,$(BUILD)/mm/%.o,$(MM_SRCS))
+
+# mm/ is built into other kernels, with their warnings: it keeps clean of
+# the one -Wextra warning the rest of this tree turns off.
+$(MM_KOBJS): KCFLAGS += -Wunused-parameter
 
 # The kernel gives the pin hooks inline (kernel/mm_port_inline.h), so its
 # mm/ objects reference no symbol of theirs.

@@ -194,7 +194,7 @@ enum grow_result { GROW_OK, GROW_FAILED, GROW_BUSY };
 /* Grows the heap by enough whole chunks for npages, unless another caller
  * is growing it (GROW_BUSY). Wakes the waiters on `grown` either way it
  * ends. Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
-static enum grow_result grow(struct mheap *h, size_t npages, unsigned flags)
+static enum grow_result grow(struct mheap *h, size_t npages)
 {
 	if (atomic_exchange(&h->growing, true))
 		return GROW_BUSY;
@@ -237,7 +237,7 @@ void mheap_refill(struct mheap *h)
 	mm_lock_release(&h->lock, irq);
 	if (free >= h->cfg.reserve_pages || atomic_load(&h->growing))
 		return;
-	if (grow(h, h->cfg.reserve_pages - free, 0) == GROW_OK) {
+	if (grow(h, h->cfg.reserve_pages - free) == GROW_OK) {
 		irq = mm_lock_acquire(&h->lock);
 		h->counters.refills++;
 		mm_lock_release(&h->lock, irq);
@@ -381,9 +381,8 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		if (mm_event_prepare(&h->grown) != seen)
 			continue; /* a growth or a scavenge batch ended: retry
 			           */
-		enum grow_result r = (flags & MHEAP_NO_GROW)
-		                             ? GROW_FAILED
-		                             : grow(h, npages, flags);
+		enum grow_result r =
+		        (flags & MHEAP_NO_GROW) ? GROW_FAILED : grow(h, npages);
 		if (r == GROW_OK)
 			continue;
 		if (r == GROW_BUSY && !atomic) {

@@ -541,7 +541,8 @@ void spanheap_sweeper_stop(struct spanheap *sh);
  * context. */
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
 
-/* mm_logs a slabinfo-style table, then the totals. Thread context. */
+/* mm_logs a slabinfo-style table, then the totals, then the page heap's
+ * report (mheap_dump). Thread context. */
 void spanheap_dump(struct spanheap *sh);
 
 /* Verifies every span and list, and that every free object of a span on
