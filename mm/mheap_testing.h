@@ -22,7 +22,7 @@ enum mheap_hook_point {
 	/* A grower has prepared its chunks and not yet committed them. */
 	MHEAP_HOOK_GROW_PREPARED,
 	/* The span heap has made a bigger all-spans array and not yet taken
-	 * the lock to put it in place (spanheap.c, structs_reserve). */
+	 * the lock to put it in place (spanheap_span.c, structs_reserve). */
 	MHEAP_HOOK_SPANS_SIZED,
 	/* A sweep cycle (the sweeper's, or spanheap_sweep_cycle's) has
 	 * claimed a span, taken off its class's list, and not yet folded or
@@ -32,7 +32,7 @@ enum mheap_hook_point {
 	/* A refill's pass over its class's fold queue has folded what it
 	 * will and has queued spans left over, which it is about to put in
 	 * the class's backlog, joining whatever another CPU's pass left
-	 * there meanwhile; no lock held, pinned (spanheap.c,
+	 * there meanwhile; no lock held, pinned (spanheap_central.c,
 	 * spanheap_fold_queue). */
 	MHEAP_HOOK_FOLD_REST,
 };

@@ -114,7 +114,7 @@ struct mspan {
 	_Atomic uint32_t sweepgen; /* Go's protocol, see spanheap.c */
 	/* enum mspan_list. Atomic: the sweeper reads it under the lock of
 	 * the class it found in the span, whose struct may meanwhile be
-	 * freed and reused (span_new) without that lock. */
+	 * freed and reused (spanheap_span_new) without that lock. */
 	_Atomic uint8_t list;
 	uint8_t dshift; /* fixed: the class's (sizeclasses.h); 0 if large */
 	/* One past the highest object handed out since the span was made
@@ -275,7 +275,7 @@ struct spanheap {
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
 	/* The page heap's span table (fixed), and how many of its entries
 	 * the free's fast path reads: heap->spanmap_pages as it was at the
-	 * last span_new, so at least the entries of every span made
+	 * last spanheap_span_new, so at least the entries of every span made
 	 * (written under heap->lock; the table grows without it, so the
 	 * copy is read acquire and written release, which orders the new
 	 * entries' "none" before it). A free beyond it takes the slow path,

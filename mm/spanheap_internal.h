@@ -1,6 +1,14 @@
 /*
- * mm/spanheap_internal.h: what spanheap.c and spanheap_sweep.c share. Not
- * for the span heap's users (spanheap.h).
+ * mm/spanheap_internal.h: what the span heap's files share. Not for its
+ * users (spanheap.h). The files, by layer:
+ *   spanheap_span.c     spans: their structs, the all-spans array, making,
+ *                       folding and freeing them; large objects; misuse
+ *   spanheap_central.c  the central lists and fold queues (mcentral)
+ *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
+ *                       the magazines' spills and drains (mcache)
+ *   spanheap.c          the fast paths, the API and set-up
+ *   spanheap_sweep.c    sweep cycles, the sweeper thread, statistics and
+ *                       the checker
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
@@ -30,6 +38,115 @@ unsigned mheap_flags_of(unsigned flags);
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap);
 void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap);
 void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a);
+bool spanheap_spans_init(struct spanheap *sh);
+
+/* ---- Helpers ---- */
+
+static inline size_t min_sz(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
+
+static inline unsigned popcount64(uint64_t x)
+{
+	return (unsigned)pallocbits_popcount(x);
+}
+
+static inline uint64_t load_relaxed64(_Atomic uint64_t *p)
+{
+	return atomic_load_explicit(p, memory_order_relaxed);
+}
+
+/* An object's words: word 1 is the free marker (cookie ^ address), set
+ * while the object is free. */
+static inline uintptr_t *obj_words(uintptr_t a)
+{
+	return (uintptr_t *)a;
+}
+
+/* The index of the object at byte offset off of small span s (exact for
+ * every offset of the span: tools/gen-sizeclasses.c checks divmul). */
+static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
+{
+	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
+}
+
+/*
+ * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0).
+ * spanheap_span_fill_cache leaves no bit at or beyond nelems in it. Raises
+ * marked past the object if it is the first one handed out at its index: free
+ * objects are handed out lowest first, so those never handed out are
+ * exactly the ones at or past marked, and every free one below it was
+ * freed (so it carries its marker). Clears the object's marker word: it
+ * may hold a stale marker, a previous span's at the same address. Owner,
+ * pinned.
+ */
+static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
+                                                             uint64_t ac)
+{
+	unsigned bit = (unsigned)__builtin_ctzll(ac);
+	uint32_t idx =
+	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
+	s->alloc_cache = (ac >> bit) >> 1;
+	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
+	if (idx >= atomic_load_explicit(&s->marked, memory_order_relaxed))
+		atomic_store_explicit(&s->marked, idx + 1,
+		                      memory_order_release);
+	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
+	o[1] = 0; /* the free marker (free_small) */
+	return o;
+}
+
+/* The next free object of the cached span s, or NULL. */
+static inline void *span_next_fast(struct mspan *s)
+{
+	uint64_t ac = s->alloc_cache;
+	return ac ? span_take(s, ac) : NULL;
+}
+
+/* The newest object's end: written by the owner, pinned or by a
+ * restartable sequence's commit; relaxed, as statistics read it from other
+ * CPUs. */
+static inline uintptr_t *mag_top(struct mmag *m)
+{
+	return __atomic_load_n(&m->top, __ATOMIC_RELAXED);
+}
+
+static inline void mag_set_top(struct mmag *m, uintptr_t *t)
+{
+	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
+}
+
+/* Puts object a (checked, free) at t, the top of magazine m, below its
+ * limit, and writes its free marker. Pinned. */
+static inline __attribute__((always_inline)) void
+mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
+{
+	*t = a;
+	obj_words(a)[1] = cookie ^ a;
+	mag_set_top(m, t + 1);
+}
+
+/* ---- Spans (spanheap_span.c) ---- */
+
+/* Panics naming p, its span and its class: what is wrong. */
+__attribute__((noreturn)) void
+spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
+
+/* The span of p, checked (in use, p an object's start; panics if not);
+ * *idx gets the object's index. op names the call in the messages. */
+struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
+                               uint32_t *idx, const char *op);
+
+/* A new small span of class cls, or (cls 0) a large one over npages pages
+ * at base; NULL if memory ran out. No lock held; pinned only if
+ * MM_ATOMIC. */
+struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
+                                uintptr_t base, size_t npages, unsigned flags);
+
+/* Points the span's allocation cache at its next free objects; false if
+ * it has none. Owner only. */
+bool spanheap_span_fill_cache(struct mspan *s);
 
 /* Folds a span's frees into its bitmaps (the caller owns it); returns the
  * objects freed. */
@@ -39,6 +156,13 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
  * class's swept list. Any context but NMI, no lock held. */
 void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
+
+/* Large objects: a span of their own, allocated, freed (a second free
+ * panics) and resized in place (thread context). */
+void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
+                           unsigned flags);
+void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
+bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages);
 
 /* The first slot of CPU cpu's magazine of class cls; its slab is made
  * (sh->caches[cpu].slab not NULL). */
@@ -101,8 +225,31 @@ static inline void list_remove_any(struct mcentral *c, struct mspan *s,
 	            s);
 }
 
-/* Folds spans off class cls's fold queue (spanheap.c). */
+/* Folds spans off class cls's fold queue (spanheap_central.c). */
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take);
+void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s);
+
+/* A span with free objects for a cache, or NULL (Go's cacheSpan); a
+ * cached span handed back (uncacheSpan). Pinned. */
+struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls);
+void spanheap_uncache_span(struct spanheap *sh, struct mspan *s);
+
+/* ---- Per-CPU caches (spanheap_cache.c) ---- */
+
+/* The refill: an object of class cls when the cached span has none in
+ * its allocation cache. Pinned (*pin, which may change); sets *kick if
+ * the sweeper should be kicked after the unpin. */
+void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
+                            struct mm_pin *pin, bool *kick);
+
+/* Makes CPU cpu's slab of magazine slots (pinned; MHEAP_ATOMIC). */
+bool spanheap_mag_slab_make(struct spanheap *sh, unsigned cpu);
+
+/* A free (object a, checked) that found its magazine full, or its pin
+ * pinning nothing; unpins. And a free with nothing pinned yet. */
+void spanheap_mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
+                       struct mm_pin pin);
+void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls);
 
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */

@@ -8,7 +8,7 @@
  * same class (with an object left, or full).
  *
  * The span-struct cases fill the structs first, so that the next span
- * needs a bigger all-spans array (spanheap.c, structs_reserve); the page
+ * needs a bigger all-spans array (spanheap_span.c, structs_reserve); the page
  * heap's arena is then used up but for a hole of the pages wanted.
  */
 #include <string.h>
@@ -255,10 +255,10 @@ KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 /* ---- A refill that meets its CPU's own refill ---------------------------- */
 
 /*
- * alloc_slow unpins to make a span; meanwhile something on its CPU (an
- * interrupt in the kernel; here the test hook, on the same thread and
- * CPU) refilled the same class. The hook runs in the refill's
- * structs_reserve (the all-spans array grows), once.
+ * spanheap_cache_refill unpins to make a span; meanwhile something on its CPU
+ * (an interrupt in the kernel; here the test hook, on the same thread and CPU)
+ * refilled the same class. The hook runs in the refill's structs_reserve (the
+ * all-spans array grows), once.
  */
 static size_t hook_size;
 static void *hook_got;

@@ -1,5 +1,5 @@
 /*
- * The fold queues (mm/spanheap.c, spanheap_fold_queue), driven step by
+ * The fold queues (mm/spanheap_central.c, spanheap_fold_queue), driven step by
  * step on simulated CPUs: a remote free queues its span once, however
  * many of its objects follow; a refill takes the whole queue, folds spans
  * until one has a free object, caches that one and leaves the rest in the

@@ -752,7 +752,7 @@ KTEST(spanheap, owner_free_waits_in_the_magazine)
 }
 
 /* A full magazine keeps its newest half and gives the older half back
- * to the spans in one batch (mag_full). */
+ * to the spans in one batch (spanheap_mag_full). */
 KTEST(spanheap, full_magazine_spills_its_older_half)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));

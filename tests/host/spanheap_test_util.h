@@ -22,7 +22,7 @@
 /* 1 GiB: room for any test, and mostly untouched address space. */
 #define SH_ARENA_BYTES ((size_t)1 << 30)
 
-/* Span structs per page of the span-struct allocator (spanheap.c). */
+/* Span structs per page of the span-struct allocator (spanheap_span.c). */
 #define SH_STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 
 /* Makes h with the page-heap configuration hc and sh over it with sc (NULL:

@@ -1,0 +1,335 @@
+/*
+ * mm/spanheap_cache.c: the per-CPU caches' slow paths: the refill, the
+ * flush, and the magazines' spills and drains.
+ *
+ * Purpose: what spanheap.c's fast paths call when the magazine or the
+ * cached span runs out: a span from the central lists or a new one (Go's
+ * mcache.refill), and a full magazine's older half given back to its
+ * spans in a prefetched batch (local bits for this CPU's own span, else
+ * pending bits). Every function here runs pinned on the cache's CPU (no
+ * lock guards a cache), except where it says it unpins.
+ */
+#include "spanheap_internal.h"
+
+/* Per-CPU counters: their CPU writes them pinned (no interrupt can
+ * interleave), others read them; relaxed atomics, no RMW. */
+static inline void count_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c,
+	                      atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+/* Wakes the sweeper if this CPU's pending bytes crossed a 256 KiB step
+ * and the total passed the threshold. */
+#define KICK_SHIFT 18
+
+/* ---- Per-CPU caches
+ * ---------------------------------------------------------- */
+
+static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
+                          struct mspan *s)
+{
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	atomic_store_explicit(&s->sweepgen, sg + 3, memory_order_relaxed);
+	atomic_store_explicit(&s->owner, (uint8_t)(mc - sh->caches + 1),
+	                      memory_order_relaxed);
+	spanheap_span_fill_cache(s);
+	mc->alloc[cls] = s;
+}
+
+/*
+ * Gives object idx of the small span s (class cls) back to the span
+ * (pinned on cpu): the local bit if this CPU caches s (no atomic), else
+ * the pending bit (one atomic OR) after queueing the span for a fold.
+ * The object keeps its free marker until the span hands it out again. Returns
+ * 1 for a pending bit (the caller adds the bytes to this CPU's pending
+ * count), else 0.
+ */
+static inline __attribute__((always_inline)) unsigned
+span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
+               uint32_t idx, uintptr_t a)
+{
+	unsigned w = idx / 64;
+	uint64_t b = (uint64_t)1 << (idx % 64);
+	if (atomic_load_explicit(&s->owner, memory_order_relaxed) == cpu + 1) {
+		uint64_t lf = load_relaxed64(&s->local_free[w]);
+		if ((lf | load_relaxed64(&s->pending[w])) & b)
+			spanheap_bad_object("double free", (void *)a, s);
+		atomic_store_explicit(&s->local_free[w], lf | b,
+		                      memory_order_relaxed);
+		return 0;
+	}
+	/* Queue the span before the bit is set: until then our object
+	 * keeps it in use, so it cannot be freed and reused meanwhile. */
+	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
+	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
+		spanheap_fold_queue_push(&sh->central[cls], s);
+	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
+	                                        memory_order_release);
+	if (old & b)
+		spanheap_bad_object("double free", (void *)a, s);
+	return 1;
+}
+
+/* Objects a spill looks up before it gives them back. */
+#define SPILL_BATCH 16
+
+/*
+ * Gives the n objects obj[0..n) (class cls, CPU cpu, pinned; off the
+ * magazine already) back to their spans. Returns true if the sweeper
+ * should be kicked (after the unpin).
+ *
+ * In batches: first every object's span is looked up and its first line
+ * and its pending bits are prefetched, then each object is given back.
+ * One at a time, each give-back would wait for its span's cache misses
+ * in turn (a free of 10^6 objects in random order touches a cold span at
+ * every object); batched, the misses overlap.
+ */
+static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
+                          const uintptr_t *obj, uint32_t n)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
+	                                       memory_order_relaxed);
+	uint32_t remote = 0;
+	struct mspan *span[SPILL_BATCH];
+	/* Every object was checked when it was freed: a small span's, so
+	 * its table entry is mapped and holds the span. */
+	void *_Atomic const *map = sh->spanmap;
+	uintptr_t arena = sh->arena_base;
+	while (n) {
+		uint32_t k = n < SPILL_BATCH ? n : SPILL_BATCH;
+		for (uint32_t i = 0; i < k; i++) {
+			struct mspan *s = atomic_load_explicit(
+			        &map[(obj[i] - arena) >> MM_PAGE_SHIFT],
+			        memory_order_relaxed);
+			__builtin_prefetch(s, 0);
+			__builtin_prefetch((const void *)&s->pending[0], 1);
+			span[i] = s;
+		}
+		for (uint32_t i = 0; i < k; i++) {
+			struct mspan *s = span[i];
+			remote += span_give_back(sh, cpu, s, cls,
+			                         obj_index(s, obj[i] - s->base),
+			                         obj[i]);
+		}
+		obj += k;
+		n -= k;
+	}
+	/* Once per spill: the class's size, times the pending bits set. */
+	uint64_t added = (uint64_t)remote * sizeclass_info[cls].size;
+	count_add(&mc->n.pending_bytes, added);
+	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
+}
+
+/*
+ * Gives every object of magazine cls of CPU cpu (pinned) back to its span.
+ * Returns true if the sweeper should be kicked (after the unpin).
+ */
+static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
+{
+	if (!sh->caches[cpu].slab)
+		return false;
+	struct mmag *m = &sh->caches[cpu].mag[cls];
+	uintptr_t *base = mag_base(sh, cpu, cls);
+	uint32_t n = (uint32_t)(mag_top(m) - base);
+	mag_set_top(m, base);
+	return mag_give_back(sh, cpu, cls, base, n);
+}
+
+/* Empties every magazine of CPU cpu (pinned) into the spans. */
+static bool mag_drain_all(struct spanheap *sh, unsigned cpu)
+{
+	bool kick = false;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		kick |= mag_drain(sh, cpu, cls);
+	return kick;
+}
+
+bool spanheap_mags_drain_here(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool kick = mag_drain_all(sh, pin.cpu);
+	mm_port_unpin(pin);
+	return kick;
+}
+
+/*
+ * Makes CPU cpu's slab of magazine slots (pinned: an atomic page
+ * allocation, which never sleeps) and gives each class its slots, at the
+ * CPU's first free or first refill (mag_fill). False if there is no memory
+ * for it now; a free then goes straight to its span, a refill fills
+ * nothing, and the next one tries again.
+ */
+__attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
+                                                      unsigned cpu)
+{
+	uintptr_t *slab =
+	        mheap_alloc_pages(sh->heap, sh->mag_slab_pages, MHEAP_ATOMIC);
+	if (!slab)
+		return false;
+	atomic_fetch_add_explicit(&sh->mag_slabs, 1, memory_order_relaxed);
+	struct mcache *mc = &sh->caches[cpu];
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
+		base[-1] = 0; /* what a pop of the empty magazine reads */
+		mc->mag[cls].limit = base + sh->mag_max[cls];
+		mag_set_top(&mc->mag[cls], base);
+	}
+	/* Last, atomic: the statistics read it from other CPUs. */
+	__atomic_store_n(&mc->slab, slab, __ATOMIC_RELEASE);
+	return true;
+}
+
+/* spanheap_mag_full's way when the fast path's pin pinned nothing, and the way
+ * of a restartable sequence that found the magazine full: a pin, then the
+ * magazine again (as alloc_unpinned). */
+__attribute__((noinline)) void spanheap_free_unpinned(struct spanheap *sh,
+                                                      uintptr_t a, unsigned cls)
+{
+	struct mm_pin pin = mm_port_pin();
+	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
+	uintptr_t *t = mag_top(m);
+	if (t < m->limit) {
+		mag_push(m, t, a, sh->mag_cookie);
+		mm_port_unpin(pin);
+	} else {
+		spanheap_mag_full(sh, a, cls, pin);
+	}
+}
+
+/*
+ * A full magazine: its older half goes back to the spans in one batch
+ * (mag_give_back), the recent half stays (it is the cache-warm one), and
+ * the free (object a, checked) goes in. Or this CPU has no slab yet (its
+ * first free, unless a refill made it), which the free makes first. Or
+ * the fast path's pin pinned nothing: a pin, then the magazine it could
+ * not see. Pinned by pin (mm_port_pin_fast's); unpins.
+ */
+__attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
+                                                 uintptr_t a, unsigned cls,
+                                                 struct mm_pin pin)
+{
+	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
+	                     0)) {
+		spanheap_free_unpinned(sh, a, cls);
+		return;
+	}
+	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
+	bool kick = false;
+	if (!sh->caches[pin.cpu].slab) {
+		/* No slab yet: make it, or straight to the span if there
+		 * is no memory for one now. */
+		if (spanheap_mag_slab_make(sh, pin.cpu)) {
+			mag_push(m, mag_top(m), a, sh->mag_cookie);
+		} else {
+			/* Marked as a push would have: every free object
+			 * below marked carries it, and a second free of a
+			 * is told by it alone. */
+			obj_words(a)[1] = sh->mag_cookie ^ a;
+			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
+		}
+	} else {
+		uintptr_t *base = mag_base(sh, pin.cpu, cls);
+		uint32_t keep = sh->mag_max[cls] / 2;
+		uint32_t n = (uint32_t)(mag_top(m) - base);
+		kick = mag_give_back(sh, pin.cpu, cls, base, n - keep);
+		for (uint32_t i = 0; i < keep; i++)
+			base[i] = base[n - keep + i];
+		mag_push(m, base + keep, a, sh->mag_cookie);
+	}
+	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
+}
+
+/* Hands back everything CPU cpu (pinned) caches: its magazines, then its
+ * spans. Returns true if the sweeper should be kicked (after the unpin). */
+static bool cache_flush(struct spanheap *sh, unsigned cpu)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	bool kick = mag_drain_all(sh, cpu);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mspan *s = mc->alloc[cls];
+		if (s != &spanheap_empty_span) {
+			mc->alloc[cls] = &spanheap_empty_span;
+			spanheap_uncache_span(sh, s);
+		}
+	}
+	mc->flushgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	return kick;
+}
+
+void spanheap_flush_cache(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool kick = cache_flush(sh, pin.cpu);
+	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
+}
+
+/* A span with free objects should be kept after a fold if at least this
+ * share (1/8) came free; else it goes back and a fuller one comes. */
+static inline bool worth_keeping(const struct mspan *s)
+{
+	return (uint32_t)(s->nelems - s->alloc_count) * 8 >= s->nelems;
+}
+
+/*
+ * The slow path: the cached span of class cls has no free bit left in
+ * alloc_cache. Pinned (*pin); a thread caller unpins to ask the page heap
+ * and pins again, so pin->cpu may change. Returns an object or NULL, and
+ * sets *kick if the sweeper should be kicked (after the unpin).
+ */
+void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
+                            struct mm_pin *pin, bool *kick)
+{
+	struct mcache *mc = &sh->caches[pin->cpu];
+	if (mc->flushgen !=
+	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
+		*kick = cache_flush(sh, pin->cpu); /* a cycle began */
+	struct mspan *s = mc->alloc[cls];
+	if (s != &spanheap_empty_span) {
+		if (spanheap_span_fill_cache(s))
+			return span_next_fast(s);
+		spanheap_span_fold(sh, s);
+		if (worth_keeping(s) && spanheap_span_fill_cache(s))
+			return span_next_fast(s);
+		mc->alloc[cls] = &spanheap_empty_span;
+		spanheap_uncache_span(sh, s);
+	}
+	count_add(&mc->n.refills, 1);
+	s = spanheap_central_cache_span(sh, cls);
+	if (!s && (flags & MM_ATOMIC)) {
+		s = spanheap_span_new(sh, cls, 0, 0, flags);
+	} else if (!s) {
+		mm_port_unpin(*pin);
+		/* Checked here, off the fast path: a caller that forgot
+		 * MM_ATOMIC is caught the first time it needs a span. */
+		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
+		s = spanheap_span_new(sh, cls, 0, 0, flags);
+		*pin = mm_port_pin();
+		mc = &sh->caches[pin->cpu];
+		struct mspan *cur = mc->alloc[cls];
+		if (cur != &spanheap_empty_span) {
+			/* Something on this CPU refilled meanwhile. */
+			void *p = span_next_fast(cur);
+			if (!p && spanheap_span_fill_cache(cur))
+				p = span_next_fast(cur);
+			if (p) {
+				if (s)
+					spanheap_span_place(sh, s);
+				return p;
+			}
+			mc->alloc[cls] = &spanheap_empty_span;
+			spanheap_uncache_span(sh, cur);
+		}
+	}
+	if (!s)
+		return NULL;
+	cache_install(sh, mc, cls, s);
+	return span_next_fast(s);
+}

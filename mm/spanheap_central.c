@@ -1,0 +1,187 @@
+/*
+ * mm/spanheap_central.c: the central lists and the fold queues.
+ *
+ * Purpose: per size class, the spans no CPU caches: partial and full,
+ * each split into a swept and an unswept half by sweepgen (Go's
+ * mcentral.go: cacheSpan, uncacheSpan), and a lock-free queue of spans
+ * that remote frees touched, folded by refills and by the sweeper.
+ * Locking: a class's lock (MM_RANK_CENTRAL) guards its lists, the list
+ * links and the queue's backlog; the queue's head is a lock-free stack.
+ */
+#include "spanheap_internal.h"
+
+/* ---- Central lists ----------------------------------------------------------
+ */
+
+/*
+ * Puts a span the caller owns (swept or folded, not cached) where it
+ * belongs: freed if empty, else on the swept partial or full list.
+ * Locks the class; any context but NMI.
+ */
+void spanheap_span_place(struct spanheap *sh, struct mspan *s)
+{
+	struct mcentral *c = &sh->central[s->sizeclass];
+	/* An empty span goes back to the page heap, except when it is on a
+	 * fold queue: whoever takes it off frees it. queued is read under
+	 * the class's lock, under which the queue's taker clears it and
+	 * then skips a span on no list: read before, a taker could clear it
+	 * and skip the span between the read and the push below, leaving
+	 * an empty span on the partial list until the next cycle. */
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	if (s->alloc_count == 0 &&
+	    !atomic_load_explicit(&s->queued, memory_order_acquire)) {
+		mm_lock_release(&c->lock, irq);
+		spanheap_span_free(sh, s);
+		return;
+	}
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
+	if (s->alloc_count < s->nelems)
+		list_push(&c->partial[swept_idx(sg)], s, MSPAN_LIST_PARTIAL);
+	else
+		list_push(&c->full[swept_idx(sg)], s, MSPAN_LIST_FULL);
+	mm_lock_release(&c->lock, irq);
+}
+
+/* Pushes s on its class's fold queue. Any context but NMI. */
+void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s)
+{
+	struct mspan *head =
+	        atomic_load_explicit(&c->fold_queue, memory_order_relaxed);
+	do
+		atomic_store_explicit(&s->qnext, head, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(&c->fold_queue, &head, s,
+	                                              memory_order_release,
+	                                              memory_order_relaxed));
+}
+
+/* The most queued spans a refill folds. */
+#define FOLD_QUEUE_BUDGET 16
+
+/*
+ * Folds spans from class cls's fold queue: spans on a central list that
+ * remote frees have touched. With take (a refill, pinned), at most
+ * FOLD_QUEUE_BUDGET, and returns the first with free objects for the
+ * cache; without (the sweeper), all of them, placed. Spans that are
+ * cached or being swept are left to their owner.
+ */
+struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
+{
+	struct mcentral *c = &sh->central[cls];
+	/* The backlog first: what an earlier call took but did not fold. */
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	struct mspan *q = c->fold_backlog;
+	c->fold_backlog = NULL;
+	mm_lock_release(&c->lock, irq);
+	if (!q && atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
+		q = atomic_exchange_explicit(&c->fold_queue, NULL,
+		                             memory_order_acquire);
+	struct mspan *found = NULL;
+	unsigned budget = take ? FOLD_QUEUE_BUDGET : UINT32_MAX;
+	while (q && !found && budget) {
+		struct mspan *s = q;
+		q = atomic_load_explicit(&s->qnext, memory_order_relaxed);
+		budget--;
+		irq = mm_lock_acquire(&c->lock);
+		atomic_store_explicit(&s->queued, 0, memory_order_release);
+		if (s->list == MSPAN_LIST_NONE) {
+			mm_lock_release(&c->lock, irq);
+			continue;
+		}
+		uint32_t sg = atomic_load_explicit(&sh->sweepgen,
+		                                   memory_order_acquire);
+		list_remove_any(c, s, sg);
+		atomic_store_explicit(&s->sweepgen, sg - 1,
+		                      memory_order_relaxed);
+		mm_lock_release(&c->lock, irq);
+		spanheap_span_fold(sh, s);
+		atomic_fetch_add_explicit(&sh->queue_folded, 1,
+		                          memory_order_relaxed);
+		if (take && s->alloc_count < s->nelems)
+			found = s;
+		else
+			spanheap_span_place(sh, s);
+	}
+	if (q) {
+		/* The rest (still queued) waits in the backlog: no re-push,
+		 * so a refill costs its budget, not the queue's length. */
+		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
+		irq = mm_lock_acquire(&c->lock);
+		if (c->fold_backlog) { /* another CPU's rest meanwhile */
+			struct mspan *t = q;
+			while (atomic_load_explicit(&t->qnext,
+			                            memory_order_relaxed))
+				t = atomic_load_explicit(&t->qnext,
+				                         memory_order_relaxed);
+			atomic_store_explicit(&t->qnext, c->fold_backlog,
+			                      memory_order_relaxed);
+		}
+		c->fold_backlog = q;
+		mm_lock_release(&c->lock, irq);
+	}
+	return found;
+}
+
+/* The most unswept spans a refill sweeps before it makes a new span. */
+#define CACHE_SPAN_BUDGET 32
+
+/*
+ * A span of class cls with free objects for a cache (Go's
+ * mcentral.cacheSpan): a swept partial span, else unswept spans swept
+ * now (partial first, then full, at most CACHE_SPAN_BUDGET), else NULL.
+ * Pinned.
+ */
+struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls)
+{
+	struct mcentral *c = &sh->central[cls];
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	unsigned sw = swept_idx(sg), un = 1 - sw;
+	struct mspan *s = list_pop(&c->partial[sw]);
+	mm_lock_release(&c->lock, irq);
+	if (s)
+		return s;
+	s = spanheap_fold_queue(sh, cls, true);
+	if (s)
+		return s;
+	irq = mm_lock_acquire(&c->lock);
+	sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	sw = swept_idx(sg);
+	un = 1 - sw;
+	for (unsigned budget = 0; budget < CACHE_SPAN_BUDGET; budget++) {
+		s = list_pop(&c->partial[un]);
+		if (!s)
+			s = list_pop(&c->full[un]);
+		if (!s)
+			break;
+		atomic_store_explicit(&s->sweepgen, sg - 1,
+		                      memory_order_relaxed);
+		mm_lock_release(&c->lock, irq);
+		spanheap_span_fold(sh, s);
+		atomic_fetch_add_explicit(&sh->demand_swept, 1,
+		                          memory_order_relaxed);
+		if (s->alloc_count < s->nelems)
+			return s;
+		irq = mm_lock_acquire(&c->lock);
+		sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+		sw = swept_idx(sg);
+		un = 1 - sw;
+		atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
+		list_push(&c->full[sw], s, MSPAN_LIST_FULL);
+	}
+	mm_lock_release(&c->lock, irq);
+	return NULL;
+}
+
+/* Hands a cached span back (pinned, its owner): folds its frees (a stale
+ * span, cached before a flip, is swept by that) and places it. */
+void spanheap_uncache_span(struct spanheap *sh, struct mspan *s)
+{
+	atomic_store_explicit(&s->owner, 0, memory_order_relaxed);
+	atomic_store_explicit(
+	        &s->sweepgen,
+	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire) - 1,
+	        memory_order_relaxed);
+	spanheap_span_fold(sh, s);
+	spanheap_span_place(sh, s);
+}

@@ -1,0 +1,556 @@
+/*
+ * mm/spanheap_span.c: spans, their structs and the all-spans array; large
+ * objects; the misuse checks that find a pointer's span.
+ *
+ * Purpose: the span layer under the per-CPU caches and the central lists:
+ * make a span from the page heap, fold its frees into its bitmaps, and
+ * give it back when empty. Modelled on the Go runtime's mspan (mheap.go,
+ * mbitmap.go) and its fixed-size allocator for span structs (mfixalloc.go).
+ * Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards the span-struct
+ * allocator and the all-spans array; a span's own fields are its owner's
+ * (spanheap.c says who owns a span when).
+ */
+#include "spanheap_internal.h"
+
+/* Mask of the valid object bits of word w of a span with nelems objects. */
+static inline uint64_t word_mask(uint32_t nelems, unsigned w)
+{
+	uint32_t lo = w * 64;
+	if (nelems >= lo + 64)
+		return ~(uint64_t)0;
+	if (nelems <= lo)
+		return 0;
+	return ((uint64_t)1 << (nelems - lo)) - 1;
+}
+
+static inline unsigned span_words(const struct mspan *s)
+{
+	return ((unsigned)s->nelems + 63) / 64;
+}
+
+unsigned mheap_flags_of(unsigned flags)
+{
+	return ((flags & MM_ATOMIC) ? MHEAP_ATOMIC : 0) |
+	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
+}
+
+/* ---- Misuse -------------------------------------------------------------- */
+
+void spanheap_bad_object(const char *what, const void *p, const struct mspan *s)
+{
+	mm_panic("spanheap: %s: pointer %p, span [%#lx, +%u pages), size "
+	         "class %u (%u-byte objects)",
+	         what, p, (unsigned long)s->base, s->npages,
+	         (unsigned)s->sizeclass, s->elemsize);
+}
+
+/* The span table has no span for p: say what p is. */
+__attribute__((noreturn)) static void
+bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
+{
+	struct mheap *h = sh->heap;
+	uintptr_t a = (uintptr_t)p;
+	if (a < h->arena_base ||
+	    a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
+		mm_panic("spanheap: %s of a foreign pointer %p: outside the "
+		         "heap arena [%#lx, +%zu MiB) (a stack, kernel data or "
+		         "the direct map?)",
+		         op, p, (unsigned long)h->arena_base,
+		         h->arena_pages * MM_PAGE_SIZE >> 20);
+	if (entry == MHEAP_SPAN_PAGES)
+		mm_panic("spanheap: %s of %p: page-heap memory "
+		         "(mheap_alloc_pages) used through the object API",
+		         op, p);
+	if (entry == MHEAP_SPAN_FREED_LARGE)
+		mm_panic("spanheap: %s of %p: a large span freed twice (or "
+		         "used after its free)",
+		         op, p);
+	mm_panic("spanheap: %s of %p: inside the heap arena but in no span "
+	         "(never allocated, or its span was freed)",
+	         op, p);
+}
+
+/*
+ * The span holding p, checked: in use, and p the start of an object.
+ * *idx gets the object's index. op names the call for the messages.
+ */
+struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
+                               uint32_t *idx, const char *op)
+{
+	void *e = mheap_span_lookup(sh->heap, (uintptr_t)p);
+	if (!mheap_span_is_span(e))
+		bad_pointer(sh, op, p, e);
+	struct mspan *s = e;
+	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+	uintptr_t off = (uintptr_t)p - s->base;
+	if (state == MSPAN_DEAD || off >= (uintptr_t)s->npages * MM_PAGE_SIZE)
+		spanheap_bad_object(
+		        op[0] == 'f' ? "free of an object whose span was "
+		                       "freed (a double free?)"
+		                     : "a pointer into a freed span",
+		        p, s);
+	if (state == MSPAN_LARGE) {
+		if (off != 0)
+			spanheap_bad_object(
+			        op[0] == 'f' ? "free of an interior pointer "
+			                       "of a large object"
+			                     : "an interior pointer of a "
+			                       "large object",
+			        p, s);
+		*idx = 0;
+		return s;
+	}
+	uint32_t i = obj_index(s, off);
+	if ((uintptr_t)i * s->elemsize != off || i >= s->nelems)
+		spanheap_bad_object(op[0] == 'f' ? "free of an interior pointer"
+		                                 : "an interior pointer",
+		                    p, s);
+	*idx = i;
+	return s;
+}
+
+/* ---- The span-struct allocator and the all-spans array ------------------ */
+
+#define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
+_Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
+
+/* Pages for an all-spans array of cap entries (header included). */
+static size_t spans_pages(size_t cap)
+{
+	size_t bytes = sizeof(struct spanheap_spans) + cap * sizeof(void *);
+	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
+}
+
+/* The first all-spans array, room for a few pages of structs (set-up). */
+bool spanheap_spans_init(struct spanheap *sh)
+{
+	size_t np = spans_pages(STRUCTS_PER_PAGE * 4);
+	struct spanheap_spans *a = mheap_alloc_pages(sh->heap, np, 0);
+	if (!a)
+		return false;
+	*a = (struct spanheap_spans){.cap = (np * MM_PAGE_SIZE - sizeof(*a)) /
+	                                    sizeof(void *),
+	                             .npages = np};
+	a->v = (struct mspan **)(a + 1);
+	atomic_init(&a->refs, 1);
+	sh->spans = a;
+	return true;
+}
+
+/* Drops a reference to an all-spans array; the last frees its pages. */
+void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
+{
+	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+		mheap_free_pages(sh->heap, a, a->npages);
+}
+
+/*
+ * Makes sure a span struct is free, growing the allocator (and the
+ * all-spans array) from the page heap. False if memory ran out. No lock
+ * held; thread context, or atomic with MM_ATOMIC.
+ */
+static bool structs_reserve(struct spanheap *sh, unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool have = sh->free_structs != NULL;
+	size_t need = sh->spans->len + STRUCTS_PER_PAGE;
+	size_t cap = sh->spans->cap;
+	mm_lock_release(&h->lock, irq);
+	if (have)
+		return true;
+
+	struct spanheap_spans *na = NULL;
+	if (need > cap) {
+		size_t ncap = cap * 2 > need ? cap * 2 : need;
+		size_t np = spans_pages(ncap);
+		na = mheap_alloc_pages(h, np, mheap_flags_of(flags));
+		if (!na)
+			return false;
+		ncap = (np * MM_PAGE_SIZE - sizeof(*na)) / sizeof(void *);
+		*na = (struct spanheap_spans){.cap = ncap, .npages = np};
+		na->v = (struct mspan **)(na + 1);
+		atomic_init(&na->refs, 1);
+	}
+	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
+	if (!page) {
+		if (na)
+			mheap_free_pages(h, na, na->npages);
+		return false;
+	}
+	if (na)
+		mheap_hook(h, MHEAP_HOOK_SPANS_SIZED);
+	struct spanheap_spans *old = NULL;
+	irq = mm_lock_acquire(&h->lock);
+	struct spanheap_spans *cur = sh->spans;
+	/* Other CPUs may have replaced the array meanwhile, more than once:
+	 * na was sized from the cap read above, and must hold what is
+	 * there now. Too small, it goes back and the caller tries again
+	 * (until this check, the copy ran past its end). */
+	if (na && cur->len + STRUCTS_PER_PAGE > cur->cap &&
+	    cur->len + STRUCTS_PER_PAGE <= na->cap) {
+		for (size_t i = 0; i < cur->len; i++)
+			na->v[i] = cur->v[i];
+		na->len = cur->len;
+		sh->spans = na;
+		old = cur; /* its live reference is dropped below */
+		na = NULL;
+		cur = sh->spans;
+	}
+	if (cur->len + STRUCTS_PER_PAGE <= cur->cap) {
+		for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
+			struct mspan *s = &page[i];
+			*s = (struct mspan){0};
+			cur->v[cur->len++] = s;
+			s->next = sh->free_structs;
+			sh->free_structs = s;
+		}
+		sh->nstructs += STRUCTS_PER_PAGE;
+		sh->nstructs_free += STRUCTS_PER_PAGE;
+		page = NULL;
+	}
+	mm_lock_release(&h->lock, irq);
+	if (old)
+		spanheap_spans_put(sh, old);
+	if (na)
+		mheap_free_pages(h, na, na->npages);
+	if (page) /* the array is full and na could not replace it */
+		mheap_free_pages(h, page, 1);
+	return true;
+}
+
+/* A free span struct, or NULL. Locking: the heap lock. */
+static struct mspan *struct_get_locked(struct spanheap *sh)
+{
+	struct mspan *s = sh->free_structs;
+	if (s) {
+		sh->free_structs = s->next;
+		sh->nstructs_free--;
+		s->next = NULL;
+	}
+	return s;
+}
+
+/* Takes a snapshot of the all-spans array (invariant 2). */
+void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	snap->arr = sh->spans;
+	snap->len = snap->arr->len;
+	snap->sweepgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
+	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+}
+
+void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap)
+{
+	spanheap_spans_put(sh, snap->arr);
+	snap->arr = NULL;
+}
+
+/* ---- Spans ----------------------------------------------------------------
+ */
+
+/*
+ * A new span from the page heap: a small span of class cls, or (cls 0) a
+ * large span of npages pages at base (already allocated). NULL if memory
+ * ran out (base is then freed). No lock held; pinned only if MM_ATOMIC.
+ */
+struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
+                                uintptr_t base, size_t npages, unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	if (cls) {
+		npages = ci->npages;
+		base = (uintptr_t)mheap_alloc_pages(h, npages,
+		                                    mheap_flags_of(flags));
+		if (!base)
+			return NULL;
+	}
+	struct mspan *s = NULL;
+	while (!s) {
+		if (!structs_reserve(sh, flags)) {
+			mheap_free_pages(h, (void *)base, npages);
+			return NULL;
+		}
+		unsigned long irq = mm_lock_acquire(&h->lock);
+		s = struct_get_locked(sh);
+		if (s) {
+			/* Acquire and release: the table may grow without
+			 * the heap lock, and a free that reads the copy must
+			 * see the new entries' "none" (mheap.c). */
+			size_t mapped = atomic_load_explicit(
+			        &h->spanmap_pages, memory_order_acquire);
+			if (atomic_load_explicit(&sh->spanmap_pages,
+			                         memory_order_relaxed) !=
+			    mapped)
+				atomic_store_explicit(&sh->spanmap_pages,
+				                      mapped,
+				                      memory_order_release);
+			s->base = base;
+			s->npages = (uint32_t)npages;
+			s->elemsize =
+			        cls ? ci->size
+			            : (uint32_t)min_sz(npages * MM_PAGE_SIZE,
+			                               UINT32_MAX);
+			s->nelems = cls ? ci->nelems : 1;
+			__atomic_store_n(&s->sizeclass, (uint8_t)cls,
+			                 __ATOMIC_RELAXED);
+			s->divmul = cls ? ci->divmul : 0;
+			s->dinv = cls ? ci->dinv : 0;
+			_Static_assert(SC_NCLASSES * sizeof(struct mmag) <=
+			                       UINT16_MAX,
+			               "a magazine's offset fits mag_offset");
+			s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
+			s->dshift = cls ? ci->dshift : 0;
+			atomic_store_explicit(&s->freeindex, 0,
+			                      memory_order_relaxed);
+			s->alloc_count = cls ? 0 : 1;
+			s->alloc_cache = 0;
+			atomic_store_explicit(&s->marked, 0,
+			                      memory_order_relaxed);
+			/* list, next and prev are already clear: a span
+			 * leaves its lists before it is freed. */
+			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
+				atomic_store_explicit(&s->local_free[w], 0,
+				                      memory_order_relaxed);
+				atomic_store_explicit(&s->alloc_bits[w], 0,
+				                      memory_order_relaxed);
+				atomic_store_explicit(&s->pending[w], 0,
+				                      memory_order_relaxed);
+			}
+			/* Read under the heap lock, which the flip holds: a
+			 * span made before a flip is in its snapshot. */
+			atomic_store_explicit(
+			        &s->sweepgen,
+			        atomic_load_explicit(&sh->sweepgen,
+			                             memory_order_relaxed),
+			        memory_order_relaxed);
+			atomic_store_explicit(&s->state,
+			                      cls ? MSPAN_SMALL : MSPAN_LARGE,
+			                      memory_order_release);
+			if (!cls) {
+				sh->large_in_use_pages += npages;
+				sh->n.large_allocs++;
+			}
+		}
+		mm_lock_release(&h->lock, irq);
+	}
+	if (cls) {
+		/* None handed out yet (marked 0): span_take raises it. */
+		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
+		                          memory_order_relaxed);
+	}
+	mheap_span_set(h, base, npages, s);
+	return s;
+}
+
+/*
+ * Gives an empty span back: its table entries, its pages, its struct.
+ * The caller owns s (on no list, not cached). Any context but NMI, no
+ * lock held.
+ */
+void spanheap_span_free(struct spanheap *sh, struct mspan *s)
+{
+	struct mheap *h = sh->heap;
+	unsigned cls = s->sizeclass;
+	uintptr_t base = s->base;
+	size_t npages = s->npages;
+	/* marked first: a racing free's fast path (a misuse) then takes the
+	 * slow one, which reads the state. */
+	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->state, MSPAN_DEAD, memory_order_release);
+	/* Entries before pages: once freed, the pages may be someone
+	 * else's, with entries of their own. */
+	mheap_span_set(h, base, npages, cls ? NULL : MHEAP_SPAN_FREED_LARGE);
+	if (cls)
+		atomic_fetch_sub_explicit(&sh->central[cls].nspans, 1,
+		                          memory_order_relaxed);
+	mheap_free_pages(h, (void *)base, npages);
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	if (!cls) {
+		sh->large_in_use_pages -= npages;
+		sh->n.large_frees++;
+	} else {
+		sh->n.freed_spans++;
+	}
+	s->next = sh->free_structs;
+	sh->free_structs = s;
+	sh->nstructs_free++;
+	mm_lock_release(&h->lock, irq);
+}
+
+/* Points alloc_cache and freeindex at the first free object at or after
+ * freeindex. False if there is none. Owner only. */
+bool spanheap_span_fill_cache(struct mspan *s)
+{
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	while (fi < s->nelems) {
+		unsigned w = fi / 64, b = fi % 64;
+		uint64_t free = ~load_relaxed64(&s->alloc_bits[w]) &
+		                word_mask(s->nelems, w);
+		free >>= b;
+		if (free) {
+			fi += (uint32_t)__builtin_ctzll(free);
+			free >>= __builtin_ctzll(free);
+			s->alloc_cache = free;
+			atomic_store_explicit(&s->freeindex, fi,
+			                      memory_order_relaxed);
+			return true;
+		}
+		fi = (w + 1) * 64;
+	}
+	s->alloc_cache = 0;
+	atomic_store_explicit(&s->freeindex, s->nelems, memory_order_relaxed);
+	return false;
+}
+
+__attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
+                                               uint64_t bits, const char *what)
+{
+	unsigned i = w * 64 + (unsigned)__builtin_ctzll(bits);
+	spanheap_bad_object(what,
+	                    (void *)(s->base + (uintptr_t)i * s->elemsize), s);
+}
+
+/*
+ * Folds the span's frees into its bitmaps: commits the allocated prefix
+ * [0, freeindex) to alloc_bits, clears the bits of freed objects (pending
+ * taken with an atomic exchange, local_free the owner's), and starts
+ * freeindex again at 0. Returns the objects freed. The caller owns s: it
+ * caches s (pinned) or swept it (sweepgen sg - 1).
+ */
+unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
+{
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	unsigned nalloc = 0, nlocal = 0, nremote = 0, count = 0;
+	for (unsigned w = 0; w < span_words(s); w++) {
+		uint64_t a0 = load_relaxed64(&s->alloc_bits[w]);
+		uint32_t lo = w * 64;
+		uint64_t pre = fi >= lo + 64 ? ~(uint64_t)0
+		               : fi > lo     ? ((uint64_t)1 << (fi - lo)) - 1
+		                             : 0;
+		uint64_t a = (a0 | pre) & word_mask(s->nelems, w);
+		nalloc += popcount64(a & ~a0);
+		uint64_t p = load_relaxed64(&s->pending[w]);
+		if (p)
+			p = atomic_exchange_explicit(&s->pending[w], 0,
+			                             memory_order_acquire);
+		uint64_t l = load_relaxed64(&s->local_free[w]);
+		if (p & l)
+			bad_fold(s, w, p & l,
+			         "double free (freed on its own CPU and from "
+			         "another)");
+		uint64_t f = p | l;
+		if (f & ~a)
+			bad_fold(s, w, f & ~a,
+			         "freed object was not allocated (heap "
+			         "corrupted)");
+		atomic_store_explicit(&s->local_free[w], 0,
+		                      memory_order_relaxed);
+		atomic_store_explicit(&s->alloc_bits[w], a & ~f,
+		                      memory_order_relaxed);
+		nlocal += popcount64(l);
+		nremote += popcount64(p);
+		count += popcount64(a & ~f);
+	}
+	s->alloc_count = count;
+	/* After the bits: a free that reads freeindex 0 sees them. */
+	atomic_store_explicit(&s->freeindex, 0, memory_order_release);
+	s->alloc_cache = 0;
+	struct mcentral *c = &sh->central[s->sizeclass];
+	if (nalloc)
+		atomic_fetch_add_explicit(&c->nalloc, nalloc,
+		                          memory_order_relaxed);
+	if (nlocal)
+		atomic_fetch_add_explicit(&c->nlocal, nlocal,
+		                          memory_order_relaxed);
+	if (nremote)
+		atomic_fetch_add_explicit(&c->nremote, nremote,
+		                          memory_order_relaxed);
+	return nlocal + nremote;
+}
+
+/* ---- Large objects
+ * ------------------------------------------------------------ */
+
+/* npages pages aligned to align bytes (a page multiple), as a large
+ * span; npages 0 (size 0 with a large alignment) gets one page. */
+void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
+                           unsigned flags)
+{
+	struct mheap *h = sh->heap;
+	if (npages == 0)
+		npages = 1;
+	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
+	if (npages > h->arena_pages || extra > h->arena_pages - npages)
+		return NULL;
+	if ((flags & MM_ATOMIC) && npages + extra > MHEAP_ATOMIC_MAX_PAGES)
+		return NULL;
+	unsigned hf =
+	        mheap_flags_of(flags) | ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
+	uintptr_t raw = (uintptr_t)mheap_alloc_pages(h, npages + extra, hf);
+	if (!raw)
+		return NULL;
+	uintptr_t base = raw;
+	if (extra) {
+		uintptr_t rem = raw % align;
+		base = rem ? raw + (align - rem) : raw;
+		size_t head = (base - raw) / MM_PAGE_SIZE;
+		size_t tail = extra - head;
+		if (head)
+			mheap_free_pages(h, (void *)raw, head);
+		if (tail)
+			mheap_free_pages(h,
+			                 (void *)(base + npages * MM_PAGE_SIZE),
+			                 tail);
+	}
+	struct mspan *s = spanheap_span_new(sh, 0, base, npages, flags);
+	return s ? (void *)base : NULL;
+}
+
+void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
+{
+	uint8_t want = MSPAN_LARGE;
+	if (!atomic_compare_exchange_strong_explicit(
+	            &s->state, &want, MSPAN_DEAD, memory_order_acq_rel,
+	            memory_order_relaxed))
+		spanheap_bad_object("a large span freed twice", p, s);
+	/* span_free stores DEAD again; harmless. */
+	spanheap_span_free(sh, s);
+}
+
+/*
+ * Resizes the large span s (p's: the caller owns it) to npages pages in
+ * place: the pages after it if they are free (mheap_extend_pages), or its
+ * tail given back. True if it did. Thread context: the page heap may map
+ * pages and sleep. Its table entries are set before it grows into pages
+ * and after it leaves them, so that a lookup of its own pages always
+ * finds it; npages and elemsize change under the heap lock (the owner
+ * reads them; the checker runs when nothing allocates).
+ */
+bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages)
+{
+	struct mheap *h = sh->heap;
+	size_t have = s->npages;
+	uintptr_t at = s->base + npages * MM_PAGE_SIZE;
+	if (npages > have) {
+		if (!mheap_extend_pages(h, (void *)s->base, have,
+		                        npages - have))
+			return false;
+		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
+		               s);
+	} else if (npages < have) {
+		mheap_span_set(h, at, have - npages, MHEAP_SPAN_FREED_LARGE);
+	}
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	s->npages = (uint32_t)npages;
+	s->elemsize = (uint32_t)min_sz(npages * MM_PAGE_SIZE, UINT32_MAX);
+	sh->large_in_use_pages = sh->large_in_use_pages + npages - have;
+	mm_lock_release(&h->lock, irq);
+	if (npages < have)
+		mheap_free_pages(h, (void *)at, have - npages);
+	return true;
+}
