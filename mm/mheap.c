@@ -23,9 +23,10 @@
  *            fails, a run of at most 64 pages is given back exactly as it
  *            was (palloc_free_mask_locked: no page changed); a longer one
  *            (thread context only) is unmapped and given back scavenged.
- *   grow     When nothing fits: one caller at a time sets `growing`,
- *            prepares palloc's metadata and the page tables outside the
- *            lock, commits under the lock, clears `growing` and wakes `grown`.
+ *   grow     When nothing fits and the arena has room for the chunks
+ *            it needs: one caller at a time sets `growing`, prepares
+ *            palloc's metadata and the page tables outside the lock,
+ *            commits under the lock, clears `growing` and wakes `grown`.
  * A thread that finds `growing` set sleeps on `grown` (an event count, read
  * before its failed attempt, so no wake-up is lost) and retries; an atomic
  * caller gets NULL instead. reserve  Free pages in grown chunks are kept at
@@ -191,24 +192,36 @@ void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 
 enum grow_result { GROW_OK, GROW_FAILED, GROW_BUSY };
 
-/* Grows the heap by enough whole chunks for npages, unless another caller
- * is growing it (GROW_BUSY). Wakes the waiters on `grown` either way it
- * ends. Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
-static enum grow_result grow(struct mheap *h, size_t npages)
+/* The chunks a growth for npages takes, from *first (the first not
+ * grown). The new chunks extend the free run at the top of the grown
+ * ones: only the rest needs chunks (near the arena's end the request
+ * failed when the chunks it would need whole were not left). No lock
+ * held. */
+static size_t grow_chunks(struct mheap *h, size_t npages, size_t *first)
 {
-	if (atomic_exchange(&h->growing, true))
-		return GROW_BUSY;
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	size_t first = h->grown_chunks;
-	/* The new chunks extend the free run at the top of the grown ones:
-	 * only the rest needs chunks (near the arena's end the request
-	 * failed when the chunks it would need whole were not left). */
+	*first = h->grown_chunks;
 	size_t tail = palloc_free_below_locked(
-	        &h->pages, h->arena_base + first * PALLOC_CHUNK_BYTES);
+	        &h->pages, h->arena_base + *first * PALLOC_CHUNK_BYTES);
 	mm_lock_release(&h->lock, irq);
 	size_t need = tail < npages ? npages - tail : 1;
-	size_t nchunks = (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
-	size_t total = h->arena_pages / MHEAP_CHUNK_PAGES;
+	return (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
+}
+
+/* Grows the heap by enough whole chunks for npages, unless another caller
+ * is growing it (GROW_BUSY). Wakes the waiters on `grown` either way it
+ * ends, once it has claimed the growth; when the arena has no room for
+ * it, it claims nothing and wakes no one (a thread waiting there for a
+ * scavenge batch would wake the others, and they it, without end).
+ * Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
+static enum grow_result grow(struct mheap *h, size_t npages)
+{
+	size_t first, total = h->arena_pages / MHEAP_CHUNK_PAGES;
+	if (grow_chunks(h, npages, &first) > total - first)
+		return GROW_FAILED;
+	if (atomic_exchange(&h->growing, true))
+		return GROW_BUSY;
+	size_t nchunks = grow_chunks(h, npages, &first);
 	uintptr_t base = h->arena_base + first * PALLOC_CHUNK_BYTES;
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;
 	bool ok = nchunks <= total - first &&
@@ -217,7 +230,7 @@ static enum grow_result grow(struct mheap *h, size_t npages)
 	          spanmap_grow(h, first + nchunks);
 	mheap_hook(h, MHEAP_HOOK_GROW_PREPARED);
 	if (ok) {
-		irq = mm_lock_acquire(&h->lock);
+		unsigned long irq = mm_lock_acquire(&h->lock);
 		ok = palloc_grow_commit_locked(&h->pages, base, nbytes);
 		if (ok) {
 			h->grown_chunks += nchunks;
@@ -399,6 +412,9 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		 * failed whenever the scavenger was mid-batch). */
 		if (atomic)
 			return NULL;
+		/* Read again: a failed growth (ours too) woke it, and a wait
+		 * on the count from before would end at once, every time. */
+		seen = mm_event_prepare(&h->grown);
 		enum scav_state st = scavenge_state(h, returns);
 		if (st == SCAV_NONE)
 			return NULL;

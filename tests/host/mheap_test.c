@@ -453,6 +453,79 @@ KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 	heap_release();
 }
 
+/*
+ * While a batch holds the only free pages, allocating threads sleep until
+ * it ends: their waits on `grown` are counted (scav_waits), once each.
+ * Each spun instead, for as long as the batch was held: a failed growth
+ * woke the event the thread then waited on with the count it had read
+ * before, so every wait ended at once (hundreds of thousands of waits in
+ * 50 ms). So in a fully grown arena, where two threads' growths that
+ * could not grow also woke each other, and in one whose growth failed for
+ * want of memory (the span table's page cannot be mapped). arena_chunks
+ * is 1 or 2; the first chunk is allocated whole, 200 pages of it freed
+ * and taken by the held batch; nthreads threads then allocate a page.
+ */
+static void alloc_sleeps_through_a_batch(size_t arena_chunks, unsigned nthreads)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = arena_chunks * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0; /* the second chunk stays ungrown */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	sem_init(&batch_held, 0, 0);
+	sem_init(&batch_go, 0, 0);
+	mheap_test_hook = hold_batch;
+	pthread_t scav, user[2];
+	void *got[2] = {NULL, NULL};
+	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
+	sem_wait(&batch_held);
+	mm_port_set_quiet(true);
+	if (arena_chunks > 1)
+		mm_port_fail_maps(1u << 30); /* every growth fails */
+	for (unsigned t = 0; t < nthreads; t++)
+		KASSERT(pthread_create(&user[t], NULL, alloc_one_thread,
+		                       &got[t]) == 0);
+	struct mheap_stats st;
+	do {
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (st.n.scav_waits < nthreads);
+	struct timespec ts = {.tv_nsec = 50 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	mheap_stats(&heap, &st);
+	uint64_t waits = st.n.scav_waits;
+	mm_port_fail_maps(0);
+	sem_post(&batch_go);
+	for (unsigned t = 0; t < nthreads; t++)
+		pthread_join(user[t], NULL);
+	pthread_join(scav, NULL);
+	mm_port_set_quiet(false);
+	ktest_diag("%u threads, %zu chunks: %lu waits", nthreads, arena_chunks,
+	           (unsigned long)waits);
+	KEXPECT(waits <= 2 * nthreads); /* a timeout's second wait at most */
+	for (unsigned t = 0; t < nthreads; t++) {
+		KEXPECT(got[t] != NULL);
+		if (got[t])
+			mheap_free_pages(&heap, got[t], 1);
+	}
+	mheap_free_pages(&heap, a, 312);
+	HEAP_CHECK("after the wait");
+	heap_release();
+}
+
+KTEST(mheap, alloc_sleeps_through_a_batch_in_a_full_arena)
+{
+	alloc_sleeps_through_a_batch(1, 2);
+}
+
+KTEST(mheap, alloc_sleeps_through_a_batch_when_growth_fails)
+{
+	alloc_sleeps_through_a_batch(2, 1);
+}
+
 /* A set-up that fails gives back the address space it reserved (the
  * arena, the span table, palloc's metadata), so that a retry, such as the
  * hosted malloc's with a smaller arena under ulimit -v, has it: each of
