@@ -7,8 +7,8 @@
  *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
  *                       the magazines' spills and drains (mcache)
  *   spanheap.c          the fast paths, the API and set-up
- *   spanheap_sweep.c    sweep cycles, the sweeper thread, statistics and
- *                       the checker
+ *   spanheap_sweep.c    sweep cycles, the sweeper thread, statistics
+ *   spanheap_check.c    the checker
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
@@ -258,5 +258,10 @@ bool spanheap_mags_drain_here(struct spanheap *sh);
 /* Wakes the sweeper if pending frees passed the threshold. Any context
  * but NMI, no lock held. */
 void spanheap_sweeper_kick(struct spanheap *sh);
+
+/* The cycle semaphore (invariant 5): held from a cycle's flip to its
+ * finish, and by the checker. Thread context. */
+void spanheap_cycle_acquire(struct spanheap *sh);
+void spanheap_cycle_release(struct spanheap *sh);
 
 #endif

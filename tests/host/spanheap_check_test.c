@@ -1,5 +1,5 @@
 /*
- * spanheap_check (mm/spanheap_sweep.c) catches what it claims to: each
+ * spanheap_check (mm/spanheap_check.c) catches what it claims to: each
  * test breaks one of the invariants it verifies in a fresh heap (a span's
  * class fields, bitmaps or count, a span-table entry, a magazine, a
  * central list's entries, count or links, a cached span, the span and

@@ -1,0 +1,325 @@
+/*
+ * mm/spanheap_check.c: the span heap's checker (spanheap_check).
+ *
+ * Purpose: every invariant the span heap keeps, as an executable check
+ * that tests run after their operations and a debug build can run live:
+ * each span's bitmaps, counts, markers and table entries; each class's
+ * lists against the spans' sweepgens; this CPU's magazines. It holds the
+ * cycle semaphore (no span is claimed meanwhile) and reads the all-spans
+ * array through a snapshot (invariant 2). Meaningful when no other CPU
+ * allocates or frees. Thread context.
+ */
+#include "spanheap_internal.h"
+
+/* ---- The checker
+ * ------------------------------------------------------------------ */
+
+/* A fault the checker found: gives the cycle back first (a test may catch
+ * the panic and go on with the heap), then panics. Its snapshot's
+ * reference stays taken: after a caught panic the all-spans array it
+ * holds is never freed. */
+#define check_fail(sh, ...) (spanheap_cycle_release(sh), mm_panic(__VA_ARGS__))
+/* The same under a class's lock, which goes first. */
+#define check_fail_unlock(sh, lock, irq, ...)                    \
+	(mm_lock_release(lock, irq), spanheap_cycle_release(sh), \
+	 mm_panic(__VA_ARGS__))
+
+static void check_small(struct spanheap *sh, struct mspan *s)
+{
+	unsigned cls = s->sizeclass;
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	if (cls == 0 || cls >= SC_NCLASSES || s->elemsize != ci->size ||
+	    s->nelems != ci->nelems || s->npages != ci->npages ||
+	    s->divmul != ci->divmul || s->dinv != ci->dinv ||
+	    s->dshift != ci->dshift ||
+	    s->mag_offset != cls * sizeof(struct mmag))
+		check_fail(sh,
+		           "spanheap: check: span %p [%#lx] of class %u does "
+		           "not match its class",
+		           (void *)s, (unsigned long)s->base, cls);
+	unsigned cnt = 0;
+	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
+	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
+		uint64_t a = atomic_load_explicit(&s->alloc_bits[w],
+		                                  memory_order_relaxed);
+		uint64_t p = atomic_load_explicit(&s->pending[w],
+		                                  memory_order_relaxed);
+		uint64_t l = atomic_load_explicit(&s->local_free[w],
+		                                  memory_order_relaxed);
+		uint64_t m = (w * 64 < s->nelems)
+		                     ? (s->nelems - w * 64 >= 64
+		                                ? ~(uint64_t)0
+		                                : ((uint64_t)1
+		                                   << (s->nelems - w * 64)) -
+		                                          1)
+		                     : 0;
+		uint64_t pre = fi >= w * 64 + 64 ? ~(uint64_t)0
+		               : fi > w * 64
+		                       ? ((uint64_t)1 << (fi - w * 64)) - 1
+		                       : 0;
+		uint64_t alloc = (a | pre) & m;
+		if ((a & ~m) || (p & ~alloc) || (l & ~alloc) || (p & l))
+			check_fail(sh,
+			           "spanheap: check: span [%#lx] class %u word "
+			           "%u: alloc %#lx pending %#lx local %#lx "
+			           "freeindex %u",
+			           (unsigned long)s->base, cls, w,
+			           (unsigned long)a, (unsigned long)p,
+			           (unsigned long)l, fi);
+		cnt += (unsigned)pallocbits_popcount(a & m & ~pre) +
+		       (unsigned)pallocbits_popcount(pre & m);
+	}
+	/* A cached span's count is brought up to date when it is folded. */
+	bool cached = atomic_load(&s->sweepgen) % 2 == 1;
+	if (!cached && cnt != s->alloc_count)
+		check_fail(sh,
+		           "spanheap: check: span [%#lx] class %u counts %u "
+		           "allocated, its bitmaps %u",
+		           (unsigned long)s->base, cls, s->alloc_count, cnt);
+}
+
+/*
+ * Every free object below marked of span s (on a central list: the
+ * caller holds its class's lock, so no CPU hands its objects out and the
+ * sweeper cannot claim and free it meanwhile) carries the free marker:
+ * the free's test of a second free relies on it alone. Free: clear in
+ * alloc_bits (a listed span's freeindex is 0), or freed and not folded
+ * yet (pending or local bit). Objects in magazines count as allocated
+ * here; check_mags looks at this CPU's. Returns the first object without
+ * it, or 0 (the caller panics after it lets go of the lock).
+ */
+static uintptr_t check_markers(struct spanheap *sh, struct mspan *s)
+{
+	uint32_t marked =
+	        atomic_load_explicit(&s->marked, memory_order_acquire);
+	for (uint32_t i = 0; i < marked && i < s->nelems; i++) {
+		uint64_t b = (uint64_t)1 << (i % 64);
+		unsigned w = i / 64;
+		if ((atomic_load_explicit(&s->alloc_bits[w],
+		                          memory_order_relaxed) &
+		     ~(atomic_load_explicit(&s->pending[w],
+		                            memory_order_relaxed) |
+		       atomic_load_explicit(&s->local_free[w],
+		                            memory_order_relaxed))) &
+		    b)
+			continue; /* allocated */
+		uintptr_t a = s->base + (uintptr_t)i * s->elemsize;
+		if (((const uintptr_t *)a)[1] != (sh->mag_cookie ^ a))
+			return a;
+	}
+	return 0;
+}
+
+static void check_entries(struct spanheap *sh, struct mspan *s)
+{
+	for (size_t i = 0; i < s->npages; i++)
+		if (mheap_span_lookup(sh->heap, s->base + i * MM_PAGE_SIZE) !=
+		    s)
+			check_fail(sh,
+			           "spanheap: check: span table entry of page "
+			           "%zu of span [%#lx] is wrong",
+			           i, (unsigned long)s->base);
+}
+
+/* This CPU's magazines (other CPUs change theirs without a lock): every
+ * object freed (its marker), the start of an allocated object of a small
+ * span of the magazine's class below the span's marked count, and the
+ * count within the magazine's size. */
+static void check_mags(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	uintptr_t cookie = sh->mag_cookie;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		/* The magazines of a fast pin that names no CPU: empty and
+		 * full at once, never written. */
+		struct mmag *none = &sh->mags[MM_PIN_NONE][cls];
+		if (none->top != none->limit || none->top[-1] != 0)
+			check_fail(sh,
+			           "spanheap: check: the magazine of class %u "
+			           "for no CPU (MM_PIN_NONE) was written: top "
+			           "%p, limit %p, the word below %#lx",
+			           cls, (void *)none->top, (void *)none->limit,
+			           (unsigned long)none->top[-1]);
+		struct mcache *mc = &sh->caches[pin.cpu];
+		struct mmag *m = &mc->mag[cls];
+		if (!mc->slab) {
+			if (m->top[-1] != 0 || m->top != m->limit)
+				check_fail(sh,
+				           "spanheap: check: CPU %u has no "
+				           "magazine slab, but its magazine of "
+				           "class %u is not the empty one",
+				           (unsigned)pin.cpu, cls);
+			continue;
+		}
+		uintptr_t *base = mag_base(sh, (unsigned)pin.cpu, cls);
+		uintptr_t *limit = base + sh->mag_max[cls];
+		if (sh->mags[pin.cpu] != mc->mag || m->limit != limit ||
+		    m->top < base || m->top > limit || base[-1] != 0)
+			check_fail(
+			        sh,
+			        "spanheap: check: CPU %u's magazine of class "
+			        "%u is broken: top %p, limit %p, slots [%p, "
+			        "%p), the 0 below them %#lx",
+			        (unsigned)pin.cpu, cls, (void *)m->top,
+			        (void *)m->limit, (void *)base, (void *)limit,
+			        (unsigned long)base[-1]);
+		uint32_t n = (uint32_t)(m->top - base);
+		for (uint32_t seen = 0; seen < n; seen++) {
+			uintptr_t a = base[seen];
+			const uintptr_t *o = (const uintptr_t *)a;
+			struct mspan *s = mheap_span_lookup(sh->heap, a);
+			bool ok = o[1] == (cookie ^ a) &&
+			          mheap_span_is_span(s) &&
+			          atomic_load(&s->state) == MSPAN_SMALL &&
+			          s->sizeclass == cls;
+			if (ok) {
+				uintptr_t off = a - s->base;
+				uint32_t i = (uint32_t)(off / s->elemsize);
+				uint64_t b = (uint64_t)1 << (i % 64);
+				ok = off % s->elemsize == 0 && i < s->nelems &&
+				     i < atomic_load(&s->marked) &&
+				     (i < atomic_load(&s->freeindex) ||
+				      (atomic_load(&s->alloc_bits[i / 64]) &
+				       b)) &&
+				     !((atomic_load(&s->pending[i / 64]) |
+				        atomic_load(&s->local_free[i / 64])) &
+				       b);
+			}
+			if (!ok)
+				check_fail(
+				        sh,
+				        "spanheap: check: CPU %u's magazine "
+				        "of class %u: object %u of %u, %#lx, "
+				        "is not a freed object of the class",
+				        (unsigned)pin.cpu, cls, seen, n,
+				        (unsigned long)a);
+		}
+	}
+	mm_port_unpin(pin);
+}
+
+void spanheap_check(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_check");
+	/* No sweep cycle meanwhile: a flip, a claim or a span freed by the
+	 * sweeper would look like a fault (the shell's stress checks right
+	 * after its flush, which wakes the sweeper). */
+	spanheap_cycle_acquire(sh);
+	check_mags(sh);
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	uint32_t sg = snap.sweepgen;
+	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0};
+	size_t cached = 0, nsmall = 0;
+	for (size_t i = 0; i < snap.len; i++) {
+		struct mspan *s = snap.arr->v[i];
+		uint8_t st = atomic_load(&s->state);
+		if (st == MSPAN_DEAD)
+			continue;
+		check_entries(sh, s);
+		if (st == MSPAN_LARGE)
+			continue;
+		check_small(sh, s);
+		small[s->sizeclass]++;
+		nsmall++;
+	}
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mcentral *c = &sh->central[cls];
+		uintptr_t unmarked = 0;
+		struct mspan *unmarked_span = NULL;
+		unsigned long irq = mm_lock_acquire(&c->lock);
+		for (unsigned k = 0; k < 4; k++) {
+			struct mspan_list_head *l =
+			        k < 2 ? &c->partial[k] : &c->full[k - 2];
+			bool swept = (k % 2) == (sg / 2) % 2;
+			size_t n = 0;
+			for (struct mspan *s = l->first; s; s = s->next, n++) {
+				uint32_t v = atomic_load(&s->sweepgen);
+				bool partial = k < 2;
+				if (s->sizeclass != cls ||
+				    atomic_load(&s->state) != MSPAN_SMALL ||
+				    s->list != (partial ? MSPAN_LIST_PARTIAL
+				                        : MSPAN_LIST_FULL) ||
+				    v != (swept ? sg : sg - 2) ||
+				    (partial ? s->alloc_count >= s->nelems
+				             : s->alloc_count != s->nelems) ||
+				    atomic_load(&s->freeindex) != 0)
+					check_fail_unlock(
+					        sh, &c->lock, irq,
+					        "spanheap: check: span [%#lx] "
+					        "on class %u's %s %s list: "
+					        "class %u, sweepgen %u (sg "
+					        "%u), %u of %u allocated",
+					        (unsigned long)s->base, cls,
+					        swept ? "swept" : "unswept",
+					        partial ? "partial" : "full",
+					        s->sizeclass, v, sg,
+					        s->alloc_count, s->nelems);
+				if (!unmarked) {
+					unmarked = check_markers(sh, s);
+					unmarked_span = s;
+				}
+			}
+			if (n != l->n)
+				check_fail_unlock(
+				        sh, &c->lock, irq,
+				        "spanheap: check: class %u list %u "
+				        "holds %zu spans, counts %zu",
+				        cls, k, n, l->n);
+			listed[cls] += n;
+		}
+		mm_lock_release(&c->lock, irq);
+		if (unmarked)
+			check_fail(sh,
+			           "spanheap: check: free object %#lx of span "
+			           "[%#lx] class %u has lost its free marker: "
+			           "written after its free?",
+			           (unsigned long)unmarked,
+			           (unsigned long)unmarked_span->base, cls);
+	}
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+			struct mspan *s = sh->caches[cpu].alloc[cls];
+			if (s == &spanheap_empty_span)
+				continue;
+			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
+			    atomic_load(&s->sweepgen) % 2 == 0)
+				check_fail(
+				        sh,
+				        "spanheap: check: CPU %u caches span "
+				        "[%#lx] of class %u for class %u, "
+				        "sweepgen %u",
+				        cpu, (unsigned long)s->base,
+				        s->sizeclass, cls,
+				        atomic_load(&s->sweepgen));
+			listed[cls]++;
+			cached++;
+		}
+	}
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		if (small[cls] != listed[cls] ||
+		    small[cls] != atomic_load(&sh->central[cls].nspans))
+			check_fail(
+			        sh,
+			        "spanheap: check: class %u has %zu spans, %zu "
+			        "on lists or cached, counts %zu",
+			        cls, small[cls], listed[cls],
+			        atomic_load(&sh->central[cls].nspans));
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	size_t nfree = 0;
+	for (struct mspan *s = sh->free_structs; s; s = s->next)
+		nfree++;
+	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
+	mm_lock_release(&sh->heap->lock, irq);
+	if (bad)
+		check_fail(
+		        sh,
+		        "spanheap: check: %zu free span structs, counts %zu; "
+		        "%zu made, array holds %zu",
+		        nfree, sh->nstructs_free, sh->nstructs, sh->spans->len);
+	spanheap_snapshot_put(sh, &snap);
+	spanheap_cycle_release(sh);
+	(void)cached;
+	(void)nsmall;
+	mheap_check(sh->heap);
+}
