@@ -148,6 +148,13 @@ void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
  * Makes sure a span struct is free, growing the allocator (and the
  * all-spans array) from the page heap. False if memory ran out. No lock
  * held; thread context, or atomic with MM_ATOMIC.
+ *
+ * A thread caller grows the array once it is three quarters full, ahead
+ * of need: an atomic caller may take at most MHEAP_ATOMIC_MAX_PAGES pages
+ * at once, which holds an array of 32K spans, so past that an atomic
+ * allocation that had to grow the array failed while memory was
+ * plentiful, until a thread grew it. Ahead, a quarter of the array is
+ * left for atomic callers between two thread callers' refills.
  */
 static bool structs_reserve(struct spanheap *sh, unsigned flags)
 {
@@ -161,16 +168,21 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 		return true;
 
 	struct spanheap_spans *na = NULL;
-	if (need > cap) {
+	size_t room = (flags & MM_ATOMIC) ? cap : cap - cap / 4;
+	if (need > room) {
 		size_t ncap = cap * 2 > need ? cap * 2 : need;
 		size_t np = spans_pages(ncap);
 		na = mheap_alloc_pages(h, np, mheap_flags_of(flags));
-		if (!na)
-			return false;
-		ncap = (np * MM_PAGE_SIZE - sizeof(*na)) / sizeof(void *);
-		*na = (struct spanheap_spans){.cap = ncap, .npages = np};
-		na->v = (struct mspan **)(na + 1);
-		atomic_init(&na->refs, 1);
+		if (!na && need > cap)
+			return false; /* ahead of need, it can wait */
+		if (na) {
+			ncap = (np * MM_PAGE_SIZE - sizeof(*na)) /
+			       sizeof(void *);
+			*na = (struct spanheap_spans){.cap = ncap,
+			                              .npages = np};
+			na->v = (struct mspan **)(na + 1);
+			atomic_init(&na->refs, 1);
+		}
 	}
 	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
 	if (!page) {
@@ -184,10 +196,11 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 	irq = mm_lock_acquire(&h->lock);
 	struct spanheap_spans *cur = sh->spans;
 	/* Other CPUs may have replaced the array meanwhile, more than once:
-	 * na was sized from the cap read above, and must hold what is
-	 * there now. Too small, it goes back and the caller tries again
-	 * (until this check, the copy ran past its end). */
-	if (na && cur->len + STRUCTS_PER_PAGE > cur->cap &&
+	 * na was sized from the cap read above, and must be bigger than
+	 * what is there now and hold it. If not, it goes back, and the
+	 * caller tries again if it still needs room (until this check, the
+	 * copy ran past its end). */
+	if (na && na->cap > cur->cap &&
 	    cur->len + STRUCTS_PER_PAGE <= na->cap) {
 		for (size_t i = 0; i < cur->len; i++)
 			na->v[i] = cur->v[i];

@@ -152,8 +152,7 @@ static bool heap_with_structs_used_up(size_t *n)
 		return false;
 	mm_port_set_cpu(0);
 	*n = 0;
-	while (!(sh.nstructs_free == 0 &&
-	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+	while (!sh_spans_must_grow(&sh, false)) {
 		if (*n == 1024 || !(objs[*n] = spanheap_alloc(&sh, BIG, 0)))
 			return false;
 		(*n)++;
@@ -246,6 +245,54 @@ KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 	spanheap_free(&sh, big);
 	for (size_t i = 0; i < nobj; i++)
 		spanheap_free(&sh, objs[i]);
+	spanheap_flush_cache(&sh);
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The all-spans array grows ahead of need for a thread caller (at three
+ * quarters), and only when full for an atomic one, which may take at most
+ * MHEAP_ATOMIC_MAX_PAGES pages: past 32K spans an atomic allocation that
+ * had to grow the array failed while memory was plentiful. So the last
+ * quarter is the atomic callers': they fill it with no growth, and the
+ * thread caller that reaches it grows the array at once.
+ */
+KTEST(spanheap_fail, span_array_grows_ahead_for_atomic_callers)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	static void *many[4096];
+	size_t n = 0;
+	while (!sh_spans_must_grow(&sh, false)) {
+		KASSERT(n < 4096 && (many[n] = spanheap_alloc(&sh, BIG, 0)));
+		n++;
+	}
+	size_t cap0 = sh.spans->cap;
+	/* Three quarters full, with room left for atomic callers. */
+	KEXPECT(!sh_spans_must_grow(&sh, true));
+	KASSERT((many[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);
+	n++;
+	size_t cap1 = sh.spans->cap;
+	ktest_diag("array of %zu spans grew to %zu with %zu made", cap0, cap1,
+	           sh.spans->len);
+	KEXPECT(cap1 > cap0);
+	/* The new array's last quarter, atomic callers only: no growth. */
+	size_t atomic = 0;
+	while (!sh_spans_must_grow(&sh, true)) {
+		KASSERT(n < 4096 &&
+		        (many[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		n++;
+		atomic++;
+	}
+	KEXPECT(sh.spans->cap == cap1);
+	KEXPECT(atomic > 0);
+	KASSERT((many[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);
+	n++;
+	KEXPECT(sh.spans->cap > cap1);
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, many[i]);
 	spanheap_flush_cache(&sh);
 	SH_CHECK(&sh, "after the frees");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);

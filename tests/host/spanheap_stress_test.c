@@ -469,8 +469,7 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	static void *objs[8192];
 	size_t n = 0;
 	/* Use the structs up: the next span makes the array grow. */
-	while (!(sh.nstructs_free == 0 &&
-	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+	while (!sh_spans_must_grow(&sh, false)) {
 		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
 		n++;
 	}
@@ -484,8 +483,7 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	sem_wait(&sized);
 	/* Replaced twice (past the waiter's), and full again. */
 	size_t first = n;
-	while (!(sh.spans->cap > 3 * cap0 &&
-	         sh.spans->len + SH_STRUCTS_PER_PAGE > sh.spans->cap)) {
+	while (!(sh.spans->cap > 3 * cap0 && sh_spans_must_grow(&sh, false))) {
 		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
 		memset(objs[n], 0xab, BIG);
 		n++;

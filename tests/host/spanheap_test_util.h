@@ -25,6 +25,18 @@
 /* Span structs per page of the span-struct allocator (spanheap_span.c). */
 #define SH_STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 
+/* True if sh's next span makes its all-spans array grow: no free struct,
+ * and no room for another page of them, which for a thread caller (not
+ * atomic) means past three quarters of the array (structs_reserve grows
+ * it ahead of need) and for an atomic caller past its end. */
+static inline bool sh_spans_must_grow(const struct spanheap *sh, bool atomic)
+{
+	size_t cap = sh->spans->cap;
+	size_t room = atomic ? cap : cap - cap / 4;
+	return sh->nstructs_free == 0 &&
+	       sh->spans->len + SH_STRUCTS_PER_PAGE > room;
+}
+
 /* Makes h with the page-heap configuration hc and sh over it with sc (NULL:
  * the default). False if either fails. */
 static inline bool sh_heap_new_with(struct mheap *h, struct spanheap *sh,
