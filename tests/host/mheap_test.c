@@ -422,18 +422,30 @@ static void *alloc_one_thread(void *arg)
 	return NULL;
 }
 
-KTEST(mheap, alloc_waits_for_a_scavenge_batch)
+/* The first chunk allocated whole and its pages [312, 512) freed, then
+ * release-all started on *scav and held (hold_batch) with those 200 pages
+ * taken out of the free set. Returns the chunk, NULL on failure. */
+static char *hold_a_batch(pthread_t *scav)
 {
-	KASSERT(heap_new(1, 0, 0));
 	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
-	KASSERT(a);
+	if (!a)
+		return NULL;
 	mheap_free_pages(&heap, a + 312 * PG, 200);
 	sem_init(&batch_held, 0, 0);
 	sem_init(&batch_go, 0, 0);
 	mheap_test_hook = hold_batch;
-	pthread_t scav, user;
-	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
+	if (pthread_create(scav, NULL, release_all_thread, NULL) != 0)
+		return NULL;
 	sem_wait(&batch_held);
+	return a;
+}
+
+KTEST(mheap, alloc_waits_for_a_scavenge_batch)
+{
+	KASSERT(heap_new(1, 0, 0));
+	pthread_t scav, user;
+	char *a = hold_a_batch(&scav);
+	KASSERT(a);
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.scavenging_pages, 200);
@@ -473,16 +485,10 @@ static void alloc_sleeps_through_a_batch(size_t arena_chunks, unsigned nthreads)
 	cfg.arena_bytes = arena_chunks * PALLOC_CHUNK_BYTES;
 	cfg.reserve_pages = 0; /* the second chunk stays ungrown */
 	KASSERT(mheap_init(&heap, &cfg));
-	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
-	KASSERT(a);
-	mheap_free_pages(&heap, a + 312 * PG, 200);
-	sem_init(&batch_held, 0, 0);
-	sem_init(&batch_go, 0, 0);
-	mheap_test_hook = hold_batch;
 	pthread_t scav, user[2];
 	void *got[2] = {NULL, NULL};
-	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
-	sem_wait(&batch_held);
+	char *a = hold_a_batch(&scav);
+	KASSERT(a);
 	mm_port_set_quiet(true);
 	if (arena_chunks > 1)
 		mm_port_fail_maps(1u << 30); /* every growth fails */

@@ -152,12 +152,18 @@ static bool heap_with_structs_used_up(size_t *n)
 		return false;
 	mm_port_set_cpu(0);
 	*n = 0;
-	while (!sh_spans_must_grow(&sh, false)) {
-		if (*n == 1024 || !(objs[*n] = spanheap_alloc(&sh, BIG, 0)))
-			return false;
-		(*n)++;
-	}
-	return true;
+	return sh_fill_until_growth(&sh, BIG, objs, 1024, n);
+}
+
+/* Frees v[0..n) and checks that the heap holds no span after. */
+static void free_all(void **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, v[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh); /* spans on the central lists */
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 }
 
 /* The pages of the all-spans array that structs_reserve makes next. */
@@ -243,11 +249,7 @@ KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 	KEXPECT(sh.spans->cap > b.spans_cap);
 	spanheap_free(&sh, small);
 	spanheap_free(&sh, big);
-	for (size_t i = 0; i < nobj; i++)
-		spanheap_free(&sh, objs[i]);
-	spanheap_flush_cache(&sh);
-	SH_CHECK(&sh, "after the frees");
-	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	free_all(objs, nobj);
 	sh_heap_release(&heap);
 }
 
@@ -265,10 +267,7 @@ KTEST(spanheap_fail, span_array_grows_ahead_for_atomic_callers)
 	mm_port_set_cpu(0);
 	static void *many[4096];
 	size_t n = 0;
-	while (!sh_spans_must_grow(&sh, false)) {
-		KASSERT(n < 4096 && (many[n] = spanheap_alloc(&sh, BIG, 0)));
-		n++;
-	}
+	KASSERT(sh_fill_until_growth(&sh, BIG, many, 4096, &n));
 	size_t cap0 = sh.spans->cap;
 	/* Three quarters full, with room left for atomic callers. */
 	KEXPECT(!sh_spans_must_grow(&sh, true));
@@ -278,7 +277,7 @@ KTEST(spanheap_fail, span_array_grows_ahead_for_atomic_callers)
 	ktest_diag("array of %zu spans grew to %zu with %zu made", cap0, cap1,
 	           sh.spans->len);
 	KEXPECT(cap1 > cap0);
-	/* The new array's last quarter, atomic callers only: no growth. */
+	/* Atomic callers fill the new array to its end: no growth. */
 	size_t atomic = 0;
 	while (!sh_spans_must_grow(&sh, true)) {
 		KASSERT(n < 4096 &&
@@ -291,11 +290,7 @@ KTEST(spanheap_fail, span_array_grows_ahead_for_atomic_callers)
 	KASSERT((many[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);
 	n++;
 	KEXPECT(sh.spans->cap > cap1);
-	for (size_t i = 0; i < n; i++)
-		spanheap_free(&sh, many[i]);
-	spanheap_flush_cache(&sh);
-	SH_CHECK(&sh, "after the frees");
-	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	free_all(many, n);
 	sh_heap_release(&heap);
 }
 
@@ -335,16 +330,6 @@ static void *alloc_with_a_refill_meanwhile(size_t size)
 	return hook_size == 0 && hook_got ? p : NULL;
 }
 
-static void free_all(size_t nobj)
-{
-	for (size_t i = 0; i < nobj; i++)
-		spanheap_free(&sh, objs[i]);
-	spanheap_flush_cache(&sh);
-	spanheap_sweep_cycle(&sh); /* spans on the central lists */
-	SH_CHECK(&sh, "after the frees");
-	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-}
-
 /* The span cached meanwhile has objects left: the refill takes the next
  * one and gives back the span it made (empty: freed). */
 KTEST(spanheap_fail, refill_takes_from_a_span_cached_meanwhile)
@@ -365,7 +350,7 @@ KTEST(spanheap_fail, refill_takes_from_a_span_cached_meanwhile)
 	SH_CHECK(&sh, "after the refill");
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, q);
-	free_all(nobj);
+	free_all(objs, nobj);
 	sh_heap_release(&heap);
 }
 
@@ -389,6 +374,6 @@ KTEST(spanheap_fail, refill_hands_back_a_full_span_cached_meanwhile)
 	SH_CHECK(&sh, "after the refill");
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, hook_got);
-	free_all(nobj);
+	free_all(objs, nobj);
 	sh_heap_release(&heap);
 }

@@ -469,10 +469,7 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	static void *objs[8192];
 	size_t n = 0;
 	/* Use the structs up: the next span makes the array grow. */
-	while (!sh_spans_must_grow(&sh, false)) {
-		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
-		n++;
-	}
+	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
 	size_t cap0 = sh.spans->cap;
 	sem_init(&sized, 0, 0);
 	sem_init(&resume, 0, 0);

@@ -37,6 +37,20 @@ static inline bool sh_spans_must_grow(const struct spanheap *sh, bool atomic)
 	       sh->spans->len + SH_STRUCTS_PER_PAGE > room;
 }
 
+/* Allocates objects of size bytes (a large size: a span each) into v[*n],
+ * v[*n + 1], ... until sh's next thread allocation makes its all-spans
+ * array grow. False if an allocation fails or v's max entries run out. */
+static inline bool sh_fill_until_growth(struct spanheap *sh, size_t size,
+                                        void **v, size_t max, size_t *n)
+{
+	while (!sh_spans_must_grow(sh, false)) {
+		if (*n == max || !(v[*n] = spanheap_alloc(sh, size, 0)))
+			return false;
+		(*n)++;
+	}
+	return true;
+}
+
 /* Makes h with the page-heap configuration hc and sh over it with sc (NULL:
  * the default). False if either fails. */
 static inline bool sh_heap_new_with(struct mheap *h, struct spanheap *sh,
