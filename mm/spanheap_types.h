@@ -1,0 +1,178 @@
+/*
+ * mm/spanheap_types.h: the span heap's own layout: the per-CPU caches
+ * (struct mcache and its magazines), the all-spans array, the sweeper's
+ * state and struct spanheap itself, with its configuration. A port
+ * reads it only to reserve a struct spanheap (about 146 KiB: give it
+ * static storage) and for the inline fast paths (spanheap_fast.h); the
+ * API is spanheap.h.
+ */
+#ifndef MM_SPANHEAP_TYPES_H
+#define MM_SPANHEAP_TYPES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mheap.h"
+#include "mspan.h"
+#include "port.h"
+#include "sizeclasses.h"
+
+/* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
+ * statistics read them from other CPUs). */
+struct mcache_counters {
+	_Atomic uint64_t pending_bytes; /* remote frees, ever (bytes) */
+	_Atomic uint64_t refills;       /* slow-path span changes */
+};
+
+/*
+ * A magazine: free objects of one class, those this CPU freed and those
+ * an empty magazine's refill moved there from the cached span
+ * (mag_fill), handed out by its next allocations of the class, last in
+ * first out (tcmalloc's per-CPU free lists). An array of slots in the
+ * CPU's slab, not a list through the objects: popping one reads nothing
+ * of the object, and a write after free cannot redirect an allocation.
+ * Each object's second word holds the free marker, cookie ^ its address.
+ * Past its size, the older half goes back to the spans.
+ *
+ * Two pointers, so that a pop and a push each compare one: the slot
+ * below a magazine's first holds 0, so a pop that reads 0 below top
+ * found it empty; a push at limit finds it full. Until the CPU's slab is
+ * made, top and limit both point just past a shared zero word: empty and
+ * full at once, so the first free or refill makes the slab.
+ */
+struct mmag {
+	uintptr_t *top;   /* past the newest object; __atomic relaxed (stats) */
+	uintptr_t *limit; /* past the last slot */
+};
+
+/* One CPU's cache: touched only by that CPU, pinned. */
+struct mcache {
+	struct mmag mag[SC_NCLASSES];
+	/* the magazines' slots, or NULL until made; __atomic: the statistics
+	 * read it from other CPUs */
+	uintptr_t *slab;
+	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
+	                                     placeholder */
+	uint32_t flushgen; /* the sweepgen it was last prepared for */
+	struct mcache_counters n;
+} __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
+
+/* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
+ * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
+#define SPANHEAP_MAG_BYTES (64u << 10)
+#define SPANHEAP_MAG_MIN   2u
+#define SPANHEAP_MAG_MAX   128u
+
+struct spanheap_config {
+	/* A sweep cycle starts when pending frees pass this share of the
+	 * bytes in use (permille) and at least min_pending_bytes, or every
+	 * period_ns when anything is pending. */
+	unsigned pending_permille;
+	size_t min_pending_bytes;
+	uint64_t period_ns;
+	/* Spans the sweeper sweeps between yields. */
+	unsigned batch_spans;
+	/* The sweeper's CPU budget, in thousandths of one CPU: after a
+	 * cycle it sleeps long enough to stay within it. */
+	unsigned cpu_permille;
+};
+
+#define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */
+#define SPANHEAP_DEFAULT_MIN_PENDING      ((size_t)1 << 20)
+#define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
+#define SPANHEAP_DEFAULT_BATCH_SPANS      32
+#define SPANHEAP_DEFAULT_CPU_PERMILLE     10 /* 1% of one CPU */
+
+/* The array of every span struct ever made (Go's h.allspans), under the
+ * heap lock; a snapshot holds a reference to the array it walks. */
+struct spanheap_spans {
+	struct mspan **v;
+	size_t len, cap;
+	_Atomic size_t refs;            /* snapshots walking v, + 1 if live */
+	struct spanheap_spans *retired; /* older arrays still referenced */
+	size_t npages;                  /* pages of v */
+};
+
+/* Counters under the heap lock or atomic (the sweeper's). */
+struct spanheap_counters {
+	uint64_t cycles;         /* sweep cycles finished */
+	uint64_t swept_spans;    /* by the sweeper thread */
+	uint64_t demand_swept;   /* by cache refills (stats only) */
+	uint64_t queue_folded;   /* from fold queues (stats only) */
+	uint64_t quiet_cycles;   /* cycles a quiet heap brought forward */
+	uint64_t freed_spans;    /* empty spans given back */
+	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
+	uint64_t large_allocs, large_frees;
+	uint64_t atomic_fails; /* MM_ATOMIC calls that got NULL */
+};
+
+/* The sweeper thread's state. */
+struct spanheap_sweeper {
+	struct mm_thread *thread;
+	_Atomic bool stop;
+	mm_event_t wake; /* pending frees passed the threshold, or stop */
+	mm_event_t pace; /* a paced sleep: woken only by stop */
+	/* The cycle semaphore (invariant 5): held from flip to finish. */
+	_Atomic bool cycle_held;
+	mm_event_t cycle_done;
+	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
+};
+
+struct spanheap {
+	/* First, so that the fields every free reads (below) are not at a
+	 * page's first bytes: the struct is 2 KiB aligned, and objects at a
+	 * page's start, the commonest, would alias them (see
+	 * MHEAP_SPANMAP_SKEW). */
+	struct spanheap_config cfg;
+	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
+	struct mheap *heap;   /* the page heap; its lock guards spans below */
+	uintptr_t mag_cookie; /* fixed: the free markers' key */
+	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
+	/* The page heap's span table (fixed), and how many of its entries
+	 * the free's fast path reads: heap->spanmap_pages as it was at the
+	 * last spanheap_span_new, so at least the entries of every span made
+	 * (written under heap->lock; the table grows without it, so the
+	 * copy is read acquire and written release, which orders the new
+	 * entries' "none" before it). A free beyond it takes the slow path,
+	 * which reads heap->spanmap_pages itself. A copy here saves the free
+	 * a load and a step of its chain. */
+	void *_Atomic *spanmap;
+	_Atomic size_t spanmap_pages;
+	/* fixed: &caches[cpu].mag[0], one load where the address would be
+	 * four instructions on the fast paths; [MM_PIN_NONE]: magazines
+	 * empty and full at once, for a pin of mm_port_pin_fast that pinned
+	 * nothing */
+	struct mmag *mags[MM_MAX_CPUS + 1];
+	/* fixed: sizeclass_by16[i] * sizeof(struct mmag), the byte offset of
+	 * the magazine of size 16 * i in every CPU's; spanheap_alloc's class
+	 * lookup (in the heap, the offset of its base is a displacement of
+	 * the heap's own register, with no scaling: two instructions fewer
+	 * than the global table's class) */
+	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
+	struct mcentral central[SC_NCLASSES];
+	struct mcache caches[MM_MAX_CPUS];
+	/* Under heap->lock: */
+	struct spanheap_spans *spans; /* the live all-spans array */
+	struct mspan *free_structs;   /* the span-struct allocator */
+	size_t nstructs, nstructs_free;
+	size_t large_in_use_pages;
+	struct spanheap_counters n;
+	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
+	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
+	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
+	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
+	struct spanheap_sweeper sweeper;
+	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
+	 * the CPU's first free or refill and kept (like span structs);
+	 * class c's are [mag_off[c], + mag_max[c]), below them a 0. Fixed
+	 * after init but mag_slabs. */
+	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
+	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
+	uint8_t mag_fill[SC_NCLASSES];
+	size_t mag_slab_pages;
+	_Atomic size_t mag_slabs; /* slabs made */
+};
+
+#endif
