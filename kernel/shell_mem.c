@@ -71,11 +71,13 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	printk("span heap: %llu kmalloc/kfree fast paths restarted by an "
 	       "interrupt (restartable sequences)\n",
 	       (unsigned long long)mm_rseq_restarts());
-	printk("sweeper: %llu cycles (%llu early: the heap was quiet), %llu "
+	printk("sweeper: %llu cycles (%llu early: the heap was quiet, %llu "
+	       "for allocations the page heap refused), %llu "
 	       "spans swept (%llu on demand, %llu folded from queues), %llu "
 	       "spans freed, %llu us CPU\n",
 	       (unsigned long long)st->n.cycles,
 	       (unsigned long long)st->n.quiet_cycles,
+	       (unsigned long long)st->n.reclaims,
 	       (unsigned long long)st->n.swept_spans,
 	       (unsigned long long)st->n.demand_swept,
 	       (unsigned long long)st->n.queue_folded,

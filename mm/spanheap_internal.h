@@ -258,6 +258,9 @@ bool spanheap_mags_drain_here(struct spanheap *sh);
 /* Wakes the sweeper if pending frees passed the threshold. Any context
  * but NMI, no lock held. */
 void spanheap_sweeper_kick(struct spanheap *sh);
+/* The page heap refused a thread allocation: sweeps now (spanheap_sweep.c);
+ * true if memory may have come back. */
+bool spanheap_reclaim(struct spanheap *sh);
 
 /* The cycle semaphore (invariant 5): held from a cycle's flip to its
  * finish, and by the checker. Thread context. */

@@ -266,6 +266,22 @@ void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap)
  */
 
 /*
+ * npages from the page heap (hflags: enum mheap_alloc_flags) for a span.
+ * If the page heap has none, a thread caller (not MM_ATOMIC) sweeps
+ * (spanheap_reclaim) and asks once more: frees not swept yet are memory
+ * too. An atomic caller gets NULL; its refusal was counted, and the
+ * sweeper runs when frees pass its threshold.
+ */
+static void *span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
+                        unsigned flags)
+{
+	void *p = mheap_alloc_pages(sh->heap, npages, hflags);
+	if (!p && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))
+		p = mheap_alloc_pages(sh->heap, npages, hflags);
+	return p;
+}
+
+/*
  * A new span from the page heap: a small span of class cls, or (cls 0) a
  * large span of npages pages at base (already allocated). NULL if memory
  * ran out (base is then freed). No lock held; pinned only if MM_ATOMIC.
@@ -277,8 +293,8 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	if (cls) {
 		npages = ci->npages;
-		base = (uintptr_t)mheap_alloc_pages(h, npages,
-		                                    mheap_flags_of(flags));
+		base = (uintptr_t)span_pages(sh, npages, mheap_flags_of(flags),
+		                             flags);
 		if (!base)
 			return NULL;
 	}
@@ -504,7 +520,7 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 		return NULL;
 	unsigned hf =
 	        mheap_flags_of(flags) | ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
-	uintptr_t raw = (uintptr_t)mheap_alloc_pages(h, npages + extra, hf);
+	uintptr_t raw = (uintptr_t)span_pages(sh, npages + extra, hf, flags);
 	if (!raw)
 		return NULL;
 	uintptr_t base = raw;

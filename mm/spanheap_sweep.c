@@ -249,6 +249,31 @@ size_t spanheap_sweep_cycle(struct spanheap *sh)
 	return run_cycle(sh, false);
 }
 
+/*
+ * The page heap refused a thread allocation: sweeps now, so that memory
+ * freed but not swept yet is not reported as out of memory (Go's
+ * mheap.reclaim sweeps before the heap grows). This CPU's magazines go
+ * back to their spans; then, if frees are pending since the last flip or
+ * a cycle is running (whose end it waits for), a whole cycle gives every
+ * empty span back. With nothing pending it returns false at once, so a
+ * heap truly out of memory fails fast. Thread context, nothing pinned,
+ * no mm lock held.
+ */
+bool spanheap_reclaim(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_reclaim");
+	spanheap_mags_drain_here(sh);
+	if (!pending_since_flip(sh) &&
+	    !atomic_load_explicit(&sh->sweeper.cycle_held,
+	                          memory_order_relaxed))
+		return false;
+	run_cycle(sh, false);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	sh->n.reclaims++;
+	mm_lock_release(&sh->heap->lock, irq);
+	return true;
+}
+
 size_t spanheap_release_all(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_release_all");
@@ -497,12 +522,13 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st.refills);
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
-	       "CPU %lu us; atomic refusals %lu",
+	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
+	       "allocations",
 	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
 	       (unsigned long)st.n.demand_swept,
 	       (unsigned long)st.n.queue_folded,
 	       (unsigned long)st.n.freed_spans,
 	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
-	       (unsigned long)st.n.atomic_fails);
+	       (unsigned long)st.n.atomic_fails, (unsigned long)st.n.reclaims);
 	mheap_dump(sh->heap);
 }

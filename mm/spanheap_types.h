@@ -106,6 +106,9 @@ struct spanheap_counters {
 	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
 	uint64_t large_allocs, large_frees;
 	uint64_t atomic_fails; /* MM_ATOMIC calls that got NULL */
+	/* Cycles run because the page heap refused a thread allocation
+	 * (spanheap_reclaim) */
+	uint64_t reclaims;
 };
 
 /* The sweeper thread's state. */

@@ -377,3 +377,59 @@ KTEST(spanheap_fail, refill_hands_back_a_full_span_cached_meanwhile)
 	free_all(objs, nobj);
 	sh_heap_release(&heap);
 }
+
+/* ---- Out of pages, with frees not yet swept -------------------------------
+ */
+
+static void *many[1 << 17]; /* 8 MiB of 64-byte objects */
+
+/* A large object: a span of its own, freed at once. */
+enum { LARGE = 64 << 10 };
+
+/* Allocates objects of size bytes into many[] until one fails; their
+ * number. */
+static size_t fill_many(size_t size)
+{
+	size_t n = 0;
+	while (n < sizeof many / sizeof many[0] &&
+	       (many[n] = spanheap_alloc(&sh, size, 0)) != NULL)
+		n++;
+	return n;
+}
+
+static void free_many(size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, many[i]);
+}
+
+/*
+ * The arena is used up by 64-byte objects, which are then all freed; no
+ * sweep has run (no sweeper thread here). A thread allocation of another
+ * class, and then large objects, must get that memory (all but the span
+ * heap's own pages), not NULL: the page heap's refusal makes the span
+ * heap sweep first (Go's mheap.reclaim).
+ */
+KTEST(spanheap_fail, out_of_pages_sweeps_before_it_fails)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	mm_port_set_cpu(0);
+	size_t n = fill_many(64);
+	KASSERT(n > 0 && n < sizeof many / sizeof many[0]);
+	free_many(n);
+	size_t m = fill_many(256);
+	KEXPECT(m * 256 >= n * 64 / 8 * 7);
+	free_many(m);
+	size_t k = fill_many(LARGE);
+	KEXPECT(k * LARGE >= n * 64 / 8 * 7);
+	free_many(k);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}

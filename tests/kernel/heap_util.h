@@ -23,4 +23,17 @@ static inline void heap_settle(void)
 	}
 }
 
+/* Pages the span heap keeps for itself by design (its span structs, the
+ * CPUs' magazine slabs and the all-spans array): they never go back, so
+ * frame counts allow for their growth. */
+static inline size_t span_meta_pages(void)
+{
+	unsigned long irq = mm_lock_acquire(&kheap.lock);
+	size_t n = kspanheap.nstructs / (MM_PAGE_SIZE / sizeof(struct mspan)) +
+	           kspanheap.spans->npages +
+	           atomic_load(&kspanheap.mag_slabs) * kspanheap.mag_slab_pages;
+	mm_lock_release(&kheap.lock, irq);
+	return n;
+}
+
 #endif

@@ -3,9 +3,8 @@
  * and the edges of the API; a storm in which threads on every CPU and
  * every CPU's timer interrupt allocate and free objects of random sizes,
  * frees crossing CPUs, while the sweeper, the scavenger and release-all
- * run, after which the frame pool is back where it started; and an empty
- * frame pool, where kmalloc returns NULL in threads and in interrupt
- * handlers, holding no lock and leaking nothing. The misuse demos at the
+ * run, after which the frame pool is back where it started (an empty
+ * frame pool is kmalloc_oom_test.c's). The misuse demos at the
  * end (KTEST_FAIL_DEMO only) panic on purpose; tools/test-harness checks
  * their messages.
  */
@@ -90,21 +89,6 @@ static size_t obj_bad(const void *p)
 	if (h.size < 16 || h.size > ksize(p))
 		return 1;
 	return obj_bad_upto(p, p, h, h.size);
-}
-
-/* ---- Accounting ---------------------------------------------------------- */
-
-/* Pages the span heap keeps for itself by design (its span structs, the
- * CPUs' magazine slabs and the all-spans array): they never go back, so
- * frame counts allow for their growth. */
-static size_t span_meta_pages(void)
-{
-	unsigned long irq = mm_lock_acquire(&kheap.lock);
-	size_t n = kspanheap.nstructs / (MM_PAGE_SIZE / sizeof(struct mspan)) +
-	           kspanheap.spans->npages +
-	           atomic_load(&kspanheap.mag_slabs) * kspanheap.mag_slab_pages;
-	mm_lock_release(&kheap.lock, irq);
-	return n;
 }
 
 /* ---- The API ----------------------------------------------------------------
@@ -509,150 +493,6 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	 * above is one number, the pool's bitmaps and summaries are the
 	 * rest. */
 	frames_check();
-}
-
-/* ---- Out of frames
- * ------------------------------------------------------------ */
-
-#define OOM_MAX 100000 /* allocations tried before giving up on NULL */
-
-static _Atomic bool oom_claimed, oom_done;
-static unsigned oom_cpu;   /* the test's, set before the hook */
-static void *oom_irq_list; /* by the claiming handler, then the test */
-static size_t oom_irq_got;
-static bool oom_irq_null, oom_irq_large_null;
-static int oom_irq_held, oom_irq_depth;
-
-/* One timer tick on the test's CPU, whose magazine holds what the test
- * freed for it: KM_ATOMIC page-sized objects until NULL, then a large
- * one. */
-static void oom_tick(void)
-{
-	if (this_cpu()->id != oom_cpu || atomic_load(&oom_done) ||
-	    atomic_exchange(&oom_claimed, true))
-		return;
-	for (size_t i = 0; i < OOM_MAX; i++) {
-		void **p = kmalloc(4096, KM_ATOMIC);
-		if (!p) {
-			oom_irq_null = true;
-			break;
-		}
-		*p = oom_irq_list;
-		oom_irq_list = p;
-		oom_irq_got++;
-	}
-	oom_irq_held = this_cpu()->nheld;
-	oom_irq_depth = this_cpu()->irq_depth;
-	void *large = kmalloc(64 << 10, KM_ATOMIC);
-	oom_irq_large_null = large == NULL;
-	kfree(large);
-	atomic_store(&oom_done, true);
-}
-
-static size_t free_list(void *head)
-{
-	size_t n = 0;
-	while (head) {
-		void *next = *(void **)head;
-		kfree(head);
-		head = next;
-		n++;
-	}
-	return n;
-}
-
-/*
- * With the frame pool empty, kmalloc in a thread returns NULL once the
- * memory the heap already has is used up (and a large request at once),
- * and so does KM_ATOMIC in a timer interrupt; neither returns holding a
- * lock. After the frames come back and everything is freed and released,
- * the pool is where it was.
- *
- * The heap has memory when the pool is drained: SPARE objects freed into
- * this CPU's magazine (one of 4 KiB objects holds 16; a full one keeps
- * half). Settled, it had none, and both phases got 0 objects before NULL.
- * Free backed pages would not do: the scavenger may return them to the
- * pool before it is drained. Before the interrupt's phase the test frees
- * IRQ_SPARE of the thread's objects into the same magazine, on the CPU
- * whose tick runs it (threads never migrate).
- */
-KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
-{
-	enum { SPARE = 8, IRQ_SPARE = 4 };
-	heap_settle();
-	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
-	struct spanheap_stats st0, st;
-	spanheap_stats(&kspanheap, &st0);
-	void *spare[SPARE];
-	for (int i = 0; i < SPARE; i++)
-		KASSERT(spare[i] = kmalloc(4096, 0));
-	for (int i = 0; i < SPARE; i++)
-		kfree(spare[i]);
-	paddr_t head = frames_drain(0);
-
-	void *list = NULL;
-	size_t got = 0;
-	bool null_seen = false;
-	for (size_t i = 0; i < OOM_MAX && !null_seen; i++) {
-		void **p = kmalloc(4096, 0);
-		if (p) {
-			*p = list;
-			list = p;
-			got++;
-		}
-		null_seen = p == NULL;
-	}
-	int held = this_cpu()->nheld;
-	bool irqs_on = read_rflags() & RFLAGS_IF;
-	void *large = kmalloc(1 << 20, 0);
-	size_t given = 0;
-	for (; given < IRQ_SPARE && list; given++) {
-		void *next = *(void **)list;
-		kfree(list);
-		list = next;
-	}
-
-	oom_cpu = this_cpu()->id;
-	oom_irq_list = NULL;
-	oom_irq_got = 0;
-	oom_irq_null = oom_irq_large_null = false;
-	oom_irq_held = oom_irq_depth = -1;
-	atomic_store(&oom_claimed, false);
-	atomic_store(&oom_done, false);
-	sched_tick_hook = oom_tick;
-	while (!atomic_load(&oom_done))
-		thread_sleep_ns(1000000);
-	sched_tick_hook = NULL;
-
-	frames_refill(head);
-	kfree(large);
-	size_t freed = free_list(list) + free_list(oom_irq_list);
-	heap_settle();
-	spanheap_stats(&kspanheap, &st);
-	size_t meta = span_meta_pages();
-	ktest_diag("no frames: a thread got %zu 4 KiB objects, then NULL; "
-	           "after it freed %zu, a timer interrupt got %zu, then "
-	           "NULL; atomic refusals %lu",
-	           got, given, oom_irq_got,
-	           st.n.atomic_fails - st0.n.atomic_fails);
-	ktest_diag("frames free: %zu before, %zu after; span-heap metadata "
-	           "pages %zu, %zu",
-	           frames0, frames_free_count(), meta0, meta);
-	KEXPECT(null_seen);
-	KEXPECT(got >= SPARE);
-	KEXPECT_EQ(given, IRQ_SPARE);
-	KEXPECT(oom_irq_got >= IRQ_SPARE);
-	KEXPECT_EQ(held, 0);
-	KEXPECT(irqs_on);
-	KEXPECT(large == NULL);
-	KEXPECT(oom_irq_null);
-	KEXPECT(oom_irq_large_null);
-	KEXPECT_EQ(oom_irq_held, 0);
-	KEXPECT(oom_irq_depth > 0);
-	KEXPECT(st.n.atomic_fails >= st0.n.atomic_fails + 2);
-	KEXPECT_EQ(given + freed, got + oom_irq_got);
-	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
-	spanheap_check(&kspanheap);
 }
 
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)

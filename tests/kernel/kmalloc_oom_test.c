@@ -1,0 +1,220 @@
+/*
+ * kmalloc with the frame pool empty, on the real kernel with the lock
+ * checker on: it returns NULL in threads and in timer interrupts, holding
+ * no lock and leaking nothing; and memory freed but not swept yet is not
+ * out of memory: a thread allocation the page heap refuses sweeps first.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/thread.h"
+#include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
+
+/* ---- Out of frames
+ * ------------------------------------------------------------ */
+
+#define OOM_MAX 100000 /* allocations tried before giving up on NULL */
+
+static _Atomic bool oom_claimed, oom_done;
+static unsigned oom_cpu;   /* the test's, set before the hook */
+static void *oom_irq_list; /* by the claiming handler, then the test */
+static size_t oom_irq_got;
+static bool oom_irq_null, oom_irq_large_null;
+static int oom_irq_held, oom_irq_depth;
+
+/* One timer tick on the test's CPU, whose magazine holds what the test
+ * freed for it: KM_ATOMIC page-sized objects until NULL, then a large
+ * one. */
+static void oom_tick(void)
+{
+	if (this_cpu()->id != oom_cpu || atomic_load(&oom_done) ||
+	    atomic_exchange(&oom_claimed, true))
+		return;
+	for (size_t i = 0; i < OOM_MAX; i++) {
+		void **p = kmalloc(4096, KM_ATOMIC);
+		if (!p) {
+			oom_irq_null = true;
+			break;
+		}
+		*p = oom_irq_list;
+		oom_irq_list = p;
+		oom_irq_got++;
+	}
+	oom_irq_held = this_cpu()->nheld;
+	oom_irq_depth = this_cpu()->irq_depth;
+	void *large = kmalloc(64 << 10, KM_ATOMIC);
+	oom_irq_large_null = large == NULL;
+	kfree(large);
+	atomic_store(&oom_done, true);
+}
+
+static size_t free_list(void *head)
+{
+	size_t n = 0;
+	while (head) {
+		void *next = *(void **)head;
+		kfree(head);
+		head = next;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * With the frame pool empty, kmalloc in a thread returns NULL once the
+ * memory the heap already has is used up (and a large request at once),
+ * and so does KM_ATOMIC in a timer interrupt; neither returns holding a
+ * lock. After the frames come back and everything is freed and released,
+ * the pool is where it was.
+ *
+ * The heap has memory when the pool is drained: SPARE objects freed into
+ * this CPU's magazine (one of 4 KiB objects holds 16; a full one keeps
+ * half). Settled, it had none, and both phases got 0 objects before NULL.
+ * Free backed pages would not do: the scavenger may return them to the
+ * pool before it is drained. Before the interrupt's phase the test frees
+ * IRQ_SPARE of the thread's objects into the same magazine, on the CPU
+ * whose tick runs it (threads never migrate).
+ */
+KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
+{
+	enum { SPARE = 8, IRQ_SPARE = 4 };
+	heap_settle();
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	struct spanheap_stats st0, st;
+	spanheap_stats(&kspanheap, &st0);
+	void *spare[SPARE];
+	for (int i = 0; i < SPARE; i++)
+		KASSERT(spare[i] = kmalloc(4096, 0));
+	for (int i = 0; i < SPARE; i++)
+		kfree(spare[i]);
+	paddr_t head = frames_drain(0);
+
+	void *list = NULL;
+	size_t got = 0;
+	bool null_seen = false;
+	for (size_t i = 0; i < OOM_MAX && !null_seen; i++) {
+		void **p = kmalloc(4096, 0);
+		if (p) {
+			*p = list;
+			list = p;
+			got++;
+		}
+		null_seen = p == NULL;
+	}
+	int held = this_cpu()->nheld;
+	bool irqs_on = read_rflags() & RFLAGS_IF;
+	void *large = kmalloc(1 << 20, 0);
+	size_t given = 0;
+	for (; given < IRQ_SPARE && list; given++) {
+		void *next = *(void **)list;
+		kfree(list);
+		list = next;
+	}
+
+	oom_cpu = this_cpu()->id;
+	oom_irq_list = NULL;
+	oom_irq_got = 0;
+	oom_irq_null = oom_irq_large_null = false;
+	oom_irq_held = oom_irq_depth = -1;
+	atomic_store(&oom_claimed, false);
+	atomic_store(&oom_done, false);
+	sched_tick_hook = oom_tick;
+	while (!atomic_load(&oom_done))
+		thread_sleep_ns(1000000);
+	sched_tick_hook = NULL;
+
+	frames_refill(head);
+	kfree(large);
+	size_t freed = free_list(list) + free_list(oom_irq_list);
+	heap_settle();
+	spanheap_stats(&kspanheap, &st);
+	size_t meta = span_meta_pages();
+	ktest_diag("no frames: a thread got %zu 4 KiB objects, then NULL; "
+	           "after it freed %zu, a timer interrupt got %zu, then "
+	           "NULL; atomic refusals %lu",
+	           got, given, oom_irq_got,
+	           st.n.atomic_fails - st0.n.atomic_fails);
+	ktest_diag("frames free: %zu before, %zu after; span-heap metadata "
+	           "pages %zu, %zu",
+	           frames0, frames_free_count(), meta0, meta);
+	KEXPECT(null_seen);
+	KEXPECT(got >= SPARE);
+	KEXPECT_EQ(given, IRQ_SPARE);
+	KEXPECT(oom_irq_got >= IRQ_SPARE);
+	KEXPECT_EQ(held, 0);
+	KEXPECT(irqs_on);
+	KEXPECT(large == NULL);
+	KEXPECT(oom_irq_null);
+	KEXPECT(oom_irq_large_null);
+	KEXPECT_EQ(oom_irq_held, 0);
+	KEXPECT(oom_irq_depth > 0);
+	KEXPECT(st.n.atomic_fails >= st0.n.atomic_fails + 2);
+	KEXPECT_EQ(given + freed, got + oom_irq_got);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	spanheap_check(&kspanheap);
+}
+
+/* Objects of size bytes until NULL (or max), linked through their first
+ * word into *list; their number. */
+static size_t alloc_until_null(size_t size, size_t max, void **list)
+{
+	size_t n = 0;
+	void **p;
+	while (n < max && (p = kmalloc(size, 0)) != NULL) {
+		*p = *list;
+		*list = p;
+		n++;
+	}
+	return n;
+}
+
+/* With left frames in the pool: 64-byte objects until NULL, all freed,
+ * then 256-byte objects until NULL, all freed; the pool refilled. */
+static void sweep_round(size_t left, size_t max, size_t got[2], size_t freed[2])
+{
+	paddr_t head = frames_drain(left);
+	void *list = NULL;
+	got[0] = alloc_until_null(64, max, &list);
+	freed[0] = free_list(list);
+	list = NULL;
+	got[1] = alloc_until_null(256, max, &list);
+	freed[1] = free_list(list);
+	frames_refill(head);
+	heap_settle();
+}
+
+/*
+ * With 8 MiB of frames left, a thread fills them with 64-byte objects
+ * and frees them all; at once, the same thread's 256-byte objects must
+ * get nearly all of that memory back: the page heap's refusal makes the
+ * span heap sweep (and wait for a cycle the sweeper is running) before it
+ * returns NULL. Without it the second round got NULL while the freed
+ * spans waited for the sweeper. A first round grows the heap over the
+ * arena the second uses (page tables, span table), so that the pool is
+ * back where it was after the second.
+ */
+KTEST(kmalloc, out_of_frames_sweeps_frees_before_null)
+{
+	enum { LEFT = 2048, MAX = 1 << 18 };
+	size_t got[2], freed[2];
+	heap_settle();
+	sweep_round(LEFT, MAX, got, freed);
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	sweep_round(LEFT, MAX, got, freed);
+	size_t meta = span_meta_pages();
+	ktest_diag("%u frames left: %zu objects of 64 bytes, freed; then %zu "
+	           "of 256 bytes",
+	           (unsigned)LEFT, got[0], got[1]);
+	KEXPECT(got[0] > 0 && got[0] < MAX);
+	KEXPECT(got[1] < MAX);
+	KEXPECT(got[1] * 256 >= got[0] * 64 / 8 * 7);
+	KEXPECT_EQ(freed[0], got[0]);
+	KEXPECT_EQ(freed[1], got[1]);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	spanheap_check(&kspanheap);
+}
