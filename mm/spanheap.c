@@ -1,6 +1,6 @@
 /*
  * mm/spanheap.c: the span heap's fast paths (allocation and free of
- * objects), its API and set-up; and the design of the whole heap, below.
+ * objects) and its API; and the design of the whole heap, below.
  *
  * Purpose: objects of every size from any CPU and any context but NMI,
  * on top of the page heap. Modelled on the Go runtime's mspan, mcache and
@@ -8,7 +8,7 @@
  * under the fast paths have files of their own (spanheap_internal.h lists
  * them): spans in spanheap_span.c, the central lists in
  * spanheap_central.c, the per-CPU caches' slow paths in spanheap_cache.c,
- * sweeping in spanheap_sweep.c.
+ * sweeping in spanheap_sweep.c, set-up in spanheap_init.c.
  *
  * Representation. A small span is npages pages cut into nelems objects of
  * one class. Object i is allocated when i < freeindex or its bit in
@@ -99,29 +99,6 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
 	unsigned r = s->dshift;
 	return x >> r | x << ((32 - r) & 31);
 }
-
-/* ---- Magazines
- * ------------------------------------------------------------------- */
-
-/* Slots left unused at the start of a CPU's slab (see spanheap_init):
- * the first class's 0 is the last of them, its first slot at byte 512.
- * Few enough that the slab stays 8 pages (half a page took it to 9). */
-#define MAG_SLAB_SKEW (512 / sizeof(uintptr_t) - 1)
-
-/* An empty magazine's refill puts up to MAG_FILL_BYTES of the span's next
- * objects, and at most MAG_FILL_MAX, into it (mag_fill). */
-#define MAG_FILL_BYTES 1024u
-#define MAG_FILL_MAX   16u
-_Static_assert(MAG_FILL_MAX < 64, "mag_fill's run mask");
-
-/* What top and limit point just past until a CPU's slab is made: a 0,
- * never written (a push finds the magazine full first). */
-static uintptr_t mag_none[1];
-
-/* sh->mags[MM_PIN_NONE]: every class's magazine empty and full at once,
- * for good (mm_port_pin_fast's pin that pinned nothing). Never written. */
-static struct mmag mags_none[SC_NCLASSES] = {
-        [0 ... SC_NCLASSES - 1] = {.top = &mag_none[1], .limit = &mag_none[1]}};
 
 /* ---- Allocation
  * -------------------------------------------------------------- */
@@ -600,109 +577,4 @@ SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
 		}
 	}
 	free_slow(sh, p);
-}
-
-/* ---- Set-up
- * ---------------------------------------------------------------------- */
-
-void spanheap_config_default(struct spanheap_config *cfg)
-{
-	*cfg = (struct spanheap_config){
-	        .pending_permille = SPANHEAP_DEFAULT_PENDING_PERMILLE,
-	        .min_pending_bytes = SPANHEAP_DEFAULT_MIN_PENDING,
-	        .period_ns = SPANHEAP_DEFAULT_PERIOD_NS,
-	        .batch_spans = SPANHEAP_DEFAULT_BATCH_SPANS,
-	        .cpu_permille = SPANHEAP_DEFAULT_CPU_PERMILLE,
-	};
-}
-
-bool spanheap_init(struct spanheap *sh, struct mheap *h,
-                   const struct spanheap_config *cfg)
-{
-	spanheap_assert_can_sleep("spanheap_init");
-	if (cfg->pending_permille == 0 || cfg->pending_permille > 1000 ||
-	    cfg->batch_spans == 0 || cfg->period_ns == 0 ||
-	    cfg->cpu_permille == 0 || cfg->cpu_permille > 1000) {
-		mm_log("spanheap: bad config: pending %u per mille, batch %u "
-		       "spans, period %lu ns",
-		       cfg->pending_permille, cfg->batch_spans,
-		       (unsigned long)cfg->period_ns);
-		return false;
-	}
-#ifdef MM_PORT_RSEQ
-	/* The fast paths are sequences only an initialised table restarts
-	 * (mm/port.h, MM_PORT_RSEQ): without it an interrupt that uses the
-	 * magazine would corrupt the one it interrupted. */
-	if (mm_rseq_count() == 0) {
-		mm_log("spanheap: MM_PORT_RSEQ, but no restartable sequences: "
-		       "mm_rseq_init was not called, or the linker script "
-		       "dropped the section mm_rseq");
-		return false;
-	}
-#endif
-	mm_memset(sh, 0, sizeof(*sh));
-	sh->heap = h;
-	sh->arena_base = h->arena_base;
-	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;
-	sh->spanmap = h->spanmap;
-	sh->cfg = *cfg;
-	/* Start high enough that sg - 3 never wraps below 0 in practice. */
-	atomic_init(&sh->sweepgen, 4);
-	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
-		mm_lock_init(&sh->central[cls].lock, "mcentral",
-		             MM_RANK_CENTRAL);
-	/* The magazines' cookie: any value not 0 works; one that differs
-	 * per heap and per boot makes a stray match of a marker unlikely. */
-	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
-	/* The slots start 512 bytes into the slab: a pop reads the slot
-	 * below the top, and at the page's first words it would falsely
-	 * alias (4 KiB) the object it pops, whose second word the free and
-	 * the alloc store to, when the object starts a page, the commonest
-	 * place (see MHEAP_SPANMAP_SKEW). */
-	uint32_t slots = (uint32_t)MAG_SLAB_SKEW;
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
-		if (max < SPANHEAP_MAG_MIN)
-			max = SPANHEAP_MAG_MIN;
-		if (max > SPANHEAP_MAG_MAX)
-			max = SPANHEAP_MAG_MAX;
-		sh->mag_max[cls] = max;
-		/* mag_fill's k: 1 KiB of objects, at most 16, at most half
-		 * the magazine; none below 2. */
-		uint32_t fill = MAG_FILL_BYTES / sizeclass_info[cls].size;
-		if (fill > MAG_FILL_MAX)
-			fill = MAG_FILL_MAX;
-		if (fill > max / 2)
-			fill = max / 2;
-		sh->mag_fill[cls] = (uint8_t)(fill < 2 ? 0 : fill);
-		sh->mag_off[cls] = slots + 1; /* below it, the 0 */
-		slots += 1 + max;
-	}
-	sh->mag_slab_pages =
-	        ((size_t)slots * sizeof(uintptr_t) + MM_PAGE_SIZE - 1) /
-	        MM_PAGE_SIZE;
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-		for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
-			sh->caches[cpu].alloc[cls] = &spanheap_empty_span;
-			sh->caches[cpu].mag[cls] = (struct mmag){
-			        .top = &mag_none[1], .limit = &mag_none[1]};
-		}
-		sh->mags[cpu] = sh->caches[cpu].mag;
-		sh->caches[cpu].flushgen = 4;
-	}
-	sh->mags[MM_PIN_NONE] = mags_none;
-	for (size_t i = 0; i <= SC_MAX_SIZE / 16; i++)
-		sh->mag_by16[i] =
-		        (uint16_t)(sizeclass_by16[i] * sizeof(struct mmag));
-	if (!spanheap_spans_init(sh)) {
-		mm_log("spanheap: no memory for the span array");
-		return false;
-	}
-	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
-	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
-	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");
-	return true;
 }

@@ -121,6 +121,30 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 			           i, (unsigned long)s->base);
 }
 
+/* True if a, in a magazine of class cls, is a freed object of the class:
+ * it carries its free marker, and it starts an object of a small span of
+ * the class, below the span's marked count, allocated by the bitmaps and
+ * not freed by them. */
+static bool mag_object_ok(struct spanheap *sh, unsigned cls, uintptr_t a,
+                          uintptr_t cookie)
+{
+	const uintptr_t *o = (const uintptr_t *)a;
+	struct mspan *s = mheap_span_lookup(sh->heap, a);
+	if (o[1] != (cookie ^ a) || !mheap_span_is_span(s) ||
+	    atomic_load(&s->state) != MSPAN_SMALL || s->sizeclass != cls)
+		return false;
+	uintptr_t off = a - s->base;
+	uint32_t i = (uint32_t)(off / s->elemsize);
+	uint64_t b = (uint64_t)1 << (i % 64);
+	return off % s->elemsize == 0 && i < s->nelems &&
+	       i < atomic_load(&s->marked) &&
+	       (i < atomic_load(&s->freeindex) ||
+	        (atomic_load(&s->alloc_bits[i / 64]) & b)) &&
+	       !((atomic_load(&s->pending[i / 64]) |
+	          atomic_load(&s->local_free[i / 64])) &
+	         b);
+}
+
 /* This CPU's magazines (other CPUs change theirs without a lock): every
  * object freed (its marker), the start of an allocated object of a small
  * span of the magazine's class below the span's marked count, and the
@@ -166,25 +190,7 @@ static void check_mags(struct spanheap *sh)
 		uint32_t n = (uint32_t)(m->top - base);
 		for (uint32_t seen = 0; seen < n; seen++) {
 			uintptr_t a = base[seen];
-			const uintptr_t *o = (const uintptr_t *)a;
-			struct mspan *s = mheap_span_lookup(sh->heap, a);
-			bool ok = o[1] == (cookie ^ a) &&
-			          mheap_span_is_span(s) &&
-			          atomic_load(&s->state) == MSPAN_SMALL &&
-			          s->sizeclass == cls;
-			if (ok) {
-				uintptr_t off = a - s->base;
-				uint32_t i = (uint32_t)(off / s->elemsize);
-				uint64_t b = (uint64_t)1 << (i % 64);
-				ok = off % s->elemsize == 0 && i < s->nelems &&
-				     i < atomic_load(&s->marked) &&
-				     (i < atomic_load(&s->freeindex) ||
-				      (atomic_load(&s->alloc_bits[i / 64]) &
-				       b)) &&
-				     !((atomic_load(&s->pending[i / 64]) |
-				        atomic_load(&s->local_free[i / 64])) &
-				       b);
-			}
+			bool ok = mag_object_ok(sh, cls, a, cookie);
 			if (!ok)
 				check_fail(
 				        sh,
@@ -198,21 +204,14 @@ static void check_mags(struct spanheap *sh)
 	mm_port_unpin(pin);
 }
 
-void spanheap_check(struct spanheap *sh)
+/* Every span in the snapshot: table entries, and a small span's bitmaps,
+ * counts and class; counts the small ones per class into small[]. */
+static void check_spans(struct spanheap *sh,
+                        const struct spanheap_snapshot *snap,
+                        size_t small[SC_NCLASSES])
 {
-	spanheap_assert_can_sleep("spanheap_check");
-	/* No sweep cycle meanwhile: a flip, a claim or a span freed by the
-	 * sweeper would look like a fault (the shell's stress checks right
-	 * after its flush, which wakes the sweeper). */
-	spanheap_cycle_acquire(sh);
-	check_mags(sh);
-	struct spanheap_snapshot snap;
-	spanheap_snapshot(sh, &snap);
-	uint32_t sg = snap.sweepgen;
-	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0};
-	size_t cached = 0, nsmall = 0;
-	for (size_t i = 0; i < snap.len; i++) {
-		struct mspan *s = snap.arr->v[i];
+	for (size_t i = 0; i < snap->len; i++) {
+		struct mspan *s = snap->arr->v[i];
 		uint8_t st = atomic_load(&s->state);
 		if (st == MSPAN_DEAD)
 			continue;
@@ -221,62 +220,77 @@ void spanheap_check(struct spanheap *sh)
 			continue;
 		check_small(sh, s);
 		small[s->sizeclass]++;
-		nsmall++;
 	}
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mcentral *c = &sh->central[cls];
-		uintptr_t unmarked = 0;
-		struct mspan *unmarked_span = NULL;
-		unsigned long irq = mm_lock_acquire(&c->lock);
-		for (unsigned k = 0; k < 4; k++) {
-			struct mspan_list_head *l =
-			        k < 2 ? &c->partial[k] : &c->full[k - 2];
-			bool swept = (k % 2) == (sg / 2) % 2;
-			size_t n = 0;
-			for (struct mspan *s = l->first; s; s = s->next, n++) {
-				uint32_t v = atomic_load(&s->sweepgen);
-				bool partial = k < 2;
-				if (s->sizeclass != cls ||
-				    atomic_load(&s->state) != MSPAN_SMALL ||
-				    s->list != (partial ? MSPAN_LIST_PARTIAL
-				                        : MSPAN_LIST_FULL) ||
-				    v != (swept ? sg : sg - 2) ||
-				    (partial ? s->alloc_count >= s->nelems
-				             : s->alloc_count != s->nelems) ||
-				    atomic_load(&s->freeindex) != 0)
-					check_fail_unlock(
-					        sh, &c->lock, irq,
-					        "spanheap: check: span [%#lx] "
-					        "on class %u's %s %s list: "
-					        "class %u, sweepgen %u (sg "
-					        "%u), %u of %u allocated",
-					        (unsigned long)s->base, cls,
-					        swept ? "swept" : "unswept",
-					        partial ? "partial" : "full",
-					        s->sizeclass, v, sg,
-					        s->alloc_count, s->nelems);
-				if (!unmarked) {
-					unmarked = check_markers(sh, s);
-					unmarked_span = s;
-				}
+}
+
+/* Span s on list k of class cls (0, 1: partial; 2, 3: full), under the
+ * class's lock (irq): its class, state, list, sweepgen and fullness. */
+static void check_listed(struct spanheap *sh, struct mcentral *c,
+                         unsigned long irq, unsigned cls, unsigned k,
+                         uint32_t sg, struct mspan *s)
+{
+	bool swept = (k % 2) == (sg / 2) % 2, partial = k < 2;
+	uint32_t v = atomic_load(&s->sweepgen);
+	if (s->sizeclass != cls || atomic_load(&s->state) != MSPAN_SMALL ||
+	    s->list != (partial ? MSPAN_LIST_PARTIAL : MSPAN_LIST_FULL) ||
+	    v != (swept ? sg : sg - 2) ||
+	    (partial ? s->alloc_count >= s->nelems
+	             : s->alloc_count != s->nelems) ||
+	    atomic_load(&s->freeindex) != 0)
+		check_fail_unlock(sh, &c->lock, irq,
+		                  "spanheap: check: span [%#lx] on class %u's "
+		                  "%s %s list: class %u, sweepgen %u (sg %u), "
+		                  "%u of %u allocated",
+		                  (unsigned long)s->base, cls,
+		                  swept ? "swept" : "unswept",
+		                  partial ? "partial" : "full", s->sizeclass, v,
+		                  sg, s->alloc_count, s->nelems);
+}
+
+/* Class cls's four lists against sweepgen sg: each span on them, each
+ * list's count, and the free markers of the first span's free objects
+ * that has any (a write after a free erases one). Returns the spans
+ * listed. */
+static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
+{
+	struct mcentral *c = &sh->central[cls];
+	uintptr_t unmarked = 0;
+	struct mspan *unmarked_span = NULL;
+	size_t listed = 0;
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	for (unsigned k = 0; k < 4; k++) {
+		struct mspan_list_head *l =
+		        k < 2 ? &c->partial[k] : &c->full[k - 2];
+		size_t n = 0;
+		for (struct mspan *s = l->first; s; s = s->next, n++) {
+			check_listed(sh, c, irq, cls, k, sg, s);
+			if (!unmarked) {
+				unmarked = check_markers(sh, s);
+				unmarked_span = s;
 			}
-			if (n != l->n)
-				check_fail_unlock(
-				        sh, &c->lock, irq,
-				        "spanheap: check: class %u list %u "
-				        "holds %zu spans, counts %zu",
-				        cls, k, n, l->n);
-			listed[cls] += n;
 		}
-		mm_lock_release(&c->lock, irq);
-		if (unmarked)
-			check_fail(sh,
-			           "spanheap: check: free object %#lx of span "
-			           "[%#lx] class %u has lost its free marker: "
-			           "written after its free?",
-			           (unsigned long)unmarked,
-			           (unsigned long)unmarked_span->base, cls);
+		if (n != l->n)
+			check_fail_unlock(sh, &c->lock, irq,
+			                  "spanheap: check: class %u list %u "
+			                  "holds %zu spans, counts %zu",
+			                  cls, k, n, l->n);
+		listed += n;
 	}
+	mm_lock_release(&c->lock, irq);
+	if (unmarked)
+		check_fail(sh,
+		           "spanheap: check: free object %#lx of span [%#lx] "
+		           "class %u has lost its free marker: written after "
+		           "its free?",
+		           (unsigned long)unmarked,
+		           (unsigned long)unmarked_span->base, cls);
+	return listed;
+}
+
+/* Every CPU's cached spans: of their slot's class, on no list, with an
+ * odd sweepgen; counted per class into listed[]. */
+static void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
+{
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 			struct mspan *s = sh->caches[cpu].alloc[cls];
@@ -293,18 +307,13 @@ void spanheap_check(struct spanheap *sh)
 				        s->sizeclass, cls,
 				        atomic_load(&s->sweepgen));
 			listed[cls]++;
-			cached++;
 		}
 	}
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		if (small[cls] != listed[cls] ||
-		    small[cls] != atomic_load(&sh->central[cls].nspans))
-			check_fail(
-			        sh,
-			        "spanheap: check: class %u has %zu spans, %zu "
-			        "on lists or cached, counts %zu",
-			        cls, small[cls], listed[cls],
-			        atomic_load(&sh->central[cls].nspans));
+}
+
+/* The span-struct allocator's free list and counts. */
+static void check_structs(struct spanheap *sh)
+{
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	size_t nfree = 0;
 	for (struct mspan *s = sh->free_structs; s; s = s->next)
@@ -317,9 +326,33 @@ void spanheap_check(struct spanheap *sh)
 		        "spanheap: check: %zu free span structs, counts %zu; "
 		        "%zu made, array holds %zu",
 		        nfree, sh->nstructs_free, sh->nstructs, sh->spans->len);
+}
+
+void spanheap_check(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_check");
+	/* No sweep cycle meanwhile: a flip, a claim or a span freed by the
+	 * sweeper would look like a fault (the shell's stress checks right
+	 * after its flush, which wakes the sweeper). */
+	spanheap_cycle_acquire(sh);
+	check_mags(sh);
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0};
+	check_spans(sh, &snap, small);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		listed[cls] = check_central(sh, cls, snap.sweepgen);
+	check_cached(sh, listed);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		if (small[cls] != listed[cls] ||
+		    small[cls] != atomic_load(&sh->central[cls].nspans))
+			check_fail(sh,
+			           "spanheap: check: class %u has %zu spans, "
+			           "%zu on lists or cached, counts %zu",
+			           cls, small[cls], listed[cls],
+			           atomic_load(&sh->central[cls].nspans));
+	check_structs(sh);
 	spanheap_snapshot_put(sh, &snap);
 	spanheap_cycle_release(sh);
-	(void)cached;
-	(void)nsmall;
 	mheap_check(sh->heap);
 }

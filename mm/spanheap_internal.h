@@ -6,7 +6,8 @@
  *   spanheap_central.c  the central lists and fold queues (mcentral)
  *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
  *                       the magazines' spills and drains (mcache)
- *   spanheap.c          the fast paths, the API and set-up
+ *   spanheap.c          the fast paths and the API
+ *   spanheap_init.c     set-up
  *   spanheap_sweep.c    sweep cycles, the sweeper thread, statistics
  *   spanheap_check.c    the checker
  */
@@ -17,6 +18,17 @@
 #include "spanheap.h"
 
 extern struct mspan spanheap_empty_span;
+
+/* Slots left unused at the start of a CPU's slab (see spanheap_init):
+ * the first class's 0 is the last of them, its first slot at byte 512.
+ * Few enough that the slab stays 8 pages (half a page took it to 9). */
+#define MAG_SLAB_SKEW (512 / sizeof(uintptr_t) - 1)
+
+/* An empty magazine's refill puts up to MAG_FILL_BYTES of the span's next
+ * objects, and at most MAG_FILL_MAX, into it (mag_fill). */
+#define MAG_FILL_BYTES 1024u
+#define MAG_FILL_MAX   16u
+_Static_assert(MAG_FILL_MAX < 64, "mag_fill's run mask");
 
 /* A walk of the all-spans array (invariant 2): arr stays allocated until
  * spanheap_snapshot_put, whatever replaces it meanwhile. */

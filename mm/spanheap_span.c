@@ -121,20 +121,29 @@ static size_t spans_pages(size_t cap)
 	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
 }
 
-/* The first all-spans array, room for a few pages of structs (set-up). */
-bool spanheap_spans_init(struct spanheap *sh)
+/* An empty all-spans array with room for at least cap entries (all its
+ * pages hold), with its live reference; NULL without memory. hflags:
+ * enum mheap_alloc_flags. */
+static struct spanheap_spans *spans_new(struct mheap *h, size_t cap,
+                                        unsigned hflags)
 {
-	size_t np = spans_pages(STRUCTS_PER_PAGE * 4);
-	struct spanheap_spans *a = mheap_alloc_pages(sh->heap, np, 0);
+	size_t np = spans_pages(cap);
+	struct spanheap_spans *a = mheap_alloc_pages(h, np, hflags);
 	if (!a)
-		return false;
+		return NULL;
 	*a = (struct spanheap_spans){.cap = (np * MM_PAGE_SIZE - sizeof(*a)) /
 	                                    sizeof(void *),
 	                             .npages = np};
 	a->v = (struct mspan **)(a + 1);
 	atomic_init(&a->refs, 1);
-	sh->spans = a;
-	return true;
+	return a;
+}
+
+/* The first all-spans array, room for a few pages of structs (set-up). */
+bool spanheap_spans_init(struct spanheap *sh)
+{
+	sh->spans = spans_new(sh->heap, STRUCTS_PER_PAGE * 4, 0);
+	return sh->spans != NULL;
 }
 
 /* Drops a reference to an all-spans array; the last frees its pages. */
@@ -142,6 +151,22 @@ void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
 {
 	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
 		mheap_free_pages(sh->heap, a, a->npages);
+}
+
+/* Puts a page of span structs in array a (the live one, with room for
+ * them) and on the free list. Under the heap lock. */
+static void structs_add_locked(struct spanheap *sh, struct spanheap_spans *a,
+                               struct mspan *page)
+{
+	for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
+		struct mspan *s = &page[i];
+		*s = (struct mspan){0};
+		a->v[a->len++] = s;
+		s->next = sh->free_structs;
+		sh->free_structs = s;
+	}
+	sh->nstructs += STRUCTS_PER_PAGE;
+	sh->nstructs_free += STRUCTS_PER_PAGE;
 }
 
 /*
@@ -170,19 +195,10 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 	struct spanheap_spans *na = NULL;
 	size_t room = (flags & MM_ATOMIC) ? cap : cap - cap / 4;
 	if (need > room) {
-		size_t ncap = cap * 2 > need ? cap * 2 : need;
-		size_t np = spans_pages(ncap);
-		na = mheap_alloc_pages(h, np, mheap_flags_of(flags));
+		na = spans_new(h, cap * 2 > need ? cap * 2 : need,
+		               mheap_flags_of(flags));
 		if (!na && need > cap)
 			return false; /* ahead of need, it can wait */
-		if (na) {
-			ncap = (np * MM_PAGE_SIZE - sizeof(*na)) /
-			       sizeof(void *);
-			*na = (struct spanheap_spans){.cap = ncap,
-			                              .npages = np};
-			na->v = (struct mspan **)(na + 1);
-			atomic_init(&na->refs, 1);
-		}
 	}
 	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
 	if (!page) {
@@ -211,15 +227,7 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 		cur = sh->spans;
 	}
 	if (cur->len + STRUCTS_PER_PAGE <= cur->cap) {
-		for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
-			struct mspan *s = &page[i];
-			*s = (struct mspan){0};
-			cur->v[cur->len++] = s;
-			s->next = sh->free_structs;
-			sh->free_structs = s;
-		}
-		sh->nstructs += STRUCTS_PER_PAGE;
-		sh->nstructs_free += STRUCTS_PER_PAGE;
+		structs_add_locked(sh, cur, page);
 		page = NULL;
 	}
 	mm_lock_release(&h->lock, irq);
@@ -281,6 +289,62 @@ static void *span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
 	return p;
 }
 
+/* Makes struct s (just taken from the free structs) the span of class
+ * cls (0: large) over npages pages at base: fixed fields, empty bitmaps,
+ * the heap's sweepgen, and last its state. Under the heap lock. */
+static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
+                             uintptr_t base, size_t npages)
+{
+	struct mheap *h = sh->heap;
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	/* Acquire and release: the table may grow without the heap lock,
+	 * and a free that reads the copy must see the new entries' "none"
+	 * (mheap.c). */
+	size_t mapped =
+	        atomic_load_explicit(&h->spanmap_pages, memory_order_acquire);
+	if (atomic_load_explicit(&sh->spanmap_pages, memory_order_relaxed) !=
+	    mapped)
+		atomic_store_explicit(&sh->spanmap_pages, mapped,
+		                      memory_order_release);
+	s->base = base;
+	s->npages = (uint32_t)npages;
+	s->elemsize = cls ? ci->size
+	                  : (uint32_t)min_sz(npages * MM_PAGE_SIZE, UINT32_MAX);
+	s->nelems = cls ? ci->nelems : 1;
+	__atomic_store_n(&s->sizeclass, (uint8_t)cls, __ATOMIC_RELAXED);
+	s->divmul = cls ? ci->divmul : 0;
+	s->dinv = cls ? ci->dinv : 0;
+	_Static_assert(SC_NCLASSES * sizeof(struct mmag) <= UINT16_MAX,
+	               "a magazine's offset fits mag_offset");
+	s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
+	s->dshift = cls ? ci->dshift : 0;
+	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
+	s->alloc_count = cls ? 0 : 1;
+	s->alloc_cache = 0;
+	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
+	/* list, next and prev are already clear: a span leaves its lists
+	 * before it is freed. */
+	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
+		atomic_store_explicit(&s->local_free[w], 0,
+		                      memory_order_relaxed);
+		atomic_store_explicit(&s->alloc_bits[w], 0,
+		                      memory_order_relaxed);
+		atomic_store_explicit(&s->pending[w], 0, memory_order_relaxed);
+	}
+	/* Read under the heap lock, which the flip holds: a span made
+	 * before a flip is in its snapshot. */
+	atomic_store_explicit(
+	        &s->sweepgen,
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed),
+	        memory_order_relaxed);
+	atomic_store_explicit(&s->state, cls ? MSPAN_SMALL : MSPAN_LARGE,
+	                      memory_order_release);
+	if (!cls) {
+		sh->large_in_use_pages += npages;
+		sh->n.large_allocs++;
+	}
+}
+
 /*
  * A new span from the page heap: a small span of class cls, or (cls 0) a
  * large span of npages pages at base (already allocated). NULL if memory
@@ -306,65 +370,8 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 		}
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		s = struct_get_locked(sh);
-		if (s) {
-			/* Acquire and release: the table may grow without
-			 * the heap lock, and a free that reads the copy must
-			 * see the new entries' "none" (mheap.c). */
-			size_t mapped = atomic_load_explicit(
-			        &h->spanmap_pages, memory_order_acquire);
-			if (atomic_load_explicit(&sh->spanmap_pages,
-			                         memory_order_relaxed) !=
-			    mapped)
-				atomic_store_explicit(&sh->spanmap_pages,
-				                      mapped,
-				                      memory_order_release);
-			s->base = base;
-			s->npages = (uint32_t)npages;
-			s->elemsize =
-			        cls ? ci->size
-			            : (uint32_t)min_sz(npages * MM_PAGE_SIZE,
-			                               UINT32_MAX);
-			s->nelems = cls ? ci->nelems : 1;
-			__atomic_store_n(&s->sizeclass, (uint8_t)cls,
-			                 __ATOMIC_RELAXED);
-			s->divmul = cls ? ci->divmul : 0;
-			s->dinv = cls ? ci->dinv : 0;
-			_Static_assert(SC_NCLASSES * sizeof(struct mmag) <=
-			                       UINT16_MAX,
-			               "a magazine's offset fits mag_offset");
-			s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
-			s->dshift = cls ? ci->dshift : 0;
-			atomic_store_explicit(&s->freeindex, 0,
-			                      memory_order_relaxed);
-			s->alloc_count = cls ? 0 : 1;
-			s->alloc_cache = 0;
-			atomic_store_explicit(&s->marked, 0,
-			                      memory_order_relaxed);
-			/* list, next and prev are already clear: a span
-			 * leaves its lists before it is freed. */
-			for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
-				atomic_store_explicit(&s->local_free[w], 0,
-				                      memory_order_relaxed);
-				atomic_store_explicit(&s->alloc_bits[w], 0,
-				                      memory_order_relaxed);
-				atomic_store_explicit(&s->pending[w], 0,
-				                      memory_order_relaxed);
-			}
-			/* Read under the heap lock, which the flip holds: a
-			 * span made before a flip is in its snapshot. */
-			atomic_store_explicit(
-			        &s->sweepgen,
-			        atomic_load_explicit(&sh->sweepgen,
-			                             memory_order_relaxed),
-			        memory_order_relaxed);
-			atomic_store_explicit(&s->state,
-			                      cls ? MSPAN_SMALL : MSPAN_LARGE,
-			                      memory_order_release);
-			if (!cls) {
-				sh->large_in_use_pages += npages;
-				sh->n.large_allocs++;
-			}
-		}
+		if (s)
+			span_init_locked(sh, s, cls, base, npages);
 		mm_lock_release(&h->lock, irq);
 	}
 	if (cls) {

@@ -422,6 +422,26 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 	spanheap_snapshot_put(sh, &snap);
 }
 
+/* Objects in every CPU's magazine of class cls. */
+static size_t objects_in_mags(struct spanheap *sh, unsigned cls)
+{
+	size_t n = 0;
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		/* Read while the owner changes them: a top not (yet) in the
+		 * slab counts nothing. */
+		uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
+		                                  __ATOMIC_ACQUIRE);
+		uintptr_t *t = __atomic_load_n(&sh->caches[cpu].mag[cls].top,
+		                               __ATOMIC_RELAXED);
+		if (!slab)
+			continue;
+		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
+		if (t >= base && t <= base + sh->mag_max[cls])
+			n += (size_t)(t - base);
+	}
+	return n;
+}
+
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 {
 	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
@@ -443,22 +463,7 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		size_t cap = cs->spans * ci->nelems;
 		/* Objects in magazines are freed, though their spans still
 		 * count them allocated. */
-		size_t in_mags = 0;
-		for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-			/* Read while the owner changes them: a top not
-			 * (yet) in the slab counts nothing. */
-			uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
-			                                  __ATOMIC_ACQUIRE);
-			uintptr_t *t =
-			        __atomic_load_n(&sh->caches[cpu].mag[cls].top,
-			                        __ATOMIC_RELAXED);
-			if (!slab)
-				continue;
-			uintptr_t *base =
-			        slab + sh->mag_off[cls]; /* mag_base */
-			if (t >= base && t <= base + sh->mag_max[cls])
-				in_mags += (size_t)(t - base);
-		}
+		size_t in_mags = objects_in_mags(sh, cls);
 		st->mag_objects += in_mags;
 		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
 		cs->objects_in_use = in_use[cls];

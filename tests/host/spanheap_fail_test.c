@@ -30,22 +30,22 @@ enum { BIG = 40 << 10, BIG_PAGES = BIG / PG };
 static struct spanheap other; /* large: not on the stack */
 static unsigned char other_was[sizeof(struct spanheap)];
 
-/* Each field out of range: init says why, returns false and writes
- * nothing of the span heap it was given. */
+/* Each field out of range: init says which field and why, returns false and
+ * writes nothing of the span heap it was given. */
 KTEST(spanheap_fail, init_refuses_a_bad_config)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	static const struct {
-		const char *what;
+		const char *what, *field;
 		unsigned pending_permille, batch_spans, cpu_permille;
 		uint64_t period_ns;
 	} bad[] = {
-	        {"pending 0", 0, 32, 10, 1000},
-	        {"pending 1001", 1001, 32, 10, 1000},
-	        {"batch 0", 125, 0, 10, 1000},
-	        {"period 0", 125, 32, 10, 0},
-	        {"cpu 0", 125, 32, 0, 1000},
-	        {"cpu 1001", 125, 32, 1001, 1000},
+	        {"pending 0", "pending_permille", 0, 32, 10, 1000},
+	        {"pending 1001", "pending_permille", 1001, 32, 10, 1000},
+	        {"batch 0", "batch_spans", 125, 0, 10, 1000},
+	        {"period 0", "period_ns", 125, 32, 10, 0},
+	        {"cpu 0", "cpu_permille", 125, 32, 0, 1000},
+	        {"cpu 1001", "cpu_permille", 125, 32, 1001, 1000},
 	};
 	size_t used = sh_in_use_pages(&heap);
 	mm_port_set_quiet(true);
@@ -67,6 +67,11 @@ KTEST(spanheap_fail, init_refuses_a_bad_config)
 			              "%s: the heap was written", bad[i].what);
 		KEXPECT_EQ(mm_port_log_count(), logs + 1);
 		KEXPECT(strstr(mm_port_last_log(), "bad config") != NULL);
+		if (!strstr(mm_port_last_log(), bad[i].field))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "%s: the message does not name %s: %s",
+			              bad[i].what, bad[i].field,
+			              mm_port_last_log());
 	}
 	mm_port_set_quiet(false);
 	KEXPECT_EQ(sh_in_use_pages(&heap), used);
