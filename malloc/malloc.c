@@ -12,7 +12,10 @@
  *   - memalign and aligned_alloc (one function in glibc 2.36) take any
  *     alignment up to SIZE_MAX / 2 + 1, rounding one that is not a power
  *     of two up to the next; alignments up to 16 are malloc's;
- *   - malloc_usable_size(NULL) is 0.
+ *   - malloc_usable_size(NULL) is 0;
+ *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
+ *     system calls that may fail on its paths (a lock's futex wait, the
+ *     madvise that gives pages back) restore it (port_prod.c).
  * Misuse (a foreign pointer, a double free, an interior pointer) is
  * caught by mm/, whose mm_panic prints "mm_malloc: ..." with the address
  * and aborts (port_prod.c).

@@ -185,7 +185,11 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 		b->lo = base;
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
+	/* It fails only on locked pages (mlockall), which stay backed; a
+	 * free that gives pages back keeps errno, as futex says. */
+	int saved = errno;
 	madvise(addr, nbytes, MADV_DONTNEED);
+	errno = saved;
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)
@@ -359,11 +363,18 @@ static struct prod_event *ev(mm_event_t *e)
 	return (struct prod_event *)(void *)e->opaque;
 }
 
+/* errno is left as it was: a wait whose word changed fails with EAGAIN
+ * (or EINTR, ETIMEDOUT), which nobody reads, and free() must not change
+ * errno (POSIX.1-2024, glibc since 2.33). Until this version a free that
+ * waited for a lock did, now and then. */
 static long futex(_Atomic uint32_t *word, int op, uint32_t val,
                   const struct timespec *ts, uint32_t bitset)
 {
-	return syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG,
-	               val, ts, NULL, bitset);
+	int saved = errno;
+	long r = syscall(SYS_futex, (uint32_t *)word, op | FUTEX_PRIVATE_FLAG,
+	                 val, ts, NULL, bitset);
+	errno = saved;
+	return r;
 }
 
 void mm_event_init(mm_event_t *e, const char *name)
