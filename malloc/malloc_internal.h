@@ -122,9 +122,9 @@ void mm_malloc_note_growth(size_t nbytes) MM_MALLOC_HIDDEN;
 /* Starts the sweeper and the scavenger if allowed and safe; called after
  * an allocation, outside any API call. */
 void mm_malloc_bg_start(void) MM_MALLOC_HIDDEN;
-/* Forgets every background thread without joining it: this process is a
- * child made without fork's handlers (_Fork, clone), which has none of
- * its parent's threads (port_prod.c). */
+/* Forgets every background thread without joining it, and their count:
+ * this process is a child made without fork's handlers (_Fork, clone),
+ * which has none of its parent's threads (port_prod.c). */
 void mm_malloc_threads_forget(void) MM_MALLOC_HIDDEN;
 
 static inline void mm_malloc_maybe_start_bg(void)

@@ -294,6 +294,10 @@ void mm_malloc_threads_forget(void)
 {
 	for (unsigned i = 0; i < MAX_THREADS; i++)
 		atomic_store(&threads[i].used, false);
+	/* Their count too: left at the parent's, it made this process's own
+	 * threads, once started, take it for background threads only and
+	 * end it (exit_if_alone). */
+	atomic_store(&nbackground, 0);
 }
 
 void mm_port_thread_join(struct mm_thread *t)

@@ -906,6 +906,7 @@ static const char *test_background(void)
  * they must finish, with status 0. */
 static int calloc_untouched(void);
 static int signal_fork(void);
+static int clone_child(void);
 
 static int first_scenario(const char *what)
 {
@@ -928,6 +929,8 @@ static int first_scenario(const char *what)
 		return calloc_untouched();
 	if (strcmp(what, "signal-fork") == 0)
 		return signal_fork();
+	if (strcmp(what, "clone-child") == 0)
+		return clone_child();
 	if (strcmp(what, "underscore-fork") == 0) {
 		/* _Fork runs no fork handlers: its child has none of the
 		 * background threads, and its next fork must not wait for
@@ -1158,6 +1161,83 @@ static const char *test_signal_fork(void)
 	return NULL;
 }
 
+/* Returns once every background thread has been asleep ('S' in its
+ * /proc/self/task stat) in 5 samples running, 10 ms apart (or after
+ * 1000 samples). */
+static void background_asleep(void)
+{
+	for (int quiet = 0, tries = 0; quiet < 5 && tries < 1000; tries++) {
+		bool all = true;
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			char path[300], st[512] = "";
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
+			         e->d_name);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			size_t n = fread(st, 1, sizeof(st) - 1, f);
+			st[n] = 0;
+			fclose(f);
+			char *end = strrchr(st, ')');
+			if (strstr(st, "(mm_") && end && end[2] != 'S')
+				all = false;
+		}
+		if (d)
+			closedir(d);
+		quiet = all ? quiet + 1 : 0;
+		usleep(10000);
+	}
+}
+
+/*
+ * A child made by a raw clone (no fork handlers: sandboxes and container
+ * tools make them so) inherits "background threads running" but none of
+ * the threads; its next fork forgets them and lets it start its own. It
+ * also inherited the count of running background threads, so its own
+ * two counted four, and took the process's three threads for background
+ * ones only: they ended the child with exit(0) (at once, in a review's
+ * run). The child exits 9 after a second with its threads running. The
+ * parent clones while its own threads sleep, holding no lock.
+ */
+static int clone_child(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	background_asleep();
+	pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+	if (pid == 0) {
+		alarm(20);
+		free(malloc(10));
+		pid_t g = fork();
+		if (g == 0)
+			_exit(0);
+		waitpid(g, NULL, 0);
+		if (background_threads_up() != 3)
+			_exit(5);
+		for (int i = 0; i < 10; i++)
+			usleep(100000); /* the threads check every 100 ms */
+		_exit(9);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 9)
+		return 0;
+	fprintf(stderr, "clone child: status %#x\n", (unsigned)st);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 6 : 7;
+}
+
+static const char *test_clone_child(void)
+{
+	int st = run_scenario("clone-child", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a raw clone's child that forks and restarts the background "
+	      "threads: status %#x (6: they ended it with exit(0))",
+	      st);
+	return NULL;
+}
+
 /* MM_MALLOC_BACKGROUND=0 keeps a program single-threaded (a program that
  * will unshare(CLONE_NEWUSER) needs that). */
 static const char *test_no_background(void)
@@ -1213,6 +1293,7 @@ int main(int argc, char **argv)
 	        {"no_background", test_no_background},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
+	        {"clone_child", test_clone_child},
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
