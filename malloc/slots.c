@@ -61,9 +61,10 @@
  *              membarrier again (falling back to exchanges if that fails).
  *              Both restart the background threads lazily.
  *   background The sweeper and the scavenger start on an allocation made
- *              after our constructor ran (the dynamic loader and libc are
- *              set up then) and once the heap has grown to 8 MiB (a
- *              smaller heap has little to give back), outside any API
+ *              after our constructor ran (the first of every object's,
+ *              -z initfirst; libc is set up by the next allocation) and
+ *              once the heap has grown to 8 MiB (a smaller heap has
+ *              little to give back), outside any API
  *              call, under ctl_lock; the allocations pthread_create makes
  *              see the state "running" and do not recurse. They are
  *              threads like any other: a pin outside an API call enters
@@ -126,6 +127,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -181,15 +183,19 @@ static void fence_others(void)
 }
 
 /*
- * The fork handlers are registered as early as possible: from the
- * constructor, or at the first allocation if that comes first. glibc runs
- * prepare handlers newest first, so ours, which holds every slot, then
- * runs after those of libraries that register theirs later (as glibc
- * takes its own malloc locks after all of them). Run before such a
- * handler, it held the slots while the handler waited for its library's
- * mutex, whose holder waited in malloc for its slot: fork never returned.
- * A handler registered before ours (a library whose constructor runs
- * before this one's and that allocates nothing) still runs after it.
+ * The fork handlers are registered before any other library's: from the
+ * constructor, which the dynamic loader runs before every other object's
+ * (libc's included: the library is linked with -z initfirst, malloc.mk),
+ * or at the first allocation if that comes first. glibc runs prepare
+ * handlers newest first, so ours, which holds every slot, runs after
+ * every other (as glibc takes its own malloc locks after all of them).
+ * Run before such a handler, it held the slots while the handler waited
+ * for its library's mutex, whose holder waited in malloc for its slot:
+ * fork never returned. Until this version that was so for every library
+ * the program links: the loader runs their constructors before an
+ * LD_PRELOAD library's, and they allocate nothing first. glibc honours
+ * one initfirst object: another one, mapped after this library, would
+ * take its place (none of the system's libraries here is one).
  */
 static atomic_bool fork_handlers;
 
@@ -385,11 +391,33 @@ static void allow_background(void)
 /* glibc's _Fork, which ours wraps (below); found by the constructor. */
 static pid_t (*real_Fork)(void);
 
-__attribute__((constructor)) static void mm_malloc_constructor(void)
+/* name's value in envp (getenv's if envp is NULL), or NULL. */
+static const char *env_value(char **envp, const char *name)
 {
+	if (!envp)
+		return getenv(name);
+	size_t n = strlen(name);
+	for (; *envp; envp++)
+		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
+			return *envp + n + 1;
+	return NULL;
+}
+
+/*
+ * Runs before every other object's initialisation (-z initfirst), libc's
+ * included: pthread_atfork and dlsym work then, but environ is not set
+ * yet, so the environment is the one glibc passes to initialisers. No
+ * allocation comes between this and libc's initialisation, so the
+ * background threads, allowed from here, start once libc is set up.
+ */
+__attribute__((constructor)) static void
+mm_malloc_constructor(int argc, char **argv, char **envp)
+{
+	(void)argc;
+	(void)argv;
 	register_fork_handlers();
 	real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
-	const char *e = getenv("MM_MALLOC_BACKGROUND");
+	const char *e = env_value(envp, "MM_MALLOC_BACKGROUND");
 	if (e && e[0] == '0' && e[1] == 0)
 		atomic_store(&no_background, true);
 	atomic_store(&constructed, true);
