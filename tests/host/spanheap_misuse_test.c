@@ -1,8 +1,10 @@
 /*
  * Misuse of the span heap (mm/spanheap.c): double frees on the local and
  * the magazine path and across them, and after a free that had no
- * magazine, writes into a freed object, interior,
- * foreign and never-allocated pointers, a large span freed twice,
+ * magazine, writes into a freed object (the checker finds them, on
+ * the last object handed out too), interior pointers (into a span's
+ * tail past its last object too), foreign and never-allocated pointers,
+ * a large span freed twice or its tail given back by a shrink,
  * page-heap memory freed as an object. Each must mm_panic with a message that
  * names the problem and the pointer; the port's catch turns the panic into a
  * longjmp back here.
@@ -12,6 +14,7 @@
  * and given back after.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -355,5 +358,81 @@ KTEST(spanheap_misuse, double_free_of_an_object_folded_free)
 	spanheap_flush_cache(&sh); /* the pending bit again */
 	mm_port_set_cpu(0);
 	EXPECT_MISUSE(spanheap_sweep_cycle(&sh), "was not allocated", p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * A span whose objects do not fill its pages has a tail past its last
+ * object; a pointer there, where object nelems would start, is inside the
+ * span but no object's: its usable size and its free are refused as
+ * interior pointers, as anywhere else inside the span.
+ */
+KTEST(spanheap_misuse, pointer_into_a_span_tail)
+{
+	KASSERT(fresh_heap());
+	unsigned cls = 1;
+	while (cls < SC_NCLASSES &&
+	       (size_t)sizeclass_info[cls].nelems * sizeclass_info[cls].size ==
+	               (size_t)sizeclass_info[cls].npages * MM_PAGE_SIZE)
+		cls++;
+	KASSERT(cls < SC_NCLASSES); /* some class has a tail */
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	void *p = spanheap_alloc(&sh, ci->size, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	char *tail = (char *)s->base + (size_t)ci->nelems * ci->size;
+	EXPECT_MISUSE(spanheap_usable_size(&sh, tail), "interior pointer",
+	              tail);
+	EXPECT_MISUSE(spanheap_free(&sh, tail), "interior pointer", tail);
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * A large object shrunk in place gives its tail pages back, and their
+ * span table entries with them: a pointer into the tail is then told as
+ * memory of a large span already freed, not taken for part of the span
+ * (whose struct, once the span is freed and reused, could lie elsewhere).
+ */
+KTEST(spanheap_misuse, pointer_into_a_shrunk_large_tail)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 256 << 10, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(spanheap_realloc(&sh, p, 100 << 10, 0) == p);
+	char *tail = p + (100 << 10);
+	for (size_t off = 0; off < (156 << 10); off += MM_PAGE_SIZE)
+		KEXPECT(mheap_span_lookup(&heap, (uintptr_t)tail + off) !=
+		        (void *)s);
+	EXPECT_MISUSE(spanheap_free(&sh, tail), "large span freed twice", tail);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
+
+/* The marker test covers every object below marked, the last handed out
+ * too: a span handed out whole, its last object freed and then written. */
+KTEST(spanheap_misuse, checker_finds_a_lost_marker_on_the_last_object)
+{
+	KASSERT(fresh_heap());
+	unsigned cls = sizeclass_of(64), n = sizeclass_info[cls].nelems;
+	void **p = calloc(n, sizeof(*p));
+	KASSERT(p && sh_alloc_n(&sh, p, n, 64));
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p[0]);
+	KASSERT(s->base == (uintptr_t)p[0]);
+	KASSERT_EQ(atomic_load(&s->marked), n);
+	uintptr_t *last = p[n - 1];
+	KASSERT((uintptr_t)last == s->base + (n - 1) * 64);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, last);
+	spanheap_flush_cache(&sh); /* a pending bit: on its list, queued */
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "before the write");
+	last[1] = 42;
+	EXPECT_MISUSE(spanheap_check(&sh), "lost its free marker", last);
+	free(p);
 	sh_heap_release(&heap);
 }
