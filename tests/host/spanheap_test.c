@@ -5,7 +5,9 @@
  * MM_ZERO. spanheap_check runs at every quiet point. The free paths,
  * sweeping and statistics are in spanheap_sweep_test.c, misuse in
  * spanheap_misuse_test.c, failed set-up and out of memory in
- * spanheap_fail_test.c, the fold queues in spanheap_queue_test.c.
+ * spanheap_fail_test.c, the fold queues in spanheap_queue_test.c, the
+ * per-CPU caches' refills across cycles in spanheap_cache_test.c, the
+ * sweeper thread's triggers and wake-ups in spanheap_sweeper_test.c.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.
@@ -422,6 +424,57 @@ KTEST(spanheap, realloc_large_grows_in_place)
 	spanheap_free(&sh, b);
 	spanheap_free(&sh, c);
 	free(st);
+	sh_heap_release(&heap);
+}
+
+/* True if page-heap page of address a is in use (allocated). */
+static bool page_in_use(uintptr_t a)
+{
+	size_t pi = (a - heap.arena_base) / PG;
+	uint64_t alloc[PALLOCBITS_WORDS], scav[PALLOCBITS_WORDS];
+	if (!mheap_chunk_bits(&heap, pi / PALLOC_CHUNK_PAGES, alloc, scav))
+		return false;
+	size_t i = pi % PALLOC_CHUNK_PAGES;
+	return alloc[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * Where a realloc puts the object: a small object shrunk to less than
+ * half its class moves to the smaller class (its usable size is that
+ * class's), one shrunk to half or more stays; a large object that cannot
+ * grow in place (the page after it is in use) moves to a block an eighth
+ * larger than asked, so that growing it a little at a time moves it a
+ * logarithmic number of times.
+ */
+KTEST(spanheap, realloc_picks_the_new_size)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	unsigned char *p = spanheap_alloc(&sh, 1024, 0);
+	KASSERT(p && spanheap_usable_size(&sh, p) == 1024);
+	pattern_fill(p, 1024, 8);
+	KEXPECT(spanheap_realloc(&sh, p, 600, 0) == p);
+	unsigned char *q = spanheap_realloc(&sh, p, 100, 0);
+	KASSERT(q);
+	KEXPECT(q != p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q),
+	           sizeclass_info[sizeclass_of(100)].size);
+	KEXPECT(pattern_ok(q, 100, 8));
+	spanheap_free(&sh, q);
+
+	enum { FROM = 64 << 10, TO = 200 << 10 };
+	void *a = spanheap_alloc(&sh, FROM, 0);
+	void *b = spanheap_alloc(&sh, FROM, 0);
+	KASSERT(a && b);
+	KASSERT(page_in_use((uintptr_t)a + FROM));
+	pattern_fill(a, FROM, 9);
+	unsigned char *n = spanheap_realloc(&sh, a, TO, 0);
+	KASSERT(n);
+	KEXPECT(n != a);
+	KEXPECT(pattern_ok(n, FROM, 9));
+	KEXPECT(spanheap_usable_size(&sh, n) >= TO + TO / 8);
+	SH_CHECK(&sh, "after the reallocs");
+	spanheap_free(&sh, n);
+	spanheap_free(&sh, b);
 	sh_heap_release(&heap);
 }
 
