@@ -2,11 +2,12 @@
  * The fold queues (mm/spanheap_central.c, spanheap_fold_queue), driven step by
  * step on simulated CPUs: a remote free queues its span once, however
  * many of its objects follow; a refill takes the whole queue, folds spans
- * until one has a free object, caches that one and leaves the rest in the
- * class's backlog, which the next refill takes first; the rests of two
- * refills that overlap join in the backlog, none lost (the page heap's
- * test hook holds the first at the join while another CPU's refill leaves
- * its rest); and a sweep cycle folds the backlog and the queue whole.
+ * until one has a free object (skipping the spans a CPU caches), caches
+ * that one and leaves the rest in the class's backlog, which the next refill
+ * takes first; the rests of two refills that overlap join in the backlog, none
+ * lost (the page heap's test hook holds the first at the join while another
+ * CPU's refill leaves its rest); and a sweep cycle folds the backlog and the
+ * queue whole.
  *
  * Each test fills S spans of the 64-byte class on CPU 0 and hands them
  * back full; CPU 1 then frees one object of some of them and flushes, so
@@ -238,5 +239,42 @@ KTEST(spanheap_queue, overlapping_refills_join_their_rests)
 	KEXPECT(c->fold_backlog == NULL);
 	for (size_t j = 0; j < S; j++)
 		KEXPECT(!atomic_load(&span_j(j)->queued));
+	finish();
+}
+
+/*
+ * A queued span that a CPU caches is its owner's to fold: a refill that
+ * meets it on the queue skips it (and it is queued no more) and goes on
+ * to the next, which it folds and caches. Here the newest queued span is
+ * CPU 2's cached one, and the next is span 0 with one object free: CPU
+ * 3's refill gets that object, not a new span.
+ */
+KTEST(spanheap_queue, refill_skips_a_cached_span_for_the_next)
+{
+	KASSERT(fill_spans());
+	mm_port_set_cpu(2);
+	void *x = spanheap_alloc(&sh, SIZE, 0); /* a new span, cached */
+	mm_port_set_cpu(0);
+	KASSERT(x);
+	struct mspan *cached = mheap_span_lookup(&heap, (uintptr_t)x);
+	KASSERT(cached == sh.caches[2].alloc[cls]);
+	free_from(1, 0, 1, 0);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, x);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(3);
+	struct mcentral *c = &sh.central[cls];
+	KEXPECT(atomic_load(&c->fold_queue) == cached);
+	KEXPECT(atomic_load(&cached->qnext) == span_j(0));
+	void *p = spanheap_alloc(&sh, SIZE, 0);
+	KEXPECT(p == (void *)span_j(0)->base);
+	KEXPECT(sh.caches[3].alloc[cls] == span_j(0));
+	KEXPECT(!atomic_load(&cached->queued));
+	KEXPECT(sh.caches[2].alloc[cls] == cached);
+	KEXPECT(c->fold_backlog == NULL);
+	objs[0] = p;
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "after the refill");
 	finish();
 }
