@@ -1,0 +1,198 @@
+/*
+ * The sweeper thread's triggers and wake-ups (mm/spanheap_sweep.c): it
+ * starts a cycle when the frees pending since the last flip pass both
+ * their share of the bytes in use and min_pending_bytes, and not again
+ * until new frees are pending; its stop wakes it out of a paced sleep;
+ * a cycle's end wakes whoever waits for the cycle semaphore.
+ *
+ * The period is an hour, so no periodic cycle can run: a cycle here is
+ * one the pending frees started. Each test waits for the sweeper to come
+ * back to its wait for a wake-up (mm_port_event_waiters), where it has
+ * looked at the pending frees and done what they asked.
+ */
+#include <sched.h>
+#include <stdlib.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+#define HOUR_NS ((uint64_t)3600 * 1000 * 1000 * 1000)
+
+static bool sweeper_heap(unsigned cpu_permille)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.period_ns = HOUR_NS;
+	sc.cpu_permille = cpu_permille;
+	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+static uint64_t cycles(void)
+{
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	if (!st)
+		return UINT64_MAX;
+	spanheap_stats(&sh, st);
+	uint64_t n = st->n.cycles;
+	free(st);
+	return n;
+}
+
+/* Until the sweeper waits for a wake-up, or has run more than max
+ * cycles; returns the cycles run. */
+static uint64_t sweeper_settles(uint64_t max)
+{
+	uint64_t n;
+	while ((n = cycles()) <= max &&
+	       mm_port_event_waiters(&sh.sweeper.wake) == 0)
+		sched_yield();
+	return cycles();
+}
+
+/* n objects of 64 bytes in use (on CPU 0); then the first nfree of them
+ * freed from CPU 1, whose flush makes them pending. */
+static void **in_use_then_pending(size_t n, size_t nfree)
+{
+	void **p = calloc(n, sizeof(*p));
+	if (!p || !sh_alloc_n(&sh, p, n, 64))
+		return NULL;
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(1);
+	for (size_t i = 0; i < nfree; i++) {
+		spanheap_free(&sh, p[i]);
+		p[i] = NULL;
+	}
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	return p;
+}
+
+static void free_all(void **p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			spanheap_free(&sh, p[i]);
+	free(p);
+	sh_flush_cpus(&sh, 2);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "at the end");
+}
+
+/*
+ * 2 MiB in use, 640 KiB of it pending: past an eighth of the bytes in
+ * use (about 256 KiB), but below min_pending_bytes (1 MiB), the floor
+ * that keeps a small heap from sweeping at every few frees. No cycle.
+ */
+KTEST(spanheap_sweeper, no_cycle_below_min_pending_bytes)
+{
+	enum { N = (2 << 20) / 64, FREED = (640 << 10) / 64 };
+	KASSERT(sweeper_heap(10));
+	KASSERT_EQ(sh.cfg.min_pending_bytes, (size_t)1 << 20);
+	void **p = in_use_then_pending(N, FREED);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(0), 0);
+	spanheap_sweeper_stop(&sh);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
+
+/*
+ * 2 MiB pending of 8 MiB in use: past both thresholds, one cycle. It
+ * folds them all, and the count of frees pending since the flip starts
+ * again at 0: with nothing freed since, the sweeper runs no second cycle.
+ */
+KTEST(spanheap_sweeper, one_cycle_per_threshold_passed)
+{
+	enum { N = (8 << 20) / 64, FREED = (2 << 20) / 64 };
+	KASSERT(sweeper_heap(10));
+	void **p = in_use_then_pending(N, FREED);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(1), 1);
+	spanheap_sweeper_stop(&sh);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The stop of a sweeper that paces itself after a cycle (a thousand
+ * times the cycle's CPU time, at 0.1% of a CPU) wakes it, rather than
+ * wait for the pace to end: the pace event, which only the stop wakes,
+ * has moved when the stop returns.
+ */
+KTEST(spanheap_sweeper, stop_wakes_a_pacing_sweeper)
+{
+	enum { N = (8 << 20) / 64, FREED = (2 << 20) / 64 };
+	KASSERT(sweeper_heap(1));
+	void **p = in_use_then_pending(N, FREED);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	while (mm_port_event_waiters(&sh.sweeper.pace) == 0 &&
+	       mm_port_event_waiters(&sh.sweeper.wake) == 0)
+		sched_yield();
+	uint64_t seen = mm_event_prepare(&sh.sweeper.pace);
+	spanheap_sweeper_stop(&sh);
+	KEXPECT(mm_event_prepare(&sh.sweeper.pace) != seen);
+	KEXPECT_EQ(cycles(), 1);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
+
+/*
+ * A cycle's end wakes whoever waits for the cycle semaphore (a checker, a
+ * second cycle), who would otherwise sleep out its wait's timeout, a
+ * second: the event it waits on has moved once the cycle returns.
+ */
+KTEST(spanheap_sweeper, cycle_end_wakes_the_semaphore_waiters)
+{
+	KASSERT(sweeper_heap(10));
+	uint64_t seen = mm_event_prepare(&sh.sweeper.cycle_done);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT(mm_event_prepare(&sh.sweeper.cycle_done) != seen);
+	seen = mm_event_prepare(&sh.sweeper.cycle_done);
+	SH_CHECK(&sh, "the checker holds the semaphore too");
+	KEXPECT(mm_event_prepare(&sh.sweeper.cycle_done) != seen);
+	sh_heap_release(&heap);
+}
+
+/*
+ * Frees that pass the threshold wake an idle sweeper at once (the flush
+ * that makes them pending kicks it), rather than leave them until its
+ * next look, a quarter period later (here a quarter of an hour): the wake
+ * event has moved when the flush returns, and a cycle follows.
+ */
+KTEST(spanheap_sweeper, pending_frees_wake_an_idle_sweeper)
+{
+	enum { N = (8 << 20) / 64, FREED = (2 << 20) / 64 };
+	KASSERT(sweeper_heap(10));
+	void **p = in_use_then_pending(N, 0);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(0), 0);
+	uint64_t seen = mm_event_prepare(&sh.sweeper.wake);
+	mm_port_set_cpu(1);
+	for (size_t i = 0; i < FREED; i++) {
+		spanheap_free(&sh, p[i]);
+		p[i] = NULL;
+	}
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	KASSERT(mm_event_prepare(&sh.sweeper.wake) != seen);
+	while (cycles() == 0)
+		sched_yield();
+	spanheap_sweeper_stop(&sh);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
