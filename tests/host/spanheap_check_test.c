@@ -235,6 +235,28 @@ KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
 	sh_heap_release(&heap);
 }
 
+/* A span's marked count below an object in a magazine: the object was
+ * handed out, so marked is wrong, and a second free of it would be taken
+ * for a free of an object never handed out. The magazine's check is the
+ * one place that compares the two. */
+KTEST(spanheap_check, catches_a_magazine_object_past_marked)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	KASSERT(s->base == (uintptr_t)p);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "clean");
+	uint32_t marked = atomic_load(&s->marked);
+	atomic_store(&s->marked, 0);
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)p);
+	atomic_store(&s->marked, marked);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_check, catches_a_span_on_the_wrong_list)
 {
 	KASSERT(fresh_heap());
