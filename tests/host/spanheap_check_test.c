@@ -93,6 +93,21 @@ KTEST(spanheap_check, catches_a_span_unlike_its_class)
 	s->mag_offset += sizeof(struct mmag);
 	EXPECT_CHECK_FAILS("of class 4 does not match its class");
 	s->mag_offset -= sizeof(struct mmag);
+	/* Each of the fields the class gives, one at a time, one less (a
+	 * page more would fail the table's check first): the count and
+	 * pages, and the free's and the fold's arithmetic. */
+#define EXPECT_FIELD_CAUGHT(field)                                         \
+	do {                                                               \
+		s->field--;                                                \
+		EXPECT_CHECK_FAILS("of class 4 does not match its class"); \
+		s->field++;                                                \
+	} while (0)
+	EXPECT_FIELD_CAUGHT(nelems);
+	EXPECT_FIELD_CAUGHT(npages);
+	EXPECT_FIELD_CAUGHT(divmul);
+	EXPECT_FIELD_CAUGHT(dinv);
+	EXPECT_FIELD_CAUGHT(dshift);
+#undef EXPECT_FIELD_CAUGHT
 	SH_CHECK(&sh, "restored");
 	sh_heap_release(&heap);
 }
