@@ -35,6 +35,12 @@ enum mheap_hook_point {
 	 * there meanwhile; no lock held, pinned (spanheap_central.c,
 	 * spanheap_fold_queue). */
 	MHEAP_HOOK_FOLD_REST,
+	/* A thread's refill has made a new span (its sweepgen read under the
+	 * heap lock) and not yet pinned again to cache it: a cycle that
+	 * flips now finds it in the all-spans array, at sg - 2 and on no
+	 * list; no lock held, not pinned (spanheap_cache.c,
+	 * spanheap_cache_refill). */
+	MHEAP_HOOK_SPAN_MADE,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -311,6 +311,7 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 		 * MM_ATOMIC is caught the first time it needs a span. */
 		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 		s = spanheap_span_new(sh, cls, 0, 0, flags);
+		mheap_hook(sh->heap, MHEAP_HOOK_SPAN_MADE);
 		*pin = mm_port_pin();
 		mc = &sh->caches[pin->cpu];
 		struct mspan *cur = mc->alloc[cls];

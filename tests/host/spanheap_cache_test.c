@@ -3,7 +3,8 @@
  * (mm/spanheap_cache.c, mm/spanheap_central.c): a CPU's cache is flushed
  * at its first refill after a cycle began, and only at that one; a refill
  * that runs while a cycle is mid-sweep sweeps the unswept spans it needs
- * itself (on demand), and counts them.
+ * itself (on demand), and counts them; a cycle that flips while a
+ * refill holds a new span it has not cached yet leaves the span alone.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end; the simulated CPUs are set by hand.
@@ -178,5 +179,50 @@ KTEST(spanheap_cache, refills_count_trips_to_the_central_lists)
 	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
 	free(st);
 	free(p);
+	sh_heap_release(&heap);
+}
+
+/* The hook's cycle: once, between the refill's new span and its caching
+ * (the refill's thread, unpinned, no lock held). */
+static _Atomic bool cycle_at_span_made;
+
+static void cycle_mid_refill(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_SPAN_MADE &&
+	    atomic_exchange(&cycle_at_span_made, false))
+		spanheap_sweep_cycle(&sh);
+}
+
+/*
+ * A cycle that flips between a refill's new span and its caching finds
+ * the span in the all-spans array at sg - 2, as if it needed sweeping,
+ * but on no list: the refill owns it, and the cycle leaves it alone. The
+ * refill then caches it, on no list, and nothing was swept.
+ */
+KTEST(spanheap_cache, cycle_between_a_span_made_and_cached)
+{
+	unsigned cls = sizeclass_of(64);
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	atomic_store(&cycle_at_span_made, true);
+	mheap_test_hook = cycle_mid_refill;
+	void *p = spanheap_alloc(&sh, 64, 0);
+	mheap_test_hook = NULL;
+	KASSERT(p);
+	KEXPECT(!atomic_load(&cycle_at_span_made)); /* the hook ran */
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s)); /* not swept empty and freed */
+	KEXPECT(sh.caches[0].alloc[cls] == s);
+	KEXPECT(s->list == MSPAN_LIST_NONE);
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(st->n.cycles, 1);
+	KEXPECT_EQ(st->n.swept_spans, 0);
+	free(st);
+	SH_CHECK(&sh, "after the refill");
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
 	sh_heap_release(&heap);
 }
