@@ -1,7 +1,9 @@
 /*
  * The per-CPU page cache: refill takes the free pages of the 64-page block
  * holding the first free page, alloc and free work inside the window
- * without the lock, flush gives pages and scavenged bits back.
+ * without the lock (a request no free run fits gets nothing), flush gives
+ * pages and scavenged bits back, and refuses a window that disagrees with
+ * the heap.
  */
 #include "../../mm/pagecache.h"
 #include "palloc_test_util.h"
@@ -135,5 +137,64 @@ KTEST(pagecache, needs_the_owner_lock)
 	pagecache_flush_locked(&c, &p);
 	palloc_check_locked(&p);
 	mm_lock_release(&lock, irq);
+	tp_release(&p);
+}
+
+/*
+ * A flush checks the window before it gives it back: a page the cache
+ * holds free that the heap has freed meanwhile (a bad free, which the
+ * heap cannot tell) is free twice, and scavenged bits for pages the cache
+ * does not hold are wrong. Each panics, naming the fault, and leaves the
+ * heap as it was.
+ */
+KTEST(pagecache, flush_refuses_a_corrupt_cache)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KEXPECT_EQ(pagecache_alloc(&c, 2, NULL), PG(0)); /* the caller's */
+	palloc_free(&p, PG(5), 1); /* held free by the cache */
+	struct pagecache saved = c;
+	KEXPECT(MM_PORT_PANICS(pagecache_flush_locked(&c, &p)));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "is free in the heap and in the cache"));
+	KEXPECT(memcmp(&saved, &c, sizeof(c)) == 0);
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), PG(5)); /* the heap's again */
+	c.scav |= 1; /* page 0: the caller's, not the cache's */
+	KEXPECT(MM_PORT_PANICS(pagecache_flush_locked(&c, &p)));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "has scavenged bits for pages it does not hold"));
+	c.scav &= ~1ull;
+	pagecache_flush_locked(&c, &p);
+	palloc_free(&p, PG(0), 2);
+	TP_CHECK(&p, "after the flush");
+	tp_release(&p);
+}
+
+/* A request no run of the cache's free pages fits gets 0 and takes
+ * nothing, though the pages it holds would add up to it. */
+KTEST(pagecache, alloc_without_a_fitting_run)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KASSERT_EQ(c.cache, ~0ull);
+	for (unsigned i = 0; i < 4; i++)
+		KEXPECT_EQ(pagecache_alloc(&c, 15, NULL), PG(15 * i));
+	KEXPECT(pagecache_free(&c, PG(20), 3)); /* runs of 3 and 4 */
+	struct pagecache saved = c;
+	size_t nscav = 99;
+	KEXPECT_EQ(pagecache_alloc(&c, 5, &nscav), 0);
+	KEXPECT_EQ(nscav, 99);
+	KEXPECT(memcmp(&saved, &c, sizeof(c)) == 0);
+	KEXPECT_EQ(pagecache_alloc(&c, 4, NULL), PG(60));
+	KEXPECT_EQ(pagecache_alloc(&c, 3, NULL), PG(20));
+	KEXPECT_EQ(c.cache, 0);
+	pagecache_flush_locked(&c, &p);
+	TP_CHECK(&p, "after the flush");
 	tp_release(&p);
 }
