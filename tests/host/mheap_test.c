@@ -79,7 +79,7 @@ KTEST(mheap, alloc_grow_free)
 {
 	KASSERT(heap_new(64, 0, 0));
 	char *a = mheap_alloc_pages(&heap, 3, 0);
-	char *b = mheap_alloc_pages(&heap, 700, 0); /* grows 2 more chunks */
+	char *b = mheap_alloc_pages(&heap, 700, 0); /* grows a chunk more */
 	KASSERT(a && b);
 	KEXPECT_EQ((uintptr_t)a, heap.arena_base);
 	KEXPECT(all_bytes(a, 3 * PG, 0) && all_bytes(b, 700 * PG, 0));
@@ -90,6 +90,10 @@ KTEST(mheap, alloc_grow_free)
 	KEXPECT_EQ(st.in_use_pages, 703);
 	KEXPECT_EQ(st.free_backed_pages, 0);
 	KEXPECT_EQ(st.grown_pages, st.in_use_pages + st.free_scav_pages);
+	/* Two growths of a chunk each: b's extends the first chunk's free
+	 * tail (509 pages) by one chunk. */
+	KEXPECT_EQ(st.n.grows, 2);
+	KEXPECT_EQ(st.grown_pages, 2 * 512);
 	HEAP_CHECK("after allocating");
 	mheap_free_pages(&heap, b, 700);
 	mheap_stats(&heap, &st);
