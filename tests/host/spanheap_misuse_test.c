@@ -293,7 +293,8 @@ KTEST(spanheap_misuse, object_past_the_marked_ones)
 
 /* An object a refill put into CPU 0's magazine (mag_fill) and no one
  * has taken is free: a free of it, from CPU 0 or from another CPU, is a
- * double free, and the magazine is left as it was. */
+ * double free (said so, not "not allocated (a double free?)", the free
+ * of an object never handed out), and the magazine is left as it was. */
 KTEST(spanheap_misuse, free_of_an_object_a_refill_put_in_a_magazine)
 {
 	KASSERT(fresh_heap());
@@ -301,9 +302,9 @@ KTEST(spanheap_misuse, free_of_an_object_a_refill_put_in_a_magazine)
 	char *q = spanheap_alloc(&sh, 64, 0); /* the refill fills */
 	KASSERT(p && q == p + 64 && sh.mag_fill[sizeclass_of(64)] >= 2);
 	char *r = p + 128; /* on top of CPU 0's magazine */
-	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
+	EXPECT_MISUSE(spanheap_free(&sh, r), "double free: pointer", r);
 	mm_port_set_cpu(1);
-	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
+	EXPECT_MISUSE(spanheap_free(&sh, r), "double free: pointer", r);
 	mm_port_set_cpu(0);
 	SH_CHECK(&sh, "after the refused frees");
 	KEXPECT(spanheap_alloc(&sh, 64, 0) == r);
