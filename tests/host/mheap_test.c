@@ -453,6 +453,7 @@ KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.scavenging_pages, 200);
+	KEXPECT_EQ(st.in_use_pages, 312); /* taken pages are not in use */
 	void *got = NULL;
 	KASSERT(pthread_create(&user, NULL, alloc_one_thread, &got) == 0);
 	do { /* until the allocation waits (no time bound) */
@@ -618,6 +619,9 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	KEXPECT(mheap_alloc_pages(&heap, 1, 0) == NULL); /* arena full */
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
+	KEXPECT(mheap_alloc_pages(&heap, 1, MHEAP_ATOMIC) == NULL);
+	mheap_stats(&heap, &s1);
+	KEXPECT_EQ(s1.n.atomic_fails, s0.n.atomic_fails + 1); /* counted */
 	/* Mapping scavenged pages fails: they go back, still scavenged. */
 	mheap_free_pages(&heap, all, 4 * 512);
 	KEXPECT_EQ(mheap_release_all(&heap), 4 * 512);
