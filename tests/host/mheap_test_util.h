@@ -1,8 +1,9 @@
 /*
  * tests/host/mheap_test_util.h: helpers shared by the page heap's host
  * tests and, through spanheap_test_util.h, the span heap's: giving a
- * heap's reservations back to the port, and expecting a checker's panic
- * by what its message says.
+ * heap's reservations back to the port, making one, running its checker
+ * behind a panic catch, expecting a checker's panic by what its message
+ * says, and reading resident memory.
  */
 #ifndef TESTS_HOST_MHEAP_TEST_UTIL_H
 #define TESTS_HOST_MHEAP_TEST_UTIL_H
@@ -39,6 +40,57 @@ static inline void mh_expect_panic_saying(const char *file, int line,
 	else if (!strstr(mm_port_last_panic(), want))
 		ktest_fail_at(file, line, "check said \"%s\", not \"%s\"",
 		              mm_port_last_panic(), want);
+}
+
+/* Makes h over a fresh arena of chunks chunks, with flags (struct
+ * mheap_config's) and the low watermark given, the rest default. */
+static inline bool mh_new(struct mheap *h, size_t chunks, unsigned flags,
+                          size_t watermark)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = chunks * PALLOC_CHUNK_BYTES;
+	cfg.flags = flags;
+	cfg.low_watermark_pages = watermark;
+	return mheap_init(h, &cfg);
+}
+
+/* True if mheap_check(h) panicked (caught). */
+__attribute__((noinline, unused)) static bool mh_check_panics(struct mheap *h)
+{
+	return MM_PORT_PANICS(mheap_check(h));
+}
+
+/* Fails the current test, saying what and the panic, if h's checker
+ * finds a fault. */
+#define MH_CHECK(h, what)                                                   \
+	do {                                                                \
+		if (mh_check_panics(h))                                     \
+			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
+			              mm_port_last_panic());                \
+	} while (0)
+
+/* This process's resident pages (/proc/self/statm); 0 if unreadable. */
+static inline size_t mh_resident_pages(void)
+{
+	unsigned long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (f) {
+		if (fscanf(f, "%lu %lu", &size, &res) != 2)
+			res = 0;
+		fclose(f);
+	}
+	return res;
+}
+
+/* True if every one of the n bytes at p is v. */
+static inline bool mh_all_bytes(const void *p, size_t n, unsigned char v)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i] != v)
+			return false;
+	return true;
 }
 
 #endif

@@ -1,0 +1,417 @@
+/*
+ * The page heap's scavenging (mm/mheap_scav.c, mm/mheap.c) through the
+ * POSIX port: the locked mode under a short frame pool, the pacing
+ * arithmetic, the background thread reaching its goal and started and
+ * stopped twice, debug scavenge-on-free faulting at the freed address,
+ * and an allocation that waits (sleeping, not spinning) for a scavenge
+ * batch to finish.
+ */
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "../../mm/mheap_internal.h"
+#include "mheap_test_util.h"
+#include "mm_port_posix.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap; /* one at a time; static: the thread may lag */
+
+KTEST(mheap, scavenges_for_frames_when_short)
+{
+	KASSERT(mh_new(&heap, 64, 0, 1000));
+	char *a = mheap_alloc_pages(&heap, 300, 0);
+	char *b = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a && b);
+	memset(a, 0xab, 300 * PG);
+	mheap_free_pages(&heap, a, 300);
+	mm_port_set_free_pages(10);                 /* under the watermark */
+	char *c = mheap_alloc_pages(&heap, 600, 0); /* needs 600 frames */
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(c);
+	memset(c, 1, 600 * PG);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.sync_pages, 300);
+	KEXPECT(st.n.sync_runs >= 1);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	KEXPECT_EQ(st.in_use_pages, 700);
+	MH_CHECK(&heap, "after growing under pressure");
+	char *d = mheap_alloc_pages(&heap, 300, 0);
+	KEXPECT_EQ(d, a);
+	KEXPECT(d && mh_all_bytes(d, 300 * PG, 0));
+	/* With frames plenty, nothing is scavenged. */
+	mheap_free_pages(&heap, d, 300);
+	KEXPECT(mheap_alloc_pages(&heap, 2000, 0));
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.sync_pages, 300);
+	mh_release(&heap);
+}
+
+KTEST(mheap, pacing_arithmetic)
+{
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 10), 99000); /* 1% */
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 500), 1000); /* 50% */
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 1000), 0);   /* no limit */
+	KEXPECT_EQ(mheap_pace_sleep_ns(0, 10), 0);
+	KEXPECT(mheap_pace_sleep_ns(UINT64_MAX, 1) > 0); /* saturates */
+	/* The share work / (work + sleep) is at most the budget. */
+	for (unsigned b = 1; b <= 1000; b += 37) {
+		uint64_t w = 123457, s = mheap_pace_sleep_ns(w, b);
+		KEXPECT(w * 1000 <= (w + s) * b + 1000);
+	}
+	KEXPECT_EQ(mheap_goal_pages(1000, 10), 100);
+	KEXPECT_EQ(mheap_goal_pages(999, 10), 99);
+	KEXPECT_EQ(mheap_goal_pages(0, 10), 0);
+	KEXPECT_EQ(mheap_goal_pages((size_t)1 << 40, 100), (size_t)1 << 40);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The scavenger loop below gives up only when the thread has released no
+ * page for this long: a hang guard (a paced batch takes milliseconds), so
+ * that a scavenger stuck short of its goal fails the test by name. */
+#define SCAV_NO_PROGRESS_NS 60000000000ull
+
+/* Thread CPU time and CLOCK_MONOTONIC are separate clocks. */
+#define CLOCK_SLACK_NS 1000000ull
+
+/*
+ * A burst of large frees wakes the scavenger, which must bring free backed
+ * pages to its goal and go idle. Nothing here bounds the time it takes or
+ * its CPU share: the host may stall either thread for any length, and the
+ * share under the 1% budget is a measurement (printed here, plotted by
+ * make bench-scavenge; the pacing arithmetic itself is pacing_arithmetic).
+ * What a stall cannot break: the thread's CPU time advanced, and all of
+ * it was spent after the thread was started, so it is at most the wall
+ * time since then.
+ */
+KTEST(mheap, background_reaches_goal)
+{
+	enum { N = 32, EACH = 64 };
+	KASSERT(mh_new(&heap, 64, 0, 0));
+	char *p[N];
+	for (int i = 0; i < N; i++) {
+		p[i] = mheap_alloc_pages(&heap, EACH, 0);
+		KASSERT(p[i]);
+		memset(p[i], 0xab, EACH * PG);
+	}
+	uint64_t started = now_ns();
+	KASSERT(mheap_scavenger_start(&heap));
+	struct mheap_stats st;
+	/* Its start-up CPU (before it first sleeps) is not the run's. */
+	do
+		mheap_stats(&heap, &st);
+	while (st.n.bg_cpu_ns == 0);
+	uint64_t t0 = now_ns(), cpu0 = st.n.bg_cpu_ns;
+	for (int i = 4; i < N; i++) /* a burst of large frees */
+		mheap_free_pages(&heap, p[i], EACH);
+	/* Until the scavenger goes idle at its goal. */
+	bool idle = false;
+	uint64_t pages = 0, progress_ns = now_ns(), end = 0;
+	for (int tick = 0; !idle; tick++) {
+		mheap_stats(&heap, &st);
+		uint64_t now = now_ns();
+		end = now;         /* after st was read */
+		if (tick % 5 == 0) /* samples for tools/plot-heap */
+			ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
+			           (now - t0) / 1000000, st.in_use_pages * 4,
+			           st.free_backed_pages * 4,
+			           st.free_scav_pages * 4);
+		if (st.n.bg_pages != pages) {
+			pages = st.n.bg_pages;
+			progress_ns = now;
+		} else if (now - progress_ns > SCAV_NO_PROGRESS_NS) {
+			ktest_diag("no page released in %llu s: giving up",
+			           SCAV_NO_PROGRESS_NS / 1000000000);
+			break;
+		}
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		idle = heap.scav.idle && st.free_backed_pages <= st.goal_pages;
+		mm_lock_release(&heap.lock, irq);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	uint64_t wall = end - t0, cpu = st.n.bg_cpu_ns - cpu0;
+	mheap_scavenger_stop(&heap);
+	ktest_diag("after %lu ms: %lu runs, %lu pages, %lu us CPU "
+	           "(%lu per mille, budget %u)",
+	           wall / 1000000, st.n.bg_runs, st.n.bg_pages, cpu / 1000,
+	           cpu * 1000 / (wall ? wall : 1), MHEAP_DEFAULT_CPU_PERMILLE);
+	KEXPECT(idle);
+	KEXPECT(st.free_backed_pages <= st.goal_pages);
+	KEXPECT_EQ(st.in_use_pages, 4 * EACH);
+	KEXPECT(st.n.bg_pages >= (N - 4) * EACH - st.goal_pages);
+	KEXPECT(cpu > 0);
+	KEXPECT(st.n.bg_cpu_ns <= end - started + CLOCK_SLACK_NS);
+	MH_CHECK(&heap, "after the scavenger");
+	mh_release(&heap);
+}
+
+static sigjmp_buf fault_jb;
+static void *volatile fault_addr;
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+	fault_addr = si->si_addr;
+	siglongjmp(fault_jb, 1);
+}
+
+/* Reads *p; returns true if it faulted (the address in fault_addr). */
+__attribute__((noinline)) static bool touch_faults(volatile char *p)
+{
+	struct sigaction sa = {0}, old;
+	sa.sa_sigaction = on_segv;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old);
+	bool faulted = true;
+	if (sigsetjmp(fault_jb, 1) == 0) {
+		(void)*p;
+		faulted = false;
+	}
+	sigaction(SIGSEGV, &old, NULL);
+	return faulted;
+}
+
+KTEST(mheap, debug_scavenge_on_free_faults)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a);
+	memset(a, 1, 4 * PG);
+	KEXPECT(!touch_faults(a + PG + 5));
+	mheap_free_pages(&heap, a, 4);
+	fault_addr = NULL;
+	KEXPECT(touch_faults(a + PG + 5));
+	KEXPECT_EQ((uintptr_t)fault_addr, (uintptr_t)(a + PG + 5));
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.debug_pages, 4);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	MH_CHECK(&heap, "debug mode");
+	char *b = mheap_alloc_pages(&heap, 4, 0);
+	KEXPECT_EQ(b, a);
+	KEXPECT(b && mh_all_bytes(b, 4 * PG, 0));
+	mh_release(&heap);
+}
+
+/* In debug mode a free from a context that cannot sleep (an atomic
+ * allocation trimming its run, a large object freed in an interrupt)
+ * frees the pages the ordinary way; it panicked. */
+KTEST(mheap, debug_mode_free_in_atomic_context)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a);
+	mm_port_set_atomic(true);
+	bool panicked = MM_PORT_PANICS(mheap_free_pages(&heap, a, 4));
+	mm_port_set_atomic(false);
+	KEXPECT(!panicked);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.debug_pages, 0);
+	KEXPECT_EQ(st.in_use_pages, 0);
+	MH_CHECK(&heap, "after an atomic free in debug mode");
+	mh_release(&heap);
+}
+
+/* In debug mode a bad free (here one too long, over a freed run and a
+ * live neighbour) panics before anything is unmapped: the check came
+ * after the unmap, which took the live neighbour's pages away. */
+KTEST(mheap, debug_mode_bad_free_unmaps_nothing)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	char *b = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a && b == a + 4 * PG);
+	memset(b, 2, 4 * PG);
+	mheap_free_pages(&heap, a, 4);
+	KEXPECT(MM_PORT_PANICS(mheap_free_pages(&heap, a, 8)));
+	KEXPECT(strstr(mm_port_last_panic(), "is not allocated"));
+	/* It panicked under the heap lock, which the catch left held. */
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	KEXPECT(!touch_faults(b + 3 * PG));
+	KEXPECT(mh_all_bytes(b, 4 * PG, 2));
+	mh_release(&heap);
+}
+
+/*
+ * A fully grown arena whose only free pages a scavenge batch has taken out
+ * of the free set to unmap them: an allocation waits for the batch and
+ * gets them (it failed: nothing to grow). The batch (release-all, on one
+ * thread) is held at its hook until the allocating thread waits.
+ */
+static sem_t batch_held, batch_go;
+
+static void hold_batch(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED)
+		return;
+	mheap_test_hook = NULL; /* once */
+	sem_post(&batch_held);
+	sem_wait(&batch_go);
+}
+
+static void *release_all_thread(void *arg)
+{
+	(void)arg;
+	mheap_release_all(&heap);
+	return NULL;
+}
+
+static void *alloc_one_thread(void *arg)
+{
+	*(void **)arg = mheap_alloc_pages(&heap, 1, 0);
+	return NULL;
+}
+
+/* The first chunk allocated whole and its pages [312, 512) freed, then
+ * release-all started on *scav and held (hold_batch) with those 200 pages
+ * taken out of the free set. Returns the chunk, NULL on failure. */
+static char *hold_a_batch(pthread_t *scav)
+{
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	if (!a)
+		return NULL;
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	sem_init(&batch_held, 0, 0);
+	sem_init(&batch_go, 0, 0);
+	mheap_test_hook = hold_batch;
+	if (pthread_create(scav, NULL, release_all_thread, NULL) != 0)
+		return NULL;
+	sem_wait(&batch_held);
+	return a;
+}
+
+KTEST(mheap, alloc_waits_for_a_scavenge_batch)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav, user;
+	char *a = hold_a_batch(&scav);
+	KASSERT(a);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.scavenging_pages, 200);
+	KEXPECT_EQ(st.in_use_pages, 312); /* taken pages are not in use */
+	void *got = NULL;
+	KASSERT(pthread_create(&user, NULL, alloc_one_thread, &got) == 0);
+	do { /* until the allocation waits (no time bound) */
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (st.n.scav_waits == 0);
+	sem_post(&batch_go);
+	pthread_join(user, NULL);
+	pthread_join(scav, NULL);
+	KEXPECT(got != NULL);
+	KEXPECT((char *)got >= a + 312 * PG && (char *)got < a + 512 * PG);
+	mheap_free_pages(&heap, got, 1);
+	mheap_free_pages(&heap, a, 312);
+	MH_CHECK(&heap, "after the wait");
+	mh_release(&heap);
+}
+
+/*
+ * While a batch holds the only free pages, allocating threads sleep until
+ * it ends: their waits on `grown` are counted (scav_waits), once each.
+ * Each spun instead, for as long as the batch was held: a failed growth
+ * woke the event the thread then waited on with the count it had read
+ * before, so every wait ended at once (hundreds of thousands of waits in
+ * 50 ms). So in a fully grown arena, where two threads' growths that
+ * could not grow also woke each other, and in one whose growth failed for
+ * want of memory (the span table's page cannot be mapped). arena_chunks
+ * is 1 or 2; the first chunk is allocated whole, 200 pages of it freed
+ * and taken by the held batch; nthreads threads then allocate a page.
+ */
+static void alloc_sleeps_through_a_batch(size_t arena_chunks, unsigned nthreads)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = arena_chunks * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0; /* the second chunk stays ungrown */
+	KASSERT(mheap_init(&heap, &cfg));
+	pthread_t scav, user[2];
+	void *got[2] = {NULL, NULL};
+	char *a = hold_a_batch(&scav);
+	KASSERT(a);
+	mm_port_set_quiet(true);
+	if (arena_chunks > 1)
+		mm_port_fail_maps(1u << 30); /* every growth fails */
+	uint64_t t0 = now_ns();
+	for (unsigned t = 0; t < nthreads; t++)
+		KASSERT(pthread_create(&user[t], NULL, alloc_one_thread,
+		                       &got[t]) == 0);
+	struct mheap_stats st;
+	do {
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (st.n.scav_waits < nthreads);
+	struct timespec ts = {.tv_nsec = 50 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	mheap_stats(&heap, &st);
+	uint64_t waits = st.n.scav_waits;
+	/* Each thread's first wait, and one more per wait's timeout that
+	 * can have passed: a stalled host stretches the 50 ms, and no wall
+	 * clock bounds the test. Spinning, waits are 10^5. */
+	uint64_t timeouts = (now_ns() - t0) / MHEAP_GROW_WAIT_NS;
+	mm_port_fail_maps(0);
+	sem_post(&batch_go);
+	for (unsigned t = 0; t < nthreads; t++)
+		pthread_join(user[t], NULL);
+	pthread_join(scav, NULL);
+	mm_port_set_quiet(false);
+	ktest_diag("%u threads, %zu chunks: %lu waits", nthreads, arena_chunks,
+	           (unsigned long)waits);
+	KEXPECT(waits <= nthreads * (2 + timeouts));
+	for (unsigned t = 0; t < nthreads; t++) {
+		KEXPECT(got[t] != NULL);
+		if (got[t])
+			mheap_free_pages(&heap, got[t], 1);
+	}
+	mheap_free_pages(&heap, a, 312);
+	MH_CHECK(&heap, "after the wait");
+	mh_release(&heap);
+}
+
+KTEST(mheap, alloc_sleeps_through_a_batch_in_a_full_arena)
+{
+	alloc_sleeps_through_a_batch(1, 2);
+}
+
+KTEST(mheap, alloc_sleeps_through_a_batch_when_growth_fails)
+{
+	alloc_sleeps_through_a_batch(2, 1);
+}
+
+/* A stop with no scavenger does nothing; a second start keeps the thread
+ * the first made; after a stop a start makes a new one. */
+KTEST(mheap, scavenger_start_and_stop_twice)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	KASSERT(mheap_scavenger_start(&heap));
+	struct mm_thread *t = heap.scav.thread;
+	KEXPECT(t != NULL);
+	KEXPECT(mheap_scavenger_start(&heap));
+	KEXPECT(heap.scav.thread == t);
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	mheap_scavenger_stop(&heap);
+	KASSERT(mheap_scavenger_start(&heap));
+	KEXPECT(heap.scav.thread != NULL);
+	mheap_scavenger_stop(&heap);
+	KEXPECT(heap.scav.thread == NULL);
+	mh_release(&heap);
+}
