@@ -194,11 +194,14 @@ void thread_yield(void)
 }
 
 /* Marks the current thread sleeping until now + ns and puts it on the
- * sleeper list. Locking: rq->lock held. */
+ * sleeper list. A deadline past the clock's range saturates to
+ * UINT64_MAX, which no tick reaches: wrapped around, it would lie in the
+ * past and the next tick would wake the thread. Locking: rq->lock held. */
 static void add_sleeper_locked(struct runqueue *rq, uint64_t ns)
 {
 	struct thread *self = thread_current();
-	self->wake_ns = time_now_ns() + ns;
+	uint64_t now = time_now_ns();
+	self->wake_ns = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
 	self->state = THREAD_SLEEPING;
 	struct thread **p = &rq->sleepers;
 	while (*p && (*p)->wake_ns <= self->wake_ns)

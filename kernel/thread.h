@@ -88,7 +88,9 @@ void thread_join(struct thread *t);
 /* Lets other runnable threads on this CPU run first. */
 void thread_yield(void);
 
-/* Sleeps at least ns nanoseconds; wakes within one timer tick after. */
+/* Sleeps at least ns nanoseconds; wakes within one timer tick after. A
+ * deadline past the clock's range (ns near UINT64_MAX) never comes: only
+ * thread_wake ends such a sleep. */
 void thread_sleep_ns(uint64_t ns);
 
 /*

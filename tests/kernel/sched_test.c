@@ -276,6 +276,42 @@ KTEST(sched, cpu_time_counts_running_not_sleeping)
 	KEXPECT(atomic_load(&cpu_ns_in_tick) <= c1);
 }
 
+/*
+ * A sleep whose deadline lies past the clock's range (UINT64_MAX ns, as
+ * mm_event_wait asks for when its timeout is "for ever") lasts until
+ * thread_wake. A deadline that wrapped around to the past would wake the
+ * sleeper at the next tick instead. The sleeper shares this CPU, which
+ * then only idles for ten of its ticks: woken by any of them, it would
+ * run and say so before this thread looks.
+ */
+static _Atomic bool forever_started, forever_woke;
+
+static void sleep_forever(void *arg)
+{
+	atomic_store(&forever_started, true);
+	thread_sleep_ns(UINT64_MAX);
+	atomic_store(&forever_woke, true);
+}
+
+KTEST(sched, sleep_past_the_clock_range_lasts_until_woken)
+{
+	atomic_store(&forever_started, false);
+	atomic_store(&forever_woke, false);
+	struct thread *t =
+	        thread_create("forever", sleep_forever, NULL, this_cpu()->id);
+	KASSERT(t != NULL);
+	while (!atomic_load(&forever_started))
+		thread_yield();
+	thread_sleep_ns(10 * SCHED_TICK_NS);
+	KEXPECT(!atomic_load(&forever_woke));
+	/* A wake that finds it not yet asleep is lost: wake until it ran. */
+	while (!atomic_load(&forever_woke)) {
+		thread_wake(t);
+		thread_yield();
+	}
+	thread_join(t);
+}
+
 static struct waitq test_wq = WAITQ_INIT("test_wq");
 static bool gate_open;
 static _Atomic unsigned passed;
