@@ -104,7 +104,11 @@ static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
 			return fail(d, ACPI_MALFORMED,
 			            "RSDP length is shorter than 36 bytes", pa);
 		p = r->map(r->ctx, pa, n);
-		if (!p || checksum(p, n) != 0)
+		if (!p)
+			return fail(d, ACPI_MALFORMED,
+			            "RSDP length runs past reachable memory",
+			            pa);
+		if (checksum(p, n) != 0)
 			return fail(d, ACPI_MALFORMED,
 			            "RSDP extended checksum is wrong", pa);
 		/* An XSDT address of 0 leaves the RSDT, as ACPI 1.0. */

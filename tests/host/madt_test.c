@@ -508,6 +508,14 @@ KTEST(madt, bad_rsdp)
 	fix_sum(mem + RSDP_PA, ACPI_RSDP_V2_SIZE, 32);
 	EXPECT_REFUSED(ACPI_MALFORMED, "RSDP length is shorter than 36 bytes");
 
+	/* A length that runs past memory is not a checksum error. */
+	good_system();
+	put32(mem + RSDP_PA + 20, MEM_SIZE);
+	fix_sum(mem + RSDP_PA, ACPI_RSDP_V2_SIZE, 32);
+	EXPECT_REFUSED(ACPI_MALFORMED,
+	               "RSDP length runs past reachable memory");
+	KEXPECT_EQ(diag.at, RSDP_PA);
+
 	good_system();
 	put_rsdp(0, 0, 0);
 	EXPECT_REFUSED(ACPI_MALFORMED, "RSDP names no root table");
