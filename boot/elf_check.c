@@ -142,17 +142,22 @@ static void compute_span(struct elf_image *out)
 	out->max_vaddr = (hi + ELF_PAGE_SIZE - 1) & ~(ELF_PAGE_SIZE - 1);
 }
 
-/* True when entry lies inside an executable segment of out. */
-static bool entry_is_executable(const struct elf_image *out, uint64_t entry)
+/* Returns the reason entry cannot start the kernel, or NULL: it must lie
+ * in an executable segment, among the bytes the file gives it (past them
+ * the loader leaves zeros, which would run as code). */
+static const char *check_entry(const struct elf_image *out, uint64_t entry)
 {
 	for (size_t i = 0; i < out->nsegs; i++) {
 		const struct elf_segment *s = &out->segs[i];
 
-		if ((s->flags & ELF_PF_X) && entry >= s->vaddr &&
-		    entry - s->vaddr < s->memsz)
-			return true;
+		if (!(s->flags & ELF_PF_X) || entry < s->vaddr ||
+		    entry - s->vaddr >= s->memsz)
+			continue;
+		if (entry - s->vaddr >= s->filesz)
+			return "entry point lies past its segment's file bytes";
+		return NULL;
 	}
-	return false;
+	return "entry point not inside an executable segment";
 }
 
 int elf_check(const void *file, size_t size, uint64_t window_base,
@@ -179,9 +184,6 @@ int elf_check(const void *file, size_t size, uint64_t window_base,
 		return -1;
 	compute_span(out);
 	out->entry = eh.e_entry;
-	if (!entry_is_executable(out, eh.e_entry)) {
-		*why = "entry point not inside an executable segment";
-		return -1;
-	}
-	return 0;
+	*why = check_entry(out, eh.e_entry);
+	return *why ? -1 : 0;
 }

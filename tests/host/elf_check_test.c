@@ -536,6 +536,34 @@ KTEST(elf, entry_outside_executable_segment)
 	}
 }
 
+/* An entry in the zero-filled part of an executable segment (past its
+ * file bytes) would run zeros: refused, naming why. */
+KTEST(elf, entry_in_zero_fill_rejected)
+{
+	struct image im;
+	struct elf64_ehdr eh;
+	struct elf64_phdr ph;
+
+	build_valid(&im);
+	ph = get_phdr(&im, 0);
+	ph.p_memsz = 0x1000; /* text: 64 file bytes, then zeros */
+	put_phdr(&im, 0, &ph);
+	eh = get_ehdr(&im);
+	eh.e_entry = TEXT_VADDR + TEXT_SIZE; /* the first zero-filled byte */
+	put_ehdr(&im, &eh);
+	EXPECT_REJECT(&im, "entry point lies past its segment's file bytes",
+	              -1);
+
+	eh.e_entry = TEXT_VADDR + TEXT_SIZE - 1; /* the last file byte */
+	put_ehdr(&im, &eh);
+	{
+		struct elf_image out;
+		const char *why;
+
+		KEXPECT_EQ(check(&im, &out, &why), 0);
+	}
+}
+
 KTEST(elf, too_many_loads)
 {
 	enum { N = ELF_MAX_LOADS + 1 };
@@ -554,6 +582,9 @@ KTEST(elf, too_many_loads)
 		                        .p_flags = ELF_PF_R | ELF_PF_X,
 		                        .p_vaddr = TEXT_VADDR + i * 0x1000ull,
 		                        .p_memsz = 0x1000};
+		/* The entry's segment has file bytes (any will do). */
+		if (i == 0)
+			ph.p_filesz = 64;
 
 		memcpy(buf + 64 + i * 56, &ph, sizeof(ph));
 	}
