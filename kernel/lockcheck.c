@@ -2,9 +2,11 @@
  * The run-time lock checker (see spinlock.h for the rules). State: each
  * CPU's stack of held locks (struct cpu, touched only by that CPU with
  * preemption off, and changed only with interrupts off: see
- * stack_change_begin) and two usage bits per lock (atomic). A violation
- * panics naming both locks and their ranks, or, in test mode, is counted
- * and its message kept for the test to read.
+ * stack_change_begin), three usage bits per lock, and the lowest rank
+ * taken in an interrupt handler and the highest taken with interrupts on
+ * (atomic: see check_irq_rank). A violation panics naming both locks and
+ * their ranks, or, in test mode, is counted and its message kept for the
+ * test to read.
  */
 #include "lockcheck.h"
 
@@ -70,6 +72,79 @@ static void check_irq_usage(struct spinlock *l, struct cpu *c, bool irqs_on)
 	}
 }
 
+/*
+ * The rule of lockrank.h: a lock held with interrupts enabled ranks below
+ * every lock an interrupt handler takes. An interrupt that lands while
+ * such a lock is held shows a breach as a rank-order violation, but only
+ * if one lands in that window, which a short hold rarely offers. So the
+ * checker keeps the lowest rank taken in an interrupt handler and the
+ * highest taken with interrupts on, and checks every acquisition of
+ * either kind against the other side. Only acquisitions that pass raise
+ * or lower them (a test's deliberate breach leaves them as they were).
+ * Checked, then published: two first uses racing on two CPUs may both
+ * pass, and the next acquisition of either lock reports them. The names
+ * are for the message only. Atomic, any CPU.
+ */
+static _Atomic int lowest_irq_rank = 1 << 30;
+static const char *_Atomic lowest_irq_name;
+static _Atomic int highest_irqs_on_rank = -1;
+static const char *_Atomic highest_irqs_on_name;
+
+/* Moves *rank to r if r is below it (lower) or above it (!lower). */
+static void publish_rank(_Atomic int *rank, const char *_Atomic *name, int r,
+                         const char *n, bool lower)
+{
+	int old = atomic_load(rank);
+	while (lower ? r < old : r > old) {
+		if (atomic_compare_exchange_weak(rank, &old, r)) {
+			atomic_store(name, n);
+			return;
+		}
+	}
+}
+
+/* A name published just after its rank may not be there yet. */
+static const char *name_or_unknown(const char *name)
+{
+	return name ? name : "?";
+}
+
+static void check_irq_rank(struct spinlock *l, struct cpu *c, bool irqs_on)
+{
+	bool in_irq = c->irq_depth > 0;
+	if (!in_irq && !irqs_on)
+		return;
+	int r = (int)l->rank;
+	int other = in_irq ? atomic_load(&highest_irqs_on_rank)
+	                   : atomic_load(&lowest_irq_rank);
+	if (in_irq ? r > other : r < other) {
+		if (in_irq)
+			publish_rank(&lowest_irq_rank, &lowest_irq_name, r,
+			             l->name, true);
+		else
+			publish_rank(&highest_irqs_on_rank,
+			             &highest_irqs_on_name, r, l->name, false);
+		return;
+	}
+	/* Once per lock, as the other interrupt rule. */
+	if (atomic_fetch_or(&l->usage, LOCK_IRQ_REPORTED) & LOCK_IRQ_REPORTED)
+		return;
+	if (in_irq)
+		violation("lock %s (rank %s) is taken in an interrupt handler "
+		          "but ranks at or below %s (rank %s), which is "
+		          "held with interrupts enabled",
+		          l->name, lock_rank_name(l->rank),
+		          name_or_unknown(atomic_load(&highest_irqs_on_name)),
+		          lock_rank_name((enum lock_rank)other));
+	else
+		violation("lock %s (rank %s) is taken with interrupts enabled "
+		          "but ranks at or above %s (rank %s), which an "
+		          "interrupt handler takes",
+		          l->name, lock_rank_name(l->rank),
+		          name_or_unknown(atomic_load(&lowest_irq_name)),
+		          lock_rank_name((enum lock_rank)other));
+}
+
 void lockcheck_acquire(struct spinlock *l, bool irqs_on)
 {
 	struct cpu *c = this_cpu();
@@ -91,6 +166,7 @@ void lockcheck_acquire(struct spinlock *l, bool irqs_on)
 		          l->name, l->rank, lock_rank_name(l->rank), h->name,
 		          h->rank, lock_rank_name(h->rank));
 	check_irq_usage(l, c, irqs_on);
+	check_irq_rank(l, c, irqs_on);
 }
 
 /*

@@ -10,8 +10,10 @@
  * The checker (lockcheck.c, always on) keeps a per-CPU stack of held
  * locks and reports: a lock taken out of rank order; any lock taken while
  * a leaf is held; a lock used in interrupt context that is also taken
- * with interrupts enabled; sleeping or yielding with a spinlock held;
- * releasing a lock this CPU does not hold.
+ * with interrupts enabled; a lock taken with interrupts enabled that does
+ * not rank below every lock used in interrupt context (lockrank.h), even
+ * if no interrupt came while it was held; sleeping or yielding with a
+ * spinlock held; releasing a lock this CPU does not hold.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

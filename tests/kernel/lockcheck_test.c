@@ -113,6 +113,66 @@ KTEST(lockcheck, irq_lock_taken_with_interrupts_on)
 	KEXPECT_EQ(recorded(irqs_on_after_irq_use), 0);
 }
 
+/*
+ * A lock held with interrupts on must rank below every lock an interrupt
+ * handler takes (lockrank.h). Both halves are caught whether or not an
+ * interrupt lands while the lock is held (here none has to): one taken
+ * with interrupts on above a lock a handler takes (the run queues', in
+ * every tick), and one taken by a handler at the rank of a lock held with
+ * interrupts on.
+ */
+static struct spinlock irqs_on_high =
+        SPINLOCK_INIT("irqs_on_high", LOCK_RANK_TEST_HIGH);
+
+static void high_with_irqs_on(void)
+{
+	spin_lock(&irqs_on_high);
+	spin_unlock(&irqs_on_high);
+}
+
+KTEST(lockcheck, irqs_on_lock_above_an_irq_lock)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	thread_sleep_ns(SCHED_TICK_NS); /* a tick took its run queue's lock */
+	KEXPECT_EQ(recorded(high_with_irqs_on), 1);
+	KEXPECT(message_has("irqs_on_high", "interrupt handler takes"));
+	/* Reported once per lock. */
+	KEXPECT_EQ(recorded(high_with_irqs_on), 0);
+}
+
+static struct spinlock irqs_on_floor =
+        SPINLOCK_INIT("irqs_on_floor", LOCK_RANK_SHOOTDOWN);
+static struct spinlock irq_floor =
+        SPINLOCK_INIT("irq_floor", LOCK_RANK_SHOOTDOWN);
+static _Atomic bool floor_taken;
+
+static void take_floor_in_tick(void)
+{
+	if (atomic_load(&floor_taken))
+		return;
+	spin_lock(&irq_floor);
+	spin_unlock(&irq_floor);
+	atomic_store(&floor_taken, true);
+}
+
+static void floor_in_irq(void)
+{
+	spin_lock(&irqs_on_floor); /* the lowest rank: allowed */
+	spin_unlock(&irqs_on_floor);
+	atomic_store(&floor_taken, false);
+	atomic_store(&sched_tick_hook, take_floor_in_tick);
+	while (!atomic_load(&floor_taken))
+		thread_sleep_ns(SCHED_TICK_NS);
+	atomic_store(&sched_tick_hook, NULL);
+}
+
+KTEST(lockcheck, irq_lock_at_an_irqs_on_rank)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(floor_in_irq), 1);
+	KEXPECT(message_has("irq_floor", "held with interrupts enabled"));
+}
+
 static void yield_holding(void)
 {
 	unsigned long irq = spin_lock_irqsave(&low);
