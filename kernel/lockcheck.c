@@ -67,7 +67,7 @@ static void check_irq_usage(struct spinlock *l, struct cpu *c, bool irqs_on)
 	    !(old & LOCK_IRQ_REPORTED)) {
 		atomic_fetch_or(&l->usage, LOCK_IRQ_REPORTED);
 		violation("lock %s (rank %s) is used in interrupt context but "
-		          "was taken with interrupts enabled on cpu %u",
+		          "was held with interrupts enabled on cpu %u",
 		          l->name, lock_rank_name(l->rank), c->id);
 	}
 }
@@ -137,7 +137,7 @@ static void check_irq_rank(struct spinlock *l, struct cpu *c, bool irqs_on)
 		          name_or_unknown(atomic_load(&highest_irqs_on_name)),
 		          lock_rank_name((enum lock_rank)other));
 	else
-		violation("lock %s (rank %s) is taken with interrupts enabled "
+		violation("lock %s (rank %s) is held with interrupts enabled "
 		          "but ranks at or above %s (rank %s), which an "
 		          "interrupt handler takes",
 		          l->name, lock_rank_name(l->rank),
@@ -224,6 +224,15 @@ bool lockcheck_release(struct spinlock *l)
 	violation("release of lock %s (rank %s), which cpu %u does not hold",
 	          l->name, lock_rank_name(l->rank), c->id);
 	return false;
+}
+
+void lockcheck_irqs_on(void)
+{
+	struct cpu *c = this_cpu();
+	for (int i = 0; i < c->nheld; i++) {
+		check_irq_usage(c->held[i], c, true);
+		check_irq_rank(c->held[i], c, true);
+	}
 }
 
 bool lockcheck_may_sleep(const char *what)

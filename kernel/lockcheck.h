@@ -19,6 +19,12 @@ void lockcheck_acquired(struct spinlock *l);
 /* Returns false when l is not held by this CPU (reported). */
 bool lockcheck_release(struct spinlock *l);
 
+/* Called by spin_unlock_irqrestore just before it enables interrupts:
+ * every lock this CPU still holds (one taken after the lock released,
+ * which an out-of-order release leaves) is held with interrupts on from
+ * now on, and is checked as if taken so. Interrupts off. */
+void lockcheck_irqs_on(void);
+
 /* Called before a thread sleeps or yields: no spinlock may be held.
  * Returns false when one is (reported; in test mode the caller then
  * refuses to sleep). */

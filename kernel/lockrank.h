@@ -69,6 +69,10 @@
 	  "lock-checker, scheduler and benchmark tests; the scheduler test " \
 	  "takes it from the timer interrupt (sched_tick_hook, called "      \
 	  "before sched_tick takes the run queue's lock)")                   \
+	X(TEST_IRQ, SEMA, 1, false,                                          \
+	  "lock-checker tests: a lock the timer interrupt takes, below the " \
+	  "run queues' (a tick takes those too) and above the locks tests "  \
+	  "hold with interrupts on")                                         \
 	X(TEST_HIGH, MM_RESERVE, 2, false,                                   \
 	  "lock-checker tests: above test_low")                              \
 	X(TEST_LEAF, HEAP, 1, true, "lock-checker tests: a leaf")

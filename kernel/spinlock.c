@@ -141,8 +141,13 @@ unsigned long spin_lock_irqsave(struct spinlock *l)
 void spin_unlock_irqrestore(struct spinlock *l, unsigned long irq_state)
 {
 	release(l);
-	if (irq_state & RFLAGS_IF)
+	if (irq_state & RFLAGS_IF) {
+#if LOCKCHECK
+		/* Released out of order, a lock taken after l is still held. */
+		lockcheck_irqs_on();
+#endif
 		cpu_sti();
+	}
 }
 
 bool spin_held(const struct spinlock *l)

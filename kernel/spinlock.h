@@ -12,8 +12,10 @@
  * a leaf is held; a lock used in interrupt context that is also taken
  * with interrupts enabled; a lock taken with interrupts enabled that does
  * not rank below every lock used in interrupt context (lockrank.h), even
- * if no interrupt came while it was held; sleeping or yielding with a
- * spinlock held; releasing a lock this CPU does not hold.
+ * if no interrupt came while it was held (a lock still held when an
+ * out-of-order spin_unlock_irqrestore turns interrupts back on counts as
+ * held with them on); sleeping or yielding with a spinlock held;
+ * releasing a lock this CPU does not hold.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

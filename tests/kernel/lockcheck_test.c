@@ -173,6 +173,57 @@ KTEST(lockcheck, irq_lock_at_an_irqs_on_rank)
 	KEXPECT(message_has("irq_floor", "held with interrupts enabled"));
 }
 
+/*
+ * Released out of order, an irqsave lock turns interrupts back on while a
+ * lock taken after it is still held: from then on that one is held with
+ * interrupts on, and is checked so. restore_inner is first taken by the
+ * timer interrupt; its rank is below the run queues', so a tick landing
+ * while it is held adds no violation of its own.
+ */
+static struct spinlock restore_outer =
+        SPINLOCK_INIT("restore_outer", LOCK_RANK_STW);
+static struct spinlock restore_inner =
+        SPINLOCK_INIT("restore_inner", LOCK_RANK_TEST_IRQ);
+static _Atomic bool inner_in_irq;
+
+static void take_inner_in_tick(void)
+{
+	if (atomic_load(&inner_in_irq))
+		return;
+	spin_lock(&restore_inner);
+	spin_unlock(&restore_inner);
+	atomic_store(&inner_in_irq, true);
+}
+
+static void restore_in_order(void)
+{
+	unsigned long a = spin_lock_irqsave(&restore_outer);
+	unsigned long b = spin_lock_irqsave(&restore_inner);
+	spin_unlock_irqrestore(&restore_inner, b);
+	spin_unlock_irqrestore(&restore_outer, a);
+}
+
+static void restore_out_of_order(void)
+{
+	unsigned long a = spin_lock_irqsave(&restore_outer);
+	unsigned long b = spin_lock_irqsave(&restore_inner);
+	spin_unlock_irqrestore(&restore_outer, a); /* interrupts on */
+	spin_unlock_irqrestore(&restore_inner, b);
+}
+
+KTEST(lockcheck, irqrestore_out_of_order)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	atomic_store(&inner_in_irq, false);
+	atomic_store(&sched_tick_hook, take_inner_in_tick);
+	while (!atomic_load(&inner_in_irq))
+		thread_sleep_ns(SCHED_TICK_NS);
+	atomic_store(&sched_tick_hook, NULL);
+	KEXPECT_EQ(recorded(restore_in_order), 0);
+	KEXPECT_EQ(recorded(restore_out_of_order), 1);
+	KEXPECT(message_has("restore_inner", "interrupts enabled"));
+}
+
 static void yield_holding(void)
 {
 	unsigned long irq = spin_lock_irqsave(&low);
