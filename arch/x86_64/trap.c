@@ -186,7 +186,12 @@ void trap_dispatch(struct trap_frame *f)
 	/* The NMI a panicking CPU sends to stop this one. */
 	if (f->vector == VEC_NMI && panic_elsewhere())
 		panic_park();
-	struct fault_catch *fc = this_cpu()->fault_catch;
+	/* The armed hook is its thread's. A fault inside an interrupt
+	 * handler is the handler's own: resuming the thread from it would
+	 * abandon the interrupt (no EOI, irq_depth left raised, the thread
+	 * going on with interrupts off). */
+	struct cpu *c = this_cpu();
+	struct fault_catch *fc = c->irq_depth == 0 ? c->fault_catch : NULL;
 	if (fc && f->vector != VEC_NMI && f->vector != VEC_MC &&
 	    f->vector != VEC_DF) {
 		resume_catch(fc, f);

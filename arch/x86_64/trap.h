@@ -58,7 +58,9 @@ const char *trap_name(unsigned vector);
  * 0 when armed; if an exception then hits this CPU before
  * fault_catch_disarm(), the handler records it in the struct and execution
  * resumes with fault_catch_arm() returning 1 (the hook is then disarmed).
- * For tests and for probing memory; thread context, one hook per CPU.
+ * For tests and for probing memory; thread context, one hook per CPU. A
+ * fault in an interrupt handler is never caught (it panics as usual),
+ * even while the thread it interrupted has a hook armed.
  */
 struct fault_catch {
 	/* Saved by fault_catch_arm (offsets used by fault.S): */

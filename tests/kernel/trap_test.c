@@ -78,3 +78,42 @@ KTEST(trap, disarmed_hook_does_not_catch_later)
 	fault_catch_disarm(&fc);
 	KEXPECT(this_cpu()->fault_catch == NULL);
 }
+
+#ifdef KTEST_FAIL_DEMO
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/thread.h"
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a fault in an interrupt handler is
+ * that handler's bug, reported and fatal, even while the thread it
+ * interrupted has its expected-fault hook armed. Resuming the thread
+ * there would abandon the interrupt: no EOI, irq_depth left raised, and
+ * the thread running on with interrupts off. Run at -smp 1, so that the
+ * faulting tick interrupts this thread.
+ */
+static void faulting_tick(void)
+{
+	atomic_store(&sched_tick_hook, NULL);
+	(void)*(volatile int *)0xbad000;
+}
+
+KTEST(demo, fault_in_interrupt_under_a_catch)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		uint64_t t0 = *(volatile uint64_t *)&this_cpu()->ticks;
+		atomic_store(&sched_tick_hook, faulting_tick);
+		while (*(volatile uint64_t *)&this_cpu()->ticks < t0 + 100)
+			cpu_pause();
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "no tick faulted");
+		return;
+	}
+	ktest_fail_at(__FILE__, __LINE__,
+	              "the thread's hook took the interrupt handler's "
+	              "fault at %#lx (irq depth now %d)",
+	              (unsigned long)fc.fault_rip, this_cpu()->irq_depth);
+}
+#endif
