@@ -12,14 +12,17 @@
  *      index), then INIT, 10 ms, SIPI, and a second SIPI if the first has
  *      not set `started` within 200 us (Intel SDM vol. 3A, "MP
  *      Initialization Protocol Algorithm"). Wait up to 1 s for the AP to
- *      mark itself online; the parameter block is reused for the next AP
- *      only after that.
- *   3. The AP (smp_ap_entry): GS, GDT/TSS, IDT, drop its TLB entry for the
- *      trampoline page, LAPIC and timer, online, then ap_main. Going
- *      online (cpu_set_online) waits while a TLB shootdown or a
- *      stop-the-world is in flight; none can be during bring-up (the APs
- *      only idle until smp_boot_aps returns), so the wait is short and
- *      the AP cannot be sent INIT halfway through it.
+ *      mark itself online, or, if it has claimed its place by then, until
+ *      it has; the parameter block is reused for the next AP only after
+ *      that (or after the INIT that parks an AP given up on).
+ *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
+ *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
+ *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
+ *      online, then ap_main. Going online (cpu_set_online) waits while a
+ *      TLB shootdown or a stop-the-world is in flight; none can be during
+ *      bring-up (the APs only idle until smp_boot_aps returns), so the
+ *      wait is short. A boot CPU whose wait ran out sends INIT only to an
+ *      AP that has not claimed its place: never to one halfway online.
  *   4. Unmap the trampoline page.
  *
  * The trampoline mapping is global (vm_map_page maps kernel pages with G),
@@ -92,6 +95,23 @@ static void (*ap_main_fn)(void);
 static paddr_t tramp_pa;
 static volatile struct tramp_params *params;
 
+/*
+ * Who has the AP being started: the boot CPU, which gives up on it once
+ * its wait runs out, or the AP, which claims its place on entry, before
+ * it touches anything shared. Whichever comes first wins, so the boot
+ * CPU never sends INIT to an AP that is coming online (it would leave a
+ * dead CPU in the online set, or a lock or the online gate held), and an
+ * AP given up on parks untouched. One AP at a time. Atomic.
+ */
+enum { AP_AWAITED, AP_ARRIVING, AP_ABANDONED };
+static _Atomic int ap_state;
+
+/* smp.late_ap=<apic id>: that AP is held at its entry until the boot
+ * CPU has given up waiting for it, then let go, so that it arrives in
+ * the window between the timeout and the INIT that parks it. */
+static uint32_t late_apic = NO_APIC_ID; /* set before any AP starts */
+static _Atomic bool late_ap_go;
+
 /* Immutable after smp_boot_aps(): */
 static struct smp_report report;
 static struct kstack ap_stacks[MAX_CPUS];
@@ -103,6 +123,12 @@ const struct smp_report *smp_report(void)
 
 __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 {
+	if (cpus[id].apic_id == late_apic)
+		while (!atomic_load(&late_ap_go))
+			cpu_pause();
+	int awaited = AP_AWAITED;
+	if (!atomic_compare_exchange_strong(&ap_state, &awaited, AP_ARRIVING))
+		cpu_halt_forever(); /* given up on: INIT comes next */
 	cpu_init_local((unsigned)id, cpus[id].apic_id);
 	gdt_init_cpu();
 	idt_init_cpu();
@@ -192,6 +218,28 @@ static bool wait_for(bool (*cond)(unsigned), unsigned id, uint64_t us)
 	return true;
 }
 
+/* After the wait for cpus[id] ran out: gives up on the AP, unless it has
+ * claimed its place meanwhile; then it comes online within a few stores
+ * (no shootdown or stop-the-world runs during bring-up), and this waits
+ * for it. Returns true when the AP is online. */
+static bool give_up_unless_arriving(unsigned id)
+{
+	int awaited = AP_AWAITED;
+	if (atomic_compare_exchange_strong(&ap_state, &awaited, AP_ABANDONED))
+		return false;
+	while (!ap_online(id))
+		cpu_pause();
+	return true;
+}
+
+/* smp.late_ap: lets the held AP go, now that the wait for it is over,
+ * and gives it the time it takes to come online before the INIT. */
+static void let_late_ap_in(unsigned id)
+{
+	atomic_store(&late_ap_go, true);
+	wait_for(ap_online, id, AP_WAIT_US);
+}
+
 /* Starts the AP with apic_id as cpus[id]. Returns true once it is online;
  * else reports it, parks it with INIT and frees its stack. */
 static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
@@ -206,6 +254,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	params->stack_top = st->top;
 	params->cpu_id = id;
 	params->started = 0;
+	atomic_store(&ap_state, AP_AWAITED);
 
 	lapic_send_init(apic_id);
 	time_delay_us(INIT_DELAY_US);
@@ -214,8 +263,10 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 		if (wait_for(ap_started, id, SIPI_DELAY_US))
 			break;
 	}
-	if (wait_for(ap_online, id, AP_WAIT_US))
+	if (wait_for(ap_online, id, AP_WAIT_US) || give_up_unless_arriving(id))
 		return true;
+	if (apic_id == late_apic)
+		let_late_ap_in(id);
 
 	if (withhold_sipi)
 		printk("smp: smp.skip_sipi=%u on the command line: its SIPIs "
@@ -235,11 +286,12 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	return false;
 }
 
-/* Parses "smp.skip_sipi=<apic id>"; NO_APIC_ID when absent. */
-static uint32_t skip_sipi_arg(void)
+/* Parses "key=<apic id>" (smp.skip_sipi, smp.late_ap); NO_APIC_ID when
+ * absent. */
+static uint32_t apic_id_arg(const char *key)
 {
 	char buf[16];
-	if (!cmdline_get("smp.skip_sipi", buf, sizeof(buf)))
+	if (!cmdline_get(key, buf, sizeof(buf)))
 		return NO_APIC_ID;
 	uint32_t v = 0;
 	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
@@ -283,7 +335,8 @@ static bool can_start_aps(void)
 static void start_listed_aps(const struct madt_info *m,
                              const struct madt_cpu *mc, uint32_t bsp)
 {
-	uint32_t skip = skip_sipi_arg();
+	uint32_t skip = apic_id_arg("smp.skip_sipi");
+	late_apic = apic_id_arg("smp.late_ap");
 	unsigned next = 1;
 	for (unsigned i = 0; i < m->ncpus; i++) {
 		uint32_t apic_id = mc[i].apic_id;

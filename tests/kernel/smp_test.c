@@ -4,7 +4,9 @@
  * them, their LAPIC timers tick, and TSC time agrees across CPUs and with
  * the LAPIC timer. Passes at -smp 1 as well as -smp 4; "smp.expect=N" on
  * the command line (the Makefile passes QEMU's -smp) pins the CPU count,
- * and "smp.skip_sipi=<apic id>" is expected to cost exactly that CPU.
+ * and "smp.skip_sipi=<apic id>" or "smp.late_ap=<apic id>" (that AP
+ * arrives only after the boot CPU gave up on it) is expected to cost
+ * exactly that CPU.
  * The acpi suite checks the read-only window for firmware tables.
  */
 #include <stdatomic.h>
@@ -85,10 +87,12 @@ KTEST(smp, every_listed_cpu_online)
 	const struct madt_info *m = acpi_madt();
 	const struct madt_cpu *mc = acpi_madt_cpus();
 	uint32_t skip = cmdline_uint("smp.skip_sipi", 0xffffffffu);
+	uint32_t late = cmdline_uint("smp.late_ap", 0xffffffffu);
 	unsigned injected = 0;
 	for (unsigned i = 0; m && i < m->ncpus; i++)
-		if (mc[i].apic_id == skip && skip != cpus[0].apic_id)
-			injected = 1;
+		if ((mc[i].apic_id == skip || mc[i].apic_id == late) &&
+		    mc[i].apic_id != cpus[0].apic_id)
+			injected++;
 	ktest_diag("%u listed, %u online, %u failed, %u injected", r->listed,
 	           online(), r->failed, injected);
 	KEXPECT_EQ(r->failed, injected);
