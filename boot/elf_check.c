@@ -111,11 +111,14 @@ static const char *collect_loads(const unsigned char *file, size_t size,
 
 		copy_bytes(&ph, file + eh->e_phoff + i * sizeof(ph),
 		           sizeof(ph));
-		if (ph.p_type != ELF_PT_LOAD)
+		/* An empty segment loads nothing and reads nothing: its
+		 * addresses and offset do not matter (file bytes with no
+		 * memory are refused by check_load). */
+		if (ph.p_type != ELF_PT_LOAD ||
+		    (ph.p_memsz == 0 && ph.p_filesz == 0))
 			continue;
 		why = check_load(&ph, size, window_base, window_limit);
-		/* An empty segment loads nothing: nothing to place. */
-		if (!why && ph.p_memsz != 0)
+		if (!why)
 			why = add_segment(out, &ph, i);
 		if (why) {
 			out->bad_phdr = (int)i;

@@ -90,7 +90,8 @@ struct elf_image {
 /*
  * Checks that file[0, size) is an x86_64 ELF64 executable whose PT_LOAD
  * segments all lie inside [window_base, window_limit) and describes it in
- * *out. PT_LOADs with p_memsz == 0 are ignored.
+ * *out. PT_LOADs with p_memsz == 0 are ignored, wherever they point (but
+ * one with file bytes is refused: p_filesz > p_memsz).
  *
  * Returns 0 on success. Returns -1 when the image is unusable, with *why a
  * short static reason (e.g. "not an x86_64 ELF64 executable") and

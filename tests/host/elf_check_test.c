@@ -510,6 +510,20 @@ KTEST(elf, empty_pt_load_ignored)
 	put_phdr(&im, 2, &ph);
 	KASSERT_EQ(check(&im, &out, &why), 0);
 	KEXPECT_EQ(out.nsegs, 2);
+
+	/* Ignored wherever it points: it places nothing, reads nothing. */
+	ph = (struct elf64_phdr){.p_type = ELF_PT_LOAD,
+	                         .p_vaddr = 0,
+	                         .p_offset = IMAGE_SIZE + 4096};
+	put_phdr(&im, 2, &ph);
+	KEXPECT_EQ(check(&im, &out, &why), 0);
+	KEXPECT_EQ(out.nsegs, 2);
+
+	/* But file bytes with no memory are still refused. */
+	ph.p_offset = 0;
+	ph.p_filesz = 8;
+	put_phdr(&im, 2, &ph);
+	EXPECT_REJECT(&im, "file size larger than memory size", 2);
 }
 
 KTEST(elf, entry_outside_executable_segment)
