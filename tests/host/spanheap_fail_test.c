@@ -149,11 +149,7 @@ static void *objs[1024];
 
 static bool heap_with_structs_used_up(size_t *n)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = 32 * PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	if (!sh_heap_new_with(&heap, &sh, &hc, NULL))
+	if (!sh_heap_tight(&heap, &sh, 32))
 		return false;
 	mm_port_set_cpu(0);
 	*n = 0;
@@ -417,11 +413,7 @@ static void free_many(size_t n)
  */
 KTEST(spanheap_fail, out_of_pages_sweeps_before_it_fails)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	KASSERT(sh_heap_tight(&heap, &sh, 4));
 	mm_port_set_cpu(0);
 	size_t n = fill_many(64);
 	KASSERT(n > 0 && n < sizeof many / sizeof many[0]);

@@ -73,11 +73,7 @@ static void *rworker_main(void *arg)
 
 KTEST(spanheap_reclaim, threads_out_of_pages_sweep_together)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	KASSERT(sh_heap_tight(&heap, &sh, 2));
 	KASSERT(spanheap_sweeper_start(&sh));
 	pthread_t t[WORKERS];
 	for (int i = 0; i < WORKERS; i++) {

@@ -75,6 +75,19 @@ static inline bool sh_heap_new(struct mheap *h, struct spanheap *sh,
 	return sh_heap_new_with(h, sh, &hc, NULL);
 }
 
+/* Makes h over an arena of chunks chunks with no atomic reserve (so that
+ * every page can be used up) and sh over it, the rest default: the start
+ * of the out-of-memory tests. */
+static inline bool sh_heap_tight(struct mheap *h, struct spanheap *sh,
+                                 size_t chunks)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = chunks * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	return sh_heap_new_with(h, sh, &hc, NULL);
+}
+
 /* sh_heap_new over SH_ARENA_BYTES, and this thread on CPU 0: the start
  * of the misuse and checker tests. */
 static inline bool sh_heap_fresh(struct mheap *h, struct spanheap *sh)
