@@ -79,32 +79,14 @@ void heap_init(void)
 	                                              : "");
 }
 
-static void flush_this_cpu(void *arg)
-{
-	spanheap_flush_cache(&kspanheap);
-}
-
 void heap_flush_caches(void)
 {
-	/* Threads never migrate: one made for CPU i runs only there. */
-	struct thread *t[MAX_CPUS];
-	unsigned self = this_cpu()->id, n = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++) {
-		if (i == self || !atomic_load(&cpus[i].online))
-			continue;
-		t[n] = thread_create("kcache_flush", flush_this_cpu, NULL, i);
-		if (t[n])
-			n++;
-	}
-	for (unsigned k = 0; k < n; k++)
-		thread_join(t[k]);
-	/* Last: the joins freed the flush threads' structs here. */
-	spanheap_flush_cache(&kspanheap);
+	/* Every CPU's: the others while the world is stopped (mm_port.c). */
+	spanheap_flush_all(&kspanheap);
 }
 
 size_t heap_release_all(void)
 {
-	heap_flush_caches();
 	return spanheap_release_all(&kspanheap);
 }
 

@@ -124,11 +124,10 @@ static inline size_t ksize(const void *p)
 }
 
 /*
- * Hands every online CPU's span cache back to the central lists: a thread
- * on each other CPU runs spanheap_flush_cache there (a cache belongs to
- * its CPU and is touched only pinned to it), then this CPU's. A CPU whose
- * flush thread cannot be created (memory short) keeps its cache. Thread
- * context.
+ * Hands every online CPU's span cache back to the central lists
+ * (spanheap_flush_all): this CPU's pinned, then every other CPU's while
+ * the world is stopped (mm_port_each_other_cpu in mm_port.c), so nothing
+ * is allocated for it and no CPU is passed by. Thread context.
  */
 void heap_flush_caches(void);
 

@@ -19,6 +19,7 @@
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
+#include "kernel/stw.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
@@ -87,6 +88,29 @@ bool mm_port_can_sleep(void)
 void mm_port_yield(void)
 {
 	thread_yield();
+}
+
+/*
+ * Stops the world (kernel/stw.h) and calls fn for every other online CPU.
+ * A parked CPU took the park IPI with interrupts on, so it is not pinned
+ * (a pin disables interrupts), and one parked inside a magazine's
+ * restartable sequence starts it over when it leaves the park
+ * (irq_dispatch); its cache is the caller's until stw_start. Under an
+ * existing stop by this CPU, no second one. The stopper holds no irqsave
+ * lock (nothing pinned, no mm lock), as stw_stop requires.
+ */
+bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
+{
+	bool stopped_here = stw_stopped_by_this_cpu();
+	if (!stopped_here)
+		stw_stop("mm: other CPUs' caches");
+	unsigned self = this_cpu()->id;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			fn(i, arg);
+	if (!stopped_here)
+		stw_start();
+	return true;
 }
 
 /* Pinning (mm_port_pin, mm_port_unpin) is inline: kernel/mm_port_inline.h. */

@@ -189,6 +189,19 @@ void mm_event_wake(mm_event_t *e);
  * batches). Thread context, no mm lock held. */
 void mm_port_yield(void);
 
+/*
+ * Calls fn(cpu, arg) for every other CPU whose per-CPU caches mm/ may
+ * have used, each at a moment when nothing on that CPU is pinned or
+ * inside a fast path's restartable sequence, and nothing will be until fn
+ * returns (the kernel stops the world; a user-space port holds the CPU's
+ * slot). fn may take mm locks and must not sleep. Returns false, having
+ * called nothing, if the port cannot (then other CPUs' caches are given
+ * back only by those CPUs). mm/ calls it when memory runs out
+ * (spanheap_reclaim) and to release everything: rare and slow. Thread
+ * context (mm_port_can_sleep), nothing pinned, no mm lock held.
+ */
+bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg);
+
 /* ---- Per-CPU data ------------------------------------------------------- */
 
 /*

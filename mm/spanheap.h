@@ -135,6 +135,11 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p);
  * back to their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
+/* As spanheap_flush_cache, on this CPU and then on every other, if the
+ * port can reach them (mm_port_each_other_cpu). Returns true if it
+ * could. Thread context, nothing pinned. */
+bool spanheap_flush_all(struct spanheap *sh);
+
 /*
  * Runs one whole sweep cycle now (flip, sweep every span, give empty
  * spans back) under the cycle semaphore; returns the spans freed. This
@@ -143,10 +148,10 @@ void spanheap_flush_cache(struct spanheap *sh);
  */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
-/* Flushes this CPU's cache, runs a sweep cycle, then scavenges every free
- * page (mheap_release_all); returns the pages released. Other CPUs' caches
- * keep their spans and magazines: the kernel flushes them on each CPU
- * first. Thread context. */
+/* Flushes every CPU's cache (spanheap_flush_all; with a port that cannot
+ * reach other CPUs, this CPU's only), runs a sweep cycle, then scavenges
+ * every free page (mheap_release_all); returns the pages released.
+ * Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);
 
 bool spanheap_sweeper_start(struct spanheap *sh);

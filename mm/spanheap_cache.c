@@ -271,6 +271,33 @@ void spanheap_flush_cache(struct spanheap *sh)
 		spanheap_sweeper_kick(sh);
 }
 
+struct flush_other {
+	struct spanheap *sh;
+	bool kick;
+};
+
+/* mm_port_each_other_cpu's call: nothing runs on cpu meanwhile, so its
+ * cache is the caller's as if pinned there. */
+static void flush_other(unsigned cpu, void *arg)
+{
+	struct flush_other *f = arg;
+	f->kick |= cache_flush(f->sh, cpu);
+}
+
+bool spanheap_flush_all(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_flush_all");
+	spanheap_flush_cache(sh);
+	struct flush_other f = {.sh = sh};
+	bool all = mm_port_each_other_cpu(flush_other, &f);
+	atomic_fetch_add_explicit(all ? &sh->flush_alls
+	                              : &sh->flush_alls_failed,
+	                          1, memory_order_relaxed);
+	if (f.kick)
+		spanheap_sweeper_kick(sh);
+	return all;
+}
+
 /* A span with free objects should be kept after a fold if at least this
  * share (1/8) came free; else it goes back and a fuller one comes. */
 static inline bool worth_keeping(const struct mspan *s)

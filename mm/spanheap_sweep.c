@@ -202,14 +202,20 @@ static size_t drain_unswept(struct spanheap *sh, uint32_t sg)
 	return n;
 }
 
+/* Empty spans given back so far. */
+static uint64_t freed_spans(struct spanheap *sh)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	uint64_t n = sh->n.freed_spans;
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
+}
+
 /* One whole cycle. The sweeper thread yields between batches (yield). */
 static size_t run_cycle(struct spanheap *sh, bool yield)
 {
 	spanheap_cycle_acquire(sh);
-	uint64_t freed0;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	freed0 = sh->n.freed_spans;
-	mm_lock_release(&sh->heap->lock, irq);
+	uint64_t freed0 = freed_spans(sh);
 
 	struct spanheap_snapshot snap;
 	flip(sh, &snap);
@@ -231,7 +237,7 @@ static size_t run_cycle(struct spanheap *sh, bool yield)
 	}
 	spanheap_snapshot_put(sh, &snap);
 
-	irq = mm_lock_acquire(&sh->heap->lock);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	sh->n.cycles++;
 	sh->n.swept_spans += swept;
 	size_t freed = (size_t)(sh->n.freed_spans - freed0);
@@ -252,21 +258,25 @@ size_t spanheap_sweep_cycle(struct spanheap *sh)
 /*
  * The page heap refused a thread allocation: sweeps now, so that memory
  * freed but not swept yet is not reported as out of memory (Go's
- * mheap.reclaim sweeps before the heap grows). This CPU's magazines go
- * back to their spans; then, if frees are pending since the last flip or
- * a cycle is running (whose end it waits for), a whole cycle gives every
- * empty span back. With nothing pending it returns false at once, so a
- * heap truly out of memory fails fast. Thread context, nothing pinned,
- * no mm lock held.
+ * mheap.reclaim sweeps before the heap grows). Every CPU's cache goes
+ * back first (spanheap_flush_all: magazines to their spans, cached spans
+ * to the central lists, the empty ones to the page heap; other CPUs' only
+ * if the port can reach them), as objects in another CPU's magazine keep
+ * their spans in use; then, if frees are pending since the last flip or a
+ * cycle is running (whose end it waits for), a whole cycle gives every
+ * empty span back. Returns true if either gave something back: with
+ * nothing pending and nothing freed it fails at once, so a heap truly out
+ * of memory fails fast. Thread context, nothing pinned, no mm lock held.
  */
 bool spanheap_reclaim(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_reclaim");
-	spanheap_mags_drain_here(sh);
+	uint64_t freed0 = freed_spans(sh);
+	spanheap_flush_all(sh);
 	if (!pending_since_flip(sh) &&
 	    !atomic_load_explicit(&sh->sweeper.cycle_held,
 	                          memory_order_relaxed))
-		return false;
+		return freed_spans(sh) != freed0;
 	run_cycle(sh, false);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	sh->n.reclaims++;
@@ -277,7 +287,7 @@ bool spanheap_reclaim(struct spanheap *sh)
 size_t spanheap_release_all(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_release_all");
-	spanheap_flush_cache(sh);
+	spanheap_flush_all(sh);
 	run_cycle(sh, false);
 	return mheap_release_all(sh->heap);
 }
@@ -489,6 +499,10 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	        atomic_load_explicit(&sh->queue_folded, memory_order_relaxed);
 	st->n.quiet_cycles =
 	        atomic_load_explicit(&sh->quiet_cycles, memory_order_relaxed);
+	st->n.flush_alls =
+	        atomic_load_explicit(&sh->flush_alls, memory_order_relaxed);
+	st->n.flush_alls_failed = atomic_load_explicit(&sh->flush_alls_failed,
+	                                               memory_order_relaxed);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -528,12 +542,14 @@ void spanheap_dump(struct spanheap *sh)
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
-	       "allocations",
+	       "allocations; %lu flushes of every CPU, %lu of this CPU only",
 	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
 	       (unsigned long)st.n.demand_swept,
 	       (unsigned long)st.n.queue_folded,
 	       (unsigned long)st.n.freed_spans,
 	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
-	       (unsigned long)st.n.atomic_fails, (unsigned long)st.n.reclaims);
+	       (unsigned long)st.n.atomic_fails, (unsigned long)st.n.reclaims,
+	       (unsigned long)st.n.flush_alls,
+	       (unsigned long)st.n.flush_alls_failed);
 	mheap_dump(sh->heap);
 }

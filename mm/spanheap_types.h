@@ -109,6 +109,9 @@ struct spanheap_counters {
 	/* Cycles run because the page heap refused a thread allocation
 	 * (spanheap_reclaim) */
 	uint64_t reclaims;
+	/* spanheap_flush_all calls that reached every CPU, and those whose
+	 * port could not reach the others (stats only) */
+	uint64_t flush_alls, flush_alls_failed;
 };
 
 /* The sweeper thread's state. */
@@ -164,6 +167,7 @@ struct spanheap {
 	struct spanheap_counters n;
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
 	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
+	_Atomic uint64_t flush_alls, flush_alls_failed; /* spanheap_flush_all */
 	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
 	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;

@@ -304,9 +304,11 @@ void mm_port_yield(void)
 	sched_yield();
 }
 
-/* One word per CPU slot: 1 while a thread is pinned to it. */
+/* One word per CPU slot: 1 while a thread is pinned to it; and whether a
+ * thread is bound to it (mm_port_bind_cpu), holding it for good. */
 static struct {
 	_Alignas(64) atomic_uint busy;
+	atomic_bool bound;
 } cpu_slots[MM_MAX_CPUS];
 
 /* Waits for the CPU slot another thread holds. */
@@ -411,6 +413,10 @@ void mm_port_bind_cpu(unsigned cpu)
 		mm_panic("mm_port_bind_cpu(%u) while pinned or bound to CPU %u",
 		         cpu, cpu_id);
 	cpu_id = cpu % MM_MAX_CPUS;
+	/* Before the slot: mm_port_each_other_cpu, which may be waiting
+	 * for it, sees that it will not come back. */
+	atomic_store_explicit(&cpu_slots[cpu_id].bound, true,
+	                      memory_order_seq_cst);
 	if (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
 	                             memory_order_acquire))
 		pin_wait(cpu_id);
@@ -423,6 +429,52 @@ void mm_port_unbind_cpu(void)
 		mm_panic("mm_port_unbind_cpu while pinned or not bound");
 	mm_posix_bound_cpu = MM_POSIX_UNBOUND;
 	atomic_store_explicit(&cpu_slots[cpu_id].busy, 0, memory_order_release);
+	atomic_store_explicit(&cpu_slots[cpu_id].bound, false,
+	                      memory_order_release);
+}
+
+static _Atomic bool each_other_refused;
+
+void mm_port_refuse_each_other_cpu(bool refuse)
+{
+	atomic_store(&each_other_refused, refuse);
+}
+
+/* Takes slot cpu as a pin would, unless a thread is bound to it (and so
+ * holds it for good): false then. */
+static bool slot_take_unbound(unsigned cpu)
+{
+	for (;;) {
+		if (atomic_load_explicit(&cpu_slots[cpu].bound,
+		                         memory_order_seq_cst))
+			return false;
+		if (!atomic_exchange_explicit(&cpu_slots[cpu].busy, 1,
+		                              memory_order_acquire))
+			return true;
+		sched_yield();
+	}
+}
+
+/*
+ * Every other slot in turn, held as a pin holds it, so no thread is in
+ * that CPU's cache meanwhile; slots bound threads hold are passed by (a
+ * bound thread's fast path does not take its slot). One slot at a time:
+ * nothing is held while a slot is waited for, so no thread waits on this
+ * one in turn.
+ */
+bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
+{
+	expect_can_sleep("mm_port_each_other_cpu");
+	if (atomic_load(&each_other_refused))
+		return false;
+	for (unsigned c = 0; c < MM_MAX_CPUS; c++) {
+		if (c == cpu_id || !slot_take_unbound(c))
+			continue;
+		fn(c, arg);
+		atomic_store_explicit(&cpu_slots[c].busy, 0,
+		                      memory_order_release);
+	}
+	return true;
 }
 
 void mm_port_set_atomic(bool on)

@@ -79,6 +79,11 @@ void mm_port_set_production_mapping(bool on);
 void mm_port_bind_cpu(unsigned cpu);
 void mm_port_unbind_cpu(void);
 
+/* mm_port_each_other_cpu (mm/port.h) holds every other CPU's slot in turn,
+ * passing by those bound threads hold. With refuse (default false) it
+ * returns false instead, as a port that cannot reach other CPUs. */
+void mm_port_refuse_each_other_cpu(bool refuse);
+
 /* Puts this thread in (true) or out of simulated atomic context: an
  * interrupt handler or interrupts disabled. mm_port_can_sleep() is then
  * false, and hooks that may sleep mm_panic. Default: out. */

@@ -108,3 +108,98 @@ KTEST(spanheap_reclaim, threads_out_of_pages_sweep_together)
 	KEXPECT(sh.n.reclaims > 0);
 	sh_heap_release(&heap);
 }
+
+/* ---- Other CPUs' caches ---------------------------------------------------
+ */
+
+/* What CPU 1 leaves in its cache: OTHER_N objects of OTHER_SIZE, freed
+ * there, so its magazine (and cached span) hold them and keep their spans
+ * in use until something gives them back. */
+enum { OTHER_SIZE = 512, OTHER_N = 96 };
+
+static void *other_objs[OTHER_N];
+
+static void leave_on_cpu1(void)
+{
+	mm_port_set_cpu(1);
+	KASSERT(sh_alloc_n(&sh, other_objs, OTHER_N, OTHER_SIZE));
+	for (int i = 0; i < OTHER_N; i++)
+		spanheap_free(&sh, other_objs[i]);
+	mm_port_set_cpu(0);
+}
+
+static size_t class_spans(size_t size)
+{
+	static struct spanheap_stats st; /* large: not on the stack */
+	spanheap_stats(&sh, &st);
+	return st.cls[sizeclass_of(size)].spans;
+}
+
+static void *cpu0_objs[1 << 17];
+
+/* 64-byte objects on CPU 0 until NULL; all freed again. Their number. */
+static size_t fill_cpu0(void)
+{
+	size_t n = 0;
+	while (n < sizeof cpu0_objs / sizeof cpu0_objs[0] &&
+	       (cpu0_objs[n] = spanheap_alloc(&sh, 64, 0)) != NULL)
+		n++;
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, cpu0_objs[i]);
+	return n;
+}
+
+/*
+ * CPU 1's magazine holds freed 512-byte objects; CPU 0 then uses up the
+ * arena. Before its NULL, the refused allocation gives every CPU's cache
+ * back (spanheap_reclaim through mm_port_each_other_cpu), so no span of
+ * that class is left and CPU 0 got their pages. A port that cannot reach
+ * other CPUs (refused here) leaves them, and says so in the counters.
+ */
+KTEST(spanheap_reclaim, out_of_pages_flushes_other_cpus)
+{
+	KASSERT(sh_heap_tight(&heap, &sh, 2));
+	mm_port_set_cpu(0);
+	leave_on_cpu1();
+	KASSERT(class_spans(OTHER_SIZE) > 0);
+	size_t n = fill_cpu0();
+	KEXPECT(n > 0);
+	KEXPECT_EQ(class_spans(OTHER_SIZE), 0);
+	KEXPECT(atomic_load(&sh.flush_alls) > 0);
+	KEXPECT_EQ(atomic_load(&sh.flush_alls_failed), 0);
+
+	mm_port_refuse_each_other_cpu(true);
+	leave_on_cpu1();
+	size_t m = fill_cpu0();
+	mm_port_refuse_each_other_cpu(false);
+	ktest_diag("CPU 0 got %zu objects with CPU 1's cache given back, %zu "
+	           "without",
+	           n, m);
+	KEXPECT(class_spans(OTHER_SIZE) > 0);
+	KEXPECT(atomic_load(&sh.flush_alls_failed) > 0);
+	KEXPECT(m < n);
+
+	spanheap_release_all(&sh);
+	SH_CHECK(&sh, "after the rounds");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/* Release-everything gives back what another CPU's cache holds too; with
+ * a port that cannot reach it, that CPU keeps its spans. */
+KTEST(spanheap_reclaim, release_all_flushes_other_cpus)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	mm_port_refuse_each_other_cpu(true);
+	leave_on_cpu1();
+	spanheap_release_all(&sh);
+	mm_port_refuse_each_other_cpu(false);
+	KEXPECT(class_spans(OTHER_SIZE) > 0);
+	KEXPECT(sh_span_pages(&heap, &sh) > 0);
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(class_spans(OTHER_SIZE), 0);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	SH_CHECK(&sh, "after the release");
+	sh_heap_release(&heap);
+}

@@ -218,3 +218,79 @@ KTEST(kmalloc, out_of_frames_sweeps_frees_before_null)
 	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
 	spanheap_check(&kspanheap);
 }
+
+/* ---- Other CPUs' caches ---------------------------------------------------
+ */
+
+/* What each other CPU leaves in its cache: OTHER_N objects of OTHER_SIZE
+ * bytes, allocated and freed there, so that its magazine holds them and
+ * keeps their spans in use. */
+enum { OTHER_SIZE = 1024, OTHER_N = 48 };
+
+static void leave_objects(void *arg)
+{
+	void *p[OTHER_N];
+	size_t *got = arg;
+	for (int i = 0; i < OTHER_N; i++)
+		if ((p[i] = kmalloc(OTHER_SIZE, 0)) != NULL)
+			++*got;
+	for (int i = 0; i < OTHER_N; i++)
+		kfree(p[i]);
+}
+
+static size_t class_spans(size_t size)
+{
+	static struct spanheap_stats st; /* large: not on the stack */
+	spanheap_stats(&kspanheap, &st);
+	return st.cls[sizeclass_of(size)].spans;
+}
+
+/*
+ * Every other CPU frees OTHER_N objects of 1 KiB into its own magazine;
+ * then this CPU uses up the frame pool with 4 KiB objects. Before its
+ * NULL, the refused allocation gives every CPU's cache back
+ * (spanheap_reclaim, with the world stopped: mm_port_each_other_cpu), so
+ * the 1 KiB class has no more spans than before the other CPUs' objects.
+ * Before, they stayed in those CPUs' magazines and their pages were lost
+ * to the allocation until those CPUs refilled.
+ */
+KTEST(kmalloc, out_of_frames_flushes_other_cpus)
+{
+	heap_settle();
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	size_t base = class_spans(OTHER_SIZE), got[MAX_CPUS] = {0}, others = 0;
+	struct thread *t[MAX_CPUS] = {0};
+	unsigned self = this_cpu()->id;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			t[i] = thread_create("oom_leave", leave_objects,
+			                     &got[i], i);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (t[i]) {
+			thread_join(t[i]);
+			KEXPECT_EQ(got[i], OTHER_N);
+			others++;
+		}
+	size_t held = class_spans(OTHER_SIZE);
+	uint64_t flushes0 = atomic_load(&kspanheap.flush_alls);
+
+	paddr_t head = frames_drain(0);
+	void *list = NULL;
+	size_t n = alloc_until_null(4096, OOM_MAX, &list);
+	size_t after = class_spans(OTHER_SIZE);
+	frames_refill(head);
+	size_t freed = free_list(list);
+	heap_settle();
+	size_t meta = span_meta_pages();
+	ktest_diag("%zu other CPUs left 1 KiB objects: class spans %zu before, "
+	           "%zu held, %zu after this CPU's %zu 4 KiB objects and NULL",
+	           others, base, held, after, n);
+	if (others)
+		KEXPECT(held > base);
+	KEXPECT(after <= base);
+	KEXPECT(n < OOM_MAX);
+	KEXPECT_EQ(freed, n);
+	KEXPECT(atomic_load(&kspanheap.flush_alls) > flushes0);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	spanheap_check(&kspanheap);
+}

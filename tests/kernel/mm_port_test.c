@@ -10,6 +10,8 @@
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/stw.h"
 #include "tests/kernel/mm_test_util.h"
 #include "tests/kernel/fault_util.h"
 #include "kernel/thread.h"
@@ -168,4 +170,46 @@ KTEST(mm_port, event_wait_times_out_or_is_woken)
 	thread_join(t);
 	uint64_t cpu0 = mm_port_thread_cpu_ns();
 	KEXPECT(mm_port_thread_cpu_ns() >= cpu0);
+}
+
+static unsigned each_calls[MAX_CPUS];
+static bool each_stopped, each_self_called;
+
+static void each_note(unsigned cpu, void *arg)
+{
+	(void)arg;
+	if (cpu < MAX_CPUS)
+		each_calls[cpu]++;
+	each_stopped &= stw_stopped();
+	each_self_called |= cpu == this_cpu()->id;
+}
+
+/* mm_port_each_other_cpu calls fn once for every other online CPU, none
+ * for this one, all while the world is stopped; under a stop this CPU
+ * already holds, it makes no second one. */
+KTEST(mm_port, each_other_cpu_calls_every_other_cpu_parked)
+{
+	for (int round = 0; round < 2; round++) {
+		for (unsigned i = 0; i < MAX_CPUS; i++)
+			each_calls[i] = 0;
+		each_stopped = true;
+		each_self_called = false;
+		if (round)
+			stw_stop("test");
+		KEXPECT(mm_port_each_other_cpu(each_note, NULL));
+		if (round) {
+			KEXPECT(stw_stopped_by_this_cpu());
+			stw_start();
+		}
+		KEXPECT(!stw_stopped());
+		unsigned self = this_cpu()->id, calls = 0;
+		for (unsigned i = 0; i < MAX_CPUS; i++) {
+			bool other = i != self && atomic_load(&cpus[i].online);
+			KEXPECT_EQ(each_calls[i], other ? 1u : 0u);
+			calls += each_calls[i];
+		}
+		KEXPECT_EQ(calls + 1, atomic_load(&ncpus_online));
+		KEXPECT(each_stopped);
+		KEXPECT(!each_self_called);
+	}
 }
