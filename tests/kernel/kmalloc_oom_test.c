@@ -294,3 +294,115 @@ KTEST(kmalloc, out_of_frames_flushes_other_cpus)
 	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
 	spanheap_check(&kspanheap);
 }
+
+/* ---- Every CPU out of frames at once
+ * ------------------------------------------ */
+
+enum { ALL_LEFT = 512, ALL_ROUNDS = 4, ALL_OBJS = 1 << 15 };
+
+static const size_t all_sizes[] = {64, 1024, 4096, 48 << 10};
+#define ALL_NSIZES (sizeof all_sizes / sizeof all_sizes[0])
+
+struct oom_worker {
+	unsigned id;
+	size_t got[ALL_ROUNDS], bad;
+	void **objs;
+};
+
+static uintptr_t all_pattern(const struct oom_worker *w, size_t i,
+                             const void *p)
+{
+	return (uintptr_t)p ^ ((uintptr_t)w->id << 56) ^ i;
+}
+
+/* Each round: objects of one size until NULL (or ALL_OBJS), each with its
+ * pattern in its first and last words, checked and freed. */
+static void oom_worker_main(void *arg)
+{
+	struct oom_worker *w = arg;
+	for (unsigned r = 0; r < ALL_ROUNDS; r++) {
+		size_t size = all_sizes[(w->id + r) % ALL_NSIZES], n = 0;
+		uintptr_t *p;
+		while (n < ALL_OBJS && (p = kmalloc(size, 0)) != NULL) {
+			p[0] = p[size / sizeof(uintptr_t) - 1] =
+			        all_pattern(w, n, p);
+			w->objs[n++] = p;
+		}
+		w->got[r] = n;
+		for (size_t i = 0; i < n; i++) {
+			p = w->objs[i];
+			uintptr_t want = all_pattern(w, i, p);
+			if (p[0] != want ||
+			    p[size / sizeof(uintptr_t) - 1] != want)
+				w->bad++;
+			kfree(p);
+		}
+	}
+}
+
+/* One storm: a worker on every online CPU, ALL_LEFT frames in the pool.
+ * Returns the rounds a NULL ended; adds up objects and bad patterns. */
+static size_t all_storm(struct oom_worker *w, size_t *objs, size_t *bad)
+{
+	struct thread *t[MAX_CPUS] = {0};
+	paddr_t head = frames_drain(ALL_LEFT);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (w[i].objs && atomic_load(&cpus[i].online))
+			t[i] = thread_create("oom_all", oom_worker_main, &w[i],
+			                     i);
+	size_t nulls = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (!t[i])
+			continue;
+		thread_join(t[i]);
+		for (unsigned r = 0; r < ALL_ROUNDS; r++) {
+			*objs += w[i].got[r];
+			nulls += w[i].got[r] < ALL_OBJS;
+		}
+		*bad += w[i].bad;
+	}
+	frames_refill(head);
+	heap_settle();
+	return nulls;
+}
+
+/*
+ * Every CPU runs out of frames at once, round after round of one size
+ * each (64 B to 48 KiB): each refusal flushes every CPU's cache (stopping
+ * the world, from several CPUs at the same time) and sweeps before its
+ * NULL, while the others allocate and free. No pattern breaks, NULLs come,
+ * and after it the frame pool is where it was. A first storm grows the
+ * heap's metadata over the arena the second uses.
+ */
+KTEST(kmalloc, every_cpu_out_of_frames_at_once)
+{
+	static struct oom_worker w[MAX_CPUS];
+	size_t objs = 0, bad = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		w[i] = (struct oom_worker){.id = i};
+		if (atomic_load(&cpus[i].online))
+			KASSERT(w[i].objs =
+			                kmalloc(ALL_OBJS * sizeof(void *), 0));
+	}
+	heap_settle();
+	all_storm(w, &objs, &bad);
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	uint64_t flushes0 = atomic_load(&kspanheap.flush_alls);
+	objs = bad = 0;
+	size_t nulls = all_storm(w, &objs, &bad);
+	size_t meta = span_meta_pages();
+	ktest_diag(
+	        "%zu objects, %zu rounds ended by NULL, %lu flushes of "
+	        "every CPU; frames free %zu then %zu",
+	        objs, nulls,
+	        (unsigned long)(atomic_load(&kspanheap.flush_alls) - flushes0),
+	        frames0, frames_free_count());
+	KEXPECT_EQ(bad, 0);
+	KEXPECT(nulls > 0);
+	KEXPECT(objs > 0);
+	KEXPECT(atomic_load(&kspanheap.flush_alls) > flushes0);
+	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		kfree(w[i].objs);
+	spanheap_check(&kspanheap);
+}
