@@ -34,10 +34,13 @@
  *            whose allocation leaves fewer grows the heap by a chunk
  *            (unless someone is growing already), and an atomic caller
  *            that leaves fewer wakes the scavenger thread to do it.
- *   free     Under the lock, palloc_free_locked; after unlocking, wake the
- *            scavenger if the free was large and left the heap over its
- *            goal. Debug mode instead unmaps the pages while the caller
- *            still owns them and returns them free and scavenged.
+ *   free     Under the lock, palloc_free_locked, after checking that no
+ *            page is in a run a scavenge batch took (a double free that
+ *            palloc cannot see: it holds those allocated); after
+ *            unlocking, wake the scavenger if the free was large and left
+ *            the heap over its goal. Debug mode instead unmaps the pages
+ *            while the caller still owns them and returns them free and
+ *            scavenged.
  *
  * Invariants (mheap_check verifies 1 and 3 with palloc_check_locked):
  *   1. in use = grown - free - taken_pages; grown = grown_chunks * 512.
@@ -485,6 +488,7 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 		 * may be another owner's (they were unmapped, and in the
 		 * kernel their frames reused, before the check). */
 		unsigned long irq = mm_lock_acquire(&h->lock);
+		mheap_check_not_taken_locked(h, base, npages);
 		palloc_free_check_locked(&h->pages, base, npages);
 		mm_lock_release(&h->lock, irq);
 		mheap_unmap_and_return(h, base, npages);
@@ -495,6 +499,8 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 	}
 	bool wake = false;
 	unsigned long irq = mm_lock_acquire(&h->lock);
+	if (h->taken)
+		mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_locked(&h->pages, base, npages);
 	if (npages >= MHEAP_WAKE_PAGES && h->scav.idle) {
 		struct mheap_stats st;

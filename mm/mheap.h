@@ -94,6 +94,8 @@ struct mheap_stats {
 	struct mheap_counters n;
 };
 
+struct mheap_taken;
+
 /* The background scavenger's state (mheap_scav.c). */
 struct mheap_scav {
 	/* Owned by mheap_scavenger_start/stop (thread context): */
@@ -122,6 +124,8 @@ struct mheap {
 	size_t taken_pages;    /* out of the free set while being unmapped */
 	uint64_t scav_returns; /* batches that gave their pages back */
 	size_t grown_chunks;   /* the arena grows upward from its base */
+	/* The batches that hold taken pages, with their runs: */
+	struct mheap_taken *taken;
 	struct mheap_counters counters;
 
 	/* The span table: one entry per arena page, for the span heap's

@@ -33,6 +33,23 @@ _Static_assert(MHEAP_SCAV_BATCH_PAGES <= MM_UNUSED_BATCH_PAGES &&
                        MHEAP_SCAV_MIN_PAGES * MM_PAGE_SIZE >= 64 * 1024,
                "background batches are at least 64 KiB");
 
+/* A scavenge batch's runs while they are out of the free set, on h->taken
+ * from the take to the return (the batch's own stack frame). palloc holds
+ * them allocated, so only this list tells a free of one of their pages
+ * (a double free: they were free when the batch took them) from a good
+ * one. */
+struct mheap_taken {
+	struct palloc_run runs[MHEAP_SCAV_RUNS];
+	size_t nruns;
+	struct mheap_taken *next;
+};
+
+/* mm_panics, naming the run, if any page of [base, base + npages pages)
+ * is in a run a scavenge batch has taken: the caller is freeing pages
+ * that were free already. Locking: h->lock must be held. */
+void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
+                                  size_t npages);
+
 /* Which counters a scavenge books its pages to. */
 enum mheap_scav_kind {
 	MHEAP_SCAV_BG,      /* the background thread */

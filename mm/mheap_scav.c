@@ -47,6 +47,9 @@
  *   1. A page is scavenged (its bit set) only once it is unmapped and
  *      every CPU flushed it.
  *   2. taken_pages counts the taken runs; each batch returns its own.
+ *   3. h->taken lists every batch between its take and its return, with
+ *      its runs: a free of a page in one is a double free (palloc sees it
+ *      allocated) and mm_panics (mheap_check_not_taken_locked).
  *
  * Locking: h->lock around the take and the return; nothing is logged,
  * woken or unmapped under it. Start and stop are thread context and
@@ -67,10 +70,11 @@ static size_t bg_batch_pages(size_t over)
 }
 
 /* The first half of a batch, in one lock hold: the runs taken out of the
- * free set. max == 0: as far as the background goal asks. Returns the
- * pages taken. Locking: h->lock must be held. */
+ * free set, put on h->taken if there are any. max == 0: as far as the
+ * background goal asks. Returns the pages taken. Locking: h->lock must be
+ * held. */
 static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
-                          struct palloc_run *runs, size_t *nruns)
+                          struct mheap_taken *t)
 {
 	if (max == 0) {
 		struct mheap_stats st;
@@ -84,11 +88,46 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 		max = MHEAP_SCAV_BATCH_PAGES;
 	size_t n = 0, total = 0;
 	while (n < MHEAP_SCAV_RUNS && total < max &&
-	       palloc_scav_take_locked(&h->pages, max - total, flags, &runs[n]))
-		total += runs[n++].npages;
+	       palloc_scav_take_locked(&h->pages, max - total, flags,
+	                               &t->runs[n]))
+		total += t->runs[n++].npages;
 	h->taken_pages += total;
-	*nruns = n;
+	t->nruns = n;
+	if (n) {
+		t->next = h->taken;
+		h->taken = t;
+	}
 	return total;
+}
+
+/* Takes t off h->taken. Locking: h->lock must be held. */
+static void untake_locked(struct mheap *h, struct mheap_taken *t)
+{
+	struct mheap_taken **pp = &h->taken;
+	while (*pp != t)
+		pp = &(*pp)->next;
+	*pp = t->next;
+}
+
+void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
+                                  size_t npages)
+{
+	uintptr_t limit = npages > (UINTPTR_MAX - base) >> MM_PAGE_SHIFT
+	                          ? UINTPTR_MAX
+	                          : base + npages * MM_PAGE_SIZE;
+	for (const struct mheap_taken *t = h->taken; t; t = t->next) {
+		for (size_t i = 0; i < t->nruns; i++) {
+			uintptr_t lo = t->runs[i].base;
+			uintptr_t hi = lo + t->runs[i].npages * MM_PAGE_SIZE;
+			if (base < hi && lo < limit)
+				mm_panic(
+				        "mheap: double free of [0x%lx, 0x%lx): "
+				        "page 0x%lx is free, being scavenged "
+				        "(a batch took [0x%lx, 0x%lx))",
+				        base, limit, base > lo ? base : lo, lo,
+				        hi);
+		}
+	}
 }
 
 /* Books a finished batch. Locking: h->lock must be held. */
@@ -114,25 +153,25 @@ static void book_locked(struct mheap *h, enum mheap_scav_kind kind,
 size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
                             enum mheap_scav_kind kind)
 {
-	struct palloc_run runs[MHEAP_SCAV_RUNS];
+	struct mheap_taken t;
 	struct mm_unused_batch b;
-	size_t nruns;
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	size_t total = take_locked(h, max, palloc_flags, runs, &nruns);
+	size_t total = take_locked(h, max, palloc_flags, &t);
 	mm_lock_release(&h->lock, irq);
 	if (total == 0)
 		return 0;
 	/* The runs are ours: their PTEs change without the lock. */
 	mm_unused_batch_init(&b);
-	for (size_t i = 0; i < nruns; i++)
-		mm_port_unused_begin((void *)runs[i].base,
-		                     runs[i].npages * MM_PAGE_SIZE, &b);
+	for (size_t i = 0; i < t.nruns; i++)
+		mm_port_unused_begin((void *)t.runs[i].base,
+		                     t.runs[i].npages * MM_PAGE_SIZE, &b);
 	mheap_hook(h, MHEAP_HOOK_SCAV_UNMAPPED);
 	mm_port_unused_finish(&b); /* every CPU flushed, frames back */
 	irq = mm_lock_acquire(&h->lock);
-	for (size_t i = 0; i < nruns; i++)
-		palloc_scav_return_locked(&h->pages, runs[i].base,
-		                          runs[i].npages);
+	untake_locked(h, &t);
+	for (size_t i = 0; i < t.nruns; i++)
+		palloc_scav_return_locked(&h->pages, t.runs[i].base,
+		                          t.runs[i].npages);
 	h->taken_pages -= total;
 	h->scav_returns++;
 	book_locked(h, kind, total);

@@ -415,3 +415,44 @@ KTEST(mheap, scavenger_start_and_stop_twice)
 	KEXPECT(heap.scav.thread == NULL);
 	mh_release(&heap);
 }
+
+/*
+ * A double free of pages that a scavenge batch has taken out of the free
+ * set (they are allocated in palloc while it unmaps them) must panic. It
+ * was taken for a good free: the pages went back free while the batch
+ * still held them, the next allocation handed one out, and the batch's
+ * return then freed it, scavenged, under its new owner.
+ */
+KTEST(mheap, double_free_of_pages_being_scavenged_panics)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav;
+	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	KASSERT(a);
+	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, a + 400 * PG, 2));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	KEXPECT(fired);
+	KEXPECT(strstr(mm_port_last_panic(), "being scavenged"));
+	KEXPECT(strstr(mm_port_last_panic(), "double free"));
+	char *b = NULL;
+	if (!fired) {
+		/* What the missed double free leads to (and the batch's
+		 * return does not panic on a page it finds free). */
+		b = mheap_alloc_pages(&heap, 2, 0);
+		KEXPECT_EQ((uintptr_t)b, (uintptr_t)(a + 400 * PG));
+	}
+	sem_post(&batch_go);
+	pthread_join(scav, NULL);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 312 + (b ? 2 : 0));
+	KEXPECT_EQ(st.free_scav_pages, 200 - (b ? 2 : 0));
+	uint64_t alloc[PALLOCBITS_WORDS], sc[PALLOCBITS_WORDS];
+	KASSERT(mheap_chunk_bits(&heap, 0, alloc, sc));
+	if (b) /* b's pages are free and scavenged under their owner */
+		KEXPECT(alloc[400 / 64] >> (400 % 64) & 1);
+	MH_CHECK(&heap, "after the batch");
+	mheap_free_pages(&heap, a, 312);
+	mh_release(&heap);
+}
