@@ -27,10 +27,15 @@
  *            it needs: one caller at a time sets `growing`, prepares
  *            palloc's metadata and the page tables outside the lock,
  *            commits under the lock, clears `growing` and wakes `grown`.
- * A thread that finds `growing` set sleeps on `grown` (an event count, read
- * before its failed attempt, so no wake-up is lost) and retries; an atomic
- * caller gets NULL instead. reserve  Free pages in grown chunks are kept at
- * reserve_pages or more, so that atomic callers rarely need to grow: a thread
+ *            A thread that finds `growing` set sleeps on `grown` (an
+ *            event count, read before its failed attempt, so no wake-up
+ *            is lost) and retries; an atomic caller gets NULL instead.
+ *            A caller that cannot grow retries if the heap grew (or a
+ *            scavenge batch gave pages back) since its attempt, whether
+ *            or not the wake has come yet: a growth committed after the
+ *            attempt makes the arena look full to it.
+ *   reserve  Free pages in grown chunks are kept at reserve_pages or
+ *            more, so that atomic callers rarely need to grow: a thread
  *            whose allocation leaves fewer grows the heap by a chunk
  *            (unless someone is growing already), and an atomic caller
  *            that leaves fewer wakes the scavenger thread to do it.
@@ -240,6 +245,7 @@ static enum grow_result grow(struct mheap *h, size_t npages)
 			h->counters.grows++;
 		}
 		mm_lock_release(&h->lock, irq);
+		mheap_hook(h, MHEAP_HOOK_GROW_COMMITTED);
 	}
 	atomic_store(&h->growing, false);
 	mm_event_wake(&h->grown);
@@ -278,14 +284,20 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
 	mm_lock_release(&h->lock, irq);
 }
 
+/* What an attempt saw of the heap, to tell later whether it changed. */
+struct attempt {
+	uint64_t returns;    /* h->scav_returns */
+	size_t grown_chunks; /* h->grown_chunks */
+};
+
 /* One attempt under the lock. *mask gets the scavenged pages of a run of
  * at most 64 pages, *nscav their count; *low whether free pages fell
- * below the reserve. */
+ * below the reserve; *saw what it saw. */
 static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
-                           size_t *nscav, bool *low, uint64_t *returns)
+                           size_t *nscav, bool *low, struct attempt *saw)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	*returns = h->scav_returns;
+	*saw = (struct attempt){h->scav_returns, h->grown_chunks};
 	uintptr_t base;
 	if (npages <= 64) {
 		base = palloc_alloc_mask_locked(&h->pages, npages, mask);
@@ -354,19 +366,24 @@ static void reserve_low(struct mheap *h, bool atomic)
 		mm_event_wake(&h->scav.wake);
 }
 
-/* After a failed attempt that saw returns (h->scav_returns) batches
- * given back: SCAV_RETRY if one gave its pages back since, SCAV_WAIT if
- * one holds pages out of the free set now (a scav_wait is counted: the
- * caller waits for its wake), else SCAV_NONE. */
-enum scav_state { SCAV_NONE, SCAV_RETRY, SCAV_WAIT };
+/* After a failed attempt that saw *saw, and no growth of the caller's:
+ * MISS_RETRY if the heap changed since (a growth committed, or a batch
+ * gave its pages back: the wake that says so may still be to come),
+ * MISS_WAIT if a batch holds pages out of the free set now (counted as a
+ * scav_wait if the caller will wait for its wake), else MISS_FAIL. */
+enum miss_state { MISS_FAIL, MISS_RETRY, MISS_WAIT };
 
-static enum scav_state scavenge_state(struct mheap *h, uint64_t returns)
+static enum miss_state miss_state(struct mheap *h, const struct attempt *saw,
+                                  bool will_wait)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	enum scav_state st = h->scav_returns != returns ? SCAV_RETRY
-	                     : h->taken_pages > 0       ? SCAV_WAIT
-	                                                : SCAV_NONE;
-	if (st == SCAV_WAIT)
+	enum miss_state st = MISS_FAIL;
+	if (h->scav_returns != saw->returns ||
+	    h->grown_chunks != saw->grown_chunks)
+		st = MISS_RETRY;
+	else if (h->taken_pages > 0)
+		st = MISS_WAIT;
+	if (st == MISS_WAIT && will_wait)
 		h->counters.scav_waits++;
 	mm_lock_release(&h->lock, irq);
 	return st;
@@ -379,11 +396,12 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 {
 	bool atomic = flags & MHEAP_ATOMIC;
 	for (;;) {
-		uint64_t seen = mm_event_prepare(&h->grown), mask = 0, returns;
+		uint64_t seen = mm_event_prepare(&h->grown), mask = 0;
 		size_t nscav;
 		bool low;
+		struct attempt saw;
 		uintptr_t base =
-		        try_alloc(h, npages, &mask, &nscav, &low, &returns);
+		        try_alloc(h, npages, &mask, &nscav, &low, &saw);
 		if (base) {
 			void *p = finish_alloc(h, base, npages, mask, nscav,
 			                       atomic);
@@ -394,6 +412,7 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 				reserve_low(h, atomic);
 			return p;
 		}
+		mheap_hook(h, MHEAP_HOOK_ALLOC_MISSED);
 		if (mm_event_prepare(&h->grown) != seen)
 			continue; /* a growth or a scavenge batch ended: retry
 			           */
@@ -408,21 +427,24 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 			mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 			continue;
 		}
-		/* No growth. Free pages a scavenge batch has taken out of the
-		 * free set come back when it ends (it wakes `grown`): a
-		 * thread waits for that rather than fail while the pages it
-		 * needs may be there (in a fully grown arena the allocation
-		 * failed whenever the scavenger was mid-batch). */
-		if (atomic)
-			return NULL;
-		/* Read again: a failed growth (ours too) woke it, and a wait
-		 * on the count from before would end at once, every time. */
+		/* No growth of ours. Someone else's may have committed since
+		 * the attempt, its wake still to come (the arena then looks
+		 * full to grow()): retry, atomic callers too. Free pages a
+		 * scavenge batch has taken out of the free set come back
+		 * when it ends (it wakes `grown`): a thread waits for that
+		 * rather than fail while the pages it needs may be there (in
+		 * a fully grown arena the allocation failed whenever the
+		 * scavenger was mid-batch); an atomic caller gets NULL.
+		 * Read the count again: a failed growth (ours too) woke it,
+		 * and a wait on the count from before would end at once,
+		 * every time. */
 		seen = mm_event_prepare(&h->grown);
-		enum scav_state st = scavenge_state(h, returns);
-		if (st == SCAV_NONE)
+		enum miss_state st = miss_state(h, &saw, !atomic);
+		if (st == MISS_RETRY)
+			continue;
+		if (st == MISS_FAIL || atomic)
 			return NULL;
-		if (st == SCAV_WAIT)
-			mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
+		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 	}
 }
 

@@ -21,6 +21,13 @@ enum mheap_hook_point {
 	MHEAP_HOOK_SCAV_EXIT,
 	/* A grower has prepared its chunks and not yet committed them. */
 	MHEAP_HOOK_GROW_PREPARED,
+	/* A grower has committed its chunks (the lock released) and not yet
+	 * cleared `growing` or woken `grown` (mheap.c, grow). */
+	MHEAP_HOOK_GROW_COMMITTED,
+	/* An allocation's attempt under the lock found no fit; the lock
+	 * released, it has not yet looked for a growth or a scavenge batch
+	 * to wait for (mheap.c, alloc_pages). */
+	MHEAP_HOOK_ALLOC_MISSED,
 	/* The span heap has made a bigger all-spans array and not yet taken
 	 * the lock to put it in place (spanheap_span.c, structs_reserve). */
 	MHEAP_HOOK_SPANS_SIZED,
@@ -46,8 +53,9 @@ enum mheap_hook_point {
 #ifdef MM_TEST_HOOKS
 /* Set by tests; NULL otherwise. Called in the context of whoever reaches
  * the point: thread context for all points above but
- * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches
- * too. */
+ * MHEAP_HOOK_GROW_COMMITTED, MHEAP_HOOK_ALLOC_MISSED (an MHEAP_ATOMIC
+ * allocation reaches them too) and MHEAP_HOOK_FOLD_REST, which a refill
+ * in an interrupt handler reaches too. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 
