@@ -235,27 +235,53 @@ void lockcheck_irqs_on(void)
 	}
 }
 
-bool lockcheck_may_sleep(const char *what)
+/*
+ * The sleep check. releasing is the lock the sleep itself releases
+ * (thread_sleep_unlock's, taken irqsave), or NULL; irqs_on says whether
+ * interrupts were on before it. Any other lock held, or a preemption
+ * count beyond releasing's, would go to sleep with the thread and be
+ * charged to the next one on this CPU.
+ */
+static bool may_sleep(const char *what, const struct spinlock *releasing,
+                      bool irqs_on)
 {
 	struct cpu *c = this_cpu();
-	bool irqs_on = (read_rflags() & RFLAGS_IF) != 0;
+	int base = releasing ? 1 : 0;
 	const char *who = c->current ? c->current->name : "?";
-	if (c->nheld == 0 && c->preempt_count == 0 && c->irq_depth == 0 &&
-	    irqs_on)
+	const struct spinlock *other = NULL;
+	for (int i = c->nheld - 1; i >= 0 && !other; i--)
+		if (c->held[i] != releasing)
+			other = c->held[i];
+	if (!other && c->nheld == base && c->preempt_count == base &&
+	    c->irq_depth == 0 && irqs_on)
 		return true;
-	if (c->nheld > 0)
+	if (other)
 		violation("%s in thread %s while holding spinlock %s (rank %s)",
-		          what, who, c->held[c->nheld - 1]->name,
-		          lock_rank_name(c->held[c->nheld - 1]->rank));
+		          what, who, other->name, lock_rank_name(other->rank));
+	else if (c->nheld != base)
+		violation("%s in thread %s, which does not hold lock %s", what,
+		          who, releasing->name);
 	else if (c->irq_depth > 0)
 		violation("%s in an interrupt handler (thread %s)", what, who);
-	else if (c->preempt_count > 0)
+	else if (c->preempt_count > base)
 		violation("%s in thread %s with preemption disabled", what,
 		          who);
 	else /* pinned with interrupts off (as mm's per-CPU caches will be) */
 		violation("%s in thread %s with interrupts disabled", what,
 		          who);
 	return false;
+}
+
+bool lockcheck_may_sleep(const char *what)
+{
+	return may_sleep(what, NULL, (read_rflags() & RFLAGS_IF) != 0);
+}
+
+bool lockcheck_may_sleep_releasing(const char *what,
+                                   const struct spinlock *held,
+                                   unsigned long irq_state)
+{
+	return may_sleep(what, held, (irq_state & RFLAGS_IF) != 0);
 }
 
 bool lockcheck_set_record(bool record)

@@ -30,6 +30,13 @@ void lockcheck_irqs_on(void);
  * refuses to sleep). */
 bool lockcheck_may_sleep(const char *what);
 
+/* The same for a sleep that releases held (taken with spin_lock_irqsave,
+ * which returned irq_state): held is the one spinlock allowed, and
+ * interrupts must have been on before it (thread_sleep_unlock). */
+bool lockcheck_may_sleep_releasing(const char *what,
+                                   const struct spinlock *held,
+                                   unsigned long irq_state);
+
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool record);
 unsigned lockcheck_violations(void);

@@ -228,6 +228,13 @@ void thread_sleep_ns(uint64_t ns)
 void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
                          uint64_t ns)
 {
+	if (!lockcheck_may_sleep_releasing("thread_sleep_unlock", held,
+	                                   irq_state)) {
+		/* Test mode only (the checker recorded it): a wake-up at
+		 * once, held released as a sleep would leave it. */
+		spin_unlock_irqrestore(held, irq_state);
+		return;
+	}
 	struct runqueue *rq = rq_of(this_cpu());
 	spin_lock(&rq->lock);
 	add_sleeper_locked(rq, ns);

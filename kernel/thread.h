@@ -97,7 +97,8 @@ void thread_sleep_ns(uint64_t ns);
  * Sleeps up to ns, or until thread_wake, after releasing held (taken with
  * spin_lock_irqsave, irq_state as it returned): a waker that needs held
  * cannot slip between the caller's check and the sleep. Thread context;
- * held is the only spinlock the caller holds.
+ * held is the only spinlock the caller holds, and interrupts were on
+ * before it (the lock checker says so otherwise, as for any sleep).
  */
 void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
                          uint64_t ns);
