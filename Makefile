@@ -171,7 +171,7 @@ deps:
 	@tools/install-deps
 
 $(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP) \
-	$(MALLOC_OBJS): | deps
+	$(MALLOC_OBJS) $(MALLOC_HOOKS_OBJS): | deps
 
 # The benchmarks also want valgrind (instruction counts), gnuplot (the
 # PNGs) and the peer allocators (tools/bench-spanheap); each bench target

@@ -39,6 +39,22 @@ $(MALLOC_SO): $(MALLOC_OBJS)
 
 malloc: $(MALLOC_SO)
 
+# The test variant: the same objects with MM_TEST_HOOKS, whose hooks
+# (malloc/malloc_testing.h) let tests/real/malloc_hooks_test.c run a
+# thread inside a window of the set-up. Never installed or benchmarked.
+MALLOC_HOOKS_BUILD := $(BUILD)/malloc-hooks
+MALLOC_HOOKS_SO := $(MALLOC_BUILD)/libmm_malloc_hooks.so
+MALLOC_HOOKS_OBJS := $(patsubst %,$(MALLOC_HOOKS_BUILD)/%.o,$(MALLOC_SRCS))
+
+$(MALLOC_HOOKS_BUILD)/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(MALLOC_CFLAGS) -DMM_TEST_HOOKS -c $< -o $@
+
+$(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS)
+	@mkdir -p $(@D)
+	$(CC) $(MALLOC_CFLAGS) -shared -Wl,-z,now -Wl,-z,noexecstack \
+		-Wl,-z,initfirst -o $@ $^ -lpthread
+
 .PHONY: malloc
 
 # The C test of the entry points' conventions (run under LD_PRELOAD).
@@ -59,22 +75,32 @@ $(MALLOC_API_TEST): tests/real/malloc_api_test.c $(MALLOC_FORK_LIB)
 		-L$(MALLOC_BUILD) -lmm_fork_lib -Wl,-rpath,'$$ORIGIN' \
 		-lpthread -ldl
 
+# The C test of the slot lifecycle's windows, run under the test variant.
+MALLOC_HOOKS_TEST := $(MALLOC_BUILD)/malloc-hooks-test
+
+$(MALLOC_HOOKS_TEST): tests/real/malloc_hooks_test.c malloc/malloc_testing.h
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. \
+		-o $@ $< -lpthread
+
+MALLOC_C_TESTS := $(MALLOC_SO) $(MALLOC_API_TEST) $(MALLOC_HOOKS_SO) \
+	$(MALLOC_HOOKS_TEST)
+
 # Python, gcc, git and sqlite3 from Debian, with and without the library:
 # same output required, times printed (tests/real/run-quick). About 15 s.
-test-real-quick: $(MALLOC_SO) $(MALLOC_API_TEST)
+test-real-quick: $(MALLOC_C_TESTS)
 	@mkdir -p $(RESULTS)
 	@tools/install-deps real || true
-	@tests/real/run-quick $(MALLOC_SO) $(MALLOC_API_TEST) \
-		$(RESULTS)/real-quick
+	@tests/real/run-quick $(MALLOC_C_TESTS) $(RESULTS)/real-quick
 
 # The longer set: the quick set at size, Python's own test modules and
 # redis-server under redis-benchmark (tests/real/run-long). A few minutes.
-test-real: $(MALLOC_SO) $(MALLOC_API_TEST)
+test-real: $(MALLOC_C_TESTS)
 	@mkdir -p $(RESULTS)
 	@tools/install-deps real real-long || true
 	@st=0; \
-	tests/real/run-quick $(MALLOC_SO) $(MALLOC_API_TEST) \
-		$(RESULTS)/real-full full || st=1; \
+	tests/real/run-quick $(MALLOC_C_TESTS) $(RESULTS)/real-full full || \
+		st=1; \
 	tests/real/run-long $(MALLOC_SO) $(RESULTS)/real-long || st=1; \
 	tools/sum-results $(RESULTS)/real-full $(RESULTS)/real-long && \
 		exit $$st || exit 1

@@ -19,10 +19,14 @@
  *   bootstrap  The first call of any entry point, from any thread (the
  *              dynamic loader's first allocations included), initialises
  *              the heap under a spinning state word: 0 none, 1 in progress,
- *              2 ready. Only mmap, mprotect and membarrier run meanwhile
- *              (the mode is decided then, before any slot is claimed); the
- *              key and the fork handlers are registered after the heap is
- *              ready, so that an allocation they make finds it usable.
+ *              2 ready. Only mmap, mprotect, membarrier (the mode is
+ *              decided then, before any slot is claimed) and
+ *              pthread_key_create (the exit key, so that every thread
+ *              that finds the heap ready can register for it; glibc's
+ *              takes an entry of a static table and allocates nothing)
+ *              run meanwhile; the fork handlers are registered
+ *              after the heap is ready, so that an allocation
+ *              pthread_atfork makes finds it usable.
  *   claim      On first use a thread claims a slot nobody owns (owners
  *              0 -> 1 by compare-and-swap on state, whatever the flag):
  *              it owns it alone and, if fences, may take the fast path.
@@ -132,6 +136,7 @@
 #include <unistd.h>
 
 #include "malloc_internal.h"
+#include "malloc_testing.h"
 
 /* The slot of threads past their exit (see "exit"); never owned. */
 #define LATE_SLOT (MM_MAX_CPUS - 1)
@@ -141,12 +146,16 @@ struct spanheap mm_malloc_sh;
 struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
 _Thread_local struct mm_malloc_thread mm_malloc_self = {.slot_id = -1};
 atomic_int mm_malloc_bg_state;
+#ifdef MM_TEST_HOOKS
+void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where);
+#endif
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
-/* Set before init_state is 2 (and by fork_child, alone); then read-only. */
+/* Set before init_state is 2 (fences also by fork_child, alone); then
+ * read-only. */
 static bool fences;
 static pthread_key_t exit_key;
-static atomic_bool key_ready;
+static bool key_ready;
 static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint claim_hint;
 
@@ -245,10 +254,13 @@ static void heap_init(void)
 		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
 	fences = fences_register();
+	/* The key before the heap is published: a thread that finds it
+	 * ready registers for it. Made after, a thread's first call in
+	 * between claimed a slot without it, which it never gave back. */
+	key_ready = pthread_key_create(&exit_key, slot_exit) == 0;
 	atomic_store_explicit(&init_state, 2, memory_order_release);
-	/* Past this point allocations work, also from inside these. */
-	if (pthread_key_create(&exit_key, slot_exit) == 0)
-		atomic_store(&key_ready, true);
+	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
+	/* Past this point allocations work, also from inside this. */
 	register_fork_handlers();
 }
 
@@ -293,9 +305,9 @@ int mm_malloc_first_use(void)
 		return mm_malloc_self.slot_id;
 	int s = slot_claim();
 	mm_malloc_self.slot_id = s;
-	/* Without the key (the very first thread, while init registers it)
-	 * the slot is not given back at exit: the main thread's is not. */
-	if (atomic_load(&key_ready))
+	/* Without the key (none was free) the slot is not given back at
+	 * exit. */
+	if (key_ready)
 		pthread_setspecific(exit_key, (void *)1);
 	return s;
 }

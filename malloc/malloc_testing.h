@@ -1,0 +1,41 @@
+/*
+ * malloc/malloc_testing.h: test hooks of the hosted malloc's set-up and
+ * thread slots (slots.c), compiled in only when the build defines
+ * MM_TEST_HOOKS: the test variant, libmm_malloc_hooks.so (malloc.mk),
+ * never libmm_malloc.so, which gets no hook and no cost.
+ *
+ * A hook widens a window between two steps of slots.c that no test could
+ * hit by chance, so that a test program (tests/real/malloc_hooks_test.c)
+ * can run another thread inside it. The program sets the pointer before
+ * its first allocation and finds it through its own weak reference.
+ */
+#ifndef MALLOC_TESTING_H
+#define MALLOC_TESTING_H
+
+enum mm_malloc_hook_point {
+	/* The initialising thread has made the heap ready (other threads'
+	 * first calls go through from here) and has not yet returned from
+	 * heap_init; it holds no slot and is inside no API call. */
+	MM_MALLOC_HOOK_INIT_READY,
+};
+
+#ifdef MM_TEST_HOOKS
+/* Set by the test program; NULL otherwise. Called by the thread that
+ * reaches the point. Exported, for the test program to set. */
+extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
+        __attribute__((visibility("default")));
+
+static inline void mm_malloc_hook(enum mm_malloc_hook_point where)
+{
+	void (*fn)(enum mm_malloc_hook_point) = mm_malloc_test_hook;
+	if (fn)
+		fn(where);
+}
+#else
+static inline void mm_malloc_hook(enum mm_malloc_hook_point where)
+{
+	(void)where;
+}
+#endif
+
+#endif

@@ -1,0 +1,165 @@
+/*
+ * tests/real/malloc_hooks_test.c: the windows of the hosted malloc's
+ * thread slots (malloc/slots.c) that no test hits by chance, run under the
+ * test variant libmm_malloc_hooks.so (tests/real/run-quick), whose hooks
+ * (malloc/malloc_testing.h) stop a thread at a named point while this
+ * program runs another through the window.
+ *
+ * A hook at the heap's set-up fires once per process, at its first
+ * allocation, so each test runs as a scenario in a fresh process (this
+ * program again, with the scenario's name as argv[1]) that sets the hook
+ * before it allocates. The parent prints one line a test ("ok name" /
+ * "not ok name: why", why being the scenario's stderr) and last
+ * "N passed, N failed", as malloc_api_test.c does.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc/malloc_testing.h"
+
+/* Weak: found in the preloaded test variant, NULL under any other. */
+extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
+        __attribute__((weak));
+extern unsigned mm_malloc_threads(void) __attribute__((weak));
+
+/* ---- A thread's first call while the heap's set-up ends ---------------- */
+
+static atomic_int init_hook_runs;
+static atomic_bool init_thread_done;
+static unsigned init_owners_before;
+
+static void *first_call(void *arg)
+{
+	free(malloc(16)); /* this thread's first call: claims a slot */
+	return arg;
+}
+
+/* On the initialising thread, once the heap is ready: another thread
+ * makes its first call and exits before set-up has ended. */
+static void in_init_window(enum mm_malloc_hook_point where)
+{
+	if (where != MM_MALLOC_HOOK_INIT_READY)
+		return;
+	mm_malloc_test_hook = NULL;
+	atomic_fetch_add(&init_hook_runs, 1);
+	init_owners_before = mm_malloc_threads();
+	pthread_t t;
+	if (pthread_create(&t, NULL, first_call, NULL) == 0 &&
+	    pthread_join(t, NULL) == 0)
+		atomic_store(&init_thread_done, true);
+}
+
+/* A thread whose first call comes after the heap is ready but before its
+ * initialiser has returned from heap_init gives its slot back when it
+ * exits: until this version the exit key was made after the heap was
+ * published, and such a thread never registered for it (a slot leaked;
+ * 63 such threads and every later thread shared a slot). */
+static int init_window(void)
+{
+	mm_malloc_test_hook = in_init_window;
+	free(malloc(16)); /* the process's first allocation */
+	if (atomic_load(&init_hook_runs) != 1) {
+		fprintf(stderr,
+		        "the hook ran %d times, not once: did "
+		        "something allocate before main?",
+		        atomic_load(&init_hook_runs));
+		return 2;
+	}
+	if (!atomic_load(&init_thread_done)) {
+		fprintf(stderr, "the thread in the window did not run");
+		return 3;
+	}
+	/* This thread's slot only (claimed by pthread_create's allocation
+	 * in the window, or after it). */
+	unsigned owners = mm_malloc_threads();
+	if (owners != init_owners_before + 1) {
+		fprintf(stderr,
+		        "%u slots owned after the thread in the window "
+		        "exited, %u expected (%u before it, and this "
+		        "thread's)",
+		        owners, init_owners_before + 1, init_owners_before);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- Driver ------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	int (*fn)(void);
+} scenarios[] = {
+        {"init_window_exit_gives_slot_back", init_window},
+};
+
+enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
+
+/* Runs scenario i in a fresh process; returns NULL or why it failed. */
+static const char *run_scenario(const char *self, int i)
+{
+	static char why[512];
+	int fd[2];
+	if (pipe(fd) != 0)
+		return "pipe failed";
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		char arg[16];
+		snprintf(arg, sizeof(arg), "%d", i);
+		execl(self, self, arg, (char *)NULL);
+		_exit(127);
+	}
+	close(fd[1]);
+	size_t n = 0;
+	ssize_t r;
+	char err[400];
+	while (n + 1 < sizeof(err) &&
+	       (r = read(fd[0], err + n, sizeof(err) - n - 1)) > 0)
+		n += (size_t)r;
+	err[n] = 0;
+	close(fd[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return NULL;
+	snprintf(why, sizeof(why), "status %#x: %s", st, err);
+	return why;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1) {
+		alarm(20); /* a hang in a window ends as a failure */
+		int i = atoi(argv[1]);
+		return i >= 0 && i < NSCENARIOS ? scenarios[i].fn() : 126;
+	}
+	if (&mm_malloc_test_hook == NULL || !mm_malloc_threads) {
+		printf("not ok preload: mm_malloc_test_hook not found (run "
+		       "under LD_PRELOAD=libmm_malloc_hooks.so)\n"
+		       "0 passed, 1 failed\n");
+		return 1;
+	}
+	int pass = 0, fail = 0;
+	for (int i = 0; i < NSCENARIOS; i++) {
+		const char *e = run_scenario(argv[0], i);
+		if (e) {
+			printf("not ok %s: %s\n", scenarios[i].name, e);
+			fail++;
+		} else {
+			printf("ok %s\n", scenarios[i].name);
+			pass++;
+		}
+		fflush(stdout);
+	}
+	printf("%d passed, %d failed\n", pass, fail);
+	return fail != 0;
+}
