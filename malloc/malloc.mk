@@ -57,11 +57,15 @@ $(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS)
 
 .PHONY: malloc
 
-# The C test of the entry points' conventions (run under LD_PRELOAD).
+# The C test of the entry points' conventions (run under LD_PRELOAD): one
+# program of a file a topic, which share tests/real/malloc_api_test.h.
 # -fno-builtin: the compiler must not fold the calls it tests. It links a
 # small library with a fork handler (tests/real/fork_lib.c), found next
 # to it.
 MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
+MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
+	malloc_api_errors.c malloc_api_threads.c malloc_api_slots.c \
+	malloc_api_fresh.c)
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c
@@ -69,9 +73,11 @@ $(MALLOC_FORK_LIB): tests/real/fork_lib.c
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< \
 		-lpthread
 
-$(MALLOC_API_TEST): tests/real/malloc_api_test.c $(MALLOC_FORK_LIB)
+$(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
+		$(MALLOC_FORK_LIB)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -o $@ $< \
+	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
+		$(MALLOC_API_SRCS) \
 		-L$(MALLOC_BUILD) -lmm_fork_lib -Wl,-rpath,'$$ORIGIN' \
 		-lpthread -ldl
 

@@ -1,9 +1,10 @@
 /*
  * tests/real/fork_lib.c: a shared library that makes its state fork-safe
- * the usual way, for malloc_api_test (test fork_handler_order), which
- * links it: its constructor registers a prepare handler that takes its
- * mutex. The dynamic loader runs a linked library's constructor before an
- * LD_PRELOAD library's, and before the process's first malloc.
+ * the usual way, for malloc_api_test (test fork_handler_order, in
+ * malloc_api_threads.c), which links it: its constructor registers a
+ * prepare handler that takes its mutex. The dynamic loader runs a linked
+ * library's constructor before an LD_PRELOAD library's, and before the
+ * process's first malloc.
  */
 #include <pthread.h>
 

@@ -1,0 +1,405 @@
+/*
+ * tests/real/malloc_api_fresh.c: malloc-api-test's background threads
+ * and the scenarios that run in a fresh process: this program again, with
+ * the scenario's name as argv[1] (run_scenario, first_scenario;
+ * malloc_api_test.h).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+/* Allocates and frees 16 MiB: past the heap size (8 MiB) from which the
+ * background threads run. */
+static void grow_heap(void)
+{
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		memset(v[i] = malloc(64 << 10), 1, 64 << 10);
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+}
+
+/* Grows the heap past the threads' threshold and waits for them (up to
+ * 10 s: they start at once, but a loaded machine may stall a process);
+ * returns which were found: 1 the sweeper, 2 the scavenger. */
+static int background_threads_up(void)
+{
+	grow_heap();
+	for (int i = 0; i < 1000; i++)
+		free(malloc(100));
+	int found = 0;
+	for (int tries = 0; tries < 500 && found != 3; tries++) {
+		found = 0;
+		char path[300], comm[32];
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			         e->d_name);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			if (fgets(comm, sizeof(comm), f)) {
+				found |= strstr(comm, "mm_sweeper") ? 1 : 0;
+				found |= strstr(comm, "mm_mheap_scav") ? 2 : 0;
+			}
+			fclose(f);
+		}
+		if (d)
+			closedir(d);
+		if (found != 3)
+			usleep(20000);
+	}
+	return found;
+}
+
+/* The background threads are running (after the heap grew). */
+const char *test_background(void)
+{
+	int found = background_threads_up();
+	CHECK(found == 3, "background threads not found (mask %d)", found);
+	return NULL;
+}
+
+/* Fresh processes whose first allocations come from pthread_create or
+ * dlopen, or whose threads all pthread_exit (argv[1] names the scenario):
+ * they must finish, with status 0. */
+static int calloc_untouched(void);
+static int signal_fork(void);
+static int clone_child(void);
+
+int first_scenario(const char *what)
+{
+	if (strcmp(what, "exchange") == 0) {
+		/* MM_MALLOC_MEMBARRIER=0: every call takes the exchange. */
+		const char *e = !find_extensions() ? "no mm_malloc extensions"
+		                : strcmp(slot_mode(), "exchange") != 0
+		                        ? "MM_MALLOC_MEMBARRIER=0 ignored"
+		                        : test_fork_stress();
+		if (!e)
+			e = test_fork_shared();
+		if (!e)
+			e = test_threads_share();
+		if (e)
+			fprintf(stderr, "%s\n", e);
+		return e != NULL;
+	}
+	alarm(20);
+	if (strcmp(what, "calloc-untouched") == 0)
+		return calloc_untouched();
+	if (strcmp(what, "signal-fork") == 0)
+		return signal_fork();
+	if (strcmp(what, "clone-child") == 0)
+		return clone_child();
+	if (strcmp(what, "underscore-fork") == 0) {
+		/* _Fork runs no fork handlers: its child has none of the
+		 * background threads, and its next fork must not wait for
+		 * them (it joined them, forever). */
+		if (background_threads_up() != 3)
+			return 4;
+		/* Bursts of frees keep the sweeper busy (taking the heap's
+		 * and the classes' locks) while the program forks: a child
+		 * could inherit a lock held by a thread it does not have. */
+		enum { N = 50000 };
+		static void *v[N];
+		for (int it = 0; it < 100; it++) {
+			for (int i = 0; i < N; i++)
+				v[i] = malloc(16 + (size_t)(i % 500));
+			for (int i = 0; i < N; i++)
+				free(v[(i * 7919L) % N]);
+			pid_t pid = _Fork();
+			if (pid == 0) {
+				alarm(20); /* not inherited */
+				for (int i = 0; i < 1000; i++)
+					free(malloc((size_t)i));
+				pid_t g = fork();
+				if (g == 0)
+					_exit(malloc(10) ? 0 : 1);
+				int gs;
+				waitpid(g, &gs, 0);
+				_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0
+				              ? 0
+				              : 5);
+			}
+			int st;
+			waitpid(pid, &st, 0);
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+				return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
+		}
+		return 0;
+	}
+	if (strcmp(what, "no-background") == 0) {
+		/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size
+		 * that starts them, no thread but this one. */
+		grow_heap();
+		for (int i = 0; i < 1000; i++)
+			free(malloc(100));
+		usleep(100000);
+		unsigned n = 0;
+		DIR *d = opendir("/proc/self/task");
+		while (d && readdir(d))
+			n++;
+		if (d)
+			closedir(d);
+		return n == 3 ? 0 : 3; /* ".", ".." and this thread */
+	}
+	if (strcmp(what, "address-limit") == 0) {
+		/* Under RLIMIT_AS (the parent set it): the heap settles for
+		 * a smaller arena and works. */
+		char *p = malloc(64 << 20);
+		if (!p)
+			return 2;
+		memset(p, 1, 64 << 20);
+		free(p);
+		return 0;
+	}
+	if (strcmp(what, "first-pthread") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, child_thread, NULL))
+			return 1;
+		void *r;
+		pthread_join(t, &r);
+		free(r);
+	} else if (strcmp(what, "pthread-exit") == 0) {
+		/* Every thread exits with pthread_exit, main first: glibc
+		 * then ends the process with status 0, and our background
+		 * threads must not keep it alive. */
+		grow_heap();
+		free(malloc(100)); /* starts them */
+		pthread_t t;
+		pthread_create(&t, NULL, child_thread, NULL);
+		pthread_exit(NULL);
+	} else {
+		void *h = dlopen("libz.so.1", RTLD_NOW);
+		if (!h)
+			h = dlopen("libm.so.6", RTLD_NOW);
+		if (!h)
+			return 1;
+		dlclose(h);
+	}
+	free(malloc(10));
+	return 0;
+}
+
+/* The fork and sharing stresses again in a process told not to use
+ * membarrier: the fallback must stay correct too. */
+const char *test_exchange_mode(void)
+{
+	int st = run_scenario("exchange", "MM_MALLOC_MEMBARRIER", "0", 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "exchange mode: status %#x (its reason on stderr)", st);
+	return NULL;
+}
+
+const char *test_first_allocations(void)
+{
+	static const char *const what[] = {"first-pthread", "first-dlopen",
+	                                   "pthread-exit"};
+	for (int i = 0; i < 3; i++) {
+		int st = run_scenario(what[i], NULL, NULL, 0);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: status %#x",
+		      what[i], st);
+	}
+	return NULL;
+}
+
+/* Children made by _Fork (no fork handlers) of a process whose background
+ * threads run and sweep allocate and fork in turn. */
+const char *test_underscore_fork(void)
+{
+	int st = run_scenario("underscore-fork", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "_Fork's child forking: status %#x (SIGALRM: it hung)", st);
+	return NULL;
+}
+
+/* calloc of a large block of fresh memory writes none of it: it stays
+ * out of memory until used (it was all written: 4 GiB took 11.6 s and
+ * 4 GiB of memory). In a fresh process, whose heap holds no freed (dirty)
+ * pages that the block could reuse. */
+static int calloc_untouched(void)
+{
+	const size_t n = (size_t)1 << 30;
+	unsigned char *p = calloc(1, n);
+	if (!p)
+		return 2;
+	size_t np = n / 4096, resident = 0;
+	unsigned char *v = malloc(np);
+	if (!v || mincore(p, n, v) != 0)
+		return 3;
+	for (size_t i = 0; i < np; i++)
+		resident += v[i] & 1;
+	free(v);
+	bool zero = p[0] == 0 && p[n / 2] == 0 && p[n - 1] == 0;
+	free(p);
+	if (!zero)
+		return 4;
+	if (resident >= np / 100) {
+		fprintf(stderr, "%zu of %zu pages resident after calloc\n",
+		        resident, np);
+		return 5;
+	}
+	return 0;
+}
+
+const char *test_calloc_large_untouched(void)
+{
+	int st = run_scenario("calloc-untouched", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "calloc of 1 GiB: status %#x (5: written)", st);
+	return NULL;
+}
+
+/*
+ * _Fork is async-signal-safe: a crash handler may call it while its
+ * thread was inside malloc. With the background threads running, the
+ * library's _Fork ran the fork handlers there, which waited for the slot
+ * the interrupted call held: for ever. A timer signal every 2 ms forks
+ * from its handler while the program allocates.
+ */
+static volatile sig_atomic_t signal_forks, signal_fork_bad;
+
+static void fork_from_handler(int sig)
+{
+	(void)sig;
+	pid_t p = _Fork();
+	if (p == 0)
+		_exit(0);
+	if (p > 0) {
+		int st;
+		waitpid(p, &st, 0);
+		signal_fork_bad |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+		signal_forks++;
+	}
+}
+
+static int signal_fork(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	struct sigaction sa = {.sa_handler = fork_from_handler};
+	sigaction(SIGPROF, &sa, NULL);
+	struct itimerval it = {{0, 2000}, {0, 2000}};
+	setitimer(ITIMER_PROF, &it, NULL);
+	for (long i = 0; signal_forks < 200; i++)
+		free(malloc(16 + (size_t)(i % 2000)));
+	struct itimerval off = {{0, 0}, {0, 0}};
+	setitimer(ITIMER_PROF, &off, NULL);
+	return signal_fork_bad ? 5 : 0;
+}
+
+const char *test_signal_fork(void)
+{
+	int st = run_scenario("signal-fork", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "_Fork from a signal handler: status %#x (SIGALRM: it hung)", st);
+	return NULL;
+}
+
+/* Returns once every background thread has been asleep ('S' in its
+ * /proc/self/task stat) in 5 samples running, 10 ms apart (or after
+ * 1000 samples). */
+static void background_asleep(void)
+{
+	for (int quiet = 0, tries = 0; quiet < 5 && tries < 1000; tries++) {
+		bool all = true;
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *e;
+		while (d && (e = readdir(d))) {
+			char path[300], st[512] = "";
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
+			         e->d_name);
+			FILE *f = fopen(path, "r");
+			if (!f)
+				continue;
+			size_t n = fread(st, 1, sizeof(st) - 1, f);
+			st[n] = 0;
+			fclose(f);
+			char *end = strrchr(st, ')');
+			if (strstr(st, "(mm_") && end && end[2] != 'S')
+				all = false;
+		}
+		if (d)
+			closedir(d);
+		quiet = all ? quiet + 1 : 0;
+		usleep(10000);
+	}
+}
+
+/*
+ * A child made by a raw clone (no fork handlers: sandboxes and container
+ * tools make them so) inherits "background threads running" but none of
+ * the threads; its next fork forgets them and lets it start its own. It
+ * also inherited the count of running background threads, so its own
+ * two counted four, and took the process's three threads for background
+ * ones only: they ended the child with exit(0) (at once, in a review's
+ * run). The child exits 9 after a second with its threads running. The
+ * parent clones while its own threads sleep, holding no lock.
+ */
+static int clone_child(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	background_asleep();
+	pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+	if (pid == 0) {
+		alarm(20);
+		free(malloc(10));
+		pid_t g = fork();
+		if (g == 0)
+			_exit(0);
+		waitpid(g, NULL, 0);
+		if (background_threads_up() != 3)
+			_exit(5);
+		for (int i = 0; i < 10; i++)
+			usleep(100000); /* the threads check every 100 ms */
+		_exit(9);
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 9)
+		return 0;
+	fprintf(stderr, "clone child: status %#x\n", (unsigned)st);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 6 : 7;
+}
+
+const char *test_clone_child(void)
+{
+	int st = run_scenario("clone-child", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a raw clone's child that forks and restarts the background "
+	      "threads: status %#x (6: they ended it with exit(0))",
+	      st);
+	return NULL;
+}
+
+/* MM_MALLOC_BACKGROUND=0 keeps a program single-threaded (a program that
+ * will unshare(CLONE_NEWUSER) needs that). */
+const char *test_no_background(void)
+{
+	int st = run_scenario("no-background", "MM_MALLOC_BACKGROUND", "0", 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "MM_MALLOC_BACKGROUND=0: status %#x (3: threads started)", st);
+	return NULL;
+}
+
+/* A program whose address space is limited below the default arena
+ * (ulimit -v, as batch systems set): it aborted at its first malloc. */
+const char *test_address_limit(void)
+{
+	int st = run_scenario("address-limit", NULL, NULL, (size_t)4 << 30);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "under a 4 GiB address-space limit: status %#x", st);
+	return NULL;
+}

@@ -1,0 +1,82 @@
+/*
+ * tests/real/malloc_api_test.h: what the translation units of one test
+ * program, malloc-api-test (malloc.mk), share: the CHECK convention, the
+ * library's extensions, the ways to run code in a child or a fresh
+ * process, the helpers one topic lends another, and every test the
+ * runner (malloc_api_test.c) calls.
+ *
+ * The program's files, by topic:
+ *   malloc_api_test.c    the runner, its child-process helpers and the
+ *                        misuse aborts
+ *   malloc_api_errors.c  errors (errno), alignment and sizes
+ *   malloc_api_threads.c threads, fork, and the fork handlers' order
+ *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
+ *                        teardown after it gave its slot back
+ *   malloc_api_fresh.c   the background threads and the scenarios that
+ *                        need a fresh process (run_scenario)
+ */
+#ifndef MALLOC_API_TEST_H
+#define MALLOC_API_TEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+/* What went wrong in the failing test; one at a time, as tests run in
+ * turn. */
+extern char why[512];
+
+#define CHECK(cond, ...)                                         \
+	do {                                                     \
+		if (!(cond)) {                                   \
+			snprintf(why, sizeof(why), __VA_ARGS__); \
+			return why;                              \
+		}                                                \
+	} while (0)
+
+/* The library's extensions (mm_malloc.h), found by find_extensions. */
+extern unsigned (*threads_owned)(void);
+extern const char *(*slot_mode)(void);
+bool find_extensions(void);
+
+/* This program's path, for run_scenario. */
+extern const char *self_exe;
+
+int in_child(void (*fn)(void), char *out, size_t outsz);
+int run_scenario(const char *what, const char *env, const char *val,
+                 size_t as_limit);
+/* The fresh process's side of run_scenario: argv[1] names the scenario;
+ * returns its exit status. */
+int first_scenario(const char *what);
+
+/* Lent by malloc_api_threads.c: a thread that allocates and frees, and
+ * returns an object for its joiner to free. */
+void *child_thread(void *arg);
+
+/* The tests, in the runner's order. Each returns NULL or what went
+ * wrong. */
+const char *test_errno(void);
+const char *test_malloc_zero(void);
+const char *test_free_keeps_errno(void);
+const char *test_alignment(void);
+const char *test_realloc_calloc(void);
+const char *test_thread_churn(void);
+const char *test_threads_share(void);
+const char *test_fork(void);
+const char *test_fork_handler_order(void);
+const char *test_slot_mode(void);
+const char *test_fork_stress(void);
+const char *test_fork_shared(void);
+const char *test_exchange_mode(void);
+const char *test_exit_late(void);
+const char *test_misuse(void);
+const char *test_background(void);
+const char *test_no_background(void);
+const char *test_underscore_fork(void);
+const char *test_signal_fork(void);
+const char *test_clone_child(void);
+const char *test_first_allocations(void);
+const char *test_address_limit(void);
+const char *test_calloc_large_untouched(void);
+
+#endif

@@ -1,0 +1,213 @@
+/*
+ * tests/real/malloc_api_threads.c: malloc-api-test's threads (slots
+ * given back, shared), fork from a multi-threaded parent, and the fork
+ * handlers' order (malloc_api_test.h).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+/* ---- Threads ------------------------------------------------------------ */
+
+static void *churn(void *arg)
+{
+	uintptr_t seed = (uintptr_t)arg * 2654435761u + 1;
+	void *keep[64] = {0};
+	for (int i = 0; i < 400; i++) {
+		seed = seed * 6364136223846793005u + 1442695040888963407u;
+		unsigned k = (unsigned)(seed >> 58);
+		free(keep[k]);
+		keep[k] = malloc((seed >> 20) % 3000);
+	}
+	for (int k = 0; k < 64; k++)
+		free(keep[k]);
+	return malloc(64); /* freed by the joiner: a remote free */
+}
+
+const char *test_thread_churn(void)
+{
+	/* 4000 threads, 16 at a time: each claims a slot and must give it
+	 * back when it exits. */
+	unsigned before = threads_owned();
+	for (int round = 0; round < 250; round++) {
+		pthread_t t[16];
+		for (int i = 0; i < 16; i++)
+			CHECK(pthread_create(
+			              &t[i], NULL, churn,
+			              (void *)(uintptr_t)(round * 16 + i)) == 0,
+			      "pthread_create");
+		for (int i = 0; i < 16; i++) {
+			void *r;
+			pthread_join(t[i], &r);
+			free(r);
+		}
+	}
+	unsigned after = threads_owned();
+	CHECK(after <= before, "slots owned: %u before, %u after 4000 threads",
+	      before, after);
+	return NULL;
+}
+
+const char *test_threads_share(void)
+{
+	/* More live threads than slots: they share slots and still work. */
+	enum { N = 100 };
+	pthread_t t[N];
+	for (int i = 0; i < N; i++)
+		CHECK(pthread_create(&t[i], NULL, churn,
+		                     (void *)(uintptr_t)i) == 0,
+		      "pthread_create %d", i);
+	for (int i = 0; i < N; i++) {
+		void *r;
+		pthread_join(t[i], &r);
+		free(r);
+	}
+	return NULL;
+}
+
+/* ---- fork --------------------------------------------------------------- */
+
+static atomic_bool stop_churn;
+
+static void *churn_forever(void *arg)
+{
+	while (!stop_churn)
+		free(churn(arg));
+	return NULL;
+}
+
+void *child_thread(void *arg)
+{
+	return churn(arg);
+}
+
+const char *test_fork(void)
+{
+	pthread_t t[3];
+	stop_churn = false;
+	for (int i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, churn_forever,
+		               (void *)(uintptr_t)i);
+	const char *err = NULL;
+	for (int k = 0; k < 30 && !err; k++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			/* The child of a multi-threaded parent allocates,
+			 * frees, makes threads, and forks again. */
+			alarm(20);
+			free(churn((void *)1));
+			void *big = malloc(10 << 20);
+			memset(big, 1, 10 << 20);
+			free(big);
+			pthread_t c;
+			void *r;
+			pthread_create(&c, NULL, child_thread, NULL);
+			pthread_join(c, &r);
+			free(r);
+			pid_t g = fork();
+			if (g == 0)
+				_exit(malloc(100) ? 0 : 1);
+			int gs;
+			waitpid(g, &gs, 0);
+			_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0 ? 0 : 2);
+		}
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			snprintf(why, sizeof(why), "fork %d: child status %#x",
+			         k, st);
+			err = why;
+		}
+	}
+	stop_churn = true;
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	return err;
+}
+
+/*
+ * A library makes its state fork-safe the usual way: a prepare handler
+ * takes its mutex, registered from its constructor, before the process's
+ * first malloc. Another thread holds that mutex while it allocates. The
+ * allocator's own prepare handler must run after the library's (last,
+ * as glibc takes its malloc locks after every handler): run first, it
+ * held every slot while the library's waited for the mutex, whose holder
+ * waited in malloc for its slot, and fork never returned. Two such
+ * libraries: this program (its constructor runs after the allocator's)
+ * and a shared library it links (tests/real/fork_lib.c), whose
+ * constructor the dynamic loader runs before the allocator's, an
+ * LD_PRELOAD library's: that one hung 3 runs of 3 until the allocator
+ * was linked with -z initfirst.
+ */
+pthread_mutex_t *fork_lib_mutex(void);
+
+static pthread_mutex_t lib_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t *user_lock; /* the lock lib_user allocates under */
+static atomic_bool lib_stop;
+
+static void lib_prepare(void)
+{
+	pthread_mutex_lock(&lib_lock);
+}
+
+static void lib_release(void)
+{
+	pthread_mutex_unlock(&lib_lock);
+}
+
+__attribute__((constructor)) static void lib_constructor(void)
+{
+	pthread_atfork(lib_prepare, lib_release, lib_release);
+}
+
+static void *lib_user(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&lib_stop)) {
+		pthread_mutex_lock(user_lock);
+		free(malloc(64));
+		pthread_mutex_unlock(user_lock);
+	}
+	return NULL;
+}
+
+static void fork_under_lib_lock(void)
+{
+	pthread_t t;
+	pthread_create(&t, NULL, lib_user, NULL);
+	for (int i = 0; i < 300; i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(malloc(32) ? 0 : 1);
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(3);
+	}
+	atomic_store(&lib_stop, true);
+	pthread_join(t, NULL);
+}
+
+const char *test_fork_handler_order(void)
+{
+	pthread_mutex_t *locks[] = {&lib_lock, fork_lib_mutex()};
+	const char *whose[] = {"the program's", "a linked library's"};
+	for (int i = 0; i < 2; i++) {
+		char out[256];
+		user_lock = locks[i];
+		int st = in_child(fork_under_lib_lock, out, sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "300 forks while a thread allocates under a lock that "
+		      "%s prepare handler takes: status %#x (SIGALRM: "
+		      "deadlock) %s",
+		      whose[i], st, out);
+	}
+	return NULL;
+}
