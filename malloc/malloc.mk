@@ -9,12 +9,13 @@
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c \
-	malloc/slots.c malloc/malloc.c
+	malloc/slots.c malloc/fork.c malloc/malloc.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
 # is exported; initial-exec TLS (the slot index) needs no allocation;
 # the compiler must not turn our own code into calls of malloc or free;
 # and -z initfirst: its constructor, which registers the fork handlers,
-# runs before any other library's constructor (malloc/slots.c).
+# runs before any other library's constructor (malloc/slots.c; why:
+# malloc/fork.c).
 # Link-time optimisation lets malloc() and free() inline the span heap's
 # fast paths (no call, fewer registers saved): mixed sizes 28 -> 26.4 ns,
 # 64-byte pairs 13.3 -> 12.6 (best of 5, when LTO came in; docs/DESIGN.md,

@@ -1,7 +1,8 @@
 /*
- * malloc/malloc_internal.h: what the hosted malloc's three files share:
- * the one heap, the thread slots that play CPUs (slots.c), and the hooks
- * of the production port (port_prod.c) that slots.c drives.
+ * malloc/malloc_internal.h: what the hosted malloc's files share: the one
+ * heap, the thread slots that play CPUs (slots.c), what the fork handlers
+ * (fork.c) need of the slots, and the hooks of the production port
+ * (port_prod.c) that slots.c drives.
  *
  * A thread "holds" its slot from entry to exit of every malloc API call
  * (mm_malloc_enter / mm_malloc_leave), so whatever mm/ does inside the
@@ -16,8 +17,10 @@
 #ifndef MALLOC_INTERNAL_H
 #define MALLOC_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "mm/mheap.h"
 #include "mm/spanheap.h"
@@ -47,6 +50,9 @@ struct mm_malloc_slot {
 };
 
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
+
+/* The slot of threads past their exit (slots.c, "exit"); never owned. */
+#define MM_MALLOC_LATE_SLOT (MM_MAX_CPUS - 1)
 
 /* Per thread: mm_malloc_self (pin.h). */
 
@@ -143,5 +149,35 @@ unsigned mm_malloc_slot_owners(void) MM_MALLOC_HIDDEN;
  * "exchange" (membarrier(2) unavailable, or MM_MALLOC_MEMBARRIER=0);
  * decided once, at the heap's initialisation. */
 const char *mm_malloc_slot_mode_name(void) MM_MALLOC_HIDDEN;
+
+/* ---- What fork.c needs of slots.c --------------------------------------- */
+
+/* True if exclusive owners take the fast path (membarrier registered).
+ * Set before the heap is ready, and by fork_child in a child's only
+ * thread; read-only otherwise. */
+extern bool mm_malloc_fences MM_MALLOC_HIDDEN;
+/* Serialises the background threads' start and stop and fork; never
+ * taken holding a slot. */
+extern pthread_mutex_t mm_malloc_ctl_lock MM_MALLOC_HIDDEN;
+/* The process whose background threads run (set when they start; under
+ * mm_malloc_ctl_lock). */
+extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;
+
+/* membarrier(2) with command cmd; its return value. */
+long mm_malloc_membarrier(int cmd) MM_MALLOC_HIDDEN;
+/* A full barrier in every thread of the process (slots.c, "Why"). */
+void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
+/* Takes slot s on the slow path: its busy word, then its exclusive owner
+ * out of the fast path. */
+void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
+
+/* ---- What slots.c needs of fork.c --------------------------------------- */
+
+/* Registers the fork handlers, once: from the constructor, or from the
+ * heap's set-up if an allocation comes first (fork.c says why). */
+void mm_malloc_register_fork_handlers(void) MM_MALLOC_HIDDEN;
+/* The constructor's part: registers the handlers and finds glibc's
+ * _Fork, which ours wraps. */
+void mm_malloc_fork_init(void) MM_MALLOC_HIDDEN;
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * malloc/slots.c: the hosted malloc's set-up and its threads: the heap's
- * bootstrap, the thread slots that play the span heap's CPUs, fork(), and
- * the background threads.
+ * bootstrap, the thread slots that play the span heap's CPUs, and the
+ * background threads. fork()'s handlers and _Fork are in fork.c; their
+ * algorithm is described here, with the slots they take.
  *
  * Representation. MM_MAX_CPUS slots, each one cache line of three words
  * (malloc_internal.h): in (the exclusive owner is inside a call), state
@@ -63,7 +64,7 @@
  *              child: only the forking thread is left: every slot is
  *              unowned but its own, which it owns alone; it registers for
  *              membarrier again (falling back to exchanges if that fails).
- *              Both restart the background threads lazily.
+ *              Both restart the background threads lazily (fork.c).
  *   background The sweeper and the scavenger start on an allocation made
  *              after our constructor ran (the first of every object's,
  *              -z initfirst; libc is set up by the next allocation) and
@@ -125,7 +126,6 @@
  * per fork.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <errno.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -138,9 +138,6 @@
 #include "malloc_internal.h"
 #include "malloc_testing.h"
 
-/* The slot of threads past their exit (see "exit"); never owned. */
-#define LATE_SLOT (MM_MAX_CPUS - 1)
-
 struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
 struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
@@ -151,20 +148,17 @@ void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where);
 #endif
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
-/* Set before init_state is 2 (fences also by fork_child, alone); then
+/* Set before init_state is 2 (also by fork_child, alone); then
  * read-only. */
-static bool fences;
+bool mm_malloc_fences;
 static pthread_key_t exit_key;
 static bool key_ready;
-static pthread_mutex_t ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t mm_malloc_ctl_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_uint claim_hint;
 
 static void slot_exit(void *arg);
-static void fork_prepare(void);
-static void fork_parent(void);
-static void fork_child(void);
 
-static long membarrier(int cmd)
+long mm_malloc_membarrier(int cmd)
 {
 	return syscall(SYS_membarrier, cmd, 0, 0);
 }
@@ -177,45 +171,19 @@ static bool fences_register(void)
 	const char *e = getenv("MM_MALLOC_MEMBARRIER");
 	if (e && e[0] == '0')
 		return false;
-	long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+	long cmds = mm_malloc_membarrier(MEMBARRIER_CMD_QUERY);
 	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
 		return false;
-	return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+	return mm_malloc_membarrier(
+	               MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
 }
 
 /* A full barrier in every thread of the process (see "Why"). */
-static void fence_others(void)
+void mm_malloc_fence_others(void)
 {
-	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+	if (mm_malloc_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
 		mm_panic("membarrier failed after registering (errno %d)",
 		         errno);
-}
-
-/*
- * The fork handlers are registered before any other library's: from the
- * constructor, which the dynamic loader runs before every other object's
- * (libc's included: the library is linked with -z initfirst, malloc.mk),
- * or at the first allocation if that comes first. glibc runs prepare
- * handlers newest first, so ours, which holds every slot, runs after
- * every other (as glibc takes its own malloc locks after all of them).
- * Run before such a handler, it held the slots while the handler waited
- * for its library's mutex, whose holder waited in malloc for its slot:
- * fork never returned. Until this version that was so for every library
- * the program links: the loader runs their constructors before an
- * LD_PRELOAD library's, and they allocate nothing first. glibc honours
- * one initfirst object: another one, mapped after this library, would
- * take its place (none of the system's libraries here is one).
- */
-static atomic_bool fork_handlers;
-
-static void fork_prepare(void);
-static void fork_parent(void);
-static void fork_child(void);
-
-static void register_fork_handlers(void)
-{
-	if (!atomic_exchange(&fork_handlers, true))
-		pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 /* The smallest arena heap_init settles for. */
@@ -253,7 +221,7 @@ static void heap_init(void)
 		mm_panic("cannot set up the heap (no address space for an "
 		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
-	fences = fences_register();
+	mm_malloc_fences = fences_register();
 	/* The key before the heap is published: a thread that finds it
 	 * ready registers for it. Made after, a thread's first call in
 	 * between claimed a slot without it, which it never gave back. */
@@ -261,7 +229,7 @@ static void heap_init(void)
 	atomic_store_explicit(&init_state, 2, memory_order_release);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
 	/* Past this point allocations work, also from inside this. */
-	register_fork_handlers();
+	mm_malloc_register_fork_handlers();
 }
 
 /* Claims a slot for this thread (see "claim" above) and sets its fast;
@@ -269,21 +237,21 @@ static void heap_init(void)
 static int slot_claim(void)
 {
 	unsigned start = atomic_fetch_add(&claim_hint, 1);
-	for (unsigned k = 0; k < LATE_SLOT; k++) {
-		unsigned i = (start + k) % LATE_SLOT;
+	for (unsigned k = 0; k < MM_MALLOC_LATE_SLOT; k++) {
+		unsigned i = (start + k) % MM_MALLOC_LATE_SLOT;
 		atomic_uint *st = &mm_malloc_slots[i].state;
 		unsigned v = atomic_load_explicit(st, memory_order_relaxed);
 		while (v < MM_SLOT_ONE)
 			if (atomic_compare_exchange_weak(st, &v,
 			                                 v + MM_SLOT_ONE)) {
-				if (fences)
+				if (mm_malloc_fences)
 					mm_malloc_self.fast =
 					        &mm_malloc_slots[i];
 				return (int)i;
 			}
 	}
-	unsigned best = start % LATE_SLOT, least = UINT32_MAX;
-	for (unsigned i = 0; i < LATE_SLOT; i++) {
+	unsigned best = start % MM_MALLOC_LATE_SLOT, least = UINT32_MAX;
+	for (unsigned i = 0; i < MM_MALLOC_LATE_SLOT; i++) {
 		unsigned n = atomic_load_explicit(&mm_malloc_slots[i].state,
 		                                  memory_order_relaxed);
 		if (n < least) {
@@ -292,8 +260,8 @@ static int slot_claim(void)
 		}
 	}
 	atomic_fetch_add(&mm_malloc_slots[best].state, MM_SLOT_ONE);
-	if (fences)
-		fence_others(); /* invariant 2 */
+	if (mm_malloc_fences)
+		mm_malloc_fence_others(); /* invariant 2 */
 	return (int)best;
 }
 
@@ -325,7 +293,7 @@ static void wait_zero(atomic_uint *w)
 
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
-static void slot_take(int s)
+void mm_malloc_slot_take(int s)
 {
 	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
 	while (atomic_exchange_explicit(&sl->busy, 1, memory_order_acquire))
@@ -340,7 +308,7 @@ _Atomic unsigned *mm_malloc_enter_slow(void)
 	 * slot is claimed: their own allocations are calls of their own. */
 	if (t->slot_id < 0)
 		mm_malloc_first_use();
-	slot_take(t->slot_id);
+	mm_malloc_slot_take(t->slot_id);
 	t->held = &mm_malloc_slots[t->slot_id].busy;
 	return t->held;
 }
@@ -350,13 +318,13 @@ static void slot_exit(void *arg)
 {
 	(void)arg;
 	int s = mm_malloc_self.slot_id;
-	if (s < 0 || s == LATE_SLOT)
+	if (s < 0 || s == MM_MALLOC_LATE_SLOT)
 		return;
 	_Atomic unsigned *held = mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
 	mm_malloc_leave(held);
 	mm_malloc_self.fast = NULL;
-	mm_malloc_self.slot_id = LATE_SLOT;
+	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }
 
@@ -370,7 +338,7 @@ unsigned mm_malloc_slot_owners(void)
 
 const char *mm_malloc_slot_mode_name(void)
 {
-	return fences ? "membarrier" : "exchange";
+	return mm_malloc_fences ? "membarrier" : "exchange";
 }
 
 /* ---- Background threads ------------------------------------------------- */
@@ -400,9 +368,6 @@ static void allow_background(void)
 		                               MM_BG_ALLOWED);
 }
 
-/* glibc's _Fork, which ours wraps (below); found by the constructor. */
-static pid_t (*real_Fork)(void);
-
 /* name's value in envp (getenv's if envp is NULL), or NULL. */
 static const char *env_value(char **envp, const char *name)
 {
@@ -427,8 +392,7 @@ mm_malloc_constructor(int argc, char **argv, char **envp)
 {
 	(void)argc;
 	(void)argv;
-	register_fork_handlers();
-	real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
+	mm_malloc_fork_init();
 	const char *e = env_value(envp, "MM_MALLOC_BACKGROUND");
 	if (e && e[0] == '0' && e[1] == 0)
 		atomic_store(&no_background, true);
@@ -442,159 +406,21 @@ void mm_malloc_note_growth(size_t nbytes)
 	allow_background();
 }
 
-/* The process whose background threads run (set when they start; under
- * ctl_lock). */
-static pid_t bg_pid;
+pid_t mm_malloc_bg_pid;
 
 void mm_malloc_bg_start(void)
 {
-	if (mm_malloc_self.held || pthread_mutex_trylock(&ctl_lock) != 0)
+	if (mm_malloc_self.held ||
+	    pthread_mutex_trylock(&mm_malloc_ctl_lock) != 0)
 		return; /* inside a call, or someone starts or forks now */
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
 		atomic_store(&mm_malloc_bg_state, MM_BG_RUNNING);
-		bg_pid = getpid();
+		mm_malloc_bg_pid = getpid();
 		/* A thread that cannot start is not retried: the heap works
 		 * without it (refills sweep, memory is not given back). */
 		spanheap_sweeper_start(&mm_malloc_sh);
 		mheap_scavenger_start(&mm_malloc_heap);
 	}
-	pthread_mutex_unlock(&ctl_lock);
-}
-
-/* ---- fork --------------------------------------------------------------- */
-
-/* The forking thread's held from prepare to parent or child: its calls
- * meanwhile pass as nested (it holds every slot). Never written. */
-static _Atomic unsigned fork_nested;
-
-/* fork_prepare with ctl_lock already held. */
-static void fork_prepare_locked(void)
-{
-	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {
-		if (getpid() == bg_pid) {
-			spanheap_sweeper_stop(&mm_malloc_sh);
-			mheap_scavenger_stop(&mm_malloc_heap);
-		} else {
-			/* A child made without the handlers (_Fork, clone):
-			 * the threads are its parent's; joining them hung. */
-			mm_malloc_sh.sweeper.thread = NULL;
-			mm_malloc_heap.scav.thread = NULL;
-			mm_malloc_threads_forget();
-		}
-	}
-	/* This thread's own calls until parent/child pass as nested
-	 * (prepare handlers registered before ours run after it), so it
-	 * needs a slot for them. */
-	if (mm_malloc_self.slot_id < 0)
-		mm_malloc_first_use();
-	mm_malloc_self.held = &fork_nested;
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
-	if (fences)
-		fence_others(); /* invariant 3 */
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		slot_take(s);
-}
-
-static void fork_prepare(void)
-{
-	pthread_mutex_lock(&ctl_lock);
-	fork_prepare_locked();
-}
-
-/* Lets this thread's calls and the background threads start again. */
-static void fork_resume(void)
-{
-	mm_malloc_self.held = NULL;
-	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING)
-		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
-}
-
-static void fork_parent(void)
-{
-	/* busy first: a fast entry that sees the flag gone finds the slot
-	 * free; a slow one waits for busy either way. */
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
-		                      memory_order_release);
-	for (int s = 0; s < MM_MAX_CPUS; s++)
-		atomic_fetch_and(&mm_malloc_slots[s].state, ~MM_SLOT_FORK);
-	fork_resume();
-	pthread_mutex_unlock(&ctl_lock);
-}
-
-static void fork_child(void)
-{
-	/* The other threads are gone, their slots and shares with them: this
-	 * thread owns its slot alone (unless it is past its exit). */
-	int me = mm_malloc_self.slot_id;
-	bool own = me >= 0 && me != LATE_SLOT;
-	for (int s = 0; s < MM_MAX_CPUS; s++) {
-		struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-		atomic_store(&sl->state, own && s == me ? MM_SLOT_ONE : 0);
-		atomic_store(&sl->in, 0);
-		atomic_store(&sl->busy, 0);
-	}
-	/* Registration is the process's: say it again for this one. */
-	if (fences &&
-	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0)
-		fences = false;
-	mm_malloc_self.fast = own && fences ? &mm_malloc_slots[me] : NULL;
-	fork_resume();
-	pthread_mutex_init(&ctl_lock, NULL);
-}
-
-/*
- * _Fork (glibc 2.34) forks without the fork handlers. A program that
- * thinks itself single-threaded may call malloc in its child; but our
- * background threads make it multi-threaded, and the child inherited any
- * lock one of them held (the heap's, a class's) with no thread to release
- * it: its first malloc could hang (2 of 300 children, in a review's
- * test). So while they run, this _Fork, which the program's calls reach
- * (glibc's fork calls its own internally), runs our handlers around the
- * real one. Without them it is the real one alone, async-signal-safe as
- * documented; with them it takes our locks, as fork does, but never
- * waits for them: called from a signal handler that interrupted this
- * thread inside a call (its slot held, even while it leaves) or inside
- * bg_start (ctl_lock held), the handlers would wait for ever (a review's
- * test hung 3 runs of 3), so it is the real one alone then, and its
- * child may only do what an async-signal-safe _Fork's child may. The threads'
- * state is read under ctl_lock, which bg_start holds while it starts them.
- */
-/* This thread's slot is held: by this thread, interrupted in the middle
- * of leaving a call (held already NULL, its word not yet cleared), or by
- * another thread sharing the slot. The handlers would wait for it; if it
- * is this thread's own, for ever. */
-static bool own_slot_held(void)
-{
-	int s = mm_malloc_self.slot_id;
-	if (s < 0 || s >= MM_MAX_CPUS)
-		return false;
-	return atomic_load(&mm_malloc_slots[s].in) ||
-	       atomic_load(&mm_malloc_slots[s].busy);
-}
-
-__attribute__((visibility("default"))) pid_t _Fork(void)
-{
-	if (!real_Fork) /* called before our constructor ran */
-		real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
-	if (!real_Fork) {
-		errno = ENOSYS;
-		return -1;
-	}
-	if (mm_malloc_self.held || own_slot_held() ||
-	    pthread_mutex_trylock(&ctl_lock) != 0)
-		return real_Fork();
-	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING) {
-		pthread_mutex_unlock(&ctl_lock);
-		return real_Fork();
-	}
-	fork_prepare_locked();
-	pid_t pid = real_Fork();
-	if (pid == 0)
-		fork_child();
-	else
-		fork_parent();
-	return pid;
+	pthread_mutex_unlock(&mm_malloc_ctl_lock);
 }

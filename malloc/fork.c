@@ -1,0 +1,200 @@
+/*
+ * malloc/fork.c: fork() under the hosted malloc: the fork handlers, which
+ * stop the background threads and take every thread slot so that no
+ * thread is inside mm/ when the process is copied, and _Fork, which runs
+ * them around glibc's while the background threads run.
+ *
+ * Algorithm: slots.c, "fork" (the slots this takes and gives back, and
+ * the membarrier(2) handshake, invariant 3, that keeps their fast
+ * holders out). prepare: stop and join the background threads, set
+ * MM_SLOT_FORK in every slot, fence the other threads, take every slot
+ * on the slow path. parent: clear every busy, then every flag. child:
+ * this thread owns its slot alone, every other is free; it registers for
+ * membarrier again.
+ *
+ * Locking: prepare takes mm_malloc_ctl_lock (slots.c), which serialises
+ * fork with the background threads' start; parent releases it, child
+ * initialises it anew. The slots are taken in index order, with this
+ * thread's own calls meanwhile passing as nested.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "malloc_internal.h"
+
+static void fork_prepare(void);
+static void fork_parent(void);
+static void fork_child(void);
+
+/*
+ * The fork handlers are registered before any other library's: from the
+ * constructor, which the dynamic loader runs before every other object's
+ * (libc's included: the library is linked with -z initfirst, malloc.mk),
+ * or at the first allocation if that comes first. glibc runs prepare
+ * handlers newest first, so ours, which holds every slot, runs after
+ * every other (as glibc takes its own malloc locks after all of them).
+ * Run before such a handler, it held the slots while the handler waited
+ * for its library's mutex, whose holder waited in malloc for its slot:
+ * fork never returned. Until this version that was so for every library
+ * the program links: the loader runs their constructors before an
+ * LD_PRELOAD library's, and they allocate nothing first. glibc honours
+ * one initfirst object: another one, mapped after this library, would
+ * take its place (none of the system's libraries here is one).
+ */
+static atomic_bool fork_handlers;
+
+void mm_malloc_register_fork_handlers(void)
+{
+	if (!atomic_exchange(&fork_handlers, true))
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* glibc's _Fork, which ours wraps (below); found by mm_malloc_fork_init. */
+static pid_t (*real_Fork)(void);
+
+void mm_malloc_fork_init(void)
+{
+	mm_malloc_register_fork_handlers();
+	real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
+}
+
+/* The forking thread's held from prepare to parent or child: its calls
+ * meanwhile pass as nested (it holds every slot). Never written. */
+static _Atomic unsigned fork_nested;
+
+/* fork_prepare with ctl_lock already held. */
+static void fork_prepare_locked(void)
+{
+	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {
+		if (getpid() == mm_malloc_bg_pid) {
+			spanheap_sweeper_stop(&mm_malloc_sh);
+			mheap_scavenger_stop(&mm_malloc_heap);
+		} else {
+			/* A child made without the handlers (_Fork, clone):
+			 * the threads are its parent's; joining them hung. */
+			mm_malloc_sh.sweeper.thread = NULL;
+			mm_malloc_heap.scav.thread = NULL;
+			mm_malloc_threads_forget();
+		}
+	}
+	/* This thread's own calls until parent/child pass as nested
+	 * (prepare handlers registered before ours run after it), so it
+	 * needs a slot for them. */
+	if (mm_malloc_self.slot_id < 0)
+		mm_malloc_first_use();
+	mm_malloc_self.held = &fork_nested;
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
+	if (mm_malloc_fences)
+		mm_malloc_fence_others(); /* invariant 3 */
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		mm_malloc_slot_take(s);
+}
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&mm_malloc_ctl_lock);
+	fork_prepare_locked();
+}
+
+/* Lets this thread's calls and the background threads start again. */
+static void fork_resume(void)
+{
+	mm_malloc_self.held = NULL;
+	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING)
+		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
+}
+
+static void fork_parent(void)
+{
+	/* busy first: a fast entry that sees the flag gone finds the slot
+	 * free; a slow one waits for busy either way. */
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
+		                      memory_order_release);
+	for (int s = 0; s < MM_MAX_CPUS; s++)
+		atomic_fetch_and(&mm_malloc_slots[s].state, ~MM_SLOT_FORK);
+	fork_resume();
+	pthread_mutex_unlock(&mm_malloc_ctl_lock);
+}
+
+static void fork_child(void)
+{
+	/* The other threads are gone, their slots and shares with them: this
+	 * thread owns its slot alone (unless it is past its exit). */
+	int me = mm_malloc_self.slot_id;
+	bool own = me >= 0 && me != MM_MALLOC_LATE_SLOT;
+	for (int s = 0; s < MM_MAX_CPUS; s++) {
+		struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+		atomic_store(&sl->state, own && s == me ? MM_SLOT_ONE : 0);
+		atomic_store(&sl->in, 0);
+		atomic_store(&sl->busy, 0);
+	}
+	/* Registration is the process's: say it again for this one. */
+	if (mm_malloc_fences &&
+	    mm_malloc_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) !=
+	            0)
+		mm_malloc_fences = false;
+	mm_malloc_self.fast =
+	        own && mm_malloc_fences ? &mm_malloc_slots[me] : NULL;
+	fork_resume();
+	pthread_mutex_init(&mm_malloc_ctl_lock, NULL);
+}
+
+/*
+ * _Fork (glibc 2.34) forks without the fork handlers. A program that
+ * thinks itself single-threaded may call malloc in its child; but our
+ * background threads make it multi-threaded, and the child inherited any
+ * lock one of them held (the heap's, a class's) with no thread to release
+ * it: its first malloc could hang (2 of 300 children, in a review's
+ * test). So while they run, this _Fork, which the program's calls reach
+ * (glibc's fork calls its own internally), runs our handlers around the
+ * real one. Without them it is the real one alone, async-signal-safe as
+ * documented; with them it takes our locks, as fork does, but never
+ * waits for them: called from a signal handler that interrupted this
+ * thread inside a call (its slot held, even while it leaves) or inside
+ * bg_start (ctl_lock held), the handlers would wait for ever (a review's
+ * test hung 3 runs of 3), so it is the real one alone then, and its
+ * child may only do what an async-signal-safe _Fork's child may. The threads'
+ * state is read under ctl_lock, which bg_start holds while it starts them.
+ */
+/* This thread's slot is held: by this thread, interrupted in the middle
+ * of leaving a call (held already NULL, its word not yet cleared), or by
+ * another thread sharing the slot. The handlers would wait for it; if it
+ * is this thread's own, for ever. */
+static bool own_slot_held(void)
+{
+	int s = mm_malloc_self.slot_id;
+	if (s < 0 || s >= MM_MAX_CPUS)
+		return false;
+	return atomic_load(&mm_malloc_slots[s].in) ||
+	       atomic_load(&mm_malloc_slots[s].busy);
+}
+
+__attribute__((visibility("default"))) pid_t _Fork(void)
+{
+	if (!real_Fork) /* called before our constructor ran */
+		real_Fork = (pid_t(*)(void))dlsym(RTLD_NEXT, "_Fork");
+	if (!real_Fork) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (mm_malloc_self.held || own_slot_held() ||
+	    pthread_mutex_trylock(&mm_malloc_ctl_lock) != 0)
+		return real_Fork();
+	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING) {
+		pthread_mutex_unlock(&mm_malloc_ctl_lock);
+		return real_Fork();
+	}
+	fork_prepare_locked();
+	pid_t pid = real_Fork();
+	if (pid == 0)
+		fork_child();
+	else
+		fork_parent();
+	return pid;
+}
