@@ -204,10 +204,32 @@ static bool joinable(void *arg)
 	return done;
 }
 
+/* Claims t for one join: false if t is on no list of live threads (freed:
+ * joined already), panics if another join claimed it first. Under the
+ * threads lock, so t's fields are not read unless it is live. */
+static bool join_claim(struct thread *t)
+{
+	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	struct thread *p = all_threads;
+	while (p && p != t)
+		p = p->all_next;
+	bool twice = p && t->join_claimed;
+	if (p)
+		t->join_claimed = true;
+	spin_unlock_irqrestore(&threads_lock, irq);
+	if (twice)
+		panic("thread_join: thread %s (%p) joined by two threads",
+		      t->name, (void *)t);
+	return p != NULL;
+}
+
 void thread_join(struct thread *t)
 {
 	if (t == thread_current())
 		panic("thread_join: thread %s joins itself", t->name);
+	if (!join_claim(t))
+		panic("thread_join: %p is not a live thread (joined already?)",
+		      (void *)t);
 	waitq_wait_until(&thread_exit_wq, joinable, t);
 	list_remove(t);
 	if (!t->boot_stack)

@@ -64,8 +64,10 @@ struct thread {
 	bool wq_queued;
 
 	/* Protected by the threads lock (thread.c): the list of all threads,
-	 * from creation (or adoption) to join. */
+	 * from creation (or adoption) to join; and whether a join has
+	 * claimed it. */
 	struct thread *all_next;
+	bool join_claimed;
 };
 
 /*
@@ -82,7 +84,10 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 __attribute__((noreturn)) void thread_exit(void);
 
 /* Waits for t to exit and frees its stack and struct. Every thread is
- * joined exactly once. */
+ * joined exactly once: a join of a thread already joined (its struct no
+ * longer a live thread's) or one that another join has claimed panics,
+ * naming it. A struct freed and reused by a new thread since cannot be
+ * told apart: that join waits for the new thread. */
 void thread_join(struct thread *t);
 
 /* Lets other runnable threads on this CPU run first. */

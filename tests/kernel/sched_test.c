@@ -409,3 +409,19 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 		frames_refill(head);
 	}
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a thread joined
+ * twice. The second join must panic naming the struct, not read the freed
+ * struct's home CPU and lock whatever lies there. */
+KTEST(demo, thread_join_twice)
+{
+	unsigned where;
+	struct thread *t = thread_create("joined_twice", record_cpu, &where,
+	                                 this_cpu()->id);
+	KASSERT(t != NULL);
+	thread_join(t);
+	ktest_diag("second join of %p", (void *)t);
+	thread_join(t);
+}
+#endif
