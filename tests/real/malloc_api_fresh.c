@@ -79,117 +79,150 @@ static int calloc_untouched(void);
 static int signal_fork(void);
 static int clone_child(void);
 
-int first_scenario(const char *what)
+/* MM_MALLOC_MEMBARRIER=0: every call takes the exchange. */
+static int scenario_exchange(void)
 {
-	if (strcmp(what, "exchange") == 0) {
-		/* MM_MALLOC_MEMBARRIER=0: every call takes the exchange. */
-		const char *e = !find_extensions() ? "no mm_malloc extensions"
-		                : strcmp(slot_mode(), "exchange") != 0
-		                        ? "MM_MALLOC_MEMBARRIER=0 ignored"
-		                        : test_fork_stress();
-		if (!e)
-			e = test_fork_shared();
-		if (!e)
-			e = test_threads_share();
-		if (e)
-			fprintf(stderr, "%s\n", e);
-		return e != NULL;
-	}
-	alarm(20);
-	if (strcmp(what, "calloc-untouched") == 0)
-		return calloc_untouched();
-	if (strcmp(what, "signal-fork") == 0)
-		return signal_fork();
-	if (strcmp(what, "clone-child") == 0)
-		return clone_child();
-	if (strcmp(what, "underscore-fork") == 0) {
-		/* _Fork runs no fork handlers: its child has none of the
-		 * background threads, and its next fork must not wait for
-		 * them (it joined them, forever). */
-		if (background_threads_up() != 3)
-			return 4;
-		/* Bursts of frees keep the sweeper busy (taking the heap's
-		 * and the classes' locks) while the program forks: a child
-		 * could inherit a lock held by a thread it does not have. */
-		enum { N = 50000 };
-		static void *v[N];
-		for (int it = 0; it < 100; it++) {
-			for (int i = 0; i < N; i++)
-				v[i] = malloc(16 + (size_t)(i % 500));
-			for (int i = 0; i < N; i++)
-				free(v[(i * 7919L) % N]);
-			pid_t pid = _Fork();
-			if (pid == 0) {
-				alarm(20); /* not inherited */
-				for (int i = 0; i < 1000; i++)
-					free(malloc((size_t)i));
-				pid_t g = fork();
-				if (g == 0)
-					_exit(malloc(10) ? 0 : 1);
-				int gs;
-				waitpid(g, &gs, 0);
-				_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0
-				              ? 0
-				              : 5);
-			}
-			int st;
-			waitpid(pid, &st, 0);
-			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-				return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
+	const char *e = !find_extensions() ? "no mm_malloc extensions"
+	                : strcmp(slot_mode(), "exchange") != 0
+	                        ? "MM_MALLOC_MEMBARRIER=0 ignored"
+	                        : test_fork_stress();
+	if (!e)
+		e = test_fork_shared();
+	if (!e)
+		e = test_threads_share();
+	if (e)
+		fprintf(stderr, "%s\n", e);
+	return e != NULL;
+}
+
+/* _Fork runs no fork handlers: its child has none of the background
+ * threads, and its next fork must not wait for them (it joined them,
+ * forever). Bursts of frees keep the sweeper busy (taking the heap's and
+ * the classes' locks) while the program forks: a child could inherit a
+ * lock held by a thread it does not have. */
+static int scenario_underscore_fork(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	enum { N = 50000 };
+	static void *v[N];
+	for (int it = 0; it < 100; it++) {
+		for (int i = 0; i < N; i++)
+			v[i] = malloc(16 + (size_t)(i % 500));
+		for (int i = 0; i < N; i++)
+			free(v[(i * 7919L) % N]);
+		pid_t pid = _Fork();
+		if (pid == 0) {
+			alarm(20); /* not inherited */
+			for (int i = 0; i < 1000; i++)
+				free(malloc((size_t)i));
+			pid_t g = fork();
+			if (g == 0)
+				_exit(malloc(10) ? 0 : 1);
+			int gs;
+			waitpid(g, &gs, 0);
+			_exit(WIFEXITED(gs) && WEXITSTATUS(gs) == 0 ? 0 : 5);
 		}
-		return 0;
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 6;
 	}
-	if (strcmp(what, "no-background") == 0) {
-		/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size
-		 * that starts them, no thread but this one. */
-		grow_heap();
-		for (int i = 0; i < 1000; i++)
-			free(malloc(100));
-		usleep(100000);
-		unsigned n = 0;
-		DIR *d = opendir("/proc/self/task");
-		while (d && readdir(d))
-			n++;
-		if (d)
-			closedir(d);
-		return n == 3 ? 0 : 3; /* ".", ".." and this thread */
-	}
-	if (strcmp(what, "address-limit") == 0) {
-		/* Under RLIMIT_AS (the parent set it): the heap settles for
-		 * a smaller arena and works. */
-		char *p = malloc(64 << 20);
-		if (!p)
-			return 2;
-		memset(p, 1, 64 << 20);
-		free(p);
-		return 0;
-	}
-	if (strcmp(what, "first-pthread") == 0) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, child_thread, NULL))
-			return 1;
-		void *r;
-		pthread_join(t, &r);
-		free(r);
-	} else if (strcmp(what, "pthread-exit") == 0) {
-		/* Every thread exits with pthread_exit, main first: glibc
-		 * then ends the process with status 0, and our background
-		 * threads must not keep it alive. */
-		grow_heap();
-		free(malloc(100)); /* starts them */
-		pthread_t t;
-		pthread_create(&t, NULL, child_thread, NULL);
-		pthread_exit(NULL);
-	} else {
-		void *h = dlopen("libz.so.1", RTLD_NOW);
-		if (!h)
-			h = dlopen("libm.so.6", RTLD_NOW);
-		if (!h)
-			return 1;
-		dlclose(h);
-	}
+	return 0;
+}
+
+/* MM_MALLOC_BACKGROUND=0 (the parent set it): past the size that starts
+ * them, no thread but this one. */
+static int scenario_no_background(void)
+{
+	grow_heap();
+	for (int i = 0; i < 1000; i++)
+		free(malloc(100));
+	usleep(100000);
+	unsigned n = 0;
+	DIR *d = opendir("/proc/self/task");
+	while (d && readdir(d))
+		n++;
+	if (d)
+		closedir(d);
+	return n == 3 ? 0 : 3; /* ".", ".." and this thread */
+}
+
+/* Under RLIMIT_AS (the parent set it): the heap settles for a smaller
+ * arena and works. */
+static int scenario_address_limit(void)
+{
+	char *p = malloc(64 << 20);
+	if (!p)
+		return 2;
+	memset(p, 1, 64 << 20);
+	free(p);
+	return 0;
+}
+
+/* The first allocation comes from pthread_create. */
+static int scenario_first_pthread(void)
+{
+	pthread_t t;
+	if (pthread_create(&t, NULL, child_thread, NULL))
+		return 1;
+	void *r;
+	pthread_join(t, &r);
+	free(r);
 	free(malloc(10));
 	return 0;
+}
+
+/* Every thread exits with pthread_exit, main first: glibc then ends the
+ * process with status 0, and our background threads must not keep it
+ * alive. */
+static int scenario_pthread_exit(void)
+{
+	grow_heap();
+	free(malloc(100)); /* starts them */
+	pthread_t t;
+	pthread_create(&t, NULL, child_thread, NULL);
+	pthread_exit(NULL);
+}
+
+/* The first allocation comes from dlopen. */
+static int scenario_dlopen(void)
+{
+	void *h = dlopen("libz.so.1", RTLD_NOW);
+	if (!h)
+		h = dlopen("libm.so.6", RTLD_NOW);
+	if (!h)
+		return 1;
+	dlclose(h);
+	free(malloc(10));
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(void);
+} scenarios[] = {
+        {"calloc-untouched", calloc_untouched},
+        {"signal-fork", signal_fork},
+        {"clone-child", clone_child},
+        {"underscore-fork", scenario_underscore_fork},
+        {"no-background", scenario_no_background},
+        {"address-limit", scenario_address_limit},
+        {"first-pthread", scenario_first_pthread},
+        {"pthread-exit", scenario_pthread_exit},
+};
+
+/* The scenario what names; any other name is the dlopen one. Every
+ * scenario but the exchange mode's runs under a 20 s alarm. */
+int first_scenario(const char *what)
+{
+	if (strcmp(what, "exchange") == 0)
+		return scenario_exchange();
+	alarm(20);
+	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
+		if (strcmp(what, scenarios[i].name) == 0)
+			return scenarios[i].fn();
+	return scenario_dlopen();
 }
 
 /* The fork and sharing stresses again in a process told not to use
