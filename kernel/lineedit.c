@@ -72,14 +72,20 @@ static void remember(struct lineedit *le)
 static void browse(struct lineedit *le, bool up)
 {
 	if (up && le->browse < le->nhist) {
-		if (le->browse == 0)
+		if (le->browse == 0) {
 			memcpy(le->draft, le->buf, le->len + 1);
+			le->draft_overflow = le->overflow;
+		}
 		le->browse++;
 		set_line(le, lineedit_history(le, le->browse - 1));
 	} else if (!up && le->browse > 0) {
 		le->browse--;
 		set_line(le, le->browse ? lineedit_history(le, le->browse - 1)
 		                        : le->draft);
+		/* The draft's unechoed excess comes back with it: Enter
+		 * still rejects an overlong line whole. */
+		if (le->browse == 0)
+			le->overflow = le->draft_overflow;
 	}
 }
 

@@ -43,6 +43,7 @@ struct lineedit {
 	size_t nhist, hist_next;
 	size_t browse;
 	char draft[LINEEDIT_MAX + 1]; /* the typed line, kept while browsing */
+	size_t draft_overflow;        /* and its excess (see overflow) */
 };
 
 void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);

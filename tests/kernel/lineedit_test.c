@@ -146,3 +146,25 @@ KTEST(lineedit, history_on_the_arrow_keys)
 	KEXPECT_STREQ(lineedit_history(&le, LINEEDIT_HISTORY - 1), "cmd03");
 	KEXPECT(lineedit_history(&le, LINEEDIT_HISTORY) == NULL);
 }
+
+KTEST(lineedit, overlong_draft_stays_overlong_after_browsing)
+{
+	char keys[LINEEDIT_MAX + 16];
+	reset();
+	type("help\r", NULL);
+	/* An overlong line, then Up and Down back to it: its excess was
+	 * typed, so Enter must still reject it, not run its first
+	 * LINEEDIT_MAX characters. */
+	memset(keys, 'a', LINEEDIT_MAX + 5);
+	keys[LINEEDIT_MAX + 5] = '\0';
+	type(keys, NULL);
+	type(UP, NULL);
+	KEXPECT_STREQ(le.buf, "help");
+	type(DOWN, NULL);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_OVERLONG);
+	KEXPECT_STREQ(lineedit_history(&le, 0), "help");
+	/* Erasing the excess after coming back makes it acceptable. */
+	type(keys, NULL);
+	type(UP DOWN "\x7f\x7f\x7f\x7f\x7f\r", NULL);
+	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX);
+}
