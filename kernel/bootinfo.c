@@ -2,10 +2,14 @@
  * Takes the loader's handoff (boot/boot_info.h) into kernel memory: checks
  * magic and version, copies the UEFI memory map (honouring the descriptor
  * size the firmware reported) into sorted regions, and the command line.
+ * A map the frame pool could not trust (an entry unaligned, wrapping past
+ * 2^64, overlapping another, or free memory over the kernel image) panics
+ * naming the entry.
  * Runs once, on the boot CPU, while the loader's direct map is live.
  */
 #include "bootinfo.h"
 
+#include "kernel/bootinfo_testing.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
 
@@ -29,12 +33,13 @@ const char *mem_type_name(uint32_t type)
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "other";
 }
 
-static void add_region(paddr_t base, paddr_t limit, uint32_t type)
+/* Inserts [base, limit) into b's regions, kept sorted by base. Returns
+ * false when they are full. */
+static bool add_region(struct boot_state *b, paddr_t base, paddr_t limit,
+                       uint32_t type)
 {
-	struct boot_state *b = &boot_state;
 	if (b->nregions == BOOT_MMAP_MAX)
-		panic("boot: memory map has more than %d regions",
-		      BOOT_MMAP_MAX);
+		return false;
 	/* Insertion sort by base: maps are short and nearly sorted. */
 	size_t i = b->nregions++;
 	while (i > 0 && b->regions[i - 1].base > base) {
@@ -44,6 +49,72 @@ static void add_region(paddr_t base, paddr_t limit, uint32_t type)
 	b->regions[i] = (struct mem_region){base, limit, type};
 	if (mem_type_usable(type) && limit > b->ram_top)
 		b->ram_top = limit;
+	return true;
+}
+
+static bool refuse(struct mmap_diag *d, const char *why,
+                   const struct efi_memory_descriptor *e)
+{
+	*d = (struct mmap_diag){
+	        why, e->physical_start, e->number_of_pages, e->type, 0, 0};
+	return false;
+}
+
+static bool refuse_region(struct mmap_diag *d, const char *why,
+                          const struct mem_region *r, paddr_t other_base,
+                          paddr_t other_limit)
+{
+	*d = (struct mmap_diag){
+	        why,     r->base,    (r->limit - r->base) / PAGE_SIZE,
+	        r->type, other_base, other_limit};
+	return false;
+}
+
+/* The pool trusts what follows (frames.c): regions are disjoint, and no
+ * free memory covers the kernel image. Returns false with *d naming
+ * the first region that breaks it. */
+static bool check_regions(const struct boot_state *b, struct mmap_diag *d)
+{
+	for (size_t i = 0; i < b->nregions; i++) {
+		const struct mem_region *r = &b->regions[i];
+		if (i > 0 && r->base < r[-1].limit)
+			return refuse_region(d, "overlaps the entry at", &r[-1],
+			                     r->base, r->limit);
+		if (r->type == EFI_CONVENTIONAL_MEMORY &&
+		    r->base < b->kernel_phys_limit &&
+		    b->kernel_phys_base < r->limit)
+			return refuse_region(
+			        d,
+			        "lists free memory over the kernel "
+			        "image at",
+			        r, b->kernel_phys_base, b->kernel_phys_limit);
+	}
+	return true;
+}
+
+bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
+                        struct boot_state *b, struct mmap_diag *d)
+{
+	const char *p = map;
+	for (uint64_t off = 0; off < size; off += desc_size) {
+		const struct efi_memory_descriptor *e = (const void *)(p + off);
+		if (e->number_of_pages == 0)
+			continue;
+		if (e->physical_start % PAGE_SIZE)
+			return refuse(d, "start is not page-aligned", e);
+		/* Checked before the multiplication, which could wrap to a
+		 * small size that looks sound. */
+		if (e->number_of_pages >
+		    (UINT64_MAX - e->physical_start) / PAGE_SIZE)
+			return refuse(
+			        d, "runs past the end of the address space", e);
+		paddr_t limit =
+		        e->physical_start + e->number_of_pages * PAGE_SIZE;
+		if (!add_region(b, e->physical_start, limit, e->type))
+			return refuse(d, "the map has more than 512 entries",
+			              e);
+	}
+	return check_regions(b, d);
 }
 
 static void copy_mmap(const struct boot_info *bi)
@@ -54,19 +125,20 @@ static void copy_mmap(const struct boot_info *bi)
 		      "map size %llu",
 		      (unsigned long long)bi->mmap_desc_size,
 		      (unsigned long long)bi->mmap_size);
-	const char *p = phys_to_virt(bi->mmap_phys);
-	for (uint64_t off = 0; off < bi->mmap_size; off += bi->mmap_desc_size) {
-		const struct efi_memory_descriptor *d = (const void *)(p + off);
-		if (d->number_of_pages == 0)
-			continue;
-		paddr_t limit =
-		        d->physical_start + d->number_of_pages * PAGE_SIZE;
-		if (d->physical_start % PAGE_SIZE || limit <= d->physical_start)
-			panic("boot: bad memory map entry %#llx + %llu pages",
-			      (unsigned long long)d->physical_start,
-			      (unsigned long long)d->number_of_pages);
-		add_region(d->physical_start, limit, d->type);
-	}
+	struct mmap_diag d;
+	if (bootinfo_read_mmap(phys_to_virt(bi->mmap_phys), bi->mmap_size,
+	                       bi->mmap_desc_size, &boot_state, &d))
+		return;
+	if (d.other_limit)
+		panic("boot: memory map entry %#llx + %llu pages (%s) %s "
+		      "[%#llx, %#llx)",
+		      (unsigned long long)d.base, (unsigned long long)d.npages,
+		      mem_type_name(d.type), d.why,
+		      (unsigned long long)d.other_base,
+		      (unsigned long long)d.other_limit);
+	panic("boot: memory map entry %#llx + %llu pages (%s): %s",
+	      (unsigned long long)d.base, (unsigned long long)d.npages,
+	      mem_type_name(d.type), d.why);
 }
 
 void bootinfo_copy(paddr_t boot_info_phys)

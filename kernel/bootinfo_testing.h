@@ -1,0 +1,28 @@
+/* bootinfo.c's reading of the memory map, for tests that feed it crafted
+ * descriptors; tests only. */
+#ifndef KERNEL_BOOTINFO_TESTING_H
+#define KERNEL_BOOTINFO_TESTING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernel/bootinfo.h"
+
+/* Why a memory map is refused: the descriptor, and for an overlap the
+ * range it overlaps (other_limit 0 when there is none). */
+struct mmap_diag {
+	const char *why;
+	uint64_t base, npages;
+	uint32_t type;
+	paddr_t other_base, other_limit;
+};
+
+/*
+ * Adds the descriptors of map[0, size), desc_size bytes apart, to b's
+ * regions (sorted; zero-length ones skipped); b's kernel image fields must
+ * be set. Returns false with *d saying why when one is unusable.
+ */
+bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
+                        struct boot_state *b, struct mmap_diag *d);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * The kernel's intake of the UEFI memory map (bootinfo_read_mmap) fed
+ * crafted descriptors: what it keeps, and what it refuses and why.
+ */
+#include "boot/boot_info.h"
+#include "kernel/bootinfo_testing.h"
+#include "kernel/ktest.h"
+#include "kernel/string.h"
+
+#define MIB (1ull << 20)
+
+/* Too big for a test's stack. */
+static struct boot_state bs;
+static struct efi_memory_descriptor map[8];
+
+/* A boot_state whose kernel image is [16 MiB, 18 MiB). */
+static void reset(void)
+{
+	memset(&bs, 0, sizeof(bs));
+	memset(map, 0, sizeof(map));
+	bs.kernel_phys_base = 16 * MIB;
+	bs.kernel_phys_limit = 18 * MIB;
+}
+
+static void set(unsigned i, uint32_t type, uint64_t base, uint64_t npages)
+{
+	map[i] = (struct efi_memory_descriptor){.type = type,
+	                                        .physical_start = base,
+	                                        .number_of_pages = npages};
+}
+
+/* Reads map[0, n); returns the refusal, or NULL. */
+static const char *read(unsigned n, struct mmap_diag *d)
+{
+	*d = (struct mmap_diag){0};
+	if (bootinfo_read_mmap(map, n * sizeof(map[0]), sizeof(map[0]), &bs, d))
+		return NULL;
+	return d->why ? d->why : "(no reason)";
+}
+
+KTEST(bootinfo, sound_map_is_kept_sorted)
+{
+	struct mmap_diag d;
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
+	set(1, EFI_LOADER_DATA, 16 * MIB, 512); /* the kernel image */
+	set(2, EFI_RESERVED_MEMORY, 0, 0);      /* empty: skipped */
+	set(3, EFI_CONVENTIONAL_MEMORY, 1 * MIB, 15 * MIB / PAGE_SIZE);
+	KEXPECT(read(4, &d) == NULL);
+	KASSERT(bs.nregions == 3);
+	KEXPECT_EQ(bs.regions[0].base, 1 * MIB);
+	KEXPECT_EQ(bs.regions[0].limit, 16 * MIB);
+	KEXPECT_EQ(bs.regions[1].base, 16 * MIB);
+	KEXPECT_EQ(bs.regions[2].limit, 33 * MIB);
+	KEXPECT_EQ(bs.ram_top, 33 * MIB);
+}
+
+KTEST(bootinfo, entry_whose_size_wraps_is_refused)
+{
+	struct mmap_diag d;
+	/* 2^52 + 1 pages: the byte count wraps to one page. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB, (1ull << 52) + 1);
+	KEXPECT(read(1, &d) != NULL);
+	KEXPECT_EQ(bs.nregions, 0);
+	KEXPECT_EQ(d.base, 32 * MIB);
+	KEXPECT_EQ(d.npages, (1ull << 52) + 1);
+	/* The last page below 2^64 wraps to 0. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 0ull - PAGE_SIZE, 1);
+	KEXPECT(read(1, &d) != NULL);
+	/* Unaligned. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB + 1, 1);
+	KEXPECT(read(1, &d) != NULL);
+}
+
+KTEST(bootinfo, overlapping_entries_are_refused)
+{
+	struct mmap_diag d;
+	/* Free memory over a reserved range would hand the range out. */
+	reset();
+	set(0, EFI_RESERVED_MEMORY, 40 * MIB, 16);
+	set(1, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 4096);
+	KEXPECT(read(2, &d) != NULL);
+	KEXPECT_EQ(d.other_limit - d.other_base, 16 * PAGE_SIZE);
+	KEXPECT_EQ(d.base, 32 * MIB);
+	/* One page in common, in either order. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 2);
+	set(1, EFI_LOADER_DATA, 32 * MIB + PAGE_SIZE, 2);
+	KEXPECT(read(2, &d) != NULL);
+	/* Adjacent is fine. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 1);
+	set(1, EFI_LOADER_DATA, 32 * MIB + PAGE_SIZE, 2);
+	KEXPECT(read(2, &d) == NULL);
+}
+
+KTEST(bootinfo, free_memory_over_the_kernel_image_is_refused)
+{
+	struct mmap_diag d;
+	/* Only the image's last page is listed as conventional. */
+	reset();
+	set(0, EFI_LOADER_DATA, 16 * MIB, 511);
+	set(1, EFI_CONVENTIONAL_MEMORY, 18 * MIB - PAGE_SIZE, 256);
+	KEXPECT(read(2, &d) != NULL);
+	KEXPECT_EQ(d.base, 18 * MIB - PAGE_SIZE);
+	KEXPECT_EQ(d.other_base, 16 * MIB);
+	KEXPECT_EQ(d.other_limit, 18 * MIB);
+}
