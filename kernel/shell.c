@@ -23,6 +23,7 @@
 #include "kernel/lineedit.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
+#include "kernel/shell_testing.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
@@ -75,7 +76,10 @@ bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
 
 enum shell_status shell_usage(const struct shell_cmd *c)
 {
-	printk("%s: usage: %s %s\n", c->name, c->name, c->args);
+	if (c->args[0] == '\0')
+		printk("%s: usage: %s (no arguments)\n", c->name, c->name);
+	else
+		printk("%s: usage: %s %s\n", c->name, c->name, c->args);
 	return SHELL_USAGE;
 }
 
@@ -145,28 +149,31 @@ static int split(char *s, char **argv, int max)
 	return argc;
 }
 
-static void run_line(const char *text)
+enum shell_status shell_run_line(const char *text)
 {
 	char *argv[SHELL_MAX_ARGS];
 	size_t n = strlen(text);
 	memcpy(line, text, n + 1);
 	int argc = split(line, argv, SHELL_MAX_ARGS);
 	if (argc == 0)
-		return;
+		return last_status;
 	if (argc < 0) {
 		printk("shell: more than %d words\n", SHELL_MAX_ARGS);
-		last_status = SHELL_USAGE;
-		return;
+		return last_status = SHELL_USAGE;
 	}
 	const struct shell_cmd *c = find(argv[0]);
 	if (!c) {
 		printk("shell: unknown command '%s' (try help)\n", argv[0]);
-		last_status = SHELL_USAGE;
-		return;
+		return last_status = SHELL_USAGE;
 	}
+	/* A command whose usage names no argument takes none: an ignored
+	 * word would look as if it had been obeyed. */
+	if (c->args[0] == '\0' && argc > 1)
+		return last_status = shell_usage(c);
 	conin_command_begin();
 	last_status = c->fn(argc, argv);
 	conin_command_end();
+	return last_status;
 }
 
 static void editor_out(void *ctx, const char *s, size_t n)
@@ -185,7 +192,7 @@ static void shell_main(void *arg)
 			ev = lineedit_feed(&editor, (char)conin_getc());
 		while (ev == LINEEDIT_MORE);
 		if (ev == LINEEDIT_LINE)
-			run_line(lineedit_line(&editor));
+			shell_run_line(lineedit_line(&editor));
 		else if (ev == LINEEDIT_OVERLONG)
 			printk("shell: line longer than %d characters: "
 			       "ignored\n",

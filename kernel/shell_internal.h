@@ -39,7 +39,8 @@ void shell_heapmap_boot(void);
 bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
                       uint64_t hi, uint64_t *out);
 
-/* Prints "cmd: usage: cmd args" and returns SHELL_USAGE. */
+/* Prints "cmd: usage: cmd args" ("cmd (no arguments)" for a command that
+ * takes none) and returns SHELL_USAGE. */
 enum shell_status shell_usage(const struct shell_cmd *c);
 
 /* True when ANSI colours may be used (not "shell.notty"). */
