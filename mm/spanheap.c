@@ -357,6 +357,34 @@ static size_t rounded_size(size_t size)
 	return pages_for(size) * MM_PAGE_SIZE;
 }
 
+/* Whether object idx of s was handed out since its span last folded:
+ * allocated by freeindex or the bitmap, or freed and not folded yet. */
+static bool handed_out_since_fold(struct mspan *s, uint32_t idx)
+{
+	unsigned w = idx / 64, b = idx % 64;
+	bool allocated = idx < atomic_load_explicit(&s->freeindex,
+	                                            memory_order_acquire) ||
+	                 (load_relaxed64(&s->alloc_bits[w]) >> b & 1);
+	bool freed = (load_relaxed64(&s->local_free[w]) |
+	              load_relaxed64(&s->pending[w])) >>
+	                     b &
+	             1;
+	return allocated || freed;
+}
+
+/* A realloc of object idx of s that carries its free marker, or that was
+ * never handed out: as free_refused (below) says for a free. */
+__attribute__((noreturn, noinline)) static void
+realloc_refused(struct mspan *s, uint32_t idx, uintptr_t a)
+{
+	if (handed_out_since_fold(s, idx))
+		spanheap_bad_object("realloc of an object already freed (a "
+		                    "use after free?)",
+		                    (void *)a, s);
+	spanheap_bad_object("realloc of an object that is not allocated",
+	                    (void *)a, s);
+}
+
 /*
  * A large object grows in place into free pages after it; failing that
  * it moves, with an eighth more than asked for, so that a buffer grown a
@@ -380,6 +408,14 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "realloc");
 	bool large = atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	             MSPAN_LARGE;
+	/* The free's checks: a small object must have been handed out and
+	 * not freed since (no free marker). Without them, a size that keeps
+	 * the object handed a freed one back as the caller's. */
+	uintptr_t a = (uintptr_t)p;
+	if (!large &&
+	    (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
+	     obj_words(a)[1] == (sh->mag_cookie ^ a)))
+		realloc_refused(s, idx, a);
 	size_t old = spanheap_usable_size(sh, p);
 	bool keep = size <= old && rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
@@ -433,15 +469,7 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 __attribute__((noreturn, noinline)) static void
 free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
 {
-	unsigned w = idx / 64, b = idx % 64;
-	bool allocated = idx < atomic_load_explicit(&s->freeindex,
-	                                            memory_order_acquire) ||
-	                 (load_relaxed64(&s->alloc_bits[w]) >> b & 1);
-	bool freed = (load_relaxed64(&s->local_free[w]) |
-	              load_relaxed64(&s->pending[w])) >>
-	                     b &
-	             1;
-	if (allocated || freed)
+	if (handed_out_since_fold(s, idx))
 		spanheap_bad_object("double free", (void *)a, s);
 	spanheap_bad_object("free of an object that is not allocated (a double "
 	                    "free?)",

@@ -5,9 +5,9 @@
  * the last object handed out too), interior pointers (into a span's
  * tail past its last object too), foreign and never-allocated pointers,
  * a large span freed twice or its tail given back by a shrink,
- * page-heap memory freed as an object. Each must mm_panic with a message that
- * names the problem and the pointer; the port's catch turns the panic into a
- * longjmp back here.
+ * page-heap memory freed as an object, a realloc of a freed object. Each must
+ * mm_panic with a message that names the problem and the pointer; the port's
+ * catch turns the panic into a longjmp back here.
  *
  * A caught panic abandons the call where it was, possibly pinned and with
  * a bit already set, so each case runs on a heap of its own, made for it
@@ -435,5 +435,26 @@ KTEST(spanheap_misuse, checker_finds_a_lost_marker_on_the_last_object)
 	last[1] = 42;
 	EXPECT_MISUSE(spanheap_check(&sh), "lost its free marker", last);
 	free(p);
+	sh_heap_release(&heap);
+}
+
+/* A realloc uses its object as a free does, with the same checks: one of
+ * an object already freed (here to sizes that keep it where it is, which
+ * handed the freed object back as the caller's) or of one never handed
+ * out is refused, naming it. */
+KTEST(spanheap_misuse, realloc_of_a_freed_object)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	EXPECT_MISUSE(spanheap_realloc(&sh, p, 64, 0),
+	              "realloc of an object already freed", p);
+	EXPECT_MISUSE(spanheap_realloc(&sh, p, 48, 0),
+	              "realloc of an object already freed", p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	char *never = (char *)s->base + atomic_load(&s->marked) * 64;
+	EXPECT_MISUSE(spanheap_realloc(&sh, never, 64, 0),
+	              "realloc of an object that is not allocated", never);
 	sh_heap_release(&heap);
 }
