@@ -114,6 +114,20 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 #define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 _Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
 
+/*
+ * Gives back pages the span heap took from the page heap and no span
+ * holds (an aligned allocation's head and tail, a failed span's, its own
+ * structures'). mheap_alloc_pages marked them page-heap memory in the
+ * span table, and mheap_free_pages leaves the marks: their entries say
+ * "no span" first, so that a stray pointer into them is told as one into
+ * free pages. Any context but NMI, no lock held.
+ */
+static void pages_put(struct mheap *h, void *p, size_t npages)
+{
+	mheap_span_set(h, (uintptr_t)p, npages, NULL);
+	mheap_free_pages(h, p, npages);
+}
+
 /* Pages for an all-spans array of cap entries (header included). */
 static size_t spans_pages(size_t cap)
 {
@@ -150,7 +164,7 @@ bool spanheap_spans_init(struct spanheap *sh)
 void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
 {
 	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-		mheap_free_pages(sh->heap, a, a->npages);
+		pages_put(sh->heap, a, a->npages);
 }
 
 /* Puts a page of span structs in array a (the live one, with room for
@@ -203,7 +217,7 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
 	if (!page) {
 		if (na)
-			mheap_free_pages(h, na, na->npages);
+			pages_put(h, na, na->npages);
 		return false;
 	}
 	if (na)
@@ -234,9 +248,9 @@ static bool structs_reserve(struct spanheap *sh, unsigned flags)
 	if (old)
 		spanheap_spans_put(sh, old);
 	if (na)
-		mheap_free_pages(h, na, na->npages);
+		pages_put(h, na, na->npages);
 	if (page) /* the array is full and na could not replace it */
-		mheap_free_pages(h, page, 1);
+		pages_put(h, page, 1);
 	return true;
 }
 
@@ -365,7 +379,7 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 	struct mspan *s = NULL;
 	while (!s) {
 		if (!structs_reserve(sh, flags)) {
-			mheap_free_pages(h, (void *)base, npages);
+			pages_put(h, (void *)base, npages);
 			return NULL;
 		}
 		unsigned long irq = mm_lock_acquire(&h->lock);
@@ -537,11 +551,10 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 		size_t head = (base - raw) / MM_PAGE_SIZE;
 		size_t tail = extra - head;
 		if (head)
-			mheap_free_pages(h, (void *)raw, head);
+			pages_put(h, (void *)raw, head);
 		if (tail)
-			mheap_free_pages(h,
-			                 (void *)(base + npages * MM_PAGE_SIZE),
-			                 tail);
+			pages_put(h, (void *)(base + npages * MM_PAGE_SIZE),
+			          tail);
 	}
 	struct mspan *s = spanheap_span_new(sh, 0, base, npages, flags);
 	return s ? (void *)base : NULL;

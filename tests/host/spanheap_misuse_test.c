@@ -5,7 +5,8 @@
  * the last object handed out too), interior pointers (into a span's
  * tail past its last object too), foreign and never-allocated pointers,
  * a large span freed twice or its tail given back by a shrink,
- * page-heap memory freed as an object, a realloc of a freed object. Each must
+ * page-heap memory freed as an object, a realloc of a freed object, a
+ * pointer into the free pages around an aligned large object. Each must
  * mm_panic with a message that names the problem and the pointer; the port's
  * catch turns the panic into a longjmp back here.
  *
@@ -456,5 +457,24 @@ KTEST(spanheap_misuse, realloc_of_a_freed_object)
 	char *never = (char *)s->base + atomic_load(&s->marked) * 64;
 	EXPECT_MISUSE(spanheap_realloc(&sh, never, 64, 0),
 	              "realloc of an object that is not allocated", never);
+	sh_heap_release(&heap);
+}
+
+/* An aligned large allocation takes more pages than its object and gives
+ * back those before and after it: they are free, and a pointer into them
+ * is told as one into no span, not as page-heap memory. */
+KTEST(spanheap_misuse, pointer_into_pages_an_aligned_allocation_gave_back)
+{
+	KASSERT(fresh_heap());
+	void *pad = spanheap_alloc(&sh, 40000, 0); /* 10 pages: a head */
+	char *p = spanheap_alloc_aligned(&sh, 64 << 10, 64 << 10, 0);
+	KASSERT(pad && p);
+	char *head = p - MM_PAGE_SIZE, *tail = p + (64 << 10);
+	KASSERT((uintptr_t)head >= (uintptr_t)pad + 40960);
+	EXPECT_MISUSE(spanheap_free(&sh, head), "in no span", head);
+	EXPECT_MISUSE(spanheap_free(&sh, tail), "in no span", tail);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, pad);
+	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap);
 }
