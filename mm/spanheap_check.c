@@ -4,7 +4,8 @@
  * Purpose: every invariant the span heap keeps, as an executable check
  * that tests run after their operations and a debug build can run live:
  * each span's bitmaps, counts, markers and table entries; each class's
- * lists against the spans' sweepgens; this CPU's magazines. It holds the
+ * lists against the spans' sweepgens and owners; each class's fold queue
+ * against the spans' queued flags; this CPU's magazines. It holds the
  * cycle semaphore (no span is claimed meanwhile) and reads the all-spans
  * array through a snapshot (invariant 2). Meaningful when no other CPU
  * allocates or frees. Thread context.
@@ -208,7 +209,7 @@ static void check_mags(struct spanheap *sh)
  * counts and class; counts the small ones per class into small[]. */
 static void check_spans(struct spanheap *sh,
                         const struct spanheap_snapshot *snap,
-                        size_t small[SC_NCLASSES])
+                        size_t small[SC_NCLASSES], size_t queued[SC_NCLASSES])
 {
 	for (size_t i = 0; i < snap->len; i++) {
 		struct mspan *s = snap->arr->v[i];
@@ -220,7 +221,52 @@ static void check_spans(struct spanheap *sh,
 			continue;
 		check_small(sh, s);
 		small[s->sizeclass]++;
+		queued[s->sizeclass] += atomic_load(&s->queued) != 0;
 	}
+}
+
+/* The spans of the list from first, linked through qnext (a fold queue or
+ * its backlog), at most max: each a small span of class cls with its
+ * queued flag set. Returns how many, or max + 1 for a longer list (a
+ * cycle). Under the class's lock (irq). */
+static size_t check_queue_list(struct spanheap *sh, struct mcentral *c,
+                               unsigned long irq, unsigned cls,
+                               struct mspan *first, size_t max)
+{
+	size_t n = 0;
+	for (struct mspan *s = first; s && n <= max;
+	     s = atomic_load(&s->qnext), n++)
+		if (atomic_load(&s->state) != MSPAN_SMALL ||
+		    s->sizeclass != cls || !atomic_load(&s->queued))
+			check_fail_unlock(
+			        sh, &c->lock, irq,
+			        "spanheap: check: span [%#lx] on class "
+			        "%u's fold queue: state %u, class %u, "
+			        "queued %u",
+			        (unsigned long)s->base, cls,
+			        (unsigned)atomic_load(&s->state), s->sizeclass,
+			        (unsigned)atomic_load(&s->queued));
+	return n;
+}
+
+/* Class cls's fold queue and backlog against the spans whose queued flag
+ * is set (nqueued): the same number. A flag set on a span that is on
+ * neither would keep it from the page heap for good (spanheap_span_place
+ * frees no queued span). */
+static void check_queue(struct spanheap *sh, unsigned cls, size_t nqueued,
+                        size_t max)
+{
+	struct mcentral *c = &sh->central[cls];
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	size_t n = check_queue_list(sh, c, irq, cls,
+	                            atomic_load(&c->fold_queue), max) +
+	           check_queue_list(sh, c, irq, cls, c->fold_backlog, max);
+	mm_lock_release(&c->lock, irq);
+	if (n != nqueued)
+		check_fail(sh,
+		           "spanheap: check: class %u has %zu spans marked "
+		           "queued, %zu on its fold queue and backlog",
+		           cls, nqueued, n);
 }
 
 /* Span s on list k of class cls (0, 1: partial; 2, 3: full), under the
@@ -236,15 +282,16 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 	    v != (swept ? sg : sg - 2) ||
 	    (partial ? s->alloc_count >= s->nelems
 	             : s->alloc_count != s->nelems) ||
-	    atomic_load(&s->freeindex) != 0)
+	    atomic_load(&s->freeindex) != 0 || atomic_load(&s->owner) != 0)
 		check_fail_unlock(sh, &c->lock, irq,
 		                  "spanheap: check: span [%#lx] on class %u's "
 		                  "%s %s list: class %u, sweepgen %u (sg %u), "
-		                  "%u of %u allocated",
+		                  "%u of %u allocated, owner %u",
 		                  (unsigned long)s->base, cls,
 		                  swept ? "swept" : "unswept",
 		                  partial ? "partial" : "full", s->sizeclass, v,
-		                  sg, s->alloc_count, s->nelems);
+		                  sg, s->alloc_count, s->nelems,
+		                  (unsigned)atomic_load(&s->owner));
 }
 
 /* Class cls's four lists against sweepgen sg: each span on them, each
@@ -297,15 +344,17 @@ static void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 			if (s == &spanheap_empty_span)
 				continue;
 			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
-			    atomic_load(&s->sweepgen) % 2 == 0)
+			    atomic_load(&s->sweepgen) % 2 == 0 ||
+			    atomic_load(&s->owner) != cpu + 1)
 				check_fail(
 				        sh,
 				        "spanheap: check: CPU %u caches span "
 				        "[%#lx] of class %u for class %u, "
-				        "sweepgen %u",
+				        "sweepgen %u, owner %u",
 				        cpu, (unsigned long)s->base,
 				        s->sizeclass, cls,
-				        atomic_load(&s->sweepgen));
+				        atomic_load(&s->sweepgen),
+				        (unsigned)atomic_load(&s->owner));
 			listed[cls]++;
 		}
 	}
@@ -338,8 +387,11 @@ void spanheap_check(struct spanheap *sh)
 	check_mags(sh);
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
-	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0};
-	check_spans(sh, &snap, small);
+	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0},
+	       queued[SC_NCLASSES] = {0};
+	check_spans(sh, &snap, small, queued);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		check_queue(sh, cls, queued[cls], snap.len);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		listed[cls] = check_central(sh, cls, snap.sweepgen);
 	check_cached(sh, listed);

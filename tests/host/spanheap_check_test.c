@@ -2,7 +2,8 @@
  * spanheap_check (mm/spanheap_check.c) catches what it claims to: each
  * test breaks one of the invariants it verifies in a fresh heap (a span's
  * class fields, bitmaps or count, a span-table entry, a magazine, a
- * central list's entries, count or links, a cached span, the span and
+ * central list's entries, count or links, a cached span, an owner, a
+ * queued flag against the fold queue, the span and
  * span-struct counts, and the page heap's counts it ends with), expects the
  * panic naming that fault, then puts the state back and expects the check
  * to pass again, so the fault was the only one.
@@ -341,6 +342,67 @@ KTEST(spanheap_check, catches_a_bad_cached_span)
 	                   (unsigned long)s->base);
 	sh.caches[0].alloc[5] = empty;
 	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* A span's owner: the CPU that caches it (its number + 1), 0 on a list.
+ * A wrong one would let a spill set local bits no fold takes in. */
+KTEST(spanheap_check, catches_a_wrong_owner)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	KASSERT(sh.caches[0].alloc[4] == s);
+	SH_CHECK(&sh, "clean");
+	atomic_store(&s->owner, 2);
+	EXPECT_CHECK_FAILS("CPU 0 caches span [%#lx] of class 4 for class 4, "
+	                   "sweepgen %u, owner 2",
+	                   (unsigned long)s->base, atomic_load(&s->sweepgen));
+	atomic_store(&s->owner, 1);
+	spanheap_flush_cache(&sh); /* on the swept partial list */
+	SH_CHECK(&sh, "listed");
+	uint32_t sg = sweepgen();
+	atomic_store(&s->owner, 1);
+	EXPECT_CHECK_FAILS("span [%#lx] on class 4's swept partial list: "
+	                   "class 4, sweepgen %u (sg %u), 1 of 512 allocated, "
+	                   "owner 1",
+	                   (unsigned long)s->base, sg, sg);
+	atomic_store(&s->owner, 0);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* The queued flag against the fold queue: a span flagged but on no queue
+ * would never go back to the page heap; one queued without its flag
+ * could be pushed twice. */
+KTEST(spanheap_check, catches_a_queued_flag_unlike_the_queue)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0), *q = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && q);
+	struct mspan *s = span_at(p);
+	spanheap_flush_cache(&sh); /* listed, owned by no CPU */
+	SH_CHECK(&sh, "clean");
+	atomic_store(&s->queued, 1);
+	EXPECT_CHECK_FAILS("class 4 has 1 spans marked queued, 0 on its fold "
+	                   "queue and backlog");
+	atomic_store(&s->queued, 0);
+	/* A remote free queues it for real (CPU 1's spill). */
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, q);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	KASSERT(atomic_load(&s->queued) == 1);
+	KASSERT(atomic_load(&sh.central[4].fold_queue) == s);
+	SH_CHECK(&sh, "queued");
+	atomic_store(&s->queued, 0);
+	EXPECT_CHECK_FAILS("span [%#lx] on class 4's fold queue: state 1, "
+	                   "class 4, queued 0",
+	                   (unsigned long)s->base);
+	atomic_store(&s->queued, 1);
+	SH_CHECK(&sh, "restored");
+	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
 }
 
