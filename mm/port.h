@@ -197,7 +197,8 @@ void mm_port_yield(void);
  * slot). fn may take mm locks and must not sleep. Returns false, having
  * called nothing, if the port cannot (then other CPUs' caches are given
  * back only by those CPUs). mm/ calls it when memory runs out
- * (spanheap_reclaim) and to release everything: rare and slow. Thread
+ * (spanheap_reclaim), to release everything and to check other CPUs'
+ * magazines (spanheap_check): rare and slow. Thread
  * context (mm_port_can_sleep), nothing pinned, no mm lock held.
  */
 bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg);

@@ -165,10 +165,12 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
  * report (mheap_dump). Thread context. */
 void spanheap_dump(struct spanheap *sh);
 
-/* Verifies every span and list, and that every free object of a span on
- * a central list carries its free marker (a write after its free erases
- * it; mm_panic on a fault). Thread context; meaningful when no other CPU
- * allocates or frees meanwhile. */
+/* Verifies every span and list, every CPU's magazines (other CPUs' where
+ * the port can reach them: mm_port_each_other_cpu), and that every free
+ * object of a span on a central list or in a magazine carries its free
+ * marker (a write after its free erases it; mm_panic on a fault). Thread
+ * context, nothing pinned; meaningful when no other CPU allocates or frees
+ * meanwhile. */
 void spanheap_check(struct spanheap *sh);
 
 #endif

@@ -5,10 +5,11 @@
  * that tests run after their operations and a debug build can run live:
  * each span's bitmaps, counts, markers and table entries; each class's
  * lists against the spans' sweepgens and owners; each class's fold queue
- * against the spans' queued flags; this CPU's magazines. It holds the
- * cycle semaphore (no span is claimed meanwhile) and reads the all-spans
- * array through a snapshot (invariant 2). Meaningful when no other CPU
- * allocates or frees. Thread context.
+ * against the spans' queued flags; every CPU's magazines (other CPUs'
+ * through mm_port_each_other_cpu, where the port can reach them). It
+ * holds the cycle semaphore (no span is claimed meanwhile) and reads the
+ * all-spans array through a snapshot (invariant 2). Meaningful when no
+ * other CPU allocates or frees. Thread context, no mm lock held.
  */
 #include "spanheap_internal.h"
 
@@ -86,7 +87,7 @@ static void check_small(struct spanheap *sh, struct mspan *s)
  * the free's test of a second free relies on it alone. Free: clear in
  * alloc_bits (a listed span's freeindex is 0), or freed and not folded
  * yet (pending or local bit). Objects in magazines count as allocated
- * here; check_mags looks at this CPU's. Returns the first object without
+ * here; check_mags looks at them. Returns the first object without
  * it, or 0 (the caller panics after it lets go of the lock).
  */
 static uintptr_t check_markers(struct spanheap *sh, struct mspan *s)
@@ -146,17 +147,105 @@ static bool mag_object_ok(struct spanheap *sh, unsigned cls, uintptr_t a,
 	         b);
 }
 
-/* This CPU's magazines (other CPUs change theirs without a lock): every
- * object freed (its marker), the start of an allocated object of a small
- * span of the magazine's class below the span's marked count, and the
- * count within the magazine's size. */
+/* The first fault in a CPU's magazines, kept to be reported once nothing
+ * is pinned and no CPU is held (a test may catch the panic and go on). */
+struct mag_fault {
+	enum { MAG_OK, MAG_NO_SLAB, MAG_BROKEN, MAG_OBJECT } kind;
+	unsigned cpu, cls;
+	uint32_t seen, n;
+	uintptr_t a, below;
+	const uintptr_t *top, *limit, *base, *end;
+};
+
+/* CPU cpu's magazines, the CPU pinned or held (nothing on it touches them
+ * meanwhile): with no slab made, every class's must be the shared empty
+ * one; with one, each lies in its slots with the 0 below them, and every
+ * object in it is a freed object of the class (mag_object_ok). Records the
+ * first fault in *f; false if there was one. */
+static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
+                        struct mag_fault *f)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	*f = (struct mag_fault){.cpu = cpu};
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mmag *m = &mc->mag[cls];
+		f->cls = cls;
+		f->top = m->top;
+		f->limit = m->limit;
+		if (!mc->slab) {
+			if (m->top[-1] == 0 && m->top == m->limit)
+				continue;
+			f->kind = MAG_NO_SLAB;
+			return false;
+		}
+		uintptr_t *base = mag_base(sh, cpu, cls);
+		f->base = base;
+		f->end = base + sh->mag_max[cls];
+		f->below = base[-1];
+		if (sh->mags[cpu] != mc->mag || m->limit != f->end ||
+		    m->top < base || m->top > f->end || base[-1] != 0) {
+			f->kind = MAG_BROKEN;
+			return false;
+		}
+		f->n = (uint32_t)(m->top - base);
+		for (f->seen = 0; f->seen < f->n; f->seen++) {
+			f->a = base[f->seen];
+			if (!mag_object_ok(sh, cls, f->a, cookie)) {
+				f->kind = MAG_OBJECT;
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+static void mag_fail(struct spanheap *sh, const struct mag_fault *f)
+{
+	if (f->kind == MAG_NO_SLAB)
+		check_fail(sh,
+		           "spanheap: check: CPU %u has no magazine slab, but "
+		           "its magazine of class %u is not the empty one",
+		           f->cpu, f->cls);
+	if (f->kind == MAG_BROKEN)
+		check_fail(sh,
+		           "spanheap: check: CPU %u's magazine of class %u is "
+		           "broken: top %p, limit %p, slots [%p, %p), the 0 "
+		           "below them %#lx",
+		           f->cpu, f->cls, (const void *)f->top,
+		           (const void *)f->limit, (const void *)f->base,
+		           (const void *)f->end, (unsigned long)f->below);
+	check_fail(sh,
+	           "spanheap: check: CPU %u's magazine of class %u: object %u "
+	           "of %u, %#lx, is not a freed object of the class",
+	           f->cpu, f->cls, f->seen, f->n, (unsigned long)f->a);
+}
+
+struct other_mags {
+	struct spanheap *sh;
+	uintptr_t cookie;
+	struct mag_fault fault; /* the first CPU's fault */
+};
+
+/* mm_port_each_other_cpu's call for CPU cpu, held: nothing runs on it. */
+static void other_cpu_mags(unsigned cpu, void *arg)
+{
+	struct other_mags *o = arg;
+	struct mag_fault f;
+	if (o->fault.kind == MAG_OK && !cpu_mags_ok(o->sh, cpu, o->cookie, &f))
+		o->fault = f;
+}
+
+/*
+ * Every CPU's magazines: this CPU's pinned, every other's at a moment the
+ * port holds it (mm_port_each_other_cpu; in the kernel the world is
+ * stopped, so an interrupt handler that frees on another CPU cannot move
+ * its magazine under the check), or, where the port cannot reach other
+ * CPUs, this CPU's alone. First the magazines of a fast pin that names no
+ * CPU: empty and full at once, never written.
+ */
 static void check_mags(struct spanheap *sh)
 {
-	struct mm_pin pin = mm_port_pin();
-	uintptr_t cookie = sh->mag_cookie;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		/* The magazines of a fast pin that names no CPU: empty and
-		 * full at once, never written. */
 		struct mmag *none = &sh->mags[MM_PIN_NONE][cls];
 		if (none->top != none->limit || none->top[-1] != 0)
 			check_fail(sh,
@@ -165,44 +254,16 @@ static void check_mags(struct spanheap *sh)
 			           "%p, limit %p, the word below %#lx",
 			           cls, (void *)none->top, (void *)none->limit,
 			           (unsigned long)none->top[-1]);
-		struct mcache *mc = &sh->caches[pin.cpu];
-		struct mmag *m = &mc->mag[cls];
-		if (!mc->slab) {
-			if (m->top[-1] != 0 || m->top != m->limit)
-				check_fail(sh,
-				           "spanheap: check: CPU %u has no "
-				           "magazine slab, but its magazine of "
-				           "class %u is not the empty one",
-				           (unsigned)pin.cpu, cls);
-			continue;
-		}
-		uintptr_t *base = mag_base(sh, (unsigned)pin.cpu, cls);
-		uintptr_t *limit = base + sh->mag_max[cls];
-		if (sh->mags[pin.cpu] != mc->mag || m->limit != limit ||
-		    m->top < base || m->top > limit || base[-1] != 0)
-			check_fail(
-			        sh,
-			        "spanheap: check: CPU %u's magazine of class "
-			        "%u is broken: top %p, limit %p, slots [%p, "
-			        "%p), the 0 below them %#lx",
-			        (unsigned)pin.cpu, cls, (void *)m->top,
-			        (void *)m->limit, (void *)base, (void *)limit,
-			        (unsigned long)base[-1]);
-		uint32_t n = (uint32_t)(m->top - base);
-		for (uint32_t seen = 0; seen < n; seen++) {
-			uintptr_t a = base[seen];
-			bool ok = mag_object_ok(sh, cls, a, cookie);
-			if (!ok)
-				check_fail(
-				        sh,
-				        "spanheap: check: CPU %u's magazine "
-				        "of class %u: object %u of %u, %#lx, "
-				        "is not a freed object of the class",
-				        (unsigned)pin.cpu, cls, seen, n,
-				        (unsigned long)a);
-		}
 	}
+	struct other_mags o = {.sh = sh, .cookie = sh->mag_cookie};
+	struct mm_pin pin = mm_port_pin();
+	bool ok = cpu_mags_ok(sh, (unsigned)pin.cpu, o.cookie, &o.fault);
 	mm_port_unpin(pin);
+	if (!ok)
+		mag_fail(sh, &o.fault);
+	mm_port_each_other_cpu(other_cpu_mags, &o);
+	if (o.fault.kind != MAG_OK)
+		mag_fail(sh, &o.fault);
 }
 
 /* Every span in the snapshot: table entries, and a small span's bitmaps,

@@ -251,6 +251,40 @@ KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
 	sh_heap_release(&heap);
 }
 
+/* Another CPU's magazine is checked too, through the port's hook that
+ * holds that CPU (mm_port_each_other_cpu): a write after free into an
+ * object CPU 1 freed is found by a check on CPU 0. Where the port cannot
+ * reach other CPUs, only this CPU's are checked. */
+KTEST(spanheap_check, catches_a_bad_object_in_another_cpus_magazine)
+{
+	KASSERT(fresh_heap());
+	mm_port_set_cpu(1);
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* into CPU 1's magazine */
+	mm_port_set_cpu(0);
+	KASSERT(*(sh.caches[1].slab + sh.mag_off[4]) == (uintptr_t)p);
+	SH_CHECK(&sh, "clean");
+	uintptr_t marker = p[1];
+	p[1] = 0; /* written after its free */
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4: object 0 of 1, %#lx, "
+	                   "is not a freed object of the class",
+	                   (unsigned long)p);
+	/* The check let go of CPU 1: it can be checked again, and fails the
+	 * same way. */
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4: object 0 of 1");
+	mm_port_refuse_each_other_cpu(true);
+	SH_CHECK(&sh, "CPU 1 out of reach");
+	mm_port_refuse_each_other_cpu(false);
+	p[1] = marker;
+	SH_CHECK(&sh, "restored");
+	sh.caches[1].mag[4].limit--;
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4 is broken");
+	sh.caches[1].mag[4].limit++;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
 /* A span's marked count below an object in a magazine: the object was
  * handed out, so marked is wrong, and a second free of it would be taken
  * for a free of an object never handed out. The magazine's check is the
