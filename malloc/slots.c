@@ -202,6 +202,13 @@ static void heap_init(void)
 			sched_yield();
 		return;
 	}
+	/* The set-up's system calls may fail on the way to a usable heap
+	 * (mmap under ulimit -v, as the arena halves; membarrier where a
+	 * seccomp filter or the kernel refuses it): the call that caused
+	 * it succeeds, and must leave errno as it was, as glibc's does.
+	 * Until this version the first malloc or posix_memalign of such a
+	 * process set errno to ENOMEM or ENOSYS. */
+	int saved_errno = errno;
 	struct mheap_config hc;
 	struct spanheap_config sc;
 	mheap_config_default(&hc);
@@ -230,6 +237,7 @@ static void heap_init(void)
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
 	/* Past this point allocations work, also from inside this. */
 	mm_malloc_register_fork_handlers();
+	errno = saved_errno;
 }
 
 /* Claims a slot for this thread (see "claim" above) and sets its fast;
@@ -418,9 +426,13 @@ void mm_malloc_bg_start(void)
 		atomic_store(&mm_malloc_bg_state, MM_BG_RUNNING);
 		mm_malloc_bg_pid = getpid();
 		/* A thread that cannot start is not retried: the heap works
-		 * without it (refills sweep, memory is not given back). */
+		 * without it (refills sweep, memory is not given back). Its
+		 * pthread_create's errno (EAGAIN) is not the allocation's,
+		 * which succeeded: errno stays as it was. */
+		int saved_errno = errno;
 		spanheap_sweeper_start(&mm_malloc_sh);
 		mheap_scavenger_start(&mm_malloc_heap);
+		errno = saved_errno;
 	}
 	pthread_mutex_unlock(&mm_malloc_ctl_lock);
 }

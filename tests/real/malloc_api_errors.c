@@ -4,12 +4,18 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_api_test.h"
@@ -122,6 +128,82 @@ const char *test_free_keeps_errno(void)
 		free(atomic_exchange(&errno_pool[k], NULL));
 	CHECK(errno_changed == 0, "free changed errno (to %d) under contention",
 	      errno_seen);
+	return NULL;
+}
+
+/*
+ * A call that succeeds leaves errno as it was, even if the heap's set-up
+ * met failing system calls on the way, as a process does under ulimit -v
+ * (the arena's mmap fails until its size halves enough) or a seccomp
+ * policy that refuses membarrier(2) (the slots fall back to exchanges),
+ * or when the background threads cannot start (pthread_create fails).
+ * posix_memalign must not touch errno on success. In a fresh process
+ * whose address space the parent limited; the filter makes membarrier
+ * fail with ENOSYS and clone and clone3 with EAGAIN, before the first
+ * allocation (x86_64's numbers; the test runs nowhere else).
+ */
+static int refuse_syscalls(void)
+{
+	struct sock_filter f[] = {
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, nr)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_membarrier, 3, 0),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 3, 0),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 2, 0),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+	};
+	struct sock_fprog prog = {sizeof(f) / sizeof(f[0]), f};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+int scenario_errno_setup(void)
+{
+	/* Without seccomp (a sandbox may refuse filters), the address
+	 * limit alone makes the set-up's mmap fail. */
+	if (refuse_syscalls() != 0)
+		fprintf(stderr, "no seccomp filter: address limit only\n");
+	errno = ERRNO_SENTINEL;
+	void *p = NULL;
+	int err = posix_memalign(&p, 64, 100);
+	int seen = errno;
+	if (err != 0 || !p)
+		return 3;
+	free(p);
+	if (seen != ERRNO_SENTINEL) {
+		fprintf(stderr, "first posix_memalign: errno %d\n", seen);
+		return 4;
+	}
+	/* Past the size that starts the background threads (8 MiB). */
+	void *v[256];
+	for (int i = 0; i < 256; i++) {
+		errno = ERRNO_SENTINEL;
+		v[i] = malloc(64 << 10);
+		seen = errno;
+		if (!v[i])
+			return 5;
+		if (seen != ERRNO_SENTINEL) {
+			fprintf(stderr, "malloc %d of 64 KiB: errno %d\n", i,
+			        seen);
+			return 6;
+		}
+	}
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	return 0;
+}
+
+const char *test_errno_setup(void)
+{
+	int st = run_scenario("errno-setup", NULL, NULL, (size_t)4 << 30);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a set-up whose system calls failed changed errno: status %#x "
+	      "(4: the first posix_memalign, 6: the malloc that starts the "
+	      "background threads; the errno on stderr)",
+	      st);
 	return NULL;
 }
 

@@ -210,6 +210,7 @@ static const struct {
         {"address-limit", scenario_address_limit},
         {"first-pthread", scenario_first_pthread},
         {"pthread-exit", scenario_pthread_exit},
+        {"errno-setup", scenario_errno_setup},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

@@ -227,6 +227,7 @@ int main(int argc, char **argv)
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
+	        {"errno_setup", test_errno_setup},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

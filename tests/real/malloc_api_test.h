@@ -78,5 +78,9 @@ const char *test_clone_child(void);
 const char *test_first_allocations(void);
 const char *test_address_limit(void);
 const char *test_calloc_large_untouched(void);
+const char *test_errno_setup(void);
+
+/* Scenarios of other topics' tests, which first_scenario runs. */
+int scenario_errno_setup(void);
 
 #endif
