@@ -186,8 +186,12 @@ void mm_malloc_fence_others(void)
 		         errno);
 }
 
-/* The smallest arena heap_init settles for. */
-#define ARENA_MIN_BYTES ((size_t)256 << 20)
+/* The smallest arena heap_init settles for: one chunk. A heap that small
+ * runs out sooner, and its allocations fail with ENOMEM as glibc's do
+ * under the same limit; until this version it was 256 MiB, and a program
+ * under a smaller limit (ulimit -v 200000: python3 ran under glibc)
+ * aborted at its first malloc. */
+#define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
 
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
@@ -214,7 +218,7 @@ static void heap_init(void)
 	mheap_config_default(&hc);
 	spanheap_config_default(&sc);
 	/* The arena is reserved whole (address space only). Where that is
-	 * limited (ulimit -v), a smaller one: halved down to 256 MiB. Until
+	 * limited (ulimit -v), a smaller one: halved down to one chunk. Until
 	 * this version a program under a limit below 64 GiB aborted at its
 	 * first malloc. */
 	bool ok = false;

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
@@ -160,6 +161,22 @@ static int scenario_address_limit(void)
 	return 0;
 }
 
+/* Under a limit too small for a 256 MiB arena (the parent set 128 MiB):
+ * the heap still sets up, and an allocation larger than the limit
+ * fails with ENOMEM rather than ending the process. */
+static int scenario_address_limit_small(void)
+{
+	char *p = malloc(16 << 20);
+	if (!p)
+		return 2;
+	memset(p, 1, 16 << 20);
+	free(p);
+	errno = 0;
+	if (malloc((size_t)256 << 20) || errno != ENOMEM)
+		return 3;
+	return 0;
+}
+
 /* The first allocation comes from pthread_create. */
 static int scenario_first_pthread(void)
 {
@@ -208,6 +225,7 @@ static const struct {
         {"underscore-fork", scenario_underscore_fork},
         {"no-background", scenario_no_background},
         {"address-limit", scenario_address_limit},
+        {"address-limit-small", scenario_address_limit_small},
         {"first-pthread", scenario_first_pthread},
         {"pthread-exit", scenario_pthread_exit},
         {"errno-setup", scenario_errno_setup},
@@ -429,11 +447,19 @@ const char *test_no_background(void)
 }
 
 /* A program whose address space is limited below the default arena
- * (ulimit -v, as batch systems set): it aborted at its first malloc. */
+ * (ulimit -v, as batch systems set): it aborted at its first malloc, and
+ * under a limit below 256 MiB (the smallest arena tried until then), it
+ * still did ("cannot set up the heap"), where glibc's malloc works. */
 const char *test_address_limit(void)
 {
 	int st = run_scenario("address-limit", NULL, NULL, (size_t)4 << 30);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "under a 4 GiB address-space limit: status %#x", st);
+	st = run_scenario("address-limit-small", NULL, NULL, (size_t)128 << 20);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "under a 128 MiB address-space limit: status %#x (signal 6: "
+	      "the set-up found no arena; 3: a 256 MiB malloc did not fail "
+	      "with ENOMEM)",
+	      st);
 	return NULL;
 }
