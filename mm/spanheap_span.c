@@ -44,6 +44,18 @@ void spanheap_bad_object(const char *what, const void *p, const struct mspan *s)
 	         (unsigned)s->sizeclass, s->elemsize);
 }
 
+/* The same, with the call that was given p: "OP of WHAT". */
+__attribute__((noreturn)) static void bad_object_op(const char *op,
+                                                    const char *what,
+                                                    const void *p,
+                                                    const struct mspan *s)
+{
+	mm_panic("spanheap: %s of %s: pointer %p, span [%#lx, +%u pages), "
+	         "size class %u (%u-byte objects)",
+	         op, what, p, (unsigned long)s->base, s->npages,
+	         (unsigned)s->sizeclass, s->elemsize);
+}
+
 /* The span table has no span for p: say what p is. */
 __attribute__((noreturn)) static void
 bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
@@ -53,8 +65,8 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 	if (a < h->arena_base ||
 	    a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
 		mm_panic("spanheap: %s of a foreign pointer %p: outside the "
-		         "heap arena [%#lx, +%zu MiB) (a stack, kernel data or "
-		         "the direct map?)",
+		         "heap arena [%#lx, +%zu MiB) (a stack, static data, "
+		         "another allocator's memory or a mapping?)",
 		         op, p, (unsigned long)h->arena_base,
 		         h->arena_pages * MM_PAGE_SIZE >> 20);
 	if (entry == MHEAP_SPAN_PAGES)
@@ -84,27 +96,23 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
 	uintptr_t off = (uintptr_t)p - s->base;
 	if (state == MSPAN_DEAD || off >= (uintptr_t)s->npages * MM_PAGE_SIZE)
-		spanheap_bad_object(
-		        op[0] == 'f' ? "free of an object whose span was "
-		                       "freed (a double free?)"
-		                     : "a pointer into a freed span",
-		        p, s);
+		bad_object_op(op,
+		              op[0] == 'f'
+		                      ? "an object whose span was freed (a "
+		                        "double free?)"
+		                      : "a pointer into a freed span",
+		              p, s);
 	if (state == MSPAN_LARGE) {
 		if (off != 0)
-			spanheap_bad_object(
-			        op[0] == 'f' ? "free of an interior pointer "
-			                       "of a large object"
-			                     : "an interior pointer of a "
-			                       "large object",
-			        p, s);
+			bad_object_op(op,
+			              "an interior pointer of a large object",
+			              p, s);
 		*idx = 0;
 		return s;
 	}
 	uint32_t i = obj_index(s, off);
 	if ((uintptr_t)i * s->elemsize != off || i >= s->nelems)
-		spanheap_bad_object(op[0] == 'f' ? "free of an interior pointer"
-		                                 : "an interior pointer",
-		                    p, s);
+		bad_object_op(op, "an interior pointer", p, s);
 	*idx = i;
 	return s;
 }

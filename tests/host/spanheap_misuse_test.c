@@ -221,14 +221,23 @@ KTEST(spanheap_misuse, interior_pointer)
 	KASSERT(fresh_heap());
 	char *p = spanheap_alloc(&sh, 64, 0);
 	KASSERT(p);
-	EXPECT_MISUSE(spanheap_free(&sh, p + 16), "interior pointer", p + 16);
-	EXPECT_MISUSE(spanheap_usable_size(&sh, p + 8), "interior pointer",
-	              p + 8);
+	/* Each message names the call it was given to. */
+	EXPECT_MISUSE(spanheap_free(&sh, p + 16), "free of an interior pointer",
+	              p + 16);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, p + 8),
+	              "usable size of an interior pointer", p + 8);
+	EXPECT_MISUSE(spanheap_realloc(&sh, p + 8, 32, 0),
+	              "realloc of an interior pointer", p + 8);
 	char *big = spanheap_alloc(&sh, 100000, 0);
 	KASSERT(big);
-	EXPECT_MISUSE(spanheap_free(&sh, big + 4096), "interior pointer",
+	EXPECT_MISUSE(spanheap_free(&sh, big + 4096),
+	              "free of an interior pointer of a large object",
 	              big + 4096);
-	EXPECT_MISUSE(spanheap_free(&sh, big + 16), "interior pointer",
+	EXPECT_MISUSE(spanheap_free(&sh, big + 16),
+	              "free of an interior pointer of a large object",
+	              big + 16);
+	EXPECT_MISUSE(spanheap_realloc(&sh, big + 16, 200000, 0),
+	              "realloc of an interior pointer of a large object",
 	              big + 16);
 	sh_heap_release(&heap);
 }
