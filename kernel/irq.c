@@ -1,10 +1,12 @@
 /*
  * Dispatch of vectors 32..255 (see irq.h): count the nesting depth, run
- * the handler, acknowledge the controller, and give the scheduler its
+ * the handler, check that it left the held locks and the preemption count
+ * as it found them, acknowledge the controller, and give the scheduler its
  * chance to preempt when the outermost interrupt returns to a thread.
  */
 #include "irq.h"
 
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "mm/rseq.h"
@@ -40,12 +42,21 @@ void irq_dispatch(struct trap_frame *f)
 	mm_rseq_restart(&f->rip);
 	struct cpu *c = this_cpu();
 	unsigned vec = (unsigned)f->vector;
+#if LOCKCHECK
+	int nheld = c->nheld, preempt = c->preempt_count;
+#endif
 	c->irq_depth++;
 	if (handlers[vec])
 		handlers[vec](f);
 	else if (vec != IRQ_VEC_SPURIOUS)
 		printk("irq: unexpected interrupt vector %#x on cpu %u\n", vec,
 		       c->id);
+#if LOCKCHECK
+	/* A lock kept would be the interrupted thread's from here on (never
+	 * preempted, blamed at its next sleep); one released was its. */
+	if (c->nheld != nheld || c->preempt_count != preempt)
+		lockcheck_irq_return(vec, nheld, preempt);
+#endif
 	if (vec != IRQ_VEC_SPURIOUS && eoi_fn)
 		eoi_fn();
 	c->irq_depth--;

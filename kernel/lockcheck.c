@@ -235,6 +235,26 @@ void lockcheck_irqs_on(void)
 	}
 }
 
+void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count)
+{
+	struct cpu *c = this_cpu();
+	const char *who = c->current ? c->current->name : "?";
+	if (c->nheld > nheld)
+		violation("interrupt handler for vector %#x returned holding "
+		          "spinlock %s (rank %s); it interrupted thread %s",
+		          vector, c->held[c->nheld - 1]->name,
+		          lock_rank_name(c->held[c->nheld - 1]->rank), who);
+	else if (c->nheld < nheld)
+		violation("interrupt handler for vector %#x released a lock "
+		          "that thread %s, which it interrupted, holds (%d "
+		          "held on entry, %d on return)",
+		          vector, who, nheld, c->nheld);
+	else if (c->preempt_count != preempt_count)
+		violation("interrupt handler for vector %#x returned with "
+		          "preemption count %d, %d on entry (thread %s)",
+		          vector, c->preempt_count, preempt_count, who);
+}
+
 /*
  * The sleep check. releasing is the lock the sleep itself releases
  * (thread_sleep_unlock's, taken irqsave), or NULL; irqs_on says whether

@@ -25,6 +25,12 @@ bool lockcheck_release(struct spinlock *l);
  * now on, and is checked as if taken so. Interrupts off. */
 void lockcheck_irqs_on(void);
 
+/* Called by irq_dispatch when a handler for vector returned with this
+ * CPU's held-lock stack or preemption count unlike on entry (nheld and
+ * preempt_count then): reports the lock it kept, the interrupted code's
+ * lock it released, or the count. Interrupts off. */
+void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count);
+
 /* Called before a thread sleeps or yields: no spinlock may be held.
  * Returns false when one is (reported; in test mode the caller then
  * refuses to sleep). */

@@ -15,7 +15,9 @@
  * if no interrupt came while it was held (a lock still held when an
  * out-of-order spin_unlock_irqrestore turns interrupts back on counts as
  * held with them on); sleeping or yielding with a spinlock held;
- * releasing a lock this CPU does not hold.
+ * releasing a lock this CPU does not hold; an interrupt handler that
+ * returns holding a lock, having released the interrupted code's, or
+ * with the preemption count changed.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/lockcheck_testing.h"
@@ -320,6 +322,80 @@ KTEST(lockcheck, release_of_unheld_lock)
 	KEXPECT(message_has("release of lock high", "does not hold"));
 	/* Nothing changed: the lock can still be taken and released. */
 	KEXPECT_EQ(recorded(in_order), 0);
+}
+
+/*
+ * An interrupt handler returns with this CPU's held locks and preemption
+ * count as it found them. One that returns holding a lock leaves it to
+ * the thread it interrupted, which runs on unpreemptible and is blamed at
+ * its next sleep; one that releases the interrupted code's lock lets
+ * another CPU in under it. Each is reported naming the vector.
+ */
+static struct spinlock handler_lock =
+        SPINLOCK_INIT("handler_lock", LOCK_RANK_TEST_IRQ);
+static struct spinlock interrupted_lock =
+        SPINLOCK_INIT("interrupted_lock", LOCK_RANK_STW);
+static void (*handler_action)(void);
+static _Atomic bool handler_ran;
+
+static void test_vector(struct trap_frame *f)
+{
+	handler_action();
+	atomic_store(&handler_ran, true);
+}
+
+/* Runs action in an interrupt handler on this CPU (a self-IPI). */
+static void in_handler(void (*action)(void))
+{
+	handler_action = action;
+	atomic_store(&handler_ran, false);
+	irq_register(IRQ_VEC_TEST, test_vector);
+	lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+	while (!atomic_load(&handler_ran))
+		cpu_pause();
+	irq_register(IRQ_VEC_TEST, NULL);
+}
+
+static void take_handler_lock(void)
+{
+	spin_lock(&handler_lock);
+}
+
+static void release_interrupted_lock(void)
+{
+	spin_unlock(&interrupted_lock);
+}
+
+static void handler_keeps_a_lock(void)
+{
+	in_handler(take_handler_lock);
+	spin_unlock(&handler_lock);
+}
+
+static void handler_releases_interrupted_lock(void)
+{
+	spin_lock(&interrupted_lock); /* interrupts on: the IPI comes in */
+	in_handler(release_interrupted_lock);
+}
+
+static void handler_leaves_preemption_off(void)
+{
+	in_handler(preempt_disable);
+	preempt_enable();
+}
+
+KTEST(lockcheck, interrupt_handler_returns_unbalanced)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(handler_keeps_a_lock), 1);
+	KEXPECT(message_has("vector 0xf3", "holding spinlock handler_lock"));
+	KEXPECT_EQ(recorded(handler_releases_interrupted_lock), 1);
+	KEXPECT(message_has("vector 0xf3", "released a lock"));
+	KEXPECT_EQ(recorded(handler_leaves_preemption_off), 1);
+	KEXPECT(message_has("vector 0xf3", "preemption count 1"));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT(!spin_held(&handler_lock) && !spin_held(&interrupted_lock));
 }
 
 #if KTEST_HOOKS
