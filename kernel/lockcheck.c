@@ -235,6 +235,15 @@ void lockcheck_irqs_on(void)
 	}
 }
 
+bool lockcheck_held(const struct spinlock *l, const char *what)
+{
+	if (spin_held(l))
+		return true;
+	violation("%s on cpu %u, which does not hold lock %s (rank %s)", what,
+	          this_cpu()->id, l->name, lock_rank_name(l->rank));
+	return false;
+}
+
 void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count)
 {
 	struct cpu *c = this_cpu();

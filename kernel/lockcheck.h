@@ -25,6 +25,11 @@ bool lockcheck_release(struct spinlock *l);
  * now on, and is checked as if taken so. Interrupts off. */
 void lockcheck_irqs_on(void);
 
+/* For a function that needs l held (a _locked one, named by what): true
+ * when this CPU holds it; false when not (reported; in test mode the
+ * caller then does nothing). */
+bool lockcheck_held(const struct spinlock *l, const char *what);
+
 /* Called by irq_dispatch when a handler for vector returned with this
  * CPU's held-lock stack or preemption count unlike on entry (nheld and
  * preempt_count then): reports the lock it kept, the interrupted code's

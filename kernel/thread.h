@@ -194,7 +194,8 @@ void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
 /* Wake the first waiter / every waiter. Any context. */
 void waitq_wake_one(struct waitq *wq);
 void waitq_wake_all(struct waitq *wq);
-/* The same with wq->lock already held by the caller. */
+/* The same with wq->lock already held by the caller (the lock checker
+ * reports a call without it, naming the lock). */
 void waitq_wake_one_locked(struct waitq *wq);
 void waitq_wake_all_locked(struct waitq *wq);
 

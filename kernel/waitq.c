@@ -63,7 +63,8 @@ void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg)
 	spin_unlock_irqrestore(&wq->lock, irq);
 }
 
-void waitq_wake_one_locked(struct waitq *wq)
+/* Wakes the first waiter, if any. Locking: wq->lock held. */
+static void wake_first(struct waitq *wq)
 {
 	struct thread *t = wq->head;
 	if (!t)
@@ -72,23 +73,34 @@ void waitq_wake_one_locked(struct waitq *wq)
 	thread_wake(t);
 }
 
+/* The _locked wakes check their caller's lock: without it they would
+ * change the list under waiters that queue and unlink themselves. */
+void waitq_wake_one_locked(struct waitq *wq)
+{
+	if (lockcheck_held(&wq->lock, "waitq_wake_one_locked"))
+		wake_first(wq);
+}
+
 void waitq_wake_all_locked(struct waitq *wq)
 {
+	if (!lockcheck_held(&wq->lock, "waitq_wake_all_locked"))
+		return;
 	while (wq->head)
-		waitq_wake_one_locked(wq);
+		wake_first(wq);
 }
 
 void waitq_wake_one(struct waitq *wq)
 {
 	unsigned long irq = spin_lock_irqsave(&wq->lock);
-	waitq_wake_one_locked(wq);
+	wake_first(wq);
 	spin_unlock_irqrestore(&wq->lock, irq);
 }
 
 void waitq_wake_all(struct waitq *wq)
 {
 	unsigned long irq = spin_lock_irqsave(&wq->lock);
-	waitq_wake_all_locked(wq);
+	while (wq->head)
+		wake_first(wq);
 	spin_unlock_irqrestore(&wq->lock, irq);
 }
 
@@ -125,6 +137,6 @@ void sema_release(struct semaphore *s)
 {
 	unsigned long irq = spin_lock_irqsave(&s->wq.lock);
 	s->count++;
-	waitq_wake_one_locked(&s->wq);
+	wake_first(&s->wq);
 	spin_unlock_irqrestore(&s->wq.lock, irq);
 }

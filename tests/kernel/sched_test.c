@@ -10,6 +10,7 @@
 #include "arch/x86_64/layout.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
 #include "kernel/thread.h"
@@ -346,6 +347,41 @@ KTEST(sched, wait_queue_wakes_every_waiter)
 		if (t[i])
 			thread_join(t[i]);
 	KEXPECT_EQ(atomic_load(&passed), N);
+}
+
+/* True when s contains sub. */
+static bool contains(const char *s, const char *sub)
+{
+	for (; *s; s++) {
+		const char *a = s, *b = sub;
+		while (*b && *a == *b)
+			a++, b++;
+		if (!*b)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The _locked wakes are for a caller that holds the queue's lock. One
+ * that does not unlinks waiters while they queue and unlink themselves
+ * under it, corrupting the list: each call is refused, naming the call
+ * and the lock (recorded here; a panic anywhere else).
+ */
+KTEST(sched, wake_locked_without_the_lock_is_refused)
+{
+	unsigned before = lockcheck_violations();
+	bool old = lockcheck_set_record(true);
+	waitq_wake_one_locked(&test_wq);
+	bool one = contains(lockcheck_last_violation(),
+	                    "waitq_wake_one_locked on cpu");
+	waitq_wake_all_locked(&test_wq);
+	lockcheck_set_record(old);
+	KEXPECT_EQ(lockcheck_violations() - before, 2);
+	KEXPECT(one);
+	KEXPECT(contains(lockcheck_last_violation(),
+	                 "waitq_wake_all_locked on cpu"));
+	KEXPECT(contains(lockcheck_last_violation(), "lock test_wq"));
 }
 
 static struct semaphore test_sema;
