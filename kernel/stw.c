@@ -56,6 +56,13 @@ void stw_init(void)
 
 void stw_stop(const char *reason)
 {
+	/* The stopper would wait for its own semaphore, with preemption
+	 * off: say that, not what the sleep check would (a sleep with
+	 * preemption disabled). */
+	if (stw_stopped_by_this_cpu())
+		panic("stw_stop(\"%s\"): cpu %u stopped the world already "
+		      "(\"%s\"); a nested stop would wait for itself",
+		      reason, this_cpu()->id, stop_reason);
 	sema_acquire(&stw_sema);
 	preempt_disable();
 	stop_reason = reason;

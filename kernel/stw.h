@@ -22,8 +22,9 @@ extern struct semaphore stw_sema;
 void stw_init(void);
 
 /* Returns once every other online CPU is parked. reason is kept until
- * stw_start, for a debugger to read; nothing prints it. No CPU comes
- * online until stw_start (it waits in cpu_set_online, percpu.h). */
+ * stw_start, for a debugger and for the panic of a nested stop (a stop by
+ * the CPU that holds the world, which would wait for itself). No CPU
+ * comes online until stw_start (it waits in cpu_set_online, percpu.h). */
 void stw_stop(const char *reason);
 
 /* Releases the parked CPUs and waits until all have left the park. */

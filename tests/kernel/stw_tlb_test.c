@@ -140,3 +140,17 @@ KTEST(tlb, large_range_flushes_everything)
 	KEXPECT(read_cr4() & CR4_PGE);
 	KEXPECT(vm_translate((uintptr_t)__text_start, NULL, NULL));
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): the stopper
+ * stops the world again. The second stop would wait for the first's
+ * semaphore for ever; it must panic saying so, not as a sleep with
+ * preemption disabled. Runs at -smp 1 too (no other CPU is needed). */
+KTEST(demo, stw_stop_nested)
+{
+	stw_stop("demo: outer stop");
+	stw_stop("demo: inner stop");
+	stw_start();
+	stw_start();
+}
+#endif
