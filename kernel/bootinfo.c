@@ -4,7 +4,9 @@
  * size the firmware reported) into sorted regions, and the command line.
  * A map the frame pool could not trust (an entry unaligned, wrapping past
  * 2^64, overlapping another, or free memory over the kernel image) panics
- * naming the entry.
+ * naming the entry; so does a handoff whose map or command line the
+ * loader's direct map does not cover (a descriptor size below 40 bytes or
+ * not dividing the map's size, a map past the end of the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
  */
 #include "bootinfo.h"
@@ -50,6 +52,13 @@ static bool add_region(struct boot_state *b, paddr_t base, paddr_t limit,
 	if (mem_type_usable(type) && limit > b->ram_top)
 		b->ram_top = limit;
 	return true;
+}
+
+/* The bytes of the command line the kernel keeps. */
+static uint64_t cmdline_copied(const struct boot_info *bi)
+{
+	return bi->cmdline_len < BOOT_CMDLINE_MAX ? bi->cmdline_len
+	                                          : BOOT_CMDLINE_MAX - 1;
 }
 
 static bool refuse(struct mmap_diag *d, const char *why,
@@ -117,14 +126,44 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 	return check_regions(b, d);
 }
 
+/* True when [pa, pa + n) lies below limit, without wrapping. */
+static bool below(uint64_t pa, uint64_t n, uint64_t limit)
+{
+	return pa <= limit && n <= limit - pa;
+}
+
+/* The sizes come from the firmware: a descriptor size or a map size out of
+ * reason would have the kernel read past the loader's direct map, which
+ * is all it can reach before paging_init. */
+const char *bootinfo_handoff_problem(const struct boot_info *bi)
+{
+	if (bi->mmap_desc_size < sizeof(struct efi_memory_descriptor))
+		return "memory map descriptors are smaller than the 40 bytes "
+		       "of one";
+	if (bi->mmap_size % bi->mmap_desc_size != 0)
+		return "memory map size is not a multiple of its descriptor "
+		       "size";
+	if (!below(bi->mmap_phys, bi->mmap_size, bi->direct_map_limit))
+		return "memory map runs past the loader's direct map";
+	if (bi->cmdline_phys &&
+	    !below(bi->cmdline_phys, cmdline_copied(bi), bi->direct_map_limit))
+		return "command line runs past the loader's direct map";
+	return NULL;
+}
+
 static void copy_mmap(const struct boot_info *bi)
 {
-	if (bi->mmap_desc_size < sizeof(struct efi_memory_descriptor) ||
-	    bi->mmap_size % bi->mmap_desc_size != 0)
-		panic("boot: memory map descriptor size %llu does not divide "
-		      "map size %llu",
+	const char *why = bootinfo_handoff_problem(bi);
+	if (why)
+		panic("boot: %s (memory map at %#llx: %llu bytes, descriptors "
+		      "of %llu; command line at %#llx: %llu bytes; direct map "
+		      "[0, %#llx))",
+		      why, (unsigned long long)bi->mmap_phys,
+		      (unsigned long long)bi->mmap_size,
 		      (unsigned long long)bi->mmap_desc_size,
-		      (unsigned long long)bi->mmap_size);
+		      (unsigned long long)bi->cmdline_phys,
+		      (unsigned long long)bi->cmdline_len,
+		      (unsigned long long)bi->direct_map_limit);
 	struct mmap_diag d;
 	if (bootinfo_read_mmap(phys_to_virt(bi->mmap_phys), bi->mmap_size,
 	                       bi->mmap_desc_size, &boot_state, &d))
@@ -156,9 +195,7 @@ void bootinfo_copy(paddr_t boot_info_phys)
 	b->rsdp = bi->rsdp_phys;
 	copy_mmap(bi);
 	if (bi->cmdline_phys) {
-		size_t n = bi->cmdline_len;
-		if (n >= sizeof(b->cmdline))
-			n = sizeof(b->cmdline) - 1;
+		size_t n = cmdline_copied(bi);
 		memcpy(b->cmdline, phys_to_virt(bi->cmdline_phys), n);
 		b->cmdline[n] = '\0';
 	}

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "boot/boot_info.h"
 #include "kernel/bootinfo.h"
 
 /* Why a memory map is refused: the descriptor, and for an overlap the
@@ -24,5 +25,9 @@ struct mmap_diag {
  */
 bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
                         struct boot_state *b, struct mmap_diag *d);
+
+/* Why the loader's memory map or command line cannot be read through its
+ * direct map, or NULL when both can. */
+const char *bootinfo_handoff_problem(const struct boot_info *bi);
 
 #endif

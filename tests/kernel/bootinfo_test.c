@@ -109,3 +109,59 @@ KTEST(bootinfo, free_memory_over_the_kernel_image_is_refused)
 	KEXPECT_EQ(d.other_base, 16 * MIB);
 	KEXPECT_EQ(d.other_limit, 18 * MIB);
 }
+
+/* A handoff whose memory map (4 descriptors) and command line sit in the
+ * first MiB of a 4 GiB direct map. */
+static struct boot_info handoff(void)
+{
+	return (struct boot_info){
+	        .mmap_phys = 0x10000,
+	        .mmap_size = 4 * sizeof(struct efi_memory_descriptor),
+	        .mmap_desc_size = sizeof(struct efi_memory_descriptor),
+	        .cmdline_phys = 0x20000,
+	        .cmdline_len = 100,
+	        .direct_map_limit = 4096 * MIB,
+	};
+}
+
+KTEST(bootinfo, handoff_beyond_the_direct_map_is_refused)
+{
+	struct boot_info bi = handoff();
+	KEXPECT(bootinfo_handoff_problem(&bi) == NULL);
+	/* Descriptors too short to hold one: the sizes do divide. */
+	bi.mmap_desc_size = 24;
+	bi.mmap_size = 48;
+	const char *why = bootinfo_handoff_problem(&bi);
+	KEXPECT(why != NULL);
+	if (why)
+		KEXPECT_STREQ(why, "memory map descriptors are smaller than "
+		                   "the 40 bytes of one");
+	/* A map that ends past the direct map: reading it would fault. */
+	bi = handoff();
+	bi.mmap_phys = 4096 * MIB - sizeof(struct efi_memory_descriptor);
+	why = bootinfo_handoff_problem(&bi);
+	KEXPECT(why != NULL);
+	if (why)
+		KEXPECT_STREQ(why,
+		              "memory map runs past the loader's direct map");
+	/* A huge descriptor size: one "descriptor" of 2^63 bytes. */
+	bi = handoff();
+	bi.mmap_desc_size = bi.mmap_size = 1ull << 63;
+	why = bootinfo_handoff_problem(&bi);
+	KEXPECT(why != NULL);
+	if (why)
+		KEXPECT_STREQ(why,
+		              "memory map runs past the loader's direct map");
+	/* A command line past the direct map. */
+	bi = handoff();
+	bi.cmdline_phys = 4096 * MIB - 50;
+	why = bootinfo_handoff_problem(&bi);
+	KEXPECT(why != NULL);
+	if (why)
+		KEXPECT_STREQ(why,
+		              "command line runs past the loader's direct map");
+	/* Only the bytes the kernel copies count. */
+	bi.cmdline_phys = 4096 * MIB - BOOT_CMDLINE_MAX;
+	bi.cmdline_len = 1ull << 40;
+	KEXPECT(bootinfo_handoff_problem(&bi) == NULL);
+}
