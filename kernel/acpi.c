@@ -103,6 +103,12 @@ static void print_madt(const struct acpi_table *t)
 		printk("acpi: ISA IRQ %u -> GSI %u, flags %#x\n",
 		       m->overrides[i].source, m->overrides[i].gsi,
 		       m->overrides[i].flags);
+	for (unsigned i = 0; i < m->nbad_ioapics; i++) {
+		const struct madt_bad_ioapic *b = &m->bad_ioapics[i];
+		printk("acpi: MADT entry at offset %#x, I/O APIC id %u at %#x "
+		       "(GSI base %u): %s; skipped\n",
+		       b->off, b->id, b->addr, b->gsi_base, b->why);
+	}
 	if (m->nskipped)
 		printk("acpi: %u I/O APIC or override entries skipped\n",
 		       m->nskipped);

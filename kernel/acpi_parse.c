@@ -188,9 +188,31 @@ static void add_cpu(struct madt_cpu *cpus, unsigned cap, struct madt_info *info,
 	cpus[info->ncpus++] = (struct madt_cpu){apic_id, uid, type};
 }
 
-static void add_ioapic(struct madt_info *info, uint8_t id, uint32_t addr,
-                       uint32_t gsi_base)
+/* Leaves the I/O APIC entry at off out of info, recording why. */
+static void bad_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
+                       uint32_t addr, uint32_t gsi_base, const char *why)
 {
+	info->nskipped++;
+	if (info->nbad_ioapics < MADT_MAX_IOAPICS)
+		info->bad_ioapics[info->nbad_ioapics++] =
+		        (struct madt_bad_ioapic){off, id, addr, gsi_base, why};
+}
+
+/* An I/O APIC's registers are IOREGSEL at +0x00 and IOWIN at +0x10, each
+ * on a 16-byte boundary; the kernel maps the one page that holds both. */
+static void add_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
+                       uint32_t addr, uint32_t gsi_base)
+{
+	if (addr % MADT_IOAPIC_ALIGN) {
+		bad_ioapic(info, off, id, addr, gsi_base,
+		           "I/O APIC address is not 16-byte aligned");
+		return;
+	}
+	if (addr % MADT_IOAPIC_PAGE > MADT_IOAPIC_PAGE - MADT_IOAPIC_BYTES) {
+		bad_ioapic(info, off, id, addr, gsi_base,
+		           "I/O APIC registers cross a page boundary");
+		return;
+	}
 	if (info->nioapics >= MADT_MAX_IOAPICS) {
 		info->nskipped++;
 		return;
@@ -242,7 +264,7 @@ static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
 			return fail(d, ACPI_MALFORMED,
 			            "I/O APIC entry shorter than 12 bytes",
 			            off);
-		add_ioapic(info, e[2], rd32(e + 4), rd32(e + 8));
+		add_ioapic(info, off, e[2], rd32(e + 4), rd32(e + 8));
 		break;
 	case MADT_IRQ_OVERRIDE:
 		if (len < 10)

@@ -40,7 +40,13 @@
 #define MADT_TRIGGER_MASK  0xcu
 #define MADT_TRIGGER_LEVEL 0xcu
 
-#define MADT_MAX_IOAPICS   8
+#define MADT_MAX_IOAPICS 8
+
+/* An I/O APIC's registers: IOREGSEL and IOWIN, 16 bytes apart on 16-byte
+ * boundaries, within one 4 KiB page (the kernel maps that page). */
+#define MADT_IOAPIC_ALIGN  16u
+#define MADT_IOAPIC_BYTES  32u
+#define MADT_IOAPIC_PAGE   4096u
 #define MADT_MAX_OVERRIDES 16
 
 /* Local APIC / x2APIC flags. */
@@ -113,6 +119,16 @@ struct madt_override {
 	uint16_t flags; /* MADT_POLARITY_*, MADT_TRIGGER_* */
 };
 
+/* An I/O APIC entry the parser would not use: where it is in the MADT,
+ * what it says, and why it was left out. */
+struct madt_bad_ioapic {
+	uint32_t off; /* the entry's offset in the MADT */
+	uint8_t id;
+	uint32_t addr;
+	uint32_t gsi_base;
+	const char *why;
+};
+
 struct madt_info {
 	uint64_t lapic_pa;   /* the header's, or a type 5 override's */
 	uint32_t flags;      /* bit 0: the system also has 8259 PICs */
@@ -123,9 +139,14 @@ struct madt_info {
 	unsigned nduplicate; /* APIC ids listed before */
 	/* I/O APICs and ISA overrides in table order; entries past the
 	 * arrays' capacity (or overrides of a bus other than ISA, or of an
-	 * IRQ already overridden) are counted in nskipped. */
+	 * IRQ already overridden, or I/O APICs in bad_ioapics) are counted
+	 * in nskipped. */
 	struct madt_ioapic ioapics[MADT_MAX_IOAPICS];
 	unsigned nioapics;
+	/* I/O APIC entries left out because of what they say (the first
+	 * MADT_MAX_IOAPICS; the rest are only counted in nskipped). */
+	struct madt_bad_ioapic bad_ioapics[MADT_MAX_IOAPICS];
+	unsigned nbad_ioapics;
 	struct madt_override overrides[MADT_MAX_OVERRIDES];
 	unsigned noverrides;
 	unsigned nskipped;

@@ -7,7 +7,10 @@
  * destination APIC id in bits 24-31).
  *
  * Each I/O APIC's page is mapped at IOAPIC_MMIO_VA + i pages: 2 MiB into
- * the MMIO region, after the LAPIC page and the ACPI window (acpi.c).
+ * the MMIO region, after the LAPIC page and the ACPI window (acpi.c). Its
+ * registers may start anywhere in that page on a 16-byte boundary (the
+ * 82093AA's base is FEC0_xy00h); the MADT parser leaves out an entry
+ * whose registers do not fit in one page.
  */
 #include "ioapic.h"
 
@@ -59,14 +62,17 @@ unsigned ioapic_init(void)
 	for (unsigned i = 0; i < m->nioapics; i++) {
 		const struct madt_ioapic *ma = &m->ioapics[i];
 		uintptr_t va = IOAPIC_MMIO_VA + nioapics * PAGE_SIZE;
-		int err = vm_map_page(va, ma->addr, VM_WRITE | VM_NOCACHE);
+		/* The MADT parser checked that both registers lie in the
+		 * page at align_down(addr); the address need not start it. */
+		int err = vm_map_page(va, align_down(ma->addr, PAGE_SIZE),
+		                      VM_WRITE | VM_NOCACHE);
 		if (err) {
 			printk("ioapic: cannot map id %u at %#x: error %d\n",
 			       ma->id, ma->addr, -err);
 			continue;
 		}
 		struct ioapic *a = &ioapics[nioapics++];
-		a->regs = (volatile uint32_t *)va;
+		a->regs = (volatile uint32_t *)(va + ma->addr % PAGE_SIZE);
 		a->gsi_base = ma->gsi_base;
 		a->id = ma->id;
 		a->nredir = ((rd(a, REG_VERSION) >> 16) & 0xff) + 1;

@@ -554,3 +554,41 @@ KTEST(madt, bad_root_table)
 	EXPECT_REFUSED(ACPI_MALFORMED,
 	               "table length is shorter than its header");
 }
+
+/* Expects the MADT's bad I/O APIC i to be the one at offset off, left out
+ * because of why. */
+static void expect_bad_ioapic(unsigned i, uint32_t off, uint32_t addr,
+                              const char *why)
+{
+	KASSERT(info.nbad_ioapics > i);
+	KEXPECT_EQ(info.bad_ioapics[i].off, off);
+	KEXPECT_EQ(info.bad_ioapics[i].addr, addr);
+	KEXPECT(info.bad_ioapics[i].why != NULL);
+	if (info.bad_ioapics[i].why)
+		KEXPECT_STREQ(info.bad_ioapics[i].why, why);
+}
+
+/* The registers are 16 bytes apart (IOREGSEL, IOWIN) on 16-byte
+ * boundaries; an I/O APIC may sit anywhere in its page on those terms
+ * (the 82093AA's base is FEC0_xy00h). */
+KTEST(madt, ioapic_address_must_hold_its_registers)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00008u, 0);  /* not on a 16-byte boundary */
+	add_ioapic(1, 0xfec00ff0u, 24); /* IOWIN in the next page */
+	add_ioapic(2, 0xfec01100u, 48); /* sound, inside its page */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 1);
+	KEXPECT_EQ(info.ioapics[0].id, 2);
+	KEXPECT_EQ(info.ioapics[0].addr, 0xfec01100u);
+	KEXPECT_EQ(info.nbad_ioapics, 2);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED, 0xfec00008u,
+	                  "I/O APIC address is not 16-byte aligned");
+	expect_bad_ioapic(1, ACPI_MADT_FIXED + 12, 0xfec00ff0u,
+	                  "I/O APIC registers cross a page boundary");
+	KEXPECT_EQ(info.nskipped, 2);
+	/* No APIC serves the bad ones' GSIs. */
+	KEXPECT(madt_ioapic_for(&info, 0) == NULL);
+}
