@@ -213,6 +213,18 @@ static void add_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
 		           "I/O APIC registers cross a page boundary");
 		return;
 	}
+	/* Contradictions: the first entry wins, as in Linux. */
+	for (unsigned i = 0; i < info->nioapics; i++) {
+		const char *why = NULL;
+		if (info->ioapics[i].gsi_base == gsi_base)
+			why = "I/O APIC GSI base is an earlier I/O APIC's";
+		else if (info->ioapics[i].addr == addr)
+			why = "I/O APIC address is an earlier I/O APIC's";
+		if (why) {
+			bad_ioapic(info, off, id, addr, gsi_base, why);
+			return;
+		}
+	}
 	if (info->nioapics >= MADT_MAX_IOAPICS) {
 		info->nskipped++;
 		return;

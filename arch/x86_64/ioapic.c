@@ -94,8 +94,10 @@ bool ioapic_route_isa(uint8_t irq, uint8_t vector, uint32_t apic_id)
 		return false;
 	}
 	struct madt_irq_route r = madt_isa_route(m, irq);
+	/* Should two ranges overlap, the first listed wins, as in the MADT
+	 * parser. */
 	const struct ioapic *a = NULL;
-	for (unsigned i = 0; i < nioapics; i++)
+	for (unsigned i = 0; i < nioapics && !a; i++)
 		if (r.gsi >= ioapics[i].gsi_base &&
 		    r.gsi - ioapics[i].gsi_base < ioapics[i].nredir)
 			a = &ioapics[i];

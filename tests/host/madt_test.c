@@ -273,7 +273,8 @@ KTEST(madt, overrides_skipped)
 	add_override(0, 4, 5, 0);
 	add_override(0, 4, 6, 0); /* a second override of IRQ 4 */
 	for (unsigned i = 0; i < MADT_MAX_IOAPICS; i++)
-		add_ioapic((uint8_t)(i + 1), 0xfec10000u, 100 + i);
+		add_ioapic((uint8_t)(i + 1), 0xfec10000u + 0x1000u * i,
+		           100 + i);
 	for (unsigned i = 0; i < MADT_MAX_OVERRIDES; i++)
 		add_override(0, (uint8_t)(16 + i), 40 + i, 0);
 	madt_end();
@@ -591,4 +592,28 @@ KTEST(madt, ioapic_address_must_hold_its_registers)
 	KEXPECT_EQ(info.nskipped, 2);
 	/* No APIC serves the bad ones' GSIs. */
 	KEXPECT(madt_ioapic_for(&info, 0) == NULL);
+}
+
+/* Two I/O APICs cannot serve one GSI, nor one chip be listed twice: the
+ * first entry wins, as in Linux, and the later one is left out. */
+KTEST(madt, ioapic_listed_twice_is_left_out)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 0);
+	add_ioapic(1, 0xfec01000u, 0);  /* GSI 0 up again */
+	add_ioapic(2, 0xfec00000u, 24); /* the first one's registers */
+	add_ioapic(3, 0xfec02000u, 24); /* sound */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 2);
+	KEXPECT_EQ(info.ioapics[0].id, 0);
+	KEXPECT_EQ(info.ioapics[1].id, 3);
+	KEXPECT_EQ(info.nbad_ioapics, 2);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED + 12, 0xfec01000u,
+	                  "I/O APIC GSI base is an earlier I/O APIC's");
+	expect_bad_ioapic(1, ACPI_MADT_FIXED + 24, 0xfec00000u,
+	                  "I/O APIC address is an earlier I/O APIC's");
+	KEXPECT_EQ(madt_ioapic_for(&info, 5)->id, 0);
+	KEXPECT_EQ(madt_ioapic_for(&info, 30)->id, 3);
 }
