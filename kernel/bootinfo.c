@@ -3,7 +3,8 @@
  * magic and version, copies the UEFI memory map (honouring the descriptor
  * size the firmware reported) into sorted regions, and the command line.
  * A map the frame pool could not trust (an entry unaligned, wrapping past
- * 2^64, overlapping another, or free memory over the kernel image) panics
+ * 2^64, overlapping another, usable memory past the 32 TiB of the direct
+ * map, or free memory over the kernel image) panics
  * naming the entry; so does a handoff whose map or command line the
  * loader's direct map does not cover (a descriptor size below 40 bytes or
  * not dividing the map's size, a map past the end of the direct map).
@@ -16,6 +17,9 @@
 #include "kernel/string.h"
 
 struct boot_state boot_state;
+
+_Static_assert(DIRECT_MAP_SIZE == 32ull << 40,
+               "the refusal of memory past the direct map names its size");
 
 bool mem_type_usable(uint32_t type)
 {
@@ -119,6 +123,14 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			        d, "runs past the end of the address space", e);
 		paddr_t limit =
 		        e->physical_start + e->number_of_pages * PAGE_SIZE;
+		/* The kernel maps RAM only through the direct map; past
+		 * it lies the heap's space. */
+		if (mem_type_usable(e->type) && limit > DIRECT_MAP_SIZE)
+			return refuse(
+			        d,
+			        "lies past the end of the kernel's direct "
+			        "map (32 TiB)",
+			        e);
 		if (!add_region(b, e->physical_start, limit, e->type))
 			return refuse(d, "the map has more than 512 entries",
 			              e);

@@ -29,6 +29,7 @@
 #define HUGE_PAGE_SIZE  (1ull << 30)
 
 #define DIRECT_MAP_BASE    BOOT_DIRECT_MAP_BASE
+#define DIRECT_MAP_SIZE    (MM_REGION_BASE - DIRECT_MAP_BASE) /* to mm's */
 #define MM_REGION_BASE     0xffffa00000000000ull
 #define MM_REGION_SIZE     (2ull << 40)
 #define MMIO_REGION_BASE   0xfffffe0000000000ull

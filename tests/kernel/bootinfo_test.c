@@ -165,3 +165,30 @@ KTEST(bootinfo, handoff_beyond_the_direct_map_is_refused)
 	bi.cmdline_len = 1ull << 40;
 	KEXPECT(bootinfo_handoff_problem(&bi) == NULL);
 }
+
+/* The direct map has 32 TiB before the mm region: usable memory past it
+ * could not be reached, and mapping it would run into the heap's space. */
+KTEST(bootinfo, usable_memory_past_the_direct_map_is_refused)
+{
+	struct mmap_diag d;
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
+	set(1, EFI_CONVENTIONAL_MEMORY, DIRECT_MAP_SIZE - PAGE_SIZE, 2);
+	const char *why = read(2, &d);
+	KEXPECT(why != NULL);
+	if (why)
+		KEXPECT_STREQ(why, "lies past the end of the kernel's direct "
+		                   "map (32 TiB)");
+	KEXPECT_EQ(d.base, DIRECT_MAP_SIZE - PAGE_SIZE);
+	/* Boot-services memory is reclaimed into the pool: the same. */
+	reset();
+	set(0, EFI_BOOT_SERVICES_DATA, 64 * DIRECT_MAP_SIZE, 1);
+	KEXPECT(read(1, &d) != NULL);
+	/* Up to the end is fine; MMIO and reserved ranges need no map. */
+	reset();
+	set(0, EFI_CONVENTIONAL_MEMORY, DIRECT_MAP_SIZE - PAGE_SIZE, 1);
+	set(1, EFI_MEMORY_MAPPED_IO, DIRECT_MAP_SIZE, 1024);
+	set(2, EFI_RESERVED_MEMORY, 2 * DIRECT_MAP_SIZE, 1);
+	KEXPECT(read(3, &d) == NULL);
+	KEXPECT_EQ(bs.ram_top, DIRECT_MAP_SIZE);
+}
