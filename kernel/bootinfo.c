@@ -213,15 +213,27 @@ void bootinfo_copy(paddr_t boot_info_phys)
 	}
 }
 
+/* Words are separated by blanks and line ends: cmdline.txt may hold one
+ * option per line. */
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 bool cmdline_get(const char *key, char *buf, size_t size)
 {
+	return cmdline_find(boot_state.cmdline, key, buf, size);
+}
+
+bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size)
+{
 	size_t klen = strlen(key);
-	const char *p = boot_state.cmdline;
+	const char *p = cmdline;
 	while (*p) {
-		while (*p == ' ' || *p == '\t')
+		while (is_blank(*p))
 			p++;
 		const char *word = p;
-		while (*p && *p != ' ' && *p != '\t')
+		while (*p && !is_blank(*p))
 			p++;
 		size_t wlen = (size_t)(p - word);
 		if (wlen < klen || strncmp(word, key, klen) != 0)

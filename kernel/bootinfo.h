@@ -42,7 +42,8 @@ bool mem_type_usable(uint32_t type);
 const char *mem_type_name(uint32_t type);
 
 /*
- * Finds "key=value" (or a bare "key") on the command line; copies the value
+ * Finds "key=value" (or a bare "key") among the command line's words
+ * (separated by spaces, tabs and line ends); copies the value
  * into buf (size bytes, NUL-terminated; "" for a bare key). Returns false
  * when the key is absent.
  */

@@ -192,3 +192,19 @@ KTEST(bootinfo, usable_memory_past_the_direct_map_is_refused)
 	KEXPECT(read(3, &d) == NULL);
 	KEXPECT_EQ(bs.ram_top, DIRECT_MAP_SIZE);
 }
+
+/* cmdline.txt is a text file: one option per line is as good as one
+ * line of options (the loader trims only the trailing line end). */
+KTEST(bootinfo, command_line_options_on_separate_lines)
+{
+	static const char text[] =
+	        "ktest=smp.*\nsmp.expect=4\r\nacpi.no_madt\r\tshell.notty";
+	char buf[16];
+	KEXPECT(cmdline_find(text, "ktest", buf, sizeof(buf)));
+	KEXPECT_STREQ(buf, "smp.*");
+	KEXPECT(cmdline_find(text, "smp.expect", buf, sizeof(buf)));
+	KEXPECT_STREQ(buf, "4");
+	KEXPECT(cmdline_find(text, "acpi.no_madt", NULL, 0));
+	KEXPECT(cmdline_find(text, "shell.notty", NULL, 0));
+	KEXPECT(!cmdline_find(text, "smp", buf, sizeof(buf)));
+}
