@@ -129,6 +129,10 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 	le->after_cr = false;
 	if (le->len == 0 && !le->overflow)
 		le->buf[0] = '\0';
+	/* A control key abandons an escape sequence and is obeyed: a stray
+	 * Esc must not eat the Enter or Ctrl-C after it. */
+	if ((unsigned char)c < 0x20)
+		le->esc = ESC_NONE;
 	if (escape(le, c))
 		return LINEEDIT_MORE;
 	switch (c) {

@@ -168,3 +168,21 @@ KTEST(lineedit, overlong_draft_stays_overlong_after_browsing)
 	type(UP DOWN "\x7f\x7f\x7f\x7f\x7f\r", NULL);
 	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX);
 }
+
+/* A control key is obeyed even in the middle of an escape sequence (as
+ * terminals do, ECMA-48 5.4): a stray Esc must not eat the Enter, Ctrl-C
+ * or Backspace after it. */
+KTEST(lineedit, control_keys_end_an_escape_sequence)
+{
+	reset();
+	KEXPECT_EQ(type("ab\x1b\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ab");
+	KEXPECT_EQ(type("stress\x1b[\x03", NULL), LINEEDIT_CANCEL);
+	KEXPECT_EQ(type("xy\x1b\b\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "x");
+	/* After them, keys are keys again, and the arrows still work. */
+	KEXPECT_EQ(type("\x1b[1;\x15meminfo\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "meminfo");
+	KEXPECT_EQ(type("\x1b[A\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "meminfo");
+}
