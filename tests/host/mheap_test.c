@@ -202,6 +202,21 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	mm_port_fail_maps(0);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
+	/* The same for 64 pages, the most an atomic caller may ask, two of
+	 * them backed: the run is undone exactly (by its mask of scavenged
+	 * pages), the two pages still backed, the rest still scavenged. */
+	void *two = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT(two);
+	mheap_free_pages(&heap, two, 2);
+	mheap_stats(&heap, &s0);
+	KEXPECT_EQ(s0.free_backed_pages, 2);
+	mm_port_fail_maps(1);
+	mm_port_set_atomic(true);
+	KEXPECT(mheap_alloc_pages(&heap, 64, MHEAP_ATOMIC) == NULL);
+	mm_port_set_atomic(false);
+	mm_port_fail_maps(0);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
 	MH_CHECK(&heap, "after running out");
 	mm_port_set_quiet(false);
 	mh_release(&heap);

@@ -323,3 +323,43 @@ KTEST(palloc_grow, tree_shapes)
 		tp_release(&p);
 	}
 }
+
+/*
+ * palloc_free_below_locked(addr): the free run that ends at the chunk
+ * boundary addr, the run a growth of the chunks at addr extends (the page
+ * heap grows only the chunks a request needs beyond it): wholly free
+ * chunks and the free end of the first one below them that is not, up to
+ * a chunk not grown; 0 for the arena's base, a misaligned address or one
+ * outside the arena, and the arena's limit counts like any boundary.
+ */
+KTEST(palloc_grow, free_below_is_the_run_ending_there)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 0},                               /* all free */
+	        {.chunk = 1, .alloc = {{0, 400}}},          /* end 112 */
+	        {.chunk = 2, .scav = {{0, 512}}},           /* all free */
+	        {.chunk = 4, .alloc = {{0, 512}}},          /* none */
+	        {.chunk = 5, .alloc = {{0, 10}, {100, 2}}}, /* end 410 */
+	        {.chunk = 7, .alloc = {{0, 500}}},          /* end 12 */
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	static const struct {
+		size_t chunk, want;
+	} rows[] = {{0, 0}, {1, 512}, {2, 112}, {3, 624}, {4, 0},
+	            {5, 0}, {6, 410}, {7, 0},   {8, 12}};
+	for (size_t i = 0; i < NELEM(rows); i++) {
+		size_t got = palloc_free_below_locked(
+		        &p, TP_BASE + rows[i].chunk * CB);
+		if (got != rows[i].want)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "free below chunk %zu: %zu pages, want "
+			              "%zu",
+			              rows[i].chunk, got, rows[i].want);
+	}
+	KEXPECT_EQ(palloc_free_below_locked(&p, TP_BASE + 3 * CB + 4096), 0);
+	KEXPECT_EQ(palloc_free_below_locked(&p, TP_BASE + 9 * CB), 0);
+	KEXPECT_EQ(palloc_free_below_locked(&p, TP_BASE - CB), 0);
+	tp_release(&p);
+}

@@ -57,6 +57,13 @@ static const struct scav_case scav_cases[] = {
           {TAKE, 1000, 0, P(0, 128), 172},
           {TAKE, 1000, 0, NONE, 0}},
          3},
+        {"dense_from_496_allocated_pages",
+         {{.chunk = 0, .alloc = {{0, 495}}}, {.chunk = 1, .alloc = {{0, 496}}}},
+         2,
+         {{TAKE, 1000, 0, P(0, 495), 17},
+          {TAKE, 1000, 0, NONE, 0},
+          {TAKE, 1000, PALLOC_SCAV_FORCE, P(1, 496), 16}},
+         3},
         {"mark_leaves_pages_free",
          {{.chunk = 2, .alloc = {{0, 10}}, .scav = {{500, 12}}}},
          1,
@@ -194,5 +201,46 @@ KTEST(palloc_scav, no_scav_mode_finds_nothing)
 	KEXPECT(!palloc_scav_take_locked(&p, 64, PALLOC_SCAV_FORCE, &r));
 	KEXPECT(!take_and_return(&p, &r));
 	TP_CHECK(&p, "no-scav");
+	tp_release(&p);
+}
+
+/*
+ * A run of at most 64 pages across a chunk boundary, its mask: bit k for
+ * its k-th page, the second chunk's pages after the first chunk's (the
+ * page heap maps the pages of the mask and zeroes the others, and undoes
+ * a run it could not map with it). Freed with the mask, every bitmap is
+ * as it was. A mask with a bit past the run is refused before anything
+ * changes, as is a masked request of over 64 pages.
+ */
+KTEST(palloc_scav, mask_of_a_run_across_chunks)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 0, .alloc = {{0, 500}}, .scav = {{505, 3}}},
+	        {.chunk = 1, .alloc = {{20, 492}}, .scav = {{4, 16}}},
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	struct tp_snap s = tp_snapshot(&p);
+	uintptr_t base = tp_addr(&p, P(0, 500));
+	uint64_t mask = 0;
+	KASSERT_EQ(palloc_alloc_mask_locked(&p, 20, &mask), base);
+	/* Pages 5-7 of the run (chunk 0's 505-507) and 16-19 (chunk 1's
+	 * 4-7). */
+	KEXPECT_EQ(mask, 0xe0ull | 0xf0000ull);
+	TP_CHECK(&p, "after the masked alloc");
+	struct tp_snap held = tp_snapshot(&p);
+	KEXPECT(MM_PORT_PANICS(
+	        palloc_free_mask_locked(&p, base, 20, mask | 1ull << 20)));
+	KEXPECT(strstr(mm_port_last_panic(), "free_mask of 20 pages"));
+	KEXPECT(tp_unchanged(&p, held));
+	palloc_free_mask_locked(&p, base, 20, mask);
+	KEXPECT(tp_unchanged(&p, s));
+	KEXPECT_EQ(palloc_alloc_mask_locked(&p, 65, &mask), 0);
+	KEXPECT_EQ(mask, 0);
+	struct palloc_refusal r;
+	KEXPECT(palloc_take_refusal_locked(&p, &r));
+	KEXPECT(strcmp(r.reason, "over 64 pages for a mask") == 0);
+	TP_CHECK(&p, "after the masked free");
 	tp_release(&p);
 }
