@@ -15,7 +15,10 @@
  *   alloc    the lowest run of npages set bits of cache (pallocbits_run64);
  *            clear them; the scavenged ones among them are reported.
  *   free     set the bits again if the range lies in the window and none of
- *            them is set (a set one would be a double free).
+ *            them is set. A set one is a double free, whether or not the
+ *            whole range lies in the window: one that crosses its edge is
+ *            the heap's to free, and the heap holds every window page
+ *            allocated, so it could not tell.
  *   refill   flush; find the heap's first free page (the hint's chunk if it
  *            has any, else a palloc find for one page); take every free
  *            page of its 64-page block: set them allocated in the palloc,
@@ -54,21 +57,32 @@ uintptr_t pagecache_alloc(struct pagecache *c, size_t npages, size_t *nscav)
 
 bool pagecache_free(struct pagecache *c, uintptr_t base, size_t npages)
 {
-	if (!c->has_window || npages == 0 || npages > PAGECACHE_PAGES ||
-	    base < c->base || (base & (MM_PAGE_SIZE - 1)))
+	if (!c->has_window || npages == 0 || (base & (MM_PAGE_SIZE - 1)))
 		return false;
-	uintptr_t i = (base - c->base) >> MM_PAGE_SHIFT;
-	if (i >= PAGECACHE_PAGES || npages > PAGECACHE_PAGES - i)
+	uintptr_t wlimit =
+	        c->base + ((uintptr_t)PAGECACHE_PAGES << MM_PAGE_SHIFT);
+	uintptr_t limit = palloc_range_limit(base, npages);
+	if (limit <= c->base || base >= wlimit)
 		return false;
-	uint64_t mask = pallocbits_mask((unsigned)i, (unsigned)npages);
+	/* The range's pages inside the window: one of them the cache holds
+	 * free is free already, whether or not the whole range is the
+	 * cache's (the heap, which holds every window page allocated,
+	 * would take a range that crosses the edge). */
+	uintptr_t lo = base > c->base ? base : c->base;
+	uintptr_t hi = limit < wlimit ? limit : wlimit;
+	uint64_t mask =
+	        pallocbits_mask((unsigned)((lo - c->base) >> MM_PAGE_SHIFT),
+	                        (unsigned)((hi - lo) >> MM_PAGE_SHIFT));
 	if (c->cache & mask)
 		mm_panic("pagecache: free [0x%lx, 0x%lx): page 0x%lx is "
 		         "already free in this CPU's cache (window 0x%lx, "
 		         "free bits %016lx)",
-		         base, base + (npages << MM_PAGE_SHIFT),
+		         base, limit,
 		         c->base + ((uintptr_t)pallocbits_ctz(c->cache & mask)
 		                    << MM_PAGE_SHIFT),
 		         c->base, c->cache);
+	if (lo != base || hi != limit)
+		return false; /* crosses the window's edge: the heap's */
 	c->cache |= mask;
 	return true;
 }

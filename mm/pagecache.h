@@ -69,8 +69,9 @@ uintptr_t pagecache_alloc(struct pagecache *c, size_t npages, size_t *nscav);
 /*
  * Puts [base, base + npages pages) back in the cache if it lies in the
  * cache's window, and returns true; returns false (nothing done) if it does
- * not, and the caller frees it to the palloc. A page that is already free
- * in the cache is a double free: mm_panic. Lock-free, pinned, like alloc.
+ * not, and the caller frees it to the palloc. A page of the range that is
+ * already free in the cache is a double free, whether the range lies in
+ * the window or crosses its edge: mm_panic. Lock-free, pinned, like alloc.
  */
 bool pagecache_free(struct pagecache *c, uintptr_t base, size_t npages);
 

@@ -43,7 +43,7 @@ KTEST(pagecache, refill_alloc_free_flush)
 	/* Back into the window, lock-free; outside it: not ours. */
 	KEXPECT(pagecache_free(&c, PG(71), 15));
 	KEXPECT(!pagecache_free(&c, PG(10), 1));
-	KEXPECT(!pagecache_free(&c, PG(120), 10)); /* crosses the edge */
+	KEXPECT(!pagecache_free(&c, PG(60), 10)); /* crosses the edge */
 	KEXPECT(!pagecache_free(&c, PG(80) + 8, 1));
 	struct pagecache saved = c;
 	KEXPECT(MM_PORT_PANICS(pagecache_free(&c, PG(72), 1)));
@@ -196,5 +196,45 @@ KTEST(pagecache, alloc_without_a_fitting_run)
 	KEXPECT_EQ(c.cache, 0);
 	pagecache_flush_locked(&c, &p);
 	TP_CHECK(&p, "after the flush");
+	tp_release(&p);
+}
+
+/*
+ * A free that starts or ends outside the window is the heap's, not the
+ * cache's, but a page of it that the cache holds free is free already: a
+ * double free, as it is inside the window. Handed to the heap, which
+ * holds every window page allocated, it was taken silently, and the page
+ * was then free in the heap and in the cache: both handed it out.
+ */
+KTEST(pagecache, free_across_the_window_edge)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	struct palloc_test_chunk before = {.chunk = 0, .alloc = {{60, 8}}};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_test_build(&p, &before, 1));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KASSERT_EQ(c.base, PG(0));
+	KASSERT_EQ(c.cache, ~0ull >> 4); /* 60-63 are a user's */
+	/* That user's run crosses the edge: not the cache's to take. */
+	KEXPECT(!pagecache_free(&c, PG(60), 8));
+	/* Pages 58 and 59 are free in the cache. */
+	struct pagecache saved = c;
+	KEXPECT(MM_PORT_PANICS(pagecache_free(&c, PG(58), 10)));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "free [0x400003a000, 0x4000044000)"));
+	KEXPECT(strstr(mm_port_last_panic(), "page 0x400003a000 is already "
+	                                     "free in this CPU's cache"));
+	KEXPECT(memcmp(&saved, &c, sizeof(c)) == 0);
+	/* From below the window (a window higher up): the same. */
+	struct pagecache d = c;
+	d.base = PG(64);
+	d.cache = 1; /* page 64 */
+	KEXPECT(MM_PORT_PANICS(pagecache_free(&d, PG(62), 4)));
+	KEXPECT(strstr(mm_port_last_panic(), "page 0x4000040000 is already"));
+	palloc_free(&p, PG(60), 8);
+	pagecache_flush_locked(&c, &p);
+	TP_CHECK(&p, "after the flush");
+	KEXPECT_EQ(palloc_alloc(&p, 512, NULL), PG(0));
 	tp_release(&p);
 }
