@@ -23,6 +23,9 @@
  *            fails, a run of at most 64 pages is given back exactly as it
  *            was (palloc_free_mask_locked: no page changed); a longer one
  *            (thread context only) is unmapped and given back scavenged.
+ *            MHEAP_ZERO zeroes only the pages that were backed (a run's
+ *            mask, or for a longer run the backed runs palloc noted; one
+ *            with more of them than it notes is zeroed whole).
  *   grow     When nothing fits and the arena has room for the chunks
  *            it needs: one caller at a time sets `growing`, prepares
  *            palloc's metadata and the page tables outside the lock,
@@ -291,10 +294,12 @@ struct attempt {
 };
 
 /* One attempt under the lock. *mask gets the scavenged pages of a run of
- * at most 64 pages, *nscav their count; *low whether free pages fell
- * below the reserve; *saw what it saw. */
+ * at most 64 pages, *nscav their count; *backed (if not NULL) the backed
+ * runs of a longer one; *low whether free pages fell below the reserve;
+ * *saw what it saw. */
 static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
-                           size_t *nscav, bool *low, struct attempt *saw)
+                           struct palloc_backed *backed, size_t *nscav,
+                           bool *low, struct attempt *saw)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	*saw = (struct attempt){h->scav_returns, h->grown_chunks};
@@ -302,6 +307,9 @@ static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
 	if (npages <= 64) {
 		base = palloc_alloc_mask_locked(&h->pages, npages, mask);
 		*nscav = pallocbits_popcount(*mask);
+	} else if (backed) {
+		base = palloc_alloc_backed_locked(&h->pages, npages, nscav,
+		                                  backed);
 	} else {
 		base = palloc_alloc_locked(&h->pages, npages, nscav);
 	}
@@ -333,15 +341,23 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 }
 
 /* Zeroes the pages of a fresh run that were not scavenged (mask: the
- * scavenged ones of a run of at most 64 pages; above, nscav counts them
- * and a run not scavenged whole is zeroed whole). */
+ * scavenged ones of a run of at most 64 pages; above, backed lists the
+ * others, and a run with more stretches of them than it holds is zeroed
+ * whole). Scavenged pages read as zero: writing them would only make
+ * them resident. */
 static void zero_backed(uintptr_t base, size_t npages, uint64_t mask,
-                        size_t nscav)
+                        const struct palloc_backed *backed, size_t nscav)
 {
 	if (nscav == npages)
 		return;
-	if (npages > 64) {
+	if (npages > 64 && backed->n > PALLOC_BACKED_RUNS) {
 		mm_memset((void *)base, 0, npages * MM_PAGE_SIZE);
+		return;
+	}
+	if (npages > 64) {
+		for (size_t i = 0; i < backed->n; i++)
+			mm_memset((void *)backed->runs[i].base, 0,
+			          backed->runs[i].npages * MM_PAGE_SIZE);
 		return;
 	}
 	for (size_t i = 0; i < npages; i++)
@@ -400,13 +416,15 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		size_t nscav;
 		bool low;
 		struct attempt saw;
-		uintptr_t base =
-		        try_alloc(h, npages, &mask, &nscav, &low, &saw);
+		struct palloc_backed backed;
+		uintptr_t base = try_alloc(
+		        h, npages, &mask, (flags & MHEAP_ZERO) ? &backed : NULL,
+		        &nscav, &low, &saw);
 		if (base) {
 			void *p = finish_alloc(h, base, npages, mask, nscav,
 			                       atomic);
 			if (p && (flags & MHEAP_ZERO))
-				zero_backed(base, npages, mask, nscav);
+				zero_backed(base, npages, mask, &backed, nscav);
 			if (low && h->cfg.reserve_pages &&
 			    !(flags & MHEAP_NO_GROW))
 				reserve_low(h, atomic);

@@ -222,9 +222,10 @@ static void mark_free(struct palloc *p, size_t pi, size_t npages)
 }
 
 /* palloc_alloc_locked, and for runs of at most 64 pages the mask of
- * palloc_alloc_mask_locked. */
+ * palloc_alloc_mask_locked, or the backed runs of
+ * palloc_alloc_backed_locked. */
 static uintptr_t alloc_locked(struct palloc *p, size_t npages, size_t *nscav,
-                              uint64_t *mask)
+                              uint64_t *mask, struct palloc_backed *backed)
 {
 	p->refusal.op = NULL;
 	if (nscav)
@@ -247,6 +248,8 @@ static uintptr_t alloc_locked(struct palloc *p, size_t npages, size_t *nscav,
 			return 0;
 		}
 	}
+	if (backed)
+		palloc_note_backed(p, pi, npages, backed);
 	size_t scav = mark_allocated(p, pi, npages, mask);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
@@ -262,7 +265,15 @@ static uintptr_t alloc_locked(struct palloc *p, size_t npages, size_t *nscav,
 uintptr_t palloc_alloc_locked(struct palloc *p, size_t npages, size_t *nscav)
 {
 	palloc_assert_locked(p, "palloc_alloc_locked");
-	return alloc_locked(p, npages, nscav, NULL);
+	return alloc_locked(p, npages, nscav, NULL, NULL);
+}
+
+uintptr_t palloc_alloc_backed_locked(struct palloc *p, size_t npages,
+                                     size_t *nscav, struct palloc_backed *b)
+{
+	palloc_assert_locked(p, "palloc_alloc_backed_locked");
+	b->n = 0;
+	return alloc_locked(p, npages, nscav, NULL, b);
 }
 
 uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
@@ -275,7 +286,7 @@ uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
 		              npages);
 		return 0;
 	}
-	return alloc_locked(p, npages, NULL, scav_mask);
+	return alloc_locked(p, npages, NULL, scav_mask, NULL);
 }
 
 bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,

@@ -173,6 +173,30 @@ uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
 void palloc_free_mask_locked(struct palloc *p, uintptr_t base, size_t npages,
                              uint64_t scav_mask);
 
+/* A run of pages [base, base + npages * MM_PAGE_SIZE). */
+struct palloc_run {
+	uintptr_t base;
+	size_t npages;
+};
+
+/* The pages of an allocation that were not scavenged, as runs, for an
+ * owner that must zero those alone: n runs in runs[], or n ==
+ * PALLOC_BACKED_RUNS + 1 if there were more. */
+#define PALLOC_BACKED_RUNS 8
+struct palloc_backed {
+	size_t n;
+	struct palloc_run runs[PALLOC_BACKED_RUNS];
+};
+
+/*
+ * palloc_alloc_locked, also noting in *b the runs of the allocation's
+ * pages that were not scavenged (their memory still holds what it held),
+ * up to PALLOC_BACKED_RUNS of them: the rest read as zero once mapped.
+ * Locking: the owner's lock must be held.
+ */
+uintptr_t palloc_alloc_backed_locked(struct palloc *p, size_t npages,
+                                     size_t *nscav, struct palloc_backed *b);
+
 /*
  * Allocates exactly the pages [base, base + npages * MM_PAGE_SIZE) (the
  * frame pool carves holes of the memory map out this way). Returns false,
@@ -234,12 +258,6 @@ void palloc_check_locked(const struct palloc *p);
 
 enum palloc_scav_flags {
 	PALLOC_SCAV_FORCE = 1u << 0, /* also search nearly full chunks */
-};
-
-/* A run of pages [base, base + npages * MM_PAGE_SIZE). */
-struct palloc_run {
-	uintptr_t base;
-	size_t npages;
 };
 
 /*

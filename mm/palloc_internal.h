@@ -127,6 +127,12 @@ size_t palloc_find_locked(const struct palloc *p, size_t npages, size_t *hint);
 const char *palloc_range_problem(const struct palloc *p, uintptr_t base,
                                  size_t npages, uintptr_t *bad);
 
+/* The runs of [pi, pi + npages) whose scavenged bits are clear (all of
+ * it with PALLOC_NO_SCAV), into *b (palloc_alloc_backed_locked); the scan
+ * stops when b is full. Locking: the owner's lock must be held. */
+void palloc_note_backed(const struct palloc *p, size_t pi, size_t npages,
+                        struct palloc_backed *b);
+
 /* Records a refusal for the owner to log after unlocking. */
 void palloc_refuse(struct palloc *p, const char *op, const char *reason,
                    uintptr_t base, uintptr_t limit, size_t npages);

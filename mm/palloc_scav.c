@@ -30,6 +30,11 @@
  *   take     marks the run allocated: nobody can allocate it while the
  *            owner unmaps it without the lock and shoots it down.
  *   return   frees a taken run as scavenged, after the shootdown.
+ *   backed   for an allocation (palloc_alloc_backed_locked), before its
+ *            scavenged bits are cleared: the runs of its pages whose bits
+ *            are clear, up to PALLOC_BACKED_RUNS, for an owner that must
+ *            zero those pages and only those (scavenged ones read as
+ *            zero once mapped; writing them would make them resident).
  *
  * Invariants (palloc_check_locked verifies them with palloc.c's):
  *   1. A scavenged page is free (palloc.c invariant 3); take and return
@@ -155,4 +160,48 @@ void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages)
 	for (struct palloc_piece pc; palloc_next_piece(&pi, &left, &pc);)
 		pallocbits_set(&p->scav[pc.c], pc.i, pc.n);
 	p->stats.scav_pages += npages;
+}
+
+/* Notes a backed run [base, base + n pages) in b, joining it to the one
+ * before if it goes on from there; false once b is full. */
+static bool note_run(struct palloc_backed *b, uintptr_t base, size_t n)
+{
+	struct palloc_run *last = b->n ? &b->runs[b->n - 1] : NULL;
+	if (last && last->base + (last->npages << MM_PAGE_SHIFT) == base) {
+		last->npages += n;
+		return true;
+	}
+	if (b->n == PALLOC_BACKED_RUNS) {
+		b->n++; /* more than fit */
+		return false;
+	}
+	b->runs[b->n++] = (struct palloc_run){base, n};
+	return true;
+}
+
+void palloc_note_backed(const struct palloc *p, size_t pi, size_t npages,
+                        struct palloc_backed *b)
+{
+	b->n = 0;
+	for (struct palloc_piece pc; palloc_next_piece(&pi, &npages, &pc);) {
+		const struct pallocbits *s = p->scav ? &p->scav[pc.c] : NULL;
+		unsigned k = pc.i, end = pc.i + pc.n;
+		while (k < end) {
+			unsigned lo =
+			        s ? pallocbits_first_clear(s, k, end - k) : k;
+			if (lo == PALLOCBITS_NONE)
+				break;
+			unsigned hi = s ? pallocbits_first_set(s, lo, end - lo)
+			                : PALLOCBITS_NONE;
+			if (hi == PALLOCBITS_NONE)
+				hi = end;
+			if (!note_run(
+			            b,
+			            palloc_page_addr(
+			                    p, pc.c * PALLOC_CHUNK_PAGES + lo),
+			            hi - lo))
+				return;
+			k = hi;
+		}
+	}
 }
