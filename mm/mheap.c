@@ -39,8 +39,9 @@
  *            attempt makes the arena look full to it.
  *   reserve  Free pages in grown chunks are kept at reserve_pages or
  *            more, so that atomic callers rarely need to grow: a thread
- *            whose allocation leaves fewer grows the heap by a chunk
- *            (unless someone is growing already), and an atomic caller
+ *            whose allocation leaves fewer grows the heap by the chunks
+ *            that make up the difference (unless someone is growing
+ *            already), and an atomic caller
  *            that leaves fewer wakes the scavenger thread to do it.
  *   free     Under the lock, palloc_free_locked, after checking that no
  *            page is in a run a scavenge batch took (a double free that
@@ -203,36 +204,46 @@ void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 
 enum grow_result { GROW_OK, GROW_FAILED, GROW_BUSY };
 
+/* What a growth is for: a run of npages pages, or npages more free
+ * pages anywhere (the reserve). */
+enum grow_for { GROW_FOR_RUN, GROW_FOR_RESERVE };
+
 /* The chunks a growth for npages takes, from *first (the first not
- * grown). The new chunks extend the free run at the top of the grown
- * ones: only the rest needs chunks (near the arena's end the request
- * failed when the chunks it would need whole were not left). No lock
- * held. */
-static size_t grow_chunks(struct mheap *h, size_t npages, size_t *first)
+ * grown). For a run the new chunks extend the free run at the top of the
+ * grown ones: only the rest needs chunks (near the arena's end the
+ * request failed when the chunks it would need whole were not left); the
+ * reserve's pages already count that run. No lock held. */
+static size_t grow_chunks(struct mheap *h, size_t npages, enum grow_for why,
+                          size_t *first)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	*first = h->grown_chunks;
-	size_t tail = palloc_free_below_locked(
-	        &h->pages, h->arena_base + *first * PALLOC_CHUNK_BYTES);
+	size_t tail =
+	        why == GROW_FOR_RESERVE
+	                ? 0
+	                : palloc_free_below_locked(
+	                          &h->pages,
+	                          h->arena_base + *first * PALLOC_CHUNK_BYTES);
 	mm_lock_release(&h->lock, irq);
 	size_t need = tail < npages ? npages - tail : 1;
 	return (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
 }
 
-/* Grows the heap by enough whole chunks for npages, unless another caller
- * is growing it (GROW_BUSY). Wakes the waiters on `grown` either way it
+/* Grows the heap by enough whole chunks for npages (why: a run of them,
+ * or that many more free pages), unless another caller is growing it
+ * (GROW_BUSY). Wakes the waiters on `grown` either way it
  * ends, once it has claimed the growth; when the arena has no room for
  * it, it claims nothing and wakes no one (a thread waiting there for a
  * scavenge batch would wake the others, and they it, without end).
  * Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
-static enum grow_result grow(struct mheap *h, size_t npages)
+static enum grow_result grow(struct mheap *h, size_t npages, enum grow_for why)
 {
 	size_t first, total = h->arena_pages / MHEAP_CHUNK_PAGES;
-	if (grow_chunks(h, npages, &first) > total - first)
+	if (grow_chunks(h, npages, why, &first) > total - first)
 		return GROW_FAILED;
 	if (atomic_exchange(&h->growing, true))
 		return GROW_BUSY;
-	size_t nchunks = grow_chunks(h, npages, &first);
+	size_t nchunks = grow_chunks(h, npages, why, &first);
 	uintptr_t base = h->arena_base + first * PALLOC_CHUNK_BYTES;
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;
 	bool ok = nchunks <= total - first &&
@@ -262,7 +273,7 @@ void mheap_refill(struct mheap *h)
 	mm_lock_release(&h->lock, irq);
 	if (free >= h->cfg.reserve_pages || atomic_load(&h->growing))
 		return;
-	if (grow(h, h->cfg.reserve_pages - free) == GROW_OK) {
+	if (grow(h, h->cfg.reserve_pages - free, GROW_FOR_RESERVE) == GROW_OK) {
 		irq = mm_lock_acquire(&h->lock);
 		h->counters.refills++;
 		mm_lock_release(&h->lock, irq);
@@ -434,8 +445,9 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		if (mm_event_prepare(&h->grown) != seen)
 			continue; /* a growth or a scavenge batch ended: retry
 			           */
-		enum grow_result r =
-		        (flags & MHEAP_NO_GROW) ? GROW_FAILED : grow(h, npages);
+		enum grow_result r = (flags & MHEAP_NO_GROW)
+		                             ? GROW_FAILED
+		                             : grow(h, npages, GROW_FOR_RUN);
 		if (r == GROW_OK)
 			continue;
 		if (r == GROW_BUSY && !atomic) {
