@@ -1,0 +1,99 @@
+/*
+ * The lock checker's sleep checks (see lockcheck_test.c for its other
+ * rules): a thread that sleeps or yields holding a spinlock, with
+ * interrupts off, or (thread_sleep_unlock) holding a lock besides the one
+ * the sleep releases, is reported in test mode and refused.
+ */
+#include "arch/x86_64/cpu.h"
+#include "kernel/ktest.h"
+#include "kernel/lockcheck.h"
+#include "kernel/percpu.h"
+#include "kernel/thread.h"
+#include "tests/kernel/lockcheck_util.h"
+
+static struct spinlock low = SPINLOCK_INIT("low", LOCK_RANK_TEST_LOW);
+
+static void yield_holding(void)
+{
+	unsigned long irq = spin_lock_irqsave(&low);
+	thread_yield(); /* refused in record mode */
+	thread_sleep_ns(1000);
+	spin_unlock_irqrestore(&low, irq);
+}
+
+KTEST(lockcheck, sleeping_with_a_spinlock)
+{
+	KEXPECT_EQ(recorded(yield_holding), 2);
+	KEXPECT(message_has("thread_sleep", "spinlock low"));
+}
+
+/* Pinned the way a per-CPU cache pins (interrupts off, no lock, no
+ * preemption count): a sleep must still be caught. */
+static void sleep_pinned(void)
+{
+	uint64_t flags = read_rflags();
+	cpu_cli();
+	thread_sleep_ns(1000); /* refused in record mode */
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+KTEST(lockcheck, sleeping_with_interrupts_off)
+{
+	KEXPECT_EQ(recorded(sleep_pinned), 1);
+	KEXPECT(message_has("thread_sleep", "interrupts disabled"));
+}
+
+/*
+ * thread_sleep_unlock releases one lock and sleeps. A second lock still
+ * held would go to sleep with it: the next thread on this CPU would run
+ * with its preemption count and its entry on the held-lock stack (and be
+ * blamed for it). A caller with interrupts off before the lock sleeps
+ * with them off. Both are refused, as for any other sleep. The lock
+ * released ranks below the run queues', as a wait queue's does.
+ */
+static struct spinlock sleep_outer =
+        SPINLOCK_INIT("sleep_outer", LOCK_RANK_STW);
+static struct spinlock sleep_lock =
+        SPINLOCK_INIT("sleep_lock", LOCK_RANK_WAITQ);
+
+static void sleep_unlock_holding_another(void)
+{
+	unsigned long outer = spin_lock_irqsave(&sleep_outer);
+	unsigned long inner = spin_lock_irqsave(&sleep_lock);
+	thread_sleep_unlock(&sleep_lock, inner, 1000); /* refused */
+	spin_unlock_irqrestore(&sleep_outer, outer);
+}
+
+static void sleep_unlock_interrupts_off(void)
+{
+	uint64_t flags = read_rflags();
+	cpu_cli();
+	unsigned long irq = spin_lock_irqsave(&sleep_lock);
+	thread_sleep_unlock(&sleep_lock, irq,
+	                    1000); /* refused in record mode */
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+static void sleep_unlock_alone(void)
+{
+	unsigned long irq = spin_lock_irqsave(&sleep_lock);
+	thread_sleep_unlock(&sleep_lock, irq, 1000);
+}
+
+KTEST(lockcheck, sleep_unlock_with_another_lock_or_interrupts_off)
+{
+	KEXPECT_EQ(recorded(sleep_unlock_holding_another), 1);
+	KEXPECT(message_has("thread_sleep_unlock", "spinlock sleep_outer"));
+	KEXPECT_EQ(recorded(sleep_unlock_interrupts_off), 1);
+	KEXPECT(message_has("thread_sleep_unlock", "interrupts disabled"));
+	/* Refused, the lock was still released and nothing leaked. */
+	KEXPECT(!spin_held(&sleep_lock));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT(read_rflags() & RFLAGS_IF);
+	/* The one lock, interrupts on before it: a sleep like any other. */
+	KEXPECT_EQ(recorded(sleep_unlock_alone), 0);
+	KEXPECT(!spin_held(&sleep_lock));
+}
