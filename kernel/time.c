@@ -12,6 +12,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/tsc.h"
 #include "kernel/printk.h"
+#include "kernel/time_testing.h"
 
 /* Immutable after time_init(): */
 static uint64_t counter_base;
@@ -38,13 +39,27 @@ uint64_t time_now_ns(void)
 	                  32);
 }
 
+/* By whole milliseconds and the rest: us * counter_per_ms passes 2^64
+ * from about 2 * 10^13 us (7 months) at a GHz counter, and wrapped it could be
+ * a delay of a few ticks. A count past 2^64 saturates (five centuries at a GHz
+ * counter: for good). */
+uint64_t time_delay_ticks(uint64_t us)
+{
+	uint64_t ticks;
+	if (__builtin_mul_overflow(us / 1000, counter_per_ms, &ticks) ||
+	    __builtin_add_overflow(ticks, us % 1000 * counter_per_ms / 1000 + 1,
+	                           &ticks))
+		return UINT64_MAX;
+	return ticks;
+}
+
 void time_delay_us(uint64_t us)
 {
 	if (!counter_per_ms)
 		panic("time_delay_us(%llu) before time_init",
 		      (unsigned long long)us);
 	uint64_t start = arch_counter_read();
-	uint64_t ticks = us * counter_per_ms / 1000 + 1;
+	uint64_t ticks = time_delay_ticks(us);
 	while (arch_counter_read() - start < ticks)
 		cpu_pause();
 }

@@ -23,7 +23,8 @@ void time_init(void);
 /* Nanoseconds since time_init(); 0 before it. Never decreases. */
 uint64_t time_now_ns(void);
 
-/* Busy-waits at least us microseconds. Panics before time_init(). */
+/* Busy-waits at least us microseconds. Panics before time_init(). A
+ * delay past the clock counter's range (2^64 ticks) waits for good. */
 void time_delay_us(uint64_t us);
 
 /* Clock counter (TSC) ticks per millisecond (0 before time_init()). */

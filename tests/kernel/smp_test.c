@@ -24,6 +24,7 @@
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
 #include "kernel/time.h"
+#include "kernel/time_testing.h"
 
 /* How long to wait for an event that takes microseconds (an IPI, a timer
  * tick) before failing. Not a timing check, a hang guard: under TCG the
@@ -321,6 +322,23 @@ KTEST(smp, delay_agrees_with_clock)
 			KEXPECT(ticks <= most);
 	}
 	KEXPECT(time_tsc_per_ms() > 0);
+}
+
+/* A delay whose count of clock ticks passes 2^64 (centuries) waits for
+ * good: the product us * ticks per ms must not wrap to a short delay. */
+KTEST(smp, delay_too_long_to_count_is_not_cut_short)
+{
+	uint64_t per_ms = time_tsc_per_ms();
+	KASSERT(per_ms > 0);
+	uint64_t wraps = UINT64_MAX / per_ms + 1; /* us * per_ms wraps */
+	ktest_diag("%llu ticks per ms; %llu us -> %llu ticks, 2^64-1 us -> "
+	           "%llu ticks",
+	           (unsigned long long)per_ms, (unsigned long long)wraps,
+	           (unsigned long long)time_delay_ticks(wraps),
+	           (unsigned long long)time_delay_ticks(UINT64_MAX));
+	KEXPECT(time_delay_ticks(1000) > per_ms);
+	KEXPECT(time_delay_ticks(wraps) > UINT64_MAX / 1000);
+	KEXPECT_EQ(time_delay_ticks(UINT64_MAX), UINT64_MAX);
 }
 
 KTEST(acpi, window_maps_read_only)
