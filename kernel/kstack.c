@@ -1,8 +1,12 @@
 /*
  * Kernel stacks in the kstack region (see kstack.h): slot i covers
  * [KSTACK_REGION_BASE + i * 64 KiB, +64 KiB); a bitmap records used slots.
- * Locking: the kstack lock protects the slot bitmap only; mapping happens
- * outside it on a slot the caller now owns. Thread context.
+ * Each slot has a generation, bumped when a stack in it is freed; a
+ * struct kstack carries the generation it was allocated at, so a second
+ * free of it (the slot free again, or another stack's by then) is told
+ * apart from the first and refused before anything is unmapped.
+ * Locking: the kstack lock protects the slot bitmap and generations only;
+ * mapping happens outside it on a slot the caller now owns. Thread context.
  */
 #include "kstack.h"
 
@@ -15,11 +19,13 @@
 
 #define KSTACK_SLOTS 4096
 
-/* Protected by kstack_lock: */
+/* Rank KSTACK, taken irqsave and alone; protects: */
 static struct spinlock kstack_lock = SPINLOCK_INIT("kstack", LOCK_RANK_KSTACK);
 static uint64_t slot_used[KSTACK_SLOTS / 64];
+static uint32_t slot_gen[KSTACK_SLOTS]; /* bumped by each free */
 
-static long slot_take(void)
+/* Takes a free slot; its generation goes to *gen. -1 when none is left. */
+static long slot_take(uint32_t *gen)
 {
 	long slot = -1;
 	unsigned long irq = spin_lock_irqsave(&kstack_lock);
@@ -29,8 +35,41 @@ static long slot_take(void)
 		unsigned b = (unsigned)__builtin_ctzll(~slot_used[w]);
 		slot_used[w] |= 1ull << b;
 		slot = (long)(w * 64 + b);
+		*gen = slot_gen[slot];
 	}
 	spin_unlock_irqrestore(&kstack_lock, irq);
+	return slot;
+}
+
+/*
+ * Starts the free of s: panics unless s is a stack of the region whose
+ * slot is used at s's generation, then bumps the generation, so that a
+ * second free of s (or one racing with this) is refused while the slot
+ * stays used until slot_put. Returns the slot.
+ */
+static unsigned long slot_release_begin(const struct kstack *s)
+{
+	uintptr_t off = s->top - KSTACK_REGION_BASE;
+	unsigned long slot = off / KSTACK_SLOT_SIZE - 1;
+	if (s->top <= KSTACK_REGION_BASE || off % KSTACK_SLOT_SIZE != 0 ||
+	    slot >= KSTACK_SLOTS || s->bottom >= s->top ||
+	    s->top - s->bottom > KSTACK_MAX_PAGES * PAGE_SIZE)
+		panic("kstack_free: stack 0x%lx-0x%lx is not a kernel stack "
+		      "(a struct kstack that kstack_alloc did not fill?)",
+		      (unsigned long)s->bottom, (unsigned long)s->top);
+	unsigned long irq = spin_lock_irqsave(&kstack_lock);
+	bool used = slot_used[slot / 64] & (1ull << (slot % 64));
+	uint32_t gen = slot_gen[slot];
+	if (used && gen == s->gen)
+		slot_gen[slot]++;
+	spin_unlock_irqrestore(&kstack_lock, irq);
+	if (!used || gen != s->gen)
+		panic("kstack_free: stack 0x%lx-0x%lx (slot %lu) was freed "
+		      "already: %s (generation %u, the slot's %u)",
+		      (unsigned long)s->bottom, (unsigned long)s->top, slot,
+		      used ? "the slot holds another stack since"
+		           : "the slot is free",
+		      s->gen, gen);
 	return slot;
 }
 
@@ -68,7 +107,8 @@ bool kstack_alloc(unsigned npages, struct kstack *out)
 {
 	if (npages == 0 || npages > KSTACK_MAX_PAGES)
 		return false;
-	long slot = slot_take();
+	uint32_t gen;
+	long slot = slot_take(&gen);
 	if (slot < 0)
 		return false;
 	uintptr_t base =
@@ -87,14 +127,16 @@ bool kstack_alloc(unsigned npages, struct kstack *out)
 	out->top = top;
 	out->bottom = top - npages * PAGE_SIZE;
 	out->guard = out->bottom - PAGE_SIZE;
+	out->gen = gen;
 	return true;
 }
 
 static void free_stack(const struct kstack *s, bool shoot)
 {
+	unsigned long slot = slot_release_begin(s);
 	unmap_pages(s->top, (unsigned)((s->top - s->bottom) / PAGE_SIZE),
 	            shoot);
-	slot_put((s->top - 1 - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE);
+	slot_put(slot);
 }
 
 void kstack_free(const struct kstack *s)

@@ -16,6 +16,7 @@ struct kstack {
 	uintptr_t guard;  /* the unmapped page: [guard, guard + 4096) */
 	uintptr_t bottom; /* lowest mapped address */
 	uintptr_t top;    /* initial stack pointer (exclusive end) */
+	uint32_t gen;     /* its slot's generation: a stale copy is refused */
 };
 
 /* Maps npages (1..KSTACK_MAX_PAGES) of stack above a guard page. Returns
@@ -23,12 +24,14 @@ struct kstack {
 bool kstack_alloc(unsigned npages, struct kstack *out);
 
 /* Unmaps the stack, shoots its TLB entries down on every CPU, and frees
- * its frames and slot. Thread context with interrupts on. */
+ * its frames and slot. Thread context with interrupts on. Panics, naming
+ * the stack and leaving every mapping alone, if s was freed already (its
+ * slot free, or another stack's since) or is not a kernel stack. */
 void kstack_free(const struct kstack *s);
 
 /* Like kstack_free, without the shootdown: for a stack no other online
  * CPU can have in its TLB (an AP that never came online; INIT flushed
- * it). Any context. */
+ * it). Any context. The same checks. */
 void kstack_free_local(const struct kstack *s);
 
 /* True when va lies in the guard page of a kernel stack (the boot stack's

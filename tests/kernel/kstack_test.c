@@ -42,3 +42,23 @@ KTEST(kstack, bad_sizes_are_refused)
 	KEXPECT(kstack_alloc(KSTACK_MAX_PAGES, &s));
 	kstack_free(&s);
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a stack freed
+ * twice, its slot taken by another stack in between. The second free
+ * must panic naming the stack, not unmap the new owner's pages. */
+KTEST(demo, kstack_free_twice)
+{
+	struct kstack a, b;
+	KASSERT(kstack_alloc(1, &a));
+	kstack_free(&a);
+	KASSERT(kstack_alloc(1, &b));
+	ktest_diag("stack [%p, %p) freed; [%p, %p) allocated; freeing the "
+	           "first again",
+	           (void *)a.bottom, (void *)a.top, (void *)b.bottom,
+	           (void *)b.top);
+	kstack_free(&a);
+	*(volatile uint64_t *)b.bottom = 1; /* b must still be mapped */
+	kstack_free(&b);
+}
+#endif
