@@ -269,10 +269,11 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count)
  * (thread_sleep_unlock's, taken irqsave), or NULL; irqs_on says whether
  * interrupts were on before it. Any other lock held, or a preemption
  * count beyond releasing's, would go to sleep with the thread and be
- * charged to the next one on this CPU.
+ * charged to the next one on this CPU. Returns true when the sleep may
+ * go ahead; else writes why not into msg.
  */
-static bool may_sleep(const char *what, const struct spinlock *releasing,
-                      bool irqs_on)
+static bool sleep_allowed(const char *what, const struct spinlock *releasing,
+                          bool irqs_on, char *msg, size_t n)
 {
 	struct cpu *c = this_cpu();
 	int base = releasing ? 1 : 0;
@@ -285,25 +286,47 @@ static bool may_sleep(const char *what, const struct spinlock *releasing,
 	    c->irq_depth == 0 && irqs_on)
 		return true;
 	if (other)
-		violation("%s in thread %s while holding spinlock %s (rank %s)",
+		ksnprintf(msg, n,
+		          "%s in thread %s while holding spinlock %s "
+		          "(rank %s)",
 		          what, who, other->name, lock_rank_name(other->rank));
 	else if (c->nheld != base)
-		violation("%s in thread %s, which does not hold lock %s", what,
+		ksnprintf(msg, n,
+		          "%s in thread %s, which does not hold lock %s", what,
 		          who, releasing->name);
 	else if (c->irq_depth > 0)
-		violation("%s in an interrupt handler (thread %s)", what, who);
+		ksnprintf(msg, n, "%s in an interrupt handler (thread %s)",
+		          what, who);
 	else if (c->preempt_count > base)
-		violation("%s in thread %s with preemption disabled", what,
-		          who);
+		ksnprintf(msg, n, "%s in thread %s with preemption disabled",
+		          what, who);
 	else /* pinned with interrupts off (as mm's per-CPU caches will be) */
-		violation("%s in thread %s with interrupts disabled", what,
-		          who);
+		ksnprintf(msg, n, "%s in thread %s with interrupts disabled",
+		          what, who);
+	return false;
+}
+
+static bool may_sleep(const char *what, const struct spinlock *releasing,
+                      bool irqs_on)
+{
+	char msg[160];
+	if (sleep_allowed(what, releasing, irqs_on, msg, sizeof(msg)))
+		return true;
+	violation("%s", msg);
 	return false;
 }
 
 bool lockcheck_may_sleep(const char *what)
 {
 	return may_sleep(what, NULL, (read_rflags() & RFLAGS_IF) != 0);
+}
+
+void lockcheck_must_sleep(const char *what)
+{
+	char msg[160];
+	if (!sleep_allowed(what, NULL, (read_rflags() & RFLAGS_IF) != 0, msg,
+	                   sizeof(msg)))
+		panic("lock checker: %s", msg);
 }
 
 bool lockcheck_may_sleep_releasing(const char *what,

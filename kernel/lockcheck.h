@@ -41,6 +41,10 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count);
  * refuses to sleep). */
 bool lockcheck_may_sleep(const char *what);
 
+/* The same for a caller that cannot refuse (thread_exit, which never
+ * returns): panics naming the reason, in test mode too. */
+void lockcheck_must_sleep(const char *what);
+
 /* The same for a sleep that releases held (taken with spin_lock_irqsave,
  * which returned irq_state): held is the one spinlock allowed, and
  * interrupts must have been on before it (thread_sleep_unlock). */

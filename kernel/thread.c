@@ -183,8 +183,9 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 
 void thread_exit(void)
 {
-	if (!lockcheck_may_sleep("thread_exit"))
-		panic("thread_exit with a spinlock held");
+	/* Cannot refuse as a sleep does: panics naming the cause, test
+	 * mode or not. */
+	lockcheck_must_sleep("thread_exit");
 	cpu_cli();
 	struct runqueue *rq = rq_of(this_cpu());
 	spin_lock(&rq->lock);

@@ -80,7 +80,10 @@ struct thread {
 struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
                              unsigned cpu_id);
 
-/* Ends the calling thread; its joiner frees it. */
+/* Ends the calling thread; its joiner frees it. Panics, naming the
+ * cause, when the thread may not sleep (a spinlock held, preemption or
+ * interrupts disabled, an interrupt handler: the lock checker's reasons,
+ * in its test mode too). */
 __attribute__((noreturn)) void thread_exit(void);
 
 /* Waits for t to exit and frees its stack and struct. Every thread is

@@ -1,0 +1,29 @@
+/*
+ * Thread misuse that must panic, naming what was wrong: built only with
+ * KTEST_FAIL_DEMO=1, each run alone by tools/test-harness, which checks
+ * the panic message. (A thread joined twice is in sched_test.c.)
+ */
+#include "kernel/ktest.h"
+#include "kernel/lockcheck.h"
+#include "kernel/percpu.h"
+#include "kernel/spinlock.h"
+#include "kernel/thread.h"
+
+#ifdef KTEST_FAIL_DEMO
+/* In test (record) mode thread_exit cannot refuse as a sleep does: it
+ * must panic naming what is wrong (here a preemption count left). */
+static void exit_unpreemptible(void *arg)
+{
+	lockcheck_set_record(true);
+	preempt_disable();
+	thread_exit();
+}
+
+KTEST(demo, thread_exit_in_record_mode)
+{
+	struct thread *t = thread_create(
+	        "exit_unpreemptible", exit_unpreemptible, NULL, this_cpu()->id);
+	KASSERT(t != NULL);
+	thread_join(t);
+}
+#endif
