@@ -300,6 +300,12 @@ static bool sleep_allowed(const char *what, const struct spinlock *releasing,
 	else if (c->preempt_count > base)
 		ksnprintf(msg, n, "%s in thread %s with preemption disabled",
 		          what, who);
+	else if (c->preempt_count < base)
+		ksnprintf(msg, n,
+		          "%s in thread %s with preemption count %d "
+		          "(a preempt_enable without its "
+		          "preempt_disable)",
+		          what, who, c->preempt_count);
 	else /* pinned with interrupts off (as mm's per-CPU caches will be) */
 		ksnprintf(msg, n, "%s in thread %s with interrupts disabled",
 		          what, who);
@@ -334,6 +340,14 @@ bool lockcheck_may_sleep_releasing(const char *what,
                                    unsigned long irq_state)
 {
 	return may_sleep(what, held, (irq_state & RFLAGS_IF) != 0);
+}
+
+void lockcheck_preempt_underflow(void)
+{
+	struct cpu *c = this_cpu();
+	violation("preempt_enable on cpu %u (thread %s) without a matching "
+	          "preempt_disable: preemption count %d",
+	          c->id, c->current ? c->current->name : "?", c->preempt_count);
 }
 
 bool lockcheck_set_record(bool record)

@@ -52,6 +52,11 @@ bool lockcheck_may_sleep_releasing(const char *what,
                                    const struct spinlock *held,
                                    unsigned long irq_state);
 
+/* Called by preempt_enable when the preemption count is already 0:
+ * reports the enable without its disable (the caller then leaves the
+ * count at 0). */
+void lockcheck_preempt_underflow(void);
+
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool record);
 unsigned lockcheck_violations(void);

@@ -68,7 +68,15 @@ void preempt_disable(void)
 void preempt_enable(void)
 {
 	atomic_signal_fence(memory_order_seq_cst);
-	this_cpu()->preempt_count--;
+	struct cpu *c = this_cpu();
+	if (c->preempt_count <= 0) {
+		/* Reported (a panic; recorded in test mode, where the count
+		 * stays at 0): below 0 it would let preemption in under the
+		 * next preempt_disable's caller. */
+		lockcheck_preempt_underflow();
+		return;
+	}
+	c->preempt_count--;
 }
 
 static void acquire(struct spinlock *l, bool irqs_on)

@@ -80,7 +80,9 @@ struct spin_stats {
 #define SPIN_LIST_MAX 256
 unsigned spin_list_stats(struct spin_stats *out, unsigned max);
 
-/* Disable and enable preemption on this CPU (nesting counts). */
+/* Disable and enable preemption on this CPU (nesting counts). An enable
+ * without its disable (the count at 0) is reported by the lock checker
+ * and leaves the count at 0. */
 void preempt_disable(void);
 void preempt_enable(void);
 

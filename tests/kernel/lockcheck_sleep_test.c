@@ -97,3 +97,41 @@ KTEST(lockcheck, sleep_unlock_with_another_lock_or_interrupts_off)
 	KEXPECT_EQ(recorded(sleep_unlock_alone), 0);
 	KEXPECT(!spin_held(&sleep_lock));
 }
+
+/*
+ * preempt_enable without its preempt_disable: the count would go below
+ * zero unreported, and the next sleep check would blame interrupts. It is
+ * reported naming preempt_enable, and the count stays at zero.
+ */
+static void enable_unpaired(void)
+{
+	preempt_enable();
+}
+
+KTEST(lockcheck, preempt_enable_without_disable)
+{
+	KASSERT(this_cpu()->preempt_count == 0);
+	unsigned n = recorded(enable_unpaired);
+	int left = this_cpu()->preempt_count;
+	this_cpu()->preempt_count = 0; /* for the rest of the run, if not */
+	KEXPECT_EQ(n, 1);
+	KEXPECT(message_has("preempt_enable", "without a matching"));
+	KEXPECT_EQ(left, 0);
+}
+
+/* A count below zero (a stray preempt_enable on a kernel without the
+ * check above) is named by the sleep check, not taken for interrupts off. */
+static void sleep_with_negative_count(void)
+{
+	this_cpu()->preempt_count--;
+	thread_sleep_ns(1000); /* refused in record mode */
+	this_cpu()->preempt_count++;
+}
+
+KTEST(lockcheck, sleeping_with_a_negative_preemption_count)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(sleep_with_negative_count), 1);
+	KEXPECT(message_has("thread_sleep", "preemption count -1"));
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+}
