@@ -181,6 +181,24 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 	return t;
 }
 
+/*
+ * If t is a boot thread, writes what it is into buf and returns true. The
+ * boot threads (main, which runs kmain, and each CPU's idle thread) never
+ * exit: nothing counts them among their run queue's threads, their
+ * stacks are not theirs to free, and each CPU must have its idle thread.
+ * They are the threads whose structs are frames.
+ */
+static bool is_boot_thread(const struct thread *t, char *buf, size_t n)
+{
+	if (!t->frame_struct)
+		return false;
+	if (t->cpu->idle == t)
+		ksnprintf(buf, n, "cpu %u's idle thread", t->cpu->id);
+	else
+		ksnprintf(buf, n, "the boot CPU's first thread (kmain)");
+	return true;
+}
+
 void thread_exit(void)
 {
 	/* Cannot refuse as a sleep does: panics naming the cause, test
@@ -206,18 +224,24 @@ static bool joinable(void *arg)
 }
 
 /* Claims t for one join: false if t is on no list of live threads (freed:
- * joined already), panics if another join claimed it first. Under the
- * threads lock, so t's fields are not read unless it is live. */
+ * joined already), panics if another join claimed it first or t is a boot
+ * thread (which never exits). Under the threads lock, so t's fields are
+ * not read unless it is live. */
 static bool join_claim(struct thread *t)
 {
+	char boot[48];
 	unsigned long irq = spin_lock_irqsave(&threads_lock);
 	struct thread *p = all_threads;
 	while (p && p != t)
 		p = p->all_next;
-	bool twice = p && t->join_claimed;
-	if (p)
+	bool never = p && is_boot_thread(t, boot, sizeof(boot));
+	bool twice = p && !never && t->join_claimed;
+	if (p && !never)
 		t->join_claimed = true;
 	spin_unlock_irqrestore(&threads_lock, irq);
+	if (never)
+		panic("thread_join: thread %s (%p) is %s, which never exits",
+		      t->name, (void *)t, boot);
 	if (twice)
 		panic("thread_join: thread %s (%p) joined by two threads",
 		      t->name, (void *)t);

@@ -89,8 +89,9 @@ __attribute__((noreturn)) void thread_exit(void);
 /* Waits for t to exit and frees its stack and struct. Every thread is
  * joined exactly once: a join of a thread already joined (its struct no
  * longer a live thread's) or one that another join has claimed panics,
- * naming it. A struct freed and reused by a new thread since cannot be
- * told apart: that join waits for the new thread. */
+ * naming it, and so does a join of a boot thread (main or a CPU's idle
+ * thread), which would wait for good. A struct freed and reused by a new thread
+ * since cannot be told apart: that join waits for the new thread. */
 void thread_join(struct thread *t);
 
 /* Lets other runnable threads on this CPU run first. */

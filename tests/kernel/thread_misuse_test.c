@@ -10,6 +10,27 @@
 #include "kernel/thread.h"
 
 #ifdef KTEST_FAIL_DEMO
+/* The boot threads never exit, so a join of one must panic naming it
+ * rather than wait for good. */
+KTEST(demo, thread_join_idle)
+{
+	ktest_diag("joining %s", this_cpu()->idle->name);
+	thread_join(this_cpu()->idle);
+}
+
+static void join_thread(void *arg)
+{
+	thread_join(arg);
+}
+
+KTEST(demo, thread_join_main)
+{
+	struct thread *t = thread_create("joins_main", join_thread,
+	                                 thread_current(), this_cpu()->id);
+	KASSERT(t != NULL);
+	thread_join(t);
+}
+
 /* In test (record) mode thread_exit cannot refuse as a sleep does: it
  * must panic naming what is wrong (here a preemption count left). */
 static void exit_unpreemptible(void *arg)
