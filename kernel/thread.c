@@ -204,6 +204,11 @@ void thread_exit(void)
 	/* Cannot refuse as a sleep does: panics naming the cause, test
 	 * mode or not. */
 	lockcheck_must_sleep("thread_exit");
+	struct thread *self = thread_current();
+	char boot[48];
+	if (is_boot_thread(self, boot, sizeof(boot)))
+		panic("thread_exit in thread %s, %s, which must never exit",
+		      self->name, boot);
 	cpu_cli();
 	struct runqueue *rq = rq_of(this_cpu());
 	spin_lock(&rq->lock);

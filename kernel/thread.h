@@ -83,7 +83,8 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 /* Ends the calling thread; its joiner frees it. Panics, naming the
  * cause, when the thread may not sleep (a spinlock held, preemption or
  * interrupts disabled, an interrupt handler: the lock checker's reasons,
- * in its test mode too). */
+ * in its test mode too) or is a boot thread (main or an idle thread),
+ * which never exits. */
 __attribute__((noreturn)) void thread_exit(void);
 
 /* Waits for t to exit and frees its stack and struct. Every thread is

@@ -31,6 +31,13 @@ KTEST(demo, thread_join_main)
 	thread_join(t);
 }
 
+/* main must not exit. */
+KTEST(demo, thread_exit_in_main)
+{
+	ktest_diag("thread_exit in %s", thread_current()->name);
+	thread_exit();
+}
+
 /* In test (record) mode thread_exit cannot refuse as a sleep does: it
  * must panic naming what is wrong (here a preemption count left). */
 static void exit_unpreemptible(void *arg)
