@@ -247,8 +247,14 @@ bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size)
 			continue;
 		size_t vlen = wlen - klen - 1;
 		if (size) {
-			if (vlen >= size)
-				vlen = size - 1;
+			if (vlen >= size) {
+				/* Cut short, a value could read as another
+				 * valid one ("0000000000000250" as 25). */
+				printk("cmdline: %.*s: the value is longer "
+				       "than %zu characters; ignored\n",
+				       (int)wlen, word, size - 1);
+				return false;
+			}
 			memcpy(buf, word + klen + 1, vlen);
 			buf[vlen] = '\0';
 		}

@@ -45,7 +45,9 @@ const char *mem_type_name(uint32_t type);
  * Finds "key=value" (or a bare "key") among the command line's words
  * (separated by spaces, tabs and line ends); copies the value
  * into buf (size bytes, NUL-terminated; "" for a bare key). Returns false
- * when the key is absent.
+ * when the key is absent, and when its value does not fit in buf: that is
+ * printed, naming the option, and the caller keeps its default (a value
+ * cut short could read as another valid one). size 0 asks for no value.
  */
 bool cmdline_get(const char *key, char *buf, size_t size);
 

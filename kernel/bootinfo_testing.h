@@ -30,7 +30,8 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
  * direct map, or NULL when both can. */
 const char *bootinfo_handoff_problem(const struct boot_info *bi);
 
-/* cmdline_get on the command line cmdline instead of the loader's. */
+/* cmdline_get on the command line cmdline instead of the loader's (an
+ * over-long value is printed and refused the same way). */
 bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size);
 
 #endif

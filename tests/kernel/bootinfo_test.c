@@ -208,3 +208,25 @@ KTEST(bootinfo, command_line_options_on_separate_lines)
 	KEXPECT(cmdline_find(text, "shell.notty", NULL, 0));
 	KEXPECT(!cmdline_find(text, "smp", buf, sizeof(buf)));
 }
+
+/* A value longer than the caller's buffer is refused, never cut short:
+ * cut, "0000000000000250" would be 25 and "smp.*,console.*,bootinfo.*"
+ * a different glob. */
+KTEST(bootinfo, over_long_command_line_value_is_refused)
+{
+	static const char text[] = "shell.heapmap=0000000000000250 "
+	                           "mm.scav_goal=123456789012345 "
+	                           "ktest=smp.*,console.*,bootinfo.*";
+	char buf[16];
+	memcpy(buf, "untouched", 10);
+	KEXPECT(!cmdline_find(text, "shell.heapmap", buf, sizeof(buf)));
+	KEXPECT(!cmdline_find(text, "ktest", buf, sizeof(buf)));
+	/* Present all the same, for a caller that wants no value. */
+	KEXPECT(cmdline_find(text, "shell.heapmap", NULL, 0));
+	/* 15 characters and the NUL fit. */
+	KEXPECT(cmdline_find(text, "mm.scav_goal", buf, sizeof(buf)));
+	KEXPECT_STREQ(buf, "123456789012345");
+	char big[40];
+	KEXPECT(cmdline_find(text, "ktest", big, sizeof(big)));
+	KEXPECT_STREQ(big, "smp.*,console.*,bootinfo.*");
+}
