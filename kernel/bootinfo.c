@@ -262,3 +262,36 @@ bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size)
 	}
 	return false;
 }
+
+bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+	return cmdline_find_uint(boot_state.cmdline, key, lo, hi, out);
+}
+
+bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
+                       uint64_t hi, uint64_t *out)
+{
+	char buf[24]; /* 20 digits of a uint64_t, and room to see more */
+	if (!cmdline_find(cmdline, key, buf, sizeof(buf)))
+		return false;
+	uint64_t v = 0;
+	const char *p = buf;
+	bool in_range = true;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		/* v * 10 + d > hi, asked without overflowing. */
+		if (v > hi / 10 || d > hi - v * 10)
+			in_range = false;
+		else
+			v = v * 10 + d;
+	}
+	if (*p || p == buf || !in_range || v < lo) {
+		printk("cmdline: %s=%s is not a number in [%llu, %llu]; "
+		       "ignored\n",
+		       key, buf, (unsigned long long)lo,
+		       (unsigned long long)hi);
+		return false;
+	}
+	*out = v;
+	return true;
+}

@@ -51,4 +51,12 @@ const char *mem_type_name(uint32_t type);
  */
 bool cmdline_get(const char *key, char *buf, size_t size);
 
+/*
+ * "key=N" with N a decimal number in [lo, hi]: stores N in *out and
+ * returns true. Returns false when the key is absent, and when its value
+ * is empty, not all digits or out of range: that is printed, naming the
+ * option, and *out is left alone (the caller keeps its default).
+ */
+bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out);
+
 #endif

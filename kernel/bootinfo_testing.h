@@ -34,4 +34,8 @@ const char *bootinfo_handoff_problem(const struct boot_info *bi);
  * over-long value is printed and refused the same way). */
 bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size);
 
+/* cmdline_get_uint on the command line cmdline. */
+bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
+                       uint64_t hi, uint64_t *out);
+
 #endif

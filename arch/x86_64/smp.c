@@ -287,16 +287,13 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 }
 
 /* Parses "key=<apic id>" (smp.skip_sipi, smp.late_ap); NO_APIC_ID when
- * absent. */
+ * absent or refused (cmdline_get_uint says why, naming the option). */
 static uint32_t apic_id_arg(const char *key)
 {
-	char buf[16];
-	if (!cmdline_get(key, buf, sizeof(buf)))
+	uint64_t v;
+	if (!cmdline_get_uint(key, 0, NO_APIC_ID - 1, &v))
 		return NO_APIC_ID;
-	uint32_t v = 0;
-	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint32_t)(*p - '0');
-	return v;
+	return (uint32_t)v;
 }
 
 /* Counts the CPUs to start: the MADT's, plus the boot CPU if unlisted. */

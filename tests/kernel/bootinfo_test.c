@@ -230,3 +230,35 @@ KTEST(bootinfo, over_long_command_line_value_is_refused)
 	KEXPECT(cmdline_find(text, "ktest", big, sizeof(big)));
 	KEXPECT_STREQ(big, "smp.*,console.*,bootinfo.*");
 }
+
+/* smp.skip_sipi and smp.late_ap name an APIC id: "x" is not APIC id 0,
+ * and 2^32 + 1 is not 1. */
+KTEST(bootinfo, command_line_number_is_parsed_strictly)
+{
+	static const char text[] =
+	        "a=x b= c=12x d=4294967297 e=99999999999999999999 f=7 "
+	        "g=4294967294 h=18446744073709551615 i=-1 j";
+	static const char *const bad[] = {"a", "b", "c", "d", "e", "i", "j"};
+	const uint64_t max_id = 0xfffffffeu;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint64_t v = 77;
+		bool got = cmdline_find_uint(text, bad[i], 0, max_id, &v);
+		if (got || v != 77)
+			ktest_diag("%s: accepted as %llu", bad[i],
+			           (unsigned long long)v);
+		KEXPECT(!got);
+		KEXPECT_EQ(v, 77);
+	}
+	uint64_t v = 0;
+	KEXPECT(cmdline_find_uint(text, "f", 0, max_id, &v));
+	KEXPECT_EQ(v, 7);
+	KEXPECT(!cmdline_find_uint(text, "f", 8, max_id, &v));
+	KEXPECT(!cmdline_find_uint(text, "f", 0, 5, &v));
+	KEXPECT(!cmdline_find_uint(text, "c", 0, 12, &v));
+	KEXPECT(cmdline_find_uint(text, "g", 0, 4294967294, &v));
+	KEXPECT(cmdline_find_uint(text, "g", 0, max_id, &v));
+	KEXPECT_EQ(v, max_id);
+	KEXPECT(cmdline_find_uint(text, "h", 0, UINT64_MAX, &v));
+	KEXPECT_EQ(v, UINT64_MAX);
+	KEXPECT(!cmdline_find_uint(text, "absent", 0, max_id, &v));
+}
