@@ -203,6 +203,13 @@ static void bad_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
 static void add_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
                        uint32_t addr, uint32_t gsi_base)
 {
+	/* RAM (the real-mode IVT), never a chip: a firmware placeholder.
+	 * Linux refuses it too. */
+	if (addr == 0) {
+		bad_ioapic(info, off, id, addr, gsi_base,
+		           "I/O APIC address is 0");
+		return;
+	}
 	if (addr % MADT_IOAPIC_ALIGN) {
 		bad_ioapic(info, off, id, addr, gsi_base,
 		           "I/O APIC address is not 16-byte aligned");

@@ -119,9 +119,9 @@ struct madt_override {
 	uint16_t flags; /* MADT_POLARITY_*, MADT_TRIGGER_* */
 };
 
-/* An I/O APIC entry the parser would not use (registers it cannot reach,
- * or the GSI base or address of an I/O APIC listed before it): where it
- * is in the MADT, what it says, and why it was left out. */
+/* An I/O APIC entry the parser would not use (address 0, registers it
+ * cannot reach, or the GSI base or address of an I/O APIC listed before
+ * it): where it is in the MADT, what it says, and why it was left out. */
 struct madt_bad_ioapic {
 	uint32_t off; /* the entry's offset in the MADT */
 	uint8_t id;

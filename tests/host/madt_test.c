@@ -189,7 +189,8 @@ KTEST(madt, four_cpus_one_disabled)
 	add_lapic(2, 2, 0);
 	add_lapic(3, 3, MADT_CPU_ENABLED);
 	add_lapic(4, 4, MADT_CPU_ONLINE_CAPABLE); /* a hot-plug slot */
-	madt_entry(MADT_IO_APIC, 12);             /* an I/O APIC */
+	/* An I/O APIC (id 0, GSI base 0) at the usual address. */
+	put32(madt_entry(MADT_IO_APIC, 12) + 4, 0xfec00000u);
 	madt_end();
 	KASSERT_EQ(find_and_parse(80), ACPI_OK);
 	KEXPECT_EQ(info.ncpus, 3);
@@ -616,4 +617,22 @@ KTEST(madt, ioapic_listed_twice_is_left_out)
 	                  "I/O APIC address is an earlier I/O APIC's");
 	KEXPECT_EQ(madt_ioapic_for(&info, 5)->id, 0);
 	KEXPECT_EQ(madt_ioapic_for(&info, 30)->id, 3);
+}
+
+/* Physical address 0 is RAM (the real-mode IVT), never an I/O APIC: an
+ * entry saying so is a firmware placeholder. Linux refuses it too
+ * (mp_register_ioapic: "Bogus (zero) I/O APIC address found"). */
+KTEST(madt, ioapic_at_address_zero_is_left_out)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0, 0);           /* the placeholder */
+	add_ioapic(1, 0xfec00000u, 0); /* the real chip, serving GSI 0 */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 1);
+	KEXPECT_EQ(info.ioapics[0].id, 1);
+	KEXPECT_EQ(info.nbad_ioapics, 1);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED, 0, "I/O APIC address is 0");
+	KEXPECT_EQ(madt_ioapic_for(&info, 4)->id, 1);
 }
