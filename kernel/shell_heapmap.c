@@ -267,10 +267,11 @@ static enum shell_status cmd_heapmap(int argc, char **argv)
 {
 	if (argc == 1)
 		return chunk_map();
-	if (argc == 3 && strcmp(argv[1], "stream") == 0)
+	bool streaming = strcmp(argv[1], "stream") == 0;
+	if (argc == 3 && streaming)
 		return stream(argv[0], argv[2]);
 	uint64_t ci;
-	if (argc != 2)
+	if (argc != 2 || streaming) /* "stream" without its MS */
 		return shell_usage(&shell_heapmap_cmds[0]);
 	if (!shell_parse_uint(argv[0], argv[1], 0,
 	                      kheap.arena_pages / PALLOC_CHUNK_PAGES - 1, &ci))
