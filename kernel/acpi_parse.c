@@ -10,6 +10,9 @@
  */
 #include "acpi_parse.h"
 
+_Static_assert(ACPI_TABLE_MAX == 1u << 20,
+               "the refusals below say \"over 1 MiB\"");
+
 static uint32_t rd16(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
@@ -68,6 +71,10 @@ static enum acpi_status map_table(const struct acpi_reader *r, uint64_t pa,
 	if (n < ACPI_HEADER_SIZE)
 		return fail(d, ACPI_MALFORMED,
 		            "table length is shorter than its header", pa);
+	if (n > ACPI_TABLE_MAX)
+		return fail(d, ACPI_MALFORMED,
+		            "table length is over 1 MiB (a bogus length field)",
+		            pa);
 	const uint8_t *t = r->map(r->ctx, pa, n);
 	if (!t)
 		return fail(d, ACPI_MALFORMED,
@@ -103,6 +110,11 @@ static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
 		if (n < ACPI_RSDP_V2_SIZE)
 			return fail(d, ACPI_MALFORMED,
 			            "RSDP length is shorter than 36 bytes", pa);
+		if (n > ACPI_TABLE_MAX)
+			return fail(d, ACPI_MALFORMED,
+			            "RSDP length is over 1 MiB (a bogus length "
+			            "field)",
+			            pa);
 		p = r->map(r->ctx, pa, n);
 		if (!p)
 			return fail(d, ACPI_MALFORMED,

@@ -24,6 +24,12 @@
 #define ACPI_RSDP_V2_SIZE 36u
 #define ACPI_HEADER_SIZE  36u
 #define ACPI_MADT_FIXED   44u /* header + local APIC address + flags */
+/* The longest table (or RSDP) the parser will map and checksum. A bogus
+ * length field would otherwise have the checksum read gigabytes, through
+ * device memory too. The tables read here are far smaller (a MADT listing
+ * 4096 x2APICs is 64 KiB; the largest DSDTs are a few hundred KiB); the
+ * kernel's ACPI window holds 1 MiB as well. */
+#define ACPI_TABLE_MAX (1u << 20)
 
 /* MADT entry types the parser reads. */
 #define MADT_LOCAL_APIC          0
@@ -90,7 +96,8 @@ struct acpi_table {
  * Validates the RSDP at rsdp_pa (checksum; for revision >= 2 also the
  * length and extended checksum), then the root table (the XSDT if the RSDP
  * has one, else the RSDT), and returns in *out the first table whose
- * signature is sig (4 characters) with a valid length and checksum.
+ * signature is sig (4 characters) with a valid length and checksum. A
+ * length over ACPI_TABLE_MAX is refused before anything is mapped.
  */
 enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
                                  const char *sig, struct acpi_table *out,

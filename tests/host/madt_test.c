@@ -19,10 +19,13 @@
 #define MADT_ROOM 0x1000u
 
 static uint8_t mem[MEM_SIZE];
+static uint32_t longest_map; /* the most bytes asked for in one map */
 
 static const void *fake_map(void *ctx, uint64_t pa, uint32_t len)
 {
 	(void)ctx;
+	if (len > longest_map)
+		longest_map = len;
 	if (pa > MEM_SIZE || len > MEM_SIZE - pa)
 		return NULL;
 	return mem + pa;
@@ -635,4 +638,35 @@ KTEST(madt, ioapic_at_address_zero_is_left_out)
 	KEXPECT_EQ(info.nbad_ioapics, 1);
 	expect_bad_ioapic(0, ACPI_MADT_FIXED, 0, "I/O APIC address is 0");
 	KEXPECT_EQ(madt_ioapic_for(&info, 4)->id, 1);
+}
+
+/* A bogus length is refused before the parser maps it: in the kernel the
+ * checksum would read that much of the direct map, device memory too.
+ * (The checksums need no fixing: the length is checked first.) */
+KTEST(madt, table_length_over_the_maximum_is_refused)
+{
+	static const struct {
+		uint32_t pa, at; /* where the length field is */
+		const char *why;
+	} cases[] = {
+	        {XSDT_PA, 4,
+	         "table length is over 1 MiB (a bogus length field)"},
+	        {MADT_PA, 4,
+	         "table length is over 1 MiB (a bogus length field)"},
+	        {RSDP_PA, 20,
+	         "RSDP length is over 1 MiB (a bogus length field)"},
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		good_system();
+		put32(mem + cases[i].pa + cases[i].at, ACPI_TABLE_MAX + 1);
+		longest_map = 0;
+		EXPECT_REFUSED(ACPI_MALFORMED, cases[i].why);
+		KEXPECT_EQ(diag.at, cases[i].pa);
+		KEXPECT(longest_map <= ACPI_TABLE_MAX);
+	}
+	/* Exactly the maximum is a length like any other (here, too long
+	 * for the fake memory). */
+	good_system();
+	put32(mem + MADT_PA + 4, ACPI_TABLE_MAX);
+	EXPECT_REFUSED(ACPI_MALFORMED, "table runs past reachable memory");
 }
