@@ -17,7 +17,7 @@
 #include "kernel/printk.h"
 
 #define ACPI_WINDOW_BASE  (MMIO_REGION_BASE + (1ull << 20))
-#define ACPI_WINDOW_PAGES 256
+#define ACPI_WINDOW_PAGES 256            /* map_window's refusal says 256 */
 #define DIRECT_MAP_SPAN   (512ull << 30) /* one PML4 slot */
 
 /* Boot CPU only, during acpi_init(): */
@@ -46,14 +46,17 @@ static bool direct_mapped(uint64_t pa, uint32_t len)
 	return true;
 }
 
-const void *acpi_map_window(uint64_t pa, uint32_t len)
+/* acpi_map_window; when the window has no room left, *why says so. */
+static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 {
 	if (len == 0 || pa + len < pa)
 		return NULL;
 	uint64_t first = align_down(pa, PAGE_SIZE);
 	uint64_t npages = (align_up(pa + len, PAGE_SIZE) - first) / PAGE_SIZE;
-	if (npages > ACPI_WINDOW_PAGES - window_used)
+	if (npages > ACPI_WINDOW_PAGES - window_used) {
+		*why = "no room left in the kernel's 256-page ACPI window";
 		return NULL;
+	}
 	uintptr_t va = ACPI_WINDOW_BASE + window_used * PAGE_SIZE;
 	for (uint64_t i = 0; i < npages; i++) {
 		if (vm_map_page(va + i * PAGE_SIZE, first + i * PAGE_SIZE,
@@ -67,18 +70,27 @@ const void *acpi_map_window(uint64_t pa, uint32_t len)
 	return (const void *)(va + (pa - first));
 }
 
-const void *acpi_map_phys(uint64_t pa, uint32_t len)
+const void *acpi_map_window(uint64_t pa, uint32_t len)
+{
+	const char *why;
+	return map_window(pa, len, &why);
+}
+
+/* acpi_map_phys; an acpi_map_fn (acpi_parse.h). */
+static const void *kernel_map(void *ctx, uint64_t pa, uint32_t len,
+                              const char **why)
 {
 	if (len == 0 || pa + len < pa || pa + len > (1ull << 52))
 		return NULL;
 	if (direct_mapped(pa, len))
 		return phys_to_virt(pa);
-	return acpi_map_window(pa, len);
+	return map_window(pa, len, why);
 }
 
-static const void *kernel_map(void *ctx, uint64_t pa, uint32_t len)
+const void *acpi_map_phys(uint64_t pa, uint32_t len)
 {
-	return acpi_map_phys(pa, len);
+	const char *why;
+	return kernel_map(NULL, pa, len, &why);
 }
 
 static void print_madt(const struct acpi_table *t)
@@ -149,6 +161,10 @@ void acpi_init(void)
 	        acpi_find_table(&r, boot_state.rsdp, "APIC", &t, &d);
 	if (st == ACPI_NOT_FOUND) {
 		refuse("no MADT", &d);
+		return;
+	}
+	if (st == ACPI_UNMAPPED) {
+		refuse("unreadable ACPI tables", &d);
 		return;
 	}
 	if (st != ACPI_OK) {

@@ -33,7 +33,9 @@ const void *acpi_map_window(uint64_t pa, uint32_t len);
 const struct madt_info *acpi_madt(void);
 const struct madt_cpu *acpi_madt_cpus(void);
 
-/* When acpi_madt() is NULL: "no MADT" or "malformed MADT", and why. */
+/* When acpi_madt() is NULL: "no MADT", "malformed MADT", "malformed ACPI
+ * tables" or "unreadable ACPI tables" (the window ran out of room), and
+ * why. */
 const char *acpi_madt_problem(void);
 const char *acpi_madt_problem_detail(void);
 

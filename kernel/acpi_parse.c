@@ -52,6 +52,24 @@ static enum acpi_status fail(struct acpi_diag *d, enum acpi_status st,
 	return st;
 }
 
+/* Maps [pa, pa + len) with r; NULL with *why set when the mapper gave a
+ * reason of its own, NULL otherwise. */
+static const uint8_t *map(const struct acpi_reader *r, uint64_t pa,
+                          uint32_t len, const char **why)
+{
+	*why = NULL;
+	return r->map(r->ctx, pa, len, why);
+}
+
+/* A map of pa failed: the mapper's reason if it gave one, else why. */
+static enum acpi_status unmapped(struct acpi_diag *d, const char *map_why,
+                                 const char *why, uint64_t pa)
+{
+	if (map_why)
+		return fail(d, ACPI_UNMAPPED, map_why, pa);
+	return fail(d, ACPI_MALFORMED, why, pa);
+}
+
 /*
  * Maps the table at pa whole, after checking that its header says sig (if
  * non-NULL), that its length covers the header, and that it sums to zero.
@@ -60,10 +78,12 @@ static enum acpi_status map_table(const struct acpi_reader *r, uint64_t pa,
                                   const char *sig, const uint8_t **out,
                                   uint32_t *len, struct acpi_diag *d)
 {
-	const uint8_t *h = r->map(r->ctx, pa, ACPI_HEADER_SIZE);
+	const char *mw;
+	const uint8_t *h = map(r, pa, ACPI_HEADER_SIZE, &mw);
 	if (!h)
-		return fail(d, ACPI_MALFORMED,
-		            "table header lies outside reachable memory", pa);
+		return unmapped(d, mw,
+		                "table header lies outside reachable memory",
+		                pa);
 	if (sig && !sig_is(h, sig, 4))
 		return fail(d, ACPI_MALFORMED,
 		            "root table has the wrong signature", pa);
@@ -75,10 +95,9 @@ static enum acpi_status map_table(const struct acpi_reader *r, uint64_t pa,
 		return fail(d, ACPI_MALFORMED,
 		            "table length is over 1 MiB (a bogus length field)",
 		            pa);
-	const uint8_t *t = r->map(r->ctx, pa, n);
+	const uint8_t *t = map(r, pa, n, &mw);
 	if (!t)
-		return fail(d, ACPI_MALFORMED,
-		            "table runs past reachable memory", pa);
+		return unmapped(d, mw, "table runs past reachable memory", pa);
 	if (checksum(t, n) != 0)
 		return fail(d, ACPI_MALFORMED, "table checksum is wrong", pa);
 	*out = t;
@@ -90,10 +109,11 @@ static enum acpi_status map_table(const struct acpi_reader *r, uint64_t pa,
 static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
                                   struct acpi_table *out, struct acpi_diag *d)
 {
-	const uint8_t *p = r->map(r->ctx, pa, ACPI_RSDP_V1_SIZE);
+	const char *mw;
+	const uint8_t *p = map(r, pa, ACPI_RSDP_V1_SIZE, &mw);
 	if (!p)
-		return fail(d, ACPI_MALFORMED,
-		            "RSDP lies outside reachable memory", pa);
+		return unmapped(d, mw, "RSDP lies outside reachable memory",
+		                pa);
 	if (!sig_is(p, "RSD PTR ", 8))
 		return fail(d, ACPI_MALFORMED, "RSDP signature is wrong", pa);
 	if (checksum(p, ACPI_RSDP_V1_SIZE) != 0)
@@ -102,10 +122,11 @@ static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
 	out->via_xsdt = false;
 	out->root_pa = rd32(p + 16);
 	if (p[15] >= 2) {
-		p = r->map(r->ctx, pa, ACPI_RSDP_V2_SIZE);
+		p = map(r, pa, ACPI_RSDP_V2_SIZE, &mw);
 		if (!p)
-			return fail(d, ACPI_MALFORMED,
-			            "RSDP lies outside reachable memory", pa);
+			return unmapped(d, mw,
+			                "RSDP lies outside reachable memory",
+			                pa);
 		uint32_t n = rd32(p + 20);
 		if (n < ACPI_RSDP_V2_SIZE)
 			return fail(d, ACPI_MALFORMED,
@@ -115,11 +136,11 @@ static enum acpi_status read_rsdp(const struct acpi_reader *r, uint64_t pa,
 			            "RSDP length is over 1 MiB (a bogus length "
 			            "field)",
 			            pa);
-		p = r->map(r->ctx, pa, n);
+		p = map(r, pa, n, &mw);
 		if (!p)
-			return fail(d, ACPI_MALFORMED,
-			            "RSDP length runs past reachable memory",
-			            pa);
+			return unmapped(
+			        d, mw, "RSDP length runs past reachable memory",
+			        pa);
 		if (checksum(p, n) != 0)
 			return fail(d, ACPI_MALFORMED,
 			            "RSDP extended checksum is wrong", pa);
@@ -155,12 +176,13 @@ enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
 		uint64_t pa = esize == 8 ? rd64(e) : rd32(e);
 		if (!pa)
 			continue;
-		const uint8_t *h = r->map(r->ctx, pa, ACPI_HEADER_SIZE);
+		const char *mw;
+		const uint8_t *h = map(r, pa, ACPI_HEADER_SIZE, &mw);
 		if (!h)
-			return fail(d, ACPI_MALFORMED,
-			            "a root table entry points outside "
-			            "reachable memory",
-			            pa);
+			return unmapped(d, mw,
+			                "a root table entry points outside "
+			                "reachable memory",
+			                pa);
 		if (!sig_is(h, sig, 4))
 			continue;
 		st = map_table(r, pa, NULL, &out->data, &out->length, d);

@@ -63,6 +63,8 @@ enum acpi_status {
 	ACPI_OK = 0,
 	ACPI_NOT_FOUND, /* the tables are sound; the one asked for is absent */
 	ACPI_MALFORMED, /* a signature, checksum, length or entry is wrong */
+	ACPI_UNMAPPED,  /* the mapper could not map memory for a reason of
+	                 * its own (room), which the diag gives */
 };
 
 /* Why a status is not ACPI_OK: `why` is a complete phrase; `at` is the
@@ -73,8 +75,12 @@ struct acpi_diag {
 };
 
 /* Returns a pointer to len readable bytes at physical address pa, or NULL
- * when that memory cannot be reached. */
-typedef const void *(*acpi_map_fn)(void *ctx, uint64_t pa, uint32_t len);
+ * when that memory cannot be reached. A mapper that could reach it but
+ * cannot map it (out of room) sets *why to a phrase saying so; the parser
+ * then refuses with ACPI_UNMAPPED and that phrase instead of blaming the
+ * tables. */
+typedef const void *(*acpi_map_fn)(void *ctx, uint64_t pa, uint32_t len,
+                                   const char **why);
 
 struct acpi_reader {
 	acpi_map_fn map;

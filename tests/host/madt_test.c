@@ -21,9 +21,11 @@
 static uint8_t mem[MEM_SIZE];
 static uint32_t longest_map; /* the most bytes asked for in one map */
 
-static const void *fake_map(void *ctx, uint64_t pa, uint32_t len)
+static const void *fake_map(void *ctx, uint64_t pa, uint32_t len,
+                            const char **why)
 {
 	(void)ctx;
+	(void)why;
 	if (len > longest_map)
 		longest_map = len;
 	if (pa > MEM_SIZE || len > MEM_SIZE - pa)
@@ -669,4 +671,51 @@ KTEST(madt, table_length_over_the_maximum_is_refused)
 	good_system();
 	put32(mem + MADT_PA + 4, ACPI_TABLE_MAX);
 	EXPECT_REFUSED(ACPI_MALFORMED, "table runs past reachable memory");
+}
+
+/* A mapper with room for max_bytes in all (as the kernel's ACPI window
+ * has 256 pages), which says so when they are used up. */
+struct room {
+	uint32_t used, max_bytes;
+};
+
+static const void *roomy_map(void *ctx, uint64_t pa, uint32_t len,
+                             const char **why)
+{
+	struct room *r = ctx;
+	if (len > r->max_bytes - r->used) {
+		*why = "no room left in the test's window";
+		return NULL;
+	}
+	r->used += len;
+	return fake_map(NULL, pa, len, why);
+}
+
+/* Memory the mapper had no room for is not "outside reachable memory":
+ * the tables may be sound. Its own reason comes back, with its status. */
+KTEST(madt, mapper_out_of_room_says_so)
+{
+	good_system();
+	/* Each case runs out at a later map: the RSDP's first 20 bytes,
+	 * its 36, its length, the XSDT's header, the whole XSDT, the FACP's
+	 * header (a root entry), the MADT's (a root entry, then the table's
+	 * own), the whole MADT. */
+	static const uint32_t budgets[] = {0,   20,  56,  92, 128,
+	                                   180, 216, 252, 288};
+	for (unsigned i = 0; i < sizeof(budgets) / sizeof(budgets[0]); i++) {
+		struct room room = {0, budgets[i]};
+		const struct acpi_reader r = {roomy_map, &room};
+		struct acpi_table t;
+		enum acpi_status st =
+		        acpi_find_table(&r, RSDP_PA, "APIC", &t, &diag);
+		if (st != ACPI_UNMAPPED)
+			ktest_diag("room for %u bytes: status %d, '%s'",
+			           budgets[i], (int)st, diag.why);
+		KEXPECT_EQ(st, ACPI_UNMAPPED);
+		KEXPECT_STREQ(diag.why, "no room left in the test's window");
+	}
+	struct room room = {0, 1u << 20};
+	const struct acpi_reader r = {roomy_map, &room};
+	struct acpi_table t;
+	KEXPECT_EQ(acpi_find_table(&r, RSDP_PA, "APIC", &t, &diag), ACPI_OK);
 }
