@@ -71,21 +71,16 @@ enum window_result {
  * count (an absent PIT reads high every time, so it still fails fast). */
 #define CAL_MAX_FAILS 8
 
-/* time.stall_windows=N (a digit), for the harness: the first N windows
+/* time.stall_windows=N (0 to 9), for the harness: the first N windows
  * wait after loading the count until it has run out, as a CPU stalled
  * that long would, so that each reads the output high at once. */
 static unsigned stall_windows;
 
 static void stall_windows_init(void)
 {
-	char buf[4];
-	if (!cmdline_get("time.stall_windows", buf, sizeof(buf)))
-		return;
-	if (buf[0] < '0' || buf[0] > '9' || buf[1])
-		printk("time: time.stall_windows=%s ignored: not a digit\n",
-		       buf);
-	else
-		stall_windows = (unsigned)(buf[0] - '0');
+	uint64_t n;
+	if (cmdline_get_uint("time.stall_windows", 0, 9, &n))
+		stall_windows = (unsigned)n;
 }
 
 /* The count loaded at s0 runs out (time.stall_windows), or the TSC passes
