@@ -503,13 +503,33 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 	return p;
 }
 
+/* Why [p, p + npages pages) cannot be a run of h's arena, or NULL if it
+ * can. Checked in pages from p, so that no length wraps the address. */
+static const char *not_a_run(const struct mheap *h, uintptr_t p, size_t npages)
+{
+	if (npages == 0)
+		return "a run of no pages";
+	if (p < h->arena_base ||
+	    p - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
+		return "the run is outside the arena";
+	if (npages > h->arena_pages - ((p - h->arena_base) >> MM_PAGE_SHIFT))
+		return "the run goes past the arena's end";
+	return NULL;
+}
+
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 {
 	mheap_assert_can_sleep("mheap_extend_pages");
+	const char *bad = not_a_run(h, (uintptr_t)p, npages);
+	if (bad) {
+		mm_log("mheap: mheap_extend_pages(%p, %zu pages, %zu more) "
+		       "refused: %s (the arena: %zu pages from 0x%lx)",
+		       p, npages, extra, bad, h->arena_pages, h->arena_base);
+		return false;
+	}
 	uintptr_t end = (uintptr_t)p + npages * MM_PAGE_SIZE;
 	size_t at = (end - h->arena_base) >> MM_PAGE_SHIFT;
-	if (extra == 0 || (uintptr_t)p < h->arena_base || at > h->arena_pages ||
-	    extra > h->arena_pages - at)
+	if (extra == 0 || extra > h->arena_pages - at)
 		return extra == 0;
 	size_t nscav;
 	unsigned long irq = mm_lock_acquire(&h->lock);

@@ -3,8 +3,8 @@
  * and growth, release-all dropping resident memory (/proc/self/statm), a
  * chunk's bits, a failed set-up giving its reservations back, and out of
  * memory leaving nothing changed; bad configurations, the edges of an
- * extension, and an atomic caller below the reserve asking it to grow the
- * heap. Scavenging is mheap_scav_test.c's.
+ * extension and an impossible run refused, and an atomic caller below the
+ * reserve asking it to grow the heap. Scavenging is mheap_scav_test.c's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -278,13 +278,54 @@ KTEST(mheap, extend_pages_edges)
 	mheap_stats(&heap, &s0);
 	KEXPECT(mheap_extend_pages(&heap, last, 2, 0));
 	KEXPECT(!mheap_extend_pages(&heap, last, 2, 3)); /* past the end */
+	mm_port_set_quiet(true);                         /* it says why */
 	KEXPECT(!mheap_extend_pages(&heap, (char *)heap.arena_base - PG, 1, 1));
+	mm_port_set_quiet(false);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
 	KEXPECT(mheap_extend_pages(&heap, last, 2, 2)); /* to the end */
 	mheap_free_pages(&heap, last, 4);
 	mheap_free_pages(&heap, tail, PALLOC_CHUNK_PAGES - 4);
 	MH_CHECK(&heap, "after the extensions");
+	mh_release(&heap);
+}
+
+/*
+ * An extension of a "run" that cannot be one (longer than the arena, its
+ * end past the arena's or past the address space, or no pages at all) is
+ * refused, logged, and changes nothing. The run's end was p + npages
+ * pages, unchecked: a length whose bytes wrap around 2^64 (2^52 + 1 pages
+ * makes 4 KiB) put it one page after p, so the call took the page there
+ * and said the run had grown.
+ */
+KTEST(mheap, extend_pages_refuses_an_impossible_run)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(a);
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	const size_t wraps = SIZE_MAX / PG + 2; /* wraps * PG == PG */
+	const size_t bad[] = {
+	        wraps,
+	        (UINTPTR_MAX - (uintptr_t)a) / PG + 2, /* the end wraps */
+	        heap.arena_pages + 1,
+	        0,
+	};
+	mm_port_set_quiet(true);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		unsigned long logs = mm_port_log_count();
+		KEXPECT(!mheap_extend_pages(&heap, a, bad[i], 1));
+		KEXPECT_EQ(mm_port_log_count(), logs + 1);
+		KEXPECT(strstr(mm_port_last_log(), "mheap_extend_pages") &&
+		        strstr(mm_port_last_log(), "refused"));
+		ktest_diag("%zu pages: %s", bad[i], mm_port_last_log());
+	}
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	mheap_free_pages(&heap, a, 1);
+	MH_CHECK(&heap, "after the refusals");
 	mh_release(&heap);
 }
 
