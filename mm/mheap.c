@@ -468,6 +468,7 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		 * Read the count again: a failed growth (ours too) woke it,
 		 * and a wait on the count from before would end at once,
 		 * every time. */
+		mheap_hook(h, MHEAP_HOOK_ALLOC_NO_GROWTH);
 		seen = mm_event_prepare(&h->grown);
 		enum miss_state st = miss_state(h, &saw, !atomic);
 		if (st == MISS_RETRY)

@@ -28,6 +28,12 @@ enum mheap_hook_point {
 	 * released, it has not yet looked for a growth or a scavenge batch
 	 * to wait for (mheap.c, alloc_pages). */
 	MHEAP_HOOK_ALLOC_MISSED,
+	/* An allocation that missed found the event count unchanged and has
+	 * no growth of its own (none possible, a failed one, or an atomic
+	 * caller's busy one); it has not yet read the count again nor
+	 * asked whether the heap changed since its attempt (mheap.c,
+	 * alloc_pages and miss_state). */
+	MHEAP_HOOK_ALLOC_NO_GROWTH,
 	/* The span heap has made a bigger all-spans array and not yet taken
 	 * the lock to put it in place (spanheap_span.c, structs_reserve). */
 	MHEAP_HOOK_SPANS_SIZED,
@@ -53,9 +59,9 @@ enum mheap_hook_point {
 #ifdef MM_TEST_HOOKS
 /* Set by tests; NULL otherwise. Called in the context of whoever reaches
  * the point: thread context for all points above but
- * MHEAP_HOOK_GROW_COMMITTED, MHEAP_HOOK_ALLOC_MISSED (an MHEAP_ATOMIC
- * allocation reaches them too) and MHEAP_HOOK_FOLD_REST, which a refill
- * in an interrupt handler reaches too. */
+ * MHEAP_HOOK_GROW_COMMITTED, MHEAP_HOOK_ALLOC_MISSED,
+ * MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC allocation reaches them too) and
+ * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches too. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -1,7 +1,8 @@
 /*
  * The page heap's growth racing allocations (mm/mheap.c, alloc_pages and
- * grow) through the POSIX port: one interleaving forced with the test
- * hooks of mm/mheap_testing.h rather than left to chance, then threads
+ * grow) through the POSIX port: interleavings forced with the test hooks
+ * of mm/mheap_testing.h rather than left to chance (a growth, and a
+ * scavenge batch, ending after an allocation's failed attempt), then threads
  * filling small arenas exactly, every growth raced (built for
  * ThreadSanitizer too: make test-tsan).
  */
@@ -110,6 +111,79 @@ KTEST(mheap_grow, alloc_that_missed_a_growth_gets_its_pages)
 KTEST(mheap_grow, atomic_alloc_that_missed_a_growth_gets_its_pages)
 {
 	alloc_races_a_growth(true);
+}
+
+/*
+ * A fully grown arena of one chunk, allocated whole, then 200 pages of it
+ * freed and taken by a scavenge batch (release-all on its own thread, held
+ * at MHEAP_HOOK_SCAV_UNMAPPED). A thread allocates a page: its attempt
+ * fails, the event count has not moved, it cannot grow, and it is held at
+ * MHEAP_HOOK_ALLOC_NO_GROWTH while the batch ends and gives the 200 pages
+ * back. It must see that the heap changed since its attempt (the batch's
+ * return, scav_returns) and retry: by then no batch holds pages, so it
+ * would otherwise take the arena for full and fail with 200 pages free.
+ */
+static sem_t batch_held, batch_go;
+static atomic_bool batch_once, miss_once;
+
+static void hold_batch_and_miss(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap)
+		return;
+	if (where == MHEAP_HOOK_SCAV_UNMAPPED &&
+	    !atomic_exchange(&batch_once, true)) {
+		sem_post(&batch_held);
+		sem_wait(&batch_go);
+	} else if (where == MHEAP_HOOK_ALLOC_NO_GROWTH &&
+	           !atomic_exchange(&miss_once, true)) {
+		sem_post(&missed);
+		sem_wait(&miss_go);
+	}
+}
+
+static void *release_all_thread(void *arg)
+{
+	(void)arg;
+	mheap_release_all(&heap);
+	return NULL;
+}
+
+KTEST(mheap_grow, alloc_sees_a_batch_end_after_its_attempt)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * MM_PAGE_SIZE, 200);
+	sem_init(&batch_held, 0, 0);
+	sem_init(&batch_go, 0, 0);
+	sem_init(&missed, 0, 0);
+	sem_init(&miss_go, 0, 0);
+	atomic_store(&batch_once, false);
+	atomic_store(&miss_once, false);
+	mheap_test_hook = hold_batch_and_miss;
+	pthread_t scav, user;
+	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
+	sem_wait(&batch_held);
+	struct one_page u = {0};
+	KASSERT(pthread_create(&user, NULL, alloc_one, &u) == 0);
+	sem_wait(&missed); /* its attempt failed; no growth */
+	sem_post(&batch_go);
+	pthread_join(scav, NULL); /* the 200 pages are free again */
+	sem_post(&miss_go);
+	pthread_join(user, NULL);
+	mheap_test_hook = NULL;
+	KEXPECT(u.got != NULL);
+	KEXPECT(!u.got || ((char *)u.got >= a + 312 * MM_PAGE_SIZE &&
+	                   (char *)u.got < a + 512 * MM_PAGE_SIZE));
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 312 + (u.got != NULL));
+	KEXPECT_EQ(st.scavenging_pages, 0);
+	if (u.got)
+		mheap_free_pages(&heap, u.got, 1);
+	mheap_free_pages(&heap, a, 312);
+	MH_CHECK(&heap, "after the batch");
+	mh_release(&heap);
 }
 
 /*
