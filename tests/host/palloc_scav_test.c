@@ -3,7 +3,8 @@
  * free backed run first, runs across bitmap words, nearly full chunks
  * skipped unless forced, take and return keeping the bitmaps and
  * counts exact (palloc_check after every step), and the cursor finding
- * frees above it by wrapping around.
+ * frees above it by wrapping around and going back to the top after a
+ * search that found nothing.
  */
 #include "palloc_test_util.h"
 
@@ -189,6 +190,55 @@ KTEST(palloc_scav, cursor_wraps_to_frees_above)
 	KEXPECT_EQ(r.npages, 32);
 	KEXPECT(!take_and_return(&p, &r));
 	TP_CHECK(&p, "after wrapping");
+	tp_release(&p);
+}
+
+/* A take of up to 1000 pages with flags, returned at once. */
+static bool take_flags(struct palloc *p, unsigned flags, struct palloc_run *r)
+{
+	if (!palloc_scav_take_locked(p, 1000, flags, r))
+		return false;
+	palloc_scav_return_locked(p, r->base, r->npages);
+	return true;
+}
+
+/*
+ * A search that finds nothing puts the cursor back at the top, both when
+ * it walked the chunks (only a dense chunk had free backed pages) and when
+ * the counts said at once that no free page is backed: the next search
+ * then takes the highest run again, here one in chunk 3 above the old
+ * cursor rather than one in a chunk below it.
+ */
+KTEST(palloc_scav, cursor_resets_to_the_top_after_finding_nothing)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 0, .alloc = {{0, 500}}}, /* dense */
+	        {.chunk = 1, .alloc = {{0, 100}}},
+	        {.chunk = 2, .alloc = {{0, 512}}},
+	        {.chunk = 3, .alloc = {{0, 512}}},
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	struct palloc_run r;
+	KASSERT(take_flags(&p, 0, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(1, 100)));
+	KEXPECT(!take_flags(&p, 0, &r)); /* walked: chunk 0 is dense */
+	palloc_free(&p, tp_addr(&p, P(3, 0)), 32);
+	palloc_free(&p, tp_addr(&p, P(1, 0)), 32);
+	KASSERT(take_flags(&p, 0, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(3, 0)));
+	KASSERT(take_flags(&p, 0, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(1, 0)));
+	KASSERT(take_flags(&p, PALLOC_SCAV_FORCE, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(0, 500)));
+	KEXPECT(!take_flags(&p, 0, &r)); /* no free backed page at all */
+	palloc_free(&p, tp_addr(&p, P(3, 32)), 16);
+	palloc_free(&p, tp_addr(&p, P(0, 0)), 16);
+	KASSERT(take_flags(&p, 0, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(3, 32)));
+	KEXPECT_EQ(r.npages, 16);
+	TP_CHECK(&p, "after the resets");
 	tp_release(&p);
 }
 
