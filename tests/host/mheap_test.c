@@ -4,7 +4,8 @@
  * chunk's bits, a failed set-up giving its reservations back, and out of
  * memory leaving nothing changed; bad configurations, the edges of an
  * extension and an impossible run refused, and an atomic caller below the
- * reserve asking it to grow the heap. Scavenging is mheap_scav_test.c's.
+ * reserve asking it to grow the heap. Scavenging is mheap_scav_test.c's,
+ * zeroed allocations mheap_zero_test.c's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -451,58 +452,5 @@ KTEST(mheap, atomic_allocation_below_the_reserve_asks_for_a_refill)
 	while (n--)
 		mheap_free_pages(&heap, p[n], EACH);
 	MH_CHECK(&heap, "after the refill");
-	mh_release(&heap);
-}
-
-/* Frees pages [from, to) of the run at p one page at a time. */
-static void free_each(char *p, size_t from, size_t to, size_t step)
-{
-	for (size_t i = from; i < to; i += step)
-		mheap_free_pages(&heap, p + i * PG, 1);
-}
-
-/*
- * A zeroed allocation of over 64 pages writes only its pages that were
- * not scavenged (scavenged ones read as zero): here three runs of dirty
- * backed pages among scavenged ones, at the start of a 32 MiB request. It
- * wrote the whole run whenever a page of it was backed, which a growth
- * makes common (it extends the free run at the heap's top): 32 MiB made
- * resident for 80 dirty pages. A run with more stretches of backed pages
- * than the heap notes (20 here) is still zeroed whole.
- */
-KTEST(mheap, zeroed_large_alloc_writes_only_backed_pages)
-{
-	enum { N = 8192 }; /* 32 MiB */
-	KASSERT(mh_new(&heap, 64, 0, 0));
-	char *x = mheap_alloc_pages(&heap, N, 0);
-	KASSERT(x);
-	mheap_free_pages(&heap, x, N);
-	mheap_release_all(&heap);
-	char *y = mheap_alloc_pages(&heap, 100, 0);
-	KASSERT_EQ(y, x);
-	memset(y, 0xcd, 100 * PG);
-	free_each(y, 10, 20, 1);
-	free_each(y, 50, 60, 1);
-	mheap_release_all(&heap); /* 10-19 and 50-59 scavenged */
-	free_each(y, 0, 10, 1);
-	free_each(y, 20, 50, 1);
-	free_each(y, 60, 100, 1); /* 80 dirty pages in three runs */
-	size_t before = mh_resident_pages();
-	char *z = mheap_alloc_pages(&heap, N, MHEAP_ZERO);
-	size_t after = mh_resident_pages();
-	KASSERT_EQ(z, x);
-	ktest_diag("resident %zu -> %zu pages", before, after);
-	KEXPECT(after < before + N / 2);
-	KEXPECT(mh_all_bytes(z, (size_t)N * PG, 0));
-	/* Every other page of the first 40 backed and dirty. */
-	memset(z, 0xef, 40 * PG);
-	free_each(z, 0, 40, 2);
-	mheap_release_all(&heap);
-	free_each(z, 1, 40, 2);
-	mheap_free_pages(&heap, z + 40 * PG, N - 40);
-	z = mheap_alloc_pages(&heap, N, MHEAP_ZERO);
-	KASSERT_EQ(z, x);
-	KEXPECT(mh_all_bytes(z, (size_t)N * PG, 0));
-	MH_CHECK(&heap, "after the zeroed allocations");
 	mh_release(&heap);
 }
