@@ -248,6 +248,7 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 static void bg_idle(struct mheap *h, uint64_t *since)
 {
 	bg_pace(h, since);
+	mheap_hook(h, MHEAP_HOOK_SCAV_IDLE);
 	uint64_t seen = mm_event_prepare(&h->scav.wake);
 	struct mheap_stats st;
 	unsigned long irq = mm_lock_acquire(&h->lock);

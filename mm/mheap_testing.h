@@ -17,6 +17,11 @@ enum mheap_hook_point {
 	/* A scavenge batch has cleared its PTEs (this CPU flushed) and not
 	 * yet shot the other CPUs down. */
 	MHEAP_HOOK_SCAV_UNMAPPED,
+	/* The background thread found nothing to scavenge and has paced;
+	 * it has not yet read its wake count nor decided to go idle (a
+	 * refill asked for and woken before that read is seen only by that
+	 * decision; mheap_scav.c, bg_idle). */
+	MHEAP_HOOK_SCAV_IDLE,
 	/* The background thread is about to return from its function. */
 	MHEAP_HOOK_SCAV_EXIT,
 	/* A grower has prepared its chunks and not yet committed them. */

@@ -3,10 +3,15 @@
  * kept at reserve_pages or more for atomic callers, so a thread whose
  * request leaves fewer grows the heap by a chunk before it returns. An
  * extension in place (mheap_extend_pages, a large object's realloc) takes
- * pages like an allocation and makes them up the same way.
+ * pages like an allocation and makes them up the same way; an atomic
+ * caller's request reaches the scavenger thread however late it comes.
  */
+#include <semaphore.h>
+#include <stdatomic.h>
+
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "../../mm/mheap_testing.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
@@ -66,5 +71,79 @@ KTEST(mheap_reserve, a_reserve_of_several_chunks_is_made_up)
 	KEXPECT_EQ(st.n.refills, 1);
 	mheap_free_pages(&heap, a, 1);
 	mheap_check(&heap);
+	mh_release(&heap);
+}
+
+/*
+ * An atomic allocation leaves free pages below the reserve and asks the
+ * scavenger thread for a refill just as the thread, with nothing to
+ * scavenge, is about to go idle: after it took its last refill request and
+ * before it read its wake count, so the wake is spent already. The thread
+ * must see the request when it decides to go idle, and grow the heap
+ * instead of sleeping (MHEAP_IDLE_NS, 10 s, with the reserve short). It is
+ * held at MHEAP_HOOK_SCAV_IDLE while the allocation asks; the test then
+ * waits, with no time bound, for the refill, failing at once if the thread
+ * goes idle with the request pending.
+ */
+static sem_t at_idle, idle_go;
+static atomic_bool idle_once;
+
+static void hold_idle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SCAV_IDLE ||
+	    atomic_exchange(&idle_once, true))
+		return;
+	sem_post(&at_idle);
+	sem_wait(&idle_go);
+}
+
+KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
+{
+	enum { RESERVE = 64, EACH = MHEAP_ATOMIC_MAX_PAGES };
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = RESERVE;
+	cfg.cpu_permille = 1000; /* no paced sleeps */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *p[PALLOC_CHUNK_PAGES / EACH];
+	size_t n = 0;
+	struct mheap_stats st;
+	do {
+		KASSERT(n < PALLOC_CHUNK_PAGES / EACH);
+		p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC);
+		KASSERT(p[n - 1]);
+		mheap_stats(&heap, &st);
+	} while (st.free_backed_pages + st.free_scav_pages >= RESERVE + EACH);
+	KASSERT(!heap.scav.refill);
+	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	sem_init(&at_idle, 0, 0);
+	sem_init(&idle_go, 0, 0);
+	atomic_store(&idle_once, false);
+	mheap_test_hook = hold_idle;
+	KASSERT(mheap_scavenger_start(&heap));
+	sem_wait(&at_idle);
+	p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC); /* below */
+	KASSERT(p[n - 1]);
+	KASSERT(heap.scav.refill);
+	sem_post(&idle_go);
+	bool slept = false;
+	uint64_t refills = 0;
+	while (!slept && refills == 0) { /* no time bound */
+		mm_port_yield();
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		slept = heap.scav.idle && heap.scav.refill;
+		refills = heap.counters.refills;
+		mm_lock_release(&heap.lock, irq);
+	}
+	mheap_scavenger_stop(&heap);
+	mheap_test_hook = NULL;
+	KEXPECT(!slept);
+	KEXPECT_EQ(refills, 1);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);
+	while (n--)
+		mheap_free_pages(&heap, p[n], EACH);
+	MH_CHECK(&heap, "after the refill");
 	mh_release(&heap);
 }
