@@ -1,6 +1,7 @@
 /*
- * mm/mheap_internal.h: what mheap.c and mheap_scav.c share. Not for the
- * heap's users (mheap.h) or tests (mheap_testing.h).
+ * mm/mheap_internal.h: what the page heap's files (mheap.c,
+ * mheap_alloc.c, mheap_grow.c, mheap_scav.c) share. Not for the heap's
+ * users (mheap.h) or tests (mheap_testing.h).
  */
 #ifndef MM_MHEAP_INTERNAL_H
 #define MM_MHEAP_INTERNAL_H
@@ -80,6 +81,22 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 /* Unmaps a run the caller owns (allocated), in batches with a shootdown
  * each, and frees it scavenged. Thread context, no mm lock held. */
 void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages);
+
+enum mheap_grow_result { MHEAP_GROW_OK, MHEAP_GROW_FAILED, MHEAP_GROW_BUSY };
+
+/* What a growth is for: a run of npages pages, or npages more free
+ * pages anywhere (the reserve). */
+enum mheap_grow_for { MHEAP_GROW_FOR_RUN, MHEAP_GROW_FOR_RESERVE };
+
+/* Grows the heap by enough whole chunks for npages (why: a run of them,
+ * or that many more free pages), unless another caller is growing it
+ * (MHEAP_GROW_BUSY). Wakes the waiters on `grown` either way it
+ * ends, once it has claimed the growth; when the arena has no room for
+ * it, it claims nothing and wakes no one (a thread waiting there for a
+ * scavenge batch would wake the others, and they it, without end).
+ * Thread context, or atomic with MHEAP_ATOMIC; no mm lock held. */
+enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
+                                  enum mheap_grow_for why);
 
 /* Grows the heap so that free pages reach the reserve, if they are short
  * and nobody else is growing. Thread context, no mm lock held. */

@@ -177,7 +177,7 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 	book_locked(h, kind, total);
 	mm_lock_release(&h->lock, irq);
 	/* An allocation that found no free pages and no growth left may be
-	 * waiting for these (mheap.c, alloc_pages). */
+	 * waiting for these (mheap_alloc.c, alloc_pages). */
 	mm_event_wake(&h->grown);
 	return total;
 }

@@ -27,17 +27,17 @@ enum mheap_hook_point {
 	/* A grower has prepared its chunks and not yet committed them. */
 	MHEAP_HOOK_GROW_PREPARED,
 	/* A grower has committed its chunks (the lock released) and not yet
-	 * cleared `growing` or woken `grown` (mheap.c, grow). */
+	 * cleared `growing` or woken `grown` (mheap_grow.c, mheap_grow). */
 	MHEAP_HOOK_GROW_COMMITTED,
 	/* An allocation's attempt under the lock found no fit; the lock
 	 * released, it has not yet looked for a growth or a scavenge batch
-	 * to wait for (mheap.c, alloc_pages). */
+	 * to wait for (mheap_alloc.c, alloc_pages). */
 	MHEAP_HOOK_ALLOC_MISSED,
 	/* An allocation that missed found the event count unchanged and has
 	 * no growth of its own (none possible, a failed one, or an atomic
 	 * caller's busy one); it has not yet read the count again nor
-	 * asked whether the heap changed since its attempt (mheap.c,
-	 * alloc_pages and miss_state). */
+	 * asked whether the heap changed since its attempt
+	 * (mheap_alloc.c, alloc_pages and miss_state). */
 	MHEAP_HOOK_ALLOC_NO_GROWTH,
 	/* The span heap has made a bigger all-spans array and not yet taken
 	 * the lock to put it in place (spanheap_span.c, structs_reserve). */

@@ -321,7 +321,7 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	/* Acquire and release: the table may grow without the heap lock,
 	 * and a free that reads the copy must see the new entries' "none"
-	 * (mheap.c). */
+	 * (mheap_grow.c). */
 	size_t mapped =
 	        atomic_load_explicit(&h->spanmap_pages, memory_order_acquire);
 	if (atomic_load_explicit(&sh->spanmap_pages, memory_order_relaxed) !=

@@ -1,10 +1,10 @@
 /*
- * The page heap's growth racing allocations (mm/mheap.c, alloc_pages and
- * grow) through the POSIX port: interleavings forced with the test hooks
- * of mm/mheap_testing.h rather than left to chance (a growth, and a
- * scavenge batch, ending after an allocation's failed attempt), then threads
- * filling small arenas exactly, every growth raced (built for
- * ThreadSanitizer too: make test-tsan).
+ * The page heap's growth racing allocations (mm/mheap_alloc.c's
+ * alloc_pages, mm/mheap_grow.c) through the POSIX port: interleavings
+ * forced with the test hooks of mm/mheap_testing.h rather than left to
+ * chance (a growth, and a scavenge batch, ending after an allocation's
+ * failed attempt), then threads filling small arenas exactly, every growth
+ * raced (built for ThreadSanitizer too: make test-tsan).
  */
 #include <pthread.h>
 #include <semaphore.h>

@@ -1,5 +1,5 @@
 /*
- * The page heap's reserve (mm/mheap.c): free pages in grown chunks are
+ * The page heap's reserve (mm/mheap_grow.c): free pages in grown chunks are
  * kept at reserve_pages or more for atomic callers, so a thread whose
  * request leaves fewer grows the heap by a chunk before it returns. An
  * extension in place (mheap_extend_pages, a large object's realloc) takes

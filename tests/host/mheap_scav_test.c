@@ -1,5 +1,5 @@
 /*
- * The page heap's scavenging (mm/mheap_scav.c, mm/mheap.c) through the
+ * The page heap's scavenging (mm/mheap_scav.c, mm/mheap_alloc.c) through the
  * POSIX port: the locked mode under a short frame pool, the pacing
  * arithmetic, the background thread reaching its goal and started and
  * stopped twice, debug scavenge-on-free faulting at the freed address,

@@ -1,11 +1,11 @@
 /*
- * The page-level heap (mm/mheap.c) through the POSIX port: allocation
- * and growth, release-all dropping resident memory (/proc/self/statm), a
- * chunk's bits, a failed set-up giving its reservations back, and out of
- * memory leaving nothing changed; bad configurations, the edges of an
- * extension and an impossible run refused, and an atomic caller below the
- * reserve asking it to grow the heap. Scavenging is mheap_scav_test.c's,
- * zeroed allocations mheap_zero_test.c's.
+ * The page-level heap (mm/mheap.c, mheap_alloc.c, mheap_grow.c) through the
+ * POSIX port: allocation and growth, release-all dropping resident memory
+ * (/proc/self/statm), a chunk's bits, a failed set-up giving its reservations
+ * back, and out of memory leaving nothing changed; bad configurations, the
+ * edges of an extension and an impossible run refused, and an atomic caller
+ * below the reserve asking it to grow the heap. Scavenging is
+ * mheap_scav_test.c's, zeroed allocations mheap_zero_test.c's.
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * The page heap's zeroed allocations (MHEAP_ZERO, mm/mheap.c's
+ * The page heap's zeroed allocations (MHEAP_ZERO, mm/mheap_alloc.c's
  * zero_backed) through the POSIX port: only the pages that were not
  * scavenged are written (scavenged ones read as zero once mapped), which
  * the host shows as resident memory (/proc/self/statm), for runs of over
