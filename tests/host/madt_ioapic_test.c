@@ -1,0 +1,165 @@
+/*
+ * Host tests of kernel/acpi_parse.c, the I/O APIC entries and the limits
+ * of what the parser maps: registers that cannot be reached, an entry
+ * listed twice or at address 0, a bogus table length, a mapper that runs
+ * out of room. The shared builders are in madt_test_util.h.
+ */
+#include "madt_test_util.h"
+
+/* Expects the MADT's bad I/O APIC i to be the one at offset off, left out
+ * because of why. */
+static void expect_bad_ioapic(unsigned i, uint32_t off, uint32_t addr,
+                              const char *why)
+{
+	KASSERT(info.nbad_ioapics > i);
+	KEXPECT_EQ(info.bad_ioapics[i].off, off);
+	KEXPECT_EQ(info.bad_ioapics[i].addr, addr);
+	KEXPECT(info.bad_ioapics[i].why != NULL);
+	if (info.bad_ioapics[i].why)
+		KEXPECT_STREQ(info.bad_ioapics[i].why, why);
+}
+
+/* The registers are 16 bytes apart (IOREGSEL, IOWIN) on 16-byte
+ * boundaries; an I/O APIC may sit anywhere in its page on those terms
+ * (the 82093AA's base is FEC0_xy00h). */
+KTEST(madt, ioapic_address_must_hold_its_registers)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00008u, 0);  /* not on a 16-byte boundary */
+	add_ioapic(1, 0xfec00ff0u, 24); /* IOWIN in the next page */
+	add_ioapic(2, 0xfec01100u, 48); /* sound, inside its page */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 1);
+	KEXPECT_EQ(info.ioapics[0].id, 2);
+	KEXPECT_EQ(info.ioapics[0].addr, 0xfec01100u);
+	KEXPECT_EQ(info.nbad_ioapics, 2);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED, 0xfec00008u,
+	                  "I/O APIC address is not 16-byte aligned");
+	expect_bad_ioapic(1, ACPI_MADT_FIXED + 12, 0xfec00ff0u,
+	                  "I/O APIC registers cross a page boundary");
+	KEXPECT_EQ(info.nskipped, 2);
+	/* No APIC serves the bad ones' GSIs. */
+	KEXPECT(madt_ioapic_for(&info, 0) == NULL);
+}
+
+/* Two I/O APICs cannot serve one GSI, nor one chip be listed twice: the
+ * first entry wins, as in Linux, and the later one is left out. */
+KTEST(madt, ioapic_listed_twice_is_left_out)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 0);
+	add_ioapic(1, 0xfec01000u, 0);  /* GSI 0 up again */
+	add_ioapic(2, 0xfec00000u, 24); /* the first one's registers */
+	add_ioapic(3, 0xfec02000u, 24); /* sound */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 2);
+	KEXPECT_EQ(info.ioapics[0].id, 0);
+	KEXPECT_EQ(info.ioapics[1].id, 3);
+	KEXPECT_EQ(info.nbad_ioapics, 2);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED + 12, 0xfec01000u,
+	                  "I/O APIC GSI base is an earlier I/O APIC's");
+	expect_bad_ioapic(1, ACPI_MADT_FIXED + 24, 0xfec00000u,
+	                  "I/O APIC address is an earlier I/O APIC's");
+	KEXPECT_EQ(madt_ioapic_for(&info, 5)->id, 0);
+	KEXPECT_EQ(madt_ioapic_for(&info, 30)->id, 3);
+}
+
+/* Physical address 0 is RAM (the real-mode IVT), never an I/O APIC: an
+ * entry saying so is a firmware placeholder. Linux refuses it too
+ * (mp_register_ioapic: "Bogus (zero) I/O APIC address found"). */
+KTEST(madt, ioapic_at_address_zero_is_left_out)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0, 0);           /* the placeholder */
+	add_ioapic(1, 0xfec00000u, 0); /* the real chip, serving GSI 0 */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 1);
+	KEXPECT_EQ(info.ioapics[0].id, 1);
+	KEXPECT_EQ(info.nbad_ioapics, 1);
+	expect_bad_ioapic(0, ACPI_MADT_FIXED, 0, "I/O APIC address is 0");
+	KEXPECT_EQ(madt_ioapic_for(&info, 4)->id, 1);
+}
+
+/* A bogus length is refused before the parser maps it: in the kernel the
+ * checksum would read that much of the direct map, device memory too.
+ * (The checksums need no fixing: the length is checked first.) */
+KTEST(madt, table_length_over_the_maximum_is_refused)
+{
+	static const struct {
+		uint32_t pa, at; /* where the length field is */
+		const char *why;
+	} cases[] = {
+	        {XSDT_PA, 4,
+	         "table length is over 1 MiB (a bogus length field)"},
+	        {MADT_PA, 4,
+	         "table length is over 1 MiB (a bogus length field)"},
+	        {RSDP_PA, 20,
+	         "RSDP length is over 1 MiB (a bogus length field)"},
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		good_system();
+		put32(mem + cases[i].pa + cases[i].at, ACPI_TABLE_MAX + 1);
+		longest_map = 0;
+		EXPECT_REFUSED(ACPI_MALFORMED, cases[i].why);
+		KEXPECT_EQ(diag.at, cases[i].pa);
+		KEXPECT(longest_map <= ACPI_TABLE_MAX);
+	}
+	/* Exactly the maximum is a length like any other (here, too long
+	 * for the fake memory). */
+	good_system();
+	put32(mem + MADT_PA + 4, ACPI_TABLE_MAX);
+	EXPECT_REFUSED(ACPI_MALFORMED, "table runs past reachable memory");
+}
+
+/* A mapper with room for max_bytes in all (as the kernel's ACPI window
+ * has 256 pages), which says so when they are used up. */
+struct room {
+	uint32_t used, max_bytes;
+};
+
+static const void *roomy_map(void *ctx, uint64_t pa, uint32_t len,
+                             const char **why)
+{
+	struct room *r = ctx;
+	if (len > r->max_bytes - r->used) {
+		*why = "no room left in the test's window";
+		return NULL;
+	}
+	r->used += len;
+	return fake_map(NULL, pa, len, why);
+}
+
+/* Memory the mapper had no room for is not "outside reachable memory":
+ * the tables may be sound. Its own reason comes back, with its status. */
+KTEST(madt, mapper_out_of_room_says_so)
+{
+	good_system();
+	/* Each case runs out at a later map: the RSDP's first 20 bytes,
+	 * its 36, its length, the XSDT's header, the whole XSDT, the FACP's
+	 * header (a root entry), the MADT's (a root entry, then the table's
+	 * own), the whole MADT. */
+	static const uint32_t budgets[] = {0,   20,  56,  92, 128,
+	                                   180, 216, 252, 288};
+	for (unsigned i = 0; i < sizeof(budgets) / sizeof(budgets[0]); i++) {
+		struct room room = {0, budgets[i]};
+		const struct acpi_reader r = {roomy_map, &room};
+		struct acpi_table t;
+		enum acpi_status st =
+		        acpi_find_table(&r, RSDP_PA, "APIC", &t, &diag);
+		if (st != ACPI_UNMAPPED)
+			ktest_diag("room for %u bytes: status %d, '%s'",
+			           budgets[i], (int)st, diag.why);
+		KEXPECT_EQ(st, ACPI_UNMAPPED);
+		KEXPECT_STREQ(diag.why, "no room left in the test's window");
+	}
+	struct room room = {0, 1u << 20};
+	const struct acpi_reader r = {roomy_map, &room};
+	struct acpi_table t;
+	KEXPECT_EQ(acpi_find_table(&r, RSDP_PA, "APIC", &t, &diag), ACPI_OK);
+}
