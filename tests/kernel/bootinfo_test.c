@@ -124,6 +124,15 @@ static struct boot_info handoff(void)
 	};
 }
 
+/* bootinfo_handoff_problem refuses *bi, saying why_. */
+#define EXPECT_PROBLEM(bi, why_)                                \
+	do {                                                    \
+		const char *why = bootinfo_handoff_problem(bi); \
+		KEXPECT(why != NULL);                           \
+		if (why)                                        \
+			KEXPECT_STREQ(why, why_);               \
+	} while (0)
+
 KTEST(bootinfo, handoff_beyond_the_direct_map_is_refused)
 {
 	struct boot_info bi = handoff();
@@ -131,35 +140,20 @@ KTEST(bootinfo, handoff_beyond_the_direct_map_is_refused)
 	/* Descriptors too short to hold one: the sizes do divide. */
 	bi.mmap_desc_size = 24;
 	bi.mmap_size = 48;
-	const char *why = bootinfo_handoff_problem(&bi);
-	KEXPECT(why != NULL);
-	if (why)
-		KEXPECT_STREQ(why, "memory map descriptors are smaller than "
-		                   "the 40 bytes of one");
+	EXPECT_PROBLEM(&bi, "memory map descriptors are smaller than the 40 "
+	                    "bytes of one");
 	/* A map that ends past the direct map: reading it would fault. */
 	bi = handoff();
 	bi.mmap_phys = 4096 * MIB - sizeof(struct efi_memory_descriptor);
-	why = bootinfo_handoff_problem(&bi);
-	KEXPECT(why != NULL);
-	if (why)
-		KEXPECT_STREQ(why,
-		              "memory map runs past the loader's direct map");
+	EXPECT_PROBLEM(&bi, "memory map runs past the loader's direct map");
 	/* A huge descriptor size: one "descriptor" of 2^63 bytes. */
 	bi = handoff();
 	bi.mmap_desc_size = bi.mmap_size = 1ull << 63;
-	why = bootinfo_handoff_problem(&bi);
-	KEXPECT(why != NULL);
-	if (why)
-		KEXPECT_STREQ(why,
-		              "memory map runs past the loader's direct map");
+	EXPECT_PROBLEM(&bi, "memory map runs past the loader's direct map");
 	/* A command line past the direct map. */
 	bi = handoff();
 	bi.cmdline_phys = 4096 * MIB - 50;
-	why = bootinfo_handoff_problem(&bi);
-	KEXPECT(why != NULL);
-	if (why)
-		KEXPECT_STREQ(why,
-		              "command line runs past the loader's direct map");
+	EXPECT_PROBLEM(&bi, "command line runs past the loader's direct map");
 	/* Only the bytes the kernel copies count. */
 	bi.cmdline_phys = 4096 * MIB - BOOT_CMDLINE_MAX;
 	bi.cmdline_len = 1ull << 40;
