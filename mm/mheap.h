@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mheap_scav.h"
 #include "palloc.h"
 #include "port.h"
 
@@ -96,21 +97,6 @@ struct mheap_stats {
 
 struct mheap_taken;
 
-/* The background scavenger's state (mheap_scav.c). */
-struct mheap_scav {
-	/* Owned by mheap_scavenger_start/stop (thread context): */
-	struct mm_thread *thread;
-	/* Protected by h->lock: */
-	bool idle;   /* asleep at its goal: a large free wakes it */
-	bool refill; /* an atomic caller found the reserve short */
-	/* Atomic, no lock: */
-	_Atomic bool stop;
-	mm_event_t wake; /* frees over the goal, refills, stop */
-	mm_event_t pace; /* a paced sleep: woken only by stop */
-	/* The thread's own: */
-	uint64_t reported_ns, reported_pages; /* the last "at goal" line */
-};
-
 struct mheap {
 	/* Immutable after mheap_init: */
 	struct mheap_config cfg;
@@ -178,60 +164,6 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  */
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra);
 
-/*
- * The span table. mheap_alloc_pages marks the pages it hands out
- * MHEAP_SPAN_PAGES (a run that belongs to a page-heap user); the span heap
- * then sets its own entries on the pages of its spans. Entries are never
- * cleared on free: a stale entry names what the page was.
- *
- * The table holds no NULL: a page with no entry holds MHEAP_SPAN_NONE,
- * and all three marks are the addresses of zeroed 64-byte blocks, not
- * small integers. So a reader of a raw entry may load a span's first
- * line from any entry without testing it first (a span whose fields are
- * all 0); the span heap's free does, and its checks then fail on the
- * zeros. mheap_span_lookup gives NULL for MHEAP_SPAN_NONE.
- */
-extern const struct mheap_span_mark {
-	_Alignas(64) unsigned char zero[64];
-} mheap_span_marks[3];
-/* No span on the page. */
-#define MHEAP_SPAN_NONE ((void *)&mheap_span_marks[0])
-/* A run of pages from mheap_alloc_pages. */
-#define MHEAP_SPAN_PAGES ((void *)&mheap_span_marks[1])
-/* A freed large span. */
-#define MHEAP_SPAN_FREED_LARGE ((void *)&mheap_span_marks[2])
-
-/* Whether entry e (from mheap_span_lookup) is a span: not NULL and none
- * of the marks. */
-static inline bool mheap_span_is_span(const void *e)
-{
-	return e && e != MHEAP_SPAN_NONE && e != MHEAP_SPAN_PAGES &&
-	       e != MHEAP_SPAN_FREED_LARGE;
-}
-
-/* The entry for the page holding addr, or NULL if addr is outside the
- * grown arena or its page was never handed out. Lock-free, O(1); any
- * context. */
-void *mheap_span_lookup(struct mheap *h, uintptr_t addr);
-
-/*
- * The span table (spanmap) starts this many entries (half a page) into
- * its reservation, which is one page longer than the entries. Entry i sits at
- * page offset 8 * i (mod 4 KiB) otherwise, so the first pages of every chunk,
- * where the heap allocates first, would have their entries at the very page
- * offsets of their first objects: a free that loads the entry while the
- * object's first words are still being stored (a malloc/free loop on one
- * object) waits on a false 4 KiB alias. Skewed, those entries sit half a page
- * away. Measured on the 16- to 8192-byte pairs with magazine reuse,
- * together with struct spanheap's layout (docs/DESIGN.md, "4 KiB
- * aliases"): 12-16 ns without, 6.3-7.5 ns with.
- */
-#define MHEAP_SPANMAP_SKEW ((size_t)PALLOC_CHUNK_PAGES / 2)
-
-/* Sets the entries of [base, base + npages pages) to v (NULL: no entry,
- * MHEAP_SPAN_NONE). The caller owns the pages (allocated). Any context. */
-void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v);
-
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
  * but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);
@@ -239,20 +171,6 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages);
 /* Gives back every free backed page now (Go's debug.FreeOSMemory);
  * returns how many. Thread context, no mm lock held. */
 size_t mheap_release_all(struct mheap *h);
-
-/* Starts the background scavenger; false if it cannot. Thread context. */
-bool mheap_scavenger_start(struct mheap *h);
-
-/* Stops it and joins it: when this returns the thread no longer touches h.
- * Thread context. */
-void mheap_scavenger_stop(struct mheap *h);
-
-/* Free backed pages the scavenger keeps for in_use pages in use. */
-size_t mheap_goal_pages(size_t in_use, unsigned goal_percent);
-
-/* How long to sleep after work_ns of CPU so that the scavenger's share
- * stays within permille thousandths of one CPU: work * (1000 - b) / b. */
-uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
 
 /* A consistent snapshot. Any context but NMI, no mm lock held. */
 void mheap_stats(struct mheap *h, struct mheap_stats *st);
@@ -273,5 +191,8 @@ void mheap_dump(struct mheap *h);
 
 /* palloc_check_locked under h's lock, plus the heap's own counts. */
 void mheap_check(struct mheap *h);
+
+/* The span table (mheap_spanmap.h) is part of this interface. */
+#include "mheap_spanmap.h"
 
 #endif

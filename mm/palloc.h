@@ -246,38 +246,6 @@ size_t palloc_free_pages_hint(const struct palloc *p);
  */
 void palloc_check_locked(const struct palloc *p);
 
-/* ---- Scavenging (palloc_scav.c) ----------------------------------------
- * Free pages are "backed" (their memory is still there) or scavenged
- * (given back with mm_port_unused*). These calls find backed free pages,
- * highest address first, for the owner to give back. None of them is
- * available with PALLOC_NO_SCAV (they find nothing). */
-
-/* A chunk with at least this many allocated pages is skipped unless the
- * caller forces (Go: scavenging a nearly full chunk is not worth it). */
-#define PALLOC_SCAV_DENSE_PAGES 496
-
-enum palloc_scav_flags {
-	PALLOC_SCAV_FORCE = 1u << 0, /* also search nearly full chunks */
-};
-
-/*
- * Background mode: finds a run of free backed pages (at most max pages):
- * the highest in the first chunk below the scavenge cursor that has one
- * and is not dense (palloc_scav.c; then from the top down to the cursor),
- * takes it out of the free set (marks it allocated) and returns
- * true with it in *r; false if there is none. The owner releases the lock,
- * gives the memory back (mm_port_unused) and calls palloc_scav_return_locked.
- * Locking: the owner's lock must be held.
- */
-bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
-                             struct palloc_run *r);
-
-/*
- * Frees an allocated run as scavenged (its memory was given back). A page
- * that is not allocated is a bad free (mm_panic). Locking: owner's lock.
- */
-void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages);
-
 /* The calls above wrapped in the owner's lock (if p has one), logging
  * refusals after unlocking: for owners with nothing else to do under it,
  * such as the frame pool at boot, and for tests. Thread context. */
@@ -285,5 +253,8 @@ bool palloc_grow(struct palloc *p, uintptr_t base, size_t nbytes);
 uintptr_t palloc_alloc(struct palloc *p, size_t npages, size_t *nscav);
 void palloc_free(struct palloc *p, uintptr_t base, size_t npages);
 void palloc_check(struct palloc *p);
+
+/* Scavenging (palloc_scav.h) is part of this interface. */
+#include "palloc_scav.h"
 
 #endif

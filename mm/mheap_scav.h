@@ -1,0 +1,47 @@
+/*
+ * mm/mheap_scav.h: the page heap's background scavenger (mheap_scav.c):
+ * its state in struct mheap, starting and stopping its thread, and the
+ * arithmetic of its goal and its CPU budget (the sweeper paces itself
+ * with the same). Included by mheap.h; not included on its own.
+ */
+#ifndef MM_MHEAP_SCAV_H
+#define MM_MHEAP_SCAV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port.h"
+
+struct mheap;
+
+/* The background scavenger's state (mheap_scav.c). */
+struct mheap_scav {
+	/* Owned by mheap_scavenger_start/stop (thread context): */
+	struct mm_thread *thread;
+	/* Protected by h->lock: */
+	bool idle;   /* asleep at its goal: a large free wakes it */
+	bool refill; /* an atomic caller found the reserve short */
+	/* Atomic, no lock: */
+	_Atomic bool stop;
+	mm_event_t wake; /* frees over the goal, refills, stop */
+	mm_event_t pace; /* a paced sleep: woken only by stop */
+	/* The thread's own: */
+	uint64_t reported_ns, reported_pages; /* the last "at goal" line */
+};
+
+/* Starts the background scavenger; false if it cannot. Thread context. */
+bool mheap_scavenger_start(struct mheap *h);
+
+/* Stops it and joins it: when this returns the thread no longer touches h.
+ * Thread context. */
+void mheap_scavenger_stop(struct mheap *h);
+
+/* Free backed pages the scavenger keeps for in_use pages in use. */
+size_t mheap_goal_pages(size_t in_use, unsigned goal_percent);
+
+/* How long to sleep after work_ns of CPU so that the scavenger's share
+ * stays within permille thousandths of one CPU: work * (1000 - b) / b. */
+uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
+
+#endif
