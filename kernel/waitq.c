@@ -1,5 +1,5 @@
 /*
- * Wait queues and semaphores (see thread.h). A waiter checks its condition
+ * Wait queues and semaphores (see waitq.h). A waiter checks its condition
  * under the queue's lock, queues itself, marks itself blocked, drops the
  * lock and switches away; a waker takes the lock, pops waiters and makes
  * them runnable. The condition check under the lock is what makes the

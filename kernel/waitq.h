@@ -1,0 +1,53 @@
+/*
+ * kernel/waitq.h: wait queues and semaphores (waitq.c), the kernel's way
+ * for a thread to sleep until a condition holds. Included by thread.h.
+ */
+#ifndef KERNEL_WAITQ_H
+#define KERNEL_WAITQ_H
+
+#include <stdbool.h>
+
+#include "kernel/spinlock.h"
+
+struct thread;
+
+struct waitq {
+	struct spinlock lock; /* rank WAITQ; guards the list and conditions */
+	struct thread *head, *tail;
+};
+
+#define WAITQ_INIT(wname)                                     \
+	{                                                     \
+		.lock = SPINLOCK_INIT(wname, LOCK_RANK_WAITQ) \
+	}
+
+void waitq_init(struct waitq *wq, const char *name);
+
+/*
+ * Blocks until cond(arg) returns true. cond runs with wq->lock held and
+ * interrupts off, so a waker that makes it true and then wakes the queue
+ * cannot be missed. Thread context, no spinlock held.
+ */
+void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
+
+/* Wake the first waiter / every waiter. Any context. */
+void waitq_wake_one(struct waitq *wq);
+void waitq_wake_all(struct waitq *wq);
+/* The same with wq->lock already held by the caller (the lock checker
+ * reports a call without it, naming the lock). */
+void waitq_wake_one_locked(struct waitq *wq);
+void waitq_wake_all_locked(struct waitq *wq);
+
+/* ---- Semaphores ---------------------------------------------------------- */
+
+struct semaphore {
+	struct waitq wq; /* its lock guards count */
+	int count;
+};
+
+void sema_init(struct semaphore *s, const char *name, int count);
+void sema_acquire(struct semaphore *s); /* thread context, may block */
+bool sema_try_acquire(struct semaphore *s);
+void sema_release(struct semaphore *s); /* any context */
+
+#endif
