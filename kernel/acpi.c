@@ -8,10 +8,18 @@
  * ACPI window, which starts 1 MiB into the MMIO region (the first MiB is
  * the LAPIC's, see lapic.h). The window only grows: tables are read at
  * boot, a few times each, and a few pages are all it ever takes.
+ *
+ * Either way, a range is mapped only when the firmware's memory map
+ * describes every byte of it as memory that can hold tables (anything but
+ * MMIO, port space and unusable memory): the direct map also covers the
+ * device holes below 4 GiB, so a table next to a hole, its length
+ * running into it, would otherwise be checksummed through device
+ * registers.
  */
 #include "acpi.h"
 
 #include "arch/x86_64/paging.h"
+#include "boot/boot_info.h"
 #include "kernel/bootinfo.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -46,10 +54,60 @@ static bool direct_mapped(uint64_t pa, uint32_t len)
 	return true;
 }
 
+/* False for memory that cannot hold firmware tables. */
+static bool table_memory(uint32_t type)
+{
+	return type != EFI_MEMORY_MAPPED_IO &&
+	       type != EFI_MEMORY_MAPPED_IO_PORT_SPACE &&
+	       type != EFI_UNUSABLE_MEMORY && type <= EFI_PERSISTENT_MEMORY;
+}
+
+/*
+ * True when the memory map describes all of [pa, limit) as table memory.
+ * Otherwise prints the first part that is not (a gap in the map or a
+ * region of another type) and returns false.
+ */
+static bool described(uint64_t pa, uint64_t limit)
+{
+	uint64_t at = pa;
+	for (size_t i = 0; i < boot_state.nregions && at < limit; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (r->limit <= at)
+			continue;
+		if (r->base > at) {
+			printk("acpi: [%#llx, %#llx) runs into %#llx-%#llx, "
+			       "which the memory map does not describe; not "
+			       "read\n",
+			       (unsigned long long)pa,
+			       (unsigned long long)limit,
+			       (unsigned long long)at,
+			       (unsigned long long)r->base - 1);
+			return false;
+		}
+		if (!table_memory(r->type)) {
+			printk("acpi: [%#llx, %#llx) runs into %#llx-%#llx, "
+			       "%s memory in the memory map; not read\n",
+			       (unsigned long long)pa,
+			       (unsigned long long)limit,
+			       (unsigned long long)r->base,
+			       (unsigned long long)r->limit - 1,
+			       mem_type_name(r->type));
+			return false;
+		}
+		at = r->limit;
+	}
+	if (at < limit)
+		printk("acpi: [%#llx, %#llx) runs past %#llx, the end of the "
+		       "memory map; not read\n",
+		       (unsigned long long)pa, (unsigned long long)limit,
+		       (unsigned long long)at);
+	return at >= limit;
+}
+
 /* acpi_map_window; when the window has no room left, *why says so. */
 static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 {
-	if (len == 0 || pa + len < pa)
+	if (len == 0 || pa + len < pa || !described(pa, pa + len))
 		return NULL;
 	uint64_t first = align_down(pa, PAGE_SIZE);
 	uint64_t npages = (align_up(pa + len, PAGE_SIZE) - first) / PAGE_SIZE;
@@ -80,7 +138,8 @@ const void *acpi_map_window(uint64_t pa, uint32_t len)
 static const void *kernel_map(void *ctx, uint64_t pa, uint32_t len,
                               const char **why)
 {
-	if (len == 0 || pa + len < pa || pa + len > (1ull << 52))
+	if (len == 0 || pa + len < pa || pa + len > (1ull << 52) ||
+	    !described(pa, pa + len))
 		return NULL;
 	if (direct_mapped(pa, len))
 		return phys_to_virt(pa);

@@ -21,7 +21,9 @@ void acpi_init(void);
 /*
  * Returns len readable bytes of firmware memory at physical pa: through
  * the direct map when it covers them, else mapped read-only into the ACPI
- * window (which only grows, 256 pages in all). NULL when it cannot.
+ * window (which only grows, 256 pages in all). NULL when it cannot, and
+ * when the memory map does not describe every byte as memory that can
+ * hold tables (a gap, MMIO, port space or unusable memory: printed).
  * acpi_map_window takes the window path whatever the direct map covers
  * (tests use it). Boot CPU or tests: the window is not locked.
  */

@@ -16,6 +16,7 @@
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/smp.h"
 #include "arch/x86_64/trap.h"
+#include "boot/boot_info.h"
 #include "kernel/acpi.h"
 #include "kernel/bootinfo.h"
 #include "kernel/irq.h"
@@ -373,4 +374,46 @@ KTEST(acpi, window_maps_read_only)
 		           PF_PRESENT | PF_WRITE);
 	}
 	KEXPECT(acpi_map_window(0, 0) == NULL);
+}
+
+/* True for a region firmware tables may not be read from: device memory
+ * (MMIO, port space) and memory the firmware calls unusable. */
+static bool device_region(const struct mem_region *r)
+{
+	return r->type == EFI_MEMORY_MAPPED_IO ||
+	       r->type == EFI_MEMORY_MAPPED_IO_PORT_SPACE ||
+	       r->type == EFI_UNUSABLE_MEMORY;
+}
+
+/*
+ * A table that ends where the memory map does (a gap or a device region
+ * follows) is read up to that end and no further: the direct map covers
+ * the holes below 4 GiB with the RAM around them, so a map that ran past
+ * the end would read device registers. The first such boundary below
+ * the top of RAM is taken, else the first at all.
+ */
+KTEST(acpi, map_stops_where_the_memory_map_does)
+{
+	paddr_t edge = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		const struct mem_region *next =
+		        i + 1 < boot_state.nregions ? r + 1 : NULL;
+		if (device_region(r) ||
+		    (next && next->base == r->limit && !device_region(next)))
+			continue;
+		if (!edge || (edge >= boot_state.ram_top &&
+		              r->limit < boot_state.ram_top))
+			edge = r->limit;
+	}
+	if (!edge)
+		KTEST_SKIP("the memory map has no hole");
+	ktest_diag("the memory map ends at %#llx, RAM top %#llx",
+	           (unsigned long long)edge,
+	           (unsigned long long)boot_state.ram_top);
+	KEXPECT(acpi_map_phys(edge - 64, 64) != NULL);
+	KEXPECT(acpi_map_phys(edge - 64, 65) == NULL);
+	KEXPECT(acpi_map_phys(edge - 16, 4096) == NULL);
+	KEXPECT(acpi_map_phys(edge, 36) == NULL);
+	KEXPECT(acpi_map_window(edge - 16, 32) == NULL);
 }
