@@ -418,3 +418,10 @@ const struct madt_ioapic *madt_ioapic_for(const struct madt_info *info,
 	}
 	return best;
 }
+
+bool madt_gsi_ranges_overlap(uint32_t a, uint32_t na, uint32_t b, uint32_t nb)
+{
+	/* In 64 bits: a range may end past GSI 2^32 - 1. */
+	return na && nb && (uint64_t)a < (uint64_t)b + nb &&
+	       (uint64_t)b < (uint64_t)a + na;
+}

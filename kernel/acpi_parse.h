@@ -24,11 +24,9 @@
 #define ACPI_RSDP_V2_SIZE 36u
 #define ACPI_HEADER_SIZE  36u
 #define ACPI_MADT_FIXED   44u /* header + local APIC address + flags */
-/* The longest table (or RSDP) the parser will map and checksum. A bogus
- * length field would otherwise have the checksum read gigabytes, through
- * device memory too. The tables read here are far smaller (a MADT listing
- * 4096 x2APICs is 64 KiB; the largest DSDTs are a few hundred KiB); the
- * kernel's ACPI window holds 1 MiB as well. */
+/* The longest table (or RSDP) the parser maps and checksums, against a
+ * bogus length field. Tables are far smaller (a MADT for 4096 x2APICs is
+ * 64 KiB, large DSDTs a few hundred); the kernel's ACPI window is 1 MiB. */
 #define ACPI_TABLE_MAX (1u << 20)
 
 /* MADT entry types the parser reads. */
@@ -193,5 +191,9 @@ struct madt_irq_route madt_isa_route(const struct madt_info *info, uint8_t irq);
  * caller checks the APIC's size), or NULL when none does. */
 const struct madt_ioapic *madt_ioapic_for(const struct madt_info *info,
                                           uint32_t gsi);
+
+/* True when GSIs [a, a + na) and [b, b + nb) share one: I/O APICs whose
+ * sizes (from their version registers) make their ranges overlap. */
+bool madt_gsi_ranges_overlap(uint32_t a, uint32_t na, uint32_t b, uint32_t nb);
 
 #endif

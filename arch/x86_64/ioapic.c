@@ -33,6 +33,7 @@ struct ioapic {
 	volatile uint32_t *regs;
 	uint32_t gsi_base;
 	unsigned nredir; /* redirection entries: GSIs [base, base + nredir) */
+	uint32_t addr;
 	uint8_t id;
 };
 
@@ -50,6 +51,35 @@ static void wr(const struct ioapic *a, uint32_t reg, uint32_t v)
 {
 	a->regs[IOREGSEL / 4] = reg;
 	a->regs[IOWIN / 4] = v;
+}
+
+/* The I/O APIC before a whose GSIs overlap a's, or NULL. */
+static const struct ioapic *gsi_clash(const struct ioapic *a)
+{
+	for (const struct ioapic *o = ioapics; o < a; o++)
+		if (madt_gsi_ranges_overlap(o->gsi_base, o->nredir, a->gsi_base,
+		                            a->nredir))
+			return o;
+	return NULL;
+}
+
+/* Leaves the last I/O APIC set up out, printing why, when its GSIs
+ * overlap an earlier one's: the first listed wins, as in the MADT
+ * parser, whose check of the GSI base alone cannot see a partial
+ * overlap. Returns true when it did. */
+static bool drop_if_clashing(uintptr_t va)
+{
+	const struct ioapic *a = &ioapics[nioapics - 1];
+	const struct ioapic *o = gsi_clash(a);
+	if (!o)
+		return false;
+	printk("ioapic: id %u at %#x (GSIs %u-%u) overlaps id %u at %#x "
+	       "(GSIs %u-%u), listed before it; left out\n",
+	       a->id, a->addr, a->gsi_base, a->gsi_base + a->nredir - 1, o->id,
+	       o->addr, o->gsi_base, o->gsi_base + o->nredir - 1);
+	vm_unmap_page(va, NULL);
+	nioapics--;
+	return true;
 }
 
 unsigned ioapic_init(void)
@@ -74,8 +104,11 @@ unsigned ioapic_init(void)
 		struct ioapic *a = &ioapics[nioapics++];
 		a->regs = (volatile uint32_t *)(va + ma->addr % PAGE_SIZE);
 		a->gsi_base = ma->gsi_base;
+		a->addr = ma->addr;
 		a->id = ma->id;
 		a->nredir = ((rd(a, REG_VERSION) >> 16) & 0xff) + 1;
+		if (drop_if_clashing(va))
+			continue;
 		for (unsigned e = 0; e < a->nredir; e++) {
 			wr(a, REG_REDIR(e) + 1, 0);
 			wr(a, REG_REDIR(e), REDIR_MASKED);
@@ -94,8 +127,7 @@ bool ioapic_route_isa(uint8_t irq, uint8_t vector, uint32_t apic_id)
 		return false;
 	}
 	struct madt_irq_route r = madt_isa_route(m, irq);
-	/* Should two ranges overlap, the first listed wins, as in the MADT
-	 * parser. */
+	/* Ranges do not overlap: ioapic_init left out any that did. */
 	const struct ioapic *a = NULL;
 	for (unsigned i = 0; i < nioapics && !a; i++)
 		if (r.gsi >= ioapics[i].gsi_base &&

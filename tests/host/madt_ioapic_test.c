@@ -86,6 +86,39 @@ KTEST(madt, ioapic_at_address_zero_is_left_out)
 	KEXPECT_EQ(madt_ioapic_for(&info, 4)->id, 1);
 }
 
+/* The MADT gives an I/O APIC's first GSI only; its version register gives
+ * how many it serves, so a clash of ranges that do not start alike shows
+ * only then (ioapic.c asks this, and leaves the later chip out). */
+KTEST(madt, ioapic_gsi_ranges_overlap)
+{
+	static const struct {
+		uint32_t a, na, b, nb;
+		bool overlap;
+	} cases[] = {
+	        {0, 24, 16, 24, true},  /* partial, later above */
+	        {16, 24, 0, 24, true},  /* partial, later below */
+	        {0, 24, 23, 1, true},   /* the last GSI */
+	        {0, 240, 24, 24, true}, /* inside */
+	        {0, 24, 0, 24, true},   /* identical */
+	        {0, 24, 24, 24, false}, /* adjacent */
+	        {24, 24, 0, 24, false},
+	        {0, 24, 100, 24, false},
+	        /* Past GSI 2^32 - 1: no wrap to GSI 0. */
+	        {0xfffffff0u, 240, 0, 24, false},
+	        {0xfffffff0u, 240, 0xffffffffu, 1, true},
+	        {0, 0, 0, 24, false}, /* an empty range */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool got = madt_gsi_ranges_overlap(cases[i].a, cases[i].na,
+		                                   cases[i].b, cases[i].nb);
+		if (got != cases[i].overlap)
+			ktest_diag("[%u, +%u) and [%u, +%u): %s", cases[i].a,
+			           cases[i].na, cases[i].b, cases[i].nb,
+			           got ? "overlap" : "apart");
+		KEXPECT_EQ(got, cases[i].overlap);
+	}
+}
+
 /* A bogus length is refused before the parser maps it: in the kernel the
  * checksum would read that much of the direct map, device memory too.
  * (The checksums need no fixing: the length is checked first.) */
