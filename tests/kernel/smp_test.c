@@ -6,8 +6,10 @@
  * the command line (the Makefile passes QEMU's -smp) pins the CPU count,
  * and "smp.skip_sipi=<apic id>" or "smp.late_ap=<apic id>" (that AP
  * arrives only after the boot CPU gave up on it) is expected to cost
- * exactly that CPU.
- * The acpi suite checks the read-only window for firmware tables.
+ * exactly that CPU. The options are read with the kernel's own strict
+ * parser (cmdline_get_uint); an smp.expect it refuses fails the test.
+ * The acpi suite checks the read-only window for firmware tables, and
+ * that maps stop where the memory map does.
  */
 #include <stdatomic.h>
 
@@ -46,16 +48,30 @@ static void test_ipi(struct trap_frame *f)
 	atomic_fetch_add(&ipi_count[id], 1);
 }
 
-/* A decimal command-line value, or dflt when the key is absent. */
-static uint32_t cmdline_uint(const char *key, uint32_t dflt)
+/* The APIC id smp.c reads from key (smp.skip_sipi, smp.late_ap), parsed
+ * as it parses it; 0xffffffff (no APIC) when absent or refused, as the
+ * kernel then injects nothing. */
+static uint32_t apic_id_option(const char *key)
 {
-	char buf[16];
-	if (!cmdline_get(key, buf, sizeof(buf)))
-		return dflt;
-	uint32_t v = 0;
-	for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
-		v = v * 10 + (uint32_t)(*p - '0');
-	return v;
+	uint64_t v;
+	if (!cmdline_get_uint(key, 0, 0xfffffffeu, &v))
+		return 0xffffffffu;
+	return (uint32_t)v;
+}
+
+/* The CPU count smp.expect pins, or dflt when it is absent. A value the
+ * kernel's parser refuses (printed, naming it) fails the test: a pin
+ * that cannot be read must not pass as no pin at all. */
+static unsigned expected_cpus(unsigned dflt)
+{
+	uint64_t v;
+	if (cmdline_get_uint("smp.expect", 1, MAX_CPUS, &v))
+		return (unsigned)v;
+	if (cmdline_get("smp.expect", NULL, 0))
+		ktest_fail_at(__FILE__, __LINE__,
+		              "smp.expect is not a number in [1, %d]",
+		              MAX_CPUS);
+	return dflt;
 }
 
 static unsigned online(void)
@@ -88,8 +104,8 @@ KTEST(smp, every_listed_cpu_online)
 	const struct smp_report *r = smp_report();
 	const struct madt_info *m = acpi_madt();
 	const struct madt_cpu *mc = acpi_madt_cpus();
-	uint32_t skip = cmdline_uint("smp.skip_sipi", 0xffffffffu);
-	uint32_t late = cmdline_uint("smp.late_ap", 0xffffffffu);
+	uint32_t skip = apic_id_option("smp.skip_sipi");
+	uint32_t late = apic_id_option("smp.late_ap");
 	unsigned injected = 0;
 	for (unsigned i = 0; m && i < m->ncpus; i++)
 		if ((mc[i].apic_id == skip || mc[i].apic_id == late) &&
@@ -99,7 +115,7 @@ KTEST(smp, every_listed_cpu_online)
 	           online(), r->failed, injected);
 	KEXPECT_EQ(r->failed, injected);
 	KEXPECT_EQ(online(), r->listed - r->failed);
-	KEXPECT_EQ(r->listed, cmdline_uint("smp.expect", r->listed));
+	KEXPECT_EQ(r->listed, expected_cpus(r->listed));
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
 }
