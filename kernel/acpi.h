@@ -1,7 +1,7 @@
 /*
  * The kernel's view of the ACPI tables: where the firmware's MADT says the
- * CPUs are. The checking is done by the portable parser (acpi_parse.h);
- * this layer maps physical memory for it and keeps the result.
+ * CPUs are. The checking is done by the portable parser (acpi_parse.h,
+ * madt_parse.h); this layer maps physical memory for it and keeps the result.
  */
 #ifndef KERNEL_ACPI_H
 #define KERNEL_ACPI_H
@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "kernel/acpi_parse.h"
+#include "kernel/madt_parse.h"
 
 /*
  * Finds and parses the MADT from the loader's RSDP and prints what it says

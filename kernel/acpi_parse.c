@@ -1,5 +1,6 @@
 /*
- * Portable ACPI parsing (see acpi_parse.h): RSDP, root table, MADT.
+ * Portable ACPI parsing (see acpi_parse.h and madt_parse.h): RSDP, root
+ * table, MADT.
  *
  * Firmware tables are input, not truth: every length is checked against
  * what was mapped before a byte past the fixed part is read, every table's
@@ -8,7 +9,7 @@
  * loop forever). Multi-byte fields are read a byte at a time: the tables
  * guarantee no alignment (XSDT entries sit at offset 36, 4 mod 8).
  */
-#include "acpi_parse.h"
+#include "madt_parse.h"
 
 _Static_assert(ACPI_TABLE_MAX == 1u << 20,
                "the refusals below say \"over 1 MiB\"");

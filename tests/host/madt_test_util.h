@@ -7,7 +7,7 @@
 #ifndef TESTS_HOST_MADT_TEST_UTIL_H
 #define TESTS_HOST_MADT_TEST_UTIL_H
 
-#include "../../kernel/acpi_parse.h"
+#include "../../kernel/madt_parse.h"
 #include "../../kernel/ktest.h"
 
 #include <string.h>
