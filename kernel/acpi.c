@@ -180,6 +180,12 @@ static void print_madt(const struct acpi_table *t)
 		       "(GSI base %u): %s; skipped\n",
 		       b->off, b->id, b->addr, b->gsi_base, b->why);
 	}
+	for (unsigned i = 0; i < m->nbad_overrides; i++) {
+		const struct madt_bad_override *b = &m->bad_overrides[i];
+		printk("acpi: MADT entry at offset %#x, override of bus %u IRQ "
+		       "%u -> GSI %u, flags %#x: %s; skipped\n",
+		       b->off, b->bus, b->source, b->gsi, b->flags, b->why);
+	}
 	if (m->nskipped)
 		printk("acpi: %u I/O APIC or override entries skipped\n",
 		       m->nskipped);

@@ -275,16 +275,38 @@ static void add_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
 	        (struct madt_ioapic){id, addr, gsi_base};
 }
 
-/* Only ISA (bus 0) overrides mean anything on a PC; the first override of
- * an IRQ wins. */
-static void add_override(struct madt_info *info, uint8_t bus, uint8_t source,
-                         uint32_t gsi, uint16_t flags)
+/* Why an override cannot be used, or NULL. Only ISA (bus 0, IRQs 0 to
+ * 15) overrides mean anything on a PC; the first override of an IRQ
+ * wins; polarity and trigger mode 2 are reserved (neither "conforms" nor
+ * a level, they would be read as active high or edge against what the
+ * board meant). */
+static const char *override_problem(const struct madt_info *info, uint8_t bus,
+                                    uint8_t source, uint16_t flags)
 {
-	bool dup = false;
+	if ((flags & MADT_POLARITY_MASK) == 2)
+		return "override polarity is 2, a reserved value";
+	if ((flags & MADT_TRIGGER_MASK) >> 2 == 2)
+		return "override trigger mode is 2, a reserved value";
+	if (source > 15)
+		return "override source is not an ISA IRQ (0 to 15)";
+	if (bus != 0)
+		return "override bus is not ISA (bus 0)";
 	for (unsigned i = 0; i < info->noverrides; i++)
-		dup |= info->overrides[i].source == source;
-	if (bus != 0 || dup || info->noverrides >= MADT_MAX_OVERRIDES) {
+		if (info->overrides[i].source == source)
+			return "override of an IRQ an earlier entry overrides";
+	return NULL;
+}
+
+static void add_override(struct madt_info *info, uint32_t off, uint8_t bus,
+                         uint8_t source, uint32_t gsi, uint16_t flags)
+{
+	const char *why = override_problem(info, bus, source, flags);
+	if (why || info->noverrides >= MADT_MAX_OVERRIDES) {
 		info->nskipped++;
+		if (why && info->nbad_overrides < MADT_MAX_OVERRIDES)
+			info->bad_overrides[info->nbad_overrides++] =
+			        (struct madt_bad_override){off, bus,   source,
+			                                   gsi, flags, why};
 		return;
 	}
 	info->overrides[info->noverrides++] =
@@ -326,7 +348,7 @@ static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
 			            "interrupt source override shorter than 10 "
 			            "bytes",
 			            off);
-		add_override(info, e[2], e[3], rd32(e + 4),
+		add_override(info, off, e[2], e[3], rd32(e + 4),
 		             (uint16_t)rd16(e + 8));
 		break;
 	case MADT_LOCAL_APIC_OVERRIDE:

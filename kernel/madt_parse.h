@@ -58,7 +58,7 @@ struct madt_ioapic {
 /* An ISA IRQ that the board wires to another GSI or with other
  * polarity or trigger than the ISA default. */
 struct madt_override {
-	uint8_t source; /* the ISA IRQ (bus 0 only: others are skipped) */
+	uint8_t source; /* the ISA IRQ, 0 to 15 (bus 0 only) */
 	uint32_t gsi;
 	uint16_t flags; /* MADT_POLARITY_*, MADT_TRIGGER_* */
 };
@@ -74,6 +74,17 @@ struct madt_bad_ioapic {
 	const char *why;
 };
 
+/* An interrupt source override the parser would not use (a reserved
+ * polarity or trigger mode, a source past ISA's IRQ 15, another bus than
+ * ISA, an IRQ overridden before): where, what it says, and why. */
+struct madt_bad_override {
+	uint32_t off; /* the entry's offset in the MADT */
+	uint8_t bus, source;
+	uint32_t gsi;
+	uint16_t flags;
+	const char *why;
+};
+
 struct madt_info {
 	uint64_t lapic_pa;   /* the header's, or a type 5 override's */
 	uint32_t flags;      /* bit 0: the system also has 8259 PICs */
@@ -83,8 +94,7 @@ struct madt_info {
 	unsigned ninvalid;   /* the reserved ids 0xff / 0xffffffff */
 	unsigned nduplicate; /* APIC ids listed before */
 	/* I/O APICs and ISA overrides in table order; entries past the
-	 * arrays' capacity (or overrides of a bus other than ISA, or of an
-	 * IRQ already overridden, or I/O APICs in bad_ioapics) are counted
+	 * arrays' capacity, or in bad_ioapics or bad_overrides, are counted
 	 * in nskipped. */
 	struct madt_ioapic ioapics[MADT_MAX_IOAPICS];
 	unsigned nioapics;
@@ -94,6 +104,10 @@ struct madt_info {
 	unsigned nbad_ioapics;
 	struct madt_override overrides[MADT_MAX_OVERRIDES];
 	unsigned noverrides;
+	/* Overrides left out because of what they say (the first
+	 * MADT_MAX_OVERRIDES; the rest are only counted in nskipped). */
+	struct madt_bad_override bad_overrides[MADT_MAX_OVERRIDES];
+	unsigned nbad_overrides;
 	unsigned nskipped;
 };
 

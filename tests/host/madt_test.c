@@ -82,18 +82,76 @@ KTEST(madt, overrides_skipped)
 	for (unsigned i = 0; i < MADT_MAX_IOAPICS; i++)
 		add_ioapic((uint8_t)(i + 1), 0xfec10000u + 0x1000u * i,
 		           100 + i);
-	for (unsigned i = 0; i < MADT_MAX_OVERRIDES; i++)
-		add_override(0, (uint8_t)(16 + i), 40 + i, 0);
+	/* Every other ISA IRQ: the arrays hold them all. */
+	for (unsigned i = 0; i < 16; i++)
+		if (i != 4)
+			add_override(0, (uint8_t)i, 40 + i, 0);
 	madt_end();
 	KASSERT_EQ(find_and_parse(80), ACPI_OK);
 	KEXPECT_EQ(info.nioapics, MADT_MAX_IOAPICS);
 	KEXPECT_EQ(info.noverrides, MADT_MAX_OVERRIDES);
-	/* bus 1, the duplicate, one APIC and one override over capacity */
-	KEXPECT_EQ(info.nskipped, 4);
+	/* bus 1, the duplicate, one APIC over capacity */
+	KEXPECT_EQ(info.nskipped, 3);
+	KEXPECT_EQ(info.nbad_overrides, 2);
 	KEXPECT_EQ(madt_isa_route(&info, 4).gsi, 5);
 	/* Below every APIC's base: no APIC serves it. */
 	KEXPECT(madt_ioapic_for(&info, 7) == NULL);
 	KEXPECT_EQ(madt_ioapic_for(&info, 8)->id, 0);
+}
+
+/* Expects the MADT's bad override i to be the one at offset off, left out
+ * because of why. */
+static void expect_bad_override(unsigned i, uint32_t off, uint8_t source,
+                                const char *why)
+{
+	KASSERT(info.nbad_overrides > i);
+	KEXPECT_EQ(info.bad_overrides[i].off, off);
+	KEXPECT_EQ(info.bad_overrides[i].source, source);
+	KEXPECT(info.bad_overrides[i].why != NULL);
+	if (info.bad_overrides[i].why)
+		KEXPECT_STREQ(info.bad_overrides[i].why, why);
+}
+
+/* An override that cannot be what the board does is left out, named, and
+ * its IRQ keeps the ISA default: polarity or trigger mode 2 (reserved:
+ * read as "not active low" and "not level", it would program the pin
+ * against whatever the board meant), an IRQ past ISA's 15, another bus
+ * than ISA, an IRQ overridden before. */
+KTEST(madt, bad_overrides_are_left_out_and_named)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 0);
+	add_override(0, 9, 9, 0x000d);  /* sound: active high, level */
+	add_override(0, 5, 20, 0x000e); /* polarity 2 */
+	add_override(0, 7, 21, 0x0009); /* trigger mode 2 */
+	add_override(0, 16, 22, 0);     /* not an ISA IRQ */
+	add_override(2, 3, 23, 0);      /* not the ISA bus */
+	add_override(0, 9, 2, 0);       /* IRQ 9 again */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.noverrides, 1);
+	KEXPECT_EQ(info.overrides[0].source, 9);
+	struct madt_irq_route r = madt_isa_route(&info, 5);
+	KEXPECT_EQ(r.gsi, 5);
+	KEXPECT(!r.active_low && !r.level);
+	KEXPECT_EQ(madt_isa_route(&info, 7).gsi, 7);
+	KEXPECT_EQ(madt_isa_route(&info, 9).gsi, 9);
+	KEXPECT_EQ(info.nskipped, 5);
+	KEXPECT_EQ(info.nbad_overrides, 5);
+	uint32_t off = ACPI_MADT_FIXED + 12 + 10;
+	expect_bad_override(0, off, 5,
+	                    "override polarity is 2, a reserved value");
+	expect_bad_override(1, off + 10, 7,
+	                    "override trigger mode is 2, a reserved value");
+	expect_bad_override(2, off + 20, 16,
+	                    "override source is not an ISA IRQ (0 to 15)");
+	expect_bad_override(3, off + 30, 3, "override bus is not ISA (bus 0)");
+	expect_bad_override(4, off + 40, 9,
+	                    "override of an IRQ an earlier entry overrides");
+	KEXPECT_EQ(info.bad_overrides[0].gsi, 20);
+	KEXPECT_EQ(info.bad_overrides[0].flags, 0x000e);
+	KEXPECT_EQ(info.bad_overrides[3].bus, 2);
 }
 
 KTEST(madt, x2apic_entries)
