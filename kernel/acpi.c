@@ -192,6 +192,14 @@ static void print_madt(const struct acpi_table *t)
 	if (m->nignored)
 		printk("acpi: %u more CPUs ignored: the kernel supports %d\n",
 		       m->nignored, MAX_CPUS);
+	for (unsigned i = 0; i < m->nbad_cpus; i++) {
+		const struct madt_bad_cpu *b = &m->bad_cpus[i];
+		printk("acpi: MADT entry at offset %#x, %s APIC id %#x (UID "
+		       "%u): %s; skipped\n",
+		       b->off,
+		       b->type == MADT_LOCAL_X2APIC ? "x2APIC" : "local",
+		       b->apic_id, b->uid, b->why);
+	}
 	if (m->nduplicate || m->ninvalid)
 		printk("acpi: skipped %u duplicate and %u invalid APIC ids\n",
 		       m->nduplicate, m->ninvalid);

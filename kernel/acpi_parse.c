@@ -194,25 +194,41 @@ enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
 	            out->root_pa);
 }
 
-/* Records one processor entry in info (and cpus when it is usable). */
+/* Leaves the CPU entry c at off out of info, recording why. */
+static void bad_cpu(struct madt_info *info, uint32_t off,
+                    const struct madt_cpu *c, const char *why)
+{
+	if (info->nbad_cpus < MADT_MAX_BAD_CPUS)
+		info->bad_cpus[info->nbad_cpus++] = (struct madt_bad_cpu){
+		        off, c->apic_id, c->uid, c->type, why};
+}
+
+/* Records the processor entry c at off in info (and cpus when it is
+ * usable). */
 static void add_cpu(struct madt_cpu *cpus, unsigned cap, struct madt_info *info,
-                    uint8_t type, uint32_t apic_id, uint32_t uid,
-                    uint32_t flags)
+                    uint32_t off, struct madt_cpu c, uint32_t flags)
 {
 	if (!(flags & MADT_CPU_ENABLED)) {
 		/* Online-capable CPUs are hot-plug slots, absent today. */
 		info->ndisabled++;
 		return;
 	}
-	if ((type == MADT_LOCAL_APIC && apic_id == 0xff) ||
-	    apic_id == 0xffffffffu) {
+	if (c.apic_id == 0xffffffffu ||
+	    (c.type == MADT_LOCAL_APIC && c.apic_id == 0xff)) {
 		info->ninvalid++;
+		bad_cpu(info, off, &c,
+		        c.apic_id == 0xff
+		                ? "APIC id 0xff is reserved in a local APIC "
+		                  "entry (the xAPIC broadcast id)"
+		                : "APIC id 0xffffffff is reserved (the "
+		                  "broadcast id)");
 		return;
 	}
 	unsigned kept = info->ncpus < cap ? info->ncpus : cap;
 	for (unsigned i = 0; i < kept; i++) {
-		if (cpus[i].apic_id == apic_id) {
+		if (cpus[i].apic_id == c.apic_id) {
 			info->nduplicate++;
+			bad_cpu(info, off, &c, "APIC id is an earlier entry's");
 			return;
 		}
 	}
@@ -220,7 +236,7 @@ static void add_cpu(struct madt_cpu *cpus, unsigned cap, struct madt_info *info,
 		info->nignored++;
 		return;
 	}
-	cpus[info->ncpus++] = (struct madt_cpu){apic_id, uid, type};
+	cpus[info->ncpus++] = c;
 }
 
 /* Leaves the I/O APIC entry at off out of info, recording why. */
@@ -325,14 +341,16 @@ static enum acpi_status madt_entry(const uint8_t *e, uint32_t off,
 			return fail(d, ACPI_MALFORMED,
 			            "local APIC entry shorter than 8 bytes",
 			            off);
-		add_cpu(cpus, cap, info, type, e[3], e[2], rd32(e + 4));
+		add_cpu(cpus, cap, info, off,
+		        (struct madt_cpu){e[3], e[2], type}, rd32(e + 4));
 		break;
 	case MADT_LOCAL_X2APIC:
 		if (len < 16)
 			return fail(d, ACPI_MALFORMED,
 			            "local x2APIC entry shorter than 16 bytes",
 			            off);
-		add_cpu(cpus, cap, info, type, rd32(e + 4), rd32(e + 12),
+		add_cpu(cpus, cap, info, off,
+		        (struct madt_cpu){rd32(e + 4), rd32(e + 12), type},
 		        rd32(e + 8));
 		break;
 	case MADT_IO_APIC:

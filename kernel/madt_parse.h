@@ -74,6 +74,16 @@ struct madt_bad_ioapic {
 	const char *why;
 };
 
+/* An enabled CPU entry the parser would not use: a reserved APIC id, or
+ * one an earlier entry lists. */
+#define MADT_MAX_BAD_CPUS 8
+struct madt_bad_cpu {
+	uint32_t off; /* the entry's offset in the MADT */
+	uint32_t apic_id, uid;
+	uint8_t type; /* MADT_LOCAL_APIC or MADT_LOCAL_X2APIC */
+	const char *why;
+};
+
 /* An interrupt source override the parser would not use (a reserved
  * polarity or trigger mode, a source past ISA's IRQ 15, another bus than
  * ISA, an IRQ overridden before): where, what it says, and why. */
@@ -93,6 +103,9 @@ struct madt_info {
 	unsigned ndisabled;  /* entries without the Enabled flag */
 	unsigned ninvalid;   /* the reserved ids 0xff / 0xffffffff */
 	unsigned nduplicate; /* APIC ids listed before */
+	/* The first MADT_MAX_BAD_CPUS of the invalid and duplicate ones. */
+	struct madt_bad_cpu bad_cpus[MADT_MAX_BAD_CPUS];
+	unsigned nbad_cpus;
 	/* I/O APICs and ISA overrides in table order; entries past the
 	 * arrays' capacity, or in bad_ioapics or bad_overrides, are counted
 	 * in nskipped. */

@@ -175,6 +175,52 @@ KTEST(madt, x2apic_entries)
 	KEXPECT_EQ(info.nduplicate, 1);
 }
 
+/* A CPU entry left out for its id is named, not only counted: the
+ * reserved ids and an id an earlier entry lists (of either type). */
+KTEST(madt, cpu_entries_left_out_are_named)
+{
+	good_system();
+	madt_begin();
+	add_lapic(0, 0, MADT_CPU_ENABLED);
+	add_x2apic(0x100, MADT_CPU_ENABLED, 7);
+	add_x2apic(0xffffffffu, MADT_CPU_ENABLED, 9);
+	add_lapic(5, 0xff, MADT_CPU_ENABLED);
+	add_x2apic(0x100, MADT_CPU_ENABLED, 10);
+	add_x2apic(0, MADT_CPU_ENABLED, 11); /* the local APIC's id 0 */
+	add_lapic(6, 0x100 & 0xff, 0);       /* disabled: not a problem */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.ncpus, 2);
+	KASSERT_EQ(info.nbad_cpus, 4);
+	static const struct {
+		uint32_t off, apic_id, uid;
+		uint8_t type;
+		const char *why;
+	} want[] = {
+	        {ACPI_MADT_FIXED + 24, 0xffffffffu, 9, MADT_LOCAL_X2APIC,
+	         "APIC id 0xffffffff is reserved (the broadcast id)"},
+	        {ACPI_MADT_FIXED + 40, 0xff, 5, MADT_LOCAL_APIC,
+	         "APIC id 0xff is reserved in a local APIC entry (the xAPIC "
+	         "broadcast id)"},
+	        {ACPI_MADT_FIXED + 48, 0x100, 10, MADT_LOCAL_X2APIC,
+	         "APIC id is an earlier entry's"},
+	        {ACPI_MADT_FIXED + 64, 0, 11, MADT_LOCAL_X2APIC,
+	         "APIC id is an earlier entry's"},
+	};
+	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		const struct madt_bad_cpu *b = &info.bad_cpus[i];
+		KEXPECT_EQ(b->off, want[i].off);
+		KEXPECT_EQ(b->apic_id, want[i].apic_id);
+		KEXPECT_EQ(b->uid, want[i].uid);
+		KEXPECT_EQ(b->type, want[i].type);
+		KEXPECT(b->why != NULL);
+		if (b->why)
+			KEXPECT_STREQ(b->why, want[i].why);
+	}
+	KEXPECT_EQ(info.ninvalid, 2);
+	KEXPECT_EQ(info.nduplicate, 2);
+}
+
 KTEST(madt, address_override)
 {
 	good_system();
