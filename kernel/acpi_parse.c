@@ -172,24 +172,34 @@ enum acpi_status acpi_find_table(const struct acpi_reader *r, uint64_t rsdp_pa,
 	/* A partial trailing entry is ignored, as Linux does. */
 	uint32_t esize = out->via_xsdt ? 8 : 4;
 	uint32_t n = (root_len - ACPI_HEADER_SIZE) / esize;
+	/* An entry pointing where nothing can be read is passed over, as
+	 * Linux does: one broken entry must not hide the others' tables. It
+	 * is named only if the table is not found after it. */
+	uint64_t bad_pa = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		const uint8_t *e = root + ACPI_HEADER_SIZE + i * esize;
 		uint64_t pa = esize == 8 ? rd64(e) : rd32(e);
 		if (!pa)
 			continue;
-		const char *mw;
+		const char *mw = NULL;
 		const uint8_t *h = map(r, pa, ACPI_HEADER_SIZE, &mw);
-		if (!h)
-			return unmapped(d, mw,
-			                "a root table entry points outside "
-			                "reachable memory",
-			                pa);
+		if (!h && mw) /* the mapper ran out of room: not the table's */
+			return unmapped(d, mw, NULL, pa);
+		if (!h) {
+			bad_pa = bad_pa ? bad_pa : pa;
+			continue;
+		}
 		if (!sig_is(h, sig, 4))
 			continue;
 		st = map_table(r, pa, NULL, &out->data, &out->length, d);
 		out->pa = pa;
 		return st;
 	}
+	if (bad_pa)
+		return fail(d, ACPI_MALFORMED,
+		            "not among the reachable entries; a root table "
+		            "entry points outside reachable memory",
+		            bad_pa);
 	return fail(d, ACPI_NOT_FOUND, "no such table in the root table",
 	            out->root_pa);
 }

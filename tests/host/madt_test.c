@@ -458,11 +458,39 @@ KTEST(madt, bad_root_table)
 	good_system();
 	put_roots(MEM_SIZE + 0x1000); /* an entry beyond memory */
 	EXPECT_REFUSED(ACPI_MALFORMED,
-	               "a root table entry points outside reachable memory");
+	               "not among the reachable entries; a root table "
+	               "entry points outside reachable memory");
+	KEXPECT_EQ(diag.at, (uint64_t)MEM_SIZE + 0x1000);
 
 	good_system();
 	put32(mem + XSDT_PA + 4, 20);
 	seal(XSDT_PA);
 	EXPECT_REFUSED(ACPI_MALFORMED,
 	               "table length is shorter than its header");
+}
+
+/* A root table entry that points where nothing can be read is passed
+ * over: the MADT listed after it is still found (XSDT and RSDT alike). */
+KTEST(madt, unreachable_root_entry_does_not_hide_later_tables)
+{
+	for (int via_xsdt = 1; via_xsdt >= 0; via_xsdt--) {
+		good_system();
+		uint32_t esize = via_xsdt ? 8 : 4;
+		uint64_t root_pa = via_xsdt ? XSDT_PA : RSDT_PA;
+		uint8_t *x = put_header(root_pa, via_xsdt ? "XSDT" : "RSDT",
+		                        ACPI_HEADER_SIZE + 3 * esize);
+		uint64_t entries[3] = {FACP_PA, (uint64_t)MEM_SIZE + 0x1000,
+		                       MADT_PA};
+		for (int i = 0; i < 3; i++) {
+			if (via_xsdt)
+				put64(x + 36 + 8 * i, entries[i]);
+			else
+				put32(x + 36 + 4 * i, (uint32_t)entries[i]);
+		}
+		seal(root_pa);
+		if (!via_xsdt)
+			put_rsdp(0, RSDT_PA, 0);
+		KEXPECT_EQ(find_and_parse(80), ACPI_OK);
+		KEXPECT(diag.why == NULL);
+	}
 }
