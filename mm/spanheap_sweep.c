@@ -30,7 +30,8 @@
  *
  * A cycle starts when pending frees since the last flip pass
  * pending_permille of the bytes in use (and min_pending_bytes), every
- * period_ns while frees are pending, or on demand (spanheap_sweep_cycle,
+ * period_ns while frees are pending (or a fold queue or backlog holds
+ * spans: queues_hold_spans), or on demand (spanheap_sweep_cycle,
  * spanheap_release_all).
  */
 #include "spanheap_internal.h"
@@ -92,6 +93,31 @@ void spanheap_sweeper_kick(struct spanheap *sh)
 {
 	if (pending_since_flip(sh) >= sh->cfg.min_pending_bytes)
 		mm_event_wake(&sh->sweeper.wake);
+}
+
+/*
+ * True if a class's fold queue or backlog holds spans. Normally a free
+ * that queued a span is also pending since the last flip, and the next
+ * cycle drains the queues. But a refill that a cycle overtook (it took
+ * the queue before the cycle's drain, and leaves its rest in the backlog
+ * after) holds spans whose frees the flip took in; a queued span is
+ * freed by no one but whoever takes it off, so empty ones would wait
+ * there with nothing pending to start the cycle that frees them. Takes
+ * each class's lock (the backlog is under it). Thread context.
+ */
+static bool queues_hold_spans(struct spanheap *sh)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mcentral *c = &sh->central[cls];
+		unsigned long irq = mm_lock_acquire(&c->lock);
+		bool held = c->fold_backlog != NULL ||
+		            atomic_load_explicit(&c->fold_queue,
+		                                 memory_order_relaxed) != NULL;
+		mm_lock_release(&c->lock, irq);
+		if (held)
+			return true;
+	}
+	return false;
 }
 
 /* True if pending frees passed the threshold. Thread context. */
@@ -262,9 +288,10 @@ size_t spanheap_sweep_cycle(struct spanheap *sh)
  * back first (spanheap_flush_all: magazines to their spans, cached spans
  * to the central lists, the empty ones to the page heap; other CPUs' only
  * if the port can reach them), as objects in another CPU's magazine keep
- * their spans in use; then, if frees are pending since the last flip or a
- * cycle is running (whose end it waits for), a whole cycle gives every
- * empty span back. Returns true if either gave something back: with
+ * their spans in use; then, if frees are pending since the last flip, a
+ * cycle is running (whose end it waits for) or a fold queue or backlog
+ * holds spans (queues_hold_spans), a whole cycle gives every empty span
+ * back. Returns true if either gave something back: with
  * nothing pending and nothing freed it fails at once, so a heap truly out
  * of memory fails fast. Thread context, nothing pinned, no mm lock held.
  */
@@ -275,7 +302,8 @@ bool spanheap_reclaim(struct spanheap *sh)
 	spanheap_flush_all(sh);
 	if (!pending_since_flip(sh) &&
 	    !atomic_load_explicit(&sh->sweeper.cycle_held,
-	                          memory_order_relaxed))
+	                          memory_order_relaxed) &&
+	    !queues_hold_spans(sh))
 		return freed_spans(sh) != freed0;
 	run_cycle(sh, false);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -344,8 +372,9 @@ static void sweeper_main(void *arg)
 		uint64_t now = mm_port_now_ns();
 		uint64_t last = atomic_load_explicit(&sw->last_cycle_ns,
 		                                     memory_order_relaxed);
-		bool periodic = now - last >= sh->cfg.period_ns &&
-		                pending_since_flip(sh) > 0;
+		bool periodic =
+		        now - last >= sh->cfg.period_ns &&
+		        (pending_since_flip(sh) > 0 || queues_hold_spans(sh));
 		if (periodic || pending_due(sh)) {
 			uint64_t t0 = mm_port_thread_cpu_ns();
 			run_cycle(sh, true);

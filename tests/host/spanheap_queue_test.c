@@ -6,13 +6,16 @@
  * that one and leaves the rest in the class's backlog, which the next refill
  * takes first; the rests of two refills that overlap join in the backlog, none
  * lost (the page heap's test hook holds the first at the join while another
- * CPU's refill leaves its rest); and a sweep cycle folds the backlog and the
- * queue whole.
+ * CPU's refill leaves its rest); a sweep cycle folds the backlog and the
+ * queue whole; and a rest left in the backlog after a cycle overtook its
+ * refill is still given back, by a refused allocation's reclaim and by the
+ * sweeper's periodic cycle.
  *
  * Each test fills S spans of the 64-byte class on CPU 0 and hands them
  * back full; CPU 1 then frees one object of some of them and flushes, so
  * that every free is a pending bit and every span it touched is queued.
  */
+#include <sched.h>
 #include <stdlib.h>
 
 #include "../../kernel/ktest.h"
@@ -276,5 +279,111 @@ KTEST(spanheap_queue, refill_skips_a_cached_span_for_the_next)
 	spanheap_flush_cache(&sh);
 	mm_port_set_cpu(0);
 	SH_CHECK(&sh, "after the refill");
+	finish();
+}
+
+/*
+ * A cycle that overtakes a refill's pass over the fold queue: the refill
+ * has taken the whole queue (spans each emptied by CPU 1's frees) and
+ * cached the first, and before it leaves the rest in the backlog the hook
+ * runs a whole cycle on CPU 3. The cycle folds the rest where they are
+ * listed, empty, but cannot free them (they are queued: whoever takes
+ * them off frees them) nor drain them (the refill holds them), and its
+ * flip took in every pending free. The rest then waits in the backlog
+ * with no free pending since the flip: before the fix, for good (until a
+ * refill of the class), as neither spanheap_reclaim nor the sweeper's
+ * periodic cycle looked at a backlog.
+ */
+static void *tight[1 << 16]; /* a 4 MiB arena of 64-byte objects */
+
+static void cycle_thread(void *arg)
+{
+	(void)arg;
+	mm_port_set_cpu(3);
+	spanheap_sweep_cycle(&sh);
+}
+
+static _Atomic bool cycle_at_rest;
+
+static void cycle_overtakes_rest(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FOLD_REST ||
+	    !atomic_exchange(&cycle_at_rest, false))
+		return;
+	struct mm_thread *t = mm_port_thread_start("cycle", cycle_thread, NULL);
+	if (t)
+		mm_port_thread_join(t);
+}
+
+/* CPU 0's refill of the class, overtaken by a cycle at its rest; the
+ * object it got. */
+static void *refill_overtaken(void)
+{
+	atomic_store(&cycle_at_rest, true);
+	mheap_test_hook = cycle_overtakes_rest;
+	void *p = spanheap_alloc(&sh, SIZE, 0);
+	mheap_test_hook = NULL;
+	KEXPECT(!atomic_load(&cycle_at_rest)); /* the hook ran */
+	KEXPECT(sh.central[cls].fold_backlog != NULL);
+	return p;
+}
+
+/* The arena full of 64-byte objects, all freed from CPU 1: a large
+ * allocation that the page heap refuses must get the rest's pages
+ * (spanheap_reclaim runs a cycle for a backlog too), not NULL. */
+KTEST(spanheap_queue, a_backlog_left_after_a_cycle_is_reclaimed)
+{
+	cls = sizeclass_of(SIZE);
+	KASSERT(sh_heap_tight(&heap, &sh, 2));
+	mm_port_set_cpu(0);
+	size_t n = 0;
+	while (n < sizeof tight / sizeof tight[0] &&
+	       (tight[n] = spanheap_alloc(&sh, SIZE, 0)) != NULL)
+		n++;
+	KASSERT(n > 0 && n < sizeof tight / sizeof tight[0]);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(1);
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, tight[i]);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	struct mcentral *c = &sh.central[cls];
+	void *p = refill_overtaken();
+	KASSERT(p);
+	void *big = spanheap_alloc(&sh, 64 << 10, 0);
+	KEXPECT(big != NULL);
+	KEXPECT(c->fold_backlog == NULL);
+	spanheap_free(&sh, big);
+	spanheap_free(&sh, p);
+	spanheap_release_all(&sh);
+	SH_CHECK(&sh, "after the release");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/* The S spans emptied from CPU 1, and the sweeper running with a period
+ * of a millisecond: its periodic cycle drains the backlog (the wait has
+ * no limit of its own; before the fix it never ended). */
+KTEST(spanheap_queue, a_backlog_left_after_a_cycle_is_swept)
+{
+	KASSERT(fill_spans());
+	for (size_t i = 0; i < nelems; i++)
+		free_from(1, 0, S, i);
+	void *p = refill_overtaken();
+	KASSERT(p);
+	sh.cfg.period_ns = 1000 * 1000;
+	KASSERT(spanheap_sweeper_start(&sh));
+	struct mcentral *c = &sh.central[cls];
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&c->lock);
+		bool left = c->fold_backlog != NULL;
+		mm_lock_release(&c->lock, irq);
+		if (!left)
+			break;
+		sched_yield();
+	}
+	spanheap_sweeper_stop(&sh);
+	KEXPECT_EQ(atomic_load(&c->nspans), 1); /* the cached one */
+	spanheap_free(&sh, p);
 	finish();
 }
