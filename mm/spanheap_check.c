@@ -4,8 +4,11 @@
  * Purpose: every invariant the span heap keeps, as an executable check
  * that tests run after their operations and a debug build can run live:
  * each span's bitmaps, counts, markers and table entries; each class's
- * lists against the spans' sweepgens and owners; each class's fold queue
- * against the spans' queued flags; every CPU's magazines (other CPUs'
+ * lists against the spans' sweepgens and owners (an empty listed span
+ * must be queued, else it is held for no one); each class's fold queue
+ * against the spans' queued flags; the span-struct free list (dead
+ * structs only, all of them) and the large spans' counts against the
+ * all-spans array; every CPU's magazines (other CPUs'
  * through mm_port_each_other_cpu, where the port can reach them). It
  * holds the cycle semaphore (no span is claimed meanwhile) and reads the
  * all-spans array through a snapshot (invariant 2). Meaningful when no
@@ -266,23 +269,34 @@ static void check_mags(struct spanheap *sh)
 		mag_fail(sh, &o.fault);
 }
 
+/* What check_spans counts in the all-spans array. */
+struct span_counts {
+	size_t small[SC_NCLASSES], queued[SC_NCLASSES];
+	size_t dead, large, large_pages;
+};
+
 /* Every span in the snapshot: table entries, and a small span's bitmaps,
- * counts and class; counts the small ones per class into small[]. */
+ * counts and class; counts them into *n. */
 static void check_spans(struct spanheap *sh,
                         const struct spanheap_snapshot *snap,
-                        size_t small[SC_NCLASSES], size_t queued[SC_NCLASSES])
+                        struct span_counts *n)
 {
 	for (size_t i = 0; i < snap->len; i++) {
 		struct mspan *s = snap->arr->v[i];
 		uint8_t st = atomic_load(&s->state);
-		if (st == MSPAN_DEAD)
+		if (st == MSPAN_DEAD) {
+			n->dead++;
 			continue;
+		}
 		check_entries(sh, s);
-		if (st == MSPAN_LARGE)
+		if (st == MSPAN_LARGE) {
+			n->large++;
+			n->large_pages += s->npages;
 			continue;
+		}
 		check_small(sh, s);
-		small[s->sizeclass]++;
-		queued[s->sizeclass] += atomic_load(&s->queued) != 0;
+		n->small[s->sizeclass]++;
+		n->queued[s->sizeclass] += atomic_load(&s->queued) != 0;
 	}
 }
 
@@ -353,6 +367,16 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 		                  partial ? "partial" : "full", s->sizeclass, v,
 		                  sg, s->alloc_count, s->nelems,
 		                  (unsigned)atomic_load(&s->owner));
+	/* An empty span goes back to the page heap when it is placed,
+	 * unless it is queued, and then whoever takes it off frees it: an
+	 * empty one listed and not queued is held for no one. */
+	if (s->alloc_count == 0 && !atomic_load(&s->queued))
+		check_fail_unlock(sh, &c->lock, irq,
+		                  "spanheap: check: span [%#lx] on class %u's "
+		                  "%s partial list is empty and not queued (it "
+		                  "should have gone back to the page heap)",
+		                  (unsigned long)s->base, cls,
+		                  swept ? "swept" : "unswept");
 }
 
 /* Class cls's four lists against sweepgen sg: each span on them, each
@@ -421,14 +445,20 @@ static void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 	}
 }
 
-/* The span-struct allocator's free list and counts. */
-static void check_structs(struct spanheap *sh)
+/* The span-struct allocator's free list and counts: every struct on it
+ * dead (one in use there would be handed out again), as many as the
+ * array's dead ones; and the large spans' counts against the array's. */
+static void check_structs(struct spanheap *sh, const struct span_counts *n)
 {
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	size_t nfree = 0;
-	for (struct mspan *s = sh->free_structs; s; s = s->next)
-		nfree++;
+	struct mspan *live = NULL;
+	for (struct mspan *s = sh->free_structs; s; s = s->next, nfree++)
+		if (!live && atomic_load(&s->state) != MSPAN_DEAD)
+			live = s;
 	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
+	uint64_t large = sh->n.large_allocs - sh->n.large_frees;
+	size_t large_pages = sh->large_in_use_pages;
 	mm_lock_release(&sh->heap->lock, irq);
 	if (bad)
 		check_fail(
@@ -436,6 +466,24 @@ static void check_structs(struct spanheap *sh)
 		        "spanheap: check: %zu free span structs, counts %zu; "
 		        "%zu made, array holds %zu",
 		        nfree, sh->nstructs_free, sh->nstructs, sh->spans->len);
+	if (live)
+		check_fail(
+		        sh,
+		        "spanheap: check: span struct %p on the free list is "
+		        "in use: state %u, span [%#lx]",
+		        (void *)live, (unsigned)atomic_load(&live->state),
+		        (unsigned long)live->base);
+	if (n->dead != nfree)
+		check_fail(sh,
+		           "spanheap: check: %zu dead span structs, %zu on the "
+		           "free list",
+		           n->dead, nfree);
+	if (n->large != large || n->large_pages != large_pages)
+		check_fail(sh,
+		           "spanheap: check: %zu large spans of %zu pages, "
+		           "counts %lu of %zu pages",
+		           n->large, n->large_pages, (unsigned long)large,
+		           large_pages);
 }
 
 void spanheap_check(struct spanheap *sh)
@@ -448,23 +496,23 @@ void spanheap_check(struct spanheap *sh)
 	check_mags(sh);
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
-	size_t small[SC_NCLASSES] = {0}, listed[SC_NCLASSES] = {0},
-	       queued[SC_NCLASSES] = {0};
-	check_spans(sh, &snap, small, queued);
+	struct span_counts n = {0};
+	size_t listed[SC_NCLASSES] = {0};
+	check_spans(sh, &snap, &n);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		check_queue(sh, cls, queued[cls], snap.len);
+		check_queue(sh, cls, n.queued[cls], snap.len);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		listed[cls] = check_central(sh, cls, snap.sweepgen);
 	check_cached(sh, listed);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		if (small[cls] != listed[cls] ||
-		    small[cls] != atomic_load(&sh->central[cls].nspans))
+		if (n.small[cls] != listed[cls] ||
+		    n.small[cls] != atomic_load(&sh->central[cls].nspans))
 			check_fail(sh,
 			           "spanheap: check: class %u has %zu spans, "
 			           "%zu on lists or cached, counts %zu",
-			           cls, small[cls], listed[cls],
+			           cls, n.small[cls], listed[cls],
 			           atomic_load(&sh->central[cls].nspans));
-	check_structs(sh);
+	check_structs(sh, &n);
 	spanheap_snapshot_put(sh, &snap);
 	spanheap_cycle_release(sh);
 	mheap_check(sh->heap);
