@@ -4,8 +4,12 @@
  * CPU and half on another, every cache flushed and a cycle finished,
  * every per-class count (objects in use and free, spans, bytes), the
  * totals, the frees and the sweep counters are exact, and a second cycle
- * changes none of them.
+ * changes none of them. Then the same with threads: three workers, each a
+ * CPU of its own, free most of each other's objects while the sweeper
+ * thread runs; once they have ended and the sweeper has stopped, a flush of
+ * every CPU and a cycle leave the counts exact again.
  */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "../../kernel/ktest.h"
@@ -142,6 +146,109 @@ KTEST(spanheap_stats, exact_after_cross_cpu_frees_and_a_sweep)
 	KEXPECT_EQ(st[0].bytes_in_use, 0);
 	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
 	SH_CHECK(&sh, "after everything was freed");
+	free(st);
+	free(r);
+	sh_heap_release(&heap);
+}
+
+/* ---- Threads ------------------------------------------------------------ */
+
+enum { WORKERS = 3, TPER = 2000 };
+
+static const size_t tsizes[] = {16, 48, 256, 1024, 4096, 40000};
+#define NTSIZES (sizeof(tsizes) / sizeof(tsizes[0]))
+
+struct tworker {
+	unsigned id;
+	void *p[NTSIZES][TPER];
+};
+
+static struct tworker tws[WORKERS];
+static pthread_barrier_t allocated;
+
+/* Allocates TPER objects of each size; once every worker has, frees the
+ * next worker's objects but every third. */
+static void *tworker_main(void *arg)
+{
+	struct tworker *w = arg;
+	mm_port_set_cpu(1 + w->id);
+	for (size_t k = 0; k < NTSIZES; k++)
+		for (unsigned i = 0; i < TPER; i++)
+			w->p[k][i] = spanheap_alloc(&sh, tsizes[k], 0);
+	pthread_barrier_wait(&allocated);
+	struct tworker *next = &tws[(w->id + 1) % WORKERS];
+	for (size_t k = 0; k < NTSIZES; k++)
+		for (unsigned i = 0; i < TPER; i++)
+			if (i % 3 != 0) {
+				spanheap_free(&sh, next->p[k][i]);
+				next->p[k][i] = NULL;
+			}
+	return NULL;
+}
+
+KTEST(spanheap_stats, exact_after_cross_thread_frees_and_a_sweep)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(spanheap_sweeper_start(&sh));
+	KASSERT(pthread_barrier_init(&allocated, NULL, WORKERS) == 0);
+	pthread_t t[WORKERS];
+	for (unsigned w = 0; w < WORKERS; w++) {
+		tws[w].id = w;
+		KASSERT(pthread_create(&t[w], NULL, tworker_main, &tws[w]) ==
+		        0);
+	}
+	for (unsigned w = 0; w < WORKERS; w++)
+		pthread_join(t[w], NULL);
+	pthread_barrier_destroy(&allocated);
+	spanheap_sweeper_stop(&sh);
+	KEXPECT(spanheap_flush_all(&sh));
+	spanheap_sweep_cycle(&sh);
+	struct stats_run *r = calloc(1, sizeof(*r));
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(r && st);
+	size_t held = 0;
+	for (unsigned w = 0; w < WORKERS; w++)
+		for (size_t k = 0; k < NTSIZES; k++)
+			for (unsigned i = 0; i < TPER; i++) {
+				if (!tws[w].p[k][i])
+					continue;
+				KASSERT(i % 3 == 0);
+				unsigned cls = tsizes[k] <= SC_MAX_SIZE
+				                       ? sizeclass_of(tsizes[k])
+				                       : 0;
+				r->kept[cls]++;
+				held++;
+			}
+	KEXPECT_EQ(held, (size_t)WORKERS * NTSIZES * ((TPER + 2) / 3));
+	spanheap_stats(&sh, st);
+	size_t large_pages =
+	        r->kept[0] * ((40000 + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *cs = &st->cls[cls];
+		size_t nspans = atomic_load(&sh.central[cls].nspans);
+		if (cs->objects_in_use != r->kept[cls] || cs->spans != nspans ||
+		    cs->objects_free !=
+		            nspans * sizeclass_info[cls].nelems - r->kept[cls])
+			ktest_fail_at(__FILE__, __LINE__,
+			              "class %u: %zu in use (held %zu), %zu "
+			              "free, %zu spans (%zu made)",
+			              cls, cs->objects_in_use, r->kept[cls],
+			              cs->objects_free, cs->spans, nspans);
+	}
+	KEXPECT_EQ(st->cls[0].spans, r->kept[0]);
+	KEXPECT_EQ(st->large_pages, large_pages);
+	KEXPECT_EQ(st->mag_objects, 0);
+	KEXPECT_EQ(st->n.large_allocs - st->n.large_frees, r->kept[0]);
+	SH_CHECK(&sh, "after the workers");
+	for (unsigned w = 0; w < WORKERS; w++)
+		for (size_t k = 0; k < NTSIZES; k++)
+			for (unsigned i = 0; i < TPER; i++)
+				spanheap_free(&sh, tws[w].p[k][i]);
+	spanheap_release_all(&sh);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(st->spans, 0);
+	KEXPECT_EQ(st->bytes_in_use, 0);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	free(st);
 	free(r);
 	sh_heap_release(&heap);
