@@ -8,7 +8,8 @@
  *                       the magazines' spills and drains (mcache)
  *   spanheap.c          the fast paths and the API
  *   spanheap_init.c     set-up
- *   spanheap_sweep.c    sweep cycles, the sweeper thread, statistics
+ *   spanheap_sweep.c    sweep cycles, the sweeper thread
+ *   spanheap_stats.c    statistics and the slabinfo dump
  *   spanheap_check.c    the checker
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
@@ -139,42 +140,8 @@ mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
 	mag_set_top(m, t + 1);
 }
 
-/* ---- Spans (spanheap_span.c) ---- */
-
-/* Panics naming p, its span and its class: what is wrong. */
-__attribute__((noreturn)) void
-spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
-
-/* The span of p, checked (in use, p an object's start; panics if not);
- * *idx gets the object's index. op names the call in the messages. */
-struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
-                               uint32_t *idx, const char *op);
-
-/* A new small span of class cls, or (cls 0) a large one over npages pages
- * at base; NULL if memory ran out. No lock held; pinned only if
- * MM_ATOMIC. */
-struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
-                                uintptr_t base, size_t npages, unsigned flags);
-
-/* Points the span's allocation cache at its next free objects; false if
- * it has none. Owner only. */
-bool spanheap_span_fill_cache(struct mspan *s);
-
-/* Folds a span's frees into its bitmaps (the caller owns it); returns the
- * objects freed. */
-unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
-
-/* Frees an empty span the caller owns, or puts a non-empty one on its
- * class's swept list. Any context but NMI, no lock held. */
-void spanheap_span_place(struct spanheap *sh, struct mspan *s);
-void spanheap_span_free(struct spanheap *sh, struct mspan *s);
-
-/* Large objects: a span of their own, allocated, freed (a second free
- * panics) and resized in place (thread context). */
-void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
-                           unsigned flags);
-void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
-bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages);
+/* The spans' calls (spanheap_span.h). */
+#include "spanheap_span.h"
 
 /* The first slot of CPU cpu's magazine of class cls; its slab is made
  * (sh->caches[cpu].slab not NULL). */
@@ -184,67 +151,8 @@ static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
 	return sh->caches[cpu].slab + sh->mag_off[cls];
 }
 
-/* ---- Central lists (locking: the class's lock) ---- */
-
-/* The index of the swept lists for sweepgen sg; 1 - it, the unswept. */
-static inline unsigned swept_idx(uint32_t sg)
-{
-	return (sg / 2) % 2;
-}
-
-static inline void list_push(struct mspan_list_head *l, struct mspan *s,
-                             enum mspan_list which)
-{
-	s->prev = NULL;
-	s->next = l->first;
-	if (l->first)
-		l->first->prev = s;
-	l->first = s;
-	l->n++;
-	s->list = (uint8_t)which;
-}
-
-static inline void list_remove(struct mspan_list_head *l, struct mspan *s)
-{
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		l->first = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	s->next = s->prev = NULL;
-	s->list = MSPAN_LIST_NONE;
-	l->n--;
-}
-
-static inline struct mspan *list_pop(struct mspan_list_head *l)
-{
-	struct mspan *s = l->first;
-	if (s)
-		list_remove(l, s);
-	return s;
-}
-
-/* Takes s off the list it is on: its sweepgen (sg swept, sg - 2 not) and
- * s->list say which. */
-static inline void list_remove_any(struct mcentral *c, struct mspan *s,
-                                   uint32_t sg)
-{
-	uint32_t v = atomic_load_explicit(&s->sweepgen, memory_order_relaxed);
-	unsigned i = v == sg ? swept_idx(sg) : 1 - swept_idx(sg);
-	list_remove(s->list == MSPAN_LIST_PARTIAL ? &c->partial[i]
-	                                          : &c->full[i],
-	            s);
-}
-
-/* Folds spans off class cls's fold queue (spanheap_central.c). */
-struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take);
-void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s);
-
-/* A span with free objects for a cache, or NULL (Go's cacheSpan); a
- * cached span handed back (uncacheSpan). Pinned. */
-struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls);
-void spanheap_uncache_span(struct spanheap *sh, struct mspan *s);
+/* The central lists (spanheap_central.h). */
+#include "spanheap_central.h"
 
 /* ---- Per-CPU caches (spanheap_cache.c) ---- */
 
@@ -278,5 +186,8 @@ bool spanheap_reclaim(struct spanheap *sh);
  * finish, and by the checker. Thread context. */
 void spanheap_cycle_acquire(struct spanheap *sh);
 void spanheap_cycle_release(struct spanheap *sh);
+
+/* Cache refills on every CPU so far: the heap's activity. Any context. */
+uint64_t spanheap_refills_total(struct spanheap *sh);
 
 #endif

@@ -1,0 +1,51 @@
+/*
+ * mm/spanheap_span.h: the span layer's calls (spanheap_span.c) as the
+ * span heap's other files use them: misuse reports, a pointer's checked
+ * span, making, folding, placing and freeing spans, large objects.
+ * Included by spanheap_internal.h; not for the heap's users.
+ */
+#ifndef MM_SPANHEAP_SPAN_H
+#define MM_SPANHEAP_SPAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spanheap.h"
+
+/* Panics naming p, its span and its class: what is wrong. */
+__attribute__((noreturn)) void
+spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
+
+/* The span of p, checked (in use, p an object's start; panics if not);
+ * *idx gets the object's index. op names the call in the messages. */
+struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
+                               uint32_t *idx, const char *op);
+
+/* A new small span of class cls, or (cls 0) a large one over npages pages
+ * at base; NULL if memory ran out. No lock held; pinned only if
+ * MM_ATOMIC. */
+struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
+                                uintptr_t base, size_t npages, unsigned flags);
+
+/* Points the span's allocation cache at its next free objects; false if
+ * it has none. Owner only. */
+bool spanheap_span_fill_cache(struct mspan *s);
+
+/* Folds a span's frees into its bitmaps (the caller owns it); returns the
+ * objects freed. */
+unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
+
+/* Frees an empty span the caller owns, or puts a non-empty one on its
+ * class's swept list. Any context but NMI, no lock held. */
+void spanheap_span_place(struct spanheap *sh, struct mspan *s);
+void spanheap_span_free(struct spanheap *sh, struct mspan *s);
+
+/* Large objects: a span of their own, allocated, freed (a second free
+ * panics) and resized in place (thread context). */
+void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
+                           unsigned flags);
+void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
+bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages);
+
+#endif

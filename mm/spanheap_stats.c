@@ -1,0 +1,180 @@
+/*
+ * mm/spanheap_stats.c: what the span heap holds, per size class and in
+ * all (spanheap_stats), and the slabinfo-style dump (spanheap_dump).
+ *
+ * Objects in use are counted from the spans' bitmaps over a snapshot of
+ * the all-spans array (invariant 2), so the counts need no lock of the
+ * heap's while they are taken and are exact when nothing allocates or
+ * frees meanwhile; the counters come from the per-CPU and heap counters.
+ * Thread context.
+ */
+#include "spanheap_internal.h"
+
+/*
+ * Objects in use per class, and frees not folded yet, from the spans'
+ * bitmaps (a walk of a snapshot; exact when nothing changes meanwhile).
+ */
+static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
+                          uint64_t *local, uint64_t *remote)
+{
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	for (size_t i = 0; i < snap.len; i++) {
+		struct mspan *s = snap.arr->v[i];
+		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
+		    MSPAN_SMALL)
+			continue;
+		unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
+		uint32_t fi = atomic_load_explicit(&s->freeindex,
+		                                   memory_order_acquire);
+		uint32_t n = s->nelems;
+		if (cls == 0 || cls >= SC_NCLASSES || n > SC_MAX_NELEMS)
+			continue; /* reused meanwhile */
+		for (unsigned w = 0; w * 64 < n; w++) {
+			uint64_t m =
+			        n - w * 64 >= 64
+			                ? ~(uint64_t)0
+			                : ((uint64_t)1 << (n - w * 64)) - 1;
+			uint64_t pre =
+			        fi >= w * 64 + 64 ? ~(uint64_t)0
+			        : fi > w * 64
+			                ? ((uint64_t)1 << (fi - w * 64)) - 1
+			                : 0;
+			uint64_t a =
+			        (atomic_load_explicit(&s->alloc_bits[w],
+			                              memory_order_relaxed) |
+			         pre) &
+			        m;
+			uint64_t l = atomic_load_explicit(&s->local_free[w],
+			                                  memory_order_relaxed);
+			uint64_t p = atomic_load_explicit(&s->pending[w],
+			                                  memory_order_relaxed);
+			in_use[cls] += pallocbits_popcount(a & ~(l | p));
+			*local += pallocbits_popcount(l);
+			*remote += pallocbits_popcount(p);
+		}
+	}
+	spanheap_snapshot_put(sh, &snap);
+}
+
+/* Objects in every CPU's magazine of class cls. */
+static size_t objects_in_mags(struct spanheap *sh, unsigned cls)
+{
+	size_t n = 0;
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		/* Read while the owner changes them: a top not (yet) in the
+		 * slab counts nothing. */
+		uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
+		                                  __ATOMIC_ACQUIRE);
+		uintptr_t *t = __atomic_load_n(&sh->caches[cpu].mag[cls].top,
+		                               __ATOMIC_RELAXED);
+		if (!slab)
+			continue;
+		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
+		if (t >= base && t <= base + sh->mag_max[cls])
+			n += (size_t)(t - base);
+	}
+	return n;
+}
+
+void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
+{
+	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
+	mm_memset(st, 0, sizeof(*st));
+	mm_memset(in_use, 0, sizeof(in_use));
+	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct sizeclass_info *ci = &sizeclass_info[cls];
+		struct spanheap_class_stats *cs = &st->cls[cls];
+		struct mcentral *c = &sh->central[cls];
+		/* Frees are booked when folded; add those not folded yet. */
+		st->local_frees +=
+		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
+		st->remote_frees +=
+		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
+		cs->size = ci->size;
+		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
+		                                 memory_order_relaxed);
+		size_t cap = cs->spans * ci->nelems;
+		/* Objects in magazines are freed, though their spans still
+		 * count them allocated. */
+		size_t in_mags = objects_in_mags(sh, cls);
+		st->mag_objects += in_mags;
+		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
+		cs->objects_in_use = in_use[cls];
+		if (cs->objects_in_use > cap)
+			cs->objects_in_use = cap; /* read mid-change */
+		cs->objects_free = cap - cs->objects_in_use;
+		cs->bytes_in_use = cs->objects_in_use * ci->size;
+		cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
+		st->spans += cs->spans;
+		st->bytes_in_use += cs->bytes_in_use;
+		st->bytes_spans += cs->bytes_spans;
+	}
+	st->refills = spanheap_refills_total(sh);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	st->n = sh->n;
+	st->large_pages = sh->large_in_use_pages;
+	st->sweepgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+	st->n.demand_swept =
+	        atomic_load_explicit(&sh->demand_swept, memory_order_relaxed);
+	st->n.queue_folded =
+	        atomic_load_explicit(&sh->queue_folded, memory_order_relaxed);
+	st->n.quiet_cycles =
+	        atomic_load_explicit(&sh->quiet_cycles, memory_order_relaxed);
+	st->n.flush_alls =
+	        atomic_load_explicit(&sh->flush_alls, memory_order_relaxed);
+	st->n.flush_alls_failed = atomic_load_explicit(&sh->flush_alls_failed,
+	                                               memory_order_relaxed);
+	struct spanheap_class_stats *large = &st->cls[0];
+	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
+	large->objects_in_use = large->spans;
+	large->bytes_in_use = large->bytes_spans =
+	        st->large_pages * MM_PAGE_SIZE;
+	st->spans += large->spans;
+	st->bytes_in_use += large->bytes_in_use;
+	st->bytes_spans += large->bytes_spans;
+	mheap_stats(sh->heap, &st->heap);
+}
+
+void spanheap_dump(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_dump");
+	static struct spanheap_stats st; /* large: not on the stack */
+	spanheap_stats(sh, &st);
+	mm_log("slabinfo: class   size  pages   in use     free    spans "
+	       "     bytes  waste%%");
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *cs = &st.cls[cls];
+		if (!cs->spans)
+			continue;
+		size_t waste = cs->bytes_spans - cs->bytes_in_use;
+		mm_log("slabinfo: %5u %6u %6u %8zu %8zu %8zu %10zu %6zu", cls,
+		       cs->size, (unsigned)sizeclass_info[cls].npages,
+		       cs->objects_in_use, cs->objects_free, cs->spans,
+		       cs->bytes_spans,
+		       cs->bytes_spans ? waste * 100 / cs->bytes_spans : 0);
+	}
+	mm_log("slabinfo: large: %zu spans, %zu pages", st.cls[0].spans,
+	       st.large_pages);
+	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; %zu objects in "
+	       "magazines; frees: %lu local, %lu remote; %lu refills",
+	       st.spans, st.bytes_in_use, st.bytes_spans, st.mag_objects,
+	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
+	       (unsigned long)st.refills);
+	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
+	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
+	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
+	       "allocations; %lu flushes of every CPU, %lu of this CPU only",
+	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
+	       (unsigned long)st.n.demand_swept,
+	       (unsigned long)st.n.queue_folded,
+	       (unsigned long)st.n.freed_spans,
+	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
+	       (unsigned long)st.n.atomic_fails, (unsigned long)st.n.reclaims,
+	       (unsigned long)st.n.flush_alls,
+	       (unsigned long)st.n.flush_alls_failed);
+	mheap_dump(sh->heap);
+}
