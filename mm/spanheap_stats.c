@@ -164,7 +164,7 @@ void spanheap_dump(struct spanheap *sh)
 	       st.spans, st.bytes_in_use, st.bytes_spans, st.mag_objects,
 	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
 	       (unsigned long)st.refills);
-	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by the sweeper, "
+	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by cycles, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
 	       "allocations; %lu flushes of every CPU, %lu of this CPU only",

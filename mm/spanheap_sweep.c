@@ -163,15 +163,17 @@ static void sweep_claimed(struct spanheap *sh, struct mspan *s)
 	spanheap_span_place(sh, s);
 }
 
-/* Sweeps s if it needs it; true if it did. */
+/* Sweeps s if it needs it; true if it did. A large span has nothing to
+ * sweep: its sweepgen moves on, and it is not counted. */
 static bool sweep_one(struct spanheap *sh, struct mspan *s, uint32_t sg)
 {
 	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
 	if (state == MSPAN_LARGE) {
 		uint32_t want = sg - 2;
-		return atomic_compare_exchange_strong_explicit(
-		        &s->sweepgen, &want, sg, memory_order_relaxed,
-		        memory_order_relaxed);
+		atomic_compare_exchange_strong_explicit(&s->sweepgen, &want, sg,
+		                                        memory_order_relaxed,
+		                                        memory_order_relaxed);
+		return false;
 	}
 	if (state != MSPAN_SMALL)
 		return false;

@@ -98,7 +98,7 @@ struct spanheap_spans {
 /* Counters under the heap lock or atomic (the sweeper's). */
 struct spanheap_counters {
 	uint64_t cycles;         /* sweep cycles finished */
-	uint64_t swept_spans;    /* by the sweeper thread */
+	uint64_t swept_spans;    /* small spans, by cycles (any caller's) */
 	uint64_t demand_swept;   /* by cache refills (stats only) */
 	uint64_t queue_folded;   /* from fold queues (stats only) */
 	uint64_t quiet_cycles;   /* cycles a quiet heap brought forward */

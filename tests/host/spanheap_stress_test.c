@@ -334,7 +334,7 @@ KTEST(spanheap_stress, threads)
 	        "%d ops on %d CPUs in %lu ms: %lu allocs (%lu large, %lu "
 	        "atomic refused), %lu cross frees; frees %lu local, %lu "
 	        "remote; %lu sweep "
-	        "cycles, %lu spans swept by the sweeper, %lu on demand, "
+	        "cycles, %lu spans swept by cycles, %lu on demand, "
 	        "%lu freed; sweeper CPU %lu us; scavenger %lu pages; "
 	        "in use %zu -> %zu pages (bookkeeping %zu -> %zu)",
 	        2 * WORKERS * OPS, WORKERS, (unsigned long)ms, tot.allocs,

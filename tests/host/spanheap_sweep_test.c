@@ -63,12 +63,35 @@ KTEST(spanheap, sweep_frees_spans)
 	KEXPECT_EQ(st.cls[cls].objects_in_use, 0);
 	KEXPECT_EQ(st.n.cycles, 1);
 	KEXPECT_EQ(st.n.freed_spans, nspans);
+	KEXPECT_EQ(st.n.swept_spans, nspans);
 	KEXPECT_EQ(st.remote_frees, N);
 	KEXPECT_EQ(st.local_frees, left); /* the flush's, by the owner */
 	/* A second cycle finds nothing. */
 	KEXPECT_EQ(spanheap_sweep_cycle(&sh), 0);
 	SH_CHECK(&sh, "after the sweep");
 	free(p);
+	sh_heap_release(&heap);
+}
+
+/* A large span in use has nothing to sweep: a cycle moves its sweepgen
+ * but does not count it as a span swept. */
+KTEST(spanheap, large_spans_are_not_counted_as_swept)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	void *big[3];
+	for (int i = 0; i < 3; i++) {
+		big[i] = spanheap_alloc(&sh, 100000 + (size_t)i * PG, 0);
+		KASSERT(big[i]);
+	}
+	KEXPECT_EQ(spanheap_sweep_cycle(&sh), 0);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.n.cycles, 1);
+	KEXPECT_EQ(st.n.swept_spans, 0);
+	KEXPECT_EQ(st.cls[0].spans, 3);
+	for (int i = 0; i < 3; i++)
+		spanheap_free(&sh, big[i]);
+	SH_CHECK(&sh, "after the large frees");
 	sh_heap_release(&heap);
 }
 
