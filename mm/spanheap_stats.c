@@ -139,15 +139,22 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	mheap_stats(sh->heap, &st->heap);
 }
 
+/* The dump's statistics: too large for a small kernel stack, so one
+ * buffer for every heap, taken by one dump at a time. */
+static struct spanheap_stats dump_stats;
+static _Atomic bool dump_busy;
+
 void spanheap_dump(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_dump");
-	static struct spanheap_stats st; /* large: not on the stack */
-	spanheap_stats(sh, &st);
+	while (atomic_exchange_explicit(&dump_busy, true, memory_order_acquire))
+		mm_port_yield();
+	struct spanheap_stats *st = &dump_stats;
+	spanheap_stats(sh, st);
 	mm_log("slabinfo: class   size  pages   in use     free    spans "
 	       "     bytes  waste%%");
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		const struct spanheap_class_stats *cs = &st.cls[cls];
+		const struct spanheap_class_stats *cs = &st->cls[cls];
 		if (!cs->spans)
 			continue;
 		size_t waste = cs->bytes_spans - cs->bytes_in_use;
@@ -157,24 +164,25 @@ void spanheap_dump(struct spanheap *sh)
 		       cs->bytes_spans,
 		       cs->bytes_spans ? waste * 100 / cs->bytes_spans : 0);
 	}
-	mm_log("slabinfo: large: %zu spans, %zu pages", st.cls[0].spans,
-	       st.large_pages);
+	mm_log("slabinfo: large: %zu spans, %zu pages", st->cls[0].spans,
+	       st->large_pages);
 	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; %zu objects in "
 	       "magazines; frees: %lu local, %lu remote; %lu refills",
-	       st.spans, st.bytes_in_use, st.bytes_spans, st.mag_objects,
-	       (unsigned long)st.local_frees, (unsigned long)st.remote_frees,
-	       (unsigned long)st.refills);
+	       st->spans, st->bytes_in_use, st->bytes_spans, st->mag_objects,
+	       (unsigned long)st->local_frees, (unsigned long)st->remote_frees,
+	       (unsigned long)st->refills);
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by cycles, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
 	       "allocations; %lu flushes of every CPU, %lu of this CPU only",
-	       (unsigned long)st.n.cycles, (unsigned long)st.n.swept_spans,
-	       (unsigned long)st.n.demand_swept,
-	       (unsigned long)st.n.queue_folded,
-	       (unsigned long)st.n.freed_spans,
-	       (unsigned long)(st.n.sweeper_cpu_ns / 1000),
-	       (unsigned long)st.n.atomic_fails, (unsigned long)st.n.reclaims,
-	       (unsigned long)st.n.flush_alls,
-	       (unsigned long)st.n.flush_alls_failed);
+	       (unsigned long)st->n.cycles, (unsigned long)st->n.swept_spans,
+	       (unsigned long)st->n.demand_swept,
+	       (unsigned long)st->n.queue_folded,
+	       (unsigned long)st->n.freed_spans,
+	       (unsigned long)(st->n.sweeper_cpu_ns / 1000),
+	       (unsigned long)st->n.atomic_fails, (unsigned long)st->n.reclaims,
+	       (unsigned long)st->n.flush_alls,
+	       (unsigned long)st->n.flush_alls_failed);
+	atomic_store_explicit(&dump_busy, false, memory_order_release);
 	mheap_dump(sh->heap);
 }

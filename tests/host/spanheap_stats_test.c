@@ -253,3 +253,34 @@ KTEST(spanheap_stats, exact_after_cross_thread_frees_and_a_sweep)
 	free(r);
 	sh_heap_release(&heap);
 }
+
+static void *dump_main(void *arg)
+{
+	mm_port_set_cpu((unsigned)(uintptr_t)arg);
+	for (int i = 0; i < 20; i++)
+		spanheap_dump(&sh);
+	return NULL;
+}
+
+/* Two threads dump at once: each dump's statistics are its own (under
+ * ThreadSanitizer, a buffer shared between them is a data race). */
+KTEST(spanheap_stats, dumps_at_once_each_have_their_own_numbers)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	void *p[64];
+	for (int i = 0; i < 64; i++) {
+		p[i] = spanheap_alloc(&sh, 16 + (size_t)i * 48, 0);
+		KASSERT(p[i]);
+	}
+	mm_port_set_quiet(true);
+	pthread_t t[2];
+	for (uintptr_t i = 0; i < 2; i++)
+		KASSERT(pthread_create(&t[i], NULL, dump_main, (void *)i) == 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	mm_port_set_quiet(false);
+	for (int i = 0; i < 64; i++)
+		spanheap_free(&sh, p[i]);
+	SH_CHECK(&sh, "after the dumps");
+	sh_heap_release(&heap);
+}
