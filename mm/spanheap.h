@@ -142,7 +142,8 @@ bool spanheap_flush_all(struct spanheap *sh);
 
 /*
  * Runs one whole sweep cycle now (flip, sweep every span, give empty
- * spans back) under the cycle semaphore; returns the spans freed. This
+ * spans back) under the cycle semaphore; returns the spans given back
+ * while it ran (other CPUs' flushes meanwhile included). This
  * CPU's magazines go back to their spans first (other CPUs keep theirs
  * until their next refill after the flip). Thread context.
  */
