@@ -2,7 +2,10 @@
  * The IDT and the exception handler. Every exception lands in
  * trap_dispatch: an armed expected-fault hook takes it and resumes the
  * code that armed it; anything else is reported (vector, error code, RIP,
- * RSP, CR2, general registers, backtrace) and the kernel panics.
+ * RSP, CR2, general registers, backtrace) and the kernel panics. A fault
+ * in that report or its panic is not reported in turn (it would fault
+ * again, each report on the stack of the last, until a double fault and
+ * then for good): it panics once, naming both faults.
  */
 #include "trap.h"
 
@@ -13,7 +16,9 @@
 #include "kernel/kstack.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
+#include "kernel/ktest_kernel.h"
 #include "kernel/thread.h"
+#include "serial.h"
 
 struct idt_entry {
 	uint16_t offset_low;
@@ -164,6 +169,41 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	backtrace_print(f->rip, f->rbp);
 }
 
+/* The unexpected exception each CPU is reporting: depth 1 while it
+ * reports and panics, 2 once a fault in that report panics in turn.
+ * Touched only by its own CPU, with interrupts off (the report never
+ * returns). */
+struct reporting {
+	int depth;
+	uint64_t vector, rip;
+};
+static struct reporting reporting[MAX_CPUS];
+
+/* A fault while this CPU reports the exception r: panics naming both,
+ * printing nothing from the thread or the frame, which may be what
+ * faulted. A fault in that panic stops the CPU with one fixed line. */
+static __attribute__((noreturn)) void
+fault_in_report(const struct trap_frame *f, struct reporting *r)
+{
+	if (r->depth++ > 1) {
+		static const char line[] = "\nKERNEL PANIC: a fault in the "
+		                           "exception handler's panic; "
+		                           "halting\n";
+		for (const char *p = line; *p; p++)
+			serial_putc(*p);
+		if (ktest_kernel_mode())
+			qemu_exit(KTEST_EXIT_PANIC);
+		cpu_halt_forever();
+	}
+	char sym[96], first[96];
+	ksyms_format(f->rip, sym, sizeof(sym));
+	ksyms_format(r->rip, first, sizeof(first));
+	panic("%s at %s inside the exception handler (CR2 %#lx), while "
+	      "reporting %s at %s",
+	      trap_name((unsigned)f->vector), sym, read_cr2(),
+	      trap_name((unsigned)r->vector), first);
+}
+
 static void (*debug_hook)(struct trap_frame *f);
 
 void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
@@ -197,6 +237,10 @@ void trap_dispatch(struct trap_frame *f)
 		resume_catch(fc, f);
 		return;
 	}
+	struct reporting *r = &reporting[c->id];
+	if (r->depth > 0)
+		fault_in_report(f, r);
+	*r = (struct reporting){1, f->vector, f->rip};
 	uint64_t cr2 = read_cr2();
 	report(f, cr2);
 	char sym[96];

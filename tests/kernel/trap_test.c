@@ -117,3 +117,18 @@ KTEST(demo, fault_in_interrupt_under_a_catch)
 	              (unsigned long)fc.fault_rip, this_cpu()->irq_depth);
 }
 #endif
+
+#ifdef KTEST_FAIL_DEMO
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a fault inside the exception report
+ * (here its read of the current thread's name, the thread pointer being
+ * corrupt) must end in one panic naming both faults, not in the report
+ * faulting again and again until the stack runs out.
+ */
+KTEST(demo, fault_while_reporting_a_fault)
+{
+	cpu_cli(); /* no tick may look at the corrupt thread pointer */
+	this_cpu()->current = (struct thread *)(uintptr_t)0xbad000;
+	__asm__ volatile("ud2");
+}
+#endif
