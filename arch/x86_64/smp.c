@@ -4,9 +4,9 @@
  *
  * Basic algorithm:
  *   1. Pick the highest usable RAM page below 1 MiB (frames never hands
- *      those out), copy the trampoline there and identity-map it in the
- *      kernel page tables, so the AP can keep running from it when it
- *      turns paging on. Fill the parameter block's fixed part: GDT base,
+ *      those out) that is not the kernel image's, copy the trampoline there and
+ * identity-map it in the kernel page tables, so the AP can keep running from it
+ * when it turns paging on. Fill the parameter block's fixed part: GDT base,
  *      far-jump targets, CR0/CR3/CR4/EFER as the boot CPU has them.
  *   2. Per AP: allocate its stack, fill the per-AP part (stack top, cpus[]
  *      index), then INIT, 10 ms, SIPI, and a second SIPI if the first has
@@ -37,6 +37,7 @@
 #include "gdt.h"
 #include "lapic.h"
 #include "paging.h"
+#include "smp_testing.h"
 #include "trap.h"
 
 #include "kernel/acpi.h"
@@ -143,12 +144,11 @@ __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 	panic("smp: ap_main returned on cpu %u", c->id);
 }
 
-/* The highest page of usable RAM in [4 KiB, 1 MiB), or 0. */
-static paddr_t pick_trampoline_page(void)
+paddr_t smp_pick_trampoline_page(const struct boot_state *b)
 {
 	paddr_t best = 0;
-	for (size_t i = 0; i < boot_state.nregions; i++) {
-		const struct mem_region *r = &boot_state.regions[i];
+	for (size_t i = 0; i < b->nregions; i++) {
+		const struct mem_region *r = &b->regions[i];
 		if (!mem_type_usable(r->type))
 			continue;
 		paddr_t base = align_up(r->base, PAGE_SIZE);
@@ -157,6 +157,11 @@ static paddr_t pick_trampoline_page(void)
 			base = PAGE_SIZE;
 		if (limit > LOW_LIMIT)
 			limit = LOW_LIMIT;
+		/* The image is loader data, usable like the rest: a top
+		 * inside it moves down to below it (its ends are pages). */
+		if (limit > b->kernel_phys_base &&
+		    limit <= b->kernel_phys_limit)
+			limit = b->kernel_phys_base;
 		if (limit >= base + PAGE_SIZE && limit - PAGE_SIZE > best)
 			best = limit - PAGE_SIZE;
 	}
@@ -319,7 +324,7 @@ static bool can_start_aps(void)
 		       (unsigned long long)pml4);
 		return false;
 	}
-	paddr_t pa = pick_trampoline_page();
+	paddr_t pa = smp_pick_trampoline_page(&boot_state);
 	if (!pa) {
 		printk("smp: no usable RAM page below 1 MiB for the "
 		       "trampoline: running on the boot CPU alone\n");

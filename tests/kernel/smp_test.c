@@ -17,6 +17,7 @@
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/smp.h"
+#include "arch/x86_64/smp_testing.h"
 #include "arch/x86_64/trap.h"
 #include "boot/boot_info.h"
 #include "kernel/acpi.h"
@@ -432,4 +433,44 @@ KTEST(acpi, map_stops_where_the_memory_map_does)
 	KEXPECT(acpi_map_phys(edge - 16, 4096) == NULL);
 	KEXPECT(acpi_map_phys(edge, 36) == NULL);
 	KEXPECT(acpi_map_window(edge - 16, 32) == NULL);
+}
+
+/* Too big for a test's stack. */
+static struct boot_state tramp_bs;
+
+static void tramp_region(paddr_t base, paddr_t limit, uint32_t type)
+{
+	tramp_bs.regions[tramp_bs.nregions++] =
+	        (struct mem_region){base, limit, type};
+}
+
+/* The trampoline is copied over the page it picks: never one of the
+ * kernel image's, which is loader data and so usable memory, wherever
+ * the firmware put it (below 1 MiB too). */
+KTEST(smp, trampoline_page_is_not_the_kernel_image)
+{
+	memset(&tramp_bs, 0, sizeof(tramp_bs));
+	tramp_region(0x1000, 0x80000, EFI_CONVENTIONAL_MEMORY);
+	tramp_region(0x80000, 0xa0000, EFI_LOADER_DATA);
+	tramp_bs.kernel_phys_base = 0x80000;
+	tramp_bs.kernel_phys_limit = 0xa0000;
+	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x7f000);
+	/* The image in the middle of a region: the page above it. */
+	memset(&tramp_bs, 0, sizeof(tramp_bs));
+	tramp_region(0x1000, 0xa0000, EFI_CONVENTIONAL_MEMORY);
+	tramp_bs.kernel_phys_base = 0x10000;
+	tramp_bs.kernel_phys_limit = 0x40000;
+	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x9f000);
+	/* Only the image below 1 MiB: no page. */
+	memset(&tramp_bs, 0, sizeof(tramp_bs));
+	tramp_region(0x1000, 0x100000, EFI_LOADER_DATA);
+	tramp_bs.kernel_phys_base = 0;
+	tramp_bs.kernel_phys_limit = 0x200000;
+	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0);
+	/* An image above 1 MiB changes nothing. */
+	memset(&tramp_bs, 0, sizeof(tramp_bs));
+	tramp_region(0x1000, 0xa0000, EFI_CONVENTIONAL_MEMORY);
+	tramp_bs.kernel_phys_base = 0x1000000;
+	tramp_bs.kernel_phys_limit = 0x1200000;
+	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x9f000);
 }
