@@ -25,6 +25,11 @@ bool ktest_kernel_mode(void)
 	return test_mode;
 }
 
+void ktest_kernel_init(void)
+{
+	test_mode = cmdline_get("ktest", NULL, 0);
+}
+
 void ktest_kernel_main(void)
 {
 	if (!cmdline_get("ktest", select, sizeof(select)))

@@ -13,6 +13,10 @@
 /* True once the command line asked for tests ("ktest=<globs>"). */
 bool ktest_kernel_mode(void);
 
+/* Reads the command line's ktest= as soon as it is copied, so that a panic
+ * during boot already leaves QEMU with the panic code. */
+void ktest_kernel_init(void);
+
 /* Runs the selected tests if the command line says so, then leaves QEMU;
  * returns only when no tests were asked for. */
 void ktest_kernel_main(void);

@@ -2,13 +2,18 @@
  * kmain: the boot CPU's path from the loader's handoff to a running kernel.
  *
  * Init order, and why:
- *   1. serial        so that anything after can report
+ *   1. serial        so that anything after can report; the GDT and IDT
+ *                    without IST stacks, so that a fault is the kernel's
+ *                    to report (the firmware's tables are lost with its
+ *                    page tables at step 4: a fault there reset the
+ *                    machine without a word)
  *   2. boot info     copied out of loader memory before it is reclaimed
  *   3. frames        conventional memory only: the loader's page tables and
  *                    handoff are still in use
  *   4. paging        the kernel's own tables; loader memory is now free
  *   5. reclaim       loader and boot-services memory join the frame pool
- *   6. GDT, IDT      IST stacks come from kernel stacks, so after paging;
+ *   6. GDT, IDT      with the TSS and IST stacks, which come from kernel
+ *                    stacks, so after paging;
  *                    then the heap's restartable sequences (sorted for
  *                    irq_dispatch's restart) before any interrupt can
  *                    land in a kmalloc or kfree
@@ -110,12 +115,21 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	/* GS first: locks (printk's too) find their CPU through it. */
 	cpu_init_local(0, 0);
 	serial_init();
+	gdt_init_boot();
+	idt_init_boot();
 	printk("\nkernel: entered at %p, boot_info at %#llx\n", (void *)kmain,
 	       (unsigned long long)boot_info_phys);
 	bootinfo_copy(boot_info_phys);
+	ktest_kernel_init();
 	frames_init();
 	paging_init(&table_frames);
 	frames_reclaim_boot_memory();
+#ifdef KTEST_FAIL_DEMO
+	/* demo.early_fault: a fault before the IST stacks exist, on the
+	 * kernel's own page tables (tools/test-harness). */
+	if (cmdline_get("demo.early_fault", NULL, 0))
+		*(volatile int *)(uintptr_t)0xdead000 = 1;
+#endif
 	gdt_init_cpu();
 	idt_init_cpu();
 	/* Before any interrupt can land in a kmalloc or kfree. */

@@ -5,6 +5,8 @@
  */
 #include "gdt.h"
 
+#include <stdbool.h>
+
 #include "cpu.h"
 
 #include "kernel/kstack.h"
@@ -39,10 +41,10 @@ static struct cpu_tables cpu_tables[MAX_CPUS];
 
 #define IST_STACK_PAGES 4
 
-/* Loads gdt, reloads every segment register and the task register. Writing
- * a GS selector clears the GS base, which holds the per-CPU pointer, so
- * the base is saved and put back. */
-static void load(struct gdt *gdt)
+/* Loads gdt, reloads every segment register and, with_tss, the task
+ * register. Writing a GS selector clears the GS base, which holds the
+ * per-CPU pointer, so the base is saved and put back. */
+static void load(struct gdt *gdt, bool with_tss)
 {
 	uint64_t gs_base = rdmsr(MSR_GS_BASE);
 	struct {
@@ -61,23 +63,36 @@ static void load(struct gdt *gdt)
 	                 "leaq 1f(%%rip), %%rax\n\t"
 	                 "pushq %%rax\n\t"
 	                 "lretq\n"
-	                 "1:\n\t"
-	                 "ltr %w3"
+	                 "1:"
 	                 :
 	                 : "m"(desc), "r"((uint64_t)GDT_KERNEL_DS),
-	                   "i"((uint64_t)GDT_KERNEL_CS), "r"((uint16_t)GDT_TSS)
+	                   "i"((uint64_t)GDT_KERNEL_CS)
 	                 : "rax", "memory");
+	if (with_tss)
+		__asm__ volatile("ltr %w0" : : "r"((uint16_t)GDT_TSS));
 	wrmsr(MSR_GS_BASE, gs_base);
+}
+
+/* Access byte 0x9a/0x92: present, ring 0, code/data; L bit for 64-bit
+ * code. */
+static void set_segments(struct gdt *gdt)
+{
+	gdt->null = 0;
+	gdt->code = 0x00209a0000000000ull;
+	gdt->data = 0x0000920000000000ull;
+}
+
+void gdt_init_boot(void)
+{
+	struct cpu_tables *t = &cpu_tables[this_cpu()->id];
+	set_segments(&t->gdt);
+	load(&t->gdt, false);
 }
 
 void gdt_init_cpu(void)
 {
 	struct cpu_tables *t = &cpu_tables[this_cpu()->id];
-	/* Access byte 0x9a/0x92: present, ring 0, code/data; L bit for
-	 * 64-bit code. */
-	t->gdt.null = 0;
-	t->gdt.code = 0x00209a0000000000ull;
-	t->gdt.data = 0x0000920000000000ull;
+	set_segments(&t->gdt);
 	for (int i = 0; i < 3; i++) {
 		if (!kstack_alloc(IST_STACK_PAGES, &t->ist[i]))
 			panic("gdt: no memory for IST stack %d", i + 1);
@@ -91,5 +106,5 @@ void gdt_init_cpu(void)
 	                 (0x89ull << 40) | (((limit >> 16) & 0xf) << 48) |
 	                 (((base >> 24) & 0xff) << 56);
 	t->gdt.tss_high = base >> 32;
-	load(&t->gdt);
+	load(&t->gdt, true);
 }

@@ -14,6 +14,12 @@
 #define IST_NMI           2
 #define IST_MACHINE_CHECK 3
 
+/* Loads this CPU's GDT with its kernel code and data segments but no TSS,
+ * for idt_init_boot's gates, until gdt_init_cpu can allocate the IST
+ * stacks; GS must already point at this CPU's struct cpu. The boot CPU,
+ * first thing in kmain: the firmware's GDT is gone with its page tables. */
+void gdt_init_boot(void);
+
 /* Builds this CPU's GDT and TSS (with freshly allocated IST stacks) and
  * loads them; GS must already point at this CPU's struct cpu. Panics if
  * the IST stacks cannot be allocated. */

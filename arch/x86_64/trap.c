@@ -88,23 +88,39 @@ static void set_gate(unsigned vec, uint64_t handler, unsigned ist)
 	};
 }
 
-void idt_init_cpu(void)
+/* The IST slot of vector v's gate: its own stack for #DF, NMI and #MC,
+ * which may come while the current stack is unusable. */
+static unsigned ist_of(unsigned v)
 {
-	for (unsigned v = 0; v < 256; v++) {
-		unsigned ist = 0;
-		if (v == VEC_DF)
-			ist = IST_DOUBLE_FAULT;
-		else if (v == VEC_NMI)
-			ist = IST_NMI;
-		else if (v == VEC_MC)
-			ist = IST_MACHINE_CHECK;
-		set_gate(v, isr_stub_table[v], ist);
-	}
+	if (v == VEC_DF)
+		return IST_DOUBLE_FAULT;
+	if (v == VEC_NMI)
+		return IST_NMI;
+	if (v == VEC_MC)
+		return IST_MACHINE_CHECK;
+	return 0;
+}
+
+/* Fills the IDT, with the IST stacks when use_ist, and loads it. */
+static void load_idt(bool use_ist)
+{
+	for (unsigned v = 0; v < 256; v++)
+		set_gate(v, isr_stub_table[v], use_ist ? ist_of(v) : 0);
 	struct {
 		uint16_t limit;
 		uint64_t base;
 	} __attribute__((packed)) desc = {sizeof(idt) - 1, (uintptr_t)idt};
 	__asm__ volatile("lidt %0" : : "m"(desc));
+}
+
+void idt_init_boot(void)
+{
+	load_idt(false);
+}
+
+void idt_init_cpu(void)
+{
+	load_idt(true);
 }
 
 void fault_catch_disarm(struct fault_catch *fc)

@@ -36,8 +36,16 @@ _Static_assert(sizeof(struct trap_frame) == 22 * 8, "isr.S frame layout");
 #define PF_RSVD    (1u << 3)
 #define PF_FETCH   (1u << 4)
 
-/* Installs the IDT on this CPU. */
+/* Installs the IDT on this CPU; gdt_init_cpu must have run. */
 void idt_init_cpu(void);
+
+/* Installs the IDT on the boot CPU with no IST stack for any vector, after
+ * gdt_init_boot: from the start of kmain every exception is reported by
+ * the kernel, not taken to the firmware's IDT (unmapped once paging_init
+ * switches page tables: a triple fault). A #DF then runs on the faulting
+ * stack, so a stack overflow still resets the machine until
+ * idt_init_cpu. */
+void idt_init_boot(void);
 
 /*
  * Gives #DB (a single step with RFLAGS.TF, a debug register's hit) to fn
