@@ -7,7 +7,9 @@
  * map, or free memory over the kernel image) panics
  * naming the entry; so does a handoff whose map or command line the
  * loader's direct map does not cover (a descriptor size below 40 bytes or
- * not dividing the map's size, a map past the end of the direct map).
+ * not dividing the map's size, a map past the end of the direct map), and
+ * one whose kernel image is not the kernel as linked (another virtual
+ * base, an unaligned or short image, one past the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
  */
 #include "bootinfo.h"
@@ -144,6 +146,26 @@ static bool below(uint64_t pa, uint64_t n, uint64_t limit)
 	return pa <= limit && n <= limit - pa;
 }
 
+/* paging_init maps the kernel's sections, [__text_start, __bss_end), page
+ * by page from kernel_phys_base: the image must be where and as large as
+ * the kernel was linked, or other memory would become its text and data. */
+static const char *image_problem(const struct boot_info *bi)
+{
+	uint64_t need = align_up((uintptr_t)__bss_end - (uintptr_t)__text_start,
+	                         PAGE_SIZE);
+	if (bi->kernel_virt_base != (uintptr_t)__text_start)
+		return "kernel image's virtual base is not the kernel's link "
+		       "address";
+	if (bi->kernel_phys_base % PAGE_SIZE)
+		return "kernel image is not page-aligned";
+	if (bi->kernel_phys_size < need)
+		return "kernel image is smaller than the kernel's sections";
+	if (!below(bi->kernel_phys_base, bi->kernel_phys_size,
+	           bi->direct_map_limit))
+		return "kernel image runs past the loader's direct map";
+	return NULL;
+}
+
 /* The sizes come from the firmware: a descriptor size or a map size out of
  * reason would have the kernel read past the loader's direct map, which
  * is all it can reach before paging_init. */
@@ -160,7 +182,7 @@ const char *bootinfo_handoff_problem(const struct boot_info *bi)
 	if (bi->cmdline_phys &&
 	    !below(bi->cmdline_phys, cmdline_copied(bi), bi->direct_map_limit))
 		return "command line runs past the loader's direct map";
-	return NULL;
+	return image_problem(bi);
 }
 
 static void copy_mmap(const struct boot_info *bi)
@@ -168,13 +190,19 @@ static void copy_mmap(const struct boot_info *bi)
 	const char *why = bootinfo_handoff_problem(bi);
 	if (why)
 		panic("boot: %s (memory map at %#llx: %llu bytes, descriptors "
-		      "of %llu; command line at %#llx: %llu bytes; direct map "
-		      "[0, %#llx))",
+		      "of %llu; command line at %#llx: %llu bytes; kernel "
+		      "image at %#llx: %llu bytes for %#llx, linked at %p, "
+		      "%llu bytes; direct map [0, %#llx))",
 		      why, (unsigned long long)bi->mmap_phys,
 		      (unsigned long long)bi->mmap_size,
 		      (unsigned long long)bi->mmap_desc_size,
 		      (unsigned long long)bi->cmdline_phys,
 		      (unsigned long long)bi->cmdline_len,
+		      (unsigned long long)bi->kernel_phys_base,
+		      (unsigned long long)bi->kernel_phys_size,
+		      (unsigned long long)bi->kernel_virt_base,
+		      (void *)__text_start,
+		      (unsigned long long)(__bss_end - __text_start),
 		      (unsigned long long)bi->direct_map_limit);
 	struct mmap_diag d;
 	if (bootinfo_read_mmap(phys_to_virt(bi->mmap_phys), bi->mmap_size,

@@ -27,7 +27,7 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
                         struct boot_state *b, struct mmap_diag *d);
 
 /* Why the loader's memory map or command line cannot be read through its
- * direct map, or NULL when both can. */
+ * direct map, or its kernel image is not the kernel as linked, or NULL. */
 const char *bootinfo_handoff_problem(const struct boot_info *bi);
 
 /* cmdline_get on the command line cmdline instead of the loader's (an

@@ -110,8 +110,15 @@ KTEST(bootinfo, free_memory_over_the_kernel_image_is_refused)
 	KEXPECT_EQ(d.other_limit, 18 * MIB);
 }
 
+/* The bytes paging_init maps from the image: its sections, whole pages. */
+static uint64_t image_bytes(void)
+{
+	return align_up((uintptr_t)__bss_end - (uintptr_t)__text_start,
+	                PAGE_SIZE);
+}
+
 /* A handoff whose memory map (4 descriptors) and command line sit in the
- * first MiB of a 4 GiB direct map. */
+ * first MiB of a 4 GiB direct map, the kernel image at 16 MiB. */
 static struct boot_info handoff(void)
 {
 	return (struct boot_info){
@@ -121,6 +128,9 @@ static struct boot_info handoff(void)
 	        .cmdline_phys = 0x20000,
 	        .cmdline_len = 100,
 	        .direct_map_limit = 4096 * MIB,
+	        .kernel_phys_base = 16 * MIB,
+	        .kernel_phys_size = image_bytes(),
+	        .kernel_virt_base = (uintptr_t)__text_start,
 	};
 }
 
@@ -255,4 +265,34 @@ KTEST(bootinfo, command_line_number_is_parsed_strictly)
 	KEXPECT(cmdline_find_uint(text, "h", 0, UINT64_MAX, &v));
 	KEXPECT_EQ(v, UINT64_MAX);
 	KEXPECT(!cmdline_find_uint(text, "absent", 0, max_id, &v));
+}
+
+/* paging_init maps the kernel's sections from the image the handoff
+ * describes, page by page from kernel_phys_base: an image placed or sized
+ * unlike the kernel's own link would map other memory as its text and
+ * data. */
+KTEST(bootinfo, handoff_with_an_image_unlike_the_kernel_is_refused)
+{
+	struct boot_info bi = handoff();
+	KEXPECT(bootinfo_handoff_problem(&bi) == NULL);
+	bi.kernel_virt_base += PAGE_SIZE;
+	EXPECT_PROBLEM(&bi, "kernel image's virtual base is not the kernel's "
+	                    "link address");
+	bi = handoff();
+	bi.kernel_phys_base += 0x800;
+	EXPECT_PROBLEM(&bi, "kernel image is not page-aligned");
+	bi = handoff();
+	bi.kernel_phys_size -= PAGE_SIZE;
+	EXPECT_PROBLEM(&bi, "kernel image is smaller than the kernel's "
+	                    "sections");
+	bi = handoff();
+	bi.kernel_phys_base = 4096 * MIB - PAGE_SIZE;
+	EXPECT_PROBLEM(&bi, "kernel image runs past the loader's direct map");
+	bi = handoff();
+	bi.kernel_phys_size = 0ull - PAGE_SIZE; /* wraps past 2^64 */
+	EXPECT_PROBLEM(&bi, "kernel image runs past the loader's direct map");
+	/* Larger than the sections is fine: the loader rounds up. */
+	bi = handoff();
+	bi.kernel_phys_size += PAGE_SIZE;
+	KEXPECT(bootinfo_handoff_problem(&bi) == NULL);
 }
