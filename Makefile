@@ -115,6 +115,7 @@ $(KERNEL): $(BUILD)/kernel.pass1.elf $(BUILD)/ksyms.S.o
 	@$(NM) -n $@ | grep -i ' t ' > $(BUILD)/syms.2
 	@cmp -s $(BUILD)/syms.1 $(BUILD)/syms.2 || \
 		{ echo "ksyms: text moved between link passes"; rm -f $@; exit 1; }
+	@tools/check-image $@ || { rm -f $@; exit 1; }
 
 # ---------------------------------------------------------------------------
 # Loader (boot/boot.mk defines BOOT_EFI)
@@ -283,6 +284,7 @@ HARNESS_KCFLAGS := $(filter-out -DMM_PORT_INLINE=%,$(KCFLAGS))
 test-harness: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
 	CC="$(CC)" KCFLAGS="$(HARNESS_KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
+		LD="$(LD)" KLDFLAGS="$(KLDFLAGS)" \
 		tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
 # In-kernel cost figures (instructions under -icount, and TSC ticks).
