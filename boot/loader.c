@@ -3,15 +3,14 @@
 #include <efilib.h>
 
 #include "boot_info.h"
+#include "cmdline.h"
 #include "console.h"
 #include "elf_check.h"
 #include "loader.h"
 
 #define KERNEL_PATH  L"\\kernel.elf"
 #define CMDLINE_PATH L"\\cmdline.txt"
-/* With its NUL the command line fills exactly one page. */
-#define CMDLINE_MAX 4095u
-#define CR4_LA57    (1ull << 12)
+#define CR4_LA57     (1ull << 12)
 
 /* Room for the file name after EFI_FILE_INFO: FAT names are <= 255 UCS-2. */
 union file_info_buf {
@@ -234,21 +233,18 @@ static EFI_STATUS load_kernel(struct loader *ld)
 	return EFI_SUCCESS;
 }
 
-/* Cuts s[0, len) at its first NUL and drops trailing blanks and line ends;
- * s has room for one more byte. Returns the new length. */
-static UINT64 trim_cmdline(char *s, UINT64 len)
+/* Says what cmdline_trim left out of cmdline.txt, if anything. */
+static void report_trim(const struct cmdline_trim_result *r)
 {
-	for (UINT64 i = 0; i < len; i++) {
-		if (s[i] == 0) {
-			len = i;
-			break;
-		}
-	}
-	while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' ||
-	               s[len - 1] == ' ' || s[len - 1] == '\t'))
-		len--;
-	s[len] = 0;
-	return len;
+	if (r->dropped == CMDLINE_NUL_BYTE)
+		con_printf(
+		        "boot: cmdline.txt: a NUL byte at offset %llu (saved "
+		        "as UTF-16?): not text, ignored",
+		        (unsigned long long)r->at);
+	else if (r->dropped == CMDLINE_TOO_LONG)
+		con_printf("boot: cmdline.txt: longer than %u bytes: using the "
+		           "words before offset %llu",
+		           CMDLINE_MAX, (unsigned long long)r->at);
 }
 
 /* Reads the optional \cmdline.txt into one page. Returns EFI_SUCCESS (also
@@ -257,6 +253,7 @@ static EFI_STATUS read_cmdline(struct loader *ld)
 {
 	EFI_FILE_HANDLE f;
 	UINT64 size, got;
+	struct cmdline_trim_result r;
 	EFI_STATUS st;
 
 	st = open_sized(ld, CMDLINE_PATH, "cmdline.txt", &f, &size);
@@ -264,11 +261,9 @@ static EFI_STATUS read_cmdline(struct loader *ld)
 		return EFI_SUCCESS;
 	if (EFI_ERROR(st))
 		return st;
-	if (size > CMDLINE_MAX) {
-		con_printf("boot: cmdline.txt: %llu bytes, using the first %u",
-		           (unsigned long long)size, CMDLINE_MAX);
-		size = CMDLINE_MAX;
-	}
+	/* One byte past the limit says whether the cut splits a word. */
+	if (size > CMDLINE_MAX + 1)
+		size = CMDLINE_MAX + 1;
 	st = alloc_pages(&ld->cmdline, 1);
 	if (EFI_ERROR(st)) {
 		f->Close(f);
@@ -284,7 +279,9 @@ static EFI_STATUS read_cmdline(struct loader *ld)
 		           ST_ARG(st));
 		return st;
 	}
-	ld->cmdline_len = trim_cmdline((char *)(UINTN)ld->cmdline.phys, size);
+	r = cmdline_trim((char *)(UINTN)ld->cmdline.phys, size);
+	report_trim(&r);
+	ld->cmdline_len = r.len;
 	return EFI_SUCCESS;
 }
 
