@@ -119,13 +119,35 @@ KTEST(lockcheck, preempt_enable_without_disable)
 	KEXPECT_EQ(left, 0);
 }
 
+/* The task priority register, CR8: 15 holds off every interrupt while
+ * RFLAGS.IF stays set. */
+static uint64_t read_cr8(void)
+{
+	uint64_t v;
+	__asm__ volatile("mov %%cr8, %0" : "=r"(v));
+	return v;
+}
+
+static void write_cr8(uint64_t v)
+{
+	__asm__ volatile("mov %0, %%cr8" : : "r"(v) : "memory");
+}
+
 /* A count below zero (a stray preempt_enable on a kernel without the
- * check above) is named by the sleep check, not taken for interrupts off. */
+ * check above) is named by the sleep check, not taken for interrupts off.
+ * No interrupt may land while the count is -1: its spinlock would take
+ * the count to 0 and its unlock report an unpaired preempt_enable, more
+ * reports recorded and the count left at 1 after the window. CR8 keeps
+ * them off with interrupts still enabled, which is what the check must
+ * see. */
 static void sleep_with_negative_count(void)
 {
+	uint64_t tpr = read_cr8();
+	write_cr8(15);
 	this_cpu()->preempt_count--;
 	thread_sleep_ns(1000); /* refused in record mode */
 	this_cpu()->preempt_count++;
+	write_cr8(tpr);
 }
 
 KTEST(lockcheck, sleeping_with_a_negative_preemption_count)
