@@ -7,7 +7,8 @@
  * spanheap_misuse_test.c, failed set-up and out of memory in
  * spanheap_fail_test.c, the fold queues in spanheap_queue_test.c, the
  * per-CPU caches' refills across cycles in spanheap_cache_test.c, the
- * sweeper thread's triggers and wake-ups in spanheap_sweeper_test.c.
+ * sweeper thread's triggers and wake-ups in spanheap_sweeper_test.c,
+ * boundaries a mutation review found untested in spanheap_edge_test.c.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.

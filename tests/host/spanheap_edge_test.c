@@ -1,0 +1,180 @@
+/*
+ * The span heap's boundaries that a mutation review of mm/spanheap*.c
+ * found untested: each test here fails when one comparison or one check
+ * of the heap is changed by a step (the commit that added each names the
+ * mutant). calloc's overflow, realloc's "half or more stays", the atomic
+ * large allocation's page limit, an atomic realloc that must not grow in
+ * place, a large span's free racing another, and the sweeper's
+ * accounting of large spans.
+ *
+ * Each test makes its own heap over a 1 GiB arena and gives it back at
+ * the end.
+ */
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+/* A large object: past SC_MAX_SIZE, a span of its own. */
+#define LARGE_PAGES (SC_MAX_SIZE / PG + 2)
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/*
+ * A calloc whose n * size does not fit a size_t gets NULL, not the
+ * object of the product's low bits: 2^32 * 2^32 wraps to 0 and
+ * (2^60 + 1) * 16 to 16, each a size the heap would hand out.
+ */
+KTEST(spanheap_edge, calloc_overflow_is_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KEXPECT(spanheap_calloc(&sh, (size_t)1 << 32, (size_t)1 << 32, 0) ==
+	        NULL);
+	KEXPECT(spanheap_calloc(&sh, ((size_t)1 << 60) + 1, 16, 0) == NULL);
+	KEXPECT(spanheap_calloc(&sh, SIZE_MAX, 2, 0) == NULL);
+	/* The same sizes that fit are served. */
+	void *p = spanheap_calloc(&sh, 1, 16, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the callocs");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A small object realloc'ed to exactly half its class stays where it is
+ * (the rule is "half or more"); one byte class less moves it.
+ */
+KTEST(spanheap_edge, realloc_to_exactly_half_stays)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && spanheap_usable_size(&sh, p) == 64);
+	memset(p, 7, 64);
+	KASSERT(spanheap_realloc(&sh, p, 32, 0) == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 64);
+	void *q = spanheap_realloc(&sh, p, 16, 0);
+	KASSERT(q);
+	KEXPECT(q != p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), 16);
+	KEXPECT_EQ(((unsigned char *)q)[15], 7);
+	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the reallocs");
+	sh_heap_release(&heap);
+}
+
+/*
+ * An atomic caller may take MHEAP_ATOMIC_MAX_PAGES pages at once,
+ * alignment pages included: exactly that many is served, one more is
+ * refused. The page heap has the pages free (a thread allocation grew it
+ * and gave them back), so only the limit decides.
+ */
+KTEST(spanheap_edge, atomic_large_up_to_the_page_limit)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *warm = spanheap_alloc(&sh, 4 * MHEAP_ATOMIC_MAX_PAGES * PG, 0);
+	KASSERT(warm);
+	spanheap_free(&sh, warm);
+	void *p = spanheap_alloc(&sh, MHEAP_ATOMIC_MAX_PAGES * PG, MM_ATOMIC);
+	KEXPECT(p != NULL);
+	/* 60 pages aligned to 5: 4 pages of slack, 64 in all. */
+	void *a = spanheap_alloc_aligned(&sh, (MHEAP_ATOMIC_MAX_PAGES - 4) * PG,
+	                                 5 * PG, MM_ATOMIC);
+	KEXPECT(a != NULL);
+	KEXPECT((uintptr_t)a % (5 * PG) == 0);
+	mm_port_set_quiet(true);
+	KEXPECT(spanheap_alloc(&sh, (MHEAP_ATOMIC_MAX_PAGES + 1) * PG,
+	                       MM_ATOMIC) == NULL);
+	KEXPECT(spanheap_alloc_aligned(&sh, (MHEAP_ATOMIC_MAX_PAGES - 3) * PG,
+	                               5 * PG, MM_ATOMIC) == NULL);
+	mm_port_set_quiet(false);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, a);
+	SH_CHECK(&sh, "after the atomic allocations");
+	sh_heap_release(&heap);
+}
+
+/*
+ * Two frees of one large object that race: both looked its span up while
+ * it was live (spanheap_span_of), and the first has given it back by the
+ * time the second frees it. The second is caught by the compare-and-swap
+ * on the span's state, and nothing is given back twice.
+ */
+KTEST(spanheap_edge, racing_second_free_of_a_large_object)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, LARGE_PAGES * PG, 0);
+	KASSERT(p);
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(&sh, p, &idx, "free");
+	KASSERT(atomic_load(&s->state) == MSPAN_LARGE);
+	spanheap_free(&sh, p);
+	size_t in_use = sh_in_use_pages(&heap);
+	bool fired = MM_PORT_PANICS(spanheap_large_free(&sh, s, p));
+	KEXPECT(fired);
+	sh_unpin_after_panic();
+	KEXPECT(fired && strstr(mm_port_last_panic(),
+	                        "a large span freed twice") != NULL);
+	KEXPECT_EQ(sh_in_use_pages(&heap), in_use);
+	SH_CHECK(&sh, "after the racing free");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A sweep cycle sweeps large spans too: each cycle moves a live large
+ * span's sweepgen up to the heap's and counts it in swept_spans, so the
+ * span never reads as unswept (sg - 2) or older.
+ */
+KTEST(spanheap_edge, sweep_cycle_sweeps_large_spans)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, LARGE_PAGES * PG, 0);
+	KASSERT(p);
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(&sh, p, &idx, "usable size");
+	KASSERT(atomic_load(&s->state) == MSPAN_LARGE);
+	for (unsigned cycle = 1; cycle <= 2; cycle++) {
+		spanheap_sweep_cycle(&sh);
+		struct spanheap_stats st;
+		spanheap_stats(&sh, &st);
+		KEXPECT_EQ(st.n.swept_spans, cycle);
+		KEXPECT_EQ(atomic_load(&s->sweepgen),
+		           atomic_load(&sh.sweepgen));
+	}
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the cycles");
+	sh_heap_release(&heap);
+}
+
+/*
+ * An atomic realloc of a large object never grows it in place, even with
+ * free pages right after it: that would ask the page heap to extend the
+ * run (mheap_extend_pages), which may map pages and sleep. It moves
+ * instead, to a block of the size asked (no eighth more: an atomic caller
+ * is held to MHEAP_ATOMIC_MAX_PAGES), contents kept. A thread realloc
+ * grows the same objects in place, before and after.
+ */
+KTEST(spanheap_edge, atomic_realloc_does_not_grow_in_place)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	size_t from = LARGE_PAGES * PG, to = 2 * LARGE_PAGES * PG;
+	/* The first large span's struct page lands right after it: a
+	 * second large object has free pages after it. */
+	void *first = spanheap_alloc(&sh, from, 0);
+	unsigned char *p = spanheap_alloc(&sh, from, 0);
+	KASSERT(first && p);
+	KASSERT(spanheap_realloc(&sh, p, from + PG, 0) == p);
+	memset(p, 5, from);
+	unsigned char *q = spanheap_realloc(&sh, p, to, MM_ATOMIC);
+	KASSERT(q);
+	KEXPECT(q != p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), to);
+	KEXPECT(q[0] == 5 && q[from - 1] == 5);
+	KEXPECT(spanheap_realloc(&sh, q, to + PG, 0) == q);
+	spanheap_free(&sh, q);
+	spanheap_free(&sh, first);
+	SH_CHECK(&sh, "after the reallocs");
+	sh_heap_release(&heap);
+}
