@@ -196,3 +196,64 @@ KTEST(spanheap_sweeper, pending_frees_wake_an_idle_sweeper)
 	free_all(p, N);
 	sh_heap_release(&heap);
 }
+
+/*
+ * Frees pending of exactly min_pending_bytes (1 MiB, above an eighth of
+ * the 2 MiB in use) are due: the threshold is "at least", so the sweeper
+ * runs one cycle.
+ */
+KTEST(spanheap_sweeper, cycle_at_exactly_min_pending_bytes)
+{
+	enum { N = (2 << 20) / 64, FREED = (1 << 20) / 64 };
+	KASSERT(sweeper_heap(10));
+	KASSERT_EQ(sh.cfg.min_pending_bytes, (size_t)FREED * 64);
+	void **p = in_use_then_pending(N, FREED);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(1), 1);
+	spanheap_sweeper_stop(&sh);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The free whose spill brings the pending bytes to exactly
+ * min_pending_bytes (here 512 KiB, the second of the kick's 256 KiB
+ * steps) wakes the sweeper; the spill that crossed the first step, at
+ * half of it, does not. Frees one at a time from CPU 1, so each spill
+ * (half a magazine, pending bits as no CPU caches the spans) is the only
+ * one of its free. No sweeper thread: the wake event alone tells.
+ */
+KTEST(spanheap_sweeper, kick_at_exactly_min_pending_bytes)
+{
+	enum { MIN = 512 << 10, N = 2 * MIN / 64 };
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.period_ns = HOUR_NS;
+	sc.min_pending_bytes = MIN;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mm_port_set_cpu(0);
+	void **p = in_use_then_pending(N, 0);
+	KASSERT(p);
+	_Atomic uint64_t *pending = &sh.caches[1].n.pending_bytes;
+	uint64_t seen = mm_event_prepare(&sh.sweeper.wake);
+	bool half_woke = false;
+	mm_port_set_cpu(1);
+	size_t i = 0;
+	for (; i < N && atomic_load(pending) < MIN; i++) {
+		spanheap_free(&sh, p[i]);
+		p[i] = NULL;
+		if (atomic_load(pending) >= MIN / 2 &&
+		    atomic_load(pending) < MIN)
+			half_woke |= mm_event_prepare(&sh.sweeper.wake) != seen;
+	}
+	mm_port_set_cpu(0);
+	KEXPECT(!half_woke);
+	KASSERT_EQ(atomic_load(pending), MIN);
+	KEXPECT(mm_event_prepare(&sh.sweeper.wake) != seen);
+	free_all(p, N);
+	sh_heap_release(&heap);
+}
