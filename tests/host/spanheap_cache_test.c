@@ -226,3 +226,54 @@ KTEST(spanheap_cache, cycle_between_a_span_made_and_cached)
 	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
 	sh_heap_release(&heap);
 }
+
+/* CPU 0 runs through two spans of 64-byte objects, then CPU 1 frees
+ * nfree objects of the second (the one CPU 0 caches) and flushes; CPU 0
+ * allocates once more. Returns the refills that allocation counted (0:
+ * the fold kept the span), or UINT64_MAX if something failed. */
+static uint64_t refills_after_remote_frees(unsigned nfree)
+{
+	unsigned cls = sizeclass_of(64), n = sizeclass_info[cls].nelems;
+	if (!sh_heap_fresh(&heap, &sh))
+		return UINT64_MAX;
+	uint64_t r = UINT64_MAX;
+	void **p = calloc(2 * (size_t)n, sizeof(*p));
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	if (p && st && sh_alloc_n(&sh, p, 2 * (size_t)n, 64) &&
+	    sh.caches[0].alloc[cls]->base == (uintptr_t)p[n]) {
+		spanheap_stats(&sh, st);
+		uint64_t before = st->refills;
+		mm_port_set_cpu(1);
+		for (unsigned i = 0; i < nfree; i++) {
+			spanheap_free(&sh, p[n + i]);
+			p[n + i] = NULL;
+		}
+		spanheap_flush_cache(&sh);
+		mm_port_set_cpu(0);
+		p[n] = spanheap_alloc(&sh, 64, 0);
+		spanheap_stats(&sh, st);
+		r = p[n] ? st->refills - before : UINT64_MAX;
+	}
+	for (size_t k = 0; p && k < 2 * (size_t)n; k++)
+		if (p[k])
+			spanheap_free(&sh, p[k]);
+	SH_CHECK(&sh, "after the frees");
+	free(st);
+	free(p);
+	sh_heap_release(&heap);
+	return r;
+}
+
+/*
+ * The fold's "worth keeping" rule at its boundary: a cached span that
+ * has exactly an eighth of its objects free after the fold is kept (no
+ * refill counted); one object fewer and it goes back, and the allocation
+ * counts a trip to the central lists.
+ */
+KTEST(spanheap_cache, refill_keeps_a_span_exactly_an_eighth_free)
+{
+	unsigned n = sizeclass_info[sizeclass_of(64)].nelems;
+	KASSERT_EQ(n % 8, 0);
+	KEXPECT_EQ(refills_after_remote_frees(n / 8), 0);
+	KEXPECT_EQ(refills_after_remote_frees(n / 8 - 1), 1);
+}
