@@ -6,15 +6,17 @@
  *
  * Algorithm: slots.c, "fork" (the slots this takes and gives back, and
  * the membarrier(2) handshake, invariant 3, that keeps their fast
- * holders out). prepare: stop and join the background threads, set
- * MM_SLOT_FORK in every slot, fence the other threads, take every slot
- * on the slow path. parent: clear every busy, then every flag. child:
- * this thread owns its slot alone, every other is free; it registers for
- * membarrier again.
+ * holders out). prepare: stop and join the background threads, take
+ * glibc's stdio list lock, set MM_SLOT_FORK in every slot, fence the
+ * other threads, take every slot on the slow path. parent: clear every busy,
+ * then every flag. child: this thread owns its slot alone, every other is free;
+ * it registers for membarrier again.
  *
  * Locking: prepare takes mm_malloc_ctl_lock (slots.c), which serialises
  * fork with the background threads' start; parent releases it, child
- * initialises it anew. The slots are taken in index order, with this
+ * initialises it anew. Then glibc's stdio list lock, before the slots
+ * (as glibc takes its own malloc's locks after it); parent unlocks it,
+ * child resets it. The slots are taken in index order, with this
  * thread's own calls meanwhile passing as nested.
  */
 #define _GNU_SOURCE
@@ -66,8 +68,27 @@ void mm_malloc_fork_init(void)
  * meanwhile pass as nested (it holds every slot). Never written. */
 static _Atomic unsigned fork_nested;
 
-/* fork_prepare with ctl_lock already held. */
-static void fork_prepare_locked(void)
+/*
+ * glibc's stdio list lock (exported since 2.2.5, undeclared in its
+ * headers). Its fork takes that lock after every prepare handler, ours
+ * included, and its own malloc's locks after it, because a thread may
+ * allocate holding it, or holding a stream's lock that a holder of the
+ * list lock waits for (getline allocates under its stream's lock, and
+ * fflush(NULL) locks every stream under the list's). Until this version
+ * our handler took every slot first: such a thread then waited for its
+ * slot, and fork for the list lock, for ever. So the fork handlers take
+ * it before the slots, once the background threads (which may print)
+ * are stopped: glibc's own take of it then nests (the lock is
+ * recursive). Weak: a C library without it forks as before.
+ */
+extern void _IO_list_lock(void) __attribute__((weak));
+extern void _IO_list_unlock(void) __attribute__((weak));
+extern void _IO_list_resetlock(void) __attribute__((weak));
+
+/* fork_prepare with ctl_lock already held; stdio: take glibc's stdio
+ * list lock too (fork's handlers; not _Fork's, which runs none of
+ * glibc's fork and takes no lock of its). */
+static void fork_prepare_locked(bool stdio)
 {
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {
 		if (getpid() == mm_malloc_bg_pid) {
@@ -87,6 +108,8 @@ static void fork_prepare_locked(void)
 	if (mm_malloc_self.slot_id < 0)
 		mm_malloc_first_use();
 	mm_malloc_self.held = &fork_nested;
+	if (stdio && _IO_list_lock)
+		_IO_list_lock();
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		atomic_fetch_or(&mm_malloc_slots[s].state, MM_SLOT_FORK);
 	if (mm_malloc_fences)
@@ -98,7 +121,7 @@ static void fork_prepare_locked(void)
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&mm_malloc_ctl_lock);
-	fork_prepare_locked();
+	fork_prepare_locked(true);
 }
 
 /* Lets this thread's calls and the background threads start again. */
@@ -109,7 +132,8 @@ static void fork_resume(void)
 		atomic_store(&mm_malloc_bg_state, MM_BG_ALLOWED);
 }
 
-static void fork_parent(void)
+/* The parent's side: gives back what fork_prepare_locked(stdio) took. */
+static void release_parent(bool stdio)
 {
 	/* busy first: a fast entry that sees the flag gone finds the slot
 	 * free; a slow one waits for busy either way. */
@@ -119,10 +143,18 @@ static void fork_parent(void)
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		atomic_fetch_and(&mm_malloc_slots[s].state, ~MM_SLOT_FORK);
 	fork_resume();
+	if (stdio && _IO_list_unlock)
+		_IO_list_unlock();
 	pthread_mutex_unlock(&mm_malloc_ctl_lock);
 }
 
-static void fork_child(void)
+static void fork_parent(void)
+{
+	release_parent(true);
+}
+
+/* The child's side of fork_prepare_locked(stdio). */
+static void release_child(bool stdio)
 {
 	/* The other threads are gone, their slots and shares with them: this
 	 * thread owns its slot alone (unless it is past its exit). */
@@ -142,7 +174,16 @@ static void fork_child(void)
 	mm_malloc_self.fast =
 	        own && mm_malloc_fences ? &mm_malloc_slots[me] : NULL;
 	fork_resume();
+	/* glibc reset the list lock already if the parent had threads; if
+	 * not, it never took it, and ours is this thread's alone. */
+	if (stdio && _IO_list_resetlock)
+		_IO_list_resetlock();
 	pthread_mutex_init(&mm_malloc_ctl_lock, NULL);
+}
+
+static void fork_child(void)
+{
+	release_child(true);
 }
 
 /*
@@ -190,11 +231,11 @@ __attribute__((visibility("default"))) pid_t _Fork(void)
 		pthread_mutex_unlock(&mm_malloc_ctl_lock);
 		return real_Fork();
 	}
-	fork_prepare_locked();
+	fork_prepare_locked(false);
 	pid_t pid = real_Fork();
 	if (pid == 0)
-		fork_child();
+		release_child(false);
 	else
-		fork_parent();
+		release_parent(false);
 	return pid;
 }

@@ -213,6 +213,7 @@ int main(int argc, char **argv)
 	        {"threads_share", test_threads_share},
 	        {"fork", test_fork},
 	        {"fork_handler_order", test_fork_handler_order},
+	        {"fork_stdio_lock", test_fork_stdio_lock},
 	        {"slot_mode", test_slot_mode},
 	        {"fork_stress", test_fork_stress},
 	        {"fork_shared", test_fork_shared},

@@ -64,6 +64,7 @@ const char *test_thread_churn(void);
 const char *test_threads_share(void);
 const char *test_fork(void);
 const char *test_fork_handler_order(void);
+const char *test_fork_stdio_lock(void);
 const char *test_slot_mode(void);
 const char *test_fork_stress(void);
 const char *test_fork_shared(void);

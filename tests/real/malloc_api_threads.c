@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -209,5 +210,74 @@ const char *test_fork_handler_order(void)
 		      "deadlock) %s",
 		      whose[i], st, out);
 	}
+	return NULL;
+}
+
+/*
+ * glibc's fork takes its stdio list lock after every prepare handler, and
+ * its own malloc's locks after that ("the libio list lock has an indirect
+ * malloc dependency", posix/fork.c): a thread may hold that lock (or a
+ * stream's, which fflush(NULL) waits for under it) while it allocates, as
+ * getline does under its stream's lock. Here one thread allocates with a
+ * stream locked, another flushes every stream, and the main thread
+ * forks. The allocator's prepare handler held every slot while glibc
+ * then waited for the list lock: its holder waited for the stream, whose
+ * holder waited in malloc for its slot, and fork never returned (every
+ * run here, within the first forks).
+ */
+static FILE *stdio_stream;
+static atomic_bool stdio_stop;
+
+static void *stdio_allocator(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stdio_stop)) {
+		flockfile(stdio_stream);
+		for (int i = 0; i < 64; i++)
+			free(malloc(100));
+		funlockfile(stdio_stream);
+	}
+	return NULL;
+}
+
+static void *stdio_flusher(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&stdio_stop))
+		fflush(NULL);
+	return NULL;
+}
+
+static void fork_under_stdio_lock(void)
+{
+	stdio_stream = fopen("/dev/null", "w");
+	if (!stdio_stream)
+		_exit(2);
+	pthread_t a, f;
+	pthread_create(&a, NULL, stdio_allocator, NULL);
+	pthread_create(&f, NULL, stdio_flusher, NULL);
+	for (int i = 0; i < 100; i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(malloc(32) ? 0 : 1);
+		int st;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(3);
+	}
+	atomic_store(&stdio_stop, true);
+	pthread_join(a, NULL);
+	pthread_join(f, NULL);
+}
+
+const char *test_fork_stdio_lock(void)
+{
+	char out[256];
+	int st = in_child(fork_under_stdio_lock, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "100 forks while a thread allocates holding a stream's lock "
+	      "and another flushes every stream: status %#x (SIGALRM: "
+	      "deadlock) %s",
+	      st, out);
 	return NULL;
 }
