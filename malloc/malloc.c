@@ -15,7 +15,9 @@
  *   - malloc_usable_size(NULL) is 0;
  *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
  *     system calls that may fail on its paths (a lock's futex wait, the
- *     madvise that gives pages back) restore it (port_prod.c);
+ *     madvise that gives pages back) restore it (port_prod.c); so do
+ *     the mprotects of a growth, which may fail while the allocation
+ *     still succeeds (under RLIMIT_DATA);
  *   - so does a call that succeeds (posix_memalign must): the heap's
  *     set-up and the background threads' start restore what their
  *     failing system calls set (slots.c).

@@ -148,14 +148,30 @@ void mm_port_unreserve(void *addr, size_t nbytes)
 	munmap(addr, nbytes);
 }
 
-bool mm_port_map(void *addr, size_t nbytes)
+/*
+ * A failed map or prepare leaves errno as it was: mprotect fails with
+ * ENOMEM under RLIMIT_DATA or the VMA limit, but a growth that fails is
+ * not yet an allocation that fails (the heap grows a reserve ahead and
+ * rounds growths to whole chunks, and the allocation may be served from
+ * what is left); an API call that does fail sets ENOMEM itself
+ * (malloc.c). Until this version the mprotect's ENOMEM leaked out of
+ * allocations that succeeded near RLIMIT_DATA.
+ */
+static bool make_writable(void *addr, size_t nbytes)
 {
-	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0)
-		return true;
+	int saved = errno;
+	bool ok = mprotect(addr, nbytes, PROT_READ | PROT_WRITE) == 0;
 	/* Part may have changed (the VMA limit): it was not mapped before,
 	 * so taking it all back restores it. */
-	mprotect(addr, nbytes, PROT_NONE);
-	return false;
+	if (!ok)
+		mprotect(addr, nbytes, PROT_NONE);
+	errno = saved;
+	return ok;
+}
+
+bool mm_port_map(void *addr, size_t nbytes)
+{
+	return make_writable(addr, nbytes);
 }
 
 bool mm_port_used(void *addr, size_t nbytes)
@@ -167,7 +183,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
-	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+	if (!make_writable(addr, nbytes))
 		return false;
 	mm_malloc_note_growth(nbytes);
 	return true;

@@ -229,6 +229,7 @@ static const struct {
         {"first-pthread", scenario_first_pthread},
         {"pthread-exit", scenario_pthread_exit},
         {"errno-setup", scenario_errno_setup},
+        {"errno-data-limit", scenario_errno_data_limit},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

@@ -229,6 +229,7 @@ int main(int argc, char **argv)
 	        {"address_limit", test_address_limit},
 	        {"calloc_large_untouched", test_calloc_large_untouched},
 	        {"errno_setup", test_errno_setup},
+	        {"errno_data_limit", test_errno_data_limit},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

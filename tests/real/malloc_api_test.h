@@ -80,8 +80,10 @@ const char *test_first_allocations(void);
 const char *test_address_limit(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
+const char *test_errno_data_limit(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
+int scenario_errno_data_limit(void);
 
 #endif
