@@ -103,6 +103,9 @@ API void *realloc(void *p, size_t size)
 	mm_malloc_leave(held);
 	if (!n)
 		return fail(ENOMEM);
+	/* A heap grown by realloc alone (a buffer doubled) starts them
+	 * too. */
+	mm_malloc_maybe_start_bg();
 	return n;
 }
 

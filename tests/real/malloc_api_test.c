@@ -221,6 +221,7 @@ int main(int argc, char **argv)
 	        {"exit_late", test_exit_late},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
+	        {"realloc_background", test_realloc_background},
 	        {"no_background", test_no_background},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},

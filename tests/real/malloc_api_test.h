@@ -72,6 +72,7 @@ const char *test_exchange_mode(void);
 const char *test_exit_late(void);
 const char *test_misuse(void);
 const char *test_background(void);
+const char *test_realloc_background(void);
 const char *test_no_background(void);
 const char *test_underscore_fork(void);
 const char *test_signal_fork(void);
@@ -84,6 +85,7 @@ const char *test_errno_data_limit(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
+int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
 
 #endif
