@@ -17,7 +17,10 @@
  * initialises it anew. Then glibc's stdio list lock, before the slots
  * (as glibc takes its own malloc's locks after it); parent unlocks it,
  * child resets it. The slots are taken in index order, with this
- * thread's own calls meanwhile passing as nested.
+ * thread's own calls meanwhile passing as nested. A fork from a signal
+ * handler that interrupted this thread's own call, or its hold of
+ * ctl_lock (error-checking, so that this is told), skips the handlers
+ * (fork_skipped).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -118,9 +121,34 @@ static void fork_prepare_locked(bool stdio)
 		mm_malloc_slot_take(s);
 }
 
+/*
+ * fork() from a signal handler that interrupted this thread inside a
+ * call (its slot held, or being left on the fast path), or inside the
+ * background threads' start or a fork's handlers (ctl_lock its own):
+ * the handlers would wait for this thread, for ever. glibc's fork skips
+ * its own locks in a single-threaded process so that a handler may fork
+ * there (its child to exec or _exit), and until this version ours hung
+ * it. The handlers then do nothing, as _Fork does in that case (below):
+ * the child may only do what an async-signal-safe fork's child may.
+ * Counted per thread, for the parent or child handler to match: such a
+ * fork may come between another's prepare and parent in this thread.
+ */
+static _Thread_local unsigned fork_skipped;
+
+static bool own_call_interrupted(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	/* Only this thread writes its fast slot's in. */
+	return t->held || (t->fast && atomic_load(&t->fast->in));
+}
+
 static void fork_prepare(void)
 {
-	pthread_mutex_lock(&mm_malloc_ctl_lock);
+	if (own_call_interrupted() ||
+	    pthread_mutex_lock(&mm_malloc_ctl_lock) == EDEADLK) {
+		fork_skipped++;
+		return;
+	}
 	fork_prepare_locked(true);
 }
 
@@ -150,7 +178,10 @@ static void release_parent(bool stdio)
 
 static void fork_parent(void)
 {
-	release_parent(true);
+	if (fork_skipped)
+		fork_skipped--;
+	else
+		release_parent(true);
 }
 
 /* The child's side of fork_prepare_locked(stdio). */
@@ -178,12 +209,16 @@ static void release_child(bool stdio)
 	 * not, it never took it, and ours is this thread's alone. */
 	if (stdio && _IO_list_resetlock)
 		_IO_list_resetlock();
-	pthread_mutex_init(&mm_malloc_ctl_lock, NULL);
+	mm_malloc_ctl_lock =
+	        (pthread_mutex_t)PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
 }
 
 static void fork_child(void)
 {
-	release_child(true);
+	if (fork_skipped)
+		fork_skipped--;
+	else
+		release_child(true);
 }
 
 /*

@@ -153,7 +153,9 @@ static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
 bool mm_malloc_fences;
 static pthread_key_t exit_key;
 static bool key_ready;
-pthread_mutex_t mm_malloc_ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Error-checking: a fork from a signal handler that interrupted its
+ * holder in this thread is told so (EDEADLK) instead of waiting. */
+pthread_mutex_t mm_malloc_ctl_lock = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
 static atomic_uint claim_hint;
 
 static void slot_exit(void *arg);

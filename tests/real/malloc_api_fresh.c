@@ -277,6 +277,7 @@ static const struct {
         {"errno-setup", scenario_errno_setup},
         {"errno-data-limit", scenario_errno_data_limit},
         {"realloc-background", scenario_realloc_background},
+        {"handler-fork", scenario_handler_fork},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

@@ -225,6 +225,7 @@ int main(int argc, char **argv)
 	        {"no_background", test_no_background},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
+	        {"handler_fork", test_handler_fork},
 	        {"clone_child", test_clone_child},
 	        {"first_allocations", test_first_allocations},
 	        {"address_limit", test_address_limit},

@@ -76,6 +76,7 @@ const char *test_realloc_background(void);
 const char *test_no_background(void);
 const char *test_underscore_fork(void);
 const char *test_signal_fork(void);
+const char *test_handler_fork(void);
 const char *test_clone_child(void);
 const char *test_first_allocations(void);
 const char *test_address_limit(void);
@@ -85,6 +86,7 @@ const char *test_errno_data_limit(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
+int scenario_handler_fork(void);
 int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
 
