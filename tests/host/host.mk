@@ -38,7 +38,7 @@ FUZZ_TARGETS := palloc_fuzz spanheap_fuzz
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_BINS := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
-	tests/host/mm_port_posix.c
+	tests/host/mm_port_posix.c tests/host/mm_port_posix_cpu.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
@@ -144,6 +144,7 @@ test-sizeclasses:
 BENCH_DIR := $(HOST_BUILD)/bench
 BENCH_BIN := $(BENCH_DIR)/palloc_bench
 BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/mm_port_posix_cpu.c \
 	tests/host/bench/palloc_bench.c
 
 $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
@@ -154,6 +155,7 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 # The span heap against real allocators (tools/bench-spanheap runs it).
 SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/mm_port_posix_cpu.c \
 	tests/host/bench/spanheap_bench.c
 
 $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)

@@ -28,7 +28,8 @@
  * rank held; a violation mm_panics naming both locks. There are no
  * interrupts: the "irq state" is always 0; a test can put a thread in
  * simulated atomic context (mm_port_set_atomic), where it may not sleep.
- * CPUs: each thread says which CPU it is (mm_port_set_cpu, default 0).
+ * CPUs (mm_port_posix_cpu.c): each thread says which CPU it is
+ * (mm_port_set_cpu, default 0).
  * Pinning takes the CPU's slot exclusively (a spin on one atomic word per
  * CPU), so threads that say the same CPU take turns as a CPU's threads
  * and interrupt handlers would; a pinned thread is in atomic context. A
@@ -46,6 +47,7 @@
  */
 #define _GNU_SOURCE
 #include "mm_port_posix.h"
+#include "mm_port_posix_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -81,12 +83,11 @@ _Static_assert(MM_RANK_COUNT <= 32, "held_ranks has a bit per rank");
 static _Thread_local const struct posix_lock *held[MM_RANK_COUNT];
 static _Thread_local unsigned held_ranks;
 static _Thread_local bool atomic_context;
-static _Thread_local unsigned cpu_id;
-/* The inline pin's (mm_port_posix_pin.h): cpu_id while bound. */
+_Thread_local unsigned mm_posix_cpu_id;
+/* The inline pin's (mm_port_posix_pin.h): mm_posix_cpu_id while bound. */
 _Thread_local unsigned long mm_posix_bound_cpu = MM_POSIX_UNBOUND;
 /* Pins held, but a bound thread's. */
-static _Thread_local unsigned pin_depth;
-#define cpu_bound (mm_posix_bound_cpu != MM_POSIX_UNBOUND)
+_Thread_local unsigned mm_posix_pin_depth;
 static _Thread_local jmp_buf *panic_catch;
 
 static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -117,7 +118,7 @@ static void expect_no_lock(const char *what)
 }
 
 /* Hooks that may sleep call this first. */
-static void expect_can_sleep(const char *what)
+void mm_posix_expect_can_sleep(const char *what)
 {
 	expect_no_lock(what);
 	if (atomic_context)
@@ -295,186 +296,13 @@ size_t mm_port_mapped_bytes(void)
 
 bool mm_port_can_sleep(void)
 {
-	return !atomic_context && !held_ranks && !pin_depth;
+	return !atomic_context && !held_ranks && !mm_posix_pin_depth;
 }
 
 void mm_port_yield(void)
 {
-	expect_can_sleep("mm_port_yield");
+	mm_posix_expect_can_sleep("mm_port_yield");
 	sched_yield();
-}
-
-/* One word per CPU slot: 1 while a thread is pinned to it; and whether a
- * thread is bound to it (mm_port_bind_cpu), holding it for good. */
-static struct {
-	_Alignas(64) atomic_uint busy;
-	atomic_bool bound;
-} cpu_slots[MM_MAX_CPUS];
-
-/* Waits for the CPU slot another thread holds. */
-static __attribute__((noinline)) void pin_wait(unsigned cpu)
-{
-	do {
-		while (atomic_load_explicit(&cpu_slots[cpu].busy,
-		                            memory_order_relaxed))
-			sched_yield();
-	} while (atomic_exchange_explicit(&cpu_slots[cpu].busy, 1,
-	                                  memory_order_acquire));
-}
-
-/* The unbound pin and unpin; called through the thunks below. */
-unsigned mm_posix_pin_slow(void);
-unsigned mm_posix_pin_slow(void)
-{
-	unsigned c = cpu_id;
-	if (pin_depth++ == 0 && !cpu_bound &&
-	    atomic_exchange_explicit(&cpu_slots[c].busy, 1,
-	                             memory_order_acquire))
-		pin_wait(c);
-	return c;
-}
-
-void mm_posix_unpin_slow(unsigned cpu);
-void mm_posix_unpin_slow(unsigned cpu)
-{
-	if (pin_depth == 0 || cpu != cpu_id)
-		mm_panic("mm_port_unpin without its pin");
-	if (--pin_depth == 0 && !cpu_bound)
-		atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
-		                      memory_order_release);
-}
-
-/*
- * mm_posix_pin_thunk and mm_posix_unpin_thunk call the two above keeping
- * every register but %rax: the other caller-saved general registers are
- * pushed, the stack aligned, and %xmm0-15 saved (the C callee and libc's
- * sched_yield may use them). The inline pin (mm_port_posix_pin.h) calls
- * them from asm, so its callers keep values in those registers across
- * the pin. The unpin's argument comes in %edi, as the C callee wants it.
- */
-#define PIN_THUNK(name, target)                                     \
-	__asm__(".text\n"                                           \
-	        ".globl " #name "\n"                                \
-	        ".type " #name ", @function\n" #name ":\n"          \
-	        "	push %rbp\n"                                      \
-	        "	mov %rsp, %rbp\n"                                 \
-	        "	push %rcx\n	push %rdx\n	push %rsi\n	push "        \
-	        "%rdi\n"                                            \
-	        "	push %r8\n	push %r9\n	push %r10\n	push "          \
-	        "%r11\n"                                            \
-	        "	and $-16, %rsp\n"                                 \
-	        "	sub $256, %rsp\n"                                 \
-	        "	movdqu %xmm0, 0(%rsp)\n	movdqu %xmm1, 16(%rsp)\n" \
-	        "	movdqu %xmm2, 32(%rsp)\n	movdqu %xmm3, "          \
-	        "48(%rsp)\n"                                        \
-	        "	movdqu %xmm4, 64(%rsp)\n	movdqu %xmm5, "          \
-	        "80(%rsp)\n"                                        \
-	        "	movdqu %xmm6, 96(%rsp)\n	movdqu %xmm7, "          \
-	        "112(%rsp)\n"                                       \
-	        "	movdqu %xmm8, 128(%rsp)\n	movdqu %xmm9, "         \
-	        "144(%rsp)\n"                                       \
-	        "	movdqu %xmm10, 160(%rsp)\n	movdqu %xmm11, "       \
-	        "176(%rsp)\n"                                       \
-	        "	movdqu %xmm12, 192(%rsp)\n	movdqu %xmm13, "       \
-	        "208(%rsp)\n"                                       \
-	        "	movdqu %xmm14, 224(%rsp)\n	movdqu %xmm15, "       \
-	        "240(%rsp)\n"                                       \
-	        "	call " #target "\n"                         \
-	        "	movdqu 0(%rsp), %xmm0\n	movdqu 16(%rsp), %xmm1\n" \
-	        "	movdqu 32(%rsp), %xmm2\n	movdqu 48(%rsp), "       \
-	        "%xmm3\n"                                           \
-	        "	movdqu 64(%rsp), %xmm4\n	movdqu 80(%rsp), "       \
-	        "%xmm5\n"                                           \
-	        "	movdqu 96(%rsp), %xmm6\n	movdqu 112(%rsp), "      \
-	        "%xmm7\n"                                           \
-	        "	movdqu 128(%rsp), %xmm8\n	movdqu 144(%rsp), "     \
-	        "%xmm9\n"                                           \
-	        "	movdqu 160(%rsp), %xmm10\n	movdqu 176(%rsp), "    \
-	        "%xmm11\n"                                          \
-	        "	movdqu 192(%rsp), %xmm12\n	movdqu 208(%rsp), "    \
-	        "%xmm13\n"                                          \
-	        "	movdqu 224(%rsp), %xmm14\n	movdqu 240(%rsp), "    \
-	        "%xmm15\n"                                          \
-	        "	lea -64(%rbp), %rsp\n"                            \
-	        "	pop %r11\n	pop %r10\n	pop %r9\n	pop "             \
-	        "%r8\n"                                             \
-	        "	pop %rdi\n	pop %rsi\n	pop %rdx\n	pop "            \
-	        "%rcx\n"                                            \
-	        "	pop %rbp\n"                                       \
-	        "	ret\n"                                            \
-	        ".size " #name ", . - " #name "\n")
-
-PIN_THUNK(mm_posix_pin_thunk, mm_posix_pin_slow);
-PIN_THUNK(mm_posix_unpin_thunk, mm_posix_unpin_slow);
-
-void mm_port_bind_cpu(unsigned cpu)
-{
-	if (pin_depth || cpu_bound)
-		mm_panic("mm_port_bind_cpu(%u) while pinned or bound to CPU %u",
-		         cpu, cpu_id);
-	cpu_id = cpu % MM_MAX_CPUS;
-	/* Before the slot: mm_port_each_other_cpu, which may be waiting
-	 * for it, sees that it will not come back. */
-	atomic_store_explicit(&cpu_slots[cpu_id].bound, true,
-	                      memory_order_seq_cst);
-	if (atomic_exchange_explicit(&cpu_slots[cpu_id].busy, 1,
-	                             memory_order_acquire))
-		pin_wait(cpu_id);
-	mm_posix_bound_cpu = cpu_id;
-}
-
-void mm_port_unbind_cpu(void)
-{
-	if (pin_depth || !cpu_bound)
-		mm_panic("mm_port_unbind_cpu while pinned or not bound");
-	mm_posix_bound_cpu = MM_POSIX_UNBOUND;
-	atomic_store_explicit(&cpu_slots[cpu_id].busy, 0, memory_order_release);
-	atomic_store_explicit(&cpu_slots[cpu_id].bound, false,
-	                      memory_order_release);
-}
-
-static _Atomic bool each_other_refused;
-
-void mm_port_refuse_each_other_cpu(bool refuse)
-{
-	atomic_store(&each_other_refused, refuse);
-}
-
-/* Takes slot cpu as a pin would, unless a thread is bound to it (and so
- * holds it for good): false then. */
-static bool slot_take_unbound(unsigned cpu)
-{
-	for (;;) {
-		if (atomic_load_explicit(&cpu_slots[cpu].bound,
-		                         memory_order_seq_cst))
-			return false;
-		if (!atomic_exchange_explicit(&cpu_slots[cpu].busy, 1,
-		                              memory_order_acquire))
-			return true;
-		sched_yield();
-	}
-}
-
-/*
- * Every other slot in turn, held as a pin holds it, so no thread is in
- * that CPU's cache meanwhile; slots bound threads hold are passed by (a
- * bound thread's fast path does not take its slot). One slot at a time:
- * nothing is held while a slot is waited for, so no thread waits on this
- * one in turn.
- */
-bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
-{
-	expect_can_sleep("mm_port_each_other_cpu");
-	if (atomic_load(&each_other_refused))
-		return false;
-	for (unsigned c = 0; c < MM_MAX_CPUS; c++) {
-		if (c == cpu_id || !slot_take_unbound(c))
-			continue;
-		fn(c, arg);
-		atomic_store_explicit(&cpu_slots[c].busy, 0,
-		                      memory_order_release);
-	}
-	return true;
 }
 
 void mm_port_set_atomic(bool on)
@@ -517,7 +345,7 @@ static void *thread_main(void *p)
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
                                        void *arg)
 {
-	expect_can_sleep("mm_port_thread_start");
+	mm_posix_expect_can_sleep("mm_port_thread_start");
 	struct mm_thread *t = malloc(sizeof(*t));
 	if (!t)
 		return NULL;
@@ -532,7 +360,7 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 
 void mm_port_thread_join(struct mm_thread *t)
 {
-	expect_can_sleep("mm_port_thread_join");
+	mm_posix_expect_can_sleep("mm_port_thread_join");
 	int err = pthread_join(t->tid, NULL);
 	if (err)
 		mm_panic("mm_port_thread_join(%s): %s", t->name, strerror(err));
@@ -606,7 +434,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 	if (!mm_port_can_sleep()) {
 		char what[80];
 		snprintf(what, sizeof(what), "mm_event_wait(%s)", p->name);
-		expect_can_sleep(what);
+		mm_posix_expect_can_sleep(what);
 	}
 	uint64_t now = mm_port_now_ns();
 	uint64_t deadline =
@@ -707,15 +535,15 @@ bool mm_lock_held(const mm_lock_t *l)
 
 void mm_port_set_cpu(unsigned cpu)
 {
-	if (pin_depth || cpu_bound)
+	if (mm_posix_pin_depth || cpu_bound)
 		mm_panic("mm_port_set_cpu while pinned or bound to CPU %u",
-		         cpu_id);
-	cpu_id = cpu % MM_MAX_CPUS;
+		         mm_posix_cpu_id);
+	mm_posix_cpu_id = cpu % MM_MAX_CPUS;
 }
 
 unsigned mm_port_cpu(void)
 {
-	return cpu_id;
+	return mm_posix_cpu_id;
 }
 
 /* ---- Diagnostics --------------------------------------------------------- */
@@ -740,10 +568,11 @@ void mm_panic(const char *fmt, ...)
 	if (jb) {
 		panic_catch = NULL;
 		/* The catcher goes on unpinned (a bad free panics pinned). */
-		if (pin_depth && !cpu_bound)
-			atomic_store_explicit(&cpu_slots[cpu_id].busy, 0,
-			                      memory_order_release);
-		pin_depth = 0;
+		if (mm_posix_pin_depth && !cpu_bound)
+			atomic_store_explicit(
+			        &mm_posix_cpu_slots[mm_posix_cpu_id].busy, 0,
+			        memory_order_release);
+		mm_posix_pin_depth = 0;
 		longjmp(*jb, 1);
 	}
 	fflush(stdout);

@@ -1,0 +1,31 @@
+/*
+ * tests/host/mm_port_posix_internal.h: what the POSIX port's two files
+ * (mm_port_posix.c, mm_port_posix_cpu.c) share. Not for tests.
+ */
+#ifndef TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
+#define TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "../../mm/port.h"
+
+/* The CPU this thread says it is (mm_port_set_cpu, default 0). */
+extern _Thread_local unsigned mm_posix_cpu_id;
+/* Pins held, but a bound thread's. */
+extern _Thread_local unsigned mm_posix_pin_depth;
+#define cpu_bound (mm_posix_bound_cpu != MM_POSIX_UNBOUND)
+
+/* One word per CPU slot: 1 while a thread is pinned to it; and whether a
+ * thread is bound to it (mm_port_bind_cpu), holding it for good. */
+struct mm_posix_cpu_slot {
+	_Alignas(64) atomic_uint busy;
+	atomic_bool bound;
+};
+extern struct mm_posix_cpu_slot mm_posix_cpu_slots[MM_MAX_CPUS];
+
+/* Hooks that may sleep call this first: mm_panics naming what if the
+ * caller holds an mm lock or is in (simulated) atomic context. */
+void mm_posix_expect_can_sleep(const char *what);
+
+#endif
