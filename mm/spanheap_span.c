@@ -1,6 +1,7 @@
 /*
- * mm/spanheap_span.c: spans, their structs and the all-spans array; large
- * objects; the misuse checks that find a pointer's span.
+ * mm/spanheap_span.c: spans; large objects; the misuse checks that find a
+ * pointer's span (span structs and the all-spans array are in
+ * spanheap_structs.c).
  *
  * Purpose: the span layer under the per-CPU caches and the central lists:
  * make a span from the page heap, fold its frees into its bitmaps, and
@@ -117,181 +118,6 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 	return s;
 }
 
-/* ---- The span-struct allocator and the all-spans array ------------------ */
-
-#define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
-_Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
-
-/*
- * Gives back pages the span heap took from the page heap and no span
- * holds (an aligned allocation's head and tail, a failed span's, its own
- * structures'). mheap_alloc_pages marked them page-heap memory in the
- * span table, and mheap_free_pages leaves the marks: their entries say
- * "no span" first, so that a stray pointer into them is told as one into
- * free pages. Any context but NMI, no lock held.
- */
-static void pages_put(struct mheap *h, void *p, size_t npages)
-{
-	mheap_span_set(h, (uintptr_t)p, npages, NULL);
-	mheap_free_pages(h, p, npages);
-}
-
-/* Pages for an all-spans array of cap entries (header included). */
-static size_t spans_pages(size_t cap)
-{
-	size_t bytes = sizeof(struct spanheap_spans) + cap * sizeof(void *);
-	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
-}
-
-/* An empty all-spans array with room for at least cap entries (all its
- * pages hold), with its live reference; NULL without memory. hflags:
- * enum mheap_alloc_flags. */
-static struct spanheap_spans *spans_new(struct mheap *h, size_t cap,
-                                        unsigned hflags)
-{
-	size_t np = spans_pages(cap);
-	struct spanheap_spans *a = mheap_alloc_pages(h, np, hflags);
-	if (!a)
-		return NULL;
-	*a = (struct spanheap_spans){.cap = (np * MM_PAGE_SIZE - sizeof(*a)) /
-	                                    sizeof(void *),
-	                             .npages = np};
-	a->v = (struct mspan **)(a + 1);
-	atomic_init(&a->refs, 1);
-	return a;
-}
-
-/* The first all-spans array, room for a few pages of structs (set-up). */
-bool spanheap_spans_init(struct spanheap *sh)
-{
-	sh->spans = spans_new(sh->heap, STRUCTS_PER_PAGE * 4, 0);
-	return sh->spans != NULL;
-}
-
-/* Drops a reference to an all-spans array; the last frees its pages. */
-void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
-{
-	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-		pages_put(sh->heap, a, a->npages);
-}
-
-/* Puts a page of span structs in array a (the live one, with room for
- * them) and on the free list. Under the heap lock. */
-static void structs_add_locked(struct spanheap *sh, struct spanheap_spans *a,
-                               struct mspan *page)
-{
-	for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
-		struct mspan *s = &page[i];
-		*s = (struct mspan){0};
-		a->v[a->len++] = s;
-		s->next = sh->free_structs;
-		sh->free_structs = s;
-	}
-	sh->nstructs += STRUCTS_PER_PAGE;
-	sh->nstructs_free += STRUCTS_PER_PAGE;
-}
-
-/*
- * Makes sure a span struct is free, growing the allocator (and the
- * all-spans array) from the page heap. False if memory ran out. No lock
- * held; thread context, or atomic with MM_ATOMIC.
- *
- * A thread caller grows the array once it is three quarters full, ahead
- * of need: an atomic caller may take at most MHEAP_ATOMIC_MAX_PAGES pages
- * at once, which holds an array of 32K spans, so past that an atomic
- * allocation that had to grow the array failed while memory was
- * plentiful, until a thread grew it. Ahead, a quarter of the array is
- * left for atomic callers between two thread callers' refills.
- */
-static bool structs_reserve(struct spanheap *sh, unsigned flags)
-{
-	struct mheap *h = sh->heap;
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	bool have = sh->free_structs != NULL;
-	size_t need = sh->spans->len + STRUCTS_PER_PAGE;
-	size_t cap = sh->spans->cap;
-	mm_lock_release(&h->lock, irq);
-	if (have)
-		return true;
-
-	struct spanheap_spans *na = NULL;
-	size_t room = (flags & MM_ATOMIC) ? cap : cap - cap / 4;
-	if (need > room) {
-		na = spans_new(h, cap * 2 > need ? cap * 2 : need,
-		               mheap_flags_of(flags));
-		if (!na && need > cap)
-			return false; /* ahead of need, it can wait */
-	}
-	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
-	if (!page) {
-		if (na)
-			pages_put(h, na, na->npages);
-		return false;
-	}
-	if (na)
-		mheap_hook(h, MHEAP_HOOK_SPANS_SIZED);
-	struct spanheap_spans *old = NULL;
-	irq = mm_lock_acquire(&h->lock);
-	struct spanheap_spans *cur = sh->spans;
-	/* Other CPUs may have replaced the array meanwhile, more than once:
-	 * na was sized from the cap read above, and must be bigger than
-	 * what is there now and hold it. If not, it goes back, and the
-	 * caller tries again if it still needs room (until this check, the
-	 * copy ran past its end). */
-	if (na && na->cap > cur->cap &&
-	    cur->len + STRUCTS_PER_PAGE <= na->cap) {
-		for (size_t i = 0; i < cur->len; i++)
-			na->v[i] = cur->v[i];
-		na->len = cur->len;
-		sh->spans = na;
-		old = cur; /* its live reference is dropped below */
-		na = NULL;
-		cur = sh->spans;
-	}
-	if (cur->len + STRUCTS_PER_PAGE <= cur->cap) {
-		structs_add_locked(sh, cur, page);
-		page = NULL;
-	}
-	mm_lock_release(&h->lock, irq);
-	if (old)
-		spanheap_spans_put(sh, old);
-	if (na)
-		pages_put(h, na, na->npages);
-	if (page) /* the array is full and na could not replace it */
-		pages_put(h, page, 1);
-	return true;
-}
-
-/* A free span struct, or NULL. Locking: the heap lock. */
-static struct mspan *struct_get_locked(struct spanheap *sh)
-{
-	struct mspan *s = sh->free_structs;
-	if (s) {
-		sh->free_structs = s->next;
-		sh->nstructs_free--;
-		s->next = NULL;
-	}
-	return s;
-}
-
-/* Takes a snapshot of the all-spans array (invariant 2). */
-void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap)
-{
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	snap->arr = sh->spans;
-	snap->len = snap->arr->len;
-	snap->sweepgen =
-	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
-	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
-	mm_lock_release(&sh->heap->lock, irq);
-}
-
-void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap)
-{
-	spanheap_spans_put(sh, snap->arr);
-	snap->arr = NULL;
-}
-
 /* ---- Spans ----------------------------------------------------------------
  */
 
@@ -386,12 +212,12 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 	}
 	struct mspan *s = NULL;
 	while (!s) {
-		if (!structs_reserve(sh, flags)) {
-			pages_put(h, (void *)base, npages);
+		if (!spanheap_structs_reserve(sh, flags)) {
+			spanheap_pages_put(h, (void *)base, npages);
 			return NULL;
 		}
 		unsigned long irq = mm_lock_acquire(&h->lock);
-		s = struct_get_locked(sh);
+		s = spanheap_struct_get_locked(sh);
 		if (s)
 			span_init_locked(sh, s, cls, base, npages);
 		mm_lock_release(&h->lock, irq);
@@ -559,10 +385,11 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 		size_t head = (base - raw) / MM_PAGE_SIZE;
 		size_t tail = extra - head;
 		if (head)
-			pages_put(h, (void *)raw, head);
+			spanheap_pages_put(h, (void *)raw, head);
 		if (tail)
-			pages_put(h, (void *)(base + npages * MM_PAGE_SIZE),
-			          tail);
+			spanheap_pages_put(
+			        h, (void *)(base + npages * MM_PAGE_SIZE),
+			        tail);
 	}
 	struct mspan *s = spanheap_span_new(sh, 0, base, npages, flags);
 	return s ? (void *)base : NULL;

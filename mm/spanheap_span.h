@@ -17,6 +17,17 @@
 __attribute__((noreturn)) void
 spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
 
+/* Span structs and the all-spans array (spanheap_structs.c). Gives back
+ * pages the span heap took and no span holds. Any context but NMI, no
+ * lock held. */
+void spanheap_pages_put(struct mheap *h, void *p, size_t npages);
+/* Makes sure a struct is free for the next span (flags: the allocation's);
+ * false if memory ran out. No lock held. */
+bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags);
+/* A free struct (NULL if none: reserve first). Locking: the heap's lock
+ * must be held. */
+struct mspan *spanheap_struct_get_locked(struct spanheap *sh);
+
 /* The span of p, checked (in use, p an object's start; panics if not);
  * *idx gets the object's index. op names the call in the messages. */
 struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
