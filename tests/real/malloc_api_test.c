@@ -232,6 +232,11 @@ int main(int argc, char **argv)
 	        {"calloc_large_untouched", test_calloc_large_untouched},
 	        {"errno_setup", test_errno_setup},
 	        {"errno_data_limit", test_errno_data_limit},
+	        {"overflow_wraps_small", test_overflow_wraps_small},
+	        {"memalign_top_alignment", test_memalign_top_alignment},
+	        {"realloc_zero", test_realloc_zero},
+	        {"calloc_large_dirty", test_calloc_large_dirty},
+	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

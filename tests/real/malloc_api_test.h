@@ -9,6 +9,8 @@
  *   malloc_api_test.c    the runner, its child-process helpers and the
  *                        misuse aborts
  *   malloc_api_errors.c  errors (errno), alignment and sizes
+ *   malloc_api_edges.c   edges of the conventions a mutation review of
+ *                        malloc/malloc.c found untested
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
@@ -83,6 +85,11 @@ const char *test_address_limit(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);
+const char *test_overflow_wraps_small(void);
+const char *test_memalign_top_alignment(void);
+const char *test_realloc_zero(void);
+const char *test_calloc_large_dirty(void);
+const char *test_pvalloc_whole_pages(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);

@@ -1,0 +1,135 @@
+/*
+ * tests/real/malloc_api_edges.c: malloc-api-test's edges of the entry
+ * points' conventions (malloc_api_test.h) that a mutation review of
+ * malloc/malloc.c found untested: each test here fails with one
+ * deliberate change to that file and passes with glibc's malloc.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+enum { ERRNO_SENTINEL = 4242 };
+
+/* Sizes the compiler cannot see, so that it does not warn about them. */
+static volatile size_t size_max = SIZE_MAX;
+
+/* Counts that the compiler cannot see: their products with 16 wrap past
+ * SIZE_MAX to exactly 16 (2^60 + 1 times 16 is 2^64 + 16). */
+static volatile size_t wrap_n = ((size_t)1 << 60) + 1;
+
+/* calloc and reallocarray whose n * size overflows to a small number
+ * fail with ENOMEM and leave the old block alone; they never hand out
+ * the wrapped size (the existing overflow checks wrapped to sizes too
+ * large to allocate anyway). */
+const char *test_overflow_wraps_small(void)
+{
+	errno = 0;
+	void *p = calloc(wrap_n, 16);
+	CHECK(!p && errno == ENOMEM,
+	      "calloc(2^60 + 1, 16) = %p, errno %d: the product wrapped to "
+	      "16 bytes",
+	      p, errno);
+	unsigned char *q = malloc(32);
+	CHECK(q, "malloc(32)");
+	memset(q, 5, 32);
+	errno = 0;
+	p = reallocarray(q, wrap_n, 16);
+	CHECK(!p && errno == ENOMEM,
+	      "reallocarray(q, 2^60 + 1, 16) = %p, errno %d: the product "
+	      "wrapped to 16 bytes",
+	      p, errno);
+	CHECK(q[31] == 5, "a failed reallocarray kept q");
+	free(q);
+	return NULL;
+}
+
+/* memalign takes alignments up to SIZE_MAX / 2 + 1 (EINVAL above): at
+ * 2^63 itself the request is valid and fails for want of memory, ENOMEM,
+ * as glibc's does. */
+const char *test_memalign_top_alignment(void)
+{
+	const size_t top = size_max / 2 + 1;
+	errno = 0;
+	void *p = memalign(top, 8);
+	CHECK(!p && errno == ENOMEM, "memalign(2^63, 8) = %p, errno %d", p,
+	      errno);
+	errno = 0;
+	p = aligned_alloc(top, 8);
+	CHECK(!p && errno == ENOMEM, "aligned_alloc(2^63, 8) = %p, errno %d", p,
+	      errno);
+	return NULL;
+}
+
+/* realloc(NULL, 0) is malloc(0): a unique object, not NULL; realloc(p, 0)
+ * frees p and returns NULL without touching errno (nothing failed). */
+const char *test_realloc_zero(void)
+{
+	errno = ERRNO_SENTINEL;
+	void *a = realloc(NULL, 0), *b = realloc(NULL, 0);
+	CHECK(a && b && a != b, "realloc(NULL, 0) gives unique objects: %p %p",
+	      a, b);
+	CHECK(errno == ERRNO_SENTINEL, "realloc(NULL, 0) set errno to %d",
+	      errno);
+	CHECK(realloc(a, 0) == NULL, "realloc(a, 0) returns NULL");
+	CHECK(errno == ERRNO_SENTINEL, "realloc(p, 0) set errno to %d", errno);
+	void *p = malloc(1000);
+	CHECK(realloc(p, 0) == NULL && errno == ERRNO_SENTINEL,
+	      "realloc(p of 1000, 0): errno %d", errno);
+	free(b);
+	return NULL;
+}
+
+/* calloc of large objects (over the span heap's 32 KiB classes) zeroes
+ * memory a freed object left dirty, whatever its size: each calloc
+ * follows a malloc of the same size whose block was written all over and
+ * freed, so it is most likely given the same pages. */
+const char *test_calloc_large_dirty(void)
+{
+	static const size_t sizes[] = {32769, 40000, 100000, 1 << 20,
+	                               (3 << 20) + 5};
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		for (int round = 0; round < 4; round++) {
+			unsigned char *d = malloc(n);
+			CHECK(d, "malloc(%zu)", n);
+			memset(d, 0xa5, n);
+			free(d);
+			unsigned char *z = calloc(n, 1);
+			CHECK(z, "calloc(%zu, 1)", n);
+			for (size_t k = 0; k < n; k++)
+				CHECK(z[k] == 0,
+				      "calloc(%zu, 1) byte %zu is %#x after a "
+				      "dirty free",
+				      n, k, z[k]);
+			free(z);
+		}
+	}
+	return NULL;
+}
+
+/* pvalloc rounds the size up to whole pages, no further: pvalloc of a
+ * whole number of pages gets less than a page more (glibc's: 8 bytes).
+ * Sizes the span heap serves as they are: one and two pages (size
+ * classes), and large objects (spans of whole pages). */
+const char *test_pvalloc_whole_pages(void)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	static const size_t npages[] = {1, 2, 16, 64};
+	for (size_t i = 0; i < sizeof(npages) / sizeof(npages[0]); i++) {
+		size_t n = npages[i] * page;
+		void *p = pvalloc(n);
+		CHECK(p && (uintptr_t)p % page == 0, "pvalloc(%zu) = %p", n, p);
+		size_t u = malloc_usable_size(p);
+		CHECK(u >= n && u < n + page,
+		      "pvalloc(%zu): %zu usable, not %zu rounded to pages", n,
+		      u, n);
+		free(p);
+	}
+	return NULL;
+}
