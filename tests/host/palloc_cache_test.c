@@ -238,3 +238,28 @@ KTEST(pagecache, free_across_the_window_edge)
 	KEXPECT_EQ(palloc_alloc(&p, 512, NULL), PG(0));
 	tp_release(&p);
 }
+
+/*
+ * A free of no pages is nothing the cache takes: false, the cache
+ * untouched, even at a page inside the window that the cache does not
+ * hold (a mutation review of mm/pagecache.c found it untested: without
+ * the check the call returned true, as if it had taken the range).
+ */
+KTEST(pagecache, free_of_no_pages_is_refused)
+{
+	struct palloc p;
+	struct pagecache c = {0};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(pagecache_refill_locked(&c, &p));
+	KASSERT_EQ(pagecache_alloc(&c, 8, NULL), PG(0));
+	struct pagecache saved = c;
+	KEXPECT(!pagecache_free(&c, PG(0), 0));
+	KEXPECT(!pagecache_free(&c, PG(5), 0));
+	KEXPECT(!pagecache_free(&c, PG(20), 0)); /* held free by the cache */
+	KEXPECT(memcmp(&saved, &c, sizeof(c)) == 0);
+	KEXPECT(pagecache_free(&c, PG(0), 8));
+	pagecache_flush_locked(&c, &p);
+	TP_CHECK(&p, "after the flush");
+	tp_release(&p);
+}
