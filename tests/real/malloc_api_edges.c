@@ -1,15 +1,17 @@
 /*
  * tests/real/malloc_api_edges.c: malloc-api-test's edges of the entry
  * points' conventions (malloc_api_test.h) that a mutation review of
- * malloc/malloc.c found untested: each test here fails with one
- * deliberate change to that file and passes with glibc's malloc.
+ * malloc/malloc.c and slots.c found untested: each test here fails with
+ * one deliberate change to one of them and passes as the code is.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_api_test.h"
@@ -131,5 +133,48 @@ const char *test_pvalloc_whole_pages(void)
 		      u, n);
 		free(p);
 	}
+	return NULL;
+}
+
+/*
+ * A program whose heap stays small (under 8 MiB grown) gets no
+ * background threads: the many short-lived processes of a shell or a
+ * build would pay for two thread starts each, and for stopping them at
+ * every fork. In a fresh process: a few thousand small objects and one of
+ * a MiB, then 2 s of looking for the threads (they would have started
+ * with the allocation that allowed them).
+ */
+int scenario_small_heap(void)
+{
+	enum { N = 4000 };
+	static void *v[N];
+	for (int i = 0; i < N; i++)
+		v[i] = malloc(16 + (size_t)(i % 200));
+	void *big = malloc(1 << 20);
+	for (int i = 0; i < N; i++)
+		free(v[i]);
+	free(big);
+	free(malloc(100));
+	for (int tries = 0; tries < 100; tries++) {
+		int found = background_threads_raw();
+		if (found) {
+			fprintf(stderr,
+			        "background threads (mask %d) in a "
+			        "heap of about 1 MiB\n",
+			        found);
+			return 3;
+		}
+		usleep(20000);
+	}
+	return 0;
+}
+
+const char *test_small_heap_no_threads(void)
+{
+	int st = run_scenario("small-heap", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a heap of about 1 MiB: status %#x (3: background threads "
+	      "started)",
+	      st);
 	return NULL;
 }

@@ -35,7 +35,7 @@ static void grow_heap(void)
 /* The background threads found among this process's threads, as
  * background_threads_up returns them, by system calls alone: no
  * allocation, which would start them. */
-static int background_threads_raw(void)
+int background_threads_raw(void)
 {
 	char buf[4096], path[64], comm[32];
 	int found = 0, d = open("/proc/self/task", O_RDONLY | O_DIRECTORY);
@@ -278,6 +278,7 @@ static const struct {
         {"errno-data-limit", scenario_errno_data_limit},
         {"realloc-background", scenario_realloc_background},
         {"handler-fork", scenario_handler_fork},
+        {"small-heap", scenario_small_heap},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

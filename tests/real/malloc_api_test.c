@@ -237,6 +237,7 @@ int main(int argc, char **argv)
 	        {"realloc_zero", test_realloc_zero},
 	        {"calloc_large_dirty", test_calloc_large_dirty},
 	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
+	        {"small_heap_no_threads", test_small_heap_no_threads},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

@@ -54,6 +54,9 @@ int first_scenario(const char *what);
 /* Lent by malloc_api_threads.c: a thread that allocates and frees, and
  * returns an object for its joiner to free. */
 void *child_thread(void *arg);
+/* Lent by malloc_api_fresh.c: which background threads this process has
+ * (1 the sweeper, 2 the scavenger), found by system calls alone. */
+int background_threads_raw(void);
 
 /* The tests, in the runner's order. Each returns NULL or what went
  * wrong. */
@@ -90,11 +93,13 @@ const char *test_memalign_top_alignment(void);
 const char *test_realloc_zero(void);
 const char *test_calloc_large_dirty(void);
 const char *test_pvalloc_whole_pages(void);
+const char *test_small_heap_no_threads(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
 int scenario_handler_fork(void);
 int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
+int scenario_small_heap(void);
 
 #endif
