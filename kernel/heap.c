@@ -18,23 +18,13 @@ struct mheap kheap;
 struct spanheap kspanheap;
 
 /* "key=N" from the command line if present and within [lo, hi]; else
- * def, and a bad value is reported. */
+ * def (cmdline_get_uint names a refused value). */
 static unsigned cmdline_uint(const char *key, unsigned def, unsigned lo,
                              unsigned hi)
 {
-	char buf[16];
-	if (!cmdline_get(key, buf, sizeof(buf)))
-		return def;
-	unsigned v = 0;
-	const char *p = buf;
-	for (; *p >= '0' && *p <= '9' && v <= hi; p++)
-		v = v * 10 + (unsigned)(*p - '0');
-	if (*p || p == buf || v < lo || v > hi) {
-		printk("heap: %s=%s is not a number in [%u, %u]; using %u\n",
-		       key, buf, lo, hi, def);
-		return def;
-	}
-	return v;
+	uint64_t v = def;
+	cmdline_get_uint(key, lo, hi, &v);
+	return (unsigned)v;
 }
 
 /* The section mm_rseq (linker.ld): one range per inlined sequence. */
