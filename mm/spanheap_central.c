@@ -55,15 +55,12 @@ void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s)
 	                                              memory_order_relaxed));
 }
 
-/* The most queued spans a refill folds. */
-#define FOLD_QUEUE_BUDGET 16
-
 /*
  * Folds spans from class cls's fold queue: spans on a central list that
  * remote frees have touched. With take (a refill, pinned), at most
- * FOLD_QUEUE_BUDGET, and returns the first with free objects for the
- * cache; without (the sweeper), all of them, placed. Spans that are
- * cached or being swept are left to their owner.
+ * SPANHEAP_FOLD_QUEUE_BUDGET, and returns the first with free objects
+ * for the cache; without (the sweeper), all of them, placed. Spans that
+ * are cached or being swept are left to their owner.
  */
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 {
@@ -77,7 +74,7 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 		q = atomic_exchange_explicit(&c->fold_queue, NULL,
 		                             memory_order_acquire);
 	struct mspan *found = NULL;
-	unsigned budget = take ? FOLD_QUEUE_BUDGET : UINT32_MAX;
+	unsigned budget = take ? SPANHEAP_FOLD_QUEUE_BUDGET : UINT32_MAX;
 	while (q && !found && budget) {
 		struct mspan *s = q;
 		q = atomic_load_explicit(&s->qnext, memory_order_relaxed);
@@ -122,14 +119,11 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 	return found;
 }
 
-/* The most unswept spans a refill sweeps before it makes a new span. */
-#define CACHE_SPAN_BUDGET 32
-
 /*
  * A span of class cls with free objects for a cache (Go's
  * mcentral.cacheSpan): a swept partial span, else unswept spans swept
- * now (partial first, then full, at most CACHE_SPAN_BUDGET), else NULL.
- * Pinned.
+ * now (partial first, then full, at most SPANHEAP_CACHE_SPAN_BUDGET), else
+ * NULL. Pinned.
  */
 struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls)
 {
@@ -148,7 +142,8 @@ struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls)
 	sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	sw = swept_idx(sg);
 	un = 1 - sw;
-	for (unsigned budget = 0; budget < CACHE_SPAN_BUDGET; budget++) {
+	for (unsigned budget = 0; budget < SPANHEAP_CACHE_SPAN_BUDGET;
+	     budget++) {
 		s = list_pop(&c->partial[un]);
 		if (!s)
 			s = list_pop(&c->full[un]);

@@ -13,6 +13,16 @@
 
 #include "spanheap.h"
 
+/* The most queued spans a refill folds (spanheap_fold_queue): what is
+ * left waits in the class's backlog, so a refill costs this many folds,
+ * not the queue's length. */
+#define SPANHEAP_FOLD_QUEUE_BUDGET 16
+
+/* The most unswept spans a refill sweeps before it makes a new span
+ * (spanheap_central_cache_span): spans still full after their fold go
+ * on a swept full list, and the refill looks further. */
+#define SPANHEAP_CACHE_SPAN_BUDGET 32
+
 /* The index of the swept lists for sweepgen sg; 1 - it, the unswept. */
 static inline unsigned swept_idx(uint32_t sg)
 {
