@@ -41,7 +41,7 @@ static const unsigned weights[SHH_NOPS] = {
         [SHH_ALLOC] = 40,   [SHH_ALIGNED] = 6, [SHH_CALLOC] = 4,
         [SHH_REALLOC] = 8,  [SHH_FREE] = 50,   [SHH_SWEEP] = 1,
         [SHH_FLUSH] = 1,    [SHH_CPU] = 8,     [SHH_RELEASE] = 0,
-        [SHH_BAD_FREE] = 1,
+        [SHH_BAD_FREE] = 1, [SHH_CHECK] = 0,   [SHH_DOUBLE_FREE] = 1,
 };
 
 static enum shh_op pick(uint64_t r, unsigned long i)

@@ -21,6 +21,7 @@ static const char *const op_names[SHH_NOPS] = {
         [SHH_FREE] = "free",       [SHH_SWEEP] = "sweep",
         [SHH_FLUSH] = "flush",     [SHH_CPU] = "cpu",
         [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
+        [SHH_CHECK] = "check",     [SHH_DOUBLE_FREE] = "double free",
 };
 
 __attribute__((format(printf, 2, 3))) static bool
@@ -249,12 +250,41 @@ static bool do_free(struct spanheap_harness *h, uint64_t b)
 	return true;
 }
 
+/* The page heap's pages grown so far. */
+static size_t grown_pages(struct spanheap_harness *h)
+{
+	struct mheap_stats st;
+	mheap_stats(&h->heap, &st);
+	return st.grown_pages;
+}
+
+/* Runs a call with flags (MM_ATOMIC: the port's atomic context) between
+ * the two halves; the second fails if a call with MM_NO_GROW grew the
+ * page heap. */
+static size_t call_begin(struct spanheap_harness *h, unsigned flags)
+{
+	mm_port_set_atomic(flags & MM_ATOMIC);
+	return flags & MM_NO_GROW ? grown_pages(h) : 0;
+}
+
+static bool call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
+                     const char *what, size_t size)
+{
+	mm_port_set_atomic(false);
+	if (!(flags & MM_NO_GROW) || grown_pages(h) == grown)
+		return true;
+	return fail(h,
+	            "%s of %zu bytes with MM_NO_GROW grew the page heap "
+	            "from %zu to %zu pages",
+	            what, size, grown, grown_pages(h));
+}
+
 /* An allocation of size bytes got NULL: fine for MM_ATOMIC and
- * MM_NO_GROW, a failure otherwise. */
+ * MM_NO_GROW and in an arena that may run out, a failure otherwise. */
 static bool refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
 {
 	h->n.refused++;
-	if (!(flags & (MM_ATOMIC | MM_NO_GROW)))
+	if (!(flags & (MM_ATOMIC | MM_NO_GROW)) && !h->cfg.may_run_out)
 		return fail(h, "%zu bytes (flags %#x): NULL", size, flags);
 	return true;
 }
@@ -270,9 +300,10 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	unsigned flags = decode_flags(b);
 	if (full(h, size))
 		return do_free(h, b);
-	mm_port_set_atomic(flags & MM_ATOMIC);
+	size_t grown = call_begin(h, flags);
 	void *p = spanheap_alloc(&h->sh, size, flags);
-	mm_port_set_atomic(false);
+	if (!call_end(h, flags, grown, "alloc", size))
+		return false;
 	if (!p)
 		return refusal_ok(h, flags, size);
 	return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
@@ -281,21 +312,22 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
 {
 	static const size_t bad[] = {0, 3, 48, 100, 6144, 12289};
-	static const size_t big[] = {8192, 12288, 65536};
+	static const size_t big[] = {8192, 12288, 65536, (size_t)1 << 20};
 	size_t size = decode_size(h, a), align;
-	unsigned k = (unsigned)(b % 22), flags = decode_flags(b >> 5);
+	unsigned k = (unsigned)(b % 23), flags = decode_flags(b >> 5);
 	if (k < 13)
 		align = (size_t)1 << k;
-	else if (k < 16)
+	else if (k < 17)
 		align = big[k - 13];
 	else
-		align = bad[k - 16];
+		align = bad[k - 17];
 	if (full(h, size + align))
 		return do_free(h, b);
-	mm_port_set_atomic(flags & MM_ATOMIC);
+	size_t grown = call_begin(h, flags);
 	void *p = spanheap_alloc_aligned(&h->sh, size, align, flags);
-	mm_port_set_atomic(false);
-	if (k >= 16) {
+	if (!call_end(h, flags, grown, "aligned alloc", size))
+		return false;
+	if (k >= 17) {
 		if (p)
 			return fail(h, "alignment %zu accepted: %p", align, p);
 		return true;
@@ -318,9 +350,13 @@ static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	}
 	if (full(h, n * m))
 		return do_free(h, b);
-	void *p = spanheap_calloc(&h->sh, n, m, 0);
+	unsigned flags = decode_flags(r >> 6) & ~MM_ZERO;
+	size_t grown = call_begin(h, flags);
+	void *p = spanheap_calloc(&h->sh, n, m, flags);
+	if (!call_end(h, flags, grown, "calloc", n * m))
+		return false;
 	if (!p)
-		return fail(h, "calloc(%zu, %zu): NULL", n, m);
+		return refusal_ok(h, flags, n * m);
 	return admit(h, p, n * m, 16, A_ZERO | A_PLAIN | A_POW2);
 }
 
@@ -338,7 +374,10 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 	struct shh_obj o = h->live[i];
 	if (!verify(h, &o))
 		return false;
+	size_t grown = call_begin(h, flags);
 	void *q = spanheap_realloc(&h->sh, (void *)o.p, size, flags);
+	if (!call_end(h, flags, grown, "realloc", size))
+		return false;
 	if (kind != R_RESIZE || !q) {
 		if (q)
 			return fail(h, "realloc(%#lx, %zu) = %p, not NULL",
@@ -371,12 +410,16 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 {
 	uint64_t r = mix(b);
 	size_t size = decode_size(h, a);
-	unsigned flags =
-	        (r & 1 ? MM_ZERO : 0) | ((r >> 1) % 32 == 0 ? MM_NO_GROW : 0);
+	unsigned flags = (r & 1 ? MM_ZERO : 0) |
+	                 ((r >> 1) % 32 == 0 ? MM_NO_GROW : 0) |
+	                 ((r >> 40) % 16 == 0 ? MM_ATOMIC : 0);
 	if (!h->nlive || (r >> 6) % 16 == 0) {
 		if (full(h, size))
 			return do_free(h, b);
+		size_t grown = call_begin(h, flags);
 		void *p = spanheap_realloc(&h->sh, NULL, size, flags);
+		if (!call_end(h, flags, grown, "realloc", size))
+			return false;
 		if (!p)
 			return refusal_ok(h, flags, size);
 		return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
@@ -417,6 +460,58 @@ static bool do_bad_free(struct spanheap_harness *h, uint64_t b)
 	if (!strstr(msg, what) || !strstr(msg, name))
 		return fail(h, "free of %s %p: panic \"%s\"", what, p, msg);
 	h->n.panics++;
+	return true;
+}
+
+/* A live object freed, then freed again on the same CPU: the second
+ * must mm_panic, naming the pointer, and change nothing. */
+static bool do_double_free(struct spanheap_harness *h, uint64_t b)
+{
+	if (!h->nlive)
+		return true;
+	size_t i = (size_t)(mix(b) % h->nlive);
+	struct shh_obj o = h->live[i];
+	if (!verify(h, &o))
+		return false;
+	void *p = (void *)o.p;
+	if (MM_PORT_PANICS(spanheap_free(&h->sh, p))) {
+		sh_unpin_after_panic();
+		return fail(h, "first free of %p: mm_panic: %s", p,
+		            mm_port_last_panic());
+	}
+	forget(h, i);
+	bool fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
+	sh_unpin_after_panic();
+	char name[32];
+	snprintf(name, sizeof(name), "%p", p);
+	if (!fired)
+		return fail(h, "second free of %p (%zu usable): no panic", p,
+		            o.usable);
+	const char *msg = mm_port_last_panic();
+	if (!strstr(msg, name) ||
+	    (!strstr(msg, "double free") && !strstr(msg, "freed twice") &&
+	     !strstr(msg, "in no span")))
+		return fail(h, "second free of %p (%zu usable): panic \"%s\"",
+		            p, o.usable, msg);
+	h->n.panics++;
+	return true;
+}
+
+/* Every live object: its usable size as it was handed out, and its
+ * contents. */
+static bool check_live(struct spanheap_harness *h)
+{
+	for (size_t i = 0; i < h->nlive; i++) {
+		const struct shh_obj *o = &h->live[i];
+		size_t u = spanheap_usable_size(&h->sh, (void *)o->p);
+		if (u != o->usable)
+			return fail(h,
+			            "object %#lx: usable size %zu, %zu when "
+			            "handed out",
+			            (unsigned long)o->p, u, o->usable);
+		if (!verify(h, o))
+			return false;
+	}
 	return true;
 }
 
@@ -482,6 +577,10 @@ bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 	h->n.ops[op]++;
 	if (op == SHH_BAD_FREE)
 		return do_bad_free(h, b);
+	if (op == SHH_DOUBLE_FREE)
+		return do_double_free(h, b);
+	if (op == SHH_CHECK) /* outside the catch: the checker has its own */
+		return check_live(h) && shh_check(h);
 	volatile bool ok = false;
 	if (MM_PORT_PANICS(ok = run_op(h, op, a, b))) {
 		mm_port_set_atomic(false);

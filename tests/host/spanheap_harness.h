@@ -22,7 +22,12 @@
  *   - contents survive until the free, and realloc keeps them;
  *   - impossible and bad requests (overflow, bad alignment, sizes over the
  *     arena) get NULL and change nothing;
- *   - interior and foreign frees mm_panic, naming the pointer;
+ *   - NULL only for MM_ATOMIC or MM_NO_GROW (or, may_run_out, for any
+ *     call: the arena is then too small), and a call with MM_NO_GROW
+ *     never grows the page heap;
+ *   - interior and foreign frees mm_panic, naming the pointer, and so
+ *     does a second free right after the first on the same CPU;
+ *   - SHH_CHECK: every live object's usable size and contents;
  *   - no other call mm_panics (each step runs under the port's catch);
  *   - shh_check: spanheap_check, and the statistics agree with the model;
  *   - shh_drain: once all is freed, every CPU flushed and released, the
@@ -48,6 +53,8 @@ enum shh_op {
 	SHH_CPU,      /* switch the simulated CPU */
 	SHH_RELEASE,  /* spanheap_release_all */
 	SHH_BAD_FREE, /* an interior or foreign pointer: must panic */
+	SHH_CHECK,    /* shh_check, and every live object's contents and size */
+	SHH_DOUBLE_FREE, /* a live object freed twice: the second must panic */
 	SHH_NOPS
 };
 
@@ -57,6 +64,8 @@ struct shh_config {
 	size_t max_live;       /* objects held at most */
 	size_t max_live_bytes; /* requested bytes held at most */
 	size_t max_large;      /* the largest request */
+	bool may_run_out;      /* an arena smaller than the objects held at
+	                          most: any allocation may get NULL */
 };
 
 struct shh_obj {
