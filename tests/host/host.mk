@@ -42,6 +42,7 @@ FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
+	tests/host/spanheap_harness_check.c \
 	tests/host/fuzz/spanheap_fuzz.c
 # Built with clang whatever CC says: libFuzzer is part of clang.
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \

@@ -1,10 +1,10 @@
 /*
  * tests/host/spanheap_harness.h: runs operations on a real span heap and
  * checks each result against a model of the objects it should hold
- * (spanheap_harness.c). Shared by the randomized differential test
- * (spanheap_diff_test.c) and the libFuzzer target (fuzz/spanheap_fuzz.c);
- * it depends on libc and the POSIX port, not on ktest, and reports a
- * divergence as text in h->err.
+ * (spanheap_harness.c, spanheap_harness_check.c). Shared by the randomized
+ * differential test (spanheap_diff_test.c) and the libFuzzer target
+ * (fuzz/spanheap_fuzz.c); it depends on libc and the POSIX port, not on ktest,
+ * and reports a divergence as text in h->err.
  *
  * The model: the live objects (address, requested size, usable size, fill
  * byte) in an array, plus one bit per 16-byte granule of the arena, set
