@@ -13,8 +13,9 @@
  * whole chunk read-write when the heap grows, so the host can back it
  * with huge pages); used = nothing (a page given back with
  * madvise(MADV_DONTNEED) reads as zero when touched again); unused_begin
- * = madvise(MADV_DONTNEED) at once, finish only empties the batch (a user
- * process has no shootdown to defer).
+ * = madvise(MADV_DONTNEED) at once, or a memset of each page it refuses
+ * (locked ones), finish only empties the batch (a user process has no
+ * shootdown to defer).
  *
  * CPUs are thread slots (slots.c): every API call holds its thread's slot
  * (malloc_internal.h), so a pin is a counter and the slot's index, inline
@@ -189,6 +190,26 @@ bool mm_port_prepare(void *addr, size_t nbytes)
 	return true;
 }
 
+/*
+ * madvise(MADV_DONTNEED) refuses locked pages (EINVAL: the program's
+ * mlock of an object it then freed, or mlockall), which keep their
+ * contents; the heap takes pages it gave back for zero (mm_port_used
+ * makes them usable "zero-filled"), so each page the call refused is
+ * zeroed here, and the others are given back one by one. Until this
+ * version a calloc under mlockall returned the bytes of a freed object.
+ * A refused call may have given back the pages before the locked ones,
+ * so the range is not simply zeroed whole: that would make them resident
+ * again.
+ */
+static void zero_refused(void *addr, size_t nbytes)
+{
+	for (size_t off = 0; off < nbytes; off += MM_PAGE_SIZE) {
+		char *pg = (char *)addr + off;
+		if (madvise(pg, MM_PAGE_SIZE, MADV_DONTNEED) != 0)
+			memset(pg, 0, MM_PAGE_SIZE);
+	}
+}
+
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	uintptr_t base = (uintptr_t)addr;
@@ -201,10 +222,10 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 		b->lo = base;
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
-	/* It fails only on locked pages (mlockall), which stay backed; a
-	 * free that gives pages back keeps errno, as futex says. */
+	/* A free that gives pages back keeps errno, as futex says. */
 	int saved = errno;
-	madvise(addr, nbytes, MADV_DONTNEED);
+	if (madvise(addr, nbytes, MADV_DONTNEED) != 0)
+		zero_refused(addr, nbytes);
 	errno = saved;
 }
 

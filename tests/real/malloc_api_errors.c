@@ -390,3 +390,68 @@ const char *test_calloc_large_untouched(void)
 	      "calloc of 1 GiB: status %#x (5: written)", st);
 	return NULL;
 }
+
+/* calloc of memory the scavenger gave back while the program held it
+ * locked (mlock, mlockall's MCL_FUTURE) reads zero. madvise(MADV_DONTNEED)
+ * refuses locked pages, so they keep what they held, and the heap took
+ * them for zero (scavenged): calloc handed back the freed object's bytes.
+ * In a fresh process: the 32 MiB object starts the background threads;
+ * the scavenger gives it back once freed, the pages still locked (an
+ * mlock outlives the free). Until a sampled page of it reads zero (it was
+ * given back, and zeroed), or 20 s, whichever first: 0xab stays there
+ * otherwise, as nothing reuses the pages. Exits 10 if mlock is refused
+ * (RLIMIT_MEMLOCK without the privilege to raise it). */
+int scenario_calloc_locked(void)
+{
+	alarm(60);
+	const size_t n = (size_t)32 << 20, page = 4096;
+	struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+	setrlimit(RLIMIT_MEMLOCK, &rl);
+	unsigned char *p = malloc(n);
+	if (!p)
+		return 2;
+	if (mlock(p, n) != 0) {
+		free(p);
+		return 10;
+	}
+	memset(p, 0xab, n);
+	free(p);
+	/* Reads the freed pages: they stay mapped (the heap's arena). */
+	volatile unsigned char *v = p;
+	bool given_back = false;
+	for (int tries = 0; tries < 200 && !given_back; tries++) {
+		usleep(100 * 1000);
+		for (size_t off = 0; off < n && !given_back; off += page)
+			given_back = v[off] == 0;
+	}
+	unsigned char *c = calloc(1, n);
+	if (!c)
+		return 3;
+	size_t nonzero = 0;
+	for (size_t i = 0; i < n; i++)
+		nonzero += c[i] != 0;
+	free(c);
+	if (nonzero) {
+		fprintf(stderr,
+		        "calloc(%zu) at %p (the freed object at %p): "
+		        "%zu bytes not zero\n",
+		        n, (void *)c, (void *)p, nonzero);
+		return 5;
+	}
+	return 0;
+}
+
+const char *test_calloc_locked(void)
+{
+	int st = run_scenario("calloc-locked", NULL, NULL, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 10) {
+		printf("# calloc_locked: mlock refused (RLIMIT_MEMLOCK), "
+		       "not run\n");
+		return NULL;
+	}
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "calloc of pages given back while locked: status %#x (5: "
+	      "not zero, stale bytes of the freed object)",
+	      st);
+	return NULL;
+}

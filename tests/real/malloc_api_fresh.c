@@ -266,6 +266,7 @@ static const struct {
 	int (*fn)(void);
 } scenarios[] = {
         {"calloc-untouched", scenario_calloc_untouched},
+        {"calloc-locked", scenario_calloc_locked},
         {"signal-fork", signal_fork},
         {"clone-child", clone_child},
         {"underscore-fork", scenario_underscore_fork},

@@ -238,6 +238,7 @@ int main(int argc, char **argv)
 	        {"calloc_large_dirty", test_calloc_large_dirty},
 	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
 	        {"small_heap_no_threads", test_small_heap_no_threads},
+	        {"calloc_locked", test_calloc_locked},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

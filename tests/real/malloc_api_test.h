@@ -94,6 +94,7 @@ const char *test_realloc_zero(void);
 const char *test_calloc_large_dirty(void);
 const char *test_pvalloc_whole_pages(void);
 const char *test_small_heap_no_threads(void);
+const char *test_calloc_locked(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -101,5 +102,6 @@ int scenario_handler_fork(void);
 int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
 int scenario_small_heap(void);
+int scenario_calloc_locked(void);
 
 #endif
