@@ -142,6 +142,18 @@ static inline void mm_malloc_maybe_start_bg(void)
 		mm_malloc_bg_start();
 }
 
+/* The environment's switches (MM_MALLOC_BACKGROUND, MM_MALLOC_MEMBARRIER,
+ * MM_MALLOC_VERBOSE), name's value val (NULL if unset): 0 or 1; -1 if
+ * unset or empty, or if it is anything else, which is reported on stderr
+ * ("mm_malloc: NAME=VALUE: not 0 or 1; ignored"), so that a misspelt
+ * value is not silently the default. Keeps errno; allocates nothing and
+ * uses no stdio (the constructor calls it before libc is set up). */
+int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
+/* Sets mm_log's verbosity from MM_MALLOC_VERBOSE's value val (NULL if
+ * unset); the constructor's, or mm_log's first line if that comes
+ * before. */
+void mm_malloc_log_init(const char *val) MM_MALLOC_HIDDEN;
+
 /* Threads holding a slot (owners summed); for the tests. */
 unsigned mm_malloc_slot_owners(void) MM_MALLOC_HIDDEN;
 

@@ -103,17 +103,52 @@ void mm_panic(const char *fmt, ...)
 	abort();
 }
 
-/* mm_log lines go to stderr only if MM_MALLOC_VERBOSE is set: a preloaded
- * malloc must not change what a program prints. */
+/* Appends at most max bytes of s to buf, which has room for cap. */
+static void append(char *buf, size_t *n, size_t cap, const char *s, size_t max)
+{
+	for (size_t i = 0; s[i] && i < max && *n < cap; i++)
+		buf[(*n)++] = s[i];
+}
+
+int mm_malloc_env_switch(const char *name, const char *val)
+{
+	if (!val || !val[0])
+		return -1;
+	if ((val[0] == '0' || val[0] == '1') && !val[1])
+		return val[0] - '0';
+	/* No stdio: the constructor calls this before libc is set up. */
+	char buf[200];
+	size_t n = 0;
+	append(buf, &n, sizeof(buf), "mm_malloc: ", SIZE_MAX);
+	append(buf, &n, sizeof(buf), name, 40);
+	append(buf, &n, sizeof(buf), "=", 1);
+	append(buf, &n, sizeof(buf), val, 40);
+	if (strlen(val) > 40)
+		append(buf, &n, sizeof(buf), "...", 3);
+	append(buf, &n, sizeof(buf), ": not 0 or 1; ignored\n", SIZE_MAX);
+	int saved = errno;
+	write_all(buf, n);
+	errno = saved;
+	return -1;
+}
+
+/* mm_log lines go to stderr only if MM_MALLOC_VERBOSE=1: a preloaded
+ * malloc must not change what a program prints. -1 until read. */
+static atomic_int verbose = -1;
+
+void mm_malloc_log_init(const char *val)
+{
+	atomic_store_explicit(
+	        &verbose, mm_malloc_env_switch("MM_MALLOC_VERBOSE", val) == 1,
+	        memory_order_relaxed);
+}
+
 void mm_log(const char *fmt, ...)
 {
-	static atomic_int verbose = -1;
+	/* Read here if a line comes before the constructor. */
+	if (atomic_load_explicit(&verbose, memory_order_relaxed) < 0)
+		mm_malloc_log_init(getenv("MM_MALLOC_VERBOSE"));
 	int v = atomic_load_explicit(&verbose, memory_order_relaxed);
-	if (v < 0) {
-		const char *e = getenv("MM_MALLOC_VERBOSE");
-		v = e && *e && *e != '0';
-		atomic_store_explicit(&verbose, v, memory_order_relaxed);
-	}
 	if (!v)
 		return;
 	va_list ap;

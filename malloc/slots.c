@@ -170,8 +170,8 @@ long mm_malloc_membarrier(int cmd)
  * refuses it, or MM_MALLOC_MEMBARRIER=0 says not to. */
 static bool fences_register(void)
 {
-	const char *e = getenv("MM_MALLOC_MEMBARRIER");
-	if (e && e[0] == '0')
+	if (mm_malloc_env_switch("MM_MALLOC_MEMBARRIER",
+	                         getenv("MM_MALLOC_MEMBARRIER")) == 0)
 		return false;
 	long cmds = mm_malloc_membarrier(MEMBARRIER_CMD_QUERY);
 	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
@@ -407,9 +407,10 @@ mm_malloc_constructor(int argc, char **argv, char **envp)
 	(void)argc;
 	(void)argv;
 	mm_malloc_fork_init();
-	const char *e = env_value(envp, "MM_MALLOC_BACKGROUND");
-	if (e && e[0] == '0' && e[1] == 0)
+	if (mm_malloc_env_switch("MM_MALLOC_BACKGROUND",
+	                         env_value(envp, "MM_MALLOC_BACKGROUND")) == 0)
 		atomic_store(&no_background, true);
+	mm_malloc_log_init(env_value(envp, "MM_MALLOC_VERBOSE"));
 	atomic_store(&constructed, true);
 	allow_background();
 }

@@ -267,6 +267,7 @@ static const struct {
 } scenarios[] = {
         {"calloc-untouched", scenario_calloc_untouched},
         {"calloc-locked", scenario_calloc_locked},
+        {"env", scenario_env},
         {"signal-fork", signal_fork},
         {"clone-child", clone_child},
         {"underscore-fork", scenario_underscore_fork},

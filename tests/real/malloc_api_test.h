@@ -16,6 +16,7 @@
  *                        teardown after it gave its slot back
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
+ *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
  */
 #ifndef MALLOC_API_TEST_H
 #define MALLOC_API_TEST_H
@@ -95,6 +96,7 @@ const char *test_calloc_large_dirty(void);
 const char *test_pvalloc_whole_pages(void);
 const char *test_small_heap_no_threads(void);
 const char *test_calloc_locked(void);
+const char *test_env_switches(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -103,5 +105,6 @@ int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
 int scenario_small_heap(void);
 int scenario_calloc_locked(void);
+int scenario_env(void);
 
 #endif
