@@ -30,8 +30,7 @@ int scenario_env(void)
 
 /* Runs scenario "env" in a fresh process with name=val, its stderr into
  * out (NUL-terminated); returns its wait status. */
-static int run_env(const char *name, const char *val, char *out,
-                   size_t outsz)
+static int run_env(const char *name, const char *val, char *out, size_t outsz)
 {
 	int fd[2];
 	if (pipe(fd) != 0)
@@ -88,8 +87,8 @@ const char *test_env_switches(void)
 			      switches[i], bad[b], out);
 		}
 		for (size_t g = 0; g < sizeof(good) / sizeof(good[0]); g++) {
-			int st = run_env(switches[i], good[g], out,
-			                 sizeof(out));
+			int st =
+			        run_env(switches[i], good[g], out, sizeof(out));
 			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
 			              !strstr(out, "not 0 or 1"),
 			      "%s=%s: status %#x, stderr '%s'", switches[i],

@@ -13,6 +13,7 @@ wl_needs() {
 	gcc) echo gcc ;;
 	git) echo git ;;
 	sqlite) echo sqlite3 ;;
+	threads) echo perl ;;
 	alloc) echo /usr/bin/python3 ;;
 	esac
 }
@@ -118,6 +119,31 @@ select k, count(*), round(sum(v), 2) from a join b on b.aid = a.id
 select id, rank() over (order by length(s) desc, s) from a where k = 7 limit 3;
 select group_concat(substr(s, 1, 3), '') like '%0%' from a where id < 1000;
 EOF
+}
+
+# Threads that allocate, in programs from Debian (the workloads above are
+# single-threaded, but for git's packing): sort with two threads, merging
+# runs spilled to temporary files (a 1 MiB buffer), and Perl interpreter
+# threads, four at once, each filling and sorting a hash of its own.
+wl_threads() {
+	local n=300000 nh=40000
+	[ "$1" = full ] && n=2000000 nh=200000
+	seq 1 "$n" | awk '{ print ($1 * 7919) % 1000003, "w" ($1 % 977) }' \
+		>in.txt || return 1
+	sort --parallel=2 -S 1M -T . -k2,2 -k1,1n in.txt | sha256sum |
+		cut -c1-16
+	sort --parallel=2 -n -u in.txt | wc -l
+	perl -Mthreads -e '
+		my $nh = $ARGV[0];
+		my @t = map { my $k = $_; threads->create(sub {
+			my %h;
+			$h{"k$_"} = [$_, "v" x ($_ % 13)] for 1 .. $nh;
+			my @s = sort { $a cmp $b } keys %h;
+			my $sum = 0;
+			$sum += $h{$_}[0] + length($h{$_}[1]) for @s[0 .. 999];
+			"$k $s[0] $s[-1] $sum";
+		}) } 1 .. 4;
+		print $_->join, "\n" for @t;' "$nh"
 }
 
 # An allocation-heavy Python run for the benchmark: object churn with
