@@ -243,18 +243,42 @@ int vm_protect_page(uintptr_t va, unsigned flags)
 	return change_leaf(va, false, flags, NULL);
 }
 
+/*
+ * True when [va, va + nbytes) is page aligned and canonical throughout:
+ * it may end exactly at 2^64, but not wrap past it (into page 0), and
+ * both ends lie in one half, so it does not cross the non-canonical hole
+ * (whose addresses would index the other half's tables). Checking the two
+ * ends alone is not enough: both are canonical in either case.
+ */
+static bool range_ok(uintptr_t va, size_t nbytes)
+{
+	if (va % PAGE_SIZE || nbytes % PAGE_SIZE || nbytes == 0)
+		return false;
+	uintptr_t last = va + (nbytes - 1);
+	return last >= va && canonical(va) && canonical(last) &&
+	       (va >> 63) == (last >> 63);
+}
+
 int vm_prepare_range(uintptr_t va, size_t nbytes)
 {
-	if (va % PAGE_SIZE || nbytes % PAGE_SIZE || !canonical(va) ||
-	    !canonical(va + nbytes - 1))
+	if (nbytes == 0)
+		return va % PAGE_SIZE || !canonical(va) ? -VM_EINVAL : VM_OK;
+	if (!range_ok(va, nbytes))
 		return -VM_EINVAL;
+	/* By the last chunk, not by va + nbytes, which is 0 for a range
+	 * that ends at 2^64. */
+	uintptr_t last_chunk = align_down(va + (nbytes - 1), LARGE_PAGE_SIZE);
 	int err = VM_OK;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
-	for (uintptr_t a = align_down(va, LARGE_PAGE_SIZE);
-	     a < va + nbytes && err == VM_OK; a += LARGE_PAGE_SIZE) {
+	for (uintptr_t a = align_down(va, LARGE_PAGE_SIZE);;
+	     a += LARGE_PAGE_SIZE) {
 		bool large;
-		if (!walk(a, 0, true, &large))
+		if (!walk(a, 0, true, &large)) {
 			err = large ? -VM_EINVAL : -VM_ENOMEM;
+			break;
+		}
+		if (a == last_chunk)
+			break;
 	}
 	spin_unlock_irqrestore(&vm_lock, irq);
 	return err;

@@ -93,6 +93,10 @@ int vm_protect_page(uintptr_t va, unsigned flags);
  * the entry in one compare-and-swap: of two calls racing on one entry
  * (which the ownership rule forbids), one succeeds and the other returns
  * -VM_EEXIST / -VM_ENOENT, so a frame is never handed out twice.
+ * vm_prepare_range returns 0; -VM_EINVAL, with nothing made, for a range
+ * that is misaligned, wraps past 2^64 or leaves the canonical half it
+ * starts in (one may end exactly at 2^64); or, the tables made so far
+ * kept, -VM_ENOMEM, or -VM_EINVAL when it runs into a large page.
  */
 int vm_prepare_range(uintptr_t va, size_t nbytes);
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags);

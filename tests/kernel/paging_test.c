@@ -152,3 +152,42 @@ KTEST(paging, many_pages_share_tables)
 	KEXPECT(frames_free_count() <= before);
 	KEXPECT(frames_free_count() + 4 >= before);
 }
+
+/* The last 4 MiB of the address space, above the kernel image (which
+ * starts at KERNEL_VIRT_BASE and takes a few MiB): a range that ends
+ * exactly at 2^64. */
+#define TOP_VA 0xffffffffffc00000ull
+
+KTEST(paging, prepare_range_reaches_the_top_of_the_address_space)
+{
+	/* va + nbytes is 0 here: both chunks must be prepared, so that
+	 * the lock-free PTE calls work on every page of the range. */
+	KASSERT_EQ(vm_prepare_range(TOP_VA, 4ull << 20), 0);
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	uintptr_t last = 0xfffffffffffff000ull;
+	KEXPECT_EQ(vm_pte_set(TOP_VA, pa, VM_WRITE), 0);
+	KEXPECT_EQ(vm_pte_clear(TOP_VA, NULL), 0);
+	KASSERT_EQ(vm_pte_set(last, pa, VM_WRITE), 0);
+	*(volatile uint64_t *)last = 0x5a5a;
+	KEXPECT_EQ(*(volatile uint64_t *)phys_to_virt(pa), 0x5a5a);
+	paddr_t out = 0;
+	KEXPECT_EQ(vm_pte_clear(last, &out), 0);
+	KEXPECT_EQ(out, pa);
+	frame_free(pa);
+}
+
+KTEST(paging, prepare_range_refuses_ranges_that_wrap)
+{
+	size_t tables = paging_table_pages();
+	/* Past 2^64 into page 0: its last byte, 0x1fffff, is canonical. */
+	KEXPECT_EQ(vm_prepare_range(TOP_VA, 6ull << 20), -VM_EINVAL);
+	KEXPECT_EQ(vm_prepare_range(0xfffffffffffff000ull, 2 * PAGE_SIZE),
+	           -VM_EINVAL);
+	/* From the lower half across the non-canonical hole. */
+	KEXPECT_EQ(
+	        vm_prepare_range(0x00007fffffe00000ull, 0xffff000000400000ull),
+	        -VM_EINVAL);
+	/* Refused before anything was built. */
+	KEXPECT_EQ(paging_table_pages(), tables);
+}
