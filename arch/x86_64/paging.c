@@ -302,7 +302,9 @@ TEST_HOOK_DEFINE(paging_testing_pte_change);
 
 int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
-	if (va % PAGE_SIZE || pa % PAGE_SIZE || !canonical(va))
+	/* As vm_map_page: a pa with bits outside PTE_ADDR would set NX,
+	 * reserved or ignored bits of the entry. */
+	if (va % PAGE_SIZE || pa & ~PTE_ADDR || !canonical(va))
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
 	if (!e)

@@ -93,6 +93,8 @@ int vm_protect_page(uintptr_t va, unsigned flags);
  * the entry in one compare-and-swap: of two calls racing on one entry
  * (which the ownership rule forbids), one succeeds and the other returns
  * -VM_EEXIST / -VM_ENOENT, so a frame is never handed out twice.
+ * vm_pte_set refuses (-VM_EINVAL) a pa that is misaligned or has bits
+ * outside PTE_ADDR, as vm_map_page does.
  * vm_prepare_range returns 0; -VM_EINVAL, with nothing made, for a range
  * that is misaligned, wraps past 2^64 or leaves the canonical half it
  * starts in (one may end exactly at 2^64); or, the tables made so far

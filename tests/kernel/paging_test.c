@@ -191,3 +191,18 @@ KTEST(paging, prepare_range_refuses_ranges_that_wrap)
 	/* Refused before anything was built. */
 	KEXPECT_EQ(paging_table_pages(), tables);
 }
+
+KTEST(paging, pte_set_refuses_a_frame_address_with_flag_bits)
+{
+	KASSERT_EQ(vm_prepare_range(TEST_VA, LARGE_PAGE_SIZE), 0);
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	/* Bit 62 is above PTE_ADDR: it must not land in the entry. */
+	KEXPECT_EQ(vm_pte_set(TEST_VA, pa | (1ull << 62), VM_WRITE),
+	           -VM_EINVAL);
+	KEXPECT_EQ(vm_pte_set(TEST_VA, pa | (1ull << 52), VM_WRITE),
+	           -VM_EINVAL);
+	KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	vm_pte_clear(TEST_VA, NULL);
+	frame_free(pa);
+}
