@@ -165,6 +165,13 @@ static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
 	return table;
 }
 
+/* A page that may be mapped: aligned, canonical, and not page 0, which
+ * stays unmapped so that a NULL dereference faults (layout.h). */
+static bool leaf_va_ok(uintptr_t va)
+{
+	return va % PAGE_SIZE == 0 && canonical(va) && va != 0;
+}
+
 /*
  * Finds the leaf entry for va under vm_lock, creating tables if create.
  * Returns NULL with *err set when there is none.
@@ -183,8 +190,7 @@ static uint64_t *leaf_locked(uintptr_t va, bool create, int *err)
 int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	int err = VM_OK;
-	if (va % PAGE_SIZE || pa % PAGE_SIZE || !canonical(va) ||
-	    pa & ~PTE_ADDR)
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, true, &err);
@@ -304,7 +310,7 @@ int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	/* As vm_map_page: a pa with bits outside PTE_ADDR would set NX,
 	 * reserved or ignored bits of the entry. */
-	if (va % PAGE_SIZE || pa & ~PTE_ADDR || !canonical(va))
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR)
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
 	if (!e)

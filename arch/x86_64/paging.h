@@ -43,7 +43,8 @@ enum vm_flags {
 /* Errors returned (negated) by the map API. */
 enum vm_error {
 	VM_OK = 0,
-	VM_EINVAL = 1, /* misaligned, non-canonical, or inside a large page */
+	VM_EINVAL = 1, /* misaligned, non-canonical, inside a large page, or
+	                  page 0 (never mapped) */
 	VM_EEXIST = 2, /* already mapped */
 	VM_ENOENT = 3, /* not mapped */
 	VM_ENOMEM = 4, /* no frame for a page-table page */

@@ -206,3 +206,18 @@ KTEST(paging, pte_set_refuses_a_frame_address_with_flag_bits)
 	vm_pte_clear(TEST_VA, NULL);
 	frame_free(pa);
 }
+
+KTEST(paging, page_zero_is_never_mapped)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_map_page(0, pa, VM_READ), -VM_EINVAL);
+	/* The tables over page 0 exist once the SMP trampoline (below
+	 * 1 MiB, at its own address) was mapped; prepare them anyway. */
+	KEXPECT_EQ(vm_prepare_range(0, LARGE_PAGE_SIZE), 0);
+	KEXPECT_EQ(vm_pte_set(0, pa, VM_READ), -VM_EINVAL);
+	KEXPECT(!vm_translate(0, NULL, NULL));
+	vm_unmap_page(0, NULL);
+	vm_pte_clear(0, NULL);
+	frame_free(pa);
+}
