@@ -27,6 +27,9 @@ static struct palloc pool;
 static mm_lock_t pool_lock;
 static paddr_t meta_base, meta_limit;
 
+/* Set once by frames_reclaim_boot_memory (boot CPU, before SMP): */
+static bool boot_memory_reclaimed;
+
 /* Protected by pool_lock: */
 static size_t nmanaged;
 
@@ -142,6 +145,63 @@ void frames_reclaim_boot_memory(void)
 			mm_lock_release(&pool_lock, irq);
 		}
 	}
+	boot_memory_reclaimed = true;
+}
+
+/* The region of boot_state holding pa, or NULL (regions are sorted and
+ * disjoint). */
+static const struct mem_region *region_of(paddr_t pa)
+{
+	size_t lo = 0, hi = boot_state.nregions;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct mem_region *r = &boot_state.regions[mid];
+		if (pa < r->base)
+			hi = mid;
+		else if (pa >= r->limit)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+const char *frames_not_managed(paddr_t pa)
+{
+	if (pa % PAGE_SIZE)
+		return "not page-aligned";
+	if (pa < FRAMES_LOW_LIMIT)
+		return "below 1 MiB, which the pool never hands out";
+	if (pa >= meta_base && pa < meta_limit)
+		return "the pool's own metadata";
+	if (pa >= boot_state.kernel_phys_base &&
+	    pa < boot_state.kernel_phys_limit)
+		return "the kernel image";
+	const struct mem_region *r = region_of(pa);
+	if (!r)
+		return "in no region of the memory map";
+	if (r->type == EFI_CONVENTIONAL_MEMORY)
+		return NULL;
+	if (!mem_type_usable(r->type))
+		return "firmware or device memory (see the memory map)";
+	return boot_memory_reclaimed ? NULL
+	                             : "loader or boot-services memory, "
+	                               "not reclaimed yet";
+}
+
+/* Panics unless [pa, pa + npages pages) are frames the pool hands out. */
+static void check_managed(const char *fn, paddr_t pa, size_t npages)
+{
+	for (size_t i = 0; i < npages; i++) {
+		paddr_t at = pa + i * PAGE_SIZE;
+		const char *why = frames_not_managed(at);
+		if (why) {
+			const struct mem_region *r = region_of(at);
+			panic("%s: %#lx is not a frame of the pool: %s "
+			      "(memory map: %s)",
+			      fn, at, why, r ? mem_type_name(r->type) : "none");
+		}
+	}
 }
 
 paddr_t frame_alloc(void)
@@ -156,11 +216,13 @@ paddr_t frames_alloc_contig(size_t npages)
 
 void frame_free(paddr_t pa)
 {
+	check_managed("frame_free", pa, 1);
 	palloc_free(&pool, pa, 1);
 }
 
 void frames_free_contig(paddr_t pa, size_t npages)
 {
+	check_managed("frames_free_contig", pa, npages);
 	palloc_free(&pool, pa, npages);
 }
 

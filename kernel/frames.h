@@ -30,11 +30,18 @@ paddr_t frame_alloc(void);
 /* Returns the lowest run of npages free contiguous frames, or 0. */
 paddr_t frames_alloc_contig(size_t npages);
 
-/* Returns frames to the pool; a frame that is not allocated (a double
- * free, an address the pool does not manage) panics with the pool's
- * bitmaps around it. */
+/* Returns frames to the pool. A frame the pool never hands out panics,
+ * saying why (frames_not_managed), before anything changes; one that is
+ * not allocated (a double free) panics with the pool's bitmaps around it. */
 void frame_free(paddr_t pa);
 void frames_free_contig(paddr_t pa, size_t npages);
+
+/* Why pa is not a frame the pool hands out (the first MiB, the kernel
+ * image, the pool's metadata, firmware or device memory, loader memory
+ * before frames_reclaim_boot_memory, an address outside the memory map),
+ * or NULL when it is one. The pool holds those holes allocated, so its
+ * own double-free check cannot refuse a free of one. Any context. */
+const char *frames_not_managed(paddr_t pa);
 
 size_t frames_free_count(void);
 

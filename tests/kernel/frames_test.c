@@ -87,3 +87,57 @@ KTEST(frames, contiguous_runs_are_lowest_first)
 	KEXPECT_EQ(frames_alloc_contig(0), 0); /* refused, logged */
 	frames_check();
 }
+
+/* The first page at or above 1 MiB that lies in a region of the memory
+ * map which is not RAM (firmware or device memory), or 0 if none does. */
+static paddr_t firmware_page(void)
+{
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (!mem_type_usable(r->type) && r->base >= FRAMES_LOW_LIMIT)
+			return r->base;
+	}
+	return 0;
+}
+
+/* The pool holds its holes allocated, so a free of one would pass its
+ * double-free check and hand the page out next; frame_free asks
+ * frames_not_managed first (demo.frame_free_of_the_kernel_image shows
+ * the panic). */
+KTEST(frames, pages_outside_the_pool_are_named)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT(frames_not_managed(pa) == NULL);
+	frame_free(pa);
+	KEXPECT_STREQ(frames_not_managed(pa + 8), "not page-aligned");
+	KEXPECT_STREQ(frames_not_managed(0),
+	              "below 1 MiB, which the pool never hands out");
+	KEXPECT_STREQ(frames_not_managed(0x9f000),
+	              "below 1 MiB, which the pool never hands out");
+	KEXPECT_STREQ(frames_not_managed(boot_state.kernel_phys_base),
+	              "the kernel image");
+	KEXPECT_STREQ(
+	        frames_not_managed(boot_state.kernel_phys_limit - PAGE_SIZE),
+	        "the kernel image");
+	/* Past every region (sorted by base; the last ends highest). */
+	paddr_t past = boot_state.regions[boot_state.nregions - 1].limit;
+	KEXPECT_STREQ(frames_not_managed(align_up(past, PAGE_SIZE)),
+	              "in no region of the memory map");
+	paddr_t fw = firmware_page();
+	if (fw)
+		KEXPECT_STREQ(frames_not_managed(fw),
+		              "firmware or device memory (see the memory map)");
+}
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness). */
+KTEST(demo, frame_free_of_the_kernel_image)
+{
+	/* A page of the running kernel: the pool must refuse it, not hand
+	 * it out to the next frame_alloc. */
+	frame_free(boot_state.kernel_phys_base + PAGE_SIZE);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "frame_free took a page of the kernel image");
+}
+#endif
