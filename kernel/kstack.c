@@ -51,12 +51,17 @@ static unsigned long slot_release_begin(const struct kstack *s)
 {
 	uintptr_t off = s->top - KSTACK_REGION_BASE;
 	unsigned long slot = off / KSTACK_SLOT_SIZE - 1;
+	/* A bottom off a page boundary would unmap a page too few (its
+	 * frame lost, the slot returned with it mapped). */
 	if (s->top <= KSTACK_REGION_BASE || off % KSTACK_SLOT_SIZE != 0 ||
 	    slot >= KSTACK_SLOTS || s->bottom >= s->top ||
-	    s->top - s->bottom > KSTACK_MAX_PAGES * PAGE_SIZE)
-		panic("kstack_free: stack 0x%lx-0x%lx is not a kernel stack "
-		      "(a struct kstack that kstack_alloc did not fill?)",
-		      (unsigned long)s->bottom, (unsigned long)s->top);
+	    s->top - s->bottom > KSTACK_MAX_PAGES * PAGE_SIZE ||
+	    s->bottom % PAGE_SIZE != 0 || s->guard != s->bottom - PAGE_SIZE)
+		panic("kstack_free: stack 0x%lx-0x%lx (guard 0x%lx) is not a "
+		      "kernel stack (a struct kstack that kstack_alloc did not "
+		      "fill?)",
+		      (unsigned long)s->bottom, (unsigned long)s->top,
+		      (unsigned long)s->guard);
 	unsigned long irq = spin_lock_irqsave(&kstack_lock);
 	bool used = slot_used[slot / 64] & (1ull << (slot % 64));
 	uint32_t gen = slot_gen[slot];

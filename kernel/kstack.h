@@ -26,7 +26,8 @@ bool kstack_alloc(unsigned npages, struct kstack *out);
 /* Unmaps the stack, shoots its TLB entries down on every CPU, and frees
  * its frames and slot. Thread context with interrupts on. Panics, naming
  * the stack and leaving every mapping alone, if s was freed already (its
- * slot free, or another stack's since) or is not a kernel stack. */
+ * slot free, or another stack's since) or is not a kernel stack (as
+ * kstack_alloc filled it: whole pages, the guard right below). */
 void kstack_free(const struct kstack *s);
 
 /* Like kstack_free, without the shootdown: for a stack no other online

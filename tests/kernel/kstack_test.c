@@ -61,4 +61,19 @@ KTEST(demo, kstack_free_twice)
 	*(volatile uint64_t *)b.bottom = 1; /* b must still be mapped */
 	kstack_free(&b);
 }
+
+/* A struct kstack whose bottom is off a page boundary: the free must
+ * refuse it, not unmap a page too few and lose that frame. */
+KTEST(demo, kstack_free_of_a_bent_stack)
+{
+	struct kstack s;
+	KASSERT(kstack_alloc(3, &s));
+	struct kstack bent = s;
+	bent.bottom += 8;
+	kstack_free(&bent);
+	if (vm_translate(s.bottom, NULL, NULL))
+		ktest_fail_at(__FILE__, __LINE__,
+		              "kstack_free left the stack's lowest page mapped "
+		              "(its frame lost, its slot free again)");
+}
 #endif
