@@ -33,11 +33,20 @@ _Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
 _Static_assert(MAX_CPUS <= MM_MAX_CPUS,
                "mm/'s per-CPU arrays cover every CPU the kernel runs");
 
-/* Next free address of the mm region; only the latest reservation can be
- * returned (mm_port_unreserve). */
+/* Rank MM_RESERVE, irqsave; protects the bump pointer of the mm region
+ * and the undo stack: the latest reservations, oldest first, each with the
+ * pointer before it (its alignment gap included), so that
+ * mm_port_unreserve gives back exactly a range mm_port_reserve returned,
+ * latest first. Older ones than the stack holds are kept. */
+#define RESERVE_UNDO_MAX 16
+struct reserve_undo {
+	uintptr_t base, prev_next;
+};
 static struct spinlock reserve_lock =
         SPINLOCK_INIT("mm_reserve", LOCK_RANK_MM_RESERVE);
-static uintptr_t mm_region_next = MM_REGION_BASE; /* by reserve_lock */
+static uintptr_t mm_region_next = MM_REGION_BASE;
+static struct reserve_undo undo[RESERVE_UNDO_MAX];
+static unsigned nundo;
 
 /* mm's ranks in the kernel's table (lockrank.h): one entry each. */
 static const enum lock_rank mm_ranks[] = {
@@ -126,6 +135,12 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	if (base >= mm_region_next &&
 	    base + nbytes <= MM_REGION_BASE + MM_REGION_SIZE &&
 	    base + nbytes > base) {
+		if (nundo == RESERVE_UNDO_MAX) { /* the oldest stays for good */
+			memmove(undo, undo + 1,
+			        (RESERVE_UNDO_MAX - 1) * sizeof(undo[0]));
+			nundo--;
+		}
+		undo[nundo++] = (struct reserve_undo){base, mm_region_next};
 		mm_region_next = base + nbytes;
 		r = (void *)base;
 	}
@@ -134,12 +149,19 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 }
 
 /* The region is handed out by a bump pointer: the latest reservation
- * alone can go back (mheap_init undoes its own, latest first). */
+ * alone can go back (mheap_init undoes its own, latest first), and only
+ * whole, as reserved. Anything else is kept: a range that began below the
+ * latest base would move the pointer under a live reservation, and the
+ * next one would overlap it. */
 void mm_port_unreserve(void *addr, size_t nbytes)
 {
+	uintptr_t base = (uintptr_t)addr;
 	unsigned long irq = spin_lock_irqsave(&reserve_lock);
-	if ((uintptr_t)addr + nbytes == mm_region_next)
-		mm_region_next = (uintptr_t)addr;
+	if (nundo > 0 && base == undo[nundo - 1].base &&
+	    base + nbytes == mm_region_next) {
+		mm_region_next = undo[nundo - 1].prev_next;
+		nundo--;
+	}
 	spin_unlock_irqrestore(&reserve_lock, irq);
 }
 

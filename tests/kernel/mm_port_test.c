@@ -73,6 +73,35 @@ KTEST(mm_port, reserve_refuses_bad_requests)
 	KEXPECT(a != NULL && b != NULL && a != b);
 }
 
+/* Only a range mm_port_reserve returned, the latest first, goes back: one
+ * that also covers an earlier, live reservation must not move the bump
+ * pointer below it, or the next reservation would overlap that one. */
+KTEST(mm_port, unreserve_gives_back_only_the_latest_reservation)
+{
+	uint8_t *a = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	uint8_t *b = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(a != NULL && b == a + MM_PAGE_SIZE);
+	mm_port_unreserve(a, 2 * MM_PAGE_SIZE); /* a and b: not one range */
+	uint8_t *c = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KEXPECT(c == b + MM_PAGE_SIZE);
+	mm_port_unreserve(b, MM_PAGE_SIZE); /* not the latest: kept */
+	mm_port_unreserve(c, MM_PAGE_SIZE);
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) == c);
+	/* Latest first, each exactly as reserved, they all go back. */
+	mm_port_unreserve(c, MM_PAGE_SIZE);
+	mm_port_unreserve(b, MM_PAGE_SIZE);
+	mm_port_unreserve(a, MM_PAGE_SIZE);
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) == a);
+	/* With alignment gaps between them, all still go back. */
+	uint8_t *e = mm_port_reserve(MM_PAGE_SIZE, 2ull << 20);
+	uint8_t *d = mm_port_reserve(MM_PAGE_SIZE, 2ull << 20);
+	KASSERT(e != NULL && d == e + (2ull << 20));
+	mm_port_unreserve(d, MM_PAGE_SIZE);
+	mm_port_unreserve(e, MM_PAGE_SIZE);
+	mm_port_unreserve(a, MM_PAGE_SIZE);
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) == a);
+}
+
 KTEST(mm_port, map_failure_leaves_nothing_mapped)
 {
 	uint8_t *p = mm_port_reserve(NPAGES * MM_PAGE_SIZE, MM_PAGE_SIZE);
