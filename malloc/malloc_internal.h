@@ -25,6 +25,8 @@
 #include "mm/mheap.h"
 #include "mm/spanheap.h"
 
+#include "malloc_testing.h"
+
 #define MM_MALLOC_HIDDEN __attribute__((visibility("hidden")))
 
 /* The heap every entry point uses; ready once mm_malloc_ready is true. */
@@ -96,8 +98,10 @@ static inline _Atomic unsigned *mm_malloc_enter(void)
 		            atomic_load_explicit(&sl->state,
 		                                 memory_order_acquire) ==
 		                    MM_SLOT_ONE,
-		            1))
+		            1)) {
+			mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
 			return &sl->in;
+		}
 		atomic_store_explicit(&sl->in, 0, memory_order_release);
 		t->held = NULL;
 	}

@@ -6,8 +6,11 @@
  *
  * A hook widens a window between two steps of slots.c that no test could
  * hit by chance, so that a test program (tests/real/malloc_hooks_test.c)
- * can run another thread inside it. The program sets the pointer before
- * its first allocation and finds it through its own weak reference.
+ * can run another thread inside it, or tell which of two threads got in
+ * first. A hook runs inside the window, possibly inside an API call:
+ * it must not allocate (a call of its own thread would pass as nested). The
+ * program sets the pointer before its first allocation and finds it through its
+ * own weak reference.
  */
 #ifndef MALLOC_TESTING_H
 #define MALLOC_TESTING_H
@@ -17,6 +20,16 @@ enum mm_malloc_hook_point {
 	 * first calls go through from here) and has not yet returned from
 	 * heap_init; it holds no slot and is inside no API call. */
 	MM_MALLOC_HOOK_INIT_READY,
+	/* A thread has entered an API call on the fast path: it holds its
+	 * slot's in word and has read state as MM_SLOT_ONE; called before
+	 * the call's work. Every fast entry reaches it. */
+	MM_MALLOC_HOOK_FAST_HELD,
+	/* A thread taking a slot on the slow path (mm_malloc_slot_take)
+	 * holds its busy word and found in set: it waits for the fast
+	 * holder to leave. Called at every turn of the wait. */
+	MM_MALLOC_HOOK_WAIT_IN,
+	/* The same thread, waiting for another slow holder's busy. */
+	MM_MALLOC_HOOK_WAIT_BUSY,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -136,7 +136,6 @@
 #include <unistd.h>
 
 #include "malloc_internal.h"
-#include "malloc_testing.h"
 
 struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
@@ -294,10 +293,12 @@ int mm_malloc_first_use(void)
 	return s;
 }
 
-/* Spins, then yields, until *w is 0; acquires what its clearer did. */
-static void wait_zero(atomic_uint *w)
+/* Spins, then yields, until *w is 0; acquires what its clearer did.
+ * waiting names the wait for the test hooks. */
+static void wait_zero(atomic_uint *w, enum mm_malloc_hook_point waiting)
 {
 	for (int i = 0; atomic_load_explicit(w, memory_order_acquire); i++) {
+		mm_malloc_hook(waiting);
 		if (i < 64)
 			__builtin_ia32_pause();
 		else
@@ -311,8 +312,8 @@ void mm_malloc_slot_take(int s)
 {
 	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
 	while (atomic_exchange_explicit(&sl->busy, 1, memory_order_acquire))
-		wait_zero(&sl->busy);
-	wait_zero(&sl->in);
+		wait_zero(&sl->busy, MM_MALLOC_HOOK_WAIT_BUSY);
+	wait_zero(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
 }
 
 _Atomic unsigned *mm_malloc_enter_slow(void)
