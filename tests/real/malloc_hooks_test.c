@@ -184,6 +184,106 @@ static int fork_waits_for_fast_holder(void)
 	return 0;
 }
 
+/* ---- A late call of an exited thread while its slot's new owner is in --- */
+
+/* Holders of every slot but one, parked on gate (no call meanwhile). */
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int parked;
+static pthread_key_t late_key;
+static pthread_t new_owner;
+static atomic_bool new_owner_made;
+
+static void *park(void *arg)
+{
+	free(malloc(16)); /* claims a slot */
+	atomic_fetch_add(&parked, 1);
+	pthread_mutex_lock(&gate);
+	pthread_mutex_unlock(&gate);
+	return arg;
+}
+
+/* Claims the one free slot, the exited thread's, and stays inside its
+ * next fast entry until let go. */
+static void *claim_freed_slot(void *arg)
+{
+	free(malloc(16));
+	role = ROLE_HOLDER;
+	free(malloc(32));
+	return arg;
+}
+
+/* Runs after slot_exit (keys' destructors run in the order made; the
+ * heap's key was made at its set-up, before this one). */
+static void late_call(void *arg)
+{
+	(void)arg;
+	role = ROLE_PAST_EXIT;
+	if (pthread_create(&new_owner, NULL, claim_freed_slot, NULL) != 0)
+		return;
+	atomic_store(&new_owner_made, true);
+	while (!atomic_load(&holder_inside))
+		sched_yield();
+	free(malloc(48)); /* on LATE_SLOT, never the slot it gave back */
+	atomic_store(&holder_let_go, true);
+}
+
+static void *exiting(void *arg)
+{
+	free(malloc(16)); /* claims the last free slot */
+	pthread_setspecific(late_key, (void *)1);
+	return arg;
+}
+
+/* A thread's exit gives its slot back, and its calls after that (later
+ * keys' destructors) hold LATE_SLOT: its fast pointer must go with the
+ * slot, or its next call finds the slot's new owner's state (one owner,
+ * no flag), takes the fast path and is inside the slot with that owner.
+ * All slots but one are owned, so the thread that exits has the last
+ * and the thread its destructor starts claims that slot. */
+static int exit_clears_fast_path(void)
+{
+	int st = need_fast_path();
+	if (st)
+		return st;
+	if (pthread_key_create(&late_key, late_call) != 0)
+		return 2;
+	pthread_mutex_lock(&gate);
+	enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
+	pthread_t t[LIVE_SLOTS];
+	int n = 0;
+	while (n < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS - 1) {
+		if (pthread_create(&t[n], NULL, park, NULL) != 0)
+			return 2;
+		n++;
+		while (atomic_load(&parked) < n)
+			sched_yield();
+	}
+	pthread_t x;
+	if (mm_malloc_threads() != LIVE_SLOTS - 1 ||
+	    pthread_create(&x, NULL, exiting, NULL) != 0)
+		return 2;
+	pthread_join(x, NULL);
+	if (atomic_load(&new_owner_made))
+		pthread_join(new_owner, NULL);
+	pthread_mutex_unlock(&gate);
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	if (!atomic_load(&new_owner_made)) {
+		fprintf(stderr, "no thread claimed the freed slot");
+		return 2;
+	}
+	if (atomic_load(&both_inside) || atomic_load(&past_exit_fast)) {
+		fprintf(stderr,
+		        "a thread past its exit entered its old slot on the "
+		        "fast path (%d times, %d while the slot's new owner "
+		        "was inside)",
+		        atomic_load(&past_exit_fast),
+		        atomic_load(&both_inside));
+		return 1;
+	}
+	return 0;
+}
+
 /* ---- Driver ------------------------------------------------------------- */
 
 static const struct {
@@ -192,6 +292,7 @@ static const struct {
 } scenarios[] = {
         {"init_window_exit_gives_slot_back", init_window},
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder},
+        {"exit_clears_fast_path", exit_clears_fast_path},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
