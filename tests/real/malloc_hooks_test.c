@@ -284,6 +284,63 @@ static int exit_clears_fast_path(void)
 	return 0;
 }
 
+/* ---- fork from a thread past its exit ----------------------------------- */
+
+static atomic_int child_status = -1;
+
+/* The forking thread is past its exit, on LATE_SLOT, in the child too,
+ * which must leave that slot unowned (invariant 4), so that no call of
+ * the child takes it on the fast path while another holds it on the slow
+ * one. */
+static void fork_in_destructor(void *arg)
+{
+	(void)arg;
+	role = ROLE_PAST_EXIT;
+	pid_t pid = fork();
+	if (pid == 0) {
+		void *p = malloc(64);
+		free(p);
+		unsigned owners = mm_malloc_threads();
+		if (!p || owners != 0 || atomic_load(&past_exit_fast)) {
+			fprintf(stderr,
+			        "child of a fork from a thread past its exit: "
+			        "%u slots owned (0 expected), %d fast entries "
+			        "(0 expected)",
+			        owners, atomic_load(&past_exit_fast));
+			_exit(1);
+		}
+		_exit(0);
+	}
+	int st = -1;
+	if (pid > 0 && waitpid(pid, &st, 0) == pid)
+		atomic_store(&child_status, st);
+}
+
+static void *fork_at_exit(void *arg)
+{
+	free(malloc(16));
+	pthread_setspecific(late_key, (void *)1);
+	return arg;
+}
+
+static int fork_from_exit_destructor(void)
+{
+	int st = need_fast_path();
+	if (st)
+		return st;
+	pthread_t t;
+	if (pthread_key_create(&late_key, fork_in_destructor) != 0 ||
+	    pthread_create(&t, NULL, fork_at_exit, NULL) != 0)
+		return 2;
+	pthread_join(t, NULL);
+	st = atomic_load(&child_status);
+	if (st != 0) {
+		fprintf(stderr, "; the child's status: %#x", st);
+		return 1;
+	}
+	return 0;
+}
+
 /* ---- Driver ------------------------------------------------------------- */
 
 static const struct {
@@ -293,6 +350,7 @@ static const struct {
         {"init_window_exit_gives_slot_back", init_window},
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder},
         {"exit_clears_fast_path", exit_clears_fast_path},
+        {"fork_from_exit_destructor", fork_from_exit_destructor},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
