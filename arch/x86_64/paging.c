@@ -89,6 +89,7 @@ static bool canonical(uintptr_t va)
 	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
 }
 
+/* flags: enum vm_flags only (the callers refuse any other bit). */
 static uint64_t pte_flags(unsigned flags)
 {
 	uint64_t f = PTE_P | PTE_G;
@@ -190,7 +191,7 @@ static uint64_t *leaf_locked(uintptr_t va, bool create, int *err)
 int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	int err = VM_OK;
-	if (!leaf_va_ok(va) || pa & ~PTE_ADDR)
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || flags & ~VM_FLAGS_ALL)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, true, &err);
@@ -215,7 +216,7 @@ int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 static int change_leaf(uintptr_t va, bool unmap, unsigned flags, paddr_t *pa)
 {
 	int err = VM_OK;
-	if (va % PAGE_SIZE || !canonical(va))
+	if (va % PAGE_SIZE || !canonical(va) || flags & ~VM_FLAGS_ALL)
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, false, &err);
@@ -310,7 +311,7 @@ int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	/* As vm_map_page: a pa with bits outside PTE_ADDR would set NX,
 	 * reserved or ignored bits of the entry. */
-	if (!leaf_va_ok(va) || pa & ~PTE_ADDR)
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || flags & ~VM_FLAGS_ALL)
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
 	if (!e)

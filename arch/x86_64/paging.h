@@ -32,19 +32,32 @@
 #define PTE_NX   (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
 
-/* Mapping permissions; every mapping is readable and kernel-only. */
+/*
+ * Mapping permissions; every mapping is readable and kernel-only. They sit
+ * on bits 9-11, which no PTE_* constant above uses (in an entry they are
+ * ignored by the MMU, and pte_flags translates anyway), so a PTE_* value
+ * passed by mistake (PTE_W, PTE_U, PTE_PCD...) always has a bit outside
+ * VM_FLAGS_ALL, and the map calls refuse it with -VM_EINVAL instead of
+ * making a different mapping. (PTE_NX does not fit in unsigned: the
+ * compiler's overflow warning catches it.)
+ */
 enum vm_flags {
 	VM_READ = 0,
-	VM_WRITE = 1 << 0,
-	VM_EXEC = 1 << 1,
-	VM_NOCACHE = 1 << 2,
+	VM_WRITE = 1 << 9,
+	VM_EXEC = 1 << 10,
+	VM_NOCACHE = 1 << 11,
+	VM_FLAGS_ALL = VM_WRITE | VM_EXEC | VM_NOCACHE,
 };
+_Static_assert((VM_FLAGS_ALL & (PTE_P | PTE_W | PTE_U | PTE_PWT | PTE_PCD |
+                                PTE_A | PTE_D | PTE_PS | PTE_G)) == 0,
+               "VM_* flags must not share a bit with a PTE_* bit");
 
 /* Errors returned (negated) by the map API. */
 enum vm_error {
 	VM_OK = 0,
-	VM_EINVAL = 1, /* misaligned, non-canonical, inside a large page, or
-	                  page 0 (never mapped) */
+	VM_EINVAL = 1, /* misaligned, non-canonical, inside a large page,
+	                  page 0 (never mapped), or flags outside
+	                  VM_FLAGS_ALL */
 	VM_EEXIST = 2, /* already mapped */
 	VM_ENOENT = 3, /* not mapped */
 	VM_ENOMEM = 4, /* no frame for a page-table page */
@@ -95,7 +108,7 @@ int vm_protect_page(uintptr_t va, unsigned flags);
  * (which the ownership rule forbids), one succeeds and the other returns
  * -VM_EEXIST / -VM_ENOENT, so a frame is never handed out twice.
  * vm_pte_set refuses (-VM_EINVAL) a pa that is misaligned or has bits
- * outside PTE_ADDR, as vm_map_page does.
+ * outside PTE_ADDR, and flags outside VM_FLAGS_ALL, as vm_map_page does.
  * vm_prepare_range returns 0; -VM_EINVAL, with nothing made, for a range
  * that is misaligned, wraps past 2^64 or leaves the canonical half it
  * starts in (one may end exactly at 2^64); or, the tables made so far

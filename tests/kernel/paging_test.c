@@ -221,3 +221,37 @@ KTEST(paging, page_zero_is_never_mapped)
 	vm_pte_clear(0, NULL);
 	frame_free(pa);
 }
+
+/* Hardware PTE_* bits passed where enum vm_flags belongs used to land on
+ * other meanings (PTE_W was VM_EXEC's bit, PTE_U VM_NOCACHE's) or be
+ * ignored: every bit outside VM_FLAGS_ALL is refused, and nothing is
+ * mapped or changed. */
+KTEST(paging, flags_outside_vm_flags_are_refused)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	static const unsigned bad[] = {(unsigned)PTE_W, (unsigned)PTE_U,
+	                               (unsigned)PTE_PCD, (unsigned)PTE_PS,
+	                               1u << 31};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		KEXPECT_EQ(vm_map_page(TEST_VA, pa, VM_WRITE | bad[i]),
+		           -VM_EINVAL);
+		KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	}
+	KASSERT_EQ(vm_map_page(TEST_VA, pa, VM_WRITE), 0);
+	unsigned flags = 0;
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		KEXPECT_EQ(vm_protect_page(TEST_VA, bad[i]), -VM_EINVAL);
+		KEXPECT(vm_translate(TEST_VA, NULL, &flags));
+		KEXPECT_EQ(flags, VM_WRITE);
+	}
+	unmap_test_page(TEST_VA);
+	KASSERT_EQ(vm_prepare_range(TEST_VA, LARGE_PAGE_SIZE), 0);
+	pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_pte_set(TEST_VA, pa, VM_WRITE | (unsigned)PTE_U),
+	           -VM_EINVAL);
+	KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	vm_pte_clear(TEST_VA, NULL);
+	frame_free(pa);
+}
