@@ -11,40 +11,54 @@
  *
  * A CPU answers the park IPI only with interrupts on, so the stopper must
  * not hold an irqsave lock another CPU may be spinning on; it holds none
- * (the semaphore sleeps rather than spins).
+ * (the semaphore sleeps rather than spins). A CPU that keeps interrupts
+ * off for good (a bug) would make the stopper wait forever without a word,
+ * so while it waits the stopper names the CPUs not parked yet every
+ * STW_WAIT_REPORT_NS. It keeps waiting: unlike the panic path, it cannot
+ * go on with a CPU running.
  */
 #include "kernel/stw.h"
 
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "kernel/format.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/stw_testing.h"
+#include "kernel/time.h"
 #include "kernel/tlb.h"
+
+/* How often stw_stop names the CPUs it is still waiting for. */
+#define STW_WAIT_REPORT_NS 1000000000ull
 
 struct semaphore stw_sema;
 
 /* Atomic, any CPU: */
 static _Atomic bool stopped;
 static _Atomic unsigned nparked;
+static _Atomic cpumask_t parked; /* the CPUs counted in nparked */
 static const char *stop_reason;
 static _Atomic int stopper = -1; /* CPU id of the stopper */
 
 TEST_HOOK_DEFINE(stw_testing_after_send);
+TEST_HOOK_DEFINE(stw_testing_still_waiting);
 
 static void park_irq(struct trap_frame *f)
 {
 	if (!atomic_load(&stopped))
 		return;
+	cpumask_t me = cpumask_of(this_cpu()->id);
+	atomic_fetch_or(&parked, me);
 	atomic_fetch_add(&nparked, 1);
 	while (atomic_load_explicit(&stopped, memory_order_acquire))
 		cpu_pause();
 	/* The stopper may have changed mappings without a shootdown (it
 	 * cannot reach parked CPUs): forget everything before going on. */
 	tlb_flush_local(0, TLB_FULL_FLUSH_PAGES + 1);
+	atomic_fetch_and(&parked, ~me);
 	atomic_fetch_sub(&nparked, 1);
 }
 
@@ -52,6 +66,43 @@ void stw_init(void)
 {
 	sema_init(&stw_sema, "stw_sema", 1);
 	irq_register(IRQ_VEC_STW, park_irq);
+}
+
+/* Prints "stw: ... still waiting for cpu 2 3" naming the CPUs of
+ * `others` not parked yet, as one line. */
+static void report_waiting(cpumask_t others, uint64_t waited_ns)
+{
+	cpumask_t missing = others & ~atomic_load(&parked);
+	if (!missing)
+		return; /* the last one is counting itself in */
+	char ids[4 * MAX_CPUS + 1] = "";
+	size_t len = 0;
+	for (unsigned i = 0; i < MAX_CPUS && len < sizeof(ids); i++)
+		if (missing & cpumask_of(i))
+			len += (size_t)ksnprintf(ids + len, sizeof(ids) - len,
+			                         " %u", i);
+	printk("stw: stop (\"%s\") by cpu %u still waiting after %llu ms "
+	       "for cpu%s to take the park IPI (interrupts off?)\n",
+	       stop_reason, this_cpu()->id,
+	       (unsigned long long)(waited_ns / 1000000), ids);
+	TEST_HOOK(stw_testing_still_waiting, missing);
+}
+
+/* Waits until every CPU of others has parked; says which have not every
+ * STW_WAIT_REPORT_NS (only then is the clock read again). */
+static void wait_parked(cpumask_t others)
+{
+	unsigned n = cpumask_weight(others);
+	uint64_t start = n ? time_now_ns() : 0;
+	uint64_t next = start + STW_WAIT_REPORT_NS;
+	while (atomic_load_explicit(&nparked, memory_order_acquire) < n) {
+		cpu_pause();
+		uint64_t now = time_now_ns();
+		if (now >= next) {
+			report_waiting(others, now - start);
+			next = now + STW_WAIT_REPORT_NS;
+		}
+	}
 }
 
 void stw_stop(const char *reason)
@@ -74,9 +125,7 @@ void stw_stop(const char *reason)
 	atomic_store(&stopped, true);
 	cpus_send_ipi(others, IRQ_VEC_STW);
 	TEST_HOOK(stw_testing_after_send, self->id);
-	unsigned n = cpumask_weight(others);
-	while (atomic_load_explicit(&nparked, memory_order_acquire) < n)
-		cpu_pause();
+	wait_parked(others);
 }
 
 void stw_start(void)

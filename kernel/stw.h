@@ -21,7 +21,9 @@ extern struct semaphore stw_sema;
 /* Installs the park IPI. Boot CPU, before SMP. */
 void stw_init(void);
 
-/* Returns once every other online CPU is parked. reason is kept until
+/* Returns once every other online CPU is parked; while some CPU does not
+ * take the park IPI (interrupts off), prints every second a line naming
+ * the CPUs still awaited, and goes on waiting. reason is kept until
  * stw_start, for a debugger and for the panic of a nested stop (a stop by
  * the CPU that holds the world, which would wait for itself). No CPU
  * comes online until stw_start (it waits in cpu_set_online, percpu.h). */

@@ -8,4 +8,8 @@
  * park IPIs and before it waits for the CPUs to park. */
 extern _Atomic test_hook_fn stw_testing_after_send;
 
+/* Called by stw_stop (arg: the mask of the CPUs not parked yet) each time
+ * it has printed the line naming them (every STW_WAIT_REPORT_NS). */
+extern _Atomic test_hook_fn stw_testing_still_waiting;
+
 #endif

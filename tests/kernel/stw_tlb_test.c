@@ -12,6 +12,7 @@
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/stw.h"
+#include "kernel/stw_testing.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "tests/kernel/smp_util.h"
@@ -108,6 +109,54 @@ static void remote(void *arg)
 		atomic_store(&remote_cr2, fc.cr2);
 	}
 }
+
+#if KTEST_HOOKS
+static _Atomic bool deaf_spinning, deaf_release;
+static _Atomic cpumask_t reported_waiting;
+
+/* Spins with interrupts off, so deaf to the park IPI, until the stopper's
+ * report lets it go; after 20 s without one it gives up (a hang guard,
+ * not a timing check: the report is due after 1 s), so a stopper that
+ * never reports fails the test instead of hanging the run. */
+static void deaf(void *arg)
+{
+	cpu_cli();
+	atomic_store(&deaf_spinning, true);
+	uint64_t give_up = time_now_ns() + 20000000000ull;
+	while (!atomic_load(&deaf_release) && time_now_ns() < give_up)
+		cpu_pause();
+	cpu_sti();
+}
+
+static void note_waiting(uintptr_t missing)
+{
+	atomic_fetch_or(&reported_waiting, (cpumask_t)missing);
+	atomic_store(&deaf_release, true);
+}
+
+/* A CPU that does not take the park IPI is named while stw_stop waits for
+ * it ("stw: ... still waiting ... for cpu N"), and the stop completes once
+ * it lets interrupts in. */
+KTEST(stw, stop_names_a_cpu_that_does_not_park)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&deaf_spinning, false);
+	atomic_store(&deaf_release, false);
+	atomic_store(&reported_waiting, 0);
+	atomic_store(&stw_testing_still_waiting, note_waiting);
+	struct thread *t = thread_create("deaf", deaf, NULL, other);
+	KASSERT(t != NULL);
+	while (!atomic_load(&deaf_spinning))
+		thread_yield();
+	stw_stop("deaf cpu test");
+	stw_start();
+	atomic_store(&stw_testing_still_waiting, NULL);
+	thread_join(t);
+	KEXPECT(atomic_load(&reported_waiting) & cpumask_of(other));
+}
+#endif
 
 KTEST(tlb, shootdown_reaches_other_cpus)
 {
