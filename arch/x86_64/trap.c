@@ -227,6 +227,29 @@ void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
 	__atomic_store_n(&debug_hook, fn, __ATOMIC_RELEASE);
 }
 
+/*
+ * The guard-page address a stack overflow hit, or 0 if f is no overflow.
+ * A #PF's CR2 is its own (read for it), so it names the page. A #DF's is
+ * not: CR2 holds whatever the last #PF left there, perhaps a guard page
+ * that a caught probe touched long before, while this #DF came from
+ * something else (a corrupt RSP). So a #DF is judged by the interrupted
+ * RSP alone: an overflow faults pushing (the code's push, or the CPU's
+ * push of the #PF frame) with RSP in a guard page, or just above one so
+ * that the push lands in it at rsp - 8.
+ */
+static uint64_t overflow_guard(const struct trap_frame *f, uint64_t cr2)
+{
+	if (f->vector != VEC_PF && f->vector != VEC_DF)
+		return 0;
+	if (f->vector == VEC_PF && kstack_is_guard(cr2))
+		return cr2;
+	if (kstack_is_guard(f->rsp))
+		return f->rsp;
+	if (kstack_is_guard(f->rsp - 8))
+		return f->rsp - 8;
+	return 0;
+}
+
 void trap_dispatch(struct trap_frame *f)
 {
 	if (f->vector >= 32) {
@@ -261,12 +284,11 @@ void trap_dispatch(struct trap_frame *f)
 	report(f, cr2);
 	char sym[96];
 	ksyms_format(f->rip, sym, sizeof(sym));
-	bool guard = (f->vector == VEC_DF || f->vector == VEC_PF) &&
-	             (kstack_is_guard(cr2) || kstack_is_guard(f->rsp - 8));
+	uint64_t guard = overflow_guard(f, cr2);
 	if (guard) {
 		struct thread *t = this_cpu()->current;
 		panic("stack overflow in thread %s (guard page %#lx hit at %s)",
-		      t ? t->name : "boot", cr2, sym);
+		      t ? t->name : "boot", guard, sym);
 	}
 	panic("unhandled exception %s at %s", trap_name((unsigned)f->vector),
 	      sym);

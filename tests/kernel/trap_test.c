@@ -132,3 +132,25 @@ KTEST(demo, fault_while_reporting_a_fault)
 	__asm__ volatile("ud2");
 }
 #endif
+
+#ifdef KTEST_FAIL_DEMO
+#include "tests/kernel/fault_util.h"
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a #DF that is not a stack overflow,
+ * with CR2 left pointing into a guard page by an earlier, caught #PF.
+ * A push through a non-canonical RSP faults (#SS or #GP, no CR2 update),
+ * and delivering that fault on the same stack faults again: a #DF. It
+ * must be reported as the #DF it is, not as "stack overflow" because of
+ * the stale CR2.
+ */
+KTEST(demo, double_fault_with_a_stale_guard_cr2)
+{
+	KASSERT(read_faults_at((volatile uint8_t *)__boot_stack_guard));
+	cpu_cli(); /* no tick between the two instructions */
+	__asm__ volatile("movq %0, %%rsp\n\tpushq $0"
+	                 :
+	                 : "r"(0x8000000000001000ull)
+	                 : "memory");
+}
+#endif
