@@ -414,14 +414,13 @@ void mm_event_wake(mm_event_t *e)
 	spin_unlock_irqrestore(&k->lock, irq);
 }
 
+/* Formats nothing before the panic is claimed: a second CPU's mm_panic
+ * parks instead of writing over the first one's message. */
 void mm_panic(const char *fmt, ...)
 {
-	static char msg[1024]; /* mm_panic does not return */
 	va_list ap;
 	va_start(ap, fmt);
-	kvsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	panic("mm: %s", msg);
+	vpanic_prefixed("mm: ", fmt, ap);
 }
 
 void mm_log(const char *fmt, ...)

@@ -8,8 +8,9 @@
  * marked itself in cpus_stopped and halted, in the NMI handler (a CPU
  * with interrupts off, or spinning on a lock the panicking CPU holds,
  * still takes an NMI); only then does it print. A CPU that panics second
- * halts without printing. A nested panic on the panicking CPU (a fault
- * while printing) prints again.
+ * halts without printing, and without formatting: the claim comes first,
+ * so its message never lands over the first one's. A nested panic on the
+ * panicking CPU (a fault while printing) prints again.
  */
 #include "printk.h"
 
@@ -45,6 +46,7 @@ static _Atomic int panic_cpu = -1; /* the CPU that panicked first */
 static _Atomic cpumask_t cpus_stopped;
 
 TEST_HOOK_DEFINE(panic_testing_after_message);
+TEST_HOOK_DEFINE(panic_testing_claimed);
 
 static void console_sink(void *ctx, char c)
 {
@@ -133,20 +135,33 @@ static void stop_other_cpus(void)
 		       cpumask_weight(missing), (unsigned long long)missing);
 }
 
-void panic(const char *fmt, ...)
+/*
+ * Claims the panic for this CPU before anything is formatted: the first
+ * CPU stops the others; any other CPU parks here at once, so that it
+ * never formats over the first one's message (there is one buffer, and
+ * mm_panic's message goes through it too). A nested panic on the first
+ * CPU (a fault while printing) goes on and prints again.
+ */
+static void panic_claim(void)
 {
-	static char msg[1024]; /* static: panics are final and may nest */
-	va_list ap;
 	cpu_cli();
 	int first = -1, self = (int)this_cpu()->id;
-	if (atomic_compare_exchange_strong(&panic_cpu, &first, self))
+	if (atomic_compare_exchange_strong(&panic_cpu, &first, self)) {
+		TEST_HOOK(panic_testing_claimed, (uintptr_t)self);
 		stop_other_cpus();
-	else if (first != self)
+	} else if (first != self) {
 		panic_park(); /* the first panic speaks; this one halts */
+	}
 	panicking = true;
-	va_start(ap, fmt);
-	kvsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
+}
+
+void vpanic_prefixed(const char *prefix, const char *fmt, va_list ap)
+{
+	static char msg[1024]; /* static: panics are final and may nest */
+	panic_claim();
+	int len = ksnprintf(msg, sizeof(msg), "%s", prefix);
+	if (len >= 0 && (size_t)len < sizeof(msg))
+		kvsnprintf(msg + len, sizeof(msg) - (size_t)len, fmt, ap);
 	printk("\nKERNEL PANIC: %s\n", msg);
 	TEST_HOOK(panic_testing_after_message, this_cpu()->id);
 	uint64_t here;
@@ -155,4 +170,11 @@ void panic(const char *fmt, ...)
 	if (ktest_report_crash(msg) || ktest_kernel_mode())
 		qemu_exit(KTEST_EXIT_PANIC);
 	cpu_halt_forever();
+}
+
+void panic(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vpanic_prefixed("", fmt, ap);
 }

@@ -20,6 +20,11 @@ void vprintk(const char *fmt, va_list ap);
 __attribute__((noreturn, format(printf, 1, 2))) void panic(const char *fmt,
                                                            ...);
 
+/* panic with prefix put before the formatted message (mm_panic's "mm: "),
+ * in panic's one buffer, which only the first panicking CPU writes. */
+__attribute__((noreturn)) void vpanic_prefixed(const char *prefix,
+                                               const char *fmt, va_list ap);
+
 /* True when another CPU has started a panic: an NMI on this CPU is then
  * the request to stop (the NMI handler calls panic_park). Any context. */
 bool panic_elsewhere(void);

@@ -8,4 +8,8 @@
  * the "KERNEL PANIC" line, with interrupts off. */
 extern _Atomic test_hook_fn panic_testing_after_message;
 
+/* Called by the first CPU to panic (arg: its id) once it has claimed the
+ * panic, before it stops the other CPUs and formats its message. */
+extern _Atomic test_hook_fn panic_testing_claimed;
+
 #endif

@@ -4,6 +4,7 @@
  */
 #include <stdatomic.h>
 
+#include "arch/x86_64/cpu.h"
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
@@ -15,6 +16,7 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "mm/port.h"
 
 KTEST(console, format_in_kernel)
 {
@@ -143,4 +145,42 @@ KTEST(demo, panic_while_others_print)
 #endif
 	panic("deliberate panic while other CPUs print");
 }
+
+#if KTEST_HOOKS
+static _Atomic bool second_go, second_going;
+
+/* On another CPU: mm_panics as soon as the first panic lets it. */
+static void second_panicker(void *arg)
+{
+	while (!atomic_load(&second_go))
+		cpu_pause();
+	atomic_store(&second_going, true);
+	mm_panic("second panic, from cpu %u", this_cpu()->id);
+}
+
+/* In the first panic, once claimed: lets the second CPU mm_panic, then
+ * gives it 100 ms to format over the first message, if it still can. */
+static void let_second_panic(uintptr_t cpu)
+{
+	atomic_store(&second_go, true);
+	while (!atomic_load(&second_going))
+		cpu_pause();
+	time_delay_us(100000);
+}
+
+/* Two CPUs mm_panic at once: the harness checks that the crash names the
+ * first one's message, whole. Run at -smp 2 or more. */
+KTEST(demo, two_cpus_mm_panic_at_once)
+{
+	unsigned self = this_cpu()->id, other = MAX_CPUS;
+	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			other = i;
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	KASSERT(thread_create("second", second_panicker, NULL, other));
+	atomic_store(&panic_testing_claimed, let_second_panic);
+	mm_panic("first panic, from cpu %u", self);
+}
+#endif
 #endif
