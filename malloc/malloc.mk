@@ -93,8 +93,9 @@ $(MALLOC_HOOKS_TEST): tests/real/malloc_hooks_test.c malloc/malloc_testing.h
 MALLOC_C_TESTS := $(MALLOC_SO) $(MALLOC_API_TEST) $(MALLOC_HOOKS_SO) \
 	$(MALLOC_HOOKS_TEST)
 
-# Python, gcc, git and sqlite3 from Debian, with and without the library:
-# same output required, times printed (tests/real/run-quick). About 15 s.
+# Python, gcc, git, sqlite3, and sort and Perl with threads, from Debian,
+# with and without the library: same output required, times printed
+# (tests/real/run-quick). About 15 s.
 test-real-quick: $(MALLOC_C_TESTS)
 	@mkdir -p $(RESULTS)
 	@tools/install-deps real || true
