@@ -63,6 +63,30 @@
  *   large   a span of its own, straight from the page heap; freed at
  *           once (a compare-and-swap on its state catches a second free).
  *
+ * Invariants (the span heap's files cite them by number; spanheap_check
+ * verifies 6 to 8):
+ *   1. The heap lock is a leaf: nothing under it takes another lock,
+ *      allocates, logs, sleeps or calls a port hook (mm_panic and
+ *      mm_lock_held aside).
+ *   2. The all-spans array is read under the heap lock or through a
+ *      snapshot (spanheap_structs.c) that holds a reference to the array
+ *      it walks; an array replaced by a larger one is freed by the last
+ *      snapshot's release.
+ *   3. Nothing waits for another CPU holding the heap lock or a class's
+ *      lock (the page heap's scavenger unmaps without its lock).
+ *   4. Code holding an mm lock cannot re-enter the heap: the locks are
+ *      irqsave, and nothing under them faults or allocates.
+ *   5. A sweep cycle is held from flip to finish by its own semaphore (an
+ *      atomic flag and an event count), not by a lock.
+ *   6. A cached span is on no list and has an odd sweepgen; every other
+ *      live small span is on the one of its class's lists (partial or
+ *      full, swept or unswept) that its sweepgen says, claimed by a sweep
+ *      (sg - 1), or held by the one caller that took it off.
+ *   7. Every free object of a small span below its marked count carries
+ *      the free marker; no object at or past it was ever handed out.
+ *   8. A magazine holds only freed objects of its class, each with its
+ *      marker, between the 0 below its first slot and its limit.
+ *
  * Locking (ranks in port.h): a class's lock (MM_RANK_CENTRAL) guards its
  * four lists and the list links; the heap's lock (MM_RANK_HEAP, a leaf)
  * guards the span-struct allocator, the all-spans array and sweepgen's
@@ -76,6 +100,13 @@
  * slots (at its first free or refill, spanheap_mag_slab_make), is MHEAP_ATOMIC
  * whatever the caller's flags, which never sleeps and never waits for
  * another CPU's growth (mheap.h).
+ *
+ * Limits: objects up to SC_MAX_SIZE (32 KiB) come from size classes,
+ * larger ones are spans of their own; alignments are powers of two up to
+ * a page or page multiples above it; MM_MAX_CPUS caches; span structs and
+ * magazine slabs are never given back (a floor of a few pages per
+ * thousand spans once made, plus 8 pages per CPU that ever freed or
+ * refilled).
  */
 #include "spanheap_internal.h"
 

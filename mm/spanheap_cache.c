@@ -6,8 +6,33 @@
  * cached span runs out: a span from the central lists or a new one (Go's
  * mcache.refill), and a full magazine's older half given back to its
  * spans in a prefetched batch (local bits for this CPU's own span, else
- * pending bits). Every function here runs pinned on the cache's CPU (no
- * lock guards a cache), except where it says it unpins.
+ * pending bits). Modelled on the Go runtime's mcache and tcmalloc's
+ * per-CPU caches.
+ *
+ * Representation: struct mcache (spanheap_types.h): a cached span per
+ * class (spanheap_empty_span when none), a magazine per class in the
+ * CPU's slab of slots (made here at the first free or refill, with
+ * MHEAP_ATOMIC, and kept), the flushgen that says whether a cycle began
+ * since the last flush, and counters only their CPU writes.
+ *
+ * Algorithm (refill): flush first if a cycle began since the last one;
+ * then the cached span's later words, its own frees folded (kept if at
+ * least 1/8 came free), else the span goes back to the central lists and
+ * spanheap_central_cache_span gives one; else a new span from the page
+ * heap, for a thread caller unpinned (the CPU may change meanwhile, and
+ * what it finds there then is used first).
+ *
+ * Invariants: those of spanheap.c (6 and 8); a cache's spans are owned
+ * by its CPU (owner cpu + 1) until given back.
+ *
+ * Locking: every function here runs pinned on the cache's CPU (no lock
+ * guards a cache), except where it says it unpins; a class's lock is
+ * taken only by the central-list calls it makes; spanheap_flush_all
+ * reaches other CPUs' caches through mm_port_each_other_cpu.
+ *
+ * Limits: a magazine slab the page heap cannot give (MHEAP_ATOMIC) leaves
+ * the CPU without magazines until a later free or refill makes one; a
+ * refill under MM_NO_GROW makes none.
  */
 #include "spanheap_internal.h"
 

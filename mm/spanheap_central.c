@@ -5,8 +5,30 @@
  * each split into a swept and an unswept half by sweepgen (Go's
  * mcentral.go: cacheSpan, uncacheSpan), and a lock-free queue of spans
  * that remote frees touched, folded by refills and by the sweeper.
+ *
+ * Representation: struct mcentral (mspan.h): four doubly linked lists
+ * whose swept and unswept halves swap meaning when sweepgen advances by
+ * 2, a span's list recorded in it; the fold queue's head, a lock-free
+ * stack taken whole (so no ABA), and the backlog a refill leaves of it.
+ *
+ * Algorithm: a cache asks for a span (spanheap_central_cache_span): a
+ * swept partial one, else one from the fold queue (at most
+ * SPANHEAP_FOLD_QUEUE_BUDGET folded a refill), else unswept spans swept
+ * on demand (at most SPANHEAP_CACHE_SPAN_BUDGET), else none. A span
+ * handed back is folded and placed (spanheap_span_place): empty ones go
+ * back to the page heap unless queued, others on the swept list their
+ * fullness says.
+ *
+ * Invariants: spanheap.c's 6 (a span's list matches its sweepgen, read
+ * under the class's lock); a span is on a fold queue at most once (its
+ * queued flag).
+ *
  * Locking: a class's lock (MM_RANK_CENTRAL) guards its lists, the list
- * links and the queue's backlog; the queue's head is a lock-free stack.
+ * links and the queue's backlog; only the heap lock may be taken under it;
+ * the queue's head is a lock-free stack.
+ *
+ * Limits: the two budgets bound a refill's work; what they leave waits
+ * for the next refill or the sweeper.
  */
 #include "spanheap_internal.h"
 

@@ -9,10 +9,26 @@
  * against the spans' queued flags; the span-struct free list (dead
  * structs only, all of them) and the large spans' counts against the
  * all-spans array; every CPU's magazines (other CPUs'
- * through mm_port_each_other_cpu, where the port can reach them). It
- * holds the cycle semaphore (no span is claimed meanwhile) and reads the
- * all-spans array through a snapshot (invariant 2). Meaningful when no
- * other CPU allocates or frees. Thread context, no mm lock held.
+ * through mm_port_each_other_cpu, where the port can reach them).
+ * What palloc_check_locked is to the page allocator.
+ *
+ * Algorithm: hold the cycle semaphore (invariant 5: no span is claimed
+ * meanwhile); check every CPU's magazines; walk a snapshot of the
+ * all-spans array (invariant 2); then each class's fold queue and lists
+ * under its lock, the cached spans, the span-struct allocator, and last
+ * mheap_check. A fault found is reported with mm_panic once the
+ * semaphore (and a class's lock, or another CPU the port holds) is let
+ * go.
+ *
+ * Invariants: it checks spanheap.c's 6 to 8 and the counts behind the
+ * statistics; it keeps none of its own.
+ *
+ * Locking: thread context, no mm lock held; it takes each class's lock
+ * and the heap's lock (for the snapshot) in turn.
+ *
+ * Limits: meaningful only when no other CPU allocates or frees; O(spans
+ * and objects) in time; another CPU's magazines are checked only where
+ * the port can reach it (not in the hosted malloc).
  */
 #include "spanheap_internal.h"
 

@@ -1,7 +1,29 @@
 /*
  * mm/spanheap_init.c: the span heap's set-up: the configuration's
  * defaults and checks, each class's magazine layout in a CPU's slab, every
- * CPU's empty cache, and spanheap_init. Thread context.
+ * CPU's empty cache, and spanheap_init.
+ *
+ * Purpose: a struct spanheap ready for its first call, over a page heap
+ * that is already set up. An empty cache holds a placeholder span, as
+ * the Go runtime's mcache holds emptymspan (mcache.go).
+ *
+ * Representation: a CPU's magazines share one slab of slots (made at its
+ * first free or refill, spanheap_cache.c): class cls's slots start at
+ * mag_off[cls], below them a 0, and hold mag_max[cls] objects (64 KiB of
+ * objects, between 2 and 128); the slots begin 512 bytes into the slab.
+ * Until its slab exists every magazine of a CPU points just past a shared
+ * 0, empty and full at once, and every cached span is the placeholder
+ * spanheap_empty_span, which has nothing free.
+ *
+ * Invariants: what spanheap.c lists holds from the end of spanheap_init
+ * (no span, no object); the magazines' cookie is odd, so no marker is 0.
+ *
+ * Locking: none; thread context, before any other call on the heap.
+ *
+ * Limits: a configuration out of range (pending_permille and
+ * cpu_permille 1 to 1000, batch_spans and period_ns at least 1) is refused
+ * with a line naming the field; with MM_PORT_RSEQ, a port that did not
+ * call mm_rseq_init first is refused too.
  */
 #include "spanheap_internal.h"
 

@@ -4,12 +4,35 @@
  * spanheap_structs.c).
  *
  * Purpose: the span layer under the per-CPU caches and the central lists:
- * make a span from the page heap, fold its frees into its bitmaps, and
- * give it back when empty. Modelled on the Go runtime's mspan (mheap.go,
- * mbitmap.go) and its fixed-size allocator for span structs (mfixalloc.go).
- * Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards the span-struct
- * allocator and the all-spans array; a span's own fields are its owner's
- * (spanheap.c says who owns a span when).
+ * make a span from the page heap, fold its frees into its bitmaps, give it
+ * back when empty; large objects, a span of their own each; and the span
+ * of a pointer, checked, for the free and the misuse reports. Modelled on
+ * the Go runtime's mspan (mheap.go, mbitmap.go).
+ *
+ * Representation: struct mspan (mspan.h); spanheap.c says what its bits,
+ * freeindex, alloc_cache, marked and sweepgen mean. The page heap's span
+ * table maps each of a span's pages to its struct while it lives.
+ *
+ * Algorithm: a new span takes its pages from the page heap (a thread
+ * caller the page heap refuses sweeps, spanheap_reclaim, and asks
+ * once more), a struct from spanheap_structs.c, then its table entries.
+ * A fold commits [0, freeindex) to alloc_bits and clears the freed bits
+ * (pending by one atomic exchange a word, local_free by its owner). A
+ * large span grows in place into the free pages after it or gives its
+ * tail back.
+ *
+ * Invariants: a span's table entries name it from before it is handed
+ * out until after its last object is freed, so a lookup of its own pages
+ * always finds it; a span is freed only empty and owned (on no list, not
+ * cached, not queued).
+ *
+ * Locking: a span's fields are its owner's (spanheap.c says who owns a
+ * span when); the heap's lock (MM_RANK_HEAP, a leaf) is taken to make and
+ * free a span's struct and to change a large span's size. No function
+ * here takes a class lock itself (spanheap_reclaim's cycle does).
+ *
+ * Limits: a span's struct is never given back (spanheap_structs.c); a
+ * large object's pages come in one run from the page heap's arena.
  */
 #include "spanheap_internal.h"
 

@@ -2,11 +2,24 @@
  * mm/spanheap_stats.c: what the span heap holds, per size class and in
  * all (spanheap_stats), and the slabinfo-style dump (spanheap_dump).
  *
- * Objects in use are counted from the spans' bitmaps over a snapshot of
- * the all-spans array (invariant 2), so the counts need no lock of the
- * heap's while they are taken and are exact when nothing allocates or
- * frees meanwhile; the counters come from the per-CPU and heap counters.
+ * Purpose: the numbers a shell, a test or a benchmark reads, without
+ * stopping the heap. Modelled on Linux's /proc/slabinfo and the Go
+ * runtime's MemStats.
+ *
+ * Representation: nothing of its own. Objects in use are counted from the
+ * spans' bitmaps over a snapshot of the all-spans array (invariant 2 in
+ * spanheap.c), less the objects in the CPUs' magazines (freed, though
+ * their spans count them allocated); the rest comes from the per-class,
+ * per-CPU and heap counters.
+ *
+ * Invariants: none kept here; a class's objects in use never exceed its
+ * spans' capacity in the result (a count read mid-change is clamped).
+ *
+ * Locking: the heap's lock only to take the snapshot and to copy the
+ * counters it guards; the walk and the magazines are read without a lock.
  * Thread context.
+ *
+ * Limits: exact only when nothing allocates or frees meanwhile.
  */
 #include "spanheap_internal.h"
 

@@ -2,14 +2,37 @@
  * mm/spanheap_structs.c: the span heap's fixed-size allocator for span
  * structs, and the all-spans array that sweep cycles and the checker walk.
  *
- * Span structs are carved from whole pages of the page heap, never freed
- * back (a struct is reused for the next span), so a stale pointer to a
- * struct always reads a span's fields, never foreign memory. Every struct
- * is in the all-spans array from its birth; the array grows by doubling
- * into a new copy, and an old copy lives while a snapshot still uses it
- * (invariant 2: readers hold the heap lock or walk a snapshot taken under
- * it). Modelled on the Go runtime's fixalloc (mfixalloc.go) and
- * h.allspans. Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards both.
+ * Purpose: a struct mspan for every span made, from any context, and a
+ * list of every struct ever made. Modelled on the Go runtime's fixalloc
+ * (mfixalloc.go) and h.allspans.
+ *
+ * Representation: structs are carved from whole pages of the page heap
+ * (STRUCTS_PER_PAGE a page) onto a free list; the all-spans array
+ * (struct spanheap_spans) is a header and a vector in pages of its own,
+ * with a count of references: the heap's live one and one per snapshot.
+ *
+ * Algorithm: spanheap_structs_reserve, without the lock, takes a page of
+ * structs and, when the array would be too small, a copy twice its size;
+ * under the heap lock it installs the copy (if it is still larger and
+ * holds what is there) and adds the page's structs to it and to the free
+ * list. A thread caller grows the array at three quarters full, an atomic
+ * one only when full.
+ *
+ * Invariants: a struct is never given back (a dead span's struct is
+ * reused for the next), so a stale pointer to one always reads a span's
+ * fields, never foreign memory; every struct is in the live array from
+ * its birth; an array replaced by a larger one stays until the last
+ * snapshot that walks it is put (invariant 2 in spanheap.c: readers hold
+ * the heap lock or walk a snapshot taken under it).
+ *
+ * Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards the free list,
+ * the counts and the live array; the page heap is called with no lock
+ * held. The references are atomic.
+ *
+ * Limits: the structs' pages stay allocated (a few pages per thousand
+ * spans the heap once had); an atomic caller can make an array of at
+ * most MHEAP_ATOMIC_MAX_PAGES pages (32K spans), so past that the array
+ * grows from threads, ahead of need.
  */
 #include "spanheap_internal.h"
 

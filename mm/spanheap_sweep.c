@@ -32,6 +32,20 @@
  * period_ns while frees are pending (or a fold queue or backlog holds
  * spans: queues_hold_spans), or on demand (spanheap_sweep_cycle,
  * spanheap_release_all).
+ *
+ * Invariants: spanheap.c's 5 and 6; a claimed span (sg - 1) is on no
+ * list, and only its claimer folds it.
+ *
+ * Locking: the cycle semaphore from flip to finish, no lock across a
+ * cycle; the heap's lock for the flip and the snapshot; a class's lock
+ * (MM_RANK_CENTRAL) to claim, move and drain its spans. A cycle runs in
+ * thread context and may wait for a running one; spanheap_sweeper_kick,
+ * which only wakes the sweeper, may be called from any context but NMI.
+ *
+ * Limits: the sweeper thread stays within cpu_permille of one CPU
+ * (sleeping after each cycle in proportion to its own CPU time) and
+ * yields between batches; a span cached through many cycles is folded
+ * only when its CPU hands it back.
  */
 #include "spanheap_internal.h"
 
