@@ -6,7 +6,7 @@
  *
  * Thread context with interrupts enabled and no irqsave lock held: it
  * waits for other CPUs, which answer only with interrupts on
- * (DESIGN.md, "Unmapping under a leaf lock"). The CPUs it waits for are
+ * (DESIGN.md, "Scavenging: the rules"). The CPUs it waits for are
  * those online when it starts; a CPU coming online meanwhile waits for it
  * (cpus_online_hold, percpu.h) and flushes everything on arrival.
  */

@@ -66,8 +66,8 @@ bool mm_port_used(void *addr, size_t nbytes);
  * Makes later mm_port_used and mm_port_unused_begin calls on [addr, addr +
  * nbytes) (chunk aligned, inside a reservation) need no memory and no lock
  * but the port's own allocator's: the kernel allocates the range's
- * page-table pages now and keeps them (docs/DESIGN.md, "Unmapping without
- * a lock"). Returns false if memory ran out. Any context but NMI (atomic
+ * page-table pages now and keeps them (docs/DESIGN.md, "Scavenging: the
+ * rules"). Returns false if memory ran out. Any context but NMI (atomic
  * callers may grow the heap), no mm lock held.
  */
 bool mm_port_prepare(void *addr, size_t nbytes);

@@ -98,7 +98,7 @@ int vm_unmap_page(uintptr_t va, paddr_t *pa);
 int vm_protect_page(uintptr_t va, unsigned flags);
 
 /*
- * Heap pages (DESIGN.md, "Unmapping under a leaf lock"): vm_prepare_range
+ * Heap pages (DESIGN.md, "Scavenging: the rules"): vm_prepare_range
  * creates the page-table pages of [va, va + nbytes) now, under the vm lock,
  * and they are kept for good. Afterwards the page's owner (the heap's
  * bitmaps say who) sets and clears its PTE with vm_pte_set/vm_pte_clear,
