@@ -206,6 +206,9 @@ static void convert(struct out *o, struct spec *s, char conv, va_list *ap)
 		break;
 	}
 	case 'u':
+		/* '+' and ' ' are for signed conversions only (C11 7.21.6.1):
+		 * emit_number would give a decimal its sign. */
+		s->plus = s->space = false;
 		emit_number(o, s, fetch_unsigned(s, ap), false, 10, false);
 		break;
 	case 'x':

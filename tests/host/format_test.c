@@ -57,6 +57,15 @@ KTEST(format, width_and_flags)
 	SAME("[%1d] [%0d]", 12345, 12345);
 }
 
+/* '+' and ' ' are for signed conversions: the C library drops them on
+ * %u, %x and %o, and so must the kernel (a "+5" for an unsigned count). */
+KTEST(format, sign_flags_only_on_signed_conversions)
+{
+	SAME("[%+u] [% u] [%+5u] [% -4u] [%+lu]", 5u, 5u, 5u, 5u, 7ul);
+	SAME("[%+x] [% X] [%+#o] [% #x] [%+zu]", 5u, 5u, 5u, 5u, (size_t)9);
+	SAME("[%+d] [% d] [%+i] [% 5d]", 5, 5, -5, -5);
+}
+
 KTEST(format, precision)
 {
 	SAME("[%.3d] [%.0d] [%5.3d] [%-5.3d] [%05.3d]", 7, 0, 7, 7, 7);
