@@ -4,7 +4,10 @@
  * Representation: a ring of CONIN_RING bytes with one producer (the
  * interrupt handler on CPU 0, or the polling thread, never both) and one
  * consumer (the shell): head is written only by the producer, tail only
- * by the consumer, both atomic, so the ring needs no lock. The consumer
+ * by the consumer, both atomic, so the ring needs no lock. A byte that
+ * finds the ring full is dropped; the count of drops goes with the next
+ * byte queued (lost_before, its slot's twin), so that the reader learns
+ * where the input has a hole and can refuse the line it fell in. The consumer
  * sleeps on a wait queue (rank WAITQ, taken in the handler too) until the
  * ring is not empty; the producer wakes it after each batch.
  */
@@ -17,19 +20,46 @@
 #include "arch/x86_64/serial.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
+#include "kernel/conin_testing.h"
 #include "kernel/printk.h"
 #include "kernel/thread.h"
 
-#define CONIN_RING     256
+#define CONIN_RING 256
+_Static_assert(CONIN_RING == CONIN_TESTING_RING, "conin_testing.h's size");
 #define POLL_PERIOD_NS 10000000ull
 
-/* Atomic; head by the producer, tail by the consumer: */
+/* Atomic; head by the producer, tail by the consumer. A slot (ring and
+ * lost_before) is written by the producer before head passes it and read
+ * by the consumer before tail does: */
 static uint8_t ring[CONIN_RING];
+static uint32_t lost_before[CONIN_RING]; /* bytes dropped just before it */
 static _Atomic uint32_t head, tail;
 static _Atomic uint64_t dropped;
+/* The producer's own: drops not yet carried by a queued byte. */
+static uint32_t unplaced;
 /* Atomic, any CPU: */
 static _Atomic bool command_running, interrupted;
 static struct waitq conin_wq = WAITQ_INIT("conin");
+
+/* Queues c, with the count of the bytes dropped since the last one
+ * queued; returns false, counting c as dropped, when the ring is full.
+ * The producer only. */
+static bool push(uint8_t c)
+{
+	uint32_t h = atomic_load_explicit(&head, memory_order_relaxed);
+	uint32_t t = atomic_load_explicit(&tail, memory_order_acquire);
+	if (h - t >= CONIN_RING) {
+		atomic_fetch_add(&dropped, 1);
+		if (unplaced < UINT32_MAX)
+			unplaced++;
+		return false;
+	}
+	ring[h % CONIN_RING] = c;
+	lost_before[h % CONIN_RING] = unplaced;
+	unplaced = 0;
+	atomic_store_explicit(&head, h + 1, memory_order_release);
+	return true;
+}
 
 /* Moves every waiting byte into the ring. The producer only: interrupt
  * context (CPU 0) or the polling thread. */
@@ -42,15 +72,7 @@ static void drain_uart(void)
 			atomic_store(&interrupted, true);
 			continue;
 		}
-		uint32_t h = atomic_load_explicit(&head, memory_order_relaxed);
-		uint32_t t = atomic_load_explicit(&tail, memory_order_acquire);
-		if (h - t >= CONIN_RING) {
-			atomic_fetch_add(&dropped, 1);
-			continue;
-		}
-		ring[h % CONIN_RING] = c;
-		atomic_store_explicit(&head, h + 1, memory_order_release);
-		any = true;
+		any |= push(c);
 	}
 	if (any)
 		waitq_wake_all(&conin_wq);
@@ -94,11 +116,12 @@ static bool ring_nonempty(void *arg)
 	       atomic_load_explicit(&tail, memory_order_relaxed);
 }
 
-uint8_t conin_getc(void)
+uint8_t conin_getc(uint32_t *lost)
 {
 	waitq_wait_until(&conin_wq, ring_nonempty, NULL);
 	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
 	uint8_t c = ring[t % CONIN_RING];
+	*lost = lost_before[t % CONIN_RING];
 	atomic_store_explicit(&tail, t + 1, memory_order_release);
 	return c;
 }
@@ -123,4 +146,17 @@ bool conin_interrupted(void)
 uint64_t conin_dropped(void)
 {
 	return atomic_load(&dropped);
+}
+
+void conin_testing_reset(void)
+{
+	atomic_store(&head, 0);
+	atomic_store(&tail, 0);
+	atomic_store(&dropped, 0);
+	unplaced = 0;
+}
+
+void conin_testing_push(uint8_t c)
+{
+	push(c);
 }

@@ -8,6 +8,10 @@
  * interrupts-off sections. Without an I/O APIC route (no MADT, or
  * acpi.no_madt) a thread on CPU 0 polls the UART every 10 ms instead.
  *
+ * The ring holds 256 bytes: what arrives while it is full is dropped and
+ * counted, and conin_getc names the hole with the next byte, so that the
+ * shell refuses the line it fell in instead of running what is left.
+ *
  * Ctrl-C while a command runs (between conin_command_begin and _end) is
  * not queued: it sets the interrupt flag the command polls. At the prompt
  * it is queued like any byte, for the line editor.
@@ -25,9 +29,11 @@
  * and heap_init. Returns "irq" or "polling". */
 const char *conin_init(void);
 
-/* The next byte typed; sleeps until there is one. Thread context, one
- * reader. */
-uint8_t conin_getc(void);
+/* The next byte typed; sleeps until there is one. *lost is the number
+ * of bytes dropped just before it because the ring was full (0 unless
+ * the reader fell 256 bytes behind): the line it belongs to is not what
+ * was typed. Thread context, one reader. */
+uint8_t conin_getc(uint32_t *lost);
 
 /* Brackets a running command: Ctrl-C then sets the interrupt flag. */
 void conin_command_begin(void);
@@ -36,7 +42,8 @@ void conin_command_end(void);
 /* True once Ctrl-C was typed during the running command. Any context. */
 bool conin_interrupted(void);
 
-/* Bytes dropped because the ring was full, ever. */
+/* Bytes dropped because the ring was full, ever (conin_getc says
+ * where). */
 uint64_t conin_dropped(void);
 
 #endif

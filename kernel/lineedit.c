@@ -38,6 +38,15 @@ static void erase_line(struct lineedit *le)
 	le->overflow = 0;
 }
 
+/* Forgets the line: nothing is echoed. */
+static void drop_line(struct lineedit *le)
+{
+	le->len = 0;
+	le->buf[0] = '\0';
+	le->overflow = 0;
+	le->lost = false;
+}
+
 /* Replaces the line with s, echoing it. */
 static void set_line(struct lineedit *le, const char *s)
 {
@@ -94,11 +103,11 @@ static enum lineedit_event finish(struct lineedit *le)
 {
 	emit(le, "\n", 1);
 	le->browse = 0;
-	if (le->overflow) {
-		le->len = 0;
-		le->buf[0] = '\0';
-		le->overflow = 0;
-		return LINEEDIT_OVERLONG;
+	if (le->lost || le->overflow) {
+		enum lineedit_event ev =
+		        le->lost ? LINEEDIT_LOST : LINEEDIT_OVERLONG;
+		drop_line(le);
+		return ev;
 	}
 	remember(le);
 	le->len = 0; /* buf keeps the line until the next feed */
@@ -145,13 +154,12 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 		return finish(le);
 	case KEY_CTRL_C:
 		emit(le, "^C\n", 3);
-		le->len = 0;
-		le->buf[0] = '\0';
-		le->overflow = 0;
+		drop_line(le);
 		le->browse = 0;
 		return LINEEDIT_CANCEL;
 	case KEY_CTRL_U:
 		erase_line(le);
+		le->lost = false;
 		return LINEEDIT_MORE;
 	case KEY_BS:
 	case KEY_DEL:
@@ -178,6 +186,11 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 	le->buf[le->len] = '\0';
 	emit(le, &c, 1);
 	return LINEEDIT_MORE;
+}
+
+void lineedit_lost(struct lineedit *le)
+{
+	le->lost = true;
 }
 
 const char *lineedit_line(const struct lineedit *le)

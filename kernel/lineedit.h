@@ -4,7 +4,9 @@
  * Ctrl-C (abandon the line), Ctrl-U (erase it), and the arrow keys' VT100
  * sequences ESC [ A / ESC [ B (and ESC O A / B) for the history of the
  * last LINEEDIT_HISTORY lines. A line longer than LINEEDIT_MAX characters
- * is not cut: its excess is not echoed, and Enter rejects it whole.
+ * is not cut: its excess is not echoed, and Enter rejects it whole. So is
+ * a line the caller marks lost (lineedit_lost: input bytes were dropped
+ * inside it).
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would
@@ -25,6 +27,7 @@ enum lineedit_event {
 	LINEEDIT_LINE,     /* Enter: lineedit_line() is the line */
 	LINEEDIT_CANCEL,   /* Ctrl-C: the line was abandoned */
 	LINEEDIT_OVERLONG, /* Enter on a line over LINEEDIT_MAX: rejected */
+	LINEEDIT_LOST,     /* Enter on a line marked lost: rejected */
 };
 
 typedef void (*lineedit_out_fn)(void *ctx, const char *s, size_t n);
@@ -37,6 +40,7 @@ struct lineedit {
 	size_t overflow; /* characters typed past LINEEDIT_MAX */
 	unsigned esc;    /* escape-sequence state: 0, after ESC, after ESC [ */
 	bool after_cr;   /* the last key was CR: a LF next is its pair */
+	bool lost;       /* input was dropped inside this line */
 	/* The history, oldest first in a ring; browse counts back from the
 	 * newest while the arrows walk it (0: the line being typed). */
 	char hist[LINEEDIT_HISTORY][LINEEDIT_MAX + 1];
@@ -51,6 +55,12 @@ void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
 /* Feeds one keystroke byte; returns what it completed. After
  * LINEEDIT_LINE the line stays readable until the next lineedit_feed. */
 enum lineedit_event lineedit_feed(struct lineedit *le, char c);
+
+/* Marks the line being typed as lost: bytes of it never arrived. The
+ * next Enter returns LINEEDIT_LOST instead of the line (Ctrl-C and
+ * Ctrl-U abandon it as usual). Call it before feeding the byte that
+ * followed the hole. */
+void lineedit_lost(struct lineedit *le);
 
 /* The completed line (after LINEEDIT_LINE). */
 const char *lineedit_line(const struct lineedit *le);

@@ -6,7 +6,8 @@
  *
  * Basic algorithm, per line:
  *   1. print the prompt; feed keystrokes to the line editor until it
- *      completes a line, a Ctrl-C or an overlong line (one-line error);
+ *      completes a line, a Ctrl-C, an overlong line or one input was
+ *      dropped from (a one-line error for either);
  *   2. split the line at spaces (at most SHELL_MAX_ARGS words);
  *   3. run the command between conin_command_begin/_end, so a Ctrl-C
  *      typed meanwhile sets the flag the command polls, and keep its
@@ -176,6 +177,24 @@ enum shell_status shell_run_line(const char *text)
 	return last_status;
 }
 
+enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost)
+{
+	enum lineedit_event ev;
+	*lost = 0;
+	do {
+		uint32_t hole;
+		char c = (char)conin_getc(&hole);
+		if (hole) {
+			*lost += hole;
+			lineedit_lost(le);
+		}
+		ev = lineedit_feed(le, c);
+	} while (ev == LINEEDIT_MORE);
+	if (ev != LINEEDIT_LOST)
+		*lost = 0; /* the line with the hole was erased or cancelled */
+	return ev;
+}
+
 static void editor_out(void *ctx, const char *s, size_t n)
 {
 	printk("%.*s", (int)n, s);
@@ -187,12 +206,15 @@ static void shell_main(void *arg)
 	shell_heapmap_boot();
 	for (;;) {
 		printk(PROMPT);
-		enum lineedit_event ev;
-		do
-			ev = lineedit_feed(&editor, (char)conin_getc());
-		while (ev == LINEEDIT_MORE);
+		uint64_t lost;
+		enum lineedit_event ev = shell_read_line(&editor, &lost);
 		if (ev == LINEEDIT_LINE)
 			shell_run_line(lineedit_line(&editor));
+		else if (ev == LINEEDIT_LOST)
+			printk("shell: %llu byte(s) of input lost (typed "
+			       "faster than read: the input ring was full); "
+			       "line ignored\n",
+			       (unsigned long long)lost);
 		else if (ev == LINEEDIT_OVERLONG)
 			printk("shell: line longer than %d characters: "
 			       "ignored\n",

@@ -3,11 +3,18 @@
 #ifndef KERNEL_SHELL_TESTING_H
 #define KERNEL_SHELL_TESTING_H
 
+#include "kernel/lineedit.h"
 #include "kernel/shell_internal.h"
 
 /* Splits text into words and runs the command, as if typed at the
  * prompt; returns its status (also kept for `exit`). Not while the shell
  * thread runs a line: they share its buffer. */
 enum shell_status shell_run_line(const char *text);
+
+/* Feeds le the bytes of console input (conin_getc) until it completes a
+ * line, a Ctrl-C or a rejected line, and returns that event; *lost is
+ * the number of input bytes dropped inside that line. The shell thread,
+ * or a test while the shell does not run. */
+enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost);
 
 #endif

@@ -1,0 +1,19 @@
+/* Console input without a UART, for tests that type at the ring; tests
+ * only, and only while nothing else reads or fills it (the test kernel
+ * never calls conin_init). */
+#ifndef KERNEL_CONIN_TESTING_H
+#define KERNEL_CONIN_TESTING_H
+
+#include <stdint.h>
+
+/* Empties the ring and forgets every drop. */
+void conin_testing_reset(void);
+
+/* Offers c to the ring as if the UART had received it: queued, or
+ * dropped (and counted) when the ring is full. */
+void conin_testing_push(uint8_t c);
+
+/* The ring's size in bytes. */
+#define CONIN_TESTING_RING 256
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * Console input through the ring and the shell's line reader: what
+ * happens to a line when the ring was full and bytes were dropped.
+ */
+#include "kernel/conin.h"
+#include "kernel/conin_testing.h"
+#include "kernel/ktest.h"
+#include "kernel/lineedit.h"
+#include "kernel/shell_testing.h"
+#include "kernel/string.h"
+
+static void push(const char *s)
+{
+	for (; *s; s++)
+		conin_testing_push((uint8_t)*s);
+}
+
+static void no_echo(void *ctx, const char *s, size_t n)
+{
+}
+
+static struct lineedit le;
+
+/* A paste larger than the ring while the shell is busy: the line the
+ * dropped bytes belonged to must not run with a piece cut out of it. */
+KTEST(conin, a_line_that_lost_bytes_is_not_run)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	for (int i = 0; i < CONIN_TESTING_RING / 5; i++)
+		push("abcd\n");
+	push("e"); /* the ring is full */
+	push("fgh\n");
+	KEXPECT_EQ(conin_dropped(), 4);
+	uint64_t lost = 0;
+	enum lineedit_event ev = LINEEDIT_MORE;
+	for (int i = 0; i < CONIN_TESTING_RING / 5; i++) {
+		ev = shell_read_line(&le, &lost);
+		KEXPECT_EQ(ev, LINEEDIT_LINE);
+		KEXPECT_STREQ(lineedit_line(&le), "abcd");
+		KEXPECT_EQ(lost, 0);
+	}
+	push("ij\n"); /* room again: the rest of what was typed */
+	ev = shell_read_line(&le, &lost);
+	if (ev == LINEEDIT_LINE)
+		ktest_diag("the line '%s' ran: 'e', 4 bytes lost, 'ij'",
+		           lineedit_line(&le));
+	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 4);
+	/* The next line is whole again. */
+	push("kl\n");
+	ev = shell_read_line(&le, &lost);
+	KEXPECT_EQ(ev, LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "kl");
+	KEXPECT_EQ(lost, 0);
+	/* A hole in a line the user then erases (Ctrl-U) does not count. */
+	for (int i = 0; i < CONIN_TESTING_RING + 3; i++)
+		conin_testing_push('x');
+	for (int i = 0; i < 5; i++) {
+		uint32_t hole;
+		KEXPECT_EQ(conin_getc(&hole), 'x');
+		KEXPECT_EQ(hole, 0);
+		lineedit_feed(&le, 'x');
+	}
+	push("y\025ok\n"); /* y: after the hole; Ctrl-U erases the line */
+	ev = shell_read_line(&le, &lost);
+	KEXPECT_EQ(ev, LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ok");
+	KEXPECT_EQ(lost, 0);
+	conin_testing_reset();
+}
