@@ -16,11 +16,18 @@
  *
  * Every leaf line is preceded by "# run <suite>.<test>" so that a host that
  * loses the guest mid-test (a hang, a triple fault) can name the test that
- * was running. Portable: needs only ktest_port_vprintf().
+ * was running. Portable: needs only ktest_port_vprintf() (and the
+ * portable kernel/format.c).
+ *
+ * Each line goes out in one ktest_port_vprintf call: the kernel's printk
+ * keeps a call whole, not a line built from several, and other CPUs print
+ * while tests run.
  */
 #include "ktest.h"
 
 #include <stddef.h>
+
+#include "kernel/format.h"
 
 #define KTEST_INDENT "    "
 
@@ -236,15 +243,26 @@ static enum ktest_result run_all(const struct ktest *begin,
 	return run.fail ? KTEST_FAILED : KTEST_PASSED;
 }
 
+/* Prints one diagnostic line, "# <where><message>", in one call. A
+ * message past KTEST_LINE_MAX is cut and says so. */
+#define KTEST_LINE_MAX 512
+static void diag_line(const char *where, const char *fmt, va_list ap)
+{
+	char msg[KTEST_LINE_MAX];
+	int n = kvsnprintf(msg, sizeof(msg), fmt, ap);
+	out(KTEST_INDENT "# %s%s%s\n", where, msg,
+	    n >= (int)sizeof(msg) ? " [cut]" : "");
+}
+
 void ktest_fail_at(const char *file, int line, const char *fmt, ...)
 {
+	char where[128];
 	va_list ap;
 	run.state = TEST_FAIL;
-	out(KTEST_INDENT "# %s:%d: ", file, line);
+	ksnprintf(where, sizeof(where), "%s:%d: ", file, line);
 	va_start(ap, fmt);
-	ktest_port_vprintf(fmt, ap);
+	diag_line(where, fmt, ap);
 	va_end(ap);
-	out("\n");
 }
 
 void ktest_skip(const char *reason)
@@ -257,11 +275,9 @@ void ktest_skip(const char *reason)
 void ktest_diag(const char *fmt, ...)
 {
 	va_list ap;
-	out(KTEST_INDENT "# ");
 	va_start(ap, fmt);
-	ktest_port_vprintf(fmt, ap);
+	diag_line("", fmt, ap);
 	va_end(ap);
-	out("\n");
 }
 
 const struct ktest *ktest_current(void)

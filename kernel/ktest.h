@@ -71,14 +71,16 @@ bool ktest_glob_match(const char *glob, const char *str);
 /* True when name matches one of the comma-separated globs in list. */
 bool ktest_select_match(const char *list, const char *name);
 
-/* Records a failure of the current test; prints a KTAP diagnostic line. */
+/* Records a failure of the current test; prints a KTAP diagnostic line
+ * (one console write; formatted by kernel/format.c, cut past 512 bytes). */
 void ktest_fail_at(const char *file, int line, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
 /* Marks the current test skipped (the caller returns right after). */
 void ktest_skip(const char *reason);
 
-/* Prints a diagnostic line ("# ...") at the current test's indentation. */
+/* Prints a diagnostic line ("# ...") at the current test's indentation,
+ * as ktest_fail_at does. */
 void ktest_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*

@@ -47,9 +47,11 @@ static _Atomic cpumask_t cpus_stopped;
 
 TEST_HOOK_DEFINE(panic_testing_after_message);
 TEST_HOOK_DEFINE(panic_testing_claimed);
+TEST_HOOK_DEFINE(printk_testing_putc);
 
 static void console_sink(void *ctx, char c)
 {
+	TEST_HOOK(printk_testing_putc, (unsigned char)c);
 	serial_putc(c);
 }
 

@@ -12,4 +12,8 @@ extern _Atomic test_hook_fn panic_testing_after_message;
  * panic, before it stops the other CPUs and formats its message. */
 extern _Atomic test_hook_fn panic_testing_claimed;
 
+/* Called for every character printk sends to the UART (arg: the
+ * character), by the CPU printing it, inside the console lock. */
+extern _Atomic test_hook_fn printk_testing_putc;
+
 #endif

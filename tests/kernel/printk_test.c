@@ -1,0 +1,94 @@
+/*
+ * printk from several CPUs at once: a line the test runner prints (a
+ * failed expectation, a diagnostic) reaches the console whole, however
+ * much the other CPUs print meanwhile.
+ */
+#include <stdatomic.h>
+
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/printk_testing.h"
+#include "kernel/string.h"
+#include "kernel/thread.h"
+
+#if KTEST_HOOKS
+#define PROBES 20
+
+/* What the console printed while the hook was set, in order. */
+static char seen[1 << 16];
+static _Atomic unsigned nseen;
+static _Atomic bool talk;
+static _Atomic unsigned talked;
+
+static void record(uintptr_t c)
+{
+	unsigned i = atomic_fetch_add(&nseen, 1);
+	if (i < sizeof(seen))
+		seen[i] = (char)c;
+}
+
+static void talker(void *arg)
+{
+	while (atomic_load(&talk)) {
+		printk("talker on cpu %u\n", this_cpu()->id);
+		atomic_fetch_add(&talked, 1);
+	}
+}
+
+/* Counts the probes in seen and, in *split, those that another CPU's
+ * output cut: each must read "    # probe N: whole" to its newline. */
+static unsigned count_probes(unsigned *split)
+{
+	static const char head[] = "    # ", word[] = "probe ";
+	const unsigned hl = sizeof(head) - 1, wl = sizeof(word) - 1;
+	unsigned n = atomic_load(&nseen), found = 0;
+	if (n > sizeof(seen))
+		n = sizeof(seen);
+	*split = 0;
+	for (unsigned i = 0; i + wl <= n; i++) {
+		if (memcmp(seen + i, word, wl) != 0)
+			continue;
+		found++;
+		unsigned j = i + wl;
+		while (j < n && seen[j] >= '0' && seen[j] <= '9')
+			j++;
+		if (i < hl || memcmp(seen + i - hl, head, hl) != 0 ||
+		    n - j < 8 || memcmp(seen + j, ": whole\n", 8) != 0)
+			(*split)++;
+	}
+	return found;
+}
+
+KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
+{
+	struct thread *t[MAX_CPUS] = {0};
+	unsigned self = this_cpu()->id, others = 0;
+	atomic_store(&talk, true);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online)) {
+			t[i] = thread_create("talker", talker, NULL, i);
+			KASSERT(t[i] != NULL);
+			others++;
+		}
+	if (others == 0) {
+		atomic_store(&talk, false);
+		ktest_skip("one CPU: nobody to print over the test");
+		return;
+	}
+	while (atomic_load(&talked) < 8 * others)
+		thread_yield();
+	atomic_store(&nseen, 0);
+	atomic_store(&printk_testing_putc, record);
+	for (int i = 0; i < PROBES; i++)
+		ktest_diag("probe %d: whole", i);
+	atomic_store(&printk_testing_putc, NULL);
+	atomic_store(&talk, false);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (t[i])
+			thread_join(t[i]);
+	unsigned split, found = count_probes(&split);
+	KEXPECT_EQ(found, PROBES);
+	KEXPECT_EQ(split, 0);
+}
+#endif
