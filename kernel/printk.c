@@ -7,7 +7,8 @@
  * NMI to every other online CPU and waits (boundedly) until each has
  * marked itself in cpus_stopped and halted, in the NMI handler (a CPU
  * with interrupts off, or spinning on a lock the panicking CPU holds,
- * still takes an NMI); only then does it print. A CPU that panics second
+ * still takes an NMI); only then does it print, without the console
+ * lock, which a CPU that did not stop may hold. A CPU that panics second
  * halts without printing, and without formatting: the claim comes first,
  * so its message never lands over the first one's. A nested panic on the
  * panicking CPU (a fault while printing) prints again.
@@ -48,6 +49,7 @@ static _Atomic cpumask_t cpus_stopped;
 TEST_HOOK_DEFINE(panic_testing_after_message);
 TEST_HOOK_DEFINE(panic_testing_claimed);
 TEST_HOOK_DEFINE(printk_testing_putc);
+TEST_HOOK_DEFINE(panic_testing_park);
 
 static void console_sink(void *ctx, char c)
 {
@@ -110,13 +112,15 @@ bool panic_elsewhere(void)
 
 void panic_park(void)
 {
+	TEST_HOOK(panic_testing_park, this_cpu()->id);
 	atomic_fetch_or(&cpus_stopped, cpumask_of(this_cpu()->id));
 	cpu_halt_forever();
 }
 
 /* NMIs every other online CPU and waits until they have parked, or until
- * PANIC_STOP_WAIT_NS have passed; says so if some did not. */
-static void stop_other_cpus(void)
+ * PANIC_STOP_WAIT_NS have passed; returns those that did not. Prints
+ * nothing: one of those may hold the console lock. */
+static cpumask_t stop_other_cpus(void)
 {
 	unsigned self = this_cpu()->id;
 	cpumask_t others = 0;
@@ -131,10 +135,7 @@ static void stop_other_cpus(void)
 	while ((atomic_load(&cpus_stopped) & others) != others &&
 	       time_now_ns() < deadline)
 		cpu_pause();
-	cpumask_t missing = others & ~atomic_load(&cpus_stopped);
-	if (missing)
-		printk("panic: %u other CPU(s) did not stop (mask %#llx)\n",
-		       cpumask_weight(missing), (unsigned long long)missing);
+	return others & ~atomic_load(&cpus_stopped);
 }
 
 /*
@@ -148,13 +149,19 @@ static void panic_claim(void)
 {
 	cpu_cli();
 	int first = -1, self = (int)this_cpu()->id;
+	cpumask_t missing = 0;
 	if (atomic_compare_exchange_strong(&panic_cpu, &first, self)) {
 		TEST_HOOK(panic_testing_claimed, (uintptr_t)self);
-		stop_other_cpus();
+		missing = stop_other_cpus();
 	} else if (first != self) {
 		panic_park(); /* the first panic speaks; this one halts */
 	}
+	/* From here on printk takes no lock: a CPU that did not stop may
+	 * hold it. */
 	panicking = true;
+	if (missing)
+		printk("panic: %u other CPU(s) did not stop (mask %#llx)\n",
+		       cpumask_weight(missing), (unsigned long long)missing);
 }
 
 void vpanic_prefixed(const char *prefix, const char *fmt, va_list ap)

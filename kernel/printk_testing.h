@@ -12,6 +12,11 @@ extern _Atomic test_hook_fn panic_testing_after_message;
  * panic, before it stops the other CPUs and formats its message. */
 extern _Atomic test_hook_fn panic_testing_claimed;
 
+/* Called by panic_park (arg: the CPU's id) before the CPU marks itself
+ * stopped: a test that spins there plays a CPU that never answers the
+ * panic's NMI. */
+extern _Atomic test_hook_fn panic_testing_park;
+
 /* Called for every character printk sends to the UART (arg: the
  * character), by the CPU printing it, inside the console lock. */
 extern _Atomic test_hook_fn printk_testing_putc;

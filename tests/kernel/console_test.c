@@ -182,5 +182,52 @@ KTEST(demo, two_cpus_mm_panic_at_once)
 	atomic_store(&panic_testing_claimed, let_second_panic);
 	mm_panic("first panic, from cpu %u", self);
 }
+
+/* The CPU that stops inside printk, the console lock held, and then
+ * never answers the panic's NMI (as one wedged, or in an NMI already). */
+static _Atomic int stuck_cpu = -1;
+static _Atomic bool stuck;
+
+static void stop_in_printk(uintptr_t c)
+{
+	if ((int)this_cpu()->id != atomic_load(&stuck_cpu))
+		return;
+	atomic_store(&stuck, true);
+	for (;;)
+		cpu_pause();
+}
+
+static void never_park(uintptr_t cpu)
+{
+	if ((int)cpu == atomic_load(&stuck_cpu))
+		for (;;)
+			cpu_pause();
+}
+
+static void print_and_stick(void *arg)
+{
+	printk("stuck: this line stops at its first character\n");
+}
+
+/* The panic message must come out although the console lock's holder
+ * never stops: the harness looks for the CRASH line. Run at -smp 2. */
+KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
+{
+	unsigned self = this_cpu()->id, other = MAX_CPUS;
+	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			other = i;
+	if (other == MAX_CPUS) {
+		ktest_skip("one CPU");
+		return;
+	}
+	atomic_store(&stuck_cpu, (int)other);
+	atomic_store(&panic_testing_park, never_park);
+	atomic_store(&printk_testing_putc, stop_in_printk);
+	KASSERT(thread_create("stuck", print_and_stick, NULL, other));
+	while (!atomic_load(&stuck))
+		thread_yield();
+	panic("deliberate panic while cpu %u holds the console", other);
+}
 #endif
 #endif
