@@ -31,9 +31,12 @@
 #include "kernel/spinlock.h"
 #include "kernel/time.h"
 
-/* Keeps lines from different CPUs apart. Rank CONSOLE: anyone but a leaf
- * holder may print. Once a panic starts it is ignored, so the panic
- * message gets out even if the lock's holder is stuck. */
+/* Keeps lines from different CPUs apart: one printk call is written
+ * whole. Rank CONSOLE: anyone but a leaf holder may print. Taken with
+ * interrupts off, so an interrupt handler's printk cannot meet its own
+ * CPU's holder; an NMI or a fault inside printk prints unlocked (see
+ * in_vprintk). Once a panic starts it is ignored, so the panic message
+ * gets out even if the lock's holder is stuck. */
 static struct spinlock console_lock =
         SPINLOCK_INIT("console", LOCK_RANK_CONSOLE);
 static _Atomic bool panicking;
@@ -51,20 +54,44 @@ TEST_HOOK_DEFINE(panic_testing_claimed);
 TEST_HOOK_DEFINE(printk_testing_putc);
 TEST_HOOK_DEFINE(panic_testing_park);
 
+const struct spinlock *printk_testing_console_lock(void)
+{
+	return &console_lock;
+}
+
 static void console_sink(void *ctx, char c)
 {
 	TEST_HOOK(printk_testing_putc, (unsigned char)c);
 	serial_putc(c);
 }
 
+/* Each CPU's own, touched with interrupts off: true from before it takes
+ * a ticket for console_lock until after it has handed the lock on. */
+static bool in_vprintk[MAX_CPUS];
+
 void vprintk(const char *fmt, va_list ap)
 {
-	/* Re-entry on this CPU (a fault while printing) prints unlocked. */
-	bool lock = !panicking && !spin_held(&console_lock);
-	unsigned long irq = lock ? spin_lock_irqsave(&console_lock) : 0;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	/* Re-entry on this CPU (an NMI or a fault while it waits for the
+	 * lock, holds it or hands it on) prints unlocked: spin_held does not
+	 * cover the wait, where a second ticket would queue behind the
+	 * first, which the interrupted code can never take or give back. */
+	bool *mine = &in_vprintk[this_cpu()->id];
+	bool lock = !panicking && !*mine;
+	if (lock) {
+		*mine = true;
+		atomic_signal_fence(memory_order_seq_cst);
+		spin_lock(&console_lock);
+	}
 	kvformat(console_sink, NULL, fmt, ap);
-	if (lock)
-		spin_unlock_irqrestore(&console_lock, irq);
+	if (lock) {
+		spin_unlock(&console_lock);
+		atomic_signal_fence(memory_order_seq_cst);
+		*mine = false;
+	}
+	if (flags & RFLAGS_IF)
+		cpu_sti();
 }
 
 void printk(const char *fmt, ...)

@@ -6,8 +6,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Formats (see kernel/format.h) to the console. Any context; output of
- * CPUs printing at once may interleave. */
+/* Formats (see kernel/format.h) to the console; one call's output is
+ * written whole, between other CPUs' calls. Any context, NMI included:
+ * a printk that interrupts one on its own CPU (an NMI, a fault) prints
+ * without the lock, so its text may land inside the other's. */
 void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, va_list ap);
 

@@ -2,7 +2,11 @@
 #ifndef KERNEL_PRINTK_TESTING_H
 #define KERNEL_PRINTK_TESTING_H
 
+#include "kernel/spinlock.h"
 #include "kernel/testhook.h"
+
+/* The lock printk takes, for tests that watch who waits for it. */
+const struct spinlock *printk_testing_console_lock(void);
 
 /* Called by panic (arg: the panicking CPU's id) right after it printed
  * the "KERNEL PANIC" line, with interrupts off. */

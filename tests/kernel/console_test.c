@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
@@ -228,6 +229,53 @@ KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
 	while (!atomic_load(&stuck))
 		thread_yield();
 	panic("deliberate panic while cpu %u holds the console", other);
+}
+
+/* The CPU that holds the console while the test's CPU queues for it, and
+ * then NMIs the test's CPU, whose NMI handler prints its report. */
+static _Atomic int nmi_helper = -1, nmi_target = -1;
+static _Atomic bool helper_holds, nmi_sent;
+
+static void nmi_the_waiter(uintptr_t c)
+{
+	if ((int)this_cpu()->id != atomic_load(&nmi_helper) ||
+	    atomic_load(&nmi_sent))
+		return;
+	atomic_store(&helper_holds, true);
+	const struct spinlock *l = printk_testing_console_lock();
+	while (atomic_load(&l->next) - atomic_load(&l->serving) < 2)
+		cpu_pause();
+	atomic_store(&nmi_sent, true);
+	lapic_send_nmi(cpus[atomic_load(&nmi_target)].apic_id);
+}
+
+static void print_as_helper(void *arg)
+{
+	printk("helper: holding the console\n");
+}
+
+/* An NMI while this CPU waits for the console lock: the report must come
+ * out (a CRASH naming the NMI), not wait behind this CPU's own ticket for
+ * good. Run at -smp 2. */
+KTEST(demo, nmi_while_waiting_for_the_console)
+{
+	unsigned self = this_cpu()->id, other = MAX_CPUS;
+	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
+		if (i != self && atomic_load(&cpus[i].online))
+			other = i;
+	if (other == MAX_CPUS) {
+		ktest_skip("one CPU");
+		return;
+	}
+	atomic_store(&nmi_target, (int)self);
+	atomic_store(&nmi_helper, (int)other);
+	atomic_store(&printk_testing_putc, nmi_the_waiter);
+	KASSERT(thread_create("helper", print_as_helper, NULL, other));
+	while (!atomic_load(&helper_holds))
+		thread_yield();
+	printk("waiter: queued behind the helper\n");
+	ktest_diag("the NMI did not stop the test");
+	KEXPECT(false);
 }
 #endif
 #endif
