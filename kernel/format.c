@@ -195,7 +195,9 @@ static const char *parse_spec(const char *f, struct spec *s, va_list *ap)
 	return f;
 }
 
-static void convert(struct out *o, struct spec *s, char conv, va_list *ap)
+/* Converts one spec; returns false, having printed nothing, for a
+ * conversion it does not know. */
+static bool convert(struct out *o, struct spec *s, char conv, va_list *ap)
 {
 	switch (conv) {
 	case 'd':
@@ -243,11 +245,9 @@ static void convert(struct out *o, struct spec *s, char conv, va_list *ap)
 		break;
 	}
 	default:
-		put(o, '%');
-		if (conv)
-			put(o, conv);
-		break;
+		return false;
 	}
+	return true;
 }
 
 int kvformat(format_sink_fn sink, void *ctx, const char *fmt, va_list ap)
@@ -265,12 +265,17 @@ int kvformat(format_sink_fn sink, void *ctx, const char *fmt, va_list ap)
 			put(&o, *fmt++);
 			continue;
 		}
+		const char *start = fmt - 1;
 		struct spec s;
 		fmt = parse_spec(fmt, &s, &args);
 		char conv = *fmt;
 		if (conv)
 			fmt++;
-		convert(&o, &s, conv, &args);
+		/* An unknown conversion is copied as written, '%' to its
+		 * last character. */
+		if (!convert(&o, &s, conv, &args))
+			while (start < fmt)
+				put(&o, *start++);
 	}
 	va_end(args);
 	return o.count;

@@ -116,4 +116,9 @@ KTEST(format, unknown_conversion_is_visible)
 	KEXPECT_STREQ(buf, "a%qb");
 	unchecked(buf, sizeof(buf), "end%");
 	KEXPECT_STREQ(buf, "end%");
+	/* Verbatim, flags, width and precision included. */
+	KEXPECT_EQ(unchecked(buf, sizeof(buf), "a%-05.3qb"), 9);
+	KEXPECT_STREQ(buf, "a%-05.3qb");
+	unchecked(buf, sizeof(buf), "[%#8", 1);
+	KEXPECT_STREQ(buf, "[%#8");
 }
