@@ -14,6 +14,7 @@ struct spec {
 	int width;     /* -1: none */
 	int precision; /* -1: none */
 	int length;    /* 'H' hh, 'h', 'l', 'L' ll, 'z', 't', 'j', 0 */
+	bool too_big;  /* a width or precision past FORMAT_FIELD_MAX */
 };
 
 struct out {
@@ -139,6 +140,18 @@ static int64_t fetch_signed(const struct spec *s, va_list *ap)
 	}
 }
 
+/* Parses the digits at f into *out, which stops growing past
+ * FORMAT_FIELD_MAX (no int overflow); returns the first non-digit. */
+static const char *parse_field(const char *f, int *out)
+{
+	int v = 0;
+	for (; *f >= '0' && *f <= '9'; f++)
+		if (v <= FORMAT_FIELD_MAX)
+			v = v * 10 + (*f - '0');
+	*out = v;
+	return f;
+}
+
 /* Parses flags, width, precision and length; returns the conversion char. */
 static const char *parse_spec(const char *f, struct spec *s, va_list *ap)
 {
@@ -158,16 +171,14 @@ static const char *parse_spec(const char *f, struct spec *s, va_list *ap)
 			break;
 	}
 	if (*f == '*') {
-		s->width = va_arg(*ap, int);
-		if (s->width < 0) {
-			s->left = true;
-			s->width = -s->width;
-		}
+		int w = va_arg(*ap, int);
+		/* Negated unsigned: -INT_MIN is no int. */
+		unsigned u = w < 0 ? 0u - (unsigned)w : (unsigned)w;
+		s->left |= w < 0;
+		s->width = u > FORMAT_FIELD_MAX ? FORMAT_FIELD_MAX + 1 : (int)u;
 		f++;
-	} else {
-		for (; *f >= '0' && *f <= '9'; f++)
-			s->width =
-			        (s->width < 0 ? 0 : s->width * 10) + (*f - '0');
+	} else if (*f >= '0' && *f <= '9') {
+		f = parse_field(f, &s->width);
 	}
 	if (*f == '.') {
 		f++;
@@ -178,10 +189,11 @@ static const char *parse_spec(const char *f, struct spec *s, va_list *ap)
 				s->precision = -1;
 			f++;
 		} else {
-			for (; *f >= '0' && *f <= '9'; f++)
-				s->precision = s->precision * 10 + (*f - '0');
+			f = parse_field(f, &s->precision);
 		}
 	}
+	s->too_big =
+	        s->width > FORMAT_FIELD_MAX || s->precision > FORMAT_FIELD_MAX;
 	if (f[0] == 'h' && f[1] == 'h') {
 		s->length = 'H';
 		f += 2;
@@ -250,6 +262,19 @@ static bool convert(struct out *o, struct spec *s, char conv, va_list *ap)
 	return true;
 }
 
+static void discard(void *ctx, char c)
+{
+}
+
+/* Takes the argument of a conversion refused for its field size, so
+ * that the ones after it still line up. */
+static void skip_argument(struct spec *s, char conv, va_list *ap)
+{
+	struct out none = {discard, NULL, 0};
+	s->width = s->precision = -1;
+	convert(&none, s, conv, ap);
+}
+
 int kvformat(format_sink_fn sink, void *ctx, const char *fmt, va_list ap)
 {
 	struct out o = {sink, ctx, 0};
@@ -273,7 +298,9 @@ int kvformat(format_sink_fn sink, void *ctx, const char *fmt, va_list ap)
 			fmt++;
 		/* An unknown conversion is copied as written, '%' to its
 		 * last character. */
-		if (!convert(&o, &s, conv, &args))
+		if (s.too_big)
+			skip_argument(&s, conv, &args);
+		if (s.too_big || !convert(&o, &s, conv, &args))
 			while (start < fmt)
 				put(&o, *start++);
 	}

@@ -66,6 +66,28 @@ KTEST(format, sign_flags_only_on_signed_conversions)
 	SAME("[%+d] [% d] [%+i] [% 5d]", 5, 5, -5, -5);
 }
 
+/* A width or precision past FORMAT_FIELD_MAX (a wrapped length, INT_MIN
+ * through '*') is no field at all: the spec is copied through, as an
+ * unknown one, instead of overflowing an int while it is parsed or
+ * negated, or padding for minutes. */
+KTEST(format, huge_fields_are_refused)
+{
+	char buf[64];
+	KEXPECT_EQ(unchecked(buf, sizeof(buf), "[%*d]", INT_MIN, 5), 5);
+	KEXPECT_STREQ(buf, "[%*d]");
+	KEXPECT_EQ(unchecked(buf, sizeof(buf), "[%99999999999d]", 5), 15);
+	KEXPECT_STREQ(buf, "[%99999999999d]");
+	unchecked(buf, sizeof(buf), "[%.4294967297d]", 5);
+	KEXPECT_STREQ(buf, "[%.4294967297d]");
+	unchecked(buf, sizeof(buf), "[%*d|%d]", FORMAT_FIELD_MAX + 1, 5, 6);
+	KEXPECT_STREQ(buf, "[%*d|6]");
+	/* The limit itself is a field. */
+	KEXPECT_EQ(unchecked(NULL, 0, "%*d", FORMAT_FIELD_MAX, 5),
+	           FORMAT_FIELD_MAX);
+	KEXPECT_EQ(unchecked(NULL, 0, "%-*d", -FORMAT_FIELD_MAX, 5),
+	           FORMAT_FIELD_MAX);
+}
+
 KTEST(format, precision)
 {
 	SAME("[%.3d] [%.0d] [%5.3d] [%-5.3d] [%05.3d]", 7, 0, 7, 7, 7);
