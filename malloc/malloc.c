@@ -13,6 +13,11 @@
  *     alignment up to SIZE_MAX / 2 + 1, rounding one that is not a power
  *     of two up to the next; alignments up to 16 are malloc's;
  *   - malloc_usable_size(NULL) is 0;
+ *   - malloc_trim(pad) gives back every free page of the heap (pad is
+ *     accepted and ignored: nothing is kept) and returns 1 if it gave
+ *     some back, else 0; other threads' per-thread caches go back at
+ *     their next refill or exit, not here (mm_port_each_other_cpu
+ *     cannot reach them); it is in slots.c, with the locks it takes;
  *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
  *     system calls that may fail on its paths (a lock's futex wait, the
  *     madvise that gives pages back) restore it (port_prod.c); so do

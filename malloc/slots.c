@@ -74,6 +74,8 @@
  *              see the state "running" and do not recurse. They are
  *              threads like any other: a pin outside an API call enters
  *              (port_prod.c), which claims a slot on first use.
+ *   trim       malloc_trim releases as they do, from the caller's thread
+ *              outside any API call, under ctl_lock (malloc_trim).
  *
  * Why the fast path is safe (an asymmetric Dekker handshake). The fast
  * holder E does (1) in = 1, (2) load state, with only a compiler barrier
@@ -111,10 +113,10 @@
  *   4. Nobody owns LATE_SLOT, so nobody takes it on the fast path.
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
- * stop and fork. It is never taken holding a slot. A thread holds at most
- * one slot, except fork's, which takes them all in index order with its
- * own calls passing as nested; a holder never waits for another slot, so
- * waiting for busy or in always ends.
+ * stop, malloc_trim's release and fork. It is never taken holding a
+ * slot. A thread holds at most one slot, except fork's, which takes them
+ * all in index order with its own calls passing as nested; a holder
+ * never waits for another slot, so waiting for busy or in always ends.
  * Limits: a thread that allocates in a signal handler that interrupted
  * one of its own API calls re-enters the heap without exclusion (glibc
  * would deadlock there instead): malloc is not async-signal-safe. 63
@@ -128,6 +130,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/membarrier.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -371,7 +374,8 @@ static atomic_size_t grown_bytes;
 /* MM_MALLOC_BACKGROUND=0: no background threads at all, for a program
  * that must stay single-threaded (unshare(CLONE_NEWUSER) and setns into
  * a user namespace refuse a multi-threaded caller). The heap works
- * without them: refills sweep, but free memory is not given back. */
+ * without them: refills sweep, but free memory is given back only by
+ * malloc_trim. */
 static atomic_bool no_background;
 
 static void allow_background(void)
@@ -443,4 +447,34 @@ void mm_malloc_bg_start(void)
 		errno = saved_errno;
 	}
 	pthread_mutex_unlock(&mm_malloc_ctl_lock);
+}
+
+/*
+ * malloc_trim (malloc.c lists the conventions): flushes this thread's
+ * cache, runs a sweep cycle and gives every free page back
+ * (spanheap_release_all), as the background threads do, outside any API
+ * call: its pins take this thread's slot step by step, so it holds none
+ * while it waits. Under ctl_lock, as the background threads run, so that
+ * fork waits for it: a child forked in the middle inherited the cycle
+ * semaphore held, or a scavenge batch's pages out of the free set, with
+ * no thread to give them back. Returns 1 if pages were given back, else
+ * 0: also before the heap is set up (it holds nothing), inside a call (a
+ * signal handler that interrupted one: mm/ may be in the middle of
+ * something) or inside this thread's hold of ctl_lock (EDEADLK). pad is
+ * ignored: there is no top of heap to keep. Keeps errno.
+ */
+__attribute__((visibility("default"))) int malloc_trim(size_t pad)
+{
+	(void)pad;
+	if (mm_malloc_self.held ||
+	    atomic_load_explicit(&init_state, memory_order_acquire) != 2)
+		return 0;
+	int saved_errno = errno;
+	size_t npages = 0;
+	if (pthread_mutex_lock(&mm_malloc_ctl_lock) == 0) {
+		npages = spanheap_release_all(&mm_malloc_sh);
+		pthread_mutex_unlock(&mm_malloc_ctl_lock);
+	}
+	errno = saved_errno;
+	return npages != 0;
 }

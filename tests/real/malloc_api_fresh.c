@@ -281,6 +281,9 @@ static const struct {
         {"realloc-background", scenario_realloc_background},
         {"handler-fork", scenario_handler_fork},
         {"small-heap", scenario_small_heap},
+        {"trim", scenario_trim},
+        {"trim-first", scenario_trim_first},
+        {"trim-threads", scenario_trim_threads},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

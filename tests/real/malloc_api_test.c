@@ -240,6 +240,7 @@ int main(int argc, char **argv)
 	        {"small_heap_no_threads", test_small_heap_no_threads},
 	        {"calloc_locked", test_calloc_locked},
 	        {"env_switches", test_env_switches},
+	        {"malloc_trim", test_malloc_trim},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

@@ -17,6 +17,7 @@
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
  *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
+ *   malloc_api_trim.c    malloc_trim
  */
 #ifndef MALLOC_API_TEST_H
 #define MALLOC_API_TEST_H
@@ -97,6 +98,7 @@ const char *test_pvalloc_whole_pages(void);
 const char *test_small_heap_no_threads(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
+const char *test_malloc_trim(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -106,5 +108,8 @@ int scenario_errno_data_limit(void);
 int scenario_small_heap(void);
 int scenario_calloc_locked(void);
 int scenario_env(void);
+int scenario_trim(void);
+int scenario_trim_first(void);
+int scenario_trim_threads(void);
 
 #endif

@@ -1,0 +1,211 @@
+/*
+ * tests/real/malloc_api_trim.c: malloc-api-test's malloc_trim
+ * (malloc_api_test.h): it gives the heap's free memory back and says so,
+ * with no background threads to do it, and it is safe before the first
+ * allocation, with threads allocating meanwhile, and across fork.
+ *
+ * Each scenario runs in a fresh process (run_scenario); a failure says
+ * why on stderr and exits non-zero.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+/* This process's resident set in bytes (/proc/self/statm's second
+ * field), read without allocating; 0 if it cannot be read. */
+static size_t rss_bytes(void)
+{
+	char buf[128];
+	int fd = open("/proc/self/statm", O_RDONLY);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strchr(buf, ' ');
+	if (!p)
+		return 0;
+	return strtoul(p + 1, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+#define MIB ((size_t)1 << 20)
+/* 64 MiB of 256-byte objects; the pointers in a mapping of their own,
+ * outside the heap being measured. */
+enum { OBJ = 256, NOBJ = (int)(64 * MIB / OBJ) };
+
+/*
+ * MM_MALLOC_BACKGROUND=0 (no scavenger): 64 MiB of small objects,
+ * written and freed, stay resident until malloc_trim(0), which returns 1
+ * and gives most of it back; a second call, with nothing freed since,
+ * returns 0.
+ */
+int scenario_trim(void)
+{
+	void **v = mmap(NULL, NOBJ * sizeof(void *), PROT_READ | PROT_WRITE,
+	                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (v == MAP_FAILED)
+		return 2;
+	free(malloc(100));
+	size_t base = rss_bytes();
+	for (int i = 0; i < NOBJ; i++)
+		if (!(v[i] = malloc(OBJ)) || !memset(v[i], 1, OBJ))
+			return 2;
+	size_t full = rss_bytes();
+	for (int i = 0; i < NOBJ; i++)
+		free(v[i]);
+	size_t freed = rss_bytes();
+	if (full < base + 60 * MIB || freed < base + 48 * MIB) {
+		fprintf(stderr,
+		        "RSS %zu MiB at the start, %zu with 64 MiB allocated, "
+		        "%zu after the frees: not kept resident\n",
+		        base / MIB, full / MIB, freed / MIB);
+		return 3;
+	}
+	int r = malloc_trim(0);
+	size_t trimmed = rss_bytes();
+	if (r != 1 || trimmed > base + 16 * MIB) {
+		fprintf(stderr,
+		        "malloc_trim(0) returned %d; RSS %zu MiB after the "
+		        "frees, %zu after it (%zu at the start)\n",
+		        r, freed / MIB, trimmed / MIB, base / MIB);
+		return 4;
+	}
+	if ((r = malloc_trim(0)) != 0) {
+		fprintf(stderr, "a second malloc_trim(0) returned %d\n", r);
+		return 5;
+	}
+	/* The heap still works where it gave its pages back. */
+	for (int i = 0; i < NOBJ / 16; i++)
+		if (!(v[i] = calloc(1, OBJ)) || ((char *)v[i])[OBJ - 1])
+			return 6;
+	for (int i = 0; i < NOBJ / 16; i++)
+		free(v[i]);
+	return 0;
+}
+
+/* Before this process's first allocation of its own: the result is
+ * whatever the start-up left, and the heap works after. */
+int scenario_trim_first(void)
+{
+	int r = malloc_trim(0);
+	if (r != 0 && r != 1)
+		return 2;
+	void *p = malloc(1000);
+	if (!p)
+		return 3;
+	free(p);
+	r = malloc_trim(4096);
+	return r == 0 || r == 1 ? 0 : 4;
+}
+
+static atomic_bool churn_stop;
+
+/* Allocates and frees a mixture of sizes until churn_stop. */
+static void *churn(void *arg)
+{
+	unsigned seed = (unsigned)(size_t)arg;
+	void *v[256] = {0};
+	while (!atomic_load(&churn_stop)) {
+		unsigned i = (seed = seed * 1103515245u + 12345u) >> 8 & 255;
+		free(v[i]);
+		size_t n = 16 + (seed >> 16) % 4096;
+		if (!(v[i] = malloc(n)))
+			return (void *)1;
+		memset(v[i], (int)i, n);
+	}
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	return NULL;
+}
+
+/* A child forked while others trim: its heap is whole, and its own
+ * malloc_trim and allocations finish (an inherited cycle or scavenge
+ * left half done would hang them; the alarm ends it then). */
+static int fork_and_trim_child(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(10);
+		void *p = malloc(1 << 20);
+		memset(p, 2, 1 << 20);
+		free(p);
+		(void)malloc_trim(0);
+		free(malloc(300));
+		_exit(0);
+	}
+	int st;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : st;
+}
+
+/* Trims until churn_stop. */
+static void *trimmer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&churn_stop))
+		(void)malloc_trim(0);
+	return NULL;
+}
+
+/* Four threads churn and one trims while this one forks, children
+ * trimming in their turn. */
+int scenario_trim_threads(void)
+{
+	pthread_t t[5];
+	for (size_t i = 0; i < 5; i++)
+		if (pthread_create(&t[i], NULL, i < 4 ? churn : trimmer,
+		                   (void *)(i + 1)) != 0)
+			return 2;
+	int bad = 0;
+	for (int round = 0; round < 20 && !bad; round++) {
+		usleep(2000);
+		if ((bad = fork_and_trim_child()) != 0)
+			fprintf(stderr,
+			        "a child forked in round %d: status %#x\n",
+			        round, bad);
+	}
+	(void)malloc_trim(0);
+	atomic_store(&churn_stop, true);
+	for (int i = 0; i < 5; i++) {
+		void *r;
+		pthread_join(t[i], &r);
+		if (r)
+			bad = 3;
+	}
+	return bad ? 3 : 0;
+}
+
+const char *test_malloc_trim(void)
+{
+	static const struct {
+		const char *name, *env, *val;
+	} runs[] = {
+	        {"trim", "MM_MALLOC_BACKGROUND", "0"},
+	        {"trim-first", NULL, NULL},
+	        {"trim-threads", NULL, NULL},
+	        {"trim-threads", "MM_MALLOC_BACKGROUND", "0"},
+	};
+	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		int st =
+		        run_scenario(runs[i].name, runs[i].env, runs[i].val, 0);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "%s%s%s%s: status %#x (its reason on stderr)",
+		      runs[i].name, runs[i].env ? " with " : "",
+		      runs[i].env ? runs[i].env : "", runs[i].env ? "=0" : "",
+		      st);
+	}
+	return NULL;
+}
