@@ -6,6 +6,30 @@
  * mm/sizeclasses.c: the size class table and the lookup table that maps a
  * request to its class (see sizeclasses.h).
  *
+ * Purpose: give the span heap, in constant data, each class's object size,
+ * span size and division constants, and a request's class in one load.
+ * Modelled on the Go runtime's sizeclasses.go, computed afresh by the
+ * generator from the rules in its opening comment.
+ *
+ * Representation. sizeclass_info[SC_NCLASSES] is indexed by class; entry 0
+ * (no class: a large object) is all zero. sizeclass_by16 has one byte per
+ * 16 bytes of request: entry i is the class of the sizes in (16 * (i - 1),
+ * 16 * i], entry 0 that of size 0. The generator prints both, and this table
+ * of what each class costs.
+ *
+ * Algorithm: none at run time. sizeclass_of (sizeclasses.h) reads
+ * sizeclass_by16[(size + 15) / 16] for a size up to SC_MAX_SIZE.
+ *
+ * Invariants (the generator checks each before it prints, and
+ * tests/host/sizeclass_test.c checks them again):
+ *   1. The classes have sizeclasses.h's properties 1 to 7.
+ *   2. sizeclass_by16[i] is the smallest class whose size is at least
+ *      16 * i (class 1 for i = 0), so no entry is 0.
+ *
+ * Locking: none; both tables are const, read from any context.
+ * Limits: classes up to SC_MAX_SIZE bytes and SC_MAX_NPAGES pages; a larger
+ * request is class 0, pages of its own.
+ *
  * tail: the bytes of the span after the last object. round: what the worst
  * request (one byte above the class below) leaves unused of its object.
  * waste: what it leaves unused of the span's bytes per object (round and

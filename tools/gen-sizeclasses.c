@@ -17,9 +17,9 @@
  *      the span structs few: a free reads its object's span struct, and
  *      with 4 KiB spans of 64-byte objects, 10^6 live objects had 15625
  *      of them, a 1 MiB working set of first cache lines; 32 KiB spans
- *      took the random-order free of those objects from 72 to 62 ns. One whose
- * span breaks MAX_NELEMS or MAX_NPAGES is dropped; a required size (a power of
- * two up to PAGE_SIZE, or MAX_SIZE) may not be.
+ *      took the random-order free of those objects from 72 to 62 ns. One
+ *      whose span breaks MAX_NELEMS or MAX_NPAGES is dropped; a required
+ *      size (a power of two up to PAGE_SIZE, or MAX_SIZE) may not be.
  *   3. Merge: a candidate whose span has as many pages and objects as the
  *      next candidate's is useless, since the next one fits the same
  *      objects in the same pages and takes bigger requests; it goes.
@@ -503,11 +503,9 @@ static unsigned max_waste(unsigned i)
 	return hundredths(span - worst * c->nelems, span);
 }
 
-/* One lookup table, an entry a line: entry i answers the sizes in
- * (base + (i - 1) * step, base + i * step]. The comments are aligned as
- * clang-format aligns them. */
-/* Prints t (len entries; entry i covers sizes up to i * step) as a C
- * array, PER_LINE entries to a line, each line saying its sizes. */
+/* Prints t (len entries; entry i answers the sizes in ((i - 1) * step,
+ * i * step], entry 0 size 0) as a C array, PER_LINE entries to a line,
+ * each line saying its sizes, aligned as clang-format aligns them. */
 #define PER_LINE 8
 static void emit_table(const char *decl, const uint8_t *t, unsigned len,
                        unsigned step)
@@ -535,6 +533,43 @@ static void emit_c(void)
 	fputs(" * mm/sizeclasses.c: the size class table and the lookup "
 	      "table that maps a\n"
 	      " * request to its class (see sizeclasses.h).\n"
+	      " *\n"
+	      " * Purpose: give the span heap, in constant data, each "
+	      "class's object size,\n"
+	      " * span size and division constants, and a request's class "
+	      "in one load.\n"
+	      " * Modelled on the Go runtime's sizeclasses.go, computed "
+	      "afresh by the\n"
+	      " * generator from the rules in its opening comment.\n"
+	      " *\n"
+	      " * Representation. sizeclass_info[SC_NCLASSES] is indexed by "
+	      "class; entry 0\n"
+	      " * (no class: a large object) is all zero. sizeclass_by16 has "
+	      "one byte per\n"
+	      " * 16 bytes of request: entry i is the class of the sizes in "
+	      "(16 * (i - 1),\n"
+	      " * 16 * i], entry 0 that of size 0. The generator prints both, "
+	      "and this table\n"
+	      " * of what each class costs.\n"
+	      " *\n"
+	      " * Algorithm: none at run time. sizeclass_of (sizeclasses.h) "
+	      "reads\n"
+	      " * sizeclass_by16[(size + 15) / 16] for a size up to "
+	      "SC_MAX_SIZE.\n"
+	      " *\n"
+	      " * Invariants (the generator checks each before it prints, "
+	      "and\n"
+	      " * tests/host/sizeclass_test.c checks them again):\n"
+	      " *   1. The classes have sizeclasses.h's properties 1 to 7.\n"
+	      " *   2. sizeclass_by16[i] is the smallest class whose size is "
+	      "at least\n"
+	      " *      16 * i (class 1 for i = 0), so no entry is 0.\n"
+	      " *\n"
+	      " * Locking: none; both tables are const, read from any "
+	      "context.\n"
+	      " * Limits: classes up to SC_MAX_SIZE bytes and SC_MAX_NPAGES "
+	      "pages; a larger\n"
+	      " * request is class 0, pages of its own.\n"
 	      " *\n"
 	      " * tail: the bytes of the span after the last object. "
 	      "round: what the worst\n"
