@@ -2,23 +2,41 @@
  * mm/rseq.c: the table of restartable sequences (rseq.h): sorted once at
  * init, searched by the port's interrupt entry.
  *
- * Representation: the port's section mm_rseq itself, an array of
- * [start, end) ranges, sorted in place, plus the lowest start and the
- * highest end, so that the search is one compare for an interrupted
- * address outside every sequence (most of them).
+ * Purpose: tell an interrupt entry, in a few compares and without a lock,
+ * whether the code it interrupted was inside a restartable sequence, and
+ * if so where that sequence starts. Modelled on Linux's rseq (struct
+ * rseq_cs's start and post-commit addresses), in kernel mode.
  *
- * Invariants, checked by mm_rseq_init (a broken table mm_panics):
+ * Representation: the port's section mm_rseq itself, an array of
+ * [start, end) ranges, one per copy of a sequence in the code (every
+ * inlined fast path of spanheap_fast.h leaves its own), sorted in place;
+ * plus the lowest start (lo) and the highest end (hi), and a count of
+ * restarts.
+ *
+ * Algorithm.
+ *   init      Insertion sort by start (the assembler emits each file's
+ *             ranges in text order, so the table is mostly sorted), then
+ *             one pass checks the invariants.
+ *   restart   An address outside [lo, hi) is outside every sequence: one
+ *             unsigned compare, the common case. Else a binary search for
+ *             the last range whose start is at or below the address; the
+ *             address is in it if it lies below its end. O(log n).
+ *
+ * Invariants, checked by mm_rseq_init (a broken table mm_panics, naming
+ * the ranges):
  *   1. the ranges are sorted by start;
  *   2. every range is non-empty (start < end);
- *   3. no two overlap, so at most one holds an address.
+ *   3. no two overlap, so at most one holds an address;
+ *   4. lo and hi are the first range's start and the last one's end (both
+ *      0 for an empty table, which then holds no address).
  *
  * Locking: none. The table is written once, by mm_rseq_init, before the
  * first interrupt that may search it, and only read after; the restart
  * count is one relaxed atomic.
  *
- * Limits: the sequences are x86-64 assembly (spanheap.h, spanheap.c);
- * mm_rseq_restart runs with interrupts off. Modelled on Linux's rseq
- * (struct rseq_cs's start and post-commit addresses), in kernel mode.
+ * Limits: the sequences are x86-64 assembly (spanheap_fast.h,
+ * spanheap.c); mm_rseq_restart runs with interrupts off. The table is
+ * sorted once: no sequence can be added after mm_rseq_init.
  */
 #include "rseq.h"
 
