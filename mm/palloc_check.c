@@ -5,12 +5,21 @@
  * palloc_check_locked after each operation; a debug kernel can run it
  * live), and say precisely what went wrong when a caller errs: refusals
  * for the owner to log after unlocking, and bad frees dumped into mm_panic.
+ * Modelled on the Go runtime's pageAlloc test hooks and its throw() sites.
+ *
+ * Representation: no state of its own beyond struct palloc's refusal
+ * record, one slot holding the last refused call (op NULL when there is
+ * none), overwritten by the next refusal. The checker reads struct palloc
+ * (palloc_internal.h) and changes nothing.
  *
  * Algorithm (check): one pass over the chunks recomputes each leaf summary,
- * the scavenged-implies-free rule and the page counts; one pass per level
- * recomputes each summary from its 8 children; then the pages below the
- * search hint are searched for a free one. Metadata pages that were never
- * mapped hold nothing: their summaries count as 0 and are not read.
+ * the scavenged-implies-free rule, page 0 of an arena at address 0 and the
+ * page counts (palloc.c invariants 1, 3, 5, 6); one pass per level
+ * recomputes each summary from its 8 children (2); then the pages below the
+ * search hint are searched for a free one (4), and the scavenge cursor is
+ * checked to lie inside the arena (palloc_scav.c invariant 3). Metadata
+ * pages that were never mapped hold nothing: their summaries count as 0
+ * and are not read, and a grown chunk or free child under one is an error.
  *
  * Policy for errors (the port decides what mm_panic does: the kernel
  * panics, the host test port records the message and unwinds):
@@ -25,9 +34,21 @@
  *   check     a broken invariant: mm_panic with the entry, what it holds
  *             and what it should hold.
  *
- * Locking: all but palloc_log_refusal need the owner's lock; mm_panic is
- * allowed under it (it does not return), mm_log is not.
- * Modelled on the Go runtime's pageAlloc test hooks and its throw() sites.
+ * Invariants of this file:
+ *   1. A check, a range test or a report changes nothing in struct palloc
+ *      (they take it const); only palloc_refuse and
+ *      palloc_take_refusal_locked write, and only the refusal record.
+ *   2. Every mm_panic here names the range, page, entry or count at fault
+ *      and why, before any state was changed.
+ *
+ * Locking: palloc_check takes the owner's lock (if palloc_init was given
+ * one) around palloc_check_locked; palloc_log_refusal must run without it;
+ * everything else needs it held. mm_panic is allowed under it (it does not
+ * return), mm_log is not.
+ * Limits: a check reads every mapped summary and every grown chunk's
+ * bitmaps, so tests run it after each operation on small arenas; the kernel
+ * calls it only from tests (frames_check) and, through mheap_check, from the
+ * shell's stress command.
  */
 #include "palloc_internal.h"
 
