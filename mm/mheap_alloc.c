@@ -6,7 +6,17 @@
  * mapping the pages the scavenger unmapped, from threads and (with
  * MHEAP_ATOMIC) interrupt handlers; grow the heap (mheap_grow.c) or wait
  * when nothing fits. Modelled on the Go runtime's mheap.allocSpan and
- * freeSpan. Representation and invariants: mheap.c's.
+ * freeSpan.
+ *
+ * Representation. A caller's run is allocated in h->pages (palloc) and
+ * its span table entries say MHEAP_SPAN_PAGES (mheap_alloc_pages sets
+ * them; an extension sets none, the caller does; a free leaves them,
+ * stale). Between the attempt under the lock and the mapping after it, a
+ * run is allocated but its scavenged pages are not yet mapped; only the
+ * allocating call knows it (the mask, or nscav). To tell whether the heap
+ * changed after a failed attempt, an attempt notes h->scav_returns and
+ * h->grown_chunks (struct attempt), and the caller reads the event count
+ * `grown` before it.
  *
  * Algorithm.
  *   alloc    Under the lock, palloc_alloc_locked (the mask variant for
@@ -40,8 +50,25 @@
  *            while the caller still owns them and returns them free and
  *            scavenged.
  *
+ * Invariants (besides mheap.c's 1 to 3, which every path here keeps):
+ *   1. A run handed to a caller is allocated in h->pages and every page
+ *      of it is mapped; with MHEAP_ZERO, every byte of it reads zero.
+ *   2. A run that could not be mapped goes back whole: a run of at most 64
+ *      pages with its scavenged bits as they were, a longer one unmapped
+ *      and scavenged. Nothing leaks and nothing unmapped is left marked
+ *      backed.
+ *   3. A free checks the whole range first (not allocated, outside the
+ *      grown arena, or in a run a scavenge batch took: mm_panic) and
+ *      changes nothing before the check passes.
+ *   4. An atomic caller never sleeps or scavenges: where a thread would
+ *      wait (a growth under way, a batch holding free pages) it gets NULL,
+ *      and it leaves refilling the reserve to the scavenger thread.
+ *
  * Locking: h->lock around each attempt, undo and free; nothing is mapped,
- * zeroed, logged or woken under it.
+ * zeroed, logged or woken under it. mheap_alloc_pages with MHEAP_ATOMIC
+ * and mheap_free_pages may be called from interrupt handlers, not NMIs
+ * (debug mode's unmapping free happens only where mm_port_can_sleep);
+ * everything else here is for threads.
  * Limits: MHEAP_ATOMIC_MAX_PAGES for atomic callers; a zeroed run with
  * more stretches of backed pages than PALLOC_BACKED_RUNS is zeroed whole.
  */
