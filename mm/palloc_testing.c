@@ -2,13 +2,35 @@
  * mm/palloc_testing.c: the test hooks of palloc_testing.h. Compiled only
  * into test binaries (MM_HOST_SRCS); nothing in mm/ calls it.
  *
- * palloc_test_build reaches the state a table describes directly, through
- * the same grow path as production and then by writing the bitmaps, and
- * lets palloc_update_locked derive everything else, so that a table test
- * exercises the real summaries rather than a copy of them.
+ * Purpose: let table-driven tests put a palloc in a described state and
+ * read back what it holds, without a long series of allocations. Modelled
+ * on the Go runtime's pageAlloc test hooks (export_test.go).
+ *
+ * Representation: no state of its own. A test describes a chunk as a
+ * struct palloc_test_chunk: up to PALLOC_TEST_RANGES allocated and
+ * scavenged page ranges each; the readers hand out struct palloc's fields
+ * (bitmaps, summaries, hint) or copy them into a snapshot of words.
+ *
+ * Algorithm. palloc_test_build reaches the state a table describes
+ * directly, through the same grow path as production and then by writing
+ * the bitmaps and adjusting the free and scavenged counts, and lets
+ * palloc_update_locked derive everything else, so that a table test
+ * exercises the real summaries rather than a copy of them; the search
+ * hint is set to the first free page.
+ *
+ * Invariants:
+ *   1. A state build writes keeps palloc.c's invariants: it refuses
+ *      (returns false) a range past its chunk, a page both allocated and
+ *      scavenged, scavenged pages without a scavenged bitmap, and a free
+ *      page 0 in an arena at address 0. Chunks before a refused one keep
+ *      their new bitmaps; the refused one and later ones stay as grown.
+ *   2. A snapshot covers everything palloc_check_locked reads, so two
+ *      equal snapshots mean nothing changed.
  *
  * Locking: build takes the owner's lock if there is one; the other hooks
  * expect the test to be the only user of p.
+ * Limits: PALLOC_TEST_RANGES ranges per bitmap; build's chunks must not
+ * be grown yet (p fresh from palloc_init, as palloc_testing.h says).
  */
 #include "palloc_testing.h"
 
