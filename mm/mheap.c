@@ -25,8 +25,10 @@
  * counts read under the lock, with the pages taken by scavenge batches
  * apart: in use = grown - free - taken.
  *
- * Invariants (mheap_check verifies 1 and 3 with palloc_check_locked):
- *   1. in use = grown - free - taken_pages; grown = grown_chunks * 512.
+ * Invariants (mheap_check verifies 1 with palloc_check_locked; 2 and 3
+ * are kept by mheap_alloc.c and mheap_scav.c, and not checked there):
+ *   1. in use = grown - free - taken_pages >= 0; grown = grown_chunks *
+ *      512.
  *   2. A free backed page is mapped; a scavenged page is not, and no CPU
  *      holds a TLB entry for it (it was shot down before it went back).
  *   3. taken_pages is 0 unless a scavenge is mid-batch.
