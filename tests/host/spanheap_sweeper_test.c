@@ -89,6 +89,23 @@ static void free_all(void **p, size_t n)
 	SH_CHECK(&sh, "at the end");
 }
 
+/* n objects of 64 bytes in use, the first nfree pending (the hour's
+ * period: no periodic cycle); the sweeper, started, runs want cycles and
+ * settles. The heap's thresholds are the defaults: min_pending_bytes
+ * 1 MiB, pending_permille 1/8. */
+static void cycles_after_pending(size_t n, size_t nfree, uint64_t want)
+{
+	KASSERT(sweeper_heap(10));
+	KASSERT_EQ(sh.cfg.min_pending_bytes, (size_t)1 << 20);
+	void **p = in_use_then_pending(n, nfree);
+	KASSERT(p);
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(want), want);
+	spanheap_sweeper_stop(&sh);
+	free_all(p, n);
+	sh_heap_release(&heap);
+}
+
 /*
  * 2 MiB in use, 640 KiB of it pending: past an eighth of the bytes in
  * use (about 256 KiB), but below min_pending_bytes (1 MiB), the floor
@@ -96,16 +113,7 @@ static void free_all(void **p, size_t n)
  */
 KTEST(spanheap_sweeper, no_cycle_below_min_pending_bytes)
 {
-	enum { N = (2 << 20) / 64, FREED = (640 << 10) / 64 };
-	KASSERT(sweeper_heap(10));
-	KASSERT_EQ(sh.cfg.min_pending_bytes, (size_t)1 << 20);
-	void **p = in_use_then_pending(N, FREED);
-	KASSERT(p);
-	KASSERT(spanheap_sweeper_start(&sh));
-	KEXPECT_EQ(sweeper_settles(0), 0);
-	spanheap_sweeper_stop(&sh);
-	free_all(p, N);
-	sh_heap_release(&heap);
+	cycles_after_pending((2 << 20) / 64, (640 << 10) / 64, 0);
 }
 
 /*
@@ -115,15 +123,7 @@ KTEST(spanheap_sweeper, no_cycle_below_min_pending_bytes)
  */
 KTEST(spanheap_sweeper, one_cycle_per_threshold_passed)
 {
-	enum { N = (8 << 20) / 64, FREED = (2 << 20) / 64 };
-	KASSERT(sweeper_heap(10));
-	void **p = in_use_then_pending(N, FREED);
-	KASSERT(p);
-	KASSERT(spanheap_sweeper_start(&sh));
-	KEXPECT_EQ(sweeper_settles(1), 1);
-	spanheap_sweeper_stop(&sh);
-	free_all(p, N);
-	sh_heap_release(&heap);
+	cycles_after_pending((8 << 20) / 64, (2 << 20) / 64, 1);
 }
 
 /*
@@ -204,16 +204,7 @@ KTEST(spanheap_sweeper, pending_frees_wake_an_idle_sweeper)
  */
 KTEST(spanheap_sweeper, cycle_at_exactly_min_pending_bytes)
 {
-	enum { N = (2 << 20) / 64, FREED = (1 << 20) / 64 };
-	KASSERT(sweeper_heap(10));
-	KASSERT_EQ(sh.cfg.min_pending_bytes, (size_t)FREED * 64);
-	void **p = in_use_then_pending(N, FREED);
-	KASSERT(p);
-	KASSERT(spanheap_sweeper_start(&sh));
-	KEXPECT_EQ(sweeper_settles(1), 1);
-	spanheap_sweeper_stop(&sh);
-	free_all(p, N);
-	sh_heap_release(&heap);
+	cycles_after_pending((2 << 20) / 64, (1 << 20) / 64, 1);
 }
 
 /*

@@ -18,6 +18,7 @@
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "mm/port.h"
+#include "tests/kernel/smp_util.h"
 
 KTEST(console, format_in_kernel)
 {
@@ -173,10 +174,7 @@ static void let_second_panic(uintptr_t cpu)
  * first one's message, whole. Run at -smp 2 or more. */
 KTEST(demo, two_cpus_mm_panic_at_once)
 {
-	unsigned self = this_cpu()->id, other = MAX_CPUS;
-	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
-		if (i != self && atomic_load(&cpus[i].online))
-			other = i;
+	unsigned self = this_cpu()->id, other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	KASSERT(thread_create("second", second_panicker, NULL, other));
@@ -214,10 +212,7 @@ static void print_and_stick(void *arg)
  * never stops: the harness looks for the CRASH line. Run at -smp 2. */
 KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
 {
-	unsigned self = this_cpu()->id, other = MAX_CPUS;
-	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
-		if (i != self && atomic_load(&cpus[i].online))
-			other = i;
+	unsigned self = this_cpu()->id, other = other_online_cpu();
 	if (other == MAX_CPUS) {
 		ktest_skip("one CPU");
 		return;
@@ -259,10 +254,7 @@ static void print_as_helper(void *arg)
  * good. Run at -smp 2. */
 KTEST(demo, nmi_while_waiting_for_the_console)
 {
-	unsigned self = this_cpu()->id, other = MAX_CPUS;
-	for (unsigned i = 0; i < MAX_CPUS && other == MAX_CPUS; i++)
-		if (i != self && atomic_load(&cpus[i].online))
-			other = i;
+	unsigned self = this_cpu()->id, other = other_online_cpu();
 	if (other == MAX_CPUS) {
 		ktest_skip("one CPU");
 		return;

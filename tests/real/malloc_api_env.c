@@ -44,16 +44,7 @@ static int run_env(const char *name, const char *val, char *out, size_t outsz)
 		execl(self_exe, self_exe, "env", (char *)NULL);
 		_exit(127);
 	}
-	close(fd[1]);
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - n - 1)) > 0)
-		n += (size_t)r;
-	out[n] = 0;
-	close(fd[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	return st;
+	return collect_child(pid, fd, out, outsz);
 }
 
 static const char *const switches[] = {

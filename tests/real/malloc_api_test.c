@@ -67,6 +67,23 @@ int run_scenario(const char *what, const char *env, const char *val,
 
 static int static_object;
 
+/* The parent's side of a child whose stderr goes to the pipe fd: reads
+ * it into out (NUL-terminated, cut at outsz - 1), then waits for the
+ * child; returns its wait status. */
+int collect_child(pid_t pid, int fd[2], char *out, size_t outsz)
+{
+	close(fd[1]);
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - n - 1)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(fd[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	return st;
+}
+
 /* Runs fn in a child with stderr captured into out; returns its status. */
 int in_child(void (*fn)(void), char *out, size_t outsz)
 {
@@ -82,16 +99,7 @@ int in_child(void (*fn)(void), char *out, size_t outsz)
 		fn();
 		_exit(0);
 	}
-	close(fd[1]);
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - n - 1)) > 0)
-		n += (size_t)r;
-	out[n] = 0;
-	close(fd[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	return st;
+	return collect_child(pid, fd, out, outsz);
 }
 
 static void *misuse_ptr; /* the pointer the child passes, for the check */

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* What went wrong in the failing test; one at a time, as tests run in
  * turn. */
@@ -47,6 +48,7 @@ bool find_extensions(void);
 extern const char *self_exe;
 
 int in_child(void (*fn)(void), char *out, size_t outsz);
+int collect_child(pid_t pid, int fd[2], char *out, size_t outsz);
 int run_scenario(const char *what, const char *env, const char *val,
                  size_t as_limit);
 /* The fresh process's side of run_scenario: argv[1] names the scenario;

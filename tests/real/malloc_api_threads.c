@@ -181,11 +181,12 @@ static void *lib_user(void *arg)
 	return NULL;
 }
 
-static void fork_under_lib_lock(void)
+/* Forks n children in turn, each of which mallocs and exits; exits 3 if
+ * one fails or dies (a fork that left a lock held hangs it: the
+ * alarm in_child sets then ends the run). */
+static void fork_children_that_malloc(int n)
 {
-	pthread_t t;
-	pthread_create(&t, NULL, lib_user, NULL);
-	for (int i = 0; i < 300; i++) {
+	for (int i = 0; i < n; i++) {
 		pid_t pid = fork();
 		if (pid == 0)
 			_exit(malloc(32) ? 0 : 1);
@@ -194,6 +195,13 @@ static void fork_under_lib_lock(void)
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 			_exit(3);
 	}
+}
+
+static void fork_under_lib_lock(void)
+{
+	pthread_t t;
+	pthread_create(&t, NULL, lib_user, NULL);
+	fork_children_that_malloc(300);
 	atomic_store(&lib_stop, true);
 	pthread_join(t, NULL);
 }
@@ -258,15 +266,7 @@ static void fork_under_stdio_lock(void)
 	pthread_t a, f;
 	pthread_create(&a, NULL, stdio_allocator, NULL);
 	pthread_create(&f, NULL, stdio_flusher, NULL);
-	for (int i = 0; i < 100; i++) {
-		pid_t pid = fork();
-		if (pid == 0)
-			_exit(malloc(32) ? 0 : 1);
-		int st;
-		waitpid(pid, &st, 0);
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			_exit(3);
-	}
+	fork_children_that_malloc(100);
 	atomic_store(&stdio_stop, true);
 	pthread_join(a, NULL);
 	pthread_join(f, NULL);
