@@ -22,7 +22,9 @@ static struct spanheap sh;
 
 #define HOUR_NS ((uint64_t)3600 * 1000 * 1000 * 1000)
 
-static bool sweeper_heap(unsigned cpu_permille)
+/* A heap with an hour's sweep period, the sweeper's CPU budget and (0:
+ * the default) min_pending_bytes given; CPU 0. */
+static bool sweeper_heap_with(unsigned cpu_permille, size_t min_pending)
 {
 	struct mheap_config hc;
 	mheap_config_default(&hc);
@@ -31,10 +33,17 @@ static bool sweeper_heap(unsigned cpu_permille)
 	spanheap_config_default(&sc);
 	sc.period_ns = HOUR_NS;
 	sc.cpu_permille = cpu_permille;
+	if (min_pending)
+		sc.min_pending_bytes = min_pending;
 	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
 		return false;
 	mm_port_set_cpu(0);
 	return true;
+}
+
+static bool sweeper_heap(unsigned cpu_permille)
+{
+	return sweeper_heap_with(cpu_permille, 0);
 }
 
 static uint64_t cycles(void)
@@ -218,15 +227,7 @@ KTEST(spanheap_sweeper, cycle_at_exactly_min_pending_bytes)
 KTEST(spanheap_sweeper, kick_at_exactly_min_pending_bytes)
 {
 	enum { MIN = 512 << 10, N = 2 * MIN / 64 };
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.period_ns = HOUR_NS;
-	sc.min_pending_bytes = MIN;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
-	mm_port_set_cpu(0);
+	KASSERT(sweeper_heap_with(SPANHEAP_DEFAULT_CPU_PERMILLE, MIN));
 	void **p = in_use_then_pending(N, 0);
 	KASSERT(p);
 	_Atomic uint64_t *pending = &sh.caches[1].n.pending_bytes;
