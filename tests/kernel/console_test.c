@@ -212,7 +212,7 @@ static void print_and_stick(void *arg)
  * never stops: the harness looks for the CRASH line. Run at -smp 2. */
 KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
 {
-	unsigned self = this_cpu()->id, other = other_online_cpu();
+	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS) {
 		ktest_skip("one CPU");
 		return;
