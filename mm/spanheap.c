@@ -8,7 +8,9 @@
  * under the fast paths have files of their own (spanheap_internal.h lists
  * them): spans in spanheap_span.c, the central lists in
  * spanheap_central.c, the per-CPU caches' slow paths in spanheap_cache.c,
- * sweeping in spanheap_sweep.c, set-up in spanheap_init.c.
+ * sweeping in spanheap_sweep.c, set-up in spanheap_init.c; calloc,
+ * realloc and usable size, which build on the fast paths, in
+ * spanheap_realloc.c.
  *
  * Representation. A small span is npages pages cut into nelems objects of
  * one class. Object i is allocated when i < freeindex or its bit in
@@ -155,11 +157,6 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 /* ---- The API
  * ------------------------------------------------------------------- */
 
-static size_t pages_for(size_t size)
-{
-	return size / MM_PAGE_SIZE + (size % MM_PAGE_SIZE != 0);
-}
-
 static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
                        unsigned flags)
 {
@@ -176,10 +173,11 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 			cls++;
 		large = cls >= SC_NCLASSES;
 		p = !large ? alloc_small(sh, cls, flags)
-		           : spanheap_large_alloc(sh, pages_for(size), align,
-		                                  flags);
+		           : spanheap_large_alloc(sh, spanheap_pages_for(size),
+		                                  align, flags);
 	} else {
-		p = spanheap_large_alloc(sh, pages_for(size), align, flags);
+		p = spanheap_large_alloc(sh, spanheap_pages_for(size), align,
+		                         flags);
 	}
 	if (!p) {
 		if (flags & MM_ATOMIC) {
@@ -371,142 +369,6 @@ void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
 	return alloc_any(sh, size, align < 16 ? 16 : align, flags);
 }
 
-void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
-                      unsigned flags)
-{
-	size_t total;
-	if (__builtin_mul_overflow(n, size, &total))
-		return NULL;
-	return spanheap_alloc(sh, total, flags | MM_ZERO);
-}
-
-/* The size an allocation of size bytes actually gets. */
-static size_t rounded_size(size_t size)
-{
-	if (size <= SC_MAX_SIZE)
-		return sizeclass_info[sizeclass_of(size)].size;
-	return pages_for(size) * MM_PAGE_SIZE;
-}
-
-/* Whether object idx of s was handed out since its span last folded:
- * allocated by freeindex or the bitmap, or freed and not folded yet. */
-static bool handed_out_since_fold(struct mspan *s, uint32_t idx)
-{
-	unsigned w = idx / 64, b = idx % 64;
-	bool allocated = idx < atomic_load_explicit(&s->freeindex,
-	                                            memory_order_acquire) ||
-	                 (load_relaxed64(&s->alloc_bits[w]) >> b & 1);
-	bool freed = (load_relaxed64(&s->local_free[w]) |
-	              load_relaxed64(&s->pending[w])) >>
-	                     b &
-	             1;
-	return allocated || freed;
-}
-
-/* A realloc of object idx of s that carries its free marker, or that was
- * never handed out: as free_refused (below) says for a free. */
-__attribute__((noreturn, noinline)) static void
-realloc_refused(struct mspan *s, uint32_t idx, uintptr_t a)
-{
-	if (handed_out_since_fold(s, idx))
-		spanheap_bad_object("realloc of an object already freed (a "
-		                    "use after free?)",
-		                    (void *)a, s);
-	spanheap_bad_object("realloc of an object that is not allocated",
-	                    (void *)a, s);
-}
-
-/*
- * A large object grows in place into free pages after it; failing that
- * it moves, with an eighth more than asked for, so that a buffer grown a
- * little at a time is copied a logarithmic number of times, not at every
- * step (a file read 64 KiB at a time into one buffer up to 256 MiB took
- * 79 s copying at every step, against glibc's 0.23). A large object that
- * shrinks gives its tail pages back. With MM_ZERO every byte past size up
- * to the usable size is zero afterwards, as the allocation left them, so
- * a later growth in place reads zeros too.
- */
-void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
-                       unsigned flags)
-{
-	if (!p)
-		return spanheap_alloc(sh, size, flags);
-	if (size == 0) {
-		spanheap_free(sh, p);
-		return NULL;
-	}
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(sh, p, &idx, "realloc");
-	bool large = atomic_load_explicit(&s->state, memory_order_relaxed) ==
-	             MSPAN_LARGE;
-	/* The free's checks: a small object must have been handed out and
-	 * not freed since (no free marker). Without them, a size that keeps
-	 * the object handed a freed one back as the caller's. */
-	uintptr_t a = (uintptr_t)p;
-	if (!large &&
-	    (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
-	     obj_words(a)[1] == (sh->mag_cookie ^ a)))
-		realloc_refused(s, idx, a);
-	size_t old = spanheap_usable_size(sh, p);
-	bool keep = size <= old && rounded_size(size) >= old / 2 &&
-	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
-	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
-	    size <= sh->heap->arena_pages * MM_PAGE_SIZE)
-		keep = spanheap_large_resize(sh, s, pages_for(size));
-	if (keep) {
-		if (flags & MM_ZERO) {
-			/* Past the old usable size: pages it grew into,
-			 * whatever they held; below it, past size: what the
-			 * caller gave up. */
-			size_t from = min_sz(size, old);
-			mm_memset((char *)p + from, 0,
-			          spanheap_usable_size(sh, p) - from);
-		}
-		return p;
-	}
-	size_t want = size;
-	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC))
-		want = size + size / 8 > size ? size + size / 8 : size;
-	void *n = spanheap_alloc(sh, want, flags & ~MM_ZERO);
-	if (!n && want != size)
-		n = spanheap_alloc(sh, size, flags & ~MM_ZERO);
-	if (!n)
-		return NULL;
-	size_t copy = min_sz(old, size);
-	mm_memcpy(n, p, copy);
-	if (flags & MM_ZERO)
-		mm_memset((char *)n + copy, 0,
-		          spanheap_usable_size(sh, n) - copy);
-	spanheap_free(sh, p);
-	return n;
-}
-
-size_t spanheap_usable_size(struct spanheap *sh, const void *p)
-{
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
-	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
-	    MSPAN_LARGE)
-		return (size_t)s->npages * MM_PAGE_SIZE;
-	return s->elemsize;
-}
-
-/* A free of object idx of s that carries its free marker: say what is
- * wrong. Freed since it was handed out (its local or pending bit, or a
- * magazine) is a double free, and so is one a refill put into a magazine
- * and no one took (below freeindex, or in alloc_bits once folded); never
- * handed out since its span last folded is a free of an object that is
- * not allocated. */
-__attribute__((noreturn, noinline)) static void
-free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
-{
-	if (handed_out_since_fold(s, idx))
-		spanheap_bad_object("double free", (void *)a, s);
-	spanheap_bad_object("free of an object that is not allocated (a double "
-	                    "free?)",
-	                    (void *)a, s);
-}
-
 #ifdef MM_PORT_RSEQ
 /*
  * mag_push as a restartable sequence (mm/rseq.h) on this CPU's magazine
@@ -569,7 +431,7 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	uintptr_t *o = obj_words(a);
 	if (__builtin_expect(o[1] == (cookie ^ a), 0))
-		free_refused(s, obj_index(s, a - s->base), a);
+		spanheap_free_refused(s, obj_index(s, a - s->base), a);
 #ifdef MM_PORT_RSEQ
 	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a), 0))
 		spanheap_free_unpinned(sh, a, s->sizeclass);
@@ -599,7 +461,8 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 	    MSPAN_LARGE)
 		spanheap_large_free(sh, s, p);
 	else if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire))
-		free_refused(s, idx, (uintptr_t)p); /* never handed out */
+		spanheap_free_refused(s, idx,
+		                      (uintptr_t)p); /* never handed out */
 	else
 		free_small(sh, s, p);
 }

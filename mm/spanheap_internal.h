@@ -1,12 +1,14 @@
 /*
  * mm/spanheap_internal.h: what the span heap's files share. Not for its
  * users (spanheap.h). The files, by layer:
- *   spanheap_span.c     spans: their structs, the all-spans array, making,
- *                       folding and freeing them; large objects; misuse
+ *   spanheap_span.c     spans: making, folding and freeing them; large
+ *                       objects; misuse
+ *   spanheap_structs.c  the span-struct allocator, the all-spans array
  *   spanheap_central.c  the central lists and fold queues (mcentral)
  *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
  *                       the magazines' spills and drains (mcache)
  *   spanheap.c          the fast paths and the API
+ *   spanheap_realloc.c  calloc, realloc, usable size; refused frees
  *   spanheap_init.c     set-up
  *   spanheap_sweep.c    sweep cycles, the sweeper thread
  *   spanheap_stats.c    statistics and the slabinfo dump
@@ -58,6 +60,12 @@ bool spanheap_spans_init(struct spanheap *sh);
 static inline size_t min_sz(size_t a, size_t b)
 {
 	return a < b ? a : b;
+}
+
+/* The pages that hold size bytes. */
+static inline size_t spanheap_pages_for(size_t size)
+{
+	return size / MM_PAGE_SIZE + (size % MM_PAGE_SIZE != 0);
 }
 
 static inline unsigned popcount64(uint64_t x)

@@ -17,6 +17,11 @@
 __attribute__((noreturn)) void
 spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
 
+/* A free of object idx of s, at a, that carries its free marker or was
+ * never handed out: panics saying which misuse it is (spanheap_realloc.c). */
+__attribute__((noreturn, noinline)) void
+spanheap_free_refused(struct mspan *s, uint32_t idx, uintptr_t a);
+
 /* Span structs and the all-spans array (spanheap_structs.c). Gives back
  * pages the span heap took and no span holds. Any context but NMI, no
  * lock held. */

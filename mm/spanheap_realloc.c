@@ -1,0 +1,168 @@
+/*
+ * mm/spanheap_realloc.c: the span heap's calls around the fast paths
+ * (spanheap.c): zeroed arrays, reallocation, usable size, and what a free
+ * or a realloc of an object that is not allocated says.
+ *
+ * Purpose: the API calls that build on allocation and free, and the
+ * misuse verdicts both share, kept out of the fast paths' file.
+ *
+ * Representation: none of its own. An object's state is read as the free
+ * path reads it (spanheap.c): its span's marked count, the free marker in
+ * its second word, and for the verdicts the span's bitmaps.
+ *
+ * Algorithm. A realloc to no more than the object's usable size and at
+ * least half of it keeps the object where it is (for a large one, only if
+ * it needs as many pages); a large object otherwise grows into the free
+ * pages after it or gives its tail back (spanheap_large_resize); anything
+ * else allocates, copies and frees.
+ *
+ * Invariants: those of spanheap.c, which these calls keep by calling its
+ * allocation and free; a realloc checks the object as a free does
+ * (invariant 7) before it reads or keeps it.
+ *
+ * Locking: none of its own; the locks of the allocation, free and
+ * spanheap_large_resize it calls. Contexts: spanheap_calloc and
+ * spanheap_realloc as spanheap_alloc (MM_ATOMIC from interrupt handlers; a
+ * large object grows in place only without it); spanheap_usable_size from any
+ * context but NMI.
+ *
+ * Limits: a realloc never moves a small object to a smaller class unless
+ * the new size is under half the old one.
+ */
+#include "spanheap_internal.h"
+
+void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
+                      unsigned flags)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return NULL;
+	return spanheap_alloc(sh, total, flags | MM_ZERO);
+}
+
+/* The size an allocation of size bytes actually gets. */
+static size_t rounded_size(size_t size)
+{
+	if (size <= SC_MAX_SIZE)
+		return sizeclass_info[sizeclass_of(size)].size;
+	return spanheap_pages_for(size) * MM_PAGE_SIZE;
+}
+
+/* Whether object idx of s was handed out since its span last folded:
+ * allocated by freeindex or the bitmap, or freed and not folded yet. */
+static bool handed_out_since_fold(struct mspan *s, uint32_t idx)
+{
+	unsigned w = idx / 64, b = idx % 64;
+	bool allocated = idx < atomic_load_explicit(&s->freeindex,
+	                                            memory_order_acquire) ||
+	                 (load_relaxed64(&s->alloc_bits[w]) >> b & 1);
+	bool freed = (load_relaxed64(&s->local_free[w]) |
+	              load_relaxed64(&s->pending[w])) >>
+	                     b &
+	             1;
+	return allocated || freed;
+}
+
+/* A realloc of object idx of s that carries its free marker, or that was
+ * never handed out: as spanheap_free_refused (below) says for a free. */
+__attribute__((noreturn, noinline)) static void
+realloc_refused(struct mspan *s, uint32_t idx, uintptr_t a)
+{
+	if (handed_out_since_fold(s, idx))
+		spanheap_bad_object("realloc of an object already freed (a "
+		                    "use after free?)",
+		                    (void *)a, s);
+	spanheap_bad_object("realloc of an object that is not allocated",
+	                    (void *)a, s);
+}
+
+/*
+ * A large object grows in place into free pages after it; failing that
+ * it moves, with an eighth more than asked for, so that a buffer grown a
+ * little at a time is copied a logarithmic number of times, not at every
+ * step (a file read 64 KiB at a time into one buffer up to 256 MiB took
+ * 79 s copying at every step, against glibc's 0.23). A large object that
+ * shrinks gives its tail pages back. With MM_ZERO every byte past size up
+ * to the usable size is zero afterwards, as the allocation left them, so
+ * a later growth in place reads zeros too.
+ */
+void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
+                       unsigned flags)
+{
+	if (!p)
+		return spanheap_alloc(sh, size, flags);
+	if (size == 0) {
+		spanheap_free(sh, p);
+		return NULL;
+	}
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(sh, p, &idx, "realloc");
+	bool large = atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	             MSPAN_LARGE;
+	/* The free's checks: a small object must have been handed out and
+	 * not freed since (no free marker). Without them, a size that keeps
+	 * the object handed a freed one back as the caller's. */
+	uintptr_t a = (uintptr_t)p;
+	if (!large &&
+	    (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
+	     obj_words(a)[1] == (sh->mag_cookie ^ a)))
+		realloc_refused(s, idx, a);
+	size_t old = spanheap_usable_size(sh, p);
+	bool keep = size <= old && rounded_size(size) >= old / 2 &&
+	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
+	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
+	    size <= sh->heap->arena_pages * MM_PAGE_SIZE)
+		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size));
+	if (keep) {
+		if (flags & MM_ZERO) {
+			/* Past the old usable size: pages it grew into,
+			 * whatever they held; below it, past size: what the
+			 * caller gave up. */
+			size_t from = min_sz(size, old);
+			mm_memset((char *)p + from, 0,
+			          spanheap_usable_size(sh, p) - from);
+		}
+		return p;
+	}
+	size_t want = size;
+	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC))
+		want = size + size / 8 > size ? size + size / 8 : size;
+	void *n = spanheap_alloc(sh, want, flags & ~MM_ZERO);
+	if (!n && want != size)
+		n = spanheap_alloc(sh, size, flags & ~MM_ZERO);
+	if (!n)
+		return NULL;
+	size_t copy = min_sz(old, size);
+	mm_memcpy(n, p, copy);
+	if (flags & MM_ZERO)
+		mm_memset((char *)n + copy, 0,
+		          spanheap_usable_size(sh, n) - copy);
+	spanheap_free(sh, p);
+	return n;
+}
+
+size_t spanheap_usable_size(struct spanheap *sh, const void *p)
+{
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
+	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
+	    MSPAN_LARGE)
+		return (size_t)s->npages * MM_PAGE_SIZE;
+	return s->elemsize;
+}
+
+/* A free of object idx of s that carries its free marker: say what is
+ * wrong. Freed since it was handed out (its local or pending bit, or a
+ * magazine) is a double free, and so is one a refill put into a magazine
+ * and no one took (below freeindex, or in alloc_bits once folded); never
+ * handed out since its span last folded is a free of an object that is
+ * not allocated. */
+__attribute__((noreturn, noinline)) void
+spanheap_free_refused(struct mspan *s, uint32_t idx, uintptr_t a)
+{
+	if (handed_out_since_fold(s, idx))
+		spanheap_bad_object("double free", (void *)a, s);
+	spanheap_bad_object("free of an object that is not allocated (a double "
+	                    "free?)",
+	                    (void *)a, s);
+}
