@@ -8,7 +8,7 @@
 #   make plot-rss        RSS over a burst, a free and 15 s idle
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
-MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c \
+MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c \
 	malloc/slots.c malloc/fork.c malloc/malloc.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
 # is exported; initial-exec TLS (the slot index) needs no allocation;
