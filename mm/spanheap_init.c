@@ -15,6 +15,18 @@
  * 0, empty and full at once, and every cached span is the placeholder
  * spanheap_empty_span, which has nothing free.
  *
+ * Algorithm: spanheap_init checks the configuration (and, with
+ * MM_PORT_RSEQ, the table of sequences) before it writes anything, zeroes
+ * the heap, takes sweepgen 4 (so that sg - 3 never wraps), initialises
+ * the class locks, draws the magazines' cookie (the time and the heap's
+ * address through a 64-bit mixer, made odd), lays out each class's
+ * magazine (mag_layout: slots for 64 KiB of objects, between
+ * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX, a refill's fill of 1 KiB of
+ * objects up to MAG_FILL_MAX and half the magazine, none below 2), points
+ * every CPU's cache at the placeholders (caches_init) and the fast path's
+ * table of magazine offsets by 16-byte size, and makes the all-spans
+ * array, its one allocation (refused: false, having allocated nothing).
+ *
  * Invariants: what spanheap.c lists holds from the end of spanheap_init
  * (no span, no object); the magazines' cookie is odd, so no marker is 0.
  *
