@@ -139,8 +139,10 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 	if (le->len == 0 && !le->overflow)
 		le->buf[0] = '\0';
 	/* A control key abandons an escape sequence and is obeyed: a stray
-	 * Esc must not eat the Enter or Ctrl-C after it. */
-	if ((unsigned char)c < 0x20)
+	 * Esc must not eat the Enter or Ctrl-C after it. DEL too: no
+	 * sequence holds it (ECMA-48 ignores it there), and it is the
+	 * Backspace most terminals send. */
+	if ((unsigned char)c < 0x20 || c == KEY_DEL)
 		le->esc = ESC_NONE;
 	if (escape(le, c))
 		return LINEEDIT_MORE;

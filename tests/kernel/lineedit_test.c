@@ -186,3 +186,20 @@ KTEST(lineedit, control_keys_end_an_escape_sequence)
 	KEXPECT_EQ(type("\x1b[A\r", NULL), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "meminfo");
 }
+
+/* Backspace is DEL on most terminals, not BS: inside an escape sequence
+ * it must be obeyed as BS is, not taken for the sequence's next byte (a
+ * stray Esc ate it, and after ESC [ the letter that followed too). */
+KTEST(lineedit, backspace_as_del_ends_an_escape_sequence)
+{
+	reset();
+	KEXPECT_EQ(type("xy\x1b\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "x");
+	KEXPECT_EQ(type("ab\x1b[\x7f"
+	                "c\r",
+	                NULL),
+	           LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ac");
+	KEXPECT_EQ(type("pq\x1bO\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "p");
+}
