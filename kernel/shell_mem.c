@@ -12,14 +12,17 @@
 #include "kernel/format.h"
 #include "kernel/time.h"
 
-static struct spanheap_stats *stats_now(const char *cmd)
+/* The shell thread's own (one command at a time): too big for its stack,
+ * and a kmalloc'd copy would be an object of the heap being described,
+ * counted in its own report (a 3584-byte object, and a span when its
+ * class had none). */
+static struct spanheap_stats snap[2];
+
+/* Fills snap[which] with the span heap's statistics and returns it. */
+static struct spanheap_stats *stats_now(unsigned which)
 {
-	struct spanheap_stats *st = kmalloc(sizeof(*st), 0);
-	if (!st)
-		printk("%s: out of memory\n", cmd);
-	else
-		spanheap_stats(&kspanheap, st);
-	return st;
+	spanheap_stats(&kspanheap, &snap[which]);
+	return &snap[which];
 }
 
 static void print_page_heap(const struct mheap_stats *h)
@@ -47,9 +50,7 @@ static void print_page_heap(const struct mheap_stats *h)
 
 static enum shell_status cmd_meminfo(int argc, char **argv)
 {
-	struct spanheap_stats *st = stats_now(argv[0]);
-	if (!st)
-		return SHELL_FAILED;
+	const struct spanheap_stats *st = stats_now(0);
 	char in_use[24], spans[24];
 	shell_format_bytes(in_use, sizeof(in_use), st->bytes_in_use);
 	shell_format_bytes(spans, sizeof(spans), st->bytes_spans);
@@ -83,7 +84,6 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->n.queue_folded,
 	       (unsigned long long)st->n.freed_spans,
 	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000));
-	kfree(st);
 	return SHELL_OK;
 }
 
@@ -102,9 +102,7 @@ static void slab_row(const char *name, const struct spanheap_class_stats *c)
 
 static enum shell_status cmd_slabinfo(int argc, char **argv)
 {
-	struct spanheap_stats *st = stats_now(argv[0]);
-	if (!st)
-		return SHELL_FAILED;
+	const struct spanheap_stats *st = stats_now(0);
 	printk("%-7s %8s %8s %6s %12s %12s %11s %6s\n", "size", "in use",
 	       "free", "spans", "bytes used", "span bytes", "waste", "waste");
 	unsigned shown = 0;
@@ -129,31 +127,22 @@ static enum shell_status cmd_slabinfo(int argc, char **argv)
 	slab_row("total", &all);
 	printk("slabinfo: %u of %u size classes have spans\n", shown,
 	       SC_NCLASSES - 1);
-	kfree(st);
 	return SHELL_OK;
 }
 
 static enum shell_status cmd_sweep(int argc, char **argv)
 {
-	struct spanheap_stats *before = stats_now(argv[0]);
-	if (!before)
-		return SHELL_FAILED;
+	const struct spanheap_stats *before = stats_now(0);
 	uint64_t t0 = time_now_ns();
 	size_t freed = spanheap_sweep_cycle(&kspanheap);
 	uint64_t us = (time_now_ns() - t0) / 1000;
-	struct spanheap_stats *after = stats_now(argv[0]);
-	if (!after) {
-		kfree(before);
-		return SHELL_FAILED;
-	}
+	const struct spanheap_stats *after = stats_now(1);
 	printk("sweep: cycle done in %llu us: %zu empty spans given back "
 	       "(%zu pages now in spans, was %zu); sweepgen %u -> %u, %llu "
 	       "cycles in all\n",
 	       (unsigned long long)us, freed, after->bytes_spans / MM_PAGE_SIZE,
 	       before->bytes_spans / MM_PAGE_SIZE, before->sweepgen,
 	       after->sweepgen, (unsigned long long)after->n.cycles);
-	kfree(before);
-	kfree(after);
 	return SHELL_OK;
 }
 

@@ -1,10 +1,17 @@
 /*
  * The shell's dispatch of a typed line (shell_run_line): unknown commands
- * and arguments a command does not take are refused with a usage status.
+ * and arguments a command does not take are refused with a usage status;
+ * and what its memory commands print, against the heap's own statistics.
  */
+#include <stdatomic.h>
+
+#include "kernel/format.h"
+#include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/printk_testing.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
+#include "kernel/string.h"
 
 KTEST(shell, arguments_a_command_does_not_take_are_refused)
 {
@@ -25,3 +32,108 @@ KTEST(shell, arguments_a_command_does_not_take_are_refused)
 		KEXPECT_EQ(st, SHELL_USAGE);
 	}
 }
+
+#if KTEST_HOOKS
+/* What the console printed while the hook was set. */
+static char seen[8192];
+static _Atomic unsigned nseen;
+
+static void record(uintptr_t c)
+{
+	unsigned i = atomic_fetch_add(&nseen, 1);
+	if (i < sizeof(seen) - 1)
+		seen[i] = (char)c;
+}
+
+/* Runs line with the console captured into seen (NUL-ended). */
+static enum shell_status run_captured(const char *line)
+{
+	atomic_store(&nseen, 0);
+	atomic_store(&printk_testing_putc, record);
+	enum shell_status st = shell_run_line(line);
+	atomic_store(&printk_testing_putc, NULL);
+	unsigned n = atomic_load(&nseen);
+	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
+	return st;
+}
+
+/* The first occurrence of needle in hay, or NULL. */
+static const char *find(const char *hay, const char *needle)
+{
+	size_t n = strlen(needle);
+	for (; *hay; hay++)
+		if (strncmp(hay, needle, n) == 0)
+			return hay;
+	return NULL;
+}
+
+/* Reads the decimal number at *p (after blanks) and moves *p past it. */
+static uint64_t number_at(const char **p)
+{
+	uint64_t v = 0;
+	while (**p == ' ')
+		(*p)++;
+	for (; **p >= '0' && **p <= '9'; (*p)++)
+		v = v * 10 + (uint64_t)(**p - '0');
+	return v;
+}
+
+/* The statistics before and after a command (static: too big for a
+ * stack, and a kmalloc would change them). */
+static struct spanheap_stats before, after;
+
+static bool heap_unchanged(void)
+{
+	return before.spans == after.spans &&
+	       before.bytes_in_use == after.bytes_in_use &&
+	       before.bytes_spans == after.bytes_spans;
+}
+
+/* meminfo and slabinfo report the heap as it is: the command's own work
+ * (a buffer for the statistics) must not show up in its output. Tried a
+ * few times, in case another thread allocated meanwhile. */
+KTEST(shell, meminfo_and_slabinfo_report_the_heap_they_looked_at)
+{
+	char want[96], bytes[24], spans[24];
+	bool meminfo_seen = false, slabinfo_seen = false;
+	for (int tries = 0; tries < 5 && !meminfo_seen; tries++) {
+		spanheap_stats(&kspanheap, &before);
+		KEXPECT_EQ(run_captured("meminfo"), SHELL_OK);
+		spanheap_stats(&kspanheap, &after);
+		if (!heap_unchanged())
+			continue;
+		meminfo_seen = true;
+		shell_format_bytes(bytes, sizeof(bytes), before.bytes_in_use);
+		shell_format_bytes(spans, sizeof(spans), before.bytes_spans);
+		ksnprintf(want, sizeof(want),
+		          "span heap: %zu spans, %s in use in %s of spans",
+		          before.spans, bytes, spans);
+		const char *line = find(seen, "span heap: ");
+		if (!line || strncmp(line, want, strlen(want)) != 0)
+			ktest_diag("meminfo said '%.60s', the heap '%s'",
+			           line ? line : "(nothing)", want);
+		KEXPECT(line && strncmp(line, want, strlen(want)) == 0);
+	}
+	for (int tries = 0; tries < 5 && !slabinfo_seen; tries++) {
+		spanheap_stats(&kspanheap, &before);
+		KEXPECT_EQ(run_captured("slabinfo"), SHELL_OK);
+		spanheap_stats(&kspanheap, &after);
+		if (!heap_unchanged())
+			continue;
+		slabinfo_seen = true;
+		const char *p = find(seen, "\ntotal ");
+		KASSERT(p != NULL);
+		p += strlen("\ntotal ");
+		uint64_t in_use = number_at(&p), free = number_at(&p);
+		uint64_t nspans = number_at(&p), used = number_at(&p);
+		uint64_t span_bytes = number_at(&p);
+		(void)in_use;
+		(void)free;
+		KEXPECT_EQ(nspans, before.spans);
+		KEXPECT_EQ(used, before.bytes_in_use);
+		KEXPECT_EQ(span_bytes, before.bytes_spans);
+	}
+	if (!meminfo_seen || !slabinfo_seen)
+		ktest_skip("the heap changed under every try");
+}
+#endif
