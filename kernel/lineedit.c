@@ -84,6 +84,7 @@ static void browse(struct lineedit *le, bool up)
 		if (le->browse == 0) {
 			memcpy(le->draft, le->buf, le->len + 1);
 			le->draft_overflow = le->overflow;
+			le->draft_lost = le->lost;
 		}
 		le->browse++;
 		set_line(le, lineedit_history(le, le->browse - 1));
@@ -92,9 +93,13 @@ static void browse(struct lineedit *le, bool up)
 		set_line(le, le->browse ? lineedit_history(le, le->browse - 1)
 		                        : le->draft);
 		/* The draft's unechoed excess comes back with it: Enter
-		 * still rejects an overlong line whole. */
-		if (le->browse == 0)
+		 * still rejects an overlong line whole. So does its hole,
+		 * though Ctrl-U cleared the mark of an entry shown
+		 * meanwhile (a hole while browsing stays marked). */
+		if (le->browse == 0) {
 			le->overflow = le->draft_overflow;
+			le->lost |= le->draft_lost;
+		}
 	}
 }
 

@@ -49,6 +49,7 @@ struct lineedit {
 	size_t browse;
 	char draft[LINEEDIT_MAX + 1]; /* the typed line, kept while browsing */
 	size_t draft_overflow;        /* and its excess (see overflow) */
+	bool draft_lost;              /* and whether it was marked lost */
 };
 
 void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
@@ -59,8 +60,9 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c);
 
 /* Marks the line being typed as lost: bytes of it never arrived. The
  * next Enter returns LINEEDIT_LOST instead of the line (Ctrl-C and
- * Ctrl-U abandon it as usual). Call it before feeding the byte that
- * followed the hole. */
+ * Ctrl-U abandon it as usual; a line left for the history keeps its
+ * mark, and gets it back when the arrows return to it). Call it before
+ * feeding the byte that followed the hole. */
 void lineedit_lost(struct lineedit *le);
 
 /* The completed line (after LINEEDIT_LINE). */

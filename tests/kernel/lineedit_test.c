@@ -203,3 +203,25 @@ KTEST(lineedit, backspace_as_del_ends_an_escape_sequence)
 	KEXPECT_EQ(type("pq\x1bO\x7f\r", NULL), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "p");
 }
+
+/* A line marked lost stays lost when it comes back from the history: Up,
+ * Ctrl-U (which erases the shown entry, not the line being typed) and
+ * Down bring back a line with a hole, which Enter must still refuse. */
+KTEST(lineedit, lost_draft_stays_lost_after_browsing)
+{
+	reset();
+	type("help\r", NULL);
+	type("sleep 1", NULL);
+	lineedit_lost(&le); /* bytes were dropped here */
+	type("00", NULL);
+	type(UP "\x15" DOWN, NULL);
+	KEXPECT_STREQ(le.buf, "sleep 100");
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
+	/* Without the Ctrl-U too, and a whole line after it runs. */
+	type("sleep 1", NULL);
+	lineedit_lost(&le);
+	type("00" UP DOWN, NULL);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
+	KEXPECT_EQ(type("sleep 2\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "sleep 2");
+}
