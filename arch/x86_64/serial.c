@@ -9,20 +9,21 @@
 
 #include "cpu.h"
 
-#define COM1     0x3f8
-#define UART_THR 0 /* transmit holding register (DLAB=0) */
-#define UART_DLL 0 /* divisor latch low (DLAB=1) */
-#define UART_IER 1
-#define UART_DLH 1
-#define UART_FCR 2
-#define UART_LCR 3
-#define UART_MCR 4
-#define UART_LSR 5
-#define UART_RBR 0    /* receive buffer register (DLAB=0) */
-#define LSR_DR   0x01 /* data ready */
-#define LSR_THRE 0x20 /* transmit holding register empty */
-#define IER_RDA  0x01 /* interrupt on received data available */
-#define MCR_OUT2 0x08 /* gates the UART's interrupt line on PCs */
+#define COM1       0x3f8
+#define UART_THR   0 /* transmit holding register (DLAB=0) */
+#define UART_DLL   0 /* divisor latch low (DLAB=1) */
+#define UART_IER   1
+#define UART_DLH   1
+#define UART_FCR   2
+#define UART_LCR   3
+#define UART_MCR   4
+#define UART_LSR   5
+#define UART_RBR   0    /* receive buffer register (DLAB=0) */
+#define LSR_DR     0x01 /* data ready */
+#define LSR_THRE   0x20 /* transmit holding register empty */
+#define IER_RDA    0x01 /* interrupt on received data available */
+#define FCR_ENABLE 0x01 /* FIFOs on; trigger level 1 byte; no resets */
+#define MCR_OUT2   0x08 /* gates the UART's interrupt line on PCs */
 
 void serial_init(void)
 {
@@ -47,8 +48,11 @@ void serial_putc(char c)
 
 void serial_rx_irq_enable(void)
 {
-	/* Trigger at one byte: a keystroke must not wait for 13 more. */
-	outb(COM1 + UART_FCR, 0x07);
+	/* Trigger at one byte: a keystroke must not wait for 13 more. The
+	 * FIFOs stay as they are (no reset bits): the bytes typed while the
+	 * kernel booted are waiting there for conin_init's first drain, and
+	 * the transmitter may still hold the end of the last line. */
+	outb(COM1 + UART_FCR, FCR_ENABLE);
 	outb(COM1 + UART_MCR, 0x03 | MCR_OUT2);
 	outb(COM1 + UART_IER, IER_RDA);
 }

@@ -11,8 +11,9 @@ void serial_putc(char c);
 
 #define SERIAL_COM1_IRQ 4 /* its ISA IRQ */
 
-/* Raises IRQ 4 whenever a received byte waits. Boot CPU, once the IRQ is
- * routed. */
+/* Raises IRQ 4 whenever a received byte waits. Bytes received before
+ * stay in the FIFO, for the caller to drain (they raised no interrupt).
+ * Boot CPU, once the IRQ is routed. */
 void serial_rx_irq_enable(void);
 
 /* Takes one received byte into *out; false when none waits. Any context,

@@ -2,6 +2,8 @@
  * Console input through the ring and the shell's line reader: what
  * happens to a line when the ring was full and bytes were dropped.
  */
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/serial.h"
 #include "kernel/conin.h"
 #include "kernel/conin_testing.h"
 #include "kernel/ktest.h"
@@ -68,4 +70,44 @@ KTEST(conin, a_line_that_lost_bytes_is_not_run)
 	KEXPECT_STREQ(lineedit_line(&le), "ok");
 	KEXPECT_EQ(lost, 0);
 	conin_testing_reset();
+}
+
+/* COM1's registers, for a test that talks to the UART in loopback. */
+#define COM1        0x3f8
+#define UART_IER    1
+#define UART_MCR    4
+#define UART_LSR    5
+#define LSR_DR      0x01
+#define MCR_LOOP    0x10
+#define MCR_DTR_RTS 0x03
+
+/* Bytes typed while the kernel booted wait in the UART's FIFO: turning
+ * on the receive interrupt (conin_init, which then drains the FIFO for
+ * them) must not throw them away. The UART in loopback mode receives
+ * what it sends, so the test types at itself; nothing else may print
+ * meanwhile, or its text would be received too. */
+KTEST(conin, bytes_waiting_in_the_uart_survive_the_irq_enable)
+{
+	uint8_t c;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
+	while (serial_rx_byte(&c))
+		;
+	serial_putc('h');
+	serial_putc('i');
+	for (int spins = 0; spins < 1000000; spins++)
+		if (inb(COM1 + UART_LSR) & LSR_DR)
+			break;
+	serial_rx_irq_enable();
+	char got[4] = {0};
+	unsigned n = 0;
+	while (n < sizeof(got) - 1 && serial_rx_byte(&c))
+		got[n++] = (char)c;
+	/* Back to polled output, as the test kernel runs. */
+	outb(COM1 + UART_IER, 0);
+	outb(COM1 + UART_MCR, MCR_DTR_RTS);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	KEXPECT_STREQ(got, "hi");
 }
