@@ -5,7 +5,8 @@
  * interrupt handler on CPU 0, or the polling thread, never both) and one
  * consumer (the shell): head is written only by the producer, tail only
  * by the consumer, both atomic, so the ring needs no lock. A byte that
- * finds the ring full is dropped; the count of drops goes with the next
+ * finds the ring full is dropped, and an overrun of the UART's FIFO
+ * counts as one byte dropped; the count of drops goes with the next
  * byte queued (lost_before, its slot's twin), so that the reader learns
  * where the input has a hole and can refuse the line it fell in. The consumer
  * sleeps on a wait queue (rank WAITQ, taken in the handler too) until the
@@ -41,6 +42,14 @@ static uint32_t unplaced;
 static _Atomic bool command_running, interrupted;
 static struct waitq conin_wq = WAITQ_INIT("conin");
 
+/* Counts a byte lost before the next one queued. The producer only. */
+static void note_drop(void)
+{
+	atomic_fetch_add(&dropped, 1);
+	if (unplaced < UINT32_MAX)
+		unplaced++;
+}
+
 /* Queues c, with the count of the bytes dropped since the last one
  * queued; returns false, counting c as dropped, when the ring is full.
  * The producer only. */
@@ -49,9 +58,7 @@ static bool push(uint8_t c)
 	uint32_t h = atomic_load_explicit(&head, memory_order_relaxed);
 	uint32_t t = atomic_load_explicit(&tail, memory_order_acquire);
 	if (h - t >= CONIN_RING) {
-		atomic_fetch_add(&dropped, 1);
-		if (unplaced < UINT32_MAX)
-			unplaced++;
+		note_drop();
 		return false;
 	}
 	ring[h % CONIN_RING] = c;
@@ -74,6 +81,11 @@ static void drain_uart(void)
 		}
 		any |= push(c);
 	}
+	/* The UART lost bytes after those its full FIFO held, which this
+	 * drain has read: the hole goes before the next byte, counted as
+	 * one (the UART does not say how many). */
+	if (serial_rx_take_overrun())
+		note_drop();
 	if (any)
 		waitq_wake_all(&conin_wq);
 }
@@ -159,4 +171,9 @@ void conin_testing_reset(void)
 void conin_testing_push(uint8_t c)
 {
 	push(c);
+}
+
+void conin_testing_drain(void)
+{
+	drain_uart();
 }

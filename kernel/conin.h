@@ -10,7 +10,9 @@
  *
  * The ring holds 256 bytes: what arrives while it is full is dropped and
  * counted, and conin_getc names the hole with the next byte, so that the
- * shell refuses the line it fell in instead of running what is left.
+ * shell refuses the line it fell in instead of running what is left. So
+ * are bytes the UART itself lost (an overrun of its 16-byte FIFO while
+ * the handler or the poller was late), counted as one per overrun.
  *
  * Ctrl-C while a command runs (between conin_command_begin and _end) is
  * not queued: it sets the interrupt flag the command polls. At the prompt
@@ -31,8 +33,8 @@ const char *conin_init(void);
 
 /* The next byte typed; sleeps until there is one. *lost is the number
  * of bytes dropped just before it because the ring was full (0 unless
- * the reader fell 256 bytes behind): the line it belongs to is not what
- * was typed. Thread context, one reader. */
+ * the reader fell 256 bytes behind) or the UART overran: the line it
+ * belongs to is not what was typed. Thread context, one reader. */
 uint8_t conin_getc(uint32_t *lost);
 
 /* Brackets a running command: Ctrl-C then sets the interrupt flag. */
@@ -42,8 +44,8 @@ void conin_command_end(void);
 /* True once Ctrl-C was typed during the running command. Any context. */
 bool conin_interrupted(void);
 
-/* Bytes dropped because the ring was full, ever (conin_getc says
- * where). */
+/* Bytes dropped because the ring was full, and UART overruns, ever
+ * (conin_getc says where). */
 uint64_t conin_dropped(void);
 
 #endif

@@ -13,6 +13,10 @@ void conin_testing_reset(void);
  * dropped (and counted) when the ring is full. */
 void conin_testing_push(uint8_t c);
 
+/* Moves what the UART has received into the ring, as its interrupt
+ * handler does. */
+void conin_testing_drain(void);
+
 /* The ring's size in bytes. */
 #define CONIN_TESTING_RING 256
 

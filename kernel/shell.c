@@ -212,8 +212,8 @@ static void shell_main(void *arg)
 			shell_run_line(lineedit_line(&editor));
 		else if (ev == LINEEDIT_LOST)
 			printk("shell: %llu byte(s) of input lost (typed "
-			       "faster than read: the input ring was full); "
-			       "line ignored\n",
+			       "faster than read: the input ring or the "
+			       "UART was full); line ignored\n",
 			       (unsigned long long)lost);
 		else if (ev == LINEEDIT_OVERLONG)
 			printk("shell: line longer than %d characters: "

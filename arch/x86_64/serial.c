@@ -20,6 +20,7 @@
 #define UART_LSR   5
 #define UART_RBR   0    /* receive buffer register (DLAB=0) */
 #define LSR_DR     0x01 /* data ready */
+#define LSR_OE     0x02 /* overrun: a byte came to a full FIFO, lost */
 #define LSR_THRE   0x20 /* transmit holding register empty */
 #define IER_RDA    0x01 /* interrupt on received data available */
 #define FCR_ENABLE 0x01 /* FIFOs on; trigger level 1 byte; no resets */
@@ -57,10 +58,24 @@ void serial_rx_irq_enable(void)
 	outb(COM1 + UART_IER, IER_RDA);
 }
 
+/* The reader's own: an overrun seen by a line-status read (which clears
+ * it in the UART) and not yet taken by serial_rx_take_overrun. */
+static bool overran;
+
 bool serial_rx_byte(uint8_t *out)
 {
-	if (!(inb(COM1 + UART_LSR) & LSR_DR))
+	uint8_t lsr = inb(COM1 + UART_LSR);
+	if (lsr & LSR_OE)
+		overran = true;
+	if (!(lsr & LSR_DR))
 		return false;
 	*out = inb(COM1 + UART_RBR);
 	return true;
+}
+
+bool serial_rx_take_overrun(void)
+{
+	bool was = overran;
+	overran = false;
+	return was;
 }

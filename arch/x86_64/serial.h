@@ -20,4 +20,9 @@ void serial_rx_irq_enable(void);
  * one reader at a time. */
 bool serial_rx_byte(uint8_t *out);
 
+/* True once if the UART overran since the last call: bytes came while its
+ * 16-byte FIFO was full and were lost (how many, it does not say), after
+ * those the FIFO held then. The reader of serial_rx_byte. */
+bool serial_rx_take_overrun(void);
+
 #endif

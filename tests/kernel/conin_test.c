@@ -111,3 +111,37 @@ KTEST(conin, bytes_waiting_in_the_uart_survive_the_irq_enable)
 		cpu_sti();
 	KEXPECT_STREQ(got, "hi");
 }
+
+/* A UART whose FIFO overflowed (16 bytes came while nobody read it: the
+ * polling thread reads every 10 ms, 115 bytes' time at 115200 baud, and
+ * an interrupt can wait while CPU 0 keeps them off) dropped bytes: the
+ * line they fell in must be refused as when the ring was full. */
+KTEST(conin, a_line_that_the_uart_dropped_bytes_of_is_not_run)
+{
+	uint8_t c;
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
+	while (serial_rx_byte(&c))
+		;
+	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
+		serial_putc('x');
+	conin_testing_drain();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	push("ok\n");
+	uint64_t lost = 0;
+	enum lineedit_event ev = shell_read_line(&le, &lost);
+	if (ev == LINEEDIT_LINE)
+		ktest_diag("the line '%s' ran", lineedit_line(&le));
+	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	KEXPECT(lost >= 1);
+	KEXPECT(conin_dropped() >= 1);
+	push("kl\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "kl");
+	conin_testing_reset();
+}
