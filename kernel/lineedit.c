@@ -2,9 +2,14 @@
  * The line editor (see lineedit.h). The terminal shows the prompt and
  * then exactly buf[0..len): every change is echoed as the bytes that make
  * the terminal agree (a character; "\b \b" to erase one), so the editor
- * never needs to know the cursor's column.
+ * never needs to know the cursor's column. A character is one column: an
+ * ASCII byte, a whole UTF-8 sequence, or a stray byte (which a terminal
+ * shows as one replacement character). Limit: a double-width character
+ * (CJK) takes two columns, and one "\b \b" leaves half of it shown.
  */
 #include "lineedit.h"
+
+#include <stdbool.h>
 
 #include "kernel/string.h"
 
@@ -29,12 +34,51 @@ static void emit(struct lineedit *le, const char *s, size_t n)
 		le->out(le->ctx, s, n);
 }
 
+static bool is_continuation(char c)
+{
+	return ((unsigned char)c & 0xc0) == 0x80;
+}
+
+/* The bytes of a UTF-8 sequence that starts with lead, or 0 when lead
+ * starts none. */
+static size_t utf8_length(char lead)
+{
+	unsigned char c = (unsigned char)lead;
+	if (c >= 0xf8)
+		return 0;
+	if (c >= 0xf0)
+		return 4;
+	if (c >= 0xe0)
+		return 3;
+	return c >= 0xc0 ? 2 : 0;
+}
+
+/* The bytes of the last character of buf[0..len), len > 0: a whole UTF-8
+ * sequence, which a terminal shows in one column, else one byte (ASCII,
+ * or a stray byte it shows as one replacement character). */
+static size_t last_char_bytes(const char *buf, size_t len)
+{
+	size_t i = len - 1, cont = 0;
+	while (i > 0 && is_continuation(buf[i]) && cont < 3) {
+		i--;
+		cont++;
+	}
+	return cont > 0 && utf8_length(buf[i]) == cont + 1 ? cont + 1 : 1;
+}
+
+/* Erases the last character on the terminal and in buf; len > 0. */
+static void erase_char(struct lineedit *le)
+{
+	le->len -= last_char_bytes(le->buf, le->len);
+	le->buf[le->len] = '\0';
+	emit(le, "\b \b", 3);
+}
+
 /* Erases the whole line on the terminal and in buf. */
 static void erase_line(struct lineedit *le)
 {
-	for (; le->len; le->len--)
-		emit(le, "\b \b", 3);
-	le->buf[0] = '\0';
+	while (le->len)
+		erase_char(le);
 	le->overflow = 0;
 }
 
@@ -173,8 +217,7 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 		if (le->overflow) {
 			le->overflow--;
 		} else if (le->len) {
-			le->buf[--le->len] = '\0';
-			emit(le, "\b \b", 3);
+			erase_char(le);
 		}
 		return LINEEDIT_MORE;
 	case KEY_ESC:

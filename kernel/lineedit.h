@@ -1,13 +1,13 @@
 /*
  * The shell's line editor: turns keystrokes into lines. It knows printable
- * characters, Enter (CR, LF, or CR LF as one), Backspace (DEL or BS),
- * Ctrl-C (abandon the line), Ctrl-U (erase it), and the arrow keys' VT100
- * sequences ESC [ A / ESC [ B (and ESC O A / B) for the history of the
- * last LINEEDIT_HISTORY lines; other sequences are swallowed whole, but a
- * control key or DEL inside one ends it and is obeyed. A line longer than
- * LINEEDIT_MAX characters is not cut: its excess is not echoed, and Enter
- * rejects it whole. So is a line the caller marks lost (lineedit_lost:
- * input bytes were dropped inside it).
+ * characters (UTF-8 ones too: Backspace erases all of one), Enter (CR, LF, or
+ * CR LF as one), Backspace (DEL or BS), Ctrl-C (abandon the line), Ctrl-U
+ * (erase it), and the arrow keys' VT100 sequences ESC [ A / ESC [ B (and ESC O
+ * A / B) for the history of the last LINEEDIT_HISTORY lines; other sequences
+ * are swallowed whole, but a control key or DEL inside one ends it and is
+ * obeyed. A line longer than LINEEDIT_MAX characters is not cut: its excess is
+ * not echoed, and Enter rejects it whole. So is a line the caller marks lost
+ * (lineedit_lost: input bytes were dropped inside it).
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would

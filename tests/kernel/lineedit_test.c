@@ -225,3 +225,29 @@ KTEST(lineedit, lost_draft_stays_lost_after_browsing)
 	KEXPECT_EQ(type("sleep 2\r", NULL), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "sleep 2");
 }
+
+/* A terminal shows a UTF-8 character in one column, and one "\b \b"
+ * erases it: Backspace must take all of its bytes from the line, or the
+ * line runs with bytes the screen no longer shows (the second Backspace
+ * after an 'é' erased the '0' on screen and the lead byte in the line:
+ * 'sleep 10' ran while the screen said 'sleep 1'). Ctrl-U and the
+ * arrows' redraw erase one column per character too. */
+KTEST(lineedit, backspace_erases_a_whole_utf8_character)
+{
+	reset();
+	KEXPECT_EQ(type("sleep 10\xc3\xa9\x7f\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "sleep 1");
+	KEXPECT_STREQ(echo, "sleep 10\xc3\xa9\b \b\b \b\n");
+	/* Three- and four-byte characters, and Ctrl-U over them. */
+	echo_len = 0;
+	type("a\xe2\x82\xac\xf0\x9f\x99\x82"
+	     "b\x15",
+	     NULL);
+	KEXPECT_STREQ(echo, "a\xe2\x82\xac\xf0\x9f\x99\x82"
+	                    "b\b \b\b \b\b \b\b \b");
+	KEXPECT_STREQ(le.buf, "");
+	/* Stray bytes, each shown as a replacement character, go one by
+	 * one. */
+	KEXPECT_EQ(type("x\x80\x80\xc3\x7f\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "x\x80");
+}
