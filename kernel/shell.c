@@ -200,25 +200,35 @@ static void editor_out(void *ctx, const char *s, size_t n)
 	printk("%.*s", (int)n, s);
 }
 
+enum shell_status shell_run_input(struct lineedit *le)
+{
+	uint64_t lost;
+	enum lineedit_event ev = shell_read_line(le, &lost);
+	if (ev == LINEEDIT_LINE)
+		return shell_run_line(lineedit_line(le));
+	/* A refused line is bad input, as an unknown command is: `exit`
+	 * must not report the command before it. Ctrl-C changes nothing. */
+	if (ev == LINEEDIT_LOST || ev == LINEEDIT_OVERLONG)
+		last_status = SHELL_USAGE;
+	if (ev == LINEEDIT_LOST)
+		printk("shell: %llu byte(s) of input lost (typed "
+		       "faster than read: the input ring or the "
+		       "UART was full); line ignored\n",
+		       (unsigned long long)lost);
+	else if (ev == LINEEDIT_OVERLONG)
+		printk("shell: line longer than %d characters: "
+		       "ignored\n",
+		       LINEEDIT_MAX);
+	return last_status;
+}
+
 static void shell_main(void *arg)
 {
 	lineedit_init(&editor, editor_out, NULL);
 	shell_heapmap_boot();
 	for (;;) {
 		printk(PROMPT);
-		uint64_t lost;
-		enum lineedit_event ev = shell_read_line(&editor, &lost);
-		if (ev == LINEEDIT_LINE)
-			shell_run_line(lineedit_line(&editor));
-		else if (ev == LINEEDIT_LOST)
-			printk("shell: %llu byte(s) of input lost (typed "
-			       "faster than read: the input ring or the "
-			       "UART was full); line ignored\n",
-			       (unsigned long long)lost);
-		else if (ev == LINEEDIT_OVERLONG)
-			printk("shell: line longer than %d characters: "
-			       "ignored\n",
-			       LINEEDIT_MAX);
+		shell_run_input(&editor);
 	}
 }
 

@@ -17,4 +17,9 @@ enum shell_status shell_run_line(const char *text);
  * or a test while the shell does not run. */
 enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost);
 
+/* Reads a line from console input into le (shell_read_line) and runs
+ * it, or says why it was refused; returns the status `exit` would leave
+ * with. The shell thread's loop, one turn without the prompt. */
+enum shell_status shell_run_input(struct lineedit *le);
+
 #endif

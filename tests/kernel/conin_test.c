@@ -145,3 +145,36 @@ KTEST(conin, a_line_that_the_uart_dropped_bytes_of_is_not_run)
 	KEXPECT_STREQ(lineedit_line(&le), "kl");
 	conin_testing_reset();
 }
+
+/* A line the shell refuses whole (too long, or with bytes lost) is bad
+ * input like an unknown command: `exit` after it must not leave with the
+ * status of the command before, as if all had gone well. */
+KTEST(conin, a_refused_line_sets_the_exit_status)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	push("cmdline\n");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	for (int i = 0; i < LINEEDIT_MAX + 1; i++)
+		push(" ");
+	push("\n");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_USAGE);
+	KEXPECT_EQ(shell_last_status(), SHELL_USAGE);
+	push("cmdline\n");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	for (int i = 0; i < CONIN_TESTING_RING + 1; i++)
+		conin_testing_push(' ');
+	push("\n");
+	for (int i = 0; i < CONIN_TESTING_RING; i++) {
+		uint32_t hole;
+		conin_getc(&hole);
+	}
+	push("\n");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_USAGE);
+	KEXPECT_EQ(shell_last_status(), SHELL_USAGE);
+	/* Ctrl-C at the prompt runs nothing and changes nothing. */
+	push("cmdline\n\003");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	conin_testing_reset();
+}
