@@ -154,6 +154,12 @@ enum shell_status shell_run_line(const char *text)
 {
 	char *argv[SHELL_MAX_ARGS];
 	size_t n = strlen(text);
+	if (n > LINEEDIT_MAX) {
+		/* Only a caller other than the prompt can pass one. */
+		printk("shell: line longer than %d characters: ignored\n",
+		       LINEEDIT_MAX);
+		return last_status = SHELL_USAGE;
+	}
 	memcpy(line, text, n + 1);
 	int argc = split(line, argv, SHELL_MAX_ARGS);
 	if (argc == 0)

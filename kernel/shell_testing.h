@@ -7,8 +7,9 @@
 #include "kernel/shell_internal.h"
 
 /* Splits text into words and runs the command, as if typed at the
- * prompt; returns its status (also kept for `exit`). Not while the shell
- * thread runs a line: they share its buffer. */
+ * prompt; returns its status (also kept for `exit`). A text longer than
+ * LINEEDIT_MAX is refused (SHELL_USAGE), as the prompt refuses it. Not
+ * while the shell thread runs a line: they share its buffer. */
 enum shell_status shell_run_line(const char *text);
 
 /* Feeds le the bytes of console input (conin_getc) until it completes a

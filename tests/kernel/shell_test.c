@@ -33,6 +33,19 @@ KTEST(shell, arguments_a_command_does_not_take_are_refused)
 	}
 }
 
+/* A line longer than the prompt takes is refused as the prompt refuses
+ * it, not copied past the shell's line buffer and run. */
+KTEST(shell, an_overlong_line_is_refused_not_copied)
+{
+	static char text[LINEEDIT_MAX + 64];
+	memset(text, ' ', sizeof(text) - 1);
+	memcpy(text, "cmdline", 7);
+	text[sizeof(text) - 1] = '\0';
+	KEXPECT_EQ(shell_run_line(text), SHELL_USAGE);
+	text[LINEEDIT_MAX] = '\0'; /* the longest line the prompt takes */
+	KEXPECT_EQ(shell_run_line(text), SHELL_OK);
+}
+
 #if KTEST_HOOKS
 /* What the console printed while the hook was set. */
 static char seen[8192];
