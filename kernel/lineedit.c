@@ -181,10 +181,31 @@ static bool escape(struct lineedit *le, char c)
 	return false;
 }
 
+/* A printable byte: into the line and echoed, or into the excess when
+ * the character it starts does not fit whole (or the line has an excess
+ * already: the excess is the end of the line). The continuation bytes
+ * of a character left out follow it. */
+static void add_byte(struct lineedit *le, char c)
+{
+	if (is_continuation(c) && le->overflow_cont)
+		return;
+	size_t need = utf8_length(c) ? utf8_length(c) : 1;
+	if (le->overflow || le->len + need > LINEEDIT_MAX) {
+		le->overflow++;
+		le->overflow_cont = true;
+		return;
+	}
+	le->buf[le->len++] = c;
+	le->buf[le->len] = '\0';
+	emit(le, &c, 1);
+}
+
 enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 {
 	bool after_cr = le->after_cr;
 	le->after_cr = false;
+	if (!is_continuation(c))
+		le->overflow_cont = false;
 	if (le->len == 0 && !le->overflow)
 		le->buf[0] = '\0';
 	/* A control key abandons an escape sequence and is obeyed: a stray
@@ -226,15 +247,8 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 	default:
 		break;
 	}
-	if ((unsigned char)c < 0x20)
-		return LINEEDIT_MORE; /* other control keys: ignored */
-	if (le->len == LINEEDIT_MAX) {
-		le->overflow++;
-		return LINEEDIT_MORE;
-	}
-	le->buf[le->len++] = c;
-	le->buf[le->len] = '\0';
-	emit(le, &c, 1);
+	if ((unsigned char)c >= 0x20)
+		add_byte(le, c); /* other control keys: ignored */
 	return LINEEDIT_MORE;
 }
 

@@ -5,8 +5,9 @@
  * (erase it), and the arrow keys' VT100 sequences ESC [ A / ESC [ B (and ESC O
  * A / B) for the history of the last LINEEDIT_HISTORY lines; other sequences
  * are swallowed whole, but a control key or DEL inside one ends it and is
- * obeyed. A line longer than LINEEDIT_MAX characters is not cut: its excess is
- * not echoed, and Enter rejects it whole. So is a line the caller marks lost
+ * obeyed. A line longer than LINEEDIT_MAX bytes is not cut: its excess (from
+ * the first character that does not fit whole) is not echoed, and Enter
+ * rejects it whole. So is a line the caller marks lost
  * (lineedit_lost: input bytes were dropped inside it).
  *
  * It does no I/O: echo and redraws go through the caller's out function,
@@ -38,10 +39,11 @@ struct lineedit {
 	void *ctx;
 	char buf[LINEEDIT_MAX + 1]; /* the line being edited, NUL-ended */
 	size_t len;
-	size_t overflow; /* characters typed past LINEEDIT_MAX */
-	unsigned esc;    /* escape-sequence state: 0, after ESC, after ESC [ */
-	bool after_cr;   /* the last key was CR: a LF next is its pair */
-	bool lost;       /* input was dropped inside this line */
+	size_t overflow;    /* characters typed past LINEEDIT_MAX bytes */
+	bool overflow_cont; /* the last character went to overflow */
+	unsigned esc;  /* escape-sequence state: 0, after ESC, after ESC [ */
+	bool after_cr; /* the last key was CR: a LF next is its pair */
+	bool lost;     /* input was dropped inside this line */
 	/* The history, oldest first in a ring; browse counts back from the
 	 * newest while the arrows walk it (0: the line being typed). */
 	char hist[LINEEDIT_HISTORY][LINEEDIT_MAX + 1];

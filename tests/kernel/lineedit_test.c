@@ -251,3 +251,26 @@ KTEST(lineedit, backspace_erases_a_whole_utf8_character)
 	KEXPECT_EQ(type("x\x80\x80\xc3\x7f\x7f\r", NULL), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "x\x80");
 }
+
+/* A UTF-8 character that does not fit whole in the last bytes of the
+ * line goes whole to the unechoed excess: no half of it is echoed or
+ * kept in the line, and one Backspace takes it back. */
+KTEST(lineedit, a_utf8_character_past_the_end_is_left_out_whole)
+{
+	char keys[LINEEDIT_MAX + 16];
+	reset();
+	memset(keys, 'a', LINEEDIT_MAX - 1);
+	keys[LINEEDIT_MAX - 1] = '\0';
+	type(keys, NULL);
+	echo_len = 0;
+	KEXPECT_EQ(type("\xc3\xa9\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(echo, "\n"); /* nothing of the 'é' */
+	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX - 1);
+	/* Two of them, two Backspaces. */
+	type(keys, NULL);
+	KEXPECT_EQ(type("\xc3\xa9\xc3\xa9\x7f\x7f\r", NULL), LINEEDIT_LINE);
+	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX - 1);
+	/* Without the Backspaces, the line is overlong. */
+	type(keys, NULL);
+	KEXPECT_EQ(type("\xc3\xa9\r", NULL), LINEEDIT_OVERLONG);
+}
