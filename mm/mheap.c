@@ -25,13 +25,16 @@
  * counts read under the lock, with the pages taken by scavenge batches
  * apart: in use = grown - free - taken.
  *
- * Invariants (mheap_check verifies 1 with palloc_check_locked; 2 and 3
- * are kept by mheap_alloc.c and mheap_scav.c, and not checked there):
+ * Invariants (mheap_check verifies 1, 3 and 4 with palloc_check_locked;
+ * 2 is kept by mheap_alloc.c and mheap_scav.c, and not checked there):
  *   1. in use = grown - free - taken_pages >= 0; grown = grown_chunks *
  *      512.
  *   2. A free backed page is mapped; a scavenged page is not, and no CPU
  *      holds a TLB entry for it (it was shot down before it went back).
- *   3. taken_pages is 0 unless a scavenge is mid-batch.
+ *   3. taken_pages is the sum of the runs of the batches on h->taken:
+ *      0 unless a scavenge is mid-batch.
+ *   4. The span table covers every grown page: spanmap_chunks >=
+ *      grown_chunks, grown pages <= spanmap_pages <= arena_pages.
  *
  * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc. No
  * port hook, mm_log or mm_event_wake runs under it. `growing` serialises
@@ -176,6 +179,17 @@ void mheap_dump(struct mheap *h)
 	       st.n.debug_pages);
 }
 
+/* The pages of the runs the batches on h->taken hold. Locking: h->lock
+ * must be held. */
+static size_t taken_listed_locked(const struct mheap *h)
+{
+	size_t n = 0;
+	for (const struct mheap_taken *t = h->taken; t; t = t->next)
+		for (size_t i = 0; i < t->nruns; i++)
+			n += t->runs[i].npages;
+	return n;
+}
+
 void mheap_check(struct mheap *h)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
@@ -188,5 +202,17 @@ void mheap_check(struct mheap *h)
 		         "%zu chunks grown",
 		         ps.grown_pages, ps.free_pages, h->taken_pages,
 		         h->grown_chunks);
+	size_t listed = taken_listed_locked(h);
+	if (listed != h->taken_pages)
+		mm_panic("mheap: check: %zu pages taken, but the scavenge "
+		         "batches under way hold %zu",
+		         h->taken_pages, listed);
+	size_t map_chunks = atomic_load(&h->spanmap_chunks);
+	size_t map_pages = atomic_load(&h->spanmap_pages);
+	if (map_chunks < h->grown_chunks || map_pages < ps.grown_pages ||
+	    map_pages > h->arena_pages)
+		mm_panic("mheap: check: the span table covers %zu pages (%zu "
+		         "chunks mapped); %zu pages grown, %zu in the arena",
+		         map_pages, map_chunks, ps.grown_pages, h->arena_pages);
 	mm_lock_release(&h->lock, irq);
 }

@@ -189,7 +189,8 @@ bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
 /* mm_logs the memory info (never under the lock). Thread context. */
 void mheap_dump(struct mheap *h);
 
-/* palloc_check_locked under h's lock, plus the heap's own counts. */
+/* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3
+ * and 4 (grown, taken pages against the batches' runs, the span table). */
 void mheap_check(struct mheap *h);
 
 /* The span table (mheap_spanmap.h) is part of this interface. */

@@ -1,10 +1,11 @@
 /*
  * mheap_check (mm/mheap.c) catches what it claims to: the grown pages
- * against the chunks grown (invariant 1), no more pages taken by the
- * scavenger than palloc holds allocated (invariant 3), and palloc's own
- * check, which it runs first. Each test breaks one count in a fresh heap,
- * expects the panic naming it, puts the count back and expects the check
- * to pass again.
+ * against the chunks grown and no more pages taken by the scavenger than
+ * palloc holds allocated (invariant 1), the pages taken against the runs
+ * of the batches under way (invariant 3), the span table's reach
+ * (invariant 4), and palloc's own check, which it runs first. Each test
+ * breaks one count in a fresh heap, expects the panic naming it, puts the
+ * count back and expects the check to pass again.
  *
  * The check panics holding the heap lock; a caught panic leaves it held,
  * so each expectation releases it.
@@ -15,6 +16,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "../../mm/mheap_internal.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
@@ -90,7 +92,8 @@ KTEST(mheap_check, catches_a_wrong_grown_count)
 }
 
 /* Pages the scavenger takes out of the free set are allocated to palloc:
- * as many as palloc holds allocated pass, one more does not. */
+ * a batch that took as many as palloc holds allocated passes, one more
+ * does not. */
 KTEST(mheap_check, catches_more_taken_pages_than_allocated)
 {
 	void *p;
@@ -98,13 +101,85 @@ KTEST(mheap_check, catches_more_taken_pages_than_allocated)
 	size_t grown = heap.grown_chunks * PALLOC_CHUNK_PAGES;
 	size_t free = heap.pages.stats.free_pages;
 	KASSERT_EQ(grown - free, 3);
+	struct mheap_taken t = {.runs = {{(uintptr_t)p, 3}}, .nruns = 1};
+	heap.taken = &t;
 	heap.taken_pages = 3;
 	HEAP_CHECK("every allocated page taken");
+	t.runs[0].npages = 4;
 	heap.taken_pages = 4;
 	EXPECT_CHECK_FAILS("mheap: check: %zu grown pages, %zu free, 4 taken",
 	                   grown, free);
+	heap.taken = NULL;
 	heap.taken_pages = 0;
 	HEAP_CHECK("restored");
+	heap_release();
+}
+
+/* A real batch passes the check mid-way (mheap_release_all's, at its
+ * hook). */
+static int checks_in_batch;
+
+static void check_in_batch(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED)
+		return;
+	checks_in_batch++;
+	KEXPECT(heap.taken && heap.taken_pages > 0);
+	HEAP_CHECK("mid-batch");
+}
+
+/* The pages taken must be the runs the batches under way hold: a count
+ * with no batch, or one that differs from the batch's runs, is caught.
+ * Such a count makes the statistics lie (in use = grown - free - taken)
+ * and sends an allocation that finds no room to sleep on a batch that
+ * does not exist. */
+KTEST(mheap_check, catches_taken_pages_no_batch_holds)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	heap.taken_pages = 2;
+	EXPECT_CHECK_FAILS("mheap: check: 2 pages taken, but the scavenge "
+	                   "batches under way hold 0");
+	struct mheap_taken t = {.runs = {{(uintptr_t)p, 3}}, .nruns = 1};
+	heap.taken = &t;
+	EXPECT_CHECK_FAILS("2 pages taken, but the scavenge batches under "
+	                   "way hold 3");
+	heap.taken = NULL;
+	heap.taken_pages = 0;
+	HEAP_CHECK("restored");
+	mheap_free_pages(&heap, p, 3);
+	checks_in_batch = 0;
+	mheap_test_hook = check_in_batch;
+	size_t released = mheap_release_all(&heap);
+	mheap_test_hook = NULL;
+	KEXPECT(released > 0);
+	KEXPECT(checks_in_batch > 0);
+	HEAP_CHECK("after the release");
+	heap_release();
+}
+
+/* The span table must cover every grown page (a lookup of a grown page
+ * past its reach gives NULL: the span heap's free would refuse a good
+ * pointer), and no more than the arena. */
+KTEST(mheap_check, catches_a_span_table_short_of_the_grown_heap)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	size_t grown = heap.grown_chunks * PALLOC_CHUNK_PAGES;
+	size_t pages = heap.spanmap_pages, chunks = heap.spanmap_chunks;
+	KASSERT(pages >= grown && chunks >= heap.grown_chunks);
+	heap.spanmap_pages = grown - 1;
+	EXPECT_CHECK_FAILS("mheap: check: the span table covers %zu pages "
+	                   "(%zu chunks mapped); %zu pages grown",
+	                   grown - 1, chunks, grown);
+	heap.spanmap_pages = heap.arena_pages + 1;
+	EXPECT_CHECK_FAILS("covers %zu pages", heap.arena_pages + 1);
+	heap.spanmap_pages = pages;
+	heap.spanmap_chunks = heap.grown_chunks - 1;
+	EXPECT_CHECK_FAILS("(%zu chunks mapped)", heap.grown_chunks - 1);
+	heap.spanmap_chunks = chunks;
+	HEAP_CHECK("restored");
+	mheap_free_pages(&heap, p, 3);
 	heap_release();
 }
 
