@@ -157,6 +157,8 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 	if (npages <= 64) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		palloc_free_mask_locked(&h->pages, base, npages, mask);
+		if (nscav < npages) /* backed pages free again */
+			h->scav.backed_frees++;
 		mm_lock_release(&h->lock, irq);
 	} else {
 		mheap_unmap_and_return(h, base, npages); /* thread only */
@@ -389,6 +391,7 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 	if (h->taken)
 		mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_locked(&h->pages, base, npages);
+	h->scav.backed_frees++;
 	if (npages >= MHEAP_WAKE_PAGES && h->scav.idle) {
 		struct mheap_stats st;
 		mheap_stats_locked(h, &st);

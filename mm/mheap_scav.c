@@ -31,9 +31,13 @@
  *             and reach the old frame through its stale TLB entry.
  *   goal      free backed pages kept = in_use * goal_percent / 100
  *             (mheap_goal_pages, integers only). The thread scavenges
- *             while free backed > goal, then (after its paced sleep) sets
- *             idle and waits on wake (MHEAP_IDLE_NS at most); a free of
- *             >= 16 pages that leaves the heap over its goal wakes it.
+ *             while free backed > goal and it finds pages to take; then
+ *             (after its paced sleep) it sets idle and waits on wake
+ *             (MHEAP_IDLE_NS at most), unless it is over its goal and
+ *             pages were freed backed since its search (backed_frees
+ *             moved past barren_frees): only those can be new to take.
+ *             A free of >= 16 pages that leaves the heap over its goal
+ *             wakes it.
  *   refill    An atomic allocation that left free pages below the reserve
  *             sets refill and wakes the thread, which grows the heap.
  *   pacing    After each batch the thread reads its own CPU time
@@ -76,7 +80,8 @@ static size_t bg_batch_pages(size_t over)
 static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
                           struct mheap_taken *t)
 {
-	if (max == 0) {
+	bool background = max == 0;
+	if (background) {
 		struct mheap_stats st;
 		mheap_stats_locked(h, &st);
 		max = bg_batch_pages(st.free_backed_pages > st.goal_pages
@@ -91,6 +96,8 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 	       palloc_scav_take_locked(&h->pages, max - total, flags,
 	                               &t->runs[n]))
 		total += t->runs[n++].npages;
+	if (total == 0 && background)
+		h->scav.barren_frees = h->scav.backed_frees;
 	h->taken_pages += total;
 	t->nruns = n;
 	if (n) {
@@ -241,10 +248,12 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 	h->scav.reported_ns = now;
 }
 
-/* At the goal: pays for the work that found nothing to do with its paced
- * sleep too (so the share stays within budget up to the moment it goes
- * idle), then sleeps until a free, a refill or stop wakes it, unless
- * frees during that sleep put the heap over its goal again. */
+/* Nothing to take (at the goal, or every free backed page in a dense
+ * chunk): pays for the work that found nothing with its paced sleep too
+ * (so the share stays within budget up to the moment it goes idle), then
+ * sleeps until a free, a refill or stop wakes it, unless frees during
+ * that sleep put the heap over its goal again and may have given it
+ * something to take. */
 static void bg_idle(struct mheap *h, uint64_t *since)
 {
 	bg_pace(h, since);
@@ -253,7 +262,9 @@ static void bg_idle(struct mheap *h, uint64_t *since)
 	struct mheap_stats st;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	mheap_stats_locked(h, &st);
-	h->scav.idle = st.free_backed_pages <= st.goal_pages && !h->scav.refill;
+	h->scav.idle = (st.free_backed_pages <= st.goal_pages ||
+	                h->scav.barren_frees == h->scav.backed_frees) &&
+	               !h->scav.refill;
 	bool idle = h->scav.idle;
 	mm_lock_release(&h->lock, irq);
 	if (!idle)

@@ -20,8 +20,12 @@ struct mheap_scav {
 	/* Owned by mheap_scavenger_start/stop (thread context): */
 	struct mm_thread *thread;
 	/* Protected by h->lock: */
-	bool idle;   /* asleep at its goal: a large free wakes it */
+	bool idle;   /* asleep, nothing to take: a large free wakes it */
 	bool refill; /* an atomic caller found the reserve short */
+	/* Frees that made pages free backed (mheap_free_pages, an undone
+	 * allocation), and their count when the thread last found nothing
+	 * to take: equal, it has nothing to look for until the next. */
+	uint64_t backed_frees, barren_frees;
 	/* Atomic, no lock: */
 	_Atomic bool stop;
 	mm_event_t wake; /* frees over the goal, refills, stop */

@@ -1,0 +1,98 @@
+/*
+ * The page heap's background scavenger going idle (mm/mheap_scav.c,
+ * bg_idle): with nothing it may take, it sleeps until a free, a refill or
+ * stop wakes it, whether it is at its goal or the free backed pages over
+ * the goal all lie in dense chunks (which it skips), and a large free
+ * that gives it something to take wakes it again.
+ */
+#include <stdatomic.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "../../mm/mheap_testing.h"
+#include "mheap_test_util.h"
+#include "mm_port_posix.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap;
+
+/* Times the thread found nothing to take and decided whether to sleep. */
+static atomic_int idle_visits;
+
+static void count_idle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_SCAV_IDLE)
+		atomic_fetch_add(&idle_visits, 1);
+}
+
+/* Waits, with no time bound, until the thread is idle, or has come round
+ * to its idle decision more than `visits` times; returns whether it is
+ * idle. *bg_pages gets the pages it released. */
+static bool wait_idle_or_visits(int visits, uint64_t *bg_pages)
+{
+	for (;;) {
+		int v = atomic_load(&idle_visits);
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		bool idle = heap.scav.idle;
+		*bg_pages = heap.counters.bg_pages;
+		mm_lock_release(&heap.lock, irq);
+		if (idle || v > visits)
+			return idle;
+		mm_port_yield();
+	}
+}
+
+/*
+ * Chunk 0 allocated whole, then 16 pages of it freed: 496 pages in use
+ * (PALLOC_SCAV_DENSE_PAGES, a dense chunk) and 16 free backed, over a
+ * goal of 0. The thread skips the dense chunk, finds nothing, and must go
+ * idle. It went round again at once instead, for ever (paced at its
+ * budget: with no budget limit, a busy loop), searching every grown chunk
+ * under the heap lock each time, and a large free could not wake it, not
+ * being idle. Freeing 16 pages more makes the chunk sparse: that free
+ * wakes it, it takes the 32 pages and goes idle again.
+ */
+KTEST(mheap_idle, goes_idle_when_only_dense_chunks_are_left)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.goal_percent = 0;
+	cfg.cpu_permille = 1000; /* no paced sleeps */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	_Static_assert(PALLOC_CHUNK_PAGES - 16 >= PALLOC_SCAV_DENSE_PAGES,
+	               "chunk 0 stays dense");
+	mheap_free_pages(&heap, a + (PALLOC_CHUNK_PAGES - 16) * PG, 16);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.free_backed_pages, 16);
+	KASSERT_EQ(st.goal_pages, 0);
+	atomic_store(&idle_visits, 0);
+	mheap_test_hook = count_idle;
+	KASSERT(mheap_scavenger_start(&heap));
+	uint64_t released;
+	bool idle = wait_idle_or_visits(1, &released);
+	int visits = atomic_load(&idle_visits);
+	KEXPECT(idle);
+	KEXPECT_EQ(visits, 1);
+	KEXPECT_EQ(released, 0);
+	if (idle) {
+		mheap_free_pages(&heap, a + (PALLOC_CHUNK_PAGES - 32) * PG, 16);
+		/* Woken: it takes the 32 free backed pages, then finds
+		 * nothing more and goes idle (the visit after those). */
+		do
+			idle = wait_idle_or_visits(visits, &released);
+		while (released < 32 || !idle);
+		KEXPECT_EQ(released, 32);
+	}
+	mheap_scavenger_stop(&heap);
+	mheap_test_hook = NULL;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages, idle ? 0 : 16);
+	MH_CHECK(&heap, "after the scavenger");
+	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES - (idle ? 32 : 16));
+	mh_release(&heap);
+}
