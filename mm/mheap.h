@@ -155,12 +155,13 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * caller's) by the extra pages right after it, if every one of them is a
  * free page of the grown heap; maps those the scavenger gave back. True
  * if the run is now npages + extra pages long; false, changing nothing,
- * if a page is in use or past the grown heap, or memory ran out. A "run"
- * that cannot be one (npages 0, p outside the arena, or npages more than
- * the arena has from p: a caller's bug) is refused the same way, with an
+ * if a page is in use or past the grown heap, or memory ran out (a page
+ * the scavenger is unmapping is free: it waits for that). A "run" that
+ * cannot be one (npages 0, p outside the arena, or npages more than the
+ * arena has from p: a caller's bug) is refused the same way, with an
  * mm_log line saying which. Sets no span table entry (the caller's to
- * set). A reallocation's way to grow a large object without a copy.
- * Thread context, no mm lock held.
+ * set). A realloc's way to grow a large object without a copy. Thread
+ * context, no mm lock held.
  */
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra);
 
@@ -189,8 +190,7 @@ bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
 /* mm_logs the memory info (never under the lock). Thread context. */
 void mheap_dump(struct mheap *h);
 
-/* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3
- * and 4 (grown, taken pages against the batches' runs, the span table). */
+/* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3, 4. */
 void mheap_check(struct mheap *h);
 
 /* The span table (mheap_spanmap.h) is part of this interface. */

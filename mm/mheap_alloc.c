@@ -42,6 +42,9 @@
  *   extend   Under the lock, palloc_alloc_range_locked of the pages right
  *            after the caller's run, then mapped as an allocation's; a
  *            "run" that cannot be one is refused with a line saying why.
+ *            When a scavenge batch holds some of those pages (free, out
+ *            of the free set while it unmaps them), it waits for the
+ *            batch's wake on `grown` and tries again.
  *   free     Under the lock, palloc_free_locked, after checking that no
  *            page is in a run a scavenge batch took (a double free that
  *            palloc cannot see: it holds those allocated); after
@@ -334,6 +337,24 @@ static const char *not_a_run(const struct mheap *h, uintptr_t p, size_t npages)
 	return NULL;
 }
 
+/* An extension's attempt under the lock: true if it took [end, end +
+ * extra pages), with *nscav and *low as try_alloc's. Else *wait says
+ * whether a scavenge batch holds one of those pages: they may all be
+ * free, out of the free set only until the batch ends (counted as a
+ * scav_wait). */
+static bool extend_take(struct mheap *h, uintptr_t end, size_t extra,
+                        size_t *nscav, bool *low, bool *wait)
+{
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, nscav);
+	*low = h->pages.stats.free_pages < h->cfg.reserve_pages;
+	*wait = !ok && h->taken && mheap_taken_run_locked(h, end, extra);
+	if (*wait)
+		h->counters.scav_waits++;
+	mm_lock_release(&h->lock, irq);
+	return ok;
+}
+
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 {
 	mheap_assert_can_sleep("mheap_extend_pages");
@@ -349,12 +370,16 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 	if (extra == 0 || extra > h->arena_pages - at)
 		return extra == 0;
 	size_t nscav;
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, &nscav);
-	bool low = h->pages.stats.free_pages < h->cfg.reserve_pages;
-	mm_lock_release(&h->lock, irq);
-	if (!ok)
-		return false;
+	bool low, wait;
+	for (;;) {
+		/* Read before the attempt: no batch's wake is lost. */
+		uint64_t seen = mm_event_prepare(&h->grown);
+		if (extend_take(h, end, extra, &nscav, &low, &wait))
+			break;
+		if (!wait)
+			return false;
+		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
+	}
 	if (nscav) {
 		scavenge_for_frames(h, nscav);
 		if (!mm_port_used((void *)end, extra * MM_PAGE_SIZE)) {

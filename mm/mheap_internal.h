@@ -45,6 +45,11 @@ struct mheap_taken {
 	struct mheap_taken *next;
 };
 
+/* The first run a scavenge batch has taken that holds a page of [base,
+ * base + npages pages), or NULL. Locking: h->lock must be held. */
+const struct palloc_run *mheap_taken_run_locked(const struct mheap *h,
+                                                uintptr_t base, size_t npages);
+
 /* mm_panics, naming the run, if any page of [base, base + npages pages)
  * is in a run a scavenge batch has taken: the caller is freeing pages
  * that were free already. Locking: h->lock must be held. */

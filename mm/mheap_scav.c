@@ -116,25 +116,40 @@ static void untake_locked(struct mheap *h, struct mheap_taken *t)
 	*pp = t->next;
 }
 
-void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
-                                  size_t npages)
+/* The end of [base, base + npages pages), saturated. */
+static uintptr_t range_limit(uintptr_t base, size_t npages)
 {
-	uintptr_t limit = npages > (UINTPTR_MAX - base) >> MM_PAGE_SHIFT
-	                          ? UINTPTR_MAX
-	                          : base + npages * MM_PAGE_SIZE;
+	return npages > (UINTPTR_MAX - base) >> MM_PAGE_SHIFT
+	               ? UINTPTR_MAX
+	               : base + npages * MM_PAGE_SIZE;
+}
+
+const struct palloc_run *mheap_taken_run_locked(const struct mheap *h,
+                                                uintptr_t base, size_t npages)
+{
+	uintptr_t limit = range_limit(base, npages);
 	for (const struct mheap_taken *t = h->taken; t; t = t->next) {
 		for (size_t i = 0; i < t->nruns; i++) {
 			uintptr_t lo = t->runs[i].base;
 			uintptr_t hi = lo + t->runs[i].npages * MM_PAGE_SIZE;
 			if (base < hi && lo < limit)
-				mm_panic(
-				        "mheap: double free of [0x%lx, 0x%lx): "
-				        "page 0x%lx is free, being scavenged "
-				        "(a batch took [0x%lx, 0x%lx))",
-				        base, limit, base > lo ? base : lo, lo,
-				        hi);
+				return &t->runs[i];
 		}
 	}
+	return NULL;
+}
+
+void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
+                                  size_t npages)
+{
+	const struct palloc_run *r = mheap_taken_run_locked(h, base, npages);
+	if (!r)
+		return;
+	uintptr_t lo = r->base, hi = lo + r->npages * MM_PAGE_SIZE;
+	mm_panic("mheap: double free of [0x%lx, 0x%lx): page 0x%lx is free, "
+	         "being scavenged (a batch took [0x%lx, 0x%lx))",
+	         base, range_limit(base, npages), base > lo ? base : lo, lo,
+	         hi);
 }
 
 /* Books a finished batch. Locking: h->lock must be held. */

@@ -3,12 +3,13 @@
  * POSIX port: the locked mode under a short frame pool, the pacing
  * arithmetic, the background thread reaching its goal and started and
  * stopped twice, debug scavenge-on-free faulting at the freed address,
- * and an allocation that waits (sleeping, not spinning) for a scavenge
- * batch to finish.
+ * and an allocation or an extension in place that waits (sleeping, not
+ * spinning) for a scavenge batch to finish.
  */
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@
 #define PG MM_PAGE_SIZE
 
 static struct mheap heap; /* one at a time; static: the thread may lag */
+static char *heap_chunk0; /* extend_thread's run */
 
 KTEST(mheap, scavenges_for_frames_when_short)
 {
@@ -319,6 +321,51 @@ KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 	mheap_free_pages(&heap, got, 1);
 	mheap_free_pages(&heap, a, 312);
 	MH_CHECK(&heap, "after the wait");
+	mh_release(&heap);
+}
+
+/*
+ * The pages right after a run are free, but a batch has taken them out of
+ * the free set to unmap them: an extension into them waits for the batch
+ * and gets them. It returned false at once, as if they were in use, and a
+ * realloc copied the object instead (the scavenger takes the highest free
+ * pages first: those after a large object at the heap's top).
+ */
+static atomic_bool extend_done;
+
+static void *extend_thread(void *arg)
+{
+	*(bool *)arg = mheap_extend_pages(&heap, heap_chunk0, 312, 10);
+	atomic_store(&extend_done, true);
+	return NULL;
+}
+
+KTEST(mheap, extend_waits_for_a_scavenge_batch)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav, user;
+	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	KASSERT(a);
+	heap_chunk0 = a;
+	bool ok = false;
+	atomic_store(&extend_done, false);
+	KASSERT(pthread_create(&user, NULL, extend_thread, &ok) == 0);
+	struct mheap_stats st;
+	do { /* until it waits or gives up (no time bound) */
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (st.n.scav_waits == 0 && !atomic_load(&extend_done));
+	KEXPECT_EQ(st.n.scav_waits, 1);
+	sem_post(&batch_go);
+	pthread_join(user, NULL);
+	pthread_join(scav, NULL);
+	KEXPECT(ok);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, ok ? 322 : 312);
+	if (ok) /* mapped again after the batch unmapped them */
+		memset(a + 312 * PG, 0x5a, 10 * PG);
+	MH_CHECK(&heap, "after the extension");
+	mheap_free_pages(&heap, a, ok ? 322 : 312);
 	mh_release(&heap);
 }
 
