@@ -31,10 +31,12 @@
  *      512.
  *   2. A free backed page is mapped; a scavenged page is not, and no CPU
  *      holds a TLB entry for it (it was shot down before it went back).
- *   3. taken_pages is the sum of the runs of the batches on h->taken:
- *      0 unless a scavenge is mid-batch.
+ *   3. taken_pages is the sum of the runs of the batches on h->taken
+ *      (0 unless a scavenge is mid-batch), each a run of allocated pages
+ *      of the grown heap.
  *   4. The span table covers every grown page: spanmap_chunks >=
- *      grown_chunks, grown pages <= spanmap_pages <= arena_pages.
+ *      grown_chunks, grown pages <= spanmap_pages <= arena_pages; none
+ *      of its spanmap_pages entries is NULL.
  *
  * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc. No
  * port hook, mm_log or mm_event_wake runs under it. `growing` serialises
@@ -179,15 +181,59 @@ void mheap_dump(struct mheap *h)
 	       st.n.debug_pages);
 }
 
-/* The pages of the runs the batches on h->taken hold. Locking: h->lock
- * must be held. */
+/* Why run r of a batch on h->taken is not a run of allocated pages of
+ * the grown heap (palloc holds taken pages allocated), with *bad the first
+ * page at fault; NULL if it is one. Locking: h->lock must be held. */
+static const char *taken_run_problem(const struct mheap *h,
+                                     const struct palloc_run *r, size_t *bad)
+{
+	size_t grown = h->grown_chunks * MHEAP_CHUNK_PAGES;
+	size_t pi = (r->base - h->arena_base) >> MM_PAGE_SHIFT;
+	*bad = pi;
+	if (r->base < h->arena_base || r->npages == 0 || pi >= grown ||
+	    r->npages > grown - pi)
+		return "is not a run of the grown heap";
+	for (size_t k = pi; k < pi + r->npages; k++) {
+		*bad = k;
+		const struct pallocbits *a =
+		        &h->pages.alloc[k / MHEAP_CHUNK_PAGES];
+		size_t i = k % MHEAP_CHUNK_PAGES;
+		if (!(a->w[i / 64] >> (i % 64) & 1))
+			return "holds a free page";
+	}
+	return NULL;
+}
+
+/* The pages of the runs the batches on h->taken hold; mm_panics if one
+ * is not allocated. Locking: h->lock must be held. */
 static size_t taken_listed_locked(const struct mheap *h)
 {
-	size_t n = 0;
-	for (const struct mheap_taken *t = h->taken; t; t = t->next)
-		for (size_t i = 0; i < t->nruns; i++)
-			n += t->runs[i].npages;
+	size_t n = 0, bad;
+	for (const struct mheap_taken *t = h->taken; t; t = t->next) {
+		for (size_t i = 0; i < t->nruns; i++) {
+			const struct palloc_run *r = &t->runs[i];
+			const char *why = taken_run_problem(h, r, &bad);
+			if (why)
+				mm_panic(
+				        "mheap: check: the batch's run [0x%lx, "
+				        "+%zu pages) %s (page 0x%lx)",
+				        r->base, r->npages, why,
+				        h->arena_base + bad * MM_PAGE_SIZE);
+			n += r->npages;
+		}
+	}
 	return n;
+}
+
+/* mm_panics if the span table holds a NULL among its first npages
+ * entries (a free would read a span's fields through it). */
+static void check_spanmap_locked(const struct mheap *h, size_t npages)
+{
+	for (size_t i = 0; i < npages; i++)
+		if (!atomic_load_explicit(&h->spanmap[i], memory_order_relaxed))
+			mm_panic("mheap: check: the span table's entry for "
+			         "page 0x%lx is NULL, not MHEAP_SPAN_NONE",
+			         h->arena_base + i * MM_PAGE_SIZE);
 }
 
 void mheap_check(struct mheap *h)
@@ -214,5 +260,6 @@ void mheap_check(struct mheap *h)
 		mm_panic("mheap: check: the span table covers %zu pages (%zu "
 		         "chunks mapped); %zu pages grown, %zu in the arena",
 		         map_pages, map_chunks, ps.grown_pages, h->arena_pages);
+	check_spanmap_locked(h, map_pages);
 	mm_lock_release(&h->lock, irq);
 }

@@ -158,6 +158,33 @@ KTEST(mheap_check, catches_taken_pages_no_batch_holds)
 	heap_release();
 }
 
+/* A batch's runs are allocated in palloc while it unmaps them: a listed
+ * run over free pages, or past the grown heap, is caught (a batch's
+ * return would free pages someone may hold). */
+KTEST(mheap_check, catches_a_taken_run_that_is_not_allocated)
+{
+	char *p;
+	KASSERT(heap_new(8, (void **)&p));
+	size_t grown = heap.grown_chunks * PALLOC_CHUNK_PAGES;
+	struct mheap_taken t = {.runs = {{(uintptr_t)p, 3}}, .nruns = 1};
+	heap.taken = &t;
+	heap.taken_pages = 3;
+	HEAP_CHECK("the allocated run");
+	t.runs[0].base = (uintptr_t)(p + MM_PAGE_SIZE);
+	EXPECT_CHECK_FAILS("mheap: check: the batch's run [%p, +3 pages) "
+	                   "holds a free page (page %p)",
+	                   (void *)(p + MM_PAGE_SIZE),
+	                   (void *)(p + 3 * MM_PAGE_SIZE));
+	t.runs[0].base = (uintptr_t)(p + (grown - 1) * MM_PAGE_SIZE);
+	EXPECT_CHECK_FAILS("+3 pages) is not a run of the grown heap");
+	t.runs[0].base = (uintptr_t)p;
+	heap.taken = NULL;
+	heap.taken_pages = 0;
+	HEAP_CHECK("restored");
+	mheap_free_pages(&heap, p, 3);
+	heap_release();
+}
+
 /* The span table must cover every grown page (a lookup of a grown page
  * past its reach gives NULL: the span heap's free would refuse a good
  * pointer), and no more than the arena. */
@@ -179,6 +206,15 @@ KTEST(mheap_check, catches_a_span_table_short_of_the_grown_heap)
 	EXPECT_CHECK_FAILS("(%zu chunks mapped)", heap.grown_chunks - 1);
 	heap.spanmap_chunks = chunks;
 	HEAP_CHECK("restored");
+	/* The table holds no NULL: a page without a span says so. */
+	size_t i = ((uintptr_t)p - heap.arena_base) / MM_PAGE_SIZE + 1;
+	void *e = heap.spanmap[i];
+	heap.spanmap[i] = NULL;
+	EXPECT_CHECK_FAILS("mheap: check: the span table's entry for page %p "
+	                   "is NULL",
+	                   (void *)((char *)p + MM_PAGE_SIZE));
+	heap.spanmap[i] = e;
+	HEAP_CHECK("entry restored");
 	mheap_free_pages(&heap, p, 3);
 	heap_release();
 }
