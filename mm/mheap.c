@@ -61,18 +61,39 @@ void mheap_config_default(struct mheap_config *cfg)
 	};
 }
 
+/* mm_logs which field of cfg is out of range and returns false; true if
+ * none is. */
+static bool config_ok(const struct mheap_config *cfg)
+{
+	if (cfg->arena_bytes == 0 || cfg->arena_bytes % PALLOC_CHUNK_BYTES)
+		mm_log("mheap: bad config: arena_bytes %zu is not a positive "
+		       "multiple of the %zu-byte chunk",
+		       cfg->arena_bytes, (size_t)PALLOC_CHUNK_BYTES);
+	else if (cfg->cpu_permille == 0 || cfg->cpu_permille > 1000)
+		mm_log("mheap: bad config: cpu_permille %u is not in [1, 1000]",
+		       cfg->cpu_permille);
+	else if (cfg->goal_percent > MHEAP_MAX_GOAL_PERCENT)
+		mm_log("mheap: bad config: goal_percent %u is over %u",
+		       cfg->goal_percent, MHEAP_MAX_GOAL_PERCENT);
+	else if (cfg->reserve_pages > cfg->arena_bytes / MM_PAGE_SIZE)
+		mm_log("mheap: bad config: reserve_pages %zu is more than the "
+		       "arena's %zu pages",
+		       cfg->reserve_pages, cfg->arena_bytes / MM_PAGE_SIZE);
+	else if (cfg->flags & ~(unsigned)MHEAP_DEBUG_SCAV_ON_FREE)
+		mm_log("mheap: bad config: flags %#x hold bits that are not "
+		       "enum mheap_flags",
+		       cfg->flags);
+	else
+		return true;
+	return false;
+}
+
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 {
 	mheap_assert_can_sleep("mheap_init");
 	*h = (struct mheap){.cfg = *cfg};
-	if (cfg->arena_bytes == 0 || cfg->arena_bytes % PALLOC_CHUNK_BYTES ||
-	    cfg->cpu_permille == 0 || cfg->cpu_permille > 1000 ||
-	    cfg->reserve_pages > cfg->arena_bytes / MM_PAGE_SIZE) {
-		mm_log("mheap: bad config: arena %zu bytes, cpu %u per mille, "
-		       "reserve %zu pages",
-		       cfg->arena_bytes, cfg->cpu_permille, cfg->reserve_pages);
+	if (!config_ok(cfg))
 		return false;
-	}
 	void *base = mm_port_reserve(cfg->arena_bytes, PALLOC_CHUNK_BYTES);
 	if (!base) {
 		mm_log("mheap: cannot reserve a %zu-byte arena",
@@ -114,8 +135,9 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 
 size_t mheap_goal_pages(size_t in_use, unsigned goal_percent)
 {
-	/* Integer only (no FPU in the kernel); in_use * percent cannot
-	 * overflow for any arena below 2^57 pages. */
+	/* Integer only (no FPU in the kernel); with goal_percent <= 1000
+	 * (mheap_init), in_use / 100 * percent cannot overflow for any
+	 * arena below 2^57 pages. */
 	return in_use / 100 * goal_percent + in_use % 100 * goal_percent / 100;
 }
 

@@ -62,7 +62,7 @@ enum mheap_alloc_flags {
 
 struct mheap_config {
 	size_t arena_bytes;         /* chunk multiple */
-	unsigned goal_percent;      /* free backed kept: % of in use */
+	unsigned goal_percent;      /* free backed kept: % of in use, <= max */
 	size_t low_watermark_pages; /* frames kept: scavenge before mapping */
 	size_t reserve_pages;       /* free pages kept for atomic callers */
 	unsigned cpu_permille;      /* scavenger CPU budget, 1..1000 */

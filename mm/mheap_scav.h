@@ -41,7 +41,10 @@ bool mheap_scavenger_start(struct mheap *h);
  * Thread context. */
 void mheap_scavenger_stop(struct mheap *h);
 
-/* Free backed pages the scavenger keeps for in_use pages in use. */
+/* Free backed pages the scavenger keeps for in_use pages in use;
+ * goal_percent is at most MHEAP_MAX_GOAL_PERCENT (mheap_init refuses
+ * more), so that it cannot overflow. */
+#define MHEAP_MAX_GOAL_PERCENT 1000
 size_t mheap_goal_pages(size_t in_use, unsigned goal_percent);
 
 /* How long to sleep after work_ns of CPU so that the scavenger's share

@@ -223,21 +223,31 @@ KTEST(mheap, out_of_memory_changes_nothing)
 	mh_release(&heap);
 }
 
-/* Each field out of range: init says why, returns false and reserves
- * nothing. */
+/* Each field out of range: init says which field and why, returns false
+ * and reserves nothing. A goal over 1000% (past the kernel's
+ * mm.scav_goal range; mheap_goal_pages assumes it cannot overflow) and
+ * flags that are not enum mheap_flags were taken, and the line for the
+ * others gave every value without saying which was wrong. */
 KTEST(mheap, init_refuses_a_bad_config)
 {
 	static const struct {
-		const char *what;
+		const char *what, *says;
 		size_t arena_bytes, reserve_pages;
-		unsigned cpu_permille;
+		unsigned cpu_permille, goal_percent, flags;
 	} bad[] = {
-	        {"arena 0", 0, 0, 10},
-	        {"arena not whole chunks", PALLOC_CHUNK_BYTES + PG, 0, 10},
-	        {"cpu 0", PALLOC_CHUNK_BYTES, 0, 0},
-	        {"cpu 1001", PALLOC_CHUNK_BYTES, 0, 1001},
-	        {"reserve past the arena", PALLOC_CHUNK_BYTES,
-	         PALLOC_CHUNK_BYTES / PG + 1, 10},
+	        {"arena 0", "arena_bytes 0 is not", 0, 0, 10, 10, 0},
+	        {"arena not whole chunks", "arena_bytes 2101248 is not",
+	         PALLOC_CHUNK_BYTES + PG, 0, 10, 10, 0},
+	        {"cpu 0", "cpu_permille 0 is not", PALLOC_CHUNK_BYTES, 0, 0, 10,
+	         0},
+	        {"cpu 1001", "cpu_permille 1001 is not", PALLOC_CHUNK_BYTES, 0,
+	         1001, 10, 0},
+	        {"reserve past the arena", "reserve_pages 513 is",
+	         PALLOC_CHUNK_BYTES, PALLOC_CHUNK_BYTES / PG + 1, 10, 10, 0},
+	        {"goal 1001", "goal_percent 1001 is", PALLOC_CHUNK_BYTES, 0, 10,
+	         1001, 0},
+	        {"unknown flag", "flags 0x2 ", PALLOC_CHUNK_BYTES, 0, 10, 10,
+	         1u << 1},
 	};
 	size_t r0 = mm_port_reserved_bytes();
 	mm_port_set_quiet(true);
@@ -247,10 +257,14 @@ KTEST(mheap, init_refuses_a_bad_config)
 		cfg.arena_bytes = bad[i].arena_bytes;
 		cfg.reserve_pages = bad[i].reserve_pages;
 		cfg.cpu_permille = bad[i].cpu_permille;
-		if (mheap_init(&heap, &cfg))
+		cfg.goal_percent = bad[i].goal_percent;
+		cfg.flags = bad[i].flags;
+		if (mheap_init(&heap, &cfg)) {
 			ktest_fail_at(__FILE__, __LINE__, "%s: accepted",
 			              bad[i].what);
-		else if (!strstr(mm_port_last_log(), "bad config"))
+			mh_release(&heap);
+		} else if (!strstr(mm_port_last_log(), "bad config") ||
+		           !strstr(mm_port_last_log(), bad[i].says))
 			ktest_fail_at(__FILE__, __LINE__, "%s: logged \"%s\"",
 			              bad[i].what, mm_port_last_log());
 		KEXPECT_EQ(mm_port_reserved_bytes(), r0);
@@ -262,6 +276,8 @@ KTEST(mheap, init_refuses_a_bad_config)
 	cfg.arena_bytes = PALLOC_CHUNK_BYTES;
 	cfg.reserve_pages = PALLOC_CHUNK_BYTES / PG;
 	cfg.cpu_permille = 1000;
+	cfg.goal_percent = 1000;
+	cfg.flags = MHEAP_DEBUG_SCAV_ON_FREE;
 	KASSERT(mheap_init(&heap, &cfg));
 	mh_release(&heap);
 }
