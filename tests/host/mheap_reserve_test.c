@@ -19,9 +19,10 @@
 
 static struct mheap heap;
 
-/* One chunk grown for 100 pages leaves 412 free; extending them by 300
- * leaves 112, under the reserve of 128: a chunk more is grown, counted as
- * a growth for the reserve. */
+/* One chunk grown for 100 pages leaves 412 free; extending them by 284
+ * leaves the reserve of 128 exactly, and grows nothing; by 16 more leaves
+ * 112, under it: a chunk more is grown, counted as a growth for the
+ * reserve. */
 KTEST(mheap_reserve, extension_below_the_reserve_grows_the_heap)
 {
 	struct mheap_config cfg;
@@ -35,7 +36,12 @@ KTEST(mheap_reserve, extension_below_the_reserve_grows_the_heap)
 	mheap_stats(&heap, &st);
 	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
 	KEXPECT_EQ(st.n.refills, 0);
-	KASSERT(mheap_extend_pages(&heap, a, 100, 300));
+	/* To the reserve exactly: nothing to make up. */
+	KASSERT(mheap_extend_pages(&heap, a, 100, 284));
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 128);
+	KEXPECT_EQ(st.n.refills, 0);
+	KASSERT(mheap_extend_pages(&heap, a, 384, 16));
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.in_use_pages, 400);
 	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);

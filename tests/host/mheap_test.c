@@ -346,6 +346,44 @@ KTEST(mheap, extend_pages_refuses_an_impossible_run)
 	mh_release(&heap);
 }
 
+/* A request that cannot be served gets NULL and a line naming why,
+ * changing nothing; thread-only set-up from an atomic context panics,
+ * naming the function. */
+KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	static const struct {
+		size_t npages;
+		unsigned flags;
+		const char *says;
+	} bad[] = {
+	        {0, 0, "zero pages"},
+	        {PALLOC_CHUNK_PAGES + 1, 0, "larger than the arena"},
+	        {MHEAP_ATOMIC_MAX_PAGES + 1, MHEAP_ATOMIC,
+	         "too large for MHEAP_ATOMIC"},
+	};
+	mm_port_set_quiet(true);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		KEXPECT(mheap_alloc_pages(&heap, bad[i].npages, bad[i].flags) ==
+		        NULL);
+		if (!strstr(mm_port_last_log(), bad[i].says))
+			ktest_fail_at(__FILE__, __LINE__, "%zu pages: \"%s\"",
+			              bad[i].npages, mm_port_last_log());
+	}
+	mm_port_set_quiet(false);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 0);
+	mh_release(&heap);
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	mm_port_set_atomic(true);
+	bool fired = MM_PORT_PANICS(mheap_init(&heap, &cfg));
+	mm_port_set_atomic(false);
+	KEXPECT(fired);
+	KEXPECT(strstr(mm_port_last_panic(), "mheap_init: thread-only call"));
+}
+
 /* Memory runs out mapping scavenged pages that an extension or a run of
  * more than 64 pages (unmapped and given back whole) would take: the call
  * fails, and the pages are free and scavenged as before. */
