@@ -64,8 +64,9 @@ enum mheap_hook_point {
 #ifdef MM_TEST_HOOKS
 /* Set by tests; NULL otherwise. Called in the context of whoever reaches
  * the point: thread context for all points above but
- * MHEAP_HOOK_GROW_COMMITTED, MHEAP_HOOK_ALLOC_MISSED,
- * MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC allocation reaches them too) and
+ * MHEAP_HOOK_GROW_PREPARED, MHEAP_HOOK_GROW_COMMITTED,
+ * MHEAP_HOOK_ALLOC_MISSED, MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC
+ * allocation reaches them too: it may grow the heap itself) and
  * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches too. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
