@@ -55,11 +55,36 @@ KTEST(mheap, scavenges_for_frames_when_short)
 	mh_release(&heap);
 }
 
+/* Frames short by 20 for an allocation's scavenged pages: 20 of the
+ * 300 free backed pages are given back, not all of them. */
+KTEST(mheap, scavenges_only_what_frames_need)
+{
+	KASSERT(mh_new(&heap, 64, 0, 0));
+	char *a = mheap_alloc_pages(&heap, 300, 0);
+	char *b = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a && b);
+	mheap_free_pages(&heap, a, 300);
+	mm_port_set_free_pages(300);
+	char *c = mheap_alloc_pages(&heap, 320, 0); /* past b: fresh */
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(c);
+	KEXPECT(c > b);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.sync_pages, 20);
+	KEXPECT_EQ(st.free_backed_pages, 280);
+	mheap_free_pages(&heap, b, 100);
+	mheap_free_pages(&heap, c, 320);
+	MH_CHECK(&heap, "after scavenging for frames");
+	mh_release(&heap);
+}
+
 KTEST(mheap, pacing_arithmetic)
 {
 	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 10), 99000); /* 1% */
 	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 500), 1000); /* 50% */
 	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 1000), 0);   /* no limit */
+	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 0), 0);      /* none set */
 	KEXPECT_EQ(mheap_pace_sleep_ns(0, 10), 0);
 	KEXPECT(mheap_pace_sleep_ns(UINT64_MAX, 1) > 0); /* saturates */
 	/* The share work / (work + sleep) is at most the budget. */

@@ -301,6 +301,12 @@ KTEST(mheap, extend_pages_edges)
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
 	KEXPECT(mheap_extend_pages(&heap, last, 2, 2)); /* to the end */
+	/* A run that ends at the arena's end is one: no more pages there,
+	 * and no line saying it is not a run. */
+	unsigned long logs = mm_port_log_count();
+	KEXPECT(!mheap_extend_pages(&heap, last, 4, 1));
+	KEXPECT(mheap_extend_pages(&heap, last, 4, 0));
+	KEXPECT_EQ(mm_port_log_count(), logs);
 	mheap_free_pages(&heap, last, 4);
 	mheap_free_pages(&heap, tail, PALLOC_CHUNK_PAGES - 4);
 	MH_CHECK(&heap, "after the extensions");
@@ -347,8 +353,8 @@ KTEST(mheap, extend_pages_refuses_an_impossible_run)
 }
 
 /* A request that cannot be served gets NULL and a line naming why,
- * changing nothing; thread-only set-up from an atomic context panics,
- * naming the function. */
+ * changing nothing; thread-only set-up (init, the scavenger's start)
+ * from an atomic context panics, naming the function. */
 KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
@@ -382,6 +388,15 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	mm_port_set_atomic(false);
 	KEXPECT(fired);
 	KEXPECT(strstr(mm_port_last_panic(), "mheap_init: thread-only call"));
+	KASSERT(mheap_init(&heap, &cfg));
+	mm_port_set_atomic(true);
+	fired = MM_PORT_PANICS(mheap_scavenger_start(&heap));
+	mm_port_set_atomic(false);
+	KEXPECT(fired);
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "mheap_scavenger_start: thread-only call"));
+	KEXPECT(heap.scav.thread == NULL);
+	mh_release(&heap);
 }
 
 /* Memory runs out mapping scavenged pages that an extension or a run of
