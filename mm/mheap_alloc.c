@@ -83,7 +83,11 @@
 static void scavenge_for_frames(struct mheap *h, size_t npages)
 {
 	size_t frames = mm_port_free_pages();
-	size_t want = h->cfg.low_watermark_pages + npages;
+	/* Saturating: a watermark near SIZE_MAX means "keep every frame",
+	 * and a sum that wrapped to a small number turned scavenging off. */
+	size_t want;
+	if (__builtin_add_overflow(h->cfg.low_watermark_pages, npages, &want))
+		want = SIZE_MAX;
 	if (frames >= want)
 		return;
 	size_t need = want - frames;
@@ -303,19 +307,20 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 	bool atomic = flags & MHEAP_ATOMIC;
 	if (!atomic)
 		mheap_assert_can_sleep("mheap_alloc_pages");
-	if (npages == 0 || npages > h->arena_pages ||
-	    (atomic && npages > MHEAP_ATOMIC_MAX_PAGES)) {
-		mm_log("mheap: alloc of %zu pages refused: %s", npages,
-		       npages == 0 ? "zero pages"
-		       : npages > h->arena_pages
-		               ? "larger than the arena"
-		               : "too large for MHEAP_ATOMIC");
-		return NULL;
-	}
-	void *p = alloc_pages(h, npages, flags);
+	const char *bad = npages == 0               ? "zero pages"
+	                  : npages > h->arena_pages ? "larger than the arena"
+	                  : atomic && npages > MHEAP_ATOMIC_MAX_PAGES
+	                          ? "too large for MHEAP_ATOMIC"
+	                          : NULL;
+	void *p = NULL;
+	if (bad)
+		mm_log("mheap: alloc of %zu pages refused: %s", npages, bad);
+	else
+		p = alloc_pages(h, npages, flags);
 	if (p)
 		mheap_span_set(h, (uintptr_t)p, npages, MHEAP_SPAN_PAGES);
 	if (!p && atomic) {
+		/* Every refused atomic call, one refused for its size too. */
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		h->counters.atomic_fails++;
 		mm_lock_release(&h->lock, irq);

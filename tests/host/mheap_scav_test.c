@@ -79,6 +79,28 @@ KTEST(mheap, scavenges_only_what_frames_need)
 	mh_release(&heap);
 }
 
+/* A watermark near SIZE_MAX (every frame kept: scavenge before any
+ * mapping) still scavenges: the sum with the pages wanted must not wrap
+ * to a small number that the free frames pass. */
+KTEST(mheap, a_huge_low_watermark_still_scavenges)
+{
+	KASSERT(mh_new(&heap, 64, 0, SIZE_MAX - 10));
+	char *a = mheap_alloc_pages(&heap, 300, 0);
+	char *b = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a && b);
+	mheap_free_pages(&heap, a, 300);
+	char *c = mheap_alloc_pages(&heap, 320, 0); /* past b: fresh */
+	KASSERT(c);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.sync_pages, 300);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	mheap_free_pages(&heap, b, 100);
+	mheap_free_pages(&heap, c, 320);
+	MH_CHECK(&heap, "after scavenging for a huge watermark");
+	mh_release(&heap);
+}
+
 KTEST(mheap, pacing_arithmetic)
 {
 	KEXPECT_EQ(mheap_pace_sleep_ns(1000, 10), 99000); /* 1% */

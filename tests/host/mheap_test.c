@@ -364,6 +364,7 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 		const char *says;
 	} bad[] = {
 	        {0, 0, "zero pages"},
+	        {0, MHEAP_ATOMIC, "zero pages"},
 	        {PALLOC_CHUNK_PAGES + 1, 0, "larger than the arena"},
 	        {MHEAP_ATOMIC_MAX_PAGES + 1, MHEAP_ATOMIC,
 	         "too large for MHEAP_ATOMIC"},
@@ -380,6 +381,7 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.grown_pages, 0);
+	KEXPECT_EQ(st.n.atomic_fails, 2); /* the two atomic calls */
 	mh_release(&heap);
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
