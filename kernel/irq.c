@@ -1,11 +1,13 @@
 /*
  * Dispatch of vectors 32..255 (see irq.h): count the nesting depth, run
- * the handler, check that it left the held locks and the preemption count
- * as it found them, acknowledge the controller, and give the scheduler its
- * chance to preempt when the outermost interrupt returns to a thread.
+ * the handler, check that it left the held locks, the preemption count
+ * and interrupts (off) as it found them, acknowledge the controller, and
+ * give the scheduler its chance to preempt when the outermost interrupt
+ * returns to a thread.
  */
 #include "irq.h"
 
+#include "arch/x86_64/cpu.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -51,11 +53,18 @@ void irq_dispatch(struct trap_frame *f)
 	else if (vec != IRQ_VEC_SPURIOUS)
 		printk("irq: unexpected interrupt vector %#x on cpu %u\n", vec,
 		       c->id);
+	/* A handler that turned interrupts on (an irqrestore of a state
+	 * that was not its own) would let any interrupt in before the EOI,
+	 * and the preemption below switch threads with them on: reported,
+	 * and put back off. */
+	bool irqs_on = (read_rflags() & RFLAGS_IF) != 0;
+	if (irqs_on)
+		cpu_cli();
 #if LOCKCHECK
 	/* A lock kept would be the interrupted thread's from here on (never
 	 * preempted, blamed at its next sleep); one released was its. */
-	if (c->nheld != nheld || c->preempt_count != preempt)
-		lockcheck_irq_return(vec, nheld, preempt);
+	if (c->nheld != nheld || c->preempt_count != preempt || irqs_on)
+		lockcheck_irq_return(vec, nheld, preempt, irqs_on);
 #endif
 	if (vec != IRQ_VEC_SPURIOUS && eoi_fn)
 		eoi_fn();

@@ -1,9 +1,11 @@
 /*
  * Interrupt vectors above the exceptions: device interrupts and IPIs.
  * Handlers run with interrupts off on the interrupted thread's stack,
- * and return with the spinlocks and preemption count they found (the
- * lock checker reports a lock kept or released, naming the vector); the
- * interrupt controller is acknowledged after the handler returns.
+ * and return with the spinlocks and preemption count they found and
+ * interrupts still off (the lock checker reports a lock kept or
+ * released, a changed count or interrupts turned on, naming the vector;
+ * irq_dispatch turns them off again); the interrupt controller is
+ * acknowledged after the handler returns.
  */
 #ifndef KERNEL_IRQ_H
 #define KERNEL_IRQ_H

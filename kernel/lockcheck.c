@@ -244,7 +244,8 @@ bool lockcheck_held(const struct spinlock *l, const char *what)
 	return false;
 }
 
-void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count)
+void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
+                          bool irqs_on)
 {
 	struct cpu *c = this_cpu();
 	const char *who = c->current ? c->current->name : "?";
@@ -262,6 +263,11 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count)
 		violation("interrupt handler for vector %#x returned with "
 		          "preemption count %d, %d on entry (thread %s)",
 		          vector, c->preempt_count, preempt_count, who);
+	else if (irqs_on)
+		violation("interrupt handler for vector %#x returned with "
+		          "interrupts enabled (thread %s); handlers run and "
+		          "return with them off",
+		          vector, who);
 }
 
 /*

@@ -32,9 +32,12 @@ bool lockcheck_held(const struct spinlock *l, const char *what);
 
 /* Called by irq_dispatch when a handler for vector returned with this
  * CPU's held-lock stack or preemption count unlike on entry (nheld and
- * preempt_count then): reports the lock it kept, the interrupted code's
- * lock it released, or the count. Interrupts off. */
-void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count);
+ * preempt_count then), or with interrupts enabled (irqs_on; irq_dispatch
+ * has disabled them again): reports the lock it kept, the interrupted
+ * code's lock it released, the count, or the interrupts. Interrupts
+ * off. */
+void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
+                          bool irqs_on);
 
 /* Called before a thread sleeps or yields: no spinlock may be held.
  * Returns false when one is (reported; in test mode the caller then

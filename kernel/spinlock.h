@@ -16,8 +16,8 @@
  * out-of-order spin_unlock_irqrestore turns interrupts back on counts as
  * held with them on); sleeping or yielding with a spinlock held;
  * releasing a lock this CPU does not hold; an interrupt handler that
- * returns holding a lock, having released the interrupted code's, or
- * with the preemption count changed.
+ * returns holding a lock, having released the interrupted code's, with
+ * the preemption count changed, or with interrupts enabled.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

@@ -90,6 +90,41 @@ KTEST(lockcheck, interrupt_handler_returns_unbalanced)
 	KEXPECT(!spin_held(&handler_lock) && !spin_held(&interrupted_lock));
 }
 
+/*
+ * A handler runs with interrupts off and must return so: one that turns
+ * them on (an irqrestore of a state that was not its own) lets any
+ * interrupt in before its EOI, and irq_dispatch's preemption point would
+ * switch threads with them on. Reported naming the vector; irq_dispatch
+ * turns them off again, so the rest of the return runs as it should.
+ */
+static void enable_interrupts(void)
+{
+	cpu_sti();
+}
+
+static void nothing(void)
+{
+}
+
+static void handler_turns_interrupts_on(void)
+{
+	in_handler(enable_interrupts);
+}
+
+static void handler_leaves_them_off(void)
+{
+	in_handler(nothing);
+}
+
+KTEST(lockcheck, interrupt_handler_returns_with_interrupts_on)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(handler_turns_interrupts_on), 1);
+	KEXPECT(message_has("vector 0xf3", "interrupts enabled"));
+	KEXPECT_EQ(recorded(handler_leaves_them_off), 0);
+	KEXPECT(read_rflags() & RFLAGS_IF);
+}
+
 #if KTEST_HOOKS
 /*
  * The held-lock stack is also read and pushed onto by interrupt handlers
