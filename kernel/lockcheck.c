@@ -213,6 +213,13 @@ bool lockcheck_release(struct spinlock *l)
 	for (int i = c->nheld - 1; i >= 0; i--) {
 		if (c->held[i] != l)
 			continue;
+		/* Interrupts on now, l was held with them on: whatever
+		 * turned them on under it (an unpin of mm's, a stray sti)
+		 * escaped lockcheck_irqs_on, so check l here. */
+		if (read_rflags() & RFLAGS_IF) {
+			check_irq_usage(l, c, true);
+			check_irq_rank(l, c, true);
+		}
 		unsigned long flags = stack_change_begin();
 		for (int j = i; j + 1 < c->nheld; j++)
 			c->held[j] = c->held[j + 1];

@@ -16,7 +16,9 @@
 
 void lockcheck_acquire(struct spinlock *l, bool irqs_on);
 void lockcheck_acquired(struct spinlock *l);
-/* Returns false when l is not held by this CPU (reported). */
+/* Returns false when l is not held by this CPU (reported). Called with
+ * interrupts as they were while l was held: if they are on, l is checked
+ * as held with them on. */
 bool lockcheck_release(struct spinlock *l);
 
 /* Called by spin_unlock_irqrestore just before it enables interrupts:

@@ -14,10 +14,11 @@
  * not rank below every lock used in interrupt context (lockrank.h), even
  * if no interrupt came while it was held (a lock still held when an
  * out-of-order spin_unlock_irqrestore turns interrupts back on counts as
- * held with them on); sleeping or yielding with a spinlock held;
- * releasing a lock this CPU does not hold; an interrupt handler that
- * returns holding a lock, having released the interrupted code's, with
- * the preemption count changed, or with interrupts enabled.
+ * held with them on, and so does one released with them on, whatever
+ * turned them on: an mm unpin, a bare sti); sleeping or yielding with a
+ * spinlock held; releasing a lock this CPU does not hold; an interrupt handler
+ * that returns holding a lock, having released the interrupted code's, with the
+ * preemption count changed, or with interrupts enabled.
  *
  * Statistics, always on: every acquisition counts, and so does every one
  * that found the lock taken (contended). The holder bumps both, under the

@@ -61,7 +61,11 @@ static void release_interrupted_lock(void)
 static void handler_keeps_a_lock(void)
 {
 	in_handler(take_handler_lock);
+	/* Let go with interrupts off, as a handler holds it: released with
+	 * them on, it would also count as held so. */
+	cpu_cli();
 	spin_unlock(&handler_lock);
+	cpu_sti();
 }
 
 static void handler_releases_interrupted_lock(void)

@@ -16,6 +16,7 @@
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/thread.h"
+#include "mm/port.h"
 #include "tests/kernel/lockcheck_util.h"
 
 static struct spinlock low = SPINLOCK_INIT("low", LOCK_RANK_TEST_LOW);
@@ -200,6 +201,41 @@ KTEST(lockcheck, irqrestore_out_of_order)
 	KEXPECT_EQ(recorded(restore_in_order), 0);
 	KEXPECT_EQ(recorded(restore_out_of_order), 1);
 	KEXPECT(message_has("restore_inner", "interrupts enabled"));
+}
+
+/*
+ * mm's pin (kernel/mm_port_inline.h) is an irqsave without a lock, and mm/
+ * takes its central locks inside one. Ended while such a lock is still
+ * held, it turns interrupts back on under it as an out-of-order
+ * irqrestore does, and the lock is checked as held with them on: here one
+ * ranked above the run queues' locks, which every tick takes.
+ */
+static struct spinlock pinned = SPINLOCK_INIT("pinned", LOCK_RANK_TEST_HIGH);
+
+static void unpin_after_unlock(void)
+{
+	struct mm_pin p = mm_port_pin();
+	unsigned long irq = spin_lock_irqsave(&pinned);
+	spin_unlock_irqrestore(&pinned, irq);
+	mm_port_unpin(p);
+}
+
+static void unpin_under_the_lock(void)
+{
+	struct mm_pin p = mm_port_pin();
+	unsigned long irq = spin_lock_irqsave(&pinned);
+	mm_port_unpin(p); /* interrupts on, pinned still held */
+	spin_unlock_irqrestore(&pinned, irq);
+}
+
+KTEST(lockcheck, unpin_under_a_lock)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	thread_sleep_ns(SCHED_TICK_NS); /* a tick took its run queue's lock */
+	KEXPECT_EQ(recorded(unpin_after_unlock), 0);
+	KEXPECT_EQ(recorded(unpin_under_the_lock), 1);
+	KEXPECT(message_has("pinned", "held with interrupts enabled"));
+	KEXPECT(read_rflags() & RFLAGS_IF);
 }
 
 static void release_unheld(void)
