@@ -145,9 +145,28 @@ static void check_irq_rank(struct spinlock *l, struct cpu *c, bool irqs_on)
 		          lock_rank_name((enum lock_rank)other));
 }
 
+/*
+ * A lock that spin_init or SPINLOCK_INIT never set up (zeroed memory) has
+ * no name and rank 0, which is no rank: every check below would be about
+ * nothing, and its holder field, 0, is CPU 0 (a false self-deadlock
+ * there). Reported naming its address; in test mode it is then taken
+ * unchecked. True when l was set up.
+ */
+static bool set_up(struct spinlock *l, struct cpu *c)
+{
+	if (l->name && lock_rank_exists(l->rank))
+		return true;
+	violation("cpu %u takes the lock at %p, which was never set up "
+	          "(name %s, rank %d): spin_init or SPINLOCK_INIT first",
+	          c->id, (void *)l, l->name ? l->name : "none", (int)l->rank);
+	return false;
+}
+
 void lockcheck_acquire(struct spinlock *l, bool irqs_on)
 {
 	struct cpu *c = this_cpu();
+	if (!set_up(l, c))
+		return;
 	if (atomic_load_explicit(&l->holder, memory_order_relaxed) ==
 	    (int)c->id)
 		panic("lock checker: cpu %u takes %s again (self-deadlock)",

@@ -44,3 +44,8 @@ bool lock_rank_is_leaf(enum lock_rank r)
 	const struct rank_info *ri = find(r);
 	return ri && ri->leaf;
 }
+
+bool lock_rank_exists(enum lock_rank r)
+{
+	return find(r) != NULL;
+}

@@ -106,4 +106,7 @@ const char *lock_rank_name(enum lock_rank r);
 /* True for a leaf: nothing may be taken while it is held. */
 bool lock_rank_is_leaf(enum lock_rank r);
 
+/* True when r is a rank of the table (production or test). */
+bool lock_rank_exists(enum lock_rank r);
+
 #endif

@@ -8,7 +8,9 @@
  * preemption. Any context but NMI.
  *
  * The checker (lockcheck.c, always on) keeps a per-CPU stack of held
- * locks and reports: a lock taken out of rank order; any lock taken while
+ * locks and reports: a lock taken that spin_init or SPINLOCK_INIT never
+ * set up (no name, no rank of the table), naming its address; a lock
+ * taken out of rank order; any lock taken while
  * a leaf is held; a lock used in interrupt context that is also taken
  * with interrupts enabled; a lock taken with interrupts enabled that does
  * not rank below every lock used in interrupt context (lockrank.h), even

@@ -238,6 +238,27 @@ KTEST(lockcheck, unpin_under_a_lock)
 	KEXPECT(read_rflags() & RFLAGS_IF);
 }
 
+/*
+ * A lock never set up (zeroed, as in bss or a zeroed allocation) has no
+ * name and no rank; its holder field reads as CPU 0. Taking it is
+ * reported as such, naming its address, on every CPU: not as a
+ * self-deadlock on CPU 0 and not at all elsewhere.
+ */
+static struct spinlock never_set_up;
+
+static void take_never_set_up(void)
+{
+	unsigned long irq = spin_lock_irqsave(&never_set_up);
+	spin_unlock_irqrestore(&never_set_up, irq);
+}
+
+KTEST(lockcheck, lock_never_set_up)
+{
+	KEXPECT_EQ(recorded(take_never_set_up), 1);
+	KEXPECT(message_has("was never set up", "spin_init"));
+	KEXPECT(!spin_held(&never_set_up));
+}
+
 static void release_unheld(void)
 {
 	spin_unlock(&high);
