@@ -40,8 +40,11 @@ struct semaphore stw_sema;
 static _Atomic bool stopped;
 static _Atomic unsigned nparked;
 static _Atomic cpumask_t parked; /* the CPUs counted in nparked */
-static const char *stop_reason;
 static _Atomic int stopper = -1; /* CPU id of the stopper */
+
+/* Written and read only by the holder of stw_sema, the stopper (read by
+ * stw_stop's nested-stop panic on the stopper's own CPU): */
+static const char *stop_reason;
 
 TEST_HOOK_DEFINE(stw_testing_after_send);
 TEST_HOOK_DEFINE(stw_testing_still_waiting);

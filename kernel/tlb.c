@@ -24,6 +24,9 @@
 #include "kernel/stw.h"
 #include "kernel/tlb_testing.h"
 
+/* Rank SHOOTDOWN, the lowest (kernel/lockrank.h), taken with interrupts
+ * on and never in an interrupt handler; nothing is held when it is taken.
+ * Protects the request below: one shootdown at a time. */
 static struct spinlock shootdown_lock =
         SPINLOCK_INIT("shootdown", LOCK_RANK_SHOOTDOWN);
 

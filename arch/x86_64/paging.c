@@ -52,6 +52,10 @@ static struct paging_frame_source frame_source;
  * vm_pte_clear, callable under the heap lock, a leaf), and readers
  * (vm_translate, prepared_leaf) take no lock. What keeps those safe is
  * that tables are never freed and entries change atomically (see above).
+ *
+ * Rank VM (kernel/lockrank.h), always taken irqsave; the one lock taken
+ * under it is the frame pool's (rank FRAMES, through frame_source.alloc)
+ * when a walk creates a table.
  */
 static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
 
