@@ -60,9 +60,18 @@ void tlb_init(void)
 
 void tlb_shootdown(uintptr_t va, size_t npages)
 {
-	if (!(read_rflags() & RFLAGS_IF) || this_cpu()->irq_depth > 0)
-		panic("tlb_shootdown with interrupts off: it would wait for "
-		      "CPUs that may be waiting for this one");
+	/* Either way it would wait for CPUs that may be waiting for this
+	 * one. An interrupt handler has interrupts off too, but says so
+	 * first: the caller to fix is the one it interrupted from. */
+	if (this_cpu()->irq_depth > 0)
+		panic("tlb_shootdown(%#lx, %zu pages) in an interrupt handler "
+		      "on cpu %u: it waits for every other CPU to flush, and "
+		      "they may be waiting for this one; unmap from a thread",
+		      (unsigned long)va, npages, this_cpu()->id);
+	if (!(read_rflags() & RFLAGS_IF))
+		panic("tlb_shootdown(%#lx, %zu pages) with interrupts off: it "
+		      "would wait for CPUs that may be waiting for this one",
+		      (unsigned long)va, npages);
 	if (stw_stopped_by_this_cpu()) {
 		/* The others are parked and flush all when released. */
 		tlb_flush_local(va, npages);

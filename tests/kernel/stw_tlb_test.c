@@ -6,9 +6,11 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
+#include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/stw.h"
@@ -201,5 +203,21 @@ KTEST(demo, stw_stop_nested)
 	stw_stop("demo: inner stop");
 	stw_start();
 	stw_start();
+}
+
+static void shootdown_in_handler(struct trap_frame *f)
+{
+	tlb_shootdown(0xfffffe80c0000000ull, 3);
+}
+
+/* A shootdown from an interrupt handler would wait with interrupts off
+ * for CPUs that may be waiting for this one: it must panic saying that
+ * it was called in an interrupt handler, naming the range. */
+KTEST(demo, tlb_shootdown_in_interrupt)
+{
+	irq_register(IRQ_VEC_TEST, shootdown_in_handler);
+	lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+	for (;;)
+		cpu_pause();
 }
 #endif
