@@ -247,7 +247,8 @@ static void bg_pace(struct mheap *h, uint64_t *since)
 }
 
 /* One line of what the thread did, at most every MHEAP_REPORT_NS, and
- * only when it released something since the last line. */
+ * only when it released something since the last line: at its goal, or
+ * idle above it (the free backed pages over the goal in dense chunks). */
 static void bg_report(struct mheap *h, const struct mheap_stats *st)
 {
 	uint64_t now = mm_port_now_ns();
@@ -255,10 +256,17 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 	    (h->scav.reported_ns &&
 	     now - h->scav.reported_ns < MHEAP_REPORT_NS))
 		return;
-	mm_log("scavenger: at goal (%zu free backed pages kept): %lu pages "
-	       "released in %lu runs so far, %lu us CPU",
-	       st->goal_pages, st->n.bg_pages, st->n.bg_runs,
-	       st->n.bg_cpu_ns / 1000);
+	if (st->free_backed_pages > st->goal_pages)
+		mm_log("scavenger: idle above its goal (%zu free backed pages "
+		       "kept, goal %zu: the rest lie in dense chunks): %lu "
+		       "pages released in %lu runs so far, %lu us CPU",
+		       st->free_backed_pages, st->goal_pages, st->n.bg_pages,
+		       st->n.bg_runs, st->n.bg_cpu_ns / 1000);
+	else
+		mm_log("scavenger: at goal (%zu free backed pages kept): %lu "
+		       "pages released in %lu runs so far, %lu us CPU",
+		       st->goal_pages, st->n.bg_pages, st->n.bg_runs,
+		       st->n.bg_cpu_ns / 1000);
 	h->scav.reported_pages = st->n.bg_pages;
 	h->scav.reported_ns = now;
 }

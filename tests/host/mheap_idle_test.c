@@ -6,6 +6,7 @@
  * that gives it something to take wakes it again.
  */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
@@ -94,5 +95,46 @@ KTEST(mheap_idle, goes_idle_when_only_dense_chunks_are_left)
 	KEXPECT_EQ(st.free_backed_pages, idle ? 0 : 16);
 	MH_CHECK(&heap, "after the scavenger");
 	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES - (idle ? 32 : 16));
+	mh_release(&heap);
+}
+
+/*
+ * Chunk 1 freed whole (sparse) and chunk 0 dense with 16 free pages, over
+ * a goal of 0: the thread releases chunk 1's pages, then goes idle above
+ * its goal with the 16 it may not take. Its report must say so: it said
+ * "at goal" whatever the reason it was idle.
+ */
+KTEST(mheap_idle, reports_idle_above_goal_as_such)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.goal_percent = 0;
+	cfg.cpu_permille = 1000; /* no paced sleeps */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	char *b = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a && b);
+	mheap_free_pages(&heap, a + (PALLOC_CHUNK_PAGES - 16) * PG, 16);
+	mheap_free_pages(&heap, b, PALLOC_CHUNK_PAGES);
+	mm_port_set_quiet(true);
+	unsigned long logs = mm_port_log_count();
+	KASSERT(mheap_scavenger_start(&heap));
+	/* Until its report, which comes after it went idle (the count's
+	 * lock orders the line's writing before the read). */
+	while (mm_port_log_count() == logs ||
+	       !strstr(mm_port_last_log(), "scavenger: "))
+		mm_port_yield();
+	const char *line = mm_port_last_log();
+	KEXPECT(strstr(line, "idle above its goal"));
+	KEXPECT(strstr(line, "16 free backed pages"));
+	mheap_scavenger_stop(&heap);
+	mm_port_set_quiet(false);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages, 16);
+	KEXPECT_EQ(st.n.bg_pages, PALLOC_CHUNK_PAGES);
+	MH_CHECK(&heap, "after the scavenger");
+	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES - 16);
 	mh_release(&heap);
 }
