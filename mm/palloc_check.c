@@ -19,7 +19,9 @@
  * search hint are searched for a free one (4), and the scavenge cursor is
  * checked to lie inside the arena (palloc_scav.c invariant 3). Metadata
  * pages that were never mapped hold nothing: their summaries count as 0
- * and are not read, and a grown chunk or free child under one is an error.
+ * and are not read, and a grown chunk or free child under one is an error;
+ * so is a grown chunk any of whose metadata (bitmaps, summaries) is not
+ * mapped (palloc_grow.c's invariant), checked before its bitmaps are read.
  *
  * Policy for errors (the port decides what mm_panic does: the kernel
  * panics, the host test port records the message and unwinds):
@@ -180,6 +182,12 @@ static void check_chunk(const struct palloc *p, size_t c,
 {
 	palloc_sum_t want = 0;
 	if (c < p->arena_chunks && palloc_chunk_grown(p, c)) {
+		/* Else reading its bitmaps would fault, not report. */
+		if (!palloc_chunk_meta_mapped(p, c))
+			mm_panic("palloc: check: chunk %zu is grown but its "
+			         "metadata is not mapped (bitmaps or "
+			         "summaries)",
+			         c);
 		const struct pallocbits *a = &p->alloc[c];
 		want = pallocbits_summarize(a);
 		n->grown_pages += PALLOC_CHUNK_PAGES;

@@ -34,8 +34,9 @@
  *            new chunk grown, all free and all scavenged, re-summarise the
  *            range upward and lower the search hint to the first new page.
  *
- * Invariants: a grown chunk's metadata pages are all mapped; mapped bits
- * are only ever set.
+ * Invariants: a grown chunk's metadata pages are all mapped
+ * (palloc_check_locked verifies it through palloc_chunk_meta_mapped);
+ * mapped bits are only ever set.
  * Locking: prepare runs without the owner's lock (asserted) and its callers
  * serialise it (checked with an atomic flag); commit needs the owner's lock.
  * The mapped bitmap is atomic because commit reads it under the owner's
@@ -148,7 +149,7 @@ bool palloc_meta_mapped(const struct palloc *p, const void *addr, size_t nbytes)
 }
 
 /* Maps the unmapped pages under [addr, addr + nbytes), run by run. */
-static bool meta_map(struct palloc *p, const void *addr, size_t nbytes)
+static bool meta_map(const struct palloc *p, const void *addr, size_t nbytes)
 {
 	size_t off = (uintptr_t)addr - p->meta_base;
 	size_t pg = off / MM_PAGE_SIZE,
@@ -265,8 +266,9 @@ static const char *grow_problem(const struct palloc *p, uintptr_t base,
 
 /* Calls fn on each metadata range the chunks [c0, c1) need beyond init's;
  * stops at the first false. */
-static bool each_meta_range(struct palloc *p, size_t c0, size_t c1,
-                            bool (*fn)(struct palloc *, const void *, size_t))
+static bool each_meta_range(const struct palloc *p, size_t c0, size_t c1,
+                            bool (*fn)(const struct palloc *, const void *,
+                                       size_t))
 {
 	for (unsigned l = 1; l < p->levels; l++) {
 		unsigned shift = palloc_level_shift(p, l);
@@ -279,9 +281,9 @@ static bool each_meta_range(struct palloc *p, size_t c0, size_t c1,
 	return fn(p, &p->alloc[c0], n) && (!p->scav || fn(p, &p->scav[c0], n));
 }
 
-static bool meta_range_mapped(struct palloc *p, const void *addr, size_t nbytes)
+bool palloc_chunk_meta_mapped(const struct palloc *p, size_t c)
 {
-	return palloc_meta_mapped(p, addr, nbytes);
+	return each_meta_range(p, c, c + 1, palloc_meta_mapped);
 }
 
 bool palloc_grow_prepare(struct palloc *p, uintptr_t base, size_t nbytes)
@@ -340,7 +342,7 @@ bool palloc_grow_commit_locked(struct palloc *p, uintptr_t base, size_t nbytes)
 	if (!why) {
 		c0 = (base - p->arena_base) >> PALLOC_CHUNK_SHIFT;
 		c1 = c0 + (nbytes >> PALLOC_CHUNK_SHIFT);
-		if (!each_meta_range(p, c0, c1, meta_range_mapped))
+		if (!each_meta_range(p, c0, c1, palloc_meta_mapped))
 			why = "metadata not prepared (call "
 			      "palloc_grow_prepare first)";
 	}

@@ -102,6 +102,11 @@ static inline uintptr_t palloc_range_limit(uintptr_t base, size_t npages)
 bool palloc_meta_mapped(const struct palloc *p, const void *addr,
                         size_t nbytes);
 
+/* True if all of chunk c's metadata beyond init's is mapped: its bitmaps
+ * and its summary at every level below the root (palloc_grow.c's
+ * invariant for a grown chunk). */
+bool palloc_chunk_meta_mapped(const struct palloc *p, size_t c);
+
 /*
  * Re-summarises the chunks holding the pages [pi, pi + npages) from their
  * bitmaps, then each level above from its children, stopping at the first

@@ -162,6 +162,27 @@ KTEST(palloc_check, bad_frees_panic_and_change_nothing)
 	tp_release(&p);
 }
 
+/*
+ * A grown chunk's metadata must all be mapped (palloc_grow.c's invariant):
+ * a grown bit set for a chunk whose bitmaps were never prepared is
+ * reported by name. Chunk 100 of 256 has its leaf summary on chunk 0's
+ * page, which is mapped, but its bitmaps on a page of their own, which is
+ * not: the check read them and faulted.
+ */
+KTEST(palloc_check, catches_a_grown_chunk_without_metadata)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 256, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	TP_CHECK(&p, "clean");
+	p.grown[100 / 64] |= 1ull << (100 % 64);
+	expect_check_fails(&p, "check: chunk 100 is grown but its metadata "
+	                       "is not mapped");
+	p.grown[100 / 64] &= ~(1ull << (100 % 64));
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
 KTEST(palloc_check, bad_free_dumps_the_chunk)
 {
 	struct palloc p;
