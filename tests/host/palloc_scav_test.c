@@ -2,9 +2,10 @@
  * palloc's scavenging primitives (mm/palloc_scav.c) as tables: the highest
  * free backed run first, runs across bitmap words, nearly full chunks
  * skipped unless forced, take and return keeping the bitmaps and
- * counts exact (palloc_check after every step), and the cursor finding
- * frees above it by wrapping around and going back to the top after a
- * search that found nothing.
+ * counts exact (palloc_check after every step), and the cursor staying
+ * on its chunk, going down before it wraps around to find frees above it,
+ * and going back to the top after a search that found nothing; masks of
+ * runs up to the largest, 64 pages.
  */
 #include "palloc_test_util.h"
 
@@ -291,6 +292,79 @@ KTEST(palloc_scav, mask_of_a_run_across_chunks)
 	struct palloc_refusal r;
 	KEXPECT(palloc_take_refusal_locked(&p, &r));
 	KEXPECT(strcmp(r.reason, "over 64 pages for a mask") == 0);
+	TP_CHECK(&p, "after the masked free");
+	tp_release(&p);
+}
+
+/* A take of up to max pages, not forced, returned at once; its run (or
+ * {0, 0}) in *r. */
+static bool take_max(struct palloc *p, size_t max, struct palloc_run *r)
+{
+	*r = (struct palloc_run){0, 0};
+	if (!palloc_scav_take_locked(p, max, 0, r))
+		return false;
+	palloc_scav_return_locked(p, r->base, r->npages);
+	return true;
+}
+
+/*
+ * The cursor stays on the chunk it found a run in (a take limited by max
+ * goes on in that chunk next), and the chunks below it come before a free
+ * above it, found only by wrapping. A cursor on the arena's top chunk
+ * (one past it: the arena's chunk count) is valid.
+ */
+KTEST(palloc_scav, cursor_goes_down_before_wrapping)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 1, .alloc = {{0, 400}}},
+	        {.chunk = 3, .alloc = {{0, 480}}},
+	        {.chunk = 7, .alloc = {{0, 448}}},
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	static const struct {
+		size_t max, pi, n;
+	} want[] = {
+	        {32, P(7, 480), 32}, {32, P(7, 448), 32}, {64, P(3, 480), 32},
+	        {64, P(1, 448), 64}, {64, P(1, 400), 48}, {64, P(7, 0), 16},
+	        {64, NONE, 0},
+	};
+	for (size_t i = 0; i < NELEM(want); i++) {
+		if (i == 3) /* above the cursor, now on chunk 3 */
+			palloc_free(&p, tp_addr(&p, P(7, 0)), 16);
+		struct palloc_run r;
+		bool found = take_max(&p, want[i].max, &r);
+		if (found != (want[i].pi != NONE) ||
+		    (found && (r.base != tp_addr(&p, want[i].pi) ||
+		               r.npages != want[i].n)))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "take %zu: found %d at 0x%lx+%zu", i,
+			              found, r.base, r.npages);
+		TP_CHECK(&p, "after a take");
+	}
+	tp_release(&p);
+}
+
+/* The largest masked run, 64 pages across a chunk boundary: its mask has
+ * every bit in use, and freed with it, nothing has changed. */
+KTEST(palloc_scav, mask_of_64_pages)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk cs[] = {
+	        {.chunk = 0, .alloc = {{0, 480}}, .scav = {{490, 4}}},
+	        {.chunk = 1, .alloc = {{32, 480}}, .scav = {{0, 8}, {31, 1}}},
+	};
+	KASSERT(palloc_test_build(&p, cs, NELEM(cs)));
+	struct tp_snap s = tp_snapshot(&p);
+	uint64_t mask = 0;
+	uintptr_t base = tp_addr(&p, P(0, 480));
+	KASSERT_EQ(palloc_alloc_mask_locked(&p, 64, &mask), base);
+	KEXPECT_EQ(mask, 0x3c00ull | 0xffull << 32 | 1ull << 63);
+	TP_CHECK(&p, "after the masked alloc");
+	palloc_free_mask_locked(&p, base, 64, mask);
+	KEXPECT(tp_unchanged(&p, s));
 	TP_CHECK(&p, "after the masked free");
 	tp_release(&p);
 }
