@@ -201,6 +201,46 @@ KTEST(palloc_check, bad_free_dumps_the_chunk)
 	tp_release(&p);
 }
 
+static const char *const unlocked_names[] = {
+        "palloc_alloc_mask_locked",  "palloc_alloc_backed_locked",
+        "palloc_alloc_range_locked", "palloc_free_mask_locked",
+        "palloc_free_check_locked",  "palloc_free_below_locked",
+        "palloc_scav_take_locked",   "palloc_scav_return_locked",
+};
+
+/* Calls the _locked function unlocked_names[i] names (without the lock);
+ * true if it panicked. A function of its own for MM_PORT_PANICS's setjmp.
+ */
+__attribute__((noinline)) static bool unlocked_call_panics(struct palloc *p,
+                                                           size_t i)
+{
+	uint64_t mask;
+	struct palloc_backed b;
+	struct palloc_run run;
+	uintptr_t end = TP_BASE + PALLOC_CHUNK_BYTES;
+	switch (i) {
+	case 0:
+		return MM_PORT_PANICS(palloc_alloc_mask_locked(p, 1, &mask));
+	case 1:
+		return MM_PORT_PANICS(
+		        palloc_alloc_backed_locked(p, 1, NULL, &b));
+	case 2:
+		return MM_PORT_PANICS(
+		        palloc_alloc_range_locked(p, TP_BASE, 1, NULL));
+	case 3:
+		return MM_PORT_PANICS(
+		        palloc_free_mask_locked(p, TP_BASE, 1, 0));
+	case 4:
+		return MM_PORT_PANICS(palloc_free_check_locked(p, TP_BASE, 1));
+	case 5:
+		return MM_PORT_PANICS(palloc_free_below_locked(p, end));
+	case 6:
+		return MM_PORT_PANICS(palloc_scav_take_locked(p, 1, 0, &run));
+	default:
+		return MM_PORT_PANICS(palloc_scav_return_locked(p, TP_BASE, 1));
+	}
+}
+
 KTEST(palloc_check, lock_contract)
 {
 	mm_lock_t lock;
@@ -216,6 +256,13 @@ KTEST(palloc_check, lock_contract)
 	                                     "without the owner's lock"));
 	KEXPECT(MM_PORT_PANICS(palloc_free_locked(&p, TP_BASE, 1)));
 	KEXPECT(MM_PORT_PANICS(palloc_check_locked(&p)));
+	/* Every other _locked call asserts it too, naming itself. */
+	for (size_t i = 0; i < NELEM(unlocked_names); i++)
+		if (!unlocked_call_panics(&p, i) ||
+		    !strstr(mm_port_last_panic(), unlocked_names[i]))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "%s without the lock: %s",
+			              unlocked_names[i], mm_port_last_panic());
 	unsigned long irq = mm_lock_acquire(&lock);
 	KEXPECT_EQ(palloc_alloc_locked(&p, 1, NULL), TP_BASE);
 	KEXPECT(MM_PORT_PANICS(palloc_grow_prepare(&p, TP_BASE, 4096)));
@@ -229,5 +276,27 @@ KTEST(palloc_check, lock_contract)
 	p.preparing = 0;
 	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), TP_BASE + 4096);
 	palloc_check(&p);
+	tp_release(&p);
+}
+
+/* The refusal record holds the last call's refusal only: each alloc,
+ * alloc_range and grow_commit clears it first, so an owner that takes it
+ * after a call that went through finds nothing, not an older refusal. */
+KTEST(palloc_check, a_refusal_is_cleared_by_the_next_call)
+{
+	struct palloc p;
+	struct palloc_refusal r;
+	KASSERT(tp_new(&p, TP_BASE, 4, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KEXPECT_EQ(palloc_alloc_locked(&p, 0, NULL), 0);
+	KEXPECT_EQ(palloc_alloc_locked(&p, 1, NULL), TP_BASE);
+	KEXPECT(!palloc_take_refusal_locked(&p, &r));
+	KEXPECT(!palloc_alloc_range_locked(&p, TP_BASE, 1, NULL));
+	KEXPECT(palloc_alloc_range_locked(&p, TP_BASE + 4096, 1, NULL));
+	KEXPECT(!palloc_take_refusal_locked(&p, &r));
+	KEXPECT(!palloc_grow_commit_locked(&p, TP_BASE + 1, 1));
+	KEXPECT(palloc_grow_commit_locked(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KEXPECT(!palloc_take_refusal_locked(&p, &r));
+	TP_CHECK(&p, "after the refusals");
 	tp_release(&p);
 }
