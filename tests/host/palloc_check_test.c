@@ -206,6 +206,7 @@ static const char *const unlocked_names[] = {
         "palloc_alloc_range_locked", "palloc_free_mask_locked",
         "palloc_free_check_locked",  "palloc_free_below_locked",
         "palloc_scav_take_locked",   "palloc_scav_return_locked",
+        "palloc_grow_commit_locked",
 };
 
 /* Calls the _locked function unlocked_names[i] names (without the lock);
@@ -236,8 +237,11 @@ __attribute__((noinline)) static bool unlocked_call_panics(struct palloc *p,
 		return MM_PORT_PANICS(palloc_free_below_locked(p, end));
 	case 6:
 		return MM_PORT_PANICS(palloc_scav_take_locked(p, 1, 0, &run));
-	default:
+	case 7:
 		return MM_PORT_PANICS(palloc_scav_return_locked(p, TP_BASE, 1));
+	default:
+		return MM_PORT_PANICS(palloc_grow_commit_locked(
+		        p, TP_BASE, PALLOC_CHUNK_BYTES));
 	}
 }
 

@@ -179,6 +179,46 @@ KTEST(palloc_grow, arena_at_address_zero)
 	tp_release(&p);
 }
 
+/* With scavenged pages tracked, page 0 of an arena at address 0 is
+ * allocated from its growth on, so it is not scavenged either (palloc.c
+ * invariants 3 and 6), and the counts leave it out. */
+KTEST(palloc_grow, arena_at_address_zero_tracks_scavenging)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, 0, 4, 0));
+	KASSERT(palloc_grow(&p, 0, CB));
+	TP_CHECK(&p, "grown at address 0");
+	struct palloc_stats st;
+	palloc_stats_locked(&p, &st);
+	KEXPECT_EQ(st.free_pages, 511);
+	KEXPECT_EQ(st.scav_pages, 511);
+	size_t nscav = 0;
+	KEXPECT_EQ(palloc_alloc(&p, 511, &nscav), MM_PAGE_SIZE);
+	KEXPECT_EQ(nscav, 511);
+	TP_CHECK(&p, "all handed out");
+	tp_release(&p);
+}
+
+/* The largest arena palloc takes, PALLOC_MAX_ARENA_BYTES (5 levels, 16384
+ * root entries), grown at both ends: its last page is handed out. */
+KTEST(palloc_grow, largest_arena)
+{
+	struct palloc p;
+	size_t chunks = PALLOC_MAX_ARENA_BYTES / CB;
+	KASSERT(tp_new(&p, TP_BASE, chunks, 0));
+	KEXPECT_EQ(p.levels, 5);
+	KEXPECT_EQ(p.root_entries, 16384);
+	uintptr_t end = TP_BASE + PALLOC_MAX_ARENA_BYTES;
+	KASSERT(palloc_grow(&p, TP_BASE, CB));
+	KASSERT(palloc_grow(&p, end - CB, CB));
+	KEXPECT_EQ(palloc_alloc(&p, 512, NULL), TP_BASE);
+	KEXPECT_EQ(palloc_alloc(&p, 511, NULL), end - CB);
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), end - MM_PAGE_SIZE);
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
+	TP_CHECK(&p, "largest arena");
+	tp_release(&p);
+}
+
 /* Each refused call logs a line naming the range and changes nothing. */
 static void expect_refused_grow(struct palloc *p, uintptr_t base, size_t nbytes,
                                 const char *why)
