@@ -92,7 +92,10 @@ __attribute__((noreturn)) void thread_exit(void);
  * longer a live thread's) or one that another join has claimed panics,
  * naming it, and so does a join of a boot thread (main or a CPU's idle
  * thread), which would wait for good. A struct freed and reused by a new thread
- * since cannot be told apart: that join waits for the new thread. */
+ * since cannot be told apart: that join waits for the new thread.
+ * Thread context, no spinlock held, interrupts on: a join that may not
+ * sleep is reported by the lock checker (a panic; in its test mode
+ * recorded, and t is left alone, neither claimed nor freed). */
 void thread_join(struct thread *t);
 
 /* Lets other runnable threads on this CPU run first. */

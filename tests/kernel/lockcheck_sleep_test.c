@@ -2,7 +2,8 @@
  * The lock checker's sleep checks (see lockcheck_test.c for its other
  * rules): a thread that sleeps or yields holding a spinlock, with
  * interrupts off, or (thread_sleep_unlock) holding a lock besides the one
- * the sleep releases, is reported in test mode and refused.
+ * the sleep releases, is reported in test mode and refused; so is a join
+ * that cannot sleep, which then leaves its thread alone.
  */
 #include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
@@ -156,4 +157,70 @@ KTEST(lockcheck, sleeping_with_a_negative_preemption_count)
 	KEXPECT_EQ(recorded(sleep_with_negative_count), 1);
 	KEXPECT(message_has("thread_sleep", "preemption count -1"));
 	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+}
+
+/*
+ * A join that may not sleep (here with preemption disabled) is refused
+ * like any other sleep, and leaves the thread alone: in record mode the
+ * wait for its exit returns at once, and a join that went on from there
+ * freed the stack and struct of a thread still blocked on a wait queue.
+ * The target blocks on join_wq first, on this CPU, and is then looked
+ * for by id among the live threads (thread_snapshot).
+ */
+static struct waitq join_wq = WAITQ_INIT("join_wq");
+static bool join_gate_open;
+static struct thread *join_target;
+
+static bool join_gate(void *arg)
+{
+	return join_gate_open;
+}
+
+static void wait_at_join_gate(void *arg)
+{
+	waitq_wait_until(&join_wq, join_gate, NULL);
+}
+
+static void join_unpreemptible(void)
+{
+	preempt_disable();
+	thread_join(join_target); /* refused in record mode */
+	preempt_enable();
+}
+
+/* The state of the live thread with this id; false if there is none. */
+static bool live_thread_state(unsigned id, enum thread_state *state)
+{
+	static struct thread_info ti[256]; /* oldest first: room for all */
+	unsigned n = thread_snapshot(ti, 256);
+	for (unsigned i = 0; i < n && i < 256; i++)
+		if (ti[i].id == id) {
+			*state = ti[i].state;
+			return true;
+		}
+	return false;
+}
+
+KTEST(lockcheck, join_that_cannot_sleep_is_refused)
+{
+	join_gate_open = false;
+	join_target = thread_create("join_target", wait_at_join_gate, NULL,
+	                            this_cpu()->id);
+	KASSERT(join_target != NULL);
+	unsigned id = join_target->id;
+	enum thread_state st = THREAD_RUNNABLE;
+	while (live_thread_state(id, &st) && st != THREAD_BLOCKED)
+		thread_yield();
+	KASSERT(st == THREAD_BLOCKED);
+	KEXPECT_EQ(recorded(join_unpreemptible), 1);
+	KEXPECT(message_has("thread_join", "preemption disabled"));
+	/* Freed, it must not be woken (its struct on join_wq is stale). */
+	KASSERT(live_thread_state(id, &st));
+	KEXPECT_EQ(st, THREAD_BLOCKED);
+	unsigned long irq = spin_lock_irqsave(&join_wq.lock);
+	join_gate_open = true;
+	waitq_wake_all_locked(&join_wq);
+	spin_unlock_irqrestore(&join_wq.lock, irq);
+	thread_join(join_target);
+	KEXPECT(!live_thread_state(id, &st));
 }
