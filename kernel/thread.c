@@ -166,6 +166,11 @@ static struct cpu *pick_cpu(unsigned cpu_id)
 struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
                              unsigned cpu_id)
 {
+	/* Named here, by its creator: without a function the new thread
+	 * would fault at address 0, with nothing to say who made it. */
+	if (!name || !fn)
+		panic("thread_create: thread %s has no %s",
+		      name ? name : "(null)", fn ? "name" : "function");
 	struct cpu *c = pick_cpu(cpu_id);
 	if (!c)
 		return NULL;

@@ -74,7 +74,8 @@ struct thread {
  * Creates a runnable thread running fn(arg) on CPU cpu_id (or, with
  * THREAD_ANY_CPU, the CPU with the fewest threads). Returns NULL, with
  * nothing allocated, when memory is short or the CPU is not online.
- * Thread context, after heap_init (the struct comes from kmalloc).
+ * Panics, naming the thread, when name or fn is NULL. Thread context,
+ * after heap_init (the struct comes from kmalloc).
  */
 #define THREAD_ANY_CPU (~0u)
 struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,

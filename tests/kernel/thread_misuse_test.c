@@ -54,4 +54,14 @@ KTEST(demo, thread_exit_in_record_mode)
 	KASSERT(t != NULL);
 	thread_join(t);
 }
+
+/* A thread with no function must be refused where it is made, naming it,
+ * not crash at address 0 in the new thread, far from its creator. */
+KTEST(demo, thread_create_without_a_function)
+{
+	struct thread *t = thread_create("no_fn", NULL, NULL, this_cpu()->id);
+	ktest_diag("thread_create returned %p", (void *)t);
+	if (t)
+		thread_join(t);
+}
 #endif
