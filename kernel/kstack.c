@@ -6,7 +6,9 @@
  * free of it (the slot free again, or another stack's by then) is told
  * apart from the first and refused before anything is unmapped.
  * Locking: the kstack lock protects the slot bitmap and generations only;
- * mapping happens outside it on a slot the caller now owns. Thread context.
+ * mapping happens outside it on a slot the caller now owns. Contexts: as
+ * kstack.h says of each function (kstack_free, which shoots TLB entries
+ * down, is the one that needs a thread with interrupts on).
  */
 #include "kstack.h"
 

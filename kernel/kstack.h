@@ -20,7 +20,9 @@ struct kstack {
 };
 
 /* Maps npages (1..KSTACK_MAX_PAGES) of stack above a guard page. Returns
- * false, with nothing allocated, when frames or slots run out. */
+ * false, with nothing allocated, when frames or slots run out (or npages
+ * is out of that range). Any context but NMI (boot, before the scheduler,
+ * makes the APs' stacks with interrupts off). */
 bool kstack_alloc(unsigned npages, struct kstack *out);
 
 /* Unmaps the stack, shoots its TLB entries down on every CPU, and frees
@@ -36,7 +38,8 @@ void kstack_free(const struct kstack *s);
 void kstack_free_local(const struct kstack *s);
 
 /* True when va lies in the guard page of a kernel stack (the boot stack's
- * included): a fault there is a stack overflow. */
+ * included): a fault there is a stack overflow. Any context, takes no lock
+ * (the fault handler asks). */
 bool kstack_is_guard(uintptr_t va);
 
 #endif

@@ -4,8 +4,10 @@
  * wait queues. A thread stays on the CPU it was created for (no migration),
  * which keeps every scheduling decision under one run-queue lock.
  *
- * Contexts: everything here is thread context only, except thread_wake,
- * waitq_wake_* and sched_tick, which may also run in interrupt handlers.
+ * Contexts: each declaration says. What may sleep is for threads with no
+ * spinlock held, preemption and interrupts on (the lock checker reports
+ * any other); thread_wake, waitq_wake_*, sema_release and sema_try_acquire
+ * may also run in interrupt handlers (not NMIs: they take spinlocks).
  */
 #ifndef KERNEL_THREAD_H
 #define KERNEL_THREAD_H
@@ -99,16 +101,19 @@ __attribute__((noreturn)) void thread_exit(void);
  * recorded, and t is left alone, neither claimed nor freed). */
 void thread_join(struct thread *t);
 
-/* Lets other runnable threads on this CPU run first. */
+/* Lets other runnable threads on this CPU run first. Thread context, no
+ * spinlock held, preemption and interrupts on (else refused, reported). */
 void thread_yield(void);
 
-/* Sleeps at least ns nanoseconds; wakes within one timer tick after. A
- * deadline past the clock's range (ns near UINT64_MAX) never comes: only
- * thread_wake ends such a sleep. */
+/* Sleeps at least ns nanoseconds, unless thread_wake ends the sleep
+ * first; wakes within one timer tick after (ns 0 sleeps until the next
+ * tick). A deadline past the clock's range (ns near UINT64_MAX) never
+ * comes: only thread_wake ends such a sleep. Thread context, as for
+ * thread_yield. */
 void thread_sleep_ns(uint64_t ns);
 
 /*
- * Sleeps up to ns, or until thread_wake, after releasing held (taken with
+ * Sleeps as thread_sleep_ns(ns) does, after releasing held (taken with
  * spin_lock_irqsave, irq_state as it returned): a waker that needs held
  * cannot slip between the caller's check and the sleep. Thread context;
  * held is the only spinlock the caller holds, and interrupts were on
@@ -117,6 +122,9 @@ void thread_sleep_ns(uint64_t ns);
 void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
                          uint64_t ns);
 
+/* The calling thread; in an interrupt handler, the interrupted one. Any
+ * context, once sched_init (on an AP, sched_start_ap) has run: NULL
+ * before. */
 struct thread *thread_current(void);
 
 /*
@@ -157,19 +165,25 @@ struct sched_cpu_info {
  * interrupts off, no run-queue lock held (takes cpu's, rank RUNQUEUE). */
 bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out);
 
-/* The state's name ("running", "sleeping", ...). */
+/* The state's name ("running", "sleeping", ...). Any context. */
 const char *thread_state_name(enum thread_state s);
 
-/* Makes a blocked or sleeping thread runnable. Any context. */
+/* Makes a blocked or sleeping thread runnable. One not asleep yet is left
+ * as it is (the wake is lost: a sleeper checks its condition under a lock
+ * its sleep releases, as wait queues and thread_sleep_unlock do). Any
+ * context but NMI; t must be a live thread. */
 void thread_wake(struct thread *t);
 
-/* The scheduler. sched_init makes the boot context a thread; each CPU then
- * runs sched_start_cpu (never returns on APs: becomes the idle loop). */
+/* The scheduler. sched_init makes the boot context thread main and gives
+ * the boot CPU its idle thread: the boot CPU, once, after time_init,
+ * interrupts off. Each AP then runs sched_start_ap, once, interrupts off,
+ * which never returns: the AP's boot context becomes its idle thread. */
 void sched_init(void);
 void sched_start_ap(void) __attribute__((noreturn));
-void sched_enable_tick(void);
 
-/* Timer interrupt work: wake due sleepers, preempt an expired slice. */
+/* Timer interrupt work: wake due sleepers, preempt an expired slice. The
+ * timer interrupt's handler only (interrupts off, this CPU's run-queue lock
+ * not held). */
 void sched_tick(void);
 
 /* A test hook called from every timer tick on every CPU (or NULL). */

@@ -21,16 +21,19 @@ struct waitq {
 		.lock = SPINLOCK_INIT(wname, LOCK_RANK_WAITQ) \
 	}
 
+/* Any context, before the queue is first used. */
 void waitq_init(struct waitq *wq, const char *name);
 
 /*
  * Blocks until cond(arg) returns true. cond runs with wq->lock held and
  * interrupts off, so a waker that makes it true and then wakes the queue
- * cannot be missed. Thread context, no spinlock held.
+ * cannot be missed. Thread context, no spinlock held, preemption and
+ * interrupts on (the lock checker reports any other; in its test mode the
+ * call then returns at once, cond not checked).
  */
 void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
 
-/* Wake the first waiter / every waiter. Any context. */
+/* Wake the first waiter / every waiter. Any context but NMI. */
 void waitq_wake_one(struct waitq *wq);
 void waitq_wake_all(struct waitq *wq);
 /* The same with wq->lock already held by the caller (the lock checker
@@ -45,9 +48,13 @@ struct semaphore {
 	int count;
 };
 
+/* Any context, before the semaphore is first used. */
 void sema_init(struct semaphore *s, const char *name, int count);
-void sema_acquire(struct semaphore *s); /* thread context, may block */
+/* Takes a unit, blocking until there is one: as waitq_wait_until. */
+void sema_acquire(struct semaphore *s);
+/* Takes a unit if there is one, never blocks: any context but NMI. */
 bool sema_try_acquire(struct semaphore *s);
-void sema_release(struct semaphore *s); /* any context */
+/* Gives a unit back and wakes a waiter: any context but NMI. */
+void sema_release(struct semaphore *s);
 
 #endif
