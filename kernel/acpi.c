@@ -218,7 +218,7 @@ void acpi_init(void)
 	struct acpi_reader r = {kernel_map, NULL};
 	struct acpi_table t = {0};
 	struct acpi_diag d = {"", 0};
-	if (cmdline_get("acpi.no_madt", NULL, 0)) {
+	if (cmdline_flag("acpi.no_madt")) {
 		problem = "no MADT";
 		problem_detail = "acpi.no_madt on the command line";
 		printk("acpi: no MADT: acpi.no_madt on the command line\n");

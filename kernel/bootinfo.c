@@ -11,6 +11,9 @@
  * one whose kernel image is not the kernel as linked (another virtual
  * base, an unaligned or short image, one past the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
+ * The command line's options are read here too: a value its option
+ * refuses and an on/off option given a value are each printed, naming
+ * the word.
  */
 #include "bootinfo.h"
 
@@ -248,6 +251,21 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* The word at *p (its length in *wlen), leaving *p past it; NULL at the
+ * end of the command line. */
+static const char *next_word(const char **p, size_t *wlen)
+{
+	const char *q = *p;
+	while (is_blank(*q))
+		q++;
+	const char *word = q;
+	while (*q && !is_blank(*q))
+		q++;
+	*p = q;
+	*wlen = (size_t)(q - word);
+	return *wlen ? word : NULL;
+}
+
 bool cmdline_get(const char *key, char *buf, size_t size)
 {
 	return cmdline_find(boot_state.cmdline, key, buf, size);
@@ -255,15 +273,9 @@ bool cmdline_get(const char *key, char *buf, size_t size)
 
 bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size)
 {
-	size_t klen = strlen(key);
-	const char *p = cmdline;
-	while (*p) {
-		while (is_blank(*p))
-			p++;
-		const char *word = p;
-		while (*p && !is_blank(*p))
-			p++;
-		size_t wlen = (size_t)(p - word);
+	size_t klen = strlen(key), wlen;
+	const char *word;
+	for (const char *p = cmdline; (word = next_word(&p, &wlen));) {
 		if (wlen < klen || strncmp(word, key, klen) != 0)
 			continue;
 		if (wlen == klen) {
@@ -322,4 +334,28 @@ bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
 	}
 	*out = v;
 	return true;
+}
+
+bool cmdline_flag(const char *key)
+{
+	return cmdline_find_flag(boot_state.cmdline, key);
+}
+
+bool cmdline_find_flag(const char *cmdline, const char *key)
+{
+	size_t klen = strlen(key), wlen;
+	const char *word;
+	for (const char *p = cmdline; (word = next_word(&p, &wlen));) {
+		if (wlen < klen || strncmp(word, key, klen) != 0)
+			continue;
+		if (wlen == klen)
+			return true;
+		if (word[klen] != '=')
+			continue;
+		printk("cmdline: %.*s: %s takes no value (written alone, it "
+		       "turns the option on); ignored\n",
+		       (int)wlen, word, key);
+		return false;
+	}
+	return false;
 }

@@ -59,4 +59,12 @@ bool cmdline_get(const char *key, char *buf, size_t size);
  */
 bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out);
 
+/*
+ * True for a bare "key" (an on/off option such as acpi.no_madt). Returns
+ * false when the key is absent, and when it is given a value ("key=0",
+ * "key="): that is printed, naming the option, and the option stays off
+ * (a value such as "=0" or "=no" must not turn it on).
+ */
+bool cmdline_flag(const char *key);
+
 #endif

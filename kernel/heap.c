@@ -43,7 +43,7 @@ void heap_init(void)
 	mheap_config_default(&cfg);
 	/* Below 1/32 of the pool free, growth scavenges first. */
 	cfg.low_watermark_pages = frames_managed_count() / 32;
-	if (cmdline_get("mm.debug_pagealloc", NULL, 0))
+	if (cmdline_flag("mm.debug_pagealloc"))
 		cfg.flags |= MHEAP_DEBUG_SCAV_ON_FREE;
 	cfg.goal_percent =
 	        cmdline_uint("mm.scav_goal", cfg.goal_percent, 0, 1000);

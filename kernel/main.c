@@ -127,7 +127,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 #ifdef KTEST_FAIL_DEMO
 	/* demo.early_fault: a fault before the IST stacks exist, on the
 	 * kernel's own page tables (tools/test-harness). */
-	if (cmdline_get("demo.early_fault", NULL, 0))
+	if (cmdline_flag("demo.early_fault"))
 		*(volatile int *)(uintptr_t)0xdead000 = 1;
 #endif
 	gdt_init_cpu();

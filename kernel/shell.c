@@ -240,7 +240,7 @@ static void shell_main(void *arg)
 
 void shell_start(void)
 {
-	tty = !cmdline_get("shell.notty", NULL, 0);
+	tty = !cmdline_flag("shell.notty");
 	const char *how = conin_init();
 	printk("shell: on COM1 (input by %s%s); type help, poweroff or "
 	       "Ctrl-A X to quit\n",

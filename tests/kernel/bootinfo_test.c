@@ -213,6 +213,24 @@ KTEST(bootinfo, command_line_options_on_separate_lines)
 	KEXPECT(!cmdline_find(text, "smp", buf, sizeof(buf)));
 }
 
+/* An on/off option is on only when written bare: "mm.debug_pagealloc=0"
+ * and "acpi.no_madt=no" (which took the machine's other CPUs away) were
+ * read as the option given. */
+KTEST(bootinfo, on_off_option_given_a_value_is_refused)
+{
+	static const char text[] = "mm.debug_pagealloc=0 acpi.no_madt=no "
+	                           "shell.notty= demo.early_fault "
+	                           "ktest=x";
+	KEXPECT(!cmdline_find_flag(text, "mm.debug_pagealloc"));
+	KEXPECT(!cmdline_find_flag(text, "acpi.no_madt"));
+	KEXPECT(!cmdline_find_flag(text, "shell.notty"));
+	KEXPECT(cmdline_find_flag(text, "demo.early_fault"));
+	KEXPECT(!cmdline_find_flag(text, "demo"));
+	KEXPECT(!cmdline_find_flag(text, "time.stall_windows"));
+	/* A valued option is still found by cmdline_find. */
+	KEXPECT(cmdline_find(text, "ktest", NULL, 0));
+}
+
 /* A value longer than the caller's buffer is refused, never cut short:
  * cut, "0000000000000250" would be 25 and "smp.*,console.*,bootinfo.*"
  * a different glob. */
