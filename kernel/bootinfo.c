@@ -12,8 +12,8 @@
  * base, an unaligned or short image, one past the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
  * The command line's options are read here too: a value its option
- * refuses and an on/off option given a value are each printed, naming
- * the word.
+ * refuses, an on/off option given a value, and (cmdline_check_known) a
+ * word that names no option are each printed, naming the word.
  */
 #include "bootinfo.h"
 
@@ -358,4 +358,46 @@ bool cmdline_find_flag(const char *cmdline, const char *key)
 		return false;
 	}
 	return false;
+}
+
+/* Every option some part of the kernel reads (cmdline_get, cmdline_flag,
+ * cmdline_get_uint); a new option goes here too. smp.expect is read by
+ * the smp tests, demo.early_fault only by the KTEST_FAIL_DEMO build. */
+static const char *const known_keys[] = {
+        "ktest",         "smp.expect",     "mm.debug_pagealloc",
+        "mm.scav_goal",  "mm.scav_budget", "acpi.no_madt",
+        "smp.skip_sipi", "smp.late_ap",    "time.stall_windows",
+        "shell.notty",   "shell.heapmap",  "demo.early_fault",
+};
+
+static bool known_key(const char *word, size_t klen)
+{
+	for (size_t i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++)
+		if (strlen(known_keys[i]) == klen &&
+		    strncmp(known_keys[i], word, klen) == 0)
+			return true;
+	return false;
+}
+
+unsigned cmdline_check_known(void)
+{
+	return cmdline_find_unknown(boot_state.cmdline);
+}
+
+unsigned cmdline_find_unknown(const char *cmdline)
+{
+	unsigned unknown = 0;
+	size_t wlen;
+	const char *word;
+	for (const char *p = cmdline; (word = next_word(&p, &wlen));) {
+		size_t klen = 0;
+		while (klen < wlen && word[klen] != '=')
+			klen++;
+		if (klen && known_key(word, klen))
+			continue;
+		printk("cmdline: unknown option '%.*s'; ignored\n", (int)wlen,
+		       word);
+		unknown++;
+	}
+	return unknown;
 }

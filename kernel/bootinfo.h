@@ -67,4 +67,12 @@ bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out);
  */
 bool cmdline_flag(const char *key);
 
+/*
+ * Prints each word of the command line whose key (the part before any
+ * '=') no option of this kernel reads, as "cmdline: unknown option
+ * 'word'; ignored", so that a misspelt option does not leave its default
+ * in force unsaid; returns how many there were. Boot calls it once.
+ */
+unsigned cmdline_check_known(void);
+
 #endif

@@ -152,6 +152,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	paging_print_layout();
 	if (boot_state.cmdline[0])
 		printk("cmdline: %s\n", boot_state.cmdline);
+	cmdline_check_known();
 	heap_meminfo();
 
 	ktest_kernel_main();

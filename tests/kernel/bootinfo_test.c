@@ -231,6 +231,26 @@ KTEST(bootinfo, on_off_option_given_a_value_is_refused)
 	KEXPECT(cmdline_find(text, "ktest", NULL, 0));
 }
 
+/* Every word names an option the kernel reads, or is reported: a
+ * misspelt "mm.scav_gaol=50" kept the default goal without a word. */
+KTEST(bootinfo, unknown_command_line_options_are_named)
+{
+	KEXPECT_EQ(cmdline_find_unknown(""), 0u);
+	KEXPECT_EQ(cmdline_find_unknown(" \t\r\n"), 0u);
+	KEXPECT_EQ(cmdline_find_unknown("ktest=bootinfo.* smp.expect=4\n"
+	                                "mm.debug_pagealloc mm.scav_goal=0 "
+	                                "mm.scav_budget=1000 acpi.no_madt "
+	                                "smp.skip_sipi=2 smp.late_ap=3 "
+	                                "time.stall_windows=3 shell.notty "
+	                                "shell.heapmap=200 demo.early_fault"),
+	           0u);
+	/* Judged by the key alone: a bad value is its option's to refuse. */
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goal= mm.scav_goal=x"), 0u);
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_gaol=50"), 1u);
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goalx=1 mm.scav=1 mm. ="), 4u);
+	KEXPECT_EQ(cmdline_find_unknown("=5 quiet shell.notty ktest"), 2u);
+}
+
 /* A value longer than the caller's buffer is refused, never cut short:
  * cut, "0000000000000250" would be 25 and "smp.*,console.*,bootinfo.*"
  * a different glob. */
