@@ -384,20 +384,43 @@ unsigned cmdline_check_known(void)
 	return cmdline_find_unknown(boot_state.cmdline);
 }
 
+/* The length of word's key: the part before its first '='. */
+static size_t key_len(const char *word, size_t wlen)
+{
+	size_t klen = 0;
+	while (klen < wlen && word[klen] != '=')
+		klen++;
+	return klen;
+}
+
+/* True if a word of cmdline before word has word's key (klen bytes). */
+static bool key_seen_before(const char *cmdline, const char *word, size_t klen)
+{
+	size_t wlen;
+	const char *w;
+	for (const char *p = cmdline; (w = next_word(&p, &wlen)) != word;)
+		if (key_len(w, wlen) == klen && strncmp(w, word, klen) == 0)
+			return true;
+	return false;
+}
+
 unsigned cmdline_find_unknown(const char *cmdline)
 {
-	unsigned unknown = 0;
+	unsigned ignored = 0;
 	size_t wlen;
 	const char *word;
 	for (const char *p = cmdline; (word = next_word(&p, &wlen));) {
-		size_t klen = 0;
-		while (klen < wlen && word[klen] != '=')
-			klen++;
-		if (klen && known_key(word, klen))
+		size_t klen = key_len(word, wlen);
+		if (!klen || !known_key(word, klen))
+			printk("cmdline: unknown option '%.*s'; ignored\n",
+			       (int)wlen, word);
+		else if (key_seen_before(cmdline, word, klen))
+			printk("cmdline: '%.*s' repeats %.*s, which is read "
+			       "from its first word; ignored\n",
+			       (int)wlen, word, (int)klen, word);
+		else
 			continue;
-		printk("cmdline: unknown option '%.*s'; ignored\n", (int)wlen,
-		       word);
-		unknown++;
+		ignored++;
 	}
-	return unknown;
+	return ignored;
 }

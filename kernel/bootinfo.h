@@ -71,7 +71,9 @@ bool cmdline_flag(const char *key);
  * Prints each word of the command line whose key (the part before any
  * '=') no option of this kernel reads, as "cmdline: unknown option
  * 'word'; ignored", so that a misspelt option does not leave its default
- * in force unsaid; returns how many there were. Boot calls it once.
+ * in force unsaid, and each that repeats the key of a word before it
+ * (options are read from their first word); returns how many words it
+ * printed. Boot calls it once.
  */
 unsigned cmdline_check_known(void);
 

@@ -41,7 +41,8 @@ bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
 /* cmdline_flag on the command line cmdline. */
 bool cmdline_find_flag(const char *cmdline, const char *key);
 
-/* cmdline_check_known on the command line cmdline. */
+/* cmdline_check_known on the command line cmdline (unknown and
+ * repeated words). */
 unsigned cmdline_find_unknown(const char *cmdline);
 
 #endif

@@ -245,10 +245,25 @@ KTEST(bootinfo, unknown_command_line_options_are_named)
 	                                "shell.heapmap=200 demo.early_fault"),
 	           0u);
 	/* Judged by the key alone: a bad value is its option's to refuse. */
-	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goal= mm.scav_goal=x"), 0u);
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goal= mm.scav_budget=x"), 0u);
 	KEXPECT_EQ(cmdline_find_unknown("mm.scav_gaol=50"), 1u);
 	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goalx=1 mm.scav=1 mm. ="), 4u);
 	KEXPECT_EQ(cmdline_find_unknown("=5 quiet shell.notty ktest"), 2u);
+}
+
+/* An option given twice is read from its first word (cmdline_find); the
+ * second, which a user may well expect to win, was dropped unsaid. */
+KTEST(bootinfo, repeated_command_line_option_is_named)
+{
+	static const char text[] =
+	        "mm.scav_goal=5 shell.notty "
+	        "mm.scav_goal=50 shell.notty mm.scav_goalx=1";
+	KEXPECT_EQ(cmdline_find_unknown(text), 3u); /* 2 repeats, 1 unknown */
+	uint64_t v = 0;
+	KEXPECT(cmdline_find_uint(text, "mm.scav_goal", 0, 1000, &v));
+	KEXPECT_EQ(v, 5u);
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goal=5 mm.scav_goal"), 1u);
+	KEXPECT_EQ(cmdline_find_unknown("mm.scav_goal=5 mm.scav_budget=5"), 0u);
 }
 
 /* A value longer than the caller's buffer is refused, never cut short:
