@@ -259,11 +259,11 @@ static enum shell_status cmd_stress(int argc, char **argv)
 	uint64_t ms = (now.ns - first.ns) / 1000000;
 	char live[24];
 	shell_format_bytes(live, sizeof(live), (uint64_t)peak_live);
-	printk("\nstress: %s after %llu.%03llu s on %u CPUs: %llu operations "
+	printk("\nstress: %s after %llu.%03llu s on %u CPU%s: %llu operations "
 	       "(%llu ops/s), peak live %s, peak rss %zu frames\n",
 	       interrupted ? "interrupted by Ctrl-C" : "done",
 	       (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000),
-	       nworkers, (unsigned long long)now.ops,
+	       nworkers, nworkers == 1 ? "" : "s", (unsigned long long)now.ops,
 	       (unsigned long long)(ms ? now.ops * 1000 / ms : 0), live,
 	       peak_rss);
 	heap_flush_caches();

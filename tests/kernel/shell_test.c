@@ -149,4 +149,17 @@ KTEST(shell, meminfo_and_slabinfo_report_the_heap_they_looked_at)
 	if (!meminfo_seen || !slabinfo_seen)
 		ktest_skip("the heap changed under every try");
 }
+
+/* stress's summary counts its CPUs in words a reader takes as they are:
+ * on one CPU it said 'on 1 CPUs'. */
+KTEST(shell, stress_summary_counts_one_cpu_as_one)
+{
+	KEXPECT_EQ(run_captured("stress 1 1"), SHELL_OK);
+	const char *line = find(seen, "stress: done after ");
+	KASSERT(line != NULL);
+	const char *on = find(line, " on ");
+	if (!on || strncmp(on, " on 1 CPU:", 10) != 0)
+		ktest_diag("stress said '%.60s'", line);
+	KEXPECT(on && strncmp(on, " on 1 CPU:", 10) == 0);
+}
 #endif
