@@ -64,7 +64,9 @@ KTEST(console, memory_map_is_sorted_and_disjoint)
 		bad += boot_state.regions[i].base <
 		       boot_state.regions[i - 1].limit;
 	KEXPECT_EQ(bad, 0);
-	KEXPECT(boot_state.ram_top >= (64ull << 20));
+	/* Not 64 MiB: on a 64 MiB machine the firmware keeps the top. */
+	KEXPECT(boot_state.ram_top >= (16ull << 20));
+	KEXPECT(boot_state.ram_top >= boot_state.kernel_phys_limit);
 	KEXPECT(boot_state.kernel_phys_base % 4096 == 0);
 }
 

@@ -5,6 +5,24 @@
 
 #include "arch/x86_64/layout.h"
 #include "kernel/frames.h"
+#include "kernel/ktest.h"
+
+/* Frames left over a test's own need (page tables, metadata, the other
+ * threads' allocations meanwhile). */
+#define FRAMES_TEST_MARGIN 4096
+
+/* Skips the current test, saying how much it needs, unless `pages` frames
+ * and FRAMES_TEST_MARGIN are free: a test that grows the heap by a fixed
+ * size, on a machine smaller than make test's default (MEM=64M). */
+#define KTEST_NEED_FREE_FRAMES(pages)                                     \
+	do {                                                              \
+		size_t need_ = (size_t)(pages) + FRAMES_TEST_MARGIN;      \
+		if (frames_free_count() < need_) {                        \
+			ktest_diag("needs %zu MiB free; %zu MiB are",     \
+			           need_ >> 8, frames_free_count() >> 8); \
+			KTEST_SKIP("not enough memory on this machine");  \
+		}                                                         \
+	} while (0)
 
 /* Allocates frames until `left` are free; returns them as a list linked
  * through their first word, for frames_refill. */

@@ -436,6 +436,7 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	/* Grow the heap well past the storm's peak (64 MiB) and run a small
 	 * storm: the growth's metadata and page tables, and the threads'
 	 * stack slots' page tables, are in place before the baseline. */
+	KTEST_NEED_FREE_FRAMES(WARM_PAGES);
 	void *grow = mheap_alloc_pages(&kheap, WARM_PAGES, 0);
 	KASSERT(grow != NULL);
 	mheap_free_pages(&kheap, grow, WARM_PAGES);

@@ -437,6 +437,7 @@ static void storm_releaser(void *arg)
 KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 {
 	enum { ARENA = 128 << 20, PAGES = ARENA / 4096 };
+	KTEST_NEED_FREE_FRAMES(PAGES);
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = ARENA;
