@@ -177,18 +177,40 @@ KTEST(kmalloc, zeroed_calloc_realloc_aligned)
 	KEXPECT(kmalloc_aligned(40, 0, 0) == NULL);
 }
 
+/* The bytes of the n at p that are not zero. */
+static size_t nonzero_bytes(const uint8_t *p, size_t n)
+{
+	size_t bad = 0;
+	for (size_t k = 0; k < n; k++)
+		bad += p[k] != 0;
+	return bad;
+}
+
+/*
+ * KM_ATOMIC with interrupts off, small and large; the large one with
+ * KM_ZERO after a large object of its size was filled and freed (the
+ * page heap keeps its pages backed, and dirty, for the next run): every
+ * byte must read zero.
+ */
 KTEST(kmalloc, atomic_with_interrupts_off)
 {
+	enum { LARGE = 40000 };
+	uint8_t *dirty = kmalloc(LARGE, 0);
+	KASSERT(dirty != NULL);
+	memset(dirty, 0xa5, LARGE);
+	kfree(dirty);
 	uint64_t flags = read_rflags();
 	cpu_cli();
-	void *small = kmalloc(64, KM_ATOMIC);
-	void *large = kmalloc(40000, KM_ATOMIC | KM_ZERO);
+	uint8_t *small = kmalloc(64, KM_ATOMIC);
+	uint8_t *large = kmalloc(LARGE, KM_ATOMIC | KM_ZERO);
+	size_t nonzero = large ? nonzero_bytes(large, LARGE) : 0;
 	kfree(small);
 	kfree(large);
 	if (flags & RFLAGS_IF)
 		cpu_sti();
 	KEXPECT(small != NULL);
 	KEXPECT(large != NULL);
+	KEXPECT_EQ(nonzero, 0);
 }
 
 /* ---- The storm
@@ -210,6 +232,7 @@ static _Atomic unsigned irq_inside; /* handlers past the irq_on check */
 static _Atomic unsigned workers_running;
 static _Atomic uint64_t n_allocs, n_bad, n_nulls, n_handoffs, n_reallocs;
 static _Atomic uint64_t n_irq_allocs, n_irq_nulls, n_releases;
+static _Atomic uint64_t n_zeroed, n_zeroed_large;
 
 static void check_and_free(void *p)
 {
@@ -295,20 +318,34 @@ static void *storm_resize(void *old, uint32_t owner, uint64_t *rnd)
 	return p;
 }
 
-/* A new object: plain, zeroed or aligned. NULL if kmalloc failed. */
+/* The words of a new object of n bytes that are not zero: one every 64
+ * bytes and the last, where obj_fill writes (so a freed object's pattern
+ * left behind shows). */
+static size_t nonzero_words(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	size_t bad = *(const uint64_t *)b != 0;
+	for (size_t off = 64; off + 8 <= n; off += 64)
+		bad += *(const uint64_t *)(b + off) != 0;
+	return bad + (*(const uint64_t *)(b + last_word(n)) != 0);
+}
+
+/* A new object: plain, zeroed or aligned, whatever its size (the kind is
+ * drawn apart from the size: drawn from one number, zeroed and aligned
+ * objects were never over 1 KiB). NULL if kmalloc failed. */
 static void *storm_alloc(uint32_t owner, uint64_t *rnd)
 {
-	uint64_t r = next_rand(rnd);
+	uint64_t r = next_rand(rnd), kind = next_rand(rnd) % 32;
 	size_t n = storm_size(r, 256 << 10);
 	void *p;
-	if (r % 16 == 5) {
+	if (kind % 16 == 5) {
 		p = kzalloc(n, 0);
 		if (p) {
-			uint64_t *w = p;
-			atomic_fetch_add(&n_bad, w[0] != 0 || w[1] != 0 ||
-			                                 w[n / 8 - 1] != 0);
+			atomic_fetch_add(&n_bad, nonzero_words(p, n));
+			atomic_fetch_add(&n_zeroed, 1);
+			atomic_fetch_add(&n_zeroed_large, n > 32768);
 		}
-	} else if (r % 32 == 7) {
+	} else if (kind == 7) {
 		size_t align = (size_t)16 << (r >> 20) % 9; /* up to 4 KiB */
 		p = kmalloc_aligned(n, align, 0);
 		if (p)
@@ -379,6 +416,8 @@ static bool storm(unsigned ops)
 	atomic_store(&n_irq_allocs, 0);
 	atomic_store(&n_irq_nulls, 0);
 	atomic_store(&n_releases, 0);
+	atomic_store(&n_zeroed, 0);
+	atomic_store(&n_zeroed_large, 0);
 	struct thread *w[MAX_CPUS + 1];
 	unsigned nw = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
@@ -461,6 +500,8 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	           atomic_load(&n_allocs), nw, atomic_load(&n_reallocs),
 	           atomic_load(&n_handoffs), atomic_load(&n_irq_allocs),
 	           atomic_load(&n_irq_nulls), atomic_load(&n_releases));
+	ktest_diag("zeroed: %lu objects checked, %lu of them large",
+	           atomic_load(&n_zeroed), atomic_load(&n_zeroed_large));
 	ktest_diag("frees: %lu local, %lu remote; %lu refills; sweep: %lu "
 	           "cycles, %lu spans freed, sweeper CPU %lu us; large: %lu",
 	           st.local_frees - st0.local_frees,
@@ -488,6 +529,7 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	KEXPECT(atomic_load(&n_irq_allocs) >= IRQ_MIN_ALLOCS);
 	KEXPECT(st.remote_frees > st0.remote_frees);
 	KEXPECT(st.n.large_allocs > st0.n.large_allocs);
+	KEXPECT(atomic_load(&n_zeroed_large) > 0);
 	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
 	spanheap_check(&kspanheap);
 	/* Every CPU took frames and gave them back meanwhile: the count
