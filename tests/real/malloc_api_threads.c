@@ -58,20 +58,73 @@ const char *test_thread_churn(void)
 	return NULL;
 }
 
+/* test_threads_share's threads: all of them are alive at once. */
+enum { SHARE_N = 100 };
+static pthread_barrier_t share_barrier;
+
+/* Holds 16 objects filled with its own bytes across the barrier that
+ * keeps every thread alive, churns, and returns how many of its objects
+ * changed meanwhile (as a pointer). */
+static void *share_churn(void *arg)
+{
+	enum { HELD = 16 };
+	unsigned id = (unsigned)(uintptr_t)arg;
+	unsigned char *held[HELD];
+	size_t len[HELD];
+	for (unsigned k = 0; k < HELD; k++) {
+		len[k] = 16 + (id * 131 + k * 977) % 3000;
+		held[k] = malloc(len[k]);
+		if (held[k])
+			memset(held[k], (int)(id * 16 + k) | 1, len[k]);
+	}
+	pthread_barrier_wait(&share_barrier); /* every thread owns slots */
+	pthread_barrier_wait(&share_barrier); /* the count has been read */
+	free(churn(arg));
+	uintptr_t bad = 0;
+	for (unsigned k = 0; k < HELD; k++) {
+		unsigned char b = (unsigned char)((id * 16 + k) | 1);
+		for (size_t i = 0; held[k] && i < len[k]; i++)
+			if (held[k][i] != b) {
+				bad++;
+				break;
+			}
+		bad += held[k] == NULL;
+		free(held[k]);
+	}
+	return (void *)bad;
+}
+
 const char *test_threads_share(void)
 {
-	/* More live threads than slots: they share slots and still work. */
-	enum { N = 100 };
-	pthread_t t[N];
-	for (int i = 0; i < N; i++)
-		CHECK(pthread_create(&t[i], NULL, churn,
+	/* More live threads than slots (63): all SHARE_N are alive at once
+	 * (a barrier), so most slots get a second owner, which the owner
+	 * count shows; objects that each thread holds and churns around
+	 * stay its own. Without the barrier the threads came and went, and
+	 * none may ever have shared. */
+	pthread_t t[SHARE_N];
+	unsigned before = threads_owned();
+	CHECK(pthread_barrier_init(&share_barrier, NULL, SHARE_N + 1) == 0,
+	      "pthread_barrier_init");
+	for (int i = 0; i < SHARE_N; i++)
+		CHECK(pthread_create(&t[i], NULL, share_churn,
 		                     (void *)(uintptr_t)i) == 0,
 		      "pthread_create %d", i);
-	for (int i = 0; i < N; i++) {
+	pthread_barrier_wait(&share_barrier);
+	unsigned owned = threads_owned();
+	pthread_barrier_wait(&share_barrier);
+	uintptr_t bad = 0;
+	for (int i = 0; i < SHARE_N; i++) {
 		void *r;
 		pthread_join(t[i], &r);
-		free(r);
+		bad += (uintptr_t)r;
 	}
+	pthread_barrier_destroy(&share_barrier);
+	CHECK(owned >= before + SHARE_N,
+	      "%d live threads own %u slots (%u before they started): "
+	      "the sharers are not counted",
+	      SHARE_N, owned, before);
+	CHECK(bad == 0, "%lu objects changed (or NULL) while live",
+	      (unsigned long)bad);
 	return NULL;
 }
 
