@@ -5,6 +5,8 @@
  * stderr, naming the variable and the value, and ignored.
  */
 #define _GNU_SOURCE
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -13,8 +15,10 @@
 #include "malloc_api_test.h"
 
 /* The scenario: the heap set up and grown past 8 MiB (the background
- * threads' start, and a log line if verbose), and the slot mode read
- * (MM_MALLOC_MEMBARRIER). */
+ * threads' start, and a log line if verbose); then it says on stderr
+ * what the switches did: "env: slot mode M, background threads B" (M as
+ * mm_malloc_slot_mode says, B as background_threads_raw, waited for up
+ * to 1 s as the threads name themselves once started). */
 int scenario_env(void)
 {
 	void *v[64];
@@ -22,9 +26,14 @@ int scenario_env(void)
 		memset(v[i] = malloc(256 << 10), 1, 256 << 10);
 	for (int i = 0; i < 64; i++)
 		free(v[i]);
-	if (find_extensions())
-		(void)slot_mode();
 	free(malloc(100));
+	int bg = background_threads_raw();
+	for (int tries = 0; tries < 50 && bg != 3; tries++) {
+		usleep(20000);
+		bg = background_threads_raw();
+	}
+	fprintf(stderr, "env: slot mode %s, background threads %d\n",
+	        find_extensions() ? slot_mode() : "unknown", bg);
 	return 0;
 }
 
@@ -47,43 +56,68 @@ static int run_env(const char *name, const char *val, char *out, size_t outsz)
 	return collect_child(pid, fd, out, outsz);
 }
 
-static const char *const switches[] = {
-        "MM_MALLOC_BACKGROUND",
-        "MM_MALLOC_MEMBARRIER",
-        "MM_MALLOC_VERBOSE",
+/* Each switch and its default. */
+static const struct {
+	const char *name, *dflt;
+} switches[] = {
+        {"MM_MALLOC_BACKGROUND", "1"},
+        {"MM_MALLOC_MEMBARRIER", "1"},
+        {"MM_MALLOC_VERBOSE", "0"},
 };
 
+/* Copies scenario_env's "env: ..." line of out (without its newline)
+ * into line; false if out holds none. */
+static bool env_line(const char *out, char *line, size_t linesz)
+{
+	const char *at = strstr(out, "env: ");
+	if (!at)
+		return false;
+	size_t n = strcspn(at, "\n");
+	snprintf(line, linesz, "%.*s", (int)n, at);
+	return true;
+}
+
 /* A value other than 0 or 1 is named on stderr, once, and the program
- * runs on with the default; 0 and 1 say nothing of the sort. */
+ * runs on with the default: what the switches did (scenario_env's line)
+ * is what the default value does. 0 and 1 say nothing of the sort. */
 const char *test_env_switches(void)
 {
 	static const char *const bad[] = {"no", "00", "true"};
 	static const char *const good[] = {"0", "1"};
-	char out[4096], want[128];
+	char out[4096], want[128], dflt[128], got[128] = "";
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
+		const char *name = switches[i].name;
+		int st = run_env(name, switches[i].dflt, out, sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+		              env_line(out, dflt, sizeof(dflt)),
+		      "%s=%s: status %#x, stderr '%s'", name, switches[i].dflt,
+		      st, out);
 		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
-			int st = run_env(switches[i], bad[b], out, sizeof(out));
+			st = run_env(name, bad[b], out, sizeof(out));
 			snprintf(want, sizeof(want),
-			         "mm_malloc: %s=%s: not 0 or 1; ignored",
-			         switches[i], bad[b]);
+			         "mm_malloc: %s=%s: not 0 or 1; ignored", name,
+			         bad[b]);
 			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-			      "%s=%s: status %#x, stderr '%s'", switches[i],
-			      bad[b], st, out);
+			      "%s=%s: status %#x, stderr '%s'", name, bad[b],
+			      st, out);
 			char *at = strstr(out, want);
 			CHECK(at && at[strlen(want)] == '\n',
-			      "%s=%s: stderr '%s', no line '%s'", switches[i],
-			      bad[b], out, want);
+			      "%s=%s: stderr '%s', no line '%s'", name, bad[b],
+			      out, want);
 			CHECK(!strstr(at + 1, want),
-			      "%s=%s: reported more than once: '%s'",
-			      switches[i], bad[b], out);
+			      "%s=%s: reported more than once: '%s'", name,
+			      bad[b], out);
+			CHECK(env_line(out, got, sizeof(got)) &&
+			              strcmp(got, dflt) == 0,
+			      "%s=%s: '%s', but the default %s=%s gives '%s'",
+			      name, bad[b], got, name, switches[i].dflt, dflt);
 		}
 		for (size_t g = 0; g < sizeof(good) / sizeof(good[0]); g++) {
-			int st =
-			        run_env(switches[i], good[g], out, sizeof(out));
+			st = run_env(name, good[g], out, sizeof(out));
 			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
 			              !strstr(out, "not 0 or 1"),
-			      "%s=%s: status %#x, stderr '%s'", switches[i],
-			      good[g], st, out);
+			      "%s=%s: status %#x, stderr '%s'", name, good[g],
+			      st, out);
 		}
 	}
 	return NULL;
