@@ -5,6 +5,7 @@
  */
 #include <stdatomic.h>
 
+#include "arch/x86_64/cpu.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
@@ -18,6 +19,7 @@
 #include "mm/port.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
+#include "tests/kernel/smp_util.h"
 
 #define NPAGES 8
 
@@ -117,18 +119,50 @@ KTEST(mm_port, map_failure_leaves_nothing_mapped)
 	frames_refill(head);
 }
 
+/* A lock another CPU holds, while this one looks (the owner test). */
+static mm_lock_t owner_lock;
+static _Atomic int owner_step;
+static _Atomic bool owner_saw_held;
+
+static void hold_elsewhere(void *arg)
+{
+	unsigned long irq = mm_lock_acquire(&owner_lock);
+	atomic_store(&owner_saw_held, mm_lock_held(&owner_lock));
+	atomic_store(&owner_step, 1);
+	while (atomic_load(&owner_step) != 2)
+		cpu_pause();
+	mm_lock_release(&owner_lock, irq);
+}
+
+/* Held means held by this CPU (what every _locked call asserts), not
+ * taken by anyone: a lock another CPU holds is not held here. */
 KTEST(mm_port, lock_is_irqsave_and_tracks_owner)
 {
-	mm_lock_t l;
-	mm_lock_init(&l, "test", MM_RANK_HEAP);
-	KEXPECT(!mm_lock_held(&l));
-	unsigned long irq = mm_lock_acquire(&l);
-	KEXPECT(mm_lock_held(&l));
-	uint64_t flags;
-	__asm__ volatile("pushfq; popq %0" : "=r"(flags));
-	KEXPECT_EQ(flags & (1u << 9), 0); /* interrupts off while held */
-	mm_lock_release(&l, irq);
-	KEXPECT(!mm_lock_held(&l));
+	mm_lock_init(&owner_lock, "test", MM_RANK_HEAP);
+	KEXPECT(!mm_lock_held(&owner_lock));
+	unsigned long irq = mm_lock_acquire(&owner_lock);
+	KEXPECT(mm_lock_held(&owner_lock));
+	/* Interrupts off while held, back on after. */
+	KEXPECT_EQ(read_rflags() & RFLAGS_IF, 0);
+	mm_lock_release(&owner_lock, irq);
+	KEXPECT(!mm_lock_held(&owner_lock));
+	KEXPECT(read_rflags() & RFLAGS_IF);
+
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("another CPU's hold needs two CPUs");
+	atomic_store(&owner_step, 0);
+	atomic_store(&owner_saw_held, false);
+	struct thread *t =
+	        thread_create("lock_owner", hold_elsewhere, NULL, other);
+	KASSERT(t != NULL);
+	while (atomic_load(&owner_step) != 1)
+		thread_yield();
+	bool held_here = mm_lock_held(&owner_lock);
+	atomic_store(&owner_step, 2);
+	thread_join(t);
+	KEXPECT(atomic_load(&owner_saw_held));
+	KEXPECT(!held_here);
 }
 
 KTEST(mm_port, unused_begin_under_a_leaf_lock_then_finish)
