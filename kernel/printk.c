@@ -131,6 +131,11 @@ void backtrace_print(uint64_t rip, uint64_t rbp)
 	}
 }
 
+bool panic_here(void)
+{
+	return atomic_load(&panic_cpu) == (int)this_cpu()->id;
+}
+
 bool panic_elsewhere(void)
 {
 	int p = atomic_load(&panic_cpu);

@@ -27,6 +27,11 @@ __attribute__((noreturn, format(printf, 1, 2))) void panic(const char *fmt,
 __attribute__((noreturn)) void vpanic_prefixed(const char *prefix,
                                                const char *fmt, va_list ap);
 
+/* True when this CPU has started a panic (it may be stopping the others):
+ * code that would panic on failure only reports it then, so that the
+ * first panic goes on to print its own message. Any context. */
+bool panic_here(void);
+
 /* True when another CPU has started a panic: an NMI on this CPU is then
  * the request to stop (the NMI handler calls panic_park). Any context. */
 bool panic_elsewhere(void);

@@ -13,12 +13,26 @@
  * this CPU cannot send in between. In x2APIC mode the ICR write is one
  * WRMSR, which is not serialising: an MFENCE first makes the sender's
  * earlier stores visible before the IPI arrives.
+ *
+ * An xAPIC whose delivery status stays pending for ICR_SPIN_LIMIT polls
+ * has not accepted the IPI, and whoever waits for its answer (a TLB
+ * shootdown, a stop-the-world, a reschedule) would wait for good, with no
+ * word on why; writing the next IPI over it is undefined (SDM "Interrupt
+ * Command Register"). So that is a panic naming the IPI, read back from
+ * the ICR: its delivery mode, vector and destination. Only a panic that
+ * is already under way (stopping the other CPUs with NMIs) gets a line
+ * instead and goes on.
  */
 #include "lapic.h"
+
+#include <stdatomic.h>
 
 #include "cpu.h"
 #include "paging.h"
 
+#include "lapic_testing.h"
+
+#include "kernel/format.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -61,7 +75,11 @@
 #define ICR_STARTUP      (6u << 8)
 #define ICR_PENDING      (1u << 12) /* xAPIC delivery status */
 #define ICR_ASSERT       (1u << 14)
+#define ICR_SELF         (1u << 18)
+#define ICR_ALL          (2u << 18)
 #define ICR_ALL_BUT_SELF (3u << 18)
+#define ICR_MODE_MASK    (7u << 8)
+#define ICR_DEST_MASK    (3u << 18)
 
 /* How long to wait for the xAPIC delivery status to clear: the APIC sends
  * within microseconds; this bound only keeps a wedged one from hanging us. */
@@ -202,16 +220,84 @@ void lapic_init_ap(void)
 		lapic_timer_periodic(hz);
 }
 
-/* Waits for an xAPIC to accept the previous IPI. Interrupts off. */
-static void icr_wait(void)
+#if KTEST_HOOKS
+/* lapic_testing_wedge_next_ipi: the next IPI's delivery status reads
+ * pending until the wait for it runs out. Atomic. */
+static _Atomic bool icr_wedged;
+
+void lapic_testing_wedge_next_ipi(void)
+{
+	atomic_store(&icr_wedged, true);
+}
+
+static bool take_wedge(void)
+{
+	return atomic_exchange(&icr_wedged, false);
+}
+#else
+static bool take_wedge(void)
+{
+	return false;
+}
+#endif
+
+static const char *icr_mode_name(uint32_t low)
+{
+	switch (low & ICR_MODE_MASK) {
+	case ICR_FIXED:
+		return "fixed";
+	case ICR_NMI:
+		return "NMI";
+	case ICR_INIT:
+		return "INIT";
+	case ICR_STARTUP:
+		return "STARTUP";
+	default:
+		return "other";
+	}
+}
+
+/* Reports the IPI in the ICR that the APIC did not accept after polls
+ * polls: a panic, or a line if this CPU is panicking already. */
+static void icr_not_accepted(bool sent, uint32_t polls)
+{
+	uint32_t low = rd(REG_ICR_LOW), dest = rd(REG_ICR_HIGH) >> 24;
+	char to[24];
+	switch (low & ICR_DEST_MASK) {
+	case ICR_SELF:
+		ksnprintf(to, sizeof(to), "itself");
+		break;
+	case ICR_ALL:
+		ksnprintf(to, sizeof(to), "all CPUs");
+		break;
+	case ICR_ALL_BUT_SELF:
+		ksnprintf(to, sizeof(to), "all other CPUs");
+		break;
+	default:
+		ksnprintf(to, sizeof(to), "APIC id %u", dest);
+	}
+	char msg[256];
+	ksnprintf(msg, sizeof(msg),
+	          "lapic: cpu %u: %s (%s, vector %#x) to %s not accepted "
+	          "after %u polls (ICR delivery status still pending): "
+	          "whoever waits for its answer would wait for good",
+	          this_cpu()->id, sent ? "IPI" : "the previous IPI",
+	          icr_mode_name(low), low & 0xff, to, polls);
+	if (!panic_here())
+		panic("%s", msg);
+	printk("%s\n", msg);
+}
+
+/* Waits for an xAPIC to accept the IPI in its ICR: the previous one
+ * (before a send) or the one just sent. Interrupts off. */
+static void icr_wait(bool sent)
 {
 	if (x2apic)
 		return;
-	for (uint32_t n = 0; rd(REG_ICR_LOW) & ICR_PENDING; n++) {
+	bool wedged = sent && take_wedge();
+	for (uint32_t n = 0; wedged || (rd(REG_ICR_LOW) & ICR_PENDING); n++) {
 		if (n == ICR_SPIN_LIMIT) {
-			printk("lapic: cpu %u: IPI still pending after %u "
-			       "polls\n",
-			       this_cpu()->id, n);
+			icr_not_accepted(sent, n);
 			return;
 		}
 		cpu_pause();
@@ -227,10 +313,10 @@ static void send_icr(uint32_t dest, uint32_t low)
 		__asm__ volatile("mfence" ::: "memory");
 		wrmsr(X2APIC_MSR_ICR, ((uint64_t)dest << 32) | low);
 	} else {
-		icr_wait();
+		icr_wait(false);
 		wr(REG_ICR_HIGH, dest << 24);
 		wr(REG_ICR_LOW, low);
-		icr_wait();
+		icr_wait(true);
 	}
 	if (flags & RFLAGS_IF)
 		cpu_sti();

@@ -14,6 +14,11 @@
  *
  * Contexts: everything but init is callable from any context but NMI, on
  * any online CPU, with interrupts on or off.
+ *
+ * The senders below panic, naming the IPI (mode, vector, destination), if
+ * an xAPIC does not accept it: its delivery status still pending after a
+ * bound of polls means an IPI lost, whose waiter would hang (during a
+ * panic, a line instead).
  */
 #ifndef ARCH_X86_64_LAPIC_H
 #define ARCH_X86_64_LAPIC_H

@@ -15,6 +15,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
+#include "arch/x86_64/lapic_testing.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/smp.h"
 #include "arch/x86_64/smp_testing.h"
@@ -474,3 +475,20 @@ KTEST(smp, trampoline_page_is_not_the_kernel_image)
 	tramp_bs.kernel_phys_limit = 0x1200000;
 	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x9f000);
 }
+
+#if defined(KTEST_FAIL_DEMO) && KTEST_HOOKS
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): an IPI that the
+ * xAPIC never accepts (its delivery status stays pending) would leave
+ * whoever waits for its answer waiting for good; it must panic naming the
+ * IPI, not log a line and send the next one over it. */
+KTEST(demo, ipi_not_accepted)
+{
+	if (lapic_x2apic())
+		KTEST_SKIP("x2APIC mode: no delivery status to wedge");
+	irq_register(IRQ_VEC_TEST, test_ipi);
+	lapic_testing_wedge_next_ipi();
+	lapic_send_ipi(lapic_id(), IRQ_VEC_TEST);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "the unaccepted IPI returned to its sender");
+}
+#endif
