@@ -130,6 +130,8 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	if (cmdline_flag("demo.early_fault"))
 		*(volatile int *)(uintptr_t)0xdead000 = 1;
 #endif
+	if (!gdt_alloc_ist(0))
+		panic("gdt: no memory for the boot CPU's IST stacks");
 	gdt_init_cpu();
 	idt_init_cpu();
 	/* Before any interrupt can land in a kmalloc or kfree. */

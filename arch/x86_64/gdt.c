@@ -36,7 +36,9 @@ struct cpu_tables {
 	struct kstack ist[3];
 };
 
-/* cpu_tables[i] belongs to CPU i; written only by that CPU's init. */
+/* cpu_tables[i] belongs to CPU i. Its IST stacks are allocated by the
+ * boot CPU before CPU i starts (gdt_alloc_ist); the rest is written only
+ * by CPU i's init. */
 static struct cpu_tables cpu_tables[MAX_CPUS];
 
 #define IST_STACK_PAGES 4
@@ -89,13 +91,40 @@ void gdt_init_boot(void)
 	load(&t->gdt, false);
 }
 
+bool gdt_alloc_ist(unsigned id)
+{
+	struct cpu_tables *t = &cpu_tables[id];
+	if (t->ist[0].top)
+		panic("gdt: cpu %u's IST stacks are allocated already", id);
+	for (int i = 0; i < 3; i++) {
+		if (kstack_alloc(IST_STACK_PAGES, &t->ist[i]))
+			continue;
+		gdt_free_ist(id);
+		return false;
+	}
+	return true;
+}
+
+void gdt_free_ist(unsigned id)
+{
+	struct cpu_tables *t = &cpu_tables[id];
+	for (int i = 0; i < 3; i++) {
+		if (t->ist[i].top)
+			kstack_free_local(&t->ist[i]);
+		t->ist[i] = (struct kstack){0};
+	}
+}
+
 void gdt_init_cpu(void)
 {
-	struct cpu_tables *t = &cpu_tables[this_cpu()->id];
+	unsigned id = this_cpu()->id;
+	struct cpu_tables *t = &cpu_tables[id];
 	set_segments(&t->gdt);
 	for (int i = 0; i < 3; i++) {
-		if (!kstack_alloc(IST_STACK_PAGES, &t->ist[i]))
-			panic("gdt: no memory for IST stack %d", i + 1);
+		if (!t->ist[i].top)
+			panic("gdt: cpu %u has no IST stack %d (gdt_alloc_ist "
+			      "first)",
+			      id, i + 1);
 		t->tss.ist[i] = t->ist[i].top;
 	}
 	t->tss.iomap_base = sizeof(t->tss); /* no I/O bitmap */

@@ -3,6 +3,7 @@
 #ifndef ARCH_X86_64_GDT_H
 #define ARCH_X86_64_GDT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define GDT_KERNEL_CS 0x08
@@ -20,9 +21,19 @@
  * first thing in kmain: the firmware's GDT is gone with its page tables. */
 void gdt_init_boot(void);
 
-/* Builds this CPU's GDT and TSS (with freshly allocated IST stacks) and
- * loads them; GS must already point at this CPU's struct cpu. Panics if
- * the IST stacks cannot be allocated. */
+/* Allocates cpus[id]'s three IST stacks. Returns false, with none left
+ * allocated, when frames or stack slots run out. The boot CPU, for itself
+ * and for each AP before it starts it: an AP that claimed its place must
+ * come online without anything that can fail or wait (smp.c). */
+bool gdt_alloc_ist(unsigned id);
+
+/* Frees the IST stacks of cpus[id], an AP that never ran (no shootdown:
+ * no CPU has them in its TLB). The boot CPU, for an AP given up on. */
+void gdt_free_ist(unsigned id);
+
+/* Builds this CPU's GDT and TSS on the IST stacks gdt_alloc_ist gave it
+ * and loads them; GS must already point at this CPU's struct cpu. Panics,
+ * naming the CPU, if they were not allocated. */
 void gdt_init_cpu(void);
 
 #endif

@@ -8,13 +8,14 @@
  * identity-map it in the kernel page tables, so the AP can keep running from it
  * when it turns paging on. Fill the parameter block's fixed part: GDT base,
  *      far-jump targets, CR0/CR3/CR4/EFER as the boot CPU has them.
- *   2. Per AP: allocate its stack, fill the per-AP part (stack top, cpus[]
- *      index), then INIT, 10 ms, SIPI, and a second SIPI if the first has
- *      not set `started` within 200 us (Intel SDM vol. 3A, "MP
- *      Initialization Protocol Algorithm"). Wait up to 1 s for the AP to
- *      mark itself online, or, if it has claimed its place by then, until
- *      it has; the parameter block is reused for the next AP only after
- *      that (or after the INIT that parks an AP given up on).
+ *   2. Per AP: allocate its stack and IST stacks (an AP that cannot
+ *      have them is left out, said so), fill the per-AP part (stack top,
+ *      cpus[] index), then INIT, 10 ms, SIPI, and a second SIPI if the first
+ * has not set `started` within 200 us (Intel SDM vol. 3A, "MP Initialization
+ * Protocol Algorithm"). Wait up to 1 s for the AP to mark itself online, or, if
+ * it has claimed its place by then, until it has; the parameter block is reused
+ * for the next AP only after that (or after the INIT that parks an AP given up
+ * on).
  *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
  *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
  *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
@@ -112,6 +113,10 @@ static _Atomic int ap_state;
  * the window between the timeout and the INIT that parks it. */
 static uint32_t late_apic = NO_APIC_ID; /* set before any AP starts */
 static _Atomic bool late_ap_go;
+
+/* smp.no_ist=<apic id>: bring-up finds no memory for that AP's IST
+ * stacks, as if the frames had run out. Set before any AP starts. */
+static uint32_t no_ist_apic = NO_APIC_ID;
 
 /* Immutable after smp_boot_aps(): */
 static struct smp_report report;
@@ -245,15 +250,47 @@ static void let_late_ap_in(unsigned id)
 	wait_for(ap_online, id, AP_WAIT_US);
 }
 
-/* Starts the AP with apic_id as cpus[id]. Returns true once it is online;
- * else reports it, parks it with INIT and frees its stack. */
-static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
+/* Allocates cpus[id]'s stack and IST stacks before the AP starts, so that
+ * once it has claimed its place nothing it does can fail for want of
+ * memory. Returns false, with neither allocated, saying so. */
+static bool alloc_ap_stacks(unsigned id, uint32_t apic_id)
 {
 	struct kstack *st = &ap_stacks[id];
 	if (!kstack_alloc(AP_STACK_PAGES, st)) {
-		printk("smp: no memory for cpu %u's stack\n", id);
+		printk("smp: no memory for cpu %u's stack (APIC id %u): left "
+		       "out\n",
+		       id, apic_id);
 		return false;
 	}
+	if (apic_id != no_ist_apic && gdt_alloc_ist(id))
+		return true;
+	if (apic_id == no_ist_apic)
+		printk("smp: smp.no_ist=%u on the command line: its IST stacks "
+		       "were withheld\n",
+		       apic_id);
+	printk("smp: no memory for cpu %u's IST stacks (APIC id %u): left "
+	       "out\n",
+	       id, apic_id);
+	kstack_free_local(st);
+	*st = (struct kstack){0};
+	return false;
+}
+
+/* Frees what alloc_ap_stacks gave an AP that never came online. */
+static void free_ap_stacks(unsigned id)
+{
+	gdt_free_ist(id);
+	kstack_free_local(&ap_stacks[id]); /* INIT flushed it */
+	ap_stacks[id] = (struct kstack){0};
+}
+
+/* Starts the AP with apic_id as cpus[id]. Returns true once it is online;
+ * else reports it, parks it with INIT and frees its stacks. */
+static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
+{
+	struct kstack *st = &ap_stacks[id];
+	if (!alloc_ap_stacks(id, apic_id))
+		return false;
 	cpus[id].apic_id = apic_id;
 	atomic_store(&cpus[id].online, false);
 	params->stack_top = st->top;
@@ -286,8 +323,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 		       apic_id);
 	lapic_send_init(apic_id);
 	time_delay_us(INIT_DELAY_US);
-	kstack_free_local(st); /* it never came online; INIT flushed it */
-	*st = (struct kstack){0};
+	free_ap_stacks(id);
 	return false;
 }
 
@@ -339,6 +375,7 @@ static void start_listed_aps(const struct madt_info *m,
 {
 	uint32_t skip = apic_id_arg("smp.skip_sipi");
 	late_apic = apic_id_arg("smp.late_ap");
+	no_ist_apic = apic_id_arg("smp.no_ist");
 	unsigned next = 1;
 	for (unsigned i = 0; i < m->ncpus; i++) {
 		uint32_t apic_id = mc[i].apic_id;

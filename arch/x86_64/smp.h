@@ -48,9 +48,11 @@
  * PML4 above 4 GiB. An AP that does not come online within a second is
  * reported, sent INIT again (so it cannot wake later on freed memory), and
  * skipped; its cpus[] slot goes to the next AP, so online CPUs are always
- * cpus[0 .. ncpus_online). "smp.skip_sipi=<apic id>" on the command line
- * withholds that AP's SIPIs, to exercise that path. Boot CPU, once, after
- * lapic_init, time_init and acpi_init.
+ * cpus[0 .. ncpus_online). An AP whose stack or IST stacks cannot be
+ * allocated is left out, said so, before it is started. On the command
+ * line, "smp.skip_sipi=<apic id>" withholds that AP's SIPIs and
+ * "smp.no_ist=<apic id>" its IST stacks, to exercise those paths. Boot CPU,
+ * once, after lapic_init, time_init and acpi_init.
  */
 void smp_boot_aps(void (*ap_main)(void));
 

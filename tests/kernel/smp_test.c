@@ -4,9 +4,10 @@
  * them, their LAPIC timers tick, and TSC time agrees across CPUs and with
  * the LAPIC timer. Passes at -smp 1 as well as -smp 4; "smp.expect=N" on
  * the command line (the Makefile passes QEMU's -smp) pins the CPU count,
- * and "smp.skip_sipi=<apic id>" or "smp.late_ap=<apic id>" (that AP
- * arrives only after the boot CPU gave up on it) is expected to cost
- * exactly that CPU. The options are read with the kernel's own strict
+ * and "smp.skip_sipi=<apic id>", "smp.late_ap=<apic id>" (that AP
+ * arrives only after the boot CPU gave up on it) or "smp.no_ist=<apic
+ * id>" (no memory for its IST stacks) is expected to cost exactly that
+ * CPU. The options are read with the kernel's own strict
  * parser (cmdline_get_uint); an smp.expect it refuses fails the test.
  * The acpi suite checks the read-only window for firmware tables, and
  * that maps stop where the memory map does.
@@ -50,7 +51,7 @@ static void test_ipi(struct trap_frame *f)
 	atomic_fetch_add(&ipi_count[id], 1);
 }
 
-/* The APIC id smp.c reads from key (smp.skip_sipi, smp.late_ap), parsed
+/* The APIC id smp.c reads from key (smp.skip_sipi, ...), parsed
  * as it parses it; 0xffffffff (no APIC) when absent or refused, as the
  * kernel then injects nothing. */
 static uint32_t apic_id_option(const char *key)
@@ -108,9 +109,11 @@ KTEST(smp, every_listed_cpu_online)
 	const struct madt_cpu *mc = acpi_madt_cpus();
 	uint32_t skip = apic_id_option("smp.skip_sipi");
 	uint32_t late = apic_id_option("smp.late_ap");
+	uint32_t no_ist = apic_id_option("smp.no_ist");
 	unsigned injected = 0;
 	for (unsigned i = 0; m && i < m->ncpus; i++)
-		if ((mc[i].apic_id == skip || mc[i].apic_id == late) &&
+		if ((mc[i].apic_id == skip || mc[i].apic_id == late ||
+		     mc[i].apic_id == no_ist) &&
 		    mc[i].apic_id != cpus[0].apic_id)
 			injected++;
 	ktest_diag("%u listed, %u online, %u failed, %u injected", r->listed,
