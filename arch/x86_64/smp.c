@@ -9,13 +9,14 @@
  * when it turns paging on. Fill the parameter block's fixed part: GDT base,
  *      far-jump targets, CR0/CR3/CR4/EFER as the boot CPU has them.
  *   2. Per AP: allocate its stack and IST stacks (an AP that cannot
- *      have them is left out, said so), fill the per-AP part (stack top,
- *      cpus[] index), then INIT, 10 ms, SIPI, and a second SIPI if the first
- * has not set `started` within 200 us (Intel SDM vol. 3A, "MP Initialization
- * Protocol Algorithm"). Wait up to 1 s for the AP to mark itself online, or, if
- * it has claimed its place by then, until it has; the parameter block is reused
- * for the next AP only after that (or after the INIT that parks an AP given up
- * on).
+ *      have them is left out, said so), fill the per-AP part (stack
+ *      top, cpus[] index), then INIT, 10 ms, SIPI, and a second SIPI if
+ *      the first has not set `started` within 200 us (Intel SDM vol. 3A,
+ *      "MP Initialization Protocol Algorithm"). Wait up to 1 s for the
+ *      AP to mark itself online, or, if it has claimed its place by then,
+ *      until it has (saying so every second); the parameter block is
+ *      reused for the next AP only after that (or after the INIT that
+ *      parks an AP given up on).
  *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
  *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
  *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
@@ -114,6 +115,11 @@ static _Atomic int ap_state;
 static uint32_t late_apic = NO_APIC_ID; /* set before any AP starts */
 static _Atomic bool late_ap_go;
 
+/* smp.slow_ap=<apic id>: that AP, once it has claimed its place, waits
+ * until the boot CPU has said that it is still waiting for it. */
+static uint32_t slow_apic = NO_APIC_ID; /* set before any AP starts */
+static _Atomic bool slow_ap_reported;
+
 /* smp.no_ist=<apic id>: bring-up finds no memory for that AP's IST
  * stacks, as if the frames had run out. Set before any AP starts. */
 static uint32_t no_ist_apic = NO_APIC_ID;
@@ -135,6 +141,9 @@ __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 	int awaited = AP_AWAITED;
 	if (!atomic_compare_exchange_strong(&ap_state, &awaited, AP_ARRIVING))
 		cpu_halt_forever(); /* given up on: INIT comes next */
+	if (cpus[id].apic_id == slow_apic)
+		while (!atomic_load(&slow_ap_reported))
+			cpu_pause();
 	cpu_init_local((unsigned)id, cpus[id].apic_id);
 	gdt_init_cpu();
 	idt_init_cpu();
@@ -231,14 +240,28 @@ static bool wait_for(bool (*cond)(unsigned), unsigned id, uint64_t us)
 /* After the wait for cpus[id] ran out: gives up on the AP, unless it has
  * claimed its place meanwhile; then it comes online within a few stores
  * (no shootdown or stop-the-world runs during bring-up), and this waits
- * for it. Returns true when the AP is online. */
-static bool give_up_unless_arriving(unsigned id)
+ * for it, saying every AP_WAIT_US that it still does: an AP halfway online
+ * cannot be parked, but a hang here must not be silent. Returns true when
+ * the AP is online. */
+static bool give_up_unless_arriving(unsigned id, uint64_t init_ns)
 {
 	int awaited = AP_AWAITED;
 	if (atomic_compare_exchange_strong(&ap_state, &awaited, AP_ABANDONED))
 		return false;
-	while (!ap_online(id))
+	uint64_t next = time_now_ns() + AP_WAIT_US * 1000ull;
+	while (!ap_online(id)) {
 		cpu_pause();
+		uint64_t now = time_now_ns();
+		if (now < next)
+			continue;
+		printk("smp: cpu %u (APIC id %u) claimed its place but is not "
+		       "online %llu ms after its INIT; still waiting (an AP "
+		       "halfway online cannot be parked)\n",
+		       id, cpus[id].apic_id,
+		       (unsigned long long)((now - init_ns) / 1000000));
+		atomic_store(&slow_ap_reported, true);
+		next = now + AP_WAIT_US * 1000ull;
+	}
 	return true;
 }
 
@@ -298,6 +321,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	params->started = 0;
 	atomic_store(&ap_state, AP_AWAITED);
 
+	uint64_t init_ns = time_now_ns();
 	lapic_send_init(apic_id);
 	time_delay_us(INIT_DELAY_US);
 	for (int i = 0; i < 2 && !withhold_sipi; i++) {
@@ -305,7 +329,8 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 		if (wait_for(ap_started, id, SIPI_DELAY_US))
 			break;
 	}
-	if (wait_for(ap_online, id, AP_WAIT_US) || give_up_unless_arriving(id))
+	if (wait_for(ap_online, id, AP_WAIT_US) ||
+	    give_up_unless_arriving(id, init_ns))
 		return true;
 	if (apic_id == late_apic)
 		let_late_ap_in(id);
@@ -376,6 +401,7 @@ static void start_listed_aps(const struct madt_info *m,
 	uint32_t skip = apic_id_arg("smp.skip_sipi");
 	late_apic = apic_id_arg("smp.late_ap");
 	no_ist_apic = apic_id_arg("smp.no_ist");
+	slow_apic = apic_id_arg("smp.slow_ap");
 	unsigned next = 1;
 	for (unsigned i = 0; i < m->ncpus; i++) {
 		uint32_t apic_id = mc[i].apic_id;
