@@ -362,6 +362,11 @@ uint32_t lapic_timer_count(void)
 
 void lapic_timer_set_rate(uint32_t rate)
 {
+	if (rate == 0 || rate > LAPIC_MAX_TICKS_PER_MS)
+		panic("lapic: timer rate %u ticks/ms is out of range [1, %u]: "
+		      "a 1 Hz period would not fit the 32-bit count (a bus "
+		      "clock over 68 GHz); the calibration is wrong",
+		      rate, LAPIC_MAX_TICKS_PER_MS);
 	ticks_per_ms = rate;
 	wr(REG_TIMER_INIT, 0);
 }
@@ -378,13 +383,16 @@ unsigned lapic_timer_hz(void)
 
 void lapic_timer_periodic(unsigned hz)
 {
-	if (!ticks_per_ms || hz == 0 || hz > 1000u * ticks_per_ms)
-		panic("lapic: periodic timer at %u Hz (%u ticks/ms)", hz,
-		      ticks_per_ms);
+	/* In 64 bits: 1000 * ticks_per_ms passes 2^32 at 4295 ticks/ms. */
+	uint64_t count = hz ? 1000ull * ticks_per_ms / hz : 0;
+	if (count == 0 || count > 0xffffffffu)
+		panic("lapic: periodic timer at %u Hz (%u ticks/ms): a period "
+		      "of %llu ticks, outside [1, 2^32 - 1]",
+		      hz, ticks_per_ms, (unsigned long long)count);
 	timer_hz = hz;
 	wr(REG_TIMER_DIV, TIMER_DIV_16);
 	wr(REG_LVT_TIMER, LVT_TIMER_PERIODIC | IRQ_VEC_TIMER);
-	wr(REG_TIMER_INIT, (uint32_t)(1000ull * ticks_per_ms / hz));
+	wr(REG_TIMER_INIT, (uint32_t)count);
 }
 
 void lapic_timer_oneshot(uint64_t ns)

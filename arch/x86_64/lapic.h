@@ -78,8 +78,12 @@ void lapic_send_sipi(uint32_t apic_id, uint32_t page);
  * The timer. It counts down at a rate found by calibration (kernel/time.c
  * measures it against the PIT in the same window as the TSC): call
  * lapic_timer_count_start(), read lapic_timer_count() at both ends of the
- * window, then lapic_timer_set_rate().
+ * window, then lapic_timer_set_rate(), which panics, naming the rate, on
+ * 0 or more than LAPIC_MAX_TICKS_PER_MS: the highest rate whose 1 Hz
+ * period still fits the 32-bit count (a bus clock over 68 GHz at the
+ * divide by 16 used), so a larger one is a broken calibration.
  */
+#define LAPIC_MAX_TICKS_PER_MS (0xffffffffu / 1000u)
 void lapic_timer_count_start(void);
 uint32_t lapic_timer_count(void);
 void lapic_timer_set_rate(uint32_t ticks_per_ms);
@@ -87,7 +91,8 @@ uint32_t lapic_timer_ticks_per_ms(void);
 
 /* Makes this CPU's timer raise IRQ_VEC_TIMER hz times a second, and
  * remembers hz so that APs started later run theirs at the same rate.
- * Needs the calibration. */
+ * Needs the calibration. Panics, naming hz, when its period is no whole
+ * timer tick (hz over 1000 * ticks per ms) or hz is 0. */
 void lapic_timer_periodic(unsigned hz);
 
 /* Arms this CPU's timer to raise IRQ_VEC_TIMER once, after ns (at least

@@ -210,7 +210,8 @@ uint64_t arch_counter_calibrate(void)
 	uint64_t err = calibrate(&tsc, &lapic, &tries);
 	uint64_t tsc_per_ms = per_ms(tsc);
 	uint64_t lapic_per_ms = per_ms(lapic);
-	if (tsc_per_ms == 0 || lapic_per_ms == 0 || lapic_per_ms > 0xffffffffu)
+	if (tsc_per_ms == 0 || lapic_per_ms == 0 ||
+	    lapic_per_ms > LAPIC_MAX_TICKS_PER_MS)
 		panic("time: calibration gave TSC %llu and LAPIC %llu "
 		      "ticks/ms",
 		      (unsigned long long)tsc_per_ms,

@@ -495,3 +495,17 @@ KTEST(demo, ipi_not_accepted)
 	              "the unaccepted IPI returned to its sender");
 }
 #endif
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a LAPIC timer
+ * rate whose 1 Hz period does not fit the 32-bit count (5 * 10^6 ticks/ms,
+ * an 80 GHz bus) must be refused, naming it, not taken and then cut to
+ * 32 bits by lapic_timer_periodic, which ran the timer 7 times too fast. */
+KTEST(demo, lapic_timer_rate_out_of_range)
+{
+	lapic_timer_set_rate(5000000);
+	lapic_timer_periodic(1);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "a rate of 5000000 ticks/ms was taken");
+}
+#endif
