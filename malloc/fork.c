@@ -135,11 +135,25 @@ static void fork_prepare_locked(bool stdio)
  */
 static _Thread_local unsigned fork_skipped;
 
+/* This thread's slot's busy holds its token (slots.c, invariant 5): it
+ * is between taking busy and leaving the call, held set or not. */
+static bool own_busy(void)
+{
+	int s = mm_malloc_self.slot_id;
+	return s >= 0 && s < MM_MAX_CPUS && mm_malloc_self.token != 0 &&
+	       atomic_load_explicit(&mm_malloc_slots[s].busy,
+	                            memory_order_relaxed) ==
+	               mm_malloc_self.token;
+}
+
 static bool own_call_interrupted(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	/* Only this thread writes its fast slot's in. */
-	return t->held || (t->fast && atomic_load(&t->fast->in));
+	/* Only this thread writes its fast slot's in, and its token in
+	 * busy: held alone missed the slow path's windows (busy taken, held
+	 * not yet set; held cleared, busy not yet), where this waited for
+	 * its own busy (every run of handler_fork without membarrier). */
+	return t->held || (t->fast && atomic_load(&t->fast->in)) || own_busy();
 }
 
 static void fork_prepare(void)

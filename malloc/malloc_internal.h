@@ -12,7 +12,7 @@
  * a plain store to the slot's "in" word and a plain load of its state
  * (no locked instruction: the other half of the handshake is
  * membarrier(2), slots.c); every other holder takes the busy word with
- * an atomic exchange.
+ * an atomic compare-and-swap.
  */
 #ifndef MALLOC_INTERNAL_H
 #define MALLOC_INTERNAL_H
@@ -46,8 +46,9 @@ struct mm_malloc_slot {
 	_Alignas(64) atomic_uint in;
 	/* Owners and flags (MM_SLOT_*). Updated atomically. */
 	atomic_uint state;
-	/* 1 while a thread holds the slot on the slow path; taken with an
-	 * atomic exchange, so those holders take turns. */
+	/* 0, or the token of the thread that holds the slot on the slow
+	 * path (slots.c, invariant 5); taken by compare-and-swap from 0,
+	 * so those holders take turns. */
 	atomic_uint busy;
 };
 

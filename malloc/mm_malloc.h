@@ -13,10 +13,10 @@ unsigned mm_malloc_threads(void);
 
 /* How a thread that owns its slot alone holds it for a call:
  * "membarrier" (a plain store; fork and sharing threads call
- * membarrier(2) to wait it out) or "exchange" (an atomic exchange, as
- * every other holder: membarrier(2) is unavailable, or the environment
- * said MM_MALLOC_MEMBARRIER=0). Decided once per process, at the first
- * allocation (again in a fork child). */
+ * membarrier(2) to wait it out) or "exchange" (an atomic
+ * compare-and-swap, as every other holder: membarrier(2) is unavailable, or the
+ * environment said MM_MALLOC_MEMBARRIER=0). Decided once per process, at the
+ * first allocation (again in a fork child). */
 const char *mm_malloc_slot_mode(void);
 
 #endif

@@ -32,6 +32,9 @@ struct mm_malloc_thread {
 	_Atomic unsigned *held;
 	/* The outermost enter's word for a pin outside any call. */
 	_Atomic unsigned *pin_held;
+	/* What it writes in a busy word it takes; 0 until its first slow
+	 * entry (malloc/slots.c, invariant 5). */
+	unsigned token;
 };
 
 extern _Thread_local struct mm_malloc_thread mm_malloc_self

@@ -38,14 +38,14 @@
  *   enter      The fast path (an exclusive owner, fences): in = 1, a
  *              compiler barrier, load state; if it is MM_SLOT_ONE the
  *              thread holds the slot, and leave stores in = 0. Otherwise
- *              it backs out (in = 0) and takes the slow path: exchange
- *              busy to 1 (waiting while it is held), then wait until in
- *              is 0; leave stores busy = 0. The wait for in is what keeps
- *              the slow path out of a fast holder's call; a thread backing
- *              out clears in itself. A thread's first call takes the slow
- *              path, which claims its slot (outside the call: the heap's
- *              set-up and the claim may allocate). A call that finds the
- *              thread's held word set is nested and does nothing; enter
+ *              it backs out (in = 0) and takes the slow path: busy 0 ->
+ *              its token by compare-and-swap (waiting while it is held),
+ *              then wait until in is 0; leave stores busy = 0. The wait
+ *              for in is what keeps the slow path out of a fast holder's call;
+ *              a thread backing out clears in itself. A thread's first call
+ *              takes the slow path, which claims its slot (outside the call:
+ *              the heap's set-up and the claim may allocate). A call that finds
+ *              the thread's held word set is nested and does nothing; enter
  *              returns the word to clear, which leave takes back.
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
@@ -96,11 +96,11 @@
  * fence in E, which atomic_signal_fence orders against. Hand-offs: E's
  * leave stores in = 0 with release and X loads it with acquire; X gives
  * busy back with release and clears its mark with a release RMW, which
- * E's next fast entry loads with acquire (or its slow entry's exchange
- * of busy acquires). A sharer that exits drops its count with a release
+ * E's next fast entry loads with acquire (or its slow entry's CAS of
+ * busy acquires). A sharer that exits drops its count with a release
  * RMW after its last call, so the owner left alone may use the fast path
  * again. Without fences nobody takes the fast path, in stays 0, and
- * every call is the exchange of busy.
+ * every call is the compare-and-swap (CAS) of busy ("exchange" mode).
  *
  * Invariants.
  *   1. Only a thread that owns a slot alone (claimed by 0 -> 1, or a
@@ -111,6 +111,9 @@
  *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
  *      membarrier() after setting it, or has not yet taken the slot.
  *   4. Nobody owns LATE_SLOT, so nobody takes it on the fast path.
+ *   5. busy is 0 or its holder's token (held may be NULL while it is
+ *      set: a fork from a signal handler tells its own hold by it,
+ *      fork.c; tokens count threads, a wrap only makes such forks skip).
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
  * stop, malloc_trim's release and fork. It is never taken holding a
@@ -309,13 +312,30 @@ static void wait_zero(atomic_uint *w, enum mm_malloc_hook_point waiting)
 	}
 }
 
-/* Takes slot s on the slow path: its busy word, then its exclusive owner
- * out of the fast path. */
+/* This thread's token (invariant 5), made on its first slow entry. */
+static atomic_uint next_token;
+static unsigned thread_token(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	while (t->token == 0) /* 0 is "free": skipped if the count wraps */
+		t->token = atomic_fetch_add_explicit(&next_token, 1,
+		                                     memory_order_relaxed) +
+		           1;
+	return t->token;
+}
+
+/* Takes slot s on the slow path: its busy word (0 -> this thread's
+ * token), then its exclusive owner out of the fast path. */
 void mm_malloc_slot_take(int s)
 {
 	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-	while (atomic_exchange_explicit(&sl->busy, 1, memory_order_acquire))
+	unsigned token = thread_token(), free_word = 0;
+	while (!atomic_compare_exchange_weak_explicit(
+	        &sl->busy, &free_word, token, memory_order_acquire,
+	        memory_order_relaxed)) {
 		wait_zero(&sl->busy, MM_MALLOC_HOOK_WAIT_BUSY);
+		free_word = 0;
+	}
 	wait_zero(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
 }
 
