@@ -402,10 +402,59 @@ static void use_sema(void *arg)
 	}
 }
 
+static atomic_bool second_in, second_go;
+
+static void second_holder(void *arg)
+{
+	(void)arg;
+	sema_acquire(&test_sema);
+	atomic_store(&second_in, true);
+	while (!atomic_load(&second_go))
+		thread_yield();
+	sema_release(&test_sema);
+}
+
+/* True if a thread waits on test_sema's queue. */
+static bool sema_has_waiter(void)
+{
+	unsigned long irq = spin_lock_irqsave(&test_sema.wq.lock);
+	bool queued = test_sema.wq.head != NULL;
+	spin_unlock_irqrestore(&test_sema.wq.lock, irq);
+	return queued;
+}
+
+/*
+ * Two holders at once, told by events rather than by time: this thread
+ * holds a unit, and a second thread's sema_acquire must return (it may
+ * queue only if take() found no unit, under the lock). A semaphore of 2
+ * that admitted one holder passed the stress below, whose maximum was
+ * only bounded above.
+ */
+static void sema_admits_a_second_holder(void)
+{
+	atomic_store(&second_in, false);
+	atomic_store(&second_go, false);
+	sema_acquire(&test_sema);
+	struct thread *t =
+	        thread_create("sema2", second_holder, NULL, THREAD_ANY_CPU);
+	KASSERT(t != NULL);
+	bool queued = false;
+	while (!atomic_load(&second_in) && !(queued = sema_has_waiter()))
+		thread_yield();
+	KEXPECT(!queued); /* refused with a unit left */
+	if (atomic_load(&second_in))
+		KEXPECT(!sema_try_acquire(&test_sema)); /* no third */
+	atomic_store(&second_go, true);
+	sema_release(&test_sema);
+	thread_join(t);
+	KEXPECT(atomic_load(&second_in));
+}
+
 KTEST(sched, semaphore_admits_count_holders)
 {
 	enum { N = 6 };
 	sema_init(&test_sema, "test_sema", 2);
+	sema_admits_a_second_holder();
 	atomic_store(&inside, 0);
 	atomic_store(&max_inside, 0);
 	struct thread *t[N];
