@@ -372,7 +372,8 @@ static size_t all_storm(struct oom_worker *w, size_t *objs, size_t *bad)
  * each (64 B to 48 KiB): each refusal flushes every CPU's cache (stopping
  * the world, from several CPUs at the same time) and sweeps before its
  * NULL, while the others allocate and free. No pattern breaks, NULLs come,
- * and after it the frame pool is where it was. A first storm grows the
+ * and after it the frame pool is where it was, and sound (frames_check,
+ * as well as its count). A first storm grows the
  * heap's metadata over the arena the second uses.
  */
 KTEST(kmalloc, every_cpu_out_of_frames_at_once)
@@ -412,4 +413,7 @@ KTEST(kmalloc, every_cpu_out_of_frames_at_once)
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		kfree(w[i].objs);
 	spanheap_check(&kspanheap);
+	/* The pool too: its count alone (above) passed a free that was
+	 * counted but never made (its bitmap and summaries disagree). */
+	frames_check();
 }
