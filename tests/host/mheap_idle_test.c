@@ -44,6 +44,18 @@ static bool wait_idle_or_visits(int visits, uint64_t *bg_pages)
 	}
 }
 
+/* The heap both tests use: 4 chunks, a goal of 0, and no paced sleeps
+ * (the whole CPU as budget). */
+static bool idle_heap_init(void)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.goal_percent = 0;
+	cfg.cpu_permille = 1000;
+	return mheap_init(&heap, &cfg);
+}
+
 /*
  * Chunk 0 allocated whole, then 16 pages of it freed: 496 pages in use
  * (PALLOC_SCAV_DENSE_PAGES, a dense chunk) and 16 free backed, over a
@@ -56,12 +68,7 @@ static bool wait_idle_or_visits(int visits, uint64_t *bg_pages)
  */
 KTEST(mheap_idle, goes_idle_when_only_dense_chunks_are_left)
 {
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.goal_percent = 0;
-	cfg.cpu_permille = 1000; /* no paced sleeps */
-	KASSERT(mheap_init(&heap, &cfg));
+	KASSERT(idle_heap_init());
 	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
 	KASSERT(a);
 	_Static_assert(PALLOC_CHUNK_PAGES - 16 >= PALLOC_SCAV_DENSE_PAGES,
@@ -106,12 +113,7 @@ KTEST(mheap_idle, goes_idle_when_only_dense_chunks_are_left)
  */
 KTEST(mheap_idle, reports_idle_above_goal_as_such)
 {
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.goal_percent = 0;
-	cfg.cpu_permille = 1000; /* no paced sleeps */
-	KASSERT(mheap_init(&heap, &cfg));
+	KASSERT(idle_heap_init());
 	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
 	char *b = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
 	KASSERT(a && b);
