@@ -48,8 +48,16 @@ KTEST(sched, threads_run_on_their_cpu)
 			thread_join(t[i]);
 			KEXPECT_EQ(where[i], i);
 		}
-	KEXPECT_EQ(n, online_cpus());
+	/* The online set (counted above) agrees with ncpus_online, which
+	 * bring-up counts separately, and is cpus[0 .. n) (smp.h); a CPU
+	 * past it takes no thread. */
+	unsigned counted = atomic_load(&ncpus_online);
+	KEXPECT_EQ(n, counted);
+	for (unsigned i = 0; i < n; i++)
+		KEXPECT(t[i] != NULL);
 	KEXPECT(thread_create("nowhere", record_cpu, where, MAX_CPUS) == NULL);
+	if (n < MAX_CPUS)
+		KEXPECT(thread_create("offline", record_cpu, where, n) == NULL);
 }
 
 /*
