@@ -122,12 +122,19 @@ KTEST(scavenger, allocation_scavenges_when_frames_are_short)
 static struct mheap bg;
 static _Atomic bool workers_stop;
 static _Atomic unsigned corrupt, rounds;
+/* Set once the burst is freed; rounds_after counts, by CPU, the rounds
+ * (a checked allocation) that began after that. */
+static _Atomic bool burst_freed;
+static _Atomic unsigned rounds_after[MAX_CPUS];
 
-/* Allocates, fills with a pattern of its own, checks, frees. */
+/* Allocates, fills with a pattern of its own, checks, frees. arg is its
+ * CPU's id plus 1, which is also its tag. */
 static void worker(void *arg)
 {
 	uint8_t tag = (uint8_t)(uintptr_t)arg;
+	_Atomic unsigned *mine = &rounds_after[(uintptr_t)arg - 1];
 	while (!atomic_load(&workers_stop)) {
+		bool after = atomic_load(&burst_freed);
 		size_t n = 1 + (atomic_load(&rounds) % 8);
 		uint8_t *p = mheap_alloc_pages(&bg, n, 0);
 		if (!p)
@@ -140,20 +147,33 @@ static void worker(void *arg)
 				atomic_fetch_add(&corrupt, 1);
 		mheap_free_pages(&bg, p, n);
 		atomic_fetch_add(&rounds, 1);
+		if (after)
+			atomic_fetch_add(mine, 1);
 	}
+}
+
+/* Whether every worker in w has finished a round begun after the burst
+ * was freed. */
+static bool every_worker_had_a_round(struct thread *const *w)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (w[i] && atomic_load(&rounds_after[i]) == 0)
+			return false;
+	return true;
 }
 
 /*
  * A 16 MiB burst is freed while threads on every other CPU keep allocating
- * and checking their data. The scavenger must bring free backed memory to
- * its goal and go idle. Its CPU share is printed, not checked: under TCG
- * the host may stop a virtual CPU for any length, and that time is charged
- * to whichever thread it was running (make bench-scavenge plots the run).
- * What no stall breaks is checked instead: the thread's CPU time advanced,
- * and all of it was spent after it was started, so it is at most the time
- * since then. The budget is 5% (the default 1% is the host test's): under
- * TCG a shootdown to busy vCPUs costs ~20 ms of guest time, and at 1% the
- * test would take half a minute.
+ * and checking their data; each must finish a round after the free (a
+ * worker whose allocations all failed would check nothing). The scavenger
+ * must bring free backed memory to its goal and go idle. Its CPU share is
+ * printed, not checked: under TCG the host may stop a virtual CPU for any
+ * length, and that time is charged to whichever thread it was running (make
+ * bench-scavenge plots the run). What no stall breaks is checked instead: the
+ * thread's CPU time advanced, and all of it was spent after it was started, so
+ * it is at most the time since then. The budget is 5% (the default 1% is the
+ * host test's): under TCG a shootdown to busy vCPUs costs ~20 ms of guest time,
+ * and at 1% the test would take half a minute.
  */
 KTEST(scavenger, background_reaches_goal)
 {
@@ -169,6 +189,9 @@ KTEST(scavenger, background_reaches_goal)
 	atomic_store(&workers_stop, false);
 	atomic_store(&corrupt, 0);
 	struct thread *w[MAX_CPUS] = {0};
+	atomic_store(&burst_freed, false);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		atomic_store(&rounds_after[i], 0);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
 			w[i] = thread_create("heap_worker", worker,
@@ -181,6 +204,7 @@ KTEST(scavenger, background_reaches_goal)
 	KASSERT(mheap_scavenger_start(&bg));
 	uint64_t t0 = time_now_ns();
 	mheap_free_pages(&bg, p, BURST); /* a large free wakes it */
+	atomic_store(&burst_freed, true);
 	struct mheap_stats st;
 	do {
 		thread_sleep_ns(50000000);
@@ -189,8 +213,11 @@ KTEST(scavenger, background_reaches_goal)
 		ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
 		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
 		           st.free_backed_pages * 4, st.free_scav_pages * 4);
-	} while (st.n.bg_pages < BURST / 2 &&
+	} while ((st.n.bg_pages < BURST / 2 || !every_worker_had_a_round(w)) &&
 	         time_now_ns() - t0 < 180000000000ull);
+	/* Before they stop: each worker allocated, wrote and checked pages
+	 * while the scavenger ran (else corrupt == 0 says nothing). */
+	bool worked = every_worker_had_a_round(w);
 	atomic_store(&workers_stop, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (w[i])
@@ -225,6 +252,12 @@ KTEST(scavenger, background_reaches_goal)
 	KEXPECT(st.n.bg_cpu_ns > 0);
 	KEXPECT(st.n.bg_cpu_ns <= end - started + clock_slack_ns);
 	KEXPECT_EQ(atomic_load(&corrupt), 0);
+	KEXPECT(worked);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (w[i] && atomic_load(&rounds_after[i]) == 0)
+			ktest_diag("the worker on CPU %u finished no round "
+			           "after the burst was freed",
+			           i);
 	mheap_check(&bg);
 }
 
