@@ -324,31 +324,67 @@ const char *test_alignment(void)
 	return NULL;
 }
 
+/* The byte at offset i of a block filled by fill_pattern: it changes
+ * with i, so a copy that is short, shifted or stale shows. */
+static unsigned char pattern_at(size_t i)
+{
+	return (unsigned char)(i * 7 + (i >> 8) * 13 + 1);
+}
+
+static void fill_pattern(unsigned char *p, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		p[i] = pattern_at(i);
+}
+
+/* The first offset in [0, n) whose byte is not the pattern's, or n. */
+static size_t pattern_bad(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != pattern_at(i))
+			return i;
+	return n;
+}
+
+/* realloc keeps every byte of the old block that fits in the new one
+ * (all of it, not a prefix), growing through every size class into
+ * large objects and shrinking back; calloc zeroes every byte of a block
+ * that reuses dirty memory, whether one count or many. */
 const char *test_realloc_calloc(void)
 {
 	unsigned char *p = realloc(NULL, 10);
 	CHECK(p, "realloc(NULL, 10)");
-	for (int i = 0; i < 10; i++)
-		p[i] = (unsigned char)i;
-	for (size_t n = 10; n < (8u << 20); n = n * 3 / 2) {
+	fill_pattern(p, 0, 10);
+	size_t had = 10, bad;
+	for (size_t n = 15; n < (8u << 20); n = n * 3 / 2) {
 		p = realloc(p, n);
 		CHECK(p, "realloc to %zu", n);
-		for (int i = 0; i < 10; i++)
-			CHECK(p[i] == i, "contents kept at %zu", n);
+		CHECK((bad = pattern_bad(p, had)) == had,
+		      "realloc %zu -> %zu: byte %zu is %#x, not %#x", had, n,
+		      bad, p[bad], pattern_at(bad));
+		fill_pattern(p, had, n);
+		had = n;
 	}
-	p = realloc(p, 5);
-	CHECK(p && p[4] == 4, "shrink");
+	for (size_t n = had / 3; n >= 5; n = n / 3) {
+		p = realloc(p, n);
+		CHECK(p, "shrink to %zu", n);
+		CHECK((bad = pattern_bad(p, n)) == n,
+		      "shrink to %zu: byte %zu is %#x, not %#x", n, bad, p[bad],
+		      pattern_at(bad));
+	}
 	errno = 0;
 	CHECK(realloc(p, 0) == NULL, "realloc(p, 0) frees, returns NULL");
 	for (int round = 0; round < 200; round++) {
-		size_t n = 8 + (size_t)round * 97;
+		size_t n = 8 + (size_t)round * 97, count = round % 2 ? 8 : 1;
 		unsigned char *d = malloc(n);
+		CHECK(d, "malloc(%zu)", n);
 		memset(d, 0xff, n);
 		free(d);
-		unsigned char *z = calloc(1, n);
-		CHECK(z, "calloc");
-		for (size_t i = 0; i < n; i++)
-			CHECK(z[i] == 0, "calloc(%zu) byte %zu not zero", n, i);
+		unsigned char *z = calloc(count, n / count);
+		CHECK(z, "calloc(%zu, %zu)", count, n / count);
+		for (size_t i = 0; i < n / count * count; i++)
+			CHECK(z[i] == 0, "calloc(%zu, %zu) byte %zu is %#x",
+			      count, n / count, i, z[i]);
 		free(z);
 	}
 	return NULL;
