@@ -111,22 +111,59 @@ int scenario_trim_first(void)
 
 static atomic_bool churn_stop;
 
-/* Allocates and frees a mixture of sizes until churn_stop. */
+/* The byte at offset k of an object stamped stamp. */
+static unsigned char churn_byte(unsigned stamp, size_t k)
+{
+	return (unsigned char)(stamp + k * 5 + (k >> 8));
+}
+
+/* False, with the first wrong byte on stderr, if the object at p of n
+ * bytes does not hold what stamp put there. */
+static bool churn_intact(const unsigned char *p, size_t n, unsigned stamp)
+{
+	for (size_t k = 0; k < n; k++)
+		if (p[k] != churn_byte(stamp, k)) {
+			fprintf(stderr,
+			        "churn: %zu-byte object %p: byte %zu is %#x, "
+			        "not %#x\n",
+			        n, (const void *)p, k, p[k],
+			        churn_byte(stamp, k));
+			return false;
+		}
+	return true;
+}
+
+/* Allocates and frees a mixture of sizes until churn_stop, each object
+ * filled with a pattern of its own and checked before it is freed (a
+ * trim that gave back or reused a live page would show). Returns 1 if
+ * malloc failed, 2 if an object changed. */
 static void *churn(void *arg)
 {
-	unsigned seed = (unsigned)(size_t)arg;
-	void *v[256] = {0};
-	while (!atomic_load(&churn_stop)) {
+	unsigned seed = (unsigned)(size_t)arg, stamps = seed << 24;
+	unsigned char *v[256] = {0};
+	size_t len[256] = {0};
+	unsigned stamp[256] = {0};
+	void *r = NULL;
+	while (!r && !atomic_load(&churn_stop)) {
 		unsigned i = (seed = seed * 1103515245u + 12345u) >> 8 & 255;
+		if (v[i] && !churn_intact(v[i], len[i], stamp[i]))
+			r = (void *)2;
 		free(v[i]);
-		size_t n = 16 + (seed >> 16) % 4096;
-		if (!(v[i] = malloc(n)))
-			return (void *)1;
-		memset(v[i], (int)i, n);
+		len[i] = 16 + (seed >> 16) % 4096;
+		stamp[i] = ++stamps;
+		if (!(v[i] = malloc(len[i]))) {
+			r = (void *)1;
+			break;
+		}
+		for (size_t k = 0; k < len[i]; k++)
+			v[i][k] = churn_byte(stamp[i], k);
 	}
-	for (int i = 0; i < 256; i++)
+	for (int i = 0; i < 256; i++) {
+		if (v[i] && !r && !churn_intact(v[i], len[i], stamp[i]))
+			r = (void *)2;
 		free(v[i]);
-	return NULL;
+	}
+	return r;
 }
 
 /* A child forked while others trim: its heap is whole, and its own
@@ -161,10 +198,12 @@ static void *trimmer(void *arg)
 }
 
 /* Four threads churn and one trims while this one forks, children
- * trimming in their turn. */
+ * trimming in their turn. Exits 4 if a churning thread found one of its
+ * objects changed (stderr says where), 3 for any other failure. */
 int scenario_trim_threads(void)
 {
 	pthread_t t[5];
+	bool corrupt = false;
 	for (size_t i = 0; i < 5; i++)
 		if (pthread_create(&t[i], NULL, i < 4 ? churn : trimmer,
 		                   (void *)(i + 1)) != 0)
@@ -182,10 +221,12 @@ int scenario_trim_threads(void)
 	for (int i = 0; i < 5; i++) {
 		void *r;
 		pthread_join(t[i], &r);
-		if (r)
+		if (r == (void *)2)
+			corrupt = true;
+		else if (r)
 			bad = 3;
 	}
-	return bad ? 3 : 0;
+	return corrupt ? 4 : bad ? 3 : 0;
 }
 
 const char *test_malloc_trim(void)
