@@ -9,6 +9,13 @@
  * cpus_online_hold and held until the last of them has answered: the
  * count and the IPIs cover the same CPUs, and a CPU coming online waits
  * (then flushes everything itself).
+ *
+ * A CPU answers the IPI only with interrupts on. One that keeps them off
+ * for good (a bug) would make the sender wait for ever without a word, so
+ * while it waits the sender names the range and the CPUs that have not
+ * flushed yet every TLB_WAIT_REPORT_NS, as stw_stop does. It keeps
+ * waiting: the range's frames must not be reused while a CPU may still
+ * translate it.
  */
 #include "kernel/tlb.h"
 
@@ -17,12 +24,17 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/tlbflush.h"
+#include "kernel/format.h"
 #include "kernel/irq.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/stw.h"
+#include "kernel/time.h"
 #include "kernel/tlb_testing.h"
+
+/* How often tlb_shootdown names the CPUs it is still waiting for. */
+#define TLB_WAIT_REPORT_NS 1000000000ull
 
 /* Rank SHOOTDOWN, the lowest (kernel/lockrank.h), taken with interrupts
  * on and never in an interrupt handler; nothing is held when it is taken.
@@ -34,8 +46,10 @@ static struct spinlock shootdown_lock =
 static uintptr_t req_va;
 static size_t req_npages;
 static _Atomic unsigned req_pending;
+static _Atomic cpumask_t req_waiting; /* the CPUs counted in req_pending */
 
 TEST_HOOK_DEFINE(tlb_testing_before_send);
+TEST_HOOK_DEFINE(tlb_testing_still_waiting);
 
 void tlb_flush_local(uintptr_t va, size_t npages)
 {
@@ -50,7 +64,47 @@ void tlb_flush_local(uintptr_t va, size_t npages)
 static void tlb_irq(struct trap_frame *f)
 {
 	tlb_flush_local(req_va, req_npages);
+	atomic_fetch_and(&req_waiting, ~cpumask_of(this_cpu()->id));
 	atomic_fetch_sub_explicit(&req_pending, 1, memory_order_release);
+}
+
+/* Prints "tlb: shootdown of [va, limit) ... still waiting ... for cpu 2 3"
+ * naming the CPUs that have not flushed yet, as one line. */
+static void report_waiting(uint64_t waited_ns)
+{
+	cpumask_t missing = atomic_load(&req_waiting);
+	if (!missing)
+		return; /* the last one is counting itself out */
+	char ids[4 * MAX_CPUS + 1] = "";
+	size_t len = 0;
+	for (unsigned i = 0; i < MAX_CPUS && len < sizeof(ids); i++)
+		if (missing & cpumask_of(i))
+			len += (size_t)ksnprintf(ids + len, sizeof(ids) - len,
+			                         " %u", i);
+	printk("tlb: shootdown of [%#lx, %#lx) (%zu page%s) by cpu %u still "
+	       "waiting after %llu ms for cpu%s to take the flush IPI "
+	       "(interrupts off?)\n",
+	       (unsigned long)req_va,
+	       (unsigned long)(req_va + req_npages * PAGE_SIZE), req_npages,
+	       req_npages == 1 ? "" : "s", this_cpu()->id,
+	       (unsigned long long)(waited_ns / 1000000), ids);
+	TEST_HOOK(tlb_testing_still_waiting, missing);
+}
+
+/* Waits until every CPU sent the IPI has flushed; says which have not
+ * every TLB_WAIT_REPORT_NS (only then is the clock read again). */
+static void wait_flushed(void)
+{
+	uint64_t start = time_now_ns();
+	uint64_t next = start + TLB_WAIT_REPORT_NS;
+	while (atomic_load_explicit(&req_pending, memory_order_acquire) > 0) {
+		cpu_pause();
+		uint64_t now = time_now_ns();
+		if (now >= next) {
+			report_waiting(now - start);
+			next = now + TLB_WAIT_REPORT_NS;
+		}
+	}
 }
 
 void tlb_init(void)
@@ -85,11 +139,11 @@ void tlb_shootdown(uintptr_t va, size_t npages)
 	cpumask_t targets = cpus_online_hold() & ~cpumask_of(self->id);
 	req_va = va;
 	req_npages = npages;
+	atomic_store(&req_waiting, targets);
 	atomic_store(&req_pending, cpumask_weight(targets));
 	TEST_HOOK(tlb_testing_before_send, self->id);
 	cpus_send_ipi(targets, IRQ_VEC_TLB);
-	while (atomic_load_explicit(&req_pending, memory_order_acquire) > 0)
-		cpu_pause();
+	wait_flushed();
 	cpus_online_release();
 	spin_unlock(&shootdown_lock);
 }

@@ -8,7 +8,9 @@
  * waits for other CPUs, which answer only with interrupts on
  * (DESIGN.md, "Scavenging: the rules"). The CPUs it waits for are
  * those online when it starts; a CPU coming online meanwhile waits for it
- * (cpus_online_hold, percpu.h) and flushes everything on arrival.
+ * (cpus_online_hold, percpu.h) and flushes everything on arrival. While
+ * a CPU has not flushed (interrupts off for good: a bug), it keeps
+ * waiting and names that CPU and the range every second.
  */
 #ifndef KERNEL_TLB_H
 #define KERNEL_TLB_H

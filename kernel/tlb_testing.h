@@ -8,4 +8,9 @@
  * the CPUs to flush and before it sends them the IPI. */
 extern _Atomic test_hook_fn tlb_testing_before_send;
 
+/* Called by tlb_shootdown (arg: the mask of the CPUs that have not
+ * flushed yet) each time it has printed the line naming them (every
+ * TLB_WAIT_REPORT_NS). */
+extern _Atomic test_hook_fn tlb_testing_still_waiting;
+
 #endif

@@ -17,9 +17,10 @@
 #include "kernel/stw_testing.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "kernel/tlb.h"
+#include "kernel/tlb_testing.h"
 #include "tests/kernel/fault_util.h"
 #include "tests/kernel/smp_util.h"
-#include "kernel/tlb.h"
 
 static _Atomic bool spin_stop;
 static _Atomic uint64_t spins[MAX_CPUS];
@@ -186,6 +187,28 @@ KTEST(stw, stop_names_a_cpu_that_does_not_park)
 	stw_stop("deaf cpu test");
 	stw_start();
 	atomic_store(&stw_testing_still_waiting, NULL);
+	thread_join(t);
+	KEXPECT(atomic_load(&reported_waiting) & cpumask_of(other));
+}
+
+/* A CPU that does not take the flush IPI is named while tlb_shootdown
+ * waits for it ("tlb: shootdown of [...) ... still waiting ... for cpu
+ * N"), and the shootdown returns once it lets interrupts in. */
+KTEST(tlb, shootdown_names_a_cpu_that_does_not_flush)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&deaf_spinning, false);
+	atomic_store(&deaf_release, false);
+	atomic_store(&reported_waiting, 0);
+	atomic_store(&tlb_testing_still_waiting, note_waiting);
+	struct thread *t = thread_create("deaf", deaf, NULL, other);
+	KASSERT(t != NULL);
+	while (!atomic_load(&deaf_spinning))
+		thread_yield();
+	tlb_shootdown(TLB_TEST_VA, 1);
+	atomic_store(&tlb_testing_still_waiting, NULL);
 	thread_join(t);
 	KEXPECT(atomic_load(&reported_waiting) & cpumask_of(other));
 }
