@@ -368,7 +368,7 @@ static const char *const known_keys[] = {
         "mm.scav_goal",  "mm.scav_budget", "acpi.no_madt",
         "smp.skip_sipi", "smp.late_ap",    "time.stall_windows",
         "shell.notty",   "shell.heapmap",  "demo.early_fault",
-        "smp.no_ist",    "smp.slow_ap",
+        "smp.no_ist",    "smp.slow_ap",    "time.wide_windows",
 };
 
 static bool known_key(const char *word, size_t klen)

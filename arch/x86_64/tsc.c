@@ -15,14 +15,23 @@
  * several windows is therefore wrong: it selects a start stall; we saw
  * "TSC 1025 MHz" that way on a 2.6 GHz host.) So each end of a window is
  * bracketed by TSC reads taken right before and after the events, and a
- * window counts only if both brackets together are under 1/CAL_MAX_ERR of
+ * window counts only if both brackets together are under 1/TSC_CAL_MAX_ERR of
  * it; a stall in the middle of a window is harmless, both clocks run on.
- * The result is the mean of CAL_GOOD such windows.
+ * The result is the mean of TSC_CAL_GOOD such windows.
+ *
+ * If fewer are clean within CAL_TRIES windows, the tightest of the others
+ * stand in for the missing ones, and the worst error kept is printed. Over
+ * TSC_CAL_BOUND (1%: a clock that far off would make every sleep and
+ * timeout as wrong) they are not used: CAL_TRIES more windows are run,
+ * keeping the best of all, up to CAL_ROUNDS times, and then the
+ * calibration is refused with a panic, as no time could be trusted.
  */
 #include "tsc.h"
 
 #include "cpu.h"
 #include "lapic.h"
+
+#include "tsc_testing.h"
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
@@ -38,9 +47,8 @@
 
 #define CAL_WINDOW_MS 10
 #define CAL_COUNT     (PIT_HZ * CAL_WINDOW_MS / 1000)
-#define CAL_GOOD      3   /* windows averaged */
-#define CAL_TRIES     100 /* windows tried at most (1 s) */
-#define CAL_MAX_ERR   500 /* a window's brackets: under 0.2% of it */
+#define CAL_TRIES     100 /* windows tried in a round (1 s) */
+#define CAL_ROUNDS    3   /* rounds before a result over the bound is refused */
 
 /* A window longer than this many TSC ticks means the PIT output never went
  * high: 2^30 is 0.1 s even at a 10 GHz TSC. */
@@ -48,13 +56,8 @@
 
 _Static_assert(CAL_COUNT < 0x10000, "the PIT count is 16 bits");
 
-/* One calibration window: its length in ticks of each clock, and the
- * TSC ticks by which the two brackets leave its ends uncertain. */
-struct window {
-	uint64_t tsc;
-	uint32_t lapic;
-	uint64_t err;
-};
+_Static_assert(TSC_CAL_BOUND *TSC_CAL_MAX_ERR > 10000,
+               "the bound on the result is looser than a clean window");
 
 enum window_result {
 	WINDOW_OK,
@@ -76,11 +79,20 @@ enum window_result {
  * that long would, so that each reads the output high at once. */
 static unsigned stall_windows;
 
+/* time.wide_windows=N (0 to 300), for the harness: the first N windows
+ * that run count their brackets as 2% of the window wider, as after a
+ * stall in one, so that none of them is clean and each is over the
+ * bound. */
+static unsigned wide_windows;
+
 static void stall_windows_init(void)
 {
 	uint64_t n;
 	if (cmdline_get_uint("time.stall_windows", 0, 9, &n))
 		stall_windows = (unsigned)n;
+	if (cmdline_get_uint("time.wide_windows", 0, CAL_TRIES * CAL_ROUNDS,
+	                     &n))
+		wide_windows = (unsigned)n;
 }
 
 /* The count loaded at s0 runs out (time.stall_windows), or the TSC passes
@@ -93,7 +105,7 @@ static void stall_out(uint64_t s0)
 }
 
 /* Runs one PIT window. */
-static enum window_result pit_window(struct window *w)
+static enum window_result pit_window(struct tsc_window *w)
 {
 	uint8_t p61 = inb(PORT_61);
 	outb(PORT_61, (uint8_t)((p61 & ~PORT_61_SPEAKER) | PORT_61_GATE2));
@@ -134,6 +146,10 @@ static enum window_result pit_window(struct window *w)
 	w->tsc = ((before_low + after) - (s0 + s1)) / 2;
 	w->err = ((after - before_low) + (s1 - s0)) / 2;
 	w->lapic = l0 - l1;
+	if (wide_windows) {
+		wide_windows--;
+		w->err += w->tsc / 50;
+	}
 	return WINDOW_OK;
 }
 
@@ -143,20 +159,74 @@ static uint64_t per_ms(uint64_t ticks)
 	return ticks * PIT_HZ / (CAL_COUNT * 1000ull);
 }
 
-/* Averages CAL_GOOD windows whose brackets are tight; if too few are, the
- * tightest windows seen. Returns the worst error kept, in parts per 10^4,
- * and in *tries the number of windows run. */
-static uint64_t calibrate(uint64_t *tsc, uint64_t *lapic, unsigned *tries)
+/* Of best[from, TSC_CAL_GOOD), the index of the loosest window (an empty
+ * slot first). */
+static unsigned loosest(const struct tsc_window *best, unsigned from)
 {
-	struct window best[CAL_GOOD] = {0};
-	unsigned ngood = 0, ntries, fails = 0;
-	for (ntries = 0; ntries < CAL_TRIES && ngood < CAL_GOOD; ntries++) {
-		struct window w;
+	unsigned worst = from;
+	for (unsigned i = from; i < TSC_CAL_GOOD; i++) {
+		if (best[i].tsc == 0)
+			return i;
+		if (best[i].err * best[worst].tsc >
+		    best[worst].err * best[i].tsc)
+			worst = i;
+	}
+	return worst;
+}
+
+void tsc_cal_pick_add(struct tsc_cal_pick *pick, const struct tsc_window *w)
+{
+	struct tsc_window *best = pick->best;
+	if (pick->nclean == TSC_CAL_GOOD)
+		return;
+	unsigned i = loosest(best, pick->nclean);
+	if (w->err * TSC_CAL_MAX_ERR < w->tsc) {
+		/* The loosest other makes way: the first free slot takes
+		 * the clean window, its other moves to the loosest's. */
+		best[i] = best[pick->nclean];
+		best[pick->nclean++] = *w;
+		return;
+	}
+	if (best[i].tsc == 0 || w->err * best[i].tsc < best[i].err * w->tsc)
+		best[i] = *w;
+}
+
+uint64_t tsc_cal_pick_result(const struct tsc_cal_pick *pick, uint64_t *tsc,
+                             uint64_t *lapic)
+{
+	uint64_t worst = 0;
+	unsigned n = 0;
+	*tsc = *lapic = 0;
+	for (unsigned i = 0; i < TSC_CAL_GOOD; i++) {
+		const struct tsc_window *w = &pick->best[i];
+		if (w->tsc == 0)
+			continue;
+		*tsc += w->tsc;
+		*lapic += w->lapic;
+		uint64_t e = w->err * 10000 / w->tsc;
+		worst = e > worst ? e : worst;
+		n++;
+	}
+	if (n == 0)
+		return 10000;
+	*tsc /= n;
+	*lapic /= n;
+	return worst;
+}
+
+/* Runs windows into pick until TSC_CAL_GOOD are clean or CAL_TRIES have
+ * run; returns how many ran. Panics if CAL_MAX_FAILS in a row fail. */
+static unsigned run_windows(struct tsc_cal_pick *pick, unsigned done)
+{
+	unsigned ntries, fails = 0;
+	for (ntries = 0; ntries < CAL_TRIES && pick->nclean < TSC_CAL_GOOD;
+	     ntries++) {
+		struct tsc_window w;
 		enum window_result r = pit_window(&w);
 		if (r != WINDOW_OK && ++fails < CAL_MAX_FAILS) {
 			printk("time: PIT window %u: port 0x61 bit 5 %s (a "
 			       "stalled CPU?); trying again\n",
-			       ntries + 1,
+			       done + ntries + 1,
 			       r == WINDOW_NO_PIT ? "high at once"
 			                          : "never set");
 			continue;
@@ -169,34 +239,48 @@ static uint64_t calibrate(uint64_t *tsc, uint64_t *lapic, unsigned *tries)
 			      r == WINDOW_NO_PIT ? "high at once" : "never set",
 			      fails);
 		fails = 0;
-		if (w.err * CAL_MAX_ERR < w.tsc) {
-			best[ngood++] = w;
-			continue;
-		}
-		/* Keep the tightest rejects in the free slots, in case. */
-		for (unsigned i = ngood; i < CAL_GOOD; i++) {
-			if (best[i].tsc == 0 ||
-			    w.err * best[i].tsc < best[i].err * w.tsc) {
-				best[i] = w;
-				break;
-			}
-		}
+		tsc_cal_pick_add(pick, &w);
 	}
-	uint64_t worst = 0;
-	*tsc = *lapic = 0;
-	for (unsigned i = 0; i < CAL_GOOD; i++) {
-		*tsc += best[i].tsc;
-		*lapic += best[i].lapic;
-		uint64_t e = best[i].err * 10000 / best[i].tsc;
-		worst = e > worst ? e : worst;
+	return ntries;
+}
+
+/* Averages TSC_CAL_GOOD clean windows; if too few are, the tightest
+ * others stand in, up to TSC_CAL_BOUND (more rounds are run while over
+ * it, then a panic). Returns the worst error kept, in parts per 10^4, and
+ * in *tries the number of windows run. */
+static uint64_t calibrate(uint64_t *tsc, uint64_t *lapic, unsigned *tries)
+{
+	struct tsc_cal_pick pick = {0};
+	unsigned ntries = 0;
+	uint64_t worst;
+	for (unsigned round = 1;; round++) {
+		ntries += run_windows(&pick, ntries);
+		worst = tsc_cal_pick_result(&pick, tsc, lapic);
+		if (pick.nclean == TSC_CAL_GOOD || worst <= TSC_CAL_BOUND)
+			break;
+		if (round == CAL_ROUNDS)
+			panic("time: calibration refused: only %u of %u PIT "
+			      "windows were free of stalls, and the tightest "
+			      "others leave it off by up to %llu.%02llu%% "
+			      "(over the %u%% bound); no time could be "
+			      "trusted",
+			      pick.nclean, ntries,
+			      (unsigned long long)(worst / 100),
+			      (unsigned long long)(worst % 100),
+			      TSC_CAL_BOUND / 100);
+		printk("time: only %u of %u PIT windows were free of stalls, "
+		       "and the tightest others leave calibration off by up "
+		       "to %llu.%02llu%% (over the %u%% bound); running %u "
+		       "more\n",
+		       pick.nclean, ntries, (unsigned long long)(worst / 100),
+		       (unsigned long long)(worst % 100), TSC_CAL_BOUND / 100,
+		       CAL_TRIES);
 	}
-	*tsc /= CAL_GOOD;
-	*lapic /= CAL_GOOD;
 	*tries = ntries;
-	if (ngood < CAL_GOOD)
+	if (pick.nclean < TSC_CAL_GOOD)
 		printk("time: only %u of %u PIT windows were free of stalls; "
 		       "calibration may be off by %llu.%02llu%%\n",
-		       ngood, ntries, (unsigned long long)(worst / 100),
+		       pick.nclean, ntries, (unsigned long long)(worst / 100),
 		       (unsigned long long)(worst % 100));
 	return worst;
 }
@@ -222,7 +306,8 @@ uint64_t arch_counter_calibrate(void)
 	       (unsigned long long)(tsc_per_ms / 1000));
 	printk("time: calibrated against PIT channel 2: mean of %d windows "
 	       "of %d ms (%u run), ends bracketed to within %llu.%02llu%%\n",
-	       CAL_GOOD, CAL_WINDOW_MS, tries, (unsigned long long)(err / 100),
+	       TSC_CAL_GOOD, CAL_WINDOW_MS, tries,
+	       (unsigned long long)(err / 100),
 	       (unsigned long long)(err % 100));
 	return tsc_per_ms;
 }
