@@ -29,10 +29,11 @@ static enum shell_status cmd_threads(int argc, char **argv)
 		struct sched_cpu_info ci;
 		if (!sched_cpu_info(cpu, &ci))
 			continue;
-		printk("cpu %u: %u threads, %u runnable waiting, %u sleeping, "
-		       "%llu ticks, running %s\n",
-		       cpu, ci.nthreads, ci.nqueued, ci.nsleeping,
-		       (unsigned long long)ci.ticks, ci.current);
+		printk("cpu %u: %u thread%s, %u runnable waiting, %u "
+		       "sleeping, %llu ticks, running %s\n",
+		       cpu, ci.nthreads, ci.nthreads == 1 ? "" : "s",
+		       ci.nqueued, ci.nsleeping, (unsigned long long)ci.ticks,
+		       ci.current);
 		for (unsigned i = 0; i < n && i < THREADS_MAX; i++) {
 			if (ti[i].cpu != cpu)
 				continue;

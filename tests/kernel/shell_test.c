@@ -162,4 +162,27 @@ KTEST(shell, stress_summary_counts_one_cpu_as_one)
 		ktest_diag("stress said '%.60s'", line);
 	KEXPECT(on && strncmp(on, " on 1 CPU:", 10) == 0);
 }
+
+/* Each CPU's line of `threads` says "1 thread," or "N threads,": a CPU
+ * running only its idle thread (at -smp 4, most of them) said "1
+ * threads". */
+KTEST(shell, threads_counts_one_thread_as_one)
+{
+	KEXPECT_EQ(run_captured("threads"), SHELL_OK);
+	unsigned nlines = 0;
+	for (const char *p = seen; (p = find(p, "cpu ")) != NULL; p++) {
+		if (p != seen && p[-1] != '\n')
+			continue;
+		const char *q = find(p, ": ");
+		KASSERT(q != NULL);
+		q++;
+		uint64_t n = number_at(&q);
+		const char *want = n == 1 ? " thread," : " threads,";
+		if (strncmp(q, want, strlen(want)) != 0)
+			ktest_diag("threads said '%.40s'", p);
+		KEXPECT(strncmp(q, want, strlen(want)) == 0);
+		nlines++;
+	}
+	KEXPECT(nlines > 0);
+}
 #endif
