@@ -20,6 +20,7 @@
 
 #include "arch/x86_64/paging.h"
 #include "boot/boot_info.h"
+#include "kernel/acpi_testing.h"
 #include "kernel/bootinfo.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -174,6 +175,11 @@ static void print_madt(const struct acpi_table *t)
 		printk("acpi: ISA IRQ %u -> GSI %u, flags %#x\n",
 		       m->overrides[i].source, m->overrides[i].gsi,
 		       m->overrides[i].flags);
+	acpi_print_madt_skipped(m);
+}
+
+void acpi_print_madt_skipped(const struct madt_info *m)
+{
 	for (unsigned i = 0; i < m->nbad_ioapics; i++) {
 		const struct madt_bad_ioapic *b = &m->bad_ioapics[i];
 		printk("acpi: MADT entry at offset %#x, I/O APIC id %u at %#x "
@@ -187,11 +193,11 @@ static void print_madt(const struct acpi_table *t)
 		       b->off, b->bus, b->source, b->gsi, b->flags, b->why);
 	}
 	if (m->nskipped)
-		printk("acpi: %u I/O APIC or override entries skipped\n",
-		       m->nskipped);
+		printk("acpi: %u I/O APIC or override entr%s skipped\n",
+		       m->nskipped, m->nskipped == 1 ? "y" : "ies");
 	if (m->nignored)
-		printk("acpi: %u more CPUs ignored: the kernel supports %d\n",
-		       m->nignored, MAX_CPUS);
+		printk("acpi: %u more CPU%s ignored: the kernel supports %d\n",
+		       m->nignored, m->nignored == 1 ? "" : "s", MAX_CPUS);
 	for (unsigned i = 0; i < m->nbad_cpus; i++) {
 		const struct madt_bad_cpu *b = &m->bad_cpus[i];
 		printk("acpi: MADT entry at offset %#x, %s APIC id %#x (UID "

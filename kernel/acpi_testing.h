@@ -1,0 +1,12 @@
+/* acpi.c's internals for tests only. */
+#ifndef KERNEL_ACPI_TESTING_H
+#define KERNEL_ACPI_TESTING_H
+
+#include "kernel/madt_parse.h"
+
+/* Prints the lines of print_madt (acpi_init) about what m's MADT had
+ * that the kernel left out: entries skipped, CPUs past MAX_CPUS, bad and
+ * duplicate APIC ids; nothing if it left out nothing. */
+void acpi_print_madt_skipped(const struct madt_info *m);
+
+#endif

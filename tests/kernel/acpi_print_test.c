@@ -1,0 +1,62 @@
+/*
+ * What acpi_init prints about the MADT entries the kernel left out
+ * (acpi_print_madt_skipped), captured from the console: counts of one
+ * read in the singular ("1 more CPU ignored", not "1 more CPUs").
+ */
+#include <stdatomic.h>
+
+#include "kernel/acpi_testing.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/printk_testing.h"
+#include "kernel/string.h"
+
+#if KTEST_HOOKS
+static char seen[1024];
+static _Atomic unsigned nseen;
+
+static void record(uintptr_t c)
+{
+	unsigned i = atomic_fetch_add(&nseen, 1);
+	if (i < sizeof(seen) - 1)
+		seen[i] = (char)c;
+}
+
+/* Prints m's skipped lines with the console captured into seen. */
+static void print_captured(const struct madt_info *m)
+{
+	atomic_store(&nseen, 0);
+	atomic_store(&printk_testing_putc, record);
+	acpi_print_madt_skipped(m);
+	atomic_store(&printk_testing_putc, NULL);
+	unsigned n = atomic_load(&nseen);
+	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
+}
+
+/* Whether seen holds needle. */
+static bool seen_has(const char *needle)
+{
+	size_t n = strlen(needle);
+	for (const char *p = seen; *p; p++)
+		if (strncmp(p, needle, n) == 0)
+			return true;
+	ktest_diag("no '%s' in the output", needle);
+	return false;
+}
+
+KTEST(acpi, skipped_counts_of_one_are_singular)
+{
+	static struct madt_info m; /* too big for the stack */
+	m = (struct madt_info){.nignored = 1, .nskipped = 1};
+	print_captured(&m);
+	KEXPECT(seen_has("acpi: 1 more CPU ignored: the kernel supports "));
+	KEXPECT(seen_has("acpi: 1 I/O APIC or override entry skipped"));
+	m = (struct madt_info){.nignored = 2, .nskipped = 3};
+	print_captured(&m);
+	KEXPECT(seen_has("acpi: 2 more CPUs ignored: the kernel supports "));
+	KEXPECT(seen_has("acpi: 3 I/O APIC or override entries skipped"));
+	m = (struct madt_info){0};
+	print_captured(&m);
+	KEXPECT_EQ(seen[0], '\0');
+}
+#endif
