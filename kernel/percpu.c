@@ -30,6 +30,7 @@
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/tlbflush.h"
 #include "kernel/percpu_testing.h"
+#include "kernel/format.h"
 #include "kernel/printk.h"
 
 _Static_assert(offsetof(struct cpu, fault_catch) == CPU_FAULT_CATCH_OFFSET,
@@ -125,3 +126,13 @@ void cpu_testing_set_offline(void)
 	online_change_end();
 }
 #endif
+
+void cpumask_format(cpumask_t m, char *buf, size_t size)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	for (unsigned i = 0; i < MAX_CPUS && len < size; i++)
+		if (m & cpumask_of(i))
+			len += (size_t)ksnprintf(buf + len, size - len, " %u",
+			                         i);
+}

@@ -63,6 +63,12 @@ static inline cpumask_t cpumask_of(unsigned id)
 	return (cpumask_t)1 << id;
 }
 
+/* Writes " 2 3" for the CPUs of m into buf (size bytes, at least 1),
+ * cut short if it does not fit: the lists of CPUs a waiter names. Any
+ * context. */
+#define CPUMASK_IDS_MAX (4 * MAX_CPUS + 1)
+void cpumask_format(cpumask_t m, char *buf, size_t size);
+
 /* The number of CPUs in m. (No __builtin_popcountll: without POPCNT it
  * calls libgcc, which the kernel does not link.) */
 static inline unsigned cpumask_weight(cpumask_t m)

@@ -78,12 +78,8 @@ static void report_waiting(cpumask_t others, uint64_t waited_ns)
 	cpumask_t missing = others & ~atomic_load(&parked);
 	if (!missing)
 		return; /* the last one is counting itself in */
-	char ids[4 * MAX_CPUS + 1] = "";
-	size_t len = 0;
-	for (unsigned i = 0; i < MAX_CPUS && len < sizeof(ids); i++)
-		if (missing & cpumask_of(i))
-			len += (size_t)ksnprintf(ids + len, sizeof(ids) - len,
-			                         " %u", i);
+	char ids[CPUMASK_IDS_MAX];
+	cpumask_format(missing, ids, sizeof(ids));
 	printk("stw: stop (\"%s\") by cpu %u still waiting after %llu ms "
 	       "for cpu%s to take the park IPI (interrupts off?)\n",
 	       stop_reason, this_cpu()->id,

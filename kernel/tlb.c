@@ -75,12 +75,8 @@ static void report_waiting(uint64_t waited_ns)
 	cpumask_t missing = atomic_load(&req_waiting);
 	if (!missing)
 		return; /* the last one is counting itself out */
-	char ids[4 * MAX_CPUS + 1] = "";
-	size_t len = 0;
-	for (unsigned i = 0; i < MAX_CPUS && len < sizeof(ids); i++)
-		if (missing & cpumask_of(i))
-			len += (size_t)ksnprintf(ids + len, sizeof(ids) - len,
-			                         " %u", i);
+	char ids[CPUMASK_IDS_MAX];
+	cpumask_format(missing, ids, sizeof(ids));
 	printk("tlb: shootdown of [%#lx, %#lx) (%zu page%s) by cpu %u still "
 	       "waiting after %llu ms for cpu%s to take the flush IPI "
 	       "(interrupts off?)\n",
