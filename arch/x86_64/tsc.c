@@ -30,8 +30,7 @@
 
 #include "cpu.h"
 #include "lapic.h"
-
-#include "tsc_testing.h"
+#include "tsc_cal.h"
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"

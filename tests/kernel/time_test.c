@@ -1,12 +1,12 @@
 /*
- * The calibration's choice of PIT windows (arch/x86_64/tsc_testing.h),
+ * The calibration's choice of PIT windows (arch/x86_64/tsc_cal.h),
  * fed windows of known error: the clean ones are averaged, and when too
  * few are, the tightest of the others stand in, never a looser one kept
  * over a tighter. What calibrate makes of the result (more rounds, then
  * a refusal, over TSC_CAL_BOUND) runs against the PIT at boot and is
  * checked by the harness (time_wide_windows, time_refused).
  */
-#include "arch/x86_64/tsc_testing.h"
+#include "arch/x86_64/tsc_cal.h"
 #include "kernel/ktest.h"
 
 #define WINDOW_TSC 1000000u

@@ -1,10 +1,11 @@
 /*
- * The calibration's choice of PIT windows (tsc.c), for tests only: which
- * windows it keeps and what it makes of them, apart from the PIT, so a
- * test can feed it windows of known error.
+ * The calibration's choice of PIT windows (tsc.c): which windows it keeps
+ * and what it makes of them, apart from the PIT, so that tsc.c and a test
+ * that feeds it windows of known error share one definition. Not a
+ * testing header: tsc.c builds on it.
  */
-#ifndef ARCH_X86_64_TSC_TESTING_H
-#define ARCH_X86_64_TSC_TESTING_H
+#ifndef ARCH_X86_64_TSC_CAL_H
+#define ARCH_X86_64_TSC_CAL_H
 
 #include <stdint.h>
 
