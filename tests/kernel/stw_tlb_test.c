@@ -168,6 +168,21 @@ static void note_waiting(uintptr_t missing)
 	atomic_store(&deaf_release, true);
 }
 
+/* Starts the deaf thread on CPU other, with nothing reported yet, and
+ * returns once it spins with interrupts off (NULL if it could not be
+ * made). */
+static struct thread *deaf_start(unsigned other)
+{
+	atomic_store(&deaf_spinning, false);
+	atomic_store(&deaf_release, false);
+	atomic_store(&reported_waiting, 0);
+	struct thread *t = thread_create("deaf", deaf, NULL, other);
+	if (t)
+		while (!atomic_load(&deaf_spinning))
+			thread_yield();
+	return t;
+}
+
 /* A CPU that does not take the park IPI is named while stw_stop waits for
  * it ("stw: ... still waiting ... for cpu N"), and the stop completes once
  * it lets interrupts in. */
@@ -176,14 +191,9 @@ KTEST(stw, stop_names_a_cpu_that_does_not_park)
 	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
-	atomic_store(&deaf_spinning, false);
-	atomic_store(&deaf_release, false);
-	atomic_store(&reported_waiting, 0);
 	atomic_store(&stw_testing_still_waiting, note_waiting);
-	struct thread *t = thread_create("deaf", deaf, NULL, other);
+	struct thread *t = deaf_start(other);
 	KASSERT(t != NULL);
-	while (!atomic_load(&deaf_spinning))
-		thread_yield();
 	stw_stop("deaf cpu test");
 	stw_start();
 	atomic_store(&stw_testing_still_waiting, NULL);
@@ -199,14 +209,9 @@ KTEST(tlb, shootdown_names_a_cpu_that_does_not_flush)
 	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
-	atomic_store(&deaf_spinning, false);
-	atomic_store(&deaf_release, false);
-	atomic_store(&reported_waiting, 0);
 	atomic_store(&tlb_testing_still_waiting, note_waiting);
-	struct thread *t = thread_create("deaf", deaf, NULL, other);
+	struct thread *t = deaf_start(other);
 	KASSERT(t != NULL);
-	while (!atomic_load(&deaf_spinning))
-		thread_yield();
 	tlb_shootdown(TLB_TEST_VA, 1);
 	atomic_store(&tlb_testing_still_waiting, NULL);
 	thread_join(t);
