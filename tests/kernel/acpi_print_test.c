@@ -8,29 +8,16 @@
 #include "kernel/acpi_testing.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
-#include "kernel/printk_testing.h"
+#include "tests/kernel/capture_util.h"
 #include "kernel/string.h"
 
 #if KTEST_HOOKS
-static char seen[1024];
-static _Atomic unsigned nseen;
-
-static void record(uintptr_t c)
-{
-	unsigned i = atomic_fetch_add(&nseen, 1);
-	if (i < sizeof(seen) - 1)
-		seen[i] = (char)c;
-}
-
 /* Prints m's skipped lines with the console captured into seen. */
 static void print_captured(const struct madt_info *m)
 {
-	atomic_store(&nseen, 0);
-	atomic_store(&printk_testing_putc, record);
+	capture_start();
 	acpi_print_madt_skipped(m);
-	atomic_store(&printk_testing_putc, NULL);
-	unsigned n = atomic_load(&nseen);
-	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
+	capture_stop();
 }
 
 /* Whether seen holds needle. */

@@ -8,7 +8,7 @@
 #include "kernel/format.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
-#include "kernel/printk_testing.h"
+#include "tests/kernel/capture_util.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
 #include "kernel/string.h"
@@ -47,26 +47,12 @@ KTEST(shell, an_overlong_line_is_refused_not_copied)
 }
 
 #if KTEST_HOOKS
-/* What the console printed while the hook was set. */
-static char seen[8192];
-static _Atomic unsigned nseen;
-
-static void record(uintptr_t c)
-{
-	unsigned i = atomic_fetch_add(&nseen, 1);
-	if (i < sizeof(seen) - 1)
-		seen[i] = (char)c;
-}
-
 /* Runs line with the console captured into seen (NUL-ended). */
 static enum shell_status run_captured(const char *line)
 {
-	atomic_store(&nseen, 0);
-	atomic_store(&printk_testing_putc, record);
+	capture_start();
 	enum shell_status st = shell_run_line(line);
-	atomic_store(&printk_testing_putc, NULL);
-	unsigned n = atomic_load(&nseen);
-	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
+	capture_stop();
 	return st;
 }
 

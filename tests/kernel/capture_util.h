@@ -1,0 +1,40 @@
+/* The console captured into a buffer while a test runs a command or a
+ * print: capture_start, then capture_stop for the text (NUL-ended, cut at
+ * the buffer's end). One capture at a time per test file. */
+#ifndef TESTS_KERNEL_CAPTURE_UTIL_H
+#define TESTS_KERNEL_CAPTURE_UTIL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "kernel/printk_testing.h"
+
+#if KTEST_HOOKS
+static char seen[8192];
+static _Atomic unsigned nseen;
+
+/* printk_testing_putc's hook: every CPU's output, in the order it comes. */
+static void capture_putc(uintptr_t c)
+{
+	unsigned i = atomic_fetch_add(&nseen, 1);
+	if (i < sizeof(seen) - 1)
+		seen[i] = (char)c;
+}
+
+static inline void capture_start(void)
+{
+	atomic_store(&nseen, 0);
+	atomic_store(&printk_testing_putc, capture_putc);
+}
+
+/* Ends the capture; the text is in seen. */
+static inline const char *capture_stop(void)
+{
+	atomic_store(&printk_testing_putc, NULL);
+	unsigned n = atomic_load(&nseen);
+	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
+	return seen;
+}
+#endif /* KTEST_HOOKS */
+
+#endif
