@@ -197,7 +197,7 @@ static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
 	unsigned shift = 0;
 	if (mask)
 		*mask = 0;
-	p->stats.free_pages -= npages;
+	palloc_free_pages_add(p, -npages);
 	for (struct palloc_piece pc; palloc_next_piece(&pi, &left, &pc);) {
 		pallocbits_set(&p->alloc[pc.c], pc.i, pc.n);
 		if (!p->scav)
@@ -216,7 +216,7 @@ static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
 
 static void mark_free(struct palloc *p, size_t pi, size_t npages)
 {
-	p->stats.free_pages += npages;
+	palloc_free_pages_add(p, npages);
 	for (struct palloc_piece pc; palloc_next_piece(&pi, &npages, &pc);)
 		pallocbits_clear(&p->alloc[pc.c], pc.i, pc.n);
 }

@@ -79,8 +79,10 @@ struct palloc_refusal {
 
 struct palloc_stats {
 	size_t grown_pages; /* pages of grown chunks */
-	size_t free_pages;  /* free in the heap (not counting page caches) */
-	size_t scav_pages;  /* free and scavenged */
+	/* Free in the heap (not counting page caches); written under the
+	 * owner's lock with atomic stores, for palloc_free_pages_hint. */
+	size_t free_pages;
+	size_t scav_pages; /* free and scavenged */
 };
 
 struct palloc {

@@ -320,12 +320,12 @@ static void init_chunk(struct palloc *p, size_t c)
 			p->scav[c].w[w] = ~0ull;
 	}
 	p->stats.grown_pages += PALLOC_CHUNK_PAGES;
-	p->stats.free_pages += PALLOC_CHUNK_PAGES;
+	palloc_free_pages_add(p, PALLOC_CHUNK_PAGES);
 	if (p->scav)
 		p->stats.scav_pages += PALLOC_CHUNK_PAGES;
 	if (p->arena_base == 0 && c == 0) { /* invariant 6 of palloc.c */
 		p->alloc[0].w[0] = 1;
-		p->stats.free_pages--;
+		palloc_free_pages_add(p, -(size_t)1);
 		if (p->scav) {
 			p->scav[0].w[0] &= ~1ull;
 			p->stats.scav_pages--;

@@ -57,6 +57,17 @@ static inline void palloc_assert_locked(const struct palloc *p, const char *fn)
 		mm_panic("palloc: %s called without the owner's lock", fn);
 }
 
+/*
+ * Adds delta (wrapping: a negative delta as its two's complement) to the
+ * free-page count. Under the owner's lock, the only writer; the store is
+ * atomic because palloc_free_pages_hint reads the count without the lock.
+ */
+static inline void palloc_free_pages_add(struct palloc *p, size_t delta)
+{
+	size_t n = __atomic_load_n(&p->stats.free_pages, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->stats.free_pages, n + delta, __ATOMIC_RELAXED);
+}
+
 /* log2 of the chunks an entry of level l covers. */
 static inline unsigned palloc_level_shift(const struct palloc *p, unsigned l)
 {

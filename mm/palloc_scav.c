@@ -142,7 +142,7 @@ bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
 		return false;
 	pallocbits_set(&p->alloc[pi / PALLOC_CHUNK_PAGES],
 	               (unsigned)(pi & PALLOC_CHUNK_MASK), (unsigned)n);
-	p->stats.free_pages -= n;
+	palloc_free_pages_add(p, -n);
 	palloc_update_locked(p, pi, n,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	r->base = palloc_page_addr(p, pi);

@@ -66,7 +66,7 @@ static bool apply(struct palloc *p, const struct palloc_test_chunk *t)
 	        pallocbits_count(&p->alloc[c], 0, PALLOC_CHUNK_PAGES);
 	unsigned new_free = PALLOC_CHUNK_PAGES -
 	                    pallocbits_count(&a, 0, PALLOC_CHUNK_PAGES);
-	p->stats.free_pages = p->stats.free_pages - old_free + new_free;
+	palloc_free_pages_add(p, (size_t)new_free - old_free);
 	p->alloc[c] = a;
 	if (p->scav) {
 		p->stats.scav_pages -=

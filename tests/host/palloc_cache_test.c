@@ -5,6 +5,8 @@
  * pages and scavenged bits back, and refuses a window that disagrees with
  * the heap.
  */
+#include <pthread.h>
+
 #include "../../mm/pagecache.h"
 #include "palloc_test_util.h"
 
@@ -261,5 +263,56 @@ KTEST(pagecache, free_of_no_pages_is_refused)
 	KEXPECT(pagecache_free(&c, PG(0), 8));
 	pagecache_flush_locked(&c, &p);
 	TP_CHECK(&p, "after the flush");
+	tp_release(&p);
+}
+
+struct hint_writer {
+	struct palloc *p;
+	mm_lock_t *lock;
+};
+
+/* Allocates and frees one page at a time under the owner's lock. */
+static void *hint_writer_run(void *arg)
+{
+	struct hint_writer *w = arg;
+	for (int i = 0; i < 2000; i++) {
+		unsigned long irq = mm_lock_acquire(w->lock);
+		uintptr_t a = palloc_alloc_locked(w->p, 1 + i % 3, NULL);
+		if (a)
+			palloc_free_locked(w->p, a, 1 + i % 3);
+		mm_lock_release(w->lock, irq);
+	}
+	return NULL;
+}
+
+/*
+ * palloc_free_pages_hint is for readers without the lock (the kernel's
+ * frame count): the owner's writers change the count under the lock while
+ * it reads. Under ThreadSanitizer this reported a data race: the hint's
+ * load was atomic, the writers' updates plain. Every value read must be
+ * one the count had: at most the chunk, at least the chunk less 3.
+ */
+KTEST(palloc, free_pages_hint_reads_while_the_owner_writes)
+{
+	mm_lock_t lock;
+	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
+	struct palloc p;
+	struct palloc_config cfg = {.arena_base = TP_BASE,
+	                            .arena_bytes = PALLOC_CHUNK_BYTES,
+	                            .owner_lock = &lock};
+	KASSERT(palloc_init(&p, &cfg));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	struct hint_writer w = {&p, &lock};
+	pthread_t t;
+	KASSERT(pthread_create(&t, NULL, hint_writer_run, &w) == 0);
+	size_t lo = PALLOC_CHUNK_PAGES, hi = 0;
+	for (int i = 0; i < 20000; i++) {
+		size_t n = palloc_free_pages_hint(&p);
+		lo = n < lo ? n : lo;
+		hi = n > hi ? n : hi;
+	}
+	pthread_join(t, NULL);
+	KEXPECT(hi <= PALLOC_CHUNK_PAGES && lo >= PALLOC_CHUNK_PAGES - 3);
+	KEXPECT_EQ(palloc_free_pages_hint(&p), PALLOC_CHUNK_PAGES);
 	tp_release(&p);
 }
