@@ -144,7 +144,7 @@ static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
 	} else {
 		base = palloc_alloc_locked(&h->pages, npages, nscav);
 	}
-	*low = h->pages.stats.free_pages < h->cfg.reserve_pages;
+	*low = mheap_reserve_free_locked(h) < h->cfg.reserve_pages;
 	mm_lock_release(&h->lock, irq);
 	return base;
 }
@@ -352,7 +352,7 @@ static bool extend_take(struct mheap *h, uintptr_t end, size_t extra,
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, nscav);
-	*low = h->pages.stats.free_pages < h->cfg.reserve_pages;
+	*low = mheap_reserve_free_locked(h) < h->cfg.reserve_pages;
 	*wait = !ok && h->taken && mheap_taken_run_locked(h, end, extra);
 	if (*wait)
 		h->counters.scav_waits++;

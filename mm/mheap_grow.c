@@ -20,11 +20,12 @@
  *            `growing` and wakes `grown`. A growth for a run counts the
  *            free run at the heap's top, which the new chunks extend.
  *   reserve  Free pages in grown chunks are kept at reserve_pages or
- *            more, so that atomic callers rarely need to grow: a thread
- *            whose allocation leaves fewer grows the heap by the chunks
- *            that make up the difference (unless someone is growing
- *            already), and an atomic caller
- *            that leaves fewer wakes the scavenger thread to do it.
+ *            more (pages a scavenge batch holds count: they come back
+ *            within the batch), so that atomic callers rarely need to
+ *            grow: a thread whose allocation leaves fewer grows the heap
+ *            by the chunks that make up the difference (unless someone
+ *            is growing already), and an atomic caller that leaves fewer
+ *            wakes the scavenger thread to do it.
  *   table    A lookup is one load, checked against spanmap_pages; new
  *            entries say MHEAP_SPAN_NONE (the table holds no NULL).
  *
@@ -147,7 +148,7 @@ enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
 void mheap_refill(struct mheap *h)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	size_t free = h->pages.stats.free_pages;
+	size_t free = mheap_reserve_free_locked(h);
 	mm_lock_release(&h->lock, irq);
 	if (free >= h->cfg.reserve_pages || atomic_load(&h->growing))
 		return;

@@ -56,6 +56,14 @@ const struct palloc_run *mheap_taken_run_locked(const struct mheap *h,
 void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
                                   size_t npages);
 
+/* The free pages the reserve counts: palloc's, and those a scavenge batch
+ * holds (they come back free within the batch; counting them as gone grew
+ * a chunk for them). Locking: h->lock must be held. */
+static inline size_t mheap_reserve_free_locked(const struct mheap *h)
+{
+	return h->pages.stats.free_pages + h->taken_pages;
+}
+
 /* Which counters a scavenge books its pages to. */
 enum mheap_scav_kind {
 	MHEAP_SCAV_BG,      /* the background thread */
