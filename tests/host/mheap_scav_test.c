@@ -2,13 +2,12 @@
  * The page heap's scavenging (mm/mheap_scav.c, mm/mheap_alloc.c) through the
  * POSIX port: the locked mode under a short frame pool, the pacing
  * arithmetic, the background thread reaching its goal and started and
- * stopped twice, debug scavenge-on-free faulting at the freed address,
- * and an allocation or an extension in place that waits (sleeping, not
- * spinning) for a scavenge batch to finish.
+ * stopped twice, and an allocation or an extension in place that waits
+ * (sleeping, not spinning) for a scavenge batch to finish. Debug mode's
+ * tests are in mheap_debug_test.c.
  */
 #include <pthread.h>
 #include <semaphore.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -204,95 +203,6 @@ KTEST(mheap, background_reaches_goal)
 	KEXPECT(cpu > 0);
 	KEXPECT(st.n.bg_cpu_ns <= end - started + CLOCK_SLACK_NS);
 	MH_CHECK(&heap, "after the scavenger");
-	mh_release(&heap);
-}
-
-static sigjmp_buf fault_jb;
-static void *volatile fault_addr;
-
-static void on_segv(int sig, siginfo_t *si, void *ctx)
-{
-	fault_addr = si->si_addr;
-	siglongjmp(fault_jb, 1);
-}
-
-/* Reads *p; returns true if it faulted (the address in fault_addr). */
-__attribute__((noinline)) static bool touch_faults(volatile char *p)
-{
-	struct sigaction sa = {0}, old;
-	sa.sa_sigaction = on_segv;
-	sa.sa_flags = SA_SIGINFO;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old);
-	bool faulted = true;
-	if (sigsetjmp(fault_jb, 1) == 0) {
-		(void)*p;
-		faulted = false;
-	}
-	sigaction(SIGSEGV, &old, NULL);
-	return faulted;
-}
-
-KTEST(mheap, debug_scavenge_on_free_faults)
-{
-	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
-	char *a = mheap_alloc_pages(&heap, 4, 0);
-	KASSERT(a);
-	memset(a, 1, 4 * PG);
-	KEXPECT(!touch_faults(a + PG + 5));
-	mheap_free_pages(&heap, a, 4);
-	fault_addr = NULL;
-	KEXPECT(touch_faults(a + PG + 5));
-	KEXPECT_EQ((uintptr_t)fault_addr, (uintptr_t)(a + PG + 5));
-	struct mheap_stats st;
-	mheap_stats(&heap, &st);
-	KEXPECT_EQ(st.n.debug_pages, 4);
-	KEXPECT_EQ(st.free_backed_pages, 0);
-	MH_CHECK(&heap, "debug mode");
-	char *b = mheap_alloc_pages(&heap, 4, 0);
-	KEXPECT_EQ(b, a);
-	KEXPECT(b && mh_all_bytes(b, 4 * PG, 0));
-	mh_release(&heap);
-}
-
-/* In debug mode a free from a context that cannot sleep (an atomic
- * allocation trimming its run, a large object freed in an interrupt)
- * frees the pages the ordinary way; it panicked. */
-KTEST(mheap, debug_mode_free_in_atomic_context)
-{
-	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
-	char *a = mheap_alloc_pages(&heap, 4, 0);
-	KASSERT(a);
-	mm_port_set_atomic(true);
-	bool panicked = MM_PORT_PANICS(mheap_free_pages(&heap, a, 4));
-	mm_port_set_atomic(false);
-	KEXPECT(!panicked);
-	struct mheap_stats st;
-	mheap_stats(&heap, &st);
-	KEXPECT_EQ(st.n.debug_pages, 0);
-	KEXPECT_EQ(st.in_use_pages, 0);
-	MH_CHECK(&heap, "after an atomic free in debug mode");
-	mh_release(&heap);
-}
-
-/* In debug mode a bad free (here one too long, over a freed run and a
- * live neighbour) panics before anything is unmapped: the check came
- * after the unmap, which took the live neighbour's pages away. */
-KTEST(mheap, debug_mode_bad_free_unmaps_nothing)
-{
-	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
-	char *a = mheap_alloc_pages(&heap, 4, 0);
-	char *b = mheap_alloc_pages(&heap, 4, 0);
-	KASSERT(a && b == a + 4 * PG);
-	memset(b, 2, 4 * PG);
-	mheap_free_pages(&heap, a, 4);
-	KEXPECT(MM_PORT_PANICS(mheap_free_pages(&heap, a, 8)));
-	KEXPECT(strstr(mm_port_last_panic(), "is not allocated"));
-	/* It panicked under the heap lock, which the catch left held. */
-	if (mm_lock_held(&heap.lock))
-		mm_lock_release(&heap.lock, 0);
-	KEXPECT(!touch_faults(b + 3 * PG));
-	KEXPECT(mh_all_bytes(b, 4 * PG, 2));
 	mh_release(&heap);
 }
 
