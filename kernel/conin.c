@@ -20,6 +20,7 @@
 #include "arch/x86_64/ioapic.h"
 #include "arch/x86_64/serial.h"
 #include "kernel/irq.h"
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/conin_testing.h"
 #include "kernel/printk.h"
@@ -130,7 +131,11 @@ static bool ring_nonempty(void *arg)
 
 uint8_t conin_getc(uint32_t *lost)
 {
-	waitq_wait_until(&conin_wq, ring_nonempty, NULL);
+	/* No byte to return without the wait: a refusal, recorded in the
+	 * lock checker's test mode, is fatal here. */
+	if (!waitq_wait_until(&conin_wq, ring_nonempty, NULL))
+		panic("conin_getc: may not wait for a byte: %s",
+		      lockcheck_last_violation());
 	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
 	uint8_t c = ring[t % CONIN_RING];
 	*lost = lost_before[t % CONIN_RING];

@@ -34,7 +34,9 @@ const char *conin_init(void);
 /* The next byte typed; sleeps until there is one. *lost is the number
  * of bytes dropped just before it because the ring was full (0 unless
  * the reader fell 256 bytes behind) or the UART overran: the line it
- * belongs to is not what was typed. Thread context, one reader. */
+ * belongs to is not what was typed. Thread context, one reader (where it
+ * may not sleep it panics, naming why: in the lock checker's test mode
+ * too, having no byte to return). */
 uint8_t conin_getc(uint32_t *lost);
 
 /* Brackets a running command: Ctrl-C then sets the interrupt flag. */

@@ -301,11 +301,24 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
  * (thread_sleep_unlock's, taken irqsave), or NULL; irqs_on says whether
  * interrupts were on before it. Any other lock held, or a preemption
  * count beyond releasing's, would go to sleep with the thread and be
- * charged to the next one on this CPU. Returns true when the sleep may
- * go ahead; else writes why not into msg.
+ * charged to the next one on this CPU. True when the sleep may go ahead.
  */
-static bool sleep_allowed(const char *what, const struct spinlock *releasing,
-                          bool irqs_on, char *msg, size_t n)
+static bool sleep_ok(struct cpu *c, const struct spinlock *releasing,
+                     bool irqs_on)
+{
+	int base = releasing ? 1 : 0;
+	for (int i = 0; i < c->nheld; i++)
+		if (c->held[i] != releasing)
+			return false;
+	return c->nheld == base && c->preempt_count == base &&
+	       c->irq_depth == 0 && irqs_on;
+}
+
+/* Writes into msg why the sleep of what may not go ahead (sleep_ok said
+ * so), naming the first reason of: another lock, the released lock not
+ * held, an interrupt handler, the preemption count, interrupts off. */
+static void sleep_refusal(const char *what, const struct spinlock *releasing,
+                          char *msg, size_t n)
 {
 	struct cpu *c = this_cpu();
 	int base = releasing ? 1 : 0;
@@ -314,9 +327,6 @@ static bool sleep_allowed(const char *what, const struct spinlock *releasing,
 	for (int i = c->nheld - 1; i >= 0 && !other; i--)
 		if (c->held[i] != releasing)
 			other = c->held[i];
-	if (!other && c->nheld == base && c->preempt_count == base &&
-	    c->irq_depth == 0 && irqs_on)
-		return true;
 	if (other)
 		ksnprintf(msg, n,
 		          "%s in thread %s while holding spinlock %s "
@@ -341,37 +351,49 @@ static bool sleep_allowed(const char *what, const struct spinlock *releasing,
 	else /* pinned with interrupts off (as mm's per-CPU caches will be) */
 		ksnprintf(msg, n, "%s in thread %s with interrupts disabled",
 		          what, who);
-	return false;
 }
 
-static bool may_sleep(const char *what, const struct spinlock *releasing,
-                      bool irqs_on)
+/* The check for a sleep on object (a wait queue's or semaphore's name)
+ * or on nothing (NULL); the report names what and object. */
+static bool may_sleep(const char *what, const char *object,
+                      const struct spinlock *releasing, bool irqs_on)
 {
-	char msg[160];
-	if (sleep_allowed(what, releasing, irqs_on, msg, sizeof(msg)))
+	if (sleep_ok(this_cpu(), releasing, irqs_on))
 		return true;
+	char name[64], msg[160];
+	if (object) {
+		ksnprintf(name, sizeof(name), "%s(%s)", what, object);
+		what = name;
+	}
+	sleep_refusal(what, releasing, msg, sizeof(msg));
 	violation("%s", msg);
 	return false;
 }
 
 bool lockcheck_may_sleep(const char *what)
 {
-	return may_sleep(what, NULL, (read_rflags() & RFLAGS_IF) != 0);
+	return may_sleep(what, NULL, NULL, (read_rflags() & RFLAGS_IF) != 0);
+}
+
+bool lockcheck_may_sleep_on(const char *what, const char *object)
+{
+	return may_sleep(what, object, NULL, (read_rflags() & RFLAGS_IF) != 0);
 }
 
 void lockcheck_must_sleep(const char *what)
 {
 	char msg[160];
-	if (!sleep_allowed(what, NULL, (read_rflags() & RFLAGS_IF) != 0, msg,
-	                   sizeof(msg)))
-		panic("lock checker: %s", msg);
+	if (sleep_ok(this_cpu(), NULL, (read_rflags() & RFLAGS_IF) != 0))
+		return;
+	sleep_refusal(what, NULL, msg, sizeof(msg));
+	panic("lock checker: %s", msg);
 }
 
 bool lockcheck_may_sleep_releasing(const char *what,
                                    const struct spinlock *held,
                                    unsigned long irq_state)
 {
-	return may_sleep(what, held, (irq_state & RFLAGS_IF) != 0);
+	return may_sleep(what, NULL, held, (irq_state & RFLAGS_IF) != 0);
 }
 
 void lockcheck_preempt_underflow(void)

@@ -46,6 +46,10 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
  * refuses to sleep). */
 bool lockcheck_may_sleep(const char *what);
 
+/* The same for a sleep on a wait queue or semaphore: the report names
+ * what and object, the queue's or semaphore's name ("sema_acquire(x)"). */
+bool lockcheck_may_sleep_on(const char *what, const char *object);
+
 /* The same for a caller that cannot refuse (thread_exit, which never
  * returns): panics naming the reason, in test mode too. */
 void lockcheck_must_sleep(const char *what);

@@ -24,6 +24,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/format.h"
 #include "kernel/irq.h"
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
@@ -113,7 +114,11 @@ void stw_stop(const char *reason)
 		panic("stw_stop(\"%s\"): cpu %u stopped the world already "
 		      "(\"%s\"); a nested stop would wait for itself",
 		      reason, this_cpu()->id, stop_reason);
-	sema_acquire(&stw_sema);
+	/* No world to return stopped without the semaphore: a refusal,
+	 * recorded in the lock checker's test mode, is fatal here. */
+	if (!sema_acquire(&stw_sema))
+		panic("stw_stop(\"%s\"): may not wait for stw_sema: %s", reason,
+		      lockcheck_last_violation());
 	preempt_disable();
 	stop_reason = reason;
 	struct cpu *self = this_cpu();

@@ -26,7 +26,9 @@ void stw_init(void);
  * the CPUs still awaited, and goes on waiting. reason is kept until
  * stw_start, for a debugger and for the panic of a nested stop (a stop by
  * the CPU that holds the world, which would wait for itself). No CPU
- * comes online until stw_start (it waits in cpu_set_online, percpu.h). */
+ * comes online until stw_start (it waits in cpu_set_online, percpu.h).
+ * Where it may not sleep it panics naming why, in the lock checker's test
+ * mode too (it cannot return with the world running). */
 void stw_stop(const char *reason);
 
 /* Releases the parked CPUs and waits until all have left the park. */

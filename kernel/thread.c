@@ -269,7 +269,10 @@ void thread_join(struct thread *t)
 	if (!join_claim(t))
 		panic("thread_join: %p is not a live thread (joined already?)",
 		      (void *)t);
-	waitq_wait_until(&thread_exit_wq, joinable, t);
+	if (!waitq_wait_until(&thread_exit_wq, joinable, t))
+		panic("thread_join: the wait for %s was refused after its "
+		      "check passed: %s",
+		      t->name, lockcheck_last_violation());
 	list_remove(t);
 	if (!t->boot_stack)
 		kstack_free(&t->stack);

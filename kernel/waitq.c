@@ -45,10 +45,12 @@ static void unlink(struct waitq *wq, struct thread *t)
 	t->wq_queued = false;
 }
 
-void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg)
+/* waitq_wait_until, refused in the checker's report as what(queue). */
+static bool wait_until(struct waitq *wq, bool (*cond)(void *), void *arg,
+                       const char *what)
 {
-	if (!lockcheck_may_sleep("waitq_wait"))
-		return; /* test mode only: the checker recorded it */
+	if (!lockcheck_may_sleep_on(what, wq->lock.name))
+		return false; /* test mode only: the checker recorded it */
 	struct thread *self = thread_current();
 	unsigned long irq = spin_lock_irqsave(&wq->lock);
 	while (!cond(arg)) {
@@ -61,6 +63,12 @@ void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg)
 			unlink(wq, self);
 	}
 	spin_unlock_irqrestore(&wq->lock, irq);
+	return true;
+}
+
+bool waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg)
+{
+	return wait_until(wq, cond, arg, "waitq_wait_until");
 }
 
 /* Wakes the first waiter, if any. Locking: wq->lock held. */
@@ -120,9 +128,9 @@ static bool take(void *arg)
 	return true;
 }
 
-void sema_acquire(struct semaphore *s)
+bool sema_acquire(struct semaphore *s)
 {
-	waitq_wait_until(&s->wq, take, s);
+	return wait_until(&s->wq, take, s, "sema_acquire");
 }
 
 bool sema_try_acquire(struct semaphore *s)

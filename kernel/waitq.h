@@ -25,13 +25,16 @@ struct waitq {
 void waitq_init(struct waitq *wq, const char *name);
 
 /*
- * Blocks until cond(arg) returns true. cond runs with wq->lock held and
- * interrupts off, so a waker that makes it true and then wakes the queue
- * cannot be missed. Thread context, no spinlock held, preemption and
- * interrupts on (the lock checker reports any other; in its test mode the
- * call then returns at once, cond not checked).
+ * Blocks until cond(arg) returns true; returns true then. cond runs with
+ * wq->lock held and interrupts off, so a waker that makes it true and
+ * then wakes the queue cannot be missed. Thread context, no spinlock
+ * held, preemption and interrupts on: the lock checker reports any other,
+ * naming the call and the queue (a panic). In its test mode the report is
+ * recorded and the call returns false at once, cond not checked: a caller
+ * must not go on as if cond held, hence the must-check result.
  */
-void waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
+__attribute__((warn_unused_result)) bool
+waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
 
 /* Wake the first waiter / every waiter. Any context but NMI. */
 void waitq_wake_one(struct waitq *wq);
@@ -50,8 +53,10 @@ struct semaphore {
 
 /* Any context, before the semaphore is first used. */
 void sema_init(struct semaphore *s, const char *name, int count);
-/* Takes a unit, blocking until there is one: as waitq_wait_until. */
-void sema_acquire(struct semaphore *s);
+/* Takes a unit, blocking until there is one, and returns true. Where it
+ * may not sleep it is refused as waitq_wait_until is (a panic; in the
+ * lock checker's test mode, false with no unit taken). */
+__attribute__((warn_unused_result)) bool sema_acquire(struct semaphore *s);
 /* Takes a unit if there is one, never blocks: any context but NMI. */
 bool sema_try_acquire(struct semaphore *s);
 /* Gives a unit back and wakes a waiter: any context but NMI. */

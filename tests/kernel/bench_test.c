@@ -199,7 +199,8 @@ static uint64_t xfree_ticks; /* the freeing thread's */
 static void xfree_thread(void *arg)
 {
 	for (unsigned r = 0; r <= XFREE_ROUNDS; r++) {
-		sema_acquire(&xfree_go);
+		if (!sema_acquire(&xfree_go))
+			return;
 		uint64_t start = rdtsc();
 		for (unsigned i = 0; i < XFREE_N; i++)
 			kfree(xfree_objs[i]);
@@ -232,7 +233,7 @@ KTEST_EXPLICIT(bench, kmalloc_kfree_16_cross_cpu)
 		for (unsigned i = 0; i < XFREE_N; i++)
 			nulls += xfree_objs[i] == NULL;
 		sema_release(&xfree_go);
-		sema_acquire(&xfree_done);
+		KASSERT(sema_acquire(&xfree_done));
 		start = rdtsc();
 		spanheap_sweep_cycle(&kspanheap);
 		if (r > 0)

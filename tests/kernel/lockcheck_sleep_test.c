@@ -5,7 +5,11 @@
  * the sleep releases, is reported in test mode and refused; so is a join
  * that cannot sleep, which then leaves its thread alone.
  */
+#include <stdatomic.h>
+
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -178,7 +182,7 @@ static bool join_gate(void *arg)
 
 static void wait_at_join_gate(void *arg)
 {
-	waitq_wait_until(&join_wq, join_gate, NULL);
+	KASSERT(waitq_wait_until(&join_wq, join_gate, NULL));
 }
 
 static void join_unpreemptible(void)
@@ -223,4 +227,77 @@ KTEST(lockcheck, join_that_cannot_sleep_is_refused)
 	spin_unlock_irqrestore(&join_wq.lock, irq);
 	thread_join(join_target);
 	KEXPECT(!live_thread_state(id, &st));
+}
+
+/*
+ * A wait that may not sleep fails visibly. In test mode sema_acquire and
+ * waitq_wait_until are refused like any sleep, and return false with no
+ * unit taken and the condition unchecked: returning as if they had waited
+ * let a caller in beside the semaphore's holder, or on past a condition
+ * that did not hold. The report names the call and the semaphore or
+ * queue. Each wrong context: a spinlock held, preemption disabled, an
+ * interrupt handler (a self-IPI, as lockcheck_irq_test.c's).
+ */
+static struct semaphore none_sema;
+static struct waitq never_wq = WAITQ_INIT("never_wq");
+static bool got;
+
+static bool never(void *arg)
+{
+	return false;
+}
+
+static void acquire_holding(void)
+{
+	unsigned long irq = spin_lock_irqsave(&low);
+	got = sema_acquire(&none_sema); /* refused */
+	spin_unlock_irqrestore(&low, irq);
+}
+
+static void wait_unpreemptible(void)
+{
+	preempt_disable();
+	got = waitq_wait_until(&never_wq, never, NULL); /* refused */
+	preempt_enable();
+}
+
+static _Atomic bool handler_done;
+
+static void acquire_in_handler(struct trap_frame *f)
+{
+	got = sema_acquire(&none_sema); /* refused */
+	atomic_store(&handler_done, true);
+}
+
+static void acquire_in_interrupt(void)
+{
+	atomic_store(&handler_done, false);
+	irq_register(IRQ_VEC_TEST, acquire_in_handler);
+	lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+	while (!atomic_load(&handler_done))
+		cpu_pause();
+	irq_register(IRQ_VEC_TEST, NULL);
+}
+
+KTEST(lockcheck, wait_that_cannot_sleep_fails_visibly)
+{
+	sema_init(&none_sema, "none_sema", 0);
+	got = true;
+	KEXPECT_EQ(recorded(acquire_holding), 1);
+	KEXPECT(!got);
+	KEXPECT(message_has("sema_acquire(none_sema) in thread",
+	                    "spinlock low"));
+	got = true;
+	KEXPECT_EQ(recorded(wait_unpreemptible), 1);
+	KEXPECT(!got);
+	KEXPECT(message_has("waitq_wait_until(never_wq) in thread",
+	                    "preemption disabled"));
+	got = true;
+	KEXPECT_EQ(recorded(acquire_in_interrupt), 1);
+	KEXPECT(!got);
+	KEXPECT(message_has("sema_acquire(none_sema)", "interrupt handler"));
+	/* Nothing taken, nothing left behind. */
+	KEXPECT(!sema_try_acquire(&none_sema));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
 }

@@ -332,7 +332,7 @@ static bool gate(void *arg)
 
 static void wait_at_gate(void *arg)
 {
-	waitq_wait_until(&test_wq, gate, NULL);
+	KASSERT(waitq_wait_until(&test_wq, gate, NULL));
 	atomic_fetch_add(&passed, 1);
 }
 
@@ -398,7 +398,7 @@ static _Atomic int inside, max_inside;
 static void use_sema(void *arg)
 {
 	for (int i = 0; i < 20; i++) {
-		sema_acquire(&test_sema);
+		KASSERT(sema_acquire(&test_sema));
 		int now = atomic_fetch_add(&inside, 1) + 1;
 		int m = atomic_load(&max_inside);
 		while (now > m &&
@@ -415,7 +415,7 @@ static atomic_bool second_in, second_go;
 static void second_holder(void *arg)
 {
 	(void)arg;
-	sema_acquire(&test_sema);
+	KASSERT(sema_acquire(&test_sema));
 	atomic_store(&second_in, true);
 	while (!atomic_load(&second_go))
 		thread_yield();
@@ -442,7 +442,7 @@ static void sema_admits_a_second_holder(void)
 {
 	atomic_store(&second_in, false);
 	atomic_store(&second_go, false);
-	sema_acquire(&test_sema);
+	KASSERT(sema_acquire(&test_sema));
 	struct thread *t =
 	        thread_create("sema2", second_holder, NULL, THREAD_ANY_CPU);
 	KASSERT(t != NULL);
