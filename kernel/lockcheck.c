@@ -396,6 +396,16 @@ bool lockcheck_may_sleep_releasing(const char *what,
 	return may_sleep(what, NULL, held, (irq_state & RFLAGS_IF) != 0);
 }
 
+void lockcheck_misuse(const char *fmt, ...)
+{
+	char msg[160];
+	va_list ap;
+	va_start(ap, fmt);
+	kvsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	violation("%s", msg);
+}
+
 void lockcheck_preempt_underflow(void)
 {
 	struct cpu *c = this_cpu();

@@ -61,6 +61,14 @@ bool lockcheck_may_sleep_releasing(const char *what,
                                    const struct spinlock *held,
                                    unsigned long irq_state);
 
+/* A misuse that a sleeping primitive finds in its own state (a semaphore
+ * released past its maximum, bad numbers for sema_init): panics with the
+ * message, or in test mode records it, and the caller then leaves its
+ * state consistent. Any context but NMI; no spinlock of the primitive's
+ * held (a panic would leave it taken). */
+__attribute__((format(printf, 1, 2))) void lockcheck_misuse(const char *fmt,
+                                                            ...);
+
 /* Called by preempt_enable when the preemption count is already 0:
  * reports the enable without its disable (the caller then leaves the
  * count at 0). */

@@ -68,7 +68,7 @@ static void park_irq(struct trap_frame *f)
 
 void stw_init(void)
 {
-	sema_init(&stw_sema, "stw_sema", 1);
+	sema_init(&stw_sema, "stw_sema", 1, 1);
 	irq_register(IRQ_VEC_STW, park_irq);
 }
 

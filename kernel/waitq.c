@@ -112,10 +112,18 @@ void waitq_wake_all(struct waitq *wq)
 	spin_unlock_irqrestore(&wq->lock, irq);
 }
 
-void sema_init(struct semaphore *s, const char *name, int count)
+void sema_init(struct semaphore *s, const char *name, int count, int max)
 {
 	waitq_init(&s->wq, name);
+	if (count < 0 || max < 1 || count > max) {
+		lockcheck_misuse("sema_init(%s): %d units free of %d; wants 0 "
+		                 "<= free <= maximum, maximum >= 1",
+		                 name, count, max);
+		max = max < 1 ? 1 : max;
+		count = count < 0 ? 0 : count > max ? max : count;
+	}
 	s->count = count;
+	s->max = max;
 }
 
 /* Takes one unit if there is one. Locking: s->wq.lock held. */
@@ -144,7 +152,15 @@ bool sema_try_acquire(struct semaphore *s)
 void sema_release(struct semaphore *s)
 {
 	unsigned long irq = spin_lock_irqsave(&s->wq.lock);
-	s->count++;
-	wake_first(&s->wq);
+	bool over = s->count >= s->max;
+	if (!over) {
+		s->count++;
+		wake_first(&s->wq);
+	}
 	spin_unlock_irqrestore(&s->wq.lock, irq);
+	if (over)
+		lockcheck_misuse(
+		        "sema_release(%s) on cpu %u with all %d of its "
+		        "units free: a release without its acquire",
+		        s->wq.lock.name, this_cpu()->id, s->max);
 }

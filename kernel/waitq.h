@@ -47,19 +47,30 @@ void waitq_wake_all_locked(struct waitq *wq);
 /* ---- Semaphores ---------------------------------------------------------- */
 
 struct semaphore {
-	struct waitq wq; /* its lock guards count */
-	int count;
+	struct waitq wq; /* rank WAITQ, named after the semaphore */
+	/* Protected by wq.lock: */
+	int count; /* units free, 0 <= count <= max */
+	/* Immutable after init: */
+	int max; /* units in all: a release past it has no acquire */
 };
 
-/* Any context, before the semaphore is first used. */
-void sema_init(struct semaphore *s, const char *name, int count);
+/* Any context, before the semaphore is first used: count units free of
+ * max (a lock is 1 of 1, a signal 0 of 1). Bad numbers (count < 0,
+ * max < 1, count > max) are reported by the lock checker, naming the
+ * semaphore (a panic; in its test mode recorded, and count and max then
+ * clamped to 0 <= count <= max, 1 <= max). */
+void sema_init(struct semaphore *s, const char *name, int count, int max);
 /* Takes a unit, blocking until there is one, and returns true. Where it
  * may not sleep it is refused as waitq_wait_until is (a panic; in the
  * lock checker's test mode, false with no unit taken). */
 __attribute__((warn_unused_result)) bool sema_acquire(struct semaphore *s);
 /* Takes a unit if there is one, never blocks: any context but NMI. */
 bool sema_try_acquire(struct semaphore *s);
-/* Gives a unit back and wakes a waiter: any context but NMI. */
+/* Gives a unit back and wakes a waiter: any context but NMI. A release
+ * with every unit already free (a double release, or one without its
+ * acquire) would let an extra holder in: it is reported by the lock
+ * checker, naming the semaphore and its maximum (a panic; in its test
+ * mode recorded, and the count left at the maximum). */
 void sema_release(struct semaphore *s);
 
 #endif

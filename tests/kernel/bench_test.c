@@ -217,8 +217,8 @@ KTEST_EXPLICIT(bench, kmalloc_kfree_16_cross_cpu)
 		KTEST_SKIP("needs two CPUs");
 	xfree_objs = kmalloc(XFREE_N * sizeof(void *), 0);
 	KASSERT(xfree_objs != NULL);
-	sema_init(&xfree_go, "xfree_go", 0);
-	sema_init(&xfree_done, "xfree_done", 0);
+	sema_init(&xfree_go, "xfree_go", 0, 1);
+	sema_init(&xfree_done, "xfree_done", 0, 1);
 	xfree_ticks = 0;
 	struct thread *t = thread_create("xfree", xfree_thread, NULL, other);
 	KASSERT(t != NULL);

@@ -281,7 +281,7 @@ static void acquire_in_interrupt(void)
 
 KTEST(lockcheck, wait_that_cannot_sleep_fails_visibly)
 {
-	sema_init(&none_sema, "none_sema", 0);
+	sema_init(&none_sema, "none_sema", 0, 1);
 	got = true;
 	KEXPECT_EQ(recorded(acquire_holding), 1);
 	KEXPECT(!got);

@@ -461,7 +461,7 @@ static void sema_admits_a_second_holder(void)
 KTEST(sched, semaphore_admits_count_holders)
 {
 	enum { N = 6 };
-	sema_init(&test_sema, "test_sema", 2);
+	sema_init(&test_sema, "test_sema", 2, 2);
 	sema_admits_a_second_holder();
 	atomic_store(&inside, 0);
 	atomic_store(&max_inside, 0);

@@ -1,0 +1,86 @@
+/*
+ * Semaphores against misuse (see sched_test.c for their admission tests):
+ * a release past the maximum and bad numbers at init are reported, naming
+ * the semaphore, and let no extra holder in.
+ */
+#include "kernel/ktest.h"
+#include "kernel/lockcheck.h"
+#include "kernel/stw.h"
+#include "kernel/thread.h"
+#include "tests/kernel/lockcheck_util.h"
+
+static struct semaphore one;
+
+static void release_one(void)
+{
+	sema_release(&one);
+}
+
+/*
+ * A semaphore of one unit, taken and given back, then given back again:
+ * without a maximum the second release made two units, and two holders
+ * could be inside at once. It is reported, and one unit stays.
+ */
+KTEST(sema, release_past_the_maximum_is_refused)
+{
+	sema_init(&one, "one_holder", 1, 1);
+	KASSERT(sema_acquire(&one));
+	sema_release(&one);
+	KEXPECT_EQ(recorded(release_one), 1);
+	KEXPECT(message_has("sema_release(one_holder)",
+	                    "all 1 of its units free"));
+	KEXPECT(sema_try_acquire(&one));
+	KEXPECT(!sema_try_acquire(&one)); /* no second holder */
+	sema_release(&one);
+}
+
+static void release_stw(void)
+{
+	sema_release(&stw_sema);
+}
+
+/* Stop-the-world's semaphore, released with no stop held: the world can
+ * still be stopped by one stopper at a time. */
+KTEST(sema, stw_sema_released_twice_is_refused)
+{
+	KEXPECT_EQ(recorded(release_stw), 1);
+	KEXPECT(message_has("sema_release(stw_sema)", "all 1 of its"));
+	KEXPECT(sema_try_acquire(&stw_sema));
+	KEXPECT(!sema_try_acquire(&stw_sema));
+	sema_release(&stw_sema);
+	stw_stop("sema test");
+	KEXPECT(stw_stopped_by_this_cpu());
+	stw_start();
+}
+
+static struct semaphore bad;
+static int bad_count, bad_max;
+
+static void init_bad(void)
+{
+	sema_init(&bad, "bad_sema", bad_count, bad_max);
+}
+
+KTEST(sema, init_with_bad_numbers_is_refused)
+{
+	static const struct {
+		int count, max, clamped_count;
+	} cases[] = {
+	        {-1, 1, 0}, /* a negative count */
+	        {0, 0, 0},  /* no unit at all */
+	        {3, 2, 2},  /* more free than there are */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bad_count = cases[i].count;
+		bad_max = cases[i].max;
+		KEXPECT_EQ(recorded(init_bad), 1);
+		KEXPECT(message_has("sema_init(bad_sema)", "wants 0 <= free"));
+		int taken = 0;
+		while (taken < 4 && sema_try_acquire(&bad))
+			taken++;
+		KEXPECT_EQ(taken, cases[i].clamped_count);
+	}
+	bad_count = 2;
+	bad_max = 2;
+	KEXPECT_EQ(recorded(init_bad), 0);
+}
