@@ -51,6 +51,13 @@ static bool wait_until(struct waitq *wq, bool (*cond)(void *), void *arg,
 {
 	if (!lockcheck_may_sleep_on(what, wq->lock.name))
 		return false; /* test mode only: the checker recorded it */
+	/* Named here: the call would fault at address 0 with the queue's
+	 * lock held and interrupts off, naming neither. */
+	if (!cond) {
+		lockcheck_misuse("%s(%s) without a condition", what,
+		                 wq->lock.name);
+		return false;
+	}
 	struct thread *self = thread_current();
 	unsigned long irq = spin_lock_irqsave(&wq->lock);
 	while (!cond(arg)) {

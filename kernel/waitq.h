@@ -31,7 +31,8 @@ void waitq_init(struct waitq *wq, const char *name);
  * held, preemption and interrupts on: the lock checker reports any other,
  * naming the call and the queue (a panic). In its test mode the report is
  * recorded and the call returns false at once, cond not checked: a caller
- * must not go on as if cond held, hence the must-check result.
+ * must not go on as if cond held, hence the must-check result. A NULL
+ * cond is reported the same way, naming the queue.
  */
 __attribute__((warn_unused_result)) bool
 waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);

@@ -301,3 +301,21 @@ KTEST(lockcheck, wait_that_cannot_sleep_fails_visibly)
 	KEXPECT_EQ(this_cpu()->nheld, 0);
 	KEXPECT_EQ(this_cpu()->preempt_count, 0);
 }
+
+/* A wait with no condition is refused naming the queue, instead of
+ * calling address 0 with the queue's lock held and interrupts off. */
+static void wait_without_a_condition(void)
+{
+	got = waitq_wait_until(&never_wq, NULL, NULL);
+}
+
+KTEST(lockcheck, wait_without_a_condition_is_refused)
+{
+	got = true;
+	KEXPECT_EQ(recorded(wait_without_a_condition), 1);
+	KEXPECT(!got);
+	KEXPECT(message_has("waitq_wait_until(never_wq)",
+	                    "without a condition"));
+	KEXPECT(!spin_held(&never_wq.lock));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+}

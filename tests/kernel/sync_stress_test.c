@@ -58,7 +58,8 @@ static void sema_worker(void *arg)
 			;
 		uint64_t v = sema_counter; /* a lost update if two are in */
 		if (i % 8 == 0)
-			thread_yield(); /* a holder switched out, others queue */
+			thread_yield(); /* a holder switched out, others queue
+			                 */
 		sema_counter = v + 1;
 		atomic_fetch_sub(&holders, 1);
 		sema_release(&lock_sema);
