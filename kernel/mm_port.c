@@ -16,6 +16,7 @@
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
@@ -381,9 +382,17 @@ static void unlink_waiter(struct kernel_event *k, struct event_waiter *w)
 bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 {
 	struct kernel_event *k = kevent(e);
-	if (!mm_port_can_sleep())
-		panic("mm_event_wait(%s) from a context that cannot sleep",
+	if (!mm_port_can_sleep()) {
+		/* The lock checker's panic names the reason (the lock held,
+		 * the handler, the preemption count, interrupts off); only a
+		 * wait with no thread at all gets past it. */
+		char what[64];
+		ksnprintf(what, sizeof(what), "mm_event_wait(%s)",
+		          k->lock.name);
+		lockcheck_must_sleep(what);
+		panic("mm_event_wait(%s) with no thread to sleep",
 		      k->lock.name);
+	}
 	uint64_t deadline = time_now_ns() + timeout_ns;
 	if (deadline < timeout_ns)
 		deadline = UINT64_MAX;

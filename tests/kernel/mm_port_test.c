@@ -235,6 +235,22 @@ KTEST(mm_port, event_wait_times_out_or_is_woken)
 	KEXPECT(mm_port_thread_cpu_ns() >= cpu0);
 }
 
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a wait on an
+ * mm event with a spinlock held must panic with the lock checker's
+ * reason, naming the event and the lock, not only "cannot sleep". */
+static struct spinlock demo_held =
+        SPINLOCK_INIT("demo_held", LOCK_RANK_TEST_LOW);
+
+KTEST(demo, mm_event_wait_holding_a_spinlock)
+{
+	mm_event_init(&event, "demo_event");
+	unsigned long irq = spin_lock_irqsave(&demo_held);
+	(void)mm_event_wait(&event, mm_event_prepare(&event), 1000000);
+	spin_unlock_irqrestore(&demo_held, irq);
+}
+#endif
+
 static unsigned each_calls[MAX_CPUS];
 static bool each_stopped, each_self_called;
 
