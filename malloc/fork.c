@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <sys/single_threaded.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
@@ -241,16 +242,22 @@ static void fork_child(void)
  * background threads make it multi-threaded, and the child inherited any
  * lock one of them held (the heap's, a class's) with no thread to release
  * it: its first malloc could hang (2 of 300 children, in a review's
- * test). So while they run, this _Fork, which the program's calls reach
- * (glibc's fork calls its own internally), runs our handlers around the
- * real one. Without them it is the real one alone, async-signal-safe as
- * documented; with them it takes our locks, as fork does, but never
- * waits for them: called from a signal handler that interrupted this
- * thread inside a call (its slot held, even while it leaves) or inside
- * bg_start (ctl_lock held), the handlers would wait for ever (a review's
- * test hung 3 runs of 3), so it is the real one alone then, and its
- * child may only do what an async-signal-safe _Fork's child may. The threads'
- * state is read under ctl_lock, which bg_start holds while it starts them.
+ * test). So in a process that has had a second thread (ours or the
+ * program's: glibc's __libc_single_threaded is clear), this _Fork, which
+ * the program's calls reach (glibc's fork calls its own internally),
+ * runs our handlers around the real one. In a single-threaded process it
+ * is the real one alone, async-signal-safe as documented: no other thread
+ * can be inside mm/. With them it takes our locks, as fork does, waiting
+ * for another thread's hold of ctl_lock (a malloc_trim: until this
+ * version it only tried the lock, and ran without the handlers while
+ * another thread trimmed or while the background threads were stopped,
+ * so its child inherited a trim half done and hung in its own), but
+ * never for this thread's: called from a signal handler that
+ * interrupted this thread inside a call (its slot held, even while it
+ * leaves) or inside bg_start (ctl_lock held: EDEADLK), the handlers
+ * would wait for ever (a review's test hung 3 runs of 3), so it is the
+ * real one alone then, and its child may only do what an
+ * async-signal-safe _Fork's child may.
  */
 /* This thread's slot is held: by this thread, interrupted in the middle
  * of leaving a call (held already NULL, its word not yet cleared), or by
@@ -274,9 +281,9 @@ __attribute__((visibility("default"))) pid_t _Fork(void)
 		return -1;
 	}
 	if (mm_malloc_self.held || own_slot_held() ||
-	    pthread_mutex_trylock(&mm_malloc_ctl_lock) != 0)
+	    pthread_mutex_lock(&mm_malloc_ctl_lock) != 0)
 		return real_Fork();
-	if (atomic_load(&mm_malloc_bg_state) != MM_BG_RUNNING) {
+	if (__libc_single_threaded) {
 		pthread_mutex_unlock(&mm_malloc_ctl_lock);
 		return real_Fork();
 	}

@@ -284,6 +284,7 @@ static const struct {
         {"trim", scenario_trim},
         {"trim-first", scenario_trim_first},
         {"trim-threads", scenario_trim_threads},
+        {"trim-underscore-fork", scenario_trim_underscore_fork},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

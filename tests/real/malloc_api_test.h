@@ -113,5 +113,6 @@ int scenario_env(void);
 int scenario_trim(void);
 int scenario_trim_first(void);
 int scenario_trim_threads(void);
+int scenario_trim_underscore_fork(void);
 
 #endif

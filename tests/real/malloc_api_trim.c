@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,76 @@ int scenario_trim_threads(void)
 	return corrupt ? 4 : bad ? 3 : 0;
 }
 
+/* Background threads up (both), by a 16 MiB burst written and freed;
+ * false if they did not come within 10 s. */
+static bool background_up(void)
+{
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		if (!(v[i] = malloc(64 << 10)) || !memset(v[i], 1, 64 << 10))
+			return false;
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	for (int tries = 0; tries < 500; tries++) {
+		free(malloc(100));
+		if (background_threads_raw() == 3)
+			return true;
+		usleep(20000);
+	}
+	return false;
+}
+
+/*
+ * _Fork while another thread trims, the background threads started
+ * (each _Fork stops them until an allocation starts them again). Each
+ * child allocates, trims and frees under an alarm; one that inherited
+ * the trim half done (ctl_lock held, a sweep or scavenge in the middle)
+ * hangs in its own (SIGALRM). Exits 5 naming the round a child failed
+ * in, 3 for any other failure.
+ */
+int scenario_trim_underscore_fork(void)
+{
+	if (!background_up())
+		return 2;
+	pthread_t t;
+	if (pthread_create(&t, NULL, trimmer, NULL) != 0)
+		return 2;
+	int bad = 0;
+	for (int round = 0; round < 200 && !bad; round++) {
+		/* Frees for the trim to give back. */
+		void *v[64];
+		for (int i = 0; i < 64; i++)
+			v[i] = malloc(16 << 10);
+		for (int i = 0; i < 64; i++)
+			free(v[i]);
+		pid_t pid = _Fork();
+		if (pid == 0) {
+			alarm(5);
+			void *p = malloc(1 << 20);
+			memset(p, 2, 1 << 20);
+			free(p);
+			(void)malloc_trim(0);
+			free(malloc(300));
+			_exit(0);
+		}
+		int st;
+		if (pid < 0 || waitpid(pid, &st, 0) != pid)
+			bad = 3;
+		else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			fprintf(stderr,
+			        "a child of _Fork in round %d: status %#x%s\n",
+			        round, st,
+			        WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM
+			                ? " (SIGALRM: it hung)"
+			                : "");
+			bad = 5;
+		}
+	}
+	atomic_store(&churn_stop, true);
+	pthread_join(t, NULL);
+	return bad;
+}
+
 const char *test_malloc_trim(void)
 {
 	static const struct {
@@ -238,6 +309,7 @@ const char *test_malloc_trim(void)
 	        {"trim-first", NULL, NULL},
 	        {"trim-threads", NULL, NULL},
 	        {"trim-threads", "MM_MALLOC_BACKGROUND", "0"},
+	        {"trim-underscore-fork", NULL, NULL},
 	};
 	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
 		int st =
