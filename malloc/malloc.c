@@ -30,6 +30,8 @@
  * caught by mm/, whose mm_panic prints "mm_malloc: ..." with the address
  * and aborts (port_prod.c).
  *
+ * glibc's second names for them (__libc_malloc, __libc_free, ...) and
+ * cfree are the same functions.
  * Only these functions (and mm_malloc.h's) are exported: the library is
  * built with -fvisibility=hidden.
  */
@@ -200,6 +202,66 @@ API size_t malloc_usable_size(void *p)
 	if (__builtin_expect(mm_malloc_self.slot_id < 0, 0))
 		mm_malloc_first_use();
 	return spanheap_usable_size(&mm_malloc_sh, p);
+}
+
+/*
+ * glibc exports its allocator under a second set of names, __libc_malloc
+ * and the rest (GLIBC_2.2.5, undeclared in its headers), which programs
+ * and preloaded tools call to reach "the real malloc". They were glibc's
+ * own heap's: an object from __libc_malloc freed by free aborted on a
+ * foreign pointer, and one from malloc freed by __libc_free corrupted
+ * glibc's heap. They are ours too, as every other interposing allocator
+ * makes them; cfree is glibc's old name for free (kept for old
+ * binaries).
+ */
+/* Declared here: glibc's headers do not. */
+void *__libc_malloc(size_t size);
+void __libc_free(void *p);
+void cfree(void *p);
+void *__libc_calloc(size_t n, size_t size);
+void *__libc_realloc(void *p, size_t size);
+void *__libc_memalign(size_t align, size_t size);
+void *__libc_valloc(size_t size);
+void *__libc_pvalloc(size_t size);
+
+API void *__libc_malloc(size_t size)
+{
+	return malloc(size);
+}
+
+API void __libc_free(void *p)
+{
+	free(p);
+}
+
+API void cfree(void *p)
+{
+	free(p);
+}
+
+API void *__libc_calloc(size_t n, size_t size)
+{
+	return calloc(n, size);
+}
+
+API void *__libc_realloc(void *p, size_t size)
+{
+	return realloc(p, size);
+}
+
+API void *__libc_memalign(size_t align, size_t size)
+{
+	return memalign(align, size);
+}
+
+API void *__libc_valloc(size_t size)
+{
+	return valloc(size);
+}
+
+API void *__libc_pvalloc(size_t size)
+{
+	return pvalloc(size);
 }
 
 API unsigned mm_malloc_threads(void)

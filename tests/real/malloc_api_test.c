@@ -249,6 +249,7 @@ int main(int argc, char **argv)
 	        {"calloc_locked", test_calloc_locked},
 	        {"env_switches", test_env_switches},
 	        {"malloc_trim", test_malloc_trim},
+	        {"libc_names", test_libc_names},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

@@ -14,6 +14,7 @@
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
+ *   malloc_api_glibc.c   glibc's __libc_ names
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
  *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
@@ -101,6 +102,7 @@ const char *test_small_heap_no_threads(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
 const char *test_malloc_trim(void);
+const char *test_libc_names(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
