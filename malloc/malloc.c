@@ -13,6 +13,8 @@
  *     alignment up to SIZE_MAX / 2 + 1, rounding one that is not a power
  *     of two up to the next; alignments up to 16 are malloc's;
  *   - malloc_usable_size(NULL) is 0;
+ *   - mallinfo2, mallinfo, malloc_stats and malloc_info report this
+ *     heap (below); mallopt is glibc's, and changes nothing here;
  *   - malloc_trim(pad) gives back every free page of the heap (pad is
  *     accepted and ignored: nothing is kept) and returns 1 if it gave
  *     some back, else 0; other threads' per-thread caches go back at
@@ -39,6 +41,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -262,6 +265,110 @@ API void *__libc_valloc(size_t size)
 API void *__libc_pvalloc(size_t size)
 {
 	return pvalloc(size);
+}
+
+/*
+ * glibc's statistics (mallinfo2, mallinfo, malloc_stats, malloc_info)
+ * over this heap: until this version they were glibc's, whose heap this
+ * library never uses, and said nothing was in use. arena is what the
+ * heap holds backed (pages in spans and free pages not given back),
+ * uordblks the bytes of objects in use (small and large), fordblks the
+ * rest of arena; ordblks counts free objects in spans, smblks those
+ * waiting in the per-CPU caches. No mmapped chunks (hblks, hblkhd) and
+ * no top to keep (keepcost): 0. Counted without stopping the heap (exact
+ * when nothing allocates meanwhile); a walk of every span, so not for a
+ * hot path. Not async-signal-safe, as glibc's are not.
+ */
+struct info {
+	size_t arena, in_use, max, free_objects, cached_objects;
+};
+
+static void info_read(struct info *in)
+{
+	struct spanheap_stats st; /* about 3.5 KiB of stack */
+	/* Inside a call, as the allocations are: a fork meanwhile waits for
+	 * it, so that no child inherits the heap's lock held by this
+	 * thread's walk. */
+	_Atomic unsigned *held = mm_malloc_enter();
+	spanheap_stats(&mm_malloc_sh, &st);
+	mm_malloc_leave(held);
+	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages) *
+	            MM_PAGE_SIZE;
+	in->in_use = st.bytes_in_use < in->arena ? st.bytes_in_use : in->arena;
+	in->max = st.heap.grown_pages * MM_PAGE_SIZE;
+	in->free_objects = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		in->free_objects += st.cls[cls].objects_free;
+	in->cached_objects = st.mag_objects;
+}
+
+API struct mallinfo2 mallinfo2(void)
+{
+	struct info in;
+	info_read(&in);
+	return (struct mallinfo2){
+	        .arena = in.arena,
+	        .ordblks = in.free_objects,
+	        .smblks = in.cached_objects,
+	        .uordblks = in.in_use,
+	        .fordblks = in.arena - in.in_use,
+	};
+}
+
+/* glibc's old form: its int fields wrap past 2 GiB, as glibc's do. */
+API struct mallinfo mallinfo(void)
+{
+	struct mallinfo2 m = mallinfo2();
+	return (struct mallinfo){
+	        .arena = (int)m.arena,
+	        .ordblks = (int)m.ordblks,
+	        .smblks = (int)m.smblks,
+	        .uordblks = (int)m.uordblks,
+	        .fordblks = (int)m.fordblks,
+	};
+}
+
+/* glibc's lines on stderr, for the one arena there is. */
+API void malloc_stats(void)
+{
+	struct info in;
+	info_read(&in);
+	int saved_errno = errno;
+	fprintf(stderr,
+	        "Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\n"
+	        "Total (incl. mmap):\nsystem bytes     = %10zu\n"
+	        "in use bytes     = %10zu\nmax mmap regions = %10u\n"
+	        "max mmap bytes   = %10u\n",
+	        in.arena, in.in_use, in.arena, in.in_use, 0u, 0u);
+	errno = saved_errno;
+}
+
+/* glibc's XML (version 1): one heap, its totals, the process's totals.
+ * Returns 0, or -1 with errno EINVAL for options other than 0. */
+API int malloc_info(int options, FILE *fp)
+{
+	if (options != 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct info in;
+	info_read(&in);
+	char totals[512];
+	snprintf(totals, sizeof(totals),
+	         "<total type=\"fast\" count=\"%zu\" size=\"0\"/>\n"
+	         "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
+	         "<system type=\"current\" size=\"%zu\"/>\n"
+	         "<system type=\"max\" size=\"%zu\"/>\n"
+	         "<aspace type=\"total\" size=\"%zu\"/>\n"
+	         "<aspace type=\"mprotect\" size=\"%zu\"/>\n",
+	         in.cached_objects, in.free_objects, in.arena - in.in_use,
+	         in.arena, in.max, in.arena, in.arena);
+	fprintf(fp,
+	        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
+	        "%s</heap>\n%s<total type=\"mmap\" count=\"0\" size=\"0\"/>\n"
+	        "</malloc>\n",
+	        totals, totals);
+	return 0;
 }
 
 API unsigned mm_malloc_threads(void)

@@ -2,7 +2,8 @@
  * tests/real/malloc_api_glibc.c: malloc-api-test's glibc-only entry
  * points (malloc_api_test.h): the __libc_ names of the allocation
  * functions, which glibc exports and programs call, must reach the same
- * heap as malloc and free.
+ * heap as malloc and free, and glibc's statistics (mallinfo2, mallinfo,
+ * malloc_stats, malloc_info) must count it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -75,5 +76,99 @@ const char *test_libc_names(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && !out[0],
 	      "__libc_ names mixed with malloc's: status %#x, stderr: %s", st,
 	      out);
+	return NULL;
+}
+
+enum { NOBJ = 1000, OBJSZ = 4000 };
+#define MIB ((size_t)1 << 20)
+
+/* mallinfo2 and mallinfo count this heap: 4 MB allocated and written
+ * shows in uordblks (bytes in use), inside arena (bytes the heap holds),
+ * and goes again when freed. They were glibc's, whose heap this library
+ * never uses: uordblks stayed where it was. */
+const char *test_mallinfo(void)
+{
+	static void *v[NOBJ];
+	free(malloc(1));
+	struct mallinfo2 before = mallinfo2();
+	for (int i = 0; i < NOBJ; i++)
+		CHECK((v[i] = malloc(OBJSZ)) && memset(v[i], 1, OBJSZ),
+		      "malloc(%d)", OBJSZ);
+	struct mallinfo2 full = mallinfo2();
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	struct mallinfo old = mallinfo(); /* old programs still call it */
+#pragma GCC diagnostic pop
+	for (int i = 0; i < NOBJ; i++)
+		free(v[i]);
+	struct mallinfo2 after = mallinfo2();
+	size_t want = (size_t)NOBJ * OBJSZ;
+	CHECK(full.uordblks >= before.uordblks + want,
+	      "mallinfo2: uordblks %zu before, %zu with %zu bytes more "
+	      "allocated",
+	      before.uordblks, full.uordblks, want);
+	CHECK(full.arena >= full.uordblks &&
+	              full.fordblks == full.arena - full.uordblks,
+	      "mallinfo2: arena %zu, uordblks %zu, fordblks %zu", full.arena,
+	      full.uordblks, full.fordblks);
+	CHECK(after.uordblks + want - MIB <= full.uordblks,
+	      "mallinfo2: uordblks %zu allocated, %zu after %zu bytes freed",
+	      full.uordblks, after.uordblks, want);
+	CHECK((size_t)old.uordblks >= before.uordblks + want,
+	      "mallinfo: uordblks %d, mallinfo2's before %zu", old.uordblks,
+	      before.uordblks);
+	return NULL;
+}
+
+/* malloc_stats prints this heap's totals on stderr: glibc's format, a
+ * line "in use bytes" at least what the child allocated. */
+static void stats_child(void)
+{
+	for (int i = 0; i < NOBJ; i++)
+		memset(malloc(OBJSZ), 1, OBJSZ);
+	malloc_stats();
+}
+
+/* malloc_info(0, fp) writes this heap's numbers as glibc's XML (a
+ * <malloc version="1"> element, a "current" system size at least what
+ * is allocated) and returns 0; other options are EINVAL, as glibc's. */
+const char *test_malloc_stats_info(void)
+{
+	char out[2048];
+	int st = in_child(stats_child, out, sizeof(out));
+	const char *in_use = strstr(out, "in use bytes");
+	const char *num = in_use ? strchr(in_use, '=') : NULL;
+	size_t n = num ? strtoul(num + 1, NULL, 10) : 0;
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	              n >= (size_t)NOBJ * OBJSZ,
+	      "malloc_stats: status %#x, in use %zu bytes of %d allocated; "
+	      "stderr: %s",
+	      st, n, NOBJ * OBJSZ, out);
+	static void *v[NOBJ];
+	for (int i = 0; i < NOBJ; i++)
+		CHECK((v[i] = malloc(OBJSZ)), "malloc(%d)", OBJSZ);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	CHECK(f, "open_memstream");
+	int r = malloc_info(0, f);
+	fclose(f);
+	for (int i = 0; i < NOBJ; i++)
+		free(v[i]);
+	const char *cur = strstr(buf, "<system type=\"current\" size=\"");
+	size_t sys = cur ? strtoul(cur + 29, NULL, 10) : 0;
+	bool ok = r == 0 && strncmp(buf, "<malloc version=\"1\">", 20) == 0 &&
+	          strstr(buf, "</malloc>") && sys >= (size_t)NOBJ * OBJSZ;
+	if (!ok)
+		fprintf(stderr, "malloc_info wrote: %s\n", buf);
+	free(buf);
+	CHECK(ok,
+	      "malloc_info(0) returned %d; current system size %zu with %d "
+	      "bytes allocated (its XML on stderr)",
+	      r, sys, NOBJ * OBJSZ);
+	errno = 0;
+	r = malloc_info(1, stderr);
+	CHECK(r == -1 && errno == EINVAL, "malloc_info(1) = %d, errno %d", r,
+	      errno);
 	return NULL;
 }

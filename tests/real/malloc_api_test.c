@@ -250,6 +250,8 @@ int main(int argc, char **argv)
 	        {"env_switches", test_env_switches},
 	        {"malloc_trim", test_malloc_trim},
 	        {"libc_names", test_libc_names},
+	        {"mallinfo", test_mallinfo},
+	        {"malloc_stats_info", test_malloc_stats_info},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

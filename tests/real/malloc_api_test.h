@@ -14,7 +14,8 @@
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
- *   malloc_api_glibc.c   glibc's __libc_ names
+ *   malloc_api_glibc.c   glibc's __libc_ names, mallinfo2,
+ *                        malloc_stats and malloc_info
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
  *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
@@ -103,6 +104,8 @@ const char *test_calloc_locked(void);
 const char *test_env_switches(void);
 const char *test_malloc_trim(void);
 const char *test_libc_names(void);
+const char *test_mallinfo(void);
+const char *test_malloc_stats_info(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
