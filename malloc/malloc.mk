@@ -94,7 +94,8 @@ $(MALLOC_HOOKS_TEST): tests/real/malloc_hooks_test.c malloc/malloc_testing.h
 MALLOC_C_TESTS := $(MALLOC_SO) $(MALLOC_API_TEST) $(MALLOC_HOOKS_SO) \
 	$(MALLOC_HOOKS_TEST)
 
-# Python, gcc, git, sqlite3, and sort and Perl with threads, from Debian,
+# Python, gcc, git, sqlite3, sort and Perl with threads, and text tools
+# (awk, sed, sort, perl, make), from Debian,
 # with and without the library: same output required, times printed
 # (tests/real/run-quick). About 15 s.
 test-real-quick: $(MALLOC_C_TESTS)

@@ -14,6 +14,7 @@ wl_needs() {
 	git) echo git ;;
 	sqlite) echo sqlite3 ;;
 	threads) echo perl ;;
+	text) echo make ;;
 	alloc) echo /usr/bin/python3 ;;
 	esac
 }
@@ -144,6 +145,39 @@ wl_threads() {
 			"$k $s[0] $s[-1] $sum";
 		}) } 1 .. 4;
 		print $_->join, "\n" for @t;' "$nh"
+}
+
+# Text tools on a generated file, as a build or a log crunch runs them:
+# awk's associative arrays and string concatenation, sed, sort and uniq,
+# a Perl one-liner's hash of growing strings, and make -j2 on a Makefile
+# of 200 pattern-rule targets (functions, $(shell), prerequisites).
+wl_text() {
+	local n=200000
+	[ "$1" = full ] && n=2000000
+	seq 1 "$n" | awk '{ printf "%d w%d %s\n", ($1 * 7919) % 100003,
+		$1 % 4099, substr("abcdefghijklmnopqrstuvwxyz", $1 % 26 + 1, 1) }' \
+		>big.txt || return 1
+	awk '{ c[$2]++; s[$3] = s[$3] $1 % 10 } END { n = 0
+		for (k in c) n += c[k]; print n, length(c), length(s["a"]) }' \
+		big.txt || return 1
+	sed -e 's/w\([0-9]*\)/<\1>/' -e '/z$/d' big.txt | sha256sum |
+		cut -c1-16
+	sort -k2,2 -k1,1n big.txt | uniq -c -f1 | sha256sum | cut -c1-16
+	perl -ne '@f = split; $h{$f[1]} .= $f[0]; END { print scalar(keys %h),
+		" ", length(join("", map { $h{$_} } sort keys %h)), "\n" }' \
+		big.txt || return 1
+	mkdir mk && cat >mk/Makefile <<'MAKEFILE'
+N := $(shell seq 1 200)
+OUT := $(addprefix out/,$(addsuffix .txt,$(N)))
+all: sum.txt
+out/%.txt: | out
+	@echo $(words $(wordlist 1,$*,$(N))) $(patsubst %,x%,$*) >$@
+out:
+	@mkdir -p out
+sum.txt: $(OUT)
+	@cat $^ | sort | sha256sum | cut -c1-16 >$@
+MAKEFILE
+	make -s -j2 -C mk && cat mk/sum.txt
 }
 
 # An allocation-heavy Python run for the benchmark: object churn with
