@@ -82,8 +82,10 @@ bool mm_port_prepare(void *addr, size_t nbytes);
  */
 #define MM_UNUSED_BATCH_PAGES 256
 
-/* A batch of pages being given back. lo and hi bound the addresses
- * touched, [lo, hi); cookie[] is the port's (the kernel: frames). */
+/* A batch of pages being given back. mm/ only empties it
+ * (mm_unused_batch_init) and never reads it: the port's begin counts
+ * npages, widens [lo, hi) to bound the addresses touched and fills
+ * cookie[] (the kernel: frames), for its finish. */
 struct mm_unused_batch {
 	size_t npages;
 	uintptr_t lo, hi;
@@ -186,7 +188,8 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns);
 void mm_event_wake(mm_event_t *e);
 
 /* Gives the CPU to another runnable thread, if any (the sweeper between
- * batches). Thread context, no mm lock held. */
+ * batches, spanheap_dump waiting for another's). Thread context, no mm
+ * lock held. */
 void mm_port_yield(void);
 
 /*
