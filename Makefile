@@ -150,6 +150,9 @@ $(HOST_TEST): $(HOST_OBJS)
 
 include tests/host/host.mk
 
+# mm/ over a minimal port written from docs/PORTING.md alone.
+include tests/port/port.mk
+
 # The hosted malloc (libmm_malloc.so) and its real-program tests.
 include malloc/malloc.mk
 
@@ -220,7 +223,7 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint sizeclasses host host-tsan fuzz real-quick kernel \
+TEST_PARTS := lint sizeclasses host port host-tsan fuzz real-quick kernel \
 	kernel-smp1 harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
@@ -232,6 +235,7 @@ test: deps
 	$(MAKE) --no-print-directory test-lint || st=1; \
 	$(MAKE) --no-print-directory test-sizeclasses || st=1; \
 	$(MAKE) --no-print-directory test-host || st=1; \
+	$(MAKE) --no-print-directory test-port || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \
 	$(MAKE) --no-print-directory test-real-quick || st=1; \

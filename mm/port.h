@@ -141,7 +141,8 @@ uint64_t mm_port_thread_cpu_ns(void);
 /*
  * Starts fn(arg) on a thread of its own, for mm's background work (the
  * scavenger, the sweeper). Returns a handle for mm_port_thread_join, or
- * NULL if it cannot. Thread context, no mm lock held.
+ * NULL if it cannot (a port without threads may always): mm/ logs it and
+ * works on without that thread. Thread context, no mm lock held.
  */
 struct mm_thread;
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
@@ -197,8 +198,9 @@ void mm_port_yield(void);
  * have used, each at a moment when nothing on that CPU is pinned or
  * inside a fast path's restartable sequence, and nothing will be until fn
  * returns (the kernel stops the world; a user-space port holds the CPU's
- * slot). fn may take mm locks and must not sleep. Returns false, having
- * called nothing, if the port cannot (then other CPUs' caches are given
+ * slot). fn may take mm locks and must not sleep. With one CPU it calls
+ * nothing and returns true. Returns false, having called nothing, if the
+ * port cannot (then other CPUs' caches are given
  * back only by those CPUs). mm/ calls it when memory runs out
  * (spanheap_reclaim), to release everything and to check other CPUs'
  * magazines (spanheap_check): rare and slow. Thread

@@ -155,7 +155,11 @@ size_t spanheap_sweep_cycle(struct spanheap *sh);
  * Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);
 
+/* Starts the sweeper thread (mm_port_thread_start); true if it runs.
+ * False, logging it, if the port cannot start one: the heap works without
+ * it, sweeping at refills and in spanheap_sweep_cycle. Thread context. */
 bool spanheap_sweeper_start(struct spanheap *sh);
+/* Stops the sweeper and joins it; nothing if none runs. Thread context. */
 void spanheap_sweeper_stop(struct spanheap *sh);
 
 /* A snapshot of the statistics (approximate while CPUs allocate). Thread

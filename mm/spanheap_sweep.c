@@ -410,7 +410,10 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 		return true;
 	atomic_store(&sh->sweeper.stop, false);
 	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
-	return sh->sweeper.thread != NULL;
+	if (sh->sweeper.thread)
+		return true;
+	mm_log("spanheap: cannot start the sweeper thread");
+	return false;
 }
 
 void spanheap_sweeper_stop(struct spanheap *sh)

@@ -1,0 +1,338 @@
+/*
+ * tests/port/min_port_test.c: the page heap and the span heap over the
+ * minimal port (min_port.c): one CPU, no threads, a static address space.
+ * Set up as docs/PORTING.md section 3 says, then allocation, free,
+ * realloc, aligned and zeroed objects, running out, and giving everything
+ * back, each checked against the bytes and against the heaps' checkers.
+ *
+ * The tests share one heap (the port cannot give its space back except in
+ * the order reserved); each leaves it with nothing in use. main runs those
+ * argv[1] selects (a glob list, as host-test takes) and prints KTAP.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernel/ktest.h"
+#include "mm/mm.h"
+#include "tests/port/min_port.h"
+
+#define ARENA_BYTES ((size_t)16 << 20) /* 8 chunks */
+
+static struct mheap heap;
+static struct spanheap objs;
+static bool heap_ready;
+
+/* The heap as PORTING.md section 3 sets it up; NULL (and a failure) if it
+ * could not be. */
+static struct spanheap *heap_get(void)
+{
+	if (heap_ready)
+		return &objs;
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = ARENA_BYTES;
+	cfg.reserve_pages = 16;
+	if (!mheap_init(&heap, &cfg)) {
+		ktest_fail_at(__FILE__, __LINE__, "mheap_init failed");
+		return NULL;
+	}
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	if (!spanheap_init(&objs, &heap, &sc)) {
+		ktest_fail_at(__FILE__, __LINE__, "spanheap_init failed");
+		return NULL;
+	}
+	heap_ready = true;
+	return &objs;
+}
+
+static unsigned char pattern(const void *obj, size_t off)
+{
+	return (unsigned char)((uintptr_t)obj / 16 * 7 + off * 13 + 1);
+}
+
+static void fill(void *obj, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		((unsigned char *)obj)[i] = pattern(obj, i);
+}
+
+/* The offset of the first byte of obj[0, n) that is not fill(tag)'s, or n. */
+static size_t first_bad(const void *obj, const void *tag, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (((const unsigned char *)obj)[i] != pattern(tag, i))
+			return i;
+	return n;
+}
+
+static size_t in_use_pages(void)
+{
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	return st.in_use_pages;
+}
+
+/* After a release: no object, no span and no large object left. (Span
+ * structs and a magazine slab stay, by design: PORTING.md section 3.) */
+static void expect_nothing_held(struct spanheap *sh)
+{
+	struct spanheap_stats st;
+	spanheap_stats(sh, &st);
+	KEXPECT_EQ(st.bytes_in_use, 0);
+	KEXPECT_EQ(st.spans, 0);
+	KEXPECT_EQ(st.large_pages, 0);
+	KEXPECT_EQ(st.heap.free_backed_pages, 0);
+}
+
+static void check_heaps(struct spanheap *sh)
+{
+	spanheap_check(sh);
+	mheap_check(&heap);
+}
+
+KTEST(min_port, init_without_threads)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	/* No threads here: both background threads are refused, cleanly,
+	 * each saying so. */
+	uint64_t logs = min_port_n.logs;
+	KEXPECT(!mheap_scavenger_start(&heap));
+	KEXPECT_EQ(min_port_n.logs, logs + 1);
+	KEXPECT_STREQ(min_port_last_log,
+	              "mheap: cannot start the scavenger thread");
+	KEXPECT(!spanheap_sweeper_start(sh));
+	KEXPECT_EQ(min_port_n.logs, logs + 2);
+	KEXPECT_STREQ(min_port_last_log,
+	              "spanheap: cannot start the sweeper thread");
+	KEXPECT_EQ(min_port_n.thread_refusals, 2);
+	mheap_scavenger_stop(&heap); /* nothing to join */
+	spanheap_sweeper_stop(sh);
+	KEXPECT(min_port_in_space((void *)heap.arena_base));
+	/* What PORTING.md says mheap_init reserves: the arena, the span
+	 * table (8 bytes a page, plus a page), then palloc's metadata,
+	 * palloc_metadata_bytes and its bitmap of mapped pages (a page
+	 * here); 16440 KiB in all for 16 MiB. */
+	size_t table = ARENA_BYTES / MM_PAGE_SIZE * 8 + MM_PAGE_SIZE;
+	KEXPECT_EQ(min_port_n.reserves, 3);
+	KEXPECT_EQ(min_port_reserved_bytes(),
+	           ARENA_BYTES + table + palloc_metadata_bytes(ARENA_BYTES, 0) +
+	                   MM_PAGE_SIZE);
+	KEXPECT_EQ(min_port_reserved_bytes(), (size_t)16440 << 10);
+	ktest_diag("%llu reservations, %zu KiB of address space for a %zu MiB "
+	           "arena",
+	           (unsigned long long)min_port_n.reserves,
+	           min_port_reserved_bytes() >> 10, ARENA_BYTES >> 20);
+	ktest_diag("so far: %llu event waits timed out, %llu pages released",
+	           (unsigned long long)min_port_n.event_timeouts,
+	           (unsigned long long)min_port_n.released_pages);
+	check_heaps(sh);
+}
+
+/* Every size from 0 to 64 KiB in uneven steps, then a few large ones, all
+ * live at once, each filled and read back before any is freed. */
+KTEST(min_port, alloc_free_every_size)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	static void *objs_live[600];
+	static size_t sizes[600];
+	size_t n = 0;
+	for (size_t size = 0; size <= 65536 && n < 590; size += size / 8 + 1)
+		sizes[n++] = size;
+	sizes[n++] = 300000;
+	sizes[n++] = 1 << 20;
+	for (size_t i = 0; i < n; i++) {
+		objs_live[i] = spanheap_alloc(sh, sizes[i], 0);
+		KASSERT(objs_live[i] != NULL);
+		KASSERT(min_port_in_space(objs_live[i]));
+		KEXPECT_EQ((uintptr_t)objs_live[i] % 16, 0);
+		KEXPECT(spanheap_usable_size(sh, objs_live[i]) >= sizes[i]);
+		fill(objs_live[i], sizes[i]);
+	}
+	check_heaps(sh);
+	for (size_t i = 0; i < n; i++) {
+		size_t bad = first_bad(objs_live[i], objs_live[i], sizes[i]);
+		if (bad != sizes[i])
+			ktest_fail_at(
+			        __FILE__, __LINE__,
+			        "object %zu (%zu bytes): byte %zu changed", i,
+			        sizes[i], bad);
+		spanheap_free(sh, objs_live[i]);
+	}
+	spanheap_release_all(sh);
+	expect_nothing_held(sh);
+	check_heaps(sh);
+}
+
+/* Grows one object from 10 bytes to 2 MiB and back, checking every byte a
+ * realloc must keep each time. */
+KTEST(min_port, realloc_keeps_every_byte)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	size_t size = 10;
+	unsigned char *p = spanheap_alloc(sh, size, 0);
+	KASSERT(p != NULL);
+	const void *tag = p;
+	fill(p, size);
+	for (int dir = 1; dir >= -1; dir -= 2) {
+		for (int i = 0; i < 18; i++) {
+			size_t next = dir > 0 ? size * 2 : size / 2 + 1;
+			unsigned char *q = spanheap_realloc(sh, p, next, 0);
+			KASSERT(q != NULL);
+			size_t keep = next < size ? next : size;
+			size_t bad = first_bad(q, tag, keep);
+			if (bad != keep) {
+				ktest_fail_at(__FILE__, __LINE__,
+				              "realloc %zu -> %zu: byte %zu "
+				              "changed",
+				              size, next, bad);
+				spanheap_free(sh, q);
+				return;
+			}
+			for (size_t j = keep; j < next; j++)
+				q[j] = pattern(tag, j);
+			p = q;
+			size = next;
+		}
+	}
+	KEXPECT(spanheap_realloc(sh, p, 0, 0) == NULL); /* frees p */
+	spanheap_release_all(sh);
+	expect_nothing_held(sh);
+	check_heaps(sh);
+}
+
+KTEST(min_port, aligned_and_zeroed)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	static const size_t aligns[] = {1, 16, 64, 512, 4096, 8192, 3 * 4096};
+	for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+		for (size_t size = 1; size < 40000; size = size * 3 + 5) {
+			void *p =
+			        spanheap_alloc_aligned(sh, size, aligns[i], 0);
+			KASSERT(p != NULL);
+			KEXPECT_EQ((uintptr_t)p % aligns[i], 0);
+			fill(p, size);
+			spanheap_free(sh, p);
+		}
+	}
+	/* Neither a power of two up to a page nor a page multiple above. */
+	KEXPECT(spanheap_alloc_aligned(sh, 100, 24, 0) == NULL);
+	KEXPECT(spanheap_alloc_aligned(sh, 100, 4096 + 16, 0) == NULL);
+	/* Zeroed objects on memory the frees above left dirty. */
+	for (size_t size = 1; size < 70000; size = size * 2 + 3) {
+		unsigned char *p = spanheap_calloc(sh, size, 1, 0);
+		KASSERT(p != NULL);
+		for (size_t j = 0; j < size; j++)
+			if (p[j]) {
+				ktest_fail_at(__FILE__, __LINE__,
+				              "calloc(%zu): byte %zu is %#x",
+				              size, j, p[j]);
+				break;
+			}
+		spanheap_free(sh, p);
+	}
+	KEXPECT(spanheap_calloc(sh, SIZE_MAX / 2, 4, 0) == NULL);
+	void *a = spanheap_alloc(sh, 48, MM_ATOMIC | MM_ZERO);
+	KEXPECT(a != NULL);
+	spanheap_free(sh, a);
+	spanheap_release_all(sh);
+	expect_nothing_held(sh);
+	check_heaps(sh);
+}
+
+/* Fills the arena with 256 KiB objects until the heap says no, then frees
+ * them: NULL, and nothing leaked. */
+/* Fills the arena with 256 KiB objects until the heap says no, then frees
+ * them; returns how many it got. */
+static size_t fill_arena(struct spanheap *sh)
+{
+	static void *held[ARENA_BYTES / (256 << 10) + 1];
+	size_t n = 0;
+	while (n < sizeof(held) / sizeof(held[0])) {
+		held[n] = spanheap_alloc(sh, 256 << 10, 0);
+		if (!held[n])
+			break;
+		fill(held[n], 256 << 10);
+		n++;
+	}
+	KEXPECT(n < sizeof(held) / sizeof(held[0])); /* it did run out */
+	KEXPECT(spanheap_alloc(sh, 1 << 20, MM_ATOMIC) == NULL);
+	for (size_t i = 0; i < n; i++) {
+		size_t bad = first_bad(held[i], held[i], 256 << 10);
+		if (bad != 256 << 10)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "object %zu: byte %zu changed", i, bad);
+		spanheap_free(sh, held[i]);
+	}
+	spanheap_release_all(sh);
+	return n;
+}
+
+/* Out of memory is NULL, and nothing leaked: a second run gets as many
+ * objects and ends with as many pages in use. */
+KTEST(min_port, out_of_memory_leaks_nothing)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	size_t first = fill_arena(sh);
+	size_t floor_pages = in_use_pages();
+	KEXPECT(first >= ARENA_BYTES / (256 << 10) / 2);
+	KEXPECT_EQ(fill_arena(sh), first);
+	KEXPECT_EQ(in_use_pages(), floor_pages);
+	expect_nothing_held(sh);
+	check_heaps(sh);
+}
+
+/* Release everything: no free page keeps its memory, and pages given back
+ * come back zeroed, never with the port's poison. */
+KTEST(min_port, release_everything)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	void *p = spanheap_alloc(sh, 100000, 0);
+	KASSERT(p != NULL);
+	fill(p, 100000);
+	spanheap_free(sh, p);
+	uint64_t released = min_port_n.released_pages;
+	spanheap_release_all(sh);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	KEXPECT(min_port_n.released_pages > released);
+	KEXPECT(min_port_page_scavenged(p));
+	unsigned char *q = spanheap_alloc(sh, 100000, 0);
+	KASSERT(q != NULL);
+	for (size_t j = 0; j < 100000; j++)
+		if (q[j] != 0) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "reused page: byte %zu is %#x", j, q[j]);
+			break;
+		}
+	spanheap_free(sh, q);
+	KEXPECT_EQ(min_port_n.log_under_lock, 0);
+	check_heaps(sh);
+}
+
+/* ---- The runner ---- */
+
+extern const struct ktest __start_ktests[], __stop_ktests[];
+
+void ktest_port_vprintf(const char *fmt, va_list ap)
+{
+	vprintf(fmt, ap);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	return ktest_run(__start_ktests, __stop_ktests,
+	                 argc > 1 ? argv[1] : NULL) == KTEST_PASSED
+	               ? 0
+	               : 1;
+}
