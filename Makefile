@@ -7,7 +7,8 @@
 #                   the last one's status; HEAPMAP=1 also draws the heap
 #                   over time into $(BUILD)/heapmap.png
 #   make heapmap    a scripted workload drawn as $(BUILD)/heapmap.png
-#   make test       host tests under ASan/UBSan and under TSan, real programs
+#   make test       host tests under ASan/UBSan (and over the minimal port,
+#                   tests/port) and under TSan, real programs
 #                   under the hosted malloc, then kernel tests in QEMU;
 #                   KTEST=glob selects kernel tests by "suite.name" (the
 #                   bench suite only when named: KTEST='bench.*')
