@@ -23,6 +23,10 @@
 static struct mheap heap;
 static struct spanheap objs;
 static bool heap_ready;
+/* What the port had reserved when the heaps were set up (every test sets
+ * them up first, so they hold the first reservations). */
+static size_t heap_space;
+static uint64_t heap_nreserves;
 
 /* The heap as PORTING.md section 3 sets it up; NULL (and a failure) if it
  * could not be. */
@@ -45,6 +49,8 @@ static struct spanheap *heap_get(void)
 		return NULL;
 	}
 	heap_ready = true;
+	heap_space = min_port_reserved_bytes();
+	heap_nreserves = min_port_n.reserves;
 	return &objs;
 }
 
@@ -117,15 +123,15 @@ KTEST(min_port, init_without_threads)
 	 * palloc_metadata_bytes and its bitmap of mapped pages (a page
 	 * here); 16440 KiB in all for 16 MiB. */
 	size_t table = ARENA_BYTES / MM_PAGE_SIZE * 8 + MM_PAGE_SIZE;
-	KEXPECT_EQ(min_port_n.reserves, 3);
-	KEXPECT_EQ(min_port_reserved_bytes(),
-	           ARENA_BYTES + table + palloc_metadata_bytes(ARENA_BYTES, 0) +
-	                   MM_PAGE_SIZE);
-	KEXPECT_EQ(min_port_reserved_bytes(), (size_t)16440 << 10);
+	KEXPECT_EQ(heap_nreserves, 3);
+	KEXPECT_EQ(heap_space, ARENA_BYTES + table +
+	                               palloc_metadata_bytes(ARENA_BYTES, 0) +
+	                               MM_PAGE_SIZE);
+	KEXPECT_EQ(heap_space, (size_t)16440 << 10);
 	ktest_diag("%llu reservations, %zu KiB of address space for a %zu MiB "
 	           "arena",
-	           (unsigned long long)min_port_n.reserves,
-	           min_port_reserved_bytes() >> 10, ARENA_BYTES >> 20);
+	           (unsigned long long)heap_nreserves, heap_space >> 10,
+	           ARENA_BYTES >> 20);
 	ktest_diag("so far: %llu event waits timed out, %llu pages released",
 	           (unsigned long long)min_port_n.event_timeouts,
 	           (unsigned long long)min_port_n.released_pages);
@@ -317,6 +323,37 @@ KTEST(min_port, release_everything)
 	spanheap_free(sh, q);
 	KEXPECT_EQ(min_port_n.log_under_lock, 0);
 	check_heaps(sh);
+}
+
+/* MHEAP_DEBUG_SCAV_ON_FREE: a free from a thread unmaps its pages at once;
+ * one that cannot sleep (pinned here) frees them the ordinary way, as
+ * mheap.h says, and the port panics if it is made to unmap while pinned. */
+KTEST(min_port, debug_scav_on_free_in_both_contexts)
+{
+	KASSERT(heap_get() != NULL); /* the first reservations are its */
+	static struct mheap dh;
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0;
+	cfg.flags = MHEAP_DEBUG_SCAV_ON_FREE;
+	KASSERT(mheap_init(&dh, &cfg));
+	unsigned char *p = mheap_alloc_pages(&dh, 4, 0);
+	KASSERT(p != NULL);
+	fill(p, 4 * MM_PAGE_SIZE);
+	mheap_free_pages(&dh, p, 4);
+	KEXPECT(min_port_page_scavenged(p));
+	KEXPECT(min_port_page_scavenged(p + 3 * MM_PAGE_SIZE));
+	unsigned char *q = mheap_alloc_pages(&dh, 4, MHEAP_ZERO);
+	KASSERT(q != NULL);
+	KEXPECT_EQ(q[0], 0);
+	fill(q, 4 * MM_PAGE_SIZE);
+	struct mm_pin pin = mm_port_pin();
+	mheap_free_pages(&dh, q, 4);
+	mm_port_unpin(pin);
+	KEXPECT(!min_port_page_scavenged(q));
+	KEXPECT_EQ(first_bad(q, q, 4 * MM_PAGE_SIZE), 4 * MM_PAGE_SIZE);
+	mheap_check(&dh);
 }
 
 /* ---- The runner ---- */
