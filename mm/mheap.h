@@ -60,6 +60,9 @@ enum mheap_alloc_flags {
 	MHEAP_ZERO = 1u << 2,
 };
 
+/* Every flag: a call with any other bit set is refused (NULL, logged). */
+#define MHEAP_ALLOC_FLAGS (MHEAP_ATOMIC | MHEAP_NO_GROW | MHEAP_ZERO)
+
 struct mheap_config {
 	size_t arena_bytes;         /* chunk multiple */
 	unsigned goal_percent;      /* free backed kept: % of in use, <= max */

@@ -307,14 +307,16 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 	bool atomic = flags & MHEAP_ATOMIC;
 	if (!atomic)
 		mheap_assert_can_sleep("mheap_alloc_pages");
-	const char *bad = npages == 0               ? "zero pages"
-	                  : npages > h->arena_pages ? "larger than the arena"
+	const char *bad = flags & ~MHEAP_ALLOC_FLAGS ? "unknown flags"
+	                  : npages == 0              ? "zero pages"
+	                  : npages > h->arena_pages  ? "larger than the arena"
 	                  : atomic && npages > MHEAP_ATOMIC_MAX_PAGES
 	                          ? "too large for MHEAP_ATOMIC"
 	                          : NULL;
 	void *p = NULL;
 	if (bad)
-		mm_log("mheap: alloc of %zu pages refused: %s", npages, bad);
+		mm_log("mheap: alloc of %zu pages refused: %s (flags %#x)",
+		       npages, bad, flags);
 	else
 		p = alloc_pages(h, npages, flags);
 	if (p)

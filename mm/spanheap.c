@@ -162,7 +162,8 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 {
 	void *p = NULL;
 	bool large = true; /* the page heap zeroed it (MHEAP_ZERO) */
-	if (size > sh->heap->arena_pages * MM_PAGE_SIZE) {
+	if (spanheap_bad_flags("alloc", size, flags) ||
+	    size > sh->heap->arena_pages * MM_PAGE_SIZE) {
 		p = NULL;
 	} else if (align <= 16 && size <= SC_MAX_SIZE) {
 		p = alloc_small(sh, sizeclass_of(size), flags);
@@ -352,7 +353,11 @@ spanheap_alloc_refill_pin(struct spanheap *sh, size_t size, unsigned flags)
 SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
                                    unsigned flags)
 {
-	if (__builtin_expect(size <= SC_MAX_SIZE && !(flags & MM_ZERO), 1)) {
+	/* MM_ZERO, and any bit that is not a flag (refused), go the long
+	 * way: one test either way. */
+	if (__builtin_expect(size <= SC_MAX_SIZE &&
+	                             !(flags & ~(MM_ATOMIC | MM_NO_GROW)),
+	                     1)) {
 		return spanheap_alloc_mag(sh, sh->mag_by16[(size + 15) / 16],
 		                          size, flags);
 	}

@@ -65,6 +65,9 @@ enum mm_alloc_flags {
 	MM_NO_GROW = 1u << 2,
 };
 
+/* Every flag: a call with any other bit set is refused (NULL, logged). */
+#define MM_ALLOC_FLAGS (MM_ZERO | MM_ATOMIC | MM_NO_GROW)
+
 /* Per size class and in all (spanheap_stats). */
 struct spanheap_class_stats {
 	uint32_t size;

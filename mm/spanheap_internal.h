@@ -57,6 +57,18 @@ bool spanheap_spans_init(struct spanheap *sh);
 
 /* ---- Helpers ---- */
 
+/* True, having logged it naming fn, the size and the bits, if flags hold
+ * a bit that is not an allocation flag (MM_ALLOC_FLAGS). Any context. */
+static inline bool spanheap_bad_flags(const char *fn, size_t size,
+                                      unsigned flags)
+{
+	if (__builtin_expect(!(flags & ~MM_ALLOC_FLAGS), 1))
+		return false;
+	mm_log("spanheap: %s of %zu bytes refused: unknown flags %#x", fn, size,
+	       flags & ~MM_ALLOC_FLAGS);
+	return true;
+}
+
 static inline size_t min_sz(size_t a, size_t b)
 {
 	return a < b ? a : b;

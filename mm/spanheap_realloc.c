@@ -91,6 +91,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 {
 	if (!p)
 		return spanheap_alloc(sh, size, flags);
+	if (spanheap_bad_flags("realloc", size, flags))
+		return NULL; /* p stays as it was */
 	if (size == 0) {
 		spanheap_free(sh, p);
 		return NULL;

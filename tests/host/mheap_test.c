@@ -352,9 +352,9 @@ KTEST(mheap, extend_pages_refuses_an_impossible_run)
 	mh_release(&heap);
 }
 
-/* A request that cannot be served gets NULL and a line naming why,
- * changing nothing; thread-only set-up (init, the scavenger's start)
- * from an atomic context panics, naming the function. */
+/* A request that cannot be served (or has a bit that is not a flag) gets
+ * NULL and a line naming why, changing nothing; thread-only set-up (init, the
+ * scavenger's start) from an atomic context panics, naming the function. */
 KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
@@ -368,6 +368,8 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	        {PALLOC_CHUNK_PAGES + 1, 0, "larger than the arena"},
 	        {MHEAP_ATOMIC_MAX_PAGES + 1, MHEAP_ATOMIC,
 	         "too large for MHEAP_ATOMIC"},
+	        {1, 1u << 7, "unknown flags"},
+	        {1, MHEAP_ATOMIC | 1u << 3, "unknown flags"},
 	};
 	mm_port_set_quiet(true);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -381,7 +383,7 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.grown_pages, 0);
-	KEXPECT_EQ(st.n.atomic_fails, 2); /* the two atomic calls */
+	KEXPECT_EQ(st.n.atomic_fails, 3); /* the three atomic calls */
 	mh_release(&heap);
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);

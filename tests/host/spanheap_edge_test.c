@@ -180,3 +180,33 @@ KTEST(spanheap_edge, atomic_realloc_does_not_grow_in_place)
 	SH_CHECK(&sh, "after the reallocs");
 	sh_heap_release(&heap);
 }
+
+/*
+ * A bit that is not an allocation flag (a caller's mistake, or a flag of
+ * another allocator's passed here) is refused: NULL, a line naming the
+ * bits, nothing allocated, and a realloc's object left as it was. Before,
+ * the bits were ignored and every call served.
+ */
+KTEST(spanheap_edge, unknown_flags_are_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	const unsigned bad = 1u << 9;
+	mm_port_set_quiet(true);
+	KEXPECT(spanheap_alloc(&sh, 16, bad) == NULL);
+	KEXPECT(strstr(mm_port_last_log(), "unknown flags 0x200"));
+	KEXPECT(spanheap_alloc(&sh, 16, MM_ATOMIC | bad) == NULL);
+	KEXPECT(spanheap_alloc(&sh, LARGE_PAGES * PG, bad) == NULL);
+	KEXPECT(spanheap_alloc_aligned(&sh, 64, 64, MM_ZERO | bad) == NULL);
+	KEXPECT(spanheap_calloc(&sh, 4, 16, bad) == NULL);
+	char *p = spanheap_alloc(&sh, 40, 0);
+	KASSERT(p);
+	memset(p, 0x5a, 40);
+	KEXPECT(spanheap_realloc(&sh, p, 4000, bad) == NULL);
+	KEXPECT(strstr(mm_port_last_log(), "realloc of 4000 bytes refused"));
+	mm_port_set_quiet(false);
+	for (int i = 0; i < 40; i++)
+		KEXPECT_EQ((unsigned char)p[i], 0x5a);
+	spanheap_free(&sh, p);
+	spanheap_check(&sh);
+	sh_heap_release(&heap);
+}
