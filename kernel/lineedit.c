@@ -3,9 +3,16 @@
  * then exactly buf[0..len): every change is echoed as the bytes that make
  * the terminal agree (a character; "\b \b" to erase one), so the editor
  * never needs to know the cursor's column. A character is one column: an
- * ASCII byte, a whole UTF-8 sequence, or a stray byte (which a terminal
- * shows as one replacement character). Limit: a double-width character
- * (CJK) takes two columns, and one "\b \b" leaves half of it shown.
+ * ASCII byte, a UTF-8 sequence, or a stray byte (which a terminal shows
+ * as one replacement character). A sequence is the lead byte and the
+ * continuation bytes that reached the terminal right after it, up to the
+ * length the lead byte says: one cut short (by a key, or by the
+ * backspace that erased what followed it) is one column too, a
+ * replacement character, and what follows is stray. So the editor
+ * cannot tell the columns from buf's bytes alone: it keeps where each
+ * starts (col_start), echoing through show_byte as a terminal decodes.
+ * Limit: a double-width character (CJK) takes two columns, and one
+ * "\b \b" leaves half of it shown.
  */
 #include "lineedit.h"
 
@@ -53,24 +60,31 @@ static size_t utf8_length(char lead)
 	return c >= 0xc0 ? 2 : 0;
 }
 
-/* The bytes of the last character of buf[0..len), len > 0: a whole UTF-8
- * sequence, which a terminal shows in one column, else one byte (ASCII,
- * or a stray byte it shows as one replacement character). */
-static size_t last_char_bytes(const char *buf, size_t len)
+/* Echoes the byte c, which goes to buf[len], and records whether the
+ * terminal starts a column with it: a continuation byte joins the
+ * column of a sequence still open, any other byte starts one. */
+static void show_byte(struct lineedit *le, char c)
 {
-	size_t i = len - 1, cont = 0;
-	while (i > 0 && is_continuation(buf[i]) && cont < 3) {
-		i--;
-		cont++;
+	if (is_continuation(c) && le->open) {
+		le->open--;
+		le->col_start[le->len] = false;
+	} else {
+		size_t n = utf8_length(c);
+		le->open = n ? n - 1 : 0;
+		le->col_start[le->len] = true;
 	}
-	return cont > 0 && utf8_length(buf[i]) == cont + 1 ? cont + 1 : 1;
+	emit(le, &c, 1);
 }
 
-/* Erases the last character on the terminal and in buf; len > 0. */
+/* Erases the last column on the terminal and its bytes in buf; len > 0.
+ * The backspace ends any sequence still open on the terminal. */
 static void erase_char(struct lineedit *le)
 {
-	le->len -= last_char_bytes(le->buf, le->len);
+	do
+		le->len--;
+	while (le->len && !le->col_start[le->len]);
 	le->buf[le->len] = '\0';
+	le->open = 0;
 	emit(le, "\b \b", 3);
 }
 
@@ -89,16 +103,18 @@ static void drop_line(struct lineedit *le)
 	le->buf[0] = '\0';
 	le->overflow = 0;
 	le->lost = false;
+	le->open = 0;
 }
 
 /* Replaces the line with s, echoing it. */
 static void set_line(struct lineedit *le, const char *s)
 {
 	erase_line(le);
-	size_t n = strlen(s);
-	memcpy(le->buf, s, n + 1);
-	le->len = n;
-	emit(le, s, n);
+	for (; *s; s++) {
+		show_byte(le, *s);
+		le->buf[le->len++] = *s;
+	}
+	le->buf[le->len] = '\0';
 }
 
 const char *lineedit_history(const struct lineedit *le, size_t back)
@@ -151,6 +167,7 @@ static void browse(struct lineedit *le, bool up)
 static enum lineedit_event finish(struct lineedit *le)
 {
 	emit(le, "\n", 1);
+	le->open = 0;
 	le->browse = 0;
 	if (le->lost || le->overflow) {
 		enum lineedit_event ev =
@@ -195,9 +212,9 @@ static void add_byte(struct lineedit *le, char c)
 		le->overflow_cont = true;
 		return;
 	}
+	show_byte(le, c);
 	le->buf[le->len++] = c;
 	le->buf[le->len] = '\0';
-	emit(le, &c, 1);
 }
 
 enum lineedit_event lineedit_feed(struct lineedit *le, char c)

@@ -1,12 +1,13 @@
 /*
  * The shell's line editor: turns keystrokes into lines. It knows printable
- * characters (UTF-8 ones too: Backspace erases all of one), Enter (CR, LF, or
- * CR LF as one), Backspace (DEL or BS), Ctrl-C (abandon the line), Ctrl-U
- * (erase it), and the arrow keys' VT100 sequences ESC [ A / ESC [ B (and ESC O
- * A / B) for the history of the last LINEEDIT_HISTORY lines; other sequences
- * are swallowed whole, but a control key or DEL inside one ends it and is
- * obeyed. A line longer than LINEEDIT_MAX bytes is not cut: its excess (from
- * the first character that does not fit whole) is not echoed, and Enter
+ * characters (UTF-8 ones too: Backspace erases all of one, or all of one
+ * cut short, which a terminal shows as one replacement character), Enter (CR,
+ * LF, or CR LF as one), Backspace (DEL or BS), Ctrl-C (abandon the line),
+ * Ctrl-U (erase it), and the arrow keys' VT100 sequences ESC [ A / ESC [ B (and
+ * ESC O A / B) for the history of the last LINEEDIT_HISTORY lines; other
+ * sequences are swallowed whole, but a control key or DEL inside one ends it
+ * and is obeyed. A line longer than LINEEDIT_MAX bytes is not cut: its excess
+ * (from the first character that does not fit whole) is not echoed, and Enter
  * rejects it whole. So is a line the caller marks lost
  * (lineedit_lost: input bytes were dropped inside it).
  *
@@ -39,6 +40,10 @@ struct lineedit {
 	void *ctx;
 	char buf[LINEEDIT_MAX + 1]; /* the line being edited, NUL-ended */
 	size_t len;
+	/* The terminal's columns: col_start[i] when buf[i] starts one; the
+	 * continuation bytes the last one still takes (lineedit.c). */
+	bool col_start[LINEEDIT_MAX];
+	unsigned open;
 	size_t overflow;    /* characters typed past LINEEDIT_MAX bytes */
 	bool overflow_cont; /* the last character went to overflow */
 	unsigned esc;  /* escape-sequence state: 0, after ESC, after ESC [ */

@@ -252,6 +252,40 @@ KTEST(lineedit, backspace_erases_a_whole_utf8_character)
 	KEXPECT_STREQ(lineedit_line(&le), "x\x80");
 }
 
+/* A UTF-8 sequence cut short is one column, a replacement character: a
+ * terminal decodes the bytes as they come, so the lead byte takes the
+ * continuation bytes that follow it, up to the length it says, and any
+ * other byte (or the backspace of what followed) ends it. Backspace must
+ * take all of such a column, and bytes that come after its end are
+ * stray however they would join it in the buffer (found by
+ * tests/host/fuzz/lineedit_fuzz.c: 'caf', 0xe3 0xa9, Backspace left
+ * 'caf\xe3' in the line under a screen that showed 'caf'). */
+KTEST(lineedit, a_utf8_character_cut_short_is_one_column)
+{
+	reset();
+	/* The screen: 'sleep 1', a replacement character; then 'sleep 10'. */
+	KEXPECT_EQ(type("sleep 1\xe2\x82\x7f"
+	                "0\r",
+	                NULL),
+	           LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "sleep 10");
+	KEXPECT_STREQ(echo, "sleep 1\xe2\x82\b \b0\n");
+	/* The lead byte's sequence ended at the 'x' erased after it: the
+	 * 0x82 0xac that follow are two stray columns, not a '\xe2\x82\xac'
+	 * with the lead, and three Backspaces erase three columns. */
+	echo_len = 0;
+	type("\xe2x\x7f\x82\xac\x7f\x7f\x7f", NULL);
+	KEXPECT_STREQ(echo, "\xe2x\b \b\x82\xac\b \b\b \b\b \b");
+	KEXPECT_STREQ(le.buf, "");
+	/* A redraw (the arrows) echoes the line whole: there the three
+	 * bytes are one character again, and one Backspace takes them. */
+	KEXPECT_EQ(type("\xe2\x82\xac\r", NULL), LINEEDIT_LINE);
+	echo_len = 0;
+	type("\x1b[A\x7f", NULL);
+	KEXPECT_STREQ(echo, "\xe2\x82\xac\b \b");
+	KEXPECT_STREQ(le.buf, "");
+}
+
 /* A UTF-8 character that does not fit whole in the last bytes of the
  * line goes whole to the unechoed excess: no half of it is echoed or
  * kept in the line, and one Backspace takes it back. */
