@@ -3,7 +3,9 @@
 #   make fuzz          the libFuzzer targets, long run (FUZZ_SECONDS each,
 #                      default 60); FUZZ_TARGET=spanheap_fuzz runs one
 #   make test-fuzz     the short run `make test` includes (TEST_FUZZ_SECONDS,
-#                      default 16, split between the targets); writes
+#                      default 21, split between the mm/ targets, and
+#                      TEST_FUZZ_INPUT_SECONDS, default 3, for each
+#                      parser's); writes
 #                      "passed failed skipped" to $(RESULTS)/fuzz, a target
 #                      each, skipped only if clang's libFuzzer runtime
 #                      cannot be installed
@@ -30,13 +32,22 @@
 # MM_HOST_SRCS and RESULTS are defined.
 
 FUZZ_SECONDS ?= 60
-TEST_FUZZ_SECONDS ?= 16
+TEST_FUZZ_SECONDS ?= 21
+TEST_FUZZ_INPUT_SECONDS ?= 3
 FUZZ_DIR := $(HOST_BUILD)/fuzz
-# The targets: the page allocator's and the span heap's, each against its
-# model (tests/host/palloc_model.h, tests/host/spanheap_harness.h).
-FUZZ_TARGETS := palloc_fuzz spanheap_fuzz
+# The targets over mm/, each against its model: the page allocator's
+# (tests/host/palloc_model.h), the span heap's (spanheap_harness.h) and
+# the page heap's (its model is in mheap_fuzz.c).
+FUZZ_MM_TARGETS := palloc_fuzz spanheap_fuzz mheap_fuzz
+# The targets over code that reads input it does not control, each
+# checking its parser's own contract: the loader's cmdline.txt and ELF
+# checks, the ACPI walk and MADT, the kernel's options and memory map
+# (bootinfo.c, with tests/host/fuzz/kernel_stubs.c), the shell's line
+# editor.
+FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
+	bootinfo_fuzz lineedit_fuzz
+FUZZ_TARGETS := $(FUZZ_MM_TARGETS) $(FUZZ_INPUT_TARGETS)
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
-FUZZ_BINS := $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS))
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	tests/host/mm_port_posix.c tests/host/mm_port_posix_cpu.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
@@ -44,6 +55,18 @@ FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 	tests/host/spanheap_harness_check.c \
 	tests/host/fuzz/spanheap_fuzz.c
+FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
+FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
+FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
+FUZZ_SRCS_acpi_fuzz := kernel/acpi_parse.c tests/host/fuzz/acpi_fuzz.c
+FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c tests/host/fuzz/kernel_stubs.c \
+	tests/host/fuzz/bootinfo_fuzz.c
+FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
+# Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
+# targets that have some: palloc's and the span heap's start from
+# nothing). Runs
+# add what they find to $(FUZZ_DIR)/corpus/<target>/, not to the seeds.
+FUZZ_SEEDS := tests/host/fuzz/seeds
 # Built with clang whatever CC says: libFuzzer is part of clang.
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
@@ -55,19 +78,25 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 FUZZ_FLAGS := -max_len=4096 -len_control=0 -timeout=20 -print_final_stats=1 \
 	-artifact_prefix=$(FUZZ_DIR)/
 
-$(FUZZ_DIR)/palloc_fuzz: $(FUZZ_SRCS_palloc_fuzz)
-$(FUZZ_DIR)/spanheap_fuzz: $(FUZZ_SRCS_spanheap_fuzz)
-$(FUZZ_BINS): $(FUZZ_COMMON_SRCS) $(wildcard mm/*.h tests/host/*.h)
+$(foreach t,$(FUZZ_TARGETS),$(eval $(FUZZ_DIR)/$(t): $(FUZZ_SRCS_$(t))))
+$(addprefix $(FUZZ_DIR)/,$(FUZZ_MM_TARGETS)): $(FUZZ_COMMON_SRCS) \
+		$(wildcard mm/*.h tests/host/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_COMMON_SRCS) $(FUZZ_SRCS_$(@F)) \
 		-lpthread
+$(addprefix $(FUZZ_DIR)/,$(FUZZ_INPUT_TARGETS)): $(wildcard boot/*.h \
+		kernel/*.h arch/x86_64/*.h tests/host/fuzz/*.h)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS_$(@F))
 
 # True when clang can link a libFuzzer target here.
 FUZZ_RUNTIME = [ -r "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]
 
-# Each target runs TEST_FUZZ_SECONDS / (number of targets) seconds on its
-# own corpus (crashes land in $(FUZZ_DIR)/ as crash-*); one that does not
-# build or finds a crash is a failure and the others still run.
+# The mm/ targets share TEST_FUZZ_SECONDS between them; each input
+# target runs TEST_FUZZ_INPUT_SECONDS (they find their depth in seconds).
+# Each runs on its corpus and its seeds (crashes land in $(FUZZ_DIR)/ as
+# crash-*); one that does not build or finds a crash is a failure and the
+# others still run.
 test-fuzz:
 	@mkdir -p $(RESULTS) $(FUZZ_DIR)
 	@tools/install-deps fuzz || true
@@ -75,15 +104,19 @@ test-fuzz:
 	if ! $(FUZZ_RUNTIME); then \
 		echo "fuzz: 0 passed, 0 failed, $$n skipped (no libFuzzer runtime)"; \
 		echo "0 0 $$n" > $(RESULTS)/fuzz; exit 0; fi; \
-	secs=$$(( $(TEST_FUZZ_SECONDS) / n )); [ $$secs -ge 1 ] || secs=1; \
+	mm=$$(( $(TEST_FUZZ_SECONDS) / $(words $(FUZZ_MM_TARGETS)) )); \
+	[ $$mm -ge 1 ] || mm=1; \
 	pass=0; fail=0; \
 	for t in $(FUZZ_TARGETS); do \
+		case " $(FUZZ_MM_TARGETS) " in *" $$t "*) secs=$$mm;; \
+		*) secs=$(TEST_FUZZ_INPUT_SECONDS);; esac; \
 		log=$(FUZZ_DIR)/test-fuzz-$$t.log; \
 		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		seeds=$(FUZZ_SEEDS)/$$t; [ -d $$seeds ] || seeds=; \
 		if ! $(MAKE) --no-print-directory $(FUZZ_DIR)/$$t; then \
 			echo "fuzz: $$t does not build"; fail=$$((fail + 1)); \
 		elif $(FUZZ_DIR)/$$t $(FUZZ_FLAGS) -max_total_time=$$secs \
-			$(FUZZ_DIR)/corpus/$$t > $$log 2>&1; then \
+			$(FUZZ_DIR)/corpus/$$t $$seeds > $$log 2>&1; then \
 			grep -h "stat::number_of_executed_units" $$log | \
 				sed "s/^stat::number_of_executed_units: */fuzz: $$t ran /; s/$$/ inputs in $$secs s/"; \
 			pass=$$((pass + 1)); \
@@ -98,9 +131,10 @@ test-fuzz:
 fuzz: $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGET))
 	@for t in $(FUZZ_TARGET); do \
 		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		seeds=$(FUZZ_SEEDS)/$$t; [ -d $$seeds ] || seeds=; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 		$(FUZZ_DIR)/$$t $(FUZZ_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
-			$(FUZZ_DIR)/corpus/$$t || exit 1; \
+			$(FUZZ_DIR)/corpus/$$t $$seeds || exit 1; \
 	done
 
 # The size class table: generated, committed, and checked to be what the

@@ -1,0 +1,151 @@
+/*
+ * tests/host/fuzz/lineedit_fuzz.c: libFuzzer target for the shell's line
+ * editor (kernel/lineedit.c).
+ *
+ * Input: keystrokes, one a byte; a NUL (which the editor ignores as a
+ * control key) marks the line lost instead (lineedit_lost), as the shell
+ * does when input bytes were dropped. Everything the editor echoes goes to
+ * a model terminal, which keeps the line it shows as columns: a printable
+ * ASCII byte is one; a UTF-8 lead byte opens one that takes the
+ * continuation bytes its sequence needs (a sequence cut short by any
+ * other byte stays one column, as terminals show it: one replacement
+ * character); a stray byte is one; "\b \b" erases the last; "\n" starts
+ * a new line. Checked after every key, the promise of lineedit.c: the
+ * terminal shows exactly buf[0, len), within LINEEDIT_MAX bytes; a line
+ * the editor completes is what the terminal showed; Enter on a line with
+ * an excess or a hole rejects it; the history holds at most
+ * LINEEDIT_HISTORY lines of at most LINEEDIT_MAX bytes.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../../kernel/lineedit.h"
+
+/* The model terminal's current line. */
+struct term {
+	char bytes[4096];
+	size_t len;
+	size_t col_start[4096]; /* where each column starts in bytes */
+	size_t ncols;
+	unsigned open; /* continuation bytes the last column still takes */
+	char last_line[4096];
+	size_t nlines;
+	const char *err;
+};
+
+static unsigned seq_len(unsigned char c)
+{
+	return c >= 0xf8   ? 1
+	       : c >= 0xf0 ? 4
+	       : c >= 0xe0 ? 3
+	       : c >= 0xc0 ? 2
+	                   : 1;
+}
+
+static void term_byte(struct term *t, unsigned char c)
+{
+	if (c == '\n') {
+		memcpy(t->last_line, t->bytes, t->len);
+		t->last_line[t->len] = 0;
+		t->len = t->ncols = t->open = 0;
+		t->nlines++;
+		return;
+	}
+	if (c < 0x20 || c == 0x7f) {
+		t->err = "a control byte other than \\b or \\n echoed";
+		return;
+	}
+	if ((c & 0xc0) == 0x80 && t->open) {
+		t->open--;
+	} else {
+		t->col_start[t->ncols++] = t->len;
+		t->open = (c & 0xc0) == 0x80 ? 0 : seq_len(c) - 1;
+	}
+	t->bytes[t->len++] = (char)c;
+}
+
+static void out(void *ctx, const char *s, size_t n)
+{
+	struct term *t = ctx;
+	for (size_t i = 0; i < n && !t->err; i++) {
+		if (s[i] == '\b') {
+			if (n - i < 3 || memcmp(s + i, "\b \b", 3) != 0 ||
+			    t->ncols == 0) {
+				t->err = "a backspace that is not \"\\b \\b\" "
+				         "over a shown column";
+				return;
+			}
+			t->len = t->col_start[--t->ncols];
+			t->open = 0;
+			i += 2;
+		} else if (s[i] == '^' && n - i >= 3 &&
+		           memcmp(s + i, "^C\n", 3) == 0) {
+			t->len = t->ncols = t->open = 0;
+			term_byte(t, '\n');
+			i += 2;
+		} else if (t->len >= sizeof(t->bytes) - 1) {
+			t->err = "the terminal line grew past 4 KiB";
+		} else {
+			term_byte(t, (unsigned char)s[i]);
+		}
+	}
+}
+
+static struct lineedit le; /* large: not on the stack */
+static struct term term;
+
+static void fail(const char *what, size_t key)
+{
+	fprintf(stderr,
+	        "lineedit_fuzz: key %zu: %s (editor: %zu bytes '%.*s'; "
+	        "terminal: %zu bytes '%.*s')\n",
+	        key, what, le.len, (int)le.len, le.buf, term.len, (int)term.len,
+	        term.bytes);
+	abort();
+}
+
+static void check_event(enum lineedit_event ev, size_t key, bool overlong,
+                        bool lost)
+{
+	if (ev == LINEEDIT_LINE) {
+		if (overlong || lost)
+			fail("a line with an excess or a hole completed", key);
+		if (strcmp(lineedit_line(&le), term.last_line) != 0)
+			fail("the line completed is not what was shown", key);
+		return;
+	}
+	if (ev == LINEEDIT_OVERLONG && (!overlong || lost))
+		fail("a line rejected as overlong without an excess", key);
+	if (ev == LINEEDIT_LOST && !lost)
+		fail("a line rejected as lost without a hole", key);
+	if (le.len > LINEEDIT_MAX || strlen(le.buf) != le.len)
+		fail("the line is not buf[0, len) within the limit", key);
+	if (term.len != le.len || memcmp(term.bytes, le.buf, le.len) != 0)
+		fail("the terminal does not show the line", key);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	memset(&term, 0, sizeof(term));
+	lineedit_init(&le, out, &term);
+	for (size_t i = 0; i < size; i++) {
+		if (data[i] == 0) {
+			lineedit_lost(&le);
+			continue;
+		}
+		bool overlong = le.overflow != 0, lost = le.lost;
+		enum lineedit_event ev = lineedit_feed(&le, (char)data[i]);
+		if (term.err)
+			fail(term.err, i);
+		check_event(ev, i, overlong, lost);
+	}
+	if (le.nhist > LINEEDIT_HISTORY)
+		fail("more history than LINEEDIT_HISTORY", size);
+	for (size_t b = 0; lineedit_history(&le, b); b++)
+		if (strlen(lineedit_history(&le, b)) > LINEEDIT_MAX ||
+		    !*lineedit_history(&le, b))
+			fail("a history line empty or over the limit", size);
+	return 0;
+}
