@@ -115,7 +115,11 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 {
 	const char *p = map;
 	for (uint64_t off = 0; off < size; off += desc_size) {
-		const struct efi_memory_descriptor *e = (const void *)(p + off);
+		/* Copied out: UEFI's stride (desc_size) need not be a
+		 * multiple of 8, so a descriptor may sit unaligned. */
+		struct efi_memory_descriptor copy;
+		const struct efi_memory_descriptor *e = &copy;
+		memcpy(&copy, p + off, sizeof(copy));
 		if (e->number_of_pages == 0)
 			continue;
 		if (e->physical_start % PAGE_SIZE)

@@ -42,7 +42,7 @@ FUZZ_MM_TARGETS := palloc_fuzz spanheap_fuzz mheap_fuzz
 # The targets over code that reads input it does not control, each
 # checking its parser's own contract: the loader's cmdline.txt and ELF
 # checks, the ACPI walk and MADT, the kernel's options and memory map
-# (bootinfo.c, with tests/host/fuzz/kernel_stubs.c), the shell's line
+# (bootinfo.c, with tests/host/kernel_stubs.c), the shell's line
 # editor.
 FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
 	bootinfo_fuzz lineedit_fuzz
@@ -59,7 +59,7 @@ FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
 FUZZ_SRCS_acpi_fuzz := kernel/acpi_parse.c tests/host/fuzz/acpi_fuzz.c
-FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c tests/host/fuzz/kernel_stubs.c \
+FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c tests/host/kernel_stubs.c \
 	tests/host/fuzz/bootinfo_fuzz.c
 FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
@@ -85,7 +85,7 @@ $(addprefix $(FUZZ_DIR)/,$(FUZZ_MM_TARGETS)): $(FUZZ_COMMON_SRCS) \
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_COMMON_SRCS) $(FUZZ_SRCS_$(@F)) \
 		-lpthread
 $(addprefix $(FUZZ_DIR)/,$(FUZZ_INPUT_TARGETS)): $(wildcard boot/*.h \
-		kernel/*.h arch/x86_64/*.h tests/host/fuzz/*.h)
+		kernel/*.h arch/x86_64/*.h tests/host/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS_$(@F))
 

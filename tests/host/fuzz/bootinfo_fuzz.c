@@ -14,8 +14,9 @@
  *     that word's, byte for byte (it round-trips); a number read is the
  *     value's digits, in range. cmdline_find_unknown must not crash.
  *   - memory map: 16 bytes place the kernel image; the rest are
- *     descriptors, (control >> 1) % 4 * 8 + 40 bytes apart (what
- *     bootinfo_handoff_problem lets through). An accepted map's regions
+ *     descriptors, 40 + (control >> 1) % 32 bytes apart (any stride
+ *     bootinfo_handoff_problem lets through, unaligned ones too), in
+ *     an 8-aligned block of exactly their bytes. An accepted map's regions
  *     are its descriptors with pages, sorted, page-aligned and disjoint,
  *     usable memory inside the direct map, no free memory over the
  *     kernel image, and ram_top the end of the highest usable one.
@@ -25,7 +26,7 @@
 #include <string.h>
 
 #include "../../../kernel/bootinfo_testing.h"
-#include "kernel_stubs.h"
+#include "../kernel_stubs.h"
 
 static void fail(const char *what, const char *key)
 {
@@ -174,7 +175,7 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 static void memory_map(const uint8_t *data, size_t size, uint8_t ctl)
 {
 	static struct boot_state b;
-	size_t dsz = (ctl >> 1) % 4 * 8 + sizeof(struct efi_memory_descriptor);
+	size_t dsz = (ctl >> 1) % 32 + sizeof(struct efi_memory_descriptor);
 	if (size < 16)
 		return;
 	memset(&b, 0, sizeof(b));

@@ -1,6 +1,7 @@
 /*
- * tests/host/fuzz/kernel_stubs.c: what kernel/bootinfo.c needs of the
- * kernel, for a fuzz target that builds it on the host: printk formats
+ * tests/host/kernel_stubs.c: what kernel/bootinfo.c needs of the
+ * kernel, for the host tests and the fuzz target that build it on the
+ * host (tests/host/bootinfo_test.c, fuzz/bootinfo_fuzz.c): printk formats
  * into a buffer (so a bad format or argument shows under the
  * sanitizers, and the target can read the last line), panic aborts, and
  * the linker script's bounds of the image that bootinfo.c reads
