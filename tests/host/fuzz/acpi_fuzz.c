@@ -8,8 +8,8 @@
  *   - MADT mode: the bytes are the table, parsed with room for
  *     (control >> 2) % 9 CPUs, as kernel/acpi.c does with the table
  *     acpi_find_table gave it.
- *   - walk mode: the bytes are physical memory from address 0, the RSDP
- *     at the address of the first two bytes; the MADT found is parsed.
+ *   - walk mode: the first two bytes are the RSDP's address, the rest
+ *     physical memory from address 0; the MADT found is parsed.
  * Every map hands out a fresh heap block of exactly the bytes asked for,
  * so ASan catches a read past what the parser mapped. Checked: a refusal
  * says why; a table found is the MADT at its address, with the length
@@ -259,9 +259,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 3)
 		return 0;
 	uint8_t ctl = data[0];
-	size_t n = size - 1;
-	uint8_t *m = malloc(n);
-	memcpy(m, data + 1, n);
+	/* The walk's memory starts past the RSDP's address. */
+	size_t skip = ctl & 1 ? 3 : 1, n = size - skip;
+	uint8_t *m = malloc(n ? n : 1);
+	memcpy(m, data + skip, n);
 	if (!(ctl & 1)) {
 		if ((ctl & 2) && n >= ACPI_MADT_FIXED &&
 		    rd32(m + 4) >= ACPI_MADT_FIXED && rd32(m + 4) <= n)
