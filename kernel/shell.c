@@ -64,9 +64,15 @@ bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
 {
 	uint64_t v = 0;
 	const char *p = arg;
-	for (; *p >= '0' && *p <= '9' && v <= hi; p++)
-		v = v * 10 + (uint64_t)(*p - '0');
-	if (*p || p == arg || v < lo || v > hi) {
+	bool over = false;
+	for (; *p >= '0' && *p <= '9' && !over; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		/* v * 10 + d > hi, asked without overflowing: a value past
+		 * 2^64 must not wrap to a small one in range. */
+		over = v > hi / 10 || d > hi - v * 10;
+		v = v * 10 + d;
+	}
+	if (*p || p == arg || over || v < lo) {
 		printk("%s: '%s' is not a number in [%llu, %llu]\n", cmd, arg,
 		       (unsigned long long)lo, (unsigned long long)hi);
 		return false;

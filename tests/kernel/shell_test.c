@@ -33,6 +33,51 @@ KTEST(shell, arguments_a_command_does_not_take_are_refused)
 	}
 }
 
+/* shell_parse_uint refuses what is not a number in [lo, hi], whatever hi
+ * is: its loop stopped at a value past hi, but multiplied before it
+ * looked, so with hi past 2^64 / 10 a value past 2^64 wrapped to one in
+ * range ("18446744073709551616" read as 0). */
+KTEST(shell, parse_uint_refuses_a_value_past_its_range)
+{
+	static const struct {
+		const char *arg;
+		uint64_t lo, hi;
+		bool ok;
+		uint64_t want;
+	} cases[] = {
+	        {"3600000", 0, 3600000, true, 3600000},
+	        {"3600001", 0, 3600000, false, 0},
+	        {"0063", 0, 63, true, 63},
+	        {"64", 0, 63, false, 0},
+	        {"18446744073709551615", 0, UINT64_MAX, true, UINT64_MAX},
+	        {"18446744073709551616", 0, UINT64_MAX, false, 0},
+	        {"36893488147419103232", 0, UINT64_MAX, false, 0},
+	        {"18446744073709551620", 0, UINT64_MAX - 1, false, 0},
+	        {"1844674407370955161", 0, UINT64_MAX / 10, true,
+	         UINT64_MAX / 10},
+	        {"", 0, 10, false, 0},
+	        {"7x", 0, 10, false, 0},
+	        {"0", 1, 10, false, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 12345;
+		bool ok = shell_parse_uint("t", cases[i].arg, cases[i].lo,
+		                           cases[i].hi, &v);
+		if (ok != cases[i].ok || (ok && v != cases[i].want))
+			ktest_diag("'%s' in [%llu, %llu]: %s, %llu",
+			           cases[i].arg,
+			           (unsigned long long)cases[i].lo,
+			           (unsigned long long)cases[i].hi,
+			           ok ? "taken" : "refused",
+			           (unsigned long long)v);
+		KEXPECT_EQ(ok, cases[i].ok);
+		if (!ok)
+			KEXPECT_EQ(v, 12345);
+		else
+			KEXPECT_EQ(v, cases[i].want);
+	}
+}
+
 /* A line longer than the prompt takes is refused as the prompt refuses
  * it, not copied past the shell's line buffer and run. */
 KTEST(shell, an_overlong_line_is_refused_not_copied)
