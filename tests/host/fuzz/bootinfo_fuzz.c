@@ -185,7 +185,10 @@ static void memory_map(const uint8_t *data, size_t size, uint8_t ctl)
 	if (n > 2 * BOOT_MMAP_MAX)
 		n = 2 * BOOT_MMAP_MAX;
 	/* An aligned copy of exactly the map, as the loader's buffer is. */
-	uint8_t *map = aligned_alloc(8, n * dsz + 8);
+	void *block;
+	if (posix_memalign(&block, 8, n * dsz ? n * dsz : 1))
+		abort();
+	uint8_t *map = block;
 	memcpy(map, data + 16, n * dsz);
 	struct mmap_diag d = {0};
 	if (bootinfo_read_mmap(map, n * dsz, dsz, &b, &d))
