@@ -88,16 +88,18 @@ static uint64_t compute_limit(const UINT8 *map, UINTN size, UINTN desc_size)
 
 	for (UINTN off = 0; off + sizeof(EFI_MEMORY_DESCRIPTOR) <= size;
 	     off += desc_size) {
-		const EFI_MEMORY_DESCRIPTOR *d = (const void *)(map + off);
+		/* Copied out: the firmware's stride need not keep the
+		 * descriptors 8-byte aligned (as bootinfo_read_mmap). */
+		EFI_MEMORY_DESCRIPTOR d;
 		uint64_t end = MAX_PHYS;
 
-		if (!is_ram_like(d->Type))
+		BS->CopyMem(&d, (void *)(map + off), sizeof(d));
+		if (!is_ram_like(d.Type))
 			continue;
-		if (d->PhysicalStart < MAX_PHYS &&
-		    d->NumberOfPages <=
-		            (MAX_PHYS - d->PhysicalStart) / EFI_PAGE_SIZE)
-			end = d->PhysicalStart +
-			      d->NumberOfPages * EFI_PAGE_SIZE;
+		if (d.PhysicalStart < MAX_PHYS &&
+		    d.NumberOfPages <=
+		            (MAX_PHYS - d.PhysicalStart) / EFI_PAGE_SIZE)
+			end = d.PhysicalStart + d.NumberOfPages * EFI_PAGE_SIZE;
 		if (end > limit)
 			limit = end;
 	}
