@@ -1,5 +1,5 @@
 /*
- * Semaphores against misuse (see sched_test.c for their admission tests):
+ * Semaphores against misuse (see sched_wait_test.c for their admission tests):
  * a release past the maximum and bad numbers at init are reported, naming
  * the semaphore, and let no extra holder in.
  */
