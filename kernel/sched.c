@@ -22,8 +22,10 @@
  *   1. A RUNNABLE thread that is not current is on its run queue exactly
  *      once; the idle thread is never on it.
  *   2. A thread's stack is freed only once it is DEAD and off its CPU.
- *   3. Preemption happens only on the way out of the outermost interrupt,
- *      with preempt_count 0 (no spinlock held).
+ *   3. Preemption happens only with preempt_count 0 (no spinlock held)
+ *      and interrupts on in the preempted code: on the way out of the
+ *      outermost interrupt, or in the preempt_enable that ends a stretch
+ *      with preemption off during which a reschedule was asked for.
  */
 #include "kernel/thread.h"
 
@@ -335,6 +337,21 @@ static void irq_exit(struct trap_frame *f)
 		return;
 	c->need_resched = false;
 	switch_now();
+}
+
+void sched_resched_pending(void)
+{
+	struct cpu *c = this_cpu();
+	if (!(read_rflags() & RFLAGS_IF))
+		return;
+	/* Interrupts off from here: a tick cannot switch us in between. */
+	cpu_cli();
+	if (c->need_resched && c->preempt_count == 0 && c->irq_depth == 0 &&
+	    c->idle) {
+		c->need_resched = false;
+		switch_now();
+	}
+	cpu_sti();
 }
 
 /* The idle thread: run whatever is runnable, else halt until an

@@ -11,6 +11,7 @@
 #include "kernel/lockcheck.h"
 #include "arch/x86_64/layout.h"
 #include "kernel/percpu.h"
+#include "kernel/thread.h"
 
 /* The listed locks (see spinlock.h): append-only. A slot is claimed with
  * a fetch-add on nlisted and then written; a reader skips a slot that is
@@ -76,7 +77,10 @@ void preempt_enable(void)
 		lockcheck_preempt_underflow();
 		return;
 	}
-	c->preempt_count--;
+	/* A reschedule that came while preemption was off (a tick, a
+	 * resched IPI) is acted on now, not at the next interrupt. */
+	if (--c->preempt_count == 0 && c->need_resched)
+		sched_resched_pending();
 }
 
 static void acquire(struct spinlock *l, bool irqs_on)
@@ -114,18 +118,20 @@ static void acquire(struct spinlock *l, bool irqs_on)
 #endif
 }
 
-static void release(struct spinlock *l)
+/* Hands l on; the caller then calls preempt_enable, which it must when
+ * this returns true (false: a bad release, reported, nothing changed). */
+static bool release(struct spinlock *l)
 {
 #if LOCKCHECK
 	/* A bad release is reported; in test mode it must not then corrupt
 	 * the ticket of a lock someone else holds. */
 	if (!lockcheck_release(l))
-		return;
+		return false;
 #endif
 	atomic_store_explicit(&l->holder, -1, memory_order_relaxed);
 	uint32_t s = atomic_load_explicit(&l->serving, memory_order_relaxed);
 	atomic_store_explicit(&l->serving, s + 1, memory_order_release);
-	preempt_enable();
+	return true;
 }
 
 void spin_lock(struct spinlock *l)
@@ -135,7 +141,8 @@ void spin_lock(struct spinlock *l)
 
 void spin_unlock(struct spinlock *l)
 {
-	release(l);
+	if (release(l))
+		preempt_enable();
 }
 
 unsigned long spin_lock_irqsave(struct spinlock *l)
@@ -146,9 +153,11 @@ unsigned long spin_lock_irqsave(struct spinlock *l)
 	return flags;
 }
 
+/* Interrupts come back on before preemption does, so that a reschedule
+ * that came while l was held switches in preempt_enable (see there). */
 void spin_unlock_irqrestore(struct spinlock *l, unsigned long irq_state)
 {
-	release(l);
+	bool released = release(l);
 	if (irq_state & RFLAGS_IF) {
 #if LOCKCHECK
 		/* Released out of order, a lock taken after l is still held. */
@@ -156,6 +165,8 @@ void spin_unlock_irqrestore(struct spinlock *l, unsigned long irq_state)
 #endif
 		cpu_sti();
 	}
+	if (released)
+		preempt_enable();
 }
 
 bool spin_held(const struct spinlock *l)

@@ -85,7 +85,12 @@ unsigned spin_list_stats(struct spin_stats *out, unsigned max);
 
 /* Disable and enable preemption on this CPU (nesting counts). An enable
  * without its disable (the count at 0) is reported by the lock checker
- * and leaves the count at 0. */
+ * and leaves the count at 0. An enable that brings the count to 0 with a
+ * reschedule pending (one that a tick or a resched IPI asked for while
+ * preemption was off) switches there and then, when the CPU may switch:
+ * interrupts on, not in an interrupt handler (there the handler's way
+ * out does it). So spin_unlock and spin_unlock_irqrestore (which turns
+ * interrupts back on first) may switch threads. Any context but NMI. */
 void preempt_disable(void);
 void preempt_enable(void);
 

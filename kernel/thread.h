@@ -186,6 +186,14 @@ void sched_start_ap(void) __attribute__((noreturn));
  * not held). */
 void sched_tick(void);
 
+/* The reschedule a tick or a resched IPI asked for while preemption was
+ * off, taken now: switches to the next runnable thread if this CPU has
+ * one pending, interrupts are on, preemption is on and this is no
+ * interrupt handler; else does nothing (the next interrupt's way out, or
+ * the next preempt_enable, takes it). For preempt_enable; any context
+ * but NMI. */
+void sched_resched_pending(void);
+
 /* A test hook called from every timer tick on every CPU (or NULL). */
 extern void (*_Atomic sched_tick_hook)(void);
 

@@ -1,0 +1,107 @@
+/*
+ * Preemption that was put off: a reschedule asked for while this CPU had
+ * preemption disabled (a tick that found the slice over with a thread
+ * queued) is taken by the preempt_enable that ends the stretch, whether
+ * it is a bare preempt_enable or a spin_unlock's, not by the next
+ * interrupt. Counted in this CPU's ticks and in whether the queued thread
+ * ran before the enable returned, never in wall time.
+ */
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "arch/x86_64/cpu.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/spinlock.h"
+#include "kernel/thread.h"
+
+static _Atomic bool queued_ran;
+static _Atomic uint64_t queued_ran_tick;
+
+static uint64_t cpu_ticks(void)
+{
+	return *(volatile uint64_t *)&this_cpu()->ticks;
+}
+
+static void note_run(void *arg)
+{
+	atomic_store(&queued_ran_tick, cpu_ticks());
+	atomic_store(&queued_ran, true);
+}
+
+/* Taken with interrupts on (the spin_unlock case): rank STW, below every
+ * lock an interrupt handler takes, as the lock checker wants. */
+static struct spinlock off_lock = SPINLOCK_INIT("preempt_off", LOCK_RANK_STW);
+
+enum off_how { BY_PREEMPT_DISABLE, BY_SPIN_LOCK };
+
+static void turn_off(enum off_how how)
+{
+	if (how == BY_PREEMPT_DISABLE)
+		preempt_disable();
+	else
+		spin_lock(&off_lock);
+}
+
+static void turn_on(enum off_how how)
+{
+	if (how == BY_PREEMPT_DISABLE)
+		preempt_enable();
+	else
+		spin_unlock(&off_lock);
+}
+
+/*
+ * Queues a thread on this CPU, turns preemption off and waits (interrupts
+ * on) for a tick to ask for the switch; then turns it on. Returns false
+ * when the queued thread ran before preemption went off (a tick came
+ * first), for the caller to try again.
+ */
+static bool run_once(enum off_how how, bool *ran_at_once, uint64_t *late)
+{
+	struct cpu *c = this_cpu();
+	atomic_store(&queued_ran, false);
+	thread_yield(); /* a fresh slice: the window below is short */
+	struct thread *t = thread_create("queued", note_run, NULL, c->id);
+	*ran_at_once = false;
+	*late = 0;
+	KEXPECT(t != NULL);
+	if (!t)
+		return true;
+	turn_off(how);
+	bool early = atomic_load(&queued_ran);
+	while (!early && !*(volatile bool *)&c->need_resched)
+		cpu_pause();
+	uint64_t t0 = cpu_ticks();
+	turn_on(how);
+	*ran_at_once = atomic_load(&queued_ran);
+	while (!atomic_load(&queued_ran))
+		cpu_pause();
+	*late = atomic_load(&queued_ran_tick) - t0;
+	thread_join(t);
+	return !early;
+}
+
+KTEST(sched, preempt_enable_takes_a_pending_reschedule)
+{
+	static const struct {
+		enum off_how how;
+		const char *name;
+	} cases[] = {
+	        {BY_PREEMPT_DISABLE, "preempt_enable"},
+	        {BY_SPIN_LOCK, "spin_unlock"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool at_once = false, done = false;
+		uint64_t late = 0;
+		for (int try = 0; try < 10 && !done; try++)
+			done = run_once(cases[i].how, &at_once, &late);
+		KASSERT(done);
+		if (!at_once)
+			ktest_diag(
+			        "%s: the queued thread ran %lu tick(s) after",
+			        cases[i].name, late);
+		KEXPECT(at_once);
+		KEXPECT_EQ(late, 0);
+	}
+}
