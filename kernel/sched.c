@@ -265,8 +265,25 @@ void sched_block(void)
 	switch_now();
 }
 
+/* True for a live thread's struct; else reports the call (a panic; in
+ * the lock checker's test mode recorded) and returns false. */
+static bool thread_live(const struct thread *t, const char *what)
+{
+	uint32_t magic = t ? *(const volatile uint32_t *)&t->magic : 0;
+	if (magic == THREAD_MAGIC)
+		return true;
+	lockcheck_misuse("%s(%p) on cpu %u: not a live thread (%s)", what,
+	                 (const void *)t, this_cpu()->id,
+	                 magic == THREAD_MAGIC_FREED
+	                         ? "joined and freed already"
+	                         : "no thread's magic");
+	return false;
+}
+
 void thread_wake(struct thread *t)
 {
+	if (!thread_live(t, "thread_wake"))
+		return;
 	struct cpu *c = t->cpu;
 	struct runqueue *rq = rq_of(c);
 	bool kick = false;

@@ -86,6 +86,7 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
+	t->magic = THREAD_MAGIC;
 	t->frame_struct = src == FROM_FRAMES;
 	size_t n = strlen(name);
 	if (n >= sizeof(t->name))
@@ -98,6 +99,8 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 
 static void thread_struct_free(struct thread *t)
 {
+	/* A wake through a stale pointer finds this, not a live magic. */
+	t->magic = THREAD_MAGIC_FREED;
 	if (t->frame_struct)
 		frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
 	else

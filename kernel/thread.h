@@ -33,8 +33,15 @@ enum thread_state {
 struct cpu;
 struct fault_catch;
 
+/* struct thread.magic: a live thread's, and the poison its free leaves. */
+#define THREAD_MAGIC       0x54687264u /* "Thrd" */
+#define THREAD_MAGIC_FREED 0xdeadf7eeu
+
 struct thread {
-	/* Immutable after creation: */
+	/* Immutable after creation; poisoned (THREAD_MAGIC_FREED) when the
+	 * joiner frees the struct, so that thread_wake can tell a freed
+	 * thread from a live one: */
+	uint32_t magic;
 	char name[THREAD_NAME_MAX];
 	unsigned id;
 	struct cpu *cpu; /* home CPU */
@@ -171,7 +178,12 @@ const char *thread_state_name(enum thread_state s);
 /* Makes a blocked or sleeping thread runnable. One not asleep yet is left
  * as it is (the wake is lost: a sleeper checks its condition under a lock
  * its sleep releases, as wait queues and thread_sleep_unlock do). Any
- * context but NMI; t must be a live thread. */
+ * context but NMI; t must be a live thread: a struct that is not (joined
+ * and freed, its magic poisoned, or never a thread) is reported by the
+ * lock checker, 'thread_wake(0x...): not a live thread ...' (a panic; in
+ * its test mode recorded, and t left alone). A freed struct that a new
+ * thread has since reused cannot be told apart: that wake goes to the new
+ * thread, as for thread_join. */
 void thread_wake(struct thread *t);
 
 /* The scheduler. sched_init makes the boot context thread main and gives
