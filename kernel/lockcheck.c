@@ -307,6 +307,8 @@ static bool sleep_ok(struct cpu *c, const struct spinlock *releasing,
                      bool irqs_on)
 {
 	int base = releasing ? 1 : 0;
+	if (!c->current || !c->idle || c->current == c->idle)
+		return false;
 	for (int i = 0; i < c->nheld; i++)
 		if (c->held[i] != releasing)
 			return false;
@@ -315,8 +317,12 @@ static bool sleep_ok(struct cpu *c, const struct spinlock *releasing,
 }
 
 /* Writes into msg why the sleep of what may not go ahead (sleep_ok said
- * so), naming the first reason of: another lock, the released lock not
- * held, an interrupt handler, the preemption count, interrupts off. */
+ * so), naming the first reason of: no thread yet (the CPU's scheduler has
+ * not started: nothing to switch to or from), the idle thread (it runs
+ * when nothing else can, so it may never sleep, block or yield: the
+ * switch would pick it again while it sleeps, or find no thread), another
+ * lock, the released lock not held, an interrupt handler, the preemption
+ * count, interrupts off. */
 static void sleep_refusal(const char *what, const struct spinlock *releasing,
                           char *msg, size_t n)
 {
@@ -327,7 +333,17 @@ static void sleep_refusal(const char *what, const struct spinlock *releasing,
 	for (int i = c->nheld - 1; i >= 0 && !other; i--)
 		if (c->held[i] != releasing)
 			other = c->held[i];
-	if (other)
+	if (!c->current || !c->idle)
+		ksnprintf(msg, n,
+		          "%s on cpu %u before its scheduler started (no "
+		          "thread to sleep)",
+		          what, c->id);
+	else if (c->current == c->idle)
+		ksnprintf(msg, n,
+		          "%s in cpu %u's idle thread %s, which must never "
+		          "sleep",
+		          what, c->id, who);
+	else if (other)
 		ksnprintf(msg, n,
 		          "%s in thread %s while holding spinlock %s "
 		          "(rank %s)",

@@ -41,9 +41,12 @@ bool lockcheck_held(const struct spinlock *l, const char *what);
 void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
                           bool irqs_on);
 
-/* Called before a thread sleeps or yields: no spinlock may be held.
- * Returns false when one is (reported; in test mode the caller then
- * refuses to sleep). */
+/* Called before a thread sleeps or yields: no spinlock may be held, nor
+ * preemption or interrupts off, nor an interrupt handler running; and
+ * there must be a thread to sleep that is not its CPU's idle thread (not
+ * before the CPU's scheduler started). Returns false otherwise (reported
+ * naming the first reason; in test mode the caller then refuses to
+ * sleep). */
 bool lockcheck_may_sleep(const char *what);
 
 /* The same for a sleep on a wait queue or semaphore: the report names

@@ -92,7 +92,7 @@ bool mm_port_can_sleep(void)
 		return false;
 	struct cpu *c = this_cpu(); /* threads never migrate */
 	return c->irq_depth == 0 && c->preempt_count == 0 && c->nheld == 0 &&
-	       c->current != NULL;
+	       c->current != NULL && c->idle != NULL && c->current != c->idle;
 }
 
 void mm_port_yield(void)
