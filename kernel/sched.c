@@ -186,6 +186,8 @@ static void switch_now(void)
 
 void thread_yield(void)
 {
+	/* Refused (test mode only: else a panic), a yield that let nothing
+	 * run: the caller holds nothing that a real one would have given. */
 	if (!lockcheck_may_sleep("thread_yield"))
 		return;
 	unsigned long flags = read_rflags();
@@ -214,6 +216,9 @@ static void add_sleeper_locked(struct runqueue *rq, uint64_t ns)
 
 void thread_sleep_ns(uint64_t ns)
 {
+	/* Refused (test mode only), an early return, as after a thread_wake:
+	 * unlike sema_acquire, whose caller would go on holding a unit it
+	 * never took, nothing here pretends to have happened. */
 	if (!lockcheck_may_sleep("thread_sleep"))
 		return;
 	unsigned long flags = read_rflags();

@@ -109,14 +109,22 @@ __attribute__((noreturn)) void thread_exit(void);
 void thread_join(struct thread *t);
 
 /* Lets other runnable threads on this CPU run first. Thread context, no
- * spinlock held, preemption and interrupts on (else refused, reported). */
+ * spinlock held, preemption and interrupts on, not a CPU's idle thread
+ * and not before the CPU's scheduler started (else refused, reported by
+ * the lock checker: a panic; in its test mode recorded, and the yield
+ * returns at once, as one with nothing else runnable does: it owes its
+ * caller nothing, so there is no failure to return). */
 void thread_yield(void);
 
 /* Sleeps at least ns nanoseconds, unless thread_wake ends the sleep
  * first; wakes within one timer tick after (ns 0 sleeps until the next
  * tick). A deadline past the clock's range (ns near UINT64_MAX) never
  * comes: only thread_wake ends such a sleep. Thread context, as for
- * thread_yield. */
+ * thread_yield; refused in the lock checker's test mode, it returns at
+ * once, as a sleep that a thread_wake ended at once would. That is within
+ * the contract every caller already copes with (it takes nothing, so
+ * there is nothing to undo) and so needs no result: a caller that needs
+ * the time to have passed checks the clock and sleeps again. */
 void thread_sleep_ns(uint64_t ns);
 
 /*
