@@ -15,16 +15,14 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
-#define THREADS_MAX 128
-
 static enum shell_status cmd_threads(int argc, char **argv)
 {
-	struct thread_info *ti = kmalloc(THREADS_MAX * sizeof(*ti), 0);
+	unsigned n;
+	struct thread_info *ti = thread_snapshot_all(&n);
 	if (!ti) {
 		printk("threads: out of memory\n");
 		return SHELL_FAILED;
 	}
-	unsigned n = thread_snapshot(ti, THREADS_MAX);
 	for (unsigned cpu = 0; cpu < MAX_CPUS; cpu++) {
 		struct sched_cpu_info ci;
 		if (!sched_cpu_info(cpu, &ci))
@@ -34,7 +32,7 @@ static enum shell_status cmd_threads(int argc, char **argv)
 		       cpu, ci.nthreads, ci.nthreads == 1 ? "" : "s",
 		       ci.nqueued, ci.nsleeping, (unsigned long long)ci.ticks,
 		       ci.current);
-		for (unsigned i = 0; i < n && i < THREADS_MAX; i++) {
+		for (unsigned i = 0; i < n; i++) {
 			if (ti[i].cpu != cpu)
 				continue;
 			uint64_t us = ti[i].cpu_ns / 1000;
@@ -44,8 +42,7 @@ static enum shell_status cmd_threads(int argc, char **argv)
 			       (unsigned long long)(us % 1000));
 		}
 	}
-	printk("threads: %u in all%s\n", n,
-	       n > THREADS_MAX ? " (only the first 128 shown)" : "");
+	printk("threads: %u in all\n", n);
 	kfree(ti);
 	return SHELL_OK;
 }

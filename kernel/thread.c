@@ -362,3 +362,23 @@ unsigned thread_snapshot(struct thread_info *out, unsigned max)
 	spin_unlock_irqrestore(&threads_lock, irq);
 	return n;
 }
+
+struct thread_info *thread_snapshot_all(unsigned *n)
+{
+	unsigned room = thread_snapshot(NULL, 0);
+	for (;;) {
+		/* Room for a few made meanwhile; more, and it is sized
+		 * again, so no thread is left out. */
+		room += 8;
+		struct thread_info *ti = kcalloc(room, sizeof(*ti), 0);
+		if (!ti)
+			return NULL;
+		unsigned count = thread_snapshot(ti, room);
+		if (count <= room) {
+			*n = count;
+			return ti;
+		}
+		kfree(ti);
+		room = count;
+	}
+}

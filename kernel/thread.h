@@ -167,6 +167,12 @@ struct thread_info {
  */
 unsigned thread_snapshot(struct thread_info *out, unsigned max);
 
+/* The same for every thread, into an array from kmalloc (the caller
+ * kfrees it) sized to the threads there are, however many: *n says how
+ * many it holds. Returns NULL, with nothing allocated, when memory is
+ * short. Thread context (it allocates). */
+struct thread_info *thread_snapshot_all(unsigned *n);
+
 /* One CPU's run queue as sched_cpu_info saw it. */
 struct sched_cpu_info {
 	unsigned nthreads; /* homed there, idle excluded */

@@ -1,7 +1,8 @@
 /*
  * The shell's dispatch of a typed line (shell_run_line): unknown commands
  * and arguments a command does not take are refused with a usage status;
- * and what its memory commands print, against the heap's own statistics.
+ * what its memory commands print, against the heap's own statistics; and
+ * what `threads` lists.
  */
 #include <stdatomic.h>
 
@@ -12,6 +13,7 @@
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
 #include "kernel/string.h"
+#include "kernel/thread.h"
 
 KTEST(shell, arguments_a_command_does_not_take_are_refused)
 {
@@ -215,5 +217,73 @@ KTEST(shell, threads_counts_one_thread_as_one)
 		nlines++;
 	}
 	KEXPECT(nlines > 0);
+}
+#endif
+
+#if KTEST_HOOKS
+/* Counts the lines `threads` prints for threads (two spaces, then the
+ * id), across any number of lines: the capture buffer would be cut. */
+static _Atomic unsigned thread_lines, line_pos;
+static _Atomic bool line_indented;
+
+static void count_thread_lines(uintptr_t c)
+{
+	unsigned pos = atomic_fetch_add(&line_pos, 1);
+	if (c == '\n') {
+		atomic_store(&line_pos, 0);
+		atomic_store(&line_indented, false);
+	} else if (pos == 0) {
+		atomic_store(&line_indented, c == ' ');
+	} else if (pos == 1 && c == ' ' && atomic_load(&line_indented)) {
+		atomic_fetch_add(&thread_lines, 1);
+	}
+}
+
+static struct waitq parked_wq = WAITQ_INIT("parked");
+static bool parked_go;
+
+static bool parked_gate(void *arg)
+{
+	return parked_go;
+}
+
+static void parked(void *arg)
+{
+	KASSERT(waitq_wait_until(&parked_wq, parked_gate, NULL));
+}
+
+/*
+ * With more threads than the shell once had room for (128), `threads`
+ * lists every one: it showed the first 128 and said so.
+ */
+KTEST(shell, threads_lists_every_thread)
+{
+	enum { N = 140 };
+	struct thread **t = kcalloc(N, sizeof(*t), 0);
+	KASSERT(t != NULL);
+	parked_go = false;
+	unsigned made = 0;
+	while (made < N && (t[made] = thread_create("parked", parked, NULL,
+	                                            THREAD_ANY_CPU)) != NULL)
+		made++;
+	KEXPECT_EQ(made, N);
+	unsigned all = thread_snapshot(NULL, 0);
+	atomic_store(&thread_lines, 0);
+	atomic_store(&line_pos, 0);
+	atomic_store(&printk_testing_putc, count_thread_lines);
+	enum shell_status st = shell_run_line("threads");
+	atomic_store(&printk_testing_putc, NULL);
+	KEXPECT_EQ(st, SHELL_OK);
+	unsigned listed = atomic_load(&thread_lines);
+	ktest_diag("%u threads, %u listed", all, listed);
+	KEXPECT(all > N);
+	KEXPECT_EQ(listed, all);
+	unsigned long irq = spin_lock_irqsave(&parked_wq.lock);
+	parked_go = true;
+	waitq_wake_all_locked(&parked_wq);
+	spin_unlock_irqrestore(&parked_wq.lock, irq);
+	for (unsigned i = 0; i < made; i++)
+		thread_join(t[i]);
+	kfree(t);
 }
 #endif
