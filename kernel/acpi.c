@@ -32,7 +32,9 @@
 /* Boot CPU only, during acpi_init(): */
 static unsigned window_used; /* pages of the window mapped so far */
 
-/* Immutable after acpi_init(): */
+/* Immutable after acpi_init(). Static, not kmalloc'd copies: acpi_init
+ * runs before the heap exists (kmain's step 10, heap_init is step 11),
+ * to start the APs; and MAX_CPUS entries are all the kernel can use. */
 static struct madt_cpu madt_cpus[MAX_CPUS];
 static struct madt_info madt_info;
 static bool madt_ok;

@@ -10,6 +10,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
 #include "kernel/irq.h"
+#include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -195,14 +196,19 @@ static void join_unpreemptible(void)
 /* The state of the live thread with this id; false if there is none. */
 static bool live_thread_state(unsigned id, enum thread_state *state)
 {
-	static struct thread_info ti[256]; /* oldest first: room for all */
-	unsigned n = thread_snapshot(ti, 256);
-	for (unsigned i = 0; i < n && i < 256; i++)
+	unsigned n;
+	struct thread_info *ti = thread_snapshot_all(&n);
+	KEXPECT(ti != NULL);
+	if (!ti)
+		return false;
+	bool found = false;
+	for (unsigned i = 0; i < n && !found; i++)
 		if (ti[i].id == id) {
 			*state = ti[i].state;
-			return true;
+			found = true;
 		}
-	return false;
+	kfree(ti);
+	return found;
 }
 
 KTEST(lockcheck, join_that_cannot_sleep_is_refused)

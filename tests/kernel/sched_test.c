@@ -10,6 +10,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
 #include "kernel/frames.h"
+#include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
@@ -102,15 +103,17 @@ KTEST(sched, counter_under_one_lock_is_exact)
 	unsigned nthreads = PER_CPU * online_cpus();
 	per_thread = (TOTAL + nthreads - 1) / nthreads;
 	per_thread = (per_thread + BATCH - 1) / BATCH * BATCH;
+	uint64_t *done = kcalloc(nthreads, sizeof(*done), 0);
+	KASSERT(done != NULL);
 	counter = 0;
 	atomic_store(&tick_increments, 0);
 	atomic_store(&sched_tick_hook, tick_increment);
 	struct thread *t[PER_CPU * MAX_CPUS];
-	static uint64_t done[PER_CPU * MAX_CPUS];
 	unsigned n = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		for (unsigned k = 0;
-		     k < PER_CPU && atomic_load(&cpus[i].online); k++) {
+		for (unsigned k = 0; k < PER_CPU && n < nthreads &&
+		                     atomic_load(&cpus[i].online);
+		     k++) {
 			done[n] = 0;
 			t[n] = thread_create("incr", increment, &done[n], i);
 			n++;
@@ -128,6 +131,7 @@ KTEST(sched, counter_under_one_lock_is_exact)
 		threads_total += done[i];
 	ktest_diag("%u threads: %lu increments, %lu from timer ticks", n,
 	           threads_total, ticks);
+	kfree(done);
 	KEXPECT(ticks >= 8);
 	KEXPECT(threads_total >= TOTAL);
 	KEXPECT_EQ(total, threads_total + ticks);
