@@ -51,6 +51,7 @@
 #include "kernel/shell.h"
 #include "kernel/printk.h"
 #include "kernel/stw.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "kernel/tlb.h"

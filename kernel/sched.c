@@ -27,6 +27,7 @@
  *      outermost interrupt, or in the preempt_enable that ends a stretch
  *      with preemption off during which a reschedule was asked for.
  */
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 
 #include <stdatomic.h>

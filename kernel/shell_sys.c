@@ -13,6 +13,7 @@
 #include "kernel/shell.h"
 #include "kernel/shell_internal.h"
 #include "kernel/string.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 
 static enum shell_status cmd_threads(int argc, char **argv)

@@ -11,6 +11,7 @@
 #include "kernel/lockcheck.h"
 #include "arch/x86_64/layout.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 
 /* The listed locks (see spinlock.h): append-only. A slot is claimed with

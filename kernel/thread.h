@@ -4,6 +4,9 @@
  * wait queues. A thread stays on the CPU it was created for (no migration),
  * which keeps every scheduling decision under one run-queue lock.
  *
+ * The scheduler's own interface (start-up, the tick, the run queues'
+ * counts) is in sched.h.
+ *
  * Contexts: each declaration says. What may sleep is for threads with no
  * spinlock held, preemption and interrupts on (the lock checker reports
  * any other); thread_wake, waitq_wake_*, sema_release and sema_try_acquire
@@ -173,19 +176,6 @@ unsigned thread_snapshot(struct thread_info *out, unsigned max);
  * short. Thread context (it allocates). */
 struct thread_info *thread_snapshot_all(unsigned *n);
 
-/* One CPU's run queue as sched_cpu_info saw it. */
-struct sched_cpu_info {
-	unsigned nthreads; /* homed there, idle excluded */
-	unsigned nqueued;  /* runnable, waiting for the CPU */
-	unsigned nsleeping;
-	uint64_t ticks; /* timer interrupts taken */
-	char current[THREAD_NAME_MAX];
-};
-
-/* Fills *out for CPU cpu; false if it is not online. Thread context or
- * interrupts off, no run-queue lock held (takes cpu's, rank RUNQUEUE). */
-bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out);
-
 /* The state's name ("running", "sleeping", ...). Any context. */
 const char *thread_state_name(enum thread_state s);
 
@@ -199,33 +189,6 @@ const char *thread_state_name(enum thread_state s);
  * thread has since reused cannot be told apart: that wake goes to the new
  * thread, as for thread_join. */
 void thread_wake(struct thread *t);
-
-/* The scheduler. sched_init makes the boot context thread main and gives
- * the boot CPU its idle thread: the boot CPU, once, after time_init,
- * interrupts off. Each AP then runs sched_start_ap, once, interrupts off,
- * which never returns: the AP's boot context becomes its idle thread. */
-void sched_init(void);
-void sched_start_ap(void) __attribute__((noreturn));
-
-/* Timer interrupt work: wake due sleepers, preempt an expired slice. The
- * timer interrupt's handler only (interrupts off, this CPU's run-queue lock
- * not held). */
-void sched_tick(void);
-
-/* The reschedule a tick or a resched IPI asked for while preemption was
- * off, taken now: switches to the next runnable thread if this CPU has
- * one pending, interrupts are on, preemption is on and this is no
- * interrupt handler; else does nothing (the next interrupt's way out, or
- * the next preempt_enable, takes it). For preempt_enable; any context
- * but NMI. */
-void sched_resched_pending(void);
-
-/* A test hook called from every timer tick on every CPU (or NULL). */
-extern void (*_Atomic sched_tick_hook)(void);
-
-/* The scheduler tick rate: the periodic LAPIC timer's. */
-#define SCHED_HZ      TIMER_HZ
-#define SCHED_TICK_NS (1000000000ull / SCHED_HZ)
 
 /* Wait queues and semaphores (waitq.h) come with threads. */
 #include "kernel/waitq.h"

@@ -12,6 +12,7 @@
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"

@@ -17,6 +17,7 @@
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"

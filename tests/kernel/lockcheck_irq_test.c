@@ -13,6 +13,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/lockcheck_testing.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/lockcheck_util.h"
 

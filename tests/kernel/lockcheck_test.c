@@ -15,6 +15,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "mm/port.h"
 #include "tests/kernel/lockcheck_util.h"

@@ -14,6 +14,7 @@
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "tests/kernel/frames_util.h"

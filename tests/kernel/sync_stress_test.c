@@ -11,6 +11,7 @@
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 
 #define PER_CPU 2 /* threads of each kind on every CPU */

@@ -83,6 +83,7 @@ KTEST(trap, disarmed_hook_does_not_catch_later)
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 
 /*

@@ -1,0 +1,56 @@
+/*
+ * The scheduler's interface beyond threads (thread.h): start-up on each
+ * CPU, the timer tick and its rate, preemption put off by preempt_enable,
+ * and a CPU's run queue as the shell shows it. Split from thread.h, which
+ * is for whoever makes, runs or waits for threads.
+ */
+#ifndef KERNEL_SCHED_H
+#define KERNEL_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernel/thread.h"
+#include "kernel/time.h"
+
+/* One CPU's run queue as sched_cpu_info saw it. */
+struct sched_cpu_info {
+	unsigned nthreads; /* homed there, idle excluded */
+	unsigned nqueued;  /* runnable, waiting for the CPU */
+	unsigned nsleeping;
+	uint64_t ticks; /* timer interrupts taken */
+	char current[THREAD_NAME_MAX];
+};
+
+/* Fills *out for CPU cpu; false if it is not online. Thread context or
+ * interrupts off, no run-queue lock held (takes cpu's, rank RUNQUEUE). */
+bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out);
+
+/* The scheduler. sched_init makes the boot context thread main and gives
+ * the boot CPU its idle thread: the boot CPU, once, after time_init,
+ * interrupts off. Each AP then runs sched_start_ap, once, interrupts off,
+ * which never returns: the AP's boot context becomes its idle thread. */
+void sched_init(void);
+void sched_start_ap(void) __attribute__((noreturn));
+
+/* Timer interrupt work: wake due sleepers, preempt an expired slice. The
+ * timer interrupt's handler only (interrupts off, this CPU's run-queue lock
+ * not held). */
+void sched_tick(void);
+
+/* The reschedule a tick or a resched IPI asked for while preemption was
+ * off, taken now: switches to the next runnable thread if this CPU has
+ * one pending, interrupts are on, preemption is on and this is no
+ * interrupt handler; else does nothing (the next interrupt's way out, or
+ * the next preempt_enable, takes it). For preempt_enable; any context
+ * but NMI. */
+void sched_resched_pending(void);
+
+/* A test hook called from every timer tick on every CPU (or NULL). */
+extern void (*_Atomic sched_tick_hook)(void);
+
+/* The scheduler tick rate: the periodic LAPIC timer's. */
+#define SCHED_HZ      TIMER_HZ
+#define SCHED_TICK_NS (1000000000ull / SCHED_HZ)
+
+#endif
