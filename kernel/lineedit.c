@@ -47,11 +47,13 @@ static bool is_continuation(char c)
 }
 
 /* The bytes of a UTF-8 sequence that starts with lead, or 0 when lead
- * starts none. */
+ * starts none: a continuation byte, and the bytes no valid sequence
+ * starts with (0xc0 and 0xc1, overlong; 0xf5 up, past U+10FFFF), which a
+ * terminal following Unicode's advice shows as one replacement each. */
 static size_t utf8_length(char lead)
 {
 	unsigned char c = (unsigned char)lead;
-	if (c >= 0xf8)
+	if (c >= 0xf5 || c == 0xc0 || c == 0xc1)
 		return 0;
 	if (c >= 0xf0)
 		return 4;

@@ -286,6 +286,25 @@ KTEST(lineedit, a_utf8_character_cut_short_is_one_column)
 	KEXPECT_STREQ(le.buf, "");
 }
 
+/* 0xc0, 0xc1 and 0xf5 up start no UTF-8 sequence (overlong, or past
+ * U+10FFFF): a terminal shows each, and each byte after it, as a
+ * replacement of its own, so one Backspace takes one byte. They were
+ * taken as leads: "\xc0\x80" was one column, and two Backspaces erased
+ * the 'b' before it, unseen. */
+KTEST(lineedit, bytes_that_start_no_sequence_are_stray)
+{
+	reset();
+	type("ab\xc0\x80\x7f\x7f", NULL);
+	KEXPECT_STREQ(le.buf, "ab");
+	type("\xf5\x80\x80\x80\x7f\x7f\x7f", NULL);
+	KEXPECT_STREQ(le.buf, "ab\xf5");
+	type("\x7f\xc1\xbf\x7f\x7f", NULL);
+	KEXPECT_STREQ(le.buf, "ab");
+	/* A valid two-byte lead still makes one column. */
+	type("\xc2\xa9\x7f", NULL);
+	KEXPECT_STREQ(le.buf, "ab");
+}
+
 /* A UTF-8 character that does not fit whole in the last bytes of the
  * line goes whole to the unechoed excess: no half of it is echoed or
  * kept in the line, and one Backspace takes it back. */

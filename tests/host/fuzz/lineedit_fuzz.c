@@ -37,11 +37,11 @@ struct term {
 
 static unsigned seq_len(unsigned char c)
 {
-	return c >= 0xf8   ? 1
-	       : c >= 0xf0 ? 4
-	       : c >= 0xe0 ? 3
-	       : c >= 0xc0 ? 2
-	                   : 1;
+	return c >= 0xf5 || c == 0xc0 || c == 0xc1 ? 1
+	       : c >= 0xf0                         ? 4
+	       : c >= 0xe0                         ? 3
+	       : c >= 0xc0                         ? 2
+	                                           : 1;
 }
 
 static void term_byte(struct term *t, unsigned char c)
