@@ -103,7 +103,7 @@ struct spanheap_counters {
 	uint64_t queue_folded;   /* from fold queues (stats only) */
 	uint64_t quiet_cycles;   /* cycles a quiet heap brought forward */
 	uint64_t freed_spans;    /* empty spans given back */
-	uint64_t sweeper_cpu_ns; /* the sweeper thread's CPU time */
+	uint64_t sweeper_cpu_ns; /* CPU time of the sweeper's cycles */
 	uint64_t large_allocs, large_frees;
 	uint64_t atomic_fails; /* MM_ATOMIC calls that got NULL */
 	/* Cycles run because the page heap refused a thread allocation

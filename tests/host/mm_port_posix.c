@@ -358,6 +358,14 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	return t;
 }
 
+uint64_t mm_port_thread_cpu_ns_of(struct mm_thread *t)
+{
+	clockid_t clock;
+	if (!t || pthread_getcpuclockid(t->tid, &clock) != 0)
+		return 0;
+	return clock_ns(clock);
+}
+
 void mm_port_thread_join(struct mm_thread *t)
 {
 	mm_posix_expect_can_sleep("mm_port_thread_join");

@@ -79,6 +79,11 @@ void mm_port_set_production_mapping(bool on);
 void mm_port_bind_cpu(unsigned cpu);
 void mm_port_unbind_cpu(void);
 
+/* The CPU time a thread of mm_port_thread_start's has used so far, all of
+ * it (the benchmarks' sweeper share: mm's own count covers only its
+ * cycles); 0 if it cannot be read. */
+uint64_t mm_port_thread_cpu_ns_of(struct mm_thread *t);
+
 /* mm_port_each_other_cpu (mm/port.h) holds every other CPU's slot in turn,
  * passing by those bound threads hold. With refuse (default false) it
  * returns false instead, as a port that cannot reach other CPUs. */
