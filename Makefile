@@ -294,7 +294,7 @@ test-kernel: $(BOOT_EFI) $(KERNEL)
 # pin hooks as calls (strict hook check; and no quotes in the variable).
 HARNESS_KCFLAGS := $(filter-out -DMM_PORT_INLINE=%,$(KCFLAGS))
 
-test-harness: $(BOOT_EFI) $(KERNEL)
+test-harness: $(BOOT_EFI) $(KERNEL) $(SPANHEAP_BENCH_BIN)
 	@mkdir -p $(RESULTS)
 	CC="$(CC)" KCFLAGS="$(HARNESS_KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
 		LD="$(LD)" KLDFLAGS="$(KLDFLAGS)" \

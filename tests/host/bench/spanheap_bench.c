@@ -154,8 +154,12 @@ static void mm_setup(bool threads, size_t arena_bytes)
 	if (arena_bytes)
 		hc.arena_bytes = arena_bytes;
 	spanheap_config_default(&sc);
-	if (!mheap_init(&heap, &hc) || !spanheap_init(&sh, &heap, &sc))
-		die("span heap setup failed");
+	if (!mheap_init(&heap, &hc) || !spanheap_init(&sh, &heap, &sc)) {
+		/* quiet kept mm's reason off stderr: say it */
+		fprintf(stderr, "spanheap_bench: span heap setup failed: %s\n",
+		        mm_port_last_log());
+		exit(1);
+	}
 	if (threads &&
 	    (!spanheap_sweeper_start(&sh) || !mheap_scavenger_start(&heap)))
 		die("cannot start the sweeper or the scavenger");
@@ -521,59 +525,107 @@ static void usage(void)
 	exit(2);
 }
 
+/* Refuses the command line, naming what is wrong, then prints the usage. */
+static void bad_arg(const char *fmt, const char *arg, unsigned long n)
+{
+	fprintf(stderr, "spanheap_bench: ");
+	fprintf(stderr, fmt, arg, n);
+	fprintf(stderr, "\n");
+	usage();
+}
+
+/* The number after '=' in arg: all digits, in [1, max]. */
+static unsigned long arg_count(const char *arg, unsigned long max)
+{
+	const char *v = strchr(arg, '=') + 1;
+	char *end;
+	unsigned long n = strtoul(v, &end, 10);
+	if (*v < '0' || *v > '9' || *end || n < 1 || n > max)
+		bad_arg("%s: not a whole number in [1, %lu]", arg, max);
+	return n;
+}
+
+struct args {
+	const char *alloc;
+	unsigned nthreads;
+	double scale;
+	unsigned long callgrind, arena_mib;
+	bool class_known;
+};
+
+/* One argument into a; exits for --list, --pin-cost and bad ones. */
+static void parse_arg(struct args *a, const char *arg)
+{
+	char *end;
+	if (strcmp(arg, "--list") == 0) {
+		for (size_t k = 0; k < NWORKLOADS; k++)
+			printf("%s %u\n", workloads[k].name,
+			       workloads[k].max_threads);
+		exit(0);
+	} else if (strcmp(arg, "--pin-cost") == 0) {
+		exit(pin_cost_mode());
+	} else if (strncmp(arg, "--alloc=", 8) == 0) {
+		a->alloc = arg + 8;
+		if (strcmp(a->alloc, "mm") && strcmp(a->alloc, "system"))
+			bad_arg("%s: not mm or system", arg, 0);
+	} else if (strncmp(arg, "--threads=", 10) == 0) {
+		a->nthreads = (unsigned)arg_count(arg, MAX_THREADS);
+	} else if (strncmp(arg, "--scale=", 8) == 0) {
+		a->scale = strtod(arg + 8, &end);
+		if (end == arg + 8 || *end ||
+		    !(a->scale > 0 && a->scale <= 100))
+			bad_arg("%s: not a number in (0, 100]", arg, 0);
+	} else if (strncmp(arg, "--callgrind=", 12) == 0) {
+		a->callgrind = arg_count(arg, 1000000000);
+	} else if (strcmp(arg, "--class-known") == 0) {
+		a->class_known = true;
+	} else if (strncmp(arg, "--arena-mib=", 12) == 0) {
+		a->arena_mib = arg_count(arg, 1 << 20);
+	} else {
+		for (size_t k = 0; k < NWORKLOADS; k++)
+			if (strcmp(arg, workloads[k].name) == 0)
+				wl = &workloads[k];
+		if (!wl || strcmp(arg, wl->name))
+			bad_arg("%s: no such option or workload (--list names "
+			        "the workloads)",
+			        arg, 0);
+	}
+}
+
+/* The command line, checked as a whole; exits with a reason if bad. */
+static struct args parse_args(int argc, char **argv)
+{
+	struct args a = {.nthreads = 1, .scale = 1};
+	for (int i = 1; i < argc; i++)
+		parse_arg(&a, argv[i]);
+	if (!a.alloc)
+		bad_arg("%s--alloc=mm or --alloc=system is missing", "", 0);
+	use_mm = strcmp(a.alloc, "mm") == 0;
+	if (a.class_known && (!use_mm || !a.callgrind))
+		bad_arg("%s--class-known needs --alloc=mm and --callgrind=N",
+		        "", 0);
+	if (a.callgrind)
+		return a;
+	if (!wl)
+		bad_arg("%sno workload named (--list names them)", "", 0);
+	if (a.nthreads > wl->max_threads)
+		bad_arg("%s takes at most %lu threads", wl->name,
+		        wl->max_threads);
+	return a;
+}
+
 int main(int argc, char **argv)
 {
-	unsigned nthreads = 1;
-	double scale = 1;
-	long callgrind = 0;
-	bool class_known = false;
-	size_t arena_mib = 0;
-	const char *alloc = NULL;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "--list") == 0) {
-			for (size_t k = 0; k < NWORKLOADS; k++)
-				printf("%s %u\n", workloads[k].name,
-				       workloads[k].max_threads);
-			return 0;
-		} else if (strcmp(a, "--pin-cost") == 0) {
-			return pin_cost_mode();
-		} else if (strncmp(a, "--alloc=", 8) == 0) {
-			alloc = a + 8;
-		} else if (strncmp(a, "--threads=", 10) == 0) {
-			nthreads = (unsigned)atoi(a + 10);
-		} else if (strncmp(a, "--scale=", 8) == 0) {
-			scale = atof(a + 8);
-		} else if (strncmp(a, "--callgrind=", 12) == 0) {
-			callgrind = atol(a + 12);
-		} else if (strcmp(a, "--class-known") == 0) {
-			class_known = true;
-		} else if (strncmp(a, "--arena-mib=", 12) == 0) {
-			arena_mib = (size_t)atol(a + 12);
-		} else {
-			for (size_t k = 0; k < NWORKLOADS; k++)
-				if (strcmp(a, workloads[k].name) == 0)
-					wl = &workloads[k];
-			if (!wl)
-				usage();
-		}
-	}
-	if (!alloc || (strcmp(alloc, "mm") && strcmp(alloc, "system")))
-		usage();
-	use_mm = strcmp(alloc, "mm") == 0;
-	if (class_known && (!use_mm || callgrind <= 0))
-		usage();
-	if (callgrind > 0)
-		return callgrind_mode(callgrind, class_known);
-	if (!wl || nthreads < 1 || nthreads > wl->max_threads || scale <= 0)
-		usage();
+	struct args a = parse_args(argc, argv);
+	if (a.callgrind)
+		return callgrind_mode((long)a.callgrind, a.class_known);
 	if (use_mm)
-		mm_setup(true, arena_mib << 20);
+		mm_setup(true, (size_t)a.arena_mib << 20);
 	static struct worker ws[MAX_THREADS];
 	uint64_t sw0 = sweeper_thread_ns(), t0 = now_ns();
-	run_workload(ws, nthreads, scale);
+	run_workload(ws, a.nthreads, a.scale);
 	uint64_t wall = now_ns() - t0, sw = sweeper_thread_ns() - sw0;
-	report(ws, nthreads, wall, sw);
+	report(ws, a.nthreads, wall, sw);
 	if (use_mm) {
 		spanheap_sweeper_stop(&sh);
 		spanheap_check(&sh);
