@@ -18,8 +18,12 @@
  * interrupts off and on; --pin-cost shows the POSIX port's unbound pin).
  * --alloc=system calls malloc and free: glibc's, or whatever LD_PRELOAD
  * puts in front of it (tools/bench-spanheap runs jemalloc, mimalloc and
- * tcmalloc that way). Under every allocator, worker i runs on online CPU
- * i (modulo their number; sched affinity).
+ * tcmalloc that way, and ours as a program's malloc, libmm_malloc.so:
+ * "mm-malloc", reached through the PLT as the peers are, where mm is the
+ * core called directly). Under every allocator, worker i runs on online
+ * CPU i (modulo their number; sched affinity). A bad command line is
+ * refused naming what is wrong (status 2). docs/DESIGN.md, "Benchmarks",
+ * says what is deliberate.
  *
  * Workloads (per worker thread; an "op" is one object allocated and
  * freed):
