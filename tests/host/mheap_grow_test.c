@@ -13,6 +13,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "../../mm/mheap_internal.h"
+#include "mheap_batch_util.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 #include "port_test_util.h"
@@ -141,13 +142,6 @@ static void hold_batch_and_miss(struct mheap *h, enum mheap_hook_point where)
 	}
 }
 
-static void *release_all_thread(void *arg)
-{
-	(void)arg;
-	mheap_release_all(&heap);
-	return NULL;
-}
-
 KTEST(mheap_grow, alloc_sees_a_batch_end_after_its_attempt)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
@@ -162,7 +156,7 @@ KTEST(mheap_grow, alloc_sees_a_batch_end_after_its_attempt)
 	atomic_store(&miss_once, false);
 	mheap_test_hook = hold_batch_and_miss;
 	pthread_t scav, user;
-	KASSERT(pthread_create(&scav, NULL, release_all_thread, NULL) == 0);
+	KASSERT(pthread_create(&scav, NULL, mh_release_all_run, &heap) == 0);
 	sem_wait(&batch_held);
 	struct one_page u = {0};
 	KASSERT(pthread_create(&user, NULL, alloc_one, &u) == 0);

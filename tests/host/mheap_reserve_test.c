@@ -13,6 +13,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "../../mm/mheap_testing.h"
+#include "mheap_batch_util.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
@@ -160,28 +161,9 @@ KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
  * free within the batch, and growing a chunk for them left the heap a
  * chunk larger for good. One chunk, a reserve of 128: 300 pages taken,
  * 200 of them freed (backed), then taken by a batch of release-all held
- * at MHEAP_HOOK_SCAV_UNMAPPED; an allocation of 100 pages leaves 112 free
- * outside the batch, 312 with it. Before, it grew a second chunk.
+ * at its hook (mh_batch_hold); an allocation of 100 pages leaves 112
+ * free outside the batch, 312 with it. Before, it grew a second chunk.
  */
-static sem_t batch_held, batch_go;
-static atomic_bool batch_once;
-
-static void hold_batch(struct mheap *h, enum mheap_hook_point where)
-{
-	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED ||
-	    atomic_exchange(&batch_once, true))
-		return;
-	sem_post(&batch_held);
-	sem_wait(&batch_go);
-}
-
-static void *release_all_run(void *arg)
-{
-	(void)arg;
-	mheap_release_all(&heap);
-	return NULL;
-}
-
 KTEST(mheap_reserve, pages_a_batch_holds_count_towards_it)
 {
 	struct mheap_config cfg;
@@ -192,13 +174,8 @@ KTEST(mheap_reserve, pages_a_batch_holds_count_towards_it)
 	char *a = mheap_alloc_pages(&heap, 300, 0);
 	KASSERT(a);
 	mheap_free_pages(&heap, a + 100 * PG, 200);
-	sem_init(&batch_held, 0, 0);
-	sem_init(&batch_go, 0, 0);
-	atomic_store(&batch_once, false);
-	mheap_test_hook = hold_batch;
 	pthread_t t;
-	KASSERT(pthread_create(&t, NULL, release_all_run, NULL) == 0);
-	sem_wait(&batch_held);
+	KASSERT(mh_batch_hold(&heap, &t));
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT(st.scavenging_pages >= 16);
@@ -207,9 +184,7 @@ KTEST(mheap_reserve, pages_a_batch_holds_count_towards_it)
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
 	KEXPECT_EQ(st.n.refills, 0);
-	sem_post(&batch_go);
-	pthread_join(t, NULL);
-	mheap_test_hook = NULL;
+	mh_batch_go(t);
 	if (b)
 		mheap_free_pages(&heap, b, 100);
 	mheap_free_pages(&heap, a, 100);

@@ -15,6 +15,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
 #include "../../mm/mheap_internal.h"
+#include "mheap_batch_util.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
@@ -212,24 +213,6 @@ KTEST(mheap, background_reaches_goal)
  * gets them (it failed: nothing to grow). The batch (release-all, on one
  * thread) is held at its hook until the allocating thread waits.
  */
-static sem_t batch_held, batch_go;
-
-static void hold_batch(struct mheap *h, enum mheap_hook_point where)
-{
-	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED)
-		return;
-	mheap_test_hook = NULL; /* once */
-	sem_post(&batch_held);
-	sem_wait(&batch_go);
-}
-
-static void *release_all_thread(void *arg)
-{
-	(void)arg;
-	mheap_release_all(&heap);
-	return NULL;
-}
-
 static void *alloc_one_thread(void *arg)
 {
 	*(void **)arg = mheap_alloc_pages(&heap, 1, 0);
@@ -237,7 +220,7 @@ static void *alloc_one_thread(void *arg)
 }
 
 /* The first chunk allocated whole and its pages [312, 512) freed, then
- * release-all started on *scav and held (hold_batch) with those 200 pages
+ * release-all started on *scav and held (mh_batch_hold) with those 200 pages
  * taken out of the free set. Returns the chunk, NULL on failure. */
 static char *hold_a_batch(pthread_t *scav)
 {
@@ -245,13 +228,7 @@ static char *hold_a_batch(pthread_t *scav)
 	if (!a)
 		return NULL;
 	mheap_free_pages(&heap, a + 312 * PG, 200);
-	sem_init(&batch_held, 0, 0);
-	sem_init(&batch_go, 0, 0);
-	mheap_test_hook = hold_batch;
-	if (pthread_create(scav, NULL, release_all_thread, NULL) != 0)
-		return NULL;
-	sem_wait(&batch_held);
-	return a;
+	return mh_batch_hold(&heap, scav) ? a : NULL;
 }
 
 KTEST(mheap, alloc_waits_for_a_scavenge_batch)
@@ -270,9 +247,8 @@ KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 		sched_yield();
 		mheap_stats(&heap, &st);
 	} while (st.n.scav_waits == 0);
-	sem_post(&batch_go);
+	mh_batch_go(scav);
 	pthread_join(user, NULL);
-	pthread_join(scav, NULL);
 	KEXPECT(got != NULL);
 	KEXPECT((char *)got >= a + 312 * PG && (char *)got < a + 512 * PG);
 	mheap_free_pages(&heap, got, 1);
@@ -313,9 +289,8 @@ KTEST(mheap, extend_waits_for_a_scavenge_batch)
 		mheap_stats(&heap, &st);
 	} while (st.n.scav_waits == 0 && !atomic_load(&extend_done));
 	KEXPECT_EQ(st.n.scav_waits, 1);
-	sem_post(&batch_go);
+	mh_batch_go(scav);
 	pthread_join(user, NULL);
-	pthread_join(scav, NULL);
 	KEXPECT(ok);
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.in_use_pages, ok ? 322 : 312);
@@ -370,10 +345,9 @@ static void alloc_sleeps_through_a_batch(size_t arena_chunks, unsigned nthreads)
 	 * clock bounds the test. Spinning, waits are 10^5. */
 	uint64_t timeouts = (now_ns() - t0) / MHEAP_GROW_WAIT_NS;
 	mm_port_fail_maps(0);
-	sem_post(&batch_go);
+	mh_batch_go(scav);
 	for (unsigned t = 0; t < nthreads; t++)
 		pthread_join(user[t], NULL);
-	pthread_join(scav, NULL);
 	mm_port_set_quiet(false);
 	ktest_diag("%u threads, %zu chunks: %lu waits", nthreads, arena_chunks,
 	           (unsigned long)waits);
@@ -446,8 +420,7 @@ KTEST(mheap, double_free_of_pages_being_scavenged_panics)
 		b = mheap_alloc_pages(&heap, 2, 0);
 		KEXPECT_EQ((uintptr_t)b, (uintptr_t)(a + 400 * PG));
 	}
-	sem_post(&batch_go);
-	pthread_join(scav, NULL);
+	mh_batch_go(scav);
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.in_use_pages, 312 + (b ? 2 : 0));

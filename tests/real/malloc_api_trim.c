@@ -167,6 +167,19 @@ static void *churn(void *arg)
 	return r;
 }
 
+/* A forked child's work: a large object, its own malloc_trim and a small
+ * object; an alarm of secs seconds ends it if any of them hangs. */
+static void __attribute__((noreturn)) trim_child(unsigned secs)
+{
+	alarm(secs);
+	void *p = malloc(1 << 20);
+	memset(p, 2, 1 << 20);
+	free(p);
+	(void)malloc_trim(0);
+	free(malloc(300));
+	_exit(0);
+}
+
 /* A child forked while others trim: its heap is whole, and its own
  * malloc_trim and allocations finish (an inherited cycle or scavenge
  * left half done would hang them; the alarm ends it then). */
@@ -174,15 +187,8 @@ static int fork_and_trim_child(void)
 {
 	fflush(NULL);
 	pid_t pid = fork();
-	if (pid == 0) {
-		alarm(10);
-		void *p = malloc(1 << 20);
-		memset(p, 2, 1 << 20);
-		free(p);
-		(void)malloc_trim(0);
-		free(malloc(300));
-		_exit(0);
-	}
+	if (pid == 0)
+		trim_child(10);
 	int st;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return -1;
@@ -273,15 +279,8 @@ int scenario_trim_underscore_fork(void)
 		for (int i = 0; i < 64; i++)
 			free(v[i]);
 		pid_t pid = _Fork();
-		if (pid == 0) {
-			alarm(5);
-			void *p = malloc(1 << 20);
-			memset(p, 2, 1 << 20);
-			free(p);
-			(void)malloc_trim(0);
-			free(malloc(300));
-			_exit(0);
-		}
+		if (pid == 0)
+			trim_child(5);
 		int st;
 		if (pid < 0 || waitpid(pid, &st, 0) != pid)
 			bad = 3;
