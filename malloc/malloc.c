@@ -371,14 +371,21 @@ API int malloc_info(int options, FILE *fp)
 	return 0;
 }
 
+/* Threads holding a slot (owners summed); for the tests. */
 API unsigned mm_malloc_threads(void)
 {
-	return mm_malloc_slot_owners();
+	unsigned n = 0;
+	for (unsigned i = 0; i < MM_MAX_CPUS; i++)
+		n += atomic_load(&mm_malloc_slots[i].state) / MM_SLOT_ONE;
+	return n;
 }
 
+/* How exclusive owners hold their slot: "membarrier" (a plain store) or
+ * "exchange" (membarrier(2) unavailable, or MM_MALLOC_MEMBARRIER=0);
+ * decided once, at the heap's initialisation. */
 API const char *mm_malloc_slot_mode(void)
 {
 	if (mm_malloc_self.slot_id < 0)
 		mm_malloc_first_use(); /* the mode is decided at init */
-	return mm_malloc_slot_mode_name();
+	return mm_malloc_fences ? "membarrier" : "exchange";
 }

@@ -159,14 +159,6 @@ int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
  * before. */
 void mm_malloc_log_init(const char *val) MM_MALLOC_HIDDEN;
 
-/* Threads holding a slot (owners summed); for the tests. */
-unsigned mm_malloc_slot_owners(void) MM_MALLOC_HIDDEN;
-
-/* How exclusive owners hold their slot: "membarrier" (a plain store) or
- * "exchange" (membarrier(2) unavailable, or MM_MALLOC_MEMBARRIER=0);
- * decided once, at the heap's initialisation. */
-const char *mm_malloc_slot_mode_name(void) MM_MALLOC_HIDDEN;
-
 /* ---- What fork.c needs of slots.c --------------------------------------- */
 
 /* True if exclusive owners take the fast path (membarrier registered).

@@ -366,19 +366,6 @@ static void slot_exit(void *arg)
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }
 
-unsigned mm_malloc_slot_owners(void)
-{
-	unsigned n = 0;
-	for (unsigned i = 0; i < MM_MAX_CPUS; i++)
-		n += atomic_load(&mm_malloc_slots[i].state) / MM_SLOT_ONE;
-	return n;
-}
-
-const char *mm_malloc_slot_mode_name(void)
-{
-	return mm_malloc_fences ? "membarrier" : "exchange";
-}
-
 /* ---- Background threads ------------------------------------------------- */
 
 /* The heap size from which the background threads run: below it there is
