@@ -85,11 +85,14 @@ $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 
 # The C test of the slot lifecycle's windows, run under the test variant.
 MALLOC_HOOKS_TEST := $(MALLOC_BUILD)/malloc-hooks-test
+MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
+	malloc_hooks_waits.c)
 
-$(MALLOC_HOOKS_TEST): tests/real/malloc_hooks_test.c malloc/malloc_testing.h
+$(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
+		malloc/malloc_testing.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. \
-		-o $@ $< -lpthread
+		-o $@ $(MALLOC_HOOKS_SRCS) -lpthread
 
 MALLOC_C_TESTS := $(MALLOC_SO) $(MALLOC_API_TEST) $(MALLOC_HOOKS_SO) \
 	$(MALLOC_HOOKS_TEST)

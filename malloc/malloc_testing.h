@@ -30,6 +30,13 @@ enum mm_malloc_hook_point {
 	MM_MALLOC_HOOK_WAIT_IN,
 	/* The same thread, waiting for another slow holder's busy. */
 	MM_MALLOC_HOOK_WAIT_BUSY,
+	/* The thread starting the background threads has started the
+	 * sweeper and not yet the scavenger; it holds ctl_lock, no slot. */
+	MM_MALLOC_HOOK_BG_BETWEEN,
+	/* A background thread about to sleep has read how many threads the
+	 * process has, and not yet how many of them are background threads
+	 * (port_sync.c, exit_if_alone). It holds no lock and no slot. */
+	MM_MALLOC_HOOK_ALONE_COUNTED,
 };
 
 #ifdef MM_TEST_HOOKS

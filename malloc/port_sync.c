@@ -80,11 +80,15 @@ static struct mm_thread threads[MAX_THREADS];
  * exist (counted before pthread_create, a sibling that read it while the
  * new thread did not exist yet would think itself alone). */
 static atomic_uint nbackground;
+/* Background threads that ever counted themselves in, each before it
+ * did (exit_if_alone says why). */
+static atomic_uint nbackground_starts;
 
 static void *thread_main(void *p)
 {
 	struct mm_thread *t = p;
 	t_background = true;
+	atomic_fetch_add(&nbackground_starts, 1);
 	atomic_fetch_add(&nbackground, 1);
 	pthread_setname_np(pthread_self(), t->name);
 	t->fn(t->arg);
@@ -173,11 +177,24 @@ static unsigned process_threads(void)
  * count as threads there, so they would keep such a process alive: each
  * checks between its sleeps and, once only background threads are left,
  * ends the process as that last thread would have.
+ *
+ * The two counts are read one after the other, and a background thread
+ * that started in between was in the second but not the first: the
+ * sweeper, which read 2 threads (main and itself) before the scavenger
+ * existed and 2 background threads after it counted itself, ended the
+ * process with exit(0) under its main thread, which had printed nothing
+ * yet (malloc-api-test's env_switches, once in about 6 runs of make
+ * test on a loaded machine). So a start between the reads (counted in
+ * nbackground_starts before nbackground) voids the comparison; a thread
+ * that ends between them only lowers the second count.
  */
 static void exit_if_alone(void)
 {
+	unsigned starts = atomic_load(&nbackground_starts);
 	unsigned n = process_threads();
-	if (n && n <= atomic_load(&nbackground))
+	mm_malloc_hook(MM_MALLOC_HOOK_ALONE_COUNTED);
+	if (n && n <= atomic_load(&nbackground) &&
+	    atomic_load(&nbackground_starts) == starts)
 		exit(0);
 }
 

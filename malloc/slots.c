@@ -450,6 +450,7 @@ void mm_malloc_bg_start(void)
 		 * which succeeded: errno stays as it was. */
 		int saved_errno = errno;
 		spanheap_sweeper_start(&mm_malloc_sh);
+		mm_malloc_hook(MM_MALLOC_HOOK_BG_BETWEEN);
 		mheap_scavenger_start(&mm_malloc_heap);
 		errno = saved_errno;
 	}

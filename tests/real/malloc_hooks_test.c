@@ -11,6 +11,10 @@
  * before it allocates. The parent prints one line a test ("ok name" /
  * "not ok name: why", why being the scenario's stderr) and last
  * "N passed, N failed", as malloc_api_test.c does.
+ *
+ * This file holds the driver and the scenarios of the set-up and of a
+ * thread's slot; malloc_hooks_waits.c those of fork's and the background
+ * threads' waits (malloc_hooks_test.h).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -23,13 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "malloc/malloc_testing.h"
-
-/* Weak: found in the preloaded test variant, NULL under any other. */
-extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
-        __attribute__((weak));
-extern unsigned mm_malloc_threads(void) __attribute__((weak));
-extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
+#include "malloc_hooks_test.h"
 
 /* ---- A thread's first call while the heap's set-up ends ---------------- */
 
@@ -351,6 +349,7 @@ static const struct {
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder},
         {"exit_clears_fast_path", exit_clears_fast_path},
         {"fork_from_exit_destructor", fork_from_exit_destructor},
+        {"bg_start_leaves_process_alive", bg_start_leaves_process_alive},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -1,0 +1,22 @@
+/*
+ * tests/real/malloc_hooks_test.h: what the files of malloc-hooks-test
+ * (malloc.mk) share: the test variant's exports, found through weak
+ * references, and the scenarios malloc_hooks_waits.c lends the driver
+ * (malloc_hooks_test.c).
+ */
+#ifndef MALLOC_HOOKS_TEST_H
+#define MALLOC_HOOKS_TEST_H
+
+#include "malloc/malloc_testing.h"
+
+/* Weak: found in the preloaded test variant, NULL under any other. */
+extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
+        __attribute__((weak));
+extern unsigned mm_malloc_threads(void) __attribute__((weak));
+extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
+
+/* Scenarios: each runs in a fresh process and returns its exit status
+ * (0 passed, 77 does not apply), saying what went wrong on stderr. */
+int bg_start_leaves_process_alive(void);
+
+#endif
