@@ -12,6 +12,14 @@
  * then every flag. child: this thread owns its slot alone, every other is free;
  * it registers for membarrier again.
  *
+ * A call entering on the slow path while its slot's MM_SLOT_FORK is set
+ * waits until it is cleared (mm_malloc_slot_take), so prepare waits for
+ * each slot's holder once. Until this version the holder's next call
+ * took busy again before prepare's spin saw it free: 100 forks beside
+ * two threads calling mallinfo2 in a loop took 95 s, against 16 s
+ * without them. The entry holds no slot while it waits, and prepare
+ * waits for no such entry, so neither waits for ever.
+ *
  * Locking: prepare takes mm_malloc_ctl_lock (slots.c), which serialises
  * fork with the background threads' start; parent releases it, child
  * initialises it anew. Then glibc's stdio list lock, before the slots

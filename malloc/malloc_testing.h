@@ -30,6 +30,10 @@ enum mm_malloc_hook_point {
 	MM_MALLOC_HOOK_WAIT_IN,
 	/* The same thread, waiting for another slow holder's busy. */
 	MM_MALLOC_HOOK_WAIT_BUSY,
+	/* A thread entering a call on the slow path found its slot's
+	 * MM_SLOT_FORK set: it waits for fork to give the slots back.
+	 * Called at every turn of the wait. */
+	MM_MALLOC_HOOK_WAIT_FORK,
 	/* The thread starting the background threads has started the
 	 * sweeper and not yet the scavenger; it holds ctl_lock, no slot. */
 	MM_MALLOC_HOOK_BG_BETWEEN,

@@ -60,7 +60,8 @@
  *              slot, call membarrier(), then take every slot on the slow
  *              path (busy, then in == 0); with those held, no thread is
  *              inside mm/, so no mm lock is held and no span or page is
- *              half-moved. parent: clear every busy, then every flag.
+ *              half-moved; an entry meanwhile waits (fork.c). parent:
+ *              clear every busy, then every flag.
  *              child: only the forking thread is left: every slot is
  *              unowned but its own, which it owns alone; it registers for
  *              membarrier again (falling back to exchanges if that fails).
@@ -119,7 +120,8 @@
  * stop, malloc_trim's release and fork. It is never taken holding a
  * slot. A thread holds at most one slot, except fork's, which takes them
  * all in index order with its own calls passing as nested; a holder
- * never waits for another slot, so waiting for busy or in always ends.
+ * never waits for another slot, and an entry that waits for fork's flag
+ * holds none, so waiting for busy or in always ends.
  * Limits: a thread that allocates in a signal handler that interrupted
  * one of its own API calls re-enters the heap without exclusion (glibc
  * would deadlock there instead): malloc is not async-signal-safe. 63
@@ -299,11 +301,13 @@ int mm_malloc_first_use(void)
 	return s;
 }
 
-/* Spins, then yields, until *w is 0; acquires what its clearer did.
- * waiting names the wait for the test hooks. */
-static void wait_zero(atomic_uint *w, enum mm_malloc_hook_point waiting)
+/* Spins, then yields, until no bit of mask is set in *w; acquires what
+ * its clearer did. waiting names the wait for the test hooks. */
+static void wait_clear(atomic_uint *w, unsigned mask,
+                       enum mm_malloc_hook_point waiting)
 {
-	for (int i = 0; atomic_load_explicit(w, memory_order_acquire); i++) {
+	for (int i = 0; atomic_load_explicit(w, memory_order_acquire) & mask;
+	     i++) {
 		mm_malloc_hook(waiting);
 		if (i < 64)
 			__builtin_ia32_pause();
@@ -325,18 +329,21 @@ static unsigned thread_token(void)
 }
 
 /* Takes slot s on the slow path: its busy word (0 -> this thread's
- * token), then its exclusive owner out of the fast path. */
+ * token), then its exclusive owner out of the fast path. A call's entry
+ * (held NULL, unlike fork's takes) first waits for a fork (fork.c). */
 void mm_malloc_slot_take(int s)
 {
 	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
 	unsigned token = thread_token(), free_word = 0;
+	if (!mm_malloc_self.held)
+		wait_clear(&sl->state, MM_SLOT_FORK, MM_MALLOC_HOOK_WAIT_FORK);
 	while (!atomic_compare_exchange_weak_explicit(
 	        &sl->busy, &free_word, token, memory_order_acquire,
 	        memory_order_relaxed)) {
-		wait_zero(&sl->busy, MM_MALLOC_HOOK_WAIT_BUSY);
+		wait_clear(&sl->busy, ~0u, MM_MALLOC_HOOK_WAIT_BUSY);
 		free_word = 0;
 	}
-	wait_zero(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
+	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
 }
 
 _Atomic unsigned *mm_malloc_enter_slow(void)

@@ -341,15 +341,19 @@ static int fork_from_exit_destructor(void)
 
 /* ---- Driver ------------------------------------------------------------- */
 
+/* env: NAME=VALUE for the scenario's process, or NULL. */
 static const struct {
 	const char *name;
 	int (*fn)(void);
+	const char *env;
 } scenarios[] = {
-        {"init_window_exit_gives_slot_back", init_window},
-        {"fork_waits_for_fast_holder", fork_waits_for_fast_holder},
-        {"exit_clears_fast_path", exit_clears_fast_path},
-        {"fork_from_exit_destructor", fork_from_exit_destructor},
-        {"bg_start_leaves_process_alive", bg_start_leaves_process_alive},
+        {"init_window_exit_gives_slot_back", init_window, NULL},
+        {"fork_waits_for_fast_holder", fork_waits_for_fast_holder, NULL},
+        {"exit_clears_fast_path", exit_clears_fast_path, NULL},
+        {"fork_from_exit_destructor", fork_from_exit_destructor, NULL},
+        {"fork_not_starved_by_retaker", fork_not_starved_by_retaker,
+         "MM_MALLOC_MEMBARRIER=0"},
+        {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
@@ -369,6 +373,8 @@ static const char *run_scenario(const char *self, int i)
 		close(fd[0]);
 		char arg[16];
 		snprintf(arg, sizeof(arg), "%d", i);
+		if (scenarios[i].env)
+			putenv((char *)scenarios[i].env);
 		execl(self, self, arg, (char *)NULL);
 		_exit(127);
 	}

@@ -17,6 +17,7 @@ extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
 
 /* Scenarios: each runs in a fresh process and returns its exit status
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */
+int fork_not_starved_by_retaker(void);
 int bg_start_leaves_process_alive(void);
 
 #endif

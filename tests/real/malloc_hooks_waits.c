@@ -1,6 +1,7 @@
 /*
  * tests/real/malloc_hooks_waits.c: malloc-hooks-test's scenarios of the
- * waits of fork and of the background threads (malloc_hooks_test.h): the
+ * waits of fork and of the background threads (malloc_hooks_test.h): a
+ * fork beside a thread whose calls follow each other, and the
  * background threads' start beside their check that they are alone.
  */
 #define _GNU_SOURCE
@@ -12,9 +13,91 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
+
+/* ---- fork beside a thread that takes its slot again at once ------------- */
+
+static atomic_bool retaker_stop, retaker_gave_way, retake_measured;
+static atomic_long retaker_calls; /* pairs done by the retaker */
+static long retaken = -1;         /* pairs done while fork waited */
+static _Thread_local bool forking, retaking;
+
+/* The forking thread, waiting for the retaker's busy: lets the retaker
+ * run until it either gives way to the fork (its next entry waits,
+ * MM_MALLOC_HOOK_WAIT_FORK) or has done 100 more pairs, taking the slot
+ * each time before fork could; then counts them, once. */
+static void in_retake_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_WAIT_FORK && retaking)
+		atomic_store(&retaker_gave_way, true);
+	if (where != MM_MALLOC_HOOK_WAIT_BUSY || !forking ||
+	    atomic_exchange(&retake_measured, true))
+		return;
+	long first = atomic_load(&retaker_calls);
+	while (!atomic_load(&retaker_gave_way) &&
+	       atomic_load(&retaker_calls) - first < 100)
+		sched_yield();
+	retaken = atomic_load(&retaker_calls) - first;
+	atomic_store(&retaker_stop, true);
+}
+
+static void *retaker(void *arg)
+{
+	retaking = true;
+	while (!atomic_load(&retaker_stop)) {
+		free(malloc(48));
+		atomic_fetch_add(&retaker_calls, 1);
+	}
+	return arg;
+}
+
+/* fork waits for a slot's holder once: a call that enters while a fork
+ * is being prepared waits for it, so a thread whose calls follow each
+ * other cannot keep taking its slot before fork does. Counts the
+ * retaker's calls while fork waits for its slot: at most the one it was
+ * in (two calls, a pair, which may end once). Forks until one found the
+ * slot held (the hook ran), up to 1000. Without membarrier (the parent
+ * sets MM_MALLOC_MEMBARRIER=0), so that every call holds busy: a fast
+ * holder's next entry would find the flag before fork came to its slot,
+ * and fork would never find busy held. */
+int fork_not_starved_by_retaker(void)
+{
+	free(malloc(16));
+	mm_malloc_test_hook = in_retake_window;
+	pthread_t t;
+	if (pthread_create(&t, NULL, retaker, NULL) != 0)
+		return 2;
+	forking = true;
+	for (int i = 0; i < 1000 && !atomic_load(&retake_measured); i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		int st = -1;
+		if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0) {
+			fprintf(stderr, "fork or its child failed (%#x)", st);
+			return 2;
+		}
+	}
+	forking = false;
+	atomic_store(&retaker_stop, true);
+	pthread_join(t, NULL);
+	if (!atomic_load(&retake_measured)) {
+		fprintf(stderr, "no fork of 1000 found the slot held");
+		return 3;
+	}
+	if (retaken > 1) {
+		fprintf(stderr,
+		        "while fork waited for its slot, the retaker took it "
+		        "again for %ld pairs of calls (at most 1: it must give "
+		        "way)",
+		        retaken);
+		return 1;
+	}
+	return 0;
+}
 
 /* ---- The background threads' start beside their alone check ----------- */
 
