@@ -13,6 +13,7 @@
  * malloc_api_test.h lists, one topic each.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <dlfcn.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -40,6 +41,17 @@ bool find_extensions(void)
 }
 const char *self_exe;
 
+/* The wait status of child pid, waited for through any signal; a status
+ * that is no exit (-1) if it cannot be waited for. */
+int wait_status(pid_t pid)
+{
+	int st;
+	pid_t r;
+	while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+		;
+	return r == pid ? st : -1;
+}
+
 /* Runs this program again as scenario what (its argv[1]) in a fresh
  * process, with the environment variable env set to val first (env not
  * NULL) and its address space limited to as_limit bytes (not 0); returns
@@ -58,9 +70,7 @@ int run_scenario(const char *what, const char *env, const char *val,
 		execl(self_exe, self_exe, what, (char *)NULL);
 		_exit(127);
 	}
-	int st;
-	waitpid(pid, &st, 0);
-	return st;
+	return wait_status(pid);
 }
 
 /* ---- Children that must die ------------------------------------------- */
@@ -75,13 +85,17 @@ int collect_child(pid_t pid, int fd[2], char *out, size_t outsz)
 	close(fd[1]);
 	size_t n = 0;
 	ssize_t r;
-	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - n - 1)) > 0)
+	while (n + 1 < outsz) {
+		r = read(fd[0], out + n, outsz - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
 		n += (size_t)r;
+	}
 	out[n] = 0;
 	close(fd[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	return st;
+	return wait_status(pid);
 }
 
 /* Runs fn in a child with stderr captured into out; returns its status. */

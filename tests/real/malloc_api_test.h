@@ -50,6 +50,9 @@ bool find_extensions(void);
 extern const char *self_exe;
 
 int in_child(void (*fn)(void), char *out, size_t outsz);
+/* The wait status of child pid, waited for through any signal; -1 (no
+ * exit) if it cannot be waited for. */
+int wait_status(pid_t pid);
 int collect_child(pid_t pid, int fd[2], char *out, size_t outsz);
 int run_scenario(const char *what, const char *env, const char *val,
                  size_t as_limit);

@@ -17,6 +17,7 @@
  * threads' waits (malloc_hooks_test.h).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -382,13 +383,19 @@ static const char *run_scenario(const char *self, int i)
 	size_t n = 0;
 	ssize_t r;
 	char err[400];
-	while (n + 1 < sizeof(err) &&
-	       (r = read(fd[0], err + n, sizeof(err) - n - 1)) > 0)
+	while (n + 1 < sizeof(err)) {
+		r = read(fd[0], err + n, sizeof(err) - n - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
 		n += (size_t)r;
+	}
 	err[n] = 0;
 	close(fd[0]);
-	int st;
-	waitpid(pid, &st, 0);
+	int st = -1; /* no exit, if it cannot be waited for */
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return NULL;
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 77) {
