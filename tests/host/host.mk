@@ -195,9 +195,10 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/mm_port_posix_cpu.c \
-	tests/host/bench/spanheap_bench.c
+	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_args.c
 
-$(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
+$(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
+		tests/host/bench/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread

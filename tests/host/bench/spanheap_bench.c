@@ -85,8 +85,8 @@
 
 #include "../../../mm/spanheap.h"
 #include "../mm_port_posix.h"
+#include "spanheap_bench.h"
 
-#define MAX_THREADS  8
 #define BULK_OBJECTS 1000000
 #define BULK_ROUNDS  3
 #define RANDOM_LIVE  10000
@@ -517,110 +517,16 @@ static int pin_cost_mode(void)
 	return 0;
 }
 
-static void usage(void)
-{
-	fprintf(stderr,
-	        "usage: spanheap_bench --alloc=mm|system [--threads=N] "
-	        "[--scale=F] [--arena-mib=M] WORKLOAD\n"
-	        "       spanheap_bench --alloc=mm|system --callgrind=N\n"
-	        "       spanheap_bench --alloc=mm --callgrind=N --class-known\n"
-	        "       spanheap_bench --pin-cost\n"
-	        "       spanheap_bench --list\n");
-	exit(2);
-}
-
-/* Refuses the command line, naming what is wrong, then prints the usage. */
-static void bad_arg(const char *fmt, const char *arg, unsigned long n)
-{
-	fprintf(stderr, "spanheap_bench: ");
-	fprintf(stderr, fmt, arg, n);
-	fprintf(stderr, "\n");
-	usage();
-}
-
-/* The number after '=' in arg: all digits, in [1, max]. */
-static unsigned long arg_count(const char *arg, unsigned long max)
-{
-	const char *v = strchr(arg, '=') + 1;
-	char *end;
-	unsigned long n = strtoul(v, &end, 10);
-	if (*v < '0' || *v > '9' || *end || n < 1 || n > max)
-		bad_arg("%s: not a whole number in [1, %lu]", arg, max);
-	return n;
-}
-
-struct args {
-	const char *alloc;
-	unsigned nthreads;
-	double scale;
-	unsigned long callgrind, arena_mib;
-	bool class_known;
-};
-
-/* One argument into a; exits for --list, --pin-cost and bad ones. */
-static void parse_arg(struct args *a, const char *arg)
-{
-	char *end;
-	if (strcmp(arg, "--list") == 0) {
-		for (size_t k = 0; k < NWORKLOADS; k++)
-			printf("%s %u\n", workloads[k].name,
-			       workloads[k].max_threads);
-		exit(0);
-	} else if (strcmp(arg, "--pin-cost") == 0) {
-		exit(pin_cost_mode());
-	} else if (strncmp(arg, "--alloc=", 8) == 0) {
-		a->alloc = arg + 8;
-		if (strcmp(a->alloc, "mm") && strcmp(a->alloc, "system"))
-			bad_arg("%s: not mm or system", arg, 0);
-	} else if (strncmp(arg, "--threads=", 10) == 0) {
-		a->nthreads = (unsigned)arg_count(arg, MAX_THREADS);
-	} else if (strncmp(arg, "--scale=", 8) == 0) {
-		a->scale = strtod(arg + 8, &end);
-		if (end == arg + 8 || *end ||
-		    !(a->scale > 0 && a->scale <= 100))
-			bad_arg("%s: not a number in (0, 100]", arg, 0);
-	} else if (strncmp(arg, "--callgrind=", 12) == 0) {
-		a->callgrind = arg_count(arg, 1000000000);
-	} else if (strcmp(arg, "--class-known") == 0) {
-		a->class_known = true;
-	} else if (strncmp(arg, "--arena-mib=", 12) == 0) {
-		a->arena_mib = arg_count(arg, 1 << 20);
-	} else {
-		for (size_t k = 0; k < NWORKLOADS; k++)
-			if (strcmp(arg, workloads[k].name) == 0)
-				wl = &workloads[k];
-		if (!wl || strcmp(arg, wl->name))
-			bad_arg("%s: no such option or workload (--list names "
-			        "the workloads)",
-			        arg, 0);
-	}
-}
-
-/* The command line, checked as a whole; exits with a reason if bad. */
-static struct args parse_args(int argc, char **argv)
-{
-	struct args a = {.nthreads = 1, .scale = 1};
-	for (int i = 1; i < argc; i++)
-		parse_arg(&a, argv[i]);
-	if (!a.alloc)
-		bad_arg("%s--alloc=mm or --alloc=system is missing", "", 0);
-	use_mm = strcmp(a.alloc, "mm") == 0;
-	if (a.class_known && (!use_mm || !a.callgrind))
-		bad_arg("%s--class-known needs --alloc=mm and --callgrind=N",
-		        "", 0);
-	if (a.callgrind)
-		return a;
-	if (!wl)
-		bad_arg("%sno workload named (--list names them)", "", 0);
-	if (a.nthreads > wl->max_threads)
-		bad_arg("%s takes at most %lu threads", wl->name,
-		        wl->max_threads);
-	return a;
-}
-
 int main(int argc, char **argv)
 {
-	struct args a = parse_args(argc, argv);
+	static struct bench_name names[NWORKLOADS];
+	for (size_t k = 0; k < NWORKLOADS; k++)
+		names[k] = (struct bench_name){workloads[k].name,
+		                               workloads[k].max_threads};
+	struct bench_args a =
+	        bench_parse_args(argc, argv, names, NWORKLOADS, pin_cost_mode);
+	use_mm = a.use_mm;
+	wl = &workloads[a.workload];
 	if (a.callgrind)
 		return callgrind_mode((long)a.callgrind, a.class_known);
 	if (use_mm)
