@@ -224,8 +224,8 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint sizeclasses host port host-tsan fuzz real-quick kernel \
-	kernel-smp1 harness
+TEST_PARTS := lint sizeclasses host port host-tsan chaos fuzz real-quick \
+	kernel kernel-smp1 harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
 # `make test` adds them up. One failed part does not hide the others.
@@ -238,6 +238,7 @@ test: deps
 	$(MAKE) --no-print-directory test-host || st=1; \
 	$(MAKE) --no-print-directory test-port || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
+	$(MAKE) --no-print-directory test-chaos || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \
 	$(MAKE) --no-print-directory test-real-quick || st=1; \
 	$(MAKE) --no-print-directory test-kernel || st=1; \

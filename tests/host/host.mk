@@ -22,6 +22,8 @@
 #                      SPANHEAP_BENCH_REPS runs per cell (median, default 5).
 #                      Fails only if the span heap crashes, never on a number
 #   make test-tsan     the host tests under ThreadSanitizer (below)
+#   make test-chaos    the short chaos run `make test` includes (below)
+#   make chaos         the long chaos run (below)
 #   make sizeclasses   regenerates mm/sizeclasses.h and mm/sizeclasses.c
 #                      with tools/gen-sizeclasses.c (never edit them by hand)
 #   make test-sizeclasses
@@ -49,7 +51,8 @@ FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
 FUZZ_TARGETS := $(FUZZ_MM_TARGETS) $(FUZZ_INPUT_TARGETS)
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
-	tests/host/mm_port_posix.c tests/host/mm_port_posix_cpu.c
+	tests/host/mm_port_posix.c tests/host/mm_port_posix_cpu.c \
+	tests/host/mm_port_posix_chaos.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
@@ -183,7 +186,7 @@ test-sizeclasses:
 BENCH_DIR := $(HOST_BUILD)/bench
 BENCH_BIN := $(BENCH_DIR)/palloc_bench
 BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
-	tests/host/mm_port_posix_cpu.c \
+	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_chaos.c \
 	tests/host/bench/palloc_bench.c
 
 $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
@@ -194,7 +197,7 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 # The span heap against real allocators (tools/bench-spanheap runs it).
 SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
-	tests/host/mm_port_posix_cpu.c \
+	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_chaos.c \
 	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_args.c
 
 $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
@@ -258,3 +261,42 @@ test-tsan: $(TSAN_TEST)
 		"exit status $$? (log: $(BUILD)/host-tsan.log)"
 
 .PHONY: test-tsan
+
+# Chaos mode (tests/host/mm_port_posix_chaos.c): MM_CHAOS=<seed> makes the
+# POSIX port delay its callers at random (seeded) at every hook and mm test
+# hook, so that races needing an unlucky interleaving show on two cores.
+# tools/chaos-run runs the multi-threaded host tests under it, a process
+# per group, seed and binary (the ASan and the TSan build), and prints the
+# line that replays a failure (MM_CHAOS=<seed> <binary> '<globs>').
+#   make test-chaos    part of make test: TEST_CHAOS_SEEDS seeds (default 2)
+#                      over the quick groups (TEST_CHAOS_GROUPS), both
+#                      builds, 15-20 s; writes "passed failed skipped" (runs)
+#                      to $(RESULTS)/chaos
+#   make chaos         every group tools/chaos-run lists, CHAOS_SEEDS seeds
+#                      (default 1000) from CHAOS_FIRST_SEED (default 1),
+#                      both builds, until CHAOS_SECONDS (default 3600) have
+#                      passed; MM_CHAOS_RATE (per mille, default 100) sets
+#                      how often a hook is perturbed. Logs of failed runs:
+#                      $(CHAOS_DIR)
+CHAOS_DIR := $(BUILD)/chaos
+TEST_CHAOS_SEEDS ?= 2
+TEST_CHAOS_GROUPS ?= mheap.stress_threads mm_event.* \
+	pagecache.*,palloc.free_pages_hint_reads_while_the_owner_writes \
+	mheap_reserve.*,mheap_idle.* spanheap_stats.*
+CHAOS_FIRST_SEED ?= 1
+CHAOS_SEEDS ?= 1000
+CHAOS_SECONDS ?= 3600
+
+test-chaos: $(HOST_TEST) $(TSAN_TEST)
+	@CHAOS_DIR=$(CHAOS_DIR) CHAOS_GROUPS='$(TEST_CHAOS_GROUPS)' \
+		TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" tools/chaos-run chaos \
+		$(RESULTS)/chaos 1 $(TEST_CHAOS_SEEDS) 0 $(HOST_TEST) $(TSAN_TEST)
+
+chaos: $(HOST_TEST) $(TSAN_TEST)
+	@mkdir -p $(RESULTS)
+	CHAOS_DIR=$(CHAOS_DIR) TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" \
+		nice tools/chaos-run chaos $(CHAOS_DIR)/results \
+		$(CHAOS_FIRST_SEED) $(CHAOS_SEEDS) $(CHAOS_SECONDS) \
+		$(HOST_TEST) $(TSAN_TEST)
+
+.PHONY: test-chaos chaos

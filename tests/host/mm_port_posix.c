@@ -41,6 +41,10 @@
  * also when the caller may not sleep; mm_event_wake when the caller holds
  * a heap-rank lock.
  *
+ * Chaos mode (mm_port_posix_chaos.c, MM_CHAOS=<seed>): every hook above
+ * may delay its caller at the points marked mm_posix_chaos(), to widen
+ * race windows; off by default.
+ *
  * Diagnostics: mm_log prints to stderr and keeps the last line;
  * mm_panic longjmps to a catch armed by the test (mm_port_posix.h), or
  * prints "mm_panic: ..." and aborts.
@@ -130,6 +134,7 @@ void mm_posix_expect_can_sleep(const char *what)
 void *mm_port_reserve(size_t nbytes, size_t align)
 {
 	expect_no_lock("mm_port_reserve");
+	mm_posix_chaos();
 	unsigned n = atomic_load(&fail_reserve);
 	if (n && atomic_fetch_sub(&fail_reserve, 1) == 1)
 		return NULL; /* the injected failure (mm_port_fail_reserve) */
@@ -185,6 +190,7 @@ static bool injected_failure(void)
 bool mm_port_map(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_map");
+	mm_posix_chaos();
 	if (injected_failure())
 		return false;
 	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0) {
@@ -213,6 +219,7 @@ void mm_port_set_production_mapping(bool on)
 bool mm_port_used(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_used");
+	mm_posix_chaos();
 	if (injected_failure())
 		return false;
 	if (atomic_load_explicit(&production_mapping, memory_order_relaxed))
@@ -227,6 +234,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 bool mm_port_prepare(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_prepare");
+	mm_posix_chaos();
 	/* The host kernel's page tables are its business; in production
 	 * mode the whole chunk becomes read-write now, in one mapping the
 	 * host can back with huge pages. */
@@ -257,11 +265,13 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
 	drop_pages(addr, nbytes);
+	mm_posix_chaos();
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)
 {
 	expect_no_lock("mm_port_unused_finish");
+	mm_posix_chaos();
 	mm_unused_batch_init(b);
 }
 
@@ -302,6 +312,7 @@ bool mm_port_can_sleep(void)
 void mm_port_yield(void)
 {
 	mm_posix_expect_can_sleep("mm_port_yield");
+	mm_posix_chaos();
 	sched_yield();
 }
 
@@ -338,6 +349,7 @@ static void *thread_main(void *p)
 {
 	struct mm_thread *t = p;
 	pthread_setname_np(pthread_self(), t->name);
+	mm_posix_chaos();
 	t->fn(t->arg);
 	return NULL;
 }
@@ -355,6 +367,7 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 		free(t);
 		return NULL;
 	}
+	mm_posix_chaos();
 	return t;
 }
 
@@ -426,7 +439,9 @@ void mm_event_init(mm_event_t *e, const char *name)
 
 uint64_t mm_event_prepare(mm_event_t *e)
 {
-	return atomic_load(&ev(e)->count);
+	uint64_t seen = atomic_load(&ev(e)->count);
+	mm_posix_chaos(); /* widens prepare -> check -> wait */
+	return seen;
 }
 
 static long futex(_Atomic uint32_t *word, int op, uint32_t val,
@@ -448,6 +463,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 	uint64_t deadline =
 	        now + timeout_ns < now ? UINT64_MAX : now + timeout_ns;
 	bool moved;
+	mm_posix_chaos();
 	atomic_fetch_add(&p->waiters, 1);
 	for (;;) {
 		moved = atomic_load(&p->count) != (uint32_t)seen;
@@ -463,6 +479,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 			         strerror(errno));
 	}
 	atomic_fetch_sub(&p->waiters, 1);
+	mm_posix_chaos();
 	return moved;
 }
 
@@ -477,10 +494,12 @@ void mm_event_wake(mm_event_t *e)
 	if (held_ranks & (1u << MM_RANK_HEAP))
 		mm_panic("mm_event_wake(%s) called holding heap lock %s",
 		         p->name, held[MM_RANK_HEAP]->name);
+	mm_posix_chaos();
 	atomic_fetch_add(&p->count, 1);
 	if (atomic_load(&p->waiters))
 		futex(&p->count, FUTEX_WAKE_BITSET, INT_MAX, NULL,
 		      FUTEX_BITSET_MATCH_ANY);
+	mm_posix_chaos();
 }
 
 /* ---- Locks --------------------------------------------------------------- */
@@ -512,10 +531,12 @@ unsigned long mm_lock_acquire(mm_lock_t *l)
 		mm_panic("mm lock %s (rank %d) taken while holding mm lock %s "
 		         "(rank %d): ranks must increase",
 		         p->name, p->rank, top->name, top->rank);
+	mm_posix_chaos();
 	pthread_mutex_lock(&p->mutex);
 	atomic_store_explicit(&p->owner, pthread_self(), memory_order_relaxed);
 	held[p->rank] = p;
 	held_ranks |= 1u << p->rank;
+	mm_posix_chaos(); /* the critical section runs longer */
 	return 0;
 }
 
@@ -526,10 +547,12 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 		mm_panic("mm lock %s released by a thread that does not "
 		         "hold it",
 		         p->name);
+	mm_posix_chaos();
 	held[p->rank] = NULL;
 	held_ranks &= ~(1u << p->rank);
 	atomic_store_explicit(&p->owner, (pthread_t)0, memory_order_relaxed);
 	pthread_mutex_unlock(&p->mutex);
+	mm_posix_chaos(); /* another thread takes the lock first */
 }
 
 bool mm_lock_held(const mm_lock_t *l)

@@ -22,6 +22,7 @@
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../../mm/port.h"
 
@@ -117,6 +118,15 @@ size_t mm_port_reserved_bytes(void);
 /* Threads in mm_event_wait on e now: a test's way to know that a thread
  * has blocked on e (a count read while threads come and go). */
 unsigned mm_port_event_waiters(mm_event_t *e);
+
+/* Chaos mode (mm_port_posix_chaos.c; MM_CHAOS=<seed> in the environment
+ * turns it on at start): from now on every port hook delays its caller
+ * (yield, spin or short sleep) with probability rate_permille / 1000, drawn
+ * from a generator per thread seeded from seed; seed 0 turns it off. Call
+ * it while no other thread runs. mm_port_chaos_delays counts the delays
+ * made so far, all threads. */
+void mm_port_set_chaos(uint64_t seed, unsigned rate_permille);
+unsigned long mm_port_chaos_delays(void);
 
 /* What mm_port_free_pages() reports from now on (default: plenty), to
  * simulate a frame pool under the heap's low watermark. */

@@ -33,10 +33,12 @@ unsigned mm_posix_pin_slow(void);
 unsigned mm_posix_pin_slow(void)
 {
 	unsigned c = mm_posix_cpu_id;
+	mm_posix_chaos(); /* preempted before the pin */
 	if (mm_posix_pin_depth++ == 0 && !cpu_bound &&
 	    atomic_exchange_explicit(&mm_posix_cpu_slots[c].busy, 1,
 	                             memory_order_acquire))
 		pin_wait(c);
+	mm_posix_chaos(); /* an interrupt while pinned */
 	return c;
 }
 
@@ -45,9 +47,11 @@ void mm_posix_unpin_slow(unsigned cpu)
 {
 	if (mm_posix_pin_depth == 0 || cpu != mm_posix_cpu_id)
 		mm_panic("mm_port_unpin without its pin");
+	mm_posix_chaos();
 	if (--mm_posix_pin_depth == 0 && !cpu_bound)
 		atomic_store_explicit(&mm_posix_cpu_slots[mm_posix_cpu_id].busy,
 		                      0, memory_order_release);
+	mm_posix_chaos(); /* preempted, another thread on this CPU */
 }
 
 /*
@@ -177,9 +181,11 @@ bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
 	for (unsigned c = 0; c < MM_MAX_CPUS; c++) {
 		if (c == mm_posix_cpu_id || !slot_take_unbound(c))
 			continue;
+		mm_posix_chaos();
 		fn(c, arg);
 		atomic_store_explicit(&mm_posix_cpu_slots[c].busy, 0,
 		                      memory_order_release);
+		mm_posix_chaos();
 	}
 	return true;
 }

@@ -28,4 +28,18 @@ extern struct mm_posix_cpu_slot mm_posix_cpu_slots[MM_MAX_CPUS];
  * caller holds an mm lock or is in (simulated) atomic context. */
 void mm_posix_expect_can_sleep(const char *what);
 
+/* Chaos mode (mm_port_posix_chaos.c): on when MM_CHAOS names a seed. Every
+ * hook calls mm_posix_chaos() at the points where a delay widens a race
+ * window; it may delay the caller (yield, spin or sleep), from any context. */
+extern atomic_bool mm_posix_chaos_on;
+void mm_posix_chaos_point(void);
+
+static inline void mm_posix_chaos(void)
+{
+	if (__builtin_expect(atomic_load_explicit(&mm_posix_chaos_on,
+	                                          memory_order_relaxed),
+	                     0))
+		mm_posix_chaos_point();
+}
+
 #endif
