@@ -115,4 +115,3 @@ struct bench_args bench_parse_args(int argc, char **argv,
 	a.workload = (size_t)(p.wl - names);
 	return a;
 }
-
