@@ -145,6 +145,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 
 size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 {
+	if (!p)
+		return 0; /* as malloc_usable_size and Linux's ksize */
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==

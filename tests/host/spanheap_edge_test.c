@@ -210,3 +210,24 @@ KTEST(spanheap_edge, unknown_flags_are_refused)
 	spanheap_check(&sh);
 	sh_heap_release(&heap);
 }
+
+/* The usable size of NULL is 0, as malloc_usable_size's and Linux's
+ * ksize's: a caller that sizes an optional buffer need not test it
+ * first. It panicked, "foreign pointer (nil)". */
+static size_t null_usable; /* static: set across the panic catch */
+
+/* A function of its own, so that MM_PORT_PANICS's setjmp puts no local
+ * of the test at risk. */
+__attribute__((noinline)) static bool usable_size_of_null_panics(void)
+{
+	return MM_PORT_PANICS(null_usable = spanheap_usable_size(&sh, NULL));
+}
+
+KTEST(spanheap_edge, usable_size_of_null_is_zero)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	null_usable = 1;
+	KEXPECT(!usable_size_of_null_panics());
+	KEXPECT_EQ(null_usable, 0);
+	sh_heap_release(&heap);
+}
