@@ -21,17 +21,24 @@
 
 static struct mheap heap;
 
+/* heap over an arena of chunks chunks, with a reserve of reserve_pages
+ * and the other defaults. */
+static bool reserve_heap_init(size_t chunks, size_t reserve_pages)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = chunks * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = reserve_pages;
+	return mheap_init(&heap, &cfg);
+}
+
 /* One chunk grown for 100 pages leaves 412 free; extending them by 284
  * leaves the reserve of 128 exactly, and grows nothing; by 16 more leaves
  * 112, under it: a chunk more is grown, counted as a growth for the
  * reserve. */
 KTEST(mheap_reserve, extension_below_the_reserve_grows_the_heap)
 {
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.reserve_pages = 128;
-	KASSERT(mheap_init(&heap, &cfg));
+	KASSERT(reserve_heap_init(4, 128));
 	char *a = mheap_alloc_pages(&heap, 100, 0);
 	KASSERT(a);
 	struct mheap_stats st;
@@ -166,11 +173,7 @@ KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
  */
 KTEST(mheap_reserve, pages_a_batch_holds_count_towards_it)
 {
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.reserve_pages = 128;
-	KASSERT(mheap_init(&heap, &cfg));
+	KASSERT(reserve_heap_init(4, 128));
 	char *a = mheap_alloc_pages(&heap, 300, 0);
 	KASSERT(a);
 	mheap_free_pages(&heap, a + 100 * PG, 200);
