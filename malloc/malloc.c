@@ -61,7 +61,19 @@ static void *fail(int err)
 	return NULL;
 }
 
-API void *malloc(size_t size)
+/*
+ * malloc and free are each split in two. The fast path, inline: the slot
+ * taken the fast way (mm_malloc_try_enter) and the magazine's pop or
+ * push on it (spanheap_alloc_held, spanheap_free_held), with no call, so
+ * that it saves no register. Anything else (a nested call, a shared
+ * slot, a fork being prepared, an empty or full magazine, a large
+ * object, misuse, the thread's first call) leaves having changed nothing
+ * and goes to the slow path below, a tail call, which enters the general
+ * way and does the whole call. The background threads' start is tested
+ * on malloc's slow path only: the heap grows on that path alone, and
+ * that is what allows them (slots.c, "background").
+ */
+static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
 	_Atomic unsigned *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
@@ -72,13 +84,42 @@ API void *malloc(size_t size)
 	return p;
 }
 
+API void *malloc(size_t size)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	_Atomic unsigned *in;
+	if (__builtin_expect(size <= SC_MAX_SIZE, 1) &&
+	    __builtin_expect((in = mm_malloc_try_enter(t)) != NULL, 1)) {
+		void *p = spanheap_alloc_held(&mm_malloc_sh, size,
+		                              (unsigned)t->slot_id);
+		mm_malloc_leave(in);
+		if (__builtin_expect(p != NULL, 1))
+			return p;
+	}
+	return malloc_slow(size);
+}
+
+static __attribute__((noinline)) void free_slow(void *p)
+{
+	_Atomic unsigned *held = mm_malloc_enter();
+	spanheap_free(&mm_malloc_sh, p);
+	mm_malloc_leave(held);
+}
+
 API void free(void *p)
 {
 	if (!p)
 		return;
-	_Atomic unsigned *held = mm_malloc_enter();
-	spanheap_free(&mm_malloc_sh, p);
-	mm_malloc_leave(held);
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	_Atomic unsigned *in = mm_malloc_try_enter(t);
+	if (__builtin_expect(in != NULL, 1)) {
+		bool done = spanheap_free_held(&mm_malloc_sh, p,
+		                               (unsigned)t->slot_id);
+		mm_malloc_leave(in);
+		if (__builtin_expect(done, 1))
+			return;
+	}
+	free_slow(p);
 }
 
 API void *calloc(size_t n, size_t size)

@@ -68,6 +68,29 @@ int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
  * (slots.c, "Algorithm"). Returns busy, now held. */
 _Atomic unsigned *mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
 
+/* mm_malloc_enter's fast half, for thread t whose fast slot is sl and
+ * that is in no call: sl's in word, held; or NULL, holding nothing, if
+ * the slot is shared or a fork is being prepared. */
+static inline __attribute__((always_inline)) _Atomic unsigned *
+mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
+{
+	/* held first: a signal handler's call in between passes as nested,
+	 * as it does once the slot is held. */
+	t->held = &sl->in;
+	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	if (__builtin_expect(
+	            atomic_load_explicit(&sl->state, memory_order_acquire) ==
+	                    MM_SLOT_ONE,
+	            1)) {
+		mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
+		return &sl->in;
+	}
+	atomic_store_explicit(&sl->in, 0, memory_order_release);
+	t->held = NULL;
+	return NULL;
+}
+
 /*
  * Enters an API call: holds this thread's slot. Returns the word that
  * mm_malloc_leave must clear, or NULL for a nested call (the outer call
@@ -90,23 +113,27 @@ static inline _Atomic unsigned *mm_malloc_enter(void)
 		return NULL;
 	struct mm_malloc_slot *sl = t->fast;
 	if (__builtin_expect(sl != NULL, 1)) {
-		/* held first: a signal handler's call in between passes as
-		 * nested, as it does once the slot is held. */
-		t->held = &sl->in;
-		atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
-		atomic_signal_fence(memory_order_seq_cst);
-		if (__builtin_expect(
-		            atomic_load_explicit(&sl->state,
-		                                 memory_order_acquire) ==
-		                    MM_SLOT_ONE,
-		            1)) {
-			mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
-			return &sl->in;
-		}
-		atomic_store_explicit(&sl->in, 0, memory_order_release);
-		t->held = NULL;
+		_Atomic unsigned *in = mm_malloc_enter_fast(t, sl);
+		if (__builtin_expect(in != NULL, 1))
+			return in;
 	}
 	return mm_malloc_enter_slow();
+}
+
+/*
+ * The fast path alone (malloc and free, malloc.c): holds this thread's
+ * slot if it may take the fast path and is in no call, and returns the
+ * slot's in word for mm_malloc_leave; else NULL, holding nothing, and the
+ * caller goes the long way (mm_malloc_enter). Inline with no call, so
+ * that the caller's fast path saves no register.
+ */
+static inline __attribute__((always_inline)) _Atomic unsigned *
+mm_malloc_try_enter(struct mm_malloc_thread *t)
+{
+	struct mm_malloc_slot *sl = t->fast;
+	if (__builtin_expect(sl == NULL || t->held != NULL, 0))
+		return NULL;
+	return mm_malloc_enter_fast(t, sl);
 }
 
 /* Leaves it: the outermost call (word not NULL) gives the slot up. */

@@ -67,6 +67,8 @@
  *              membarrier again (falling back to exchanges if that fails).
  *              Both restart the background threads lazily (fork.c).
  *   background The sweeper and the scavenger start on an allocation made
+ *              on malloc's slow path (or by calloc, realloc and the aligned
+ *              calls; the heap grows on those paths alone)
  *              after our constructor ran (the first of every object's,
  *              -z initfirst; libc is set up by the next allocation) and
  *              once the heap has grown to 8 MiB (a smaller heap has

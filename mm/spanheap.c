@@ -1,6 +1,6 @@
 /*
- * mm/spanheap.c: the span heap's fast paths (allocation and free of
- * objects) and its API; and the design of the whole heap, below.
+ * mm/spanheap.c: the span heap's allocation paths and its API; and the
+ * design of the whole heap, below (the free paths are in spanheap_free.c).
  *
  * Purpose: objects of every size from any CPU and any context but NMI,
  * on top of the page heap. Modelled on the Go runtime's mspan, mcache and
@@ -8,7 +8,8 @@
  * under the fast paths have files of their own (spanheap_internal.h lists
  * them): spans in spanheap_span.c, the central lists in
  * spanheap_central.c, the per-CPU caches' slow paths in spanheap_cache.c,
- * sweeping in spanheap_sweep.c, set-up in spanheap_init.c; calloc,
+ * sweeping in spanheap_sweep.c, set-up in spanheap_init.c, the free
+ * paths in spanheap_free.c; calloc,
  * realloc and usable size, which build on the fast paths, in
  * spanheap_realloc.c.
  *
@@ -118,20 +119,6 @@ _Static_assert(offsetof(struct mspan, alloc_bits) == 64,
 /* The placeholder every empty cache slot points at: no free bits, so the
  * fast path falls through to the slow one. Never written. */
 struct mspan spanheap_empty_span;
-
-/* For byte offset off of span s: the object index if off starts an
- * object, and at least SC_MAX_NELEMS if not (for a small span; 0 for a
- * large one, whose dinv is 0, and for the table's zeroed marks). The
- * inverse of the size's odd part, then a rotation right by its trailing
- * zero bits (Granlund and Montgomery's divisibility test):
- * tools/gen-sizeclasses.c checks it for every offset of every span. So
- * one comparison with s->marked tells "the start of a marked object". */
-static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
-{
-	uint32_t x = off * s->dinv;
-	unsigned r = s->dshift;
-	return x >> r | x << ((32 - r) & 31);
-}
 
 /* ---- Allocation
  * -------------------------------------------------------------- */
@@ -372,136 +359,4 @@ void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
 	    !(align > MM_PAGE_SIZE && align % MM_PAGE_SIZE == 0))
 		return NULL;
 	return alloc_any(sh, size, align < 16 ? 16 : align, flags);
-}
-
-#ifdef MM_PORT_RSEQ
-/*
- * mag_push as a restartable sequence (mm/rseq.h) on this CPU's magazine
- * mag_off bytes into its array: the CPU's index, the magazine, its top
- * and limit, the slot, the marker (cookie ^ a, in object a's word 1); the
- * commit is the store of the raised top. A restart repeats the slot's
- * store (above the top, read by no one) and the marker's (the same value).
- * Returns false, having stored nothing, if the magazine is full. Any
- * context but NMI, nothing pinned.
- */
-static inline __attribute__((always_inline)) bool
-rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker)
-{
-	uintptr_t *t;
-	struct mmag *m;
-	unsigned long cpu;
-	bool full;
-	__asm__ volatile(
-	        "1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
-	        "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
-	        "movq (%[m], %[off]), %[t]\n\t"
-	        "cmpq 8(%[m], %[off]), %[t]\n\t"
-	        "jae 2f\n\t"
-	        "movq %[a], (%[t])\n\t"
-	        "movq %[mk], 8(%[a])\n\t"
-	        "leaq 8(%[t]), %[t]\n\t"
-	        "movq %[t], (%[m], %[off])\n" /* the commit */
-	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
-	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu)
-	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a),
-	          [mk] "r"(marker), [mags] "i"(offsetof(struct spanheap, mags)),
-	          MM_PORT_RSEQ_CPU_ARGS
-	        : "memory");
-	return !full;
-}
-#endif
-
-/*
- * Frees object idx of the small span s (checked: in use, p the start of
- * object idx < marked). The object must be allocated: every free object
- * below marked carries the free marker (cookie ^ address) in its second
- * word, from its free until it is handed out again, whichever way it
- * went; so the marker alone tells, with no look at the span's bitmaps
- * (another cache line). Then, pinned (or as a restartable sequence,
- * rseq_push), into this CPU's magazine
- * (last in, first out: the next allocation of the class gets it back
- * while it is still in cache), whose older half goes back to the spans
- * when it is full (spanheap_mag_full). Every free takes the magazine, those of
- * objects of this CPU's own cached span too: a local bit in the span
- * (Go's and mimalloc's way) is reused only when the span's allocation
- * cache runs dry, after the allocations have walked the rest of the span,
- * and in the mixed-size workload that walk cost a fifth of the time (24
- * against 19-20 ns an op). Two CPUs freeing one object at the same
- * instant may both pass the marker test: the check and the mark are not
- * one atomic operation.
- */
-static inline __attribute__((always_inline)) void
-free_small(struct spanheap *sh, struct mspan *s, void *p)
-{
-	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
-	uintptr_t *o = obj_words(a);
-	if (__builtin_expect(o[1] == (cookie ^ a), 0))
-		spanheap_free_refused(s, obj_index(s, a - s->base), a);
-#ifdef MM_PORT_RSEQ
-	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a), 0))
-		spanheap_free_unpinned(sh, a, s->sizeclass);
-#else
-	struct mm_pin pin = mm_port_pin_fast();
-	struct mmag *m =
-	        (struct mmag *)((char *)sh->mags[pin.cpu] + s->mag_offset);
-	uintptr_t *t = mag_top(m);
-	if (__builtin_expect(t >= m->limit, 0)) {
-		spanheap_mag_full(sh, a, s->sizeclass, pin);
-		return;
-	}
-	mag_push(m, t, a, cookie);
-	mm_port_unpin_fast(pin);
-#endif
-}
-
-/* Everything the fast path of spanheap_free does not take: NULL, large
- * spans, and misuse (spanheap_span_of says what is wrong). */
-static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
-{
-	if (!p)
-		return;
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
-	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
-	    MSPAN_LARGE)
-		spanheap_large_free(sh, s, p);
-	else if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire))
-		spanheap_free_refused(s, idx,
-		                      (uintptr_t)p); /* never handed out */
-	else
-		free_small(sh, s, p);
-}
-
-/*
- * The fast path: the span from the lock-free table, the checks (p the
- * start of an object below marked, not yet free), then the pin and the
- * magazine. No test of the entry or the state: a large span's dinv and
- * marked are 0, a span's marked is 0 before it dies, and an entry that is
- * no span is a zeroed block (mheap.h), so each fails the checks and goes
- * the slow way, which tells them apart. The object keeps its span in use,
- * so nothing needs the pin before the magazine. Any context but NMI.
- */
-SPANHEAP_FAST void spanheap_free(struct spanheap *sh, void *p)
-{
-	/* An address below the base wraps to a huge index. */
-	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
-	if (__builtin_expect(i < atomic_load_explicit(&sh->spanmap_pages,
-	                                              memory_order_acquire),
-	                     1)) {
-		/* A span, or one of the table's zeroed marks (mheap.h), on
-		 * which the checks below fail. */
-		struct mspan *s = atomic_load_explicit(&sh->spanmap[i],
-		                                       memory_order_acquire);
-		uint32_t off = (uint32_t)((uintptr_t)p - s->base);
-		/* Beyond marked: no marker to test, never handed out. */
-		if (__builtin_expect(
-		            obj_start_index(s, off) <
-		                    atomic_load_explicit(&s->marked,
-		                                         memory_order_acquire),
-		            1)) {
-			free_small(sh, s, p);
-			return;
-		}
-	}
-	free_slow(sh, p);
 }

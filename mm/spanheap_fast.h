@@ -143,6 +143,33 @@ spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
 	return spanheap_alloc_mag(sh, cls * sizeof(struct mmag), size, flags);
 }
 
+/*
+ * The fast paths alone, for a port whose entry point already holds CPU
+ * cpu (pinned with mm_port_pin, or the hosted malloc's slot for the
+ * call) and keeps its slow work out of line, so that its fast path makes
+ * no call and saves no register: spanheap_alloc_held
+ * gives size's object from cpu's magazine, or NULL, having changed
+ * nothing, if size is over SC_MAX_SIZE or the magazine is empty;
+ * spanheap_free_held puts p, a small object handed out, into cpu's
+ * magazine and returns true, or returns false, having changed nothing,
+ * for anything else (NULL, a large object, a foreign or interior pointer,
+ * a full magazine). On NULL or false the caller, holding nothing, calls
+ * spanheap_alloc or spanheap_free, which do the rest and tell misuse
+ * apart. A double free panics in either. Contexts: spanheap_alloc's
+ * without MM_ZERO, and spanheap_free's, with cpu held throughout.
+ */
+bool spanheap_free_held(struct spanheap *sh, void *p, unsigned cpu);
+
+static inline __attribute__((always_inline)) void *
+spanheap_alloc_held(struct spanheap *sh, size_t size, unsigned cpu)
+{
+	if (__builtin_expect(size > SC_MAX_SIZE, 0))
+		return NULL;
+	return (void *)spanheap_mag_pop(
+	        (struct mmag *)((char *)sh->mags[cpu] +
+	                        sh->mag_by16[(size + 15) / 16]));
+}
+
 /* The class of size when the compiler knows size, up to SC_LINEAR_MAX
  * (sizeclasses.h: class k holds 16 * k bytes there), as sizeclass_of
  * would give it; for other sizes, sizeclass_of. */

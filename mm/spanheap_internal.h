@@ -7,7 +7,8 @@
  *   spanheap_central.c  the central lists and fold queues (mcentral)
  *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
  *                       the magazines' spills and drains (mcache)
- *   spanheap.c          the fast paths and the API
+ *   spanheap.c          allocation's paths and the API
+ *   spanheap_free.c     the free's paths (spanheap_free, _free_held)
  *   spanheap_realloc.c  calloc, realloc, usable size; refused frees
  *   spanheap_init.c     set-up
  *   spanheap_sweep.c    sweep cycles, the sweeper thread
