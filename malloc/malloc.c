@@ -122,13 +122,11 @@ API void free(void *p)
 	free_slow(p);
 }
 
-API void *calloc(size_t n, size_t size)
+/* calloc of total bytes (not overflowed) the long way. */
+static __attribute__((noinline)) void *calloc_slow(size_t total)
 {
-	size_t total;
-	if (__builtin_mul_overflow(n, size, &total))
-		return fail(ENOMEM);
-	/* Small objects take the fast path, then the memset MM_ZERO would
-	 * have done (which takes the general path). */
+	/* Small objects take the general path, then the memset MM_ZERO
+	 * would have done (which takes the long path). */
 	bool small = total <= SC_MAX_SIZE;
 	_Atomic unsigned *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, total, small ? 0 : MM_ZERO);
@@ -139,6 +137,25 @@ API void *calloc(size_t n, size_t size)
 		memset(p, 0, total);
 	mm_malloc_maybe_start_bg();
 	return p;
+}
+
+/* Split as malloc is, for a small object. */
+API void *calloc(size_t n, size_t size)
+{
+	size_t total;
+	if (__builtin_mul_overflow(n, size, &total))
+		return fail(ENOMEM);
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	_Atomic unsigned *in;
+	if (__builtin_expect(total <= SC_MAX_SIZE, 1) &&
+	    __builtin_expect((in = mm_malloc_try_enter(t)) != NULL, 1)) {
+		void *p = spanheap_alloc_held(&mm_malloc_sh, total,
+		                              (unsigned)t->slot_id);
+		mm_malloc_leave(in);
+		if (__builtin_expect(p != NULL, 1))
+			return memset(p, 0, total);
+	}
+	return calloc_slow(total);
 }
 
 API void *realloc(void *p, size_t size)
