@@ -118,7 +118,8 @@ const char *conin_init(void)
 			cpu_sti();
 		return "irq";
 	}
-	if (!thread_create("conin_poll", poll_thread, NULL, 0))
+	if (!thread_handle_ok(
+	            thread_create("conin_poll", poll_thread, NULL, 0)))
 		panic("conin: cannot start the polling thread");
 	return "polling";
 }

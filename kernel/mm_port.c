@@ -313,15 +313,26 @@ uint64_t mm_port_now_ns(void)
 	return time_now_ns();
 }
 
+/* An mm_thread is a kmalloc'ed thread handle: mm/ keeps one pointer. */
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
                                        void *arg)
 {
-	return (struct mm_thread *)thread_create(name, fn, arg, THREAD_ANY_CPU);
+	struct thread_handle *h = kmalloc(sizeof(*h), 0);
+	if (!h)
+		return NULL;
+	*h = thread_create(name, fn, arg, THREAD_ANY_CPU);
+	if (!thread_handle_ok(*h)) {
+		kfree(h);
+		return NULL;
+	}
+	return (struct mm_thread *)h;
 }
 
 void mm_port_thread_join(struct mm_thread *t)
 {
-	thread_join((struct thread *)t);
+	struct thread_handle *h = (struct thread_handle *)t;
+	thread_join(*h);
+	kfree(h);
 }
 
 uint64_t mm_port_thread_cpu_ns(void)
@@ -336,7 +347,7 @@ uint64_t mm_port_thread_cpu_ns(void)
  * returns; a wake unlinks every node it wakes.
  */
 struct event_waiter {
-	struct thread *t;
+	struct thread_handle t;
 	struct event_waiter *next;
 };
 
@@ -401,7 +412,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 		uint64_t now = time_now_ns();
 		if (atomic_load(&k->count) != seen || now >= deadline)
 			break;
-		struct event_waiter w = {thread_current(), k->waiters};
+		struct event_waiter w = {thread_self(), k->waiters};
 		k->waiters = &w;
 		thread_sleep_unlock(&k->lock, irq, deadline - now);
 		irq = spin_lock_irqsave(&k->lock);

@@ -60,6 +60,12 @@ struct thread *thread_current(void)
 	return this_cpu()->current;
 }
 
+struct thread_handle thread_self(void)
+{
+	struct thread *t = this_cpu()->current;
+	return (struct thread_handle){t, t->id};
+}
+
 /*
  * The current thread's runtime plus its slice so far. No run-queue lock:
  * both fields of the current thread are written only by this CPU with
@@ -82,10 +88,10 @@ uint64_t thread_cpu_time_ns(void)
 __attribute__((noreturn)) static void sched_broken(const char *what,
                                                    const struct thread *t)
 {
-	panic("sched: %s: thread %s (id %u, cpu %u) state %d on_cpu %d "
+	panic("sched: %s: thread %s (id %llu, cpu %u) state %d on_cpu %d "
 	      "queued %d, on cpu %u",
-	      what, t->name, t->id, t->cpu->id, t->state, t->on_cpu, t->queued,
-	      this_cpu()->id);
+	      what, t->name, (unsigned long long)t->id, t->cpu->id, t->state,
+	      t->on_cpu, t->queued, this_cpu()->id);
 }
 
 static void enqueue(struct runqueue *rq, struct thread *t)
@@ -271,29 +277,67 @@ void sched_block(void)
 	switch_now();
 }
 
-/* True for a live thread's struct; else reports the call (a panic; in
- * the lock checker's test mode recorded) and returns false. */
-static bool thread_live(const struct thread *t, const char *what)
+/* Reports a wake of h, which is no live thread's, saying why: a panic; in
+ * the lock checker's test mode recorded. No spinlock held. */
+static void wake_refused(struct thread_handle h, const char *why)
 {
-	uint32_t magic = t ? *(const volatile uint32_t *)&t->magic : 0;
-	if (magic == THREAD_MAGIC)
-		return true;
-	lockcheck_misuse("%s(%p) on cpu %u: not a live thread (%s)", what,
-	                 (const void *)t, this_cpu()->id,
-	                 magic == THREAD_MAGIC_FREED
-	                         ? "joined and freed already"
-	                         : "no thread's magic");
-	return false;
+	lockcheck_misuse("thread_wake(id %llu at %p) on cpu %u: not a live "
+	                 "thread (%s)",
+	                 (unsigned long long)h.id, (void *)h.t, this_cpu()->id,
+	                 why);
 }
 
-void thread_wake(struct thread *t)
+/* Why h is no live thread's, from the struct's own words; NULL if it
+ * matches. Racy: only the check under the run-queue lock is final. */
+static const char *stale_reason(struct thread_handle h)
 {
-	if (!thread_live(t, "thread_wake"))
+	if (!h.t)
+		return "no thread at all";
+	const volatile struct thread *t = h.t;
+	if (t->magic == THREAD_MAGIC_FREED)
+		return "joined and freed already";
+	if (t->magic != THREAD_MAGIC)
+		return "no thread's magic";
+	if (t->id != h.id)
+		return "joined already; its struct is a newer thread's";
+	return NULL;
+}
+
+/* The thread's home CPU, if cpu reads as one of cpus[] (a struct freed
+ * under our feet may hold anything); else NULL. */
+static struct cpu *home_cpu(const struct thread *t)
+{
+	struct cpu *c = *(struct cpu *const volatile *)&t->cpu;
+	uintptr_t off = (uintptr_t)c - (uintptr_t)cpus;
+	if (off >= sizeof(cpus) || off % sizeof(cpus[0]) != 0)
+		return NULL;
+	return c;
+}
+
+/*
+ * Basic algorithm: check h against the struct without a lock (a stale
+ * handle is refused there, as a rule), take the home CPU's run-queue
+ * lock, and check the id again: the join that frees a struct zeroes its
+ * id under that lock first, and ids are never reused, so a match under
+ * the lock is h's thread, live until we unlock.
+ */
+void thread_wake(struct thread_handle h)
+{
+	const char *why = stale_reason(h);
+	struct cpu *c = why ? NULL : home_cpu(h.t);
+	if (!c) {
+		wake_refused(h, why ? why : "no home CPU");
 		return;
-	struct cpu *c = t->cpu;
+	}
 	struct runqueue *rq = rq_of(c);
-	bool kick = false;
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
+	if (h.t->id != h.id) {
+		spin_unlock_irqrestore(&rq->lock, irq);
+		wake_refused(h, "joined while the wake began");
+		return;
+	}
+	struct thread *t = h.t;
+	bool kick = false;
 	if (t->state == THREAD_BLOCKED || t->state == THREAD_SLEEPING) {
 		if (t->state == THREAD_SLEEPING)
 			remove_sleeper(rq, t);

@@ -1,8 +1,8 @@
 /*
  * The scheduler's interface beyond threads (thread.h): start-up on each
  * CPU, the timer tick and its rate, preemption put off by preempt_enable,
- * and a CPU's run queue as the shell shows it. Split from thread.h, which
- * is for whoever makes, runs or waits for threads.
+ * and the threads and a CPU's run queue as the shell shows them. Split
+ * from thread.h, which is for whoever makes, runs or waits for threads.
  */
 #ifndef KERNEL_SCHED_H
 #define KERNEL_SCHED_H
@@ -12,6 +12,33 @@
 
 #include "kernel/thread.h"
 #include "kernel/time.h"
+
+/* One thread as thread_snapshot saw it. */
+struct thread_info {
+	char name[THREAD_NAME_MAX];
+	uint64_t id;
+	unsigned cpu;
+	enum thread_state state;
+	bool idle;
+	uint64_t cpu_ns; /* CPU time, its current slice included */
+};
+
+/*
+ * Copies up to max threads (oldest first) into out; returns how many
+ * threads exist. The states and times are read without the run-queue
+ * locks, so a thread caught mid-switch may show a slightly stale time.
+ * Thread context or interrupts off; takes the threads lock (rank THREADS).
+ */
+unsigned thread_snapshot(struct thread_info *out, unsigned max);
+
+/* The same for every thread, into an array from kmalloc (the caller
+ * kfrees it) sized to the threads there are, however many: *n says how
+ * many it holds. Returns NULL, with nothing allocated, when memory is
+ * short. Thread context (it allocates). */
+struct thread_info *thread_snapshot_all(unsigned *n);
+
+/* The state's name ("running", "sleeping", ...). Any context. */
+const char *thread_state_name(enum thread_state s);
 
 /* One CPU's run queue as sched_cpu_info saw it. */
 struct sched_cpu_info {

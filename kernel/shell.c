@@ -251,6 +251,6 @@ void shell_start(void)
 	printk("shell: on COM1 (input by %s%s); type help, poweroff or "
 	       "Ctrl-A X to quit\n",
 	       how, tty ? "" : ", no colours");
-	if (!thread_create("shell", shell_main, NULL, 0))
+	if (!thread_handle_ok(thread_create("shell", shell_main, NULL, 0)))
 		panic("shell: cannot create its thread");
 }

@@ -174,7 +174,7 @@ static enum shell_status page_map(size_t ci)
 /* ---- The stream ---------------------------------------------------------- */
 
 /* The shell thread's (start and stop): */
-static struct thread *streamer;
+static struct thread_handle streamer;
 static char *stream_row;
 /* Read by the streamer: */
 static _Atomic bool stream_stop;
@@ -210,13 +210,13 @@ static void stream_main(void *arg)
 static enum shell_status stream(const char *cmd, const char *arg)
 {
 	if (strcmp(arg, "off") == 0) {
-		if (!streamer) {
+		if (!thread_handle_ok(streamer)) {
 			printk("heapmap: no stream is running\n");
 			return SHELL_FAILED;
 		}
 		atomic_store(&stream_stop, true);
 		thread_join(streamer);
-		streamer = NULL;
+		streamer = THREAD_NONE;
 		kfree(stream_row);
 		printk("heapmap: stream stopped\n");
 		return SHELL_OK;
@@ -224,7 +224,7 @@ static enum shell_status stream(const char *cmd, const char *arg)
 	uint64_t ms;
 	if (!shell_parse_uint(cmd, arg, 10, 60000, &ms))
 		return SHELL_USAGE;
-	if (streamer) {
+	if (thread_handle_ok(streamer)) {
 		printk("heapmap: a stream is running (heapmap stream off)\n");
 		return SHELL_FAILED;
 	}
@@ -236,8 +236,8 @@ static enum shell_status stream(const char *cmd, const char *arg)
 	atomic_store(&stream_stop, false);
 	streamer = stream_row ? thread_create("heapmap_stream", stream_main,
 	                                      NULL, THREAD_ANY_CPU)
-	                      : NULL;
-	if (!streamer) {
+	                      : THREAD_NONE;
+	if (!thread_handle_ok(streamer)) {
 		kfree(stream_row);
 		printk("heapmap: cannot start the stream\n");
 		return SHELL_FAILED;

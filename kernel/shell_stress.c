@@ -34,7 +34,7 @@
 #define PROGRESS_TICKS 10          /* a progress line every 500 ms */
 
 struct worker {
-	struct thread *t;
+	struct thread_handle t;
 	uint64_t rnd; /* the worker's own */
 	void **slots; /* the worker's own */
 	/* Written by the worker, read by the shell (relaxed): */
@@ -174,8 +174,8 @@ static bool start_workers(unsigned n)
 		w->rnd = 0x9e3779b97f4a7c15ull * (nworkers + 1) ^ time_now_ns();
 		w->slots = kzalloc(STRESS_SLOTS * sizeof(void *), 0);
 		w->t = w->slots ? thread_create("stress", worker_main, w, cpu)
-		                : NULL;
-		if (!w->t) {
+		                : THREAD_NONE;
+		if (!thread_handle_ok(w->t)) {
 			kfree(w->slots);
 			break;
 		}

@@ -37,8 +37,9 @@ static enum shell_status cmd_threads(int argc, char **argv)
 			if (ti[i].cpu != cpu)
 				continue;
 			uint64_t us = ti[i].cpu_ns / 1000;
-			printk("  %4u %-24s %-9s %8llu.%03llu ms\n", ti[i].id,
-			       ti[i].name, thread_state_name(ti[i].state),
+			printk("  %4llu %-24s %-9s %8llu.%03llu ms\n",
+			       (unsigned long long)ti[i].id, ti[i].name,
+			       thread_state_name(ti[i].state),
 			       (unsigned long long)(us / 1000),
 			       (unsigned long long)(us % 1000));
 		}

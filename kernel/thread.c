@@ -8,6 +8,13 @@
  * The boot threads (main and each CPU's idle thread) are made before the
  * heap exists: their structs are frames, reached through the direct map,
  * and are never freed but on a failed creation.
+ *
+ * Identity: each thread has an id, counted from 1 and never reused, and
+ * callers hold a handle (thread.h), the struct and the id. The join that
+ * frees a struct poisons its magic and zeroes its id under its CPU's
+ * run-queue lock first (thread_struct_free): a handle kept past the join
+ * then matches neither that struct nor a newer thread kmalloc gives it
+ * to, and thread_wake (sched.c) and join_claim refuse it.
  */
 #include "kernel/thread.h"
 
@@ -20,6 +27,7 @@
 #include "kernel/heap.h"
 #include "kernel/lockcheck.h"
 #include "kernel/printk.h"
+#include "kernel/sched.h"
 #include "kernel/sched_internal.h"
 #include "kernel/string.h"
 #include "kernel/time.h"
@@ -27,7 +35,8 @@
 _Static_assert(sizeof(struct thread) <= PAGE_SIZE,
                "a boot thread's struct fits a frame");
 
-static _Atomic unsigned next_thread_id;
+/* Ids count from 1: 0 is THREAD_NONE's and a freed struct's. */
+static _Atomic uint64_t next_thread_id = 1;
 
 /* Rank THREADS: the list of all threads (struct thread.all_next), for
  * thread_snapshot. Taken irqsave, alone, by creation, adoption and join. */
@@ -97,10 +106,16 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 	return t;
 }
 
+/* Poisons t's magic and zeroes its id under its CPU's run-queue lock,
+ * for thread_wake's check under that lock; then frees it. t is off every
+ * queue (never queued, or dead and off its CPU). */
 static void thread_struct_free(struct thread *t)
 {
-	/* A wake through a stale pointer finds this, not a live magic. */
+	struct runqueue *rq = rq_of(t->cpu);
+	unsigned long irq = spin_lock_irqsave(&rq->lock);
 	t->magic = THREAD_MAGIC_FREED;
+	t->id = 0;
+	spin_unlock_irqrestore(&rq->lock, irq);
 	if (t->frame_struct)
 		frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
 	else
@@ -166,8 +181,8 @@ static struct cpu *pick_cpu(unsigned cpu_id)
 	return best;
 }
 
-struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
-                             unsigned cpu_id)
+struct thread_handle thread_create(const char *name, void (*fn)(void *),
+                                   void *arg, unsigned cpu_id)
 {
 	/* Named here, by its creator: without a function the new thread
 	 * would fault at address 0, with nothing to say who made it. */
@@ -176,17 +191,18 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
 		      name ? name : "(null)", fn ? "name" : "function");
 	struct cpu *c = pick_cpu(cpu_id);
 	if (!c)
-		return NULL;
+		return THREAD_NONE;
 	struct thread *t = thread_new(name, c, fn, arg, FROM_HEAP);
 	if (!t)
-		return NULL;
+		return THREAD_NONE;
+	struct thread_handle h = {t, t->id};
 	struct runqueue *rq = rq_of(c);
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
 	t->state = THREAD_BLOCKED; /* so thread_wake enqueues it */
 	rq->nthreads++;
 	spin_unlock_irqrestore(&rq->lock, irq);
-	thread_wake(t);
-	return t;
+	thread_wake(h);
+	return h;
 }
 
 /*
@@ -236,42 +252,52 @@ static bool joinable(void *arg)
 	return done;
 }
 
-/* Claims t for one join: false if t is on no list of live threads (freed:
- * joined already), panics if another join claimed it first or t is a boot
- * thread (which never exits). Under the threads lock, so t's fields are
- * not read unless it is live. */
-static bool join_claim(struct thread *t)
+/* Claims h's thread for one join: false if h is no live thread's (its
+ * struct on no list of live threads, or now a newer thread's: joined
+ * already); panics if another join claimed it first or it is a boot
+ * thread (which never exits). Under the threads lock, so the struct's
+ * fields are not read unless it is live. */
+static bool join_claim(struct thread_handle h)
 {
 	char boot[48];
+	struct thread *t = h.t;
 	unsigned long irq = spin_lock_irqsave(&threads_lock);
 	struct thread *p = all_threads;
 	while (p && p != t)
 		p = p->all_next;
-	bool never = p && is_boot_thread(t, boot, sizeof(boot));
-	bool twice = p && !never && t->join_claimed;
-	if (p && !never)
+	bool live = p && t->id == h.id;
+	bool never = live && is_boot_thread(t, boot, sizeof(boot));
+	bool twice = live && !never && t->join_claimed;
+	if (live && !never)
 		t->join_claimed = true;
 	spin_unlock_irqrestore(&threads_lock, irq);
 	if (never)
-		panic("thread_join: thread %s (%p) is %s, which never exits",
-		      t->name, (void *)t, boot);
+		panic("thread_join: thread %s (id %llu at %p) is %s, which "
+		      "never exits",
+		      t->name, (unsigned long long)h.id, (void *)t, boot);
 	if (twice)
-		panic("thread_join: thread %s (%p) joined by two threads",
-		      t->name, (void *)t);
-	return p != NULL;
+		panic("thread_join: thread %s (id %llu at %p) joined by two "
+		      "threads",
+		      t->name, (unsigned long long)h.id, (void *)t);
+	return live;
 }
 
-void thread_join(struct thread *t)
+void thread_join(struct thread_handle h)
 {
-	if (t == thread_current())
+	struct thread *t = h.t;
+	if (t == thread_current() && h.id == t->id)
 		panic("thread_join: thread %s joins itself", t->name);
 	/* Before the claim: refused in the checker's test mode, the wait
 	 * below would return at once and t be freed while it runs. */
 	if (!lockcheck_may_sleep("thread_join"))
 		return;
-	if (!join_claim(t))
-		panic("thread_join: %p is not a live thread (joined already?)",
-		      (void *)t);
+	if (!join_claim(h)) {
+		lockcheck_misuse("thread_join(id %llu at %p) on cpu %u: not a "
+		                 "live thread (joined already?)",
+		                 (unsigned long long)h.id, (void *)t,
+		                 this_cpu()->id);
+		return;
+	}
 	if (!waitq_wait_until(&thread_exit_wq, joinable, t))
 		panic("thread_join: the wait for %s was refused after its "
 		      "check passed: %s",

@@ -16,6 +16,7 @@
 #define KERNEL_THREAD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernel/kstack.h"
@@ -41,12 +42,13 @@ struct fault_catch;
 #define THREAD_MAGIC_FREED 0xdeadf7eeu
 
 struct thread {
-	/* Immutable after creation; poisoned (THREAD_MAGIC_FREED) when the
-	 * joiner frees the struct, so that thread_wake can tell a freed
-	 * thread from a live one: */
+	/* Immutable after creation, but for the join that frees the struct:
+	 * it poisons magic (THREAD_MAGIC_FREED) and zeroes id under cpu's
+	 * run-queue lock first, so that a handle kept past the join is told
+	 * from a live thread (thread_wake, thread_join): */
 	uint32_t magic;
+	uint64_t id; /* from 1, never reused (64 bits do not wrap) */
 	char name[THREAD_NAME_MAX];
-	unsigned id;
 	struct cpu *cpu; /* home CPU */
 	struct kstack stack;
 	bool boot_stack;   /* runs on a stack it does not own */
@@ -83,15 +85,38 @@ struct thread {
 };
 
 /*
+ * What thread_join and thread_wake take: a thread's struct and its id.
+ * Structs come from kmalloc, so a joined thread's memory comes back for
+ * the next one; its id does not (ids count up from 1 and are never
+ * reused), so a handle kept past its thread's join no longer matches the
+ * struct and is reported, naming its id, instead of reaching whichever
+ * thread has the struct now. Copy it freely; the zero handle (THREAD_NONE)
+ * is no thread's.
+ */
+struct thread_handle {
+	struct thread *t;
+	uint64_t id;
+};
+
+#define THREAD_NONE ((struct thread_handle){NULL, 0})
+
+/* False for THREAD_NONE (a failed thread_create). Any context. */
+static inline bool thread_handle_ok(struct thread_handle h)
+{
+	return h.t != NULL;
+}
+
+/*
  * Creates a runnable thread running fn(arg) on CPU cpu_id (or, with
- * THREAD_ANY_CPU, the CPU with the fewest threads). Returns NULL, with
- * nothing allocated, when memory is short or the CPU is not online.
+ * THREAD_ANY_CPU, the CPU with the fewest threads) and returns its
+ * handle. Returns THREAD_NONE, with nothing allocated, when memory is
+ * short or the CPU is not online.
  * Panics, naming the thread, when name or fn is NULL. Thread context,
  * after heap_init (the struct comes from kmalloc).
  */
 #define THREAD_ANY_CPU (~0u)
-struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
-                             unsigned cpu_id);
+struct thread_handle thread_create(const char *name, void (*fn)(void *),
+                                   void *arg, unsigned cpu_id);
 
 /* Ends the calling thread; its joiner frees it. Panics, naming the
  * cause, when the thread may not sleep (a spinlock held, preemption or
@@ -100,16 +125,18 @@ struct thread *thread_create(const char *name, void (*fn)(void *), void *arg,
  * which never exits. */
 __attribute__((noreturn)) void thread_exit(void);
 
-/* Waits for t to exit and frees its stack and struct. Every thread is
- * joined exactly once: a join of a thread already joined (its struct no
- * longer a live thread's) or one that another join has claimed panics,
- * naming it, and so does a join of a boot thread (main or a CPU's idle
- * thread), which would wait for good. A struct freed and reused by a new thread
- * since cannot be told apart: that join waits for the new thread.
- * Thread context, no spinlock held, interrupts on: a join that may not
- * sleep is reported by the lock checker (a panic; in its test mode
- * recorded, and t is left alone, neither claimed nor freed). */
-void thread_join(struct thread *t);
+/* Waits for h's thread to exit and frees its stack and struct. Every
+ * thread is joined exactly once: a join of a thread already joined (h
+ * stale: its struct freed, or reused by a newer thread) is reported by
+ * the lock checker, 'thread_join(id 42 at 0x...): not a live thread
+ * (joined already?)' (a panic; in its test mode recorded, and the join
+ * returns, the struct left alone); a join that another join has claimed
+ * panics naming the thread, and so does a join of a boot thread (main or
+ * a CPU's idle thread), which would wait for good. Thread context, no
+ * spinlock held, interrupts on: a join that may not sleep is reported by
+ * the lock checker (a panic; in its test mode recorded, and the thread
+ * is left alone, neither claimed nor freed). */
+void thread_join(struct thread_handle h);
 
 /* Lets other runnable threads on this CPU run first. Thread context, no
  * spinlock held, preemption and interrupts on, not a CPU's idle thread
@@ -145,6 +172,10 @@ void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
  * before. */
 struct thread *thread_current(void);
 
+/* The calling thread's handle, for a waker to keep. Any context, once
+ * sched_init (on an AP, sched_start_ap) has run. */
+struct thread_handle thread_self(void);
+
 /*
  * CPU time of the calling thread: the nanoseconds it has run, its current
  * slice included. Any context but NMI (in an interrupt handler it is the
@@ -153,42 +184,15 @@ struct thread *thread_current(void);
  */
 uint64_t thread_cpu_time_ns(void);
 
-/* One thread as thread_snapshot saw it. */
-struct thread_info {
-	char name[THREAD_NAME_MAX];
-	unsigned id, cpu;
-	enum thread_state state;
-	bool idle;
-	uint64_t cpu_ns; /* CPU time, its current slice included */
-};
-
-/*
- * Copies up to max threads (oldest first) into out; returns how many
- * threads exist. The states and times are read without the run-queue
- * locks, so a thread caught mid-switch may show a slightly stale time.
- * Thread context or interrupts off; takes the threads lock (rank THREADS).
- */
-unsigned thread_snapshot(struct thread_info *out, unsigned max);
-
-/* The same for every thread, into an array from kmalloc (the caller
- * kfrees it) sized to the threads there are, however many: *n says how
- * many it holds. Returns NULL, with nothing allocated, when memory is
- * short. Thread context (it allocates). */
-struct thread_info *thread_snapshot_all(unsigned *n);
-
-/* The state's name ("running", "sleeping", ...). Any context. */
-const char *thread_state_name(enum thread_state s);
-
-/* Makes a blocked or sleeping thread runnable. One not asleep yet is left
- * as it is (the wake is lost: a sleeper checks its condition under a lock
- * its sleep releases, as wait queues and thread_sleep_unlock do). Any
- * context but NMI; t must be a live thread: a struct that is not (joined
- * and freed, its magic poisoned, or never a thread) is reported by the
- * lock checker, 'thread_wake(0x...): not a live thread ...' (a panic; in
- * its test mode recorded, and t left alone). A freed struct that a new
- * thread has since reused cannot be told apart: that wake goes to the new
- * thread, as for thread_join. */
-void thread_wake(struct thread *t);
+/* Makes h's thread runnable if it is blocked or sleeping. One not asleep
+ * yet is left as it is (the wake is lost: a sleeper checks its condition
+ * under a lock its sleep releases, as wait queues and thread_sleep_unlock
+ * do). Any context but NMI; h must be a live thread's (not yet joined): a
+ * stale handle (its thread joined, the struct freed or reused by a newer
+ * thread) or one that was never a thread's is reported by the lock
+ * checker, 'thread_wake(id 42 at 0x...) on cpu 1: not a live thread
+ * (...)' (a panic; in its test mode recorded, and nothing done). */
+void thread_wake(struct thread_handle h);
 
 /* Wait queues and semaphores (waitq.h) come with threads. */
 #include "kernel/waitq.h"

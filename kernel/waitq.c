@@ -85,7 +85,9 @@ static void wake_first(struct waitq *wq)
 	if (!t)
 		return;
 	unlink(wq, t);
-	thread_wake(t);
+	/* Live, so the id read here is its own: it cannot return from its
+	 * wait (unlinking itself under the lock we hold) and exit. */
+	thread_wake((struct thread_handle){t, t->id});
 }
 
 /* The _locked wakes check their caller's lock: without it they would

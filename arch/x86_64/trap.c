@@ -166,10 +166,10 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	ksyms_format(f->rip, sym, sizeof(sym));
 	struct thread *t = this_cpu()->current;
 	printk("\nEXCEPTION %s (vector %llu) error %#llx on cpu %u, thread %s "
-	       "(id %u)\n",
+	       "(id %llu)\n",
 	       trap_name((unsigned)f->vector), (unsigned long long)f->vector,
 	       (unsigned long long)f->error, this_cpu()->id,
-	       t ? t->name : "boot", t ? t->id : 0);
+	       t ? t->name : "boot", t ? (unsigned long long)t->id : 0ull);
 	printk("  RIP %016lx %s\n", f->rip, sym);
 	printk("  RSP %016lx RFLAGS %016lx CS %04lx SS %04lx\n", f->rsp,
 	       f->rflags, f->cs, f->ss);

@@ -54,9 +54,9 @@ KTEST_EXPLICIT(bench, context_switch)
 {
 	enum { N = 5000 };
 	atomic_store(&pong_stop, false);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("ponger", ponger, NULL, this_cpu()->id);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	thread_yield(); /* let it start */
 	uint64_t start = rdtsc();
 	for (int i = 0; i < N; i++)
@@ -220,8 +220,9 @@ KTEST_EXPLICIT(bench, kmalloc_kfree_16_cross_cpu)
 	sema_init(&xfree_go, "xfree_go", 0, 1);
 	sema_init(&xfree_done, "xfree_done", 0, 1);
 	xfree_ticks = 0;
-	struct thread *t = thread_create("xfree", xfree_thread, NULL, other);
-	KASSERT(t != NULL);
+	struct thread_handle t =
+	        thread_create("xfree", xfree_thread, NULL, other);
+	KASSERT(thread_handle_ok(t));
 	uint64_t alloc = 0, sweep = 0;
 	size_t nulls = 0;
 	for (unsigned r = 0; r <= XFREE_ROUNDS; r++) {

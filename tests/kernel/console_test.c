@@ -103,8 +103,9 @@ __attribute__((noinline)) static void recurse(void *arg)
 
 KTEST(demo, deliberate_stack_overflow)
 {
-	struct thread *t = thread_create("deep", recurse, NULL, THREAD_ANY_CPU);
-	KASSERT(t != NULL);
+	struct thread_handle t =
+	        thread_create("deep", recurse, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
 }
 
@@ -139,7 +140,8 @@ KTEST(demo, panic_while_others_print)
 	unsigned self = this_cpu()->id;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (i != self && atomic_load(&cpus[i].online))
-			KASSERT(thread_create("chatter", chatter, NULL, i));
+			KASSERT(thread_handle_ok(
+			        thread_create("chatter", chatter, NULL, i)));
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		while (i != self && atomic_load(&cpus[i].online) &&
 		       atomic_load(&chatter_lines[i]) < 3)
@@ -179,7 +181,8 @@ KTEST(demo, two_cpus_mm_panic_at_once)
 	unsigned self = this_cpu()->id, other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
-	KASSERT(thread_create("second", second_panicker, NULL, other));
+	KASSERT(thread_handle_ok(
+	        thread_create("second", second_panicker, NULL, other)));
 	atomic_store(&panic_testing_claimed, let_second_panic);
 	mm_panic("first panic, from cpu %u", self);
 }
@@ -222,7 +225,8 @@ KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
 	atomic_store(&stuck_cpu, (int)other);
 	atomic_store(&panic_testing_park, never_park);
 	atomic_store(&printk_testing_putc, stop_in_printk);
-	KASSERT(thread_create("stuck", print_and_stick, NULL, other));
+	KASSERT(thread_handle_ok(
+	        thread_create("stuck", print_and_stick, NULL, other)));
 	while (!atomic_load(&stuck))
 		thread_yield();
 	panic("deliberate panic while cpu %u holds the console", other);
@@ -264,7 +268,8 @@ KTEST(demo, nmi_while_waiting_for_the_console)
 	atomic_store(&nmi_target, (int)self);
 	atomic_store(&nmi_helper, (int)other);
 	atomic_store(&printk_testing_putc, nmi_the_waiter);
-	KASSERT(thread_create("helper", print_as_helper, NULL, other));
+	KASSERT(thread_handle_ok(
+	        thread_create("helper", print_as_helper, NULL, other)));
 	while (!atomic_load(&helper_holds))
 		thread_yield();
 	printk("waiter: queued behind the helper\n");

@@ -261,14 +261,14 @@ KTEST(kmalloc, out_of_frames_flushes_other_cpus)
 	heap_settle();
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	size_t base = class_spans(OTHER_SIZE), got[MAX_CPUS] = {0}, others = 0;
-	struct thread *t[MAX_CPUS] = {0};
+	struct thread_handle t[MAX_CPUS] = {0};
 	unsigned self = this_cpu()->id;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (i != self && atomic_load(&cpus[i].online))
 			t[i] = thread_create("oom_leave", leave_objects,
 			                     &got[i], i);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (t[i]) {
+		if (thread_handle_ok(t[i])) {
 			thread_join(t[i]);
 			KEXPECT_EQ(got[i], OTHER_N);
 			others++;
@@ -346,7 +346,7 @@ static void oom_worker_main(void *arg)
  * Returns the rounds a NULL ended; adds up objects and bad patterns. */
 static size_t all_storm(struct oom_worker *w, size_t *objs, size_t *bad)
 {
-	struct thread *t[MAX_CPUS] = {0};
+	struct thread_handle t[MAX_CPUS] = {0};
 	paddr_t head = frames_drain(ALL_LEFT);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (w[i].objs && atomic_load(&cpus[i].online))
@@ -354,7 +354,7 @@ static size_t all_storm(struct oom_worker *w, size_t *objs, size_t *bad)
 			                     i);
 	size_t nulls = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++) {
-		if (!t[i])
+		if (!thread_handle_ok(t[i]))
 			continue;
 		thread_join(t[i]);
 		for (unsigned r = 0; r < ALL_ROUNDS; r++) {

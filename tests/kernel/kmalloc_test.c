@@ -419,7 +419,7 @@ static bool storm(unsigned ops)
 	atomic_store(&n_releases, 0);
 	atomic_store(&n_zeroed, 0);
 	atomic_store(&n_zeroed_large, 0);
-	struct thread *w[MAX_CPUS + 1];
+	struct thread_handle w[MAX_CPUS + 1];
 	unsigned nw = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		nw += atomic_load(&cpus[i].online);
@@ -434,7 +434,7 @@ static bool storm(unsigned ops)
 	                      THREAD_ANY_CPU);
 	bool ok = true;
 	for (unsigned k = 0; k <= nw; k++)
-		ok = ok && w[k] != NULL;
+		ok = ok && thread_handle_ok(w[k]);
 	if (!ok)
 		panic("kmalloc storm: cannot create its threads");
 	while (atomic_load(&workers_running) > 0 ||
@@ -575,9 +575,9 @@ static void kfree_own_stack(void *arg)
  * which is in the image). */
 KTEST(demo, kfree_foreign_stack)
 {
-	struct thread *t = thread_create("kfree_stack", kfree_own_stack, NULL,
-	                                 THREAD_ANY_CPU);
-	KASSERT(t != NULL);
+	struct thread_handle t = thread_create("kfree_stack", kfree_own_stack,
+	                                       NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
 }
 

@@ -101,9 +101,9 @@ KTEST(tlb, cpu_coming_online_mid_shootdown_is_flushed)
 	atomic_store(&may_come_back, false);
 	atomic_store(&shot, false);
 	atomic_store(&stale, -1);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("late_reader", late_reader, NULL, late_cpu);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	while (!atomic_load(&gone_offline))
 		thread_yield();
 	KEXPECT_EQ(vm_unmap_page(LATE_VA, NULL), 0);
@@ -142,9 +142,9 @@ KTEST(stw, cpu_coming_online_while_stopped_stays_out)
 	atomic_store(&may_come_back, false);
 	atomic_store(&stop_counting, false);
 	atomic_store(&count, 0);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("late_counter", late_counter, NULL, late_cpu);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	while (!atomic_load(&gone_offline))
 		thread_yield();
 	atomic_store(&stw_testing_after_send, let_late_cpu_in);

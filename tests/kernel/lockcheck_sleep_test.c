@@ -14,6 +14,7 @@
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/lockcheck_util.h"
 
@@ -174,7 +175,7 @@ KTEST(lockcheck, sleeping_with_a_negative_preemption_count)
  */
 static struct waitq join_wq = WAITQ_INIT("join_wq");
 static bool join_gate_open;
-static struct thread *join_target;
+static struct thread_handle join_target;
 
 static bool join_gate(void *arg)
 {
@@ -194,7 +195,7 @@ static void join_unpreemptible(void)
 }
 
 /* The state of the live thread with this id; false if there is none. */
-static bool live_thread_state(unsigned id, enum thread_state *state)
+static bool live_thread_state(uint64_t id, enum thread_state *state)
 {
 	unsigned n;
 	struct thread_info *ti = thread_snapshot_all(&n);
@@ -216,8 +217,8 @@ KTEST(lockcheck, join_that_cannot_sleep_is_refused)
 	join_gate_open = false;
 	join_target = thread_create("join_target", wait_at_join_gate, NULL,
 	                            this_cpu()->id);
-	KASSERT(join_target != NULL);
-	unsigned id = join_target->id;
+	KASSERT(thread_handle_ok(join_target));
+	uint64_t id = join_target.id;
 	enum thread_state st = THREAD_RUNNABLE;
 	while (live_thread_state(id, &st) && st != THREAD_BLOCKED)
 		thread_yield();

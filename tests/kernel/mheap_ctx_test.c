@@ -116,9 +116,9 @@ KTEST(mheap_ctx, growth_in_progress_sleeps_or_fails_atomic)
 	atomic_store(&grow_step, 0);
 	waiter_got = NULL;
 	atomic_in_window = (void *)1;
-	struct thread *t = thread_create("grow_waiter", growth_waiter, NULL,
-	                                 THREAD_ANY_CPU);
-	KASSERT(t != NULL);
+	struct thread_handle t = thread_create("grow_waiter", growth_waiter,
+	                                       NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
 	mheap_test_hook = hold_growth;
 	void *mine = mheap_alloc_pages(&gh, 4, 0);
 	mheap_test_hook = NULL;
@@ -298,7 +298,7 @@ KTEST(mheap_ctx, interrupt_handlers_allocate_while_threads_grow)
 	atomic_store(&irq_bad, 0);
 	atomic_store(&thread_ops, 0);
 	atomic_store(&irq_stop_threads, false);
-	struct thread *t[MAX_CPUS + 1] = {0};
+	struct thread_handle t[MAX_CPUS + 1] = {0};
 	unsigned nt = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (atomic_load(&cpus[i].online))
@@ -306,7 +306,7 @@ KTEST(mheap_ctx, interrupt_handlers_allocate_while_threads_grow)
 			                        (void *)(uintptr_t)(i + 1), i);
 	t[nt++] = thread_create("releaser", releaser, NULL, THREAD_ANY_CPU);
 	for (unsigned i = 0; i < nt; i++)
-		KASSERT(t[i] != NULL);
+		KASSERT(thread_handle_ok(t[i]));
 	sched_tick_hook = irq_tick;
 	atomic_store(&irq_on, true);
 	uint64_t t0 = time_now_ns();
@@ -456,7 +456,7 @@ KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 	atomic_store(&storm_bad, 0);
 	atomic_store(&storm_nulls, 0);
 	KASSERT(mheap_scavenger_start(&sh));
-	struct thread *w[MAX_CPUS] = {0};
+	struct thread_handle w[MAX_CPUS] = {0};
 	unsigned nw = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (atomic_load(&cpus[i].online))
@@ -466,11 +466,11 @@ KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 		if (atomic_load(&cpus[i].online)) {
 			w[k] = thread_create("storm", storm_worker,
 			                     (void *)(uintptr_t)(i + 1), i);
-			KASSERT(w[k++] != NULL);
+			KASSERT(thread_handle_ok(w[k++]));
 		}
-	struct thread *r =
+	struct thread_handle r =
 	        thread_create("storm_release", storm_releaser, NULL, 0);
-	KASSERT(r != NULL);
+	KASSERT(thread_handle_ok(r));
 	for (unsigned k = 0; k < nw; k++)
 		thread_join(w[k]);
 	thread_join(r);

@@ -153,9 +153,9 @@ KTEST(mm_port, lock_is_irqsave_and_tracks_owner)
 		KTEST_SKIP("another CPU's hold needs two CPUs");
 	atomic_store(&owner_step, 0);
 	atomic_store(&owner_saw_held, false);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("lock_owner", hold_elsewhere, NULL, other);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	while (atomic_load(&owner_step) != 1)
 		thread_yield();
 	bool held_here = mm_lock_held(&owner_lock);
@@ -224,9 +224,9 @@ KTEST(mm_port, event_wait_times_out_or_is_woken)
 	KEXPECT(mm_event_wait(&event, seen, 60000000000ull));
 	KEXPECT_NE(mm_event_prepare(&event), seen);
 	atomic_store(&waker_went, false);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("waker", wake_later, NULL, THREAD_ANY_CPU);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	seen = mm_event_prepare(&event);
 	KEXPECT(mm_event_wait(&event, seen, 60000000000ull));
 	KEXPECT(atomic_load(&waker_went)); /* only the waker moves it */

@@ -81,8 +81,8 @@ static void one_window(unsigned other)
 	atomic_store(&step, 0);
 	atomic_store(&stale_bytes, ~(size_t)0);
 	atomic_store(&window_alloc, false);
-	struct thread *t = thread_create("toucher", toucher, NULL, other);
-	KASSERT(t != NULL);
+	struct thread_handle t = thread_create("toucher", toucher, NULL, other);
+	KASSERT(thread_handle_ok(t));
 	while (atomic_load(&step) != 1)
 		thread_yield();
 	mheap_test_hook = window_after_unmap;
@@ -240,13 +240,13 @@ KTEST(mm_races, event_wake_reaches_every_waiter)
 	struct waiter_arg quick = {seen, 20000000};
 	struct waiter_arg slow = {seen, 600000000000ull}; /* 10 minutes */
 	unsigned cpu = this_cpu()->id;
-	struct thread *w1 = thread_create("w_quick", waiter, &quick, cpu);
-	KASSERT(w1 != NULL);
-	struct thread *w[LONG_WAITERS];
+	struct thread_handle w1 = thread_create("w_quick", waiter, &quick, cpu);
+	KASSERT(thread_handle_ok(w1));
+	struct thread_handle w[LONG_WAITERS];
 	for (int i = 0; i < LONG_WAITERS; i++) {
 		w[i] = thread_create("w_slow", waiter, &slow,
 		                     i == 0 ? cpu : THREAD_ANY_CPU);
-		KASSERT(w[i] != NULL);
+		KASSERT(thread_handle_ok(w[i]));
 	}
 	thread_join(w1); /* timed out, while the others still wait */
 	KEXPECT_EQ(atomic_load(&timed_out), 1);

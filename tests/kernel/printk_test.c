@@ -62,13 +62,13 @@ static unsigned count_probes(unsigned *split)
 
 KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
 {
-	struct thread *t[MAX_CPUS] = {0};
+	struct thread_handle t[MAX_CPUS] = {0};
 	unsigned self = this_cpu()->id, others = 0;
 	atomic_store(&talk, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (i != self && atomic_load(&cpus[i].online)) {
 			t[i] = thread_create("talker", talker, NULL, i);
-			KASSERT(t[i] != NULL);
+			KASSERT(thread_handle_ok(t[i]));
 			others++;
 		}
 	if (others == 0) {
@@ -85,7 +85,7 @@ KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
 	atomic_store(&printk_testing_putc, NULL);
 	atomic_store(&talk, false);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (t[i])
+		if (thread_handle_ok(t[i]))
 			thread_join(t[i]);
 	unsigned split, found = count_probes(&split);
 	KEXPECT_EQ(found, PROBES);

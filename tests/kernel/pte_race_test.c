@@ -62,13 +62,13 @@ static bool race(unsigned cpu, struct racer *a, struct racer *b)
 	atomic_store(&arrived, 0);
 	atomic_store(&met, 0);
 	atomic_store(&paging_testing_pte_change, rendezvous);
-	struct thread *t = thread_create("pte_racer", race_one, a, cpu);
-	if (t) {
+	struct thread_handle t = thread_create("pte_racer", race_one, a, cpu);
+	if (thread_handle_ok(t)) {
 		race_one(b);
 		thread_join(t);
 	}
 	atomic_store(&paging_testing_pte_change, NULL);
-	return t != NULL;
+	return thread_handle_ok(t);
 }
 
 KTEST(paging, racing_pte_changes_have_one_winner)

@@ -154,10 +154,11 @@ static void worker(void *arg)
 
 /* Whether every worker in w has finished a round begun after the burst
  * was freed. */
-static bool every_worker_had_a_round(struct thread *const *w)
+static bool every_worker_had_a_round(const struct thread_handle *w)
 {
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (w[i] && atomic_load(&rounds_after[i]) == 0)
+		if (thread_handle_ok(w[i]) &&
+		    atomic_load(&rounds_after[i]) == 0)
 			return false;
 	return true;
 }
@@ -188,7 +189,7 @@ KTEST(scavenger, background_reaches_goal)
 	KASSERT(mheap_init(&bg, &cfg));
 	atomic_store(&workers_stop, false);
 	atomic_store(&corrupt, 0);
-	struct thread *w[MAX_CPUS] = {0};
+	struct thread_handle w[MAX_CPUS] = {0};
 	atomic_store(&burst_freed, false);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		atomic_store(&rounds_after[i], 0);
@@ -220,7 +221,7 @@ KTEST(scavenger, background_reaches_goal)
 	bool worked = every_worker_had_a_round(w);
 	atomic_store(&workers_stop, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (w[i])
+		if (thread_handle_ok(w[i]))
 			thread_join(w[i]);
 	bool idle = false;
 	while (!idle && time_now_ns() - t0 < 240000000000ull) {
@@ -254,7 +255,8 @@ KTEST(scavenger, background_reaches_goal)
 	KEXPECT_EQ(atomic_load(&corrupt), 0);
 	KEXPECT(worked);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (w[i] && atomic_load(&rounds_after[i]) == 0)
+		if (thread_handle_ok(w[i]) &&
+		    atomic_load(&rounds_after[i]) == 0)
 			ktest_diag("the worker on CPU %u finished no round "
 			           "after the burst was freed",
 			           i);

@@ -62,11 +62,11 @@ static bool run_once(enum off_how how, bool *ran_at_once, uint64_t *late)
 	struct cpu *c = this_cpu();
 	atomic_store(&queued_ran, false);
 	thread_yield(); /* a fresh slice: the window below is short */
-	struct thread *t = thread_create("queued", note_run, NULL, c->id);
+	struct thread_handle t = thread_create("queued", note_run, NULL, c->id);
 	*ran_at_once = false;
 	*late = 0;
-	KEXPECT(t != NULL);
-	if (!t)
+	KEXPECT(thread_handle_ok(t));
+	if (!thread_handle_ok(t))
 		return true;
 	turn_off(how);
 	bool early = atomic_load(&queued_ran);

@@ -35,18 +35,18 @@ static void record_cpu(void *arg)
 KTEST(sched, threads_run_on_their_cpu)
 {
 	unsigned where[MAX_CPUS];
-	struct thread *t[MAX_CPUS] = {0};
+	struct thread_handle t[MAX_CPUS] = {0};
 	unsigned n = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++) {
 		if (!atomic_load(&cpus[i].online))
 			continue;
 		where[i] = ~0u;
 		t[i] = thread_create("where", record_cpu, &where[i], i);
-		KASSERT(t[i] != NULL);
+		KASSERT(thread_handle_ok(t[i]));
 		n++;
 	}
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (t[i]) {
+		if (thread_handle_ok(t[i])) {
 			thread_join(t[i]);
 			KEXPECT_EQ(where[i], i);
 		}
@@ -56,10 +56,12 @@ KTEST(sched, threads_run_on_their_cpu)
 	unsigned counted = atomic_load(&ncpus_online);
 	KEXPECT_EQ(n, counted);
 	for (unsigned i = 0; i < n; i++)
-		KEXPECT(t[i] != NULL);
-	KEXPECT(thread_create("nowhere", record_cpu, where, MAX_CPUS) == NULL);
+		KEXPECT(thread_handle_ok(t[i]));
+	KEXPECT(!thread_handle_ok(
+	        thread_create("nowhere", record_cpu, where, MAX_CPUS)));
 	if (n < MAX_CPUS)
-		KEXPECT(thread_create("offline", record_cpu, where, n) == NULL);
+		KEXPECT(!thread_handle_ok(
+		        thread_create("offline", record_cpu, where, n)));
 }
 
 /*
@@ -109,7 +111,7 @@ KTEST(sched, counter_under_one_lock_is_exact)
 	counter = 0;
 	atomic_store(&tick_increments, 0);
 	atomic_store(&sched_tick_hook, tick_increment);
-	struct thread *t[PER_CPU * MAX_CPUS];
+	struct thread_handle t[PER_CPU * MAX_CPUS];
 	unsigned n = 0;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		for (unsigned k = 0; k < PER_CPU && n < nthreads &&
@@ -120,7 +122,7 @@ KTEST(sched, counter_under_one_lock_is_exact)
 			n++;
 		}
 	for (unsigned i = 0; i < n; i++)
-		KASSERT(t[i] != NULL);
+		KASSERT(thread_handle_ok(t[i]));
 	for (unsigned i = 0; i < n; i++)
 		thread_join(t[i]);
 	atomic_store(&sched_tick_hook, NULL);
@@ -180,9 +182,9 @@ KTEST(sched, busy_thread_does_not_starve_others)
 	atomic_store(&busy_gave_up, false);
 	atomic_store(&other_ran, false);
 	uint64_t ticks0 = cpu_ticks();
-	struct thread *b = thread_create("busy", busy, NULL, cpu);
-	struct thread *o = thread_create("other", other, NULL, cpu);
-	KASSERT(b && o);
+	struct thread_handle b = thread_create("busy", busy, NULL, cpu);
+	struct thread_handle o = thread_create("other", other, NULL, cpu);
+	KASSERT(thread_handle_ok(b) && thread_handle_ok(o));
 	thread_join(o);
 	thread_join(b);
 	ktest_diag("the other thread stopped the busy one after %lu ticks",
@@ -262,9 +264,9 @@ KTEST(sched, cpu_time_counts_running_not_sleeping)
 	uint64_t spun = 0;
 	t0 = time_now_ns();
 	c0 = thread_cpu_time_ns();
-	struct thread *s =
+	struct thread_handle s =
 	        thread_create("spinner", spin_cpu_time, &spun, this_cpu()->id);
-	KASSERT(s);
+	KASSERT(thread_handle_ok(s));
 	thread_sleep_ns(50000000);
 	thread_join(s);
 	c1 = thread_cpu_time_ns();
@@ -311,9 +313,9 @@ KTEST(sched, sleep_past_the_clock_range_lasts_until_woken)
 {
 	atomic_store(&forever_started, false);
 	atomic_store(&forever_woke, false);
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("forever", sleep_forever, NULL, this_cpu()->id);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	while (!atomic_load(&forever_started))
 		thread_yield();
 	thread_sleep_ns(10 * SCHED_TICK_NS);
@@ -332,17 +334,17 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 	 * struct in this CPU's kmalloc cache, so the struct below needs no
 	 * frame (a new span's frame would stay with the heap). */
 	unsigned where;
-	struct thread *warm =
+	struct thread_handle warm =
 	        thread_create("warm", record_cpu, &where, this_cpu()->id);
-	KASSERT(warm != NULL);
+	KASSERT(thread_handle_ok(warm));
 	thread_join(warm);
 	/* Keep back 0, then 1 frame: the struct fits, the stack does not. */
 	for (size_t keep = 0; keep <= 1; keep++) {
 		paddr_t head = frames_drain(keep);
 		size_t before = frames_free_count();
-		struct thread *t = thread_create("doomed", record_cpu, NULL,
-		                                 THREAD_ANY_CPU);
-		KEXPECT(t == NULL);
+		struct thread_handle t = thread_create("doomed", record_cpu,
+		                                       NULL, THREAD_ANY_CPU);
+		KEXPECT(!thread_handle_ok(t));
 		KEXPECT_EQ(frames_free_count(), before);
 		frames_refill(head);
 	}
@@ -355,11 +357,12 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 KTEST(demo, thread_join_twice)
 {
 	unsigned where;
-	struct thread *t = thread_create("joined_twice", record_cpu, &where,
-	                                 this_cpu()->id);
-	KASSERT(t != NULL);
+	struct thread_handle t = thread_create("joined_twice", record_cpu,
+	                                       &where, this_cpu()->id);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
-	ktest_diag("second join of %p", (void *)t);
+	ktest_diag("second join of id %llu at %p", (unsigned long long)t.id,
+	           (void *)t.t);
 	thread_join(t);
 }
 #endif

@@ -32,7 +32,7 @@ KTEST(sched, wait_queue_wakes_every_waiter)
 	enum { N = 6 };
 	gate_open = false;
 	atomic_store(&passed, 0);
-	struct thread *t[N];
+	struct thread_handle t[N];
 	for (int i = 0; i < N; i++)
 		t[i] = thread_create("waiter", wait_at_gate, NULL,
 		                     THREAD_ANY_CPU);
@@ -43,7 +43,7 @@ KTEST(sched, wait_queue_wakes_every_waiter)
 	waitq_wake_all_locked(&test_wq);
 	spin_unlock_irqrestore(&test_wq.lock, irq);
 	for (int i = 0; i < N; i++)
-		if (t[i])
+		if (thread_handle_ok(t[i]))
 			thread_join(t[i]);
 	KEXPECT_EQ(atomic_load(&passed), N);
 }
@@ -134,9 +134,9 @@ static void sema_admits_a_second_holder(void)
 	atomic_store(&second_in, false);
 	atomic_store(&second_go, false);
 	KASSERT(sema_acquire(&test_sema));
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("sema2", second_holder, NULL, THREAD_ANY_CPU);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	bool queued = false;
 	while (!atomic_load(&second_in) && !(queued = sema_has_waiter()))
 		thread_yield();
@@ -156,11 +156,11 @@ KTEST(sched, semaphore_admits_count_holders)
 	sema_admits_a_second_holder();
 	atomic_store(&inside, 0);
 	atomic_store(&max_inside, 0);
-	struct thread *t[N];
+	struct thread_handle t[N];
 	for (int i = 0; i < N; i++)
 		t[i] = thread_create("sema", use_sema, NULL, THREAD_ANY_CPU);
 	for (int i = 0; i < N; i++)
-		if (t[i])
+		if (thread_handle_ok(t[i]))
 			thread_join(t[i]);
 	KEXPECT(atomic_load(&max_inside) >= 1);
 	KEXPECT(atomic_load(&max_inside) <= 2);

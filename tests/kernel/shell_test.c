@@ -12,6 +12,7 @@
 #include "tests/kernel/capture_util.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
+#include "kernel/sched.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
@@ -259,13 +260,16 @@ static void parked(void *arg)
 KTEST(shell, threads_lists_every_thread)
 {
 	enum { N = 140 };
-	struct thread **t = kcalloc(N, sizeof(*t), 0);
+	struct thread_handle *t = kcalloc(N, sizeof(*t), 0);
 	KASSERT(t != NULL);
 	parked_go = false;
 	unsigned made = 0;
-	while (made < N && (t[made] = thread_create("parked", parked, NULL,
-	                                            THREAD_ANY_CPU)) != NULL)
+	while (made < N) {
+		t[made] = thread_create("parked", parked, NULL, THREAD_ANY_CPU);
+		if (!thread_handle_ok(t[made]))
+			break;
 		made++;
+	}
 	KEXPECT_EQ(made, N);
 	unsigned all = thread_snapshot(NULL, 0);
 	atomic_store(&thread_lines, 0);

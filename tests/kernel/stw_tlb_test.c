@@ -63,7 +63,7 @@ KTEST(stw, parks_every_cpu_and_resumes)
 {
 	if (other_online_cpu() == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
-	struct thread *t[MAX_CPUS] = {0};
+	struct thread_handle t[MAX_CPUS] = {0};
 	atomic_store(&spin_stop, false);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
@@ -88,7 +88,7 @@ KTEST(stw, parks_every_cpu_and_resumes)
 	KEXPECT(all_move_soon(a)); /* resumed */
 	atomic_store(&spin_stop, true);
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (t[i])
+		if (thread_handle_ok(t[i]))
 			thread_join(t[i]);
 }
 
@@ -131,8 +131,8 @@ static void shootdown_seen_by(unsigned cpu, const uintptr_t *vas, unsigned n,
 	}
 	atomic_store(&phase, 0);
 	atomic_store(&remote_faulted, 0);
-	struct thread *t = thread_create("tlb_remote", remote, NULL, cpu);
-	KASSERT(t != NULL);
+	struct thread_handle t = thread_create("tlb_remote", remote, NULL, cpu);
+	KASSERT(thread_handle_ok(t));
 	while (atomic_load(&phase) != 1)
 		thread_yield();
 	for (unsigned i = 0; i < n; i++)
@@ -169,15 +169,15 @@ static void note_waiting(uintptr_t missing)
 }
 
 /* Starts the deaf thread on CPU other, with nothing reported yet, and
- * returns once it spins with interrupts off (NULL if it could not be
- * made). */
-static struct thread *deaf_start(unsigned other)
+ * returns once it spins with interrupts off (THREAD_NONE if it could not
+ * be made). */
+static struct thread_handle deaf_start(unsigned other)
 {
 	atomic_store(&deaf_spinning, false);
 	atomic_store(&deaf_release, false);
 	atomic_store(&reported_waiting, 0);
-	struct thread *t = thread_create("deaf", deaf, NULL, other);
-	if (t)
+	struct thread_handle t = thread_create("deaf", deaf, NULL, other);
+	if (thread_handle_ok(t))
 		while (!atomic_load(&deaf_spinning))
 			thread_yield();
 	return t;
@@ -192,8 +192,8 @@ KTEST(stw, stop_names_a_cpu_that_does_not_park)
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	atomic_store(&stw_testing_still_waiting, note_waiting);
-	struct thread *t = deaf_start(other);
-	KASSERT(t != NULL);
+	struct thread_handle t = deaf_start(other);
+	KASSERT(thread_handle_ok(t));
 	stw_stop("deaf cpu test");
 	stw_start();
 	atomic_store(&stw_testing_still_waiting, NULL);
@@ -210,8 +210,8 @@ KTEST(tlb, shootdown_names_a_cpu_that_does_not_flush)
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	atomic_store(&tlb_testing_still_waiting, note_waiting);
-	struct thread *t = deaf_start(other);
-	KASSERT(t != NULL);
+	struct thread_handle t = deaf_start(other);
+	KASSERT(thread_handle_ok(t));
 	tlb_shootdown(TLB_TEST_VA, 1);
 	atomic_store(&tlb_testing_still_waiting, NULL);
 	thread_join(t);

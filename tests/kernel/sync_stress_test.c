@@ -19,19 +19,19 @@
 /* Starts PER_CPU threads running fn(arg) on every online CPU into t;
  * returns how many it started (all, or the test fails). */
 static unsigned start_everywhere(const char *name, void (*fn)(void *),
-                                 void *arg, struct thread **t)
+                                 void *arg, struct thread_handle *t)
 {
 	unsigned n = 0, ncpus = atomic_load(&ncpus_online);
 	for (unsigned c = 0; c < ncpus; c++)
 		for (unsigned k = 0; k < PER_CPU; k++) {
 			t[n] = thread_create(name, fn, arg, c);
-			KEXPECT(t[n] != NULL);
-			n += t[n] != NULL;
+			KEXPECT(thread_handle_ok(t[n]));
+			n += thread_handle_ok(t[n]);
 		}
 	return n;
 }
 
-static void join_all(struct thread **t, unsigned n)
+static void join_all(struct thread_handle *t, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
 		thread_join(t[i]);
@@ -69,7 +69,7 @@ static void sema_worker(void *arg)
 
 KTEST(sync, semaphore_lock_on_every_cpu)
 {
-	struct thread *t[MAX_CPUS * PER_CPU];
+	struct thread_handle t[MAX_CPUS * PER_CPU];
 	sema_init(&lock_sema, "stress_sema", 1, 1);
 	sema_counter = 0;
 	atomic_store(&holders, 0);
@@ -166,7 +166,7 @@ static void consumer(void *arg)
 
 KTEST(sync, wait_queue_producers_and_consumers_on_every_cpu)
 {
-	struct thread *p[MAX_CPUS * PER_CPU], *c[MAX_CPUS * PER_CPU];
+	struct thread_handle p[MAX_CPUS * PER_CPU], c[MAX_CPUS * PER_CPU];
 	ring_head = ring_count = 0;
 	atomic_store(&consumed_sum, 0);
 	atomic_store(&consumed_n, 0);
@@ -203,7 +203,7 @@ KTEST(sync, wait_queue_producers_and_consumers_on_every_cpu)
 struct pair {
 	struct spinlock lock;
 	unsigned posted, taken; /* by lock */
-	struct thread *sleeper;
+	struct thread_handle sleeper;
 	_Atomic bool sleeper_set;
 };
 static struct pair pairs[MAX_CPUS];
@@ -248,18 +248,18 @@ static void waker(void *arg)
 KTEST(sync, sleep_and_wake_pairs_on_every_cpu)
 {
 	unsigned ncpus = atomic_load(&ncpus_online);
-	struct thread *s[MAX_CPUS], *w[MAX_CPUS];
+	struct thread_handle s[MAX_CPUS], w[MAX_CPUS];
 	for (unsigned c = 0; c < ncpus; c++) {
 		struct pair *pr = &pairs[c];
 		spin_init(&pr->lock, "stress_pair", LOCK_RANK_WAITQ);
 		pr->posted = pr->taken = 0;
 		atomic_store(&pr->sleeper_set, false);
 		s[c] = thread_create("sleeper", sleeper, pr, c);
-		KASSERT(s[c] != NULL);
+		KASSERT(thread_handle_ok(s[c]));
 		pr->sleeper = s[c];
 		atomic_store(&pr->sleeper_set, true);
 		w[c] = thread_create("waker", waker, pr, (c + 1) % ncpus);
-		KASSERT(w[c] != NULL);
+		KASSERT(thread_handle_ok(w[c]));
 	}
 	for (unsigned c = 0; c < ncpus; c++) {
 		thread_join(w[c]);

@@ -12,6 +12,7 @@
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/lockcheck_util.h"
 
@@ -19,7 +20,7 @@ static void nothing(void *arg)
 {
 }
 
-static struct thread *stale;
+static struct thread_handle stale;
 
 static void wake_stale(void)
 {
@@ -35,9 +36,9 @@ static void wake_stale(void)
  */
 KTEST(thread, wake_after_join_is_reported)
 {
-	struct thread *t =
+	struct thread_handle t =
 	        thread_create("joined", nothing, NULL, this_cpu()->id);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
 	stale = t;
 	KEXPECT_EQ(recorded(wake_stale), 1);
@@ -48,14 +49,19 @@ KTEST(thread, wake_after_join_is_reported)
 KTEST(thread, wake_of_no_thread_is_reported)
 {
 	static struct thread zeroed;
-	stale = &zeroed;
+	stale = (struct thread_handle){&zeroed, 1};
 	KEXPECT_EQ(recorded(wake_stale), 1);
 	KEXPECT(message_has("thread_wake(", "no thread's magic"));
-	stale = NULL;
+	stale = THREAD_NONE;
 	KEXPECT_EQ(recorded(wake_stale), 1);
 	KEXPECT(message_has("thread_wake(", "not a live thread"));
+	/* The right struct with another id is no thread's either. */
+	stale = thread_self();
+	stale.id++;
+	KEXPECT_EQ(recorded(wake_stale), 1);
+	KEXPECT(message_has("thread_wake(", "a newer thread's"));
 	/* A live thread's wake is no misuse, asleep or not. */
-	stale = thread_current();
+	stale = thread_self();
 	KEXPECT_EQ(recorded(wake_stale), 0);
 }
 
@@ -116,4 +122,82 @@ KTEST(thread, sleep_without_a_thread_or_in_idle_is_reported)
 			           lockcheck_last_violation());
 		KEXPECT(message_has(cases[i].what, cases[i].reason));
 	}
+}
+
+/*
+ * A stale handle: thread A is joined (its struct freed) and a new thread B
+ * made on this CPU gets the same struct back from kmalloc. A wake or join
+ * through the handle kept to A must be reported naming A's id, and leave
+ * B alone: when threads were named by their struct alone, it woke B and
+ * then joined it (B, asleep for good, was woken, ran and exited).
+ */
+static _Atomic bool reuser_started, reuser_woke;
+
+static void reuser(void *arg)
+{
+	atomic_store(&reuser_started, true);
+	thread_sleep_ns(UINT64_MAX);
+	atomic_store(&reuser_woke, true);
+}
+
+/* Wakes t (a reuser) until it has run to its end, and joins it. */
+static void finish_reuser(struct thread_handle t)
+{
+	while (!atomic_load(&reuser_woke)) {
+		thread_wake(t);
+		thread_yield();
+	}
+	thread_join(t);
+	atomic_store(&reuser_started, false);
+	atomic_store(&reuser_woke, false);
+}
+
+/* A reuser made on this CPU whose struct is a's old one; the misses made
+ * on the way are finished. THREAD_NONE if kmalloc never gave it back (or
+ * memory is short). */
+static struct thread_handle reuse_struct(struct thread_handle a)
+{
+	for (int i = 0; i < 8; i++) {
+		struct thread_handle b =
+		        thread_create("reuser", reuser, NULL, this_cpu()->id);
+		if (!thread_handle_ok(b) || b.t == a.t)
+			return b;
+		finish_reuser(b);
+	}
+	return THREAD_NONE;
+}
+
+static void join_stale(void)
+{
+	thread_join(stale);
+}
+
+KTEST(thread, stale_handle_to_a_reused_struct_is_reported)
+{
+	struct thread_handle a =
+	        thread_create("a", nothing, NULL, this_cpu()->id);
+	KASSERT(thread_handle_ok(a));
+	thread_join(a);
+	atomic_store(&reuser_started, false);
+	atomic_store(&reuser_woke, false);
+	struct thread_handle b = reuse_struct(a);
+	if (!thread_handle_ok(b))
+		KTEST_SKIP("kmalloc did not give the struct back");
+	KEXPECT(b.id != a.id);
+	while (!atomic_load(&reuser_started))
+		thread_yield();
+	/* B now sleeps for good; a tick or two lets it run if woken. */
+	thread_sleep_ns(2 * SCHED_TICK_NS);
+	stale = a;
+	KEXPECT_EQ(recorded(wake_stale), 1);
+	KEXPECT(message_has("thread_wake(id ", "a newer thread's"));
+	ktest_diag("%s", lockcheck_last_violation());
+	thread_sleep_ns(2 * SCHED_TICK_NS);
+	KEXPECT(!atomic_load(&reuser_woke));
+	unsigned joins = recorded(join_stale);
+	KEXPECT_EQ(joins, 1);
+	KEXPECT(message_has("thread_join(id ", "not a live thread"));
+	ktest_diag("%s", lockcheck_last_violation());
+	if (joins == 1)
+		finish_reuser(b); /* else the stale join has joined it */
 }

@@ -14,20 +14,23 @@
  * rather than wait for good. */
 KTEST(demo, thread_join_idle)
 {
-	ktest_diag("joining %s", this_cpu()->idle->name);
-	thread_join(this_cpu()->idle);
+	struct thread *idle = this_cpu()->idle;
+	ktest_diag("joining %s", idle->name);
+	thread_join((struct thread_handle){idle, idle->id});
 }
 
 static void join_thread(void *arg)
 {
-	thread_join(arg);
+	thread_join(*(struct thread_handle *)arg);
 }
 
 KTEST(demo, thread_join_main)
 {
-	struct thread *t = thread_create("joins_main", join_thread,
-	                                 thread_current(), this_cpu()->id);
-	KASSERT(t != NULL);
+	static struct thread_handle main_thread;
+	main_thread = thread_self();
+	struct thread_handle t = thread_create("joins_main", join_thread,
+	                                       &main_thread, this_cpu()->id);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
 }
 
@@ -49,9 +52,9 @@ static void exit_unpreemptible(void *arg)
 
 KTEST(demo, thread_exit_in_record_mode)
 {
-	struct thread *t = thread_create(
+	struct thread_handle t = thread_create(
 	        "exit_unpreemptible", exit_unpreemptible, NULL, this_cpu()->id);
-	KASSERT(t != NULL);
+	KASSERT(thread_handle_ok(t));
 	thread_join(t);
 }
 
@@ -59,9 +62,10 @@ KTEST(demo, thread_exit_in_record_mode)
  * not crash at address 0 in the new thread, far from its creator. */
 KTEST(demo, thread_create_without_a_function)
 {
-	struct thread *t = thread_create("no_fn", NULL, NULL, this_cpu()->id);
-	ktest_diag("thread_create returned %p", (void *)t);
-	if (t)
+	struct thread_handle t =
+	        thread_create("no_fn", NULL, NULL, this_cpu()->id);
+	ktest_diag("thread_create returned %p", (void *)t.t);
+	if (thread_handle_ok(t))
 		thread_join(t);
 }
 #endif
