@@ -224,8 +224,8 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint sizeclasses host port host-tsan chaos fuzz real-quick \
-	kernel kernel-smp1 harness
+TEST_PARTS := lint sizeclasses host model port host-tsan chaos fuzz \
+	real-quick kernel kernel-smp1 harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
 # `make test` adds them up. One failed part does not hide the others.
@@ -236,6 +236,7 @@ test: deps
 	$(MAKE) --no-print-directory test-lint || st=1; \
 	$(MAKE) --no-print-directory test-sizeclasses || st=1; \
 	$(MAKE) --no-print-directory test-host || st=1; \
+	$(MAKE) --no-print-directory test-model || st=1; \
 	$(MAKE) --no-print-directory test-port || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
 	$(MAKE) --no-print-directory test-chaos || st=1; \
@@ -274,6 +275,13 @@ test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)
 	@timeout -k 5 $(HOST_TIMEOUT) $(HOST_TEST) > $(BUILD)/host-test.log 2>&1; \
 	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
+
+# The span heap's sweepgen protocol and the hosted malloc's slot protocol,
+# model-checked with spin (tests/model: every interleaving of a few
+# threads, and a mutant of each model that must fail); about 20 s.
+test-model: deps
+	@mkdir -p $(RESULTS)
+	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
 
 # The kernel tests run twice: at -smp $(SMP) and on one CPU, so that SMP
 # bring-up and everything above it are tested with and without APs;
@@ -329,7 +337,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: heapmap all deps run debug test test-sum test-lint test-host test-kernel test-harness \
+.PHONY: heapmap all deps run debug test test-sum test-lint test-host test-model test-kernel test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
