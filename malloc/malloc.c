@@ -84,18 +84,26 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 	return p;
 }
 
-API void *malloc(size_t size)
+/* The fast path of an allocation of size bytes: the object, or NULL,
+ * having changed nothing, if it must go the long way. */
+static inline __attribute__((always_inline)) void *alloc_fast(size_t size)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	_Atomic unsigned *in;
-	if (__builtin_expect(size <= SC_MAX_SIZE, 1) &&
-	    __builtin_expect((in = mm_malloc_try_enter(t)) != NULL, 1)) {
-		void *p = spanheap_alloc_held(&mm_malloc_sh, size,
-		                              (unsigned)t->slot_id);
-		mm_malloc_leave(in);
-		if (__builtin_expect(p != NULL, 1))
-			return p;
-	}
+	if (__builtin_expect(size > SC_MAX_SIZE, 0) ||
+	    __builtin_expect((in = mm_malloc_try_enter(t)) == NULL, 0))
+		return NULL;
+	void *p =
+	        spanheap_alloc_held(&mm_malloc_sh, size, (unsigned)t->slot_id);
+	mm_malloc_leave(in);
+	return p;
+}
+
+API void *malloc(size_t size)
+{
+	void *p = alloc_fast(size);
+	if (__builtin_expect(p != NULL, 1))
+		return p;
 	return malloc_slow(size);
 }
 
@@ -145,16 +153,9 @@ API void *calloc(size_t n, size_t size)
 	size_t total;
 	if (__builtin_mul_overflow(n, size, &total))
 		return fail(ENOMEM);
-	struct mm_malloc_thread *t = &mm_malloc_self;
-	_Atomic unsigned *in;
-	if (__builtin_expect(total <= SC_MAX_SIZE, 1) &&
-	    __builtin_expect((in = mm_malloc_try_enter(t)) != NULL, 1)) {
-		void *p = spanheap_alloc_held(&mm_malloc_sh, total,
-		                              (unsigned)t->slot_id);
-		mm_malloc_leave(in);
-		if (__builtin_expect(p != NULL, 1))
-			return memset(p, 0, total);
-	}
+	void *p = alloc_fast(total);
+	if (__builtin_expect(p != NULL, 1))
+		return memset(p, 0, total);
 	return calloc_slow(total);
 }
 
