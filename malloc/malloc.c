@@ -69,9 +69,13 @@ static void *fail(int err)
  * slot, a fork being prepared, an empty or full magazine, a large
  * object, misuse, the thread's first call) leaves having changed nothing
  * and goes to the slow path below, a tail call, which enters the general
- * way and does the whole call. The background threads' start is tested
- * on malloc's slow path only: the heap grows on that path alone, and
- * that is what allows them (slots.c, "background").
+ * way and does the whole call. The background threads' start is on the
+ * slow path only; while they are wanted (mm_malloc_bg_wanted: the heap
+ * grew, a fork stopped them, a start found ctl_lock taken) malloc and
+ * calloc take it, one load and compare on the fast path. Until this
+ * version only the heap's growth was thought to allow them, and a
+ * process whose allocations after a fork all came from its caches never
+ * started them again.
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
@@ -90,7 +94,7 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	_Atomic unsigned *in;
-	if (__builtin_expect(size > SC_MAX_SIZE, 0) ||
+	if (__builtin_expect(size > SC_MAX_SIZE, 0) || mm_malloc_bg_wanted() ||
 	    __builtin_expect((in = mm_malloc_try_enter(t)) == NULL, 0))
 		return NULL;
 	void *p =

@@ -165,12 +165,19 @@ void mm_malloc_bg_start(void) MM_MALLOC_HIDDEN;
  * which has none of its parent's threads (port_prod.c). */
 void mm_malloc_threads_forget(void) MM_MALLOC_HIDDEN;
 
+/* The threads are allowed and not running (after the heap's growth, or
+ * a fork): malloc's fast path leaves the call to the slow one. */
+static inline __attribute__((always_inline)) bool mm_malloc_bg_wanted(void)
+{
+	return __builtin_expect(atomic_load_explicit(&mm_malloc_bg_state,
+	                                             memory_order_relaxed) ==
+	                                MM_BG_ALLOWED,
+	                        0);
+}
+
 static inline void mm_malloc_maybe_start_bg(void)
 {
-	if (__builtin_expect(atomic_load_explicit(&mm_malloc_bg_state,
-	                                          memory_order_relaxed) ==
-	                             MM_BG_ALLOWED,
-	                     0))
+	if (mm_malloc_bg_wanted())
 		mm_malloc_bg_start();
 }
 

@@ -66,9 +66,10 @@
  *              unowned but its own, which it owns alone; it registers for
  *              membarrier again (falling back to exchanges if that fails).
  *              Both restart the background threads lazily (fork.c).
- *   background The sweeper and the scavenger start on an allocation made
- *              on malloc's slow path (or by calloc, realloc and the aligned
- *              calls; the heap grows on those paths alone)
+ *   background The sweeper and the scavenger start on an allocation's
+ *              slow path (malloc's and calloc's fast paths leave the call
+ *              to it while they are allowed and not running, realloc and
+ *              the aligned calls have no other), made
  *              after our constructor ran (the first of every object's,
  *              -z initfirst; libc is set up by the next allocation) and
  *              once the heap has grown to 8 MiB (a smaller heap has

@@ -280,6 +280,7 @@ static const struct {
         {"errno-data-limit", scenario_errno_data_limit},
         {"realloc-background", scenario_realloc_background},
         {"handler-fork", scenario_handler_fork},
+        {"fork-background", scenario_fork_background},
         {"small-heap", scenario_small_heap},
         {"trim", scenario_trim},
         {"trim-first", scenario_trim_first},

@@ -235,6 +235,7 @@ int main(int argc, char **argv)
 	        {"threads_share", test_threads_share},
 	        {"fork", test_fork},
 	        {"fork_handler_order", test_fork_handler_order},
+	        {"fork_background", test_fork_background},
 	        {"fork_stdio_lock", test_fork_stdio_lock},
 	        {"slot_mode", test_slot_mode},
 	        {"fork_stress", test_fork_stress},

@@ -78,6 +78,7 @@ const char *test_thread_churn(void);
 const char *test_threads_share(void);
 const char *test_fork(void);
 const char *test_fork_handler_order(void);
+const char *test_fork_background(void);
 const char *test_fork_stdio_lock(void);
 const char *test_slot_mode(void);
 const char *test_fork_stress(void);
@@ -113,6 +114,7 @@ const char *test_malloc_stats_info(void);
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
 int scenario_handler_fork(void);
+int scenario_fork_background(void);
 int scenario_calloc_untouched(void);
 int scenario_errno_data_limit(void);
 int scenario_small_heap(void);
