@@ -20,6 +20,10 @@ enum mm_malloc_hook_point {
 	 * first calls go through from here) and has not yet returned from
 	 * heap_init; it holds no slot and is inside no API call. */
 	MM_MALLOC_HOOK_INIT_READY,
+	/* A thread's first call has claimed its slot (it owns it) and has
+	 * not yet returned to take it; it holds no slot and its held is
+	 * NULL, as a signal handler that interrupts it finds them. */
+	MM_MALLOC_HOOK_CLAIMED,
 	/* A thread has entered an API call on the fast path: it holds its
 	 * slot's in word and has read state as MM_SLOT_ONE; called before
 	 * the call's work. Every fast entry reaches it. */

@@ -256,8 +256,20 @@ static void heap_init(void)
 	errno = saved_errno;
 }
 
-/* Claims a slot for this thread (see "claim" above) and sets its fast;
- * returns its index. */
+/* Makes slot i, just claimed, this thread's (and its fast slot if fast);
+ * returns i. The index first: a signal handler's call that found fast set
+ * before it (until this version) indexed the caches with -1. */
+static int slot_set(unsigned i, bool fast)
+{
+	mm_malloc_self.slot_id = (int)i;
+	atomic_signal_fence(memory_order_seq_cst);
+	if (fast)
+		mm_malloc_self.fast = &mm_malloc_slots[i];
+	return (int)i;
+}
+
+/* Claims a slot for this thread (see "claim" above) and sets its index
+ * and fast; returns its index. */
 static int slot_claim(void)
 {
 	unsigned start = atomic_fetch_add(&claim_hint, 1);
@@ -267,12 +279,8 @@ static int slot_claim(void)
 		unsigned v = atomic_load_explicit(st, memory_order_relaxed);
 		while (v < MM_SLOT_ONE)
 			if (atomic_compare_exchange_weak(st, &v,
-			                                 v + MM_SLOT_ONE)) {
-				if (mm_malloc_fences)
-					mm_malloc_self.fast =
-					        &mm_malloc_slots[i];
-				return (int)i;
-			}
+			                                 v + MM_SLOT_ONE))
+				return slot_set(i, mm_malloc_fences);
 	}
 	unsigned best = start % MM_MALLOC_LATE_SLOT, least = UINT32_MAX;
 	for (unsigned i = 0; i < MM_MALLOC_LATE_SLOT; i++) {
@@ -286,7 +294,7 @@ static int slot_claim(void)
 	atomic_fetch_add(&mm_malloc_slots[best].state, MM_SLOT_ONE);
 	if (mm_malloc_fences)
 		mm_malloc_fence_others(); /* invariant 2 */
-	return (int)best;
+	return slot_set(best, false);
 }
 
 int mm_malloc_first_use(void)
@@ -296,7 +304,7 @@ int mm_malloc_first_use(void)
 	if (mm_malloc_self.slot_id >= 0)
 		return mm_malloc_self.slot_id;
 	int s = slot_claim();
-	mm_malloc_self.slot_id = s;
+	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMED);
 	/* Without the key (none was free) the slot is not given back at
 	 * exit. */
 	if (key_ready)
