@@ -86,8 +86,12 @@ mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
 		mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
 		return &sl->in;
 	}
-	atomic_store_explicit(&sl->in, 0, memory_order_release);
+	/* Backing out is a leave: held first, so that a signal handler's
+	 * call in between takes the slot rather than passing as nested
+	 * without it (until this version it did, beside a sharer or fork). */
 	t->held = NULL;
+	mm_malloc_hook(MM_MALLOC_HOOK_FAST_BACKOUT);
+	atomic_store_explicit(&sl->in, 0, memory_order_release);
 	return NULL;
 }
 

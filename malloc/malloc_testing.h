@@ -28,6 +28,11 @@ enum mm_malloc_hook_point {
 	 * slot's in word and has read state as MM_SLOT_ONE; called before
 	 * the call's work. Every fast entry reaches it. */
 	MM_MALLOC_HOOK_FAST_HELD,
+	/* A thread entering on the fast path found state other than
+	 * MM_SLOT_ONE (a sharer, a fork being prepared) and is backing
+	 * out: between its two stores (held NULL, in 0), where a signal
+	 * handler's call must not pass as nested. */
+	MM_MALLOC_HOOK_FAST_BACKOUT,
 	/* A thread taking a slot on the slow path (mm_malloc_slot_take)
 	 * holds its busy word and found in set: it waits for the fast
 	 * holder to leave. Called at every turn of the wait. */

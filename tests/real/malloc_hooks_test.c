@@ -399,6 +399,7 @@ static const struct {
         {"fork_not_starved_by_retaker", fork_not_starved_by_retaker,
          "MM_MALLOC_MEMBARRIER=0"},
         {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
+        {"backout_call_waits_for_fork", backout_call_waits_for_fork, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

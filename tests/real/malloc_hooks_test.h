@@ -19,5 +19,6 @@ extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */
 int fork_not_starved_by_retaker(void);
 int bg_start_leaves_process_alive(void);
+int backout_call_waits_for_fork(void);
 
 #endif

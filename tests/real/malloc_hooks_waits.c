@@ -2,7 +2,8 @@
  * tests/real/malloc_hooks_waits.c: malloc-hooks-test's scenarios of the
  * waits of fork and of the background threads (malloc_hooks_test.h): a
  * fork beside a thread whose calls follow each other, and the
- * background threads' start beside their check that they are alone.
+ * background threads' start beside their check that they are alone,
+ * and a signal handler's call while its thread backs out of fork's way.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -94,6 +95,84 @@ int fork_not_starved_by_retaker(void)
 		        "again for %ld pairs of calls (at most 1: it must give "
 		        "way)",
 		        retaken);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A signal handler's call while its thread backs out of fork's way --- */
+
+static atomic_bool backout_seen, handler_over, handler_entered, backout_stop;
+/* volatile: the compiler takes malloc for a function that reads none of
+ * this program's variables, and dropped in_handler's store before it. */
+static _Thread_local volatile bool backing_out, in_handler;
+
+/* The backing-out thread, once: a signal handler's malloc and free. They
+ * must enter (a fast entry, or a back-out of their own; then the slow
+ * path, which waits for the fork), not pass as nested. */
+static void in_backout_window(enum mm_malloc_hook_point where)
+{
+	if (in_handler && (where == MM_MALLOC_HOOK_FAST_HELD ||
+	                   where == MM_MALLOC_HOOK_FAST_BACKOUT)) {
+		atomic_store(&handler_entered, true);
+	} else if (where == MM_MALLOC_HOOK_FAST_BACKOUT && backing_out &&
+	           !atomic_load(&backout_seen)) {
+		atomic_store(&backout_seen, true);
+		in_handler = true;
+		free(malloc(40));
+		in_handler = false;
+		atomic_store(&handler_over, true);
+	}
+}
+
+static void *backer(void *arg)
+{
+	free(malloc(16)); /* claims its slot */
+	backing_out = true;
+	while (!atomic_load(&backout_seen) && !atomic_load(&backout_stop))
+		free(malloc(16));
+	return arg;
+}
+
+/*
+ * A thread entering on the fast path while fork is being prepared backs
+ * out (in = 0, held = NULL) and waits on the slow path. A signal
+ * handler's call between those two stores passed as nested (held still
+ * set) while it held nothing, and ran inside mm/ while fork held the
+ * slot: a child could inherit the heap half-changed. The handler's call
+ * must enter and take the slot (waiting for the fork if it still holds
+ * it).
+ */
+int backout_call_waits_for_fork(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	mm_malloc_test_hook = in_backout_window;
+	pthread_t t;
+	if (pthread_create(&t, NULL, backer, NULL) != 0)
+		return 2;
+	for (int i = 0; i < 20000 && !atomic_load(&handler_over); i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		int st;
+		if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0)
+			return 2;
+	}
+	atomic_store(&backout_stop, true);
+	pthread_join(t, NULL);
+	if (!atomic_load(&handler_over)) {
+		fprintf(stderr, "no entry met a fork in 20000 forks");
+		return 2;
+	}
+	if (!atomic_load(&handler_entered)) {
+		fprintf(stderr,
+		        "a call in the back-out window passed as nested: it "
+		        "ran holding no slot, while fork held it");
 		return 1;
 	}
 	return 0;
