@@ -19,7 +19,7 @@
  *     accepted and ignored: nothing is kept) and returns 1 if it gave
  *     some back, else 0; other threads' per-thread caches go back at
  *     their next refill or exit, not here (mm_port_each_other_cpu
- *     cannot reach them); it is in slots.c, with the locks it takes;
+ *     cannot reach them); it is at the end of this file;
  *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
  *     system calls that may fail on its paths (a lock's futex wait, the
  *     madvise that gives pages back) restore it (port_prod.c); so do
@@ -451,4 +451,33 @@ API const char *mm_malloc_slot_mode(void)
 	if (mm_malloc_self.slot_id < 0)
 		mm_malloc_first_use(); /* the mode is decided at init */
 	return mm_malloc_fences ? "membarrier" : "exchange";
+}
+
+/*
+ * malloc_trim (malloc.c lists the conventions): flushes this thread's
+ * cache, runs a sweep cycle and gives every free page back
+ * (spanheap_release_all), as the background threads do, outside any API
+ * call: its pins take this thread's slot step by step, so it holds none
+ * while it waits. Under ctl_lock, as the background threads run, so that
+ * fork waits for it: a child forked in the middle inherited the cycle
+ * semaphore held, or a scavenge batch's pages out of the free set, with
+ * no thread to give them back. Returns 1 if pages were given back, else
+ * 0: also before the heap is set up (it holds nothing), inside a call (a
+ * signal handler that interrupted one: mm/ may be in the middle of
+ * something) or inside this thread's hold of ctl_lock (EDEADLK). pad is
+ * ignored: there is no top of heap to keep. Keeps errno.
+ */
+API int malloc_trim(size_t pad)
+{
+	(void)pad;
+	if (mm_malloc_self.held || !mm_malloc_heap_ready())
+		return 0;
+	int saved_errno = errno;
+	size_t npages = 0;
+	if (pthread_mutex_lock(&mm_malloc_ctl_lock) == 0) {
+		npages = spanheap_release_all(&mm_malloc_sh);
+		pthread_mutex_unlock(&mm_malloc_ctl_lock);
+	}
+	errno = saved_errno;
+	return npages != 0;
 }

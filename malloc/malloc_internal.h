@@ -1,8 +1,8 @@
 /*
  * malloc/malloc_internal.h: what the hosted malloc's files share: the one
- * heap, the thread slots that play CPUs (slots.c), what the fork handlers
- * (fork.c) need of the slots, and the hooks of the production port
- * (port_prod.c) that slots.c drives.
+ * heap, the thread slots that play CPUs (slots.c; their entry and leave
+ * in enter.h), what the fork handlers (fork.c) need of the slots, and
+ * the hooks of the production port (port_prod.c) that slots.c drives.
  *
  * A thread "holds" its slot from entry to exit of every malloc API call
  * (mm_malloc_enter / mm_malloc_leave), so whatever mm/ does inside the
@@ -29,127 +29,12 @@
 
 #define MM_MALLOC_HIDDEN __attribute__((visibility("hidden")))
 
-/* The heap every entry point uses; ready once mm_malloc_ready is true. */
+/* The heap every entry point uses; set up by the first call of any
+ * (slots.c, "bootstrap"). */
 extern struct mheap mm_malloc_heap MM_MALLOC_HIDDEN;
 extern struct spanheap mm_malloc_sh MM_MALLOC_HIDDEN;
 
-/* A slot's state word: owners * MM_SLOT_ONE, plus MM_SLOT_FORK while a
- * fork is being prepared. A fast entry needs it to be exactly one owner
- * and no flag. */
-enum { MM_SLOT_FORK = 1u, MM_SLOT_ONE = 2u };
-
-/* A thread slot: plays one CPU of the span heap. One cache line, which
- * the owner of a slot it has alone keeps to itself. */
-struct mm_malloc_slot {
-	/* 1 while the slot's exclusive owner is inside an API call on its
-	 * fast path. Written by that thread only; read by the others. */
-	_Alignas(64) atomic_uint in;
-	/* Owners and flags (MM_SLOT_*). Updated atomically. */
-	atomic_uint state;
-	/* 0, or the token of the thread that holds the slot on the slow
-	 * path (slots.c, invariant 5); taken by compare-and-swap from 0,
-	 * so those holders take turns. */
-	atomic_uint busy;
-};
-
-extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
-
-/* The slot of threads past their exit (slots.c, "exit"); never owned. */
-#define MM_MALLOC_LATE_SLOT (MM_MAX_CPUS - 1)
-
-/* Per thread: mm_malloc_self (pin.h). */
-
-/* First use by this thread: initialises the heap if needed, claims a
- * slot; returns its index. Called outside any API call (held NULL). */
-int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
-
-/* The slow path of mm_malloc_enter (held NULL): claims a slot on first
- * use, then takes busy and waits for the slot's exclusive owner to be out
- * (slots.c, "Algorithm"). Returns busy, now held. */
-_Atomic unsigned *mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
-
-/* mm_malloc_enter's fast half, for thread t whose fast slot is sl and
- * that is in no call: sl's in word, held; or NULL, holding nothing, if
- * the slot is shared or a fork is being prepared. */
-static inline __attribute__((always_inline)) _Atomic unsigned *
-mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
-{
-	/* held first: a signal handler's call in between passes as nested,
-	 * as it does once the slot is held. */
-	t->held = &sl->in;
-	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
-	atomic_signal_fence(memory_order_seq_cst);
-	if (__builtin_expect(
-	            atomic_load_explicit(&sl->state, memory_order_acquire) ==
-	                    MM_SLOT_ONE,
-	            1)) {
-		mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
-		return &sl->in;
-	}
-	/* Backing out is a leave: held first, so that a signal handler's
-	 * call in between takes the slot rather than passing as nested
-	 * without it (until this version it did, beside a sharer or fork). */
-	t->held = NULL;
-	mm_malloc_hook(MM_MALLOC_HOOK_FAST_BACKOUT);
-	atomic_store_explicit(&sl->in, 0, memory_order_release);
-	return NULL;
-}
-
-/*
- * Enters an API call: holds this thread's slot. Returns the word that
- * mm_malloc_leave must clear, or NULL for a nested call (the outer call
- * holds the slot and leaves it). The fast path is a store, a compiler
- * barrier and a load, in that order in the instruction stream:
- * membarrier() in another thread puts a full barrier between them if it
- * must (slots.c).
- *
- * The word travels to the leave in a register, and nesting is told by
- * held alone: until this version a hold count was incremented here and
- * decremented in the leave, and a malloc+free pair chained those through
- * memory with the slot's stores; without the count, a 64-byte pair went
- * from 8.1 to 2.8 ns in a model of the two paths (the same stores,
- * loads and checks around a trivial allocator).
- */
-static inline _Atomic unsigned *mm_malloc_enter(void)
-{
-	struct mm_malloc_thread *t = &mm_malloc_self;
-	if (__builtin_expect(t->held != NULL, 0))
-		return NULL;
-	struct mm_malloc_slot *sl = t->fast;
-	if (__builtin_expect(sl != NULL, 1)) {
-		_Atomic unsigned *in = mm_malloc_enter_fast(t, sl);
-		if (__builtin_expect(in != NULL, 1))
-			return in;
-	}
-	return mm_malloc_enter_slow();
-}
-
-/*
- * The fast path alone (malloc and free, malloc.c): holds this thread's
- * slot if it may take the fast path and is in no call, and returns the
- * slot's in word for mm_malloc_leave; else NULL, holding nothing, and the
- * caller goes the long way (mm_malloc_enter). Inline with no call, so
- * that the caller's fast path saves no register.
- */
-static inline __attribute__((always_inline)) _Atomic unsigned *
-mm_malloc_try_enter(struct mm_malloc_thread *t)
-{
-	struct mm_malloc_slot *sl = t->fast;
-	if (__builtin_expect(sl == NULL || t->held != NULL, 0))
-		return NULL;
-	return mm_malloc_enter_fast(t, sl);
-}
-
-/* Leaves it: the outermost call (word not NULL) gives the slot up. */
-static inline void mm_malloc_leave(_Atomic unsigned *word)
-{
-	if (word) {
-		/* held first: a signal handler's call in between takes the
-		 * slot again, rather than passing as nested without it. */
-		mm_malloc_self.held = NULL;
-		atomic_store_explicit(word, 0, memory_order_release);
-	}
-}
+#include "enter.h"
 
 /* Background threads: 0 not yet allowed (before our constructor, or
  * while the heap is smaller than MM_MALLOC_BG_MIN_BYTES), 1 allowed and
@@ -196,6 +81,9 @@ int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
  * unset); the constructor's, or mm_log's first line if that comes
  * before. */
 void mm_malloc_log_init(const char *val) MM_MALLOC_HIDDEN;
+
+/* True once the heap is set up (slots.c, "bootstrap"). */
+bool mm_malloc_heap_ready(void) MM_MALLOC_HIDDEN;
 
 /* ---- What fork.c needs of slots.c --------------------------------------- */
 

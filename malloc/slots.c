@@ -78,8 +78,8 @@
  *              see the state "running" and do not recurse. They are
  *              threads like any other: a pin outside an API call enters
  *              (port_prod.c), which claims a slot on first use.
- *   trim       malloc_trim releases as they do, from the caller's thread
- *              outside any API call, under ctl_lock (malloc_trim).
+ *   trim       malloc_trim (malloc.c) releases as they do, from the caller's
+ * thread outside any API call, under ctl_lock (malloc_trim).
  *
  * Why the fast path is safe (an asymmetric Dekker handshake). The fast
  * holder E does (1) in = 1, (2) load state, with only a compiler barrier
@@ -158,6 +158,11 @@ void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where);
 #endif
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
+
+bool mm_malloc_heap_ready(void)
+{
+	return atomic_load_explicit(&init_state, memory_order_acquire) == 2;
+}
 /* Set before init_state is 2 (also by fork_child, alone); then
  * read-only. */
 bool mm_malloc_fences;
@@ -473,34 +478,4 @@ void mm_malloc_bg_start(void)
 		errno = saved_errno;
 	}
 	pthread_mutex_unlock(&mm_malloc_ctl_lock);
-}
-
-/*
- * malloc_trim (malloc.c lists the conventions): flushes this thread's
- * cache, runs a sweep cycle and gives every free page back
- * (spanheap_release_all), as the background threads do, outside any API
- * call: its pins take this thread's slot step by step, so it holds none
- * while it waits. Under ctl_lock, as the background threads run, so that
- * fork waits for it: a child forked in the middle inherited the cycle
- * semaphore held, or a scavenge batch's pages out of the free set, with
- * no thread to give them back. Returns 1 if pages were given back, else
- * 0: also before the heap is set up (it holds nothing), inside a call (a
- * signal handler that interrupted one: mm/ may be in the middle of
- * something) or inside this thread's hold of ctl_lock (EDEADLK). pad is
- * ignored: there is no top of heap to keep. Keeps errno.
- */
-__attribute__((visibility("default"))) int malloc_trim(size_t pad)
-{
-	(void)pad;
-	if (mm_malloc_self.held ||
-	    atomic_load_explicit(&init_state, memory_order_acquire) != 2)
-		return 0;
-	int saved_errno = errno;
-	size_t npages = 0;
-	if (pthread_mutex_lock(&mm_malloc_ctl_lock) == 0) {
-		npages = spanheap_release_all(&mm_malloc_sh);
-		pthread_mutex_unlock(&mm_malloc_ctl_lock);
-	}
-	errno = saved_errno;
-	return npages != 0;
 }
