@@ -384,7 +384,11 @@ static void slot_exit(void *arg)
 	_Atomic unsigned *held = mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
 	mm_malloc_leave(held);
+	/* fast first, and kept first: a signal handler's call in between
+	 * must not take the fast path on this slot with the late slot's
+	 * index (slot_set's order, reversed). */
 	mm_malloc_self.fast = NULL;
+	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }
