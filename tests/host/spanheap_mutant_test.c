@@ -53,3 +53,136 @@ KTEST(spanheap_mutant, free_just_past_the_grown_arena)
 	SH_CHECK(&sh, "after the free");
 	sh_heap_release(&heap);
 }
+
+/* The state of the span holding p. */
+static unsigned span_state(const void *p)
+{
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	return mheap_span_is_span(s) ? atomic_load(&s->state) : 0xff;
+}
+
+/*
+ * An allocation aligned to a whole page that fits a size class comes from
+ * the class whose size is a multiple of the page (objects of a small
+ * span), not from a large span of its own: "aligned to align <= a page"
+ * takes the classes, with align == MM_PAGE_SIZE included. With the bound
+ * made strict (align < MM_PAGE_SIZE), each took a span of its own.
+ */
+KTEST(spanheap_mutant, page_aligned_small_sizes_take_a_class)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	static const size_t sizes[] = {100, 4096, 8192};
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		void *p =
+		        spanheap_alloc_aligned(&sh, sizes[i], MM_PAGE_SIZE, 0);
+		KASSERT(p);
+		KEXPECT_EQ((uintptr_t)p % MM_PAGE_SIZE, 0);
+		KEXPECT_EQ(span_state(p), MSPAN_SMALL);
+		KEXPECT_EQ(spanheap_usable_size(&sh, p) % MM_PAGE_SIZE, 0);
+		spanheap_free(&sh, p);
+	}
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
+
+/*
+ * An object of the largest class (SC_MAX_SIZE) realloc'ed to half its size
+ * or more stays where it is, as any small object does; the rule that a
+ * large one keeps its place only at the same page count does not apply
+ * to it. With "old < SC_MAX_SIZE" it moved.
+ */
+KTEST(spanheap_mutant, realloc_of_the_largest_class_stays)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *p = spanheap_alloc(&sh, SC_MAX_SIZE, 0);
+	KASSERT(p);
+	KASSERT(span_state(p) == MSPAN_SMALL);
+	memset(p, 3, SC_MAX_SIZE);
+	char *q = spanheap_realloc(&sh, p, SC_MAX_SIZE / 2 + 100, 0);
+	KASSERT(q);
+	KEXPECT(q == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), SC_MAX_SIZE);
+	KEXPECT_EQ(q[SC_MAX_SIZE / 2], 3);
+	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A large object shrunk to half its size or more stays where it is and
+ * gives its tail pages back (its usable size is the new page count, the
+ * tail's table entries no longer name it); shrunk within its last page it
+ * keeps every page. With the page-count test reversed the first kept all
+ * its pages and the second went through a resize.
+ */
+KTEST(spanheap_mutant, large_shrink_by_less_than_half_gives_the_tail_back)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *p = spanheap_alloc(&sh, 256 << 10, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(span_state(p) == MSPAN_LARGE);
+	KEXPECT(spanheap_realloc(&sh, p, (256 << 10) - 100, 0) == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 256 << 10);
+	KEXPECT(spanheap_realloc(&sh, p, 200 << 10, 0) == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 200 << 10);
+	KEXPECT(mheap_span_lookup(&heap, (uintptr_t)p + (200 << 10)) !=
+	        (void *)s);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
+
+/* The most bytes one large allocation can get from sh now (a page
+ * multiple), found by halving: an allocation of n succeeds if one of more
+ * does. Each probe is freed at once. */
+static size_t largest_allocation(void)
+{
+	size_t lo = 0, hi = heap.cfg.arena_bytes / MM_PAGE_SIZE;
+	while (lo < hi) {
+		size_t mid = (lo + hi + 1) / 2;
+		void *p = spanheap_alloc(&sh, mid * MM_PAGE_SIZE, 0);
+		if (p) {
+			spanheap_free(&sh, p);
+			lo = mid;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	return lo * MM_PAGE_SIZE;
+}
+
+/*
+ * A large object that must move to grow asks for an eighth more than the
+ * new size; when only the new size itself fits, it gets that. Here the
+ * object cannot grow in place (another one follows it) and the growth is
+ * to exactly the largest run free. With the second try's flags spoilt
+ * (flags | ~MM_ZERO, refused), the realloc failed.
+ */
+KTEST(spanheap_mutant, large_growth_without_room_for_an_eighth_more)
+{
+	KASSERT(sh_heap_tight(&heap, &sh, 8));
+	mm_port_set_cpu(0);
+	char *p = spanheap_alloc(&sh, 64 << 10, 0);
+	char *after = spanheap_alloc(&sh, 64 << 10, 0);
+	KASSERT(p && after);
+	memset(p, 9, 64 << 10);
+	mm_port_set_quiet(true);
+	size_t most = largest_allocation();
+	mm_port_set_quiet(false);
+	KASSERT(most > (1 << 20));
+	/* after stands in the way of a growth in place. */
+	KASSERT(after > p && after < p + most);
+	char *q = spanheap_realloc(&sh, p, most, 0);
+	KEXPECT(q != NULL);
+	if (q) {
+		KEXPECT_EQ(spanheap_usable_size(&sh, q), most);
+		KEXPECT_EQ(q[(64 << 10) - 1], 9);
+		spanheap_free(&sh, q);
+	} else {
+		spanheap_free(&sh, p);
+	}
+	spanheap_free(&sh, after);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
