@@ -186,3 +186,33 @@ KTEST(spanheap_mutant, large_growth_without_room_for_an_eighth_more)
 	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap);
 }
+
+/* sh's counters, read under the heap lock. */
+static struct spanheap_counters counters(void)
+{
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	return st.n;
+}
+
+/*
+ * A reclaim (the page heap refused a thread allocation) with nothing
+ * pending, no cycle running and no fold queue holding a span runs no
+ * cycle and says it freed nothing, so a heap truly out of memory fails
+ * fast. With queues_hold_spans' test reversed
+ * (a queue is empty), every reclaim ran a cycle and said true.
+ */
+KTEST(spanheap_mutant, reclaim_with_nothing_to_sweep_runs_no_cycle)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	void *big = spanheap_alloc(&sh, 256 << 10, 0);
+	KASSERT(p && big);
+	KEXPECT(!spanheap_reclaim(&sh));
+	KEXPECT_EQ(counters().cycles, 0);
+	KEXPECT_EQ(counters().reclaims, 0);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, big);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
