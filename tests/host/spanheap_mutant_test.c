@@ -216,3 +216,30 @@ KTEST(spanheap_mutant, reclaim_with_nothing_to_sweep_runs_no_cycle)
 	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap);
 }
+
+/*
+ * The checker refuses a span whose class is one past the last
+ * (SC_NCLASSES), naming it, without reading the class table past its
+ * end. With the bound made "cls > SC_NCLASSES" it read
+ * sizeclass_info[SC_NCLASSES] (ASan: a global buffer overflow).
+ */
+KTEST(spanheap_mutant, checker_refuses_a_class_past_the_last)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	SH_CHECK(&sh, "clean");
+	uint8_t cls = s->sizeclass;
+	__atomic_store_n(&s->sizeclass, SC_NCLASSES, __ATOMIC_RELAXED);
+	KEXPECT(sh_check_panics(&sh));
+	char want[48];
+	snprintf(want, sizeof(want), "of class %u does not match",
+	         (unsigned)SC_NCLASSES);
+	KEXPECT(strstr(mm_port_last_panic(), want));
+	__atomic_store_n(&s->sizeclass, cls, __ATOMIC_RELAXED);
+	SH_CHECK(&sh, "restored");
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
