@@ -243,3 +243,27 @@ KTEST(spanheap_mutant, checker_refuses_a_class_past_the_last)
 	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
 }
+
+/*
+ * A large object shrunk to SC_MAX_SIZE bytes, a size a class serves,
+ * moves into that class (a small span), as any size a class serves does;
+ * only sizes past SC_MAX_SIZE stay large and shrink in place. With
+ * "size >= SC_MAX_SIZE" it stayed a large span of 8 pages.
+ */
+KTEST(spanheap_mutant, large_shrunk_to_the_largest_class_moves_into_it)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *p = spanheap_alloc(&sh, 2 * SC_MAX_SIZE, 0);
+	KASSERT(p);
+	KASSERT(span_state(p) == MSPAN_LARGE);
+	memset(p, 5, 2 * SC_MAX_SIZE);
+	char *q = spanheap_realloc(&sh, p, SC_MAX_SIZE, 0);
+	KASSERT(q);
+	KEXPECT(q != p);
+	KEXPECT_EQ(span_state(q), MSPAN_SMALL);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), SC_MAX_SIZE);
+	KEXPECT_EQ(q[SC_MAX_SIZE - 1], 5);
+	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
