@@ -5,8 +5,8 @@
  * Each test here fails with one such mutant; the commit that added it
  * names the edit. spanheap_edge_test.c holds the first review's.
  *
- * Each test makes its own heap over a 1 GiB arena and gives it back at
- * the end.
+ * Each test makes its own heap (over a 1 GiB arena, or 8 chunks where it
+ * needs to use up the arena) and gives it back at the end.
  */
 #include <stdio.h>
 #include <string.h>
