@@ -67,7 +67,8 @@ MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
 MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
 	malloc_api_slots.c malloc_api_fresh.c malloc_api_env.c \
-	malloc_api_trim.c malloc_api_glibc.c)
+	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
+	malloc_api_diff_ops.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c
@@ -76,9 +77,9 @@ $(MALLOC_FORK_LIB): tests/real/fork_lib.c
 		-lpthread
 
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
-		$(MALLOC_FORK_LIB)
+		tests/real/malloc_api_diff.h $(MALLOC_FORK_LIB)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
+	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
 		$(MALLOC_API_SRCS) \
 		-L$(MALLOC_BUILD) -lmm_fork_lib -Wl,-rpath,'$$ORIGIN' \
 		-lpthread -ldl

@@ -267,6 +267,7 @@ int main(int argc, char **argv)
 	        {"libc_names", test_libc_names},
 	        {"mallinfo", test_mallinfo},
 	        {"malloc_stats_info", test_malloc_stats_info},
+	        {"diff", test_diff},
 	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {

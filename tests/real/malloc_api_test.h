@@ -20,6 +20,8 @@
  *                        need a fresh process (run_scenario)
  *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
  *   malloc_api_trim.c    malloc_trim
+ *   malloc_api_diff.c    the randomized differential test of the whole
+ *                        API (with malloc_api_diff_ops.c)
  */
 #ifndef MALLOC_API_TEST_H
 #define MALLOC_API_TEST_H
@@ -110,6 +112,7 @@ const char *test_malloc_trim(void);
 const char *test_libc_names(void);
 const char *test_mallinfo(void);
 const char *test_malloc_stats_info(void);
+const char *test_diff(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -124,5 +127,6 @@ int scenario_trim(void);
 int scenario_trim_first(void);
 int scenario_trim_threads(void);
 int scenario_trim_underscore_fork(void);
+int scenario_diff(void);
 
 #endif
