@@ -18,7 +18,11 @@
  * freed and mallinfo2 must show the objects gone.
  *
  * It runs in fresh processes (run_scenario), once as is, once with
- * MM_MALLOC_MEMBARRIER=0 and once with MM_MALLOC_BACKGROUND=0. The
+ * MM_MALLOC_MEMBARRIER=0, once with MM_MALLOC_BACKGROUND=0 and once under
+ * a memory limit (MALLOC_DIFF_DATA_MB=48: RLIMIT_DATA 48 MiB above what
+ * the process has at the start), where any allocation may fail with
+ * ENOMEM, a failed realloc must leave its object intact, some must fail,
+ * and nothing may leak. The
  * operations run in ROUNDS rounds, each of new threads that take over
  * the objects (and queues) the last round's threads left.
  * MALLOC_DIFF_OPS (operations a thread, default DEFAULT_OPS: a few
@@ -35,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "malloc_api_diff.h"
@@ -45,6 +51,7 @@ extern void __libc_free(void *p);
 
 struct diff_thread diff_threads[MAX_THREADS];
 unsigned diff_nthreads;
+bool diff_data_limited;
 static atomic_bool stop;
 
 /* Every live object's bytes [lo, hi), of all threads and queues. */
@@ -323,8 +330,31 @@ static void start_round(unsigned long seed, unsigned long nops, int round)
 			t->rng = (seed + 1) * 0x9e3779b97f4a7c15ull ^ (i + 1);
 			pthread_mutex_init(&t->qlock, NULL);
 		}
-		pthread_create(&t->th, NULL, worker, t);
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setstack(&attr, t->stack, STACK_BYTES);
+		int err = pthread_create(&t->th, &attr, worker, t);
+		pthread_attr_destroy(&attr);
+		if (err) { /* the others would wait for it for ever */
+			fprintf(stderr, "diff: pthread_create: %s\n",
+			        strerror(err));
+			exit(1);
+		}
 	}
+}
+
+/* Each thread's stack, mapped before the memory limit (glibc maps a
+ * thread's stack at its creation, which the limit would refuse). */
+static bool map_stacks(void)
+{
+	for (unsigned i = 0; i < diff_nthreads; i++) {
+		void *st = mmap(NULL, STACK_BYTES, PROT_READ | PROT_WRITE,
+		                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (st == MAP_FAILED)
+			return false;
+		diff_threads[i].stack = st;
+	}
+	return true;
 }
 
 /* Runs the rounds; 0, or 1 with what went wrong on stderr. */
@@ -350,6 +380,34 @@ static int run_threads(unsigned long seed, unsigned long nops)
 	return failed;
 }
 
+/* This process's data size (VmData), in bytes; 0 if unknown. */
+static size_t data_size(void)
+{
+	char line[128];
+	size_t kb = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmData:", 7) == 0)
+			kb = strtoul(line + 7, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb << 10;
+}
+
+/* MALLOC_DIFF_DATA_MB=n: RLIMIT_DATA n MiB above what the process has
+ * now (the threads' stacks count too), so that the heap's growth fails
+ * and allocations of every kind meet ENOMEM. 0 or -1 (setrlimit). */
+static int limit_data(void)
+{
+	unsigned long mb = env_num("MALLOC_DIFF_DATA_MB", 0);
+	if (!mb)
+		return 0;
+	size_t now = data_size(), lim = now + (mb << 20);
+	struct rlimit rl = {lim, lim};
+	diff_data_limited = true;
+	return now && setrlimit(RLIMIT_DATA, &rl) == 0 ? 0 : -1;
+}
+
 /* The scenario: the run, then mallinfo2 against what it said before. */
 int scenario_diff(void)
 {
@@ -363,9 +421,22 @@ int scenario_diff(void)
 	}
 	diff_sizes_init();
 	free(malloc(1));
+	if (!map_stacks() || limit_data() != 0) {
+		fprintf(stderr, "diff: no stacks or no RLIMIT_DATA: %s\n",
+		        strerror(errno));
+		return 1;
+	}
 	struct mallinfo2 before = mallinfo2();
 	if (run_threads(seed, nops))
 		return 1;
+	long ooms = 0;
+	for (unsigned i = 0; i < diff_nthreads; i++)
+		ooms += diff_threads[i].ooms;
+	if (diff_data_limited && ooms == 0) {
+		fprintf(stderr, "diff: under the memory limit no allocation "
+		                "failed: the limit was too high to test\n");
+		return 1;
+	}
 	struct mallinfo2 after = mallinfo2();
 	if (after.uordblks > before.uordblks + INFO_SLACK) {
 		fprintf(stderr,
@@ -385,6 +456,7 @@ const char *test_diff(void)
 	        {NULL, NULL},
 	        {"MM_MALLOC_MEMBARRIER", "0"},
 	        {"MM_MALLOC_BACKGROUND", "0"},
+	        {"MALLOC_DIFF_DATA_MB", "48"},
 	};
 	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
 		int st = run_scenario("diff", runs[i].env, runs[i].val, 0);

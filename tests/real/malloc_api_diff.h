@@ -24,8 +24,9 @@
 #define CHECK_EVERY 64  /* a thread checks all it holds this often */
 #define DEFAULT_OPS 6000
 /* errno before each call: a call that succeeds, and free, keep it. */
-#define ERRNO_MARK 12345
-#define PAGE       4096ul
+#define ERRNO_MARK  12345
+#define PAGE        4096ul
+#define STACK_BYTES (1ul << 20)
 /* Bytes of objects in use mallinfo2 may show after all was freed, more
  * than before the run: what the C library allocates meanwhile. */
 #define INFO_SLACK (16ul << 10)
@@ -44,7 +45,9 @@ struct diff_thread {
 	pthread_t th;
 	uint64_t rng;
 	long op, nops;
+	long ooms;     /* allocations that failed for want of memory */
 	char why[512]; /* what went wrong */
+	void *stack;   /* STACK_BYTES, each round's thread's */
 	/* Only this thread's: */
 	struct diff_obj live[MAXLIVE];
 	int nlive;
@@ -56,6 +59,8 @@ struct diff_thread {
 
 extern struct diff_thread diff_threads[MAX_THREADS];
 extern unsigned diff_nthreads;
+/* Set for a run under RLIMIT_DATA: any allocation may fail (ENOMEM). */
+extern bool diff_data_limited;
 
 /* Returns from the caller with t->why set if cond is false. */
 #define DCHECK(t, cond, ...)                                               \

@@ -12,7 +12,9 @@
  *     or not a multiple of sizeof(void *) (EINVAL), returns the error
  *     and leaves errno and its output as they were;
  *   - realloc(p, 0) frees p and returns NULL; calloc(n, 0) succeeds;
- *   - a call that succeeds, and free, leave errno as it was.
+ *   - a call that succeeds, and free, leave errno as it was;
+ *   - under a memory limit (diff_data_limited) any allocation may fail
+ *     with ENOMEM, and a realloc that does leaves the object intact.
  * Sizes come from the size classes (mm/sizeclasses.h) and pages, each
  * with one byte either side, and small, medium and large random sizes.
  */
@@ -101,10 +103,22 @@ static size_t small_size(struct diff_thread *t)
 	return s <= SC_MAX_SIZE ? s : s % 512;
 }
 
+/* Whether a call that could succeed failed for want of memory, which
+ * only the run under a memory limit allows (counted). */
+static bool out_of_memory(struct diff_thread *t, bool failed, int err)
+{
+	if (!failed || !diff_data_limited || err != ENOMEM)
+		return false;
+	t->ooms++;
+	return true;
+}
+
 /* A new object p of a call that must have succeeded: checked and held. */
 static const char *got(struct diff_thread *t, const char *call, void *p,
                        size_t size, size_t align, bool zeroed)
 {
+	if (out_of_memory(t, !p, errno))
+		return NULL;
 	DCHECK(t, p != NULL, "%s returned NULL, errno %d", call, errno);
 	DCHECK(t, errno == ERRNO_MARK, "%s succeeded but set errno to %d", call,
 	       errno);
@@ -191,6 +205,10 @@ static const char *resize(struct diff_thread *t, bool array, size_t n, size_t s)
 		       "%s: returned %p, errno %d; wanted NULL, errno kept",
 		       call, (void *)p, errno);
 		return NULL;
+	}
+	if (o.p && out_of_memory(t, !p, errno)) { /* intact, still ours */
+		const char *e = diff_keep(t, &o);
+		return e ? e : diff_hold(t, &o);
 	}
 	if (p && o.p) { /* the old prefix, in the new place */
 		struct diff_obj moved = o;
@@ -300,13 +318,15 @@ static size_t size_for(struct diff_thread *t, size_t align)
 /* memalign, aligned_alloc, valloc or pvalloc. */
 static const char *op_memalign(struct diff_thread *t)
 {
-	static const char *const names[] = {"memalign", "aligned_alloc",
-	                                    "valloc", "pvalloc"};
-	unsigned which = (unsigned)(diff_rand(t) % 4);
-	size_t align = which < 2 ? PICK(t, aligns) : PAGE, eff = 16;
+	static const char *const names[] = {
+	        "memalign",      "aligned_alloc",   "valloc",
+	        "pvalloc",       "__libc_memalign", "aligned_alloc",
+	        "__libc_valloc", "__libc_pvalloc"};
+	unsigned which = (unsigned)(diff_rand(t) % 8); /* + 4: glibc's name */
+	size_t align = which % 4 < 2 ? PICK(t, aligns) : PAGE, eff = 16;
 	size_t size = size_for(t, align), want = size;
 	int err = memalign_wants(align, size, &eff);
-	if (which == 3 && !err) { /* pvalloc: whole pages */
+	if (which % 4 == 3 && !err) { /* pvalloc: whole pages */
 		if (size > SIZE_MAX - (PAGE - 1))
 			err = ENOMEM;
 		else
@@ -316,13 +336,31 @@ static const char *op_memalign(struct diff_thread *t)
 	snprintf(call, sizeof(call), "%s(%#zx, %#zx)", names[which], align,
 	         size);
 	errno = ERRNO_MARK;
-	void *p = which == 0   ? (diff_rand(t) % 2 ? memalign(align, size)
-	                                           : __libc_memalign(align, size))
-	          : which == 1 ? aligned_alloc(align, size)
-	          : which == 2 ? (diff_rand(t) % 2 ? valloc(size)
-	                                           : __libc_valloc(size))
-	                       : (diff_rand(t) % 2 ? pvalloc(size)
-	                                           : __libc_pvalloc(size));
+	void *p = NULL;
+	switch (which) {
+	case 0:
+		p = memalign(align, size);
+		break;
+	case 1:
+	case 5:
+		p = aligned_alloc(align, size);
+		break;
+	case 2:
+		p = valloc(size);
+		break;
+	case 3:
+		p = pvalloc(size);
+		break;
+	case 4:
+		p = __libc_memalign(align, size);
+		break;
+	case 6:
+		p = __libc_valloc(size);
+		break;
+	case 7:
+		p = __libc_pvalloc(size);
+		break;
+	}
 	return err ? failed(t, call, p, err)
 	           : got(t, call, p, want, eff, false);
 }
@@ -338,6 +376,8 @@ static const char *op_posix_memalign(struct diff_thread *t)
 	void *p = (void *)&err; /* must stay so on failure */
 	errno = ERRNO_MARK;
 	int r = posix_memalign(&p, align, size);
+	if (!err && out_of_memory(t, r != 0, r))
+		err = ENOMEM;
 	DCHECK(t, r == err, "%s returned %d, not %d", call, r, err);
 	DCHECK(t, errno == ERRNO_MARK, "%s set errno to %d", call, errno);
 	if (err) {
@@ -364,6 +404,10 @@ static const char *op_burst(struct diff_thread *t)
 		struct diff_obj *o = &v[i < n ? 0 : i - n];
 		*o = (struct diff_obj){.size = s, .align = 16};
 		o->p = zero ? calloc(1, s) : malloc(s);
+		if (out_of_memory(t, !o->p, errno)) {
+			n = i < n ? 0 : i - n; /* those held */
+			break;
+		}
 		DCHECK(t, o->p && errno == ERRNO_MARK, "%s: %p, errno %d", call,
 		       (void *)o->p, errno);
 		const char *e = diff_adopt(t, o, zero);
