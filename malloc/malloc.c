@@ -14,12 +14,12 @@
  *     of two up to the next; alignments up to 16 are malloc's;
  *   - malloc_usable_size(NULL) is 0;
  *   - mallinfo2, mallinfo, malloc_stats and malloc_info report this
- *     heap (below); mallopt is glibc's, and changes nothing here;
+ *     heap (malloc_info.c); mallopt is glibc's, and changes nothing here;
  *   - malloc_trim(pad) gives back every free page of the heap (pad is
  *     accepted and ignored: nothing is kept) and returns 1 if it gave
  *     some back, else 0; other threads' per-thread caches go back at
  *     their next refill or exit, not here (mm_port_each_other_cpu
- *     cannot reach them); it is at the end of this file;
+ *     cannot reach them); it is in malloc_info.c, with the reports;
  *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
  *     system calls that may fail on its paths (a lock's futex wait, the
  *     madvise that gives pages back) restore it (port_prod.c); so do
@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
@@ -134,19 +135,45 @@ API void free(void *p)
 	free_slow(p);
 }
 
+/* From this size calloc zeroes by giving the object's whole pages back
+ * (madvise(MADV_DONTNEED): they read zero, and take memory only when
+ * touched) instead of letting the heap write the ones it still backs, as
+ * glibc's calloc of a chunk it maps does (its mmap threshold is at most
+ * 32 MiB); below it, writing costs less than the faults would. */
+#define CALLOC_LAZY_MIN ((size_t)32 << 20)
+
+/* Zeroes the large object p of n bytes (page-aligned: a span of its own)
+ * by giving its whole pages back, and writes the rest; writes it all if
+ * madvise refuses (pages the program locked). Outside any call: the
+ * object is the caller's. Keeps errno. */
+static void zero_by_giving_back(void *p, size_t n)
+{
+	size_t whole = n & ~(size_t)(MM_PAGE_SIZE - 1);
+	int saved_errno = errno;
+	if (madvise(p, whole, MADV_DONTNEED) != 0) {
+		errno = saved_errno;
+		memset(p, 0, n);
+		return;
+	}
+	memset((char *)p + whole, 0, n - whole);
+}
+
 /* calloc of total bytes (not overflowed) the long way. */
 static __attribute__((noinline)) void *calloc_slow(size_t total)
 {
 	/* Small objects take the general path, then the memset MM_ZERO
 	 * would have done (which takes the long path). */
-	bool small = total <= SC_MAX_SIZE;
+	bool small = total <= SC_MAX_SIZE, lazy = total >= CALLOC_LAZY_MIN;
 	_Atomic unsigned *held = mm_malloc_enter();
-	void *p = spanheap_alloc(&mm_malloc_sh, total, small ? 0 : MM_ZERO);
+	void *p = spanheap_alloc(&mm_malloc_sh, total,
+	                         small || lazy ? 0 : MM_ZERO);
 	mm_malloc_leave(held);
 	if (!p)
 		return fail(ENOMEM);
 	if (small)
 		memset(p, 0, total);
+	else if (lazy)
+		zero_by_giving_back(p, total);
 	mm_malloc_maybe_start_bg();
 	return p;
 }
@@ -328,156 +355,4 @@ API void *__libc_valloc(size_t size)
 API void *__libc_pvalloc(size_t size)
 {
 	return pvalloc(size);
-}
-
-/*
- * glibc's statistics (mallinfo2, mallinfo, malloc_stats, malloc_info)
- * over this heap: until this version they were glibc's, whose heap this
- * library never uses, and said nothing was in use. arena is what the
- * heap holds backed (pages in spans and free pages not given back),
- * uordblks the bytes of objects in use (small and large), fordblks the
- * rest of arena; ordblks counts free objects in spans, smblks those
- * waiting in the per-CPU caches. No mmapped chunks (hblks, hblkhd) and
- * no top to keep (keepcost): 0. Counted without stopping the heap (exact
- * when nothing allocates meanwhile); a walk of every span, so not for a
- * hot path. Not async-signal-safe, as glibc's are not.
- */
-struct info {
-	size_t arena, in_use, max, free_objects, cached_objects;
-};
-
-static void info_read(struct info *in)
-{
-	struct spanheap_stats st; /* about 3.5 KiB of stack */
-	/* Inside a call, as the allocations are: a fork meanwhile waits for
-	 * it, so that no child inherits the heap's lock held by this
-	 * thread's walk. */
-	_Atomic unsigned *held = mm_malloc_enter();
-	spanheap_stats(&mm_malloc_sh, &st);
-	mm_malloc_leave(held);
-	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages) *
-	            MM_PAGE_SIZE;
-	in->in_use = st.bytes_in_use < in->arena ? st.bytes_in_use : in->arena;
-	in->max = st.heap.grown_pages * MM_PAGE_SIZE;
-	in->free_objects = 0;
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		in->free_objects += st.cls[cls].objects_free;
-	in->cached_objects = st.mag_objects;
-}
-
-API struct mallinfo2 mallinfo2(void)
-{
-	struct info in;
-	info_read(&in);
-	return (struct mallinfo2){
-	        .arena = in.arena,
-	        .ordblks = in.free_objects,
-	        .smblks = in.cached_objects,
-	        .uordblks = in.in_use,
-	        .fordblks = in.arena - in.in_use,
-	};
-}
-
-/* glibc's old form: its int fields wrap past 2 GiB, as glibc's do. */
-API struct mallinfo mallinfo(void)
-{
-	struct mallinfo2 m = mallinfo2();
-	return (struct mallinfo){
-	        .arena = (int)m.arena,
-	        .ordblks = (int)m.ordblks,
-	        .smblks = (int)m.smblks,
-	        .uordblks = (int)m.uordblks,
-	        .fordblks = (int)m.fordblks,
-	};
-}
-
-/* glibc's lines on stderr, for the one arena there is. */
-API void malloc_stats(void)
-{
-	struct info in;
-	info_read(&in);
-	int saved_errno = errno;
-	fprintf(stderr,
-	        "Arena 0:\nsystem bytes     = %10zu\nin use bytes     = %10zu\n"
-	        "Total (incl. mmap):\nsystem bytes     = %10zu\n"
-	        "in use bytes     = %10zu\nmax mmap regions = %10u\n"
-	        "max mmap bytes   = %10u\n",
-	        in.arena, in.in_use, in.arena, in.in_use, 0u, 0u);
-	errno = saved_errno;
-}
-
-/* glibc's XML (version 1): one heap, its totals, the process's totals.
- * Returns 0, or -1 with errno EINVAL for options other than 0. */
-API int malloc_info(int options, FILE *fp)
-{
-	if (options != 0) {
-		errno = EINVAL;
-		return -1;
-	}
-	struct info in;
-	info_read(&in);
-	char totals[512];
-	snprintf(totals, sizeof(totals),
-	         "<total type=\"fast\" count=\"%zu\" size=\"0\"/>\n"
-	         "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
-	         "<system type=\"current\" size=\"%zu\"/>\n"
-	         "<system type=\"max\" size=\"%zu\"/>\n"
-	         "<aspace type=\"total\" size=\"%zu\"/>\n"
-	         "<aspace type=\"mprotect\" size=\"%zu\"/>\n",
-	         in.cached_objects, in.free_objects, in.arena - in.in_use,
-	         in.arena, in.max, in.arena, in.arena);
-	fprintf(fp,
-	        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
-	        "%s</heap>\n%s<total type=\"mmap\" count=\"0\" size=\"0\"/>\n"
-	        "</malloc>\n",
-	        totals, totals);
-	return 0;
-}
-
-/* Threads holding a slot (owners summed); for the tests. */
-API unsigned mm_malloc_threads(void)
-{
-	unsigned n = 0;
-	for (unsigned i = 0; i < MM_MAX_CPUS; i++)
-		n += atomic_load(&mm_malloc_slots[i].state) / MM_SLOT_ONE;
-	return n;
-}
-
-/* How exclusive owners hold their slot: "membarrier" (a plain store) or
- * "exchange" (membarrier(2) unavailable, or MM_MALLOC_MEMBARRIER=0);
- * decided once, at the heap's initialisation. */
-API const char *mm_malloc_slot_mode(void)
-{
-	if (mm_malloc_self.slot_id < 0)
-		mm_malloc_first_use(); /* the mode is decided at init */
-	return mm_malloc_fences ? "membarrier" : "exchange";
-}
-
-/*
- * malloc_trim (malloc.c lists the conventions): flushes this thread's
- * cache, runs a sweep cycle and gives every free page back
- * (spanheap_release_all), as the background threads do, outside any API
- * call: its pins take this thread's slot step by step, so it holds none
- * while it waits. Under ctl_lock, as the background threads run, so that
- * fork waits for it: a child forked in the middle inherited the cycle
- * semaphore held, or a scavenge batch's pages out of the free set, with
- * no thread to give them back. Returns 1 if pages were given back, else
- * 0: also before the heap is set up (it holds nothing), inside a call (a
- * signal handler that interrupted one: mm/ may be in the middle of
- * something) or inside this thread's hold of ctl_lock (EDEADLK). pad is
- * ignored: there is no top of heap to keep. Keeps errno.
- */
-API int malloc_trim(size_t pad)
-{
-	(void)pad;
-	if (mm_malloc_self.held || !mm_malloc_heap_ready())
-		return 0;
-	int saved_errno = errno;
-	size_t npages = 0;
-	if (pthread_mutex_lock(&mm_malloc_ctl_lock) == 0) {
-		npages = spanheap_release_all(&mm_malloc_sh);
-		pthread_mutex_unlock(&mm_malloc_ctl_lock);
-	}
-	errno = saved_errno;
-	return npages != 0;
 }

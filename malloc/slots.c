@@ -78,8 +78,8 @@
  *              see the state "running" and do not recurse. They are
  *              threads like any other: a pin outside an API call enters
  *              (port_prod.c), which claims a slot on first use.
- *   trim       malloc_trim (malloc.c) releases as they do, from the caller's
- * thread outside any API call, under ctl_lock (malloc_trim).
+ *   trim       malloc_trim (malloc_info.c) releases as they do, from the
+ * caller's thread outside any API call, under ctl_lock (malloc_trim).
  *
  * Why the fast path is safe (an asymmetric Dekker handshake). The fast
  * holder E does (1) in = 1, (2) load state, with only a compiler barrier

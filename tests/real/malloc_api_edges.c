@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,6 +176,59 @@ const char *test_small_heap_no_threads(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "a heap of about 1 MiB: status %#x (3: background threads "
 	      "started)",
+	      st);
+	return NULL;
+}
+
+/* calloc of 64 MiB that reuses a freed object's pages, written and not
+ * yet given back (no background threads: MM_MALLOC_BACKGROUND=0), reads
+ * zero and leaves them out of memory, as glibc's calloc of a chunk it
+ * maps does: the heap zeroed such pages by writing them, and a calloc of
+ * a huge array the program then used sparsely kept all of it resident.
+ * Exits 10 if the calloc got other pages (nothing to tell). */
+int scenario_calloc_reused(void)
+{
+	const size_t n = (size_t)64 << 20, np = n / 4096;
+	unsigned char *p = malloc(n), *v = malloc(np);
+	if (!p || !v)
+		return 2;
+	memset(p, 0xab, n);
+	free(p);
+	unsigned char *c = calloc(1, n);
+	if (!c)
+		return 3;
+	if (c != p)
+		return 10;
+	size_t resident = 0, nonzero = 0;
+	if (mincore(c, n, v) != 0)
+		return 4;
+	for (size_t i = 0; i < np; i++)
+		resident += v[i] & 1;
+	for (size_t i = 0; i < n; i += 512)
+		nonzero += c[i] != 0 || c[i + 511] != 0;
+	free(c);
+	free(v);
+	if (nonzero)
+		return 5;
+	if (resident >= np / 8) {
+		fprintf(stderr, "%zu of %zu pages resident after calloc\n",
+		        resident, np);
+		return 6;
+	}
+	return 0;
+}
+
+const char *test_calloc_large_reused(void)
+{
+	int st = run_scenario("calloc-reused", "MM_MALLOC_BACKGROUND", "0", 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 10) {
+		printf("# calloc_large_reused: the calloc took other pages, "
+		       "nothing to tell\n");
+		return NULL;
+	}
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "calloc of 64 MiB over a freed, written object: status %#x "
+	      "(5: not zero; 6: its pages written, resident)",
 	      st);
 	return NULL;
 }

@@ -266,6 +266,7 @@ static const struct {
 	int (*fn)(void);
 } scenarios[] = {
         {"calloc-untouched", scenario_calloc_untouched},
+        {"calloc-reused", scenario_calloc_reused},
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
         {"signal-fork", signal_fork},

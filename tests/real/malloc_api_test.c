@@ -259,6 +259,7 @@ int main(int argc, char **argv)
 	        {"memalign_top_alignment", test_memalign_top_alignment},
 	        {"realloc_zero", test_realloc_zero},
 	        {"calloc_large_dirty", test_calloc_large_dirty},
+	        {"calloc_large_reused", test_calloc_large_reused},
 	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
 	        {"small_heap_no_threads", test_small_heap_no_threads},
 	        {"calloc_locked", test_calloc_locked},
