@@ -145,7 +145,10 @@ API void free(void *p)
 /* Zeroes the large object p of n bytes (page-aligned: a span of its own)
  * by giving its whole pages back, and writes the rest; writes it all if
  * madvise refuses (pages the program locked). Outside any call: the
- * object is the caller's. Keeps errno. */
+ * object is the caller's. Keeps errno. The page heap still counts the
+ * pages as backed (mallinfo2's arena, the scavenger's goal) until the
+ * object is freed and they are scavenged again: an overstatement, never
+ * a page taken for zero that is not. */
 static void zero_by_giving_back(void *p, size_t n)
 {
 	size_t whole = n & ~(size_t)(MM_PAGE_SIZE - 1);
