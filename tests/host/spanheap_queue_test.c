@@ -9,17 +9,20 @@
  * CPU's refill leaves its rest); a sweep cycle folds the backlog and the
  * queue whole; and a rest left in the backlog after a cycle overtook its
  * refill is still given back, by a refused allocation's reclaim and by the
- * sweeper's periodic cycle.
+ * sweeper's periodic cycle. Last, pushes from several threads at once
+ * onto one queue (spanheap_fold_queue_push, lock-free) lose none.
  *
  * Each test fills S spans of the 64-byte class on CPU 0 and hands them
  * back full; CPU 1 then frees one object of some of them and flushes, so
  * that every free is a pending bit and every span it touched is queued.
  */
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap_testing.h"
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -386,4 +389,56 @@ KTEST(spanheap_queue, a_backlog_left_after_a_cycle_is_swept)
 	KEXPECT_EQ(atomic_load(&c->nspans), 1); /* the cached one */
 	spanheap_free(&sh, p);
 	finish();
+}
+
+/* ---- Pushes from every CPU at once -------------------------------------- */
+
+enum { PT = 4, PN = 4000 };
+
+static struct mcentral push_c;
+static struct mspan *push_spans; /* PT * PN; thread t pushes [t * PN, +PN) */
+static _Atomic unsigned push_ready;
+
+static void *push_worker(void *arg)
+{
+	size_t t = (size_t)arg;
+	/* All start together, so that their compare-and-swaps collide. */
+	atomic_fetch_add(&push_ready, 1);
+	while (atomic_load(&push_ready) < PT)
+		;
+	for (size_t i = 0; i < PN; i++)
+		spanheap_fold_queue_push(&push_c, &push_spans[t * PN + i]);
+	return NULL;
+}
+
+/* PT threads push PN spans each onto one fold queue at once: the queue
+ * then holds every span exactly once (a push whose compare-and-swap lost
+ * a race must retry, not give up or link a span twice). */
+KTEST(spanheap_queue, pushes_from_every_cpu_at_once_lose_none)
+{
+	push_spans = calloc((size_t)PT * PN, sizeof(*push_spans));
+	unsigned char *seen = calloc((size_t)PT * PN, 1);
+	KASSERT(push_spans && seen);
+	atomic_store(&push_c.fold_queue, NULL);
+	atomic_store(&push_ready, 0);
+	pthread_t th[PT];
+	for (size_t t = 0; t < PT; t++)
+		KASSERT(pthread_create(&th[t], NULL, push_worker, (void *)t) ==
+		        0);
+	for (size_t t = 0; t < PT; t++)
+		pthread_join(th[t], NULL);
+	size_t n = 0, twice = 0, foreign = 0;
+	for (struct mspan *s = atomic_load(&push_c.fold_queue);
+	     s && n <= (size_t)PT * PN; s = atomic_load(&s->qnext), n++) {
+		size_t i = (size_t)(s - push_spans);
+		if (i >= (size_t)PT * PN)
+			foreign++;
+		else if (seen[i]++)
+			twice++;
+	}
+	KEXPECT_EQ(n, (size_t)PT * PN);
+	KEXPECT_EQ(twice, 0);
+	KEXPECT_EQ(foreign, 0);
+	free(seen);
+	free(push_spans);
 }
