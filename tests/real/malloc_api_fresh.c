@@ -65,11 +65,11 @@ int background_threads_raw(void)
 /* Grows the heap past the threads' threshold and waits for them (up to
  * 10 s: they start at once, but a loaded machine may stall a process);
  * returns which were found: 1 the sweeper, 2 the scavenger. */
-static int background_threads_up(void)
+/* Waits up to 10 s (a loaded machine may stall a process) for the
+ * background threads; returns which were found (3: both). Allocates
+ * nothing, which would start them. */
+int background_threads_wait(void)
 {
-	grow_heap();
-	for (int i = 0; i < 1000; i++)
-		free(malloc(100));
 	int found = 0;
 	for (int tries = 0; tries < 500 && found != 3; tries++) {
 		found = background_threads_raw();
@@ -77,6 +77,14 @@ static int background_threads_up(void)
 			usleep(20000);
 	}
 	return found;
+}
+
+static int background_threads_up(void)
+{
+	grow_heap();
+	for (int i = 0; i < 1000; i++)
+		free(malloc(100));
+	return background_threads_wait();
 }
 
 /*
@@ -93,13 +101,7 @@ static int scenario_realloc_background(void)
 		p = realloc(p, n);
 	if (!p)
 		return 2;
-	int found = 0;
-	for (int tries = 0; tries < 500 && found != 3; tries++) {
-		found = background_threads_raw();
-		if (found != 3)
-			usleep(20000);
-	}
-	return found == 3 ? 0 : 3;
+	return background_threads_wait() == 3 ? 0 : 3;
 }
 
 const char *test_realloc_background(void)

@@ -68,6 +68,8 @@ void *child_thread(void *arg);
 /* Lent by malloc_api_fresh.c: which background threads this process has
  * (1 the sweeper, 2 the scavenger), found by system calls alone. */
 int background_threads_raw(void);
+/* Waits up to 10 s for them; returns which were found (3: both). */
+int background_threads_wait(void);
 
 /* The tests, in the runner's order. Each returns NULL or what went
  * wrong. */

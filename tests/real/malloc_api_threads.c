@@ -130,20 +130,6 @@ const char *test_threads_share(void)
 
 /* ---- fork --------------------------------------------------------------- */
 
-/* Waits up to 10 s (a loaded machine may stall a process) for the
- * background threads; returns which were found (3: both). Allocates
- * nothing, which would start them. */
-static int background_threads_wait(void)
-{
-	int found = 0;
-	for (int tries = 0; tries < 500 && found != 3; tries++) {
-		found = background_threads_raw();
-		if (found != 3)
-			usleep(20000);
-	}
-	return found;
-}
-
 /*
  * fork stops the background threads (its prepare joins them) and the
  * parent's and child's next allocation starts them again. A process whose
