@@ -44,7 +44,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
@@ -143,21 +142,16 @@ API void free(void *p)
 #define CALLOC_LAZY_MIN ((size_t)32 << 20)
 
 /* Zeroes the large object p of n bytes (page-aligned: a span of its own)
- * by giving its whole pages back, and writes the rest; writes it all if
- * madvise refuses (pages the program locked). Outside any call: the
- * object is the caller's. Keeps errno. The page heap still counts the
- * pages as backed (mallinfo2's arena, the scavenger's goal) until the
- * object is freed and they are scavenged again: an overstatement, never
- * a page taken for zero that is not. */
+ * by giving its whole pages back (a page the program locked is written
+ * instead), and writes the rest. Outside any call: the object is the
+ * caller's. Keeps errno. The page heap still counts the pages as backed
+ * (mallinfo2's arena, the scavenger's goal) until the object is freed and
+ * they are scavenged again: an overstatement, never a page taken for zero
+ * that is not. */
 static void zero_by_giving_back(void *p, size_t n)
 {
 	size_t whole = n & ~(size_t)(MM_PAGE_SIZE - 1);
-	int saved_errno = errno;
-	if (madvise(p, whole, MADV_DONTNEED) != 0) {
-		errno = saved_errno;
-		memset(p, 0, n);
-		return;
-	}
+	mm_malloc_give_back(p, whole);
 	memset((char *)p + whole, 0, n - whole);
 }
 

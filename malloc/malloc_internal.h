@@ -82,6 +82,12 @@ int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
  * before. */
 void mm_malloc_log_init(const char *val) MM_MALLOC_HIDDEN;
 
+/* Gives the pages [addr, addr + nbytes) (page-aligned, the caller's)
+ * back to the system, so that they read zero and take no memory until
+ * touched; a page madvise refuses (locked) is zeroed instead. Keeps
+ * errno (port_prod.c; the scavenger's, and a large calloc's). */
+void mm_malloc_give_back(void *addr, size_t nbytes) MM_MALLOC_HIDDEN;
+
 /* True once the heap is set up (slots.c, "bootstrap"). */
 bool mm_malloc_heap_ready(void) MM_MALLOC_HIDDEN;
 

@@ -244,6 +244,15 @@ static void zero_refused(void *addr, size_t nbytes)
 	}
 }
 
+void mm_malloc_give_back(void *addr, size_t nbytes)
+{
+	/* A free that gives pages back keeps errno, as futex says. */
+	int saved = errno;
+	if (madvise(addr, nbytes, MADV_DONTNEED) != 0)
+		zero_refused(addr, nbytes);
+	errno = saved;
+}
+
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	uintptr_t base = (uintptr_t)addr;
@@ -256,11 +265,7 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 		b->lo = base;
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
-	/* A free that gives pages back keeps errno, as futex says. */
-	int saved = errno;
-	if (madvise(addr, nbytes, MADV_DONTNEED) != 0)
-		zero_refused(addr, nbytes);
-	errno = saved;
+	mm_malloc_give_back(addr, nbytes);
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)
