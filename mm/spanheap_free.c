@@ -85,6 +85,21 @@ free_check_marker(struct mspan *s, uintptr_t a, uintptr_t cookie)
 		spanheap_free_refused(s, obj_index(s, a - s->base), a);
 }
 
+/* Puts object a of s (checked) into CPU cpu's magazine of its class,
+ * which the caller holds: false, having stored nothing, if it is full
+ * (or cpu has no slab yet, whose magazines are full and empty at once). */
+static inline __attribute__((always_inline)) bool
+mag_try_push(struct spanheap *sh, unsigned long cpu, struct mspan *s,
+             uintptr_t a, uintptr_t cookie)
+{
+	struct mmag *m = (struct mmag *)((char *)sh->mags[cpu] + s->mag_offset);
+	uintptr_t *t = mag_top(m);
+	if (__builtin_expect(t >= m->limit, 0))
+		return false;
+	mag_push(m, t, a, cookie);
+	return true;
+}
+
 /*
  * Frees object idx of the small span s (checked: in use, p the start of
  * object idx < marked). The object must be allocated: every free object
@@ -114,14 +129,10 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 		spanheap_free_unpinned(sh, a, s->sizeclass);
 #else
 	struct mm_pin pin = mm_port_pin_fast();
-	struct mmag *m =
-	        (struct mmag *)((char *)sh->mags[pin.cpu] + s->mag_offset);
-	uintptr_t *t = mag_top(m);
-	if (__builtin_expect(t >= m->limit, 0)) {
+	if (__builtin_expect(!mag_try_push(sh, pin.cpu, s, a, cookie), 0)) {
 		spanheap_mag_full(sh, a, s->sizeclass, pin);
 		return;
 	}
-	mag_push(m, t, a, cookie);
 	mm_port_unpin_fast(pin);
 #endif
 }
@@ -199,10 +210,5 @@ SPANHEAP_FAST bool spanheap_free_held(struct spanheap *sh, void *p,
 		return false;
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	free_check_marker(s, a, cookie);
-	struct mmag *m = (struct mmag *)((char *)sh->mags[cpu] + s->mag_offset);
-	uintptr_t *t = mag_top(m);
-	if (__builtin_expect(t >= m->limit, 0))
-		return false;
-	mag_push(m, t, a, cookie);
-	return true;
+	return mag_try_push(sh, cpu, s, a, cookie);
 }
