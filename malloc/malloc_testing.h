@@ -20,6 +20,14 @@ enum mm_malloc_hook_point {
 	 * first calls go through from here) and has not yet returned from
 	 * heap_init; it holds no slot and is inside no API call. */
 	MM_MALLOC_HOOK_INIT_READY,
+	/* The initialising thread has won the set-up (the heap is not yet
+	 * ready: other threads' first calls wait for it) and not yet
+	 * started it. */
+	MM_MALLOC_HOOK_INIT_BEGUN,
+	/* A thread's first call, the heap ready, is about to claim its
+	 * slot: it has none (slot_id -1), holds nothing, and is inside no
+	 * API call. */
+	MM_MALLOC_HOOK_CLAIMING,
 	/* A thread's first call has claimed its slot (it owns it) and has
 	 * not yet returned to take it; it holds no slot and its held is
 	 * NULL, as a signal handler that interrupts it finds them. */

@@ -27,14 +27,18 @@
  *              takes an entry of a static table and allocates nothing)
  *              run meanwhile; the fork handlers are registered
  *              after the heap is ready, so that an allocation
- *              pthread_atfork makes finds it usable.
+ *              pthread_atfork makes finds it usable. The set-up runs
+ *              with every signal blocked: a handler's allocation in the
+ *              initialising thread would wait for it forever.
  *   claim      On first use a thread claims a slot nobody owns (owners
  *              0 -> 1 by compare-and-swap on state, whatever the flag):
  *              it owns it alone and, if fences, may take the fast path.
  *              When all are owned it shares the least-owned one: adds
  *              itself to state (the fast path's state == MM_SLOT_ONE no
  *              longer holds), then calls membarrier(), then uses the
- *              slot, always on the slow path.
+ *              slot, always on the slow path. The claim runs with every
+ *              signal blocked: a handler's call in it would find no slot
+ *              and claim a second.
  *   enter      The fast path (an exclusive owner, fences): in = 1, a
  *              compiler barrier, load state; if it is MM_SLOT_ONE the
  *              thread holds the slot, and leave stores in = 0. Otherwise
@@ -141,6 +145,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -210,6 +215,24 @@ void mm_malloc_fence_others(void)
  * aborted at its first malloc. */
 #define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
 
+/* Blocks every signal in this thread, keeping its mask in *old, for a
+ * window in which a handler's allocation would wait for this thread
+ * (the set-up) or claim a second slot (the claim): the signals are
+ * delivered when signals_restore puts the mask back, the window done.
+ * Two system calls, once per process and once per thread; they neither
+ * allocate nor change errno. */
+static void signals_block(sigset_t *old)
+{
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+static void signals_restore(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
@@ -230,6 +253,11 @@ static void heap_init(void)
 	 * Until this version the first malloc or posix_memalign of such a
 	 * process set errno to ENOMEM or ENOSYS. */
 	int saved_errno = errno;
+	/* A handler's call in this thread would wait for this set-up
+	 * forever: until this version the process hung. */
+	sigset_t old_mask;
+	signals_block(&old_mask);
+	mm_malloc_hook(MM_MALLOC_HOOK_INIT_BEGUN);
 	struct mheap_config hc;
 	struct spanheap_config sc;
 	mheap_config_default(&hc);
@@ -255,6 +283,7 @@ static void heap_init(void)
 	 * between claimed a slot without it, which it never gave back. */
 	key_ready = pthread_key_create(&exit_key, slot_exit) == 0;
 	atomic_store_explicit(&init_state, 2, memory_order_release);
+	signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
 	/* Past this point allocations work, also from inside this. */
 	mm_malloc_register_fork_handlers();
@@ -308,7 +337,14 @@ int mm_malloc_first_use(void)
 	/* An allocation made by heap_init's registrations got one. */
 	if (mm_malloc_self.slot_id >= 0)
 		return mm_malloc_self.slot_id;
+	/* A handler's call before slot_set would find no slot and claim
+	 * one of its own, which this claim then overwrote (until this
+	 * version: a slot counted as owned forever). */
+	sigset_t old_mask;
+	signals_block(&old_mask);
+	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMING);
 	int s = slot_claim();
+	signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMED);
 	/* Without the key (none was free) the slot is not given back at
 	 * exit. */

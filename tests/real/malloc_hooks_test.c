@@ -91,49 +91,6 @@ static int init_window(void)
 	return 0;
 }
 
-/* ---- A signal handler's call in a thread's first call ------------------ */
-
-static atomic_int claimed_runs;
-static void *claimed_alloc; /* the handler's object, or NULL */
-
-/* As a signal handler that interrupts the thread's first call once it
- * has claimed its slot: it allocates and frees. */
-static void in_claimed_window(enum mm_malloc_hook_point where)
-{
-	if (where != MM_MALLOC_HOOK_CLAIMED)
-		return;
-	mm_malloc_test_hook = NULL;
-	atomic_fetch_add(&claimed_runs, 1);
-	claimed_alloc = malloc(24);
-	memset(claimed_alloc, 7, 24);
-	free(claimed_alloc);
-}
-
-/* A signal handler's call between a thread's claim of its slot and its
- * first call's entry takes the slot's magazine by the thread's index
- * (the fast paths index the heap's per-CPU caches with it): until this
- * version the claim set the thread's fast slot before its index, and
- * such a call indexed them with -1 (the process crashed). */
-static int claimed_window(void)
-{
-	mm_malloc_test_hook = in_claimed_window;
-	void *p = malloc(16); /* the process's first allocation */
-	if (atomic_load(&claimed_runs) != 1) {
-		fprintf(stderr, "the hook ran %d times, not once",
-		        atomic_load(&claimed_runs));
-		return 2;
-	}
-	if (!p || !claimed_alloc || p == claimed_alloc) {
-		fprintf(stderr, "first call %p, the handler's %p", p,
-		        claimed_alloc);
-		return 1;
-	}
-	free(p);
-	for (int i = 0; i < 1000; i++)
-		free(malloc(24));
-	return 0;
-}
-
 /* ---- The hooks every scenario below shares ------------------------------ */
 
 /* Which part this thread plays when a hook fires in it. */
@@ -393,6 +350,8 @@ static const struct {
 } scenarios[] = {
         {"init_window_exit_gives_slot_back", init_window, NULL},
         {"signal_call_in_first_claim", claimed_window, NULL},
+        {"signal_in_set_up", signal_in_set_up, NULL},
+        {"signal_in_claim", signal_in_claim, NULL},
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder, NULL},
         {"exit_clears_fast_path", exit_clears_fast_path, NULL},
         {"fork_from_exit_destructor", fork_from_exit_destructor, NULL},

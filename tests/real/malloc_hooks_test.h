@@ -1,8 +1,8 @@
 /*
  * tests/real/malloc_hooks_test.h: what the files of malloc-hooks-test
  * (malloc.mk) share: the test variant's exports, found through weak
- * references, and the scenarios malloc_hooks_waits.c lends the driver
- * (malloc_hooks_test.c).
+ * references, and the scenarios malloc_hooks_waits.c and
+ * malloc_hooks_signals.c lend the driver (malloc_hooks_test.c).
  */
 #ifndef MALLOC_HOOKS_TEST_H
 #define MALLOC_HOOKS_TEST_H
@@ -20,5 +20,9 @@ extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
 int fork_not_starved_by_retaker(void);
 int bg_start_leaves_process_alive(void);
 int backout_call_waits_for_fork(void);
+/* malloc_hooks_signals.c: */
+int claimed_window(void);
+int signal_in_set_up(void);
+int signal_in_claim(void);
 
 #endif

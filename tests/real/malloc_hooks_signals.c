@@ -1,0 +1,144 @@
+/*
+ * tests/real/malloc_hooks_signals.c: the scenarios of malloc-hooks-test
+ * (malloc_hooks_test.c) in which a signal handler allocates inside a
+ * window of the set-up or of a thread's first claim. POSIX does not allow
+ * malloc in a handler; programs do it all the same (a handler that logs),
+ * and the library must then neither hang nor leak a slot.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "malloc_hooks_test.h"
+
+/* ---- A signal handler's call in a thread's first call ------------------ */
+
+static atomic_int claimed_runs;
+static void *claimed_alloc; /* the handler's object, or NULL */
+
+/* As a signal handler that interrupts the thread's first call once it
+ * has claimed its slot: it allocates and frees. */
+static void in_claimed_window(enum mm_malloc_hook_point where)
+{
+	if (where != MM_MALLOC_HOOK_CLAIMED)
+		return;
+	mm_malloc_test_hook = NULL;
+	atomic_fetch_add(&claimed_runs, 1);
+	claimed_alloc = malloc(24);
+	memset(claimed_alloc, 7, 24);
+	free(claimed_alloc);
+}
+
+/* A signal handler's call between a thread's claim of its slot and its
+ * first call's entry takes the slot's magazine by the thread's index
+ * (the fast paths index the heap's per-CPU caches with it): until this
+ * version the claim set the thread's fast slot before its index, and
+ * such a call indexed them with -1 (the process crashed). */
+int claimed_window(void)
+{
+	mm_malloc_test_hook = in_claimed_window;
+	void *p = malloc(16); /* the process's first allocation */
+	if (atomic_load(&claimed_runs) != 1) {
+		fprintf(stderr, "the hook ran %d times, not once",
+		        atomic_load(&claimed_runs));
+		return 2;
+	}
+	if (!p || !claimed_alloc || p == claimed_alloc) {
+		fprintf(stderr, "first call %p, the handler's %p", p,
+		        claimed_alloc);
+		return 1;
+	}
+	free(p);
+	for (int i = 0; i < 1000; i++)
+		free(malloc(24));
+	return 0;
+}
+
+/* ---- A real signal during the set-up and during the claim ------------- */
+
+static enum mm_malloc_hook_point raise_point;
+static atomic_int handler_calls, handler_failed;
+
+/* SIGUSR1's handler: allocates, writes and frees, as a program's
+ * handler that logs might (not async-signal-safe by POSIX; done all the
+ * same). */
+static void allocating_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&handler_calls, 1);
+	char *p = malloc(40);
+	if (!p) {
+		atomic_fetch_add(&handler_failed, 1);
+		return;
+	}
+	memset(p, 9, 40);
+	free(p);
+}
+
+/* Raises SIGUSR1, once, in the thread that reaches raise_point. */
+static void raise_hook(enum mm_malloc_hook_point where)
+{
+	if (where != raise_point)
+		return;
+	mm_malloc_test_hook = NULL;
+	raise(SIGUSR1);
+}
+
+/* The process's first allocation, with SIGUSR1 raised at point. */
+static int first_call_with_signal_at(enum mm_malloc_hook_point point)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = allocating_handler;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGUSR1, &sa, NULL) != 0) {
+		fprintf(stderr, "sigaction failed");
+		return 2;
+	}
+	raise_point = point;
+	mm_malloc_test_hook = raise_hook;
+	void *p = malloc(16);
+	if (atomic_load(&handler_calls) != 1 || !p ||
+	    atomic_load(&handler_failed)) {
+		fprintf(stderr,
+		        "the handler ran %d times (once expected), its "
+		        "malloc failed %d times, the first call gave %p",
+		        atomic_load(&handler_calls),
+		        atomic_load(&handler_failed), p);
+		return 1;
+	}
+	free(p);
+	return 0;
+}
+
+/* A signal whose handler allocates, delivered to the thread that is
+ * setting the heap up, before the heap is ready: until this version the
+ * handler's call waited for the set-up its own thread was making, and the
+ * process hung (the set-up now runs with signals blocked: they are
+ * delivered once it is done). */
+int signal_in_set_up(void)
+{
+	return first_call_with_signal_at(MM_MALLOC_HOOK_INIT_BEGUN);
+}
+
+/* The same during a thread's first claim of a slot: until this version
+ * the handler's call, finding no slot yet, claimed one of its own, and
+ * the interrupted claim then claimed a second, the first counted as
+ * owned forever (2 slots owned by one thread; the claim now runs with
+ * signals blocked). */
+int signal_in_claim(void)
+{
+	int r = first_call_with_signal_at(MM_MALLOC_HOOK_CLAIMING);
+	if (r)
+		return r;
+	unsigned owners = mm_malloc_threads();
+	if (owners != 1) {
+		fprintf(stderr, "%u slots owned by this process's one thread",
+		        owners);
+		return 1;
+	}
+	return 0;
+}
