@@ -26,6 +26,10 @@
  *      and interrupts on in the preempted code: on the way out of the
  *      outermost interrupt, or in the preempt_enable that ends a stretch
  *      with preemption off during which a reschedule was asked for.
+ *   4. A thread is in its run queue's table of live threads (live[])
+ *      from creation (or adoption) until the join that frees it takes it
+ *      out, under the run-queue lock; thread_wake reads no struct it has
+ *      not found there under that lock.
  */
 #include "kernel/sched.h"
 #include "kernel/thread.h"
@@ -62,8 +66,7 @@ struct thread *thread_current(void)
 
 struct thread_handle thread_self(void)
 {
-	struct thread *t = this_cpu()->current;
-	return (struct thread_handle){t, t->id};
+	return thread_handle_of(this_cpu()->current);
 }
 
 /*
@@ -287,67 +290,47 @@ static void wake_refused(struct thread_handle h, const char *why)
 	                 why);
 }
 
-/* Why h is no live thread's, from the struct's own words; NULL if it
- * matches. Racy: only the check under the run-queue lock is final. */
-static const char *stale_reason(struct thread_handle h)
+/* Makes t runnable if it is blocked or sleeping; true if its CPU, idle,
+ * should be kicked. Locking: rq->lock held, t live on rq. */
+static bool wake_locked(struct runqueue *rq, struct thread *t)
 {
-	if (!h.t)
-		return "no thread at all";
-	const volatile struct thread *t = h.t;
-	if (t->magic == THREAD_MAGIC_FREED)
-		return "joined and freed already";
-	if (t->magic != THREAD_MAGIC)
-		return "no thread's magic";
-	if (t->id != h.id)
-		return "joined already; its struct is a newer thread's";
-	return NULL;
-}
-
-/* The thread's home CPU, if cpu reads as one of cpus[] (a struct freed
- * under our feet may hold anything); else NULL. */
-static struct cpu *home_cpu(const struct thread *t)
-{
-	struct cpu *c = *(struct cpu *const volatile *)&t->cpu;
-	uintptr_t off = (uintptr_t)c - (uintptr_t)cpus;
-	if (off >= sizeof(cpus) || off % sizeof(cpus[0]) != 0)
-		return NULL;
-	return c;
+	struct cpu *c = t->cpu;
+	if (t->state != THREAD_BLOCKED && t->state != THREAD_SLEEPING)
+		return false;
+	if (t->state == THREAD_SLEEPING)
+		remove_sleeper(rq, t);
+	t->state = THREAD_RUNNABLE;
+	if (t != c->current)
+		enqueue(rq, t);
+	return c->current == c->idle;
 }
 
 /*
- * Basic algorithm: check h against the struct without a lock (a stale
- * handle is refused there, as a rule), take the home CPU's run-queue
- * lock, and check the id again: the join that frees a struct zeroes its
- * id under that lock first, and ids are never reused, so a match under
- * the lock is h's thread, live until we unlock.
+ * Basic algorithm: take the run-queue lock of h's home CPU (h.cpu, not
+ * read from the struct) and look h up in that run queue's table of live
+ * threads, by id. The join that frees a struct takes it out of the table
+ * under that lock first, and ids are never reused, so a match is h's
+ * thread, live until we unlock; no match is refused without a read of
+ * the struct, which may be freed, reused or unmapped by now.
  */
 void thread_wake(struct thread_handle h)
 {
-	const char *why = stale_reason(h);
-	struct cpu *c = why ? NULL : home_cpu(h.t);
-	if (!c) {
-		wake_refused(h, why ? why : "no home CPU");
+	if (!h.t || h.cpu >= MAX_CPUS) {
+		wake_refused(h, h.t ? "no home CPU" : "no thread at all");
 		return;
 	}
+	struct cpu *c = &cpus[h.cpu];
 	struct runqueue *rq = rq_of(c);
+	const char *why = NULL;
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
-	if (h.t->id != h.id) {
-		spin_unlock_irqrestore(&rq->lock, irq);
-		wake_refused(h, "joined while the wake began");
-		return;
-	}
-	struct thread *t = h.t;
-	bool kick = false;
-	if (t->state == THREAD_BLOCKED || t->state == THREAD_SLEEPING) {
-		if (t->state == THREAD_SLEEPING)
-			remove_sleeper(rq, t);
-		t->state = THREAD_RUNNABLE;
-		if (t != c->current)
-			enqueue(rq, t);
-		kick = c->current == c->idle;
-	}
+	struct thread *t = thread_live_locked(rq, h, &why);
+	bool kick = t && wake_locked(rq, t);
 	spin_unlock_irqrestore(&rq->lock, irq);
-	if (kick)
+	/* t is not read from here on: once woken it may exit and be
+	 * freed. */
+	if (!t)
+		wake_refused(h, why);
+	else if (kick)
 		sched_kick(c);
 }
 

@@ -5,9 +5,16 @@
 #include "kernel/percpu.h"
 #include "kernel/thread.h"
 
+/* Buckets of a run queue's table of live threads, hashed by id. */
+#define RQ_LIVE_BUCKETS 64
+
 struct runqueue {
 	struct spinlock lock; /* rank RUNQUEUE; always taken irqs off */
 	/* Protected by lock: */
+	/* Threads homed here from creation (or adoption) until the join
+	 * that frees them, chained through id_next: what thread_wake checks
+	 * a handle against before it reads the struct. */
+	struct thread *live[RQ_LIVE_BUCKETS];
 	struct thread *head, *tail;   /* runnable, not current */
 	struct thread *sleepers;      /* by wake_ns, earliest first */
 	struct thread *switched_from; /* for sched_finish_switch */
@@ -24,6 +31,18 @@ void sched_prepare_block(void);
 void sched_block(void);
 void sched_kick(struct cpu *c);
 __attribute__((noreturn)) void sched_idle_loop(void);
+
+/* The handle of t, a live thread. Any context. */
+static inline struct thread_handle thread_handle_of(struct thread *t)
+{
+	return (struct thread_handle){t, t->id, t->cpu->id};
+}
+
+/* thread.c: h's thread if it is live on rq (h.cpu's run queue); else NULL,
+ * with *why saying what h is instead. Reads no struct that is not live.
+ * Locking: rq->lock held. */
+struct thread *thread_live_locked(struct runqueue *rq, struct thread_handle h,
+                                  const char **why);
 
 /* thread.c: the current context as a thread (boot or AP stack), and an
  * idle thread with a stack of its own. NULL when memory is short. */

@@ -10,11 +10,15 @@
  * and are never freed but on a failed creation.
  *
  * Identity: each thread has an id, counted from 1 and never reused, and
- * callers hold a handle (thread.h), the struct and the id. The join that
- * frees a struct poisons its magic and zeroes its id under its CPU's
- * run-queue lock first (thread_struct_free): a handle kept past the join
- * then matches neither that struct nor a newer thread kmalloc gives it
- * to, and thread_wake (sched.c) and join_claim refuse it.
+ * callers hold a handle (thread.h): the struct, the id and the home CPU.
+ * Each run queue keeps a table of the live threads homed there, by id
+ * (struct runqueue.live), from creation (or adoption) until the join
+ * frees the struct, which takes it out under the run-queue lock first
+ * (thread_struct_free). thread_wake (sched.c) looks the handle up there,
+ * under that lock, before it reads the struct: a handle kept past the join
+ * then matches no live thread, and is refused without a read of memory
+ * that may since be a newer thread's, something else's, or unmapped.
+ * Joins check the list of all threads (join_claim) the same way.
  */
 #include "kernel/thread.h"
 
@@ -95,7 +99,6 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 	if (!t)
 		return NULL;
 	memset(t, 0, sizeof(*t));
-	t->magic = THREAD_MAGIC;
 	t->frame_struct = src == FROM_FRAMES;
 	size_t n = strlen(name);
 	if (n >= sizeof(t->name))
@@ -106,15 +109,65 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 	return t;
 }
 
-/* Poisons t's magic and zeroes its id under its CPU's run-queue lock,
- * for thread_wake's check under that lock; then frees it. t is off every
- * queue (never queued, or dead and off its CPU). */
+static struct thread **live_bucket(struct runqueue *rq, uint64_t id)
+{
+	return &rq->live[id % RQ_LIVE_BUCKETS];
+}
+
+/* Enters t in its run queue's table of live threads: thread_wake takes
+ * handles to it from now on. */
+static void live_add(struct thread *t)
+{
+	struct runqueue *rq = rq_of(t->cpu);
+	unsigned long irq = spin_lock_irqsave(&rq->lock);
+	struct thread **b = live_bucket(rq, t->id);
+	t->id_next = *b;
+	*b = t;
+	spin_unlock_irqrestore(&rq->lock, irq);
+}
+
+/* Whether t is in rq's table. Reads no struct outside it. Locking:
+ * rq->lock held. */
+static bool live_has_locked(struct runqueue *rq, const struct thread *t)
+{
+	for (unsigned i = 0; i < RQ_LIVE_BUCKETS; i++)
+		for (struct thread *p = rq->live[i]; p; p = p->id_next)
+			if (p == t)
+				return true;
+	return false;
+}
+
+struct thread *thread_live_locked(struct runqueue *rq, struct thread_handle h,
+                                  const char **why)
+{
+	struct thread *p = *live_bucket(rq, h.id);
+	while (p && p->id != h.id)
+		p = p->id_next;
+	if (p && p == h.t)
+		return p;
+	if (p)
+		*why = "its id is another struct's";
+	else if (h.id == 0 || h.id >= atomic_load(&next_thread_id))
+		*why = "no thread has had its id";
+	else if (live_has_locked(rq, h.t))
+		*why = "joined already; its struct is a newer thread's";
+	else
+		*why = "joined and freed already";
+	return NULL;
+}
+
+/* Takes t out of its run queue's table (if it got there) under the
+ * run-queue lock, so that no wake holds it once this returns; then frees
+ * it. t is off every queue (never queued, or dead and off its CPU). */
 static void thread_struct_free(struct thread *t)
 {
 	struct runqueue *rq = rq_of(t->cpu);
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
-	t->magic = THREAD_MAGIC_FREED;
-	t->id = 0;
+	for (struct thread **p = live_bucket(rq, t->id); *p; p = &(*p)->id_next)
+		if (*p == t) {
+			*p = t->id_next;
+			break;
+		}
 	spin_unlock_irqrestore(&rq->lock, irq);
 	if (t->frame_struct)
 		frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
@@ -162,6 +215,7 @@ static struct thread *thread_new(const char *name, struct cpu *c,
 	t->arg = arg;
 	init_stack(t, thread_trampoline);
 	list_add(t);
+	live_add(t);
 	return t;
 }
 
@@ -195,7 +249,7 @@ struct thread_handle thread_create(const char *name, void (*fn)(void *),
 	struct thread *t = thread_new(name, c, fn, arg, FROM_HEAP);
 	if (!t)
 		return THREAD_NONE;
-	struct thread_handle h = {t, t->id};
+	struct thread_handle h = thread_handle_of(t);
 	struct runqueue *rq = rq_of(c);
 	unsigned long irq = spin_lock_irqsave(&rq->lock);
 	t->state = THREAD_BLOCKED; /* so thread_wake enqueues it */
@@ -327,6 +381,7 @@ struct thread *thread_adopt_current(const char *name, bool idle)
 	t->slice_start_ns = time_now_ns();
 	c->current = t;
 	list_add(t);
+	live_add(t);
 	return t;
 }
 

@@ -37,16 +37,8 @@ enum thread_state {
 struct cpu;
 struct fault_catch;
 
-/* struct thread.magic: a live thread's, and the poison its free leaves. */
-#define THREAD_MAGIC       0x54687264u /* "Thrd" */
-#define THREAD_MAGIC_FREED 0xdeadf7eeu
-
 struct thread {
-	/* Immutable after creation, but for the join that frees the struct:
-	 * it poisons magic (THREAD_MAGIC_FREED) and zeroes id under cpu's
-	 * run-queue lock first, so that a handle kept past the join is told
-	 * from a live thread (thread_wake, thread_join): */
-	uint32_t magic;
+	/* Immutable after creation: */
 	uint64_t id; /* from 1, never reused (64 bits do not wrap) */
 	char name[THREAD_NAME_MAX];
 	struct cpu *cpu; /* home CPU */
@@ -63,6 +55,7 @@ struct thread {
 	bool queued; /* on the run queue */
 	struct thread *rq_next;
 	struct thread *sleep_next;
+	struct thread *id_next; /* its run queue's table of live threads */
 	uint64_t wake_ns;
 	/* Written only by the home CPU, with interrupts off: that CPU may
 	 * read them for its current thread without the lock (thread_cpu_time_ns
@@ -85,20 +78,22 @@ struct thread {
 };
 
 /*
- * What thread_join and thread_wake take: a thread's struct and its id.
- * Structs come from kmalloc, so a joined thread's memory comes back for
- * the next one; its id does not (ids count up from 1 and are never
- * reused), so a handle kept past its thread's join no longer matches the
- * struct and is reported, naming its id, instead of reaching whichever
- * thread has the struct now. Copy it freely; the zero handle (THREAD_NONE)
- * is no thread's.
+ * What thread_join and thread_wake take: a thread's struct, its id and
+ * its home CPU. A joined thread's struct goes back to kmalloc (to a newer
+ * thread, or back to the page heap, unmapped); its id is never reused
+ * (ids count up from 1). A handle is looked up by id in its CPU's table of
+ * live threads before the struct is read, so one kept past its thread's
+ * join is reported, naming its id, instead of reaching whichever thread
+ * has the struct now or faulting. Copy it freely; the zero handle
+ * (THREAD_NONE) is no thread's.
  */
 struct thread_handle {
 	struct thread *t;
 	uint64_t id;
+	unsigned cpu; /* t->cpu's id, so that t need not be read */
 };
 
-#define THREAD_NONE ((struct thread_handle){NULL, 0})
+#define THREAD_NONE ((struct thread_handle){NULL, 0, 0})
 
 /* False for THREAD_NONE (a failed thread_create). Any context. */
 static inline bool thread_handle_ok(struct thread_handle h)
@@ -188,10 +183,14 @@ uint64_t thread_cpu_time_ns(void);
  * yet is left as it is (the wake is lost: a sleeper checks its condition
  * under a lock its sleep releases, as wait queues and thread_sleep_unlock
  * do). Any context but NMI; h must be a live thread's (not yet joined): a
- * stale handle (its thread joined, the struct freed or reused by a newer
- * thread) or one that was never a thread's is reported by the lock
- * checker, 'thread_wake(id 42 at 0x...) on cpu 1: not a live thread
- * (...)' (a panic; in its test mode recorded, and nothing done). */
+ * stale handle (its thread joined, the struct freed, unmapped or reused
+ * by a newer thread) or one that was never a thread's is reported by the
+ * lock checker, 'thread_wake(id 42 at 0x...) on cpu 1: not a live thread
+ * (...)' (a panic; in its test mode recorded, and nothing done); the
+ * struct is not read unless h is live. A wake racing the join of an
+ * exiting thread (from an interrupt handler, say) finds the thread dead
+ * and does nothing, or, if the join freed it first, is a stale wake: a
+ * waker that may still run must be stopped before the join. */
 void thread_wake(struct thread_handle h);
 
 /* Wait queues and semaphores (waitq.h) come with threads. */

@@ -87,7 +87,7 @@ static void wake_first(struct waitq *wq)
 	unlink(wq, t);
 	/* Live, so the id read here is its own: it cannot return from its
 	 * wait (unlinking itself under the lock we hold) and exit. */
-	thread_wake((struct thread_handle){t, t->id});
+	thread_wake(thread_handle_of(t));
 }
 
 /* The _locked wakes check their caller's lock: without it they would

@@ -49,9 +49,9 @@ KTEST(thread, wake_after_join_is_reported)
 KTEST(thread, wake_of_no_thread_is_reported)
 {
 	static struct thread zeroed;
-	stale = (struct thread_handle){&zeroed, 1};
+	stale = (struct thread_handle){&zeroed, 1, 0};
 	KEXPECT_EQ(recorded(wake_stale), 1);
-	KEXPECT(message_has("thread_wake(", "no thread's magic"));
+	KEXPECT(message_has("thread_wake(", "another struct's"));
 	stale = THREAD_NONE;
 	KEXPECT_EQ(recorded(wake_stale), 1);
 	KEXPECT(message_has("thread_wake(", "not a live thread"));
@@ -59,7 +59,12 @@ KTEST(thread, wake_of_no_thread_is_reported)
 	stale = thread_self();
 	stale.id++;
 	KEXPECT_EQ(recorded(wake_stale), 1);
-	KEXPECT(message_has("thread_wake(", "a newer thread's"));
+	KEXPECT(message_has("thread_wake(", "not a live thread"));
+	/* Nor a live thread's struct and id with a CPU that is not its. */
+	stale = thread_self();
+	stale.cpu = MAX_CPUS;
+	KEXPECT_EQ(recorded(wake_stale), 1);
+	KEXPECT(message_has("thread_wake(", "no home CPU"));
 	/* A live thread's wake is no misuse, asleep or not. */
 	stale = thread_self();
 	KEXPECT_EQ(recorded(wake_stale), 0);

@@ -16,7 +16,7 @@ KTEST(demo, thread_join_idle)
 {
 	struct thread *idle = this_cpu()->idle;
 	ktest_diag("joining %s", idle->name);
-	thread_join((struct thread_handle){idle, idle->id});
+	thread_join((struct thread_handle){idle, idle->id, idle->cpu->id});
 }
 
 static void join_thread(void *arg)

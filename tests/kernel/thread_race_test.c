@@ -1,14 +1,18 @@
 /*
- * Thread handles under races: a join of a thread that is exiting while
- * other CPUs and interrupt handlers wake it through the same handle. A
- * wake that lands after the join is refused (recorded: this runs in the
- * lock checker's test mode); nothing may read the freed struct, wake
- * another thread or lose the target's wake-ups. No time bound: a lost
- * wake-up leaves the join waiting, which the run's hang guard reports.
+ * Thread handles under races and after their memory is gone: a join of a
+ * thread that is exiting while other CPUs and interrupt handlers wake it
+ * through the same handle, and a stale handle whose struct's page has
+ * been unmapped. A wake that lands after the join is refused (recorded:
+ * these run in the lock checker's test mode); nothing may read the freed
+ * struct, wake another thread or lose the target's wake-ups. No time
+ * bound: a lost wake-up leaves the join waiting, which the run's hang
+ * guard reports.
  */
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "arch/x86_64/paging.h"
+#include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -128,4 +132,57 @@ KTEST(thread, join_racing_wakes_from_cpus_and_interrupts)
 	 * whatever else the checker recorded would show here. */
 	if (refused)
 		KEXPECT(message_has("thread_wake(id ", "not a live thread"));
+}
+
+/* ---- A stale handle whose struct's page is unmapped ---------------------- */
+
+#define UNMAPPED_THREADS 256
+
+static void nothing(void *arg)
+{
+}
+
+static struct thread_handle stale;
+
+static void wake_stale(void)
+{
+	thread_wake(stale);
+}
+
+static void join_stale(void)
+{
+	thread_join(stale);
+}
+
+/*
+ * Threads are made and joined until their structs' spans are free, and
+ * the heap gives its free pages back (with mm.debug_pagealloc a free
+ * unmaps them at once): a handle to a struct now unmapped must be refused
+ * naming its id, as any stale handle is, not fault reading the struct.
+ */
+KTEST(thread, stale_handle_whose_struct_is_unmapped_is_reported)
+{
+	static struct thread_handle t[UNMAPPED_THREADS];
+	unsigned cpu = this_cpu()->id;
+	for (unsigned i = 0; i < UNMAPPED_THREADS; i++) {
+		t[i] = thread_create("unmapped", nothing, NULL, cpu);
+		KASSERT(thread_handle_ok(t[i]));
+	}
+	for (unsigned i = 0; i < UNMAPPED_THREADS; i++)
+		thread_join(t[i]);
+	heap_release_all();
+	unsigned i = 0;
+	while (i < UNMAPPED_THREADS &&
+	       vm_translate((uintptr_t)t[i].t, NULL, NULL))
+		i++;
+	if (i == UNMAPPED_THREADS)
+		KTEST_SKIP("no joined thread's struct was unmapped");
+	stale = t[i];
+	ktest_diag("thread id %llu at %p: unmapped",
+	           (unsigned long long)stale.id, (void *)stale.t);
+	KEXPECT_EQ(recorded(wake_stale), 1);
+	KEXPECT(message_has("thread_wake(id ", "joined and freed already"));
+	ktest_diag("%s", lockcheck_last_violation());
+	KEXPECT_EQ(recorded(join_stale), 1);
+	KEXPECT(message_has("thread_join(id ", "not a live thread"));
 }
