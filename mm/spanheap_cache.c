@@ -114,6 +114,7 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
 static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
                           const uintptr_t *obj, uint32_t n)
 {
+	spanheap_class_checked(cls, __func__); /* span_give_back's index */
 	struct mcache *mc = &sh->caches[cpu];
 	uint64_t before = atomic_load_explicit(&mc->n.pending_bytes,
 	                                       memory_order_relaxed);
@@ -156,7 +157,8 @@ static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 {
 	if (!sh->caches[cpu].slab)
 		return false;
-	struct mmag *m = &sh->caches[cpu].mag[cls];
+	struct mmag *m =
+	        &sh->caches[cpu].mag[spanheap_class_checked(cls, __func__)];
 	uintptr_t *base = mag_base(sh, cpu, cls);
 	uint32_t n = (uint32_t)(mag_top(m) - base);
 	mag_set_top(m, base);
@@ -276,7 +278,8 @@ static bool cache_flush(struct spanheap *sh, unsigned cpu)
 	struct mcache *mc = &sh->caches[cpu];
 	bool kick = mag_drain_all(sh, cpu);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mspan *s = mc->alloc[cls];
+		struct mspan *s =
+		        mc->alloc[spanheap_class_checked(cls, __func__)];
 		if (s != &spanheap_empty_span) {
 			mc->alloc[cls] = &spanheap_empty_span;
 			spanheap_uncache_span(sh, s);

@@ -42,7 +42,7 @@
  */
 void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 {
-	struct mcentral *c = &sh->central[s->sizeclass];
+	struct mcentral *c = spanheap_central_of(sh, s->sizeclass, __func__);
 	/* An empty span goes back to the page heap, except when it is on a
 	 * fold queue: whoever takes it off frees it. queued is read under
 	 * the class's lock, under which the queue's taker clears it and
@@ -86,7 +86,7 @@ void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s)
  */
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 {
-	struct mcentral *c = &sh->central[cls];
+	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 	/* The backlog first: what an earlier call took but did not fold. */
 	unsigned long irq = mm_lock_acquire(&c->lock);
 	struct mspan *q = c->fold_backlog;
@@ -149,7 +149,7 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
  */
 struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls)
 {
-	struct mcentral *c = &sh->central[cls];
+	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 	unsigned long irq = mm_lock_acquire(&c->lock);
 	uint32_t sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	unsigned sw = swept_idx(sg), un = 1 - sw;

@@ -29,6 +29,14 @@ static inline unsigned swept_idx(uint32_t sg)
 	return (sg / 2) % 2;
 }
 
+/* Class cls's central lists, cls checked (spanheap_class_checked, naming
+ * fn). Any context. */
+static inline struct mcentral *spanheap_central_of(struct spanheap *sh,
+                                                   unsigned cls, const char *fn)
+{
+	return &sh->central[spanheap_class_checked(cls, fn)];
+}
+
 static inline void list_push(struct mspan_list_head *l, struct mspan *s,
                              enum mspan_list which)
 {

@@ -347,7 +347,7 @@ static size_t check_queue_list(struct spanheap *sh, struct mcentral *c,
 static void check_queue(struct spanheap *sh, unsigned cls, size_t nqueued,
                         size_t max)
 {
-	struct mcentral *c = &sh->central[cls];
+	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 	unsigned long irq = mm_lock_acquire(&c->lock);
 	size_t n = check_queue_list(sh, c, irq, cls,
 	                            atomic_load(&c->fold_queue), max) +
@@ -401,7 +401,7 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
  * listed. */
 static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 {
-	struct mcentral *c = &sh->central[cls];
+	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 	uintptr_t unmarked = 0;
 	struct mspan *unmarked_span = NULL;
 	size_t listed = 0;
@@ -520,14 +520,15 @@ void spanheap_check(struct spanheap *sh)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		listed[cls] = check_central(sh, cls, snap.sweepgen);
 	check_cached(sh, listed);
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		if (n.small[cls] != listed[cls] ||
-		    n.small[cls] != atomic_load(&sh->central[cls].nspans))
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		size_t counted = atomic_load(
+		        &spanheap_central_of(sh, cls, __func__)->nspans);
+		if (n.small[cls] != listed[cls] || n.small[cls] != counted)
 			check_fail(sh,
 			           "spanheap: check: class %u has %zu spans, "
 			           "%zu on lists or cached, counts %zu",
-			           cls, n.small[cls], listed[cls],
-			           atomic_load(&sh->central[cls].nspans));
+			           cls, n.small[cls], listed[cls], counted);
+	}
 	check_structs(sh, &n);
 	spanheap_snapshot_put(sh, &snap);
 	spanheap_cycle_release(sh);

@@ -68,6 +68,13 @@ void spanheap_bad_object(const char *what, const void *p, const struct mspan *s)
 	         (unsigned)s->sizeclass, s->elemsize);
 }
 
+void spanheap_bad_class(unsigned cls, const char *fn)
+{
+	mm_panic("spanheap: %s: size class %u out of range (the small "
+	         "classes are 1 to %u)",
+	         fn, cls, (unsigned)SC_NCLASSES - 1);
+}
+
 /* The same, with the call that was given p: "OP of WHAT". */
 __attribute__((noreturn)) static void bad_object_op(const char *op,
                                                     const char *what,
@@ -247,8 +254,9 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 	}
 	if (cls) {
 		/* None handed out yet (marked 0): span_take raises it. */
-		atomic_fetch_add_explicit(&sh->central[cls].nspans, 1,
-		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(
+		        &spanheap_central_of(sh, cls, __func__)->nspans, 1,
+		        memory_order_relaxed);
 	}
 	mheap_span_set(h, base, npages, s);
 	return s;
@@ -273,8 +281,9 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	 * else's, with entries of their own. */
 	mheap_span_set(h, base, npages, cls ? NULL : MHEAP_SPAN_FREED_LARGE);
 	if (cls)
-		atomic_fetch_sub_explicit(&sh->central[cls].nspans, 1,
-		                          memory_order_relaxed);
+		atomic_fetch_sub_explicit(
+		        &spanheap_central_of(sh, cls, __func__)->nspans, 1,
+		        memory_order_relaxed);
 	mheap_free_pages(h, (void *)base, npages);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	if (!cls) {
@@ -367,7 +376,7 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 	/* After the bits: a free that reads freeindex 0 sees them. */
 	atomic_store_explicit(&s->freeindex, 0, memory_order_release);
 	s->alloc_cache = 0;
-	struct mcentral *c = &sh->central[s->sizeclass];
+	struct mcentral *c = spanheap_central_of(sh, s->sizeclass, __func__);
 	if (nalloc)
 		atomic_fetch_add_explicit(&c->nalloc, nalloc,
 		                          memory_order_relaxed);

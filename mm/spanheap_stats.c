@@ -99,15 +99,15 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct sizeclass_info *ci = &sizeclass_info[cls];
 		struct spanheap_class_stats *cs = &st->cls[cls];
-		struct mcentral *c = &sh->central[cls];
+		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 		/* Frees are booked when folded; add those not folded yet. */
 		st->local_frees +=
 		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
 		st->remote_frees +=
 		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
 		cs->size = ci->size;
-		cs->spans = atomic_load_explicit(&sh->central[cls].nspans,
-		                                 memory_order_relaxed);
+		cs->spans =
+		        atomic_load_explicit(&c->nspans, memory_order_relaxed);
 		size_t cap = cs->spans * ci->nelems;
 		/* Objects in magazines are freed, though their spans still
 		 * count them allocated. */

@@ -120,7 +120,7 @@ void spanheap_sweeper_kick(struct spanheap *sh)
 static bool queues_hold_spans(struct spanheap *sh)
 {
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mcentral *c = &sh->central[cls];
+		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 		unsigned long irq = mm_lock_acquire(&c->lock);
 		bool held = c->fold_backlog != NULL ||
 		            atomic_load_explicit(&c->fold_queue,
@@ -164,8 +164,9 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	/* Every central-list section that began before the flip ends
 	 * before the sweep starts. */
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		irq = mm_lock_acquire(&sh->central[cls].lock);
-		mm_lock_release(&sh->central[cls].lock, irq);
+		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
+		irq = mm_lock_acquire(&c->lock);
+		mm_lock_release(&c->lock, irq);
 	}
 }
 
@@ -220,7 +221,7 @@ static size_t drain_unswept(struct spanheap *sh, uint32_t sg)
 {
 	size_t n = 0;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mcentral *c = &sh->central[cls];
+		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 		for (;;) {
 			unsigned long irq = mm_lock_acquire(&c->lock);
 			unsigned un = 1 - (sg / 2) % 2;
