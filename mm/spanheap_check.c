@@ -7,9 +7,9 @@
  * lists against the spans' sweepgens and owners (an empty listed span
  * must be queued, else it is held for no one); each class's fold queue
  * against the spans' queued flags; the span-struct free list (dead
- * structs only, all of them) and the large spans' counts against the
- * all-spans array; every CPU's magazines (other CPUs'
- * through mm_port_each_other_cpu, where the port can reach them).
+ * structs only, with nothing marked, listed or queued, all of them) and
+ * the large spans' counts against the all-spans array; every CPU's magazines
+ * (other CPUs' through mm_port_each_other_cpu, where the port can reach them).
  * What palloc_check_locked is to the page allocator.
  *
  * Algorithm: hold the cycle semaphore (invariant 5: no span is claimed
@@ -461,16 +461,30 @@ static void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 	}
 }
 
+/* True if s, on the span-struct free list, is not dead, or still says it
+ * holds objects (marked), is listed or queued. A free whose fast path read
+ * a freed span's table entry before it was cleared tests the struct's
+ * marked count: left as it was, it would pass, and the object would go
+ * into a magazine (spanheap_span_free clears it first). */
+static bool free_struct_bad(struct mspan *s)
+{
+	return atomic_load(&s->state) != MSPAN_DEAD ||
+	       atomic_load(&s->marked) != 0 ||
+	       atomic_load(&s->list) != MSPAN_LIST_NONE ||
+	       atomic_load(&s->queued) != 0;
+}
+
 /* The span-struct allocator's free list and counts: every struct on it
- * dead (one in use there would be handed out again), as many as the
- * array's dead ones; and the large spans' counts against the array's. */
+ * dead, with nothing marked, listed or queued (one in use there would be
+ * handed out again), as many as the array's dead ones; and the large
+ * spans' counts against the array's. */
 static void check_structs(struct spanheap *sh, const struct span_counts *n)
 {
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	size_t nfree = 0;
 	struct mspan *live = NULL;
 	for (struct mspan *s = sh->free_structs; s; s = s->next, nfree++)
-		if (!live && atomic_load(&s->state) != MSPAN_DEAD)
+		if (!live && free_struct_bad(s))
 			live = s;
 	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
 	uint64_t large = sh->n.large_allocs - sh->n.large_frees;
@@ -486,9 +500,12 @@ static void check_structs(struct spanheap *sh, const struct span_counts *n)
 		check_fail(
 		        sh,
 		        "spanheap: check: span struct %p on the free list is "
-		        "in use: state %u, span [%#lx]",
+		        "in use: state %u, span [%#lx], marked %u, list %u, "
+		        "queued %u",
 		        (void *)live, (unsigned)atomic_load(&live->state),
-		        (unsigned long)live->base);
+		        (unsigned long)live->base, atomic_load(&live->marked),
+		        (unsigned)atomic_load(&live->list),
+		        (unsigned)atomic_load(&live->queued));
 	if (n->dead != nfree)
 		check_fail(sh,
 		           "spanheap: check: %zu dead span structs, %zu on the "

@@ -52,3 +52,33 @@ KTEST(spanheap_sweep_mutant, class_out_of_range_is_refused)
 	SH_CHECK(&sh, "after the refusals");
 	sh_heap_release(&heap);
 }
+
+/*
+ * A span given back leaves its struct with nothing marked: a free whose
+ * fast path read the span's table entry before it was cleared tests the
+ * struct's marked count, and one left as it was lets the object into a
+ * magazine. The checker refuses a struct on the free list with a marked
+ * count; without spanheap_span_free's store of 0 every span given back
+ * was refused.
+ */
+KTEST(spanheap_sweep_mutant, freed_span_struct_marks_nothing)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 256, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	KEXPECT_EQ(atomic_load(&s->marked) > 0, 1);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(atomic_load(&s->state), MSPAN_DEAD);
+	KEXPECT_EQ(atomic_load(&s->marked), 0);
+	SH_CHECK(&sh, "after the span went back");
+	atomic_store(&s->marked, 5);
+	KEXPECT_EQ(sh_check_panics(&sh), 1);
+	KEXPECT_EQ(strstr(mm_port_last_panic(), "marked 5") != NULL, 1);
+	atomic_store(&s->marked, 0);
+	SH_CHECK(&sh, "after the repair");
+	sh_heap_release(&heap);
+}
