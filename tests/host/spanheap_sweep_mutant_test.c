@@ -29,6 +29,96 @@ static struct spanheap sh;
 			              mm_port_last_panic(), (what));       \
 	} while (0)
 
+/* The two classes the drain test uses, and the spans it moved. */
+static const size_t drain_sizes[2] = {1024, 2048};
+static unsigned drain_claims, drain_moved;
+
+/* Moves every span on class cls's swept lists to its unswept ones, at
+ * sg - 2: what a place that read the sweepgen before the flip leaves. */
+static void unsweep_class(unsigned cls, uint32_t sg)
+{
+	struct mcentral *c = &sh.central[cls];
+	unsigned sw = swept_idx(sg), un = 1 - sw;
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	struct mspan *s;
+	while ((s = list_pop(&c->partial[sw])) != NULL) {
+		atomic_store(&s->sweepgen, sg - 2);
+		list_push(&c->partial[un], s, MSPAN_LIST_PARTIAL);
+		drain_moved++;
+	}
+	while ((s = list_pop(&c->full[sw])) != NULL) {
+		atomic_store(&s->sweepgen, sg - 2);
+		list_push(&c->full[un], s, MSPAN_LIST_FULL);
+		drain_moved++;
+	}
+	mm_lock_release(&c->lock, irq);
+}
+
+/* At each claim of the walk (the first four, one a span) but the first:
+ * the spans the walk has placed so far go back to the unswept lists,
+ * behind it. The drain's claims (the ones after) are left alone. */
+static void unsweep_behind_the_walk(struct mheap *h,
+                                    enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SWEEP_CLAIMED ||
+	    ++drain_claims == 1 || drain_claims > 4)
+		return;
+	uint32_t sg = atomic_load(&sh.sweepgen);
+	for (unsigned i = 0; i < 2; i++)
+		unsweep_class(sizeclass_of(drain_sizes[i]), sg);
+}
+
+/* Spans of class cls on its unswept lists (sweepgen sg). */
+static size_t unswept_spans(unsigned cls, uint32_t sg)
+{
+	unsigned un = 1 - swept_idx(sg);
+	return sh.central[cls].partial[un].n + sh.central[cls].full[un].n;
+}
+
+/*
+ * A cycle's finish sweeps what is left on the unswept lists after its
+ * walk (drain_unswept): spans placed with the sweepgen from before the
+ * flip, partial and full, that the walk had passed. The flip passes
+ * through every class's lock, so no place in this code leaves one; the
+ * hook leaves them, behind the walk (two classes, a full and a partial
+ * span each: whichever the walk claims last, the three before it are
+ * moved, a full and a partial among them). Without the drain they stayed
+ * on the unswept lists, and the next flip turned them into spans on a
+ * swept list with a sweepgen two cycles old, which no walk claims.
+ */
+KTEST(spanheap_sweep_mutant, unswept_left_after_the_walk_is_drained)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p[2][SC_MAX_NELEMS + 1];
+	size_t n[2];
+	for (unsigned i = 0; i < 2; i++) {
+		unsigned cls = sizeclass_of(drain_sizes[i]);
+		n[i] = sizeclass_info[cls].nelems + 1u; /* a full, a partial */
+		KASSERT(sh_alloc_n(&sh, p[i], n[i], drain_sizes[i]));
+	}
+	spanheap_flush_cache(&sh);
+	drain_claims = drain_moved = 0;
+	mheap_test_hook = unsweep_behind_the_walk;
+	uint64_t swept0 = sh.n.swept_spans;
+	spanheap_sweep_cycle(&sh);
+	mheap_test_hook = NULL;
+	uint32_t sg = atomic_load(&sh.sweepgen);
+	KEXPECT_EQ(drain_moved, 3);
+	KEXPECT_EQ(sh.n.swept_spans - swept0, 4 + 3);
+	for (unsigned i = 0; i < 2; i++)
+		KEXPECT_EQ(unswept_spans(sizeclass_of(drain_sizes[i]), sg), 0);
+	SH_CHECK(&sh, "after the drained cycle");
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "after the next cycle");
+	for (unsigned i = 0; i < 2; i++)
+		for (size_t k = 0; k < n[i]; k++)
+			spanheap_free(&sh, p[i][k]);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	SH_CHECK(&sh, "after every free");
+	sh_heap_release(&heap);
+}
+
 /*
  * A class index past the last one, or 0, given to a slow path that takes
  * a class is refused by name: the arrays it indexes lie inside struct
