@@ -59,6 +59,11 @@ enum mheap_hook_point {
 	 * list; no lock held, not pinned (spanheap_cache.c,
 	 * spanheap_cache_refill). */
 	MHEAP_HOOK_SPAN_MADE,
+	/* The span heap's count of pending frees since the last flip has
+	 * read the flip's base and not yet the per-CPU totals; any context
+	 * but NMI (a kick after a spill in an interrupt handler reaches it)
+	 * (spanheap_sweep.c, pending_since_flip). */
+	MHEAP_HOOK_PENDING_BASE_READ,
 };
 
 #ifdef MM_TEST_HOOKS
@@ -66,8 +71,9 @@ enum mheap_hook_point {
  * the point: thread context for all points above but
  * MHEAP_HOOK_GROW_PREPARED, MHEAP_HOOK_GROW_COMMITTED,
  * MHEAP_HOOK_ALLOC_MISSED, MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC
- * allocation reaches them too: it may grow the heap itself) and
- * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches too. */
+ * allocation reaches them too: it may grow the heap itself),
+ * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches too,
+ * and MHEAP_HOOK_PENDING_BASE_READ. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -95,10 +95,22 @@ uint64_t spanheap_refills_total(struct spanheap *sh)
 	return cpus_total(sh, offsetof(struct mcache_counters, refills));
 }
 
+/*
+ * Pending bytes since the last flip. The base first, acquire (the flip
+ * read the counters before it stored it, release), then the counters,
+ * each of which only grows: so the total is at least the base. Read the
+ * other way round, a flip between the two reads left the total older than
+ * the base, and the difference wrapped to nearly 2^64: a kick woke the
+ * sweeper, a reclaim swept and the sweeper ran a cycle, all for nothing.
+ * Any context but NMI.
+ */
 static uint64_t pending_since_flip(struct spanheap *sh)
 {
-	return pending_total(sh) -
-	       atomic_load_explicit(&sh->pending_base, memory_order_relaxed);
+	uint64_t base =
+	        atomic_load_explicit(&sh->pending_base, memory_order_acquire);
+	mheap_hook(sh->heap, MHEAP_HOOK_PENDING_BASE_READ);
+	uint64_t total = pending_total(sh);
+	return total > base ? total - base : 0;
 }
 
 void spanheap_sweeper_kick(struct spanheap *sh)
@@ -160,7 +172,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
 	mm_lock_release(&h->lock, irq);
 	atomic_store_explicit(&sh->pending_base, pending_total(sh),
-	                      memory_order_relaxed);
+	                      memory_order_release); /* pending_since_flip */
 	/* Every central-list section that began before the flip ends
 	 * before the sweep starts. */
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {

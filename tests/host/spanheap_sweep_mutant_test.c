@@ -172,3 +172,52 @@ KTEST(spanheap_sweep_mutant, freed_span_struct_marks_nothing)
 	SH_CHECK(&sh, "after the repair");
 	sh_heap_release(&heap);
 }
+
+/* The objects the kick test frees from CPU 1 in its hook. */
+enum { KICK_N = 64, KICK_SIZE = 256 };
+static void *kick_obj[KICK_N];
+static _Atomic bool kick_armed;
+
+/* Between pending_since_flip's two reads: remote frees (KICK_N objects
+ * freed on CPU 1, spilled as pending bits) and a cycle, whose flip takes
+ * them into the base. */
+static void frees_and_flip_mid_read(struct mheap *h,
+                                    enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_PENDING_BASE_READ ||
+	    !atomic_exchange(&kick_armed, false))
+		return;
+	mm_port_set_cpu(1);
+	for (unsigned i = 0; i < KICK_N; i++)
+		spanheap_free(&sh, kick_obj[i]);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+	spanheap_sweep_cycle(&sh);
+}
+
+/*
+ * A kick that counts the pending frees while a flip moves the base wakes
+ * no sweeper for frees below min_pending_bytes (16 KiB of 1 MiB here).
+ * pending_since_flip read the per-CPU totals, then the base; with a flip
+ * and frees between the two reads the total was older than the base, the
+ * difference wrapped to nearly 2^64, and the kick woke the sweeper (the
+ * wake count moved). Reading the base first, the total is at least it.
+ */
+KTEST(spanheap_sweep_mutant, kick_across_a_flip_wakes_no_one)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh_alloc_n(&sh, kick_obj, KICK_N, KICK_SIZE));
+	spanheap_flush_cache(&sh);
+	uint64_t cycles0 = sh.n.cycles;
+	uint64_t seen = mm_event_prepare(&sh.sweeper.wake);
+	atomic_store(&kick_armed, true);
+	mheap_test_hook = frees_and_flip_mid_read;
+	spanheap_sweeper_kick(&sh);
+	mheap_test_hook = NULL;
+	KEXPECT_EQ(atomic_load(&kick_armed), 0);
+	KEXPECT_EQ(sh.n.cycles - cycles0, 1);
+	KEXPECT_EQ(mm_event_prepare(&sh.sweeper.wake), seen);
+	SH_CHECK(&sh, "after the kick");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
