@@ -17,6 +17,27 @@
 __attribute__((noreturn)) void
 spanheap_bad_object(const char *what, const void *p, const struct mspan *s);
 
+/* Panics naming fn and cls, a class index out of [1, SC_NCLASSES)
+ * (spanheap_span.c). */
+__attribute__((noreturn, cold)) void spanheap_bad_class(unsigned cls,
+                                                        const char *fn);
+
+/*
+ * cls, if it is a size class of small objects, [1, SC_NCLASSES); else
+ * panics naming fn. For the slow paths' class indexes (the loops over
+ * every class, a span's class): the arrays indexed by class lie inside
+ * struct spanheap, so an index one past the end reads the next field,
+ * where no sanitizer sees it. A compare and a branch never taken; the
+ * fast paths do not call it (their class comes from a checked span).
+ * Any context.
+ */
+static inline unsigned spanheap_class_checked(unsigned cls, const char *fn)
+{
+	if (__builtin_expect(cls - 1 >= SC_NCLASSES - 1, 0))
+		spanheap_bad_class(cls, fn);
+	return cls;
+}
+
 /* A free of object idx of s, at a, that carries its free marker or was
  * never handed out: panics saying which misuse it is (spanheap_realloc.c). */
 __attribute__((noreturn, noinline)) void
