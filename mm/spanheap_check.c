@@ -12,6 +12,11 @@
  * (other CPUs' through mm_port_each_other_cpu, where the port can reach them).
  * What palloc_check_locked is to the page allocator.
  *
+ * Files: this one holds the algorithm and the checks of spans, lists,
+ * fold queues and span structs; the per-CPU checks (magazines, cached
+ * spans) are in spanheap_check_cache.c, and what the two share (how a
+ * fault is reported) in spanheap_check_internal.h.
+ *
  * Algorithm: hold the cycle semaphore (invariant 5: no span is claimed
  * meanwhile); check every CPU's magazines; walk a snapshot of the
  * all-spans array (invariant 2); then each class's fold queue and lists
@@ -30,20 +35,10 @@
  * and objects) in time; another CPU's magazines are checked only where
  * the port can reach it (not in the hosted malloc).
  */
-#include "spanheap_internal.h"
+#include "spanheap_check_internal.h"
 
 /* ---- The checker
  * ------------------------------------------------------------------ */
-
-/* A fault the checker found: gives the cycle back first (a test may catch
- * the panic and go on with the heap), then panics. Its snapshot's
- * reference stays taken: after a caught panic the all-spans array it
- * holds is never freed. */
-#define check_fail(sh, ...) (spanheap_cycle_release(sh), mm_panic(__VA_ARGS__))
-/* The same under a class's lock, which goes first. */
-#define check_fail_unlock(sh, lock, irq, ...)                    \
-	(mm_lock_release(lock, irq), spanheap_cycle_release(sh), \
-	 mm_panic(__VA_ARGS__))
 
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
@@ -140,149 +135,6 @@ static void check_entries(struct spanheap *sh, struct mspan *s)
 			           "spanheap: check: span table entry of page "
 			           "%zu of span [%#lx] is wrong",
 			           i, (unsigned long)s->base);
-}
-
-/* True if a, in a magazine of class cls, is a freed object of the class:
- * it carries its free marker, and it starts an object of a small span of
- * the class, below the span's marked count, allocated by the bitmaps and
- * not freed by them. */
-static bool mag_object_ok(struct spanheap *sh, unsigned cls, uintptr_t a,
-                          uintptr_t cookie)
-{
-	const uintptr_t *o = (const uintptr_t *)a;
-	struct mspan *s = mheap_span_lookup(sh->heap, a);
-	if (o[1] != (cookie ^ a) || !mheap_span_is_span(s) ||
-	    atomic_load(&s->state) != MSPAN_SMALL || s->sizeclass != cls)
-		return false;
-	uintptr_t off = a - s->base;
-	uint32_t i = (uint32_t)(off / s->elemsize);
-	uint64_t b = (uint64_t)1 << (i % 64);
-	return off % s->elemsize == 0 && i < s->nelems &&
-	       i < atomic_load(&s->marked) &&
-	       (i < atomic_load(&s->freeindex) ||
-	        (atomic_load(&s->alloc_bits[i / 64]) & b)) &&
-	       !((atomic_load(&s->pending[i / 64]) |
-	          atomic_load(&s->local_free[i / 64])) &
-	         b);
-}
-
-/* The first fault in a CPU's magazines, kept to be reported once nothing
- * is pinned and no CPU is held (a test may catch the panic and go on). */
-struct mag_fault {
-	enum { MAG_OK, MAG_NO_SLAB, MAG_BROKEN, MAG_OBJECT } kind;
-	unsigned cpu, cls;
-	uint32_t seen, n;
-	uintptr_t a, below;
-	const uintptr_t *top, *limit, *base, *end;
-};
-
-/* CPU cpu's magazines, the CPU pinned or held (nothing on it touches them
- * meanwhile): with no slab made, every class's must be the shared empty
- * one; with one, each lies in its slots with the 0 below them, and every
- * object in it is a freed object of the class (mag_object_ok). Records the
- * first fault in *f; false if there was one. */
-static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
-                        struct mag_fault *f)
-{
-	struct mcache *mc = &sh->caches[cpu];
-	*f = (struct mag_fault){.cpu = cpu};
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mmag *m = &mc->mag[cls];
-		f->cls = cls;
-		f->top = m->top;
-		f->limit = m->limit;
-		if (!mc->slab) {
-			if (m->top[-1] == 0 && m->top == m->limit)
-				continue;
-			f->kind = MAG_NO_SLAB;
-			return false;
-		}
-		uintptr_t *base = mag_base(sh, cpu, cls);
-		f->base = base;
-		f->end = base + sh->mag_max[cls];
-		f->below = base[-1];
-		if (sh->mags[cpu] != mc->mag || m->limit != f->end ||
-		    m->top < base || m->top > f->end || base[-1] != 0) {
-			f->kind = MAG_BROKEN;
-			return false;
-		}
-		f->n = (uint32_t)(m->top - base);
-		for (f->seen = 0; f->seen < f->n; f->seen++) {
-			f->a = base[f->seen];
-			if (!mag_object_ok(sh, cls, f->a, cookie)) {
-				f->kind = MAG_OBJECT;
-				return false;
-			}
-		}
-	}
-	return true;
-}
-
-static void mag_fail(struct spanheap *sh, const struct mag_fault *f)
-{
-	if (f->kind == MAG_NO_SLAB)
-		check_fail(sh,
-		           "spanheap: check: CPU %u has no magazine slab, but "
-		           "its magazine of class %u is not the empty one",
-		           f->cpu, f->cls);
-	if (f->kind == MAG_BROKEN)
-		check_fail(sh,
-		           "spanheap: check: CPU %u's magazine of class %u is "
-		           "broken: top %p, limit %p, slots [%p, %p), the 0 "
-		           "below them %#lx",
-		           f->cpu, f->cls, (const void *)f->top,
-		           (const void *)f->limit, (const void *)f->base,
-		           (const void *)f->end, (unsigned long)f->below);
-	check_fail(sh,
-	           "spanheap: check: CPU %u's magazine of class %u: object %u "
-	           "of %u, %#lx, is not a freed object of the class",
-	           f->cpu, f->cls, f->seen, f->n, (unsigned long)f->a);
-}
-
-struct other_mags {
-	struct spanheap *sh;
-	uintptr_t cookie;
-	struct mag_fault fault; /* the first CPU's fault */
-};
-
-/* mm_port_each_other_cpu's call for CPU cpu, held: nothing runs on it. */
-static void other_cpu_mags(unsigned cpu, void *arg)
-{
-	struct other_mags *o = arg;
-	struct mag_fault f;
-	if (o->fault.kind == MAG_OK && !cpu_mags_ok(o->sh, cpu, o->cookie, &f))
-		o->fault = f;
-}
-
-/*
- * Every CPU's magazines: this CPU's pinned, every other's at a moment the
- * port holds it (mm_port_each_other_cpu; in the kernel the world is
- * stopped, so an interrupt handler that frees on another CPU cannot move
- * its magazine under the check), or, where the port cannot reach other
- * CPUs, this CPU's alone. First the magazines of a fast pin that names no
- * CPU: empty and full at once, never written.
- */
-static void check_mags(struct spanheap *sh)
-{
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mmag *none = &sh->mags[MM_PIN_NONE][cls];
-		if (none->top != none->limit || none->top[-1] != 0)
-			check_fail(sh,
-			           "spanheap: check: the magazine of class %u "
-			           "for no CPU (MM_PIN_NONE) was written: top "
-			           "%p, limit %p, the word below %#lx",
-			           cls, (void *)none->top, (void *)none->limit,
-			           (unsigned long)none->top[-1]);
-	}
-	struct other_mags o = {.sh = sh, .cookie = sh->mag_cookie};
-	struct mm_pin pin = mm_port_pin();
-	bool ok = cpu_mags_ok(sh, (unsigned)pin.cpu, o.cookie, &o.fault);
-	mm_port_unpin(pin);
-	if (!ok)
-		mag_fail(sh, &o.fault);
-	mm_port_each_other_cpu(other_cpu_mags, &o);
-	if (o.fault.kind != MAG_OK)
-		mag_fail(sh, &o.fault);
 }
 
 /* What check_spans counts in the all-spans array. */
@@ -433,32 +285,6 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 		           (unsigned long)unmarked,
 		           (unsigned long)unmarked_span->base, cls);
 	return listed;
-}
-
-/* Every CPU's cached spans: of their slot's class, on no list, with an
- * odd sweepgen; counted per class into listed[]. */
-static void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
-{
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-			struct mspan *s = sh->caches[cpu].alloc[cls];
-			if (s == &spanheap_empty_span)
-				continue;
-			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
-			    atomic_load(&s->sweepgen) % 2 == 0 ||
-			    atomic_load(&s->owner) != cpu + 1)
-				check_fail(
-				        sh,
-				        "spanheap: check: CPU %u caches span "
-				        "[%#lx] of class %u for class %u, "
-				        "sweepgen %u, owner %u",
-				        cpu, (unsigned long)s->base,
-				        s->sizeclass, cls,
-				        atomic_load(&s->sweepgen),
-				        (unsigned)atomic_load(&s->owner));
-			listed[cls]++;
-		}
-	}
 }
 
 /* True if s, on the span-struct free list, is not dead, or still says it

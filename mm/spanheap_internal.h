@@ -14,6 +14,7 @@
  *   spanheap_sweep.c    sweep cycles, the sweeper thread
  *   spanheap_stats.c    statistics and the slabinfo dump
  *   spanheap_check.c    the checker
+ *   spanheap_check_cache.c  the checker's per-CPU checks
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
