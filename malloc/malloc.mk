@@ -9,12 +9,12 @@
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c \
-	malloc/slots.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c
+	malloc/slots.c malloc/background.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
 # is exported; initial-exec TLS (the slot index) needs no allocation;
 # the compiler must not turn our own code into calls of malloc or free;
 # and -z initfirst: its constructor, which registers the fork handlers,
-# runs before any other library's constructor (malloc/slots.c; why:
+# runs before any other library's constructor (malloc/background.c; why:
 # malloc/fork.c).
 # Link-time optimisation lets malloc() and free() inline the span heap's
 # fast paths (no call, fewer registers saved): mixed sizes 28 -> 26.4 ns,

@@ -1,8 +1,9 @@
 /*
  * malloc/malloc_internal.h: what the hosted malloc's files share: the one
  * heap, the thread slots that play CPUs (slots.c; their entry and leave
- * in enter.h), what the fork handlers (fork.c) need of the slots, and
- * the hooks of the production port (port_prod.c) that slots.c drives.
+ * in enter.h), the background threads (background.c), what the fork handlers
+ * (fork.c) need of the slots, and the hooks of the production port
+ * (port_prod.c) that slots.c drives.
  *
  * A thread "holds" its slot from entry to exit of every malloc API call
  * (mm_malloc_enter / mm_malloc_leave), so whatever mm/ does inside the
@@ -100,8 +101,8 @@ extern bool mm_malloc_fences MM_MALLOC_HIDDEN;
 /* Serialises the background threads' start and stop and fork; never
  * taken holding a slot. */
 extern pthread_mutex_t mm_malloc_ctl_lock MM_MALLOC_HIDDEN;
-/* The process whose background threads run (set when they start; under
- * mm_malloc_ctl_lock). */
+/* The process whose background threads run (set when they start, in
+ * background.c; under mm_malloc_ctl_lock). */
 extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;
 
 /* membarrier(2) with command cmd; its return value. */

@@ -1,8 +1,9 @@
 /*
  * malloc/slots.c: the hosted malloc's set-up and its threads: the heap's
- * bootstrap, the thread slots that play the span heap's CPUs, and the
- * background threads. fork()'s handlers and _Fork are in fork.c; their
- * algorithm is described here, with the slots they take.
+ * bootstrap and the thread slots that play the span heap's CPUs. The
+ * background threads (their start, and the constructor that allows them)
+ * are in background.c, fork()'s handlers and _Fork in fork.c; the
+ * algorithm of both is described here, with the slots they take.
  *
  * Representation. MM_MAX_CPUS slots, each one cache line of three words
  * (malloc_internal.h): in (the exclusive owner is inside a call), state
@@ -157,7 +158,6 @@ struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
 struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
 _Thread_local struct mm_malloc_thread mm_malloc_self = {.slot_id = -1};
-atomic_int mm_malloc_bg_state;
 #ifdef MM_TEST_HOOKS
 void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where);
 #endif
@@ -427,95 +427,4 @@ static void slot_exit(void *arg)
 	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
-}
-
-/* ---- Background threads ------------------------------------------------- */
-
-/* The heap size from which the background threads run: below it there is
- * little to give back, and the many short-lived processes of a shell or a
- * build (bash, seq, gcc's drivers) would pay for two thread starts each,
- * and for stopping them at every fork. */
-#define MM_MALLOC_BG_MIN_BYTES ((size_t)8 << 20)
-
-static atomic_bool constructed;
-static atomic_size_t grown_bytes;
-
-/* Allows the threads once both conditions hold. */
-/* MM_MALLOC_BACKGROUND=0: no background threads at all, for a program
- * that must stay single-threaded (unshare(CLONE_NEWUSER) and setns into
- * a user namespace refuse a multi-threaded caller). The heap works
- * without them: refills sweep, but free memory is given back only by
- * malloc_trim. */
-static atomic_bool no_background;
-
-static void allow_background(void)
-{
-	int want = MM_BG_NOT_YET;
-	if (atomic_load(&constructed) && !atomic_load(&no_background) &&
-	    atomic_load(&grown_bytes) >= MM_MALLOC_BG_MIN_BYTES)
-		atomic_compare_exchange_strong(&mm_malloc_bg_state, &want,
-		                               MM_BG_ALLOWED);
-}
-
-/* name's value in envp (getenv's if envp is NULL), or NULL. */
-static const char *env_value(char **envp, const char *name)
-{
-	if (!envp)
-		return getenv(name);
-	size_t n = strlen(name);
-	for (; *envp; envp++)
-		if (strncmp(*envp, name, n) == 0 && (*envp)[n] == '=')
-			return *envp + n + 1;
-	return NULL;
-}
-
-/*
- * Runs before every other object's initialisation (-z initfirst), libc's
- * included: pthread_atfork and dlsym work then, but environ is not set
- * yet, so the environment is the one glibc passes to initialisers. No
- * allocation comes between this and libc's initialisation, so the
- * background threads, allowed from here, start once libc is set up.
- */
-__attribute__((constructor)) static void
-mm_malloc_constructor(int argc, char **argv, char **envp)
-{
-	(void)argc;
-	(void)argv;
-	mm_malloc_fork_init();
-	if (mm_malloc_env_switch("MM_MALLOC_BACKGROUND",
-	                         env_value(envp, "MM_MALLOC_BACKGROUND")) == 0)
-		atomic_store(&no_background, true);
-	mm_malloc_log_init(env_value(envp, "MM_MALLOC_VERBOSE"));
-	atomic_store(&constructed, true);
-	allow_background();
-}
-
-void mm_malloc_note_growth(size_t nbytes)
-{
-	atomic_fetch_add(&grown_bytes, nbytes);
-	allow_background();
-}
-
-pid_t mm_malloc_bg_pid;
-
-void mm_malloc_bg_start(void)
-{
-	if (mm_malloc_self.held ||
-	    pthread_mutex_trylock(&mm_malloc_ctl_lock) != 0)
-		return; /* inside a call, or someone starts or forks now */
-	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
-	    atomic_load_explicit(&init_state, memory_order_acquire) == 2) {
-		atomic_store(&mm_malloc_bg_state, MM_BG_RUNNING);
-		mm_malloc_bg_pid = getpid();
-		/* A thread that cannot start is not retried: the heap works
-		 * without it (refills sweep, memory is not given back). Its
-		 * pthread_create's errno (EAGAIN) is not the allocation's,
-		 * which succeeded: errno stays as it was. */
-		int saved_errno = errno;
-		spanheap_sweeper_start(&mm_malloc_sh);
-		mm_malloc_hook(MM_MALLOC_HOOK_BG_BETWEEN);
-		mheap_scavenger_start(&mm_malloc_heap);
-		errno = saved_errno;
-	}
-	pthread_mutex_unlock(&mm_malloc_ctl_lock);
 }
