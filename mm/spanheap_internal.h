@@ -13,8 +13,11 @@
  *   spanheap_init.c     set-up
  *   spanheap_sweep.c    sweep cycles, the sweeper thread
  *   spanheap_stats.c    statistics and the slabinfo dump
- *   spanheap_check.c    the checker
- *   spanheap_check_cache.c  the checker's per-CPU checks
+ *   spanheap_check.c    the checker; spanheap_check_cache.c its per-CPU
+ *                       checks
+ * Their headers: spanheap_span.h, spanheap_central.h and spanheap_cache.h
+ * (included below) declare what the span, central and cache layers'
+ * files give the others.
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
@@ -139,63 +142,14 @@ static inline void *span_next_fast(struct mspan *s)
 	return ac ? span_take(s, ac) : NULL;
 }
 
-/* The newest object's end: written by the owner, pinned or by a
- * restartable sequence's commit; relaxed, as statistics read it from other
- * CPUs. */
-static inline uintptr_t *mag_top(struct mmag *m)
-{
-	return __atomic_load_n(&m->top, __ATOMIC_RELAXED);
-}
-
-static inline void mag_set_top(struct mmag *m, uintptr_t *t)
-{
-	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
-}
-
-/* Puts object a (checked, free) at t, the top of magazine m, below its
- * limit, and writes its free marker. Pinned. */
-static inline __attribute__((always_inline)) void
-mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
-{
-	*t = a;
-	obj_words(a)[1] = cookie ^ a;
-	mag_set_top(m, t + 1);
-}
-
 /* The spans' calls (spanheap_span.h). */
 #include "spanheap_span.h"
-
-/* The first slot of CPU cpu's magazine of class cls; its slab is made
- * (sh->caches[cpu].slab not NULL). */
-static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
-                                  unsigned cls)
-{
-	return sh->caches[cpu].slab + sh->mag_off[cls];
-}
 
 /* The central lists (spanheap_central.h). */
 #include "spanheap_central.h"
 
-/* ---- Per-CPU caches (spanheap_cache.c) ---- */
-
-/* The refill: an object of class cls when the cached span has none in
- * its allocation cache. Pinned (*pin, which may change); sets *kick if
- * the sweeper should be kicked after the unpin. */
-void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
-                            struct mm_pin *pin, bool *kick);
-
-/* Makes CPU cpu's slab of magazine slots (pinned; MHEAP_ATOMIC). */
-bool spanheap_mag_slab_make(struct spanheap *sh, unsigned cpu);
-
-/* A free (object a, checked) that found its magazine full, or its pin
- * pinning nothing; unpins. And a free with nothing pinned yet. */
-void spanheap_mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
-                       struct mm_pin pin);
-void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls);
-
-/* Gives this CPU's magazines back to their spans (pins). Any context but
- * NMI; returns true if the sweeper should be kicked. */
-bool spanheap_mags_drain_here(struct spanheap *sh);
+/* The per-CPU caches and their magazines (spanheap_cache.h). */
+#include "spanheap_cache.h"
 
 /* Wakes the sweeper if pending frees passed the threshold. Any context
  * but NMI, no lock held. */

@@ -1,0 +1,67 @@
+/*
+ * mm/spanheap_cache.h: the per-CPU caches (mcache, spanheap_cache.c) as
+ * the span heap's other files use them: the magazines' inline helpers
+ * (top, push, a CPU's slots) and the caches' slow paths (refill, the
+ * magazines' slab, spills and drains). Included by spanheap_internal.h;
+ * not for the heap's users. The magazines' layout is in
+ * spanheap_types.h, their algorithm in spanheap_cache.c.
+ */
+#ifndef MM_SPANHEAP_CACHE_H
+#define MM_SPANHEAP_CACHE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "spanheap.h"
+
+/* The newest object's end: written by the owner, pinned or by a
+ * restartable sequence's commit; relaxed, as statistics read it from other
+ * CPUs. */
+static inline uintptr_t *mag_top(struct mmag *m)
+{
+	return __atomic_load_n(&m->top, __ATOMIC_RELAXED);
+}
+
+static inline void mag_set_top(struct mmag *m, uintptr_t *t)
+{
+	__atomic_store_n(&m->top, t, __ATOMIC_RELAXED);
+}
+
+/* Puts object a (checked, free) at t, the top of magazine m, below its
+ * limit, and writes its free marker. Pinned. */
+static inline __attribute__((always_inline)) void
+mag_push(struct mmag *m, uintptr_t *t, uintptr_t a, uintptr_t cookie)
+{
+	*t = a;
+	obj_words(a)[1] = cookie ^ a;
+	mag_set_top(m, t + 1);
+}
+
+/* The first slot of CPU cpu's magazine of class cls; its slab is made
+ * (sh->caches[cpu].slab not NULL). */
+static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
+                                  unsigned cls)
+{
+	return sh->caches[cpu].slab + sh->mag_off[cls];
+}
+
+/* The refill: an object of class cls when the cached span has none in
+ * its allocation cache. Pinned (*pin, which may change); sets *kick if
+ * the sweeper should be kicked after the unpin. */
+void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
+                            struct mm_pin *pin, bool *kick);
+
+/* Makes CPU cpu's slab of magazine slots (pinned; MHEAP_ATOMIC). */
+bool spanheap_mag_slab_make(struct spanheap *sh, unsigned cpu);
+
+/* A free (object a, checked) that found its magazine full, or its pin
+ * pinning nothing; unpins. And a free with nothing pinned yet. */
+void spanheap_mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
+                       struct mm_pin pin);
+void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls);
+
+/* Gives this CPU's magazines back to their spans (pins). Any context but
+ * NMI; returns true if the sweeper should be kicked. */
+bool spanheap_mags_drain_here(struct spanheap *sh);
+
+#endif
