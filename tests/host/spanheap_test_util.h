@@ -19,6 +19,13 @@
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
+/* True if every one of the n bytes at p is v (spanheap_test.c and
+ * spanheap_realloc_test.c; mh_all_bytes under their name). */
+static inline bool all_bytes(const void *p, size_t n, unsigned char v)
+{
+	return mh_all_bytes(p, n, v);
+}
+
 /* 1 GiB: room for any test, and mostly untouched address space. */
 #define SH_ARENA_BYTES ((size_t)1 << 30)
 
