@@ -51,7 +51,8 @@ FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
 FUZZ_TARGETS := $(FUZZ_MM_TARGETS) $(FUZZ_INPUT_TARGETS)
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
-	tests/host/mm_port_posix.c tests/host/mm_port_posix_cpu.c \
+	tests/host/mm_port_posix.c tests/host/mm_port_posix_mem.c \
+	tests/host/mm_port_posix_cpu.c \
 	tests/host/mm_port_posix_chaos.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
@@ -186,6 +187,7 @@ test-sizeclasses:
 BENCH_DIR := $(HOST_BUILD)/bench
 BENCH_BIN := $(BENCH_DIR)/palloc_bench
 BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_chaos.c \
 	tests/host/bench/palloc_bench.c
 
@@ -197,6 +199,7 @@ $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
 # The span heap against real allocators (tools/bench-spanheap runs it).
 SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
+	tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_chaos.c \
 	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_args.c
 

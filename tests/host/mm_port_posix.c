@@ -2,8 +2,9 @@
  * tests/host/mm_port_posix.c: mm/port.h for Linux user space, used by the
  * host tests, the fuzzer and the benchmark.
  *
- * Address space: reserve = an anonymous PROT_NONE, MAP_NORESERVE mapping,
- * over-reserved and trimmed to the alignment asked for; map and used =
+ * Address space (mm_port_posix_mem.c): reserve = an anonymous PROT_NONE,
+ * MAP_NORESERVE mapping, over-reserved and trimmed to the alignment asked
+ * for; map and used =
  * mprotect read-write (fresh anonymous memory reads as zero; pages that
  * are already read-write keep their contents). Both are all or nothing:
  * an injected failure (mm_port_fail_maps) returns before touching
@@ -11,10 +12,10 @@
  * mapped), one of used mm_panics (the port keeps no per-page state, so it
  * could not tell which pages to put back).
  *
- * Scavenging: unused_begin records the range and drops it at once
- * (madvise(MADV_DONTNEED), which drops the pages, then PROT_NONE so that
- * a touch faults as it would in the kernel; a user process has no
- * shootdown to defer); finish only empties the batch. free_pages is a
+ * Scavenging (mm_port_posix_mem.c): unused_begin records the range and
+ * drops it at once (madvise(MADV_DONTNEED), which drops the pages, then
+ * PROT_NONE so that a touch faults as it would in the kernel; a user process
+ * has no shootdown to defer); finish only empties the batch. free_pages is a
  * value tests set (mm_port_set_free_pages; default: plenty) to simulate a
  * short frame pool.
  *
@@ -98,10 +99,6 @@ static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_panic[4096], last_log[1024];
 static unsigned long npanics, nlogs;
 static atomic_bool quiet;
-static atomic_size_t mapped_bytes;
-static atomic_uint fail_maps;
-static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
-static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
 
 /* The highest-ranked mm lock this thread holds, or NULL. */
 static const struct posix_lock *top_held(void)
@@ -113,7 +110,7 @@ static const struct posix_lock *top_held(void)
 
 /* Hooks documented "no mm lock held" call this first; what names the
  * call in the panic ("mm_port_map", "mm_event_wait(name)"). */
-static void expect_no_lock(const char *what)
+void expect_no_lock(const char *what)
 {
 	const struct posix_lock *top = top_held();
 	if (top)
@@ -127,179 +124,6 @@ void mm_posix_expect_can_sleep(const char *what)
 	expect_no_lock(what);
 	if (atomic_context)
 		mm_panic("%s called in atomic context (it may sleep)", what);
-}
-
-/* ---- Address space ------------------------------------------------------ */
-
-void *mm_port_reserve(size_t nbytes, size_t align)
-{
-	expect_no_lock("mm_port_reserve");
-	mm_posix_chaos();
-	unsigned n = atomic_load(&fail_reserve);
-	if (n && atomic_fetch_sub(&fail_reserve, 1) == 1)
-		return NULL; /* the injected failure (mm_port_fail_reserve) */
-	if (align < MM_PAGE_SIZE)
-		align = MM_PAGE_SIZE;
-	/* A guard page after the range, never mapped: a write past the
-	 * reservation's end faults at once (palloc_init set a bit there for
-	 * some arena sizes, in whatever came next). */
-	size_t span = nbytes + align - MM_PAGE_SIZE + MM_PAGE_SIZE;
-	if (span < nbytes)
-		return NULL; /* wrapped */
-	void *raw = mmap(NULL, span, PROT_NONE,
-	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (raw == MAP_FAILED)
-		return NULL;
-	uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-	if (base > (uintptr_t)raw)
-		munmap(raw, base - (uintptr_t)raw);
-	uintptr_t end = (uintptr_t)raw + span;
-	uintptr_t guard_end = base + nbytes + MM_PAGE_SIZE;
-	if (end > guard_end)
-		munmap((void *)guard_end, end - guard_end);
-	atomic_fetch_add(&reserved_bytes, nbytes);
-	return (void *)base;
-}
-
-void mm_port_unreserve(void *addr, size_t nbytes)
-{
-	expect_no_lock("mm_port_unreserve");
-	munmap(addr, nbytes + MM_PAGE_SIZE); /* and its guard page */
-	atomic_fetch_sub(&reserved_bytes, nbytes);
-}
-
-void mm_port_fail_reserve(unsigned nth)
-{
-	atomic_store(&fail_reserve, nth);
-}
-
-size_t mm_port_reserved_bytes(void)
-{
-	return atomic_load(&reserved_bytes);
-}
-
-/* True if a failure was injected for this call (mm_port_fail_maps). */
-static bool injected_failure(void)
-{
-	unsigned n = atomic_load(&fail_maps);
-	while (n && !atomic_compare_exchange_weak(&fail_maps, &n, n - 1))
-		;
-	return n != 0;
-}
-
-bool mm_port_map(void *addr, size_t nbytes)
-{
-	expect_no_lock("mm_port_map");
-	mm_posix_chaos();
-	if (injected_failure())
-		return false;
-	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0) {
-		/* Part of it may have changed (the VMA limit): the range was
-		 * not mapped before, so unmapping it all restores it. */
-		int err = errno;
-		if (mprotect(addr, nbytes, PROT_NONE) != 0)
-			mm_panic("mm_port_map: mprotect(%p, %zu) failed (%s) "
-			         "and could not be undone",
-			         addr, nbytes, strerror(err));
-		return false;
-	}
-	atomic_fetch_add(&mapped_bytes, nbytes);
-	return true;
-}
-
-/* Production mapping (mm_port_set_production_mapping): arena chunks are
- * read-write from their growth on, scavenging only drops the pages. */
-static atomic_bool production_mapping;
-
-void mm_port_set_production_mapping(bool on)
-{
-	atomic_store(&production_mapping, on);
-}
-
-bool mm_port_used(void *addr, size_t nbytes)
-{
-	expect_no_lock("mm_port_used");
-	mm_posix_chaos();
-	if (injected_failure())
-		return false;
-	if (atomic_load_explicit(&production_mapping, memory_order_relaxed))
-		return true; /* dropped pages read as zero when touched */
-	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
-		mm_panic("mm_port_used: mprotect(%p, %zu) failed (%s): the "
-		         "host port cannot tell which pages it changed",
-		         addr, nbytes, strerror(errno));
-	return true;
-}
-
-bool mm_port_prepare(void *addr, size_t nbytes)
-{
-	expect_no_lock("mm_port_prepare");
-	mm_posix_chaos();
-	/* The host kernel's page tables are its business; in production
-	 * mode the whole chunk becomes read-write now, in one mapping the
-	 * host can back with huge pages. */
-	if (atomic_load_explicit(&production_mapping, memory_order_relaxed) &&
-	    mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
-		return false;
-	return true;
-}
-
-/* Drops the memory of [addr, addr + nbytes) now; a touch then faults. */
-static void drop_pages(void *addr, size_t nbytes)
-{
-	madvise(addr, nbytes, MADV_DONTNEED);
-	if (!atomic_load_explicit(&production_mapping, memory_order_relaxed))
-		mprotect(addr, nbytes, PROT_NONE);
-}
-
-void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
-{
-	uintptr_t base = (uintptr_t)addr;
-	size_t n = nbytes / MM_PAGE_SIZE;
-	if (n > MM_UNUSED_BATCH_PAGES - b->npages)
-		mm_panic("mm_port_unused_begin: batch full at %#lx", base);
-	for (size_t i = 0; i < n; i++)
-		b->cookie[b->npages++] = base + i * MM_PAGE_SIZE;
-	if (base < b->lo)
-		b->lo = base;
-	if (base + nbytes > b->hi)
-		b->hi = base + nbytes;
-	drop_pages(addr, nbytes);
-	mm_posix_chaos();
-}
-
-void mm_port_unused_finish(struct mm_unused_batch *b)
-{
-	expect_no_lock("mm_port_unused_finish");
-	mm_posix_chaos();
-	mm_unused_batch_init(b);
-}
-
-static atomic_size_t free_pages = SIZE_MAX / 2;
-
-size_t mm_port_free_pages(void)
-{
-	return atomic_load(&free_pages);
-}
-
-void mm_port_set_free_pages(size_t npages)
-{
-	atomic_store(&free_pages, npages);
-}
-
-void mm_port_release(void *addr, size_t nbytes)
-{
-	mm_port_unreserve(addr, nbytes);
-}
-
-void mm_port_fail_maps(unsigned n)
-{
-	atomic_store(&fail_maps, n);
-}
-
-size_t mm_port_mapped_bytes(void)
-{
-	return atomic_load(&mapped_bytes);
 }
 
 /* ---- Contexts, time and threads ----------------------------------------- */

@@ -1,6 +1,7 @@
 /*
- * tests/host/mm_port_posix_internal.h: what the POSIX port's two files
- * (mm_port_posix.c, mm_port_posix_cpu.c) share. Not for tests.
+ * tests/host/mm_port_posix_internal.h: what the POSIX port's files
+ * (mm_port_posix.c, mm_port_posix_mem.c, mm_port_posix_cpu.c,
+ * mm_port_posix_chaos.c) share. Not for tests.
  */
 #ifndef TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
 #define TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
@@ -23,6 +24,10 @@ struct mm_posix_cpu_slot {
 	atomic_bool bound;
 };
 extern struct mm_posix_cpu_slot mm_posix_cpu_slots[MM_MAX_CPUS];
+
+/* Hooks documented "no mm lock held" call this first (mm_port_posix.c):
+ * mm_panics naming what if the caller holds an mm lock. */
+void expect_no_lock(const char *what);
 
 /* Hooks that may sleep call this first: mm_panics naming what if the
  * caller holds an mm lock or is in (simulated) atomic context. */

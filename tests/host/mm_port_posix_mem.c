@@ -1,0 +1,198 @@
+/*
+ * tests/host/mm_port_posix_mem.c: the POSIX port's address space
+ * (mm_port_posix.c has the rest of the port and describes the whole):
+ * reserve, map, used and prepare as mprotect over PROT_NONE reservations,
+ * scavenging as madvise(MADV_DONTNEED) then PROT_NONE, the simulated
+ * free-page count, and the tests' knobs (injected map and reserve
+ * failures, the production mapping mode) and counters (bytes mapped and
+ * reserved). Every hook here that port.h says runs with no mm lock held
+ * checks it (expect_no_lock, mm_port_posix.c).
+ */
+#define _GNU_SOURCE
+#include "mm_port_posix.h"
+#include "mm_port_posix_internal.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static atomic_size_t mapped_bytes;
+static atomic_uint fail_maps;
+static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
+static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
+
+/* ---- Address space ------------------------------------------------------ */
+
+void *mm_port_reserve(size_t nbytes, size_t align)
+{
+	expect_no_lock("mm_port_reserve");
+	mm_posix_chaos();
+	unsigned n = atomic_load(&fail_reserve);
+	if (n && atomic_fetch_sub(&fail_reserve, 1) == 1)
+		return NULL; /* the injected failure (mm_port_fail_reserve) */
+	if (align < MM_PAGE_SIZE)
+		align = MM_PAGE_SIZE;
+	/* A guard page after the range, never mapped: a write past the
+	 * reservation's end faults at once (palloc_init set a bit there for
+	 * some arena sizes, in whatever came next). */
+	size_t span = nbytes + align - MM_PAGE_SIZE + MM_PAGE_SIZE;
+	if (span < nbytes)
+		return NULL; /* wrapped */
+	void *raw = mmap(NULL, span, PROT_NONE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
+	if (base > (uintptr_t)raw)
+		munmap(raw, base - (uintptr_t)raw);
+	uintptr_t end = (uintptr_t)raw + span;
+	uintptr_t guard_end = base + nbytes + MM_PAGE_SIZE;
+	if (end > guard_end)
+		munmap((void *)guard_end, end - guard_end);
+	atomic_fetch_add(&reserved_bytes, nbytes);
+	return (void *)base;
+}
+
+void mm_port_unreserve(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_unreserve");
+	munmap(addr, nbytes + MM_PAGE_SIZE); /* and its guard page */
+	atomic_fetch_sub(&reserved_bytes, nbytes);
+}
+
+void mm_port_fail_reserve(unsigned nth)
+{
+	atomic_store(&fail_reserve, nth);
+}
+
+size_t mm_port_reserved_bytes(void)
+{
+	return atomic_load(&reserved_bytes);
+}
+
+/* True if a failure was injected for this call (mm_port_fail_maps). */
+static bool injected_failure(void)
+{
+	unsigned n = atomic_load(&fail_maps);
+	while (n && !atomic_compare_exchange_weak(&fail_maps, &n, n - 1))
+		;
+	return n != 0;
+}
+
+bool mm_port_map(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_map");
+	mm_posix_chaos();
+	if (injected_failure())
+		return false;
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0) {
+		/* Part of it may have changed (the VMA limit): the range was
+		 * not mapped before, so unmapping it all restores it. */
+		int err = errno;
+		if (mprotect(addr, nbytes, PROT_NONE) != 0)
+			mm_panic("mm_port_map: mprotect(%p, %zu) failed (%s) "
+			         "and could not be undone",
+			         addr, nbytes, strerror(err));
+		return false;
+	}
+	atomic_fetch_add(&mapped_bytes, nbytes);
+	return true;
+}
+
+/* Production mapping (mm_port_set_production_mapping): arena chunks are
+ * read-write from their growth on, scavenging only drops the pages. */
+static atomic_bool production_mapping;
+
+void mm_port_set_production_mapping(bool on)
+{
+	atomic_store(&production_mapping, on);
+}
+
+bool mm_port_used(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_used");
+	mm_posix_chaos();
+	if (injected_failure())
+		return false;
+	if (atomic_load_explicit(&production_mapping, memory_order_relaxed))
+		return true; /* dropped pages read as zero when touched */
+	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+		mm_panic("mm_port_used: mprotect(%p, %zu) failed (%s): the "
+		         "host port cannot tell which pages it changed",
+		         addr, nbytes, strerror(errno));
+	return true;
+}
+
+bool mm_port_prepare(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_prepare");
+	mm_posix_chaos();
+	/* The host kernel's page tables are its business; in production
+	 * mode the whole chunk becomes read-write now, in one mapping the
+	 * host can back with huge pages. */
+	if (atomic_load_explicit(&production_mapping, memory_order_relaxed) &&
+	    mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
+		return false;
+	return true;
+}
+
+/* Drops the memory of [addr, addr + nbytes) now; a touch then faults. */
+static void drop_pages(void *addr, size_t nbytes)
+{
+	madvise(addr, nbytes, MADV_DONTNEED);
+	if (!atomic_load_explicit(&production_mapping, memory_order_relaxed))
+		mprotect(addr, nbytes, PROT_NONE);
+}
+
+void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
+{
+	uintptr_t base = (uintptr_t)addr;
+	size_t n = nbytes / MM_PAGE_SIZE;
+	if (n > MM_UNUSED_BATCH_PAGES - b->npages)
+		mm_panic("mm_port_unused_begin: batch full at %#lx", base);
+	for (size_t i = 0; i < n; i++)
+		b->cookie[b->npages++] = base + i * MM_PAGE_SIZE;
+	if (base < b->lo)
+		b->lo = base;
+	if (base + nbytes > b->hi)
+		b->hi = base + nbytes;
+	drop_pages(addr, nbytes);
+	mm_posix_chaos();
+}
+
+void mm_port_unused_finish(struct mm_unused_batch *b)
+{
+	expect_no_lock("mm_port_unused_finish");
+	mm_posix_chaos();
+	mm_unused_batch_init(b);
+}
+
+static atomic_size_t free_pages = SIZE_MAX / 2;
+
+size_t mm_port_free_pages(void)
+{
+	return atomic_load(&free_pages);
+}
+
+void mm_port_set_free_pages(size_t npages)
+{
+	atomic_store(&free_pages, npages);
+}
+
+void mm_port_release(void *addr, size_t nbytes)
+{
+	mm_port_unreserve(addr, nbytes);
+}
+
+void mm_port_fail_maps(unsigned n)
+{
+	atomic_store(&fail_maps, n);
+}
+
+size_t mm_port_mapped_bytes(void)
+{
+	return atomic_load(&mapped_bytes);
+}
