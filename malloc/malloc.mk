@@ -143,3 +143,65 @@ bench-real: $(MALLOC_SO) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) | deps-bench
 	tools/plot-rss $(MALLOC_SO) $(MALLOC_RSS_BURST) $(MALLOC_BENCH_DIR)
 
 .PHONY: plot-rss bench-real
+
+# The hosted malloc's own code (slots.c, fork.c, port_prod.c,
+# port_sync.c, malloc.c, malloc_info.c) and mm/ under ThreadSanitizer,
+# linked into a stress test (tests/real/malloc_tsan_test.c). TSan
+# intercepts malloc and the rest of the API, so the library cannot be
+# preloaded under it: its sources are built a third time with every
+# exported name renamed (malloc -> mmt_malloc, ...; MALLOC_TSAN_API), and
+# the test calls those. Production flags but -O1, no LTO and no -fPIC.
+# It runs in the "exchange" slot mode (MM_MALLOC_MEMBARRIER=0): the
+# membarrier(2) fast path is an asymmetric fence (slots.c, "Why"), which
+# TSan cannot model, and is left to the spin model (tests/model).
+# MM_MALLOC_BACKGROUND is emptied: the background threads must run.
+#   make test-malloc-tsan  runs it (under a minute); writes "passed
+#                          failed skipped" to $(RESULTS)/malloc-tsan; a
+#                          report fails it (halt_on_error, and
+#                          tools/ktap-check)
+MALLOC_TSAN_BUILD := $(BUILD)/malloc-tsan
+MALLOC_TSAN_API := malloc free calloc realloc reallocarray memalign \
+	aligned_alloc posix_memalign valloc pvalloc malloc_usable_size \
+	__libc_malloc __libc_free cfree __libc_calloc __libc_realloc \
+	__libc_memalign __libc_valloc __libc_pvalloc mallinfo2 mallinfo \
+	malloc_stats malloc_info malloc_trim _Fork
+MALLOC_TSAN_LIB_CFLAGS := $(filter-out -O2 -fPIC -flto,$(MALLOC_CFLAGS)) \
+	-O1 -fsanitize=thread -fno-omit-frame-pointer \
+	$(foreach f,$(MALLOC_TSAN_API),-D$(f)=mmt_$(f))
+# The test's own files see the library's headers as the library does (no
+# MM_TEST_HOOKS, malloc/pin.h), and keep the names malloc and free for
+# TSan's allocator.
+MALLOC_TSAN_TEST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror \
+	-Wno-unused-parameter -fsanitize=thread -fno-omit-frame-pointer \
+	-fno-builtin -I. -MMD -MP -DMM_PORT_INLINE='"malloc/pin.h"'
+MALLOC_TSAN_LIB_OBJS := $(patsubst %,$(MALLOC_TSAN_BUILD)/lib/%.o,$(MALLOC_SRCS))
+MALLOC_TSAN_TEST_SRCS := tests/real/malloc_tsan_test.c \
+	tests/real/malloc_tsan_threads.c tests/host/main.c \
+	kernel/ktest.c kernel/format.c
+MALLOC_TSAN_TEST_OBJS := $(patsubst %,$(MALLOC_TSAN_BUILD)/test/%.o,\
+	$(MALLOC_TSAN_TEST_SRCS))
+MALLOC_TSAN_TEST := $(MALLOC_TSAN_BUILD)/malloc-tsan-test
+MALLOC_TSAN_TIMEOUT ?= 300
+
+$(MALLOC_TSAN_BUILD)/lib/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(MALLOC_TSAN_LIB_CFLAGS) -c $< -o $@
+
+$(MALLOC_TSAN_BUILD)/test/%.c.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(MALLOC_TSAN_TEST_CFLAGS) -c $< -o $@
+
+$(MALLOC_TSAN_TEST): $(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS)
+	$(CC) -fsanitize=thread -g -o $@ $^ -lpthread -ldl
+
+test-malloc-tsan: $(MALLOC_TSAN_TEST)
+	@mkdir -p $(RESULTS)
+	@MM_MALLOC_MEMBARRIER=0 MM_MALLOC_BACKGROUND= \
+		TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" \
+		timeout -k 5 $(MALLOC_TSAN_TIMEOUT) $(MALLOC_TSAN_TEST) \
+		> $(BUILD)/malloc-tsan.log 2>&1; \
+	tools/ktap-check malloc-tsan $(BUILD)/malloc-tsan.log \
+		$(RESULTS)/malloc-tsan \
+		"exit status $$? (log: $(BUILD)/malloc-tsan.log)"
+
+.PHONY: test-malloc-tsan
