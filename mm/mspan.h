@@ -43,6 +43,9 @@ struct mspan {
 	uintptr_t base;
 	uint32_t elemsize; /* the class's size; npages * page for large */
 	uint32_t divmul;   /* index = (off * divmul) >> 32 */
+	/* nelems and sizeclass are also read by the statistics' walk
+	 * (spanheap_stats.c), which owns no span and may meet one being
+	 * made anew: both sides use relaxed atomic accesses (__atomic_*_n). */
 	uint16_t nelems;
 	uint8_t sizeclass;     /* 0 for a large span */
 	_Atomic uint8_t state; /* enum mspan_state */

@@ -188,7 +188,8 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	s->npages = (uint32_t)npages;
 	s->elemsize = cls ? ci->size
 	                  : (uint32_t)min_sz(npages * MM_PAGE_SIZE, UINT32_MAX);
-	s->nelems = cls ? ci->nelems : 1;
+	__atomic_store_n(&s->nelems, (uint16_t)(cls ? ci->nelems : 1),
+	                 __ATOMIC_RELAXED);
 	__atomic_store_n(&s->sizeclass, (uint8_t)cls, __ATOMIC_RELAXED);
 	s->divmul = cls ? ci->divmul : 0;
 	s->dinv = cls ? ci->dinv : 0;

@@ -40,7 +40,10 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 		unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
 		uint32_t fi = atomic_load_explicit(&s->freeindex,
 		                                   memory_order_acquire);
-		uint32_t n = s->nelems;
+		/* Relaxed atomic, as sizeclass: the struct may be made
+		 * anew meanwhile (span_init_locked), and a plain read
+		 * raced with its write (make test-malloc-tsan). */
+		uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
 		if (cls == 0 || cls >= SC_NCLASSES || n > SC_MAX_NELEMS)
 			continue; /* reused meanwhile */
 		for (unsigned w = 0; w * 64 < n; w++) {
