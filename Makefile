@@ -224,7 +224,7 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint sizeclasses host model port host-tsan chaos fuzz \
+TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
 	real-quick kernel kernel-smp1 harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
@@ -239,6 +239,7 @@ test: deps
 	$(MAKE) --no-print-directory test-model || st=1; \
 	$(MAKE) --no-print-directory test-port || st=1; \
 	$(MAKE) --no-print-directory test-tsan || st=1; \
+	$(MAKE) --no-print-directory test-malloc-tsan || st=1; \
 	$(MAKE) --no-print-directory test-chaos || st=1; \
 	$(MAKE) --no-print-directory test-fuzz || st=1; \
 	$(MAKE) --no-print-directory test-real-quick || st=1; \
