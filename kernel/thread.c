@@ -34,6 +34,7 @@
 #include "kernel/sched.h"
 #include "kernel/sched_internal.h"
 #include "kernel/string.h"
+#include "kernel/thread_testing.h"
 #include "kernel/time.h"
 
 _Static_assert(sizeof(struct thread) <= PAGE_SIZE,
@@ -47,6 +48,8 @@ static _Atomic uint64_t next_thread_id = 1;
 static struct spinlock threads_lock =
         SPINLOCK_INIT("threads", LOCK_RANK_THREADS);
 static struct thread *all_threads, *all_threads_tail;
+
+TEST_HOOK_DEFINE(thread_testing_join_lost);
 
 static void list_add(struct thread *t)
 {
@@ -310,10 +313,12 @@ static bool joinable(void *arg)
  * struct on no list of live threads, or now a newer thread's: joined
  * already); panics if another join claimed it first or it is a boot
  * thread (which never exits). Under the threads lock, so the struct's
- * fields are not read unless it is live. */
+ * fields are not read unless it is live; the panics use a copy of the
+ * name made there, for once the lock is dropped the join that claimed
+ * it first may free the struct (and unmap its page). */
 static bool join_claim(struct thread_handle h)
 {
-	char boot[48];
+	char boot[48], name[THREAD_NAME_MAX];
 	struct thread *t = h.t;
 	unsigned long irq = spin_lock_irqsave(&threads_lock);
 	struct thread *p = all_threads;
@@ -324,15 +329,19 @@ static bool join_claim(struct thread_handle h)
 	bool twice = live && !never && t->join_claimed;
 	if (live && !never)
 		t->join_claimed = true;
+	if (never || twice)
+		ksnprintf(name, sizeof(name), "%s", t->name);
 	spin_unlock_irqrestore(&threads_lock, irq);
+	if (twice)
+		TEST_HOOK(thread_testing_join_lost, (uintptr_t)t);
 	if (never)
 		panic("thread_join: thread %s (id %llu at %p) is %s, which "
 		      "never exits",
-		      t->name, (unsigned long long)h.id, (void *)t, boot);
+		      name, (unsigned long long)h.id, (void *)t, boot);
 	if (twice)
 		panic("thread_join: thread %s (id %llu at %p) joined by two "
 		      "threads",
-		      t->name, (unsigned long long)h.id, (void *)t);
+		      name, (unsigned long long)h.id, (void *)t);
 	return live;
 }
 
