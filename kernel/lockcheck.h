@@ -79,7 +79,11 @@ void lockcheck_preempt_underflow(void);
 
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool record);
+/* The violations recorded so far; each counted once its message is the
+ * last one (so a count seen raised has its message, or a later one). */
 unsigned lockcheck_violations(void);
+/* A copy of the last recorded message, whole though other CPUs record
+ * meanwhile: this CPU's, valid until its next call. Thread context. */
 const char *lockcheck_last_violation(void);
 
 #endif

@@ -9,4 +9,12 @@
  * window open for timer interrupts to land in. */
 extern _Atomic test_hook_fn lockcheck_testing_window;
 
+/* Called (arg: the message) half way through writing a violation's
+ * message as the last one, in test (record) mode. */
+extern _Atomic test_hook_fn lockcheck_testing_recording;
+
+/* Called (arg: the message) by a violation to be recorded that finds
+ * another CPU writing its own, before it waits for it. */
+extern _Atomic test_hook_fn lockcheck_testing_record_busy;
+
 #endif
