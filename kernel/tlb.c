@@ -103,6 +103,33 @@ static void wait_flushed(void)
 	}
 }
 
+/* Sign-extended from bit 47: an address the MMU translates at all. */
+static bool canonical(uintptr_t va)
+{
+	return (uintptr_t)((intptr_t)(va << 16) >> 16) == va;
+}
+
+/* Why [va, va + npages pages) is no range to flush, or NULL: it must
+ * start on a page boundary (the flush steps a page at a time from va, so
+ * an offset would leave the last page out) and lie in one canonical half
+ * without wrapping past 2^64 (no page there can be mapped: a caller's
+ * arithmetic went wrong). */
+static const char *range_error(uintptr_t va, size_t npages)
+{
+	if (va % PAGE_SIZE)
+		return "the range does not start on a page boundary";
+	if (!canonical(va))
+		return "the range starts at a non-canonical address";
+	if (npages == 0)
+		return NULL;
+	if (npages - 1 > (UINTPTR_MAX - va) / PAGE_SIZE)
+		return "the range runs past 2^64";
+	uintptr_t last = va + (npages - 1) * PAGE_SIZE;
+	if (!canonical(last) || (last ^ va) >> 63)
+		return "the range leaves the canonical half it starts in";
+	return NULL;
+}
+
 void tlb_init(void)
 {
 	irq_register(IRQ_VEC_TLB, tlb_irq);
@@ -122,6 +149,10 @@ void tlb_shootdown(uintptr_t va, size_t npages)
 		panic("tlb_shootdown(%#lx, %zu pages) with interrupts off: it "
 		      "would wait for CPUs that may be waiting for this one",
 		      (unsigned long)va, npages);
+	const char *bad = range_error(va, npages);
+	if (bad)
+		panic("tlb_shootdown(%#lx, %zu page%s): %s", (unsigned long)va,
+		      npages, npages == 1 ? "" : "s", bad);
 	if (stw_stopped_by_this_cpu()) {
 		/* The others are parked and flush all when released. */
 		tlb_flush_local(va, npages);

@@ -10,7 +10,9 @@
  * those online when it starts; a CPU coming online meanwhile waits for it
  * (cpus_online_hold, percpu.h) and flushes everything on arrival. While
  * a CPU has not flushed (interrupts off for good: a bug), it keeps
- * waiting and names that CPU and the range every second.
+ * waiting and names that CPU and the range every second. A range that
+ * does not start on a page boundary, or runs past 2^64 or out of the
+ * canonical half it starts in, is a caller's bug: it panics naming it.
  */
 #ifndef KERNEL_TLB_H
 #define KERNEL_TLB_H

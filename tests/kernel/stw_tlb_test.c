@@ -274,6 +274,22 @@ static void shootdown_in_handler(struct trap_frame *f)
 	tlb_shootdown(0xfffffe80c0000000ull, 3);
 }
 
+/* A range that starts inside a page would be flushed a page short (the
+ * loop steps a page from va): it must panic naming the range instead. */
+KTEST(demo, tlb_shootdown_unaligned)
+{
+	tlb_shootdown(TLB_TEST_VA + 0x800, 2);
+	ktest_diag("tlb_shootdown returned");
+}
+
+/* A range that runs past 2^64 (or out of its canonical half) names no
+ * pages that can be mapped: a caller's arithmetic went wrong. */
+KTEST(demo, tlb_shootdown_past_the_top)
+{
+	tlb_shootdown(0xfffffffffffff000ull, 3);
+	ktest_diag("tlb_shootdown returned");
+}
+
 /* A shootdown from an interrupt handler would wait with interrupts off
  * for CPUs that may be waiting for this one: it must panic saying that
  * it was called in an interrupt handler, naming the range. */
