@@ -136,6 +136,19 @@ void stw_start(void)
 {
 	if (!atomic_load(&stopped))
 		panic("stw_start: the world is not stopped");
+	/* Only the stopper's thread holds the semaphore, the online hold
+	 * and the preemption count that this gives back. */
+	struct cpu *self = this_cpu();
+	int by = atomic_load(&stopper);
+	if (by != (int)self->id)
+		panic("stw_start on cpu %u: cpu %d stopped the world "
+		      "(\"%s\"); only its stopper may start it",
+		      self->id, by, stop_reason);
+	if (self->irq_depth > 0)
+		panic("stw_start in an interrupt handler on cpu %u: the world "
+		      "stopped by this CPU (\"%s\") is its stopper's thread's "
+		      "to start",
+		      self->id, stop_reason);
 	atomic_store_explicit(&stopped, false, memory_order_release);
 	while (atomic_load(&nparked) > 0)
 		cpu_pause();

@@ -31,7 +31,9 @@ void stw_init(void);
  * mode too (it cannot return with the world running). */
 void stw_stop(const char *reason);
 
-/* Releases the parked CPUs and waits until all have left the park. */
+/* Releases the parked CPUs and waits until all have left the park. The
+ * thread that called stw_stop, and only it, calls this: from another CPU
+ * or an interrupt handler it panics naming the stop. */
 void stw_start(void);
 
 /* True while the world is stopped (for assertions). */

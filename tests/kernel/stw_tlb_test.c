@@ -269,6 +269,25 @@ KTEST(demo, stw_stop_nested)
 	stw_start();
 }
 
+static void start_in_handler(struct trap_frame *f)
+{
+	stw_start();
+}
+
+/* The world is the stopper's thread's to start: an interrupt handler on
+ * its CPU that starts it would let the others go under the stopper and
+ * re-enable preemption inside the handler. It must panic saying so,
+ * naming the stop, not leave the lock checker to blame the handler's
+ * preemption count (or a CPU that did not stop it release the world). */
+KTEST(demo, stw_start_in_interrupt)
+{
+	stw_stop("demo: stopped by a thread");
+	irq_register(IRQ_VEC_TEST, start_in_handler);
+	lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+	for (;;)
+		cpu_pause();
+}
+
 static void shootdown_in_handler(struct trap_frame *f)
 {
 	tlb_shootdown(0xfffffe80c0000000ull, 3);
