@@ -83,7 +83,8 @@ bool lockcheck_set_record(bool record);
  * last one (so a count seen raised has its message, or a later one). */
 unsigned lockcheck_violations(void);
 /* A copy of the last recorded message, whole though other CPUs record
- * meanwhile: this CPU's, valid until its next call. Thread context. */
+ * meanwhile: this CPU's, valid until its next call on this CPU (so an
+ * interrupt handler that calls it may replace a thread's copy). */
 const char *lockcheck_last_violation(void);
 
 #endif
