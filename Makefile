@@ -86,6 +86,18 @@ KERNEL_SRCS := $(wildcard arch/x86_64/*.c arch/x86_64/*.S kernel/*.c) \
 KERNEL_OBJS := $(patsubst %,$(BUILD)/%.o,$(KERNEL_SRCS))
 KERNEL := $(BUILD)/kernel.elf
 
+# A link's object list, kept in a file that is rewritten only when the
+# list changes: the link depends on it, so a source removed or renamed (a
+# test file moved) relinks the binary. Until this version a deleted
+# test's object stayed linked in, and its tests ran, until the binary was
+# removed by hand. $(call objlist,FILE,OBJS)
+objlist = @mkdir -p $(dir $(1)); echo '$(2)' | cmp -s - $(1) || echo '$(2)' > $(1)
+.PHONY: FORCE
+FORCE:
+
+$(BUILD)/kernel.objs: FORCE
+	$(call objlist,$@,$(KERNEL_OBJS))
+
 $(BUILD)/%.c.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(KCFLAGS) -c $< -o $@
@@ -103,7 +115,8 @@ $(BUILD)/ksyms-empty.S.o: tools/gen-ksyms linker.ld
 	tools/gen-ksyms /dev/null > $(BUILD)/ksyms-empty.S
 	$(CC) $(KASFLAGS) -c $(BUILD)/ksyms-empty.S -o $@
 
-$(BUILD)/kernel.pass1.elf: $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o linker.ld
+$(BUILD)/kernel.pass1.elf: $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o linker.ld \
+		$(BUILD)/kernel.objs
 	$(LD) $(KLDFLAGS) -o $@ $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o
 
 $(BUILD)/ksyms.S.o: $(BUILD)/kernel.pass1.elf tools/gen-ksyms
@@ -146,8 +159,11 @@ $(HOST_BUILD)/%.c.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(HOST_CFLAGS) -c $< -o $@
 
-$(HOST_TEST): $(HOST_OBJS)
-	$(CC) $(HOST_CFLAGS) -o $@ $^ -lpthread
+$(HOST_BUILD)/host-test.objs: FORCE
+	$(call objlist,$@,$(HOST_OBJS))
+
+$(HOST_TEST): $(HOST_OBJS) $(HOST_BUILD)/host-test.objs
+	$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) -lpthread
 
 include tests/host/host.mk
 

@@ -252,8 +252,11 @@ $(TSAN_BUILD)/%.c.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(TSAN_CFLAGS) -c $< -o $@
 
-$(TSAN_TEST): $(TSAN_OBJS)
-	$(CC) $(TSAN_CFLAGS) -o $@ $^ -lpthread
+$(TSAN_BUILD)/host-test.objs: FORCE
+	$(call objlist,$@,$(TSAN_OBJS))
+
+$(TSAN_TEST): $(TSAN_OBJS) $(TSAN_BUILD)/host-test.objs
+	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJS) -lpthread
 
 test-tsan: $(TSAN_TEST)
 	@mkdir -p $(RESULTS)
