@@ -18,21 +18,6 @@
 static struct mheap heap;
 static struct spanheap sh;
 
-/* Runs stmt expecting a panic whose message holds what; then leaves any
- * pin the panic abandoned. */
-#define EXPECT_PANIC(stmt, what)                                           \
-	do {                                                               \
-		bool fired_ = MM_PORT_PANICS(stmt);                        \
-		sh_unpin_after_panic();                                    \
-		if (!fired_)                                               \
-			ktest_fail_at(__FILE__, __LINE__,                  \
-			              "no panic (wanted \"%s\")", (what)); \
-		else if (!strstr(mm_port_last_panic(), (what)))            \
-			ktest_fail_at(__FILE__, __LINE__,                  \
-			              "panic \"%s\" does not say \"%s\"",  \
-			              mm_port_last_panic(), (what));       \
-	} while (0)
-
 /*
  * A free of the first page past the grown part of the arena (inside the
  * arena, past the span table's last entry) is refused by name, as one in
@@ -48,7 +33,7 @@ KTEST(spanheap_mutant, free_just_past_the_grown_arena)
 	size_t pages = atomic_load(&sh.spanmap_pages);
 	KASSERT(pages * MM_PAGE_SIZE < heap.cfg.arena_bytes);
 	void *past = (void *)(heap.arena_base + pages * MM_PAGE_SIZE);
-	EXPECT_PANIC(spanheap_free(&sh, past), "in no span");
+	SH_EXPECT_PANIC(spanheap_free(&sh, past), "in no span");
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the free");
 	sh_heap_release(&heap);

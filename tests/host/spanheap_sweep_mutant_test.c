@@ -14,21 +14,6 @@
 static struct mheap heap;
 static struct spanheap sh;
 
-/* Runs stmt expecting a panic whose message holds what; then leaves any
- * pin the panic abandoned. */
-#define EXPECT_PANIC(stmt, what)                                           \
-	do {                                                               \
-		bool fired_ = MM_PORT_PANICS(stmt);                        \
-		sh_unpin_after_panic();                                    \
-		if (!fired_)                                               \
-			ktest_fail_at(__FILE__, __LINE__,                  \
-			              "no panic (wanted \"%s\")", (what)); \
-		else if (!strstr(mm_port_last_panic(), (what)))            \
-			ktest_fail_at(__FILE__, __LINE__,                  \
-			              "panic \"%s\" does not say \"%s\"",  \
-			              mm_port_last_panic(), (what));       \
-	} while (0)
-
 /* The two classes the drain test uses, and the spans it moved. */
 static const size_t drain_sizes[2] = {1024, 2048};
 static unsigned drain_claims, drain_moved;
@@ -130,13 +115,13 @@ KTEST(spanheap_sweep_mutant, unswept_left_after_the_walk_is_drained)
 KTEST(spanheap_sweep_mutant, class_out_of_range_is_refused)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
-	EXPECT_PANIC(spanheap_fold_queue(&sh, SC_NCLASSES, false),
-	             "spanheap_fold_queue: size class 64 out of range");
-	EXPECT_PANIC(spanheap_fold_queue(&sh, 0, false),
-	             "spanheap_fold_queue: size class 0 out of range");
-	EXPECT_PANIC((void)spanheap_central_of(&sh, SC_NCLASSES, "a test"),
-	             "a test: size class 64 out of range (the small classes "
-	             "are 1 to 63)");
+	SH_EXPECT_PANIC(spanheap_fold_queue(&sh, SC_NCLASSES, false),
+	                "spanheap_fold_queue: size class 64 out of range");
+	SH_EXPECT_PANIC(spanheap_fold_queue(&sh, 0, false),
+	                "spanheap_fold_queue: size class 0 out of range");
+	SH_EXPECT_PANIC((void)spanheap_central_of(&sh, SC_NCLASSES, "a test"),
+	                "a test: size class 64 out of range (the small classes "
+	                "are 1 to 63)");
 	KEXPECT_EQ(spanheap_central_of(&sh, SC_NCLASSES - 1, "a test"),
 	           &sh.central[SC_NCLASSES - 1]);
 	SH_CHECK(&sh, "after the refusals");

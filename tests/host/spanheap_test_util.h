@@ -1,8 +1,9 @@
 /*
  * tests/host/spanheap_test_util.h: what the span heap's host tests share:
  * making a page heap and a span heap over a small arena and giving the
- * reservations back, the page heap's pages in use, the checker behind a
- * panic catch, and leaving the pin a caught panic abandoned.
+ * reservations back, the page heap's pages in use; and, from
+ * spanheap_panic_util.h, the checker and the tests' calls behind a panic
+ * catch.
  *
  * The span heap has no destroy call: a test's heap lives until the test
  * gives its arena, span table and palloc metadata back to the port
@@ -18,6 +19,7 @@
 #include "../../mm/spanheap.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
+#include "spanheap_panic_util.h"
 
 /* True if every one of the n bytes at p is v (spanheap_test.c and
  * spanheap_realloc_test.c; mh_all_bytes under their name). */
@@ -140,31 +142,6 @@ static inline size_t sh_span_pages(struct mheap *h, struct spanheap *sh)
 {
 	return sh_in_use_pages(h) - sh_kept_pages(sh);
 }
-
-/* A caught panic abandons whatever mm/ was doing, a pin included; the
- * POSIX port's mm_panic undoes this thread's pins before it longjmps. This
- * checks that it did: the thread may sleep again. */
-static inline void sh_unpin_after_panic(void)
-{
-	if (!mm_port_can_sleep())
-		mm_panic("a caught panic left this thread pinned");
-}
-
-/* Runs spanheap_check; true if it panicked (the message is then in
- * mm_port_last_panic()). */
-__attribute__((noinline, unused)) static bool
-sh_check_panics(struct spanheap *sh)
-{
-	return MM_PORT_PANICS(spanheap_check(sh));
-}
-
-/* Fails the current test if spanheap_check panics, naming what. */
-#define SH_CHECK(shp, what)                                                 \
-	do {                                                                \
-		if (sh_check_panics(shp))                                   \
-			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
-			              mm_port_last_panic());                \
-	} while (0)
 
 /* n objects of size bytes into p[0..n); false if one could not be had. */
 static inline bool sh_alloc_n(struct spanheap *sh, void **p, size_t n,
