@@ -302,12 +302,15 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
 	                     0))
 		return alloc_unpinned(sh, size, flags);
-	struct mspan *s = sh->caches[pin.cpu].alloc[sizeclass_of(size)];
+	unsigned cls = sizeclass_of(size);
+	if (__builtin_expect(sh->caches[pin.cpu].slab != NULL, 1))
+		mag_refilled(sh, pin.cpu, cls);
+	struct mspan *s = sh->caches[pin.cpu].alloc[cls];
 	uint64_t ac = s->alloc_cache;
 	if (__builtin_expect(ac == 0, 0))
 		return alloc_fast_miss(sh, size, flags, pin);
 	void *p = span_take(s, ac);
-	unsigned cls = s->sizeclass, k = sh->mag_fill[cls];
+	unsigned k = sh->mag_fill[cls];
 	if (k && s->alloc_cache)
 		mag_fill(sh, pin.cpu, cls, s, k, flags);
 	mm_port_unpin(pin);

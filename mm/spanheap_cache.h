@@ -45,6 +45,35 @@ static inline uintptr_t *mag_base(struct spanheap *sh, unsigned cpu,
 	return sh->caches[cpu].slab + sh->mag_off[cls];
 }
 
+/* The size a magazine of class cls shrinks to: SPANHEAP_MAG_FLOOR_BYTES
+ * of objects, at least SPANHEAP_MAG_FLOOR of them, and at most the
+ * class's most. */
+static inline uint32_t mag_floor(const struct spanheap *sh, unsigned cls)
+{
+	uint32_t max = sh->mag_max[cls];
+	uint32_t n = SPANHEAP_MAG_FLOOR_BYTES / sizeclass_info[cls].size;
+	if (n < SPANHEAP_MAG_FLOOR)
+		n = SPANHEAP_MAG_FLOOR;
+	return max < n ? max : n;
+}
+
+/* An empty magazine of class cls on CPU cpu (pinned, its slab made) is
+ * being refilled: the CPU allocates the class, so its spills are
+ * forgotten and the magazine doubles, up to the class's most
+ * (spanheap_cache.c, "Sizes"). */
+static inline void mag_refilled(struct spanheap *sh, unsigned cpu, unsigned cls)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	if (mc->mag_spills[cls])
+		mc->mag_spills[cls] = 0;
+	uintptr_t *base = mag_base(sh, cpu, cls);
+	uint32_t size = (uint32_t)(mc->mag[cls].limit - base);
+	if (size < sh->mag_max[cls])
+		mc->mag[cls].limit =
+		        base + (2 * size < sh->mag_max[cls] ? 2 * size
+		                                            : sh->mag_max[cls]);
+}
+
 /* The refill: an object of class cls when the cached span has none in
  * its allocation cache. Pinned (*pin, which may change); sets *kick if
  * the sweeper should be kicked after the unpin. */

@@ -49,7 +49,8 @@ struct mag_fault {
 
 /* CPU cpu's magazines, the CPU pinned or held (nothing on it touches them
  * meanwhile): with no slab made, every class's must be the shared empty
- * one; with one, each lies in its slots with the 0 below them, and every
+ * one; with one, each lies in its slots with the 0 below them, its size
+ * between its floor and its class's most, and every
  * object in it is a freed object of the class (mag_object_ok). Records the
  * first fault in *f; false if there was one. */
 static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
@@ -72,8 +73,9 @@ static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
 		f->base = base;
 		f->end = base + sh->mag_max[cls];
 		f->below = base[-1];
-		if (sh->mags[cpu] != mc->mag || m->limit != f->end ||
-		    m->top < base || m->top > f->end || base[-1] != 0) {
+		if (sh->mags[cpu] != mc->mag || m->limit > f->end ||
+		    m->limit < base + mag_floor(sh, cls) || m->top < base ||
+		    m->top > m->limit || base[-1] != 0) {
 			f->kind = MAG_BROKEN;
 			return false;
 		}

@@ -57,13 +57,23 @@ struct mcache {
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
 	struct mcache_counters n;
+	/* Per class: full magazines spilled since its last empty one was
+	 * refilled (mag_spilled, mag_refilled) */
+	uint8_t mag_spills[SC_NCLASSES];
 } __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
 
 /* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
- * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them. */
+ * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them: its class's most
+ * (mag_max). What it holds now, its size, adapts to how its CPU uses the
+ * class (spanheap_cache.c, "Sizes"): from SPANHEAP_MAG_FLOOR objects (or
+ * the most, if less) up to the most. */
 #define SPANHEAP_MAG_BYTES (64u << 10)
 #define SPANHEAP_MAG_MIN   2u
 #define SPANHEAP_MAG_MAX   128u
+#define SPANHEAP_MAG_FLOOR 16u
+#ifndef SPANHEAP_MAG_FLOOR_BYTES
+#define SPANHEAP_MAG_FLOOR_BYTES (4u << 10)
+#endif
 
 struct spanheap_config {
 	/* A sweep cycle starts when pending frees pass this share of the
@@ -173,8 +183,9 @@ struct spanheap {
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
 	 * the CPU's first free or refill and kept (like span structs);
-	 * class c's are [mag_off[c], + mag_max[c]), below them a 0. Fixed
-	 * after init but mag_slabs. */
+	 * class c's are [mag_off[c], + mag_max[c]), below them a 0, and its
+	 * size (limit) is at least mag_floor(c). Fixed after init but
+	 * mag_slabs. */
 	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
 	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
 	uint8_t mag_fill[SC_NCLASSES];

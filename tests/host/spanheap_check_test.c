@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_check_test_util.h"
 
 static uint32_t sweepgen(void)
@@ -163,11 +164,28 @@ KTEST(spanheap_check, catches_a_broken_magazine)
 	uintptr_t *base = sh.caches[0].slab + sh.mag_off[4];
 	KASSERT(m->top == base + 1);
 	SH_CHECK(&sh, "clean");
-	m->limit--;
+	/* Its size (limit) may be anything from its floor to its class's
+	 * most, and no less than what it holds (top). */
+	uintptr_t *limit = m->limit;
+	KASSERT(limit == base + sh.mag_max[4]);
+	m->limit = base + sh.mag_max[4] / 2;
+	SH_CHECK(&sh, "a halved magazine");
+	m->limit = base + sh.mag_max[4] + 1;
 	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken: top %p, "
 	                   "limit %p",
 	                   (void *)m->top, (void *)m->limit);
-	m->limit++;
+	uint32_t floor = mag_floor(&sh, 4);
+	KASSERT(floor > 1 && floor < sh.mag_max[4]);
+	m->limit = base + floor;
+	SH_CHECK(&sh, "a magazine at its floor");
+	m->limit--;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	m->limit = base + floor;
+	m->top = m->limit + 1;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	m->top = base + 1;
+	m->limit = limit;
+	SH_CHECK(&sh, "restored");
 	base[-1] = 1; /* an empty pop would hand out address 1 */
 	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
 	base[-1] = 0;
@@ -262,9 +280,9 @@ KTEST(spanheap_check, catches_a_bad_object_in_another_cpus_magazine)
 	mm_port_refuse_each_other_cpu(false);
 	p[1] = marker;
 	SH_CHECK(&sh, "restored");
-	sh.caches[1].mag[4].limit--;
-	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4 is broken");
 	sh.caches[1].mag[4].limit++;
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4 is broken");
+	sh.caches[1].mag[4].limit--;
 	SH_CHECK(&sh, "restored");
 	sh_heap_release(&heap);
 }
