@@ -6,7 +6,7 @@
  * taken in an interrupt handler and the highest taken with interrupts on
  * (atomic: see check_irq_rank). A violation panics naming both locks and
  * their ranks, or, in test mode, is counted and its message kept for the
- * test to read (whole, under record_lock: see record).
+ * test to read (lockcheck_record.c).
  */
 #include "lockcheck.h"
 
@@ -14,6 +14,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "kernel/format.h"
+#include "kernel/lockcheck_internal.h"
 #include "kernel/lockcheck_testing.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -23,74 +24,17 @@
 #define LOCK_TAKEN_IRQS_ON 2u
 #define LOCK_IRQ_REPORTED  4u
 
-TEST_HOOK_DEFINE(lockcheck_testing_recording);
-TEST_HOOK_DEFINE(lockcheck_testing_record_busy);
-
-#define MESSAGE_MAX 192
-
-static _Atomic bool record_mode;
-
-/*
- * The record of test mode. Violations are recorded on any CPU, in threads
- * and interrupt handlers, several at once (the thread race tests refuse
- * wakes from every CPU), so the message is written and read whole under
- * record_lock: a flag, not a struct spinlock (the checker would check
- * itself), taken with interrupts off and a leaf (nothing is taken,
- * printed or formatted under it). Protected by record_lock: */
-static atomic_flag record_lock = ATOMIC_FLAG_INIT;
-static char last_message[MESSAGE_MAX];
-/* Raised under record_lock once the message is in place, read anywhere: */
-static _Atomic unsigned nviolations;
-/* Each CPU's copy of the last message, for lockcheck_last_violation: */
-static char read_copy[MAX_CPUS][MESSAGE_MAX];
-
-static unsigned long record_lock_take(const char *msg)
-{
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	if (atomic_flag_test_and_set_explicit(&record_lock,
-	                                      memory_order_acquire)) {
-		TEST_HOOK(lockcheck_testing_record_busy, (uintptr_t)msg);
-		while (atomic_flag_test_and_set_explicit(&record_lock,
-		                                         memory_order_acquire))
-			cpu_pause();
-	}
-	return flags;
-}
-
-static void record_lock_drop(unsigned long flags)
-{
-	atomic_flag_clear_explicit(&record_lock, memory_order_release);
-	if (flags & RFLAGS_IF)
-		cpu_sti();
-}
-
-/* Keeps msg as the last message, then counts it. Any context. */
-static void record(const char *msg)
-{
-	unsigned long flags = record_lock_take(msg);
-	for (unsigned i = 0; i < MESSAGE_MAX; i++) {
-		if (i == MESSAGE_MAX / 2)
-			TEST_HOOK(lockcheck_testing_recording, (uintptr_t)msg);
-		last_message[i] = msg[i];
-	}
-	atomic_fetch_add(&nviolations, 1);
-	record_lock_drop(flags);
-}
-
+/* Formats a violation's message and reports it (lockcheck_record.c):
+ * a panic, or in test mode a record. */
 __attribute__((format(printf, 1, 2))) static void violation(const char *fmt,
                                                             ...)
 {
-	char msg[MESSAGE_MAX];
+	char msg[LOCKCHECK_MESSAGE_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	kvsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (atomic_load(&record_mode)) {
-		record(msg);
-		return;
-	}
-	panic("lock checker: %s", msg);
+	lockcheck_report(msg);
 }
 
 /* The held lock of highest rank, or NULL. */
@@ -463,12 +407,12 @@ bool lockcheck_may_sleep_releasing(const char *what,
 
 void lockcheck_misuse(const char *fmt, ...)
 {
-	char msg[160];
+	char msg[LOCKCHECK_MESSAGE_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	kvsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	violation("%s", msg);
+	lockcheck_report(msg);
 }
 
 void lockcheck_preempt_underflow(void)
@@ -477,24 +421,4 @@ void lockcheck_preempt_underflow(void)
 	violation("preempt_enable on cpu %u (thread %s) without a matching "
 	          "preempt_disable: preemption count %d",
 	          c->id, c->current ? c->current->name : "?", c->preempt_count);
-}
-
-bool lockcheck_set_record(bool record)
-{
-	return atomic_exchange(&record_mode, record);
-}
-
-unsigned lockcheck_violations(void)
-{
-	return atomic_load(&nviolations);
-}
-
-const char *lockcheck_last_violation(void)
-{
-	unsigned long flags = record_lock_take(NULL);
-	char *copy = read_copy[this_cpu()->id];
-	for (unsigned i = 0; i < MESSAGE_MAX; i++)
-		copy[i] = last_message[i];
-	record_lock_drop(flags);
-	return copy;
 }

@@ -78,7 +78,12 @@ __attribute__((format(printf, 1, 2))) void lockcheck_misuse(const char *fmt,
 void lockcheck_preempt_underflow(void);
 
 /* Test mode: record instead of panic. Returns the previous mode. */
-bool lockcheck_set_record(bool record);
+bool lockcheck_set_record(bool on);
+/* While in test mode, record only violations whose message holds
+ * fragment (a string that outlives the mode); any other panics as
+ * outside it, naming the fragment. NULL: record any. Returns the
+ * previous fragment. For a test that records while other CPUs run. */
+const char *lockcheck_record_only(const char *fragment);
 /* The violations recorded so far; each counted once its message is the
  * last one (so a count seen raised has its message, or a later one). */
 unsigned lockcheck_violations(void);

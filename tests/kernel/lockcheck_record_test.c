@@ -2,7 +2,9 @@
  * The lock checker's own record (test mode) under other CPUs: violations
  * recorded on two CPUs at once each leave a whole message, the last one
  * written, never the start of one and the end of the other, and the count
- * covers a message only once it is there to read. Needs two CPUs.
+ * covers a message only once it is there to read. Needs two CPUs. A test
+ * that records only what it names (lockcheck_record_only) gets those,
+ * and any other violation panics.
  */
 #include <stdatomic.h>
 
@@ -86,3 +88,36 @@ KTEST(lockcheck, record_from_two_cpus_keeps_one_whole_message)
 	KEXPECT(strcmp(last, msg_a) == 0 || strcmp(last, msg_b) == 0);
 }
 #endif
+
+/* A test that records only what it names (lockcheck_record_only) gets
+ * those violations recorded, and a later test with no fragment gets any. */
+KTEST(lockcheck, record_only_records_what_it_names)
+{
+	unsigned before = lockcheck_violations();
+	const char *old_only = lockcheck_record_only("demo: expected");
+	bool old = lockcheck_set_record(true);
+	lockcheck_misuse("demo: expected misuse %d", 1);
+	lockcheck_misuse("before it, demo: expected misuse %d", 2);
+	KEXPECT_EQ(lockcheck_violations() - before, 2);
+	KEXPECT(strcmp(lockcheck_last_violation(),
+	               "before it, demo: expected misuse 2") == 0);
+	const char *was = lockcheck_record_only(NULL);
+	KEXPECT(was && strcmp(was, "demo: expected") == 0);
+	lockcheck_misuse("demo: anything %d", 3);
+	KEXPECT_EQ(lockcheck_violations() - before, 3);
+	lockcheck_set_record(old);
+	lockcheck_record_only(old_only);
+}
+
+/* Any other violation while it records is a real one, from whatever CPU:
+ * it panics as outside test mode, naming what the test records, and is
+ * not counted as the test's (tools/test-harness: demo_record_only). */
+KTEST(demo, lockcheck_other_violation_while_recording)
+{
+	lockcheck_record_only("thread_wake(id ");
+	lockcheck_set_record(true);
+	lockcheck_misuse("demo: a violation the test does not expect");
+	lockcheck_set_record(false);
+	lockcheck_record_only(NULL);
+	KEXPECT(false); /* not reached */
+}
