@@ -88,23 +88,28 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 }
 
 /* One row of slabinfo; waste is what the spans hold beyond the objects in
- * use: free objects and each span's tail. */
+ * use: free objects and each span's tail. In mags: the free objects
+ * waiting in the CPUs' magazines; mag room: what those magazines may hold
+ * now (each shrinks on a CPU that only frees its class). */
 static void slab_row(const char *name, const struct spanheap_class_stats *c)
 {
 	size_t waste = c->bytes_spans - c->bytes_in_use;
 	uint64_t permille =
 	        c->bytes_spans ? (uint64_t)waste * 1000 / c->bytes_spans : 0;
-	printk("%-7s %8zu %8zu %6zu %12zu %12zu %11zu %3llu.%llu%%\n", name,
-	       c->objects_in_use, c->objects_free, c->spans, c->bytes_in_use,
-	       c->bytes_spans, waste, (unsigned long long)(permille / 10),
-	       (unsigned long long)(permille % 10));
+	printk("%-7s %8zu %8zu %6zu %12zu %12zu %11zu %3llu.%llu%% %7zu %8zu\n",
+	       name, c->objects_in_use, c->objects_free, c->spans,
+	       c->bytes_in_use, c->bytes_spans, waste,
+	       (unsigned long long)(permille / 10),
+	       (unsigned long long)(permille % 10), c->mag_objects,
+	       c->mag_room);
 }
 
 static enum shell_status cmd_slabinfo(int argc, char **argv)
 {
 	const struct spanheap_stats *st = stats_now(0);
-	printk("%-7s %8s %8s %6s %12s %12s %11s %6s\n", "size", "in use",
-	       "free", "spans", "bytes used", "span bytes", "waste", "waste");
+	printk("%-7s %8s %8s %6s %12s %12s %11s %6s %7s %8s\n", "size",
+	       "in use", "free", "spans", "bytes used", "span bytes", "waste",
+	       "waste", "in mags", "mag room");
 	unsigned shown = 0;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct spanheap_class_stats *c = &st->cls[cls];
@@ -120,6 +125,8 @@ static enum shell_status cmd_slabinfo(int argc, char **argv)
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
 		all.objects_in_use += st->cls[cls].objects_in_use;
 		all.objects_free += st->cls[cls].objects_free;
+		all.mag_objects += st->cls[cls].mag_objects;
+		all.mag_room += st->cls[cls].mag_room;
 	}
 	all.spans = st->spans;
 	all.bytes_in_use = st->bytes_in_use;

@@ -72,6 +72,11 @@ enum mm_alloc_flags {
 struct spanheap_class_stats {
 	uint32_t size;
 	size_t spans, objects_in_use, objects_free, bytes_in_use, bytes_spans;
+	/* Free objects waiting in the CPUs' magazines of the class (counted
+	 * in objects_free), and what those magazines may hold now: their
+	 * sizes summed, which shrink on a CPU that only frees the class
+	 * (spanheap_cache.c, "Sizes") */
+	size_t mag_objects, mag_room;
 };
 
 struct spanheap_stats {

@@ -73,24 +73,28 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 	spanheap_snapshot_put(sh, &snap);
 }
 
-/* Objects in every CPU's magazine of class cls. */
-static size_t objects_in_mags(struct spanheap *sh, unsigned cls)
+/* Objects in every CPU's magazine of class cls into cs->mag_objects, and
+ * the magazines' sizes into cs->mag_room. */
+static void count_mags(struct spanheap *sh, unsigned cls,
+                       struct spanheap_class_stats *cs)
 {
-	size_t n = 0;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
-		/* Read while the owner changes them: a top not (yet) in the
-		 * slab counts nothing. */
+		/* Read while the owner changes them: a top or a limit not
+		 * (yet) in the slab counts nothing. */
 		uintptr_t *slab = __atomic_load_n(&sh->caches[cpu].slab,
 		                                  __ATOMIC_ACQUIRE);
-		uintptr_t *t = __atomic_load_n(&sh->caches[cpu].mag[cls].top,
-		                               __ATOMIC_RELAXED);
+		struct mmag *m = &sh->caches[cpu].mag[cls];
+		uintptr_t *t = __atomic_load_n(&m->top, __ATOMIC_RELAXED);
+		uintptr_t *l = __atomic_load_n(&m->limit, __ATOMIC_RELAXED);
 		if (!slab)
 			continue;
 		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
-		if (t >= base && t <= base + sh->mag_max[cls])
-			n += (size_t)(t - base);
+		uintptr_t *end = base + sh->mag_max[cls];
+		if (t >= base && t <= end)
+			cs->mag_objects += (size_t)(t - base);
+		if (l >= base && l <= end)
+			cs->mag_room += (size_t)(l - base);
 	}
-	return n;
 }
 
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
@@ -114,7 +118,8 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		size_t cap = cs->spans * ci->nelems;
 		/* Objects in magazines are freed, though their spans still
 		 * count them allocated. */
-		size_t in_mags = objects_in_mags(sh, cls);
+		count_mags(sh, cls, cs);
+		size_t in_mags = cs->mag_objects;
 		st->mag_objects += in_mags;
 		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
 		cs->objects_in_use = in_use[cls];
@@ -168,17 +173,19 @@ void spanheap_dump(struct spanheap *sh)
 	struct spanheap_stats *st = &dump_stats;
 	spanheap_stats(sh, st);
 	mm_log("slabinfo: class   size  pages   in use     free    spans "
-	       "     bytes  waste%%");
+	       "     bytes  waste%%  in mags  mag room");
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct spanheap_class_stats *cs = &st->cls[cls];
 		if (!cs->spans)
 			continue;
 		size_t waste = cs->bytes_spans - cs->bytes_in_use;
-		mm_log("slabinfo: %5u %6u %6u %8zu %8zu %8zu %10zu %6zu", cls,
-		       cs->size, (unsigned)sizeclass_info[cls].npages,
+		mm_log("slabinfo: %5u %6u %6u %8zu %8zu %8zu %10zu %6zu %8zu "
+		       "%9zu",
+		       cls, cs->size, (unsigned)sizeclass_info[cls].npages,
 		       cs->objects_in_use, cs->objects_free, cs->spans,
 		       cs->bytes_spans,
-		       cs->bytes_spans ? waste * 100 / cs->bytes_spans : 0);
+		       cs->bytes_spans ? waste * 100 / cs->bytes_spans : 0,
+		       cs->mag_objects, cs->mag_room);
 	}
 	mm_log("slabinfo: large: %zu spans, %zu pages", st->cls[0].spans,
 	       st->large_pages);

@@ -99,6 +99,10 @@ KTEST(spanheap_mag_size, cpu_that_only_frees_shrinks_to_the_floor)
 	SH_CHECK(&sh, "a magazine at its floor");
 	/* CPU 1, which only allocated, kept its size. */
 	KEXPECT_EQ(mag_size(1), max);
+	/* The statistics say so: what both magazines hold, and may. */
+	KEXPECT_EQ(st.cls[cls].mag_room, (size_t)floor + max);
+	KEXPECT_EQ(st.cls[cls].mag_objects, (size_t)mag_held(0) + mag_held(1));
+	KEXPECT_EQ(st.mag_objects, st.cls[cls].mag_objects);
 	sh_flush_cpus(&sh, 2);
 	SH_CHECK(&sh, "flushed");
 	sh_heap_release(&heap);
