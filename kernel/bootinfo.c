@@ -4,12 +4,13 @@
  * size the firmware reported) into sorted regions, and the command line.
  * A map the frame pool could not trust (an entry unaligned, wrapping past
  * 2^64, overlapping another, usable memory past the 32 TiB of the direct
- * map, or free memory over the kernel image) panics
- * naming the entry; so does a handoff whose map or command line the
- * loader's direct map does not cover (a descriptor size below 40 bytes or
- * not dividing the map's size, a map past the end of the direct map), and
- * one whose kernel image is not the kernel as linked (another virtual
- * base, an unaligned or short image, one past the direct map).
+ * map, or free memory over the kernel image) panics naming the entry; a
+ * map with no free memory at all panics saying so; so does a handoff
+ * whose map or command line the loader's direct map does not cover (a
+ * descriptor size below 40 bytes or not dividing the map's size, a map
+ * past the end of the direct map), and one whose kernel image is not the
+ * kernel as linked (another virtual base, an unaligned or short image,
+ * one past the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
  * The command line's options are read here too: a value its option
  * refuses, an on/off option given a value, and (cmdline_check_known) a
@@ -74,7 +75,8 @@ static bool refuse(struct mmap_diag *d, const char *why,
                    const struct efi_memory_descriptor *e)
 {
 	*d = (struct mmap_diag){
-	        why, e->physical_start, e->number_of_pages, e->type, 0, 0};
+	        why,  e->physical_start, e->number_of_pages, e->type, 0, 0,
+	        false};
 	return false;
 }
 
@@ -84,15 +86,17 @@ static bool refuse_region(struct mmap_diag *d, const char *why,
 {
 	*d = (struct mmap_diag){
 	        why,     r->base,    (r->limit - r->base) / PAGE_SIZE,
-	        r->type, other_base, other_limit};
+	        r->type, other_base, other_limit,
+	        false};
 	return false;
 }
 
-/* The pool trusts what follows (frames.c): regions are disjoint, and no
- * free memory covers the kernel image. Returns false with *d naming
- * the first region that breaks it. */
+/* The pool trusts what follows (frames.c): regions are disjoint, some
+ * are free memory, and none of those covers the kernel image. Returns
+ * false with *d naming the first region that breaks it, or the map. */
 static bool check_regions(const struct boot_state *b, struct mmap_diag *d)
 {
+	bool any_free = false;
 	for (size_t i = 0; i < b->nregions; i++) {
 		const struct mem_region *r = &b->regions[i];
 		if (i > 0 && r->base < r[-1].limit)
@@ -106,6 +110,15 @@ static bool check_regions(const struct boot_state *b, struct mmap_diag *d)
 			        "lists free memory over the kernel "
 			        "image at",
 			        r, b->kernel_phys_base, b->kernel_phys_limit);
+		any_free |= r->type == EFI_CONVENTIONAL_MEMORY;
+	}
+	/* frames_init would otherwise find no room for its own metadata
+	 * and blame the size of RAM (an arena of 0 bytes). */
+	if (!any_free) {
+		*d = (struct mmap_diag){.why = "lists no free (conventional) "
+		                               "memory at all",
+		                        .whole_map = true};
+		return false;
 	}
 	return true;
 }
@@ -215,6 +228,10 @@ static void copy_mmap(const struct boot_info *bi)
 	if (bootinfo_read_mmap(phys_to_virt(bi->mmap_phys), bi->mmap_size,
 	                       bi->mmap_desc_size, &boot_state, &d))
 		return;
+	if (d.whole_map)
+		panic("boot: memory map (%llu descriptors of %llu bytes) %s",
+		      (unsigned long long)(bi->mmap_size / bi->mmap_desc_size),
+		      (unsigned long long)bi->mmap_desc_size, d.why);
 	if (d.other_limit)
 		panic("boot: memory map entry %#llx + %llu pages (%s) %s "
 		      "[%#llx, %#llx)",

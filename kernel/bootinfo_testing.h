@@ -10,18 +10,21 @@
 #include "kernel/bootinfo.h"
 
 /* Why a memory map is refused: the descriptor, and for an overlap the
- * range it overlaps (other_limit 0 when there is none). */
+ * range it overlaps (other_limit 0 when there is none); or, with
+ * whole_map set, the map as a whole (no descriptor is named). */
 struct mmap_diag {
 	const char *why;
 	uint64_t base, npages;
 	uint32_t type;
 	paddr_t other_base, other_limit;
+	bool whole_map;
 };
 
 /*
  * Adds the descriptors of map[0, size), desc_size bytes apart, to b's
  * regions (sorted; zero-length ones skipped); b's kernel image fields must
- * be set. Returns false with *d saying why when one is unusable.
+ * be set. Returns false with *d saying why when one is unusable, or when
+ * the map lists no free (conventional) memory at all.
  */
 bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
                         struct boot_state *b, struct mmap_diag *d);

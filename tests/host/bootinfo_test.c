@@ -51,3 +51,44 @@ KTEST(bootinfo_mmap, descriptors_of_any_stride_are_read)
 		free(map);
 	}
 }
+
+/*
+ * A map with no free (conventional) memory leaves the frame pool nothing:
+ * frames_init sized its arena from it as 0 bytes and panicked that "RAM
+ * top 0 is beyond what palloc can manage". The map itself is refused,
+ * saying what it lacks, whether it is empty or holds only memory the
+ * kernel may not take at boot.
+ */
+KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
+{
+	static struct boot_state bs;
+	unsigned char map[3 * 40] = {0};
+	struct mmap_diag d = {0};
+	memset(&bs, 0, sizeof(bs));
+	bs.kernel_phys_base = 16 * MIB;
+	bs.kernel_phys_limit = 18 * MIB;
+	KEXPECT(!bootinfo_read_mmap(map, 0, 40, &bs, &d));
+	KEXPECT(d.whole_map);
+	KEXPECT_STREQ(d.why ? d.why : "", "lists no free (conventional) "
+	                                  "memory at all");
+
+	put(map, EFI_RESERVED_MEMORY, 0, 256);
+	put(map + 40, EFI_LOADER_DATA, 16 * MIB, 512);
+	put(map + 80, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 0); /* no pages */
+	memset(&bs, 0, sizeof(bs));
+	bs.kernel_phys_base = 16 * MIB;
+	bs.kernel_phys_limit = 18 * MIB;
+	d = (struct mmap_diag){0};
+	KEXPECT(!bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
+	KEXPECT(d.whole_map);
+	KEXPECT_STREQ(d.why ? d.why : "", "lists no free (conventional) "
+	                                  "memory at all");
+
+	/* One free page is enough for the map to be taken. */
+	put(map + 80, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 1);
+	memset(&bs, 0, sizeof(bs));
+	bs.kernel_phys_base = 16 * MIB;
+	bs.kernel_phys_limit = 18 * MIB;
+	KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
+	KEXPECT_EQ(bs.nregions, 3);
+}

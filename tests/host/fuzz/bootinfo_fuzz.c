@@ -18,8 +18,8 @@
  *     bootinfo_handoff_problem lets through, unaligned ones too), in
  *     an 8-aligned block of exactly their bytes. An accepted map's regions
  *     are its descriptors with pages, sorted, page-aligned and disjoint,
- *     usable memory inside the direct map, no free memory over the
- *     kernel image, and ram_top the end of the highest usable one.
+ *     usable memory inside the direct map, some free memory but none
+ *     over the kernel image, and ram_top the end of the highest usable one.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,7 +142,7 @@ static void options(const uint8_t *data, size_t size, uint8_t ctl)
 static void check_regions(const uint8_t *map, size_t n, size_t dsz,
                           const struct boot_state *b)
 {
-	size_t with_pages = 0;
+	size_t with_pages = 0, nfree = 0;
 	paddr_t top = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct efi_memory_descriptor e;
@@ -166,7 +166,10 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 			fail("free memory over the kernel image", "mmap");
 		if (mem_type_usable(r->type) && r->limit > top)
 			top = r->limit;
+		nfree += r->type == EFI_CONVENTIONAL_MEMORY;
 	}
+	if (nfree == 0)
+		fail("a map with no free memory accepted", "mmap");
 	if (b->ram_top != top)
 		fail("ram_top is not the end of the highest usable region",
 		     "mmap");
