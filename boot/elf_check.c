@@ -52,6 +52,10 @@ static const char *check_load(const struct elf64_phdr *ph, size_t size,
 
 	if (ph->p_filesz > ph->p_memsz)
 		return "file size larger than memory size";
+	/* 0 and 1 mean none (gABI); any other value not a power of two says
+	 * the header is not what a linker wrote. */
+	if (ph->p_align & (ph->p_align - 1))
+		return "alignment is not a power of two";
 	if (ph->p_offset > size || ph->p_filesz > size - ph->p_offset)
 		return "truncated (extends past end of file)";
 	/* The end is rounded up to a page later: that must not wrap either. */

@@ -91,7 +91,9 @@ struct elf_image {
  * Checks that file[0, size) is an x86_64 ELF64 executable whose PT_LOAD
  * segments all lie inside [window_base, window_limit) and describes it in
  * *out. PT_LOADs with p_memsz == 0 are ignored, wherever they point (but
- * one with file bytes is refused: p_filesz > p_memsz).
+ * one with file bytes is refused: p_filesz > p_memsz). A p_align other
+ * than 0 or a power of two is refused; the loader places segments at
+ * their link addresses' page offsets, so a valid one asks nothing more.
  *
  * Returns 0 on success. Returns -1 when the image is unusable, with *why a
  * short static reason (e.g. "not an x86_64 ELF64 executable") and

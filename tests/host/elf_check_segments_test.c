@@ -303,3 +303,32 @@ KTEST(elf, empty_window)
 	        -1);
 	KEXPECT_STREQ(why, "empty kernel window");
 }
+
+/* gABI: p_align is 0 or 1 (no alignment) or a power of two. Any other value
+ * (a corrupt header) was taken without a word; powers of two, up to 2^63,
+ * are still accepted. */
+KTEST(elf, alignment_not_a_power_of_two)
+{
+	static const uint64_t bad[] = {3, 0x1001, 0x3000, UINT64_MAX};
+	static const uint64_t good[] = {0, 1, 2, 0x200000, 1ull << 63};
+	struct image im;
+	struct elf64_phdr data;
+
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		build_valid(&im);
+		data = get_phdr(&im, 1);
+		data.p_align = bad[i];
+		put_phdr(&im, 1, &data);
+		EXPECT_REJECT(&im, "alignment is not a power of two", 1);
+	}
+	for (unsigned i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct elf_image out;
+		const char *why;
+
+		build_valid(&im);
+		data = get_phdr(&im, 1);
+		data.p_align = good[i];
+		put_phdr(&im, 1, &data);
+		KEXPECT_EQ(check(&im, &out, &why), 0);
+	}
+}
