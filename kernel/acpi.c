@@ -10,11 +10,13 @@
  * boot, a few times each, and a few pages are all it ever takes.
  *
  * Either way, a range is mapped only when the firmware's memory map
- * describes every byte of it as memory that can hold tables (anything but
- * MMIO, port space and unusable memory): the direct map also covers the
- * device holes below 4 GiB, so a table next to a hole, its length
- * running into it, would otherwise be checksummed through device
- * registers.
+ * describes every byte of it as memory that can hold tables (ACPI,
+ * runtime-services, reserved or persistent memory): the direct map also
+ * covers the device holes below 4 GiB, so a table next to a hole, its
+ * length running into it, would otherwise be checksummed through device
+ * registers; and free, loader and boot-services memory belong to the
+ * frame pool by acpi_init (frames_reclaim_boot_memory), so a table
+ * pointer into them would read whatever the kernel put there.
  */
 #include "acpi.h"
 
@@ -57,12 +59,14 @@ static bool direct_mapped(uint64_t pa, uint32_t len)
 	return true;
 }
 
-/* False for memory that cannot hold firmware tables. */
+/* False for memory that cannot hold firmware tables: a device's, and
+ * memory the frame pool owns (mem_type_usable). */
 static bool table_memory(uint32_t type)
 {
 	return type != EFI_MEMORY_MAPPED_IO &&
 	       type != EFI_MEMORY_MAPPED_IO_PORT_SPACE &&
-	       type != EFI_UNUSABLE_MEMORY && type <= EFI_PERSISTENT_MEMORY;
+	       type != EFI_UNUSABLE_MEMORY && !mem_type_usable(type) &&
+	       type <= EFI_PERSISTENT_MEMORY;
 }
 
 /*
@@ -89,12 +93,15 @@ static bool described(uint64_t pa, uint64_t limit)
 		}
 		if (!table_memory(r->type)) {
 			printk("acpi: [%#llx, %#llx) runs into %#llx-%#llx, "
-			       "%s memory in the memory map; not read\n",
+			       "%s memory in the memory map%s; not read\n",
 			       (unsigned long long)pa,
 			       (unsigned long long)limit,
 			       (unsigned long long)r->base,
 			       (unsigned long long)r->limit - 1,
-			       mem_type_name(r->type));
+			       mem_type_name(r->type),
+			       mem_type_usable(r->type)
+			               ? ", which the frame pool owns"
+			               : "");
 			return false;
 		}
 		at = r->limit;

@@ -23,7 +23,8 @@ void acpi_init(void);
  * the direct map when it covers them, else mapped read-only into the ACPI
  * window (which only grows, 256 pages in all). NULL when it cannot, and
  * when the memory map does not describe every byte as memory that can
- * hold tables (a gap, MMIO, port space or unusable memory: printed).
+ * hold tables (a gap, MMIO, port space, unusable memory, or free, loader
+ * or boot-services memory, which the frame pool owns: printed).
  * acpi_map_window takes the window path whatever the direct map covers
  * (tests use it). Boot CPU or tests: the window is not locked.
  */

@@ -24,6 +24,7 @@
 #include "boot/boot_info.h"
 #include "kernel/acpi.h"
 #include "kernel/bootinfo.h"
+#include "kernel/frames.h"
 #include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -397,13 +398,14 @@ KTEST(acpi, window_maps_read_only)
 	KEXPECT(acpi_map_window(0, 0) == NULL);
 }
 
-/* True for a region firmware tables may not be read from: device memory
- * (MMIO, port space) and memory the firmware calls unusable. */
-static bool device_region(const struct mem_region *r)
+/* True for a region firmware tables may be read from: not device memory
+ * (MMIO, port space), not memory the firmware calls unusable, and not
+ * memory the frame pool owns. */
+static bool table_region(const struct mem_region *r)
 {
-	return r->type == EFI_MEMORY_MAPPED_IO ||
-	       r->type == EFI_MEMORY_MAPPED_IO_PORT_SPACE ||
-	       r->type == EFI_UNUSABLE_MEMORY;
+	return r->type != EFI_MEMORY_MAPPED_IO &&
+	       r->type != EFI_MEMORY_MAPPED_IO_PORT_SPACE &&
+	       r->type != EFI_UNUSABLE_MEMORY && !mem_type_usable(r->type);
 }
 
 /*
@@ -420,8 +422,8 @@ KTEST(acpi, map_stops_where_the_memory_map_does)
 		const struct mem_region *r = &boot_state.regions[i];
 		const struct mem_region *next =
 		        i + 1 < boot_state.nregions ? r + 1 : NULL;
-		if (device_region(r) ||
-		    (next && next->base == r->limit && !device_region(next)))
+		if (!table_region(r) ||
+		    (next && next->base == r->limit && table_region(next)))
 			continue;
 		if (!edge || (edge >= boot_state.ram_top &&
 		              r->limit < boot_state.ram_top))
@@ -437,6 +439,29 @@ KTEST(acpi, map_stops_where_the_memory_map_does)
 	KEXPECT(acpi_map_phys(edge - 16, 4096) == NULL);
 	KEXPECT(acpi_map_phys(edge, 36) == NULL);
 	KEXPECT(acpi_map_window(edge - 16, 32) == NULL);
+}
+
+/*
+ * Free, loader and boot-services memory belong to the frame pool by the
+ * time ACPI is read: a table pointer into them (here a frame the pool
+ * handed out, holding what looks like an RSDP) must not be followed, or
+ * the kernel would parse its own data as firmware tables. Mapped through
+ * the direct map or the window, neither reads it.
+ */
+KTEST(acpi, table_in_memory_the_pool_owns_is_not_read)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	uint8_t *p = phys_to_virt(pa);
+	memset(p, 0, 36);
+	memcpy(p, "RSD PTR ", 8);
+	uint8_t sum = 0;
+	for (unsigned i = 0; i < 20; i++)
+		sum = (uint8_t)(sum + p[i]);
+	p[8] = (uint8_t)-sum;
+	KEXPECT(acpi_map_phys(pa, 36) == NULL);
+	KEXPECT(acpi_map_window(pa, 36) == NULL);
+	frame_free(pa);
 }
 
 /* Too big for a test's stack. */
