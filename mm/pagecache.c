@@ -32,7 +32,9 @@
  * else.
  * Locking: alloc and free touch only the cache (the caller is pinned to its
  * CPU, interrupts off, so an interrupt handler cannot see it half done);
- * refill and flush also need the owner's lock (asserted).
+ * refill and flush also need the owner's lock (asserted), and change the
+ * free-page count only through palloc_free_pages_add, whose store the
+ * lock-free palloc_free_pages_hint may read at any time.
  * Limits: one window per cache; runs never cross the window's edge.
  */
 #include "pagecache.h"
@@ -122,7 +124,7 @@ bool pagecache_refill_locked(struct pagecache *c, struct palloc *p)
 		scav = *s & free;
 		*s &= ~free;
 	}
-	p->stats.free_pages -= pallocbits_popcount(free);
+	palloc_free_pages_add(p, -(size_t)pallocbits_popcount(free));
 	p->stats.scav_pages -= pallocbits_popcount(scav);
 	palloc_update_locked(p, block, PAGECACHE_PAGES, PALLOC_UPDATE_ALLOC);
 	p->search_pi = block + PAGECACHE_PAGES;
@@ -165,7 +167,7 @@ void pagecache_flush_locked(struct pagecache *c, struct palloc *p)
 		a->w[w] &= ~c->cache;
 		if (p->scav)
 			p->scav[block / PALLOC_CHUNK_PAGES].w[w] |= c->scav;
-		p->stats.free_pages += pallocbits_popcount(c->cache);
+		palloc_free_pages_add(p, pallocbits_popcount(c->cache));
 		p->stats.scav_pages += pallocbits_popcount(c->scav);
 		palloc_update_locked(p, block, PAGECACHE_PAGES, 0);
 		size_t first = block + pallocbits_ctz(c->cache);
