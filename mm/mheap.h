@@ -83,10 +83,10 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * if the run is now npages + extra pages long; false, changing nothing,
  * if a page is in use or past the grown heap, or memory ran out (a page
  * the scavenger is unmapping is free: it waits for that). A "run" that
- * cannot be one (npages 0, p outside the arena, or npages more than the
- * arena has from p: a caller's bug) is refused the same way, with an
- * mm_log line saying which. Sets no span table entry (the caller's to
- * set). A realloc's way to grow a large object without a copy. Thread
+ * cannot be one (npages 0, p off a page or outside the arena, or npages
+ * more than the arena has from p: a caller's bug) is refused the same
+ * way, with an mm_log line saying which. Sets no span table entry (the caller's
+ * to set). A realloc's way to grow a large object without a copy. Thread
  * context, no mm lock held.
  */
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra);

@@ -41,7 +41,8 @@
  *            pages out of the free set; an atomic caller gets NULL.
  *   extend   Under the lock, palloc_alloc_range_locked of the pages right
  *            after the caller's run, then mapped as an allocation's; a
- *            "run" that cannot be one is refused with a line saying why.
+ *            "run" that cannot be one (no pages, off a page boundary, or
+ *            not inside the arena) is refused with a line saying why.
  *            When a scavenge batch holds some of those pages (free, out
  *            of the free set while it unmaps them), it waits for the
  *            batch's wake on `grown` and tries again.
@@ -336,6 +337,8 @@ static const char *not_a_run(const struct mheap *h, uintptr_t p, size_t npages)
 {
 	if (npages == 0)
 		return "a run of no pages";
+	if (p & (MM_PAGE_SIZE - 1))
+		return "the run is not page aligned";
 	if (p < h->arena_base ||
 	    p - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
 		return "the run is outside the arena";

@@ -352,6 +352,34 @@ KTEST(mheap, extend_pages_refuses_an_impossible_run)
 	mh_release(&heap);
 }
 
+/*
+ * A "run" that does not start on a page boundary cannot be one either: it
+ * is refused with a line saying so. It was refused silently: its end was
+ * off a page, palloc's alloc_range recorded why and nobody logged it.
+ */
+KTEST(mheap, extend_pages_refuses_a_run_off_a_page)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT(a);
+	mheap_free_pages(&heap, a + PG, 1);
+	struct mheap_stats s0, s1;
+	mheap_stats(&heap, &s0);
+	mm_port_set_quiet(true);
+	unsigned long logs = mm_port_log_count();
+	KEXPECT(!mheap_extend_pages(&heap, a + 8, 1, 1));
+	KEXPECT_EQ(mm_port_log_count(), logs + 1);
+	KEXPECT(strstr(mm_port_last_log(), "refused") &&
+	        strstr(mm_port_last_log(), "page aligned"));
+	ktest_diag("%s", mm_port_last_log());
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &s1);
+	KEXPECT(same_stats(&s0, &s1));
+	mheap_free_pages(&heap, a, 1);
+	MH_CHECK(&heap, "after the refusal");
+	mh_release(&heap);
+}
+
 /* A request that cannot be served (or has a bit that is not a flag) gets
  * NULL and a line naming why, changing nothing; thread-only set-up (init, the
  * scavenger's start) from an atomic context panics, naming the function. */
