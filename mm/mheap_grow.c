@@ -23,9 +23,10 @@
  *            more (pages a scavenge batch holds count: they come back
  *            within the batch), so that atomic callers rarely need to
  *            grow: a thread whose allocation leaves fewer grows the heap
- *            by the chunks that make up the difference (unless someone
- *            is growing already), and an atomic caller that leaves fewer
- *            wakes the scavenger thread to do it.
+ *            by the chunks that make up the difference, or near the
+ *            arena's end by those left (unless someone is growing
+ *            already), and an atomic caller that leaves fewer wakes the
+ *            scavenger thread to do it.
  *   table    A lookup is one load, checked against spanmap_pages; new
  *            entries say MHEAP_SPAN_NONE (the table holds no NULL).
  *
@@ -94,10 +95,12 @@ void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 }
 
 /* The chunks a growth for npages takes, from *first (the first not
- * grown). For a run the new chunks extend the free run at the top of the
- * grown ones: only the rest needs chunks (near the arena's end the
- * request failed when the chunks it would need whole were not left); the
- * reserve's pages already count that run. No lock held. */
+ * grown), or 0 if the arena has too few left. For a run the new chunks
+ * extend the free run at the top of the grown ones: only the rest needs
+ * chunks, and it needs them whole; the reserve's pages already count that
+ * run, and near the arena's end it takes what is left (a smaller reserve
+ * beats none, and an atomic caller would grow them one by one). No lock
+ * held. */
 static size_t grow_chunks(struct mheap *h, size_t npages,
                           enum mheap_grow_for why, size_t *first)
 {
@@ -111,22 +114,25 @@ static size_t grow_chunks(struct mheap *h, size_t npages,
 	                          h->arena_base + *first * PALLOC_CHUNK_BYTES);
 	mm_lock_release(&h->lock, irq);
 	size_t need = tail < npages ? npages - tail : 1;
-	return (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
+	size_t n = (need + MHEAP_CHUNK_PAGES - 1) / MHEAP_CHUNK_PAGES;
+	size_t left = h->arena_pages / MHEAP_CHUNK_PAGES - *first;
+	if (n > left)
+		n = why == MHEAP_GROW_FOR_RESERVE ? left : 0;
+	return n;
 }
 
 enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
                                   enum mheap_grow_for why)
 {
-	size_t first, total = h->arena_pages / MHEAP_CHUNK_PAGES;
-	if (grow_chunks(h, npages, why, &first) > total - first)
+	size_t first;
+	if (grow_chunks(h, npages, why, &first) == 0)
 		return MHEAP_GROW_FAILED;
 	if (atomic_exchange(&h->growing, true))
 		return MHEAP_GROW_BUSY;
 	size_t nchunks = grow_chunks(h, npages, why, &first);
 	uintptr_t base = h->arena_base + first * PALLOC_CHUNK_BYTES;
 	size_t nbytes = nchunks * PALLOC_CHUNK_BYTES;
-	bool ok = nchunks <= total - first &&
-	          palloc_grow_prepare(&h->pages, base, nbytes) &&
+	bool ok = nchunks > 0 && palloc_grow_prepare(&h->pages, base, nbytes) &&
 	          mm_port_prepare((void *)base, nbytes) &&
 	          spanmap_grow(h, first + nchunks);
 	mheap_hook(h, MHEAP_HOOK_GROW_PREPARED);

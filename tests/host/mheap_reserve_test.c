@@ -90,6 +90,39 @@ KTEST(mheap_reserve, a_reserve_of_several_chunks_is_made_up)
 }
 
 /*
+ * Near the arena's end a reserve takes the chunks that are left. Three
+ * chunks, a reserve of 600 pages: 1000 pages in use leave 24 free in two
+ * chunks, and the difference needs two more where one is left. The growth
+ * asked for both or nothing, so it grew nothing: the reserve stayed at 24
+ * pages with a chunk of the arena never grown, and every later allocation
+ * tried that growth again.
+ */
+KTEST(mheap_reserve, near_the_arena_end_takes_what_is_left)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 3 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 600;
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, 1000, 0);
+	KASSERT(a);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 3 * PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 1);
+	/* Nothing left to grow: a later refill finds nothing to take. */
+	char *b = mheap_alloc_pages(&heap, 8, 0);
+	KASSERT(b);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 3 * PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 1);
+	mheap_free_pages(&heap, b, 8);
+	mheap_free_pages(&heap, a, 1000);
+	mheap_check(&heap);
+	mh_release(&heap);
+}
+
+/*
  * An atomic allocation leaves free pages below the reserve and asks the
  * scavenger thread for a refill just as the thread, with nothing to
  * scavenge, is about to go idle: after it took its last refill request and
