@@ -75,9 +75,12 @@ static inline void *kmalloc(size_t size, unsigned flags)
 	/* A size fixed at compile time (a struct's, mostly), small enough
 	 * that its class is a formula (SC_LINEAR_MAX): the class folds to a
 	 * constant and the magazine's pop is inline, no call (Linux's
-	 * kmalloc picks its cache at compile time the same way). */
+	 * kmalloc picks its cache at compile time the same way). KM_ZERO,
+	 * and any bit that is no flag (spanheap_alloc refuses it, naming
+	 * it), take the call. */
 	if (__builtin_constant_p(size) && size <= SC_LINEAR_MAX &&
-	    __builtin_constant_p(flags) && !(flags & KM_ZERO))
+	    __builtin_constant_p(flags) &&
+	    !(flags & ~(unsigned)(KM_ATOMIC | KM_NOGROW)))
 		return spanheap_alloc_class(
 		        &kspanheap, spanheap_class_linear(size), size, flags);
 	return spanheap_alloc(&kspanheap, size, flags);

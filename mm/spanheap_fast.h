@@ -133,8 +133,10 @@ spanheap_alloc_mag(struct spanheap *sh, size_t mag_off, size_t size,
  * as the kernel's kmalloc(sizeof(struct ...))): the pin, the class's
  * magazine, the unpin (with MM_PORT_RSEQ, the magazine's restartable
  * sequence alone); the class lookup, the size and flag tests and the
- * call are left out. cls must be sizeclass_of(size) and flags must not
- * hold MM_ZERO. Contexts as spanheap_alloc's with those flags.
+ * call are left out. cls must be sizeclass_of(size) and flags may hold
+ * only MM_ATOMIC and MM_NO_GROW: nothing here refuses an unknown bit (the
+ * caller sends those, and MM_ZERO, to spanheap_alloc). Contexts as
+ * spanheap_alloc's with those flags.
  */
 static inline __attribute__((always_inline)) void *
 spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
