@@ -23,7 +23,7 @@
  *             address is in it if it lies below its end. O(log n).
  *
  * Invariants, checked by mm_rseq_init (a broken table mm_panics, naming
- * the ranges):
+ * the ranges; so do bounds that cannot hold a table, before it is read):
  *   1. the ranges are sorted by start;
  *   2. every range is non-empty (start < end);
  *   3. no two overlap, so at most one holds an address;
@@ -52,9 +52,31 @@ static uintptr_t lo, hi;
 
 static _Atomic uint64_t restarts;
 
+/* The ranges in [begin, end), a port's section bounds: mm_panics, naming
+ * them, if they cannot bound a table (swapped, a NULL start, or not a
+ * whole number of ranges apart), before anything in them is read. */
+static size_t table_length(const struct mm_rseq_range *begin,
+                           const struct mm_rseq_range *end)
+{
+	uintptr_t b = (uintptr_t)begin, e = (uintptr_t)end;
+	if (e < b)
+		mm_panic("mm_rseq_init: table [%#lx, %#lx) ends before it "
+		         "starts",
+		         (unsigned long)b, (unsigned long)e);
+	if (b == 0 && e != 0)
+		mm_panic("mm_rseq_init: table [%#lx, %#lx) starts at NULL",
+		         (unsigned long)b, (unsigned long)e);
+	if ((e - b) % sizeof(struct mm_rseq_range))
+		mm_panic("mm_rseq_init: table [%#lx, %#lx) is not a whole "
+		         "number of ranges (%zu bytes each)",
+		         (unsigned long)b, (unsigned long)e,
+		         sizeof(struct mm_rseq_range));
+	return (e - b) / sizeof(struct mm_rseq_range);
+}
+
 void mm_rseq_init(struct mm_rseq_range *begin, struct mm_rseq_range *end)
 {
-	size_t n = (size_t)(end - begin);
+	size_t n = table_length(begin, end);
 	/* Insertion sort: a few hundred ranges, once, mostly in order
 	 * already (the assembler emits them in text order per file). */
 	for (size_t i = 1; i < n; i++) {

@@ -34,7 +34,9 @@ struct mm_rseq_range {
 /*
  * Sorts the table [begin, end) (the port's mm_rseq section) by address
  * and checks it: every range non-empty, none overlapping another. A bad
- * table mm_panics naming the ranges. Thread context, before the first
+ * table mm_panics naming the ranges; bounds that cannot hold one (end
+ * below begin, begin NULL, not a whole number of ranges apart) mm_panic
+ * naming them, before the table is read. Thread context, before the first
  * interrupt that may land in a sequence; once.
  */
 void mm_rseq_init(struct mm_rseq_range *begin, struct mm_rseq_range *end);

@@ -83,3 +83,26 @@ KTEST(rseq, an_empty_range_is_refused)
 	               "sequence 1, [0x3000, 0x3000), is empty") != NULL);
 	table_clear();
 }
+
+/* A table whose bounds cannot be one (a port's linker script with its
+ * symbols swapped, or one that is not a whole number of ranges) is
+ * refused with its bounds named, before anything in it is read or
+ * sorted; the table before stays in use. */
+KTEST(rseq, a_table_with_bad_bounds_is_refused)
+{
+	struct mm_rseq_range t[] = {{0x1000, 0x1010}, {0x2000, 0x2010}};
+	mm_rseq_init(t, t + 1);
+	KEXPECT(MM_PORT_PANICS(mm_rseq_init(t + 2, t)));
+	KEXPECT(strstr(mm_port_last_panic(), "ends before it starts") != NULL);
+	struct mm_rseq_range *half =
+	        (struct mm_rseq_range *)((char *)t + sizeof(uintptr_t));
+	KEXPECT(MM_PORT_PANICS(mm_rseq_init(t, half)));
+	KEXPECT(strstr(mm_port_last_panic(), "not a whole number of ranges") !=
+	        NULL);
+	KEXPECT(MM_PORT_PANICS(mm_rseq_init(NULL, t + 1)));
+	KEXPECT(strstr(mm_port_last_panic(), "starts at NULL") != NULL);
+	KEXPECT_EQ(t[1].start, 0x2000); /* not sorted, not read */
+	KEXPECT_EQ(restart_at(0x1008), 0x1000);
+	KEXPECT_EQ(restart_at(0x2008), ~(uintptr_t)0);
+	table_clear();
+}
