@@ -43,8 +43,11 @@ struct mcache_counters {
  * full at once, so the first free or refill makes the slab.
  */
 struct mmag {
-	uintptr_t *top;   /* past the newest object; __atomic relaxed (stats) */
-	uintptr_t *limit; /* past the last slot */
+	uintptr_t *top; /* past the newest object; __atomic relaxed (stats) */
+	/* Past the last slot of its size now: moved by its CPU pinned, read
+	 * by its pushes (restarted if a handler moves it) and the checker
+	 * (the CPU pinned or held), never by the statistics. */
+	uintptr_t *limit;
 };
 
 /* One CPU's cache: touched only by that CPU, pinned. */
