@@ -18,6 +18,13 @@
  * the one under test; its handler interferes and turns interrupts off
  * again for the rest of the call.
  *
+ * The *_preempted_* tests go one further: the IPI's handler asks for a
+ * reschedule, so the interrupt's exit switches this thread out at that
+ * boundary (as a timer tick's preemption does) to a helper thread on the
+ * same CPU, which interferes, turns the preempted thread's saved
+ * interrupts off, and yields back; the call then resumes from its saved
+ * frame.
+ *
  * Last, the guard: spanheap_init refuses a heap whose port has no
  * sequences recorded.
  */
@@ -31,15 +38,16 @@
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/string.h"
+#include "kernel/thread.h"
 #include "mm/rseq.h"
 #include "mm/spanheap.h"
 
 #define RFLAGS_TF (1ull << 8)
 #define OBJ       64
 
-/* How the k-th step is interrupted: by the #DB hook itself, or by an
- * IPI that it lets in. */
-enum interrupter { BY_HOOK, BY_IPI };
+/* How the k-th step is interrupted: by the #DB hook itself, by an IPI
+ * that it lets in, or by that IPI's switch to another thread. */
+enum interrupter { BY_HOOK, BY_IPI, BY_SWITCH };
 
 /* The hook's part of a trial. */
 static struct {
@@ -52,6 +60,15 @@ static struct {
 } trial;
 
 /* What an interrupt handler on this CPU may do: move the magazine's top. */
+static void interfere(void);
+
+/* The BY_SWITCH trials' helper thread: go and frame set by test_ipi. */
+static struct {
+	_Atomic bool go, stop;
+	struct trap_frame *frame; /* the preempted call's, to resume */
+	unsigned ran;             /* times it interfered */
+} helper;
+
 static void interfere(void)
 {
 	kfree(trial.g1);
@@ -69,14 +86,42 @@ static void test_ipi(struct trap_frame *f)
 	if (!trial.ipi_due)
 		return;
 	trial.ipi_due = false;
-	interfere();
 	trial.restarted = f->rip != trial.ip;
 	if (f->rip > trial.ip || trial.ip - f->rip > 64)
 		ktest_fail_at(__FILE__, __LINE__,
 		              "step %u: the IPI landed at %#lx, not at %#lx",
 		              trial.target, (unsigned long)f->rip,
 		              (unsigned long)trial.ip);
+	if (trial.by == BY_SWITCH) {
+		/* The helper interferes once the exit switches to it. */
+		helper.frame = f;
+		atomic_store(&helper.go, true);
+		this_cpu()->need_resched = true;
+		return;
+	}
+	interfere();
 	f->rflags &= ~RFLAGS_IF; /* the rest of the call as before */
+}
+
+/* The helper of the BY_SWITCH trials, on the test's CPU: yields until an
+ * IPI's exit switches to it with go set, then does what another thread on
+ * this CPU may, with interrupts off, and turns the interrupted call's
+ * interrupts off for the rest of it, as test_ipi does. */
+static void helper_thread(void *arg)
+{
+	while (!atomic_load(&helper.stop)) {
+		if (atomic_load(&helper.go)) {
+			uint64_t flags = read_rflags();
+			cpu_cli();
+			atomic_store(&helper.go, false);
+			interfere();
+			helper.frame->rflags &= ~RFLAGS_IF;
+			helper.ran++;
+			if (flags & RFLAGS_IF)
+				cpu_sti();
+		}
+		thread_yield();
+	}
 }
 
 static void step_hook(struct trap_frame *f)
@@ -84,7 +129,7 @@ static void step_hook(struct trap_frame *f)
 	if (trial.step++ != trial.target)
 		return;
 	f->rflags &= ~RFLAGS_TF;
-	if (trial.by == BY_IPI) {
+	if (trial.by != BY_HOOK) {
 		/* Pending until the iretq sets IF; taken before the
 		 * instruction at f->rip (IRET has no interrupt shadow). */
 		trial.ip = f->rip;
@@ -158,7 +203,7 @@ static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 {
 	unsigned restarts = 0;
 	trial.by = by;
-	if (by == BY_IPI)
+	if (by != BY_HOOK)
 		irq_register(IRQ_VEC_TEST, test_ipi);
 	trap_set_debug_hook(step_hook);
 	for (unsigned k = 0; k < 1000; k++) {
@@ -175,7 +220,7 @@ static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 		restarts += trial.restarted;
 	}
 	trap_set_debug_hook(NULL);
-	if (by == BY_IPI)
+	if (by != BY_HOOK)
 		irq_register(IRQ_VEC_TEST, NULL);
 	return restarts;
 }
@@ -279,6 +324,38 @@ KTEST(rseq, kfree_irq_at_every_step)
 KTEST(rseq, kmalloc_irq_at_every_step)
 {
 	KEXPECT_EQ(run_trials(alloc_trial, BY_IPI), 8 - 1);
+}
+
+/* Trials of op preempted at every step: the helper on this CPU
+ * interferes while the call is switched out. Returns the restarts. */
+static unsigned run_preempted(bool (*op)(unsigned k))
+{
+	helper = (typeof(helper)){0};
+	struct thread_handle h =
+	        thread_create("rseq_helper", helper_thread, NULL,
+	                      this_cpu()->id); /* a thread keeps its CPU */
+	if (!thread_handle_ok(h)) {
+		ktest_fail_at(__FILE__, __LINE__, "no helper thread");
+		return 0;
+	}
+	unsigned restarts = run_trials(op, BY_SWITCH);
+	atomic_store(&helper.stop, true);
+	thread_join(h);
+	return restarts;
+}
+
+/* As the *_irq_* tests, the handler's work done by another thread that
+ * the interrupt's exit switched to, the call resumed from its frame. */
+KTEST(rseq, kfree_preempted_at_every_step)
+{
+	KEXPECT_EQ(run_preempted(free_trial), 9 - 1);
+	KEXPECT(helper.ran >= 9);
+}
+
+KTEST(rseq, kmalloc_preempted_at_every_step)
+{
+	KEXPECT_EQ(run_preempted(alloc_trial), 8 - 1);
+	KEXPECT(helper.ran >= 8);
 }
 
 KTEST(rseq, restart_moves_only_an_ip_inside_a_sequence)
