@@ -51,6 +51,16 @@ extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
  * slot; returns its index. Called outside any API call (held NULL). */
 int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
 
+/* A call that found held set (slots.c, "nested"): NULL if it may pass as
+ * nested; else the word for mm_malloc_leave, the late slot taken for it
+ * (a signal handler that interrupted a fast entry before its state
+ * check, the slot shared or fork's). */
+_Atomic unsigned *mm_malloc_enter_nested(void) MM_MALLOC_HIDDEN;
+/* The word mm_malloc_enter_nested returns when it took the late slot, and
+ * the leave that gives it back and puts the thread's slot back. */
+extern _Atomic unsigned mm_malloc_lent_word MM_MALLOC_HIDDEN;
+void mm_malloc_leave_lent(void) MM_MALLOC_HIDDEN;
+
 /* The slow path of mm_malloc_enter (held NULL): claims a slot on first
  * use, then takes busy and waits for the slot's exclusive owner to be out
  * (slots.c, "Algorithm"). Returns busy, now held. */
@@ -62,11 +72,13 @@ _Atomic unsigned *mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
 static inline __attribute__((always_inline)) _Atomic unsigned *
 mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
 {
-	/* held first: a signal handler's call in between passes as nested,
-	 * as it does once the slot is held. */
+	/* held first: a signal handler's call in between finds it set, and
+	 * checks the state itself before it passes as nested
+	 * (mm_malloc_enter_nested). */
 	t->held = &sl->in;
 	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
+	mm_malloc_hook(MM_MALLOC_HOOK_FAST_ENTERING);
 	if (__builtin_expect(
 	            atomic_load_explicit(&sl->state, memory_order_acquire) ==
 	                    MM_SLOT_ONE,
@@ -102,7 +114,7 @@ static inline _Atomic unsigned *mm_malloc_enter(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	if (__builtin_expect(t->held != NULL, 0))
-		return NULL;
+		return mm_malloc_enter_nested();
 	struct mm_malloc_slot *sl = t->fast;
 	if (__builtin_expect(sl != NULL, 1)) {
 		_Atomic unsigned *in = mm_malloc_enter_fast(t, sl);
@@ -128,8 +140,10 @@ mm_malloc_try_enter(struct mm_malloc_thread *t)
 	return mm_malloc_enter_fast(t, sl);
 }
 
-/* Leaves it: the outermost call (word not NULL) gives the slot up. */
-static inline void mm_malloc_leave(_Atomic unsigned *word)
+/* Leaves a call entered by mm_malloc_try_enter (word: its slot's in, or
+ * NULL): gives the slot up. */
+static inline __attribute__((always_inline)) void
+mm_malloc_leave_fast(_Atomic unsigned *word)
 {
 	if (word) {
 		/* held first: a signal handler's call in between takes the
@@ -137,6 +151,17 @@ static inline void mm_malloc_leave(_Atomic unsigned *word)
 		mm_malloc_self.held = NULL;
 		atomic_store_explicit(word, 0, memory_order_release);
 	}
+}
+
+/* Leaves a call entered by mm_malloc_enter: the outermost call (word not
+ * NULL) gives the slot up; a call that took the late slot gives it back
+ * (mm_malloc_enter_nested). */
+static inline void mm_malloc_leave(_Atomic unsigned *word)
+{
+	if (__builtin_expect(word == &mm_malloc_lent_word, 0))
+		mm_malloc_leave_lent();
+	else
+		mm_malloc_leave_fast(word);
 }
 
 #endif

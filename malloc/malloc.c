@@ -99,7 +99,7 @@ static inline __attribute__((always_inline)) void *alloc_fast(size_t size)
 		return NULL;
 	void *p =
 	        spanheap_alloc_held(&mm_malloc_sh, size, (unsigned)t->slot_id);
-	mm_malloc_leave(in);
+	mm_malloc_leave_fast(in);
 	return p;
 }
 
@@ -127,7 +127,7 @@ API void free(void *p)
 	if (__builtin_expect(in != NULL, 1)) {
 		bool done = spanheap_free_held(&mm_malloc_sh, p,
 		                               (unsigned)t->slot_id);
-		mm_malloc_leave(in);
+		mm_malloc_leave_fast(in);
 		if (__builtin_expect(done, 1))
 			return;
 	}

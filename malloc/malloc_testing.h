@@ -36,6 +36,10 @@ enum mm_malloc_hook_point {
 	 * slot's in word and has read state as MM_SLOT_ONE; called before
 	 * the call's work. Every fast entry reaches it. */
 	MM_MALLOC_HOOK_FAST_HELD,
+	/* A thread entering on the fast path has set held and stored in = 1,
+	 * and not yet read state: it does not hold its slot yet (a sharer or
+	 * a fork may be inside it). Every fast entry reaches it. */
+	MM_MALLOC_HOOK_FAST_ENTERING,
 	/* A thread entering on the fast path found state other than
 	 * MM_SLOT_ONE (a sharer, a fork being prepared) and is backing
 	 * out: between its two stores (held NULL, in 0), where a signal
@@ -47,6 +51,14 @@ enum mm_malloc_hook_point {
 	MM_MALLOC_HOOK_WAIT_IN,
 	/* The same thread, waiting for another slow holder's busy. */
 	MM_MALLOC_HOOK_WAIT_BUSY,
+	/* A thread entering on the slow path has taken its slot (busy holds
+	 * its token, in was seen 0) and has not yet set held: a signal
+	 * handler's call here finds held NULL and its own token in busy. */
+	MM_MALLOC_HOOK_SLOW_TAKEN,
+	/* A signal handler's call that interrupted its thread's fast entry
+	 * before the state check (held set, state not MM_SLOT_ONE) has taken
+	 * LATE_SLOT for itself (slots.c, "nested"), before its work. */
+	MM_MALLOC_HOOK_LENT,
 	/* A thread entering a call on the slow path found its slot's
 	 * MM_SLOT_FORK set: it waits for fork to give the slots back.
 	 * Called at every turn of the wait. */

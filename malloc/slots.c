@@ -49,9 +49,18 @@
  *              for in is what keeps the slow path out of a fast holder's call;
  *              a thread backing out clears in itself. A thread's first call
  *              takes the slow path, which claims its slot (outside the call:
- *              the heap's set-up and the claim may allocate). A call that finds
- *              the thread's held word set is nested and does nothing; enter
+ *              the heap's set-up and the claim may allocate). enter
  *              returns the word to clear, which leave takes back.
+ *   nested     A call that finds the thread's held word set is nested (a
+ *              signal handler's, or fork's own) and does nothing, unless
+ *              held is its fast slot's in and the state, read after a
+ *              store of in = 1 of its own, is not MM_SLOT_ONE: the handler
+ *              may have interrupted the fast entry before its check, with
+ *              a sharer or fork inside the slot, and cannot tell that from
+ *              an interrupted call. It takes LATE_SLOT on the slow path
+ *              then, with signals blocked until its leave, which puts
+ *              the thread's slot index back. (Until this version it
+ *              passed as nested: two threads in one slot.)
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
  *              to LATE_SLOT on the slow path, and then drops its
@@ -131,8 +140,9 @@
  * never waits for another slot, and an entry that waits for fork's flag
  * holds none, so waiting for busy or in always ends.
  * Limits: a thread that allocates in a signal handler that interrupted
- * one of its own API calls re-enters the heap without exclusion (glibc
- * would deadlock there instead): malloc is not async-signal-safe. 63
+ * one of its own API calls re-enters the heap without exclusion from that
+ * call (glibc would deadlock there instead), though never beside another
+ * thread's call in the slot ("nested"): malloc is not async-signal-safe. 63
  * slots for live threads (one is LATE_SLOT). An owner left alone after
  * sharing keeps the slow path if it joined as a sharer. A seccomp filter
  * that kills the process on membarrier(2), rather than failing it, kills
@@ -406,8 +416,48 @@ _Atomic unsigned *mm_malloc_enter_slow(void)
 	if (t->slot_id < 0)
 		mm_malloc_first_use();
 	mm_malloc_slot_take(t->slot_id);
+	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_TAKEN);
 	t->held = &mm_malloc_slots[t->slot_id].busy;
 	return t->held;
+}
+
+_Atomic unsigned mm_malloc_lent_word;
+/* While a call holds the late slot lent to it: the thread's own slot and
+ * signal mask, which its leave puts back. */
+static _Thread_local int lent_slot;
+static _Thread_local sigset_t lent_mask;
+
+_Atomic unsigned *mm_malloc_enter_nested(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	struct mm_malloc_slot *sl = t->fast;
+	if (!sl || t->held != &sl->in)
+		return NULL; /* inside a slow hold, or fork's: nested */
+	/* The fast holder's own steps: in = 1 (it is 1 already, or the
+	 * interrupted entry stores it next), then state. */
+	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&sl->state, memory_order_acquire) ==
+	    MM_SLOT_ONE)
+		return NULL; /* the slot is this thread's alone */
+	/* A handler's call that interrupted the outer call inside, or its
+	 * entry before the check, when a sharer or fork may be inside the
+	 * slot: it cannot tell which, and takes the late slot (never owned:
+	 * busy alone), with signals blocked until its leave. */
+	signals_block(&lent_mask);
+	mm_malloc_slot_take(MM_MALLOC_LATE_SLOT);
+	lent_slot = t->slot_id;
+	t->slot_id = MM_MALLOC_LATE_SLOT;
+	mm_malloc_hook(MM_MALLOC_HOOK_LENT);
+	return &mm_malloc_lent_word;
+}
+
+void mm_malloc_leave_lent(void)
+{
+	mm_malloc_self.slot_id = lent_slot;
+	atomic_store_explicit(&mm_malloc_slots[MM_MALLOC_LATE_SLOT].busy, 0,
+	                      memory_order_release);
+	signals_restore(&lent_mask);
 }
 
 /* The key's destructor: the thread is exiting. */

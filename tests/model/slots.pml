@@ -20,6 +20,10 @@
  *            the flag) and release_parent (every busy = 0, then the flag
  *            cleared).
  *
+ * Not modelled: signal handlers' calls, told by the thread's held word
+ * (slots.c, "nested"; tests/real/malloc_hooks_signals.c forces them), and
+ * LATE_SLOT (busy alone, never owned).
+ *
  * Memory model: x86-TSO for the owner's `in`, the one word written with
  * a plain store that a plain load may pass: its stores go into a FIFO
  * store buffer (sb) that the buffer process drains at any time; its own

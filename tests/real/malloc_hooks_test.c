@@ -359,6 +359,7 @@ static const struct {
          "MM_MALLOC_MEMBARRIER=0"},
         {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
         {"backout_call_waits_for_fork", backout_call_waits_for_fork, NULL},
+        {"signal_in_fast_entry", signal_in_fast_entry, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

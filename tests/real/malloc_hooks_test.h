@@ -24,5 +24,6 @@ int backout_call_waits_for_fork(void);
 int claimed_window(void);
 int signal_in_set_up(void);
 int signal_in_claim(void);
+int signal_in_fast_entry(void);
 
 #endif
