@@ -60,7 +60,12 @@
  *              an interrupted call. It takes LATE_SLOT on the slow path
  *              then, with signals blocked until its leave, which puts
  *              the thread's slot index back. (Until this version it
- *              passed as nested: two threads in one slot.)
+ *              passed as nested: two threads in one slot.) A call that
+ *              finds held NULL but its own token in the slot's busy cut
+ *              into a slow entry (busy taken, held not yet set) or leave
+ *              (held cleared, busy not yet): it is nested in that hold,
+ *              once in is 0 (until this version it waited for its own
+ *              busy, for ever).
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
  *              to LATE_SLOT on the slow path, and then drops its
@@ -408,6 +413,22 @@ void mm_malloc_slot_take(int s)
 	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
 }
 
+/* What held points to in a call enter_own_busy let in; never read. */
+static _Atomic unsigned own_nested;
+
+/* A call of this thread while its slot's busy holds its token and held is
+ * NULL: a signal handler's, that interrupted a slow entry after it took
+ * busy or a leave before it gave busy back. The interrupted call holds
+ * the slot, so this one runs as nested in it, once a fast owner the entry
+ * may still wait for is out. Until this version it waited for its own
+ * busy: the process hung. */
+static _Atomic unsigned *enter_own_busy(struct mm_malloc_slot *sl)
+{
+	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
+	mm_malloc_self.held = &own_nested;
+	return &own_nested;
+}
+
 _Atomic unsigned *mm_malloc_enter_slow(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
@@ -415,9 +436,13 @@ _Atomic unsigned *mm_malloc_enter_slow(void)
 	 * slot is claimed: their own allocations are calls of their own. */
 	if (t->slot_id < 0)
 		mm_malloc_first_use();
+	struct mm_malloc_slot *sl = &mm_malloc_slots[t->slot_id];
+	if (t->token != 0 &&
+	    atomic_load_explicit(&sl->busy, memory_order_relaxed) == t->token)
+		return enter_own_busy(sl);
 	mm_malloc_slot_take(t->slot_id);
 	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_TAKEN);
-	t->held = &mm_malloc_slots[t->slot_id].busy;
+	t->held = &sl->busy;
 	return t->held;
 }
 

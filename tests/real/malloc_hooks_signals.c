@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "malloc_hooks_test.h"
 
@@ -267,5 +268,65 @@ int signal_in_fast_entry(void)
 		        "while a sharer was inside the slot");
 		return 1;
 	}
+	return 0;
+}
+
+/* ---- A signal while a slow entry holds busy and has not set held ------- */
+
+static atomic_bool own_busy_armed, own_busy_handler_done;
+static _Thread_local volatile bool in_own_busy_handler;
+
+static void own_busy_handler(int sig)
+{
+	(void)sig;
+	in_own_busy_handler = true;
+	void *p = malloc(40);
+	memset(p, 5, 40);
+	free(p);
+	in_own_busy_handler = false;
+	atomic_store(&own_busy_handler_done, true);
+}
+
+/* Raises SIGUSR1 once in the window; a handler's wait for busy, with no
+ * other thread, is a wait for its own thread: reported, not hung. */
+static void in_own_busy_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_SLOW_TAKEN &&
+	    atomic_exchange(&own_busy_armed, false)) {
+		raise(SIGUSR1);
+	} else if (where == MM_MALLOC_HOOK_WAIT_BUSY && in_own_busy_handler) {
+		static const char msg[] =
+		        "a signal handler's call waited for the busy word "
+		        "its own thread held (slow entry between taking busy "
+		        "and setting held): the process hung";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
+}
+
+/* Without membarrier (the driver sets MM_MALLOC_MEMBARRIER=0) every call
+ * takes busy on the slow path; a signal handler that allocates, cutting
+ * in after the take and before held is set, found held NULL and waited
+ * for its own busy for ever. Its call must run, as nested in the slot
+ * its thread holds. */
+int signal_in_slow_entry(void)
+{
+	free(malloc(16));
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = own_busy_handler;
+	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+		return 2;
+	mm_malloc_test_hook = in_own_busy_window;
+	atomic_store(&own_busy_armed, true);
+	void *p = malloc(24);
+	if (!p || !atomic_load(&own_busy_handler_done)) {
+		fprintf(stderr, "the handler did not run (%p)", p);
+		return 2;
+	}
+	free(p);
+	for (int i = 0; i < 1000; i++)
+		free(malloc(24));
 	return 0;
 }

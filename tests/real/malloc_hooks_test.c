@@ -360,6 +360,8 @@ static const struct {
         {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
         {"backout_call_waits_for_fork", backout_call_waits_for_fork, NULL},
         {"signal_in_fast_entry", signal_in_fast_entry, NULL},
+        {"signal_in_slow_entry", signal_in_slow_entry,
+         "MM_MALLOC_MEMBARRIER=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -25,5 +25,6 @@ int claimed_window(void);
 int signal_in_set_up(void);
 int signal_in_claim(void);
 int signal_in_fast_entry(void);
+int signal_in_slow_entry(void);
 
 #endif
