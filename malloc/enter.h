@@ -3,7 +3,8 @@
  * words, mm_malloc_enter and mm_malloc_leave, and the fast entry alone
  * for malloc.c's split fast paths. Included by malloc_internal.h, whose
  * opening comment gives the protocol; slots.c has its algorithm and the
- * argument for the plain store (membarrier's other half).
+ * argument for the plain store (membarrier's other half), enter.c the
+ * out-of-line halves.
  *
  * Contexts: every function here is called by the thread itself, in or
  * outside an API call, and from a signal handler that interrupted one.

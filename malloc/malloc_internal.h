@@ -19,6 +19,7 @@
 #define MALLOC_INTERNAL_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -112,6 +113,11 @@ void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
+/* Blocks every signal in this thread, keeping its mask in *old, for a
+ * window in which a handler's call must not run (slots.c); restores it.
+ * Neither allocates nor changes errno. */
+void mm_malloc_signals_block(sigset_t *old) MM_MALLOC_HIDDEN;
+void mm_malloc_signals_restore(const sigset_t *old) MM_MALLOC_HIDDEN;
 
 /* ---- What slots.c needs of fork.c --------------------------------------- */
 

@@ -2,8 +2,9 @@
  * malloc/slots.c: the hosted malloc's set-up and its threads: the heap's
  * bootstrap and the thread slots that play the span heap's CPUs. The
  * background threads (their start, and the constructor that allows them)
- * are in background.c, fork()'s handlers and _Fork in fork.c; the
- * algorithm of both is described here, with the slots they take.
+ * are in background.c, fork()'s handlers and _Fork in fork.c, the slow
+ * entry and the nested calls in enter.c; the algorithm of all three is
+ * described here, with the slots they take.
  *
  * Representation. MM_MAX_CPUS slots, each one cache line of three words
  * (malloc_internal.h): in (the exclusive owner is inside a call), state
@@ -233,17 +234,18 @@ void mm_malloc_fence_others(void)
 /* Blocks every signal in this thread, keeping its mask in *old, for a
  * window in which a handler's allocation would wait for this thread
  * (the set-up) or claim a second slot (the claim): the signals are
- * delivered when signals_restore puts the mask back, the window done.
- * Two system calls, once per process and once per thread; they neither
+ * delivered when mm_malloc_signals_restore puts the mask back, the
+ * window done. Two system calls, once per process and once per thread
+ * (and per call that takes the late slot, enter.c); they neither
  * allocate nor change errno. */
-static void signals_block(sigset_t *old)
+void mm_malloc_signals_block(sigset_t *old)
 {
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, old);
 }
 
-static void signals_restore(const sigset_t *old)
+void mm_malloc_signals_restore(const sigset_t *old)
 {
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
@@ -271,7 +273,7 @@ static void heap_init(void)
 	/* A handler's call in this thread would wait for this set-up
 	 * forever: until this version the process hung. */
 	sigset_t old_mask;
-	signals_block(&old_mask);
+	mm_malloc_signals_block(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_BEGUN);
 	struct mheap_config hc;
 	struct spanheap_config sc;
@@ -298,7 +300,7 @@ static void heap_init(void)
 	 * between claimed a slot without it, which it never gave back. */
 	key_ready = pthread_key_create(&exit_key, slot_exit) == 0;
 	atomic_store_explicit(&init_state, 2, memory_order_release);
-	signals_restore(&old_mask);
+	mm_malloc_signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
 	/* Past this point allocations work, also from inside this. */
 	mm_malloc_register_fork_handlers();
@@ -356,133 +358,16 @@ int mm_malloc_first_use(void)
 	 * one of its own, which this claim then overwrote (until this
 	 * version: a slot counted as owned forever). */
 	sigset_t old_mask;
-	signals_block(&old_mask);
+	mm_malloc_signals_block(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMING);
 	int s = slot_claim();
-	signals_restore(&old_mask);
+	mm_malloc_signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMED);
 	/* Without the key (none was free) the slot is not given back at
 	 * exit. */
 	if (key_ready)
 		pthread_setspecific(exit_key, (void *)1);
 	return s;
-}
-
-/* Spins, then yields, until no bit of mask is set in *w; acquires what
- * its clearer did. waiting names the wait for the test hooks. */
-static void wait_clear(atomic_uint *w, unsigned mask,
-                       enum mm_malloc_hook_point waiting)
-{
-	for (int i = 0; atomic_load_explicit(w, memory_order_acquire) & mask;
-	     i++) {
-		mm_malloc_hook(waiting);
-		if (i < 64)
-			__builtin_ia32_pause();
-		else
-			sched_yield();
-	}
-}
-
-/* This thread's token (invariant 5), made on its first slow entry. */
-static atomic_uint next_token;
-static unsigned thread_token(void)
-{
-	struct mm_malloc_thread *t = &mm_malloc_self;
-	while (t->token == 0) /* 0 is "free": skipped if the count wraps */
-		t->token = atomic_fetch_add_explicit(&next_token, 1,
-		                                     memory_order_relaxed) +
-		           1;
-	return t->token;
-}
-
-/* Takes slot s on the slow path: its busy word (0 -> this thread's
- * token), then its exclusive owner out of the fast path. A call's entry
- * (held NULL, unlike fork's takes) first waits for a fork (fork.c). */
-void mm_malloc_slot_take(int s)
-{
-	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-	unsigned token = thread_token(), free_word = 0;
-	if (!mm_malloc_self.held)
-		wait_clear(&sl->state, MM_SLOT_FORK, MM_MALLOC_HOOK_WAIT_FORK);
-	while (!atomic_compare_exchange_weak_explicit(
-	        &sl->busy, &free_word, token, memory_order_acquire,
-	        memory_order_relaxed)) {
-		wait_clear(&sl->busy, ~0u, MM_MALLOC_HOOK_WAIT_BUSY);
-		free_word = 0;
-	}
-	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
-}
-
-/* What held points to in a call enter_own_busy let in; never read. */
-static _Atomic unsigned own_nested;
-
-/* A call of this thread while its slot's busy holds its token and held is
- * NULL: a signal handler's, that interrupted a slow entry after it took
- * busy or a leave before it gave busy back. The interrupted call holds
- * the slot, so this one runs as nested in it, once a fast owner the entry
- * may still wait for is out. Until this version it waited for its own
- * busy: the process hung. */
-static _Atomic unsigned *enter_own_busy(struct mm_malloc_slot *sl)
-{
-	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
-	mm_malloc_self.held = &own_nested;
-	return &own_nested;
-}
-
-_Atomic unsigned *mm_malloc_enter_slow(void)
-{
-	struct mm_malloc_thread *t = &mm_malloc_self;
-	/* Outside the call (held is NULL) while the heap is set up and a
-	 * slot is claimed: their own allocations are calls of their own. */
-	if (t->slot_id < 0)
-		mm_malloc_first_use();
-	struct mm_malloc_slot *sl = &mm_malloc_slots[t->slot_id];
-	if (t->token != 0 &&
-	    atomic_load_explicit(&sl->busy, memory_order_relaxed) == t->token)
-		return enter_own_busy(sl);
-	mm_malloc_slot_take(t->slot_id);
-	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_TAKEN);
-	t->held = &sl->busy;
-	return t->held;
-}
-
-_Atomic unsigned mm_malloc_lent_word;
-/* While a call holds the late slot lent to it: the thread's own slot and
- * signal mask, which its leave puts back. */
-static _Thread_local int lent_slot;
-static _Thread_local sigset_t lent_mask;
-
-_Atomic unsigned *mm_malloc_enter_nested(void)
-{
-	struct mm_malloc_thread *t = &mm_malloc_self;
-	struct mm_malloc_slot *sl = t->fast;
-	if (!sl || t->held != &sl->in)
-		return NULL; /* inside a slow hold, or fork's: nested */
-	/* The fast holder's own steps: in = 1 (it is 1 already, or the
-	 * interrupted entry stores it next), then state. */
-	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
-	atomic_signal_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&sl->state, memory_order_acquire) ==
-	    MM_SLOT_ONE)
-		return NULL; /* the slot is this thread's alone */
-	/* A handler's call that interrupted the outer call inside, or its
-	 * entry before the check, when a sharer or fork may be inside the
-	 * slot: it cannot tell which, and takes the late slot (never owned:
-	 * busy alone), with signals blocked until its leave. */
-	signals_block(&lent_mask);
-	mm_malloc_slot_take(MM_MALLOC_LATE_SLOT);
-	lent_slot = t->slot_id;
-	t->slot_id = MM_MALLOC_LATE_SLOT;
-	mm_malloc_hook(MM_MALLOC_HOOK_LENT);
-	return &mm_malloc_lent_word;
-}
-
-void mm_malloc_leave_lent(void)
-{
-	mm_malloc_self.slot_id = lent_slot;
-	atomic_store_explicit(&mm_malloc_slots[MM_MALLOC_LATE_SLOT].busy, 0,
-	                      memory_order_release);
-	signals_restore(&lent_mask);
 }
 
 /* The key's destructor: the thread is exiting. */

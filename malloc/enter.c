@@ -1,0 +1,142 @@
+/*
+ * malloc/enter.c: the out-of-line halves of malloc/enter.h: the slow
+ * entry, which takes a slot's busy word and waits for its fast holder
+ * (and for a fork being prepared), and the calls that find their thread
+ * already inside one, a signal handler's mostly, which pass as nested,
+ * run in the hold they interrupted, or take the late slot.
+ *
+ * Algorithm: malloc/slots.c, "enter" and "nested", whose opening comment
+ * gives the slots' representation, invariants and the argument for the
+ * fast path; tests/model/slots.pml models the slow entry beside the fast
+ * one, sharers and fork (not the nested calls: malloc-hooks-test forces
+ * those, tests/real/malloc_hooks_signals.c).
+ *
+ * Contexts: every function here is called by the thread itself, in or
+ * outside an API call, and from a signal handler that interrupted one;
+ * mm_malloc_slot_take also by fork's prepare handler, for every slot.
+ *
+ * Locking: none of the heap's; a slot's busy word is held from its take
+ * to the call's leave (slots.c, "Locking" for the order).
+ */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+
+#include "malloc_internal.h"
+
+/* Spins, then yields, until no bit of mask is set in *w; acquires what
+ * its clearer did. waiting names the wait for the test hooks. */
+static void wait_clear(atomic_uint *w, unsigned mask,
+                       enum mm_malloc_hook_point waiting)
+{
+	for (int i = 0; atomic_load_explicit(w, memory_order_acquire) & mask;
+	     i++) {
+		mm_malloc_hook(waiting);
+		if (i < 64)
+			__builtin_ia32_pause();
+		else
+			sched_yield();
+	}
+}
+
+/* This thread's token (invariant 5), made on its first slow entry. */
+static atomic_uint next_token;
+static unsigned thread_token(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	while (t->token == 0) /* 0 is "free": skipped if the count wraps */
+		t->token = atomic_fetch_add_explicit(&next_token, 1,
+		                                     memory_order_relaxed) +
+		           1;
+	return t->token;
+}
+
+/* Takes slot s on the slow path: its busy word (0 -> this thread's
+ * token), then its exclusive owner out of the fast path. A call's entry
+ * (held NULL, unlike fork's takes) first waits for a fork (fork.c). */
+void mm_malloc_slot_take(int s)
+{
+	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+	unsigned token = thread_token(), free_word = 0;
+	if (!mm_malloc_self.held)
+		wait_clear(&sl->state, MM_SLOT_FORK, MM_MALLOC_HOOK_WAIT_FORK);
+	while (!atomic_compare_exchange_weak_explicit(
+	        &sl->busy, &free_word, token, memory_order_acquire,
+	        memory_order_relaxed)) {
+		wait_clear(&sl->busy, ~0u, MM_MALLOC_HOOK_WAIT_BUSY);
+		free_word = 0;
+	}
+	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
+}
+
+/* What held points to in a call enter_own_busy let in; never read. */
+static _Atomic unsigned own_nested;
+
+/* A call of this thread while its slot's busy holds its token and held is
+ * NULL: a signal handler's, that interrupted a slow entry after it took
+ * busy or a leave before it gave busy back. The interrupted call holds
+ * the slot, so this one runs as nested in it, once a fast owner the entry
+ * may still wait for is out. Until this version it waited for its own
+ * busy: the process hung. */
+static _Atomic unsigned *enter_own_busy(struct mm_malloc_slot *sl)
+{
+	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
+	mm_malloc_self.held = &own_nested;
+	return &own_nested;
+}
+
+_Atomic unsigned *mm_malloc_enter_slow(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	/* Outside the call (held is NULL) while the heap is set up and a
+	 * slot is claimed: their own allocations are calls of their own. */
+	if (t->slot_id < 0)
+		mm_malloc_first_use();
+	struct mm_malloc_slot *sl = &mm_malloc_slots[t->slot_id];
+	if (t->token != 0 &&
+	    atomic_load_explicit(&sl->busy, memory_order_relaxed) == t->token)
+		return enter_own_busy(sl);
+	mm_malloc_slot_take(t->slot_id);
+	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_TAKEN);
+	t->held = &sl->busy;
+	return t->held;
+}
+
+_Atomic unsigned mm_malloc_lent_word;
+/* While a call holds the late slot lent to it: the thread's own slot and
+ * signal mask, which its leave puts back. */
+static _Thread_local int lent_slot;
+static _Thread_local sigset_t lent_mask;
+
+_Atomic unsigned *mm_malloc_enter_nested(void)
+{
+	struct mm_malloc_thread *t = &mm_malloc_self;
+	struct mm_malloc_slot *sl = t->fast;
+	if (!sl || t->held != &sl->in)
+		return NULL; /* inside a slow hold, or fork's: nested */
+	/* The fast holder's own steps: in = 1 (it is 1 already, or the
+	 * interrupted entry stores it next), then state. */
+	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&sl->state, memory_order_acquire) ==
+	    MM_SLOT_ONE)
+		return NULL; /* the slot is this thread's alone */
+	/* A handler's call that interrupted the outer call inside, or its
+	 * entry before the check, when a sharer or fork may be inside the
+	 * slot: it cannot tell which, and takes the late slot (never owned:
+	 * busy alone), with signals blocked until its leave. */
+	mm_malloc_signals_block(&lent_mask);
+	mm_malloc_slot_take(MM_MALLOC_LATE_SLOT);
+	lent_slot = t->slot_id;
+	t->slot_id = MM_MALLOC_LATE_SLOT;
+	mm_malloc_hook(MM_MALLOC_HOOK_LENT);
+	return &mm_malloc_lent_word;
+}
+
+void mm_malloc_leave_lent(void)
+{
+	mm_malloc_self.slot_id = lent_slot;
+	atomic_store_explicit(&mm_malloc_slots[MM_MALLOC_LATE_SLOT].busy, 0,
+	                      memory_order_release);
+	mm_malloc_signals_restore(&lent_mask);
+}
