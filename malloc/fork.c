@@ -267,19 +267,6 @@ static void fork_child(void)
  * real one alone then, and its child may only do what an
  * async-signal-safe _Fork's child may.
  */
-/* This thread's slot is held: by this thread, interrupted in the middle
- * of leaving a call (held already NULL, its word not yet cleared), or by
- * another thread sharing the slot. The handlers would wait for it; if it
- * is this thread's own, for ever. */
-static bool own_slot_held(void)
-{
-	int s = mm_malloc_self.slot_id;
-	if (s < 0 || s >= MM_MAX_CPUS)
-		return false;
-	return atomic_load(&mm_malloc_slots[s].in) ||
-	       atomic_load(&mm_malloc_slots[s].busy);
-}
-
 __attribute__((visibility("default"))) pid_t _Fork(void)
 {
 	if (!real_Fork) /* called before our constructor ran */
@@ -288,7 +275,11 @@ __attribute__((visibility("default"))) pid_t _Fork(void)
 		errno = ENOSYS;
 		return -1;
 	}
-	if (mm_malloc_self.held || own_slot_held() ||
+	/* This thread's own call, interrupted, only: another thread's
+	 * hold of the slot (a sharer's) is waited for. Until this version
+	 * any hold of it skipped the handlers, and the child inherited a
+	 * sharer's busy with no thread to give it back. */
+	if (own_call_interrupted() ||
 	    pthread_mutex_lock(&mm_malloc_ctl_lock) != 0)
 		return real_Fork();
 	if (__libc_single_threaded) {

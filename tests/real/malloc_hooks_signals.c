@@ -6,8 +6,6 @@
  * and the library must then neither hang nor leak a slot.
  */
 #define _GNU_SOURCE
-#include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -149,18 +147,16 @@ int signal_in_claim(void)
 
 /* ---- A signal in a fast entry, before its check, beside a sharer ------- */
 
-static pthread_mutex_t share_gate = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int share_parked;
-static atomic_bool sharer_inside, sharer_let_go, entry_armed;
-static atomic_bool handler_entered, entry_backed_out, entry_held;
-static _Thread_local volatile bool is_sharer, is_entering, in_fast_handler;
+static atomic_bool entry_armed, handler_entered, entry_backed_out, entry_held;
+static _Thread_local volatile bool is_entering, in_fast_handler;
 
-/* The sharer stays inside its first call (its slot taken) until the
- * handler has run; the entering thread raises SIGUSR1 once, between its
- * store of in and its check of the state; the handler's call notes how
- * it entered. */
+/* The sharer stays inside its first call (share_hook); the entering
+ * thread raises SIGUSR1 once, between its store of in and its check of
+ * the state; the handler's call notes how it entered. */
 static void in_entry_window(enum mm_malloc_hook_point where)
 {
+	if (share_hook(where))
+		return;
 	if (in_fast_handler) {
 		if (where == MM_MALLOC_HOOK_FAST_HELD ||
 		    where == MM_MALLOC_HOOK_SLOW_TAKEN ||
@@ -168,19 +164,14 @@ static void in_entry_window(enum mm_malloc_hook_point where)
 		    where == MM_MALLOC_HOOK_WAIT_BUSY)
 			atomic_store(&handler_entered, true);
 		if (where == MM_MALLOC_HOOK_WAIT_BUSY)
-			atomic_store(&sharer_let_go, true);
-	} else if (is_sharer && where == MM_MALLOC_HOOK_SLOW_TAKEN) {
-		is_sharer = false;
-		atomic_store(&sharer_inside, true);
-		while (!atomic_load(&sharer_let_go))
-			sched_yield();
+			share_let_go();
 	} else if (is_entering && where == MM_MALLOC_HOOK_FAST_ENTERING &&
 	           atomic_exchange(&entry_armed, false)) {
 		raise(SIGUSR1);
 	} else if (is_entering && where == MM_MALLOC_HOOK_FAST_BACKOUT) {
 		atomic_store(&entry_backed_out, true);
 	} else if (is_entering && where == MM_MALLOC_HOOK_FAST_HELD &&
-	           !atomic_load(&sharer_let_go)) {
+	           share_inside()) {
 		atomic_store(&entry_held, true);
 	}
 }
@@ -191,23 +182,7 @@ static void entry_handler(int sig)
 	in_fast_handler = true;
 	free(malloc(40));
 	in_fast_handler = false;
-	atomic_store(&sharer_let_go, true);
-}
-
-static void *share_park(void *arg)
-{
-	free(malloc(16)); /* claims a slot */
-	atomic_fetch_add(&share_parked, 1);
-	pthread_mutex_lock(&share_gate);
-	pthread_mutex_unlock(&share_gate);
-	return arg;
-}
-
-static void *sharer(void *arg)
-{
-	is_sharer = true;
-	free(malloc(16)); /* shares the first slot, and stays inside */
-	return arg;
+	share_let_go();
 }
 
 /*
@@ -215,9 +190,8 @@ static void *sharer(void *arg)
  * A signal handler's call before the check found held set and passed as
  * nested, holding nothing, while a sharer of the slot (or a fork) could
  * be inside it: two threads in one slot's caches. The handler's call
- * must take a slot. Every slot is owned, this thread's first (slot 0,
- * the first claimed), so the next thread shares it, and stays inside its
- * call while this thread's entry is interrupted.
+ * must take a slot. The sharer stays inside its call on this thread's
+ * slot while this thread's entry is interrupted.
  */
 int signal_in_fast_entry(void)
 {
@@ -233,30 +207,13 @@ int signal_in_fast_entry(void)
 	if (sigaction(SIGUSR1, &sa, NULL) != 0)
 		return 2;
 	mm_malloc_test_hook = in_entry_window;
-	pthread_mutex_lock(&share_gate);
-	enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
-	pthread_t t[LIVE_SLOTS], s;
-	int n = 0;
-	while (n < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS) {
-		if (pthread_create(&t[n], NULL, share_park, NULL) != 0)
-			return 2;
-		n++;
-		while (atomic_load(&share_parked) < n)
-			sched_yield();
-	}
-	if (pthread_create(&s, NULL, sharer, NULL) != 0)
+	if (share_start() != 0)
 		return 2;
-	while (!atomic_load(&sharer_inside))
-		sched_yield();
 	is_entering = true;
 	atomic_store(&entry_armed, true);
 	free(malloc(24));
 	is_entering = false;
-	atomic_store(&sharer_let_go, true);
-	pthread_join(s, NULL);
-	pthread_mutex_unlock(&share_gate);
-	for (int i = 0; i < n; i++)
-		pthread_join(t[i], NULL);
+	share_end();
 	if (atomic_load(&entry_held) || !atomic_load(&entry_backed_out)) {
 		fprintf(stderr, "the sharer did not share this thread's slot");
 		return 2;

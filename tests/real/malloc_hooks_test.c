@@ -362,6 +362,7 @@ static const struct {
         {"signal_in_fast_entry", signal_in_fast_entry, NULL},
         {"signal_in_slow_entry", signal_in_slow_entry,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"fork_beside_sharer", fork_beside_sharer, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -7,6 +7,8 @@
 #ifndef MALLOC_HOOKS_TEST_H
 #define MALLOC_HOOKS_TEST_H
 
+#include <stdbool.h>
+
 #include "malloc/malloc_testing.h"
 
 /* Weak: found in the preloaded test variant, NULL under any other. */
@@ -26,5 +28,18 @@ int signal_in_set_up(void);
 int signal_in_claim(void);
 int signal_in_fast_entry(void);
 int signal_in_slow_entry(void);
+/* malloc_hooks_share.c: */
+int fork_beside_sharer(void);
+
+/* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
+ * this thread's (slot 0) by a second thread too, which stays inside a
+ * call on it until share_let_go (0, or 2 if a thread did not start);
+ * share_end lets it go and joins every thread. A scenario's hook calls
+ * share_hook first (true: the sharer's, consumed). */
+int share_start(void);
+bool share_hook(enum mm_malloc_hook_point where);
+bool share_inside(void);
+void share_let_go(void);
+void share_end(void);
 
 #endif

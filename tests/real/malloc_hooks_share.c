@@ -1,0 +1,149 @@
+/*
+ * tests/real/malloc_hooks_share.c: malloc-hooks-test's shared slot (a
+ * thread that stays inside a call on the slot of the scenario's thread,
+ * which it shares), and the scenarios that need it beside a fork
+ * (malloc_hooks_test.h).
+ *
+ * Every slot is owned (MM_MAX_CPUS - 1 of them: LATE_SLOT is never),
+ * the scenario's thread's first (slot 0: it claims first), so the next
+ * thread shares the least-owned slot of lowest index, slot 0 (slots.c,
+ * "claim"). Its first call parks in the hook at MM_MALLOC_HOOK_SLOW_TAKEN,
+ * holding the slot's busy word, until let go.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_hooks_test.h"
+
+enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
+
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int parked;
+static atomic_bool sharer_inside, sharer_let_go;
+static _Thread_local bool is_sharer;
+static pthread_t parked_threads[LIVE_SLOTS], sharer_thread;
+static int nparked;
+
+bool share_hook(enum mm_malloc_hook_point where)
+{
+	if (!is_sharer || where != MM_MALLOC_HOOK_SLOW_TAKEN)
+		return false;
+	is_sharer = false;
+	atomic_store(&sharer_inside, true);
+	while (!atomic_load(&sharer_let_go))
+		sched_yield();
+	atomic_store(&sharer_inside, false);
+	return true;
+}
+
+bool share_inside(void)
+{
+	return atomic_load(&sharer_inside);
+}
+
+void share_let_go(void)
+{
+	atomic_store(&sharer_let_go, true);
+}
+
+static void *park(void *arg)
+{
+	free(malloc(16)); /* claims a slot */
+	atomic_fetch_add(&parked, 1);
+	pthread_mutex_lock(&gate);
+	pthread_mutex_unlock(&gate);
+	return arg;
+}
+
+static void *sharer(void *arg)
+{
+	is_sharer = true;
+	free(malloc(16)); /* shares slot 0, and stays inside */
+	return arg;
+}
+
+int share_start(void)
+{
+	pthread_mutex_lock(&gate);
+	while (nparked < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS) {
+		if (pthread_create(&parked_threads[nparked], NULL, park,
+		                   NULL) != 0)
+			return 2;
+		nparked++;
+		while (atomic_load(&parked) < nparked)
+			sched_yield();
+	}
+	if (pthread_create(&sharer_thread, NULL, sharer, NULL) != 0)
+		return 2;
+	while (!atomic_load(&sharer_inside))
+		sched_yield();
+	return 0;
+}
+
+void share_end(void)
+{
+	share_let_go();
+	pthread_join(sharer_thread, NULL);
+	pthread_mutex_unlock(&gate);
+	for (int i = 0; i < nparked; i++)
+		pthread_join(parked_threads[i], NULL);
+}
+
+/* ---- _Fork beside a sharer inside this thread's slot ------------------- */
+
+static _Thread_local bool forking;
+static atomic_bool fork_waited;
+
+static void in_fork_window(enum mm_malloc_hook_point where)
+{
+	if (share_hook(where))
+		return;
+	if (forking && where == MM_MALLOC_HOOK_WAIT_BUSY) {
+		atomic_store(&fork_waited, true);
+		share_let_go();
+	}
+}
+
+/*
+ * _Fork in a multi-threaded process runs the fork handlers, which take
+ * every slot, so that no child is copied with another thread inside the
+ * heap. It skipped them when this thread's slot was held: meant for a
+ * signal handler that interrupted this thread's own call, it also held
+ * for another thread sharing the slot, inside a call, and the child
+ * inherited the slot's busy word held by a thread it does not have (its
+ * next call on the slot waited for ever). _Fork must wait for the
+ * sharer: it is let go when fork's prepare waits for its busy.
+ */
+int fork_beside_sharer(void)
+{
+	free(malloc(16));
+	mm_malloc_test_hook = in_fork_window;
+	if (share_start() != 0)
+		return 2;
+	forking = true;
+	pid_t pid = _Fork();
+	if (pid == 0)
+		_exit(0);
+	forking = false;
+	bool early = share_inside();
+	share_end();
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0) {
+		fprintf(stderr, "_Fork or its child failed (status %#x)", st);
+		return 2;
+	}
+	if (early || !atomic_load(&fork_waited)) {
+		fprintf(stderr,
+		        "_Fork returned while another thread was inside its "
+		        "slot (it shares it), without the fork handlers");
+		return 1;
+	}
+	return 0;
+}
