@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,8 +27,9 @@ enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
 
 static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int parked;
-static atomic_bool sharer_inside, sharer_let_go;
-static _Thread_local bool is_sharer;
+static atomic_bool sharer_inside, sharer_let_go, sharer_go, sharer_done;
+static _Thread_local volatile bool is_sharer;
+static bool sharer_parks;
 static pthread_t parked_threads[LIVE_SLOTS], sharer_thread;
 static int nparked;
 
@@ -64,13 +66,37 @@ static void *park(void *arg)
 
 static void *sharer(void *arg)
 {
-	is_sharer = true;
-	free(malloc(16)); /* shares slot 0, and stays inside */
+	while (!atomic_load(&sharer_go))
+		sched_yield();
+	is_sharer = sharer_parks;
+	free(malloc(16)); /* shares slot 0 (and stays inside if it parks) */
+	atomic_store(&sharer_done, true);
 	return arg;
 }
 
 int share_start(void)
 {
+	if (share_prepare(true) != 0)
+		return 2;
+	share_go();
+	while (!atomic_load(&sharer_inside))
+		sched_yield();
+	return 0;
+}
+
+void share_go(void)
+{
+	atomic_store(&sharer_go, true);
+}
+
+bool share_done(void)
+{
+	return atomic_load(&sharer_done);
+}
+
+int share_prepare(bool parks)
+{
+	sharer_parks = parks;
 	pthread_mutex_lock(&gate);
 	while (nparked < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS) {
 		if (pthread_create(&parked_threads[nparked], NULL, park,
@@ -82,13 +108,12 @@ int share_start(void)
 	}
 	if (pthread_create(&sharer_thread, NULL, sharer, NULL) != 0)
 		return 2;
-	while (!atomic_load(&sharer_inside))
-		sched_yield();
 	return 0;
 }
 
 void share_end(void)
 {
+	share_go();
 	share_let_go();
 	pthread_join(sharer_thread, NULL);
 	pthread_mutex_unlock(&gate);
@@ -98,7 +123,7 @@ void share_end(void)
 
 /* ---- _Fork beside a sharer inside this thread's slot ------------------- */
 
-static _Thread_local bool forking;
+static _Thread_local volatile bool forking;
 static atomic_bool fork_waited;
 
 static void in_fork_window(enum mm_malloc_hook_point where)
@@ -143,6 +168,76 @@ int fork_beside_sharer(void)
 		fprintf(stderr,
 		        "_Fork returned while another thread was inside its "
 		        "slot (it shares it), without the fork handlers");
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A sharer joining while the owner is inside its fast path ---------- */
+
+/* volatile: the compiler takes malloc for a function that touches none
+ * of this program's variables (malloc_hooks_waits.c). */
+static _Thread_local volatile bool holding, checking_fast;
+static atomic_bool owner_inside, sharer_waited, owner_fast_again;
+
+/* The owner, inside its fast entry, starts the sharer's first call and
+ * stays inside until the sharer waits for its in (or has finished: it
+ * must not). */
+static void in_join_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_WAIT_IN && atomic_load(&owner_inside))
+		atomic_store(&sharer_waited, true);
+	if (where == MM_MALLOC_HOOK_FAST_HELD && checking_fast)
+		atomic_store(&owner_fast_again, true);
+	if (where != MM_MALLOC_HOOK_FAST_HELD || !holding)
+		return;
+	holding = false;
+	atomic_store(&owner_inside, true);
+	share_go();
+	while (!atomic_load(&sharer_waited) && !share_done())
+		sched_yield();
+	atomic_store(&owner_inside, false);
+}
+
+/*
+ * The membarrier handshake for a sharer (slots.c, "Why"; the model's
+ * owner and sharer, tests/model/slots.pml): a thread that joins the slot
+ * of an owner inside its fast path adds itself to the state, calls
+ * membarrier, takes busy and waits for the owner's in: its first call
+ * must not run until the owner has left. Once the sharer has exited,
+ * the owner, alone again, takes the fast path again.
+ */
+int sharer_waits_for_fast_holder(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	mm_malloc_test_hook = in_join_window;
+	if (share_prepare(false) != 0)
+		return 2;
+	holding = true;
+	free(malloc(32)); /* the fast entry the hook holds */
+	bool entered = !holding;
+	share_end();
+	checking_fast = true;
+	free(malloc(48));
+	checking_fast = false;
+	if (!entered) {
+		fprintf(stderr, "this thread did not enter on the fast path");
+		return 2;
+	}
+	if (!atomic_load(&sharer_waited)) {
+		fprintf(stderr,
+		        "a sharer's first call ran while the slot's owner "
+		        "was inside its fast path (it did not wait for in)");
+		return 1;
+	}
+	if (!atomic_load(&owner_fast_again)) {
+		fprintf(stderr, "the owner, alone again after its sharer "
+		                "exited, did not take the fast path");
 		return 1;
 	}
 	return 0;

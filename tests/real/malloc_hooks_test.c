@@ -363,6 +363,7 @@ static const struct {
         {"signal_in_slow_entry", signal_in_slow_entry,
          "MM_MALLOC_MEMBARRIER=0"},
         {"fork_beside_sharer", fork_beside_sharer, NULL},
+        {"sharer_waits_for_fast_holder", sharer_waits_for_fast_holder, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

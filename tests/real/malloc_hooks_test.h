@@ -30,6 +30,7 @@ int signal_in_fast_entry(void);
 int signal_in_slow_entry(void);
 /* malloc_hooks_share.c: */
 int fork_beside_sharer(void);
+int sharer_waits_for_fast_holder(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
@@ -37,6 +38,12 @@ int fork_beside_sharer(void);
  * share_end lets it go and joins every thread. A scenario's hook calls
  * share_hook first (true: the sharer's, consumed). */
 int share_start(void);
+/* Or in two steps: share_prepare starts the threads, the sharer waiting
+ * (parks: it stays inside its call, as share_start's does), share_go
+ * lets it make its first call; share_done: that call has returned. */
+int share_prepare(bool parks);
+void share_go(void);
+bool share_done(void);
 bool share_hook(enum mm_malloc_hook_point where);
 bool share_inside(void);
 void share_let_go(void);
