@@ -201,7 +201,7 @@ __attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		uintptr_t *base = slab + sh->mag_off[cls]; /* mag_base */
 		base[-1] = 0; /* what a pop of the empty magazine reads */
-		mc->mag[cls].limit = base + sh->mag_max[cls];
+		mag_set_limit(&mc->mag[cls], base + sh->mag_max[cls]);
 		mc->mag_spills[cls] = 0;
 		mag_set_top(&mc->mag[cls], base);
 	}
@@ -258,7 +258,7 @@ static uint32_t mag_spilled(struct spanheap *sh, unsigned cpu, unsigned cls,
 	mc->mag_spills[cls] = 0;
 	uint32_t floor = mag_floor(sh, cls);
 	size = size / 2 > floor ? size / 2 : floor;
-	mc->mag[cls].limit = base + size;
+	mag_set_limit(&mc->mag[cls], base + size);
 	return size;
 }
 
