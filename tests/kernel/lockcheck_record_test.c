@@ -109,9 +109,11 @@ KTEST(lockcheck, record_only_records_what_it_names)
 	lockcheck_record_only(old_only);
 }
 
-/* Any other violation while it records is a real one, from whatever CPU:
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness: demo_record_only).
+ * Any other violation while it records is a real one, from whatever CPU:
  * it panics as outside test mode, naming what the test records, and is
- * not counted as the test's (tools/test-harness: demo_record_only). */
+ * not counted as the test's. */
 KTEST(demo, lockcheck_other_violation_while_recording)
 {
 	lockcheck_record_only("thread_wake(id ");
@@ -121,3 +123,4 @@ KTEST(demo, lockcheck_other_violation_while_recording)
 	lockcheck_record_only(NULL);
 	KEXPECT(false); /* not reached */
 }
+#endif
