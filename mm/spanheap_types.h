@@ -44,9 +44,10 @@ struct mcache_counters {
  */
 struct mmag {
 	uintptr_t *top; /* past the newest object; __atomic relaxed (stats) */
-	/* Past the last slot of its size now: moved by its CPU pinned, read
-	 * by its pushes (restarted if a handler moves it) and the checker
-	 * (the CPU pinned or held), never by the statistics. */
+	/* Past the last slot of its size now: moved by its CPU pinned
+	 * (mag_set_limit, __atomic relaxed), read by its pushes (restarted
+	 * if a handler moves it), the checker (the CPU pinned or held) and
+	 * the statistics (a magazine's room, from other CPUs). */
 	uintptr_t *limit;
 };
 
