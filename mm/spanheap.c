@@ -130,8 +130,13 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 	struct mm_pin pin = mm_port_pin();
 	struct mcache *mc = &sh->caches[pin.cpu];
 	void *p = (void *)spanheap_mag_pop(&mc->mag[cls]);
-	if (!p)
+	if (!p) {
+		/* An empty magazine's refill, as spanheap_alloc_refill's:
+		 * zeroed and aligned allocations grow it back too. */
+		if (mc->slab)
+			mag_refilled(sh, pin.cpu, cls);
 		p = span_next_fast(mc->alloc[cls]);
+	}
 	bool kick = false;
 	if (__builtin_expect(!p, 0))
 		p = spanheap_cache_refill(sh, cls, flags, &pin, &kick);

@@ -109,8 +109,10 @@ KTEST(spanheap_mag_size, cpu_that_only_frees_shrinks_to_the_floor)
 }
 
 /* A shrunk magazine doubles at each refill of it empty, up to the most:
- * its CPU allocates the class after all. */
-KTEST(spanheap_mag_size, refills_grow_it_back_to_the_most)
+ * its CPU allocates the class after all. By the magazine's path (flags
+ * 0), or by the general one (flags MM_ZERO: zeroed, and aligned, take
+ * it) alike. */
+static void grow_back(unsigned flags)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
 	unsigned cls = sizeclass_of(OBJ);
@@ -131,8 +133,10 @@ KTEST(spanheap_mag_size, refills_grow_it_back_to_the_most)
 	while (mag_size(0) < max && n < NOBJ) {
 		bool empty = mag_held(0) == 0;
 		uint32_t before = mag_size(0);
-		p[n] = spanheap_alloc(&sh, OBJ, 0);
+		p[n] = spanheap_alloc(&sh, OBJ, flags);
 		KASSERT(p[n]);
+		if (flags & MM_ZERO)
+			KEXPECT(all_bytes(p[n], OBJ, 0));
 		memset(p[n++], 0x5a, OBJ);
 		if (empty) {
 			refills++;
@@ -150,6 +154,16 @@ KTEST(spanheap_mag_size, refills_grow_it_back_to_the_most)
 	sh_flush_cpus(&sh, 2);
 	SH_CHECK(&sh, "flushed");
 	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_mag_size, refills_grow_it_back_to_the_most)
+{
+	grow_back(0);
+}
+
+KTEST(spanheap_mag_size, zeroed_refills_grow_it_back_too)
+{
+	grow_back(MM_ZERO);
 }
 
 /* Only spills in a row count: a refill of the magazine empty between two
