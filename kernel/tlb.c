@@ -145,19 +145,20 @@ void tlb_shootdown(uintptr_t va, size_t npages)
 		      "on cpu %u: it waits for every other CPU to flush, and "
 		      "they may be waiting for this one; unmap from a thread",
 		      (unsigned long)va, npages, this_cpu()->id);
-	if (!(read_rflags() & RFLAGS_IF))
-		panic("tlb_shootdown(%#lx, %zu pages) with interrupts off: it "
-		      "would wait for CPUs that may be waiting for this one",
-		      (unsigned long)va, npages);
 	const char *bad = range_error(va, npages);
 	if (bad)
 		panic("tlb_shootdown(%#lx, %zu page%s): %s", (unsigned long)va,
 		      npages, npages == 1 ? "" : "s", bad);
 	if (stw_stopped_by_this_cpu()) {
-		/* The others are parked and flush all when released. */
+		/* The others are parked and flush all when released: no one
+		 * to wait for, so interrupts may be off. */
 		tlb_flush_local(va, npages);
 		return;
 	}
+	if (!(read_rflags() & RFLAGS_IF))
+		panic("tlb_shootdown(%#lx, %zu pages) with interrupts off: it "
+		      "would wait for CPUs that may be waiting for this one",
+		      (unsigned long)va, npages);
 	spin_lock(&shootdown_lock);
 	tlb_flush_local(va, npages);
 	struct cpu *self = this_cpu();

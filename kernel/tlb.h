@@ -6,7 +6,9 @@
  *
  * Thread context with interrupts enabled and no irqsave lock held: it
  * waits for other CPUs, which answer only with interrupts on
- * (DESIGN.md, "Scavenging: the rules"). The CPUs it waits for are
+ * (DESIGN.md, "Scavenging: the rules"); the thread that stopped the
+ * world (stw.h) may call it with interrupts off, as it waits for no one
+ * (the others flush everything when let go). The CPUs it waits for are
  * those online when it starts; a CPU coming online meanwhile waits for it
  * (cpus_online_hold, percpu.h) and flushes everything on arrival. While
  * a CPU has not flushed (interrupts off for good: a bug), it keeps

@@ -117,9 +117,11 @@ static void remote(void *arg)
 
 /* Maps a frame at each of vas, lets CPU cpu read them, unmaps them (a
  * local flush only) and runs tlb_shootdown(va, npages); remote_faulted
- * then says which the other CPU could no longer read. */
-static void shootdown_seen_by(unsigned cpu, const uintptr_t *vas, unsigned n,
-                              uintptr_t va, size_t npages)
+ * then says which the other CPU could no longer read. With stopped, the
+ * unmap and the shootdown run with the world stopped by this CPU and
+ * interrupts off. */
+static void shootdown_seen_by_as(unsigned cpu, const uintptr_t *vas, unsigned n,
+                                 uintptr_t va, size_t npages, bool stopped)
 {
 	paddr_t pa[REMOTE_VAS];
 	remote_nvas = n;
@@ -135,13 +137,27 @@ static void shootdown_seen_by(unsigned cpu, const uintptr_t *vas, unsigned n,
 	KASSERT(thread_handle_ok(t));
 	while (atomic_load(&phase) != 1)
 		thread_yield();
+	if (stopped) {
+		stw_stop("tlb test: the stopper unmaps");
+		cpu_cli();
+	}
 	for (unsigned i = 0; i < n; i++)
 		KEXPECT_EQ(vm_unmap_page(vas[i], NULL), 0);
 	tlb_shootdown(va, npages);
+	if (stopped) {
+		cpu_sti();
+		stw_start();
+	}
 	for (unsigned i = 0; i < n; i++)
 		frame_free(pa[i]); /* every CPU has forgotten it */
 	atomic_store(&phase, 2);
 	thread_join(t);
+}
+
+static void shootdown_seen_by(unsigned cpu, const uintptr_t *vas, unsigned n,
+                              uintptr_t va, size_t npages)
+{
+	shootdown_seen_by_as(cpu, vas, n, va, npages, false);
 }
 
 #if KTEST_HOOKS
@@ -226,6 +242,19 @@ KTEST(tlb, shootdown_reaches_other_cpus)
 		KTEST_SKIP("needs two CPUs");
 	const uintptr_t va = TLB_TEST_VA;
 	shootdown_seen_by(cpu, &va, 1, va, 1);
+	KEXPECT_EQ(atomic_load(&remote_faulted), 1u);
+}
+
+/* The stopper of the world may shoot down with interrupts off: it waits
+ * for no one (the others are parked, and flush everything when let go),
+ * so the refusal of a shootdown with interrupts off is not for it. */
+KTEST(tlb, stopper_shoots_down_with_interrupts_off)
+{
+	unsigned cpu = other_online_cpu();
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	const uintptr_t va = TLB_TEST_VA;
+	shootdown_seen_by_as(cpu, &va, 1, va, 1, true);
 	KEXPECT_EQ(atomic_load(&remote_faulted), 1u);
 }
 
