@@ -20,17 +20,6 @@ static void print_captured(const struct madt_info *m)
 	capture_stop();
 }
 
-/* Whether seen holds needle. */
-static bool seen_has(const char *needle)
-{
-	size_t n = strlen(needle);
-	for (const char *p = seen; *p; p++)
-		if (strncmp(p, needle, n) == 0)
-			return true;
-	ktest_diag("no '%s' in the output", needle);
-	return false;
-}
-
 KTEST(acpi, skipped_counts_of_one_are_singular)
 {
 	static struct madt_info m; /* too big for the stack */

@@ -7,7 +7,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kernel/ktest.h"
 #include "kernel/printk_testing.h"
+#include "kernel/string.h"
 
 #if KTEST_HOOKS
 static char seen[8192];
@@ -34,6 +36,16 @@ static inline const char *capture_stop(void)
 	unsigned n = atomic_load(&nseen);
 	seen[n < sizeof(seen) ? n : sizeof(seen) - 1] = '\0';
 	return seen;
+}
+
+/* Whether the captured text holds needle; says so in a diagnostic if
+ * not. */
+static inline __attribute__((unused)) bool seen_has(const char *needle)
+{
+	if (strstr(seen, needle))
+		return true;
+	ktest_diag("no '%s' in the output", needle);
+	return false;
 }
 #endif /* KTEST_HOOKS */
 

@@ -71,17 +71,6 @@ KTEST(kmalloc, zero_flag_with_a_size_known_at_compile_time)
  * magazine holds an object of the class first, so the pop would succeed.
  */
 #if KTEST_HOOKS
-/* Whether the captured output holds needle. */
-static bool seen_has(const char *needle)
-{
-	size_t n = strlen(needle);
-	for (const char *p = seen; *p; p++)
-		if (strncmp(p, needle, n) == 0)
-			return true;
-	ktest_diag("no '%s' in the output", needle);
-	return false;
-}
-
 KTEST(kmalloc, unknown_flag_with_a_size_known_at_compile_time)
 {
 	enum { BOGUS = 1u << 9 };

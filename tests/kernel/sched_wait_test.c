@@ -10,6 +10,7 @@
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/spinlock.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
 
 static struct waitq test_wq = WAITQ_INIT("test_wq");
@@ -48,19 +49,6 @@ KTEST(sched, wait_queue_wakes_every_waiter)
 	KEXPECT_EQ(atomic_load(&passed), N);
 }
 
-/* True when s contains sub. */
-static bool contains(const char *s, const char *sub)
-{
-	for (; *s; s++) {
-		const char *a = s, *b = sub;
-		while (*b && *a == *b)
-			a++, b++;
-		if (!*b)
-			return true;
-	}
-	return false;
-}
-
 /*
  * The _locked wakes are for a caller that holds the queue's lock. One
  * that does not unlinks waiters while they queue and unlink themselves
@@ -72,15 +60,15 @@ KTEST(sched, wake_locked_without_the_lock_is_refused)
 	unsigned before = lockcheck_violations();
 	bool old = lockcheck_set_record(true);
 	waitq_wake_one_locked(&test_wq);
-	bool one = contains(lockcheck_last_violation(),
-	                    "waitq_wake_one_locked on cpu");
+	bool one = strstr(lockcheck_last_violation(),
+	                  "waitq_wake_one_locked on cpu");
 	waitq_wake_all_locked(&test_wq);
 	lockcheck_set_record(old);
 	KEXPECT_EQ(lockcheck_violations() - before, 2);
 	KEXPECT(one);
-	KEXPECT(contains(lockcheck_last_violation(),
-	                 "waitq_wake_all_locked on cpu"));
-	KEXPECT(contains(lockcheck_last_violation(), "lock test_wq"));
+	KEXPECT(strstr(lockcheck_last_violation(),
+	               "waitq_wake_all_locked on cpu"));
+	KEXPECT(strstr(lockcheck_last_violation(), "lock test_wq"));
 }
 
 static struct semaphore test_sema;
