@@ -117,17 +117,24 @@ KTEST(pagecache, window_at_address_zero)
 	tp_release(&p);
 }
 
+/* A palloc of one chunk, grown, whose owner's lock is *lock (made
+ * here); false if it could not be made. */
+static bool one_chunk_owned(struct palloc *p, mm_lock_t *lock)
+{
+	mm_lock_init(lock, "test heap", MM_RANK_HEAP);
+	struct palloc_config cfg = {.arena_base = TP_BASE,
+	                            .arena_bytes = PALLOC_CHUNK_BYTES,
+	                            .owner_lock = lock};
+	return palloc_init(p, &cfg) &&
+	       palloc_grow(p, TP_BASE, PALLOC_CHUNK_BYTES);
+}
+
 KTEST(pagecache, needs_the_owner_lock)
 {
 	mm_lock_t lock;
-	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
 	struct palloc p;
 	struct pagecache c = {0};
-	struct palloc_config cfg = {.arena_base = TP_BASE,
-	                            .arena_bytes = PALLOC_CHUNK_BYTES,
-	                            .owner_lock = &lock};
-	KASSERT(palloc_init(&p, &cfg));
-	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(one_chunk_owned(&p, &lock));
 	KEXPECT(MM_PORT_PANICS(pagecache_refill_locked(&c, &p)));
 	KEXPECT(strstr(mm_port_last_panic(), "without the owner's lock"));
 	unsigned long irq = mm_lock_acquire(&lock);
@@ -322,13 +329,8 @@ static bool hint_reads_stay_in(struct hint_writer *w, size_t taken)
 KTEST(palloc, free_pages_hint_reads_while_the_owner_writes)
 {
 	mm_lock_t lock;
-	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
 	struct palloc p;
-	struct palloc_config cfg = {.arena_base = TP_BASE,
-	                            .arena_bytes = PALLOC_CHUNK_BYTES,
-	                            .owner_lock = &lock};
-	KASSERT(palloc_init(&p, &cfg));
-	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(one_chunk_owned(&p, &lock));
 	struct hint_writer w = {&p, &lock, false};
 	KEXPECT(hint_reads_stay_in(&w, 3));
 	tp_release(&p);
@@ -344,13 +346,8 @@ KTEST(palloc, free_pages_hint_reads_while_the_owner_writes)
 KTEST(pagecache, free_pages_hint_reads_while_caches_refill)
 {
 	mm_lock_t lock;
-	mm_lock_init(&lock, "test heap", MM_RANK_HEAP);
 	struct palloc p;
-	struct palloc_config cfg = {.arena_base = TP_BASE,
-	                            .arena_bytes = PALLOC_CHUNK_BYTES,
-	                            .owner_lock = &lock};
-	KASSERT(palloc_init(&p, &cfg));
-	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KASSERT(one_chunk_owned(&p, &lock));
 	struct hint_writer w = {&p, &lock, true};
 	KEXPECT(hint_reads_stay_in(&w, PAGECACHE_PAGES));
 	TP_CHECK(&p, "after the refills");
