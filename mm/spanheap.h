@@ -136,8 +136,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 /* Frees p (NULL: nothing). Any context but NMI. Misuse mm_panics. */
 void spanheap_free(struct spanheap *sh, void *p);
 
-/* The bytes usable at p (an allocated object; 0 for NULL). Any context.
- * Misuse (a freed, foreign or interior pointer) mm_panics. */
+/* The bytes usable at p (an allocated object; 0 for NULL). Any context
+ * but NMI. Misuse (a freed, never allocated, foreign or interior pointer)
+ * mm_panics, with the free's checks. */
 size_t spanheap_usable_size(struct spanheap *sh, const void *p);
 
 /* Hands this CPU's magazines back to their spans and its cached spans

@@ -63,17 +63,34 @@ static bool handed_out_since_fold(struct mspan *s, uint32_t idx)
 	return allocated || freed;
 }
 
-/* A realloc of object idx of s that carries its free marker, or that was
- * never handed out: as spanheap_free_refused (below) says for a free. */
+/* A call (op: "realloc", "usable size") given object idx of s that
+ * carries its free marker, or that was never handed out: as
+ * spanheap_free_refused (below) says for a free. */
 __attribute__((noreturn, noinline)) static void
-realloc_refused(struct mspan *s, uint32_t idx, uintptr_t a)
+use_refused(const char *op, struct mspan *s, uint32_t idx, uintptr_t a)
 {
 	if (handed_out_since_fold(s, idx))
-		spanheap_bad_object("realloc of an object already freed (a "
-		                    "use after free?)",
-		                    (void *)a, s);
-	spanheap_bad_object("realloc of an object that is not allocated",
-	                    (void *)a, s);
+		mm_panic("spanheap: %s of an object already freed (a use after "
+		         "free?): pointer %p, span [%#lx, +%u pages), size "
+		         "class "
+		         "%u (%u-byte objects)",
+		         op, (void *)a, (unsigned long)s->base, s->npages,
+		         (unsigned)s->sizeclass, s->elemsize);
+	mm_panic("spanheap: %s of an object that is not allocated: pointer "
+	         "%p, span [%#lx, +%u pages), size class %u (%u-byte objects)",
+	         op, (void *)a, (unsigned long)s->base, s->npages,
+	         (unsigned)s->sizeclass, s->elemsize);
+}
+
+/* The free's checks of small object idx of s at a (invariant 7): handed
+ * out (below marked) and not freed since (no free marker); else
+ * use_refused. */
+static inline void check_allocated(struct spanheap *sh, const char *op,
+                                   struct mspan *s, uint32_t idx, uintptr_t a)
+{
+	if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
+	    obj_words(a)[1] == (sh->mag_cookie ^ a))
+		use_refused(op, s, idx, a);
 }
 
 /*
@@ -104,12 +121,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	/* The free's checks: a small object must have been handed out and
 	 * not freed since (no free marker). Without them, a size that keeps
 	 * the object handed a freed one back as the caller's. */
-	uintptr_t a = (uintptr_t)p;
-	if (!large &&
-	    (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
-	     obj_words(a)[1] == (sh->mag_cookie ^ a)))
-		realloc_refused(s, idx, a);
-	size_t old = spanheap_usable_size(sh, p);
+	if (!large)
+		check_allocated(sh, "realloc", s, idx, (uintptr_t)p);
+	size_t old = large ? (size_t)s->npages * MM_PAGE_SIZE : s->elemsize;
 	bool keep = size <= old && rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
 	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
@@ -152,6 +166,10 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE)
 		return (size_t)s->npages * MM_PAGE_SIZE;
+	/* A freed object's size is no one's to use: the free's checks, as
+	 * spanheap.h promises (they read the object's second word, which
+	 * its owner's caller has in cache). */
+	check_allocated(sh, "usable size", s, idx, (uintptr_t)p);
 	return s->elemsize;
 }
 

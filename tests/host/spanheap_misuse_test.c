@@ -5,8 +5,9 @@
  * the last object handed out too), interior pointers (into a span's
  * tail past its last object too), foreign and never-allocated pointers,
  * a large span freed twice or its tail given back by a shrink,
- * page-heap memory freed as an object, a realloc of a freed object, a
- * pointer into the free pages around an aligned large object. Each must
+ * page-heap memory freed as an object, a realloc or a usable size of a
+ * freed object, a pointer into the free pages around an aligned large
+ * object. Each must
  * mm_panic with a message that names the problem and the pointer; the port's
  * catch turns the panic into a longjmp back here.
  *
@@ -485,5 +486,27 @@ KTEST(spanheap_misuse, pointer_into_pages_an_aligned_allocation_gave_back)
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, pad);
 	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
+
+/* The usable size of a small object already freed, or never handed out,
+ * is refused as a free of it is, naming it (spanheap.h promises it): it
+ * returned the class's size, and a program that sized a copy by it read
+ * or wrote an object that was no longer its own. */
+KTEST(spanheap_misuse, usable_size_of_a_freed_object)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 64, 0);
+	char *q = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && q);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 64);
+	spanheap_free(&sh, p);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, p),
+	              "usable size of an object already freed", p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)q);
+	char *never = (char *)s->base + atomic_load(&s->marked) * 64;
+	EXPECT_MISUSE(spanheap_usable_size(&sh, never),
+	              "usable size of an object that is not allocated", never);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), 64); /* the live one */
 	sh_heap_release(&heap);
 }
