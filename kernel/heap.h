@@ -107,7 +107,7 @@ static inline void *krealloc(void *p, size_t size, unsigned flags)
 }
 
 /* size bytes aligned to align: a power of two up to 4 KiB, or a multiple
- * of 4 KiB. NULL for any other align. */
+ * of 4 KiB. NULL for any other align, with a line naming it. */
 static inline void *kmalloc_aligned(size_t size, size_t align, unsigned flags)
 {
 	return spanheap_alloc_aligned(&kspanheap, size, align, flags);

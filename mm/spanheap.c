@@ -364,7 +364,12 @@ void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
 {
 	bool pow2 = align && !(align & (align - 1));
 	if (!(pow2 && align <= MM_PAGE_SIZE) &&
-	    !(align > MM_PAGE_SIZE && align % MM_PAGE_SIZE == 0))
+	    !(align > MM_PAGE_SIZE && align % MM_PAGE_SIZE == 0)) {
+		mm_log("spanheap: aligned alloc of %zu bytes refused: "
+		       "alignment %zu is neither a power of two up to %zu nor "
+		       "a multiple of %zu",
+		       size, align, (size_t)MM_PAGE_SIZE, (size_t)MM_PAGE_SIZE);
 		return NULL;
+	}
 	return alloc_any(sh, size, align < 16 ? 16 : align, flags);
 }

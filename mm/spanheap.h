@@ -115,7 +115,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags);
 
 /* As spanheap_alloc, aligned to align: a power of two up to a page, or a
- * multiple of the page size above. NULL for any other align. */
+ * multiple of the page size above. NULL for any other align (0 too),
+ * with a line naming it. */
 void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
                              unsigned flags);
 

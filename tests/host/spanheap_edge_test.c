@@ -4,12 +4,13 @@
  * of the heap is changed by a step (the commit that added each names the
  * mutant). calloc's overflow, realloc's "half or more stays", the atomic
  * large allocation's page limit, an atomic realloc that must not grow in
- * place, a large span's free racing another, and the sweeper's
- * accounting of large spans.
+ * place, a large span's free racing another, the sweeper's accounting
+ * of large spans, and the line that names a refused alignment.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -229,5 +230,41 @@ KTEST(spanheap_edge, usable_size_of_null_is_zero)
 	null_usable = 1;
 	KEXPECT(!usable_size_of_null_panics());
 	KEXPECT_EQ(null_usable, 0);
+	sh_heap_release(&heap);
+}
+
+/*
+ * An alignment the heap cannot give (0, not a power of two up to a page,
+ * not a page multiple above) is refused with a line naming it, as an
+ * unknown flag is: kmalloc_aligned(n, 24) got NULL and no word of why,
+ * which reads as memory running out.
+ */
+KTEST(spanheap_edge, bad_alignment_is_refused_saying_so)
+{
+	static const size_t bad[] = {0, 3, 24, 100, 6144, 3 * PG + 16};
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	mm_port_set_quiet(true);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char want[64];
+		snprintf(want, sizeof(want), "alignment %zu is neither",
+		         bad[i]);
+		unsigned long logs = mm_port_log_count();
+		KEXPECT(spanheap_alloc_aligned(&sh, 40, bad[i], 0) == NULL);
+		KEXPECT_EQ(mm_port_log_count(), logs + 1);
+		if (!strstr(mm_port_last_log(), want))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "alignment %zu: logged \"%s\"", bad[i],
+			              mm_port_last_log());
+	}
+	/* The good ones say nothing. */
+	unsigned long logs = mm_port_log_count();
+	void *a = spanheap_alloc_aligned(&sh, 40, 1, 0);
+	void *b = spanheap_alloc_aligned(&sh, 40, 3 * PG, 0);
+	mm_port_set_quiet(false);
+	KEXPECT(a && b && (uintptr_t)b % (3 * PG) == 0);
+	KEXPECT_EQ(mm_port_log_count(), logs);
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
+	SH_CHECK(&sh, "after the aligned allocations");
 	sh_heap_release(&heap);
 }
