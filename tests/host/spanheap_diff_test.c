@@ -93,7 +93,7 @@ KTEST(spanheap_diff, million_ops)
 		        h.err);
 	ktest_diag("%lu ops: %lu allocs (%lu large, %lu zeroed), %lu frees, "
 	           "%lu reallocs, %lu sweeps, %lu flushes, %lu CPU "
-	           "switches, %lu release-alls, %lu refused, %lu bad frees "
+	           "switches, %lu release-alls, %lu refused, %lu misuses "
 	           "caught",
 	           i, h.n.allocs, h.n.large, h.n.zeroed, h.n.frees,
 	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_SWEEP], h.n.ops[SHH_FLUSH],

@@ -405,11 +405,17 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 		        "realloc %#lx -> %p (%zu -> %zu bytes) lost byte "
 		        "%zu",
 		        (unsigned long)o.p, q, o.size, size, off);
-	if ((flags & MM_ZERO) && size > o.usable &&
-	    first_not((char *)q + o.usable, size - o.usable, 0) !=
-	            size - o.usable)
+	/* MM_ZERO: every byte past the kept ones up to the usable size is
+	 * zero, the growth and what the caller gave up (spanheap.h). */
+	size_t usable = spanheap_usable_size(&h->sh, q);
+	if ((flags & MM_ZERO) && usable > kept &&
+	    first_not((char *)q + kept, usable - kept, 0) != usable - kept)
 		return shh_fail(
-		        h, "realloc to %p with MM_ZERO: growth not zeroed", q);
+		        h,
+		        "realloc %#lx -> %p (%zu -> %zu bytes, %zu "
+		        "usable) with MM_ZERO: byte %zu not zero",
+		        (unsigned long)o.p, q, o.size, size, usable,
+		        kept + first_not((char *)q + kept, usable - kept, 0));
 	return admit(h, q, size, 16, 0);
 }
 

@@ -18,7 +18,9 @@
  *     power of two up to a page; the alignment asked for), inside the
  *     arena, overlapping no live object, usable size at least the request
  *     and exactly the class's size (or the pages) for a plain request;
- *   - memory asked zeroed (MM_ZERO, calloc, realloc's growth) is;
+ *   - memory asked zeroed (MM_ZERO, calloc, realloc's growth) is, and a
+ *     realloc with MM_ZERO leaves every byte past those it kept zero up
+ *     to the usable size;
  *   - contents survive until the free, and realloc keeps them;
  *   - impossible and bad requests (overflow, bad alignment, sizes over the
  *     arena) get NULL and change nothing;
@@ -26,7 +28,8 @@
  *     call: the arena is then too small), and a call with MM_NO_GROW
  *     never grows the page heap;
  *   - interior and foreign frees mm_panic, naming the pointer, and so
- *     does a second free right after the first on the same CPU;
+ *     do the usable size of a freed object and a second free right
+ *     after the first on the same CPU;
  *   - SHH_CHECK: every live object's usable size and contents;
  *   - no other call mm_panics (each step runs under the port's catch);
  *   - shh_check: spanheap_check, and the statistics agree with the model;
@@ -54,7 +57,8 @@ enum shh_op {
 	SHH_RELEASE,  /* spanheap_release_all */
 	SHH_BAD_FREE, /* an interior or foreign pointer: must panic */
 	SHH_CHECK,    /* shh_check, and every live object's contents and size */
-	SHH_DOUBLE_FREE, /* a live object freed twice: the second must panic */
+	SHH_DOUBLE_FREE, /* a live object freed, sized, freed again: both must
+	                    panic */
 	SHH_NOPS
 };
 

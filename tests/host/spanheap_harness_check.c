@@ -36,8 +36,21 @@ bool shh_bad_free(struct spanheap_harness *h, uint64_t b)
 	return true;
 }
 
-/* A live object freed, then freed again on the same CPU: the second
- * must mm_panic, naming the pointer, and change nothing. */
+/* Whether the last panic names p and says that it is no live object:
+ * freed, or never allocated, or in no span. */
+static bool names_a_dead_object(const void *p)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "%p", p);
+	const char *msg = mm_port_last_panic();
+	return strstr(msg, name) &&
+	       (strstr(msg, "double free") || strstr(msg, "freed") ||
+	        strstr(msg, "not allocated") || strstr(msg, "in no span"));
+}
+
+/* A live object freed, then its usable size asked and it freed again
+ * on the same CPU: both must mm_panic, naming the pointer, and change
+ * nothing. */
 bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 {
 	if (!h->nlive)
@@ -53,21 +66,19 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 		                mm_port_last_panic());
 	}
 	shh_forget(h, i);
-	bool fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
+	bool fired = MM_PORT_PANICS(spanheap_usable_size(&h->sh, p));
+	if (!fired || !names_a_dead_object(p))
+		return shh_fail(h,
+		                "usable size of freed %p (%zu usable): panic "
+		                "\"%s\"",
+		                p, o.usable, fired ? mm_port_last_panic() : "");
+	fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
 	sh_unpin_after_panic();
-	char name[32];
-	snprintf(name, sizeof(name), "%p", p);
-	if (!fired)
-		return shh_fail(h, "second free of %p (%zu usable): no panic",
-		                p, o.usable);
-	const char *msg = mm_port_last_panic();
-	if (!strstr(msg, name) ||
-	    (!strstr(msg, "double free") && !strstr(msg, "freed twice") &&
-	     !strstr(msg, "in no span")))
+	if (!fired || !names_a_dead_object(p))
 		return shh_fail(h,
 		                "second free of %p (%zu usable): panic \"%s\"",
-		                p, o.usable, msg);
-	h->n.panics++;
+		                p, o.usable, fired ? mm_port_last_panic() : "");
+	h->n.panics += 2;
 	return true;
 }
 
