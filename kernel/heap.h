@@ -100,7 +100,8 @@ static inline void *kcalloc(size_t n, size_t size, unsigned flags)
 /* Resizes p (NULL: allocates); size 0 frees p and returns NULL. On
  * failure p is untouched and NULL is returned. KM_ZERO zeroes the growth
  * when p was allocated and resized with KM_ZERO throughout (as Linux's
- * __GFP_ZERO: spanheap_realloc). */
+ * __GFP_ZERO: spanheap_realloc). The result is 16-byte aligned; a
+ * kmalloc_aligned object keeps more only if it stays in place. */
 static inline void *krealloc(void *p, size_t size, unsigned flags)
 {
 	return spanheap_realloc(&kspanheap, p, size, flags);
