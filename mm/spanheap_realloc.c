@@ -1,7 +1,8 @@
 /*
  * mm/spanheap_realloc.c: the span heap's calls around the fast paths
- * (spanheap.c): zeroed arrays, reallocation, usable size, and what a free
- * or a realloc of an object that is not allocated says.
+ * (spanheap.c): zeroed arrays, reallocation, usable size, and what a
+ * free, a realloc or a usable size of an object that is not allocated
+ * says.
  *
  * Purpose: the API calls that build on allocation and free, and the
  * misuse verdicts both share, kept out of the fast paths' file.
@@ -17,8 +18,8 @@
  * else allocates, copies and frees.
  *
  * Invariants: those of spanheap.c, which these calls keep by calling its
- * allocation and free; a realloc checks the object as a free does
- * (invariant 7) before it reads or keeps it.
+ * allocation and free; a realloc and a usable size check the object as a
+ * free does (invariant 7) before they read or keep it.
  *
  * Locking: none of its own; the locks of the allocation, free and
  * spanheap_large_resize it calls. Contexts: spanheap_calloc and
