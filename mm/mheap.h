@@ -85,11 +85,14 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * the scavenger is unmapping is free: it waits for that). A "run" that
  * cannot be one (npages 0, p off a page or outside the arena, or npages
  * more than the arena has from p: a caller's bug) is refused the same
- * way, with an mm_log line saying which. Sets no span table entry (the caller's
- * to set). A realloc's way to grow a large object without a copy. Thread
- * context, no mm lock held.
+ * way, with an mm_log line saying which, and so are flags other than
+ * MHEAP_NO_GROW. Sets no span table entry (the caller's to set). A
+ * realloc's way to grow a large object without a copy. Pages taken below
+ * the atomic reserve are made up by growing the heap, as an allocation's
+ * are, unless flags hold MHEAP_NO_GROW. Thread context, no mm lock held.
  */
-bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra);
+bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
+                        unsigned flags);
 
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
  * but NMI; no mm lock held. */

@@ -45,7 +45,9 @@
  *            not inside the arena) is refused with a line saying why.
  *            When a scavenge batch holds some of those pages (free, out
  *            of the free set while it unmaps them), it waits for the
- *            batch's wake on `grown` and tries again.
+ *            batch's wake on `grown` and tries again. Pages it takes
+ *            below the reserve are made up as an allocation's are, not
+ *            with MHEAP_NO_GROW.
  *   free     Under the lock, palloc_free_locked, after checking that no
  *            page is in a run a scavenge batch took (a double free that
  *            palloc cannot see: it holds those allocated); after
@@ -365,14 +367,19 @@ static bool extend_take(struct mheap *h, uintptr_t end, size_t extra,
 	return ok;
 }
 
-bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
+bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
+                        unsigned flags)
 {
 	mheap_assert_can_sleep("mheap_extend_pages");
-	const char *bad = not_a_run(h, (uintptr_t)p, npages);
+	const char *bad = flags & ~(unsigned)MHEAP_NO_GROW
+	                          ? "flags other than MHEAP_NO_GROW"
+	                          : not_a_run(h, (uintptr_t)p, npages);
 	if (bad) {
-		mm_log("mheap: mheap_extend_pages(%p, %zu pages, %zu more) "
-		       "refused: %s (the arena: %zu pages from 0x%lx)",
-		       p, npages, extra, bad, h->arena_pages, h->arena_base);
+		mm_log("mheap: mheap_extend_pages(%p, %zu pages, %zu more, "
+		       "flags %#x) refused: %s (the arena: %zu pages from "
+		       "0x%lx)",
+		       p, npages, extra, flags, bad, h->arena_pages,
+		       h->arena_base);
 		return false;
 	}
 	uintptr_t end = (uintptr_t)p + npages * MM_PAGE_SIZE;
@@ -398,8 +405,10 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra)
 		}
 	}
 	/* As an allocation: pages taken from the reserve of atomic callers
-	 * are made up for now. */
-	if (low && h->cfg.reserve_pages)
+	 * are made up for now, by a growth, which MHEAP_NO_GROW forbids
+	 * (until it was passed, a realloc with MM_NO_GROW grew the heap
+	 * here). */
+	if (low && h->cfg.reserve_pages && !(flags & MHEAP_NO_GROW))
 		reserve_low(h, false);
 	return true;
 }

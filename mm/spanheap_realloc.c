@@ -129,7 +129,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
 	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
 	    size <= sh->heap->arena_pages * MM_PAGE_SIZE)
-		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size));
+		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
+		                             flags);
 	if (keep) {
 		if (flags & MM_ZERO) {
 			/* Past the old usable size: pages it grew into,

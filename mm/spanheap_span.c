@@ -442,20 +442,22 @@ void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
 /*
  * Resizes the large span s (p's: the caller owns it) to npages pages in
  * place: the pages after it if they are free (mheap_extend_pages), or its
- * tail given back. True if it did. Thread context: the page heap may map
- * pages and sleep. Its table entries are set before it grows into pages
- * and after it leaves them, so that a lookup of its own pages always
+ * tail given back. True if it did. With MM_NO_GROW in flags, the page
+ * heap is not grown (for its reserve) either. Thread context: the page
+ * heap may map pages and sleep. Its table entries are set before it grows into
+ * pages and after it leaves them, so that a lookup of its own pages always
  * finds it; npages and elemsize change under the heap lock (the owner
  * reads them; the checker runs when nothing allocates).
  */
-bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages)
+bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
+                           unsigned flags)
 {
 	struct mheap *h = sh->heap;
 	size_t have = s->npages;
 	uintptr_t at = s->base + npages * MM_PAGE_SIZE;
 	if (npages > have) {
-		if (!mheap_extend_pages(h, (void *)s->base, have,
-		                        npages - have))
+		if (!mheap_extend_pages(h, (void *)s->base, have, npages - have,
+		                        mheap_flags_of(flags) & MHEAP_NO_GROW))
 			return false;
 		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
 		               s);

@@ -79,10 +79,12 @@ void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
 
 /* Large objects: a span of their own, allocated, freed (a second free
- * panics) and resized in place (thread context). */
+ * panics) and resized in place (thread context; flags: enum
+ * mm_alloc_flags, of which MM_NO_GROW counts). */
 void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
                            unsigned flags);
 void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
-bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages);
+bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
+                           unsigned flags);
 
 #endif

@@ -3,12 +3,14 @@
  * kept at reserve_pages or more for atomic callers, so a thread whose
  * request leaves fewer grows the heap by a chunk before it returns. An
  * extension in place (mheap_extend_pages, a large object's realloc) takes
- * pages like an allocation and makes them up the same way; an atomic
+ * pages like an allocation and makes them up the same way (not with
+ * MHEAP_NO_GROW, as an allocation does not); an atomic
  * caller's request reaches the scavenger thread however late it comes.
  */
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
@@ -46,15 +48,40 @@ KTEST(mheap_reserve, extension_below_the_reserve_grows_the_heap)
 	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
 	KEXPECT_EQ(st.n.refills, 0);
 	/* To the reserve exactly: nothing to make up. */
-	KASSERT(mheap_extend_pages(&heap, a, 100, 284));
+	KASSERT(mheap_extend_pages(&heap, a, 100, 284, 0));
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 128);
 	KEXPECT_EQ(st.n.refills, 0);
-	KASSERT(mheap_extend_pages(&heap, a, 384, 16));
+	KASSERT(mheap_extend_pages(&heap, a, 384, 16, 0));
 	mheap_stats(&heap, &st);
 	KEXPECT_EQ(st.in_use_pages, 400);
 	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);
 	KEXPECT_EQ(st.n.refills, 1);
+	mheap_free_pages(&heap, a, 400);
+	mheap_check(&heap);
+	mh_release(&heap);
+}
+
+/* The same extension with MHEAP_NO_GROW takes the pages and leaves the
+ * reserve short, as an allocation with it does: the heap is not grown.
+ * Any other flag is refused, saying so, and changes nothing. */
+KTEST(mheap_reserve, extension_with_no_grow_leaves_the_reserve_short)
+{
+	KASSERT(reserve_heap_init(4, 128));
+	char *a = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a);
+	mm_port_set_quiet(true);
+	KEXPECT(!mheap_extend_pages(&heap, a, 100, 300, MHEAP_ZERO));
+	KEXPECT(strstr(mm_port_last_log(), "flags other than MHEAP_NO_GROW"));
+	KEXPECT(!mheap_extend_pages(&heap, a, 100, 300, MHEAP_ATOMIC));
+	mm_port_set_quiet(false);
+	KASSERT(mheap_extend_pages(&heap, a, 100, 300, MHEAP_NO_GROW));
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 400);
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 112);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 0);
 	mheap_free_pages(&heap, a, 400);
 	mheap_check(&heap);
 	mh_release(&heap);

@@ -268,7 +268,7 @@ static atomic_bool extend_done;
 
 static void *extend_thread(void *arg)
 {
-	*(bool *)arg = mheap_extend_pages(&heap, heap_chunk0, 312, 10);
+	*(bool *)arg = mheap_extend_pages(&heap, heap_chunk0, 312, 10, 0);
 	atomic_store(&extend_done, true);
 	return NULL;
 }

@@ -293,19 +293,20 @@ KTEST(mheap, extend_pages_edges)
 	KASSERT(last == tail + (PALLOC_CHUNK_PAGES - 4) * PG);
 	struct mheap_stats s0, s1;
 	mheap_stats(&heap, &s0);
-	KEXPECT(mheap_extend_pages(&heap, last, 2, 0));
-	KEXPECT(!mheap_extend_pages(&heap, last, 2, 3)); /* past the end */
-	mm_port_set_quiet(true);                         /* it says why */
-	KEXPECT(!mheap_extend_pages(&heap, (char *)heap.arena_base - PG, 1, 1));
+	KEXPECT(mheap_extend_pages(&heap, last, 2, 0, 0));
+	KEXPECT(!mheap_extend_pages(&heap, last, 2, 3, 0)); /* past the end */
+	mm_port_set_quiet(true);                            /* it says why */
+	KEXPECT(!mheap_extend_pages(&heap, (char *)heap.arena_base - PG, 1, 1,
+	                            0));
 	mm_port_set_quiet(false);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
-	KEXPECT(mheap_extend_pages(&heap, last, 2, 2)); /* to the end */
+	KEXPECT(mheap_extend_pages(&heap, last, 2, 2, 0)); /* to the end */
 	/* A run that ends at the arena's end is one: no more pages there,
 	 * and no line saying it is not a run. */
 	unsigned long logs = mm_port_log_count();
-	KEXPECT(!mheap_extend_pages(&heap, last, 4, 1));
-	KEXPECT(mheap_extend_pages(&heap, last, 4, 0));
+	KEXPECT(!mheap_extend_pages(&heap, last, 4, 1, 0));
+	KEXPECT(mheap_extend_pages(&heap, last, 4, 0, 0));
 	KEXPECT_EQ(mm_port_log_count(), logs);
 	mheap_free_pages(&heap, last, 4);
 	mheap_free_pages(&heap, tail, PALLOC_CHUNK_PAGES - 4);
@@ -338,7 +339,7 @@ KTEST(mheap, extend_pages_refuses_an_impossible_run)
 	mm_port_set_quiet(true);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		unsigned long logs = mm_port_log_count();
-		KEXPECT(!mheap_extend_pages(&heap, a, bad[i], 1));
+		KEXPECT(!mheap_extend_pages(&heap, a, bad[i], 1, 0));
 		KEXPECT_EQ(mm_port_log_count(), logs + 1);
 		KEXPECT(strstr(mm_port_last_log(), "mheap_extend_pages") &&
 		        strstr(mm_port_last_log(), "refused"));
@@ -367,7 +368,7 @@ KTEST(mheap, extend_pages_refuses_a_run_off_a_page)
 	mheap_stats(&heap, &s0);
 	mm_port_set_quiet(true);
 	unsigned long logs = mm_port_log_count();
-	KEXPECT(!mheap_extend_pages(&heap, a + 8, 1, 1));
+	KEXPECT(!mheap_extend_pages(&heap, a + 8, 1, 1, 0));
 	KEXPECT_EQ(mm_port_log_count(), logs + 1);
 	KEXPECT(strstr(mm_port_last_log(), "refused") &&
 	        strstr(mm_port_last_log(), "page aligned"));
@@ -445,7 +446,7 @@ KTEST(mheap, out_of_memory_mapping_scavenged_pages)
 	KEXPECT_EQ(s0.free_scav_pages, PALLOC_CHUNK_PAGES - 1);
 	mm_port_set_quiet(true);
 	mm_port_fail_maps(1);
-	KEXPECT(!mheap_extend_pages(&heap, a, 1, 10));
+	KEXPECT(!mheap_extend_pages(&heap, a, 1, 10, 0));
 	mm_port_fail_maps(0);
 	mheap_stats(&heap, &s1);
 	KEXPECT(same_stats(&s0, &s1));
@@ -459,7 +460,7 @@ KTEST(mheap, out_of_memory_mapping_scavenged_pages)
 	KEXPECT_EQ(s1.free_scav_pages, PALLOC_CHUNK_PAGES - 1);
 	MH_CHECK(&heap, "after running out");
 	/* With memory, both work. */
-	KEXPECT(mheap_extend_pages(&heap, a, 1, 10));
+	KEXPECT(mheap_extend_pages(&heap, a, 1, 10, 0));
 	char *b = mheap_alloc_pages(&heap, 100, 0);
 	KEXPECT(b != NULL);
 	if (b)

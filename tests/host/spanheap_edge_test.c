@@ -5,7 +5,8 @@
  * mutant). calloc's overflow, realloc's "half or more stays", the atomic
  * large allocation's page limit, an atomic realloc that must not grow in
  * place, a large span's free racing another, the sweeper's accounting
- * of large spans, and the line that names a refused alignment.
+ * of large spans, the line that names a refused alignment, and a realloc
+ * with MM_NO_GROW that grows in place without growing the heap.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.
@@ -179,6 +180,53 @@ KTEST(spanheap_edge, atomic_realloc_does_not_grow_in_place)
 	spanheap_free(&sh, q);
 	spanheap_free(&sh, first);
 	SH_CHECK(&sh, "after the reallocs");
+	sh_heap_release(&heap);
+}
+
+/* Whether page-heap page pi (from the arena's base) is allocated. */
+static bool page_allocated(size_t pi)
+{
+	uint64_t alloc[PALLOCBITS_WORDS], scav[PALLOCBITS_WORDS];
+	if (!mheap_chunk_bits(&heap, pi / PALLOC_CHUNK_PAGES, alloc, scav))
+		return true; /* not grown */
+	size_t i = pi % PALLOC_CHUNK_PAGES;
+	return alloc[i / 64] >> (i % 64) & 1;
+}
+
+/*
+ * A realloc with MM_NO_GROW may grow a large object in place into the
+ * free pages after it, but never grows the page heap: taking them below
+ * the atomic callers' reserve (MHEAP_DEFAULT_RESERVE_PAGES) had the
+ * extension refill the reserve by growing the heap, which an allocation
+ * with MM_NO_GROW does not do.
+ */
+KTEST(spanheap_edge, no_grow_realloc_in_place_does_not_grow_the_heap)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *first = spanheap_alloc(&sh, LARGE_PAGES * PG, 0);
+	unsigned char *p = spanheap_alloc(&sh, LARGE_PAGES * PG, 0);
+	KASSERT(first && p);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	size_t free = st.free_backed_pages + st.free_scav_pages;
+	size_t at = ((uintptr_t)p - heap.arena_base) / PG + LARGE_PAGES;
+	size_t run = 0;
+	while (at + run < st.grown_pages && !page_allocated(at + run))
+		run++;
+	/* All but a few free pages follow p: taking them leaves the free
+	 * pages below the reserve. */
+	KASSERT(run > 0 && free - run < MHEAP_DEFAULT_RESERVE_PAGES);
+	memset(p, 3, LARGE_PAGES * PG);
+	unsigned char *q =
+	        spanheap_realloc(&sh, p, (LARGE_PAGES + run) * PG, MM_NO_GROW);
+	struct mheap_stats after;
+	mheap_stats(&heap, &after);
+	KEXPECT(q == p);
+	KEXPECT_EQ(after.grown_pages, st.grown_pages);
+	KEXPECT(q && q[0] == 3 && q[LARGE_PAGES * PG - 1] == 3);
+	spanheap_free(&sh, q ? q : p);
+	spanheap_free(&sh, first);
+	SH_CHECK(&sh, "after the realloc");
 	sh_heap_release(&heap);
 }
 

@@ -213,15 +213,15 @@ static void op_extend_bad(uint64_t a, uint8_t b)
 	bool r;
 	switch (b % 3) {
 	case 0:
-		r = mheap_extend_pages(&heap, (void *)base, 0, 1 + a % 8);
+		r = mheap_extend_pages(&heap, (void *)base, 0, 1 + a % 8, 0);
 		break;
 	case 1:
 		r = mheap_extend_pages(&heap, (void *)(heap.arena_base - PG), 1,
-		                       1);
+		                       1, 0);
 		break;
 	default:
 		r = mheap_extend_pages(&heap, (void *)base,
-		                       heap.arena_pages + 1, 1);
+		                       heap.arena_pages + 1, 1, 0);
 		break;
 	}
 	if (r)
@@ -243,7 +243,8 @@ static void op_extend(uint64_t a, uint8_t b)
 	bool free_after =
 	        end + extra * PG <= heap.arena_base + grown_pages() * PG &&
 	        !overlaps_live(end, extra, i);
-	bool ok = mheap_extend_pages(&heap, (void *)r->base, r->npages, extra);
+	bool ok =
+	        mheap_extend_pages(&heap, (void *)r->base, r->npages, extra, 0);
 	if (ok && !free_after && extra)
 		fail("extended onto pages that are not free pages of the heap");
 	if (!ok && (free_after || !extra) && !maps_may_fail)
