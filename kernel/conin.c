@@ -99,7 +99,14 @@ static void com1_irq(struct trap_frame *f)
 static void poll_thread(void *arg)
 {
 	for (;;) {
+		/* Interrupts off: the shell thread (CPU 0 too) must not
+		 * begin a command between the poller's look at
+		 * command_running and its push (conin_command_begin). */
+		unsigned long flags = read_rflags();
+		cpu_cli();
 		drain_uart();
+		if (flags & RFLAGS_IF)
+			cpu_sti();
 		thread_sleep_ns(POLL_PERIOD_NS);
 	}
 }
@@ -144,10 +151,49 @@ uint8_t conin_getc(uint32_t *lost)
 	return c;
 }
 
+/* Takes the Ctrl-Cs out of the bytes queued: they were typed after the
+ * Enter of the command about to run (a paste, a fast typist: the
+ * producer queued them before the reader reached that Enter) and are
+ * its interrupt, not a key for the next prompt. The bytes around them
+ * stay, in order, each with its hole (a hole before a Ctrl-C goes to
+ * the byte after it). The consumer only: it moves the bytes in [tail,
+ * head), which the producer does not write, toward head, then tail. */
+static bool take_queued_ctrl_c(void)
+{
+	static uint8_t keep[CONIN_RING];
+	static uint32_t keep_lost[CONIN_RING];
+	uint32_t h = atomic_load_explicit(&head, memory_order_acquire);
+	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
+	uint32_t n = 0, carry = 0;
+	for (uint32_t i = t; i != h; i++) {
+		if (ring[i % CONIN_RING] == CONIN_CTRL_C) {
+			carry += lost_before[i % CONIN_RING];
+			continue;
+		}
+		keep[n] = ring[i % CONIN_RING];
+		keep_lost[n++] = lost_before[i % CONIN_RING] + carry;
+		carry = 0;
+	}
+	if (n == h - t)
+		return false;
+	for (uint32_t k = 0; k < n; k++) {
+		ring[(h - n + k) % CONIN_RING] = keep[k];
+		lost_before[(h - n + k) % CONIN_RING] = keep_lost[k];
+	}
+	atomic_store_explicit(&tail, h - n, memory_order_release);
+	return true;
+}
+
 void conin_command_begin(void)
 {
 	atomic_store(&interrupted, false);
+	/* After this store every producer sees the command running: both
+	 * run on CPU 0 with interrupts off (the handler, the poller's
+	 * drain) and so between two of the shell thread's instructions.
+	 * What they queued before, the scan finds. */
 	atomic_store(&command_running, true);
+	if (take_queued_ctrl_c())
+		atomic_store(&interrupted, true);
 }
 
 void conin_command_end(void)

@@ -16,7 +16,10 @@
  *
  * Ctrl-C while a command runs (between conin_command_begin and _end) is
  * not queued: it sets the interrupt flag the command polls. At the prompt
- * it is queued like any byte, for the line editor.
+ * it is queued like any byte, for the line editor; one still queued when
+ * the command begins (typed after its Enter, before the shell read that
+ * far) is the command's too: conin_command_begin takes it out and sets
+ * the flag.
  */
 #ifndef KERNEL_CONIN_H
 #define KERNEL_CONIN_H
@@ -39,7 +42,9 @@ const char *conin_init(void);
  * too, having no byte to return). */
 uint8_t conin_getc(uint32_t *lost);
 
-/* Brackets a running command: Ctrl-C then sets the interrupt flag. */
+/* Brackets a running command: Ctrl-C then sets the interrupt flag, as
+ * does one already queued at the begin (taken out of the queue, the
+ * bytes around it kept). The reader's thread (the shell's, on CPU 0). */
 void conin_command_begin(void);
 void conin_command_end(void);
 

@@ -173,8 +173,45 @@ KTEST(conin, a_refused_line_sets_the_exit_status)
 	KEXPECT_EQ(shell_run_input(&le), SHELL_USAGE);
 	KEXPECT_EQ(shell_last_status(), SHELL_USAGE);
 	/* Ctrl-C at the prompt runs nothing and changes nothing. */
-	push("cmdline\n\003");
+	push("cmdline\n");
 	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	push("\003");
 	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	conin_testing_reset();
+}
+
+/* A Ctrl-C typed right after a command's Enter, queued before the shell
+ * read that far (a paste, a fast typist), is the command's: it stopped
+ * nothing and cancelled the next prompt's line instead, and `sleep`
+ * slept on. The bytes around it stay, holes and all. */
+KTEST(conin, ctrl_c_queued_behind_a_command_interrupts_it)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	push("sleep 1000\n\003cmdline\n");
+	KEXPECT_EQ(shell_run_input(&le), SHELL_INTERRUPTED);
+	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
+	/* Two of them, a byte between: the bytes stay, in order. */
+	uint64_t lost = 0;
+	push("\003a\003b\n");
+	conin_command_begin();
+	KEXPECT_EQ(conin_interrupted(), true);
+	conin_command_end();
+	KEXPECT_EQ(conin_interrupted(), false);
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ab");
+	/* A hole before a Ctrl-C taken out goes to the byte after it. */
+	for (int i = 0; i < CONIN_TESTING_RING + 3; i++)
+		conin_testing_push('y');
+	for (int i = 0; i < CONIN_TESTING_RING; i++) {
+		uint32_t hole;
+		conin_getc(&hole);
+	}
+	push("\003c\n");
+	conin_command_begin();
+	KEXPECT_EQ(conin_interrupted(), true);
+	conin_command_end();
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 3);
 	conin_testing_reset();
 }
