@@ -29,6 +29,8 @@
 #include "kernel/heap.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
+#include "kernel/shell_testing.h"
+#include "kernel/spinlock.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
@@ -176,15 +178,41 @@ static enum shell_status page_map(size_t ci)
 /* The shell thread's (start and stop): */
 static struct thread_handle streamer;
 static char *stream_row;
-/* Read by the streamer: */
-static _Atomic bool stream_stop;
+/* Set before the streamer starts, read by it: */
 static uint64_t stream_period_ns, stream_t0;
+/* Rank WAITQ, as a wait queue's lock: the streamer's sleep releases it,
+ * and the stop wakes the streamer (RUNQUEUE) under it. Protects
+ * stream_stop, so that the stop cannot slip between the streamer's look
+ * and its sleep. */
+static struct spinlock stream_lock =
+        SPINLOCK_INIT("heapmap_stream", LOCK_RANK_WAITQ);
+static bool stream_stop;
+
+/* Sleeps one period, or less when the stream is stopped meanwhile;
+ * returns false when it is. The streamer. */
+static bool stream_wait(void)
+{
+	uint64_t deadline = time_now_ns() + stream_period_ns;
+	if (deadline < stream_period_ns)
+		deadline = UINT64_MAX;
+	unsigned long irq = spin_lock_irqsave(&stream_lock);
+	for (;;) {
+		uint64_t now = time_now_ns();
+		if (stream_stop || now >= deadline)
+			break;
+		thread_sleep_unlock(&stream_lock, irq, deadline - now);
+		irq = spin_lock_irqsave(&stream_lock);
+	}
+	bool go = !stream_stop;
+	spin_unlock_irqrestore(&stream_lock, irq);
+	return go;
+}
 
 static void stream_main(void *arg)
 {
 	uint64_t alloc[PALLOCBITS_WORDS], scav[PALLOCBITS_WORDS];
 	const unsigned per_chunk = PALLOC_CHUNK_PAGES / GROUP_PAGES;
-	while (!atomic_load(&stream_stop)) {
+	do {
 		/* Up to one chunk past the grown ones: the rest is N. */
 		size_t n = 0, nchunks = grown_chunks() + 1;
 		if (nchunks > HEAPMAP_ROW_CHUNKS)
@@ -203,8 +231,49 @@ static void stream_main(void *arg)
 		       (unsigned long long)((time_now_ns() - stream_t0) /
 		                            1000000),
 		       stream_row);
-		thread_sleep_ns(stream_period_ns);
+	} while (stream_wait());
+}
+
+/* Stops the stream and waits for the streamer to leave: at once, not
+ * when its period runs out (up to a minute, the shell deaf meanwhile,
+ * and Ctrl-C too). The shell thread. */
+static void stream_stop_join(void)
+{
+	unsigned long irq = spin_lock_irqsave(&stream_lock);
+	stream_stop = true;
+	thread_wake(streamer);
+	spin_unlock_irqrestore(&stream_lock, irq);
+	thread_join(streamer);
+	streamer = THREAD_NONE;
+	kfree(stream_row);
+}
+
+static enum shell_status stream_start(uint64_t period_ns)
+{
+	if (thread_handle_ok(streamer)) {
+		printk("heapmap: a stream is running (heapmap stream off)\n");
+		return SHELL_FAILED;
 	}
+	const size_t len =
+	        HEAPMAP_ROW_CHUNKS * (PALLOC_CHUNK_PAGES / GROUP_PAGES);
+	stream_row = kmalloc(len + 1, 0);
+	stream_period_ns = period_ns;
+	stream_t0 = time_now_ns();
+	stream_stop = false; /* no streamer runs */
+	streamer = stream_row ? thread_create("heapmap_stream", stream_main,
+	                                      NULL, THREAD_ANY_CPU)
+	                      : THREAD_NONE;
+	if (!thread_handle_ok(streamer)) {
+		kfree(stream_row);
+		printk("heapmap: cannot start the stream\n");
+		return SHELL_FAILED;
+	}
+	return SHELL_OK;
+}
+
+enum shell_status shell_heapmap_stream_ns(uint64_t period_ns)
+{
+	return stream_start(period_ns);
 }
 
 static enum shell_status stream(const char *cmd, const char *arg)
@@ -214,38 +283,19 @@ static enum shell_status stream(const char *cmd, const char *arg)
 			printk("heapmap: no stream is running\n");
 			return SHELL_FAILED;
 		}
-		atomic_store(&stream_stop, true);
-		thread_join(streamer);
-		streamer = THREAD_NONE;
-		kfree(stream_row);
+		stream_stop_join();
 		printk("heapmap: stream stopped\n");
 		return SHELL_OK;
 	}
 	uint64_t ms;
 	if (!shell_parse_uint(cmd, arg, 10, 60000, &ms))
 		return SHELL_USAGE;
-	if (thread_handle_ok(streamer)) {
-		printk("heapmap: a stream is running (heapmap stream off)\n");
-		return SHELL_FAILED;
-	}
-	const size_t len =
-	        HEAPMAP_ROW_CHUNKS * (PALLOC_CHUNK_PAGES / GROUP_PAGES);
-	stream_row = kmalloc(len + 1, 0);
-	stream_period_ns = ms * 1000000;
-	stream_t0 = time_now_ns();
-	atomic_store(&stream_stop, false);
-	streamer = stream_row ? thread_create("heapmap_stream", stream_main,
-	                                      NULL, THREAD_ANY_CPU)
-	                      : THREAD_NONE;
-	if (!thread_handle_ok(streamer)) {
-		kfree(stream_row);
-		printk("heapmap: cannot start the stream\n");
-		return SHELL_FAILED;
-	}
-	printk("heapmap: streaming a row every %llu ms, one character per %u "
-	       "pages\n",
-	       (unsigned long long)ms, GROUP_PAGES);
-	return SHELL_OK;
+	enum shell_status st = stream_start(ms * 1000000);
+	if (st == SHELL_OK)
+		printk("heapmap: streaming a row every %llu ms, one character "
+		       "per %u pages\n",
+		       (unsigned long long)ms, GROUP_PAGES);
+	return st;
 }
 
 static enum shell_status cmd_heapmap(int argc, char **argv);

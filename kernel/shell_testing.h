@@ -23,4 +23,10 @@ enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost);
  * with. The shell thread's loop, one turn without the prompt. */
 enum shell_status shell_run_input(struct lineedit *le);
 
+/* Starts the heapmap stream as `heapmap stream MS` does, a row every
+ * period_ns; past the command's range too (UINT64_MAX: one row, then a
+ * sleep only `heapmap stream off` ends). The shell thread, or a test
+ * while the shell does not run. */
+enum shell_status shell_heapmap_stream_ns(uint64_t period_ns);
+
 #endif

@@ -291,3 +291,21 @@ KTEST(shell, threads_lists_every_thread)
 	kfree(t);
 }
 #endif
+
+/* `heapmap stream off` stops the streamer at once: it waited for the
+ * streamer's sleep to run out, up to a minute (the longest period), the
+ * shell deaf meanwhile, to Ctrl-C too. A period no clock reaches shows it
+ * without timing anything: with the old code the off never returned. */
+KTEST(shell, heapmap_stream_off_does_not_wait_out_the_period)
+{
+	KEXPECT_EQ(shell_heapmap_stream_ns(UINT64_MAX), SHELL_OK);
+	KEXPECT_EQ(shell_run_line("heapmap stream 100"), SHELL_FAILED);
+	/* Time for the streamer to print its row and fall asleep (if it
+	 * has not, the stop comes before its sleep, a case covered too). */
+	thread_sleep_ns(100000000ull);
+	KEXPECT_EQ(shell_run_line("heapmap stream off"), SHELL_OK);
+	/* Run twice: the second finds none, and a new stream starts. */
+	KEXPECT_EQ(shell_run_line("heapmap stream off"), SHELL_FAILED);
+	KEXPECT_EQ(shell_run_line("heapmap stream 60000"), SHELL_OK);
+	KEXPECT_EQ(shell_run_line("heapmap stream off"), SHELL_OK);
+}
