@@ -24,32 +24,54 @@
 
 #include "malloc_internal.h"
 
-/* Spins, then yields, until no bit of mask is set in *w; acquires what
- * its clearer did. waiting names the wait for the test hooks. */
-static void wait_clear(atomic_uint *w, unsigned mask,
-                       enum mm_malloc_hook_point waiting)
+/* One turn of a wait: spins, then yields. waiting names the wait for
+ * the test hooks. */
+static void wait_turn(int i, enum mm_malloc_hook_point waiting)
 {
-	for (int i = 0; atomic_load_explicit(w, memory_order_acquire) & mask;
-	     i++) {
-		mm_malloc_hook(waiting);
-		if (i < 64)
-			__builtin_ia32_pause();
-		else
-			sched_yield();
-	}
+	mm_malloc_hook(waiting);
+	if (i < 64)
+		__builtin_ia32_pause();
+	else
+		sched_yield();
 }
 
-/* This thread's token (invariant 5), made on its first slow entry. */
-static atomic_uint next_token;
-static unsigned thread_token(void)
+/* Waits until *w (a slot's in or busy) is 0; acquires what its clearer
+ * did. */
+static void wait_clear(atomic_ulong *w, enum mm_malloc_hook_point waiting)
+{
+	for (int i = 0; atomic_load_explicit(w, memory_order_acquire); i++)
+		wait_turn(i, waiting);
+}
+
+/* Waits until no fork is being prepared on slot sl (fork.c). */
+static void wait_no_fork(struct mm_malloc_slot *sl)
+{
+	for (int i = 0; atomic_load_explicit(&sl->state, memory_order_acquire) &
+	                MM_SLOT_FORK;
+	     i++)
+		wait_turn(i, MM_MALLOC_HOOK_WAIT_FORK);
+}
+
+/* This thread's token (invariant 5), made on its first slow entry: a
+ * 64-bit count, which no process runs through (at 10^9 threads a second,
+ * 584 years), so no two threads ever have the same. */
+static atomic_ulong next_token;
+static unsigned long thread_token(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	while (t->token == 0) /* 0 is "free": skipped if the count wraps */
+	while (t->token == 0) /* 0 is "free" */
 		t->token = atomic_fetch_add_explicit(&next_token, 1,
 		                                     memory_order_relaxed) +
 		           1;
 	return t->token;
 }
+
+#ifdef MM_TEST_HOOKS
+void mm_malloc_test_set_next_token(unsigned long next)
+{
+	atomic_store(&next_token, next);
+}
+#endif
 
 /* Takes slot s on the slow path: its busy word (0 -> this thread's
  * token), then its exclusive owner out of the fast path. A call's entry
@@ -57,20 +79,20 @@ static unsigned thread_token(void)
 void mm_malloc_slot_take(int s)
 {
 	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-	unsigned token = thread_token(), free_word = 0;
+	unsigned long token = thread_token(), free_word = 0;
 	if (!mm_malloc_self.held)
-		wait_clear(&sl->state, MM_SLOT_FORK, MM_MALLOC_HOOK_WAIT_FORK);
+		wait_no_fork(sl);
 	while (!atomic_compare_exchange_weak_explicit(
 	        &sl->busy, &free_word, token, memory_order_acquire,
 	        memory_order_relaxed)) {
-		wait_clear(&sl->busy, ~0u, MM_MALLOC_HOOK_WAIT_BUSY);
+		wait_clear(&sl->busy, MM_MALLOC_HOOK_WAIT_BUSY);
 		free_word = 0;
 	}
-	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
+	wait_clear(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
 }
 
 /* What held points to in a call enter_own_busy let in; never read. */
-static _Atomic unsigned own_nested;
+static _Atomic unsigned long own_nested;
 
 /* A call of this thread while its slot's busy holds its token and held is
  * NULL: a signal handler's, that interrupted a slow entry after it took
@@ -78,14 +100,14 @@ static _Atomic unsigned own_nested;
  * the slot, so this one runs as nested in it, once a fast owner the entry
  * may still wait for is out. Until this version it waited for its own
  * busy: the process hung. */
-static _Atomic unsigned *enter_own_busy(struct mm_malloc_slot *sl)
+static _Atomic unsigned long *enter_own_busy(struct mm_malloc_slot *sl)
 {
-	wait_clear(&sl->in, ~0u, MM_MALLOC_HOOK_WAIT_IN);
+	wait_clear(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
 	mm_malloc_self.held = &own_nested;
 	return &own_nested;
 }
 
-_Atomic unsigned *mm_malloc_enter_slow(void)
+_Atomic unsigned long *mm_malloc_enter_slow(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	/* Outside the call (held is NULL) while the heap is set up and a
@@ -102,13 +124,13 @@ _Atomic unsigned *mm_malloc_enter_slow(void)
 	return t->held;
 }
 
-_Atomic unsigned mm_malloc_lent_word;
+_Atomic unsigned long mm_malloc_lent_word;
 /* While a call holds the late slot lent to it: the thread's own slot and
  * signal mask, which its leave puts back. */
 static _Thread_local int lent_slot;
 static _Thread_local sigset_t lent_mask;
 
-_Atomic unsigned *mm_malloc_enter_nested(void)
+_Atomic unsigned long *mm_malloc_enter_nested(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	struct mm_malloc_slot *sl = t->fast;

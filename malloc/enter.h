@@ -31,14 +31,17 @@ enum { MM_SLOT_FORK = 1u, MM_SLOT_ONE = 2u };
  * the owner of a slot it has alone keeps to itself. */
 struct mm_malloc_slot {
 	/* 1 while the slot's exclusive owner is inside an API call on its
-	 * fast path. Written by that thread only; read by the others. */
-	_Alignas(64) atomic_uint in;
+	 * fast path. Written by that thread only; read by the others. As
+	 * wide as busy: a call's leave clears either through one pointer. */
+	_Alignas(64) atomic_ulong in;
 	/* Owners and flags (MM_SLOT_*). Updated atomically. */
 	atomic_uint state;
 	/* 0, or the token of the thread that holds the slot on the slow
 	 * path (slots.c, invariant 5); taken by compare-and-swap from 0,
-	 * so those holders take turns. */
-	atomic_uint busy;
+	 * so those holders take turns. 64 bits: a token is never reused
+	 * (until this version a 32-bit count wrapped after 2^32 threads,
+	 * and a thread took another's hold for its own). */
+	atomic_ulong busy;
 };
 
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
@@ -56,21 +59,21 @@ int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
  * nested; else the word for mm_malloc_leave, the late slot taken for it
  * (a signal handler that interrupted a fast entry before its state
  * check, the slot shared or fork's). */
-_Atomic unsigned *mm_malloc_enter_nested(void) MM_MALLOC_HIDDEN;
+_Atomic unsigned long *mm_malloc_enter_nested(void) MM_MALLOC_HIDDEN;
 /* The word mm_malloc_enter_nested returns when it took the late slot, and
  * the leave that gives it back and puts the thread's slot back. */
-extern _Atomic unsigned mm_malloc_lent_word MM_MALLOC_HIDDEN;
+extern _Atomic unsigned long mm_malloc_lent_word MM_MALLOC_HIDDEN;
 void mm_malloc_leave_lent(void) MM_MALLOC_HIDDEN;
 
 /* The slow path of mm_malloc_enter (held NULL): claims a slot on first
  * use, then takes busy and waits for the slot's exclusive owner to be out
  * (slots.c, "Algorithm"). Returns busy, now held. */
-_Atomic unsigned *mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
+_Atomic unsigned long *mm_malloc_enter_slow(void) MM_MALLOC_HIDDEN;
 
 /* mm_malloc_enter's fast half, for thread t whose fast slot is sl and
  * that is in no call: sl's in word, held; or NULL, holding nothing, if
  * the slot is shared or a fork is being prepared. */
-static inline __attribute__((always_inline)) _Atomic unsigned *
+static inline __attribute__((always_inline)) _Atomic unsigned long *
 mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
 {
 	/* held first: a signal handler's call in between finds it set, and
@@ -111,14 +114,14 @@ mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
  * from 8.1 to 2.8 ns in a model of the two paths (the same stores,
  * loads and checks around a trivial allocator).
  */
-static inline _Atomic unsigned *mm_malloc_enter(void)
+static inline _Atomic unsigned long *mm_malloc_enter(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	if (__builtin_expect(t->held != NULL, 0))
 		return mm_malloc_enter_nested();
 	struct mm_malloc_slot *sl = t->fast;
 	if (__builtin_expect(sl != NULL, 1)) {
-		_Atomic unsigned *in = mm_malloc_enter_fast(t, sl);
+		_Atomic unsigned long *in = mm_malloc_enter_fast(t, sl);
 		if (__builtin_expect(in != NULL, 1))
 			return in;
 	}
@@ -132,7 +135,7 @@ static inline _Atomic unsigned *mm_malloc_enter(void)
  * caller goes the long way (mm_malloc_enter). Inline with no call, so
  * that the caller's fast path saves no register.
  */
-static inline __attribute__((always_inline)) _Atomic unsigned *
+static inline __attribute__((always_inline)) _Atomic unsigned long *
 mm_malloc_try_enter(struct mm_malloc_thread *t)
 {
 	struct mm_malloc_slot *sl = t->fast;
@@ -144,7 +147,7 @@ mm_malloc_try_enter(struct mm_malloc_thread *t)
 /* Leaves a call entered by mm_malloc_try_enter (word: its slot's in, or
  * NULL): gives the slot up. */
 static inline __attribute__((always_inline)) void
-mm_malloc_leave_fast(_Atomic unsigned *word)
+mm_malloc_leave_fast(_Atomic unsigned long *word)
 {
 	if (word) {
 		/* held first: a signal handler's call in between takes the
@@ -157,7 +160,7 @@ mm_malloc_leave_fast(_Atomic unsigned *word)
 /* Leaves a call entered by mm_malloc_enter: the outermost call (word not
  * NULL) gives the slot up; a call that took the late slot gives it back
  * (mm_malloc_enter_nested). */
-static inline void mm_malloc_leave(_Atomic unsigned *word)
+static inline void mm_malloc_leave(_Atomic unsigned long *word)
 {
 	if (__builtin_expect(word == &mm_malloc_lent_word, 0))
 		mm_malloc_leave_lent();

@@ -78,7 +78,7 @@ void mm_malloc_fork_init(void)
 
 /* The forking thread's held from prepare to parent or child: its calls
  * meanwhile pass as nested (it holds every slot). Never written. */
-static _Atomic unsigned fork_nested;
+static _Atomic unsigned long fork_nested;
 
 /*
  * glibc's stdio list lock (exported since 2.2.5, undeclared in its

@@ -79,7 +79,7 @@ static void *fail(int err)
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
 	mm_malloc_leave(held);
 	if (__builtin_expect(!p, 0))
@@ -93,7 +93,7 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 static inline __attribute__((always_inline)) void *alloc_fast(size_t size)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	_Atomic unsigned *in;
+	_Atomic unsigned long *in;
 	if (__builtin_expect(size > SC_MAX_SIZE, 0) || mm_malloc_bg_wanted() ||
 	    __builtin_expect((in = mm_malloc_try_enter(t)) == NULL, 0))
 		return NULL;
@@ -113,7 +113,7 @@ API void *malloc(size_t size)
 
 static __attribute__((noinline)) void free_slow(void *p)
 {
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	spanheap_free(&mm_malloc_sh, p);
 	mm_malloc_leave(held);
 }
@@ -123,7 +123,7 @@ API void free(void *p)
 	if (!p)
 		return;
 	struct mm_malloc_thread *t = &mm_malloc_self;
-	_Atomic unsigned *in = mm_malloc_try_enter(t);
+	_Atomic unsigned long *in = mm_malloc_try_enter(t);
 	if (__builtin_expect(in != NULL, 1)) {
 		bool done = spanheap_free_held(&mm_malloc_sh, p,
 		                               (unsigned)t->slot_id);
@@ -161,7 +161,7 @@ static __attribute__((noinline)) void *calloc_slow(size_t total)
 	/* Small objects take the general path, then the memset MM_ZERO
 	 * would have done (which takes the long path). */
 	bool small = total <= SC_MAX_SIZE, lazy = total >= CALLOC_LAZY_MIN;
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, total,
 	                         small || lazy ? 0 : MM_ZERO);
 	mm_malloc_leave(held);
@@ -195,7 +195,7 @@ API void *realloc(void *p, size_t size)
 		free(p);
 		return NULL;
 	}
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	void *n = spanheap_realloc(&mm_malloc_sh, p, size, 0);
 	mm_malloc_leave(held);
 	if (!n)
@@ -219,12 +219,12 @@ API void *reallocarray(void *p, size_t n, size_t size)
 static void *alloc_aligned(size_t align, size_t size)
 {
 	if (align <= MIN_ALIGN) {
-		_Atomic unsigned *held = mm_malloc_enter();
+		_Atomic unsigned long *held = mm_malloc_enter();
 		void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
 		mm_malloc_leave(held);
 		return p;
 	}
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	/* The span heap takes powers of two up to a page and page
 	 * multiples above, so every power of two. */
 	void *p = spanheap_alloc_aligned(&mm_malloc_sh, size, align, 0);

@@ -45,7 +45,7 @@ static void info_read(struct info *in)
 	/* Inside a call, as the allocations are: a fork meanwhile waits for
 	 * it, so that no child inherits the heap's lock held by this
 	 * thread's walk. */
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	spanheap_stats(&mm_malloc_sh, &st);
 	mm_malloc_leave(held);
 	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages) *

@@ -78,6 +78,12 @@ enum mm_malloc_hook_point {
 extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
         __attribute__((visibility("default")));
 
+/* Sets the count this process's next thread token is made from
+ * (enter.c), so that a test can bring it to where a 32-bit count
+ * wrapped. Exported, for the test program to call. */
+void mm_malloc_test_set_next_token(unsigned long next)
+        __attribute__((visibility("default")));
+
 static inline void mm_malloc_hook(enum mm_malloc_hook_point where)
 {
 	void (*fn)(enum mm_malloc_hook_point) = mm_malloc_test_hook;

@@ -29,12 +29,12 @@ struct mm_malloc_thread {
 	/* While it is inside an API call, the word its outermost leave
 	 * clears (the slot's in or busy; during fork, a dummy); else NULL.
 	 * A call that finds it set is nested. */
-	_Atomic unsigned *held;
+	_Atomic unsigned long *held;
 	/* The outermost enter's word for a pin outside any call. */
-	_Atomic unsigned *pin_held;
+	_Atomic unsigned long *pin_held;
 	/* What it writes in a busy word it takes; 0 until its first slow
 	 * entry (malloc/slots.c, invariant 5). */
-	unsigned token;
+	unsigned long token;
 };
 
 extern _Thread_local struct mm_malloc_thread mm_malloc_self

@@ -137,7 +137,7 @@
  *   4. Nobody owns LATE_SLOT, so nobody takes it on the fast path.
  *   5. busy is 0 or its holder's token (held may be NULL while it is
  *      set: a fork from a signal handler tells its own hold by it,
- *      fork.c; tokens count threads, a wrap only makes such forks skip).
+ *      fork.c; a token is a 64-bit count, never made twice, enter.c).
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
  * stop, malloc_trim's release and fork. It is never taken holding a
@@ -377,7 +377,7 @@ static void slot_exit(void *arg)
 	int s = mm_malloc_self.slot_id;
 	if (s < 0 || s == MM_MALLOC_LATE_SLOT)
 		return;
-	_Atomic unsigned *held = mm_malloc_enter();
+	_Atomic unsigned long *held = mm_malloc_enter();
 	spanheap_flush_cache(&mm_malloc_sh);
 	mm_malloc_leave(held);
 	/* fast first, and kept first: a signal handler's call in between

@@ -242,3 +242,54 @@ int sharer_waits_for_fast_holder(void)
 	}
 	return 0;
 }
+
+/* ---- Two threads whose tokens a 32-bit count made equal ---------------- */
+
+static _Thread_local volatile bool calling;
+static atomic_bool caller_waited;
+
+static void in_token_window(enum mm_malloc_hook_point where)
+{
+	if (share_hook(where))
+		return;
+	if (calling && where == MM_MALLOC_HOOK_WAIT_BUSY) {
+		atomic_store(&caller_waited, true);
+		share_let_go();
+	}
+}
+
+/*
+ * A slow entry that finds its own token in its slot's busy word runs as
+ * nested in its own thread's hold (enter.c, enter_own_busy); fork skips
+ * its handlers then (fork.c, own_busy). The tokens came from a 32-bit
+ * count: the thread made after 2^32 others got this thread's token
+ * (the first, 1) again and, sharing its slot, its hold passed for this
+ * thread's own: this thread's call ran beside it. The count is set where
+ * a 32-bit one wraps before the sharer makes its token; this thread's
+ * call must wait for the sharer's busy (it is let go once it does).
+ */
+int token_wrap_keeps_threads_apart(void)
+{
+	free(malloc(16)); /* this thread's token: the process's first */
+	if (!mm_malloc_test_set_next_token)
+		return 2;
+	mm_malloc_test_hook = in_token_window;
+	if (share_prepare(true) != 0)
+		return 2;
+	mm_malloc_test_set_next_token(0xffffffffUL);
+	share_go();
+	while (!share_inside())
+		sched_yield();
+	calling = true;
+	void *p = malloc(24);
+	calling = false;
+	bool early = share_inside();
+	free(p);
+	share_end();
+	if (early || !atomic_load(&caller_waited)) {
+		fprintf(stderr, "a call ran while another thread held its slot "
+		                "(their tokens equal after the count wrapped)");
+		return 1;
+	}
+	return 0;
+}

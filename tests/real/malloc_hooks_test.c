@@ -364,6 +364,8 @@ static const struct {
          "MM_MALLOC_MEMBARRIER=0"},
         {"fork_beside_sharer", fork_beside_sharer, NULL},
         {"sharer_waits_for_fast_holder", sharer_waits_for_fast_holder, NULL},
+        {"token_wrap_keeps_threads_apart", token_wrap_keeps_threads_apart,
+         NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -16,6 +16,8 @@ extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
         __attribute__((weak));
 extern unsigned mm_malloc_threads(void) __attribute__((weak));
 extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
+extern void mm_malloc_test_set_next_token(unsigned long next)
+        __attribute__((weak));
 
 /* Scenarios: each runs in a fresh process and returns its exit status
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */
@@ -31,6 +33,7 @@ int signal_in_slow_entry(void);
 /* malloc_hooks_share.c: */
 int fork_beside_sharer(void);
 int sharer_waits_for_fast_holder(void);
+int token_wrap_keeps_threads_apart(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
