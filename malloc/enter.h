@@ -42,6 +42,10 @@ struct mm_malloc_slot {
 	 * (until this version a 32-bit count wrapped after 2^32 threads,
 	 * and a thread took another's hold for its own). */
 	atomic_ulong busy;
+	/* The thread that claimed the slot alone (0 -> 1): its process and
+	 * kernel thread ids, (pid << 32) | tid; 0 once it gave the slot back,
+	 * or if unknown. Taken over by compare-and-swap (slots.c, "claim"). */
+	atomic_ullong owner;
 };
 
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;

@@ -219,7 +219,12 @@ static void release_child(bool stdio)
 		atomic_store(&sl->state, own && s == me ? MM_SLOT_ONE : 0);
 		atomic_store(&sl->in, 0);
 		atomic_store(&sl->busy, 0);
+		atomic_store(&sl->owner, 0);
 	}
+	/* Its ids are the child's now (the parent's would pass for a
+	 * thread gone, whose slot a claim takes over). */
+	if (own)
+		mm_malloc_owner_set(me);
 	/* Registration is the process's: say it again for this one. */
 	if (mm_malloc_fences &&
 	    mm_malloc_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) !=

@@ -113,6 +113,9 @@ void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
+/* Records this thread as slot s's one owner (its owner word), which a
+ * later claim may take over once this thread is gone (slots.c). */
+void mm_malloc_owner_set(int s) MM_MALLOC_HIDDEN;
 /* Blocks every signal in this thread, keeping its mask in *old, for a
  * window in which a handler's call must not run (slots.c); restores it.
  * Neither allocates nor changes errno. */

@@ -35,7 +35,14 @@
  *   claim      On first use a thread claims a slot nobody owns (owners
  *              0 -> 1 by compare-and-swap on state, whatever the flag):
  *              it owns it alone and, if fences, may take the fast path.
- *              When all are owned it shares the least-owned one: adds
+ *              A claim alone records the thread's ids in the slot's
+ *              owner word. When all are owned it first takes over a slot
+ *              whose one owner is a thread gone without giving it back
+ *              (its first call came in glibc's last round of key
+ *              destructors, too late for the exit key's to run; or no
+ *              key): owner from its ids to its own by compare-and-swap
+ *              (slot_take_over), the count unchanged, the slot's cache
+ *              kept. Else it shares the least-owned one: adds
  *              itself to state (the fast path's state == MM_SLOT_ONE no
  *              longer holds), then calls membarrier(), then uses the
  *              slot, always on the slow path. The claim runs with every
@@ -69,7 +76,8 @@
  *              busy, for ever).
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
- *              to LATE_SLOT on the slow path, and then drops its
+ *              to LATE_SLOT on the slow path, clears the owner word if
+ *              it is still its own, and then drops its
  *              ownership, so a later thread claims the slot and thousands
  *              of short-lived threads leave nothing behind. A free()
  *              during the rest of the thread's teardown (later keys'
@@ -127,9 +135,9 @@
  * every call is the compare-and-swap (CAS) of busy ("exchange" mode).
  *
  * Invariants.
- *   1. Only a thread that owns a slot alone (claimed by 0 -> 1, or a
- *      fork child's only thread) has fast set to it and writes its in,
- *      and only while it owns it.
+ *   1. Only a thread that owns a slot alone (claimed by 0 -> 1, taken
+ *      over from a thread gone, or a fork child's only thread) has fast
+ *      set to it and writes its in, and only while it owns it.
  *   2. A thread that shares a slot called membarrier() after adding
  *      itself to state and before its first call on the slot.
  *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
@@ -138,6 +146,10 @@
  *   5. busy is 0 or its holder's token (held may be NULL while it is
  *      set: a fork from a signal handler tells its own hold by it,
  *      fork.c; a token is a 64-bit count, never made twice, enter.c).
+ *   6. A slot's owner word is 0, the ids of a thread counted in its
+ *      state, or those of another process (a child made without the
+ *      fork handlers), never taken over; taken over only once the kernel
+ *      has no thread by them.
  *
  * Locking: ctl_lock (a pthread mutex) serialises background start and
  * stop, malloc_trim's release and fork. It is never taken holding a
@@ -149,8 +161,11 @@
  * one of its own API calls re-enters the heap without exclusion from that
  * call (glibc would deadlock there instead), though never beside another
  * thread's call in the slot ("nested"): malloc is not async-signal-safe. 63
- * slots for live threads (one is LATE_SLOT). An owner left alone after
- * sharing keeps the slow path if it joined as a sharer. A seccomp filter
+ * slots for live threads (one is LATE_SLOT). A thread that shares a slot
+ * and is gone without giving its share back (first call in the last key
+ * round, every slot owned) leaves it counted. A take-over costs a
+ * tgkill(2) a slot, made only when every slot is owned. An owner left alone
+ * after sharing keeps the slow path if it joined as a sharer. A seccomp filter
  * that kills the process on membarrier(2), rather than failing it, kills
  * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).
  * Sharing costs a membarrier() per thread that joins a slot, fork one
@@ -319,6 +334,46 @@ static int slot_set(unsigned i, bool fast)
 	return (int)i;
 }
 
+/* This thread's word in the owner of the slot it claimed alone, which
+ * its exit clears; 0 if it owns none alone. */
+static _Thread_local unsigned long long self_owner;
+
+void mm_malloc_owner_set(int s)
+{
+	self_owner = (unsigned long long)getpid() << 32 | (uint32_t)gettid();
+	atomic_store(&mm_malloc_slots[s].owner, self_owner);
+}
+
+/*
+ * Takes over slot i from its one owner if that is a thread of this
+ * process that is gone (see "claim"); returns true if this thread owns
+ * it now, in its place. The owner ran its last call to the end: in and
+ * busy are 0, stored with release by its last leave, and these acquire
+ * loads read them (the thread is gone: nothing stores after). The cache
+ * is the slot's, not the thread's: the new owner goes on with it. A
+ * thread id may be reused: a live thread with the owner's id keeps the
+ * slot owned, never the reverse (the kernel finds no thread by an id
+ * only once its thread has run its last instruction). Changes errno.
+ */
+static bool slot_take_over(unsigned i, pid_t pid)
+{
+	struct mm_malloc_slot *sl = &mm_malloc_slots[i];
+	unsigned long long was = atomic_load(&sl->owner);
+	if (was == 0 || was >> 32 != (uint32_t)pid ||
+	    (atomic_load(&sl->state) & ~MM_SLOT_FORK) != MM_SLOT_ONE ||
+	    atomic_load(&sl->in) != 0 || atomic_load(&sl->busy) != 0)
+		return false;
+	if (syscall(SYS_tgkill, pid, (pid_t)(uint32_t)was, 0) == 0 ||
+	    errno != ESRCH)
+		return false;
+	unsigned long long me =
+	        (unsigned long long)pid << 32 | (uint32_t)gettid();
+	if (!atomic_compare_exchange_strong(&sl->owner, &was, me))
+		return false;
+	self_owner = me;
+	return true;
+}
+
 /* Claims a slot for this thread (see "claim" above) and sets its index
  * and fast; returns its index. */
 static int slot_claim(void)
@@ -330,9 +385,19 @@ static int slot_claim(void)
 		unsigned v = atomic_load_explicit(st, memory_order_relaxed);
 		while (v < MM_SLOT_ONE)
 			if (atomic_compare_exchange_weak(st, &v,
-			                                 v + MM_SLOT_ONE))
+			                                 v + MM_SLOT_ONE)) {
+				mm_malloc_owner_set((int)i);
 				return slot_set(i, mm_malloc_fences);
+			}
 	}
+	int saved_errno = errno;
+	pid_t pid = getpid();
+	for (unsigned i = 0; i < MM_MALLOC_LATE_SLOT; i++)
+		if (slot_take_over(i, pid)) {
+			errno = saved_errno;
+			return slot_set(i, mm_malloc_fences);
+		}
+	errno = saved_errno;
 	unsigned best = start % MM_MALLOC_LATE_SLOT, least = UINT32_MAX;
 	for (unsigned i = 0; i < MM_MALLOC_LATE_SLOT; i++) {
 		unsigned n = atomic_load_explicit(&mm_malloc_slots[i].state,
@@ -386,5 +451,11 @@ static void slot_exit(void *arg)
 	mm_malloc_self.fast = NULL;
 	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
+	/* Not to be taken over (this thread is alive until it drops its
+	 * count): cleared before, and only if it is still this thread's. */
+	unsigned long long me = self_owner;
+	if (me)
+		atomic_compare_exchange_strong(&mm_malloc_slots[s].owner, &me,
+		                               0);
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }

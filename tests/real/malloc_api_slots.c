@@ -4,6 +4,7 @@
  * (malloc_api_test.h).
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
@@ -305,5 +306,77 @@ const char *test_exit_late(void)
 		pthread_join(sl[i], NULL);
 	CHECK(!err, "%s", err);
 	CHECK(late_bad == 0, "%u objects changed while live", late_bad);
+	return NULL;
+}
+
+/* ---- A thread whose first allocation is in glibc's last key round ------ */
+
+static pthread_key_t round_key;
+
+/* Sets itself again until glibc's last round of key destructors
+ * (PTHREAD_DESTRUCTOR_ITERATIONS), and allocates only then. */
+static void allocate_in_last_round(void *arg)
+{
+	uintptr_t round = (uintptr_t)arg;
+	if (round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+		pthread_setspecific(round_key, (void *)(round + 1));
+		return;
+	}
+	free(malloc(16)); /* this thread's first call: claims a slot */
+}
+
+static void *last_round_thread(void *arg)
+{
+	*(pid_t *)arg = gettid();
+	pthread_setspecific(round_key, (void *)1); /* allocates nothing */
+	return NULL;
+}
+
+/* 100 such threads one after another, each gone (from the kernel too)
+ * before the next starts; then a thread that allocates at once. */
+static void last_round_child(void)
+{
+	if (pthread_key_create(&round_key, allocate_in_last_round) != 0)
+		_exit(2);
+	for (int i = 0; i < 100; i++) {
+		pid_t tid = 0;
+		pthread_t t;
+		if (pthread_create(&t, NULL, last_round_thread, &tid) != 0 ||
+		    pthread_join(t, NULL) != 0)
+			_exit(2);
+		while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
+			sched_yield();
+	}
+	pthread_t t;
+	if (pthread_create(&t, NULL, sleeper, NULL) != 0)
+		_exit(2);
+	while (sleepers_ready < 1)
+		sched_yield();
+	unsigned owners = threads_owned();
+	sleepers_go = true;
+	pthread_join(t, NULL);
+	if (owners > 63) {
+		fprintf(stderr,
+		        "%u owners of 63 slots with two threads alive: the "
+		        "slots of threads that claimed them in their last "
+		        "key round stayed owned",
+		        owners);
+		_exit(1);
+	}
+}
+
+/* A thread's first allocation in glibc's last round of key destructors
+ * claims a slot, and registers for the exit key too late for its
+ * destructor to run: the slot stayed owned, and after 63 such threads
+ * every later thread shared a slot, on the slow path. Run in a child:
+ * one thread, every other slot free (the fork handlers). */
+const char *test_last_round_claim(void)
+{
+	char out[512];
+	sleepers_go = false;
+	sleepers_ready = 0;
+	int st = in_child(last_round_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
 	return NULL;
 }

@@ -242,6 +242,7 @@ int main(int argc, char **argv)
 	        {"fork_shared", test_fork_shared},
 	        {"exchange_mode", test_exchange_mode},
 	        {"exit_late", test_exit_late},
+	        {"last_round_claim", test_last_round_claim},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
 	        {"realloc_background", test_realloc_background},

@@ -89,6 +89,7 @@ const char *test_fork_stress(void);
 const char *test_fork_shared(void);
 const char *test_exchange_mode(void);
 const char *test_exit_late(void);
+const char *test_last_round_claim(void);
 const char *test_misuse(void);
 const char *test_background(void);
 const char *test_realloc_background(void);
