@@ -56,6 +56,7 @@ static void wait_no_fork(struct mm_malloc_slot *sl)
  * 64-bit count, which no process runs through (at 10^9 threads a second,
  * 584 years), so no two threads ever have the same. */
 static atomic_ulong next_token;
+_Static_assert(sizeof(unsigned long) >= 8, "a token's count must not wrap");
 static unsigned long thread_token(void)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;

@@ -48,6 +48,9 @@ struct mm_malloc_slot {
 	atomic_ullong owner;
 };
 
+_Static_assert(sizeof(struct mm_malloc_slot) == 64,
+               "a slot is one cache line, its owner's alone");
+
 extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 
 /* The slot of threads past their exit (slots.c, "exit"); never owned. */
