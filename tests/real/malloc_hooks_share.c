@@ -159,15 +159,22 @@ int fork_beside_sharer(void)
 	forking = false;
 	bool early = share_inside();
 	share_end();
+	return fork_verdict("_Fork", pid, early, atomic_load(&fork_waited),
+	                    "another thread was inside its slot (it shares "
+	                    "it), without the fork handlers");
+}
+
+int fork_verdict(const char *call, int pid, bool early, bool waited,
+                 const char *why)
+{
 	int st = -1;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0) {
-		fprintf(stderr, "_Fork or its child failed (status %#x)", st);
+		fprintf(stderr, "%s or its child failed (status %#x)", call,
+		        st);
 		return 2;
 	}
-	if (early || !atomic_load(&fork_waited)) {
-		fprintf(stderr,
-		        "_Fork returned while another thread was inside its "
-		        "slot (it shares it), without the fork handlers");
+	if (early || !waited) {
+		fprintf(stderr, "%s returned while %s", call, why);
 		return 1;
 	}
 	return 0;

@@ -170,17 +170,9 @@ static int fork_waits_for_fast_holder(void)
 	bool early = atomic_load(&holder_inside);
 	atomic_store(&holder_let_go, true);
 	pthread_join(t, NULL);
-	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0) {
-		fprintf(stderr, "fork or its child failed (status %#x)", st);
-		return 2;
-	}
-	if (early || !atomic_load(&taker_waited)) {
-		fprintf(stderr,
-		        "fork returned while a thread was inside its fast "
-		        "path, without waiting for it (in)");
-		return 1;
-	}
-	return 0;
+	return fork_verdict("fork", pid, early, atomic_load(&taker_waited),
+	                    "a thread was inside its fast path, without "
+	                    "waiting for it (in)");
 }
 
 /* ---- A late call of an exited thread while its slot's new owner is in --- */

@@ -52,4 +52,11 @@ bool share_inside(void);
 void share_let_go(void);
 void share_end(void);
 
+/* A fork scenario's verdict: 2 if the child pid (what the fork call
+ * named returned) failed or was not had, 1 (saying why) if the fork
+ * returned early, while the other thread was inside, or without the
+ * wait it had to make (waited), else 0. */
+int fork_verdict(const char *call, int pid, bool early, bool waited,
+                 const char *why);
+
 #endif
