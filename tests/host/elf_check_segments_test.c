@@ -10,31 +10,15 @@
 
 KTEST(elf, offset_plus_filesz_overflow)
 {
-	static const uint64_t offs[] = {UINT64_MAX - 4, UINT64_MAX,
-	                                IMAGE_SIZE + 1, IMAGE_SIZE - 1};
-
-	for (unsigned i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
-		struct image im;
-		struct elf64_phdr data;
-
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_offset = offs[i];
-		put_phdr(&im, 1, &data);
-		EXPECT_REJECT(&im, "truncated (extends past end of file)", 1);
-	}
+	EXPECT_EACH(PFIELD(1, p_offset), "truncated (extends past end of file)",
+	            1, UINT64_MAX - 4, UINT64_MAX, IMAGE_SIZE + 1,
+	            IMAGE_SIZE - 1);
 }
 
 KTEST(elf, filesz_above_memsz)
 {
-	struct image im;
-	struct elf64_phdr text;
-
-	build_valid(&im);
-	text = get_phdr(&im, 0);
-	text.p_memsz = text.p_filesz - 1;
-	put_phdr(&im, 0, &text);
-	EXPECT_REJECT(&im, "file size larger than memory size", 0);
+	EXPECT_EACH(PFIELD(0, p_memsz), "file size larger than memory size", 0,
+	            TEXT_SIZE - 1);
 }
 
 KTEST(elf, vaddr_plus_memsz_overflow)
@@ -42,11 +26,8 @@ KTEST(elf, vaddr_plus_memsz_overflow)
 	struct image im;
 	struct elf64_phdr data;
 
-	build_valid(&im);
-	data = get_phdr(&im, 1);
-	data.p_memsz = UINT64_MAX;
-	put_phdr(&im, 1, &data);
-	EXPECT_REJECT(&im, "address range wraps around", 1);
+	EXPECT_EACH(PFIELD(1, p_memsz), "address range wraps around", 1,
+	            UINT64_MAX);
 
 	/* Ends just below 2^64: rounding the end up to a page would wrap. */
 	build_valid(&im);
@@ -59,20 +40,9 @@ KTEST(elf, vaddr_plus_memsz_overflow)
 
 KTEST(elf, segment_outside_window)
 {
-	static const uint64_t vaddrs[] = {
-	        WIN_BASE - 0x1000,        WIN_BASE - 1, WIN_LIMIT,
-	        WIN_LIMIT - DATA_MEM + 1, 0x100000,     0};
-
-	for (unsigned i = 0; i < sizeof(vaddrs) / sizeof(vaddrs[0]); i++) {
-		struct image im;
-		struct elf64_phdr data;
-
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_vaddr = vaddrs[i];
-		put_phdr(&im, 1, &data);
-		EXPECT_REJECT(&im, "outside the kernel window", 1);
-	}
+	EXPECT_EACH(PFIELD(1, p_vaddr), "outside the kernel window", 1,
+	            WIN_BASE - 0x1000, WIN_BASE - 1, WIN_LIMIT,
+	            WIN_LIMIT - DATA_MEM + 1, 0x100000, 0);
 }
 
 KTEST(elf, segment_touching_window_edges_accepted)
@@ -102,47 +72,22 @@ KTEST(elf, segment_touching_window_edges_accepted)
 
 KTEST(elf, overlapping_segments)
 {
-	static const uint64_t vaddrs[] = {TEXT_VADDR,
-	                                  TEXT_VADDR + TEXT_SIZE - 1,
-	                                  TEXT_VADDR - DATA_MEM + 1};
-
-	for (unsigned i = 0; i < sizeof(vaddrs) / sizeof(vaddrs[0]); i++) {
-		struct image im;
-		struct elf64_phdr data;
-
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_vaddr = vaddrs[i];
-		put_phdr(&im, 1, &data);
-		EXPECT_REJECT(&im, "overlaps an earlier segment", 1);
-	}
+	EXPECT_EACH(PFIELD(1, p_vaddr), "overlaps an earlier segment", 1,
+	            TEXT_VADDR, TEXT_VADDR + TEXT_SIZE - 1,
+	            TEXT_VADDR - DATA_MEM + 1);
 }
 
 /* Segments may share a page as long as their bytes do not overlap. */
 KTEST(elf, adjacent_segments_accepted)
 {
-	static const uint64_t vaddrs[] = {TEXT_VADDR + TEXT_SIZE,
-	                                  TEXT_VADDR - DATA_MEM};
-
-	for (unsigned i = 0; i < sizeof(vaddrs) / sizeof(vaddrs[0]); i++) {
-		struct image im;
-		struct elf_image out;
-		const char *why;
-		struct elf64_phdr data;
-
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_vaddr = vaddrs[i];
-		put_phdr(&im, 1, &data);
-		KEXPECT_EQ(check(&im, &out, &why), 0);
-	}
+	EXPECT_EACH(PFIELD(1, p_vaddr), NULL, -1, TEXT_VADDR + TEXT_SIZE,
+	            TEXT_VADDR - DATA_MEM);
 }
 
 KTEST(elf, no_pt_load)
 {
 	struct image im;
 	struct elf64_phdr ph;
-	struct elf64_ehdr eh;
 
 	build_valid(&im);
 	for (unsigned i = 0; i < 2; i++) {
@@ -152,11 +97,7 @@ KTEST(elf, no_pt_load)
 	}
 	EXPECT_REJECT(&im, "no PT_LOAD segment", -1);
 
-	build_valid(&im);
-	eh = get_ehdr(&im);
-	eh.e_phnum = 0;
-	put_ehdr(&im, &eh);
-	EXPECT_REJECT(&im, "no PT_LOAD segment", -1);
+	EXPECT_EACH(EFIELD(e_phnum), "no PT_LOAD segment", -1, 0);
 
 	/* A PT_LOAD that loads nothing does not count. */
 	build_valid(&im);
@@ -202,26 +143,13 @@ KTEST(elf, empty_pt_load_ignored)
 
 KTEST(elf, entry_outside_executable_segment)
 {
-	static const uint64_t entries[] = {
-	        DATA_VADDR,                 /* in a non-executable segment */
-	        TEXT_VADDR + TEXT_SIZE,     /* one past the text */
-	        TEXT_VADDR - 1,             /* just below it */
-	        DATA_VADDR + DATA_MEM + 16, /* in no segment */
-	        0,
-	};
-
-	for (unsigned i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
-		struct image im;
-		struct elf64_ehdr eh;
-
-		build_valid(&im);
-		eh = get_ehdr(&im);
-		eh.e_entry = entries[i];
-		put_ehdr(&im, &eh);
-		EXPECT_REJECT(&im,
-		              "entry point not inside an executable segment",
-		              -1);
-	}
+	EXPECT_EACH(EFIELD(e_entry),
+	            "entry point not inside an executable segment", -1,
+	            DATA_VADDR,             /* in a non-executable segment */
+	            TEXT_VADDR + TEXT_SIZE, /* one past the text */
+	            TEXT_VADDR - 1,         /* just below it */
+	            DATA_VADDR + DATA_MEM + 16, /* in no segment */
+	            0);
 }
 
 /* An entry in the zero-filled part of an executable segment (past its
@@ -309,26 +237,8 @@ KTEST(elf, empty_window)
  * are still accepted. */
 KTEST(elf, alignment_not_a_power_of_two)
 {
-	static const uint64_t bad[] = {3, 0x1001, 0x3000, UINT64_MAX};
-	static const uint64_t good[] = {0, 1, 2, 0x200000, 1ull << 63};
-	struct image im;
-	struct elf64_phdr data;
-
-	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_align = bad[i];
-		put_phdr(&im, 1, &data);
-		EXPECT_REJECT(&im, "alignment is not a power of two", 1);
-	}
-	for (unsigned i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		struct elf_image out;
-		const char *why;
-
-		build_valid(&im);
-		data = get_phdr(&im, 1);
-		data.p_align = good[i];
-		put_phdr(&im, 1, &data);
-		KEXPECT_EQ(check(&im, &out, &why), 0);
-	}
+	EXPECT_EACH(PFIELD(1, p_align), "alignment is not a power of two", 1, 3,
+	            0x1001, 0x3000, UINT64_MAX);
+	EXPECT_EACH(PFIELD(1, p_align), NULL, -1, 0, 1, 2, 0x200000,
+	            1ull << 63);
 }

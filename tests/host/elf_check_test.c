@@ -120,107 +120,52 @@ KTEST(elf, wrong_magic)
 
 KTEST(elf, elfclass32)
 {
-	struct image im;
-
-	build_valid(&im);
-	im.bytes[ELF_EI_CLASS] = 1;
-	EXPECT_REJECT(&im, "not an ELF64 file (wrong class)", -1);
+	EXPECT_EACH(IDENT(ELF_EI_CLASS), "not an ELF64 file (wrong class)", -1,
+	            1);
 }
 
 KTEST(elf, big_endian)
 {
-	struct image im;
-
-	build_valid(&im);
-	im.bytes[ELF_EI_DATA] = 2;
-	EXPECT_REJECT(&im, "not a little-endian ELF file", -1);
+	EXPECT_EACH(IDENT(ELF_EI_DATA), "not a little-endian ELF file", -1, 2);
 }
 
 KTEST(elf, bad_version)
 {
-	struct image im;
-	struct elf64_ehdr eh;
-
-	build_valid(&im);
-	im.bytes[ELF_EI_VERSION] = 2;
-	EXPECT_REJECT(&im, "unsupported ELF version", -1);
-
-	build_valid(&im);
-	eh = get_ehdr(&im);
-	eh.e_version = 0;
-	put_ehdr(&im, &eh);
-	EXPECT_REJECT(&im, "unsupported ELF version", -1);
+	EXPECT_EACH(IDENT(ELF_EI_VERSION), "unsupported ELF version", -1, 2);
+	EXPECT_EACH(EFIELD(e_version), "unsupported ELF version", -1, 0);
 }
 
 KTEST(elf, wrong_machine)
 {
-	struct image im;
-	struct elf64_ehdr eh;
-
-	build_valid(&im);
-	eh = get_ehdr(&im);
-	eh.e_machine = 3; /* EM_386 */
-	put_ehdr(&im, &eh);
-	EXPECT_REJECT(&im, "not an x86_64 executable (wrong machine)", -1);
+	EXPECT_EACH(EFIELD(e_machine),
+	            "not an x86_64 executable (wrong machine)", -1,
+	            3 /* EM_386 */);
 }
 
 KTEST(elf, et_dyn)
 {
-	struct image im;
-	struct elf64_ehdr eh;
-
-	build_valid(&im);
-	eh = get_ehdr(&im);
-	eh.e_type = ELF_ET_DYN;
-	put_ehdr(&im, &eh);
-	EXPECT_REJECT(&im, "not a static executable (type is not ET_EXEC)", -1);
+	EXPECT_EACH(EFIELD(e_type),
+	            "not a static executable (type is not ET_EXEC)", -1,
+	            ELF_ET_DYN);
 }
 
 KTEST(elf, bad_phentsize)
 {
-	static const uint16_t sizes[] = {0, 32, 55, 57, 64};
-
-	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		struct image im;
-		struct elf64_ehdr eh;
-
-		build_valid(&im);
-		eh = get_ehdr(&im);
-		eh.e_phentsize = sizes[i];
-		put_ehdr(&im, &eh);
-		EXPECT_REJECT(&im, "bad program header entry size", -1);
-	}
+	EXPECT_EACH(EFIELD(e_phentsize), "bad program header entry size", -1, 0,
+	            32, 55, 57, 64);
 }
 
 KTEST(elf, phdr_table_past_eof)
 {
-	static const uint64_t offs[] = {IMAGE_SIZE - 56 * NPHDR + 1, IMAGE_SIZE,
-	                                IMAGE_SIZE + 1, UINT64_MAX - 8,
-	                                UINT64_MAX};
-
-	for (unsigned i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
-		struct image im;
-		struct elf64_ehdr eh;
-
-		build_valid(&im);
-		eh = get_ehdr(&im);
-		eh.e_phoff = offs[i];
-		put_ehdr(&im, &eh);
-		EXPECT_REJECT(&im,
-		              "truncated (program header table extends past "
-		              "end of file)",
-		              -1);
-	}
+	EXPECT_EACH(EFIELD(e_phoff),
+	            "truncated (program header table extends past end of "
+	            "file)",
+	            -1, IMAGE_SIZE - 56 * NPHDR + 1, IMAGE_SIZE, IMAGE_SIZE + 1,
+	            UINT64_MAX - 8, UINT64_MAX);
 }
 
 KTEST(elf, pn_xnum_rejected)
 {
-	struct image im;
-	struct elf64_ehdr eh;
-
-	build_valid(&im);
-	eh = get_ehdr(&im);
-	eh.e_phnum = ELF_PN_XNUM;
-	put_ehdr(&im, &eh);
-	EXPECT_REJECT(&im, "too many program headers", -1);
+	EXPECT_EACH(EFIELD(e_phnum), "too many program headers", -1,
+	            ELF_PN_XNUM);
 }

@@ -11,6 +11,7 @@
 #include "../../boot/elf_check.h"
 #include "../../kernel/ktest.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,5 +128,58 @@ static inline int check(const struct image *im, struct elf_image *out,
 			KEXPECT_STREQ(why_, want);       \
 		KEXPECT_EQ(out_.bad_phdr, want_phdr);    \
 	} while (0)
+
+/* A field of the reference image: its byte offset and width. */
+struct field {
+	size_t at, width;
+};
+#define EFIELD(f)                                       \
+	((struct field){offsetof(struct elf64_ehdr, f), \
+	                sizeof(((struct elf64_ehdr *)0)->f)})
+#define PFIELD(i, f)                                            \
+	((struct field){64 + (i) * sizeof(struct elf64_phdr) +  \
+	                        offsetof(struct elf64_phdr, f), \
+	                sizeof(((struct elf64_phdr *)0)->f)})
+#define IDENT(i) ((struct field){(i), 1})
+
+/* For each value: the reference image with the field set to it (little
+ * endian, cut to the field's width) must be refused for why, naming
+ * program header phdr (-1: the file as a whole); with why NULL, accepted.
+ * A failure names the caller's line and the value. */
+static inline void expect_each(struct field f, const uint64_t *vals, size_t n,
+                               const char *why, int phdr, const char *file,
+                               int line)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct image im;
+		struct elf_image out;
+		const char *got = NULL;
+		int r;
+
+		build_valid(&im);
+		for (size_t b = 0; b < f.width; b++)
+			im.bytes[f.at + b] =
+			        (unsigned char)(vals[i] >> (8 * b));
+		r = check(&im, &out, &got);
+		if (why ? r == -1 && got && strcmp(got, why) == 0 &&
+		                    out.bad_phdr == phdr
+		        : r == 0)
+			continue;
+		ktest_fail_at(file, line,
+		              "field at byte %zu = 0x%llx: %s (header %d), "
+		              "expected %s (header %d)",
+		              f.at, (unsigned long long)vals[i],
+		              r == 0 ? "accepted"
+		              : got  ? got
+		                     : "no reason",
+		              r == 0 ? -1 : out.bad_phdr,
+		              why ? why : "accepted", why ? phdr : -1);
+	}
+}
+#define EXPECT_EACH(f, why, phdr, ...)                        \
+	expect_each(f, (const uint64_t[]){__VA_ARGS__},       \
+	            sizeof((const uint64_t[]){__VA_ARGS__}) / \
+	                    sizeof(uint64_t),                 \
+	            why, phdr, __FILE__, __LINE__)
 
 #endif
