@@ -93,4 +93,16 @@ static inline bool mh_all_bytes(const void *p, size_t n, unsigned char v)
 	return true;
 }
 
+/* The page counts and growths of two statistics are equal: a refused or
+ * failed call changed nothing. */
+static inline bool same_stats(const struct mheap_stats *a,
+                              const struct mheap_stats *b)
+{
+	return a->grown_pages == b->grown_pages &&
+	       a->in_use_pages == b->in_use_pages &&
+	       a->free_backed_pages == b->free_backed_pages &&
+	       a->free_scav_pages == b->free_scav_pages &&
+	       a->n.grows == b->n.grows;
+}
+
 #endif
