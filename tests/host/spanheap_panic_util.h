@@ -9,6 +9,7 @@
 #define TESTS_HOST_SPANHEAP_PANIC_UTIL_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../../mm/spanheap.h"
@@ -52,5 +53,32 @@ sh_check_panics(struct spanheap *sh)
 			ktest_fail_at(__FILE__, __LINE__, "%s: %s", (what), \
 			              mm_port_last_panic());                \
 	} while (0)
+
+/*
+ * Runs stmt expecting a panic whose message holds what and names ptr (as
+ * %p prints it), then leaves any pin the panic abandoned.
+ */
+#define EXPECT_MISUSE(stmt, what, ptr)                                \
+	do {                                                          \
+		bool fired_ = MM_PORT_PANICS(stmt);                   \
+		sh_unpin_after_panic();                               \
+		sh_expect_message(__FILE__, __LINE__, fired_, (what), \
+		                  (const void *)(ptr));               \
+	} while (0)
+
+static inline void sh_expect_message(const char *file, int line, bool fired,
+                                     const char *what, const void *ptr)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "%p", ptr);
+	const char *msg = mm_port_last_panic();
+	if (!fired)
+		ktest_fail_at(file, line, "no panic (wanted \"%s\" for %s)",
+		              what, name);
+	else if (!strstr(msg, what) || !strstr(msg, name))
+		ktest_fail_at(file, line,
+		              "panic \"%s\" does not say \"%s\" and %s", msg,
+		              what, name);
+}
 
 #endif
