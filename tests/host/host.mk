@@ -57,7 +57,7 @@ FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
-	tests/host/spanheap_harness_check.c \
+	tests/host/spanheap_harness_check.c tests/host/spanheap_harness_model.c \
 	tests/host/fuzz/spanheap_fuzz.c
 FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c

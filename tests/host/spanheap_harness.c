@@ -1,8 +1,10 @@
 /*
  * tests/host/spanheap_harness.c: runs operations on a real span heap and
  * checks each against the model of live objects; see spanheap_harness.h
- * for the model and the list of checks. The misuse operations and the
- * checks of the whole heap are in spanheap_harness_check.c.
+ * for the model and the list of checks. The model itself (what a new
+ * object must be, its fill, what is live) is spanheap_harness_model.c's;
+ * the misuse operations and the checks of the whole heap are
+ * spanheap_harness_check.c's.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,8 +16,7 @@
 #include "spanheap_harness_internal.h"
 #include "spanheap_test_util.h"
 
-#define PG   MM_PAGE_SIZE
-#define GRAN 16 /* bytes per granule bit */
+#define PG MM_PAGE_SIZE
 
 static const char *const op_names[SHH_NOPS] = {
         [SHH_ALLOC] = "alloc",     [SHH_ALIGNED] = "aligned",
@@ -25,183 +26,6 @@ static const char *const op_names[SHH_NOPS] = {
         [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
         [SHH_CHECK] = "check",     [SHH_DOUBLE_FREE] = "double free",
 };
-
-__attribute__((format(printf, 2, 3))) bool shh_fail(struct spanheap_harness *h,
-                                                    const char *fmt, ...)
-{
-	va_list ap;
-	int n = snprintf(h->err, sizeof(h->err),
-	                 "step %lu (CPU %u): ", h->steps, h->cpu);
-	va_start(ap, fmt);
-	vsnprintf(h->err + n, sizeof(h->err) - (size_t)n, fmt, ap);
-	va_end(ap);
-	return false;
-}
-
-/* splitmix64's finaliser: independent bits from one argument. */
-uint64_t shh_mix(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* ---- The granule bitmap -------------------------------------------------- */
-
-/* Sets (on) or clears the bits of granules [g, g + n), or (test) returns
- * false if one of them is set. */
-static bool granules(struct spanheap_harness *h, size_t g, size_t n, bool test,
-                     bool on)
-{
-	for (size_t end = g + n; g < end;) {
-		size_t bit = g % 64,
-		       len = end - g < 64 - bit ? end - g : 64 - bit;
-		uint64_t mask =
-		        (len == 64 ? ~(uint64_t)0 : (((uint64_t)1 << len) - 1))
-		        << bit;
-		uint64_t *w = &h->granules[g / 64];
-		if (test && (*w & mask))
-			return false;
-		if (!test)
-			*w = on ? *w | mask : *w & ~mask;
-		g += len;
-	}
-	return true;
-}
-
-static size_t granule_of(const struct spanheap_harness *h, uintptr_t a)
-{
-	return (a - h->heap.arena_base) / GRAN;
-}
-
-/* ---- Contents ------------------------------------------------------------ */
-
-/* The offset of the first byte of [p, p + n) that is not v, or n. */
-static size_t first_not(const void *p, size_t n, uint8_t v)
-{
-	const uint8_t *c = p;
-	size_t i = 0;
-	uint64_t word = 0x0101010101010101ull * v;
-	for (; i < n && ((uintptr_t)(c + i) % 8); i++)
-		if (c[i] != v)
-			return i;
-	for (; i + 8 <= n; i += 8)
-		if (*(const uint64_t *)(c + i) != word)
-			break;
-	for (; i < n; i++)
-		if (c[i] != v)
-			return i;
-	return n;
-}
-
-bool shh_verify(struct spanheap_harness *h, const struct shh_obj *o)
-{
-	size_t off = first_not((void *)o->p, o->usable, o->fill);
-	if (off == o->usable)
-		return true;
-	return shh_fail(
-	        h,
-	        "object %#lx (%zu bytes asked, %zu usable) overwritten: "
-	        "byte %zu is %#x, not %#x",
-	        (unsigned long)o->p, o->size, o->usable, off,
-	        ((uint8_t *)o->p)[off], o->fill);
-}
-
-/* ---- The model ----------------------------------------------------------- */
-
-/* The span holding a, with its class (0: large). NULL if none. */
-static struct mspan *span_at(struct spanheap_harness *h, uintptr_t a)
-{
-	void *e = mheap_span_lookup(&h->heap, a);
-	return mheap_span_is_span(e) ? e : NULL;
-}
-
-/* Drops object i from the model (it was freed, or moved by realloc). */
-void shh_forget(struct spanheap_harness *h, size_t i)
-{
-	struct shh_obj *o = &h->live[i];
-	granules(h, granule_of(h, o->p), o->usable / GRAN, false, false);
-	h->live_bytes -= o->size;
-	h->class_live[o->sizeclass]--;
-	if (o->sizeclass == 0)
-		h->large_pages -= o->usable / PG;
-	h->live[i] = h->live[--h->nlive];
-	h->n.frees++;
-}
-
-static bool is_pow2(size_t x)
-{
-	return x && !(x & (x - 1));
-}
-
-/* What a plain request of size bytes gets. */
-static size_t plain_usable(size_t size)
-{
-	if (size <= SC_MAX_SIZE)
-		return sizeclass_info[sizeclass_of(size)].size;
-	return (size + PG - 1) / PG * PG;
-}
-
-/* What admit checks beyond the common checks. */
-enum admit_flags {
-	A_ZERO = 1u << 0,  /* [0, size) reads as zero */
-	A_PLAIN = 1u << 1, /* a plain request: the usable size is exact */
-	A_POW2 = 1u << 2,  /* from an allocation call: a power-of-two size
-	                      up to a page is aligned to itself */
-};
-
-/*
- * Checks a new object p of size bytes, asked aligned to align, against the
- * model (what: enum admit_flags), then adds it, filled.
- */
-static bool admit(struct spanheap_harness *h, void *p, size_t size,
-                  size_t align, unsigned what)
-{
-	bool zero = what & A_ZERO, plain = what & A_PLAIN;
-	uintptr_t a = (uintptr_t)p, base = h->heap.arena_base;
-	if (a < base || a - base >= h->cfg.arena_bytes ||
-	    size > h->cfg.arena_bytes - (a - base))
-		return shh_fail(h, "object %p of %zu bytes outside the arena",
-		                p, size);
-	if (a % GRAN || a % align ||
-	    ((what & A_POW2) && is_pow2(size) && size <= PG && a % size))
-		return shh_fail(h,
-		                "object %p of %zu bytes misaligned (align %zu)",
-		                p, size, align);
-	struct mspan *s = span_at(h, a);
-	size_t usable = spanheap_usable_size(&h->sh, p);
-	if (!s || usable < size || (plain && usable != plain_usable(size)) ||
-	    (s->sizeclass && usable != sizeclass_info[s->sizeclass].size) ||
-	    (!s->sizeclass && usable != (size_t)s->npages * PG))
-		return shh_fail(h,
-		                "object %p of %zu bytes: usable size %zu, span "
-		                "class %d",
-		                p, size, usable, s ? s->sizeclass : -1);
-	if (a - base + usable > h->cfg.arena_bytes ||
-	    !granules(h, granule_of(h, a), usable / GRAN, true, false))
-		return shh_fail(h,
-		                "object %p (%zu usable) overlaps a live object",
-		                p, usable);
-	if (zero && first_not(p, size, 0) != size)
-		return shh_fail(h, "object %p of %zu bytes not zeroed at %zu",
-		                p, size, first_not(p, size, 0));
-	granules(h, granule_of(h, a), usable / GRAN, false, true);
-	if (++h->next_fill == 0)
-		h->next_fill = 1;
-	struct shh_obj o = {a, size, usable, h->next_fill, s->sizeclass};
-	memset(p, o.fill, usable);
-	h->live[h->nlive++] = o;
-	h->live_bytes += size;
-	h->class_live[s->sizeclass]++;
-	h->n.classes |= (uint64_t)1 << s->sizeclass;
-	if (s->sizeclass == 0) {
-		h->large_pages += s->npages;
-		h->n.large++;
-	}
-	h->n.allocs++;
-	h->n.zeroed += zero;
-	return true;
-}
 
 /* ---- Decoding ------------------------------------------------------------ */
 
@@ -296,7 +120,7 @@ static bool refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
 
 static unsigned zero_of(unsigned flags)
 {
-	return flags & MM_ZERO ? A_ZERO : 0;
+	return flags & MM_ZERO ? SHH_A_ZERO : 0;
 }
 
 static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
@@ -311,7 +135,8 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return false;
 	if (!p)
 		return refusal_ok(h, flags, size);
-	return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
+	return shh_admit(h, p, size, 16,
+	                 zero_of(flags) | SHH_A_PLAIN | SHH_A_POW2);
 }
 
 static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
@@ -340,7 +165,7 @@ static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	}
 	if (!p)
 		return refusal_ok(h, flags, size);
-	return admit(h, p, size, align, zero_of(flags) | A_POW2);
+	return shh_admit(h, p, size, align, zero_of(flags) | SHH_A_POW2);
 }
 
 static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
@@ -363,7 +188,8 @@ static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return false;
 	if (!p)
 		return refusal_ok(h, flags, n * m);
-	return admit(h, p, n * m, 16, A_ZERO | A_PLAIN | A_POW2);
+	return shh_admit(h, p, n * m, 16,
+	                 SHH_A_ZERO | SHH_A_PLAIN | SHH_A_POW2);
 }
 
 /* What a realloc of a live object must do. */
@@ -398,7 +224,7 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 	}
 	shh_forget(h, i);
 	size_t kept = o.usable < size ? o.usable : size;
-	size_t off = first_not(q, kept, o.fill);
+	size_t off = shh_first_not(q, kept, o.fill);
 	if (off != kept)
 		return shh_fail(
 		        h,
@@ -409,14 +235,14 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 	 * zero, the growth and what the caller gave up (spanheap.h). */
 	size_t usable = spanheap_usable_size(&h->sh, q);
 	if ((flags & MM_ZERO) && usable > kept &&
-	    first_not((char *)q + kept, usable - kept, 0) != usable - kept)
-		return shh_fail(
-		        h,
-		        "realloc %#lx -> %p (%zu -> %zu bytes, %zu "
-		        "usable) with MM_ZERO: byte %zu not zero",
-		        (unsigned long)o.p, q, o.size, size, usable,
-		        kept + first_not((char *)q + kept, usable - kept, 0));
-	return admit(h, q, size, 16, 0);
+	    shh_first_not((char *)q + kept, usable - kept, 0) != usable - kept)
+		return shh_fail(h,
+		                "realloc %#lx -> %p (%zu -> %zu bytes, %zu "
+		                "usable) with MM_ZERO: byte %zu not zero",
+		                (unsigned long)o.p, q, o.size, size, usable,
+		                kept + shh_first_not((char *)q + kept,
+		                                     usable - kept, 0));
+	return shh_admit(h, q, size, 16, 0);
 }
 
 static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
@@ -435,7 +261,8 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 			return false;
 		if (!p)
 			return refusal_ok(h, flags, size);
-		return admit(h, p, size, 16, zero_of(flags) | A_PLAIN | A_POW2);
+		return shh_admit(h, p, size, 16,
+		                 zero_of(flags) | SHH_A_PLAIN | SHH_A_POW2);
 	}
 	size_t i = (size_t)((r >> 10) % h->nlive);
 	switch ((r >> 30) % 32) {
@@ -492,7 +319,7 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 {
 	memset(h, 0, sizeof(*h));
 	h->cfg = *cfg;
-	h->ngranule_words = cfg->arena_bytes / GRAN / 64;
+	h->ngranule_words = cfg->arena_bytes / SHH_GRAN / 64;
 	h->granules = calloc(h->ngranule_words, sizeof(uint64_t));
 	h->live = calloc(cfg->max_live, sizeof(*h->live));
 	struct mheap_config hc;

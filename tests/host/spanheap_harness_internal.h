@@ -1,8 +1,9 @@
 /*
- * tests/host/spanheap_harness_internal.h: what the span heap harness's two
- * files share: spanheap_harness.c (the model and the allocation calls) and
- * spanheap_harness_check.c (misuse, the live objects, the checker, the
- * drain). Not for the harness's users.
+ * tests/host/spanheap_harness_internal.h: what the span heap harness's
+ * files share: spanheap_harness.c (the allocation calls),
+ * spanheap_harness_model.c (the model) and spanheap_harness_check.c
+ * (misuse, the live objects, the checker, the drain). Not for the
+ * harness's users.
  */
 #ifndef TESTS_HOST_SPANHEAP_HARNESS_INTERNAL_H
 #define TESTS_HOST_SPANHEAP_HARNESS_INTERNAL_H
@@ -12,6 +13,24 @@
 #include <stdint.h>
 
 #include "spanheap_harness.h"
+
+#define SHH_GRAN 16 /* bytes per granule bit of the model */
+
+/* What shh_admit checks beyond the common checks. */
+enum shh_admit_flags {
+	SHH_A_ZERO = 1u << 0,  /* [0, size) reads as zero */
+	SHH_A_PLAIN = 1u << 1, /* a plain request: the usable size is exact */
+	SHH_A_POW2 = 1u << 2,  /* from an allocation call: a power-of-two size
+	                      up to a page is aligned to itself */
+};
+
+/* Checks a new object p of size bytes, asked aligned to align, against
+ * the model (what: enum shh_admit_flags), then adds it, filled. */
+bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
+               unsigned what);
+
+/* The offset of the first byte of [p, p + n) that is not v, or n. */
+size_t shh_first_not(const void *p, size_t n, uint8_t v);
 
 /* Writes "step N (CPU c): ..." into h->err; returns false. */
 __attribute__((format(printf, 2, 3))) bool shh_fail(struct spanheap_harness *h,
