@@ -55,7 +55,8 @@ FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	tests/host/mm_port_posix_cpu.c \
 	tests/host/mm_port_posix_chaos.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
-	tests/host/palloc_harness.c tests/host/fuzz/palloc_fuzz.c
+	tests/host/palloc_harness.c tests/host/palloc_harness_misuse.c \
+	tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 	tests/host/spanheap_harness_check.c tests/host/spanheap_harness_model.c \
 	tests/host/fuzz/spanheap_fuzz.c

@@ -3,7 +3,8 @@
  * two page caches) and on the naive model (palloc_model.c), and compares
  * them bit for bit; see palloc_model.h. Every result is predicted by the
  * model before the real call; refused and bad calls must also leave the
- * allocator word for word as it was (palloc_test_snapshot).
+ * allocator word for word as it was (palloc_test_snapshot). The bad calls
+ * themselves are palloc_harness_misuse.c's.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,12 +13,12 @@
 
 #include "../../mm/palloc_testing.h"
 #include "mm_port_posix.h"
+#include "palloc_harness_internal.h"
 #include "palloc_model.h"
 
 #define CP PALLOC_CHUNK_PAGES
 
-__attribute__((format(printf, 2, 3))) static bool fail(struct harness *h,
-                                                       const char *fmt, ...)
+bool harness_fail(struct harness *h, const char *fmt, ...)
 {
 	va_list ap;
 	int n = snprintf(h->err, sizeof(h->err), "step %lu: ", h->steps);
@@ -27,25 +28,25 @@ __attribute__((format(printf, 2, 3))) static bool fail(struct harness *h,
 	return false;
 }
 
-static unsigned long lock_h(struct harness *h)
+unsigned long harness_lock(struct harness *h)
 {
 	return h->cfg.use_lock ? mm_lock_acquire(&h->lock) : 0;
 }
 
-static void unlock_h(struct harness *h, unsigned long irq)
+void harness_unlock(struct harness *h, unsigned long irq)
 {
 	if (h->cfg.use_lock)
 		mm_lock_release(&h->lock, irq);
 }
 
 /* After a caught panic: the lock the call ran under is still ours. */
-static void unlock_after_panic(struct harness *h)
+void harness_unlock_after_panic(struct harness *h)
 {
 	if (h->cfg.use_lock && mm_lock_held(&h->lock))
 		mm_lock_release(&h->lock, 0);
 }
 
-static uintptr_t addr(const struct harness *h, size_t pi)
+uintptr_t harness_addr(const struct harness *h, size_t pi)
 {
 	return h->cfg.base + pi * MM_PAGE_SIZE;
 }
@@ -56,7 +57,7 @@ static bool live_add(struct harness *h, size_t pi, size_t n)
 		size_t cap = h->live_cap ? 2 * h->live_cap : 256;
 		struct harness_run *l = realloc(h->live, cap * sizeof(*l));
 		if (!l)
-			return fail(h, "out of memory");
+			return harness_fail(h, "out of memory");
 		h->live = l;
 		h->live_cap = cap;
 	}
@@ -64,14 +65,14 @@ static bool live_add(struct harness *h, size_t pi, size_t n)
 	return true;
 }
 
-static bool snap(struct harness *h, int k, size_t *len)
+bool harness_snap(struct harness *h, int k, size_t *len)
 {
 	size_t n = palloc_test_snapshot(&h->p, h->snap[k], h->snap_cap);
 	if (n > h->snap_cap) {
 		for (int i = 0; i < 2; i++) {
 			uint64_t *s = realloc(h->snap[i], n * 8);
 			if (!s)
-				return fail(h, "out of memory");
+				return harness_fail(h, "out of memory");
 			h->snap[i] = s;
 		}
 		h->snap_cap = n;
@@ -81,13 +82,13 @@ static bool snap(struct harness *h, int k, size_t *len)
 	return true;
 }
 
-static bool unchanged(struct harness *h, size_t len0, const char *what)
+bool harness_unchanged(struct harness *h, size_t len0, const char *what)
 {
 	size_t len1;
-	if (!snap(h, 1, &len1))
+	if (!harness_snap(h, 1, &len1))
 		return false;
 	if (len0 != len1 || memcmp(h->snap[0], h->snap[1], len0 * 8) != 0)
-		return fail(h, "%s changed the allocator", what);
+		return harness_fail(h, "%s changed the allocator", what);
 	return true;
 }
 
@@ -108,18 +109,18 @@ bool harness_init(struct harness *h, const struct harness_config *cfg)
 		size_t n = palloc_metadata_bytes(pc.arena_bytes, cfg->flags);
 		h->supplied = aligned_alloc(MM_PAGE_SIZE, n);
 		if (!h->supplied)
-			return fail(h, "out of memory");
+			return harness_fail(h, "out of memory");
 		memset(h->supplied, 0xa5, n); /* init must clear what matters */
 		pc.metadata = h->supplied;
 	}
 	if (!palloc_init(&h->p, &pc))
-		return fail(h, "palloc_init: %s", mm_port_last_log());
+		return harness_fail(h, "palloc_init: %s", mm_port_last_log());
 	if (!model_init(&h->m, cfg->chunks, cfg->base == 0,
 	                !(cfg->flags & PALLOC_NO_SCAV)))
-		return fail(h, "out of memory");
+		return harness_fail(h, "out of memory");
 	if (cfg->grow_all) {
 		if (!palloc_grow(&h->p, cfg->base, pc.arena_bytes))
-			return fail(h, "grow: %s", mm_port_last_log());
+			return harness_fail(h, "grow: %s", mm_port_last_log());
 		model_grow(&h->m, 0, cfg->chunks);
 	}
 	return true;
@@ -145,9 +146,10 @@ static bool op_grow(struct harness *h, uint64_t a, uint64_t b)
 		return true;
 	for (size_t c = c0; c < c0 + n; c++)
 		h->ngrown += !h->m.grown[c];
-	if (!palloc_grow(&h->p, addr(h, c0 * CP), n * PALLOC_CHUNK_BYTES))
-		return fail(h, "grow chunks [%zu, %zu) refused: %s", c0, c0 + n,
-		            mm_port_last_log());
+	if (!palloc_grow(&h->p, harness_addr(h, c0 * CP),
+	                 n * PALLOC_CHUNK_BYTES))
+		return harness_fail(h, "grow chunks [%zu, %zu) refused: %s", c0,
+		                    c0 + n, mm_port_last_log());
 	model_grow(&h->m, c0, c0 + n);
 	return true;
 }
@@ -177,28 +179,32 @@ static bool op_alloc(struct harness *h, uint64_t a)
 {
 	size_t n = alloc_size(h, a), want = model_find(&h->m, n), nscav = 77;
 	struct palloc_refusal r;
-	unsigned long irq = lock_h(h);
+	unsigned long irq = harness_lock(h);
 	uintptr_t got = palloc_alloc_locked(&h->p, n, &nscav);
 	bool refused = palloc_take_refusal_locked(&h->p, &r);
-	unlock_h(h, irq);
+	harness_unlock(h, irq);
 	if (refused != (n > h->m.npages))
-		return fail(h, "alloc %zu: refused %d (%s), arena of %zu pages",
-		            n, refused, refused ? r.reason : "-", h->m.npages);
+		return harness_fail(
+		        h, "alloc %zu: refused %d (%s), arena of %zu pages", n,
+		        refused, refused ? r.reason : "-", h->m.npages);
 	if (want == MODEL_NONE) {
 		if (got != 0 || nscav != 0)
-			return fail(h,
-			            "alloc %zu: got 0x%lx (%zu scavenged), "
-			            "the model has no room",
-			            n, got, nscav);
+			return harness_fail(
+			        h,
+			        "alloc %zu: got 0x%lx (%zu scavenged), "
+			        "the model has no room",
+			        n, got, nscav);
 		return true;
 	}
-	if (got != addr(h, want))
-		return fail(h, "alloc %zu: got 0x%lx, first fit is 0x%lx", n,
-		            got, addr(h, want));
+	if (got != harness_addr(h, want))
+		return harness_fail(h,
+		                    "alloc %zu: got 0x%lx, first fit is 0x%lx",
+		                    n, got, harness_addr(h, want));
 	size_t mscav = model_alloc(&h->m, want, n);
 	if (nscav != mscav)
-		return fail(h, "alloc %zu at 0x%lx: %zu scavenged, model %zu",
-		            n, got, nscav, mscav);
+		return harness_fail(
+		        h, "alloc %zu at 0x%lx: %zu scavenged, model %zu", n,
+		        got, nscav, mscav);
 	return live_add(h, want, n);
 }
 
@@ -217,19 +223,20 @@ static bool op_free(struct harness *h, uint64_t a, uint64_t b)
 	if (b & 16) {
 		bool want = mc->has_window && r.pi >= mc->base_pi &&
 		            r.pi + n <= mc->base_pi + 64;
-		freed = pagecache_free(&h->pc[k], addr(h, r.pi), n);
+		freed = pagecache_free(&h->pc[k], harness_addr(h, r.pi), n);
 		if (freed != want)
-			return fail(h,
-			            "pagecache_free [0x%lx, +%zu): %d, model "
-			            "%d",
-			            addr(h, r.pi), n, freed, want);
+			return harness_fail(
+			        h,
+			        "pagecache_free [0x%lx, +%zu): %d, model "
+			        "%d",
+			        harness_addr(h, r.pi), n, freed, want);
 		for (size_t i = 0; freed && i < n; i++)
 			mc->cache |= 1ull << (r.pi + i - mc->base_pi);
 	}
 	if (!freed) {
-		unsigned long irq = lock_h(h);
-		palloc_free_locked(&h->p, addr(h, r.pi), n);
-		unlock_h(h, irq);
+		unsigned long irq = harness_lock(h);
+		palloc_free_locked(&h->p, harness_addr(h, r.pi), n);
+		harness_unlock(h, irq);
 		model_free(&h->m, r.pi, n);
 	}
 	if (n < r.npages)
@@ -246,23 +253,25 @@ static bool op_alloc_range(struct harness *h, uint64_t a, uint64_t b)
 		n = h->m.npages - pi;
 	bool want = model_range_free(&h->m, pi, n);
 	struct palloc_refusal r;
-	unsigned long irq = lock_h(h);
-	bool ok = palloc_alloc_range_locked(&h->p, addr(h, pi), n, &nscav);
+	unsigned long irq = harness_lock(h);
+	bool ok = palloc_alloc_range_locked(&h->p, harness_addr(h, pi), n,
+	                                    &nscav);
 	bool refused = palloc_take_refusal_locked(&h->p, &r);
-	unlock_h(h, irq);
+	harness_unlock(h, irq);
 	if (ok != want || refused == ok)
-		return fail(h,
-		            "alloc_range [0x%lx, +%zu): %d (refusal %d), "
-		            "model %d",
-		            addr(h, pi), n, ok, refused, want);
+		return harness_fail(
+		        h,
+		        "alloc_range [0x%lx, +%zu): %d (refusal %d), "
+		        "model %d",
+		        harness_addr(h, pi), n, ok, refused, want);
 	if (!ok)
 		return true;
 	size_t mscav = model_alloc(&h->m, pi, n);
 	if (nscav != mscav)
-		return fail(h,
-		            "alloc_range [0x%lx, +%zu): %zu scavenged, "
-		            "model %zu",
-		            addr(h, pi), n, nscav, mscav);
+		return harness_fail(h,
+		                    "alloc_range [0x%lx, +%zu): %zu scavenged, "
+		                    "model %zu",
+		                    harness_addr(h, pi), n, nscav, mscav);
 	return live_add(h, pi, n);
 }
 
@@ -272,16 +281,19 @@ static bool op_cache_alloc(struct harness *h, uint64_t a, uint64_t b)
 	size_t n = 1 + a % 16, mscav = 0, nscav = 77;
 	size_t want = model_cache_alloc(&h->mc[k], n, &mscav);
 	uintptr_t got = pagecache_alloc(&h->pc[k], n, &nscav);
-	if (want == MODEL_NONE ? got != 0 : got != addr(h, want))
-		return fail(h,
-		            "pagecache_alloc %zu from cache %u: got 0x%lx, "
-		            "model 0x%lx",
-		            n, k, got, want == MODEL_NONE ? 0 : addr(h, want));
+	if (want == MODEL_NONE ? got != 0 : got != harness_addr(h, want))
+		return harness_fail(
+		        h,
+		        "pagecache_alloc %zu from cache %u: got 0x%lx, "
+		        "model 0x%lx",
+		        n, k, got,
+		        want == MODEL_NONE ? 0 : harness_addr(h, want));
 	if (want == MODEL_NONE)
 		return true;
 	if (nscav != mscav)
-		return fail(h, "pagecache_alloc %zu: %zu scavenged, model %zu",
-		            n, nscav, mscav);
+		return harness_fail(
+		        h, "pagecache_alloc %zu: %zu scavenged, model %zu", n,
+		        nscav, mscav);
 	return live_add(h, want, n);
 }
 
@@ -289,136 +301,21 @@ static bool op_cache_refill(struct harness *h, uint64_t b, bool flush_only)
 {
 	unsigned k = b % HARNESS_CACHES;
 	bool want = false, ok = false;
-	unsigned long irq = lock_h(h);
+	unsigned long irq = harness_lock(h);
 	if (flush_only)
 		pagecache_flush_locked(&h->pc[k], &h->p);
 	else
 		ok = pagecache_refill_locked(&h->pc[k], &h->p);
-	unlock_h(h, irq);
+	harness_unlock(h, irq);
 	if (flush_only)
 		model_cache_flush(&h->m, &h->mc[k]);
 	else
 		want = model_cache_refill(&h->m, &h->mc[k]);
 	if (ok != want)
-		return fail(h, "pagecache_refill cache %u: %d, model %d", k, ok,
-		            want);
+		return harness_fail(h,
+		                    "pagecache_refill cache %u: %d, model %d",
+		                    k, ok, want);
 	return true;
-}
-
-/* True if freeing [base, +n pages) under the lock panicked. */
-static bool free_panics(struct harness *h, uintptr_t base, size_t n)
-{
-	bool fired = MM_PORT_PANICS({
-		unsigned long irq = lock_h(h);
-		palloc_free_locked(&h->p, base, n);
-		unlock_h(h, irq);
-	});
-	unlock_after_panic(h);
-	return fired;
-}
-
-/* A free that must be refused with a panic and change nothing. */
-static bool op_bad_free(struct harness *h, uint64_t a, uint64_t b)
-{
-	size_t pi = a % (h->m.npages + 64), n = (b >> 3) % 40, len0;
-	uintptr_t base = addr(h, pi);
-	unsigned kind = b % 8;
-	if (kind == 1)
-		base += 8; /* misaligned */
-	else if (kind == 2 && h->cfg.base >= MM_PAGE_SIZE)
-		base = h->cfg.base - MM_PAGE_SIZE * (1 + n); /* below */
-	else if (kind == 3 && h->nlive) {
-		struct harness_run r = h->live[a % h->nlive];
-		base = addr(h, r.pi); /* a live run and one page more */
-		n = r.npages + 1;
-	}
-	if (base % MM_PAGE_SIZE == 0 && base >= h->cfg.base &&
-	    model_range_allocated(&h->m, (base - h->cfg.base) / MM_PAGE_SIZE,
-	                          n))
-		return true; /* that would be a good free */
-	if (!snap(h, 0, &len0))
-		return false;
-	if (!free_panics(h, base, n))
-		return fail(h, "bad free [0x%lx, +%zu pages) was accepted",
-		            base, n);
-	char want[64];
-	snprintf(want, sizeof(want), "palloc: free [0x%lx, ", base);
-	if (strncmp(mm_port_last_panic(), want, strlen(want)) != 0)
-		return fail(h, "bad free message does not name the range: %s",
-		            mm_port_last_panic());
-	return unchanged(h, len0, "a bad free");
-}
-
-/* A double free into a page cache: panic, nothing changed. */
-static bool op_bad_cache_free(struct harness *h, uint64_t b)
-{
-	unsigned k = (b >> 3) % HARNESS_CACHES;
-	struct pagecache before = h->pc[k];
-	if (before.cache == 0)
-		return true;
-	uintptr_t page = before.base + ((uintptr_t)__builtin_ctzll(before.cache)
-	                                << MM_PAGE_SHIFT);
-	if (!MM_PORT_PANICS(pagecache_free(&h->pc[k], page, 1)))
-		return fail(h, "double free of 0x%lx into cache %u accepted",
-		            page, k);
-	if (memcmp(&before, &h->pc[k], sizeof(before)) != 0)
-		return fail(h, "a double free changed cache %u", k);
-	return true;
-}
-
-/* Refused calls: zero-page and oversized allocs, bad grows. */
-static bool op_bad_call(struct harness *h, uint64_t a, uint64_t b)
-{
-	size_t len0;
-	uintptr_t g = 0;
-	if (!snap(h, 0, &len0))
-		return false;
-	unsigned long logs = mm_port_log_count();
-	const char *want = NULL;
-	switch (b % 4) {
-	case 0:
-		if (palloc_alloc(&h->p, 0, NULL) != 0)
-			return fail(h, "alloc of 0 pages succeeded");
-		want = "palloc: alloc of 0 pages refused";
-		break;
-	case 1:
-		if (palloc_alloc(&h->p, h->m.npages + 1 + a % 7, NULL) != 0)
-			return fail(h, "alloc larger than the arena succeeded");
-		want = "larger than the arena";
-		break;
-	case 2:
-		g = addr(h, (a % h->m.npages) | 1);
-		if (palloc_grow(&h->p, g, PALLOC_CHUNK_BYTES))
-			return fail(h, "misaligned grow at 0x%lx succeeded", g);
-		want = "base not chunk aligned";
-		break;
-	default:
-		g = a & 1 && h->cfg.base >= PALLOC_CHUNK_BYTES
-		            ? h->cfg.base - PALLOC_CHUNK_BYTES
-		            : addr(h, h->m.npages);
-		if (palloc_grow(&h->p, g, PALLOC_CHUNK_BYTES))
-			return fail(h,
-			            "grow outside the arena at 0x%lx "
-			            "succeeded",
-			            g);
-		want = "outside the arena";
-	}
-	if (mm_port_log_count() != logs + 1 ||
-	    !strstr(mm_port_last_log(), want))
-		return fail(h,
-		            "refusal logged %lu lines, last \"%s\", want "
-		            "\"%s\"",
-		            mm_port_log_count() - logs, mm_port_last_log(),
-		            want);
-	if (g) {
-		char range[64];
-		snprintf(range, sizeof(range), "grow [0x%lx, 0x%lx)", g,
-		         g + PALLOC_CHUNK_BYTES);
-		if (!strstr(mm_port_last_log(), range))
-			return fail(h, "refusal does not name the range: %s",
-			            mm_port_last_log());
-	}
-	return unchanged(h, len0, "a refused call");
 }
 
 bool harness_step(struct harness *h, enum harness_op op, uint64_t a, uint64_t b)
@@ -440,9 +337,9 @@ bool harness_step(struct harness *h, enum harness_op op, uint64_t a, uint64_t b)
 	case H_CACHE_FLUSH:
 		return op_cache_refill(h, b, true);
 	case H_BAD_FREE:
-		return b & 4 ? op_bad_cache_free(h, b) : op_bad_free(h, a, b);
+		return harness_bad_free(h, a, b);
 	case H_BAD_CALL:
-		return op_bad_call(h, a, b);
+		return harness_bad_call(h, a, b);
 	default:
 		return true;
 	}
@@ -452,8 +349,9 @@ static bool compare_chunks(struct harness *h, struct palloc_stats *want)
 {
 	for (size_t c = 0; c < h->m.nchunks; c++) {
 		if (palloc_test_grown(&h->p, c) != (h->m.grown[c] != 0))
-			return fail(h, "chunk %zu grown %d, model %d", c,
-			            palloc_test_grown(&h->p, c), h->m.grown[c]);
+			return harness_fail(h, "chunk %zu grown %d, model %d",
+			                    c, palloc_test_grown(&h->p, c),
+			                    h->m.grown[c]);
 		if (!h->m.grown[c])
 			continue;
 		struct pallocbits a, s;
@@ -462,11 +360,12 @@ static bool compare_chunks(struct harness *h, struct palloc_stats *want)
 			uint64_t ma = h->m.alloc[c * 8 + w];
 			uint64_t ms = h->m.scav[c * 8 + w];
 			if (a.w[w] != ma || s.w[w] != ms)
-				return fail(h,
-				            "chunk %zu word %u: alloc %016lx "
-				            "scav %016lx, model %016lx "
-				            "%016lx",
-				            c, w, a.w[w], s.w[w], ma, ms);
+				return harness_fail(
+				        h,
+				        "chunk %zu word %u: alloc %016lx "
+				        "scav %016lx, model %016lx "
+				        "%016lx",
+				        c, w, a.w[w], s.w[w], ma, ms);
 			want->free_pages += 64 - __builtin_popcountll(ma);
 			want->scav_pages += __builtin_popcountll(ms);
 		}
@@ -480,31 +379,34 @@ bool harness_compare(struct harness *h)
 	struct palloc_stats want = {0, 0, 0}, have;
 	if (!compare_chunks(h, &want))
 		return false;
-	unsigned long irq = lock_h(h);
+	unsigned long irq = harness_lock(h);
 	palloc_stats_locked(&h->p, &have);
-	unlock_h(h, irq);
+	harness_unlock(h, irq);
 	if (memcmp(&have, &want, sizeof(have)) != 0)
-		return fail(h,
-		            "stats grown %zu free %zu scav %zu, model %zu %zu "
-		            "%zu",
-		            have.grown_pages, have.free_pages, have.scav_pages,
-		            want.grown_pages, want.free_pages, want.scav_pages);
+		return harness_fail(
+		        h,
+		        "stats grown %zu free %zu scav %zu, model %zu %zu "
+		        "%zu",
+		        have.grown_pages, have.free_pages, have.scav_pages,
+		        want.grown_pages, want.free_pages, want.scav_pages);
 	for (unsigned k = 0; k < HARNESS_CACHES; k++) {
 		const struct pagecache *pc = &h->pc[k];
 		const struct model_cache *mc = &h->mc[k];
 		if (pc->has_window != mc->has_window ||
 		    (mc->has_window &&
-		     (pc->base != addr(h, mc->base_pi) ||
+		     (pc->base != harness_addr(h, mc->base_pi) ||
 		      pc->cache != mc->cache || pc->scav != mc->scav)))
-			return fail(h,
-			            "cache %u: window 0x%lx bits %016lx "
-			            "scav %016lx; model 0x%lx %016lx %016lx",
-			            k, pc->base, pc->cache, pc->scav,
-			            addr(h, mc->base_pi), mc->cache, mc->scav);
+			return harness_fail(
+			        h,
+			        "cache %u: window 0x%lx bits %016lx "
+			        "scav %016lx; model 0x%lx %016lx %016lx",
+			        k, pc->base, pc->cache, pc->scav,
+			        harness_addr(h, mc->base_pi), mc->cache,
+			        mc->scav);
 	}
 	if (MM_PORT_PANICS(palloc_check(&h->p))) {
-		unlock_after_panic(h);
-		return fail(h, "%s", mm_port_last_panic());
+		harness_unlock_after_panic(h);
+		return harness_fail(h, "%s", mm_port_last_panic());
 	}
 	return true;
 }
@@ -516,7 +418,7 @@ bool harness_drain(struct harness *h)
 			return false;
 	while (h->nlive) {
 		struct harness_run r = h->live[--h->nlive];
-		palloc_free(&h->p, addr(h, r.pi), r.npages);
+		palloc_free(&h->p, harness_addr(h, r.pi), r.npages);
 		model_free(&h->m, r.pi, r.npages);
 	}
 	if (!harness_compare(h))
@@ -525,7 +427,7 @@ bool harness_drain(struct harness *h)
 	for (size_t c = 0; c < h->m.nchunks; c++)
 		grown += h->m.grown[c] ? CP : 0;
 	if (h->p.stats.free_pages != grown - reserved)
-		return fail(h, "after draining, %zu of %zu pages free",
-		            h->p.stats.free_pages, grown - reserved);
+		return harness_fail(h, "after draining, %zu of %zu pages free",
+		                    h->p.stats.free_pages, grown - reserved);
 	return true;
 }
