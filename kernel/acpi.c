@@ -10,20 +10,21 @@
  * boot, a few times each, and a few pages are all it ever takes.
  *
  * Either way, a range is mapped only when the firmware's memory map
- * describes every byte of it as memory that can hold tables (ACPI,
- * runtime-services, reserved or persistent memory): the direct map also
- * covers the device holes below 4 GiB, so a table next to a hole, its
- * length running into it, would otherwise be checksummed through device
- * registers; and free, loader and boot-services memory belong to the
- * frame pool by acpi_init (frames_reclaim_boot_memory), so a table
- * pointer into them would read whatever the kernel put there.
+ * describes every byte of it as memory that can hold tables
+ * (acpi_mem.c): never device memory, nor memory the frame pool owns.
+ * Boot-services memory, where some boards keep their tables, is the
+ * pool's only from frames_reclaim_boot_memory, which kmain calls after
+ * acpi_init; everything acpi_init keeps is a copy, so nothing reads the
+ * tables after that.
  */
 #include "acpi.h"
 
 #include "arch/x86_64/paging.h"
 #include "boot/boot_info.h"
 #include "kernel/acpi_testing.h"
+#include "kernel/acpi_mem.h"
 #include "kernel/bootinfo.h"
+#include "kernel/frames.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 
@@ -35,13 +36,16 @@
 static unsigned window_used; /* pages of the window mapped so far */
 
 /* Immutable after acpi_init(). Static, not kmalloc'd copies: acpi_init
- * runs before the heap exists (kmain's step 10, heap_init is step 11),
- * to start the APs; and MAX_CPUS entries are all the kernel can use. */
+ * runs long before the heap exists (kmain's step 4, heap_init is step
+ * 11), and MAX_CPUS entries are all the kernel can use. */
 static struct madt_cpu madt_cpus[MAX_CPUS];
 static struct madt_info madt_info;
 static bool madt_ok;
 static const char *problem = "ACPI not initialised";
 static const char *problem_detail = "";
+/* Whether boot-services memory was still readable when acpi_init ran:
+ * tables there are read only then (acpi_boot_memory_at_init). */
+static enum acpi_boot_memory boot_memory_at_init = ACPI_BOOT_MEMORY_POOLED;
 
 /* True if [pa, pa + len) is reachable through the direct map. */
 static bool direct_mapped(uint64_t pa, uint32_t len)
@@ -59,59 +63,14 @@ static bool direct_mapped(uint64_t pa, uint32_t len)
 	return true;
 }
 
-/* False for memory that cannot hold firmware tables: a device's, and
- * memory the frame pool owns (mem_type_usable). */
-static bool table_memory(uint32_t type)
-{
-	return type != EFI_MEMORY_MAPPED_IO &&
-	       type != EFI_MEMORY_MAPPED_IO_PORT_SPACE &&
-	       type != EFI_UNUSABLE_MEMORY && !mem_type_usable(type) &&
-	       type <= EFI_PERSISTENT_MEMORY;
-}
-
-/*
- * True when the memory map describes all of [pa, limit) as table memory.
- * Otherwise prints the first part that is not (a gap in the map or a
- * region of another type) and returns false.
- */
+/* acpi_mem_holds_tables for the kernel's own map: boot-services memory
+ * is readable until the frame pool has taken it. */
 static bool described(uint64_t pa, uint64_t limit)
 {
-	uint64_t at = pa;
-	for (size_t i = 0; i < boot_state.nregions && at < limit; i++) {
-		const struct mem_region *r = &boot_state.regions[i];
-		if (r->limit <= at)
-			continue;
-		if (r->base > at) {
-			printk("acpi: [%#llx, %#llx) runs into %#llx-%#llx, "
-			       "which the memory map does not describe; not "
-			       "read\n",
-			       (unsigned long long)pa,
-			       (unsigned long long)limit,
-			       (unsigned long long)at,
-			       (unsigned long long)r->base - 1);
-			return false;
-		}
-		if (!table_memory(r->type)) {
-			printk("acpi: [%#llx, %#llx) runs into %#llx-%#llx, "
-			       "%s memory in the memory map%s; not read\n",
-			       (unsigned long long)pa,
-			       (unsigned long long)limit,
-			       (unsigned long long)r->base,
-			       (unsigned long long)r->limit - 1,
-			       mem_type_name(r->type),
-			       mem_type_usable(r->type)
-			               ? ", which the frame pool owns"
-			               : "");
-			return false;
-		}
-		at = r->limit;
-	}
-	if (at < limit)
-		printk("acpi: [%#llx, %#llx) runs past %#llx, the end of the "
-		       "memory map; not read\n",
-		       (unsigned long long)pa, (unsigned long long)limit,
-		       (unsigned long long)at);
-	return at >= limit;
+	return acpi_mem_holds_tables(&boot_state, pa, limit,
+	                             frames_boot_memory_reclaimed()
+	                                     ? ACPI_BOOT_MEMORY_POOLED
+	                                     : ACPI_BOOT_MEMORY_KEPT);
 }
 
 /* acpi_map_window; when the window has no room left, *why says so. */
@@ -233,6 +192,9 @@ void acpi_init(void)
 	struct acpi_reader r = {kernel_map, NULL};
 	struct acpi_table t = {0};
 	struct acpi_diag d = {"", 0};
+	boot_memory_at_init = frames_boot_memory_reclaimed()
+	                              ? ACPI_BOOT_MEMORY_POOLED
+	                              : ACPI_BOOT_MEMORY_KEPT;
 	if (cmdline_flag("acpi.no_madt")) {
 		problem = "no MADT";
 		problem_detail = "acpi.no_madt on the command line";
@@ -276,6 +238,11 @@ const struct madt_info *acpi_madt(void)
 const struct madt_cpu *acpi_madt_cpus(void)
 {
 	return madt_ok ? madt_cpus : NULL;
+}
+
+enum acpi_boot_memory acpi_boot_memory_at_init(void)
+{
+	return boot_memory_at_init;
 }
 
 const char *acpi_madt_problem(void)

@@ -14,7 +14,9 @@
 /*
  * Finds and parses the MADT from the loader's RSDP and prints what it says
  * (or why there is none). "acpi.no_madt" on the command line makes it
- * pretend the root table lists no MADT. Boot CPU, once, after paging_init.
+ * pretend the root table lists no MADT. Boot CPU, once, after paging_init
+ * and before frames_reclaim_boot_memory: some boards keep the tables in
+ * boot-services memory, which is read only until the pool takes it.
  */
 void acpi_init(void);
 
@@ -24,7 +26,8 @@ void acpi_init(void);
  * window (which only grows, 256 pages in all). NULL when it cannot, and
  * when the memory map does not describe every byte as memory that can
  * hold tables (a gap, MMIO, port space, unusable memory, or free, loader
- * or boot-services memory, which the frame pool owns: printed).
+ * or reclaimed boot-services memory, which the frame pool owns: printed;
+ * see acpi_mem.h).
  * acpi_map_window takes the window path whatever the direct map covers
  * (tests use it). Boot CPU or tests: the window is not locked.
  */

@@ -148,6 +148,11 @@ void frames_reclaim_boot_memory(void)
 	boot_memory_reclaimed = true;
 }
 
+bool frames_boot_memory_reclaimed(void)
+{
+	return boot_memory_reclaimed;
+}
+
 /* The region of boot_state holding pa, or NULL (regions are sorted and
  * disjoint). */
 static const struct mem_region *region_of(paddr_t pa)

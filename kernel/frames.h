@@ -9,6 +9,7 @@
 #ifndef KERNEL_FRAMES_H
 #define KERNEL_FRAMES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,11 @@ void frames_init(void);
 /* Adds loader and boot-services memory once nothing uses it anymore
  * (after the kernel runs on its own page tables). */
 void frames_reclaim_boot_memory(void);
+
+/* True once frames_reclaim_boot_memory has run: from then on loader and
+ * boot-services memory is the pool's, and nothing else may read it as
+ * the firmware left it (ACPI tables, acpi_mem.h). Any context. */
+bool frames_boot_memory_reclaimed(void);
 
 /* Returns a free frame's physical address, or 0 if none is free. The
  * frame's contents are undefined. */

@@ -10,7 +10,10 @@
  *   2. boot info     copied out of loader memory before it is reclaimed
  *   3. frames        conventional memory only: the loader's page tables and
  *                    handoff are still in use
- *   4. paging        the kernel's own tables; loader memory is now free
+ *   4. paging        the kernel's own tables; loader memory is now free;
+ *                    then ACPI: the MADT read into copies while boot-services
+ *                    memory, where some boards keep their tables, is still
+ *                    the firmware's
  *   5. reclaim       loader and boot-services memory join the frame pool
  *   6. GDT, IDT      with the TSS and IST stacks, which come from kernel
  *                    stacks, so after paging;
@@ -24,7 +27,7 @@
  *   9. scheduler     the boot context becomes thread "main"; the idle
  *                    thread, timer tick, STW and shootdown IPIs are set
  *                    before any AP can use them
- *  10. ACPI, SMP     the MADT lists the APs; starting them needs the
+ *  10. SMP           the MADT (step 4) lists the APs; starting them needs the
  *                    delays of step 8 and each AP's GDT/IDT of step 6;
  *                    each AP becomes its CPU's idle thread
  *  11. heap          the kernel's page heap and its scavenger thread
@@ -124,6 +127,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	ktest_kernel_init();
 	frames_init();
 	paging_init(&table_frames);
+	acpi_init();
 	frames_reclaim_boot_memory();
 #ifdef KTEST_FAIL_DEMO
 	/* demo.early_fault: a fault before the IST stacks exist, on the
@@ -143,7 +147,6 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	stw_init();
 	tlb_init();
 	lapic_timer_periodic(SCHED_HZ);
-	acpi_init();
 	ioapic_init();
 	smp_boot_aps(sched_start_ap);
 	cpu_sti();

@@ -1,10 +1,11 @@
 /*
- * tests/host/kernel_stubs.c: what kernel/bootinfo.c needs of the
- * kernel, for the host tests and the fuzz target that build it on the
- * host (tests/host/bootinfo_test.c, fuzz/bootinfo_fuzz.c): printk formats
- * into a buffer (so a bad format or argument shows under the
- * sanitizers, and the target can read the last line), panic aborts, and
- * the linker script's bounds of the image that bootinfo.c reads
+ * tests/host/kernel_stubs.c: what kernel/bootinfo.c (and acpi_mem.c,
+ * its printk) needs of the kernel, for the host tests and the fuzz
+ * target that build it on the host (tests/host/bootinfo_test.c,
+ * fuzz/bootinfo_fuzz.c): printk formats into a buffer (so a bad format or
+ * argument shows under the sanitizers, and the target can read the last line),
+ * panic aborts, and the linker script's bounds of the image that bootinfo.c
+ * reads
  * (__text_start, __bss_end) are small arrays.
  */
 #include <stdarg.h>

@@ -1,11 +1,13 @@
 /*
  * What acpi_init prints about the MADT entries the kernel left out
  * (acpi_print_madt_skipped), captured from the console: counts of one
- * read in the singular ("1 more CPU ignored", not "1 more CPUs").
+ * read in the singular ("1 more CPU ignored", not "1 more CPUs"); and
+ * when kmain lets it read the tables.
  */
 #include <stdatomic.h>
 
 #include "kernel/acpi_testing.h"
+#include "kernel/frames.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "tests/kernel/capture_util.h"
@@ -36,3 +38,15 @@ KTEST(acpi, skipped_counts_of_one_are_singular)
 	KEXPECT_EQ(seen[0], '\0');
 }
 #endif
+
+/*
+ * Some boards keep their ACPI tables in boot-services memory, which the
+ * kernel reads only until frames_reclaim_boot_memory hands it to the
+ * frame pool (acpi_mem.h). kmain called acpi_init after that reclaim, so
+ * on such a board the MADT was refused and only the boot CPU ran.
+ */
+KTEST(acpi, tables_read_before_the_pool_takes_boot_memory)
+{
+	KEXPECT(frames_boot_memory_reclaimed());
+	KEXPECT_EQ(acpi_boot_memory_at_init(), ACPI_BOOT_MEMORY_KEPT);
+}
