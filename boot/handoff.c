@@ -20,11 +20,13 @@
 #define MAP_TRIES        3
 #define EXIT_TRIES       4
 
-/* The memory map as ExitBootServices accepted it. */
+/* The memory map as ExitBootServices accepted it; on failure, a phrase
+ * naming the firmware call that failed. */
 struct final_map {
 	UINTN size;
 	UINTN desc_size;
 	UINT32 desc_version;
+	const char *failed;
 };
 
 static struct boot_info *info_of(struct loader *ld)
@@ -218,11 +220,15 @@ static EFI_STATUS try_exit(struct loader *ld, bool *attempted,
 		st = BS->GetMemoryMap(
 		        &m->size, (EFI_MEMORY_DESCRIPTOR *)(UINTN)ld->mmap.phys,
 		        &key, &m->desc_size, &m->desc_version);
-		if (EFI_ERROR(st))
+		if (EFI_ERROR(st)) {
+			m->failed =
+			        "GetMemoryMap failed retrying ExitBootServices";
 			return st;
+		}
 		*attempted = true;
 		st = BS->ExitBootServices(ld->image, key);
 	}
+	m->failed = "ExitBootServices failed";
 	return st;
 }
 
@@ -271,11 +277,11 @@ EFI_STATUS exit_and_enter(struct loader *ld)
 			break;
 	}
 	if (EFI_ERROR(st)) {
-		/* After a failed attempt the firmware console may be gone. */
+		/* After a failed attempt the firmware console may be gone;
+		 * the retry's GetMemoryMap may be what failed. */
 		if (attempted)
-			con_serial_printf(
-			        "boot: ExitBootServices failed (" ST_FMT ")",
-			        ST_ARG(st));
+			con_serial_printf("boot: %s (" ST_FMT ")", m.failed,
+			                  ST_ARG(st));
 		else
 			con_printf("boot: cannot get the final memory map "
 			           "(" ST_FMT ")",
