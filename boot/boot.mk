@@ -8,7 +8,7 @@ BOOT_SRCS := boot/loader.c boot/handoff.c boot/console.c boot/paging.c \
 BOOT_OBJS := $(patsubst boot/%.c,$(BUILD)/boot/%.o,$(BOOT_SRCS))
 
 # The portable ELF checker is also linked into the host test binary.
-HOST_TEST_SRCS += boot/elf_check.c boot/cmdline.c
+HOST_TEST_SRCS += boot/elf_check.c boot/cmdline.c boot/paging.c
 
 EFI_INC ?= /usr/include/efi
 EFI_LIB ?= /usr/lib

@@ -8,11 +8,6 @@
 #include "loader.h"
 #include "paging.h"
 
-#define GIB (1ull << 30)
-/* Below 4 GiB lie the legacy holes and the APICs: always in the maps. */
-#define MIN_DIRECT_MAP (4 * GIB)
-/* The architectural limit of physical addresses; bounds bogus entries. */
-#define MAX_PHYS (1ull << 52)
 /* The kernel sets up its own stack at once; this one only has to be valid. */
 #define STACK_PAGES 4
 /* Allocating the final map's buffer can split free ranges; room for that. */
@@ -75,39 +70,6 @@ static EFI_STATUS read_memory_map(void **map, UINTN *size, UINTN *desc_size)
 	return st;
 }
 
-/* Types whose ranges the direct map must cover: all but the holes. */
-static bool is_ram_like(UINT32 type)
-{
-	return type != EfiReservedMemoryType && type != EfiMemoryMappedIO &&
-	       type != EfiMemoryMappedIOPortSpace;
-}
-
-/* Returns the contract's direct_map_limit: the highest end of a RAM-like
- * range, rounded up to 1 GiB, at least 4 GiB. */
-static uint64_t compute_limit(const UINT8 *map, UINTN size, UINTN desc_size)
-{
-	uint64_t limit = MIN_DIRECT_MAP;
-
-	for (UINTN off = 0; off + sizeof(EFI_MEMORY_DESCRIPTOR) <= size;
-	     off += desc_size) {
-		/* Copied out: the firmware's stride need not keep the
-		 * descriptors 8-byte aligned (as bootinfo_read_mmap). */
-		EFI_MEMORY_DESCRIPTOR d;
-		uint64_t end = MAX_PHYS;
-
-		BS->CopyMem(&d, (void *)(map + off), sizeof(d));
-		if (!is_ram_like(d.Type))
-			continue;
-		if (d.PhysicalStart < MAX_PHYS &&
-		    d.NumberOfPages <=
-		            (MAX_PHYS - d.PhysicalStart) / EFI_PAGE_SIZE)
-			end = d.PhysicalStart + d.NumberOfPages * EFI_PAGE_SIZE;
-		if (end > limit)
-			limit = end;
-	}
-	return (limit + GIB - 1) & ~(GIB - 1);
-}
-
 EFI_STATUS build_page_tables(struct loader *ld)
 {
 	struct paging_layout layout;
@@ -119,7 +81,7 @@ EFI_STATUS build_page_tables(struct loader *ld)
 	st = read_memory_map(&map, &size, &desc_size);
 	if (EFI_ERROR(st))
 		return st;
-	ld->direct_map_limit = compute_limit(map, size, desc_size);
+	ld->direct_map_limit = paging_direct_map_limit(map, size, desc_size);
 	BS->FreePool(map);
 	layout = (struct paging_layout){
 	        .direct_map_limit = ld->direct_map_limit,

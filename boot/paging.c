@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 
+#include "boot_info.h"
+
 #define PAGE_SIZE  4096ull
 #define LARGE_SIZE (2ull << 20)
 #define PTE_P      0x001ull /* present */
@@ -14,12 +16,58 @@
 #define PD_SHIFT   21
 #define PT_SHIFT   12
 #define ENTRIES    512u
+#define GIB        (1ull << 30)
+/* Below 4 GiB lie the legacy holes and the APICs: always in the maps. */
+#define MIN_DIRECT_MAP (4 * GIB)
+/* The architectural limit of physical addresses; bounds bogus entries. */
+#define MAX_PHYS (1ull << 52)
 
 struct pool {
 	unsigned char *base;
 	size_t pages;
 	size_t used;
 };
+
+/* Types whose ranges the direct map must cover: all but the holes. */
+static bool is_ram_like(uint32_t type)
+{
+	return type != EFI_RESERVED_MEMORY && type != EFI_MEMORY_MAPPED_IO &&
+	       type != EFI_MEMORY_MAPPED_IO_PORT_SPACE;
+}
+
+/* Copies n bytes: the firmware's stride need not keep the descriptors
+ * 8-byte aligned (as bootinfo_read_mmap), and the loader has no memcpy. */
+static void copy_bytes(void *dst, const void *src, size_t n)
+{
+	unsigned char *d = dst;
+	const unsigned char *s = src;
+
+	while (n--)
+		*d++ = *s++;
+}
+
+uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size)
+{
+	const unsigned char *p = map;
+	uint64_t limit = MIN_DIRECT_MAP;
+
+	for (size_t off = 0; off + sizeof(struct efi_memory_descriptor) <= size;
+	     off += desc_size) {
+		struct efi_memory_descriptor d;
+		uint64_t end = MAX_PHYS;
+
+		copy_bytes(&d, p + off, sizeof(d));
+		if (!is_ram_like(d.type))
+			continue;
+		if (d.physical_start < MAX_PHYS &&
+		    d.number_of_pages <=
+		            (MAX_PHYS - d.physical_start) / PAGE_SIZE)
+			end = d.physical_start + d.number_of_pages * PAGE_SIZE;
+		if (end > limit)
+			limit = end;
+	}
+	return (limit + GIB - 1) & ~(GIB - 1);
+}
 
 /* How many aligned 1 << shift regions [start, start + size) touches; size is
  * non-zero and the range does not wrap. */
