@@ -57,7 +57,9 @@ uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size)
 		uint64_t end = MAX_PHYS;
 
 		copy_bytes(&d, p + off, sizeof(d));
-		if (!is_ram_like(d.type))
+		/* No pages, no memory: its start is no end of RAM (the
+		 * kernel skips it too). */
+		if (!is_ram_like(d.type) || d.number_of_pages == 0)
 			continue;
 		if (d.physical_start < MAX_PHYS &&
 		    d.number_of_pages <=

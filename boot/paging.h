@@ -17,9 +17,9 @@ struct paging_layout {
 /*
  * Returns the contract's direct_map_limit for the UEFI memory map
  * map[0, size), descriptors desc_size (>= 40) bytes apart: the highest
- * end of a range that is not reserved or device memory, rounded up to
- * 1 GiB, at least 4 GiB (the legacy holes and the APICs lie below). An
- * end past 2^52, the architectural limit, counts as 2^52.
+ * end of a range that is not reserved or device memory (nor empty),
+ * rounded up to 1 GiB, at least 4 GiB (the legacy holes and the APICs
+ * lie below). An end past 2^52, the architectural limit, counts as 2^52.
  */
 uint64_t paging_direct_map_limit(const void *map, size_t size,
                                  size_t desc_size);

@@ -1,0 +1,58 @@
+/*
+ * Host tests of the loader's sizing of its direct map from the UEFI
+ * memory map (boot/paging.c, paging_direct_map_limit): the map the
+ * firmware hands over, crafted here, decides how many page-table pages
+ * the loader builds, or whether it can boot at all.
+ */
+#include "../../boot/boot_info.h"
+#include "../../boot/paging.h"
+#include "../../kernel/ktest.h"
+
+#include <string.h>
+
+#define GIB (1ull << 30)
+
+static unsigned char map[4 * 48];
+
+/* Writes descriptor i of a map whose stride is 48 bytes. */
+static void put(int i, uint32_t type, uint64_t base, uint64_t npages)
+{
+	struct efi_memory_descriptor d = {.type = type,
+	                                  .physical_start = base,
+	                                  .number_of_pages = npages};
+	memcpy(map + 48 * i, &d, sizeof(d));
+}
+
+/* RAM to 6 GiB, then MMIO high up: the map covers 8 GiB, the RAM's end
+ * rounded up to 1 GiB; device memory does not count. */
+KTEST(boot_paging, limit_covers_ram_not_devices)
+{
+	memset(map, 0, sizeof(map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, (6 * GIB - 0x100000) >> 12);
+	put(1, EFI_ACPI_RECLAIM_MEMORY, 6 * GIB, 16);
+	put(2, EFI_MEMORY_MAPPED_IO, 1ull << 40, 1);
+	put(3, EFI_RESERVED_MEMORY, 1ull << 41, 1);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48), 7 * GIB);
+	/* Below 4 GiB of RAM, the map still covers 4 GiB. */
+	memset(map, 0, sizeof(map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, 256);
+	KEXPECT_EQ(paging_direct_map_limit(map, 48, 48), 4 * GIB);
+}
+
+/*
+ * A descriptor with no pages describes no memory; the kernel skips it
+ * (bootinfo_read_mmap). The loader took its start as the end of RAM: one
+ * at 1 PiB made the direct map 1 PiB, more than the loader's tables can
+ * map, and the boot stopped ("memory reaches 0x4000000000000, more than
+ * the loader's page tables can map"); one at 64 GiB cost 60 pages of
+ * page tables for nothing.
+ */
+KTEST(boot_paging, zero_length_entries_do_not_extend_the_map)
+{
+	memset(map, 0, sizeof(map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, 256);
+	put(1, EFI_CONVENTIONAL_MEMORY, 1ull << 50, 0);
+	put(2, EFI_BOOT_SERVICES_DATA, 64 * GIB, 0);
+	put(3, EFI_LOADER_DATA, 5 * GIB, 1);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48), 6 * GIB);
+}
