@@ -12,6 +12,11 @@
  *              per-CPU caches and the sweeper (the kernel's kmalloc wraps
  *              it)
  * port.h is the contract the OS implements; docs/PORTING.md explains it.
+ *
+ * Limits: an arena of at most PALLOC_MAX_ARENA_BYTES (128 TiB); one
+ * object of the span heap of at most SPANHEAP_LARGE_MAX_PAGES pages (16
+ * TiB less a page), so on an arena above that a larger request gets NULL
+ * and a line naming the limit, however many pages are free.
  */
 #ifndef MM_MM_H
 #define MM_MM_H

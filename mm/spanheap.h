@@ -68,6 +68,13 @@ enum mm_alloc_flags {
 /* Every flag: a call with any other bit set is refused (NULL, logged). */
 #define MM_ALLOC_FLAGS (MM_ZERO | MM_ATOMIC | MM_NO_GROW)
 
+/* The most pages one large object may have: its span keeps its page
+ * count in 32 bits (struct mspan's first line holds what the fast paths
+ * read), so only an arena above 16 TiB could be asked for more. A larger
+ * allocation, or a realloc to one, gets NULL and a line naming the limit
+ * (spanheap_large_alloc); the object a realloc was given stays as it was. */
+#define SPANHEAP_LARGE_MAX_PAGES ((size_t)UINT32_MAX)
+
 /* Per size class and in all (spanheap_stats). */
 struct spanheap_class_stats {
 	uint32_t size;

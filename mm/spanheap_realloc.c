@@ -142,9 +142,12 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		}
 		return p;
 	}
-	size_t want = size;
-	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC))
-		want = size + size / 8 > size ? size + size / 8 : size;
+	/* The eighth stops at the largest object there may be: past it the
+	 * allocation of want would be refused. */
+	size_t want = size, most = SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE;
+	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
+	    size < most)
+		want = size + min_sz(size / 8, most - size);
 	void *n = spanheap_alloc(sh, want, flags & ~MM_ZERO);
 	if (!n && want != size)
 		n = spanheap_alloc(sh, size, flags & ~MM_ZERO);

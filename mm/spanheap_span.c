@@ -393,14 +393,26 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 /* ---- Large objects
  * ------------------------------------------------------------ */
 
+_Static_assert(SPANHEAP_LARGE_MAX_PAGES <= UINT32_MAX &&
+                       sizeof(((struct mspan *)0)->npages) == 4,
+               "a large span's page count fits its npages");
+
 /* npages pages aligned to align bytes (a page multiple), as a large
- * span; npages 0 (size 0 with a large alignment) gets one page. */
+ * span; npages 0 (size 0 with a large alignment) gets one page. More
+ * than SPANHEAP_LARGE_MAX_PAGES is refused with a line: its span could
+ * not record them (it kept the count's low 32 bits). */
 void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
                            unsigned flags)
 {
 	struct mheap *h = sh->heap;
 	if (npages == 0)
 		npages = 1;
+	if (npages > SPANHEAP_LARGE_MAX_PAGES) {
+		mm_log("spanheap: alloc of %zu pages refused: a large object "
+		       "has at most %zu (its span's page count is 32 bits)",
+		       npages, SPANHEAP_LARGE_MAX_PAGES);
+		return NULL;
+	}
 	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
 	if (npages > h->arena_pages || extra > h->arena_pages - npages)
 		return NULL;
@@ -442,7 +454,8 @@ void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
 /*
  * Resizes the large span s (p's: the caller owns it) to npages pages in
  * place: the pages after it if they are free (mheap_extend_pages), or its
- * tail given back. True if it did. With MM_NO_GROW in flags, the page
+ * tail given back. True if it did; false for more than
+ * SPANHEAP_LARGE_MAX_PAGES. With MM_NO_GROW in flags, the page
  * heap is not grown (for its reserve) either. Thread context: the page
  * heap may map pages and sleep. Its table entries are set before it grows into
  * pages and after it leaves them, so that a lookup of its own pages always
@@ -454,6 +467,8 @@ bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
 {
 	struct mheap *h = sh->heap;
 	size_t have = s->npages;
+	if (npages > SPANHEAP_LARGE_MAX_PAGES)
+		return false; /* the realloc's move refuses it, saying so */
 	uintptr_t at = s->base + npages * MM_PAGE_SIZE;
 	if (npages > have) {
 		if (!mheap_extend_pages(h, (void *)s->base, have, npages - have,

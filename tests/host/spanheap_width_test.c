@@ -1,0 +1,126 @@
+/*
+ * The span heap's sizes at the edges of its fields' widths: a large
+ * object's page count, kept in 32 bits in its span (struct mspan), and
+ * its size, which elemsize saturates at UINT32_MAX above 4 GiB.
+ *
+ * A large object of 2^32 pages or more needs an arena above 16 TiB. The
+ * POSIX port only reserves address space, so such a heap is cheap to
+ * make; growing it by 16 TiB is not (its span table alone would take 32
+ * GiB), so these tests make every map fail (mm_port_fail_maps) while
+ * they ask: a request the heap should refuse outright must not reach
+ * the page heap, and one that did fails fast instead of eating memory.
+ * A host that refuses the reservation skips them.
+ *
+ * Each test makes its own heap and gives it back at the end.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+/* 2^32 pages, one more than SPANHEAP_LARGE_MAX_PAGES, and its bytes. */
+#define OVER_LIMIT_PAGES ((size_t)1 << 32)
+#define OVER_LIMIT_BYTES (OVER_LIMIT_PAGES * PG)
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* Makes the heap over an arena that could hold a large object of more
+ * than SPANHEAP_LARGE_MAX_PAGES pages (two chunks more, for the heap's
+ * first growth). False if the host refuses the reservation. */
+static bool huge_heap_new(void)
+{
+	if (!sh_heap_new(&heap, &sh, OVER_LIMIT_BYTES + 2 * PALLOC_CHUNK_BYTES))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+/* Fails the test at line unless, since logs lines were counted, one line
+ * was logged and it names the large objects' limit, and the heap mapped
+ * nothing meanwhile (it never went to the page heap). */
+static void expect_refused_at(int line, unsigned long logs, size_t mapped,
+                              size_t grown)
+{
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	if (mm_port_log_count() != logs + 1 ||
+	    !strstr(mm_port_last_log(), "a large object has at most"))
+		ktest_fail_at(__FILE__, line,
+		              "%lu lines logged, the last \"%s\", not one "
+		              "naming the limit",
+		              mm_port_log_count() - logs, mm_port_last_log());
+	if (mm_port_mapped_bytes() != mapped || st.grown_pages != grown)
+		ktest_fail_at(__FILE__, line,
+		              "the page heap was asked: %zu bytes mapped and "
+		              "%zu pages grown, %zu and %zu before",
+		              mm_port_mapped_bytes(), st.grown_pages, mapped,
+		              grown);
+}
+
+#define EXPECT_REFUSED(logs, mapped, grown) \
+	expect_refused_at(__LINE__, logs, mapped, grown)
+
+/*
+ * An allocation, a zeroed one and a calloc of 2^32 pages on an arena
+ * that has them are refused with a line naming the limit, before the
+ * page heap is asked. Before SPANHEAP_LARGE_MAX_PAGES they went to the
+ * page heap, which would have grown by 16 TiB and handed out a span
+ * whose 32-bit npages said 0 (2^32 + 1 pages: 1).
+ */
+KTEST(spanheap_width, large_alloc_over_32_bit_pages_is_refused)
+{
+	if (!huge_heap_new())
+		KTEST_SKIP("the host refuses a 16 TiB reservation");
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	size_t mapped = mm_port_mapped_bytes(), grown = st.grown_pages;
+	mm_port_fail_maps(1000);
+	unsigned long logs = mm_port_log_count();
+	KEXPECT(spanheap_alloc(&sh, OVER_LIMIT_BYTES, 0) == NULL);
+	EXPECT_REFUSED(logs, mapped, grown);
+	logs = mm_port_log_count();
+	KEXPECT(spanheap_alloc(&sh, OVER_LIMIT_BYTES + PG, MM_ZERO) == NULL);
+	EXPECT_REFUSED(logs, mapped, grown);
+	logs = mm_port_log_count();
+	KEXPECT(spanheap_calloc(&sh, OVER_LIMIT_PAGES, PG, 0) == NULL);
+	EXPECT_REFUSED(logs, mapped, grown);
+	mm_port_fail_maps(0);
+	/* The heap still serves what it can. */
+	void *p = spanheap_alloc(&sh, 2 * SC_MAX_SIZE, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the refused allocations");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A realloc of a large object to 2^32 pages gets NULL and the line, and
+ * the object stays as it was: same size, same bytes. Before, it tried to
+ * grow the object in place into 2^32 pages and then to move it.
+ */
+KTEST(spanheap_width, large_realloc_over_32_bit_pages_is_refused)
+{
+	if (!huge_heap_new())
+		KTEST_SKIP("the host refuses a 16 TiB reservation");
+	size_t n = 2 * SC_MAX_SIZE;
+	unsigned char *p = spanheap_alloc(&sh, n, 0);
+	KASSERT(p);
+	memset(p, 0x5a, n);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	size_t mapped = mm_port_mapped_bytes(), grown = st.grown_pages;
+	mm_port_fail_maps(1000);
+	unsigned long logs = mm_port_log_count();
+	KEXPECT(spanheap_realloc(&sh, p, OVER_LIMIT_BYTES, 0) == NULL);
+	EXPECT_REFUSED(logs, mapped, grown);
+	mm_port_fail_maps(0);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), n);
+	KEXPECT(all_bytes(p, n, 0x5a));
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the refused realloc");
+	sh_heap_release(&heap);
+}
