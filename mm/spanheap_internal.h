@@ -79,6 +79,13 @@ static inline size_t min_sz(size_t a, size_t b)
 	return a < b ? a : b;
 }
 
+/* The size of s's objects for the misuse reports: a large span's whole
+ * pages, since its elemsize saturates at UINT32_MAX above 4 GiB. */
+static inline size_t spanheap_object_bytes(const struct mspan *s)
+{
+	return s->sizeclass ? s->elemsize : (size_t)s->npages * MM_PAGE_SIZE;
+}
+
 /* The pages that hold size bytes. */
 static inline size_t spanheap_pages_for(size_t size)
 {

@@ -74,13 +74,13 @@ use_refused(const char *op, struct mspan *s, uint32_t idx, uintptr_t a)
 		mm_panic("spanheap: %s of an object already freed (a use after "
 		         "free?): pointer %p, span [%#lx, +%u pages), size "
 		         "class "
-		         "%u (%u-byte objects)",
+		         "%u (%zu-byte objects)",
 		         op, (void *)a, (unsigned long)s->base, s->npages,
-		         (unsigned)s->sizeclass, s->elemsize);
+		         (unsigned)s->sizeclass, spanheap_object_bytes(s));
 	mm_panic("spanheap: %s of an object that is not allocated: pointer "
-	         "%p, span [%#lx, +%u pages), size class %u (%u-byte objects)",
+	         "%p, span [%#lx, +%u pages), size class %u (%zu-byte objects)",
 	         op, (void *)a, (unsigned long)s->base, s->npages,
-	         (unsigned)s->sizeclass, s->elemsize);
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
 }
 
 /* The free's checks of small object idx of s at a (invariant 7): handed

@@ -63,9 +63,9 @@ unsigned mheap_flags_of(unsigned flags)
 void spanheap_bad_object(const char *what, const void *p, const struct mspan *s)
 {
 	mm_panic("spanheap: %s: pointer %p, span [%#lx, +%u pages), size "
-	         "class %u (%u-byte objects)",
+	         "class %u (%zu-byte objects)",
 	         what, p, (unsigned long)s->base, s->npages,
-	         (unsigned)s->sizeclass, s->elemsize);
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
 }
 
 void spanheap_bad_class(unsigned cls, const char *fn)
@@ -82,9 +82,9 @@ __attribute__((noreturn)) static void bad_object_op(const char *op,
                                                     const struct mspan *s)
 {
 	mm_panic("spanheap: %s of %s: pointer %p, span [%#lx, +%u pages), "
-	         "size class %u (%u-byte objects)",
+	         "size class %u (%zu-byte objects)",
 	         op, what, p, (unsigned long)s->base, s->npages,
-	         (unsigned)s->sizeclass, s->elemsize);
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
 }
 
 /* The span table has no span for p: say what p is. */

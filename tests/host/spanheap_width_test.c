@@ -124,3 +124,26 @@ KTEST(spanheap_width, large_realloc_over_32_bit_pages_is_refused)
 	SH_CHECK(&sh, "after the refused realloc");
 	sh_heap_release(&heap);
 }
+
+/*
+ * A misuse report of a large object above 4 GiB names its real size:
+ * elemsize saturates at UINT32_MAX there, and the reports printed it, so
+ * an interior free of a 5 GiB object said "4294967295-byte objects".
+ */
+KTEST(spanheap_width, misuse_of_a_5_gib_object_names_its_size)
+{
+	KASSERT(sh_heap_new(&heap, &sh, (size_t)8 << 30));
+	mm_port_set_cpu(0);
+	size_t n = (size_t)5 << 30;
+	char *p = spanheap_alloc(&sh, n, 0);
+	KASSERT(p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), n);
+	bool fired = MM_PORT_PANICS(spanheap_free(&sh, p + PG));
+	KEXPECT(fired);
+	if (!strstr(mm_port_last_panic(), "(5368709120-byte objects)"))
+		ktest_fail_at(__FILE__, __LINE__, "the report said \"%s\"",
+		              mm_port_last_panic());
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the interior free");
+	sh_heap_release(&heap);
+}
