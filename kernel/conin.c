@@ -225,6 +225,12 @@ void conin_testing_push(uint8_t c)
 	push(c);
 }
 
+void conin_testing_hole(uint32_t n)
+{
+	while (n--)
+		note_drop();
+}
+
 void conin_testing_drain(void)
 {
 	drain_uart();

@@ -13,6 +13,10 @@ void conin_testing_reset(void);
  * dropped (and counted) when the ring is full. */
 void conin_testing_push(uint8_t c);
 
+/* Counts n bytes dropped before the next byte offered, as a full ring
+ * or a UART overrun does, without filling the ring. */
+void conin_testing_hole(uint32_t n);
+
 /* Moves what the UART has received into the ring, as its interrupt
  * handler does. */
 void conin_testing_drain(void);

@@ -104,7 +104,7 @@ static void drop_line(struct lineedit *le)
 	le->len = 0;
 	le->buf[0] = '\0';
 	le->overflow = 0;
-	le->lost = false;
+	le->lost = 0;
 	le->open = 0;
 }
 
@@ -147,6 +147,7 @@ static void browse(struct lineedit *le, bool up)
 			memcpy(le->draft, le->buf, le->len + 1);
 			le->draft_overflow = le->overflow;
 			le->draft_lost = le->lost;
+			le->lost_has_draft = true;
 		}
 		le->browse++;
 		set_line(le, lineedit_history(le, le->browse - 1));
@@ -157,10 +158,13 @@ static void browse(struct lineedit *le, bool up)
 		/* The draft's unechoed excess comes back with it: Enter
 		 * still rejects an overlong line whole. So does its hole,
 		 * though Ctrl-U cleared the mark of an entry shown
-		 * meanwhile (a hole while browsing stays marked). */
+		 * meanwhile (a hole while browsing stays marked, and
+		 * counted): then the draft's count is added back. */
 		if (le->browse == 0) {
 			le->overflow = le->draft_overflow;
-			le->lost |= le->draft_lost;
+			if (!le->lost_has_draft)
+				le->lost += le->draft_lost;
+			le->lost_has_draft = false;
 		}
 	}
 }
@@ -171,9 +175,11 @@ static enum lineedit_event finish(struct lineedit *le)
 	emit(le, "\n", 1);
 	le->open = 0;
 	le->browse = 0;
+	le->lost_has_draft = false;
 	if (le->lost || le->overflow) {
 		enum lineedit_event ev =
 		        le->lost ? LINEEDIT_LOST : LINEEDIT_OVERLONG;
+		le->lost_rejected = le->lost;
 		drop_line(le);
 		return ev;
 	}
@@ -247,10 +253,12 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 		emit(le, "^C\n", 3);
 		drop_line(le);
 		le->browse = 0;
+		le->lost_has_draft = false;
 		return LINEEDIT_CANCEL;
 	case KEY_CTRL_U:
 		erase_line(le);
-		le->lost = false;
+		le->lost = 0;
+		le->lost_has_draft = false;
 		return LINEEDIT_MORE;
 	case KEY_BS:
 	case KEY_DEL:
@@ -271,9 +279,17 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c)
 	return LINEEDIT_MORE;
 }
 
-void lineedit_lost(struct lineedit *le)
+void lineedit_lost(struct lineedit *le, uint64_t nbytes)
 {
-	le->lost = true;
+	/* A hole of no bytes is still one: the caller saw a hole. */
+	nbytes = nbytes ? nbytes : 1;
+	le->lost =
+	        le->lost > UINT64_MAX - nbytes ? UINT64_MAX : le->lost + nbytes;
+}
+
+uint64_t lineedit_lost_bytes(const struct lineedit *le)
+{
+	return le->lost_rejected;
 }
 
 const char *lineedit_line(const struct lineedit *le)

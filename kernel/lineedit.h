@@ -9,7 +9,7 @@
  * and is obeyed. A line longer than LINEEDIT_MAX bytes is not cut: its excess
  * (from the first character that does not fit whole) is not echoed, and Enter
  * rejects it whole. So is a line the caller marks lost
- * (lineedit_lost: input bytes were dropped inside it).
+ * (lineedit_lost: input bytes were dropped inside it), saying how many.
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would
@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define LINEEDIT_MAX     120
 #define LINEEDIT_HISTORY 16
@@ -48,7 +49,8 @@ struct lineedit {
 	bool overflow_cont; /* the last character went to overflow */
 	unsigned esc;  /* escape-sequence state: 0, after ESC, after ESC [ */
 	bool after_cr; /* the last key was CR: a LF next is its pair */
-	bool lost;     /* input was dropped inside this line */
+	uint64_t lost; /* input bytes dropped inside this line */
+	uint64_t lost_rejected; /* those of the line LINEEDIT_LOST refused */
 	/* The history, oldest first in a ring; browse counts back from the
 	 * newest while the arrows walk it (0: the line being typed). */
 	char hist[LINEEDIT_HISTORY][LINEEDIT_MAX + 1];
@@ -56,7 +58,8 @@ struct lineedit {
 	size_t browse;
 	char draft[LINEEDIT_MAX + 1]; /* the typed line, kept while browsing */
 	size_t draft_overflow;        /* and its excess (see overflow) */
-	bool draft_lost;              /* and whether it was marked lost */
+	uint64_t draft_lost;          /* and the bytes it lost */
+	bool lost_has_draft; /* lost counts draft_lost (no Ctrl-U since) */
 };
 
 void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
@@ -65,12 +68,17 @@ void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
  * LINEEDIT_LINE the line stays readable until the next lineedit_feed. */
 enum lineedit_event lineedit_feed(struct lineedit *le, char c);
 
-/* Marks the line being typed as lost: bytes of it never arrived. The
+/* Marks the line being typed as lost: nbytes of it never arrived. The
  * next Enter returns LINEEDIT_LOST instead of the line (Ctrl-C and
- * Ctrl-U abandon it as usual; a line left for the history keeps its
- * mark, and gets it back when the arrows return to it). Call it before
- * feeding the byte that followed the hole. */
-void lineedit_lost(struct lineedit *le);
+ * Ctrl-U abandon it and its count as usual; a line left for the history
+ * keeps its mark and count, and gets them back when the arrows return to
+ * it). Call it before feeding the byte that followed the hole. */
+void lineedit_lost(struct lineedit *le, uint64_t nbytes);
+
+/* After LINEEDIT_LOST: the input bytes the refused line lost, counted
+ * since the last Ctrl-U or Ctrl-C (the holes in what they erased are
+ * not in it). */
+uint64_t lineedit_lost_bytes(const struct lineedit *le);
 
 /* The completed line (after LINEEDIT_LINE). */
 const char *lineedit_line(const struct lineedit *le);

@@ -192,18 +192,15 @@ enum shell_status shell_run_line(const char *text)
 enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost)
 {
 	enum lineedit_event ev;
-	*lost = 0;
 	do {
 		uint32_t hole;
 		char c = (char)conin_getc(&hole);
-		if (hole) {
-			*lost += hole;
-			lineedit_lost(le);
-		}
+		if (hole)
+			lineedit_lost(le, hole);
 		ev = lineedit_feed(le, c);
 	} while (ev == LINEEDIT_MORE);
-	if (ev != LINEEDIT_LOST)
-		*lost = 0; /* the line with the hole was erased or cancelled */
+	/* The editor counts: a hole in what Ctrl-U erased is not in it. */
+	*lost = ev == LINEEDIT_LOST ? lineedit_lost_bytes(le) : 0;
 	return ev;
 }
 

@@ -72,6 +72,40 @@ KTEST(conin, a_line_that_lost_bytes_is_not_run)
 	conin_testing_reset();
 }
 
+/* The count the shell names is of the bytes lost from the line it
+ * refuses: a hole in a line the user erased (Ctrl-U) is not in it. It
+ * said 5 below, the 3 bytes of the erased line counted too. A hole in a
+ * line left for the history and brought back counts again. */
+KTEST(conin, lost_count_is_of_the_refused_line_only)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	uint64_t lost = 0;
+	conin_testing_hole(3);
+	push("ab\025cd");
+	conin_testing_hole(2);
+	push("e\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 2);
+	/* Up, Ctrl-U and Down: the draft's hole comes back, and the one
+	 * typed into the entry shown meanwhile stays (its arrow key may
+	 * have been in it). */
+	push("help\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
+	conin_testing_hole(3);
+	push("x\x1b[A\025");
+	conin_testing_hole(2);
+	push("y\x1b[B\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 5);
+	/* Without the Ctrl-U, the draft's hole is counted once. */
+	conin_testing_hole(3);
+	push("x\x1b[A\x1b[B\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 3);
+	conin_testing_reset();
+}
+
 /* COM1's registers, for a test that talks to the UART in loopback. */
 #define COM1        0x3f8
 #define UART_IER    1

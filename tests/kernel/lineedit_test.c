@@ -212,14 +212,14 @@ KTEST(lineedit, lost_draft_stays_lost_after_browsing)
 	reset();
 	type("help\r", NULL);
 	type("sleep 1", NULL);
-	lineedit_lost(&le); /* bytes were dropped here */
+	lineedit_lost(&le, 1); /* bytes were dropped here */
 	type("00", NULL);
 	type(UP "\x15" DOWN, NULL);
 	KEXPECT_STREQ(le.buf, "sleep 100");
 	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
 	/* Without the Ctrl-U too, and a whole line after it runs. */
 	type("sleep 1", NULL);
-	lineedit_lost(&le);
+	lineedit_lost(&le, 1);
 	type("00" UP DOWN, NULL);
 	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
 	KEXPECT_EQ(type("sleep 2\r", NULL), LINEEDIT_LINE);

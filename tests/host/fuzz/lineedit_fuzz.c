@@ -120,6 +120,8 @@ static void check_event(enum lineedit_event ev, size_t key, bool overlong,
 		fail("a line rejected as overlong without an excess", key);
 	if (ev == LINEEDIT_LOST && !lost)
 		fail("a line rejected as lost without a hole", key);
+	if (ev == LINEEDIT_LOST && lineedit_lost_bytes(&le) == 0)
+		fail("a line rejected as lost counts no byte lost", key);
 	if (le.len > LINEEDIT_MAX || strlen(le.buf) != le.len)
 		fail("the line is not buf[0, len) within the limit", key);
 	if (term.len != le.len || memcmp(term.bytes, le.buf, le.len) != 0)
@@ -132,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lineedit_init(&le, out, &term);
 	for (size_t i = 0; i < size; i++) {
 		if (data[i] == 0) {
-			lineedit_lost(&le);
+			lineedit_lost(&le, 1);
 			continue;
 		}
 		bool overlong = le.overflow != 0, lost = le.lost;
