@@ -222,7 +222,8 @@ void conin_testing_reset(void)
 
 void conin_testing_push(uint8_t c)
 {
-	push(c);
+	if (push(c))
+		waitq_wake_all(&conin_wq); /* a reader may sleep for it */
 }
 
 void conin_testing_hole(uint32_t n)

@@ -9,8 +9,8 @@
 /* Empties the ring and forgets every drop. */
 void conin_testing_reset(void);
 
-/* Offers c to the ring as if the UART had received it: queued, or
- * dropped (and counted) when the ring is full. */
+/* Offers c to the ring as if the UART had received it: queued (the
+ * reader woken), or dropped (and counted) when the ring is full. */
 void conin_testing_push(uint8_t c);
 
 /* Counts n bytes dropped before the next byte offered, as a full ring

@@ -35,10 +35,17 @@ void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx)
 	le->ctx = ctx;
 }
 
+/* Adds to the key's echo, which lineedit_feed hands out whole. */
 static void emit(struct lineedit *le, const char *s, size_t n)
 {
-	if (n)
-		le->out(le->ctx, s, n);
+	/* Never by LINEEDIT_ECHO_MAX; should it be, the part so far goes
+	 * out with the line as it stands, not lost. */
+	if (le->echo_len + n > sizeof(le->echo)) {
+		le->out(le->ctx, le->echo, le->echo_len, le->buf);
+		le->echo_len = 0;
+	}
+	memcpy(le->echo + le->echo_len, s, n);
+	le->echo_len += n;
 }
 
 static bool is_continuation(char c)
@@ -225,7 +232,20 @@ static void add_byte(struct lineedit *le, char c)
 	le->buf[le->len] = '\0';
 }
 
+static enum lineedit_event feed(struct lineedit *le, char c);
+
 enum lineedit_event lineedit_feed(struct lineedit *le, char c)
+{
+	le->echo_len = 0;
+	enum lineedit_event ev = feed(le, c);
+	if (le->echo_len)
+		le->out(le->ctx, le->echo, le->echo_len,
+		        ev == LINEEDIT_MORE ? le->buf : NULL);
+	return ev;
+}
+
+/* One key: its echo goes to le->echo. */
+static enum lineedit_event feed(struct lineedit *le, char c)
 {
 	bool after_cr = le->after_cr;
 	le->after_cr = false;

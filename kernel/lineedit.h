@@ -13,7 +13,10 @@
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would
- * show. Not locked: one owner (the shell thread, or a test).
+ * show. Each key's echo comes whole, in one call, with the line as the
+ * terminal then shows it: a console that prints something else meanwhile
+ * can draw the line again. Not locked: one owner (the shell thread, or a
+ * test).
  */
 #ifndef KERNEL_LINEEDIT_H
 #define KERNEL_LINEEDIT_H
@@ -34,12 +37,22 @@ enum lineedit_event {
 	LINEEDIT_LOST,     /* Enter on a line marked lost: rejected */
 };
 
-typedef void (*lineedit_out_fn)(void *ctx, const char *s, size_t n);
+/* A key's echo s[0..n), n > 0; line is what the terminal shows after it
+ * (not counting the prompt), or NULL when the key ended the line (its
+ * echo ends with a newline). */
+typedef void (*lineedit_out_fn)(void *ctx, const char *s, size_t n,
+                                const char *line);
+
+/* The most one key echoes: a history recall erases a whole line (3
+ * bytes a column) and shows another. */
+#define LINEEDIT_ECHO_MAX (4 * LINEEDIT_MAX + 4)
 
 struct lineedit {
 	lineedit_out_fn out;
 	void *ctx;
-	char buf[LINEEDIT_MAX + 1]; /* the line being edited, NUL-ended */
+	char buf[LINEEDIT_MAX + 1];   /* the line being edited, NUL-ended */
+	char echo[LINEEDIT_ECHO_MAX]; /* this key's, until it is handled */
+	size_t echo_len;
 	size_t len;
 	/* The terminal's columns: col_start[i] when buf[i] starts one; the
 	 * continuation bytes the last one still takes (lineedit.c). */

@@ -3,6 +3,12 @@
  * the serial console, polled, so it works in any context, including the
  * exception handler and a panic on a broken heap.
  *
+ * The editable line (console_line_*): the console keeps a copy of the
+ * prompt and the typed text, updated with each echo under the console
+ * lock, so that any printk can erase the line before its output and draw
+ * it again after, without asking its owner (the shell thread, which may
+ * be asleep, and whose editor is not locked).
+ *
  * A panic prints alone. The first CPU to panic claims panic_cpu, sends an
  * NMI to every other online CPU and waits (boundedly) until each has
  * marked itself in cpus_stopped and halted, in the NMI handler (a CPU
@@ -29,6 +35,7 @@
 #include "kernel/percpu.h"
 #include "kernel/printk_testing.h"
 #include "kernel/spinlock.h"
+#include "kernel/string.h"
 #include "kernel/time.h"
 
 /* Keeps lines from different CPUs apart: one printk call is written
@@ -59,19 +66,38 @@ const struct spinlock *printk_testing_console_lock(void)
 	return &console_lock;
 }
 
+/* Sends c to the UART; ctx, if not NULL, keeps the last one sent. */
 static void console_sink(void *ctx, char c)
 {
 	TEST_HOOK(printk_testing_putc, (unsigned char)c);
 	serial_putc(c);
+	if (ctx)
+		*(char *)ctx = c;
+}
+
+static void console_write(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		console_sink(NULL, s[i]);
 }
 
 /* Each CPU's own, touched with interrupts off: true from before it takes
  * a ticket for console_lock until after it has handed the lock on. */
 static bool in_vprintk[MAX_CPUS];
 
-void vprintk(const char *fmt, va_list ap)
+/* The editable line (printk.h). Protected by console_lock, and so kept
+ * only by a writer that took it (a panic's or an NMI's printk prints over
+ * the line and leaves it be): */
+static const char *line_prompt; /* NULL: no editable line */
+static char line_text[CONSOLE_LINE_MAX + 1];
+static bool line_hidden; /* erased for other output, not drawn since */
+static bool line_mid;    /* and that output's last line is unfinished */
+
+/* Interrupts off, then the console lock unless a panic has started or
+ * this CPU is inside printk already; returns whether it took the lock. */
+static bool console_enter(unsigned long *flags)
 {
-	unsigned long flags = read_rflags();
+	*flags = read_rflags();
 	cpu_cli();
 	/* Re-entry on this CPU (an NMI or a fault while it waits for the
 	 * lock, holds it or hands it on) prints unlocked: spin_held does not
@@ -84,14 +110,85 @@ void vprintk(const char *fmt, va_list ap)
 		atomic_signal_fence(memory_order_seq_cst);
 		spin_lock(&console_lock);
 	}
-	kvformat(console_sink, NULL, fmt, ap);
-	if (lock) {
+	return lock;
+}
+
+static void console_leave(bool locked, unsigned long flags)
+{
+	if (locked) {
 		spin_unlock(&console_lock);
 		atomic_signal_fence(memory_order_seq_cst);
-		*mine = false;
+		in_vprintk[this_cpu()->id] = false;
 	}
 	if (flags & RFLAGS_IF)
 		cpu_sti();
+}
+
+/* Draws the editable line, at the start of a terminal line. Locking:
+ * console_lock must be held. */
+static void line_draw_locked(void)
+{
+	console_write(line_prompt, strlen(line_prompt));
+	console_write(line_text, strlen(line_text));
+	line_hidden = false;
+}
+
+void console_line_start(const char *prompt)
+{
+	unsigned long flags;
+	bool locked = console_enter(&flags);
+	console_write(prompt, strlen(prompt));
+	if (locked) {
+		line_prompt = prompt;
+		line_text[0] = '\0';
+		line_hidden = false;
+	}
+	console_leave(locked, flags);
+}
+
+void console_line_update(const char *s, size_t n, const char *line)
+{
+	unsigned long flags;
+	bool locked = console_enter(&flags);
+	bool edit = locked && line_prompt;
+	/* The echo is relative to the line as last drawn: draw it first,
+	 * on a line of its own, if other output took its place. */
+	if (edit && line_hidden) {
+		if (line_mid)
+			console_write("\n", 1);
+		line_draw_locked();
+	}
+	console_write(s, n);
+	if (edit && line) {
+		size_t k = 0;
+		for (; k < CONSOLE_LINE_MAX && line[k]; k++)
+			line_text[k] = line[k];
+		line_text[k] = '\0';
+	} else if (edit) {
+		line_prompt = NULL;
+	}
+	console_leave(locked, flags);
+}
+
+void vprintk(const char *fmt, va_list ap)
+{
+	unsigned long flags;
+	bool locked = console_enter(&flags);
+	bool edit = locked && line_prompt;
+	if (edit && !line_hidden) {
+		console_write("\r\x1b[K", 4);
+		line_hidden = true;
+		line_mid = false;
+	}
+	char last = '\0';
+	kvformat(console_sink, &last, fmt, ap);
+	if (edit) {
+		if (last)
+			line_mid = last != '\n';
+		if (!line_mid)
+			line_draw_locked();
+	}
+	console_leave(locked, flags);
 }
 
 void printk(const char *fmt, ...)

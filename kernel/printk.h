@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Formats (see kernel/format.h) to the console; one call's output is
@@ -12,6 +13,28 @@
  * without the lock, so its text may land inside the other's. */
 void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, va_list ap);
+
+/*
+ * The console's editable line: a prompt and what has been typed after
+ * it, on a terminal (the shell's, at a "gantry> " prompt). printk from
+ * anyone while it is on screen erases it ("\r", ESC [ K), prints, and
+ * once the output has ended its own line draws it again, so the user
+ * still sees what they typed; a key echoed while the output's last line
+ * is unfinished first ends that line and draws the line again. The
+ * echo goes through console_line_update, which keeps the console's copy
+ * in step with what it writes (both under the console lock). Limit: a
+ * line wider than the terminal wraps, and only its last row is erased.
+ */
+#define CONSOLE_LINE_MAX 128
+
+/* Prints prompt (a string that stays valid) and starts an editable line,
+ * empty. The shell thread. */
+void console_line_start(const char *prompt);
+
+/* Prints a key's echo s[0..n); line is the editable line after it (its
+ * first CONSOLE_LINE_MAX bytes are kept), or NULL when the key ended it.
+ * Without an editable line, only prints s. The shell thread. */
+void console_line_update(const char *s, size_t n, const char *line);
 
 /*
  * Stops every other CPU (an NMI each), then prints "KERNEL PANIC:

@@ -30,11 +30,13 @@
 
 #define PROMPT "gantry> "
 
+static void editor_out(void *ctx, const char *s, size_t n, const char *line);
+
 /* The shell thread's own: */
-static struct lineedit editor;
+static struct lineedit editor = {.out = editor_out}; /* lineedit_init's */
 static char line[LINEEDIT_MAX + 1];
 static enum shell_status last_status;
-/* Immutable after shell_start: */
+/* Immutable after shell_start (a test may set it while no shell runs): */
 static bool tty;
 
 static const struct shell_cmd *const tables[] = {
@@ -204,10 +206,14 @@ enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost)
 	return ev;
 }
 
-static void editor_out(void *ctx, const char *s, size_t n)
+/* The echo goes with the line, so that the console can draw the line
+ * again after output from elsewhere (a no-op without console_line_start:
+ * with "shell.notty" the other end is no terminal to redraw on). */
+static void editor_out(void *ctx, const char *s, size_t n, const char *line)
 {
-	printk("%.*s", (int)n, s);
+	console_line_update(s, n, line);
 }
+_Static_assert(LINEEDIT_MAX <= CONSOLE_LINE_MAX, "the console keeps a line");
 
 enum shell_status shell_run_input(struct lineedit *le)
 {
@@ -231,14 +237,25 @@ enum shell_status shell_run_input(struct lineedit *le)
 	return last_status;
 }
 
+enum shell_status shell_run_prompt(void)
+{
+	if (tty)
+		console_line_start(PROMPT);
+	else
+		printk(PROMPT);
+	return shell_run_input(&editor);
+}
+
+void shell_testing_set_tty(bool on)
+{
+	tty = on;
+}
+
 static void shell_main(void *arg)
 {
-	lineedit_init(&editor, editor_out, NULL);
 	shell_heapmap_boot();
-	for (;;) {
-		printk(PROMPT);
-		shell_run_input(&editor);
-	}
+	for (;;)
+		shell_run_prompt();
 }
 
 void shell_start(void)

@@ -23,6 +23,15 @@ enum lineedit_event shell_read_line(struct lineedit *le, uint64_t *lost);
  * with. The shell thread's loop, one turn without the prompt. */
 enum shell_status shell_run_input(struct lineedit *le);
 
+/* One turn of the shell thread's loop: the prompt, a line typed at the
+ * shell's own editor, its command; returns the status `exit` would leave
+ * with. A test while the shell does not run. */
+enum shell_status shell_run_prompt(void);
+
+/* Says whether the other end is a terminal (not "shell.notty"), as
+ * shell_start does. A test while the shell does not run. */
+void shell_testing_set_tty(bool on);
+
 /* Starts the heapmap stream as `heapmap stream MS` does, a row every
  * period_ns; past the command's range too (UINT64_MAX: one row, then a
  * sleep only `heapmap stream off` ends). The shell thread, or a test

@@ -17,7 +17,7 @@ static void push(const char *s)
 		conin_testing_push((uint8_t)*s);
 }
 
-static void no_echo(void *ctx, const char *s, size_t n)
+static void no_echo(void *ctx, const char *s, size_t n, const char *line)
 {
 }
 

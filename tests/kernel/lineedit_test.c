@@ -10,7 +10,7 @@
 static char echo[1024];
 static size_t echo_len;
 
-static void capture(void *ctx, const char *s, size_t n)
+static void capture(void *ctx, const char *s, size_t n, const char *line)
 {
 	for (size_t i = 0; i < n && echo_len + 1 < sizeof(echo); i++)
 		echo[echo_len++] = s[i];

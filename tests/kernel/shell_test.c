@@ -6,9 +6,11 @@
  */
 #include <stdatomic.h>
 
+#include "kernel/conin_testing.h"
 #include "kernel/format.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/printk.h"
 #include "tests/kernel/capture_util.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
@@ -222,6 +224,62 @@ KTEST(shell, threads_counts_one_thread_as_one)
 #endif
 
 #if KTEST_HOOKS
+static _Atomic enum shell_status prompt_status;
+
+static void prompt_turn(void *arg)
+{
+	atomic_store(&prompt_status, shell_run_prompt());
+}
+
+/* Waits until the capture begins with want (the shell thread echoes
+ * what was typed); false if it never can, having gone another way. */
+static bool wait_for_capture(const char *want)
+{
+	size_t n = strlen(want);
+	for (;;) {
+		unsigned got = atomic_load(&nseen);
+		size_t k = got < n ? got : n;
+		if (memcmp(seen, want, k) != 0)
+			return false;
+		if (got >= n)
+			return true;
+		thread_yield();
+	}
+}
+
+/*
+ * Output from elsewhere (a stream row, a kernel message) while a line is
+ * half typed at a terminal: the line is erased first and drawn again,
+ * prompt and all, once that output has ended its own line, so the user
+ * sees what was typed. It was left where it was, the output run into it,
+ * and the keys typed next went on after the output on its last line.
+ */
+KTEST(shell, a_half_typed_line_is_redrawn_after_other_output)
+{
+	conin_testing_reset();
+	shell_testing_set_tty(true);
+	capture_start();
+	struct thread_handle t =
+	        thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	for (const char *k = "cmd"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	bool typed = wait_for_capture("gantry> cmd");
+	printk("background: row\n");
+	printk("half");
+	for (const char *k = "line\n"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	thread_join(t);
+	capture_stop();
+	shell_testing_set_tty(false);
+	conin_testing_reset();
+	KEXPECT(typed);
+	KEXPECT_EQ(atomic_load(&prompt_status), SHELL_OK);
+	KEXPECT(seen_has("gantry> cmd\r\x1b[Kbackground: row\n"
+	                 "gantry> cmd\r\x1b[Khalf\n"
+	                 "gantry> cmdline\ncmdline: "));
+}
+
 /* Counts the lines `threads` prints for threads (two spaces, then the
  * id), across any number of lines: the capture buffer would be cut. */
 static _Atomic unsigned thread_lines, line_pos;

@@ -66,9 +66,24 @@ static void term_byte(struct term *t, unsigned char c)
 	t->bytes[t->len++] = (char)c;
 }
 
-static void out(void *ctx, const char *s, size_t n)
+static void term_echo(struct term *t, const char *s, size_t n);
+
+/* A key's echo, and the line the editor says the terminal then shows:
+ * the console redraws that one after other output, so it must be. */
+static void out(void *ctx, const char *s, size_t n, const char *line)
 {
 	struct term *t = ctx;
+	term_echo(t, s, n);
+	if (t->err)
+		return;
+	if (line && (strlen(line) != t->len || memcmp(line, t->bytes, t->len)))
+		t->err = "the line handed out is not what the terminal shows";
+	if (!line && (t->len != 0 || n == 0 || s[n - 1] != '\n'))
+		t->err = "a line ended without a newline";
+}
+
+static void term_echo(struct term *t, const char *s, size_t n)
+{
 	for (size_t i = 0; i < n && !t->err; i++) {
 		if (s[i] == '\b') {
 			if (n - i < 3 || memcmp(s + i, "\b \b", 3) != 0 ||
