@@ -27,6 +27,9 @@
  * and no flag. */
 enum { MM_SLOT_FORK = 1u, MM_SLOT_ONE = 2u };
 
+/* The sharers a slot records: as many as fill its cache line. */
+enum { MM_SLOT_SHARERS = 4 };
+
 /* A thread slot: plays one CPU of the span heap. One cache line, which
  * the owner of a slot it has alone keeps to itself. */
 struct mm_malloc_slot {
@@ -46,6 +49,10 @@ struct mm_malloc_slot {
 	 * kernel thread ids, (pid << 32) | tid; 0 once it gave the slot back,
 	 * or if unknown. Taken over by compare-and-swap (slots.c, "claim"). */
 	atomic_ullong owner;
+	/* Threads that joined the slot as sharers, as owner records its
+	 * owner; 0 if free. Set and cleared by compare-and-swap
+	 * (slots_gone.c). */
+	atomic_ullong sharers[MM_SLOT_SHARERS];
 };
 
 _Static_assert(sizeof(struct mm_malloc_slot) == 64,

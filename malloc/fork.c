@@ -220,6 +220,8 @@ static void release_child(bool stdio)
 		atomic_store(&sl->in, 0);
 		atomic_store(&sl->busy, 0);
 		atomic_store(&sl->owner, 0);
+		for (unsigned k = 0; k < MM_SLOT_SHARERS; k++)
+			atomic_store(&sl->sharers[k], 0);
 	}
 	/* Its ids are the child's now (the parent's would pass for a
 	 * thread gone, whose slot a claim takes over). */

@@ -114,8 +114,18 @@ void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
 /* Records this thread as slot s's one owner (its owner word), which a
- * later claim may take over once this thread is gone (slots.c). */
+ * later claim may take over once this thread is gone (slots_gone.c). */
 void mm_malloc_owner_set(int s) MM_MALLOC_HIDDEN;
+/* Records this thread as a sharer of slot s, just joined, if a sharer
+ * word is free (slots_gone.c). */
+void mm_malloc_sharer_set(int s) MM_MALLOC_HIDDEN;
+/* At this thread's exit from slot s: clears the word it recorded, if it
+ * is still its own, before its count drops. */
+void mm_malloc_ids_clear(int s) MM_MALLOC_HIDDEN;
+/* For a claim that found every slot owned: reclaims what threads of
+ * process pid that are gone left counted in slot i, and returns true if
+ * this thread owns the slot now (slots_gone.c). Changes errno. */
+bool mm_malloc_slot_reclaim(unsigned i, pid_t pid) MM_MALLOC_HIDDEN;
 /* Blocks every signal in this thread, keeping its mask in *old, for a
  * window in which a handler's call must not run (slots.c); restores it.
  * Neither allocates nor changes errno. */

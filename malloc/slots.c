@@ -3,8 +3,9 @@
  * bootstrap and the thread slots that play the span heap's CPUs. The
  * background threads (their start, and the constructor that allows them)
  * are in background.c, fork()'s handlers and _Fork in fork.c, the slow
- * entry and the nested calls in enter.c; the algorithm of all three is
- * described here, with the slots they take.
+ * entry and the nested calls in enter.c, the reclaim of what threads gone
+ * left in slots_gone.c; the algorithm of all four is described here, with
+ * the slots they take.
  *
  * Representation. MM_MAX_CPUS slots, each one cache line of three words
  * (malloc_internal.h): in (the exclusive owner is inside a call), state
@@ -41,14 +42,16 @@
  *              (its first call came in glibc's last round of key
  *              destructors, too late for the exit key's to run; or no
  *              key): owner from its ids to its own by compare-and-swap
- *              (slot_take_over), the count unchanged, the slot's cache
- *              kept. Else it shares the least-owned one: adds
- *              itself to state (the fast path's state == MM_SLOT_ONE no
- *              longer holds), then calls membarrier(), then uses the
- *              slot, always on the slow path. The claim runs with every
- *              signal blocked: a handler's call in it would find no slot
- *              and claim a second.
- *   enter      The fast path (an exclusive owner, fences): in = 1, a
+ *              (slots_gone.c), the count unchanged, the slot's cache
+ *              kept, having dropped the counts of the slot's recorded
+ *              sharers that are gone (or claims a slot with no owner
+ *              left at no count by that). Else it shares the least-owned
+ *              one: adds itself to state (the fast path's state ==
+ *              MM_SLOT_ONE no longer holds), records its ids in a free
+ *              sharer word of the slot, then calls membarrier(), then
+ *              uses the slot, always on the slow path. The claim runs with
+ * every signal blocked: a handler's call in it would find no slot and claim a
+ * second. enter      The fast path (an exclusive owner, fences): in = 1, a
  *              compiler barrier, load state; if it is MM_SLOT_ONE the
  *              thread holds the slot, and leave stores in = 0. Otherwise
  *              it backs out (in = 0) and takes the slow path: busy 0 ->
@@ -76,8 +79,8 @@
  *              busy, for ever).
  *   exit       A pthread key's destructor flushes the slot's cache
  *              (spanheap_flush_cache, holding the slot), moves the thread
- *              to LATE_SLOT on the slow path, clears the owner word if
- *              it is still its own, and then drops its
+ *              to LATE_SLOT on the slow path, clears the owner or sharer
+ *              word it wrote if it is still its own, and then drops its
  *              ownership, so a later thread claims the slot and thousands
  *              of short-lived threads leave nothing behind. A free()
  *              during the rest of the thread's teardown (later keys'
@@ -163,8 +166,11 @@
  * thread's call in the slot ("nested"): malloc is not async-signal-safe. 63
  * slots for live threads (one is LATE_SLOT). A thread that shares a slot
  * and is gone without giving its share back (first call in the last key
- * round, every slot owned) leaves it counted. A take-over costs a
- * tgkill(2) a slot, made only when every slot is owned. An owner left alone
+ * round, every slot owned) leaves it counted while the slot's owner
+ * lives, or for good if the slot's sharer words were all taken
+ * (slots_gone.c). A reclaim costs a tgkill(2) a slot and one a recorded
+ * sharer of a slot with no live owner, made only when every slot is
+ * owned. An owner left alone
  * after sharing keeps the slow path if it joined as a sharer. A seccomp filter
  * that kills the process on membarrier(2), rather than failing it, kills
  * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).
@@ -334,46 +340,6 @@ static int slot_set(unsigned i, bool fast)
 	return (int)i;
 }
 
-/* This thread's word in the owner of the slot it claimed alone, which
- * its exit clears; 0 if it owns none alone. */
-static _Thread_local unsigned long long self_owner;
-
-void mm_malloc_owner_set(int s)
-{
-	self_owner = (unsigned long long)getpid() << 32 | (uint32_t)gettid();
-	atomic_store(&mm_malloc_slots[s].owner, self_owner);
-}
-
-/*
- * Takes over slot i from its one owner if that is a thread of this
- * process that is gone (see "claim"); returns true if this thread owns
- * it now, in its place. The owner ran its last call to the end: in and
- * busy are 0, stored with release by its last leave, and these acquire
- * loads read them (the thread is gone: nothing stores after). The cache
- * is the slot's, not the thread's: the new owner goes on with it. A
- * thread id may be reused: a live thread with the owner's id keeps the
- * slot owned, never the reverse (the kernel finds no thread by an id
- * only once its thread has run its last instruction). Changes errno.
- */
-static bool slot_take_over(unsigned i, pid_t pid)
-{
-	struct mm_malloc_slot *sl = &mm_malloc_slots[i];
-	unsigned long long was = atomic_load(&sl->owner);
-	if (was == 0 || was >> 32 != (uint32_t)pid ||
-	    (atomic_load(&sl->state) & ~MM_SLOT_FORK) != MM_SLOT_ONE ||
-	    atomic_load(&sl->in) != 0 || atomic_load(&sl->busy) != 0)
-		return false;
-	if (syscall(SYS_tgkill, pid, (pid_t)(uint32_t)was, 0) == 0 ||
-	    errno != ESRCH)
-		return false;
-	unsigned long long me =
-	        (unsigned long long)pid << 32 | (uint32_t)gettid();
-	if (!atomic_compare_exchange_strong(&sl->owner, &was, me))
-		return false;
-	self_owner = me;
-	return true;
-}
-
 /* Claims a slot for this thread (see "claim" above) and sets its index
  * and fast; returns its index. */
 static int slot_claim(void)
@@ -393,7 +359,7 @@ static int slot_claim(void)
 	int saved_errno = errno;
 	pid_t pid = getpid();
 	for (unsigned i = 0; i < MM_MALLOC_LATE_SLOT; i++)
-		if (slot_take_over(i, pid)) {
+		if (mm_malloc_slot_reclaim(i, pid)) {
 			errno = saved_errno;
 			return slot_set(i, mm_malloc_fences);
 		}
@@ -408,6 +374,7 @@ static int slot_claim(void)
 		}
 	}
 	atomic_fetch_add(&mm_malloc_slots[best].state, MM_SLOT_ONE);
+	mm_malloc_sharer_set((int)best);
 	if (mm_malloc_fences)
 		mm_malloc_fence_others(); /* invariant 2 */
 	return slot_set(best, false);
@@ -451,11 +418,8 @@ static void slot_exit(void *arg)
 	mm_malloc_self.fast = NULL;
 	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
-	/* Not to be taken over (this thread is alive until it drops its
+	/* Not to be reclaimed (this thread is alive until it drops its
 	 * count): cleared before, and only if it is still this thread's. */
-	unsigned long long me = self_owner;
-	if (me)
-		atomic_compare_exchange_strong(&mm_malloc_slots[s].owner, &me,
-		                               0);
+	mm_malloc_ids_clear(s);
 	atomic_fetch_sub(&mm_malloc_slots[s].state, MM_SLOT_ONE);
 }

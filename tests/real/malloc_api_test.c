@@ -243,6 +243,7 @@ int main(int argc, char **argv)
 	        {"exchange_mode", test_exchange_mode},
 	        {"exit_late", test_exit_late},
 	        {"last_round_claim", test_last_round_claim},
+	        {"late_sharers", test_late_sharers},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
 	        {"realloc_background", test_realloc_background},

@@ -14,6 +14,8 @@
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
+ *   malloc_api_late.c    threads that share a slot from their last key
+ *                        round
  *   malloc_api_glibc.c   glibc's __libc_ names, mallinfo2,
  *                        malloc_stats and malloc_info
  *   malloc_api_fresh.c   the background threads and the scenarios that
@@ -90,6 +92,7 @@ const char *test_fork_shared(void);
 const char *test_exchange_mode(void);
 const char *test_exit_late(void);
 const char *test_last_round_claim(void);
+const char *test_late_sharers(void);
 const char *test_misuse(void);
 const char *test_background(void);
 const char *test_realloc_background(void);

@@ -1,0 +1,121 @@
+/*
+ * tests/real/malloc_api_late.c: malloc-api-test's threads whose first
+ * call comes in glibc's last round of key destructors while every slot
+ * is owned, so that they share one (malloc_api_test.h). The library's
+ * exit key, set that late, never runs its destructor for them.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+enum { SLOTS = 63, LATE_SHARERS = 10 };
+
+static pthread_key_t round_key;
+static atomic_uint holders_ready;
+static atomic_bool holders_go;
+
+/* Sets itself again until glibc's last round (PTHREAD_DESTRUCTOR_ITERATIONS)
+ * and makes the thread's first call only then. */
+static void share_in_last_round(void *arg)
+{
+	uintptr_t round = (uintptr_t)arg;
+	if (round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+		pthread_setspecific(round_key, (void *)(round + 1));
+		return;
+	}
+	free(malloc(16));
+}
+
+static void *late_sharer(void *arg)
+{
+	*(pid_t *)arg = gettid();
+	pthread_setspecific(round_key, (void *)1); /* allocates nothing */
+	return NULL;
+}
+
+/* Owns a slot until holders_go. */
+static void *holder(void *arg)
+{
+	free(malloc(16));
+	atomic_fetch_add(&holders_ready, 1);
+	while (!holders_go)
+		usleep(1000);
+	return arg;
+}
+
+/* Starts n holders into h and waits until each owns its slot; false if
+ * one cannot start. */
+static bool holders_start(pthread_t *h, unsigned n)
+{
+	holders_go = false;
+	holders_ready = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (pthread_create(&h[i], NULL, holder, NULL) != 0)
+			return false;
+	while (holders_ready < n)
+		sched_yield();
+	return true;
+}
+
+static void holders_stop(pthread_t *h, unsigned n)
+{
+	holders_go = true;
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(h[i], NULL);
+}
+
+/* In a fork child (one thread, one slot owned): holders own the other
+ * 62, late sharers come and go, the holders exit; then 62 new holders
+ * own the 62 slots again. The child's own thread, alive throughout,
+ * keeps the count of a late sharer that joined its slot (slots_gone.c,
+ * "Limits"): 63 owners in all, 64 if one did. */
+static void late_sharers_child(void)
+{
+	pthread_t h[SLOTS - 1];
+	if (pthread_key_create(&round_key, share_in_last_round) != 0 ||
+	    !holders_start(h, SLOTS - 1))
+		_exit(2);
+	for (int i = 0; i < LATE_SHARERS; i++) {
+		pid_t tid = 0;
+		pthread_t t;
+		if (pthread_create(&t, NULL, late_sharer, &tid) != 0 ||
+		    pthread_join(t, NULL) != 0)
+			_exit(2);
+		while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
+			sched_yield();
+	}
+	holders_stop(h, SLOTS - 1);
+	if (!holders_start(h, SLOTS - 1))
+		_exit(2);
+	unsigned owners = threads_owned();
+	holders_stop(h, SLOTS - 1);
+	if (owners > SLOTS + 1) {
+		fprintf(stderr,
+		        "%u owners counted with 63 threads alive, each "
+		        "owning a slot: the shares of threads gone stayed",
+		        owners);
+		_exit(1);
+	}
+}
+
+/* A thread whose first call came in its last key round with every slot
+ * owned shared a slot, and was gone without giving its share back: the
+ * share stayed counted for good, so that the slot was never claimed
+ * alone again (73 owners counted here, one a late sharer). */
+const char *test_late_sharers(void)
+{
+	char out[512];
+	int st = in_child(late_sharers_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}
