@@ -45,20 +45,58 @@ const char *mem_type_name(uint32_t type)
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "other";
 }
 
-/* Inserts [base, limit) into b's regions, kept sorted by base. Returns
- * false when they are full. */
+/* Removes region i, closing the gap. */
+static void drop_region(struct boot_state *b, size_t i)
+{
+	for (b->nregions--; i < b->nregions; i++)
+		b->regions[i] = b->regions[i + 1];
+}
+
+/* Joins [base, limit) to the region before position i or the one at it
+ * if it touches one of its type (and then that one to the next, if the
+ * gap between them was all it filled); false if it touches neither. */
+static bool join_region(struct boot_state *b, size_t i, paddr_t base,
+                        paddr_t limit, uint32_t type)
+{
+	struct mem_region *prev = i > 0 ? &b->regions[i - 1] : NULL;
+	struct mem_region *next = i < b->nregions ? &b->regions[i] : NULL;
+	if (prev && prev->type == type && prev->limit == base) {
+		prev->limit = limit;
+		if (next && next->type == type && next->base == limit) {
+			prev->limit = next->limit;
+			drop_region(b, i);
+		}
+		return true;
+	}
+	if (next && next->type == type && next->base == limit) {
+		next->base = base;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Inserts [base, limit) into b's regions, kept sorted by base. A region
+ * that touches one of its own type is joined to it: firmware may split a
+ * type's memory by attributes the kernel does not keep (OVMF's map of 512
+ * MiB has 126 entries, none joinable), and a large machine's map could
+ * pass BOOT_MMAP_MAX that way. Overlaps are not joined: check_regions refuses
+ * them. Returns false, nothing changed, when the regions are full.
+ */
 static bool add_region(struct boot_state *b, paddr_t base, paddr_t limit,
                        uint32_t type)
 {
-	if (b->nregions == BOOT_MMAP_MAX)
-		return false;
-	/* Insertion sort by base: maps are short and nearly sorted. */
-	size_t i = b->nregions++;
-	while (i > 0 && b->regions[i - 1].base > base) {
-		b->regions[i] = b->regions[i - 1];
+	size_t i = b->nregions;
+	while (i > 0 && b->regions[i - 1].base > base)
 		i--;
+	if (!join_region(b, i, base, limit, type)) {
+		if (b->nregions == BOOT_MMAP_MAX)
+			return false;
+		/* Insertion sort by base: maps are short, nearly sorted. */
+		for (size_t j = b->nregions++; j > i; j--)
+			b->regions[j] = b->regions[j - 1];
+		b->regions[i] = (struct mem_region){base, limit, type};
 	}
-	b->regions[i] = (struct mem_region){base, limit, type};
 	if (mem_type_usable(type) && limit > b->ram_top)
 		b->ram_top = limit;
 	return true;
@@ -154,7 +192,9 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			        "map (32 TiB)",
 			        e);
 		if (!add_region(b, e->physical_start, limit, e->type))
-			return refuse(d, "the map has more than 512 entries",
+			return refuse(d,
+			              "the map has more than 512 regions, "
+			              "touching ones of a type joined",
 			              e);
 	}
 	return check_regions(b, d);

@@ -97,7 +97,7 @@ static void print_memory(void)
 			boot += n;
 	}
 	printk("memory: %llu MiB usable (%llu MiB conventional, %llu MiB "
-	       "reclaimed from loader and boot services), %zu map entries, "
+	       "reclaimed from loader and boot services), %zu regions, "
 	       "RAM top %#llx\n",
 	       (unsigned long long)(usable >> 20),
 	       (unsigned long long)(conventional >> 20),

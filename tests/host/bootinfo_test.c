@@ -1,7 +1,8 @@
 /*
  * Host tests of kernel/bootinfo.c's reading of the UEFI memory map, under
  * ASan and UBSan (tests/kernel/bootinfo_test.c has the rest, in the
- * kernel): descriptors as the firmware lays them out, whatever their size.
+ * kernel): descriptors as the firmware lays them out, whatever their size,
+ * and regions of a type that touch joined into one.
  */
 #include "../../kernel/bootinfo_testing.h"
 #include "../../kernel/ktest.h"
@@ -91,4 +92,80 @@ KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
 	bs.kernel_phys_limit = 18 * MIB;
 	KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
 	KEXPECT_EQ(bs.nregions, 3);
+}
+
+/* Reads n descriptors of stride 40 from map into bs, with the kernel image
+ * at [16, 18) MiB; returns bootinfo_read_mmap's verdict. */
+static bool read_map(const unsigned char *map, size_t n, struct boot_state *bs,
+                     struct mmap_diag *d)
+{
+	memset(bs, 0, sizeof(*bs));
+	bs->kernel_phys_base = 16 * MIB;
+	bs->kernel_phys_limit = 18 * MIB;
+	*d = (struct mmap_diag){0};
+	return bootinfo_read_mmap(map, n * 40, 40, bs, d);
+}
+
+/*
+ * Firmware may split a type's memory by attributes the kernel does not
+ * keep: a map of 1000 one-page entries
+ * of free memory was refused as "more than 512 entries", whatever their
+ * order. Touching regions of one type are one region now, a region that
+ * fills the gap between two joins all three, and regions of different
+ * types stay apart.
+ */
+KTEST(bootinfo_mmap, touching_regions_of_a_type_are_joined)
+{
+	enum { N = 1000 };
+	static struct boot_state bs;
+	static unsigned char map[(N + 1) * 40];
+	struct mmap_diag d;
+	for (int order = 0; order < 3; order++) {
+		for (size_t i = 0; i < N; i++) {
+			/* ascending, descending, and odd pages first */
+			size_t k = order == 0   ? i
+			           : order == 1 ? N - 1 - i
+			           : i < N / 2  ? 2 * i + 1
+			                        : 2 * (i - N / 2);
+			put(map + i * 40, EFI_CONVENTIONAL_MEMORY,
+			    32 * MIB + k * 4096, 1);
+		}
+		put(map + N * 40, EFI_LOADER_DATA, 16 * MIB, 512);
+		KEXPECT(read_map(map, N + 1, &bs, &d));
+		KASSERT_EQ(bs.nregions, 2);
+		KEXPECT_EQ(bs.regions[1].base, 32 * MIB);
+		KEXPECT_EQ(bs.regions[1].limit, 32 * MIB + N * 4096);
+		KEXPECT_EQ(bs.ram_top, 32 * MIB + N * 4096);
+	}
+	/* Touching, but of different types: three regions. */
+	put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 1);
+	put(map + 40, EFI_ACPI_RECLAIM_MEMORY, 32 * MIB + 4096, 1);
+	put(map + 80, EFI_CONVENTIONAL_MEMORY, 32 * MIB + 8192, 1);
+	KEXPECT(read_map(map, 3, &bs, &d));
+	KEXPECT_EQ(bs.nregions, 3);
+}
+
+/* More than 512 regions that do not touch one of their type are still
+ * refused, naming the entry that did not fit; overlapping ones of a type
+ * are not joined but refused as an overlap. */
+KTEST(bootinfo_mmap, too_many_regions_are_refused)
+{
+	enum { N = BOOT_MMAP_MAX + 1 };
+	static struct boot_state bs;
+	static unsigned char map[N * 40];
+	struct mmap_diag d;
+	for (size_t i = 0; i < N; i++)
+		put(map + i * 40,
+		    i % 2 ? EFI_ACPI_RECLAIM_MEMORY : EFI_CONVENTIONAL_MEMORY,
+		    32 * MIB + i * 4096, 1);
+	KEXPECT(!read_map(map, N, &bs, &d));
+	KEXPECT_STREQ(d.why ? d.why : "",
+	              "the map has more than 512 regions, touching ones of a "
+	              "type joined");
+	KEXPECT_EQ(d.base, 32 * MIB + BOOT_MMAP_MAX * 4096);
+
+	put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 2);
+	put(map + 40, EFI_CONVENTIONAL_MEMORY, 32 * MIB + 4096, 2);
+	KEXPECT(!read_map(map, 2, &bs, &d));
+	KEXPECT_STREQ(d.why ? d.why : "", "overlaps the entry at");
 }

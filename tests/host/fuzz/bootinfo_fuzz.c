@@ -17,7 +17,10 @@
  *     descriptors, 40 + (control >> 1) % 32 bytes apart (any stride
  *     bootinfo_handoff_problem lets through, unaligned ones too), in
  *     an 8-aligned block of exactly their bytes. An accepted map's regions
- *     are its descriptors with pages, sorted, page-aligned and disjoint,
+ *     are its descriptors with pages, those of a type that touch joined
+ *     (each descriptor inside a region of its type, no page more or
+ *     fewer, no two touching regions of a type), sorted, page-aligned
+ *     and disjoint,
  *     usable memory inside the direct map, some free memory but none
  *     over the kernel image, and ram_top the end of the highest usable one.
  */
@@ -142,17 +145,30 @@ static void options(const uint8_t *data, size_t size, uint8_t ctl)
 static void check_regions(const uint8_t *map, size_t n, size_t dsz,
                           const struct boot_state *b)
 {
-	size_t with_pages = 0, nfree = 0;
+	size_t nfree = 0;
+	uint64_t desc_pages = 0, region_pages = 0;
 	paddr_t top = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct efi_memory_descriptor e;
 		memcpy(&e, map + i * dsz, sizeof(e));
-		with_pages += e.number_of_pages != 0;
+		if (e.number_of_pages == 0)
+			continue;
+		desc_pages += e.number_of_pages;
+		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
+		size_t k = 0;
+		while (k < b->nregions &&
+		       !(b->regions[k].type == e.type &&
+		         b->regions[k].base <= e.physical_start &&
+		         lim <= b->regions[k].limit))
+			k++;
+		if (k == b->nregions)
+			fail("a descriptor in no region of its type", "mmap");
 	}
-	if (b->nregions != with_pages)
-		fail("regions are not the descriptors with pages", "mmap");
 	for (size_t i = 0; i < b->nregions; i++) {
 		const struct mem_region *r = &b->regions[i];
+		region_pages += (r->limit - r->base) / PAGE_SIZE;
+		if (i && r->base == r[-1].limit && r->type == r[-1].type)
+			fail("touching regions of a type not joined", "mmap");
 		if (r->base % PAGE_SIZE || r->limit <= r->base ||
 		    (r->limit - r->base) % PAGE_SIZE)
 			fail("a region unaligned or empty", "mmap");
@@ -168,6 +184,8 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 			top = r->limit;
 		nfree += r->type == EFI_CONVENTIONAL_MEMORY;
 	}
+	if (region_pages != desc_pages)
+		fail("regions are not the descriptors' pages", "mmap");
 	if (nfree == 0)
 		fail("a map with no free memory accepted", "mmap");
 	if (b->ram_top != top)
