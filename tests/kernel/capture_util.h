@@ -15,18 +15,30 @@
 static char seen[8192];
 static _Atomic unsigned nseen;
 
-/* printk_testing_putc's hook: every CPU's output, in the order it comes. */
+/* printk_testing_putc's hook: every CPU's output, in the order it comes.
+ * A byte is stored after its place is counted: a reader that runs while
+ * output comes (capture_byte) finds 0 in a place not yet written. */
 static void capture_putc(uintptr_t c)
 {
 	unsigned i = atomic_fetch_add(&nseen, 1);
 	if (i < sizeof(seen) - 1)
-		seen[i] = (char)c;
+		__atomic_store_n(&seen[i], (char)c, __ATOMIC_RELEASE);
 }
 
 static inline void capture_start(void)
 {
 	atomic_store(&nseen, 0);
+	memset(seen, 0, sizeof(seen));
 	atomic_store(&printk_testing_putc, capture_putc);
+}
+
+/* Byte i of the capture while it runs: 0 if not written yet (console
+ * output holds no NUL). */
+static inline __attribute__((unused)) char capture_byte(unsigned i)
+{
+	return i < sizeof(seen) - 1
+	               ? __atomic_load_n(&seen[i], __ATOMIC_ACQUIRE)
+	               : 0;
 }
 
 /* Ends the capture; the text is in seen. */
