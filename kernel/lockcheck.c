@@ -311,11 +311,12 @@ static bool sleep_ok(struct cpu *c, const struct spinlock *releasing,
 
 /* Writes into msg why the sleep of what may not go ahead (sleep_ok said
  * so), naming the first reason of: no thread yet (the CPU's scheduler has
- * not started: nothing to switch to or from), the idle thread (it runs
- * when nothing else can, so it may never sleep, block or yield: the
+ * not started: nothing to switch to or from), an interrupt handler
+ * (whichever thread it interrupted, the idle one too), the idle thread (it
+ * runs when nothing else can, so it may never sleep, block or yield: the
  * switch would pick it again while it sleeps, or find no thread), another
- * lock, the released lock not held, an interrupt handler, the preemption
- * count, interrupts off. */
+ * lock, the released lock not held, the preemption count, interrupts
+ * off. */
 static void sleep_refusal(const char *what, const struct spinlock *releasing,
                           char *msg, size_t n)
 {
@@ -331,6 +332,9 @@ static void sleep_refusal(const char *what, const struct spinlock *releasing,
 		          "%s on cpu %u before its scheduler started (no "
 		          "thread to sleep)",
 		          what, c->id);
+	else if (c->irq_depth > 0)
+		ksnprintf(msg, n, "%s in an interrupt handler (thread %s)",
+		          what, who);
 	else if (c->current == c->idle)
 		ksnprintf(msg, n,
 		          "%s in cpu %u's idle thread %s, which must never "
@@ -345,9 +349,6 @@ static void sleep_refusal(const char *what, const struct spinlock *releasing,
 		ksnprintf(msg, n,
 		          "%s in thread %s, which does not hold lock %s", what,
 		          who, releasing->name);
-	else if (c->irq_depth > 0)
-		ksnprintf(msg, n, "%s in an interrupt handler (thread %s)",
-		          what, who);
 	else if (c->preempt_count > base)
 		ksnprintf(msg, n, "%s in thread %s with preemption disabled",
 		          what, who);

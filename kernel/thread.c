@@ -246,6 +246,13 @@ struct thread_handle thread_create(const char *name, void (*fn)(void *),
 	if (!name || !fn)
 		panic("thread_create: thread %s has no %s",
 		      name ? name : "(null)", fn ? "name" : "function");
+	/* It allocates the struct and stack with kmalloc's thread-only
+	 * path: from an interrupt handler or with interrupts off it went
+	 * on until an allocation happened to need a new span, and mm's
+	 * panic then named the allocation, not this call. */
+	char what[64];
+	ksnprintf(what, sizeof(what), "thread_create(%s)", name);
+	lockcheck_must_sleep(what);
 	struct cpu *c = pick_cpu(cpu_id);
 	if (!c)
 		return THREAD_NONE;

@@ -106,8 +106,10 @@ static inline bool thread_handle_ok(struct thread_handle h)
  * THREAD_ANY_CPU, the CPU with the fewest threads) and returns its
  * handle. Returns THREAD_NONE, with nothing allocated, when memory is
  * short or the CPU is not online.
- * Panics, naming the thread, when name or fn is NULL. Thread context,
- * after heap_init (the struct comes from kmalloc).
+ * Panics, naming the thread, when name or fn is NULL, and where it may not
+ * sleep (the lock checker's reasons: an interrupt handler, interrupts or
+ * preemption off, a spinlock held), in its test mode too. Thread
+ * context, after heap_init (the struct comes from kmalloc).
  */
 #define THREAD_ANY_CPU (~0u)
 struct thread_handle thread_create(const char *name, void (*fn)(void *),

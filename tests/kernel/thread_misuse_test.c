@@ -12,6 +12,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/sched.h"
 #include "kernel/spinlock.h"
 #include "kernel/thread.h"
 #include "kernel/thread_testing.h"
@@ -75,6 +76,26 @@ KTEST(demo, thread_create_without_a_function)
 	ktest_diag("thread_create returned %p", (void *)t.t);
 	if (thread_handle_ok(t))
 		thread_join(t);
+}
+
+/* thread_create allocates with kmalloc's thread-only path: from an
+ * interrupt handler it must panic naming itself, not go on until an
+ * allocation needs a new span and mm names that allocation. */
+static void runs_and_ends(void *arg)
+{
+}
+
+static void create_from_tick(void)
+{
+	sched_tick_hook = NULL;
+	thread_create("from_irq", runs_and_ends, NULL, this_cpu()->id);
+}
+
+KTEST(demo, thread_create_in_interrupt)
+{
+	sched_tick_hook = create_from_tick;
+	thread_sleep_ns(1000000000);
+	sched_tick_hook = NULL;
 }
 
 #if KTEST_HOOKS
