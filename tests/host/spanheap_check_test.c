@@ -28,23 +28,6 @@ static uint32_t sweepgen(void)
 	return atomic_load(&sh.sweepgen);
 }
 
-/* Expects spanheap_check to panic with a message that holds the fragment
- * printf would make of fmt; leaves no lock or pin behind. */
-#define EXPECT_CHECK_FAILS(...) expect_check_fails(__LINE__, __VA_ARGS__)
-
-__attribute__((format(printf, 2, 3))) static void
-expect_check_fails(int line, const char *fmt, ...)
-{
-	bool fired = sh_check_panics(&sh);
-	if (mm_lock_held(&heap.lock)) /* mheap_check panics under it */
-		mm_lock_release(&heap.lock, 0);
-	sh_unpin_after_panic();
-	va_list ap;
-	va_start(ap, fmt);
-	mh_expect_panic_saying(__FILE__, line, fired, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- spanheap_check ----------------------------------------------------- */
 
 KTEST(spanheap_check, catches_a_wrong_alloc_count)

@@ -1,11 +1,15 @@
 /*
  * tests/host/spanheap_check_test_util.h: what the checker's test files
- * (spanheap_check_test.c, spanheap_check_bits_test.c) share: each file's
- * own heap (static: a copy per file, as each test makes it afresh), a
- * fresh one, and the span of a pointer in it.
+ * (spanheap_check_test.c, spanheap_check_bits_test.c,
+ * spanheap_check_list_test.c, spanheap_check_mag_test.c) share: each
+ * file's own heap (static: a copy per file, as each test makes it afresh),
+ * a fresh one, the span of a pointer in it, and the expectation that the
+ * check fails saying so.
  */
 #ifndef TESTS_HOST_SPANHEAP_CHECK_TEST_UTIL_H
 #define TESTS_HOST_SPANHEAP_CHECK_TEST_UTIL_H
+
+#include <stdarg.h>
 
 #include "spanheap_test_util.h"
 
@@ -20,6 +24,23 @@ static bool fresh_heap(void)
 static struct mspan *span_at(const void *p)
 {
 	return mheap_span_lookup(&heap, (uintptr_t)p);
+}
+
+/* Expects spanheap_check to panic with a message that holds the fragment
+ * printf would make of fmt; leaves no lock or pin behind. */
+#define EXPECT_CHECK_FAILS(...) expect_check_fails(__LINE__, __VA_ARGS__)
+
+__attribute__((format(printf, 2, 3), unused)) static void
+expect_check_fails(int line, const char *fmt, ...)
+{
+	bool fired = sh_check_panics(&sh);
+	if (mm_lock_held(&heap.lock)) /* mheap_check panics under it */
+		mm_lock_release(&heap.lock, 0);
+	sh_unpin_after_panic();
+	va_list ap;
+	va_start(ap, fmt);
+	mh_expect_panic_saying(__FILE__, line, fired, fmt, ap);
+	va_end(ap);
 }
 
 #endif
