@@ -1,9 +1,11 @@
 /*
- * The span heap's behaviour that a second mutation review of
+ * The span heap's behaviour that a second and a third mutation review of
  * mm/spanheap*.c (one edit at a time: a comparison flipped, a bound moved
  * by one, a store or a check dropped) found that no test would notice.
  * Each test here fails with one such mutant; the commit that added it
- * names the edit. spanheap_edge_test.c holds the first review's.
+ * names the edit. spanheap_edge_test.c holds the first review's, and
+ * spanheap_check_list_test.c and spanheap_check_mag_test.c the third's
+ * for the checker.
  *
  * Each test makes its own heap (over a 1 GiB arena, or 8 chunks where it
  * needs to use up the arena) and gives it back at the end.
@@ -249,6 +251,35 @@ KTEST(spanheap_mutant, large_shrunk_to_the_largest_class_moves_into_it)
 	KEXPECT_EQ(spanheap_usable_size(&sh, q), SC_MAX_SIZE);
 	KEXPECT_EQ(q[SC_MAX_SIZE - 1], 5);
 	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A span table entry left naming a large span for the first page past
+ * its end (what a free racing with the span's shrink, or with its free
+ * and its struct's reuse, may read; made here by hand) is refused as a
+ * pointer into a freed span. With the bound made "off > npages pages",
+ * the page just past the end was taken for an interior pointer of the
+ * span.
+ */
+KTEST(spanheap_mutant, stale_entry_just_past_a_span_is_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *big = spanheap_alloc(&sh, 256 << 10, 0);
+	KASSERT(big);
+	KASSERT(spanheap_realloc(&sh, big, 100 << 10, 0) == big);
+	struct mspan *l = mheap_span_lookup(&heap, (uintptr_t)big);
+	char *tail = big + (size_t)l->npages * MM_PAGE_SIZE;
+	KASSERT(mheap_span_lookup(&heap, (uintptr_t)tail) ==
+	        MHEAP_SPAN_FREED_LARGE);
+	mheap_span_set(&heap, (uintptr_t)tail, 1, l);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, tail),
+	              "usable size of a pointer into a freed span", tail);
+	EXPECT_MISUSE(spanheap_free(&sh, tail),
+	              "free of an object whose span was freed", tail);
+	mheap_span_set(&heap, (uintptr_t)tail, 1, MHEAP_SPAN_FREED_LARGE);
+	spanheap_free(&sh, big);
 	SH_CHECK(&sh, "after the free");
 	sh_heap_release(&heap);
 }
