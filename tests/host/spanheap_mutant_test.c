@@ -283,3 +283,25 @@ KTEST(spanheap_mutant, stale_entry_just_past_a_span_is_refused)
 	SH_CHECK(&sh, "after the free");
 	sh_heap_release(&heap);
 }
+
+/*
+ * An aligned allocation whose alignment alone is more than the arena can
+ * hold is refused at once, with no reclaim (which flushes every CPU and
+ * runs a sweep cycle) for a request no memory could meet. With
+ * spanheap_large_alloc's "extra > arena_pages - npages" dropped, the page
+ * heap refused it only after a reclaim had flushed every CPU.
+ */
+KTEST(spanheap_mutant, alignment_past_the_arena_is_refused_at_once)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	size_t align = (size_t)2 * heap.arena_pages * MM_PAGE_SIZE;
+	uint64_t flushes = counters().flush_alls;
+	KEXPECT(spanheap_alloc_aligned(&sh, MM_PAGE_SIZE, align, 0) == NULL);
+	KEXPECT_EQ(counters().flush_alls, flushes);
+	KEXPECT_EQ(counters().reclaims, 0);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
