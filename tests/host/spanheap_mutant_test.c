@@ -305,3 +305,44 @@ KTEST(spanheap_mutant, alignment_past_the_arena_is_refused_at_once)
 	SH_CHECK(&sh, "after the free");
 	sh_heap_release(&heap);
 }
+
+static void *held[1 << 14];
+
+/*
+ * An atomic allocation the page heap refuses fails at once, with no
+ * reclaim: a reclaim flushes every CPU and runs a sweep cycle, which may
+ * sleep, and an atomic caller may be an interrupt handler. The arena
+ * here is used up by 1 KiB objects, all then freed, so a thread's
+ * allocation does find memory by a reclaim. With span_pages' MM_ATOMIC
+ * test dropped, the atomic call ran the reclaim, which panicked in its
+ * can-sleep assertion.
+ */
+KTEST(spanheap_mutant, atomic_alloc_out_of_pages_does_not_reclaim)
+{
+	KASSERT(sh_heap_tight(&heap, &sh, 4));
+	mm_port_set_cpu(0);
+	size_t n = 0, max = sizeof(held) / sizeof(held[0]);
+	mm_port_set_quiet(true);
+	while (n < max && (held[n] = spanheap_alloc(&sh, 1024, 0)))
+		n++;
+	mm_port_set_quiet(false);
+	KASSERT(n > 0 && n < max);
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, held[i]);
+	struct spanheap_counters before = counters();
+	void *p = NULL;
+	mm_port_set_atomic(true);
+	bool fired = MM_PORT_PANICS(p = spanheap_alloc(&sh, 256, MM_ATOMIC));
+	mm_port_set_atomic(false);
+	sh_unpin_after_panic();
+	KEXPECT(!fired);
+	KEXPECT(p == NULL);
+	KEXPECT_EQ(counters().reclaims, before.reclaims);
+	KEXPECT_EQ(counters().flush_alls, before.flush_alls);
+	p = spanheap_alloc(&sh, 256, 0);
+	KEXPECT(p != NULL);
+	KEXPECT(counters().reclaims > before.reclaims);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
