@@ -111,8 +111,8 @@ struct mcentral {
 	struct mspan *fold_backlog;
 	_Atomic size_t nspans; /* spans of this class in use anywhere */
 	/* Booked when a span's frees are folded (not on the fast paths):
-	 * objects allocated, and frees by the local and the remote path. */
-	_Atomic uint64_t nalloc, nlocal, nremote;
+	 * frees by the local and the remote path. */
+	_Atomic uint64_t nlocal, nremote;
 };
 
 #endif

@@ -30,7 +30,8 @@
  * turns into sg + 1, and later flips into sg - 1, sg - 3, ... The
  * sweeper only claims spans at sg - 2 (even), so it never touches a
  * cached span however many flips pass, and the CPU that uncaches a span
- * sweeps it first unless it still reads sg + 3. Every central-list
+ * folds it, whatever its age (spanheap_uncache_span: a fold is a sweep
+ * of a span no one else can reach). Every central-list
  * section reads sg under the class's lock, and the flip passes through
  * each class's lock after advancing sg (spanheap_sweep.c), so a span is
  * always on the list that matches its sweepgen.

@@ -342,7 +342,7 @@ __attribute__((noreturn)) static void bad_fold(struct mspan *s, unsigned w,
 unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 {
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
-	unsigned nalloc = 0, nlocal = 0, nremote = 0, count = 0;
+	unsigned nlocal = 0, nremote = 0, count = 0;
 	for (unsigned w = 0; w < span_words(s); w++) {
 		uint64_t a0 = load_relaxed64(&s->alloc_bits[w]);
 		uint32_t lo = w * 64;
@@ -350,7 +350,6 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 		               : fi > lo     ? ((uint64_t)1 << (fi - lo)) - 1
 		                             : 0;
 		uint64_t a = (a0 | pre) & word_mask(s->nelems, w);
-		nalloc += popcount64(a & ~a0);
 		uint64_t p = load_relaxed64(&s->pending[w]);
 		if (p)
 			p = atomic_exchange_explicit(&s->pending[w], 0,
@@ -378,9 +377,6 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 	atomic_store_explicit(&s->freeindex, 0, memory_order_release);
 	s->alloc_cache = 0;
 	struct mcentral *c = spanheap_central_of(sh, s->sizeclass, __func__);
-	if (nalloc)
-		atomic_fetch_add_explicit(&c->nalloc, nalloc,
-		                          memory_order_relaxed);
 	if (nlocal)
 		atomic_fetch_add_explicit(&c->nlocal, nlocal,
 		                          memory_order_relaxed);
