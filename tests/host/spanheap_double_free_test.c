@@ -182,3 +182,28 @@ KTEST(spanheap_misuse, double_free_after_a_free_with_no_slab)
 	mm_port_set_cpu(0);
 	sh_heap_release(&heap);
 }
+
+/*
+ * Two frees of one object on two CPUs that both pass the marker test (each
+ * tests it before the other writes it): one reaches the span by the
+ * pending path, the other by its owner's local path, which must see the
+ * pending bit and name the double free there, rather than leave it to the
+ * fold, whose report says less (review helper h45's mutant N22, the local
+ * test without the pending bit, was reported only by the fold). Staged:
+ * the racing free's pending bit set by hand, its marker not yet written.
+ */
+KTEST(spanheap_misuse, racing_double_free_meets_the_pending_bit_locally)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && keep);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	uint32_t idx = (uint32_t)(((uintptr_t)p - s->base) / s->elemsize);
+	atomic_fetch_or(&s->pending[idx / 64], (uint64_t)1 << (idx % 64));
+	spanheap_free(&sh, p); /* no marker yet: into CPU 0's magazine */
+	EXPECT_MISUSE(spanheap_flush_cache(&sh),
+	              "spanheap: double free: pointer", p);
+	sh_heap_release(&heap);
+}
