@@ -304,3 +304,76 @@ KTEST(palloc_check, a_refusal_is_cleared_by_the_next_call)
 	TP_CHECK(&p, "after the refusals");
 	tp_release(&p);
 }
+
+/* Invariant 5 covers every count, not only free_pages (a mutant that
+ * dropped the grown and scavenged counts from the check survived). */
+KTEST(palloc_check, catches_wrong_grown_and_scavenged_counts)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 4, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KEXPECT_EQ(palloc_alloc(&p, 10, NULL), TP_BASE);
+	TP_CHECK(&p, "clean");
+	p.stats.scav_pages++;
+	expect_check_fails(&p, "counted 512 grown, 502 free, 502 scavenged "
+	                       "pages; stats say 512, 502, 503");
+	p.stats.scav_pages--;
+	p.stats.grown_pages += PALLOC_CHUNK_PAGES;
+	expect_check_fails(&p, "counted 512 grown, 502 free, 502 scavenged "
+	                       "pages; stats say 1024, 502, 502");
+	p.stats.grown_pages -= PALLOC_CHUNK_PAGES;
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+/* palloc_scav.c's invariant 3, which palloc_check verifies too. */
+KTEST(palloc_check, catches_a_scavenge_cursor_past_the_arena)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 4, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	p.scav_top = 4; /* "the chunk below 4": the top chunk, allowed */
+	TP_CHECK(&p, "cursor at the arena's end");
+	p.scav_top = 5;
+	expect_check_fails(&p, "scavenge cursor chunk 5 is past the arena's "
+	                       "4 chunks");
+	p.scav_top = 0;
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+/* Invariant 6: the free page 0 is named before the summary that then
+ * disagrees with the bitmap (the check would otherwise blame the
+ * summary, not say that 0 could now come back as an address). */
+KTEST(palloc_check, catches_page_0_free_in_an_arena_at_0)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, 0, 4, 0));
+	KASSERT(palloc_grow(&p, 0, PALLOC_CHUNK_BYTES));
+	TP_CHECK(&p, "clean");
+	p.alloc[0].w[0] &= ~1ull;
+	expect_check_fails(&p, "page 0 of an arena at address 0 is free");
+	p.alloc[0].w[0] |= 1;
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+/*
+ * A grown bit set for a chunk whose leaf summary lies on a page that was
+ * never mapped (1024 chunks: the leaf level spans two pages, and only
+ * chunk 0's was mapped by its growth). The check skips unmapped summary
+ * pages whole, so it must look for grown chunks under them.
+ */
+KTEST(palloc_check, catches_a_grown_chunk_whose_summary_is_unmapped)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 1024, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	TP_CHECK(&p, "clean");
+	p.grown[600 / 64] |= 1ull << (600 % 64);
+	expect_check_fails(&p, "chunk 600 is grown but its summary is not "
+	                       "mapped");
+	p.grown[600 / 64] &= ~(1ull << (600 % 64));
+	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
