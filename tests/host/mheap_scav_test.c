@@ -433,3 +433,40 @@ KTEST(mheap, double_free_of_pages_being_scavenged_panics)
 	mheap_free_pages(&heap, a, 312);
 	mh_release(&heap);
 }
+
+/* True if freeing [p, p + npages pages) panicked as a double free of
+ * pages being scavenged; the heap's lock is given back after a panic. */
+__attribute__((noinline)) static bool free_panics(void *p, size_t npages)
+{
+	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, p, npages));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	return fired && strstr(mm_port_last_panic(), "being scavenged");
+}
+
+/*
+ * The edges of a taken run: a free of its first or its last page alone is
+ * a double free, and so is one from below that reaches into it; a free of
+ * the page just below it (the caller's) goes through. No test freed at
+ * either end, and an off-by-one in mheap_taken_run_locked's overlap test
+ * at either end survived.
+ */
+KTEST(mheap, double_free_at_either_end_of_a_taken_run_panics)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav;
+	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	KASSERT(a);
+	KEXPECT(free_panics(a + 312 * PG, 1));
+	KEXPECT(free_panics(a + 511 * PG, 1));
+	KEXPECT(free_panics(a + 311 * PG, 2));
+	mheap_free_pages(&heap, a + 311 * PG, 1); /* just below: ours */
+	mh_batch_go(scav);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 311);
+	KEXPECT_EQ(st.scavenging_pages, 0);
+	MH_CHECK(&heap, "after the batch");
+	mheap_free_pages(&heap, a, 311);
+	mh_release(&heap);
+}
