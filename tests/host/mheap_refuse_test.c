@@ -224,3 +224,37 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	KEXPECT(heap.scav.thread == NULL);
 	mh_release(&heap);
 }
+
+/*
+ * MHEAP_NO_GROW: an allocation that does not fit the grown heap fails
+ * rather than grows it, and one that fits but leaves free pages below the
+ * reserve does not grow it either (the flag forbids any growth, not only
+ * the one for its own run). Nothing tested the first: with the flag
+ * ignored, the heap grew and the allocation succeeded.
+ */
+KTEST(mheap, no_grow_alloc_fails_rather_than_grows)
+{
+	KASSERT(mh_new(&heap, 4, 0, 0));
+	struct mheap_stats st;
+	KEXPECT(mheap_alloc_pages(&heap, 1, MHEAP_NO_GROW) == NULL);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 0);
+	char *a = mheap_alloc_pages(&heap, 1, 0); /* grows one chunk */
+	KASSERT(a);
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT(mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, MHEAP_NO_GROW) ==
+	        NULL);
+	/* Fits, and leaves 511 - 400 pages: below the reserve. */
+	KASSERT(st.reserve_pages > PALLOC_CHUNK_PAGES - 1 - 400);
+	char *b = mheap_alloc_pages(&heap, 400, MHEAP_NO_GROW);
+	KEXPECT(b == a + PG);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.in_use_pages, 401);
+	MH_CHECK(&heap, "after the refusals");
+	if (b)
+		mheap_free_pages(&heap, b, 400);
+	mheap_free_pages(&heap, a, 1);
+	mh_release(&heap);
+}
