@@ -1,0 +1,147 @@
+/*
+ * The page heap's atomic callers (mm/mheap_alloc.c, invariant 4: an
+ * atomic caller never sleeps or scavenges) through the POSIX port: where
+ * a thread would wait (a growth under way) an MHEAP_ATOMIC allocation
+ * gets NULL at once.
+ *
+ * A held thread is let go only by the test, so an atomic call that waits
+ * for it would never return: the test bounds its own wait for that call
+ * with a hang guard of 60 s (failing, then letting the holder go), which
+ * the current code never comes near (the call does not wait at all).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "../../mm/mheap_internal.h"
+#include "mheap_batch_util.h"
+#include "mheap_test_util.h"
+#include "mm_port_posix.h"
+
+#define PG           MM_PAGE_SIZE
+#define HANG_GUARD_S 60
+
+static struct mheap heap; /* one at a time; static: a thread may lag */
+
+/* An MHEAP_ATOMIC allocation of one page run on a thread of its own, in
+ * the port's atomic context; done is posted when it returns. A panic is
+ * caught (the port panics when an atomic caller would sleep) so that the
+ * test can say what it was rather than abort the run. */
+struct atomic_call {
+	pthread_t t;
+	sem_t done;
+	void *got;
+	bool panicked;
+};
+
+static void *atomic_alloc_thread(void *arg)
+{
+	struct atomic_call *c = arg;
+	mm_port_set_atomic(true);
+	c->panicked = MM_PORT_PANICS(
+	        c->got = mheap_alloc_pages(&heap, 1, MHEAP_ATOMIC));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	mm_port_set_atomic(false);
+	sem_post(&c->done);
+	return NULL;
+}
+
+/* Fails the current test at file:line if c panicked, saying how. Call
+ * after joining c's thread. */
+static void expect_no_panic(const char *file, int line,
+                            const struct atomic_call *c)
+{
+	if (c->panicked)
+		ktest_fail_at(file, line, "the atomic allocation panicked: %s",
+		              mm_port_last_panic());
+}
+
+/* Starts c and waits for it to return; false if it did not return within
+ * the hang guard (it waited for whatever the test holds) or could not
+ * start. Either way, join it with pthread_join after letting go. */
+static bool atomic_alloc_returns(struct atomic_call *c)
+{
+	sem_init(&c->done, 0, 0);
+	c->got = NULL;
+	c->panicked = false;
+	if (pthread_create(&c->t, NULL, atomic_alloc_thread, c) != 0)
+		return false;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += HANG_GUARD_S;
+	while (sem_timedwait(&c->done, &until) != 0)
+		if (errno != EINTR)
+			return false;
+	return true;
+}
+
+/* Set by the thread whose growth the hook holds after its prepare. */
+static __thread bool hold_my_growth;
+static sem_t prepared, prepare_go;
+
+static void hold_prepared(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_GROW_PREPARED || !hold_my_growth)
+		return;
+	hold_my_growth = false; /* once */
+	sem_post(&prepared);
+	sem_wait(&prepare_go);
+}
+
+static void *grow_thread(void *arg)
+{
+	hold_my_growth = true;
+	*(void **)arg = mheap_alloc_pages(&heap, 1, 0);
+	return NULL;
+}
+
+/*
+ * An arena of two chunks, the first grown and allocated whole. A thread
+ * misses, starts growing the second chunk and is held between its prepare
+ * and its commit. An atomic allocation of a page now finds the growth
+ * busy: it must get NULL without waiting for it (a thread would sleep on
+ * `grown`). Let go, the grower gets its page.
+ */
+KTEST(mheap_atomic, alloc_does_not_wait_for_a_growth)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0; /* the second chunk is the grower's */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *full = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(full);
+	sem_init(&prepared, 0, 0);
+	sem_init(&prepare_go, 0, 0);
+	mheap_test_hook = hold_prepared;
+	void *grown = NULL;
+	pthread_t grower;
+	KASSERT(pthread_create(&grower, NULL, grow_thread, &grown) == 0);
+	sem_wait(&prepared);
+	struct atomic_call c;
+	bool returned = atomic_alloc_returns(&c);
+	if (!returned)
+		ktest_fail_at(__FILE__, __LINE__,
+		              "the atomic allocation waited %d s for a held "
+		              "growth",
+		              HANG_GUARD_S);
+	sem_post(&prepare_go);
+	pthread_join(c.t, NULL);
+	pthread_join(grower, NULL);
+	mheap_test_hook = NULL;
+	expect_no_panic(__FILE__, __LINE__, &c);
+	KEXPECT(returned && c.got == NULL);
+	KEXPECT(grown != NULL);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.grow_waits, 0);
+	KEXPECT_EQ(st.n.atomic_fails, 1);
+	KEXPECT_EQ(st.n.grows, 2);
+	MH_CHECK(&heap, "after the growth");
+	mh_release(&heap);
+}
