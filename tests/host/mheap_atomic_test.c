@@ -1,8 +1,8 @@
 /*
  * The page heap's atomic callers (mm/mheap_alloc.c, invariant 4: an
  * atomic caller never sleeps or scavenges) through the POSIX port: where
- * a thread would wait (a growth under way) an MHEAP_ATOMIC allocation
- * gets NULL at once.
+ * a thread would wait (a growth under way, a scavenge batch holding the
+ * free pages) an MHEAP_ATOMIC allocation gets NULL at once.
  *
  * A held thread is let go only by the test, so an atomic call that waits
  * for it would never return: the test bounds its own wait for that call
@@ -143,5 +143,51 @@ KTEST(mheap_atomic, alloc_does_not_wait_for_a_growth)
 	KEXPECT_EQ(st.n.atomic_fails, 1);
 	KEXPECT_EQ(st.n.grows, 2);
 	MH_CHECK(&heap, "after the growth");
+	mh_release(&heap);
+}
+
+/* Allocates the one chunk of a fully grown arena whole, frees [312, 512)
+ * and holds a batch of release-all (on *scav) with those pages taken. */
+static char *hold_a_batch(pthread_t *scav)
+{
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	if (!a)
+		return NULL;
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	return mh_batch_hold(&heap, scav) ? a : NULL;
+}
+
+/*
+ * A fully grown arena whose only free pages a scavenge batch holds out of
+ * the free set: an atomic allocation must get NULL without waiting for
+ * the batch (a thread waits, mheap_scav_test.c), and count no scav_wait.
+ */
+KTEST(mheap_atomic, alloc_does_not_wait_for_a_scavenge_batch)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav;
+	char *a = hold_a_batch(&scav);
+	KASSERT(a);
+	struct atomic_call c;
+	bool returned = atomic_alloc_returns(&c);
+	if (!returned)
+		ktest_fail_at(__FILE__, __LINE__,
+		              "the atomic allocation waited %d s for a held "
+		              "scavenge batch",
+		              HANG_GUARD_S);
+	mh_batch_go(scav);
+	pthread_join(c.t, NULL);
+	expect_no_panic(__FILE__, __LINE__, &c);
+	KEXPECT(returned && c.got == NULL);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.scav_waits, 0);
+	KEXPECT_EQ(st.n.atomic_fails, 1);
+	KEXPECT_EQ(st.scavenging_pages, 0);
+	KEXPECT_EQ(st.in_use_pages, 312 + (c.got != NULL));
+	MH_CHECK(&heap, "after the batch");
+	if (c.got)
+		mheap_free_pages(&heap, c.got, 1);
+	mheap_free_pages(&heap, a, 312);
 	mh_release(&heap);
 }
