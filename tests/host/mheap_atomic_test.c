@@ -2,7 +2,8 @@
  * The page heap's atomic callers (mm/mheap_alloc.c, invariant 4: an
  * atomic caller never sleeps or scavenges) through the POSIX port: where
  * a thread would wait (a growth under way, a scavenge batch holding the
- * free pages) an MHEAP_ATOMIC allocation gets NULL at once.
+ * free pages) an MHEAP_ATOMIC allocation gets NULL at once; one that
+ * lands on scavenged pages while frames are short scavenges nothing.
  *
  * A held thread is let go only by the test, so an atomic call that waits
  * for it would never return: the test bounds its own wait for that call
@@ -189,5 +190,44 @@ KTEST(mheap_atomic, alloc_does_not_wait_for_a_scavenge_batch)
 	if (c.got)
 		mheap_free_pages(&heap, c.got, 1);
 	mheap_free_pages(&heap, a, 312);
+	mh_release(&heap);
+}
+
+/*
+ * Frames short (under the low watermark) and 32 free backed pages below:
+ * an atomic allocation of 33 fresh, scavenged pages maps them and
+ * scavenges none of the backed ones (that is the scavenger thread's or a
+ * thread's allocation's work: a batch waits for shootdowns).
+ */
+KTEST(mheap_atomic, alloc_does_not_scavenge_for_frames)
+{
+	KASSERT(mh_new(&heap, 64, 0, 1000));
+	char *a = mheap_alloc_pages(&heap, 32, 0);
+	char *b = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(a && b);
+	mheap_free_pages(&heap, a, 32);
+	char *c = NULL;
+	mm_port_set_free_pages(10); /* under the watermark */
+	mm_port_set_atomic(true);
+	bool panicked =
+	        MM_PORT_PANICS(c = mheap_alloc_pages(&heap, 33, MHEAP_ATOMIC));
+	mm_port_set_atomic(false);
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	if (panicked)
+		ktest_fail_at(__FILE__, __LINE__, "the atomic allocation: %s",
+		              mm_port_last_panic());
+	KEXPECT(c > b);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.sync_pages, 0);
+	KEXPECT_EQ(st.n.sync_runs, 0);
+	KEXPECT_EQ(st.free_backed_pages, 32);
+	if (panicked)
+		return; /* the heap may be mid-batch: leave it */
+	KEXPECT(c && mh_all_bytes(c, 33 * PG, 0));
+	mheap_free_pages(&heap, b, 1);
+	if (c)
+		mheap_free_pages(&heap, c, 33);
+	MH_CHECK(&heap, "after the atomic allocation");
 	mh_release(&heap);
 }
