@@ -3,7 +3,8 @@
  * atomic caller never sleeps or scavenges) through the POSIX port: where
  * a thread would wait (a growth under way, a scavenge batch holding the
  * free pages) an MHEAP_ATOMIC allocation gets NULL at once; one that
- * lands on scavenged pages while frames are short scavenges nothing.
+ * lands on scavenged pages while frames are short scavenges nothing; and
+ * debug mode's unmapping free still refuses pages a batch took.
  *
  * A held thread is let go only by the test, so an atomic call that waits
  * for it would never return: the test bounds its own wait for that call
@@ -229,5 +230,41 @@ KTEST(mheap_atomic, alloc_does_not_scavenge_for_frames)
 	if (c)
 		mheap_free_pages(&heap, c, 33);
 	MH_CHECK(&heap, "after the atomic allocation");
+	mh_release(&heap);
+}
+
+/*
+ * Debug mode frees by unmapping the pages and returning them scavenged;
+ * that free too must refuse pages a scavenge batch took (palloc holds
+ * them allocated, so its own check passes). The 200 pages are freed in
+ * atomic context, the ordinary way, so that they stay backed for the
+ * batch to take; then a thread frees one of them again.
+ */
+KTEST(mheap_atomic, debug_mode_free_of_pages_being_scavenged_panics)
+{
+	KASSERT(mh_new(&heap, 1, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	mm_port_set_atomic(true);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	mm_port_set_atomic(false);
+	pthread_t scav;
+	KASSERT(mh_batch_hold(&heap, &scav));
+	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, a + 400 * PG, 1));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	KEXPECT(fired && strstr(mm_port_last_panic(), "being scavenged"));
+	if (!fired) /* it freed the page: take it back, the only free one,
+	             * or the batch's return panics on it and aborts */
+		KEXPECT_EQ(mheap_alloc_pages(&heap, 1, MHEAP_NO_GROW),
+		           a + 400 * PG);
+	mh_batch_go(scav);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.in_use_pages, 312);
+	KEXPECT_EQ(st.scavenging_pages, 0);
+	KEXPECT_EQ(st.n.debug_pages, 0);
+	MH_CHECK(&heap, "after the batch");
+	mheap_free_pages(&heap, a, 312);
 	mh_release(&heap);
 }
