@@ -142,17 +142,6 @@ KTEST(mheap_atomic, alloc_does_not_wait_for_a_growth)
 	mh_release(&heap);
 }
 
-/* Allocates the one chunk of a fully grown arena whole, frees [312, 512)
- * and holds a batch of release-all (on *scav) with those pages taken. */
-static char *hold_a_batch(pthread_t *scav)
-{
-	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
-	if (!a)
-		return NULL;
-	mheap_free_pages(&heap, a + 312 * PG, 200);
-	return mh_batch_hold(&heap, scav) ? a : NULL;
-}
-
 /*
  * A fully grown arena whose only free pages a scavenge batch holds out of
  * the free set: an atomic allocation must get NULL without waiting for
@@ -162,7 +151,7 @@ KTEST(mheap_atomic, alloc_does_not_wait_for_a_scavenge_batch)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
 	pthread_t scav;
-	char *a = hold_a_batch(&scav);
+	char *a = mh_hold_a_batch(&heap, &scav);
 	KASSERT(a);
 	struct atomic_call c;
 	bool returned = atomic_alloc_returns(&c);

@@ -57,4 +57,17 @@ static inline void mh_batch_go(pthread_t t)
 	pthread_join(t, NULL);
 }
 
+/* Allocates the first chunk of h (fully grown, one chunk) whole, frees its
+ * pages [312, 512), and holds a batch of release-all (mh_batch_hold, on
+ * *scav) with those 200 pages taken out of the free set. Returns the
+ * chunk, NULL on failure. */
+static inline char *mh_hold_a_batch(struct mheap *h, pthread_t *scav)
+{
+	char *a = mheap_alloc_pages(h, PALLOC_CHUNK_PAGES, 0);
+	if (!a)
+		return NULL;
+	mheap_free_pages(h, a + 312 * MM_PAGE_SIZE, 200);
+	return mh_batch_hold(h, scav) ? a : NULL;
+}
+
 #endif

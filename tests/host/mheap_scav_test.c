@@ -219,23 +219,11 @@ static void *alloc_one_thread(void *arg)
 	return NULL;
 }
 
-/* The first chunk allocated whole and its pages [312, 512) freed, then
- * release-all started on *scav and held (mh_batch_hold) with those 200 pages
- * taken out of the free set. Returns the chunk, NULL on failure. */
-static char *hold_a_batch(pthread_t *scav)
-{
-	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
-	if (!a)
-		return NULL;
-	mheap_free_pages(&heap, a + 312 * PG, 200);
-	return mh_batch_hold(&heap, scav) ? a : NULL;
-}
-
 KTEST(mheap, alloc_waits_for_a_scavenge_batch)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
 	pthread_t scav, user;
-	char *a = hold_a_batch(&scav);
+	char *a = mh_hold_a_batch(&heap, &scav);
 	KASSERT(a);
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
@@ -277,7 +265,8 @@ KTEST(mheap, extend_waits_for_a_scavenge_batch)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
 	pthread_t scav, user;
-	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	char *a = mh_hold_a_batch(&heap,
+	                          &scav); /* [312, 512) freed, then taken */
 	KASSERT(a);
 	heap_chunk0 = a;
 	bool ok = false;
@@ -322,7 +311,7 @@ static void alloc_sleeps_through_a_batch(size_t arena_chunks, unsigned nthreads)
 	KASSERT(mheap_init(&heap, &cfg));
 	pthread_t scav, user[2];
 	void *got[2] = {NULL, NULL};
-	char *a = hold_a_batch(&scav);
+	char *a = mh_hold_a_batch(&heap, &scav);
 	KASSERT(a);
 	mm_port_set_quiet(true);
 	if (arena_chunks > 1)
@@ -405,7 +394,8 @@ KTEST(mheap, double_free_of_pages_being_scavenged_panics)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
 	pthread_t scav;
-	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	char *a = mh_hold_a_batch(&heap,
+	                          &scav); /* [312, 512) freed, then taken */
 	KASSERT(a);
 	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, a + 400 * PG, 2));
 	if (mm_lock_held(&heap.lock))
@@ -455,7 +445,8 @@ KTEST(mheap, double_free_at_either_end_of_a_taken_run_panics)
 {
 	KASSERT(mh_new(&heap, 1, 0, 0));
 	pthread_t scav;
-	char *a = hold_a_batch(&scav); /* [312, 512) freed, then taken */
+	char *a = mh_hold_a_batch(&heap,
+	                          &scav); /* [312, 512) freed, then taken */
 	KASSERT(a);
 	KEXPECT(free_panics(a + 312 * PG, 1));
 	KEXPECT(free_panics(a + 511 * PG, 1));
