@@ -107,8 +107,7 @@ static inline bool thread_handle_ok(struct thread_handle h)
  * handle. Returns THREAD_NONE, with nothing allocated, when memory is
  * short or the CPU is not online.
  * Panics, naming the thread, when name or fn is NULL, and where it may not
- * sleep (the lock checker's reasons: an interrupt handler, interrupts or
- * preemption off, a spinlock held), in its test mode too. Thread
+ * sleep (the lock checker's reasons), in its test mode too. Thread
  * context, after heap_init (the struct comes from kmalloc).
  */
 #define THREAD_ANY_CPU (~0u)

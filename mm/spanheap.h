@@ -23,10 +23,9 @@
  *                 magazine's older half goes back to the spans: the CPU's
  *                 own cached span takes a local bit with no atomic
  *                 operation, any other span is deferred: one atomic OR
- *                 sets each object's pending-free bit (a
- *                 bit already set is a double free), and a span's first
- *                 such free puts it on its class's fold queue, which
- *                 refills fold before growing
+ *                 sets each object's pending-free bit (one already set is
+ *                 a double free), and a span's first such free puts it on
+ *                 its class's fold queue, which refills fold before growing
  *   sweeper       a background thread folds pending frees into the
  *                 allocation bitmaps cycle by cycle, and gives empty spans
  *                 back to the page heap (and so to its scavenger);
@@ -68,11 +67,10 @@ enum mm_alloc_flags {
 /* Every flag: a call with any other bit set is refused (NULL, logged). */
 #define MM_ALLOC_FLAGS (MM_ZERO | MM_ATOMIC | MM_NO_GROW)
 
-/* The most pages one large object may have: its span keeps its page
- * count in 32 bits (struct mspan's first line holds what the fast paths
- * read), so only an arena above 16 TiB could be asked for more. A larger
- * allocation, or a realloc to one, gets NULL and a line naming the limit
- * (spanheap_large_alloc); the object a realloc was given stays as it was. */
+/* The most pages of one large object: its span keeps the count in 32
+ * bits (mspan's first line), so only an arena over 16 TiB could be asked
+ * for more. More gets NULL and a line naming the limit; a realloc's
+ * object stays as it was. */
 #define SPANHEAP_LARGE_MAX_PAGES ((size_t)UINT32_MAX)
 
 /* Per size class and in all (spanheap_stats). */
