@@ -59,6 +59,22 @@ void spin_init(struct spinlock *l, const char *name, enum lock_rank rank)
 	l->listed = in_image_data(l) && already_listed(l);
 	l->name = name;
 	l->rank = rank;
+	/* Named here, where it is wrong: at its first use it read as a
+	 * lock never set up, whose hint was to call spin_init. A wait
+	 * queue's or a semaphore's lock takes their name. In test mode it
+	 * goes on named "(unnamed)", or at rank TEST_LOW, and checked. */
+	if (!name) {
+		lockcheck_misuse("spin_init: the lock at %p has no name "
+		                 "(rank %d)",
+		                 (void *)l, (int)rank);
+		l->name = "(unnamed)";
+	}
+	if (!lock_rank_exists(rank)) {
+		lockcheck_misuse("spin_init(%s): the lock at %p has no rank "
+		                 "(%d is none)",
+		                 l->name, (void *)l, (int)rank);
+		l->rank = LOCK_RANK_TEST_LOW;
+	}
 }
 
 void preempt_disable(void)

@@ -56,6 +56,8 @@ struct spinlock {
 		.holder = -1, .name = (lname), .rank = (lrank) \
 	}
 
+/* Sets l up, unheld. A NULL name or a rank that is none is reported
+ * there, naming the lock's address (lockcheck_misuse). */
 void spin_init(struct spinlock *l, const char *name, enum lock_rank rank);
 
 void spin_lock(struct spinlock *l);

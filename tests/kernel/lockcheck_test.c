@@ -17,6 +17,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "kernel/waitq.h"
 #include "mm/port.h"
 #include "tests/kernel/lockcheck_util.h"
 
@@ -271,4 +272,40 @@ KTEST(lockcheck, release_of_unheld_lock)
 	KEXPECT(message_has("release of lock high", "does not hold"));
 	/* Nothing changed: the lock can still be taken and released. */
 	KEXPECT_EQ(recorded(in_order), 0);
+}
+
+/* A lock set up with no name or no rank is named at its spin_init (a wait
+ * queue's and a semaphore's too): at its first use it read as a lock
+ * never set up, with the hint to call the spin_init that had been
+ * called. It can be used after, checked, in test mode. */
+static struct spinlock unnamed;
+static struct semaphore unnamed_sema;
+
+static void init_unnamed(void)
+{
+	spin_init(&unnamed, NULL, LOCK_RANK_TEST_LOW);
+}
+
+static void init_rankless(void)
+{
+	spin_init(&unnamed, "rankless", (enum lock_rank)0);
+}
+
+static void init_unnamed_sema(void)
+{
+	sema_init(&unnamed_sema, NULL, 0, 1);
+}
+
+KTEST(lockcheck, spin_init_without_a_name_or_rank_says_so)
+{
+	KEXPECT_EQ(recorded(init_unnamed), 1);
+	KEXPECT(message_has("spin_init: the lock at ", "has no name"));
+	unsigned before = lockcheck_violations();
+	unsigned long irq = spin_lock_irqsave(&unnamed);
+	spin_unlock_irqrestore(&unnamed, irq);
+	KEXPECT_EQ(lockcheck_violations(), before);
+	KEXPECT_EQ(recorded(init_rankless), 1);
+	KEXPECT(message_has("spin_init(rankless): the lock at ", "no rank"));
+	KEXPECT_EQ(recorded(init_unnamed_sema), 1);
+	KEXPECT(message_has("spin_init: the lock at ", "has no name"));
 }
