@@ -25,8 +25,7 @@
 
 enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
 
-static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int parked;
+static struct park_gate gate = {PTHREAD_MUTEX_INITIALIZER, 0};
 static atomic_bool sharer_inside, sharer_let_go, sharer_go, sharer_done;
 static _Thread_local volatile bool is_sharer;
 static bool sharer_parks;
@@ -55,13 +54,14 @@ void share_let_go(void)
 	atomic_store(&sharer_let_go, true);
 }
 
-static void *park(void *arg)
+void *park_on(void *gate)
 {
+	struct park_gate *g = gate;
 	free(malloc(16)); /* claims a slot */
-	atomic_fetch_add(&parked, 1);
-	pthread_mutex_lock(&gate);
-	pthread_mutex_unlock(&gate);
-	return arg;
+	atomic_fetch_add(&g->parked, 1);
+	pthread_mutex_lock(&g->mutex);
+	pthread_mutex_unlock(&g->mutex);
+	return NULL;
 }
 
 static void *sharer(void *arg)
@@ -97,13 +97,13 @@ bool share_done(void)
 int share_prepare(bool parks)
 {
 	sharer_parks = parks;
-	pthread_mutex_lock(&gate);
+	pthread_mutex_lock(&gate.mutex);
 	while (nparked < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS) {
-		if (pthread_create(&parked_threads[nparked], NULL, park,
-		                   NULL) != 0)
+		if (pthread_create(&parked_threads[nparked], NULL, park_on,
+		                   &gate) != 0)
 			return 2;
 		nparked++;
-		while (atomic_load(&parked) < nparked)
+		while (atomic_load(&gate.parked) < nparked)
 			sched_yield();
 	}
 	if (pthread_create(&sharer_thread, NULL, sharer, NULL) != 0)
@@ -116,7 +116,7 @@ void share_end(void)
 	share_go();
 	share_let_go();
 	pthread_join(sharer_thread, NULL);
-	pthread_mutex_unlock(&gate);
+	pthread_mutex_unlock(&gate.mutex);
 	for (int i = 0; i < nparked; i++)
 		pthread_join(parked_threads[i], NULL);
 }

@@ -178,20 +178,10 @@ static int fork_waits_for_fast_holder(void)
 /* ---- A late call of an exited thread while its slot's new owner is in --- */
 
 /* Holders of every slot but one, parked on gate (no call meanwhile). */
-static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int parked;
+static struct park_gate gate = {PTHREAD_MUTEX_INITIALIZER, 0};
 static pthread_key_t late_key;
 static pthread_t new_owner;
 static atomic_bool new_owner_made;
-
-static void *park(void *arg)
-{
-	free(malloc(16)); /* claims a slot */
-	atomic_fetch_add(&parked, 1);
-	pthread_mutex_lock(&gate);
-	pthread_mutex_unlock(&gate);
-	return arg;
-}
 
 /* Claims the one free slot, the exited thread's, and stays inside its
  * next fast entry until let go. */
@@ -238,15 +228,15 @@ static int exit_clears_fast_path(void)
 		return st;
 	if (pthread_key_create(&late_key, late_call) != 0)
 		return 2;
-	pthread_mutex_lock(&gate);
+	pthread_mutex_lock(&gate.mutex);
 	enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
 	pthread_t t[LIVE_SLOTS];
 	int n = 0;
 	while (n < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS - 1) {
-		if (pthread_create(&t[n], NULL, park, NULL) != 0)
+		if (pthread_create(&t[n], NULL, park_on, &gate) != 0)
 			return 2;
 		n++;
-		while (atomic_load(&parked) < n)
+		while (atomic_load(&gate.parked) < n)
 			sched_yield();
 	}
 	pthread_t x;
@@ -256,7 +246,7 @@ static int exit_clears_fast_path(void)
 	pthread_join(x, NULL);
 	if (atomic_load(&new_owner_made))
 		pthread_join(new_owner, NULL);
-	pthread_mutex_unlock(&gate);
+	pthread_mutex_unlock(&gate.mutex);
 	for (int i = 0; i < n; i++)
 		pthread_join(t[i], NULL);
 	if (!atomic_load(&new_owner_made)) {

@@ -7,6 +7,8 @@
 #ifndef MALLOC_HOOKS_TEST_H
 #define MALLOC_HOOKS_TEST_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "malloc/malloc_testing.h"
@@ -31,6 +33,14 @@ int signal_in_claim(void);
 int signal_in_fast_entry(void);
 int signal_in_slow_entry(void);
 /* malloc_hooks_share.c: */
+/* A gate slot holders park on: park_on(gate) claims a slot (a malloc),
+ * counts itself in parked, then waits, making no call, until the test
+ * unlocks mutex (which it locked before starting them). */
+struct park_gate {
+	pthread_mutex_t mutex;
+	atomic_int parked;
+};
+void *park_on(void *gate);
 int fork_beside_sharer(void);
 int sharer_waits_for_fast_holder(void);
 int token_wrap_keeps_threads_apart(void);
