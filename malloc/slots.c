@@ -170,7 +170,7 @@
  * lives, or for good if the slot's sharer words were all taken
  * (slots_gone.c). A reclaim costs a tgkill(2) a slot and one a recorded
  * sharer of a slot with no live owner, made only when every slot is
- * owned. An owner left alone
+ * owned; once one is refused (seccomp), none. An owner left alone
  * after sharing keeps the slow path if it joined as a sharer. A seccomp filter
  * that kills the process on membarrier(2), rather than failing it, kills
  * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).

@@ -28,7 +28,10 @@
  * kernel has no thread by its ids, by a claim.
  *
  * Contexts: the claim and the exit of the thread itself (slots.c), with
- * its signals blocked in the claim; no lock. Limits: a slot records
+ * its signals blocked in the claim; no lock. Limits: a process whose
+ * probes are refused (a seccomp filter that fails tgkill) makes one, and
+ * reclaims nothing but slots with no owner and no recorded sharer: its
+ * claims with every slot owned then share at once. A slot records
  * MM_SLOT_SHARERS sharers; one that joins beyond them is not recorded,
  * and its count stays if it is gone that late. A live owner keeps a gone
  * sharer's count (and the slow path) until it leaves: its slot is not
@@ -90,16 +93,29 @@ void mm_malloc_ids_clear(int s)
 	self_share = NULL;
 }
 
+/* Set once a probe failed with anything but ESRCH: a seccomp filter's
+ * EPERM (or ENOSYS), which stays for the process's life and its fork
+ * children's. Until this version each claim made while every slot was
+ * owned probed every slot again: 63 failing system calls a claim. */
+static atomic_bool probes_refused;
+
 /* True if the thread of ids is one of process pid's that the kernel no
  * longer knows. A thread id may be reused: a live thread with the same
  * id keeps its word, never the reverse (the kernel finds no thread by an
  * id only once its thread ran its last instruction). Any error but ESRCH
- * (a seccomp filter's EPERM) keeps it too. Changes errno. */
+ * keeps it too, and every later probe is skipped (probes_refused).
+ * Changes errno. */
 static bool ids_gone(unsigned long long ids, pid_t pid)
 {
-	return ids >> 32 == (uint32_t)pid &&
-	       syscall(SYS_tgkill, pid, (pid_t)(uint32_t)ids, 0) != 0 &&
-	       errno == ESRCH;
+	if (ids >> 32 != (uint32_t)pid ||
+	    atomic_load_explicit(&probes_refused, memory_order_relaxed))
+		return false;
+	if (syscall(SYS_tgkill, pid, (pid_t)(uint32_t)ids, 0) == 0)
+		return false;
+	if (errno == ESRCH)
+		return true;
+	atomic_store_explicit(&probes_refused, true, memory_order_relaxed);
+	return false;
 }
 
 /* Drops the counts of slot sl's recorded sharers that are gone. Their

@@ -53,8 +53,8 @@ static void *holder(void *arg)
 }
 
 /* Starts n holders into h and waits until each owns its slot; false if
- * one cannot start. */
-static bool holders_start(pthread_t *h, unsigned n)
+ * one cannot start (malloc_api_test.h). */
+bool holders_start(pthread_t *h, unsigned n)
 {
 	holders_go = false;
 	holders_ready = 0;
@@ -66,7 +66,7 @@ static bool holders_start(pthread_t *h, unsigned n)
 	return true;
 }
 
-static void holders_stop(pthread_t *h, unsigned n)
+void holders_stop(pthread_t *h, unsigned n)
 {
 	holders_go = true;
 	for (unsigned i = 0; i < n; i++)

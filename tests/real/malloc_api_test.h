@@ -16,6 +16,8 @@
  *                        teardown after it gave its slot back
  *   malloc_api_late.c    threads that share a slot from their last key
  *                        round
+ *   malloc_api_seccomp.c claims under a seccomp filter that refuses
+ *                        tgkill(2), the probe of a slot's threads
  *   malloc_api_glibc.c   glibc's __libc_ names, mallinfo2,
  *                        malloc_stats and malloc_info
  *   malloc_api_fresh.c   the background threads and the scenarios that
@@ -28,6 +30,7 @@
 #ifndef MALLOC_API_TEST_H
 #define MALLOC_API_TEST_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -72,6 +75,11 @@ void *child_thread(void *arg);
 int background_threads_raw(void);
 /* Waits up to 10 s for them; returns which were found (3: both). */
 int background_threads_wait(void);
+/* Lent by malloc_api_late.c: starts n threads into h that each own a slot
+ * (a first malloc) and stay alive; returns once each does, false if one
+ * cannot start. holders_stop ends and joins them. */
+bool holders_start(pthread_t *h, unsigned n);
+void holders_stop(pthread_t *h, unsigned n);
 
 /* The tests, in the runner's order. Each returns NULL or what went
  * wrong. */
@@ -93,6 +101,7 @@ const char *test_exchange_mode(void);
 const char *test_exit_late(void);
 const char *test_last_round_claim(void);
 const char *test_late_sharers(void);
+const char *test_probe_refused(void);
 const char *test_misuse(void);
 const char *test_background(void);
 const char *test_realloc_background(void);

@@ -1,0 +1,131 @@
+/*
+ * tests/real/malloc_api_seccomp.c: malloc-api-test's claims under a
+ * seccomp filter that fails tgkill(2) with EPERM (malloc_api_test.h), as a
+ * sandbox that forbids signals may. A claim that finds every slot owned
+ * probes the threads a slot records with tgkill(pid, tid, 0)
+ * (malloc/slots_gone.c); refused, the probe can never tell a thread gone.
+ *
+ * The filter hands each tgkill to a supervisor thread of the same process
+ * (SECCOMP_RET_USER_NOTIF), which counts it and fails it with EPERM: an
+ * exact count of the calls, told by the kernel, with no timing and no
+ * tracer.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+enum { SLOTS = 63, SHARERS = 4 };
+
+static atomic_uint tgkills;
+
+/* Installs the filter on this thread (and the threads it starts later);
+ * returns its notification descriptor, or -1. */
+static int refuse_tgkill(void)
+{
+	struct sock_filter code[] = {
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, arch)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, nr)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 1),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+	        .len = sizeof(code) / sizeof(code[0]),
+	        .filter = code,
+	};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+	                    SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+}
+
+/* The supervisor: counts each tgkill and fails it with EPERM. Allocates
+ * nothing; ends with the process. */
+static void *supervise(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	for (;;) {
+		struct seccomp_notif req;
+		memset(&req, 0, sizeof(req));
+		if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) {
+			if (errno == EINTR || errno == ENOENT)
+				continue;
+			return NULL;
+		}
+		atomic_fetch_add(&tgkills, 1);
+		struct seccomp_notif_resp resp = {
+		        .id = req.id,
+		        .error = -EPERM,
+		};
+		ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp);
+	}
+}
+
+static void *one_call(void *arg)
+{
+	free(malloc(16));
+	return arg;
+}
+
+/* In a fork child (one thread, one slot owned): the filter and its
+ * supervisor, holders that own the other 62 slots, then SHARERS threads
+ * one after another, each of whose first call finds every slot owned. */
+static void probe_refused_child(void)
+{
+	int fd = refuse_tgkill();
+	pthread_t sup, h[SLOTS - 1];
+	if (fd < 0) {
+		fprintf(stderr, "cannot install the filter (errno %d)", errno);
+		_exit(2);
+	}
+	if (pthread_create(&sup, NULL, supervise, (void *)(intptr_t)fd) != 0 ||
+	    !holders_start(h, SLOTS - 1))
+		_exit(2);
+	unsigned before = atomic_load(&tgkills);
+	for (int i = 0; i < SHARERS; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, one_call, NULL) != 0 ||
+		    pthread_join(t, NULL) != 0)
+			_exit(2);
+	}
+	unsigned calls = atomic_load(&tgkills) - before;
+	holders_stop(h, SLOTS - 1);
+	if (calls > 1) {
+		fprintf(stderr,
+		        "%u tgkill calls failed with EPERM for %d claims "
+		        "with every slot owned: each probed again",
+		        calls, SHARERS);
+		_exit(1);
+	}
+}
+
+/* Under a filter that fails tgkill with EPERM, each claim made while
+ * every slot was owned probed every slot's owner again, 63 failing
+ * system calls a claim (252 for the four here), though the first EPERM
+ * said that this process cannot probe its threads. */
+const char *test_probe_refused(void)
+{
+	char out[512];
+	int st = in_child(probe_refused_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}
