@@ -258,7 +258,7 @@ static bool force_background(void)
 
 /* Stops the background threads (as fork's prepare does); the next
  * allocation's slow path starts them again (as after a fork). */
-static void stop_background(void)
+void stop_background(void)
 {
 	pthread_mutex_lock(&mm_malloc_ctl_lock);
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_RUNNING) {

@@ -1,9 +1,10 @@
 /*
- * tests/real/malloc_tsan_test.h: what the two files of make
- * test-malloc-tsan share (malloc_tsan_test.c: the objects, the workers
- * and the stress; malloc_tsan_threads.c: the threads beside them, and
- * more threads than slots): the library's renamed entry points, an
- * object and its pattern, the workers' inboxes and the side threads'
+ * tests/real/malloc_tsan_test.h: what the files of make test-malloc-tsan
+ * share (malloc_tsan_test.c: the objects, the workers and the stress;
+ * malloc_tsan_threads.c: the threads beside them, and more threads than
+ * slots; malloc_tsan_late.c: the reclaim of what threads gone in their
+ * last key round left in the slots): the library's renamed entry points,
+ * an object and its pattern, the workers' inboxes and the side threads'
  * failures.
  */
 #ifndef TESTS_REAL_MALLOC_TSAN_TEST_H
@@ -75,6 +76,9 @@ void obj_free(struct obj *o, struct stress_failures *f);
 void side_failed(const char *what, const void *p);
 /* The library set up in exchange mode, the inboxes and late_key. */
 void setup(void);
+/* Stops the background threads, if they run; the next allocation's slow
+ * path starts them again (malloc_tsan_test.c). */
+void stop_background(void);
 
 /* The side threads (malloc_tsan_threads.c). */
 void *trimmer_main(void *arg);
