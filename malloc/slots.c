@@ -167,10 +167,10 @@
  * slots for live threads (one is LATE_SLOT). A thread that shares a slot
  * and is gone without giving its share back (first call in the last key
  * round, every slot owned) leaves it counted while the slot's owner
- * lives, or for good if the slot's sharer words were all taken
- * (slots_gone.c). A reclaim costs a tgkill(2) a slot and one a recorded
- * sharer of a slot with no live owner, made only when every slot is
- * owned; once one is refused (seccomp), none. An owner left alone
+ * lives, or for good if it joined while the slot's sharer words were
+ * all held by live threads (logged; slots_gone.c). A reclaim costs a tgkill(2)
+ * a slot and one a recorded sharer of a slot with no live owner, made only when
+ * every slot is owned; once one is refused (seccomp), none. An owner left alone
  * after sharing keeps the slow path if it joined as a sharer. A seccomp filter
  * that kills the process on membarrier(2), rather than failing it, kills
  * it at the first allocation (MM_MALLOC_MEMBARRIER=0 avoids the call).

@@ -32,11 +32,16 @@
  * probes are refused (a seccomp filter that fails tgkill) makes one, and
  * reclaims nothing but slots with no owner and no recorded sharer: its
  * claims with every slot owned then share at once. A slot records
- * MM_SLOT_SHARERS sharers; one that joins beyond them is not recorded,
- * and its count stays if it is gone that late. A live owner keeps a gone
- * sharer's count (and the slow path) until it leaves: its slot is not
- * looked into while it lives, so that a claim costs at most one
- * tgkill(2) a slot beside its recorded sharers.
+ * MM_SLOT_SHARERS sharers; a sharer that finds them all taken first
+ * drops those gone (at most MM_SLOT_SHARERS probes, only then), and
+ * joins unrecorded only if all are alive (or probes are refused), which
+ * is logged with a count (mm_log, MM_MALLOC_VERBOSE=1): the joined slot
+ * is the least owned, so every slot then counts more than
+ * MM_SLOT_SHARERS threads. Its count stays for good only if it is gone in
+ * its last key round. Otherwise a live owner keeps a gone sharer's count
+ * (and the slow path) until it leaves: its slot is not looked into while
+ * it lives, so that a claim costs at most one tgkill(2) a slot beside
+ * its recorded sharers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -63,21 +68,6 @@ void mm_malloc_owner_set(int s)
 	self_owner = ids_of_self(getpid());
 	self_share = NULL; /* a fork child's sharer owns its slot now */
 	atomic_store(&mm_malloc_slots[s].owner, self_owner);
-}
-
-void mm_malloc_sharer_set(int s)
-{
-	unsigned long long me = ids_of_self(getpid());
-	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
-	for (unsigned k = 0; k < MM_SLOT_SHARERS; k++) {
-		unsigned long long free_word = 0;
-		if (atomic_compare_exchange_strong(&sl->sharers[k], &free_word,
-		                                   me)) {
-			self_share = &sl->sharers[k];
-			self_share_ids = me;
-			return;
-		}
-	}
 }
 
 void mm_malloc_ids_clear(int s)
@@ -130,6 +120,51 @@ static void sharers_reclaim(struct mm_malloc_slot *sl, pid_t pid)
 			atomic_fetch_sub_explicit(&sl->state, MM_SLOT_ONE,
 			                          memory_order_release);
 	}
+}
+
+/* Records this thread's ids me in a free sharer word of sl; false if
+ * every word is taken. */
+static bool sharer_record(struct mm_malloc_slot *sl, unsigned long long me)
+{
+	for (unsigned k = 0; k < MM_SLOT_SHARERS; k++) {
+		unsigned long long free_word = 0;
+		if (atomic_compare_exchange_strong(&sl->sharers[k], &free_word,
+		                                   me)) {
+			self_share = &sl->sharers[k];
+			self_share_ids = me;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Sharers that joined a slot with every sharer word taken by a live
+ * thread: not recorded, so a count left by one gone without giving it
+ * back is never dropped. Reported (mm_log). */
+static atomic_ulong unrecorded_sharers;
+
+void mm_malloc_sharer_set(int s)
+{
+	pid_t pid = getpid();
+	unsigned long long me = ids_of_self(pid);
+	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+	if (sharer_record(sl, me))
+		return;
+	/* Every word taken: the words of sharers gone make room, their
+	 * counts dropped (this thread's own count, added already, keeps
+	 * the owner off its fast path meanwhile). Until this version the
+	 * joiner went unrecorded, and its count stayed for good if it was
+	 * gone in its last key round. */
+	int saved_errno = errno; /* the probes' */
+	sharers_reclaim(sl, pid);
+	errno = saved_errno;
+	if (sharer_record(sl, me))
+		return;
+	unsigned long n = atomic_fetch_add(&unrecorded_sharers, 1) + 1;
+	mm_log("slot %d: a sharer joins unrecorded, its %lu sharer words "
+	       "held by live threads (%lu so far): its count stays if it "
+	       "ends in its last key round",
+	       s, (unsigned long)MM_SLOT_SHARERS, n);
 }
 
 /* Slot i, whose owner word is was (0 or gone), left at no count by its

@@ -17,7 +17,8 @@
 
 #include "malloc_api_test.h"
 
-enum { SLOTS = 63, LATE_SHARERS = 10 };
+/* MM_SHARER_WORDS: the sharers a slot records (malloc/enter.h). */
+enum { SLOTS = 63, LATE_SHARERS = 10, MM_SHARER_WORDS = 4 };
 
 static pthread_key_t round_key;
 static atomic_uint holders_ready;
@@ -73,6 +74,21 @@ void holders_stop(pthread_t *h, unsigned n)
 		pthread_join(h[i], NULL);
 }
 
+/* Runs n late sharers one after another, each waited for until the kernel
+ * has no thread by its id. */
+static void late_sharers_run(unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		pid_t tid = 0;
+		pthread_t t;
+		if (pthread_create(&t, NULL, late_sharer, &tid) != 0 ||
+		    pthread_join(t, NULL) != 0)
+			_exit(2);
+		while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
+			sched_yield();
+	}
+}
+
 /* In a fork child (one thread, one slot owned): holders own the other
  * 62, late sharers come and go, the holders exit; then 62 new holders
  * own the 62 slots again. The child's own thread, alive throughout,
@@ -84,15 +100,7 @@ static void late_sharers_child(void)
 	if (pthread_key_create(&round_key, share_in_last_round) != 0 ||
 	    !holders_start(h, SLOTS - 1))
 		_exit(2);
-	for (int i = 0; i < LATE_SHARERS; i++) {
-		pid_t tid = 0;
-		pthread_t t;
-		if (pthread_create(&t, NULL, late_sharer, &tid) != 0 ||
-		    pthread_join(t, NULL) != 0)
-			_exit(2);
-		while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
-			sched_yield();
-	}
+	late_sharers_run(LATE_SHARERS);
 	holders_stop(h, SLOTS - 1);
 	if (!holders_start(h, SLOTS - 1))
 		_exit(2);
@@ -115,6 +123,44 @@ const char *test_late_sharers(void)
 {
 	char out[512];
 	int st = in_child(late_sharers_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}
+
+/* As late_sharers_child, with four late sharers of every slot and one
+ * more: the slots' live owners keep the four recorded ones (the child's
+ * thread keeps its four for good: 67 owners at most once 62 new holders
+ * own the rest), and the last one joins a slot whose sharer words are
+ * all taken. */
+static void fifth_sharer_child(void)
+{
+	pthread_t h[SLOTS - 1];
+	if (pthread_key_create(&round_key, share_in_last_round) != 0 ||
+	    !holders_start(h, SLOTS - 1))
+		_exit(2);
+	late_sharers_run(SLOTS * MM_SHARER_WORDS + 1);
+	holders_stop(h, SLOTS - 1);
+	if (!holders_start(h, SLOTS - 1))
+		_exit(2);
+	unsigned owners = threads_owned();
+	holders_stop(h, SLOTS - 1);
+	if (owners > SLOTS + MM_SHARER_WORDS) {
+		fprintf(stderr,
+		        "%u owners counted with 63 threads alive, each "
+		        "owning a slot: a fifth sharer's count stayed",
+		        owners);
+		_exit(1);
+	}
+}
+
+/* A late sharer that joined a slot whose four sharer words were taken
+ * was not recorded, and its count stayed for good once it was gone: its
+ * slot was never claimed alone again (68 owners counted here). */
+const char *test_fifth_sharer(void)
+{
+	char out[512];
+	int st = in_child(fifth_sharer_child, out, sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
 	      st, out);
 	return NULL;

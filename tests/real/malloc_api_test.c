@@ -244,6 +244,7 @@ int main(int argc, char **argv)
 	        {"exit_late", test_exit_late},
 	        {"last_round_claim", test_last_round_claim},
 	        {"late_sharers", test_late_sharers},
+	        {"fifth_sharer", test_fifth_sharer},
 	        {"probe_refused", test_probe_refused},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
