@@ -30,6 +30,8 @@
  *      from creation (or adoption) until the join that frees it takes it
  *      out, under the run-queue lock; thread_wake reads no struct it has
  *      not found there under that lock.
+ *   5. Every switch clears its CPU's need_resched: the request is for a
+ *      switch, and it has happened, however the thread left the CPU.
  */
 #include "kernel/sched.h"
 #include "kernel/thread.h"
@@ -153,13 +155,17 @@ void sched_finish_switch(struct runqueue *rq)
  * Gives the CPU to the next runnable thread (or idle), requeueing the
  * current one if it is still runnable. Returns when the current thread
  * runs again, with rq->lock still held for the caller to release through
- * sched_finish_switch. Locking: rq->lock held, interrupts off.
+ * sched_finish_switch. Any reschedule asked for is answered here, whoever
+ * switches (a yield, a block, a sleep, a preemption): left pending, it
+ * would cut the next thread's slice at its first interrupt. Locking:
+ * rq->lock held, interrupts off.
  */
 void sched_switch_locked(struct runqueue *rq)
 {
 	struct cpu *c = this_cpu();
 	struct thread *prev = c->current;
 	uint64_t now = time_now_ns();
+	c->need_resched = false;
 	if (prev->state == THREAD_RUNNING || prev->state == THREAD_RUNNABLE) {
 		prev->state = THREAD_RUNNABLE;
 		if (prev != c->idle)
@@ -385,7 +391,6 @@ static void irq_exit(struct trap_frame *f)
 	if (!c->need_resched || c->preempt_count > 0 || !c->idle ||
 	    !(f->rflags & RFLAGS_IF))
 		return;
-	c->need_resched = false;
 	switch_now();
 }
 
@@ -397,10 +402,8 @@ void sched_resched_pending(void)
 	/* Interrupts off from here: a tick cannot switch us in between. */
 	cpu_cli();
 	if (c->need_resched && c->preempt_count == 0 && c->irq_depth == 0 &&
-	    c->idle) {
-		c->need_resched = false;
+	    c->idle)
 		switch_now();
-	}
 	cpu_sti();
 }
 
@@ -413,7 +416,6 @@ __attribute__((noreturn)) void sched_idle_loop(void)
 		cpu_cli();
 		struct cpu *c = this_cpu();
 		if (rq_of(c)->head || c->need_resched) {
-			c->need_resched = false;
 			switch_now();
 			continue;
 		}

@@ -4,7 +4,9 @@
  * queued) is taken by the preempt_enable that ends the stretch, whether
  * it is a bare preempt_enable or a spin_unlock's, not by the next
  * interrupt. Counted in this CPU's ticks and in whether the queued thread
- * ran before the enable returned, never in wall time.
+ * ran before the enable returned, never in wall time. And the other
+ * half: a reschedule asked for and then made voluntarily is not left
+ * pending for the next thread.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -104,4 +106,71 @@ KTEST(sched, preempt_enable_takes_a_pending_reschedule)
 		KEXPECT(at_once);
 		KEXPECT_EQ(late, 0);
 	}
+}
+
+/*
+ * A reschedule asked for (a tick found the slice over) and then made by
+ * the thread itself, blocking on its own: the switch answers the request,
+ * so the next thread must not find it still pending. It did: need_resched
+ * was cleared only by the preemption paths, and the next thread lost its
+ * slice at its first interrupt. Read by that thread, as its first act,
+ * with no tick since the block (else the try does not count: a tick may
+ * ask again by right).
+ */
+static struct waitq resched_wq = WAITQ_INIT("resched_wq");
+static bool resched_gate;         /* protected by resched_wq.lock */
+static uint64_t resched_asked_at; /* ticks when the block asked */
+static _Atomic bool resched_seen; /* need_resched as the next one saw */
+static _Atomic uint64_t resched_seen_at;
+
+/* The blocker's condition (resched_wq.lock held, interrupts off): the
+ * first call asks for a reschedule, as a tick would, then blocks. */
+static bool block_after_asking(void *arg)
+{
+	bool *asked = arg;
+	if (resched_gate || *asked)
+		return resched_gate;
+	*asked = true;
+	this_cpu()->need_resched = true;
+	resched_asked_at = cpu_ticks();
+	return false;
+}
+
+static void read_need_resched(void *arg)
+{
+	cpu_cli();
+	atomic_store(&resched_seen,
+	             *(volatile bool *)&this_cpu()->need_resched);
+	atomic_store(&resched_seen_at, cpu_ticks());
+	cpu_sti();
+	unsigned long irq = spin_lock_irqsave(&resched_wq.lock);
+	resched_gate = true;
+	waitq_wake_all_locked(&resched_wq);
+	spin_unlock_irqrestore(&resched_wq.lock, irq);
+}
+
+KTEST(sched, a_voluntary_switch_clears_need_resched)
+{
+	bool counted = false;
+	for (int try = 0; try < 20 && !counted; try++) {
+		bool asked = false;
+		resched_gate = false;
+		thread_yield(); /* a fresh slice: the next one runs later */
+		struct thread_handle t = thread_create(
+		        "reader", read_need_resched, NULL, this_cpu()->id);
+		KASSERT(thread_handle_ok(t));
+		KASSERT(waitq_wait_until(&resched_wq, block_after_asking,
+		                         &asked));
+		thread_join(t);
+		/* Counted only if the reader ran after our block and no
+		 * tick came between. */
+		counted = asked &&
+		          atomic_load(&resched_seen_at) == resched_asked_at;
+		if (counted && atomic_load(&resched_seen))
+			ktest_diag("need_resched still set after a block, "
+			           "try %d",
+			           try);
+		KEXPECT(!counted || !atomic_load(&resched_seen));
+	}
+	KEXPECT(counted);
 }
