@@ -253,11 +253,12 @@ static enum lineedit_event feed(struct lineedit *le, char c)
 		le->overflow_cont = false;
 	if (le->len == 0 && !le->overflow)
 		le->buf[0] = '\0';
-	/* A control key abandons an escape sequence and is obeyed: a stray
-	 * Esc must not eat the Enter or Ctrl-C after it. DEL too: no
-	 * sequence holds it (ECMA-48 ignores it there), and it is the
-	 * Backspace most terminals send. */
-	if ((unsigned char)c < 0x20 || c == KEY_DEL)
+	/* A byte no escape sequence holds (ECMA-48 5.4: they are made of
+	 * 0x20-0x7e) abandons one and is obeyed or typed: a stray Esc must
+	 * not eat the Enter or Ctrl-C after it, nor DEL (the Backspace most
+	 * terminals send), nor a UTF-8 character and every key after it up
+	 * to the next letter. */
+	if ((unsigned char)c < 0x20 || (unsigned char)c > 0x7e)
 		le->esc = ESC_NONE;
 	if (escape(le, c))
 		return LINEEDIT_MORE;

@@ -5,11 +5,12 @@
  * LF, or CR LF as one), Backspace (DEL or BS), Ctrl-C (abandon the line),
  * Ctrl-U (erase it), and the arrow keys' VT100 sequences ESC [ A / ESC [ B (and
  * ESC O A / B) for the history of the last LINEEDIT_HISTORY lines; other
- * sequences are swallowed whole, but a control key or DEL inside one ends it
- * and is obeyed. A line longer than LINEEDIT_MAX bytes is not cut: its excess
- * (from the first character that does not fit whole) is not echoed, and Enter
- * rejects it whole. So is a line the caller marks lost
- * (lineedit_lost: input bytes were dropped inside it), saying how many.
+ * sequences are swallowed whole, but a byte outside 0x20-0x7e inside one (a
+ * control key, DEL, UTF-8) ends it and is obeyed or typed. A line longer than
+ * LINEEDIT_MAX bytes is not cut: its excess (from the first character that does
+ * not fit whole) is not echoed, and Enter rejects it whole. So is a line the
+ * caller marks lost (lineedit_lost: input bytes were dropped inside it), saying
+ * how many.
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would

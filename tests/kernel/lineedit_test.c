@@ -204,6 +204,29 @@ KTEST(lineedit, backspace_as_del_ends_an_escape_sequence)
 	KEXPECT_STREQ(lineedit_line(&le), "p");
 }
 
+/* No byte outside 0x20-0x7e is part of an escape sequence (ECMA-48
+ * 5.4): a UTF-8 byte after a stray ESC, ESC [ or ESC O ends the sequence
+ * and is typed. They were swallowed, the 'é' and all after it up to the
+ * next letter, which ended the sequence unseen. */
+KTEST(lineedit, a_utf8_byte_ends_an_escape_sequence)
+{
+	reset();
+	type("help\r", NULL); /* an entry an arrow would recall */
+	echo_len = 0;
+	KEXPECT_EQ(type("ab\x1b[\xc3\xa9\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ab\xc3\xa9");
+	KEXPECT_STREQ(echo, "ab\xc3\xa9\n");
+	/* The letter after it is a letter, not the end of an arrow. */
+	KEXPECT_EQ(type("\x1b[1;\303\251A\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "\303\251A"); /* 'é' in octal */
+	KEXPECT_EQ(type("\x1b\xc3\xa9\x1bO\xe2\x82\xac\r", NULL),
+	           LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "\xc3\xa9\xe2\x82\xac");
+	/* And the arrows still work after. */
+	KEXPECT_EQ(type("\x1b[A\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "\xc3\xa9\xe2\x82\xac");
+}
+
 /* A line marked lost stays lost when it comes back from the history: Up,
  * Ctrl-U (which erases the shown entry, not the line being typed) and
  * Down bring back a line with a hole, which Enter must still refuse. */

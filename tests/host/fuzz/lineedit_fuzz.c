@@ -14,7 +14,11 @@
  * terminal shows exactly buf[0, len), within LINEEDIT_MAX bytes; a line
  * the editor completes is what the terminal showed; Enter on a line with
  * an excess or a hole rejects it; the history holds at most
- * LINEEDIT_HISTORY lines of at most LINEEDIT_MAX bytes.
+ * LINEEDIT_HISTORY lines of at most LINEEDIT_MAX bytes. A model of the
+ * escape sequences (ESC, then '[' or 'O' and bytes up to a final one in
+ * 0x40-0x7e, a byte outside 0x20-0x7e ending one unfinished) says which
+ * bytes are typed: each must reach the line or its excess, and a byte a
+ * sequence holds must leave both alone (its final 'A' or 'B' aside).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -111,6 +115,30 @@ static void term_echo(struct term *t, const char *s, size_t n)
 static struct lineedit le; /* large: not on the stack */
 static struct term term;
 
+/* What the model makes of a byte: typed, held by an escape sequence (an
+ * arrow when it ends one with 'A' or 'B'), or another key. */
+enum key_kind { KEY_TYPED, KEY_HELD, KEY_ARROW, KEY_OTHER };
+static enum { ESC_NONE, ESC_SEEN, ESC_CSI } model_esc;
+
+static enum key_kind model_key(unsigned char c)
+{
+	if (c < 0x20 || c > 0x7e) {
+		model_esc = c == 0x1b ? ESC_SEEN : ESC_NONE;
+		return c >= 0x80 ? KEY_TYPED : KEY_OTHER;
+	}
+	if (model_esc == ESC_SEEN) {
+		model_esc = c == '[' || c == 'O' ? ESC_CSI : ESC_NONE;
+		return KEY_HELD;
+	}
+	if (model_esc == ESC_CSI) {
+		if (c < 0x40)
+			return KEY_HELD;
+		model_esc = ESC_NONE;
+		return c == 'A' || c == 'B' ? KEY_ARROW : KEY_HELD;
+	}
+	return KEY_TYPED;
+}
+
 static void fail(const char *what, size_t key)
 {
 	fprintf(stderr,
@@ -146,6 +174,7 @@ static void check_event(enum lineedit_event ev, size_t key, bool overlong,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	memset(&term, 0, sizeof(term));
+	model_esc = ESC_NONE;
 	lineedit_init(&le, out, &term);
 	for (size_t i = 0; i < size; i++) {
 		if (data[i] == 0) {
@@ -153,10 +182,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		}
 		bool overlong = le.overflow != 0, lost = le.lost;
+		size_t len = le.len, over = le.overflow;
+		enum key_kind kind = model_key(data[i]);
 		enum lineedit_event ev = lineedit_feed(&le, (char)data[i]);
 		if (term.err)
 			fail(term.err, i);
 		check_event(ev, i, overlong, lost);
+		bool grew = le.len == len + 1 && le.buf[len] == (char)data[i];
+		bool cont = (data[i] & 0xc0) == 0x80 && over;
+		if (kind == KEY_TYPED && !grew && le.overflow == over && !cont)
+			fail("a typed byte reached neither line nor excess", i);
+		if (kind == KEY_HELD && (le.len != len || le.overflow != over))
+			fail("a byte of an escape sequence changed the line",
+			     i);
 	}
 	if (le.nhist > LINEEDIT_HISTORY)
 		fail("more history than LINEEDIT_HISTORY", size);
