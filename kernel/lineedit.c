@@ -150,11 +150,13 @@ static void remember(struct lineedit *le)
 static void browse(struct lineedit *le, bool up)
 {
 	if (up && le->browse < le->nhist) {
+		/* The draft leaves the screen with its hole: the entry
+		 * that replaces it has none (until one falls after it). */
 		if (le->browse == 0) {
 			memcpy(le->draft, le->buf, le->len + 1);
 			le->draft_overflow = le->overflow;
 			le->draft_lost = le->lost;
-			le->lost_has_draft = true;
+			le->lost = 0;
 		}
 		le->browse++;
 		set_line(le, lineedit_history(le, le->browse - 1));
@@ -164,14 +166,11 @@ static void browse(struct lineedit *le, bool up)
 		                        : le->draft);
 		/* The draft's unechoed excess comes back with it: Enter
 		 * still rejects an overlong line whole. So does its hole,
-		 * though Ctrl-U cleared the mark of an entry shown
-		 * meanwhile (a hole while browsing stays marked, and
-		 * counted): then the draft's count is added back. */
+		 * added to any that fell while browsing (not erased by a
+		 * Ctrl-U since): an arrow key may have been in those. */
 		if (le->browse == 0) {
 			le->overflow = le->draft_overflow;
-			if (!le->lost_has_draft)
-				le->lost += le->draft_lost;
-			le->lost_has_draft = false;
+			le->lost += le->draft_lost;
 		}
 	}
 }
@@ -182,7 +181,6 @@ static enum lineedit_event finish(struct lineedit *le)
 	emit(le, "\n", 1);
 	le->open = 0;
 	le->browse = 0;
-	le->lost_has_draft = false;
 	if (le->lost || le->overflow) {
 		enum lineedit_event ev =
 		        le->lost ? LINEEDIT_LOST : LINEEDIT_OVERLONG;
@@ -274,12 +272,10 @@ static enum lineedit_event feed(struct lineedit *le, char c)
 		emit(le, "^C\n", 3);
 		drop_line(le);
 		le->browse = 0;
-		le->lost_has_draft = false;
 		return LINEEDIT_CANCEL;
 	case KEY_CTRL_U:
 		erase_line(le);
 		le->lost = 0;
-		le->lost_has_draft = false;
 		return LINEEDIT_MORE;
 	case KEY_BS:
 	case KEY_DEL:

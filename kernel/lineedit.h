@@ -72,8 +72,7 @@ struct lineedit {
 	size_t browse;
 	char draft[LINEEDIT_MAX + 1]; /* the typed line, kept while browsing */
 	size_t draft_overflow;        /* and its excess (see overflow) */
-	uint64_t draft_lost;          /* and the bytes it lost */
-	bool lost_has_draft; /* lost counts draft_lost (no Ctrl-U since) */
+	uint64_t draft_lost; /* and the bytes it lost (not in lost meanwhile) */
 };
 
 void lineedit_init(struct lineedit *le, lineedit_out_fn out, void *ctx);
@@ -86,7 +85,9 @@ enum lineedit_event lineedit_feed(struct lineedit *le, char c);
  * next Enter returns LINEEDIT_LOST instead of the line (Ctrl-C and
  * Ctrl-U abandon it and its count as usual; a line left for the history
  * keeps its mark and count, and gets them back when the arrows return to
- * it). Call it before feeding the byte that followed the hole. */
+ * it, while the entry recalled over it has none of its own: the hole
+ * left the screen with the line). Call it before feeding the byte that
+ * followed the hole. */
 void lineedit_lost(struct lineedit *le, uint64_t nbytes);
 
 /* After LINEEDIT_LOST: the input bytes the refused line lost, counted

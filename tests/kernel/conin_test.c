@@ -75,7 +75,8 @@ KTEST(conin, a_line_that_lost_bytes_is_not_run)
 /* The count the shell names is of the bytes lost from the line it
  * refuses: a hole in a line the user erased (Ctrl-U) is not in it. It
  * said 5 below, the 3 bytes of the erased line counted too. A hole in a
- * line left for the history and brought back counts again. */
+ * line left for the history and brought back counts again; one in a line
+ * an entry recalled from the history replaced does not. */
 KTEST(conin, lost_count_is_of_the_refused_line_only)
 {
 	conin_testing_reset();
@@ -103,6 +104,19 @@ KTEST(conin, lost_count_is_of_the_refused_line_only)
 	push("x\x1b[A\x1b[B\n");
 	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
 	KEXPECT_EQ(lost, 3);
+	/* An entry recalled over a draft with a hole runs, none lost;
+	 * one with a hole of its own is refused naming that hole only. */
+	conin_testing_hole(3);
+	push("x\x1b[A\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "help");
+	KEXPECT_EQ(lost, 0);
+	conin_testing_hole(3);
+	push("x\x1b[A");
+	conin_testing_hole(2);
+	push("\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
+	KEXPECT_EQ(lost, 2);
 	conin_testing_reset();
 }
 

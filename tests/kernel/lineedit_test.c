@@ -249,6 +249,36 @@ KTEST(lineedit, lost_draft_stays_lost_after_browsing)
 	KEXPECT_STREQ(lineedit_line(&le), "sleep 2");
 }
 
+/* Recall replaces the line: a hole in the half-typed line is not in the
+ * entry shown, which Enter must run (it was refused as lost). A hole
+ * after the recall is the entry's (the arrow key itself may have been
+ * in it), and the draft keeps its own for when Down brings it back. */
+KTEST(lineedit, a_recalled_entry_does_not_inherit_the_drafts_hole)
+{
+	reset();
+	type("help\r", NULL);
+	type("sle", NULL);
+	lineedit_lost(&le, 2);
+	type("ep" UP, NULL);
+	KEXPECT_STREQ(le.buf, "help");
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "help");
+	/* A hole after the recall refuses the entry, counting its own. */
+	type("x", NULL);
+	lineedit_lost(&le, 2);
+	type(UP, NULL);
+	lineedit_lost(&le, 1);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
+	KEXPECT_EQ(lineedit_lost_bytes(&le), 1);
+	/* Down to the draft: both holes are in the line shown. */
+	type("y", NULL);
+	lineedit_lost(&le, 2);
+	type(UP, NULL);
+	lineedit_lost(&le, 1);
+	KEXPECT_EQ(type(DOWN "\r", NULL), LINEEDIT_LOST);
+	KEXPECT_EQ(lineedit_lost_bytes(&le), 3);
+}
+
 /* A terminal shows a UTF-8 character in one column, and one "\b \b"
  * erases it: Backspace must take all of its bytes from the line, or the
  * line runs with bytes the screen no longer shows (the second Backspace

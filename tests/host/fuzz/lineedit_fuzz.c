@@ -18,7 +18,9 @@
  * escape sequences (ESC, then '[' or 'O' and bytes up to a final one in
  * 0x40-0x7e, a byte outside 0x20-0x7e ending one unfinished) says which
  * bytes are typed: each must reach the line or its excess, and a byte a
- * sequence holds must leave both alone (its final 'A' or 'B' aside).
+ * sequence holds must leave both alone (its final 'A' or 'B' aside). A
+ * model of the holes says which lines Enter refuses as lost: an entry
+ * recalled over a draft with a hole has none, the draft gets it back.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -149,6 +151,28 @@ static void fail(const char *what, size_t key)
 	abort();
 }
 
+/* The model of holes: whether the line shown has one (a NUL since the
+ * last Enter, Ctrl-C or Ctrl-U, or since the draft left the screen),
+ * and whether the draft kept while browsing has one, which it brings
+ * back. One entry recalled over another keeps a hole that fell since the
+ * draft left: the arrow itself may have been in it. */
+static bool model_lost, model_draft_lost;
+
+static void model_holes(unsigned char c, enum lineedit_event ev,
+                        size_t browse_before)
+{
+	if (ev != LINEEDIT_MORE) {
+		model_lost = model_draft_lost = false;
+	} else if (c == 0x15) {
+		model_lost = false;
+	} else if (browse_before == 0 && le.browse == 1) {
+		model_draft_lost = model_lost;
+		model_lost = false;
+	} else if (browse_before == 1 && le.browse == 0) {
+		model_lost |= model_draft_lost;
+	}
+}
+
 static void check_event(enum lineedit_event ev, size_t key, bool overlong,
                         bool lost)
 {
@@ -175,19 +199,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	memset(&term, 0, sizeof(term));
 	model_esc = ESC_NONE;
+	model_lost = model_draft_lost = false;
 	lineedit_init(&le, out, &term);
 	for (size_t i = 0; i < size; i++) {
 		if (data[i] == 0) {
 			lineedit_lost(&le, 1);
+			model_lost = true;
 			continue;
 		}
-		bool overlong = le.overflow != 0, lost = le.lost;
-		size_t len = le.len, over = le.overflow;
+		bool overlong = le.overflow != 0;
+		size_t len = le.len, over = le.overflow, browse = le.browse;
 		enum key_kind kind = model_key(data[i]);
 		enum lineedit_event ev = lineedit_feed(&le, (char)data[i]);
 		if (term.err)
 			fail(term.err, i);
-		check_event(ev, i, overlong, lost);
+		check_event(ev, i, overlong, model_lost);
+		model_holes(data[i], ev, browse);
 		bool grew = le.len == len + 1 && le.buf[len] == (char)data[i];
 		bool cont = (data[i] & 0xc0) == 0x80 && over;
 		if (kind == KEY_TYPED && !grew && le.overflow == over && !cont)
