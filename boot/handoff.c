@@ -70,6 +70,17 @@ static EFI_STATUS read_memory_map(void **map, UINTN *size, UINTN *desc_size)
 	return st;
 }
 
+/* Names an entry the direct map leaves out: the map is the firmware's,
+ * and the kernel, which reads it again, prints its own line. */
+static void report_ignored(void *ctx, const struct efi_memory_descriptor *d)
+{
+	(void)ctx;
+	con_printf("boot: memory map entry 0x%llx + %llu pages (type %u) "
+	           "ends past 2^52, the largest physical address; ignored",
+	           (unsigned long long)d->physical_start,
+	           (unsigned long long)d->number_of_pages, d->type);
+}
+
 EFI_STATUS build_page_tables(struct loader *ld)
 {
 	struct paging_layout layout;
@@ -81,7 +92,8 @@ EFI_STATUS build_page_tables(struct loader *ld)
 	st = read_memory_map(&map, &size, &desc_size);
 	if (EFI_ERROR(st))
 		return st;
-	ld->direct_map_limit = paging_direct_map_limit(map, size, desc_size);
+	ld->direct_map_limit = paging_direct_map_limit(map, size, desc_size,
+	                                               report_ignored, NULL);
 	BS->FreePool(map);
 	layout = (struct paging_layout){
 	        .direct_map_limit = ld->direct_map_limit,

@@ -46,7 +46,16 @@ static void copy_bytes(void *dst, const void *src, size_t n)
 		*d++ = *s++;
 }
 
-uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size)
+/* True when d's range ends at or below 2^52; computed without the
+ * multiplication, which a bogus page count could wrap. */
+static bool within_max_phys(const struct efi_memory_descriptor *d)
+{
+	return d->physical_start < MAX_PHYS &&
+	       d->number_of_pages <= (MAX_PHYS - d->physical_start) / PAGE_SIZE;
+}
+
+uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,
+                                 paging_ignored_fn ignored, void *ctx)
 {
 	const unsigned char *p = map;
 	uint64_t limit = MIN_DIRECT_MAP;
@@ -54,18 +63,22 @@ uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size)
 	for (size_t off = 0; off + sizeof(struct efi_memory_descriptor) <= size;
 	     off += desc_size) {
 		struct efi_memory_descriptor d;
-		uint64_t end = MAX_PHYS;
+		uint64_t end;
 
 		copy_bytes(&d, p + off, sizeof(d));
 		/* No pages, no memory: its start is no end of RAM (the
 		 * kernel skips it too). */
-		if (!is_ram_like(d.type) || d.number_of_pages == 0)
+		if (d.number_of_pages == 0)
 			continue;
-		if (d.physical_start < MAX_PHYS &&
-		    d.number_of_pages <=
-		            (MAX_PHYS - d.physical_start) / PAGE_SIZE)
-			end = d.physical_start + d.number_of_pages * PAGE_SIZE;
-		if (end > limit)
+		/* Clipped at 2^52 it would still ask for tables no loader
+		 * can build, and no CPU reaches what lies past it. */
+		if (!within_max_phys(&d)) {
+			if (ignored)
+				ignored(ctx, &d);
+			continue;
+		}
+		end = d.physical_start + d.number_of_pages * PAGE_SIZE;
+		if (is_ram_like(d.type) && end > limit)
 			limit = end;
 	}
 	return (limit + GIB - 1) & ~(GIB - 1);

@@ -14,15 +14,24 @@ struct paging_layout {
 	uint64_t kernel_size;      /* bytes, page multiple, > 0 */
 };
 
+struct efi_memory_descriptor;
+
+/* Told of each memory-map entry paging_direct_map_limit ignores. */
+typedef void (*paging_ignored_fn)(void *ctx,
+                                  const struct efi_memory_descriptor *d);
+
 /*
  * Returns the contract's direct_map_limit for the UEFI memory map
  * map[0, size), descriptors desc_size (>= 40) bytes apart: the highest
  * end of a range that is not reserved or device memory (nor empty),
  * rounded up to 1 GiB, at least 4 GiB (the legacy holes and the APICs
- * lie below). An end past 2^52, the architectural limit, counts as 2^52.
+ * lie below). An entry that ends past 2^52, the architectural limit of
+ * physical addresses, is ignored whatever its type (firmware may list
+ * windows up there; mapping to 2^52 is more than the tables can) and
+ * passed to ignored(ctx, entry), if ignored is not NULL, to be reported.
  */
-uint64_t paging_direct_map_limit(const void *map, size_t size,
-                                 size_t desc_size);
+uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,
+                                 paging_ignored_fn ignored, void *ctx);
 
 /*
  * Returns the number of 4 KiB table pages paging_build needs for layout, or

@@ -32,11 +32,12 @@ KTEST(boot_paging, limit_covers_ram_not_devices)
 	put(1, EFI_ACPI_RECLAIM_MEMORY, 6 * GIB, 16);
 	put(2, EFI_MEMORY_MAPPED_IO, 1ull << 40, 1);
 	put(3, EFI_RESERVED_MEMORY, 1ull << 41, 1);
-	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48), 7 * GIB);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
+	           7 * GIB);
 	/* Below 4 GiB of RAM, the map still covers 4 GiB. */
 	memset(map, 0, sizeof(map));
 	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, 256);
-	KEXPECT_EQ(paging_direct_map_limit(map, 48, 48), 4 * GIB);
+	KEXPECT_EQ(paging_direct_map_limit(map, 48, 48, NULL, NULL), 4 * GIB);
 }
 
 /*
@@ -54,5 +55,56 @@ KTEST(boot_paging, zero_length_entries_do_not_extend_the_map)
 	put(1, EFI_CONVENTIONAL_MEMORY, 1ull << 50, 0);
 	put(2, EFI_BOOT_SERVICES_DATA, 64 * GIB, 0);
 	put(3, EFI_LOADER_DATA, 5 * GIB, 1);
-	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48), 6 * GIB);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
+	           6 * GIB);
+}
+
+/*
+ * No x86_64 CPU addresses past 2^52: an entry that ends there is firmware
+ * reporting a window or a range it cannot mean, and the loader ignores it
+ * whatever its type (device memory never counted). One of memory that
+ * is not free (ACPI NVS, persistent) counted as reaching 2^52, and the
+ * boot stopped ("memory reaches 0x10000000000000, more than the loader's
+ * page tables can map"); so did free memory, which is ignored too.
+ */
+/* The entries paging_direct_map_limit reports ignoring, by start. */
+static uint64_t ignored_starts[4];
+static unsigned nignored;
+
+static void note_ignored(void *ctx, const struct efi_memory_descriptor *d)
+{
+	if (nignored < 4)
+		ignored_starts[nignored] = d->physical_start;
+	nignored++;
+}
+
+KTEST(boot_paging, entries_past_2_to_the_52_are_ignored)
+{
+	static const uint32_t types[] = {
+	        EFI_ACPI_MEMORY_NVS, EFI_PERSISTENT_MEMORY,
+	        EFI_CONVENTIONAL_MEMORY, EFI_UNUSABLE_MEMORY,
+	        EFI_MEMORY_MAPPED_IO};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		memset(map, 0, sizeof(map));
+		put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, 256);
+		put(1, types[i], (1ull << 52) - 4096, 2); /* across it */
+		put(2, types[i], 1ull << 60, 16);         /* wholly past */
+		put(3, EFI_LOADER_DATA, 5 * GIB, 1);
+		nignored = 0;
+		KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48,
+		                                   note_ignored, NULL),
+		           6 * GIB);
+		/* Each is named for the boot log; the rest are not. */
+		KEXPECT_EQ(nignored, 2);
+		KEXPECT_EQ(ignored_starts[0], (1ull << 52) - 4096);
+		KEXPECT_EQ(ignored_starts[1], 1ull << 60);
+	}
+	/* One that ends at 2^52 exactly is memory like any other. */
+	memset(map, 0, sizeof(map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, 256);
+	put(1, EFI_ACPI_MEMORY_NVS, (1ull << 52) - 4096, 1);
+	nignored = 0;
+	KEXPECT_EQ(paging_direct_map_limit(map, 2 * 48, 48, note_ignored, NULL),
+	           1ull << 52);
+	KEXPECT_EQ(nignored, 0);
 }
