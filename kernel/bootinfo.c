@@ -4,7 +4,8 @@
  * size the firmware reported) into sorted regions, and the command line.
  * A map the frame pool could not trust (an entry unaligned, wrapping past
  * 2^64, overlapping another, usable memory past the 32 TiB of the direct
- * map, or free memory over the kernel image) panics naming the entry; a
+ * map, or free memory over the kernel image) panics naming the entry,
+ * except one that ends past 2^52, which is printed and left out; a
  * map with no free memory at all panics saying so; so does a handoff
  * whose map or command line the loader's direct map does not cover (a
  * descriptor size below 40 bytes or not dividing the map's size, a map
@@ -183,6 +184,17 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			        d, "runs past the end of the address space", e);
 		paddr_t limit =
 		        e->physical_start + e->number_of_pages * PAGE_SIZE;
+		/* Past 2^52, x86_64's limit, no CPU reaches it: a window
+		 * firmware lists there is no reason to stop, nor RAM. */
+		if (limit > 1ull << 52) {
+			printk("boot: memory map entry %#llx + %llu pages (%s) "
+			       "ends past 2^52, the largest physical address; "
+			       "ignored\n",
+			       (unsigned long long)e->physical_start,
+			       (unsigned long long)e->number_of_pages,
+			       mem_type_name(e->type));
+			continue;
+		}
 		/* The kernel maps RAM only through the direct map; past
 		 * it lies the heap's space. */
 		if (mem_type_usable(e->type) && limit > DIRECT_MAP_SIZE)

@@ -6,6 +6,7 @@
  */
 #include "../../kernel/bootinfo_testing.h"
 #include "../../kernel/ktest.h"
+#include "kernel_stubs.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -168,4 +169,36 @@ KTEST(bootinfo_mmap, too_many_regions_are_refused)
 	put(map + 40, EFI_CONVENTIONAL_MEMORY, 32 * MIB + 4096, 2);
 	KEXPECT(!read_map(map, 2, &bs, &d));
 	KEXPECT_STREQ(d.why ? d.why : "", "overlaps the entry at");
+}
+
+/*
+ * No x86_64 CPU addresses past 2^52: an entry that ends there is left
+ * out, whatever its type, and printed, naming it. Free memory up there
+ * was refused as lying past the direct map, and boot stopped there (the
+ * loader let it through); a reserved window was kept as a region.
+ */
+KTEST(bootinfo_mmap, entries_past_2_to_the_52_are_ignored)
+{
+	static struct boot_state bs;
+	static const uint32_t types[] = {EFI_CONVENTIONAL_MEMORY,
+	                                 EFI_RESERVED_MEMORY,
+	                                 EFI_MEMORY_MAPPED_IO};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		unsigned char map[3 * 40] = {0};
+		put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
+		put(map + 40, types[i], (1ull << 52) - 4096, 2);
+		put(map + 80, types[i], 1ull << 60, 16);
+		memset(&bs, 0, sizeof(bs));
+		bs.kernel_phys_base = 16 * MIB;
+		bs.kernel_phys_limit = 18 * MIB;
+		struct mmap_diag d = {0};
+		unsigned long lines = kstub_lines;
+		KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
+		KEXPECT_EQ(bs.nregions, 1);
+		KEXPECT_EQ(bs.ram_top, 33 * MIB);
+		KEXPECT_EQ(kstub_lines - lines, 2);
+		KEXPECT(strstr(kstub_last_line, "0x1000000000000000 + 16 "
+		                                "pages"));
+		KEXPECT(strstr(kstub_last_line, "ends past 2^52"));
+	}
 }

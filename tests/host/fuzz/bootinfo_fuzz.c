@@ -17,7 +17,8 @@
  *     descriptors, 40 + (control >> 1) % 32 bytes apart (any stride
  *     bootinfo_handoff_problem lets through, unaligned ones too), in
  *     an 8-aligned block of exactly their bytes. An accepted map's regions
- *     are its descriptors with pages, those of a type that touch joined
+ *     are its descriptors with pages that end by 2^52 (no CPU reaches
+ *     past it: the others are left out), those of a type that touch joined
  *     (each descriptor inside a region of its type, no page more or
  *     fewer, no two touching regions of a type), sorted, page-aligned
  *     and disjoint,
@@ -151,10 +152,11 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 	for (size_t i = 0; i < n; i++) {
 		struct efi_memory_descriptor e;
 		memcpy(&e, map + i * dsz, sizeof(e));
-		if (e.number_of_pages == 0)
+		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
+		/* Past 2^52 no CPU reaches: printed and left out. */
+		if (e.number_of_pages == 0 || lim > 1ull << 52)
 			continue;
 		desc_pages += e.number_of_pages;
-		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
 		size_t k = 0;
 		while (k < b->nregions &&
 		       !(b->regions[k].type == e.type &&
@@ -174,6 +176,8 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 			fail("a region unaligned or empty", "mmap");
 		if (i && r->base < r[-1].limit)
 			fail("regions unsorted or overlapping", "mmap");
+		if (r->limit > 1ull << 52)
+			fail("a region past 2^52", "mmap");
 		if (mem_type_usable(r->type) && r->limit > DIRECT_MAP_SIZE)
 			fail("usable memory past the direct map", "mmap");
 		if (r->type == EFI_CONVENTIONAL_MEMORY &&
