@@ -147,9 +147,11 @@ fuzz: $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGET))
 SC_GEN := $(HOST_BUILD)/tools/gen-sizeclasses
 SC_CHECK_DIR := $(HOST_BUILD)/sizeclasses-check
 
-$(SC_GEN): tools/gen-sizeclasses.c
+SC_GEN_SRCS := tools/gen-sizeclasses.c tools/gen-sizeclasses-emit.c
+
+$(SC_GEN): $(SC_GEN_SRCS) tools/gen-sizeclasses.h
 	@mkdir -p $(@D)
-	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $<
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $(SC_GEN_SRCS)
 
 sizeclasses: $(SC_GEN)
 	$(SC_GEN) h > $(HOST_BUILD)/sizeclasses.h.tmp
