@@ -204,7 +204,8 @@ SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_chaos.c \
-	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_args.c
+	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_work.c \
+	tests/host/bench/spanheap_bench_args.c
 
 $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
 		tests/host/bench/*.h)
