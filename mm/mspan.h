@@ -41,8 +41,13 @@ struct mspan {
 	/* Cache line 0: everything the fast paths read. */
 	/* fixed */
 	uintptr_t base;
-	uint32_t elemsize; /* the class's size; npages * page for large */
-	uint32_t divmul;   /* index = (off * divmul) >> 32 */
+	/* The class's size. A large span's is npages * page saturated at
+	 * UINT32_MAX, so it is wrong for every one above 4 GiB: a large
+	 * object's size is read from npages (spanheap_usable_size, the
+	 * realloc, the statistics, spanheap_object_bytes for the misuse
+	 * reports; spanheap_width_test.c pins them above 4 GiB). */
+	uint32_t elemsize;
+	uint32_t divmul; /* index = (off * divmul) >> 32 */
 	/* nelems and sizeclass are also read by the statistics' walk
 	 * (spanheap_stats.c), which owns no span and may meet one being
 	 * made anew: both sides use relaxed atomic accesses (__atomic_*_n). */

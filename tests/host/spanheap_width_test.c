@@ -147,3 +147,80 @@ KTEST(spanheap_width, misuse_of_a_5_gib_object_names_its_size)
 	SH_CHECK(&sh, "after the interior free");
 	sh_heap_release(&heap);
 }
+
+/* Fails the test at line unless the statistics count one large span of
+ * npages pages and nothing else in use. */
+static void expect_large_stats_at(int line, size_t npages)
+{
+	static struct spanheap_stats st; /* large */
+	spanheap_stats(&sh, &st);
+	size_t bytes = npages * PG;
+	if (st.large_pages != npages || st.cls[0].spans != 1 ||
+	    st.cls[0].objects_in_use != 1 || st.cls[0].bytes_in_use != bytes ||
+	    st.cls[0].bytes_spans != bytes || st.bytes_in_use != bytes)
+		ktest_fail_at(__FILE__, line,
+		              "stats: %zu large pages, %zu large spans, %zu "
+		              "bytes in use (%zu in all), %zu in spans; want "
+		              "%zu pages, 1 span, %zu bytes",
+		              st.large_pages, st.cls[0].spans,
+		              st.cls[0].bytes_in_use, st.bytes_in_use,
+		              st.cls[0].bytes_spans, npages, bytes);
+}
+
+#define EXPECT_LARGE_STATS(npages) expect_large_stats_at(__LINE__, npages)
+
+/*
+ * Every reader of a large object's size gets its pages, not elemsize,
+ * which says UINT32_MAX for every large span above 4 GiB: the usable
+ * size (malloc_usable_size's answer in the hosted malloc), the
+ * statistics (and slabinfo's large line, printed from them), a realloc
+ * that shrinks it or grows it in place, and a misuse report. Pinned here
+ * because a reader that took elemsize would be right below 4 GiB and
+ * wrong only above it.
+ */
+KTEST(spanheap_width, readers_of_a_large_size_above_4_gib_use_its_pages)
+{
+	KASSERT(sh_heap_new(&heap, &sh, (size_t)8 << 30));
+	mm_port_set_cpu(0);
+	size_t n = ((size_t)5 << 30) + PG, npages = n / PG;
+	char *p = spanheap_alloc(&sh, n, 0);
+	KASSERT(p);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	KEXPECT_EQ(s->npages, npages);
+	KEXPECT_EQ(s->elemsize, UINT32_MAX); /* saturated, as documented */
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), n);
+	EXPECT_LARGE_STATS(npages);
+	/* Shrunk by two pages in place: the tail goes back. The first of
+	 * them holds bytes, and so does the page before them, for the
+	 * growth below. */
+	memset(p + n - 3 * PG, 0x33, PG);
+	memset(p + n - 2 * PG, 0x5a, PG);
+	KEXPECT(spanheap_realloc(&sh, p, n - 2 * PG, 0) == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), n - 2 * PG);
+	KEXPECT_EQ(s->npages, npages - 2);
+	EXPECT_LARGE_STATS(npages - 2);
+	/* Grown by a page in place, into the tail it gave back (free,
+	 * whatever the heap put after the object since): with MM_ZERO, every
+	 * byte from the old usable size reads zero, and none below it changes,
+	 * so that size must be the pages, not elemsize. */
+	KEXPECT(spanheap_realloc(&sh, p, n - PG, MM_ZERO) == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), n - PG);
+	KEXPECT(all_bytes(p + n - 3 * PG, PG, 0x33));
+	KEXPECT(all_bytes(p + n - 2 * PG, PG, 0));
+	EXPECT_LARGE_STATS(npages - 1);
+	bool fired = MM_PORT_PANICS(spanheap_realloc(&sh, p + PG, PG, 0));
+	KEXPECT(fired);
+	char want[64];
+	snprintf(want, sizeof(want), "(%zu-byte objects)", n - PG);
+	if (!strstr(mm_port_last_panic(), want))
+		ktest_fail_at(__FILE__, __LINE__, "the report said \"%s\"",
+		              mm_port_last_panic());
+	spanheap_free(&sh, p);
+	static struct spanheap_stats st; /* large */
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.large_pages, 0);
+	KEXPECT_EQ(st.bytes_in_use, 0);
+	SH_CHECK(&sh, "after the large object's life");
+	sh_heap_release(&heap);
+}
