@@ -254,3 +254,70 @@ KTEST(mheap_reserve, pages_a_batch_holds_count_towards_it)
 	MH_CHECK(&heap, "after the batch");
 	mh_release(&heap);
 }
+
+/* Whether an atomic caller has asked the scavenger thread for a refill. */
+static bool refill_asked(void)
+{
+	unsigned long irq = mm_lock_acquire(&heap.lock);
+	bool asked = heap.scav.refill;
+	mm_lock_release(&heap.lock, irq);
+	return asked;
+}
+
+/*
+ * The reserve's boundary: an allocation that leaves exactly reserve_pages
+ * free leaves it whole, and one that leaves a page fewer is below it. A
+ * thread's grows a chunk then, and an atomic caller's asks the scavenger
+ * thread for a refill, not before. One chunk, a reserve of 128: 100 pages
+ * taken leave 412 free; 284 more leave 128, one more 127. Against
+ * try_alloc's test made `free + 1 < reserve`, or mheap_refill's made
+ * `free + 1 >= reserve`, the thread's allocation to 127 grew nothing;
+ * against it made `<=`, the atomic one to 128 asked for a refill.
+ */
+KTEST(mheap_reserve, an_allocation_to_the_reserve_and_one_page_past)
+{
+	KASSERT(reserve_heap_init(4, 128));
+	char *a = mheap_alloc_pages(&heap, 100, 0);
+	char *b = mheap_alloc_pages(&heap, 284, 0);
+	KASSERT(a && b);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 128);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 0);
+	char *c = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(c);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 2 * PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 1);
+	mheap_free_pages(&heap, c, 1);
+	mheap_free_pages(&heap, b, 284);
+	mheap_free_pages(&heap, a, 100);
+	MH_CHECK(&heap, "after the thread's allocations");
+	mh_release(&heap);
+
+	/* The same boundary for atomic callers (64 pages at most each). */
+	KASSERT(reserve_heap_init(4, 128));
+	char *p[7];
+	p[0] = mheap_alloc_pages(&heap, 100, 0);
+	for (int i = 1; i <= 4; i++)
+		p[i] = mheap_alloc_pages(&heap, 64, MHEAP_ATOMIC);
+	p[5] = mheap_alloc_pages(&heap, 28, MHEAP_ATOMIC);
+	for (int i = 0; i <= 5; i++)
+		KASSERT(p[i]);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 128);
+	KEXPECT(!refill_asked());
+	p[6] = mheap_alloc_pages(&heap, 1, MHEAP_ATOMIC);
+	KASSERT(p[6]);
+	KEXPECT(refill_asked());
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	mheap_free_pages(&heap, p[6], 1);
+	mheap_free_pages(&heap, p[5], 28);
+	for (int i = 4; i >= 1; i--)
+		mheap_free_pages(&heap, p[i], 64);
+	mheap_free_pages(&heap, p[0], 100);
+	MH_CHECK(&heap, "after the atomic allocations");
+	mh_release(&heap);
+}
