@@ -321,3 +321,81 @@ KTEST(mheap_reserve, an_allocation_to_the_reserve_and_one_page_past)
 	MH_CHECK(&heap, "after the atomic allocations");
 	mh_release(&heap);
 }
+
+/* Times the scavenger thread found nothing to take. */
+static atomic_int idle_visits;
+
+static void count_idle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_SCAV_IDLE)
+		atomic_fetch_add(&idle_visits, 1);
+}
+
+/*
+ * A refill an atomic caller asked for that finds the reserve made up
+ * again (a page freed since: exactly reserve_pages free) grows nothing.
+ * The thread takes the request before its first batch and its first
+ * search that finds nothing (MHEAP_HOOK_SCAV_IDLE) comes after the
+ * refill; the test waits for that, with no time bound. Against
+ * mheap_refill's test made `free > reserve` it grew a chunk (refills 1).
+ */
+KTEST(mheap_reserve, a_refill_that_finds_the_reserve_whole_grows_nothing)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 128;
+	cfg.cpu_permille = 1000; /* no paced sleeps */
+	KASSERT(mheap_init(&heap, &cfg));
+	char *a = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a);
+	char *p[5];
+	for (int i = 0; i < 4; i++)
+		p[i] = mheap_alloc_pages(&heap, 64, MHEAP_ATOMIC);
+	p[4] = mheap_alloc_pages(&heap, 29, MHEAP_ATOMIC); /* 127 left */
+	for (int i = 0; i < 5; i++)
+		KASSERT(p[i]);
+	KASSERT(refill_asked());
+	mheap_free_pages(&heap, p[4], 1); /* 128 free: the reserve whole */
+	atomic_store(&idle_visits, 0);
+	mheap_test_hook = count_idle;
+	KASSERT(mheap_scavenger_start(&heap));
+	while (atomic_load(&idle_visits) == 0) /* no time bound */
+		mm_port_yield();
+	mheap_scavenger_stop(&heap);
+	mheap_test_hook = NULL;
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT(!refill_asked());
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages, 128);
+	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.n.refills, 0);
+	mheap_free_pages(&heap, p[4] + PG, 28);
+	for (int i = 3; i >= 0; i--)
+		mheap_free_pages(&heap, p[i], 64);
+	mheap_free_pages(&heap, a, 100);
+	MH_CHECK(&heap, "after the refill");
+	mh_release(&heap);
+}
+
+/*
+ * A refill grows the chunks that make up the difference, and no more:
+ * one page in use, 511 free and a reserve of 1535 need 1024 pages, two
+ * chunks exactly, which leave the reserve whole (1535 free). Against
+ * mheap_refill asking for a page more than the difference it grew three.
+ */
+KTEST(mheap_reserve, a_refill_of_whole_chunks_grows_no_more)
+{
+	KASSERT(reserve_heap_init(16, 3 * PALLOC_CHUNK_PAGES - 1));
+	char *a = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(a);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.grown_pages, 3 * PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(st.free_backed_pages + st.free_scav_pages,
+	           3 * PALLOC_CHUNK_PAGES - 1);
+	KEXPECT_EQ(st.n.refills, 1);
+	mheap_free_pages(&heap, a, 1);
+	MH_CHECK(&heap, "after the refill");
+	mh_release(&heap);
+}
