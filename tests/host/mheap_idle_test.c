@@ -3,7 +3,8 @@
  * bg_idle): with nothing it may take, it sleeps until a free, a refill or
  * stop wakes it, whether it is at its goal or the free backed pages over
  * the goal all lie in dense chunks (which it skips), and a large free
- * that gives it something to take wakes it again.
+ * that gives it something to take wakes it again. Its count of backed
+ * frees, which tells it so, counts an undone allocation's backed pages.
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -138,5 +139,58 @@ KTEST(mheap_idle, reports_idle_above_goal_as_such)
 	KEXPECT_EQ(st.n.bg_pages, PALLOC_CHUNK_PAGES);
 	MH_CHECK(&heap, "after the scavenger");
 	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES - 16);
+	mh_release(&heap);
+}
+
+/* The heap's count of frees that made pages free backed. */
+static uint64_t backed_frees(void)
+{
+	unsigned long irq = mm_lock_acquire(&heap.lock);
+	uint64_t n = heap.scav.backed_frees;
+	mm_lock_release(&heap.lock, irq);
+	return n;
+}
+
+/*
+ * An allocation undone because its scavenged pages could not be mapped
+ * gives its backed pages back free: that is a backed free, which the
+ * idle thread must hear of (bg_idle sleeps on while backed_frees equals
+ * the count at its last barren search), and one with no backed page is
+ * not. Two backed pages, the rest of the chunk scavenged: a 64-page run
+ * holding both, undone, counts one; 64 scavenged pages undone count none.
+ * Against the undo without its count, or counting whatever the run held
+ * (`nscav <= npages`), the counts were 0 for 1 and 1 for 0.
+ */
+KTEST(mheap_idle, an_undone_allocation_counts_its_backed_pages_freed)
+{
+	KASSERT(idle_heap_init());
+	char *two = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT(two);
+	mheap_free_pages(&heap, two, 2);
+	mheap_release_all(&heap); /* the chunk scavenged whole */
+	two = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT(two);
+	mheap_free_pages(&heap, two, 2);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.free_backed_pages, 2);
+	mm_port_set_quiet(true);
+	uint64_t n = backed_frees();
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 64, 0) == NULL); /* the first 64 */
+	mm_port_fail_maps(0);
+	KEXPECT_EQ(backed_frees(), n + 1);
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.free_backed_pages, 2);
+	char *keep = mheap_alloc_pages(&heap, 64, 0); /* both backed ones */
+	KASSERT(keep == two);
+	n = backed_frees();
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 64, 0) == NULL); /* all scavenged */
+	mm_port_fail_maps(0);
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(backed_frees(), n);
+	mheap_free_pages(&heap, keep, 64);
+	MH_CHECK(&heap, "after the undone allocations");
 	mh_release(&heap);
 }
