@@ -1,7 +1,10 @@
 /*
- * The page heap's background scavenger's smallest batch (mm/mheap_scav.c):
- * what it asks for when the heap is over its goal by a little
- * (MHEAP_SCAV_MIN_PAGES: a shootdown is worth at least 64 KiB).
+ * The page heap's background scavenger's two thresholds (mm/mheap_scav.c,
+ * mm/mheap_alloc.c): the smallest batch it asks for when the heap is over
+ * its goal by a little (MHEAP_SCAV_MIN_PAGES: a shootdown is worth at least
+ * 64 KiB), and the smallest free that wakes it when idle
+ * (MHEAP_WAKE_PAGES). Without these tests either could move unseen: the
+ * thread's 10 s idle timeout made up for a wake that never came.
  */
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
@@ -86,5 +89,48 @@ KTEST(mheap_bg, a_batch_takes_at_least_its_minimum)
 	KEXPECT_EQ(st.n.bg_pages, MIN_BATCH + 40 + MHEAP_SCAV_BATCH_PAGES);
 	mheap_free_pages(&heap, a, 100);
 	MH_CHECK(&heap, "after the batches");
+	mh_release(&heap);
+}
+
+/* Waits, with no time bound, until the scavenger thread is idle. */
+static void wait_idle(void)
+{
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		bool idle = heap.scav.idle;
+		mm_lock_release(&heap.lock, irq);
+		if (idle)
+			return;
+		mm_port_yield();
+	}
+}
+
+/*
+ * A free wakes the idle thread when it is of at least 16 pages
+ * (MHEAP_WAKE_PAGES) and leaves the heap over its goal. A goal of 0 and
+ * the thread idle with nothing free backed: a free of 15 pages puts the
+ * heap over its goal and does not wake it (the wake count stays: only
+ * frees, refills and stop wake it, and its timeout is no wake); a free of
+ * 16 does. Against the test made
+ * `npages > MHEAP_WAKE_PAGES`, or the threshold made 15 or 17, one of the
+ * two went the wrong way; the thread's 10 s idle timeout hid it from the
+ * tests that wait for it to scavenge.
+ */
+KTEST(mheap_bg, a_free_of_16_pages_wakes_the_idle_thread)
+{
+	KASSERT(bg_heap_init(0));
+	char *a = mheap_alloc_pages(&heap, 100, 0);
+	KASSERT(a);
+	KASSERT_EQ(over_goal(), 0); /* fresh pages are scavenged */
+	KASSERT(mheap_scavenger_start(&heap));
+	wait_idle();
+	uint64_t wakes = mm_event_prepare(&heap.scav.wake);
+	mheap_free_pages(&heap, a + 85 * PG, 15);
+	KEXPECT_EQ(mm_event_prepare(&heap.scav.wake), wakes);
+	mheap_free_pages(&heap, a + 69 * PG, 16);
+	KEXPECT(mm_event_prepare(&heap.scav.wake) != wakes);
+	mheap_scavenger_stop(&heap);
+	mheap_free_pages(&heap, a, 69);
+	MH_CHECK(&heap, "after the frees");
 	mh_release(&heap);
 }
