@@ -1,9 +1,10 @@
 /*
  * Sleepers on one CPU, several at a time: each is woken by the first
  * tick at or after its own deadline, whatever else sleeps there, longer
- * or due at the same tick. Counted in the CPU's ticks, never in wall
- * time: the tick is what wakes a sleeper, and the host may stall a
- * virtual CPU for any length.
+ * or due at the same tick; and a wake of a thread homed on an idle CPU
+ * gets it running without waiting for that CPU's next tick. Counted in
+ * the home CPU's ticks, never in wall time: the tick is what wakes a
+ * sleeper, and the host may stall a virtual CPU for any length.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include "kernel/printk.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "tests/kernel/smp_util.h"
 
 static uint64_t ticks_of(unsigned cpu)
 {
@@ -113,4 +115,61 @@ KTEST(sched, sleepers_due_together_wake_together)
 	ktest_diag("%u sleepers of one tick: the last saw %lu ticks", NSAME,
 	           worst);
 	KEXPECT(worst <= most_ticks(ns));
+}
+
+/*
+ * A wake of a thread homed on another CPU, which idles meanwhile, must
+ * get that CPU out of its halt at once (sched_kick), not leave the thread
+ * queued until the CPU's next tick. The woken thread reads its CPU's tick
+ * count as its first act: no tick since the wake shows the kick. A host
+ * stall of that CPU can let a tick in first, so one try in NKICK without
+ * a tick is asked for; with no kick every try sees one.
+ */
+#define NKICK 10
+
+static _Atomic bool kick_stop, kick_woke;
+static _Atomic uint64_t kick_woke_at;
+
+static void sleep_until_stopped(void *arg)
+{
+	while (!atomic_load(&kick_stop)) {
+		thread_sleep_ns(UINT64_MAX);
+		atomic_store(&kick_woke_at, ticks_of(this_cpu()->id));
+		atomic_store(&kick_woke, true);
+	}
+}
+
+KTEST(sched, wake_gets_an_idle_cpu_running_before_its_tick)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("one CPU");
+	struct cpu *c = &cpus[other];
+	atomic_store(&kick_stop, false);
+	atomic_store(&kick_woke, false);
+	struct thread_handle h =
+	        thread_create("kicked", sleep_until_stopped, NULL, other);
+	KASSERT(thread_handle_ok(h));
+	unsigned prompt = 0;
+	for (unsigned i = 0; i < NKICK; i++) {
+		/* Asleep, and its CPU idle (else no kick is due). */
+		while (state_of(h) != THREAD_SLEEPING ||
+		       *(struct thread *volatile *)&c->current != c->idle)
+			thread_yield();
+		uint64_t t0 = ticks_of(other);
+		thread_wake(h);
+		while (!atomic_load(&kick_woke))
+			thread_yield();
+		atomic_store(&kick_woke, false);
+		prompt += atomic_load(&kick_woke_at) == t0;
+	}
+	atomic_store(&kick_stop, true);
+	while (!atomic_load(&kick_woke)) {
+		thread_wake(h);
+		thread_yield();
+	}
+	thread_join(h);
+	ktest_diag("%u of %u wakes ran the thread before cpu %u's next tick",
+	           prompt, NKICK, other);
+	KEXPECT(prompt > 0);
 }
