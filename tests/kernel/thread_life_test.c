@@ -1,6 +1,7 @@
 /*
  * What a thread's life leaves behind: its run queue's count of threads
- * up by one while it lives and back down once it exits.
+ * up by one while it lives and back down once it exits, and
+ * THREAD_ANY_CPU placing it by those counts.
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -52,4 +53,55 @@ KTEST(thread, run_queue_counts_a_thread_until_it_exits)
 	KEXPECT_EQ(nthreads_on(cpu), before + N);
 	unpark_all(h, N);
 	KEXPECT_EQ(nthreads_on(cpu), before);
+}
+
+/*
+ * THREAD_ANY_CPU takes the CPU with the fewest threads: every CPU but
+ * one is given more threads than it (parked ones), and the new thread
+ * must land there, not on the busiest.
+ */
+#define PARK_MAX 64
+
+static unsigned land_cpu;
+
+static void note_cpu(void *arg)
+{
+	land_cpu = this_cpu()->id;
+}
+
+KTEST(thread, any_cpu_takes_the_one_with_the_fewest_threads)
+{
+	static struct thread_handle parked[PARK_MAX];
+	unsigned n[MAX_CPUS], online = 0, least = MAX_CPUS, np = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (!atomic_load(&cpus[i].online))
+			continue;
+		online++;
+		n[i] = nthreads_on(i);
+		if (least == MAX_CPUS || n[i] < n[least])
+			least = i;
+	}
+	if (online < 2)
+		KTEST_SKIP("one CPU");
+	/* Raise every other CPU to more than the least's count. */
+	for (unsigned i = 0; i < MAX_CPUS; i++) {
+		if (i == least || !atomic_load(&cpus[i].online))
+			continue;
+		for (unsigned k = n[i]; k <= n[least] && np < PARK_MAX; k++) {
+			parked[np] = thread_create("parked", park, NULL, i);
+			KASSERT(thread_handle_ok(parked[np]));
+			np++;
+		}
+	}
+	land_cpu = MAX_CPUS;
+	struct thread_handle t =
+	        thread_create("anywhere", note_cpu, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	thread_join(t);
+	ktest_diag("cpu %u had the fewest threads (%u); the thread ran on "
+	           "cpu %u",
+	           least, n[least], land_cpu);
+	KEXPECT_EQ(t.cpu, least);
+	KEXPECT_EQ(land_cpu, least);
+	unpark_all(parked, np);
 }
