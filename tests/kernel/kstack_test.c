@@ -76,4 +76,28 @@ KTEST(demo, kstack_free_of_a_bent_stack)
 		              "kstack_free left the stack's lowest page mapped "
 		              "(its frame lost, its slot free again)");
 }
+
+/* A struct kstack reaching from its top down past its slot, into the top
+ * page of the slot below: the free must refuse it, not unmap (and free
+ * the frame of) the page another stack is using. */
+KTEST(demo, kstack_free_of_a_stack_past_its_slot)
+{
+	struct kstack a, b;
+	KASSERT(kstack_alloc(1, &a));
+	KASSERT(kstack_alloc(1, &b));
+	struct kstack *hi = a.top > b.top ? &a : &b, *lo = hi == &a ? &b : &a;
+	if (hi->top - lo->top != KSTACK_SLOT_SIZE)
+		KTEST_SKIP("the two stacks are not in neighbouring slots");
+	struct kstack past = *hi;
+	past.bottom = past.top - (KSTACK_MAX_PAGES + 2) * PAGE_SIZE;
+	past.guard = past.bottom - PAGE_SIZE;
+	ktest_diag("freeing [%p, %p), over the top page of [%p, %p)",
+	           (void *)past.bottom, (void *)past.top, (void *)lo->bottom,
+	           (void *)lo->top);
+	kstack_free(&past);
+	*(volatile uint64_t *)(lo->top - 8) = 1; /* lo must still be mapped */
+	ktest_fail_at(__FILE__, __LINE__,
+	              "kstack_free took a stack past "
+	              "its slot");
+}
 #endif
