@@ -1,11 +1,14 @@
 /*
  * What a thread's life leaves behind: its run queue's count of threads
- * up by one while it lives and back down once it exits, and
- * THREAD_ANY_CPU placing it by those counts.
+ * up by one while it lives and back down once it exits, THREAD_ANY_CPU
+ * placing it by those counts, and its stack unmapped and its slot free
+ * once it is joined.
  */
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "arch/x86_64/paging.h"
+#include "kernel/kstack.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
@@ -104,4 +107,30 @@ KTEST(thread, any_cpu_takes_the_one_with_the_fewest_threads)
 	KEXPECT_EQ(t.cpu, least);
 	KEXPECT_EQ(land_cpu, least);
 	unpark_all(parked, np);
+}
+
+/*
+ * A joined thread's stack goes back: its pages unmapped and its slot
+ * free (kstack_is_guard answers only for a slot in use). Kept, every
+ * thread would cost its stack's frames and one of the region's slots
+ * for good.
+ */
+static struct kstack seen_stack;
+
+static void note_stack(void *arg)
+{
+	seen_stack = thread_current()->stack;
+	*(volatile uint64_t *)seen_stack.bottom = 1; /* mapped while it runs */
+}
+
+KTEST(thread, join_frees_the_stack)
+{
+	struct thread_handle t =
+	        thread_create("stacked", note_stack, NULL, this_cpu()->id);
+	KASSERT(thread_handle_ok(t));
+	thread_join(t);
+	KASSERT(seen_stack.top != 0);
+	KEXPECT(!vm_translate(seen_stack.bottom, NULL, NULL));
+	KEXPECT(!vm_translate(seen_stack.top - PAGE_SIZE, NULL, NULL));
+	KEXPECT(!kstack_is_guard(seen_stack.guard));
 }
