@@ -1,13 +1,16 @@
 /*
  * What a thread's life leaves behind: its run queue's count of threads
  * up by one while it lives and back down once it exits, THREAD_ANY_CPU
- * placing it by those counts, and its stack unmapped and its slot free
- * once it is joined.
+ * placing it by those counts, its stack unmapped and its slot free once
+ * it is joined, and an expected-fault hook armed by one thread kept
+ * across a switch, neither lost to it nor lent to the next thread.
  */
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "arch/x86_64/cpu.h"
 #include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/kstack.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -133,4 +136,45 @@ KTEST(thread, join_frees_the_stack)
 	KEXPECT(!vm_translate(seen_stack.bottom, NULL, NULL));
 	KEXPECT(!vm_translate(seen_stack.top - PAGE_SIZE, NULL, NULL));
 	KEXPECT(!kstack_is_guard(seen_stack.guard));
+}
+
+/*
+ * An expected-fault hook belongs to the thread that armed it: the switch
+ * saves it with the thread and gives the CPU the next thread's. This
+ * thread arms one and lets another thread on its CPU run, which must find
+ * no hook armed; back here, a fault must still be caught.
+ */
+static _Atomic bool other_saw_a_hook, other_ran;
+
+static void look_for_hook(void *arg)
+{
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	atomic_store(&other_saw_a_hook, this_cpu()->fault_catch != NULL);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	atomic_store(&other_ran, true);
+}
+
+KTEST(thread, fault_hook_stays_with_its_thread_across_a_switch)
+{
+	atomic_store(&other_saw_a_hook, false);
+	atomic_store(&other_ran, false);
+	struct thread_handle t =
+	        thread_create("other", look_for_hook, NULL, this_cpu()->id);
+	KASSERT(thread_handle_ok(t));
+	struct fault_catch fc;
+	volatile bool caught = false;
+	if (fault_catch_arm(&fc) == 0) {
+		while (!atomic_load(&other_ran))
+			thread_yield();
+		(void)*(volatile uint64_t *)0x0000800000000000ull;
+		fault_catch_disarm(&fc);
+	} else {
+		caught = true;
+	}
+	thread_join(t);
+	KEXPECT(!atomic_load(&other_saw_a_hook));
+	KEXPECT(caught);
+	KEXPECT_EQ(fc.vector, VEC_GP);
 }
