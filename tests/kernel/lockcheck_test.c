@@ -254,11 +254,24 @@ static void take_never_set_up(void)
 	spin_unlock_irqrestore(&never_set_up, irq);
 }
 
+static struct spinlock named_rankless =
+        SPINLOCK_INIT("named_rankless", (enum lock_rank)0);
+
+static void take_named_rankless(void)
+{
+	unsigned long irq = spin_lock_irqsave(&named_rankless);
+	spin_unlock_irqrestore(&named_rankless, irq);
+}
+
 KTEST(lockcheck, lock_never_set_up)
 {
 	KEXPECT_EQ(recorded(take_never_set_up), 1);
 	KEXPECT(message_has("was never set up", "spin_init"));
 	KEXPECT(!spin_held(&never_set_up));
+	/* A name is not enough: with no rank every check is about nothing. */
+	KEXPECT_EQ(recorded(take_named_rankless), 1);
+	KEXPECT(message_has("was never set up",
+	                    "(name named_rankless, rank 0)"));
 }
 
 static void release_unheld(void)
