@@ -15,6 +15,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
+#include "kernel/percpu.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "kernel/waitq.h"
@@ -322,3 +323,41 @@ KTEST(lockcheck, spin_init_without_a_name_or_rank_says_so)
 	KEXPECT_EQ(recorded(init_unnamed_sema), 1);
 	KEXPECT(message_has("spin_init: the lock at ", "has no name"));
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness: demo_self_deadlock).
+ * A CPU that takes a lock it holds would wait for itself for ever: it
+ * panics naming the lock as a self-deadlock, before the rank check could
+ * call it an order violation. */
+static struct spinlock self_lock =
+        SPINLOCK_INIT("self_lock", LOCK_RANK_TEST_LOW);
+
+KTEST(demo, lockcheck_self_deadlock)
+{
+	unsigned long irq = spin_lock_irqsave(&self_lock);
+	spin_lock(&self_lock);
+	spin_unlock_irqrestore(&self_lock, irq);
+	KEXPECT(false); /* not reached */
+}
+
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness: demo_held_max).
+ * The held-lock stack has room for LOCKS_HELD_MAX locks: one more panics
+ * naming the limit, in test mode too, rather than write past the stack.
+ * The locks share a rank, so each nested one is recorded as out of order. */
+static struct spinlock many[LOCKS_HELD_MAX + 1];
+
+KTEST(demo, lockcheck_more_locks_than_the_stack_holds)
+{
+	for (int i = 0; i <= LOCKS_HELD_MAX; i++)
+		spin_init(&many[i], "many", LOCK_RANK_TEST_LOW);
+	lockcheck_set_record(true);
+	unsigned long irq = spin_lock_irqsave(&many[0]);
+	for (int i = 1; i <= LOCKS_HELD_MAX; i++)
+		spin_lock(&many[i]);
+	for (int i = LOCKS_HELD_MAX; i >= 1; i--)
+		spin_unlock(&many[i]);
+	spin_unlock_irqrestore(&many[0], irq);
+	lockcheck_set_record(false);
+	KEXPECT(false); /* not reached */
+}
+#endif
