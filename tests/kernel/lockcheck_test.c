@@ -17,6 +17,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/waitq.h"
 #include "mm/port.h"
@@ -322,6 +323,60 @@ KTEST(lockcheck, spin_init_without_a_name_or_rank_says_so)
 	KEXPECT(message_has("spin_init(rankless): the lock at ", "no rank"));
 	KEXPECT_EQ(recorded(init_unnamed_sema), 1);
 	KEXPECT(message_has("spin_init: the lock at ", "has no name"));
+}
+
+/*
+ * spin_init sets a lock up over memory that held anything (a lock that
+ * went away, freed heap memory): tickets, holder, usage bits and counts
+ * are its own from then on. Here the memory says the lock is taken, held
+ * by this CPU, used in interrupt handlers and held with interrupts on,
+ * and reported already: a ticket left unserved would hang its first
+ * acquisition, a stale holder would read as held (and panic as a
+ * self-deadlock), and a stale reported bit would hide its first breach.
+ */
+static struct spinlock reused;
+static _Atomic bool reused_in_irq;
+
+static void take_reused_in_tick(void)
+{
+	if (atomic_load(&reused_in_irq))
+		return;
+	spin_lock(&reused);
+	spin_unlock(&reused);
+	atomic_store(&reused_in_irq, true);
+}
+
+static void reused_with_irqs_on(void)
+{
+	spin_lock(&reused);
+	spin_unlock(&reused);
+}
+
+KTEST(lockcheck, spin_init_forgets_what_the_memory_held)
+{
+	memset(&reused, 0xff, sizeof(reused));
+	atomic_store(&reused.next, 7);
+	atomic_store(&reused.serving, 3);
+	atomic_store(&reused.holder, (int)this_cpu()->id);
+	spin_init(&reused, "reused", LOCK_RANK_TEST_LOW);
+	KEXPECT(!spin_held(&reused));
+	/* Checked before the lock is taken, which would wait for ever. */
+	uint32_t next = atomic_load(&reused.next);
+	uint32_t serving = atomic_load(&reused.serving);
+	KASSERT_EQ(next, serving);
+	uint64_t acquired = atomic_load(&reused.acquired);
+	uint64_t contended = atomic_load(&reused.contended);
+	KEXPECT_EQ(acquired, 0);
+	KEXPECT_EQ(contended, 0);
+	atomic_store(&reused_in_irq, false);
+	atomic_store(&sched_tick_hook, take_reused_in_tick);
+	while (!atomic_load(&reused_in_irq))
+		thread_sleep_ns(SCHED_TICK_NS);
+	atomic_store(&sched_tick_hook, NULL);
+	acquired = atomic_load(&reused.acquired);
+	KEXPECT_EQ(acquired, 1);
+	KEXPECT_EQ(recorded(reused_with_irqs_on), 1);
+	KEXPECT(message_has("reused", "interrupts enabled"));
 }
 
 #ifdef KTEST_FAIL_DEMO
