@@ -84,3 +84,28 @@ KTEST(sema, init_with_bad_numbers_is_refused)
 	bad_max = 2;
 	KEXPECT_EQ(recorded(init_bad), 0);
 }
+
+static void release_bad(void)
+{
+	sema_release(&bad);
+}
+
+/* Clamped, the semaphore works: its maximum is at least one unit, so a
+ * unit taken can be given back, and only one (a maximum left at 0 made
+ * every release a misuse, and one left above the count let more in). */
+KTEST(sema, init_with_bad_numbers_clamps_to_a_working_semaphore)
+{
+	static const struct {
+		int count, max;
+	} cases[] = {{0, 0}, {-1, 0}, {2, 1}};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bad_count = cases[i].count;
+		bad_max = cases[i].max;
+		KEXPECT_EQ(recorded(init_bad), 1);
+		KEXPECT_EQ(recorded(release_bad), i < 2 ? 0 : 1);
+		KEXPECT(sema_try_acquire(&bad));
+		KEXPECT(!sema_try_acquire(&bad));
+		KEXPECT_EQ(recorded(release_bad), 0);
+		KEXPECT_EQ(recorded(release_bad), 1); /* one unit in all */
+	}
+}
