@@ -1,8 +1,11 @@
 /*
  * Semaphores against misuse (see sched_wait_test.c for their admission tests):
  * a release past the maximum and bad numbers at init are reported, naming
- * the semaphore, and let no extra holder in.
+ * the semaphore, and let no extra holder in; and a wait queue's waiter
+ * woken by something else than its queue goes back on it once.
  */
+#include <stdatomic.h>
+
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
 #include "kernel/stw.h"
@@ -108,4 +111,60 @@ KTEST(sema, init_with_bad_numbers_clamps_to_a_working_semaphore)
 		KEXPECT_EQ(recorded(release_bad), 0);
 		KEXPECT_EQ(recorded(release_bad), 1); /* one unit in all */
 	}
+}
+
+/*
+ * A waiter woken by something else than its queue (a thread_wake of its
+ * handle: blocked is blocked) finds its condition false, unlinks itself
+ * and queues again, once. Queued twice, its entry would point at itself,
+ * and the next wake of the queue would loop for ever under its lock.
+ */
+static struct waitq spurious_wq = WAITQ_INIT("spurious_wq");
+/* Protected by spurious_wq.lock: */
+static bool spurious_open;
+static _Atomic unsigned spurious_checks;
+
+static bool spurious_cond(void *arg)
+{
+	atomic_fetch_add(&spurious_checks, 1);
+	return spurious_open;
+}
+
+static void spurious_waiter(void *arg)
+{
+	KASSERT(waitq_wait_until(&spurious_wq, spurious_cond, NULL));
+}
+
+/* The threads queued on spurious_wq, counted up to 8 (a cycle stops). */
+static unsigned spurious_queued(void)
+{
+	unsigned long irq = spin_lock_irqsave(&spurious_wq.lock);
+	unsigned n = 0;
+	for (struct thread *t = spurious_wq.head; t && n < 8; t = t->wq_next)
+		n++;
+	spin_unlock_irqrestore(&spurious_wq.lock, irq);
+	return n;
+}
+
+KTEST(sema, waiter_woken_from_elsewhere_queues_once)
+{
+	spurious_open = false;
+	atomic_store(&spurious_checks, 0);
+	struct thread_handle t = thread_create("spurious", spurious_waiter,
+	                                       NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	while (spurious_queued() == 0)
+		thread_yield();
+	KEXPECT_EQ(atomic_load(&spurious_checks), 1);
+	thread_wake(t); /* blocked, so made runnable: its condition is false */
+	while (atomic_load(&spurious_checks) < 2 || spurious_queued() == 0)
+		thread_yield();
+	/* Queued twice, the wake below would never end: stop here. */
+	KASSERT_EQ(spurious_queued(), 1);
+	unsigned long irq = spin_lock_irqsave(&spurious_wq.lock);
+	spurious_open = true;
+	waitq_wake_all_locked(&spurious_wq);
+	spin_unlock_irqrestore(&spurious_wq.lock, irq);
+	thread_join(t);
+	KEXPECT_EQ(atomic_load(&spurious_checks), 3);
 }
