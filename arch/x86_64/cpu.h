@@ -48,6 +48,7 @@ DEFINE_CR(0)
 DEFINE_CR(2)
 DEFINE_CR(3)
 DEFINE_CR(4)
+DEFINE_CR(8) /* the task priority: 15 holds off every maskable interrupt */
 #undef DEFINE_CR
 
 static inline uint64_t rdmsr(uint32_t msr)

@@ -126,20 +126,6 @@ KTEST(lockcheck, preempt_enable_without_disable)
 	KEXPECT_EQ(left, 0);
 }
 
-/* The task priority register, CR8: 15 holds off every interrupt while
- * RFLAGS.IF stays set. */
-static uint64_t read_cr8(void)
-{
-	uint64_t v;
-	__asm__ volatile("mov %%cr8, %0" : "=r"(v));
-	return v;
-}
-
-static void write_cr8(uint64_t v)
-{
-	__asm__ volatile("mov %0, %%cr8" : : "r"(v) : "memory");
-}
-
 /* A count below zero (a stray preempt_enable on a kernel without the
  * check above) is named by the sleep check, not taken for interrupts off.
  * No interrupt may land while the count is -1: its spinlock would take

@@ -75,8 +75,10 @@ KTEST(thread, wake_of_no_thread_is_reported)
  * before a CPU's scheduler starts there is none, and the idle thread is
  * the one that runs when nothing else can. Each is refused naming it. The
  * test makes this CPU's current thread `pretend` for the one call, with
- * interrupts off so that no tick or wake sees the swap; the check names
- * the context first, before the interrupts.
+ * the task priority (CR8) holding interrupts off, so that no tick or wake
+ * sees the swap, while RFLAGS.IF stays set: so the context alone refuses
+ * the sleep (with IF clear, a sleep checker that forgot the idle thread
+ * refused it all the same, for the interrupts).
  */
 static struct thread *pretend;
 static void (*sleep_call)(void);
@@ -94,18 +96,18 @@ static void yield(void)
 static void call_as_pretend(void)
 {
 	struct cpu *c = this_cpu();
-	unsigned long flags = read_rflags();
-	cpu_cli();
+	uint64_t tpr = read_cr8();
+	write_cr8(15);
 	struct thread *real = c->current;
 	c->current = pretend;
 	sleep_call();
 	c->current = real;
-	if (flags & RFLAGS_IF)
-		cpu_sti();
+	write_cr8(tpr);
 }
 
 KTEST(thread, sleep_without_a_thread_or_in_idle_is_reported)
 {
+	KASSERT(read_rflags() & RFLAGS_IF);
 	static const struct {
 		bool idle;
 		void (*call)(void);
