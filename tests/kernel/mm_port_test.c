@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
@@ -102,6 +103,23 @@ KTEST(mm_port, unreserve_gives_back_only_the_latest_reservation)
 	mm_port_unreserve(e, MM_PAGE_SIZE);
 	mm_port_unreserve(a, MM_PAGE_SIZE);
 	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) == a);
+}
+
+/* An alignment or a size so large that the range's arithmetic wraps
+ * past 2^64 is refused, and the bump pointer stays where it was: the next
+ * reservation follows the last one, inside the mm region. */
+KTEST(mm_port, reserve_refuses_a_range_that_wraps)
+{
+	uint8_t *a = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(a != NULL);
+	/* align_up to 2^63 wraps to 0, below the region. */
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, 1ull << 63) == NULL);
+	/* base + nbytes wraps to just below base. */
+	KEXPECT(mm_port_reserve(-(size_t)MM_PAGE_SIZE, MM_PAGE_SIZE) == NULL);
+	uint8_t *b = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KEXPECT(b == a + MM_PAGE_SIZE);
+	KEXPECT((uintptr_t)b >= MM_REGION_BASE &&
+	        (uintptr_t)b < MM_REGION_BASE + MM_REGION_SIZE);
 }
 
 KTEST(mm_port, map_failure_leaves_nothing_mapped)
