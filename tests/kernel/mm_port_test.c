@@ -122,6 +122,28 @@ KTEST(mm_port, reserve_refuses_a_range_that_wraps)
 	        (uintptr_t)b < MM_REGION_BASE + MM_REGION_SIZE);
 }
 
+/* The port's undo stack holds the latest 16 reservations (RESERVE_UNDO_MAX
+ * in mm_port.c): a 17th pushes the oldest out, and that one is kept for
+ * good. And only a whole reservation goes back, not a part of it. */
+KTEST(mm_port, unreserve_keeps_the_oldest_and_wholes_only)
+{
+	enum { N = 16 + 1 };
+	uint8_t *r[N];
+	for (unsigned i = 0; i < N; i++) {
+		r[i] = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+		KASSERT(r[i] != NULL && r[i] == r[0] + i * MM_PAGE_SIZE);
+	}
+	for (unsigned i = N; i-- > 0;)
+		mm_port_unreserve(r[i], MM_PAGE_SIZE);
+	/* r[1..16] went back; r[0], out of the stack, did not. */
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) == r[1]);
+	uint8_t *c = mm_port_reserve(2 * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(c == r[2]);
+	mm_port_unreserve(c, MM_PAGE_SIZE); /* half of it: kept */
+	KEXPECT(mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE) ==
+	        c + 2 * MM_PAGE_SIZE);
+}
+
 KTEST(mm_port, map_failure_leaves_nothing_mapped)
 {
 	uint8_t *p = mm_port_reserve(NPAGES * MM_PAGE_SIZE, MM_PAGE_SIZE);
