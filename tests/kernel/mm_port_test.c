@@ -40,6 +40,7 @@ KTEST(mm_port, reserve_map_unused_used)
 	KASSERT(p != NULL);
 	KEXPECT_EQ((uintptr_t)p % (1 << 21), 0);
 	KEXPECT(read_faults_at(p)); /* reserved, not backed */
+	KEXPECT(mm_port_map(p, 0)); /* nothing to back: done, not refused */
 	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
 	heap_settle(); /* the heap's threads must not move the pool meanwhile */
 	size_t frames0 = frames_free_count();
