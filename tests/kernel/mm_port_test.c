@@ -272,6 +272,15 @@ KTEST(mm_port, event_wait_times_out_or_is_woken)
 	KEXPECT(mm_event_wait(&event, seen, 60000000000ull));
 	KEXPECT(atomic_load(&waker_went)); /* only the waker moves it */
 	thread_join(t);
+	/* The longest timeout waits until woken: its deadline saturates
+	 * rather than wrapping to one already past. */
+	atomic_store(&waker_went, false);
+	t = thread_create("waker", wake_later, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	seen = mm_event_prepare(&event);
+	KEXPECT(mm_event_wait(&event, seen, UINT64_MAX));
+	KEXPECT(atomic_load(&waker_went));
+	thread_join(t);
 	uint64_t cpu0 = mm_port_thread_cpu_ns();
 	KEXPECT(mm_port_thread_cpu_ns() >= cpu0);
 }
