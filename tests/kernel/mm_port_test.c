@@ -13,6 +13,7 @@
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
+#include "kernel/sched.h"
 #include "kernel/stw.h"
 #include "tests/kernel/mm_test_util.h"
 #include "tests/kernel/fault_util.h"
@@ -283,6 +284,37 @@ KTEST(mm_port, event_wait_times_out_or_is_woken)
 	thread_join(t);
 	uint64_t cpu0 = mm_port_thread_cpu_ns();
 	KEXPECT(mm_port_thread_cpu_ns() >= cpu0);
+}
+
+/* The probe of the test below: 1 armed, 4 running, 2 "cannot sleep",
+ * 3 "can sleep". */
+static _Atomic int probe;
+static unsigned probe_cpu;
+
+static void probe_tick(void)
+{
+	int armed = 1;
+	if (this_cpu()->id != probe_cpu ||
+	    !atomic_compare_exchange_strong(&probe, &armed, 4))
+		return;
+	cpu_sti(); /* a handler that let interrupts in again */
+	bool can = mm_port_can_sleep();
+	cpu_cli();
+	atomic_store(&probe, can ? 3 : 2);
+}
+
+/* An interrupt handler cannot sleep even with interrupts on: it runs on
+ * the stack of the thread it interrupted (here a thread that could). */
+KTEST(mm_port, cannot_sleep_in_an_interrupt_with_interrupts_on)
+{
+	KEXPECT(mm_port_can_sleep()); /* interrupts on, nothing held */
+	probe_cpu = this_cpu()->id;   /* threads never migrate */
+	atomic_store(&probe, 1);
+	sched_tick_hook = probe_tick;
+	while (atomic_load(&probe) != 2 && atomic_load(&probe) != 3)
+		cpu_pause(); /* busy: the tick interrupts this thread */
+	sched_tick_hook = NULL;
+	KEXPECT_EQ(atomic_load(&probe), 2);
 }
 
 #ifdef KTEST_FAIL_DEMO
