@@ -317,6 +317,25 @@ KTEST(mm_port, cannot_sleep_in_an_interrupt_with_interrupts_on)
 	KEXPECT_EQ(atomic_load(&probe), 2);
 }
 
+static void thread_nothing(void *arg)
+{
+	(void)arg;
+}
+
+/* mm_port_thread_join frees the handle mm_port_thread_start allocated:
+ * afterwards the handle carries the span heap's free marker (cookie ^
+ * address, in word 1), which only a free writes. It sits in this CPU's
+ * magazine, where nothing else on this CPU takes it meanwhile. */
+KTEST(mm_port, thread_join_frees_the_handle)
+{
+	struct mm_thread *t =
+	        mm_port_thread_start("mm_port_nothing", thread_nothing, NULL);
+	KASSERT(t != NULL);
+	mm_port_thread_join(t);
+	uintptr_t a = (uintptr_t)t;
+	KEXPECT_EQ(((volatile uintptr_t *)a)[1], kspanheap.mag_cookie ^ a);
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a wait on an
  * mm event with a spinlock held must panic with the lock checker's
