@@ -75,3 +75,23 @@ KTEST(mm_port_unused, finish_shoots_the_range_down_on_other_cpus)
 	KEXPECT_EQ(atomic_load(&step), 3);
 	KEXPECT_EQ(atomic_load(&stale), 0);
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a batch has
+ * room for MM_UNUSED_BATCH_PAGES frames; begin on one mapped page more
+ * must panic naming the page, not write past the batch. */
+KTEST(demo, mm_port_unused_batch_overflow)
+{
+	enum { N = MM_UNUSED_BATCH_PAGES + 1 };
+	uint8_t *p = mm_port_reserve(N * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(p != NULL);
+	KASSERT(mm_port_map(p, N * MM_PAGE_SIZE));
+	struct mm_unused_batch *b = kmalloc(sizeof(*b), 0);
+	KASSERT(b != NULL);
+	mm_unused_batch_init(b);
+	mm_port_unused_begin(p, N * MM_PAGE_SIZE, b);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "mm_port_unused_begin took %zu pages into a batch of %d",
+	              b->npages, MM_UNUSED_BATCH_PAGES);
+}
+#endif
