@@ -130,6 +130,28 @@ KTEST(frames, pages_outside_the_pool_are_named)
 		              "firmware or device memory (see the memory map)");
 }
 
+/* The pool's metadata sits at the start of the first conventional region
+ * above 1 MiB that holds it (frames.c): a conventional page, so only
+ * frames_not_managed's own test of the range names it, and keeps a free of
+ * it from handing the pool's bitmaps out. */
+KTEST(frames, the_pools_metadata_is_named)
+{
+	size_t bytes = frames_metadata_bytes();
+	paddr_t meta = 0;
+	for (size_t i = 0; i < boot_state.nregions && !meta; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		paddr_t base =
+		        r->base < FRAMES_LOW_LIMIT ? FRAMES_LOW_LIMIT : r->base;
+		if (r->type == EFI_CONVENTIONAL_MEMORY && r->limit > base &&
+		    r->limit - base >= bytes)
+			meta = base;
+	}
+	KASSERT(meta != 0);
+	KEXPECT_STREQ(frames_not_managed(meta), "the pool's own metadata");
+	KEXPECT_STREQ(frames_not_managed(meta + bytes - PAGE_SIZE),
+	              "the pool's own metadata");
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness). */
 KTEST(demo, frame_free_of_the_kernel_image)
