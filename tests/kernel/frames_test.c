@@ -162,4 +162,25 @@ KTEST(demo, frame_free_of_the_kernel_image)
 	ktest_fail_at(__FILE__, __LINE__,
 	              "frame_free took a page of the kernel image");
 }
+
+/* frames_free_contig checks every frame of its run, not the first alone:
+ * a run from a frame of the pool into a hole (firmware, the kernel image,
+ * the metadata, held allocated by the pool) must panic naming the hole's
+ * page, not free it. The run's first frame is one of ours: of every frame
+ * drained, one whose next page is not the pool's. */
+KTEST(demo, frames_free_contig_into_a_hole)
+{
+	paddr_t head = frames_drain(0), pick = 0;
+	for (paddr_t pa = head; pa && !pick; pa = *(paddr_t *)phys_to_virt(pa))
+		if (frames_not_managed(pa + PAGE_SIZE))
+			pick = pa;
+	KASSERT(pick != 0);
+	paddr_t hole = pick + PAGE_SIZE;
+	ktest_diag("freeing [%#lx, +2 pages): %#lx is %s", (unsigned long)pick,
+	           (unsigned long)hole, frames_not_managed(hole));
+	frames_free_contig(pick, 2);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "frames_free_contig freed %#lx, not the pool's",
+	              (unsigned long)hole);
+}
 #endif
