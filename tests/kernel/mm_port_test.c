@@ -44,10 +44,11 @@ KTEST(mm_port, reserve_map_unused_used)
 	KEXPECT(mm_port_map(p, 0)); /* nothing to back: done, not refused */
 	KASSERT(warm_tables(p, NPAGES * MM_PAGE_SIZE));
 	heap_settle(); /* the heap's threads must not move the pool meanwhile */
-	size_t frames0 = frames_free_count();
+	size_t frames0 = frames_free_count(), meta0 = heap_meta_frames();
 
 	KASSERT(mm_port_map(p, NPAGES * MM_PAGE_SIZE));
 	KEXPECT_EQ(frames_free_count(), frames0 - NPAGES);
+	KEXPECT_EQ(heap_meta_frames(), meta0 + NPAGES); /* held for good */
 	int nonzero = 0;
 	for (size_t i = 0; i < NPAGES * MM_PAGE_SIZE; i++)
 		nonzero += p[i] != 0;
