@@ -235,9 +235,16 @@ KTEST(mm_port, unused_begin_under_a_leaf_lock_then_finish)
 	mm_port_unused_finish(b);
 	KEXPECT_EQ(b->npages, 0);
 	KEXPECT_EQ(frames_free_count(), frames0 + 8);
-	/* used maps only the holes: page 3 keeps its data. */
+	/* Pages 2-5, of which 4 and 5 are unmapped already: only the two
+	 * mapped ones go into the batch, and back to the pool. */
+	mm_port_unused_begin(p + 2 * MM_PAGE_SIZE, 4 * MM_PAGE_SIZE, b);
+	KEXPECT_EQ(b->npages, 2);
+	mm_port_unused_finish(b);
+	KEXPECT_EQ(frames_free_count(), frames0 + 10);
+	/* used maps only the holes: page 1 keeps its data. */
 	KASSERT(mm_port_used(p, N * MM_PAGE_SIZE));
-	KEXPECT_EQ(p[3 * MM_PAGE_SIZE], 0x77);
+	KEXPECT_EQ(p[1 * MM_PAGE_SIZE], 0x77);
+	KEXPECT_EQ(p[3 * MM_PAGE_SIZE], 0);
 	KEXPECT_EQ(p[5 * MM_PAGE_SIZE], 0);
 	test_port_unused(p, N * MM_PAGE_SIZE);
 	kfree(b);
