@@ -1,8 +1,9 @@
 /*
  * Semaphores against misuse (see sched_wait_test.c for their admission tests):
  * a release past the maximum and bad numbers at init are reported, naming
- * the semaphore, and let no extra holder in; and a wait queue's waiter
- * woken by something else than its queue goes back on it once.
+ * the semaphore, and let no extra holder in; a wait queue's waiter woken
+ * by something else than its queue goes back on it once; and
+ * waitq_wake_all wakes every waiter.
  */
 #include <stdatomic.h>
 
@@ -167,4 +168,62 @@ KTEST(sema, waiter_woken_from_elsewhere_queues_once)
 	spin_unlock_irqrestore(&spurious_wq.lock, irq);
 	thread_join(t);
 	KEXPECT_EQ(atomic_load(&spurious_checks), 3);
+}
+
+/*
+ * waitq_wake_all, the form that takes the queue's lock itself, wakes
+ * every waiter: the queue is empty when it returns. A wake of the first
+ * only would leave the others asleep with their condition true, waiting
+ * for a wake that may never come (the producers and consumers of
+ * sync_stress_test.c rarely have more than one waiter queued at once).
+ */
+#define WAKE_ALL_WAITERS 3
+static struct waitq wake_all_wq = WAITQ_INIT("wake_all_wq");
+/* Protected by wake_all_wq.lock: */
+static bool wake_all_open;
+
+static bool wake_all_cond(void *arg)
+{
+	return wake_all_open;
+}
+
+static void wake_all_waiter(void *arg)
+{
+	KASSERT(waitq_wait_until(&wake_all_wq, wake_all_cond, NULL));
+}
+
+/* The threads queued on wq, counted up to 8. */
+static unsigned queued_on(struct waitq *wq)
+{
+	unsigned long irq = spin_lock_irqsave(&wq->lock);
+	unsigned n = 0;
+	for (struct thread *t = wq->head; t && n < 8; t = t->wq_next)
+		n++;
+	spin_unlock_irqrestore(&wq->lock, irq);
+	return n;
+}
+
+KTEST(sema, wake_all_empties_the_queue)
+{
+	struct thread_handle t[WAKE_ALL_WAITERS];
+	wake_all_open = false;
+	for (unsigned i = 0; i < WAKE_ALL_WAITERS; i++) {
+		t[i] = thread_create("wake_all_waiter", wake_all_waiter, NULL,
+		                     THREAD_ANY_CPU);
+		KASSERT(thread_handle_ok(t[i]));
+	}
+	while (queued_on(&wake_all_wq) < WAKE_ALL_WAITERS)
+		thread_yield();
+	unsigned long irq = spin_lock_irqsave(&wake_all_wq.lock);
+	wake_all_open = true;
+	spin_unlock_irqrestore(&wake_all_wq.lock, irq);
+	waitq_wake_all(&wake_all_wq);
+	/* Popped under the lock, each one woken: none is left queued. */
+	KEXPECT_EQ(queued_on(&wake_all_wq), 0);
+	/* Wake any left behind so that the joins end even if it failed. */
+	irq = spin_lock_irqsave(&wake_all_wq.lock);
+	waitq_wake_all_locked(&wake_all_wq);
+	spin_unlock_irqrestore(&wake_all_wq.lock, irq);
+	for (unsigned i = 0; i < WAKE_ALL_WAITERS; i++)
+		thread_join(t[i]);
 }
