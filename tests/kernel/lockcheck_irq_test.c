@@ -130,6 +130,47 @@ KTEST(lockcheck, interrupt_handler_returns_with_interrupts_on)
 	KEXPECT(read_rflags() & RFLAGS_IF);
 }
 
+/*
+ * An irqrestore that turns interrupts back on while a lock taken after
+ * its own is still held (released out of order) lets an interrupt in
+ * under that lock. It is reported at the irqrestore, naming the lock: the
+ * check at the lock's own release (all that lockcheck_test.c's
+ * irqrestore_out_of_order needs) sees nothing if the holder turns
+ * interrupts off again first. restored_outer ranks below the locks
+ * interrupt handlers take, as a lock held with them on must.
+ */
+static struct spinlock restored_outer =
+        SPINLOCK_INIT("restored_outer", LOCK_RANK_STW);
+static struct spinlock irq_used_lock =
+        SPINLOCK_INIT("irq_used_lock", LOCK_RANK_TEST_IRQ);
+
+static void take_and_release_irq_used(void)
+{
+	spin_lock(&irq_used_lock);
+	spin_unlock(&irq_used_lock);
+}
+
+static void restore_under_irq_used(void)
+{
+	unsigned long irq = spin_lock_irqsave(&restored_outer);
+	spin_lock(&irq_used_lock);
+	spin_unlock_irqrestore(&restored_outer, irq); /* interrupts on */
+	cpu_cli();
+	spin_unlock(&irq_used_lock);
+	cpu_sti();
+}
+
+KTEST(lockcheck, irqrestore_under_an_interrupt_lock_is_reported)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	spin_init(&irq_used_lock, "irq_used_lock", LOCK_RANK_TEST_IRQ);
+	in_handler(take_and_release_irq_used); /* used in a handler */
+	KEXPECT_EQ(recorded(restore_under_irq_used), 1);
+	KEXPECT(message_has("lock irq_used_lock", "interrupts enabled"));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+}
+
 #if KTEST_HOOKS
 /*
  * The held-lock stack is also read and pushed onto by interrupt handlers
