@@ -285,6 +285,39 @@ KTEST(tlb, large_range_flushes_everything)
 		KTEST_SKIP("the other CPU's half needs two CPUs");
 }
 
+/*
+ * The stopper may change a mapping while the world is stopped without a
+ * shootdown (the parked CPUs cannot take one): each parked CPU flushes
+ * its TLB before it runs on. Without that flush the other CPU read the
+ * page through its stale entry after the unmap.
+ */
+KTEST(stw, parked_cpu_forgets_a_mapping_the_stopper_removed)
+{
+	unsigned cpu = other_online_cpu();
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	const uintptr_t va = TLB_TEST_VA + 16 * PAGE_SIZE;
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KASSERT_EQ(vm_map_page(va, pa, VM_WRITE), 0);
+	remote_nvas = 1;
+	remote_vas[0] = va;
+	atomic_store(&phase, 0);
+	atomic_store(&remote_faulted, 0);
+	struct thread_handle t = thread_create("stw_remote", remote, NULL, cpu);
+	KASSERT(thread_handle_ok(t));
+	while (atomic_load(&phase) != 1)
+		thread_yield(); /* its TLB holds va now */
+	stw_stop("stw test: the stopper unmaps");
+	KEXPECT_EQ(vm_unmap_page(va, NULL), 0); /* a local flush only */
+	stw_start();
+	atomic_store(&phase, 2);
+	thread_join(t);
+	frame_free(pa); /* after the join: a stale read hit it, not reuse */
+	unsigned faulted = atomic_load(&remote_faulted);
+	KEXPECT_EQ(faulted, 1u);
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): the stopper
  * stops the world again. The second stop would wait for the first's
