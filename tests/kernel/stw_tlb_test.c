@@ -331,6 +331,15 @@ KTEST(demo, stw_stop_nested)
 	stw_start();
 }
 
+/* stw_start with no stop would let a CPU go that never parked, give
+ * back a semaphore and an online hold not taken and underflow the
+ * preemption count: it must panic saying the world is not stopped. */
+KTEST(demo, stw_start_without_a_stop)
+{
+	stw_start();
+	ktest_diag("stw_start returned");
+}
+
 static void start_in_handler(struct trap_frame *f)
 {
 	stw_start();
