@@ -106,6 +106,50 @@ KTEST(lockcheck, sleep_unlock_with_another_lock_or_interrupts_off)
 }
 
 /*
+ * A thread_sleep_unlock of a lock the thread does not hold, while it
+ * holds one other: one lock held and a preemption count of one look like
+ * the sleep's own lock to the counts, so only the check of which lock is
+ * held refuses it. The check is asked first on its own, which leaves
+ * every lock as it was; then thread_sleep_unlock, refused, releases the
+ * lock it was given (a second report: not held) and leaves sleep_outer
+ * held. sleep_outer is taken with interrupts on (ranked below the
+ * interrupt handlers' locks, as such a lock must be), so the irqrestore's
+ * sti changes nothing.
+ */
+static struct spinlock never_taken =
+        SPINLOCK_INIT("never_taken", LOCK_RANK_WAITQ);
+static bool sleep_allowed;
+
+static void may_sleep_releasing_a_lock_not_held(void)
+{
+	spin_lock(&sleep_outer);
+	sleep_allowed = lockcheck_may_sleep_releasing(
+	        "thread_sleep_unlock", &never_taken, read_rflags());
+	spin_unlock(&sleep_outer);
+}
+
+static void sleep_unlock_of_a_lock_not_held(void)
+{
+	spin_lock(&sleep_outer);
+	thread_sleep_unlock(&never_taken, read_rflags(), 1000); /* refused */
+	KEXPECT(spin_held(&sleep_outer));
+	spin_unlock(&sleep_outer);
+}
+
+KTEST(lockcheck, sleep_unlock_of_a_lock_not_held_holding_another)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(may_sleep_releasing_a_lock_not_held), 1);
+	KEXPECT(!sleep_allowed);
+	KEXPECT(message_has("thread_sleep_unlock", "spinlock sleep_outer"));
+	KEXPECT_EQ(recorded(sleep_unlock_of_a_lock_not_held), 2);
+	KEXPECT(message_has("release of lock never_taken", "does not hold"));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT(read_rflags() & RFLAGS_IF);
+}
+
+/*
  * preempt_enable without its preempt_disable: the count would go below
  * zero unreported, and the next sleep check would blame interrupts. It is
  * reported naming preempt_enable, and the count stays at zero.
