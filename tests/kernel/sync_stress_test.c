@@ -13,6 +13,8 @@
 #include "kernel/spinlock.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "kernel/time.h"
+#include "tests/kernel/smp_util.h"
 
 #define PER_CPU 2 /* threads of each kind on every CPU */
 
@@ -267,4 +269,61 @@ KTEST(sync, sleep_and_wake_pairs_on_every_cpu)
 		KEXPECT_EQ(pairs[c].posted, TOKENS);
 		KEXPECT_EQ(pairs[c].taken, TOKENS);
 	}
+}
+
+/* ---- The ticket lock: its holder and its order -------------------------- */
+
+/*
+ * While one CPU holds a lock, a CPU waiting for it has a ticket but is not
+ * its holder: spin_held (the _locked functions' check) stays true on the
+ * holder's CPU (a waiter that wrote its id there on taking its ticket
+ * made the holder's own checks fail). On release the waiter's ticket is
+ * served before a relock by the releasing CPU, however quickly it comes:
+ * a lock that let the fastest in would let the relock in first. The lock
+ * ranks below the interrupt handlers' locks, as one held with interrupts
+ * on must.
+ */
+static struct spinlock ticket_lock =
+        SPINLOCK_INIT("ticket_lock", LOCK_RANK_STW);
+static _Atomic bool ticket_go, ticket_waiter_in;
+
+static void ticket_waiter(void *arg)
+{
+	while (!atomic_load(&ticket_go))
+		cpu_pause();
+	spin_lock(&ticket_lock);
+	atomic_store(&ticket_waiter_in, true);
+	spin_unlock(&ticket_lock);
+}
+
+static uint32_t tickets_out(void)
+{
+	return atomic_load(&ticket_lock.next) -
+	       atomic_load(&ticket_lock.serving);
+}
+
+KTEST(sync, ticket_lock_keeps_its_holder_and_serves_a_waiter_first)
+{
+	unsigned cpu = other_online_cpu(), me = this_cpu()->id;
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&ticket_go, false);
+	atomic_store(&ticket_waiter_in, false);
+	struct thread_handle t =
+	        thread_create("ticket_waiter", ticket_waiter, NULL, cpu);
+	KASSERT(thread_handle_ok(t));
+	spin_lock(&ticket_lock);
+	atomic_store(&ticket_go, true);
+	while (tickets_out() < 2)
+		cpu_pause(); /* the waiter has its ticket */
+	/* Give a waiter that wrongly claims the lock time to do so. */
+	time_delay_us(10000);
+	KEXPECT(spin_held(&ticket_lock));
+	KEXPECT_EQ(atomic_load(&ticket_lock.holder), (int)me);
+	KEXPECT(!atomic_load(&ticket_waiter_in));
+	spin_unlock(&ticket_lock);
+	spin_lock(&ticket_lock); /* behind the waiter's ticket */
+	KEXPECT(atomic_load(&ticket_waiter_in));
+	spin_unlock(&ticket_lock);
+	thread_join(t);
 }
