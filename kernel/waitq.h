@@ -37,7 +37,8 @@ void waitq_init(struct waitq *wq, const char *name);
 __attribute__((warn_unused_result)) bool
 waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
 
-/* Wake the first waiter / every waiter. Any context but NMI. */
+/* Wake the first waiter (the one queued longest: waiters are woken in
+ * the order they queued) / every waiter. Any context but NMI. */
 void waitq_wake_one(struct waitq *wq);
 void waitq_wake_all(struct waitq *wq);
 /* The same with wq->lock already held by the caller (the lock checker

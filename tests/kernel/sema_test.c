@@ -2,8 +2,8 @@
  * Semaphores against misuse (see sched_wait_test.c for their admission tests):
  * a release past the maximum and bad numbers at init are reported, naming
  * the semaphore, and let no extra holder in; a wait queue's waiter woken
- * by something else than its queue goes back on it once; and
- * waitq_wake_all wakes every waiter.
+ * by something else than its queue goes back on it once; waitq_wake_all
+ * wakes every waiter; and waiters are woken in the order they queued.
  */
 #include <stdatomic.h>
 
@@ -225,5 +225,45 @@ KTEST(sema, wake_all_empties_the_queue)
 	waitq_wake_all_locked(&wake_all_wq);
 	spin_unlock_irqrestore(&wake_all_wq.lock, irq);
 	for (unsigned i = 0; i < WAKE_ALL_WAITERS; i++)
+		thread_join(t[i]);
+}
+
+/*
+ * A semaphore's waiters get its units in the order they queued: each
+ * release wakes the one that has waited longest. Woken newest first, the
+ * first waiter could wait for as long as others keep coming.
+ */
+#define ORDER_WAITERS 3
+static struct semaphore order_sema;
+static _Atomic unsigned order_next;
+static _Atomic unsigned order_seen[ORDER_WAITERS];
+
+static void order_waiter(void *arg)
+{
+	KASSERT(sema_acquire(&order_sema));
+	atomic_store(&order_seen[atomic_fetch_add(&order_next, 1)],
+	             (unsigned)(uintptr_t)arg);
+}
+
+KTEST(sema, waiters_get_units_in_the_order_they_queued)
+{
+	struct thread_handle t[ORDER_WAITERS];
+	sema_init(&order_sema, "order_sema", 0, ORDER_WAITERS);
+	atomic_store(&order_next, 0);
+	for (unsigned i = 0; i < ORDER_WAITERS; i++) {
+		t[i] = thread_create("order_waiter", order_waiter,
+		                     (void *)(uintptr_t)i, THREAD_ANY_CPU);
+		KASSERT(thread_handle_ok(t[i]));
+		while (queued_on(&order_sema.wq) < i + 1)
+			thread_yield(); /* queued behind the ones before */
+	}
+	for (unsigned i = 0; i < ORDER_WAITERS; i++) {
+		sema_release(&order_sema);
+		while (atomic_load(&order_next) < i + 1)
+			thread_yield();
+		unsigned woken = atomic_load(&order_seen[i]);
+		KEXPECT_EQ(woken, i);
+	}
+	for (unsigned i = 0; i < ORDER_WAITERS; i++)
 		thread_join(t[i]);
 }
