@@ -151,7 +151,8 @@ HOST_PIN := -DMM_PORT_INLINE='"tests/host/mm_port_posix_pin.h"'
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) -DMM_TEST_HOOKS
-HOST_TEST_SRCS += kernel/acpi_parse.c kernel/acpi_mem.c kernel/bootinfo.c
+HOST_TEST_SRCS += kernel/acpi_parse.c kernel/acpi_mem.c kernel/bootinfo.c \
+	kernel/bootinfo_cmdline.c
 HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
 	$(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	$(wildcard tests/host/*.c)

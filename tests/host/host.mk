@@ -44,8 +44,8 @@ FUZZ_MM_TARGETS := palloc_fuzz spanheap_fuzz mheap_fuzz
 # The targets over code that reads input it does not control, each
 # checking its parser's own contract: the loader's cmdline.txt and ELF
 # checks, the ACPI walk and MADT, the kernel's options and memory map
-# (bootinfo.c, with tests/host/kernel_stubs.c), the shell's line
-# editor.
+# (bootinfo.c and bootinfo_cmdline.c, with tests/host/kernel_stubs.c),
+# the shell's line editor.
 FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
 	bootinfo_fuzz lineedit_fuzz
 FUZZ_TARGETS := $(FUZZ_MM_TARGETS) $(FUZZ_INPUT_TARGETS)
@@ -64,7 +64,8 @@ FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
 FUZZ_SRCS_acpi_fuzz := kernel/acpi_parse.c tests/host/fuzz/acpi_fuzz.c
-FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c tests/host/kernel_stubs.c \
+FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c kernel/bootinfo_cmdline.c \
+	tests/host/kernel_stubs.c \
 	tests/host/fuzz/bootinfo_fuzz.c
 FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
