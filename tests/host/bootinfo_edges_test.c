@@ -1,0 +1,178 @@
+/*
+ * Host tests of kernel/bootinfo.c at the edges of what it refuses, each
+ * written against a mutant of the code that the other tests let through
+ * (a bound moved by one page, a guard dropped): the memory map's overlaps
+ * and alignment, the kernel image's first page, and a handoff that lies
+ * wholly past, or exactly up to, the loader's direct map.
+ */
+#include "../../kernel/bootinfo_testing.h"
+#include "../../kernel/ktest.h"
+#include "kernel_stubs.h"
+
+#include <string.h>
+
+#define MIB (1ull << 20)
+
+/* Too big for a test's stack. */
+static struct boot_state bs;
+
+/* Reads the n descriptors of map into bs, with the kernel image at
+ * [16, 18) MiB; returns the refusal, or NULL. */
+static const char *read_descs(const struct efi_memory_descriptor *map,
+                              size_t n, struct mmap_diag *d)
+{
+	memset(&bs, 0, sizeof(bs));
+	bs.kernel_phys_base = 16 * MIB;
+	bs.kernel_phys_limit = 18 * MIB;
+	*d = (struct mmap_diag){0};
+	if (bootinfo_read_mmap(map, n * sizeof(*map), sizeof(*map), &bs, d))
+		return NULL;
+	return d->why ? d->why : "(no reason)";
+}
+
+static struct efi_memory_descriptor desc(uint32_t type, uint64_t base,
+                                         uint64_t npages)
+{
+	return (struct efi_memory_descriptor){.type = type,
+	                                      .physical_start = base,
+	                                      .number_of_pages = npages};
+}
+
+/*
+ * An entry that starts before one of its type and ends inside it, or
+ * past it, is an overlap, not a join: with join_region's test of the next
+ * region made too eager (next->base <= limit), [32, 40) MiB then
+ * [24, 36) MiB became one region [24, 40) MiB and the map was taken, and
+ * [24, 48) MiB lost [40, 48) MiB the same way.
+ */
+KTEST(bootinfo_edges, overlap_with_the_next_region_of_a_type_is_refused)
+{
+	static const uint64_t limits[] = {36 * MIB, 48 * MIB};
+	for (size_t i = 0; i < 2; i++) {
+		struct efi_memory_descriptor map[2] = {
+		        desc(EFI_CONVENTIONAL_MEMORY, 32 * MIB, 2048),
+		        desc(EFI_CONVENTIONAL_MEMORY, 24 * MIB,
+		             (limits[i] - 24 * MIB) / PAGE_SIZE),
+		};
+		struct mmap_diag d;
+		const char *why = read_descs(map, 2, &d);
+		KEXPECT_STREQ(why ? why : "(taken)", "overlaps the entry at");
+	}
+}
+
+/*
+ * Free memory that covers only the kernel image's first page is over the
+ * image: it was taken when the test of the region's limit against the
+ * image's base was one page short.
+ */
+KTEST(bootinfo_edges, free_memory_over_the_image_first_page_is_refused)
+{
+	struct efi_memory_descriptor map[2] = {
+	        desc(EFI_CONVENTIONAL_MEMORY, 8 * MIB, 2048 + 1),
+	        desc(EFI_LOADER_DATA, 16 * MIB + PAGE_SIZE, 511),
+	};
+	struct mmap_diag d;
+	const char *why = read_descs(map, 2, &d);
+	KEXPECT_STREQ(why ? why : "(taken)",
+	              "lists free memory over the kernel image at");
+	KEXPECT_EQ(d.base, 8 * MIB);
+	KEXPECT_EQ(d.other_base, 16 * MIB);
+	/* Ending at the image is fine. */
+	map[0].number_of_pages = 2048;
+	map[1] = desc(EFI_LOADER_DATA, 16 * MIB, 512);
+	KEXPECT(read_descs(map, 2, &d) == NULL);
+}
+
+/*
+ * The frame pool counts whole pages from a region's base: an entry that
+ * starts inside a page is refused, naming it, whatever the offset (with
+ * the test weakened to 8-byte alignment, 0x2000800 was taken).
+ */
+KTEST(bootinfo_edges, entry_not_on_a_page_boundary_is_refused)
+{
+	static const uint64_t offsets[] = {1, 8, 0x800, PAGE_SIZE - 8};
+	for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+		struct efi_memory_descriptor map[1] = {
+		        desc(EFI_CONVENTIONAL_MEMORY, 32 * MIB + offsets[i],
+		             16),
+		};
+		struct mmap_diag d;
+		const char *why = read_descs(map, 1, &d);
+		KEXPECT_STREQ(why ? why : "(taken)",
+		              "start is not page-aligned");
+		KEXPECT_EQ(d.base, 32 * MIB + offsets[i]);
+	}
+}
+
+/* The image bootinfo_handoff_problem expects: the (stub) sections. */
+static uint64_t image_bytes(void)
+{
+	return align_up((uintptr_t)__bss_end - (uintptr_t)__text_start,
+	                PAGE_SIZE);
+}
+
+/* A sound handoff: a 4 GiB direct map, the image at 16 MiB. */
+static struct boot_info handoff(void)
+{
+	return (struct boot_info){
+	        .mmap_phys = 0x10000,
+	        .mmap_size = 4 * sizeof(struct efi_memory_descriptor),
+	        .mmap_desc_size = sizeof(struct efi_memory_descriptor),
+	        .cmdline_phys = 0x20000,
+	        .cmdline_len = 100,
+	        .direct_map_limit = 4096 * MIB,
+	        .kernel_phys_base = 16 * MIB,
+	        .kernel_phys_size = image_bytes(),
+	        .kernel_virt_base = (uintptr_t)__text_start,
+	};
+}
+
+static const char *problem(const struct boot_info *bi)
+{
+	const char *why = bootinfo_handoff_problem(bi);
+	return why ? why : "(none)";
+}
+
+/*
+ * A map, command line or image that starts past the end of the direct
+ * map is refused: with the start's own test dropped from below(), the
+ * end's test (size <= limit - start) wrapped and let each through.
+ */
+KTEST(bootinfo_edges, handoff_wholly_past_the_direct_map_is_refused)
+{
+	struct boot_info bi = handoff();
+	KEXPECT_STREQ(problem(&bi), "(none)");
+	bi.mmap_phys = 8192 * MIB;
+	KEXPECT_STREQ(problem(&bi),
+	              "memory map runs past the loader's direct map");
+	bi = handoff();
+	bi.cmdline_phys = 8192 * MIB;
+	KEXPECT_STREQ(problem(&bi),
+	              "command line runs past the loader's direct map");
+	bi = handoff();
+	bi.kernel_phys_base = 8192 * MIB;
+	KEXPECT_STREQ(problem(&bi),
+	              "kernel image runs past the loader's direct map");
+}
+
+/* Ending exactly at the direct map's end is inside it: the limit is
+ * half-open, and refusing there refused a sound handoff. */
+KTEST(bootinfo_edges, handoff_up_to_the_direct_map_end_is_taken)
+{
+	struct boot_info bi = handoff();
+	bi.mmap_phys = bi.direct_map_limit - bi.mmap_size;
+	KEXPECT_STREQ(problem(&bi), "(none)");
+	bi = handoff();
+	bi.cmdline_phys = bi.direct_map_limit - bi.cmdline_len;
+	KEXPECT_STREQ(problem(&bi), "(none)");
+	/* Of a command line of BOOT_CMDLINE_MAX bytes or more the kernel
+	 * copies BOOT_CMDLINE_MAX - 1 and ends them with its own NUL: only
+	 * those need the map (mutant: cmdline_copied kept BOOT_CMDLINE_MAX,
+	 * its NUL then written past boot_state.cmdline). */
+	bi.cmdline_len = BOOT_CMDLINE_MAX;
+	bi.cmdline_phys = bi.direct_map_limit - (BOOT_CMDLINE_MAX - 1);
+	KEXPECT_STREQ(problem(&bi), "(none)");
+	bi = handoff();
+	bi.kernel_phys_base = bi.direct_map_limit - bi.kernel_phys_size;
+	KEXPECT_STREQ(problem(&bi), "(none)");
+}
