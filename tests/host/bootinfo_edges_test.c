@@ -18,8 +18,8 @@ static struct boot_state bs;
 
 /* Reads the n descriptors of map into bs, with the kernel image at
  * [16, 18) MiB; returns the refusal, or NULL. */
-static const char *read_descs(const struct efi_memory_descriptor *map,
-                              size_t n, struct mmap_diag *d)
+static const char *read_descs(const struct efi_memory_descriptor *map, size_t n,
+                              struct mmap_diag *d)
 {
 	memset(&bs, 0, sizeof(bs));
 	bs.kernel_phys_base = 16 * MIB;
