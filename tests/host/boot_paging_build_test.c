@@ -1,0 +1,137 @@
+/*
+ * Host tests of the loader's page tables (boot/paging.c,
+ * paging_tables_needed and paging_build): which layouts it refuses, how
+ * many table pages it asks for, and what the tables it builds translate,
+ * walked here as the CPU would. The pool's pointers stand for physical
+ * addresses, as under UEFI's identity map.
+ */
+#include "../../boot/paging.h"
+#include "../../kernel/ktest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define GIB         (1ull << 30)
+#define MIB         (1ull << 20)
+#define DIRECT_BASE 0xffff800000000000ull
+#define KERNEL_VIRT 0xffffffff80000000ull
+
+/* The loader's own layout: 4 GiB of direct map, a kernel of 2 MiB and
+ * two pages at 16 MiB. */
+static struct paging_layout layout(void)
+{
+	return (struct paging_layout){
+	        .direct_map_limit = 4 * GIB,
+	        .direct_map_base = DIRECT_BASE,
+	        .kernel_virt = KERNEL_VIRT,
+	        .kernel_phys = 16 * MIB,
+	        .kernel_size = 2 * MIB + 8192,
+	};
+}
+
+/*
+ * The count is exact: a PML4, one identity PDPT and a PD per GiB (shared
+ * by the direct map), and the kernel's PDPT, PD and a PT per 2 MiB it
+ * touches. A kernel of exactly 2 MiB touches one PT, and 512 GiB of
+ * direct map one PDPT: regions() counting an aligned end as the start
+ * of one more asked 10 and 1 + 2 + 512 + 3.
+ */
+KTEST(boot_paging_build, tables_needed_is_exact)
+{
+	struct paging_layout l = layout();
+	KEXPECT_EQ(paging_tables_needed(&l), 1 + 1 + 4 + 1 + 1 + 2);
+	l.kernel_size = 2 * MIB;
+	KEXPECT_EQ(paging_tables_needed(&l), 1 + 1 + 4 + 1 + 1 + 1);
+	l.direct_map_limit = 512 * GIB;
+	KEXPECT_EQ(paging_tables_needed(&l), 1 + 1 + 512 + 1 + 1 + 1);
+}
+
+/*
+ * A layout the tables cannot hold is refused (0), each for its own
+ * reason; every one of these was accepted by a mutant of slots_fit or
+ * paging_tables_needed that dropped or loosened its test.
+ */
+KTEST(boot_paging_build, impossible_layouts_are_refused)
+{
+	struct paging_layout l = layout();
+	/* The direct map over the identity map's PML4 slot. */
+	l.direct_map_base = 0;
+	KEXPECT_EQ(paging_tables_needed(&l), 0);
+	/* The kernel in the direct map's first slot. */
+	l = layout();
+	l.kernel_virt = DIRECT_BASE + (1ull << 39) - 2 * MIB;
+	KEXPECT_EQ(paging_tables_needed(&l), 0);
+	l.kernel_virt = DIRECT_BASE;
+	KEXPECT_EQ(paging_tables_needed(&l), 0);
+	/* The kernel among the identity map's slots. */
+	l = layout();
+	l.kernel_virt = 2 * MIB;
+	KEXPECT_EQ(paging_tables_needed(&l), 0);
+	/* A direct map that ends inside a GiB: its PDs would be partial. */
+	l = layout();
+	l.direct_map_limit = 4 * GIB + 2 * MIB;
+	KEXPECT_EQ(paging_tables_needed(&l), 0);
+}
+
+/* The pool the tables were built in: a table outside it is a bug. */
+static const unsigned char *pool_base;
+static size_t pool_bytes;
+
+/* What the tables at pml4 map virt to, or 1 (no page is at an odd
+ * address) when nothing maps it or an entry points outside the pool. */
+static uint64_t translate(const uint64_t *pml4, uint64_t virt)
+{
+	static const unsigned shifts[] = {39, 30, 21, 12};
+	const uint64_t *table = pml4;
+	for (unsigned level = 0; level < 4; level++) {
+		uint64_t e = table[(virt >> shifts[level]) & 511];
+		uint64_t addr = e & 0x000ffffffffff000ull;
+		if (!(e & 1))
+			return 1;
+		if (level == 3 || (level == 2 && (e & 0x80)))
+			return addr + (virt & ((1ull << shifts[level]) - 1));
+		if ((e & 0x80) || addr < (uintptr_t)pool_base ||
+		    addr - (uintptr_t)pool_base >= pool_bytes)
+			return 1;
+		table = (const uint64_t *)(uintptr_t)addr;
+	}
+	return 1;
+}
+
+/*
+ * Every byte of [0, limit) maps to itself and at the direct map, the
+ * kernel's pages each to their frame, and nothing past either: the last
+ * 2 MiB of the direct map, the last page of the kernel and a direct map
+ * that shares the identity map's tables slot by slot were each lost to a
+ * mutant of the loops that build them, and 2 MiB entries without their
+ * size bit pointed the walk at the frame as a table. A pool one page
+ * short is refused.
+ */
+KTEST(boot_paging_build, tables_translate_as_laid_out)
+{
+	struct paging_layout l = layout();
+	l.direct_map_limit = 1024 * GIB; /* two PML4 slots */
+	size_t need = paging_tables_needed(&l);
+	KASSERT(need > 0);
+	void *pool = aligned_alloc(4096, need * 4096);
+	KASSERT(pool != NULL);
+	pool_base = pool;
+	pool_bytes = need * 4096;
+	KEXPECT_EQ(paging_build(pool, need - 1, &l), 0);
+	const uint64_t *pml4 =
+	        (const uint64_t *)(uintptr_t)paging_build(pool, need, &l);
+	KASSERT(pml4 != NULL);
+	static const uint64_t phys[] = {0, 0x1234567, 4 * GIB + 5,
+	                                512 * GIB + 0x3000, 1024 * GIB - 8};
+	for (size_t i = 0; i < sizeof(phys) / sizeof(phys[0]); i++) {
+		KEXPECT_EQ(translate(pml4, phys[i]), phys[i]);
+		KEXPECT_EQ(translate(pml4, DIRECT_BASE + phys[i]), phys[i]);
+	}
+	KEXPECT_EQ(translate(pml4, 1024 * GIB), 1);
+	KEXPECT_EQ(translate(pml4, DIRECT_BASE + 1024 * GIB), 1);
+	for (uint64_t off = 0; off < l.kernel_size; off += 4096)
+		KEXPECT_EQ(translate(pml4, KERNEL_VIRT + off + 8),
+		           l.kernel_phys + off + 8);
+	KEXPECT_EQ(translate(pml4, KERNEL_VIRT + l.kernel_size), 1);
+	free(pool);
+}
