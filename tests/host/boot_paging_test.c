@@ -8,6 +8,7 @@
 #include "../../boot/paging.h"
 #include "../../kernel/ktest.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define GIB (1ull << 30)
@@ -107,4 +108,25 @@ KTEST(boot_paging, entries_past_2_to_the_52_are_ignored)
 	KEXPECT_EQ(paging_direct_map_limit(map, 2 * 48, 48, note_ignored, NULL),
 	           1ull << 52);
 	KEXPECT_EQ(nignored, 0);
+}
+
+/*
+ * A map whose size is not a whole number of descriptors ends in a part
+ * of one: it is not read (the loader's buffer ends there). With the loop
+ * bound at off < size, the 20 bytes after the last descriptor were read
+ * as the start of another, 40 bytes long (ASan: heap-buffer-overflow in
+ * paging_direct_map_limit).
+ */
+KTEST(boot_paging, partial_descriptor_at_the_end_is_not_read)
+{
+	unsigned char *buf = malloc(48 + 20);
+	KASSERT(buf != NULL);
+	struct efi_memory_descriptor d = {.type = EFI_CONVENTIONAL_MEMORY,
+	                                  .physical_start = 0x100000,
+	                                  .number_of_pages = 256};
+	memset(buf, 0xff, 48 + 20);
+	memcpy(buf, &d, sizeof(d));
+	KEXPECT_EQ(paging_direct_map_limit(buf, 48 + 20, 48, NULL, NULL),
+	           4 * GIB);
+	free(buf);
 }
