@@ -169,3 +169,26 @@ KTEST(elf, pn_xnum_rejected)
 	EXPECT_EACH(EFIELD(e_phnum), "too many program headers", -1,
 	            ELF_PN_XNUM);
 }
+
+/*
+ * Segments that touch, in ascending order, are spanned to the last one's
+ * end: the loader allocates [min_vaddr, max_vaddr) and copies every
+ * segment into it. With compute_span raising the end only for a segment
+ * that starts past it (s->vaddr > hi), data right after a page of text
+ * was left out of the span (max_vaddr the text's end).
+ */
+KTEST(elf, span_covers_touching_segments)
+{
+	struct image im;
+	struct elf_image out;
+	const char *why;
+	struct elf64_phdr text;
+
+	build_valid(&im);
+	text = get_phdr(&im, 0);
+	text.p_memsz = DATA_VADDR - TEXT_VADDR;
+	put_phdr(&im, 0, &text);
+	KASSERT_EQ(check(&im, &out, &why), 0);
+	KEXPECT_EQ(out.min_vaddr, TEXT_VADDR);
+	KEXPECT_EQ(out.max_vaddr, DATA_VADDR + DATA_MEM);
+}
