@@ -61,7 +61,8 @@ KTEST(bootinfo_cmdline, key_that_starts_an_earlier_key_is_no_repeat)
 KTEST(bootinfo_cmdline, flag_after_a_word_it_starts_is_on)
 {
 	unsigned long lines = kstub_lines;
-	KEXPECT(cmdline_find_flag("acpi.no_madtx acpi.no_madt", "acpi.no_madt"));
+	KEXPECT(cmdline_find_flag("acpi.no_madtx acpi.no_madt",
+	                          "acpi.no_madt"));
 	KEXPECT_EQ(kstub_lines - lines, 0);
 	KEXPECT(!cmdline_find_flag("acpi.no_madtx", "acpi.no_madt"));
 }
