@@ -187,3 +187,26 @@ KTEST(bootinfo_edges, map_of_part_of_a_descriptor_is_refused)
 	KEXPECT_STREQ(problem(&bi), "memory map size is not a multiple of its "
 	                            "descriptor size");
 }
+
+/*
+ * The pool takes the memory of the five types boot is done with, and only
+ * those; every other type, and one past the table of names (15, which
+ * UEFI 2.9 gives to unaccepted memory), has a name. With boot-services
+ * code left out of mem_type_usable, firmware's code was never reclaimed
+ * nor refused past the direct map; with the names' bound at <=, type 15
+ * was read past the table (ASan: global-buffer-overflow).
+ */
+KTEST(bootinfo_edges, memory_types_are_classed_and_named)
+{
+	for (uint32_t t = 0; t < 20; t++) {
+		bool usable = t == EFI_CONVENTIONAL_MEMORY ||
+		              t == EFI_LOADER_CODE || t == EFI_LOADER_DATA ||
+		              t == EFI_BOOT_SERVICES_CODE ||
+		              t == EFI_BOOT_SERVICES_DATA;
+		KEXPECT_EQ(mem_type_usable(t), usable);
+		KEXPECT(mem_type_name(t) != NULL);
+	}
+	KEXPECT_STREQ(mem_type_name(EFI_PERSISTENT_MEMORY), "persistent");
+	KEXPECT_STREQ(mem_type_name(EFI_PERSISTENT_MEMORY + 1), "other");
+	KEXPECT_STREQ(mem_type_name(UINT32_MAX), "other");
+}
