@@ -66,3 +66,12 @@ KTEST(bootinfo_cmdline, flag_after_a_word_it_starts_is_on)
 	KEXPECT_EQ(kstub_lines - lines, 0);
 	KEXPECT(!cmdline_find_flag("acpi.no_madtx", "acpi.no_madt"));
 }
+
+/* A bare key found is "" in buf, whatever buf held: with the empty string
+ * not written, a caller saw the last value it read there. */
+KTEST(bootinfo_cmdline, bare_key_gives_an_empty_value)
+{
+	char buf[8] = "stale";
+	KEXPECT(cmdline_find("x=1 ktest y=2", "ktest", buf, sizeof(buf)));
+	KEXPECT_STREQ(buf, "");
+}
