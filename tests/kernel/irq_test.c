@@ -1,0 +1,55 @@
+/*
+ * irq_dispatch's own duties around a handler (irq.c): a handler that
+ * turned interrupts on gets them put back off before the EOI, so no
+ * interrupt lands between the handler and the return. The lock checker's
+ * report of such a handler is checked in lockcheck_irq_test.c; here only
+ * what dispatch does after it.
+ */
+#include <stdatomic.h>
+
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/lapic.h"
+#include "kernel/irq.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "tests/kernel/lockcheck_util.h"
+
+static _Atomic bool handler_ran;
+static _Atomic unsigned eoi_with_irqs_on;
+
+/* The EOI hook while the test runs: counts EOIs with interrupts on (on
+ * any vector; every one must find them off), then acknowledges. */
+static void eoi_watching(void)
+{
+	if (read_rflags() & RFLAGS_IF)
+		atomic_fetch_add(&eoi_with_irqs_on, 1);
+	lapic_eoi();
+}
+
+static void handler_turning_irqs_on(struct trap_frame *f)
+{
+	cpu_sti();
+	atomic_store(&handler_ran, true);
+}
+
+static void self_ipi_turning_irqs_on(void)
+{
+	atomic_store(&handler_ran, false);
+	irq_register(IRQ_VEC_TEST, handler_turning_irqs_on);
+	lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
+	while (!atomic_load(&handler_ran))
+		cpu_pause();
+	irq_register(IRQ_VEC_TEST, NULL);
+}
+
+KTEST(irq, interrupts_a_handler_turned_on_are_off_for_the_eoi)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	atomic_store(&eoi_with_irqs_on, 0);
+	irq_set_eoi(eoi_watching);
+	unsigned reports = recorded(self_ipi_turning_irqs_on);
+	irq_set_eoi(lapic_eoi);
+	KEXPECT_EQ(reports, 1);
+	KEXPECT_EQ(atomic_load(&eoi_with_irqs_on), 0);
+	KEXPECT(read_rflags() & RFLAGS_IF);
+}
