@@ -125,6 +125,11 @@ void cpu_testing_set_offline(void)
 	atomic_fetch_sub(&ncpus_online, 1);
 	online_change_end();
 }
+
+bool cpu_testing_online_changing(void)
+{
+	return atomic_load(&online_changing);
+}
 #endif
 
 void cpumask_format(cpumask_t m, char *buf, size_t size)

@@ -2,6 +2,8 @@
 #ifndef KERNEL_PERCPU_TESTING_H
 #define KERNEL_PERCPU_TESTING_H
 
+#include <stdbool.h>
+
 #include "kernel/testhook.h"
 
 #if KTEST_HOOKS
@@ -12,6 +14,9 @@
  * this CPU meanwhile but the calling test code.
  */
 void cpu_testing_set_offline(void);
+/* Whether a change of the online set is pending (a changer waits for
+ * the holders to leave, or is changing it). */
+bool cpu_testing_online_changing(void);
 #endif
 
 #endif
