@@ -1,9 +1,10 @@
 /*
  * irq_dispatch's own duties around a handler (irq.c): a handler that
  * turned interrupts on gets them put back off before the EOI, so no
- * interrupt lands between the handler and the return. The lock checker's
- * report of such a handler is checked in lockcheck_irq_test.c; here only
- * what dispatch does after it.
+ * interrupt lands between the handler and the return; and irq_register
+ * refuses a vector outside 32..255 by name, not by a store past its
+ * table. The lock checker's report of such a handler is checked in
+ * lockcheck_irq_test.c; here only what dispatch does after it.
  */
 #include <stdatomic.h>
 
@@ -53,3 +54,17 @@ KTEST(irq, interrupts_a_handler_turned_on_are_off_for_the_eoi)
 	KEXPECT_EQ(atomic_load(&eoi_with_irqs_on), 0);
 	KEXPECT(read_rflags() & RFLAGS_IF);
 }
+
+#ifdef KTEST_FAIL_DEMO
+static void never_called(struct trap_frame *f)
+{
+}
+
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): vector 256 is
+ * one past the table; the registration must panic naming it. */
+KTEST(demo, irq_register_past_the_last_vector)
+{
+	irq_register(256, never_called);
+	ktest_diag("irq_register(256) returned");
+}
+#endif
