@@ -7,11 +7,10 @@
  */
 #include "../../kernel/bootinfo_testing.h"
 #include "../../kernel/ktest.h"
+#include "../kernel/bootinfo_handoff_util.h"
 #include "kernel_stubs.h"
 
 #include <string.h>
-
-#define MIB (1ull << 20)
 
 /* Too big for a test's stack. */
 static struct boot_state bs;
@@ -102,29 +101,6 @@ KTEST(bootinfo_edges, entry_not_on_a_page_boundary_is_refused)
 		              "start is not page-aligned");
 		KEXPECT_EQ(d.base, 32 * MIB + offsets[i]);
 	}
-}
-
-/* The image bootinfo_handoff_problem expects: the (stub) sections. */
-static uint64_t image_bytes(void)
-{
-	return align_up((uintptr_t)__bss_end - (uintptr_t)__text_start,
-	                PAGE_SIZE);
-}
-
-/* A sound handoff: a 4 GiB direct map, the image at 16 MiB. */
-static struct boot_info handoff(void)
-{
-	return (struct boot_info){
-	        .mmap_phys = 0x10000,
-	        .mmap_size = 4 * sizeof(struct efi_memory_descriptor),
-	        .mmap_desc_size = sizeof(struct efi_memory_descriptor),
-	        .cmdline_phys = 0x20000,
-	        .cmdline_len = 100,
-	        .direct_map_limit = 4096 * MIB,
-	        .kernel_phys_base = 16 * MIB,
-	        .kernel_phys_size = image_bytes(),
-	        .kernel_virt_base = (uintptr_t)__text_start,
-	};
 }
 
 static const char *problem(const struct boot_info *bi)

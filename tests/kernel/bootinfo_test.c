@@ -6,8 +6,7 @@
 #include "kernel/bootinfo_testing.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
-
-#define MIB (1ull << 20)
+#include "tests/kernel/bootinfo_handoff_util.h"
 
 /* Too big for a test's stack. */
 static struct boot_state bs;
@@ -108,30 +107,6 @@ KTEST(bootinfo, free_memory_over_the_kernel_image_is_refused)
 	KEXPECT_EQ(d.base, 18 * MIB - PAGE_SIZE);
 	KEXPECT_EQ(d.other_base, 16 * MIB);
 	KEXPECT_EQ(d.other_limit, 18 * MIB);
-}
-
-/* The bytes paging_init maps from the image: its sections, whole pages. */
-static uint64_t image_bytes(void)
-{
-	return align_up((uintptr_t)__bss_end - (uintptr_t)__text_start,
-	                PAGE_SIZE);
-}
-
-/* A handoff whose memory map (4 descriptors) and command line sit in the
- * first MiB of a 4 GiB direct map, the kernel image at 16 MiB. */
-static struct boot_info handoff(void)
-{
-	return (struct boot_info){
-	        .mmap_phys = 0x10000,
-	        .mmap_size = 4 * sizeof(struct efi_memory_descriptor),
-	        .mmap_desc_size = sizeof(struct efi_memory_descriptor),
-	        .cmdline_phys = 0x20000,
-	        .cmdline_len = 100,
-	        .direct_map_limit = 4096 * MIB,
-	        .kernel_phys_base = 16 * MIB,
-	        .kernel_phys_size = image_bytes(),
-	        .kernel_virt_base = (uintptr_t)__text_start,
-	};
 }
 
 /* bootinfo_handoff_problem refuses *bi, saying why_. */

@@ -18,62 +18,25 @@
 #include "kernel/ktest.h"
 #include "kernel/thread.h"
 #include "mm/port.h"
-#include "tests/kernel/fault_util.h"
 #include "tests/kernel/mm_test_util.h"
 #include "tests/kernel/smp_util.h"
+#include "tests/kernel/tlb_reader_util.h"
 
 #define NPAGES 8
 
-static uint8_t *pages;
-static _Atomic int step;
-static _Atomic unsigned stale, first_sum;
-
-/*
- * On the other CPU: read every page (its TLB now maps them all), then
- * spin on step alone, touching none of them, with interrupts on (the
- * shootdown's IPI must get in), until the pages are given back; then
- * count the pages a read still goes through to.
- */
-static void reader(void *arg)
-{
-	(void)arg;
-	unsigned sum = 0;
-	for (unsigned i = 0; i < NPAGES; i++)
-		sum += ((volatile uint8_t *)pages)[i * MM_PAGE_SIZE];
-	atomic_store(&first_sum, sum);
-	atomic_store(&step, 1);
-	while (atomic_load(&step) != 2)
-		cpu_pause();
-	unsigned n = 0;
-	for (unsigned i = 0; i < NPAGES; i++)
-		n += !read_faults_at(pages + i * MM_PAGE_SIZE);
-	atomic_store(&stale, n);
-	atomic_store(&step, 3);
-}
+static struct tlb_reader reader;
 
 KTEST(mm_port_unused, finish_shoots_the_range_down_on_other_cpus)
 {
 	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
-	pages = mm_port_reserve(NPAGES * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	uint8_t *pages = mm_port_reserve(NPAGES * MM_PAGE_SIZE, MM_PAGE_SIZE);
 	KASSERT(pages != NULL);
 	KASSERT(mm_port_map(pages, NPAGES * MM_PAGE_SIZE));
-	for (unsigned i = 0; i < NPAGES; i++)
-		pages[i * MM_PAGE_SIZE] = 0x5a;
-	atomic_store(&step, 0);
-	atomic_store(&stale, ~0u);
-	struct thread_handle t =
-	        thread_create("tlb_reader", reader, NULL, other);
-	KASSERT(thread_handle_ok(t));
-	while (atomic_load(&step) != 1)
-		thread_yield();
+	tlb_reader_start(&reader, pages, NPAGES, other);
 	test_port_unused(pages, NPAGES * MM_PAGE_SIZE);
-	atomic_store(&step, 2);
-	thread_join(t);
-	KEXPECT_EQ(atomic_load(&first_sum), NPAGES * 0x5au);
-	KEXPECT_EQ(atomic_load(&step), 3);
-	KEXPECT_EQ(atomic_load(&stale), 0);
+	tlb_reader_expect_none_left(&reader);
 }
 
 #ifdef KTEST_FAIL_DEMO
