@@ -32,6 +32,10 @@
 /* The loader's direct map of physical memory, reused by the kernel's own. */
 #define BOOT_DIRECT_MAP_BASE 0xffff800000000000ull
 
+/* x86_64's architectural limit of physical addresses: memory-map entries
+ * that end past it are left out, by the loader and the kernel alike. */
+#define BOOT_MAX_PHYS (1ull << 52)
+
 /* UEFI memory types (UEFI spec 2.x, EFI_MEMORY_TYPE). */
 enum efi_memory_type {
 	EFI_RESERVED_MEMORY = 0,

@@ -19,8 +19,6 @@
 #define GIB        (1ull << 30)
 /* Below 4 GiB lie the legacy holes and the APICs: always in the maps. */
 #define MIN_DIRECT_MAP (4 * GIB)
-/* The architectural limit of physical addresses; bounds bogus entries. */
-#define MAX_PHYS (1ull << 52)
 
 struct pool {
 	unsigned char *base;
@@ -50,8 +48,9 @@ static void copy_bytes(void *dst, const void *src, size_t n)
  * multiplication, which a bogus page count could wrap. */
 static bool within_max_phys(const struct efi_memory_descriptor *d)
 {
-	return d->physical_start < MAX_PHYS &&
-	       d->number_of_pages <= (MAX_PHYS - d->physical_start) / PAGE_SIZE;
+	return d->physical_start < BOOT_MAX_PHYS &&
+	       d->number_of_pages <=
+	               (BOOT_MAX_PHYS - d->physical_start) / PAGE_SIZE;
 }
 
 uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,

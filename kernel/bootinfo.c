@@ -184,7 +184,7 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 		        e->physical_start + e->number_of_pages * PAGE_SIZE;
 		/* Past 2^52, x86_64's limit, no CPU reaches it: a window
 		 * firmware lists there is no reason to stop, nor RAM. */
-		if (limit > 1ull << 52) {
+		if (limit > BOOT_MAX_PHYS) {
 			printk("boot: memory map entry %#llx + %llu pages (%s) "
 			       "ends past 2^52, the largest physical address; "
 			       "ignored\n",
