@@ -53,6 +53,7 @@ void heap_init(void)
 		panic("heap: cannot set up the kernel heap");
 	struct spanheap_config scfg;
 	spanheap_config_default(&scfg);
+	scfg.poison = cmdline_flag("mm.debug_poison");
 	if (!spanheap_init(&kspanheap, &kheap, &scfg))
 		panic("heap: cannot set up the kernel span heap");
 	/* Threads from here on: their structs come from kmalloc. */
@@ -61,12 +62,13 @@ void heap_init(void)
 	if (!spanheap_sweeper_start(&kspanheap))
 		panic("heap: cannot start the sweeper thread");
 	printk("heap: %zu MiB arena at %#lx, scavenger goal +%u%%, budget "
-	       "%u.%u%% of a CPU, low watermark %zu pages%s\n",
+	       "%u.%u%% of a CPU, low watermark %zu pages%s%s\n",
 	       cfg.arena_bytes >> 20, kheap.arena_base, cfg.goal_percent,
 	       cfg.cpu_permille / 10, cfg.cpu_permille % 10,
 	       cfg.low_watermark_pages,
 	       (cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ? ", debug_pagealloc"
-	                                              : "");
+	                                              : "",
+	       scfg.poison ? ", debug_poison" : "");
 }
 
 void heap_flush_caches(void)

@@ -75,6 +75,9 @@ struct mspan {
 	 * freed and reused (spanheap_span_new) without that lock. */
 	_Atomic uint8_t list;
 	uint8_t dshift; /* fixed: the class's (sizeclasses.h); 0 if large */
+	/* fixed: a small span of a heap in poison mode (spanheap_config.h):
+	 * span_take checks an object handed out again */
+	uint8_t poison;
 	/* One past the highest object handed out since the span was made
 	 * (the owner raises it in span_take): the free ones below it carry
 	 * the free marker, and none at or past it was ever handed out. Nothing

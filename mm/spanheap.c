@@ -136,7 +136,7 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 		 * zeroed and aligned allocations grow it back too. */
 		if (mc->slab)
 			mag_refilled(sh, pin.cpu, cls);
-		p = span_next_fast(mc->alloc[cls]);
+		p = span_next_fast(sh, mc->alloc[cls]);
 	}
 	bool kick = false;
 	if (__builtin_expect(!p, 0))
@@ -315,7 +315,7 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	uint64_t ac = s->alloc_cache;
 	if (__builtin_expect(ac == 0, 0))
 		return alloc_fast_miss(sh, size, flags, pin);
-	void *p = span_take(s, ac);
+	void *p = span_take(sh, s, ac);
 	unsigned k = sh->mag_fill[cls];
 	if (k && s->alloc_cache)
 		mag_fill(sh, pin.cpu, cls, s, k, flags);

@@ -192,6 +192,8 @@ bool spanheap_mags_drain_here(struct spanheap *sh)
 __attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
                                                       unsigned cpu)
 {
+	if (sh->cfg.poison)
+		return false; /* every object goes by its span, checked */
 	uintptr_t *slab =
 	        mheap_alloc_pages(sh->heap, sh->mag_slab_pages, MHEAP_ATOMIC);
 	if (!slab)
@@ -289,7 +291,11 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 		} else {
 			/* Marked as a push would have: every free object
 			 * below marked carries it, and a second free of a
-			 * is told by it alone. */
+			 * is told by it alone. Poison mode's way, every
+			 * free: the poison first. */
+			if (sh->cfg.poison)
+				spanheap_poison_fill(a,
+				                     sizeclass_info[cls].size);
 			obj_words(a)[1] = sh->mag_cookie ^ a;
 			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
 		}
@@ -385,10 +391,10 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
 		if (spanheap_span_fill_cache(s))
-			return span_next_fast(s);
+			return span_next_fast(sh, s);
 		spanheap_span_fold(sh, s);
 		if (worth_keeping(s) && spanheap_span_fill_cache(s))
-			return span_next_fast(s);
+			return span_next_fast(sh, s);
 		mc->alloc[cls] = &spanheap_empty_span;
 		spanheap_uncache_span(sh, s);
 	}
@@ -408,9 +414,9 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 		struct mspan *cur = mc->alloc[cls];
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */
-			void *p = span_next_fast(cur);
+			void *p = span_next_fast(sh, cur);
 			if (!p && spanheap_span_fill_cache(cur))
-				p = span_next_fast(cur);
+				p = span_next_fast(sh, cur);
 			if (p) {
 				if (s)
 					spanheap_span_place(sh, s);
@@ -423,5 +429,5 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 	if (!s)
 		return NULL;
 	cache_install(sh, mc, cls, s);
-	return span_next_fast(s);
+	return span_next_fast(sh, s);
 }

@@ -101,10 +101,13 @@ static void check_small(struct spanheap *sh, struct mspan *s)
  * the free's test of a second free relies on it alone. Free: clear in
  * alloc_bits (a listed span's freeindex is 0), or freed and not folded
  * yet (pending or local bit). Objects in magazines count as allocated
- * here; check_mags looks at them. Returns the first object without
- * it, or 0 (the caller panics after it lets go of the lock).
+ * here; check_mags looks at them. In poison mode each also holds the
+ * poison (spanheap_poison.c). Returns the first object without them, and
+ * sets *damage to the offset of its first changed byte, or returns 0 (the
+ * caller panics after it lets go of the lock).
  */
-static uintptr_t check_markers(struct spanheap *sh, struct mspan *s)
+static uintptr_t check_markers(struct spanheap *sh, struct mspan *s,
+                               long *damage)
 {
 	uint32_t marked =
 	        atomic_load_explicit(&s->marked, memory_order_acquire);
@@ -120,8 +123,11 @@ static uintptr_t check_markers(struct spanheap *sh, struct mspan *s)
 		    b)
 			continue; /* allocated */
 		uintptr_t a = s->base + (uintptr_t)i * s->elemsize;
-		if (((const uintptr_t *)a)[1] != (sh->mag_cookie ^ a))
+		long off = spanheap_free_damage(sh, s, a);
+		if (off >= 0) {
+			*damage = off;
 			return a;
+		}
 	}
 	return 0;
 }
@@ -255,6 +261,7 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 {
 	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 	uintptr_t unmarked = 0;
+	long damage = -1;
 	struct mspan *unmarked_span = NULL;
 	size_t listed = 0;
 	unsigned long irq = mm_lock_acquire(&c->lock);
@@ -265,7 +272,7 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 		for (struct mspan *s = l->first; s; s = s->next, n++) {
 			check_listed(sh, c, irq, cls, k, sg, s);
 			if (!unmarked) {
-				unmarked = check_markers(sh, s);
+				unmarked = check_markers(sh, s, &damage);
 				unmarked_span = s;
 			}
 		}
@@ -277,13 +284,22 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 		listed += n;
 	}
 	mm_lock_release(&c->lock, irq);
-	if (unmarked)
+	if (unmarked && damage == 8)
 		check_fail(sh,
 		           "spanheap: check: free object %#lx of span [%#lx] "
 		           "class %u has lost its free marker: written after "
 		           "its free?",
 		           (unsigned long)unmarked,
 		           (unsigned long)unmarked_span->base, cls);
+	else if (unmarked)
+		check_fail(sh,
+		           "spanheap: check: free object %#lx of span [%#lx] "
+		           "class %u was written after its free: byte %ld is "
+		           "%#x, not the poison %#x",
+		           (unsigned long)unmarked,
+		           (unsigned long)unmarked_span->base, cls, damage,
+		           (unsigned)((const uint8_t *)unmarked)[damage],
+		           SPANHEAP_POISON_BYTE);
 	return listed;
 }
 

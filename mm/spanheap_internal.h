@@ -116,6 +116,20 @@ static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
 	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
 }
 
+/* Poison mode (spanheap_config.h, spanheap_poison.c): object a of size
+ * bytes, freed, gets the poison; one handed out again (span_take), or
+ * every object below marked of an empty span s going back to the page
+ * heap, is checked, and a change panics. Any context but NMI. */
+void spanheap_poison_fill(uintptr_t a, uint32_t size);
+void spanheap_poison_taken(struct spanheap *sh, const struct mspan *s,
+                           uintptr_t a);
+void spanheap_poison_check_span(struct spanheap *sh, const struct mspan *s);
+/* The byte offset of the first damage to free object a of s (poisoned or
+ * not): its marker's word (8) if the marker is gone, else, in poison
+ * mode, the first byte that is not the poison; -1 if none. */
+long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
+                          uintptr_t a);
+
 /*
  * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0).
  * spanheap_span_fill_cache leaves no bit at or beyond nelems in it. Raises
@@ -126,27 +140,29 @@ static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
  * may hold a stale marker, a previous span's at the same address. Owner,
  * pinned.
  */
-static inline __attribute__((always_inline)) void *span_take(struct mspan *s,
-                                                             uint64_t ac)
+static inline __attribute__((always_inline)) void *
+span_take(struct spanheap *sh, struct mspan *s, uint64_t ac)
 {
 	unsigned bit = (unsigned)__builtin_ctzll(ac);
 	uint32_t idx =
 	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
 	s->alloc_cache = (ac >> bit) >> 1;
 	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
+	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
 	if (idx >= atomic_load_explicit(&s->marked, memory_order_relaxed))
 		atomic_store_explicit(&s->marked, idx + 1,
 		                      memory_order_release);
-	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
+	else if (__builtin_expect(s->poison, 0))
+		spanheap_poison_taken(sh, s, (uintptr_t)o);
 	o[1] = 0; /* the free marker (free_small) */
 	return o;
 }
 
 /* The next free object of the cached span s, or NULL. */
-static inline void *span_next_fast(struct mspan *s)
+static inline void *span_next_fast(struct spanheap *sh, struct mspan *s)
 {
 	uint64_t ac = s->alloc_cache;
-	return ac ? span_take(s, ac) : NULL;
+	return ac ? span_take(sh, s, ac) : NULL;
 }
 
 /* The spans' calls (spanheap_span.h). */

@@ -197,6 +197,7 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	               "a magazine's offset fits mag_offset");
 	s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
 	s->dshift = cls ? ci->dshift : 0;
+	s->poison = cls && sh->cfg.poison;
 	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
 	s->alloc_count = cls ? 0 : 1;
 	s->alloc_cache = 0;
@@ -274,6 +275,8 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	unsigned cls = s->sizeclass;
 	uintptr_t base = s->base;
 	size_t npages = s->npages;
+	if (s->poison)
+		spanheap_poison_check_span(sh, s); /* all of them free now */
 	/* marked first: a racing free's fast path (a misuse) then takes the
 	 * slow one, which reads the state. */
 	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);

@@ -190,10 +190,11 @@ void spanheap_dump(struct spanheap *sh)
 	mm_log("slabinfo: large: %zu spans, %zu pages", st->cls[0].spans,
 	       st->large_pages);
 	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; %zu objects in "
-	       "magazines; frees: %lu local, %lu remote; %lu refills",
+	       "magazines; frees: %lu local, %lu remote; %lu refills%s",
 	       st->spans, st->bytes_in_use, st->bytes_spans, st->mag_objects,
 	       (unsigned long)st->local_frees, (unsigned long)st->remote_frees,
-	       (unsigned long)st->refills);
+	       (unsigned long)st->refills,
+	       sh->cfg.poison ? "; poison mode (no magazines)" : "");
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by cycles, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "

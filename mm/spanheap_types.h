@@ -1,7 +1,8 @@
 /*
  * mm/spanheap_types.h: the span heap's own layout: the per-CPU caches
  * (struct mcache and its magazines), the all-spans array, the sweeper's
- * state and struct spanheap itself, with its configuration. A port
+ * state and struct spanheap itself (its configuration is in
+ * spanheap_config.h). A port
  * reads it only to reserve a struct spanheap (about 146 KiB: give it
  * static storage) and for the inline fast paths (spanheap_fast.h); the
  * API is spanheap.h.
@@ -18,6 +19,7 @@
 #include "mspan.h"
 #include "port.h"
 #include "sizeclasses.h"
+#include "spanheap_config.h"
 
 /* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
  * statistics read them from other CPUs). */
@@ -78,26 +80,6 @@ struct mcache {
 #ifndef SPANHEAP_MAG_FLOOR_BYTES
 #define SPANHEAP_MAG_FLOOR_BYTES (4u << 10)
 #endif
-
-struct spanheap_config {
-	/* A sweep cycle starts when pending frees pass this share of the
-	 * bytes in use (permille) and at least min_pending_bytes, or every
-	 * period_ns when anything is pending. */
-	unsigned pending_permille;
-	size_t min_pending_bytes;
-	uint64_t period_ns;
-	/* Spans the sweeper sweeps between yields. */
-	unsigned batch_spans;
-	/* The sweeper's CPU budget, in thousandths of one CPU: after a
-	 * cycle it sleeps long enough to stay within it. */
-	unsigned cpu_permille;
-};
-
-#define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */
-#define SPANHEAP_DEFAULT_MIN_PENDING      ((size_t)1 << 20)
-#define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
-#define SPANHEAP_DEFAULT_BATCH_SPANS      32
-#define SPANHEAP_DEFAULT_CPU_PERMILLE     10 /* 1% of one CPU */
 
 /* The array of every span struct ever made (Go's h.allspans), under the
  * heap lock; a snapshot holds a reference to the array it walks. */

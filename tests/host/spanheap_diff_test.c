@@ -12,6 +12,8 @@
  * million times. The end drains the heap and checks that only the span
  * heap's own bookkeeping is left.
  *
+ * The same again, a quarter as long, on a heap in poison mode.
+ *
  * The seed is printed; SPANHEAP_SEED=0x... in the environment replays
  * another.
  */
@@ -59,7 +61,9 @@ static enum shh_op pick(uint64_t r, unsigned long i)
 
 static struct spanheap_harness h; /* large: not on the stack */
 
-KTEST(spanheap_diff, million_ops)
+/* nops operations from the seed (SPANHEAP_SEED's if set), on a heap in
+ * poison mode or not; every class must have been used. */
+static void diff_run(unsigned long nops, bool poison)
 {
 	const char *e = getenv("SPANHEAP_SEED");
 	uint64_t seed = e ? strtoull(e, NULL, 0) : 0x5eed5ba11u;
@@ -71,12 +75,13 @@ KTEST(spanheap_diff, million_ops)
 	        .max_live = 3000,
 	        .max_live_bytes = (size_t)64 << 20,
 	        .max_large = (size_t)1 << 20,
+	        .poison = poison,
 	};
 	uint64_t s = seed;
 	mm_port_set_quiet(true); /* refused requests are logged */
 	bool ok = shh_init(&h, &cfg);
 	unsigned long i;
-	for (i = 0; ok && i < NOPS; i++) {
+	for (i = 0; ok && i < nops; i++) {
 		enum shh_op op = pick(rng_next(&s), i);
 		uint64_t a = rng_next(&s), b = rng_next(&s);
 		ok = shh_step(&h, op, a, b) &&
@@ -99,8 +104,23 @@ KTEST(spanheap_diff, million_ops)
 	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_SWEEP], h.n.ops[SHH_FLUSH],
 	           h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE], h.n.refused,
 	           h.n.panics);
-	KEXPECT(i == NOPS);
+	KEXPECT(i == nops);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
 	KEXPECT_EQ(h.n.classes, ~(uint64_t)0 >> (64 - SC_NCLASSES));
 	shh_destroy(&h);
+}
+
+KTEST(spanheap_diff, million_ops)
+{
+	diff_run(NOPS, false);
+}
+
+/* Poison mode (spanheap_config.h) under the same operations: every free
+ * poisons, every reuse and every check looks at the poison, and the model
+ * must see exactly what it sees in normal mode (zeroed memory, contents
+ * kept by realloc, misuse named). Fewer operations: with no magazines
+ * every call takes a slow path. */
+KTEST(spanheap_diff, poison_mode)
+{
+	diff_run(NOPS / 4, true);
 }

@@ -328,7 +328,10 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 	if (!h->granules || !h->live || cfg->ncpus == 0 ||
 	    cfg->max_large <= SC_MAX_SIZE)
 		return shh_fail(h, "bad config or no memory");
-	if (!sh_heap_new_with(&h->heap, &h->sh, &hc, NULL))
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = cfg->poison;
+	if (!sh_heap_new_with(&h->heap, &h->sh, &hc, &sc))
 		return shh_fail(h, "cannot make the heap: %s",
 		                mm_port_last_log());
 	mm_port_set_cpu(0);

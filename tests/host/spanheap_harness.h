@@ -70,6 +70,7 @@ struct shh_config {
 	size_t max_large;      /* the largest request */
 	bool may_run_out;      /* an arena smaller than the objects held at
 	                          most: any allocation may get NULL */
+	bool poison;           /* the heap in poison mode (spanheap_config.h) */
 };
 
 struct shh_obj {

@@ -8,7 +8,9 @@
  * through a locked inbox to the next worker to free (cross-thread frees, the
  * pending path), while the sweeper thread and the page heap's scavenger run
  * and, now and then, a worker flushes its cache, runs a sweep cycle or a
- * release-all. Every pattern is checked before its free.
+ * release-all. Every pattern is checked before its free. The same again
+ * in poison mode (spanheap_config.h), where every free poisons its object
+ * and every reuse checks it.
  *
  * Two rounds: a warm-up, then the measured one, in which the sweeper and
  * the scavenger start while the workers already run. After each, every worker
@@ -274,7 +276,8 @@ static void report_failures(void)
 	}
 }
 
-KTEST(spanheap_stress, threads)
+/* The two rounds on a heap in poison mode or not; see the top. */
+static void stress_run(bool poison)
 {
 	struct mheap_config hc;
 	mheap_config_default(&hc);
@@ -285,6 +288,7 @@ KTEST(spanheap_stress, threads)
 	spanheap_config_default(&sc);
 	sc.min_pending_bytes = 64 << 10; /* cycles start often */
 	sc.period_ns = 5 * MS;
+	sc.poison = poison;
 	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
 	for (int i = 0; i < WORKERS; i++) {
 		workers[i] = (struct worker){.id = i};
@@ -325,6 +329,8 @@ KTEST(spanheap_stress, threads)
 	KEXPECT_EQ(st->n.large_frees, tot.large);
 	KEXPECT(st->remote_frees > 0);
 	KEXPECT(st->n.cycles > 0);
+	/* Poison mode keeps no magazines (every object checked at reuse). */
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs) == 0, poison);
 	KEXPECT(tot.handed > 0);
 	ktest_diag(
 	        "%d ops on %d CPUs in %lu ms: %lu allocs (%lu large, %lu "
@@ -345,4 +351,18 @@ KTEST(spanheap_stress, threads)
 	for (int i = 0; i < WORKERS; i++)
 		stress_inbox_destroy(&workers[i].inbox);
 	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_stress, threads)
+{
+	stress_run(false);
+}
+
+/* The same in poison mode: every free from any thread poisons its object
+ * and every reuse checks it, with the sweeper and the scavenger running;
+ * no report may come of it, and spanheap_check checks the free objects'
+ * poison at the end of each round. */
+KTEST(spanheap_stress, threads_poison)
+{
+	stress_run(true);
 }

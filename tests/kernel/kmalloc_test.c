@@ -17,6 +17,7 @@
 #include "kernel/printk.h"
 #include "kernel/string.h"
 #include "kernel/sched.h"
+#include "kernel/spinlock.h"
 #include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
@@ -143,6 +144,34 @@ KTEST(kmalloc, atomic_with_interrupts_off)
 	KEXPECT_EQ(nonzero, 0);
 }
 
+/*
+ * The heap's mode, as booted: with mm.debug_poison (tools/test-harness,
+ * kmalloc_poison) a freed object holds the poison but for its marker's
+ * word, from any CPU's free, and the CPUs keep no magazines; without it a
+ * free leaves the object's bytes as they were but for that word.
+ */
+KTEST(kmalloc, freed_objects_follow_the_heap_mode)
+{
+	bool poison = kspanheap.cfg.poison;
+	ktest_diag("heap in %s mode", poison ? "poison" : "normal");
+	/* Stale reads, on purpose: with preemption off, nothing else runs
+	 * on this CPU, which owns the span, to hand the object out again. */
+	preempt_disable();
+	uint8_t *p = kmalloc(256, KM_ATOMIC);
+	size_t off = 0;
+	if (p) {
+		memset(p, 0x11, 256);
+		kfree(p);
+		uint8_t want = poison ? SPANHEAP_POISON_BYTE : 0x11;
+		while (off < 256 && (off / 8 == 1 || p[off] == want))
+			off++;
+	}
+	preempt_enable();
+	KASSERT(p != NULL);
+	KEXPECT_EQ(off, 256);
+	KEXPECT_EQ(atomic_load(&kspanheap.mag_slabs) == 0, poison);
+}
+
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)
  * ------------------------------ */
 
@@ -201,6 +230,21 @@ KTEST(demo, kfree_large_twice)
 	void *p = kmalloc(100 << 10, 0);
 	kfree(p);
 	demo_kfree(p);
+}
+
+/* With mm.debug_poison: a 32 KiB object (its class has one a span) is
+ * written after its free; the next allocation of the class hands it out
+ * again, and the check then panics, naming it. */
+KTEST(demo, kmalloc_write_after_free)
+{
+	uint8_t *p = kmalloc(32 << 10, 0);
+	KASSERT(p != NULL);
+	demo_kfree(p);
+	p[5000] = 0;
+	for (int i = 0; i < 16; i++)
+		KASSERT(kmalloc(32 << 10, 0) != NULL);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "16 allocations and the write after free went unseen");
 }
 
 KTEST(demo, kfree_page_heap_memory)

@@ -1,0 +1,55 @@
+/*
+ * mm/spanheap_config.h: what a port chooses when it sets up a span heap
+ * (spanheap_init): the sweeper's pace and the poison mode, and the
+ * defaults spanheap_config_default gives. Included by spanheap_types.h.
+ */
+#ifndef MM_SPANHEAP_CONFIG_H
+#define MM_SPANHEAP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct spanheap_config {
+	/* A sweep cycle starts when pending frees pass this share of the
+	 * bytes in use (permille) and at least min_pending_bytes, or every
+	 * period_ns when anything is pending. */
+	unsigned pending_permille;
+	/*
+	 * Poison mode, a debugging aid off by default (the kernel's
+	 * mm.debug_poison, the hosted malloc's MM_MALLOC_POISON=1): every
+	 * small object is filled with SPANHEAP_POISON_BYTE when it is freed
+	 * (all of it but its second word, which holds the free marker), and
+	 * the poison and the marker are checked when it is handed out again,
+	 * when its span goes back to the page heap, and by spanheap_check.
+	 * A write after a free then panics, naming the object, its span, its
+	 * class and the first byte changed. The CPUs keep no magazines in
+	 * this mode, so every allocation and free takes the slow paths (no
+	 * object waits unchecked in a cache). Large objects are not poisoned:
+	 * their pages go back to the page heap at once (the kernel's
+	 * mm.debug_pagealloc unmaps them). In this field's place in the
+	 * struct, the padding after pending_permille, it leaves the struct's
+	 * size (and struct spanheap's layout) as it was.
+	 */
+	bool poison;
+	size_t min_pending_bytes;
+	uint64_t period_ns;
+	/* Spans the sweeper sweeps between yields. */
+	unsigned batch_spans;
+	/* The sweeper's CPU budget, in thousandths of one CPU: after a
+	 * cycle it sleeps long enough to stay within it. */
+	unsigned cpu_permille;
+};
+
+#define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */
+#define SPANHEAP_DEFAULT_MIN_PENDING      ((size_t)1 << 20)
+#define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
+#define SPANHEAP_DEFAULT_BATCH_SPANS      32
+#define SPANHEAP_DEFAULT_CPU_PERMILLE     10 /* 1% of one CPU */
+
+/* Poison mode's fill: read as a pointer, eight of it are not canonical on
+ * x86-64 (nor on any 48- or 57-bit address space), so a freed object's
+ * stale pointer faults at its first use. */
+#define SPANHEAP_POISON_BYTE 0xdbu
+
+#endif

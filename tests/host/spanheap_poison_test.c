@@ -1,0 +1,207 @@
+/*
+ * Poison mode of the span heap (spanheap_config.poison, mm/spanheap_poison.c):
+ * every freed small object holds the poison but for its free marker's
+ * word; a write after the free panics, naming the object, its span and its
+ * class and the first byte changed, when the object is handed out again,
+ * when its span goes back to the page heap, or in spanheap_check; the CPUs
+ * keep no magazines; and normal mode writes nothing but the marker. Every
+ * size class is tried. Each case runs on a heap of its own, as a caught
+ * panic abandons the call where it was.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A fresh heap, poisoned or not, on CPU 0. */
+static bool heap_with(bool poison)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = poison;
+	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+/* True if object p of size bytes holds the poison in every byte but those
+ * of its second word. */
+static bool poisoned(const void *p, size_t size)
+{
+	return all_bytes(p, 8, SPANHEAP_POISON_BYTE) &&
+	       all_bytes((const char *)p + 16, size - 16, SPANHEAP_POISON_BYTE);
+}
+
+/* The first span of class cls on a fresh heap: all its objects, in p. */
+static bool take_span(unsigned cls, void **p)
+{
+	size_t size = sizeclass_info[cls].size;
+	return sh_alloc_n(&sh, p, sizeclass_info[cls].nelems, size);
+}
+
+static void *objs[SC_BITMAP_WORDS * 64];
+
+KTEST(spanheap_poison, every_class_freed_holds_the_poison)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		KASSERT(heap_with(true));
+		size_t size = sizeclass_info[cls].size;
+		KASSERT(take_span(cls, objs));
+		unsigned n = sizeclass_info[cls].nelems;
+		for (unsigned i = 0; i < n; i++)
+			memset(objs[i], 0x11, size);
+		for (unsigned i = 0; i < n; i++)
+			spanheap_free(&sh, objs[i]);
+		for (unsigned i = 0; i < n; i++)
+			if (!poisoned(objs[i], size))
+				ktest_fail_at(__FILE__, __LINE__,
+				              "class %u (%zu bytes): freed "
+				              "object %u is not poisoned",
+				              cls, size, i);
+		/* No magazine: nothing waits unchecked on a CPU. */
+		KEXPECT_EQ(atomic_load(&sh.mag_slabs), 0);
+		SH_CHECK(&sh, "after the frees");
+		/* Handed out again, checked, and as good as new. */
+		KASSERT(take_span(cls, objs));
+		SH_CHECK(&sh, "after the second round");
+		sh_heap_release(&heap);
+	}
+}
+
+/*
+ * Each class: a span's objects freed, one written after its free (byte
+ * off of it, or its marker's word), then all handed out again: the
+ * allocation that takes it panics, naming it.
+ */
+static void write_then_reuse(unsigned cls, size_t off, const char *want)
+{
+	KASSERT(heap_with(true));
+	size_t size = sizeclass_info[cls].size;
+	unsigned n = sizeclass_info[cls].nelems;
+	KASSERT(take_span(cls, objs));
+	for (unsigned i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	char *victim = objs[n / 2];
+	victim[off] ^= 0x40; /* the stale pointer's store */
+	char msg[64];
+	snprintf(msg, sizeof(msg), want, off);
+	bool fired = false;
+	for (unsigned i = 0; i < n && !fired; i++) {
+		fired = MM_PORT_PANICS(objs[i] = spanheap_alloc(&sh, size, 0));
+		sh_unpin_after_panic();
+	}
+	sh_expect_message(__FILE__, __LINE__, fired, msg, victim);
+	if (fired && !strstr(mm_port_last_panic(), "as it was handed out "
+	                                           "again"))
+		ktest_fail_at(__FILE__, __LINE__,
+		              "the report does not say when: %s",
+		              mm_port_last_panic());
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_poison, every_class_write_after_free_found_at_reuse)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		size_t size = sizeclass_info[cls].size;
+		/* Its first byte, its last, and one in between. */
+		write_then_reuse(cls, 0,
+		                 "byte %zu is 0x9b, not the poison 0xdb");
+		if (size > 16) /* a 16-byte object ends in its marker */
+			write_then_reuse(cls, size - 1,
+			                 "byte %zu is 0x9b, not the poison "
+			                 "0xdb");
+		if (size > 16)
+			write_then_reuse(cls, 16 + (size - 16) / 3,
+			                 "byte %zu is 0x9b");
+	}
+}
+
+KTEST(spanheap_poison, a_changed_marker_is_named)
+{
+	write_then_reuse(1, 9, "its free marker (bytes 8-15) is 0x");
+	write_then_reuse(5, 15, "its free marker (bytes 8-15) is 0x");
+}
+
+/* A write after a free of an object never handed out again: found when
+ * its span, empty, goes back to the page heap (release-all here). */
+KTEST(spanheap_poison, write_found_when_the_span_goes_back)
+{
+	KASSERT(heap_with(true));
+	char *p = spanheap_alloc(&sh, 64, 0);
+	char *q = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && q);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, q);
+	q[63] = 0;
+	EXPECT_MISUSE(spanheap_release_all(&sh),
+	              "write after free, found as its span went back to the "
+	              "page heap",
+	              q);
+	KEXPECT(strstr(mm_port_last_panic(), "size class 4 (64-byte objects)"));
+	KEXPECT(strstr(mm_port_last_panic(), "byte 63 is 0, not the poison"));
+	sh_heap_release(&heap);
+}
+
+/* And by the checker, for a free object of a span on a central list. */
+KTEST(spanheap_poison, write_found_by_the_checker)
+{
+	KASSERT(heap_with(true));
+	char *p = spanheap_alloc(&sh, 256, 0);
+	char *q = spanheap_alloc(&sh, 256, 0);
+	KASSERT(p && q);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh); /* the span, q live, to its list */
+	SH_CHECK(&sh, "before the write");
+	memset(p + 100, 0, 4);
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "was written after its free: "
+	                                     "byte 100 is 0, not the poison"));
+	spanheap_free(&sh, q);
+	sh_heap_release(&heap);
+}
+
+/* Poison mode changes nothing a program sees: zeroed memory is zero, a
+ * realloc keeps the contents, and misuse is still named. */
+KTEST(spanheap_poison, zeroing_realloc_and_misuse_as_in_normal_mode)
+{
+	KASSERT(heap_with(true));
+	char *p = spanheap_alloc(&sh, 512, 0);
+	KASSERT(p);
+	memset(p, 0x5a, 512);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh);
+	char *z = spanheap_calloc(&sh, 1, 512, 0);
+	KASSERT(z);
+	KEXPECT(all_bytes(z, 512, 0));
+	memset(z, 0x33, 512);
+	char *r = spanheap_realloc(&sh, z, 2000, 0);
+	KASSERT(r);
+	KEXPECT(all_bytes(r, 512, 0x33));
+	spanheap_free(&sh, r);
+	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
+	sh_heap_release(&heap);
+}
+
+/* Normal mode: a free writes the marker alone (the fast path stays as it
+ * was), and the CPU keeps a magazine. */
+KTEST(spanheap_poison, normal_mode_writes_only_the_marker)
+{
+	KASSERT(heap_with(false));
+	char *p = spanheap_alloc(&sh, 128, 0);
+	KASSERT(p);
+	memset(p, 0x11, 128);
+	spanheap_free(&sh, p);
+	KEXPECT(all_bytes(p, 8, 0x11));
+	KEXPECT(all_bytes(p + 16, 112, 0x11));
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
+	sh_heap_release(&heap);
+}
