@@ -1,8 +1,10 @@
 /*
  * Host tests of kernel/acpi_parse.c at the edges of its checks: each
  * length one byte under (or over) what the parser accepts, next to the
- * length it must accept. Found by a mutation review: each bound here
- * moved by one passed the other ACPI tests. The shared builders are in
+ * length it must accept; the walk of the root table (a partial entry, a
+ * zero entry, which unreachable entry is named, signatures compared
+ * whole). Found by a mutation review: each mutant these tests fail
+ * passed the other ACPI tests. The shared builders are in
  * madt_test_util.h.
  */
 #include "madt_test_util.h"
@@ -100,4 +102,91 @@ KTEST(madt, last_byte_of_a_table_is_summed)
 	KEXPECT_EQ(madt_parse(mem + MADT_PA, madt_len, cpus, 80, &info, &diag),
 	           ACPI_MALFORMED);
 	KEXPECT_STREQ(diag.why, "MADT checksum is wrong");
+}
+
+/* A table's length covers at least its 36-byte header; an RSDP of
+ * revision 2 at least its 36 bytes. One byte less is refused. */
+KTEST(madt, header_and_rsdp_one_byte_short_are_refused)
+{
+	good_system();
+	put32(mem + XSDT_PA + 4, ACPI_HEADER_SIZE - 1);
+	seal(XSDT_PA);
+	EXPECT_REFUSED(ACPI_MALFORMED,
+	               "table length is shorter than its header");
+	KEXPECT_EQ(diag.at, XSDT_PA);
+
+	good_system();
+	put32(mem + RSDP_PA + 20, ACPI_RSDP_V2_SIZE - 1);
+	fix_sum(mem + RSDP_PA, ACPI_RSDP_V2_SIZE, 32);
+	EXPECT_REFUSED(ACPI_MALFORMED, "RSDP length is shorter than 36 bytes");
+
+	/* A root table of the header alone lists nothing. */
+	good_system();
+	put32(mem + XSDT_PA + 4, ACPI_HEADER_SIZE);
+	seal(XSDT_PA);
+	EXPECT_REFUSED(ACPI_NOT_FOUND, "no such table in the root table");
+}
+
+/* The bytes of a partial trailing entry, with the ones after the table,
+ * would make the MADT's address: the walk must not read them. */
+KTEST(madt, partial_trailing_root_entry_is_not_read)
+{
+	for (int via_xsdt = 1; via_xsdt >= 0; via_xsdt--) {
+		good_system();
+		uint32_t esize = via_xsdt ? 8 : 4;
+		uint32_t root_pa = via_xsdt ? XSDT_PA : RSDT_PA;
+		uint8_t *x = put_header(root_pa, via_xsdt ? "XSDT" : "RSDT",
+		                        ACPI_HEADER_SIZE + esize + esize / 2);
+		if (via_xsdt) {
+			put64(x + 36, FACP_PA);
+			put64(x + 44, MADT_PA);
+		} else {
+			put32(x + 36, FACP_PA);
+			put32(x + 40, MADT_PA);
+		}
+		seal(root_pa);
+		if (!via_xsdt)
+			put_rsdp(0, RSDT_PA, 0);
+		EXPECT_REFUSED(ACPI_NOT_FOUND,
+		               "no such table in the root table");
+	}
+}
+
+/* A zero entry is an empty slot, not a table at physical address 0,
+ * even when the bytes there look like the table asked for. */
+KTEST(madt, zero_root_entry_is_an_empty_slot)
+{
+	good_system();
+	put_header(0, "APIC", ACPI_MADT_FIXED);
+	seal(0);
+	put_roots(0);
+	EXPECT_REFUSED(ACPI_NOT_FOUND, "no such table in the root table");
+}
+
+/* Of two entries pointing outside memory, the first is named. */
+KTEST(madt, first_unreachable_root_entry_is_named)
+{
+	good_system();
+	uint8_t *x = put_header(XSDT_PA, "XSDT", ACPI_HEADER_SIZE + 24);
+	put64(x + 36, (uint64_t)MEM_SIZE + 0x1000);
+	put64(x + 44, FACP_PA);
+	put64(x + 52, (uint64_t)MEM_SIZE + 0x2000);
+	seal(XSDT_PA);
+	EXPECT_REFUSED(ACPI_MALFORMED,
+	               "not among the reachable entries; a root table "
+	               "entry points outside reachable memory");
+	KEXPECT_EQ(diag.at, (uint64_t)MEM_SIZE + 0x1000);
+}
+
+/* A table whose signature shares three letters with the one asked for
+ * is another table: the MADT after it is found. */
+KTEST(madt, signature_is_compared_whole)
+{
+	good_system();
+	put_header(FACP_PA, "APIX", ACPI_HEADER_SIZE);
+	seal(FACP_PA);
+	struct acpi_table t;
+	KASSERT_EQ(acpi_find_table(&reader, RSDP_PA, "APIC", &t, &diag),
+	           ACPI_OK);
+	KEXPECT_EQ(t.pa, MADT_PA);
 }
