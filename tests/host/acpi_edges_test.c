@@ -3,9 +3,10 @@
  * length one byte under (or over) what the parser accepts, next to the
  * length it must accept; the walk of the root table (a partial entry, a
  * zero entry, which unreachable entry is named, signatures compared
- * whole). Found by a mutation review: each mutant these tests fail
- * passed the other ACPI tests. The shared builders are in
- * madt_test_util.h.
+ * whole); the lists of left-out entries when more are left out than
+ * they hold; interrupt flags other than the default. Found by a
+ * mutation review: each mutant these tests fail passed the other ACPI
+ * tests. The shared builders are in madt_test_util.h.
  */
 #include "madt_test_util.h"
 
@@ -189,4 +190,94 @@ KTEST(madt, signature_is_compared_whole)
 	KASSERT_EQ(acpi_find_table(&reader, RSDP_PA, "APIC", &t, &diag),
 	           ACPI_OK);
 	KEXPECT_EQ(t.pa, MADT_PA);
+}
+
+/* 0xff is reserved only in a local APIC entry (the xAPIC broadcast); an
+ * x2APIC id may be 0xff. The header's flags are kept whole. */
+KTEST(madt, x2apic_id_0xff_is_a_cpu)
+{
+	good_system();
+	madt_begin();
+	put32(mem + MADT_PA + 40, 0x00010001u);
+	add_x2apic(0xff, MADT_CPU_ENABLED, 7);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.ncpus, 1);
+	KEXPECT_EQ(cpus[0].apic_id, 0xff);
+	KEXPECT_EQ(info.ninvalid, 0);
+	KEXPECT_EQ(info.flags, 0x00010001u);
+}
+
+/* More left-out entries than the lists hold: each list keeps its first
+ * ones and the counts go on, and nothing past a list is written over
+ * (the field after it is its own count). */
+KTEST(madt, left_out_lists_stop_at_their_capacity)
+{
+	enum { EXTRA = 3 };
+	good_system();
+	madt_begin();
+	add_lapic(0, 0, MADT_CPU_ENABLED);
+	for (unsigned i = 0; i < MADT_MAX_BAD_CPUS + EXTRA; i++)
+		add_lapic((uint8_t)(i + 1), 0, MADT_CPU_ENABLED);
+	for (unsigned i = 0; i < MADT_MAX_IOAPICS + EXTRA; i++)
+		add_ioapic((uint8_t)i, 0, i * 24);
+	for (unsigned i = 0; i < MADT_MAX_OVERRIDES + EXTRA; i++)
+		add_override(1, (uint8_t)(i % 16), i, 0);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.ncpus, 1);
+	KEXPECT_EQ(info.nduplicate, MADT_MAX_BAD_CPUS + EXTRA);
+	KEXPECT_EQ(info.nbad_cpus, MADT_MAX_BAD_CPUS);
+	KEXPECT_EQ(info.bad_cpus[MADT_MAX_BAD_CPUS - 1].uid, MADT_MAX_BAD_CPUS);
+	KEXPECT_EQ(info.nioapics, 0);
+	KEXPECT_EQ(info.nbad_ioapics, MADT_MAX_IOAPICS);
+	KEXPECT_EQ(info.bad_ioapics[MADT_MAX_IOAPICS - 1].gsi_base,
+	           (MADT_MAX_IOAPICS - 1) * 24);
+	KEXPECT_EQ(info.noverrides, 0);
+	KEXPECT_EQ(info.nbad_overrides, MADT_MAX_OVERRIDES);
+	KEXPECT_EQ(info.bad_overrides[MADT_MAX_OVERRIDES - 1].gsi,
+	           MADT_MAX_OVERRIDES - 1);
+	KEXPECT_EQ(info.nskipped,
+	           MADT_MAX_IOAPICS + MADT_MAX_OVERRIDES + 2 * EXTRA);
+}
+
+/* IOREGSEL and IOWIN at the last 32 bytes of a page are in that page. */
+KTEST(madt, ioapic_registers_ending_at_a_page_end_are_used)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(1, 0xfec00fe0u, 0);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.nioapics, 1);
+	KEXPECT_EQ(info.ioapics[0].addr, 0xfec00fe0u);
+	KEXPECT_EQ(info.nskipped, 0);
+}
+
+/* Trigger mode 1 is edge, said explicitly; only 3 is level. Polarity 1
+ * is active high; only 3 is low. */
+KTEST(madt, explicit_edge_and_high_are_not_level_or_low)
+{
+	static const struct {
+		uint16_t flags;
+		bool active_low, level;
+	} cases[] = {
+	        {0x5, false, false}, {0x7, true, false},  {0xd, false, true},
+	        {0xf, true, true},   {0x4, false, false}, {0x1, false, false},
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		good_system();
+		madt_begin();
+		add_override(0, 4, 20, cases[i].flags);
+		madt_end();
+		KASSERT_EQ(find_and_parse(80), ACPI_OK);
+		struct madt_irq_route r = madt_isa_route(&info, 4);
+		if (r.active_low != cases[i].active_low ||
+		    r.level != cases[i].level)
+			ktest_diag("flags %#x: low %d level %d", cases[i].flags,
+			           r.active_low, r.level);
+		KEXPECT_EQ(r.gsi, 20);
+		KEXPECT_EQ(r.active_low, cases[i].active_low);
+		KEXPECT_EQ(r.level, cases[i].level);
+	}
 }

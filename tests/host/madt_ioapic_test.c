@@ -107,6 +107,8 @@ KTEST(madt, ioapic_gsi_ranges_overlap)
 	        {0xfffffff0u, 240, 0, 24, false},
 	        {0xfffffff0u, 240, 0xffffffffu, 1, true},
 	        {0, 0, 0, 24, false}, /* an empty range */
+	        {5, 0, 0, 24, false}, /* empty, inside the other */
+	        {0, 24, 5, 0, false},
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		bool got = madt_gsi_ranges_overlap(cases[i].a, cases[i].na,
