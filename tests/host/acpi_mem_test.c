@@ -114,3 +114,60 @@ KTEST(acpi_mem, kept_boot_memory_does_not_cover_a_gap)
 	KEXPECT(strstr(kstub_last_line, "which the memory map does not "
 	                                "describe") != NULL);
 }
+
+/* Every type the map may give, judged alone: device memory (either
+ * kind) and types past the UEFI table (OS and OEM types, whose meaning
+ * the kernel cannot know) are refused; firmware and reserved types are
+ * read. The MADT's region is the one of the type under test. */
+KTEST(acpi_mem, each_memory_type_read_or_refused)
+{
+	static const struct {
+		uint32_t type;
+		bool read;
+	} cases[] = {
+	        {EFI_RESERVED_MEMORY, true},
+	        {EFI_RUNTIME_SERVICES_CODE, true},
+	        {EFI_RUNTIME_SERVICES_DATA, true},
+	        {EFI_ACPI_RECLAIM_MEMORY, true},
+	        {EFI_ACPI_MEMORY_NVS, true},
+	        {EFI_PAL_CODE, true},
+	        {EFI_PERSISTENT_MEMORY, true},
+	        {EFI_MEMORY_MAPPED_IO, false},
+	        {EFI_MEMORY_MAPPED_IO_PORT_SPACE, false},
+	        {EFI_PERSISTENT_MEMORY + 1, false},
+	        {0x70000000u, false},
+	        {0x80000000u, false},
+	};
+	two_cpu_system();
+	bm = ACPI_BOOT_MEMORY_POOLED;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memset(&bs, 0, sizeof(bs));
+		region(0, 0x1000, EFI_ACPI_RECLAIM_MEMORY);
+		region(0x1000, 0x2000, cases[i].type);
+		enum acpi_status st = judged_find_and_parse();
+		if ((st == ACPI_OK) != cases[i].read)
+			ktest_diag("type %#x: status %d", cases[i].type,
+			           (int)st);
+		KEXPECT_EQ(st == ACPI_OK, cases[i].read);
+	}
+}
+
+/* The map's edges that meet a table's: a table starting exactly where a
+ * device region ends, spanning two adjacent table regions, and ending
+ * exactly where the map ends, is read; one byte more is not. */
+KTEST(acpi_mem, tables_at_region_edges)
+{
+	two_cpu_system();
+	bm = ACPI_BOOT_MEMORY_POOLED;
+	memset(&bs, 0, sizeof(bs));
+	region(0, 0xc00, EFI_ACPI_RECLAIM_MEMORY);
+	region(0xc00, MADT_PA, EFI_MEMORY_MAPPED_IO);
+	region(MADT_PA, MADT_PA + 0x10, EFI_ACPI_RECLAIM_MEMORY);
+	region(MADT_PA + 0x10, MADT_PA + madt_len, EFI_ACPI_MEMORY_NVS);
+	KEXPECT_EQ(judged_find_and_parse(), ACPI_OK);
+	KEXPECT_EQ(info.ncpus, 2);
+
+	bs.regions[bs.nregions - 1].limit--;
+	KEXPECT(judged_find_and_parse() != ACPI_OK);
+	KEXPECT(strstr(kstub_last_line, "the end of the memory map") != NULL);
+}
