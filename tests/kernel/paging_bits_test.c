@@ -1,0 +1,128 @@
+/*
+ * The kernel page tables' entries bit by bit, read by a walk of the live
+ * tables from CR3: what vm_translate reports (permissions) leaves out
+ * bits that matter all the same (global, user, write-through, page size)
+ * and those of the upper levels. Every leaf is present, global and
+ * kernel-only, NX unless executable, and uncached with both PCD and PWT;
+ * every upper entry the kernel makes is present, writable and
+ * kernel-only. Found by a mutation review of arch/x86_64/paging.c: each
+ * mutant these tests fail passed the other paging tests.
+ */
+#include "arch/x86_64/cpu.h"
+#include "arch/x86_64/paging.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+
+/* PML4 slot 509 (free for tests), away from the other tests' pages. */
+#define BITS_VA 0xfffffe8040000000ull
+
+/* The bits of an entry the MMU, not the kernel, may set. */
+#define HW_SET (PTE_A | PTE_D)
+
+/* The leaf entry of va in the live tables and its level (0 for a 4 KiB
+ * page), or 0 when none is present; each upper entry on the way to it
+ * is checked to be present, writable and kernel-only. */
+static uint64_t raw_leaf(uintptr_t va, int *level)
+{
+	uint64_t *table = phys_to_virt(read_cr3() & PTE_ADDR);
+	for (int l = 3; l >= 0; l--) {
+		uint64_t e = table[(va >> (PAGE_SHIFT + 9 * l)) & 511];
+		if (!(e & PTE_P))
+			return 0;
+		if (l == 0 || (e & PTE_PS)) {
+			*level = l;
+			return e;
+		}
+		KEXPECT_EQ(e & ~PTE_ADDR & ~HW_SET, PTE_P | PTE_W);
+		table = phys_to_virt(e & PTE_ADDR);
+	}
+	return 0;
+}
+
+/* The leaf bits enum vm_flags f must give. */
+static uint64_t want_bits(unsigned f)
+{
+	uint64_t b = PTE_P | PTE_G;
+	if (f & VM_WRITE)
+		b |= PTE_W;
+	if (!(f & VM_EXEC))
+		b |= PTE_NX;
+	if (f & VM_NOCACHE)
+		b |= PTE_PCD | PTE_PWT;
+	return b;
+}
+
+/* Expects va's 4 KiB leaf to map pa with exactly the bits of f. */
+static void expect_leaf(uintptr_t va, paddr_t pa, unsigned f)
+{
+	int level = -1;
+	uint64_t e = raw_leaf(va, &level);
+	KASSERT(e != 0);
+	KEXPECT_EQ(level, 0);
+	KEXPECT_EQ(e & PTE_ADDR, pa);
+	if ((e & ~PTE_ADDR & ~HW_SET) != want_bits(f))
+		ktest_diag("flags %#x: entry %#llx", f, (unsigned long long)e);
+	KEXPECT_EQ(e & ~PTE_ADDR & ~HW_SET, want_bits(f));
+	unsigned got = ~0u;
+	KEXPECT(vm_translate(va, NULL, &got));
+	KEXPECT_EQ(got, f);
+}
+
+static const unsigned all_flags[] = {
+        VM_READ,
+        VM_WRITE,
+        VM_EXEC,
+        VM_WRITE | VM_EXEC,
+        VM_WRITE | VM_NOCACHE,
+        VM_READ | VM_NOCACHE,
+};
+
+KTEST(paging, entries_hold_exactly_the_bits_asked_for)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	for (unsigned i = 0; i < sizeof(all_flags) / sizeof(all_flags[0]);
+	     i++) {
+		KASSERT_EQ(vm_map_page(BITS_VA, pa, all_flags[i]), 0);
+		expect_leaf(BITS_VA, pa, all_flags[i]);
+		/* vm_protect_page to every other set, then back. */
+		unsigned other = all_flags[(i + 1) % (sizeof(all_flags) /
+		                                      sizeof(all_flags[0]))];
+		KEXPECT_EQ(vm_protect_page(BITS_VA, other), 0);
+		expect_leaf(BITS_VA, pa, other);
+		KEXPECT_EQ(vm_unmap_page(BITS_VA, NULL), 0);
+	}
+	/* The lock-free heap calls make the same entries. */
+	KASSERT_EQ(vm_prepare_range(BITS_VA, LARGE_PAGE_SIZE), 0);
+	for (unsigned i = 0; i < sizeof(all_flags) / sizeof(all_flags[0]);
+	     i++) {
+		KASSERT_EQ(vm_pte_set(BITS_VA, pa, all_flags[i]), 0);
+		expect_leaf(BITS_VA, pa, all_flags[i]);
+		KEXPECT_EQ(vm_pte_clear(BITS_VA, NULL), 0);
+	}
+	frame_free(pa);
+}
+
+/* The direct map: large pages, read-write, NX, global, cached. */
+KTEST(paging, direct_map_entries_are_large_global_and_nx)
+{
+	int level = -1;
+	uint64_t e = raw_leaf((uintptr_t)phys_to_virt(1 << 20), &level);
+	KASSERT(e != 0);
+	KEXPECT_EQ(level,
+	           paging_direct_map_page_size() == HUGE_PAGE_SIZE ? 2 : 1);
+	KEXPECT_EQ(e & ~PTE_ADDR & ~HW_SET,
+	           PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS);
+	/* Offsets in the upper half of a large page translate too. */
+	uint64_t size = paging_direct_map_page_size();
+	paddr_t probe[] = {size / 2 + 0x123, size - 1};
+	for (unsigned i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+		paddr_t pa = 0;
+		KEXPECT(vm_translate((uintptr_t)phys_to_virt(probe[i]), &pa,
+		                     NULL));
+		KEXPECT_EQ(pa, probe[i]);
+	}
+	/* Global entries stay in the TLB across CR3 loads only with
+	 * CR4.PGE on. */
+	KEXPECT(read_cr4() & CR4_PGE);
+}
