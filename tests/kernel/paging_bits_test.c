@@ -5,8 +5,10 @@
  * and those of the upper levels. Every leaf is present, global and
  * kernel-only, NX unless executable, and uncached with both PCD and PWT;
  * every upper entry the kernel makes is present, writable and
- * kernel-only. Found by a mutation review of arch/x86_64/paging.c: each
- * mutant these tests fail passed the other paging tests.
+ * kernel-only. Also what an unaligned or non-canonical address, or one
+ * with no tables, may not change. Found by a mutation review of
+ * arch/x86_64/paging.c: each mutant these tests fail passed the other
+ * paging tests.
  */
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/paging.h"
@@ -125,4 +127,54 @@ KTEST(paging, direct_map_entries_are_large_global_and_nx)
 	/* Global entries stay in the TLB across CR3 loads only with
 	 * CR4.PGE on. */
 	KEXPECT(read_cr4() & CR4_PGE);
+}
+
+/* An address with the upper 16 bits cleared indexes the same tables as
+ * the canonical one but is not it; an unaligned one is inside a page,
+ * not the page. Neither may unmap, protect, clear or translate it. */
+KTEST(paging, non_canonical_or_unaligned_addresses_change_nothing)
+{
+	const uintptr_t alias = BITS_VA & 0x0000ffffffffffffull;
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KASSERT_EQ(vm_map_page(BITS_VA, pa, VM_WRITE), 0);
+	KEXPECT(!vm_translate(alias, NULL, NULL));
+	KEXPECT_EQ(vm_map_page(alias, pa, VM_WRITE), -VM_EINVAL);
+	KEXPECT_EQ(vm_unmap_page(alias, NULL), -VM_EINVAL);
+	KEXPECT_EQ(vm_protect_page(alias, VM_READ), -VM_EINVAL);
+	KEXPECT_EQ(vm_unmap_page(BITS_VA + 8, NULL), -VM_EINVAL);
+	KEXPECT_EQ(vm_protect_page(BITS_VA + 8, VM_READ), -VM_EINVAL);
+	expect_leaf(BITS_VA, pa, VM_WRITE);
+	KEXPECT_EQ(vm_unmap_page(BITS_VA, NULL), 0);
+
+	KASSERT_EQ(vm_prepare_range(BITS_VA, LARGE_PAGE_SIZE), 0);
+	KASSERT_EQ(vm_pte_set(BITS_VA, pa, VM_WRITE), 0);
+	KEXPECT_EQ(vm_pte_set(alias, pa, VM_WRITE), -VM_EINVAL);
+	KEXPECT_EQ(vm_pte_clear(alias, NULL), -VM_EINVAL);
+	KEXPECT_EQ(vm_pte_clear(BITS_VA + 8, NULL), -VM_EINVAL);
+	KEXPECT_EQ(vm_prepare_range(BITS_VA + 8, 0), -VM_EINVAL);
+	KEXPECT_EQ(vm_prepare_range(alias, 0), -VM_EINVAL);
+	expect_leaf(BITS_VA, pa, VM_WRITE);
+	KEXPECT_EQ(vm_pte_clear(BITS_VA, NULL), 0);
+	frame_free(pa);
+}
+
+/* Where no table was ever made (slot 509 at 400 GiB, which no test
+ * uses) nothing is mapped, and each call says so. A prepare there makes
+ * the page directory and the page table (the slot's PDPT is made first,
+ * by a prepare at BITS_VA), and the count of table pages says so; other
+ * CPUs may make tables meanwhile, so it is a lower bound. */
+KTEST(paging, calls_where_no_table_exists)
+{
+	const uintptr_t va = 0xfffffe8000000000ull + (400ull << 30);
+	KASSERT_EQ(vm_prepare_range(BITS_VA, LARGE_PAGE_SIZE), 0);
+	KEXPECT(!vm_translate(va, NULL, NULL));
+	KEXPECT_EQ(vm_unmap_page(va, NULL), -VM_ENOENT);
+	KEXPECT_EQ(vm_protect_page(va, VM_WRITE), -VM_ENOENT);
+	KEXPECT_EQ(vm_pte_clear(va, NULL), -VM_ENOENT);
+	KEXPECT_EQ(vm_pte_set(va, 0x1000, VM_WRITE), -VM_ENOENT);
+	size_t tables = paging_table_pages();
+	KASSERT_EQ(vm_prepare_range(va, LARGE_PAGE_SIZE), 0);
+	KEXPECT(paging_table_pages() >= tables + 2);
+	KEXPECT_EQ(vm_unmap_page(va, NULL), -VM_ENOENT);
 }
