@@ -6,14 +6,17 @@
  * kernel-only, NX unless executable, and uncached with both PCD and PWT;
  * every upper entry the kernel makes is present, writable and
  * kernel-only. Also what an unaligned or non-canonical address, or one
- * with no tables, may not change. Found by a mutation review of
+ * with no tables, may not change; the TLB flush of vm_pte_clear; the
+ * lock-free walk's stop at a large page. Found by a mutation review of
  * arch/x86_64/paging.c: each mutant these tests fail passed the other
  * paging tests.
  */
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "kernel/string.h"
 
 /* PML4 slot 509 (free for tests), away from the other tests' pages. */
 #define BITS_VA 0xfffffe8040000000ull
@@ -177,4 +180,62 @@ KTEST(paging, calls_where_no_table_exists)
 	KASSERT_EQ(vm_prepare_range(va, LARGE_PAGE_SIZE), 0);
 	KEXPECT(paging_table_pages() >= tables + 2);
 	KEXPECT_EQ(vm_unmap_page(va, NULL), -VM_ENOENT);
+}
+
+/* vm_pte_clear flushes this CPU's TLB: an entry loaded by a touch
+ * before the clear is not used after it. */
+KTEST(paging, touch_after_pte_clear_faults)
+{
+	KASSERT_EQ(vm_prepare_range(BITS_VA, LARGE_PAGE_SIZE), 0);
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KASSERT_EQ(vm_pte_set(BITS_VA, pa, VM_WRITE), 0);
+	*(volatile uint8_t *)BITS_VA = 1; /* load the TLB entry */
+	KEXPECT_EQ(vm_pte_clear(BITS_VA, NULL), 0);
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*(volatile uint8_t *)(BITS_VA + 5);
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "stale TLB entry used");
+	} else {
+		KEXPECT_EQ(fc.vector, VEC_PF);
+		KEXPECT_EQ(fc.error & PF_PRESENT, 0);
+		KEXPECT_EQ(fc.cr2, BITS_VA + 5);
+	}
+	frame_free(pa);
+}
+
+/*
+ * The lock-free PTE calls stop at a large page: its entry is a leaf, not
+ * a table. Taking it for one, a walk into the direct map would read the
+ * large page's frames (here physical page 0, under the first GiB) as the
+ * next table, and vm_pte_set would write into whatever entry it found
+ * there. Page 0 is never the pool's and long mode leaves it unused, so
+ * the test plants a table pointer in its first word, to a zeroed frame
+ * of its own, and puts the word back after: a walk that followed it
+ * would set an entry in that frame.
+ */
+KTEST(paging, pte_calls_stop_at_a_large_page)
+{
+	if (paging_direct_map_page_size() != HUGE_PAGE_SIZE)
+		KTEST_SKIP("the direct map has no 1 GiB pages");
+	const uintptr_t va = DIRECT_MAP_BASE + 5 * PAGE_SIZE;
+	paddr_t table = frame_alloc(), pa = frame_alloc();
+	KASSERT(table != 0 && pa != 0);
+	memset(phys_to_virt(table), 0, PAGE_SIZE);
+	volatile uint64_t *word0 = phys_to_virt(0);
+	uint64_t saved = *word0;
+	*word0 = table | PTE_P | PTE_W;
+	int set = vm_pte_set(va, pa, VM_WRITE);
+	int clear = vm_pte_clear(va, NULL);
+	*word0 = saved;
+	KEXPECT_EQ(set, -VM_ENOENT);
+	KEXPECT_EQ(clear, -VM_ENOENT);
+	const uint64_t *t = phys_to_virt(table);
+	KEXPECT_EQ(t[5], 0);
+	paddr_t got = 0;
+	KEXPECT(vm_translate(va, &got, NULL));
+	KEXPECT_EQ(got, 5 * PAGE_SIZE);
+	frame_free(pa);
+	frame_free(table);
 }
