@@ -401,6 +401,25 @@ KTEST(smp, trampoline_page_is_not_the_kernel_image)
 	tramp_bs.kernel_phys_base = 0x1000000;
 	tramp_bs.kernel_phys_limit = 0x1200000;
 	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x9f000);
+	/* Firmware memory above usable RAM is not the trampoline's: it
+	 * would be copied over. */
+	memset(&tramp_bs, 0, sizeof(tramp_bs));
+	tramp_region(0x1000, 0x80000, EFI_CONVENTIONAL_MEMORY);
+	tramp_region(0x80000, 0xa0000, EFI_ACPI_MEMORY_NVS);
+	tramp_bs.kernel_phys_base = 0x1000000;
+	tramp_bs.kernel_phys_limit = 0x1200000;
+	KEXPECT_EQ(smp_pick_trampoline_page(&tramp_bs), 0x7f000);
+}
+
+/* Once the APs are up, the trampoline's identity mapping is gone: the
+ * page is usable RAM below 1 MiB, and a stray jump or store there must
+ * fault, not run or overwrite it. */
+KTEST(smp, trampoline_page_is_unmapped_after_bring_up)
+{
+	const struct smp_report *r = smp_report();
+	if (!r->trampoline_pa)
+		KTEST_SKIP("no AP was started");
+	KEXPECT(!vm_translate((uintptr_t)r->trampoline_pa, NULL, NULL));
 }
 
 #if defined(KTEST_FAIL_DEMO) && KTEST_HOOKS
