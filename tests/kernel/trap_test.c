@@ -154,6 +154,27 @@ KTEST(demo, double_fault_with_a_stale_guard_cr2)
 	                 : "r"(0x8000000000001000ull)
 	                 : "memory");
 }
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a push with RSP at the very bottom
+ * of a stack (the boot stack's), under an armed expected-fault hook. The
+ * push faults in the guard page below, and delivering that #PF on the
+ * same stack faults again: a #DF whose RSP is just above the guard,
+ * which lies at RSP - 8. It must be reported as a stack overflow, and
+ * not resumed by the hook: a #DF leaves nothing to resume.
+ */
+KTEST(demo, push_at_the_bottom_of_a_stack_under_a_catch)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		cpu_cli(); /* no tick on the boot stack's last bytes */
+		__asm__ volatile("movq %0, %%rsp\n\tpushq $0"
+		                 :
+		                 : "r"(__boot_stack_bottom)
+		                 : "memory");
+	}
+	ktest_fail_at(__FILE__, __LINE__, "the double fault was resumed");
+}
 #endif
 
 /* Vectors 32 and up are interrupts, each named so; the table of names
