@@ -61,6 +61,9 @@ static const struct {
          136},
         {"a looser other is not kept", {100, 50, 30, 900, 0}, 100, 60},
         {"two clean, the tightest other", {500, 10, 300, 15, 100, 0}, 100, 41},
+        /* Exactly 1/TSC_CAL_MAX_ERR is not under it: not clean, so the
+         * three clean windows after it are kept. */
+        {"0.2% exactly is not clean", {20, 10, 15, 5, 0}, 15, 10},
 };
 
 KTEST(time, calibration_keeps_the_tightest_windows)
