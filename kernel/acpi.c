@@ -107,7 +107,7 @@ const void *acpi_map_window(uint64_t pa, uint32_t len)
 static const void *kernel_map(void *ctx, uint64_t pa, uint32_t len,
                               const char **why)
 {
-	if (len == 0 || pa + len < pa || pa + len > (1ull << 52) ||
+	if (len == 0 || pa + len < pa || pa + len > BOOT_MAX_PHYS ||
 	    !described(pa, pa + len))
 		return NULL;
 	if (direct_mapped(pa, len))
