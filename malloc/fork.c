@@ -128,6 +128,7 @@ static void fork_prepare_locked(bool stdio)
 		mm_malloc_fence_others(); /* invariant 3 */
 	for (int s = 0; s < MM_MAX_CPUS; s++)
 		mm_malloc_slot_take(s);
+	mm_malloc_hook(MM_MALLOC_HOOK_FORK_TAKEN);
 }
 
 /*

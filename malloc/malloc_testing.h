@@ -70,6 +70,10 @@ enum mm_malloc_hook_point {
 	 * process has, and not yet how many of them are background threads
 	 * (port_sync.c, exit_if_alone). It holds no lock and no slot. */
 	MM_MALLOC_HOOK_ALONE_COUNTED,
+	/* fork's prepare handler (or _Fork's) has taken every slot: no
+	 * other thread is inside mm/, and the process is about to be
+	 * copied. It holds ctl_lock and every slot's busy word. */
+	MM_MALLOC_HOOK_FORK_TAKEN,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -13,8 +13,8 @@
  * "N passed, N failed", as malloc_api_test.c does.
  *
  * This file holds the driver and the scenarios of the set-up and of a
- * thread's slot; malloc_hooks_waits.c those of fork's and the background
- * threads' waits (malloc_hooks_test.h).
+ * thread's slot; the other malloc_hooks_*.c files theirs, each file a
+ * topic (malloc_hooks_test.h lists them).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -348,6 +348,7 @@ static const struct {
         {"sharer_waits_for_fast_holder", sharer_waits_for_fast_holder, NULL},
         {"token_wrap_keeps_threads_apart", token_wrap_keeps_threads_apart,
          NULL},
+        {"signal_in_entry_during_fork", signal_in_entry_during_fork, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -1,8 +1,8 @@
 /*
  * tests/real/malloc_hooks_test.h: what the files of malloc-hooks-test
  * (malloc.mk) share: the test variant's exports, found through weak
- * references, and the scenarios malloc_hooks_waits.c and
- * malloc_hooks_signals.c lend the driver (malloc_hooks_test.c).
+ * references, and the scenarios the other malloc_hooks_*.c files lend
+ * the driver (malloc_hooks_test.c), listed by file.
  */
 #ifndef MALLOC_HOOKS_TEST_H
 #define MALLOC_HOOKS_TEST_H
@@ -44,6 +44,8 @@ void *park_on(void *gate);
 int fork_beside_sharer(void);
 int sharer_waits_for_fast_holder(void);
 int token_wrap_keeps_threads_apart(void);
+/* malloc_hooks_fork.c: */
+int signal_in_entry_during_fork(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a

@@ -1,0 +1,126 @@
+/*
+ * tests/real/malloc_hooks_fork.c: malloc-hooks-test's scenarios of fork's
+ * prepare handler (malloc_hooks_test.h): the slots and calls it must take
+ * and wait for, and what of them its child must not inherit.
+ * MM_MALLOC_HOOK_FORK_TAKEN stops the forking thread once it holds every
+ * slot.
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_hooks_test.h"
+
+/* 77 unless exclusive owners take the fast path (membarrier). */
+static int fast_path_or_skip(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	return 0;
+}
+
+static atomic_bool fork_holds; /* fork stopped with every slot taken */
+/* The entering thread has claimed its slot: a fork before that would
+ * hold the slot through its first call. */
+static atomic_bool entrant_claimed;
+static _Thread_local volatile bool is_forker, is_entrant, in_handler;
+
+/* ---- A signal in a fast entry made while fork holds the slots ---------- */
+
+static atomic_bool fork_in_hook; /* fork_holds, and fork not gone on */
+static atomic_bool entry_armed, handler_waited, handler_early;
+
+static void in_fork_entry_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_FORK_TAKEN && is_forker) {
+		atomic_store(&fork_in_hook, true);
+		atomic_store(&fork_holds, true);
+		while (!atomic_load(&handler_waited) &&
+		       !atomic_load(&handler_early))
+			sched_yield();
+		atomic_store(&fork_in_hook, false);
+	} else if (in_handler && (where == MM_MALLOC_HOOK_WAIT_BUSY ||
+	                          where == MM_MALLOC_HOOK_WAIT_FORK)) {
+		atomic_store(&handler_waited, true);
+	} else if (is_entrant && where == MM_MALLOC_HOOK_FAST_ENTERING &&
+	           atomic_exchange(&entry_armed, false)) {
+		raise(SIGUSR1);
+	}
+}
+
+static void fork_entry_handler(int sig)
+{
+	(void)sig;
+	in_handler = true;
+	void *p = malloc(40);
+	/* Its call returned while fork still held every slot: it ran in
+	 * mm/ beside a fork that took its slot. */
+	if (atomic_load(&fork_in_hook))
+		atomic_store(&handler_early, true);
+	free(p);
+	in_handler = false;
+}
+
+static void *fork_entrant(void *arg)
+{
+	free(malloc(16)); /* claims its slot, before the fork */
+	atomic_store(&entrant_claimed, true);
+	while (!atomic_load(&fork_holds))
+		sched_yield();
+	is_entrant = true;
+	atomic_store(&entry_armed, true);
+	free(malloc(24)); /* the fast entry the signal interrupts */
+	is_entrant = false;
+	return arg;
+}
+
+/*
+ * A thread's fast entry that comes after fork took its slot stores in =
+ * 1, then finds the fork flag in the state and backs out. A signal
+ * handler's call between those two steps cannot tell whether its thread
+ * holds the slot, and must take the late slot, which fork holds too: it
+ * waits. The state check of that call must see the fork flag, not only
+ * a sharer's count (a check that ignored the flag let the call run in
+ * mm/ while fork held the slot: a child could inherit the heap
+ * half-changed).
+ */
+int signal_in_entry_during_fork(void)
+{
+	int st = fast_path_or_skip();
+	if (st)
+		return st;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fork_entry_handler;
+	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+		return 2;
+	mm_malloc_test_hook = in_fork_entry_window;
+	pthread_t t;
+	if (pthread_create(&t, NULL, fork_entrant, NULL) != 0)
+		return 2;
+	while (!atomic_load(&entrant_claimed))
+		sched_yield();
+	is_forker = true;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	is_forker = false;
+	pthread_join(t, NULL);
+	return fork_verdict("fork", pid, atomic_load(&handler_early),
+	                    atomic_load(&handler_waited),
+	                    "a signal handler's call, in a fast entry made "
+	                    "after fork took the slot, ran in mm/");
+}
