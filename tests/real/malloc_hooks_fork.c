@@ -124,3 +124,91 @@ int signal_in_entry_during_fork(void)
 	                    "a signal handler's call, in a fast entry made "
 	                    "after fork took the slot, ran in mm/");
 }
+
+/* ---- The child of a fork that came between an entry's two steps -------- */
+
+static atomic_bool entrant_parked, fork_returned;
+static volatile bool in_child; /* this process is the fork's child */
+
+static void in_child_in_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_FORK_TAKEN && is_forker) {
+		atomic_store(&fork_holds, true);
+		while (!atomic_load(&entrant_parked))
+			sched_yield();
+	} else if (is_entrant && where == MM_MALLOC_HOOK_FAST_ENTERING) {
+		is_entrant = false;
+		atomic_store(&entrant_parked, true);
+		while (!atomic_load(&fork_returned))
+			sched_yield();
+	} else if (in_child && where == MM_MALLOC_HOOK_WAIT_IN) {
+		static const char msg[] =
+		        "the child's fork waited for a slot's in word, which "
+		        "no thread of the child holds (the parent's entry was "
+		        "between its store of in and its check when the "
+		        "process was copied)";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
+}
+
+static void *parked_entrant(void *arg)
+{
+	free(malloc(16));
+	atomic_store(&entrant_claimed, true);
+	while (!atomic_load(&fork_holds))
+		sched_yield();
+	is_entrant = true;
+	free(malloc(24)); /* stops after its store of in = 1 */
+	return arg;
+}
+
+/*
+ * An entry that comes after fork took its slot stores in = 1 before it
+ * sees the fork flag and backs out: copied in that window, the child
+ * inherits in = 1 for a slot none of its threads holds. The child's
+ * handler must clear it, or the child's own next fork (or a sharer of
+ * that slot) waits for it for ever.
+ */
+int child_clears_in(void)
+{
+	int st = fast_path_or_skip();
+	if (st)
+		return st;
+	mm_malloc_test_hook = in_child_in_window;
+	pthread_t t;
+	if (pthread_create(&t, NULL, parked_entrant, NULL) != 0)
+		return 2;
+	while (!atomic_load(&entrant_claimed))
+		sched_yield();
+	is_forker = true;
+	pid_t pid = fork();
+	if (pid == 0) {
+		in_child = true;
+		is_forker = false;
+		pid_t grandchild = fork();
+		if (grandchild == 0)
+			_exit(0);
+		int gst = -1;
+		_exit(grandchild > 0 &&
+		                      waitpid(grandchild, &gst, 0) ==
+		                              grandchild &&
+		                      gst == 0
+		              ? 0
+		              : 3);
+	}
+	is_forker = false;
+	atomic_store(&fork_returned, true);
+	pthread_join(t, NULL);
+	int cst = -1;
+	if (pid < 0 || waitpid(pid, &cst, 0) != pid) {
+		fprintf(stderr, "fork failed");
+		return 2;
+	}
+	if (!WIFEXITED(cst) || WEXITSTATUS(cst) != 0) {
+		fprintf(stderr, "; the child's status: %#x", cst);
+		return 1;
+	}
+	return 0;
+}

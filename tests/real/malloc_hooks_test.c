@@ -349,6 +349,7 @@ static const struct {
         {"token_wrap_keeps_threads_apart", token_wrap_keeps_threads_apart,
          NULL},
         {"signal_in_entry_during_fork", signal_in_entry_during_fork, NULL},
+        {"child_clears_in", child_clears_in, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -46,6 +46,7 @@ int sharer_waits_for_fast_holder(void);
 int token_wrap_keeps_threads_apart(void);
 /* malloc_hooks_fork.c: */
 int signal_in_entry_during_fork(void);
+int child_clears_in(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
