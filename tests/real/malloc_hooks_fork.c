@@ -212,3 +212,65 @@ int child_clears_in(void)
 	}
 	return 0;
 }
+
+/* ---- fork while a thread past its exit is inside a call ----------------- */
+
+static pthread_key_t late_key;
+static atomic_bool late_inside, forker_waited;
+static _Thread_local volatile bool is_late;
+
+static void in_late_window(enum mm_malloc_hook_point where)
+{
+	if (is_late && where == MM_MALLOC_HOOK_SLOW_TAKEN) {
+		is_late = false;
+		atomic_store(&late_inside, true);
+		while (!atomic_load(&forker_waited) &&
+		       !atomic_load(&fork_returned))
+			sched_yield();
+		atomic_store(&late_inside, false);
+	} else if (is_forker && where == MM_MALLOC_HOOK_WAIT_BUSY) {
+		atomic_store(&forker_waited, true);
+	}
+}
+
+/* Runs after the library's key destructor (keys' destructors run in
+ * the order made): its call holds the late slot. */
+static void late_destructor(void *arg)
+{
+	(void)arg;
+	is_late = true;
+	free(malloc(40));
+}
+
+static void *exits_with_late_call(void *arg)
+{
+	free(malloc(16));
+	pthread_setspecific(late_key, (void *)1);
+	return arg;
+}
+
+/* A call of a thread past its exit holds the late slot (slots.c,
+ * "exit"): fork must take that slot too, waiting for such a call, or
+ * the process is copied with it inside mm/. */
+int fork_waits_for_late_slot(void)
+{
+	free(malloc(16));
+	mm_malloc_test_hook = in_late_window;
+	pthread_t t;
+	if (pthread_key_create(&late_key, late_destructor) != 0 ||
+	    pthread_create(&t, NULL, exits_with_late_call, NULL) != 0)
+		return 2;
+	while (!atomic_load(&late_inside))
+		sched_yield();
+	is_forker = true;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	is_forker = false;
+	bool early = atomic_load(&late_inside);
+	atomic_store(&fork_returned, true);
+	pthread_join(t, NULL);
+	return fork_verdict("fork", pid, early, atomic_load(&forker_waited),
+	                    "a thread past its exit was inside a call on the "
+	                    "late slot, without waiting for it");
+}

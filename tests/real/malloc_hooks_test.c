@@ -350,6 +350,7 @@ static const struct {
          NULL},
         {"signal_in_entry_during_fork", signal_in_entry_during_fork, NULL},
         {"child_clears_in", child_clears_in, NULL},
+        {"fork_waits_for_late_slot", fork_waits_for_late_slot, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
