@@ -274,3 +274,85 @@ int fork_waits_for_late_slot(void)
 	                    "a thread past its exit was inside a call on the "
 	                    "late slot, without waiting for it");
 }
+
+/* ---- fork from a thread whose one call took no slot -------------------- */
+
+static atomic_bool holder_armed, holder_inside, usable_asked;
+static void *others_object;
+
+static void in_tokenless_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_SLOW_TAKEN &&
+	    atomic_exchange(&holder_armed, false)) {
+		atomic_store(&holder_inside, true);
+		while (!atomic_load(&forker_waited) &&
+		       !atomic_load(&fork_returned))
+			sched_yield();
+		atomic_store(&holder_inside, false);
+	} else if (is_forker && where == MM_MALLOC_HOOK_WAIT_BUSY) {
+		atomic_store(&forker_waited, true);
+	}
+}
+
+/* Its first call, malloc_usable_size, claims its slot and takes none
+ * (malloc.c); then it forks while the main thread is inside a call. */
+static void *tokenless_forker(void *arg)
+{
+	(void)arg;
+	size_t n = malloc_usable_size(others_object);
+	atomic_store(&usable_asked, true);
+	if (n < 64) {
+		atomic_store(&fork_returned, true); /* no fork: let it go */
+		return (void *)1;
+	}
+	while (!atomic_load(&holder_inside))
+		sched_yield();
+	is_forker = true;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	is_forker = false;
+	bool early = atomic_load(&holder_inside);
+	atomic_store(&fork_returned, true);
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0)
+		return (void *)2;
+	return early ? (void *)3 : NULL;
+}
+
+/*
+ * A thread's token is made at its first take of a slot (enter.c); a
+ * thread whose only call was malloc_usable_size has claimed a slot and
+ * has no token. fork tells an interrupted call of its own thread by its
+ * token in its slot's busy word: a token of 0 would match the free word,
+ * and such a thread's fork would take itself for interrupted and run
+ * without the handlers, beside another thread inside its call. The
+ * parent sets MM_MALLOC_MEMBARRIER=0, so that the other thread holds
+ * busy.
+ */
+int fork_from_tokenless_thread(void)
+{
+	others_object = malloc(64);
+	mm_malloc_test_hook = in_tokenless_window;
+	pthread_t t;
+	if (pthread_create(&t, NULL, tokenless_forker, NULL) != 0)
+		return 2;
+	while (!atomic_load(&usable_asked))
+		sched_yield();
+	atomic_store(&holder_armed, true);
+	free(malloc(32)); /* stays inside until the fork waited for it */
+	void *r;
+	pthread_join(t, &r);
+	free(others_object);
+	if (r == (void *)1 || r == (void *)2) {
+		fprintf(stderr, "fork or its child failed (%p)", r);
+		return 2;
+	}
+	if (r || !atomic_load(&forker_waited)) {
+		fprintf(stderr, "fork from a thread that never took its slot "
+		                "returned while another thread was inside its "
+		                "call, without waiting for it");
+		return 1;
+	}
+	return 0;
+}

@@ -351,6 +351,8 @@ static const struct {
         {"signal_in_entry_during_fork", signal_in_entry_during_fork, NULL},
         {"child_clears_in", child_clears_in, NULL},
         {"fork_waits_for_late_slot", fork_waits_for_late_slot, NULL},
+        {"fork_from_tokenless_thread", fork_from_tokenless_thread,
+         "MM_MALLOC_MEMBARRIER=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
