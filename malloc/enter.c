@@ -122,6 +122,7 @@ _Atomic unsigned long *mm_malloc_enter_slow(void)
 	mm_malloc_slot_take(t->slot_id);
 	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_TAKEN);
 	t->held = &sl->busy;
+	mm_malloc_hook(MM_MALLOC_HOOK_SLOW_HELD);
 	return t->held;
 }
 

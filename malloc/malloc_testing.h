@@ -74,6 +74,10 @@ enum mm_malloc_hook_point {
 	 * other thread is inside mm/, and the process is about to be
 	 * copied. It holds ctl_lock and every slot's busy word. */
 	MM_MALLOC_HOOK_FORK_TAKEN,
+	/* A thread entering on the slow path holds its slot and has set
+	 * held: it is inside the call, before its work; a signal handler's
+	 * call here finds held set and passes as nested. */
+	MM_MALLOC_HOOK_SLOW_HELD,
 };
 
 #ifdef MM_TEST_HOOKS

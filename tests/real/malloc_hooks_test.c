@@ -353,6 +353,7 @@ static const struct {
         {"fork_waits_for_late_slot", fork_waits_for_late_slot, NULL},
         {"fork_from_tokenless_thread", fork_from_tokenless_thread,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"signal_in_shared_slow_hold", signal_in_shared_slow_hold, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -49,6 +49,8 @@ int signal_in_entry_during_fork(void);
 int child_clears_in(void);
 int fork_waits_for_late_slot(void);
 int fork_from_tokenless_thread(void);
+/* malloc_hooks_nested.c: */
+int signal_in_shared_slow_hold(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a

@@ -1,0 +1,138 @@
+/*
+ * tests/real/malloc_hooks_nested.c: malloc-hooks-test's scenarios of a
+ * signal handler's call inside the steps by which its thread holds or
+ * leaves a slot (malloc_hooks_test.h): the call must neither run beside
+ * another thread in the slot nor leave the slot's in word set.
+ *
+ * Where the slot is shared, every slot is owned (the scenario's thread,
+ * the first, has slot 0; threads parked on a gate the rest), so a sharer
+ * joins slot 0 (malloc_hooks_share.c says why).
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_hooks_test.h"
+
+static int on_signal(void (*handler)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = handler;
+	return sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* ---- A signal in the owner's slow hold of a shared slot ---------------- */
+
+enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
+
+static struct park_gate gate = {PTHREAD_MUTEX_INITIALIZER, 0};
+static pthread_t parked[LIVE_SLOTS];
+static int nparked;
+static atomic_bool joined, second_go, owner_calling;
+static atomic_bool held_armed, handler_done;
+static _Thread_local volatile bool is_sharer;
+
+static void in_slow_hold_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_SLOW_HELD &&
+	    atomic_exchange(&held_armed, false)) {
+		raise(SIGUSR1);
+	} else if (is_sharer && where == MM_MALLOC_HOOK_WAIT_IN &&
+	           !atomic_load(&owner_calling)) {
+		static const char msg[] =
+		        "the sharer's call waited for the slot's in word "
+		        "while its owner was in no call (a signal handler's "
+		        "call in the owner's slow hold left it set)";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
+}
+
+static void slow_hold_handler(int sig)
+{
+	(void)sig;
+	free(malloc(40));
+	atomic_store(&handler_done, true);
+}
+
+/* Joins slot 0 as its sharer, then makes a second call when told. */
+static void *staying_sharer(void *arg)
+{
+	is_sharer = true;
+	free(malloc(16)); /* joins slot 0 */
+	atomic_store(&joined, true);
+	while (!atomic_load(&second_go))
+		sched_yield();
+	free(malloc(24));
+	return arg;
+}
+
+/* Parks threads on gate until every live slot is owned; 0, or 2. */
+static int own_every_slot(void)
+{
+	pthread_mutex_lock(&gate.mutex);
+	while (nparked < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS) {
+		if (pthread_create(&parked[nparked], NULL, park_on, &gate) != 0)
+			return 2;
+		nparked++;
+		while (atomic_load(&gate.parked) < nparked)
+			sched_yield();
+	}
+	return mm_malloc_threads() == LIVE_SLOTS ? 0 : 2;
+}
+
+static void let_parked_go(void)
+{
+	pthread_mutex_unlock(&gate.mutex);
+	for (int i = 0; i < nparked; i++)
+		pthread_join(parked[i], NULL);
+}
+
+/*
+ * The owner of a shared slot takes it on the slow path (busy), with its
+ * held word set to busy. A signal handler's call then passes as nested.
+ * If it took held for a fast entry's instead, it stored in = 1 and took
+ * the late slot, and its leave never cleared in: the sharer's next call
+ * waited for the owner's in, for ever once the owner made no call (a
+ * fast entry of the owner's would clear it, backing out).
+ */
+int signal_in_shared_slow_hold(void)
+{
+	free(malloc(16)); /* this thread's slot: 0, the first claimed */
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	if (on_signal(slow_hold_handler) != 0 || own_every_slot() != 0)
+		return 2;
+	mm_malloc_test_hook = in_slow_hold_window;
+	pthread_t s;
+	if (pthread_create(&s, NULL, staying_sharer, NULL) != 0)
+		return 2;
+	while (!atomic_load(&joined))
+		sched_yield();
+	atomic_store(&owner_calling, true);
+	void *p = malloc(32);
+	atomic_store(&held_armed, true);
+	free(p); /* the slow hold the signal interrupts; the last call */
+	atomic_store(&owner_calling, false);
+	atomic_store(&second_go, true);
+	pthread_join(s, NULL);
+	let_parked_go();
+	if (!atomic_load(&handler_done)) {
+		fprintf(stderr, "the signal handler's call did not run");
+		return 2;
+	}
+	return 0;
+}
