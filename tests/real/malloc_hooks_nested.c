@@ -136,3 +136,79 @@ int signal_in_shared_slow_hold(void)
 	}
 	return 0;
 }
+
+/* ---- A signal in a sharer's entry while the owner is inside ------------ */
+
+static atomic_bool owner_inside, handler_waited, handler_ran_beside;
+static atomic_bool wait_armed;
+static _Thread_local volatile bool owner_holding, in_handler;
+
+static void in_sharer_wait_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_FAST_HELD && owner_holding) {
+		owner_holding = false;
+		atomic_store(&owner_inside, true);
+		share_go();
+		while (!atomic_load(&handler_waited) &&
+		       !atomic_load(&handler_done))
+			sched_yield();
+		if (atomic_load(&handler_done))
+			atomic_store(&handler_ran_beside, true);
+		atomic_store(&owner_inside, false);
+	} else if (where == MM_MALLOC_HOOK_WAIT_IN && in_handler) {
+		atomic_store(&handler_waited, true);
+	} else if (where == MM_MALLOC_HOOK_WAIT_IN &&
+	           atomic_exchange(&wait_armed, false)) {
+		raise(SIGUSR1); /* in the sharer, which waits for in */
+	}
+}
+
+static void sharer_wait_handler(int sig)
+{
+	(void)sig;
+	in_handler = true;
+	free(malloc(40));
+	in_handler = false;
+	atomic_store(&handler_done, true);
+}
+
+/*
+ * A sharer's first call takes busy, then waits for the owner's fast call
+ * to end (in = 0). A signal handler's call there finds its own token in
+ * busy and runs as nested in that hold, which is not yet inside the slot:
+ * it must wait for in as the hold does, or it runs beside the owner.
+ */
+int signal_while_sharer_waits_in(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	if (on_signal(sharer_wait_handler) != 0)
+		return 2;
+	mm_malloc_test_hook = in_sharer_wait_window;
+	if (share_prepare(false) != 0)
+		return 2;
+	atomic_store(&wait_armed, true);
+	owner_holding = true;
+	free(malloc(32)); /* the fast call the hook holds */
+	bool entered = !owner_holding;
+	share_end();
+	if (!entered || !atomic_load(&handler_done)) {
+		fprintf(stderr,
+		        "this thread did not enter fast (%d), or the "
+		        "handler did not run",
+		        entered);
+		return 2;
+	}
+	if (atomic_load(&handler_ran_beside)) {
+		fprintf(stderr,
+		        "a signal handler's call in a sharer's entry "
+		        "ran while the slot's owner was inside its fast "
+		        "call (it did not wait for in)");
+		return 1;
+	}
+	return 0;
+}

@@ -354,6 +354,7 @@ static const struct {
         {"fork_from_tokenless_thread", fork_from_tokenless_thread,
          "MM_MALLOC_MEMBARRIER=0"},
         {"signal_in_shared_slow_hold", signal_in_shared_slow_hold, NULL},
+        {"signal_while_sharer_waits_in", signal_while_sharer_waits_in, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -51,6 +51,7 @@ int fork_waits_for_late_slot(void);
 int fork_from_tokenless_thread(void);
 /* malloc_hooks_nested.c: */
 int signal_in_shared_slow_hold(void);
+int signal_while_sharer_waits_in(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
