@@ -167,6 +167,7 @@ mm_malloc_leave_fast(_Atomic unsigned long *word)
 		/* held first: a signal handler's call in between takes the
 		 * slot again, rather than passing as nested without it. */
 		mm_malloc_self.held = NULL;
+		mm_malloc_hook(MM_MALLOC_HOOK_LEAVING);
 		atomic_store_explicit(word, 0, memory_order_release);
 	}
 }

@@ -78,6 +78,10 @@ enum mm_malloc_hook_point {
 	 * held: it is inside the call, before its work; a signal handler's
 	 * call here finds held set and passes as nested. */
 	MM_MALLOC_HOOK_SLOW_HELD,
+	/* A thread leaving a call has cleared held and not yet the word it
+	 * held (in or busy): a signal handler's call here enters as any
+	 * call outside one does. */
+	MM_MALLOC_HOOK_LEAVING,
 };
 
 #ifdef MM_TEST_HOOKS

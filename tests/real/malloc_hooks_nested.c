@@ -212,3 +212,83 @@ int signal_while_sharer_waits_in(void)
 	}
 	return 0;
 }
+
+/* ---- A signal in a fast call's leave ----------------------------------- */
+
+static atomic_bool leave_armed, owner_idle, leave_handler_ran;
+static _Thread_local volatile bool is_forking;
+
+static void in_leave_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_LEAVING &&
+	    atomic_exchange(&leave_armed, false)) {
+		raise(SIGUSR1);
+	} else if (is_forking && where == MM_MALLOC_HOOK_WAIT_IN &&
+	           atomic_load(&owner_idle)) {
+		static const char msg[] =
+		        "fork waited for the in word of a thread in no call "
+		        "(a signal handler's call in its fast leave, between "
+		        "held and in, left in set)";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
+}
+
+static void leave_handler(int sig)
+{
+	(void)sig;
+	free(malloc(40));
+	atomic_store(&leave_handler_ran, true);
+}
+
+/* Made before: pthread_create allocates in its caller's thread. */
+static void *idle_forker(void *arg)
+{
+	while (!atomic_load(&owner_idle))
+		sched_yield();
+	is_forking = true;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	is_forking = false;
+	int st = -1;
+	return pid > 0 && waitpid(pid, &st, 0) == pid && st == 0 ? NULL : arg;
+}
+
+/*
+ * A fast call's leave clears held, then in. A signal handler's call in
+ * between finds held clear and enters on its own: its leave clears in.
+ * In the other order (in first) it found held set, passed as nested and
+ * stored in = 1 for its check, which nothing cleared: a fork (or a
+ * sharer) waited for the thread's in until its next call.
+ */
+int signal_in_fast_leave(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	if (on_signal(leave_handler) != 0)
+		return 2;
+	pthread_t t;
+	if (pthread_create(&t, NULL, idle_forker, (void *)1) != 0)
+		return 2;
+	void *p = malloc(32);
+	mm_malloc_test_hook = in_leave_window;
+	atomic_store(&leave_armed, true);
+	free(p); /* the leave the signal interrupts; this thread's last call */
+	atomic_store(&owner_idle, true);
+	void *r = NULL;
+	if (pthread_join(t, &r) != 0 || r) {
+		fprintf(stderr, "fork or its child failed");
+		return 2;
+	}
+	if (!atomic_load(&leave_handler_ran)) {
+		fprintf(stderr, "the signal handler did not run");
+		return 2;
+	}
+	return 0;
+}

@@ -355,6 +355,7 @@ static const struct {
          "MM_MALLOC_MEMBARRIER=0"},
         {"signal_in_shared_slow_hold", signal_in_shared_slow_hold, NULL},
         {"signal_while_sharer_waits_in", signal_while_sharer_waits_in, NULL},
+        {"signal_in_fast_leave", signal_in_fast_leave, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -52,6 +52,7 @@ int fork_from_tokenless_thread(void);
 /* malloc_hooks_nested.c: */
 int signal_in_shared_slow_hold(void);
 int signal_while_sharer_waits_in(void);
+int signal_in_fast_leave(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
