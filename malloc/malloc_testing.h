@@ -82,6 +82,10 @@ enum mm_malloc_hook_point {
 	 * held (in or busy): a signal handler's call here enters as any
 	 * call outside one does. */
 	MM_MALLOC_HOOK_LEAVING,
+	/* A thread's first call has the heap ready and no slot, and has not
+	 * yet blocked signals for its claim: it holds nothing and is inside
+	 * no API call, and a signal handler's call here claims a slot. */
+	MM_MALLOC_HOOK_BEFORE_CLAIM,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -49,9 +49,12 @@
  *              one: adds itself to state (the fast path's state ==
  *              MM_SLOT_ONE no longer holds), records its ids in a free
  *              sharer word of the slot, then calls membarrier(), then
- *              uses the slot, always on the slow path. The claim runs with
- * every signal blocked: a handler's call in it would find no slot and claim a
- * second. enter      The fast path (an exclusive owner, fences): in = 1, a
+ *              uses the slot, always on the slow path. The claim runs
+ *              with every signal blocked: a handler's call in it would
+ *              find no slot and claim a second; it first looks again for
+ *              a slot, which a handler's call just before the block
+ *              claimed.
+ *   enter      The fast path (an exclusive owner, fences): in = 1, a
  *              compiler barrier, load state; if it is MM_SLOT_ONE the
  *              thread holds the slot, and leave stores in = 0. Otherwise
  *              it backs out (in = 0) and takes the slow path: busy 0 ->
@@ -386,13 +389,21 @@ int mm_malloc_first_use(void)
 	/* An allocation made by heap_init's registrations got one. */
 	if (mm_malloc_self.slot_id >= 0)
 		return mm_malloc_self.slot_id;
+	mm_malloc_hook(MM_MALLOC_HOOK_BEFORE_CLAIM);
 	/* A handler's call before slot_set would find no slot and claim
 	 * one of its own, which this claim then overwrote (until this
-	 * version: a slot counted as owned forever). */
+	 * version: a slot counted as owned forever). So the claim runs with
+	 * signals blocked, and looks for a slot again once they are: a
+	 * handler's call before the block claimed one (until this version
+	 * the check above was the only one: 2 slots owned by one thread,
+	 * hooks test signal_before_claim). */
 	sigset_t old_mask;
 	mm_malloc_signals_block(&old_mask);
-	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMING);
-	int s = slot_claim();
+	int s = mm_malloc_self.slot_id;
+	if (s < 0) {
+		mm_malloc_hook(MM_MALLOC_HOOK_CLAIMING);
+		s = slot_claim();
+	}
 	mm_malloc_signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_CLAIMED);
 	/* Without the key (none was free) the slot is not given back at

@@ -145,6 +145,24 @@ int signal_in_claim(void)
 	return 0;
 }
 
+/* The same between a thread's first call's check for a slot and its
+ * claim (signals not yet blocked): the handler's call claims a slot,
+ * which the interrupted claim must find rather than claim a second
+ * (until this version it did not look again: 2 slots owned). */
+int signal_before_claim(void)
+{
+	int r = first_call_with_signal_at(MM_MALLOC_HOOK_BEFORE_CLAIM);
+	if (r)
+		return r;
+	unsigned owners = mm_malloc_threads();
+	if (owners != 1) {
+		fprintf(stderr, "%u slots owned by this process's one thread",
+		        owners);
+		return 1;
+	}
+	return 0;
+}
+
 /* ---- A signal in a fast entry, before its check, beside a sharer ------- */
 
 static atomic_bool entry_armed, handler_entered, entry_backed_out, entry_held;

@@ -334,6 +334,7 @@ static const struct {
         {"signal_call_in_first_claim", claimed_window, NULL},
         {"signal_in_set_up", signal_in_set_up, NULL},
         {"signal_in_claim", signal_in_claim, NULL},
+        {"signal_before_claim", signal_before_claim, NULL},
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder, NULL},
         {"exit_clears_fast_path", exit_clears_fast_path, NULL},
         {"fork_from_exit_destructor", fork_from_exit_destructor, NULL},

@@ -30,6 +30,7 @@ int backout_call_waits_for_fork(void);
 int claimed_window(void);
 int signal_in_set_up(void);
 int signal_in_claim(void);
+int signal_before_claim(void);
 int signal_in_fast_entry(void);
 int signal_in_slow_entry(void);
 /* malloc_hooks_share.c: */
