@@ -165,3 +165,60 @@ const char *test_fifth_sharer(void)
 	      st, out);
 	return NULL;
 }
+
+/* Joins a slot as a sharer (every slot is owned), makes its one call and
+ * exits, giving its share back. */
+static void *passing_sharer(void *arg)
+{
+	*(pid_t *)arg = gettid();
+	free(malloc(16));
+	return NULL;
+}
+
+/* In a fork child: holders own the 62 other slots, then sharers of the
+ * child's thread's slot come and exit one after another (each gone from
+ * the kernel before the next starts), more than its sharer words; a last
+ * one stays, a holder. */
+static void passing_sharers_child(void)
+{
+	pthread_t h[SLOTS];
+	if (!holders_start(h, SLOTS - 1))
+		_exit(2);
+	for (unsigned i = 0; i < MM_SHARER_WORDS + 1; i++) {
+		pid_t tid = 0;
+		pthread_t t;
+		if (pthread_create(&t, NULL, passing_sharer, &tid) != 0 ||
+		    pthread_join(t, NULL) != 0)
+			_exit(2);
+		while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
+			sched_yield();
+	}
+	holders_ready = 0;
+	if (pthread_create(&h[SLOTS - 1], NULL, holder, NULL) != 0)
+		_exit(2);
+	while (holders_ready < 1)
+		sched_yield();
+	unsigned owners = threads_owned();
+	holders_stop(h, SLOTS);
+	if (owners > SLOTS + 1) {
+		fprintf(stderr,
+		        "%u owners counted with 64 threads alive: the counts "
+		        "of sharers that exited were dropped again",
+		        owners);
+		_exit(1);
+	}
+}
+
+/* A sharer's exit clears the sharer word it recorded before its count
+ * drops (slots.c, "exit"). A word left set is taken for a sharer gone
+ * without giving its share back once the slot's words are all held, and
+ * its count is dropped a second time: the counts of live threads went
+ * with it. */
+const char *test_passing_sharers(void)
+{
+	char out[512];
+	int st = in_child(passing_sharers_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}

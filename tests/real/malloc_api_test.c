@@ -245,6 +245,7 @@ int main(int argc, char **argv)
 	        {"last_round_claim", test_last_round_claim},
 	        {"late_sharers", test_late_sharers},
 	        {"fifth_sharer", test_fifth_sharer},
+	        {"passing_sharers", test_passing_sharers},
 	        {"probe_refused", test_probe_refused},
 	        {"misuse", test_misuse},
 	        {"background", test_background},
