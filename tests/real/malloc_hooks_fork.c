@@ -356,3 +356,79 @@ int fork_from_tokenless_thread(void)
 	}
 	return 0;
 }
+
+/* ---- A claim in a child made by _Fork alone ---------------------------- */
+
+enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
+
+static struct park_gate child_gate = {PTHREAD_MUTEX_INITIALIZER, 0};
+
+static void *claims_once(void *arg)
+{
+	free(malloc(16));
+	return arg;
+}
+
+/* The child: its one thread keeps the slot it owned in the parent (no
+ * handler ran), which records the parent's ids. Threads parked on a gate
+ * own the other slots, then one more claims: 64 threads, 64 counted. */
+static int underscore_fork_child(void)
+{
+	pthread_t t[LIVE_SLOTS];
+	int n = 0;
+	pthread_mutex_lock(&child_gate.mutex);
+	while (n < LIVE_SLOTS - 1 && mm_malloc_threads() < LIVE_SLOTS) {
+		if (pthread_create(&t[n], NULL, park_on, &child_gate) != 0)
+			return 2;
+		n++;
+		while (atomic_load(&child_gate.parked) < n)
+			sched_yield();
+	}
+	pthread_t last;
+	void *r;
+	if (mm_malloc_threads() != LIVE_SLOTS ||
+	    pthread_create(&last, NULL, claims_once, NULL) != 0 ||
+	    pthread_join(last, &r) != 0)
+		return 2;
+	unsigned owners = mm_malloc_threads();
+	pthread_mutex_unlock(&child_gate.mutex);
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	if (owners != LIVE_SLOTS) {
+		fprintf(stderr,
+		        "%u slots owned in a _Fork child once its last "
+		        "claimer exited, 63 expected: the claim took the "
+		        "parent's ids in this thread's slot for a thread of "
+		        "its own gone, and took the slot over",
+		        owners);
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * _Fork in a process that never had a second thread runs no handler:
+ * the child's thread owns its slot under its ids in the parent, another
+ * process's, which a claim must never take over (slots.c, invariant 6).
+ * Probed as this process's, the parent's thread id is no thread here
+ * (ESRCH), and a claim with every slot owned took the live thread's
+ * slot for its own; its exit then gave the slot back under the thread
+ * that owns it. The parent sets MM_MALLOC_BACKGROUND=0.
+ */
+int underscore_fork_keeps_parent_ids(void)
+{
+	free(malloc(16));
+	pid_t pid = _Fork();
+	if (pid == 0)
+		_exit(underscore_fork_child());
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid) {
+		fprintf(stderr, "_Fork failed");
+		return 2;
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "; the child's status: %#x", st);
+		return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+	}
+	return 0;
+}

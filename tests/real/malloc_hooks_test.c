@@ -354,6 +354,8 @@ static const struct {
         {"fork_waits_for_late_slot", fork_waits_for_late_slot, NULL},
         {"fork_from_tokenless_thread", fork_from_tokenless_thread,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"underscore_fork_keeps_parent_ids", underscore_fork_keeps_parent_ids,
+         "MM_MALLOC_BACKGROUND=0"},
         {"signal_in_shared_slow_hold", signal_in_shared_slow_hold, NULL},
         {"signal_while_sharer_waits_in", signal_while_sharer_waits_in, NULL},
         {"signal_in_fast_leave", signal_in_fast_leave, NULL},
