@@ -86,6 +86,10 @@ enum mm_malloc_hook_point {
 	 * yet blocked signals for its claim: it holds nothing and is inside
 	 * no API call, and a signal handler's call here claims a slot. */
 	MM_MALLOC_HOOK_BEFORE_CLAIM,
+	/* A thread's claim has counted itself in a slot nobody owned (its
+	 * state 0 -> 1) and not yet written its ids in the slot's owner
+	 * word; its signals are blocked, it holds no slot. */
+	MM_MALLOC_HOOK_CLAIM_COUNTED,
 };
 
 #ifdef MM_TEST_HOOKS

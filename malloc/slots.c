@@ -355,6 +355,7 @@ static int slot_claim(void)
 		while (v < MM_SLOT_ONE)
 			if (atomic_compare_exchange_weak(st, &v,
 			                                 v + MM_SLOT_ONE)) {
+				mm_malloc_hook(MM_MALLOC_HOOK_CLAIM_COUNTED);
 				mm_malloc_owner_set((int)i);
 				return slot_set(i, mm_malloc_fences);
 			}

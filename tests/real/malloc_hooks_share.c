@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -296,6 +297,101 @@ int token_wrap_keeps_threads_apart(void)
 	if (early || !atomic_load(&caller_waited)) {
 		fprintf(stderr, "a call ran while another thread held its slot "
 		                "(their tokens equal after the count wrapped)");
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A claim beside another's, in a slot its last owner gave back ------ */
+
+static atomic_bool counted_armed, first_counted, second_claimed, claimers_go;
+static _Thread_local volatile bool second_claimer;
+
+/* The first claimer stops once it has counted itself in the free slot,
+ * until the second has claimed. */
+static void in_counted_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_CLAIM_COUNTED &&
+	    atomic_exchange(&counted_armed, false)) {
+		atomic_store(&first_counted, true);
+		while (!atomic_load(&second_claimed))
+			sched_yield();
+	} else if (where == MM_MALLOC_HOOK_CLAIMED && second_claimer) {
+		atomic_store(&second_claimed, true);
+	}
+}
+
+/* Claims a slot (second: as the second claimer), then stays until
+ * claimers_go. */
+static void *claimer(void *second)
+{
+	second_claimer = second != NULL;
+	free(malloc(16));
+	while (!atomic_load(&claimers_go))
+		sched_yield();
+	return NULL;
+}
+
+static void *exits_at_once(void *tid)
+{
+	*(pid_t *)tid = gettid();
+	free(malloc(16)); /* claims the one free slot */
+	return NULL;
+}
+
+/*
+ * A thread's exit clears its slot's owner word before it gives its count
+ * back, so that a claim never takes the slot for one whose owner is gone.
+ * Left set, a claim that found every slot owned took a slot over from
+ * the thread gone while another claim had just counted itself in it
+ * (before it wrote its ids): two threads owned the slot alone, both on
+ * the fast path. Here the one free slot's last owner exited (gone from
+ * the kernel too); the first claimer stops once counted in it, and the
+ * second claims meanwhile: it must share a slot (64 counted).
+ */
+int claim_beside_counted_claim(void)
+{
+	free(malloc(16));
+	pthread_mutex_lock(&gate.mutex);
+	while (nparked < LIVE_SLOTS && mm_malloc_threads() < LIVE_SLOTS - 1) {
+		if (pthread_create(&parked_threads[nparked], NULL, park_on,
+		                   &gate) != 0)
+			return 2;
+		nparked++;
+		while (atomic_load(&gate.parked) < nparked)
+			sched_yield();
+	}
+	pid_t tid = 0;
+	pthread_t x, first, second;
+	if (mm_malloc_threads() != LIVE_SLOTS - 1 ||
+	    pthread_create(&x, NULL, exits_at_once, &tid) != 0 ||
+	    pthread_join(x, NULL) != 0)
+		return 2;
+	while (syscall(SYS_tgkill, getpid(), tid, 0) == 0)
+		sched_yield();
+	mm_malloc_test_hook = in_counted_window;
+	atomic_store(&counted_armed, true);
+	if (pthread_create(&first, NULL, claimer, NULL) != 0)
+		return 2;
+	while (!atomic_load(&first_counted))
+		sched_yield();
+	if (pthread_create(&second, NULL, claimer, (void *)1) != 0)
+		return 2;
+	while (!atomic_load(&second_claimed))
+		sched_yield();
+	unsigned owners = mm_malloc_threads();
+	atomic_store(&claimers_go, true);
+	pthread_join(first, NULL);
+	pthread_join(second, NULL);
+	pthread_mutex_unlock(&gate.mutex);
+	for (int i = 0; i < nparked; i++)
+		pthread_join(parked_threads[i], NULL);
+	if (owners != LIVE_SLOTS + 1) {
+		fprintf(stderr,
+		        "%u slots owned by 64 threads: the second claim took "
+		        "over the slot the first had counted itself in, from "
+		        "its last owner, gone",
+		        owners);
 		return 1;
 	}
 	return 0;

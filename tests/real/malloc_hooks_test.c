@@ -349,6 +349,7 @@ static const struct {
         {"sharer_waits_for_fast_holder", sharer_waits_for_fast_holder, NULL},
         {"token_wrap_keeps_threads_apart", token_wrap_keeps_threads_apart,
          NULL},
+        {"claim_beside_counted_claim", claim_beside_counted_claim, NULL},
         {"signal_in_entry_during_fork", signal_in_entry_during_fork, NULL},
         {"child_clears_in", child_clears_in, NULL},
         {"fork_waits_for_late_slot", fork_waits_for_late_slot, NULL},

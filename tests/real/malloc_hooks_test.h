@@ -45,6 +45,7 @@ void *park_on(void *gate);
 int fork_beside_sharer(void);
 int sharer_waits_for_fast_holder(void);
 int token_wrap_keeps_threads_apart(void);
+int claim_beside_counted_claim(void);
 /* malloc_hooks_fork.c: */
 int signal_in_entry_during_fork(void);
 int child_clears_in(void);
