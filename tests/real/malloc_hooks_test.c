@@ -342,6 +342,7 @@ static const struct {
          "MM_MALLOC_MEMBARRIER=0"},
         {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
         {"backout_call_waits_for_fork", backout_call_waits_for_fork, NULL},
+        {"bg_not_started_inside_call", bg_not_started_inside_call, NULL},
         {"signal_in_fast_entry", signal_in_fast_entry, NULL},
         {"signal_in_slow_entry", signal_in_slow_entry,
          "MM_MALLOC_MEMBARRIER=0"},

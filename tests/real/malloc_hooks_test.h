@@ -26,6 +26,7 @@ extern void mm_malloc_test_set_next_token(unsigned long next)
 int fork_not_starved_by_retaker(void);
 int bg_start_leaves_process_alive(void);
 int backout_call_waits_for_fork(void);
+int bg_not_started_inside_call(void);
 /* malloc_hooks_signals.c: */
 int claimed_window(void);
 int signal_in_set_up(void);

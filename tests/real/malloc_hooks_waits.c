@@ -6,7 +6,9 @@
  * and a signal handler's call while its thread backs out of fork's way.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -254,5 +256,88 @@ int bg_start_leaves_process_alive(void)
 	while (!atomic_load(&sweeper_went_on))
 		sched_yield();
 	atomic_store(&scenario_done, true);
+	return 0;
+}
+
+/* ---- A signal handler's allocation inside a call, threads wanted ------- */
+
+static atomic_bool bg_armed;
+static atomic_int threads_seen = -1;
+
+/* This process's thread count (/proc/self/status), read without
+ * allocating; -1 if it cannot be read. */
+static int thread_count(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	const char *p = strstr(buf, "\nThreads:");
+	return p ? atoi(p + strlen("\nThreads:")) : -1;
+}
+
+static void counting_handler(int sig)
+{
+	(void)sig;
+	free(malloc(40));
+	atomic_store(&threads_seen, thread_count());
+}
+
+static void in_wanted_window(enum mm_malloc_hook_point where)
+{
+	if ((where == MM_MALLOC_HOOK_FAST_HELD ||
+	     where == MM_MALLOC_HOOK_SLOW_HELD) &&
+	    atomic_exchange(&bg_armed, false))
+		raise(SIGUSR1);
+}
+
+/*
+ * The background threads start on an allocation's slow path, outside any
+ * API call (slots.c, "background"): a signal handler's allocation inside
+ * a call (nested in it) must not start them there, where pthread_create
+ * would allocate in the interrupted call and the threads' start hold
+ * ctl_lock inside it. The heap grows past the threads' threshold and a
+ * fork stops them (they are wanted again); a signal in a free's fast
+ * call then allocates.
+ */
+int bg_not_started_inside_call(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = counting_handler;
+	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+		return 2;
+	void *v[64];
+	for (int i = 0; i < 64; i++)
+		memset(v[i] = malloc(256 << 10), 1, 256 << 10);
+	for (int i = 0; i < 64; i++)
+		free(v[i]);
+	void *p = malloc(100); /* past the threshold: the threads start */
+	pid_t pid = fork();    /* stops them */
+	if (pid == 0)
+		_exit(0);
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0 ||
+	    thread_count() != 1) {
+		fprintf(stderr, "fork failed, or left %d threads",
+		        thread_count());
+		return 2;
+	}
+	mm_malloc_test_hook = in_wanted_window;
+	atomic_store(&bg_armed, true);
+	free(p); /* the call the signal interrupts */
+	int seen = atomic_load(&threads_seen);
+	if (seen != 1) {
+		fprintf(stderr,
+		        "%d threads after a signal handler's allocation inside "
+		        "a call: it started the background threads there",
+		        seen);
+		return 1;
+	}
 	return 0;
 }
