@@ -119,10 +119,22 @@ int signal_in_entry_during_fork(void)
 		_exit(0);
 	is_forker = false;
 	pthread_join(t, NULL);
-	return fork_verdict("fork", pid, atomic_load(&handler_early),
-	                    atomic_load(&handler_waited),
-	                    "a signal handler's call, in a fast entry made "
-	                    "after fork took the slot, ran in mm/");
+	st = fork_verdict("fork", pid, atomic_load(&handler_early),
+	                  atomic_load(&handler_waited),
+	                  "a signal handler's call, in a fast entry made "
+	                  "after fork took the slot, ran in mm/");
+	/* The handler's call put the thread's slot index back: its exit
+	 * gave its slot back. */
+	unsigned owners = mm_malloc_threads();
+	if (st == 0 && owners != 1) {
+		fprintf(stderr,
+		        "%u slots owned once the entering thread exited, 1 "
+		        "expected: the late slot lent to its handler's call "
+		        "stayed its slot",
+		        owners);
+		return 1;
+	}
+	return st;
 }
 
 /* ---- The child of a fork that came between an entry's two steps -------- */
