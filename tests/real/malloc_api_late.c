@@ -222,3 +222,59 @@ const char *test_passing_sharers(void)
 	      st, out);
 	return NULL;
 }
+
+/* The fork child of sharers_forgotten_child: holders own the 62 slots
+ * its one thread does not, two late sharers come and go (at least one
+ * in a slot a holder owns), the holders exit and 62 new ones claim. */
+static void words_cleared_grandchild(void)
+{
+	pthread_t h[SLOTS - 1];
+	if (!holders_start(h, SLOTS - 1))
+		_exit(2);
+	late_sharers_run(2);
+	holders_stop(h, SLOTS - 1);
+	if (!holders_start(h, SLOTS - 1))
+		_exit(2);
+	unsigned owners = threads_owned();
+	holders_stop(h, SLOTS - 1);
+	if (owners > SLOTS + 1) {
+		fprintf(stderr,
+		        "%u owners counted in a fork child with 63 threads "
+		        "alive: its late sharers found their slots' sharer "
+		        "words held by the parent's threads and went "
+		        "unrecorded",
+		        owners);
+		_exit(1);
+	}
+}
+
+/* In a fork child: four late sharers recorded in every slot (the slots'
+ * live owners keep them), then a fork, whose child runs the above. */
+static void sharers_forgotten_child(void)
+{
+	pthread_t h[SLOTS - 1];
+	if (pthread_key_create(&round_key, share_in_last_round) != 0 ||
+	    !holders_start(h, SLOTS - 1))
+		_exit(2);
+	late_sharers_run(SLOTS * MM_SHARER_WORDS);
+	char out[512];
+	int st = in_child(words_cleared_grandchild, out, sizeof(out));
+	holders_stop(h, SLOTS - 1);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		fprintf(stderr, "%s", out);
+		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 3);
+	}
+}
+
+/* A fork child has none of its parent's other threads: its handler
+ * clears every slot's sharer words, which hold the parent's ids. Left,
+ * a slot whose four words held them recorded no sharer in the child,
+ * and the count of one gone in its last key round stayed for good. */
+const char *test_fork_clears_sharers(void)
+{
+	char out[512];
+	int st = in_child(sharers_forgotten_child, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}

@@ -246,6 +246,7 @@ int main(int argc, char **argv)
 	        {"late_sharers", test_late_sharers},
 	        {"fifth_sharer", test_fifth_sharer},
 	        {"passing_sharers", test_passing_sharers},
+	        {"fork_clears_sharers", test_fork_clears_sharers},
 	        {"probe_refused", test_probe_refused},
 	        {"misuse", test_misuse},
 	        {"background", test_background},

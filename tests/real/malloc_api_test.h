@@ -103,6 +103,7 @@ const char *test_last_round_claim(void);
 const char *test_late_sharers(void);
 const char *test_fifth_sharer(void);
 const char *test_passing_sharers(void);
+const char *test_fork_clears_sharers(void);
 const char *test_probe_refused(void);
 const char *test_misuse(void);
 const char *test_background(void);
