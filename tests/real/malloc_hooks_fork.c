@@ -42,6 +42,7 @@ static _Thread_local volatile bool is_forker, is_entrant, in_handler;
 
 static atomic_bool fork_in_hook; /* fork_holds, and fork not gone on */
 static atomic_bool entry_armed, handler_waited, handler_early;
+static atomic_bool handler_mask_lost;
 
 static void in_fork_entry_window(enum mm_malloc_hook_point where)
 {
@@ -55,6 +56,7 @@ static void in_fork_entry_window(enum mm_malloc_hook_point where)
 	} else if (in_handler && (where == MM_MALLOC_HOOK_WAIT_BUSY ||
 	                          where == MM_MALLOC_HOOK_WAIT_FORK)) {
 		atomic_store(&handler_waited, true);
+
 	} else if (is_entrant && where == MM_MALLOC_HOOK_FAST_ENTERING &&
 	           atomic_exchange(&entry_armed, false)) {
 		raise(SIGUSR1);
@@ -70,6 +72,12 @@ static void fork_entry_handler(int sig)
 	 * mm/ beside a fork that took its slot. */
 	if (atomic_load(&fork_in_hook))
 		atomic_store(&handler_early, true);
+	/* The lent slot's leave put back the mask it found, in which this
+	 * handler's own signal is blocked. */
+	sigset_t now;
+	if (pthread_sigmask(SIG_BLOCK, NULL, &now) != 0 ||
+	    !sigismember(&now, SIGUSR1))
+		atomic_store(&handler_mask_lost, true);
 	free(p);
 	in_handler = false;
 }
@@ -95,7 +103,8 @@ static void *fork_entrant(void *arg)
  * waits. The state check of that call must see the fork flag, not only
  * a sharer's count (a check that ignored the flag let the call run in
  * mm/ while fork held the slot: a child could inherit the heap
- * half-changed).
+ * half-changed). The call's leave puts the thread's signal mask and
+ * slot index back.
  */
 int signal_in_entry_during_fork(void)
 {
@@ -123,6 +132,12 @@ int signal_in_entry_during_fork(void)
 	                  atomic_load(&handler_waited),
 	                  "a signal handler's call, in a fast entry made "
 	                  "after fork took the slot, ran in mm/");
+	if (st == 0 && atomic_load(&handler_mask_lost)) {
+		fprintf(stderr, "the signal mask the late slot's leave put "
+		                "back is not the one its call found: the "
+		                "handler's own signal was unblocked");
+		return 1;
+	}
 	/* The handler's call put the thread's slot index back: its exit
 	 * gave its slot back. */
 	unsigned owners = mm_malloc_threads();
