@@ -166,7 +166,9 @@ int signal_before_claim(void)
 /* ---- A signal in a fast entry, before its check, beside a sharer ------- */
 
 static atomic_bool entry_armed, handler_entered, entry_backed_out, entry_held;
+static atomic_bool second_armed, second_ran;
 static _Thread_local volatile bool is_entering, in_fast_handler;
+static _Thread_local volatile bool in_second_handler;
 
 /* The sharer stays inside its first call (share_hook); the entering
  * thread raises SIGUSR1 once, between its store of in and its check of
@@ -175,6 +177,15 @@ static void in_entry_window(enum mm_malloc_hook_point where)
 {
 	if (share_hook(where))
 		return;
+	if (in_second_handler && where == MM_MALLOC_HOOK_WAIT_BUSY) {
+		static const char msg[] =
+		        "a second signal's call, inside the first handler's "
+		        "call on the late slot, waited for that slot: its own "
+		        "thread holds it (signals were not blocked)";
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
 	if (in_fast_handler) {
 		if (where == MM_MALLOC_HOOK_FAST_HELD ||
 		    where == MM_MALLOC_HOOK_SLOW_TAKEN ||
@@ -183,6 +194,10 @@ static void in_entry_window(enum mm_malloc_hook_point where)
 			atomic_store(&handler_entered, true);
 		if (where == MM_MALLOC_HOOK_WAIT_BUSY)
 			share_let_go();
+		if (where == MM_MALLOC_HOOK_LENT &&
+		    atomic_exchange(&second_armed, false))
+			raise(SIGUSR2); /* held off until the late slot's leave
+			                 */
 	} else if (is_entering && where == MM_MALLOC_HOOK_FAST_ENTERING &&
 	           atomic_exchange(&entry_armed, false)) {
 		raise(SIGUSR1);
@@ -192,6 +207,19 @@ static void in_entry_window(enum mm_malloc_hook_point where)
 	           share_inside()) {
 		atomic_store(&entry_held, true);
 	}
+}
+
+/* A second signal, raised inside the first handler's call on the late
+ * slot: its handler's call takes the late slot too, once the first's
+ * leave gave it back (delivered inside that call, it waited for its own
+ * thread's hold of the slot for ever). */
+static void second_entry_handler(int sig)
+{
+	(void)sig;
+	in_second_handler = true;
+	free(malloc(24));
+	in_second_handler = false;
+	atomic_store(&second_ran, true);
 }
 
 static void entry_handler(int sig)
@@ -224,6 +252,10 @@ int signal_in_fast_entry(void)
 	sa.sa_handler = entry_handler;
 	if (sigaction(SIGUSR1, &sa, NULL) != 0)
 		return 2;
+	sa.sa_handler = second_entry_handler;
+	if (sigaction(SIGUSR2, &sa, NULL) != 0)
+		return 2;
+	atomic_store(&second_armed, true);
 	mm_malloc_test_hook = in_entry_window;
 	if (share_start() != 0)
 		return 2;
@@ -242,6 +274,10 @@ int signal_in_fast_entry(void)
 		        "check, passed as nested: it ran holding no slot, "
 		        "while a sharer was inside the slot");
 		return 1;
+	}
+	if (!atomic_load(&second_ran)) {
+		fprintf(stderr, "the second signal's handler did not run");
+		return 2;
 	}
 	return 0;
 }
