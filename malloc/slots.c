@@ -303,6 +303,10 @@ static void heap_init(void)
 	struct spanheap_config sc;
 	mheap_config_default(&hc);
 	spanheap_config_default(&sc);
+	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
+	 * write after a free at the object's next allocation. */
+	sc.poison = mm_malloc_env_switch("MM_MALLOC_POISON",
+	                                 getenv("MM_MALLOC_POISON")) == 1;
 	/* The arena is reserved whole (address space only). Where that is
 	 * limited (ulimit -v), a smaller one: halved down to one chunk. Until
 	 * this version a program under a limit below 64 GiB aborted at its

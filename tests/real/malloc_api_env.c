@@ -1,10 +1,12 @@
 /*
  * tests/real/malloc_api_env.c: malloc-api-test's environment switches
- * (malloc_api_test.h): MM_MALLOC_BACKGROUND, MM_MALLOC_MEMBARRIER and
- * MM_MALLOC_VERBOSE take 0 or 1, and any other value is reported on
- * stderr, naming the variable and the value, and ignored.
+ * (malloc_api_test.h): MM_MALLOC_BACKGROUND, MM_MALLOC_MEMBARRIER,
+ * MM_MALLOC_VERBOSE and MM_MALLOC_POISON take 0 or 1, and any other value
+ * is reported on stderr, naming the variable and the value, and ignored;
+ * and poison mode finds a write after a free.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +16,23 @@
 
 #include "malloc_api_test.h"
 
+/* 1 if a freed object of 200 bytes reads as poison (0xdb) past its
+ * first 16 bytes, 0 if it kept its bytes: poison mode's fill, seen
+ * through a stale read (the page stays mapped). */
+static int freed_reads_poison(void)
+{
+	volatile unsigned char *p = malloc(200);
+	memset((void *)p, 0x11, 200);
+	free((void *)p);
+	return p[100] == 0xdb && p[199] == 0xdb;
+}
+
 /* The scenario: the heap set up and grown past 8 MiB (the background
  * threads' start, and a log line if verbose); then it says on stderr
- * what the switches did: "env: slot mode M, background threads B" (M as
- * mm_malloc_slot_mode says, B as background_threads_raw, waited for up
- * to 1 s as the threads name themselves once started). */
+ * what the switches did: "env: slot mode M, background threads B, poison
+ * P" (M as mm_malloc_slot_mode says, B as background_threads_raw, waited
+ * for up to 1 s as the threads name themselves once started, P as
+ * freed_reads_poison). */
 int scenario_env(void)
 {
 	void *v[64];
@@ -32,14 +46,30 @@ int scenario_env(void)
 		usleep(20000);
 		bg = background_threads_raw();
 	}
-	fprintf(stderr, "env: slot mode %s, background threads %d\n",
-	        find_extensions() ? slot_mode() : "unknown", bg);
+	int poison = freed_reads_poison();
+	fprintf(stderr, "env: slot mode %s, background threads %d, poison %d\n",
+	        find_extensions() ? slot_mode() : "unknown", bg, poison);
 	return 0;
 }
 
-/* Runs scenario "env" in a fresh process with name=val, its stderr into
+/* Poison mode's misuse: a 32 KiB object (its class has one a span)
+ * written after its free; the next allocations of its size hand it out
+ * again, which must abort naming it (after "victim <pointer>"). */
+int scenario_poison_write(void)
+{
+	char *p = malloc(32 << 10);
+	fprintf(stderr, "victim %p\n", (void *)p);
+	free(p);
+	((volatile char *)p)[5000] = 0;
+	for (int i = 0; i < 16; i++)
+		free(malloc(32 << 10));
+	return 3; /* not found */
+}
+
+/* Runs scenario what in a fresh process with name=val, its stderr into
  * out (NUL-terminated); returns its wait status. */
-static int run_env(const char *name, const char *val, char *out, size_t outsz)
+static int run_with(const char *what, const char *name, const char *val,
+                    char *out, size_t outsz)
 {
 	int fd[2];
 	if (pipe(fd) != 0)
@@ -50,10 +80,15 @@ static int run_env(const char *name, const char *val, char *out, size_t outsz)
 		dup2(fd[1], 2);
 		close(fd[0]);
 		setenv(name, val, 1);
-		execl(self_exe, self_exe, "env", (char *)NULL);
+		execl(self_exe, self_exe, what, (char *)NULL);
 		_exit(127);
 	}
 	return collect_child(pid, fd, out, outsz);
+}
+
+static int run_env(const char *name, const char *val, char *out, size_t outsz)
+{
+	return run_with("env", name, val, out, outsz);
 }
 
 /* Each switch and its default. */
@@ -63,6 +98,7 @@ static const struct {
         {"MM_MALLOC_BACKGROUND", "1"},
         {"MM_MALLOC_MEMBARRIER", "1"},
         {"MM_MALLOC_VERBOSE", "0"},
+        {"MM_MALLOC_POISON", "0"},
 };
 
 /* Copies scenario_env's "env: ..." line of out (without its newline)
@@ -120,5 +156,41 @@ const char *test_env_switches(void)
 			      st, out);
 		}
 	}
+	return NULL;
+}
+
+/* MM_MALLOC_POISON=1 fills a freed object (0 and the default do not), and
+ * a write after a free then aborts at the object's next allocation,
+ * naming it, its span and class and the byte changed. */
+const char *test_poison_mode(void)
+{
+	char out[4096], line[128], victim[32];
+	int st = run_env("MM_MALLOC_POISON", "1", out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	              env_line(out, line, sizeof(line)) &&
+	              strstr(line, ", poison 1"),
+	      "MM_MALLOC_POISON=1: status %#x, stderr '%s'", st, out);
+	st = run_env("MM_MALLOC_POISON", "0", out, sizeof(out));
+	CHECK(WIFEXITED(st) && env_line(out, line, sizeof(line)) &&
+	              strstr(line, ", poison 0"),
+	      "MM_MALLOC_POISON=0: status %#x, stderr '%s'", st, out);
+	st = run_with("poison-write", "MM_MALLOC_POISON", "1", out,
+	              sizeof(out));
+	const char *v = strstr(out, "victim ");
+	CHECK(v && sscanf(v, "victim %31s", victim) == 1,
+	      "no victim line: stderr '%s'", out);
+	const char *say = "mm_malloc: spanheap: write after free, found as it "
+	                  "was handed out again: pointer ";
+	const char *at = strstr(out, say);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && at &&
+	              strncmp(at + strlen(say), victim, strlen(victim)) == 0 &&
+	              strstr(at, "(32768-byte objects): byte 5000 is 0, not "
+	                         "the poison 0xdb"),
+	      "write after free: status %#x, stderr '%s'", st, out);
+	/* Without poison mode the same program runs to its end. */
+	st = run_with("poison-write", "MM_MALLOC_POISON", "0", out,
+	              sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3,
+	      "write after free, no poison: status %#x, stderr '%s'", st, out);
 	return NULL;
 }

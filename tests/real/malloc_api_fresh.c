@@ -271,6 +271,7 @@ static const struct {
         {"calloc-reused", scenario_calloc_reused},
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
+        {"poison-write", scenario_poison_write},
         {"signal-fork", signal_fork},
         {"clone-child", clone_child},
         {"underscore-fork", scenario_underscore_fork},
