@@ -19,6 +19,7 @@
 #ifndef BOOT_BOOT_INFO_H
 #define BOOT_BOOT_INFO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define BOOT_INFO_MAGIC   0x4f464e49544f4f42ull /* "BOOTINFO" little-endian */
@@ -35,6 +36,17 @@
 /* x86_64's architectural limit of physical addresses: memory-map entries
  * that end past it are left out, by the loader and the kernel alike. */
 #define BOOT_MAX_PHYS (1ull << 52)
+
+/* True when npages 4 KiB pages from start end at or below BOOT_MAX_PHYS.
+ * One test for the loader and the kernel, so that they leave out the same
+ * entries; computed without the multiplication, which a bogus page count
+ * could wrap to a small end that looks sound (an end past 2^64 is past
+ * 2^52 too). */
+static inline bool boot_ends_by_max_phys(uint64_t start, uint64_t npages)
+{
+	return start < BOOT_MAX_PHYS &&
+	       npages <= (BOOT_MAX_PHYS - start) / 4096;
+}
 
 /* UEFI memory types (UEFI spec 2.x, EFI_MEMORY_TYPE). */
 enum efi_memory_type {

@@ -44,15 +44,6 @@ static void copy_bytes(void *dst, const void *src, size_t n)
 		*d++ = *s++;
 }
 
-/* True when d's range ends at or below 2^52; computed without the
- * multiplication, which a bogus page count could wrap. */
-static bool within_max_phys(const struct efi_memory_descriptor *d)
-{
-	return d->physical_start < BOOT_MAX_PHYS &&
-	       d->number_of_pages <=
-	               (BOOT_MAX_PHYS - d->physical_start) / PAGE_SIZE;
-}
-
 uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,
                                  paging_ignored_fn ignored, void *ctx)
 {
@@ -71,7 +62,8 @@ uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,
 			continue;
 		/* Clipped at 2^52 it would still ask for tables no loader
 		 * can build, and no CPU reaches what lies past it. */
-		if (!within_max_phys(&d)) {
+		if (!boot_ends_by_max_phys(d.physical_start,
+		                           d.number_of_pages)) {
 			if (ignored)
 				ignored(ctx, &d);
 			continue;

@@ -2,10 +2,11 @@
  * Takes the loader's handoff (boot/boot_info.h) into kernel memory: checks
  * magic and version, copies the UEFI memory map (honouring the descriptor
  * size the firmware reported) into sorted regions, and the command line.
- * A map the frame pool could not trust (an entry unaligned, wrapping past
- * 2^64, overlapping another, usable memory past the 32 TiB of the direct
- * map, or free memory over the kernel image) panics naming the entry,
- * except one that ends past 2^52, which is printed and left out; a
+ * A map the frame pool could not trust (an entry unaligned, overlapping
+ * another, usable memory past the 32 TiB of the direct map, or free
+ * memory over the kernel image) panics naming the entry, except one that
+ * ends past 2^52 (or wraps past 2^64), which is printed and left out, as
+ * the loader leaves it out of its direct map; a
  * map with no free memory at all panics saying so; so does a handoff
  * whose map or command line the loader's direct map does not cover (a
  * descriptor size below 40 bytes or not dividing the map's size, a map
@@ -174,17 +175,12 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			continue;
 		if (e->physical_start % PAGE_SIZE)
 			return refuse(d, "start is not page-aligned", e);
-		/* Checked before the multiplication, which could wrap to a
-		 * small size that looks sound. */
-		if (e->number_of_pages >
-		    (UINT64_MAX - e->physical_start) / PAGE_SIZE)
-			return refuse(
-			        d, "runs past the end of the address space", e);
-		paddr_t limit =
-		        e->physical_start + e->number_of_pages * PAGE_SIZE;
 		/* Past 2^52, x86_64's limit, no CPU reaches it: a window
-		 * firmware lists there is no reason to stop, nor RAM. */
-		if (limit > BOOT_MAX_PHYS) {
+		 * firmware lists there is no reason to stop, nor RAM. The
+		 * loader's test, so an end wrapping past 2^64 is left out
+		 * here as there, not refused. */
+		if (!boot_ends_by_max_phys(e->physical_start,
+		                           e->number_of_pages)) {
 			printk("boot: memory map entry %#llx + %llu pages (%s) "
 			       "ends past 2^52, the largest physical address; "
 			       "ignored\n",
@@ -193,6 +189,8 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			       mem_type_name(e->type));
 			continue;
 		}
+		paddr_t limit =
+		        e->physical_start + e->number_of_pages * PAGE_SIZE;
 		/* The kernel maps RAM only through the direct map; past
 		 * it lies the heap's space. */
 		if (mem_type_usable(e->type) && limit > DIRECT_MAP_SIZE)

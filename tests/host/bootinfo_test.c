@@ -4,6 +4,7 @@
  * kernel): descriptors as the firmware lays them out, whatever their size,
  * and regions of a type that touch joined into one.
  */
+#include "../../boot/paging.h"
 #include "../../kernel/bootinfo_testing.h"
 #include "../../kernel/ktest.h"
 #include "kernel_stubs.h"
@@ -200,5 +201,60 @@ KTEST(bootinfo_mmap, entries_past_2_to_the_52_are_ignored)
 		KEXPECT(strstr(kstub_last_line, "0x1000000000000000 + 16 "
 		                                "pages"));
 		KEXPECT(strstr(kstub_last_line, "ends past 2^52"));
+	}
+}
+
+static unsigned loader_ignored;
+
+static void count_ignored(void *ctx, const struct efi_memory_descriptor *e)
+{
+	loader_ignored++;
+}
+
+/*
+ * The loader (paging_direct_map_limit) and the kernel read the same map:
+ * what one leaves out as ending past 2^52 the other must too, or the boot
+ * stops on an entry the loader let through. An entry whose end wraps past
+ * 2^64 ends past 2^52 as well: the loader ignored it, but the kernel
+ * refused the whole map ("runs past the end of the address space") and
+ * panicked.
+ */
+KTEST(bootinfo_mmap, kernel_leaves_out_what_the_loader_ignores)
+{
+	static struct boot_state bs;
+	static const struct {
+		uint64_t base, npages;
+	} odd[] = {
+	        {0xfffffffffffff000ull, 2}, /* wraps to 0x1000 */
+	        {1ull << 63, 1ull << 51},   /* wraps to exactly 0 */
+	        {0x100000, UINT64_MAX},     /* the count alone wraps */
+	        {(1ull << 52) - 4096, 2},   /* across 2^52 */
+	        {(1ull << 52) - 4096, 1},   /* up to 2^52: kept */
+	        {1ull << 60, 16},           /* wholly past */
+	};
+	static const uint32_t types[] = {EFI_RESERVED_MEMORY,
+	                                 EFI_ACPI_MEMORY_NVS};
+	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
+		for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+			unsigned char map[2 * 40] = {0};
+			put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
+			put(map + 40, types[t], odd[i].base, odd[i].npages);
+			loader_ignored = 0;
+			paging_direct_map_limit(map, sizeof(map), 40,
+			                        count_ignored, NULL);
+			memset(&bs, 0, sizeof(bs));
+			bs.kernel_phys_base = 16 * MIB;
+			bs.kernel_phys_limit = 18 * MIB;
+			struct mmap_diag d = {0};
+			unsigned long lines = kstub_lines;
+			KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs,
+			                           &d));
+			KEXPECT_STREQ(d.why ? d.why : "(taken)", "(taken)");
+			KEXPECT_EQ(bs.nregions, 2 - loader_ignored);
+			KEXPECT_EQ(kstub_lines - lines, loader_ignored);
+			if (loader_ignored)
+				KEXPECT(strstr(kstub_last_line,
+				               "ends past 2^52"));
+		}
 	}
 }

@@ -65,7 +65,7 @@ FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
 FUZZ_SRCS_acpi_fuzz := kernel/acpi_parse.c tests/host/fuzz/acpi_fuzz.c
 FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c kernel/bootinfo_cmdline.c \
-	tests/host/kernel_stubs.c \
+	boot/paging.c tests/host/kernel_stubs.c \
 	tests/host/fuzz/bootinfo_fuzz.c
 FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the

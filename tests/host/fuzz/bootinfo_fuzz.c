@@ -16,9 +16,12 @@
  *   - memory map: 16 bytes place the kernel image; the rest are
  *     descriptors, 40 + (control >> 1) % 32 bytes apart (any stride
  *     bootinfo_handoff_problem lets through, unaligned ones too), in
- *     an 8-aligned block of exactly their bytes. An accepted map's regions
- *     are its descriptors with pages that end by 2^52 (no CPU reaches
- *     past it: the others are left out), those of a type that touch joined
+ *     an 8-aligned block of exactly their bytes. The kernel must not
+ *     refuse a map for an entry the loader's paging_direct_map_limit
+ *     ignores (past 2^52, or wrapping past 2^64), unless for its
+ *     alignment. An accepted map's regions
+ *     are its descriptors with pages but not those the loader ignores
+ *     (no CPU reaches past 2^52), those of a type that touch joined
  *     (each descriptor inside a region of its type, no page more or
  *     fewer, no two touching regions of a type), sorted, page-aligned
  *     and disjoint,
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../../boot/paging.h"
 #include "../../../kernel/bootinfo_testing.h"
 #include "../kernel_stubs.h"
 
@@ -142,20 +146,58 @@ static void options(const uint8_t *data, size_t size, uint8_t ctl)
 	cmdline_find_unknown(line);
 }
 
+/* The entries the loader's paging_direct_map_limit ignores, in map
+ * order: the kernel must leave out the same ones. */
+static struct efi_memory_descriptor ignored[2 * BOOT_MMAP_MAX];
+static size_t nignored;
+
+static void note_ignored(void *ctx, const struct efi_memory_descriptor *e)
+{
+	ignored[nignored++] = *e;
+}
+
+static bool same_entry(const struct efi_memory_descriptor *a,
+                       const struct efi_memory_descriptor *b)
+{
+	return a->physical_start == b->physical_start &&
+	       a->number_of_pages == b->number_of_pages && a->type == b->type;
+}
+
+/* True when the kernel refused the map for an entry the loader ignores,
+ * not for its alignment, which the loader does not look at. */
+static bool refused_ignored(const struct mmap_diag *d)
+{
+	struct efi_memory_descriptor e = {.type = d->type,
+	                                  .physical_start = d->base,
+	                                  .number_of_pages = d->npages};
+	if (d->whole_map || strcmp(d->why, "start is not page-aligned") == 0)
+		return false;
+	for (size_t i = 0; i < nignored; i++)
+		if (same_entry(&ignored[i], &e))
+			return true;
+	return false;
+}
+
 /* Checks what bootinfo_read_mmap made of the n descriptors at map. */
 static void check_regions(const uint8_t *map, size_t n, size_t dsz,
                           const struct boot_state *b)
 {
-	size_t nfree = 0;
+	size_t nfree = 0, next_ignored = 0;
 	uint64_t desc_pages = 0, region_pages = 0;
 	paddr_t top = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct efi_memory_descriptor e;
 		memcpy(&e, map + i * dsz, sizeof(e));
-		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
-		/* Past 2^52 no CPU reaches: printed and left out. */
-		if (e.number_of_pages == 0 || lim > 1ull << 52)
+		if (e.number_of_pages == 0)
 			continue;
+		/* Past 2^52 no CPU reaches: the loader ignores it, and the
+		 * kernel prints it and leaves it out. */
+		if (next_ignored < nignored &&
+		    same_entry(&e, &ignored[next_ignored])) {
+			next_ignored++;
+			continue;
+		}
+		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
 		desc_pages += e.number_of_pages;
 		size_t k = 0;
 		while (k < b->nregions &&
@@ -215,11 +257,15 @@ static void memory_map(const uint8_t *data, size_t size, uint8_t ctl)
 		abort();
 	uint8_t *map = block;
 	memcpy(map, data + 16, n * dsz);
+	nignored = 0;
+	paging_direct_map_limit(map, n * dsz, dsz, note_ignored, NULL);
 	struct mmap_diag d = {0};
 	if (bootinfo_read_mmap(map, n * dsz, dsz, &b, &d))
 		check_regions(map, n, dsz, &b);
 	else if (!d.why)
 		fail("a map refused without a reason", "mmap");
+	else if (refused_ignored(&d))
+		fail("a map refused for an entry the loader ignores", "mmap");
 	free(map);
 }
 
