@@ -5,8 +5,8 @@
  * A map the frame pool could not trust (an entry unaligned, overlapping
  * another, usable memory past the 32 TiB of the direct map, or free
  * memory over the kernel image) panics naming the entry, except one that
- * ends past 2^52 (or wraps past 2^64), which is printed and left out, as
- * the loader leaves it out of its direct map; a
+ * ends past 2^52 (or wraps past 2^64), aligned or not, which is printed
+ * and left out, as the loader leaves it out of its direct map; a
  * map with no free memory at all panics saying so; so does a handoff
  * whose map or command line the loader's direct map does not cover (a
  * descriptor size below 40 bytes or not dividing the map's size, a map
@@ -173,12 +173,11 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 		memcpy(&copy, p + off, sizeof(copy));
 		if (e->number_of_pages == 0)
 			continue;
-		if (e->physical_start % PAGE_SIZE)
-			return refuse(d, "start is not page-aligned", e);
 		/* Past 2^52, x86_64's limit, no CPU reaches it: a window
 		 * firmware lists there is no reason to stop, nor RAM. The
 		 * loader's test, so an end wrapping past 2^64 is left out
-		 * here as there, not refused. */
+		 * here as there, not refused, and so is an unaligned start
+		 * (the loader never looks at alignment). */
 		if (!boot_ends_by_max_phys(e->physical_start,
 		                           e->number_of_pages)) {
 			printk("boot: memory map entry %#llx + %llu pages (%s) "
@@ -189,6 +188,8 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			       mem_type_name(e->type));
 			continue;
 		}
+		if (e->physical_start % PAGE_SIZE)
+			return refuse(d, "start is not page-aligned", e);
 		paddr_t limit =
 		        e->physical_start + e->number_of_pages * PAGE_SIZE;
 		/* The kernel maps RAM only through the direct map; past

@@ -231,6 +231,8 @@ KTEST(bootinfo_mmap, kernel_leaves_out_what_the_loader_ignores)
 	        {(1ull << 52) - 4096, 2},   /* across 2^52 */
 	        {(1ull << 52) - 4096, 1},   /* up to 2^52: kept */
 	        {1ull << 60, 16},           /* wholly past */
+	        {(1ull << 60) + 8, 16},     /* unaligned, wholly past */
+	        {(1ull << 52) - 8, 2},      /* unaligned, across 2^52 */
 	};
 	static const uint32_t types[] = {EFI_RESERVED_MEMORY,
 	                                 EFI_ACPI_MEMORY_NVS};

@@ -18,8 +18,8 @@
  *     bootinfo_handoff_problem lets through, unaligned ones too), in
  *     an 8-aligned block of exactly their bytes. The kernel must not
  *     refuse a map for an entry the loader's paging_direct_map_limit
- *     ignores (past 2^52, or wrapping past 2^64), unless for its
- *     alignment. An accepted map's regions
+ *     ignores (past 2^52, or wrapping past 2^64, aligned or not). An
+ *     accepted map's regions
  *     are its descriptors with pages but not those the loader ignores
  *     (no CPU reaches past 2^52), those of a type that touch joined
  *     (each descriptor inside a region of its type, no page more or
@@ -163,14 +163,13 @@ static bool same_entry(const struct efi_memory_descriptor *a,
 	       a->number_of_pages == b->number_of_pages && a->type == b->type;
 }
 
-/* True when the kernel refused the map for an entry the loader ignores,
- * not for its alignment, which the loader does not look at. */
+/* True when the kernel refused the map for an entry the loader ignores. */
 static bool refused_ignored(const struct mmap_diag *d)
 {
 	struct efi_memory_descriptor e = {.type = d->type,
 	                                  .physical_start = d->base,
 	                                  .number_of_pages = d->npages};
-	if (d->whole_map || strcmp(d->why, "start is not page-aligned") == 0)
+	if (d->whole_map)
 		return false;
 	for (size_t i = 0; i < nignored; i++)
 		if (same_entry(&ignored[i], &e))
