@@ -47,6 +47,19 @@ KTEST(format, integers)
 	SAME("%lx %llX", 0xffffffffffffffffUL, 0x123456789abcdefULL);
 }
 
+/* z, t and j name 64-bit types on x86_64 whichever conversion they
+ * modify: a value past 32 bits, or a negative one read as unsigned,
+ * shows an int read in their place (a %tu took 4294967295 for -1). */
+KTEST(format, length_modifiers_read_64_bits)
+{
+	SAME("%zd %zu %zx", (ssize_t)-5000000000, (size_t)5000000000,
+	     (size_t)0x123456789);
+	SAME("%tu %tx %td", (ptrdiff_t)-1, (ptrdiff_t)0x987654321,
+	     (ptrdiff_t)-5000000000);
+	SAME("%ju %jx %jd", UINTMAX_MAX, (uintmax_t)0x123456789,
+	     (intmax_t)INT64_MAX);
+}
+
 KTEST(format, width_and_flags)
 {
 	SAME("[%5d] [%-5d] [%05d] [%+d] [% d]", 42, 42, 42, 42, 42);
