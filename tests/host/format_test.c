@@ -94,6 +94,10 @@ KTEST(format, huge_fields_are_refused)
 	KEXPECT_STREQ(buf, "[%.4294967297d]");
 	unchecked(buf, sizeof(buf), "[%*d|%d]", FORMAT_FIELD_MAX + 1, 5, 6);
 	KEXPECT_STREQ(buf, "[%*d|6]");
+	/* Digits stop counting past the limit, not at it: "10485760" must
+	 * not stop at 1048576, the limit, and be taken as a field. */
+	KEXPECT_EQ(unchecked(buf, sizeof(buf), "[%10485760d]", 5), 12);
+	KEXPECT_STREQ(buf, "[%10485760d]");
 	/* The limit itself is a field. */
 	KEXPECT_EQ(unchecked(NULL, 0, "%*d", FORMAT_FIELD_MAX, 5),
 	           FORMAT_FIELD_MAX);
@@ -107,6 +111,14 @@ KTEST(format, precision)
 	SAME("[%.0x] [%#.0x] [%.4x] [%#.4x]", 0u, 0u, 0xau, 0xau);
 	SAME("[%.3s] [%.0s] [%.*s] [%10.2s]", "abcdef", "abc", 2, "xyz", "hey");
 	SAME("[%.*d]", -1, 5);
+}
+
+/* A negative precision through '*' is taken as none (C11 7.21.6.1): a
+ * whole string, and a 0 that still shows. Read as precision 0 they
+ * printed nothing. */
+KTEST(format, negative_star_precision_is_none)
+{
+	SAME("[%.*s] [%.*d] [%.*x]", -1, "abc", -3, 0, -2, 0u);
 }
 
 KTEST(format, strings_and_chars)
@@ -129,6 +141,9 @@ KTEST(format, pointers)
 	KEXPECT_STREQ(buf, "0x0000000000000000");
 	ksnprintf(buf, sizeof(buf), "[%20p]", (void *)0x10);
 	KEXPECT_STREQ(buf, "[  0x0000000000000010]");
+	/* '-' pads a pointer on the right, as any other conversion. */
+	ksnprintf(buf, sizeof(buf), "[%-20p]", (void *)0x10);
+	KEXPECT_STREQ(buf, "[0x0000000000000010  ]");
 }
 
 KTEST(format, truncation)
@@ -142,6 +157,12 @@ KTEST(format, truncation)
 	KEXPECT_EQ(buf[0], 'a');
 	KEXPECT_EQ(ksnprintf(buf, 1, "%d", 12345), 5);
 	KEXPECT_STREQ(buf, "");
+	/* Output exactly size long: the NUL takes its last byte, and
+	 * the byte after the buffer is not touched. */
+	memset(buf, 'Z', sizeof(buf));
+	KEXPECT_EQ(ksnprintf(buf, 4, "%s", "abcd"), 4);
+	KEXPECT_STREQ(buf, "abc");
+	KEXPECT_EQ(buf[4], 'Z');
 }
 
 KTEST(format, unknown_conversion_is_visible)
