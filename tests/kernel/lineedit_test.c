@@ -2,6 +2,7 @@
  * The shell's line editor fed scripted keystrokes: what it returns, the
  * line it completes, and what a terminal would show (its echo).
  */
+#include "kernel/format.h"
 #include "kernel/ktest.h"
 #include "kernel/lineedit.h"
 #include "kernel/string.h"
@@ -277,6 +278,42 @@ KTEST(lineedit, a_recalled_entry_does_not_inherit_the_drafts_hole)
 	lineedit_lost(&le, 1);
 	KEXPECT_EQ(type(DOWN "\r", NULL), LINEEDIT_LOST);
 	KEXPECT_EQ(lineedit_lost_bytes(&le), 3);
+}
+
+/* A hole of no bytes is still a hole: the caller saw input go missing.
+ * The count saturates instead of wrapping to a small one. */
+KTEST(lineedit, lost_counts_a_hole_of_none_and_saturates)
+{
+	reset();
+	type("sleep 1", NULL);
+	lineedit_lost(&le, 0);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
+	KEXPECT_EQ(lineedit_lost_bytes(&le), 1);
+	type("sleep 1", NULL);
+	lineedit_lost(&le, UINT64_MAX);
+	lineedit_lost(&le, 5);
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LOST);
+	KEXPECT_EQ(lineedit_lost_bytes(&le), UINT64_MAX);
+}
+
+/* The history is a ring: a short line stored over a longer one that
+ * fell out of it is that line alone, not the old one's tail after it. */
+KTEST(lineedit, history_ring_reuse_keeps_lines_whole)
+{
+	char keys[8];
+	reset();
+	type("a-long-line-first\r", NULL);
+	for (int i = 0; i < LINEEDIT_HISTORY - 1; i++) {
+		ksnprintf(keys, sizeof(keys), "l%d\r", i);
+		type(keys, NULL);
+	}
+	KEXPECT_STREQ(lineedit_history(&le, LINEEDIT_HISTORY - 1),
+	              "a-long-line-first");
+	type("x\r", NULL);
+	KEXPECT_STREQ(lineedit_history(&le, 0), "x");
+	KEXPECT(lineedit_history(&le, LINEEDIT_HISTORY) == NULL);
+	KEXPECT_EQ(type(UP "\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "x");
 }
 
 /* A terminal shows a UTF-8 character in one column, and one "\b \b"
