@@ -263,3 +263,48 @@ KTEST(conin, ctrl_c_queued_behind_a_command_interrupts_it)
 	KEXPECT_EQ(lost, 3);
 	conin_testing_reset();
 }
+
+/* Sends c to COM1 in loopback, as if typed, and lets the producer take
+ * it (conin_testing_drain, as the receive interrupt does). */
+static void uart_type(char c)
+{
+	uint8_t b;
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
+	while (serial_rx_byte(&b))
+		;
+	serial_putc(c);
+	for (int spins = 0; spins < 1000000; spins++)
+		if (inb(COM1 + UART_LSR) & LSR_DR)
+			break;
+	conin_testing_drain();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+}
+
+/* A Ctrl-C from the UART while a command runs is the command's: it
+ * interrupts it and is not queued. At the prompt it is a key like any
+ * other, which cancels the line being typed; taken as an interrupt
+ * there, it went nowhere and the half-typed line stayed. */
+KTEST(conin, a_uart_ctrl_c_at_the_prompt_cancels_the_line)
+{
+	uint64_t lost = 0;
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	push("junk");
+	uart_type('\003');
+	/* An Enter, which a Ctrl-C not queued would let run the line. */
+	push("\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_CANCEL);
+	conin_testing_reset(); /* the Enter left after the Ctrl-C */
+	conin_command_begin();
+	uart_type('\003');
+	KEXPECT_EQ(conin_interrupted(), true);
+	conin_command_end();
+	push("ok\n");
+	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ok");
+	conin_testing_reset();
+}
