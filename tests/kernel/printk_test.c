@@ -92,3 +92,40 @@ KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
 	KEXPECT_EQ(split, 0);
 }
 #endif
+
+#if KTEST_HOOKS
+/* Runs backtrace_print(rip, rbp) with the console recorded; returns the
+ * frames it printed ("  [N] " lines). */
+static unsigned frames_printed(uint64_t rip, uint64_t rbp)
+{
+	atomic_store(&nseen, 0);
+	atomic_store(&printk_testing_putc, record);
+	backtrace_print(rip, rbp);
+	atomic_store(&printk_testing_putc, NULL);
+	unsigned n = atomic_load(&nseen), frames = 0;
+	if (n > sizeof(seen))
+		n = sizeof(seen);
+	for (unsigned i = 0; i + 3 < n; i++)
+		frames +=
+		        seen[i] == '\n' && memcmp(seen + i + 1, "  [", 3) == 0;
+	return frames;
+}
+
+/*
+ * A backtrace follows the frame chain only while it is sound: a frame
+ * pointer off its 8-byte alignment, or a caller's frame that is not
+ * above the callee's (a chain that loops), ends it. Followed, the first
+ * read words out of line as a return address, the second printed one
+ * frame 31 times.
+ */
+KTEST(printk, backtrace_stops_at_an_unsound_frame)
+{
+	static uint64_t frames[4] __attribute__((aligned(16)));
+	uint64_t rip = (uint64_t)backtrace_print;
+	memset(frames, 0x11, sizeof(frames));
+	KEXPECT_EQ(frames_printed(rip, (uint64_t)frames + 4), 1);
+	frames[0] = (uint64_t)&frames[0]; /* its own caller */
+	frames[1] = (uint64_t)printk + 4;
+	KEXPECT_EQ(frames_printed(rip, (uint64_t)frames), 2);
+}
+#endif
