@@ -283,6 +283,32 @@ KTEST(shell, a_half_typed_line_is_redrawn_after_other_output)
 	                 "gantry> cmdline\ncmdline: "));
 }
 
+/* Output of no characters (a "%s" of "") leaves a half-typed line
+ * shown: it erased the line and, taking the output's last line for
+ * unfinished, did not draw it again until the next key. */
+KTEST(shell, an_empty_printk_leaves_the_typed_line_shown)
+{
+	conin_testing_reset();
+	shell_testing_set_tty(true);
+	capture_start();
+	struct thread_handle t =
+	        thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	for (const char *k = "cmd"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	bool typed = wait_for_capture("gantry> cmd");
+	printk("%s", "");
+	for (const char *k = "line\n"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	thread_join(t);
+	capture_stop();
+	shell_testing_set_tty(false);
+	conin_testing_reset();
+	KEXPECT(typed);
+	KEXPECT_EQ(atomic_load(&prompt_status), SHELL_OK);
+	KEXPECT(seen_has("gantry> cmd\r\x1b[Kgantry> cmdline\ncmdline: "));
+}
+
 /* Counts the lines `threads` prints for threads (two spaces, then the
  * id), across any number of lines: the capture buffer would be cut. */
 static _Atomic unsigned thread_lines, line_pos;
