@@ -85,6 +85,18 @@ KTEST(shell_args, heapmap_refuses_what_it_does_not_take)
 	KEXPECT_NE(shell_run_line(line), SHELL_USAGE);
 }
 
+/* A line of no words runs nothing and changes nothing: `exit` after it
+ * still reports the command before. */
+KTEST(shell_args, an_empty_line_keeps_the_last_status)
+{
+	KEXPECT_EQ(shell_run_line("frobnicate"), SHELL_USAGE);
+	KEXPECT_EQ(shell_run_line(""), SHELL_USAGE);
+	KEXPECT_EQ(shell_run_line(" \t "), SHELL_USAGE);
+	KEXPECT_EQ(shell_last_status(), SHELL_USAGE);
+	KEXPECT_EQ(shell_run_line("cmdline"), SHELL_OK);
+	KEXPECT_EQ(shell_run_line(""), SHELL_OK);
+}
+
 /* Words are split at spaces and tabs alike; a tab is no word. */
 KTEST(shell_args, tabs_separate_words)
 {
