@@ -186,6 +186,90 @@ KTEST(shell, meminfo_and_slabinfo_report_the_heap_they_looked_at)
 		ktest_skip("the heap changed under every try");
 }
 
+/* Sizes are shown in bytes below 10 KiB, in KiB below 10 MiB, and in
+ * MiB with a tenth (rounded down) above. */
+KTEST(shell, format_bytes_picks_its_unit)
+{
+	static const struct {
+		uint64_t bytes;
+		const char *want;
+	} cases[] = {
+	        {0, "0 B"},
+	        {10239, "10239 B"},
+	        {10240, "10 KiB"},
+	        {(10ull << 20) - 1, "10239 KiB"},
+	        {10ull << 20, "10.0 MiB"},
+	        {(15ull << 20) + (1ull << 19), "15.5 MiB"},
+	        {(21ull << 20) - 1, "20.9 MiB"},
+	        {1ull << 40, "1048576.0 MiB"},
+	};
+	char buf[24];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		shell_format_bytes(buf, sizeof(buf), cases[i].bytes);
+		KEXPECT_STREQ(buf, cases[i].want);
+	}
+}
+
+/* Reads "frames: FREE free of N managed (MIB MiB free)" from meminfo's
+ * output; false if the line is not there. */
+static bool frames_line(uint64_t *nfree, uint64_t *mib)
+{
+	const char *p = find(seen, "frames: ");
+	if (!p)
+		return false;
+	p += strlen("frames: ");
+	*nfree = number_at(&p);
+	p = find(p, "(");
+	if (!p)
+		return false;
+	p++;
+	*mib = number_at(&p);
+	return true;
+}
+
+/* meminfo's free MiB are its free frames of 4 KiB, 256 to a MiB; and
+ * slabinfo's total objects in use and free are every class's, large
+ * ones too. Tried a few times, in case memory changed meanwhile. */
+KTEST(shell, meminfo_and_slabinfo_totals_add_up)
+{
+	uint64_t nfree = 0, mib = 0;
+	bool same = false;
+	for (int tries = 0; tries < 5 && !same; tries++) {
+		KEXPECT_EQ(run_captured("meminfo"), SHELL_OK);
+		KASSERT(frames_line(&nfree, &mib));
+		same = mib == nfree >> 8;
+	}
+	if (!same)
+		ktest_diag("%llu frames free said %llu MiB",
+		           (unsigned long long)nfree, (unsigned long long)mib);
+	KEXPECT(same);
+	/* A large object in use, so that the large row counts. */
+	void *large = kmalloc(4 * SC_MAX_SIZE, 0);
+	KASSERT(large != NULL);
+	bool seen_once = false;
+	for (int tries = 0; tries < 5 && !seen_once; tries++) {
+		spanheap_stats(&kspanheap, &before);
+		KEXPECT_EQ(run_captured("slabinfo"), SHELL_OK);
+		spanheap_stats(&kspanheap, &after);
+		if (!heap_unchanged())
+			continue;
+		seen_once = true;
+		uint64_t in_use = 0, free = 0;
+		for (unsigned cls = 0; cls < SC_NCLASSES; cls++) {
+			in_use += before.cls[cls].objects_in_use;
+			free += before.cls[cls].objects_free;
+		}
+		const char *p = find(seen, "\ntotal ");
+		KASSERT(p != NULL);
+		p += strlen("\ntotal ");
+		KEXPECT_EQ(number_at(&p), in_use);
+		KEXPECT_EQ(number_at(&p), free);
+	}
+	kfree(large);
+	if (!seen_once)
+		ktest_skip("the heap changed under every try");
+}
+
 /* stress's summary counts its CPUs in words a reader takes as they are:
  * on one CPU it said 'on 1 CPUs'. */
 KTEST(shell, stress_summary_counts_one_cpu_as_one)
