@@ -417,3 +417,29 @@ KTEST(lineedit, a_utf8_character_past_the_end_is_left_out_whole)
 	type(keys, NULL);
 	KEXPECT_EQ(type("\xc3\xa9\r", NULL), LINEEDIT_OVERLONG);
 }
+
+/* Once a character went to the excess, every key after it does: the
+ * excess is the end of the line. A shorter one that would fit (an ASCII
+ * byte after a UTF-8 character that did not) was echoed and kept, and a
+ * Backspace then took the excess away while the screen still showed it:
+ * Enter ran a line the user had never typed. */
+KTEST(lineedit, keys_after_the_excess_join_it)
+{
+	char keys[LINEEDIT_MAX + 16];
+	reset();
+	memset(keys, 'a', LINEEDIT_MAX - 2);
+	keys[LINEEDIT_MAX - 2] = '\0';
+	type(keys, NULL);
+	echo_len = 0;
+	type("\xe2\x82\xac"
+	     "b",
+	     NULL); /* a 3-byte euro sign, then b */
+	KEXPECT_EQ(echo_len, 0);
+	KEXPECT_EQ(type("\x7f\r", NULL), LINEEDIT_OVERLONG);
+	type(keys, NULL);
+	KEXPECT_EQ(type("\xe2\x82\xac"
+	                "b\x7f\x7f\r",
+	                NULL),
+	           LINEEDIT_LINE);
+	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX - 2);
+}
