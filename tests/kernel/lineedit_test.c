@@ -443,3 +443,19 @@ KTEST(lineedit, keys_after_the_excess_join_it)
 	           LINEEDIT_LINE);
 	KEXPECT_EQ(strlen(lineedit_line(&le)), LINEEDIT_MAX - 2);
 }
+
+/* A serial line may carry any byte: a NUL or another control byte the
+ * editor has no use for is neither typed nor echoed (a NUL in the line
+ * would cut it short where the screen shows nothing). */
+KTEST(lineedit, nul_and_unused_control_bytes_are_ignored)
+{
+	static const char keys[] = {'a',  '\0', 'b',    '\x01', '\x1f',
+	                            '\t', 'c',  '\x04', '\r'};
+	reset();
+	enum lineedit_event ev = LINEEDIT_MORE;
+	for (size_t i = 0; i < sizeof(keys); i++)
+		ev = lineedit_feed(&le, keys[i]);
+	KEXPECT_EQ(ev, LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "abc");
+	KEXPECT_STREQ(echo, "abc\n");
+}
