@@ -1,0 +1,77 @@
+/*
+ * The shell's `locks` against the locks' own counters: the locks of one
+ * name and rank (a run queue per CPU) are one line, which counts them
+ * and sums what each was acquired.
+ */
+#include "kernel/ktest.h"
+#include "kernel/shell_internal.h"
+#include "kernel/shell_testing.h"
+#include "kernel/spinlock.h"
+#include "kernel/string.h"
+#include "tests/kernel/capture_util.h"
+
+#if KTEST_HOOKS
+/* Static: 256 records are too big for a stack. */
+static struct spin_stats stats[SPIN_LIST_MAX];
+
+/* Sums what the listed locks named name were acquired; *count gets how
+ * many there are. */
+static uint64_t acquired_of(const char *name, unsigned *count)
+{
+	unsigned n = spin_list_stats(stats, SPIN_LIST_MAX);
+	uint64_t sum = 0;
+	*count = 0;
+	for (unsigned i = 0; i < n; i++)
+		if (stats[i].name && strcmp(stats[i].name, name) == 0) {
+			sum += stats[i].acquired;
+			(*count)++;
+		}
+	return sum;
+}
+
+/* Reads the decimal number at *p (after blanks) and moves *p past it. */
+static uint64_t number_at(const char **p)
+{
+	uint64_t v = 0;
+	while (**p == ' ')
+		(*p)++;
+	for (; **p >= '0' && **p <= '9'; (*p)++)
+		v = v * 10 + (uint64_t)(**p - '0');
+	return v;
+}
+
+/* The counters only grow: the sum printed lies between the sums read
+ * before and after the command. And the locks summed are not listed
+ * again on lines of their own. */
+KTEST(shell_sys, locks_sums_the_locks_of_one_name)
+{
+	unsigned count, count_after;
+	uint64_t lo = acquired_of("runqueue", &count);
+	if (count < 2) {
+		ktest_skip("one run queue: nothing to sum");
+		return;
+	}
+	capture_start();
+	enum shell_status st = shell_run_line("locks");
+	capture_stop();
+	uint64_t hi = acquired_of("runqueue", &count_after);
+	KEXPECT_EQ(st, SHELL_OK);
+	const char *p = strstr(seen, "\nrunqueue ");
+	KASSERT(p != NULL);
+	p += strlen("\nrunqueue ");
+	while (*p == ' ')
+		p++;
+	while (*p && *p != ' ') /* the rank's name */
+		p++;
+	uint64_t shown_count = number_at(&p), shown = number_at(&p);
+	KEXPECT_EQ(shown_count, count);
+	if (shown < lo || shown > hi)
+		ktest_diag("locks said %llu acquisitions, the locks %llu to "
+		           "%llu",
+		           (unsigned long long)shown, (unsigned long long)lo,
+		           (unsigned long long)hi);
+	KEXPECT(shown >= lo && shown <= hi);
+	/* One line for them all. */
+	KEXPECT(strstr(p, "\nrunqueue ") == NULL);
+}
+#endif
