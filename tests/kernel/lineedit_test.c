@@ -459,3 +459,17 @@ KTEST(lineedit, nul_and_unused_control_bytes_are_ignored)
 	KEXPECT_STREQ(lineedit_line(&le), "abc");
 	KEXPECT_STREQ(echo, "abc\n");
 }
+
+/* Down brings back the line being typed as it was when Up left it, not
+ * with the tail of a longer one left there by an earlier browse. */
+KTEST(lineedit, a_shorter_draft_comes_back_whole)
+{
+	reset();
+	type("help\r", NULL);
+	type("abcdef" UP DOWN "\x15"
+	     "ab" UP DOWN,
+	     NULL);
+	KEXPECT_STREQ(le.buf, "ab");
+	KEXPECT_EQ(type("\r", NULL), LINEEDIT_LINE);
+	KEXPECT_STREQ(lineedit_line(&le), "ab");
+}
