@@ -294,10 +294,11 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 	else if (unmarked)
 		check_fail(sh,
 		           "spanheap: check: free object %#lx of span [%#lx] "
-		           "class %u was written after its free: byte %ld is "
+		           "class %u was written after its free: byte %lu is "
 		           "%#x, not the poison %#x",
 		           (unsigned long)unmarked,
-		           (unsigned long)unmarked_span->base, cls, damage,
+		           (unsigned long)unmarked_span->base, cls,
+		           (unsigned long)damage,
 		           (unsigned)((const uint8_t *)unmarked)[damage],
 		           SPANHEAP_POISON_BYTE);
 	return listed;

@@ -97,10 +97,10 @@ poison_report(const struct spanheap *sh, const struct mspan *s, uintptr_t a,
 		         (unsigned long)(sh->mag_cookie ^ a));
 	mm_panic("spanheap: write after free, found %s: pointer %#lx, span "
 	         "[%#lx, +%u pages), size class %u (%zu-byte objects): byte "
-	         "%ld is %#x, not the poison %#x",
+	         "%lu is %#x, not the poison %#x",
 	         when, (unsigned long)a, (unsigned long)s->base, s->npages,
-	         (unsigned)s->sizeclass, spanheap_object_bytes(s), off,
-	         (unsigned)b[off], SPANHEAP_POISON_BYTE);
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s),
+	         (unsigned long)off, (unsigned)b[off], SPANHEAP_POISON_BYTE);
 }
 
 void spanheap_poison_taken(struct spanheap *sh, const struct mspan *s,
