@@ -61,8 +61,8 @@ enum shell_status shell_last_status(void)
 	return last_status;
 }
 
-bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
-                      uint64_t hi, uint64_t *out)
+bool shell_parse_uint(const char *cmd, const char *name, const char *arg,
+                      uint64_t lo, uint64_t hi, uint64_t *out)
 {
 	uint64_t v = 0;
 	const char *p = arg;
@@ -75,8 +75,9 @@ bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
 		v = v * 10 + d;
 	}
 	if (*p || p == arg || over || v < lo) {
-		printk("%s: '%s' is not a number in [%llu, %llu]\n", cmd, arg,
-		       (unsigned long long)lo, (unsigned long long)hi);
+		printk("%s: %s '%s' is not a number in [%llu, %llu]\n", cmd,
+		       name, arg, (unsigned long long)lo,
+		       (unsigned long long)hi);
 		return false;
 	}
 	*out = v;

@@ -288,7 +288,7 @@ static enum shell_status stream(const char *cmd, const char *arg)
 		return SHELL_OK;
 	}
 	uint64_t ms;
-	if (!shell_parse_uint(cmd, arg, 10, 60000, &ms))
+	if (!shell_parse_uint(cmd, "MS", arg, 10, 60000, &ms))
 		return SHELL_USAGE;
 	enum shell_status st = stream_start(ms * 1000000);
 	if (st == SHELL_OK)
@@ -323,7 +323,7 @@ static enum shell_status cmd_heapmap(int argc, char **argv)
 	uint64_t ci;
 	if (argc != 2 || streaming) /* "stream" without its MS */
 		return shell_usage(&shell_heapmap_cmds[0]);
-	if (!shell_parse_uint(argv[0], argv[1], 0,
+	if (!shell_parse_uint(argv[0], "CHUNK", argv[1], 0,
 	                      kheap.arena_pages / PALLOC_CHUNK_PAGES - 1, &ci))
 		return SHELL_USAGE;
 	return page_map((size_t)ci);

@@ -35,9 +35,10 @@ extern const struct shell_cmd shell_sys_cmds[];     /* shell_sys.c */
 void shell_heapmap_boot(void);
 
 /* Parses a decimal number in [lo, hi] into *out; false, after printing
- * "cmd: 'arg' is not a number in [lo, hi]", when it is not one. */
-bool shell_parse_uint(const char *cmd, const char *arg, uint64_t lo,
-                      uint64_t hi, uint64_t *out);
+ * "cmd: NAME 'arg' is not a number in [lo, hi]" (name: the argument's, as
+ * the command's usage writes it), when it is not one. */
+bool shell_parse_uint(const char *cmd, const char *name, const char *arg,
+                      uint64_t lo, uint64_t hi, uint64_t *out);
 
 /* Prints "cmd: usage: cmd args" ("cmd (no arguments)" for a command that
  * takes none) and returns SHELL_USAGE. */

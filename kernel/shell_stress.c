@@ -226,10 +226,10 @@ static enum shell_status cmd_stress(int argc, char **argv)
 	uint64_t secs, ncpus = atomic_load(&ncpus_online);
 	if (argc < 2 || argc > 3)
 		return shell_usage(&shell_stress_cmds[0]);
-	if (!shell_parse_uint(argv[0], argv[1], 1, 3600, &secs) ||
+	if (!shell_parse_uint(argv[0], "SECONDS", argv[1], 1, 3600, &secs) ||
 	    (argc == 3 &&
-	     !shell_parse_uint(argv[0], argv[2], 1, atomic_load(&ncpus_online),
-	                       &ncpus)))
+	     !shell_parse_uint(argv[0], "CPUS", argv[2], 1,
+	                       atomic_load(&ncpus_online), &ncpus)))
 		return SHELL_USAGE;
 	if (!start_workers((unsigned)ncpus)) {
 		printk("stress: cannot start %llu worker threads\n",

@@ -114,7 +114,7 @@ static enum shell_status cmd_sleep(int argc, char **argv)
 	uint64_t ms;
 	if (argc != 2)
 		return shell_usage(&shell_sys_cmds[3]);
-	if (!shell_parse_uint(argv[0], argv[1], 0, 3600 * 1000, &ms))
+	if (!shell_parse_uint(argv[0], "MS", argv[1], 0, 3600 * 1000, &ms))
 		return SHELL_USAGE;
 	for (; ms && !shell_interrupted(); ms -= ms < 10 ? ms : 10)
 		thread_sleep_ns(10000000ull);
@@ -135,7 +135,8 @@ static enum shell_status cmd_poweroff(int argc, char **argv)
 	uint64_t status = 0;
 	if (argc > 2)
 		return shell_usage(&shell_sys_cmds[4]);
-	if (argc == 2 && !shell_parse_uint(argv[0], argv[1], 0, 63, &status))
+	if (argc == 2 &&
+	    !shell_parse_uint(argv[0], "STATUS", argv[1], 0, 63, &status))
 		return SHELL_USAGE;
 	leave(status);
 }

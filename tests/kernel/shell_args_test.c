@@ -127,13 +127,15 @@ KTEST(shell_args, more_words_than_argv_holds_are_refused)
 	KEXPECT(seen_has("shell: more than 8 words"));
 }
 
-/* A refused number is named, with the command and the range it must
- * be in. */
+/* A refused number is named, with the command, the argument it was
+ * given for (as the usage names it) and the range it must be in. */
 KTEST(shell_args, a_bad_number_is_named_with_its_range)
 {
 	KEXPECT_EQ(run_captured("heapmap stream 9"), SHELL_USAGE);
-	KEXPECT(seen_has("heapmap: '9' is not a number in [10, 60000]"));
+	KEXPECT(seen_has("heapmap: MS '9' is not a number in [10, 60000]"));
 	KEXPECT_EQ(run_captured("poweroff 64"), SHELL_USAGE);
-	KEXPECT(seen_has("poweroff: '64' is not a number in [0, 63]"));
+	KEXPECT(seen_has("poweroff: STATUS '64' is not a number in [0, 63]"));
+	KEXPECT_EQ(run_captured("sleep 1x"), SHELL_USAGE);
+	KEXPECT(seen_has("sleep: MS '1x' is not a number in [0, 3600000]"));
 }
 #endif

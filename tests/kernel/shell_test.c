@@ -66,7 +66,7 @@ KTEST(shell, parse_uint_refuses_a_value_past_its_range)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		uint64_t v = 12345;
-		bool ok = shell_parse_uint("t", cases[i].arg, cases[i].lo,
+		bool ok = shell_parse_uint("t", "N", cases[i].arg, cases[i].lo,
 		                           cases[i].hi, &v);
 		if (ok != cases[i].ok || (ok && v != cases[i].want))
 			ktest_diag("'%s' in [%llu, %llu]: %s, %llu",
