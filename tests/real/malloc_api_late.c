@@ -121,11 +121,7 @@ static void late_sharers_child(void)
  * alone again (73 owners counted here, one a late sharer). */
 const char *test_late_sharers(void)
 {
-	char out[512];
-	int st = in_child(late_sharers_child, out, sizeof(out));
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
-	      st, out);
-	return NULL;
+	return child_passes(late_sharers_child);
 }
 
 /* As late_sharers_child, with four late sharers of every slot and one
@@ -187,11 +183,11 @@ static void fifth_elsewhere_child(void)
  * left unrecorded after its reclaim made room shows. */
 const char *test_fifth_sharer(void)
 {
+	const char *bad = child_passes(fifth_sharer_child);
+	if (bad)
+		return bad;
 	char out[512];
-	int st = in_child(fifth_sharer_child, out, sizeof(out));
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
-	      st, out);
-	st = in_child(fifth_elsewhere_child, out, sizeof(out));
+	int st = in_child(fifth_elsewhere_child, out, sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "in a holder's slot: status %#x, stderr: %s", st, out);
 	return NULL;
@@ -247,11 +243,7 @@ static void passing_sharers_child(void)
  * with it. */
 const char *test_passing_sharers(void)
 {
-	char out[512];
-	int st = in_child(passing_sharers_child, out, sizeof(out));
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
-	      st, out);
-	return NULL;
+	return child_passes(passing_sharers_child);
 }
 
 /* The fork child of sharers_forgotten_child: holders own the 62 slots
@@ -303,9 +295,5 @@ static void sharers_forgotten_child(void)
  * and the count of one gone in its last key round stayed for good. */
 const char *test_fork_clears_sharers(void)
 {
-	char out[512];
-	int st = in_child(sharers_forgotten_child, out, sizeof(out));
-	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
-	      st, out);
-	return NULL;
+	return child_passes(sharers_forgotten_child);
 }

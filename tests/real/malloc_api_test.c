@@ -116,6 +116,15 @@ int in_child(void (*fn)(void), char *out, size_t outsz)
 	return collect_child(pid, fd, out, outsz);
 }
 
+const char *child_passes(void (*fn)(void))
+{
+	char out[512];
+	int st = in_child(fn, out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x, stderr: %s",
+	      st, out);
+	return NULL;
+}
+
 static void *misuse_ptr; /* the pointer the child passes, for the check */
 
 static void free_stack(void)

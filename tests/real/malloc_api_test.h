@@ -57,6 +57,9 @@ bool find_extensions(void);
 extern const char *self_exe;
 
 int in_child(void (*fn)(void), char *out, size_t outsz);
+/* NULL if fn, run in a child (in_child), exits 0; else its status and
+ * stderr. */
+const char *child_passes(void (*fn)(void));
 /* The wait status of child pid, waited for through any signal; -1 (no
  * exit) if it cannot be waited for. */
 int wait_status(pid_t pid);
