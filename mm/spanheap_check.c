@@ -284,7 +284,7 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 		listed += n;
 	}
 	mm_lock_release(&c->lock, irq);
-	if (unmarked && damage == 8)
+	if (unmarked && damage == SPANHEAP_DAMAGE_MARKER)
 		check_fail(sh,
 		           "spanheap: check: free object %#lx of span [%#lx] "
 		           "class %u has lost its free marker: written after "

@@ -125,8 +125,10 @@ void spanheap_poison_taken(struct spanheap *sh, const struct mspan *s,
                            uintptr_t a);
 void spanheap_poison_check_span(struct spanheap *sh, const struct mspan *s);
 /* The byte offset of the first damage to free object a of s (poisoned or
- * not): its marker's word (8) if the marker is gone, else, in poison
- * mode, the first byte that is not the poison; -1 if none. */
+ * not): SPANHEAP_DAMAGE_MARKER (its marker's word, which the poison never
+ * covers) if the marker is gone, else, in poison mode, the first byte
+ * that is not the poison; -1 if none. */
+#define SPANHEAP_DAMAGE_MARKER 8
 long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
                           uintptr_t a);
 

@@ -63,7 +63,7 @@ long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
 {
 	const uint64_t *w = (const uint64_t *)a;
 	if (w[1] != (sh->mag_cookie ^ a))
-		return 8;
+		return SPANHEAP_DAMAGE_MARKER;
 	if (!s->poison)
 		return -1;
 	for (uint32_t i = 0; i < s->elemsize / 8; i++) {
@@ -78,14 +78,15 @@ long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
 	return -1;
 }
 
-/* Object a of s was written after its free: at byte off (off 8: its
- * free marker's word). Says what is there and what should be. */
+/* Object a of s was written after its free: at byte off (or its free
+ * marker's word: SPANHEAP_DAMAGE_MARKER). Says what is there and what should
+ * be. */
 __attribute__((noreturn, noinline, cold)) static void
 poison_report(const struct spanheap *sh, const struct mspan *s, uintptr_t a,
               long off, const char *when)
 {
 	const uint8_t *b = (const uint8_t *)a;
-	if (off == 8)
+	if (off == SPANHEAP_DAMAGE_MARKER)
 		mm_panic("spanheap: write after free, found %s: pointer %#lx, "
 		         "span [%#lx, +%u pages), size class %u (%zu-byte "
 		         "objects): its free marker (bytes 8-15) is %#lx, not "
