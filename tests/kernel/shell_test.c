@@ -334,6 +334,37 @@ static bool wait_for_capture(const char *want)
 	return true;
 }
 
+/* A prompt's turn on a terminal (shell.notty off) in a thread of its
+ * own, the output captured, with "cmd" typed: true once the capture shows
+ * it. The caller prints its output, then tty_prompt_finish. */
+static bool tty_prompt_typed(struct thread_handle *t)
+{
+	conin_testing_reset();
+	shell_testing_set_tty(true);
+	capture_start();
+	*t = thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
+	if (!thread_handle_ok(*t)) {
+		capture_stop();
+		shell_testing_set_tty(false);
+		return false;
+	}
+	for (const char *k = "cmd"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	return wait_for_capture("gantry> cmd");
+}
+
+/* Types "line" and Enter (the command "cmdline"), joins the turn and
+ * puts the console back. */
+static void tty_prompt_finish(struct thread_handle t)
+{
+	for (const char *k = "line\n"; *k; k++)
+		conin_testing_push((uint8_t)*k);
+	thread_join(t);
+	capture_stop();
+	shell_testing_set_tty(false);
+	conin_testing_reset();
+}
+
 /*
  * Output from elsewhere (a stream row, a kernel message) while a line is
  * half typed at a terminal: the line is erased first and drawn again,
@@ -343,23 +374,12 @@ static bool wait_for_capture(const char *want)
  */
 KTEST(shell, a_half_typed_line_is_redrawn_after_other_output)
 {
-	conin_testing_reset();
-	shell_testing_set_tty(true);
-	capture_start();
-	struct thread_handle t =
-	        thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
+	struct thread_handle t;
+	bool typed = tty_prompt_typed(&t);
 	KASSERT(thread_handle_ok(t));
-	for (const char *k = "cmd"; *k; k++)
-		conin_testing_push((uint8_t)*k);
-	bool typed = wait_for_capture("gantry> cmd");
 	printk("background: row\n");
 	printk("half");
-	for (const char *k = "line\n"; *k; k++)
-		conin_testing_push((uint8_t)*k);
-	thread_join(t);
-	capture_stop();
-	shell_testing_set_tty(false);
-	conin_testing_reset();
+	tty_prompt_finish(t);
 	KEXPECT(typed);
 	KEXPECT_EQ(atomic_load(&prompt_status), SHELL_OK);
 	KEXPECT(seen_has("gantry> cmd\r\x1b[Kbackground: row\n"
@@ -372,22 +392,11 @@ KTEST(shell, a_half_typed_line_is_redrawn_after_other_output)
  * unfinished, did not draw it again until the next key. */
 KTEST(shell, an_empty_printk_leaves_the_typed_line_shown)
 {
-	conin_testing_reset();
-	shell_testing_set_tty(true);
-	capture_start();
-	struct thread_handle t =
-	        thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
+	struct thread_handle t;
+	bool typed = tty_prompt_typed(&t);
 	KASSERT(thread_handle_ok(t));
-	for (const char *k = "cmd"; *k; k++)
-		conin_testing_push((uint8_t)*k);
-	bool typed = wait_for_capture("gantry> cmd");
 	printk("%s", "");
-	for (const char *k = "line\n"; *k; k++)
-		conin_testing_push((uint8_t)*k);
-	thread_join(t);
-	capture_stop();
-	shell_testing_set_tty(false);
-	conin_testing_reset();
+	tty_prompt_finish(t);
 	KEXPECT(typed);
 	KEXPECT_EQ(atomic_load(&prompt_status), SHELL_OK);
 	KEXPECT(seen_has("gantry> cmd\r\x1b[Kgantry> cmdline\ncmdline: "));
