@@ -61,4 +61,16 @@ static inline __attribute__((unused)) bool seen_has(const char *needle)
 }
 #endif /* KTEST_HOOKS */
 
+/* Reads the decimal number at *p (after blanks) in captured output and
+ * moves *p past it. */
+static inline __attribute__((unused)) uint64_t number_at(const char **p)
+{
+	uint64_t v = 0;
+	while (**p == ' ')
+		(*p)++;
+	for (; **p >= '0' && **p <= '9'; (*p)++)
+		v = v * 10 + (uint64_t)(**p - '0');
+	return v;
+}
+
 #endif

@@ -29,17 +29,6 @@ static uint64_t acquired_of(const char *name, unsigned *count)
 	return sum;
 }
 
-/* Reads the decimal number at *p (after blanks) and moves *p past it. */
-static uint64_t number_at(const char **p)
-{
-	uint64_t v = 0;
-	while (**p == ' ')
-		(*p)++;
-	for (; **p >= '0' && **p <= '9'; (*p)++)
-		v = v * 10 + (uint64_t)(**p - '0');
-	return v;
-}
-
 /* The counters only grow: the sum printed lies between the sums read
  * before and after the command. And the locks summed are not listed
  * again on lines of their own. */

@@ -116,17 +116,6 @@ static const char *find(const char *hay, const char *needle)
 	return NULL;
 }
 
-/* Reads the decimal number at *p (after blanks) and moves *p past it. */
-static uint64_t number_at(const char **p)
-{
-	uint64_t v = 0;
-	while (**p == ' ')
-		(*p)++;
-	for (; **p >= '0' && **p <= '9'; (*p)++)
-		v = v * 10 + (uint64_t)(**p - '0');
-	return v;
-}
-
 /* The statistics before and after a command (static: too big for a
  * stack, and a kmalloc would change them). */
 static struct spanheap_stats before, after;
