@@ -3,16 +3,17 @@
  * magic and version, copies the UEFI memory map (honouring the descriptor
  * size the firmware reported) into sorted regions, and the command line.
  * A map the frame pool could not trust (an entry unaligned, overlapping
- * another, usable memory past the 32 TiB of the direct map, or free
- * memory over the kernel image) panics naming the entry, except one that
- * ends past 2^52 (or wraps past 2^64), aligned or not, which is printed
- * and left out, as the loader leaves it out of its direct map; a
- * map with no free memory at all panics saying so; so does a handoff
- * whose map or command line the loader's direct map does not cover (a
- * descriptor size below 40 bytes or not dividing the map's size, a map
- * past the end of the direct map), and one whose kernel image is not the
- * kernel as linked (another virtual base, an unaligned or short image,
- * one past the direct map).
+ * another, or free memory over the kernel image) panics naming the
+ * entry, except one that ends past 2^52 (or wraps past 2^64), aligned or
+ * not, which is printed and left out, as the loader leaves it out of its
+ * direct map. Usable memory past the 32 TiB of the kernel's direct map
+ * is printed and left out too (an entry across the end keeps its part
+ * below). A map with no free memory at all panics saying so; so does a
+ * handoff whose map or command line the loader's direct map does not
+ * cover (a descriptor size below 40 bytes or not dividing the map's size,
+ * a map past the end of the direct map), and one whose kernel image is
+ * not the kernel as linked (another virtual base, an unaligned or short
+ * image, one past the direct map).
  * Runs once, on the boot CPU, while the loader's direct map is live.
  * The options in the command line are read by bootinfo_cmdline.c.
  */
@@ -25,7 +26,7 @@
 struct boot_state boot_state;
 
 _Static_assert(DIRECT_MAP_SIZE == 32ull << 40,
-               "the refusal of memory past the direct map names its size");
+               "the line about memory past the direct map names its size");
 
 bool mem_type_usable(uint32_t type)
 {
@@ -192,14 +193,26 @@ bool bootinfo_read_mmap(const void *map, uint64_t size, uint64_t desc_size,
 			return refuse(d, "start is not page-aligned", e);
 		paddr_t limit =
 		        e->physical_start + e->number_of_pages * PAGE_SIZE;
-		/* The kernel maps RAM only through the direct map; past
-		 * it lies the heap's space. */
-		if (mem_type_usable(e->type) && limit > DIRECT_MAP_SIZE)
-			return refuse(
-			        d,
-			        "lies past the end of the kernel's direct "
-			        "map (32 TiB)",
-			        e);
+		/* The kernel reaches RAM only through the direct map; past
+		 * it lies the heap's space. Usable memory up there is left
+		 * out, as Linux leaves out what it cannot map: the rest of
+		 * the machine still boots (until this version the map was
+		 * refused). An entry across the end keeps its part below. */
+		if (mem_type_usable(e->type) && limit > DIRECT_MAP_SIZE) {
+			paddr_t from = e->physical_start > DIRECT_MAP_SIZE
+			                       ? e->physical_start
+			                       : DIRECT_MAP_SIZE;
+			printk("boot: memory map entry %#llx + %llu pages "
+			       "(%s): %#llx-%#llx lies past the kernel's "
+			       "direct map (32 TiB), left out\n",
+			       (unsigned long long)e->physical_start,
+			       (unsigned long long)e->number_of_pages,
+			       mem_type_name(e->type), (unsigned long long)from,
+			       (unsigned long long)limit);
+			if (from == e->physical_start)
+				continue;
+			limit = DIRECT_MAP_SIZE;
+		}
 		if (!add_region(b, e->physical_start, limit, e->type))
 			return refuse(d,
 			              "the map has more than 512 regions, "

@@ -204,6 +204,47 @@ KTEST(bootinfo_mmap, entries_past_2_to_the_52_are_ignored)
 	}
 }
 
+/*
+ * The kernel reaches RAM only through its direct map, 32 TiB long: usable
+ * memory past it is left out, and printed, naming the entry and how much
+ * of it; an entry across the end keeps its part below. Until this
+ * version such a map was refused and the boot stopped, as if the machine
+ * had no usable memory at all, where Linux boots and ignores what it
+ * cannot map. MMIO and reserved windows up there need no map: kept.
+ */
+KTEST(bootinfo_mmap, usable_memory_past_the_direct_map_is_left_out)
+{
+	static struct boot_state bs;
+	static const uint32_t types[] = {EFI_CONVENTIONAL_MEMORY,
+	                                 EFI_BOOT_SERVICES_DATA,
+	                                 EFI_LOADER_CODE};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		unsigned char map[4 * 40] = {0};
+		put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
+		put(map + 40, types[i], DIRECT_MAP_SIZE - 4096, 3);
+		put(map + 80, EFI_MEMORY_MAPPED_IO, 2 * DIRECT_MAP_SIZE, 4);
+		put(map + 120, types[i], 64 * DIRECT_MAP_SIZE, 16);
+		memset(&bs, 0, sizeof(bs));
+		bs.kernel_phys_base = 16 * MIB;
+		bs.kernel_phys_limit = 18 * MIB;
+		struct mmap_diag d = {0};
+		unsigned long lines = kstub_lines;
+		KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
+		KEXPECT_STREQ(d.why ? d.why : "(taken)", "(taken)");
+		KEXPECT_EQ(bs.nregions, 3);
+		KEXPECT_EQ(bs.regions[1].base, DIRECT_MAP_SIZE - 4096);
+		KEXPECT_EQ(bs.regions[1].limit, DIRECT_MAP_SIZE);
+		KEXPECT_EQ(bs.regions[1].type, types[i]);
+		KEXPECT_EQ(bs.regions[2].type, EFI_MEMORY_MAPPED_IO);
+		KEXPECT_EQ(bs.ram_top, DIRECT_MAP_SIZE);
+		KEXPECT_EQ(kstub_lines - lines, 2);
+		KEXPECT(strstr(kstub_last_line, "0x8000000000000 + 16 pages"));
+		KEXPECT(strstr(kstub_last_line,
+		               "0x8000000000000-0x8000000010000 lies past the "
+		               "kernel's direct map (32 TiB), left out"));
+	}
+}
+
 static unsigned loader_ignored;
 
 static void count_ignored(void *ctx, const struct efi_memory_descriptor *e)

@@ -197,7 +197,14 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 			continue;
 		}
 		paddr_t lim = e.physical_start + e.number_of_pages * PAGE_SIZE;
-		desc_pages += e.number_of_pages;
+		/* Usable memory past the direct map is left out; an entry
+		 * across its end keeps the part below. */
+		if (mem_type_usable(e.type) && lim > DIRECT_MAP_SIZE) {
+			if (e.physical_start >= DIRECT_MAP_SIZE)
+				continue;
+			lim = DIRECT_MAP_SIZE;
+		}
+		desc_pages += (lim - e.physical_start) / PAGE_SIZE;
 		size_t k = 0;
 		while (k < b->nregions &&
 		       !(b->regions[k].type == e.type &&
