@@ -154,3 +154,53 @@ KTEST(ktest, explicit_tests_run_only_when_their_suite_is_named)
 		                                              : KTEST_NO_MATCH);
 	}
 }
+
+/* A skip after a failed expectation keeps the failure: the reason is
+ * printed, the test reads "not ok" and the run fails. Until this review
+ * nothing tested it; a skip that overwrote the state would read a failure
+ * as "ok ... # SKIP". */
+static void fails_then_skips(void)
+{
+	KEXPECT_EQ(1, 2);
+	ktest_skip("too late");
+}
+/* The crash report for the test that was running (printk's panic path):
+ * its first line only, then the suite's result and the totals, the crash
+ * counted as a failure. */
+static void crashes(void)
+{
+	ktest_report_crash("boom\nsecond line");
+}
+static const struct ktest verdict_table[] = {
+        {"v", "pass", a1, 0},
+        {"v", "skip_after_fail", fails_then_skips, 0},
+        {"w", "crash", crashes, 0},
+};
+
+static enum ktest_result verdict_run(const char *select, char *out, size_t size)
+{
+	host_capture_begin(out, size);
+	enum ktest_result r =
+	        ktest_run(verdict_table, verdict_table + 3, select);
+	host_capture_end();
+	return r;
+}
+
+KTEST(ktest, a_skip_after_a_failure_is_a_failure)
+{
+	char out[2048];
+	KEXPECT_EQ(verdict_run("v.*", out, sizeof(out)), KTEST_FAILED);
+	KEXPECT(strstr(out, "    not ok 2 skip_after_fail\nnot ok 1 v\n") !=
+	        NULL);
+	KEXPECT(strstr(out, "# Totals: pass:1 fail:1 skip:0\n") != NULL);
+}
+
+KTEST(ktest, a_crash_ends_the_document_as_a_failure)
+{
+	char out[2048];
+	verdict_run("*", out, sizeof(out));
+	KEXPECT(strstr(out, "    # run w.crash\n"
+	                    "    not ok 1 crash # CRASH boom\n"
+	                    "not ok 2 w\n"
+	                    "# Totals: pass:1 fail:2 skip:0\n") != NULL);
+}
