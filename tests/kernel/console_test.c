@@ -47,6 +47,58 @@ KTEST(console, ksyms_names_functions)
 	KEXPECT_STREQ(buf, "printk+0x10");
 }
 
+/* The table tools/gen-ksyms emits (kernel/ksyms.c reads it). */
+extern const uint64_t ksyms_count;
+extern const uint64_t ksyms_addrs[];
+extern const uint32_t ksyms_name_offs[];
+extern const char ksyms_names[];
+
+/* A file-local function: nm lists it as "t", not "T". */
+static __attribute__((noinline, used)) int ksyms_local_fn(int x)
+{
+	return x * 3 + 1;
+}
+
+/* Every symbol is found at its own first byte (offset 0, a name at that
+ * address), its name is found by ksyms_address, the address just before
+ * a symbol is its predecessor's, and nothing is found from __text_end on
+ * (the symbols after it are not code). */
+KTEST(console, ksyms_finds_every_symbol_at_its_address)
+{
+	uint64_t off;
+	KASSERT(ksyms_count > 100);
+	unsigned bad = 0;
+	for (uint64_t i = 0; i < ksyms_count; i++) {
+		uint64_t a = ksyms_addrs[i];
+		if (a >= (uint64_t)(uintptr_t)__text_end)
+			continue;
+		const char *name = ksyms_lookup(a, &off);
+		const char *own = &ksyms_names[ksyms_name_offs[i]];
+		bool ok = name != NULL && off == 0 &&
+		          ksyms_address(name) != 0 && ksyms_address(own) != 0;
+		if (ok && i > 0 && ksyms_addrs[i - 1] < a)
+			ok = ksyms_lookup(a - 1, &off) != NULL &&
+			     off == a - 1 - ksyms_addrs[i - 1];
+		if (!ok && bad++ < 5)
+			ktest_diag("symbol %lu %s at %#lx: found '%s'+%#lx", i,
+			           own, a, name ? name : "(none)", off);
+	}
+	KEXPECT_EQ(bad, 0);
+	const char *name = ksyms_lookup((uint64_t)(uintptr_t)panic, &off);
+	KEXPECT(name != NULL && strcmp(name, "panic") == 0 && off == 0);
+	name = ksyms_lookup((uint64_t)(uintptr_t)ksyms_local_fn + 1, &off);
+	KEXPECT(name != NULL && strcmp(name, "ksyms_local_fn") == 0 &&
+	        off == 1);
+	KEXPECT(ksyms_lookup((uint64_t)(uintptr_t)__text_end - 1, &off) !=
+	        NULL);
+	KEXPECT(ksyms_lookup((uint64_t)(uintptr_t)__text_end, &off) == NULL);
+	KEXPECT(ksyms_lookup(ksyms_addrs[0] - 1, &off) == NULL);
+	KEXPECT_EQ(
+	        ksyms_address(&ksyms_names[ksyms_name_offs[ksyms_count - 1]]),
+	        ksyms_addrs[ksyms_count - 1]);
+	KEXPECT_EQ(ksyms_local_fn(1), 4);
+}
+
 KTEST(console, cmdline_selects_tests)
 {
 	char v[64];
