@@ -31,14 +31,15 @@ static void read_bits(struct chunk_bits *b)
 		b[i].grown = mheap_chunk_bits(&kheap, i, b[i].alloc, b[i].scav);
 }
 
-/* The letter heapmap must show for b; 0 when two states tie for the
- * most pages (which one wins is not promised). */
-static char want_char(const struct chunk_bits *b)
+/* The letter heapmap must show for pages [first, first + n) of b; 0
+ * when two states tie for the most pages (which one wins is not
+ * promised). */
+static char want_group(const struct chunk_bits *b, unsigned first, unsigned n)
 {
 	unsigned used = 0, scav = 0, backed = 0;
 	if (!b->grown)
 		return 'N';
-	for (unsigned p = 0; p < PALLOC_CHUNK_PAGES; p++) {
+	for (unsigned p = first; p < first + n; p++) {
 		bool a = b->alloc[p / 64] >> (p % 64) & 1;
 		bool s = b->scav[p / 64] >> (p % 64) & 1;
 		used += a;
@@ -50,7 +51,12 @@ static char want_char(const struct chunk_bits *b)
 	if ((most == used) + (most == scav) + (most == backed) > 1)
 		return 0;
 	char c = most == used ? 'U' : most == scav ? 'S' : 'F';
-	return most == PALLOC_CHUNK_PAGES ? c : (char)(c - 'A' + 'a');
+	return most == n ? c : (char)(c - 'A' + 'a');
+}
+
+static char want_char(const struct chunk_bits *b)
+{
+	return want_group(b, 0, PALLOC_CHUNK_PAGES);
 }
 
 KTEST(shell_heapmap, chunk_letters_are_the_chunks_states)
@@ -74,6 +80,53 @@ KTEST(shell_heapmap, chunk_letters_are_the_chunks_states)
 			char want = want_char(&before[i]);
 			if (want && row[i] != want)
 				ktest_diag("chunk %zu: '%c', not '%c'", i,
+				           row[i], want);
+			KEXPECT(!want || row[i] == want);
+		}
+	}
+	if (!checked)
+		ktest_skip("the heap changed under every try");
+}
+
+/* The stream's row ("heapmap-row: MS CHARS"): a letter per 64 pages from
+ * the arena's base to one chunk past the grown ones, each the state most
+ * of its pages are in. The streamer prints its first row before it looks
+ * at the stop, so a stream stopped at once has printed one. */
+KTEST(shell_heapmap, stream_row_letters_are_the_groups_states)
+{
+	const unsigned per_chunk = PALLOC_CHUNK_PAGES / 64;
+	bool checked = false;
+	for (int tries = 0; tries < 5 && !checked; tries++) {
+		read_bits(before);
+		capture_start();
+		KEXPECT_EQ(shell_heapmap_stream_ns(UINT64_MAX), SHELL_OK);
+		KEXPECT_EQ(shell_run_line("heapmap stream off"), SHELL_OK);
+		capture_stop();
+		read_bits(after);
+		if (memcmp(before, after, sizeof(before)) != 0)
+			continue;
+		checked = true;
+		const char *row = strstr(seen, "heapmap-row: ");
+		KASSERT(row != NULL);
+		row += strlen("heapmap-row: ");
+		while (*row && *row != ' ') /* the milliseconds */
+			row++;
+		KASSERT(*row == ' ');
+		row++;
+		size_t grown = 0;
+		while (grown < ROW && before[grown].grown)
+			grown++;
+		KASSERT(grown < ROW);
+		size_t len = 0;
+		while (row[len] && row[len] != '\r' && row[len] != '\n')
+			len++;
+		KEXPECT_EQ(len, (grown + 1) * per_chunk);
+		for (size_t i = 0; i < len && i < (grown + 1) * per_chunk;
+		     i++) {
+			const struct chunk_bits *b = &before[i / per_chunk];
+			char want = want_group(b, i % per_chunk * 64, 64);
+			if (want && row[i] != want)
+				ktest_diag("group %zu: '%c', not '%c'", i,
 				           row[i], want);
 			KEXPECT(!want || row[i] == want);
 		}
@@ -145,6 +198,84 @@ KTEST(shell_heapmap, page_letters_name_each_pages_owner)
 	kfree(small);
 	kfree(large);
 	mheap_free_pages(&kheap, run, 8);
+}
+
+/* The background colour a letter must have on a terminal: red in use
+ * (any owner), yellow free backed, blue scavenged, grey not grown. */
+static const char *want_colour(char c)
+{
+	switch (c) {
+	case 'F':
+	case 'f':
+		return "43";
+	case 'S':
+	case 's':
+		return "44";
+	case 'N':
+		return "100";
+	default:
+		return "41";
+	}
+}
+
+/* Counts the letters of the captured rows (after labels of label_len
+ * bytes that start with label) whose colour, set by the last
+ * "ESC [30;<colour>m" before them, is not the letter's; adds the letters
+ * to *letters and the F's among them to *backed. */
+static unsigned wrong_colours(const char *label, size_t label_len,
+                              unsigned *letters, unsigned *backed)
+{
+	unsigned bad = 0;
+	for (const char *p = seen; (p = strstr(p, label)) != NULL;) {
+		char colour[8] = "";
+		p += label_len;
+		while (*p && *p != '\n' && strncmp(p, "\x1b[0m", 4) != 0) {
+			if (strncmp(p, "\x1b[30;", 5) == 0) {
+				size_t n = 0;
+				for (p += 5; *p && *p != 'm' && n < 7; p++)
+					colour[n++] = *p;
+				colour[n] = '\0';
+				if (*p == 'm')
+					p++;
+				continue;
+			}
+			if (strcmp(colour, want_colour(*p)) != 0 && bad++ < 3)
+				ktest_diag("'%c' coloured '%s', not '%s'", *p,
+				           colour, want_colour(*p));
+			(*letters)++;
+			*backed += *p == 'F';
+			p++;
+		}
+	}
+	return bad;
+}
+
+/* On a terminal each letter of both maps gets its state's colour. The
+ * page map is looked at until it shows free backed pages (a run freed
+ * just before each look, unless the scavenger took it back meanwhile). */
+KTEST(shell_heapmap, colours_follow_the_letters)
+{
+	unsigned letters = 0, backed = 0;
+	shell_testing_set_tty(true);
+	for (int tries = 0; tries < 20 && !backed; tries++) {
+		void *freed = mheap_alloc_pages(&kheap, 8, 0);
+		KASSERT(freed != NULL);
+		mheap_free_pages(&kheap, freed, 8);
+		letters = 0;
+		KEXPECT_EQ(heapmap_chunk(chunk_of((uintptr_t)freed)), SHELL_OK);
+		KEXPECT_EQ(wrong_colours("  page ", 12, &letters, &backed), 0);
+		KEXPECT_EQ(letters, PALLOC_CHUNK_PAGES);
+	}
+	letters = 0;
+	unsigned chunk_backed = 0;
+	capture_start();
+	KEXPECT_EQ(shell_run_line("heapmap"), SHELL_OK);
+	capture_stop();
+	shell_testing_set_tty(false);
+	KEXPECT_EQ(wrong_colours("  chunk ", 15, &letters, &chunk_backed), 0);
+	KEXPECT(letters >= ROW);
+	if (!backed)
+		ktest_skip("no look showed a free backed page");
 }
 
 /* Every free page of a chunk shows S when scavenged, F when backed: the
