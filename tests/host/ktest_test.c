@@ -204,3 +204,51 @@ KTEST(ktest, a_crash_ends_the_document_as_a_failure)
 	                    "not ok 2 w\n"
 	                    "# Totals: pass:1 fail:2 skip:0\n") != NULL);
 }
+
+/* A glob past the runner's 127-byte buffer is cut there, not written
+ * past it (ASan's stack check sees a byte too far), and the cut glob
+ * still selects by its first 127 bytes. */
+KTEST(ktest, an_overlong_glob_is_cut_inside_its_buffer)
+{
+	char glob[200];
+	memset(glob, 'x', sizeof(glob) - 1);
+	glob[sizeof(glob) - 1] = '\0';
+	KEXPECT(!ktest_select_match(glob, "a.b"));
+	glob[126] = '*'; /* the cut keeps the star, drops the rest */
+	char name[140];
+	memset(name, 'x', 130);
+	memcpy(name + 130, ".y", 3);
+	KEXPECT(ktest_select_match(glob, name));
+	name[0] = 'z';
+	KEXPECT(!ktest_select_match(glob, name));
+}
+
+/* A diagnostic longer than its line buffer (511 bytes and the NUL) says
+ * it was cut; one that fits does not. */
+static char long_msg[600];
+static void diag_511(void)
+{
+	ktest_diag("%.511s", long_msg);
+}
+static void diag_512(void)
+{
+	ktest_diag("%.512s", long_msg);
+}
+static const struct ktest diag_table[] = {
+        {"d", "fits", diag_511, 0},
+        {"d", "cut", diag_512, 0},
+};
+
+KTEST(ktest, a_cut_diagnostic_says_so)
+{
+	static char out[4096];
+	memset(long_msg, 'm', sizeof(long_msg) - 1);
+	host_capture_begin(out, sizeof(out));
+	ktest_run(diag_table, diag_table + 2, "*");
+	host_capture_end();
+	const char *fits = strstr(out, "# run d.fits\n");
+	const char *cut = strstr(out, "# run d.cut\n");
+	KASSERT(fits != NULL && cut != NULL);
+	KEXPECT(strstr(fits, "mmm\n    ok 1 fits\n") != NULL);
+	KEXPECT(strstr(cut, "mmm [cut]\n    ok 2 cut\n") != NULL);
+}
