@@ -252,3 +252,79 @@ KTEST(ktest, a_cut_diagnostic_says_so)
 	KEXPECT(strstr(fits, "mmm\n    ok 1 fits\n") != NULL);
 	KEXPECT(strstr(cut, "mmm [cut]\n    ok 2 cut\n") != NULL);
 }
+
+/* Each assertion can fail: a nested test per failing form (each must
+ * read "not ok"), and one where every form holds (it must read "ok"). A
+ * KASSERT form ends its test: what follows it must not run. */
+static int ran_past_assert;
+const char *ktest_test_null; /* NULL, unseen by the format check */
+static void streq_null(void)
+{
+	KEXPECT_STREQ(ktest_test_null, "x");
+}
+static void streq_prefix(void)
+{
+	KEXPECT_STREQ("ab", "abc");
+}
+static void streq_differ(void)
+{
+	KEXPECT_STREQ("abd", "abc");
+}
+static void ne_equal(void)
+{
+	KEXPECT_NE(7, 7);
+}
+static void eq_wide(void)
+{
+	KEXPECT_EQ(1ull << 40, 0); /* not cut to 32 bits */
+}
+static void assert_eq_stops(void)
+{
+	KASSERT_EQ(1, 2);
+	ran_past_assert++;
+}
+static void assert_ne_stops(void)
+{
+	KASSERT_NE(3, 3);
+	ran_past_assert++;
+}
+static void assert_stops(void)
+{
+	KASSERT(1 == 2);
+	ran_past_assert++;
+}
+static void all_hold(void)
+{
+	KEXPECT_STREQ(ktest_test_null, ktest_test_null);
+	KEXPECT_STREQ("abc", "abc");
+	KEXPECT_NE(1, 2);
+	KEXPECT_EQ(-1, -1);
+	KASSERT_EQ(5, 5);
+	KASSERT_NE(5, 6);
+	KASSERT(true);
+	ran_past_assert += 100;
+}
+static const struct ktest assert_table[] = {
+        {"f", "streq_null", streq_null, 0},
+        {"f", "streq_prefix", streq_prefix, 0},
+        {"f", "streq_differ", streq_differ, 0},
+        {"f", "ne_equal", ne_equal, 0},
+        {"f", "eq_wide", eq_wide, 0},
+        {"f", "assert_eq_stops", assert_eq_stops, 0},
+        {"f", "assert_ne_stops", assert_ne_stops, 0},
+        {"f", "assert_stops", assert_stops, 0},
+        {"p", "all_hold", all_hold, 0},
+};
+
+KTEST(ktest, every_assertion_can_fail)
+{
+	static char out[8192];
+	ran_past_assert = 0;
+	host_capture_begin(out, sizeof(out));
+	enum ktest_result r = ktest_run(assert_table, assert_table + 9, "*");
+	host_capture_end();
+	KEXPECT_EQ(r, KTEST_FAILED);
+	KEXPECT(strstr(out, "# Totals: pass:1 fail:8 skip:0\n") != NULL);
+	KEXPECT(strstr(out, "    ok 1 all_hold\n") != NULL);
+	KEXPECT_EQ(ran_past_assert, 100);
+}
