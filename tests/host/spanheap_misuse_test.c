@@ -140,6 +140,40 @@ KTEST(spanheap_misuse, free_of_an_object_a_refill_put_in_a_magazine)
 	sh_heap_release(&heap);
 }
 
+/*
+ * An object freed into CPU 0's magazine while CPU 1 caches its span, then
+ * its span folded (CPU 1's flush): the fold counts it allocated (its bit in
+ * alloc_bits, freeindex back at 0), as it is in no span's bits but a
+ * magazine's. A second free, a usable size or a realloc of it is told as
+ * one of an object already freed, not of one never handed out: the
+ * verdict reads alloc_bits (spanheap_free_refused, use_refused).
+ */
+KTEST(spanheap_misuse, refused_use_of_an_object_in_a_magazine_after_a_fold)
+{
+	KASSERT(fresh_heap());
+	mm_port_set_cpu(1);
+	char *x = spanheap_alloc(&sh, 1024, 0);
+	void *keep = spanheap_alloc(&sh, 1024, 0);
+	KASSERT(x && keep);
+	mm_port_set_cpu(0);
+	spanheap_free(&sh, x); /* CPU 0's magazine */
+	mm_port_set_cpu(1);
+	spanheap_flush_cache(&sh); /* folds x's span: x counted allocated */
+	mm_port_set_cpu(0);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)x);
+	uint32_t idx = (uint32_t)(((uintptr_t)x - s->base) / s->elemsize);
+	KASSERT_EQ(atomic_load(&s->freeindex), 0);
+	KASSERT(atomic_load(&s->alloc_bits[idx / 64]) >> (idx % 64) & 1);
+	EXPECT_MISUSE(spanheap_free(&sh, x), "double free: pointer", x);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, x),
+	              "usable size of an object already freed", x);
+	EXPECT_MISUSE(spanheap_realloc(&sh, x, 1024, 0),
+	              "realloc of an object already freed", x);
+	SH_CHECK(&sh, "after the refused calls");
+	spanheap_free(&sh, keep);
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap_misuse, never_allocated)
 {
 	KASSERT(fresh_heap());
