@@ -7,7 +7,8 @@
  * changes none of them. Then the same with threads: three workers, each a
  * CPU of its own, free most of each other's objects while the sweeper
  * thread runs; once they have ended and the sweeper has stopped, a flush of
- * every CPU and a cycle leave the counts exact again.
+ * every CPU and a cycle leave the counts exact again. Before any fold,
+ * frees still in the spans' bits are counted too.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -148,6 +149,42 @@ KTEST(spanheap_stats, exact_after_cross_cpu_frees_and_a_sweep)
 	SH_CHECK(&sh, "after everything was freed");
 	free(st);
 	free(r);
+	sh_heap_release(&heap);
+}
+
+/*
+ * Frees not folded yet count too, read from the spans' bits: on a heap in
+ * poison mode (no magazines) a free on the CPU that caches the span sets
+ * its local bit, and one on another CPU its pending bit; neither is in
+ * the class's booked counts until a fold.
+ */
+KTEST(spanheap_stats, frees_not_folded_yet_are_counted)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mm_port_set_cpu(0);
+	void *p[4];
+	KASSERT(sh_alloc_n(&sh, p, 4, 64));
+	spanheap_free(&sh, p[0]);
+	spanheap_free(&sh, p[1]); /* local bits: CPU 0 caches the span */
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p[2]); /* a pending bit */
+	mm_port_set_cpu(0);
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(st->local_frees, 2);
+	KEXPECT_EQ(st->remote_frees, 1);
+	KEXPECT_EQ(st->cls[sizeclass_of(64)].objects_in_use, 1);
+	KEXPECT_EQ(st->mag_objects, 0);
+	free(st);
+	spanheap_free(&sh, p[3]);
+	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap);
 }
 
