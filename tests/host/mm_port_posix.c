@@ -46,9 +46,9 @@
  * may delay its caller at the points marked mm_posix_chaos(), to widen
  * race windows; off by default.
  *
- * Diagnostics: mm_log prints to stderr and keeps the last line;
- * mm_panic longjmps to a catch armed by the test (mm_port_posix.h), or
- * prints "mm_panic: ..." and aborts.
+ * Diagnostics: mm_log prints to stderr and keeps the last line (all, if
+ * a test captures them); mm_panic longjmps to a catch armed by the test
+ * (mm_port_posix.h), or prints "mm_panic: ..." and aborts.
  */
 #define _GNU_SOURCE
 #include "mm_port_posix.h"
@@ -99,6 +99,9 @@ static pthread_mutex_t diag_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_panic[4096], last_log[1024];
 static unsigned long npanics, nlogs;
 static atomic_bool quiet;
+/* mm_port_log_capture's buffer, size and length; under diag_lock. */
+static char *capture;
+static size_t capture_size, capture_len;
 
 /* The highest-ranked mm lock this thread holds, or NULL. */
 static const struct posix_lock *top_held(void)
@@ -443,8 +446,26 @@ void mm_log(const char *fmt, ...)
 	vsnprintf(last_log, sizeof(last_log), fmt, ap);
 	va_end(ap);
 	nlogs++;
+	if (capture) { /* cut short at its end */
+		int n = snprintf(capture + capture_len,
+		                 capture_size - capture_len, "%s\n", last_log);
+		capture_len = n < 0 ? capture_len : capture_len + (size_t)n;
+		if (capture_len >= capture_size)
+			capture_len = capture_size - 1;
+	}
 	if (!atomic_load(&quiet))
 		fprintf(stderr, "mm_log: %s\n", last_log);
+	pthread_mutex_unlock(&diag_lock);
+}
+
+void mm_port_log_capture(char *buf, size_t size)
+{
+	pthread_mutex_lock(&diag_lock);
+	capture = size ? buf : NULL;
+	capture_size = size;
+	capture_len = 0;
+	if (capture)
+		capture[0] = '\0';
 	pthread_mutex_unlock(&diag_lock);
 }
 

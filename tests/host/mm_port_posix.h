@@ -59,6 +59,12 @@ unsigned long mm_port_log_count(void);
  * recorded. */
 void mm_port_set_quiet(bool quiet);
 
+/* From now on, mm_log appends each line and a newline to buf (size bytes,
+ * NUL-terminated; lines past its end are cut short), until a call with
+ * buf NULL. One capture at a time; read buf after the logging thread is
+ * done. */
+void mm_port_log_capture(char *buf, size_t size);
+
 /* Sets the CPU id this thread reports (default 0; taken modulo
  * MM_MAX_CPUS), and reads it. */
 void mm_port_set_cpu(unsigned cpu);

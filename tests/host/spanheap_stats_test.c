@@ -11,7 +11,9 @@
  * frees still in the spans' bits are counted too.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "spanheap_test_util.h"
@@ -319,5 +321,68 @@ KTEST(spanheap_stats, dumps_at_once_each_have_their_own_numbers)
 	for (int i = 0; i < 64; i++)
 		spanheap_free(&sh, p[i]);
 	SH_CHECK(&sh, "after the dumps");
+	sh_heap_release(&heap);
+}
+
+/*
+ * The slabinfo dump (spanheap_dump) on a known heap: one row, for the one
+ * class with a span, whose columns (in use, free, spans, bytes, waste, the
+ * object in a magazine and the magazine's room) are the heap's; the large
+ * line; the totals; and no word of poison mode on a heap not in it. Read
+ * back through the port's capture.
+ */
+KTEST(spanheap_stats, dump_shows_the_heap_as_it_is)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p[4]; /* over 512 bytes: no refill fills a magazine */
+	KASSERT(sh_alloc_n(&sh, p, 4, 1024));
+	spanheap_free(&sh, p[3]); /* into CPU 0's magazine, its first */
+	void *big = spanheap_alloc(&sh, 100000, 0); /* 25 pages */
+	KASSERT(big);
+	static char log[16384];
+	mm_port_set_quiet(true);
+	mm_port_log_capture(log, sizeof(log));
+	spanheap_dump(&sh);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	unsigned cls = sizeclass_of(1024);
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	size_t span_bytes = ci->npages * MM_PAGE_SIZE,
+	       large = 25 * MM_PAGE_SIZE;
+	unsigned rows = 0;
+	for (const char *l = log; (l = strstr(l, "slabinfo: ")) != NULL; l++) {
+		unsigned c, size, pages;
+		size_t v[7];
+		if (sscanf(l, "slabinfo: %u %u %u %zu %zu %zu %zu %zu %zu %zu",
+		           &c, &size, &pages, &v[0], &v[1], &v[2], &v[3], &v[4],
+		           &v[5], &v[6]) != 10)
+			continue; /* the heading, the large line */
+		rows++;
+		KEXPECT_EQ(c, cls);
+		KEXPECT_EQ(size, 1024);
+		KEXPECT_EQ(pages, ci->npages);
+		KEXPECT_EQ(v[0], 3);              /* in use */
+		KEXPECT_EQ(v[1], ci->nelems - 3); /* free */
+		KEXPECT_EQ(v[2], 1);              /* spans */
+		KEXPECT_EQ(v[3], span_bytes);
+		KEXPECT_EQ(v[4], (span_bytes - 3 * 1024) * 100 / span_bytes);
+		KEXPECT_EQ(v[5], 1);               /* in magazines */
+		KEXPECT_EQ(v[6], sh.mag_max[cls]); /* room: at its most */
+	}
+	KEXPECT_EQ(rows, 1);
+	KEXPECT(strstr(log, "slabinfo: large: 1 spans, 25 pages\n") != NULL);
+	char want[192];
+	snprintf(want, sizeof(want),
+	         "spanheap: 2 spans, %zu bytes in use of %zu; 1 objects in "
+	         "magazines; frees: 0 local, 0 remote; ",
+	         3 * 1024 + large, span_bytes + large);
+	if (!strstr(log, want))
+		ktest_fail_at(__FILE__, __LINE__, "no line '%s' in:\n%s", want,
+		              log);
+	KEXPECT(strstr(log, "poison mode") == NULL);
+	spanheap_free(&sh, big);
+	for (int i = 0; i < 3; i++)
+		spanheap_free(&sh, p[i]);
+	SH_CHECK(&sh, "after the dump");
 	sh_heap_release(&heap);
 }
