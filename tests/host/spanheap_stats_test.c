@@ -8,7 +8,9 @@
  * CPU of its own, free most of each other's objects while the sweeper
  * thread runs; once they have ended and the sweeper has stopped, a flush of
  * every CPU and a cycle leave the counts exact again. Before any fold,
- * frees still in the spans' bits are counted too.
+ * frees still in the spans' bits are counted too; the flush counts and
+ * the page heap's numbers are copied; and the slabinfo dump, read back,
+ * shows the heap as it is.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -187,6 +189,36 @@ KTEST(spanheap_stats, frees_not_folded_yet_are_counted)
 	free(st);
 	spanheap_free(&sh, p[3]);
 	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap);
+}
+
+/*
+ * The counters spanheap_stats copies from elsewhere: flushes of every CPU,
+ * and those the port could not make (it refused to hold the other CPUs:
+ * this CPU's cache alone was flushed), and the page heap's own numbers.
+ */
+KTEST(spanheap_stats, copies_the_flush_counts_and_the_page_heap)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 100000, 0);
+	KASSERT(p);
+	KEXPECT(spanheap_flush_all(&sh));
+	mm_port_refuse_each_other_cpu(true);
+	KEXPECT(!spanheap_flush_all(&sh));
+	KEXPECT(!spanheap_flush_all(&sh));
+	mm_port_refuse_each_other_cpu(false);
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	spanheap_stats(&sh, st);
+	KEXPECT_EQ(st->n.flush_alls, 1);
+	KEXPECT_EQ(st->n.flush_alls_failed, 2);
+	struct mheap_stats hs;
+	mheap_stats(&heap, &hs);
+	KEXPECT(hs.in_use_pages >= 25);
+	KEXPECT_EQ(st->heap.in_use_pages, hs.in_use_pages);
+	KEXPECT_EQ(st->heap.grown_pages, hs.grown_pages);
+	free(st);
+	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
 }
 
