@@ -136,9 +136,14 @@ bool mm_port_can_sleep(void)
 	return !atomic_context && !held_ranks && !mm_posix_pin_depth;
 }
 
+void (*mm_port_log_hook)(const char *line);
+void (*mm_port_yield_hook)(void);
+
 void mm_port_yield(void)
 {
 	mm_posix_expect_can_sleep("mm_port_yield");
+	if (mm_port_yield_hook)
+		mm_port_yield_hook();
 	mm_posix_chaos();
 	sched_yield();
 }
@@ -455,7 +460,12 @@ void mm_log(const char *fmt, ...)
 	}
 	if (!atomic_load(&quiet))
 		fprintf(stderr, "mm_log: %s\n", last_log);
+	char line[sizeof(last_log)];
+	if (mm_port_log_hook)
+		memcpy(line, last_log, sizeof(line));
 	pthread_mutex_unlock(&diag_lock);
+	if (mm_port_log_hook)
+		mm_port_log_hook(line);
 }
 
 void mm_port_log_capture(char *buf, size_t size)

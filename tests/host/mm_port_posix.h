@@ -65,6 +65,12 @@ void mm_port_set_quiet(bool quiet);
  * done. */
 void mm_port_log_capture(char *buf, size_t size);
 
+/* Test hooks, NULL by default, set before the threads they watch start:
+ * called in the calling thread, holding nothing of the port's, after each
+ * mm_log line (its text) and at each mm_port_yield. */
+extern void (*mm_port_log_hook)(const char *line);
+extern void (*mm_port_yield_hook)(void);
+
 /* Sets the CPU id this thread reports (default 0; taken modulo
  * MM_MAX_CPUS), and reads it. */
 void mm_port_set_cpu(unsigned cpu);

@@ -10,9 +10,10 @@
  * every CPU and a cycle leave the counts exact again. Before any fold,
  * frees still in the spans' bits are counted too; the flush counts and
  * the page heap's numbers are copied; and the slabinfo dump, read back,
- * shows the heap as it is.
+ * shows the heap as it is, and waits for another in progress.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,5 +417,72 @@ KTEST(spanheap_stats, dump_shows_the_heap_as_it_is)
 	for (int i = 0; i < 3; i++)
 		spanheap_free(&sh, p[i]);
 	SH_CHECK(&sh, "after the dump");
+	sh_heap_release(&heap);
+}
+
+/* dump_waits_for_the_dump_in_progress: which dump this thread runs (1: A,
+ * 2: B), and what the hooks saw. */
+static _Thread_local int dumper;
+static atomic_bool a_inside, b_waited, b_logged, b_logged_inside;
+static pthread_t dumper_b;
+
+static void *dumper_b_main(void *arg)
+{
+	dumper = 2;
+	mm_port_set_cpu(1);
+	spanheap_dump(&sh);
+	return NULL;
+}
+
+/* A's first line is inside its dump's statistics (after it took them):
+ * B starts its dump then, and A waits until B either yields (waiting for
+ * A) or logs (it went in). A's sweep line is its last inside. */
+static void dump_log_hook(const char *line)
+{
+	static bool b_started;
+	if (dumper == 2) {
+		if (atomic_load(&a_inside))
+			atomic_store(&b_logged_inside, true);
+		atomic_store(&b_logged, true);
+	} else if (dumper == 1 && !b_started) {
+		b_started = true;
+		atomic_store(&a_inside, true);
+		KASSERT(pthread_create(&dumper_b, NULL, dumper_b_main, NULL) ==
+		        0);
+		while (!atomic_load(&b_waited) && !atomic_load(&b_logged))
+			sched_yield();
+	} else if (dumper == 1 && strncmp(line, "spanheap: sweep:", 16) == 0) {
+		atomic_store(&a_inside, false);
+	}
+}
+
+static void dump_yield_hook(void)
+{
+	if (dumper == 2)
+		atomic_store(&b_waited, true);
+}
+
+/* A second dump while one prints waits for it (they share one buffer of
+ * statistics): staged with the port's hooks, so that B starts while A is
+ * inside, and must yield, not log, until A is done. */
+KTEST(spanheap_stats, dump_waits_for_the_dump_in_progress)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	dumper = 1;
+	mm_port_set_quiet(true);
+	mm_port_log_hook = dump_log_hook;
+	mm_port_yield_hook = dump_yield_hook;
+	spanheap_dump(&sh);
+	pthread_join(dumper_b, NULL);
+	mm_port_log_hook = NULL;
+	mm_port_yield_hook = NULL;
+	mm_port_set_quiet(false);
+	dumper = 0;
+	KEXPECT(atomic_load(&b_waited));
+	KEXPECT(!atomic_load(&b_logged_inside));
+	KEXPECT(atomic_load(&b_logged));
+	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
 }
