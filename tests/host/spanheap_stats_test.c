@@ -196,7 +196,8 @@ KTEST(spanheap_stats, frees_not_folded_yet_are_counted)
 /*
  * The counters spanheap_stats copies from elsewhere: flushes of every CPU,
  * and those the port could not make (it refused to hold the other CPUs:
- * this CPU's cache alone was flushed), and the page heap's own numbers.
+ * this CPU's cache alone was flushed), the sweepgen, and the page heap's
+ * own numbers.
  */
 KTEST(spanheap_stats, copies_the_flush_counts_and_the_page_heap)
 {
@@ -208,11 +209,13 @@ KTEST(spanheap_stats, copies_the_flush_counts_and_the_page_heap)
 	KEXPECT(!spanheap_flush_all(&sh));
 	KEXPECT(!spanheap_flush_all(&sh));
 	mm_port_refuse_each_other_cpu(false);
+	spanheap_sweep_cycle(&sh);
 	struct spanheap_stats *st = calloc(1, sizeof(*st));
 	KASSERT(st);
 	spanheap_stats(&sh, st);
 	KEXPECT_EQ(st->n.flush_alls, 1);
 	KEXPECT_EQ(st->n.flush_alls_failed, 2);
+	KEXPECT_EQ(st->sweepgen, 4 + 2); /* spanheap_init's, one cycle on */
 	struct mheap_stats hs;
 	mheap_stats(&heap, &hs);
 	KEXPECT(hs.in_use_pages >= 25);
