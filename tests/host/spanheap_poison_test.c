@@ -169,6 +169,44 @@ KTEST(spanheap_poison, write_found_by_the_checker)
 	sh_heap_release(&heap);
 }
 
+/*
+ * The checker reports the first damaged free object it meets on a class's
+ * lists, and the spans it walks after that span, clean, do not clear the
+ * finding: three spans of one class, a free object in each, the one of
+ * the first span the walk visits written after its free.
+ */
+KTEST(spanheap_poison, write_found_by_the_checker_before_clean_spans)
+{
+	KASSERT(heap_with(true));
+	unsigned cls = sizeclass_of(256), n = sizeclass_info[cls].nelems;
+	static void *p[3 * SC_BITMAP_WORDS * 64];
+	KASSERT(sh_alloc_n(&sh, p, 3 * n, 256));
+	for (unsigned i = 0; i < 3; i++)
+		spanheap_free(&sh, p[i * n]);
+	spanheap_flush_cache(&sh); /* every span on the class's lists */
+	struct mcentral *c = &sh.central[cls];
+	struct mspan *first = NULL;
+	size_t listed = 0;
+	for (unsigned k = 0; k < 4; k++)
+		for (struct mspan *s =
+		             (k < 2 ? &c->partial[k] : &c->full[k - 2])->first;
+		     s; s = s->next, listed++)
+			if (!first)
+				first = s;
+	KASSERT(first && listed == 3);
+	SH_CHECK(&sh, "before the write");
+	char *victim = NULL;
+	for (unsigned i = 0; i < 3; i++)
+		if (mheap_span_lookup(&heap, (uintptr_t)p[i * n]) == first)
+			victim = p[i * n];
+	KASSERT(victim);
+	victim[200] = 0;
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "was written after its free: "
+	                                     "byte 200 is 0, not the poison"));
+	sh_heap_release(&heap);
+}
+
 /* Poison mode changes nothing a program sees: zeroed memory is zero, a
  * realloc keeps the contents, and misuse is still named. */
 KTEST(spanheap_poison, zeroing_realloc_and_misuse_as_in_normal_mode)
