@@ -364,8 +364,8 @@ KTEST(spanheap_stats, dumps_at_once_each_have_their_own_numbers)
  * The slabinfo dump (spanheap_dump) on a known heap: one row, for the one
  * class with a span, whose columns (in use, free, spans, bytes, waste, the
  * object in a magazine and the magazine's room) are the heap's; the large
- * line; the totals; and no word of poison mode on a heap not in it. Read
- * back through the port's capture.
+ * line; the totals; no word of poison mode on a heap not in it; and the
+ * page heap's lines after. Read back through the port's capture.
  */
 KTEST(spanheap_stats, dump_shows_the_heap_as_it_is)
 {
@@ -416,6 +416,7 @@ KTEST(spanheap_stats, dump_shows_the_heap_as_it_is)
 		ktest_fail_at(__FILE__, __LINE__, "no line '%s' in:\n%s", want,
 		              log);
 	KEXPECT(strstr(log, "poison mode") == NULL);
+	KEXPECT(strstr(log, "\nmheap: pages: ") != NULL); /* the page heap's */
 	spanheap_free(&sh, big);
 	for (int i = 0; i < 3; i++)
 		spanheap_free(&sh, p[i]);
