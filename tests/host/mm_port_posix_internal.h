@@ -1,7 +1,7 @@
 /*
  * tests/host/mm_port_posix_internal.h: what the POSIX port's files
  * (mm_port_posix.c, mm_port_posix_mem.c, mm_port_posix_cpu.c,
- * mm_port_posix_chaos.c) share. Not for tests.
+ * mm_port_posix_event.c, mm_port_posix_chaos.c) share. Not for tests.
  */
 #ifndef TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
 #define TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
@@ -28,6 +28,10 @@ extern struct mm_posix_cpu_slot mm_posix_cpu_slots[MM_MAX_CPUS];
 /* Hooks documented "no mm lock held" call this first (mm_port_posix.c):
  * mm_panics naming what if the caller holds an mm lock. */
 void expect_no_lock(const char *what);
+
+/* The name of the heap-rank mm lock this thread holds, or NULL
+ * (mm_event_wake must not be called holding one). */
+const char *mm_posix_heap_lock_held(void);
 
 /* Hooks that may sleep call this first: mm_panics naming what if the
  * caller holds an mm lock or is in (simulated) atomic context. */
