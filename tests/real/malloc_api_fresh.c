@@ -290,6 +290,7 @@ static const struct {
         {"trim-first", scenario_trim_first},
         {"trim-threads", scenario_trim_threads},
         {"trim-underscore-fork", scenario_trim_underscore_fork},
+        {"stats-agree", scenario_stats_agree},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

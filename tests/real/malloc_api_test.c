@@ -284,6 +284,7 @@ int main(int argc, char **argv)
 	        {"libc_names", test_libc_names},
 	        {"mallinfo", test_mallinfo},
 	        {"malloc_stats_info", test_malloc_stats_info},
+	        {"stats_agree", test_stats_agree},
 	        {"diff", test_diff},
 	};
 	int pass = 0, fail = 0;

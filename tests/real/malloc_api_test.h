@@ -135,6 +135,7 @@ const char *test_malloc_trim(void);
 const char *test_libc_names(void);
 const char *test_mallinfo(void);
 const char *test_malloc_stats_info(void);
+const char *test_stats_agree(void);
 const char *test_diff(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
@@ -152,6 +153,7 @@ int scenario_trim(void);
 int scenario_trim_first(void);
 int scenario_trim_threads(void);
 int scenario_trim_underscore_fork(void);
+int scenario_stats_agree(void);
 int scenario_diff(void);
 
 #endif
