@@ -67,7 +67,7 @@ MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
 MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
-	malloc_api_fresh.c malloc_api_env.c \
+	malloc_api_fresh.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
 	malloc_api_diff_ops.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so

@@ -291,6 +291,7 @@ static const struct {
         {"trim-threads", scenario_trim_threads},
         {"trim-underscore-fork", scenario_trim_underscore_fork},
         {"stats-agree", scenario_stats_agree},
+        {"background-signals", scenario_background_signals},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

@@ -261,6 +261,7 @@ int main(int argc, char **argv)
 	        {"background", test_background},
 	        {"realloc_background", test_realloc_background},
 	        {"no_background", test_no_background},
+	        {"background_signals", test_background_signals},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
 	        {"handler_fork", test_handler_fork},

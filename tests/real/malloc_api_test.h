@@ -23,6 +23,7 @@
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
  *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
+ *   malloc_api_background.c  the background threads' signal masks
  *   malloc_api_trim.c    malloc_trim
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_ops.c)
@@ -136,6 +137,7 @@ const char *test_libc_names(void);
 const char *test_mallinfo(void);
 const char *test_malloc_stats_info(void);
 const char *test_stats_agree(void);
+const char *test_background_signals(void);
 const char *test_diff(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
@@ -154,6 +156,7 @@ int scenario_trim_first(void);
 int scenario_trim_threads(void);
 int scenario_trim_underscore_fork(void);
 int scenario_stats_agree(void);
+int scenario_background_signals(void);
 int scenario_diff(void);
 
 #endif

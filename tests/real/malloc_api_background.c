@@ -1,0 +1,125 @@
+/*
+ * tests/real/malloc_api_background.c: malloc-api-test's checks of the
+ * background threads as threads of the program (malloc/port_sync.c,
+ * malloc/background.c): the signals they leave to the program's own
+ * threads. Their start and stop around fork are in
+ * malloc_api_fresh.c and malloc_api_threads.c.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+/* The signals a background thread must block: every one a program may
+ * catch (glibc keeps its two internal ones, SIGCANCEL and SIGSETXID, and
+ * the kernel SIGKILL and SIGSTOP, unblockable). */
+static const int program_signals[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGUSR1,
+                                      SIGUSR2, SIGPIPE, SIGALRM, SIGTERM,
+                                      SIGCHLD, SIGWINCH};
+
+/* Task tid's name (comm) and blocked-signal mask (SigBlk) from its
+ * /proc status; false if it cannot be read. */
+static bool task_mask(const char *tid, char *name, size_t namesz,
+                      unsigned long long *blocked)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
+	int f = open(path, O_RDONLY);
+	ssize_t n = f >= 0 ? read(f, buf, sizeof(buf) - 1) : -1;
+	if (f >= 0)
+		close(f);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	const char *nm = strstr(buf, "Name:\t");
+	const char *bl = strstr(buf, "\nSigBlk:\t");
+	if (!nm || !bl)
+		return false;
+	nm += 6;
+	size_t len = strcspn(nm, "\n");
+	len = len < namesz - 1 ? len : namesz - 1;
+	memcpy(name, nm, len);
+	name[len] = 0;
+	*blocked = strtoull(bl + 9, NULL, 16);
+	return true;
+}
+
+/* Whether mask (SigBlk's bit sig - 1 per signal) blocks every one of
+ * program_signals. */
+static bool blocks_all(unsigned long long mask)
+{
+	for (size_t i = 0; i < sizeof(program_signals) / sizeof(int); i++)
+		if (!(mask >> (program_signals[i] - 1) & 1))
+			return false;
+	return true;
+}
+
+/*
+ * The background threads, once up, block every signal the program may
+ * catch (a SIGINT or SIGCHLD sent to the process must reach one of its
+ * own threads), and the thread whose allocation started them has its
+ * own mask back (empty here). Exits 0, 2 if the threads did not come,
+ * or 3 naming the thread whose mask was wrong.
+ */
+int scenario_background_signals(void)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		if (!(v[i] = malloc(64 << 10)) || !memset(v[i], 1, 64 << 10))
+			return 2;
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	free(malloc(100)); /* starts them, past the heap's 8 MiB */
+	if (background_threads_wait() != 3)
+		return 2;
+	int found = 0, bad = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		char name[32];
+		unsigned long long blocked;
+		if (e->d_name[0] == '.' ||
+		    !task_mask(e->d_name, name, sizeof(name), &blocked))
+			continue;
+		bool bg = strncmp(name, "mm_", 3) == 0;
+		found += bg;
+		if (bg ? !blocks_all(blocked) : blocked != 0) {
+			fprintf(stderr,
+			        "thread %s (%s): SigBlk %016llx; want %s\n",
+			        e->d_name, name, blocked,
+			        bg ? "every signal a program may catch blocked"
+			           : "none blocked, as before its malloc");
+			bad = 3;
+		}
+	}
+	if (d)
+		closedir(d);
+	if (found != 2) {
+		fprintf(stderr, "%d background threads in /proc/self/task\n",
+		        found);
+		return 3;
+	}
+	return bad;
+}
+
+/* The background threads' signal masks (scenario_background_signals),
+ * in a fresh process. */
+const char *test_background_signals(void)
+{
+	int st = run_scenario("background-signals", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "background-signals: status %#x (2: no background threads; "
+	      "3: a mask was wrong, on stderr)",
+	      st);
+	return NULL;
+}
