@@ -2,12 +2,14 @@
  * tests/real/malloc_api_background.c: malloc-api-test's checks of the
  * background threads as threads of the program (malloc/port_sync.c,
  * malloc/background.c): the signals they leave to the program's own
- * threads. Their start and stop around fork are in
- * malloc_api_fresh.c and malloc_api_threads.c.
+ * threads, and their restart after fork after fork. Their first start
+ * and their stop around fork are in malloc_api_fresh.c and
+ * malloc_api_threads.c.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +122,58 @@ const char *test_background_signals(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "background-signals: status %#x (2: no background threads; "
 	      "3: a mask was wrong, on stderr)",
+	      st);
+	return NULL;
+}
+
+/* Allocates (a large object: the slow path, which starts them) until
+ * both background threads run; a hang if they never come, which the
+ * scenario's alarm turns into a failure. */
+static void until_background_up(void)
+{
+	while (background_threads_raw() != 3) {
+		free(malloc(64 << 10));
+		sched_yield();
+	}
+}
+
+/*
+ * Each fork stops the background threads (joined, their handles given
+ * back to the port's pool of four) and the next allocation starts them
+ * again: after six forks they still run. With the handles not given
+ * back, the third start found the pool empty and the process went on
+ * without them (no memory given back while it idles).
+ */
+int scenario_background_after_forks(void)
+{
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		if (!(v[i] = malloc(64 << 10)) || !memset(v[i], 1, 64 << 10))
+			return 2;
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	until_background_up();
+	for (int round = 0; round < 6; round++) {
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		int st = -1;
+		if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0)
+			return 2;
+		until_background_up();
+	}
+	return 0;
+}
+
+/* The background threads come back after every fork
+ * (scenario_background_after_forks), in a fresh process. */
+const char *test_background_after_forks(void)
+{
+	int st = run_scenario("background-after-forks", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "background-after-forks: status %#x (SIGALRM: the threads "
+	      "did not come back after a fork)",
 	      st);
 	return NULL;
 }

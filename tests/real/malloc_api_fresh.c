@@ -292,6 +292,7 @@ static const struct {
         {"trim-underscore-fork", scenario_trim_underscore_fork},
         {"stats-agree", scenario_stats_agree},
         {"background-signals", scenario_background_signals},
+        {"background-after-forks", scenario_background_after_forks},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

@@ -262,6 +262,7 @@ int main(int argc, char **argv)
 	        {"realloc_background", test_realloc_background},
 	        {"no_background", test_no_background},
 	        {"background_signals", test_background_signals},
+	        {"background_after_forks", test_background_after_forks},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
 	        {"handler_fork", test_handler_fork},
