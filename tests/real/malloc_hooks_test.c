@@ -361,6 +361,8 @@ static const struct {
         {"signal_in_shared_slow_hold", signal_in_shared_slow_hold, NULL},
         {"signal_while_sharer_waits_in", signal_while_sharer_waits_in, NULL},
         {"signal_in_fast_leave", signal_in_fast_leave, NULL},
+        {"alone_without_proc", alone_without_proc, NULL},
+        {"trim_inside_call", trim_inside_call, NULL},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -53,6 +53,9 @@ int child_clears_in(void);
 int fork_waits_for_late_slot(void);
 int fork_from_tokenless_thread(void);
 int underscore_fork_keeps_parent_ids(void);
+/* malloc_hooks_alone.c: */
+int alone_without_proc(void);
+int trim_inside_call(void);
 /* malloc_hooks_nested.c: */
 int signal_in_shared_slow_hold(void);
 int signal_while_sharer_waits_in(void);

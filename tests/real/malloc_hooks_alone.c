@@ -1,0 +1,145 @@
+/*
+ * tests/real/malloc_hooks_alone.c: malloc-hooks-test's scenarios of the
+ * background threads' check that they are not the process's last
+ * threads (port_sync.c, exit_if_alone), held at its hook
+ * (MM_MALLOC_HOOK_ALONE_COUNTED, after the thread count is read), and of
+ * malloc_trim from a signal handler inside a call (malloc_info.c).
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_hooks_test.h"
+
+/* Alone checks made (the hook's calls) since counting began. */
+static atomic_int alone_checks = -1;
+static atomic_bool alone_done;
+
+static void count_alone_checks(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_ALONE_COUNTED &&
+	    atomic_load(&alone_checks) >= 0)
+		atomic_fetch_add(&alone_checks, 1);
+}
+
+/* An exit(0) from a background thread that took itself for the last
+ * ends the process before alone_done: status 1, said on stderr. */
+static void ended_by_background(void)
+{
+	static const char msg[] =
+	        "the process ended (exit 0 from a background thread that "
+	        "thought itself alone) while its main thread ran";
+	if (!atomic_load(&alone_done)) {
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(2);
+		_exit(1);
+	}
+}
+
+/* Starts the background threads (a 16 MiB burst, then a call past the
+ * threshold), with the hook counting their checks from then on. */
+static void start_counted(void)
+{
+	void *v[64];
+	for (int i = 0; i < 64; i++)
+		memset(v[i] = malloc(256 << 10), 1, 256 << 10);
+	for (int i = 0; i < 64; i++)
+		free(v[i]);
+	mm_malloc_test_hook = count_alone_checks;
+	atomic_store(&alone_checks, 0);
+	free(malloc(100));
+}
+
+/* Waits until the background threads have made n more alone checks:
+ * each ran the whole check (had one ended the process, main would not
+ * see the next). */
+static void wait_alone_checks(int n)
+{
+	int until = atomic_load(&alone_checks) + n;
+	while (atomic_load(&alone_checks) < until)
+		sched_yield();
+}
+
+/*
+ * A background thread that cannot read /proc/self/stat (here: no file
+ * descriptor left, RLIMIT_NOFILE at the lowest free one) counts 0
+ * threads, which means "unknown", not "none but us": it must not end
+ * the process under its main thread. Four checks pass with the limit on.
+ */
+int alone_without_proc(void)
+{
+	atexit(ended_by_background);
+	start_counted();
+	int lowest = dup(0);
+	struct rlimit old, rl;
+	if (lowest < 0 || close(lowest) != 0 ||
+	    getrlimit(RLIMIT_NOFILE, &old) != 0)
+		return 2;
+	rl = old;
+	rl.rlim_cur = (rlim_t)lowest; /* no open() succeeds now */
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 2;
+	wait_alone_checks(4);
+	setrlimit(RLIMIT_NOFILE, &old);
+	atomic_store(&alone_done, true);
+	return 0;
+}
+
+static atomic_bool trim_armed;
+static atomic_int trim_in_handler = -1;
+
+static void trimming_handler(int sig)
+{
+	(void)sig;
+	atomic_store(&trim_in_handler, malloc_trim(0));
+}
+
+static void in_trim_window(enum mm_malloc_hook_point where)
+{
+	if ((where == MM_MALLOC_HOOK_FAST_HELD ||
+	     where == MM_MALLOC_HOOK_SLOW_HELD) &&
+	    atomic_exchange(&trim_armed, false))
+		raise(SIGUSR1);
+}
+
+/*
+ * malloc_trim from a signal handler that interrupted an API call (mm/
+ * may be in the middle of something there) gives nothing back and
+ * returns 0, though free pages wait (a 4 MiB object just freed: the
+ * same trim outside the call returns 1).
+ */
+int trim_inside_call(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = trimming_handler;
+	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+		return 2;
+	void *big = malloc(4 << 20), *p = malloc(100);
+	if (!big || !p || !memset(big, 1, 4 << 20))
+		return 2;
+	free(big);
+	mm_malloc_test_hook = in_trim_window;
+	atomic_store(&trim_armed, true);
+	free(p); /* the call the signal interrupts */
+	mm_malloc_test_hook = NULL;
+	int inside = atomic_load(&trim_in_handler), outside = malloc_trim(0);
+	if (inside != 0 || outside != 1) {
+		fprintf(stderr,
+		        "malloc_trim returned %d in a handler inside a call, "
+		        "%d after it, with 4 MiB free",
+		        inside, outside);
+		return 1;
+	}
+	return 0;
+}
