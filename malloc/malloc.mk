@@ -180,6 +180,7 @@ MALLOC_TSAN_TEST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror \
 MALLOC_TSAN_LIB_OBJS := $(patsubst %,$(MALLOC_TSAN_BUILD)/lib/%.o,$(MALLOC_SRCS))
 MALLOC_TSAN_TEST_SRCS := tests/real/malloc_tsan_test.c \
 	tests/real/malloc_tsan_threads.c tests/real/malloc_tsan_late.c \
+	tests/real/malloc_tsan_port.c \
 	tests/host/main.c \
 	kernel/ktest.c kernel/format.c
 MALLOC_TSAN_TEST_OBJS := $(patsubst %,$(MALLOC_TSAN_BUILD)/test/%.o,\
