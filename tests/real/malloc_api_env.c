@@ -201,3 +201,53 @@ const char *test_poison_mode(void)
 	      "write after free, no poison: status %#x, stderr '%s'", st, out);
 	return NULL;
 }
+
+/*
+ * The edges of a switch's value and name: an empty value is no value
+ * (make test-malloc-tsan sets MM_MALLOC_BACKGROUND= to mean unset): the
+ * default, and no report; a value over 40 bytes is named by its first
+ * 40 and "..."; a variable whose name only begins with a switch's
+ * (MM_MALLOC_BACKGROUNDX=0) is not that switch.
+ */
+const char *test_env_switch_edges(void)
+{
+	char out[4096], dflt[128], got[128] = "", want[160];
+	static const char long_val[] =
+	        "0123456789012345678901234567890123456789tail";
+	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
+		const char *name = switches[i].name;
+		int st = run_env(name, switches[i].dflt, out, sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+		              env_line(out, dflt, sizeof(dflt)),
+		      "%s=%s: status %#x, stderr '%s'", name, switches[i].dflt,
+		      st, out);
+		st = run_env(name, "", out, sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+		              !strstr(out, "mm_malloc: ") &&
+		              env_line(out, got, sizeof(got)) &&
+		              strcmp(got, dflt) == 0,
+		      "%s= (empty): status %#x, stderr '%s'; the default "
+		      "gives '%s'",
+		      name, st, out, dflt);
+		st = run_env(name, long_val, out, sizeof(out));
+		snprintf(want, sizeof(want),
+		         "mm_malloc: %s=%.40s...: not 0 or 1; ignored\n", name,
+		         long_val);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+		              strstr(out, want),
+		      "%s=<44 bytes>: stderr '%s', no line '%s'", name, out,
+		      want);
+	}
+	char longer[64];
+	snprintf(longer, sizeof(longer), "%sX", switches[0].name);
+	int st = run_env(switches[0].name, switches[0].dflt, out, sizeof(out));
+	CHECK(env_line(out, dflt, sizeof(dflt)), "%s: stderr '%s'",
+	      switches[0].name, out);
+	st = run_env(longer, "0", out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	              !strstr(out, "mm_malloc: ") &&
+	              env_line(out, got, sizeof(got)) && strcmp(got, dflt) == 0,
+	      "%s=0: status %#x, stderr '%s', but the default gives '%s'",
+	      longer, st, out, dflt);
+	return NULL;
+}

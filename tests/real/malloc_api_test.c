@@ -281,6 +281,7 @@ int main(int argc, char **argv)
 	        {"small_heap_no_threads", test_small_heap_no_threads},
 	        {"calloc_locked", test_calloc_locked},
 	        {"env_switches", test_env_switches},
+	        {"env_switch_edges", test_env_switch_edges},
 	        {"poison_mode", test_poison_mode},
 	        {"malloc_trim", test_malloc_trim},
 	        {"libc_names", test_libc_names},

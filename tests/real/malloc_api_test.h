@@ -131,6 +131,7 @@ const char *test_pvalloc_whole_pages(void);
 const char *test_small_heap_no_threads(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
+const char *test_env_switch_edges(void);
 const char *test_poison_mode(void);
 const char *test_malloc_trim(void);
 const char *test_libc_names(void);
