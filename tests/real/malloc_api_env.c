@@ -6,6 +6,7 @@
  * and poison mode finds a write after a free.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -249,5 +250,35 @@ const char *test_env_switch_edges(void)
 	              env_line(out, got, sizeof(got)) && strcmp(got, dflt) == 0,
 	      "%s=0: status %#x, stderr '%s', but the default gives '%s'",
 	      longer, st, out, dflt);
+	return NULL;
+}
+
+/* The errno main starts with (C11 7.5: zero at program startup); the
+ * first thing the scenario reads. */
+int scenario_errno_at_start(void)
+{
+	return errno == 0 ? 0 : 3;
+}
+
+/*
+ * The constructor's report of a bad switch keeps errno though its write
+ * fails: with stderr closed (EBADF), a program's main still starts with
+ * errno 0.
+ */
+const char *test_env_report_keeps_errno(void)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(2);
+		setenv("MM_MALLOC_BACKGROUND", "bad", 1);
+		execl(self_exe, self_exe, "errno-at-start", (char *)NULL);
+		_exit(127);
+	}
+	int st = wait_status(pid);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "MM_MALLOC_BACKGROUND=bad with stderr closed: status %#x (3: "
+	      "main started with errno set)",
+	      st);
 	return NULL;
 }

@@ -293,6 +293,7 @@ static const struct {
         {"stats-agree", scenario_stats_agree},
         {"background-signals", scenario_background_signals},
         {"background-after-forks", scenario_background_after_forks},
+        {"errno-at-start", scenario_errno_at_start},
 };
 
 /* The scenario what names; any other name is the dlopen one. Every

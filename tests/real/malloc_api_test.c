@@ -282,6 +282,7 @@ int main(int argc, char **argv)
 	        {"calloc_locked", test_calloc_locked},
 	        {"env_switches", test_env_switches},
 	        {"env_switch_edges", test_env_switch_edges},
+	        {"env_report_keeps_errno", test_env_report_keeps_errno},
 	        {"poison_mode", test_poison_mode},
 	        {"malloc_trim", test_malloc_trim},
 	        {"libc_names", test_libc_names},

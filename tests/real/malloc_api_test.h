@@ -132,6 +132,7 @@ const char *test_small_heap_no_threads(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
 const char *test_env_switch_edges(void);
+const char *test_env_report_keeps_errno(void);
 const char *test_poison_mode(void);
 const char *test_malloc_trim(void);
 const char *test_libc_names(void);
@@ -160,6 +161,7 @@ int scenario_trim_underscore_fork(void);
 int scenario_stats_agree(void);
 int scenario_background_signals(void);
 int scenario_background_after_forks(void);
+int scenario_errno_at_start(void);
 int scenario_diff(void);
 
 #endif
