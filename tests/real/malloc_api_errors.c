@@ -494,8 +494,7 @@ const char *test_calloc_locked(void)
 	}
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "calloc of pages given back while locked: status %#x (5: "
-	      "not zero, stale bytes of the freed object; 6: errno "
-	      "changed)",
+	      "the freed object's stale bytes; 6: errno changed)",
 	      st);
 	return NULL;
 }
