@@ -23,6 +23,14 @@ static void put(unsigned char *p, uint32_t type, uint64_t base, uint64_t npages)
 	memcpy(p, &d, sizeof(d));
 }
 
+/* An empty boot state whose kernel image lies at 16-18 MiB. */
+static void fresh_state(struct boot_state *bs)
+{
+	memset(bs, 0, sizeof(*bs));
+	bs->kernel_phys_base = 16 * MIB;
+	bs->kernel_phys_limit = 18 * MIB;
+}
+
 /*
  * UEFI gives the descriptors' stride (DescriptorSize) and promises only
  * that it is at least the 40 bytes of one: at 44 every other descriptor
@@ -40,9 +48,7 @@ KTEST(bootinfo_mmap, descriptors_of_any_stride_are_read)
 		put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
 		put(map + stride, EFI_RESERVED_MEMORY, 0, 1);
 		put(map + 2 * stride, EFI_LOADER_DATA, 16 * MIB, 512);
-		memset(&bs, 0, sizeof(bs));
-		bs.kernel_phys_base = 16 * MIB;
-		bs.kernel_phys_limit = 18 * MIB;
+		fresh_state(&bs);
 		struct mmap_diag d = {0};
 		KEXPECT(bootinfo_read_mmap(map, 3 * stride, stride, &bs, &d));
 		KEXPECT_EQ(bs.nregions, 3);
@@ -67,9 +73,7 @@ KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
 	static struct boot_state bs;
 	unsigned char map[3 * 40] = {0};
 	struct mmap_diag d = {0};
-	memset(&bs, 0, sizeof(bs));
-	bs.kernel_phys_base = 16 * MIB;
-	bs.kernel_phys_limit = 18 * MIB;
+	fresh_state(&bs);
 	KEXPECT(!bootinfo_read_mmap(map, 0, 40, &bs, &d));
 	KEXPECT(d.whole_map);
 	KEXPECT_STREQ(d.why ? d.why : "", "lists no free (conventional) "
@@ -78,9 +82,7 @@ KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
 	put(map, EFI_RESERVED_MEMORY, 0, 256);
 	put(map + 40, EFI_LOADER_DATA, 16 * MIB, 512);
 	put(map + 80, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 0); /* no pages */
-	memset(&bs, 0, sizeof(bs));
-	bs.kernel_phys_base = 16 * MIB;
-	bs.kernel_phys_limit = 18 * MIB;
+	fresh_state(&bs);
 	d = (struct mmap_diag){0};
 	KEXPECT(!bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
 	KEXPECT(d.whole_map);
@@ -89,9 +91,7 @@ KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
 
 	/* One free page is enough for the map to be taken. */
 	put(map + 80, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 1);
-	memset(&bs, 0, sizeof(bs));
-	bs.kernel_phys_base = 16 * MIB;
-	bs.kernel_phys_limit = 18 * MIB;
+	fresh_state(&bs);
 	KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
 	KEXPECT_EQ(bs.nregions, 3);
 }
@@ -101,9 +101,7 @@ KTEST(bootinfo_mmap, map_without_free_memory_is_refused)
 static bool read_map(const unsigned char *map, size_t n, struct boot_state *bs,
                      struct mmap_diag *d)
 {
-	memset(bs, 0, sizeof(*bs));
-	bs->kernel_phys_base = 16 * MIB;
-	bs->kernel_phys_limit = 18 * MIB;
+	fresh_state(bs);
 	*d = (struct mmap_diag){0};
 	return bootinfo_read_mmap(map, n * 40, 40, bs, d);
 }
@@ -189,9 +187,7 @@ KTEST(bootinfo_mmap, entries_past_2_to_the_52_are_ignored)
 		put(map, EFI_CONVENTIONAL_MEMORY, 32 * MIB, 256);
 		put(map + 40, types[i], (1ull << 52) - 4096, 2);
 		put(map + 80, types[i], 1ull << 60, 16);
-		memset(&bs, 0, sizeof(bs));
-		bs.kernel_phys_base = 16 * MIB;
-		bs.kernel_phys_limit = 18 * MIB;
+		fresh_state(&bs);
 		struct mmap_diag d = {0};
 		unsigned long lines = kstub_lines;
 		KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
@@ -224,9 +220,7 @@ KTEST(bootinfo_mmap, usable_memory_past_the_direct_map_is_left_out)
 		put(map + 40, types[i], DIRECT_MAP_SIZE - 4096, 3);
 		put(map + 80, EFI_MEMORY_MAPPED_IO, 2 * DIRECT_MAP_SIZE, 4);
 		put(map + 120, types[i], 64 * DIRECT_MAP_SIZE, 16);
-		memset(&bs, 0, sizeof(bs));
-		bs.kernel_phys_base = 16 * MIB;
-		bs.kernel_phys_limit = 18 * MIB;
+		fresh_state(&bs);
 		struct mmap_diag d = {0};
 		unsigned long lines = kstub_lines;
 		KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs, &d));
@@ -285,9 +279,7 @@ KTEST(bootinfo_mmap, kernel_leaves_out_what_the_loader_ignores)
 			loader_ignored = 0;
 			paging_direct_map_limit(map, sizeof(map), 40,
 			                        count_ignored, NULL);
-			memset(&bs, 0, sizeof(bs));
-			bs.kernel_phys_base = 16 * MIB;
-			bs.kernel_phys_limit = 18 * MIB;
+			fresh_state(&bs);
 			struct mmap_diag d = {0};
 			unsigned long lines = kstub_lines;
 			KEXPECT(bootinfo_read_mmap(map, sizeof(map), 40, &bs,

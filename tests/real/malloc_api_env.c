@@ -121,6 +121,21 @@ static bool env_line(const char *out, char *line, size_t linesz)
 	return true;
 }
 
+/* Runs scenario_env with switch i at its default value, its "env: ..."
+ * line into dflt (dfltsz bytes) and its stderr into out; the failure, or
+ * NULL. */
+static const char *default_line(size_t i, char *out, size_t outsz, char *dflt,
+                                size_t dfltsz)
+{
+	const char *name = switches[i].name;
+	int st = run_env(name, switches[i].dflt, out, outsz);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	              env_line(out, dflt, dfltsz),
+	      "%s=%s: status %#x, stderr '%s'", name, switches[i].dflt, st,
+	      out);
+	return NULL;
+}
+
 /* A value other than 0 or 1 is named on stderr, once, and the program
  * runs on with the default: what the switches did (scenario_env's line)
  * is what the default value does. 0 and 1 say nothing of the sort. */
@@ -131,11 +146,11 @@ const char *test_env_switches(void)
 	char out[4096], want[128], dflt[128], got[128] = "";
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
 		const char *name = switches[i].name;
-		int st = run_env(name, switches[i].dflt, out, sizeof(out));
-		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
-		              env_line(out, dflt, sizeof(dflt)),
-		      "%s=%s: status %#x, stderr '%s'", name, switches[i].dflt,
-		      st, out);
+		const char *e =
+		        default_line(i, out, sizeof(out), dflt, sizeof(dflt));
+		if (e)
+			return e;
+		int st;
 		for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
 			st = run_env(name, bad[b], out, sizeof(out));
 			snprintf(want, sizeof(want),
@@ -217,12 +232,11 @@ const char *test_env_switch_edges(void)
 	        "0123456789012345678901234567890123456789tail";
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
 		const char *name = switches[i].name;
-		int st = run_env(name, switches[i].dflt, out, sizeof(out));
-		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
-		              env_line(out, dflt, sizeof(dflt)),
-		      "%s=%s: status %#x, stderr '%s'", name, switches[i].dflt,
-		      st, out);
-		st = run_env(name, "", out, sizeof(out));
+		const char *e =
+		        default_line(i, out, sizeof(out), dflt, sizeof(dflt));
+		if (e)
+			return e;
+		int st = run_env(name, "", out, sizeof(out));
 		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
 		              !strstr(out, "mm_malloc: ") &&
 		              env_line(out, got, sizeof(got)) &&
@@ -241,10 +255,10 @@ const char *test_env_switch_edges(void)
 	}
 	char longer[64];
 	snprintf(longer, sizeof(longer), "%sX", switches[0].name);
-	int st = run_env(switches[0].name, switches[0].dflt, out, sizeof(out));
-	CHECK(env_line(out, dflt, sizeof(dflt)), "%s: stderr '%s'",
-	      switches[0].name, out);
-	st = run_env(longer, "0", out, sizeof(out));
+	const char *e = default_line(0, out, sizeof(out), dflt, sizeof(dflt));
+	if (e)
+		return e;
+	int st = run_env(longer, "0", out, sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
 	              !strstr(out, "mm_malloc: ") &&
 	              env_line(out, got, sizeof(got)) && strcmp(got, dflt) == 0,
