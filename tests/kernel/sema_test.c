@@ -234,6 +234,7 @@ KTEST(sema, wake_all_empties_the_queue)
  * first waiter could wait for as long as others keep coming.
  */
 #define ORDER_WAITERS 3
+#define ORDER_UNSEEN  ((unsigned)-1)
 static struct semaphore order_sema;
 static _Atomic unsigned order_next;
 static _Atomic unsigned order_seen[ORDER_WAITERS];
@@ -250,6 +251,8 @@ KTEST(sema, waiters_get_units_in_the_order_they_queued)
 	struct thread_handle t[ORDER_WAITERS];
 	sema_init(&order_sema, "order_sema", 0, ORDER_WAITERS);
 	atomic_store(&order_next, 0);
+	for (unsigned i = 0; i < ORDER_WAITERS; i++)
+		atomic_store(&order_seen[i], ORDER_UNSEEN);
 	for (unsigned i = 0; i < ORDER_WAITERS; i++) {
 		t[i] = thread_create("order_waiter", order_waiter,
 		                     (void *)(uintptr_t)i, THREAD_ANY_CPU);
@@ -259,9 +262,14 @@ KTEST(sema, waiters_get_units_in_the_order_they_queued)
 	}
 	for (unsigned i = 0; i < ORDER_WAITERS; i++) {
 		sema_release(&order_sema);
-		while (atomic_load(&order_next) < i + 1)
+		/*
+		 * Wait for the record itself, not the count: a waiter takes its
+		 * slot before it writes it, and a vCPU the host preempts in
+		 * between would leave the slot unwritten.
+		 */
+		unsigned woken;
+		while ((woken = atomic_load(&order_seen[i])) == ORDER_UNSEEN)
 			thread_yield();
-		unsigned woken = atomic_load(&order_seen[i]);
 		KEXPECT_EQ(woken, i);
 	}
 	for (unsigned i = 0; i < ORDER_WAITERS; i++)
