@@ -89,7 +89,8 @@ $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 MALLOC_HOOKS_TEST := $(MALLOC_BUILD)/malloc-hooks-test
 MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_waits.c malloc_hooks_signals.c malloc_hooks_share.c \
-	malloc_hooks_fork.c malloc_hooks_nested.c malloc_hooks_alone.c)
+	malloc_hooks_fork.c malloc_hooks_nested.c malloc_hooks_alone.c \
+	malloc_hooks_reclaim.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
 		malloc/malloc_testing.h

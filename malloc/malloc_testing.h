@@ -90,6 +90,17 @@ enum mm_malloc_hook_point {
 	 * state 0 -> 1) and not yet written its ids in the slot's owner
 	 * word; its signals are blocked, it holds no slot. */
 	MM_MALLOC_HOOK_CLAIM_COUNTED,
+	/* A thread's claim has read a slot's state as owned by nobody
+	 * (slot_claim, or a reclaim's ownerless_claim) and not yet counted
+	 * itself in by compare-and-swap: another claim may take the slot
+	 * meanwhile. Its signals are blocked, it holds no slot. */
+	MM_MALLOC_HOOK_CLAIM_FREE,
+	/* A claim that found every slot owned has read a slot's owner word
+	 * as a thread gone, found the slot at its one count with in and busy
+	 * 0, and not yet swapped the owner word for its own ids
+	 * (slots_gone.c): another claim may take the slot over meanwhile.
+	 * Its signals are blocked, it holds no slot. */
+	MM_MALLOC_HOOK_RECLAIM_READ,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -356,13 +356,15 @@ static int slot_claim(void)
 		unsigned i = (start + k) % MM_MALLOC_LATE_SLOT;
 		atomic_uint *st = &mm_malloc_slots[i].state;
 		unsigned v = atomic_load_explicit(st, memory_order_relaxed);
-		while (v < MM_SLOT_ONE)
+		while (v < MM_SLOT_ONE) {
+			mm_malloc_hook(MM_MALLOC_HOOK_CLAIM_FREE);
 			if (atomic_compare_exchange_weak(st, &v,
 			                                 v + MM_SLOT_ONE)) {
 				mm_malloc_hook(MM_MALLOC_HOOK_CLAIM_COUNTED);
 				mm_malloc_owner_set((int)i);
 				return slot_set(i, mm_malloc_fences);
 			}
+		}
 	}
 	int saved_errno = errno;
 	pid_t pid = getpid();

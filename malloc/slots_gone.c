@@ -173,11 +173,13 @@ static bool ownerless_claim(unsigned i)
 {
 	atomic_uint *st = &mm_malloc_slots[i].state;
 	unsigned v = atomic_load(st);
-	while (v < MM_SLOT_ONE)
+	while (v < MM_SLOT_ONE) {
+		mm_malloc_hook(MM_MALLOC_HOOK_CLAIM_FREE);
 		if (atomic_compare_exchange_weak(st, &v, v + MM_SLOT_ONE)) {
 			mm_malloc_owner_set((int)i);
 			return true;
 		}
+	}
 	return false;
 }
 
@@ -197,6 +199,7 @@ bool mm_malloc_slot_reclaim(unsigned i, pid_t pid)
 	    atomic_load(&sl->in) != 0 || atomic_load(&sl->busy) != 0)
 		return false;
 	unsigned long long me = ids_of_self(pid);
+	mm_malloc_hook(MM_MALLOC_HOOK_RECLAIM_READ);
 	if (!atomic_compare_exchange_strong(&sl->owner, &was, me))
 		return false;
 	self_owner = me;

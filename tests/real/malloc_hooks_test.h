@@ -60,6 +60,10 @@ int trim_inside_call(void);
 int signal_in_shared_slow_hold(void);
 int signal_while_sharer_waits_in(void);
 int signal_in_fast_leave(void);
+/* malloc_hooks_reclaim.c: */
+int claims_race_for_a_free_slot(void);
+int reclaims_race_for_a_gone_owner(void);
+int reclaims_race_for_an_ownerless_slot(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
