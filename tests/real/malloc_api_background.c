@@ -2,17 +2,25 @@
  * tests/real/malloc_api_background.c: malloc-api-test's checks of the
  * background threads as threads of the program (malloc/port_sync.c,
  * malloc/background.c): the signals they leave to the program's own
- * threads, and their restart after fork after fork. Their first start
+ * threads, their restart after fork after fork, and after starts that
+ * failed (pthread_create refused by a seccomp filter). Their first start
  * and their stop around fork are in malloc_api_fresh.c and
  * malloc_api_threads.c.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -198,6 +206,120 @@ const char *test_background_after_forks(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "background-after-forks: status %#x (SIGALRM: the threads "
 	      "did not come back after a fork, or more than two stayed)",
+	      st);
+	return NULL;
+}
+
+/* ---- Starts that fail ------------------------------------------------- */
+
+/* This process's tasks (its threads, /proc/self/task), -1 if unknown. A
+ * thread pthread_create made is listed once that returns. */
+static int task_count(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return d ? n : -1;
+}
+
+/* Fails clone3(2) with EAGAIN in this thread only (no TSYNC), so that
+ * its pthread_create fails as at a thread limit, and fork (clone) works;
+ * false if the filter cannot be installed. */
+static bool refuse_threads_here(void)
+{
+	struct sock_filter code[] = {
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, arch)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, nr)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+	        .len = sizeof(code) / sizeof(code[0]),
+	        .filter = code,
+	};
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+	       syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
+/* Under refuse_threads_here: grows the heap past the threshold, so
+ * that an allocation starts the background threads, which fail; forks
+ * (the parent allows them again) and fails them once more. 0, 77 if the
+ * filter is refused, 2 if a thread started anyway. */
+static void *fail_starts(void *st)
+{
+	*(int *)st = 77;
+	if (!refuse_threads_here())
+		return NULL;
+	*(int *)st = 2;
+	void *v[256];
+	for (int i = 0; i < 256; i++)
+		if (!(v[i] = malloc(64 << 10)) || !memset(v[i], 1, 64 << 10))
+			return NULL;
+	for (int i = 0; i < 256; i++)
+		free(v[i]);
+	for (int round = 0; round < 2; round++) {
+		free(malloc(100)); /* the start, which fails */
+		if (task_count() != 2)
+			return NULL;
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0 || wait_status(pid) != 0)
+			return NULL;
+	}
+	*(int *)st = 0;
+	return NULL;
+}
+
+/*
+ * A background thread that pthread_create cannot make gives its handle
+ * back to the port's pool of four (port_sync.c): two starts of both
+ * threads failed in one thread (a seccomp filter's EAGAIN, as at a
+ * thread limit), and the next start, by a thread allowed to make
+ * threads, must make both (3 tasks right after its allocation). With
+ * the handles kept, the pool was empty and that start made none.
+ */
+int scenario_background_after_failed_starts(void)
+{
+	int st = 2;
+	pthread_t t;
+	if (pthread_create(&t, NULL, fail_starts, &st) != 0 ||
+	    pthread_join(t, NULL) != 0)
+		return 2;
+	if (st != 0)
+		return st;
+	free(malloc(100)); /* the start, allowed again by the fork */
+	int n = task_count();
+	if (n != 3) {
+		fprintf(stderr,
+		        "%d tasks after the start that followed two failed "
+		        "ones; want 3 (this thread and both background "
+		        "threads)\n",
+		        n);
+		return 3;
+	}
+	return 0;
+}
+
+/* The background threads start after starts that failed
+ * (scenario_background_after_failed_starts), in a fresh process. */
+const char *test_background_after_failed_starts(void)
+{
+	int st = run_scenario("background-after-failed-starts", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "background-after-failed-starts: status %#x (3: the threads "
+	      "did not start, said on stderr; 77: no seccomp filter; 2: a "
+	      "start under the filter made a thread)",
 	      st);
 	return NULL;
 }

@@ -263,6 +263,8 @@ int main(int argc, char **argv)
 	        {"no_background", test_no_background},
 	        {"background_signals", test_background_signals},
 	        {"background_after_forks", test_background_after_forks},
+	        {"background_after_failed_starts",
+	         test_background_after_failed_starts},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
 	        {"handler_fork", test_handler_fork},

@@ -141,6 +141,7 @@ const char *test_malloc_stats_info(void);
 const char *test_stats_agree(void);
 const char *test_background_signals(void);
 const char *test_background_after_forks(void);
+const char *test_background_after_failed_starts(void);
 const char *test_diff(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
@@ -161,6 +162,7 @@ int scenario_trim_underscore_fork(void);
 int scenario_stats_agree(void);
 int scenario_background_signals(void);
 int scenario_background_after_forks(void);
+int scenario_background_after_failed_starts(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 
