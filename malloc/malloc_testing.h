@@ -101,6 +101,12 @@ enum mm_malloc_hook_point {
 	 * (slots_gone.c): another claim may take the slot over meanwhile.
 	 * Its signals are blocked, it holds no slot. */
 	MM_MALLOC_HOOK_RECLAIM_READ,
+	/* The first thread to panic (mm_panic) has written its report and
+	 * not yet aborted. It may hold its slot and mm locks. */
+	MM_MALLOC_HOOK_PANIC_REPORTED,
+	/* A thread panicking found another's panic under way and is about
+	 * to wait for its abort, reporting nothing. */
+	MM_MALLOC_HOOK_PANIC_WAITS,
 };
 
 #ifdef MM_TEST_HOOKS

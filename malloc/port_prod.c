@@ -92,13 +92,16 @@ void mm_panic(const char *fmt, ...)
 	/* One thread reports; another that panics meanwhile waits for the
 	 * abort rather than interleaving its lines. */
 	static atomic_bool panicking;
-	if (atomic_exchange(&panicking, true))
+	if (atomic_exchange(&panicking, true)) {
+		mm_malloc_hook(MM_MALLOC_HOOK_PANIC_WAITS);
 		for (;;)
 			pause();
+	}
 	va_list ap;
 	va_start(ap, fmt);
 	report("", fmt, ap);
 	va_end(ap);
+	mm_malloc_hook(MM_MALLOC_HOOK_PANIC_REPORTED);
 	abort();
 }
 

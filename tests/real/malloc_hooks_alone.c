@@ -2,8 +2,9 @@
  * tests/real/malloc_hooks_alone.c: malloc-hooks-test's scenarios of the
  * background threads' check that they are not the process's last
  * threads (port_sync.c, exit_if_alone), held at its hook
- * (MM_MALLOC_HOOK_ALONE_COUNTED, after the thread count is read), and of
- * malloc_trim from a signal handler inside a call (malloc_info.c).
+ * (MM_MALLOC_HOOK_ALONE_COUNTED, after the thread count is read), of
+ * malloc_trim from a signal handler inside a call (malloc_info.c), and
+ * of a second thread's panic during the first's (port_prod.c, mm_panic).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -139,6 +140,93 @@ int trim_inside_call(void)
 		        "malloc_trim returned %d in a handler inside a call, "
 		        "%d after it, with 4 MiB free",
 		        inside, outside);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- Two threads panicking --------------------------------------------- */
+
+static int first_bad, second_bad; /* statics: free() of either panics */
+static atomic_bool first_armed = true, second_go, second_waits;
+
+/* The first to panic, its report written, lets the second panic and
+ * waits until the second waits for its abort (with a report of its own
+ * instead, the process ends from there). */
+static void in_panic_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_PANIC_REPORTED &&
+	    atomic_exchange(&first_armed, false)) {
+		atomic_store(&second_go, true);
+		while (!atomic_load(&second_waits))
+			sched_yield();
+	} else if (where == MM_MALLOC_HOOK_PANIC_WAITS) {
+		atomic_store(&second_waits, true);
+	}
+}
+
+static void *panics_second(void *arg)
+{
+	free(malloc(16)); /* its slot, before it waits */
+	while (!atomic_load(&second_go))
+		sched_yield();
+	free(&second_bad);
+	return arg;
+}
+
+/* In a child whose stderr is the pipe's end out: two threads free a
+ * static each, the second while the first is inside its panic. */
+static void two_panics(int out)
+{
+	dup2(out, 2);
+	alarm(20); /* a hang dies of SIGALRM (not inherited from fork) */
+	pthread_t t;
+	if (pthread_create(&t, NULL, panics_second, NULL) != 0)
+		_exit(2);
+	mm_malloc_test_hook = in_panic_window;
+	free(&first_bad);
+	_exit(3);
+}
+
+/*
+ * mm_panic reports once: a second thread that panics while the first
+ * reports waits for the first's abort, so that their lines do not
+ * interleave. The first, its report written, holds on until the second
+ * waits; the child must die of SIGABRT with one report, naming the
+ * first pointer.
+ */
+int second_panic_waits(void)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return 2;
+	free(malloc(16));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		two_panics(fd[1]);
+	close(fd[1]);
+	char out[2048];
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < sizeof(out) &&
+	       (r = read(fd[0], out + n, sizeof(out) - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return 2;
+	char first[32], second[32];
+	snprintf(first, sizeof(first), "%p", (void *)&first_bad);
+	snprintf(second, sizeof(second), "%p", (void *)&second_bad);
+	const char *line = strstr(out, "mm_malloc: ");
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT || !line ||
+	    !strstr(out, first) || strstr(line + 1, "mm_malloc: ") ||
+	    strstr(out, second)) {
+		fprintf(stderr,
+		        "two threads panicking: status %#x, want SIGABRT "
+		        "and one report naming %s; stderr: %s",
+		        st, first, out);
 		return 1;
 	}
 	return 0;
