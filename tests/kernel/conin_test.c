@@ -8,8 +8,14 @@
 #include "kernel/conin_testing.h"
 #include "kernel/ktest.h"
 #include "kernel/lineedit.h"
+#include "kernel/printk.h"
+#include "kernel/percpu.h"
 #include "kernel/shell_testing.h"
 #include "kernel/string.h"
+#include "kernel/stw.h"
+#include "kernel/thread.h"
+#include "kernel/time.h"
+#include "tests/kernel/smp_util.h"
 
 static void push(const char *s)
 {
@@ -129,6 +135,46 @@ KTEST(conin, lost_count_is_of_the_refused_line_only)
 #define MCR_LOOP    0x10
 #define MCR_DTR_RTS 0x03
 
+/*
+ * Puts COM1 in loopback, empty, for a test that types at itself; returns
+ * the flags for loopback_end. The UART in loopback receives whatever is
+ * sent, so nothing else may print meanwhile: this CPU keeps interrupts
+ * off, and every other CPU is parked (stw_stop), which it can be only
+ * outside printk (printk holds interrupts off). Until this parked them,
+ * any CPU's printk (a background thread's line, a shootdown's "still
+ * waiting" while this CPU kept interrupts off) was typed too.
+ */
+static unsigned long loopback_begin(void)
+{
+	stw_stop("conin test: COM1 in loopback");
+	unsigned long flags = read_rflags();
+	cpu_cli();
+	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
+	uint8_t c;
+	while (serial_rx_byte(&c))
+		;
+	return flags;
+}
+
+/* Waits until the UART in loopback has received what was sent. No time
+ * bound: QEMU's UART receives in loopback as the byte is written, a real
+ * one within a byte's time, and one that never does hangs the run, which
+ * run-ktest's timeout ends naming the test. */
+static void wait_received(void)
+{
+	while (!(inb(COM1 + UART_LSR) & LSR_DR))
+		cpu_pause();
+}
+
+/* Back to polled output, as the test kernel runs, and lets the others go. */
+static void loopback_end(unsigned long flags)
+{
+	outb(COM1 + UART_MCR, MCR_DTR_RTS);
+	if (flags & RFLAGS_IF)
+		cpu_sti();
+	stw_start();
+}
+
 /* Bytes typed while the kernel booted wait in the UART's FIFO: turning
  * on the receive interrupt (conin_init, which then drains the FIFO for
  * them) must not throw them away. The UART in loopback mode receives
@@ -137,27 +183,77 @@ KTEST(conin, lost_count_is_of_the_refused_line_only)
 KTEST(conin, bytes_waiting_in_the_uart_survive_the_irq_enable)
 {
 	uint8_t c;
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
-	while (serial_rx_byte(&c))
-		;
+	unsigned long flags = loopback_begin();
 	serial_putc('h');
 	serial_putc('i');
-	for (int spins = 0; spins < 1000000; spins++)
-		if (inb(COM1 + UART_LSR) & LSR_DR)
-			break;
+	wait_received();
 	serial_rx_irq_enable();
 	char got[4] = {0};
 	unsigned n = 0;
 	while (n < sizeof(got) - 1 && serial_rx_byte(&c))
 		got[n++] = (char)c;
-	/* Back to polled output, as the test kernel runs. */
 	outb(COM1 + UART_IER, 0);
-	outb(COM1 + UART_MCR, MCR_DTR_RTS);
-	if (flags & RFLAGS_IF)
-		cpu_sti();
+	loopback_end(flags);
 	KEXPECT_STREQ(got, "hi");
+}
+
+/* Prints empty lines on another CPU while chatter_on, until chatter_quit:
+ * output that a loopback window must not receive. */
+static _Atomic bool chatter_on, chatter_quit;
+static _Atomic unsigned chatter_lines;
+
+static void chatter(void *arg)
+{
+	while (!atomic_load(&chatter_quit)) {
+		if (!atomic_load(&chatter_on)) {
+			cpu_pause();
+			continue;
+		}
+		printk("\n");
+		atomic_fetch_add(&chatter_lines, 1);
+	}
+}
+
+/* What the UART received in a loopback window while another CPU printed
+ * without pause: only what this CPU typed. Before loopback_begin parked
+ * the other CPUs, their text was received too ("\r\nh" for "hi"). */
+KTEST(conin, loopback_hears_no_other_cpu)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&chatter_on, false);
+	atomic_store(&chatter_quit, false);
+	struct thread_handle t =
+	        thread_create("conin_chatter", chatter, NULL, other);
+	KASSERT(thread_handle_ok(t));
+	for (int round = 0; round < 5; round++) {
+		unsigned before = atomic_load(&chatter_lines);
+		atomic_store(&chatter_on, true);
+		while (atomic_load(&chatter_lines) == before)
+			thread_yield(); /* the other CPU is printing */
+		unsigned long flags = loopback_begin();
+		serial_putc('h');
+		/* 10 ms for another CPU's text to come in: without it,
+		 * over 1000 lines printed in five rounds never fell in the
+		 * microseconds from 'h' to 'i'. A bound on a look for what
+		 * must not come: a stall shortens it, never fails a test. */
+		time_delay_us(10000);
+		serial_putc('i');
+		wait_received();
+		uint8_t got[4] = {0}, c;
+		unsigned n = 0;
+		while (n < sizeof(got) - 1 && serial_rx_byte(&c))
+			got[n++] = c;
+		atomic_store(&chatter_on, false);
+		loopback_end(flags);
+		if (strcmp((const char *)got, "hi") != 0)
+			ktest_diag("round %d received %#x %#x %#x", round,
+			           got[0], got[1], got[2]);
+		KEXPECT_STREQ((const char *)got, "hi");
+	}
+	atomic_store(&chatter_quit, true);
+	thread_join(t);
 }
 
 /* A UART whose FIFO overflowed (16 bytes came while nobody read it: the
@@ -166,20 +262,13 @@ KTEST(conin, bytes_waiting_in_the_uart_survive_the_irq_enable)
  * line they fell in must be refused as when the ring was full. */
 KTEST(conin, a_line_that_the_uart_dropped_bytes_of_is_not_run)
 {
-	uint8_t c;
 	conin_testing_reset();
 	lineedit_init(&le, no_echo, NULL);
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
-	while (serial_rx_byte(&c))
-		;
+	unsigned long flags = loopback_begin();
 	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
 		serial_putc('x');
 	conin_testing_drain();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS);
-	if (flags & RFLAGS_IF)
-		cpu_sti();
+	loopback_end(flags);
 	push("ok\n");
 	uint64_t lost = 0;
 	enum lineedit_event ev = shell_read_line(&le, &lost);
@@ -268,20 +357,11 @@ KTEST(conin, ctrl_c_queued_behind_a_command_interrupts_it)
  * it (conin_testing_drain, as the receive interrupt does). */
 static void uart_type(char c)
 {
-	uint8_t b;
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
-	while (serial_rx_byte(&b))
-		;
+	unsigned long flags = loopback_begin();
 	serial_putc(c);
-	for (int spins = 0; spins < 1000000; spins++)
-		if (inb(COM1 + UART_LSR) & LSR_DR)
-			break;
+	wait_received();
 	conin_testing_drain();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS);
-	if (flags & RFLAGS_IF)
-		cpu_sti();
+	loopback_end(flags);
 }
 
 /* A Ctrl-C from the UART while a command runs is the command's: it
