@@ -162,7 +162,7 @@ static int scenario_underscore_fork(void)
 			free(v[(i * 7919L) % N]);
 		pid_t pid = _Fork();
 		if (pid == 0) {
-			alarm(20); /* not inherited */
+			alarm(120); /* not inherited; see first_scenario */
 			for (int i = 0; i < 1000; i++)
 				free(malloc((size_t)i));
 			pid_t g = fork();
@@ -442,7 +442,7 @@ static int clone_child(void)
 	background_asleep();
 	pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
 	if (pid == 0) {
-		alarm(20);
+		alarm(120); /* see first_scenario */
 		free(malloc(10));
 		pid_t g = fork();
 		if (g == 0)

@@ -188,7 +188,7 @@ static int fork_and_trim_child(void)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0)
-		trim_child(20);
+		trim_child(120); /* see first_scenario */
 	int st;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return -1;
@@ -280,7 +280,7 @@ int scenario_trim_underscore_fork(void)
 			free(v[i]);
 		pid_t pid = _Fork();
 		if (pid == 0)
-			trim_child(20);
+			trim_child(120);
 		int st;
 		if (pid < 0 || waitpid(pid, &st, 0) != pid)
 			bad = 3;
