@@ -78,14 +78,15 @@ struct other_lock_arg {
 static void take_other_lock(void *p)
 {
 	struct other_lock_arg *a = p;
-	if (!poll_until(&a->go, 1, 5 * S))
-		return;
+	poll_until(&a->go, 1, UINT64_MAX);
 	a->could_sleep = mm_port_can_sleep(); /* another thread's lock */
 	mm_lock_release(a->lock, mm_lock_acquire(a->lock));
 	atomic_store(&a->done, 1);
 }
 
-/* While one thread holds a lock, another takes a different one at once. */
+/* While one thread holds a lock, another takes a different one at once.
+ * No time bound (5 s failed a starved but correct run): locks that were
+ * not independent would hang, and HOST_TIMEOUT names the test. */
 KTEST(mm_port, locks_are_independent)
 {
 	static mm_lock_t a_lock, b_lock;
@@ -97,7 +98,7 @@ KTEST(mm_port, locks_are_independent)
 	KASSERT(t);
 	unsigned long irq = mm_lock_acquire(&a_lock);
 	atomic_store(&arg.go, 1);
-	bool done = poll_until(&arg.done, 1, 5 * S);
+	bool done = poll_until(&arg.done, 1, UINT64_MAX);
 	mm_lock_release(&a_lock, irq);
 	mm_port_thread_join(t);
 	KEXPECT(done);
@@ -250,15 +251,20 @@ struct waker_arg {
 static void waker(void *p)
 {
 	struct waker_arg *a = p;
-	if (poll_until(&a->go, 1, 5 * S) && poll_until(&a->w->ready, 1, 5 * S))
-		sleep_ns(5 * MS);
+	poll_until(&a->go, 1, UINT64_MAX);
+	poll_until(&a->w->ready, 1, UINT64_MAX);
+	sleep_ns(5 * MS); /* let it fall asleep */
 	atomic_store(a->cond, 1);
 	mm_event_wake(a->e);
 }
 
 /* The test thread holds a heap-rank lock while a third thread wakes a
  * waiter, which finishes before the lock is released. (Threads start and
- * join outside the lock: those hooks may sleep.) */
+ * join outside the lock: those hooks may sleep.) No wait has a time
+ * bound: the test gave up on the waiter after 5 s, and its wait after
+ * 10 s, which a host loaded as make test loads it can starve a thread
+ * for; a wake that never comes hangs the run, and HOST_TIMEOUT names
+ * the test. */
 KTEST(mm_port, event_works_while_a_lock_is_held)
 {
 	static mm_lock_t held_l;
@@ -267,19 +273,24 @@ KTEST(mm_port, event_works_while_a_lock_is_held)
 	mm_lock_init(&held_l, "held_heap", MM_RANK_HEAP);
 	mm_event_init(&e, "third_event");
 	atomic_store(&cond, 0);
-	struct waiter_arg w = {.e = &e, .cond = &cond, .timeout_ns = 10 * S};
+	struct waiter_arg w = {
+	        .e = &e, .cond = &cond, .timeout_ns = UINT64_MAX};
 	struct waker_arg k = {.e = &e, .cond = &cond, .w = &w};
 	struct mm_thread *tw = mm_port_thread_start("waiter", waiter, &w);
+	KASSERT(tw);
 	struct mm_thread *tk = mm_port_thread_start("waker", waker, &k);
+	if (!tk) { /* wake the waiter ourselves, and fail */
+		atomic_store(&cond, 1);
+		mm_event_wake(&e);
+		mm_port_thread_join(tw);
+		KASSERT(tk);
+	}
 	unsigned long irq = mm_lock_acquire(&held_l);
 	atomic_store(&k.go, 1);
-	bool done_under_lock = tw && tk && poll_until(&w.done, 1, 5 * S);
+	bool done_under_lock = poll_until(&w.done, 1, UINT64_MAX);
 	mm_lock_release(&held_l, irq);
-	if (tk)
-		mm_port_thread_join(tk);
-	if (tw)
-		mm_port_thread_join(tw);
-	KASSERT(tw && tk);
+	mm_port_thread_join(tk);
+	mm_port_thread_join(tw);
 	KEXPECT(done_under_lock);
 	KEXPECT(w.moved && w.saw_cond);
 }
