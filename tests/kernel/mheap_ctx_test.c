@@ -265,11 +265,11 @@ KTEST(mheap_ctx, interrupt_handlers_allocate_while_threads_grow)
 		KASSERT(thread_handle_ok(t[i]));
 	sched_tick_hook = irq_tick;
 	atomic_store(&irq_on, true);
-	uint64_t t0 = time_now_ns();
-	/* Until both sides did enough (the cap only ends a broken run). */
-	while ((atomic_load(&irq_allocs) < 400 ||
-	        atomic_load(&thread_ops) < 64) &&
-	       time_now_ns() - t0 < 120000000000ull)
+	/* Until both sides did enough. No time bound: a 120 s cap failed
+	 * a correct kernel on a host that starved the vCPUs that long; a
+	 * side that never gets there hangs the run, which run-ktest's
+	 * timeout ends naming the test. */
+	while (atomic_load(&irq_allocs) < 400 || atomic_load(&thread_ops) < 64)
 		thread_sleep_ns(50000000);
 	atomic_store(&irq_on, false);
 	atomic_store(&irq_stop_threads, true);
