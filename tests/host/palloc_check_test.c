@@ -1,8 +1,9 @@
 /*
  * palloc_check catches real corruption (summaries, bitmaps, scavenged
- * bits, counts, the hint), a bad free panics with a message naming the
- * range and a dump of the chunk, before changing anything, and the lock
- * contract is asserted. Panics are caught by the POSIX port.
+ * bits, counts, the hint), a find raises the hint to the first free page,
+ * a bad free panics with a message naming the range and a dump of the
+ * chunk, before changing anything, and the lock contract is asserted.
+ * Panics are caught by the POSIX port.
  */
 #include "palloc_test_util.h"
 
@@ -90,6 +91,24 @@ KTEST(palloc_check, catches_a_bad_search_hint)
 	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), TP_BASE + 100 * 4096);
 	/* The find on the way learned the first free page. */
 	KEXPECT_EQ(palloc_test_search_pi(&p), 101);
+	tp_release(&p);
+}
+
+/* A find that descends past the hint's chunk learns the first free page
+ * on its way down: the leaf's window, then the chunk's first clear bit. */
+KTEST(palloc_check, a_slow_find_raises_the_hint_to_the_first_free_page)
+{
+	struct palloc p;
+	const struct palloc_test_chunk holes[] = {
+	        {.chunk = 0, .alloc = {{0, 512}}},
+	        {.chunk = 1, .alloc = {{0, 10}, {11, 9}}},
+	};
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT(palloc_test_build(&p, holes, 2));
+	palloc_test_set_search_pi(&p, 0); /* chunk 0 is full: no fast path */
+	KEXPECT_EQ(palloc_alloc(&p, 100, NULL), tp_addr(&p, P(1, 20)));
+	KEXPECT_EQ(palloc_test_search_pi(&p), P(1, 10));
+	TP_CHECK(&p, "after the slow find");
 	tp_release(&p);
 }
 
