@@ -1,7 +1,8 @@
 /*
  * Bit-level searches over one chunk (pallocbits) and packed summaries
  * (palloc_sum): fixed edge cases, then randomized comparisons against
- * naive per-bit versions written here.
+ * naive per-bit versions written here (and of resummarize against a
+ * full summarize).
  */
 #include <stdlib.h>
 
@@ -228,6 +229,98 @@ KTEST(pallocbits, summarize)
 	for (int t = 0; t < 5000; t++) {
 		random_bits(&b, &s);
 		KASSERT_EQ(pallocbits_summarize(&b), naive_summary(&b, 512));
+	}
+}
+
+/* The run of pages around page i whose bits all equal i's: [*lo, *hi). */
+static void run_around(const struct pallocbits *b, unsigned i, unsigned *lo,
+                       unsigned *hi)
+{
+	bool v = naive_bit(b, i);
+	for (*lo = i; *lo > 0 && naive_bit(b, *lo - 1) == v; --*lo)
+		;
+	for (*hi = i + 1; *hi < 512 && naive_bit(b, *hi) == v; ++*hi)
+		;
+}
+
+/* resummarize takes its shortcuts from the old start and end runs and the
+ * run around the change: cut or join a whole run, either end of one, or
+ * its inside, on random bitmaps and on wholly free or allocated ones. */
+KTEST(pallocbits, resummarize_random_against_summarize)
+{
+	uint64_t s = 0x5eed;
+	for (int t = 0; t < 40000; t++) {
+		struct pallocbits b;
+		bool alloc = rng(&s) & 1;
+		random_bits(&b, &s);
+		/* Every 8th chunk wholly free (allocated), every 16th with
+		 * the page at one end flipped: start or end 511. */
+		if (t % 8 == 0)
+			for (unsigned w = 0; w < PALLOCBITS_WORDS; w++)
+				b.w[w] = alloc ? 0 : ~0ull;
+		if (t % 16 == 0)
+			b.w[t % 32 ? 7 : 0] ^= t % 32 ? 1ull << 63 : 1;
+		unsigned i = rng(&s) % 512, lo, hi;
+		if (naive_bit(&b, i) == alloc)
+			continue; /* no free (allocated) page to change */
+		run_around(&b, i, &lo, &hi);
+		unsigned mode = rng(&s) % 4;
+		unsigned a = mode < 2 ? lo : lo + rng(&s) % (hi - lo);
+		unsigned z = mode % 2 == 0 ? hi : a + 1 + rng(&s) % (hi - a);
+		palloc_sum_t old = pallocbits_summarize(&b);
+		if (alloc)
+			pallocbits_set(&b, a, z - a);
+		else
+			pallocbits_clear(&b, a, z - a);
+		palloc_sum_t got =
+		        pallocbits_resummarize(&b, old, a, z - a, alloc);
+		palloc_sum_t want = pallocbits_summarize(&b);
+		if (got != want) {
+			ktest_diag("%s [%u, %u) of run [%u, %u): got (%lu %lu "
+			           "%lu) want (%lu %lu %lu)",
+			           alloc ? "alloc" : "free", a, z, lo, hi,
+			           (unsigned long)palloc_sum_start(got),
+			           (unsigned long)palloc_sum_max(got),
+			           (unsigned long)palloc_sum_end(got),
+			           (unsigned long)palloc_sum_start(want),
+			           (unsigned long)palloc_sum_max(want),
+			           (unsigned long)palloc_sum_end(want));
+			KASSERT(false);
+		}
+	}
+}
+
+/* Set and clear over bits already so, and the single-bit searches, at
+ * random offsets and lengths against the naive versions. */
+KTEST(pallocbits, range_ops_random_against_naive)
+{
+	uint64_t s = 0xb175;
+	for (int t = 0; t < 4000; t++) {
+		struct pallocbits b, was;
+		random_bits(&b, &s);
+		unsigned i = rng(&s) % 512, n = 1 + rng(&s) % (512 - i);
+		unsigned count = 0, fset = PALLOCBITS_NONE;
+		unsigned fclear = PALLOCBITS_NONE, below = PALLOCBITS_NONE;
+		for (unsigned k = i + n; k-- > i;) {
+			count += naive_bit(&b, k);
+			fset = naive_bit(&b, k) ? k : fset;
+			fclear = naive_bit(&b, k) ? fclear : k;
+		}
+		for (unsigned k = 0; k < i; k++)
+			below = naive_bit(&b, k) ? k : below;
+		KASSERT_EQ(pallocbits_count(&b, i, n), count);
+		KASSERT_EQ(pallocbits_first_set(&b, i, n), fset);
+		KASSERT_EQ(pallocbits_first_clear(&b, i, n), fclear);
+		KASSERT_EQ(pallocbits_last_set_below(&b, i), below);
+		was = b;
+		if (t % 2)
+			pallocbits_set(&b, i, n);
+		else
+			pallocbits_clear(&b, i, n);
+		for (unsigned k = 0; k < 512; k++)
+			KASSERT_EQ(naive_bit(&b, k),
+			           k >= i && k < i + n ? t % 2 == 1
+			                               : naive_bit(&was, k));
 	}
 }
 
