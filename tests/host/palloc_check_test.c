@@ -1,9 +1,10 @@
 /*
  * palloc_check catches real corruption (summaries, bitmaps, scavenged
- * bits, counts, the hint), a find raises the hint to the first free page,
- * a bad free panics with a message naming the range and a dump of the
- * chunk, before changing anything, and the lock contract is asserted.
- * Panics are caught by the POSIX port.
+ * bits, counts, the hint), a find raises the hint to the first free page
+ * and an allocation at the hint moves it past itself, a bad free panics
+ * with a message naming the range and a dump of the chunk, before
+ * changing anything, and the lock contract is asserted. Panics are caught
+ * by the POSIX port.
  */
 #include "palloc_test_util.h"
 
@@ -109,6 +110,21 @@ KTEST(palloc_check, a_slow_find_raises_the_hint_to_the_first_free_page)
 	KEXPECT_EQ(palloc_alloc(&p, 100, NULL), tp_addr(&p, P(1, 20)));
 	KEXPECT_EQ(palloc_test_search_pi(&p), P(1, 10));
 	TP_CHECK(&p, "after the slow find");
+	tp_release(&p);
+}
+
+/* An alloc_range that starts at the hint moves it past the range; one
+ * elsewhere leaves it. */
+KTEST(palloc_check, alloc_range_at_the_hint_moves_it_past_the_range)
+{
+	struct palloc p;
+	KASSERT(build(&p));
+	KASSERT_EQ(palloc_test_search_pi(&p), 100);
+	KEXPECT(palloc_alloc_range_locked(&p, tp_addr(&p, 300), 5, NULL));
+	KEXPECT_EQ(palloc_test_search_pi(&p), 100);
+	KEXPECT(palloc_alloc_range_locked(&p, tp_addr(&p, 100), 5, NULL));
+	KEXPECT_EQ(palloc_test_search_pi(&p), 105);
+	TP_CHECK(&p, "after the ranges");
 	tp_release(&p);
 }
 

@@ -5,7 +5,7 @@
  * counts exact (palloc_check after every step), and the cursor staying
  * on its chunk, going down before it wraps around to find frees above it,
  * and going back to the top after a search that found nothing; masks of
- * runs up to the largest, 64 pages.
+ * runs up to the largest, 64 pages, and none naming a page past its run.
  */
 #include "palloc_test_util.h"
 
@@ -365,6 +365,25 @@ KTEST(palloc_scav, mask_of_64_pages)
 	TP_CHECK(&p, "after the masked alloc");
 	palloc_free_mask_locked(&p, base, 64, mask);
 	KEXPECT(tp_unchanged(&p, s));
+	TP_CHECK(&p, "after the masked free");
+	tp_release(&p);
+}
+
+/* A mask may name no page past the run: for 63 pages, bit 63 is one. */
+KTEST(palloc_scav, mask_past_a_63_page_run_panics)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk c = {.chunk = 0, .alloc = {{0, 63}}};
+	KASSERT(palloc_test_build(&p, &c, 1));
+	struct tp_snap held = tp_snapshot(&p);
+	size_t free = palloc_free_pages_hint(&p);
+	KEXPECT(MM_PORT_PANICS(
+	        palloc_free_mask_locked(&p, TP_BASE, 63, 1ull << 63)));
+	KEXPECT(strstr(mm_port_last_panic(), "free_mask of 63 pages"));
+	KEXPECT(tp_unchanged(&p, held));
+	palloc_free_mask_locked(&p, TP_BASE, 63, 1ull << 62);
+	KEXPECT_EQ(palloc_free_pages_hint(&p), free + 63);
 	TP_CHECK(&p, "after the masked free");
 	tp_release(&p);
 }
