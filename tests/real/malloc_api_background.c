@@ -289,7 +289,7 @@ static void *fail_starts(void *st)
  * threads, must make both (3 tasks right after its allocation). With
  * the handles kept, the pool was empty and that start made none.
  */
-int scenario_background_after_failed_starts(void)
+int scenario_background_failed_starts(void)
 {
 	int st = 2;
 	pthread_t t;
@@ -312,12 +312,12 @@ int scenario_background_after_failed_starts(void)
 }
 
 /* The background threads start after starts that failed
- * (scenario_background_after_failed_starts), in a fresh process. */
+ * (scenario_background_failed_starts), in a fresh process. */
 const char *test_background_after_failed_starts(void)
 {
-	int st = run_scenario("background-after-failed-starts", NULL, NULL, 0);
+	int st = run_scenario("background-failed-starts", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-	      "background-after-failed-starts: status %#x (3: the threads "
+	      "background-failed-starts: status %#x (3: the threads "
 	      "did not start, said on stderr; 77: no seccomp filter; 2: a "
 	      "start under the filter made a thread)",
 	      st);

@@ -293,8 +293,7 @@ static const struct {
         {"stats-agree", scenario_stats_agree},
         {"background-signals", scenario_background_signals},
         {"background-after-forks", scenario_background_after_forks},
-        {"background-after-failed-starts",
-         scenario_background_after_failed_starts},
+        {"background-failed-starts", scenario_background_failed_starts},
         {"errno-at-start", scenario_errno_at_start},
 };
 

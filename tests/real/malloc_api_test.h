@@ -162,7 +162,7 @@ int scenario_trim_underscore_fork(void);
 int scenario_stats_agree(void);
 int scenario_background_signals(void);
 int scenario_background_after_forks(void);
-int scenario_background_after_failed_starts(void);
+int scenario_background_failed_starts(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 
