@@ -32,9 +32,11 @@ enum { SLOTS = 63, SHARERS = 4 };
 
 static atomic_uint tgkills;
 
-/* Installs the filter on this thread (and the threads it starts later);
- * returns its notification descriptor, or -1. */
-static int refuse_tgkill(void)
+/* Installs on this thread (and the threads it starts later) a filter
+ * that answers syscall nr with action and allows every other call;
+ * returns seccomp(2)'s result (with SECCOMP_FILTER_FLAG_NEW_LISTENER in
+ * flags, the notification descriptor), or -1. */
+int seccomp_filter_one(int nr, uint32_t action, unsigned flags)
 {
 	struct sock_filter code[] = {
 	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -43,8 +45,8 @@ static int refuse_tgkill(void)
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
 	                 offsetof(struct seccomp_data, nr)),
-	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_tgkill, 0, 1),
-	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+	        BPF_STMT(BPF_RET | BPF_K, action),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
 	struct sock_fprog prog = {
@@ -53,8 +55,15 @@ static int refuse_tgkill(void)
 	};
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
 		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-	                    SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+/* The filter that sends each tgkill to the supervisor; its notification
+ * descriptor, or -1. */
+static int refuse_tgkill(void)
+{
+	return seccomp_filter_one(__NR_tgkill, SECCOMP_RET_USER_NOTIF,
+	                          SECCOMP_FILTER_FLAG_NEW_LISTENER);
 }
 
 /* The supervisor: counts each tgkill and fails it with EPERM. Allocates

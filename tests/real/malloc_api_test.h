@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -162,6 +163,7 @@ int scenario_trim_underscore_fork(void);
 int scenario_stats_agree(void);
 int scenario_background_signals(void);
 int scenario_background_after_forks(void);
+int seccomp_filter_one(int nr, uint32_t action, unsigned flags);
 int scenario_background_failed_starts(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
