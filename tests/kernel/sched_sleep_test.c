@@ -96,6 +96,9 @@ KTEST(sched, short_sleep_beside_a_long_one_wakes_on_time)
 		           long_first ? "first" : "second",
 		           atomic_load(&s->ticks), atomic_load(&l->ticks));
 		KEXPECT(atomic_load(&s->ticks) <= most_ticks(short_ns));
+		/* Each was woken by a tick that found it asleep. */
+		KEXPECT(atomic_load(&s->ticks) >= 1);
+		KEXPECT(atomic_load(&l->ticks) >= 1);
 	}
 	tick_watch_stop();
 }
@@ -117,16 +120,18 @@ KTEST(sched, sleepers_due_together_wake_together)
 	tick_watch_start();
 	for (unsigned i = 0; i < NSAME; i++)
 		h[i] = start_sleeper(&s[i], i, ns);
-	uint64_t worst = 0;
+	uint64_t worst = 0, least = ~0ull;
 	for (unsigned i = 0; i < NSAME; i++) {
 		thread_join(h[i]);
 		uint64_t t = atomic_load(&s[i].ticks);
 		worst = t > worst ? t : worst;
+		least = t < least ? t : least;
 	}
 	tick_watch_stop();
 	ktest_diag("%u sleepers of one tick: the last saw %lu ticks", NSAME,
 	           worst);
 	KEXPECT(worst <= most_ticks(ns));
+	KEXPECT(least >= 1); /* each was woken by a tick that saw it asleep */
 }
 
 /*
