@@ -1,7 +1,8 @@
 /*
  * palloc_check catches real corruption (summaries, bitmaps, scavenged
  * bits, counts, the hint), a find raises the hint to the first free page
- * and an allocation at the hint moves it past itself, a bad free panics
+ * and an allocation at the hint moves it past itself, a hint at the
+ * arena's end reads no metadata past the arena, a bad free panics
  * with a message naming the range and a dump of the chunk, before
  * changing anything, and the lock contract is asserted. Panics are caught
  * by the POSIX port.
@@ -410,5 +411,32 @@ KTEST(palloc_check, catches_a_grown_chunk_whose_summary_is_unmapped)
 	                       "mapped");
 	p.grown[600 / 64] &= ~(1ull << (600 % 64));
 	TP_CHECK(&p, "restored");
+	tp_release(&p);
+}
+
+/*
+ * With the hint at the arena's end, alloc returns 0 at once and reads no
+ * metadata past the arena (a mutant that let the hint's fast path run
+ * there survived: the chunk past a 64-chunk arena has its grown bit in
+ * the word after the grown bitmap and its leaf summary after the leaf
+ * level, padding that is 0 unless planted). Planted, they claim a free
+ * chunk 64 whose bitmap is chunk 0's scavenged bits, all clear.
+ */
+KTEST(palloc_check, a_hint_at_the_end_reads_nothing_past_the_arena)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 64, 0));
+	KASSERT_EQ(p.levels, 2);
+	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+	KEXPECT_EQ(palloc_alloc(&p, 512, NULL), TP_BASE);
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
+	KASSERT_EQ(palloc_test_search_pi(&p), P(64, 0));
+	p.grown[1] |= 1;
+	p.summary[1][64] = palloc_sum_free(9); /* 512 pages free */
+	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
+	KEXPECT_EQ(palloc_test_search_pi(&p), P(64, 0));
+	p.grown[1] = 0;
+	p.summary[1][64] = 0;
+	TP_CHECK(&p, "plants removed");
 	tp_release(&p);
 }
