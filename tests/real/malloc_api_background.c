@@ -3,9 +3,9 @@
  * background threads as threads of the program (malloc/port_sync.c,
  * malloc/background.c): the signals they leave to the program's own
  * threads, their restart after fork after fork, and after starts that
- * failed (pthread_create refused by a seccomp filter). Their first start
- * and their stop around fork are in malloc_api_fresh.c and
- * malloc_api_threads.c.
+ * failed (pthread_create refused by a seccomp filter), and the heap size
+ * that starts them. Their first start and their stop around fork are in
+ * malloc_api_fresh.c and malloc_api_threads.c.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -14,6 +14,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -305,6 +306,59 @@ const char *test_background_after_failed_starts(void)
 	      "background-failed-starts: status %#x (3: the threads "
 	      "did not start, said on stderr; 77: no seccomp filter; 2: a "
 	      "start under the filter made a thread)",
+	      st);
+	return NULL;
+}
+
+/* ---- When they may start ---------------------------------------------- */
+
+/* The bytes the heap has grown (malloc_info's maximum system size), or 0
+ * if malloc_info says none. */
+static size_t heap_grown(void)
+{
+	static char xml[2048];
+	FILE *f = fmemopen(xml, sizeof(xml) - 1, "w");
+	if (!f || malloc_info(0, f) != 0)
+		return 0;
+	fclose(f);
+	static const char key[] = "<system type=\"max\" size=\"";
+	const char *p = strstr(xml, key);
+	return p ? strtoull(p + sizeof(key) - 1, NULL, 10) : 0;
+}
+
+/*
+ * The threads start once the heap has grown to 8 MiB, not only past it:
+ * growths are whole 2 MiB chunks, so a heap of exactly 8 MiB is one a
+ * program holds (a mutant that wanted more waited for a fifth chunk).
+ * Grows 64 KiB at a time until it has grown 8 MiB. Exits 0, 2 if an
+ * allocation failed, 10 if the heap passed 8 MiB at one step (nothing
+ * to tell); hangs (SIGALRM) if the threads do not come.
+ */
+int scenario_background_at_threshold(void)
+{
+	static void *v[256];
+	size_t grown = 0;
+	for (int n = 0; n < 256 && (grown = heap_grown()) < (8u << 20); n++)
+		if (!(v[n] = malloc(64 << 10)))
+			return 2;
+	if (grown != (8u << 20)) {
+		fprintf(stderr, "grown %zu bytes, not 8 MiB\n", grown);
+		return 10;
+	}
+	/* They start in the allocation that grew the heap, and name
+	 * themselves soon after: no bound on that wait (the scenario's
+	 * alarm ends it if they never come). */
+	while (background_threads_raw() != 3)
+		usleep(20000);
+	return 0;
+}
+
+const char *test_background_at_threshold(void)
+{
+	int st = run_scenario("background-at-threshold", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a heap grown to 8 MiB exactly: status %#x (SIGALRM: no "
+	      "background threads; 10: the heap passed 8 MiB at one step)",
 	      st);
 	return NULL;
 }

@@ -62,9 +62,6 @@ int background_threads_raw(void)
 	return found;
 }
 
-/* Grows the heap past the threads' threshold and waits for them (up to
- * 10 s: they start at once, but a loaded machine may stall a process);
- * returns which were found: 1 the sweeper, 2 the scavenger. */
 /* Waits up to 10 s (a loaded machine may stall a process) for the
  * background threads; returns which were found (3: both). Allocates
  * nothing, which would start them. */
@@ -294,6 +291,7 @@ static const struct {
         {"background-signals", scenario_background_signals},
         {"background-after-forks", scenario_background_after_forks},
         {"background-failed-starts", scenario_background_failed_starts},
+        {"background-at-threshold", scenario_background_at_threshold},
         {"errno-at-start", scenario_errno_at_start},
 };
 
