@@ -283,6 +283,7 @@ static const struct {
         {"handler-fork", scenario_handler_fork},
         {"fork-background", scenario_fork_background},
         {"small-heap", scenario_small_heap},
+        {"partial-mprotect", scenario_partial_mprotect},
         {"trim", scenario_trim},
         {"trim-first", scenario_trim_first},
         {"trim-threads", scenario_trim_threads},

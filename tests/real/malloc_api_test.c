@@ -282,6 +282,7 @@ int main(int argc, char **argv)
 	        {"calloc_large_reused", test_calloc_large_reused},
 	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
 	        {"small_heap_no_threads", test_small_heap_no_threads},
+	        {"partial_mprotect", test_partial_mprotect},
 	        {"calloc_locked", test_calloc_locked},
 	        {"env_switches", test_env_switches},
 	        {"env_switch_edges", test_env_switch_edges},

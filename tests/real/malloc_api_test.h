@@ -9,8 +9,8 @@
  *   malloc_api_test.c    the runner, its child-process helpers and the
  *                        misuse aborts
  *   malloc_api_errors.c  errors (errno), alignment and sizes
- *   malloc_api_edges.c   edges of the conventions a mutation review of
- *                        malloc/malloc.c found untested
+ *   malloc_api_edges.c   edges of the conventions and of the port that
+ *                        mutation reviews of malloc/ found untested
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
@@ -130,6 +130,7 @@ const char *test_calloc_large_dirty(void);
 const char *test_calloc_large_reused(void);
 const char *test_pvalloc_whole_pages(void);
 const char *test_small_heap_no_threads(void);
+const char *test_partial_mprotect(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
 const char *test_env_switch_edges(void);
@@ -154,6 +155,7 @@ int scenario_calloc_untouched(void);
 int scenario_calloc_reused(void);
 int scenario_errno_data_limit(void);
 int scenario_small_heap(void);
+int scenario_partial_mprotect(void);
 int scenario_calloc_locked(void);
 int scenario_env(void);
 int scenario_poison_write(void);
