@@ -60,7 +60,10 @@ static const char *env_value(char **envp, const char *name)
 
 /*
  * Runs before every other object's initialisation (-z initfirst), libc's
- * included: pthread_atfork and dlsym work then, but environ is not set
+ * included, unless another initfirst object loaded after this library
+ * takes that place (glibc runs the last one first): allocations there
+ * come before this, and allow_background waits for it all the same.
+ * pthread_atfork and dlsym work then, but environ is not set
  * yet, so the environment is the one glibc passes to initialisers. No
  * allocation comes between this and libc's initialisation, so the
  * background threads, allowed from here, start once libc is set up.

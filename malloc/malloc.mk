@@ -62,7 +62,8 @@ $(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS)
 # program of a file a topic, which share tests/real/malloc_api_test.h.
 # -fno-builtin: the compiler must not fold the calls it tests. It links a
 # small library with a fork handler (tests/real/fork_lib.c), found next
-# to it.
+# to it, and preloads another, linked with -z initfirst, after ours in
+# one scenario (tests/real/initfirst_lib.c).
 MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
 MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
@@ -77,8 +78,16 @@ $(MALLOC_FORK_LIB): tests/real/fork_lib.c
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< \
 		-lpthread
 
+MALLOC_INITFIRST_LIB := $(MALLOC_BUILD)/libmm_initfirst_lib.so
+
+$(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -fPIC \
+		-shared -Wl,-z,initfirst -o $@ $<
+
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
-		tests/real/malloc_api_diff.h $(MALLOC_FORK_LIB)
+		tests/real/malloc_api_diff.h $(MALLOC_FORK_LIB) \
+		$(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
 		$(MALLOC_API_SRCS) \

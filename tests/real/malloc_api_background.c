@@ -362,3 +362,43 @@ const char *test_background_at_threshold(void)
 	      st);
 	return NULL;
 }
+
+/*
+ * The threads wait for our constructor, which reads MM_MALLOC_BACKGROUND
+ * (here 0: none at all), even where the heap grew past 8 MiB before it
+ * ran: in another library's initialiser that the loader runs first (one
+ * linked with -z initfirst, preloaded after ours: initfirst_lib.c). With
+ * the wait dropped, that growth started them against the switch. Exits
+ * 0, or 3 with the count of tasks.
+ */
+int scenario_background_initfirst(void)
+{
+	free(malloc(64 << 10));
+	int n = task_count();
+	if (n != 1) {
+		fprintf(stderr,
+		        "%d tasks under MM_MALLOC_BACKGROUND=0 after an "
+		        "earlier initialiser's 8 MiB; want 1\n",
+		        n);
+		return 3;
+	}
+	return 0;
+}
+
+const char *test_background_initfirst(void)
+{
+	char preload[4096];
+	const char *ours = getenv("LD_PRELOAD"),
+	           *slash = strrchr(self_exe, '/');
+	CHECK(ours, "no LD_PRELOAD to add initfirst_lib to");
+	snprintf(preload, sizeof(preload), "%s:%.*slibmm_initfirst_lib.so",
+	         ours, slash ? (int)(slash - self_exe + 1) : 0, self_exe);
+	setenv("MM_MALLOC_BACKGROUND", "0", 1);
+	int st = run_scenario("background-initfirst", "LD_PRELOAD", preload, 0);
+	unsetenv("MM_MALLOC_BACKGROUND");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "background threads started before our constructor: status "
+	      "%#x (3: threads under MM_MALLOC_BACKGROUND=0, on stderr)",
+	      st);
+	return NULL;
+}

@@ -293,6 +293,7 @@ static const struct {
         {"background-after-forks", scenario_background_after_forks},
         {"background-failed-starts", scenario_background_failed_starts},
         {"background-at-threshold", scenario_background_at_threshold},
+        {"background-initfirst", scenario_background_initfirst},
         {"errno-at-start", scenario_errno_at_start},
 };
 

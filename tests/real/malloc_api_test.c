@@ -266,6 +266,7 @@ int main(int argc, char **argv)
 	        {"background_after_failed_starts",
 	         test_background_after_failed_starts},
 	        {"background_at_threshold", test_background_at_threshold},
+	        {"background_initfirst", test_background_initfirst},
 	        {"underscore_fork", test_underscore_fork},
 	        {"signal_fork", test_signal_fork},
 	        {"handler_fork", test_handler_fork},

@@ -145,6 +145,7 @@ const char *test_background_signals(void);
 const char *test_background_after_forks(void);
 const char *test_background_after_failed_starts(void);
 const char *test_background_at_threshold(void);
+const char *test_background_initfirst(void);
 const char *test_diff(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
@@ -169,6 +170,7 @@ int scenario_background_after_forks(void);
 int seccomp_filter_one(int nr, uint32_t action, unsigned flags);
 int scenario_background_failed_starts(void);
 int scenario_background_at_threshold(void);
+int scenario_background_initfirst(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 
