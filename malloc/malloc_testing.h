@@ -4,13 +4,13 @@
  * MM_TEST_HOOKS: the test variant, libmm_malloc_hooks.so (malloc.mk),
  * never libmm_malloc.so, which gets no hook and no cost.
  *
- * A hook widens a window between two steps of slots.c that no test could
- * hit by chance, so that a test program (tests/real/malloc_hooks_test.c)
- * can run another thread inside it, or tell which of two threads got in
- * first. A hook runs inside the window, possibly inside an API call:
- * it must not allocate (a call of its own thread would pass as nested). The
- * program sets the pointer before its first allocation and finds it through its
- * own weak reference.
+ * A hook widens a window between two steps of slots.c (or of mm/, whose
+ * hook the library passes on) that no test could hit by chance, so that a test
+ * program (tests/real/malloc_hooks_test.c) can run another thread inside it, or
+ * tell which of two threads got in first. A hook runs inside the window,
+ * possibly inside an API call: it must not allocate (a call of its own thread
+ * would pass as nested). The program sets the pointer before its first
+ * allocation and finds it through its own weak reference.
  */
 #ifndef MALLOC_TESTING_H
 #define MALLOC_TESTING_H
@@ -107,6 +107,11 @@ enum mm_malloc_hook_point {
 	/* A thread panicking found another's panic under way and is about
 	 * to wait for its abort, reporting nothing. */
 	MM_MALLOC_HOOK_PANIC_WAITS,
+	/* A report (mallinfo2, malloc_stats, malloc_info) has counted the
+	 * bytes in use and not yet read the page heap's totals (mm/'s
+	 * MHEAP_HOOK_STATS_COUNTED, passed on): it is inside its API call,
+	 * holding its slot, and holds no lock. */
+	MM_MALLOC_HOOK_STATS_COUNTED,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -193,6 +193,7 @@
 #include <unistd.h>
 
 #include "malloc_internal.h"
+#include "mm/mheap_testing.h"
 
 struct mheap mm_malloc_heap;
 struct spanheap mm_malloc_sh;
@@ -200,6 +201,15 @@ struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS];
 _Thread_local struct mm_malloc_thread mm_malloc_self = {.slot_id = -1};
 #ifdef MM_TEST_HOOKS
 void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where);
+
+/* mm/'s hook points that a test of this library needs, passed on as
+ * ours (mm/'s own hook is not exported). */
+static void pass_mheap_hook(struct mheap *h, enum mheap_hook_point where)
+{
+	(void)h;
+	if (where == MHEAP_HOOK_STATS_COUNTED)
+		mm_malloc_hook(MM_MALLOC_HOOK_STATS_COUNTED);
+}
 #endif
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
@@ -323,6 +333,9 @@ static void heap_init(void)
 		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
 	mm_malloc_fences = fences_register();
+#ifdef MM_TEST_HOOKS
+	mheap_test_hook = pass_mheap_hook;
+#endif
 	/* The key before the heap is published: a thread that finds it
 	 * ready registers for it. Made after, a thread's first call in
 	 * between claimed a slot without it, which it never gave back. */

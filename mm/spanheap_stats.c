@@ -157,6 +157,7 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	st->spans += large->spans;
 	st->bytes_in_use += large->bytes_in_use;
 	st->bytes_spans += large->bytes_spans;
+	mheap_hook(sh->heap, MHEAP_HOOK_STATS_COUNTED);
 	mheap_stats(sh->heap, &st->heap);
 }
 

@@ -3,8 +3,9 @@
  * background threads' check that they are not the process's last
  * threads (port_sync.c, exit_if_alone), held at its hook
  * (MM_MALLOC_HOOK_ALONE_COUNTED, after the thread count is read), of
- * malloc_trim from a signal handler inside a call (malloc_info.c), and
- * of a second thread's panic during the first's (port_prod.c, mm_panic).
+ * malloc_trim from a signal handler inside a call and of a report whose
+ * walk a release overtakes (malloc_info.c), and of a second thread's
+ * panic during the first's (port_prod.c, mm_panic).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -140,6 +141,68 @@ int trim_inside_call(void)
 		        "malloc_trim returned %d in a handler inside a call, "
 		        "%d after it, with 4 MiB free",
 		        inside, outside);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A report overtaken by a release ---------------------------------- */
+
+static void *stats_big;
+static atomic_int stats_step; /* 1: free and trim now; 2: done */
+
+static void *free_and_trim(void *arg)
+{
+	while (atomic_load(&stats_step) != 1)
+		sched_yield();
+	free(stats_big);
+	atomic_store(&stats_step, malloc_trim(0) ? 2 : 3);
+	return arg;
+}
+
+/* The report has counted the 64 MiB object in use: the other thread
+ * frees it and gives its pages back before the report reads the heap's
+ * totals. Once. */
+static void in_stats_window(enum mm_malloc_hook_point where)
+{
+	int armed = 0;
+	if (where != MM_MALLOC_HOOK_STATS_COUNTED ||
+	    !atomic_compare_exchange_strong(&stats_step, &armed, 1))
+		return;
+	while (atomic_load(&stats_step) == 1)
+		sched_yield();
+}
+
+/*
+ * mallinfo2 reads the bytes in use before the heap's totals, without
+ * stopping the heap: a release in between leaves the arena smaller than
+ * what it counted, and the bytes in use are clamped to the arena, so
+ * that fordblks (the arena less them) does not wrap. Without the clamp
+ * uordblks was 64 MiB in a few MiB of arena, and fordblks near 2^64.
+ */
+int stats_overtaken_by_release(void)
+{
+	pthread_t t;
+	stats_big = malloc(64 << 20);
+	if (!stats_big || !memset(stats_big, 1, 64 << 20) ||
+	    pthread_create(&t, NULL, free_and_trim, NULL) != 0)
+		return 2;
+	mm_malloc_test_hook = in_stats_window;
+	struct mallinfo2 m = mallinfo2();
+	mm_malloc_test_hook = NULL;
+	pthread_join(t, NULL);
+	if (atomic_load(&stats_step) != 2) {
+		fprintf(stderr,
+		        "the window was not reached, or the trim "
+		        "gave nothing back (step %d)",
+		        atomic_load(&stats_step));
+		return 2;
+	}
+	if (m.uordblks > m.arena || m.fordblks != m.arena - m.uordblks) {
+		fprintf(stderr,
+		        "mallinfo2 overtaken by a release: arena %zu, "
+		        "uordblks %zu, fordblks %zu",
+		        m.arena, m.uordblks, m.fordblks);
 		return 1;
 	}
 	return 0;

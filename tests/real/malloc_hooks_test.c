@@ -363,6 +363,8 @@ static const struct {
         {"signal_in_fast_leave", signal_in_fast_leave, NULL},
         {"alone_without_proc", alone_without_proc, NULL},
         {"trim_inside_call", trim_inside_call, NULL},
+        {"stats_overtaken_by_release", stats_overtaken_by_release,
+         "MM_MALLOC_BACKGROUND=0"},
         {"second_panic_waits", second_panic_waits, NULL},
         {"claims_race_for_a_free_slot", claims_race_for_a_free_slot,
          "MM_MALLOC_BACKGROUND=0"},

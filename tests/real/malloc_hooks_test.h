@@ -56,6 +56,7 @@ int underscore_fork_keeps_parent_ids(void);
 /* malloc_hooks_alone.c: */
 int alone_without_proc(void);
 int trim_inside_call(void);
+int stats_overtaken_by_release(void);
 int second_panic_waits(void);
 /* malloc_hooks_nested.c: */
 int signal_in_shared_slow_hold(void);
