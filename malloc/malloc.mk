@@ -86,8 +86,8 @@ $(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
 		-shared -Wl,-z,initfirst -o $@ $<
 
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
-		tests/real/malloc_api_diff.h $(MALLOC_FORK_LIB) \
-		$(MALLOC_INITFIRST_LIB)
+		tests/real/malloc_api_diff.h tests/real/proc_read.h \
+		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
 		$(MALLOC_API_SRCS) \

@@ -10,7 +10,6 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -27,6 +26,7 @@
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "proc_read.h"
 
 /* The signals a background thread must block: every one a program may
  * catch (glibc keeps its two internal ones, SIGCANCEL and SIGSETXID, and
@@ -42,13 +42,8 @@ static bool task_mask(const char *tid, char *name, size_t namesz,
 {
 	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
-	int f = open(path, O_RDONLY);
-	ssize_t n = f >= 0 ? read(f, buf, sizeof(buf) - 1) : -1;
-	if (f >= 0)
-		close(f);
-	if (n <= 0)
+	if (proc_read(path, buf, sizeof(buf)) <= 0)
 		return false;
-	buf[n] = 0;
 	const char *nm = strstr(buf, "Name:\t");
 	const char *bl = strstr(buf, "\nSigBlk:\t");
 	if (!nm || !bl)

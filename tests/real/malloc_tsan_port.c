@@ -8,11 +8,11 @@
  * is linked in, not preloaded).
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 
 #include "malloc_tsan_test.h"
+#include "proc_read.h"
 
 /* mm_port_can_sleep is false while this thread holds an mm lock or a pin
  * outside an API call (the pin holds its slot), and true again after;
@@ -124,13 +124,8 @@ static bool task_sleeping(pid_t tid)
 {
 	char path[64], buf[512];
 	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	int f = open(path, O_RDONLY);
-	ssize_t n = f >= 0 ? read(f, buf, sizeof(buf) - 1) : -1;
-	if (f >= 0)
-		close(f);
-	if (n <= 0)
+	if (proc_read(path, buf, sizeof(buf)) <= 0)
 		return false;
-	buf[n] = 0;
 	const char *p = strrchr(buf, ')');
 	return p && p[1] == ' ' && p[2] == 'S';
 }

@@ -1,0 +1,29 @@
+/*
+ * tests/real/proc_read.h: reading a small /proc file whole, for
+ * malloc-api-test and malloc-tsan-test alike. The two programs are built
+ * with different flags (TSan's, or none under LD_PRELOAD; malloc.mk), so
+ * they share this as one static inline function rather than an object.
+ */
+#ifndef TESTS_REAL_PROC_READ_H
+#define TESTS_REAL_PROC_READ_H
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* Reads the file at path into buf, NUL-terminated, in one read (a /proc
+ * file that fits comes whole); returns its length, or 0 or -1 if nothing
+ * was read. Allocates nothing, so that a test may call it where an
+ * allocation would change what it looks at. */
+static inline ssize_t proc_read(const char *path, char *buf, size_t bufsz)
+{
+	int f = open(path, O_RDONLY);
+	ssize_t n = f >= 0 ? read(f, buf, bufsz - 1) : -1;
+	if (f >= 0)
+		close(f);
+	buf[n > 0 ? n : 0] = 0;
+	return n;
+}
+
+#endif
