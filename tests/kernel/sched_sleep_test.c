@@ -29,11 +29,12 @@ static enum thread_state state_of(struct thread_handle h)
 }
 
 /* One sleeper: how long it asked for, its tick_watch slot, and the ticks
- * of its CPU it slept through (tick_watch_util.h). */
+ * of its CPU its sleep saw (tick_watch_util.h), written before it exits
+ * and read after the join. */
 struct sleeper {
 	uint64_t ns;
 	unsigned slot;
-	_Atomic uint64_t ticks; /* ~0 until it woke */
+	struct tick_watch_count seen;
 };
 
 static void sleep_and_count(void *arg)
@@ -41,17 +42,7 @@ static void sleep_and_count(void *arg)
 	struct sleeper *s = arg;
 	tick_watch_me(s->slot);
 	thread_sleep_ns(s->ns);
-	atomic_store(&s->ticks, tick_watch_woken(s->slot));
-}
-
-/* The most ticks up to the one that wakes a sleep of ns: the first tick
- * at or after the deadline (sched_test.c's sleep_wakes_within_a_tick).
- * Counted to when the sleeper ran again, this took one more for a stall
- * between the wake and the read, and a vCPU that runs in bits needed
- * more than that. */
-static uint64_t most_ticks(uint64_t ns)
-{
-	return (ns + SCHED_TICK_NS - 1) / SCHED_TICK_NS + 1;
+	s->seen = tick_watch_woken(s->slot);
 }
 
 /* Starts a sleeper on this CPU, watched in slot, and returns once it
@@ -61,7 +52,6 @@ static struct thread_handle start_sleeper(struct sleeper *s, unsigned slot,
 {
 	s->ns = ns;
 	s->slot = slot;
-	atomic_store(&s->ticks, ~0ull);
 	struct thread_handle h =
 	        thread_create("sleeper", sleep_and_count, s, this_cpu()->id);
 	if (!thread_handle_ok(h))
@@ -91,14 +81,17 @@ KTEST(sched, short_sleep_beside_a_long_one_wakes_on_time)
 		thread_join(hb);
 		struct sleeper *s = long_first ? &b : &a,
 		               *l = long_first ? &a : &b;
-		ktest_diag("long sleep %s: the short one saw %lu ticks, the "
-		           "long one %lu",
-		           long_first ? "first" : "second",
-		           atomic_load(&s->ticks), atomic_load(&l->ticks));
-		KEXPECT(atomic_load(&s->ticks) <= most_ticks(short_ns));
+		ktest_diag("long sleep %s: the short one saw %lu ticks (%lu "
+		           "past its deadline), the long one %lu (%lu)",
+		           long_first ? "first" : "second", s->seen.asleep,
+		           s->seen.past_deadline, l->seen.asleep,
+		           l->seen.past_deadline);
+		/* Woken by the first tick at or past its deadline. */
+		KEXPECT(s->seen.past_deadline <= 1);
+		KEXPECT(l->seen.past_deadline <= 1);
 		/* Each was woken by a tick that found it asleep. */
-		KEXPECT(atomic_load(&s->ticks) >= 1);
-		KEXPECT(atomic_load(&l->ticks) >= 1);
+		KEXPECT(s->seen.asleep >= 1);
+		KEXPECT(l->seen.asleep >= 1);
 	}
 	tick_watch_stop();
 }
@@ -106,8 +99,8 @@ KTEST(sched, short_sleep_beside_a_long_one_wakes_on_time)
 /*
  * Sleepers due at the same tick are all woken by it, not one a tick. They
  * are put to sleep back to back, so their deadlines fall within a tick
- * or two of each other; a tick that woke one at a time would keep the
- * last waiting several ticks past its bound.
+ * or two of each other; a tick that woke one at a time would leave the
+ * last asleep for several ticks past its deadline.
  */
 #define NSAME 8
 _Static_assert(NSAME <= TICK_WATCH_MAX, "a slot for each sleeper");
@@ -120,17 +113,19 @@ KTEST(sched, sleepers_due_together_wake_together)
 	tick_watch_start();
 	for (unsigned i = 0; i < NSAME; i++)
 		h[i] = start_sleeper(&s[i], i, ns);
-	uint64_t worst = 0, least = ~0ull;
+	uint64_t worst = 0, most_past = 0, least = ~0ull;
 	for (unsigned i = 0; i < NSAME; i++) {
 		thread_join(h[i]);
-		uint64_t t = atomic_load(&s[i].ticks);
+		uint64_t t = s[i].seen.asleep, p = s[i].seen.past_deadline;
 		worst = t > worst ? t : worst;
+		most_past = p > most_past ? p : most_past;
 		least = t < least ? t : least;
 	}
 	tick_watch_stop();
-	ktest_diag("%u sleepers of one tick: the last saw %lu ticks", NSAME,
-	           worst);
-	KEXPECT(worst <= most_ticks(ns));
+	ktest_diag("%u sleepers of one tick: the last saw %lu ticks, at most "
+	           "%lu past a deadline",
+	           NSAME, worst, most_past);
+	KEXPECT(most_past <= 1);
 	KEXPECT(least >= 1); /* each was woken by a tick that saw it asleep */
 }
 
