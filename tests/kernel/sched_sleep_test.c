@@ -9,18 +9,15 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "arch/x86_64/cpu.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "kernel/time.h"
 #include "tests/kernel/smp_util.h"
 #include "tests/kernel/tick_watch_util.h"
-
-static uint64_t ticks_of(unsigned cpu)
-{
-	return *(volatile uint64_t *)&cpus[cpu].ticks;
-}
 
 /* A racy read of a live thread's state, for polling. */
 static enum thread_state state_of(struct thread_handle h)
@@ -132,24 +129,91 @@ KTEST(sched, sleepers_due_together_wake_together)
 /*
  * A wake of a thread homed on another CPU, which idles meanwhile, must
  * get that CPU out of its halt at once (sched_kick), not leave the thread
- * queued until the CPU's next tick. The woken thread reads its CPU's tick
- * count as its first act: no tick since the wake shows the kick. A host
- * stall of that CPU can let a tick in first (under load, often), so the
- * test tries until one wake sees no tick, up to NKICK times; with no kick
- * every try sees one, and the NKICK tries take NKICK ticks.
+ * queued until the CPU's next tick. Told by the order of events, not by
+ * time: a tick hook on that CPU notes a tick that comes after the wake
+ * began and finds the CPU still idle, before the thread ran, which is
+ * what a wake with no kick waits for. A kicked CPU takes the resched IPI
+ * before a tick that came meanwhile (its vector is the higher) and
+ * switches on the way out of it, so a stall of that vCPU, however long,
+ * lets no such tick in. Counting the ticks until the thread ran did: a
+ * tick due in the stall came in as soon as the thread turned interrupts
+ * on. A tick can still come between the wake's start and its IPI (a
+ * stall of the waking vCPU there), so the test tries until one wake is
+ * seen through, up to NKICK times.
+ *
+ * With no kick, a try is seen through only if something else gets the
+ * CPU going: its idle loop not yet halted (it finds the thread queued),
+ * or another interrupt. So each try waits for a tick that finds the
+ * CPU idle, and then KICK_SETTLE_NS for it to get back to its halt;
+ * without, a kernel that never kicked passed at 1 try in 10. A stall
+ * there can only let such a kernel pass, never fail a correct one. The
+ * hook looks at any tick after the wake began, not only one that finds
+ * the thread queued: the hook runs before the tick takes the run-queue
+ * lock, so a wake that lands between the two is seen asleep by the hook
+ * and run by the tick (1 try in 20, with no kick, under load).
  */
-#define NKICK 100
+#define NKICK          100
+#define KICK_SETTLE_NS 1000000ull
 
 static _Atomic bool kick_stop, kick_woke;
-static _Atomic uint64_t kick_woke_at;
+static struct thread *_Atomic kick_watched;
+static _Atomic unsigned kick_cpu = MAX_CPUS;
+/* Set by the test from before its wake until the thread has run: */
+static _Atomic bool kick_waking;
+/* Set by the hook: */
+static _Atomic bool kick_tick_came;     /* a tick in the wake, CPU idle */
+static _Atomic uint64_t kick_idle_tick; /* the last to find it asleep */
 
 static void sleep_until_stopped(void *arg)
 {
 	while (!atomic_load(&kick_stop)) {
 		thread_sleep_ns(UINT64_MAX);
-		atomic_store(&kick_woke_at, ticks_of(this_cpu()->id));
 		atomic_store(&kick_woke, true);
 	}
+}
+
+/* The tick hook, on the kicked thread's CPU. The thread lives until the
+ * test joins it, after the hook is gone. */
+static void kick_tick(void)
+{
+	struct cpu *c = this_cpu();
+	struct thread *t = atomic_load(&kick_watched);
+	if (c->id != atomic_load(&kick_cpu) || !t || c->current != c->idle)
+		return;
+	if (atomic_load(&kick_waking) && !atomic_load(&kick_woke))
+		atomic_store(&kick_tick_came, true);
+	else if (*(volatile enum thread_state *)&t->state == THREAD_SLEEPING)
+		atomic_store(&kick_idle_tick, c->ticks);
+}
+
+/* Returns once thread h sleeps on cpu c, idle, halted as far as a tick
+ * that found it so and KICK_SETTLE_NS after can tell. */
+static void wait_until_halted(struct thread_handle h, struct cpu *c)
+{
+	while (state_of(h) != THREAD_SLEEPING ||
+	       *(struct thread *volatile *)&c->current != c->idle)
+		thread_yield();
+	uint64_t seen = atomic_load(&kick_idle_tick);
+	while (atomic_load(&kick_idle_tick) == seen)
+		thread_yield();
+	uint64_t t0 = time_now_ns();
+	while (time_now_ns() - t0 < KICK_SETTLE_NS)
+		cpu_pause();
+}
+
+/* Wakes h and waits until it ran; true if no tick came between. */
+static bool kick_once(struct thread_handle h, struct cpu *c)
+{
+	wait_until_halted(h, c);
+	atomic_store(&kick_tick_came, false);
+	atomic_store(&kick_waking, true);
+	thread_wake(h);
+	while (!atomic_load(&kick_woke))
+		thread_yield();
+	atomic_store(&kick_waking, false);
+	bool prompt = !atomic_load(&kick_tick_came);
+	atomic_store(&kick_woke, false);
+	return prompt;
 }
 
 KTEST(sched, wake_gets_an_idle_cpu_running_before_its_tick)
@@ -160,30 +224,27 @@ KTEST(sched, wake_gets_an_idle_cpu_running_before_its_tick)
 	struct cpu *c = &cpus[other];
 	atomic_store(&kick_stop, false);
 	atomic_store(&kick_woke, false);
+	atomic_store(&kick_waking, false);
 	struct thread_handle h =
 	        thread_create("kicked", sleep_until_stopped, NULL, other);
 	KASSERT(thread_handle_ok(h));
+	atomic_store(&kick_watched, h.t);
+	atomic_store(&kick_cpu, other);
+	atomic_store(&sched_tick_hook, kick_tick);
 	unsigned prompt = 0, tries = 0;
 	while (prompt == 0 && tries < NKICK) {
 		tries++;
-		/* Asleep, and its CPU idle (else no kick is due). */
-		while (state_of(h) != THREAD_SLEEPING ||
-		       *(struct thread *volatile *)&c->current != c->idle)
-			thread_yield();
-		uint64_t t0 = ticks_of(other);
-		thread_wake(h);
-		while (!atomic_load(&kick_woke))
-			thread_yield();
-		atomic_store(&kick_woke, false);
-		prompt += atomic_load(&kick_woke_at) == t0;
+		prompt += kick_once(h, c);
 	}
+	atomic_store(&sched_tick_hook, NULL);
+	atomic_store(&kick_watched, NULL);
 	atomic_store(&kick_stop, true);
 	while (!atomic_load(&kick_woke)) {
 		thread_wake(h);
 		thread_yield();
 	}
 	thread_join(h);
-	ktest_diag("%u of %u wakes ran the thread before cpu %u's next tick",
+	ktest_diag("%u of %u wakes ran the thread before a tick of cpu %u",
 	           prompt, tries, other);
 	KEXPECT(prompt > 0);
 }
