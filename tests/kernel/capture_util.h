@@ -1,6 +1,10 @@
 /* The console captured into a buffer while a test runs a command or a
  * print: capture_start, then capture_stop for the text (NUL-ended, cut at
- * the buffer's end). One capture at a time per test file. */
+ * the buffer's end). One capture at a time per test file. capture_start
+ * takes only what the calling thread prints: the background scavenger's
+ * "at goal" line, printed between two of a heapmap's rows in a loaded
+ * -smp 1 run, was read as map letters. capture_start_any takes every
+ * thread's, for a test whose output comes from another thread. */
 #ifndef TESTS_KERNEL_CAPTURE_UTIL_H
 #define TESTS_KERNEL_CAPTURE_UTIL_H
 
@@ -10,26 +14,43 @@
 #include "kernel/ktest.h"
 #include "kernel/printk_testing.h"
 #include "kernel/string.h"
+#include "kernel/thread.h"
 
 #if KTEST_HOOKS
 static char seen[8192];
 static _Atomic unsigned nseen;
+static struct thread *_Atomic capture_only; /* NULL: every thread's */
 
-/* printk_testing_putc's hook: every CPU's output, in the order it comes.
- * A byte is stored after its place is counted: a reader that runs while
- * output comes (capture_byte) finds 0 in a place not yet written. */
+/* printk_testing_putc's hook, called by the printing thread: every
+ * CPU's output, in the order it comes, or capture_only's. A byte is
+ * stored after its place is counted: a reader that runs while output
+ * comes (capture_byte) finds 0 in a place not yet written. */
 static void capture_putc(uintptr_t c)
 {
+	struct thread *only = atomic_load(&capture_only);
+	if (only && thread_current() != only)
+		return;
 	unsigned i = atomic_fetch_add(&nseen, 1);
 	if (i < sizeof(seen) - 1)
 		__atomic_store_n(&seen[i], (char)c, __ATOMIC_RELEASE);
 }
 
-static inline void capture_start(void)
+static inline void capture_start_from(struct thread *only)
 {
 	atomic_store(&nseen, 0);
 	memset(seen, 0, sizeof(seen));
+	atomic_store(&capture_only, only);
 	atomic_store(&printk_testing_putc, capture_putc);
+}
+
+static inline __attribute__((unused)) void capture_start(void)
+{
+	capture_start_from(thread_current());
+}
+
+static inline __attribute__((unused)) void capture_start_any(void)
+{
+	capture_start_from(NULL);
 }
 
 /* Byte i of the capture while it runs: 0 if not written yet (console

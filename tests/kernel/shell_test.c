@@ -330,7 +330,7 @@ static bool tty_prompt_typed(struct thread_handle *t)
 {
 	conin_testing_reset();
 	shell_testing_set_tty(true);
-	capture_start();
+	capture_start_any(); /* the prompt thread's echo, and ours */
 	*t = thread_create("prompt", prompt_turn, NULL, THREAD_ANY_CPU);
 	if (!thread_handle_ok(*t)) {
 		capture_stop();
