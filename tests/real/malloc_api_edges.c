@@ -7,7 +7,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "proc_read.h"
 
 enum { ERRNO_SENTINEL = 4242 };
 
@@ -241,15 +241,7 @@ const char *test_calloc_large_reused(void)
 static bool mapping_of(uintptr_t addr, uintptr_t *end, char perm[5])
 {
 	static char maps[1 << 16];
-	int fd = open("/proc/self/maps", O_RDONLY);
-	size_t n = 0;
-	ssize_t r;
-	while (fd >= 0 && n + 1 < sizeof(maps) &&
-	       (r = read(fd, maps + n, sizeof(maps) - 1 - n)) > 0)
-		n += (size_t)r;
-	if (fd >= 0)
-		close(fd);
-	maps[n] = 0;
+	proc_read("/proc/self/maps", maps, sizeof(maps));
 	for (const char *l = maps; *l;) {
 		unsigned long lo, hi;
 		if (sscanf(l, "%lx-%lx %4s", &lo, &hi, perm) == 3 &&

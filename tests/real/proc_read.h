@@ -12,14 +12,17 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-/* Reads the file at path into buf, NUL-terminated, in one read (a /proc
- * file that fits comes whole); returns its length, or 0 or -1 if nothing
- * was read. Allocates nothing, so that a test may call it where an
- * allocation would change what it looks at. */
+/* Reads the file at path into buf, NUL-terminated, to its end or to
+ * buf's (/proc/self/maps comes a page or so a read); returns its length,
+ * or 0 or -1 if nothing was read. Allocates nothing, so that a test may
+ * call it where an allocation would change what it looks at. */
 static inline ssize_t proc_read(const char *path, char *buf, size_t bufsz)
 {
 	int f = open(path, O_RDONLY);
-	ssize_t n = f >= 0 ? read(f, buf, bufsz - 1) : -1;
+	ssize_t n = f >= 0 ? 0 : -1, r;
+	while (f >= 0 && (size_t)n + 1 < bufsz &&
+	       (r = read(f, buf + n, bufsz - 1 - (size_t)n)) > 0)
+		n += r;
 	if (f >= 0)
 		close(f);
 	buf[n > 0 ? n : 0] = 0;
