@@ -78,7 +78,8 @@ void *child_thread(void *arg);
 /* Lent by malloc_api_fresh.c: which background threads this process has
  * (1 the sweeper, 2 the scavenger), found by system calls alone. */
 int background_threads_raw(void);
-/* Waits up to 10 s for them; returns which were found (3: both). */
+/* Waits for both, with no time bound (the caller's alarm ends a wait
+ * that never ends); returns 3. */
 int background_threads_wait(void);
 /* Lent by malloc_api_late.c: starts n threads into h that each own a slot
  * (a first malloc) and stay alive; returns once each does, false if one

@@ -168,7 +168,7 @@ const char *test_fork_background(void)
 	int st = run_scenario("fork-background", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "after a fork, allocations from the cache alone: status %#x "
-	      "(2: no background threads before the fork; 3: none 10 s "
+	      "(SIGALRM: no background threads before the fork, or none "
 	      "after it)",
 	      st);
 	return NULL;
