@@ -64,6 +64,12 @@ enum mheap_hook_point {
 	 * but NMI (a kick after a spill in an interrupt handler reaches it)
 	 * (spanheap_sweep.c, pending_since_flip). */
 	MHEAP_HOOK_PENDING_BASE_READ,
+	/* spanheap_stats has walked the spans' bitmaps (the snapshot put
+	 * back) and not yet read any class's span count or magazines, which
+	 * an allocation or a sweep meanwhile can leave out of step with the
+	 * walk (spanheap_stats.c, the clamps); thread context, no lock held,
+	 * not pinned. */
+	MHEAP_HOOK_STATS_WALKED,
 	/* spanheap_stats has counted the objects and large pages in use and
 	 * not yet read the page heap's counts, which a release meanwhile
 	 * can leave below them (spanheap_stats.c); thread context, no lock

@@ -12,8 +12,13 @@
  * their spans count them allocated); the rest comes from the per-class,
  * per-CPU and heap counters.
  *
- * Invariants: none kept here; a class's objects in use never exceed its
- * spans' capacity in the result (a count read mid-change is clamped).
+ * Invariants: none kept here; in the result a class's objects in use are
+ * never below 0 nor above its spans' capacity. The walk and the per-class
+ * reads that follow it are not one atomic read, and two clamps keep a
+ * count read mid-change in range: the magazines may hold more objects
+ * than the walk saw allocated (a refill since), and the walk may have
+ * counted objects of spans swept away since (host tests
+ * spanheap_stats.*, at MHEAP_HOOK_STATS_WALKED).
  *
  * Locking: the heap's lock only to take the snapshot and to copy the
  * counters it guards; the walk and the magazines are read without a lock.
@@ -103,6 +108,7 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	mm_memset(st, 0, sizeof(*st));
 	mm_memset(in_use, 0, sizeof(in_use));
 	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
+	mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		const struct sizeclass_info *ci = &sizeclass_info[cls];
 		struct spanheap_class_stats *cs = &st->cls[cls];
@@ -121,10 +127,11 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 		count_mags(sh, cls, cs);
 		size_t in_mags = cs->mag_objects;
 		st->mag_objects += in_mags;
+		/* Both clamps: a count read mid-change (see the top). */
 		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
 		cs->objects_in_use = in_use[cls];
 		if (cs->objects_in_use > cap)
-			cs->objects_in_use = cap; /* read mid-change */
+			cs->objects_in_use = cap;
 		cs->objects_free = cap - cs->objects_in_use;
 		cs->bytes_in_use = cs->objects_in_use * ci->size;
 		cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
