@@ -102,6 +102,7 @@ MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_reclaim.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
+		tests/real/proc_read.h \
 		malloc/malloc_testing.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. \

@@ -46,6 +46,7 @@
 #include <sys/wait.h>
 
 #include "malloc_api_diff.h"
+#include "proc_read.h"
 
 /* glibc's second name for free (malloc.c), used now and then; exported,
  * not declared. */
@@ -385,15 +386,11 @@ static int run_threads(unsigned long seed, unsigned long nops)
 /* This process's data size (VmData), in bytes; 0 if unknown. */
 static size_t data_size(void)
 {
-	char line[128];
-	size_t kb = 0;
-	FILE *f = fopen("/proc/self/status", "r");
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "VmData:", 7) == 0)
-			kb = strtoul(line + 7, NULL, 10);
-	if (f)
-		fclose(f);
-	return kb << 10;
+	char buf[4096];
+	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
+		return 0;
+	const char *p = strstr(buf, "\nVmData:");
+	return p ? strtoul(p + 8, NULL, 10) << 10 : 0;
 }
 
 /* MALLOC_DIFF_DATA_MB=n: RLIMIT_DATA n MiB above what the process has

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "proc_read.h"
 
 /* Allocates and frees 16 MiB: past the heap size (8 MiB) from which the
  * background threads run. */
@@ -48,12 +49,7 @@ int background_threads_raw(void)
 			snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
 			         buf + off + 19);
 			off += reclen;
-			int f = open(path, O_RDONLY);
-			ssize_t r =
-			        f >= 0 ? read(f, comm, sizeof(comm) - 1) : -1;
-			if (f >= 0)
-				close(f);
-			comm[r > 0 ? r : 0] = 0;
+			proc_read(path, comm, sizeof(comm));
 			found |= strstr(comm, "mm_sweeper") ? 1 : 0;
 			found |= strstr(comm, "mm_mheap_scav") ? 2 : 0;
 		}
@@ -404,15 +400,11 @@ static void background_asleep(void)
 		DIR *d = opendir("/proc/self/task");
 		struct dirent *e;
 		while (d && (e = readdir(d))) {
-			char path[300], st[512] = "";
+			char path[300], st[512];
 			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
 			         e->d_name);
-			FILE *f = fopen(path, "r");
-			if (!f)
+			if (proc_read(path, st, sizeof(st)) <= 0)
 				continue;
-			size_t n = fread(st, 1, sizeof(st) - 1, f);
-			st[n] = 0;
-			fclose(f);
 			char *end = strrchr(st, ')');
 			if (strstr(st, "(mm_") && end && end[2] != 'S')
 				all = false;

@@ -8,7 +8,6 @@
  * why on stderr and exits non-zero.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,20 +19,15 @@
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "proc_read.h"
 
 /* This process's resident set in bytes (/proc/self/statm's second
  * field), read without allocating; 0 if it cannot be read. */
 static size_t rss_bytes(void)
 {
 	char buf[128];
-	int fd = open("/proc/self/statm", O_RDONLY);
-	if (fd < 0)
+	if (proc_read("/proc/self/statm", buf, sizeof(buf)) <= 0)
 		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
 	char *p = strchr(buf, ' ');
 	if (!p)
 		return 0;

@@ -6,7 +6,6 @@
  * and a signal handler's call while its thread backs out of fork's way.
  */
 #define _GNU_SOURCE
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
+#include "proc_read.h"
 
 /* ---- fork beside a thread that takes its slot again at once ------------- */
 
@@ -265,18 +265,13 @@ static atomic_bool bg_armed;
 static atomic_int threads_seen = -1;
 
 /* This process's thread count (/proc/self/status), read without
- * allocating; -1 if it cannot be read. */
+ * allocating (proc_read's system calls are async-signal-safe: a signal
+ * handler calls it); -1 if it cannot be read. */
 static int thread_count(void)
 {
 	char buf[4096];
-	int fd = open("/proc/self/status", O_RDONLY);
-	if (fd < 0)
+	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
 		return -1;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = 0;
 	const char *p = strstr(buf, "\nThreads:");
 	return p ? atoi(p + strlen("\nThreads:")) : -1;
 }

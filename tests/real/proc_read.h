@@ -1,8 +1,9 @@
 /*
  * tests/real/proc_read.h: reading a small /proc file whole, for
- * malloc-api-test and malloc-tsan-test alike. The two programs are built
- * with different flags (TSan's, or none under LD_PRELOAD; malloc.mk), so
- * they share this as one static inline function rather than an object.
+ * malloc-api-test, malloc-hooks-test and malloc-tsan-test alike. The
+ * programs are built with different flags (TSan's, or none under
+ * LD_PRELOAD; malloc.mk), so they share this as one static inline
+ * function rather than an object.
  */
 #ifndef TESTS_REAL_PROC_READ_H
 #define TESTS_REAL_PROC_READ_H
