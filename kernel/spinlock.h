@@ -27,8 +27,9 @@
  * lock, in the lock's own cache line, so they cost two stores. Locks in
  * the image's data (every long-lived kernel lock, and the kernel heaps'
  * mm locks) are listed on their first acquisition for the shell's
- * `locks` command (spin_list_stats); locks on stacks or in the heap are
- * counted but not listed, since they may go away.
+ * `locks` command (spin_list_stats); locks on stacks (the boot stack,
+ * in the bss, too) or in the heap are counted but not listed, since they
+ * may go away.
  */
 #ifndef KERNEL_SPINLOCK_H
 #define KERNEL_SPINLOCK_H
