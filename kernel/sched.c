@@ -47,8 +47,6 @@
 #include "kernel/sched_internal.h"
 #include "kernel/time.h"
 
-#define SLICE_NS (2 * SCHED_TICK_NS)
-
 struct runqueue runqueues[MAX_CPUS];
 struct waitq thread_exit_wq = WAITQ_INIT("thread_exit");
 void (*_Atomic sched_tick_hook)(void);
@@ -369,7 +367,7 @@ void sched_tick(void)
 			enqueue(rq, t);
 	}
 	if (rq->head && (c->current == c->idle ||
-	                 now - c->current->slice_start_ns >= SLICE_NS))
+	                 now - c->current->slice_start_ns >= SCHED_SLICE_NS))
 		c->need_resched = true;
 	spin_unlock(&rq->lock);
 }

@@ -79,5 +79,8 @@ extern void (*_Atomic sched_tick_hook)(void);
 /* The scheduler tick rate: the periodic LAPIC timer's. */
 #define SCHED_HZ      TIMER_HZ
 #define SCHED_TICK_NS (1000000000ull / SCHED_HZ)
+/* A thread's turn on a CPU with others queued: a tick ends it once this
+ * much time has passed since the thread was switched in. */
+#define SCHED_SLICE_NS (2 * SCHED_TICK_NS)
 
 #endif
