@@ -30,6 +30,18 @@ void ktest_kernel_init(void)
 	test_mode = cmdline_get("ktest", NULL, 0);
 }
 
+uint64_t ktest_option_at(const char *file, int line, const char *key,
+                         uint64_t lo, uint64_t hi, uint64_t dflt)
+{
+	uint64_t v;
+	if (cmdline_get_uint(key, lo, hi, &v))
+		return v;
+	if (cmdline_get(key, NULL, 0))
+		ktest_fail_at(file, line, "%s is not a number in [%lu, %lu]",
+		              key, (unsigned long)lo, (unsigned long)hi);
+	return dflt;
+}
+
 void ktest_kernel_main(void)
 {
 	if (!cmdline_get("ktest", select, sizeof(select)))

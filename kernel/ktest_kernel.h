@@ -4,6 +4,7 @@
 #define KERNEL_KTEST_KERNEL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 /* isa-debug-exit codes; the host sees (code << 1) | 1: 33, 35, 37. */
 #define KTEST_EXIT_PASS  0x10
@@ -20,5 +21,16 @@ void ktest_kernel_init(void);
 /* Runs the selected tests if the command line says so, then leaves QEMU;
  * returns only when no tests were asked for. */
 void ktest_kernel_main(void);
+
+/*
+ * A test's option "key=N" from the command line, N in [lo, hi]; dflt when
+ * the key is absent. A value the kernel's parser refuses (printed, naming
+ * it) fails the current test at the caller's line and gives dflt: an
+ * option that cannot be read must not pass as no option at all.
+ */
+#define KTEST_OPTION(key, lo, hi, dflt) \
+	ktest_option_at(__FILE__, __LINE__, key, lo, hi, dflt)
+uint64_t ktest_option_at(const char *file, int line, const char *key,
+                         uint64_t lo, uint64_t hi, uint64_t dflt);
 
 #endif

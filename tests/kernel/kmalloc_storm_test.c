@@ -12,10 +12,10 @@
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
-#include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/ktest_kernel.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
@@ -340,24 +340,6 @@ static bool storm(unsigned ops)
 	return ok;
 }
 
-/* The operations per worker: dflt, or "kmalloc.storm_ops=N" (N in [lo,
- * dflt]) from the command line. The storm's work grows with the CPUs:
- * at -smp 8 under TCG on two host cores the default took minutes, and
- * the harness's 8-CPU case asks for fewer. A value the kernel's parser
- * refuses (printed, naming it) fails the test rather than run the
- * default unasked. */
-static unsigned storm_ops_option(unsigned dflt, unsigned lo)
-{
-	uint64_t v;
-	if (cmdline_get_uint("kmalloc.storm_ops", lo, dflt, &v))
-		return (unsigned)v;
-	if (cmdline_get("kmalloc.storm_ops", NULL, 0))
-		ktest_fail_at(__FILE__, __LINE__,
-		              "kmalloc.storm_ops is not a number in [%u, %u]",
-		              lo, dflt);
-	return dflt;
-}
-
 /*
  * Workers on every CPU allocate objects of 16 bytes to 256 KiB (plain,
  * zeroed, aligned, resized), fill them with their pattern, and free them
@@ -371,7 +353,11 @@ static unsigned storm_ops_option(unsigned dflt, unsigned lo)
 KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 {
 	enum { WARM_OPS = 1000, WARM_PAGES = 16384 };
-	unsigned ops = storm_ops_option(20000, WARM_OPS);
+	/* kmalloc.storm_ops: the storm's work grows with the CPUs, and at
+	 * -smp 8 under TCG on two host cores the default took minutes; the
+	 * harness's 8-CPU case asks for fewer. */
+	unsigned ops = (unsigned)KTEST_OPTION("kmalloc.storm_ops", WARM_OPS,
+	                                      20000, 20000);
 	/* Grow the heap well past the storm's peak (64 MiB) and run a small
 	 * storm: the growth's metadata and page tables, and the threads'
 	 * stack slots' page tables, are in place before the baseline. */

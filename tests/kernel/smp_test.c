@@ -26,6 +26,7 @@
 #include "kernel/frames.h"
 #include "kernel/irq.h"
 #include "kernel/ktest.h"
+#include "kernel/ktest_kernel.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
@@ -62,21 +63,6 @@ static uint32_t apic_id_option(const char *key)
 	if (!cmdline_get_uint(key, 0, 0xfffffffeu, &v))
 		return 0xffffffffu;
 	return (uint32_t)v;
-}
-
-/* The CPU count smp.expect pins, or dflt when it is absent. A value the
- * kernel's parser refuses (printed, naming it) fails the test: a pin
- * that cannot be read must not pass as no pin at all. */
-static unsigned expected_cpus(unsigned dflt)
-{
-	uint64_t v;
-	if (cmdline_get_uint("smp.expect", 1, MAX_CPUS, &v))
-		return (unsigned)v;
-	if (cmdline_get("smp.expect", NULL, 0))
-		ktest_fail_at(__FILE__, __LINE__,
-		              "smp.expect is not a number in [1, %d]",
-		              MAX_CPUS);
-	return dflt;
 }
 
 static unsigned online(void)
@@ -119,7 +105,8 @@ KTEST(smp, every_listed_cpu_online)
 	           online(), r->failed, injected);
 	KEXPECT_EQ(r->failed, injected);
 	KEXPECT_EQ(online(), r->listed - r->failed);
-	KEXPECT_EQ(r->listed, expected_cpus(r->listed));
+	KEXPECT_EQ(r->listed, (unsigned)KTEST_OPTION("smp.expect", 1, MAX_CPUS,
+	                                             r->listed));
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
 }
