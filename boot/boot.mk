@@ -4,11 +4,11 @@
 
 BOOT_EFI := $(BUILD)/boot/BOOTX64.EFI
 BOOT_SRCS := boot/loader.c boot/handoff.c boot/console.c boot/paging.c \
-	boot/elf_check.c boot/cmdline.c
+	boot/elf_check.c boot/cmdline.c boot/fwcfg.c boot/fwcfg_load.c
 BOOT_OBJS := $(patsubst boot/%.c,$(BUILD)/boot/%.o,$(BOOT_SRCS))
 
 # The portable ELF checker is also linked into the host test binary.
-HOST_TEST_SRCS += boot/elf_check.c boot/cmdline.c boot/paging.c
+HOST_TEST_SRCS += boot/elf_check.c boot/cmdline.c boot/paging.c boot/fwcfg.c
 
 EFI_INC ?= /usr/include/efi
 EFI_LIB ?= /usr/lib

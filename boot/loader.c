@@ -1,4 +1,5 @@
-/* The UEFI loader: loads \kernel.elf from its own volume and jumps into it. */
+/* The UEFI loader: loads \kernel.elf from its own volume, or the kernel
+ * QEMU's fw_cfg holds (fwcfg_load.c), and jumps into it. */
 #include <efi.h>
 #include <efilib.h>
 
@@ -6,10 +7,12 @@
 #include "cmdline.h"
 #include "console.h"
 #include "elf_check.h"
+#include "fwcfg.h"
 #include "loader.h"
 
 #define KERNEL_PATH  L"\\kernel.elf"
 #define CMDLINE_PATH L"\\cmdline.txt"
+#define WAIT_PATH    L"\\fwcfg-wait"
 #define CR4_LA57     (1ull << 12)
 
 /* Room for the file name after EFI_FILE_INFO: FAT names are <= 255 UCS-2. */
@@ -175,6 +178,7 @@ static EFI_STATUS read_kernel(struct loader *ld)
 		con_printf("boot: kernel.elf: not found on the boot volume");
 	if (EFI_ERROR(st))
 		return st;
+	ld->kernel_name = "kernel.elf";
 	/* A zero-byte pool request may fail; elf_check reports the size. */
 	st = BS->AllocatePool(EfiLoaderData, size ? size : 1, &ld->file);
 	if (EFI_ERROR(st)) {
@@ -210,10 +214,10 @@ static EFI_STATUS load_kernel(struct loader *ld)
 	if (elf_check(ld->file, ld->file_size, BOOT_KERNEL_WINDOW_BASE,
 	              BOOT_KERNEL_WINDOW_LIMIT, elf, &why)) {
 		if (elf->bad_phdr >= 0)
-			con_printf("boot: kernel.elf: segment %d: %s",
+			con_printf("boot: %s: segment %d: %s", ld->kernel_name,
 			           elf->bad_phdr, why);
 		else
-			con_printf("boot: kernel.elf: %s", why);
+			con_printf("boot: %s: %s", ld->kernel_name, why);
 		return EFI_LOAD_ERROR;
 	}
 	pages = (elf->max_vaddr - elf->min_vaddr) / EFI_PAGE_SIZE;
@@ -233,18 +237,16 @@ static EFI_STATUS load_kernel(struct loader *ld)
 	return EFI_SUCCESS;
 }
 
-/* Says what cmdline_trim left out of cmdline.txt, if anything. */
-static void report_trim(const struct cmdline_trim_result *r)
+void report_cmdline_trim(const char *name, const struct cmdline_trim_result *r)
 {
 	if (r->dropped == CMDLINE_NUL_BYTE)
-		con_printf(
-		        "boot: cmdline.txt: a NUL byte at offset %llu (saved "
-		        "as UTF-16?): not text, ignored",
-		        (unsigned long long)r->at);
+		con_printf("boot: %s: a NUL byte at offset %llu (saved as "
+		           "UTF-16?): not text, ignored",
+		           name, (unsigned long long)r->at);
 	else if (r->dropped == CMDLINE_TOO_LONG)
-		con_printf("boot: cmdline.txt: longer than %u bytes: using the "
-		           "words before offset %llu",
-		           CMDLINE_MAX, (unsigned long long)r->at);
+		con_printf("boot: %s: longer than %u bytes: using the words "
+		           "before offset %llu",
+		           name, CMDLINE_MAX, (unsigned long long)r->at);
 }
 
 /* Reads the optional \cmdline.txt into one page. Returns EFI_SUCCESS (also
@@ -280,9 +282,36 @@ static EFI_STATUS read_cmdline(struct loader *ld)
 		return st;
 	}
 	r = cmdline_trim((char *)(UINTN)ld->cmdline.phys, size);
-	report_trim(&r);
+	report_cmdline_trim("cmdline.txt", &r);
 	ld->cmdline_len = r.len;
 	return EFI_SUCCESS;
+}
+
+/* Whether the boot volume holds \fwcfg-wait: a snapshot's boot, which
+ * waits for its kernel in fw_cfg (tools/snapshot). */
+static int told_to_wait(struct loader *ld)
+{
+	EFI_FILE_HANDLE f;
+	UINT64 size;
+
+	if (EFI_ERROR(open_sized(ld, WAIT_PATH, "fwcfg-wait", &f, &size)))
+		return 0;
+	f->Close(f);
+	return 1;
+}
+
+/* The kernel from fw_cfg when QEMU was given one (its command line then
+ * comes from fw_cfg too), else \kernel.elf. Returns EFI_SUCCESS, or an
+ * error after printing it. */
+static EFI_STATUS read_kernel_anywhere(struct loader *ld)
+{
+	int wait = told_to_wait(ld);
+	EFI_STATUS st = fwcfg_read_kernel(ld, wait);
+
+	if (st == EFI_SUCCESS)
+		con_printf("boot: the kernel and its command line come from "
+		           "fw_cfg (" FWCFG_KERNEL ", " FWCFG_CMDLINE ")");
+	return st == EFI_NOT_FOUND && !wait ? read_kernel(ld) : st;
 }
 
 /* Returns the ACPI 2.0+ RSDP from the configuration table, or 0. */
@@ -314,11 +343,11 @@ static EFI_STATUS prepare(struct loader *ld)
 	}
 	st = open_boot_volume(ld);
 	if (!EFI_ERROR(st))
-		st = read_kernel(ld);
+		st = read_kernel_anywhere(ld);
 	if (!EFI_ERROR(st))
 		st = load_kernel(ld);
 	if (!EFI_ERROR(st))
-		st = read_cmdline(ld);
+		st = ld->from_fwcfg ? fwcfg_read_cmdline(ld) : read_cmdline(ld);
 	if (EFI_ERROR(st))
 		return st;
 	ld->rsdp = find_rsdp();
@@ -367,9 +396,9 @@ EFI_STATUS efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 	st = prepare(&ld);
 	if (!EFI_ERROR(st)) {
 		release_loader_only(&ld);
-		con_printf("boot: kernel.elf %llu bytes, entry 0x%llx, loaded "
-		           "at phys 0x%llx",
-		           (unsigned long long)ld.file_size,
+		con_printf("boot: %s %llu bytes, entry 0x%llx, loaded at "
+		           "phys 0x%llx",
+		           ld.kernel_name, (unsigned long long)ld.file_size,
 		           (unsigned long long)ld.elf.entry,
 		           (unsigned long long)ld.kernel.phys);
 		st = exit_and_enter(&ld); /* returns only on failure */

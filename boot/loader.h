@@ -4,6 +4,7 @@
 
 #include <efi.h>
 
+#include "cmdline.h"
 #include "elf_check.h"
 
 /* For messages: "(not found, EFI status 0x800000000000000e)". */
@@ -20,8 +21,10 @@ struct page_alloc {
 struct loader {
 	EFI_HANDLE image;
 	EFI_FILE_HANDLE root;
-	void *file; /* kernel.elf contents (pool) */
+	void *file; /* the kernel file's contents (pool) */
 	UINT64 file_size;
+	const char *kernel_name; /* where it came from, for messages */
+	int from_fwcfg;          /* the kernel came from fw_cfg */
 	struct elf_image elf;
 	struct page_alloc kernel;  /* the loaded image, [min, max_vaddr) */
 	struct page_alloc cmdline; /* NUL-terminated; pages == 0: none */
@@ -44,6 +47,20 @@ EFI_STATUS alloc_pages(struct page_alloc *a, UINTN pages);
 
 /* Frees *a if allocated and marks it free. */
 void free_pages(struct page_alloc *a);
+
+/* Says what cmdline_trim left out of the command line read from name. */
+void report_cmdline_trim(const char *name, const struct cmdline_trim_result *r);
+
+/* Reads the kernel from fw_cfg's FWCFG_KERNEL into ld->file. wait: poll
+ * for it for up to a minute (a snapshot's boot), with a line on the
+ * console when it starts waiting. Returns EFI_SUCCESS, EFI_NOT_FOUND
+ * silently when not waiting and QEMU gave no kernel (or no fw_cfg), or
+ * another error after printing it. */
+EFI_STATUS fwcfg_read_kernel(struct loader *ld, int wait);
+
+/* Reads fw_cfg's FWCFG_CMDLINE, if any, as the command line. Returns
+ * EFI_SUCCESS (also when there is none), or an error after printing it. */
+EFI_STATUS fwcfg_read_cmdline(struct loader *ld);
 
 /* Sizes the direct map from the memory map and builds the page tables.
  * Returns EFI_SUCCESS, or an error after printing it. */

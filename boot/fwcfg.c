@@ -1,0 +1,40 @@
+/* The fw_cfg directory parser: portable C, tested on the host. */
+#include "fwcfg.h"
+
+uint32_t fwcfg_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Whether the entry's name field (room bytes, not NUL-terminated if
+ * full) is exactly name. */
+static int name_is(const uint8_t *field, const char *name)
+{
+	size_t i = 0;
+
+	for (; i < FWCFG_NAME_MAX; i++) {
+		if (field[i] != (uint8_t)name[i])
+			return 0;
+		if (name[i] == 0)
+			return 1;
+	}
+	return 0; /* the field has no NUL: no name is that long */
+}
+
+int fwcfg_find(const uint8_t *dir, uint32_t n, const char *name,
+               struct fwcfg_file *out)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *e = dir + (size_t)i * FWCFG_ENTRY_SIZE;
+
+		if (!name_is(e + 8, name))
+			continue;
+		out->size = fwcfg_be32(e);
+		out->select = (uint16_t)(e[4] << 8 | e[5]);
+		for (size_t j = 0; j < FWCFG_NAME_MAX; j++)
+			out->name[j] = (char)e[8 + j];
+		return 0;
+	}
+	return -1;
+}
