@@ -52,12 +52,25 @@ static void read_key_bytes(uint16_t key, uint8_t out[4])
 		out[i] = inb(PORT_DATA);
 }
 
-/* Whether the machine has fw_cfg with its DMA interface. Without fw_cfg
- * the ports read as 0xff, which is no signature. */
+/* Whether CPUID says we run under a hypervisor (leaf 1, ECX bit 31). */
+static int under_hypervisor(void)
+{
+	uint32_t a = 1, b, c = 0, d;
+
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+	return (c >> 31) & 1;
+}
+
+/* Whether the machine has fw_cfg with its DMA interface. Only a virtual
+ * machine is asked: on real hardware ports 0x510 and 0x511 may belong to
+ * a device that a write to them would upset. Without fw_cfg the ports
+ * read as 0xff, which is no signature. */
 static int fwcfg_usable(void)
 {
 	uint8_t sig[4], id[4];
 
+	if (!under_hypervisor())
+		return 0;
 	read_key_bytes(FWCFG_KEY_SIGNATURE, sig);
 	if (sig[0] != 'Q' || sig[1] != 'E' || sig[2] != 'M' || sig[3] != 'U')
 		return 0;
