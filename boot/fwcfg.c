@@ -38,3 +38,27 @@ int fwcfg_find(const uint8_t *dir, uint32_t n, const char *name,
 	}
 	return -1;
 }
+
+static int blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int fwcfg_wait_seconds(const char *s, uint64_t len, unsigned *secs)
+{
+	uint64_t i = 0, v = 0, digits = 0;
+
+	while (i < len && blank(s[i]))
+		i++;
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+		v = v * 10 + (uint64_t)(s[i] - '0');
+		if (v > FWCFG_WAIT_MAX)
+			return -1;
+	}
+	while (i < len && blank(s[i]))
+		i++;
+	if (i < len || (digits && v == 0))
+		return -1;
+	*secs = digits ? (unsigned)v : FWCFG_WAIT_DEFAULT;
+	return 0;
+}

@@ -45,6 +45,18 @@ struct fwcfg_file {
 int fwcfg_find(const uint8_t *dir, uint32_t n, const char *name,
                struct fwcfg_file *out);
 
+/* How long a loader told to wait (\fwcfg-wait) waits for its kernel. */
+#define FWCFG_WAIT_DEFAULT 60
+#define FWCFG_WAIT_MAX     3600
+
+/*
+ * Reads \fwcfg-wait's text, s[0, len): empty or blank, the default; else
+ * a decimal number of seconds in [1, FWCFG_WAIT_MAX], blanks and line
+ * ends around it allowed. Returns 0 with *secs set, or -1 for anything
+ * else (a sign, a second word, a number out of range).
+ */
+int fwcfg_wait_seconds(const char *s, uint64_t len, unsigned *secs);
+
 /* The big-endian 32-bit value at p. */
 uint32_t fwcfg_be32(const uint8_t *p);
 

@@ -15,9 +15,7 @@
 #define PORT_DMA_HIGH 0x514
 #define PORT_DMA_LOW  0x518
 
-/* A loader asked to wait (\fwcfg-wait) gives up after this long. */
-#define WAIT_SECONDS 60
-#define POLL_US      1000
+#define POLL_US 1000
 
 /* A DMA request, big-endian fields, read by the device in guest memory. */
 struct fwcfg_dma {
@@ -142,38 +140,38 @@ static EFI_STATUS lookup(const char *name, struct fwcfg_file *f)
 	return found ? EFI_SUCCESS : EFI_NOT_FOUND;
 }
 
-/* Finds the kernel, waiting for it when asked to. */
-static EFI_STATUS find_kernel(int wait, struct fwcfg_file *f)
+/* Finds the kernel, waiting up to wait_s seconds for it. */
+static EFI_STATUS find_kernel(unsigned wait_s, struct fwcfg_file *f)
 {
 	EFI_STATUS st = lookup(FWCFG_KERNEL, f);
 
-	if (st != EFI_NOT_FOUND || !wait)
+	if (st != EFI_NOT_FOUND || !wait_s)
 		return st;
 	con_printf("boot: waiting for the kernel in fw_cfg " FWCFG_KERNEL);
-	for (UINT64 us = 0; us < WAIT_SECONDS * 1000000ull; us += POLL_US) {
+	for (UINT64 us = 0; us < wait_s * 1000000ull; us += POLL_US) {
 		BS->Stall(POLL_US);
 		st = lookup(FWCFG_KERNEL, f);
 		if (st != EFI_NOT_FOUND)
 			return st;
 	}
 	con_printf("boot: no kernel in fw_cfg " FWCFG_KERNEL " after %u s",
-	           WAIT_SECONDS);
+	           wait_s);
 	return EFI_NOT_FOUND;
 }
 
-EFI_STATUS fwcfg_read_kernel(struct loader *ld, int wait)
+EFI_STATUS fwcfg_read_kernel(struct loader *ld, unsigned wait_s)
 {
 	struct fwcfg_file f;
 	EFI_STATUS st;
 
 	if (!fwcfg_usable()) {
-		if (wait)
+		if (wait_s)
 			con_printf(
 			        "boot: told to wait for fw_cfg (\\fwcfg-wait)"
 			        " on a machine without fw_cfg DMA");
-		return wait ? EFI_UNSUPPORTED : EFI_NOT_FOUND;
+		return wait_s ? EFI_UNSUPPORTED : EFI_NOT_FOUND;
 	}
-	st = find_kernel(wait, &f);
+	st = find_kernel(wait_s, &f);
 	if (EFI_ERROR(st))
 		return st;
 	ld->kernel_name = "fw_cfg " FWCFG_KERNEL;

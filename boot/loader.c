@@ -287,17 +287,37 @@ static EFI_STATUS read_cmdline(struct loader *ld)
 	return EFI_SUCCESS;
 }
 
-/* Whether the boot volume holds \fwcfg-wait: a snapshot's boot, which
- * waits for its kernel in fw_cfg (tools/snapshot). */
-static int told_to_wait(struct loader *ld)
+/* How long to wait for a kernel in fw_cfg: 0 unless the boot volume holds
+ * \fwcfg-wait (a snapshot's boot, tools/snapshot), whose text is the
+ * seconds. Returns EFI_SUCCESS, or an error after printing it. */
+static EFI_STATUS wait_seconds(struct loader *ld, unsigned *secs)
 {
+	char text[16];
 	EFI_FILE_HANDLE f;
-	UINT64 size;
+	UINT64 size, got;
+	EFI_STATUS st;
 
-	if (EFI_ERROR(open_sized(ld, WAIT_PATH, "fwcfg-wait", &f, &size)))
-		return 0;
+	*secs = 0;
+	st = open_sized(ld, WAIT_PATH, "fwcfg-wait", &f, &size);
+	if (st == EFI_NOT_FOUND)
+		return EFI_SUCCESS;
+	if (EFI_ERROR(st))
+		return st;
+	/* Past the buffer: too long for any valid text. */
+	st = read_all(f, text, size < sizeof(text) ? size : sizeof(text), &got);
 	f->Close(f);
-	return 1;
+	if (EFI_ERROR(st)) {
+		con_printf("boot: fwcfg-wait: read failed (" ST_FMT ")",
+		           ST_ARG(st));
+		return st;
+	}
+	if (size > sizeof(text) || fwcfg_wait_seconds(text, size, secs)) {
+		con_printf("boot: fwcfg-wait: not a number of seconds in "
+		           "[1, %u]",
+		           FWCFG_WAIT_MAX);
+		return EFI_INVALID_PARAMETER;
+	}
+	return EFI_SUCCESS;
 }
 
 /* The kernel from fw_cfg when QEMU was given one (its command line then
@@ -305,13 +325,16 @@ static int told_to_wait(struct loader *ld)
  * error after printing it. */
 static EFI_STATUS read_kernel_anywhere(struct loader *ld)
 {
-	int wait = told_to_wait(ld);
-	EFI_STATUS st = fwcfg_read_kernel(ld, wait);
+	unsigned wait_s;
+	EFI_STATUS st = wait_seconds(ld, &wait_s);
 
+	if (EFI_ERROR(st))
+		return st;
+	st = fwcfg_read_kernel(ld, wait_s);
 	if (st == EFI_SUCCESS)
 		con_printf("boot: the kernel and its command line come from "
 		           "fw_cfg (" FWCFG_KERNEL ", " FWCFG_CMDLINE ")");
-	return st == EFI_NOT_FOUND && !wait ? read_kernel(ld) : st;
+	return st == EFI_NOT_FOUND && !wait_s ? read_kernel(ld) : st;
 }
 
 /* Returns the ACPI 2.0+ RSDP from the configuration table, or 0. */

@@ -51,12 +51,12 @@ void free_pages(struct page_alloc *a);
 /* Says what cmdline_trim left out of the command line read from name. */
 void report_cmdline_trim(const char *name, const struct cmdline_trim_result *r);
 
-/* Reads the kernel from fw_cfg's FWCFG_KERNEL into ld->file. wait: poll
- * for it for up to a minute (a snapshot's boot), with a line on the
- * console when it starts waiting. Returns EFI_SUCCESS, EFI_NOT_FOUND
- * silently when not waiting and QEMU gave no kernel (or no fw_cfg), or
- * another error after printing it. */
-EFI_STATUS fwcfg_read_kernel(struct loader *ld, int wait);
+/* Reads the kernel from fw_cfg's FWCFG_KERNEL into ld->file. wait_s: poll
+ * for it for up to that many seconds (a snapshot's boot; 0: do not
+ * wait), with a line on the console when it starts waiting. Returns
+ * EFI_SUCCESS, EFI_NOT_FOUND silently when not waiting and QEMU gave no
+ * kernel (or no fw_cfg), or another error after printing it. */
+EFI_STATUS fwcfg_read_kernel(struct loader *ld, unsigned wait_s);
 
 /* Reads fw_cfg's FWCFG_CMDLINE, if any, as the command line. Returns
  * EFI_SUCCESS (also when there is none), or an error after printing it. */

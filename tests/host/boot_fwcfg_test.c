@@ -102,3 +102,39 @@ KTEST(boot_fwcfg, be32_reads_big_endian)
 
 	KEXPECT_EQ(fwcfg_be32(b), 0x12345678);
 }
+
+static int wait_of(const char *text, unsigned *secs)
+{
+	*secs = 12345;
+	return fwcfg_wait_seconds(text, strlen(text), secs);
+}
+
+/* \fwcfg-wait: empty or blank is the default, else seconds in range. */
+KTEST(boot_fwcfg, wait_seconds_reads_the_marker)
+{
+	unsigned secs;
+
+	KEXPECT_EQ(wait_of("", &secs), 0);
+	KEXPECT_EQ(secs, FWCFG_WAIT_DEFAULT);
+	KEXPECT_EQ(wait_of(" \r\n", &secs), 0);
+	KEXPECT_EQ(secs, FWCFG_WAIT_DEFAULT);
+	KEXPECT_EQ(wait_of("1\n", &secs), 0);
+	KEXPECT_EQ(secs, 1);
+	KEXPECT_EQ(wait_of(" 3600 ", &secs), 0);
+	KEXPECT_EQ(secs, FWCFG_WAIT_MAX);
+}
+
+/* Anything else is refused, *secs untouched. */
+KTEST(boot_fwcfg, wait_seconds_refuses_what_is_not_seconds)
+{
+	static const char *const bad[] = {
+	        "0",  "3601", "-1", "+5",
+	        "5s", "5 6",  "x",  "99999999999999999999",
+	};
+	unsigned secs;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		KEXPECT_EQ(wait_of(bad[i], &secs), -1);
+		KEXPECT_EQ(secs, 12345);
+	}
+}
