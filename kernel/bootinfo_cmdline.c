@@ -131,15 +131,14 @@ bool cmdline_find_flag(const char *cmdline, const char *key)
 
 /* Every option some part of the kernel reads (cmdline_get, cmdline_flag,
  * cmdline_get_uint); a new option goes here too. smp.expect is read by
- * the smp tests, kmalloc.storm_ops by the kmalloc storm, and
- * demo.early_fault only by the KTEST_FAIL_DEMO build. */
+ * the smp tests, and demo.early_fault only by the KTEST_FAIL_DEMO build. */
 static const char *const known_keys[] = {
-        "ktest",           "smp.expect",        "mm.debug_pagealloc",
-        "mm.scav_goal",    "mm.scav_budget",    "acpi.no_madt",
-        "smp.skip_sipi",   "smp.late_ap",       "time.stall_windows",
-        "shell.notty",     "shell.heapmap",     "demo.early_fault",
-        "smp.no_ist",      "smp.slow_ap",       "time.wide_windows",
-        "mm.debug_poison", "kmalloc.storm_ops",
+        "ktest",           "smp.expect",     "mm.debug_pagealloc",
+        "mm.scav_goal",    "mm.scav_budget", "acpi.no_madt",
+        "smp.skip_sipi",   "smp.late_ap",    "time.stall_windows",
+        "shell.notty",     "shell.heapmap",  "demo.early_fault",
+        "smp.no_ist",      "smp.slow_ap",    "time.wide_windows",
+        "mm.debug_poison", "spinlock",
 };
 
 static bool known_key(const char *word, size_t klen)

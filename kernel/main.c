@@ -55,6 +55,7 @@
 #include "kernel/printk.h"
 #include "kernel/stw.h"
 #include "kernel/sched.h"
+#include "kernel/spinlock.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "kernel/tlb.h"
@@ -124,6 +125,9 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	printk("\nkernel: entered at %p, boot_info at %#llx\n", (void *)kmain,
 	       (unsigned long long)boot_info_phys);
 	bootinfo_copy(boot_info_phys);
+	/* Before the other CPUs start: under a hypervisor, the locks stop
+	 * handing off in FIFO order (spinlock.h). */
+	spin_mode_init();
 	ktest_kernel_init();
 	frames_init();
 	paging_init(&table_frames);

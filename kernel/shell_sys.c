@@ -12,6 +12,7 @@
 #include "kernel/printk.h"
 #include "kernel/shell.h"
 #include "kernel/shell_internal.h"
+#include "kernel/spinlock.h"
 #include "kernel/string.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
@@ -80,8 +81,8 @@ static enum shell_status cmd_locks(int argc, char **argv)
 		       (unsigned long long)acq, (unsigned long long)con);
 	}
 	printk("locks: %u listed (locks in kernel data; counters are "
-	       "always on)\n",
-	       n);
+	       "always on); waiters take them in %s mode\n",
+	       n, spin_mode_name(spin_mode()));
 	kfree(st);
 	return SHELL_OK;
 }

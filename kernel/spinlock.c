@@ -1,18 +1,81 @@
 /*
- * Ticket spinlocks (see spinlock.h): fetch-and-add a ticket, spin until it
- * is served. FIFO, so a CPU cannot starve behind a tight unlock-relock loop
- * on another. The holder's CPU id is kept for spin_held and diagnostics.
+ * Ticket spinlocks (see spinlock.h). In SPIN_TICKET mode: fetch-and-add a
+ * ticket, spin until it is served; FIFO, so a CPU cannot starve behind a
+ * tight unlock-relock loop on another. In SPIN_TAS mode (under a
+ * hypervisor): spin until the lock is free (serving == next), then take
+ * the next ticket by compare-and-swap, which fails if anyone took one
+ * since. Either way the holder owns ticket serving and its release
+ * serves the next, so the modes mix:
+ *   - a TAS waiter takes the lock only when serving == next, that is
+ *     when no one holds it and no ticket waiter waits (each waiting
+ *     ticket keeps next ahead of serving);
+ *   - its compare-and-swap succeeds only if next did not move since it
+ *     read it, and serving (which only a holder moves) read equal to it
+ *     after that read: the lock was free and no one took it in between;
+ *   - a ticket waiter after it is served when the TAS holder releases.
+ * The holder's CPU id is kept for spin_held and diagnostics.
  */
 #include "spinlock.h"
 
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
-#include "kernel/lockcheck.h"
 #include "arch/x86_64/layout.h"
+#include "kernel/bootinfo.h"
+#include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
+#include "kernel/printk.h"
 #include "kernel/sched.h"
+#include "kernel/spinlock_testing.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
+
+TEST_HOOK_DEFINE(spin_testing_waiting);
+
+/* The mode (spinlock.h): ticket until spin_mode_init chooses. Read
+ * relaxed by every acquisition; a change needs no order with the locks
+ * (the modes mix). */
+static _Atomic int mode = SPIN_TICKET;
+
+enum spin_mode spin_mode(void)
+{
+	return (enum spin_mode)atomic_load_explicit(&mode,
+	                                            memory_order_relaxed);
+}
+
+const char *spin_mode_name(enum spin_mode m)
+{
+	return m == SPIN_TAS ? "test-and-set" : "ticket";
+}
+
+enum spin_mode spin_mode_set(enum spin_mode m)
+{
+	return (enum spin_mode)atomic_exchange_explicit(&mode, (int)m,
+	                                                memory_order_relaxed);
+}
+
+void spin_mode_init(void)
+{
+	uint32_t r[4];
+	cpuid(1, 0, r);
+	bool virt = (r[2] >> 31) & 1;
+	enum spin_mode m = virt ? SPIN_TAS : SPIN_TICKET;
+	const char *why = virt ? "under a hypervisor" : "on bare metal";
+	char v[16];
+	if (cmdline_get("spinlock", v, sizeof(v))) {
+		bool ticket = strcmp(v, "ticket") == 0;
+		if (ticket || strcmp(v, "tas") == 0) {
+			m = ticket ? SPIN_TICKET : SPIN_TAS;
+			why = "from the command line";
+		} else {
+			printk("spinlock: spinlock=%s is neither ticket nor "
+			       "tas; ignored\n",
+			       v);
+		}
+	}
+	spin_mode_set(m);
+	printk("spinlock: %s, %s\n", spin_mode_name(m), why);
+}
 
 /* The listed locks (see spinlock.h): append-only. A slot is claimed with
  * a fetch-add on nlisted and then written; a reader skips a slot that is
@@ -105,20 +168,49 @@ void preempt_enable(void)
 		sched_resched_pending();
 }
 
+/* Takes l by ticket (SPIN_TICKET); true if it had to wait. */
+static bool take_ticket(struct spinlock *l)
+{
+	uint32_t ticket =
+	        atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
+	if (atomic_load_explicit(&l->serving, memory_order_acquire) == ticket)
+		return false;
+	TEST_HOOK(spin_testing_waiting, (uintptr_t)l);
+	while (atomic_load_explicit(&l->serving, memory_order_acquire) !=
+	       ticket)
+		cpu_pause();
+	return true;
+}
+
+/* Takes l once it is free (SPIN_TAS; the argument is at the top); true
+ * if it had to wait. */
+static bool take_free(struct spinlock *l)
+{
+	bool waited = false;
+	for (;;) {
+		uint32_t n =
+		        atomic_load_explicit(&l->next, memory_order_relaxed);
+		if (atomic_load_explicit(&l->serving, memory_order_acquire) ==
+		            n &&
+		    atomic_compare_exchange_strong_explicit(
+		            &l->next, &n, n + 1, memory_order_acquire,
+		            memory_order_relaxed))
+			return waited;
+		if (!waited)
+			TEST_HOOK(spin_testing_waiting, (uintptr_t)l);
+		waited = true;
+		cpu_pause();
+	}
+}
+
 static void acquire(struct spinlock *l, bool irqs_on)
 {
 	preempt_disable();
 #if LOCKCHECK
 	lockcheck_acquire(l, irqs_on);
 #endif
-	uint32_t ticket =
-	        atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
-	bool contended = false;
-	while (atomic_load_explicit(&l->serving, memory_order_acquire) !=
-	       ticket) {
-		contended = true;
-		cpu_pause();
-	}
+	bool contended =
+	        spin_mode() == SPIN_TAS ? take_free(l) : take_ticket(l);
 	atomic_store_explicit(&l->holder, (int)this_cpu()->id,
 	                      memory_order_relaxed);
 	/* Only the holder writes them: a load and a store, not an RMW. */

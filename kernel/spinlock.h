@@ -1,5 +1,7 @@
 /*
- * Ticket spinlocks with ranks and a run-time checker.
+ * Ticket spinlocks with ranks and a run-time checker, taken in one of two
+ * modes (spin_mode_init): FIFO by ticket on bare metal, test-and-set
+ * under a hypervisor.
  *
  * spin_lock_irqsave disables interrupts on this CPU for as long as the
  * lock is held, so an interrupt handler that takes the same lock cannot
@@ -60,6 +62,39 @@ struct spinlock {
 /* Sets l up, unheld. A NULL name or a rank that is none is reported
  * there, naming the lock's address (lockcheck_misuse). */
 void spin_init(struct spinlock *l, const char *name, enum lock_rank rank);
+
+/*
+ * How a CPU takes a lock that is held. The lock's words are the same in
+ * both modes, and a lock is free when serving == next:
+ *   SPIN_TICKET  it takes the next ticket and waits for it to be served:
+ *                FIFO, so no CPU starves behind another's tight
+ *                unlock-relock loop.
+ *   SPIN_TAS     it waits for the lock to be free and then takes the
+ *                next ticket only if no one took it first (a
+ *                compare-and-swap of next): whoever runs when the lock
+ *                comes free gets it. Under a hypervisor a vCPU may be
+ *                descheduled for milliseconds, and a FIFO hand-off to a
+ *                waiting vCPU the host is not running stalls every CPU
+ *                behind it (lock-waiter preemption); Linux falls back to
+ *                test-and-set there for the same reason (virt_spin_lock).
+ * A waiter of either mode keeps mutual exclusion with holders and
+ * waiters of the other, so the mode may change at any time.
+ */
+enum spin_mode { SPIN_TICKET, SPIN_TAS };
+
+/* Chooses the mode at boot: "spinlock=ticket" or "spinlock=tas" on the
+ * command line, else SPIN_TAS under a hypervisor (CPUID leaf 1, ECX bit
+ * 31) and SPIN_TICKET on bare metal; prints the choice and why. An
+ * unknown value is printed, naming it, and the default stays. Boot CPU,
+ * once, after the command line is copied. */
+void spin_mode_init(void);
+
+/* The mode now, and its name ("ticket", "test-and-set"). Any context. */
+enum spin_mode spin_mode(void);
+const char *spin_mode_name(enum spin_mode m);
+
+/* Sets the mode (tests); returns the one it replaces. Any context. */
+enum spin_mode spin_mode_set(enum spin_mode m);
 
 void spin_lock(struct spinlock *l);
 void spin_unlock(struct spinlock *l);

@@ -14,6 +14,7 @@
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/printk_testing.h"
+#include "kernel/spinlock_testing.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
@@ -287,7 +288,16 @@ KTEST(demo, panic_while_a_stuck_cpu_holds_the_console)
 /* The CPU that holds the console while the test's CPU queues for it, and
  * then NMIs the test's CPU, whose NMI handler prints its report. */
 static _Atomic int nmi_helper = -1, nmi_target = -1;
-static _Atomic bool helper_holds, nmi_sent;
+static _Atomic bool helper_holds, nmi_sent, target_waits;
+
+/* spin_testing_waiting: the test's CPU waits for the console lock (with
+ * its ticket taken in ticket mode, with none in test-and-set mode). */
+static void note_target_waits(uintptr_t l)
+{
+	if (l == (uintptr_t)printk_testing_console_lock() &&
+	    (int)this_cpu()->id == atomic_load(&nmi_target))
+		atomic_store(&target_waits, true);
+}
 
 static void nmi_the_waiter(uintptr_t c)
 {
@@ -295,8 +305,7 @@ static void nmi_the_waiter(uintptr_t c)
 	    atomic_load(&nmi_sent))
 		return;
 	atomic_store(&helper_holds, true);
-	const struct spinlock *l = printk_testing_console_lock();
-	while (atomic_load(&l->next) - atomic_load(&l->serving) < 2)
+	while (!atomic_load(&target_waits))
 		cpu_pause();
 	atomic_store(&nmi_sent, true);
 	lapic_send_nmi(cpus[atomic_load(&nmi_target)].apic_id);
@@ -309,7 +318,8 @@ static void print_as_helper(void *arg)
 
 /* An NMI while this CPU waits for the console lock: the report must come
  * out (a CRASH naming the NMI), not wait behind this CPU's own ticket for
- * good. Run at -smp 2. */
+ * good (in ticket mode), or for the lock it waits for (in either). Run at
+ * -smp 2. */
 KTEST(demo, nmi_while_waiting_for_the_console)
 {
 	unsigned self = this_cpu()->id, other = other_online_cpu();
@@ -319,6 +329,7 @@ KTEST(demo, nmi_while_waiting_for_the_console)
 	}
 	atomic_store(&nmi_target, (int)self);
 	atomic_store(&nmi_helper, (int)other);
+	atomic_store(&spin_testing_waiting, note_target_waits);
 	atomic_store(&printk_testing_putc, nmi_the_waiter);
 	KASSERT(thread_handle_ok(
 	        thread_create("helper", print_as_helper, NULL, other)));

@@ -69,8 +69,9 @@ KTEST(sched, threads_run_on_their_cpu)
  * One lock, taken by threads on every CPU and by every CPU's timer tick.
  * Each acquisition does BATCH separate read-modify-write increments: a lock
  * that let two CPUs in would lose some. (One increment per acquisition
- * would test the same thing but, with 4 vCPUs on 2 host cores under TCG,
- * FIFO hand-offs to descheduled vCPUs make it take minutes.)
+ * would test the same thing but, with 4 vCPUs on 2 host cores under TCG
+ * and ticket spinlocks (spinlock=ticket), FIFO hand-offs to descheduled
+ * vCPUs make it take minutes; at -smp 8 even this one did not end in 10.)
  */
 #define BATCH 50
 static struct spinlock counter_lock =

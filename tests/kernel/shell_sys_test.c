@@ -90,3 +90,22 @@ KTEST(shell_sys, locks_sums_the_locks_of_one_name)
 	KEXPECT(strstr(p, "\nrunqueue ") == NULL);
 }
 #endif
+
+/* The footer names the mode waiters take the locks in, whichever it is. */
+KTEST(shell_sys, locks_names_the_spin_mode)
+{
+	enum spin_mode old = spin_mode_set(SPIN_TICKET);
+	capture_start();
+	enum shell_status st = shell_run_line("locks");
+	capture_stop();
+	bool ticket = strstr(seen, "waiters take them in ticket mode\n");
+	spin_mode_set(SPIN_TAS);
+	capture_start();
+	shell_run_line("locks");
+	capture_stop();
+	bool tas = strstr(seen, "waiters take them in test-and-set mode\n");
+	spin_mode_set(old);
+	KEXPECT_EQ(st, SHELL_OK);
+	KEXPECT(ticket);
+	KEXPECT(tas);
+}
