@@ -354,8 +354,9 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 {
 	/* At -smp 8 under TCG on two host cores the storm took 45 s with
 	 * ticket spinlocks, and 5 s now that the boot chooses test-and-set
-	 * under a hypervisor (kernel/spinlock.h); the harness's 8-CPU case
-	 * asked for a twentieth of the operations until then. */
+	 * under a hypervisor (kernel/spinlock.h); an 8-CPU boot asked for
+	 * a twentieth of the operations until then (make test now runs the
+	 * whole suite at -smp 8). */
 	enum { WARM_OPS = 1000, WARM_PAGES = 16384, STORM_OPS = 20000 };
 	/* Grow the heap well past the storm's peak (64 MiB) and run a small
 	 * storm: the growth's metadata and page tables, and the threads'
