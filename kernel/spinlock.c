@@ -12,7 +12,8 @@
  *   - its compare-and-swap succeeds only if next did not move since it
  *     read it, and serving (which only a holder moves) read equal to it
  *     after that read: the lock was free and no one took it in between;
- *   - a ticket waiter after it is served when the TAS holder releases.
+ *   - a ticket waiter after it is served when the TAS holder releases;
+ *   - a TAS waiter that runs out of patience becomes a ticket waiter.
  * The holder's CPU id is kept for spin_held and diagnostics.
  */
 #include "spinlock.h"
@@ -168,6 +169,14 @@ void preempt_enable(void)
 		sched_resched_pending();
 }
 
+/* Spins until ticket is served. */
+static void wait_served(struct spinlock *l, uint32_t ticket)
+{
+	while (atomic_load_explicit(&l->serving, memory_order_acquire) !=
+	       ticket)
+		cpu_pause();
+}
+
 /* Takes l by ticket (SPIN_TICKET); true if it had to wait. */
 static bool take_ticket(struct spinlock *l)
 {
@@ -176,29 +185,37 @@ static bool take_ticket(struct spinlock *l)
 	if (atomic_load_explicit(&l->serving, memory_order_acquire) == ticket)
 		return false;
 	TEST_HOOK(spin_testing_waiting, (uintptr_t)l);
-	while (atomic_load_explicit(&l->serving, memory_order_acquire) !=
-	       ticket)
-		cpu_pause();
+	wait_served(l, ticket);
 	return true;
 }
 
 /* Takes l once it is free (SPIN_TAS; the argument is at the top); true
- * if it had to wait. */
+ * if it had to wait. A waiter that has seen SPIN_TAS_PATIENCE
+ * acquisitions by others since it began takes a ticket instead, so that
+ * its wait is bounded (spinlock.h). */
 static bool take_free(struct spinlock *l)
 {
 	bool waited = false;
+	uint32_t first = 0;
 	for (;;) {
 		uint32_t n =
 		        atomic_load_explicit(&l->next, memory_order_relaxed);
-		if (atomic_load_explicit(&l->serving, memory_order_acquire) ==
-		            n &&
-		    atomic_compare_exchange_strong_explicit(
-		            &l->next, &n, n + 1, memory_order_acquire,
-		            memory_order_relaxed))
+		uint32_t s =
+		        atomic_load_explicit(&l->serving, memory_order_acquire);
+		if (s == n && atomic_compare_exchange_strong_explicit(
+		                      &l->next, &n, n + 1, memory_order_acquire,
+		                      memory_order_relaxed))
 			return waited;
-		if (!waited)
+		if (!waited) {
 			TEST_HOOK(spin_testing_waiting, (uintptr_t)l);
-		waited = true;
+			waited = true;
+			first = s;
+		} else if (s - first >= SPIN_TAS_PATIENCE) {
+			wait_served(l,
+			            atomic_fetch_add_explicit(
+			                    &l->next, 1, memory_order_relaxed));
+			return true;
+		}
 		cpu_pause();
 	}
 }

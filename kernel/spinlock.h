@@ -77,10 +77,18 @@ void spin_init(struct spinlock *l, const char *name, enum lock_rank rank);
  *                waiting vCPU the host is not running stalls every CPU
  *                behind it (lock-waiter preemption); Linux falls back to
  *                test-and-set there for the same reason (virt_spin_lock).
+ *                Test-and-set alone is unfair: a CPU that releases and
+ *                takes the lock again in a loop can keep it from the
+ *                others, as seven CPUs printing in a loop kept the
+ *                console from an eighth for thousands of lines. So a
+ *                waiter that has seen SPIN_TAS_PATIENCE acquisitions by
+ *                others since it began takes the next ticket and waits
+ *                for it (the lock is then handed to it in order).
  * A waiter of either mode keeps mutual exclusion with holders and
  * waiters of the other, so the mode may change at any time.
  */
 enum spin_mode { SPIN_TICKET, SPIN_TAS };
+#define SPIN_TAS_PATIENCE 32
 
 /* Chooses the mode at boot: "spinlock=ticket" or "spinlock=tas" on the
  * command line, else SPIN_TAS under a hypervisor (CPUID leaf 1, ECX bit

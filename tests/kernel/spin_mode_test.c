@@ -1,7 +1,8 @@
 /*
  * The spinlock's two modes (kernel/spinlock.h): a test-and-set waiter
- * takes no ticket while it waits, and waiters of both modes, the mode
- * changing under them, never let two CPUs hold one lock. The FIFO order
+ * takes no ticket while it waits, until its patience runs out, then
+ * queues; and waiters of both modes, the mode changing under them, never
+ * let two CPUs hold one lock. The FIFO order
  * of ticket mode is tested in sync_stress_test.c; which mode a boot
  * chooses, by the harness (spinlock_* cases, fwcfg_bare_metal).
  */
@@ -78,6 +79,51 @@ KTEST(spin, tas_waiter_takes_no_ticket_until_the_lock_is_free)
 	KEXPECT(!in_early);
 	KEXPECT(atomic_load(&waiter_in));
 	KEXPECT_EQ(atomic_load(&wait_lock.contended) - contended0, 1);
+	KEXPECT_EQ(tickets_out(), 0);
+}
+
+/*
+ * A test-and-set waiter that has seen SPIN_TAS_PATIENCE acquisitions by
+ * others queues with a ticket, and the lock is handed to it next. The
+ * acquisitions are made by moving both words on under this CPU's hold
+ * (next first, so the lock never reads free): to the waiter they are
+ * SPIN_TAS_PATIENCE holders come and gone, and no window lets it in.
+ * A waiter that never queued would spin here until the run's timeout.
+ */
+KTEST(spin, tas_waiter_queues_after_its_patience)
+{
+	unsigned cpu = other_online_cpu();
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	enum spin_mode old = spin_mode_set(SPIN_TAS);
+	atomic_store(&waiter_go, false);
+	atomic_store(&waiter_in, false);
+	atomic_store(&waiter_spinning, false);
+	atomic_store(&spin_testing_waiting, note_waiting);
+	struct thread_handle t =
+	        thread_create("spin_waiter", waiter, NULL, cpu);
+	KASSERT(thread_handle_ok(t));
+	spin_lock(&wait_lock);
+	atomic_store(&waiter_go, true);
+	while (!atomic_load(&waiter_spinning))
+		cpu_pause();
+	uint32_t before = tickets_out();
+	atomic_fetch_add(&wait_lock.next, SPIN_TAS_PATIENCE - 1);
+	atomic_fetch_add(&wait_lock.serving, SPIN_TAS_PATIENCE - 1);
+	bool queued_early = tickets_out() != before;
+	atomic_fetch_add(&wait_lock.next, 1);
+	atomic_fetch_add(&wait_lock.serving, 1);
+	while (tickets_out() < 2)
+		cpu_pause(); /* it took a ticket */
+	bool in_early = atomic_load(&waiter_in);
+	spin_unlock(&wait_lock);
+	thread_join(t);
+	atomic_store(&spin_testing_waiting, NULL);
+	spin_mode_set(old);
+	KEXPECT_EQ(before, 1);
+	KEXPECT(!queued_early);
+	KEXPECT(!in_early);
+	KEXPECT(atomic_load(&waiter_in));
 	KEXPECT_EQ(tickets_out(), 0);
 }
 
