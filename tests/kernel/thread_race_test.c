@@ -58,9 +58,9 @@ static void race_wake_current(void)
 }
 
 /* Bursts of wakes, a tick apart: flat out, three wakers and every CPU's
- * tick hammering one run-queue lock starve the CPUs under TCG (a vCPU
- * the host preempts holds up every ticket behind it), and a round takes
- * seconds instead of a tick or two. */
+ * tick hammering one run-queue lock starve the CPUs under TCG (with
+ * ticket spinlocks a vCPU the host preempts holds up every ticket behind
+ * it), and a round takes seconds instead of a tick or two. */
 static void race_waker(void *arg)
 {
 	while (!atomic_load(&race_stop)) {
