@@ -44,6 +44,41 @@ static uint32_t tickets_out(void)
 	return atomic_load(&wait_lock.next) - atomic_load(&wait_lock.serving);
 }
 
+/* Starts the waiter on CPU cpu and takes wait_lock; returns the waiter
+ * once it spins for the lock (the hook says so), the lock still held; or
+ * a handle that is not ok, nothing held, if the waiter cannot start. */
+static struct thread_handle hold_with_a_waiter(unsigned cpu)
+{
+	atomic_store(&waiter_go, false);
+	atomic_store(&waiter_in, false);
+	atomic_store(&waiter_spinning, false);
+	atomic_store(&spin_testing_waiting, note_waiting);
+	struct thread_handle t =
+	        thread_create("spin_waiter", waiter, NULL, cpu);
+	if (!thread_handle_ok(t)) {
+		atomic_store(&spin_testing_waiting, NULL);
+		return t;
+	}
+	spin_lock(&wait_lock);
+	atomic_store(&waiter_go, true);
+	while (!atomic_load(&waiter_spinning))
+		cpu_pause();
+	return t;
+}
+
+/* Releases wait_lock, which the waiter then takes and gives back, and
+ * joins it; then puts the hook and the mode (old) back. Returns whether
+ * the waiter was in while this CPU held the lock. */
+static bool release_to_the_waiter(struct thread_handle t, enum spin_mode old)
+{
+	bool in_early = atomic_load(&waiter_in);
+	spin_unlock(&wait_lock);
+	thread_join(t);
+	atomic_store(&spin_testing_waiting, NULL);
+	spin_mode_set(old);
+	return in_early;
+}
+
 /*
  * While this CPU holds the lock, a waiter on another spins for it (the
  * hook says so) holding no ticket: the lock's words show one holder and
@@ -57,26 +92,12 @@ KTEST(spin, tas_waiter_takes_no_ticket_until_the_lock_is_free)
 	if (cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	enum spin_mode old = spin_mode_set(SPIN_TAS);
-	atomic_store(&waiter_go, false);
-	atomic_store(&waiter_in, false);
-	atomic_store(&waiter_spinning, false);
-	atomic_store(&spin_testing_waiting, note_waiting);
 	uint64_t contended0 = atomic_load(&wait_lock.contended);
-	struct thread_handle t =
-	        thread_create("spin_waiter", waiter, NULL, cpu);
+	struct thread_handle t = hold_with_a_waiter(cpu);
 	KASSERT(thread_handle_ok(t));
-	spin_lock(&wait_lock);
-	atomic_store(&waiter_go, true);
-	while (!atomic_load(&waiter_spinning))
-		cpu_pause();
 	uint32_t out = tickets_out();
-	bool in_early = atomic_load(&waiter_in);
-	spin_unlock(&wait_lock);
-	thread_join(t);
-	atomic_store(&spin_testing_waiting, NULL);
-	spin_mode_set(old);
+	KEXPECT(!release_to_the_waiter(t, old));
 	KEXPECT_EQ(out, 1);
-	KEXPECT(!in_early);
 	KEXPECT(atomic_load(&waiter_in));
 	KEXPECT_EQ(atomic_load(&wait_lock.contended) - contended0, 1);
 	KEXPECT_EQ(tickets_out(), 0);
@@ -96,17 +117,8 @@ KTEST(spin, tas_waiter_queues_after_its_patience)
 	if (cpu == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
 	enum spin_mode old = spin_mode_set(SPIN_TAS);
-	atomic_store(&waiter_go, false);
-	atomic_store(&waiter_in, false);
-	atomic_store(&waiter_spinning, false);
-	atomic_store(&spin_testing_waiting, note_waiting);
-	struct thread_handle t =
-	        thread_create("spin_waiter", waiter, NULL, cpu);
+	struct thread_handle t = hold_with_a_waiter(cpu);
 	KASSERT(thread_handle_ok(t));
-	spin_lock(&wait_lock);
-	atomic_store(&waiter_go, true);
-	while (!atomic_load(&waiter_spinning))
-		cpu_pause();
 	uint32_t before = tickets_out();
 	atomic_fetch_add(&wait_lock.next, SPIN_TAS_PATIENCE - 1);
 	atomic_fetch_add(&wait_lock.serving, SPIN_TAS_PATIENCE - 1);
@@ -115,14 +127,9 @@ KTEST(spin, tas_waiter_queues_after_its_patience)
 	atomic_fetch_add(&wait_lock.serving, 1);
 	while (tickets_out() < 2)
 		cpu_pause(); /* it took a ticket */
-	bool in_early = atomic_load(&waiter_in);
-	spin_unlock(&wait_lock);
-	thread_join(t);
-	atomic_store(&spin_testing_waiting, NULL);
-	spin_mode_set(old);
+	KEXPECT(!release_to_the_waiter(t, old));
 	KEXPECT_EQ(before, 1);
 	KEXPECT(!queued_early);
-	KEXPECT(!in_early);
 	KEXPECT(atomic_load(&waiter_in));
 	KEXPECT_EQ(tickets_out(), 0);
 }
