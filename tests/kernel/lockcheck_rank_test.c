@@ -59,13 +59,14 @@ KTEST(lockcheck, rank_order_against_the_highest_held_and_its_rank)
 	KEXPECT(message_has("lock order: low_twin (", "while holding low ("));
 }
 
-/* Runs take in the next timer tick on this CPU (sched_tick_hook). */
+/* Runs take once, in the next timer tick of any CPU (sched_tick_hook):
+ * the first tick claims it, so two CPUs' ticks cannot both run it. */
 static void (*tick_action)(void);
-static _Atomic bool tick_done;
+static _Atomic bool tick_claimed, tick_done;
 
 static void run_in_tick(void)
 {
-	if (atomic_load(&tick_done))
+	if (atomic_exchange(&tick_claimed, true))
 		return;
 	tick_action();
 	atomic_store(&tick_done, true);
@@ -75,6 +76,7 @@ static void in_tick(void (*take)(void))
 {
 	tick_action = take;
 	atomic_store(&tick_done, false);
+	atomic_store(&tick_claimed, false);
 	atomic_store(&sched_tick_hook, run_in_tick);
 	while (!atomic_load(&tick_done))
 		thread_sleep_ns(SCHED_TICK_NS);

@@ -335,11 +335,14 @@ KTEST(lockcheck, spin_init_without_a_name_or_rank_says_so)
  * self-deadlock), and a stale reported bit would hide its first breach.
  */
 static struct spinlock reused;
-static _Atomic bool reused_in_irq;
+static _Atomic bool reused_claimed, reused_in_irq;
 
+/* Every CPU's tick calls it: one of them takes the lock, once. (Until
+ * this version each tested the done flag, and two CPUs' ticks could
+ * both pass it: 2 acquisitions, seen at -smp 8 under load.) */
 static void take_reused_in_tick(void)
 {
-	if (atomic_load(&reused_in_irq))
+	if (atomic_exchange(&reused_claimed, true))
 		return;
 	spin_lock(&reused);
 	spin_unlock(&reused);
@@ -369,6 +372,7 @@ KTEST(lockcheck, spin_init_forgets_what_the_memory_held)
 	KEXPECT_EQ(acquired, 0);
 	KEXPECT_EQ(contended, 0);
 	atomic_store(&reused_in_irq, false);
+	atomic_store(&reused_claimed, false);
 	atomic_store(&sched_tick_hook, take_reused_in_tick);
 	while (!atomic_load(&reused_in_irq))
 		thread_sleep_ns(SCHED_TICK_NS);
