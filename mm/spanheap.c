@@ -42,7 +42,8 @@
  * object below it was freed, or put into a magazine by mag_fill, and
  * carries the free marker in its second word, cookie ^ its address,
  * written by the free (or mag_fill) and cleared when the object is handed
- * out again.
+ * out again. A large object's second word is cleared when it is made, so
+ * that no realloc copies a stale marker back home (spanheap_large_alloc).
  *
  * Algorithm.
  *   alloc   pinned (with MM_PORT_RSEQ: a restartable sequence, rseq.h):

@@ -436,7 +436,16 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 			        tail);
 	}
 	struct mspan *s = spanheap_span_new(sh, 0, base, npages, flags);
-	return s ? (void *)base : NULL;
+	if (!s)
+		return NULL;
+	/* Its second word may hold the free marker of an object that
+	 * started here in a small span these pages held (markers stay in
+	 * memory): a realloc that copied it away and later back into a small
+	 * object made here made that object look freed (docs/DESIGN.md).
+	 * Cleared; an MM_ZERO one is zero already. */
+	if (!(flags & MM_ZERO))
+		obj_words(base)[1] = 0;
+	return (void *)base;
 }
 
 void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)

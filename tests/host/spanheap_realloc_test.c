@@ -1,8 +1,9 @@
 /*
  * The span heap's calloc and realloc (mm/spanheap_realloc.c) through the
  * POSIX port: calloc's zeroing of reused objects, realloc keeping the
- * contents, growing a large object in place, picking the new size, and
- * zeroed large objects and realloc reading no stale bytes. The other
+ * contents, growing a large object in place, picking the new size,
+ * zeroed large objects and realloc reading no stale bytes, and a realloc
+ * carrying no free marker back to where it was written. The other
  * allocation calls are in spanheap_test.c, whose opening comment lists
  * where the rest of the span heap's tests are.
  *
@@ -373,6 +374,54 @@ KTEST(spanheap, realloc_zero_reads_no_stale_bytes)
 	KEXPECT(all_bytes(a + (100 << 10), 28 << 10, 0));
 	spanheap_free(&sh, a);
 	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "at the end");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A freed small object's marker (its second word) stays in memory when
+ * its span goes back to the page heap, so a large object made over those
+ * pages held it at its own second word, which its owner never wrote. A
+ * realloc copies what the object holds: moved to a bigger object, and
+ * back down to a small one at the first address, a new span's first
+ * object, it made that object carry its own free marker. Its usable
+ * size then panicked "of an object already freed", and its free as a
+ * double free (kmalloc's storm at -smp 8 crashed so, once).
+ */
+KTEST(spanheap, realloc_carries_no_free_marker_back)
+{
+	enum { SMALL = 1200, LARGE = 9 * PG };
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	/* The magazines' slab first (made at the first free), below. */
+	spanheap_free(&sh, spanheap_alloc(&sh, 16, 0));
+	/* A span whose first object is freed, then the span freed. */
+	unsigned char *a = spanheap_alloc(&sh, SMALL, 0);
+	KASSERT(a);
+	spanheap_free(&sh, a);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	KASSERT(mheap_span_lookup(&heap, (uintptr_t)a) == NULL);
+	/* A large object over its pages, a neighbour so that it moves. */
+	unsigned char *l = spanheap_alloc(&sh, LARGE, 0);
+	unsigned char *nb = spanheap_alloc(&sh, LARGE, 0);
+	KASSERT(l == a && nb == l + LARGE);
+	memset(l + 16, 0x5a, LARGE - 16); /* all but its first 16 bytes */
+	unsigned char *l2 = spanheap_realloc(&sh, l, 2 * LARGE, 0);
+	KASSERT(l2 && l2 != l);
+	/* Down to a small object: a new span at a, its first object. */
+	unsigned char *p = spanheap_realloc(&sh, l2, SMALL, 0);
+	KASSERT(p == a);
+	size_t got = 0;
+	bool panicked = MM_PORT_PANICS(got = spanheap_usable_size(&sh, p));
+	sh_unpin_after_panic();
+	KEXPECT(!panicked);
+	if (panicked)
+		ktest_diag("usable size: %s", mm_port_last_panic());
+	KEXPECT(got >= SMALL);
+	KEXPECT(all_bytes(p + 16, SMALL - 16, 0x5a));
+	KEXPECT(!MM_PORT_PANICS(spanheap_free(&sh, p)));
+	sh_unpin_after_panic();
+	spanheap_free(&sh, nb);
 	SH_CHECK(&sh, "at the end");
 	sh_heap_release(&heap);
 }
