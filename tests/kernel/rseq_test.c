@@ -18,12 +18,12 @@
  * the one under test; its handler interferes and turns interrupts off
  * again for the rest of the call.
  *
- * The *_preempted_* tests go one further: the IPI's handler asks for a
- * reschedule, so the interrupt's exit switches this thread out at that
- * boundary (as a timer tick's preemption does) to a helper thread on the
- * same CPU, which interferes, turns the preempted thread's saved
- * interrupts off, and yields back; the call then resumes from its saved
- * frame.
+ * The *_preempted_* tests go one further: the IPI's handler wakes a
+ * helper thread on the same CPU and asks for a reschedule, so the
+ * interrupt's exit switches this thread out at that boundary (as a timer
+ * tick's preemption does); the helper, queued ahead of it, interferes,
+ * turns the preempted thread's saved interrupts off, and blocks again;
+ * the call then resumes from its saved frame.
  *
  * Last, the guard: spanheap_init refuses a heap whose port has no
  * sequences recorded.
@@ -37,6 +37,7 @@
 #include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
+#include "kernel/sched_internal.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "mm/rseq.h"
@@ -64,6 +65,8 @@ static void interfere(void);
 
 /* The BY_SWITCH trials' helper thread: go and frame set by test_ipi. */
 static struct {
+	struct thread_handle h;
+	_Atomic bool ready; /* set as it first blocks, interrupts off */
 	_Atomic bool go, stop;
 	struct trap_frame *frame; /* the preempted call's, to resume */
 	unsigned ran;             /* times it interfered */
@@ -93,9 +96,11 @@ static void test_ipi(struct trap_frame *f)
 		              trial.target, (unsigned long)f->rip,
 		              (unsigned long)trial.ip);
 	if (trial.by == BY_SWITCH) {
-		/* The helper interferes once the exit switches to it. */
+		/* Queued now, the helper runs before this thread, which the
+		 * exit's switch queues behind it. */
 		helper.frame = f;
 		atomic_store(&helper.go, true);
+		thread_wake(helper.h);
 		this_cpu()->need_resched = true;
 		return;
 	}
@@ -103,25 +108,39 @@ static void test_ipi(struct trap_frame *f)
 	f->rflags &= ~RFLAGS_IF; /* the rest of the call as before */
 }
 
-/* The helper of the BY_SWITCH trials, on the test's CPU: yields until an
- * IPI's exit switches to it with go set, then does what another thread on
- * this CPU may, with interrupts off, and turns the interrupted call's
- * interrupts off for the rest of it, as test_ipi does. */
+/*
+ * The helper of the BY_SWITCH trials, on the test's CPU: blocked until
+ * test_ipi wakes it, then does what another thread on this CPU may and
+ * turns the interrupted call's interrupts off for the rest of it, as
+ * test_ipi does.
+ *
+ * It runs with interrupts off from its loop to its exit and leaves the
+ * CPU only by blocking (sched_block, as a wait queue does; thread_yield
+ * and thread_sleep_ns need interrupts on and return with them on), so no
+ * tick or IPI preempts it. A preempted helper is queued behind the call's
+ * thread, which then finishes the call, interrupts on, before the helper
+ * interferes: so it failed once under host load, when the helper yielded
+ * between trials with interrupts on and a tick, its slice run out,
+ * preempted it next to its check of go.
+ */
 static void helper_thread(void *arg)
 {
+	cpu_cli();
+	atomic_store(&helper.ready, true);
 	while (!atomic_load(&helper.stop)) {
 		if (atomic_load(&helper.go)) {
-			uint64_t flags = read_rflags();
-			cpu_cli();
 			atomic_store(&helper.go, false);
 			interfere();
 			helper.frame->rflags &= ~RFLAGS_IF;
 			helper.ran++;
-			if (flags & RFLAGS_IF)
-				cpu_sti();
 		}
-		thread_yield();
+		/* No wake is lost between the checks and the block: the
+		 * wakers (test_ipi, run_preempted) run on this CPU, so only
+		 * while the helper is off it, and it gets off only here. */
+		sched_prepare_block();
+		sched_block();
 	}
+	cpu_sti();
 }
 
 static void step_hook(struct trap_frame *f)
@@ -338,8 +357,14 @@ static unsigned run_preempted(bool (*op)(unsigned k))
 		ktest_fail_at(__FILE__, __LINE__, "no helper thread");
 		return 0;
 	}
+	helper.h = h;
+	/* Until it blocks, the helper may be preempted, with interrupts on,
+	 * before its loop. */
+	while (!atomic_load(&helper.ready))
+		thread_yield();
 	unsigned restarts = run_trials(op, BY_SWITCH);
 	atomic_store(&helper.stop, true);
+	thread_wake(h);
 	thread_join(h);
 	return restarts;
 }
