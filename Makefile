@@ -245,7 +245,7 @@ RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
 TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
-	real-quick kernel kernel-smp1 kernel-smp8 harness
+	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
 # `make test` adds them up. One failed part does not hide the others (-k).
@@ -256,7 +256,7 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # packages the fuzz and real-quick parts need are installed first, as two
 # apt-get runs at once would fight over dpkg's lock.
 TEST_SIDE_BY_SIDE := kernel-smp8 kernel-smp kernel-smp1 fuzz tsan real-quick \
-	chaos host model malloc-tsan port lint sizeclasses
+	kernel-poison chaos host model malloc-tsan port lint sizeclasses
 
 test: deps
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
@@ -313,13 +313,17 @@ test-model: deps
 	@mkdir -p $(RESULTS)
 	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
 
-# The kernel tests run three times: at -smp $(SMP), on one CPU, so that
+# The kernel tests run four times: at -smp $(SMP), on one CPU, so that
 # SMP bring-up and everything above it are tested with and without APs,
-# and at -smp 8, more vCPUs than twice this machine's cores (47 s alone
+# at -smp 8, more vCPUs than twice this machine's cores (47 s alone
 # since the spinlocks stopped handing off in FIFO order under a
-# hypervisor: kernel/spinlock.h); smp.expect tells the smp suite how many
-# CPUs QEMU was given.
-test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8
+# hypervisor: kernel/spinlock.h), and at -smp 2 with the heap in poison
+# mode (mm.debug_poison: every freed object filled, every reuse checked,
+# so a write after a kfree anywhere in the kernel panics naming the
+# object; the tests of the magazines it turns off skip); smp.expect tells
+# the smp suite how many CPUs QEMU was given.
+test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8 \
+	test-kernel-poison
 
 test-kernel-smp: $(BOOT_EFI) $(KERNEL)
 	@mkdir -p $(RESULTS)
@@ -340,6 +344,13 @@ test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
 		$(KERNEL) \
 		"ktest=$(KTEST) smp.expect=8" \
 		$(RESULTS)/kernel-smp8 -smp 8 -m $(MEM)
+
+test-kernel-poison: $(BOOT_EFI) $(KERNEL)
+	@mkdir -p $(RESULTS)
+	@QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest kernel-poison $(BOOT_EFI) \
+		$(KERNEL) \
+		"ktest=$(KTEST) mm.debug_poison smp.expect=2" \
+		$(RESULTS)/kernel-poison -smp 2 -m $(MEM)
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.
@@ -382,7 +393,7 @@ clean:
 	rm -rf build
 
 .PHONY: heapmap all deps run debug test test-build test-sum test-lint test-host test-model test-kernel \
-	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-harness \
+	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

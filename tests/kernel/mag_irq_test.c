@@ -212,6 +212,8 @@ static void cpu_finish(unsigned cpu)
 
 KTEST(magazine, shrink_and_grow_under_timer_frees)
 {
+	if (kspanheap.cfg.poison)
+		KTEST_SKIP("mm.debug_poison: no magazines to shrink or grow");
 	uint64_t restarts0 = mm_rseq_restarts();
 	struct thread_handle w[MAX_CPUS];
 	unsigned nw = 0, ids[MAX_CPUS];

@@ -316,8 +316,18 @@ static bool alloc_trial(unsigned k)
 	return ok;
 }
 
+/* The sequences are the magazines' pop and push; poison mode
+ * (mm.debug_poison) keeps no magazines, so no call runs one. */
+#define SKIP_IN_POISON_MODE()                                              \
+	do {                                                               \
+		if (kspanheap.cfg.poison)                                  \
+			KTEST_SKIP("mm.debug_poison: no magazines, so no " \
+			           "sequence runs");                       \
+	} while (0)
+
 KTEST(rseq, kfree_interrupted_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	unsigned restarts = run_trials(free_trial, BY_HOOK);
 	/* The push's sequence (rseq_push, mm/spanheap.c) is nine
 	 * instructions: each was interrupted once, before it ran, and each
@@ -327,6 +337,7 @@ KTEST(rseq, kfree_interrupted_at_every_step)
 
 KTEST(rseq, kmalloc_interrupted_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	unsigned restarts = run_trials(alloc_trial, BY_HOOK);
 	/* The pop's (spanheap_rseq_pop, mm/spanheap.h): eight. */
 	KEXPECT_EQ(restarts, 8);
@@ -337,11 +348,13 @@ KTEST(rseq, kmalloc_interrupted_at_every_step)
  * moves nothing, so one restart fewer is seen. */
 KTEST(rseq, kfree_irq_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	KEXPECT_EQ(run_trials(free_trial, BY_IPI), 9 - 1);
 }
 
 KTEST(rseq, kmalloc_irq_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	KEXPECT_EQ(run_trials(alloc_trial, BY_IPI), 8 - 1);
 }
 
@@ -373,12 +386,14 @@ static unsigned run_preempted(bool (*op)(unsigned k))
  * the interrupt's exit switched to, the call resumed from its frame. */
 KTEST(rseq, kfree_preempted_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	KEXPECT_EQ(run_preempted(free_trial), 9 - 1);
 	KEXPECT(helper.ran >= 9);
 }
 
 KTEST(rseq, kmalloc_preempted_at_every_step)
 {
+	SKIP_IN_POISON_MODE();
 	KEXPECT_EQ(run_preempted(alloc_trial), 8 - 1);
 	KEXPECT(helper.ran >= 8);
 }
