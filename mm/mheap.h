@@ -98,8 +98,10 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
  * but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);
 
-/* Gives back every free backed page now (Go's debug.FreeOSMemory);
- * returns how many. Thread context, no mm lock held. */
+/* Gives back every free backed page now (Go's debug.FreeOSMemory), and
+ * waits for the scavenge batches other threads took before it to give
+ * theirs back: on return no page freed before the call is backed.
+ * Returns how many it gave back itself. Thread context, no mm lock. */
 size_t mheap_release_all(struct mheap *h);
 
 /* A consistent snapshot. Any context but NMI, no mm lock held. */

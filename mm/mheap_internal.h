@@ -42,6 +42,7 @@ _Static_assert(MHEAP_SCAV_BATCH_PAGES <= MM_UNUSED_BATCH_PAGES &&
 struct mheap_taken {
 	struct palloc_run runs[MHEAP_SCAV_RUNS];
 	size_t nruns;
+	uint64_t seq; /* h->scav_takes when it took them: 1, 2, ... */
 	struct mheap_taken *next;
 };
 

@@ -39,7 +39,8 @@ struct mheap_config {
 struct mheap_counters {
 	uint64_t grows;        /* growths committed */
 	uint64_t grow_waits;   /* sleeps on someone's growth */
-	uint64_t scav_waits;   /* sleeps on a scavenge batch, no growth left */
+	uint64_t scav_waits;   /* waits for a scavenge batch: an allocation
+	                        * with no growth left, a release-all */
 	uint64_t atomic_fails; /* MHEAP_ATOMIC calls refused */
 	uint64_t refills;      /* growths for the reserve */
 	uint64_t bg_runs, bg_pages, bg_cpu_ns; /* background scavenger */
@@ -74,6 +75,7 @@ struct mheap {
 	/* Protected by h->lock: */
 	struct palloc pages;
 	size_t taken_pages;    /* out of the free set while being unmapped */
+	uint64_t scav_takes;   /* batches that took pages */
 	uint64_t scav_returns; /* batches that gave their pages back */
 	size_t grown_chunks;   /* the arena grows upward from its base */
 	/* The batches that hold taken pages, with their runs: */

@@ -1,0 +1,170 @@
+/*
+ * mheap_release_all against scavenge batches other threads hold
+ * (mm/mheap_scav.c): it waits for a batch taken before its last pass,
+ * whose pages were free when the call began, so that on return none of
+ * them is still backed or being unmapped; and it does not wait for one
+ * taken after, which a thread that keeps freeing beside the background
+ * scavenger could otherwise make last as long as it frees.
+ *
+ * A batch is held at MHEAP_HOOK_SCAV_UNMAPPED by hold_hook, armed for
+ * one batch at a time (slot 0 or 1); each run happens on a thread of its
+ * own. No wall-clock bound: a release that waited for ever would end the
+ * host test at its timeout, named.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap.h"
+#include "../../mm/mheap_internal.h"
+#include "../../mm/mheap_testing.h"
+#include "mheap_test_util.h"
+#include "mm_port_posix.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap; /* static: the threads may lag */
+static sem_t held[2], go[2];
+static atomic_int armed = -1; /* the slot the next batch holds in */
+
+static void hold_hook(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SCAV_UNMAPPED)
+		return;
+	int i = atomic_load(&armed);
+	if (i < 0 || !atomic_compare_exchange_strong(&armed, &i, -1))
+		return;
+	sem_post(&held[i]);
+	sem_wait(&go[i]);
+}
+
+/* What a release-all thread did: its count and the heap as it returned. */
+struct release_run {
+	pthread_t t;
+	size_t released;
+	struct mheap_stats at_return;
+	atomic_bool done;
+};
+
+static void *release_thread(void *arg)
+{
+	struct release_run *r = arg;
+	r->released = mheap_release_all(&heap);
+	mheap_stats(&heap, &r->at_return);
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+static void *background_batch_thread(void *arg)
+{
+	(void)arg;
+	mheap_scavenge_batch(&heap, MHEAP_SCAV_BATCH_PAGES, PALLOC_SCAV_FORCE,
+	                     MHEAP_SCAV_BG);
+	return NULL;
+}
+
+/* Starts fn on *t with its next batch held in slot i; returns once held. */
+static void start_held(pthread_t *t, void *(*fn)(void *), void *arg, int i)
+{
+	atomic_store(&armed, i);
+	KASSERT(pthread_create(t, NULL, fn, arg) == 0);
+	sem_wait(&held[i]);
+}
+
+/* Until r returned or a release waits on a batch. */
+static void until_done_or_waiting(struct release_run *r)
+{
+	struct mheap_stats st;
+	do {
+		sched_yield();
+		mheap_stats(&heap, &st);
+	} while (!atomic_load(&r->done) && st.n.scav_waits == 0);
+}
+
+static char *setup(void)
+{
+	for (int i = 0; i < 2; i++) {
+		sem_init(&held[i], 0, 0);
+		sem_init(&go[i], 0, 0);
+	}
+	atomic_store(&armed, -1);
+	if (!mh_new(&heap, 1, 0, 0))
+		return NULL;
+	mheap_test_hook = hold_hook;
+	return mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
+}
+
+/*
+ * A background batch holds 200 freed pages when release-all starts:
+ * release-all gives back the 50 free backed pages and then waits for the
+ * batch, so that as it returns nothing freed before it is backed. Until
+ * this version it returned at once, with the 200 pages still being
+ * unmapped (a kernel test read "6 pages given back").
+ */
+KTEST(mheap_release, waits_for_a_batch_taken_before_it)
+{
+	char *a = setup();
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	pthread_t bg;
+	start_held(&bg, background_batch_thread, NULL, 0);
+	mheap_free_pages(&heap, a + 100 * PG, 50);
+	struct release_run r = {0};
+	KASSERT(pthread_create(&r.t, NULL, release_thread, &r) == 0);
+	until_done_or_waiting(&r);
+	KEXPECT(!atomic_load(&r.done)); /* waiting for the batch */
+	sem_post(&go[0]);
+	pthread_join(bg, NULL);
+	pthread_join(r.t, NULL);
+	mheap_test_hook = NULL;
+	KEXPECT_EQ(r.released, 50);
+	KEXPECT_EQ(r.at_return.scavenging_pages, 0);
+	KEXPECT_EQ(r.at_return.free_backed_pages, 0);
+	KEXPECT_EQ(r.at_return.free_scav_pages, 250);
+	KEXPECT_EQ(r.at_return.n.bg_pages, 200);
+	mheap_free_pages(&heap, a, 100);
+	mheap_free_pages(&heap, a + 150 * PG, 162);
+	MH_CHECK(&heap, "after the release");
+	mh_release(&heap);
+}
+
+/*
+ * Release-all waits for the batch taken before it (slot 0), not for one
+ * a background batch takes while it waits (slot 1): it returns with that
+ * one's 30 pages still out. The first release-all, whose batch slot 0
+ * is, took its last pass after the second batch and waits for it.
+ */
+KTEST(mheap_release, does_not_wait_for_a_batch_taken_after_it)
+{
+	char *a = setup();
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	struct release_run first = {0}, r = {0};
+	start_held(&first.t, release_thread, &first, 0);
+	mheap_free_pages(&heap, a + 100 * PG, 50);
+	KASSERT(pthread_create(&r.t, NULL, release_thread, &r) == 0);
+	until_done_or_waiting(&r);
+	KEXPECT(!atomic_load(&r.done));
+	mheap_free_pages(&heap, a + 200 * PG, 30);
+	pthread_t bg;
+	start_held(&bg, background_batch_thread, NULL, 1);
+	sem_post(&go[0]); /* the first batch returns; r may go */
+	pthread_join(r.t, NULL);
+	KEXPECT_EQ(r.released, 50);
+	KEXPECT_EQ(r.at_return.scavenging_pages, 30);
+	sem_post(&go[1]);
+	pthread_join(bg, NULL);
+	pthread_join(first.t, NULL);
+	mheap_test_hook = NULL;
+	KEXPECT_EQ(first.released, 200);
+	KEXPECT_EQ(first.at_return.scavenging_pages, 0);
+	KEXPECT_EQ(first.at_return.free_backed_pages, 0);
+	KEXPECT_EQ(first.at_return.free_scav_pages, 280);
+	mheap_free_pages(&heap, a, 100);
+	mheap_free_pages(&heap, a + 150 * PG, 50);
+	mheap_free_pages(&heap, a + 230 * PG, 82);
+	MH_CHECK(&heap, "after the releases");
+	mh_release(&heap);
+}
