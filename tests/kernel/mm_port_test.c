@@ -218,6 +218,7 @@ KTEST(mm_port, unused_begin_under_a_leaf_lock_then_finish)
 	/* 2 KiB: from kmalloc, before the count starts. */
 	struct mm_unused_batch *b = kmalloc(sizeof(*b), 0);
 	KASSERT(b != NULL);
+	heap_settle(); /* the heap's threads must not move the pool meanwhile */
 	size_t frames0 = frames_free_count();
 	for (int i = 0; i < N; i++)
 		p[i * MM_PAGE_SIZE] = 0x77;
