@@ -7,6 +7,7 @@
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "tests/kernel/heap_util.h"
 #include "tests/kernel/mm_test_util.h"
 #include "mm/mm.h"
 
@@ -24,6 +25,9 @@ KTEST(palloc, heap_arena_on_real_page_tables)
 	struct palloc_config cfg = {.arena_base = base,
 	                            .arena_bytes = ARENA_BYTES,
 	                            .owner_lock = &heap_lock};
+	/* Frames are counted across the test: the kernel heap's threads
+	 * must not move the pool meanwhile. */
+	heap_settle();
 	size_t frames0 = frames_free_count();
 	KASSERT(palloc_init(&heap, &cfg));
 	size_t init_cost = frames0 - frames_free_count();
