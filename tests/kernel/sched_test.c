@@ -18,6 +18,7 @@
 #include "kernel/thread.h"
 #include "kernel/time.h"
 #include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
 #include "tests/kernel/tick_watch_util.h"
 
 static unsigned online_cpus(void)
@@ -342,8 +343,13 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 {
 	/* A thread made and joined first leaves a span with a free thread
 	 * struct in this CPU's kmalloc cache, so the struct below needs no
-	 * frame (a new span's frame would stay with the heap). */
+	 * frame (a new span's frame would stay with the heap). The heap is
+	 * settled before: while the pool is drained, a background scavenger
+	 * batch (woken by an earlier test's frees) would give frames back,
+	 * enough for a stack. Settled after the warm thread, it would flush
+	 * the cache that the struct comes from. */
 	unsigned where;
+	heap_settle();
 	struct thread_handle warm =
 	        thread_create("warm", record_cpu, &where, this_cpu()->id);
 	KASSERT(thread_handle_ok(warm));
@@ -353,8 +359,10 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 		paddr_t head = frames_drain(keep);
 		size_t before = frames_free_count();
 		struct thread_handle t = thread_create("doomed", record_cpu,
-		                                       NULL, THREAD_ANY_CPU);
+		                                       &where, THREAD_ANY_CPU);
 		KEXPECT(!thread_handle_ok(t));
+		if (thread_handle_ok(t))
+			thread_join(t);
 		KEXPECT_EQ(frames_free_count(), before);
 		frames_refill(head);
 	}
