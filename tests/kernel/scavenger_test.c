@@ -100,7 +100,10 @@ KTEST(scavenger, allocation_scavenges_when_frames_are_short)
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < N; i += 2)
 		mheap_free_pages(&h, p + i * MM_PAGE_SIZE, 1);
-	/* Take the pool down to 16 frames. */
+	/* Take the pool down to 16 frames. The kernel heap is settled
+	 * first: its background scavenger's batches would give frames back
+	 * meanwhile, enough to make the allocation's scavenging needless. */
+	heap_settle();
 	paddr_t head = frames_drain(16);
 	struct mheap_stats st0, st1;
 	mheap_stats(&h, &st0);
