@@ -83,6 +83,17 @@ static void until_done_or_waiting(struct release_run *r)
 	} while (!atomic_load(&r->done) && st.n.scav_waits == 0);
 }
 
+/* r gave back `released` pages itself and returned with nothing backed
+ * or being unmapped, scav pages free and scavenged. */
+static void expect_settled(const struct release_run *r, size_t released,
+                           size_t scav)
+{
+	KEXPECT_EQ(r->released, released);
+	KEXPECT_EQ(r->at_return.scavenging_pages, 0);
+	KEXPECT_EQ(r->at_return.free_backed_pages, 0);
+	KEXPECT_EQ(r->at_return.free_scav_pages, scav);
+}
+
 static char *setup(void)
 {
 	for (int i = 0; i < 2; i++) {
@@ -119,10 +130,7 @@ KTEST(mheap_release, waits_for_a_batch_taken_before_it)
 	pthread_join(bg, NULL);
 	pthread_join(r.t, NULL);
 	mheap_test_hook = NULL;
-	KEXPECT_EQ(r.released, 50);
-	KEXPECT_EQ(r.at_return.scavenging_pages, 0);
-	KEXPECT_EQ(r.at_return.free_backed_pages, 0);
-	KEXPECT_EQ(r.at_return.free_scav_pages, 250);
+	expect_settled(&r, 50, 250);
 	KEXPECT_EQ(r.at_return.n.bg_pages, 200);
 	mheap_free_pages(&heap, a, 100);
 	mheap_free_pages(&heap, a + 150 * PG, 162);
@@ -158,10 +166,7 @@ KTEST(mheap_release, does_not_wait_for_a_batch_taken_after_it)
 	pthread_join(bg, NULL);
 	pthread_join(first.t, NULL);
 	mheap_test_hook = NULL;
-	KEXPECT_EQ(first.released, 200);
-	KEXPECT_EQ(first.at_return.scavenging_pages, 0);
-	KEXPECT_EQ(first.at_return.free_backed_pages, 0);
-	KEXPECT_EQ(first.at_return.free_scav_pages, 280);
+	expect_settled(&first, 200, 280);
 	mheap_free_pages(&heap, a, 100);
 	mheap_free_pages(&heap, a + 150 * PG, 50);
 	mheap_free_pages(&heap, a + 230 * PG, 82);
