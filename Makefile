@@ -325,32 +325,24 @@ test-model: deps
 test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8 \
 	test-kernel-poison
 
+# One run of the kernel suite: $(call kernel_run,LABEL,CPUS,OPTIONS), its
+# serial log build/LABEL.log and its results $(RESULTS)/LABEL.
+kernel_run = @mkdir -p $(RESULTS) && \
+	QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest $(1) $(BOOT_EFI) $(KERNEL) \
+		"ktest=$(KTEST) $(3)smp.expect=$(2)" \
+		$(RESULTS)/$(1) -smp $(2) -m $(MEM)
+
 test-kernel-smp: $(BOOT_EFI) $(KERNEL)
-	@mkdir -p $(RESULTS)
-	@QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest kernel $(BOOT_EFI) $(KERNEL) \
-		"ktest=$(KTEST) smp.expect=$(SMP)" \
-		$(RESULTS)/kernel -smp $(SMP) -m $(MEM)
+	$(call kernel_run,kernel,$(SMP))
 
 test-kernel-smp1: $(BOOT_EFI) $(KERNEL)
-	@mkdir -p $(RESULTS)
-	@QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest kernel-smp1 $(BOOT_EFI) \
-		$(KERNEL) \
-		"ktest=$(KTEST) smp.expect=1" \
-		$(RESULTS)/kernel-smp1 -smp 1 -m $(MEM)
+	$(call kernel_run,kernel-smp1,1)
 
 test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
-	@mkdir -p $(RESULTS)
-	@QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest kernel-smp8 $(BOOT_EFI) \
-		$(KERNEL) \
-		"ktest=$(KTEST) smp.expect=8" \
-		$(RESULTS)/kernel-smp8 -smp 8 -m $(MEM)
+	$(call kernel_run,kernel-smp8,8)
 
 test-kernel-poison: $(BOOT_EFI) $(KERNEL)
-	@mkdir -p $(RESULTS)
-	@QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest kernel-poison $(BOOT_EFI) \
-		$(KERNEL) \
-		"ktest=$(KTEST) mm.debug_poison smp.expect=2" \
-		$(RESULTS)/kernel-poison -smp 2 -m $(MEM)
+	$(call kernel_run,kernel-poison,2,mm.debug_poison )
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.

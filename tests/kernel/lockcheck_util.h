@@ -24,7 +24,7 @@ static inline unsigned recorded(void (*fn)(void))
  * ranked above the run queues' with interrupts on, on purpose: a tick
  * landing in that hold takes its run queue's lock under it, a violation
  * of its own (seen at -smp 8 under load: 2 recorded where 1 was
- * expected, the last naming the run queue). No other interrupt takes a
+ * expected, the last message not the test's). No other interrupt takes a
  * lock (the TLB, stop and reschedule handlers take none), and with
  * preemption off nothing runs on this CPU while its timer is stopped.
  */
