@@ -13,6 +13,12 @@
  * hook is called with the heap lock (MM_RANK_HEAP) held: it is a leaf.
  * "Atomic callers" are interrupt handlers and code with interrupts
  * disabled: they never sleep and never wait for another CPU.
+ *
+ * It runs past the house's 200 lines for a header on purpose: it is the
+ * one door to the host, and a porter reads it whole, hook by hook, with
+ * the contexts each may be called from. Split into pieces it would be
+ * several doors, and tools/lint-mm, which reads the list of hooks from
+ * this file, would have several to read.
  */
 #ifndef MM_PORT_H
 #define MM_PORT_H
