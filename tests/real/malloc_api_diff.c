@@ -464,7 +464,7 @@ int scenario_diff(void)
 	 * sweeper's if one runs: every free is folded once it returns, and
 	 * a later cycle of the sweeper finds nothing to fold. A leak stays
 	 * counted. The alarm ends a trim that never returns. */
-	alarm(120);
+	hang_guard();
 	malloc_trim(0);
 	alarm(0);
 	return leaked(seed, &before, "after malloc_trim");

@@ -439,7 +439,7 @@ const char *test_calloc_large_untouched(void)
  * (RLIMIT_MEMLOCK without the privilege to raise it). */
 int scenario_calloc_locked(void)
 {
-	alarm(120); /* see first_scenario */
+	hang_guard();
 	const size_t n = (size_t)32 << 20, page = 4096;
 	struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
 	setrlimit(RLIMIT_MEMLOCK, &rl);

@@ -108,7 +108,7 @@ const char *test_realloc_background(void)
 /* The background threads are running (after the heap grew). */
 const char *test_background(void)
 {
-	alarm(120); /* their absence ends the test binary (SIGALRM) */
+	hang_guard(); /* their absence ends the test binary */
 	int found = background_threads_up();
 	alarm(0);
 	CHECK(found == 3, "background threads not found (mask %d)", found);
@@ -149,13 +149,14 @@ static int scenario_underscore_fork(void)
 	enum { N = 50000 };
 	static void *v[N];
 	for (int it = 0; it < 100; it++) {
+		hang_guard(); /* a bound on a round, not on all 100 */
 		for (int i = 0; i < N; i++)
 			v[i] = malloc(16 + (size_t)(i % 500));
 		for (int i = 0; i < N; i++)
 			free(v[(i * 7919L) % N]);
 		pid_t pid = _Fork();
 		if (pid == 0) {
-			alarm(120); /* not inherited; see first_scenario */
+			hang_guard(); /* not inherited */
 			for (int i = 0; i < 1000; i++)
 				free(malloc((size_t)i));
 			pid_t g = fork();
@@ -294,18 +295,21 @@ static const struct {
 };
 
 /* The scenario what names; any other name is the dlopen one. Every
- * scenario but the exchange mode's runs under a 120 s alarm, which turns
- * a hang into a failure long before run-quick's limit ends the whole
- * test. It was 20 s: underscore-fork (5.6 s of CPU) and
- * trim-underscore-fork took 20 s of wall time with the machine's load at
- * 12 (two cores, make test's parts side by side), and failed as hung. */
+ * scenario but the exchange mode's runs under the hang guard
+ * (hang_guard, malloc_api_test.h), which turns a hang into a failure that
+ * names the scenario; those that loop re-arm it at every round. A
+ * child of fork or _Fork inherits no alarm, so each child that allocates
+ * sets its own. The guard was 20 s for the whole scenario, then 120 s:
+ * underscore-fork (5.6 s of CPU) took 20 s of wall time with the
+ * machine's load at 12 (two cores, make test's parts side by side), and
+ * more than 120 s at 25. */
 int first_scenario(const char *what)
 {
 	if (strcmp(what, "exchange") == 0)
 		return scenario_exchange();
 	if (strcmp(what, "diff") == 0) /* its length is the caller's */
 		return scenario_diff();
-	alarm(120);
+	hang_guard();
 	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
 		if (strcmp(what, scenarios[i].name) == 0)
 			return scenarios[i].fn();
@@ -375,8 +379,13 @@ static int signal_fork(void)
 	sigaction(SIGPROF, &sa, NULL);
 	struct itimerval it = {{0, 2000}, {0, 2000}};
 	setitimer(ITIMER_PROF, &it, NULL);
-	for (long i = 0; signal_forks < 200; i++)
+	for (long i = 0, seen = 0; signal_forks < 200; i++) {
+		if (signal_forks != seen) {
+			seen = signal_forks;
+			hang_guard(); /* a bound on a fork, not on all 200 */
+		}
 		free(malloc(16 + (size_t)(i % 2000)));
+	}
 	struct itimerval off = {{0, 0}, {0, 0}};
 	setitimer(ITIMER_PROF, &off, NULL);
 	return signal_fork_bad ? 5 : 0;
@@ -433,7 +442,7 @@ static int clone_child(void)
 	background_asleep();
 	pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
 	if (pid == 0) {
-		alarm(120); /* see first_scenario */
+		hang_guard(); /* not inherited */
 		free(malloc(10));
 		pid_t g = fork();
 		if (g == 0)

@@ -126,7 +126,7 @@ static void *hammer_some(void *arg)
  * bytes, 2 thread trouble, 3 a different slot mode than the parent's. */
 static void fork_child_check(unsigned char **mine, size_t n, const char *mode)
 {
-	alarm(120); /* a deadlock fails the test; see first_scenario */
+	hang_guard(); /* a deadlock fails the test */
 	int bad = 0;
 	for (size_t i = 0; i < n; i++) {
 		bad |= !intact(mine[i], 100 + i, (unsigned)i);

@@ -109,7 +109,7 @@ int in_child(void (*fn)(void), char *out, size_t outsz)
 	if (pid == 0) {
 		dup2(fd[1], 2);
 		close(fd[0]);
-		alarm(120); /* a hang fails the test (see first_scenario) */
+		hang_guard(); /* a hang fails the test */
 		fn();
 		_exit(0);
 	}

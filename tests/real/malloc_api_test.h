@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 /* What went wrong in the failing test; one at a time, as tests run in
  * turn. */
@@ -71,6 +72,18 @@ int run_scenario(const char *what, const char *env, const char *val,
 /* The fresh process's side of run_scenario: argv[1] names the scenario;
  * returns its exit status. */
 int first_scenario(const char *what);
+
+/* A scenario's hang guard: SIGALRM ends the process HANG_SECS after the
+ * last call. first_scenario calls it once; a scenario that loops calls
+ * it at every round, so that the bound is on one round (a hang), not on
+ * the whole run, whose time grows with the machine's load: the 100
+ * rounds of underscore-fork took 20 s at a load of 12 and more than 120
+ * s at 25 (SIGALRM), each round well under a second. */
+enum { HANG_SECS = 120 };
+static inline void hang_guard(void)
+{
+	alarm(HANG_SECS);
+}
 
 /* Lent by malloc_api_threads.c: a thread that allocates and frees, and
  * returns an object for its joiner to free. */

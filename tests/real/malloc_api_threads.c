@@ -201,7 +201,7 @@ const char *test_fork(void)
 		if (pid == 0) {
 			/* The child of a multi-threaded parent allocates,
 			 * frees, makes threads, and forks again. */
-			alarm(120); /* see first_scenario */
+			hang_guard(); /* not inherited */
 			free(churn((void *)1));
 			void *big = malloc(10 << 20);
 			memset(big, 1, 10 << 20);

@@ -182,7 +182,7 @@ static int fork_and_trim_child(void)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0)
-		trim_child(120); /* see first_scenario */
+		trim_child(HANG_SECS); /* not inherited */
 	int st;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return -1;
@@ -211,6 +211,7 @@ int scenario_trim_threads(void)
 			return 2;
 	int bad = 0;
 	for (int round = 0; round < 20 && !bad; round++) {
+		hang_guard(); /* a bound on a round, not on all 20 */
 		usleep(2000);
 		if ((bad = fork_and_trim_child()) != 0)
 			fprintf(stderr,
@@ -263,6 +264,7 @@ int scenario_trim_underscore_fork(void)
 		return 2;
 	int bad = 0;
 	for (int round = 0; round < 200 && !bad; round++) {
+		hang_guard(); /* a bound on a round, not on all 200 */
 		/* Frees for the trim to give back. */
 		void *v[64];
 		for (int i = 0; i < 64; i++)
@@ -271,7 +273,7 @@ int scenario_trim_underscore_fork(void)
 			free(v[i]);
 		pid_t pid = _Fork();
 		if (pid == 0)
-			trim_child(120);
+			trim_child(HANG_SECS);
 		int st;
 		if (pid < 0 || waitpid(pid, &st, 0) != pid)
 			bad = 3;
