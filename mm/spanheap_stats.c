@@ -102,43 +102,46 @@ static void count_mags(struct spanheap *sh, unsigned cls,
 	}
 }
 
-void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
+/*
+ * Class cls's numbers into st->cls[cls] and its share into st's totals;
+ * in_use is what the walk counted of its objects in use.
+ */
+static void stats_class(struct spanheap *sh, struct spanheap_stats *st,
+                        unsigned cls, size_t in_use)
 {
-	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
-	mm_memset(st, 0, sizeof(*st));
-	mm_memset(in_use, 0, sizeof(in_use));
-	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
-	mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		const struct sizeclass_info *ci = &sizeclass_info[cls];
-		struct spanheap_class_stats *cs = &st->cls[cls];
-		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
-		/* Frees are booked when folded; add those not folded yet. */
-		st->local_frees +=
-		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
-		st->remote_frees +=
-		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
-		cs->size = ci->size;
-		cs->spans =
-		        atomic_load_explicit(&c->nspans, memory_order_relaxed);
-		size_t cap = cs->spans * ci->nelems;
-		/* Objects in magazines are freed, though their spans still
-		 * count them allocated. */
-		count_mags(sh, cls, cs);
-		size_t in_mags = cs->mag_objects;
-		st->mag_objects += in_mags;
-		/* Both clamps: a count read mid-change (see the top). */
-		in_use[cls] = in_use[cls] > in_mags ? in_use[cls] - in_mags : 0;
-		cs->objects_in_use = in_use[cls];
-		if (cs->objects_in_use > cap)
-			cs->objects_in_use = cap;
-		cs->objects_free = cap - cs->objects_in_use;
-		cs->bytes_in_use = cs->objects_in_use * ci->size;
-		cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
-		st->spans += cs->spans;
-		st->bytes_in_use += cs->bytes_in_use;
-		st->bytes_spans += cs->bytes_spans;
-	}
+	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	struct spanheap_class_stats *cs = &st->cls[cls];
+	/* A bad class panics naming the entry point, not this helper. */
+	struct mcentral *c = spanheap_central_of(sh, cls, "spanheap_stats");
+	/* Frees are booked when folded; add those not folded yet. */
+	st->local_frees +=
+	        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
+	st->remote_frees +=
+	        atomic_load_explicit(&c->nremote, memory_order_relaxed);
+	cs->size = ci->size;
+	cs->spans = atomic_load_explicit(&c->nspans, memory_order_relaxed);
+	size_t cap = cs->spans * ci->nelems;
+	/* Objects in magazines are freed, though their spans still
+	 * count them allocated. */
+	count_mags(sh, cls, cs);
+	size_t in_mags = cs->mag_objects;
+	st->mag_objects += in_mags;
+	/* Both clamps: a count read mid-change (see the top). */
+	in_use = in_use > in_mags ? in_use - in_mags : 0;
+	cs->objects_in_use = in_use;
+	if (cs->objects_in_use > cap)
+		cs->objects_in_use = cap;
+	cs->objects_free = cap - cs->objects_in_use;
+	cs->bytes_in_use = cs->objects_in_use * ci->size;
+	cs->bytes_spans = cs->spans * ci->npages * MM_PAGE_SIZE;
+	st->spans += cs->spans;
+	st->bytes_in_use += cs->bytes_in_use;
+	st->bytes_spans += cs->bytes_spans;
+}
+
+/* The heap's counters into st, and its large objects as class 0. */
+static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
+{
 	st->refills = spanheap_refills_total(sh);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	st->n = sh->n;
@@ -164,6 +167,18 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	st->spans += large->spans;
 	st->bytes_in_use += large->bytes_in_use;
 	st->bytes_spans += large->bytes_spans;
+}
+
+void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
+{
+	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
+	mm_memset(st, 0, sizeof(*st));
+	mm_memset(in_use, 0, sizeof(in_use));
+	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
+	mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		stats_class(sh, st, cls, in_use[cls]);
+	stats_counters(sh, st);
 	mheap_hook(sh->heap, MHEAP_HOOK_STATS_COUNTED);
 	mheap_stats(sh->heap, &st->heap);
 }
