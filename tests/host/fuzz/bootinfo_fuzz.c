@@ -177,13 +177,15 @@ static bool refused_ignored(const struct mmap_diag *d)
 	return false;
 }
 
-/* Checks what bootinfo_read_mmap made of the n descriptors at map. */
-static void check_regions(const uint8_t *map, size_t n, size_t dsz,
-                          const struct boot_state *b)
+/*
+ * Checks that each of the n descriptors at map the kernel keeps lies in a
+ * region of its type; returns their pages.
+ */
+static uint64_t check_descriptors(const uint8_t *map, size_t n, size_t dsz,
+                                  const struct boot_state *b)
 {
-	size_t nfree = 0, next_ignored = 0;
-	uint64_t desc_pages = 0, region_pages = 0;
-	paddr_t top = 0;
+	size_t next_ignored = 0;
+	uint64_t desc_pages = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct efi_memory_descriptor e;
 		memcpy(&e, map + i * dsz, sizeof(e));
@@ -214,6 +216,18 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 		if (k == b->nregions)
 			fail("a descriptor in no region of its type", "mmap");
 	}
+	return desc_pages;
+}
+
+/*
+ * Checks each region alone and against the one before; returns their
+ * pages, with the end of the highest usable one in *top and the number of
+ * free ones in *nfree.
+ */
+static uint64_t check_region_list(const struct boot_state *b, paddr_t *top,
+                                  size_t *nfree)
+{
+	uint64_t region_pages = 0;
 	for (size_t i = 0; i < b->nregions; i++) {
 		const struct mem_region *r = &b->regions[i];
 		region_pages += (r->limit - r->base) / PAGE_SIZE;
@@ -232,10 +246,21 @@ static void check_regions(const uint8_t *map, size_t n, size_t dsz,
 		    r->base < b->kernel_phys_limit &&
 		    b->kernel_phys_base < r->limit)
 			fail("free memory over the kernel image", "mmap");
-		if (mem_type_usable(r->type) && r->limit > top)
-			top = r->limit;
-		nfree += r->type == EFI_CONVENTIONAL_MEMORY;
+		if (mem_type_usable(r->type) && r->limit > *top)
+			*top = r->limit;
+		*nfree += r->type == EFI_CONVENTIONAL_MEMORY;
 	}
+	return region_pages;
+}
+
+/* Checks what bootinfo_read_mmap made of the n descriptors at map. */
+static void check_regions(const uint8_t *map, size_t n, size_t dsz,
+                          const struct boot_state *b)
+{
+	size_t nfree = 0;
+	paddr_t top = 0;
+	uint64_t desc_pages = check_descriptors(map, n, dsz, b);
+	uint64_t region_pages = check_region_list(b, &top, &nfree);
 	if (region_pages != desc_pages)
 		fail("regions are not the descriptors' pages", "mmap");
 	if (nfree == 0)
