@@ -157,6 +157,51 @@ __attribute__((noinline)) static bool heap_check_panics(void)
 	return MM_PORT_PANICS(mheap_check(&heap));
 }
 
+static void workers_init(void)
+{
+	for (int i = 0; i < WORKERS; i++) {
+		workers[i] =
+		        (struct worker){.id = i, .rng = 0x9e3779b9u * (i + 1)};
+		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
+		                  sizeof(workers[i].inbox_items[0]), INBOX);
+	}
+}
+
+/* Runs the workers to the end and frees what they left handed over;
+ * false if they could not be started. *ms is how long it took. */
+static bool run_workers(uint64_t *ms)
+{
+	struct mm_thread *t[WORKERS];
+	uint64_t t0 = mm_port_now_ns();
+	bool started = start_all(t, WORKERS, work, workers, sizeof(*workers));
+	if (started)
+		join_all(t, WORKERS);
+	/* Runs handed to a worker after it drained its inbox for the last
+	 * time; no worker runs now. */
+	for (int i = 0; i < WORKERS; i++)
+		drain_inbox(&workers[i]);
+	*ms = (mm_port_now_ns() - t0) / MS;
+	return started;
+}
+
+/* Reports each worker's failures and sums its counts; destroys the
+ * inboxes. */
+static void sum_workers(unsigned long *allocs, unsigned long *frees,
+                        unsigned long *handed)
+{
+	for (int i = 0; i < WORKERS; i++) {
+		struct worker *w = &workers[i];
+		if (w->failures.n)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "worker %d: %lu failures, first: %s", i,
+			              w->failures.n, w->failures.first);
+		*allocs += w->allocs;
+		*frees += w->frees;
+		*handed += w->handed;
+		stress_inbox_destroy(&w->inbox);
+	}
+}
+
 KTEST(mheap, stress_threads)
 {
 	struct mheap_config cfg;
@@ -167,22 +212,9 @@ KTEST(mheap, stress_threads)
 	KASSERT(mheap_init(&heap, &cfg));
 	mm_port_set_quiet(true); /* the scavenger's "at goal" lines */
 	KASSERT(mheap_scavenger_start(&heap));
-	struct mm_thread *t[WORKERS];
-	for (int i = 0; i < WORKERS; i++) {
-		workers[i] =
-		        (struct worker){.id = i, .rng = 0x9e3779b9u * (i + 1)};
-		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
-		                  sizeof(workers[i].inbox_items[0]), INBOX);
-	}
-	uint64_t t0 = mm_port_now_ns();
-	bool started = start_all(t, WORKERS, work, workers, sizeof(*workers));
-	if (started)
-		join_all(t, WORKERS);
-	/* Runs handed to a worker after it drained its inbox for the last
-	 * time; no worker runs now. */
-	for (int i = 0; i < WORKERS; i++)
-		drain_inbox(&workers[i]);
-	uint64_t ms = (mm_port_now_ns() - t0) / MS;
+	workers_init();
+	uint64_t ms;
+	bool started = run_workers(&ms);
 
 	struct mheap_stats st;
 	mheap_stats(&heap, &st);
@@ -193,17 +225,7 @@ KTEST(mheap, stress_threads)
 	mheap_stats(&heap, &end);
 	mm_port_set_quiet(false);
 	unsigned long allocs = 0, frees = 0, handed = 0;
-	for (int i = 0; i < WORKERS; i++) {
-		struct worker *w = &workers[i];
-		if (w->failures.n)
-			ktest_fail_at(__FILE__, __LINE__,
-			              "worker %d: %lu failures, first: %s", i,
-			              w->failures.n, w->failures.first);
-		allocs += w->allocs;
-		frees += w->frees;
-		handed += w->handed;
-		stress_inbox_destroy(&w->inbox);
-	}
+	sum_workers(&allocs, &frees, &handed);
 	ktest_diag("%lu allocs, %lu frees (%lu handed over), %d release-alls "
 	           "in %lu ms; scavenger: %lu runs, %lu pages; released %lu; "
 	           "grown %zu pages",
