@@ -261,6 +261,30 @@ static void *tworker_main(void *arg)
 	return NULL;
 }
 
+/* Each class's numbers in st are what the workers kept (r->kept). */
+static void expect_kept(const struct spanheap_stats *st,
+                        const struct stats_run *r)
+{
+	size_t large_pages =
+	        r->kept[0] * ((40000 + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *cs = &st->cls[cls];
+		size_t nspans = atomic_load(&sh.central[cls].nspans);
+		if (cs->objects_in_use != r->kept[cls] || cs->spans != nspans ||
+		    cs->objects_free !=
+		            nspans * sizeclass_info[cls].nelems - r->kept[cls])
+			ktest_fail_at(__FILE__, __LINE__,
+			              "class %u: %zu in use (held %zu), %zu "
+			              "free, %zu spans (%zu made)",
+			              cls, cs->objects_in_use, r->kept[cls],
+			              cs->objects_free, cs->spans, nspans);
+	}
+	KEXPECT_EQ(st->cls[0].spans, r->kept[0]);
+	KEXPECT_EQ(st->large_pages, large_pages);
+	KEXPECT_EQ(st->mag_objects, 0);
+	KEXPECT_EQ(st->n.large_allocs - st->n.large_frees, r->kept[0]);
+}
+
 KTEST(spanheap_stats, exact_after_cross_thread_frees_and_a_sweep)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
@@ -296,24 +320,7 @@ KTEST(spanheap_stats, exact_after_cross_thread_frees_and_a_sweep)
 			}
 	KEXPECT_EQ(held, (size_t)WORKERS * NTSIZES * ((TPER + 2) / 3));
 	spanheap_stats(&sh, st);
-	size_t large_pages =
-	        r->kept[0] * ((40000 + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		const struct spanheap_class_stats *cs = &st->cls[cls];
-		size_t nspans = atomic_load(&sh.central[cls].nspans);
-		if (cs->objects_in_use != r->kept[cls] || cs->spans != nspans ||
-		    cs->objects_free !=
-		            nspans * sizeclass_info[cls].nelems - r->kept[cls])
-			ktest_fail_at(__FILE__, __LINE__,
-			              "class %u: %zu in use (held %zu), %zu "
-			              "free, %zu spans (%zu made)",
-			              cls, cs->objects_in_use, r->kept[cls],
-			              cs->objects_free, cs->spans, nspans);
-	}
-	KEXPECT_EQ(st->cls[0].spans, r->kept[0]);
-	KEXPECT_EQ(st->large_pages, large_pages);
-	KEXPECT_EQ(st->mag_objects, 0);
-	KEXPECT_EQ(st->n.large_allocs - st->n.large_frees, r->kept[0]);
+	expect_kept(st, r);
 	SH_CHECK(&sh, "after the workers");
 	for (unsigned w = 0; w < WORKERS; w++)
 		for (size_t k = 0; k < NTSIZES; k++)
