@@ -276,25 +276,58 @@ static void report_failures(void)
 	}
 }
 
-/* The two rounds on a heap in poison mode or not; see the top. */
-static void stress_run(bool poison)
+/* The heaps' configurations: the scavenger and the sweeper as busy as
+ * they can be, so that they race the workers as often as possible. */
+static void stress_configs(struct mheap_config *hc, struct spanheap_config *sc,
+                           bool poison)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	hc.goal_percent = 0;    /* every free backed page is work */
-	hc.cpu_permille = 1000; /* and the scavenger never pauses */
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.min_pending_bytes = 64 << 10; /* cycles start often */
-	sc.period_ns = 5 * MS;
-	sc.poison = poison;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mheap_config_default(hc);
+	hc->arena_bytes = SH_ARENA_BYTES;
+	hc->goal_percent = 0;    /* every free backed page is work */
+	hc->cpu_permille = 1000; /* and the scavenger never pauses */
+	spanheap_config_default(sc);
+	sc->min_pending_bytes = 64 << 10; /* cycles start often */
+	sc->period_ns = 5 * MS;
+	sc->poison = poison;
+}
+
+static void workers_init(void)
+{
 	for (int i = 0; i < WORKERS; i++) {
 		workers[i] = (struct worker){.id = i};
 		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
 		                  sizeof(workers[i].inbox_items[0]), INBOX);
 	}
+}
+
+/* After both rounds: st, the span heap's statistics, show every object
+ * freed and every path the workers meant to take taken. */
+static void expect_all_freed(const struct spanheap_stats *st, struct totals tot,
+                             bool poison)
+{
+	KEXPECT_EQ(st->spans, 0);
+	KEXPECT_EQ(st->bytes_in_use, 0);
+	/* Every magazine flushed; a small object's free reached its span by
+	 * one path or the other, unless a magazine handed it out again. */
+	KEXPECT_EQ(st->mag_objects, 0);
+	KEXPECT(st->local_frees + st->remote_frees <= tot.allocs - tot.large);
+	KEXPECT_EQ(st->n.large_allocs, tot.large);
+	KEXPECT_EQ(st->n.large_frees, tot.large);
+	KEXPECT(st->remote_frees > 0);
+	KEXPECT(st->n.cycles > 0);
+	/* Poison mode keeps no magazines (every object checked at reuse). */
+	KEXPECT_EQ(atomic_load(&sh.mag_slabs) == 0, poison);
+	KEXPECT(tot.handed > 0);
+}
+
+/* The two rounds on a heap in poison mode or not; see the top. */
+static void stress_run(bool poison)
+{
+	struct mheap_config hc;
+	struct spanheap_config sc;
+	stress_configs(&hc, &sc, poison);
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	workers_init();
 	mm_port_set_quiet(true); /* the scavenger's "at goal" lines */
 	struct totals tot = {0};
 	size_t kept0 = 0, kept = 0;
@@ -319,19 +352,7 @@ static void stress_run(bool poison)
 	struct spanheap_stats *st = calloc(1, sizeof(*st));
 	KASSERT(st);
 	spanheap_stats(&sh, st);
-	KEXPECT_EQ(st->spans, 0);
-	KEXPECT_EQ(st->bytes_in_use, 0);
-	/* Every magazine flushed; a small object's free reached its span by
-	 * one path or the other, unless a magazine handed it out again. */
-	KEXPECT_EQ(st->mag_objects, 0);
-	KEXPECT(st->local_frees + st->remote_frees <= tot.allocs - tot.large);
-	KEXPECT_EQ(st->n.large_allocs, tot.large);
-	KEXPECT_EQ(st->n.large_frees, tot.large);
-	KEXPECT(st->remote_frees > 0);
-	KEXPECT(st->n.cycles > 0);
-	/* Poison mode keeps no magazines (every object checked at reuse). */
-	KEXPECT_EQ(atomic_load(&sh.mag_slabs) == 0, poison);
-	KEXPECT(tot.handed > 0);
+	expect_all_freed(st, tot, poison);
 	ktest_diag(
 	        "%d ops on %d CPUs in %lu ms: %lu allocs (%lu large, %lu "
 	        "atomic refused), %lu cross frees; frees %lu local, %lu "
