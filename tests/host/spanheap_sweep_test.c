@@ -271,6 +271,27 @@ static void *checker(void *arg)
 	return NULL;
 }
 
+/* Frees the n objects at p from CPU 1, not the CPU that took them. */
+static void free_from_cpu1(void **p, int n)
+{
+	mm_port_set_cpu(1);
+	for (int i = 0; i < n; i++)
+		spanheap_free(&sh, p[i]);
+	spanheap_flush_cache(&sh); /* every free is pending */
+	mm_port_set_cpu(0);
+}
+
+/* Waits until the checker has finished or waits on the cycle's event;
+ * true in the second case, the one the test wants. */
+static bool checker_waits(void)
+{
+	bool blocked = false;
+	while (!atomic_load(&check_done) &&
+	       !(blocked = mm_port_event_waiters(&sh.sweeper.cycle_done) > 0))
+		sched_yield();
+	return blocked;
+}
+
 KTEST(spanheap, check_waits_for_a_cycle_mid_sweep)
 {
 	enum { N = 8192, ROUNDS = 4 };
@@ -288,11 +309,7 @@ KTEST(spanheap, check_waits_for_a_cycle_mid_sweep)
 		for (int i = 0; i < N; i++)
 			KASSERT(p[i] = spanheap_alloc(&sh, sizes[i % 5], 0));
 		spanheap_flush_cache(&sh);
-		mm_port_set_cpu(1);
-		for (int i = 0; i < N; i++)
-			spanheap_free(&sh, p[i]);
-		spanheap_flush_cache(&sh); /* every free is pending */
-		mm_port_set_cpu(0);
+		free_from_cpu1(p, N);
 		atomic_store(&hold_claim, true);
 		size_t n = 0;
 		pthread_t cy, ck;
@@ -300,11 +317,7 @@ KTEST(spanheap, check_waits_for_a_cycle_mid_sweep)
 		sem_wait(&claim_held); /* the cycle, mid-sweep */
 		atomic_store(&check_done, false);
 		KASSERT(pthread_create(&ck, NULL, checker, NULL) == 0);
-		bool blocked = false;
-		while (!atomic_load(&check_done) &&
-		       !(blocked = mm_port_event_waiters(
-		                           &sh.sweeper.cycle_done) > 0))
-			sched_yield();
+		bool blocked = checker_waits();
 		sem_post(&claim_resume);
 		pthread_join(cy, NULL);
 		pthread_join(ck, NULL);
@@ -338,6 +351,44 @@ KTEST(spanheap, check_waits_for_a_cycle_mid_sweep)
 
 /* ---- Statistics ---------------------------------------------------------- */
 
+/* Checks that st counts held objects of each class of sizes[0..n) in use,
+ * and their spans' room; returns their bytes. */
+static size_t expect_held(const struct spanheap_stats *st, const size_t *sizes,
+                          int n, size_t held)
+{
+	size_t bytes = 0;
+	for (int s = 0; s < n; s++) {
+		unsigned cls = sizeclass_of(sizes[s]);
+		KEXPECT_EQ(st->cls[cls].objects_in_use, held);
+		KEXPECT_EQ(st->cls[cls].size, sizeclass_info[cls].size);
+		KEXPECT(st->cls[cls].objects_in_use +
+		                st->cls[cls].objects_free ==
+		        st->cls[cls].spans * sizeclass_info[cls].nelems);
+		bytes += held * sizeclass_info[cls].size;
+	}
+	return bytes;
+}
+
+/* The pages of n large objects of 50000, 100000, ... bytes. */
+static size_t large_pages(int n)
+{
+	size_t lpages = 0;
+	for (int i = 0; i < n; i++)
+		lpages += (50000 * (size_t)(i + 1) + PG - 1) / PG;
+	return lpages;
+}
+
+/* The slabinfo table: a line per class in use, then the totals and the
+ * page heap's lines. */
+static void expect_dump_lines(void)
+{
+	unsigned long logs = mm_port_log_count();
+	mm_port_set_quiet(true);
+	spanheap_dump(&sh);
+	mm_port_set_quiet(false);
+	KEXPECT(mm_port_log_count() >= logs + 6);
+}
+
 KTEST(spanheap, stats_count_objects)
 {
 	static const size_t sizes[] = {16, 100, 1000, 5000, 32768};
@@ -364,22 +415,10 @@ KTEST(spanheap, stats_count_objects)
 		 * then frees the next half, from CPUs 0 to 3. */
 		size_t held = round == 0 ? K : K - K / 2;
 		spanheap_stats(&sh, st);
-		size_t bytes = 0;
-		for (int s = 0; s < NS; s++) {
-			unsigned cls = sizeclass_of(sizes[s]);
-			KEXPECT_EQ(st->cls[cls].objects_in_use, held);
-			KEXPECT_EQ(st->cls[cls].size, sizeclass_info[cls].size);
-			KEXPECT(st->cls[cls].objects_in_use +
-			                st->cls[cls].objects_free ==
-			        st->cls[cls].spans *
-			                sizeclass_info[cls].nelems);
-			bytes += held * sizeclass_info[cls].size;
-		}
+		size_t bytes = expect_held(st, sizes, NS, held);
 		size_t lheld = round == 0 ? L : 0;
 		KEXPECT_EQ(st->cls[0].objects_in_use, lheld);
-		size_t lpages = 0;
-		for (int i = 0; i < L; i++)
-			lpages += (50000 * (size_t)(i + 1) + PG - 1) / PG;
+		size_t lpages = large_pages(L);
 		KEXPECT_EQ(st->large_pages, lheld ? lpages : 0);
 		KEXPECT_EQ(st->bytes_in_use, bytes + st->large_pages * PG);
 		SH_CHECK(&sh, "stats round");
@@ -403,13 +442,7 @@ KTEST(spanheap, stats_count_objects)
 	KEXPECT_EQ(st->local_frees + st->remote_frees + st->mag_objects,
 	           NS * K + left);
 	free(st);
-	/* The slabinfo table: a line per class in use, then the totals and
-	 * the page heap's lines. */
-	unsigned long logs = mm_port_log_count();
-	mm_port_set_quiet(true);
-	spanheap_dump(&sh);
-	mm_port_set_quiet(false);
-	KEXPECT(mm_port_log_count() >= logs + 6);
+	expect_dump_lines();
 	SH_CHECK(&sh, "after stats");
 	sh_heap_release(&heap);
 }
