@@ -67,6 +67,51 @@ static size_t free_list(void *head)
 	return n;
 }
 
+/* 4 KiB objects until NULL (*null_seen) or OOM_MAX, linked through their
+ * first word onto *list; their number. */
+static size_t oom_thread_allocs(void **list, bool *null_seen)
+{
+	size_t got = 0;
+	for (size_t i = 0; i < OOM_MAX && !*null_seen; i++) {
+		void **p = kmalloc(4096, 0);
+		if (p) {
+			*p = *list;
+			*list = p;
+			got++;
+		}
+		*null_seen = p == NULL;
+	}
+	return got;
+}
+
+/* Frees up to n objects off the head of *list; how many it freed. */
+static size_t free_first(void **list, size_t n)
+{
+	size_t given = 0;
+	for (; given < n && *list; given++) {
+		void *next = *(void **)*list;
+		kfree(*list);
+		*list = next;
+	}
+	return given;
+}
+
+/* Runs oom_tick once, in a timer interrupt on this CPU, and waits for it. */
+static void oom_irq_run(void)
+{
+	oom_cpu = this_cpu()->id;
+	oom_irq_list = NULL;
+	oom_irq_got = 0;
+	oom_irq_null = oom_irq_large_null = false;
+	oom_irq_held = oom_irq_depth = -1;
+	atomic_store(&oom_claimed, false);
+	atomic_store(&oom_done, false);
+	sched_tick_hook = oom_tick;
+	while (!atomic_load(&oom_done))
+		thread_sleep_ns(1000000);
+	sched_tick_hook = NULL;
+}
+
 /*
  * With the frame pool empty, kmalloc in a thread returns NULL once the
  * memory the heap already has is used up (and a large request at once),
@@ -97,38 +142,13 @@ KTEST(kmalloc, out_of_frames_returns_null_in_threads_and_interrupts)
 	paddr_t head = frames_drain(0);
 
 	void *list = NULL;
-	size_t got = 0;
 	bool null_seen = false;
-	for (size_t i = 0; i < OOM_MAX && !null_seen; i++) {
-		void **p = kmalloc(4096, 0);
-		if (p) {
-			*p = list;
-			list = p;
-			got++;
-		}
-		null_seen = p == NULL;
-	}
+	size_t got = oom_thread_allocs(&list, &null_seen);
 	int held = this_cpu()->nheld;
 	bool irqs_on = read_rflags() & RFLAGS_IF;
 	void *large = kmalloc(1 << 20, 0);
-	size_t given = 0;
-	for (; given < IRQ_SPARE && list; given++) {
-		void *next = *(void **)list;
-		kfree(list);
-		list = next;
-	}
-
-	oom_cpu = this_cpu()->id;
-	oom_irq_list = NULL;
-	oom_irq_got = 0;
-	oom_irq_null = oom_irq_large_null = false;
-	oom_irq_held = oom_irq_depth = -1;
-	atomic_store(&oom_claimed, false);
-	atomic_store(&oom_done, false);
-	sched_tick_hook = oom_tick;
-	while (!atomic_load(&oom_done))
-		thread_sleep_ns(1000000);
-	sched_tick_hook = NULL;
+	size_t given = free_first(&list, IRQ_SPARE);
+	oom_irq_run();
 
 	frames_refill(head);
 	kfree(large);
