@@ -340,6 +340,55 @@ static bool storm(unsigned ops)
 	return ok;
 }
 
+static unsigned online_cpus(void)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		n += atomic_load(&cpus[i].online);
+	return n;
+}
+
+/* What the last storm's nw threads and the interrupts did. */
+static void storm_diag_counts(unsigned nw)
+{
+	ktest_diag("storm: %lu allocations by %u threads (%lu resized, %lu "
+	           "handed off), %lu by interrupt handlers (%lu NULL), %lu "
+	           "release-alls",
+	           atomic_load(&n_allocs), nw, atomic_load(&n_reallocs),
+	           atomic_load(&n_handoffs), atomic_load(&n_irq_allocs),
+	           atomic_load(&n_irq_nulls), atomic_load(&n_releases));
+	ktest_diag("zeroed: %lu objects checked, %lu of them large",
+	           atomic_load(&n_zeroed), atomic_load(&n_zeroed_large));
+}
+
+/* The span heap's counts from st0 to st. */
+static void storm_diag_frees(const struct spanheap_stats *st0,
+                             const struct spanheap_stats *st)
+{
+	ktest_diag("frees: %lu local, %lu remote; %lu refills; sweep: %lu "
+	           "cycles, %lu spans freed, sweeper CPU %lu us; large: %lu",
+	           st->local_frees - st0->local_frees,
+	           st->remote_frees - st0->remote_frees,
+	           st->refills - st0->refills, st->n.cycles - st0->n.cycles,
+	           st->n.freed_spans - st0->n.freed_spans,
+	           (st->n.sweeper_cpu_ns - st0->n.sweeper_cpu_ns) / 1000,
+	           st->n.large_allocs - st0->n.large_allocs);
+}
+
+/* The frame pool and the span heap's metadata, at the baseline (frames0,
+ * meta0) and now (meta). */
+static void storm_diag_frames(size_t frames0, size_t meta0, size_t meta)
+{
+	unsigned long irq = mm_lock_acquire(&kheap.lock);
+	size_t nstructs = kspanheap.nstructs, nfree = kspanheap.nstructs_free;
+	mm_lock_release(&kheap.lock, irq);
+	ktest_diag("frames free: %zu at the baseline, %zu now; span-heap "
+	           "metadata pages %zu then, %zu now (%zu span structs, %zu "
+	           "in use)",
+	           frames0, frames_free_count(), meta0, meta, nstructs,
+	           nstructs - nfree);
+}
+
 /*
  * Workers on every CPU allocate objects of 16 bytes to 256 KiB (plain,
  * zeroed, aligned, resized), fill them with their pattern, and free them
@@ -377,38 +426,15 @@ KTEST(kmalloc, storm_every_cpu_and_interrupts_returns_every_frame)
 	heap_settle();
 	size_t meta = span_meta_pages();
 	spanheap_stats(&kspanheap, &st);
-	unsigned nw = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		nw += atomic_load(&cpus[i].online);
-	ktest_diag("storm: %lu allocations by %u threads (%lu resized, %lu "
-	           "handed off), %lu by interrupt handlers (%lu NULL), %lu "
-	           "release-alls",
-	           atomic_load(&n_allocs), nw, atomic_load(&n_reallocs),
-	           atomic_load(&n_handoffs), atomic_load(&n_irq_allocs),
-	           atomic_load(&n_irq_nulls), atomic_load(&n_releases));
-	ktest_diag("zeroed: %lu objects checked, %lu of them large",
-	           atomic_load(&n_zeroed), atomic_load(&n_zeroed_large));
-	ktest_diag("frees: %lu local, %lu remote; %lu refills; sweep: %lu "
-	           "cycles, %lu spans freed, sweeper CPU %lu us; large: %lu",
-	           st.local_frees - st0.local_frees,
-	           st.remote_frees - st0.remote_frees, st.refills - st0.refills,
-	           st.n.cycles - st0.n.cycles,
-	           st.n.freed_spans - st0.n.freed_spans,
-	           (st.n.sweeper_cpu_ns - st0.n.sweeper_cpu_ns) / 1000,
-	           st.n.large_allocs - st0.n.large_allocs);
+	unsigned nw = online_cpus();
+	storm_diag_counts(nw);
+	storm_diag_frees(&st0, &st);
 	/* Interrupts that landed in a kmalloc's or kfree's magazine step
 	 * (under TCG only after its branch, where a translation block
 	 * ends); rseq.* steps through every boundary. */
 	ktest_diag("restartable sequences restarted: %lu",
 	           (unsigned long)(mm_rseq_restarts() - restarts0));
-	unsigned long irq = mm_lock_acquire(&kheap.lock);
-	size_t nstructs = kspanheap.nstructs, nfree = kspanheap.nstructs_free;
-	mm_lock_release(&kheap.lock, irq);
-	ktest_diag("frames free: %zu at the baseline, %zu now; span-heap "
-	           "metadata pages %zu then, %zu now (%zu span structs, %zu "
-	           "in use)",
-	           frames0, frames_free_count(), meta0, meta, nstructs,
-	           nstructs - nfree);
+	storm_diag_frames(frames0, meta0, meta);
 	KEXPECT_EQ(atomic_load(&n_bad), 0);
 	KEXPECT_EQ(atomic_load(&n_nulls), 0);
 	KEXPECT(atomic_load(&n_allocs) >= (uint64_t)nw * STORM_OPS);
