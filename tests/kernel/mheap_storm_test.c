@@ -99,6 +99,46 @@ static void storm_releaser(void *arg)
 	}
 }
 
+static void storm_reset(void)
+{
+	atomic_store(&storm_ops, 0);
+	atomic_store(&storm_bad, 0);
+	atomic_store(&storm_nulls, 0);
+}
+
+static unsigned online_cpus(void)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (atomic_load(&cpus[i].online))
+			n++;
+	return n;
+}
+
+/* Frees the runs left in the hand-off table; no worker runs now. */
+static void free_handoffs(void)
+{
+	for (unsigned k = 0; k < STORM_SLOTS; k++)
+		if (handoff[k].p) {
+			storm_free(handoff[k].p, handoff[k].n,
+			           handoff_owner[k]);
+			handoff[k].p = NULL;
+		}
+}
+
+/* What the storm's nw workers did, and the pages st says were released
+ * since the warm-up released its warm. */
+static void storm_diag(unsigned nw, const struct mheap_stats *st, size_t warm)
+{
+	uint64_t released = st->n.bg_pages + st->n.release_pages +
+	                    st->n.sync_pages - warm; /* minus the warm-up */
+	ktest_diag("storm: %lu allocations on %u CPUs (%lu NULL), %lu pages "
+	           "released (%lu by the scavenger in %lu runs, the rest by "
+	           "release-all)",
+	           atomic_load(&storm_ops), nw, atomic_load(&storm_nulls),
+	           released, st->n.bg_pages, st->n.bg_runs);
+}
+
 /*
  * The host stress test's storm in the kernel: workers on every CPU
  * allocate runs of 1 to 300 pages, fill and check them, and free them or
@@ -124,15 +164,10 @@ KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 	heap_settle(); /* nothing of kheap's moves the pool meanwhile */
 	size_t baseline = frames_free_count();
 
-	atomic_store(&storm_ops, 0);
-	atomic_store(&storm_bad, 0);
-	atomic_store(&storm_nulls, 0);
+	storm_reset();
 	KASSERT(mheap_scavenger_start(&sh));
 	struct thread_handle w[MAX_CPUS] = {0};
-	unsigned nw = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (atomic_load(&cpus[i].online))
-			nw++;
+	unsigned nw = online_cpus();
 	atomic_store(&storm_running, nw);
 	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
 		if (atomic_load(&cpus[i].online)) {
@@ -146,23 +181,12 @@ KTEST(mheap_ctx, storm_on_every_cpu_returns_every_frame)
 	for (unsigned k = 0; k < nw; k++)
 		thread_join(w[k]);
 	thread_join(r);
-	for (unsigned k = 0; k < STORM_SLOTS; k++)
-		if (handoff[k].p) {
-			storm_free(handoff[k].p, handoff[k].n,
-			           handoff_owner[k]);
-			handoff[k].p = NULL;
-		}
+	free_handoffs();
 	mheap_scavenger_stop(&sh);
 	mheap_release_all(&sh);
 	struct mheap_stats st;
 	mheap_stats(&sh, &st);
-	uint64_t released = st.n.bg_pages + st.n.release_pages +
-	                    st.n.sync_pages - PAGES; /* minus the warm-up */
-	ktest_diag("storm: %lu allocations on %u CPUs (%lu NULL), %lu pages "
-	           "released (%lu by the scavenger in %lu runs, the rest by "
-	           "release-all)",
-	           atomic_load(&storm_ops), nw, atomic_load(&storm_nulls),
-	           released, st.n.bg_pages, st.n.bg_runs);
+	storm_diag(nw, &st, PAGES);
 	KEXPECT_EQ(atomic_load(&storm_bad), 0);
 	KEXPECT_EQ(atomic_load(&storm_nulls), 0);
 	KEXPECT_EQ(atomic_load(&storm_ops), (uint64_t)nw * STORM_OPS);
