@@ -172,6 +172,78 @@ static bool every_worker_had_a_round(const struct thread_handle *w)
 	return true;
 }
 
+/* Starts a worker on every other online CPU into w, its counts zeroed. */
+static void workers_start(struct thread_handle *w)
+{
+	atomic_store(&workers_stop, false);
+	atomic_store(&corrupt, 0);
+	atomic_store(&burst_freed, false);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		atomic_store(&rounds_after[i], 0);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
+			w[i] = thread_create("heap_worker", worker,
+			                     (void *)(uintptr_t)(i + 1), i);
+}
+
+static void workers_stop_all(const struct thread_handle *w)
+{
+	atomic_store(&workers_stop, true);
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (thread_handle_ok(w[i]))
+			thread_join(w[i]);
+}
+
+/* Names each worker in w that finished no round after the burst's free. */
+static void report_idle_workers(const struct thread_handle *w)
+{
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (thread_handle_ok(w[i]) &&
+		    atomic_load(&rounds_after[i]) == 0)
+			ktest_diag("the worker on CPU %u finished no round "
+			           "after the burst was freed",
+			           i);
+}
+
+/* Sleeps 50 ms, then reads bg's statistics into st and prints them as a
+ * sample for tools/plot-heap (make bench-scavenge), t0 its time 0. */
+static void heapcsv_sample(uint64_t t0, struct mheap_stats *st)
+{
+	thread_sleep_ns(50000000);
+	mheap_stats(&bg, st);
+	ktest_diag("heapcsv: %lu,%zu,%zu,%zu", (time_now_ns() - t0) / 1000000,
+	           st->in_use_pages * 4, st->free_backed_pages * 4,
+	           st->free_scav_pages * 4);
+}
+
+/* Waits, sampling, until bg's scavenger is idle; true then. */
+static bool wait_idle(uint64_t t0, struct mheap_stats *st)
+{
+	bool idle = false;
+	while (!idle) {
+		unsigned long irq = mm_lock_acquire(&bg.lock);
+		idle = bg.scav.idle;
+		mm_lock_release(&bg.lock, irq);
+		if (idle)
+			break;
+		heapcsv_sample(t0, st);
+	}
+	return idle;
+}
+
+/* What the scavenger did over wall ns, at a budget of permille. */
+static void scavenger_diag(const struct mheap_stats *st, uint64_t wall,
+                           unsigned permille)
+{
+	ktest_diag("scavenger: %lu pages in %lu runs, %lu us CPU over %lu ms "
+	           "(%lu permille, budget %u); free backed %zu, goal %zu; "
+	           "workers did %u rounds",
+	           st->n.bg_pages, st->n.bg_runs, st->n.bg_cpu_ns / 1000,
+	           wall / 1000000, st->n.bg_cpu_ns * 1000 / (wall ? wall : 1),
+	           permille, st->free_backed_pages, st->goal_pages,
+	           atomic_load(&rounds));
+}
+
 /*
  * A 16 MiB burst is freed while threads on every other CPU keep allocating
  * and checking their data; each must finish a round after the free (a
@@ -196,16 +268,8 @@ KTEST(scavenger, background_reaches_goal)
 	cfg.arena_bytes = TEST_ARENA;
 	cfg.cpu_permille = PERMILLE;
 	KASSERT(mheap_init(&bg, &cfg));
-	atomic_store(&workers_stop, false);
-	atomic_store(&corrupt, 0);
 	struct thread_handle w[MAX_CPUS] = {0};
-	atomic_store(&burst_freed, false);
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		atomic_store(&rounds_after[i], 0);
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (i != this_cpu()->id && atomic_load(&cpus[i].online))
-			w[i] = thread_create("heap_worker", worker,
-			                     (void *)(uintptr_t)(i + 1), i);
+	workers_start(w);
 	uint8_t *p = mheap_alloc_pages(&bg, BURST, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < BURST * MM_PAGE_SIZE; i += MM_PAGE_SIZE)
@@ -221,20 +285,12 @@ KTEST(scavenger, background_reaches_goal)
 	 * that never ends hangs the run, ended by run-ktest's timeout
 	 * naming the test. */
 	do {
-		thread_sleep_ns(50000000);
-		mheap_stats(&bg, &st);
-		/* Samples for tools/plot-heap (make bench-scavenge). */
-		ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
-		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
-		           st.free_backed_pages * 4, st.free_scav_pages * 4);
+		heapcsv_sample(t0, &st);
 	} while (st.n.bg_pages < BURST / 2 || !every_worker_had_a_round(w));
 	/* Before they stop: each worker allocated, wrote and checked pages
 	 * while the scavenger ran (else corrupt == 0 says nothing). */
 	bool worked = every_worker_had_a_round(w);
-	atomic_store(&workers_stop, true);
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (thread_handle_ok(w[i]))
-			thread_join(w[i]);
+	workers_stop_all(w);
 	/* The workers' last frees may have come after the scavenger went
 	 * idle (a worker whose vCPU the host starved finishes its round
 	 * late), and small frees do not wake it: it would stay idle above
@@ -243,30 +299,12 @@ KTEST(scavenger, background_reaches_goal)
 	uint8_t *last = mheap_alloc_pages(&bg, MHEAP_WAKE_PAGES, 0);
 	KASSERT(last != NULL);
 	mheap_free_pages(&bg, last, MHEAP_WAKE_PAGES);
-	bool idle = false;
-	while (!idle) {
-		unsigned long irq = mm_lock_acquire(&bg.lock);
-		idle = bg.scav.idle;
-		mm_lock_release(&bg.lock, irq);
-		if (idle)
-			break;
-		thread_sleep_ns(50000000);
-		mheap_stats(&bg, &st);
-		ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
-		           (time_now_ns() - t0) / 1000000, st.in_use_pages * 4,
-		           st.free_backed_pages * 4, st.free_scav_pages * 4);
-	}
+	bool idle = wait_idle(t0, &st);
 	mheap_stats(&bg, &st);
 	uint64_t end = time_now_ns(); /* after every booking st holds */
 	uint64_t wall = end - t0;
 	mheap_scavenger_stop(&bg);
-	ktest_diag("scavenger: %lu pages in %lu runs, %lu us CPU over %lu ms "
-	           "(%lu permille, budget %u); free backed %zu, goal %zu; "
-	           "workers did %u rounds",
-	           st.n.bg_pages, st.n.bg_runs, st.n.bg_cpu_ns / 1000,
-	           wall / 1000000, st.n.bg_cpu_ns * 1000 / (wall ? wall : 1),
-	           PERMILLE, st.free_backed_pages, st.goal_pages,
-	           atomic_load(&rounds));
+	scavenger_diag(&st, wall, PERMILLE);
 	KEXPECT(idle);
 	KEXPECT(st.free_backed_pages <= st.goal_pages);
 	KEXPECT(st.n.bg_pages >= BURST);
@@ -274,12 +312,7 @@ KTEST(scavenger, background_reaches_goal)
 	KEXPECT(st.n.bg_cpu_ns <= end - started + clock_slack_ns);
 	KEXPECT_EQ(atomic_load(&corrupt), 0);
 	KEXPECT(worked);
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (thread_handle_ok(w[i]) &&
-		    atomic_load(&rounds_after[i]) == 0)
-			ktest_diag("the worker on CPU %u finished no round "
-			           "after the burst was freed",
-			           i);
+	report_idle_workers(w);
 	mheap_check(&bg);
 }
 
