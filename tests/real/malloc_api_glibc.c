@@ -207,6 +207,31 @@ static bool stats_text(char *out, size_t outsz)
 	return n > 0;
 }
 
+/* A number a report gave (got), and what mallinfo2 says it is (want). */
+struct stats_pair {
+	const char *what;
+	size_t got, want;
+};
+
+/* 0 if malloc_stats was read (stats_ok) and each of the n pairs agrees;
+ * else 3, naming the first pair and printing both reports' text. */
+static int stats_pairs_agree(const struct stats_pair *pairs, size_t n,
+                             bool stats_ok, const char *when, const char *stats,
+                             const char *xml)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!stats_ok || pairs[i].got != pairs[i].want) {
+			fprintf(stderr,
+			        "%s: %s is %zu, mallinfo2 says %zu; "
+			        "malloc_stats "
+			        "printed:\n%s\nmalloc_info wrote:\n%s\n",
+			        when, pairs[i].what, pairs[i].got,
+			        pairs[i].want, stats, xml);
+			return 3;
+		}
+	return 0;
+}
+
 /* mallinfo, malloc_stats and malloc_info against mallinfo2, read with
  * nothing allocated in between; exits 0, or 3 naming the first number
  * that differs. */
@@ -226,10 +251,7 @@ static int stats_agree_now(const char *when)
 	fclose(f);
 	const char *heap = strstr(xml, "<heap nr=\"0\">");
 	const char *all = heap ? strstr(heap, "</heap>") : NULL;
-	const struct {
-		const char *what;
-		size_t got, want;
-	} pairs[] = {
+	const struct stats_pair pairs[] = {
 	        {"mallinfo arena", (size_t)m.arena, m2.arena},
 	        {"mallinfo ordblks", (size_t)m.ordblks, m2.ordblks},
 	        {"mallinfo smblks", (size_t)m.smblks, m2.smblks},
@@ -266,17 +288,8 @@ static int stats_agree_now(const char *when)
 	        {"malloc_info process rest count",
 	         number_after(all ?: "", "type=\"rest\" count"), m2.ordblks},
 	};
-	for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
-		if (!stats_ok || pairs[i].got != pairs[i].want) {
-			fprintf(stderr,
-			        "%s: %s is %zu, mallinfo2 says %zu; "
-			        "malloc_stats "
-			        "printed:\n%s\nmalloc_info wrote:\n%s\n",
-			        when, pairs[i].what, pairs[i].got,
-			        pairs[i].want, stats, xml);
-			return 3;
-		}
-	return 0;
+	return stats_pairs_agree(pairs, sizeof(pairs) / sizeof(pairs[0]),
+	                         stats_ok, when, stats, xml);
 }
 
 /* malloc_stats on a closed stderr (its write fails with EBADF) keeps
