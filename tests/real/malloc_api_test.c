@@ -219,83 +219,76 @@ const char *test_misuse(void)
 	return NULL;
 }
 
-int main(int argc, char **argv)
+/* Every test, in the order they run. */
+static const struct {
+	const char *name;
+	const char *(*fn)(void);
+} tests[] = {
+        {"errno", test_errno},
+        {"malloc_zero", test_malloc_zero},
+        {"free_keeps_errno", test_free_keeps_errno},
+        {"alignment", test_alignment},
+        {"realloc_calloc", test_realloc_calloc},
+        {"thread_churn", test_thread_churn},
+        {"threads_share", test_threads_share},
+        {"fork", test_fork},
+        {"fork_handler_order", test_fork_handler_order},
+        {"fork_background", test_fork_background},
+        {"fork_stdio_lock", test_fork_stdio_lock},
+        {"slot_mode", test_slot_mode},
+        {"fork_stress", test_fork_stress},
+        {"fork_shared", test_fork_shared},
+        {"exchange_mode", test_exchange_mode},
+        {"exit_late", test_exit_late},
+        {"last_round_claim", test_last_round_claim},
+        {"late_sharers", test_late_sharers},
+        {"fifth_sharer", test_fifth_sharer},
+        {"passing_sharers", test_passing_sharers},
+        {"fork_clears_sharers", test_fork_clears_sharers},
+        {"probe_refused", test_probe_refused},
+        {"misuse", test_misuse},
+        {"background", test_background},
+        {"realloc_background", test_realloc_background},
+        {"no_background", test_no_background},
+        {"background_signals", test_background_signals},
+        {"background_after_forks", test_background_after_forks},
+        {"background_after_failed_starts", test_background_after_failed_starts},
+        {"background_at_threshold", test_background_at_threshold},
+        {"background_initfirst", test_background_initfirst},
+        {"underscore_fork", test_underscore_fork},
+        {"signal_fork", test_signal_fork},
+        {"handler_fork", test_handler_fork},
+        {"clone_child", test_clone_child},
+        {"first_allocations", test_first_allocations},
+        {"address_limit", test_address_limit},
+        {"calloc_large_untouched", test_calloc_large_untouched},
+        {"errno_setup", test_errno_setup},
+        {"errno_data_limit", test_errno_data_limit},
+        {"overflow_wraps_small", test_overflow_wraps_small},
+        {"memalign_top_alignment", test_memalign_top_alignment},
+        {"realloc_zero", test_realloc_zero},
+        {"calloc_large_dirty", test_calloc_large_dirty},
+        {"calloc_large_reused", test_calloc_large_reused},
+        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
+        {"small_heap_no_threads", test_small_heap_no_threads},
+        {"partial_mprotect", test_partial_mprotect},
+        {"calloc_locked", test_calloc_locked},
+        {"env_switches", test_env_switches},
+        {"env_switch_edges", test_env_switch_edges},
+        {"env_report_keeps_errno", test_env_report_keeps_errno},
+        {"poison_mode", test_poison_mode},
+        {"malloc_trim", test_malloc_trim},
+        {"libc_names", test_libc_names},
+        {"mallinfo", test_mallinfo},
+        {"malloc_stats_info", test_malloc_stats_info},
+        {"stats_agree", test_stats_agree},
+        {"diff", test_diff},
+};
+
+/* Runs every test in tests, printing a line for each and the totals;
+ * the program's exit status: 0 if all passed, else 1. */
+static int run_tests(void)
 {
-	if (argc > 1)
-		return first_scenario(argv[1]);
-	self_exe = argv[0];
-	if (!find_extensions()) {
-		printf("not ok preload: mm_malloc_threads or "
-		       "mm_malloc_slot_mode not found (run "
-		       "under LD_PRELOAD=libmm_malloc.so)\n0 passed, 1 "
-		       "failed\n");
-		return 1;
-	}
-	static const struct {
-		const char *name;
-		const char *(*fn)(void);
-	} tests[] = {
-	        {"errno", test_errno},
-	        {"malloc_zero", test_malloc_zero},
-	        {"free_keeps_errno", test_free_keeps_errno},
-	        {"alignment", test_alignment},
-	        {"realloc_calloc", test_realloc_calloc},
-	        {"thread_churn", test_thread_churn},
-	        {"threads_share", test_threads_share},
-	        {"fork", test_fork},
-	        {"fork_handler_order", test_fork_handler_order},
-	        {"fork_background", test_fork_background},
-	        {"fork_stdio_lock", test_fork_stdio_lock},
-	        {"slot_mode", test_slot_mode},
-	        {"fork_stress", test_fork_stress},
-	        {"fork_shared", test_fork_shared},
-	        {"exchange_mode", test_exchange_mode},
-	        {"exit_late", test_exit_late},
-	        {"last_round_claim", test_last_round_claim},
-	        {"late_sharers", test_late_sharers},
-	        {"fifth_sharer", test_fifth_sharer},
-	        {"passing_sharers", test_passing_sharers},
-	        {"fork_clears_sharers", test_fork_clears_sharers},
-	        {"probe_refused", test_probe_refused},
-	        {"misuse", test_misuse},
-	        {"background", test_background},
-	        {"realloc_background", test_realloc_background},
-	        {"no_background", test_no_background},
-	        {"background_signals", test_background_signals},
-	        {"background_after_forks", test_background_after_forks},
-	        {"background_after_failed_starts",
-	         test_background_after_failed_starts},
-	        {"background_at_threshold", test_background_at_threshold},
-	        {"background_initfirst", test_background_initfirst},
-	        {"underscore_fork", test_underscore_fork},
-	        {"signal_fork", test_signal_fork},
-	        {"handler_fork", test_handler_fork},
-	        {"clone_child", test_clone_child},
-	        {"first_allocations", test_first_allocations},
-	        {"address_limit", test_address_limit},
-	        {"calloc_large_untouched", test_calloc_large_untouched},
-	        {"errno_setup", test_errno_setup},
-	        {"errno_data_limit", test_errno_data_limit},
-	        {"overflow_wraps_small", test_overflow_wraps_small},
-	        {"memalign_top_alignment", test_memalign_top_alignment},
-	        {"realloc_zero", test_realloc_zero},
-	        {"calloc_large_dirty", test_calloc_large_dirty},
-	        {"calloc_large_reused", test_calloc_large_reused},
-	        {"pvalloc_whole_pages", test_pvalloc_whole_pages},
-	        {"small_heap_no_threads", test_small_heap_no_threads},
-	        {"partial_mprotect", test_partial_mprotect},
-	        {"calloc_locked", test_calloc_locked},
-	        {"env_switches", test_env_switches},
-	        {"env_switch_edges", test_env_switch_edges},
-	        {"env_report_keeps_errno", test_env_report_keeps_errno},
-	        {"poison_mode", test_poison_mode},
-	        {"malloc_trim", test_malloc_trim},
-	        {"libc_names", test_libc_names},
-	        {"mallinfo", test_mallinfo},
-	        {"malloc_stats_info", test_malloc_stats_info},
-	        {"stats_agree", test_stats_agree},
-	        {"diff", test_diff},
-	};
 	int pass = 0, fail = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
 		const char *e = tests[i].fn();
@@ -310,4 +303,19 @@ int main(int argc, char **argv)
 	}
 	printf("%d passed, %d failed\n", pass, fail);
 	return fail != 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		return first_scenario(argv[1]);
+	self_exe = argv[0];
+	if (!find_extensions()) {
+		printf("not ok preload: mm_malloc_threads or "
+		       "mm_malloc_slot_mode not found (run "
+		       "under LD_PRELOAD=libmm_malloc.so)\n0 passed, 1 "
+		       "failed\n");
+		return 1;
+	}
+	return run_tests();
 }
