@@ -12,11 +12,11 @@
  *      have them is left out, said so), fill the per-AP part (stack
  *      top, cpus[] index), then INIT, 10 ms, SIPI, and a second SIPI if
  *      the first has not set `started` within 200 us (Intel SDM vol. 3A,
- *      "MP Initialization Protocol Algorithm"). Wait up to 1 s for the
- *      AP to mark itself online, or, if it has claimed its place by then,
- *      until it has (saying so every second); the parameter block is
- *      reused for the next AP only after that (or after the INIT that
- *      parks an AP given up on).
+ *      "MP Initialization Protocol Algorithm"). Wait up to 10 s for the
+ *      AP to mark itself online (Linux's bound), or, if it has claimed its
+ *      place by then, until it has (saying so every second); the parameter
+ * block is reused for the next AP only after that (or after the INIT that parks
+ * an AP given up on).
  *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
  *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
  *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
@@ -53,10 +53,18 @@
 #define AP_STACK_PAGES 8
 #define INIT_DELAY_US  10000
 #define SIPI_DELAY_US  200
-#define AP_WAIT_US     1000000     /* generous: TCG starts a vCPU slowly */
-#define LOW_LIMIT      0x100000ull /* a SIPI vector is a page below 1 MiB */
-#define EFER_LME       (1ull << 8)
-#define NO_APIC_ID     0xffffffffu
+/* An AP's answer to its SIPI: an instant on hardware, but TCG starts a
+ * vCPU slowly, and on a loaded host a vCPU's thread may wait long to run:
+ * at -smp 8 with the host's load at 30, one AP had not run its
+ * trampoline's first store 1 s after its SIPI (the bound until this
+ * version; 1 boot of 17). Linux waits 10 s; so does this. It only costs
+ * time when an AP never answers. */
+#define AP_WAIT_US 10000000
+/* How often a wait for an AP that claimed its place says it still waits. */
+#define AP_REPORT_US 1000000
+#define LOW_LIMIT    0x100000ull /* a SIPI vector is a page below 1 MiB */
+#define EFER_LME     (1ull << 8)
+#define NO_APIC_ID   0xffffffffu
 
 /* The parameter block, as trampoline.S reads it (offsets in smp.h). */
 struct tramp_params {
@@ -240,7 +248,7 @@ static bool wait_for(bool (*cond)(unsigned), unsigned id, uint64_t us)
 /* After the wait for cpus[id] ran out: gives up on the AP, unless it has
  * claimed its place meanwhile; then it comes online within a few stores
  * (no shootdown or stop-the-world runs during bring-up), and this waits
- * for it, saying every AP_WAIT_US that it still does: an AP halfway online
+ * for it, saying every AP_REPORT_US that it still does: an AP halfway online
  * cannot be parked, but a hang here must not be silent. Returns true when
  * the AP is online. */
 static bool give_up_unless_arriving(unsigned id, uint64_t init_ns)
@@ -248,7 +256,7 @@ static bool give_up_unless_arriving(unsigned id, uint64_t init_ns)
 	int awaited = AP_AWAITED;
 	if (atomic_compare_exchange_strong(&ap_state, &awaited, AP_ABANDONED))
 		return false;
-	uint64_t next = time_now_ns() + AP_WAIT_US * 1000ull;
+	uint64_t next = time_now_ns() + AP_REPORT_US * 1000ull;
 	while (!ap_online(id)) {
 		cpu_pause();
 		uint64_t now = time_now_ns();
@@ -260,17 +268,18 @@ static bool give_up_unless_arriving(unsigned id, uint64_t init_ns)
 		       id, cpus[id].apic_id,
 		       (unsigned long long)((now - init_ns) / 1000000));
 		atomic_store(&slow_ap_reported, true);
-		next = now + AP_WAIT_US * 1000ull;
+		next = now + AP_REPORT_US * 1000ull;
 	}
 	return true;
 }
 
 /* smp.late_ap: lets the held AP go, now that the wait for it is over,
- * and gives it the time it takes to come online before the INIT. */
+ * and gives it the time it would take to come online (it runs already:
+ * a second is plenty) before the INIT. */
 static void let_late_ap_in(unsigned id)
 {
 	atomic_store(&late_ap_go, true);
-	wait_for(ap_online, id, AP_WAIT_US);
+	wait_for(ap_online, id, AP_REPORT_US);
 }
 
 /* Allocates cpus[id]'s stack and IST stacks before the AP starts, so that
