@@ -335,8 +335,12 @@ static void thread_nothing(void *arg)
 
 /* mm_port_thread_join frees the handle mm_port_thread_start allocated:
  * afterwards the handle carries the span heap's free marker (cookie ^
- * address, in word 1), which only a free writes. It sits in this CPU's
- * magazine, where nothing else on this CPU takes it meanwhile. */
+ * address, in word 1), which only a free writes. Only an allocation on
+ * this CPU could hand it out again before the read: it sits in this CPU's
+ * magazine (in poison mode, which has none, in its span, which this CPU
+ * caches: no sweep claims a cached span), and nothing on this CPU
+ * allocates meanwhile (the heap's scavenger and sweeper never do), nor
+ * does any other thread flush every CPU's cache (a release-all). */
 KTEST(mm_port, thread_join_frees_the_handle)
 {
 	struct mm_thread *t =

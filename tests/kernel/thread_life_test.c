@@ -45,7 +45,11 @@ static void unpark_all(struct thread_handle *h, unsigned n)
 /*
  * A run queue counts the threads homed there: one more for each made, one
  * fewer for each that exits. A count that only grew would make
- * THREAD_ANY_CPU shun a CPU for threads long gone.
+ * THREAD_ANY_CPU shun a CPU for threads long gone. The counts here are
+ * exact because only this thread makes threads meanwhile (tests run one
+ * at a time, and none leaves a thread behind): the heap's scavenger and
+ * sweeper are homed for good and counted alike before and after, their
+ * sleeps and wakes move no count, and no thread migrates.
  */
 KTEST(thread, run_queue_counts_a_thread_until_it_exits)
 {
