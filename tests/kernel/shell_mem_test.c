@@ -59,6 +59,21 @@ static void free_backed_run(void)
 		mheap_free_pages(&kheap, run, 64);
 }
 
+/* Runs cmd at the shell, its output captured, with the heap's threads
+ * stopped and a backed run freed just before; returns the frames free
+ * just before the command. */
+static uint64_t run_stopped(const char *cmd)
+{
+	heap_threads_stop();
+	free_backed_run();
+	uint64_t nfree = frames_free_count();
+	capture_start();
+	KEXPECT_EQ(shell_run_line(cmd), SHELL_OK);
+	capture_stop();
+	heap_threads_start();
+	return nfree;
+}
+
 /* The numbers of a line of the captured text, in order, each after the
  * word before it; false if one is missing. */
 static bool line_numbers(const char *p, const char *const *before, uint64_t *v,
@@ -83,12 +98,7 @@ KTEST(shell_mem, scavenge_reports_its_pages_in_kib_and_frames)
 	static const char *const before[4] = {"scavenge: ", "(", "frames free ",
 	                                      "-> "};
 	uint64_t v[4] = {0}; /* P, K, C, D */
-	heap_threads_stop();
-	free_backed_run();
-	capture_start();
-	KEXPECT_EQ(shell_run_line("scavenge"), SHELL_OK);
-	capture_stop();
-	heap_threads_start();
+	run_stopped("scavenge");
 	KASSERT(line_numbers(seen, before, v, 4));
 	ktest_diag("scavenged %llu pages, frames free %llu -> %llu",
 	           (unsigned long long)v[0], (unsigned long long)v[2],
@@ -105,13 +115,7 @@ KTEST(shell_mem, release_reports_the_frames_that_came_back)
 	static const char *const before[3] = {"pages scavenged; ",
 	                                      "frames free ", " of "};
 	uint64_t v[3] = {0}; /* N, F, M */
-	heap_threads_stop();
-	free_backed_run();
-	uint64_t nfree = frames_free_count();
-	capture_start();
-	KEXPECT_EQ(shell_run_line("release"), SHELL_OK);
-	capture_stop();
-	heap_threads_start();
+	uint64_t nfree = run_stopped("release");
 	KASSERT(line_numbers(seen, before, v, 3));
 	ktest_diag("%llu frames free before, %llu came back, %llu after",
 	           (unsigned long long)nfree, (unsigned long long)v[0],
