@@ -191,10 +191,7 @@ static void sum_workers(unsigned long *allocs, unsigned long *frees,
 {
 	for (int i = 0; i < WORKERS; i++) {
 		struct worker *w = &workers[i];
-		if (w->failures.n)
-			ktest_fail_at(__FILE__, __LINE__,
-			              "worker %d: %lu failures, first: %s", i,
-			              w->failures.n, w->failures.first);
+		STRESS_REPORT(i, &w->failures);
 		*allocs += w->allocs;
 		*frees += w->frees;
 		*handed += w->handed;

@@ -269,10 +269,7 @@ static void report_failures(void)
 {
 	for (int i = 0; i < WORKERS; i++) {
 		struct worker *w = &workers[i];
-		if (w->failures.n)
-			ktest_fail_at(__FILE__, __LINE__,
-			              "worker %d: %lu failures, first: %s", i,
-			              w->failures.n, w->failures.first);
+		STRESS_REPORT(i, &w->failures);
 	}
 }
 

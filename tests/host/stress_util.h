@@ -41,6 +41,16 @@ stress_fail(struct stress_failures *f, const char *fmt, ...)
 	}
 }
 
+/* Fails the running test at file:line if worker i failed a check,
+ * naming how many and the first. */
+#define STRESS_REPORT(i, f)                                                 \
+	do {                                                                \
+		if ((f)->n)                                                 \
+			ktest_fail_at(__FILE__, __LINE__,                   \
+			              "worker %d: %lu failures, first: %s", \
+			              (i), (f)->n, (f)->first);             \
+	} while (0)
+
 /* Items of one size waiting in the owner's array, under a mutex. */
 struct stress_inbox {
 	pthread_mutex_t lock;
