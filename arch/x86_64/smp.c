@@ -4,19 +4,20 @@
  *
  * Basic algorithm:
  *   1. Pick the highest usable RAM page below 1 MiB (frames never hands
- *      those out) that is not the kernel image's, copy the trampoline there and
- * identity-map it in the kernel page tables, so the AP can keep running from it
- * when it turns paging on. Fill the parameter block's fixed part: GDT base,
- *      far-jump targets, CR0/CR3/CR4/EFER as the boot CPU has them.
+ *      those out) that is not the kernel image's, copy the trampoline
+ *      there and identity-map it in the kernel page tables, so the AP can
+ *      keep running from it when it turns paging on. Fill the parameter
+ *      block's fixed part: GDT base, far-jump targets, CR0/CR3/CR4/EFER
+ *      as the boot CPU has them.
  *   2. Per AP: allocate its stack and IST stacks (an AP that cannot
  *      have them is left out, said so), fill the per-AP part (stack
  *      top, cpus[] index), then INIT, 10 ms, SIPI, and a second SIPI if
  *      the first has not set `started` within 200 us (Intel SDM vol. 3A,
- *      "MP Initialization Protocol Algorithm"). Wait up to 10 s for the
- *      AP to mark itself online (Linux's bound), or, if it has claimed its
- *      place by then, until it has (saying so every second); the parameter
- * block is reused for the next AP only after that (or after the INIT that parks
- * an AP given up on).
+ *      "MP Initialization Protocol Algorithm"). Wait up to 10 s (as
+ *      Linux does) for the AP to mark itself online, or, if it has
+ *      claimed its place by then, until it has (saying so every second);
+ *      the parameter block is reused for the next AP only after that (or
+ *      after the INIT that parks an AP given up on).
  *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
  *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
  *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
