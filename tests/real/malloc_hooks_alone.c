@@ -242,7 +242,8 @@ static void *panics_second(void *arg)
 static void two_panics(int out)
 {
 	dup2(out, 2);
-	alarm(20); /* a hang dies of SIGALRM (not inherited from fork) */
+	alarm(120); /* a hang dies of SIGALRM (not inherited from fork); 120 s
+	             * as main gives every scenario */
 	pthread_t t;
 	if (pthread_create(&t, NULL, panics_second, NULL) != 0)
 		_exit(2);
