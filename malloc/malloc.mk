@@ -217,8 +217,8 @@ test-malloc-tsan: $(MALLOC_TSAN_TEST)
 	@mkdir -p $(RESULTS)
 	@MM_MALLOC_MEMBARRIER=0 MM_MALLOC_BACKGROUND= \
 		TSAN_OPTIONS="$(TSAN_RUN_OPTIONS) suppressions=$(CURDIR)/$(MALLOC_TSAN_SUPP)" \
-		timeout -k 5 $(MALLOC_TSAN_TIMEOUT) $(MALLOC_TSAN_TEST) \
-		> $(BUILD)/malloc-tsan.log 2>&1; \
+		tools/run-progress $(MALLOC_TSAN_TIMEOUT) \
+		$(BUILD)/malloc-tsan.log $(MALLOC_TSAN_TEST); \
 	tools/ktap-check malloc-tsan $(BUILD)/malloc-tsan.log \
 		$(RESULTS)/malloc-tsan \
 		"exit status $$? (log: $(BUILD)/malloc-tsan.log)"

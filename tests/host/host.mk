@@ -268,8 +268,8 @@ $(TSAN_TEST): $(TSAN_OBJS) $(TSAN_BUILD)/host-test.objs
 test-tsan: $(TSAN_TEST)
 	@mkdir -p $(RESULTS)
 	@TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" HOST_TEST_EXCLUDE='$(TSAN_EXCLUDE)' \
-		timeout -k 5 $(TSAN_TIMEOUT) $(TSAN_TEST) '$(TSAN_TESTS)' \
-		> $(BUILD)/host-tsan.log 2>&1; \
+		tools/run-progress $(TSAN_TIMEOUT) $(BUILD)/host-tsan.log \
+		$(TSAN_TEST) '$(TSAN_TESTS)'; \
 	tools/ktap-check host-tsan $(BUILD)/host-tsan.log $(RESULTS)/host-tsan \
 		"exit status $$? (log: $(BUILD)/host-tsan.log)"
 

@@ -32,7 +32,7 @@ $(PORT_TEST): $(PORT_OBJS)
 
 test-port: $(PORT_TEST)
 	@mkdir -p $(RESULTS)
-	@timeout -k 5 $(HOST_TIMEOUT) $(PORT_TEST) > $(BUILD)/port-test.log 2>&1; \
+	@tools/run-progress $(HOST_TIMEOUT) $(BUILD)/port-test.log $(PORT_TEST); \
 	tools/ktap-check port $(BUILD)/port-test.log $(RESULTS)/port "exit status $$?"
 
 .PHONY: test-port
