@@ -295,14 +295,11 @@ static const struct {
 };
 
 /* The scenario what names; any other name is the dlopen one. Every
- * scenario but the exchange mode's runs under the hang guard
- * (hang_guard, malloc_api_test.h), which turns a hang into a failure that
- * names the scenario; those that loop re-arm it at every round. A
- * child of fork or _Fork inherits no alarm, so each child that allocates
- * sets its own. The guard was 20 s for the whole scenario, then 120 s:
- * underscore-fork (5.6 s of CPU) took 20 s of wall time with the
- * machine's load at 12 (two cores, make test's parts side by side), and
- * more than 120 s at 25. */
+ * scenario but the exchange mode's runs under the hang guard (hang_guard,
+ * malloc_api_test.h: why it is on a round), which turns a hang into a
+ * failure naming the scenario; those that loop re-arm it every round. A
+ * child of fork or _Fork inherits no alarm: each that allocates sets its
+ * own. */
 int first_scenario(const char *what)
 {
 	if (strcmp(what, "exchange") == 0)
