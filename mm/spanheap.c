@@ -151,29 +151,40 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 /* ---- The API
  * ------------------------------------------------------------------- */
 
-static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
-                       unsigned flags)
+/* The class that serves size bytes aligned to align (at least 16), or 0
+ * if it takes a large span of its own. */
+static unsigned class_for(size_t size, size_t align)
+{
+	if (size > SC_MAX_SIZE || align > MM_PAGE_SIZE)
+		return 0;
+	if (align <= 16)
+		return sizeclass_of(size);
+	unsigned cls = sizeclass_of(size > align ? size : align);
+	while (cls < SC_NCLASSES && sizeclass_info[cls].size % align)
+		cls++;
+	return cls < SC_NCLASSES ? cls : 0;
+}
+
+/* Every allocation but the fast path's, and realloc's (inject false:
+ * spanheap_realloc asked spanheap_fail_should itself). */
+static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
+                        unsigned flags, bool inject)
 {
 	void *p = NULL;
-	bool large = true; /* the page heap zeroed it (MHEAP_ZERO) */
-	if (spanheap_bad_flags("alloc", size, flags) ||
-	    size > sh->heap->arena_pages * MM_PAGE_SIZE) {
-		p = NULL;
-	} else if (align <= 16 && size <= SC_MAX_SIZE) {
-		p = alloc_small(sh, sizeclass_of(size), flags);
-		large = false;
-	} else if (align <= MM_PAGE_SIZE && size <= SC_MAX_SIZE) {
-		unsigned cls = sizeclass_of(size > align ? size : align);
-		while (cls < SC_NCLASSES && sizeclass_info[cls].size % align)
-			cls++;
-		large = cls >= SC_NCLASSES;
-		p = !large ? alloc_small(sh, cls, flags)
-		           : spanheap_large_alloc(sh, spanheap_pages_for(size),
-		                                  align, flags);
-	} else {
-		p = spanheap_large_alloc(sh, spanheap_pages_for(size), align,
-		                         flags);
+	unsigned cls = 0;
+	if (!spanheap_bad_flags("alloc", size, flags) &&
+	    size <= sh->heap->arena_pages * MM_PAGE_SIZE) {
+		cls = class_for(size, align);
+		/* Before anything is taken: an injected NULL leaves all as
+		 * it was, and is not counted as the page heap's refusal. */
+		if (inject && __builtin_expect(spanheap_fail_armed(sh), 0) &&
+		    spanheap_fail_should(sh, cls == 0, flags))
+			return NULL;
+		p = cls ? alloc_small(sh, cls, flags)
+		        : spanheap_large_alloc(sh, spanheap_pages_for(size),
+		                               align, flags);
 	}
+	bool large = cls == 0; /* the page heap zeroed it (MHEAP_ZERO) */
 	if (!p) {
 		if (flags & MM_ATOMIC) {
 			unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -190,6 +201,17 @@ static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
 	if ((flags & MM_ZERO) && !large)
 		mm_memset(p, 0, spanheap_usable_size(sh, p));
 	return p;
+}
+
+static void *alloc_any(struct spanheap *sh, size_t size, size_t align,
+                       unsigned flags)
+{
+	return alloc_call(sh, size, align, flags, true);
+}
+
+void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags)
+{
+	return alloc_call(sh, size, 16, flags, false);
 }
 
 /*
@@ -309,6 +331,10 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
 	                     0))
 		return alloc_unpinned(sh, size, flags);
+	if (__builtin_expect(spanheap_fail_armed(sh), 0)) {
+		mm_port_unpin(pin); /* every call of an armed heap comes here */
+		return alloc_any(sh, size, 16, flags);
+	}
 	unsigned cls = sizeclass_of(size);
 	if (__builtin_expect(sh->caches[pin.cpu].slab != NULL, 1))
 		mag_refilled(sh, pin.cpu, cls);

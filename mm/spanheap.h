@@ -96,6 +96,9 @@ struct spanheap_stats {
 	 * refill */
 	size_t mag_objects;
 	uint32_t sweepgen;
+	/* Failure injection (spanheap_fail.h): armed; since it was armed */
+	bool fail_armed;
+	uint64_t fail_calls, fail_injected;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
 };
@@ -150,8 +153,8 @@ void spanheap_free(struct spanheap *sh, void *p);
  * mm_panics, with the free's checks. */
 size_t spanheap_usable_size(struct spanheap *sh, const void *p);
 
-/* Hands this CPU's magazines back to their spans and its cached spans
- * back to their central lists. Any context but NMI. */
+/* Gives this CPU's magazines back to their spans and its cached spans to
+ * their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
 /* As spanheap_flush_cache, on this CPU and then on every other, if the
@@ -159,19 +162,16 @@ void spanheap_flush_cache(struct spanheap *sh);
  * could. Thread context, nothing pinned. */
 bool spanheap_flush_all(struct spanheap *sh);
 
-/*
- * Runs one whole sweep cycle now (flip, sweep every span, give empty
+/* Runs one whole sweep cycle now (flip, sweep every span, give empty
  * spans back) under the cycle semaphore; returns the spans given back
- * while it ran (other CPUs' flushes meanwhile included). This
- * CPU's magazines go back to their spans first (other CPUs keep theirs
- * until their next refill after the flip). Thread context.
- */
+ * while it ran (other CPUs' flushes meanwhile included). This CPU's
+ * magazines go back to their spans first (other CPUs keep theirs until
+ * their next refill after the flip). Thread context. */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
-/* Flushes every CPU's cache (spanheap_flush_all; with a port that cannot
- * reach other CPUs, this CPU's only), runs a sweep cycle, then scavenges
- * every free page (mheap_release_all); returns the pages released.
- * Thread context. */
+/* Flushes every CPU's cache it can reach (spanheap_flush_all), runs a
+ * sweep cycle, scavenges every free page (mheap_release_all); returns
+ * the pages released. Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);
 
 /* Starts the sweeper thread (mm_port_thread_start); true if it runs.
@@ -181,12 +181,11 @@ bool spanheap_sweeper_start(struct spanheap *sh);
 /* Stops the sweeper and joins it; nothing if none runs. Thread context. */
 void spanheap_sweeper_stop(struct spanheap *sh);
 
-/* A snapshot of the statistics (approximate while CPUs allocate). Thread
- * context. */
+/* A snapshot of the statistics (approximate while CPUs allocate). */
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
 
-/* mm_logs a slabinfo-style table, then the totals, then the page heap's
- * report (mheap_dump). Thread context. */
+/* mm_logs a slabinfo-style table, the totals, failure injection's state,
+ * then the page heap's report (mheap_dump). Thread context. */
 void spanheap_dump(struct spanheap *sh);
 
 /* Verifies every span and list, every CPU's magazines (other CPUs' where

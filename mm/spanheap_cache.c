@@ -192,8 +192,8 @@ bool spanheap_mags_drain_here(struct spanheap *sh)
 __attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
                                                       unsigned cpu)
 {
-	if (sh->cfg.poison)
-		return false; /* every object goes by its span, checked */
+	if (sh->cfg.poison || spanheap_fail_armed(sh))
+		return false; /* every object goes by its span */
 	uintptr_t *slab =
 	        mheap_alloc_pages(sh->heap, sh->mag_slab_pages, MHEAP_ATOMIC);
 	if (!slab)
@@ -283,10 +283,18 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 	}
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 	bool kick = false;
-	if (!sh->caches[pin.cpu].slab) {
+	bool zero = sh->caches[pin.cpu].slab &&
+	            m->limit == mag_base(sh, pin.cpu, cls);
+	if (zero && !spanheap_fail_armed(sh)) {
+		/* Held at size 0 by a failure injection since disarmed:
+		 * its floor back (cache_flush's way). */
+		mag_set_limit(m,
+		              mag_base(sh, pin.cpu, cls) + mag_floor(sh, cls));
+		mag_push(m, mag_top(m), a, sh->mag_cookie);
+	} else if (!sh->caches[pin.cpu].slab || zero) {
 		/* No slab yet: make it, or straight to the span if there
-		 * is no memory for one now. */
-		if (spanheap_mag_slab_make(sh, pin.cpu)) {
+		 * is no memory for one now (or injection is armed). */
+		if (!zero && spanheap_mag_slab_make(sh, pin.cpu)) {
 			mag_push(m, mag_top(m), a, sh->mag_cookie);
 		} else {
 			/* Marked as a push would have: every free object
@@ -313,12 +321,29 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 		spanheap_sweeper_kick(sh);
 }
 
+/* CPU cpu's magazines (pinned, drained): held at size 0 while failure
+ * injection is armed (spanheap_fail.c), so that every call takes a slow
+ * path; else a zero-sized one gets its floor back. */
+static void mags_resize(struct spanheap *sh, unsigned cpu, bool armed)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mmag *m = &sh->caches[cpu].mag[cls];
+		uintptr_t *base = mag_base(sh, cpu, cls);
+		if (armed)
+			mag_set_limit(m, base);
+		else if (m->limit == base)
+			mag_set_limit(m, base + mag_floor(sh, cls));
+	}
+}
+
 /* Hands back everything CPU cpu (pinned) caches: its magazines, then its
  * spans. Returns true if the sweeper should be kicked (after the unpin). */
 static bool cache_flush(struct spanheap *sh, unsigned cpu)
 {
 	struct mcache *mc = &sh->caches[cpu];
 	bool kick = mag_drain_all(sh, cpu);
+	if (mc->slab)
+		mags_resize(sh, cpu, spanheap_fail_armed(sh));
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mspan *s =
 		        mc->alloc[spanheap_class_checked(cls, __func__)];

@@ -74,7 +74,9 @@ static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
 		f->end = base + sh->mag_max[cls];
 		f->below = base[-1];
 		if (sh->mags[cpu] != mc->mag || m->limit > f->end ||
-		    m->limit < base + mag_floor(sh, cls) || m->top < base ||
+		    (m->limit < base + mag_floor(sh, cls) &&
+		     m->limit != base) || /* held at 0: spanheap_fail.c */
+		    m->top < base ||
 		    m->top > m->limit || base[-1] != 0) {
 			f->kind = MAG_BROKEN;
 			return false;

@@ -15,9 +15,9 @@
  *   spanheap_stats.c    statistics and the slabinfo dump
  *   spanheap_check.c    the checker; spanheap_check_cache.c its per-CPU
  *                       checks
- * Their headers: spanheap_span.h, spanheap_central.h and spanheap_cache.h
- * (included below) declare what the span, central and cache layers'
- * files give the others.
+ *   spanheap_fail.c     allocation-failure injection (spanheap_fail.h)
+ * spanheap_span.h, _central.h and _cache.h (included below) declare what
+ * those layers give the others.
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
@@ -116,6 +116,15 @@ static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
 	return (uint32_t)(((uint64_t)off * s->divmul) >> 32);
 }
 
+/* Failure injection (spanheap_fail.c): armed, every call reaches a slow
+ * path, which asks _should (counts it; true: fail it). _decided: realloc's. */
+static inline bool spanheap_fail_armed(struct spanheap *sh)
+{
+	return atomic_load_explicit(&sh->fail.armed, memory_order_acquire);
+}
+bool spanheap_fail_should(struct spanheap *sh, bool large, unsigned flags);
+void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
+
 /* Poison mode (spanheap_config.h, spanheap_poison.c): object a of size
  * bytes, freed, gets the poison; one handed out again (span_take), or
  * every object below marked of an empty span s going back to the page
@@ -167,13 +176,10 @@ static inline void *span_next_fast(struct spanheap *sh, struct mspan *s)
 	return ac ? span_take(sh, s, ac) : NULL;
 }
 
-/* The spans' calls (spanheap_span.h). */
+/* The spans' calls, the central lists, the per-CPU caches and their
+ * magazines. */
 #include "spanheap_span.h"
-
-/* The central lists (spanheap_central.h). */
 #include "spanheap_central.h"
-
-/* The per-CPU caches and their magazines (spanheap_cache.h). */
 #include "spanheap_cache.h"
 
 /* Wakes the sweeper if pending frees passed the threshold. Any context

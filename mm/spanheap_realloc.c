@@ -127,6 +127,10 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	size_t old = large ? (size_t)s->npages * MM_PAGE_SIZE : s->elemsize;
 	bool keep = size <= old && rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
+	/* It needs memory: one eligible call, p untouched if it fails. */
+	if (!keep && __builtin_expect(spanheap_fail_armed(sh), 0) &&
+	    spanheap_fail_should(sh, size > SC_MAX_SIZE, flags))
+		return NULL;
 	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
 	    size <= sh->heap->arena_pages * MM_PAGE_SIZE)
 		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
@@ -148,9 +152,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
 	    size < most)
 		want = size + min_sz(size / 8, most - size);
-	void *n = spanheap_alloc(sh, want, flags & ~MM_ZERO);
+	void *n = spanheap_alloc_decided(sh, want, flags & ~MM_ZERO);
 	if (!n && want != size)
-		n = spanheap_alloc(sh, size, flags & ~MM_ZERO);
+		n = spanheap_alloc_decided(sh, size, flags & ~MM_ZERO);
 	if (!n)
 		return NULL;
 	size_t copy = min_sz(old, size);

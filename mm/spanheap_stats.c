@@ -159,6 +159,11 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	        atomic_load_explicit(&sh->flush_alls, memory_order_relaxed);
 	st->n.flush_alls_failed = atomic_load_explicit(&sh->flush_alls_failed,
 	                                               memory_order_relaxed);
+	st->fail_armed = spanheap_fail_armed(sh);
+	st->fail_calls =
+	        atomic_load_explicit(&sh->fail.calls, memory_order_relaxed);
+	st->fail_injected =
+	        atomic_load_explicit(&sh->fail.injected, memory_order_relaxed);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -187,6 +192,20 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
  * buffer for every heap, taken by one dump at a time. */
 static struct spanheap_stats dump_stats;
 static _Atomic bool dump_busy;
+
+/* Failure injection's line: shown once it was ever armed. */
+static void dump_fail(struct spanheap *sh, const struct spanheap_stats *st)
+{
+	struct spanheap_fail_attr a;
+	spanheap_fail_get(sh, &a);
+	mm_log("spanheap: failure injection %s: interval %u, probability "
+	       "%u/10000, seed %lu, what %#x, failures left %s%lu; %lu "
+	       "eligible calls, %lu failures injected",
+	       st->fail_armed ? "armed" : "off", a.interval, a.probability,
+	       (unsigned long)a.seed, a.what, a.times < 0 ? "-" : "",
+	       (unsigned long)(a.times < 0 ? 1 : a.times), /* -1: no cap */
+	       (unsigned long)st->fail_calls, (unsigned long)st->fail_injected);
+}
 
 void spanheap_dump(struct spanheap *sh)
 {
@@ -230,6 +249,8 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st->n.atomic_fails, (unsigned long)st->n.reclaims,
 	       (unsigned long)st->n.flush_alls,
 	       (unsigned long)st->n.flush_alls_failed);
+	if (st->fail_armed || st->fail_calls)
+		dump_fail(sh, st);
 	atomic_store_explicit(&dump_busy, false, memory_order_release);
 	mheap_dump(sh->heap);
 }

@@ -1,0 +1,94 @@
+/*
+ * mm/spanheap_fail.h: allocation-failure injection on a span heap (Linux's
+ * failslab, FreeBSD's fail points), so that a developer can prove a
+ * caller's out-of-memory path: armed, chosen allocations return NULL as
+ * if memory had run out. Included by spanheap_types.h; the algorithm and
+ * its costs are in spanheap_fail.c.
+ *
+ * What is eligible: a call of spanheap_alloc, _aligned, _calloc, or a
+ * spanheap_realloc that needs memory (it grows out of its object), that
+ * the heap would otherwise try to serve (a refused call, bad flags or an
+ * impossible size, is not counted), and that matches what (enum
+ * spanheap_fail_what). Each such call is counted once, before any page
+ * of the page heap is asked for, so an injected failure asks for none.
+ * mheap_alloc_pages called directly is not covered: the page heap's
+ * users are the span heap and a port's own page-table and stack code.
+ */
+#ifndef MM_SPANHEAP_FAIL_H
+#define MM_SPANHEAP_FAIL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Which calls are eligible (spanheap_fail_attr.what). */
+enum spanheap_fail_what {
+	SPANHEAP_FAIL_SMALL = 1u << 0, /* served from a size class */
+	SPANHEAP_FAIL_LARGE = 1u << 1, /* a span of its own (over 32 KiB) */
+	/* Only MM_ATOMIC calls (with SMALL and/or LARGE) */
+	SPANHEAP_FAIL_ATOMIC_ONLY = 1u << 2,
+};
+#define SPANHEAP_FAIL_WHAT_ALL \
+	(SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE | SPANHEAP_FAIL_ATOMIC_ONLY)
+
+/* Per 10000: a probability of SPANHEAP_FAIL_PROB_ALL fails every call the
+ * interval picks. */
+#define SPANHEAP_FAIL_PROB_ALL 10000u
+
+/*
+ * The parameters, as Linux's fault_attr: the n-th eligible call since the
+ * arming (n from 1) fails if n is a multiple of interval (0 and 1: every
+ * call), and a draw for n from seed falls below probability (per 10000),
+ * and fewer than times failures were injected (-1: no cap). The draw is a
+ * hash of seed and n, not a generator's next value, so the same seed over
+ * the same sequence of calls fails the same calls (a failure replays).
+ */
+struct spanheap_fail_attr {
+	uint32_t interval;
+	uint32_t probability;
+	int64_t times;
+	uint64_t seed;
+	unsigned what; /* enum spanheap_fail_what; 0 means SMALL | LARGE */
+};
+
+/*
+ * A heap's injection state, in struct spanheap. Written by
+ * spanheap_fail_arm / _disarm (thread context, one at a time); read by
+ * every allocation's slow path in any context but NMI. Atomic, no lock:
+ * the parameters are stored relaxed before armed is stored release, and
+ * read relaxed after armed is read acquire (a call racing a new arming
+ * may still use the old values); calls and the failures left are
+ * read-modify-written atomically by the callers.
+ */
+struct spanheap_fail {
+	_Atomic bool armed;
+	_Atomic uint32_t interval, probability, what;
+	_Atomic uint64_t seed;
+	_Atomic int64_t left; /* failures left to inject; -1: no cap */
+	/* Since the last arming: eligible calls, failures injected */
+	_Atomic uint64_t calls, injected;
+};
+
+struct spanheap;
+
+/*
+ * Arms injection on sh with *attr and routes every allocation to the slow
+ * paths: every CPU's magazines are emptied and held at size 0
+ * (spanheap_flush_all) until spanheap_fail_disarm. Resets the counters.
+ * Returns false, logging why, for a bad attr (probability over 10000,
+ * times below -1, an unknown what bit; sh unchanged), or if the port
+ * could not reach every CPU: then it is armed, but another CPU may serve
+ * calls from its magazines (not counted) until its next refill. Thread
+ * context, nothing pinned.
+ */
+bool spanheap_fail_arm(struct spanheap *sh, const struct spanheap_fail_attr *a);
+
+/* Disarms and gives the magazines their sizes back (spanheap_flush_all).
+ * The counters stay for spanheap_stats. Thread context, nothing pinned. */
+void spanheap_fail_disarm(struct spanheap *sh);
+
+/* The attribute last armed (times: the failures left) and whether it is
+ * armed now. Any context. */
+bool spanheap_fail_get(struct spanheap *sh, struct spanheap_fail_attr *a);
+
+#endif
