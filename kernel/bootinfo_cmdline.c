@@ -138,7 +138,7 @@ static const char *const known_keys[] = {
         "smp.skip_sipi",   "smp.late_ap",    "time.stall_windows",
         "shell.notty",     "shell.heapmap",  "demo.early_fault",
         "smp.no_ist",      "smp.slow_ap",    "time.wide_windows",
-        "mm.debug_poison", "spinlock",
+        "mm.debug_poison", "spinlock",       "mm.fail",
 };
 
 static bool known_key(const char *word, size_t klen)

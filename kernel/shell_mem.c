@@ -1,8 +1,9 @@
 /*
  * The shell's memory commands: meminfo (the frame pool, the page heap,
  * the span heap, the scavenger's and the sweeper's counters), slabinfo
- * (per size class), and sweep, scavenge and release, which run the
- * collector's steps now and report what they did.
+ * (per size class), sweep, scavenge and release, which run the
+ * collector's steps now and report what they did, and mmfail, which arms,
+ * disarms and shows allocation-failure injection (mm/spanheap_fail.h).
  */
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
@@ -10,6 +11,7 @@
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
 #include "kernel/format.h"
+#include "kernel/string.h"
 #include "kernel/time.h"
 
 /* The shell thread's own (one command at a time): too big for its stack,
@@ -188,6 +190,41 @@ static enum shell_status cmd_release(int argc, char **argv)
 	return SHELL_OK;
 }
 
+static void fail_show(void)
+{
+	struct spanheap_fail_attr a;
+	bool armed = spanheap_fail_get(&kspanheap, &a);
+	const struct spanheap_stats *st = stats_now(0);
+	printk("mmfail: %s: interval %u, probability %u/10000, failures left "
+	       "%lld, what %#x, seed %llu; %llu eligible calls, %llu failures "
+	       "injected\n",
+	       armed ? "armed" : "off", a.interval, a.probability,
+	       (long long)a.times, a.what, (unsigned long long)a.seed,
+	       (unsigned long long)st->fail_calls,
+	       (unsigned long long)st->fail_injected);
+}
+
+/* mmfail [off | interval,probability,times[,what[,seed]]] */
+static enum shell_status cmd_mmfail(int argc, char **argv)
+{
+	if (argc > 2)
+		return shell_usage(&shell_mem_cmds[5]); /* its own entry */
+	if (argc == 2 && strcmp(argv[1], "off") == 0) {
+		spanheap_fail_disarm(&kspanheap);
+	} else if (argc == 2) {
+		struct spanheap_fail_attr a;
+		if (!heap_fail_parse("mmfail", argv[1], &a))
+			return SHELL_USAGE;
+		if (!spanheap_fail_arm(&kspanheap, &a)) {
+			printk("mmfail: not armed on every CPU\n");
+			fail_show();
+			return SHELL_FAILED;
+		}
+	}
+	fail_show();
+	return SHELL_OK;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -196,5 +233,7 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"sweep", "", "run a sweep cycle now", cmd_sweep},
         {"scavenge", "", "scavenge every free backed page now", cmd_scavenge},
         {"release", "", "flush, sweep and scavenge everything", cmd_release},
+        {"mmfail", "[off | interval,probability,times[,what[,seed]]]",
+         "show, arm or disarm kmalloc failure injection", cmd_mmfail},
         {NULL, NULL, NULL, NULL},
 };
