@@ -265,6 +265,7 @@ static enum shell_status stream_start(uint64_t period_ns)
 	                      : THREAD_NONE;
 	if (!thread_handle_ok(streamer)) {
 		kfree(stream_row);
+		stream_row = NULL; /* no stream: nothing to point at */
 		printk("heapmap: cannot start the stream\n");
 		return SHELL_FAILED;
 	}

@@ -269,8 +269,10 @@ static uint32_t mag_spilled(struct spanheap *sh, unsigned cpu, unsigned cls,
  * (mag_give_back), the recent half stays (it is the cache-warm one), and
  * the free (object a, checked) goes in. Or this CPU has no slab yet (its
  * first free, unless a refill made it), which the free makes first. Or
- * the fast path's pin pinned nothing: a pin, then the magazine it could
- * not see. Pinned by pin (mm_port_pin_fast's); unpins.
+ * its magazine is held at size 0 (failure injection armed, spanheap_fail.c):
+ * straight to the span; or was, and injection is off now: the floor back,
+ * then the push. Or the fast path's pin pinned nothing: a pin, then the
+ * magazine it could not see. Pinned by pin (mm_port_pin_fast's); unpins.
  */
 __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
                                                  uintptr_t a, unsigned cls,
