@@ -65,19 +65,9 @@ void heap_rseq_init(void);
  */
 void heap_init(void);
 
-/*
- * Allocation-failure injection (mm/spanheap_fail.h): parses
- * "interval,probability,times[,what[,seed]]" into *a: fail every
- * interval-th eligible kmalloc (0 or 1: each), probability per 10000 of
- * those (10000: all), at most times of them (-1: no cap); what is small,
- * large, atomic (KM_ATOMIC calls only) or all, joined by '+' (default
- * small+large); seed makes the draws (default 0). False, after printing
- * "who: FIELD 'value' ..." naming the bad field, if it is not that.
- * The command line's "mm.fail=..." arms it at the end of heap_init; the
- * shell's mmfail at any time. Any thread.
- */
-bool heap_fail_parse(const char *who, const char *s,
-                     struct spanheap_fail_attr *a);
+/* Allocation-failure injection: the command line's "mm.fail=..."
+ * (spanheap_fail_parse's syntax, mm/spanheap_fail.h) arms it at the end
+ * of heap_init; the shell's mmfail at any time. */
 
 /*
  * size bytes, or NULL if memory ran out (or, with KM_ATOMIC, cannot be had

@@ -213,7 +213,7 @@ static enum shell_status cmd_mmfail(int argc, char **argv)
 		spanheap_fail_disarm(&kspanheap);
 	} else if (argc == 2) {
 		struct spanheap_fail_attr a;
-		if (!heap_fail_parse("mmfail", argv[1], &a))
+		if (!spanheap_fail_parse("mmfail", argv[1], &a))
 			return SHELL_USAGE;
 		if (!spanheap_fail_arm(&kspanheap, &a)) {
 			printk("mmfail: not armed on every CPU\n");

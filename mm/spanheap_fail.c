@@ -1,6 +1,9 @@
 /*
  * mm/spanheap_fail.c: allocation-failure injection (spanheap_fail.h): the
- * decision whether an eligible call fails, and arming and disarming it.
+ * decision whether an eligible call fails, arming and disarming it, and
+ * the switches' syntax (spanheap_fail_parse), shared by the kernel's
+ * mm.fail and mmfail and the hosted malloc's MM_MALLOC_FAIL so that they
+ * accept and refuse the same values.
  *
  * Purpose: "out of memory returns NULL, and nothing is lost or leaked on
  * the error path" is a promise every caller of the heap makes too, and
@@ -160,4 +163,145 @@ bool spanheap_fail_get(struct spanheap *sh, struct spanheap_fail_attr *a)
 	a->seed = atomic_load_explicit(&f->seed, memory_order_relaxed);
 	a->what = atomic_load_explicit(&f->what, memory_order_relaxed);
 	return armed;
+}
+
+/* ---- The switch's syntax (kernel mm.fail and mmfail, MM_MALLOC_FAIL) --- */
+
+/* The len bytes at f as a string in buf (FIELD_SHOW bytes): its first 40
+ * and "..." if longer. A copy rather than "%.*s", which a port's small
+ * formatter need not have (docs/PORTING.md lists the formats mm/ uses). */
+#define FIELD_SHOW 44
+static const char *field_str(char *buf, const char *f, size_t len)
+{
+	size_t n = len > 40 ? 40 : len, i;
+	for (i = 0; i < n; i++)
+		buf[i] = f[i];
+	for (const char *dots = len > n ? "..." : ""; *dots; dots++)
+		buf[i++] = *dots;
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Field name of the value, len bytes at f: a decimal number in
+ * [0, hi] into *out; false, naming who, the field and the value, if it
+ * is not one. */
+static bool fail_number(const char *who, const char *name, const char *f,
+                        size_t len, uint64_t hi, uint64_t *out)
+{
+	uint64_t v = 0;
+	bool bad = len == 0 || len > 20;
+	for (size_t i = 0; i < len && !bad; i++) {
+		unsigned d = (unsigned)(f[i] - '0');
+		/* v * 10 + d > hi, asked without overflowing */
+		bad = d > 9 || v > hi / 10 || d > hi - v * 10;
+		v = v * 10 + d;
+	}
+	char buf[FIELD_SHOW];
+	if (bad)
+		mm_log("%s: %s '%s' is not a number in [0, %lu]", who, name,
+		       field_str(buf, f, len), (unsigned long)hi);
+	else
+		*out = v;
+	return !bad;
+}
+
+/* Whether the len bytes at f are word (no libc here: mm/ is freestanding). */
+static bool word_is(const char *word, const char *f, size_t len)
+{
+	size_t i = 0;
+	while (i < len && word[i] && word[i] == f[i])
+		i++;
+	return i == len && !word[i];
+}
+
+/* The what field: words joined by '+' (small, large, atomic, all). */
+static bool fail_what(const char *who, const char *f, size_t len,
+                      unsigned *what)
+{
+	static const struct {
+		const char *word;
+		unsigned bits;
+	} words[] = {{"small", SPANHEAP_FAIL_SMALL},
+	             {"large", SPANHEAP_FAIL_LARGE},
+	             {"atomic", SPANHEAP_FAIL_ATOMIC_ONLY},
+	             {"all", SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE}};
+	char buf[FIELD_SHOW];
+	*what = 0;
+	for (size_t at = 0, end; at <= len; at = end + 1) {
+		for (end = at; end < len && f[end] != '+'; end++)
+			;
+		size_t i = 0, n = sizeof(words) / sizeof(words[0]);
+		while (i < n && !word_is(words[i].word, f + at, end - at))
+			i++;
+		if (i == n) {
+			mm_log("%s: what '%s' is not small, large, atomic or "
+			       "all, joined by '+'",
+			       who, field_str(buf, f, len));
+			return false;
+		}
+		*what |= words[i].bits;
+	}
+	if (*what & (SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE))
+		return true;
+	mm_log("%s: what '%s' names no size (small, large or all)", who,
+	       field_str(buf, f, len));
+	return false;
+}
+
+/* Field i of the value (len bytes at f) into *a. */
+static bool fail_field(const char *who, unsigned i, const char *f, size_t len,
+                       struct spanheap_fail_attr *a)
+{
+	uint64_t v = 0;
+	switch (i) {
+	case 0:
+		if (!fail_number(who, "interval", f, len, UINT32_MAX, &v))
+			return false;
+		a->interval = (uint32_t)v;
+		return true;
+	case 1:
+		if (!fail_number(who, "probability", f, len,
+		                 SPANHEAP_FAIL_PROB_ALL, &v))
+			return false;
+		a->probability = (uint32_t)v;
+		return true;
+	case 2:
+		if (len == 2 && f[0] == '-' && f[1] == '1')
+			v = UINT64_MAX; /* no cap */
+		else if (!fail_number(who, "times (or -1)", f, len, INT64_MAX,
+		                      &v))
+			return false;
+		a->times = v == UINT64_MAX ? -1 : (int64_t)v;
+		return true;
+	case 3:
+		return fail_what(who, f, len, &a->what);
+	default:
+		return fail_number(who, "seed", f, len, UINT64_MAX, &a->seed);
+	}
+}
+
+bool spanheap_fail_parse(const char *who, const char *s,
+                         struct spanheap_fail_attr *a)
+{
+	*a = (struct spanheap_fail_attr){0};
+	const char *p = s;
+	for (unsigned i = 0; i < 5; i++) {
+		const char *end = p;
+		while (*end && *end != ',')
+			end++;
+		if (!fail_field(who, i, p, (size_t)(end - p), a))
+			return false;
+		if (*end == '\0' && i >= 2)
+			return true;
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	char buf[FIELD_SHOW];
+	size_t len = 0;
+	while (s[len])
+		len++;
+	mm_log("%s: '%s' is not interval,probability,times[,what[,seed]]", who,
+	       field_str(buf, s, len));
+	return false;
 }

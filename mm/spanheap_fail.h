@@ -91,4 +91,18 @@ void spanheap_fail_disarm(struct spanheap *sh);
  * armed now. Any context. */
 bool spanheap_fail_get(struct spanheap *sh, struct spanheap_fail_attr *a);
 
+/*
+ * Parses "interval,probability,times[,what[,seed]]" (the kernel's mm.fail
+ * and mmfail, the hosted malloc's MM_MALLOC_FAIL) into *a: fail every
+ * interval-th eligible call (0 or 1: each), probability per 10000 of
+ * those (10000: all), at most times of them (-1: no cap); what is small,
+ * large, atomic (MM_ATOMIC calls only) or all, joined by '+' (default
+ * small+large); seed makes the draws (default 0). Returns false, after
+ * an mm_log line "who: FIELD 'value' ..." naming the bad field, if s is
+ * not that. One parser for every switch, so that the kernel and the
+ * library accept, and refuse, the same values. Any context.
+ */
+bool spanheap_fail_parse(const char *who, const char *s,
+                         struct spanheap_fail_attr *a);
+
 #endif
