@@ -79,6 +79,14 @@ static inline void mm_malloc_maybe_start_bg(void)
  * value is not silently the default. Keeps errno; allocates nothing and
  * uses no stdio (the constructor calls it before libc is set up). */
 int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
+/* MM_MALLOC_FAIL's value val (NULL if unset): true, with *a filled, if
+ * it is spanheap_fail_parse's "interval,probability,times[,what[,seed]]";
+ * false if unset or empty, or if it is not, which is reported on stderr
+ * whatever MM_MALLOC_VERBOSE says ("mm_malloc: MM_MALLOC_FAIL: FIELD
+ * 'value' ..." and "...; ignored"): the program runs unarmed. Keeps
+ * errno; allocates nothing and uses no stdio. */
+bool mm_malloc_fail_switch(const char *val,
+                           struct spanheap_fail_attr *a) MM_MALLOC_HIDDEN;
 /* Sets mm_log's verbosity from MM_MALLOC_VERBOSE's value val (NULL if
  * unset); the constructor's, or mm_log's first line if that comes
  * before. */

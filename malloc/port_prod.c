@@ -145,18 +145,41 @@ void mm_malloc_log_init(const char *val)
 	        memory_order_relaxed);
 }
 
+/* Set while mm_malloc_fail_switch parses: the parser's mm_log line
+ * names a refused value, which the user must see, as a bad 0-or-1
+ * switch's is, verbose or not. Only heap_init's thread parses (the
+ * others wait for it), so a plain flag of this thread's would do; an
+ * atomic is the house's way for a flag another thread may read. */
+static atomic_bool log_loud;
+
 void mm_log(const char *fmt, ...)
 {
 	/* Read here if a line comes before the constructor. */
 	if (atomic_load_explicit(&verbose, memory_order_relaxed) < 0)
 		mm_malloc_log_init(getenv("MM_MALLOC_VERBOSE"));
 	int v = atomic_load_explicit(&verbose, memory_order_relaxed);
-	if (!v)
+	bool loud = atomic_load_explicit(&log_loud, memory_order_relaxed);
+	if (!v && !loud)
 		return;
+	int saved = errno;
 	va_list ap;
 	va_start(ap, fmt);
-	report("log: ", fmt, ap);
+	report(loud ? "" : "log: ", fmt, ap);
 	va_end(ap);
+	errno = saved;
+}
+
+bool mm_malloc_fail_switch(const char *val, struct spanheap_fail_attr *a)
+{
+	if (!val || !val[0])
+		return false;
+	atomic_store_explicit(&log_loud, true, memory_order_relaxed);
+	bool ok = spanheap_fail_parse("MM_MALLOC_FAIL", val, a);
+	if (!ok)
+		mm_log("MM_MALLOC_FAIL=%.40s%s: ignored", val,
+		       strlen(val) > 40 ? "..." : "");
+	atomic_store_explicit(&log_loud, false, memory_order_relaxed);
+	return ok;
 }
 
 /* ---- Address space ------------------------------------------------------ */

@@ -317,6 +317,11 @@ static void heap_init(void)
 	 * write after a free at the object's next allocation. */
 	sc.poison = mm_malloc_env_switch("MM_MALLOC_POISON",
 	                                 getenv("MM_MALLOC_POISON")) == 1;
+	/* Failure injection (mm/spanheap_fail.h), so that a program can
+	 * prove its out-of-memory paths: parsed here, armed once the heap
+	 * is. */
+	struct spanheap_fail_attr fa;
+	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
 	/* The arena is reserved whole (address space only). Where that is
 	 * limited (ulimit -v), a smaller one: halved down to one chunk. Until
 	 * this version a program under a limit below 64 GiB aborted at its
@@ -341,6 +346,15 @@ static void heap_init(void)
 	 * between claimed a slot without it, which it never gave back. */
 	key_ready = pthread_key_create(&exit_key, slot_exit) == 0;
 	atomic_store_explicit(&init_state, 2, memory_order_release);
+	/* Armed once the heap is published, not before: the arming flushes
+	 * this thread's cache, which pins, which claims a slot, which waits
+	 * for the heap (until it was moved here, the process hung). No
+	 * slot has a slab of magazines yet, and none is made while armed
+	 * (spanheap_mag_slab_make), so every call is counted from the
+	 * first; the port's "could not reach the other CPUs" is moot. A
+	 * thread racing the set-up may still make a slab in between. */
+	if (fail)
+		spanheap_fail_arm(&mm_malloc_sh, &fa);
 	mm_malloc_signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
 	/* Past this point allocations work, also from inside this. */

@@ -3,10 +3,12 @@
  * (malloc_api_test.h): MM_MALLOC_BACKGROUND, MM_MALLOC_MEMBARRIER,
  * MM_MALLOC_VERBOSE and MM_MALLOC_POISON take 0 or 1, and any other value
  * is reported on stderr, naming the variable and the value, and ignored;
- * and poison mode finds a write after a free.
+ * poison mode finds a write after a free; and MM_MALLOC_FAIL's injected
+ * failures look like running out of memory.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -75,6 +77,85 @@ int scenario_poison_write(void)
 	for (int i = 0; i < 16; i++)
 		free(malloc(32 << 10));
 	return 3; /* not found */
+}
+
+/* MM_MALLOC_FAIL's count: 30 malloc(64) calls, their results kept and
+ * nothing else allocated (no stdio) until all are made; then a line on
+ * stderr, "fail-count: N failed: I/E ...", each failure's call (from 1)
+ * and its errno. */
+int scenario_fail_count(void)
+{
+	enum { CALLS = 30 };
+	void *p[CALLS];
+	int err[CALLS];
+	for (int i = 0; i < CALLS; i++) {
+		errno = 0;
+		p[i] = malloc(64);
+		err[i] = errno;
+	}
+	char line[512];
+	int n = 0, len = 0;
+	for (int i = 0; i < CALLS; i++)
+		if (!p[i]) {
+			n++;
+			len += snprintf(line + len, sizeof(line) - (size_t)len,
+			                " %d/%d", i + 1, err[i]);
+		}
+	for (int i = 0; i < CALLS; i++)
+		free(p[i]);
+	fprintf(stderr, "fail-count: %d failed:%s\n", n, line);
+	return 0;
+}
+
+/* scenario_fail_api's report of a call that did not fail as out of
+ * memory does; returns 3. */
+static int fail_api_bad(const char *call, const void *p, int e)
+{
+	fprintf(stderr, "fail-api: %s: %p, errno %d\n", call, p, e);
+	return 3;
+}
+
+/* Every allocating call of the API, under MM_MALLOC_FAIL that fails
+ * every large call (over 32 KiB) and no small one: each must fail as
+ * when memory runs out, NULL and errno ENOMEM (posix_memalign: ENOMEM
+ * returned, its pointer untouched), and realloc keeps the old block.
+ * Returns 0, or 3 with a line on stderr naming the call that did not. */
+int scenario_fail_api(void)
+{
+	static const char *const calls[] = {"malloc",        "calloc",
+	                                    "aligned_alloc", "memalign",
+	                                    "valloc",        "realloc(NULL)"};
+	const size_t big = 1 << 20;
+	unsigned char *old = malloc(100);
+	if (!old)
+		return fail_api_bad("malloc(100)", old, errno);
+	memset(old, 0x5a, 100);
+	errno = 0;
+	void *r = realloc(old, big);
+	int e = errno;
+	for (int i = 0; i < 100 && !r; i++)
+		if (old[i] != 0x5a)
+			return fail_api_bad("realloc changed the old block", r,
+			                    e);
+	if (r || e != ENOMEM)
+		return fail_api_bad("realloc", r, e);
+	free(old);
+	void *x = &x;
+	int pm = posix_memalign(&x, 64, big);
+	if (pm != ENOMEM || x != &x)
+		return fail_api_bad("posix_memalign", x, pm);
+	for (int i = 0; i < 6; i++) {
+		errno = 0;
+		void *q = i == 0   ? malloc(big)
+		          : i == 1 ? calloc(1, big)
+		          : i == 2 ? aligned_alloc(4096, big)
+		          : i == 3 ? memalign(64, big)
+		          : i == 4 ? valloc(big)
+		                   : realloc(NULL, big);
+		if (q || errno != ENOMEM)
+			return fail_api_bad(calls[i], q, errno);
+	}
+	return 0;
 }
 
 /* Runs scenario what in a fresh process with name=val, its stderr into
@@ -218,6 +299,68 @@ const char *test_poison_mode(void)
 	              sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3,
 	      "write after free, no poison: status %#x, stderr '%s'", st, out);
+	return NULL;
+}
+
+/* The call (from 1) of scenario_fail_count's first failure in out, and
+ * the second's in *second; false unless the line says two failed, each
+ * with ENOMEM. */
+static bool two_failures(const char *out, int *first, int *second)
+{
+	const char *at = strstr(out, "fail-count: ");
+	int n = -1, e1 = 0, e2 = 0;
+	return at &&
+	       sscanf(at, "fail-count: %d failed: %d/%d %d/%d", &n, first, &e1,
+	              second, &e2) == 5 &&
+	       n == 2 && e1 == ENOMEM && e2 == ENOMEM;
+}
+
+/*
+ * MM_MALLOC_FAIL=3,10000,2 fails the 3rd and 6th eligible calls, with
+ * ENOMEM, and no more: of scenario_fail_count's 30 mallocs, two fail,
+ * three apart, the first no later than the 3rd (earlier by as many
+ * calls as libc made before the scenario: none with this glibc). A bad
+ * value is named by its field on stderr, and the program runs unarmed.
+ * Every allocating call fails as out of memory does (scenario_fail_api,
+ * realloc keeping its block) under 1,10000,-1,large.
+ */
+const char *test_fail_injection(void)
+{
+	char out[4096];
+	int first = 0, second = 0;
+	int st = run_with("fail-count", "MM_MALLOC_FAIL", "3,10000,2", out,
+	                  sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+	              two_failures(out, &first, &second) && first >= 1 &&
+	              first <= 3 && second == first + 3,
+	      "MM_MALLOC_FAIL=3,10000,2: status %#x, stderr '%s' (want two "
+	      "failures with errno %d, three calls apart)",
+	      st, out, ENOMEM);
+	static const struct {
+		const char *val, *said;
+	} bad[] = {
+	        {"3,20000,2", "mm_malloc: MM_MALLOC_FAIL: probability '20000' "
+	                      "is not a number in [0, 10000]\n"},
+	        {"3,10000,-2", "mm_malloc: MM_MALLOC_FAIL: times (or -1) '-2' "
+	                       "is not a number in [0, 9223372036854775807]\n"},
+	        {"3,10000,2,tiny", "mm_malloc: MM_MALLOC_FAIL: what 'tiny' is "
+	                           "not small, large, atomic or all"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		st = run_with("fail-count", "MM_MALLOC_FAIL", bad[i].val, out,
+		              sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 &&
+		              strstr(out, bad[i].said) &&
+		              strstr(out, "fail-count: 0 failed:"),
+		      "MM_MALLOC_FAIL=%s: status %#x, stderr '%s' (want '%s' "
+		      "and no failure)",
+		      bad[i].val, st, out, bad[i].said);
+	}
+	st = run_with("fail-api", "MM_MALLOC_FAIL", "1,10000,-1,large", out,
+	              sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "MM_MALLOC_FAIL=1,10000,-1,large: status %#x, stderr '%s'", st,
+	      out);
 	return NULL;
 }
 

@@ -266,6 +266,8 @@ static const struct {
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
         {"poison-write", scenario_poison_write},
+        {"fail-count", scenario_fail_count},
+        {"fail-api", scenario_fail_api},
         {"signal-fork", signal_fork},
         {"clone-child", clone_child},
         {"underscore-fork", scenario_underscore_fork},

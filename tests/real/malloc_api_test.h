@@ -22,7 +22,8 @@
  *                        malloc_stats and malloc_info
  *   malloc_api_fresh.c   the background threads and the scenarios that
  *                        need a fresh process (run_scenario)
- *   malloc_api_env.c     the environment's switches (MM_MALLOC_*)
+ *   malloc_api_env.c     the environment's switches (MM_MALLOC_*),
+ *                        failure injection (MM_MALLOC_FAIL)
  *   malloc_api_background.c  the background threads' signal masks
  *   malloc_api_trim.c    malloc_trim
  *   malloc_api_diff.c    the randomized differential test of the whole
@@ -150,6 +151,7 @@ const char *test_env_switches(void);
 const char *test_env_switch_edges(void);
 const char *test_env_report_keeps_errno(void);
 const char *test_poison_mode(void);
+const char *test_fail_injection(void);
 const char *test_malloc_trim(void);
 const char *test_libc_names(void);
 const char *test_mallinfo(void);
@@ -174,6 +176,8 @@ int scenario_partial_mprotect(void);
 int scenario_calloc_locked(void);
 int scenario_env(void);
 int scenario_poison_write(void);
+int scenario_fail_count(void);
+int scenario_fail_api(void);
 int scenario_trim(void);
 int scenario_trim_first(void);
 int scenario_trim_threads(void);
