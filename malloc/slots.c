@@ -284,6 +284,27 @@ void mm_malloc_signals_restore(const sigset_t *old)
 	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
+/* The page heap and the span heap (sc), or a panic. The arena is reserved
+ * whole (address space only). Where that is limited (ulimit -v), a
+ * smaller one: halved down to one chunk. Until this version a program
+ * under a limit below 64 GiB aborted at its first malloc. */
+static void heaps_make(const struct spanheap_config *sc)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	bool ok = false;
+	for (size_t a = hc.arena_bytes;
+	     !ok && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
+	     a /= 2) {
+		hc.arena_bytes = a;
+		ok = mheap_init(&mm_malloc_heap, &hc);
+	}
+	if (!ok || !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, sc))
+		mm_panic("cannot set up the heap (no address space for an "
+		         "arena of %zu MiB, the smallest tried?)",
+		         hc.arena_bytes >> 20);
+}
+
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
@@ -309,9 +330,7 @@ static void heap_init(void)
 	sigset_t old_mask;
 	mm_malloc_signals_block(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_BEGUN);
-	struct mheap_config hc;
 	struct spanheap_config sc;
-	mheap_config_default(&hc);
 	spanheap_config_default(&sc);
 	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
 	 * write after a free at the object's next allocation. */
@@ -322,21 +341,7 @@ static void heap_init(void)
 	 * is. */
 	struct spanheap_fail_attr fa;
 	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
-	/* The arena is reserved whole (address space only). Where that is
-	 * limited (ulimit -v), a smaller one: halved down to one chunk. Until
-	 * this version a program under a limit below 64 GiB aborted at its
-	 * first malloc. */
-	bool ok = false;
-	for (size_t a = hc.arena_bytes;
-	     !ok && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
-	     a /= 2) {
-		hc.arena_bytes = a;
-		ok = mheap_init(&mm_malloc_heap, &hc);
-	}
-	if (!ok || !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc))
-		mm_panic("cannot set up the heap (no address space for an "
-		         "arena of %zu MiB, the smallest tried?)",
-		         hc.arena_bytes >> 20);
+	heaps_make(&sc);
 	mm_malloc_fences = fences_register();
 #ifdef MM_TEST_HOOKS
 	mheap_test_hook = pass_mheap_hook;
