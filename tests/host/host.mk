@@ -45,9 +45,10 @@ FUZZ_MM_TARGETS := palloc_fuzz spanheap_fuzz mheap_fuzz
 # checking its parser's own contract: the loader's cmdline.txt and ELF
 # checks, the ACPI walk and MADT, the kernel's options and memory map
 # (bootinfo.c and bootinfo_cmdline.c, with tests/host/kernel_stubs.c),
-# the shell's line editor.
+# the shell's line editor, the failure injection switch's syntax (which
+# links all of mm/ and its POSIX port, to log through mm_log).
 FUZZ_INPUT_TARGETS := cmdline_trim_fuzz elf_check_fuzz acpi_fuzz \
-	bootinfo_fuzz lineedit_fuzz
+	bootinfo_fuzz lineedit_fuzz fail_parse_fuzz
 FUZZ_TARGETS := $(FUZZ_MM_TARGETS) $(FUZZ_INPUT_TARGETS)
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
@@ -68,6 +69,8 @@ FUZZ_SRCS_bootinfo_fuzz := kernel/bootinfo.c kernel/bootinfo_cmdline.c \
 	boot/paging.c tests/host/kernel_stubs.c \
 	tests/host/fuzz/bootinfo_fuzz.c
 FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
+FUZZ_SRCS_fail_parse_fuzz = $(FUZZ_COMMON_SRCS) \
+	tests/host/fuzz/fail_parse_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
 # targets that have some: palloc's and the span heap's start from
 # nothing). Runs
@@ -93,7 +96,7 @@ $(addprefix $(FUZZ_DIR)/,$(FUZZ_MM_TARGETS)): $(FUZZ_COMMON_SRCS) \
 $(addprefix $(FUZZ_DIR)/,$(FUZZ_INPUT_TARGETS)): $(wildcard boot/*.h \
 		kernel/*.h arch/x86_64/*.h tests/host/*.h)
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS_$(@F))
+	clang $(FUZZ_CFLAGS) -o $@ $(FUZZ_SRCS_$(@F)) -lpthread
 
 # True when clang can link a libFuzzer target here.
 FUZZ_RUNTIME = [ -r "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]
