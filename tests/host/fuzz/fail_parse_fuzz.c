@@ -123,10 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fail(ok ? "accepted what the syntax refuses"
 		        : "refused what the syntax accepts",
 		     s);
-	if (ok && (got.interval != want.interval ||
-	           got.probability != want.probability ||
-	           got.times != want.times || got.what != want.what ||
-	           got.seed != want.seed))
+	if (ok &&
+	    (got.interval != want.interval ||
+	     got.probability != want.probability || got.times != want.times ||
+	     got.what != want.what || got.seed != want.seed))
 		fail("accepted with other values than the syntax's", s);
 	if (ok && logged != 0)
 		fail("logged a line for a value it accepted", s);
