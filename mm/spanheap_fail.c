@@ -121,8 +121,9 @@ bool spanheap_fail_arm(struct spanheap *sh, const struct spanheap_fail_attr *a)
 		       "%#x (small 1, large 2, atomic only 4)",
 		       a->probability, SPANHEAP_FAIL_PROB_ALL,
 		       a->times < 0 ? "-" : "",
-		       (unsigned long)(a->times < 0 ? -(a->times + 1) + 1
-		                                    : a->times),
+		       /* |times|, INT64_MIN's too, without overflow */
+		       a->times < 0 ? (unsigned long)-(a->times + 1) + 1
+		                    : (unsigned long)a->times,
 		       what);
 		return false;
 	}

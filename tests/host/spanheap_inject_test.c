@@ -173,6 +173,10 @@ KTEST(spanheap_inject, arm_refuses_a_bad_attr)
 	mm_port_set_quiet(true);
 	KEXPECT(!arm(1, SPANHEAP_FAIL_PROB_ALL + 1, -1, 0, 0));
 	KEXPECT(!arm(1, SPANHEAP_FAIL_PROB_ALL, -2, 0, 0));
+	/* Its message shows |times| without overflowing (UBSan) */
+	KEXPECT(!arm(1, SPANHEAP_FAIL_PROB_ALL, INT64_MIN, 0, 0));
+	KEXPECT(strstr(mm_port_last_log(), "times -9223372036854775808") !=
+	        NULL);
 	KEXPECT(!arm(1, SPANHEAP_FAIL_PROB_ALL, -1, 0, 8));
 	KEXPECT(!arm(1, SPANHEAP_FAIL_PROB_ALL, -1, 0,
 	             SPANHEAP_FAIL_ATOMIC_ONLY));
