@@ -205,9 +205,11 @@ void mm_port_yield(void);
  * inside a fast path's restartable sequence, and nothing will be until fn
  * returns (the kernel stops the world; a user-space port holds the CPU's
  * slot). fn may take mm locks and must not sleep. With one CPU it calls
- * nothing and returns true. Returns false, having called nothing, if the
- * port cannot (then other CPUs' caches are given
- * back only by those CPUs). mm/ calls it when memory runs out
+ * nothing and returns true. Returns false if the port cannot reach every
+ * such CPU: having called nothing (the kernel, when the world cannot
+ * stop), or having called fn for those it could reach (a user-space port
+ * whose CPU is held by a thread for good). Then the CPUs not reached give
+ * their caches back only themselves. mm/ calls it when memory runs out
  * (spanheap_reclaim), to release everything and to check other CPUs'
  * magazines (spanheap_check): rare and slow. Thread
  * context (mm_port_can_sleep), nothing pinned, no mm lock held.

@@ -168,8 +168,10 @@ static bool slot_take_unbound(unsigned cpu)
 
 /*
  * Every other slot in turn, held as a pin holds it, so no thread is in
- * that CPU's cache meanwhile; slots bound threads hold are passed by (a
- * bound thread's fast path does not take its slot). One slot at a time:
+ * that CPU's cache meanwhile. A slot a bound thread holds is passed by (a
+ * bound thread's fast path does not take its slot, so nothing says when
+ * it is out of its cache), and the call returns false for it: mm/ then
+ * knows that CPU's caches were not flushed or checked. One slot at a time:
  * nothing is held while a slot is waited for, so no thread waits on this
  * one in turn.
  */
@@ -178,14 +180,19 @@ bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
 	mm_posix_expect_can_sleep("mm_port_each_other_cpu");
 	if (atomic_load(&each_other_refused))
 		return false;
+	bool all = true;
 	for (unsigned c = 0; c < MM_MAX_CPUS; c++) {
-		if (c == mm_posix_cpu_id || !slot_take_unbound(c))
+		if (c == mm_posix_cpu_id)
 			continue;
+		if (!slot_take_unbound(c)) {
+			all = false;
+			continue;
+		}
 		mm_posix_chaos();
 		fn(c, arg);
 		atomic_store_explicit(&mm_posix_cpu_slots[c].busy, 0,
 		                      memory_order_release);
 		mm_posix_chaos();
 	}
-	return true;
+	return all;
 }

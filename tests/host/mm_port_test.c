@@ -342,3 +342,47 @@ KTEST(mm_port, threads_start_and_join)
 	}
 	KEXPECT_EQ(count, CHURN);
 }
+
+/* ---- Reaching the other CPUs ----------------------------------------------
+ */
+
+struct bound_arg {
+	atomic_int bound, go; /* the thread is bound; it may unbind */
+};
+
+static void bound_worker(void *p)
+{
+	struct bound_arg *a = p;
+	mm_port_bind_cpu(3);
+	atomic_store(&a->bound, 1);
+	poll_until(&a->go, 1, 60 * S);
+	mm_port_unbind_cpu();
+}
+
+static void note_cpu(unsigned cpu, void *arg)
+{
+	*(uint64_t *)arg |= (uint64_t)1 << cpu;
+}
+
+/* A bound thread never pins, so its CPU cannot be held for
+ * mm_port_each_other_cpu: the call passes it by and says that it did
+ * (false), so that mm/ does not take a flush or a check of that CPU's
+ * caches as done. The others are visited; unbound, CPU 3 is too. */
+KTEST(mm_port, each_other_cpu_reports_a_bound_cpu_it_cannot_reach)
+{
+	enum { SELF = 0, BOUND = 3 };
+	uint64_t others = ~((uint64_t)1 << SELF);
+	mm_port_set_cpu(SELF);
+	struct bound_arg a = {0};
+	struct mm_thread *t = mm_port_thread_start("bound", bound_worker, &a);
+	KASSERT(t);
+	KASSERT(poll_until(&a.bound, 1, 60 * S));
+	uint64_t seen = 0;
+	KEXPECT(!mm_port_each_other_cpu(note_cpu, &seen));
+	KEXPECT_EQ(seen, others & ~((uint64_t)1 << BOUND));
+	atomic_store(&a.go, 1);
+	mm_port_thread_join(t);
+	seen = 0;
+	KEXPECT(mm_port_each_other_cpu(note_cpu, &seen));
+	KEXPECT_EQ(seen, others);
+}
