@@ -127,12 +127,14 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	size_t old = large ? (size_t)s->npages * MM_PAGE_SIZE : s->elemsize;
 	bool keep = size <= old && rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
-	/* It needs memory: one eligible call, p untouched if it fails. */
-	if (!keep && __builtin_expect(spanheap_fail_armed(sh), 0) &&
+	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
+	/* It needs memory: one eligible call, p untouched if it fails;
+	 * unless no arena holds it (alloc_call's refusal, not counted). */
+	if (!keep && fits && __builtin_expect(spanheap_fail_armed(sh), 0) &&
 	    spanheap_fail_should(sh, size > SC_MAX_SIZE, flags))
 		return NULL;
 	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
-	    size <= sh->heap->arena_pages * MM_PAGE_SIZE)
+	    fits)
 		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
 		                             flags);
 	if (keep) {

@@ -25,6 +25,7 @@ static const char *const op_names[SHH_NOPS] = {
         [SHH_FLUSH] = "flush",     [SHH_CPU] = "cpu",
         [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
         [SHH_CHECK] = "check",     [SHH_DOUBLE_FREE] = "double free",
+        [SHH_FAIL] = "fail",
 };
 
 /* ---- Decoding ------------------------------------------------------------ */
@@ -87,19 +88,45 @@ static size_t grown_pages(struct spanheap_harness *h)
 	return st.grown_pages;
 }
 
+/* Failure injection's counters (spanheap_fail.h): eligible calls and
+ * failures injected since the arming. */
+static uint64_t fail_calls(const struct spanheap_harness *h)
+{
+	return atomic_load(&h->sh.fail.calls);
+}
+
+static uint64_t fail_injected(const struct spanheap_harness *h)
+{
+	return atomic_load(&h->sh.fail.injected);
+}
+
 /* Runs a call with flags (MM_ATOMIC: the port's atomic context) between
- * the two halves; the second fails if a call with MM_NO_GROW grew the
- * page heap. */
+ * the two halves; the second checks the result p: it fails if a call
+ * with MM_NO_GROW grew the page heap, or if failure injection's count
+ * disagrees with p (a failure injected but p returned, more than one, one
+ * unarmed), and notes an injected NULL for refusal_ok. */
 static size_t call_begin(struct spanheap_harness *h, unsigned flags)
 {
+	h->fail_calls0 = fail_calls(h);
+	h->inj0 = fail_injected(h);
+	h->injected = false;
 	mm_port_set_atomic(flags & MM_ATOMIC);
 	return flags & MM_NO_GROW ? grown_pages(h) : 0;
 }
 
 static bool call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
-                     const char *what, size_t size)
+                     const char *what, size_t size, const void *p)
 {
 	mm_port_set_atomic(false);
+	uint64_t inj = fail_injected(h) - h->inj0;
+	if (inj > 1 || (inj && (p || !h->armed)))
+		return shh_fail(h,
+		                "%s of %zu bytes (flags %#x) = %p, with %lu "
+		                "failures injected%s",
+		                what, size, flags, p, (unsigned long)inj,
+		                h->armed ? "" : " while disarmed");
+	h->injected = inj == 1;
+	h->n.injected += inj;
 	if (!(flags & MM_NO_GROW) || grown_pages(h) == grown)
 		return true;
 	return shh_fail(h,
@@ -108,12 +135,24 @@ static bool call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
 	                what, size, grown, grown_pages(h));
 }
 
+/* A refused call (a bad alignment, an impossible size) is not eligible
+ * for failure injection: it must not have been counted. */
+static bool not_counted(struct spanheap_harness *h, const char *what)
+{
+	if (fail_calls(h) == h->fail_calls0)
+		return true;
+	return shh_fail(h, "%s, refused, was counted by failure injection",
+	                what);
+}
+
 /* An allocation of size bytes got NULL: fine for MM_ATOMIC and
- * MM_NO_GROW and in an arena that may run out, a failure otherwise. */
+ * MM_NO_GROW, in an arena that may run out, and for an injected failure;
+ * a failure otherwise. */
 static bool refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
 {
 	h->n.refused++;
-	if (!(flags & (MM_ATOMIC | MM_NO_GROW)) && !h->cfg.may_run_out)
+	if (!(flags & (MM_ATOMIC | MM_NO_GROW)) && !h->cfg.may_run_out &&
+	    !h->injected)
 		return shh_fail(h, "%zu bytes (flags %#x): NULL", size, flags);
 	return true;
 }
@@ -131,7 +170,7 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return do_free(h, b);
 	size_t grown = call_begin(h, flags);
 	void *p = spanheap_alloc(&h->sh, size, flags);
-	if (!call_end(h, flags, grown, "alloc", size))
+	if (!call_end(h, flags, grown, "alloc", size, p))
 		return false;
 	if (!p)
 		return refusal_ok(h, flags, size);
@@ -155,13 +194,13 @@ static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return do_free(h, b);
 	size_t grown = call_begin(h, flags);
 	void *p = spanheap_alloc_aligned(&h->sh, size, align, flags);
-	if (!call_end(h, flags, grown, "aligned alloc", size))
+	if (!call_end(h, flags, grown, "aligned alloc", size, p))
 		return false;
 	if (k >= 17) {
 		if (p)
 			return shh_fail(h, "alignment %zu accepted: %p", align,
 			                p);
-		return true;
+		return not_counted(h, "a bad alignment");
 	}
 	if (!p)
 		return refusal_ok(h, flags, size);
@@ -184,7 +223,7 @@ static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	unsigned flags = decode_flags(r >> 6) & ~MM_ZERO;
 	size_t grown = call_begin(h, flags);
 	void *p = spanheap_calloc(&h->sh, n, m, flags);
-	if (!call_end(h, flags, grown, "calloc", n * m))
+	if (!call_end(h, flags, grown, "calloc", n * m, p))
 		return false;
 	if (!p)
 		return refusal_ok(h, flags, n * m);
@@ -208,7 +247,7 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 		return false;
 	size_t grown = call_begin(h, flags);
 	void *q = spanheap_realloc(&h->sh, (void *)o.p, size, flags);
-	if (!call_end(h, flags, grown, "realloc", size))
+	if (!call_end(h, flags, grown, "realloc", size, q))
 		return false;
 	if (kind != R_RESIZE || !q) {
 		if (q)
@@ -219,6 +258,9 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 			return true;
 		}
 		if (kind == R_RESIZE && !refusal_ok(h, flags, size))
+			return false;
+		if (kind == R_REFUSE &&
+		    !not_counted(h, "an impossible realloc"))
 			return false;
 		return shh_verify(h, &o); /* untouched */
 	}
@@ -257,7 +299,7 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 			return do_free(h, b);
 		size_t grown = call_begin(h, flags);
 		void *p = spanheap_realloc(&h->sh, NULL, size, flags);
-		if (!call_end(h, flags, grown, "realloc", size))
+		if (!call_end(h, flags, grown, "realloc", size, p))
 			return false;
 		if (!p)
 			return refusal_ok(h, flags, size);
@@ -279,6 +321,72 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return realloc_live(h, i, size, flags,
 		                    size ? R_RESIZE : R_FREE);
 	}
+}
+
+/* A good attribute from a and b: every n-th call (1 to 8), all or a
+ * part of them, a cap of 0 to 6 failures or none, any filter. */
+static struct spanheap_fail_attr fail_attr_of(uint64_t a, uint64_t r)
+{
+	static const unsigned whats[] = {
+	        SPANHEAP_FAIL_SMALL,
+	        SPANHEAP_FAIL_LARGE,
+	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE,
+	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_ATOMIC_ONLY,
+	        SPANHEAP_FAIL_WHAT_ALL,
+	};
+	return (struct spanheap_fail_attr){
+	        .interval = (unsigned)(a % 8) + 1,
+	        .probability = (a >> 3) % 2 ? SPANHEAP_FAIL_PROB_ALL
+	                                    : (unsigned)((a >> 4) % 10001),
+	        .times = (a >> 18) % 4 ? (int64_t)((a >> 20) % 7) : -1,
+	        .what = whats[(r >> 8) % 5],
+	        .seed = r >> 16,
+	};
+}
+
+static bool attr_eq(const struct spanheap_fail_attr *x,
+                    const struct spanheap_fail_attr *y)
+{
+	return x->interval == y->interval && x->probability == y->probability &&
+	       x->times == y->times && x->what == y->what && x->seed == y->seed;
+}
+
+/* Disarms failure injection, or arms it: mostly with a good attribute,
+ * which must arm on every CPU and read back; at times a bad one
+ * (probability over 10000, times below -1, no class in what), which must
+ * be refused and change nothing. */
+static bool do_fail(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	uint64_t r = shh_mix(b);
+	if (h->armed && r % 4) {
+		spanheap_fail_disarm(&h->sh);
+		h->armed = false;
+		return true;
+	}
+	struct spanheap_fail_attr want = fail_attr_of(a, r), got;
+	bool bad = (r >> 2) % 8 == 0;
+	if (bad) {
+		struct spanheap_fail_attr was;
+		spanheap_fail_get(&h->sh, &was);
+		if ((r >> 5) % 3 == 0)
+			want.probability = SPANHEAP_FAIL_PROB_ALL + 1 +
+			                   want.probability % 1000;
+		want.times = (r >> 5) % 3 == 1 ? -2 : want.times;
+		want.what = (r >> 5) % 3 == 2 ? SPANHEAP_FAIL_ATOMIC_ONLY
+		                              : want.what;
+		if (spanheap_fail_arm(&h->sh, &want) ||
+		    spanheap_fail_get(&h->sh, &got) != h->armed ||
+		    !attr_eq(&got, &was))
+			return shh_fail(h, "a bad failure attribute changed "
+			                   "the heap's");
+		return true;
+	}
+	if (!spanheap_fail_arm(&h->sh, &want))
+		return shh_fail(h, "spanheap_fail_arm: %s", mm_port_last_log());
+	h->armed = true;
+	if (!spanheap_fail_get(&h->sh, &got) || !attr_eq(&got, &want))
+		return shh_fail(h, "the armed attribute does not read back");
+	return true;
 }
 
 static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
@@ -308,6 +416,8 @@ static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 	case SHH_RELEASE:
 		spanheap_release_all(&h->sh);
 		return true;
+	case SHH_FAIL:
+		return do_fail(h, a, b);
 	default:
 		return shh_fail(h, "bad op %d", (int)op);
 	}

@@ -25,8 +25,13 @@
  *   - impossible and bad requests (overflow, bad alignment, sizes over the
  *     arena) get NULL and change nothing;
  *   - NULL only for MM_ATOMIC or MM_NO_GROW (or, may_run_out, for any
- *     call: the arena is then too small), and a call with MM_NO_GROW
- *     never grows the page heap;
+ *     call: the arena is then too small), or for a failure injected
+ *     (SHH_FAIL armed it): a call whose result is not NULL injected none,
+ *     a call injects at most one, a refused call (bad alignment, an
+ *     impossible realloc) is not counted, and none is injected unarmed;
+ *     a call with MM_NO_GROW never grows the page heap;
+ *   - SHH_FAIL: a good attribute arms on every CPU and reads back; a bad
+ *     one is refused and changes nothing;
  *   - interior and foreign frees mm_panic, naming the pointer, and so
  *     do the usable size of a freed object and a second free right
  *     after the first on the same CPU;
@@ -59,6 +64,7 @@ enum shh_op {
 	SHH_CHECK,    /* shh_check, and every live object's contents and size */
 	SHH_DOUBLE_FREE, /* a live object freed, sized, freed again: both must
 	                    panic */
+	SHH_FAIL, /* arm failure injection (spanheap_fail.h), or disarm it */
 	SHH_NOPS
 };
 
@@ -83,7 +89,8 @@ struct shh_obj {
 struct shh_counts {
 	unsigned long ops[SHH_NOPS];
 	unsigned long allocs, frees, large, zeroed, refused, panics;
-	uint64_t classes; /* bit c: an object of class c was handed out */
+	unsigned long injected; /* NULLs that failure injection made */
+	uint64_t classes;       /* bit c: an object of class c was handed out */
 };
 
 struct spanheap_harness {
@@ -97,6 +104,9 @@ struct spanheap_harness {
 	size_t class_live[SC_NCLASSES]; /* [0]: large objects */
 	size_t large_pages;
 	unsigned cpu;
+	bool armed;                 /* failure injection (SHH_FAIL) */
+	uint64_t fail_calls0, inj0; /* its counters when a call began */
+	bool injected;              /* the last call's NULL was injected */
 	unsigned long steps;
 	uint8_t next_fill;
 	struct shh_counts n;

@@ -2,7 +2,8 @@
  * Allocation-failure injection on the span heap (mm/spanheap_fail.c): the
  * interval picks exactly every n-th eligible call, times caps the
  * failures (under concurrent callers too), a seed's failures replay, the
- * filters (small, large, atomic only) pass the rest untouched, an
+ * filters (small, large, atomic only) pass the rest untouched and a
+ * refused call (bad flags, a size no arena holds) is not counted, an
  * injected failure is real OOM to the caller (realloc's object kept,
  * calloc and aligned calls NULL), the magazines stay empty while armed
  * and come back at the disarm, and after thousands of injected failures
@@ -156,12 +157,21 @@ KTEST(spanheap_inject, filters_pass_other_calls_uncounted)
 	stats_of(&st);
 	KEXPECT_EQ(st.fail_calls, 2);
 	KEXPECT_EQ(st.fail_injected, 2);
-	/* A refused call is no eligible one. */
+	/* A refused call is no eligible one: bad flags, and a size no
+	 * arena holds, from alloc and from realloc alike. */
+	size_t too_big = heap.arena_pages * MM_PAGE_SIZE + 1;
+	void *p = spanheap_alloc(&sh, SMALL, 0); /* not atomic: not eligible */
+	KASSERT(p);
+	KASSERT(arm(1, SPANHEAP_FAIL_PROB_ALL, -1, 0, 0)); /* every call */
 	mm_port_set_quiet(true);
 	KEXPECT(!served(SMALL, 1u << 9));
+	KEXPECT(!served(too_big, 0));
+	KEXPECT(spanheap_realloc(&sh, p, too_big, 0) == NULL);
+	KEXPECT(spanheap_realloc(&sh, p, SIZE_MAX, 0) == NULL);
 	mm_port_set_quiet(false);
+	spanheap_free(&sh, p);
 	stats_of(&st);
-	KEXPECT_EQ(st.fail_calls, 2);
+	KEXPECT_EQ(st.fail_calls, 0);
 	spanheap_fail_disarm(&sh);
 	SH_CHECK(&sh, "after the filters");
 	sh_heap_release(&heap);
