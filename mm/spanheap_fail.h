@@ -2,8 +2,8 @@
  * mm/spanheap_fail.h: allocation-failure injection on a span heap (Linux's
  * failslab, FreeBSD's fail points), so that a developer can prove a
  * caller's out-of-memory path: armed, chosen allocations return NULL as
- * if memory had run out. Included by spanheap_types.h; the algorithm and
- * its costs are in spanheap_fail.c.
+ * if memory had run out. Included by failpoint.h (spanheap_types.h
+ * includes that); the algorithm and its costs are in spanheap_fail.c.
  *
  * What is eligible: a call of spanheap_alloc, _aligned, _calloc, or a
  * spanheap_realloc that needs memory (it grows out of its object), that
@@ -11,13 +11,16 @@
  * impossible size, is not counted), and that matches what (enum
  * spanheap_fail_what). Each such call is counted once, before any page
  * of the page heap is asked for, so an injected failure asks for none.
- * mheap_alloc_pages called directly is not covered: the page heap's
- * users are the span heap and a port's own page-table and stack code.
+ * mheap_alloc_pages called directly is not covered (the page heap's
+ * users are the span heap and a port's own code), nor are the frames a
+ * port maps behind the heap: the kernel's frame pool has its own point
+ * with the same attribute and parser ("mmfail frame", kernel/frames.h),
+ * and both decide through mm/failpoint.c. The injection state is a
+ * struct failpoint (failpoint.h) in struct spanheap.
  */
 #ifndef MM_SPANHEAP_FAIL_H
 #define MM_SPANHEAP_FAIL_H
 
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -49,24 +52,6 @@ struct spanheap_fail_attr {
 	int64_t times;
 	uint64_t seed;
 	unsigned what; /* enum spanheap_fail_what; 0 means SMALL | LARGE */
-};
-
-/*
- * A heap's injection state, in struct spanheap. Written by
- * spanheap_fail_arm / _disarm (thread context, one at a time); read by
- * every allocation's slow path in any context but NMI. Atomic, no lock:
- * the parameters are stored relaxed before armed is stored release, and
- * read relaxed after armed is read acquire (a call racing a new arming
- * may still use the old values); calls and the failures left are
- * read-modify-written atomically by the callers.
- */
-struct spanheap_fail {
-	_Atomic bool armed;
-	_Atomic uint32_t interval, probability, what;
-	_Atomic uint64_t seed;
-	_Atomic int64_t left; /* failures left to inject; -1: no cap */
-	/* Since the last arming: eligible calls, failures injected */
-	_Atomic uint64_t calls, injected;
 };
 
 struct spanheap;

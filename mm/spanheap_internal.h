@@ -15,7 +15,8 @@
  *   spanheap_stats.c    statistics and the slabinfo dump
  *   spanheap_check.c    the checker; spanheap_check_cache.c its per-CPU
  *                       checks
- *   spanheap_fail.c     allocation-failure injection (spanheap_fail.h)
+ *   spanheap_fail.c     allocation-failure injection (spanheap_fail.h),
+ *                       deciding through failpoint.c (failpoint.h)
  * spanheap_span.h, _central.h and _cache.h (included below) declare what
  * those layers give the others.
  */
@@ -120,7 +121,7 @@ static inline uint32_t obj_index(const struct mspan *s, uintptr_t off)
  * path, which asks _should (counts it; true: fail it). _decided: realloc's. */
 static inline bool spanheap_fail_armed(struct spanheap *sh)
 {
-	return atomic_load_explicit(&sh->fail.armed, memory_order_acquire);
+	return failpoint_armed(&sh->fail);
 }
 bool spanheap_fail_should(struct spanheap *sh, bool large, unsigned flags);
 void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);

@@ -20,7 +20,7 @@
 #include "port.h"
 #include "sizeclasses.h"
 #include "spanheap_config.h"
-#include "spanheap_fail.h"
+#include "failpoint.h"
 
 /* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
  * statistics read them from other CPUs). */
@@ -177,8 +177,8 @@ struct spanheap {
 	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
 	uint8_t mag_fill[SC_NCLASSES];
 	size_t mag_slab_pages;
-	_Atomic size_t mag_slabs;  /* slabs made */
-	struct spanheap_fail fail; /* failure injection (spanheap_fail.h) */
+	_Atomic size_t mag_slabs; /* slabs made */
+	struct failpoint fail;    /* failure injection (spanheap_fail.h) */
 };
 
 #endif
