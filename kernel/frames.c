@@ -15,11 +15,17 @@
  * Locking: the pool lock (an mm lock, rank FRAMES) is taken inside every
  * call; any context but NMI. It sits above the vm lock because page-table
  * pages are allocated under that one.
+ *
+ * Failure injection (frames_fail_arm): a struct failpoint (mm/failpoint.h,
+ * the span heap's decision and counters) asked before the pool lock by
+ * frame_alloc and frames_alloc_contig; it takes no lock. Armed at run
+ * time only: the boot's page tables, stacks and heap need their frames.
  */
 #include "frames.h"
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
+#include "mm/failpoint.h"
 #include "mm/mm.h"
 
 /* Immutable after frames_init: */
@@ -209,14 +215,57 @@ static void check_managed(const char *fn, paddr_t pa, size_t npages)
 	}
 }
 
+/* Failure injection (frames.h): no lock, so that it may be asked under
+ * the vm lock, the heap's or none. */
+static struct failpoint fail;
+
+/* Whether this call fails by injection. Unarmed, one load and a branch:
+ * not a hot path (the pool lock and a bitmap search follow), but paid by
+ * every page-table and stack frame, so kept to that. */
+static inline bool fail_now(void)
+{
+	return __builtin_expect(failpoint_armed(&fail), 0) &&
+	       failpoint_should(&fail);
+}
+
 paddr_t frame_alloc(void)
 {
+	if (fail_now())
+		return 0;
 	return palloc_alloc(&pool, 1, NULL);
 }
 
 paddr_t frames_alloc_contig(size_t npages)
 {
+	/* 0 pages is refused below (logged), not an eligible call. */
+	if (npages && fail_now())
+		return 0;
 	return palloc_alloc(&pool, npages, NULL);
+}
+
+bool frames_fail_arm(const struct spanheap_fail_attr *a)
+{
+	/* A frame has no size class and no MM_ATOMIC flag: only the
+	 * default (0) and "all" mean something, every call. */
+	const unsigned every = SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE;
+	struct spanheap_fail_attr r = *a;
+	if (!r.what)
+		r.what = every;
+	return failpoint_arm(&fail, "frames", &r,
+	                     r.what == every ? NULL
+	                                     : "a frame has no size and no "
+	                                       "flags: what is all or absent");
+}
+
+void frames_fail_disarm(void)
+{
+	failpoint_disarm(&fail);
+}
+
+bool frames_fail_get(struct spanheap_fail_attr *a, struct failpoint_counts *n)
+{
+	*n = failpoint_counts(&fail);
+	return failpoint_get(&fail, a);
 }
 
 void frame_free(paddr_t pa)

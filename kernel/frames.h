@@ -59,4 +59,29 @@ size_t frames_metadata_bytes(void);
 /* Verifies the pool's allocator (palloc_check); panics on corruption. */
 void frames_check(void);
 
+/*
+ * Frame failure injection (Linux's fail_page_alloc beside the heap's
+ * failslab, mm/spanheap_fail.h): armed, the chosen calls of frame_alloc
+ * and frames_alloc_contig (one call, whatever its npages, is one eligible
+ * call) return 0 as if the pool were empty, taking nothing. Same attribute,
+ * parser (spanheap_fail_parse) and decision (mm/failpoint.h) as the heap's:
+ * the n-th call since the arming fails if n is a multiple of interval,
+ * its draw is below probability, and fewer than times failed. what must
+ * be 0 (the parser's default) or all: a frame has no size class and no
+ * MM_ATOMIC flag, so small, large or atomic would filter on nothing and
+ * are refused. Every caller counts: the kernel's page tables, stacks, the
+ * heap's mapping (kernel/mm_port.c) and thread structs; a test targeting
+ * one stops the heap's threads first. Returns false, logging why, for a
+ * bad attr (nothing changes). Disarm keeps the counters. Thread context;
+ * not at boot (it needs its frames: the kernel's mm.fail is the heap's).
+ */
+struct spanheap_fail_attr;
+struct failpoint_counts;
+bool frames_fail_arm(const struct spanheap_fail_attr *a);
+void frames_fail_disarm(void);
+
+/* The attribute last armed (times: the failures left), the counts since
+ * the arming into *n, and whether it is armed now. Any context. */
+bool frames_fail_get(struct spanheap_fail_attr *a, struct failpoint_counts *n);
+
 #endif

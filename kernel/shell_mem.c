@@ -3,7 +3,9 @@
  * the span heap, the scavenger's and the sweeper's counters), slabinfo
  * (per size class), sweep, scavenge and release, which run the
  * collector's steps now and report what they did, and mmfail, which arms,
- * disarms and shows allocation-failure injection (mm/spanheap_fail.h).
+ * disarms and shows allocation-failure injection: the heap's
+ * (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
+ * (kernel/frames.h).
  */
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
@@ -13,6 +15,7 @@
 #include "kernel/format.h"
 #include "kernel/string.h"
 #include "kernel/time.h"
+#include "mm/failpoint.h"
 
 /* The shell thread's own (one command at a time): too big for its stack,
  * and a kmalloc'd copy would be an object of the heap being described,
@@ -204,9 +207,42 @@ static void fail_show(void)
 	       (unsigned long long)st->fail_injected);
 }
 
-/* mmfail [off | interval,probability,times[,what[,seed]]] */
+/* The frame pool's (mmfail frame), in the heap's words. */
+static void fail_show_frames(void)
+{
+	struct spanheap_fail_attr a;
+	struct failpoint_counts n;
+	bool armed = frames_fail_get(&a, &n);
+	printk("mmfail frame: %s: interval %u, probability %u/10000, failures "
+	       "left %lld, seed %llu; %llu eligible calls, %llu failures "
+	       "injected; frames free %zu\n",
+	       armed ? "armed" : "off", a.interval, a.probability,
+	       (long long)a.times, (unsigned long long)a.seed,
+	       (unsigned long long)n.calls, (unsigned long long)n.injected,
+	       frames_free_count());
+}
+
+/* mmfail frame [off | SPEC]: the frame pool's point. */
+static enum shell_status fail_frames(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[2], "off") == 0) {
+		frames_fail_disarm();
+	} else if (argc == 3) {
+		struct spanheap_fail_attr a;
+		if (!spanheap_fail_parse("mmfail frame", argv[2], &a))
+			return SHELL_USAGE;
+		if (!frames_fail_arm(&a))
+			return SHELL_USAGE; /* what: frames_fail_arm says why */
+	}
+	fail_show_frames();
+	return SHELL_OK;
+}
+
+/* mmfail [frame] [off | interval,probability,times[,what[,seed]]] */
 static enum shell_status cmd_mmfail(int argc, char **argv)
 {
+	if (argc >= 2 && strcmp(argv[1], "frame") == 0 && argc <= 3)
+		return fail_frames(argc, argv);
 	if (argc > 2)
 		return shell_usage(&shell_mem_cmds[5]); /* its own entry */
 	if (argc == 2 && strcmp(argv[1], "off") == 0) {
@@ -233,7 +269,8 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"sweep", "", "run a sweep cycle now", cmd_sweep},
         {"scavenge", "", "scavenge every free backed page now", cmd_scavenge},
         {"release", "", "flush, sweep and scavenge everything", cmd_release},
-        {"mmfail", "[off | interval,probability,times[,what[,seed]]]",
-         "show, arm or disarm kmalloc failure injection", cmd_mmfail},
+        {"mmfail", "[frame] [off | interval,probability,times[,what[,seed]]]",
+         "show, arm or disarm kmalloc (or frame) failure injection",
+         cmd_mmfail},
         {NULL, NULL, NULL, NULL},
 };
