@@ -4,7 +4,8 @@
  * takes only what the calling thread prints: the background scavenger's
  * "at goal" line, printed between two of a heapmap's rows in a loaded
  * -smp 1 run, was read as map letters. capture_start_any takes every
- * thread's, for a test whose output comes from another thread. */
+ * thread's, for a test whose output comes from another thread.
+ * capture_run_line runs a shell line under a capture. */
 #ifndef TESTS_KERNEL_CAPTURE_UTIL_H
 #define TESTS_KERNEL_CAPTURE_UTIL_H
 
@@ -13,6 +14,7 @@
 
 #include "kernel/ktest.h"
 #include "kernel/printk_testing.h"
+#include "kernel/shell_testing.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
@@ -79,6 +81,16 @@ static inline __attribute__((unused)) bool seen_has(const char *needle)
 		return true;
 	ktest_diag("no '%s' in the output", needle);
 	return false;
+}
+/* Runs line at the shell with its output captured (capture_start);
+ * its status. */
+static inline __attribute__((unused)) enum shell_status
+capture_run_line(const char *line)
+{
+	capture_start();
+	enum shell_status st = shell_run_line(line);
+	capture_stop();
+	return st;
 }
 #endif /* KTEST_HOOKS */
 

@@ -23,6 +23,25 @@ static inline void heap_settle(void)
 	}
 }
 
+/* Stops the heap's background threads (the scavenger, the sweeper) and
+ * joins them: a test that counts frames across an operation, or fails
+ * the k-th frame allocation, needs neither to move the pool meanwhile.
+ * Thread context. */
+static inline void heap_threads_stop(void)
+{
+	mheap_scavenger_stop(&kheap);
+	spanheap_sweeper_stop(&kspanheap);
+}
+
+/* Starts them again (on the CPUs with the fewest threads); false if
+ * either could not start. Thread context. */
+static inline bool heap_threads_start(void)
+{
+	bool scav = mheap_scavenger_start(&kheap);
+	bool sweeper = spanheap_sweeper_start(&kspanheap);
+	return scav && sweeper;
+}
+
 /* Pages the span heap keeps for itself by design (its span structs, the
  * CPUs' magazine slabs and the all-spans array): they never go back, so
  * frame counts allow for their growth. */

@@ -98,15 +98,6 @@ KTEST(kmalloc_inject, mm_port_thread_start_fails_cleanly)
 	}
 }
 
-/* Runs line at the shell with its output captured; its status. */
-static enum shell_status run_captured(const char *line)
-{
-	capture_start();
-	enum shell_status s = shell_run_line(line);
-	capture_stop();
-	return s;
-}
-
 KTEST(kmalloc_inject, shell_commands_that_allocate_fail_cleanly)
 {
 	static const struct {
@@ -124,7 +115,7 @@ KTEST(kmalloc_inject, shell_commands_that_allocate_fail_cleanly)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		arm_nth(cases[i].nth, 0);
-		enum shell_status s = run_captured(cases[i].line);
+		enum shell_status s = capture_run_line(cases[i].line);
 		if (s != SHELL_FAILED || !strstr(seen, cases[i].says))
 			ktest_fail_at(
 			        __FILE__, __LINE__,
@@ -153,7 +144,7 @@ KTEST(kmalloc_inject, stress_workers_see_exactly_the_injected_nulls)
 	                               .what = SPANHEAP_FAIL_LARGE};
 	size_t hmeta0 = heap_meta_frames(), tables0 = paging_table_pages();
 	KASSERT(spanheap_fail_arm(&kspanheap, &a));
-	enum shell_status s = run_captured("stress 2");
+	enum shell_status s = capture_run_line("stress 2");
 	uint64_t injected = injected_now();
 	spanheap_fail_disarm(&kspanheap);
 	uint64_t nulls = ~0ull;
@@ -245,21 +236,22 @@ KTEST(kmalloc_inject, atomic_calls_in_an_interrupt_get_null)
 KTEST(kmalloc_inject, the_mmfail_command)
 {
 	struct spanheap_fail_attr a;
-	KEXPECT_EQ(run_captured("mmfail 1,10001,1"), SHELL_USAGE);
+	KEXPECT_EQ(capture_run_line("mmfail 1,10001,1"), SHELL_USAGE);
 	KEXPECT(strstr(seen, "probability '10001' is not a number in [0, "
 	                     "10000]") != NULL);
-	KEXPECT_EQ(run_captured("mmfail 1,100,1,tiny"), SHELL_USAGE);
+	KEXPECT_EQ(capture_run_line("mmfail 1,100,1,tiny"), SHELL_USAGE);
 	KEXPECT(strstr(seen, "what 'tiny'") != NULL);
-	KEXPECT_EQ(run_captured("mmfail 1,100"), SHELL_USAGE);
+	KEXPECT_EQ(capture_run_line("mmfail 1,100"), SHELL_USAGE);
 	KEXPECT(!spanheap_fail_get(&kspanheap, &a));
-	KEXPECT_EQ(run_captured("mmfail 3,10000,-1,small+atomic,7"), SHELL_OK);
+	KEXPECT_EQ(capture_run_line("mmfail 3,10000,-1,small+atomic,7"),
+	           SHELL_OK);
 	KEXPECT(strstr(seen, "mmfail: armed: interval 3") != NULL);
 	KEXPECT(spanheap_fail_get(&kspanheap, &a));
 	KEXPECT_EQ(a.interval, 3);
 	KEXPECT_EQ(a.times, -1);
 	KEXPECT_EQ(a.seed, 7);
 	KEXPECT_EQ(a.what, SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_ATOMIC_ONLY);
-	KEXPECT_EQ(run_captured("mmfail off"), SHELL_OK);
+	KEXPECT_EQ(capture_run_line("mmfail off"), SHELL_OK);
 	KEXPECT(strstr(seen, "mmfail: off") != NULL);
 	KEXPECT(!spanheap_fail_get(&kspanheap, &a));
 }

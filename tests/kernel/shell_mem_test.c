@@ -12,6 +12,7 @@
 #include "kernel/shell_testing.h"
 #include "kernel/string.h"
 #include "tests/kernel/capture_util.h"
+#include "tests/kernel/heap_util.h"
 
 #if KTEST_HOOKS
 /* Moves *p past the next occurrence of word; false if there is none. */
@@ -35,19 +36,9 @@ static bool skip_past(const char **p, const char *word)
  * scavenger kept busy by a burst of frees, all five tries failed. The
  * sweeper is stopped too: with mm.debug_pagealloc a span it frees gives
  * its frames back at once. Both start again (on the CPUs with the fewest
- * threads) before the verdict, whatever the command did.
+ * threads) before the verdict, whatever the command did
+ * (heap_threads_stop and _start, heap_util.h).
  */
-static void heap_threads_stop(void)
-{
-	mheap_scavenger_stop(&kheap);
-	spanheap_sweeper_stop(&kspanheap);
-}
-
-static void heap_threads_start(void)
-{
-	KEXPECT(mheap_scavenger_start(&kheap));
-	KEXPECT(spanheap_sweeper_start(&kspanheap));
-}
 
 /* Frees a run of backed pages, so that there is something to scavenge:
  * with the scavenger stopped it stays backed until the command. */
@@ -70,7 +61,7 @@ static uint64_t run_stopped(const char *cmd)
 	capture_start();
 	KEXPECT_EQ(shell_run_line(cmd), SHELL_OK);
 	capture_stop();
-	heap_threads_start();
+	KEXPECT(heap_threads_start());
 	return nfree;
 }
 
