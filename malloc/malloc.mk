@@ -114,13 +114,16 @@ MALLOC_C_TESTS := $(MALLOC_SO) $(MALLOC_API_TEST) $(MALLOC_HOOKS_SO) \
 # Python, gcc, git, sqlite3, sort and Perl with threads, and text tools
 # (awk, sed, sort, perl, make), from Debian,
 # with and without the library: same output required, times printed
-# (tests/real/run-quick). About 15 s.
+# (tests/real/run-quick); then sort, sqlite3 and git with their K-th
+# allocation failing, for 40 values of K each (tests/real/fail_sweep.sh).
+# About a minute.
 test-real-quick: $(MALLOC_C_TESTS)
 	@mkdir -p $(RESULTS)
 	@tools/install-deps real || true
 	@tests/real/run-quick $(MALLOC_C_TESTS) $(RESULTS)/real-quick
 
-# The longer set: the quick set at size, Python's own test modules and
+# The longer set: the quick set at size (the sweeps at every K, and
+# Python's), Python's own test modules and
 # redis-server under redis-benchmark (tests/real/run-long). A few minutes.
 test-real: $(MALLOC_C_TESTS)
 	@mkdir -p $(RESULTS)
