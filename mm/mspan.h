@@ -76,7 +76,8 @@ struct mspan {
 	_Atomic uint8_t list;
 	uint8_t dshift; /* fixed: the class's (sizeclasses.h); 0 if large */
 	/* fixed: a small span of a heap in poison mode (spanheap_config.h):
-	 * span_take checks an object handed out again */
+	 * span_take checks every object it hands out, and records its size
+	 * in redzone (below) */
 	uint8_t poison;
 	/* One past the highest object handed out since the span was made
 	 * (the owner raises it in span_take): the free ones below it carry
@@ -99,6 +100,10 @@ struct mspan {
 	struct mspan *_Atomic qnext;
 	/* a central list's, under its lock */
 	struct mspan *next, *prev;
+	/* fixed: a poison span's side table, one struct spanheap_redzone per
+	 * object (spanheap_redzone.c); NULL otherwise. In the last line's
+	 * padding: the struct stays five lines. */
+	void *redzone;
 } __attribute__((aligned(64)));
 
 struct mspan_list_head {

@@ -126,7 +126,7 @@ struct mspan spanheap_empty_span;
  * -------------------------------------------------------------- */
 
 /* An object of class cls: the fast path, else the slow one. */
-static inline void *alloc_small(struct spanheap *sh, unsigned cls,
+static inline void *alloc_small(struct spanheap *sh, unsigned cls, size_t size,
                                 unsigned flags)
 {
 	struct mm_pin pin = mm_port_pin();
@@ -137,11 +137,11 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls,
 		 * zeroed and aligned allocations grow it back too. */
 		if (mc->slab)
 			mag_refilled(sh, pin.cpu, cls);
-		p = span_next_fast(sh, mc->alloc[cls]);
+		p = span_next_fast(sh, mc->alloc[cls], size);
 	}
 	bool kick = false;
 	if (__builtin_expect(!p, 0))
-		p = spanheap_cache_refill(sh, cls, flags, &pin, &kick);
+		p = spanheap_cache_refill(sh, cls, size, flags, &pin, &kick);
 	mm_port_unpin(pin);
 	if (kick)
 		spanheap_sweeper_kick(sh);
@@ -180,7 +180,7 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 		if (inject && __builtin_expect(spanheap_fail_armed(sh), 0) &&
 		    spanheap_fail_should(sh, cls == 0, flags))
 			return NULL;
-		p = cls ? alloc_small(sh, cls, flags)
+		p = cls ? alloc_small(sh, cls, size, flags)
 		        : spanheap_large_alloc(sh, spanheap_pages_for(size),
 		                               align, flags);
 	}
@@ -291,8 +291,8 @@ static __attribute__((noinline)) void *alloc_fast_miss(struct spanheap *sh,
                                                        struct mm_pin pin)
 {
 	bool kick = false;
-	void *p = spanheap_cache_refill(sh, sizeclass_of(size), flags, &pin,
-	                                &kick);
+	void *p = spanheap_cache_refill(sh, sizeclass_of(size), size, flags,
+	                                &pin, &kick);
 	mm_port_unpin(pin);
 	if (kick)
 		spanheap_sweeper_kick(sh);
@@ -342,7 +342,7 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	uint64_t ac = s->alloc_cache;
 	if (__builtin_expect(ac == 0, 0))
 		return alloc_fast_miss(sh, size, flags, pin);
-	void *p = span_take(sh, s, ac);
+	void *p = span_take(sh, s, ac, size);
 	unsigned k = sh->mag_fill[cls];
 	if (k && s->alloc_cache)
 		mag_fill(sh, pin.cpu, cls, s, k, flags);

@@ -302,10 +302,9 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 			/* Marked as a push would have: every free object
 			 * below marked carries it, and a second free of a
 			 * is told by it alone. Poison mode's way, every
-			 * free: the poison first. */
+			 * free: the red zone's check, the poison first. */
 			if (sh->cfg.poison)
-				spanheap_poison_fill(a,
-				                     sizeclass_info[cls].size);
+				spanheap_poison_freed(sh, a, cls);
 			obj_words(a)[1] = sh->mag_cookie ^ a;
 			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
 		}
@@ -408,8 +407,8 @@ static inline bool worth_keeping(const struct mspan *s)
  * and pins again, so pin->cpu may change. Returns an object or NULL, and
  * sets *kick if the sweeper should be kicked (after the unpin).
  */
-void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
-                            struct mm_pin *pin, bool *kick)
+void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
+                            unsigned flags, struct mm_pin *pin, bool *kick)
 {
 	struct mcache *mc = &sh->caches[pin->cpu];
 	if (mc->flushgen !=
@@ -418,10 +417,10 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
 		if (spanheap_span_fill_cache(s))
-			return span_next_fast(sh, s);
+			return span_next_fast(sh, s, size);
 		spanheap_span_fold(sh, s);
 		if (worth_keeping(s) && spanheap_span_fill_cache(s))
-			return span_next_fast(sh, s);
+			return span_next_fast(sh, s, size);
 		mc->alloc[cls] = &spanheap_empty_span;
 		spanheap_uncache_span(sh, s);
 	}
@@ -441,9 +440,9 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 		struct mspan *cur = mc->alloc[cls];
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */
-			void *p = span_next_fast(sh, cur);
+			void *p = span_next_fast(sh, cur, size);
 			if (!p && spanheap_span_fill_cache(cur))
-				p = span_next_fast(sh, cur);
+				p = span_next_fast(sh, cur, size);
 			if (p) {
 				if (s)
 					spanheap_span_place(sh, s);
@@ -456,5 +455,5 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
 	if (!s)
 		return NULL;
 	cache_install(sh, mc, cls, s);
-	return span_next_fast(sh, s);
+	return span_next_fast(sh, s, size);
 }

@@ -84,11 +84,12 @@ static inline void mag_refilled(struct spanheap *sh, unsigned cpu, unsigned cls)
 		                              : sh->mag_max[cls]));
 }
 
-/* The refill: an object of class cls when the cached span has none in
- * its allocation cache. Pinned (*pin, which may change); sets *kick if
- * the sweeper should be kicked after the unpin. */
-void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, unsigned flags,
-                            struct mm_pin *pin, bool *kick);
+/* The refill: an object of class cls for size bytes (poison mode's red
+ * zone) when the cached span has none in its allocation cache. Pinned
+ * (*pin, which may change); sets *kick if the sweeper should be kicked
+ * after the unpin. */
+void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
+                            unsigned flags, struct mm_pin *pin, bool *kick);
 
 /* Makes CPU cpu's slab of magazine slots (pinned; MHEAP_ATOMIC). */
 bool spanheap_mag_slab_make(struct spanheap *sh, unsigned cpu);

@@ -23,10 +23,15 @@ struct spanheap_config {
 	 * the poison and the marker are checked when it is handed out again,
 	 * when its span goes back to the page heap, and by spanheap_check.
 	 * A write after a free then panics, naming the object, its span, its
-	 * class and the first byte changed. The CPUs keep no magazines in
-	 * this mode, so every allocation and free takes the slow paths (no
-	 * object waits unchecked in a cache). Large objects are not poisoned:
-	 * their pages go back to the page heap at once (the kernel's
+	 * class and the first byte changed. Each small object also gets a red
+	 * zone, the bytes of its class past those asked for, filled with
+	 * SPANHEAP_REDZONE_BYTE when it is handed out and checked at its
+	 * free and at a realloc that keeps it (spanheap_redzone.c): a write
+	 * past its end panics the same way (an exact fit has none), and
+	 * spanheap_usable_size gives the bytes asked. The CPUs keep no
+	 * magazines in this mode, so every allocation and free takes the slow
+	 * paths (no object waits unchecked in a cache). Large objects are not
+	 * poisoned: their pages go back to the page heap at once (the kernel's
 	 * mm.debug_pagealloc unmaps them). In this field's place in the
 	 * struct, the padding after pending_permille, it leaves the struct's
 	 * size (and struct spanheap's layout) as it was.
@@ -51,5 +56,9 @@ struct spanheap_config {
  * x86-64 (nor on any 48- or 57-bit address space), so a freed object's
  * stale pointer faults at its first use. */
 #define SPANHEAP_POISON_BYTE 0xdbu
+
+/* Poison mode's red zone, the slack past the bytes asked for: not the
+ * poison, so that a report tells an overrun from a write after a free. */
+#define SPANHEAP_REDZONE_BYTE 0xbbu
 
 #endif

@@ -126,34 +126,22 @@ static inline bool spanheap_fail_armed(struct spanheap *sh)
 bool spanheap_fail_should(struct spanheap *sh, bool large, unsigned flags);
 void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
 
-/* Poison mode (spanheap_config.h, spanheap_poison.c): object a of size
- * bytes, freed, gets the poison; one handed out again (span_take), or
- * every object below marked of an empty span s going back to the page
- * heap, is checked, and a change panics. Any context but NMI. */
-void spanheap_poison_fill(uintptr_t a, uint32_t size);
-void spanheap_poison_taken(struct spanheap *sh, const struct mspan *s,
-                           uintptr_t a);
-void spanheap_poison_check_span(struct spanheap *sh, const struct mspan *s);
-/* The byte offset of the first damage to free object a of s (poisoned or
- * not): SPANHEAP_DAMAGE_MARKER (its marker's word, which the poison never
- * covers) if the marker is gone, else, in poison mode, the first byte
- * that is not the poison; -1 if none. */
-#define SPANHEAP_DAMAGE_MARKER 8
-long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
-                          uintptr_t a);
+/* Poison mode: its checks and red zones. */
+#include "spanheap_redzone.h"
 
 /*
- * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0).
+ * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0)
+ * for size bytes (poison mode's red zone: spanheap_redzone.c).
  * spanheap_span_fill_cache leaves no bit at or beyond nelems in it. Raises
- * marked past the object if it is the first one handed out at its index: free
- * objects are handed out lowest first, so those never handed out are
+ * marked past the object if it is the first one handed out at its index:
+ * free objects are handed out lowest first, so those never handed out are
  * exactly the ones at or past marked, and every free one below it was
- * freed (so it carries its marker). Clears the object's marker word: it
- * may hold a stale marker, a previous span's at the same address. Owner,
- * pinned.
+ * freed (so it carries its marker; a poison span is made with all marked).
+ * Clears the object's marker word: it may hold a stale marker, a previous
+ * span's at the same address. Owner, pinned.
  */
 static inline __attribute__((always_inline)) void *
-span_take(struct spanheap *sh, struct mspan *s, uint64_t ac)
+span_take(struct spanheap *sh, struct mspan *s, uint64_t ac, size_t size)
 {
 	unsigned bit = (unsigned)__builtin_ctzll(ac);
 	uint32_t idx =
@@ -165,16 +153,17 @@ span_take(struct spanheap *sh, struct mspan *s, uint64_t ac)
 		atomic_store_explicit(&s->marked, idx + 1,
 		                      memory_order_release);
 	else if (__builtin_expect(s->poison, 0))
-		spanheap_poison_taken(sh, s, (uintptr_t)o);
+		return spanheap_poison_taken(sh, s, (uintptr_t)o, size);
 	o[1] = 0; /* the free marker (free_small) */
 	return o;
 }
 
-/* The next free object of the cached span s, or NULL. */
-static inline void *span_next_fast(struct spanheap *sh, struct mspan *s)
+/* The next free object of the cached span s for size bytes, or NULL. */
+static inline void *span_next_fast(struct spanheap *sh, struct mspan *s,
+                                   size_t size)
 {
 	uint64_t ac = s->alloc_cache;
-	return ac ? span_take(sh, s, ac) : NULL;
+	return ac ? span_take(sh, s, ac, size) : NULL;
 }
 
 /* The spans' calls, the central lists, the per-CPU caches and their

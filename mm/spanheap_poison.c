@@ -1,7 +1,7 @@
 /*
  * mm/spanheap_poison.c: poison mode (spanheap_config.h), the span heap's
  * check for writes after a free, and the free markers' checks it shares
- * with spanheap_check.
+ * with spanheap_check (its red zones are spanheap_redzone.c's).
  *
  * Purpose: a kernel developer chasing a corrupted object wants to know
  * who wrote to it after it was freed, and when. The always-on checks
@@ -17,10 +17,12 @@
  * magazines (spanheap_mag_slab_make refuses), so a free goes straight to
  * its span through spanheap_mag_full's way for a CPU with no slab, which
  * poisons the object before it writes the marker and sets the object's
- * bit; and every allocation takes an object from a span through span_take,
- * which checks one that was handed out before (below marked: it was
- * freed, so poisoned). An object at or past marked was never handed out
- * and holds whatever its pages held: nothing to check.
+ * bit (after its red zone's check: spanheap_redzone.c); and every
+ * allocation takes an object from a span through span_take, which checks
+ * it. A poison span is made with every object poisoned and marked, and
+ * its marked count at nelems (spanheap_redzone_span_make), so every
+ * object span_take hands out is below marked and checked, one never
+ * handed out too (a stray write into it is caught as well).
  *
  * Ordering: the poison is written before the object's pending or local
  * bit is set (the free's atomic OR, or its owner's store, both after the
@@ -37,7 +39,8 @@
  * has just read, when an object is handed out again.
  *
  * Limits: large objects are not poisoned (their pages go back to the page
- * heap at the free); a write after a free that puts back the bytes it
+ * heap at the free); a write past an object's end is the red zones'
+ * (spanheap_redzone.c); a write after a free that puts back the bytes it
  * changed, or that writes the poison, goes unseen; objects are checked
  * when the heap looks at them, not at the write, so the report names the
  * victim, not the culprit (as every poisoning allocator's does).
@@ -104,8 +107,8 @@ poison_report(const struct spanheap *sh, const struct mspan *s, uintptr_t a,
 	         (unsigned long)off, (unsigned)b[off], SPANHEAP_POISON_BYTE);
 }
 
-void spanheap_poison_taken(struct spanheap *sh, const struct mspan *s,
-                           uintptr_t a)
+void spanheap_poison_check_taken(struct spanheap *sh, const struct mspan *s,
+                                 uintptr_t a)
 {
 	long off = spanheap_free_damage(sh, s, a);
 	if (off >= 0)

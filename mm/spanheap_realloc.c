@@ -94,6 +94,24 @@ static inline void check_allocated(struct spanheap *sh, const char *op,
 		use_refused(op, s, idx, a);
 }
 
+/* The end of a realloc that keeps p (object idx of s) for size bytes,
+ * where the caller may have written used bytes: in poison mode the red
+ * zone checked and moved; with MM_ZERO, zeros past size up to the usable
+ * size: past used, pages it grew into, whatever they held (or the red
+ * zone); below it, past size, what the caller gave up. */
+static void *kept(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
+                  size_t size, size_t used, unsigned flags)
+{
+	if (s->poison)
+		spanheap_redzone_resize(sh, s, idx, (uintptr_t)p, size);
+	if (flags & MM_ZERO) {
+		size_t from = min_sz(size, used);
+		mm_memset((char *)p + from, 0,
+		          spanheap_usable_size(sh, p) - from);
+	}
+	return p;
+}
+
 /*
  * A large object grows in place into free pages after it; failing that
  * it moves, with an eighth more than asked for, so that a buffer grown a
@@ -125,6 +143,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	if (!large)
 		check_allocated(sh, "realloc", s, idx, (uintptr_t)p);
 	size_t old = large ? (size_t)s->npages * MM_PAGE_SIZE : s->elemsize;
+	/* What the caller may have written: in poison mode, what it asked
+	 * for (the rest is the red zone, spanheap_redzone.c). */
+	size_t used = s->poison ? spanheap_redzone_asked(s, idx) : old;
 	bool keep = size <= old && rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
 	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
@@ -137,17 +158,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	    fits)
 		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
 		                             flags);
-	if (keep) {
-		if (flags & MM_ZERO) {
-			/* Past the old usable size: pages it grew into,
-			 * whatever they held; below it, past size: what the
-			 * caller gave up. */
-			size_t from = min_sz(size, old);
-			mm_memset((char *)p + from, 0,
-			          spanheap_usable_size(sh, p) - from);
-		}
-		return p;
-	}
+	if (keep)
+		return kept(sh, s, idx, p, size, used, flags);
 	/* The eighth stops at the largest object there may be: past it the
 	 * allocation of want would be refused. */
 	size_t want = size, most = SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE;
@@ -159,7 +171,7 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		n = spanheap_alloc_decided(sh, size, flags & ~MM_ZERO);
 	if (!n)
 		return NULL;
-	size_t copy = min_sz(old, size);
+	size_t copy = min_sz(used, size);
 	mm_memcpy(n, p, copy);
 	if (flags & MM_ZERO)
 		mm_memset((char *)n + copy, 0,
@@ -181,7 +193,8 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 	 * spanheap.h promises (they read the object's second word, which
 	 * its owner's caller has in cache). */
 	check_allocated(sh, "usable size", s, idx, (uintptr_t)p);
-	return s->elemsize;
+	/* Poison mode: the bytes asked for; past them is the red zone. */
+	return s->poison ? spanheap_redzone_asked(s, idx) : s->elemsize;
 }
 
 /* A free of object idx of s that carries its free marker: say what is

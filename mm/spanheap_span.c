@@ -148,8 +148,7 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 	return s;
 }
 
-/* ---- Spans ----------------------------------------------------------------
- */
+/* ---- Spans --------------------------------------------------------------- */
 
 /*
  * npages from the page heap (hflags: enum mheap_alloc_flags) for a span.
@@ -169,9 +168,10 @@ static void *span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
 
 /* Makes struct s (just taken from the free structs) the span of class
  * cls (0: large) over npages pages at base: fixed fields, empty bitmaps,
- * the heap's sweepgen, and last its state. Under the heap lock. */
+ * the heap's sweepgen, and last its state; rz: its poison side table
+ * (all objects marked), or NULL. Under the heap lock. */
 static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
-                             uintptr_t base, size_t npages)
+                             uintptr_t base, size_t npages, void *rz)
 {
 	struct mheap *h = sh->heap;
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
@@ -197,13 +197,14 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	               "a magazine's offset fits mag_offset");
 	s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
 	s->dshift = cls ? ci->dshift : 0;
-	s->poison = cls && sh->cfg.poison;
+	s->poison = rz != NULL;
+	s->redzone = rz;
 	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
 	s->alloc_count = cls ? 0 : 1;
 	s->alloc_cache = 0;
-	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
-	/* list, next and prev are already clear: a span leaves its lists
-	 * before it is freed. */
+	atomic_store_explicit(&s->marked, rz ? ci->nelems : 0,
+	                      memory_order_relaxed);
+	/* list, next, prev already clear: it left its lists to be freed. */
 	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {
 		atomic_store_explicit(&s->local_free[w], 0,
 		                      memory_order_relaxed);
@@ -235,23 +236,25 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 {
 	struct mheap *h = sh->heap;
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
+	void *rz = NULL;
 	if (cls) {
 		npages = ci->npages;
 		base = (uintptr_t)span_pages(sh, npages, mheap_flags_of(flags),
 		                             flags);
-		if (!base)
+		if (!base || !spanheap_redzone_make(sh, cls, base, flags, &rz))
 			return NULL;
 	}
 	struct mspan *s = NULL;
 	while (!s) {
 		if (!spanheap_structs_reserve(sh, flags)) {
+			spanheap_redzone_put(sh, rz, cls);
 			spanheap_pages_put(h, (void *)base, npages);
 			return NULL;
 		}
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		s = spanheap_struct_get_locked(sh);
 		if (s)
-			span_init_locked(sh, s, cls, base, npages);
+			span_init_locked(sh, s, cls, base, npages, rz);
 		mm_lock_release(&h->lock, irq);
 	}
 	if (cls) {
@@ -276,7 +279,7 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	uintptr_t base = s->base;
 	size_t npages = s->npages;
 	if (s->poison)
-		spanheap_poison_check_span(sh, s); /* all of them free now */
+		spanheap_poison_span_gone(sh, s); /* all of them free now */
 	/* marked first: a racing free's fast path (a misuse) then takes the
 	 * slow one, which reads the state. */
 	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
@@ -389,8 +392,7 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 	return nlocal + nremote;
 }
 
-/* ---- Large objects
- * ------------------------------------------------------------ */
+/* ---- Large objects ------------------------------------------------------- */
 
 _Static_assert(SPANHEAP_LARGE_MAX_PAGES <= UINT32_MAX &&
                        sizeof(((struct mspan *)0)->npages) == 4,

@@ -81,7 +81,10 @@ struct shh_config {
 
 struct shh_obj {
 	uintptr_t p;
-	size_t size, usable;
+	/* usable: spanheap_usable_size's (in poison mode a small object's is
+	 * its size: the rest is the red zone); room: the bytes its span
+	 * gives it, the class's or the pages' */
+	size_t size, usable, room;
 	uint8_t fill;
 	uint8_t sizeclass; /* of its span when it was handed out; 0: large */
 };

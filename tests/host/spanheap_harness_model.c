@@ -110,11 +110,11 @@ static struct mspan *span_at(struct spanheap_harness *h, uintptr_t a)
 void shh_forget(struct spanheap_harness *h, size_t i)
 {
 	struct shh_obj *o = &h->live[i];
-	granules(h, granule_of(h, o->p), o->usable / SHH_GRAN, false, false);
+	granules(h, granule_of(h, o->p), o->room / SHH_GRAN, false, false);
 	h->live_bytes -= o->size;
 	h->class_live[o->sizeclass]--;
 	if (o->sizeclass == 0)
-		h->large_pages -= o->usable / PG;
+		h->large_pages -= o->room / PG;
 	h->live[i] = h->live[--h->nlive];
 	h->n.frees++;
 }
@@ -152,25 +152,31 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 		                p, size, align);
 	struct mspan *s = span_at(h, a);
 	size_t usable = spanheap_usable_size(&h->sh, p);
-	if (!s || usable < size || (plain && usable != plain_usable(size)) ||
-	    (s->sizeclass && usable != sizeclass_info[s->sizeclass].size) ||
-	    (!s->sizeclass && usable != (size_t)s->npages * PG))
+	size_t room = !s             ? 0
+	              : s->sizeclass ? sizeclass_info[s->sizeclass].size
+	                             : (size_t)s->npages * PG;
+	/* Poison mode: a small object's usable size is what was asked; the
+	 * rest of its class is its red zone (spanheap_redzone.c). */
+	bool exact = h->cfg.poison && s && s->sizeclass;
+	if (!s || usable < size ||
+	    (plain && !exact && usable != plain_usable(size)) ||
+	    usable != (exact ? size : room))
 		return shh_fail(h,
 		                "object %p of %zu bytes: usable size %zu, span "
 		                "class %d",
 		                p, size, usable, s ? s->sizeclass : -1);
-	if (a - base + usable > h->cfg.arena_bytes ||
-	    !granules(h, granule_of(h, a), usable / SHH_GRAN, true, false))
+	if (a - base + room > h->cfg.arena_bytes ||
+	    !granules(h, granule_of(h, a), room / SHH_GRAN, true, false))
 		return shh_fail(h,
-		                "object %p (%zu usable) overlaps a live object",
-		                p, usable);
+		                "object %p (%zu bytes) overlaps a live object",
+		                p, room);
 	if (zero && shh_first_not(p, size, 0) != size)
 		return shh_fail(h, "object %p of %zu bytes not zeroed at %zu",
 		                p, size, shh_first_not(p, size, 0));
-	granules(h, granule_of(h, a), usable / SHH_GRAN, false, true);
+	granules(h, granule_of(h, a), room / SHH_GRAN, false, true);
 	if (++h->next_fill == 0)
 		h->next_fill = 1;
-	struct shh_obj o = {a, size, usable, h->next_fill, s->sizeclass};
+	struct shh_obj o = {a, size, usable, room, h->next_fill, s->sizeclass};
 	memset(p, o.fill, usable);
 	h->live[h->nlive++] = o;
 	h->live_bytes += size;

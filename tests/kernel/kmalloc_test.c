@@ -172,6 +172,35 @@ KTEST(kmalloc, freed_objects_follow_the_heap_mode)
 	KEXPECT_EQ(atomic_load(&kspanheap.mag_slabs) == 0, poison);
 }
 
+/*
+ * The usable size as booted: with mm.debug_poison a small object's is the
+ * bytes asked, and the rest of its class is its red zone (the red-zone
+ * byte until the free checks it: mm/spanheap_redzone.c); without it, the
+ * class's size. kmalloc of a constant size (the class known where it is
+ * called) and kzalloc, which take two ways into the heap.
+ */
+KTEST(kmalloc, usable_size_follows_the_heap_mode)
+{
+	bool poison = kspanheap.cfg.poison;
+	uint8_t *p = kmalloc(20, 0);
+	uint8_t *z = kzalloc(100, 0);
+	KASSERT(p != NULL && z != NULL);
+	KEXPECT_EQ(ksize(p), poison ? 20u : 32u);
+	KEXPECT_EQ(ksize(z), poison ? 100u : 112u);
+	size_t off = 20;
+	while (poison && off < 32 && p[off] == SPANHEAP_REDZONE_BYTE)
+		off++;
+	KEXPECT_EQ(off, poison ? 32u : 20u);
+	for (off = 0; off < 100 && z[off] == 0; off++)
+		;
+	KEXPECT_EQ(off, 100);
+	/* What ksize promised is the caller's: no alarm at the free. */
+	memset(p, 0x5a, ksize(p));
+	memset(z, 0x5a, ksize(z));
+	kfree(p);
+	kfree(z);
+}
+
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)
  * ------------------------------ */
 
@@ -245,6 +274,18 @@ KTEST(demo, kmalloc_write_after_free)
 		KASSERT(kmalloc(32 << 10, 0) != NULL);
 	ktest_fail_at(__FILE__, __LINE__,
 	              "16 allocations and the write after free went unseen");
+}
+
+/* With mm.debug_poison: a write one byte past the end of kmalloc(20) (a
+ * 32-byte class: 12 bytes of red zone); its free panics, naming it. */
+KTEST(demo, kmalloc_write_past_the_end)
+{
+	uint8_t *p = kmalloc(20, 0);
+	KASSERT(p != NULL);
+	memset(p, 0, 20);
+	p[20] = 0x41;
+	demo_kfree(p);
+	ktest_fail_at(__FILE__, __LINE__, "the write past the end went unseen");
 }
 
 KTEST(demo, kfree_page_heap_memory)

@@ -79,6 +79,19 @@ int scenario_poison_write(void)
 	return 3; /* not found */
 }
 
+/* A one-byte heap overflow: malloc(20) (a 32-byte class) written at
+ * byte 20, then freed; poison mode's red zone catches it at the free. */
+int scenario_poison_overrun(void)
+{
+	char *p = malloc(20);
+	fprintf(stderr, "victim %p, usable %zu\n", (void *)p,
+	        malloc_usable_size(p));
+	memset(p, 'x', 20);
+	((volatile char *)p)[20] = 'A';
+	free(p);
+	return 3; /* not found */
+}
+
 /* MM_MALLOC_FAIL's count: 30 malloc(64) calls, their results kept and
  * nothing else allocated (no stdio) until all are made; then a line on
  * stderr, "fail-count: N failed: I/E ...", each failure's call (from 1)
@@ -299,6 +312,37 @@ const char *test_poison_mode(void)
 	              sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3,
 	      "write after free, no poison: status %#x, stderr '%s'", st, out);
+	return NULL;
+}
+
+/* MM_MALLOC_POISON=1: a write one byte past the end of malloc(20), whose
+ * usable size is 20 in this mode, aborts at its free, naming the pointer,
+ * its class, the bytes asked and the byte changed; without poison mode the
+ * program runs to its end (the byte is the class's slack). */
+const char *test_poison_overrun(void)
+{
+	char out[4096], victim[32];
+	size_t usable = 0;
+	int st = run_with("poison-overrun", "MM_MALLOC_POISON", "1", out,
+	                  sizeof(out));
+	const char *v = strstr(out, "victim ");
+	CHECK(v && sscanf(v, "victim %31[^,], usable %zu", victim, &usable) ==
+	                      2,
+	      "no victim line: stderr '%s'", out);
+	const char *say = "mm_malloc: spanheap: write past the end of an "
+	                  "object, found at its free: pointer ";
+	const char *at = strstr(out, say);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && at &&
+	              strncmp(at + strlen(say), victim, strlen(victim)) == 0 &&
+	              strstr(at, "(32-byte objects), 20 bytes asked: byte 20 "
+	                         "is 0x41, not the red zone 0xbb") &&
+	              usable == 20,
+	      "overrun: status %#x, usable %zu, stderr '%s'", st, usable, out);
+	st = run_with("poison-overrun", "MM_MALLOC_POISON", "0", out,
+	              sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3 &&
+	              strstr(out, ", usable 32"),
+	      "overrun, no poison: status %#x, stderr '%s'", st, out);
 	return NULL;
 }
 

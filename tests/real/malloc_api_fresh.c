@@ -98,9 +98,8 @@ const char *test_realloc_background(void)
 {
 	int st = run_scenario("realloc-background", NULL, NULL, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-	      "a heap grown to 32 MiB by realloc alone: status %#x (SIGALRM: "
-	      "no "
-	      "background threads)",
+	      "a heap grown to 32 MiB by realloc alone: status %#x "
+	      "(SIGALRM: no background threads)",
 	      st);
 	return NULL;
 }
@@ -266,6 +265,7 @@ static const struct {
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
         {"poison-write", scenario_poison_write},
+        {"poison-overrun", scenario_poison_overrun},
         {"fail-count", scenario_fail_count},
         {"fail-api", scenario_fail_api},
         {"signal-fork", signal_fork},

@@ -277,6 +277,7 @@ static const struct {
         {"env_switch_edges", test_env_switch_edges},
         {"env_report_keeps_errno", test_env_report_keeps_errno},
         {"poison_mode", test_poison_mode},
+        {"poison_overrun", test_poison_overrun},
         {"fail_injection", test_fail_injection},
         {"malloc_trim", test_malloc_trim},
         {"libc_names", test_libc_names},

@@ -1,0 +1,231 @@
+/*
+ * Poison mode's red zones (mm/spanheap_redzone.c): the bytes of a small
+ * object's class past those asked for hold SPANHEAP_REDZONE_BYTE while it
+ * is allocated, and a write there panics at its free (or at a realloc
+ * that keeps it), naming the object, its span, its class, the bytes asked
+ * and the first byte changed. Every size class is tried, at the first
+ * byte past the end and at the last byte of the slack. And nothing a
+ * program may do trips it: writing all of the usable size (the bytes
+ * asked), calloc, aligned allocations, realloc that grows or shrinks in
+ * place or moves, with MM_ZERO's promise kept. A span whose side table
+ * cannot be had is refused as memory that ran out, nothing kept. Each
+ * panicking case runs on a heap of its own, as a caught panic abandons
+ * the call where it was.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A fresh heap in poison mode on CPU 0. */
+static bool poison_heap(void)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+/* The smallest request class cls serves: the most slack it has. */
+static size_t least_of(unsigned cls)
+{
+	return cls > 1 ? sizeclass_info[cls - 1].size + 1 : 1;
+}
+
+/* An object of class cls for asked bytes, all of them written, then byte
+ * off of it changed (0x41) and the object freed: the free must panic
+ * naming it and that byte. */
+static void overrun_then_free(unsigned cls, size_t asked, size_t off)
+{
+	KASSERT(poison_heap());
+	size_t size = sizeclass_info[cls].size;
+	char *p = spanheap_alloc(&sh, asked, 0);
+	KASSERT(p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), asked);
+	memset(p, 0x11, asked);
+	KEXPECT(all_bytes(p + asked, size - asked, SPANHEAP_REDZONE_BYTE));
+	p[off] = 0x41;
+	char want[256];
+	snprintf(want, sizeof(want),
+	         "write past the end of an object, found at its free: "
+	         "pointer %p, span [%#lx, +%u pages), size class %u (%zu-byte "
+	         "objects), %zu bytes asked: byte %zu is 0x41, not the red "
+	         "zone 0xbb",
+	         (void *)p,
+	         (unsigned long)((struct mspan *)mheap_span_lookup(
+	                                 &heap, (uintptr_t)p))
+	                 ->base,
+	         (unsigned)sizeclass_info[cls].npages, cls, size, asked, off);
+	EXPECT_MISUSE(spanheap_free(&sh, p), want, p);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_redzone, every_class_overrun_found_at_the_free)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		size_t size = sizeclass_info[cls].size, asked = least_of(cls);
+		/* One byte past the end, and the slack's last byte. */
+		overrun_then_free(cls, asked, asked);
+		overrun_then_free(cls, asked, size - 1);
+		/* A one-byte red zone. */
+		overrun_then_free(cls, size - 1, size - 1);
+	}
+}
+
+/* A realloc that keeps the object checks the red zone first. */
+KTEST(spanheap_redzone, overrun_found_at_a_realloc_in_place)
+{
+	KASSERT(poison_heap());
+	char *p = spanheap_alloc(&sh, 40, 0); /* 48-byte class */
+	KASSERT(p);
+	p[40] = 0;
+	EXPECT_MISUSE(spanheap_realloc(&sh, p, 44, 0),
+	              "write past the end of an object, found at its "
+	              "realloc",
+	              p);
+	KEXPECT(strstr(mm_port_last_panic(), "40 bytes asked: byte 40 is 0, "
+	                                     "not the red zone 0xbb"));
+	sh_heap_release(&heap);
+}
+
+/* An exact fit has no red zone: all of it is usable, and a free of it
+ * full is no overrun. */
+KTEST(spanheap_redzone, an_exact_fit_has_none)
+{
+	KASSERT(poison_heap());
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		size_t size = sizeclass_info[cls].size;
+		char *p = spanheap_alloc(&sh, size, 0);
+		KASSERT(p);
+		KEXPECT_EQ(spanheap_usable_size(&sh, p), size);
+		memset(p, 0x22, size);
+		spanheap_free(&sh, p);
+	}
+	SH_CHECK(&sh, "after the exact fits");
+	sh_heap_release(&heap);
+}
+
+/* Writes all of p's usable size with v; true if it was at least n. */
+static bool fill_usable(void *p, size_t n, int v)
+{
+	size_t u = spanheap_usable_size(&sh, p);
+	memset(p, v, u);
+	return u >= n;
+}
+
+/* Everything a program may do, for a size in every class: no panic. */
+static void legal_uses(unsigned cls)
+{
+	size_t size = sizeclass_info[cls].size, asked = least_of(cls);
+	char *p = spanheap_alloc(&sh, asked, 0);
+	KASSERT(p && fill_usable(p, asked, 0x31));
+	/* Grows in place into its red zone, zeroed with MM_ZERO. */
+	char *q = spanheap_realloc(&sh, p, size - 1, MM_ZERO);
+	KASSERT(q);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), size - 1);
+	KEXPECT(all_bytes(q, asked, 0x31));
+	if (q == p)
+		KEXPECT(all_bytes(q + asked, size - 1 - asked, 0));
+	KASSERT(fill_usable(q, size - 1, 0x32));
+	/* Shrinks in place: what it gave up is the red zone now. */
+	char *r = spanheap_realloc(&sh, q, asked, 0);
+	KASSERT(r && fill_usable(r, asked, 0x33));
+	/* Grows out of its class: moved, contents kept. */
+	char *m = spanheap_realloc(&sh, r, size + 1, MM_ZERO);
+	KASSERT(m);
+	KEXPECT(all_bytes(m, asked, 0x33));
+	KEXPECT(all_bytes(m + asked, size + 1 - asked, 0));
+	KASSERT(fill_usable(m, size + 1, 0x34));
+	spanheap_free(&sh, m);
+	char *z = spanheap_calloc(&sh, 1, asked, 0);
+	KASSERT(z);
+	KEXPECT_EQ(spanheap_usable_size(&sh, z), asked);
+	KEXPECT(all_bytes(z, asked, 0));
+	KASSERT(fill_usable(z, asked, 0x35));
+	spanheap_free(&sh, z);
+	if (size % 64 == 0 && asked > 32) {
+		char *a = spanheap_alloc_aligned(&sh, asked - 32, 64, 0);
+		KASSERT(a && (uintptr_t)a % 64 == 0);
+		KASSERT(fill_usable(a, asked - 32, 0x36));
+		spanheap_free(&sh, a);
+	}
+}
+
+KTEST(spanheap_redzone, no_false_alarm_from_legal_uses)
+{
+	KASSERT(poison_heap());
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		legal_uses(cls);
+	SH_CHECK(&sh, "after the legal uses");
+	spanheap_release_all(&sh); /* every span back: the poison checked */
+	sh_heap_release(&heap);
+}
+
+/* Normal mode: the usable size is the class's, and no red zone. */
+KTEST(spanheap_redzone, normal_mode_has_none)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	char *p = spanheap_alloc(&sh, 20, 0);
+	KASSERT(p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 32);
+	memset(p, 0x44, 32);
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * A poison span's side table comes from the page heap too: with room for
+ * a span's pages and not its table, the allocation gets NULL, as when
+ * memory runs out, and both go back (the span's two pages are free
+ * again); with a page more, it succeeds.
+ */
+KTEST(spanheap_redzone, no_table_no_span)
+{
+	static void *pages[PALLOC_CHUNK_BYTES / MM_PAGE_SIZE];
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mm_port_set_cpu(0);
+	/* The span structs' page, made now: a class of its own. */
+	void *warm = spanheap_alloc(&sh, 4096, 0);
+	KASSERT(warm);
+	size_t n = 0;
+	while ((pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
+		n++;
+	KASSERT(n > 4);
+	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);
+	KASSERT(sizeclass_info[1].npages == 2);
+	mheap_free_pages(&heap, pages[0], 1);
+	mheap_free_pages(&heap, pages[1], 1);
+	KEXPECT(spanheap_alloc(&sh, 8, 0) == NULL);
+	void *two = mheap_alloc_pages(&heap, 2, 0);
+	KEXPECT(two == pages[0]);
+	if (two)
+		mheap_free_pages(&heap, two, 2);
+	mheap_free_pages(&heap, pages[2], 1);
+	char *p = spanheap_alloc(&sh, 8, 0);
+	KASSERT(p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 8);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, warm);
+	for (size_t i = 3; i < n; i++)
+		mheap_free_pages(&heap, pages[i], 1);
+	sh_heap_release(&heap);
+}
