@@ -21,16 +21,7 @@ static struct spanheap sh;
 /* A fresh heap, poisoned or not, on CPU 0. */
 static bool heap_with(bool poison)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = poison;
-	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
-		return false;
-	mm_port_set_cpu(0);
-	return true;
+	return sh_heap_fresh_poison(&heap, &sh, poison);
 }
 
 /* True if object p of size bytes holds the poison in every byte but those

@@ -25,16 +25,7 @@ static struct spanheap sh;
 /* A fresh heap in poison mode on CPU 0. */
 static bool poison_heap(void)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = true;
-	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
-		return false;
-	mm_port_set_cpu(0);
-	return true;
+	return sh_heap_fresh_poison(&heap, &sh, true);
 }
 
 /* The smallest request class cls serves: the most slack it has. */

@@ -165,14 +165,7 @@ KTEST(spanheap_stats, exact_after_cross_cpu_frees_and_a_sweep)
  */
 KTEST(spanheap_stats, frees_not_folded_yet_are_counted)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = true;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
-	mm_port_set_cpu(0);
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
 	void *p[4];
 	KASSERT(sh_alloc_n(&sh, p, 4, 64));
 	spanheap_free(&sh, p[0]);

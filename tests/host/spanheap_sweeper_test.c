@@ -26,19 +26,13 @@ static struct spanheap sh;
  * the default) min_pending_bytes given; CPU 0. */
 static bool sweeper_heap_with(unsigned cpu_permille, size_t min_pending)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
 	struct spanheap_config sc;
 	spanheap_config_default(&sc);
 	sc.period_ns = HOUR_NS;
 	sc.cpu_permille = cpu_permille;
 	if (min_pending)
 		sc.min_pending_bytes = min_pending;
-	if (!sh_heap_new_with(&heap, &sh, &hc, &sc))
-		return false;
-	mm_port_set_cpu(0);
-	return true;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
 }
 
 static bool sweeper_heap(unsigned cpu_permille)

@@ -107,6 +107,31 @@ static inline bool sh_heap_fresh(struct mheap *h, struct spanheap *sh)
 	return true;
 }
 
+/* sh_heap_fresh with sh's configuration sc: over SH_ARENA_BYTES, this
+ * thread on CPU 0. */
+static inline bool sh_heap_fresh_with(struct mheap *h, struct spanheap *sh,
+                                      const struct spanheap_config *sc)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	if (!sh_heap_new_with(h, sh, &hc, sc))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
+/* sh_heap_fresh, with sh in poison mode if poison (spanheap_config.h):
+ * the start of the poison, red-zone and unfolded-count tests. */
+static inline bool sh_heap_fresh_poison(struct mheap *h, struct spanheap *sh,
+                                        bool poison)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = poison;
+	return sh_heap_fresh_with(h, sh, &sc);
+}
+
 /* Gives h's reservations back to the port. No thread may use h any more. */
 static inline void sh_heap_release(struct mheap *h)
 {

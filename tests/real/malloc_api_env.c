@@ -279,6 +279,17 @@ const char *test_env_switches(void)
 	return NULL;
 }
 
+/* The program ended by SIGABRT (status st) after a report on out that
+ * says say, then victim (the pointer it named), then, later, detail. */
+static bool aborted_naming(int st, const char *out, const char *say,
+                           const char *victim, const char *detail)
+{
+	const char *at = strstr(out, say);
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && at &&
+	       strncmp(at + strlen(say), victim, strlen(victim)) == 0 &&
+	       strstr(at, detail);
+}
+
 /* MM_MALLOC_POISON=1 fills a freed object (0 and the default do not), and
  * a write after a free then aborts at the object's next allocation,
  * naming it, its span and class and the byte changed. */
@@ -299,13 +310,12 @@ const char *test_poison_mode(void)
 	const char *v = strstr(out, "victim ");
 	CHECK(v && sscanf(v, "victim %31s", victim) == 1,
 	      "no victim line: stderr '%s'", out);
-	const char *say = "mm_malloc: spanheap: write after free, found as it "
-	                  "was handed out again: pointer ";
-	const char *at = strstr(out, say);
-	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && at &&
-	              strncmp(at + strlen(say), victim, strlen(victim)) == 0 &&
-	              strstr(at, "(32768-byte objects): byte 5000 is 0, not "
-	                         "the poison 0xdb"),
+	CHECK(aborted_naming(st, out,
+	                     "mm_malloc: spanheap: write after free, found as "
+	                     "it was handed out again: pointer ",
+	                     victim,
+	                     "(32768-byte objects): byte 5000 is 0, not the "
+	                     "poison 0xdb"),
 	      "write after free: status %#x, stderr '%s'", st, out);
 	/* Without poison mode the same program runs to its end. */
 	st = run_with("poison-write", "MM_MALLOC_POISON", "0", out,
@@ -329,13 +339,12 @@ const char *test_poison_overrun(void)
 	CHECK(v && sscanf(v, "victim %31[^,], usable %zu", victim, &usable) ==
 	                      2,
 	      "no victim line: stderr '%s'", out);
-	const char *say = "mm_malloc: spanheap: write past the end of an "
-	                  "object, found at its free: pointer ";
-	const char *at = strstr(out, say);
-	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT && at &&
-	              strncmp(at + strlen(say), victim, strlen(victim)) == 0 &&
-	              strstr(at, "(32-byte objects), 20 bytes asked: byte 20 "
-	                         "is 0x41, not the red zone 0xbb") &&
+	CHECK(aborted_naming(st, out,
+	                     "mm_malloc: spanheap: write past the end of an "
+	                     "object, found at its free: pointer ",
+	                     victim,
+	                     "(32-byte objects), 20 bytes asked: byte 20 is "
+	                     "0x41, not the red zone 0xbb") &&
 	              usable == 20,
 	      "overrun: status %#x, usable %zu, stderr '%s'", st, usable, out);
 	st = run_with("poison-overrun", "MM_MALLOC_POISON", "0", out,
