@@ -16,6 +16,7 @@
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/ksyms.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -311,6 +312,21 @@ size_t mm_port_free_pages(void)
 uint64_t mm_port_now_ns(void)
 {
 	return time_now_ns();
+}
+
+/* A frame-pointer walk of the running stack (the kernel is built with
+ * frame pointers); the asm keeps the call from becoming a jump, which
+ * would drop this function's own return address. */
+unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
+{
+	unsigned n = backtrace_save(pcs, max, 0);
+	__asm__ volatile("" ::: "memory");
+	return n;
+}
+
+void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
+{
+	ksyms_format(pc, buf, size);
 }
 
 /* An mm_thread is a kmalloc'ed thread handle: mm/ keeps one pointer. */

@@ -65,4 +65,11 @@ __attribute__((noreturn)) void panic_park(void);
 /* Prints a frame-pointer backtrace starting at (rip, rbp). */
 void backtrace_print(uint64_t rip, uint64_t rbp);
 
+/* Saves up to max return addresses of the calling thread's stack into
+ * pcs, innermost first, after skipping skip of them (0: the first is where
+ * the caller returns to); stops at a frame outside the running stack or
+ * a return address outside the kernel's text. Returns how many. Any
+ * context; no lock, no fault. */
+unsigned backtrace_save(uintptr_t *pcs, unsigned max, unsigned skip);
+
 #endif

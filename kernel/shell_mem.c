@@ -5,11 +5,13 @@
  * collector's steps now and report what they did, and mmfail, which arms,
  * disarms and shows allocation-failure injection: the heap's
  * (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
- * (kernel/frames.h).
+ * (kernel/frames.h); and objwho, which prints poison mode's records of
+ * who last allocated and freed an object (mm/spanheap_track.h).
  */
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/ksyms.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
 #include "kernel/format.h"
@@ -261,6 +263,74 @@ static enum shell_status cmd_mmfail(int argc, char **argv)
 	return SHELL_OK;
 }
 
+/* ---- objwho: who last allocated and freed an object
+ * -------------------------------------------------------------------- */
+
+/* Parses "0x" and 1 to 16 hex digits into *out. */
+static bool parse_address(const char *s, uintptr_t *out)
+{
+	if (s[0] != '0' || (s[1] != 'x' && s[1] != 'X') || !s[2])
+		return false;
+	uintptr_t v = 0;
+	unsigned n = 0;
+	for (s += 2; *s; s++, n++) {
+		char c = *s;
+		unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+		             : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+		             : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+		                                    : 16u;
+		if (d == 16 || n == 16)
+			return false;
+		v = v << 4 | d;
+	}
+	*out = v;
+	return true;
+}
+
+/* Prints one record: "  last WHAT on CPU n, T us ago:" and its stack, one
+ * return address a line, named. */
+static void print_track(const char *what, const struct spanheap_track *t,
+                        uint64_t now)
+{
+	if (t->ns == 0) {
+		printk("  never %s since its span was made\n", what);
+		return;
+	}
+	printk("  last %s on CPU %u, %llu us ago:\n", what, t->cpu,
+	       (unsigned long long)((now > t->ns ? now - t->ns : 0) / 1000));
+	for (unsigned i = 0; i < t->npcs && i < SPANHEAP_TRACK_PCS; i++) {
+		char sym[96];
+		ksyms_format(t->pc[i], sym, sizeof(sym));
+		printk("    %016lx %s\n", (unsigned long)t->pc[i], sym);
+	}
+}
+
+/* objwho ADDR */
+static enum shell_status cmd_objwho(int argc, char **argv)
+{
+	uintptr_t a;
+	if (argc != 2)
+		return shell_usage(&shell_mem_cmds[6]); /* its own entry */
+	if (!parse_address(argv[1], &a)) {
+		printk("objwho: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
+		       argv[1]);
+		return SHELL_USAGE;
+	}
+	struct spanheap_track at, ft;
+	if (!spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft)) {
+		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
+		       kspanheap.track ? "not in a small object of the heap"
+		                       : "the heap keeps none (boot with "
+		                         "mm.debug_poison)");
+		return SHELL_FAILED;
+	}
+	printk("object at %#lx:\n", (unsigned long)a);
+	uint64_t now = time_now_ns();
+	print_track("allocated", &at, now);
+	print_track("freed", &ft, now);
+	return SHELL_OK;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -272,5 +342,8 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"mmfail", "[frame] [off | interval,probability,times[,what[,seed]]]",
          "show, arm or disarm kmalloc (or frame) failure injection",
          cmd_mmfail},
+        {"objwho", "ADDR",
+         "who last allocated and freed the object at ADDR (mm.debug_poison)",
+         cmd_objwho},
         {NULL, NULL, NULL, NULL},
 };

@@ -338,3 +338,18 @@ uint64_t mm_port_thread_cpu_ns(void)
 {
 	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }
+
+/* No records of callers: a program's code has no frame pointers to walk
+ * safely, and an unwinder may take locks or allocate. A poison heap then
+ * keeps only its red zones' sizes (spanheap_track.c). */
+unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
+{
+	(void)pcs;
+	(void)max;
+	return 0;
+}
+
+void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
+{
+	snprintf(buf, size, "%#lx", (unsigned long)pc);
+}

@@ -136,8 +136,9 @@ size_t mm_port_free_pages(void);
 bool mm_port_can_sleep(void);
 
 /* Monotonic nanoseconds: the scavenger's report rate, the sweeper's
- * period and pacing, spanheap_init's magazine cookie. mm/ calls it from
- * thread context only; any context is better. */
+ * period and pacing, spanheap_init's magazine cookie, from thread context;
+ * and poison mode's records of callers (mm_port_callers), from any context
+ * but NMI. */
 uint64_t mm_port_now_ns(void);
 
 /* CPU time the calling thread has used so far, for pacing. Thread
@@ -375,6 +376,25 @@ __attribute__((noreturn, format(printf, 1, 2))) void mm_panic(const char *fmt,
  * report. Never called with the heap lock held. Thread or IRQ context.
  */
 __attribute__((format(printf, 1, 2))) void mm_log(const char *fmt, ...);
+
+/*
+ * The calling thread's return addresses, innermost first, up to max of
+ * them into pcs; returns how many. pcs[0] is where this hook returns to
+ * (in its caller), pcs[1] where that caller returns to, and so on.
+ * For poison mode's records of who allocated and freed each object
+ * (spanheap_track.c): called at every small allocation and free of a
+ * poison heap, pinned, with mm locks possibly held, from any context but
+ * NMI, so it takes no lock, never faults (a walk that meets a frame it
+ * cannot trust stops there) and allocates nothing. A port that cannot
+ * walk its stacks safely returns 0: spanheap_init asks once, and a heap
+ * that gets 0 keeps no records.
+ */
+unsigned mm_port_callers(uintptr_t *pcs, unsigned max);
+
+/* Writes a name for code address pc into buf (size bytes, terminated):
+ * "function+0x1c" where the port knows its symbols, the address in hex
+ * where not. For reports, before a panic; any context. */
+void mm_port_pc_name(uintptr_t pc, char *buf, size_t size);
 
 /* ---- Constants shared with the port ------------------------------------- */
 

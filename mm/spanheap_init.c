@@ -154,6 +154,7 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;
 	sh->spanmap = h->spanmap;
 	sh->cfg = *cfg;
+	sh->track = cfg->poison && spanheap_track_probe();
 	/* Start high enough that sg - 3 never wraps below 0 in practice. */
 	atomic_init(&sh->sweepgen, 4);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)

@@ -53,7 +53,11 @@ static inline void spanheap_assert_can_sleep(const char *fn)
 }
 
 /* The page heap's flags for the span heap's. */
-unsigned mheap_flags_of(unsigned flags);
+static inline unsigned mheap_flags_of(unsigned flags)
+{
+	return ((flags & MM_ATOMIC) ? MHEAP_ATOMIC : 0) |
+	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
+}
 
 /* Takes a snapshot under the heap lock; put it back when done. */
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap);

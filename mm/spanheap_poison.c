@@ -89,6 +89,7 @@ poison_report(const struct spanheap *sh, const struct mspan *s, uintptr_t a,
               long off, const char *when)
 {
 	const uint8_t *b = (const uint8_t *)a;
+	spanheap_track_report(s, a);
 	if (off == SPANHEAP_DAMAGE_MARKER)
 		mm_panic("spanheap: write after free, found %s: pointer %#lx, "
 		         "span [%#lx, +%u pages), size class %u (%zu-byte "

@@ -59,22 +59,28 @@ static inline struct spanheap_redzone *entry_of(const struct mspan *s,
 	return (struct spanheap_redzone *)s->redzone + idx;
 }
 
-/* The pages of a side table of class cls's span. */
-static size_t table_pages(unsigned cls)
+/* The pages of a side table of class cls's span: the sizes, and the
+ * callers' records if the heap keeps them (spanheap_track.c). */
+static size_t table_pages(const struct spanheap *sh, unsigned cls)
 {
-	return spanheap_pages_for(sizeclass_info[cls].nelems *
-	                          sizeof(struct spanheap_redzone));
+	uint32_t n = sizeclass_info[cls].nelems;
+	if (!sh->track)
+		return spanheap_pages_for(n * sizeof(struct spanheap_redzone));
+	return spanheap_pages_for(spanheap_track_offset(n) +
+	                          2 * (size_t)n *
+	                                  sizeof(struct spanheap_track));
 }
 
 bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
                                 uintptr_t base, unsigned flags, void **rz)
 {
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
-	size_t n = table_pages(cls);
-	struct spanheap_redzone *t =
-	        mheap_alloc_pages(sh->heap, n, mheap_flags_of(flags));
+	size_t n = table_pages(sh, cls);
+	/* Zeroed if it has records: "never allocated, never freed". */
+	unsigned hf = mheap_flags_of(flags) | (sh->track ? MHEAP_ZERO : 0);
+	struct spanheap_redzone *t = mheap_alloc_pages(sh->heap, n, hf);
 	if (!t && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))
-		t = mheap_alloc_pages(sh->heap, n, mheap_flags_of(flags));
+		t = mheap_alloc_pages(sh->heap, n, hf);
 	if (!t) {
 		spanheap_pages_put(sh->heap, (void *)base, ci->npages);
 		return false;
@@ -92,7 +98,7 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
 void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls)
 {
 	if (rz)
-		mheap_free_pages(sh->heap, rz, table_pages(cls));
+		mheap_free_pages(sh->heap, rz, table_pages(sh, cls));
 }
 
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)
@@ -123,6 +129,7 @@ __attribute__((noreturn, noinline, cold)) static void
 redzone_report(const struct mspan *s, uintptr_t a, size_t asked, long off,
                const char *when)
 {
+	spanheap_track_report(s, a);
 	mm_panic("spanheap: write past the end of an object, found %s: "
 	         "pointer %#lx, span [%#lx, +%u pages), size class %u "
 	         "(%zu-byte objects), %zu bytes asked: byte %lu is %#x, not "
@@ -150,8 +157,11 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 	obj_words(a)[1] = 0; /* the free marker, as span_take clears it */
 	if (size > s->elemsize)
 		size = s->elemsize; /* none asks for more than its class */
-	entry_of(s, obj_index(s, a - s->base))->asked = (uint32_t)size;
+	uint32_t idx = obj_index(s, a - s->base);
+	entry_of(s, idx)->asked = (uint32_t)size;
 	redzone_fill(a, size, s->elemsize);
+	if (s->poison & SPAN_TRACKED)
+		spanheap_track_record(s, idx, false);
 	return (void *)a;
 }
 
@@ -163,6 +173,8 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	redzone_check(s, idx, a, "at its free");
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
+	if (s->poison & SPAN_TRACKED)
+		spanheap_track_record(s, idx, true);
 }
 
 size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx)

@@ -76,4 +76,19 @@ size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx);
 void spanheap_redzone_resize(struct spanheap *sh, struct mspan *s, uint32_t idx,
                              uintptr_t a, size_t size);
 
+/* Poison mode's records of callers (spanheap_track.c). A poison span whose
+ * side table has them has this bit in s->poison beside 1. */
+#define SPAN_TRACKED 2u
+/* Where the records start in a side table of nelems objects. */
+size_t spanheap_track_offset(uint32_t nelems);
+/* True if the port records callers (mm_port_callers gives one): whether
+ * a poison heap keeps records (spanheap_init). */
+bool spanheap_track_probe(void);
+/* Records the call that allocates (freed false) or frees object idx of
+ * tracked span s: the time, the CPU, the stack. Pinned. */
+void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed);
+/* mm_logs the records of the object of s that a points into, if s keeps
+ * them; for a report, before its panic. Any context. */
+void spanheap_track_report(const struct mspan *s, uintptr_t a);
+
 #endif

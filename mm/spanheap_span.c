@@ -52,16 +52,11 @@ static inline unsigned span_words(const struct mspan *s)
 	return ((unsigned)s->nelems + 63) / 64;
 }
 
-unsigned mheap_flags_of(unsigned flags)
-{
-	return ((flags & MM_ATOMIC) ? MHEAP_ATOMIC : 0) |
-	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
-}
-
 /* ---- Misuse -------------------------------------------------------------- */
 
 void spanheap_bad_object(const char *what, const void *p, const struct mspan *s)
 {
+	spanheap_track_report(s, (uintptr_t)p);
 	mm_panic("spanheap: %s: pointer %p, span [%#lx, +%u pages), size "
 	         "class %u (%zu-byte objects)",
 	         what, p, (unsigned long)s->base, s->npages,
@@ -81,6 +76,7 @@ __attribute__((noreturn)) static void bad_object_op(const char *op,
                                                     const void *p,
                                                     const struct mspan *s)
 {
+	spanheap_track_report(s, (uintptr_t)p);
 	mm_panic("spanheap: %s of %s: pointer %p, span [%#lx, +%u pages), "
 	         "size class %u (%zu-byte objects)",
 	         op, what, p, (unsigned long)s->base, s->npages,
@@ -197,7 +193,7 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	               "a magazine's offset fits mag_offset");
 	s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
 	s->dshift = cls ? ci->dshift : 0;
-	s->poison = rz != NULL;
+	s->poison = rz ? (sh->track ? 1 | SPAN_TRACKED : 1) : 0;
 	s->redzone = rz;
 	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
 	s->alloc_count = cls ? 0 : 1;

@@ -179,6 +179,8 @@ struct spanheap {
 	size_t mag_slab_pages;
 	_Atomic size_t mag_slabs; /* slabs made */
 	struct failpoint fail;    /* failure injection (spanheap_fail.h) */
+	/* fixed: poison mode records callers (spanheap_track.c) */
+	bool track;
 };
 
 #endif

@@ -48,12 +48,18 @@
  *
  * Diagnostics: mm_log prints to stderr and keeps the last line (all, if
  * a test captures them); mm_panic longjmps to a catch armed by the test
- * (mm_port_posix.h), or prints "mm_panic: ..." and aborts.
+ * (mm_port_posix.h), or prints "mm_panic: ..." and aborts. Callers
+ * (poison mode's records): a frame-pointer walk (the host tests are built
+ * with frame pointers) bounded by the thread's stack and the program's
+ * text, so a binary built without them (the benchmark) gets a short or
+ * empty walk, never a fault; names from dladdr, else the module and the
+ * offset in it.
  */
 #define _GNU_SOURCE
 #include "mm_port_posix.h"
 #include "mm_port_posix_internal.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -400,4 +406,62 @@ unsigned long mm_port_log_count(void)
 void mm_port_set_quiet(bool q)
 {
 	atomic_store(&quiet, q);
+}
+
+/* The calling thread's stack, [lo, hi), asked of pthreads once. */
+static __thread uintptr_t stack_lo, stack_hi;
+
+static bool stack_bounds(void)
+{
+	if (stack_hi)
+		return true;
+	pthread_attr_t a;
+	void *base;
+	size_t size;
+	if (pthread_getattr_np(pthread_self(), &a) != 0)
+		return false;
+	int r = pthread_attr_getstack(&a, &base, &size);
+	pthread_attr_destroy(&a);
+	if (r != 0)
+		return false;
+	stack_lo = (uintptr_t)base;
+	stack_hi = stack_lo + size;
+	return true;
+}
+
+/* The program's text: from its ELF header to etext (GNU ld and lld). */
+extern char __ehdr_start[], etext[];
+
+__attribute__((noinline)) unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
+{
+	uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+	if (!stack_bounds())
+		return 0;
+	unsigned n = 0;
+	while (n < max && fp % 8 == 0 && fp >= stack_lo &&
+	       stack_hi - fp >= 16) {
+		const uintptr_t *frame = (const uintptr_t *)fp;
+		uintptr_t ret = frame[1];
+		if (ret < (uintptr_t)__ehdr_start || ret >= (uintptr_t)etext)
+			break;
+		pcs[n++] = ret;
+		if (frame[0] <= fp)
+			break;
+		fp = frame[0];
+	}
+	return n;
+}
+
+void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
+{
+	Dl_info info;
+	int found = dladdr((void *)pc, &info);
+	if (found && info.dli_sname)
+		snprintf(buf, size, "%s+%#lx", info.dli_sname,
+		         (unsigned long)(pc - (uintptr_t)info.dli_saddr));
+	else if (found && info.dli_fname && info.dli_fbase)
+		snprintf(buf, size, "%s+%#lx", info.dli_fname,
+		         (unsigned long)(pc - (uintptr_t)info.dli_fbase));
+	else
+		snprintf(buf, size, "%#lx", (unsigned long)pc);
 }

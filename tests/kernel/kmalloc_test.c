@@ -288,6 +288,18 @@ KTEST(demo, kmalloc_write_past_the_end)
 	ktest_fail_at(__FILE__, __LINE__, "the write past the end went unseen");
 }
 
+/* With mm.debug_poison: a double free, whose report is preceded by the
+ * object's records (mm/spanheap_track.c): allocated here, freed in
+ * demo_kfree. */
+KTEST(demo, kmalloc_double_free_callers)
+{
+	void *p = kmalloc(64, 0);
+	KASSERT(p != NULL);
+	demo_kfree(p);
+	demo_kfree(p);
+	ktest_fail_at(__FILE__, __LINE__, "the double free went unseen");
+}
+
 KTEST(demo, kfree_page_heap_memory)
 {
 	void *p = mheap_alloc_pages(&kheap, 2, 0);

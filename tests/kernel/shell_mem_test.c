@@ -1,8 +1,9 @@
 /*
  * The shell's scavenge and release against the frame pool: the KiB
  * scavenge reports are its pages', and the free frames it and release
- * report moved by the pages they gave back; and sweep's report against
- * the span heap's statistics around it.
+ * report moved by the pages they gave back; sweep's report against
+ * the span heap's statistics around it; and objwho's records of an
+ * object's allocation and free (poison mode), or its refusal.
  */
 #include "kernel/frames.h"
 #include "kernel/format.h"
@@ -173,5 +174,55 @@ KTEST(shell_mem, sweep_reports_the_cycle_it_ran)
 		           (unsigned long long)a, (unsigned long long)b,
 		           (unsigned long long)c);
 	KEXPECT(same);
+}
+/* Out of line, so that objwho must name it. */
+__attribute__((noinline)) static void *objwho_alloc_here(void)
+{
+	void *p = kmalloc(96, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+KTEST(shell_mem, objwho_names_who_allocated_and_freed)
+{
+	char line[64];
+	void *p = objwho_alloc_here();
+	KASSERT(p != NULL);
+	ksnprintf(line, sizeof(line), "objwho %p", p);
+	enum shell_status st = capture_run_line(line);
+	if (!kspanheap.track) {
+		KEXPECT_EQ(st, SHELL_FAILED);
+		KEXPECT(seen_has("the heap keeps none (boot with "
+		                 "mm.debug_poison)"));
+		kfree(p);
+		return;
+	}
+	KEXPECT_EQ(st, SHELL_OK);
+	KEXPECT(seen_has("last allocated on CPU"));
+	KEXPECT(seen_has(" objwho_alloc_here+0x"));
+	KEXPECT(seen_has("never freed since its span was made") ||
+	        seen_has("last freed on CPU")); /* its slot's last object */
+	kfree(p);
+	KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+	KEXPECT(seen_has("last freed on CPU"));
+	/* kfree is inline: the test's own function freed it. */
+	KEXPECT(seen_has(" ktest_fn_shell_mem_objwho_names_who_allocated_and_"
+	                 "freed+0x"));
+	/* Not an object of the heap; not an address at all. */
+	KEXPECT_EQ(capture_run_line("objwho 0x1000"), SHELL_FAILED);
+	KEXPECT(seen_has("objwho: no records for 0x1000: not in a small "
+	                 "object of the heap"));
+}
+
+KTEST(shell_mem, objwho_refuses_what_is_no_address)
+{
+	KEXPECT_EQ(capture_run_line("objwho"), SHELL_USAGE);
+	KEXPECT(seen_has("usage: objwho ADDR"));
+	KEXPECT_EQ(capture_run_line("objwho 1234"), SHELL_USAGE);
+	KEXPECT(seen_has("objwho: ADDR '1234' is not 0x and 1 to 16 hex "
+	                 "digits"));
+	KEXPECT_EQ(capture_run_line("objwho 0x12345678123456789"), SHELL_USAGE);
+	KEXPECT_EQ(capture_run_line("objwho 0xfg"), SHELL_USAGE);
+	KEXPECT_EQ(capture_run_line("objwho 0x"), SHELL_USAGE);
 }
 #endif

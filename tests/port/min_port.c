@@ -367,3 +367,18 @@ void mm_log(const char *fmt, ...)
 	fprintf(stderr, "%s\n", min_port_last_log);
 	min_port_n.logs++;
 }
+
+/* No stack walk: poison mode then keeps no records of callers (PORTING.md:
+ * a port whose mm_port_callers returns 0). */
+unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
+{
+	hook_enter("mm_port_callers", NO_HEAP_LOCK);
+	(void)pcs;
+	(void)max;
+	return 0;
+}
+
+void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
+{
+	snprintf(buf, size, "%#lx", (unsigned long)pc);
+}
