@@ -165,6 +165,19 @@ static unsigned class_for(size_t size, size_t align)
 	return cls < SC_NCLASSES ? cls : 0;
 }
 
+/* The class that serves size bytes aligned to align in poison mode: that
+ * of a byte more, so that an exact fit gets the next class and a red zone
+ * (spanheap_redzone.c), but for 32 KiB, which stays small; a power of two
+ * up to a page keeps its natural alignment (a class of its multiples). */
+static unsigned poison_class(size_t size, size_t align)
+{
+	if (size >= SC_MAX_SIZE)
+		return class_for(size, align);
+	if (size > align && size <= MM_PAGE_SIZE && !(size & (size - 1)))
+		align = size;
+	return class_for(size + 1, align);
+}
+
 /* Every allocation but the fast path's, and realloc's (inject false:
  * spanheap_realloc asked spanheap_fail_should itself). */
 static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
@@ -174,7 +187,8 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 	unsigned cls = 0;
 	if (!spanheap_bad_flags("alloc", size, flags) &&
 	    size <= sh->heap->arena_pages * MM_PAGE_SIZE) {
-		cls = class_for(size, align);
+		cls = sh->cfg.poison ? poison_class(size, align)
+		                     : class_for(size, align);
 		/* Before anything is taken: an injected NULL leaves all as
 		 * it was, and is not counted as the page heap's refusal. */
 		if (inject && __builtin_expect(spanheap_fail_armed(sh), 0) &&
@@ -331,8 +345,10 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
 	                     0))
 		return alloc_unpinned(sh, size, flags);
-	if (__builtin_expect(spanheap_fail_armed(sh), 0)) {
-		mm_port_unpin(pin); /* every call of an armed heap comes here */
+	if (__builtin_expect(spanheap_fail_armed(sh) || sh->cfg.poison, 0)) {
+		/* Every call of an armed heap comes here, and of a poison
+		 * one (no magazines), which alloc_call gives its class. */
+		mm_port_unpin(pin);
 		return alloc_any(sh, size, 16, flags);
 	}
 	unsigned cls = sizeclass_of(size);

@@ -27,7 +27,8 @@ struct spanheap_config {
 	 * zone, the bytes of its class past those asked for, filled with
 	 * SPANHEAP_REDZONE_BYTE when it is handed out and checked at its
 	 * free and at a realloc that keeps it (spanheap_redzone.c): a write
-	 * past its end panics the same way (an exact fit has none), and
+	 * past its end panics the same way (a request of a class's own size
+	 * takes a larger class to have one; but 32 KiB), and
 	 * spanheap_usable_size gives the bytes asked. The CPUs keep no
 	 * magazines in this mode, so every allocation and free takes the slow
 	 * paths (no object waits unchecked in a cache). Large objects are not

@@ -146,7 +146,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	/* What the caller may have written: in poison mode, what it asked
 	 * for (the rest is the red zone, spanheap_redzone.c). */
 	size_t used = s->poison ? spanheap_redzone_asked(s, idx) : old;
-	bool keep = size <= old && rounded_size(size) >= old / 2 &&
+	/* A poison object keeps a byte of red zone, as alloc_call's. */
+	bool keep = size + (s->poison && old < SC_MAX_SIZE) <= old &&
+	            rounded_size(size) >= old / 2 &&
 	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
 	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
 	/* It needs memory: one eligible call, p untouched if it fails;

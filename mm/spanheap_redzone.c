@@ -15,12 +15,14 @@
  * given back with the span (spanheap_poison_span_gone). An object's entry
  * holds the bytes asked for while it is allocated (SPANHEAP_REDZONE_FREE
  * while it is free), and its red zone is the slack [asked, elemsize),
- * every byte SPANHEAP_REDZONE_BYTE (0xbb, not the poison 0xdb). The fast
- * paths chose the class from the size, so there is no room for a
- * trailer: an exact fit (a request of a class's own size) has no red
- * zone, and an overrun of it reaches the next object, which the poison
- * catches only if that one is free. Taking the next class up for an exact
- * fit would change the fast paths' lookup; not done.
+ * every byte SPANHEAP_REDZONE_BYTE (0xbb, not the poison 0xdb). So that
+ * every object has one, a poison heap gives a request the class of a byte
+ * more (spanheap.c's poison_class: every allocation of the mode reaches
+ * alloc_call, as the magazines are empty, and the refill sends its calls
+ * there), and a power of two up to a page a class of its multiples, to
+ * keep its natural alignment; a realloc keeps an object in place only
+ * with a byte of red zone left. The one exception is a request of 32 KiB,
+ * the largest class's size, which stays small and has none.
  *
  * Algorithm: a poison span is made with every object poisoned and marked
  * as freed, and marked at nelems, so span_take's poison branch (the one

@@ -32,11 +32,12 @@ static bool poisoned(const void *p, size_t size)
 	       all_bytes((const char *)p + 16, size - 16, SPANHEAP_POISON_BYTE);
 }
 
-/* The first span of class cls on a fresh heap: all its objects, in p. */
+/* The first span of class cls on a fresh heap: all its objects, in p
+ * (of poison mode's largest size for the class, sh_poison_size). */
 static bool take_span(unsigned cls, void **p)
 {
-	size_t size = sizeclass_info[cls].size;
-	return sh_alloc_n(&sh, p, sizeclass_info[cls].nelems, size);
+	return sh_alloc_n(&sh, p, sizeclass_info[cls].nelems,
+	                  sh_poison_size(cls));
 }
 
 static void *objs[SC_BITMAP_WORDS * 64];
@@ -49,7 +50,7 @@ KTEST(spanheap_poison, every_class_freed_holds_the_poison)
 		KASSERT(take_span(cls, objs));
 		unsigned n = sizeclass_info[cls].nelems;
 		for (unsigned i = 0; i < n; i++)
-			memset(objs[i], 0x11, size);
+			memset(objs[i], 0x11, sh_poison_size(cls));
 		for (unsigned i = 0; i < n; i++)
 			spanheap_free(&sh, objs[i]);
 		for (unsigned i = 0; i < n; i++)
@@ -76,7 +77,6 @@ KTEST(spanheap_poison, every_class_freed_holds_the_poison)
 static void write_then_reuse(unsigned cls, size_t off, const char *want)
 {
 	KASSERT(heap_with(true));
-	size_t size = sizeclass_info[cls].size;
 	unsigned n = sizeclass_info[cls].nelems;
 	KASSERT(take_span(cls, objs));
 	for (unsigned i = 0; i < n; i++)
@@ -87,7 +87,8 @@ static void write_then_reuse(unsigned cls, size_t off, const char *want)
 	snprintf(msg, sizeof(msg), want, off);
 	bool fired = false;
 	for (unsigned i = 0; i < n && !fired; i++) {
-		fired = MM_PORT_PANICS(objs[i] = spanheap_alloc(&sh, size, 0));
+		fired = MM_PORT_PANICS(
+		        objs[i] = spanheap_alloc(&sh, sh_poison_size(cls), 0));
 		sh_unpin_after_panic();
 	}
 	sh_expect_message(__FILE__, __LINE__, fired, msg, victim);
@@ -127,8 +128,8 @@ KTEST(spanheap_poison, a_changed_marker_is_named)
 KTEST(spanheap_poison, write_found_when_the_span_goes_back)
 {
 	KASSERT(heap_with(true));
-	char *p = spanheap_alloc(&sh, 64, 0);
-	char *q = spanheap_alloc(&sh, 64, 0);
+	char *p = spanheap_alloc(&sh, 63, 0); /* 64-byte objects */
+	char *q = spanheap_alloc(&sh, 63, 0);
 	KASSERT(p && q);
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, q);
@@ -171,7 +172,7 @@ KTEST(spanheap_poison, write_found_by_the_checker_before_clean_spans)
 	KASSERT(heap_with(true));
 	unsigned cls = sizeclass_of(256), n = sizeclass_info[cls].nelems;
 	static void *p[3 * SC_BITMAP_WORDS * 64];
-	KASSERT(sh_alloc_n(&sh, p, 3 * n, 256));
+	KASSERT(sh_alloc_n(&sh, p, 3 * n, sh_poison_size(cls)));
 	for (unsigned i = 0; i < 3; i++)
 		spanheap_free(&sh, p[i * n]);
 	spanheap_flush_cache(&sh); /* every span on the class's lists */

@@ -90,20 +90,72 @@ KTEST(spanheap_redzone, overrun_found_at_a_realloc_in_place)
 	sh_heap_release(&heap);
 }
 
-/* An exact fit has no red zone: all of it is usable, and a free of it
- * full is no overrun. */
-KTEST(spanheap_redzone, an_exact_fit_has_none)
+/* The class of object p. */
+static unsigned class_of(const void *p)
+{
+	return ((struct mspan *)mheap_span_lookup(&heap, (uintptr_t)p))
+	        ->sizeclass;
+}
+
+/* An exact fit (a request of a class's own size) takes a larger class in
+ * poison mode, so it has a red zone too: all it asked is usable, a byte
+ * past it is found at the free, and a power of two up to a page keeps its
+ * natural alignment. 32 KiB, the largest class, stays an exact fit. */
+/* Class cls's own size asked, all of it written and a byte past it: the
+ * free must panic naming that byte. */
+static void exact_fit_overrun(unsigned cls)
 {
 	KASSERT(poison_heap());
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		size_t size = sizeclass_info[cls].size;
-		char *p = spanheap_alloc(&sh, size, 0);
-		KASSERT(p);
-		KEXPECT_EQ(spanheap_usable_size(&sh, p), size);
-		memset(p, 0x22, size);
-		spanheap_free(&sh, p);
-	}
-	SH_CHECK(&sh, "after the exact fits");
+	size_t size = sizeclass_info[cls].size;
+	char *p = spanheap_alloc(&sh, size, 0);
+	KASSERT(p);
+	KEXPECT(class_of(p) > cls);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), size);
+	if (size <= MM_PAGE_SIZE && !(size & (size - 1)))
+		KEXPECT_EQ((uintptr_t)p % size, 0);
+	memset(p, 0x22, size); /* all of it is the caller's */
+	p[size] = 0x41;
+	char want[128];
+	snprintf(want, sizeof(want),
+	         "%zu bytes asked: byte %zu is 0x41, not the red zone", size,
+	         size);
+	EXPECT_MISUSE(spanheap_free(&sh, p), want, p);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_redzone, an_exact_fit_gets_one)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES - 1; cls++)
+		exact_fit_overrun(cls);
+	KASSERT(poison_heap());
+	char *p = spanheap_alloc(&sh, SC_MAX_SIZE, 0);
+	KASSERT(p);
+	KEXPECT_EQ(class_of(p), SC_NCLASSES - 1);
+	memset(p, 0x22, SC_MAX_SIZE);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the largest exact fit");
+	sh_heap_release(&heap);
+}
+
+/* A realloc to its class's own size moves the object to a class with a
+ * red zone; one that leaves a byte of it stays in place. */
+KTEST(spanheap_redzone, realloc_keeps_a_red_zone)
+{
+	KASSERT(poison_heap());
+	char *p = spanheap_alloc(&sh, 20, 0); /* 32-byte objects */
+	KASSERT(p);
+	KEXPECT_EQ(class_of(p), sizeclass_of(32));
+	memset(p, 0x33, 20);
+	char *q = spanheap_realloc(&sh, p, 31, 0);
+	KEXPECT(q == p);
+	q = spanheap_realloc(&sh, q, 32, 0);
+	KASSERT(q);
+	KEXPECT(q != p);
+	KEXPECT(class_of(q) > sizeclass_of(32));
+	KEXPECT(all_bytes(q, 20, 0x33));
+	q[32] = 0x41;
+	EXPECT_MISUSE(spanheap_free(&sh, q), "32 bytes asked: byte 32 is 0x41",
+	              q);
 	sh_heap_release(&heap);
 }
 

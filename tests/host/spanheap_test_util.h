@@ -123,6 +123,14 @@ static inline bool sh_heap_fresh_with(struct mheap *h, struct spanheap *sh,
 
 /* sh_heap_fresh, with sh in poison mode if poison (spanheap_config.h):
  * the start of the poison, red-zone and unfolded-count tests. */
+/* The largest request a poison heap serves from class cls: a byte less
+ * than its objects (an exact fit takes the next class, for its red zone:
+ * mm/spanheap.c's poison_class). */
+static inline size_t sh_poison_size(unsigned cls)
+{
+	return sizeclass_info[cls].size - 1;
+}
+
 static inline bool sh_heap_fresh_poison(struct mheap *h, struct spanheap *sh,
                                         bool poison)
 {
