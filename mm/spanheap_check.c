@@ -40,6 +40,24 @@
 /* ---- The checker
  * ------------------------------------------------------------------ */
 
+/* Poison mode's flags and side table of span s, fixed at its making from
+ * the heap's mode: a wrong one reads a table that is not there, or skips
+ * the checks. */
+static void check_poison_flags(struct spanheap *sh, struct mspan *s,
+                               unsigned cls)
+{
+	unsigned mode =
+	        sh->cfg.poison ? 1u | (sh->track ? SPAN_TRACKED : 0) : 0;
+	if (s->poison != mode || (s->redzone != NULL) != (mode != 0))
+		check_fail(sh,
+		           "spanheap: check: span %p [%#lx] of class %u: "
+		           "poison flags %#x and side table %p, where the "
+		           "heap's mode makes %#x and %s",
+		           (void *)s, (unsigned long)s->base, cls,
+		           (unsigned)s->poison, s->redzone, mode,
+		           mode ? "a table" : "none");
+}
+
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
 	unsigned cls = s->sizeclass;
@@ -53,6 +71,7 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		           "spanheap: check: span %p [%#lx] of class %u does "
 		           "not match its class",
 		           (void *)s, (unsigned long)s->base, cls);
+	check_poison_flags(sh, s, cls);
 	unsigned cnt = 0;
 	uint32_t fi = atomic_load_explicit(&s->freeindex, memory_order_relaxed);
 	for (unsigned w = 0; w < SC_BITMAP_WORDS; w++) {

@@ -1,14 +1,13 @@
 /*
  * spanheap_check (mm/spanheap_check.c) catches what it claims to: each
  * test breaks one of the invariants it verifies in a fresh heap (a span's
- * class fields, bitmaps or count, a span-table entry, a magazine, a
- * central list's entries, count or links, a cached span, an owner, a
- * queued flag against the fold queue, the span and
- * span-struct counts, and the page heap's counts it ends with), expects the
- * panic naming that fault, then puts the state back and expects the check
- * to pass again, so the fault was the only one. The bitmap double-free
- * checks of the free's paths (suite spanheap_check_bits) are in
- * spanheap_check_bits_test.c.
+ * class fields, poison flags, bitmaps or count, a span-table entry, a magazine,
+ * a central list's entries, count or links, a cached span, an owner, a queued
+ * flag against the fold queue, the span and span-struct counts, and the page
+ * heap's counts it ends with), expects the panic naming that fault, then puts
+ * the state back and expects the check to pass again, so the fault was the only
+ * one. The bitmap double-free checks of the free's paths (suite
+ * spanheap_check_bits) are in spanheap_check_bits_test.c.
  *
  * A caught panic abandons the call where it was (the port undoes pins; the
  * checker gives its cycle and class locks back, but the page heap's check
@@ -78,6 +77,44 @@ KTEST(spanheap_check, catches_a_span_unlike_its_class)
 	EXPECT_FIELD_CAUGHT(dshift);
 #undef EXPECT_FIELD_CAUGHT
 	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* A span's poison flags and side table against the heap's mode: none in
+ * a normal heap; both, with the records' flag, in a poison one (the host
+ * port walks stacks). */
+KTEST(spanheap_check, catches_poison_flags_unlike_the_heap)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	SH_CHECK(&sh, "clean");
+	s->poison = 1;
+	EXPECT_CHECK_FAILS("span %p [%#lx] of class 4: poison flags 0x1 and "
+	                   "side table (nil), where the heap's mode makes 0 "
+	                   "and none",
+	                   (void *)s, (unsigned long)s->base);
+	s->poison = 0;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	KASSERT(sh.track);
+	p = spanheap_alloc(&sh, 63, 0);
+	KASSERT(p);
+	s = span_at(p);
+	SH_CHECK(&sh, "clean, poison");
+	s->poison = 1; /* the records' flag lost */
+	EXPECT_CHECK_FAILS("poison flags 0x1 and side table 0x");
+	s->poison = 3;
+	void *rz = s->redzone;
+	s->redzone = NULL;
+	EXPECT_CHECK_FAILS("poison flags 0x3 and side table (nil), where the "
+	                   "heap's mode makes 0x3 and a table");
+	s->redzone = rz;
+	SH_CHECK(&sh, "restored, poison");
+	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
 }
 
