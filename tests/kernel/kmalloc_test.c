@@ -199,6 +199,19 @@ KTEST(kmalloc, usable_size_follows_the_heap_mode)
 	memset(z, 0x5a, ksize(z));
 	kfree(p);
 	kfree(z);
+	/* An exact fit, its size known here (kmalloc's inline class path):
+	 * in poison mode a larger class, for a red zone, aligned to 64 as
+	 * every power of two up to a page is. */
+	struct exact {
+		uint8_t b[64];
+	} *e = kmalloc(sizeof(struct exact), 0);
+	KASSERT(e != NULL);
+	KEXPECT_EQ((uintptr_t)e % 64, 0);
+	KEXPECT_EQ(ksize(e), 64u);
+	if (poison)
+		KEXPECT_EQ(((volatile uint8_t *)e)[64], SPANHEAP_REDZONE_BYTE);
+	memset(e, 0x5a, sizeof(*e));
+	kfree(e);
 }
 
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)
