@@ -5,10 +5,13 @@
  * collector's steps now and report what they did, and mmfail, which arms,
  * disarms and shows allocation-failure injection: the heap's
  * (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
- * (kernel/frames.h); and objwho, which prints poison mode's records of
- * who last allocated and freed an object (mm/spanheap_track.h).
+ * (kernel/frames.h); objwho, which prints poison mode's records of who
+ * last allocated and freed an object (mm/spanheap_track.h); and
+ * addrinfo, which says what an address is (kernel/addrinfo.h): its
+ * region, and in the heap its object and the object's state.
  */
 #include "arch/x86_64/paging.h"
+#include "kernel/addrinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ksyms.h"
@@ -331,6 +334,21 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 	return SHELL_OK;
 }
 
+/* addrinfo ADDR */
+static enum shell_status cmd_addrinfo(int argc, char **argv)
+{
+	uintptr_t a;
+	if (argc != 2)
+		return shell_usage(&shell_mem_cmds[7]); /* its own entry */
+	if (!parse_address(argv[1], &a)) {
+		printk("addrinfo: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
+		       argv[1]);
+		return SHELL_USAGE;
+	}
+	addrinfo_print("", "address", a);
+	return SHELL_OK;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -345,5 +363,8 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"objwho", "ADDR",
          "who last allocated and freed the object at ADDR (mm.debug_poison)",
          cmd_objwho},
+        {"addrinfo", "ADDR",
+         "what ADDR is: its region, and in the heap its object and state",
+         cmd_addrinfo},
         {NULL, NULL, NULL, NULL},
 };

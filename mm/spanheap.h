@@ -50,6 +50,7 @@
 #include "port.h"
 #include "sizeclasses.h"
 #include "spanheap_track.h"
+#include "spanheap_where.h"
 #include "spanheap_types.h"
 
 /* Flags of the allocation calls. */

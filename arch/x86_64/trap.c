@@ -11,6 +11,7 @@
 
 #include "cpu.h"
 #include "gdt.h"
+#include "kernel/addrinfo.h"
 #include "kernel/percpu.h"
 #include "kernel/irq.h"
 #include "kernel/kstack.h"
@@ -183,6 +184,10 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	printk("  R10 %016lx R11 %016lx R12 %016lx\n", f->r10, f->r11, f->r12);
 	printk("  R13 %016lx R14 %016lx R15 %016lx\n", f->r13, f->r14, f->r15);
 	backtrace_print(f->rip, f->rbp);
+	/* Last: it reads the heap's structures, and a fault there would
+	 * cut the report short (fault_in_report). */
+	if (f->vector == VEC_PF)
+		addrinfo_print("  ", "CR2", cr2);
 }
 
 /* The unexpected exception each CPU is reporting: depth 1 while it

@@ -225,4 +225,30 @@ KTEST(shell_mem, objwho_refuses_what_is_no_address)
 	KEXPECT_EQ(capture_run_line("objwho 0xfg"), SHELL_USAGE);
 	KEXPECT_EQ(capture_run_line("objwho 0x"), SHELL_USAGE);
 }
+
+/* addrinfo: a kmalloc object's place and state, before and after its
+ * free (kernel/addrinfo.c has the regions' own tests), and what is no
+ * address refused as objwho refuses it. */
+KTEST(shell_mem, addrinfo_says_what_an_address_is)
+{
+	char line[64], want[96];
+	char *p = kmalloc(200, 0);
+	KASSERT(p != NULL);
+	ksnprintf(line, sizeof(line), "addrinfo %p", p + 3);
+	KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+	ksnprintf(want, sizeof(want), "address %p: in the heap arena", p + 3);
+	KEXPECT(seen_has(want));
+	KEXPECT(seen_has("3 bytes into object "));
+	KEXPECT(seen_has(" (allocated) of span "));
+	kfree(p);
+	KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+	KEXPECT(seen_has(" (free) of span "));
+	KEXPECT_EQ(capture_run_line("addrinfo 0x18"), SHELL_OK);
+	KEXPECT(seen_has("address 0x18: a NULL pointer dereference"));
+	KEXPECT_EQ(capture_run_line("addrinfo"), SHELL_USAGE);
+	KEXPECT(seen_has("usage: addrinfo ADDR"));
+	KEXPECT_EQ(capture_run_line("addrinfo 42"), SHELL_USAGE);
+	KEXPECT(seen_has("addrinfo: ADDR '42' is not 0x and 1 to 16 hex "
+	                 "digits"));
+}
 #endif

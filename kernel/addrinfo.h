@@ -1,0 +1,24 @@
+/*
+ * What a kernel address is, for reports: the page-fault report's CR2 and
+ * the shell's addrinfo. Names the region of the address space
+ * (arch/x86_64/layout.h) that holds it, and inside it what it can: the
+ * NULL page, a kernel stack's guard page, the kernel image's section and
+ * symbol, the direct map's physical address and whether the frame pool
+ * owns that frame, and for the heap arena the object and its state
+ * (mm/spanheap_where.h), with poison mode's records of its callers.
+ */
+#ifndef KERNEL_ADDRINFO_H
+#define KERNEL_ADDRINFO_H
+
+#include <stdint.h>
+
+/*
+ * printks "<indent><label> <a>: <what a is>", then, for an address of
+ * the heap arena, the span heap's own lines (mm_log, "mm: spanheap: ...").
+ * Reads no memory at a, takes no lock (the heap's description reads its
+ * span table, span structs and an object's free marker, without locks):
+ * any context, the exception handlers' included.
+ */
+void addrinfo_print(const char *indent, const char *label, uint64_t a);
+
+#endif

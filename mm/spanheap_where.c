@@ -1,0 +1,247 @@
+/*
+ * mm/spanheap_where.c: what an address is to the span heap
+ * (spanheap_where.h), and the report line that says it.
+ *
+ * Purpose: a fault on an address of the heap, a pointer in a register, a
+ * word in a dump: the developer asks whose memory it is. The heap knows
+ * without a lock: the span table names what holds each page, the span
+ * where its objects lie, the object's free marker whether it is free. A
+ * page fault report in the kernel prints this for its CR2 (a use after
+ * free of a large object under mm.debug_pagealloc names that object's
+ * pages); the shell's addrinfo prints it for any address.
+ *
+ * Representation: none of its own; reads spanheap.c's.
+ *
+ * Algorithm: the span table's entry for p's page (mheap_spanmap.h): a
+ * mark (no span: a free page, a small span's once; a page-heap run; a
+ * freed large span), or a span struct. A struct that is dead or does not
+ * cover p is a span being freed (its entries are cleared after its
+ * state), or one that was freed and made anew elsewhere while this ran:
+ * free pages too. A large span holds
+ * one object. A small span's object index comes from the offset
+ * (obj_index); an index at or past marked was never handed out; below
+ * it, the free marker (cookie ^ address, in the object's second word)
+ * tells a free object from an allocated one, and in poison mode the side
+ * table gives the bytes asked.
+ *
+ * Locking: none. Every field read is fixed while the span lives or read
+ * atomically; a span freed and made anew while this runs may show its
+ * old or its new self. The marker is read only from a span in use, whose
+ * pages are mapped.
+ *
+ * Limits: a freed large object's pages carry a mark, not the object, so
+ * where it began and how long it was are not known; a page-heap run's
+ * entries stay after its free, so "a run" may be one freed since; a free
+ * page may be in a CPU's page cache. Modelled on Linux's kmem_dump_obj
+ * (mm/slab_common.c) and KASAN's description of a bad access's object.
+ */
+#include "spanheap_internal.h"
+
+const char *spanheap_obj_state_name(enum spanheap_obj_state s)
+{
+	static const char *const names[] = {
+	        [SPANHEAP_OBJ_NONE] = "no object",
+	        [SPANHEAP_OBJ_ALLOCATED] = "allocated",
+	        [SPANHEAP_OBJ_FREE] = "free",
+	        [SPANHEAP_OBJ_UNUSED] = "never handed out since its span was "
+	                                "made",
+	        [SPANHEAP_OBJ_TAIL] = "the span's tail, past its last object",
+	};
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+/* The entry's kind when it is a mark, not a span. */
+static enum spanheap_where_kind mark_kind(const void *e)
+{
+	if (e == MHEAP_SPAN_PAGES)
+		return SPANHEAP_WHERE_PAGES;
+	if (e == MHEAP_SPAN_FREED_LARGE)
+		return SPANHEAP_WHERE_FREED_LARGE;
+	return SPANHEAP_WHERE_FREE_PAGES; /* NULL or MHEAP_SPAN_NONE */
+}
+
+/* Object idx of small span s (below its object count): its state, and in
+ * poison mode the bytes asked for it. */
+static void small_state(const struct spanheap *sh, struct mspan *s,
+                        uint32_t idx, struct spanheap_where *w)
+{
+	uint32_t marked =
+	        atomic_load_explicit(&s->marked, memory_order_acquire);
+	if (idx >= marked) {
+		w->state = SPANHEAP_OBJ_UNUSED;
+		return;
+	}
+	uintptr_t marker =
+	        __atomic_load_n(&obj_words(w->start)[1], __ATOMIC_RELAXED);
+	if (marker == (sh->mag_cookie ^ w->start)) {
+		w->state = SPANHEAP_OBJ_FREE;
+		return;
+	}
+	w->state = SPANHEAP_OBJ_ALLOCATED;
+	if ((s->poison & 1) && s->redzone) {
+		const struct spanheap_redzone *rz = s->redzone;
+		uint32_t asked =
+		        __atomic_load_n(&rz[idx].asked, __ATOMIC_RELAXED);
+		if (asked != SPANHEAP_REDZONE_FREE)
+			w->asked = asked;
+	}
+}
+
+/* p in the pages of span s (in use, of kind SMALL or LARGE): the object. */
+static void span_where(const struct spanheap *sh, struct mspan *s,
+                       uint8_t state, uintptr_t off, struct spanheap_where *w)
+{
+	w->span_base = s->base;
+	w->span_pages = s->npages;
+	w->elemsize = spanheap_object_bytes(s);
+	if (state == MSPAN_LARGE) {
+		w->kind = SPANHEAP_WHERE_LARGE;
+		w->start = s->base;
+		w->offset = off;
+		return;
+	}
+	w->kind = SPANHEAP_WHERE_SMALL;
+	w->sizeclass = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
+	uint32_t nelems = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
+	unsigned owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+	w->cpu = owner ? (int)owner - 1 : -1;
+	uint32_t idx = obj_index(s, off);
+	if (idx >= nelems) {
+		w->state = SPANHEAP_OBJ_TAIL;
+		w->index = nelems;
+		w->start = s->base + (uintptr_t)nelems * s->elemsize;
+		w->offset = s->base + off - w->start;
+		return;
+	}
+	w->index = idx;
+	w->start = s->base + (uintptr_t)idx * s->elemsize;
+	w->offset = off - (uintptr_t)idx * s->elemsize;
+	small_state(sh, s, idx, w);
+}
+
+bool spanheap_where(struct spanheap *sh, const void *p,
+                    struct spanheap_where *w)
+{
+	uintptr_t a = (uintptr_t)p;
+	*w = (struct spanheap_where){
+	        .kind = SPANHEAP_WHERE_OUTSIDE, .asked = UINT32_MAX, .cpu = -1};
+	/* A heap never set up has arena_bytes 0, and no page heap to ask. */
+	if (a - sh->arena_base >= sh->arena_bytes)
+		return false;
+	void *e = mheap_span_lookup(sh->heap, a);
+	if (!mheap_span_is_span(e)) {
+		w->kind = mark_kind(e);
+		return true;
+	}
+	struct mspan *s = e;
+	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+	uintptr_t off = a - s->base;
+	if (state == MSPAN_DEAD || a < s->base ||
+	    off >= (uintptr_t)s->npages * MM_PAGE_SIZE) {
+		w->kind = SPANHEAP_WHERE_FREE_PAGES; /* being freed */
+		return true;
+	}
+	span_where(sh, s, state, off, w);
+	return true;
+}
+
+/* Appends text t, then number v unless it is UINT64_MAX, to buf (of size
+ * bytes, holding len): mm_log's format strings are fixed, and mm/ has
+ * no formatter of its own. Returns the new length; cut short if full. */
+static size_t put(char *buf, size_t size, size_t len, const char *t, uint64_t v)
+{
+	while (*t && len + 1 < size)
+		buf[len++] = *t++;
+	if (v != UINT64_MAX) {
+		char d[20];
+		int n = 0;
+		do
+			d[n++] = (char)('0' + v % 10);
+		while ((v /= 10) != 0);
+		while (n && len + 1 < size)
+			buf[len++] = d[--n];
+	}
+	buf[len] = '\0';
+	return len;
+}
+
+/* The line for a small span's address (kind SMALL): the object, its
+ * state, the red zone if the offset is in it, the CPU caching the span. */
+static void log_small(uintptr_t a, const struct spanheap_where *w)
+{
+	char note[96];
+	size_t len = put(note, sizeof(note), 0, "", UINT64_MAX);
+	if (w->asked != UINT32_MAX) {
+		len = put(note, sizeof(note), len, ", ", w->asked);
+		len = put(note, sizeof(note), len, " bytes asked", UINT64_MAX);
+		if (w->offset >= w->asked) {
+			len = put(note, sizeof(note), len, ": ",
+			          w->offset - w->asked);
+			len = put(note, sizeof(note), len,
+			          " bytes past their end, in the red zone",
+			          UINT64_MAX);
+		}
+	}
+	if (w->cpu >= 0)
+		put(note, sizeof(note), len, ", the span cached by CPU ",
+		    (uint64_t)w->cpu);
+	if (w->state == SPANHEAP_OBJ_TAIL) {
+		mm_log("spanheap: %#lx: %zu bytes past the last of the %u "
+		       "objects of span [%#lx, +%u pages), size class %u "
+		       "(%zu-byte objects), in its tail%s",
+		       (unsigned long)a, w->offset, w->index,
+		       (unsigned long)w->span_base, w->span_pages, w->sizeclass,
+		       w->elemsize, note);
+		return;
+	}
+	mm_log("spanheap: %#lx: %zu bytes into object %u (%s) of span "
+	       "[%#lx, +%u pages), size class %u (%zu-byte objects)%s",
+	       (unsigned long)a, w->offset, w->index,
+	       spanheap_obj_state_name(w->state), (unsigned long)w->span_base,
+	       w->span_pages, w->sizeclass, w->elemsize, note);
+}
+
+bool spanheap_where_log(struct spanheap *sh, const void *p)
+{
+	struct spanheap_where w;
+	bool in = spanheap_where(sh, p, &w);
+	uintptr_t a = (uintptr_t)p;
+	switch (w.kind) {
+	case SPANHEAP_WHERE_OUTSIDE:
+		mm_log("spanheap: %#lx: outside the heap arena [%#lx, +%zu "
+		       "MiB)",
+		       (unsigned long)a, (unsigned long)sh->arena_base,
+		       (size_t)(sh->arena_bytes >> 20));
+		break;
+	case SPANHEAP_WHERE_FREE_PAGES:
+		mm_log("spanheap: %#lx: on a free page of the heap arena (no "
+		       "span's or run's; a use after free?)",
+		       (unsigned long)a);
+		break;
+	case SPANHEAP_WHERE_PAGES:
+		mm_log("spanheap: %#lx: on a run of the page heap's pages "
+		       "(mheap_alloc_pages, in use or freed since), no span's",
+		       (unsigned long)a);
+		break;
+	case SPANHEAP_WHERE_FREED_LARGE:
+		mm_log("spanheap: %#lx: on the pages of a large object freed "
+		       "since (a use after free?)",
+		       (unsigned long)a);
+		break;
+	case SPANHEAP_WHERE_LARGE:
+		mm_log("spanheap: %#lx: %zu bytes into a large object "
+		       "(allocated) [%#lx, +%u pages)",
+		       (unsigned long)a, w.offset, (unsigned long)w.span_base,
+		       w.span_pages);
+		break;
+	case SPANHEAP_WHERE_SMALL:
+		log_small(a, &w);
+		if (w.state != SPANHEAP_OBJ_TAIL) {
+			struct mspan *s = mheap_span_lookup(sh->heap, a);
+			if (mheap_span_is_span(s))
+				spanheap_track_report(s, a);
+		}
+		break;
+	}
+	return in;
+}

@@ -1,0 +1,132 @@
+/*
+ * What a kernel address is (kernel/addrinfo.c), as the page-fault report
+ * and the shell's addrinfo print it: the NULL page, the lower half, a
+ * non-canonical address, the image's sections and a symbol, the boot
+ * stack's and a thread stack's guard pages, the direct map with and
+ * without a frame of the pool, the device MMIO region, and in the heap
+ * arena a small object allocated and freed, a large one and its freed
+ * pages. The demos fault on purpose (tools/test-harness checks their
+ * reports): a NULL pointer's field, and a large object used after its
+ * free under mm.debug_pagealloc, whose pages are then unmapped.
+ */
+#include "arch/x86_64/layout.h"
+#include "kernel/addrinfo.h"
+#include "kernel/bootinfo.h"
+#include "kernel/format.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "tests/kernel/capture_util.h"
+
+#if KTEST_HOOKS
+
+static char want[160];
+
+/* addrinfo_print(a)'s output, captured: whether it holds the text fmt
+ * makes (with a's value where fmt asks for it). */
+__attribute__((format(printf, 2, 3))) static bool says(uint64_t a,
+                                                       const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	kvsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	capture_start();
+	addrinfo_print("", "at", a);
+	capture_stop();
+	return seen_has(want);
+}
+
+static int demo_data = 1;
+
+KTEST(addrinfo, names_the_region_of_the_address)
+{
+	KEXPECT(says(0x10, "at 0x10: a NULL pointer dereference (byte 16 of "
+	                   "page 0, which is never mapped)"));
+	KEXPECT(says(0xdead000, "at 0xdead000: in the lower half"));
+	KEXPECT(says(0x0000800000000000ull,
+	             "at 0x800000000000: not canonical"));
+	uint64_t fn = (uintptr_t)addrinfo_print;
+	KEXPECT(says(fn + 4,
+	             "at %#lx: in the kernel's text: addrinfo_print+0x4",
+	             (unsigned long)(fn + 4)));
+	KEXPECT(says((uintptr_t)&demo_data, "in the kernel's data"));
+	KEXPECT(says((uintptr_t) "a literal",
+	             "in the kernel's read-only data"));
+	KEXPECT(says((uintptr_t)__boot_stack_guard + 8,
+	             "in the boot stack's guard page (a stack overflow?)"));
+	struct thread *t = thread_current();
+	if (!t->boot_stack) {
+		KEXPECT(says(t->stack.guard + 100,
+		             "in a kernel stack's guard page"));
+		KEXPECT(says(t->stack.top - 8, "in the kernel stacks' region"));
+	}
+	KEXPECT(says(MMIO_REGION_BASE + 0x20, "in the device MMIO region"));
+}
+
+KTEST(addrinfo, names_the_frame_of_a_direct_map_address)
+{
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	uint64_t va = (uintptr_t)phys_to_virt(pa) + 12;
+	KEXPECT(says(va,
+	             "at %#lx: in the direct map: physical %#lx, a frame "
+	             "of the pool",
+	             (unsigned long)va, (unsigned long)(pa + 12)));
+	frame_free(pa);
+	KEXPECT(says((uintptr_t)phys_to_virt(0x2000),
+	             "physical 0x2000, not a frame of the pool: below 1 MiB"));
+}
+
+KTEST(addrinfo, names_a_heap_object_and_its_state)
+{
+	char *p = kmalloc(40, 0);
+	KASSERT(p != NULL);
+	KEXPECT(says((uintptr_t)p + 8, "at %#lx: in the heap arena",
+	             (unsigned long)p + 8));
+	KEXPECT(seen_has("8 bytes into object "));
+	KEXPECT(seen_has(" (allocated) of span "));
+	kfree(p);
+	KEXPECT(says((uintptr_t)p, "mm: spanheap: %#lx: 0 bytes into object ",
+	             (unsigned long)p));
+	KEXPECT(seen_has(" (free) of span "));
+
+	char *big = kmalloc(100 << 10, 0);
+	KASSERT(big != NULL);
+	KEXPECT(says((uintptr_t)big + 5000,
+	             "mm: spanheap: %#lx: 5000 bytes into a large object "
+	             "(allocated) [%#lx, +25 pages)",
+	             (unsigned long)big + 5000, (unsigned long)big));
+	kfree(big);
+	KEXPECT(says((uintptr_t)big + 5000,
+	             "on the pages of a large object freed since"));
+}
+
+/* A NULL struct pointer's field read: the report says so. */
+struct demo_node {
+	long key, value;
+};
+
+KTEST(demo, null_pointer_dereference)
+{
+	struct demo_node *volatile n = NULL;
+	ktest_diag("reading a field of a NULL pointer");
+	(void)*(volatile long *)&n->value;
+	ktest_fail_at(__FILE__, __LINE__, "the read did not fault");
+}
+
+/* With mm.debug_pagealloc: a large object's pages are unmapped at its
+ * free, so a read after it faults, and the report names those pages. */
+KTEST(demo, kmalloc_use_after_free_faults)
+{
+	if (!cmdline_flag("mm.debug_pagealloc"))
+		KTEST_SKIP("needs mm.debug_pagealloc");
+	char *p = kmalloc(100 << 10, 0);
+	KASSERT(p != NULL);
+	kfree(p);
+	ktest_diag("use after free at %#lx", (unsigned long)(p + 100));
+	(void)*(volatile char *)(p + 100);
+	ktest_fail_at(__FILE__, __LINE__, "the read after free did not fault");
+}
+
+#endif /* KTEST_HOOKS */
