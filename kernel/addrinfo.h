@@ -10,6 +10,7 @@
 #ifndef KERNEL_ADDRINFO_H
 #define KERNEL_ADDRINFO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /*
@@ -20,5 +21,13 @@
  * any context, the exception handlers' included.
  */
 void addrinfo_print(const char *indent, const char *label, uint64_t a);
+
+/*
+ * addrinfo_print for a thread (the shell): the heap's structures are read
+ * under the fault hook with preemption off, so a span freed and its pages
+ * unmapped while they are read (mm.debug_pagealloc) is no panic. False,
+ * the output cut short, if that happened. Thread context.
+ */
+bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a);
 
 #endif

@@ -345,8 +345,8 @@ static enum shell_status cmd_addrinfo(int argc, char **argv)
 		       argv[1]);
 		return SHELL_USAGE;
 	}
-	addrinfo_print("", "address", a);
-	return SHELL_OK;
+	return addrinfo_print_caught("", "address", a) ? SHELL_OK
+	                                               : SHELL_FAILED;
 }
 
 const struct shell_cmd shell_mem_cmds[] = {
