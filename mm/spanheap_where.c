@@ -43,9 +43,8 @@ const char *spanheap_obj_state_name(enum spanheap_obj_state s)
 	        [SPANHEAP_OBJ_NONE] = "no object",
 	        [SPANHEAP_OBJ_ALLOCATED] = "allocated",
 	        [SPANHEAP_OBJ_FREE] = "free",
-	        [SPANHEAP_OBJ_UNUSED] = "never handed out since its span was "
-	                                "made",
-	        [SPANHEAP_OBJ_TAIL] = "the span's tail, past its last object",
+	        [SPANHEAP_OBJ_UNUSED] = "never handed out",
+	        [SPANHEAP_OBJ_TAIL] = "past the span's last object",
 	};
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }

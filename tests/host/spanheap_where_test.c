@@ -65,6 +65,10 @@ KTEST(spanheap_where, a_small_objects_place_and_state)
 	KEXPECT_EQ(w.state, SPANHEAP_OBJ_UNUSED);
 	KEXPECT_EQ(w.index, ci->nelems - 1u);
 	KEXPECT_EQ(w.start, last);
+	char log[1024];
+	where_log((void *)(last + 1), log, sizeof(log));
+	KEXPECT(strstr(log, ": 1 bytes into object ") != NULL);
+	KEXPECT(strstr(log, " (never handed out) of span ") != NULL);
 
 	spanheap_free(&sh, p);
 	KASSERT(spanheap_where(&sh, p + 39, &w));
