@@ -23,7 +23,6 @@
 #include "kernel/kstack.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
-#include "kernel/spinlock.h"
 
 /* The lowest address of the upper, kernel half (48-bit addresses). */
 #define UPPER_HALF_BASE 0xffff800000000000ull
@@ -126,18 +125,16 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a)
 
 bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a)
 {
+	/* The hook is this thread's: the scheduler switches it with the
+	 * thread, which never leaves its CPU. */
 	struct fault_catch fc;
-	/* The hook is this CPU's: no migration while it is armed. */
-	preempt_disable();
 	if (fault_catch_arm(&fc) == 0) {
 		addrinfo_print(indent, label, a);
 		fault_catch_disarm(&fc);
-		preempt_enable();
 		return true;
 	}
 	printk("%s(a fault at %#lx while reading the heap: what it described "
 	       "changed meanwhile)\n",
 	       indent, (unsigned long)fc.cr2);
-	preempt_enable();
 	return false;
 }

@@ -24,9 +24,9 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a);
 
 /*
  * addrinfo_print for a thread (the shell): the heap's structures are read
- * under the fault hook with preemption off, so a span freed and its pages
- * unmapped while they are read (mm.debug_pagealloc) is no panic. False,
- * the output cut short, if that happened. Thread context.
+ * under the thread's fault hook, so a span freed and its pages unmapped
+ * while they are read (mm.debug_pagealloc) is no panic. False, the output
+ * cut short, if that happened. Thread context.
  */
 bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a);
 

@@ -8,9 +8,12 @@
  * (kernel/frames.h); objwho, which prints poison mode's records of who
  * last allocated and freed an object (mm/spanheap_track.h); and
  * addrinfo, which says what an address is (kernel/addrinfo.h): its
- * region, and in the heap its object and the object's state.
+ * region, and in the heap its object and the object's state; and
+ * alloctraces, poison mode's live objects grouped by the stack that
+ * allocated them (spanheap_alloc_traces), for finding a leak.
  */
 #include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/addrinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
@@ -349,6 +352,61 @@ static enum shell_status cmd_addrinfo(int argc, char **argv)
 	                                               : SHELL_FAILED;
 }
 
+/* Prints trace t (of now): its counts, its oldest's age, its stack. */
+static void print_trace(const struct spanheap_trace *t, uint64_t now)
+{
+	uint64_t age = now > t->oldest_ns ? now - t->oldest_ns : 0;
+	printk("%zu objects, %zu bytes, the oldest %llu ms old:\n", t->objects,
+	       t->bytes, (unsigned long long)(age / 1000000));
+	for (uint32_t i = 0; i < t->npcs && i < SPANHEAP_TRACK_PCS; i++) {
+		char sym[96];
+		ksyms_format(t->pc[i], sym, sizeof(sym));
+		printk("    %016lx %s\n", (unsigned long)t->pc[i], sym);
+	}
+}
+
+/* The shell thread's own, as snap: 32 stacks of 100 bytes. */
+static struct spanheap_trace traces[32];
+
+/* alloctraces [CLASS] */
+static enum shell_status cmd_alloctraces(int argc, char **argv)
+{
+	uint64_t cls = 0;
+	if (argc > 2)
+		return shell_usage(&shell_mem_cmds[8]); /* its own entry */
+	if (argc == 2 && !shell_parse_uint("alloctraces", "CLASS", argv[1], 1,
+	                                   SC_NCLASSES - 1, &cls))
+		return SHELL_USAGE;
+	if (!kspanheap.track) {
+		printk("alloctraces: the heap keeps no records (boot with "
+		       "mm.debug_poison)\n");
+		return SHELL_FAILED;
+	}
+	/* Under the thread's fault hook: a span freed meanwhile gives its
+	 * table back, which mm.debug_pagealloc unmaps at once. */
+	struct fault_catch fc;
+	size_t rest, n;
+	if (fault_catch_arm(&fc) != 0) {
+		printk("alloctraces: a fault at %#lx while reading the heap (a "
+		       "span freed meanwhile); try again\n",
+		       (unsigned long)fc.cr2);
+		return SHELL_FAILED;
+	}
+	n = spanheap_alloc_traces(&kspanheap, (unsigned)cls, traces, 32, &rest);
+	fault_catch_disarm(&fc);
+	uint64_t now = time_now_ns();
+	if (cls)
+		printk("size class %llu: ", (unsigned long long)cls);
+	printk("live objects by the stack that allocated them, most first:\n");
+	for (size_t i = 0; i < n; i++)
+		print_trace(&traces[i], now);
+	if (rest)
+		printk("%zu objects more, of stacks past these %zu\n", rest, n);
+	if (!n)
+		printk("none\n");
+	return SHELL_OK;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -366,5 +424,8 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"addrinfo", "ADDR",
          "what ADDR is: its region, and in the heap its object and state",
          cmd_addrinfo},
+        {"alloctraces", "[CLASS]",
+         "live objects by the stack that allocated them (mm.debug_poison)",
+         cmd_alloctraces},
         {NULL, NULL, NULL, NULL},
 };

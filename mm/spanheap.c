@@ -214,6 +214,8 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 	 * resident when it was written here. */
 	if ((flags & MM_ZERO) && !large)
 		mm_memset(p, 0, spanheap_usable_size(sh, p));
+	if (sh->track && !large)
+		spanheap_track_alloc(sh, p);
 	return p;
 }
 

@@ -162,9 +162,7 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 	uint32_t idx = obj_index(s, a - s->base);
 	entry_of(s, idx)->asked = (uint32_t)size;
 	redzone_fill(a, size, s->elemsize);
-	if (s->poison & SPAN_TRACKED)
-		spanheap_track_record(s, idx, false);
-	return (void *)a;
+	return (void *)a; /* alloc_call records the call (spanheap_track.c) */
 }
 
 void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
@@ -176,7 +174,7 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
 	if (s->poison & SPAN_TRACKED)
-		spanheap_track_record(s, idx, true);
+		spanheap_track_record(s, idx, true, 0);
 }
 
 size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx)

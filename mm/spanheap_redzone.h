@@ -85,8 +85,18 @@ size_t spanheap_track_offset(uint32_t nelems);
  * a poison heap keeps records (spanheap_init). */
 bool spanheap_track_probe(void);
 /* Records the call that allocates (freed false) or frees object idx of
- * tracked span s: the time, the CPU, the stack. Pinned. */
-void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed);
+ * tracked span s: the time, the CPU, the stack. The stack starts after
+ * return address after if the walk finds it among its first four, else
+ * after the two innermost (the record's own, its caller's). Any context
+ * but NMI. */
+void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed,
+                           uintptr_t after);
+/* Records the allocation of small object p (any object: a large one, or
+ * one of a span without records, is left alone), for alloc_call: every
+ * small allocation of poison mode passes there, at a depth that depends
+ * on the call alone, not on the path to a span inside, so that one
+ * caller's objects carry one stack (spanheap_alloc_traces groups them). */
+void spanheap_track_alloc(struct spanheap *sh, const void *p);
 /* mm_logs the records of the object of s that a points into, if s keeps
  * them; for a report, before its panic. Any context. */
 void spanheap_track_report(const struct mspan *s, uintptr_t a);

@@ -21,15 +21,28 @@
  * asks: the hosted malloc, whose programs have no frame pointers to walk)
  * keeps only the sizes; its spans are made without SPAN_TRACKED.
  *
- * Algorithm: span_take's poison branch (spanheap_poison_taken) records the
- * allocation, spanheap_poison_freed the free, each after the checks that
- * may report the object, so that a report shows the previous owner's
- * calls, not the call that found the damage (the panic's own backtrace
- * names that one). A realloc that keeps the object in place is neither.
+ * Algorithm: alloc_call records the allocation (spanheap_track_alloc),
+ * spanheap_poison_freed the free, each after the checks that may report
+ * the object (span_take's, the free's), so that a report shows the
+ * previous owner's calls, not the call that found the damage (the
+ * panic's own backtrace names that one). A realloc that keeps the object
+ * in place is neither. The allocation was recorded in span_take until
+ * this version, where the stack above depended on how the object was
+ * found (a span cached, one refilled, one made): one caller's objects
+ * then carried up to three stacks, which spanheap_alloc_traces counted
+ * apart (spanheap_traces_test.c). Every small allocation of the mode
+ * passes alloc_call, at a depth that depends only on the call.
+ *
+ * spanheap_alloc_traces groups the live objects (those whose size entry
+ * is not SPANHEAP_REDZONE_FREE) by their allocation's stack, comparing a
+ * hash first: a walk of every poison span over a snapshot, with a linear
+ * search of the caller's table (tens of entries) per object.
  *
  * Locking: an object's records are its own, written by whoever holds it
  * (the CPU that hands it out, pinned, and the caller that frees it),
- * never at once; spanheap_object_tracks reads them without a lock.
+ * never at once; spanheap_object_tracks and spanheap_alloc_traces read
+ * them without a lock (the latter over a snapshot of the all-spans array,
+ * invariant 2).
  *
  * Limits: small objects only (a large object's pages go back at its free,
  * and mm.debug_pagealloc unmaps them); the records live as long as the
@@ -38,7 +51,7 @@
  */
 #include "spanheap_internal.h"
 
-/* The return addresses of the recording itself: into
+/* The return addresses a free's record leaves out: into
  * spanheap_track_record's caller and from it into the path. */
 #define TRACK_SKIP 2
 
@@ -60,22 +73,46 @@ bool spanheap_track_probe(void)
 	return mm_port_callers(pc, 1) > 0;
 }
 
-void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed)
+__attribute__((noinline)) void spanheap_track_record(const struct mspan *s,
+                                                     uint32_t idx, bool freed,
+                                                     uintptr_t after)
 {
 	struct spanheap_track *t = &tracks_of(s)[2 * (size_t)idx + freed];
-	/* Not this function's return into spanheap_poison_taken or _freed,
-	 * nor theirs into the heap's path: the first kept is in the path. */
-	uintptr_t pc[SPANHEAP_TRACK_PCS + TRACK_SKIP];
-	unsigned n = mm_port_callers(pc, SPANHEAP_TRACK_PCS + TRACK_SKIP);
-	if (n > SPANHEAP_TRACK_PCS + TRACK_SKIP)
-		n = SPANHEAP_TRACK_PCS + TRACK_SKIP; /* a port's slip */
+	/* The heap's own frames, at most 4 for the paths that pass after
+	 * (tail calls make it fewer), then the record's. */
+	uintptr_t pc[SPANHEAP_TRACK_PCS + 4];
+	unsigned n = mm_port_callers(pc, SPANHEAP_TRACK_PCS + 4);
+	if (n > SPANHEAP_TRACK_PCS + 4)
+		n = SPANHEAP_TRACK_PCS + 4; /* a port's slip */
+	unsigned skip = TRACK_SKIP;
+	for (unsigned i = 0; after && i < n && i < 4; i++)
+		if (pc[i] == after)
+			skip = i + 1;
 	struct mm_pin pin = mm_port_pin();
 	t->cpu = pin.cpu;
 	mm_port_unpin(pin);
-	t->npcs = n > TRACK_SKIP ? n - TRACK_SKIP : 0;
+	t->npcs = n > skip ? n - skip : 0;
+	if (t->npcs > SPANHEAP_TRACK_PCS)
+		t->npcs = SPANHEAP_TRACK_PCS;
 	for (unsigned i = 0; i < t->npcs; i++)
-		t->pc[i] = pc[TRACK_SKIP + i];
+		t->pc[i] = pc[skip + i];
 	t->ns = mm_port_now_ns() | 1; /* never 0: "never" */
+}
+
+__attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
+                                                    const void *p)
+{
+	struct mspan *s = mheap_span_lookup(sh->heap, (uintptr_t)p);
+	if (!mheap_span_is_span(s) ||
+	    atomic_load_explicit(&s->state, memory_order_acquire) !=
+	            MSPAN_SMALL ||
+	    !(s->poison & SPAN_TRACKED) || !s->redzone)
+		return;
+	/* The record starts at the return address of alloc_call's frame
+	 * (whatever function it was inlined into), whichever frames of this
+	 * call the compiler left out. */
+	spanheap_track_record(s, obj_index(s, (uintptr_t)p - s->base), false,
+	                      (uintptr_t)__builtin_return_address(0));
 }
 
 /* Appends s to buf (of size bytes, holding len), cut short if full. */
@@ -146,4 +183,114 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 	*alloc = t[0];
 	*freed = t[1];
 	return true;
+}
+
+/* ---- Grouping by stack -------------------------------------------------- */
+
+/* The caller's table being filled: entries, how many, their room, and
+ * the objects of stacks that found no room. */
+struct trace_table {
+	struct spanheap_trace *t;
+	size_t n, max, rest;
+};
+
+static uint32_t stack_hash(const struct spanheap_track *r)
+{
+	uint64_t h = r->npcs;
+	for (uint32_t i = 0; i < r->npcs && i < SPANHEAP_TRACK_PCS; i++)
+		h = (h ^ r->pc[i]) * 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(h >> 32);
+}
+
+static bool same_stack(const struct spanheap_trace *t,
+                       const struct spanheap_track *r)
+{
+	if (t->npcs != r->npcs)
+		return false;
+	for (uint32_t i = 0; i < r->npcs && i < SPANHEAP_TRACK_PCS; i++)
+		if (t->pc[i] != r->pc[i])
+			return false;
+	return true;
+}
+
+/* Counts one live object (asked bytes, allocated as record r). */
+static void trace_add(struct trace_table *tt, const struct spanheap_track *r,
+                      uint32_t asked)
+{
+	uint32_t h = stack_hash(r);
+	size_t i = 0;
+	for (; i < tt->n; i++)
+		if (tt->t[i].hash == h && same_stack(&tt->t[i], r))
+			break;
+	if (i == tt->n) {
+		if (tt->n == tt->max) {
+			tt->rest++;
+			return;
+		}
+		struct spanheap_trace *e = &tt->t[tt->n++];
+		*e = (struct spanheap_trace){
+		        .oldest_ns = UINT64_MAX, .hash = h, .npcs = r->npcs};
+		if (e->npcs > SPANHEAP_TRACK_PCS)
+			e->npcs = SPANHEAP_TRACK_PCS;
+		for (uint32_t k = 0; k < e->npcs; k++)
+			e->pc[k] = r->pc[k];
+	}
+	tt->t[i].objects++;
+	tt->t[i].bytes += asked;
+	if (r->ns < tt->t[i].oldest_ns)
+		tt->t[i].oldest_ns = r->ns;
+}
+
+/* Counts the live objects of span s (small, its records kept). */
+static void trace_span(struct trace_table *tt, const struct mspan *s)
+{
+	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
+	const struct spanheap_redzone *rz = s->redzone;
+	const struct spanheap_track *tr = tracks_of(s);
+	for (uint32_t i = 0; i < n && i < SC_MAX_NELEMS; i++) {
+		uint32_t asked =
+		        __atomic_load_n(&rz[i].asked, __ATOMIC_RELAXED);
+		if (asked == SPANHEAP_REDZONE_FREE)
+			continue;
+		struct spanheap_track r = tr[2 * (size_t)i];
+		trace_add(tt, &r, asked);
+	}
+}
+
+/* Sorts t[0..n) by objects, most first (insertion: n is a table's). */
+static void traces_sort(struct spanheap_trace *t, size_t n)
+{
+	for (size_t i = 1; i < n; i++) {
+		struct spanheap_trace x = t[i];
+		size_t j = i;
+		for (; j > 0 && t[j - 1].objects < x.objects; j--)
+			t[j] = t[j - 1];
+		t[j] = x;
+	}
+}
+
+size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
+                             struct spanheap_trace *t, size_t max, size_t *rest)
+{
+	spanheap_assert_can_sleep("spanheap_alloc_traces");
+	*rest = 0;
+	if (!sh->track || cls >= SC_NCLASSES)
+		return 0;
+	struct trace_table tt = {.t = t, .max = max};
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	for (size_t i = 0; i < snap.len; i++) {
+		struct mspan *s = snap.arr->v[i];
+		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
+		            MSPAN_SMALL ||
+		    !(s->poison & SPAN_TRACKED) || !s->redzone ||
+		    (cls &&
+		     __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED) != cls))
+			continue;
+		trace_span(&tt, s);
+	}
+	spanheap_snapshot_put(sh, &snap);
+	*rest = tt.rest;
+	traces_sort(t, tt.n);
+	return tt.n;
 }

@@ -7,6 +7,7 @@
 #define MM_SPANHEAP_TRACK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct spanheap;
@@ -37,5 +38,31 @@ struct spanheap_track {
 bool spanheap_object_tracks(struct spanheap *sh, const void *p,
                             struct spanheap_track *alloc,
                             struct spanheap_track *freed);
+
+/* The live small objects one stack allocated (spanheap_alloc_traces). */
+struct spanheap_trace {
+	size_t objects;     /* live objects it allocated */
+	size_t bytes;       /* the bytes asked for them */
+	uint64_t oldest_ns; /* the earliest of their allocations' times */
+	uint32_t hash;      /* the stack's, for the grouping */
+	uint32_t npcs;      /* the stack, as struct spanheap_track's */
+	uintptr_t pc[SPANHEAP_TRACK_PCS];
+};
+
+/*
+ * Groups the live small objects of size class cls (0: every class) by the
+ * stack that allocated them, from poison mode's records (Linux's
+ * alloc_traces: the stack whose count keeps growing is a leak's), into
+ * t[0..max), most objects first. Returns the entries filled; objects of
+ * stacks found after the max-th go into *rest. 0, *rest 0, if the heap
+ * keeps no records. Thread context, no mm lock held: the spans are walked
+ * over a snapshot without locks, so what is allocated or freed meanwhile
+ * may be counted or not, and a span freed meanwhile gives its table's
+ * pages back while they are read (a kernel that unmaps them at once reads
+ * under its fault hook, as this kernel's shell does).
+ */
+size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
+                             struct spanheap_trace *t, size_t max,
+                             size_t *rest);
 
 #endif

@@ -131,6 +131,9 @@ KTEST(addrinfo, a_fault_while_reading_the_heap_is_caught)
 	kfree(p);
 }
 
+#ifdef KTEST_FAIL_DEMO
+/* ---- Faults on purpose (KTEST_FAIL_DEMO only: each panics) ---- */
+
 /* A NULL struct pointer's field read: the report says so. */
 struct demo_node {
 	long key, value;
@@ -157,5 +160,6 @@ KTEST(demo, kmalloc_use_after_free_faults)
 	(void)*(volatile char *)(p + 100);
 	ktest_fail_at(__FILE__, __LINE__, "the read after free did not fault");
 }
+#endif /* KTEST_FAIL_DEMO */
 
 #endif /* KTEST_HOOKS */

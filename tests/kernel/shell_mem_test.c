@@ -226,6 +226,48 @@ KTEST(shell_mem, objwho_refuses_what_is_no_address)
 	KEXPECT_EQ(capture_run_line("objwho 0x"), SHELL_USAGE);
 }
 
+/* 20 objects from one stack, in a class the kernel's own code seldom
+ * uses (2900 bytes), so that the shell's 32 stacks hold theirs. */
+__attribute__((noinline)) static void *traces_alloc_here(void)
+{
+	void *p = kmalloc(2900, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+KTEST(shell_mem, alloctraces_counts_live_objects_by_stack)
+{
+	static void *p[20];
+	for (int i = 0; i < 20; i++)
+		KASSERT((p[i] = traces_alloc_here()) != NULL);
+	struct spanheap_where w;
+	KASSERT(spanheap_where(&kspanheap, p[0], &w));
+	char line[64];
+	ksnprintf(line, sizeof(line), "alloctraces %u", w.sizeclass);
+	enum shell_status st = capture_run_line(line);
+	if (!kspanheap.track) {
+		KEXPECT_EQ(st, SHELL_FAILED);
+		KEXPECT(seen_has("alloctraces: the heap keeps no records (boot "
+		                 "with mm.debug_poison)"));
+	} else {
+		KEXPECT_EQ(st, SHELL_OK);
+		KEXPECT(seen_has("live objects by the stack that allocated "
+		                 "them, most first:"));
+		KEXPECT(seen_has("20 objects, 58000 bytes, the oldest "));
+		KEXPECT(seen_has(" traces_alloc_here+0x"));
+	}
+	for (int i = 0; i < 20; i++)
+		kfree(p[i]);
+	if (kspanheap.track) {
+		KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+		KEXPECT(!strstr(seen, "traces_alloc_here"));
+	}
+	KEXPECT_EQ(capture_run_line("alloctraces 0"), SHELL_USAGE);
+	KEXPECT(seen_has("alloctraces: CLASS '0' is not a number in [1, "));
+	KEXPECT_EQ(capture_run_line("alloctraces 1 2"), SHELL_USAGE);
+	KEXPECT(seen_has("usage: alloctraces [CLASS]"));
+}
+
 /* addrinfo: a kmalloc object's place and state, before and after its
  * free (kernel/addrinfo.c has the regions' own tests), and what is no
  * address refused as objwho refuses it. */
