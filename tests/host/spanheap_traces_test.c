@@ -31,13 +31,26 @@ __attribute__((noinline)) static void *site_b(size_t size)
 	return p;
 }
 
-/* Whether one of t's return addresses lies in fn (its first 512 bytes:
- * more than either site's body, less than the distance between them is
- * not needed, as each stack holds one of the two). */
+static void ktest_fn_spanheap_traces_groups_live_objects_by_their_stack(void);
+static void ktest_fn_spanheap_traces_every_live_object_is_counted_once(void);
+
+/* Whether one of t's return addresses lies in fn, one of the two sites:
+ * between its start and the next of this file's functions (or 512
+ * bytes, more than a site's body), as instrumented builds lay them out. */
 static bool trace_in(const struct spanheap_trace *t, void *fn)
 {
+	uintptr_t lo = (uintptr_t)fn, hi = lo + 512;
+	const uintptr_t others[] = {
+	        (uintptr_t)site_a, (uintptr_t)site_b, (uintptr_t)trace_in,
+	        (uintptr_t)
+	                ktest_fn_spanheap_traces_groups_live_objects_by_their_stack,
+	        (uintptr_t)
+	                ktest_fn_spanheap_traces_every_live_object_is_counted_once};
+	for (unsigned i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+		if (others[i] > lo && others[i] < hi)
+			hi = others[i];
 	for (uint32_t i = 0; i < t->npcs; i++)
-		if (t->pc[i] > (uintptr_t)fn && t->pc[i] < (uintptr_t)fn + 512)
+		if (t->pc[i] > lo && t->pc[i] < hi)
 			return true;
 	return false;
 }

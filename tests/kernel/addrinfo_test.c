@@ -11,13 +11,18 @@
  */
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/addrinfo.h"
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
+
+#include <stdatomic.h>
 
 #if KTEST_HOOKS
 
@@ -129,6 +134,96 @@ KTEST(addrinfo, a_fault_while_reading_the_heap_is_caught)
 	KEXPECT(seen_has(want));
 	KEXPECT(addrinfo_print_caught("", "at", (uintptr_t)p));
 	kfree(p);
+}
+
+/* ---- The readers while other CPUs churn the heap ----------------------- */
+
+static _Atomic bool churn_stop;
+static _Atomic uintptr_t churn_last; /* a churner's latest object, freed */
+
+/* Allocates and frees objects of random sizes (a large one in 16), so
+ * spans are made, emptied and given back while the readers read. */
+static void churn(void *arg)
+{
+	uint64_t r = (uintptr_t)arg * 0x9e3779b97f4a7c15ull | 1;
+	static const size_t sizes[] = {16, 40, 200, 900, 3000, 20000, 50000};
+	void *keep[32] = {0};
+	while (!atomic_load(&churn_stop)) {
+		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+		unsigned k = (unsigned)(r % 32);
+		if (keep[k]) {
+			atomic_store(&churn_last, (uintptr_t)keep[k]);
+			kfree(keep[k]);
+		}
+		keep[k] = kmalloc(sizes[(r >> 8) % 7], 0);
+		if (keep[k])
+			*(volatile char *)keep[k] = 1;
+	}
+	for (unsigned k = 0; k < 32; k++)
+		kfree(keep[k]);
+}
+
+/*
+ * Threads on the other CPUs churn the heap while this one asks what its
+ * own live objects are, at random offsets, and what the churners' freed
+ * objects are (addrinfo_print_caught, under the fault hook), and, in
+ * poison mode, for the traces of every stack. Its own objects must read
+ * as themselves, allocated, every time; the rest must never panic. The
+ * heap checks clean at the end.
+ */
+KTEST(addrinfo, readers_stay_true_while_other_cpus_churn)
+{
+	enum { NOWN = 48, ROUNDS = 300 };
+	static struct thread_handle th[MAX_CPUS];
+	static char *own[NOWN];
+	static const size_t sizes[] = {24, 100, 700, 4000, 40000};
+	static struct spanheap_trace tr[8];
+	for (unsigned i = 0; i < NOWN; i++)
+		KASSERT((own[i] = kmalloc(sizes[i % 5], 0)) != NULL);
+	atomic_store(&churn_stop, false);
+	unsigned n = 0;
+	for (unsigned c = 0; c < MAX_CPUS; c++) {
+		if (c == this_cpu()->id || !atomic_load(&cpus[c].online))
+			continue;
+		th[n] = thread_create("churn", churn,
+		                      (void *)(uintptr_t)(c + 1), c);
+		KEXPECT(thread_handle_ok(th[n]));
+		n += thread_handle_ok(th[n]);
+	}
+	unsigned bad = 0, caught = 0;
+	for (unsigned round = 0; round < ROUNDS; round++) {
+		for (unsigned i = 0; i < NOWN; i++) {
+			size_t off = (round * 7 + i * 13) % sizes[i % 5];
+			struct spanheap_where w;
+			if (!spanheap_where(&kspanheap, own[i] + off, &w) ||
+			    w.start != (uintptr_t)own[i] || w.offset != off ||
+			    (w.kind == SPANHEAP_WHERE_SMALL
+			             ? w.state != SPANHEAP_OBJ_ALLOCATED
+			             : w.kind != SPANHEAP_WHERE_LARGE))
+				bad++;
+		}
+		capture_start();
+		caught += !addrinfo_print_caught("", "at",
+		                                 atomic_load(&churn_last));
+		capture_stop();
+		size_t rest;
+		struct fault_catch fc;
+		if (kspanheap.track && round % 50 == 0 &&
+		    fault_catch_arm(&fc) == 0) {
+			spanheap_alloc_traces(&kspanheap, 0, tr, 8, &rest);
+			fault_catch_disarm(&fc);
+		}
+	}
+	atomic_store(&churn_stop, true);
+	for (unsigned i = 0; i < n; i++)
+		thread_join(th[i]);
+	KEXPECT_EQ(bad, 0);
+	ktest_diag("%u churners; %u of %u reads of their freed objects "
+	           "faulted, caught",
+	           n, caught, (unsigned)ROUNDS);
+	for (unsigned i = 0; i < NOWN; i++)
+		kfree(own[i]);
+	spanheap_check(&kspanheap);
 }
 
 #ifdef KTEST_FAIL_DEMO
