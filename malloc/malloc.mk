@@ -70,7 +70,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
 	malloc_api_fresh.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
-	malloc_api_diff_ops.c) mm/sizeclasses.c
+	malloc_api_diff_ops.c malloc_api_describe.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c

@@ -2,7 +2,8 @@
  * malloc/malloc_info.c: the hosted malloc's reports and its trim:
  * glibc's statistics calls (mallinfo2, mallinfo, malloc_stats,
  * malloc_info) over this heap, malloc_trim, and the extensions the tests
- * read (mm_malloc.h: mm_malloc_threads, mm_malloc_slot_mode). The
+ * read (mm_malloc.h: mm_malloc_threads, mm_malloc_slot_mode), and
+ * mm_malloc_describe, which says what an address is to the heap. The
  * allocation calls and their conventions are in malloc.c.
  *
  * Contexts: thread context, outside any API call of the same thread
@@ -173,4 +174,13 @@ API int malloc_trim(size_t pad)
 	}
 	errno = saved_errno;
 	return npages != 0;
+}
+
+API void mm_malloc_describe(const void *p)
+{
+	/* mm_log's lines, which this library prints only when asked
+	 * (MM_MALLOC_VERBOSE), are this call's output: this thread's, now. */
+	mm_malloc_log_here(true);
+	spanheap_where_log(&mm_malloc_sh, p);
+	mm_malloc_log_here(false);
 }

@@ -91,6 +91,9 @@ bool mm_malloc_fail_switch(const char *val,
  * unset); the constructor's, or mm_log's first line if that comes
  * before. */
 void mm_malloc_log_init(const char *val) MM_MALLOC_HIDDEN;
+/* While on, this thread's mm_log lines are printed, whatever
+ * MM_MALLOC_VERBOSE says (mm_malloc_describe). */
+void mm_malloc_log_here(bool on) MM_MALLOC_HIDDEN;
 
 /* Gives the pages [addr, addr + nbytes) (page-aligned, the caller's)
  * back to the system, so that they read zero and take no memory until

@@ -19,4 +19,15 @@ unsigned mm_malloc_threads(void);
  * first allocation (again in a fork child). */
 const char *mm_malloc_slot_mode(void);
 
+/* Writes to stderr what p is to the heap (ASan's __asan_describe_address):
+ * the object it points into, how far in, its span and size class, and
+ * whether it is allocated, free or never handed out; a large object; a
+ * freed large object's pages; a free page of the heap; or no address of
+ * the heap ("outside the heap arena"). With MM_MALLOC_POISON=1 also the
+ * bytes asked, and whether p is in the red zone past them. For a debugger
+ * ("call mm_malloc_describe(p)" in gdb) or a test; reads the heap without
+ * locks, so any thread may call it at any time, another thread's objects
+ * showing as they were an instant before. */
+void mm_malloc_describe(const void *p);
+
 #endif

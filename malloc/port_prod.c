@@ -151,6 +151,13 @@ void mm_malloc_log_init(const char *val)
  * others wait for it), so a plain flag of this thread's would do; an
  * atomic is the house's way for a flag another thread may read. */
 static atomic_bool log_loud;
+/* This thread's mm_log lines are its call's output (mm_malloc_describe). */
+static _Thread_local bool log_here;
+
+void mm_malloc_log_here(bool on)
+{
+	log_here = on;
+}
 
 void mm_log(const char *fmt, ...)
 {
@@ -158,7 +165,8 @@ void mm_log(const char *fmt, ...)
 	if (atomic_load_explicit(&verbose, memory_order_relaxed) < 0)
 		mm_malloc_log_init(getenv("MM_MALLOC_VERBOSE"));
 	int v = atomic_load_explicit(&verbose, memory_order_relaxed);
-	bool loud = atomic_load_explicit(&log_loud, memory_order_relaxed);
+	bool loud = atomic_load_explicit(&log_loud, memory_order_relaxed) ||
+	            log_here;
 	if (!v && !loud)
 		return;
 	int saved = errno;

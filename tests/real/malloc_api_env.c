@@ -171,10 +171,8 @@ int scenario_fail_api(void)
 	return 0;
 }
 
-/* Runs scenario what in a fresh process with name=val, its stderr into
- * out (NUL-terminated); returns its wait status. */
-static int run_with(const char *what, const char *name, const char *val,
-                    char *out, size_t outsz)
+int run_with(const char *what, const char *name, const char *val, char *out,
+             size_t outsz)
 {
 	int fd[2];
 	if (pipe(fd) != 0)

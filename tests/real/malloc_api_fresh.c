@@ -266,6 +266,7 @@ static const struct {
         {"env", scenario_env},
         {"poison-write", scenario_poison_write},
         {"poison-overrun", scenario_poison_overrun},
+        {"describe-poison", scenario_describe_poison},
         {"fail-count", scenario_fail_count},
         {"fail-api", scenario_fail_api},
         {"signal-fork", signal_fork},

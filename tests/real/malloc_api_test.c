@@ -29,6 +29,7 @@ char why[512];
 
 unsigned (*threads_owned)(void);
 const char *(*slot_mode)(void);
+void (*describe)(const void *p);
 
 /* The library's extensions (mm_malloc.h); false if not preloaded. */
 bool find_extensions(void)
@@ -37,7 +38,9 @@ bool find_extensions(void)
 	        (unsigned (*)(void))dlsym(RTLD_DEFAULT, "mm_malloc_threads");
 	slot_mode = (const char *(*)(void))dlsym(RTLD_DEFAULT,
 	                                         "mm_malloc_slot_mode");
-	return threads_owned && slot_mode;
+	describe = (void (*)(const void *))dlsym(RTLD_DEFAULT,
+	                                         "mm_malloc_describe");
+	return threads_owned && slot_mode && describe;
 }
 const char *self_exe;
 
@@ -285,6 +288,7 @@ static const struct {
         {"malloc_stats_info", test_malloc_stats_info},
         {"stats_agree", test_stats_agree},
         {"diff", test_diff},
+        {"describe", test_describe},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;

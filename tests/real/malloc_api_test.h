@@ -55,6 +55,7 @@ extern char why[512];
 /* The library's extensions (mm_malloc.h), found by find_extensions. */
 extern unsigned (*threads_owned)(void);
 extern const char *(*slot_mode)(void);
+extern void (*describe)(const void *p);
 bool find_extensions(void);
 
 /* This program's path, for run_scenario. */
@@ -164,6 +165,7 @@ const char *test_background_after_failed_starts(void);
 const char *test_background_at_threshold(void);
 const char *test_background_initfirst(void);
 const char *test_diff(void);
+const char *test_describe(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -193,5 +195,10 @@ int scenario_background_at_threshold(void);
 int scenario_background_initfirst(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
+int scenario_describe_poison(void);
+/* Runs scenario what in a fresh process with name=val, its stderr into
+ * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
+int run_with(const char *what, const char *name, const char *val, char *out,
+             size_t outsz);
 
 #endif
