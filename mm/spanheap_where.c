@@ -115,6 +115,16 @@ static void span_where(const struct spanheap *sh, struct mspan *s,
 	w->index = idx;
 	w->start = s->base + (uintptr_t)idx * s->elemsize;
 	w->offset = off - (uintptr_t)idx * s->elemsize;
+	/* Fields read from a struct being made anew for another class may
+	 * disagree: the marker is read only inside the span's pages. */
+	if (w->offset >= s->elemsize ||
+	    w->start + 2 * sizeof(uintptr_t) >
+	            s->base + (uintptr_t)s->npages * MM_PAGE_SIZE) {
+		*w = (struct spanheap_where){.kind = SPANHEAP_WHERE_FREE_PAGES,
+		                             .asked = UINT32_MAX,
+		                             .cpu = -1};
+		return;
+	}
 	small_state(sh, s, idx, w);
 }
 
