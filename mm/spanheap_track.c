@@ -86,8 +86,10 @@ __attribute__((noinline)) void spanheap_track_record(const struct mspan *s,
 		n = SPANHEAP_TRACK_PCS + 4; /* a port's slip */
 	unsigned skip = TRACK_SKIP;
 	for (unsigned i = 0; after && i < n && i < 4; i++)
-		if (pc[i] == after)
+		if (pc[i] == after) {
 			skip = i + 1;
+			break;
+		}
 	struct mm_pin pin = mm_port_pin();
 	t->cpu = pin.cpu;
 	mm_port_unpin(pin);
