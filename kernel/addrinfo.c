@@ -5,7 +5,8 @@
  * Purpose: a fault report's CR2 is a number; what a developer wants is
  * what it points at. A NULL pointer's field, a stack's guard page, a
  * freed large object under mm.debug_pagealloc, a direct-map address past
- * the end of RAM: each is one line here, ahead of the registers' dump.
+ * the end of RAM: each is a line here, after the registers and the
+ * backtrace (last, as the heap's part reads the heap's structures).
  *
  * Representation: none; the regions are layout.h's, the sections
  * linker.ld's, the heap's answer mm/spanheap_where.c's.
@@ -39,7 +40,7 @@ static bool in(uint64_t a, uint64_t base, uint64_t size)
 /* An address of the kernel image's window: its section and symbol. */
 static void print_image(const char *indent, const char *label, uint64_t a)
 {
-	uint64_t ua = (uintptr_t)a;
+	uintptr_t ua = (uintptr_t)a;
 	const char *what = "the kernel image's window, past the image";
 	if (ua >= (uintptr_t)__boot_stack_guard &&
 	    ua < (uintptr_t)__boot_stack_bottom)
