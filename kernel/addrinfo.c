@@ -139,3 +139,85 @@ bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a)
 	       indent, (unsigned long)fc.cr2);
 	return false;
 }
+
+/* ---- Registers that hold no address ------------------------------------ */
+
+static bool canonical(uint64_t v)
+{
+	int64_t top = (int64_t)v >> 47;
+	return top == 0 || top == -1;
+}
+
+/* Whether v's upper six bytes are all byte b: a pattern, or a pattern
+ * plus a small offset (a field read through a poisoned pointer). */
+static bool pattern_of(uint64_t v, uint8_t b)
+{
+	return (v >> 16) == 0x0101010101010101ull * b >> 16;
+}
+
+/* What a value that is no canonical address may be (noncanonical_kind). */
+enum noncanonical {
+	NC_POISON,  /* poison mode's fill of a freed object */
+	NC_REDZONE, /* poison mode's red zone */
+	NC_MARKER,  /* a free object's marker */
+	NC_GARBAGE,
+};
+
+/*
+ * mm's own patterns say how such a value came to be used as a pointer:
+ * poison mode fills a freed object with 0xdb and a red zone with 0xbb,
+ * and a free object of any mode holds its free marker (the heap's cookie
+ * ^ its address) in its second word, which points nowhere either. *obj
+ * gets the object a marker names.
+ */
+static enum noncanonical noncanonical_kind(uint64_t v, uint64_t *obj)
+{
+	if (pattern_of(v, SPANHEAP_POISON_BYTE))
+		return NC_POISON;
+	if (pattern_of(v, SPANHEAP_REDZONE_BYTE))
+		return NC_REDZONE;
+	*obj = v ^ kspanheap.mag_cookie;
+	struct spanheap_where w;
+	if (kspanheap.mag_cookie &&
+	    spanheap_where(&kspanheap, (void *)(uintptr_t)*obj, &w) &&
+	    w.kind == SPANHEAP_WHERE_SMALL && w.offset == 0)
+		return NC_MARKER;
+	return NC_GARBAGE;
+}
+
+void addrinfo_print_regs(const char *indent, const struct trap_frame *f)
+{
+	static const char *const says[] = {
+	        [NC_POISON] = "mm.debug_poison's fill of a freed object: a "
+	                      "pointer read from an object after its free?",
+	        [NC_REDZONE] = "mm.debug_poison's red zone: a pointer read "
+	                       "past the end of an object?",
+	        [NC_GARBAGE] = "a garbage pointer?",
+	};
+	const struct {
+		const char *name;
+		uint64_t v;
+	} regs[] = {
+	        {"RAX", f->rax}, {"RBX", f->rbx}, {"RCX", f->rcx},
+	        {"RDX", f->rdx}, {"RSI", f->rsi}, {"RDI", f->rdi},
+	        {"RBP", f->rbp}, {"R8", f->r8},   {"R9", f->r9},
+	        {"R10", f->r10}, {"R11", f->r11}, {"R12", f->r12},
+	        {"R13", f->r13}, {"R14", f->r14}, {"R15", f->r15},
+	};
+	for (unsigned i = 0; i < sizeof(regs) / sizeof(regs[0]); i++) {
+		uint64_t v = regs[i].v, obj = 0;
+		if (canonical(v))
+			continue;
+		enum noncanonical k = noncanonical_kind(v, &obj);
+		if (k == NC_MARKER)
+			printk("%s%s %#lx: not canonical: the free marker of "
+			       "the object at %#lx (its second word while it "
+			       "is free): a pointer read from a freed "
+			       "object?\n",
+			       indent, regs[i].name, (unsigned long)v,
+			       (unsigned long)obj);
+		else
+			printk("%s%s %#lx: not canonical: %s\n", indent,
+			       regs[i].name, (unsigned long)v, says[k]);
+	}
+}

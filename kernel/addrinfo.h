@@ -30,4 +30,16 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a);
  */
 bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a);
 
+struct trap_frame;
+
+/*
+ * For a #GP (a non-canonical address takes one, not a #PF): printks each
+ * general register whose value is no canonical address, with what it may
+ * be: poison mode's fill of a freed object (0xdb...), its red zone
+ * (0xbb...), a free object's marker (naming the object), or garbage.
+ * Takes no lock, reads no memory the heap does not map: the exception
+ * handler's.
+ */
+void addrinfo_print_regs(const char *indent, const struct trap_frame *f);
+
 #endif

@@ -161,11 +161,19 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		mm_lock_init(&sh->central[cls].lock, "mcentral",
 		             MM_RANK_CENTRAL);
 	/* The magazines' cookie: any value not 0 works; one that differs
-	 * per heap and per boot makes a stray match of a marker unlikely. */
+	 * per heap and per boot makes a stray match of a marker unlikely.
+	 * Its top two bits are 1 and 0, so that no marker (cookie ^ an
+	 * address of one half, whose top bits are all equal) is a
+	 * canonical address, with 48- or 57-bit ones: code that follows a
+	 * pointer read from a freed object's second word takes a fault
+	 * (x86's #GP) at once, whatever the heap's memory holds. */
 	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	sh->mag_cookie = (uintptr_t)(z ^ (z >> 31)) | 1;
+	z = (z ^ (z >> 31)) | 1;
+	if (sizeof(uintptr_t) == 8)
+		z = (z | (uint64_t)1 << 63) & ~((uint64_t)1 << 62);
+	sh->mag_cookie = (uintptr_t)z;
 	mag_layout(sh);
 	caches_init(sh);
 	if (!spanheap_spans_init(sh)) {

@@ -188,6 +188,8 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	 * cut the report short (fault_in_report). */
 	if (f->vector == VEC_PF)
 		addrinfo_print("  ", "CR2", cr2);
+	if (f->vector == VEC_GP)
+		addrinfo_print_regs("  ", f);
 }
 
 /* The unexpected exception each CPU is reporting: depth 1 while it

@@ -266,3 +266,22 @@ KTEST(spanheap_where, poison_mode_names_the_red_zone_and_the_callers)
 	KEXPECT_EQ(w.asked, UINT32_MAX);
 	sh_heap_release(&heap);
 }
+
+/* A freed object's second word, its free marker (cookie ^ its address),
+ * is never a canonical address (spanheap_init's choice of the cookie's
+ * top bits): code that follows it faults at once. Ten heaps, ten cookies;
+ * each marker also names its object back. */
+KTEST(spanheap_where, a_free_marker_is_no_address)
+{
+	for (int round = 0; round < 10; round++) {
+		KASSERT(sh_heap_fresh(&heap, &sh));
+		uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+		KASSERT(p);
+		spanheap_free(&sh, p);
+		uintptr_t m = p[1];
+		int64_t top = (int64_t)m >> 47;
+		KEXPECT(top != 0 && top != -1);
+		KEXPECT_EQ(m ^ sh.mag_cookie, (uintptr_t)p);
+		sh_heap_release(&heap);
+	}
+}

@@ -226,6 +226,51 @@ KTEST(addrinfo, readers_stay_true_while_other_cpus_churn)
 	spanheap_check(&kspanheap);
 }
 
+/* ---- Registers that hold no address (a #GP's report) ------------------- */
+
+static bool canonical_value(uint64_t v)
+{
+	int64_t top = (int64_t)v >> 47;
+	return top == 0 || top == -1;
+}
+
+KTEST(addrinfo, names_what_a_non_canonical_register_may_be)
+{
+	uint64_t *p = kmalloc(64, 0);
+	KASSERT(p != NULL);
+	kfree(p);
+	uint64_t marker = p[1]; /* the free marker: cookie ^ p */
+	struct trap_frame f = {
+	        .rax = 0xdbdbdbdbdbdbdbdbull,
+	        .rbx = 0xdbdbdbdbdbdbdbdbull + 0x18, /* a field through it */
+	        .rcx = 0xbbbbbbbbbbbbbbbbull,
+	        .rdx = marker,
+	        .rsi = 0x8000000000000000ull,
+	        .rdi = (uintptr_t)p, /* canonical: not printed */
+	};
+	capture_start();
+	addrinfo_print_regs("", &f);
+	capture_stop();
+	KEXPECT(seen_has("RAX 0xdbdbdbdbdbdbdbdb: not canonical: "
+	                 "mm.debug_poison's fill of a freed object: a pointer "
+	                 "read from an object after its free?"));
+	KEXPECT(seen_has("RBX 0xdbdbdbdbdbdbdbf3: not canonical: "
+	                 "mm.debug_poison's fill of a freed object"));
+	KEXPECT(seen_has("RCX 0xbbbbbbbbbbbbbbbb: not canonical: "
+	                 "mm.debug_poison's red zone"));
+	KEXPECT(seen_has("RSI 0x8000000000000000: not canonical: a garbage "
+	                 "pointer?"));
+	KEXPECT(!strstr(seen, "RDI"));
+	/* The marker is the heap's cookie ^ p, never canonical
+	 * (spanheap_init picks the cookie's top bits so). */
+	KEXPECT(!canonical_value(marker));
+	ksnprintf(want, sizeof(want),
+	          "RDX %#lx: not canonical: the free marker of the object at "
+	          "%p (its second word while it is free)",
+	          (unsigned long)marker, (void *)p);
+	KEXPECT(seen_has(want));
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* ---- Faults on purpose (KTEST_FAIL_DEMO only: each panics) ---- */
 
@@ -254,6 +299,44 @@ KTEST(demo, kmalloc_use_after_free_faults)
 	ktest_diag("use after free at %#lx", (unsigned long)(p + 100));
 	(void)*(volatile char *)(p + 100);
 	ktest_fail_at(__FILE__, __LINE__, "the read after free did not fault");
+}
+/* Nodes whose pointer field is read after their free: a field past the
+ * marker's word (offset 16) holds poison mode's fill, and one at offset
+ * 8 holds the free marker, in any mode. */
+struct demo_list {
+	long key;
+	struct demo_list *at8, *at16;
+};
+
+/* With mm.debug_poison: the pointer read from a freed object is
+ * 0xdbdb..., and following it takes a #GP, whose report says so. */
+KTEST(demo, kmalloc_pointer_read_after_free_poison)
+{
+	if (!kspanheap.cfg.poison)
+		KTEST_SKIP("needs mm.debug_poison");
+	struct demo_list *volatile n = kmalloc(sizeof(*n), 0);
+	KASSERT(n != NULL);
+	n->at16 = n;
+	kfree(n);
+	ktest_diag("following a pointer read from the freed object at %#lx",
+	           (unsigned long)n);
+	(void)*(volatile long *)&n->at16->key;
+	ktest_fail_at(__FILE__, __LINE__, "no fault");
+}
+
+/* In normal mode: the pointer read from a freed object's second word is
+ * its free marker, and the #GP's report names the object. */
+KTEST(demo, kmalloc_pointer_read_free_marker)
+{
+	struct demo_list *volatile n = kmalloc(sizeof(*n), 0);
+	KASSERT(n != NULL);
+	n->at8 = n;
+	kfree(n);
+	ktest_diag("following the pointer in word 1 of the freed object at "
+	           "%#lx",
+	           (unsigned long)n);
+	(void)*(volatile long *)&n->at8->key;
+	ktest_fail_at(__FILE__, __LINE__, "no fault");
 }
 #endif /* KTEST_FAIL_DEMO */
 
