@@ -6,11 +6,11 @@
  * disarms and shows allocation-failure injection: the heap's
  * (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
  * (kernel/frames.h); objwho, which prints poison mode's records of who
- * last allocated and freed an object (mm/spanheap_track.h); and
- * addrinfo, which says what an address is (kernel/addrinfo.h): its
- * region, and in the heap its object and the object's state; and
- * alloctraces, poison mode's live objects grouped by the stack that
- * allocated them (spanheap_alloc_traces), for finding a leak.
+ * last allocated and freed an object (mm/spanheap_track.h); addrinfo,
+ * which says what an address is (kernel/addrinfo.h): its region, and in
+ * the heap its object and the object's state; and alloctraces, poison
+ * mode's live objects grouped by the stack that allocated them
+ * (spanheap_alloc_traces), for finding a leak.
  */
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
@@ -293,6 +293,16 @@ static bool parse_address(const char *s, uintptr_t *out)
 	return true;
 }
 
+/* Prints a recorded stack's npcs return addresses, one a line, named. */
+static void print_stack(const uintptr_t *pc, uint32_t npcs)
+{
+	for (uint32_t i = 0; i < npcs && i < SPANHEAP_TRACK_PCS; i++) {
+		char sym[96];
+		ksyms_format(pc[i], sym, sizeof(sym));
+		printk("    %016lx %s\n", (unsigned long)pc[i], sym);
+	}
+}
+
 /* Prints one record: "  last WHAT on CPU n, T us ago:" and its stack, one
  * return address a line, named. */
 static void print_track(const char *what, const struct spanheap_track *t,
@@ -304,11 +314,7 @@ static void print_track(const char *what, const struct spanheap_track *t,
 	}
 	printk("  last %s on CPU %u, %llu us ago:\n", what, t->cpu,
 	       (unsigned long long)((now > t->ns ? now - t->ns : 0) / 1000));
-	for (unsigned i = 0; i < t->npcs && i < SPANHEAP_TRACK_PCS; i++) {
-		char sym[96];
-		ksyms_format(t->pc[i], sym, sizeof(sym));
-		printk("    %016lx %s\n", (unsigned long)t->pc[i], sym);
-	}
+	print_stack(t->pc, t->npcs);
 }
 
 /* objwho ADDR */
@@ -358,11 +364,7 @@ static void print_trace(const struct spanheap_trace *t, uint64_t now)
 	uint64_t age = now > t->oldest_ns ? now - t->oldest_ns : 0;
 	printk("%zu objects, %zu bytes, the oldest %llu ms old:\n", t->objects,
 	       t->bytes, (unsigned long long)(age / 1000000));
-	for (uint32_t i = 0; i < t->npcs && i < SPANHEAP_TRACK_PCS; i++) {
-		char sym[96];
-		ksyms_format(t->pc[i], sym, sizeof(sym));
-		printk("    %016lx %s\n", (unsigned long)t->pc[i], sym);
-	}
+	print_stack(t->pc, t->npcs);
 }
 
 /* The shell thread's own, as snap: 32 stacks of 100 bytes. */

@@ -35,14 +35,14 @@
  *
  * spanheap_alloc_traces groups the live objects (those whose size entry
  * is not SPANHEAP_REDZONE_FREE) by their allocation's stack, comparing a
- * hash first: a walk of every poison span over a snapshot, with a linear
- * search of the caller's table (tens of entries) per object.
+ * hash first: a walk of every poison span, with a linear search of the
+ * caller's table (tens of entries) per object.
  *
  * Locking: an object's records are its own, written by whoever holds it
  * (the CPU that hands it out, pinned, and the caller that frees it),
  * never at once; spanheap_object_tracks and spanheap_alloc_traces read
- * them without a lock (the latter over a snapshot of the all-spans array,
- * invariant 2).
+ * them without a lock (the latter walks the all-spans array in batches
+ * copied from snapshots, invariant 2, and holds none while it reads).
  *
  * Limits: small objects only (a large object's pages go back at its free,
  * and mm.debug_pagealloc unmaps them); the records live as long as the
@@ -271,6 +271,22 @@ static void traces_sort(struct spanheap_trace *t, size_t n)
 	}
 }
 
+/* Copies up to max span structs of the all-spans array from index at
+ * into out: how many (0 past its end). The array is only appended to,
+ * and a larger one keeps its order, so the next call goes on from at +
+ * the count; the structs themselves are never freed. */
+static size_t spans_copy(struct spanheap *sh, size_t at, struct mspan **out,
+                         size_t max)
+{
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	size_t k = 0;
+	for (; at + k < snap.len && k < max; k++)
+		out[k] = snap.arr->v[at + k];
+	spanheap_snapshot_put(sh, &snap);
+	return k;
+}
+
 size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
                              struct spanheap_trace *t, size_t max, size_t *rest)
 {
@@ -279,19 +295,23 @@ size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
 	if (!sh->track || cls >= SC_NCLASSES)
 		return 0;
 	struct trace_table tt = {.t = t, .max = max};
-	struct spanheap_snapshot snap;
-	spanheap_snapshot(sh, &snap);
-	for (size_t i = 0; i < snap.len; i++) {
-		struct mspan *s = snap.arr->v[i];
-		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
-		            MSPAN_SMALL ||
-		    !(s->poison & SPAN_TRACKED) || !s->redzone ||
-		    (cls &&
-		     __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED) != cls))
-			continue;
-		trace_span(&tt, s);
-	}
-	spanheap_snapshot_put(sh, &snap);
+	/* The spans are read with no snapshot held, in batches copied from
+	 * it: a caller's fault hook that ends a read of a table freed
+	 * meanwhile (spanheap_track.h) then leaves no reference behind. */
+	struct mspan *batch[32];
+	size_t k;
+	for (size_t at = 0; (k = spans_copy(sh, at, batch, 32)) != 0; at += k)
+		for (size_t i = 0; i < k; i++) {
+			struct mspan *s = batch[i];
+			if (atomic_load_explicit(&s->state,
+			                         memory_order_acquire) !=
+			            MSPAN_SMALL ||
+			    !(s->poison & SPAN_TRACKED) || !s->redzone ||
+			    (cls && __atomic_load_n(&s->sizeclass,
+			                            __ATOMIC_RELAXED) != cls))
+				continue;
+			trace_span(&tt, s);
+		}
 	*rest = tt.rest;
 	traces_sort(t, tt.n);
 	return tt.n;

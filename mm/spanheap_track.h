@@ -56,10 +56,12 @@ struct spanheap_trace {
  * t[0..max), most objects first. Returns the entries filled; objects of
  * stacks found after the max-th go into *rest. 0, *rest 0, if the heap
  * keeps no records. Thread context, no mm lock held: the spans are walked
- * over a snapshot without locks, so what is allocated or freed meanwhile
- * may be counted or not, and a span freed meanwhile gives its table's
- * pages back while they are read (a kernel that unmaps them at once reads
- * under its fault hook, as this kernel's shell does).
+ * without locks, so what is allocated or freed meanwhile may be counted
+ * or not, and a span freed meanwhile gives its table's pages back while
+ * they are read. A kernel that unmaps them at once reads under its fault
+ * hook, as this kernel's shell does: the walk holds no lock and no
+ * reference while it reads a table, so a read ended by the hook leaves
+ * nothing behind.
  */
 size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
                              struct spanheap_trace *t, size_t max,

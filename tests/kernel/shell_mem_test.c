@@ -5,6 +5,7 @@
  * the span heap's statistics around it; and objwho's records of an
  * object's allocation and free (poison mode), or its refusal.
  */
+#include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
 #include "kernel/format.h"
 #include "kernel/heap.h"
@@ -266,6 +267,36 @@ KTEST(shell_mem, alloctraces_counts_live_objects_by_stack)
 	KEXPECT(seen_has("alloctraces: CLASS '0' is not a number in [1, "));
 	KEXPECT_EQ(capture_run_line("alloctraces 1 2"), SHELL_USAGE);
 	KEXPECT(seen_has("usage: alloctraces [CLASS]"));
+}
+
+/* alloctraces reads the span heap's side tables under the thread's fault
+ * hook: one unmapped while it is read (made to happen here by clearing the
+ * PTE of a live poison span's table) ends the command with a line, and
+ * leaves no hold on the all-spans array behind (its count of references
+ * is what it was). */
+KTEST(shell_mem, alloctraces_survives_a_table_gone_under_it)
+{
+	if (!kspanheap.track)
+		KTEST_SKIP("needs mm.debug_poison's records");
+	void *p = traces_alloc_here();
+	KASSERT(p != NULL);
+	struct mspan *s = mheap_span_lookup(&kheap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s) && s->redzone != NULL);
+	uintptr_t table = (uintptr_t)s->redzone;
+	size_t refs = atomic_load(&kspanheap.spans->refs);
+	paddr_t pa;
+	unsigned flags;
+	KASSERT(vm_translate(table, &pa, &flags));
+	KASSERT_EQ(vm_pte_clear(table, &pa), 0);
+	enum shell_status st = capture_run_line("alloctraces");
+	KASSERT_EQ(vm_pte_set(table, pa, flags), 0);
+	KEXPECT_EQ(st, SHELL_FAILED);
+	KEXPECT(seen_has("alloctraces: a fault at "));
+	KEXPECT(seen_has("while reading the heap (a span freed meanwhile); "
+	                 "try again"));
+	KEXPECT_EQ(atomic_load(&kspanheap.spans->refs), refs);
+	KEXPECT_EQ(capture_run_line("alloctraces"), SHELL_OK);
+	kfree(p);
 }
 
 /* addrinfo: a kmalloc object's place and state, before and after its
