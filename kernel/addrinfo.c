@@ -56,8 +56,9 @@ static void print_image(const char *indent, const char *label, uint64_t a)
 		what = "the kernel image's window, below the image";
 	char sym[96];
 	ksyms_format(a, sym, sizeof(sym));
-	printk("%s%s %#lx: in %s: %s\n", indent, label, (unsigned long)a, what,
-	       sym);
+	bool named = !(sym[0] == '?' && sym[1] == '\0'); /* "?": no symbol */
+	printk("%s%s %#lx: in %s%s%s\n", indent, label, (unsigned long)a, what,
+	       named ? ": " : "", named ? sym : "");
 }
 
 /* An address of the heap arena: the span heap says what it is. */
