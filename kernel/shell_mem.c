@@ -317,17 +317,28 @@ static void print_track(const char *what, const struct spanheap_track *t,
 	print_stack(t->pc, t->npcs);
 }
 
+/* The one ADDR argument of command c (argc, argv as given) into *a;
+ * SHELL_OK, or, having said why, SHELL_USAGE. */
+static enum shell_status address_arg(const struct shell_cmd *c, int argc,
+                                     char **argv, uintptr_t *a)
+{
+	if (argc != 2)
+		return shell_usage(c);
+	if (!parse_address(argv[1], a)) {
+		printk("%s: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
+		       c->name, argv[1]);
+		return SHELL_USAGE;
+	}
+	return SHELL_OK;
+}
+
 /* objwho ADDR */
 static enum shell_status cmd_objwho(int argc, char **argv)
 {
 	uintptr_t a;
-	if (argc != 2)
-		return shell_usage(&shell_mem_cmds[6]); /* its own entry */
-	if (!parse_address(argv[1], &a)) {
-		printk("objwho: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
-		       argv[1]);
-		return SHELL_USAGE;
-	}
+	enum shell_status st = address_arg(&shell_mem_cmds[6], argc, argv, &a);
+	if (st != SHELL_OK)
+		return st;
 	struct spanheap_track at, ft;
 	if (!spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft)) {
 		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
@@ -347,13 +358,9 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 static enum shell_status cmd_addrinfo(int argc, char **argv)
 {
 	uintptr_t a;
-	if (argc != 2)
-		return shell_usage(&shell_mem_cmds[7]); /* its own entry */
-	if (!parse_address(argv[1], &a)) {
-		printk("addrinfo: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
-		       argv[1]);
-		return SHELL_USAGE;
-	}
+	enum shell_status st = address_arg(&shell_mem_cmds[7], argc, argv, &a);
+	if (st != SHELL_OK)
+		return st;
 	return addrinfo_print_caught("", "address", a) ? SHELL_OK
 	                                               : SHELL_FAILED;
 }

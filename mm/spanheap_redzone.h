@@ -97,6 +97,12 @@ void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed,
  * on the call alone, not on the path to a span inside, so that one
  * caller's objects carry one stack (spanheap_alloc_traces groups them). */
 void spanheap_track_alloc(struct spanheap *sh, const void *p);
+/* Appends text t, then number v in decimal unless it is UINT64_MAX, to
+ * buf (of size bytes, holding len, NUL-ended), for the reports' lines:
+ * mm_log's formats are fixed, and mm/ has no formatter of its own.
+ * Returns the new length; cut short if full (spanheap_where.c). */
+size_t spanheap_text_put(char *buf, size_t size, size_t len, const char *t,
+                         uint64_t v);
 /* mm_logs the records of the object of s that a points into, if s keeps
  * them; for a report, before its panic. Any context. */
 void spanheap_track_report(const struct mspan *s, uintptr_t a);

@@ -117,15 +117,6 @@ __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
 	                      (uintptr_t)__builtin_return_address(0));
 }
 
-/* Appends s to buf (of size bytes, holding len), cut short if full. */
-static size_t append(char *buf, size_t size, size_t len, const char *s)
-{
-	while (*s && len + 1 < size)
-		buf[len++] = *s++;
-	buf[len] = '\0';
-	return len;
-}
-
 /* mm_logs record t of the object at a: what happened (allocated, freed),
  * when (before now), where and its stack. */
 static void track_log(uintptr_t a, const struct spanheap_track *t,
@@ -138,12 +129,14 @@ static void track_log(uintptr_t a, const struct spanheap_track *t,
 		return;
 	}
 	char stack[SPANHEAP_TRACK_PCS * 100], name[96];
-	size_t len = append(stack, sizeof(stack), 0, "");
+	size_t len = spanheap_text_put(stack, sizeof(stack), 0, "", UINT64_MAX);
 	for (unsigned i = 0; i < t->npcs && i < SPANHEAP_TRACK_PCS; i++) {
 		mm_port_pc_name(t->pc[i], name, sizeof(name));
 		if (i)
-			len = append(stack, sizeof(stack), len, " <- ");
-		len = append(stack, sizeof(stack), len, name);
+			len = spanheap_text_put(stack, sizeof(stack), len,
+			                        " <- ", UINT64_MAX);
+		len = spanheap_text_put(stack, sizeof(stack), len, name,
+		                        UINT64_MAX);
 	}
 	uint64_t ago = now > t->ns ? now - t->ns : 0;
 	mm_log("spanheap: object %#lx: last %s on CPU %u, %lu us before: %s",

@@ -154,10 +154,8 @@ bool spanheap_where(struct spanheap *sh, const void *p,
 	return true;
 }
 
-/* Appends text t, then number v unless it is UINT64_MAX, to buf (of size
- * bytes, holding len): mm_log's format strings are fixed, and mm/ has
- * no formatter of its own. Returns the new length; cut short if full. */
-static size_t put(char *buf, size_t size, size_t len, const char *t, uint64_t v)
+size_t spanheap_text_put(char *buf, size_t size, size_t len, const char *t,
+                         uint64_t v)
 {
 	while (*t && len + 1 < size)
 		buf[len++] = *t++;
@@ -179,21 +177,25 @@ static size_t put(char *buf, size_t size, size_t len, const char *t, uint64_t v)
 static void log_small(uintptr_t a, const struct spanheap_where *w)
 {
 	char note[96];
-	size_t len = put(note, sizeof(note), 0, "", UINT64_MAX);
+	size_t len = spanheap_text_put(note, sizeof(note), 0, "", UINT64_MAX);
 	if (w->asked != UINT32_MAX) {
-		len = put(note, sizeof(note), len, ", ", w->asked);
-		len = put(note, sizeof(note), len, " bytes asked", UINT64_MAX);
+		len = spanheap_text_put(note, sizeof(note), len, ", ",
+		                        w->asked);
+		len = spanheap_text_put(note, sizeof(note), len, " bytes asked",
+		                        UINT64_MAX);
 		if (w->offset >= w->asked) {
-			len = put(note, sizeof(note), len, ": ",
-			          w->offset - w->asked);
-			len = put(note, sizeof(note), len,
-			          " bytes past their end, in the red zone",
-			          UINT64_MAX);
+			len = spanheap_text_put(note, sizeof(note), len, ": ",
+			                        w->offset - w->asked);
+			len = spanheap_text_put(
+			        note, sizeof(note), len,
+			        " bytes past their end, in the red zone",
+			        UINT64_MAX);
 		}
 	}
 	if (w->cpu >= 0)
-		put(note, sizeof(note), len, ", the span cached by CPU ",
-		    (uint64_t)w->cpu);
+		spanheap_text_put(note, sizeof(note), len,
+		                  ", the span cached by CPU ",
+		                  (uint64_t)w->cpu);
 	if (w->state == SPANHEAP_OBJ_TAIL) {
 		mm_log("spanheap: %#lx: %zu bytes past the last of the %u "
 		       "objects of span [%#lx, +%u pages), size class %u "
