@@ -38,7 +38,7 @@ void heap_rseq_init(void)
 }
 
 /* mm.fail=...: armed once the heap's threads run (their handles and
- * structs come from kmalloc: armed earlier, the boot could not start
+ * structs come from the heap: armed earlier, the boot could not start
  * them). */
 static void heap_fail_boot(void)
 {
@@ -74,7 +74,8 @@ void heap_init(void)
 	scfg.poison = cmdline_flag("mm.debug_poison");
 	if (!spanheap_init(&kspanheap, &kheap, &scfg))
 		panic("heap: cannot set up the kernel span heap");
-	/* Threads from here on: their structs come from kmalloc. */
+	/* Threads from here on: their structs come from the heap. */
+	thread_cache_init();
 	if (!mheap_scavenger_start(&kheap))
 		panic("heap: cannot start the scavenger thread");
 	if (!spanheap_sweeper_start(&kspanheap))

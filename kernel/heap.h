@@ -33,6 +33,7 @@
 #ifndef KERNEL_HEAP_H
 #define KERNEL_HEAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "mm/mm.h"
@@ -61,7 +62,8 @@ void heap_rseq_init(void);
  * free backed memory the scavenger keeps (default 10% of the heap in
  * use); "mm.scav_budget=<per mille>" its CPU budget (default 10 = 1% of
  * one CPU). Boot CPU, thread context, after the scheduler and SMP: no
- * thread may be created before it (thread structs come from kmalloc).
+ * thread may be created before it (thread structs come from its "thread"
+ * cache).
  */
 void heap_init(void);
 
@@ -129,6 +131,42 @@ static inline void kfree(void *p)
 static inline size_t ksize(const void *p)
 {
 	return p ? spanheap_usable_size(&kspanheap, p) : 0;
+}
+
+/*
+ * Named caches of objects of one size (mm/objcache.h): Linux's kmem_cache,
+ * merged into the size class for the size and alignment, counted per
+ * cache (slabinfo lists them) and checked at the free (an object of
+ * another class panics naming the cache) and at the destroy (objects
+ * still out: refused, and said). No constructor. Contexts: create and
+ * destroy, thread context; alloc and free as kmalloc's and kfree's.
+ */
+static inline struct objcache *kmem_cache_create(const char *name, size_t size,
+                                                 size_t align)
+{
+	return objcache_create(&kspanheap, name, size, align);
+}
+
+static inline void *kmem_cache_alloc(struct objcache *c, unsigned flags)
+{
+	return objcache_alloc(c, flags);
+}
+
+static inline void *kmem_cache_zalloc(struct objcache *c, unsigned flags)
+{
+	return objcache_alloc(c, flags | KM_ZERO);
+}
+
+static inline void kmem_cache_free(struct objcache *c, void *p)
+{
+	objcache_free(c, p);
+}
+
+/* True if c is gone; false, with a line, if objects of it are still out
+ * (c is kept). */
+static inline bool kmem_cache_destroy(struct objcache *c)
+{
+	return objcache_destroy(c);
 }
 
 /*

@@ -1,10 +1,10 @@
 /*
  * The shell's memory commands: meminfo (the frame pool, the page heap,
  * the span heap, the scavenger's and the sweeper's counters), slabinfo
- * (per size class), sweep, scavenge and release, which run the
- * collector's steps now and report what they did, and mmfail, which arms,
- * disarms and shows allocation-failure injection: the heap's
- * (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
+ * (per size class, then the named caches: kmem_cache), sweep, scavenge and
+ * release, which run the collector's steps now and report what they did, and
+ * mmfail, which arms, disarms and shows allocation-failure injection: the
+ * heap's (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
  * (kernel/frames.h); objwho, which prints poison mode's records of who
  * last allocated and freed an object (mm/spanheap_track.h); addrinfo,
  * which says what an address is (kernel/addrinfo.h): its region, and in
@@ -117,6 +117,24 @@ static void slab_row(const char *name, const struct spanheap_class_stats *c)
 	       c->mag_room);
 }
 
+/* The named caches (kmem_cache), one row each, under their header:
+ * objects out and the bytes they take. Returns how many there are. */
+static size_t caches_rows(void)
+{
+	static struct objcache_info in[OBJCACHE_MAX]; /* the shell's own */
+	size_t n = objcache_list(&kspanheap, in, OBJCACHE_MAX);
+	if (!n)
+		return 0;
+	printk("%-20s %8s %6s %7s %5s %8s %12s\n", "cache", "size", "align",
+	       "object", "class", "in use", "bytes used");
+	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++)
+		printk("%-20s %8zu %6zu %7zu %5u %8lld %12lld\n", in[i].name,
+		       in[i].size, in[i].align, in[i].objsize, in[i].sizeclass,
+		       (long long)in[i].live,
+		       (long long)in[i].live * (long long)in[i].objsize);
+	return n;
+}
+
 static enum shell_status cmd_slabinfo(int argc, char **argv)
 {
 	const struct spanheap_stats *st = stats_now(0);
@@ -145,8 +163,10 @@ static enum shell_status cmd_slabinfo(int argc, char **argv)
 	all.bytes_in_use = st->bytes_in_use;
 	all.bytes_spans = st->bytes_spans;
 	slab_row("total", &all);
-	printk("slabinfo: %u of %u size classes have spans\n", shown,
-	       SC_NCLASSES - 1);
+	size_t ncaches = caches_rows();
+	printk("slabinfo: %u of %u size classes have spans, %zu named "
+	       "caches\n",
+	       shown, SC_NCLASSES - 1, ncaches);
 	return SHELL_OK;
 }
 
@@ -419,7 +439,8 @@ static enum shell_status cmd_alloctraces(int argc, char **argv)
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
-        {"slabinfo", "", "per size class: objects, spans, bytes, waste",
+        {"slabinfo", "",
+         "per size class: objects, spans, bytes, waste; the named caches",
          cmd_slabinfo},
         {"sweep", "", "run a sweep cycle now", cmd_sweep},
         {"scavenge", "", "scavenge every free backed page now", cmd_scavenge},

@@ -2,9 +2,10 @@
  * Thread life cycle: creation (struct and guarded stack, all or nothing),
  * the first instructions of a new thread, exit, and join.
  *
- * A struct thread comes from kmalloc; its stack is a kernel stack with a
- * guard page (kstack.c), which kmalloc cannot give. Both are freed by the
- * joiner once the thread is dead and off its CPU (sched.c invariant 2).
+ * A struct thread comes from the span heap's "thread" cache (kmem_cache);
+ * its stack is a kernel stack with a guard page (kstack.c), which kmalloc
+ * cannot give. Both are freed by the joiner once the thread is dead and
+ * off its CPU (sched.c invariant 2).
  * The boot threads (main and each CPU's idle thread) are made before the
  * heap exists: their structs are frames, reached through the direct map,
  * and are never freed but on a failed creation.
@@ -83,9 +84,19 @@ static void list_remove(struct thread *t)
 
 extern void thread_trampoline(void);
 
+/* The thread structs made after heap_init (thread_cache_init). */
+static struct objcache *thread_cache;
+
+void thread_cache_init(void)
+{
+	thread_cache = kmem_cache_create("thread", sizeof(struct thread), 0);
+	if (!thread_cache)
+		panic("thread: cannot make the thread struct cache");
+}
+
 /* Where a thread struct comes from. */
 enum thread_struct_src {
-	FROM_HEAP,   /* kmalloc: any thread made after heap_init */
+	FROM_HEAP,   /* thread_cache: any thread made after heap_init */
 	FROM_FRAMES, /* a frame: the boot threads, made before the heap */
 };
 
@@ -97,7 +108,7 @@ static struct thread *thread_struct_alloc(const char *name, struct cpu *c,
 		paddr_t pa = frame_alloc();
 		t = pa ? phys_to_virt(pa) : NULL;
 	} else {
-		t = kmalloc(sizeof(*t), 0);
+		t = kmem_cache_alloc(thread_cache, 0);
 	}
 	if (!t)
 		return NULL;
@@ -175,7 +186,7 @@ static void thread_struct_free(struct thread *t)
 	if (t->frame_struct)
 		frame_free((paddr_t)((uintptr_t)t - DIRECT_MAP_BASE));
 	else
-		kfree(t);
+		kmem_cache_free(thread_cache, t);
 }
 
 /* Lays out a new thread's stack so that context_switch "returns" into

@@ -101,6 +101,11 @@ static inline bool thread_handle_ok(struct thread_handle h)
 	return h.t != NULL;
 }
 
+/* Makes the cache the structs of threads come from ("thread" in
+ * slabinfo; kernel/heap.h's kmem_cache). heap_init calls it once the
+ * span heap is up, before the heap's own threads. Panics if it cannot. */
+void thread_cache_init(void);
+
 /*
  * Creates a runnable thread running fn(arg) on CPU cpu_id (or, with
  * THREAD_ANY_CPU, the CPU with the fewest threads) and returns its
@@ -108,7 +113,7 @@ static inline bool thread_handle_ok(struct thread_handle h)
  * short or the CPU is not online.
  * Panics, naming the thread, when name or fn is NULL, and where it may not
  * sleep (the lock checker's reasons), in its test mode too. Thread
- * context, after heap_init (the struct comes from kmalloc).
+ * context, after heap_init (the struct comes from the thread cache).
  */
 #define THREAD_ANY_CPU (~0u)
 struct thread_handle thread_create(const char *name, void (*fn)(void *),

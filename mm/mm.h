@@ -11,6 +11,8 @@
  *   spanheap.h the span heap: objects of any size on top of mheap, with
  *              per-CPU caches and the sweeper (the kernel's kmalloc wraps
  *              it)
+ *   objcache.h named caches of objects of one size over the span heap,
+ *              counted per cache (the kernel's kmem_cache wraps it)
  * port.h is the contract the OS implements; docs/PORTING.md explains it.
  *
  * Limits: an arena of at most PALLOC_MAX_ARENA_BYTES (128 TiB); one
@@ -22,6 +24,7 @@
 #define MM_MM_H
 
 #include "mheap.h"
+#include "objcache.h"
 #include "pagecache.h"
 #include "spanheap.h"
 #include "palloc.h"

@@ -178,6 +178,15 @@ static unsigned poison_class(size_t size, size_t align)
 	return class_for(size + 1, align);
 }
 
+unsigned spanheap_class_serving(const struct spanheap *sh, size_t size,
+                                size_t align)
+{
+	if (align < 16)
+		align = 16;
+	return sh->cfg.poison ? poison_class(size, align)
+	                      : class_for(size, align);
+}
+
 /* Every allocation but the fast path's, and realloc's (inject false:
  * spanheap_realloc asked spanheap_fail_should itself). */
 static void *alloc_call(struct spanheap *sh, size_t size, size_t align,

@@ -147,6 +147,12 @@ void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
 void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
                        unsigned flags);
 
+/* The size class that serves size bytes aligned to align (a power of two
+ * up to a page, or 0 for 16) in sh, poison mode's red zone included; 0
+ * for a large span of its own. Any context. */
+unsigned spanheap_class_serving(const struct spanheap *sh, size_t size,
+                                size_t align);
+
 /* Frees p (NULL: nothing). Any context but NMI. Misuse mm_panics. */
 void spanheap_free(struct spanheap *sh, void *p);
 

@@ -181,6 +181,13 @@ struct spanheap {
 	struct failpoint fail;    /* failure injection (spanheap_fail.h) */
 	/* fixed: poison mode records callers (spanheap_track.c) */
 	bool track;
+	/* Named caches (objcache.c), under heap->lock: the list in creation
+	 * order, the counter slots in use (a bit each), and the counters,
+	 * OBJCACHE_MAX of them per CPU (a row each; made with the first
+	 * cache, freed with the last). */
+	struct objcache *objcaches;
+	uint64_t objcache_slots;
+	int64_t *objcache_counts;
 };
 
 #endif

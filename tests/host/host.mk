@@ -60,7 +60,7 @@ FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 	tests/host/spanheap_harness_check.c tests/host/spanheap_harness_model.c \
-	tests/host/fuzz/spanheap_fuzz.c
+	tests/host/spanheap_harness_cache.c tests/host/fuzz/spanheap_fuzz.c
 FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c

@@ -44,7 +44,7 @@ static const unsigned weights[SHH_NOPS] = {
         [SHH_REALLOC] = 8,  [SHH_FREE] = 50,   [SHH_SWEEP] = 1,
         [SHH_FLUSH] = 1,    [SHH_CPU] = 8,     [SHH_RELEASE] = 0,
         [SHH_BAD_FREE] = 1, [SHH_CHECK] = 0,   [SHH_DOUBLE_FREE] = 1,
-        [SHH_FAIL] = 1,
+        [SHH_FAIL] = 1,     [SHH_CACHE] = 6,
 };
 
 static enum shh_op pick(uint64_t r, unsigned long i)
@@ -98,13 +98,13 @@ static void diff_run(unsigned long nops, bool poison)
 		        (unsigned long long)seed, (unsigned long long)seed,
 		        h.err);
 	ktest_diag("%lu ops: %lu allocs (%lu large, %lu zeroed), %lu frees, "
-	           "%lu reallocs, %lu sweeps, %lu flushes, %lu CPU "
-	           "switches, %lu release-alls, %lu refused (%lu injected), "
-	           "%lu misuses caught",
+	           "%lu reallocs, %lu from named caches, %lu sweeps, %lu "
+	           "flushes, %lu CPU switches, %lu release-alls, %lu refused "
+	           "(%lu injected), %lu misuses caught",
 	           i, h.n.allocs, h.n.large, h.n.zeroed, h.n.frees,
-	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_SWEEP], h.n.ops[SHH_FLUSH],
-	           h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE], h.n.refused,
-	           h.n.injected, h.n.panics);
+	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_CACHE], h.n.ops[SHH_SWEEP],
+	           h.n.ops[SHH_FLUSH], h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE],
+	           h.n.refused, h.n.injected, h.n.panics);
 	KEXPECT(i == nops);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
 	KEXPECT_EQ(h.n.classes, ~(uint64_t)0 >> (64 - SC_NCLASSES));

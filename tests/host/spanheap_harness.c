@@ -25,7 +25,7 @@ static const char *const op_names[SHH_NOPS] = {
         [SHH_FLUSH] = "flush",     [SHH_CPU] = "cpu",
         [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
         [SHH_CHECK] = "check",     [SHH_DOUBLE_FREE] = "double free",
-        [SHH_FAIL] = "fail",
+        [SHH_FAIL] = "fail",       [SHH_CACHE] = "cache",
 };
 
 /* ---- Decoding ------------------------------------------------------------ */
@@ -72,12 +72,7 @@ static bool do_free(struct spanheap_harness *h, uint64_t b)
 {
 	if (!h->nlive)
 		return true;
-	size_t i = (size_t)(shh_mix(b) % h->nlive);
-	if (!shh_verify(h, &h->live[i]))
-		return false;
-	spanheap_free(&h->sh, (void *)h->live[i].p);
-	shh_forget(h, i);
-	return true;
+	return shh_free_at(h, (size_t)(shh_mix(b) % h->nlive));
 }
 
 /* The page heap's pages grown so far. */
@@ -104,8 +99,8 @@ static uint64_t fail_injected(const struct spanheap_harness *h)
  * the two halves; the second checks the result p: it fails if a call
  * with MM_NO_GROW grew the page heap, or if failure injection's count
  * disagrees with p (a failure injected but p returned, more than one, one
- * unarmed), and notes an injected NULL for refusal_ok. */
-static size_t call_begin(struct spanheap_harness *h, unsigned flags)
+ * unarmed), and notes an injected NULL for shh_refusal_ok. */
+size_t shh_call_begin(struct spanheap_harness *h, unsigned flags)
 {
 	h->fail_calls0 = fail_calls(h);
 	h->inj0 = fail_injected(h);
@@ -114,8 +109,8 @@ static size_t call_begin(struct spanheap_harness *h, unsigned flags)
 	return flags & MM_NO_GROW ? grown_pages(h) : 0;
 }
 
-static bool call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
-                     const char *what, size_t size, const void *p)
+bool shh_call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
+                  const char *what, size_t size, const void *p)
 {
 	mm_port_set_atomic(false);
 	uint64_t inj = fail_injected(h) - h->inj0;
@@ -148,7 +143,7 @@ static bool not_counted(struct spanheap_harness *h, const char *what)
 /* An allocation of size bytes got NULL: fine for MM_ATOMIC and
  * MM_NO_GROW, in an arena that may run out, and for an injected failure;
  * a failure otherwise. */
-static bool refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
+bool shh_refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size)
 {
 	h->n.refused++;
 	if (!(flags & (MM_ATOMIC | MM_NO_GROW)) && !h->cfg.may_run_out &&
@@ -168,12 +163,12 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	unsigned flags = decode_flags(b);
 	if (full(h, size))
 		return do_free(h, b);
-	size_t grown = call_begin(h, flags);
+	size_t grown = shh_call_begin(h, flags);
 	void *p = spanheap_alloc(&h->sh, size, flags);
-	if (!call_end(h, flags, grown, "alloc", size, p))
+	if (!shh_call_end(h, flags, grown, "alloc", size, p))
 		return false;
 	if (!p)
-		return refusal_ok(h, flags, size);
+		return shh_refusal_ok(h, flags, size);
 	return shh_admit(h, p, size, 16,
 	                 zero_of(flags) | SHH_A_PLAIN | SHH_A_POW2);
 }
@@ -192,9 +187,9 @@ static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		align = bad[k - 17];
 	if (full(h, size + align))
 		return do_free(h, b);
-	size_t grown = call_begin(h, flags);
+	size_t grown = shh_call_begin(h, flags);
 	void *p = spanheap_alloc_aligned(&h->sh, size, align, flags);
-	if (!call_end(h, flags, grown, "aligned alloc", size, p))
+	if (!shh_call_end(h, flags, grown, "aligned alloc", size, p))
 		return false;
 	if (k >= 17) {
 		if (p)
@@ -203,7 +198,7 @@ static bool do_aligned(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return not_counted(h, "a bad alignment");
 	}
 	if (!p)
-		return refusal_ok(h, flags, size);
+		return shh_refusal_ok(h, flags, size);
 	return shh_admit(h, p, size, align, zero_of(flags) | SHH_A_POW2);
 }
 
@@ -221,12 +216,12 @@ static bool do_calloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	if (full(h, n * m))
 		return do_free(h, b);
 	unsigned flags = decode_flags(r >> 6) & ~MM_ZERO;
-	size_t grown = call_begin(h, flags);
+	size_t grown = shh_call_begin(h, flags);
 	void *p = spanheap_calloc(&h->sh, n, m, flags);
-	if (!call_end(h, flags, grown, "calloc", n * m, p))
+	if (!shh_call_end(h, flags, grown, "calloc", n * m, p))
 		return false;
 	if (!p)
-		return refusal_ok(h, flags, n * m);
+		return shh_refusal_ok(h, flags, n * m);
 	return shh_admit(h, p, n * m, 16,
 	                 SHH_A_ZERO | SHH_A_PLAIN | SHH_A_POW2);
 }
@@ -245,9 +240,9 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 	struct shh_obj o = h->live[i];
 	if (!shh_verify(h, &o))
 		return false;
-	size_t grown = call_begin(h, flags);
+	size_t grown = shh_call_begin(h, flags);
 	void *q = spanheap_realloc(&h->sh, (void *)o.p, size, flags);
-	if (!call_end(h, flags, grown, "realloc", size, q))
+	if (!shh_call_end(h, flags, grown, "realloc", size, q))
 		return false;
 	if (kind != R_RESIZE || !q) {
 		if (q)
@@ -257,7 +252,7 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 			shh_forget(h, i);
 			return true;
 		}
-		if (kind == R_RESIZE && !refusal_ok(h, flags, size))
+		if (kind == R_RESIZE && !shh_refusal_ok(h, flags, size))
 			return false;
 		if (kind == R_REFUSE &&
 		    !not_counted(h, "an impossible realloc"))
@@ -297,16 +292,18 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	if (!h->nlive || (r >> 6) % 16 == 0) {
 		if (full(h, size))
 			return do_free(h, b);
-		size_t grown = call_begin(h, flags);
+		size_t grown = shh_call_begin(h, flags);
 		void *p = spanheap_realloc(&h->sh, NULL, size, flags);
-		if (!call_end(h, flags, grown, "realloc", size, p))
+		if (!shh_call_end(h, flags, grown, "realloc", size, p))
 			return false;
 		if (!p)
-			return refusal_ok(h, flags, size);
+			return shh_refusal_ok(h, flags, size);
 		return shh_admit(h, p, size, 16,
 		                 zero_of(flags) | SHH_A_PLAIN | SHH_A_POW2);
 	}
 	size_t i = (size_t)((r >> 10) % h->nlive);
+	if (h->live[i].cache) /* a cache's object: only its cache frees it */
+		return shh_free_at(h, i);
 	switch ((r >> 30) % 32) {
 	case 0:
 		return realloc_live(h, i, 0, flags, R_FREE);
@@ -418,6 +415,8 @@ static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 		return true;
 	case SHH_FAIL:
 		return do_fail(h, a, b);
+	case SHH_CACHE:
+		return shh_cache_alloc(h, a, b);
 	default:
 		return shh_fail(h, "bad op %d", (int)op);
 	}
@@ -445,7 +444,7 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 		return shh_fail(h, "cannot make the heap: %s",
 		                mm_port_last_log());
 	mm_port_set_cpu(0);
-	return true;
+	return shh_caches_make(h);
 }
 
 bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,

@@ -38,8 +38,12 @@
  *   - SHH_CHECK: every live object's usable size and contents;
  *   - no other call mm_panics (each step runs under the port's catch);
  *   - shh_check: spanheap_check, and the statistics agree with the model;
- *   - shh_drain: once all is freed, every CPU flushed and released, the
- *     page heap holds only the span heap's own bookkeeping.
+ *   - SHH_CACHE: an object of a named cache is as a plain request's of
+ *     its size and alignment, and is freed through its cache; the caches'
+ *     counts are the model's at every check;
+ *   - shh_drain: once all is freed, the caches destroyed, every CPU
+ *     flushed and released, the page heap holds only the span heap's own
+ *     bookkeeping.
  */
 #ifndef TESTS_HOST_SPANHEAP_HARNESS_H
 #define TESTS_HOST_SPANHEAP_HARNESS_H
@@ -48,6 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../mm/objcache.h"
 #include "../../mm/spanheap.h"
 
 enum shh_op {
@@ -64,7 +69,8 @@ enum shh_op {
 	SHH_CHECK,    /* shh_check, and every live object's contents and size */
 	SHH_DOUBLE_FREE, /* a live object freed, sized, freed again: both must
 	                    panic */
-	SHH_FAIL, /* arm failure injection (spanheap_fail.h), or disarm it */
+	SHH_FAIL,  /* arm failure injection (spanheap_fail.h), or disarm it */
+	SHH_CACHE, /* an object of one of the named caches (objcache.h) */
 	SHH_NOPS
 };
 
@@ -87,7 +93,11 @@ struct shh_obj {
 	size_t size, usable, room;
 	uint8_t fill;
 	uint8_t sizeclass; /* of its span when it was handed out; 0: large */
+	uint8_t cache;     /* 1 + its named cache's index; 0: none */
 };
+
+/* The named caches every harness heap has (spanheap_harness_cache.c). */
+#define SHH_NCACHES 3
 
 struct shh_counts {
 	unsigned long ops[SHH_NOPS];
@@ -113,6 +123,13 @@ struct spanheap_harness {
 	unsigned long steps;
 	uint8_t next_fill;
 	struct shh_counts n;
+	/* The named caches (NULL once shh_drain destroyed them), and their
+	 * objects the model holds. */
+	struct objcache *caches[SHH_NCACHES];
+	size_t cache_live[SHH_NCACHES];
+	/* Objects of each class that are the caches' own (their structs and
+	 * counters), outside the model */
+	size_t class_extra[SC_NCLASSES];
 	char err[512];
 };
 

@@ -60,11 +60,13 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 	if (!shh_verify(h, &o))
 		return false;
 	void *p = (void *)o.p;
-	if (MM_PORT_PANICS(spanheap_free(&h->sh, p))) {
+	if (MM_PORT_PANICS(shh_free_raw(h, &o))) {
 		sh_unpin_after_panic();
 		return shh_fail(h, "first free of %p: mm_panic: %s", p,
 		                mm_port_last_panic());
 	}
+	if (o.cache)
+		h->cache_live[o.cache - 1]--;
 	shh_forget(h, i);
 	bool fired = MM_PORT_PANICS(spanheap_usable_size(&h->sh, p));
 	if (!fired || !names_a_dead_object(p))
@@ -72,7 +74,7 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 		                "usable size of freed %p (%zu usable): panic "
 		                "\"%s\"",
 		                p, o.usable, fired ? mm_port_last_panic() : "");
-	fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
+	fired = MM_PORT_PANICS(shh_free_raw(h, &o));
 	sh_unpin_after_panic();
 	if (!fired || !names_a_dead_object(p))
 		return shh_fail(h,
@@ -108,18 +110,21 @@ bool shh_check(struct spanheap_harness *h)
 		return shh_fail(h, "spanheap_check: %s", mm_port_last_panic());
 	spanheap_stats(&h->sh, &st);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
-		if (st.cls[cls].objects_in_use != h->class_live[cls])
+		if (st.cls[cls].objects_in_use !=
+		    h->class_live[cls] + h->class_extra[cls])
 			return shh_fail(h,
 			                "class %u: statistics count %zu "
-			                "objects, the model %zu",
+			                "objects, the model %zu (and the "
+			                "caches' own %zu)",
 			                cls, st.cls[cls].objects_in_use,
-			                h->class_live[cls]);
+			                h->class_live[cls],
+			                h->class_extra[cls]);
 	if (st.large_pages != h->large_pages)
 		return shh_fail(h,
 		                "statistics count %zu large pages, the model "
 		                "%zu",
 		                st.large_pages, h->large_pages);
-	return true;
+	return shh_caches_check(h);
 }
 
 bool shh_drain(struct spanheap_harness *h)
@@ -127,6 +132,8 @@ bool shh_drain(struct spanheap_harness *h)
 	while (h->nlive)
 		if (!shh_step(h, SHH_FREE, 0, h->nlive - 1))
 			return false;
+	if (!shh_caches_destroy(h))
+		return false;
 	volatile size_t in_use = 0, kept = 0;
 	bool panicked = MM_PORT_PANICS({
 		sh_flush_cpus(&h->sh, h->cfg.ncpus);

@@ -45,6 +45,26 @@ bool shh_verify(struct spanheap_harness *h, const struct shh_obj *o);
 /* Drops live object i from the model (freed, or moved by realloc). */
 void shh_forget(struct spanheap_harness *h, size_t i);
 
+/* A call with flags (MM_ATOMIC: the port's atomic context) between the
+ * two: the second checks its result p (spanheap_harness.c). */
+size_t shh_call_begin(struct spanheap_harness *h, unsigned flags);
+bool shh_call_end(struct spanheap_harness *h, unsigned flags, size_t grown,
+                  const char *what, size_t size, const void *p);
+/* Whether a NULL for a request of size bytes with flags is allowed. */
+bool shh_refusal_ok(struct spanheap_harness *h, unsigned flags, size_t size);
+
+/* The named caches (spanheap_harness_cache.c): made with the heap, an
+ * object of one (SHH_CACHE), live object i freed the way it was had
+ * (through its cache or not; verified first), the counts against the
+ * model, and the caches destroyed once their objects are all freed. */
+bool shh_caches_make(struct spanheap_harness *h);
+bool shh_cache_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b);
+bool shh_free_at(struct spanheap_harness *h, size_t i);
+/* Frees o (not yet forgotten) the way it was had, with no check. */
+void shh_free_raw(struct spanheap_harness *h, const struct shh_obj *o);
+bool shh_caches_check(struct spanheap_harness *h);
+bool shh_caches_destroy(struct spanheap_harness *h);
+
 /* The operations of spanheap_harness_check.c, run outside shh_step's
  * panic catch (they catch their own). */
 bool shh_bad_free(struct spanheap_harness *h, uint64_t b);

@@ -176,7 +176,8 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 	granules(h, granule_of(h, a), room / SHH_GRAN, false, true);
 	if (++h->next_fill == 0)
 		h->next_fill = 1;
-	struct shh_obj o = {a, size, usable, room, h->next_fill, s->sizeclass};
+	struct shh_obj o = {a, size, usable, room, h->next_fill, s->sizeclass,
+	                    0};
 	memset(p, o.fill, usable);
 	h->live[h->nlive++] = o;
 	h->live_bytes += size;

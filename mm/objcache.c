@@ -1,0 +1,287 @@
+/*
+ * mm/objcache.c: named caches of objects of one size over the span heap
+ * (objcache.h).
+ *
+ * Purpose: the kernel's kmem_cache. A cache's objects are the span
+ * heap's, of the class serving its size and alignment; the cache counts
+ * them out and in, so that its listing says what each user holds and its
+ * destruction finds what a user leaked.
+ *
+ * Representation: struct objcache, an object of the heap itself: the
+ * heap, the size, the alignment, the class, its counter slot, its name.
+ * The heap keeps its caches in a list in creation order (struct
+ * spanheap's objcaches) and their counters in one area of OBJCACHE_MAX
+ * 64-bit counters per CPU, a row of 512 bytes per CPU: a cache's counter
+ * on CPU i is row i's entry at its slot, so CPUs count on lines of their
+ * own. A counter is allocations less frees on that CPU, so one may go
+ * below zero (an object allocated on one CPU and freed on another); the
+ * sum over the CPUs is the objects out.
+ *
+ * Algorithm: an allocation is the span heap's (spanheap_alloc, or
+ * spanheap_alloc_aligned above 16 bytes of alignment), then a count; a
+ * free checks that the object's span is of the cache's class, frees, then
+ * counts. A count is a load and a store of this CPU's counter, pinned
+ * (mm_port_pin): nothing else on the CPU can count between them, and no
+ * other CPU writes the row. Destroying sums the counters first.
+ *
+ * Locking: the list, the slot bits and the area's pointer are under the
+ * page heap's lock (the leaf), taken for a few loads and stores: no call
+ * is made under it, and every allocation and free of the structs and the
+ * area happens outside it. A cache's own fields are fixed from its
+ * creation to its destruction; its counters are written pinned by their
+ * CPU and read relaxed by anyone.
+ *
+ * Limits: OBJCACHE_MAX caches per heap. The count costs a pin more per
+ * call than kmalloc's (the kernel's: interrupts off and on again). A
+ * wrong-cache free of an object of the same class is not seen, but it
+ * shows as a cache whose count falls below zero, which its destruction
+ * reports.
+ */
+#include "objcache.h"
+
+#include "spanheap_internal.h"
+
+struct objcache {
+	struct spanheap *sh;
+	int64_t *counts; /* this cache's counter in row 0 of the area */
+	size_t size, align, objsize;
+	unsigned sizeclass, slot;
+	struct objcache *next; /* the heap's list, under heap->lock */
+	char name[OBJCACHE_NAME_MAX + 1];
+};
+
+#define AREA_BYTES ((size_t)MM_MAX_CPUS * OBJCACHE_MAX * sizeof(int64_t))
+_Static_assert(OBJCACHE_MAX == 64, "a bit of objcache_slots per cache");
+
+/* Adds d to this CPU's counter of c. Any context but NMI. */
+static void count(struct objcache *c, int64_t d)
+{
+	struct mm_pin pin = mm_port_pin();
+	int64_t *n = &c->counts[(size_t)pin.cpu * OBJCACHE_MAX];
+	__atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + d,
+	                 __ATOMIC_RELAXED);
+	mm_port_unpin(pin);
+}
+
+static int64_t live_of(const struct objcache *c)
+{
+	int64_t sum = 0;
+	for (size_t cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+		sum += __atomic_load_n(&c->counts[cpu * OBJCACHE_MAX],
+		                       __ATOMIC_RELAXED);
+	return sum;
+}
+
+/* Why name, size and align cannot make a cache, or NULL if they can. */
+static const char *refusal(struct spanheap *sh, const char *name, size_t size,
+                           size_t align)
+{
+	if (!name || !name[0])
+		return "no name";
+	size_t len = 0;
+	while (name[len] && len <= OBJCACHE_NAME_MAX)
+		len++;
+	if (len > OBJCACHE_NAME_MAX)
+		return "a name longer than OBJCACHE_NAME_MAX characters";
+	if (size == 0)
+		return "size 0";
+	if (size > sh->heap->arena_pages * MM_PAGE_SIZE)
+		return "a size larger than the heap's arena";
+	bool pow2 = !(align & (align - 1));
+	if (!(pow2 && align <= MM_PAGE_SIZE) && align % MM_PAGE_SIZE)
+		return "an alignment neither a power of two up to a page nor a "
+		       "multiple of a page";
+	return NULL;
+}
+
+/* mm/ has no C library: the name's copy and comparison. */
+static void name_copy(char *to, const char *from)
+{
+	size_t i = 0;
+	for (; from[i] && i < OBJCACHE_NAME_MAX; i++)
+		to[i] = from[i];
+	to[i] = '\0';
+}
+
+static bool name_taken(struct spanheap *sh, const char *name)
+{
+	for (struct objcache *c = sh->objcaches; c; c = c->next) {
+		size_t i = 0;
+		while (c->name[i] && c->name[i] == name[i])
+			i++;
+		if (c->name[i] == name[i])
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Links c into sh's list with a free slot, under heap->lock; *area is
+ * a zeroed counter area to install if sh has none (taken: set to NULL).
+ * Returns NULL, or why c could not be linked.
+ */
+static const char *link_cache(struct spanheap *sh, struct objcache *c,
+                              int64_t **area)
+{
+	if (name_taken(sh, c->name))
+		return "the name is another cache's";
+	if (sh->objcache_slots == ~(uint64_t)0)
+		return "the heap has OBJCACHE_MAX caches already";
+	if (!sh->objcache_counts) {
+		if (!*area)
+			return "no memory for the counters";
+		/* Read without the lock by objcache_create's test. */
+		__atomic_store_n(&sh->objcache_counts, *area, __ATOMIC_RELAXED);
+		*area = NULL;
+	}
+	c->slot = (unsigned)__builtin_ctzll(~sh->objcache_slots);
+	sh->objcache_slots |= (uint64_t)1 << c->slot;
+	c->counts = sh->objcache_counts + c->slot;
+	/* The slot's last cache left its counters summing to 0, not each
+	 * 0; nothing writes a free slot's. */
+	for (size_t cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+		__atomic_store_n(&c->counts[cpu * OBJCACHE_MAX], 0,
+		                 __ATOMIC_RELAXED);
+	struct objcache **at = &sh->objcaches;
+	while (*at)
+		at = &(*at)->next;
+	*at = c;
+	return NULL;
+}
+
+struct objcache *objcache_create(struct spanheap *sh, const char *name,
+                                 size_t size, size_t align)
+{
+	spanheap_assert_can_sleep("objcache_create");
+	if (align < 16)
+		align = 16;
+	const char *why = refusal(sh, name, size, align);
+	struct objcache *c = NULL;
+	if (!why && !(c = spanheap_alloc(sh, sizeof(*c), MM_ZERO)))
+		why = "no memory for the cache";
+	if (why) {
+		mm_log("objcache: cache '%s' of %zu bytes (aligned to %zu) "
+		       "refused: %s",
+		       name ? name : "(null)", size, align, why);
+		return NULL;
+	}
+	name_copy(c->name, name);
+	c->sh = sh;
+	c->size = size;
+	c->align = align;
+	c->sizeclass = spanheap_class_serving(sh, size, align);
+	c->objsize = c->sizeclass ? sizeclass_info[c->sizeclass].size
+	                          : spanheap_pages_for(size) * MM_PAGE_SIZE;
+	/* The area, made outside the lock if the heap may need it. */
+	int64_t *area = __atomic_load_n(&sh->objcache_counts, __ATOMIC_RELAXED)
+	                        ? NULL
+	                        : spanheap_alloc(sh, AREA_BYTES, MM_ZERO);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	why = link_cache(sh, c, &area);
+	mm_lock_release(&sh->heap->lock, irq);
+	spanheap_free(sh, area); /* another create's came first */
+	if (why) {
+		mm_log("objcache: cache '%s' refused: %s", c->name, why);
+		spanheap_free(sh, c);
+		return NULL;
+	}
+	return c;
+}
+
+void *objcache_alloc(struct objcache *c, unsigned flags)
+{
+	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
+	                                                 c->align, flags)
+	                        : spanheap_alloc(c->sh, c->size, flags);
+	if (p)
+		count(c, 1);
+	return p;
+}
+
+/* A free of p to c, whose span s (in use) is of another class. */
+__attribute__((noreturn)) static void
+wrong_cache(struct objcache *c, const void *p, const struct mspan *s)
+{
+	spanheap_where_log(c->sh, p);
+	mm_panic("objcache: free of %p to cache '%s' (size class %u, "
+	         "%zu-byte objects): the object is of span %#lx's size "
+	         "class %u (%zu-byte objects): another cache's or kmalloc's",
+	         p, c->name, c->sizeclass, c->objsize, (unsigned long)s->base,
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
+}
+
+void objcache_free(struct objcache *c, void *p)
+{
+	if (!p)
+		return;
+	const struct mspan *s = mheap_span_lookup(c->sh->heap, (uintptr_t)p);
+	/* A page with no live span (a foreign pointer, a freed span's) is
+	 * spanheap_free's to report. */
+	if (mheap_span_is_span(s)) {
+		uint8_t state =
+		        atomic_load_explicit(&s->state, memory_order_acquire);
+		if (state != MSPAN_DEAD &&
+		    (state != (c->sizeclass ? MSPAN_SMALL : MSPAN_LARGE) ||
+		     s->sizeclass != c->sizeclass))
+			wrong_cache(c, p, s);
+	}
+	spanheap_free(c->sh, p);
+	count(c, -1);
+}
+
+bool objcache_destroy(struct objcache *c)
+{
+	if (!c)
+		return true;
+	spanheap_assert_can_sleep("objcache_destroy");
+	struct spanheap *sh = c->sh;
+	int64_t live = live_of(c);
+	if (live) {
+		mm_log("objcache: cache '%s' not destroyed: %s %lu (size "
+		       "class %u)",
+		       c->name,
+		       live > 0 ? "objects of it still allocated:"
+		                : "more frees than allocations (objects of "
+		                  "another cache or kmalloc's freed to it):",
+		       (unsigned long)(live > 0 ? live : -live), c->sizeclass);
+		return false;
+	}
+	int64_t *area = NULL;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	struct objcache **at = &sh->objcaches;
+	while (*at != c)
+		at = &(*at)->next;
+	*at = c->next;
+	sh->objcache_slots &= ~((uint64_t)1 << c->slot);
+	if (!sh->objcache_slots) {
+		area = sh->objcache_counts;
+		__atomic_store_n(&sh->objcache_counts, NULL, __ATOMIC_RELAXED);
+	}
+	mm_lock_release(&sh->heap->lock, irq);
+	spanheap_free(sh, area);
+	spanheap_free(sh, c);
+	return true;
+}
+
+void objcache_info(const struct objcache *c, struct objcache_info *out)
+{
+	*out = (struct objcache_info){
+	        .size = c->size,
+	        .align = c->align,
+	        .sizeclass = c->sizeclass,
+	        .objsize = c->objsize,
+	        .live = live_of(c),
+	};
+	name_copy(out->name, c->name);
+}
+
+size_t objcache_list(struct spanheap *sh, struct objcache_info *out, size_t max)
+{
+	size_t n = 0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *c = sh->objcaches; c; c = c->next, n++)
+		if (n < max)
+			objcache_info(c, &out[n]);
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
+}

@@ -1,0 +1,89 @@
+/*
+ * mm/objcache.h: named caches of objects of one size over the span heap,
+ * Linux's kmem_cache (kmem_cache_create, _alloc, _free, _destroy) for
+ * the objects a kernel makes by the thousand: threads, queue nodes,
+ * inodes. Included by mm.h.
+ *
+ * A cache is a name, a size and an alignment, served by the span heap's
+ * size class for them (as Linux merges a cache into a kmalloc cache of
+ * the same size): its objects share that class's spans, magazines and
+ * sweeper with kmalloc's, and cost what kmalloc's do. What the cache
+ * adds is accounting, per cache:
+ *   - the objects it has out, counted per CPU, which the listing gives
+ *     (the kernel's slabinfo) and objcache_destroy checks: a cache
+ *     destroyed with objects out is a leak, refused and named (Linux
+ *     warns only when the cache was not merged, and keeps the cache);
+ *   - a free to the wrong cache: an object whose span is of another size
+ *     class than the cache's panics, naming both (Linux's "Wrong slab
+ *     cache"). An object of kmalloc's, or of another cache, of the same
+ *     class cannot be told apart: the objects carry no tag.
+ * No constructor: objects are handed out as kmalloc's are (MM_ZERO for
+ * zeroed ones). A constructor's contract, that a freed object stays
+ * constructed until it is handed out again, needs spans of the cache's
+ * own, which Linux also gives such caches (it never merges them).
+ *
+ * Contexts: objcache_alloc and objcache_free as spanheap_alloc and
+ * spanheap_free (any context but NMI; thread context without MM_ATOMIC);
+ * the rest, thread context. No call may use a cache while it is
+ * destroyed, nor after.
+ */
+#ifndef MM_OBJCACHE_H
+#define MM_OBJCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct spanheap;
+struct objcache;
+
+/* Caches per heap, and a name's longest (without its NUL). */
+#define OBJCACHE_MAX      64
+#define OBJCACHE_NAME_MAX 31
+
+/*
+ * A cache named name (copied; 1 to OBJCACHE_NAME_MAX characters, unique
+ * in the heap) of objects of size bytes aligned to align (0 or up to 16:
+ * 16; else as spanheap_alloc_aligned's). NULL, with a line naming what
+ * was wrong, for a bad name, size or alignment, a name in use, a heap
+ * with OBJCACHE_MAX caches, or no memory. Thread context.
+ */
+struct objcache *objcache_create(struct spanheap *sh, const char *name,
+                                 size_t size, size_t align);
+
+/* An object of the cache, or NULL (as spanheap_alloc's; flags are its
+ * own). Contexts as spanheap_alloc's with those flags. */
+void *objcache_alloc(struct objcache *c, unsigned flags);
+
+/* Frees p, an object of c (NULL: nothing). An object of another size
+ * class's span, or none of the heap's, mm_panics naming the cache; misuse
+ * of the heap's own (a double free, an interior pointer) as
+ * spanheap_free. Contexts as spanheap_free's. */
+void objcache_free(struct objcache *c, void *p);
+
+/*
+ * Destroys c (NULL: nothing) and returns true; or, with objects of it
+ * still out, keeps it, says how many on one line and returns false (the
+ * caller may free them and try again). Thread context; nothing may use c
+ * meanwhile.
+ */
+bool objcache_destroy(struct objcache *c);
+
+/* What the listing gives of a cache. */
+struct objcache_info {
+	char name[OBJCACHE_NAME_MAX + 1];
+	size_t size, align;
+	unsigned sizeclass; /* the span heap's class; 0: large spans */
+	size_t objsize;     /* the bytes an object takes (its class's) */
+	int64_t live;       /* objects out (approximate while CPUs work) */
+};
+
+/* c's line of the listing. Any context but NMI. */
+void objcache_info(const struct objcache *c, struct objcache_info *out);
+
+/* Copies up to max caches' lines of sh into out, in creation order;
+ * returns how many caches sh has. Thread context. */
+size_t objcache_list(struct spanheap *sh, struct objcache_info *out,
+                     size_t max);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * Named object caches under threads (mm/objcache.c through the POSIX
+ * port), built for ThreadSanitizer too (make test-tsan): four workers,
+ * each a CPU of its own, allocate from two caches (and plain objects of
+ * the heap between them), fill each object with a pattern of its address,
+ * and free them, every fourth through the next worker's inbox (a free on
+ * another CPU, whose counter then goes below zero), while the sweeper and
+ * the scavenger run; meanwhile the main thread lists the caches and makes
+ * and destroys a cache of its own, round after round, until the workers
+ * are done. Every pattern is checked before its free; the counts listed
+ * never pass what the workers can hold; at the end each cache counts 0
+ * and is destroyed, and the heap checks clean. Bounded by operation
+ * counts; no assert depends on time.
+ */
+#include <stdatomic.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/objcache.h"
+#include "port_test_util.h"
+#include "spanheap_test_util.h"
+#include "stress_util.h"
+
+enum { WORKERS = 4, OPS = 20000, KEEP = 64, INBOX = 256 };
+
+static struct mheap heap;
+static struct spanheap sh;
+static struct objcache *caches[2];
+static const size_t sizes[2] = {40, 700};
+
+struct item {
+	uintptr_t p;
+	int which; /* 0, 1: the cache; 2: a plain object of 200 bytes */
+};
+
+struct worker {
+	int id;
+	uint64_t rng;
+	struct item keep[KEEP];
+	struct item inbox_items[INBOX], taken[INBOX];
+	struct stress_inbox inbox;
+	struct stress_failures failures;
+};
+static struct worker workers[WORKERS];
+static _Atomic int running;
+
+static size_t size_of(int which)
+{
+	return which < 2 ? sizes[which] : 200;
+}
+
+static uint64_t pattern(uintptr_t p, size_t off)
+{
+	return (p + off) * 0x9e3779b97f4a7c15ull;
+}
+
+static void fill(uintptr_t p, size_t size)
+{
+	for (size_t off = 0; off + 8 <= size; off += 32)
+		*(uint64_t *)(p + off) = pattern(p, off);
+}
+
+static void check_and_free(struct worker *w, struct item it)
+{
+	size_t size = size_of(it.which);
+	for (size_t off = 0; off + 8 <= size; off += 32)
+		if (*(uint64_t *)(it.p + off) != pattern(it.p, off)) {
+			stress_fail(&w->failures,
+			            "object %#lx (%zu bytes): word %zu changed",
+			            (unsigned long)it.p, size, off);
+			break;
+		}
+	if (it.which < 2)
+		objcache_free(caches[it.which], (void *)it.p);
+	else
+		spanheap_free(&sh, (void *)it.p);
+}
+
+static void drain_inbox(struct worker *w)
+{
+	size_t n = stress_inbox_take(&w->inbox, w->taken);
+	for (size_t i = 0; i < n; i++)
+		check_and_free(w, w->taken[i]);
+}
+
+static void work(void *arg)
+{
+	struct worker *w = arg;
+	mm_port_set_cpu((unsigned)w->id);
+	struct worker *next = &workers[(w->id + 1) % WORKERS];
+	for (int op = 0; op < OPS; op++) {
+		unsigned k = (unsigned)(stress_random(&w->rng) % KEEP);
+		struct item it = w->keep[k];
+		if (it.p &&
+		    !(op % 4 == 0 && stress_inbox_put(&next->inbox, &it)))
+			check_and_free(w, it);
+		if (op % 64 == 0)
+			drain_inbox(w);
+		int which = (int)(stress_random(&w->rng) % 3);
+		void *p = which < 2 ? objcache_alloc(caches[which], 0)
+		                    : spanheap_alloc(&sh, 200, 0);
+		w->keep[k] = (struct item){(uintptr_t)p, which};
+		if (p)
+			fill((uintptr_t)p, size_of(which));
+		else
+			stress_fail(&w->failures, "allocation %d failed", op);
+	}
+	for (unsigned k = 0; k < KEEP; k++)
+		if (w->keep[k].p)
+			check_and_free(w, w->keep[k]);
+	spanheap_flush_cache(&sh);
+	atomic_fetch_sub(&running, 1);
+}
+
+KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(caches[0] = objcache_create(&sh, "stress-40", sizes[0], 0));
+	KASSERT(caches[1] = objcache_create(&sh, "stress-700", sizes[1], 0));
+	KASSERT(spanheap_sweeper_start(&sh));
+	KASSERT(mheap_scavenger_start(&heap));
+	struct mm_thread *t[WORKERS];
+	for (int i = 0; i < WORKERS; i++) {
+		workers[i] = (struct worker){.id = i,
+		                             .rng = 0x2545f4914f6cdd1dull *
+		                                    (uint64_t)(i + 1)};
+		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
+		                  sizeof(struct item), INBOX);
+	}
+	atomic_store(&running, WORKERS);
+	KASSERT(start_all(t, WORKERS, work, workers, sizeof(*workers)));
+	/* The main thread on a CPU of its own, listing and churning caches. */
+	mm_port_set_cpu(WORKERS);
+	unsigned rounds = 0, over = 0, churn_fail = 0;
+	while (atomic_load(&running) > 0 || rounds < 50) {
+		struct objcache_info in[4];
+		size_t n = objcache_list(&sh, in, 4);
+		for (size_t i = 0; i < n && i < 4; i++)
+			/* Each worker holds at most KEEP + INBOX objects of a
+			 * cache; a count read while CPUs work may lag, never
+			 * run past that. */
+			over += in[i].live > WORKERS * (KEEP + INBOX) ||
+			        in[i].live < -(int64_t)WORKERS * (KEEP + INBOX);
+		struct objcache *mine = objcache_create(&sh, "mine", 96, 32);
+		void *p = mine ? objcache_alloc(mine, 0) : NULL;
+		churn_fail += !mine || !p;
+		objcache_free(mine, p);
+		churn_fail += mine && !objcache_destroy(mine);
+		rounds++;
+	}
+	join_all(t, WORKERS);
+	for (int i = 0; i < WORKERS; i++) {
+		drain_inbox(&workers[i]);
+		STRESS_REPORT(i, &workers[i].failures);
+		stress_inbox_destroy(&workers[i].inbox);
+	}
+	mm_port_set_cpu(0);
+	KEXPECT_EQ(over, 0);
+	KEXPECT_EQ(churn_fail, 0);
+	ktest_diag("%u rounds of listing while %d workers ran", rounds,
+	           (int)WORKERS);
+	struct objcache_info in;
+	for (int i = 0; i < 2; i++) {
+		objcache_info(caches[i], &in);
+		KEXPECT_EQ(in.live, 0);
+		KEXPECT(objcache_destroy(caches[i]));
+	}
+	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
+	spanheap_sweeper_stop(&sh);
+	mheap_scavenger_stop(&heap);
+	sh_flush_cpus(&sh, WORKERS + 1);
+	spanheap_check(&sh);
+	mheap_check(&heap);
+	sh_heap_release(&heap);
+}

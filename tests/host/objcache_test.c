@@ -1,0 +1,242 @@
+/*
+ * Named object caches (mm/objcache.c): objects of the class for the
+ * cache's size and alignment, counted per cache across CPUs; listed in
+ * creation order; destruction refused while objects are out (or more
+ * came in than went out) and done once they are back, giving every page
+ * back; bad names, sizes and alignments, a duplicate and one cache too
+ * many refused with a line saying why, leaking nothing; a free to the
+ * wrong cache, a double free and a foreign pointer panicking with
+ * their messages; poison mode's classes.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/objcache.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+static int64_t live(struct objcache *c)
+{
+	struct objcache_info in;
+	objcache_info(c, &in);
+	return in.live;
+}
+
+KTEST(objcache, counts_objects_across_cpus_and_destroys_when_all_are_back)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create(&sh, "node", 40, 0);
+	KASSERT(c);
+	static char *p[100];
+	for (int i = 0; i < 100; i++) {
+		KASSERT(p[i] = objcache_alloc(c, 0));
+		KEXPECT_EQ((uintptr_t)p[i] % 16, 0);
+		KEXPECT_EQ(spanheap_usable_size(&sh, p[i]), 48);
+		memset(p[i], i, 40);
+	}
+	for (int i = 0; i < 100; i++)
+		KEXPECT(all_bytes(p[i], 40, (unsigned char)i));
+	mm_port_set_cpu(3); /* frees on another CPU: its counter goes < 0 */
+	for (int i = 0; i < 30; i++)
+		objcache_free(c, p[i]);
+	mm_port_set_cpu(0);
+	struct objcache_info in;
+	objcache_info(c, &in);
+	KEXPECT_EQ(in.live, 70);
+	KEXPECT(!strcmp(in.name, "node"));
+	KEXPECT_EQ(in.size, 40);
+	KEXPECT_EQ(in.align, 16);
+	KEXPECT_EQ(in.sizeclass, sizeclass_of(40));
+	KEXPECT_EQ(in.objsize, 48);
+
+	KEXPECT(!objcache_destroy(c));
+	KEXPECT(strstr(mm_port_last_log(), "'node' not destroyed"));
+	KEXPECT(strstr(mm_port_last_log(), "still allocated: 70"));
+	for (int i = 30; i < 100; i++)
+		objcache_free(c, p[i]);
+	KEXPECT_EQ(live(c), 0);
+	KEXPECT(objcache_destroy(c));
+	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
+	KEXPECT(objcache_destroy(NULL));
+	/* The struct and the counters went back with the objects. */
+	sh_flush_cpus(&sh, 4);
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	SH_CHECK(&sh, "after the destroy");
+	sh_heap_release(&heap);
+}
+
+KTEST(objcache, lists_caches_in_creation_order_and_reuses_slots)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *a = objcache_create(&sh, "a", 16, 0);
+	struct objcache *b = objcache_create(&sh, "b-aligned", 40, 64);
+	struct objcache *big = objcache_create(&sh, "big", 100000, 0);
+	KASSERT(a && b && big);
+	void *pa = objcache_alloc(a, 0), *pb[3], *pl = objcache_alloc(big, 0);
+	KASSERT(pa && pl);
+	for (int i = 0; i < 3; i++) {
+		KASSERT(pb[i] = objcache_alloc(b, MM_ZERO));
+		KEXPECT_EQ((uintptr_t)pb[i] % 64, 0);
+		KEXPECT(all_bytes(pb[i], 40, 0));
+	}
+	struct objcache_info in[4];
+	KASSERT_EQ(objcache_list(&sh, in, 4), 3);
+	KEXPECT(!strcmp(in[0].name, "a") && in[0].live == 1);
+	KEXPECT(!strcmp(in[1].name, "b-aligned") && in[1].live == 3);
+	KEXPECT_EQ(in[1].align, 64);
+	KEXPECT_EQ(in[1].objsize % 64, 0);
+	KEXPECT(!strcmp(in[2].name, "big") && in[2].live == 1);
+	KEXPECT_EQ(in[2].sizeclass, 0);
+	KEXPECT_EQ(in[2].objsize, 25 * MM_PAGE_SIZE);
+	/* A table too small still gets the count. */
+	KEXPECT_EQ(objcache_list(&sh, in, 1), 3);
+	objcache_free(a, pa);
+	KEXPECT(objcache_destroy(a));
+	/* a's slot again: its counters start at 0. */
+	struct objcache *a2 = objcache_create(&sh, "a", 16, 0);
+	KASSERT(a2);
+	KEXPECT_EQ(live(a2), 0);
+	KASSERT_EQ(objcache_list(&sh, in, 4), 3);
+	KEXPECT(!strcmp(in[2].name, "a"));
+	for (int i = 0; i < 3; i++)
+		objcache_free(b, pb[i]);
+	objcache_free(big, pl);
+	KEXPECT(objcache_destroy(b) && objcache_destroy(big) &&
+	        objcache_destroy(a2));
+	SH_CHECK(&sh, "after the caches");
+	sh_heap_release(&heap);
+}
+
+/* True if objcache_create(name, size, align) is refused with a line
+ * holding why. */
+/* Bytes of objects sh has out, all classes. */
+static size_t bytes_out(void)
+{
+	static struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	return st.bytes_in_use;
+}
+
+static bool refused(const char *name, size_t size, size_t align,
+                    const char *why)
+{
+	if (objcache_create(&sh, name, size, align))
+		return false;
+	return strstr(mm_port_last_log(), "refused") &&
+	       strstr(mm_port_last_log(), why);
+}
+
+KTEST(objcache, bad_requests_are_refused_saying_why_and_leak_nothing)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	mm_port_set_quiet(true);
+	KEXPECT(refused(NULL, 16, 0, "no name"));
+	KEXPECT(refused("", 16, 0, "no name"));
+	KEXPECT(refused("0123456789abcdef0123456789abcdef", 16, 0,
+	                "longer than"));
+	KEXPECT(refused("zero", 0, 0, "size 0"));
+	KEXPECT(refused("huge", SH_ARENA_BYTES + 1, 0, "larger than"));
+	KEXPECT(refused("odd", 16, 24, "alignment"));
+	KEXPECT(refused("odd2", 16, 3 * MM_PAGE_SIZE / 2, "alignment"));
+	/* The longest name is fine; a page multiple is an alignment. */
+	struct objcache *longest =
+	        objcache_create(&sh, "0123456789abcdef0123456789abcde", 8, 0);
+	struct objcache *paged =
+	        objcache_create(&sh, "paged", 100, 2 * MM_PAGE_SIZE);
+	KASSERT(longest && paged);
+	void *pp = objcache_alloc(paged, 0);
+	KASSERT(pp);
+	KEXPECT_EQ((uintptr_t)pp % (2 * MM_PAGE_SIZE), 0);
+	objcache_free(paged, pp);
+	size_t bytes = bytes_out();
+	KEXPECT(refused("paged", 100, 0, "another cache's"));
+	KEXPECT_EQ(bytes_out(), bytes);
+	/* 62 more make 64; the 65th is refused. */
+	static struct objcache *more[OBJCACHE_MAX];
+	char name[16];
+	for (int i = 0; i < OBJCACHE_MAX - 2; i++) {
+		snprintf(name, sizeof(name), "c%d", i);
+		KASSERT(more[i] = objcache_create(&sh, name, 32, 0));
+	}
+	bytes = bytes_out();
+	KEXPECT(refused("one-too-many", 32, 0, "OBJCACHE_MAX"));
+	KEXPECT_EQ(bytes_out(), bytes);
+	for (int i = 0; i < OBJCACHE_MAX - 2; i++)
+		KEXPECT(objcache_destroy(more[i]));
+	KEXPECT(objcache_destroy(longest) && objcache_destroy(paged));
+	mm_port_set_quiet(false);
+	/* With the last cache gone, the counters went too. */
+	KEXPECT_EQ(bytes_out(), 0);
+	SH_CHECK(&sh, "after the refusals");
+	sh_heap_release(&heap);
+}
+
+KTEST(objcache, misuse_panics_naming_the_cache_and_the_object)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	mm_port_set_quiet(true);
+	struct objcache *small = objcache_create(&sh, "small", 48, 0);
+	struct objcache *mid = objcache_create(&sh, "mid", 256, 0);
+	struct objcache *big = objcache_create(&sh, "big", 50000, 0);
+	KASSERT(small && mid && big);
+	void *s = objcache_alloc(small, 0), *l = objcache_alloc(big, 0);
+	KASSERT(s && l);
+	/* Another cache's object, of another class. */
+	SH_EXPECT_PANIC(objcache_free(mid, s), "to cache 'mid'");
+	KEXPECT(strstr(mm_port_last_panic(), "another cache's or kmalloc's"));
+	SH_EXPECT_PANIC(objcache_free(small, l), "to cache 'small'");
+	SH_EXPECT_PANIC(objcache_free(big, s), "to cache 'big'");
+	/* A kmalloc object of another class. */
+	void *k = spanheap_alloc(&sh, 1000, 0);
+	KASSERT(k);
+	SH_EXPECT_PANIC(objcache_free(small, k), "size class");
+	/* Nothing was freed or counted by the refused frees. */
+	KEXPECT_EQ(live(small), 1);
+	KEXPECT_EQ(live(big), 1);
+	/* The heap's own checks: a double free, a foreign pointer. */
+	objcache_free(small, s);
+	SH_EXPECT_PANIC(objcache_free(small, s), "double free");
+	KEXPECT_EQ(live(small), 0);
+	int on_stack;
+	SH_EXPECT_PANIC(objcache_free(small, &on_stack), "foreign pointer");
+	/* A kmalloc object of the cache's own class goes unseen at the
+	 * free, but the count falls below zero and the destroy says so. */
+	void *same = spanheap_alloc(&sh, 40, 0);
+	KASSERT(same);
+	objcache_free(small, same);
+	KEXPECT(!objcache_destroy(small));
+	KEXPECT(strstr(mm_port_last_log(), "more frees than allocations"));
+	spanheap_free(&sh, k);
+	objcache_free(big, l);
+	KEXPECT(objcache_destroy(mid) && objcache_destroy(big));
+	mm_port_set_quiet(false);
+	SH_CHECK(&sh, "after the misuse");
+	sh_heap_release(&heap);
+}
+
+KTEST(objcache, poison_mode_serves_a_class_with_a_red_zone)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	struct objcache *c = objcache_create(&sh, "exact", 48, 0);
+	KASSERT(c);
+	struct objcache_info in;
+	objcache_info(c, &in);
+	KEXPECT_EQ(in.sizeclass, sizeclass_of(49));
+	KEXPECT(in.objsize > 48);
+	char *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	memset(p, 1, 48);
+	objcache_free(c, p);
+	p = objcache_alloc(c, 0);
+	KASSERT(p);
+	p[48] = 7; /* one byte past the size asked */
+	SH_EXPECT_PANIC(objcache_free(c, p), "past the end");
+	/* The free panicked before its count. */
+	KEXPECT_EQ(live(c), 1);
+	KEXPECT(!objcache_destroy(c));
+	sh_heap_release(&heap);
+}

@@ -1,0 +1,304 @@
+/*
+ * Named object caches in the kernel (kernel/heap.h's kmem_cache over
+ * mm/objcache.c), with the lock checker on: threads on every CPU and
+ * every CPU's timer interrupt allocate from two caches and free, frees
+ * crossing CPUs, and each cache counts 0 at the end and is destroyed; a
+ * cache with objects out is not destroyed, and the line says how many;
+ * thread structs are counted in the "thread" cache while their threads
+ * live; bad requests are refused; slabinfo lists the caches. The wrong
+ * cache's free is a demo (KTEST_FAIL_DEMO), checked by the harness.
+ */
+#include <stdatomic.h>
+
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/printk.h"
+#include "kernel/sched.h"
+#include "kernel/string.h"
+#include "kernel/thread.h"
+#include "tests/kernel/capture_util.h"
+
+static uint64_t next_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Two caches; an object's first word says which and who filled it, and
+ * every 32nd byte after it holds a pattern of its address. */
+static struct objcache *caches[2];
+static const size_t sizes[2] = {72, 1500};
+
+static uint64_t pattern(const void *p, size_t off)
+{
+	return ((uintptr_t)p + off) * 0x9e3779b97f4a7c15ull;
+}
+
+static void obj_fill(uint64_t *p, unsigned which, unsigned owner)
+{
+	p[0] = (uint64_t)owner << 8 | which;
+	for (size_t off = 32; off + 8 <= sizes[which]; off += 32)
+		p[off / 8] = pattern(p, off);
+}
+
+static _Atomic uint64_t n_bad, n_allocs, n_irq_allocs, n_nulls;
+
+static void check_and_free(uint64_t *p)
+{
+	unsigned which = (unsigned)(p[0] & 0xff);
+	if (which > 1) {
+		atomic_fetch_add(&n_bad, 1);
+		return; /* which cache is not known: left, and counted */
+	}
+	for (size_t off = 32; off + 8 <= sizes[which]; off += 32)
+		if (p[off / 8] != pattern(p, off)) {
+			atomic_fetch_add(&n_bad, 1);
+			break;
+		}
+	kmem_cache_free(caches[which], p);
+}
+
+#define HANDOFF  32
+#define IRQ_KEEP 4
+static void *_Atomic handoff[HANDOFF]; /* displaced: freed by the putter */
+static uint64_t *irq_keep[MAX_CPUS][IRQ_KEEP]; /* that CPU's handler's */
+static uint64_t irq_rnd[MAX_CPUS];
+static _Atomic bool irq_on;
+static _Atomic unsigned irq_inside;
+static _Atomic unsigned running;
+
+static void hand_off(uint64_t *p, uint64_t *rnd)
+{
+	uint64_t *old = atomic_exchange(&handoff[next_rand(rnd) % HANDOFF], p);
+	if (old)
+		check_and_free(old);
+}
+
+static void irq_work(void)
+{
+	unsigned cpu = this_cpu()->id;
+	if (!irq_rnd[cpu])
+		irq_rnd[cpu] = 0x2545f4914f6cdd1dull * (cpu + 1);
+	uint64_t r = next_rand(&irq_rnd[cpu]);
+	uint64_t **slot = &irq_keep[cpu][r % IRQ_KEEP];
+	if (*slot)
+		check_and_free(*slot);
+	unsigned which = (unsigned)(r >> 8) % 2;
+	*slot = kmem_cache_alloc(caches[which], KM_ATOMIC);
+	if (!*slot)
+		return; /* KM_ATOMIC may get NULL: not a failure */
+	obj_fill(*slot, which, 0x100 | cpu);
+	atomic_fetch_add(&n_irq_allocs, 1);
+	if (r % 4 == 1) {
+		hand_off(*slot, &irq_rnd[cpu]);
+		*slot = NULL;
+	}
+}
+
+static void irq_tick(void)
+{
+	atomic_fetch_add(&irq_inside, 1);
+	if (atomic_load(&irq_on))
+		irq_work();
+	atomic_fetch_sub(&irq_inside, 1);
+}
+
+enum { OPS = 4000, LIVE = 16, IRQ_MIN = 100 };
+
+static void worker(void *arg)
+{
+	unsigned owner = (unsigned)(uintptr_t)arg;
+	uint64_t rnd = 0x9e3779b97f4a7c15ull * (owner + 3);
+	uint64_t *live[LIVE] = {0};
+	for (unsigned i = 0; i < OPS; i++) {
+		uint64_t r = next_rand(&rnd);
+		uint64_t **s = &live[r % LIVE];
+		if (*s && (r >> 8) % 4 == 0)
+			hand_off(*s, &rnd);
+		else if (*s)
+			check_and_free(*s);
+		unsigned which = (unsigned)(r >> 16) % 2;
+		*s = kmem_cache_alloc(caches[which], 0);
+		if (*s) {
+			obj_fill(*s, which, owner);
+			atomic_fetch_add(&n_allocs, 1);
+		} else {
+			atomic_fetch_add(&n_nulls, 1);
+		}
+		if (i % 64 == 0)
+			thread_yield();
+	}
+	for (unsigned k = 0; k < LIVE; k++)
+		if (live[k])
+			check_and_free(live[k]);
+	atomic_fetch_sub(&running, 1);
+}
+
+static int64_t live_of(struct objcache *c)
+{
+	struct objcache_info in;
+	objcache_info(c, &in);
+	return in.live;
+}
+
+/* Starts a worker on every online CPU and the tick hook; waits for them
+ * and IRQ_MIN interrupt allocations; frees what is left. */
+static bool run_all(void)
+{
+	struct thread_handle w[MAX_CPUS];
+	unsigned nw = 0;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		nw += atomic_load(&cpus[i].online);
+	atomic_store(&running, nw);
+	sched_tick_hook = irq_tick;
+	atomic_store(&irq_on, true);
+	bool ok = true;
+	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
+		if (atomic_load(&cpus[i].online)) {
+			w[k] = thread_create("kcache", worker,
+			                     (void *)(uintptr_t)(i + 1), i);
+			ok = ok && thread_handle_ok(w[k++]);
+		}
+	if (!ok)
+		panic("kmem_cache test: cannot create its threads");
+	while (atomic_load(&running) > 0 ||
+	       atomic_load(&n_irq_allocs) < IRQ_MIN)
+		thread_sleep_ns(10000000);
+	atomic_store(&irq_on, false);
+	while (atomic_load(&irq_inside) > 0)
+		thread_yield();
+	sched_tick_hook = NULL;
+	for (unsigned k = 0; k < nw; k++)
+		thread_join(w[k]);
+	for (unsigned k = 0; k < HANDOFF; k++) {
+		uint64_t *p = atomic_exchange(&handoff[k], NULL);
+		if (p)
+			check_and_free(p);
+	}
+	for (unsigned c = 0; c < MAX_CPUS; c++)
+		for (unsigned k = 0; k < IRQ_KEEP; k++)
+			if (irq_keep[c][k]) {
+				check_and_free(irq_keep[c][k]);
+				irq_keep[c][k] = NULL;
+			}
+	return ok;
+}
+
+KTEST(kmem_cache, every_cpu_and_interrupts_count_true_and_destroy)
+{
+	KASSERT(caches[0] = kmem_cache_create("ktest-small", sizes[0], 0));
+	KASSERT(caches[1] = kmem_cache_create("ktest-big", sizes[1], 64));
+	KASSERT(run_all());
+	ktest_diag("%lu allocations by threads, %lu by interrupt handlers",
+	           (unsigned long)atomic_load(&n_allocs),
+	           (unsigned long)atomic_load(&n_irq_allocs));
+	KEXPECT_EQ(atomic_load(&n_bad), 0);
+	KEXPECT_EQ(atomic_load(&n_nulls), 0);
+	KEXPECT(atomic_load(&n_irq_allocs) >= IRQ_MIN);
+	for (int i = 0; i < 2; i++) {
+		KEXPECT_EQ(live_of(caches[i]), 0);
+		KEXPECT(kmem_cache_destroy(caches[i]));
+	}
+	spanheap_check(&kspanheap);
+}
+
+#if KTEST_HOOKS
+KTEST(kmem_cache, destroy_with_objects_out_is_refused_saying_how_many)
+{
+	struct objcache *c = kmem_cache_create("ktest-leak", 100, 0);
+	KASSERT(c);
+	void *p[3];
+	for (int i = 0; i < 3; i++)
+		KASSERT(p[i] = kmem_cache_zalloc(c, 0));
+	capture_start();
+	bool gone = kmem_cache_destroy(c);
+	capture_stop();
+	KEXPECT(!gone);
+	KEXPECT(seen_has("objcache: cache 'ktest-leak' not destroyed: objects "
+	                 "of it still allocated: 3"));
+	/* slabinfo lists it, with its objects and their bytes. */
+	KEXPECT_EQ(capture_run_line("slabinfo"), SHELL_OK);
+	const char *row = strstr(seen, "\nktest-leak ");
+	KASSERT(row);
+	row += strlen("\nktest-leak ");
+	uint64_t size = number_at(&row), align = number_at(&row);
+	uint64_t objsize = number_at(&row), cls = number_at(&row);
+	uint64_t out = number_at(&row), bytes = number_at(&row);
+	KEXPECT_EQ(size, 100);
+	KEXPECT_EQ(align, 16);
+	KEXPECT(objsize >= 100 && cls > 0);
+	KEXPECT_EQ(out, 3);
+	KEXPECT_EQ(bytes, 3 * objsize);
+	KEXPECT(seen_has("named caches"));
+	for (int i = 0; i < 3; i++)
+		kmem_cache_free(c, p[i]);
+	KEXPECT(kmem_cache_destroy(c));
+	KEXPECT_EQ(capture_run_line("slabinfo"), SHELL_OK);
+	KEXPECT(!strstr(seen, "ktest-leak"));
+}
+
+KTEST(kmem_cache, bad_requests_are_refused)
+{
+	capture_start();
+	struct objcache *dup = kmem_cache_create("thread", 64, 0);
+	struct objcache *zero = kmem_cache_create("ktest-zero", 0, 0);
+	struct objcache *odd = kmem_cache_create("ktest-odd", 64, 48);
+	capture_stop();
+	KEXPECT(!dup && !zero && !odd);
+	KEXPECT(seen_has("cache 'thread' refused: the name is another "
+	                 "cache's"));
+	KEXPECT(seen_has("size 0"));
+	KEXPECT(seen_has("an alignment neither a power of two"));
+}
+#endif
+
+/* The "thread" cache's line of the listing: its objects out. */
+static int64_t threads_counted(void)
+{
+	static struct objcache_info in[OBJCACHE_MAX];
+	size_t n = objcache_list(&kspanheap, in, OBJCACHE_MAX);
+	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++)
+		if (!strcmp(in[i].name, "thread"))
+			return in[i].live;
+	return -1;
+}
+
+static _Atomic bool hold;
+
+static void held(void *arg)
+{
+	while (atomic_load(&hold))
+		thread_sleep_ns(1000000);
+}
+
+KTEST(kmem_cache, thread_structs_are_counted_while_their_threads_live)
+{
+	int64_t before = threads_counted();
+	KASSERT(before > 0); /* the heap's own threads, the shell's */
+	atomic_store(&hold, true);
+	struct thread_handle t[3];
+	for (int i = 0; i < 3; i++) {
+		t[i] = thread_create("ktest-held", held, NULL, THREAD_ANY_CPU);
+		KASSERT(thread_handle_ok(t[i]));
+	}
+	KEXPECT_EQ(threads_counted(), before + 3);
+	atomic_store(&hold, false);
+	for (int i = 0; i < 3; i++)
+		thread_join(t[i]);
+	KEXPECT_EQ(threads_counted(), before);
+}
+
+#ifdef KTEST_FAIL_DEMO
+/* Prints the pointer first: the harness checks the panic names it. */
+KTEST(demo, kmem_cache_free_to_the_wrong_cache)
+{
+	struct objcache *a = kmem_cache_create("demo-small", 48, 0);
+	struct objcache *b = kmem_cache_create("demo-big", 256, 0);
+	void *p = kmem_cache_alloc(a, 0);
+	ktest_diag("kfree of %p", p);
+	kmem_cache_free(b, p);
+}
+#endif
