@@ -7,8 +7,9 @@
  * them out and in, so that its listing says what each user holds and its
  * destruction finds what a user leaked.
  *
- * Representation: struct objcache, an object of the heap itself: the
- * heap, the size, the alignment, the class, its counter slot, its name.
+ * Representation: struct objcache (objcache.h, for the inline paths), an
+ * object of the heap itself: the heap, the size, the alignment, the
+ * class, its counter slot, its name.
  * The heap keeps its caches in a list in creation order (struct
  * spanheap's objcaches) and their counters in one area of OBJCACHE_MAX
  * 64-bit counters per CPU, a row of 512 bytes per CPU: a cache's counter
@@ -17,10 +18,12 @@
  * below zero (an object allocated on one CPU and freed on another); the
  * sum over the CPUs is the objects out.
  *
- * Algorithm: an allocation is the span heap's (spanheap_alloc, or
- * spanheap_alloc_aligned above 16 bytes of alignment), then a count; a
- * free checks that the object's span is of the cache's class, frees, then
- * counts. A count is a load and a store of this CPU's counter, pinned
+ * Algorithm: an allocation is the span heap's, then a count: for a small
+ * size with no more than 16 bytes of alignment, the class's magazine
+ * inline (spanheap_alloc_class, as kmalloc of a constant size); else
+ * spanheap_alloc or spanheap_alloc_aligned. A free is spanheap_free's
+ * with the span's class tested on the way (spanheap_free_class), then a
+ * count. A count is a load and a store of this CPU's counter, pinned
  * (mm_port_pin): nothing else on the CPU can count between them, and no
  * other CPU writes the row. Destroying sums the counters first.
  *
@@ -32,7 +35,8 @@
  * CPU and read relaxed by anyone.
  *
  * Limits: OBJCACHE_MAX caches per heap. The count costs a pin more per
- * call than kmalloc's (the kernel's: interrupts off and on again). A
+ * call than kmalloc's (the kernel's: interrupts off and on again; a
+ * 16-byte pair is 89 guest instructions against kmalloc's 45). A
  * wrong-cache free of an object of the same class is not seen, but it
  * shows as a cache whose count falls below zero, which its destruction
  * reports.
@@ -41,27 +45,8 @@
 
 #include "spanheap_internal.h"
 
-struct objcache {
-	struct spanheap *sh;
-	int64_t *counts; /* this cache's counter in row 0 of the area */
-	size_t size, align, objsize;
-	unsigned sizeclass, slot;
-	struct objcache *next; /* the heap's list, under heap->lock */
-	char name[OBJCACHE_NAME_MAX + 1];
-};
-
 #define AREA_BYTES ((size_t)MM_MAX_CPUS * OBJCACHE_MAX * sizeof(int64_t))
 _Static_assert(OBJCACHE_MAX == 64, "a bit of objcache_slots per cache");
-
-/* Adds d to this CPU's counter of c. Any context but NMI. */
-static void count(struct objcache *c, int64_t d)
-{
-	struct mm_pin pin = mm_port_pin();
-	int64_t *n = &c->counts[(size_t)pin.cpu * OBJCACHE_MAX];
-	__atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + d,
-	                 __ATOMIC_RELAXED);
-	mm_port_unpin(pin);
-}
 
 static int64_t live_of(const struct objcache *c)
 {
@@ -172,6 +157,8 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	c->sizeclass = spanheap_class_serving(sh, size, align);
 	c->objsize = c->sizeclass ? sizeclass_info[c->sizeclass].size
 	                          : spanheap_pages_for(size) * MM_PAGE_SIZE;
+	c->fast_class =
+	        align <= 16 && size <= SC_MAX_SIZE ? sizeclass_of(size) : 0;
 	/* The area, made outside the lock if the heap may need it. */
 	int64_t *area = __atomic_load_n(&sh->objcache_counts, __ATOMIC_RELAXED)
 	                        ? NULL
@@ -188,45 +175,26 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	return c;
 }
 
-void *objcache_alloc(struct objcache *c, unsigned flags)
+void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 {
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
 	if (p)
-		count(c, 1);
+		objcache_count(c, 1);
 	return p;
 }
 
-/* A free of p to c, whose span s (in use) is of another class. */
-__attribute__((noreturn)) static void
-wrong_cache(struct objcache *c, const void *p, const struct mspan *s)
+void objcache_wrong_cache(struct objcache *c, const void *p)
 {
+	struct spanheap_where w;
+	spanheap_where(c->sh, p, &w);
 	spanheap_where_log(c->sh, p);
 	mm_panic("objcache: free of %p to cache '%s' (size class %u, "
 	         "%zu-byte objects): the object is of span %#lx's size "
 	         "class %u (%zu-byte objects): another cache's or kmalloc's",
-	         p, c->name, c->sizeclass, c->objsize, (unsigned long)s->base,
-	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
-}
-
-void objcache_free(struct objcache *c, void *p)
-{
-	if (!p)
-		return;
-	const struct mspan *s = mheap_span_lookup(c->sh->heap, (uintptr_t)p);
-	/* A page with no live span (a foreign pointer, a freed span's) is
-	 * spanheap_free's to report. */
-	if (mheap_span_is_span(s)) {
-		uint8_t state =
-		        atomic_load_explicit(&s->state, memory_order_acquire);
-		if (state != MSPAN_DEAD &&
-		    (state != (c->sizeclass ? MSPAN_SMALL : MSPAN_LARGE) ||
-		     s->sizeclass != c->sizeclass))
-			wrong_cache(c, p, s);
-	}
-	spanheap_free(c->sh, p);
-	count(c, -1);
+	         p, c->name, c->sizeclass, c->objsize,
+	         (unsigned long)w.span_base, w.sizeclass, w.elemsize);
 }
 
 bool objcache_destroy(struct objcache *c)

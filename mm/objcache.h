@@ -7,7 +7,7 @@
  * A cache is a name, a size and an alignment, served by the span heap's
  * size class for them (as Linux merges a cache into a kmalloc cache of
  * the same size): its objects share that class's spans, magazines and
- * sweeper with kmalloc's, and cost what kmalloc's do. What the cache
+ * sweeper with kmalloc's, by the same paths. What the cache
  * adds is accounting, per cache:
  *   - the objects it has out, counted per CPU, which the listing gives
  *     (the kernel's slabinfo) and objcache_destroy checks: a cache
@@ -34,12 +34,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct spanheap;
-struct objcache;
+#include "spanheap.h"
 
 /* Caches per heap, and a name's longest (without its NUL). */
 #define OBJCACHE_MAX      64
 #define OBJCACHE_NAME_MAX 31
+
+/* A cache: objcache.c's, here for the inline paths below; callers read
+ * nothing of it (objcache_info). Fixed from creation to destruction, but
+ * next (the heap's list, under heap->lock). */
+struct objcache {
+	struct spanheap *sh;
+	int64_t *counts; /* this cache's counter in CPU 0's row of the area */
+	size_t size, align, objsize;
+	unsigned sizeclass, slot;
+	/* sizeclass_of(size) if allocations may take the class's magazine
+	 * inline (spanheap_alloc_class): alignment 16, a small size; else 0 */
+	unsigned fast_class;
+	struct objcache *next;
+	char name[OBJCACHE_NAME_MAX + 1];
+};
 
 /*
  * A cache named name (copied; 1 to OBJCACHE_NAME_MAX characters, unique
@@ -51,15 +65,56 @@ struct objcache;
 struct objcache *objcache_create(struct spanheap *sh, const char *name,
                                  size_t size, size_t align);
 
-/* An object of the cache, or NULL (as spanheap_alloc's; flags are its
- * own). Contexts as spanheap_alloc's with those flags. */
-void *objcache_alloc(struct objcache *c, unsigned flags);
+/* The inline paths' out-of-line parts (objcache.c): an allocation the
+ * magazine path does not take, counted; a free refused for its class. */
+void *objcache_alloc_slow(struct objcache *c, unsigned flags);
+__attribute__((noreturn)) void objcache_wrong_cache(struct objcache *c,
+                                                    const void *p);
 
-/* Frees p, an object of c (NULL: nothing). An object of another size
- * class's span, or none of the heap's, mm_panics naming the cache; misuse
- * of the heap's own (a double free, an interior pointer) as
- * spanheap_free. Contexts as spanheap_free's. */
-void objcache_free(struct objcache *c, void *p);
+/* Adds d to this CPU's counter of c: a load and a store, pinned, so that
+ * nothing else on the CPU counts between them and no other CPU writes
+ * the row. Any context but NMI. */
+static inline __attribute__((always_inline)) void
+objcache_count(struct objcache *c, int64_t d)
+{
+	struct mm_pin pin = mm_port_pin();
+	int64_t *n = &c->counts[(size_t)pin.cpu * OBJCACHE_MAX];
+	__atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + d,
+	                 __ATOMIC_RELAXED);
+	mm_port_unpin(pin);
+}
+
+/* An object of the cache, or NULL (as spanheap_alloc's; flags are its
+ * own). A small size with no more than 16 bytes of alignment and no
+ * flag but MM_ATOMIC and MM_NO_GROW takes the class's magazine inline
+ * (spanheap_alloc_class, as kmalloc of a constant size); the rest, the
+ * call. Contexts as spanheap_alloc's with those flags. */
+static inline void *objcache_alloc(struct objcache *c, unsigned flags)
+{
+	if (__builtin_expect(
+	            !c->fast_class ||
+	                    (flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)),
+	            0))
+		return objcache_alloc_slow(c, flags);
+	void *p = spanheap_alloc_class(c->sh, c->fast_class, c->size, flags);
+	if (__builtin_expect(p != NULL, 1))
+		objcache_count(c, 1);
+	return p;
+}
+
+/* Frees p, an object of c (NULL: nothing): spanheap_free with the
+ * span's class tested on the way (spanheap_free_class). An object of a
+ * span of another size class mm_panics naming the cache and both
+ * classes; other misuse (a double free, an interior or foreign pointer)
+ * as spanheap_free's. Contexts as spanheap_free's. */
+static inline void objcache_free(struct objcache *c, void *p)
+{
+	if (!p)
+		return;
+	if (__builtin_expect(!spanheap_free_class(c->sh, p, c->sizeclass), 0))
+		objcache_wrong_cache(c, p);
+	objcache_count(c, -1);
+}
 
 /*
  * Destroys c (NULL: nothing) and returns true; or, with objects of it

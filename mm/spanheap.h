@@ -156,6 +156,12 @@ unsigned spanheap_class_serving(const struct spanheap *sh, size_t size,
 /* Frees p (NULL: nothing). Any context but NMI. Misuse mm_panics. */
 void spanheap_free(struct spanheap *sh, void *p);
 
+/* Frees p as spanheap_free does if its span is of size class cls (0: a
+ * large object) and returns true; returns false, having done nothing, if
+ * p is an object of a span of another class (a named cache's free of
+ * another cache's object, objcache.h). Contexts as spanheap_free's. */
+bool spanheap_free_class(struct spanheap *sh, void *p, unsigned cls);
+
 /* The bytes usable at p (an allocated object; 0 for NULL). Any context
  * but NMI. Misuse (a freed, never allocated, foreign or interior pointer)
  * mm_panics, with the free's checks. */

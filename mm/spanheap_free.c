@@ -184,6 +184,33 @@ fast_span_of(struct spanheap *sh, void *p)
 	return NULL;
 }
 
+/* free_class's way for what its fast path does not take: the span
+ * (misuse panics, as spanheap_free's), its class, then free_slow. */
+static __attribute__((noinline)) bool free_class_slow(struct spanheap *sh,
+                                                      void *p, unsigned cls)
+{
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
+	if (s->sizeclass != cls) /* a large span's is 0 */
+		return false;
+	free_slow(sh, p);
+	return true;
+}
+
+/* spanheap_free's path with one test more: the span's class, read from
+ * the line the checks read. */
+bool spanheap_free_class(struct spanheap *sh, void *p, unsigned cls)
+{
+	struct mspan *s = fast_span_of(sh, p);
+	if (__builtin_expect(s != NULL, 1)) {
+		if (__builtin_expect(s->sizeclass != cls, 0))
+			return false;
+		free_small(sh, s, p);
+		return true;
+	}
+	return p ? free_class_slow(sh, p, cls) : true;
+}
+
 /*
  * The fast path: the span from the lock-free table, the checks (p the
  * start of an object below marked, not yet free), then the pin and the
