@@ -97,6 +97,22 @@ void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed,
  * on the call alone, not on the path to a span inside, so that one
  * caller's objects carry one stack (spanheap_alloc_traces groups them). */
 void spanheap_track_alloc(struct spanheap *sh, const void *p);
+/* mm_logs record t of the object at a: what happened ("allocated",
+ * "freed"), how long before now, on which CPU, the stack. */
+void spanheap_track_log(uintptr_t a, const struct spanheap_track *t,
+                        const char *what, uint64_t now);
+/* The large frees the heap remembers (spanheap_freed.c): one noted (the
+ * object at obj of objpages pages gave back npages from from: all of it,
+ * or a realloc's tail) before its pages are marked freed, no lock held,
+ * any context but NMI; the newest that gave back address a, into w's
+ * FREED_LARGE fields (false if none is remembered), any context; and the
+ * report's lines for it. */
+void spanheap_freed_large_note(struct spanheap *sh, uintptr_t obj,
+                               uint32_t objpages, uintptr_t from,
+                               uint32_t npages);
+bool spanheap_freed_large_find(const struct spanheap *sh, uintptr_t a,
+                               struct spanheap_where *w);
+void spanheap_freed_large_log(uintptr_t a, const struct spanheap_where *w);
 /* Appends text t, then number v in decimal unless it is UINT64_MAX, to
  * buf (of size bytes, holding len, NUL-ended), for the reports' lines:
  * mm_log's formats are fixed, and mm/ has no formatter of its own.

@@ -282,6 +282,8 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	atomic_store_explicit(&s->state, MSPAN_DEAD, memory_order_release);
 	/* Entries before pages: once freed, the pages may be someone
 	 * else's, with entries of their own. */
+	if (!cls)
+		spanheap_freed_large_note(sh, base, npages, base, npages);
 	mheap_span_set(h, base, npages, cls ? NULL : MHEAP_SPAN_FREED_LARGE);
 	if (cls)
 		atomic_fetch_sub_explicit(
@@ -483,6 +485,7 @@ bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
 		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
 		               s);
 	} else if (npages < have) {
+		spanheap_freed_large_note(sh, s->base, have, at, have - npages);
 		mheap_span_set(h, at, have - npages, MHEAP_SPAN_FREED_LARGE);
 	}
 	unsigned long irq = mm_lock_acquire(&h->lock);

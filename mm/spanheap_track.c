@@ -119,8 +119,8 @@ __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
 
 /* mm_logs record t of the object at a: what happened (allocated, freed),
  * when (before now), where and its stack. */
-static void track_log(uintptr_t a, const struct spanheap_track *t,
-                      const char *what, uint64_t now)
+void spanheap_track_log(uintptr_t a, const struct spanheap_track *t,
+                        const char *what, uint64_t now)
 {
 	if (t->ns == 0) {
 		mm_log("spanheap: object %#lx: never %s since its span was "
@@ -154,8 +154,8 @@ void spanheap_track_report(const struct mspan *s, uintptr_t a)
 	uintptr_t start = s->base + (uintptr_t)idx * s->elemsize;
 	const struct spanheap_track *t = &tracks_of(s)[2 * (size_t)idx];
 	uint64_t now = mm_port_now_ns();
-	track_log(start, &t[0], "allocated", now);
-	track_log(start, &t[1], "freed", now);
+	spanheap_track_log(start, &t[0], "allocated", now);
+	spanheap_track_log(start, &t[1], "freed", now);
 }
 
 bool spanheap_object_tracks(struct spanheap *sh, const void *p,

@@ -20,6 +20,7 @@
 #include "port.h"
 #include "sizeclasses.h"
 #include "spanheap_config.h"
+#include "spanheap_track.h"
 #include "failpoint.h"
 
 /* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
@@ -123,6 +124,17 @@ struct spanheap_sweeper {
 	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
 };
 
+/* The large frees a heap remembers, for spanheap_where (spanheap_freed.c):
+ * the last SPANHEAP_FREED_LARGE_RING, in a ring written under heap->lock
+ * and read without it (seq odd while an entry is written). */
+#define SPANHEAP_FREED_LARGE_RING 32
+struct spanheap_freed_large {
+	_Atomic uint32_t seq;
+	uint32_t objpages, npages; /* the object's pages; pages given back */
+	uintptr_t obj, from;     /* its first byte; the first page given back */
+	struct spanheap_track t; /* when, where, and (poison) the stack */
+};
+
 struct spanheap {
 	/* First, so that the fields every free reads (below) are not at a
 	 * page's first bytes: the struct is 2 KiB aligned, and objects at a
@@ -188,6 +200,10 @@ struct spanheap {
 	struct objcache *objcaches;
 	uint64_t objcache_slots;
 	int64_t *objcache_counts;
+	/* The last large frees (spanheap_freed.c); the next entry to write,
+	 * under heap->lock. */
+	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];
+	unsigned freed_large_next;
 };
 
 #endif

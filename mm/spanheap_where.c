@@ -29,8 +29,9 @@
  * old or its new self. The marker is read only from a span in use, whose
  * pages are mapped.
  *
- * Limits: a freed large object's pages carry a mark, not the object, so
- * where it began and how long it was are not known; a page-heap run's
+ * Limits: a freed large object's pages carry a mark, not the object: the
+ * heap remembers its last 32 large frees (spanheap_freed.c), and of an
+ * older one nothing more is known; a page-heap run's
  * entries stay after its free, so "a run" may be one freed since; a free
  * page may be in a CPU's page cache. Modelled on Linux's kmem_dump_obj
  * (mm/slab_common.c) and KASAN's description of a bad access's object.
@@ -140,6 +141,8 @@ bool spanheap_where(struct spanheap *sh, const void *p,
 	void *e = mheap_span_lookup(sh->heap, a);
 	if (!mheap_span_is_span(e)) {
 		w->kind = mark_kind(e);
+		if (w->kind == SPANHEAP_WHERE_FREED_LARGE)
+			spanheap_freed_large_find(sh, a, w);
 		return true;
 	}
 	struct mspan *s = e;
@@ -235,9 +238,7 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		       (unsigned long)a);
 		break;
 	case SPANHEAP_WHERE_FREED_LARGE:
-		mm_log("spanheap: %#lx: on the pages of a large object freed "
-		       "since (a use after free?)",
-		       (unsigned long)a);
+		spanheap_freed_large_log(a, &w);
 		break;
 	case SPANHEAP_WHERE_LARGE:
 		mm_log("spanheap: %#lx: %zu bytes into a large object "

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spanheap_track.h"
+
 struct spanheap;
 
 /* What holds the address. */
@@ -56,6 +58,14 @@ struct spanheap_where {
 	uint32_t asked;
 	/* SMALL: the CPU whose cache holds the span, or -1. */
 	int cpu;
+	/* FREED_LARGE, if the free is one of the last
+	 * SPANHEAP_FREED_LARGE_RING the heap remembers (else freed.ns is 0):
+	 * the object's first byte (start), the offset, its pages then
+	 * (span_pages), the pages given back (freed_pages from span_base:
+	 * all of them, or the tail a realloc gave back), and the free's time,
+	 * CPU and, in poison mode, stack (freed). */
+	uint32_t freed_pages;
+	struct spanheap_track freed;
 };
 
 /*
@@ -73,7 +83,8 @@ bool spanheap_where(struct spanheap *sh, const void *p,
  * mm_logs what p is to sh, one line ("spanheap: 0x...: 24 bytes into
  * object 5 (allocated) of span [...], size class 3 (48-byte objects)"),
  * then, for a small object of a heap that records its callers (poison
- * mode), who last allocated and freed it. Returns spanheap_where's
+ * mode), who last allocated and freed it, and for a large object freed
+ * since, who freed it. Returns spanheap_where's
  * answer. Any context; mm_log's own limits.
  */
 bool spanheap_where_log(struct spanheap *sh, const void *p);

@@ -128,8 +128,12 @@ KTEST(addrinfo, names_a_heap_object_and_its_state)
 	             "(allocated) [%#lx, +25 pages)",
 	             (unsigned long)big + 5000, (unsigned long)big));
 	kfree(big);
+	/* The heap remembers the free: the object, when, where. */
 	KEXPECT(says((uintptr_t)big + 5000,
-	             "on the pages of a large object freed since"));
+	             "mm: spanheap: %#lx: 5000 bytes into a large object "
+	             "[%#lx, +25 pages) freed ",
+	             (unsigned long)big + 5000, (unsigned long)big));
+	KEXPECT(seen_has(" us before on CPU "));
 }
 
 /* The shell's way, addrinfo_print_caught: a heap page that vanishes while
