@@ -31,6 +31,9 @@
  * class had none). */
 static struct spanheap_stats snap[2];
 
+/* The named caches' lines (slabinfo, alloctraces): the shell's own. */
+static struct objcache_info caches[OBJCACHE_MAX];
+
 /* Fills snap[which] with the span heap's statistics and returns it. */
 static struct spanheap_stats *stats_now(unsigned which)
 {
@@ -121,7 +124,7 @@ static void slab_row(const char *name, const struct spanheap_class_stats *c)
  * objects out and the bytes they take. Returns how many there are. */
 static size_t caches_rows(void)
 {
-	static struct objcache_info in[OBJCACHE_MAX]; /* the shell's own */
+	struct objcache_info *in = caches;
 	size_t n = objcache_list(&kspanheap, in, OBJCACHE_MAX);
 	if (!n)
 		return 0;
@@ -398,13 +401,42 @@ static void print_trace(const struct spanheap_trace *t, uint64_t now)
 static struct spanheap_trace traces[32];
 
 /* alloctraces [CLASS] */
+/* alloctraces' argument: a size class, or a named cache, whose class
+ * into *cls and name into *cache. False, having said why, if neither. */
+static bool traces_class(const char *arg, uint64_t *cls, const char **cache)
+{
+	if (arg[0] >= '0' && arg[0] <= '9')
+		return shell_parse_uint("alloctraces", "CLASS", arg, 1,
+		                        SC_NCLASSES - 1, cls);
+	size_t n = objcache_list(&kspanheap, caches, OBJCACHE_MAX);
+	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++) {
+		if (strcmp(caches[i].name, arg))
+			continue;
+		if (!caches[i].sizeclass) {
+			printk("alloctraces: cache '%s' has large objects, of "
+			       "which the heap keeps no records\n",
+			       arg);
+			return false;
+		}
+		*cls = caches[i].sizeclass;
+		*cache = arg;
+		return true;
+	}
+	printk("alloctraces: '%s' is neither a size class nor a named "
+	       "cache\n",
+	       arg);
+	return false;
+}
+
 static enum shell_status cmd_alloctraces(int argc, char **argv)
 {
 	uint64_t cls = 0;
+	/* Static: the fault hook's return would clobber a local. */
+	static const char *cache;
+	cache = NULL;
 	if (argc > 2)
 		return shell_usage(&shell_mem_cmds[8]); /* its own entry */
-	if (argc == 2 && !shell_parse_uint("alloctraces", "CLASS", argv[1], 1,
-	                                   SC_NCLASSES - 1, &cls))
+	if (argc == 2 && !traces_class(argv[1], &cls, &cache))
 		return SHELL_USAGE;
 	if (!kspanheap.track) {
 		printk("alloctraces: the heap keeps no records (boot with "
@@ -424,7 +456,11 @@ static enum shell_status cmd_alloctraces(int argc, char **argv)
 	n = spanheap_alloc_traces(&kspanheap, (unsigned)cls, traces, 32, &rest);
 	fault_catch_disarm(&fc);
 	uint64_t now = time_now_ns();
-	if (cls)
+	if (cache)
+		printk("cache '%s', size class %llu (the class's objects, the "
+		       "cache's and any other): ",
+		       cache, (unsigned long long)cls);
+	else if (cls)
 		printk("size class %llu: ", (unsigned long long)cls);
 	printk("live objects by the stack that allocated them, most first:\n");
 	for (size_t i = 0; i < n; i++)
@@ -454,7 +490,7 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"addrinfo", "ADDR",
          "what ADDR is: its region, and in the heap its object and state",
          cmd_addrinfo},
-        {"alloctraces", "[CLASS]",
+        {"alloctraces", "[CLASS|CACHE]",
          "live objects by the stack that allocated them (mm.debug_poison)",
          cmd_alloctraces},
         {NULL, NULL, NULL, NULL},

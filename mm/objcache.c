@@ -23,20 +23,21 @@
  * inline (spanheap_alloc_class, as kmalloc of a constant size); else
  * spanheap_alloc or spanheap_alloc_aligned. A free is spanheap_free's
  * with the span's class tested on the way (spanheap_free_class), then a
- * count. A count is a load and a store of this CPU's counter, pinned
- * (mm_port_pin): nothing else on the CPU can count between them, and no
- * other CPU writes the row. Destroying sums the counters first.
+ * count (objcache_count, objcache.h) into this CPU's counter, which no
+ * other CPU writes. Destroying sums the counters first.
  *
  * Locking: the list, the slot bits and the area's pointer are under the
  * page heap's lock (the leaf), taken for a few loads and stores: no call
  * is made under it, and every allocation and free of the structs and the
  * area happens outside it. A cache's own fields are fixed from its
- * creation to its destruction; its counters are written pinned by their
- * CPU and read relaxed by anyone.
+ * creation to its destruction; its counters are written by their CPU
+ * alone (pinned, or in a restartable sequence) and read relaxed by
+ * anyone.
  *
- * Limits: OBJCACHE_MAX caches per heap. The count costs a pin more per
- * call than kmalloc's (the kernel's: interrupts off and on again; a
- * 16-byte pair is 89 guest instructions against kmalloc's 45). A
+ * Limits: OBJCACHE_MAX caches per heap. A count costs each call a few
+ * instructions more than kmalloc's (a restartable sequence of four in the
+ * kernel: a 16-byte pair is 73 guest instructions against kmalloc's 45;
+ * elsewhere a pin). A
  * wrong-cache free of an object of the same class is not seen, but it
  * shows as a cache whose count falls below zero, which its destruction
  * reports.

@@ -71,17 +71,35 @@ void *objcache_alloc_slow(struct objcache *c, unsigned flags);
 __attribute__((noreturn)) void objcache_wrong_cache(struct objcache *c,
                                                     const void *p);
 
-/* Adds d to this CPU's counter of c: a load and a store, pinned, so that
- * nothing else on the CPU counts between them and no other CPU writes
- * the row. Any context but NMI. */
+_Static_assert(OBJCACHE_MAX * sizeof(int64_t) == 1u << 9,
+               "a CPU's row of counters is 512 bytes");
+
+/* Adds d to this CPU's counter of c, so that no other CPU writes the row
+ * and nothing else on this CPU counts in the middle. Any context but NMI.
+ * With MM_PORT_RSEQ, a restartable sequence (mm/rseq.h): the CPU's index,
+ * its row, and one add to memory, the commit, which an interrupt cannot
+ * cut in two; else a load and a store, pinned. */
 static inline __attribute__((always_inline)) void
 objcache_count(struct objcache *c, int64_t d)
 {
+#ifdef MM_PORT_RSEQ
+	unsigned long cpu;
+	__asm__ volatile("1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
+	                 "shlq $9, %[cpu]\n\t"
+	                 "addq %[counts], %[cpu]\n\t"
+	                 "addq %[d], (%[cpu])\n" /* the commit */
+	                 "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
+	                 : [cpu] "=&r"(cpu)
+	                 : [counts] "r"(c->counts), [d] "er"(d),
+	                   MM_PORT_RSEQ_CPU_ARGS
+	                 : "memory", "cc");
+#else
 	struct mm_pin pin = mm_port_pin();
 	int64_t *n = &c->counts[(size_t)pin.cpu * OBJCACHE_MAX];
 	__atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + d,
 	                 __ATOMIC_RELAXED);
 	mm_port_unpin(pin);
+#endif
 }
 
 /* An object of the cache, or NULL (as spanheap_alloc's; flags are its

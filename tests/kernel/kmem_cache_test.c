@@ -5,7 +5,8 @@
  * crossing CPUs, and each cache counts 0 at the end and is destroyed; a
  * cache with objects out is not destroyed, and the line says how many;
  * thread structs are counted in the "thread" cache while their threads
- * live; bad requests are refused; slabinfo lists the caches. The wrong
+ * live; bad requests are refused; slabinfo lists the caches, and
+ * alloctraces takes a cache's name (poison mode). The wrong
  * cache's free is a demo (KTEST_FAIL_DEMO), checked by the harness.
  */
 #include <stdatomic.h>
@@ -238,6 +239,39 @@ KTEST(kmem_cache, destroy_with_objects_out_is_refused_saying_how_many)
 	KEXPECT(kmem_cache_destroy(c));
 	KEXPECT_EQ(capture_run_line("slabinfo"), SHELL_OK);
 	KEXPECT(!strstr(seen, "ktest-leak"));
+}
+
+/* Objects of a cache from one function, for alloctraces. */
+__attribute__((noinline)) static void *cache_alloc_here(struct objcache *c)
+{
+	void *p = kmem_cache_alloc(c, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+KTEST(kmem_cache, alloctraces_counts_a_caches_class_by_stack)
+{
+	struct objcache *c = kmem_cache_create("ktest-traced", 2900, 0);
+	struct objcache *big = kmem_cache_create("ktest-big", 100000, 0);
+	KASSERT(c && big);
+	static void *p[12];
+	for (int i = 0; i < 12; i++)
+		KASSERT((p[i] = cache_alloc_here(c)) != NULL);
+	enum shell_status st = capture_run_line("alloctraces ktest-traced");
+	if (!kspanheap.track) {
+		KEXPECT_EQ(st, SHELL_FAILED);
+		KEXPECT(seen_has("the heap keeps no records"));
+	} else {
+		KEXPECT_EQ(st, SHELL_OK);
+		KEXPECT(seen_has("cache 'ktest-traced', size class "));
+		KEXPECT(seen_has("12 objects, 34800 bytes, the oldest "));
+		KEXPECT(seen_has(" cache_alloc_here+0x"));
+	}
+	KEXPECT_EQ(capture_run_line("alloctraces ktest-big"), SHELL_USAGE);
+	KEXPECT(seen_has("alloctraces: cache 'ktest-big' has large objects"));
+	for (int i = 0; i < 12; i++)
+		kmem_cache_free(c, p[i]);
+	KEXPECT(kmem_cache_destroy(c) && kmem_cache_destroy(big));
 }
 
 KTEST(kmem_cache, bad_requests_are_refused)

@@ -266,7 +266,10 @@ KTEST(shell_mem, alloctraces_counts_live_objects_by_stack)
 	KEXPECT_EQ(capture_run_line("alloctraces 0"), SHELL_USAGE);
 	KEXPECT(seen_has("alloctraces: CLASS '0' is not a number in [1, "));
 	KEXPECT_EQ(capture_run_line("alloctraces 1 2"), SHELL_USAGE);
-	KEXPECT(seen_has("usage: alloctraces [CLASS]"));
+	KEXPECT(seen_has("usage: alloctraces [CLASS|CACHE]"));
+	KEXPECT_EQ(capture_run_line("alloctraces nosuch"), SHELL_USAGE);
+	KEXPECT(seen_has("alloctraces: 'nosuch' is neither a size class nor "
+	                 "a named cache"));
 }
 
 /* alloctraces reads the span heap's side tables under the thread's fault
