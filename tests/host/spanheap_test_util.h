@@ -176,6 +176,18 @@ static inline size_t sh_span_pages(struct mheap *h, struct spanheap *sh)
 	return sh_in_use_pages(h) - sh_kept_pages(sh);
 }
 
+/* spanheap_where_log(sh, p)'s lines into buf (size bytes), none on
+ * stderr (spanheap_where_test.c, spanheap_freed_test.c). */
+static inline void sh_where_log(struct spanheap *sh, const void *p, char *buf,
+                                size_t size)
+{
+	mm_port_set_quiet(true);
+	mm_port_log_capture(buf, size);
+	spanheap_where_log(sh, p);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+}
+
 /* n objects of size bytes into p[0..n); false if one could not be had. */
 static inline bool sh_alloc_n(struct spanheap *sh, void **p, size_t n,
                               size_t size)

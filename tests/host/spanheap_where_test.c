@@ -20,11 +20,7 @@ static struct spanheap sh;
 /* spanheap_where_log(p)'s lines, into buf. */
 static void where_log(const void *p, char *buf, size_t size)
 {
-	mm_port_set_quiet(true);
-	mm_port_log_capture(buf, size);
-	spanheap_where_log(&sh, p);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
+	sh_where_log(&sh, p, buf, size);
 }
 
 /* The first class whose spans have a tail past their last object. */
