@@ -56,7 +56,8 @@ struct spanheap_where {
 	/* SMALL, poison mode, an allocated object: the bytes asked for it
 	 * (an offset at or past them is in its red zone); else UINT32_MAX. */
 	uint32_t asked;
-	/* SMALL: the CPU whose cache holds the span, or -1. */
+	/* SMALL: the CPU whose cache holds the span, or -1; FREED_LARGE, a
+	 * free remembered: the CPU that freed it. */
 	int cpu;
 	/* FREED_LARGE, if the free is one of the last
 	 * SPANHEAP_FREED_LARGE_RING the heap remembers (else freed.ns is 0):
