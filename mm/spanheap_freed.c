@@ -40,24 +40,6 @@
 /* The return addresses a note's stack leaves out: into its caller. */
 #define NOTE_SKIP 1
 
-/* The free's time, CPU and (if sh records callers) stack. */
-static void note_track(const struct spanheap *sh, struct spanheap_track *t)
-{
-	*t = (struct spanheap_track){.ns = mm_port_now_ns() | 1};
-	struct mm_pin pin = mm_port_pin();
-	t->cpu = pin.cpu;
-	mm_port_unpin(pin);
-	if (!sh->track)
-		return;
-	uintptr_t pc[SPANHEAP_TRACK_PCS + NOTE_SKIP];
-	unsigned n = mm_port_callers(pc, SPANHEAP_TRACK_PCS + NOTE_SKIP);
-	if (n > SPANHEAP_TRACK_PCS + NOTE_SKIP)
-		n = SPANHEAP_TRACK_PCS + NOTE_SKIP; /* a port's slip */
-	t->npcs = n > NOTE_SKIP ? n - NOTE_SKIP : 0;
-	for (unsigned i = 0; i < t->npcs; i++)
-		t->pc[i] = pc[NOTE_SKIP + i];
-}
-
 /* An entry's fields: stored release, so that the odd sequence before
  * them is seen by any reader that sees one of them, and loaded acquire,
  * so that the reader's second look at the sequence comes after them (no
@@ -69,8 +51,9 @@ __attribute__((noinline)) void
 spanheap_freed_large_note(struct spanheap *sh, uintptr_t obj, uint32_t objpages,
                           uintptr_t from, uint32_t npages)
 {
-	struct spanheap_track t;
-	note_track(sh, &t);
+	/* The free's time, CPU and (if sh records callers) stack. */
+	struct spanheap_track t = {0};
+	spanheap_track_fill(&t, sh->track, NOTE_SKIP, 0);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	unsigned next = LOAD(sh->freed_large_next);
 	STORE(sh->freed_large_next, next + 1);

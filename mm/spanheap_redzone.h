@@ -97,6 +97,38 @@ void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed,
  * on the call alone, not on the path to a span inside, so that one
  * caller's objects carry one stack (spanheap_alloc_traces groups them). */
 void spanheap_track_alloc(struct spanheap *sh, const void *p);
+/*
+ * Fills record t with the call it is made from: the CPU; if walk, the
+ * stack, leaving out its first skip return addresses, or, if one of the
+ * first four is after, those up to it; the time last (a reader takes ns 0
+ * for "never"). Inline, so that which frames are left out depends on its
+ * caller alone (spanheap_track_record, spanheap_freed_large_note). Any
+ * context but NMI.
+ */
+static inline __attribute__((always_inline)) void
+spanheap_track_fill(struct spanheap_track *t, bool walk, unsigned skip,
+                    uintptr_t after)
+{
+	uintptr_t pc[SPANHEAP_TRACK_PCS + 4];
+	unsigned n = walk ? mm_port_callers(pc, SPANHEAP_TRACK_PCS + 4) : 0;
+	if (n > SPANHEAP_TRACK_PCS + 4)
+		n = SPANHEAP_TRACK_PCS + 4; /* a port's slip */
+	for (unsigned i = 0; after && i < n && i < 4; i++)
+		if (pc[i] == after) {
+			skip = i + 1;
+			break;
+		}
+	struct mm_pin pin = mm_port_pin();
+	t->cpu = pin.cpu;
+	mm_port_unpin(pin);
+	t->npcs = n > skip ? n - skip : 0;
+	if (t->npcs > SPANHEAP_TRACK_PCS)
+		t->npcs = SPANHEAP_TRACK_PCS;
+	for (unsigned i = 0; i < t->npcs; i++)
+		t->pc[i] = pc[skip + i];
+	t->ns = mm_port_now_ns() | 1; /* never 0: "never" */
+}
+
 /* mm_logs record t of the object at a: what happened ("allocated",
  * "freed"), how long before now, on which CPU, the stack. */
 void spanheap_track_log(uintptr_t a, const struct spanheap_track *t,

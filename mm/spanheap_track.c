@@ -77,28 +77,10 @@ __attribute__((noinline)) void spanheap_track_record(const struct mspan *s,
                                                      uint32_t idx, bool freed,
                                                      uintptr_t after)
 {
-	struct spanheap_track *t = &tracks_of(s)[2 * (size_t)idx + freed];
 	/* The heap's own frames, at most 4 for the paths that pass after
 	 * (tail calls make it fewer), then the record's. */
-	uintptr_t pc[SPANHEAP_TRACK_PCS + 4];
-	unsigned n = mm_port_callers(pc, SPANHEAP_TRACK_PCS + 4);
-	if (n > SPANHEAP_TRACK_PCS + 4)
-		n = SPANHEAP_TRACK_PCS + 4; /* a port's slip */
-	unsigned skip = TRACK_SKIP;
-	for (unsigned i = 0; after && i < n && i < 4; i++)
-		if (pc[i] == after) {
-			skip = i + 1;
-			break;
-		}
-	struct mm_pin pin = mm_port_pin();
-	t->cpu = pin.cpu;
-	mm_port_unpin(pin);
-	t->npcs = n > skip ? n - skip : 0;
-	if (t->npcs > SPANHEAP_TRACK_PCS)
-		t->npcs = SPANHEAP_TRACK_PCS;
-	for (unsigned i = 0; i < t->npcs; i++)
-		t->pc[i] = pc[skip + i];
-	t->ns = mm_port_now_ns() | 1; /* never 0: "never" */
+	spanheap_track_fill(&tracks_of(s)[2 * (size_t)idx + freed], true,
+	                    TRACK_SKIP, after);
 }
 
 __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
