@@ -137,8 +137,9 @@ static inline size_t ksize(const void *p)
  * Named caches of objects of one size (mm/objcache.h): Linux's kmem_cache,
  * merged into the size class for the size and alignment, counted per
  * cache (slabinfo lists them) and checked at the free (an object of
- * another class panics naming the cache) and at the destroy (objects
- * still out: refused, and said). No constructor. Contexts: create and
+ * another class panics naming the cache; with mm.debug_poison, one of
+ * another cache, or kmalloc's, too) and at the destroy (objects still
+ * out: refused, and said). No constructor. Contexts: create and
  * destroy, thread context; alloc and free as kmalloc's and kfree's.
  */
 static inline struct objcache *kmem_cache_create(const char *name, size_t size,
@@ -163,11 +164,18 @@ static inline void kmem_cache_free(struct objcache *c, void *p)
 }
 
 /* True if c is gone; false, with a line, if objects of it are still out
- * (c is kept). */
-static inline bool kmem_cache_destroy(struct objcache *c)
-{
-	return objcache_destroy(c);
-}
+ * (c is kept), and with mm.debug_poison, its live objects by the stack
+ * that allocated them (heap_traces.c). Thread context. */
+bool kmem_cache_destroy(struct objcache *c);
+
+/* Prints a recorded stack's npcs return addresses, one a line, named. */
+void heap_stack_print(const uintptr_t *pc, uint32_t npcs);
+/* Prints the live objects of size class cls (0: all) of owner owner
+ * (objcache_info's; SPANHEAP_OWNER_ANY: every object) by the stack that
+ * allocated them, most first, at most max stacks (t: the room for them);
+ * false if a fault ended the walk (said, with who). Thread context. */
+bool heap_traces_print(const char *who, unsigned cls, uint32_t owner,
+                       struct spanheap_trace *t, size_t max);
 
 /*
  * Hands every online CPU's span cache back to the central lists

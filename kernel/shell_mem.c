@@ -13,11 +13,9 @@
  * (spanheap_alloc_traces), for finding a leak.
  */
 #include "arch/x86_64/paging.h"
-#include "arch/x86_64/trap.h"
 #include "kernel/addrinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
-#include "kernel/ksyms.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
 #include "kernel/format.h"
@@ -316,16 +314,6 @@ static bool parse_address(const char *s, uintptr_t *out)
 	return true;
 }
 
-/* Prints a recorded stack's npcs return addresses, one a line, named. */
-static void print_stack(const uintptr_t *pc, uint32_t npcs)
-{
-	for (uint32_t i = 0; i < npcs && i < SPANHEAP_TRACK_PCS; i++) {
-		char sym[96];
-		ksyms_format(pc[i], sym, sizeof(sym));
-		printk("    %016lx %s\n", (unsigned long)pc[i], sym);
-	}
-}
-
 /* Prints one record: "  last WHAT on CPU n, T us ago:" and its stack, one
  * return address a line, named. */
 static void print_track(const char *what, const struct spanheap_track *t,
@@ -337,7 +325,7 @@ static void print_track(const char *what, const struct spanheap_track *t,
 	}
 	printk("  last %s on CPU %u, %llu us ago:\n", what, t->cpu,
 	       (unsigned long long)((now > t->ns ? now - t->ns : 0) / 1000));
-	print_stack(t->pc, t->npcs);
+	heap_stack_print(t->pc, t->npcs);
 }
 
 /* The one ADDR argument of command c (argc, argv as given) into *a;
@@ -388,22 +376,14 @@ static enum shell_status cmd_addrinfo(int argc, char **argv)
 	                                               : SHELL_FAILED;
 }
 
-/* Prints trace t (of now): its counts, its oldest's age, its stack. */
-static void print_trace(const struct spanheap_trace *t, uint64_t now)
-{
-	uint64_t age = now > t->oldest_ns ? now - t->oldest_ns : 0;
-	printk("%zu objects, %zu bytes, the oldest %llu ms old:\n", t->objects,
-	       t->bytes, (unsigned long long)(age / 1000000));
-	print_stack(t->pc, t->npcs);
-}
-
 /* The shell thread's own, as snap: 32 stacks of 100 bytes. */
 static struct spanheap_trace traces[32];
 
-/* alloctraces [CLASS] */
 /* alloctraces' argument: a size class, or a named cache, whose class
- * into *cls and name into *cache. False, having said why, if neither. */
-static bool traces_class(const char *arg, uint64_t *cls, const char **cache)
+ * into *cls, and name and owner into *cache and *owner. False, having
+ * said why, if neither. */
+static bool traces_class(const char *arg, uint64_t *cls, const char **cache,
+                         uint32_t *owner)
 {
 	if (arg[0] >= '0' && arg[0] <= '9')
 		return shell_parse_uint("alloctraces", "CLASS", arg, 1,
@@ -420,6 +400,7 @@ static bool traces_class(const char *arg, uint64_t *cls, const char **cache)
 		}
 		*cls = caches[i].sizeclass;
 		*cache = arg;
+		*owner = caches[i].owner;
 		return true;
 	}
 	printk("alloctraces: '%s' is neither a size class nor a named "
@@ -428,48 +409,31 @@ static bool traces_class(const char *arg, uint64_t *cls, const char **cache)
 	return false;
 }
 
+/* alloctraces [CLASS|CACHE] */
 static enum shell_status cmd_alloctraces(int argc, char **argv)
 {
 	uint64_t cls = 0;
-	/* Static: the fault hook's return would clobber a local. */
-	static const char *cache;
-	cache = NULL;
+	const char *cache = NULL;
+	uint32_t owner = SPANHEAP_OWNER_ANY;
 	if (argc > 2)
 		return shell_usage(&shell_mem_cmds[8]); /* its own entry */
-	if (argc == 2 && !traces_class(argv[1], &cls, &cache))
+	if (argc == 2 && !traces_class(argv[1], &cls, &cache, &owner))
 		return SHELL_USAGE;
 	if (!kspanheap.track) {
 		printk("alloctraces: the heap keeps no records (boot with "
 		       "mm.debug_poison)\n");
 		return SHELL_FAILED;
 	}
-	/* Under the thread's fault hook: a span freed meanwhile gives its
-	 * table back, which mm.debug_pagealloc unmaps at once. */
-	struct fault_catch fc;
-	size_t rest, n;
-	if (fault_catch_arm(&fc) != 0) {
-		printk("alloctraces: a fault at %#lx while reading the heap (a "
-		       "span freed meanwhile); try again\n",
-		       (unsigned long)fc.cr2);
-		return SHELL_FAILED;
-	}
-	n = spanheap_alloc_traces(&kspanheap, (unsigned)cls, traces, 32, &rest);
-	fault_catch_disarm(&fc);
-	uint64_t now = time_now_ns();
 	if (cache)
-		printk("cache '%s', size class %llu (the class's objects, the "
-		       "cache's and any other): ",
-		       cache, (unsigned long long)cls);
+		printk("cache '%s' (size class %llu): ", cache,
+		       (unsigned long long)cls);
 	else if (cls)
 		printk("size class %llu: ", (unsigned long long)cls);
 	printk("live objects by the stack that allocated them, most first:\n");
-	for (size_t i = 0; i < n; i++)
-		print_trace(&traces[i], now);
-	if (rest)
-		printk("%zu objects more, of stacks past these %zu\n", rest, n);
-	if (!n)
-		printk("none\n");
-	return SHELL_OK;
+	return heap_traces_print("alloctraces", (unsigned)cls, owner, traces,
+	                         32)
+	               ? SHELL_OK
+	               : SHELL_FAILED;
 }
 
 const struct shell_cmd shell_mem_cmds[] = {

@@ -34,13 +34,23 @@
  * alone (pinned, or in a restartable sequence) and read relaxed by
  * anyone.
  *
+ * Poison mode: each small object's side-table entry (spanheap_redzone.h)
+ * has an owner: 0 for the heap's own callers, slot + 1 for a cache's. A
+ * small cache's calls all go out of line there (fast_class 0, and a
+ * free_class no span has, so spanheap_free_class refuses every free):
+ * the allocation sets the owner; the free checks the span's class, then
+ * the owner, panicking for another cache's object or kmalloc's, and
+ * clears it before the heap's free, whose poison path panics for an
+ * object that still has one (kfree, or krealloc, of a cache's object).
+ * Normal mode pays nothing for it.
+ *
  * Limits: OBJCACHE_MAX caches per heap. A count costs each call a few
  * instructions more than kmalloc's (a restartable sequence of four in the
  * kernel: a 16-byte pair is 73 guest instructions against kmalloc's 45;
- * elsewhere a pin). A
- * wrong-cache free of an object of the same class is not seen, but it
- * shows as a cache whose count falls below zero, which its destruction
- * reports.
+ * elsewhere a pin). Outside poison mode, and for a cache of large
+ * objects, a wrong-cache free of an object of the same class is not
+ * seen, but it shows as a cache whose count falls below zero, which its
+ * destruction reports.
  */
 #include "objcache.h"
 
@@ -122,6 +132,8 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 	}
 	c->slot = (unsigned)__builtin_ctzll(~sh->objcache_slots);
 	sh->objcache_slots |= (uint64_t)1 << c->slot;
+	if (c->free_class == OBJCACHE_NO_CLASS)
+		c->owner = c->slot + 1; /* poison mode: its objects' owner */
 	c->counts = sh->objcache_counts + c->slot;
 	/* The slot's last cache left its counters summing to 0, not each
 	 * 0; nothing writes a free slot's. */
@@ -158,8 +170,13 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	c->sizeclass = spanheap_class_serving(sh, size, align);
 	c->objsize = c->sizeclass ? sizeclass_info[c->sizeclass].size
 	                          : spanheap_pages_for(size) * MM_PAGE_SIZE;
-	c->fast_class =
-	        align <= 16 && size <= SC_MAX_SIZE ? sizeclass_of(size) : 0;
+	/* Poison mode: every call of a small cache goes out of line, where
+	 * the owner of each object is set and checked. */
+	bool owned = sh->cfg.poison && c->sizeclass;
+	c->fast_class = !owned && align <= 16 && size <= SC_MAX_SIZE
+	                        ? sizeclass_of(size)
+	                        : 0;
+	c->free_class = owned ? OBJCACHE_NO_CLASS : c->sizeclass;
 	/* The area, made outside the lock if the heap may need it. */
 	int64_t *area = __atomic_load_n(&sh->objcache_counts, __ATOMIC_RELAXED)
 	                        ? NULL
@@ -181,12 +198,16 @@ void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
+	if (p && c->owner)
+		spanheap_redzone_own(c->sh, p, c->owner);
 	if (p)
 		objcache_count(c, 1);
 	return p;
 }
 
-void objcache_wrong_cache(struct objcache *c, const void *p)
+/* Panics for p, freed to c, of a span of another class. */
+static __attribute__((noreturn)) void wrong_cache(struct objcache *c,
+                                                  const void *p)
 {
 	struct spanheap_where w;
 	spanheap_where(c->sh, p, &w);
@@ -196,6 +217,53 @@ void objcache_wrong_cache(struct objcache *c, const void *p)
 	         "class %u (%zu-byte objects): another cache's or kmalloc's",
 	         p, c->name, c->sizeclass, c->objsize,
 	         (unsigned long)w.span_base, w.sizeclass, w.elemsize);
+}
+
+/* Panics for p, freed to c, of c's class but owned by owner (poison
+ * mode's side table: 0, the heap's own callers). */
+static __attribute__((noreturn)) void wrong_owner(struct objcache *c,
+                                                  const void *p, uint32_t owner)
+{
+	char name[OBJCACHE_NAME_MAX + 1];
+	if (owner)
+		objcache_owner_name(c->sh, owner, name);
+	spanheap_where_log(c->sh, p);
+	mm_panic("objcache: free of %p to cache '%s' (size class %u, "
+	         "%zu-byte objects): the object is %s%s%s",
+	         p, c->name, c->sizeclass, c->objsize,
+	         owner ? "cache '" : "kmalloc's, of no cache",
+	         owner ? name : "", owner ? "''s" : "");
+}
+
+void objcache_free_slow(struct objcache *c, void *p)
+{
+	if (!c->owner)
+		wrong_cache(c, p); /* spanheap_free_class refused its class */
+	/* Poison mode: every free of a small cache. The span's checks (a
+	 * foreign or interior pointer panics there), the class, then the
+	 * owner of an allocated object (a free one is the heap's double
+	 * free to report), cleared before the heap's free, which panics
+	 * for an object that has one. */
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
+	if (s->sizeclass != c->sizeclass)
+		wrong_cache(c, p);
+	uint32_t owner = spanheap_redzone_owner(c->sh, p);
+	if (owner != SPANHEAP_REDZONE_FREE && owner != c->owner)
+		wrong_owner(c, p, owner);
+	if (owner == c->owner)
+		spanheap_redzone_own(c->sh, p, 0);
+	spanheap_free(c->sh, p);
+}
+
+void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
+{
+	name_copy(name, "?");
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *c = sh->objcaches; c; c = c->next)
+		if (c->owner == owner)
+			name_copy(name, c->name);
+	mm_lock_release(&sh->heap->lock, irq);
 }
 
 bool objcache_destroy(struct objcache *c)
@@ -240,6 +308,7 @@ void objcache_info(const struct objcache *c, struct objcache_info *out)
 	        .sizeclass = c->sizeclass,
 	        .objsize = c->objsize,
 	        .live = live_of(c),
+	        .owner = c->owner,
 	};
 	name_copy(out->name, c->name);
 }

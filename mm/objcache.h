@@ -16,7 +16,13 @@
  *   - a free to the wrong cache: an object whose span is of another size
  *     class than the cache's panics, naming both (Linux's "Wrong slab
  *     cache"). An object of kmalloc's, or of another cache, of the same
- *     class cannot be told apart: the objects carry no tag.
+ *     class is told apart in poison mode alone, where each small object's
+ *     side table entry names its owner (spanheap_redzone.h): a free to
+ *     the wrong cache, a cache's object given to kfree or krealloc, and
+ *     kmalloc's given to a cache each panic naming both owners; and the
+ *     records list a cache's own live objects by the stack that
+ *     allocated them (spanheap_alloc_traces_owned, with the owner
+ *     objcache_info gives), for the leak a refused destroy reports.
  * No constructor: objects are handed out as kmalloc's are (MM_ZERO for
  * zeroed ones). A constructor's contract, that a freed object stays
  * constructed until it is handed out again, needs spans of the cache's
@@ -51,6 +57,13 @@ struct objcache {
 	/* sizeclass_of(size) if allocations may take the class's magazine
 	 * inline (spanheap_alloc_class): alignment 16, a small size; else 0 */
 	unsigned fast_class;
+	/* What objcache_free tells spanheap_free_class: sizeclass; in poison
+	 * mode, for a small cache, OBJCACHE_NO_CLASS, which sends every free
+	 * to objcache_free_slow for its owner's check */
+	unsigned free_class;
+	/* Poison mode, a small cache: slot + 1, its objects' owner in their
+	 * side table (spanheap_redzone.h); else 0 */
+	uint32_t owner;
 	struct objcache *next;
 	char name[OBJCACHE_NAME_MAX + 1];
 };
@@ -66,10 +79,13 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
                                  size_t size, size_t align);
 
 /* The inline paths' out-of-line parts (objcache.c): an allocation the
- * magazine path does not take, counted; a free refused for its class. */
+ * magazine path does not take, counted (in poison mode, its owner set);
+ * a free spanheap_free_class refused for its class: an object of another
+ * class panics; in poison mode, one of the cache's class has its owner
+ * checked and cleared, then is freed. */
 void *objcache_alloc_slow(struct objcache *c, unsigned flags);
-__attribute__((noreturn)) void objcache_wrong_cache(struct objcache *c,
-                                                    const void *p);
+void objcache_free_slow(struct objcache *c, void *p);
+#define OBJCACHE_NO_CLASS 0xffffu
 
 _Static_assert(OBJCACHE_MAX * sizeof(int64_t) == 1u << 9,
                "a CPU's row of counters is 512 bytes");
@@ -123,14 +139,15 @@ static inline void *objcache_alloc(struct objcache *c, unsigned flags)
 /* Frees p, an object of c (NULL: nothing): spanheap_free with the
  * span's class tested on the way (spanheap_free_class). An object of a
  * span of another size class mm_panics naming the cache and both
- * classes; other misuse (a double free, an interior or foreign pointer)
- * as spanheap_free's. Contexts as spanheap_free's. */
+ * classes; in poison mode, so does one of another owner; other misuse (a
+ * double free, an interior or foreign pointer) as spanheap_free's.
+ * Contexts as spanheap_free's. */
 static inline void objcache_free(struct objcache *c, void *p)
 {
 	if (!p)
 		return;
-	if (__builtin_expect(!spanheap_free_class(c->sh, p, c->sizeclass), 0))
-		objcache_wrong_cache(c, p);
+	if (__builtin_expect(!spanheap_free_class(c->sh, p, c->free_class), 0))
+		objcache_free_slow(c, p);
 	objcache_count(c, -1);
 }
 
@@ -149,7 +166,15 @@ struct objcache_info {
 	unsigned sizeclass; /* the span heap's class; 0: large spans */
 	size_t objsize;     /* the bytes an object takes (its class's) */
 	int64_t live;       /* objects out (approximate while CPUs work) */
+	/* Poison mode, a small cache: its objects' owner in the records
+	 * (spanheap_alloc_traces_owned); else 0 */
+	uint32_t owner;
 };
+
+/* The name of the cache whose objects have owner owner (objcache_info's)
+ * into name (OBJCACHE_NAME_MAX + 1 bytes), "?" if no cache has it now:
+ * for the reports. Any context but NMI, no mm lock held. */
+void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name);
 
 /* c's line of the listing. Any context but NMI. */
 void objcache_info(const struct objcache *c, struct objcache_info *out);

@@ -142,6 +142,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	 * the object handed a freed one back as the caller's. */
 	if (!large)
 		check_allocated(sh, "realloc", s, idx, (uintptr_t)p);
+	if (s->poison) /* a named cache's objects are its own */
+		spanheap_redzone_not_owned(sh, s, idx, (uintptr_t)p, "realloc");
 	size_t old = large ? (size_t)s->npages * MM_PAGE_SIZE : s->elemsize;
 	/* What the caller may have written: in poison mode, what it asked
 	 * for (the rest is the red zone, spanheap_redzone.c). */

@@ -14,9 +14,11 @@
  * cannot be had fails the span as memory that ran out, nothing kept),
  * given back with the span (spanheap_poison_span_gone). An object's entry
  * holds the bytes asked for while it is allocated (SPANHEAP_REDZONE_FREE
- * while it is free), and its red zone is the slack [asked, elemsize),
- * every byte SPANHEAP_REDZONE_BYTE (0xbb, not the poison 0xdb). So that
- * every object has one, a poison heap gives a request the class of a byte
+ * while it is free) and its owner (0, or the named cache's that
+ * objcache.c set: the heap's own free and realloc panic for a cache's
+ * object, spanheap_redzone_not_owned), and its red zone is the slack [asked,
+ * elemsize), every byte SPANHEAP_REDZONE_BYTE (0xbb, not the poison 0xdb). So
+ * that every object has one, a poison heap gives a request the class of a byte
  * more (spanheap.c's poison_class: every allocation of the mode reaches
  * alloc_call, as the magazines are empty, and the refill sends its calls
  * there), and a power of two up to a page a class of its multiples, to
@@ -53,6 +55,7 @@
  * overrun that writes the red-zone byte, or one read rather than written,
  * goes unseen; the report names the victim at its free, not the write.
  */
+#include "objcache.h"
 #include "spanheap_internal.h"
 
 static inline struct spanheap_redzone *entry_of(const struct mspan *s,
@@ -89,7 +92,8 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
 	}
 	for (uint32_t i = 0; i < ci->nelems; i++) {
 		uintptr_t a = base + (uintptr_t)i * ci->size;
-		t[i].asked = SPANHEAP_REDZONE_FREE;
+		t[i] = (struct spanheap_redzone){.asked =
+		                                         SPANHEAP_REDZONE_FREE};
 		spanheap_poison_fill(a, ci->size);
 		obj_words(a)[1] = sh->mag_cookie ^ a;
 	}
@@ -165,16 +169,59 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 	return (void *)a; /* alloc_call records the call (spanheap_track.c) */
 }
 
+void spanheap_redzone_not_owned(struct spanheap *sh, const struct mspan *s,
+                                uint32_t idx, uintptr_t a, const char *op)
+{
+	uint32_t owner = entry_of(s, idx)->owner;
+	if (__builtin_expect(owner == 0, 1))
+		return;
+	char name[OBJCACHE_NAME_MAX + 1];
+	objcache_owner_name(sh, owner, name);
+	mm_panic("spanheap: %s of %#lx (span %#lx, size class %u, %zu-byte "
+	         "objects): the object is cache '%s''s: free it to its cache "
+	         "(objcache_free)",
+	         op, (unsigned long)a, (unsigned long)s->base,
+	         (unsigned)s->sizeclass, spanheap_object_bytes(s), name);
+}
+
 void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 {
 	/* The free checked the span and the object; the span is in use. */
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
 	uint32_t idx = obj_index(s, a - s->base);
+	spanheap_redzone_not_owned(sh, s, idx, a, "free");
 	redzone_check(s, idx, a, "at its free");
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
 	if (s->poison & SPAN_TRACKED)
 		spanheap_track_record(s, idx, true, 0);
+}
+
+/* p's entry if p is an allocated object of a poison span, else NULL. */
+static struct spanheap_redzone *owned_entry(struct spanheap *sh, const void *p)
+{
+	if (!sh->cfg.poison)
+		return NULL;
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
+	if (!s->sizeclass || !s->redzone ||
+	    entry_of(s, idx)->asked == SPANHEAP_REDZONE_FREE)
+		return NULL;
+	return entry_of(s, idx);
+}
+
+uint32_t spanheap_redzone_owner(struct spanheap *sh, const void *p)
+{
+	struct spanheap_redzone *e = owned_entry(sh, p);
+	return e ? __atomic_load_n(&e->owner, __ATOMIC_RELAXED)
+	         : SPANHEAP_REDZONE_FREE;
+}
+
+void spanheap_redzone_own(struct spanheap *sh, const void *p, uint32_t owner)
+{
+	struct spanheap_redzone *e = owned_entry(sh, p);
+	if (e)
+		__atomic_store_n(&e->owner, owner, __ATOMIC_RELAXED);
 }
 
 size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx)

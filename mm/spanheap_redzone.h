@@ -32,9 +32,13 @@ long spanheap_free_damage(const struct spanheap *sh, const struct mspan *s,
 
 /* One object's entry in a poison span's side table (s->redzone): the
  * bytes asked for while it is allocated, SPANHEAP_REDZONE_FREE while it is
- * free. */
+ * free; and while it is allocated, its owner: 0 for the heap's own
+ * callers (kmalloc's), a named cache's slot + 1 for its objects
+ * (objcache.c tags them after the allocation and clears the tag before
+ * the free). */
 struct spanheap_redzone {
 	uint32_t asked;
+	uint32_t owner;
 };
 #define SPANHEAP_REDZONE_FREE UINT32_MAX
 
@@ -69,6 +73,21 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 /* Object a of class cls freed in poison mode (spanheap_mag_full): its red
  * zone checked, then the poison. */
 void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls);
+/*
+ * Poison mode's owners (objcache.c), for allocated object p of a small
+ * poison span: spanheap_redzone_owner gives p's (0: the heap's own
+ * callers', n: named cache slot n - 1's), or SPANHEAP_REDZONE_FREE if p
+ * is free, large or of a heap not in poison mode; spanheap_redzone_own
+ * sets it (nothing for such a p). p must be an object's start in a span
+ * in use: spanheap_span_of's checks. Any context but NMI; the object's
+ * caller's alone.
+ */
+uint32_t spanheap_redzone_owner(struct spanheap *sh, const void *p);
+void spanheap_redzone_own(struct spanheap *sh, const void *p, uint32_t owner);
+/* Panics if allocated object idx of poison span s at a is a named
+ * cache's: the heap's own free or realloc (op) of it. */
+void spanheap_redzone_not_owned(struct spanheap *sh, const struct mspan *s,
+                                uint32_t idx, uintptr_t a, const char *op);
 /* The bytes asked for object idx of poison span s (allocated). */
 size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx);
 /* A realloc keeps object idx of poison span s at a for size bytes: the

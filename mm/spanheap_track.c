@@ -169,6 +169,7 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 struct trace_table {
 	struct spanheap_trace *t;
 	size_t n, max, rest;
+	uint32_t owner; /* the objects' owner, or SPANHEAP_OWNER_ANY */
 };
 
 static uint32_t stack_hash(const struct spanheap_track *r)
@@ -227,7 +228,10 @@ static void trace_span(struct trace_table *tt, const struct mspan *s)
 	for (uint32_t i = 0; i < n && i < SC_MAX_NELEMS; i++) {
 		uint32_t asked =
 		        __atomic_load_n(&rz[i].asked, __ATOMIC_RELAXED);
-		if (asked == SPANHEAP_REDZONE_FREE)
+		if (asked == SPANHEAP_REDZONE_FREE ||
+		    (tt->owner != SPANHEAP_OWNER_ANY &&
+		     __atomic_load_n(&rz[i].owner, __ATOMIC_RELAXED) !=
+		             tt->owner))
 			continue;
 		struct spanheap_track r = tr[2 * (size_t)i];
 		trace_add(tt, &r, asked);
@@ -265,11 +269,19 @@ static size_t spans_copy(struct spanheap *sh, size_t at, struct mspan **out,
 size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
                              struct spanheap_trace *t, size_t max, size_t *rest)
 {
+	return spanheap_alloc_traces_owned(sh, cls, SPANHEAP_OWNER_ANY, t, max,
+	                                   rest);
+}
+
+size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
+                                   uint32_t owner, struct spanheap_trace *t,
+                                   size_t max, size_t *rest)
+{
 	spanheap_assert_can_sleep("spanheap_alloc_traces");
 	*rest = 0;
 	if (!sh->track || cls >= SC_NCLASSES)
 		return 0;
-	struct trace_table tt = {.t = t, .max = max};
+	struct trace_table tt = {.t = t, .max = max, .owner = owner};
 	/* The spans are read with no snapshot held, in batches copied from
 	 * it: a caller's fault hook that ends a read of a table freed
 	 * meanwhile (spanheap_track.h) then leaves no reference behind. */

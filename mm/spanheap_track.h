@@ -66,5 +66,12 @@ struct spanheap_trace {
 size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
                              struct spanheap_trace *t, size_t max,
                              size_t *rest);
+/* As spanheap_alloc_traces, of the objects of owner owner alone: a named
+ * cache's (objcache_info's owner), 0 for those of no cache, or
+ * SPANHEAP_OWNER_ANY. */
+#define SPANHEAP_OWNER_ANY UINT32_MAX
+size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
+                                   uint32_t owner, struct spanheap_trace *t,
+                                   size_t max, size_t *rest);
 
 #endif

@@ -10,7 +10,8 @@
  * are done. Every pattern is checked before its free; the counts listed
  * never pass what the workers can hold; at the end each cache counts 0
  * and is destroyed, and the heap checks clean. Bounded by operation
- * counts; no assert depends on time.
+ * counts; no assert depends on time. Then the same in poison mode, where
+ * every object's owner is set, checked and cleared across threads.
  */
 #include <stdatomic.h>
 
@@ -20,7 +21,10 @@
 #include "spanheap_test_util.h"
 #include "stress_util.h"
 
-enum { WORKERS = 4, OPS = 20000, KEEP = 64, INBOX = 256 };
+enum { WORKERS = 4, KEEP = 64, INBOX = 256 };
+
+/* Operations per worker: poison mode's calls all take slow paths. */
+static int ops;
 
 static struct mheap heap;
 static struct spanheap sh;
@@ -87,7 +91,7 @@ static void work(void *arg)
 	struct worker *w = arg;
 	mm_port_set_cpu((unsigned)w->id);
 	struct worker *next = &workers[(w->id + 1) % WORKERS];
-	for (int op = 0; op < OPS; op++) {
+	for (int op = 0; op < ops; op++) {
 		unsigned k = (unsigned)(stress_random(&w->rng) % KEEP);
 		struct item it = w->keep[k];
 		if (it.p &&
@@ -111,9 +115,10 @@ static void work(void *arg)
 	atomic_fetch_sub(&running, 1);
 }
 
-KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
+static void stress(bool poison, int n)
 {
-	KASSERT(sh_heap_fresh(&heap, &sh));
+	ops = n;
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, poison));
 	KASSERT(caches[0] = objcache_create(&sh, "stress-40", sizes[0], 0));
 	KASSERT(caches[1] = objcache_create(&sh, "stress-700", sizes[1], 0));
 	KASSERT(spanheap_sweeper_start(&sh));
@@ -171,4 +176,16 @@ KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
 	spanheap_check(&sh);
 	mheap_check(&heap);
 	sh_heap_release(&heap);
+}
+
+KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
+{
+	stress(false, 20000);
+}
+
+/* Poison mode: each object's owner set by one thread and checked and
+ * cleared by whichever frees it (any misuse would panic). */
+KTEST(objcache_stress, poison_mode_owners_hold_while_threads_free_across_cpus)
+{
+	stress(true, 8000);
 }

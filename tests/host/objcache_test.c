@@ -6,7 +6,9 @@
  * back; bad names, sizes and alignments, a duplicate and one cache too
  * many refused with a line saying why, leaking nothing; a free to the
  * wrong cache, a double free and a foreign pointer panicking with
- * their messages; poison mode's classes.
+ * their messages; poison mode's classes, and its owners: each object
+ * told from another cache's and kmalloc's of the same class, at every
+ * free and realloc, and a cache's live objects listed by their stacks.
  */
 #include <stdint.h>
 #include <string.h>
@@ -238,5 +240,83 @@ KTEST(objcache, poison_mode_serves_a_class_with_a_red_zone)
 	/* The free panicked before its count. */
 	KEXPECT_EQ(live(c), 1);
 	KEXPECT(!objcache_destroy(c));
+	sh_heap_release(&heap);
+}
+
+/* One stack for the traces below (noinline: its own return address). */
+static __attribute__((noinline)) void *from_here(struct objcache *c)
+{
+	void *p = objcache_alloc(c, 0);
+	__asm__ volatile("" ::: "memory"); /* not a tail call */
+	return p;
+}
+
+static size_t owned(struct objcache *c, size_t *objects)
+{
+	struct objcache_info in;
+	objcache_info(c, &in);
+	struct spanheap_trace t[4];
+	size_t rest, n = spanheap_alloc_traces_owned(&sh, in.sizeclass,
+	                                             in.owner, t, 4, &rest);
+	*objects = rest;
+	for (size_t i = 0; i < n; i++)
+		*objects += t[i].objects;
+	return n;
+}
+
+KTEST(objcache, poison_mode_tells_each_objects_owner)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	mm_port_set_quiet(true);
+	/* Two caches and kmalloc's objects, all of one class. */
+	struct objcache *a = objcache_create(&sh, "inode", 40, 0);
+	struct objcache *b = objcache_create(&sh, "dentry", 40, 0);
+	KASSERT(a && b);
+	char *pa = objcache_alloc(a, 0), *pb = objcache_alloc(b, 0);
+	char *k = spanheap_alloc(&sh, 40, 0);
+	KASSERT(pa && pb && k);
+	memset(pa, 0x5a, 40);
+	SH_EXPECT_PANIC(objcache_free(b, pa), "is cache 'inode''s");
+	KEXPECT(strstr(mm_port_last_panic(), "to cache 'dentry'"));
+	SH_EXPECT_PANIC(objcache_free(a, k), "is kmalloc's, of no cache");
+	SH_EXPECT_PANIC(spanheap_free(&sh, pa), "free of");
+	KEXPECT(strstr(mm_port_last_panic(), "is cache 'inode''s"));
+	/* Resized in place or moved: either way refused before anything. */
+	SH_EXPECT_PANIC(spanheap_realloc(&sh, pb, 20, 0), "realloc of");
+	SH_EXPECT_PANIC(spanheap_realloc(&sh, pb, 4000, 0), "'dentry''s");
+	/* Nothing was freed, moved or counted by the refused calls. */
+	KEXPECT_EQ(live(a), 1);
+	KEXPECT_EQ(live(b), 1);
+	for (int i = 0; i < 40; i++)
+		KEXPECT_EQ((unsigned char)pa[i], 0x5a);
+
+	/* Each cache's live objects by their stacks, and kmalloc's. */
+	static void *more[5];
+	for (int i = 0; i < 5; i++)
+		KASSERT(more[i] = from_here(a));
+	size_t objects;
+	KEXPECT_EQ(owned(a, &objects), 2); /* this test's, from_here's */
+	KEXPECT_EQ(objects, 6);
+	KEXPECT_EQ(owned(b, &objects), 1);
+	KEXPECT_EQ(objects, 1);
+	struct spanheap_trace t[4];
+	size_t rest;
+	KEXPECT_EQ(spanheap_alloc_traces_owned(&sh, sizeclass_of(41), 0, t, 4,
+	                                       &rest),
+	           1);
+	KEXPECT_EQ(t[0].objects, 1); /* k */
+	KEXPECT(!objcache_destroy(a));
+
+	/* Freed to their own: accepted; a second free is the heap's. */
+	for (int i = 0; i < 5; i++)
+		objcache_free(a, more[i]);
+	objcache_free(a, pa);
+	SH_EXPECT_PANIC(objcache_free(a, pa), "double free");
+	objcache_free(b, pb);
+	spanheap_free(&sh, k);
+	KEXPECT_EQ(owned(a, &objects), 0);
+	KEXPECT(objcache_destroy(a) && objcache_destroy(b));
+	mm_port_set_quiet(false);
+	SH_CHECK(&sh, "after the owners' misuse");
 	sh_heap_release(&heap);
 }

@@ -6,11 +6,14 @@
  * cache with objects out is not destroyed, and the line says how many;
  * thread structs are counted in the "thread" cache while their threads
  * live; bad requests are refused; slabinfo lists the caches, and
- * alloctraces takes a cache's name (poison mode). The wrong
- * cache's free is a demo (KTEST_FAIL_DEMO), checked by the harness.
+ * alloctraces takes a cache's name and lists its own objects alone (poison
+ * mode, where a refused destroy lists them too). The wrong cache's free,
+ * and in poison mode one of the same class and a kfree of a cache's
+ * object, are demos (KTEST_FAIL_DEMO), checked by the harness.
  */
 #include <stdatomic.h>
 
+#include "kernel/format.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -207,19 +210,35 @@ KTEST(kmem_cache, every_cpu_and_interrupts_count_true_and_destroy)
 }
 
 #if KTEST_HOOKS
+/* A leak's stack, for the destroy's report. */
+__attribute__((noinline)) static void *leak_here(struct objcache *c)
+{
+	void *p = kmem_cache_zalloc(c, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
 KTEST(kmem_cache, destroy_with_objects_out_is_refused_saying_how_many)
 {
 	struct objcache *c = kmem_cache_create("ktest-leak", 100, 0);
 	KASSERT(c);
 	void *p[3];
 	for (int i = 0; i < 3; i++)
-		KASSERT(p[i] = kmem_cache_zalloc(c, 0));
+		KASSERT(p[i] = leak_here(c));
 	capture_start();
 	bool gone = kmem_cache_destroy(c);
 	capture_stop();
 	KEXPECT(!gone);
 	KEXPECT(seen_has("objcache: cache 'ktest-leak' not destroyed: objects "
 	                 "of it still allocated: 3"));
+	/* Poison mode: and by the stack that allocated them. */
+	KEXPECT_EQ(seen_has("cache 'ktest-leak''s live objects by the stack "
+	                    "that allocated them"),
+	           kspanheap.track);
+	if (kspanheap.track) {
+		KEXPECT(seen_has("3 objects, 300 bytes, the oldest "));
+		KEXPECT(seen_has(" leak_here+0x"));
+	}
 	/* slabinfo lists it, with its objects and their bytes. */
 	KEXPECT_EQ(capture_run_line("slabinfo"), SHELL_OK);
 	const char *row = strstr(seen, "\nktest-leak ");
@@ -249,24 +268,44 @@ __attribute__((noinline)) static void *cache_alloc_here(struct objcache *c)
 	return p;
 }
 
-KTEST(kmem_cache, alloctraces_counts_a_caches_class_by_stack)
+__attribute__((noinline)) static void *kmalloc_here(size_t size)
+{
+	void *p = kmalloc(size, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+KTEST(kmem_cache, alloctraces_counts_a_caches_own_objects_by_stack)
 {
 	struct objcache *c = kmem_cache_create("ktest-traced", 2900, 0);
 	struct objcache *big = kmem_cache_create("ktest-big", 100000, 0);
 	KASSERT(c && big);
-	static void *p[12];
+	static void *p[12], *k[5];
 	for (int i = 0; i < 12; i++)
 		KASSERT((p[i] = cache_alloc_here(c)) != NULL);
+	/* kmalloc's objects of its class: not the cache's. */
+	for (int i = 0; i < 5; i++)
+		KASSERT((k[i] = kmalloc_here(2900)) != NULL);
 	enum shell_status st = capture_run_line("alloctraces ktest-traced");
 	if (!kspanheap.track) {
 		KEXPECT_EQ(st, SHELL_FAILED);
 		KEXPECT(seen_has("the heap keeps no records"));
 	} else {
 		KEXPECT_EQ(st, SHELL_OK);
-		KEXPECT(seen_has("cache 'ktest-traced', size class "));
-		KEXPECT(seen_has("12 objects, 34800 bytes, the oldest "));
+		KEXPECT(seen_has("cache 'ktest-traced' (size class "));
+		KEXPECT(seen_has("\n12 objects, 34800 bytes, the oldest "));
 		KEXPECT(seen_has(" cache_alloc_here+0x"));
+		KEXPECT(!seen_has(" kmalloc_here")); /* .constprop too */
+		/* The class's listing has both. */
+		char line[40];
+		ksnprintf(line, sizeof(line), "alloctraces %u",
+		          spanheap_class_serving(&kspanheap, 2900, 16));
+		KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+		KEXPECT(seen_has(" cache_alloc_here+0x"));
+		KEXPECT(seen_has(" kmalloc_here"));
 	}
+	for (int i = 0; i < 5; i++)
+		kfree(k[i]);
 	KEXPECT_EQ(capture_run_line("alloctraces ktest-big"), SHELL_USAGE);
 	KEXPECT(seen_has("alloctraces: cache 'ktest-big' has large objects"));
 	for (int i = 0; i < 12; i++)
@@ -334,5 +373,24 @@ KTEST(demo, kmem_cache_free_to_the_wrong_cache)
 	void *p = kmem_cache_alloc(a, 0);
 	ktest_diag("kfree of %p", p);
 	kmem_cache_free(b, p);
+}
+
+/* mm.debug_poison: two caches of one class; each object knows its own. */
+KTEST(demo, kmem_cache_free_to_a_cache_of_its_class)
+{
+	struct objcache *a = kmem_cache_create("demo-inode", 40, 0);
+	struct objcache *b = kmem_cache_create("demo-dentry", 40, 0);
+	void *p = kmem_cache_alloc(a, 0);
+	ktest_diag("kfree of %p", p);
+	kmem_cache_free(b, p);
+}
+
+/* mm.debug_poison: a cache's object given to kfree. */
+KTEST(demo, kfree_of_a_kmem_cache_object)
+{
+	struct objcache *a = kmem_cache_create("demo-inode", 40, 0);
+	void *p = kmem_cache_alloc(a, 0);
+	ktest_diag("kfree of %p", p);
+	kfree(p);
 }
 #endif
