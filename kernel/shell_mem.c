@@ -98,6 +98,11 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->n.queue_folded,
 	       (unsigned long long)st->n.freed_spans,
 	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000));
+	if (kspanheap.track)
+		printk("poison records: %zu stacks in the depot, %zu pages; "
+		       "%llu records with no stack for want of room\n",
+		       st->depot_stacks, st->depot_pages,
+		       (unsigned long long)st->depot_lost);
 	return SHELL_OK;
 }
 

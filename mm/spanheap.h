@@ -101,6 +101,11 @@ struct spanheap_stats {
 	/* Failure injection (spanheap_fail.h): armed; since it was armed */
 	bool fail_armed;
 	uint64_t fail_calls, fail_injected;
+	/* Poison mode's stack depot (spanheap_depot.c): stacks kept (a few
+	 * may be claims two CPUs raced for, left unused), its pages, and
+	 * records made with no stack for want of room */
+	size_t depot_stacks, depot_pages;
+	uint64_t depot_lost;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
 };

@@ -180,6 +180,11 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		mm_log("spanheap: no memory for the span array");
 		return false;
 	}
+	if (!spanheap_depot_init(sh)) {
+		spanheap_spans_put(sh, sh->spans);
+		mm_log("spanheap: no memory for the stack depot");
+		return false;
+	}
 	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
 	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
 	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");

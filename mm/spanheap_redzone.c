@@ -72,8 +72,8 @@ static size_t table_pages(const struct spanheap *sh, unsigned cls)
 	if (!sh->track)
 		return spanheap_pages_for(n * sizeof(struct spanheap_redzone));
 	return spanheap_pages_for(spanheap_track_offset(n) +
-	                          2 * (size_t)n *
-	                                  sizeof(struct spanheap_track));
+	                          sizeof(struct spanheap_rec_head) +
+	                          2 * (size_t)n * sizeof(struct spanheap_rec));
 }
 
 bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
@@ -97,6 +97,10 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
 		spanheap_poison_fill(a, ci->size);
 		obj_words(a)[1] = sh->mag_cookie ^ a;
 	}
+	if (sh->track) /* the reports that have the span alone find it */
+		((struct spanheap_rec_head *)((char *)t + spanheap_track_offset(
+		                                                  ci->nelems)))
+		        ->depot = &sh->depot;
 	*rz = t;
 	return true;
 }
@@ -194,7 +198,7 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
 	if (s->poison & SPAN_TRACKED)
-		spanheap_track_record(s, idx, true, 0);
+		spanheap_track_record(sh, s, idx, true, 0);
 }
 
 /* p's entry if p is an allocated object of a poison span, else NULL. */

@@ -98,8 +98,35 @@ void spanheap_redzone_resize(struct spanheap *sh, struct mspan *s, uint32_t idx,
 /* Poison mode's records of callers (spanheap_track.c). A poison span whose
  * side table has them has this bit in s->poison beside 1. */
 #define SPAN_TRACKED 2u
-/* Where the records start in a side table of nelems objects. */
+/* One record in a side table: when (0: never), on which CPU, and the
+ * stack's handle in the heap's depot (spanheap_depot.c). After the
+ * sizes, the records' part of a table starts with its heap's depot, for
+ * the reports that have the span alone. */
+struct spanheap_rec {
+	uint64_t ns;
+	uint32_t cpu;
+	uint32_t stack;
+};
+struct spanheap_rec_head {
+	struct spanheap_depot *depot;
+	uint64_t unused;
+};
+/* Where the records' part starts in a side table of nelems objects. */
 size_t spanheap_track_offset(uint32_t nelems);
+/* The depot (spanheap_depot.c): its bucket array, made by spanheap_init
+ * if sh keeps records (false if there is no memory for it); a stack's
+ * handle, the stack kept if it is new (0 for no stack, or
+ * SPANHEAP_DEPOT_LOST if it could not be kept); and handle h's stack
+ * into pc (SPANHEAP_TRACK_PCS of room), its length returned (0: none).
+ * Save and get: any context but NMI, no lock. */
+bool spanheap_depot_init(struct spanheap *sh);
+uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *h,
+                             const uintptr_t *pc, uint32_t npcs);
+uint32_t spanheap_depot_get(const struct spanheap_depot *d, uint32_t h,
+                            uintptr_t *pc);
+/* The depot's figures into st (its depot_ fields). Any context. */
+void spanheap_depot_stats(const struct spanheap_depot *d,
+                          struct spanheap_stats *st);
 /* True if the port records callers (mm_port_callers gives one): whether
  * a poison heap keeps records (spanheap_init). */
 bool spanheap_track_probe(void);
@@ -108,8 +135,8 @@ bool spanheap_track_probe(void);
  * return address after if the walk finds it among its first four, else
  * after the two innermost (the record's own, its caller's). Any context
  * but NMI. */
-void spanheap_track_record(const struct mspan *s, uint32_t idx, bool freed,
-                           uintptr_t after);
+void spanheap_track_record(struct spanheap *sh, const struct mspan *s,
+                           uint32_t idx, bool freed, uintptr_t after);
 /* Records the allocation of small object p (any object: a large one, or
  * one of a span without records, is left alone), for alloc_call: every
  * small allocation of poison mode passes there, at a depth that depends

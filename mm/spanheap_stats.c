@@ -164,6 +164,7 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	        atomic_load_explicit(&sh->fail.calls, memory_order_relaxed);
 	st->fail_injected =
 	        atomic_load_explicit(&sh->fail.injected, memory_order_relaxed);
+	spanheap_depot_stats(&sh->depot, st);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -251,6 +252,11 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st->n.flush_alls_failed);
 	if (st->fail_armed || st->fail_calls)
 		dump_fail(sh, st);
+	if (sh->track)
+		mm_log("spanheap: stack depot: %zu stacks in %zu pages; %lu "
+		       "records made with no stack for want of room",
+		       st->depot_stacks, st->depot_pages,
+		       (unsigned long)st->depot_lost);
 	atomic_store_explicit(&dump_busy, false, memory_order_release);
 	mheap_dump(sh->heap);
 }

@@ -11,12 +11,14 @@
  * spanheap_object_tracks for a debugger or a shell.
  *
  * Representation: a poison span's side table (spanheap_redzone.c) holds,
- * after the nelems sizes asked, two struct spanheap_track per object, the
- * last allocation's and the last free's: when (mm_port_now_ns), on which
- * CPU, and SPANHEAP_TRACK_PCS return addresses of the call's stack
- * (mm_port_callers, innermost first). 2 x 80 bytes an object, on top of
- * the 4 of its size: poison mode is a debugging mode, and a 16-byte
- * object's span then takes 21 pages of table beside its 2. A heap whose
+ * after the nelems sizes asked, the heap's depot, then two struct
+ * spanheap_rec per object, the last allocation's and the last free's:
+ * when (mm_port_now_ns), on which CPU, and the handle of the call's
+ * stack (SPANHEAP_TRACK_PCS return addresses, mm_port_callers, innermost
+ * first) in the heap's stack depot (spanheap_depot.c), which keeps each
+ * distinct stack once. 2 x 16 bytes an object, on top of the 8 of its
+ * size and owner: a 16-byte object's span takes 6 pages of table beside
+ * its 2 (21 when the records held their stacks). A heap whose
  * port records no callers (mm_port_callers gives none when spanheap_init
  * asks: the hosted malloc, whose programs have no frame pointers to walk)
  * keeps only the sizes; its spans are made without SPAN_TRACKED.
@@ -55,16 +57,31 @@
  * spanheap_track_record's caller and from it into the path. */
 #define TRACK_SKIP 2
 
-/* The first byte of s's records: after the sizes, 8-byte aligned. */
-static struct spanheap_track *tracks_of(const struct mspan *s)
+/* The records' part of s's table: after the sizes, 8-byte aligned. */
+static struct spanheap_rec_head *head_of(const struct mspan *s)
 {
 	size_t off = spanheap_track_offset(s->nelems);
-	return (struct spanheap_track *)((char *)s->redzone + off);
+	return (struct spanheap_rec_head *)((char *)s->redzone + off);
+}
+
+/* s's records: after the part's head, two an object. */
+static struct spanheap_rec *tracks_of(const struct mspan *s)
+{
+	return (struct spanheap_rec *)(head_of(s) + 1);
 }
 
 size_t spanheap_track_offset(uint32_t nelems)
 {
 	return ((size_t)nelems * sizeof(struct spanheap_redzone) + 7) & ~7ul;
+}
+
+/* Record r of s as the public struct: its stack from the depot. */
+static void rec_expand(const struct mspan *s, const struct spanheap_rec *r,
+                       struct spanheap_track *t)
+{
+	t->ns = r->ns;
+	t->cpu = r->cpu;
+	t->npcs = spanheap_depot_get(head_of(s)->depot, r->stack, t->pc);
 }
 
 bool spanheap_track_probe(void)
@@ -73,14 +90,19 @@ bool spanheap_track_probe(void)
 	return mm_port_callers(pc, 1) > 0;
 }
 
-__attribute__((noinline)) void spanheap_track_record(const struct mspan *s,
+__attribute__((noinline)) void spanheap_track_record(struct spanheap *sh,
+                                                     const struct mspan *s,
                                                      uint32_t idx, bool freed,
                                                      uintptr_t after)
 {
 	/* The heap's own frames, at most 4 for the paths that pass after
 	 * (tail calls make it fewer), then the record's. */
-	spanheap_track_fill(&tracks_of(s)[2 * (size_t)idx + freed], true,
-	                    TRACK_SKIP, after);
+	struct spanheap_track t;
+	spanheap_track_fill(&t, true, TRACK_SKIP, after);
+	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
+	r->stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs);
+	r->cpu = t.cpu;
+	r->ns = t.ns;
 }
 
 __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
@@ -95,8 +117,8 @@ __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
 	/* The record starts at the return address of alloc_call's frame
 	 * (whatever function it was inlined into), whichever frames of this
 	 * call the compiler left out. */
-	spanheap_track_record(s, obj_index(s, (uintptr_t)p - s->base), false,
-	                      (uintptr_t)__builtin_return_address(0));
+	spanheap_track_record(sh, s, obj_index(s, (uintptr_t)p - s->base),
+	                      false, (uintptr_t)__builtin_return_address(0));
 }
 
 /* mm_logs record t of the object at a: what happened (allocated, freed),
@@ -134,7 +156,10 @@ void spanheap_track_report(const struct mspan *s, uintptr_t a)
 	if (idx >= s->nelems)
 		return;
 	uintptr_t start = s->base + (uintptr_t)idx * s->elemsize;
-	const struct spanheap_track *t = &tracks_of(s)[2 * (size_t)idx];
+	const struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx];
+	struct spanheap_track t[2];
+	rec_expand(s, &r[0], &t[0]);
+	rec_expand(s, &r[1], &t[1]);
 	uint64_t now = mm_port_now_ns();
 	spanheap_track_log(start, &t[0], "allocated", now);
 	spanheap_track_log(start, &t[1], "freed", now);
@@ -156,9 +181,9 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 	uint32_t idx = obj_index(s, a - s->base);
 	if (idx >= s->nelems)
 		return false;
-	const struct spanheap_track *t = &tracks_of(s)[2 * (size_t)idx];
-	*alloc = t[0];
-	*freed = t[1];
+	const struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx];
+	rec_expand(s, &r[0], alloc);
+	rec_expand(s, &r[1], freed);
 	return true;
 }
 
@@ -224,7 +249,7 @@ static void trace_span(struct trace_table *tt, const struct mspan *s)
 {
 	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
 	const struct spanheap_redzone *rz = s->redzone;
-	const struct spanheap_track *tr = tracks_of(s);
+	const struct spanheap_rec *tr = tracks_of(s);
 	for (uint32_t i = 0; i < n && i < SC_MAX_NELEMS; i++) {
 		uint32_t asked =
 		        __atomic_load_n(&rz[i].asked, __ATOMIC_RELAXED);
@@ -233,7 +258,9 @@ static void trace_span(struct trace_table *tt, const struct mspan *s)
 		     __atomic_load_n(&rz[i].owner, __ATOMIC_RELAXED) !=
 		             tt->owner))
 			continue;
-		struct spanheap_track r = tr[2 * (size_t)i];
+		struct spanheap_rec rec = tr[2 * (size_t)i];
+		struct spanheap_track r;
+		rec_expand(s, &rec, &r);
 		trace_add(tt, &r, asked);
 	}
 }

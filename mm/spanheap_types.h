@@ -135,6 +135,28 @@ struct spanheap_freed_large {
 	struct spanheap_track t; /* when, where, and (poison) the stack */
 };
 
+/* Poison mode's stack depot (spanheap_depot.c): every stack its records
+ * name, kept once, found by a 32-bit handle (from 1; 0: no stack;
+ * SPANHEAP_DEPOT_LOST: one not kept). Entries in chunks made as needed,
+ * a hash table of chains through them; nothing is freed while the heap
+ * lives, and nothing locks. */
+#define SPANHEAP_DEPOT_BUCKETS     4096
+#define SPANHEAP_DEPOT_CHUNKS      64
+#define SPANHEAP_DEPOT_CHUNK_PAGES 16
+#define SPANHEAP_DEPOT_LOST        UINT32_MAX
+struct spanheap_depot_stack {
+	uint32_t next; /* the next handle in its bucket's chain; 0: none */
+	uint32_t hash, npcs, unused;
+	uintptr_t pc[SPANHEAP_TRACK_PCS];
+};
+struct spanheap_depot {
+	_Atomic uint32_t *buckets; /* chains' heads; NULL: no records */
+	_Atomic(struct spanheap_depot_stack *) chunks[SPANHEAP_DEPOT_CHUNKS];
+	_Atomic uint32_t next; /* handles claimed */
+	_Atomic size_t pages;  /* the page heap's pages it holds */
+	_Atomic uint64_t lost; /* stacks not kept: full, or no memory */
+};
+
 struct spanheap {
 	/* First, so that the fields every free reads (below) are not at a
 	 * page's first bytes: the struct is 2 KiB aligned, and objects at a
@@ -204,6 +226,8 @@ struct spanheap {
 	 * under heap->lock. */
 	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];
 	unsigned freed_large_next;
+	/* Poison mode's stacks (spanheap_depot.c), if it records callers. */
+	struct spanheap_depot depot;
 };
 
 #endif

@@ -155,15 +155,17 @@ static inline size_t sh_in_use_pages(struct mheap *h)
 
 /*
  * The pages the span heap keeps for itself once every object is freed and
- * every span given back: the span-struct pages and the magazine slabs
- * (never freed) and the pages of the all-spans array. Call when nothing
+ * every span given back: the span-struct pages, the magazine slabs and
+ * poison mode's stack depot (never freed) and the pages of the all-spans
+ * array. Call when nothing
  * else uses sh.
  */
 static inline size_t sh_kept_pages(struct spanheap *sh)
 {
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	size_t n = sh->nstructs / SH_STRUCTS_PER_PAGE + sh->spans->npages +
-	           atomic_load(&sh->mag_slabs) * sh->mag_slab_pages;
+	           atomic_load(&sh->mag_slabs) * sh->mag_slab_pages +
+	           atomic_load(&sh->depot.pages);
 	mm_lock_release(&sh->heap->lock, irq);
 	return n;
 }

@@ -43,14 +43,16 @@ static inline bool heap_threads_start(void)
 }
 
 /* Pages the span heap keeps for itself by design (its span structs, the
- * CPUs' magazine slabs and the all-spans array): they never go back, so
- * frame counts allow for their growth. */
+ * CPUs' magazine slabs, poison mode's stack depot and the all-spans
+ * array): they never go back, so frame counts allow for their growth. */
 static inline size_t span_meta_pages(void)
 {
 	unsigned long irq = mm_lock_acquire(&kheap.lock);
-	size_t n = kspanheap.nstructs / (MM_PAGE_SIZE / sizeof(struct mspan)) +
-	           kspanheap.spans->npages +
-	           atomic_load(&kspanheap.mag_slabs) * kspanheap.mag_slab_pages;
+	size_t n =
+	        kspanheap.nstructs / (MM_PAGE_SIZE / sizeof(struct mspan)) +
+	        kspanheap.spans->npages +
+	        atomic_load(&kspanheap.mag_slabs) * kspanheap.mag_slab_pages +
+	        atomic_load(&kspanheap.depot.pages);
 	mm_lock_release(&kheap.lock, irq);
 	return n;
 }

@@ -151,6 +151,14 @@ KTEST(shell, meminfo_and_slabinfo_report_the_heap_they_looked_at)
 			ktest_diag("meminfo said '%.60s', the heap '%s'",
 			           line ? line : "(nothing)", want);
 		KEXPECT(line && strncmp(line, want, strlen(want)) == 0);
+		/* Poison mode: its records' stack depot. */
+		ksnprintf(want, sizeof(want),
+		          "poison records: %zu stacks in the depot, %zu pages",
+		          before.depot_stacks, before.depot_pages);
+		if (!kspanheap.track)
+			KEXPECT(!find(seen, "poison records: "));
+		else if (before.depot_stacks == after.depot_stacks)
+			KEXPECT(find(seen, want)); /* else one came meanwhile */
 	}
 	for (int tries = 0; tries < 5 && !slabinfo_seen; tries++) {
 		spanheap_stats(&kspanheap, &before);
