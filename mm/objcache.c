@@ -134,6 +134,9 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 	sh->objcache_slots |= (uint64_t)1 << c->slot;
 	if (c->free_class == OBJCACHE_NO_CLASS)
 		c->owner = c->slot + 1; /* poison mode: its objects' owner */
+	for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
+		__atomic_store_n(&sh->objcache_names[c->slot][i], c->name[i],
+		                 __ATOMIC_RELAXED);
 	c->counts = sh->objcache_counts + c->slot;
 	/* The slot's last cache left its counters summing to 0, not each
 	 * 0; nothing writes a free slot's. */
@@ -258,12 +261,14 @@ void objcache_free_slow(struct objcache *c, void *p)
 
 void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
 {
-	name_copy(name, "?");
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	for (const struct objcache *c = sh->objcaches; c; c = c->next)
-		if (c->owner == owner)
-			name_copy(name, c->name);
-	mm_lock_release(&sh->heap->lock, irq);
+	if (owner == 0 || owner > OBJCACHE_MAX) {
+		name_copy(name, "?");
+		return;
+	}
+	for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
+		name[i] = __atomic_load_n(&sh->objcache_names[owner - 1][i],
+		                          __ATOMIC_RELAXED);
+	name[OBJCACHE_NAME_MAX] = '\0';
 }
 
 bool objcache_destroy(struct objcache *c)

@@ -89,6 +89,9 @@ void objcache_free_slow(struct objcache *c, void *p);
 
 _Static_assert(OBJCACHE_MAX * sizeof(int64_t) == 1u << 9,
                "a CPU's row of counters is 512 bytes");
+_Static_assert(OBJCACHE_MAX == SPANHEAP_OBJCACHE_SLOTS &&
+                       OBJCACHE_NAME_MAX + 1 == SPANHEAP_OBJCACHE_NAME,
+               "struct spanheap's names have a cache's room");
 
 /* Adds d to this CPU's counter of c, so that no other CPU writes the row
  * and nothing else on this CPU counts in the middle. Any context but NMI.
@@ -171,9 +174,9 @@ struct objcache_info {
 	uint32_t owner;
 };
 
-/* The name of the cache whose objects have owner owner (objcache_info's)
- * into name (OBJCACHE_NAME_MAX + 1 bytes), "?" if no cache has it now:
- * for the reports. Any context but NMI, no mm lock held. */
+/* The name of the cache whose objects have owner owner (objcache_info's;
+ * 1 to OBJCACHE_MAX) into name (OBJCACHE_NAME_MAX + 1 bytes): the last
+ * cache of that slot's, for the reports. No lock: any context. */
 void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name);
 
 /* c's line of the listing. Any context but NMI. */

@@ -157,6 +157,11 @@ struct spanheap_depot {
 	_Atomic uint64_t lost; /* stacks not kept: full, or no memory */
 };
 
+/* The named caches' slots and their names' room (objcache.h's
+ * OBJCACHE_MAX and OBJCACHE_NAME_MAX + 1). */
+#define SPANHEAP_OBJCACHE_SLOTS 64
+#define SPANHEAP_OBJCACHE_NAME  32
+
 struct spanheap {
 	/* First, so that the fields every free reads (below) are not at a
 	 * page's first bytes: the struct is 2 KiB aligned, and objects at a
@@ -222,6 +227,10 @@ struct spanheap {
 	struct objcache *objcaches;
 	uint64_t objcache_slots;
 	int64_t *objcache_counts;
+	/* Each slot's last cache's name, written under heap->lock and read
+	 * without it a byte at a time (relaxed), by the reports that name an
+	 * object's owner (objcache_owner_name): no lock in a report. */
+	char objcache_names[SPANHEAP_OBJCACHE_SLOTS][SPANHEAP_OBJCACHE_NAME];
 	/* The last large frees (spanheap_freed.c); the next entry to write,
 	 * under heap->lock. */
 	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];

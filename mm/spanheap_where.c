@@ -36,6 +36,7 @@
  * page may be in a CPU's page cache. Modelled on Linux's kmem_dump_obj
  * (mm/slab_common.c) and KASAN's description of a bad access's object.
  */
+#include "objcache.h"
 #include "spanheap_internal.h"
 
 const char *spanheap_obj_state_name(enum spanheap_obj_state s)
@@ -82,8 +83,11 @@ static void small_state(const struct spanheap *sh, struct mspan *s,
 		const struct spanheap_redzone *rz = s->redzone;
 		uint32_t asked =
 		        __atomic_load_n(&rz[idx].asked, __ATOMIC_RELAXED);
-		if (asked != SPANHEAP_REDZONE_FREE)
+		if (asked != SPANHEAP_REDZONE_FREE) {
 			w->asked = asked;
+			w->owner = __atomic_load_n(&rz[idx].owner,
+			                           __ATOMIC_RELAXED);
+		}
 	}
 }
 
@@ -123,6 +127,7 @@ static void span_where(const struct spanheap *sh, struct mspan *s,
 	            s->base + (uintptr_t)s->npages * MM_PAGE_SIZE) {
 		*w = (struct spanheap_where){.kind = SPANHEAP_WHERE_FREE_PAGES,
 		                             .asked = UINT32_MAX,
+		                             .owner = UINT32_MAX,
 		                             .cpu = -1};
 		return;
 	}
@@ -133,8 +138,10 @@ bool spanheap_where(struct spanheap *sh, const void *p,
                     struct spanheap_where *w)
 {
 	uintptr_t a = (uintptr_t)p;
-	*w = (struct spanheap_where){
-	        .kind = SPANHEAP_WHERE_OUTSIDE, .asked = UINT32_MAX, .cpu = -1};
+	*w = (struct spanheap_where){.kind = SPANHEAP_WHERE_OUTSIDE,
+	                             .asked = UINT32_MAX,
+	                             .owner = UINT32_MAX,
+	                             .cpu = -1};
 	/* A heap never set up has arena_bytes 0, and no page heap to ask. */
 	if (a - sh->arena_base >= sh->arena_bytes)
 		return false;
@@ -177,10 +184,21 @@ size_t spanheap_text_put(char *buf, size_t size, size_t len, const char *t,
 
 /* The line for a small span's address (kind SMALL): the object, its
  * state, the red zone if the offset is in it, the CPU caching the span. */
-static void log_small(uintptr_t a, const struct spanheap_where *w)
+static void log_small(struct spanheap *sh, uintptr_t a,
+                      const struct spanheap_where *w)
 {
-	char note[96];
+	char note[160];
 	size_t len = spanheap_text_put(note, sizeof(note), 0, "", UINT64_MAX);
+	if (w->owner != 0 && w->owner != UINT32_MAX) {
+		char name[OBJCACHE_NAME_MAX + 1];
+		objcache_owner_name(sh, w->owner, name);
+		len = spanheap_text_put(note, sizeof(note), len, ", cache '",
+		                        UINT64_MAX);
+		len = spanheap_text_put(note, sizeof(note), len, name,
+		                        UINT64_MAX);
+		len = spanheap_text_put(note, sizeof(note), len, "''s",
+		                        UINT64_MAX);
+	}
 	if (w->asked != UINT32_MAX) {
 		len = spanheap_text_put(note, sizeof(note), len, ", ",
 		                        w->asked);
@@ -247,7 +265,7 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		       w.span_pages);
 		break;
 	case SPANHEAP_WHERE_SMALL:
-		log_small(a, &w);
+		log_small(sh, a, &w);
 		if (w.state != SPANHEAP_OBJ_TAIL) {
 			struct mspan *s = mheap_span_lookup(sh->heap, a);
 			if (mheap_span_is_span(s))

@@ -56,6 +56,9 @@ struct spanheap_where {
 	/* SMALL, poison mode, an allocated object: the bytes asked for it
 	 * (an offset at or past them is in its red zone); else UINT32_MAX. */
 	uint32_t asked;
+	/* The same: its owner, 0 for the heap's own callers, n for named
+	 * cache slot n - 1's (objcache_owner_name); else UINT32_MAX. */
+	uint32_t owner;
 	/* SMALL: the CPU whose cache holds the span, or -1; FREED_LARGE, a
 	 * free remembered: the CPU that freed it. */
 	int cpu;

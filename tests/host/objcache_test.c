@@ -264,6 +264,19 @@ static size_t owned(struct objcache *c, size_t *objects)
 	return n;
 }
 
+/* What an address is names its object's cache: inode's c, not kmalloc's
+ * k. */
+static void where_names_the_cache(const char *c, const void *k)
+{
+	static char where[1024];
+	sh_where_log(&sh, c + 8, where, sizeof(where));
+	KEXPECT(strstr(where, "(allocated) of span"));
+	KEXPECT(strstr(where, ", cache 'inode''s"));
+	sh_where_log(&sh, k, where, sizeof(where));
+	KEXPECT(strstr(where, "(allocated) of span"));
+	KEXPECT(!strstr(where, "cache '"));
+}
+
 KTEST(objcache, poison_mode_tells_each_objects_owner)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
@@ -276,6 +289,8 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 	char *k = spanheap_alloc(&sh, 40, 0);
 	KASSERT(pa && pb && k);
 	memset(pa, 0x5a, 40);
+	where_names_the_cache(pa, k);
+	mm_port_set_quiet(true);
 	SH_EXPECT_PANIC(objcache_free(b, pa), "is cache 'inode''s");
 	KEXPECT(strstr(mm_port_last_panic(), "to cache 'dentry'"));
 	SH_EXPECT_PANIC(objcache_free(a, k), "is kmalloc's, of no cache");

@@ -358,6 +358,12 @@ KTEST(kmem_cache, thread_structs_are_counted_while_their_threads_live)
 		KASSERT(thread_handle_ok(t[i]));
 	}
 	KEXPECT_EQ(threads_counted(), before + 3);
+	/* Poison mode: what the struct's address is names its cache. */
+	char line[40];
+	ksnprintf(line, sizeof(line), "addrinfo %p", (void *)t[0].t);
+	KEXPECT_EQ(capture_run_line(line), SHELL_OK);
+	KEXPECT(seen_has("(allocated) of span"));
+	KEXPECT_EQ(seen_has("cache 'thread''s"), kspanheap.cfg.poison);
 	atomic_store(&hold, false);
 	for (int i = 0; i < 3; i++)
 		thread_join(t[i]);
