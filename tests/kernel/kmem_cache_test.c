@@ -371,24 +371,27 @@ KTEST(kmem_cache, thread_structs_are_counted_while_their_threads_live)
 }
 
 #ifdef KTEST_FAIL_DEMO
-/* Prints the pointer first: the harness checks the panic names it. */
+/* An object of a new cache named a of size sa freed to a new one named b
+ * of size sb; the pointer printed first: the harness checks the panic
+ * names it. */
+static void free_to_another(const char *a, size_t sa, const char *b, size_t sb)
+{
+	struct objcache *from = kmem_cache_create(a, sa, 0);
+	struct objcache *to = kmem_cache_create(b, sb, 0);
+	void *p = kmem_cache_alloc(from, 0);
+	ktest_diag("kfree of %p", p);
+	kmem_cache_free(to, p);
+}
+
 KTEST(demo, kmem_cache_free_to_the_wrong_cache)
 {
-	struct objcache *a = kmem_cache_create("demo-small", 48, 0);
-	struct objcache *b = kmem_cache_create("demo-big", 256, 0);
-	void *p = kmem_cache_alloc(a, 0);
-	ktest_diag("kfree of %p", p);
-	kmem_cache_free(b, p);
+	free_to_another("demo-small", 48, "demo-big", 256);
 }
 
 /* mm.debug_poison: two caches of one class; each object knows its own. */
 KTEST(demo, kmem_cache_free_to_a_cache_of_its_class)
 {
-	struct objcache *a = kmem_cache_create("demo-inode", 40, 0);
-	struct objcache *b = kmem_cache_create("demo-dentry", 40, 0);
-	void *p = kmem_cache_alloc(a, 0);
-	ktest_diag("kfree of %p", p);
-	kmem_cache_free(b, p);
+	free_to_another("demo-inode", 40, "demo-dentry", 40);
 }
 
 /* mm.debug_poison: a cache's object given to kfree. */
