@@ -121,10 +121,15 @@ static void check_small(struct spanheap *sh, struct mspan *s)
  * alloc_bits (a listed span's freeindex is 0), or freed and not folded
  * yet (pending or local bit). Objects in magazines count as allocated
  * here; check_mags looks at them. In poison mode each also holds the
- * poison (spanheap_poison.c). Returns the first object without them, and
- * sets *damage to the offset of its first changed byte, or returns 0 (the
- * caller panics after it lets go of the lock).
+ * poison (spanheap_poison.c), and its side-table entry is a free one's
+ * (SPANHEAP_REDZONE_FREE, no owner: the free clears both). Returns the first
+ * object without them, and sets *damage to the offset of its first changed
+ * byte, or returns 0 (the caller panics after it lets go of the lock).
  */
+/* check_markers' damage for a free object whose poison side-table entry
+ * is an allocated one's (bytes asked, or a cache as its owner). */
+#define DAMAGE_ENTRY (-2)
+
 static uintptr_t check_markers(struct spanheap *sh, struct mspan *s,
                                long *damage)
 {
@@ -142,6 +147,15 @@ static uintptr_t check_markers(struct spanheap *sh, struct mspan *s,
 		    b)
 			continue; /* allocated */
 		uintptr_t a = s->base + (uintptr_t)i * s->elemsize;
+		const struct spanheap_redzone *e =
+		        (const struct spanheap_redzone *)s->redzone + i;
+		if (s->redzone &&
+		    (__atomic_load_n(&e->asked, __ATOMIC_RELAXED) !=
+		             SPANHEAP_REDZONE_FREE ||
+		     __atomic_load_n(&e->owner, __ATOMIC_RELAXED))) {
+			*damage = DAMAGE_ENTRY;
+			return a;
+		}
 		long off = spanheap_free_damage(sh, s, a);
 		if (off >= 0) {
 			*damage = off;
@@ -303,7 +317,15 @@ static size_t check_central(struct spanheap *sh, unsigned cls, uint32_t sg)
 		listed += n;
 	}
 	mm_lock_release(&c->lock, irq);
-	if (unmarked && damage == SPANHEAP_DAMAGE_MARKER)
+	if (unmarked && damage == DAMAGE_ENTRY)
+		check_fail(
+		        sh,
+		        "spanheap: check: free object %#lx of span [%#lx] "
+		        "class %u has an allocated object's side-table entry "
+		        "(bytes asked, or a named cache as its owner)",
+		        (unsigned long)unmarked,
+		        (unsigned long)unmarked_span->base, cls);
+	else if (unmarked && damage == SPANHEAP_DAMAGE_MARKER)
 		check_fail(sh,
 		           "spanheap: check: free object %#lx of span [%#lx] "
 		           "class %u has lost its free marker: written after "

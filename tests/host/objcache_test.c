@@ -8,13 +8,15 @@
  * wrong cache, a double free and a foreign pointer panicking with
  * their messages; poison mode's classes, and its owners: each object
  * told from another cache's and kmalloc's of the same class, at every
- * free and realloc, and a cache's live objects listed by their stacks.
+ * free and realloc, and a cache's live objects listed by their stacks;
+ * the checker finds a free object that kept an owner.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/objcache.h"
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -333,5 +335,33 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 	KEXPECT(objcache_destroy(a) && objcache_destroy(b));
 	mm_port_set_quiet(false);
 	SH_CHECK(&sh, "after the owners' misuse");
+	sh_heap_release(&heap);
+}
+
+/* The heap's checker holds a free object's side-table entry to a free
+ * one's: no bytes asked, no owner. */
+KTEST(objcache, poison_mode_checker_finds_a_free_object_with_an_owner)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	struct objcache *c = objcache_create(&sh, "inode", 40, 0);
+	KASSERT(c);
+	char *keep = objcache_alloc(c, 0), *gone = objcache_alloc(c, 0);
+	KASSERT(keep && gone);
+	objcache_free(c, gone);
+	spanheap_flush_cache(&sh); /* its span on a central list */
+	SH_CHECK(&sh, "with a free object");
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)gone);
+	KASSERT(mheap_span_is_span(s) && s->redzone);
+	struct spanheap_redzone *e = (struct spanheap_redzone *)s->redzone +
+	                             ((uintptr_t)gone - s->base) / s->elemsize;
+	KEXPECT_EQ(e->owner, 0);
+	e->owner = 3; /* as if its free had not cleared it */
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "has an allocated object's side-table entry"));
+	e->owner = 0;
+	SH_CHECK(&sh, "with the entry mended");
+	objcache_free(c, keep);
+	KEXPECT(objcache_destroy(c));
 	sh_heap_release(&heap);
 }
