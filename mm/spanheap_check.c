@@ -130,6 +130,17 @@ static void check_small(struct spanheap *sh, struct mspan *s)
  * is an allocated one's (bytes asked, or a cache as its owner). */
 #define DAMAGE_ENTRY (-2)
 
+/* True if object i's entry in poison span s's side table is a free
+ * one's. */
+static bool entry_free(const struct mspan *s, uint32_t i)
+{
+	const struct spanheap_redzone *e =
+	        (const struct spanheap_redzone *)s->redzone + i;
+	return __atomic_load_n(&e->asked, __ATOMIC_RELAXED) ==
+	               SPANHEAP_REDZONE_FREE &&
+	       __atomic_load_n(&e->owner, __ATOMIC_RELAXED) == 0;
+}
+
 static uintptr_t check_markers(struct spanheap *sh, struct mspan *s,
                                long *damage)
 {
@@ -147,12 +158,7 @@ static uintptr_t check_markers(struct spanheap *sh, struct mspan *s,
 		    b)
 			continue; /* allocated */
 		uintptr_t a = s->base + (uintptr_t)i * s->elemsize;
-		const struct spanheap_redzone *e =
-		        (const struct spanheap_redzone *)s->redzone + i;
-		if (s->redzone &&
-		    (__atomic_load_n(&e->asked, __ATOMIC_RELAXED) !=
-		             SPANHEAP_REDZONE_FREE ||
-		     __atomic_load_n(&e->owner, __ATOMIC_RELAXED))) {
+		if (s->redzone && !entry_free(s, i)) {
 			*damage = DAMAGE_ENTRY;
 			return a;
 		}

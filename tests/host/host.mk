@@ -72,8 +72,9 @@ FUZZ_SRCS_lineedit_fuzz := kernel/lineedit.c tests/host/fuzz/lineedit_fuzz.c
 FUZZ_SRCS_fail_parse_fuzz = $(FUZZ_COMMON_SRCS) \
 	tests/host/fuzz/fail_parse_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
-# targets that have some: palloc's and the span heap's start from
-# nothing). Runs
+# targets that have some: palloc's starts from nothing; the span heap's
+# has one input, a crash found once: the checker's poison-mode test of a
+# span without a side table). Runs
 # add what they find to $(FUZZ_DIR)/corpus/<target>/, not to the seeds.
 FUZZ_SEEDS := tests/host/fuzz/seeds
 # Built with clang whatever CC says: libFuzzer is part of clang.
