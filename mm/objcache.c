@@ -201,10 +201,16 @@ void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
-	if (p && c->owner)
-		spanheap_redzone_own(c->sh, p, c->owner);
-	if (p)
-		objcache_count(c, 1);
+	if (!p)
+		return NULL;
+	if (c->owner) {
+		uint32_t idx;
+		struct mspan *s = spanheap_span_of(c->sh, p, &idx, "alloc");
+		uint32_t *owner = spanheap_redzone_owner_at(s, idx);
+		if (owner)
+			__atomic_store_n(owner, c->owner, __ATOMIC_RELAXED);
+	}
+	objcache_count(c, 1);
 	return p;
 }
 
@@ -251,11 +257,13 @@ void objcache_free_slow(struct objcache *c, void *p)
 	struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
 	if (s->sizeclass != c->sizeclass)
 		wrong_cache(c, p);
-	uint32_t owner = spanheap_redzone_owner(c->sh, p);
-	if (owner != SPANHEAP_REDZONE_FREE && owner != c->owner)
-		wrong_owner(c, p, owner);
-	if (owner == c->owner)
-		spanheap_redzone_own(c->sh, p, 0);
+	uint32_t *owner = spanheap_redzone_owner_at(s, idx);
+	if (owner) {
+		uint32_t o = __atomic_load_n(owner, __ATOMIC_RELAXED);
+		if (o != c->owner)
+			wrong_owner(c, p, o);
+		__atomic_store_n(owner, 0, __ATOMIC_RELAXED);
+	}
 	spanheap_free(c->sh, p);
 }
 

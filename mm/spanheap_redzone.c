@@ -201,31 +201,12 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 		spanheap_track_record(sh, s, idx, true, 0);
 }
 
-/* p's entry if p is an allocated object of a poison span, else NULL. */
-static struct spanheap_redzone *owned_entry(struct spanheap *sh, const void *p)
+uint32_t *spanheap_redzone_owner_at(const struct mspan *s, uint32_t idx)
 {
-	if (!sh->cfg.poison)
-		return NULL;
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
 	if (!s->sizeclass || !s->redzone ||
 	    entry_of(s, idx)->asked == SPANHEAP_REDZONE_FREE)
 		return NULL;
-	return entry_of(s, idx);
-}
-
-uint32_t spanheap_redzone_owner(struct spanheap *sh, const void *p)
-{
-	struct spanheap_redzone *e = owned_entry(sh, p);
-	return e ? __atomic_load_n(&e->owner, __ATOMIC_RELAXED)
-	         : SPANHEAP_REDZONE_FREE;
-}
-
-void spanheap_redzone_own(struct spanheap *sh, const void *p, uint32_t owner)
-{
-	struct spanheap_redzone *e = owned_entry(sh, p);
-	if (e)
-		__atomic_store_n(&e->owner, owner, __ATOMIC_RELAXED);
+	return &entry_of(s, idx)->owner;
 }
 
 size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx)

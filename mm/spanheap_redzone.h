@@ -73,17 +73,11 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 /* Object a of class cls freed in poison mode (spanheap_mag_full): its red
  * zone checked, then the poison. */
 void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls);
-/*
- * Poison mode's owners (objcache.c), for allocated object p of a small
- * poison span: spanheap_redzone_owner gives p's (0: the heap's own
- * callers', n: named cache slot n - 1's), or SPANHEAP_REDZONE_FREE if p
- * is free, large or of a heap not in poison mode; spanheap_redzone_own
- * sets it (nothing for such a p). p must be an object's start in a span
- * in use: spanheap_span_of's checks. Any context but NMI; the object's
- * caller's alone.
- */
-uint32_t spanheap_redzone_owner(struct spanheap *sh, const void *p);
-void spanheap_redzone_own(struct spanheap *sh, const void *p, uint32_t owner);
+/* Poison mode's owners (objcache.c): the owner field of allocated object
+ * idx of small poison span s (0: the heap's own callers', n: named cache
+ * slot n - 1's), or NULL if the object is free, or s large or not a
+ * poison span. The object's caller's alone to write; any context. */
+uint32_t *spanheap_redzone_owner_at(const struct mspan *s, uint32_t idx);
 /* Panics if allocated object idx of poison span s at a is a named
  * cache's: the heap's own free or realloc (op) of it. */
 void spanheap_redzone_not_owned(struct spanheap *sh, const struct mspan *s,
