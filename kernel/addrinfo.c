@@ -4,9 +4,10 @@
  *
  * Purpose: a fault report's CR2 is a number; what a developer wants is
  * what it points at. A NULL pointer's field, a stack's guard page, a
- * freed large object under mm.debug_pagealloc, a direct-map address past
- * the end of RAM: each is a line here, after the registers and the
- * backtrace (last, as the heap's part reads the heap's structures).
+ * freed large object under mm.debug_pagealloc, a guarded object's guard
+ * page or freed page (mm.guard), a direct-map address past the end of
+ * RAM: each is a line here, after the registers and the backtrace (last,
+ * as the heap's part reads the heap's structures).
  *
  * Representation: none; the regions are layout.h's, the sections
  * linker.ld's, the heap's answer mm/spanheap_where.c's.
@@ -70,6 +71,17 @@ static void print_heap(const char *indent, const char *label, uint64_t a)
 	spanheap_where_log(&kspanheap, (const void *)(uintptr_t)a);
 }
 
+/* An address of the span heap's guarded pool (mm.guard): the object whose
+ * page, or guard page, it is on, with the stacks of its allocation and
+ * free: an overrun, an underrun or a use after free of a sampled object
+ * faults there. */
+static void print_guard(const char *indent, const char *label, uint64_t a)
+{
+	printk("%s%s %#lx: in the guarded pool (kmalloc's, mm.guard):\n",
+	       indent, label, (unsigned long)a);
+	spanheap_where_log(&kspanheap, (const void *)(uintptr_t)a);
+}
+
 /* An address of the direct map: its frame, and whether the pool owns it. */
 static void print_direct(const char *indent, const char *label, uint64_t a)
 {
@@ -118,6 +130,9 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a)
 		print_image(indent, label, a);
 	else if (a - kheap.arena_base < kheap.arena_pages * PAGE_SIZE)
 		print_heap(indent, label, a);
+	else if (spanheap_guard_owns(&kspanheap.guard,
+	                             (const void *)(uintptr_t)a))
+		print_guard(indent, label, a);
 	else if (in(a, DIRECT_MAP_BASE, DIRECT_MAP_SIZE))
 		print_direct(indent, label, a);
 	else

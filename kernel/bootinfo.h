@@ -60,6 +60,14 @@ bool cmdline_get(const char *key, char *buf, size_t size);
 bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out);
 
 /*
+ * cmdline_get_uint for an option that may also be written bare: a bare
+ * "key" stores flag in *out and returns true; "key=N" is read as
+ * cmdline_get_uint reads it ("key=", an empty value, is refused).
+ */
+bool cmdline_get_uint_or_flag(const char *key, uint64_t flag, uint64_t lo,
+                              uint64_t hi, uint64_t *out);
+
+/*
  * True for a bare "key" (an on/off option such as acpi.no_madt). Returns
  * false when the key is absent, and when it is given a value ("key=0",
  * "key="): that is printed, naming the option, and the option stays off

@@ -40,36 +40,44 @@ bool cmdline_get(const char *key, char *buf, size_t size)
 	return cmdline_find(boot_state.cmdline, key, buf, size);
 }
 
+/* The first word of cmdline that is key, bare or with '=' and a value
+ * (its length in *wlen); NULL if none. */
+static const char *key_word(const char *cmdline, const char *key, size_t *wlen)
+{
+	size_t klen = strlen(key);
+	const char *word;
+	for (const char *p = cmdline; (word = next_word(&p, wlen));)
+		if (*wlen >= klen && strncmp(word, key, klen) == 0 &&
+		    (*wlen == klen || word[klen] == '='))
+			return word;
+	return NULL;
+}
+
 bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size)
 {
 	size_t klen = strlen(key), wlen;
-	const char *word;
-	for (const char *p = cmdline; (word = next_word(&p, &wlen));) {
-		if (wlen < klen || strncmp(word, key, klen) != 0)
-			continue;
-		if (wlen == klen) {
-			if (size)
-				buf[0] = '\0';
-			return true;
-		}
-		if (word[klen] != '=')
-			continue;
-		size_t vlen = wlen - klen - 1;
-		if (size) {
-			if (vlen >= size) {
-				/* Cut short, a value could read as another
-				 * valid one ("0000000000000250" as 25). */
-				printk("cmdline: %.*s: the value is longer "
-				       "than %zu characters; ignored\n",
-				       (int)wlen, word, size - 1);
-				return false;
-			}
-			memcpy(buf, word + klen + 1, vlen);
-			buf[vlen] = '\0';
-		}
+	const char *word = key_word(cmdline, key, &wlen);
+	if (!word)
+		return false;
+	if (wlen == klen) {
+		if (size)
+			buf[0] = '\0';
 		return true;
 	}
-	return false;
+	size_t vlen = wlen - klen - 1;
+	if (size) {
+		if (vlen >= size) {
+			/* Cut short, a value could read as another valid
+			 * one ("0000000000000250" as 25). */
+			printk("cmdline: %.*s: the value is longer than %zu "
+			       "characters; ignored\n",
+			       (int)wlen, word, size - 1);
+			return false;
+		}
+		memcpy(buf, word + klen + 1, vlen);
+		buf[vlen] = '\0';
+	}
+	return true;
 }
 
 bool cmdline_get_uint(const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -103,6 +111,27 @@ bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
 	}
 	*out = v;
 	return true;
+}
+
+bool cmdline_get_uint_or_flag(const char *key, uint64_t flag, uint64_t lo,
+                              uint64_t hi, uint64_t *out)
+{
+	return cmdline_find_uint_or_flag(boot_state.cmdline, key, flag, lo, hi,
+	                                 out);
+}
+
+bool cmdline_find_uint_or_flag(const char *cmdline, const char *key,
+                               uint64_t flag, uint64_t lo, uint64_t hi,
+                               uint64_t *out)
+{
+	/* The key's first word decides, as for every option: bare, flag;
+	 * with '=', however empty, a number (cmdline_find_uint). */
+	size_t wlen;
+	if (key_word(cmdline, key, &wlen) && wlen == strlen(key)) {
+		*out = flag;
+		return true;
+	}
+	return cmdline_find_uint(cmdline, key, lo, hi, out);
 }
 
 bool cmdline_flag(const char *key)
@@ -139,6 +168,7 @@ static const char *const known_keys[] = {
         "shell.notty",     "shell.heapmap",  "demo.early_fault",
         "smp.no_ist",      "smp.slow_ap",    "time.wide_windows",
         "mm.debug_poison", "spinlock",       "mm.fail",
+        "mm.guard",
 };
 
 static bool known_key(const char *word, size_t klen)

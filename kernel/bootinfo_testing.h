@@ -41,6 +41,11 @@ bool cmdline_find(const char *cmdline, const char *key, char *buf, size_t size);
 bool cmdline_find_uint(const char *cmdline, const char *key, uint64_t lo,
                        uint64_t hi, uint64_t *out);
 
+/* cmdline_get_uint_or_flag on the command line cmdline. */
+bool cmdline_find_uint_or_flag(const char *cmdline, const char *key,
+                               uint64_t flag, uint64_t lo, uint64_t hi,
+                               uint64_t *out);
+
 /* cmdline_flag on the command line cmdline. */
 bool cmdline_find_flag(const char *cmdline, const char *key);
 

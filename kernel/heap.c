@@ -1,14 +1,16 @@
 /*
  * The kernel's heaps (see heap.h): configuration from the frame pool's
- * size and the command line, the span heap over the page heap, their
- * background threads, flushing every CPU's span cache, the memory dump,
- * and allocation-failure injection's switch (mm.fail, spanheap_fail_parse).
+ * size and the command line (mm.guard: the span heap's guarded pool), the
+ * span heap over the page heap, their background threads, flushing every
+ * CPU's span cache, the memory dump, and allocation-failure injection's
+ * switch (mm.fail, spanheap_fail_parse).
  */
 #include "kernel/heap.h"
 
 #include <stdatomic.h>
 
 #include "kernel/bootinfo.h"
+#include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -24,6 +26,27 @@ static unsigned cmdline_uint(const char *key, unsigned def, unsigned lo,
 {
 	uint64_t v = def;
 	cmdline_get_uint(key, lo, hi, &v);
+	return (unsigned)v;
+}
+
+/* Slots of the guarded pool when mm.guard turns it on: KFENCE's default
+ * object count is 255; 64 pages (and 65 guards) of address space, and at
+ * most 64 frames, keep it cheap while the sampling still finds its
+ * faults. */
+#define GUARD_SLOTS 64
+/* The sampling interval of a bare "mm.guard". */
+#define GUARD_DEFAULT_INTERVAL 64
+/* The largest mm.guard=N taken: one in a million refills. */
+#define GUARD_MAX_INTERVAL 1000000
+
+/* mm.guard=N: the guarded pool's sampling interval (one guarded
+ * allocation in N refills and out-of-line allocations of each CPU); a
+ * bare mm.guard, GUARD_DEFAULT_INTERVAL; absent or 0, no pool. */
+static unsigned guard_interval(void)
+{
+	uint64_t v = 0;
+	cmdline_get_uint_or_flag("mm.guard", GUARD_DEFAULT_INTERVAL, 0,
+	                         GUARD_MAX_INTERVAL, &v);
 	return (unsigned)v;
 }
 
@@ -72,6 +95,8 @@ void heap_init(void)
 	struct spanheap_config scfg;
 	spanheap_config_default(&scfg);
 	scfg.poison = cmdline_flag("mm.debug_poison");
+	scfg.guard_interval = guard_interval();
+	scfg.guard_slots = scfg.guard_interval ? GUARD_SLOTS : 0;
 	if (!spanheap_init(&kspanheap, &kheap, &scfg))
 		panic("heap: cannot set up the kernel span heap");
 	/* Threads from here on: their structs come from the heap. */
@@ -80,14 +105,19 @@ void heap_init(void)
 		panic("heap: cannot start the scavenger thread");
 	if (!spanheap_sweeper_start(&kspanheap))
 		panic("heap: cannot start the sweeper thread");
+	char guard[64] = "";
+	if (kspanheap.guard.base)
+		ksnprintf(guard, sizeof(guard),
+		          ", guarded pool: %u slots, 1 in %u",
+		          kspanheap.guard.nslots, kspanheap.guard.interval);
 	printk("heap: %zu MiB arena at %#lx, scavenger goal +%u%%, budget "
-	       "%u.%u%% of a CPU, low watermark %zu pages%s%s\n",
+	       "%u.%u%% of a CPU, low watermark %zu pages%s%s%s\n",
 	       cfg.arena_bytes >> 20, kheap.arena_base, cfg.goal_percent,
 	       cfg.cpu_permille / 10, cfg.cpu_permille % 10,
 	       cfg.low_watermark_pages,
 	       (cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ? ", debug_pagealloc"
 	                                              : "",
-	       scfg.poison ? ", debug_poison" : "");
+	       scfg.poison ? ", debug_poison" : "", guard);
 	heap_fail_boot();
 }
 

@@ -61,9 +61,11 @@ void heap_rseq_init(void);
  * heap pages unmap them at once; "mm.scav_goal=<percent>" sets how much
  * free backed memory the scavenger keeps (default 10% of the heap in
  * use); "mm.scav_budget=<per mille>" its CPU budget (default 10 = 1% of
- * one CPU). Boot CPU, thread context, after the scheduler and SMP: no
- * thread may be created before it (thread structs come from its "thread"
- * cache).
+ * one CPU); "mm.guard=N" (a bare "mm.guard": N = 64) turns the span
+ * heap's guarded pool on, 64 slots, one allocation in N refills and
+ * out-of-line allocations of each CPU served there (mm/spanheap_guard.c).
+ * Boot CPU, thread context, after the scheduler and SMP: no thread may be
+ * created before it (thread structs come from its "thread" cache).
  */
 void heap_init(void);
 

@@ -103,6 +103,15 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 		       "%llu records with no stack for want of room\n",
 		       st->depot_stacks, st->depot_pages,
 		       (unsigned long long)st->depot_lost);
+	if (st->guard_slots)
+		printk("guarded pool (mm.guard): %u of %u slots live; %llu "
+		       "objects handed out, %llu freed; samples turned away: "
+		       "%llu with no slot free, %llu with no memory\n",
+		       st->guard_live, st->guard_slots,
+		       (unsigned long long)st->guard_allocs,
+		       (unsigned long long)st->guard_frees,
+		       (unsigned long long)st->guard_full,
+		       (unsigned long long)st->guard_nomem);
 	return SHELL_OK;
 }
 

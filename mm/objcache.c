@@ -204,9 +204,15 @@ void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 	if (!p)
 		return NULL;
 	if (c->owner) {
-		uint32_t idx;
-		struct mspan *s = spanheap_span_of(c->sh, p, &idx, "alloc");
-		uint32_t *owner = spanheap_redzone_owner_at(s, idx);
+		uint32_t idx, *owner;
+		unsigned cls;
+		if (spanheap_guard_owns(&c->sh->guard, p))
+			owner = spanheap_guard_owner_at(c->sh, p, &cls);
+		else {
+			struct mspan *s =
+			        spanheap_span_of(c->sh, p, &idx, "alloc");
+			owner = spanheap_redzone_owner_at(s, idx);
+		}
 		if (owner)
 			__atomic_store_n(owner, c->owner, __ATOMIC_RELAXED);
 	}
@@ -253,11 +259,20 @@ void objcache_free_slow(struct objcache *c, void *p)
 	 * owner of an allocated object (a free one is the heap's double
 	 * free to report), cleared before the heap's free, which panics
 	 * for an object that has one. */
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
-	if (s->sizeclass != c->sizeclass)
+	uint32_t idx, *owner;
+	unsigned cls = 0;
+	if (spanheap_guard_owns(&c->sh->guard, p)) {
+		/* A freed or foreign one: the heap's free says which. */
+		owner = spanheap_guard_owner_at(c->sh, p, &cls);
+		if (!owner)
+			spanheap_free(c->sh, p);
+	} else {
+		struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
+		cls = s->sizeclass;
+		owner = spanheap_redzone_owner_at(s, idx);
+	}
+	if (cls != c->sizeclass)
 		wrong_cache(c, p);
-	uint32_t *owner = spanheap_redzone_owner_at(s, idx);
 	if (owner) {
 		uint32_t o = __atomic_load_n(owner, __ATOMIC_RELAXED);
 		if (o != c->owner)

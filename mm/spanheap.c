@@ -187,6 +187,28 @@ unsigned spanheap_class_serving(const struct spanheap *sh, size_t size,
 	                      : class_for(size, align);
 }
 
+/* True if this allocation is the guarded pool's (spanheap_guard.c): CPU
+ * mc's countdown, pinned, reached 0. A heap with no pool has every
+ * countdown at 0 for good: one load and a branch. */
+static inline __attribute__((always_inline)) bool
+guard_due(const struct spanheap *sh, struct mcache *mc)
+{
+	uint32_t left = mc->guard_left;
+	if (__builtin_expect(left == 0, 1))
+		return false;
+	mc->guard_left = left == 1 ? sh->guard.interval : left - 1;
+	return left == 1;
+}
+
+/* guard_due for an unpinned caller: pins for it. */
+static __attribute__((noinline)) bool guard_sample(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool due = guard_due(sh, &sh->caches[pin.cpu]);
+	mm_port_unpin(pin);
+	return due;
+}
+
 /* Every allocation but the fast path's, and realloc's (inject false:
  * spanheap_realloc asked spanheap_fail_should itself). */
 static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
@@ -203,6 +225,11 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 		if (inject && __builtin_expect(spanheap_fail_armed(sh), 0) &&
 		    spanheap_fail_should(sh, cls == 0, flags))
 			return NULL;
+		/* The guarded pool's objects are zeroed, and recorded. */
+		if (cls && __builtin_expect(sh->guard.base != 0, 0) &&
+		    guard_sample(sh) &&
+		    (p = spanheap_guard_alloc(sh, size, align, flags, cls)))
+			return p;
 		p = cls ? alloc_small(sh, cls, size, flags)
 		        : spanheap_large_alloc(sh, spanheap_pages_for(size),
 		                               align, flags);
@@ -361,6 +388,12 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 		 * one (no magazines), which alloc_call gives its class. */
 		mm_port_unpin(pin);
 		return alloc_any(sh, size, 16, flags);
+	}
+	if (__builtin_expect(guard_due(sh, &sh->caches[pin.cpu]), 0)) {
+		mm_port_unpin(pin);
+		void *g = spanheap_guard_alloc(sh, size, 16, flags,
+		                               sizeclass_of(size));
+		return g ? g : alloc_any(sh, size, 16, flags);
 	}
 	unsigned cls = sizeclass_of(size);
 	if (__builtin_expect(sh->caches[pin.cpu].slab != NULL, 1))

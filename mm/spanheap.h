@@ -106,6 +106,11 @@ struct spanheap_stats {
 	 * records made with no stack for want of room */
 	size_t depot_stacks, depot_pages;
 	uint64_t depot_lost;
+	/* The guarded pool (spanheap_guard.c): its slots (0: none), its
+	 * objects live, handed out and freed ever, and the samples it
+	 * turned away: no slot free, no memory for the page */
+	unsigned guard_slots, guard_live;
+	uint64_t guard_allocs, guard_frees, guard_full, guard_nomem;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
 };

@@ -439,5 +439,6 @@ void spanheap_check(struct spanheap *sh)
 	check_structs(sh, &n);
 	spanheap_snapshot_put(sh, &snap);
 	spanheap_cycle_release(sh);
+	spanheap_guard_check(sh);
 	mheap_check(sh->heap);
 }

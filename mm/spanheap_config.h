@@ -45,6 +45,16 @@ struct spanheap_config {
 	/* The sweeper's CPU budget, in thousandths of one CPU: after a
 	 * cycle it sleeps long enough to stay within it. */
 	unsigned cpu_permille;
+	/*
+	 * The guarded pool (spanheap_guard.c, Linux's KFENCE), off when
+	 * guard_slots is 0 (the default): up to SPANHEAP_GUARD_MAX objects
+	 * at once, each on a page of its own between unmapped guard pages,
+	 * and one allocation of a page or less in guard_interval refills
+	 * and out-of-line allocations of each CPU goes there. An overrun,
+	 * an underrun or a use after free of such an object faults at the
+	 * access; a smaller overrun is seen at its free.
+	 */
+	unsigned guard_slots, guard_interval;
 };
 
 #define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */

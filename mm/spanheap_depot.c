@@ -89,7 +89,9 @@ static uint32_t chain_find(const struct spanheap_depot *d, uint32_t h,
 
 bool spanheap_depot_init(struct spanheap *sh)
 {
-	if (!sh->track)
+	/* Poison mode's records, and the guarded pool's if the port gives
+	 * stacks. */
+	if (!sh->track && !(sh->guard.base && spanheap_track_probe()))
 		return true;
 	struct spanheap_depot *d = &sh->depot;
 	d->buckets = mheap_alloc_pages(sh->heap, BUCKET_PAGES, MHEAP_ZERO);

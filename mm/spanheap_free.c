@@ -143,6 +143,10 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 {
 	if (!p)
 		return;
+	if (spanheap_guard_owns(&sh->guard, p)) {
+		spanheap_guard_free(sh, p, 0);
+		return;
+	}
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
@@ -189,6 +193,8 @@ fast_span_of(struct spanheap *sh, void *p)
 static __attribute__((noinline)) bool free_class_slow(struct spanheap *sh,
                                                       void *p, unsigned cls)
 {
+	if (spanheap_guard_owns(&sh->guard, p))
+		return spanheap_guard_free(sh, p, cls);
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "free");
 	if (s->sizeclass != cls) /* a large span's is 0 */

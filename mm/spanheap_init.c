@@ -71,6 +71,9 @@ static bool config_ok(const struct spanheap_config *cfg)
 		bad = "period_ns (at least 1)";
 	else if (cfg->cpu_permille == 0 || cfg->cpu_permille > 1000)
 		bad = "cpu_permille (1 to 1000)";
+	else if (cfg->guard_slots > SPANHEAP_GUARD_MAX ||
+	         (cfg->guard_slots && cfg->guard_interval == 0))
+		bad = "guard_slots (0 to 256) or guard_interval (at least 1)";
 	if (bad)
 		mm_log("spanheap: bad config: %s: pending %u per mille, batch "
 		       "%u spans, period %lu ns, CPU %u per mille",
@@ -131,6 +134,25 @@ static void caches_init(struct spanheap *sh)
 		        (uint16_t)(sizeclass_by16[i] * sizeof(struct mmag));
 }
 
+/* The magazines' cookie (struct spanheap's mag_cookie). */
+static uintptr_t cookie_make(const struct spanheap *sh)
+{
+	/* The magazines' cookie: any value not 0 works; one that differs
+	 * per heap and per boot makes a stray match of a marker unlikely.
+	 * Its top two bits are 1 and 0, so that no marker (cookie ^ an
+	 * address of one half, whose top bits are all equal) is a
+	 * canonical address, with 48- or 57-bit ones: code that follows a
+	 * pointer read from a freed object's second word takes a fault
+	 * (x86's #GP) at once, whatever the heap's memory holds. */
+	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z = (z ^ (z >> 31)) | 1;
+	if (sizeof(uintptr_t) == 8)
+		z = (z | (uint64_t)1 << 63) & ~((uint64_t)1 << 62);
+	return (uintptr_t)z;
+}
+
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg)
 {
@@ -160,27 +182,24 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		mm_lock_init(&sh->central[cls].lock, "mcentral",
 		             MM_RANK_CENTRAL);
-	/* The magazines' cookie: any value not 0 works; one that differs
-	 * per heap and per boot makes a stray match of a marker unlikely.
-	 * Its top two bits are 1 and 0, so that no marker (cookie ^ an
-	 * address of one half, whose top bits are all equal) is a
-	 * canonical address, with 48- or 57-bit ones: code that follows a
-	 * pointer read from a freed object's second word takes a fault
-	 * (x86's #GP) at once, whatever the heap's memory holds. */
-	uint64_t z = mm_port_now_ns() ^ (uintptr_t)sh;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	z = (z ^ (z >> 31)) | 1;
-	if (sizeof(uintptr_t) == 8)
-		z = (z | (uint64_t)1 << 63) & ~((uint64_t)1 << 62);
-	sh->mag_cookie = (uintptr_t)z;
+	sh->mag_cookie = cookie_make(sh);
 	mag_layout(sh);
 	caches_init(sh);
 	if (!spanheap_spans_init(sh)) {
 		mm_log("spanheap: no memory for the span array");
 		return false;
 	}
+	if (!spanheap_guard_init(sh)) {
+		spanheap_spans_put(sh, sh->spans);
+		mm_log("spanheap: no address space for the guarded pool (%u "
+		       "slots)",
+		       cfg->guard_slots);
+		return false;
+	}
 	if (!spanheap_depot_init(sh)) {
+		if (sh->guard.base)
+			mm_port_unreserve((void *)sh->guard.base,
+			                  sh->guard.bytes);
 		spanheap_spans_put(sh, sh->spans);
 		mm_log("spanheap: no memory for the stack depot");
 		return false;

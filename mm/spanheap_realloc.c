@@ -122,6 +122,20 @@ static void *kept(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
  * to the usable size is zero afterwards, as the allocation left them, so
  * a later growth in place reads zeros too.
  */
+/* A realloc of an object of the guarded pool: always a new object (of
+ * the heap's, or the pool's again), the bytes asked copied. */
+static void *guard_realloc(struct spanheap *sh, void *p, size_t size,
+                           unsigned flags)
+{
+	size_t used = spanheap_guard_usable(sh, p, "realloc");
+	void *n = spanheap_alloc(sh, size, flags);
+	if (!n)
+		return NULL;
+	mm_memcpy(n, p, min_sz(used, size));
+	spanheap_free(sh, p);
+	return n;
+}
+
 void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
                        unsigned flags)
 {
@@ -133,6 +147,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		spanheap_free(sh, p);
 		return NULL;
 	}
+	if (spanheap_guard_owns(&sh->guard, p))
+		return guard_realloc(sh, p, size, flags);
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "realloc");
 	bool large = atomic_load_explicit(&s->state, memory_order_relaxed) ==
@@ -188,6 +204,8 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 {
 	if (!p)
 		return 0; /* as malloc_usable_size and Linux's ksize */
+	if (spanheap_guard_owns(&sh->guard, p))
+		return spanheap_guard_usable(sh, p, "usable size");
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==

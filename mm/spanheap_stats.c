@@ -165,6 +165,7 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	st->fail_injected =
 	        atomic_load_explicit(&sh->fail.injected, memory_order_relaxed);
 	spanheap_depot_stats(&sh->depot, st);
+	spanheap_guard_stats(sh, st);
 	struct spanheap_class_stats *large = &st->cls[0];
 	large->spans = (size_t)(st->n.large_allocs - st->n.large_frees);
 	large->objects_in_use = large->spans;
@@ -252,7 +253,16 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st->n.flush_alls_failed);
 	if (st->fail_armed || st->fail_calls)
 		dump_fail(sh, st);
-	if (sh->track)
+	if (st->guard_slots)
+		mm_log("spanheap: guarded pool: %u slots, %u objects live; "
+		       "%lu handed out, %lu freed; samples turned away: %lu "
+		       "with no slot free, %lu with no memory",
+		       st->guard_slots, st->guard_live,
+		       (unsigned long)st->guard_allocs,
+		       (unsigned long)st->guard_frees,
+		       (unsigned long)st->guard_full,
+		       (unsigned long)st->guard_nomem);
+	if (sh->track || st->depot_pages)
 		mm_log("spanheap: stack depot: %zu stacks in %zu pages; %lu "
 		       "records made with no stack for want of room",
 		       st->depot_stacks, st->depot_pages,

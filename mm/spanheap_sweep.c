@@ -267,6 +267,8 @@ static uint64_t freed_spans(struct spanheap *sh)
 /* One whole cycle. The sweeper thread yields between batches (yield). */
 static size_t run_cycle(struct spanheap *sh, bool yield)
 {
+	/* The guarded pool's frees made where no thread could unmap. */
+	spanheap_guard_drain(sh);
 	spanheap_cycle_acquire(sh);
 	uint64_t freed0 = freed_spans(sh);
 

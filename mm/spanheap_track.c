@@ -97,7 +97,7 @@ __attribute__((noinline)) void spanheap_track_record(struct spanheap *sh,
 {
 	/* The heap's own frames, at most 4 for the paths that pass after
 	 * (tail calls make it fewer), then the record's. */
-	struct spanheap_track t;
+	struct spanheap_track t = {0}; /* no pc read unset (LTO warns) */
 	spanheap_track_fill(&t, true, TRACK_SKIP, after);
 	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
 	r->stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs);

@@ -3,7 +3,7 @@
  * (struct mcache and its magazines), the all-spans array, the sweeper's
  * state and struct spanheap itself (its configuration is in
  * spanheap_config.h). A port
- * reads it only to reserve a struct spanheap (about 146 KiB: give it
+ * reads it only to reserve a struct spanheap (about 170 KiB: give it
  * static storage) and for the inline fast paths (spanheap_fast.h); the
  * API is spanheap.h.
  */
@@ -22,6 +22,7 @@
 #include "spanheap_config.h"
 #include "spanheap_track.h"
 #include "failpoint.h"
+#include "spanheap_guard.h"
 
 /* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
  * statistics read them from other CPUs). */
@@ -68,6 +69,9 @@ struct mcache {
 	/* Per class: full magazines spilled since its last empty one was
 	 * refilled (mag_spilled, mag_refilled) */
 	uint8_t mag_spills[SC_NCLASSES];
+	/* Refills and out-of-line allocations before the next one the
+	 * guarded pool takes (spanheap_guard.c); 0 for good if it has none */
+	uint32_t guard_left;
 } __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
 
 /* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
@@ -237,6 +241,8 @@ struct spanheap {
 	unsigned freed_large_next;
 	/* Poison mode's stacks (spanheap_depot.c), if it records callers. */
 	struct spanheap_depot depot;
+	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
+	struct spanheap_guard guard;
 };
 
 #endif

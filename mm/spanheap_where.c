@@ -142,6 +142,10 @@ bool spanheap_where(struct spanheap *sh, const void *p,
 	                             .asked = UINT32_MAX,
 	                             .owner = UINT32_MAX,
 	                             .cpu = -1};
+	if (spanheap_guard_owns(&sh->guard, p)) {
+		spanheap_guard_where(sh, a, w);
+		return true;
+	}
 	/* A heap never set up has arena_bytes 0, and no page heap to ask. */
 	if (a - sh->arena_base >= sh->arena_bytes)
 		return false;
@@ -263,6 +267,9 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		       "(allocated) [%#lx, +%u pages)",
 		       (unsigned long)a, w.offset, (unsigned long)w.span_base,
 		       w.span_pages);
+		break;
+	case SPANHEAP_WHERE_GUARD:
+		spanheap_guard_where_log(sh, a, &w);
 		break;
 	case SPANHEAP_WHERE_SMALL:
 		log_small(sh, a, &w);

@@ -27,6 +27,10 @@ enum spanheap_where_kind {
 	                             */
 	SPANHEAP_WHERE_LARGE,       /* a large object (allocated) */
 	SPANHEAP_WHERE_SMALL,       /* a span of small objects */
+	/* The guarded pool (spanheap_guard.c), outside the arena: the
+	 * object whose page (or whose guard page, the nearer one's) holds
+	 * the address; UNUSED if none ever did. */
+	SPANHEAP_WHERE_GUARD,
 };
 
 /* The state of the small object it points into. */
@@ -70,6 +74,13 @@ struct spanheap_where {
 	 * CPU and, in poison mode, stack (freed). */
 	uint32_t freed_pages;
 	struct spanheap_track freed;
+	/* GUARD: the slot (index), its page (span_base, 1 page), the
+	 * object's first byte (start) and bytes asked (asked and elemsize),
+	 * its class, owner, allocating CPU (cpu), and, freed, its free
+	 * (freed); the address's offset from start, or the bytes it is
+	 * before start (before), and whether it is on a guard page. */
+	size_t before;
+	bool on_guard;
 };
 
 /*

@@ -75,3 +75,32 @@ KTEST(bootinfo_cmdline, bare_key_gives_an_empty_value)
 	KEXPECT(cmdline_find("x=1 ktest y=2", "ktest", buf, sizeof(buf)));
 	KEXPECT_STREQ(buf, "");
 }
+
+/* An option that is a number or a bare flag (mm.guard): bare gives the
+ * flag's value, "=N" the number, "=" or a bad number nothing; the first
+ * word of the key decides, and a longer key is not it. */
+KTEST(bootinfo_cmdline, number_or_bare_flag)
+{
+	uint64_t v = 7;
+	KEXPECT(cmdline_find_uint_or_flag("x mm.guard y", "mm.guard", 64, 0,
+	                                  100, &v));
+	KEXPECT_EQ(v, 64);
+	KEXPECT(cmdline_find_uint_or_flag("mm.guard=5", "mm.guard", 64, 0, 100,
+	                                  &v));
+	KEXPECT_EQ(v, 5);
+	v = 7;
+	KEXPECT(!cmdline_find_uint_or_flag("mm.guard=", "mm.guard", 64, 0, 100,
+	                                   &v));
+	KEXPECT(!cmdline_find_uint_or_flag("mm.guard=101", "mm.guard", 64, 0,
+	                                   100, &v));
+	KEXPECT(!cmdline_find_uint_or_flag("mm.guardx mm.guards=3", "mm.guard",
+	                                   64, 0, 100, &v));
+	KEXPECT(!cmdline_find_uint_or_flag("", "mm.guard", 64, 0, 100, &v));
+	KEXPECT_EQ(v, 7);
+	KEXPECT(cmdline_find_uint_or_flag("mm.guardx=1 mm.guard=9 mm.guard",
+	                                  "mm.guard", 64, 0, 100, &v));
+	KEXPECT_EQ(v, 9);
+	KEXPECT(cmdline_find_uint_or_flag("mm.guard mm.guard=9", "mm.guard", 64,
+	                                  0, 100, &v));
+	KEXPECT_EQ(v, 64);
+}

@@ -4,44 +4,17 @@
  * the freed address; a free from a context that cannot sleep frees the
  * ordinary way; a bad free panics before anything is unmapped.
  */
-#include <setjmp.h>
-#include <signal.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "fault_touch_util.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 
 #define PG MM_PAGE_SIZE
 
 static struct mheap heap;
-
-static sigjmp_buf fault_jb;
-static void *volatile fault_addr;
-
-static void on_segv(int sig, siginfo_t *si, void *ctx)
-{
-	fault_addr = si->si_addr;
-	siglongjmp(fault_jb, 1);
-}
-
-/* Reads *p; returns true if it faulted (the address in fault_addr). */
-__attribute__((noinline)) static bool touch_faults(volatile char *p)
-{
-	struct sigaction sa = {0}, old;
-	sa.sa_sigaction = on_segv;
-	sa.sa_flags = SA_SIGINFO;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old);
-	bool faulted = true;
-	if (sigsetjmp(fault_jb, 1) == 0) {
-		(void)*p;
-		faulted = false;
-	}
-	sigaction(SIGSEGV, &old, NULL);
-	return faulted;
-}
 
 KTEST(mheap, debug_scavenge_on_free_faults)
 {

@@ -11,7 +11,9 @@
  * never pass what the workers can hold; at the end each cache counts 0
  * and is destroyed, and the heap checks clean. Bounded by operation
  * counts; no assert depends on time. Then the same in poison mode, where
- * every object's owner is set, checked and cleared across threads.
+ * every object's owner is set, checked and cleared across threads; and
+ * with the guarded pool sampling every other refill, some frees made
+ * pinned (left to the drain): every guarded object comes back.
  */
 #include <stdatomic.h>
 
@@ -46,6 +48,9 @@ struct worker {
 };
 static struct worker workers[WORKERS];
 static _Atomic int running;
+/* The guarded pool's run: every eighth free made pinned, where the pool
+ * cannot unmap (an interrupt handler's stand-in). */
+static bool guarded;
 
 static size_t size_of(int which)
 {
@@ -73,10 +78,14 @@ static void check_and_free(struct worker *w, struct item it)
 			            (unsigned long)it.p, size, off);
 			break;
 		}
+	bool pinned = guarded && stress_random(&w->rng) % 8 == 0;
+	struct mm_pin pin = pinned ? mm_port_pin() : (struct mm_pin){0};
 	if (it.which < 2)
 		objcache_free(caches[it.which], (void *)it.p);
 	else
 		spanheap_free(&sh, (void *)it.p);
+	if (pinned)
+		mm_port_unpin(pin);
 }
 
 static void drain_inbox(struct worker *w)
@@ -115,10 +124,66 @@ static void work(void *arg)
 	atomic_fetch_sub(&running, 1);
 }
 
-static void stress(bool poison, int n)
+/* The guarded pool's run's end: every object back, every slot free;
+ * then its reservation back. */
+static void guard_end(void)
+{
+	spanheap_guard_drain(&sh);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	ktest_diag("guarded pool: %lu objects, %lu samples with no slot free",
+	           (unsigned long)st.guard_allocs,
+	           (unsigned long)st.guard_full);
+	KEXPECT(st.guard_allocs > 100);
+	KEXPECT(st.guard_live == 0 && st.guard_frees == st.guard_allocs);
+	KEXPECT_EQ(sh.guard.ring_len, 16);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+}
+
+/* The main thread, on a CPU of its own while the workers run: lists the
+ * caches (counts past what the workers can hold into *over) and makes,
+ * uses and destroys one of its own (failures into *fail), round after
+ * round. Returns the rounds. */
+static unsigned churn(unsigned *over, unsigned *fail)
+{
+	mm_port_set_cpu(WORKERS);
+	unsigned rounds = 0;
+	while (atomic_load(&running) > 0 || rounds < 50) {
+		struct objcache_info in[4];
+		size_t n = objcache_list(&sh, in, 4);
+		for (size_t i = 0; i < n && i < 4; i++)
+			/* Each worker holds at most KEEP + INBOX objects of a
+			 * cache; a count read while CPUs work may lag, never
+			 * run past that. */
+			*over +=
+			        in[i].live > WORKERS * (KEEP + INBOX) ||
+			        in[i].live < -(int64_t)WORKERS * (KEEP + INBOX);
+		struct objcache *mine = objcache_create(&sh, "mine", 96, 32);
+		void *p = mine ? objcache_alloc(mine, 0) : NULL;
+		*fail += !mine || !p;
+		objcache_free(mine, p);
+		*fail += mine && !objcache_destroy(mine);
+		rounds++;
+	}
+	return rounds;
+}
+
+/* A fresh heap for the run: poison mode, a guarded pool. */
+static bool heap_make(bool poison, bool guard)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = poison;
+	sc.guard_slots = guard ? 16 : 0;
+	sc.guard_interval = 2;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+static void stress(bool poison, bool guard, int n)
 {
 	ops = n;
-	KASSERT(sh_heap_fresh_poison(&heap, &sh, poison));
+	guarded = guard;
+	KASSERT(heap_make(poison, guard));
 	KASSERT(caches[0] = objcache_create(&sh, "stress-40", sizes[0], 0));
 	KASSERT(caches[1] = objcache_create(&sh, "stress-700", sizes[1], 0));
 	KASSERT(spanheap_sweeper_start(&sh));
@@ -133,25 +198,7 @@ static void stress(bool poison, int n)
 	}
 	atomic_store(&running, WORKERS);
 	KASSERT(start_all(t, WORKERS, work, workers, sizeof(*workers)));
-	/* The main thread on a CPU of its own, listing and churning caches. */
-	mm_port_set_cpu(WORKERS);
-	unsigned rounds = 0, over = 0, churn_fail = 0;
-	while (atomic_load(&running) > 0 || rounds < 50) {
-		struct objcache_info in[4];
-		size_t n = objcache_list(&sh, in, 4);
-		for (size_t i = 0; i < n && i < 4; i++)
-			/* Each worker holds at most KEEP + INBOX objects of a
-			 * cache; a count read while CPUs work may lag, never
-			 * run past that. */
-			over += in[i].live > WORKERS * (KEEP + INBOX) ||
-			        in[i].live < -(int64_t)WORKERS * (KEEP + INBOX);
-		struct objcache *mine = objcache_create(&sh, "mine", 96, 32);
-		void *p = mine ? objcache_alloc(mine, 0) : NULL;
-		churn_fail += !mine || !p;
-		objcache_free(mine, p);
-		churn_fail += mine && !objcache_destroy(mine);
-		rounds++;
-	}
+	unsigned over = 0, churn_fail = 0, rounds = churn(&over, &churn_fail);
 	join_all(t, WORKERS);
 	for (int i = 0; i < WORKERS; i++) {
 		drain_inbox(&workers[i]);
@@ -175,17 +222,27 @@ static void stress(bool poison, int n)
 	sh_flush_cpus(&sh, WORKERS + 1);
 	spanheap_check(&sh);
 	mheap_check(&heap);
+	if (guard)
+		guard_end();
 	sh_heap_release(&heap);
 }
 
 KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
 {
-	stress(false, 20000);
+	stress(false, false, 20000);
 }
 
 /* Poison mode: each object's owner set by one thread and checked and
  * cleared by whichever frees it (any misuse would panic). */
 KTEST(objcache_stress, poison_mode_owners_hold_while_threads_free_across_cpus)
 {
-	stress(true, 8000);
+	stress(true, false, 8000);
+}
+
+/* The guarded pool sampling every other refill and out-of-line call:
+ * its objects cross threads with the rest, a few freed where no unmap
+ * can be made, and every one comes back. */
+KTEST(objcache_stress, guarded_objects_cross_cpus_and_all_come_back)
+{
+	stress(false, true, 8000);
 }

@@ -12,7 +12,9 @@
  * million times. The end drains the heap and checks that only the span
  * heap's own bookkeeping is left.
  *
- * The same again, a quarter as long, on a heap in poison mode.
+ * The same again, a quarter as long, on a heap in poison mode, and on a
+ * heap with a guarded pool (spanheap_guard.c) sampling one refill or
+ * out-of-line call in three.
  *
  * The seed is printed; SPANHEAP_SEED=0x... in the environment replays
  * another.
@@ -63,8 +65,9 @@ static enum shh_op pick(uint64_t r, unsigned long i)
 static struct spanheap_harness h; /* large: not on the stack */
 
 /* nops operations from the seed (SPANHEAP_SEED's if set), on a heap in
- * poison mode or not; every class must have been used. */
-static void diff_run(unsigned long nops, bool poison)
+ * poison mode or not, with a guarded pool or not; every class must have
+ * been used. */
+static void diff_run(unsigned long nops, bool poison, bool guard)
 {
 	const char *e = getenv("SPANHEAP_SEED");
 	uint64_t seed = e ? strtoull(e, NULL, 0) : 0x5eed5ba11u;
@@ -77,6 +80,7 @@ static void diff_run(unsigned long nops, bool poison)
 	        .max_live_bytes = (size_t)64 << 20,
 	        .max_large = (size_t)1 << 20,
 	        .poison = poison,
+	        .guard = guard,
 	};
 	uint64_t s = seed;
 	mm_port_set_quiet(true); /* refused requests are logged */
@@ -100,12 +104,13 @@ static void diff_run(unsigned long nops, bool poison)
 	ktest_diag("%lu ops: %lu allocs (%lu large, %lu zeroed), %lu frees, "
 	           "%lu reallocs, %lu from named caches, %lu sweeps, %lu "
 	           "flushes, %lu CPU switches, %lu release-alls, %lu refused "
-	           "(%lu injected), %lu misuses caught",
+	           "(%lu injected), %lu misuses caught, %lu guarded",
 	           i, h.n.allocs, h.n.large, h.n.zeroed, h.n.frees,
 	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_CACHE], h.n.ops[SHH_SWEEP],
 	           h.n.ops[SHH_FLUSH], h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE],
-	           h.n.refused, h.n.injected, h.n.panics);
+	           h.n.refused, h.n.injected, h.n.panics, h.n.guarded);
 	KEXPECT(i == nops);
+	KEXPECT(!guard || h.n.guarded > 1000);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
 	KEXPECT_EQ(h.n.classes, ~(uint64_t)0 >> (64 - SC_NCLASSES));
 	shh_destroy(&h);
@@ -113,7 +118,7 @@ static void diff_run(unsigned long nops, bool poison)
 
 KTEST(spanheap_diff, million_ops)
 {
-	diff_run(NOPS, false);
+	diff_run(NOPS, false, false);
 }
 
 /* Poison mode (spanheap_config.h) under the same operations: every free
@@ -123,5 +128,12 @@ KTEST(spanheap_diff, million_ops)
  * every call takes a slow path. */
 KTEST(spanheap_diff, poison_mode)
 {
-	diff_run(NOPS / 4, true);
+	diff_run(NOPS / 4, true, false);
+}
+
+/* The guarded pool under the same operations: its objects are handed out
+ * among the heap's, freed, reallocated, misused and drained with them. */
+KTEST(spanheap_diff, guarded_pool)
+{
+	diff_run(NOPS / 4, false, true);
 }

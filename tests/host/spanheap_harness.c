@@ -440,6 +440,8 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 	struct spanheap_config sc;
 	spanheap_config_default(&sc);
 	sc.poison = cfg->poison;
+	sc.guard_slots = cfg->guard ? SHH_GUARD_SLOTS : 0;
+	sc.guard_interval = SHH_GUARD_INTERVAL;
 	if (!sh_heap_new_with(&h->heap, &h->sh, &hc, &sc))
 		return shh_fail(h, "cannot make the heap: %s",
 		                mm_port_last_log());
@@ -472,6 +474,8 @@ bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 
 void shh_destroy(struct spanheap_harness *h)
 {
+	if (h->sh.guard.base) /* empty: shh_drain freed its objects */
+		mm_port_unreserve((void *)h->sh.guard.base, h->sh.guard.bytes);
 	if (h->heap.arena_base)
 		sh_heap_release(&h->heap);
 	free(h->granules);

@@ -83,7 +83,12 @@ struct shh_config {
 	bool may_run_out;      /* an arena smaller than the objects held at
 	                          most: any allocation may get NULL */
 	bool poison;           /* the heap in poison mode (spanheap_config.h) */
+	/* A guarded pool of SHH_GUARD_SLOTS, sampling one refill or
+	 * out-of-line call in SHH_GUARD_INTERVAL (spanheap_guard.h) */
+	bool guard;
 };
+#define SHH_GUARD_SLOTS    16
+#define SHH_GUARD_INTERVAL 3
 
 struct shh_obj {
 	uintptr_t p;
@@ -94,6 +99,7 @@ struct shh_obj {
 	uint8_t fill;
 	uint8_t sizeclass; /* of its span when it was handed out; 0: large */
 	uint8_t cache;     /* 1 + its named cache's index; 0: none */
+	bool guard;        /* the guarded pool's (room 0, class 0) */
 };
 
 /* The named caches every harness heap has (spanheap_harness_cache.c). */
@@ -103,6 +109,7 @@ struct shh_counts {
 	unsigned long ops[SHH_NOPS];
 	unsigned long allocs, frees, large, zeroed, refused, panics;
 	unsigned long injected; /* NULLs that failure injection made */
+	unsigned long guarded;  /* objects handed out by the guarded pool */
 	uint64_t classes;       /* bit c: an object of class c was handed out */
 };
 
@@ -130,6 +137,11 @@ struct spanheap_harness {
 	/* Objects of each class that are the caches' own (their structs and
 	 * counters), outside the model */
 	size_t class_extra[SC_NCLASSES];
+	/* The guarded pool's slots the model holds an object of, and how
+	 * many */
+	bool guard_slot_live[SPANHEAP_GUARD_MAX];
+	size_t guard_live;
+	size_t guard_extra; /* the caches' own objects the pool holds */
 	char err[512];
 };
 

@@ -21,19 +21,21 @@ static const struct {
         {"shh-40000", 40000, 0},
 };
 
-/* The objects of each class in use now (one thread: exact). */
-static void in_use(struct spanheap_harness *h, size_t *n)
+/* The objects of each class in use now (one thread: exact), and the
+ * guarded pool's. */
+static size_t in_use(struct spanheap_harness *h, size_t *n)
 {
 	static struct spanheap_stats st; /* large: not on the stack */
 	spanheap_stats(&h->sh, &st);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		n[cls] = st.cls[cls].objects_in_use;
+	return st.guard_live;
 }
 
 bool shh_caches_make(struct spanheap_harness *h)
 {
 	size_t before[SC_NCLASSES];
-	in_use(h, before);
+	size_t guarded = in_use(h, before);
 	for (unsigned k = 0; k < SHH_NCACHES; k++) {
 		h->caches[k] = objcache_create(&h->sh, caches[k].name,
 		                               caches[k].size, caches[k].align);
@@ -41,7 +43,7 @@ bool shh_caches_make(struct spanheap_harness *h)
 			return shh_fail(h, "cannot make cache %s: %s",
 			                caches[k].name, mm_port_last_log());
 	}
-	in_use(h, h->class_extra);
+	h->guard_extra = in_use(h, h->class_extra) - guarded;
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		h->class_extra[cls] -= before[cls];
 	return true;
@@ -121,5 +123,6 @@ bool shh_caches_destroy(struct spanheap_harness *h)
 		h->caches[k] = NULL;
 	}
 	memset(h->class_extra, 0, sizeof(h->class_extra));
+	h->guard_extra = 0;
 	return true;
 }

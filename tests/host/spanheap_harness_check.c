@@ -119,6 +119,11 @@ bool shh_check(struct spanheap_harness *h)
 			                cls, st.cls[cls].objects_in_use,
 			                h->class_live[cls],
 			                h->class_extra[cls]);
+	if (st.guard_live != h->guard_live + h->guard_extra)
+		return shh_fail(h,
+		                "statistics count %u guarded objects, the "
+		                "model %zu (and the caches' own %zu)",
+		                st.guard_live, h->guard_live, h->guard_extra);
 	if (st.large_pages != h->large_pages)
 		return shh_fail(h,
 		                "statistics count %zu large pages, the model "

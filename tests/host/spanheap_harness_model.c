@@ -106,12 +106,25 @@ static struct mspan *span_at(struct spanheap_harness *h, uintptr_t a)
 	return mheap_span_is_span(e) ? e : NULL;
 }
 
+/* The guarded pool's slot of its object at a. */
+static size_t guard_slot(const struct spanheap_harness *h, uintptr_t a)
+{
+	return ((a - h->sh.guard.base) / PG) / 2;
+}
+
 /* Drops object i from the model (it was freed, or moved by realloc). */
 void shh_forget(struct spanheap_harness *h, size_t i)
 {
 	struct shh_obj *o = &h->live[i];
-	granules(h, granule_of(h, o->p), o->room / SHH_GRAN, false, false);
 	h->live_bytes -= o->size;
+	if (o->guard) {
+		h->guard_slot_live[guard_slot(h, o->p)] = false;
+		h->guard_live--;
+		h->live[i] = h->live[--h->nlive];
+		h->n.frees++;
+		return;
+	}
+	granules(h, granule_of(h, o->p), o->room / SHH_GRAN, false, false);
 	h->class_live[o->sizeclass]--;
 	if (o->sizeclass == 0)
 		h->large_pages -= o->room / PG;
@@ -132,6 +145,60 @@ static size_t plain_usable(size_t size)
 	return (size + PG - 1) / PG * PG;
 }
 
+/* Adds object o, filled, to the model. */
+static void admit_filled(struct spanheap_harness *h, struct shh_obj o)
+{
+	memset((void *)o.p, o.fill, o.usable);
+	h->live[h->nlive++] = o;
+	h->live_bytes += o.size;
+	h->n.allocs++;
+}
+
+static uint8_t fill_next(struct spanheap_harness *h)
+{
+	if (++h->next_fill == 0)
+		h->next_fill = 1;
+	return h->next_fill;
+}
+
+/* shh_admit's checks for an object of the guarded pool: alone on its
+ * slot's page (no other live object of the model there), aligned,
+ * zeroed if asked, its usable size the bytes asked. */
+static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
+                        size_t align, unsigned what)
+{
+	uintptr_t a = (uintptr_t)p, at = a - h->sh.guard.base;
+	size_t slot = guard_slot(h, a);
+	if (!(at / PG % 2) || slot >= h->sh.guard.nslots ||
+	    size > PG - a % PG || h->guard_slot_live[slot])
+		return shh_fail(h,
+		                "guarded object %p of %zu bytes: not alone on "
+		                "a slot's page",
+		                p, size);
+	if (a % SHH_GRAN || a % align ||
+	    ((what & SHH_A_POW2) && is_pow2(size) && size <= PG && a % size))
+		return shh_fail(h,
+		                "guarded object %p of %zu bytes misaligned "
+		                "(align %zu)",
+		                p, size, align);
+	if (spanheap_usable_size(&h->sh, p) != size ||
+	    ((what & SHH_A_ZERO) && shh_first_not(p, size, 0) != size))
+		return shh_fail(h,
+		                "guarded object %p of %zu bytes: usable size "
+		                "%zu, or not zeroed",
+		                p, size, spanheap_usable_size(&h->sh, p));
+	h->guard_slot_live[slot] = true;
+	h->guard_live++;
+	h->n.guarded++;
+	h->n.zeroed += (what & SHH_A_ZERO) != 0;
+	admit_filled(h, (struct shh_obj){.p = a,
+	                                 .size = size,
+	                                 .usable = size,
+	                                 .fill = fill_next(h),
+	                                 .guard = true});
+	return true;
+}
+
 /*
  * Checks a new object p of size bytes, asked aligned to align, against the
  * model (what: enum shh_admit_flags), then adds it, filled.
@@ -141,6 +208,8 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 {
 	bool zero = what & SHH_A_ZERO, plain = what & SHH_A_PLAIN;
 	uintptr_t a = (uintptr_t)p, base = h->heap.arena_base;
+	if (spanheap_guard_owns(&h->sh.guard, p))
+		return admit_guard(h, p, size, align, what);
 	if (a < base || a - base >= h->cfg.arena_bytes ||
 	    size > h->cfg.arena_bytes - (a - base))
 		return shh_fail(h, "object %p of %zu bytes outside the arena",
@@ -174,20 +243,14 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 		return shh_fail(h, "object %p of %zu bytes not zeroed at %zu",
 		                p, size, shh_first_not(p, size, 0));
 	granules(h, granule_of(h, a), room / SHH_GRAN, false, true);
-	if (++h->next_fill == 0)
-		h->next_fill = 1;
-	struct shh_obj o = {a, size, usable, room, h->next_fill, s->sizeclass,
-	                    0};
-	memset(p, o.fill, usable);
-	h->live[h->nlive++] = o;
-	h->live_bytes += size;
+	admit_filled(h, (struct shh_obj){a, size, usable, room, fill_next(h),
+	                                 s->sizeclass, 0, false});
 	h->class_live[s->sizeclass]++;
 	h->n.classes |= (uint64_t)1 << s->sizeclass;
 	if (s->sizeclass == 0) {
 		h->large_pages += s->npages;
 		h->n.large++;
 	}
-	h->n.allocs++;
 	h->n.zeroed += zero;
 	return true;
 }

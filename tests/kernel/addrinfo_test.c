@@ -25,6 +25,7 @@
 #include "kernel/percpu.h"
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
+#include "tests/kernel/heap_util.h"
 
 #include <stdatomic.h>
 
@@ -110,7 +111,9 @@ KTEST(addrinfo, names_the_frame_of_a_direct_map_address)
 
 KTEST(addrinfo, names_a_heap_object_and_its_state)
 {
-	char *p = kmalloc(40, 0);
+	static struct guard_aside aside; /* mm.guard's objects */
+	char *p = kmalloc_plain(40, 0, &aside);
+	kmalloc_plain_done(&aside);
 	KASSERT(p != NULL);
 	KEXPECT(says((uintptr_t)p + 8, "at %#lx: in the heap arena",
 	             (unsigned long)p + 8));
@@ -223,9 +226,11 @@ KTEST(addrinfo, readers_stay_true_while_other_cpus_churn)
 		for (unsigned i = 0; i < NOWN; i++) {
 			size_t off = (round * 7 + i * 13) % sizes[i % 5];
 			struct spanheap_where w;
+			/* mm.guard: some are the guarded pool's. */
 			if (!spanheap_where(&kspanheap, own[i] + off, &w) ||
 			    w.start != (uintptr_t)own[i] || w.offset != off ||
-			    (w.kind == SPANHEAP_WHERE_SMALL
+			    (w.kind == SPANHEAP_WHERE_SMALL ||
+			                     w.kind == SPANHEAP_WHERE_GUARD
 			             ? w.state != SPANHEAP_OBJ_ALLOCATED
 			             : w.kind != SPANHEAP_WHERE_LARGE))
 				bad++;
@@ -264,7 +269,9 @@ static bool canonical_value(uint64_t v)
 
 KTEST(addrinfo, names_what_a_non_canonical_register_may_be)
 {
-	uint64_t *p = kmalloc(64, 0);
+	static struct guard_aside aside; /* mm.guard's objects */
+	uint64_t *p = kmalloc_plain(64, 0, &aside);
+	kmalloc_plain_done(&aside);
 	KASSERT(p != NULL);
 	kfree(p);
 	uint64_t marker = p[1]; /* the free marker: cookie ^ p */

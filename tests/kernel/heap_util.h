@@ -57,4 +57,42 @@ static inline size_t span_meta_pages(void)
 	return n;
 }
 
+/* Objects of the guarded pool (mm.guard) that kmalloc_plain met and set
+ * aside, for kmalloc_plain_done. */
+struct guard_aside {
+	void *p[SPANHEAP_GUARD_MAX + 1];
+	unsigned n;
+};
+
+/*
+ * kmalloc(size, flags), never an object of the guarded pool: for tests of
+ * what a span's objects do after their free (their free marker, their
+ * where line, their stale bytes), which a guarded object, its page
+ * unmapped at the free, does not do. With mm.guard=1 a class's refills
+ * are all sampled until the pool is full: the pool's objects met on the
+ * way wait in *aside for kmalloc_plain_done. Contexts as kmalloc's.
+ */
+static inline void *kmalloc_plain(size_t size, unsigned flags,
+                                  struct guard_aside *aside)
+{
+	void *p = kmalloc(size, flags);
+	while (p && spanheap_guard_owns(&kspanheap.guard, p) &&
+	       aside->n < SPANHEAP_GUARD_MAX + 1) {
+		aside->p[aside->n++] = p;
+		p = kmalloc(size, flags);
+	}
+	if (p && spanheap_guard_owns(&kspanheap.guard, p)) {
+		kfree(p); /* the pool never filled: the caller's failure */
+		return NULL;
+	}
+	return p;
+}
+
+/* Frees what kmalloc_plain set aside. */
+static inline void kmalloc_plain_done(struct guard_aside *aside)
+{
+	while (aside->n)
+		kfree(aside->p[--aside->n]);
+}
+
 #endif

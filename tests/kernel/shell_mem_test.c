@@ -308,7 +308,9 @@ KTEST(shell_mem, alloctraces_survives_a_table_gone_under_it)
 KTEST(shell_mem, addrinfo_says_what_an_address_is)
 {
 	char line[64], want[96];
-	char *p = kmalloc(200, 0);
+	static struct guard_aside aside; /* mm.guard's: kmalloc_guard_test */
+	char *p = kmalloc_plain(200, 0, &aside);
+	kmalloc_plain_done(&aside);
 	KASSERT(p != NULL);
 	ksnprintf(line, sizeof(line), "addrinfo %p", p + 3);
 	KEXPECT_EQ(capture_run_line(line), SHELL_OK);

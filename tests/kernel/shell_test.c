@@ -127,6 +127,30 @@ static bool heap_unchanged(void)
 	       before.bytes_spans == after.bytes_spans;
 }
 
+/* meminfo's lines of the heap's modes, after a run with the heap still:
+ * poison mode's stack depot, mm.guard's guarded pool; none without. */
+static void meminfo_modes_check(void)
+{
+	char want[96];
+	ksnprintf(want, sizeof(want),
+	          "poison records: %zu stacks in the depot, %zu pages",
+	          before.depot_stacks, before.depot_pages);
+	if (!kspanheap.track)
+		KEXPECT(!find(seen, "poison records: "));
+	else if (before.depot_stacks == after.depot_stacks)
+		KEXPECT(find(seen, want)); /* else one came meanwhile */
+	ksnprintf(want, sizeof(want),
+	          "guarded pool (mm.guard): %u of %u slots live; %llu objects "
+	          "handed out",
+	          before.guard_live, before.guard_slots,
+	          (unsigned long long)before.guard_allocs);
+	if (!kspanheap.guard.base)
+		KEXPECT(!find(seen, "guarded pool"));
+	else if (before.guard_allocs == after.guard_allocs &&
+	         before.guard_live == after.guard_live)
+		KEXPECT(find(seen, want)); /* else one came meanwhile */
+}
+
 /* meminfo and slabinfo report the heap as it is: the command's own work
  * (a buffer for the statistics) must not show up in its output. Tried a
  * few times, in case another thread allocated meanwhile. */
@@ -151,14 +175,7 @@ KTEST(shell, meminfo_and_slabinfo_report_the_heap_they_looked_at)
 			ktest_diag("meminfo said '%.60s', the heap '%s'",
 			           line ? line : "(nothing)", want);
 		KEXPECT(line && strncmp(line, want, strlen(want)) == 0);
-		/* Poison mode: its records' stack depot. */
-		ksnprintf(want, sizeof(want),
-		          "poison records: %zu stacks in the depot, %zu pages",
-		          before.depot_stacks, before.depot_pages);
-		if (!kspanheap.track)
-			KEXPECT(!find(seen, "poison records: "));
-		else if (before.depot_stacks == after.depot_stacks)
-			KEXPECT(find(seen, want)); /* else one came meanwhile */
+		meminfo_modes_check();
 	}
 	for (int tries = 0; tries < 5 && !slabinfo_seen; tries++) {
 		spanheap_stats(&kspanheap, &before);

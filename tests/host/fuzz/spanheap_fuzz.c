@@ -2,8 +2,9 @@
  * tests/host/fuzz/spanheap_fuzz.c: libFuzzer target for the span heap.
  *
  * Input: one byte choosing the number of simulated CPUs (1 to 4), the
- * arena (a quarter of the values: 4 MiB, which runs out) and poison mode
- * (spanheap_config.h; its top bit), then
+ * arena (a quarter of the values: 4 MiB, which runs out), a guarded pool
+ * (bit 5: spanheap_guard.h) and poison mode (spanheap_config.h; its top
+ * bit), then
  * 5-byte operations: an op byte (enum shh_op, modulo), a 3-byte argument
  * (the size, decoded by the harness) and a 1-byte argument (flags,
  * alignment, which object, which CPU), run on a fresh span heap over a
@@ -49,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	        .max_live_bytes = (size_t)16 << 20,
 	        .max_large = (size_t)1 << 20,
 	        .poison = data[0] >= 0x80,
+	        .guard = (data[0] & 0x20) != 0,
 	};
 	bool ok = shh_init(&h, &cfg);
 	unsigned steps = 0;
@@ -63,9 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ok = ok && shh_check(&h) && shh_drain(&h);
 	mm_port_set_cpu(0);
 	if (!ok) {
-		fprintf(stderr, "spanheap_fuzz: %u CPUs, %zu MiB%s: %s\n",
+		fprintf(stderr, "spanheap_fuzz: %u CPUs, %zu MiB%s%s: %s\n",
 		        cfg.ncpus, cfg.arena_bytes >> 20,
-		        cfg.poison ? ", poison mode" : "", h.err);
+		        cfg.poison ? ", poison mode" : "",
+		        cfg.guard ? ", guarded pool" : "", h.err);
 		abort();
 	}
 	shh_destroy(&h);

@@ -1,0 +1,372 @@
+/*
+ * mm/spanheap_guard.c: the guarded pool (spanheap_guard.h), Linux's
+ * KFENCE for the span heap.
+ *
+ * Purpose: find the overruns and uses after free that poison mode finds,
+ * in a production heap, at the access that does them. Poison mode checks
+ * every object and costs every call; this checks one allocation in
+ * guard_interval refills per CPU and costs the others one counter.
+ *
+ * Representation: a reservation of 2 * nslots + 1 pages, guard pages
+ * (never mapped) between object pages: slot i's page is 2 * i + 1. A
+ * live slot's page is mapped, its object at the page's end (an overrun
+ * faults at once) or at its start (an underrun does), in turn; the rest
+ * of the page holds a canary, checked at the free, which catches the
+ * overrun shorter than the alignment's slack on the page-end side and any
+ * on the other. A freed slot's page is unmapped, so any use faults, and
+ * the slot waits at the ring's tail: the pool reuses the slot freed
+ * longest ago. Each slot keeps its object's size, class, owner, and the
+ * stacks of its allocation and free (the depot's handles) for the
+ * reports, which spanheap_where and the port's fault handler give.
+ *
+ * Sampling: every CPU counts down its refills (spanheap_alloc_refill)
+ * and its out-of-line allocations (alloc_call); at 0 the allocation is
+ * the pool's. Pinned, a plain decrement of the CPU's own counter, which
+ * is 0 and never moves when the heap has no pool: one load and a branch
+ * on the refill path. The magazine's pop and push, the fast paths, are
+ * untouched. A free finds the pool by the address (outside the arena, so
+ * the fast path's span lookup fails and the slow path asks the pool).
+ *
+ * Locking: the ring, the freed list, the counts and the slot states'
+ * changes are under the page heap's lock (the leaf), held for a few loads
+ * and stores; nothing is called under it. A slot being set up or torn
+ * down is BUSY, owned by one caller, which maps, fills, records and
+ * unmaps with no lock. Only a thread can unmap (the port's shootdown
+ * waits for the other CPUs): a free from an interrupt handler fills the
+ * object with the poison and leaves the slot FREED for the next drain (a
+ * thread's guarded allocation or free, a sweep cycle, release-all), which
+ * checks the poison before it unmaps. One drain at a time (draining).
+ *
+ * Limits: objects up to a page, alignments up to a page; SPANHEAP_GUARD_MAX
+ * slots; MM_NO_GROW allocations are not sampled. The pool's reservation
+ * is kept while the heap lives (the heap has no destroy).
+ */
+#include "objcache.h"
+#include "spanheap_internal.h"
+
+/* The canary's byte at address a: varied, so that a copy of another
+ * canary's bytes is seen. */
+static inline uint8_t canary_at(uintptr_t a)
+{
+	return (uint8_t)(0xa5u ^ (a & 0x3fu));
+}
+
+static inline uintptr_t page_of(const struct spanheap_guard *g, unsigned i)
+{
+	return g->base + (2 * (uintptr_t)i + 1) * MM_PAGE_SIZE;
+}
+
+bool spanheap_guard_init(struct spanheap *sh)
+{
+	struct spanheap_guard *g = &sh->guard;
+	unsigned n = sh->cfg.guard_slots;
+	if (n == 0)
+		return true;
+	size_t bytes = (2 * (size_t)n + 1) * MM_PAGE_SIZE;
+	void *base = mm_port_reserve(bytes, MM_PAGE_SIZE);
+	if (!base)
+		return false;
+	if (!mm_port_prepare(base, bytes)) {
+		mm_port_unreserve(base, bytes);
+		return false;
+	}
+	g->base = (uintptr_t)base;
+	g->bytes = bytes;
+	g->nslots = n;
+	g->interval = sh->cfg.guard_interval;
+	for (unsigned i = 0; i < n; i++)
+		g->ring[i] = (uint16_t)i;
+	g->ring_len = n;
+	mm_unused_batch_init(&g->batch);
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+		sh->caches[cpu].guard_left = g->interval;
+	return true;
+}
+
+/* Records the calling stack and the time into a slot's fields. The stack
+ * starts at the pool's own function: the heap's calls into it are often
+ * tail calls (spanheap_free's), so the frame of its caller's caller may
+ * be the heap's caller's, and no count of frames to drop is right for
+ * every path. */
+static __attribute__((noinline)) void record(struct spanheap *sh, uint32_t *cpu,
+                                             uint32_t *stack, uint64_t *ns)
+{
+	struct spanheap_track t = {0}; /* no pc read unset (LTO warns) */
+	spanheap_track_fill(&t, sh->depot.buckets != NULL, 1, 0);
+	*stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs);
+	*cpu = t.cpu;
+	*ns = t.ns;
+}
+
+/* The object's first byte on slot page pg: at its end, rounded down to
+ * the alignment, or at its start, by turns. */
+static uintptr_t place(uintptr_t pg, size_t size, size_t align, bool end)
+{
+	if (!end)
+		return pg;
+	size_t round = size ? (size + align - 1) & ~(align - 1) : align;
+	return pg + MM_PAGE_SIZE - round;
+}
+
+void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
+                           unsigned flags, unsigned cls)
+{
+	struct spanheap_guard *g = &sh->guard;
+	if (size > MM_PAGE_SIZE || align > MM_PAGE_SIZE || (flags & MM_NO_GROW))
+		return NULL;
+	if (size > 16 && size <= MM_PAGE_SIZE && !(size & (size - 1)) &&
+	    size > align)
+		align = size; /* the heap's promise for power-of-two sizes */
+	if (mm_port_can_sleep())
+		spanheap_guard_drain(sh);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	if (g->ring_len == 0) {
+		g->full++;
+		mm_lock_release(&sh->heap->lock, irq);
+		return NULL;
+	}
+	unsigned i = g->ring[g->ring_head];
+	g->ring_head = (g->ring_head + 1) % g->nslots;
+	g->ring_len--;
+	bool end = !(g->side++ & 1);
+	struct spanheap_guard_slot *sl = &g->slot[i];
+	atomic_store_explicit(&sl->state, GUARD_BUSY, memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+	uintptr_t pg = page_of(g, i);
+	if (!mm_port_used((void *)pg, MM_PAGE_SIZE)) {
+		irq = mm_lock_acquire(&sh->heap->lock);
+		/* Back at the head: the same order as before. */
+		g->ring_head = (g->ring_head + g->nslots - 1) % g->nslots;
+		g->ring[g->ring_head] = (uint16_t)i;
+		g->ring_len++;
+		g->nomem++;
+		atomic_store_explicit(&sl->state, GUARD_FREE,
+		                      memory_order_relaxed);
+		mm_lock_release(&sh->heap->lock, irq);
+		return NULL;
+	}
+	uintptr_t obj = place(pg, size, align, end);
+	for (uintptr_t b = pg; b < obj; b++)
+		*(uint8_t *)b = canary_at(b);
+	for (uintptr_t b = obj + size; b < pg + MM_PAGE_SIZE; b++)
+		*(uint8_t *)b = canary_at(b);
+	sl->obj = obj;
+	sl->asked = (uint32_t)size;
+	sl->cls = (uint16_t)cls;
+	sl->owner = 0;
+	sl->free_ns = 0;
+	sl->free_stack = 0;
+	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns);
+	irq = mm_lock_acquire(&sh->heap->lock);
+	atomic_store_explicit(&sl->state, GUARD_LIVE, memory_order_release);
+	g->live++;
+	g->allocs++;
+	mm_lock_release(&sh->heap->lock, irq);
+	return (void *)obj;
+}
+
+/* The slot whose page holds a, or nslots if a is on a guard page. */
+static unsigned slot_at(const struct spanheap_guard *g, uintptr_t a)
+{
+	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
+	return (pi & 1) ? (unsigned)(pi / 2) : g->nslots;
+}
+
+/* Panics for op on p, which is no live object of the pool: says why. */
+static __attribute__((noreturn, noinline)) void
+refuse(struct spanheap *sh, const char *op, uintptr_t a)
+{
+	const struct spanheap_guard *g = &sh->guard;
+	unsigned i = slot_at(g, a);
+	const char *why = "an address of one of its guard pages, no object's";
+	if (i < g->nslots) {
+		const struct spanheap_guard_slot *sl = &g->slot[i];
+		uint8_t st =
+		        atomic_load_explicit(&sl->state, memory_order_relaxed);
+		if (sl->obj == 0)
+			why = "a page no object was ever given (never "
+			      "allocated)";
+		else if (a != sl->obj)
+			why = "an interior pointer (not the object's first "
+			      "byte)";
+		else if (st != GUARD_LIVE)
+			why = "an object freed already (a double free)";
+		else
+			why = "an object being freed meanwhile by another "
+			      "CPU (a double free)";
+	}
+	spanheap_where_log(sh, (const void *)a);
+	mm_panic("spanheap: %s of %#lx, in the guarded pool: %s", op,
+	         (unsigned long)a, why);
+}
+
+/* Slot i's object, live, p its first byte: panics otherwise. For the
+ * calls that read a live object without freeing it. */
+static struct spanheap_guard_slot *live_slot(struct spanheap *sh, uintptr_t a,
+                                             const char *op)
+{
+	struct spanheap_guard *g = &sh->guard;
+	unsigned i = slot_at(g, a);
+	if (i >= g->nslots || g->slot[i].obj != a ||
+	    atomic_load_explicit(&g->slot[i].state, memory_order_acquire) !=
+	            GUARD_LIVE)
+		refuse(sh, op, a);
+	return &g->slot[i];
+}
+
+uintptr_t spanheap_guard_canary_damage(const struct spanheap_guard_slot *sl,
+                                       uintptr_t pg)
+{
+	for (uintptr_t b = pg; b < sl->obj; b++)
+		if (*(const uint8_t *)b != canary_at(b))
+			return b;
+	for (uintptr_t b = sl->obj + sl->asked; b < pg + MM_PAGE_SIZE; b++)
+		if (*(const uint8_t *)b != canary_at(b))
+			return b;
+	return 0;
+}
+
+__attribute__((noreturn, noinline)) void
+spanheap_guard_damaged(struct spanheap *sh,
+                       const struct spanheap_guard_slot *sl, uintptr_t b,
+                       const char *what)
+{
+	spanheap_where_log(sh, (const void *)sl->obj);
+	if (b < sl->obj)
+		mm_panic("spanheap: guarded object %#lx (%u bytes asked, size "
+		         "class %u): %s: the byte %lu before its start was "
+		         "written (an underrun)",
+		         (unsigned long)sl->obj, sl->asked, sl->cls, what,
+		         (unsigned long)(sl->obj - b));
+	mm_panic("spanheap: guarded object %#lx (%u bytes asked, size class "
+	         "%u): %s: byte %lu of it was written%s",
+	         (unsigned long)sl->obj, sl->asked, sl->cls, what,
+	         (unsigned long)(b - sl->obj),
+	         b - sl->obj >= sl->asked ? ", past its end (an overrun)"
+	                                  : " after its free");
+}
+
+/* Panics for op by the heap's own callers on a named cache's object. */
+static __attribute__((noreturn, noinline)) void
+owned(struct spanheap *sh, const char *op, uintptr_t a, uint32_t owner)
+{
+	char name[OBJCACHE_NAME_MAX + 1];
+	objcache_owner_name(sh, owner, name);
+	mm_panic("spanheap: %s of %#lx (a guarded object): the object is "
+	         "cache '%s''s: free it to its cache (objcache_free)",
+	         op, (unsigned long)a, name);
+}
+
+bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
+{
+	struct spanheap_guard *g = &sh->guard;
+	uintptr_t a = (uintptr_t)p;
+	unsigned i = slot_at(g, a);
+	if (i >= g->nslots)
+		refuse(sh, "free", a);
+	struct spanheap_guard_slot *sl = &g->slot[i];
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	uint8_t st = atomic_load_explicit(&sl->state, memory_order_relaxed);
+	if (st != GUARD_LIVE || a != sl->obj) {
+		mm_lock_release(&sh->heap->lock, irq);
+		refuse(sh, "free", a);
+	}
+	if (cls && sl->cls != cls) {
+		mm_lock_release(&sh->heap->lock, irq);
+		return false; /* objcache's: another cache's class */
+	}
+	uint32_t owner = sl->owner;
+	if (!cls && owner) {
+		mm_lock_release(&sh->heap->lock, irq);
+		owned(sh, "free", a, owner);
+	}
+	atomic_store_explicit(&sl->state, GUARD_BUSY, memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+	uintptr_t bad = spanheap_guard_canary_damage(sl, page_of(g, i));
+	if (bad)
+		spanheap_guard_damaged(sh, sl, bad, "seen at its free");
+	record(sh, &sl->free_cpu, &sl->free_stack, &sl->free_ns);
+	mm_memset(p, SPANHEAP_POISON_BYTE, sl->asked);
+	irq = mm_lock_acquire(&sh->heap->lock);
+	atomic_store_explicit(&sl->state, GUARD_FREED, memory_order_release);
+	g->freed[g->nfreed++] = (uint16_t)i;
+	g->live--;
+	g->frees++;
+	mm_lock_release(&sh->heap->lock, irq);
+	if (mm_port_can_sleep())
+		spanheap_guard_drain(sh);
+	return true;
+}
+
+/* Takes up to MM_UNUSED_BATCH_PAGES FREED slots off the list into v;
+ * returns how many. */
+static unsigned freed_take(struct spanheap *sh, uint16_t *v)
+{
+	struct spanheap_guard *g = &sh->guard;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	unsigned n = g->nfreed < MM_UNUSED_BATCH_PAGES ? g->nfreed
+	                                               : MM_UNUSED_BATCH_PAGES;
+	g->nfreed -= n;
+	for (unsigned k = 0; k < n; k++)
+		v[k] = g->freed[g->nfreed + k];
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
+}
+
+void spanheap_guard_drain(struct spanheap *sh)
+{
+	struct spanheap_guard *g = &sh->guard;
+	if (!g->base)
+		return;
+	spanheap_assert_can_sleep("spanheap_guard_drain");
+	if (atomic_exchange(&g->draining, true))
+		return;
+	uint16_t v[SPANHEAP_GUARD_MAX];
+	unsigned n;
+	while ((n = freed_take(sh, v)) != 0) {
+		for (unsigned k = 0; k < n; k++) {
+			struct spanheap_guard_slot *sl = &g->slot[v[k]];
+			for (uint32_t b = 0; b < sl->asked; b++)
+				if (((const uint8_t *)sl->obj)[b] !=
+				    SPANHEAP_POISON_BYTE)
+					spanheap_guard_damaged(
+					        sh, sl, sl->obj + b,
+					        "seen before its page was "
+					        "unmapped");
+			mm_port_unused_begin((void *)page_of(g, v[k]),
+			                     MM_PAGE_SIZE, &g->batch);
+		}
+		mm_port_unused_finish(&g->batch);
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+		for (unsigned k = 0; k < n; k++) {
+			atomic_store_explicit(&g->slot[v[k]].state, GUARD_FREE,
+			                      memory_order_relaxed);
+			g->ring[(g->ring_head + g->ring_len) % g->nslots] =
+			        v[k];
+			g->ring_len++;
+		}
+		mm_lock_release(&sh->heap->lock, irq);
+	}
+	atomic_store(&g->draining, false);
+}
+
+size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op)
+{
+	struct spanheap_guard_slot *sl = live_slot(sh, (uintptr_t)p, op);
+	if (op[0] == 'r' && sl->owner) /* realloc */
+		owned(sh, op, (uintptr_t)p, sl->owner);
+	return sl->asked;
+}
+
+uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
+                                  unsigned *cls)
+{
+	struct spanheap_guard *g = &sh->guard;
+	unsigned i = slot_at(g, (uintptr_t)p);
+	if (i >= g->nslots || g->slot[i].obj != (uintptr_t)p ||
+	    atomic_load_explicit(&g->slot[i].state, memory_order_acquire) !=
+	            GUARD_LIVE)
+		return NULL;
+	*cls = g->slot[i].cls;
+	return &g->slot[i].owner;
+}

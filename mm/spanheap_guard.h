@@ -1,0 +1,144 @@
+/*
+ * mm/spanheap_guard.h: the guarded pool (spanheap_guard.c), Linux's
+ * KFENCE for the span heap: a sampled few small allocations are served
+ * each from a page of their own between unmapped guard pages, so that an
+ * overrun, an underrun or a use after free of one of them faults at the
+ * access that does it, in a production build, for the cost of a counter
+ * on the refill path. Included by spanheap_types.h (the struct) and by
+ * spanheap.h's users through it (the calls).
+ */
+#ifndef MM_SPANHEAP_GUARD_H
+#define MM_SPANHEAP_GUARD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "port.h"
+
+struct spanheap;
+struct spanheap_where;
+struct spanheap_stats;
+
+/* The most slots a pool may have (spanheap_config's guard_slots). */
+#define SPANHEAP_GUARD_MAX 256
+
+/* A slot's state. FREE: unmapped, in the ring; BUSY: one caller sets it
+ * up or tears it down, outside the lock; LIVE: handed out; FREED: freed
+ * where no thread could unmap it (an interrupt handler, a spinlock held),
+ * filled with the poison, waiting for spanheap_guard_drain. */
+enum { GUARD_FREE, GUARD_BUSY, GUARD_LIVE, GUARD_FREED };
+
+/* One slot: its page is the pool's page 2 * i + 1 (its guards 2 * i and
+ * 2 * i + 2). The object's fields stay after its free, for reports, until
+ * the slot is handed out again. */
+struct spanheap_guard_slot {
+	uintptr_t obj;  /* the object's first byte; 0: never used */
+	uint32_t asked; /* the bytes asked for it (its usable size) */
+	uint16_t cls;   /* the size class the heap would have served */
+	_Atomic uint8_t state;
+	uint8_t unused;
+	uint32_t owner; /* poison mode: 0, or a named cache's slot + 1 */
+	uint32_t alloc_cpu, free_cpu;
+	uint32_t alloc_stack, free_stack; /* depot handles; 0: none */
+	uint64_t alloc_ns, free_ns;       /* 0: never */
+};
+
+struct spanheap_guard {
+	/* Fixed: the pool's first page (a guard), 0 if the heap has none;
+	 * its bytes, (2 * nslots + 1) pages; the sampling interval. */
+	uintptr_t base;
+	size_t bytes;
+	unsigned nslots, interval;
+	/* One thread at a time unmaps (spanheap_guard_drain), into batch. */
+	_Atomic bool draining;
+	/* Under heap->lock: the free slots, the longest free first (a slot
+	 * freed waits for every other before it is reused, so a late use of
+	 * its object keeps faulting); the FREED ones; the counts. */
+	uint16_t ring[SPANHEAP_GUARD_MAX];
+	unsigned ring_head, ring_len;
+	uint16_t freed[SPANHEAP_GUARD_MAX];
+	unsigned nfreed, live, side;
+	uint64_t allocs, frees, full, nomem;
+	struct spanheap_guard_slot slot[SPANHEAP_GUARD_MAX];
+	struct mm_unused_batch batch;
+};
+
+/* True if p is in sh's pool (its guards included). Any context. */
+static inline bool spanheap_guard_owns(const struct spanheap_guard *g,
+                                       const void *p)
+{
+	return (uintptr_t)p - g->base < g->bytes;
+}
+
+/* ---- For the heap's own files (spanheap_internal.h's users) ---------- */
+
+/* Sets up the pool of sh->cfg (nothing if it asks for none): its
+ * reservation and page tables, every slot free. False, with nothing
+ * kept, if the port refuses. Thread context (spanheap_init). */
+bool spanheap_guard_init(struct spanheap *sh);
+
+/*
+ * An object of size bytes aligned to align (size and align at most a
+ * page; the heap's own rules: 16, or a power-of-two size's own) on a
+ * page of the pool, zeroed, with the rest of its page filled with a
+ * canary; cls is the class the heap would have served it from (what
+ * objcache's class test and the reports read). NULL, having taken
+ * nothing, if no slot is free, the port has no memory for the page, or
+ * flags hold MM_NO_GROW. Any context but NMI, no mm lock held.
+ */
+void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
+                           unsigned flags, unsigned cls);
+
+/*
+ * Frees p, which spanheap_guard_owns: checked (a double free, an
+ * interior pointer, a guard page's address and a damaged canary panic,
+ * naming the object and its allocation's and free's stacks). cls not 0
+ * is objcache's class test: false, nothing changed, if the object is of
+ * another class; and cls 0, a free by the heap's own callers, panics for
+ * an object of a named cache (poison mode). Unmapped at once from a
+ * thread, else by the next drain. Any context but NMI, no mm lock held.
+ */
+bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls);
+
+/* The usable size of p (the bytes asked: past them is the canary),
+ * checked as a free is; op names the call ("usable size", "realloc": a
+ * named cache's object panics for realloc). Any context. */
+size_t spanheap_guard_usable(struct spanheap *sh, const void *p,
+                             const char *op);
+
+/* The owner field of live object p (poison mode's named caches) and its
+ * class into *cls; NULL for anything else. Any context. */
+uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
+                                  unsigned *cls);
+
+/* Unmaps the FREED slots' pages (their poison checked first) and puts
+ * them in the ring. Thread context, no mm lock held; returns at once if
+ * another thread is at it. */
+void spanheap_guard_drain(struct spanheap *sh);
+
+/* spanheap_where's and spanheap_where_log's part for an address of the
+ * pool (kind GUARD). Any context. */
+void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
+                          struct spanheap_where *w);
+void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
+                              const struct spanheap_where *w);
+
+/* The pool's counts into st; its checks for spanheap_check (thread
+ * context, as it). */
+void spanheap_guard_stats(struct spanheap *sh, struct spanheap_stats *st);
+void spanheap_guard_check(struct spanheap *sh);
+
+/* The first byte of slot sl's page pg outside its object whose canary is
+ * not there, or 0 (the page mapped: sl live and held); the panic for
+ * such a byte, or one of a freed object's poison (what: when it was
+ * seen). */
+uintptr_t spanheap_guard_canary_damage(const struct spanheap_guard_slot *sl,
+                                       uintptr_t pg);
+__attribute__((noreturn)) void
+spanheap_guard_damaged(struct spanheap *sh,
+                       const struct spanheap_guard_slot *sl, uintptr_t b,
+                       const char *what);
+
+#endif

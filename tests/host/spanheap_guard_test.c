@@ -1,0 +1,323 @@
+/*
+ * The guarded pool (mm/spanheap_guard.c) through the POSIX port: sampled
+ * allocations land on pages of their own, zeroed, aligned, sized as
+ * asked; a touch past a page-end object's end, before a page-start
+ * object's start, or of a freed object faults, and spanheap_where names
+ * the object, its state and its stacks; a double free, an interior
+ * pointer, a guard page's address and a damaged canary panic; a free
+ * that cannot unmap leaves the page to the drain, which checks the
+ * poison; slots are reused the longest-freed first, and a full pool or a
+ * port with no memory gives the heap's ordinary objects; realloc, usable
+ * size, named caches (their class, and poison mode's owners) and the
+ * checker know the pool; and four threads crossing frees agree with it
+ * (under ThreadSanitizer too).
+ */
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/objcache.h"
+#include "../../mm/spanheap_internal.h"
+#include "fault_touch_util.h"
+#include "port_test_util.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A fresh heap on CPU 0 with a pool of slots slots, sampling every
+ * interval-th refill or out-of-line allocation; poison mode if poison. */
+static bool guard_heap(unsigned slots, unsigned interval, bool poison)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.guard_slots = slots;
+	sc.guard_interval = interval;
+	sc.poison = poison;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+/* Gives the pool's reservation back (every object freed and unmapped),
+ * then the heap's. */
+static void guard_release(void)
+{
+	spanheap_guard_drain(&sh);
+	KEXPECT_EQ(sh.guard.live, 0);
+	KEXPECT_EQ(sh.guard.nfreed, 0);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	sh_heap_release(&heap);
+}
+
+static void *guarded(size_t size)
+{
+	return spanheap_guard_alloc(&sh, size, 16, 0, sizeclass_of(size));
+}
+
+static uintptr_t page_end(const void *p)
+{
+	return ((uintptr_t)p | (MM_PAGE_SIZE - 1)) + 1;
+}
+
+/* Slot index of pool object p. */
+static unsigned slot_of(const void *p)
+{
+	return (unsigned)((((uintptr_t)p - sh.guard.base) >> MM_PAGE_SHIFT) /
+	                  2);
+}
+
+/* Frees p pinned: a caller that cannot sleep (an interrupt handler's
+ * stand-in), whose free cannot unmap. */
+static void free_pinned(void *p)
+{
+	struct mm_pin pin = mm_port_pin();
+	spanheap_free(&sh, p);
+	mm_port_unpin(pin);
+}
+
+KTEST(spanheap_guard, objects_are_alone_between_guard_pages)
+{
+	KASSERT(guard_heap(4, 1000, false));
+	char *a = guarded(100), *b = guarded(100);
+	KASSERT(a && b);
+	KEXPECT(spanheap_guard_owns(&sh.guard, a));
+	KEXPECT_EQ((uintptr_t)a % 16, 0);
+	KEXPECT(all_bytes(a, 100, 0) && all_bytes(b, 100, 0));
+	KEXPECT_EQ(spanheap_usable_size(&sh, a), 100);
+	/* a ends at its page's end (rounded to 16), b starts at its page's
+	 * start: one byte further either way is a guard page. */
+	KEXPECT_EQ(page_end(a) - (uintptr_t)a, 112);
+	KEXPECT_EQ((uintptr_t)b % MM_PAGE_SIZE, 0);
+	KEXPECT(touch_faults(a + 112));
+	KEXPECT_EQ((uintptr_t)fault_addr, (uintptr_t)(a + 112));
+	KEXPECT(touch_faults(b - 1));
+	KEXPECT(!touch_faults(a + 99) && !touch_faults(b + 4095));
+	/* A power of two keeps its alignment, an aligned request its own. */
+	char *c = guarded(256);
+	void *d = spanheap_guard_alloc(&sh, 40, 128, 0, 0);
+	KASSERT(c && d);
+	KEXPECT_EQ((uintptr_t)c % 256, 0);
+	KEXPECT_EQ((uintptr_t)d % 128, 0);
+	struct spanheap_where w;
+	KEXPECT(spanheap_where(&sh, a + 115, &w));
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_GUARD);
+	KEXPECT_EQ(w.state, SPANHEAP_OBJ_ALLOCATED);
+	KEXPECT_EQ(w.start, (uintptr_t)a);
+	KEXPECT_EQ(w.offset, 115);
+	KEXPECT(w.on_guard);
+	KEXPECT(spanheap_where(&sh, b - 8, &w) && w.start == (uintptr_t)b &&
+	        w.before == 8 && w.on_guard);
+	/* A full pool gives nothing; the stats count it. */
+	KEXPECT(guarded(16) == NULL);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT(st.guard_slots == 4 && st.guard_live == 4 &&
+	        st.guard_allocs == 4 && st.guard_full == 1);
+	SH_CHECK(&sh, "four live guarded objects");
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
+	spanheap_free(&sh, c);
+	spanheap_free(&sh, d);
+	guard_release();
+}
+
+KTEST(spanheap_guard, a_use_after_free_faults_and_is_named)
+{
+	KASSERT(guard_heap(4, 1000, false));
+	char *a = guarded(40);
+	KASSERT(a);
+	memset(a, 7, 40);
+	spanheap_free(&sh, a);
+	KEXPECT(touch_faults(a + 3));
+	KEXPECT(touch_access_faults(a, true, 1));
+	struct spanheap_where w;
+	KEXPECT(spanheap_where(&sh, a + 3, &w));
+	KEXPECT(w.kind == SPANHEAP_WHERE_GUARD &&
+	        w.state == SPANHEAP_OBJ_FREE && w.offset == 3 && !w.on_guard);
+	char log[2048];
+	sh_where_log(&sh, a + 3, log, sizeof(log));
+	KEXPECT(strstr(log, "3 bytes into guarded object") != NULL);
+	KEXPECT(strstr(log, "(free; 40 bytes asked") != NULL);
+	KEXPECT(strstr(log, "last allocated on CPU 0") != NULL);
+	KEXPECT(strstr(log, "last freed on CPU 0") != NULL);
+	KEXPECT(strstr(log, "(no stack)") == NULL);
+	guard_release();
+}
+
+KTEST(spanheap_guard, misuse_panics_naming_the_object)
+{
+	KASSERT(guard_heap(4, 1000, false));
+	char *a = guarded(20), *b = guarded(20);
+	KASSERT(a && b);
+	EXPECT_MISUSE(spanheap_free(&sh, a + 16), "an interior pointer",
+	              a + 16);
+	EXPECT_MISUSE(spanheap_free(&sh, (char *)sh.guard.base + 8),
+	              "one of its guard pages", (char *)sh.guard.base + 8);
+	/* An overrun shorter than the slack: the canary, at the free. */
+	a[20] = 'x';
+	SH_EXPECT_PANIC(spanheap_free(&sh, a),
+	                "seen at its free: byte 20 of it was written, past "
+	                "its end (an overrun)");
+	/* The slot stayed BUSY after the caught panic: give it back. */
+	a[20] = (char)(0xa5 ^ (((uintptr_t)a + 20) & 0x3f));
+	atomic_store(&sh.guard.slot[slot_of(a)].state, GUARD_LIVE);
+	spanheap_free(&sh, a);
+	EXPECT_MISUSE(spanheap_free(&sh, a), "a double free", a);
+	/* An underrun of a page-end object, on its page. */
+	char *c = guarded(20);
+	KASSERT(c && page_end(c) - (uintptr_t)c == 32);
+	c[-2] = 0;
+	KEXPECT(sh_check_panics(&sh) &&
+	        strstr(mm_port_last_panic(), "seen by the check: the byte 2 "
+	                                     "before its start was written"));
+	SH_EXPECT_PANIC(spanheap_free(&sh, c), "(an underrun)");
+	c[-2] = (char)(0xa5 ^ (((uintptr_t)c - 2) & 0x3f));
+	atomic_store(&sh.guard.slot[slot_of(c)].state, GUARD_LIVE);
+	SH_CHECK(&sh, "the canary mended");
+	spanheap_free(&sh, c);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, c), "a double free", c);
+	spanheap_free(&sh, b);
+	guard_release();
+}
+
+KTEST(spanheap_guard, a_free_that_cannot_unmap_waits_for_the_drain)
+{
+	KASSERT(guard_heap(4, 1000, false));
+	char *a = guarded(64), *b = guarded(64);
+	KASSERT(a && b);
+	/* The page stays mapped, filled with the poison, until a drain. */
+	free_pinned(a);
+	KEXPECT_EQ(sh.guard.nfreed, 1);
+	KEXPECT(all_bytes(a, 64, SPANHEAP_POISON_BYTE));
+	struct spanheap_where w;
+	KEXPECT(spanheap_where(&sh, a, &w) && w.state == SPANHEAP_OBJ_FREE);
+	SH_CHECK(&sh, "a freed slot waiting");
+	spanheap_guard_drain(&sh);
+	KEXPECT(touch_faults(a));
+	KEXPECT_EQ(sh.guard.ring_len, 3);
+	/* A write after the free is seen before the page goes. */
+	free_pinned(b);
+	b[5] = 1;
+	SH_EXPECT_PANIC(spanheap_guard_drain(&sh),
+	                "seen before its page was unmapped: byte 5 of it was "
+	                "written after its free");
+	/* The caught panic left the slot off every list, and the drain's
+	 * flag set: mend both. */
+	atomic_store(&sh.guard.draining, false);
+	b[5] = (char)SPANHEAP_POISON_BYTE;
+	sh.guard.freed[sh.guard.nfreed++] = (uint16_t)slot_of(b);
+	spanheap_guard_drain(&sh);
+	KEXPECT(touch_faults(b));
+	KEXPECT_EQ(sh.guard.ring_len, 4);
+	guard_release();
+}
+
+KTEST(spanheap_guard, slots_are_reused_longest_freed_first)
+{
+	KASSERT(guard_heap(3, 1000, false));
+	void *p[3];
+	for (int i = 0; i < 3; i++)
+		KASSERT((p[i] = guarded(32)) != NULL);
+	spanheap_free(&sh, p[1]);
+	spanheap_free(&sh, p[0]);
+	spanheap_free(&sh, p[2]);
+	/* p[1]'s slot, then p[0]'s, then p[2]'s. */
+	for (int k = 0, order[3] = {1, 0, 2}; k < 3; k++) {
+		void *q = guarded(32);
+		KASSERT(q);
+		KEXPECT_EQ((uintptr_t)q >> 12, (uintptr_t)p[order[k]] >> 12);
+		p[order[k]] = q;
+	}
+	for (int i = 0; i < 3; i++)
+		spanheap_free(&sh, p[i]);
+	/* No memory for the page: nothing taken, counted. */
+	mm_port_fail_maps(1);
+	KEXPECT(guarded(32) == NULL);
+	KEXPECT_EQ(sh.guard.nomem, 1);
+	KEXPECT_EQ(sh.guard.ring_len, 3);
+	/* MM_NO_GROW is never sampled. */
+	KEXPECT(spanheap_guard_alloc(&sh, 32, 16, MM_NO_GROW, 2) == NULL);
+	guard_release();
+}
+
+/* Allocations through the API until one is the pool's (interval 1: the
+ * first refill or out-of-line call of a CPU). */
+KTEST(spanheap_guard, the_api_samples_and_knows_its_objects)
+{
+	KASSERT(guard_heap(8, 1, false));
+	char *z = spanheap_alloc(&sh, 50, MM_ZERO); /* out of line */
+	KASSERT(z && spanheap_guard_owns(&sh.guard, z));
+	KEXPECT(all_bytes(z, 50, 0));
+	KEXPECT_EQ(spanheap_usable_size(&sh, z), 50);
+	memset(z, 'q', 50);
+	char *r = spanheap_realloc(&sh, z, 70, 0);
+	KASSERT(r && r != z);
+	KEXPECT(all_bytes(r, 50, 'q'));
+	KEXPECT(touch_faults(z)); /* the old one freed and unmapped */
+	spanheap_free(&sh, r);
+	/* A fast-path allocation's refill is sampled too. */
+	void *f = spanheap_alloc(&sh, 24, 0);
+	KASSERT(f);
+	KEXPECT(spanheap_guard_owns(&sh.guard, f));
+	spanheap_free(&sh, f);
+	/* Large requests and alignments above a page are not. */
+	void *l = spanheap_alloc(&sh, 40000, 0);
+	KASSERT(l && !spanheap_guard_owns(&sh.guard, l));
+	spanheap_free(&sh, l);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT(st.guard_allocs >= 3 && st.guard_frees == st.guard_allocs);
+	SH_CHECK(&sh, "after the API's guarded objects");
+	spanheap_flush_cache(&sh);
+	guard_release();
+}
+
+/* The named caches' case, in normal or poison mode. */
+static void caches_case(bool poison)
+{
+	{
+		KASSERT(guard_heap(8, 1000, poison));
+		struct objcache *a = objcache_create(&sh, "g-a", 40, 16);
+		struct objcache *b = objcache_create(&sh, "g-b", 200, 16);
+		struct objcache *c = objcache_create(&sh, "g-c", 40, 16);
+		KASSERT(a && b && c);
+		/* The pool's object with a's class, as objcache_alloc_slow
+		 * would get it, then a's owner (poison mode). */
+		unsigned cls = spanheap_class_serving(&sh, 40, 16);
+		char *p = spanheap_guard_alloc(&sh, 40, 16, 0, cls), *q;
+		KASSERT(p);
+		unsigned got;
+		uint32_t *own = spanheap_guard_owner_at(&sh, p, &got);
+		KASSERT(own && got == cls);
+		if (poison)
+			*own = a->owner;
+		objcache_count(a, 1);
+		EXPECT_MISUSE(objcache_free(b, p), "to cache 'g-b'", p);
+		if (poison) {
+			EXPECT_MISUSE(objcache_free(c, p), "cache 'g-a''s", p);
+			EXPECT_MISUSE(spanheap_free(&sh, p), "cache 'g-a''s",
+			              p);
+			EXPECT_MISUSE(spanheap_realloc(&sh, p, 90, 0),
+			              "cache 'g-a''s", p);
+		}
+		char log[1024];
+		sh_where_log(&sh, p, log, sizeof(log));
+		KEXPECT(!poison || strstr(log, "cache 'g-a''s") != NULL);
+		objcache_free(a, p);
+		KEXPECT(touch_faults(p));
+		/* Through the cache's own calls, sampled or not. */
+		for (int i = 0; i < 50; i++) {
+			KASSERT((q = objcache_alloc(a, 0)) != NULL);
+			memset(q, 1, 40);
+			objcache_free(a, q);
+		}
+		KEXPECT(objcache_destroy(a) && objcache_destroy(b) &&
+		        objcache_destroy(c));
+		spanheap_flush_cache(&sh);
+		guard_release();
+	}
+}
+
+KTEST(spanheap_guard, named_caches_check_class_and_owner)
+{
+	caches_case(false);
+	caches_case(true);
+}
