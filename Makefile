@@ -245,7 +245,8 @@ RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
 TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
-	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison harness
+	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison kernel-guard \
+	harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
 # `make test` adds them up. One failed part does not hide the others (-k).
@@ -256,7 +257,8 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # packages the fuzz and real-quick parts need are installed first, as two
 # apt-get runs at once would fight over dpkg's lock.
 TEST_SIDE_BY_SIDE := kernel-smp8 kernel-smp kernel-smp1 fuzz tsan real-quick \
-	kernel-poison chaos host model malloc-tsan port lint sizeclasses
+	kernel-poison kernel-guard chaos host model malloc-tsan port lint \
+	sizeclasses
 
 test: deps
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
@@ -315,17 +317,21 @@ test-model: deps
 	@mkdir -p $(RESULTS)
 	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
 
-# The kernel tests run four times: at -smp $(SMP), on one CPU, so that
+# The kernel tests run five times: at -smp $(SMP), on one CPU, so that
 # SMP bring-up and everything above it are tested with and without APs,
 # at -smp 8, more vCPUs than twice this machine's cores (47 s alone
 # since the spinlocks stopped handing off in FIFO order under a
 # hypervisor: kernel/spinlock.h), and at -smp 2 with the heap in poison
 # mode (mm.debug_poison: every freed object filled, every reuse checked,
 # so a write after a kfree anywhere in the kernel panics naming the
-# object; the tests of the magazines it turns off skip); smp.expect tells
-# the smp suite how many CPUs QEMU was given.
+# object; the tests of the magazines it turns off skip), and at -smp 2
+# with the guarded pool taking every refill it can (mm.guard=1: until its
+# 64 slots are full, every class's objects are each on a page between
+# guard pages, so an overrun or a use after free anywhere faults, and
+# every test must hold with objects of the pool among the spans');
+# smp.expect tells the smp suite how many CPUs QEMU was given.
 test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8 \
-	test-kernel-poison
+	test-kernel-poison test-kernel-guard
 
 # One run of the kernel suite: $(call kernel_run,LABEL,CPUS,OPTIONS), its
 # serial log build/LABEL.log and its results $(RESULTS)/LABEL.
@@ -345,6 +351,9 @@ test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
 
 test-kernel-poison: $(BOOT_EFI) $(KERNEL)
 	$(call kernel_run,kernel-poison,2,mm.debug_poison )
+
+test-kernel-guard: $(BOOT_EFI) $(KERNEL)
+	$(call kernel_run,kernel-guard,2,mm.guard=1 )
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.
@@ -387,7 +396,8 @@ clean:
 	rm -rf build
 
 .PHONY: heapmap all deps run debug test test-build test-sum test-lint test-host test-model test-kernel \
-	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison test-harness \
+	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison \
+	test-kernel-guard test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -83,17 +83,40 @@ bool spanheap_guard_init(struct spanheap *sh)
 	return true;
 }
 
-/* Records the calling stack and the time into a slot's fields. The stack
- * starts at the pool's own function: the heap's calls into it are often
- * tail calls (spanheap_free's), so the frame of its caller's caller may
- * be the heap's caller's, and no count of frames to drop is right for
- * every path. */
+/*
+ * Records the calling stack, the CPU and the time into a slot's fields.
+ * The stack starts at from, the return address of the pool's function
+ * that calls this (if at), or just past it: poison mode's records start
+ * at the heap's caller, and so do these, so that a trace groups a
+ * guarded object with its stack's others. The allocation's from is in
+ * the heap (alloc_call, the refill: it calls the pool and tests the
+ * answer), and the heap's caller is next; the free's is the heap's
+ * caller itself, as spanheap_free and its slow path reach the pool by
+ * tail calls (and if a compiler made them calls, the stack starts at a
+ * heap function, but still holds its caller).
+ */
 static __attribute__((noinline)) void record(struct spanheap *sh, uint32_t *cpu,
-                                             uint32_t *stack, uint64_t *ns)
+                                             uint32_t *stack, uint64_t *ns,
+                                             uintptr_t from, bool at)
 {
-	struct spanheap_track t = {0}; /* no pc read unset (LTO warns) */
-	spanheap_track_fill(&t, sh->depot.buckets != NULL, 1, 0);
-	*stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs);
+	uintptr_t pc[SPANHEAP_TRACK_PCS + 4] = {0};
+	unsigned n = sh->depot.buckets
+	                     ? mm_port_callers(pc, SPANHEAP_TRACK_PCS + 4)
+	                     : 0;
+	if (n > SPANHEAP_TRACK_PCS + 4)
+		n = SPANHEAP_TRACK_PCS + 4; /* a port's slip */
+	unsigned skip = 1;                  /* this function's own frame */
+	for (unsigned i = 0; i < n && i < 4; i++)
+		if (pc[i] == from) {
+			skip = at ? i : i + 1;
+			break;
+		}
+	unsigned k = n > skip ? n - skip : 0;
+	*stack = spanheap_depot_save(
+	        &sh->depot, sh->heap, pc + skip,
+	        k < SPANHEAP_TRACK_PCS ? k : SPANHEAP_TRACK_PCS);
+	struct spanheap_track t;
+	spanheap_track_fill(&t, false, 0, 0); /* the CPU and the time */
 	*cpu = t.cpu;
 	*ns = t.ns;
 }
@@ -156,7 +179,8 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 	sl->owner = 0;
 	sl->free_ns = 0;
 	sl->free_stack = 0;
-	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns);
+	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns,
+	       (uintptr_t)__builtin_return_address(0), false);
 	irq = mm_lock_acquire(&sh->heap->lock);
 	atomic_store_explicit(&sl->state, GUARD_LIVE, memory_order_release);
 	g->live++;
@@ -285,7 +309,8 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 	uintptr_t bad = spanheap_guard_canary_damage(sl, page_of(g, i));
 	if (bad)
 		spanheap_guard_damaged(sh, sl, bad, "seen at its free");
-	record(sh, &sl->free_cpu, &sl->free_stack, &sl->free_ns);
+	record(sh, &sl->free_cpu, &sl->free_stack, &sl->free_ns,
+	       (uintptr_t)__builtin_return_address(0), true);
 	mm_memset(p, SPANHEAP_POISON_BYTE, sl->asked);
 	irq = mm_lock_acquire(&sh->heap->lock);
 	atomic_store_explicit(&sl->state, GUARD_FREED, memory_order_release);
@@ -348,6 +373,23 @@ void spanheap_guard_drain(struct spanheap *sh)
 		mm_lock_release(&sh->heap->lock, irq);
 	}
 	atomic_store(&g->draining, false);
+}
+
+void spanheap_guard_drain_all(struct spanheap *sh)
+{
+	struct spanheap_guard *g = &sh->guard;
+	if (!g->base)
+		return;
+	for (;;) {
+		spanheap_guard_drain(sh);
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+		bool left = g->nfreed != 0;
+		mm_lock_release(&sh->heap->lock, irq);
+		/* Another thread's drain may hold what it took off the list. */
+		if (!left && !atomic_load(&g->draining))
+			return;
+		mm_port_yield();
+	}
 }
 
 size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op)

@@ -118,12 +118,25 @@ uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
  * another thread is at it. */
 void spanheap_guard_drain(struct spanheap *sh);
 
+/* spanheap_guard_drain until no slot waits, another thread's drain
+ * included (yielding to it): release-all's, whose frames must all be
+ * back. Thread context, no mm lock held. */
+void spanheap_guard_drain_all(struct spanheap *sh);
+
 /* spanheap_where's and spanheap_where_log's part for an address of the
  * pool (kind GUARD). Any context. */
 void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
                           struct spanheap_where *w);
 void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
                               const struct spanheap_where *w);
+
+/* The records of object a of the pool (its first byte or not, on its
+ * slot's page): its slot's last allocation and free (ns 0: none), as
+ * spanheap_object_tracks gives a span's. False if a is on a guard page
+ * or its slot never held an object. Any context. */
+bool spanheap_guard_tracks(struct spanheap *sh, uintptr_t a,
+                           struct spanheap_track *alloc,
+                           struct spanheap_track *freed);
 
 /* The pool's counts into st; its checks for spanheap_check (thread
  * context, as it). */

@@ -118,15 +118,34 @@ void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
 	       spanheap_obj_state_name(w->state), w->asked, w->sizeclass,
 	       name[0] ? ", cache '" : "", name, name[0] ? "''s" : "", w->index,
 	       w->on_guard ? ", on a guard page" : "");
-	const struct spanheap_guard_slot *sl = &g->slot[w->index];
-	struct spanheap_track t;
-	t.ns = sl->alloc_ns;
-	t.cpu = sl->alloc_cpu;
-	t.npcs = spanheap_depot_get(&sh->depot, sl->alloc_stack, t.pc);
+	struct spanheap_track t, freed;
+	if (!spanheap_guard_tracks(sh, w->start, &t, &freed))
+		return;
 	uint64_t now = mm_port_now_ns();
 	spanheap_track_log(w->start, &t, "allocated", now);
 	if (w->state == SPANHEAP_OBJ_FREE)
 		spanheap_track_log(w->start, &w->freed, "freed", now);
+}
+
+bool spanheap_guard_tracks(struct spanheap *sh, uintptr_t a,
+                           struct spanheap_track *alloc,
+                           struct spanheap_track *freed)
+{
+	const struct spanheap_guard *g = &sh->guard;
+	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
+	if (!spanheap_guard_owns(g, (const void *)a) || !(pi & 1))
+		return false;
+	const struct spanheap_guard_slot *sl = &g->slot[pi / 2];
+	if (!sl->obj)
+		return false;
+	alloc->ns = sl->alloc_ns;
+	alloc->cpu = sl->alloc_cpu;
+	alloc->npcs =
+	        spanheap_depot_get(&sh->depot, sl->alloc_stack, alloc->pc);
+	freed->ns = sl->free_ns;
+	freed->cpu = sl->free_cpu;
+	freed->npcs = spanheap_depot_get(&sh->depot, sl->free_stack, freed->pc);
+	return true;
 }
 
 void spanheap_guard_stats(struct spanheap *sh, struct spanheap_stats *st)

@@ -346,6 +346,7 @@ size_t spanheap_release_all(struct spanheap *sh)
 	spanheap_assert_can_sleep("spanheap_release_all");
 	spanheap_flush_all(sh);
 	run_cycle(sh, false);
+	spanheap_guard_drain_all(sh);
 	return mheap_release_all(sh->heap);
 }
 

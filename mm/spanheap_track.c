@@ -170,6 +170,8 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
                             struct spanheap_track *freed)
 {
 	uintptr_t a = (uintptr_t)p;
+	if (sh->track && spanheap_guard_owns(&sh->guard, p))
+		return spanheap_guard_tracks(sh, a, alloc, freed);
 	if (!sh->track || a - sh->arena_base >= sh->arena_bytes)
 		return false;
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
@@ -265,6 +267,27 @@ static void trace_span(struct trace_table *tt, const struct mspan *s)
 	}
 }
 
+/* Counts the guarded pool's live objects (spanheap_guard.c) of class cls
+ * (0: all), which no span holds: their records are their slots'. */
+static void trace_guard(struct spanheap *sh, struct trace_table *tt,
+                        unsigned cls)
+{
+	const struct spanheap_guard *g = &sh->guard;
+	for (unsigned i = 0; i < g->nslots; i++) {
+		const struct spanheap_guard_slot *sl = &g->slot[i];
+		struct spanheap_track r, unused;
+		if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
+		            GUARD_LIVE ||
+		    (cls && sl->cls != cls) ||
+		    (tt->owner != SPANHEAP_OWNER_ANY &&
+		     __atomic_load_n(&sl->owner, __ATOMIC_RELAXED) !=
+		             tt->owner) ||
+		    !spanheap_guard_tracks(sh, sl->obj, &r, &unused))
+			continue;
+		trace_add(tt, &r, sl->asked);
+	}
+}
+
 /* Sorts t[0..n) by objects, most first (insertion: n is a table's). */
 static void traces_sort(struct spanheap_trace *t, size_t n)
 {
@@ -326,6 +349,7 @@ size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
 				continue;
 			trace_span(&tt, s);
 		}
+	trace_guard(sh, &tt, cls);
 	*rest = tt.rest;
 	traces_sort(t, tt.n);
 	return tt.n;

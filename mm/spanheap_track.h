@@ -31,7 +31,8 @@ struct spanheap_track {
  * *freed (ns 0: none since its span was made). False, with neither
  * written, if nothing is recorded for p: the heap is not in poison mode,
  * its port records no callers (mm_port_callers gave none at spanheap_init),
- * or p is not in a small span of the heap. Any context but NMI; the
+ * or p is not in a small span of the heap. An object of the guarded
+ * pool (spanheap_guard.h) gives its slot's records. Any context but NMI; the
  * records of an object another CPU allocates or frees meanwhile may be
  * half of each.
  */
@@ -51,7 +52,8 @@ struct spanheap_trace {
 
 /*
  * Groups the live small objects of size class cls (0: every class) by the
- * stack that allocated them, from poison mode's records (Linux's
+ * stack that allocated them (the guarded pool's included), from poison
+ * mode's records (Linux's
  * alloc_traces: the stack whose count keeps growing is a leak's), into
  * t[0..max), most objects first. Returns the entries filled; objects of
  * stacks found after the max-th go into *rest. 0, *rest 0, if the heap

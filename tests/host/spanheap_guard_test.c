@@ -321,3 +321,38 @@ KTEST(spanheap_guard, named_caches_check_class_and_owner)
 	caches_case(false);
 	caches_case(true);
 }
+
+/* Objects counted by the traces of entries t[0..n). */
+static size_t traced(const struct spanheap_trace *t, size_t n)
+{
+	size_t objects = 0;
+	for (size_t i = 0; i < n; i++)
+		objects += t[i].objects;
+	return objects;
+}
+
+/* Poison mode's records and traces take the pool's objects in: their
+ * slots' records, given as a span object's are. */
+KTEST(spanheap_guard, poison_records_and_traces_count_guarded_objects)
+{
+	KASSERT(guard_heap(4, 1000, true));
+	char *a = guarded(40), *b = guarded(72);
+	KASSERT(a && b);
+	struct spanheap_track al, fr;
+	KEXPECT(spanheap_object_tracks(&sh, a + 3, &al, &fr));
+	KEXPECT(al.ns != 0 && al.npcs > 0 && fr.ns == 0);
+	KEXPECT(!spanheap_object_tracks(&sh, a - 4096, &al, &fr)); /* guard */
+	struct spanheap_trace t[4];
+	size_t rest;
+	size_t n = spanheap_alloc_traces(&sh, 0, t, 4, &rest);
+	KEXPECT_EQ(traced(t, n), 2);
+	n = spanheap_alloc_traces(&sh, sizeclass_of(72), t, 4, &rest);
+	KEXPECT(traced(t, n) == 1 && t[0].bytes == 72);
+	spanheap_free(&sh, a);
+	KEXPECT(spanheap_object_tracks(&sh, a, &al, &fr));
+	KEXPECT(fr.ns != 0 && fr.ns >= al.ns && fr.npcs > 0);
+	n = spanheap_alloc_traces(&sh, 0, t, 4, &rest);
+	KEXPECT_EQ(traced(t, n), 1);
+	spanheap_free(&sh, b);
+	guard_release();
+}

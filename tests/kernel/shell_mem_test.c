@@ -281,7 +281,15 @@ KTEST(shell_mem, alloctraces_survives_a_table_gone_under_it)
 {
 	if (!kspanheap.track)
 		KTEST_SKIP("needs mm.debug_poison's records");
+	/* A span's object, not the guarded pool's (mm.guard): its table. */
+	static struct guard_aside aside;
 	void *p = traces_alloc_here();
+	while (p && spanheap_guard_owns(&kspanheap.guard, p) &&
+	       aside.n < SPANHEAP_GUARD_MAX + 1) {
+		aside.p[aside.n++] = p;
+		p = traces_alloc_here();
+	}
+	kmalloc_plain_done(&aside);
 	KASSERT(p != NULL);
 	struct mspan *s = mheap_span_lookup(&kheap, (uintptr_t)p);
 	KASSERT(mheap_span_is_span(s) && s->redzone != NULL);
