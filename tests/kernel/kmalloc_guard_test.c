@@ -24,6 +24,7 @@
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
 #include "tests/kernel/fault_util.h"
+#include "tests/kernel/storm_util.h"
 
 #define NEED_POOL()                                                           \
 	do {                                                                  \
@@ -365,29 +366,14 @@ static void gstorm_worker(void *arg)
  * frees what is left handed off or held by the handlers. */
 static void gstorm_run(void)
 {
-	struct thread_handle w[MAX_CPUS];
-	unsigned nw = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		nw += atomic_load(&cpus[i].online);
-	atomic_store(&gworkers, nw);
-	sched_tick_hook = gstorm_tick;
-	atomic_store(&girq_on, true);
-	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
-		if (atomic_load(&cpus[i].online))
-			w[k++] = thread_create("gstorm", gstorm_worker,
-			                       (void *)(uintptr_t)(i + 1), i);
-	for (unsigned k = 0; k < nw; k++)
-		if (!thread_handle_ok(w[k]))
-			panic("guard storm: cannot create its threads");
-	while (atomic_load(&gworkers) > 0 ||
-	       atomic_load(&g_irq_allocs) < GSTORM_TICKS)
-		thread_sleep_ns(10000000);
-	atomic_store(&girq_on, false);
-	while (atomic_load(&girq_inside) > 0)
-		thread_yield();
-	sched_tick_hook = NULL;
-	for (unsigned k = 0; k < nw; k++)
-		thread_join(w[k]);
+	cpu_storm_run(&(struct cpu_storm){.name = "gstorm",
+	                                  .worker = gstorm_worker,
+	                                  .tick = gstorm_tick,
+	                                  .running = &gworkers,
+	                                  .irq_on = &girq_on,
+	                                  .irq_inside = &girq_inside,
+	                                  .irq_allocs = &g_irq_allocs,
+	                                  .irq_min = GSTORM_TICKS});
 	for (unsigned k = 0; k < GSTORM_HAND; k++) {
 		void *p = atomic_exchange(&ghand[k], NULL);
 		if (p)
@@ -469,13 +455,14 @@ KTEST(demo, kmalloc_guard_overrun_faults)
 	              "fault");
 }
 
-/* With mm.guard: a read of a guarded object after its free: its page is
- * unmapped; the report names the object, its allocation and free. */
+/* With mm.guard=1: a read of a guarded object after its free: its page
+ * is unmapped; the report names the object, its allocation and free (by
+ * this function: kzalloc's out-of-line call is sampled at 1 in 1). */
 KTEST(demo, kmalloc_guard_use_after_free_faults)
 {
 	NEED_POOL();
-	uint8_t *p = guard_alloc(100);
-	KASSERT(p != NULL);
+	uint8_t *p = kzalloc(100, 0);
+	KASSERT(p != NULL && spanheap_guard_owns(&kspanheap.guard, p));
 	kfree(p);
 	spanheap_guard_drain(&kspanheap);
 	ktest_diag("use after free at %#lx", (unsigned long)(p + 10));

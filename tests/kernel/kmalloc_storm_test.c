@@ -23,6 +23,7 @@
 #include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
+#include "tests/kernel/storm_util.h"
 
 /* A small xorshift generator; each user keeps its own state. */
 static uint64_t next_rand(uint64_t *s)
@@ -299,33 +300,16 @@ static bool storm(unsigned ops)
 	atomic_store(&n_releases, 0);
 	atomic_store(&n_zeroed, 0);
 	atomic_store(&n_zeroed_large, 0);
-	struct thread_handle w[MAX_CPUS + 1];
-	unsigned nw = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		nw += atomic_load(&cpus[i].online);
-	atomic_store(&workers_running, nw);
-	sched_tick_hook = irq_tick;
-	atomic_store(&irq_on, true);
-	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
-		if (atomic_load(&cpus[i].online))
-			w[k++] = thread_create("kstorm", storm_worker,
-			                       (void *)(uintptr_t)(i + 1), i);
-	w[nw] = thread_create("kstorm_rel", storm_releaser, NULL,
-	                      THREAD_ANY_CPU);
+	cpu_storm_run(&(struct cpu_storm){.name = "kstorm",
+	                                  .worker = storm_worker,
+	                                  .tick = irq_tick,
+	                                  .running = &workers_running,
+	                                  .irq_on = &irq_on,
+	                                  .irq_inside = &irq_inside,
+	                                  .irq_allocs = &n_irq_allocs,
+	                                  .irq_min = IRQ_MIN_ALLOCS,
+	                                  .extra = storm_releaser});
 	bool ok = true;
-	for (unsigned k = 0; k <= nw; k++)
-		ok = ok && thread_handle_ok(w[k]);
-	if (!ok)
-		panic("kmalloc storm: cannot create its threads");
-	while (atomic_load(&workers_running) > 0 ||
-	       atomic_load(&n_irq_allocs) < IRQ_MIN_ALLOCS)
-		thread_sleep_ns(10000000);
-	atomic_store(&irq_on, false);
-	while (atomic_load(&irq_inside) > 0)
-		thread_yield();
-	sched_tick_hook = NULL;
-	for (unsigned k = 0; k <= nw; k++)
-		thread_join(w[k]);
 	for (unsigned k = 0; k < HANDOFF_SLOTS; k++) {
 		void *p = atomic_exchange(&handoff[k], NULL);
 		if (p)

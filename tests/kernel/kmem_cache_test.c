@@ -22,6 +22,7 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
+#include "tests/kernel/storm_util.h"
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -152,31 +153,15 @@ static int64_t live_of(struct objcache *c)
  * and IRQ_MIN interrupt allocations; frees what is left. */
 static bool run_all(void)
 {
-	struct thread_handle w[MAX_CPUS];
-	unsigned nw = 0;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		nw += atomic_load(&cpus[i].online);
-	atomic_store(&running, nw);
-	sched_tick_hook = irq_tick;
-	atomic_store(&irq_on, true);
+	cpu_storm_run(&(struct cpu_storm){.name = "kcache",
+	                                  .worker = worker,
+	                                  .tick = irq_tick,
+	                                  .running = &running,
+	                                  .irq_on = &irq_on,
+	                                  .irq_inside = &irq_inside,
+	                                  .irq_allocs = &n_irq_allocs,
+	                                  .irq_min = IRQ_MIN});
 	bool ok = true;
-	for (unsigned i = 0, k = 0; i < MAX_CPUS; i++)
-		if (atomic_load(&cpus[i].online)) {
-			w[k] = thread_create("kcache", worker,
-			                     (void *)(uintptr_t)(i + 1), i);
-			ok = ok && thread_handle_ok(w[k++]);
-		}
-	if (!ok)
-		panic("kmem_cache test: cannot create its threads");
-	while (atomic_load(&running) > 0 ||
-	       atomic_load(&n_irq_allocs) < IRQ_MIN)
-		thread_sleep_ns(10000000);
-	atomic_store(&irq_on, false);
-	while (atomic_load(&irq_inside) > 0)
-		thread_yield();
-	sched_tick_hook = NULL;
-	for (unsigned k = 0; k < nw; k++)
-		thread_join(w[k]);
 	for (unsigned k = 0; k < HANDOFF; k++) {
 		uint64_t *p = atomic_exchange(&handoff[k], NULL);
 		if (p)
