@@ -36,8 +36,8 @@ static unsigned cmdline_uint(const char *key, unsigned def, unsigned lo,
 #define GUARD_SLOTS 64
 /* The sampling interval of a bare "mm.guard". */
 #define GUARD_DEFAULT_INTERVAL 64
-/* The largest mm.guard=N taken: one in a million refills. */
-#define GUARD_MAX_INTERVAL 1000000
+/* The largest mm.guard=N taken (spanheap_config's 16 bits). */
+#define GUARD_MAX_INTERVAL 65535
 
 /* mm.guard=N: the guarded pool's sampling interval (one guarded
  * allocation in N refills and out-of-line allocations of each CPU); a

@@ -21,8 +21,9 @@ struct spanheap;
 struct spanheap_where;
 struct spanheap_stats;
 
-/* The most slots a pool may have (spanheap_config's guard_slots). */
-#define SPANHEAP_GUARD_MAX 256
+/* The most slots a pool may have (spanheap_config's guard_slots, 8
+ * bits). */
+#define SPANHEAP_GUARD_MAX 255
 
 /* A slot's state. FREE: unmapped, in the ring; BUSY: one caller sets it
  * up or tears it down, outside the lock; LIVE: handed out; FREED: freed

@@ -59,6 +59,12 @@ void spanheap_config_default(struct spanheap_config *cfg)
 	};
 }
 
+/* The config's size, on 64-bit machines: struct spanheap starts with it,
+ * and the offsets of the fields every free reads after it are measured
+ * ones (spanheap_config.h, guard_slots). */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct spanheap_config) == 32,
+               "struct spanheap_config stays 32 bytes");
+
 /* True if cfg is usable; else logs which field is out of range. */
 static bool config_ok(const struct spanheap_config *cfg)
 {
@@ -71,9 +77,8 @@ static bool config_ok(const struct spanheap_config *cfg)
 		bad = "period_ns (at least 1)";
 	else if (cfg->cpu_permille == 0 || cfg->cpu_permille > 1000)
 		bad = "cpu_permille (1 to 1000)";
-	else if (cfg->guard_slots > SPANHEAP_GUARD_MAX ||
-	         (cfg->guard_slots && cfg->guard_interval == 0))
-		bad = "guard_slots (0 to 256) or guard_interval (at least 1)";
+	else if (cfg->guard_slots && cfg->guard_interval == 0)
+		bad = "guard_interval (at least 1 with guard_slots)";
 	if (bad)
 		mm_log("spanheap: bad config: %s: pending %u per mille, batch "
 		       "%u spans, period %lu ns, CPU %u per mille",
