@@ -178,6 +178,11 @@ void heap_stack_print(const uintptr_t *pc, uint32_t npcs);
  * false if a fault ended the walk (said, with who). Thread context. */
 bool heap_traces_print(const char *who, unsigned cls, uint32_t owner,
                        struct spanheap_trace *t, size_t max);
+/* Prints the guarded pool's live objects (mm.guard), each with its slot,
+ * size, class, age and the stack that allocated it; false, said, if the
+ * heap has no pool. Read with no lock: an object freed meanwhile may
+ * show. Thread context. */
+bool heap_guard_print(void);
 
 /*
  * Hands every online CPU's span cache back to the central lists

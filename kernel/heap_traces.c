@@ -4,7 +4,8 @@
  * class or a named cache by the stack that allocated them (the shell's
  * alloctraces); and kmem_cache_destroy, which lists a refused cache's
  * live objects that way, as Linux's SLUB lists the objects left in a
- * cache at its shutdown.
+ * cache at its shutdown; and the guarded pool's live objects (mm.guard,
+ * the shell's guarded), as Linux's kfence/objects lists KFENCE's.
  *
  * The records are read with no lock (spanheap_alloc_traces_owned): a span
  * freed meanwhile gives its side table back, which mm.debug_pagealloc
@@ -83,4 +84,36 @@ bool kmem_cache_destroy(struct objcache *c)
 		                  t, 8);
 	}
 	return false;
+}
+
+bool heap_guard_print(void)
+{
+	const struct spanheap_guard *g = &kspanheap.guard;
+	if (!g->base) {
+		printk("guarded: the heap has no guarded pool (boot with "
+		       "mm.guard)\n");
+		return false;
+	}
+	printk("guarded pool: %u slots at %#lx, 1 allocation in %u refills "
+	       "sampled; live objects, by slot:\n",
+	       g->nslots, (unsigned long)g->base, g->interval);
+	uint64_t now = time_now_ns();
+	unsigned live = 0;
+	for (unsigned i = 0; i < g->nslots; i++) {
+		const struct spanheap_guard_slot *sl = &g->slot[i];
+		struct spanheap_track a, f;
+		if (atomic_load(&sl->state) != GUARD_LIVE ||
+		    !spanheap_guard_tracks(&kspanheap, sl->obj, &a, &f))
+			continue;
+		uint64_t age = now > a.ns ? now - a.ns : 0;
+		printk("slot %u: %#lx, %u bytes asked, size class %u, "
+		       "allocated %llu ms ago on CPU %u:\n",
+		       i, (unsigned long)sl->obj, sl->asked, sl->cls,
+		       (unsigned long long)(age / 1000000), a.cpu);
+		heap_stack_print(a.pc, a.npcs);
+		live++;
+	}
+	if (!live)
+		printk("none\n");
+	return true;
 }

@@ -450,6 +450,12 @@ static enum shell_status cmd_alloctraces(int argc, char **argv)
 	               : SHELL_FAILED;
 }
 
+/* guarded */
+static enum shell_status cmd_guarded(int argc, char **argv)
+{
+	return heap_guard_print() ? SHELL_OK : SHELL_FAILED;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -471,5 +477,8 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"alloctraces", "[CLASS|CACHE]",
          "live objects by the stack that allocated them (mm.debug_poison)",
          cmd_alloctraces},
+        {"guarded", "",
+         "the guarded pool's live objects and their stacks (mm.guard)",
+         cmd_guarded},
         {NULL, NULL, NULL, NULL},
 };

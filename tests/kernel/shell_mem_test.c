@@ -337,4 +337,34 @@ KTEST(shell_mem, addrinfo_says_what_an_address_is)
 	KEXPECT(seen_has("addrinfo: ADDR '42' is not 0x and 1 to 16 hex "
 	                 "digits"));
 }
+
+/* guarded lists the pool's live objects (mm.guard): one of its own, by
+ * its slot, with its size and class, and not after its free; without a
+ * pool, it says so. */
+KTEST(shell_mem, guarded_lists_the_pools_live_objects)
+{
+	if (!kspanheap.guard.base) {
+		KEXPECT_EQ(capture_run_line("guarded"), SHELL_FAILED);
+		KEXPECT(seen_has("guarded: the heap has no guarded pool (boot "
+		                 "with mm.guard)"));
+		return;
+	}
+	uint8_t *p =
+	        spanheap_guard_alloc(&kspanheap, 77, 16, 0, sizeclass_of(77));
+	if (!p)
+		KTEST_SKIP("the guarded pool is full");
+	char want[96];
+	ksnprintf(want, sizeof(want), ": %p, 77 bytes asked, size class %u, ",
+	          (void *)p, sizeclass_of(77));
+	KEXPECT_EQ(capture_run_line("guarded"), SHELL_OK);
+	char head[48];
+	ksnprintf(head, sizeof(head), "guarded pool: %u slots at ",
+	          kspanheap.guard.nslots);
+	KEXPECT(seen_has(head));
+	KEXPECT(seen_has(want));
+	kfree(p);
+	KEXPECT_EQ(capture_run_line("guarded"), SHELL_OK);
+	KEXPECT(!seen_has(want));
+	KEXPECT_EQ(capture_run_line("guarded 1"), SHELL_USAGE);
+}
 #endif
