@@ -262,10 +262,13 @@ void objcache_free_slow(struct objcache *c, void *p)
 	uint32_t idx, *owner;
 	unsigned cls = 0;
 	if (spanheap_guard_owns(&c->sh->guard, p)) {
-		/* A freed or foreign one: the heap's free says which. */
 		owner = spanheap_guard_owner_at(c->sh, p, &cls);
-		if (!owner)
+		if (!owner) {
+			/* Not a live object: the pool's free panics,
+			 * saying which misuse. */
 			spanheap_free(c->sh, p);
+			return;
+		}
 	} else {
 		struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
 		cls = s->sizeclass;

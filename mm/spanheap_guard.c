@@ -392,10 +392,11 @@ void spanheap_guard_drain_all(struct spanheap *sh)
 	}
 }
 
-size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op)
+size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op,
+                             bool unowned)
 {
 	struct spanheap_guard_slot *sl = live_slot(sh, (uintptr_t)p, op);
-	if (op[0] == 'r' && sl->owner) /* realloc */
+	if (unowned && sl->owner)
 		owned(sh, op, (uintptr_t)p, sl->owner);
 	return sl->asked;
 }

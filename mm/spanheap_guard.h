@@ -104,10 +104,11 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls);
 
 /* The usable size of p (the bytes asked: past them is the canary),
- * checked as a free is; op names the call ("usable size", "realloc": a
- * named cache's object panics for realloc). Any context. */
-size_t spanheap_guard_usable(struct spanheap *sh, const void *p,
-                             const char *op);
+ * checked as a free is; op names the call for the panics. If unowned
+ * (realloc: a call of the heap's own callers), a named cache's object
+ * panics too, as at spanheap_free. Any context. */
+size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op,
+                             bool unowned);
 
 /* The owner field of live object p (poison mode's named caches) and its
  * class into *cls; NULL for anything else. Any context. */

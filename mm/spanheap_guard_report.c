@@ -68,12 +68,9 @@ void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
 	else
 		w->before = sl->obj - a;
 	w->cpu = (int)sl->alloc_cpu;
-	if (w->state == SPANHEAP_OBJ_FREE && sl->free_ns) {
-		w->freed.ns = sl->free_ns;
-		w->freed.cpu = sl->free_cpu;
-		w->freed.npcs = spanheap_depot_get(&sh->depot, sl->free_stack,
-		                                   w->freed.pc);
-	}
+	struct spanheap_track alloc;
+	if (w->state == SPANHEAP_OBJ_FREE && sl->free_ns)
+		spanheap_guard_tracks(sh, sl->obj, &alloc, &w->freed);
 }
 
 /* The line's "N bytes into|past the end of|before the start of" part,

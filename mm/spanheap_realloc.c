@@ -127,7 +127,7 @@ static void *kept(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
 static void *guard_realloc(struct spanheap *sh, void *p, size_t size,
                            unsigned flags)
 {
-	size_t used = spanheap_guard_usable(sh, p, "realloc");
+	size_t used = spanheap_guard_usable(sh, p, "realloc", true);
 	void *n = spanheap_alloc(sh, size, flags);
 	if (!n)
 		return NULL;
@@ -205,7 +205,7 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 	if (!p)
 		return 0; /* as malloc_usable_size and Linux's ksize */
 	if (spanheap_guard_owns(&sh->guard, p))
-		return spanheap_guard_usable(sh, p, "usable size");
+		return spanheap_guard_usable(sh, p, "usable size", false);
 	uint32_t idx;
 	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
