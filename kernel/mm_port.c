@@ -277,6 +277,12 @@ bool mm_port_prepare(void *addr, size_t nbytes)
 	return vm_prepare_range((uintptr_t)addr, nbytes) == 0;
 }
 
+/* Unused pages fault here: mm_port_unused_begin clears their PTEs. */
+bool mm_port_prepare_guarded(void *addr, size_t nbytes)
+{
+	return mm_port_prepare(addr, nbytes);
+}
+
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	uintptr_t base = (uintptr_t)addr;

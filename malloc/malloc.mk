@@ -9,7 +9,8 @@
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c \
-	malloc/slots.c malloc/slots_gone.c malloc/enter.c malloc/background.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c
+	malloc/slots.c malloc/slots_gone.c malloc/enter.c malloc/background.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c \
+	malloc/guard.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
 # is exported; initial-exec TLS (the slot index) needs no allocation;
 # the compiler must not turn our own code into calls of malloc or free;
@@ -70,7 +71,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
 	malloc_api_fresh.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
-	malloc_api_diff_ops.c malloc_api_describe.c) mm/sizeclasses.c
+	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c

@@ -38,6 +38,9 @@
  */
 struct info {
 	size_t arena, in_use, max, free_objects, cached_objects;
+	/* The guarded pool (MM_MALLOC_GUARD; slots 0: none). */
+	unsigned guard_slots, guard_live;
+	uint64_t guard_allocs, guard_full;
 };
 
 static void info_read(struct info *in)
@@ -57,6 +60,10 @@ static void info_read(struct info *in)
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		in->free_objects += st.cls[cls].objects_free;
 	in->cached_objects = st.mag_objects;
+	in->guard_slots = st.guard_slots;
+	in->guard_live = st.guard_live;
+	in->guard_allocs = st.guard_allocs;
+	in->guard_full = st.guard_full;
 }
 
 API struct mallinfo2 mallinfo2(void)
@@ -85,7 +92,8 @@ API struct mallinfo mallinfo(void)
 	};
 }
 
-/* glibc's lines on stderr, for the one arena there is. */
+/* glibc's lines on stderr, for the one arena there is; then, with
+ * MM_MALLOC_GUARD, the guarded pool's counts. */
 API void malloc_stats(void)
 {
 	struct info in;
@@ -97,6 +105,14 @@ API void malloc_stats(void)
 	        "in use bytes     = %10zu\nmax mmap regions = %10u\n"
 	        "max mmap bytes   = %10u\n",
 	        in.arena, in.in_use, in.arena, in.in_use, 0u, 0u);
+	/* Ours, after glibc's lines, only with a pool. */
+	if (in.guard_slots)
+		fprintf(stderr,
+		        "guarded pool     = %10u slots, %u live, %llu "
+		        "allocated, %llu found full\n",
+		        in.guard_slots, in.guard_live,
+		        (unsigned long long)in.guard_allocs,
+		        (unsigned long long)in.guard_full);
 	errno = saved_errno;
 }
 

@@ -87,6 +87,17 @@ int mm_malloc_env_switch(const char *name, const char *val) MM_MALLOC_HIDDEN;
  * errno; allocates nothing and uses no stdio. */
 bool mm_malloc_fail_switch(const char *val,
                            struct spanheap_fail_attr *a) MM_MALLOC_HIDDEN;
+/* MM_MALLOC_GUARD's value val (NULL if unset): the guarded pool's
+ * sampling interval, 0 (none) if unset or empty, or if it is not a
+ * number from 0 to 65535, which is reported on stderr whatever
+ * MM_MALLOC_VERBOSE says. Allocates nothing (malloc/guard.c). */
+unsigned mm_malloc_guard_switch(const char *val) MM_MALLOC_HIDDEN;
+/* Sets sc's pool for interval (0: none). */
+void mm_malloc_guard_config(struct spanheap_config *sc,
+                            unsigned interval) MM_MALLOC_HIDDEN;
+/* Once the heap is set up: if it has a pool, the SIGSEGV handler that
+ * reports a fault in it (malloc/guard.c). */
+void mm_malloc_guard_start(void) MM_MALLOC_HIDDEN;
 /* Sets mm_log's verbosity from MM_MALLOC_VERBOSE's value val (NULL if
  * unset); the constructor's, or mm_log's first line if that comes
  * before. */

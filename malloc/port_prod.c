@@ -212,8 +212,27 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return (void *)base;
 }
 
+/*
+ * The guarded pool's range (mm_port_prepare_guarded; one heap, so one
+ * range): there a page not in use is PROT_NONE, so that an overrun onto
+ * a guard page or a use after free faults (malloc/guard.c reports it).
+ * Set once by the heap's set-up, read with no lock.
+ */
+static _Atomic uintptr_t guarded_lo, guarded_hi;
+
+static bool in_guarded(const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	return a < atomic_load_explicit(&guarded_hi, memory_order_relaxed) &&
+	       a >= atomic_load_explicit(&guarded_lo, memory_order_relaxed);
+}
+
 void mm_port_unreserve(void *addr, size_t nbytes)
 {
+	if (atomic_load(&guarded_lo) == (uintptr_t)addr) {
+		atomic_store(&guarded_hi, 0);
+		atomic_store(&guarded_lo, 0);
+	}
 	munmap(addr, nbytes);
 }
 
@@ -245,9 +264,20 @@ bool mm_port_map(void *addr, size_t nbytes)
 
 bool mm_port_used(void *addr, size_t nbytes)
 {
-	(void)addr;
-	(void)nbytes;
+	if (in_guarded(addr))
+		return make_writable(addr, nbytes);
 	return true; /* read-write since prepare; dropped pages read zero */
+}
+
+/* The range stays PROT_NONE (mm_port_reserve's) until used. */
+bool mm_port_prepare_guarded(void *addr, size_t nbytes)
+{
+	uintptr_t none = 0;
+	if (!atomic_compare_exchange_strong(&guarded_lo, &none,
+	                                    (uintptr_t)addr))
+		return false; /* a second pool: not this port's */
+	atomic_store(&guarded_hi, (uintptr_t)addr + nbytes); /* in force */
+	return true;
 }
 
 bool mm_port_prepare(void *addr, size_t nbytes)
@@ -300,6 +330,13 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 	if (base + nbytes > b->hi)
 		b->hi = base + nbytes;
 	mm_malloc_give_back(addr, nbytes);
+	/* A failure (the VMA limit) leaves the page read-write and zero: a
+	 * use after free of it goes unseen, nothing worse. */
+	if (in_guarded(addr)) {
+		int saved = errno;
+		mprotect(addr, nbytes, PROT_NONE);
+		errno = saved;
+	}
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)

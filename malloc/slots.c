@@ -288,18 +288,40 @@ void mm_malloc_signals_restore(const sigset_t *old)
  * whole (address space only). Where that is limited (ulimit -v), a
  * smaller one: halved down to one chunk. Until this version a program
  * under a limit below 64 GiB aborted at its first malloc. */
-static void heaps_make(const struct spanheap_config *sc)
+static void heaps_make(void)
 {
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
+	 * write after a free at the object's next allocation. */
+	sc.poison = mm_malloc_env_switch("MM_MALLOC_POISON",
+	                                 getenv("MM_MALLOC_POISON")) == 1;
+	/* The guarded pool (malloc/guard.c): production's overrun and use
+	 * after free finder, a sampled few objects between PROT_NONE
+	 * pages. */
+	mm_malloc_guard_config(
+	        &sc, mm_malloc_guard_switch(getenv("MM_MALLOC_GUARD")));
 	struct mheap_config hc;
 	mheap_config_default(&hc);
-	bool ok = false;
+	bool paged = false;
 	for (size_t a = hc.arena_bytes;
-	     !ok && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
+	     !paged && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
 	     a /= 2) {
 		hc.arena_bytes = a;
-		ok = mheap_init(&mm_malloc_heap, &hc);
+		paged = mheap_init(&mm_malloc_heap, &hc);
 	}
-	if (!ok || !spanheap_init(&mm_malloc_sh, &mm_malloc_heap, sc))
+	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
+	if (paged && !ok && sc.guard_slots) {
+		/* The pool is a debugging aid: the program runs without it
+		 * rather than not at all (spanheap_init kept nothing). */
+		mm_malloc_log_here(true);
+		mm_log("MM_MALLOC_GUARD: no address space for the guarded "
+		       "pool; running without it");
+		mm_malloc_log_here(false);
+		mm_malloc_guard_config(&sc, 0);
+		ok = spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
+	}
+	if (!ok)
 		mm_panic("cannot set up the heap (no address space for an "
 		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
@@ -330,18 +352,13 @@ static void heap_init(void)
 	sigset_t old_mask;
 	mm_malloc_signals_block(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_BEGUN);
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
-	 * write after a free at the object's next allocation. */
-	sc.poison = mm_malloc_env_switch("MM_MALLOC_POISON",
-	                                 getenv("MM_MALLOC_POISON")) == 1;
 	/* Failure injection (mm/spanheap_fail.h), so that a program can
 	 * prove its out-of-memory paths: parsed here, armed once the heap
 	 * is. */
 	struct spanheap_fail_attr fa;
 	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
-	heaps_make(&sc);
+	heaps_make();
+	mm_malloc_guard_start();
 	mm_malloc_fences = fences_register();
 #ifdef MM_TEST_HOOKS
 	mheap_test_hook = pass_mheap_hook;

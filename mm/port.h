@@ -79,6 +79,20 @@ bool mm_port_used(void *addr, size_t nbytes);
 bool mm_port_prepare(void *addr, size_t nbytes);
 
 /*
+ * mm_port_prepare for a guarded pool's reservation (spanheap_guard.c),
+ * with one promise more: in [addr, addr + nbytes) a page that is not in
+ * use (never made usable by mm_port_used, or given back by
+ * mm_port_unused_begin) faults when touched, even in a port whose other
+ * given-back pages stay readable (a hosted port that only drops them
+ * with madvise(MADV_DONTNEED) and keeps them read-write). A port whose
+ * unused pages always fault (the kernel) calls mm_port_prepare. The
+ * promise ends with mm_port_unreserve of the range. Returns false,
+ * nothing changed, if memory ran out or the port cannot keep the
+ * promise. Thread context (spanheap_init), no mm lock held.
+ */
+bool mm_port_prepare_guarded(void *addr, size_t nbytes);
+
+/*
  * Scavenging (the kernel's madvise(MADV_DONTNEED)) in two halves.
  * mm_port_unused_begin clears the mappings of pages the caller owns and
  * flushes this CPU's TLB, recording in the batch what is left to do;

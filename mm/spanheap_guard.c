@@ -34,8 +34,10 @@
  * unmaps with no lock. Only a thread can unmap (the port's shootdown
  * waits for the other CPUs): a free from an interrupt handler fills the
  * object with the poison and leaves the slot FREED for the next drain (a
- * thread's guarded allocation or free, a sweep cycle, release-all), which
- * checks the poison before it unmaps. One drain at a time (draining).
+ * thread's guarded allocation or free, the sweeper's every wake, which a
+ * sample that finds no slot but FREED ones asks for, a sweep cycle,
+ * release-all), which checks the poison before it unmaps. One drain at
+ * a time (draining).
  *
  * Limits: objects up to a page, alignments up to a page; SPANHEAP_GUARD_MAX
  * slots; MM_NO_GROW allocations are not sampled. The pool's reservation
@@ -66,7 +68,7 @@ bool spanheap_guard_init(struct spanheap *sh)
 	void *base = mm_port_reserve(bytes, MM_PAGE_SIZE);
 	if (!base)
 		return false;
-	if (!mm_port_prepare(base, bytes)) {
+	if (!mm_port_prepare_guarded(base, bytes)) {
 		mm_port_unreserve(base, bytes);
 		return false;
 	}
@@ -131,6 +133,34 @@ static uintptr_t place(uintptr_t pg, size_t size, size_t align, bool end)
 	return pg + MM_PAGE_SIZE - round;
 }
 
+/* The ring's head slot, made BUSY (its side into *end), or -1 if the
+ * ring is empty. */
+static long slot_take(struct spanheap *sh, bool *end)
+{
+	struct spanheap_guard *g = &sh->guard;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	if (g->ring_len == 0) {
+		g->full++;
+		bool waiting = g->nfreed > 0;
+		mm_lock_release(&sh->heap->lock, irq);
+		/* Slots wait for a drain this caller (pinned, or in an
+		 * interrupt handler) cannot make: the sweeper makes it.
+		 * Until it was asked, a pool whose slots were all freed
+		 * pinned turned every sample away until the next cycle. */
+		if (waiting)
+			mm_event_wake(&sh->sweeper.wake);
+		return -1;
+	}
+	unsigned i = g->ring[g->ring_head];
+	g->ring_head = (g->ring_head + 1) % g->nslots;
+	g->ring_len--;
+	*end = !(g->side++ & 1);
+	atomic_store_explicit(&g->slot[i].state, GUARD_BUSY,
+	                      memory_order_relaxed);
+	mm_lock_release(&sh->heap->lock, irq);
+	return (long)i;
+}
+
 void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
                            unsigned flags, unsigned cls)
 {
@@ -142,22 +172,14 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 		align = size; /* the heap's promise for power-of-two sizes */
 	if (mm_port_can_sleep())
 		spanheap_guard_drain(sh);
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	if (g->ring_len == 0) {
-		g->full++;
-		mm_lock_release(&sh->heap->lock, irq);
+	bool end;
+	long i = slot_take(sh, &end);
+	if (i < 0)
 		return NULL;
-	}
-	unsigned i = g->ring[g->ring_head];
-	g->ring_head = (g->ring_head + 1) % g->nslots;
-	g->ring_len--;
-	bool end = !(g->side++ & 1);
 	struct spanheap_guard_slot *sl = &g->slot[i];
-	atomic_store_explicit(&sl->state, GUARD_BUSY, memory_order_relaxed);
-	mm_lock_release(&sh->heap->lock, irq);
-	uintptr_t pg = page_of(g, i);
+	uintptr_t pg = page_of(g, (unsigned)i);
 	if (!mm_port_used((void *)pg, MM_PAGE_SIZE)) {
-		irq = mm_lock_acquire(&sh->heap->lock);
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 		/* Back at the head: the same order as before. */
 		g->ring_head = (g->ring_head + g->nslots - 1) % g->nslots;
 		g->ring[g->ring_head] = (uint16_t)i;
@@ -181,7 +203,7 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 	sl->free_stack = 0;
 	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns,
 	       (uintptr_t)__builtin_return_address(0), false);
-	irq = mm_lock_acquire(&sh->heap->lock);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	atomic_store_explicit(&sl->state, GUARD_LIVE, memory_order_release);
 	g->live++;
 	g->allocs++;

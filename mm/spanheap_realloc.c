@@ -136,6 +136,16 @@ static void *guard_realloc(struct spanheap *sh, void *p, size_t size,
 	return n;
 }
 
+/* True if an object of old bytes in span s serves size as it is: no
+ * larger, not under half of it, and a large one's pages exactly. A
+ * poison object keeps a byte of red zone, as alloc_call's. */
+static bool fits_in_place(const struct mspan *s, size_t size, size_t old)
+{
+	return size + (s->poison && old < SC_MAX_SIZE) <= old &&
+	       rounded_size(size) >= old / 2 &&
+	       (old <= SC_MAX_SIZE || rounded_size(size) == old);
+}
+
 void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
                        unsigned flags)
 {
@@ -164,10 +174,7 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	/* What the caller may have written: in poison mode, what it asked
 	 * for (the rest is the red zone, spanheap_redzone.c). */
 	size_t used = s->poison ? spanheap_redzone_asked(s, idx) : old;
-	/* A poison object keeps a byte of red zone, as alloc_call's. */
-	bool keep = size + (s->poison && old < SC_MAX_SIZE) <= old &&
-	            rounded_size(size) >= old / 2 &&
-	            (old <= SC_MAX_SIZE || rounded_size(size) == old);
+	bool keep = fits_in_place(s, size, old);
 	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
 	/* It needs memory: one eligible call, p untouched if it fails;
 	 * unless no arena holds it (alloc_call's refusal, not counted). */

@@ -399,6 +399,10 @@ static void sweeper_main(void *arg)
 		uint64_t seen = mm_event_prepare(&sw->wake);
 		if (atomic_load(&sw->stop))
 			break;
+		/* The guarded pool's slots freed where no unmap could be
+		 * made (spanheap_guard_alloc wakes this for them). */
+		if (sh->guard.base)
+			spanheap_guard_drain(sh);
 		uint64_t now = mm_port_now_ns();
 		uint64_t last = atomic_load_explicit(&sw->last_cycle_ns,
 		                                     memory_order_relaxed);

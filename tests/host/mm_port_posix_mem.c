@@ -13,6 +13,7 @@
 #include "mm_port_posix_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,6 +24,10 @@ static atomic_size_t mapped_bytes;
 static atomic_uint fail_maps;
 static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
 static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
+
+/* Production mapping (mm_port_set_production_mapping): arena chunks are
+ * read-write from their growth on, scavenging only drops the pages. */
+static atomic_bool production_mapping;
 
 /* ---- Address space ------------------------------------------------------ */
 
@@ -56,9 +61,48 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	return (void *)base;
 }
 
+/*
+ * Guarded ranges (mm_port_prepare_guarded): their unused pages fault in
+ * production mode too, as the hosted malloc's port keeps them. A slot
+ * is free while its hi is 0; set under guarded_mu, read with no lock
+ * (a heap's own range does not change while the heap lives).
+ */
+#define GUARDED_MAX 16
+static struct {
+	_Atomic uintptr_t lo, hi;
+} guarded[GUARDED_MAX];
+static pthread_mutex_t guarded_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static bool in_guarded(const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	for (unsigned i = 0; i < GUARDED_MAX; i++)
+		if (a < atomic_load_explicit(&guarded[i].hi,
+		                             memory_order_relaxed) &&
+		    a >= atomic_load_explicit(&guarded[i].lo,
+		                              memory_order_relaxed))
+			return true;
+	return false;
+}
+
+/* Pages of [addr, addr + nbytes) stay read-write once made so. */
+static bool production(const void *addr)
+{
+	return atomic_load_explicit(&production_mapping,
+	                            memory_order_relaxed) &&
+	       !in_guarded(addr);
+}
+
 void mm_port_unreserve(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_unreserve");
+	pthread_mutex_lock(&guarded_mu);
+	for (unsigned i = 0; i < GUARDED_MAX; i++)
+		if (atomic_load(&guarded[i].lo) == (uintptr_t)addr) {
+			atomic_store(&guarded[i].hi, 0);
+			atomic_store(&guarded[i].lo, 0);
+		}
+	pthread_mutex_unlock(&guarded_mu);
 	munmap(addr, nbytes + MM_PAGE_SIZE); /* and its guard page */
 	atomic_fetch_sub(&reserved_bytes, nbytes);
 }
@@ -102,10 +146,6 @@ bool mm_port_map(void *addr, size_t nbytes)
 	return true;
 }
 
-/* Production mapping (mm_port_set_production_mapping): arena chunks are
- * read-write from their growth on, scavenging only drops the pages. */
-static atomic_bool production_mapping;
-
 void mm_port_set_production_mapping(bool on)
 {
 	atomic_store(&production_mapping, on);
@@ -117,7 +157,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 	mm_posix_chaos();
 	if (injected_failure())
 		return false;
-	if (atomic_load_explicit(&production_mapping, memory_order_relaxed))
+	if (production(addr))
 		return true; /* dropped pages read as zero when touched */
 	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
 		mm_panic("mm_port_used: mprotect(%p, %zu) failed (%s): the "
@@ -133,17 +173,33 @@ bool mm_port_prepare(void *addr, size_t nbytes)
 	/* The host kernel's page tables are its business; in production
 	 * mode the whole chunk becomes read-write now, in one mapping the
 	 * host can back with huge pages. */
-	if (atomic_load_explicit(&production_mapping, memory_order_relaxed) &&
+	if (production(addr) &&
 	    mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
 		return false;
 	return true;
+}
+
+bool mm_port_prepare_guarded(void *addr, size_t nbytes)
+{
+	expect_no_lock("mm_port_prepare_guarded");
+	mm_posix_chaos();
+	bool ok = false;
+	pthread_mutex_lock(&guarded_mu);
+	for (unsigned i = 0; i < GUARDED_MAX && !ok; i++)
+		if (atomic_load(&guarded[i].hi) == 0) {
+			atomic_store(&guarded[i].lo, (uintptr_t)addr);
+			atomic_store(&guarded[i].hi, (uintptr_t)addr + nbytes);
+			ok = true;
+		}
+	pthread_mutex_unlock(&guarded_mu);
+	return ok; /* nothing to map: the range stays PROT_NONE until used */
 }
 
 /* Drops the memory of [addr, addr + nbytes) now; a touch then faults. */
 static void drop_pages(void *addr, size_t nbytes)
 {
 	madvise(addr, nbytes, MADV_DONTNEED);
-	if (!atomic_load_explicit(&production_mapping, memory_order_relaxed))
+	if (!production(addr))
 		mprotect(addr, nbytes, PROT_NONE);
 }
 

@@ -142,6 +142,34 @@ KTEST(spanheap_guard, a_use_after_free_faults_and_is_named)
 	guard_release();
 }
 
+/* In production mapping (the hosted malloc's: arena pages stay
+ * read-write, scavenged ones read zero) the pool's port promise holds
+ * (mm_port_prepare_guarded): its guard pages and its freed objects'
+ * pages still fault. Until the promise was a port hook, the malloc's
+ * port made the whole pool read-write and nothing faulted. */
+KTEST(spanheap_guard, production_mapping_keeps_the_pool_faulting)
+{
+	mm_port_set_production_mapping(true);
+	KASSERT(guard_heap(4, 1000, false));
+	char *a = guarded(100), *b = guarded(100);
+	KASSERT(a && b);
+	KEXPECT(touch_faults(a + 112));
+	KEXPECT(touch_faults(b - 1));
+	KEXPECT(!touch_faults(a + 99) && !touch_faults(b + 4095));
+	spanheap_free(&sh, a);
+	KEXPECT(touch_faults(a));
+	/* The slot's page is made usable again for its next object. */
+	char *c = guarded(100), *d = guarded(100);
+	KASSERT(c && d);
+	memset(c, 1, 100);
+	memset(d, 1, 100);
+	spanheap_free(&sh, b);
+	spanheap_free(&sh, c);
+	spanheap_free(&sh, d);
+	guard_release();
+	mm_port_set_production_mapping(false);
+}
+
 KTEST(spanheap_guard, misuse_panics_naming_the_object)
 {
 	KASSERT(guard_heap(4, 1000, false));

@@ -142,6 +142,15 @@ bool mm_port_prepare(void *addr, size_t nbytes)
 	return true;
 }
 
+/* An array cannot fault: no guarded pool here (port.h allows the
+ * refusal; spanheap_init then fails). */
+bool mm_port_prepare_guarded(void *addr, size_t nbytes)
+{
+	hook_enter("mm_port_prepare_guarded", NOTHING_HELD);
+	page_of(addr, nbytes, "mm_port_prepare_guarded");
+	return false;
+}
+
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	hook_enter("mm_port_unused_begin", NOTHING_HELD);

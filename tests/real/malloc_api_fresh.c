@@ -310,6 +310,9 @@ int first_scenario(const char *what)
 	if (strcmp(what, "diff") == 0) /* its length is the caller's */
 		return scenario_diff();
 	hang_guard();
+	int guard = guard_scenario(what);
+	if (guard >= 0)
+		return guard;
 	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
 		if (strcmp(what, scenarios[i].name) == 0)
 			return scenarios[i].fn();

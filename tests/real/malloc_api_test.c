@@ -289,6 +289,10 @@ static const struct {
         {"stats_agree", test_stats_agree},
         {"diff", test_diff},
         {"describe", test_describe},
+        {"guard_overrun", test_guard_overrun},
+        {"guard_slack", test_guard_slack},
+        {"guard_other_signals", test_guard_other_signals},
+        {"guard_stats", test_guard_stats},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;

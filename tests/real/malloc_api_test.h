@@ -26,6 +26,7 @@
  *                        failure injection (MM_MALLOC_FAIL)
  *   malloc_api_background.c  the background threads' signal masks
  *   malloc_api_trim.c    malloc_trim
+ *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_ops.c)
  */
@@ -166,6 +167,10 @@ const char *test_background_at_threshold(void);
 const char *test_background_initfirst(void);
 const char *test_diff(void);
 const char *test_describe(void);
+const char *test_guard_overrun(void);
+const char *test_guard_slack(void);
+const char *test_guard_other_signals(void);
+const char *test_guard_stats(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -196,6 +201,9 @@ int scenario_background_initfirst(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 int scenario_describe_poison(void);
+/* The guarded pool's scenario what's exit status; -1 if what names
+ * none (malloc_api_guard.c). */
+int guard_scenario(const char *what);
 /* Runs scenario what in a fresh process with name=val, its stderr into
  * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
 int run_with(const char *what, const char *name, const char *val, char *out,
