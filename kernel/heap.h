@@ -184,6 +184,42 @@ bool heap_traces_print(const char *who, unsigned cls, uint32_t owner,
  * show. Thread context. */
 bool heap_guard_print(void);
 
+/* A leak scan's answer (heap_leaks.c; mm/spanheap_leak.h, Linux's
+ * kmemleak): its work memory, which holds the leaks kept, until
+ * heap_leaks_done. */
+struct heap_leaks {
+	void *work;
+	size_t bytes, max;
+	long n; /* heap_leaks_scan's return */
+	struct spanheap_leak_result r;
+	uint64_t stopped_ns; /* the last scan's stop of the world */
+};
+#define HEAP_LEAKS_NOMEM (-3) /* no memory for the scan's work */
+
+/*
+ * Scans the heap for live small objects nothing reaches from the
+ * kernel's data, bss and stacks, older than min_age_ns, keeping the
+ * first max (in address order): returns how many were found, or
+ * SPANHEAP_LEAK_NO_RECORDS (no mm.debug_poison), HEAP_LEAKS_NOMEM, or
+ * SPANHEAP_LEAK_RETRY (the heap kept outgrowing the scan's memory).
+ * Stops the world for the scan. Thread context, no lock held. Every
+ * return leaves hl for heap_leaks_done.
+ */
+long heap_leaks_scan(struct heap_leaks *hl, uint64_t min_age_ns, size_t max);
+/* The leaks hl kept, *n of them (none after a failed scan). */
+const struct spanheap_leak *heap_leaks_list(const struct heap_leaks *hl,
+                                            size_t *n);
+/* Prints the kept leaks, each with its allocating stack named, then the
+ * counts. Thread context. */
+void heap_leaks_print(const struct heap_leaks *hl);
+/* Wipes and frees hl's work memory (a copy of a leak's address read by
+ * the next scan would keep that leak). */
+void heap_leaks_done(struct heap_leaks *hl);
+/* The shell's leaks: a scan of objects older than min_age_ns, printed
+ * (at most 64, then the count of the rest), or why it could not be made
+ * (said; false). Thread context, no lock held. */
+bool heap_leaks_report(uint64_t min_age_ns);
+
 /*
  * Hands every online CPU's span cache back to the central lists
  * (spanheap_flush_all): this CPU's pinned, then every other CPU's while

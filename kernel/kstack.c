@@ -171,3 +171,20 @@ bool kstack_is_guard(uintptr_t va)
 	/* Everything in a used slot below its lowest mapped page is guard. */
 	return !vm_translate(align_down(va, PAGE_SIZE), NULL, NULL);
 }
+
+bool kstack_bounds(uintptr_t sp, uintptr_t *lo, uintptr_t *hi)
+{
+	if (sp >= KSTACK_REGION_BASE &&
+	    sp - KSTACK_REGION_BASE < KSTACK_REGION_SIZE) {
+		*lo = sp & ~(uintptr_t)(KSTACK_SLOT_SIZE - 1);
+		*hi = *lo + KSTACK_SLOT_SIZE;
+		return true;
+	}
+	if (sp >= (uintptr_t)__boot_stack_bottom &&
+	    sp < (uintptr_t)__boot_stack_top) {
+		*lo = (uintptr_t)__boot_stack_bottom;
+		*hi = (uintptr_t)__boot_stack_top;
+		return true;
+	}
+	return false;
+}

@@ -42,4 +42,9 @@ void kstack_free_local(const struct kstack *s);
  * (the fault handler asks). */
 bool kstack_is_guard(uintptr_t va);
 
+/* The stack that holds address sp, as [*lo, *hi): a kernel stack's slot
+ * (its top is the slot's end) or the boot stack. False for another. Any
+ * context, no lock. */
+bool kstack_bounds(uintptr_t sp, uintptr_t *lo, uintptr_t *hi);
+
 #endif

@@ -229,30 +229,11 @@ void backtrace_print(uint64_t rip, uint64_t rbp)
 	}
 }
 
-/* The stack that holds address sp, as [*lo, *hi): a kernel stack's slot
- * (its top is the slot's end) or the boot stack. False for another. */
-static bool stack_bounds(uintptr_t sp, uintptr_t *lo, uintptr_t *hi)
-{
-	if (sp >= KSTACK_REGION_BASE &&
-	    sp - KSTACK_REGION_BASE < KSTACK_REGION_SIZE) {
-		*lo = sp & ~(uintptr_t)(KSTACK_SLOT_SIZE - 1);
-		*hi = *lo + KSTACK_SLOT_SIZE;
-		return true;
-	}
-	if (sp >= (uintptr_t)__boot_stack_bottom &&
-	    sp < (uintptr_t)__boot_stack_top) {
-		*lo = (uintptr_t)__boot_stack_bottom;
-		*hi = (uintptr_t)__boot_stack_top;
-		return true;
-	}
-	return false;
-}
-
 __attribute__((noinline)) unsigned backtrace_save(uintptr_t *pcs, unsigned max,
                                                   unsigned skip)
 {
 	uintptr_t rbp = (uintptr_t)__builtin_frame_address(0), lo, hi;
-	if (!stack_bounds(rbp, &lo, &hi))
+	if (!kstack_bounds(rbp, &lo, &hi))
 		return 0;
 	unsigned n = 0;
 	skip++; /* this function's own return address */

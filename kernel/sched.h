@@ -37,6 +37,16 @@ unsigned thread_snapshot(struct thread_info *out, unsigned max);
  * short. Thread context (it allocates). */
 struct thread_info *thread_snapshot_all(unsigned *n);
 
+/* Calls fn with the live part [lo, hi) of every thread's stack, from its
+ * lowest live word (its saved stack pointer; a parked CPU's trap frame,
+ * which holds the registers; for the caller, its own frame) to the top:
+ * the dead frames below, stale pointers, are left out. Only with the
+ * world stopped by this CPU (it panics otherwise); fn runs under the
+ * threads lock (rank THREADS): it takes no lock. Exited threads not
+ * joined yet are left out. (The leak scan's roots: heap_leaks.c.) */
+void thread_each_live_stack(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
+                            void *arg);
+
 /* The state's name ("running", "sleeping", ...). Any context. */
 const char *thread_state_name(enum thread_state s);
 

@@ -10,7 +10,9 @@
  * which says what an address is (kernel/addrinfo.h): its region, and in
  * the heap its object and the object's state; and alloctraces, poison
  * mode's live objects grouped by the stack that allocated them
- * (spanheap_alloc_traces), for finding a leak.
+ * (spanheap_alloc_traces), for finding a leak; guarded, the guarded
+ * pool's live objects; and leaks, the objects nothing points to
+ * (kernel/heap_leaks.c, Linux's kmemleak).
  */
 #include "arch/x86_64/paging.h"
 #include "kernel/addrinfo.h"
@@ -456,6 +458,20 @@ static enum shell_status cmd_guarded(int argc, char **argv)
 	return heap_guard_print() ? SHELL_OK : SHELL_FAILED;
 }
 
+/* leaks [SECONDS]: objects younger than SECONDS (5 by default, as
+ * kmemleak's) are not judged: their pointers may be in flight. */
+static enum shell_status cmd_leaks(int argc, char **argv)
+{
+	uint64_t secs = 5;
+	if (argc > 2)
+		return shell_usage(&shell_mem_cmds[10]); /* its own entry */
+	if (argc == 2 &&
+	    !shell_parse_uint("leaks", "SECONDS", argv[1], 0, 86400, &secs))
+		return SHELL_USAGE;
+	return heap_leaks_report(secs * 1000000000ull) ? SHELL_OK
+	                                               : SHELL_FAILED;
+}
+
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -480,5 +496,9 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"guarded", "",
          "the guarded pool's live objects and their stacks (mm.guard)",
          cmd_guarded},
+        {"leaks", "[SECONDS]",
+         "objects nothing points to, older than SECONDS (default 5; "
+         "mm.debug_poison)",
+         cmd_leaks},
         {NULL, NULL, NULL, NULL},
 };

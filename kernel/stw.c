@@ -50,10 +50,21 @@ static const char *stop_reason;
 TEST_HOOK_DEFINE(stw_testing_after_send);
 TEST_HOOK_DEFINE(stw_testing_still_waiting);
 
+/* Each parked CPU's trap frame: its interrupted thread's registers, the
+ * lowest live word of that thread's stack (stw_parked_sp). Written by
+ * the CPU before it counts itself in, read by the stopper after. */
+static uintptr_t parked_sp[MAX_CPUS];
+
+uintptr_t stw_parked_sp(unsigned cpu)
+{
+	return cpu < MAX_CPUS ? parked_sp[cpu] : 0;
+}
+
 static void park_irq(struct trap_frame *f)
 {
 	if (!atomic_load(&stopped))
 		return;
+	parked_sp[this_cpu()->id] = (uintptr_t)f;
 	cpumask_t me = cpumask_of(this_cpu()->id);
 	atomic_fetch_or(&parked, me);
 	atomic_fetch_add(&nparked, 1);

@@ -36,6 +36,11 @@ void stw_stop(const char *reason);
  * or an interrupt handler it panics naming the stop. */
 void stw_start(void);
 
+/* While the world is stopped by this CPU: where parked CPU cpu's trap
+ * frame is, on the stack of the thread it interrupted (the frame holds
+ * its registers; below it the stack is dead). 0 if cpu never parked. */
+uintptr_t stw_parked_sp(unsigned cpu);
+
 /* True while the world is stopped (for assertions). */
 bool stw_stopped(void);
 

@@ -34,6 +34,7 @@
 #include "kernel/printk.h"
 #include "kernel/sched.h"
 #include "kernel/sched_internal.h"
+#include "kernel/stw.h"
 #include "kernel/string.h"
 #include "kernel/thread_testing.h"
 #include "kernel/time.h"
@@ -469,6 +470,38 @@ unsigned thread_snapshot(struct thread_info *out, unsigned max)
 	}
 	spin_unlock_irqrestore(&threads_lock, irq);
 	return n;
+}
+
+/* The lowest live word of thread t's stack, the world stopped by this
+ * CPU: its saved stack pointer, or, running, the trap frame of its
+ * CPU's park (this thread: here); 0 if none is known. */
+static uintptr_t live_sp(const struct thread *t, const struct thread *me)
+{
+	if (t == me)
+		return (uintptr_t)__builtin_frame_address(0);
+	if (!t->on_cpu)
+		return t->saved_rsp;
+	for (unsigned i = 0; i < MAX_CPUS; i++)
+		if (cpus[i].current == t)
+			return stw_parked_sp(i);
+	return 0;
+}
+
+void thread_each_live_stack(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
+                            void *arg)
+{
+	if (!stw_stopped_by_this_cpu())
+		panic("thread_each_live_stack: the world is running (the "
+		      "stacks move)");
+	struct thread *me = thread_current();
+	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	for (struct thread *t = all_threads; t; t = t->all_next) {
+		uintptr_t sp = t->state == THREAD_DEAD ? 0 : live_sp(t, me);
+		uintptr_t lo, hi;
+		if (sp && kstack_bounds(sp, &lo, &hi))
+			fn(sp, hi, arg);
+	}
+	spin_unlock_irqrestore(&threads_lock, irq);
 }
 
 struct thread_info *thread_snapshot_all(unsigned *n)

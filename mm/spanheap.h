@@ -49,6 +49,7 @@
 #include "mheap.h"
 #include "port.h"
 #include "sizeclasses.h"
+#include "spanheap_leak.h"
 #include "spanheap_track.h"
 #include "spanheap_where.h"
 #include "spanheap_types.h"

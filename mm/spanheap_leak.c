@@ -1,0 +1,356 @@
+/*
+ * mm/spanheap_leak.c: the leak scan (spanheap_leak.h), Linux's kmemleak
+ * for the span heap, run on demand with the heap held still.
+ *
+ * Representation, all in the caller's work memory (nothing allocated,
+ * so a scan runs with the world stopped): a header; room for max leak
+ * records; one entry per small tracked span and per large span from the
+ * all-spans snapshot, sorted by base, each with the number of its first
+ * object in a global numbering; a mark bit per object; and a stack of
+ * marked objects not yet scanned (each object is pushed at most once, so
+ * it needs one slot per object).
+ *
+ * The scan: every word of the roots that points into the arena is
+ * looked up (a binary search of the sorted entries; the span table would
+ * give the span, but not its entry); a live object it points into is
+ * marked and pushed. Then the stack is drained: each object's words
+ * (the bytes asked, for a small one; a large one's pages) are read the
+ * same way. The guarded pool's live objects are read as roots. Last,
+ * the live small objects left unmarked are the leaks, less those younger
+ * than min_age_ns.
+ *
+ * Liveness is poison mode's side table (asked is SPANHEAP_REDZONE_FREE
+ * for a free object), exact with no magazines; so a heap without records
+ * is refused.
+ */
+#include "spanheap_leak.h"
+
+#include "spanheap_internal.h"
+
+/* One span in the work memory. */
+struct lspan {
+	uintptr_t base, end; /* its objects: [base, end) */
+	const struct mspan *s;
+	uint32_t first;  /* the global number of its object 0 */
+	uint32_t nelems; /* 1 for a large span */
+};
+
+struct lwork {
+	size_t max, kept; /* leak records: room, filled */
+	uint64_t magic;
+};
+#define LWORK_MAGIC 0x6b6d656d6c65616bull /* "kmemleak" */
+
+/* A scan's state. */
+struct scan {
+	struct spanheap *sh;
+	uintptr_t work_lo, work_hi; /* never read, never judged */
+	struct lspan *sp;
+	size_t nsp;
+	uint64_t *marks;
+	uint32_t *gray;
+	size_t ngray, nobj;
+	struct spanheap_leak_result *r;
+};
+
+static struct spanheap_leak *records(const struct lwork *w)
+{
+	return (struct spanheap_leak *)(w + 1);
+}
+
+const struct spanheap_leak *spanheap_leak_list(const void *work)
+{
+	return records(work);
+}
+
+/* The entry whose span holds address a, or NULL. */
+static const struct lspan *span_at(const struct scan *sc, uintptr_t a)
+{
+	size_t lo = 0, hi = sc->nsp;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sc->sp[mid].base <= a)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (sc->nsp == 0 || a < sc->sp[lo].base || a >= sc->sp[lo].end)
+		return NULL;
+	return &sc->sp[lo];
+}
+
+/* The entry holding object number g. */
+static const struct lspan *span_of_number(const struct scan *sc, uint32_t g)
+{
+	size_t lo = 0, hi = sc->nsp;
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sc->sp[mid].first <= g)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return &sc->sp[lo];
+}
+
+static bool is_large(const struct lspan *e)
+{
+	return e->s->sizeclass == 0;
+}
+
+/* The bytes asked for object idx of small entry e, or FREE. */
+static uint32_t asked_of(const struct lspan *e, uint32_t idx)
+{
+	const struct spanheap_redzone *rz = e->s->redzone;
+	return rz[idx].asked;
+}
+
+/* Marks and pushes the live object word a points into, if any. */
+static void mark(struct scan *sc, uintptr_t a)
+{
+	const struct lspan *e = span_at(sc, a);
+	if (!e)
+		return;
+	uint32_t idx = 0;
+	if (!is_large(e)) {
+		idx = (uint32_t)((a - e->base) / e->s->elemsize);
+		if (asked_of(e, idx) == SPANHEAP_REDZONE_FREE)
+			return;
+	}
+	uint32_t g = e->first + idx;
+	uint64_t bit = 1ull << (g % 64);
+	if (sc->marks[g / 64] & bit)
+		return;
+	sc->marks[g / 64] |= bit;
+	sc->gray[sc->ngray++] = g;
+}
+
+/* Reads the words of [lo, hi), less the work memory. */
+static void scan_range(struct scan *sc, uintptr_t lo, uintptr_t hi)
+{
+	if (lo < sc->work_hi && hi > sc->work_lo) {
+		scan_range(sc, lo, sc->work_lo);
+		scan_range(sc, sc->work_hi, hi);
+		return;
+	}
+	uintptr_t base = sc->sh->arena_base;
+	size_t bytes = sc->sh->arena_bytes;
+	for (uintptr_t a = (lo + 7) & ~(uintptr_t)7; a + 8 <= hi && a >= lo;
+	     a += 8) {
+		uintptr_t v = *(const uintptr_t *)a;
+		sc->r->words++;
+		if (v - base < bytes)
+			mark(sc, v);
+	}
+}
+
+/* Reads every marked object's words until none is left unread. */
+static void drain(struct scan *sc)
+{
+	while (sc->ngray) {
+		uint32_t g = sc->gray[--sc->ngray];
+		const struct lspan *e = span_of_number(sc, g);
+		uint32_t idx = g - e->first;
+		if (is_large(e)) {
+			scan_range(sc, e->base, e->end);
+			continue;
+		}
+		uintptr_t obj = e->base + (uintptr_t)idx * e->s->elemsize;
+		scan_range(sc, obj, obj + asked_of(e, idx));
+	}
+}
+
+/* Sorts sp[0..n) by base (heapsort: no recursion, no memory). */
+static void sift(struct lspan *sp, size_t i, size_t n)
+{
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			return;
+		if (c + 1 < n && sp[c + 1].base > sp[c].base)
+			c++;
+		if (sp[i].base >= sp[c].base)
+			return;
+		struct lspan t = sp[i];
+		sp[i] = sp[c];
+		sp[c] = t;
+		i = c;
+	}
+}
+
+static void sort_spans(struct lspan *sp, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		sift(sp, i, n);
+	for (size_t end = n; end > 1; end--) {
+		struct lspan t = sp[0];
+		sp[0] = sp[end - 1];
+		sp[end - 1] = t;
+		sift(sp, 0, end - 1);
+	}
+}
+
+/* The spans the scan judges or reads, into sp (room for room of them):
+ * how many, or room + 1 if they do not fit. */
+static size_t spans_collect(struct spanheap *sh, struct lspan *sp, size_t room)
+{
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	size_t n = 0;
+	for (size_t i = 0; i < snap.len && n <= room; i++) {
+		const struct mspan *s = snap.arr->v[i];
+		uint8_t st =
+		        atomic_load_explicit(&s->state, memory_order_acquire);
+		bool small = st == MSPAN_SMALL && s->redzone &&
+		             (s->poison & SPAN_TRACKED);
+		if (!small && st != MSPAN_LARGE)
+			continue;
+		if (n == room) {
+			n++;
+			break;
+		}
+		uint32_t ne = small ? s->nelems : 1;
+		sp[n++] = (struct lspan){
+		        .base = s->base,
+		        .end = small ? s->base + (uintptr_t)ne * s->elemsize
+		                     : s->base + (uintptr_t)s->npages *
+		                                         MM_PAGE_SIZE,
+		        .s = s,
+		        .nelems = ne};
+	}
+	spanheap_snapshot_put(sh, &snap);
+	return n;
+}
+
+size_t spanheap_leak_work_bytes(struct spanheap *sh, size_t max)
+{
+	spanheap_assert_can_sleep("spanheap_leak_work_bytes");
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	size_t spans = snap.len, objects = 0;
+	for (size_t i = 0; i < snap.len; i++) {
+		const struct mspan *s = snap.arr->v[i];
+		uint8_t st =
+		        atomic_load_explicit(&s->state, memory_order_relaxed);
+		objects += st == MSPAN_SMALL ? __atomic_load_n(&s->nelems,
+		                                               __ATOMIC_RELAXED)
+		                             : 1;
+	}
+	spanheap_snapshot_put(sh, &snap);
+	/* A quarter more, and 64 spans of the most objects. */
+	spans += spans / 4 + 64;
+	objects += objects / 4 + 64 * SC_MAX_NELEMS;
+	return sizeof(struct lwork) + max * sizeof(struct spanheap_leak) +
+	       spans * sizeof(struct lspan) + (objects + 63) / 64 * 8 +
+	       objects * sizeof(uint32_t);
+}
+
+/* Lays the scan out in work: the spans collected and sorted, numbered,
+ * then the marks (cleared) and the stack. False if they do not fit. */
+static bool layout(struct scan *sc, struct lwork *w, size_t bytes)
+{
+	uintptr_t at = (uintptr_t)(records(w) + w->max);
+	uintptr_t end = (uintptr_t)w + bytes;
+	if (at > end)
+		return false;
+	sc->sp = (struct lspan *)at;
+	size_t room = (end - at) / sizeof(struct lspan);
+	sc->nsp = spans_collect(sc->sh, sc->sp, room);
+	if (sc->nsp > room)
+		return false;
+	sort_spans(sc->sp, sc->nsp);
+	size_t nobj = 0;
+	for (size_t i = 0; i < sc->nsp; i++) {
+		sc->sp[i].first = (uint32_t)nobj;
+		nobj += sc->sp[i].nelems;
+	}
+	at += sc->nsp * sizeof(struct lspan);
+	size_t words = (nobj + 63) / 64;
+	if (nobj > UINT32_MAX ||
+	    (end - at) / 8 < words + (nobj * sizeof(uint32_t) + 7) / 8)
+		return false;
+	sc->marks = (uint64_t *)at;
+	sc->gray = (uint32_t *)(at + words * 8);
+	sc->nobj = nobj;
+	mm_memset(sc->marks, 0, words * 8);
+	return true;
+}
+
+/* Reads the guarded pool's live objects as roots (they keep no records
+ * to judge them by, but what they point to is reached). */
+static void scan_guarded(struct scan *sc)
+{
+	const struct spanheap_guard *g = &sc->sh->guard;
+	for (unsigned i = 0; i < g->nslots; i++) {
+		const struct spanheap_guard_slot *sl = &g->slot[i];
+		if (atomic_load_explicit(&sl->state, memory_order_acquire) ==
+		    GUARD_LIVE)
+			scan_range(sc, sl->obj, sl->obj + sl->asked);
+	}
+}
+
+/* Judges small entry e's live objects: the unmarked ones old enough are
+ * leaks, kept in w while there is room. */
+static void judge(struct scan *sc, struct lwork *w, const struct lspan *e,
+                  uint64_t now, uint64_t min_age_ns)
+{
+	const struct spanheap_redzone *rz = e->s->redzone;
+	for (uint32_t idx = 0; idx < e->nelems; idx++) {
+		uint32_t asked = rz[idx].asked;
+		if (asked == SPANHEAP_REDZONE_FREE)
+			continue;
+		sc->r->objects++;
+		uint32_t g = e->first + idx;
+		if (sc->marks[g / 64] >> (g % 64) & 1) {
+			sc->r->reachable++;
+			continue;
+		}
+		uintptr_t a = e->base + (uintptr_t)idx * e->s->elemsize;
+		if (a < sc->work_hi && a + asked > sc->work_lo)
+			continue; /* the work memory: the caller's, in use */
+		struct spanheap_track alloc, freed;
+		if (!spanheap_object_tracks(sc->sh, (void *)a, &alloc, &freed))
+			alloc = (struct spanheap_track){0};
+		if (alloc.ns && now - alloc.ns < min_age_ns) {
+			sc->r->young++;
+			continue;
+		}
+		if (w->kept < w->max)
+			records(w)[w->kept++] = (struct spanheap_leak){
+			        .addr = a,
+			        .asked = asked,
+			        .sizeclass = e->s->sizeclass,
+			        .owner = rz[idx].owner,
+			        .alloc = alloc};
+		sc->r->leaks++;
+	}
+}
+
+long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
+                        const struct spanheap_leak_range *roots, size_t nroots,
+                        uint64_t min_age_ns, size_t max,
+                        struct spanheap_leak_result *result)
+{
+	*result = (struct spanheap_leak_result){0};
+	if (!sh->track)
+		return SPANHEAP_LEAK_NO_RECORDS;
+	struct lwork *w = work;
+	if ((uintptr_t)work % 8 || bytes < sizeof(*w))
+		return SPANHEAP_LEAK_RETRY;
+	*w = (struct lwork){.max = max, .magic = LWORK_MAGIC};
+	struct scan sc = {.sh = sh,
+	                  .work_lo = (uintptr_t)work,
+	                  .work_hi = (uintptr_t)work + bytes,
+	                  .r = result};
+	if (!layout(&sc, w, bytes))
+		return SPANHEAP_LEAK_RETRY;
+	for (size_t i = 0; i < nroots; i++)
+		scan_range(&sc, roots[i].lo, roots[i].hi);
+	scan_guarded(&sc);
+	drain(&sc);
+	uint64_t now = mm_port_now_ns();
+	for (size_t i = 0; i < sc.nsp; i++)
+		if (!is_large(&sc.sp[i]))
+			judge(&sc, w, &sc.sp[i], now, min_age_ns);
+	return (long)result->leaks;
+}

@@ -1,0 +1,197 @@
+/*
+ * The leak scan (spanheap_leak_scan, mm/spanheap_leak.c; Linux's
+ * kmemleak): from a root array, objects pointed to (at their start or
+ * inside), objects reached only through other objects, through a large
+ * object and through a guarded one, are kept; an unreferenced object,
+ * the object only it points to and an unreferenced cycle are the leaks,
+ * each with its size, class and allocating stack; freed objects are not
+ * judged; young objects are spared by min_age_ns; a short list still
+ * counts every leak; a work area too small asks for a retry; a heap
+ * without records is refused; and the scan's work memory may be an
+ * object of the scanned heap, neither scanned nor judged.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* The roots: a static array, as a kernel's data. */
+static uintptr_t roots_arr[8];
+
+static bool fresh(unsigned guard_slots)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	sc.guard_slots = (uint8_t)guard_slots;
+	sc.guard_interval = 1000;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+static void release(void)
+{
+	if (sh.guard.base) {
+		spanheap_guard_drain(&sh);
+		mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	}
+	sh_heap_release(&heap);
+}
+
+/* The leak allocation site, named by the records' stacks. */
+__attribute__((noinline)) static void **leak_site(size_t size)
+{
+	void **p = spanheap_alloc(&sh, size, MM_ZERO);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+struct scan_out {
+	long n;
+	struct spanheap_leak_result r;
+	const struct spanheap_leak *list;
+};
+
+/* A scan of roots_arr with a work area of the size asked for, from the
+ * C heap (outside sh); freed by the next call. */
+static struct scan_out scan(uint64_t min_age_ns, size_t max)
+{
+	static void *work;
+	free(work);
+	size_t bytes = spanheap_leak_work_bytes(&sh, max);
+	work = calloc(1, bytes);
+	struct spanheap_leak_range root = {(uintptr_t)roots_arr,
+	                                   (uintptr_t)(roots_arr + 8)};
+	struct scan_out o;
+	o.n = spanheap_leak_scan(&sh, work, bytes, &root, 1, min_age_ns, max,
+	                         &o.r);
+	o.list = spanheap_leak_list(work);
+	return o;
+}
+
+/* True if p is among the first n of list. */
+static bool listed(const struct spanheap_leak *list, long n, const void *p)
+{
+	for (long i = 0; i < n; i++)
+		if (list[i].addr == (uintptr_t)p)
+			return true;
+	return false;
+}
+
+KTEST(spanheap_leak, finds_what_nothing_reaches)
+{
+	KASSERT(fresh(0));
+	void **a = leak_site(64), **b = leak_site(64), **c = leak_site(100);
+	void **d = leak_site(32), **e = leak_site(48), **g = leak_site(16);
+	void **h = leak_site(80), **i = leak_site(80), **freed = leak_site(64);
+	void **big = leak_site(100 << 10); /* large: read, not judged */
+	KASSERT(a && b && c && d && e && g && h && i && freed && big);
+	roots_arr[0] = (uintptr_t)a; /* a, and b through it */
+	a[3] = b;
+	roots_arr[1] = (uintptr_t)d + 20; /* inside d keeps d */
+	roots_arr[2] = (uintptr_t)big;    /* g through the large one */
+	big[5000] = g;
+	c[0] = e; /* c leaks, and e with it */
+	h[1] = i; /* a cycle nothing reaches */
+	i[2] = h;
+	roots_arr[3] = (uintptr_t)freed; /* freed: not judged */
+	spanheap_free(&sh, freed);
+	struct scan_out o = scan(0, 16);
+	KEXPECT_EQ(o.n, 4);
+	KEXPECT_EQ(o.r.leaks, 4);
+	KEXPECT(listed(o.list, 4, c) && listed(o.list, 4, e) &&
+	        listed(o.list, 4, h) && listed(o.list, 4, i));
+	KEXPECT_EQ(o.r.objects, 8);
+	KEXPECT_EQ(o.r.reachable, 4);
+	KEXPECT_EQ(o.r.young, 0);
+	for (long k = 0; k < 4 && o.n == 4; k++) {
+		const struct spanheap_leak *l = &o.list[k];
+		KEXPECT_EQ(l->asked, l->addr == (uintptr_t)c   ? 100
+		                     : l->addr == (uintptr_t)e ? 48
+		                                               : 80);
+		KEXPECT_EQ(l->sizeclass,
+		           spanheap_class_serving(&sh, l->asked, 16));
+		KEXPECT(l->alloc.ns != 0 && l->alloc.npcs > 0);
+		KEXPECT_EQ(l->owner, 0);
+	}
+	/* Once a root points at c, nothing leaks but the cycle. */
+	roots_arr[4] = (uintptr_t)c;
+	o = scan(0, 16);
+	KEXPECT(o.n == 2 && listed(o.list, 2, h) && listed(o.list, 2, i));
+	/* Young objects are spared; a short list counts them all. */
+	o = scan(UINT64_MAX / 2, 16);
+	KEXPECT(o.n == 0 && o.r.young == 2);
+	o = scan(0, 1);
+	KEXPECT(o.n == 2 && o.r.leaks == 2 &&
+	        listed(o.list, 1, h) != listed(o.list, 1, i));
+	memset(roots_arr, 0, sizeof(roots_arr));
+	void **all[] = {a, b, c, d, e, g, h, i, big};
+	for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+		spanheap_free(&sh, all[k]);
+	o = scan(0, 16);
+	KEXPECT(o.n == 0 && o.r.objects == 0);
+	release();
+}
+
+/* The guarded pool's objects are read as roots: what only a guarded
+ * object points to is kept. */
+KTEST(spanheap_leak, guarded_objects_are_read)
+{
+	KASSERT(fresh(4));
+	void **gd = spanheap_guard_alloc(&sh, 64, 16, 0, sizeclass_of(64));
+	void **kept = leak_site(64), **lost = leak_site(64);
+	KASSERT(gd && kept && lost);
+	gd[2] = kept;
+	struct scan_out o = scan(0, 16);
+	KEXPECT(o.n == 1 && o.list[0].addr == (uintptr_t)lost);
+	spanheap_free(&sh, gd);
+	o = scan(0, 16);
+	KEXPECT(o.n == 2 && listed(o.list, 2, kept) && listed(o.list, 2, lost));
+	spanheap_free(&sh, kept);
+	spanheap_free(&sh, lost);
+	release();
+}
+
+/* The work area may be the heap's own object: it is neither read (its
+ * spans' addresses would keep every span's first object) nor judged; too
+ * small, the scan asks for a retry and reports nothing. */
+KTEST(spanheap_leak, work_from_the_heap_and_too_small)
+{
+	KASSERT(fresh(0));
+	void **lost = leak_site(64);
+	KASSERT(lost);
+	size_t bytes = spanheap_leak_work_bytes(&sh, 4);
+	void *work = spanheap_alloc(&sh, bytes, 0);
+	KASSERT(work);
+	roots_arr[0] = (uintptr_t)work;
+	struct spanheap_leak_range root = {(uintptr_t)roots_arr,
+	                                   (uintptr_t)(roots_arr + 8)};
+	struct spanheap_leak_result r;
+	long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 4, &r);
+	KEXPECT(n == 1 && spanheap_leak_list(work)[0].addr == (uintptr_t)lost);
+	/* Unreached, the work object is no leak either: it is skipped. */
+	roots_arr[0] = 0;
+	n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 4, &r);
+	KEXPECT(n == 1 && spanheap_leak_list(work)[0].addr == (uintptr_t)lost);
+	KEXPECT_EQ(spanheap_leak_scan(&sh, work, 64, &root, 1, 0, 4, &r),
+	           SPANHEAP_LEAK_RETRY);
+	KEXPECT_EQ(r.leaks, 0);
+	spanheap_free(&sh, work);
+	spanheap_free(&sh, lost);
+	release();
+}
+
+KTEST(spanheap_leak, needs_records)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, false));
+	char work[4096];
+	struct spanheap_leak_result r;
+	KEXPECT_EQ(
+	        spanheap_leak_scan(&sh, work, sizeof(work), NULL, 0, 0, 1, &r),
+	        SPANHEAP_LEAK_NO_RECORDS);
+	sh_heap_release(&heap);
+}
