@@ -53,7 +53,10 @@ static bool put_back_default(void)
 	if ((replaced.sa_flags & SA_SIGINFO) ||
 	    (replaced.sa_handler != SIG_DFL && replaced.sa_handler != SIG_IGN))
 		return false;
-	signal(SIGSEGV, SIG_DFL);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL; /* sigaction: async-signal-safe */
+	sigaction(SIGSEGV, &dfl, NULL);
 	return true;
 }
 
