@@ -134,7 +134,13 @@ static void guard_end(void)
 	ktest_diag("guarded pool: %lu objects, %lu samples with no slot free",
 	           (unsigned long)st.guard_allocs,
 	           (unsigned long)st.guard_full);
-	KEXPECT(st.guard_allocs > 100);
+	/* More objects than slots: the slots came back and were reused.
+	 * How many more is the scheduler's: the workers keep more objects
+	 * than the pool has slots, so it is full most of the time, and a
+	 * slot turns over when some thread frees its object. A bound of 100
+	 * failed twice on loaded make test runs (65 and 67 objects, with
+	 * 609 and 1147 samples turned away); unloaded, 214 to 634. */
+	KEXPECT(st.guard_allocs > 16);
 	KEXPECT(st.guard_live == 0 && st.guard_frees == st.guard_allocs);
 	KEXPECT_EQ(sh.guard.ring_len, 16);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
