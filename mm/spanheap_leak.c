@@ -63,34 +63,35 @@ const struct spanheap_leak *spanheap_leak_list(const void *work)
 	return records(work);
 }
 
-/* The entry whose span holds address a, or NULL. */
-static const struct lspan *span_at(const struct scan *sc, uintptr_t a)
+/* The last entry whose base (or, by_first, first object's number) is
+ * at most key; 0 if none is (or no entry). */
+static size_t last_at_most(const struct scan *sc, uintptr_t key, bool by_first)
 {
 	size_t lo = 0, hi = sc->nsp;
 	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (sc->sp[mid].base <= a)
+		uintptr_t at = by_first ? sc->sp[mid].first : sc->sp[mid].base;
+		if (at <= key)
 			lo = mid;
 		else
 			hi = mid;
 	}
-	if (sc->nsp == 0 || a < sc->sp[lo].base || a >= sc->sp[lo].end)
+	return lo;
+}
+
+/* The entry whose span holds address a, or NULL. */
+static const struct lspan *span_at(const struct scan *sc, uintptr_t a)
+{
+	size_t i = last_at_most(sc, a, false);
+	if (sc->nsp == 0 || a < sc->sp[i].base || a >= sc->sp[i].end)
 		return NULL;
-	return &sc->sp[lo];
+	return &sc->sp[i];
 }
 
 /* The entry holding object number g. */
 static const struct lspan *span_of_number(const struct scan *sc, uint32_t g)
 {
-	size_t lo = 0, hi = sc->nsp;
-	while (hi - lo > 1) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (sc->sp[mid].first <= g)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	return &sc->sp[lo];
+	return &sc->sp[last_at_most(sc, g, true)];
 }
 
 static bool is_large(const struct lspan *e)

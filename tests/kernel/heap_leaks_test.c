@@ -24,6 +24,7 @@
 #include "kernel/string.h"
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
+#include "tests/kernel/heap_util.h"
 
 #define HIDE 0x5a5a5a5a5a5a5a5aull
 
@@ -67,18 +68,6 @@ static void holder(void *arg)
 	while (!atomic_load(&holder_go))
 		thread_sleep_ns(1000000);
 	kfree(mine);
-}
-
-/* True if t's stack has a return address in function name. */
-static bool names(const struct spanheap_track *t, const char *name)
-{
-	for (unsigned i = 0; i < t->npcs; i++) {
-		uint64_t off;
-		const char *s = ksyms_lookup(t->pc[i], &off);
-		if (s && strcmp(s, name) == 0)
-			return true;
-	}
-	return false;
 }
 
 /* The words of the image's data and bss (the scan's roots there) that
@@ -176,7 +165,7 @@ KTEST(heap_leaks, reports_what_nothing_points_to)
 	if (l) {
 		KEXPECT_EQ(l->asked, 72);
 		KEXPECT(l->alloc.ns != 0 && l->alloc.cpu == me);
-		KEXPECT(names(&l->alloc, "leaks_make_lost"));
+		KEXPECT(track_names(&l->alloc, "leaks_make_lost"));
 		KEXPECT(hl.r.objects >= 5 && hl.r.reachable >= 4);
 		KEXPECT(!found(&hl, (uintptr_t)kept_in_bss));
 		KEXPECT(!found(&hl, (uintptr_t)kept_in_bss[0]));

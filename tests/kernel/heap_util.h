@@ -5,6 +5,8 @@
 #define TESTS_KERNEL_HEAP_UTIL_H
 
 #include "kernel/heap.h"
+#include "kernel/ksyms.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
 
 /* Gives everything back (every CPU's span cache, a sweep, every free
@@ -93,6 +95,20 @@ static inline void kmalloc_plain_done(struct guard_aside *aside)
 {
 	while (aside->n)
 		kfree(aside->p[--aside->n]);
+}
+
+/* True if one of record t's return addresses is in the function named
+ * name (poison mode's records, mm/spanheap_track.h). */
+static inline __attribute__((unused)) bool
+track_names(const struct spanheap_track *t, const char *name)
+{
+	for (unsigned i = 0; i < t->npcs; i++) {
+		uint64_t off;
+		const char *s = ksyms_lookup(t->pc[i], &off);
+		if (s && strcmp(s, name) == 0)
+			return true;
+	}
+	return false;
 }
 
 #endif

@@ -36,18 +36,6 @@ __attribute__((noinline)) static void track_kfree_here(void *p)
 	__asm__ volatile("" ::: "memory");
 }
 
-/* True if one of t's return addresses is in the function named name. */
-static bool stack_names(const struct spanheap_track *t, const char *name)
-{
-	for (unsigned i = 0; i < t->npcs; i++) {
-		uint64_t off;
-		const char *s = ksyms_lookup(t->pc[i], &off);
-		if (s && strcmp(s, name) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* True if every one of t's return addresses is in the kernel's text. */
 static bool stack_in_text(const struct spanheap_track *t)
 {
@@ -81,7 +69,7 @@ KTEST(kmalloc_track, records_name_the_callers_and_cpus)
 	KASSERT(spanheap_object_tracks(&kspanheap, p, &a, &f));
 	KEXPECT(a.ns != 0);
 	KEXPECT_EQ(a.cpu, me);
-	KEXPECT(stack_names(&a, "track_kmalloc_here"));
+	KEXPECT(track_names(&a, "track_kmalloc_here"));
 	KEXPECT(stack_in_text(&a));
 	unsigned other = atomic_load(&ncpus_online) > 1
 	                         ? (me + 1) % atomic_load(&ncpus_online)
@@ -93,9 +81,9 @@ KTEST(kmalloc_track, records_name_the_callers_and_cpus)
 	KASSERT(spanheap_object_tracks(&kspanheap, p, &a, &f));
 	KEXPECT(f.ns >= a.ns);
 	KEXPECT_EQ(f.cpu, other);
-	KEXPECT(stack_names(&f, "track_kfree_here"));
-	KEXPECT(stack_names(&f, "free_elsewhere"));
-	KEXPECT(!stack_names(&f, "track_kmalloc_here"));
+	KEXPECT(track_names(&f, "track_kfree_here"));
+	KEXPECT(track_names(&f, "free_elsewhere"));
+	KEXPECT(!track_names(&f, "track_kmalloc_here"));
 	KEXPECT(stack_in_text(&f));
 }
 
@@ -134,13 +122,13 @@ KTEST(kmalloc_track, an_interrupt_handlers_calls_are_recorded)
 	KASSERT(spanheap_object_tracks(&kspanheap, tick_obj, &a, &f));
 	KEXPECT(a.ns != 0);
 	KEXPECT_EQ(a.cpu, tick_cpu);
-	KEXPECT(stack_names(&a, "track_tick"));
+	KEXPECT(track_names(&a, "track_tick"));
 	KEXPECT(stack_in_text(&a));
 	KASSERT(spanheap_object_tracks(&kspanheap, tick_victim, &a, &f));
 	KEXPECT(f.ns != 0);
 	KEXPECT_EQ(f.cpu, tick_cpu);
-	KEXPECT(stack_names(&f, "track_tick"));
-	KEXPECT(stack_names(&a, "track_kmalloc_here"));
+	KEXPECT(track_names(&f, "track_tick"));
+	KEXPECT(track_names(&a, "track_kmalloc_here"));
 	kfree(tick_obj);
 	heap_settle();
 }
