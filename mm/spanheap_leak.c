@@ -37,9 +37,7 @@ struct lspan {
 
 struct lwork {
 	size_t max, kept; /* leak records: room, filled */
-	uint64_t magic;
 };
-#define LWORK_MAGIC 0x6b6d656d6c65616bull /* "kmemleak" */
 
 /* A scan's state. */
 struct scan {
@@ -338,7 +336,7 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
 	struct lwork *w = work;
 	if ((uintptr_t)work % 8 || bytes < sizeof(*w))
 		return SPANHEAP_LEAK_RETRY;
-	*w = (struct lwork){.max = max, .magic = LWORK_MAGIC};
+	*w = (struct lwork){.max = max};
 	struct scan sc = {.sh = sh,
 	                  .work_lo = (uintptr_t)work,
 	                  .work_hi = (uintptr_t)work + bytes,
