@@ -132,10 +132,13 @@ void heap_leaks_print(const struct heap_leaks *hl)
 		if (l[i].owner)
 			objcache_owner_name(&kspanheap, l[i].owner, name);
 		uint64_t age = now > l[i].alloc.ns ? now - l[i].alloc.ns : 0;
+		bool guarded = spanheap_guard_owns(&kspanheap.guard,
+		                                   (const void *)l[i].addr);
 		printk("unreferenced object %#lx (%u bytes, size class "
-		       "%u%s%s%s), "
+		       "%u%s%s%s%s), "
 		       "allocated on CPU %u %llu ms ago:\n",
 		       (unsigned long)l[i].addr, l[i].asked, l[i].sizeclass,
+		       guarded ? ", in the guarded pool" : "",
 		       name[0] ? ", cache '" : "", name, name[0] ? "''s" : "",
 		       l[i].alloc.cpu, (unsigned long long)(age / 1000000));
 		heap_stack_print(l[i].alloc.pc, l[i].alloc.npcs);

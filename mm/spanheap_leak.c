@@ -15,13 +15,14 @@
  * give the span, but not its entry); a live object it points into is
  * marked and pushed. Then the stack is drained: each object's words
  * (the bytes asked, for a small one; a large one's pages) are read the
- * same way. The guarded pool's live objects are read as roots. Last,
- * the live small objects left unmarked are the leaks, less those younger
- * than min_age_ns.
+ * same way. A word that points into the guarded pool marks the live
+ * object on that slot's page (numbered after the spans' objects), read
+ * and judged as a small one. Last, the live small and guarded objects
+ * left unmarked are the leaks, less those younger than min_age_ns.
  *
  * Liveness is poison mode's side table (asked is SPANHEAP_REDZONE_FREE
- * for a free object), exact with no magazines; so a heap without records
- * is refused.
+ * for a free object), exact with no magazines, and a guarded slot's
+ * state; so a heap without records is refused.
  */
 #include "spanheap_leak.h"
 
@@ -43,11 +44,17 @@ struct lwork {
 struct scan {
 	struct spanheap *sh;
 	uintptr_t work_lo, work_hi; /* never read, never judged */
+	/* Never read either: the pool's slots, whose obj words point to
+	 * every live guarded object (the heap may be in the roots, as a
+	 * kernel's is in its bss). */
+	uintptr_t slots_lo, slots_hi;
 	struct lspan *sp;
 	size_t nsp;
 	uint64_t *marks;
 	uint32_t *gray;
-	size_t ngray, nobj;
+	size_t ngray, nobj; /* nobj: the spans' objects; a pool slot's is
+	                     * nobj + its index */
+	uint64_t gmarks[(SPANHEAP_GUARD_MAX + 63) / 64]; /* the pool's */
 	struct spanheap_leak_result *r;
 };
 
@@ -124,12 +131,38 @@ static void mark(struct scan *sc, uintptr_t a)
 	sc->gray[sc->ngray++] = g;
 }
 
-/* Reads the words of [lo, hi), less the work memory. */
+/* The live guarded object whose slot's page a points into is marked and
+ * pushed (a word on a guard page, or past the object, marks nothing). */
+static void mark_guarded(struct scan *sc, uintptr_t a)
+{
+	const struct spanheap_guard *g = &sc->sh->guard;
+	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
+	unsigned i = (unsigned)(pi / 2);
+	if (pi % 2 == 0 || i >= g->nslots)
+		return;
+	const struct spanheap_guard_slot *sl = &g->slot[i];
+	if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
+	            GUARD_LIVE ||
+	    a < sl->obj || a >= sl->obj + sl->asked)
+		return;
+	uint64_t bit = 1ull << (i % 64);
+	if (sc->gmarks[i / 64] & bit)
+		return;
+	sc->gmarks[i / 64] |= bit;
+	sc->gray[sc->ngray++] = (uint32_t)(sc->nobj + i);
+}
+
+/* Reads the words of [lo, hi), less the work memory and the slots. */
 static void scan_range(struct scan *sc, uintptr_t lo, uintptr_t hi)
 {
 	if (lo < sc->work_hi && hi > sc->work_lo) {
 		scan_range(sc, lo, sc->work_lo);
 		scan_range(sc, sc->work_hi, hi);
+		return;
+	}
+	if (lo < sc->slots_hi && hi > sc->slots_lo) {
+		scan_range(sc, lo, sc->slots_lo);
+		scan_range(sc, sc->slots_hi, hi);
 		return;
 	}
 	uintptr_t base = sc->sh->arena_base;
@@ -140,6 +173,8 @@ static void scan_range(struct scan *sc, uintptr_t lo, uintptr_t hi)
 		sc->r->words++;
 		if (v - base < bytes)
 			mark(sc, v);
+		else if (spanheap_guard_owns(&sc->sh->guard, (void *)v))
+			mark_guarded(sc, v);
 	}
 }
 
@@ -148,6 +183,12 @@ static void drain(struct scan *sc)
 {
 	while (sc->ngray) {
 		uint32_t g = sc->gray[--sc->ngray];
+		if (g >= sc->nobj) {
+			const struct spanheap_guard_slot *sl =
+			        &sc->sh->guard.slot[g - sc->nobj];
+			scan_range(sc, sl->obj, sl->obj + sl->asked);
+			continue;
+		}
 		const struct lspan *e = span_of_number(sc, g);
 		uint32_t idx = g - e->first;
 		if (is_large(e)) {
@@ -241,7 +282,7 @@ size_t spanheap_leak_work_bytes(struct spanheap *sh, size_t max)
 	objects += objects / 4 + 64 * SC_MAX_NELEMS;
 	return sizeof(struct lwork) + max * sizeof(struct spanheap_leak) +
 	       spans * sizeof(struct lspan) + (objects + 63) / 64 * 8 +
-	       objects * sizeof(uint32_t);
+	       (objects + SPANHEAP_GUARD_MAX) * sizeof(uint32_t);
 }
 
 /* Lays the scan out in work: the spans collected and sorted, numbered,
@@ -264,9 +305,9 @@ static bool layout(struct scan *sc, struct lwork *w, size_t bytes)
 		nobj += sc->sp[i].nelems;
 	}
 	at += sc->nsp * sizeof(struct lspan);
-	size_t words = (nobj + 63) / 64;
-	if (nobj > UINT32_MAX ||
-	    (end - at) / 8 < words + (nobj * sizeof(uint32_t) + 7) / 8)
+	size_t words = (nobj + 63) / 64, ngray = nobj + sc->sh->guard.nslots;
+	if (ngray > UINT32_MAX ||
+	    (end - at) / 8 < words + (ngray * sizeof(uint32_t) + 7) / 8)
 		return false;
 	sc->marks = (uint64_t *)at;
 	sc->gray = (uint32_t *)(at + words * 8);
@@ -275,21 +316,25 @@ static bool layout(struct scan *sc, struct lwork *w, size_t bytes)
 	return true;
 }
 
-/* Reads the guarded pool's live objects as roots (they keep no records
- * to judge them by, but what they point to is reached). */
-static void scan_guarded(struct scan *sc)
+/* Counts the live object l, not reached from the roots: young, or a
+ * leak, kept in w while there is room. */
+static void unreached(struct scan *sc, struct lwork *w,
+                      const struct spanheap_leak *l, uint64_t now,
+                      uint64_t min_age_ns)
 {
-	const struct spanheap_guard *g = &sc->sh->guard;
-	for (unsigned i = 0; i < g->nslots; i++) {
-		const struct spanheap_guard_slot *sl = &g->slot[i];
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) ==
-		    GUARD_LIVE)
-			scan_range(sc, sl->obj, sl->obj + sl->asked);
+	if (l->addr < sc->work_hi && l->addr + l->asked > sc->work_lo)
+		return; /* the work memory: the caller's, in use */
+	if (l->alloc.ns && now - l->alloc.ns < min_age_ns) {
+		sc->r->young++;
+		return;
 	}
+	if (w->kept < w->max)
+		records(w)[w->kept++] = *l;
+	sc->r->leaks++;
 }
 
 /* Judges small entry e's live objects: the unmarked ones old enough are
- * leaks, kept in w while there is room. */
+ * leaks. */
 static void judge(struct scan *sc, struct lwork *w, const struct lspan *e,
                   uint64_t now, uint64_t min_age_ns)
 {
@@ -304,24 +349,43 @@ static void judge(struct scan *sc, struct lwork *w, const struct lspan *e,
 			sc->r->reachable++;
 			continue;
 		}
-		uintptr_t a = e->base + (uintptr_t)idx * e->s->elemsize;
-		if (a < sc->work_hi && a + asked > sc->work_lo)
-			continue; /* the work memory: the caller's, in use */
-		struct spanheap_track alloc, freed;
-		if (!spanheap_object_tracks(sc->sh, (void *)a, &alloc, &freed))
-			alloc = (struct spanheap_track){0};
-		if (alloc.ns && now - alloc.ns < min_age_ns) {
-			sc->r->young++;
+		struct spanheap_leak l = {
+		        .addr = e->base + (uintptr_t)idx * e->s->elemsize,
+		        .asked = asked,
+		        .sizeclass = e->s->sizeclass,
+		        .owner = rz[idx].owner};
+		struct spanheap_track freed;
+		if (!spanheap_object_tracks(sc->sh, (void *)l.addr, &l.alloc,
+		                            &freed))
+			l.alloc = (struct spanheap_track){0};
+		unreached(sc, w, &l, now, min_age_ns);
+	}
+}
+
+/* Judges the guarded pool's live objects as judge does a span's (their
+ * records are their slots'). */
+static void judge_guarded(struct scan *sc, struct lwork *w, uint64_t now,
+                          uint64_t min_age_ns)
+{
+	const struct spanheap_guard *g = &sc->sh->guard;
+	for (unsigned i = 0; i < g->nslots; i++) {
+		const struct spanheap_guard_slot *sl = &g->slot[i];
+		if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
+		    GUARD_LIVE)
+			continue;
+		sc->r->objects++;
+		if (sc->gmarks[i / 64] >> (i % 64) & 1) {
+			sc->r->reachable++;
 			continue;
 		}
-		if (w->kept < w->max)
-			records(w)[w->kept++] = (struct spanheap_leak){
-			        .addr = a,
-			        .asked = asked,
-			        .sizeclass = e->s->sizeclass,
-			        .owner = rz[idx].owner,
-			        .alloc = alloc};
-		sc->r->leaks++;
+		struct spanheap_leak l = {.addr = sl->obj,
+		                          .asked = sl->asked,
+		                          .sizeclass = sl->cls,
+		                          .owner = sl->owner};
+		struct spanheap_track freed;
+		if (!spanheap_guard_tracks(sc->sh, sl->obj, &l.alloc, &freed))
+			l.alloc = (struct spanheap_track){0};
+		unreached(sc, w, &l, now, min_age_ns);
 	}
 }
 
@@ -337,19 +401,22 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
 	if ((uintptr_t)work % 8 || bytes < sizeof(*w))
 		return SPANHEAP_LEAK_RETRY;
 	*w = (struct lwork){.max = max};
-	struct scan sc = {.sh = sh,
-	                  .work_lo = (uintptr_t)work,
-	                  .work_hi = (uintptr_t)work + bytes,
-	                  .r = result};
+	struct scan sc = {
+	        .sh = sh,
+	        .work_lo = (uintptr_t)work,
+	        .work_hi = (uintptr_t)work + bytes,
+	        .slots_lo = (uintptr_t)sh->guard.slot,
+	        .slots_hi = (uintptr_t)(sh->guard.slot + SPANHEAP_GUARD_MAX),
+	        .r = result};
 	if (!layout(&sc, w, bytes))
 		return SPANHEAP_LEAK_RETRY;
 	for (size_t i = 0; i < nroots; i++)
 		scan_range(&sc, roots[i].lo, roots[i].hi);
-	scan_guarded(&sc);
 	drain(&sc);
 	uint64_t now = mm_port_now_ns();
 	for (size_t i = 0; i < sc.nsp; i++)
 		if (!is_large(&sc.sp[i]))
 			judge(&sc, w, &sc.sp[i], now, min_age_ns);
+	judge_guarded(&sc, w, now, min_age_ns);
 	return (long)result->leaks;
 }

@@ -1,14 +1,15 @@
 /*
  * mm/spanheap_leak.h: the leak scan (spanheap_leak.c), Linux's kmemleak
- * for the span heap: the live small objects that nothing reachable
- * points to, each with the stack that allocated it.
+ * for the span heap: the live small objects (the guarded pool's among
+ * them) that nothing reachable points to, each with the stack that
+ * allocated it.
  *
  * An object is reachable if a word of the caller's roots (a kernel's
  * data, bss and thread stacks) points into it, or a word of a reachable
- * object does; a large object and the guarded pool's live objects count
- * as reachable whatever points to them (they are scanned, not judged:
- * they keep no records). A word counts if it points anywhere inside an
- * object, as kmemleak's do: a pointer to a member keeps its struct. What
+ * object does; a large object counts as reachable whatever points to it
+ * (it is read, not judged: it keeps no records). A word counts if it
+ * points anywhere inside an object (its element; a guarded object's
+ * bytes asked), as kmemleak's do: a pointer to a member keeps its struct. What
  * is left is a leak, reported with its address, its bytes asked, its
  * class, its owner (a named cache) and its allocation's record.
  *
@@ -87,7 +88,8 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
                         struct spanheap_leak_result *result);
 
 /* The leaks the last scan of work kept: min(result->leaks, max) of
- * them, in address order. */
+ * them: the spans' objects in address order, then the guarded pool's
+ * in slot order. */
 const struct spanheap_leak *spanheap_leak_list(const void *work);
 
 #endif

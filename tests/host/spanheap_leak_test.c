@@ -2,8 +2,9 @@
  * The leak scan (spanheap_leak_scan, mm/spanheap_leak.c; Linux's
  * kmemleak): from a root array, objects pointed to (at their start or
  * inside), objects reached only through other objects, through a large
- * object and through a guarded one, are kept; an unreferenced object,
- * the object only it points to and an unreferenced cycle are the leaks,
+ * object and through a guarded one, are kept; an unreferenced object
+ * (a guarded one too), the object only it points to and an unreferenced
+ * cycle are the leaks,
  * each with its size, class and allocating stack; freed objects are not
  * judged; young objects are spared by min_age_ns; a short list still
  * counts every leak; a work area too small asks for a retry; a heap
@@ -137,20 +138,51 @@ KTEST(spanheap_leak, finds_what_nothing_reaches)
 	release();
 }
 
-/* The guarded pool's objects are read as roots: what only a guarded
- * object points to is kept. */
-KTEST(spanheap_leak, guarded_objects_are_read)
+/* The guarded pool's live objects are judged as the spans' are, by
+ * their slots' records: one a root points to (its start or inside) is
+ * kept, with what only it points to; unreferenced, or pointed to just
+ * past its end, it is a leak, listed after the spans' objects with its
+ * size, class and allocation's time, even if the heap itself is read
+ * (its slot points to it); freed, it is not judged. */
+KTEST(spanheap_leak, guarded_objects_are_judged)
 {
 	KASSERT(fresh(4));
-	void **gd = spanheap_guard_alloc(&sh, 64, 16, 0, sizeclass_of(64));
+	void **gd = spanheap_guard_alloc(&sh, 40, 16, 0, sizeclass_of(40));
 	void **kept = leak_site(64), **lost = leak_site(64);
 	KASSERT(gd && kept && lost);
+	KASSERT(spanheap_guard_owns(&sh.guard, gd));
 	gd[2] = kept;
+	uintptr_t at[] = {(uintptr_t)gd, (uintptr_t)gd + 39};
+	for (size_t k = 0; k < 2; k++) {
+		roots_arr[0] = at[k];
+		struct scan_out o = scan(0, 16);
+		KEXPECT(o.n == 1 && o.list[0].addr == (uintptr_t)lost);
+		KEXPECT_EQ(o.r.objects, 3);
+		KEXPECT_EQ(o.r.reachable, 2);
+	}
+	roots_arr[0] = (uintptr_t)gd + 40; /* past its bytes: keeps nothing */
 	struct scan_out o = scan(0, 16);
-	KEXPECT(o.n == 1 && o.list[0].addr == (uintptr_t)lost);
+	KEXPECT(o.n == 3 && listed(o.list, 3, kept) && listed(o.list, 3, lost));
+	KEXPECT(o.list[2].addr == (uintptr_t)gd);
+	KEXPECT_EQ(o.list[2].asked, 40);
+	KEXPECT_EQ(o.list[2].sizeclass, sizeclass_of(40));
+	KEXPECT(o.list[2].alloc.ns != 0);
+	/* The heap itself among the roots, as a kernel's is in its bss:
+	 * its pool slot's pointer to the object keeps nothing. */
+	struct spanheap_leak_range both[] = {
+	        {(uintptr_t)roots_arr, (uintptr_t)(roots_arr + 8)},
+	        {(uintptr_t)&sh, (uintptr_t)(&sh + 1)}};
+	size_t bytes = spanheap_leak_work_bytes(&sh, 16);
+	void *work = calloc(1, bytes);
+	KASSERT(work);
+	struct spanheap_leak_result r;
+	KEXPECT_EQ(spanheap_leak_scan(&sh, work, bytes, both, 2, 0, 16, &r), 3);
+	free(work);
+	roots_arr[0] = 0;
 	spanheap_free(&sh, gd);
 	o = scan(0, 16);
 	KEXPECT(o.n == 2 && listed(o.list, 2, kept) && listed(o.list, 2, lost));
+	KEXPECT_EQ(o.r.objects, 2);
 	spanheap_free(&sh, kept);
 	spanheap_free(&sh, lost);
 	release();

@@ -5,12 +5,13 @@
  * allocated it named; objects pointed to from the kernel's bss, from
  * another heap object, from this thread's stack and from the stack of a
  * thread on another CPU (parked by the scan's stop of the world) are
- * not. The shell's leaks prints the report, or says the heap keeps no
- * records without the mode.
+ * not; with mm.guard=1 too, the objects are the guarded pool's, judged
+ * the same way. The shell's leaks prints the report, or says the heap
+ * keeps no records without the mode.
  *
  * The leaked object's address is kept XORed with a mask, so that no word
- * of memory points to it; the stack below this frame is scrubbed before
- * the scan, as a dead frame's copy would keep it.
+ * of memory points to it; the dead frames below the scanner's, which
+ * may hold a copy, are not read (thread_each_live_stack).
  */
 #include <stdatomic.h>
 
@@ -205,6 +206,11 @@ KTEST(heap_leaks, the_shell_prints_the_report)
 	/* Printed, unless past the first 64 (then counted). */
 	KEXPECT(!made || seen_has(want) ||
 	        (total > 64 && seen_has("... and ")));
+	/* A guarded object (mm.guard=1) is judged as the spans' are, and
+	 * said to be one (tools/test-harness: leaks_guarded). */
+	if (made &&
+	    spanheap_guard_owns(&kspanheap.guard, (const void *)(a ^ HIDE)))
+		KEXPECT(seen_has(", in the guarded pool), allocated on CPU"));
 	KEXPECT(seen_has(" unreferenced of "));
 	KEXPECT(seen_has(" live small objects ("));
 	KEXPECT_EQ(capture_run_line("leaks 1 2"), SHELL_USAGE);
