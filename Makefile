@@ -255,11 +255,12 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # then the harness, which runs its QEMU cases one per CPU itself. Run one
 # by one, the parts took 4.6 minutes here; side by side on 2 CPUs, 2.8. The
 # packages the fuzz and real-quick parts need are installed first, as two
-# apt-get runs at once would fight over dpkg's lock. The object lists that
-# test-build has just brought up to date are not remade (-o): a part whose
-# prerequisites led to one (FORCE) started only after every part that had
-# none, whatever the order here, and the host tests, started last, ran
-# alone for the last 30 s of the phase.
+# apt-get runs at once would fight over dpkg's lock. Neither deps nor the
+# object lists that test-build has just brought up to date are remade
+# here (-o): a part whose prerequisites led to one (deps is every
+# object's order-only prerequisite, the lists are FORCE'd) started only
+# after every part that had none, whatever the order here; once, the host
+# tests, started last, ran alone for the last 30 s of the phase.
 TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host \
 	kernel-poison kernel-guard kernel-smp1 chaos model malloc-tsan port \
 	lint sizeclasses
@@ -272,7 +273,7 @@ test: deps
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@st=0; \
 	$(MAKE) --no-print-directory -k -j$$(nproc) -Otarget \
-		$(addprefix -o ,$(TEST_OBJLISTS)) \
+		$(addprefix -o ,deps $(TEST_OBJLISTS)) \
 		$(addprefix test-,$(TEST_SIDE_BY_SIDE)) || st=1; \
 	$(MAKE) --no-print-directory test-harness || st=1; \
 	$(MAKE) --no-print-directory test-sum && exit $$st || exit 1
