@@ -4,12 +4,12 @@
  * inside), objects reached only through other objects, through a large
  * object and through a guarded one, are kept; an unreferenced object
  * (a guarded one too), the object only it points to and an unreferenced
- * cycle are the leaks,
- * each with its size, class and allocating stack; freed objects are not
- * judged; young objects are spared by min_age_ns; a short list still
- * counts every leak; a work area too small asks for a retry; a heap
- * without records is refused; and the scan's work memory may be an
- * object of the scanned heap, neither scanned nor judged.
+ * cycle are the leaks, each with its size, class and allocating stack;
+ * freed objects are not judged; young objects are spared by min_age_ns;
+ * a short list still counts every leak; a work area too small asks for
+ * a retry; a heap without records is refused; and the scan's work
+ * memory may be an object of the scanned heap, neither scanned nor
+ * judged.
  */
 #include <stdint.h>
 #include <stdlib.h>
