@@ -256,10 +256,7 @@ static int scenario_dlopen(void)
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} scenarios[] = {
+static const struct scenario scenarios[] = {
         {"calloc-untouched", scenario_calloc_untouched},
         {"calloc-reused", scenario_calloc_reused},
         {"calloc-locked", scenario_calloc_locked},
@@ -297,6 +294,16 @@ static const struct {
         {"errno-at-start", scenario_errno_at_start},
 };
 
+/* The scenario of table[0..n) named what, or NULL. */
+static const struct scenario *find_scenario(const struct scenario *table,
+                                            size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(what, table[i].name) == 0)
+			return &table[i];
+	return NULL;
+}
+
 /* The scenario what names; any other name is the dlopen one. Every
  * scenario but the exchange mode's runs under the hang guard (hang_guard,
  * malloc_api_test.h: why it is on a round), which turns a hang into a
@@ -310,13 +317,11 @@ int first_scenario(const char *what)
 	if (strcmp(what, "diff") == 0) /* its length is the caller's */
 		return scenario_diff();
 	hang_guard();
-	int guard = guard_scenario(what);
-	if (guard >= 0)
-		return guard;
-	for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
-		if (strcmp(what, scenarios[i].name) == 0)
-			return scenarios[i].fn();
-	return scenario_dlopen();
+	const struct scenario *s = find_scenario(
+	        scenarios, sizeof scenarios / sizeof scenarios[0], what);
+	if (!s)
+		s = find_scenario(guard_scenarios, guard_nscenarios, what);
+	return s ? s->fn() : scenario_dlopen();
 }
 
 /* The fork and sharing stresses again in a process told not to use

@@ -120,25 +120,17 @@ static int scenario_stats(void)
 	return 0;
 }
 
-int guard_scenario(const char *what)
-{
-	static const struct {
-		const char *name;
-		int (*fn)(void);
-	} s[] = {
-	        {"guard-overrun", scenario_overrun},
-	        {"guard-underrun", scenario_underrun},
-	        {"guard-use-after-free", scenario_use_after_free},
-	        {"guard-slack", scenario_slack},
-	        {"guard-null", scenario_null},
-	        {"guard-kill", scenario_kill},
-	        {"guard-stats", scenario_stats},
-	};
-	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
-		if (strcmp(what, s[i].name) == 0)
-			return s[i].fn();
-	return -1;
-}
+const struct scenario guard_scenarios[] = {
+        {"guard-overrun", scenario_overrun},
+        {"guard-underrun", scenario_underrun},
+        {"guard-use-after-free", scenario_use_after_free},
+        {"guard-slack", scenario_slack},
+        {"guard-null", scenario_null},
+        {"guard-kill", scenario_kill},
+        {"guard-stats", scenario_stats},
+};
+const size_t guard_nscenarios =
+        sizeof(guard_scenarios) / sizeof(guard_scenarios[0]);
 
 /* The victim's address from "victim 0x..." on out, into v; and a + off
  * as the reports print addresses, into at. */

@@ -201,9 +201,14 @@ int scenario_background_initfirst(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 int scenario_describe_poison(void);
-/* The guarded pool's scenario what's exit status; -1 if what names
- * none (malloc_api_guard.c). */
-int guard_scenario(const char *what);
+/* A scenario first_scenario runs by name: its exit status. */
+struct scenario {
+	const char *name;
+	int (*fn)(void);
+};
+/* The guarded pool's scenarios (malloc_api_guard.c). */
+extern const struct scenario guard_scenarios[];
+extern const size_t guard_nscenarios;
 /* Runs scenario what in a fresh process with name=val, its stderr into
  * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
 int run_with(const char *what, const char *name, const char *val, char *out,
