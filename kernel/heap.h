@@ -170,6 +170,16 @@ static inline void kmem_cache_free(struct objcache *c, void *p)
  * that allocated them (heap_traces.c). Thread context. */
 bool kmem_cache_destroy(struct objcache *c);
 
+/* A pool of min reserved kmalloc objects of size bytes (mm/mempool.h:
+ * mempool_alloc, mempool_free, mempool_destroy), for the allocations that
+ * must make progress when kmalloc has nothing; false, with a line, if it
+ * cannot be made. Thread context. */
+static inline bool kmempool_init(struct mempool *p, const char *name,
+                                 uint32_t min, size_t size)
+{
+	return mempool_init_heap(p, &kspanheap, name, min, size);
+}
+
 /* Prints a recorded stack's npcs return addresses, one a line, named. */
 void heap_stack_print(const uintptr_t *pc, uint32_t npcs);
 /* Prints the live objects of size class cls (0: all) of owner owner

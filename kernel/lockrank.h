@@ -56,9 +56,10 @@
 	  "serial output; any code but a leaf holder may print, so it ranks "  \
 	  "above all the others")                                              \
 	X(HEAP, true,                                                          \
-	  "mm's page heap (MM_RANK_HEAP), and its span heap's named caches "   \
-	  "(mm/objcache.c): a leaf, nothing is taken, allocated, printed or "  \
-	  "traced under it (design invariant 1)")
+	  "mm's page heap (MM_RANK_HEAP), its span heap's named caches "       \
+	  "(mm/objcache.c) and mempools' reserves (mm/mempool.c): a leaf, "    \
+	  "nothing is taken, allocated, printed or traced under it (design "   \
+	  "invariant 1)")
 
 /*
  * Test-only ranks, kept apart from the production order: each sits just

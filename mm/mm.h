@@ -13,6 +13,8 @@
  *              it)
  *   objcache.h named caches of objects of one size over the span heap,
  *              counted per cache (the kernel's kmem_cache wraps it)
+ *   mempool.h  reserved elements for allocations that must make progress
+ *              when memory runs out (Linux's mempool_t)
  * port.h is the contract the OS implements; docs/PORTING.md explains it.
  *
  * Limits: an arena of at most PALLOC_MAX_ARENA_BYTES (128 TiB); one
@@ -23,6 +25,7 @@
 #ifndef MM_MM_H
 #define MM_MM_H
 
+#include "mempool.h"
 #include "mheap.h"
 #include "objcache.h"
 #include "pagecache.h"

@@ -1,0 +1,383 @@
+/*
+ * mm/mempool.c: reserved elements for allocations that must make
+ * progress when memory runs out (mempool.h).
+ *
+ * Purpose: Linux's mempool_t over the span heap. The reserve lets the
+ * code that frees memory (an I/O completion, a message handler) get the
+ * little it needs when the heap has none to give.
+ *
+ * Representation: struct mempool (mempool.h): the element source (the
+ * span heap, a named cache, or a struct mempool_source), the reserve (an
+ * array of min pointers from the span heap, curr of them elements), the
+ * marker, and counters.
+ *
+ * Algorithm, as Linux's mempool_alloc and mempool_free: an allocation
+ * asks the source with MM_ATOMIC first (no reclaim, no sleep: the
+ * reserve is used before the heap sweeps for the caller), then takes
+ * the reserve's last element; a caller that may sleep then asks the
+ * source with its own flags (the heap's reclaim) and, failing that,
+ * sleeps on the pool's event until a free puts an element into the
+ * reserve or MEMPOOL_WAIT_NS pass, and tries again. A free goes to the
+ * reserve while it is short (curr read without the lock first, then
+ * again under it), else to the source. Linux reads curr_nr without its
+ * lock in the same way; a stale read sends an element to the source that
+ * the reserve could have kept, which costs a waiter one period at most.
+ *
+ * The marker: an element in the reserve holds marker ^ its address in
+ * its first word (its other bytes are left as they were), and loses it
+ * when it is handed out (zeroed with MM_ZERO, else the word cleared).
+ * Every free reads the word; only when it matches does it take the lock
+ * and scan the reserve, and panic if the element is there (a free of an
+ * element already freed into the reserve). marker is drawn from the
+ * pool's address and the clock, so a caller's data matches it by chance
+ * about never, and a match that is not in the reserve is no error.
+ *
+ * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave) guards the reserve,
+ * curr's writes and waiters; nothing is called under it (the source, the
+ * event and the log are all called outside). Waking: a thread about to
+ * sleep reads the event's count, then under the lock finds the reserve
+ * empty and counts itself in waiters; a free that fills the reserve
+ * reads waiters under the same lock and wakes the event after it. So
+ * either the waiter saw the element, or the free saw the waiter and its
+ * wake moves the count the waiter read: no wake-up is lost.
+ *
+ * Limits: MEMPOOL_MIN_MAX reserved elements (a double free's scan is
+ * O(min), under the lock, and only on a marker match). Elements of a
+ * caller's source get no heap checks, and an element of another pool
+ * of the same size class passes for this one's.
+ */
+#include "mempool.h"
+
+#include <stdatomic.h>
+
+#include "spanheap_internal.h"
+
+#define MARKER_SEED 0x6d656d706f6f6c21ull /* "mempool!" */
+
+static void count(_Atomic uint64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static void *source_alloc(struct mempool *p, unsigned flags)
+{
+	if (p->cache)
+		return objcache_alloc(p->cache, flags);
+	if (p->src) {
+		void *e = p->src->alloc(p->data, flags & ~(unsigned)MM_ZERO);
+		if (e && (flags & MM_ZERO))
+			mm_memset(e, 0, p->size);
+		return e;
+	}
+	return spanheap_alloc(p->sh, p->size, flags);
+}
+
+static void source_free(struct mempool *p, void *e)
+{
+	if (p->cache)
+		objcache_free(p->cache, e);
+	else if (p->src)
+		p->src->free(p->data, e);
+	else
+		spanheap_free(p->sh, e);
+}
+
+static uintptr_t *first_word(void *e)
+{
+	return (uintptr_t *)e;
+}
+
+/* Puts e into the reserve if it is short; under the lock. */
+static bool push_locked(struct mempool *p, void *e)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (n >= p->min)
+		return false;
+	*first_word(e) = p->marker ^ (uintptr_t)e;
+	p->reserve[n] = e;
+	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
+	return true;
+}
+
+/* The reserve's last element, or NULL; under the lock. */
+static void *pop_locked(struct mempool *p)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (!n)
+		return NULL;
+	atomic_store_explicit(&p->curr, n - 1, memory_order_relaxed);
+	return p->reserve[n - 1];
+}
+
+/* e, just taken from the reserve, as the caller asked for it. */
+static void *handed_from_reserve(struct mempool *p, void *e, unsigned flags)
+{
+	if (flags & MM_ZERO)
+		mm_memset(e, 0, p->size);
+	else
+		*first_word(e) = 0;
+	count(&p->from_reserve);
+	return e;
+}
+
+static void *reserve_take(struct mempool *p, unsigned flags)
+{
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	void *e = pop_locked(p);
+	mm_lock_release(&p->lock, irq);
+	return e ? handed_from_reserve(p, e, flags) : NULL;
+}
+
+/*
+ * One round of a caller that may sleep, once the source without reclaim
+ * and the reserve both failed: the source with the caller's flags, the
+ * reserve again, else a sleep until an element comes back or the period
+ * ends. Returns an element or NULL (go round again).
+ */
+static void *alloc_waiting(struct mempool *p, unsigned flags)
+{
+	void *e = source_alloc(p, flags);
+	if (e)
+		return e;
+	uint64_t seen = mm_event_prepare(&p->returned);
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	e = pop_locked(p);
+	if (!e)
+		p->waiters++;
+	mm_lock_release(&p->lock, irq);
+	if (e)
+		return handed_from_reserve(p, e, flags);
+	count(&p->waits);
+	if (!mm_event_wait(&p->returned, seen, p->wait_ns))
+		count(&p->timeouts);
+	irq = mm_lock_acquire(&p->lock);
+	p->waiters--;
+	mm_lock_release(&p->lock, irq);
+	return NULL;
+}
+
+void *mempool_alloc(struct mempool *p, unsigned flags)
+{
+	if (flags & ~(unsigned)MM_ALLOC_FLAGS) {
+		mm_log("mempool %s: allocation refused: flags %#x hold bits "
+		       "no allocation takes",
+		       p->name, flags);
+		return NULL;
+	}
+	if (!(flags & MM_ATOMIC))
+		spanheap_assert_can_sleep("mempool_alloc");
+	void *e = source_alloc(p, flags | MM_ATOMIC);
+	if (!e)
+		e = reserve_take(p, flags);
+	if (!e && (flags & MM_ATOMIC)) {
+		count(&p->atomic_fails);
+		return NULL;
+	}
+	while (!e)
+		e = alloc_waiting(p, flags);
+	atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
+	return e;
+}
+
+static bool in_reserve(struct mempool *p, const void *e)
+{
+	bool found = false;
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	for (uint32_t i = 0; i < n && !found; i++)
+		found = p->reserve[i] == e;
+	mm_lock_release(&p->lock, irq);
+	return found;
+}
+
+/* mm_panics if e cannot be an element of p being freed. */
+static void check_free(struct mempool *p, void *e)
+{
+	if (!p->src) {
+		/* The heap's checks: a foreign, interior or freed pointer
+		 * panics there, as kfree's would. */
+		size_t n = spanheap_usable_size(p->sh, e);
+		if (n < p->size)
+			mm_panic("mempool %s: free of an object of %zu bytes "
+			         "(%p) where the pool's elements have %zu: not "
+			         "an element of this pool",
+			         p->name, n, e, p->size);
+	}
+	if (*first_word(e) == (p->marker ^ (uintptr_t)e) && in_reserve(p, e))
+		mm_panic("mempool %s: double free of %p: the element is in "
+		         "the pool's reserve already",
+		         p->name, e);
+}
+
+void mempool_free(struct mempool *p, void *e)
+{
+	if (!e)
+		return;
+	check_free(p, e);
+	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
+	if (atomic_load_explicit(&p->curr, memory_order_relaxed) < p->min) {
+		unsigned long irq = mm_lock_acquire(&p->lock);
+		bool kept = push_locked(p, e);
+		bool wake = kept && p->waiters;
+		mm_lock_release(&p->lock, irq);
+		if (wake)
+			mm_event_wake(&p->returned);
+		if (kept) {
+			count(&p->refills);
+			return;
+		}
+	}
+	source_free(p, e);
+}
+
+/* Why p's name, min and size cannot make a pool, or NULL if they can. */
+static const char *refusal(const char *name, uint32_t min, size_t size)
+{
+	if (!name || !name[0])
+		return "no name";
+	size_t len = 0;
+	while (name[len] && len <= MEMPOOL_NAME_MAX)
+		len++;
+	if (len > MEMPOOL_NAME_MAX)
+		return "a name longer than MEMPOOL_NAME_MAX characters";
+	if (min == 0)
+		return "a reserve of 0 elements";
+	if (min > MEMPOOL_MIN_MAX)
+		return "a reserve above MEMPOOL_MIN_MAX elements";
+	if (size < sizeof(uintptr_t))
+		return "elements smaller than a pointer (the reserve's marker)";
+	return NULL;
+}
+
+/* Takes min elements from the source into a new reserve; false, having
+ * given back what it took, if the heap has too little for them. */
+static bool reserve_fill(struct mempool *p)
+{
+	p->reserve = spanheap_alloc(p->sh, p->min * sizeof(void *), 0);
+	if (!p->reserve)
+		return false;
+	for (uint32_t i = 0; i < p->min; i++) {
+		void *e = source_alloc(p, 0);
+		if (e && !push_locked(p, e))
+			mm_panic("mempool %s: reserve full at %u of %u",
+			         p->name, i, p->min);
+		if (e)
+			continue;
+		while (i--)
+			source_free(p, p->reserve[i]);
+		spanheap_free(p->sh, p->reserve);
+		p->reserve = NULL;
+		atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+/* Where a pool's elements come from: one of the three, or none (sh). */
+struct source {
+	struct objcache *cache;
+	const struct mempool_source *src;
+	void *data;
+};
+
+static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
+                      uint32_t min, size_t size, struct source from)
+{
+	spanheap_assert_can_sleep("mempool_init");
+	mm_memset(p, 0, sizeof(*p));
+	const char *why = refusal(name, min, size);
+	if (!why && from.src && (!from.src->alloc || !from.src->free))
+		why = "a source without its alloc or free";
+	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
+		why = "elements larger than the heap's arena";
+	if (why) {
+		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
+		return false;
+	}
+	for (size_t i = 0; name[i]; i++)
+		p->name[i] = name[i];
+	p->sh = sh;
+	p->cache = from.cache;
+	p->src = from.src;
+	p->data = from.data;
+	p->size = size;
+	p->min = min;
+	p->wait_ns = MEMPOOL_WAIT_NS;
+	p->marker = (uintptr_t)(MARKER_SEED ^ ((uintptr_t)p << 16) ^
+	                        mm_port_now_ns());
+	mm_lock_init(&p->lock, "mempool", MM_RANK_HEAP);
+	mm_event_init(&p->returned, "mempool");
+	if (reserve_fill(p))
+		return true;
+	mm_log("mempool %s: not made: no memory for a reserve of %u elements "
+	       "of %zu bytes",
+	       p->name, min, size);
+	return false;
+}
+
+bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
+                       uint32_t min, size_t size)
+{
+	return init_with(p, sh, name, min, size, (struct source){0});
+}
+
+bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
+                        uint32_t min)
+{
+	return init_with(p, c->sh, name, min, c->size,
+	                 (struct source){.cache = c});
+}
+
+bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
+                  uint32_t min, size_t size, const struct mempool_source *src,
+                  void *data)
+{
+	return init_with(p, sh, name, min, size,
+	                 (struct source){.src = src, .data = data});
+}
+
+bool mempool_destroy(struct mempool *p)
+{
+	spanheap_assert_can_sleep("mempool_destroy");
+	int64_t out = atomic_load_explicit(&p->out, memory_order_relaxed);
+	if (out > 0) {
+		mm_log("mempool %s not destroyed: %lu elements still out",
+		       p->name, (unsigned long)out);
+		return false;
+	}
+	if (out < 0) {
+		mm_log("mempool %s not destroyed: %lu more elements freed to "
+		       "it "
+		       "than it handed out (another pool's?)",
+		       p->name, (unsigned long)-out);
+		return false;
+	}
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++) {
+		*first_word(p->reserve[i]) = 0;
+		source_free(p, p->reserve[i]);
+	}
+	spanheap_free(p->sh, p->reserve);
+	p->reserve = NULL;
+	p->min = 0;
+	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
+	return true;
+}
+
+void mempool_info(struct mempool *p, struct mempool_info *out)
+{
+	for (size_t i = 0; i <= MEMPOOL_NAME_MAX; i++)
+		out->name[i] = p->name[i];
+	out->size = p->size;
+	out->min = p->min;
+	out->curr = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	out->out = atomic_load_explicit(&p->out, memory_order_relaxed);
+	out->from_reserve =
+	        atomic_load_explicit(&p->from_reserve, memory_order_relaxed);
+	out->waits = atomic_load_explicit(&p->waits, memory_order_relaxed);
+	out->timeouts =
+	        atomic_load_explicit(&p->timeouts, memory_order_relaxed);
+	out->atomic_fails =
+	        atomic_load_explicit(&p->atomic_fails, memory_order_relaxed);
+	out->refills = atomic_load_explicit(&p->refills, memory_order_relaxed);
+}

@@ -1,0 +1,182 @@
+/*
+ * A reserved-element pool (mm/mempool.c) under threads, built for
+ * ThreadSanitizer too (make test-tsan): four workers, each a CPU of its
+ * own, allocate from one pool of 4 reserved elements while the heap's
+ * injection fails nine allocations in ten: MM_ATOMIC calls (which may
+ * get NULL) and, by a worker that holds no element, sleeping ones
+ * (which may not: they wait for the other workers' frees), some MM_ZERO
+ * (checked zero); each element is
+ * filled with a pattern of its address and worker, checked before its
+ * free, and one free in four goes through the next worker's inbox (a free
+ * on another thread, which refills the reserve and wakes a sleeper there).
+ * The sweeper and the scavenger run throughout; the main thread reads the
+ * pool's counters meanwhile (the reserve never above its size, never more
+ * out than the workers hold). At the end every element is back: none out,
+ * the reserve full, the NULLs the workers saw are the pool's atomic
+ * failures, the pool destroyed and the heap checked clean. Bounded by
+ * operation counts; no assert depends on time.
+ */
+#include <stdatomic.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mempool.h"
+#include "port_test_util.h"
+#include "spanheap_test_util.h"
+#include "stress_util.h"
+
+enum { WORKERS = 4, KEEP = 16, INBOX = 64, SIZE = 96, MIN = 4, OPS = 20000 };
+
+static struct mheap heap;
+static struct spanheap sh;
+static struct mempool pool;
+
+struct worker {
+	int id;
+	uint64_t rng;
+	uintptr_t keep[KEEP];
+	unsigned nkeep;
+	uintptr_t inbox_items[INBOX], taken[INBOX];
+	struct stress_inbox inbox;
+	unsigned long nulls;
+	struct stress_failures failures;
+};
+static struct worker workers[WORKERS];
+static _Atomic int running;
+
+static uint64_t pattern(uintptr_t e, int id, size_t i)
+{
+	return (e + i * 8) * 0x9e3779b97f4a7c15ull ^ (uint64_t)id;
+}
+
+static void fill(uintptr_t e, int id)
+{
+	for (size_t i = 0; i < SIZE / 8; i++)
+		((uint64_t *)e)[i] = pattern(e, id, i);
+}
+
+/* Checks e's pattern (filled by worker id) and frees it. */
+static void check_and_free(struct worker *w, uintptr_t e, int id)
+{
+	for (size_t i = 0; i < SIZE / 8; i++)
+		if (((uint64_t *)e)[i] != pattern(e, id, i)) {
+			stress_fail(&w->failures, "element %#lx word %zu",
+			            (unsigned long)e, i);
+			break;
+		}
+	mempool_free(&pool, (void *)e);
+}
+
+static void drain_inbox(struct worker *w)
+{
+	size_t n = stress_inbox_take(&w->inbox, w->taken);
+	int from = (w->id + WORKERS - 1) % WORKERS;
+	for (size_t i = 0; i < n; i++)
+		check_and_free(w, w->taken[i], from);
+}
+
+static void one_alloc(struct worker *w, uint64_t r)
+{
+	/* A call that may sleep holds no element meanwhile (mempool.h):
+	 * the frees it waits for are other workers' to make. */
+	bool may_sleep = w->nkeep == 0 && (r & 4);
+	unsigned flags = (may_sleep ? 0 : MM_ATOMIC) | ((r & 8) ? MM_ZERO : 0);
+	uintptr_t e = (uintptr_t)mempool_alloc(&pool, flags);
+	if (!e) {
+		if (!(flags & MM_ATOMIC))
+			stress_fail(&w->failures, "a sleeping alloc got NULL");
+		w->nulls++;
+		return;
+	}
+	if ((flags & MM_ZERO) && !all_bytes((void *)e, SIZE, 0))
+		stress_fail(&w->failures, "MM_ZERO element %#lx not zero",
+		            (unsigned long)e);
+	fill(e, w->id);
+	w->keep[w->nkeep++] = e;
+}
+
+static void one_free(struct worker *w, uint64_t r)
+{
+	unsigned i = (unsigned)(r >> 8) % w->nkeep;
+	uintptr_t e = w->keep[i];
+	w->keep[i] = w->keep[--w->nkeep];
+	struct worker *next = &workers[(w->id + 1) % WORKERS];
+	if ((r & 48) == 0 && stress_inbox_put(&next->inbox, &e))
+		return;
+	check_and_free(w, e, w->id);
+}
+
+static void work(void *arg)
+{
+	struct worker *w = arg;
+	mm_port_set_cpu((unsigned)w->id + 1);
+	for (int op = 0; op < OPS; op++) {
+		uint64_t r = stress_random(&w->rng);
+		if (w->nkeep < KEEP && (w->nkeep == 0 || (r & 3) != 0))
+			one_alloc(w, r);
+		else
+			one_free(w, r);
+		drain_inbox(w);
+	}
+	while (w->nkeep)
+		one_free(w, stress_random(&w->rng) | 48);
+	atomic_fetch_sub(&running, 1);
+}
+
+KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(spanheap_sweeper_start(&sh));
+	KASSERT(mheap_scavenger_start(&heap));
+	KASSERT(mempool_init_heap(&pool, &sh, "stress", MIN, SIZE));
+	struct spanheap_fail_attr a = {
+	        .interval = 1, .probability = 9000, .times = -1, .seed = 7};
+	KASSERT(spanheap_fail_arm(&sh, &a));
+	struct mm_thread *t[WORKERS];
+	for (int i = 0; i < WORKERS; i++) {
+		workers[i] = (struct worker){.id = i, .rng = 0x51ed + i * 77};
+		stress_inbox_init(&workers[i].inbox, workers[i].inbox_items,
+		                  sizeof(uintptr_t), INBOX);
+	}
+	atomic_store(&running, WORKERS);
+	KASSERT(start_all(t, WORKERS, work, workers, sizeof(*workers)));
+	unsigned long reads = 0, bad_reads = 0;
+	while (atomic_load(&running) > 0) {
+		struct mempool_info in;
+		mempool_info(&pool, &in);
+		bad_reads += in.curr > MIN ||
+		             in.out > WORKERS * (KEEP + INBOX) + WORKERS;
+		reads++;
+		sleep_ns(200 * 1000);
+	}
+	join_all(t, WORKERS);
+	mm_port_set_cpu(0);
+	unsigned long nulls = 0;
+	for (int i = 0; i < WORKERS; i++)
+		nulls += workers[i].nulls;
+	for (int i = 0; i < WORKERS; i++) /* items put after its last take */
+		drain_inbox(&workers[i]);
+	spanheap_fail_disarm(&sh);
+	KEXPECT_EQ(bad_reads, 0);
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.out, 0);
+	KEXPECT_EQ(in.curr, MIN);
+	KEXPECT_EQ(in.atomic_fails, nulls);
+	KEXPECT(in.from_reserve > 0 && in.refills > 0);
+	ktest_diag("%lu reads; from the reserve %lu, refills %lu, waits %lu, "
+	           "atomic NULLs %lu",
+	           reads, (unsigned long)in.from_reserve,
+	           (unsigned long)in.refills, (unsigned long)in.waits, nulls);
+	for (int i = 0; i < WORKERS; i++) {
+		STRESS_REPORT(i, &workers[i].failures);
+		stress_inbox_destroy(&workers[i].inbox);
+	}
+	KEXPECT(mempool_destroy(&pool));
+	spanheap_sweeper_stop(&sh);
+	mheap_scavenger_stop(&heap);
+	sh_flush_cpus(&sh, WORKERS + 1);
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	SH_CHECK(&sh, "after the stress");
+	sh_heap_release(&heap);
+}

@@ -1,0 +1,330 @@
+/*
+ * Reserved-element pools (mm/mempool.c) on the POSIX port: with every
+ * heap allocation failing (the heap's injection armed), a pool still hands
+ * out its reserve, zeroed on MM_ZERO, and an MM_ATOMIC call then gets
+ * NULL, counted; frees refill the reserve before anything goes back to
+ * the heap; a sleeping call blocks on the pool's event until another
+ * thread frees, and gets that element; pools over a named cache and over
+ * a source of the caller's; bad parameters and a reserve the heap cannot
+ * hold refused with a line, leaking nothing; a destroy with elements out
+ * (or more freed than handed out) refused; double frees (into the reserve
+ * or to the heap), a smaller object, an interior and a foreign pointer
+ * panic naming the pool or the heap's check. After each case the pool's
+ * memory goes back: the heap holds no span once released.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mempool.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+static struct mempool pool;
+
+/* Every allocation of the heap fails until disarm. */
+static bool fail_all(void)
+{
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1,
+	                               .seed = 1};
+	return spanheap_fail_arm(&sh, &a);
+}
+
+static struct mempool_info info(void)
+{
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	return in;
+}
+
+/* Gives everything back and checks the heap holds no span after. */
+static void release_and_check(const char *what)
+{
+	sh_flush_cpus(&sh, 4);
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	SH_CHECK(&sh, what);
+	sh_heap_release(&heap);
+}
+
+KTEST(mempool, reserve_serves_when_the_heap_fails)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "req", 4, 100));
+	struct mempool_info in = info();
+	KEXPECT(!strcmp(in.name, "req"));
+	KEXPECT(in.min == 4 && in.curr == 4 && in.out == 0 && in.size == 100);
+	KASSERT(fail_all());
+	char *e[5];
+	for (int i = 0; i < 4; i++) {
+		KASSERT(e[i] = mempool_alloc(&pool, MM_ATOMIC));
+		KEXPECT_EQ(spanheap_usable_size(&sh, e[i]), 112);
+		memset(e[i], 'a' + i, 100);
+	}
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < i; j++)
+			KEXPECT(e[i] != e[j]);
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC));
+	in = info();
+	KEXPECT(in.curr == 0 && in.out == 4 && in.from_reserve == 4);
+	KEXPECT_EQ(in.atomic_fails, 1);
+	for (int i = 0; i < 4; i++)
+		KEXPECT(all_bytes(e[i], 100, (unsigned char)('a' + i)));
+	mempool_free(&pool, e[1]);
+	mempool_free(&pool, e[2]);
+	KEXPECT(info().curr == 2 && info().refills == 2);
+	/* MM_ZERO from the reserve: the marker and the old bytes gone. */
+	KASSERT(e[1] = mempool_alloc(&pool, MM_ATOMIC | MM_ZERO));
+	KEXPECT(all_bytes(e[1], 100, 0));
+	KASSERT(e[2] = mempool_alloc(&pool, MM_ATOMIC));
+	spanheap_fail_disarm(&sh);
+	/* The heap again: the reserve stays empty until frees refill it. */
+	KASSERT(e[4] = mempool_alloc(&pool, MM_ZERO));
+	KEXPECT(all_bytes(e[4], 100, 0));
+	KEXPECT(info().from_reserve == 6 && info().curr == 0);
+	for (int i = 0; i < 5; i++)
+		mempool_free(&pool, e[i]);
+	in = info();
+	KEXPECT(in.curr == 4 && in.out == 0 && in.refills == 6);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the pool");
+}
+
+static _Atomic bool sleeper_done;
+
+static void *sleeper(void *arg)
+{
+	mm_port_set_cpu(1);
+	void *e = mempool_alloc(&pool, 0);
+	atomic_store(&sleeper_done, true);
+	return e;
+}
+
+KTEST(mempool, a_sleeping_alloc_waits_for_a_free)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "wait", 2, 64));
+	/* A period no stall of this thread reaches: the sleeper's wake must
+	 * be the free's (a lost wake-up is a timeout, and a minute). */
+	pool.wait_ns = 60ull * 1000 * 1000 * 1000;
+	KASSERT(fail_all());
+	void *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
+	KASSERT(a && b);
+	pthread_t t;
+	KASSERT(!pthread_create(&t, NULL, sleeper, NULL));
+	/* No time bound: the thread is in the wait when the port says so. */
+	atomic_store(&sleeper_done, false);
+	while (mm_port_event_waiters(&pool.returned) == 0 &&
+	       !atomic_load(&sleeper_done))
+		sched_yield();
+	KEXPECT(!atomic_load(&sleeper_done)); /* it waits for a free */
+	KEXPECT_EQ(info().out, 2);
+	mempool_free(&pool, b);
+	void *got;
+	pthread_join(t, &got);
+	KEXPECT(got == b);
+	KEXPECT(info().waits == 1 && info().out == 2);
+	KEXPECT_EQ(info().timeouts, 0);
+	spanheap_fail_disarm(&sh);
+	mempool_free(&pool, a);
+	mempool_free(&pool, got);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the wait");
+}
+
+static struct objcache *cache;
+
+KTEST(mempool, over_a_named_cache)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(cache = objcache_create(&sh, "bio", 200, 0));
+	KASSERT(mempool_init_cache(&pool, cache, "bio-pool", 3));
+	struct objcache_info ci;
+	objcache_info(cache, &ci);
+	KEXPECT_EQ(ci.live, 3); /* the reserve is the cache's objects */
+	KEXPECT_EQ(info().size, 200);
+	KASSERT(fail_all());
+	void *e[3];
+	for (int i = 0; i < 3; i++)
+		KASSERT(e[i] = mempool_alloc(&pool, MM_ATOMIC | MM_ZERO));
+	KEXPECT(all_bytes(e[2], 200, 0));
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC));
+	spanheap_fail_disarm(&sh);
+	void *more = mempool_alloc(&pool, 0);
+	KASSERT(more);
+	objcache_info(cache, &ci);
+	KEXPECT_EQ(ci.live, 4);
+	/* The destroy of a cache the pool still uses is refused. */
+	KEXPECT(!objcache_destroy(cache));
+	for (int i = 0; i < 3; i++)
+		mempool_free(&pool, e[i]);
+	mempool_free(&pool, more); /* the reserve is full: to the cache */
+	objcache_info(cache, &ci);
+	KEXPECT_EQ(ci.live, 3);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(objcache_destroy(cache));
+	release_and_check("after the cache's pool");
+}
+
+/* A source of the caller's: 8 slots of 48 bytes, and what it was asked. */
+static unsigned char slots[8][48];
+static bool slot_used[8];
+static unsigned asked_flags[32], nasked, freed_to_source;
+
+static void *slot_alloc(void *data, unsigned flags)
+{
+	KEXPECT(data == slots);
+	asked_flags[nasked++ % 32] = flags;
+	for (int i = 0; i < 8; i++)
+		if (!slot_used[i]) {
+			slot_used[i] = true;
+			memset(slots[i], 0xee, sizeof(slots[i]));
+			return slots[i];
+		}
+	return NULL;
+}
+
+static void slot_free(void *data, void *e)
+{
+	slot_used[((unsigned char(*)[48])e) - slots] = false;
+	freed_to_source++;
+}
+
+static const struct mempool_source slot_source = {slot_alloc, slot_free};
+
+KTEST(mempool, over_a_source_of_the_callers)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init(&pool, &sh, "slots", 3, 48, &slot_source, slots));
+	KEXPECT_EQ(nasked, 3);
+	KEXPECT_EQ(asked_flags[0], 0); /* the fill may sleep */
+	void *e[8];
+	for (int i = 0; i < 8; i++)
+		KASSERT(e[i] = mempool_alloc(&pool, MM_ZERO | MM_ATOMIC));
+	/* MM_ZERO is the pool's: the source never sees it; the first ask
+	 * of every call is an atomic one. */
+	for (unsigned i = 3; i < nasked; i++)
+		KEXPECT_EQ(asked_flags[i], MM_ATOMIC);
+	for (int i = 0; i < 8; i++)
+		KEXPECT(all_bytes(e[i], 48, 0));
+	KEXPECT_EQ(info().from_reserve, 3);
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC));
+	for (int i = 0; i < 8; i++)
+		mempool_free(&pool, e[i]);
+	KEXPECT_EQ(freed_to_source, 5);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT_EQ(freed_to_source, 8);
+	for (int i = 0; i < 8; i++)
+		KEXPECT(!slot_used[i]);
+	release_and_check("after the caller's pool");
+}
+
+/* True if mempool_init_heap(name, min, size) is refused with a line
+ * holding why and leaves the heap as it was. */
+static bool refused(const char *name, uint32_t min, size_t size,
+                    const char *why)
+{
+	unsigned long logs = mm_port_log_count();
+	if (mempool_init_heap(&pool, &sh, name, min, size))
+		return false;
+	return mm_port_log_count() > logs && strstr(mm_port_last_log(), why);
+}
+
+KTEST(mempool, bad_parameters_are_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KEXPECT(refused(NULL, 4, 64, "(null): not made: no name"));
+	KEXPECT(refused("", 4, 64, "no name"));
+	KEXPECT(refused("0123456789012345678901234567890123", 4, 64,
+	                "a name longer than"));
+	KEXPECT(refused("p", 0, 64, "a reserve of 0 elements"));
+	KEXPECT(refused("p", MEMPOOL_MIN_MAX + 1, 64, "above MEMPOOL_MIN_MAX"));
+	KEXPECT(refused("p", 4, 7, "smaller than a pointer"));
+	KEXPECT(refused("p", 4, (size_t)1 << 40, "larger than the heap's"));
+	struct mempool_source half = {slot_alloc, NULL};
+	KEXPECT(!mempool_init(&pool, &sh, "half", 2, 48, &half, slots));
+	KEXPECT(strstr(mm_port_last_log(), "without its alloc or free"));
+	/* A reserve the heap cannot give: what it took goes back. */
+	KASSERT(fail_all());
+	KEXPECT(refused("big", 8, 4096, "no memory for a reserve of 8"));
+	spanheap_fail_disarm(&sh);
+	struct spanheap_fail_attr a = {.interval = 5,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = 1,
+	                               .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &a)); /* the 5th call: 3 taken */
+	KEXPECT(refused("big", 8, 4096, "elements of 4096 bytes"));
+	spanheap_fail_disarm(&sh);
+	release_and_check("after the refusals");
+}
+
+KTEST(mempool, destroy_is_refused_while_elements_are_out)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "io", 2, 32));
+	void *e = mempool_alloc(&pool, 0);
+	KASSERT(e);
+	KEXPECT(!mempool_destroy(&pool));
+	KEXPECT(strstr(mm_port_last_log(), "io not destroyed: 1 elements"));
+	mempool_free(&pool, e);
+	/* Another pool's element of the same class passes the checks; the
+	 * count below zero then refuses the destroy. */
+	static struct mempool other;
+	KASSERT(mempool_init_heap(&other, &sh, "other", 1, 32));
+	void *o = mempool_alloc(&other, 0);
+	mempool_free(&pool, o);
+	KEXPECT(!mempool_destroy(&pool));
+	KEXPECT(strstr(mm_port_last_log(), "1 more elements freed to it"));
+	KEXPECT(info().out == -1);
+	/* Put right by hand, both go. */
+	atomic_fetch_add(&pool.out, 1);
+	atomic_fetch_sub(&other.out, 1);
+	KEXPECT(mempool_destroy(&pool) && mempool_destroy(&other));
+	release_and_check("after the refused destroys");
+}
+
+static int a_static_object;
+
+/* A fresh heap and a pool of min elements of 64 bytes named "bad". */
+static bool bad_pool(uint32_t min)
+{
+	return sh_heap_fresh(&heap, &sh) &&
+	       mempool_init_heap(&pool, &sh, "bad", min, 64);
+}
+
+KTEST(mempool, misuse_panics_naming_the_element)
+{
+	/* A caught panic abandons the call: a heap for each case. */
+	KASSERT(bad_pool(2));
+	KASSERT(fail_all());
+	char *e = mempool_alloc(&pool, 0); /* the reserve's */
+	KASSERT(e && info().curr == 1);
+	spanheap_fail_disarm(&sh);
+	mempool_free(&pool, e); /* back into the reserve */
+	EXPECT_MISUSE(mempool_free(&pool, e), "mempool bad: double free", e);
+	sh_heap_release(&heap);
+
+	KASSERT(bad_pool(1));
+	e = mempool_alloc(&pool, 0); /* the heap's: the reserve stays full */
+	KASSERT(e && info().curr == 1);
+	mempool_free(&pool, e); /* to the heap */
+	EXPECT_MISUSE(mempool_free(&pool, e), "an object already freed", e);
+	sh_heap_release(&heap);
+
+	KASSERT(bad_pool(2));
+	char *small = spanheap_alloc(&sh, 16, 0);
+	KASSERT(small);
+	EXPECT_MISUSE(mempool_free(&pool, small),
+	              "mempool bad: free of an object of 16 bytes", small);
+	e = mempool_alloc(&pool, 0);
+	EXPECT_MISUSE(mempool_free(&pool, e + 8), "interior pointer", e + 8);
+	EXPECT_MISUSE(mempool_free(&pool, &a_static_object), "foreign",
+	              &a_static_object);
+	sh_heap_release(&heap);
+}
