@@ -156,6 +156,19 @@ static void *alloc_waiting(struct mempool *p, unsigned flags)
 	return NULL;
 }
 
+/* The flags of an allocation's first ask of the source: MM_ATOMIC, so
+ * that the reserve is used before the heap reclaims; but the heap's
+ * atomic path serves no object over MHEAP_ATOMIC_MAX_PAGES pages, and a
+ * thread's ask for one that it would refuse anyway would take the reserve
+ * while the heap has memory: such an ask is the caller's own. */
+static unsigned first_ask(const struct mempool *p, unsigned flags)
+{
+	size_t atomic_max = (MHEAP_ATOMIC_MAX_PAGES - 1) * MM_PAGE_SIZE;
+	if (!(flags & MM_ATOMIC) && !p->src && p->size > atomic_max)
+		return flags;
+	return flags | MM_ATOMIC;
+}
+
 void *mempool_alloc(struct mempool *p, unsigned flags)
 {
 	if (flags & ~(unsigned)MM_ALLOC_FLAGS) {
@@ -166,7 +179,7 @@ void *mempool_alloc(struct mempool *p, unsigned flags)
 	}
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("mempool_alloc");
-	void *e = source_alloc(p, flags | MM_ATOMIC);
+	void *e = source_alloc(p, first_ask(p, flags));
 	if (!e)
 		e = reserve_take(p, flags);
 	if (!e && (flags & MM_ATOMIC)) {

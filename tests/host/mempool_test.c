@@ -96,6 +96,28 @@ KTEST(mempool, reserve_serves_when_the_heap_fails)
 	release_and_check("after the pool");
 }
 
+/* Elements the heap's atomic path does not serve (over 64 pages): a
+ * thread's call takes them from the heap while it has memory, not from
+ * the reserve; an atomic call can only have the reserve's. */
+KTEST(mempool, large_elements_come_from_the_heap_while_it_has_them)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "big", 1, 512 << 10));
+	void *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
+	KASSERT(a && b);
+	KEXPECT(info().from_reserve == 0 && info().curr == 1);
+	void *c = mempool_alloc(&pool, MM_ATOMIC);
+	KASSERT(c);
+	KEXPECT(info().from_reserve == 1 && info().curr == 0);
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC));
+	mempool_free(&pool, a);
+	mempool_free(&pool, b);
+	mempool_free(&pool, c);
+	KEXPECT(info().curr == 1 && info().out == 0);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the large pool");
+}
+
 static _Atomic bool sleeper_done;
 
 static void *sleeper(void *arg)
