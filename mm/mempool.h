@@ -124,6 +124,16 @@ void mempool_free(struct mempool *p, void *elem);
  */
 bool mempool_destroy(struct mempool *p);
 
+/*
+ * Checks p's reserve and mm_panics naming the slot, the element and what
+ * is wrong: more elements than its size, a NULL slot, an element twice,
+ * one whose first word lost its marker (written while in the reserve),
+ * or, for the heap's and a named cache's pools, one the heap does not
+ * hold as an allocated object starting there (freed behind the pool's
+ * back). O(min), under the pool's lock. Any context but NMI.
+ */
+void mempool_check(struct mempool *p);
+
 struct mempool_info {
 	char name[MEMPOOL_NAME_MAX + 1];
 	size_t size;

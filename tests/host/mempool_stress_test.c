@@ -10,11 +10,11 @@
  * free, and one free in four goes through the next worker's inbox (a free
  * on another thread, which refills the reserve and wakes a sleeper there).
  * The sweeper and the scavenger run throughout; the main thread reads the
- * pool's counters meanwhile (the reserve never above its size, never more
- * out than the workers hold). At the end every element is back: none out,
- * the reserve full, the NULLs the workers saw are the pool's atomic
- * failures, the pool destroyed and the heap checked clean. Bounded by
- * operation counts; no assert depends on time.
+ * pool's counters and checks it meanwhile (the reserve never above its
+ * size, never more out than the workers hold). At the end every element is
+ * back: none out, the reserve full and checked, the NULLs the workers saw are
+ * the pool's atomic failures, the pool destroyed and the heap checked clean.
+ * Bounded by operation counts; no assert depends on time.
  */
 #include <stdatomic.h>
 
@@ -145,6 +145,7 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 		mempool_info(&pool, &in);
 		bad_reads += in.curr > MIN ||
 		             in.out > WORKERS * (KEEP + INBOX) + WORKERS;
+		mempool_check(&pool); /* beside the workers' calls */
 		reads++;
 		sleep_ns(200 * 1000);
 	}
@@ -161,6 +162,7 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	mempool_info(&pool, &in);
 	KEXPECT_EQ(in.out, 0);
 	KEXPECT_EQ(in.curr, MIN);
+	mempool_check(&pool);
 	KEXPECT_EQ(in.atomic_fails, nulls);
 	KEXPECT(in.from_reserve > 0 && in.refills > 0);
 	ktest_diag("%lu reads; from the reserve %lu, refills %lu, waits %lu, "

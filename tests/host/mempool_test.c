@@ -9,7 +9,10 @@
  * hold refused with a line, leaking nothing; a destroy with elements out
  * (or more freed than handed out) refused; double frees (into the reserve
  * or to the heap), a smaller object, an interior and a foreign pointer
- * panic naming the pool or the heap's check. After each case the pool's
+ * panic naming the pool or the heap's check; the checker passes a sound
+ * reserve and names the slot of a broken one (a written element, one
+ * twice, a NULL, a count past the size, an element freed behind the
+ * pool's back). After each case the pool's
  * memory goes back: the heap holds no span once released.
  */
 #include <pthread.h>
@@ -152,6 +155,7 @@ KTEST(mempool, a_sleeping_alloc_waits_for_a_free)
 	pthread_join(t, &got);
 	KEXPECT(got == b);
 	KEXPECT(info().waits == 1 && info().out == 2);
+	mempool_check(&pool);
 	KEXPECT_EQ(info().timeouts, 0);
 	spanheap_fail_disarm(&sh);
 	mempool_free(&pool, a);
@@ -348,5 +352,52 @@ KTEST(mempool, misuse_panics_naming_the_element)
 	EXPECT_MISUSE(mempool_free(&pool, e + 8), "interior pointer", e + 8);
 	EXPECT_MISUSE(mempool_free(&pool, &a_static_object), "foreign",
 	              &a_static_object);
+	sh_heap_release(&heap);
+}
+
+/* A pool of 4 on a fresh heap, its reserve full, for a checker case. */
+static bool checked_pool(void)
+{
+	return sh_heap_fresh(&heap, &sh) &&
+	       mempool_init_heap(&pool, &sh, "chk", 4, 64);
+}
+
+KTEST(mempool, the_checker_finds_a_broken_reserve)
+{
+	KASSERT(checked_pool());
+	mempool_check(&pool); /* a sound one passes */
+	uintptr_t *e = pool.reserve[2];
+	*e = 7; /* a write into an element in the reserve */
+	SH_EXPECT_PANIC(mempool_check(&pool),
+	                "mempool chk: reserve slot 2 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "not the pool's marker"));
+	sh_heap_release(&heap);
+
+	KASSERT(checked_pool());
+	pool.reserve[3] = pool.reserve[1]; /* slot 3's element is lost */
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 3 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "an element met twice"));
+	/* The walk put every marker back: slot 1's element is sound. */
+	KEXPECT_EQ(*(uintptr_t *)pool.reserve[1],
+	           pool.marker ^ (uintptr_t)pool.reserve[1]);
+	sh_heap_release(&heap);
+
+	KASSERT(checked_pool());
+	pool.reserve[0] = NULL;
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 0 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "a NULL slot"));
+	sh_heap_release(&heap);
+
+	KASSERT(checked_pool());
+	atomic_store(&pool.curr, 5);
+	SH_EXPECT_PANIC(mempool_check(&pool), "more elements than the");
+	sh_heap_release(&heap);
+
+	KASSERT(checked_pool());
+	void *f = pool.reserve[1];
+	spanheap_free(&sh, f); /* behind the pool's back */
+	*(uintptr_t *)f = pool.marker ^ (uintptr_t)f;
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "not an allocated object"));
 	sh_heap_release(&heap);
 }
