@@ -18,7 +18,8 @@
  * call never returns NULL: it asks the source again with its reclaim,
  * then sleeps until an element comes back to the reserve (or a period
  * passes, and it asks the source again). Such a caller must not hold
- * elements whose free waits on its own progress.
+ * elements whose free waits on its own progress; on a port with one
+ * thread, where no one else can free, it waits for ever: use MM_ATOMIC.
  *
  * Misuse, always checked: an element's first word holds a marker while
  * it sits in the reserve, so a free of an element already there (a

@@ -2,8 +2,9 @@
  * tests/port/min_port_test.c: the page heap and the span heap over the
  * minimal port (min_port.c): one CPU, no threads, a static address space.
  * Set up as docs/PORTING.md section 3 says, then allocation, free,
- * realloc, aligned and zeroed objects, running out, and giving everything
- * back, each checked against the bytes and against the heaps' checkers.
+ * realloc, aligned and zeroed objects, running out, a reserved-element
+ * pool outlasting it, and giving everything back, each checked against
+ * the bytes and against the heaps' checkers.
  *
  * The tests share one heap (the port cannot give its space back except in
  * the order reserved); each leaves it with nothing in use. main runs those
@@ -322,6 +323,54 @@ KTEST(min_port, release_everything)
 		}
 	spanheap_free(sh, q);
 	KEXPECT_EQ(min_port_n.log_under_lock, 0);
+	check_heaps(sh);
+}
+
+/* A reserved-element pool on the one-thread port: with the arena full, its
+ * reserve still hands out its elements, MM_ATOMIC calls then get NULL,
+ * and a free puts one back for the next call. (A sleeping call with the
+ * reserve empty would wait for ever here: no other thread can free.)
+ * Large objects fill the arena, so that no span struct is left among its
+ * pages after (the next tests want long runs); everything goes back. */
+KTEST(min_port, a_pool_reserve_outlasts_the_arena)
+{
+	enum { ELEM = 128 << 10 };
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	static struct mempool pool;
+	KASSERT(mempool_init_heap(&pool, sh, "min", 4, ELEM));
+	static void *held[2 * ARENA_BYTES / ELEM];
+	size_t n = 0;
+	for (size_t size = 2 * ELEM; size >= ELEM; size /= 2)
+		while (n < sizeof(held) / sizeof(held[0]) &&
+		       (held[n] = spanheap_alloc(sh, size, 0)))
+			n++;
+	KEXPECT(n < sizeof(held) / sizeof(held[0])); /* it ran out */
+	void *e[4];
+	for (int i = 0; i < 4; i++) {
+		KASSERT(e[i] = mempool_alloc(&pool, MM_ATOMIC | MM_ZERO));
+		size_t z = 0;
+		while (z < ELEM && ((unsigned char *)e[i])[z] == 0)
+			z++;
+		KEXPECT_EQ(z, ELEM);
+		fill(e[i], ELEM);
+	}
+	KEXPECT(mempool_alloc(&pool, MM_ATOMIC) == NULL);
+	mempool_free(&pool, e[3]);
+	KEXPECT((e[3] = mempool_alloc(&pool, 0)) != NULL);
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT(in.from_reserve == 5 && in.atomic_fails == 1 && in.out == 4);
+	for (int i = 0; i < 3; i++) /* e[3] came back through the reserve */
+		KEXPECT_EQ(first_bad(e[i], e[i], ELEM), ELEM);
+	for (int i = 0; i < 4; i++)
+		mempool_free(&pool, e[i]);
+	mempool_check(&pool);
+	KEXPECT(mempool_destroy(&pool));
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(sh, held[i]);
+	spanheap_release_all(sh);
+	expect_nothing_held(sh);
 	check_heaps(sh);
 }
 
