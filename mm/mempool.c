@@ -59,6 +59,11 @@ static void count(_Atomic uint64_t *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+static uint32_t min_of(const struct mempool *p)
+{
+	return atomic_load_explicit(&p->min, memory_order_relaxed);
+}
+
 static void *source_alloc(struct mempool *p, unsigned flags)
 {
 	if (p->cache)
@@ -91,7 +96,7 @@ static uintptr_t *first_word(void *e)
 static bool push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (n >= p->min)
+	if (n >= min_of(p))
 		return false;
 	*first_word(e) = p->marker ^ (uintptr_t)e;
 	p->reserve[n] = e;
@@ -228,7 +233,7 @@ void mempool_free(struct mempool *p, void *e)
 		return;
 	check_free(p, e);
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
-	if (atomic_load_explicit(&p->curr, memory_order_relaxed) < p->min) {
+	if (atomic_load_explicit(&p->curr, memory_order_relaxed) < min_of(p)) {
 		unsigned long irq = mm_lock_acquire(&p->lock);
 		bool kept = push_locked(p, e);
 		bool wake = kept && p->waiters;
@@ -262,28 +267,67 @@ static const char *refusal(const char *name, uint32_t min, size_t size)
 	return NULL;
 }
 
+/* Gives back a chain of elements linked through their first words. */
+static void chain_give(struct mempool *p, void *head)
+{
+	while (head) {
+		void *next = (void *)*first_word(head);
+		*first_word(head) = 0;
+		source_free(p, head);
+		head = next;
+	}
+}
+
+/* Takes n elements from the source (thread context), chained through
+ * their first words, into *head; false, having given back what it took,
+ * if the source has too few. */
+static bool chain_take(struct mempool *p, uint32_t n, void **head)
+{
+	*head = NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		void *e = source_alloc(p, 0);
+		if (!e) {
+			chain_give(p, *head);
+			*head = NULL;
+			return false;
+		}
+		*first_word(e) = (uintptr_t)*head;
+		*head = e;
+	}
+	return true;
+}
+
+/* Moves chain's elements into the reserve while it is short (under the
+ * lock); returns what is left of the chain. */
+static void *chain_push_locked(struct mempool *p, void *chain)
+{
+	while (chain) {
+		void *next = (void *)*first_word(chain);
+		if (!push_locked(p, chain))
+			break;
+		chain = next;
+	}
+	return chain;
+}
+
 /* Takes min elements from the source into a new reserve; false, having
  * given back what it took, if the heap has too little for them. */
 static bool reserve_fill(struct mempool *p)
 {
-	p->reserve = spanheap_alloc(p->sh, p->min * sizeof(void *), 0);
-	if (!p->reserve)
-		return false;
-	for (uint32_t i = 0; i < p->min; i++) {
-		void *e = source_alloc(p, 0);
-		if (e && !push_locked(p, e))
-			mm_panic("mempool %s: reserve full at %u of %u",
-			         p->name, i, p->min);
-		if (e)
-			continue;
-		while (i--)
-			source_free(p, p->reserve[i]);
-		spanheap_free(p->sh, p->reserve);
-		p->reserve = NULL;
-		atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
-		return false;
+	uint32_t min = min_of(p);
+	void *chain;
+	p->reserve = spanheap_alloc(p->sh, min * sizeof(void *), 0);
+	if (p->reserve && chain_take(p, min, &chain)) {
+		p->cap = min;
+		if (chain_push_locked(p, chain))
+			mm_panic("mempool %s: its reserve is full before it is "
+			         "filled",
+			         p->name);
+		return true;
 	}
-	return true;
+	spanheap_free(p->sh, p->reserve);
+	p->reserve = NULL;
+	return false;
 }
 
 /* Where a pool's elements come from: one of the three, or none (sh). */
@@ -314,7 +358,7 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 	p->src = from.src;
 	p->data = from.data;
 	p->size = size;
-	p->min = min;
+	atomic_store_explicit(&p->min, min, memory_order_relaxed);
 	p->wait_ns = MEMPOOL_WAIT_NS;
 	p->marker = (uintptr_t)(MARKER_SEED ^ ((uintptr_t)p << 16) ^
 	                        mm_port_now_ns());
@@ -349,6 +393,62 @@ bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
 	                 (struct source){.src = src, .data = data});
 }
 
+/* Under the lock: the reserve's size to new_min, in arr if it is not
+ * NULL (its old array then into *old), the surplus popped onto a chain
+ * (returned) and chain's elements pushed while the reserve is short
+ * (what is left, into *chain). */
+static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
+                           void ***old, void **chain)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (arr) {
+		for (uint32_t i = 0; i < n; i++)
+			arr[i] = p->reserve[i];
+		*old = p->reserve;
+		p->reserve = arr;
+		p->cap = new_min;
+	}
+	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
+	void *surplus = NULL;
+	for (void *e; n > new_min && (e = pop_locked(p)); n--) {
+		*first_word(e) = (uintptr_t)surplus;
+		surplus = e;
+	}
+	*chain = chain_push_locked(p, *chain);
+	return surplus;
+}
+
+bool mempool_resize(struct mempool *p, uint32_t new_min)
+{
+	spanheap_assert_can_sleep("mempool_resize");
+	const char *why = refusal(p->name, new_min, p->size);
+	uint32_t min = min_of(p);
+	void **arr = NULL, **old = NULL, *chain = NULL;
+	if (!why && new_min > p->cap &&
+	    !(arr = spanheap_alloc(p->sh, new_min * sizeof(void *), 0)))
+		why = "no memory for its array";
+	if (!why && new_min > min && !chain_take(p, new_min - min, &chain))
+		why = "no memory for the elements it grows by";
+	if (why) {
+		spanheap_free(p->sh, arr);
+		mm_log("mempool %s: not resized from %u to %u elements: %s",
+		       p->name, min, new_min, why);
+		return false;
+	}
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	void *surplus = resize_locked(p, new_min, arr, &old, &chain);
+	bool wake = p->waiters &&
+	            atomic_load_explicit(&p->curr, memory_order_relaxed);
+	mm_lock_release(&p->lock, irq);
+	if (wake)
+		mm_event_wake(&p->returned);
+	/* What frees filled the reserve with meanwhile, and the surplus. */
+	chain_give(p, chain);
+	chain_give(p, surplus);
+	spanheap_free(p->sh, old);
+	return true;
+}
+
 bool mempool_destroy(struct mempool *p)
 {
 	spanheap_assert_can_sleep("mempool_destroy");
@@ -372,7 +472,8 @@ bool mempool_destroy(struct mempool *p)
 	}
 	spanheap_free(p->sh, p->reserve);
 	p->reserve = NULL;
-	p->min = 0;
+	p->cap = 0;
+	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
 	return true;
 }
@@ -403,7 +504,7 @@ static const char *walk_locked(struct mempool *p, uint32_t *slot)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	*slot = 0;
-	if (n > p->min)
+	if (n > min_of(p) || min_of(p) > p->cap)
 		return "more elements than the reserve's size";
 	const char *why = NULL;
 	uint32_t i = 0;
@@ -439,12 +540,13 @@ void mempool_check(struct mempool *p)
 	uint32_t slot;
 	unsigned long irq = mm_lock_acquire(&p->lock);
 	const char *why = walk_locked(p, &slot);
-	void *e = why && slot < p->min && p->reserve ? p->reserve[slot] : NULL;
+	uint32_t min = min_of(p);
+	void *e = why && slot < min && p->reserve ? p->reserve[slot] : NULL;
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	mm_lock_release(&p->lock, irq);
 	if (why)
 		mm_panic("mempool %s: reserve slot %u of %u (%u held): %p: %s",
-		         p->name, slot, p->min, n, e, why);
+		         p->name, slot, min, n, e, why);
 }
 
 void mempool_info(struct mempool *p, struct mempool_info *out)
@@ -452,7 +554,7 @@ void mempool_info(struct mempool *p, struct mempool_info *out)
 	for (size_t i = 0; i <= MEMPOOL_NAME_MAX; i++)
 		out->name[i] = p->name[i];
 	out->size = p->size;
-	out->min = p->min;
+	out->min = min_of(p);
 	out->curr = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	out->out = atomic_load_explicit(&p->out, memory_order_relaxed);
 	out->from_reserve =

@@ -73,11 +73,13 @@ struct mempool {
 	struct objcache *cache; /* a named cache's pool: its elements */
 	const struct mempool_source *src; /* a pool of the caller's */
 	void *data;
-	size_t size;      /* every element's bytes, at least */
-	uintptr_t marker; /* an element's first word in the reserve,
-	                   * xor its address */
-	void **reserve;   /* min slots; curr of them hold elements */
-	uint32_t min;
+	size_t size;           /* every element's bytes, at least */
+	uintptr_t marker;      /* an element's first word in the reserve,
+	                        * xor its address */
+	void **reserve;        /* cap slots; curr of them hold elements */
+	uint32_t cap;          /* the array's slots, min or more (lock) */
+	_Atomic uint32_t min;  /* the reserve's size: written under the
+	                        * lock, read without it by a free */
 	uint32_t waiters;      /* threads asleep for an element (lock) */
 	_Atomic uint32_t curr; /* read without the lock by a free */
 	_Atomic int64_t out;   /* elements handed out, less those freed */
@@ -117,6 +119,16 @@ void *mempool_alloc(struct mempool *p, unsigned flags);
 /* Gives elem (from mempool_alloc of p; NULL: nothing) back: to the
  * reserve if it is short, else to the source. Any context but NMI. */
 void mempool_free(struct mempool *p, void *elem);
+
+/*
+ * Makes p's reserve new_min elements: growing, takes the new ones from
+ * the source first (the reserve fills with them, and frees fill it from
+ * then on); shrinking, gives the surplus back at once. Returns false,
+ * with a line and p as it was, for new_min 0 or above MEMPOOL_MIN_MAX,
+ * or too little memory for the growth. Thread context; one resize at a
+ * time, any other call on p may run meanwhile.
+ */
+bool mempool_resize(struct mempool *p, uint32_t new_min);
 
 /*
  * Gives the reserve back to the source and returns true; or, with

@@ -10,8 +10,9 @@
  * free, and one free in four goes through the next worker's inbox (a free
  * on another thread, which refills the reserve and wakes a sleeper there).
  * The sweeper and the scavenger run throughout; the main thread reads the
- * pool's counters and checks it meanwhile (the reserve never above its
- * size, never more out than the workers hold). At the end every element is
+ * pool's counters, checks it and resizes it between 2 and 11 elements
+ * meanwhile (the reserve never above its size, never more out than the
+ * workers hold). At the end every element is
  * back: none out, the reserve full and checked, the NULLs the workers saw are
  * the pool's atomic failures, the pool destroyed and the heap checked clean.
  * Bounded by operation counts; no assert depends on time.
@@ -139,15 +140,19 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	}
 	atomic_store(&running, WORKERS);
 	KASSERT(start_all(t, WORKERS, work, workers, sizeof(*workers)));
-	unsigned long reads = 0, bad_reads = 0;
+	unsigned long reads = 0, bad_reads = 0, resized = 0;
 	while (atomic_load(&running) > 0) {
 		struct mempool_info in;
 		mempool_info(&pool, &in);
-		bad_reads += in.curr > MIN ||
+		bad_reads += in.curr > in.min ||
 		             in.out > WORKERS * (KEEP + INBOX) + WORKERS;
 		mempool_check(&pool); /* beside the workers' calls */
+		/* Up a step (when the heap gives all it needs), down a step:
+		 * 2 to 11 elements. */
+		uint32_t to = 2 + (uint32_t)(reads / 2) % 10;
+		resized += mempool_resize(&pool, (reads & 1) ? to : to + 1);
 		reads++;
-		sleep_ns(200 * 1000);
+		sleep_ns(50 * 1000);
 	}
 	join_all(t, WORKERS);
 	mm_port_set_cpu(0);
@@ -161,13 +166,13 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	struct mempool_info in;
 	mempool_info(&pool, &in);
 	KEXPECT_EQ(in.out, 0);
-	KEXPECT_EQ(in.curr, MIN);
+	KEXPECT_EQ(in.curr, in.min);
 	mempool_check(&pool);
 	KEXPECT_EQ(in.atomic_fails, nulls);
 	KEXPECT(in.from_reserve > 0 && in.refills > 0);
-	ktest_diag("%lu reads; from the reserve %lu, refills %lu, waits %lu, "
-	           "atomic NULLs %lu",
-	           reads, (unsigned long)in.from_reserve,
+	ktest_diag("%lu reads, %lu resizes; from the reserve %lu, refills "
+	           "%lu, waits %lu, atomic NULLs %lu",
+	           reads, resized, (unsigned long)in.from_reserve,
 	           (unsigned long)in.refills, (unsigned long)in.waits, nulls);
 	for (int i = 0; i < WORKERS; i++) {
 		STRESS_REPORT(i, &workers[i].failures);

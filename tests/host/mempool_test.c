@@ -12,8 +12,10 @@
  * panic naming the pool or the heap's check; the checker passes a sound
  * reserve and names the slot of a broken one (a written element, one
  * twice, a NULL, a count past the size, an element freed behind the
- * pool's back). After each case the pool's
- * memory goes back: the heap holds no span once released.
+ * pool's back); resizes up and down, refused when the heap cannot grow
+ * the reserve; elements over the heap's atomic limit taken from the heap
+ * while it has them. After each case the pool's memory goes back: the
+ * heap holds no span once released.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -119,6 +121,50 @@ KTEST(mempool, large_elements_come_from_the_heap_while_it_has_them)
 	KEXPECT(info().curr == 1 && info().out == 0);
 	KEXPECT(mempool_destroy(&pool));
 	release_and_check("after the large pool");
+}
+
+KTEST(mempool, resize_grows_and_shrinks_the_reserve)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "rs", 2, 64));
+	KEXPECT(mempool_resize(&pool, 6));
+	KEXPECT(info().min == 6 && info().curr == 6);
+	mempool_check(&pool);
+	KASSERT(fail_all());
+	void *e[6];
+	for (int i = 0; i < 6; i++)
+		KASSERT(e[i] = mempool_alloc(&pool, MM_ATOMIC));
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC));
+	/* Growing needs the heap: refused, the pool as it was. */
+	KEXPECT(!mempool_resize(&pool, 7));
+	KEXPECT(strstr(mm_port_last_log(),
+	               "rs: not resized from 6 to 7 elements: no memory"));
+	KEXPECT(!mempool_resize(&pool, 0));
+	KEXPECT(strstr(mm_port_last_log(), "a reserve of 0 elements"));
+	KEXPECT(!mempool_resize(&pool, MEMPOOL_MIN_MAX + 1));
+	KEXPECT(info().min == 6 && info().curr == 0);
+	spanheap_fail_disarm(&sh);
+	/* Shrinking with every element out: the frees fill 3 slots. */
+	KEXPECT(mempool_resize(&pool, 3));
+	for (int i = 0; i < 6; i++)
+		mempool_free(&pool, e[i]);
+	KEXPECT(info().min == 3 && info().curr == 3 && info().out == 0);
+	/* Shrinking a full reserve gives the surplus back at once. */
+	KEXPECT(mempool_resize(&pool, 1));
+	KEXPECT(info().min == 1 && info().curr == 1);
+	/* Growing within the array, then past it. */
+	KEXPECT(mempool_resize(&pool, 5) && info().curr == 5);
+	KEXPECT(mempool_resize(&pool, 40) && info().curr == 40);
+	mempool_check(&pool);
+	KASSERT(fail_all());
+	for (int i = 0; i < 40; i++) {
+		void *x = mempool_alloc(&pool, MM_ATOMIC);
+		KASSERT(x);
+		mempool_free(&pool, x);
+	}
+	spanheap_fail_disarm(&sh);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the resizes");
 }
 
 static _Atomic bool sleeper_done;
