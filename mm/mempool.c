@@ -41,6 +41,8 @@
  * either the waiter saw the element, or the free saw the waiter and its
  * wake moves the count the waiter read: no wake-up is lost.
  *
+ * The checker and the counters' reader are mempool_check.c's.
+ *
  * Limits: MEMPOOL_MIN_MAX reserved elements (a double free's scan is
  * O(min), under the lock, and only on a marker match). Elements of a
  * caller's source get no heap checks, and an element of another pool
@@ -50,6 +52,8 @@
 
 #include <stdatomic.h>
 
+#include "mempool_internal.h"
+
 #include "spanheap_internal.h"
 
 #define MARKER_SEED 0x6d656d706f6f6c21ull /* "mempool!" */
@@ -57,11 +61,6 @@
 static void count(_Atomic uint64_t *c)
 {
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-}
-
-static uint32_t min_of(const struct mempool *p)
-{
-	return atomic_load_explicit(&p->min, memory_order_relaxed);
 }
 
 static void *source_alloc(struct mempool *p, unsigned flags)
@@ -87,18 +86,13 @@ static void source_free(struct mempool *p, void *e)
 		spanheap_free(p->sh, e);
 }
 
-static uintptr_t *first_word(void *e)
-{
-	return (uintptr_t *)e;
-}
-
 /* Puts e into the reserve if it is short; under the lock. */
 static bool push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (n >= min_of(p))
+	if (n >= mempool_min_of(p))
 		return false;
-	*first_word(e) = p->marker ^ (uintptr_t)e;
+	*mempool_first_word(e) = p->marker ^ (uintptr_t)e;
 	p->reserve[n] = e;
 	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
 	return true;
@@ -120,7 +114,7 @@ static void *handed_from_reserve(struct mempool *p, void *e, unsigned flags)
 	if (flags & MM_ZERO)
 		mm_memset(e, 0, p->size);
 	else
-		*first_word(e) = 0;
+		*mempool_first_word(e) = 0;
 	count(&p->from_reserve);
 	return e;
 }
@@ -221,7 +215,8 @@ static void check_free(struct mempool *p, void *e)
 			         "an element of this pool",
 			         p->name, n, e, p->size);
 	}
-	if (*first_word(e) == (p->marker ^ (uintptr_t)e) && in_reserve(p, e))
+	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
+	    in_reserve(p, e))
 		mm_panic("mempool %s: double free of %p: the element is in "
 		         "the pool's reserve already",
 		         p->name, e);
@@ -233,7 +228,8 @@ void mempool_free(struct mempool *p, void *e)
 		return;
 	check_free(p, e);
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
-	if (atomic_load_explicit(&p->curr, memory_order_relaxed) < min_of(p)) {
+	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <
+	    mempool_min_of(p)) {
 		unsigned long irq = mm_lock_acquire(&p->lock);
 		bool kept = push_locked(p, e);
 		bool wake = kept && p->waiters;
@@ -271,8 +267,8 @@ static const char *refusal(const char *name, uint32_t min, size_t size)
 static void chain_give(struct mempool *p, void *head)
 {
 	while (head) {
-		void *next = (void *)*first_word(head);
-		*first_word(head) = 0;
+		void *next = (void *)*mempool_first_word(head);
+		*mempool_first_word(head) = 0;
 		source_free(p, head);
 		head = next;
 	}
@@ -291,7 +287,7 @@ static bool chain_take(struct mempool *p, uint32_t n, void **head)
 			*head = NULL;
 			return false;
 		}
-		*first_word(e) = (uintptr_t)*head;
+		*mempool_first_word(e) = (uintptr_t)*head;
 		*head = e;
 	}
 	return true;
@@ -302,7 +298,7 @@ static bool chain_take(struct mempool *p, uint32_t n, void **head)
 static void *chain_push_locked(struct mempool *p, void *chain)
 {
 	while (chain) {
-		void *next = (void *)*first_word(chain);
+		void *next = (void *)*mempool_first_word(chain);
 		if (!push_locked(p, chain))
 			break;
 		chain = next;
@@ -314,7 +310,7 @@ static void *chain_push_locked(struct mempool *p, void *chain)
  * given back what it took, if the heap has too little for them. */
 static bool reserve_fill(struct mempool *p)
 {
-	uint32_t min = min_of(p);
+	uint32_t min = mempool_min_of(p);
 	void *chain;
 	p->reserve = spanheap_alloc(p->sh, min * sizeof(void *), 0);
 	if (p->reserve && chain_take(p, min, &chain)) {
@@ -411,7 +407,7 @@ static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
 	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
 	void *surplus = NULL;
 	for (void *e; n > new_min && (e = pop_locked(p)); n--) {
-		*first_word(e) = (uintptr_t)surplus;
+		*mempool_first_word(e) = (uintptr_t)surplus;
 		surplus = e;
 	}
 	*chain = chain_push_locked(p, *chain);
@@ -422,7 +418,7 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 {
 	spanheap_assert_can_sleep("mempool_resize");
 	const char *why = refusal(p->name, new_min, p->size);
-	uint32_t min = min_of(p);
+	uint32_t min = mempool_min_of(p);
 	void **arr = NULL, **old = NULL, *chain = NULL;
 	if (!why && new_min > p->cap &&
 	    !(arr = spanheap_alloc(p->sh, new_min * sizeof(void *), 0)))
@@ -467,7 +463,7 @@ bool mempool_destroy(struct mempool *p)
 	}
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	for (uint32_t i = 0; i < n; i++) {
-		*first_word(p->reserve[i]) = 0;
+		*mempool_first_word(p->reserve[i]) = 0;
 		source_free(p, p->reserve[i]);
 	}
 	spanheap_free(p->sh, p->reserve);
@@ -476,93 +472,4 @@ bool mempool_destroy(struct mempool *p)
 	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
 	return true;
-}
-
-/* What is wrong with e, an element of p's reserve, as the heap sees it;
- * NULL if nothing. Lock-free reads (spanheap_where): any context. */
-static const char *heap_view(struct mempool *p, const void *e)
-{
-	struct spanheap_where w;
-	if (!spanheap_where(p->sh, e, &w))
-		return "not in the heap";
-	bool live = w.kind == SPANHEAP_WHERE_LARGE ||
-	            ((w.kind == SPANHEAP_WHERE_SMALL ||
-	              w.kind == SPANHEAP_WHERE_GUARD) &&
-	             w.state == SPANHEAP_OBJ_ALLOCATED);
-	if (!live)
-		return "not an allocated object of the heap (freed behind "
-		       "the pool's back?)";
-	if (w.start != (uintptr_t)e || w.before)
-		return "not the start of an object";
-	return NULL;
-}
-
-/* The reserve's own checks, under the lock: each element's marker is
- * flipped as it is met (a second meeting finds it flipped), then put
- * back. Returns what is wrong, *slot naming where; NULL if nothing. */
-static const char *walk_locked(struct mempool *p, uint32_t *slot)
-{
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	*slot = 0;
-	if (n > min_of(p) || min_of(p) > p->cap)
-		return "more elements than the reserve's size";
-	const char *why = NULL;
-	uint32_t i = 0;
-	for (; i < n && !why; i++) {
-		void *e = p->reserve[i];
-		uintptr_t want = e ? p->marker ^ (uintptr_t)e : 0;
-		if (!e)
-			why = "a NULL slot";
-		else if (*first_word(e) == (want ^ 1))
-			why = "an element met twice";
-		else if (*first_word(e) != want)
-			why = "its first word is not the pool's marker "
-			      "(written "
-			      "while in the reserve?)";
-		else
-			*first_word(e) = want ^ 1;
-	}
-	/* The bad slot's word is left as it was found. */
-	uint32_t met = why ? i - 1 : i;
-	*slot = why ? met : 0;
-	for (uint32_t j = 0; j < met; j++)
-		if (p->reserve[j])
-			*first_word(p->reserve[j]) =
-			        p->marker ^ (uintptr_t)p->reserve[j];
-	for (i = 0; i < n && !why && !p->src; i++)
-		if ((why = heap_view(p, p->reserve[i])))
-			*slot = i;
-	return why;
-}
-
-void mempool_check(struct mempool *p)
-{
-	uint32_t slot;
-	unsigned long irq = mm_lock_acquire(&p->lock);
-	const char *why = walk_locked(p, &slot);
-	uint32_t min = min_of(p);
-	void *e = why && slot < min && p->reserve ? p->reserve[slot] : NULL;
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	mm_lock_release(&p->lock, irq);
-	if (why)
-		mm_panic("mempool %s: reserve slot %u of %u (%u held): %p: %s",
-		         p->name, slot, min, n, e, why);
-}
-
-void mempool_info(struct mempool *p, struct mempool_info *out)
-{
-	for (size_t i = 0; i <= MEMPOOL_NAME_MAX; i++)
-		out->name[i] = p->name[i];
-	out->size = p->size;
-	out->min = min_of(p);
-	out->curr = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	out->out = atomic_load_explicit(&p->out, memory_order_relaxed);
-	out->from_reserve =
-	        atomic_load_explicit(&p->from_reserve, memory_order_relaxed);
-	out->waits = atomic_load_explicit(&p->waits, memory_order_relaxed);
-	out->timeouts =
-	        atomic_load_explicit(&p->timeouts, memory_order_relaxed);
-	out->atomic_fails =
-	        atomic_load_explicit(&p->atomic_fails, memory_order_relaxed);
-	out->refills = atomic_load_explicit(&p->refills, memory_order_relaxed);
 }

@@ -123,6 +123,27 @@ static void work(void *arg)
 	atomic_fetch_sub(&running, 1);
 }
 
+/* The main thread while the workers run: reads the counters, checks the
+ * pool and resizes it, round after round. Returns the reads that broke a
+ * bound; *reads and *resized count rounds and resizes done. */
+static unsigned long watch(unsigned long *reads, unsigned long *resized)
+{
+	unsigned long bad_reads = 0;
+	for (*reads = *resized = 0; atomic_load(&running) > 0; ++*reads) {
+		struct mempool_info in;
+		mempool_info(&pool, &in);
+		bad_reads += in.curr > in.min ||
+		             in.out > WORKERS * (KEEP + INBOX) + WORKERS;
+		mempool_check(&pool); /* beside the workers' calls */
+		/* Up a step (when the heap gives all it needs), down a step:
+		 * 2 to 11 elements. */
+		uint32_t to = 2 + (uint32_t)(*reads / 2) % 10;
+		*resized += mempool_resize(&pool, (*reads & 1) ? to : to + 1);
+		sleep_ns(50 * 1000);
+	}
+	return bad_reads;
+}
+
 KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
@@ -140,20 +161,7 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	}
 	atomic_store(&running, WORKERS);
 	KASSERT(start_all(t, WORKERS, work, workers, sizeof(*workers)));
-	unsigned long reads = 0, bad_reads = 0, resized = 0;
-	while (atomic_load(&running) > 0) {
-		struct mempool_info in;
-		mempool_info(&pool, &in);
-		bad_reads += in.curr > in.min ||
-		             in.out > WORKERS * (KEEP + INBOX) + WORKERS;
-		mempool_check(&pool); /* beside the workers' calls */
-		/* Up a step (when the heap gives all it needs), down a step:
-		 * 2 to 11 elements. */
-		uint32_t to = 2 + (uint32_t)(reads / 2) % 10;
-		resized += mempool_resize(&pool, (reads & 1) ? to : to + 1);
-		reads++;
-		sleep_ns(50 * 1000);
-	}
+	unsigned long reads, resized, bad_reads = watch(&reads, &resized);
 	join_all(t, WORKERS);
 	mm_port_set_cpu(0);
 	unsigned long nulls = 0;
