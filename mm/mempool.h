@@ -30,10 +30,11 @@
  * pool's (another pool's) panics. A pool destroyed with elements out is
  * refused, with a line saying how many.
  *
- * Contexts: mempool_alloc with MM_ATOMIC and mempool_free, any context
- * but NMI (the pool's lock is a leaf of rank MM_RANK_HEAP, taken with
- * interrupts off for a few loads and stores); mempool_alloc without it,
- * creation and destruction, thread context.
+ * Contexts: mempool_alloc with MM_ATOMIC, mempool_free, mempool_check
+ * and mempool_info, any context but NMI (the pool's lock is a leaf of
+ * rank MM_RANK_HEAP, taken with interrupts off for a few loads and
+ * stores); mempool_alloc without it, creation, resizing and destruction,
+ * thread context.
  */
 #ifndef MM_MEMPOOL_H
 #define MM_MEMPOOL_H
@@ -54,9 +55,10 @@
  * creator may change before the pool is used. */
 #define MEMPOOL_WAIT_NS (100ull * 1000 * 1000)
 
-/* A source of elements of the caller's. alloc gets MM_ATOMIC, MM_NO_GROW
- * and MM_ZERO as the span heap does, and returns NULL when it has none;
- * with MM_ATOMIC it must not sleep. free takes back what alloc gave, from
+/* A source of elements of the caller's. alloc gets MM_ATOMIC and
+ * MM_NO_GROW as the span heap does (never MM_ZERO: the pool zeroes size
+ * bytes itself), and returns NULL when it has none; with MM_ATOMIC it
+ * must not sleep. free takes back what alloc gave, from
  * any context mempool_free is called from. */
 struct mempool_source {
 	void *(*alloc)(void *data, unsigned flags);
