@@ -11,7 +11,8 @@
  * check it too, every 16th tick), the NULLs seen are the pool's count,
  * and the pool is destroyed; the heap checks clean. And a thread
  * asleep for an element is woken by a timer interrupt's free of one,
- * which it then gets.
+ * which it then gets. A double free's panic is a demo (KTEST_FAIL_DEMO),
+ * checked by the harness.
  */
 #include <stdatomic.h>
 
@@ -259,3 +260,23 @@ KTEST(mempool, a_sleeper_is_woken_by_an_interrupt_handlers_free)
 	mempool_free(&pool, atomic_load(&sleeper_got));
 	KEXPECT(mempool_destroy(&pool));
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* An element freed into the reserve, then freed again: the pool's panic
+ * names it (the pointer printed first, for the harness). */
+KTEST(demo, mempool_double_free)
+{
+	static struct mempool demo;
+	KASSERT(kmempool_init(&demo, "demo-pool", 2, 64));
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1,
+	                               .seed = 1};
+	KASSERT(spanheap_fail_arm(&kspanheap, &a));
+	void *p = mempool_alloc(&demo, 0); /* the reserve's */
+	spanheap_fail_disarm(&kspanheap);
+	mempool_free(&demo, p); /* back into the reserve */
+	ktest_diag("kfree of %p", p);
+	mempool_free(&demo, p);
+}
+#endif
