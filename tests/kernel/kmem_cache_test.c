@@ -51,8 +51,9 @@ static void obj_fill(uint64_t *p, unsigned which, unsigned owner)
 
 static _Atomic uint64_t n_bad, n_allocs, n_irq_allocs, n_nulls;
 
-static void check_and_free(uint64_t *p)
+static void check_and_free(void *obj)
 {
+	uint64_t *p = obj;
 	unsigned which = (unsigned)(p[0] & 0xff);
 	if (which > 1) {
 		atomic_fetch_add(&n_bad, 1);
@@ -69,7 +70,9 @@ static void check_and_free(uint64_t *p)
 #define HANDOFF  32
 #define IRQ_KEEP 4
 static void *_Atomic handoff[HANDOFF]; /* displaced: freed by the putter */
-static uint64_t *irq_keep[MAX_CPUS][IRQ_KEEP]; /* that CPU's handler's */
+/* Row c, IRQ_KEEP slots: CPU c's handler's (an atomic slot for
+ * cpu_storm_give_back; the handler alone uses its row meanwhile). */
+static void *_Atomic irq_keep[MAX_CPUS * IRQ_KEEP];
 static uint64_t irq_rnd[MAX_CPUS];
 static _Atomic bool irq_on;
 static _Atomic unsigned irq_inside;
@@ -88,18 +91,19 @@ static void irq_work(void)
 	if (!irq_rnd[cpu])
 		irq_rnd[cpu] = 0x2545f4914f6cdd1dull * (cpu + 1);
 	uint64_t r = next_rand(&irq_rnd[cpu]);
-	uint64_t **slot = &irq_keep[cpu][r % IRQ_KEEP];
-	if (*slot)
-		check_and_free(*slot);
+	void *_Atomic *slot = &irq_keep[cpu * IRQ_KEEP + r % IRQ_KEEP];
+	uint64_t *p = atomic_load(slot);
+	if (p)
+		check_and_free(p);
 	unsigned which = (unsigned)(r >> 8) % 2;
-	*slot = kmem_cache_alloc(caches[which], KM_ATOMIC);
-	if (!*slot)
+	atomic_store(slot, p = kmem_cache_alloc(caches[which], KM_ATOMIC));
+	if (!p)
 		return; /* KM_ATOMIC may get NULL: not a failure */
-	obj_fill(*slot, which, 0x100 | cpu);
+	obj_fill(p, which, 0x100 | cpu);
 	atomic_fetch_add(&n_irq_allocs, 1);
 	if (r % 4 == 1) {
-		hand_off(*slot, &irq_rnd[cpu]);
-		*slot = NULL;
+		atomic_store(slot, NULL);
+		hand_off(p, &irq_rnd[cpu]);
 	}
 }
 
@@ -161,19 +165,9 @@ static bool run_all(void)
 	                                  .irq_inside = &irq_inside,
 	                                  .irq_allocs = &n_irq_allocs,
 	                                  .irq_min = IRQ_MIN});
-	bool ok = true;
-	for (unsigned k = 0; k < HANDOFF; k++) {
-		uint64_t *p = atomic_exchange(&handoff[k], NULL);
-		if (p)
-			check_and_free(p);
-	}
-	for (unsigned c = 0; c < MAX_CPUS; c++)
-		for (unsigned k = 0; k < IRQ_KEEP; k++)
-			if (irq_keep[c][k]) {
-				check_and_free(irq_keep[c][k]);
-				irq_keep[c][k] = NULL;
-			}
-	return ok;
+	cpu_storm_give_back(handoff, HANDOFF, check_and_free);
+	cpu_storm_give_back(irq_keep, MAX_CPUS * IRQ_KEEP, check_and_free);
+	return true;
 }
 
 KTEST(kmem_cache, every_cpu_and_interrupts_count_true_and_destroy)

@@ -60,8 +60,9 @@ static void *take(unsigned flags)
 	return p;
 }
 
-static void give(uint64_t *p)
+static void give(void *obj)
 {
+	uint64_t *p = obj;
 	for (size_t i = 0; i < SIZE / 8; i++)
 		if (p[i] != pattern(p, i)) {
 			atomic_fetch_add(&n_bad, 1);
@@ -71,7 +72,9 @@ static void give(uint64_t *p)
 }
 
 static void *_Atomic handoff[HANDOFF];
-static uint64_t *irq_keep[MAX_CPUS][IRQ_KEEP];
+/* Row c, IRQ_KEEP slots: CPU c's handler's (atomic for
+ * cpu_storm_give_back; the handler alone uses its row meanwhile). */
+static void *_Atomic irq_keep[MAX_CPUS * IRQ_KEEP];
 static uint64_t irq_rnd[MAX_CPUS];
 static _Atomic bool irq_on;
 static _Atomic unsigned irq_inside;
@@ -93,13 +96,14 @@ static void irq_tick(void)
 		if (!irq_rnd[cpu])
 			irq_rnd[cpu] = 0x2545f4914f6cdd1dull * (cpu + 1);
 		uint64_t r = next_rand(&irq_rnd[cpu]);
-		uint64_t **slot = &irq_keep[cpu][r % IRQ_KEEP];
-		if (*slot && (r >> 8) % 2)
-			hand_off(*slot, r >> 16);
-		else if (*slot)
-			give(*slot);
-		*slot = take(KM_ATOMIC);
-		atomic_fetch_add(&n_irq_allocs, *slot != NULL);
+		void *_Atomic *slot = &irq_keep[cpu * IRQ_KEEP + r % IRQ_KEEP];
+		uint64_t *p = atomic_load(slot);
+		if (p && (r >> 8) % 2)
+			hand_off(p, r >> 16);
+		else if (p)
+			give(p);
+		atomic_store(slot, p = take(KM_ATOMIC));
+		atomic_fetch_add(&n_irq_allocs, p != NULL);
 		if ((r >> 24) % 16 == 0)
 			mempool_check(&pool);
 	}
@@ -172,17 +176,8 @@ KTEST(mempool, every_cpu_and_interrupts_share_a_reserve_while_kmalloc_fails)
 	                                  .irq_allocs = &n_irq_allocs,
 	                                  .irq_min = IRQ_MIN});
 	spanheap_fail_disarm(&kspanheap);
-	for (unsigned k = 0; k < HANDOFF; k++) {
-		uint64_t *p = atomic_exchange(&handoff[k], NULL);
-		if (p)
-			give(p);
-	}
-	for (unsigned c = 0; c < MAX_CPUS; c++)
-		for (unsigned k = 0; k < IRQ_KEEP; k++)
-			if (irq_keep[c][k]) {
-				give(irq_keep[c][k]);
-				irq_keep[c][k] = NULL;
-			}
+	cpu_storm_give_back(handoff, HANDOFF, give);
+	cpu_storm_give_back(irq_keep, MAX_CPUS * IRQ_KEEP, give);
 	struct mempool_info in;
 	mempool_info(&pool, &in);
 	ktest_diag("%lu elements to threads, %lu to interrupt handlers; from "

@@ -68,4 +68,19 @@ static inline unsigned cpu_storm_run(const struct cpu_storm *s)
 	return nw;
 }
 
+/*
+ * After a run: frees through give what the n slots of slot[] still hold
+ * (objects handed between CPUs, or kept by the interrupt handlers from
+ * one tick to the next) and empties them. Thread context.
+ */
+static inline void cpu_storm_give_back(void *_Atomic *slot, unsigned n,
+                                       void (*give)(void *obj))
+{
+	for (unsigned k = 0; k < n; k++) {
+		void *obj = atomic_exchange(&slot[k], NULL);
+		if (obj)
+			give(obj);
+	}
+}
+
 #endif
