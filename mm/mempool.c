@@ -8,8 +8,8 @@
  *
  * Representation: struct mempool (mempool.h): the element source (the
  * span heap, a named cache, or a struct mempool_source), the reserve (an
- * array of min pointers from the span heap, curr of them elements), the
- * marker, and counters.
+ * array of cap pointers from the span heap, cap >= min, curr <= min of
+ * them elements), the marker, and counters.
  *
  * Algorithm, as Linux's mempool_alloc and mempool_free: an allocation
  * asks the source with MM_ATOMIC first (no reclaim, no sleep: the
@@ -17,11 +17,15 @@
  * the reserve's last element; a caller that may sleep then asks the
  * source with its own flags (the heap's reclaim) and, failing that,
  * sleeps on the pool's event until a free puts an element into the
- * reserve or MEMPOOL_WAIT_NS pass, and tries again. A free goes to the
+ * reserve or the pool's wait_ns pass, and tries again. A free goes to the
  * reserve while it is short (curr read without the lock first, then
  * again under it), else to the source. Linux reads curr_nr without its
  * lock in the same way; a stale read sends an element to the source that
  * the reserve could have kept, which costs a waiter one period at most.
+ * A resize takes the elements it grows by before the lock (chained
+ * through their first words), then under it swaps in a larger array if
+ * it needs one, sets min, pops a shrink's surplus and pushes the new
+ * elements while the reserve is short; what is left goes back after.
  *
  * The marker: an element in the reserve holds marker ^ its address in
  * its first word (its other bytes are left as they were), and loses it
@@ -53,7 +57,6 @@
 #include <stdatomic.h>
 
 #include "mempool_internal.h"
-
 #include "spanheap_internal.h"
 
 #define MARKER_SEED 0x6d656d706f6f6c21ull /* "mempool!" */
