@@ -250,11 +250,9 @@ void mempool_free(struct mempool *p, void *e)
 /* Why p's name, min and size cannot make a pool, or NULL if they can. */
 static const char *refusal(const char *name, uint32_t min, size_t size)
 {
-	if (!name || !name[0])
+	size_t len = mm_name_len(name, MEMPOOL_NAME_MAX);
+	if (len == 0)
 		return "no name";
-	size_t len = 0;
-	while (name[len] && len <= MEMPOOL_NAME_MAX)
-		len++;
 	if (len > MEMPOOL_NAME_MAX)
 		return "a name longer than MEMPOOL_NAME_MAX characters";
 	if (min == 0)
@@ -350,8 +348,7 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
 		return false;
 	}
-	for (size_t i = 0; name[i]; i++)
-		p->name[i] = name[i];
+	mm_name_copy(p->name, name, MEMPOOL_NAME_MAX);
 	p->sh = sh;
 	p->cache = from.cache;
 	p->src = from.src;

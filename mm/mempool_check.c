@@ -97,8 +97,7 @@ void mempool_check(struct mempool *p)
 
 void mempool_info(struct mempool *p, struct mempool_info *out)
 {
-	for (size_t i = 0; i <= MEMPOOL_NAME_MAX; i++)
-		out->name[i] = p->name[i];
+	mm_name_copy(out->name, p->name, MEMPOOL_NAME_MAX);
 	out->size = p->size;
 	out->min = mempool_min_of(p);
 	out->curr = atomic_load_explicit(&p->curr, memory_order_relaxed);

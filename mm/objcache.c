@@ -72,11 +72,9 @@ static int64_t live_of(const struct objcache *c)
 static const char *refusal(struct spanheap *sh, const char *name, size_t size,
                            size_t align)
 {
-	if (!name || !name[0])
+	size_t len = mm_name_len(name, OBJCACHE_NAME_MAX);
+	if (len == 0)
 		return "no name";
-	size_t len = 0;
-	while (name[len] && len <= OBJCACHE_NAME_MAX)
-		len++;
 	if (len > OBJCACHE_NAME_MAX)
 		return "a name longer than OBJCACHE_NAME_MAX characters";
 	if (size == 0)
@@ -93,10 +91,7 @@ static const char *refusal(struct spanheap *sh, const char *name, size_t size,
 /* mm/ has no C library: the name's copy and comparison. */
 static void name_copy(char *to, const char *from)
 {
-	size_t i = 0;
-	for (; from[i] && i < OBJCACHE_NAME_MAX; i++)
-		to[i] = from[i];
-	to[i] = '\0';
+	mm_name_copy(to, from, OBJCACHE_NAME_MAX);
 }
 
 static bool name_taken(struct spanheap *sh, const char *name)

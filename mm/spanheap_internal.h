@@ -47,6 +47,26 @@ struct spanheap_snapshot {
 	uint32_t sweepgen; /* sh->sweepgen when it was taken */
 };
 
+/* The names callers give mm's objects (a named cache, a pool); mm/ has no
+ * C library. mm_name_len: name's length, or max + 1 if it is longer than
+ * max (0 for NULL). mm_name_copy: at most max characters of from, and a
+ * NUL, into to. */
+static inline size_t mm_name_len(const char *name, size_t max)
+{
+	size_t len = 0;
+	while (name && name[len] && len <= max)
+		len++;
+	return len;
+}
+
+static inline void mm_name_copy(char *to, const char *from, size_t max)
+{
+	size_t i = 0;
+	for (; from[i] && i < max; i++)
+		to[i] = from[i];
+	to[i] = '\0';
+}
+
 static inline void spanheap_assert_can_sleep(const char *fn)
 {
 	mheap_assert_can_sleep(fn);
