@@ -39,7 +39,8 @@ struct thread_info *thread_snapshot_all(unsigned *n);
 
 /* Calls fn with the live part [lo, hi) of every thread's stack, from its
  * lowest live word (its saved stack pointer; a parked CPU's trap frame,
- * which holds the registers; for the caller, its own frame) to the top:
+ * which holds the registers; for the caller, its callee-saved registers
+ * stored in this call's frame, below its own) to the top:
  * the dead frames below, stale pointers, are left out. Only with the
  * world stopped by this CPU (it panics otherwise); fn runs under the
  * threads lock (rank THREADS): it takes no lock. Exited threads not

@@ -474,11 +474,12 @@ unsigned thread_snapshot(struct thread_info *out, unsigned max)
 
 /* The lowest live word of thread t's stack, the world stopped by this
  * CPU: its saved stack pointer, or, running, the trap frame of its
- * CPU's park (this thread: here); 0 if none is known. */
-static uintptr_t live_sp(const struct thread *t, const struct thread *me)
+ * CPU's park; this thread's is mine. 0 if none is known. */
+static uintptr_t live_sp(const struct thread *t, const struct thread *me,
+                         uintptr_t mine)
 {
 	if (t == me)
-		return (uintptr_t)__builtin_frame_address(0);
+		return mine;
 	if (!t->on_cpu)
 		return t->saved_rsp;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
@@ -494,14 +495,27 @@ void thread_each_live_stack(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
 		panic("thread_each_live_stack: the world is running (the "
 		      "stacks move)");
 	struct thread *me = thread_current();
+	/* This thread's callee-saved registers, stored below every frame
+	 * of its callers (this one's pushes too): a pointer a caller holds
+	 * only in a register is read as the others' saved ones are. */
+	uintptr_t regs[6];
+	__asm__ volatile("mov %%rbx, 0(%0)\n\tmov %%rbp, 8(%0)\n\t"
+	                 "mov %%r12, 16(%0)\n\tmov %%r13, 24(%0)\n\t"
+	                 "mov %%r14, 32(%0)\n\tmov %%r15, 40(%0)"
+	                 :
+	                 : "r"(regs)
+	                 : "memory");
 	unsigned long irq = spin_lock_irqsave(&threads_lock);
 	for (struct thread *t = all_threads; t; t = t->all_next) {
-		uintptr_t sp = t->state == THREAD_DEAD ? 0 : live_sp(t, me);
+		uintptr_t sp = t->state == THREAD_DEAD
+		                       ? 0
+		                       : live_sp(t, me, (uintptr_t)regs);
 		uintptr_t lo, hi;
 		if (sp && kstack_bounds(sp, &lo, &hi))
 			fn(sp, hi, arg);
 	}
 	spin_unlock_irqrestore(&threads_lock, irq);
+	__asm__ volatile("" : : "r"(regs) : "memory"); /* live until here */
 }
 
 struct thread_info *thread_snapshot_all(unsigned *n)

@@ -160,13 +160,17 @@ static void *alloc_waiting(struct mempool *p, unsigned flags)
 
 /* The flags of an allocation's first ask of the source: MM_ATOMIC, so
  * that the reserve is used before the heap reclaims; but the heap's
- * atomic path serves no object over MHEAP_ATOMIC_MAX_PAGES pages, and a
+ * atomic path serves no object over MHEAP_ATOMIC_MAX_PAGES pages (a
+ * cache's alignment past a page counting its pages less one), and a
  * thread's ask for one that it would refuse anyway would take the reserve
  * while the heap has memory: such an ask is the caller's own. */
 static unsigned first_ask(const struct mempool *p, unsigned flags)
 {
 	size_t atomic_max = (MHEAP_ATOMIC_MAX_PAGES - 1) * MM_PAGE_SIZE;
-	if (!(flags & MM_ATOMIC) && !p->src && p->size > atomic_max)
+	size_t align = p->cache ? p->cache->align : 0;
+	size_t extra = align > MM_PAGE_SIZE ? align - MM_PAGE_SIZE : 0;
+	if (!(flags & MM_ATOMIC) && !p->src &&
+	    (p->size > atomic_max || extra > atomic_max - p->size))
 		return flags;
 	return flags | MM_ATOMIC;
 }
@@ -218,7 +222,9 @@ static void check_free(struct mempool *p, void *e)
 			         "an element of this pool",
 			         p->name, n, e, p->size);
 	}
-	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
+	/* The marker, or the marker flipped by a mempool_check walking the
+	 * reserve (under the lock, which in_reserve waits for). */
+	if ((*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
 	    in_reserve(p, e))
 		mm_panic("mempool %s: double free of %p: the element is in "
 		         "the pool's reserve already",

@@ -85,6 +85,11 @@ static const char *refusal(struct spanheap *sh, const char *name, size_t size,
 	if (!(pow2 && align <= MM_PAGE_SIZE) && align % MM_PAGE_SIZE)
 		return "an alignment neither a power of two up to a page nor a "
 		       "multiple of a page";
+	/* A large object's span takes its alignment's pages less one more
+	 * (spanheap_large_alloc). */
+	size_t pages = sh->heap->arena_pages, need = spanheap_pages_for(size);
+	if (align > MM_PAGE_SIZE && align / MM_PAGE_SIZE - 1 > pages - need)
+		return "a size and alignment whose pages no arena holds";
 	return NULL;
 }
 
@@ -106,10 +111,14 @@ static bool name_taken(struct spanheap *sh, const char *name)
 	return false;
 }
 
+/* link_cache's answer when sh has no counter area and it was given none:
+ * the last cache's destroy took it after objcache_create looked. */
+static const char no_area[] = "no memory for the counters";
+
 /*
  * Links c into sh's list with a free slot, under heap->lock; *area is
  * a zeroed counter area to install if sh has none (taken: set to NULL).
- * Returns NULL, or why c could not be linked.
+ * Returns NULL, or why c could not be linked (no_area: none given).
  */
 static const char *link_cache(struct spanheap *sh, struct objcache *c,
                               int64_t **area)
@@ -120,7 +129,7 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 		return "the heap has OBJCACHE_MAX caches already";
 	if (!sh->objcache_counts) {
 		if (!*area)
-			return "no memory for the counters";
+			return no_area;
 		/* Read without the lock by objcache_create's test. */
 		__atomic_store_n(&sh->objcache_counts, *area, __ATOMIC_RELAXED);
 		*area = NULL;
@@ -175,14 +184,20 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	                        ? sizeclass_of(size)
 	                        : 0;
 	c->free_class = owned ? OBJCACHE_NO_CLASS : c->sizeclass;
-	/* The area, made outside the lock if the heap may need it. */
-	int64_t *area = __atomic_load_n(&sh->objcache_counts, __ATOMIC_RELAXED)
-	                        ? NULL
-	                        : spanheap_alloc(sh, AREA_BYTES, MM_ZERO);
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	why = link_cache(sh, c, &area);
-	mm_lock_release(&sh->heap->lock, irq);
-	spanheap_free(sh, area); /* another create's came first */
+	/* The area, made outside the lock if the heap may need it; asked
+	 * for again if the last cache's destroy took it meanwhile. */
+	bool asked;
+	do {
+		int64_t *area = NULL;
+		asked = !__atomic_load_n(&sh->objcache_counts,
+		                         __ATOMIC_RELAXED);
+		if (asked)
+			area = spanheap_alloc(sh, AREA_BYTES, MM_ZERO);
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+		why = link_cache(sh, c, &area);
+		mm_lock_release(&sh->heap->lock, irq);
+		spanheap_free(sh, area); /* another create's came first */
+	} while (why == no_area && !asked);
 	if (why) {
 		mm_log("objcache: cache '%s' refused: %s", c->name, why);
 		spanheap_free(sh, c);

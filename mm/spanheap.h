@@ -146,7 +146,9 @@ void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
                       unsigned flags);
 
 /* Resizes p (NULL: allocate); size 0 frees p and returns NULL. On
- * failure p is untouched and NULL is returned. With MM_ZERO every byte
+ * failure p is untouched and NULL is returned; a size no more than p's
+ * usable size never fails (p stays where it could not move, as with
+ * MM_ATOMIC or no memory: Linux's krealloc keeps it). With MM_ZERO every byte
  * past size up to the usable size is zero afterwards (allocations with
  * MM_ZERO zero their whole usable size), so the growth reads zeros if p
  * was allocated and resized with MM_ZERO throughout. A large object grows

@@ -144,7 +144,7 @@ static __attribute__((noinline)) void free_slow(struct spanheap *sh, void *p)
 	if (!p)
 		return;
 	if (spanheap_guard_owns(&sh->guard, p)) {
-		spanheap_guard_free(sh, p, 0);
+		spanheap_guard_free(sh, p, SPANHEAP_GUARD_UNOWNED);
 		return;
 	}
 	uint32_t idx;

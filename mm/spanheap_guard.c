@@ -317,12 +317,13 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 		mm_lock_release(&sh->heap->lock, irq);
 		refuse(sh, "free", a);
 	}
-	if (cls && sl->cls != cls) {
+	bool unowned = cls == SPANHEAP_GUARD_UNOWNED;
+	if (!unowned && sl->cls != cls) {
 		mm_lock_release(&sh->heap->lock, irq);
 		return false; /* objcache's: another cache's class */
 	}
 	uint32_t owner = sl->owner;
-	if (!cls && owner) {
+	if (unowned && owner) {
 		mm_lock_release(&sh->heap->lock, irq);
 		owned(sh, "free", a, owner);
 	}

@@ -95,12 +95,15 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 /*
  * Frees p, which spanheap_guard_owns: checked (a double free, an
  * interior pointer, a guard page's address and a damaged canary panic,
- * naming the object and its allocation's and free's stacks). cls not 0
- * is objcache's class test: false, nothing changed, if the object is of
- * another class; and cls 0, a free by the heap's own callers, panics for
- * an object of a named cache (poison mode). Unmapped at once from a
- * thread, else by the next drain. Any context but NMI, no mm lock held.
+ * naming the object and its allocation's and free's stacks). cls
+ * SPANHEAP_GUARD_UNOWNED, a free by the heap's own callers, panics for
+ * an object of a named cache (poison mode); any other cls is objcache's
+ * class test: false, nothing changed, if the object is of another class
+ * (0, a cache of large objects, matches none: the pool's are small).
+ * Unmapped at once from a thread, else by the next drain. Any context
+ * but NMI, no mm lock held.
  */
+#define SPANHEAP_GUARD_UNOWNED 0xffffffffu
 bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls);
 
 /* The usable size of p (the bytes asked: past them is the canary),

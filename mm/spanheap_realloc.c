@@ -122,15 +122,20 @@ static void *kept(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
  * to the usable size is zero afterwards, as the allocation left them, so
  * a later growth in place reads zeros too.
  */
-/* A realloc of an object of the guarded pool: always a new object (of
- * the heap's, or the pool's again), the bytes asked copied. */
+/* A realloc of an object of the guarded pool: a new object (of the
+ * heap's, or the pool's again), the bytes asked copied; or, no more than
+ * those asked and no memory, p as it is (no failure to inject). */
 static void *guard_realloc(struct spanheap *sh, void *p, size_t size,
                            unsigned flags)
 {
 	size_t used = spanheap_guard_usable(sh, p, "realloc", true);
-	void *n = spanheap_alloc(sh, size, flags);
+	bool within = size <= used;
+	void *n = within ? spanheap_alloc_decided(sh, size, flags)
+	                 : spanheap_alloc(sh, size, flags);
+	if (!n && within && (flags & MM_ZERO))
+		mm_memset((char *)p + size, 0, used - size);
 	if (!n)
-		return NULL;
+		return within ? p : NULL;
 	mm_memcpy(n, p, min_sz(used, size));
 	spanheap_free(sh, p);
 	return n;
@@ -144,6 +149,31 @@ static bool fits_in_place(const struct mspan *s, size_t size, size_t old)
 	return size + (s->poison && old < SC_MAX_SIZE) <= old &&
 	       rounded_size(size) >= old / 2 &&
 	       (old <= SC_MAX_SIZE || rounded_size(size) == old);
+}
+
+/* realloc's move of p, of which the caller may have written used bytes,
+ * to a new object of size bytes (an eighth more if a large one grows):
+ * the new object, or NULL, p untouched. */
+static void *moved(struct spanheap *sh, void *p, size_t size, bool grows,
+                   size_t used, unsigned flags)
+{
+	/* The eighth stops at the largest object there may be: past it the
+	 * allocation of want would be refused. */
+	size_t want = size, most = SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE;
+	if (grows && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) && size < most)
+		want = size + min_sz(size / 8, most - size);
+	void *n = spanheap_alloc_decided(sh, want, flags & ~MM_ZERO);
+	if (!n && want != size)
+		n = spanheap_alloc_decided(sh, size, flags & ~MM_ZERO);
+	if (!n)
+		return NULL;
+	size_t copy = min_sz(used, size);
+	mm_memcpy(n, p, copy);
+	if (flags & MM_ZERO)
+		mm_memset((char *)n + copy, 0,
+		          spanheap_usable_size(sh, n) - copy);
+	spanheap_free(sh, p);
+	return n;
 }
 
 void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
@@ -176,9 +206,12 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	size_t used = s->poison ? spanheap_redzone_asked(s, idx) : old;
 	bool keep = fits_in_place(s, size, old);
 	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
+	/* No more than the usable size: p stays if it cannot move. */
+	bool within = size <= (large ? old : used);
 	/* It needs memory: one eligible call, p untouched if it fails;
 	 * unless no arena holds it (alloc_call's refusal, not counted). */
-	if (!keep && fits && __builtin_expect(spanheap_fail_armed(sh), 0) &&
+	if (!keep && !within && fits &&
+	    __builtin_expect(spanheap_fail_armed(sh), 0) &&
 	    spanheap_fail_should(sh, size > SC_MAX_SIZE, flags))
 		return NULL;
 	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
@@ -187,24 +220,8 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		                             flags);
 	if (keep)
 		return kept(sh, s, idx, p, size, used, flags);
-	/* The eighth stops at the largest object there may be: past it the
-	 * allocation of want would be refused. */
-	size_t want = size, most = SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE;
-	if (large && size > old && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
-	    size < most)
-		want = size + min_sz(size / 8, most - size);
-	void *n = spanheap_alloc_decided(sh, want, flags & ~MM_ZERO);
-	if (!n && want != size)
-		n = spanheap_alloc_decided(sh, size, flags & ~MM_ZERO);
-	if (!n)
-		return NULL;
-	size_t copy = min_sz(used, size);
-	mm_memcpy(n, p, copy);
-	if (flags & MM_ZERO)
-		mm_memset((char *)n + copy, 0,
-		          spanheap_usable_size(sh, n) - copy);
-	spanheap_free(sh, p);
-	return n;
+	void *n = moved(sh, p, size, large && size > old, used, flags);
+	return n || !within ? n : kept(sh, s, idx, p, size, used, flags);
 }
 
 size_t spanheap_usable_size(struct spanheap *sh, const void *p)

@@ -101,9 +101,10 @@ KTEST(mempool, reserve_serves_when_the_heap_fails)
 	release_and_check("after the pool");
 }
 
-/* Elements the heap's atomic path does not serve (over 64 pages): a
- * thread's call takes them from the heap while it has memory, not from
- * the reserve; an atomic call can only have the reserve's. */
+/* Elements the heap's atomic path does not serve (over 64 pages, their
+ * alignment's counted): a thread's call takes them from the heap while
+ * it has memory, not from the reserve; an atomic call can only have the
+ * reserve's. */
 KTEST(mempool, large_elements_come_from_the_heap_while_it_has_them)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
@@ -120,6 +121,16 @@ KTEST(mempool, large_elements_come_from_the_heap_while_it_has_them)
 	mempool_free(&pool, c);
 	KEXPECT(info().curr == 1 && info().out == 0);
 	KEXPECT(mempool_destroy(&pool));
+	/* Small elements whose alignment the atomic path cannot pay for
+	 * (2 pages aligned to 64: 65 pages asked of the page heap). */
+	struct objcache *c64 =
+	        objcache_create(&sh, "al", 2 * MM_PAGE_SIZE, 64 * MM_PAGE_SIZE);
+	KASSERT(c64 && mempool_init_cache(&pool, c64, "al", 1));
+	KASSERT((a = mempool_alloc(&pool, 0)) != NULL);
+	KEXPECT(info().from_reserve == 0 && info().curr == 1);
+	KEXPECT(((uintptr_t)a & (64 * MM_PAGE_SIZE - 1)) == 0);
+	mempool_free(&pool, a);
+	KEXPECT(mempool_destroy(&pool) && objcache_destroy(c64));
 	release_and_check("after the large pool");
 }
 
@@ -381,6 +392,15 @@ KTEST(mempool, misuse_panics_naming_the_element)
 	spanheap_fail_disarm(&sh);
 	mempool_free(&pool, e); /* back into the reserve */
 	EXPECT_MISUSE(mempool_free(&pool, e), "mempool bad: double free", e);
+	sh_heap_release(&heap);
+
+	/* The same while mempool_check walks the reserve, each marker met
+	 * flipped: a free then must wait for the walk, not pass it. */
+	KASSERT(bad_pool(2));
+	e = pool.reserve[0];
+	*(uintptr_t *)e ^= 1;
+	EXPECT_MISUSE(mempool_free(&pool, e), "mempool bad: double free", e);
+	*(uintptr_t *)e ^= 1;
 	sh_heap_release(&heap);
 
 	KASSERT(bad_pool(1));

@@ -252,3 +252,41 @@ KTEST(objcache_stress, guarded_objects_cross_cpus_and_all_come_back)
 {
 	stress(false, true, 8000);
 }
+
+/* Each of two threads makes, uses and destroys a cache of its own, no
+ * other cache in the heap: the counters' area comes and goes with the
+ * first cache and the last, and a create that found it, then lost it to
+ * the other thread's destroy, must make one, not be refused. */
+struct pair_churn {
+	int id;
+	unsigned fails;
+};
+
+static void pair_churn(void *arg)
+{
+	struct pair_churn *a = arg;
+	mm_port_set_cpu((unsigned)a->id);
+	const char *name = a->id ? "churn-b" : "churn-a";
+	for (int i = 0; i < 20000; i++) {
+		struct objcache *c = objcache_create(&sh, name, 64, 0);
+		void *p = c ? objcache_alloc(c, 0) : NULL;
+		a->fails += !c || !p;
+		objcache_free(c, p);
+		a->fails += c && !objcache_destroy(c);
+	}
+}
+
+KTEST(objcache_stress, the_first_and_last_caches_come_and_go_on_two_cpus)
+{
+	KASSERT(heap_make(false, false));
+	struct pair_churn args[2] = {{.id = 0}, {.id = 1}};
+	struct mm_thread *t[2];
+	KASSERT(start_all(t, 2, pair_churn, args, sizeof(args[0])));
+	join_all(t, 2);
+	mm_port_set_cpu(0);
+	KEXPECT_EQ(args[0].fails + args[1].fails, 0);
+	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
+	sh_flush_cpus(&sh, 3);
+	spanheap_check(&sh);
+	sh_heap_release(&heap);
+}

@@ -146,6 +146,9 @@ KTEST(objcache, bad_requests_are_refused_saying_why_and_leak_nothing)
 	KEXPECT(refused("huge", SH_ARENA_BYTES + 1, 0, "larger than"));
 	KEXPECT(refused("odd", 16, 24, "alignment"));
 	KEXPECT(refused("odd2", 16, 3 * MM_PAGE_SIZE / 2, "alignment"));
+	KEXPECT(refused("far", 16, (size_t)1 << 62, "no arena holds"));
+	KEXPECT(refused("far2", SH_ARENA_BYTES - 16, 2 * MM_PAGE_SIZE,
+	                "no arena holds"));
 	/* The longest name is fine; a page multiple is an alignment. */
 	struct objcache *longest =
 	        objcache_create(&sh, "0123456789abcdef0123456789abcde", 8, 0);

@@ -306,7 +306,10 @@ static void caches_case(bool poison)
 		struct objcache *a = objcache_create(&sh, "g-a", 40, 16);
 		struct objcache *b = objcache_create(&sh, "g-b", 200, 16);
 		struct objcache *c = objcache_create(&sh, "g-c", 40, 16);
-		KASSERT(a && b && c);
+		/* Large objects: its class is 0, as a large span's. */
+		struct objcache *big =
+		        objcache_create(&sh, "g-big", 16 * MM_PAGE_SIZE, 16);
+		KASSERT(a && b && c && big && big->sizeclass == 0);
 		/* The pool's object with a's class, as objcache_alloc_slow
 		 * would get it, then a's owner (poison mode). */
 		unsigned cls = spanheap_class_serving(&sh, 40, 16);
@@ -319,6 +322,7 @@ static void caches_case(bool poison)
 			*own = a->owner;
 		objcache_count(a, 1);
 		EXPECT_MISUSE(objcache_free(b, p), "to cache 'g-b'", p);
+		EXPECT_MISUSE(objcache_free(big, p), "to cache 'g-big'", p);
 		if (poison) {
 			EXPECT_MISUSE(objcache_free(c, p), "cache 'g-a''s", p);
 			EXPECT_MISUSE(spanheap_free(&sh, p), "cache 'g-a''s",
@@ -338,7 +342,7 @@ static void caches_case(bool poison)
 			objcache_free(a, q);
 		}
 		KEXPECT(objcache_destroy(a) && objcache_destroy(b) &&
-		        objcache_destroy(c));
+		        objcache_destroy(c) && objcache_destroy(big));
 		spanheap_flush_cache(&sh);
 		guard_release();
 	}

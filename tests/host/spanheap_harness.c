@@ -252,6 +252,12 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 			shh_forget(h, i);
 			return true;
 		}
+		if (kind == R_RESIZE && size <= o.usable)
+			return shh_fail(
+			        h,
+			        "realloc(%#lx, %zu) of %zu usable bytes "
+			        "(flags %#x) = NULL: it needs no memory",
+			        (unsigned long)o.p, size, o.usable, flags);
 		if (kind == R_RESIZE && !shh_refusal_ok(h, flags, size))
 			return false;
 		if (kind == R_REFUSE &&

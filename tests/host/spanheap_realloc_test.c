@@ -292,6 +292,47 @@ KTEST(spanheap, realloc_picks_the_new_size)
 	sh_heap_release(&heap);
 }
 
+/*
+ * A realloc to no more than the usable size needs no memory, so it never
+ * fails: where the object cannot move (MM_ATOMIC, whose path serves no
+ * object over 64 pages; a full arena) it stays, and MM_ZERO zeroes past
+ * the size. A growth still fails and leaves the object as it was.
+ */
+KTEST(spanheap, realloc_within_the_usable_size_never_fails)
+{
+	KASSERT(sh_heap_tight(&heap, &sh, 1));
+	mm_port_set_cpu(0);
+	unsigned char *p = spanheap_alloc(&sh, 1024, 0);
+	unsigned char *big = spanheap_alloc(&sh, 100 * PG, 0);
+	KASSERT(p && big);
+	pattern_fill(p, 1024, 3);
+	pattern_fill(big, 100 * PG, 4);
+	KEXPECT(spanheap_realloc(&sh, big, 70 * PG, MM_ATOMIC) == big);
+	KEXPECT(pattern_ok(big, 70 * PG, 4));
+	/* Every page taken: no span can be made for a smaller class. */
+	void *fill[PALLOC_CHUNK_BYTES / PG];
+	size_t n = 0;
+	while (n < PALLOC_CHUNK_BYTES / PG &&
+	       (fill[n] = spanheap_alloc(&sh, 2 * PG, 0)) != NULL)
+		n++;
+	KASSERT(n > 0 && n < PALLOC_CHUNK_BYTES / PG);
+	KEXPECT(spanheap_realloc(&sh, p, 2000, 0) == NULL);
+	KEXPECT(spanheap_realloc(&sh, p, 100, 0) == p);
+	KEXPECT(spanheap_realloc(&sh, p, 50, MM_ZERO) == p);
+	KEXPECT(pattern_ok(p, 50, 3));
+	size_t zeros = 0, usable = spanheap_usable_size(&sh, p);
+	for (size_t i = 50; i < usable; i++)
+		zeros += p[i] == 0;
+	KEXPECT(usable == 1024 && zeros == usable - 50);
+	KEXPECT(spanheap_realloc(&sh, big, 3 * PG, 0) == big);
+	SH_CHECK(&sh, "after the reallocs kept");
+	while (n)
+		spanheap_free(&sh, fill[--n]);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, big);
+	sh_heap_release(&heap);
+}
+
 /* Pages of [p, p + n) resident in memory (mincore). */
 static size_t resident_pages(const void *p, size_t n)
 {
