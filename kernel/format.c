@@ -40,7 +40,8 @@ static void emit_string(struct out *o, const struct spec *s, const char *str)
 	if (str == NULL)
 		str = "(null)";
 	int len = 0;
-	while (str[len] && (s->precision < 0 || len < s->precision))
+	/* The precision first: an array of that many bytes needs no NUL. */
+	while ((s->precision < 0 || len < s->precision) && str[len])
 		len++;
 	if (!s->left)
 		pad(o, ' ', s->width - len);

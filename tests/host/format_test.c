@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The cases include flag combinations the compiler warns about on purpose
@@ -111,6 +112,15 @@ KTEST(format, precision)
 	SAME("[%.0x] [%#.0x] [%.4x] [%#.4x]", 0u, 0u, 0xau, 0xau);
 	SAME("[%.3s] [%.0s] [%.*s] [%10.2s]", "abcdef", "abc", 2, "xyz", "hey");
 	SAME("[%.*d]", -1, 5);
+	/* An array of exactly the precision's bytes needs no NUL (C11
+	 * 7.21.6.1): nothing past it is read (ASan's red zone follows; the
+	 * shell's heapmap rows are such arrays). */
+	char *four = malloc(4), buf[16];
+	KASSERT(four);
+	memcpy(four, "abcd", 4);
+	KEXPECT_EQ(unchecked(buf, sizeof(buf), "[%.*s]", 4, four), 6);
+	KEXPECT_STREQ(buf, "[abcd]");
+	free(four);
 }
 
 /* A negative precision through '*' is taken as none (C11 7.21.6.1): a
