@@ -103,7 +103,7 @@ static void scavenge_for_frames(struct mheap *h, size_t npages)
 	}
 }
 
-void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
+void mheap_unmap_run(uintptr_t base, size_t npages)
 {
 	struct mm_unused_batch b;
 	mm_unused_batch_init(&b);
@@ -116,6 +116,11 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
 		mm_port_unused_finish(&b);
 		done += n;
 	}
+}
+
+void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
+{
+	mheap_unmap_run(base, npages);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_scav_return_locked(&h->pages, base, npages);
 	mm_lock_release(&h->lock, irq);
@@ -417,17 +422,7 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
 	if ((h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) && mm_port_can_sleep()) {
-		/* A bad free panics before anything is unmapped: the pages
-		 * may be another owner's (they were unmapped, and in the
-		 * kernel their frames reused, before the check). */
-		unsigned long irq = mm_lock_acquire(&h->lock);
-		mheap_check_not_taken_locked(h, base, npages);
-		palloc_free_check_locked(&h->pages, base, npages);
-		mm_lock_release(&h->lock, irq);
-		mheap_unmap_and_return(h, base, npages);
-		irq = mm_lock_acquire(&h->lock);
-		h->counters.debug_pages += npages;
-		mm_lock_release(&h->lock, irq);
+		mheap_free_unmapping(h, base, npages);
 		return;
 	}
 	bool wake = false;

@@ -93,8 +93,15 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
                             enum mheap_scav_kind kind);
 
 /* Unmaps a run the caller owns (allocated), in batches with a shootdown
- * each, and frees it scavenged. Thread context, no mm lock held. */
+ * each (_run), and frees it scavenged (_and_return). Thread context, no
+ * mm lock held. */
+void mheap_unmap_run(uintptr_t base, size_t npages);
 void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages);
+
+/* mheap_free_pages in the debug mode (MHEAP_DEBUG_SCAV_ON_FREE): checked,
+ * listed as a batch while it is unmapped, freed scavenged (mheap_scav.c).
+ * Thread context, no mm lock held. */
+void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages);
 
 enum mheap_grow_result { MHEAP_GROW_OK, MHEAP_GROW_FAILED, MHEAP_GROW_BUSY };
 

@@ -153,6 +153,40 @@ void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
 	         hi);
 }
 
+/*
+ * The debug mode's free: a bad free panics before anything is unmapped
+ * (the pages may be another owner's: in the kernel their frames reused),
+ * and in the same lock hold the run goes on h->taken as a batch of its
+ * own, so that a second free of it while it is unmapped panics as a free
+ * of pages being scavenged does, and an allocation that wants it waits
+ * as for a batch. Until it was listed, such a free passed every check
+ * (the run allocated, on no list), went back to the free set backed and
+ * was handed out, and this free then unmapped and freed the new owner's
+ * pages. Thread context.
+ */
+void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
+{
+	struct mheap_taken t = {.runs = {{base, npages}}, .nruns = 1};
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	mheap_check_not_taken_locked(h, base, npages);
+	palloc_free_check_locked(&h->pages, base, npages);
+	t.seq = ++h->scav_takes;
+	t.next = h->taken;
+	h->taken = &t;
+	h->taken_pages += npages;
+	mm_lock_release(&h->lock, irq);
+	mheap_unmap_run(base, npages);
+	mheap_hook(h, MHEAP_HOOK_FREE_UNMAPPED);
+	irq = mm_lock_acquire(&h->lock);
+	untake_locked(h, &t);
+	palloc_scav_return_locked(&h->pages, base, npages);
+	h->taken_pages -= npages;
+	h->scav_returns++;
+	h->counters.debug_pages += npages;
+	mm_lock_release(&h->lock, irq);
+	mm_event_wake(&h->grown);
+}
+
 /* Books a finished batch. Locking: h->lock must be held. */
 static void book_locked(struct mheap *h, enum mheap_scav_kind kind,
                         size_t npages)

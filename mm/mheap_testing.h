@@ -75,6 +75,10 @@ enum mheap_hook_point {
 	 * can leave below them (spanheap_stats.c); thread context, no lock
 	 * held, not pinned. */
 	MHEAP_HOOK_STATS_COUNTED,
+	/* A debug-mode free (MHEAP_DEBUG_SCAV_ON_FREE) has unmapped its run
+	 * and not yet returned it to the free set; thread context, no lock
+	 * held (mheap_scav.c, mheap_free_unmapping). */
+	MHEAP_HOOK_FREE_UNMAPPED,
 };
 
 #ifdef MM_TEST_HOOKS

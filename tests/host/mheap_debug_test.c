@@ -8,6 +8,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
+#include "../../mm/mheap_testing.h"
 #include "fault_touch_util.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
@@ -76,5 +77,46 @@ KTEST(mheap, debug_mode_bad_free_unmaps_nothing)
 		mm_lock_release(&heap.lock, 0);
 	KEXPECT(!touch_faults(b + 3 * PG));
 	KEXPECT(mh_all_bytes(b, 4 * PG, 2));
+	mh_release(&heap);
+}
+
+/* In debug mode the freed run is unmapped with the lock released: a
+ * second free of it meanwhile (an interrupt handler's, another CPU's)
+ * must panic as a free of a page being scavenged does. It passed every
+ * check (the run was allocated and on no batch's list), went back to
+ * the free set backed, and was handed to the next allocation, whose
+ * pages the debug free then unmapped and freed again under it. */
+static void *twice;
+static bool twice_panicked;
+
+static void free_again(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FREE_UNMAPPED || !twice)
+		return;
+	void *p = twice;
+	twice = NULL;
+	mm_port_set_atomic(true); /* the ordinary path, as a handler's */
+	twice_panicked = MM_PORT_PANICS(mheap_free_pages(&heap, p, 4));
+	mm_port_set_atomic(false);
+	if (mm_lock_held(&heap.lock)) /* the catch left it held */
+		mm_lock_release(&heap.lock, 0);
+}
+
+KTEST(mheap, debug_mode_free_twice_while_unmapping_panics)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a);
+	twice = a;
+	twice_panicked = false;
+	mheap_test_hook = free_again;
+	mheap_free_pages(&heap, a, 4);
+	mheap_test_hook = NULL;
+	KEXPECT(twice == NULL && twice_panicked);
+	KEXPECT(strstr(mm_port_last_panic(), "double free"));
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT(st.in_use_pages == 0 && st.n.debug_pages == 4);
+	MH_CHECK(&heap, "after the free and its second");
 	mh_release(&heap);
 }
