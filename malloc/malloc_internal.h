@@ -132,6 +132,8 @@ extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;
 long mm_malloc_membarrier(int cmd) MM_MALLOC_HIDDEN;
 /* A full barrier in every thread of the process (slots.c, "Why"). */
 void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
+/* The same without membarrier, by a TLB shootdown (port_prod.c). */
+void mm_malloc_fence_by_shootdown(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;

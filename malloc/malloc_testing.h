@@ -112,6 +112,13 @@ enum mm_malloc_hook_point {
 	 * MHEAP_HOOK_STATS_COUNTED, passed on): it is inside its API call,
 	 * holding its slot, and holds no lock. */
 	MM_MALLOC_HOOK_STATS_COUNTED,
+	/* fork's prepare handler (or _Fork's) has set held and not yet
+	 * taken the slots; the parent's side has given every busy word back
+	 * and not yet cleared held. This thread's calls pass as nested
+	 * there though it does not hold the slots: a signal handler's must
+	 * not run (fork.c blocks its signals). */
+	MM_MALLOC_HOOK_FORK_HELD,
+	MM_MALLOC_HOOK_FORK_RELEASED,
 };
 
 #ifdef MM_TEST_HOOKS

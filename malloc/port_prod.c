@@ -58,11 +58,13 @@
 
 /* ---- Diagnostics (first: everything below may panic) ------------------- */
 
-/* Writes all of buf to stderr, retrying short writes. */
+/* Writes all of buf to stderr, retrying short writes. The raw system
+ * call: write(2) is a cancellation point, and a line may be written with
+ * a slot or a lock of the library's held (mm_port_thread_join). */
 static void write_all(const char *buf, size_t n)
 {
 	while (n) {
-		ssize_t w = write(2, buf, n);
+		ssize_t w = syscall(SYS_write, 2, buf, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -397,4 +399,41 @@ unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
 void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
 {
 	snprintf(buf, size, "%#lx", (unsigned long)pc);
+}
+
+/* ---- A barrier in every thread without membarrier ---------------------- */
+
+/*
+ * A page of ours, written, then made PROT_NONE: the kernel must take its
+ * translation out of every CPU's TLB that may hold it before mprotect
+ * returns, and on x86 it interrupts every CPU running a thread of this
+ * process to do so (a CPU that switched away has passed a context
+ * switch). An interrupt is a full barrier in the thread it interrupts,
+ * which is what membarrier's private expedited command gives (slots.c,
+ * "Why"); the .NET runtime's FlushProcessWriteBuffers relies on the same
+ * where it has no membarrier. One at a time (the page is shared); panics
+ * if the page cannot be had or its protection changed.
+ */
+void mm_malloc_fence_by_shootdown(void)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static volatile char *page;
+	pthread_mutex_lock(&lock);
+	if (!page) {
+		void *p = mmap(NULL, MM_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			mm_panic("membarrier refused and no page for a TLB "
+			         "shootdown (errno %d)",
+			         errno);
+		page = p;
+	}
+	if (mprotect((void *)page, MM_PAGE_SIZE, PROT_READ | PROT_WRITE) != 0)
+		mm_panic("membarrier refused and mprotect too (errno %d)",
+		         errno);
+	page[0] = 1; /* mapped, its translation cached here */
+	if (mprotect((void *)page, MM_PAGE_SIZE, PROT_NONE) != 0)
+		mm_panic("membarrier refused and mprotect too (errno %d)",
+		         errno);
+	pthread_mutex_unlock(&lock);
 }

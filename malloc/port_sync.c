@@ -132,9 +132,17 @@ void mm_malloc_threads_forget(void)
 	atomic_store(&nbackground, 0);
 }
 
+/* pthread_join is a cancellation point, and the callers (fork's prepare
+ * handler, malloc_trim's stop) hold the library's locks: a thread whose
+ * cancellation was pending ended here with them held, and every fork
+ * after it hung. No call of the library is a cancellation point (POSIX
+ * lists none of malloc's). */
 void mm_port_thread_join(struct mm_thread *t)
 {
+	int cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	int err = pthread_join(t->tid, NULL);
+	pthread_setcancelstate(cancel, NULL);
 	if (err)
 		mm_panic("mm_port_thread_join(%s): error %d", t->name, err);
 	atomic_store(&t->used, false);

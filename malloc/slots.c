@@ -250,12 +250,14 @@ static bool fences_register(void)
 	               MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
 }
 
-/* A full barrier in every thread of the process (see "Why"). */
+/* A full barrier in every thread of the process (see "Why"): membarrier,
+ * or, refused after registering (a seccomp filter a sandbox installed
+ * later: until this version fork and a sharer's claim aborted then), a
+ * TLB shootdown, which interrupts the same threads. */
 void mm_malloc_fence_others(void)
 {
 	if (mm_malloc_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
-		mm_panic("membarrier failed after registering (errno %d)",
-		         errno);
+		mm_malloc_fence_by_shootdown();
 }
 
 /* The smallest arena heap_init settles for: one chunk. A heap that small

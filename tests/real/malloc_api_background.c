@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +203,65 @@ const char *test_background_after_forks(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "background-after-forks: status %#x (SIGALRM: the threads "
 	      "did not come back after a fork, or more than two stayed)",
+	      st);
+	return NULL;
+}
+
+/* ---- Cancellation ----------------------------------------------------- */
+
+static atomic_int cancel_go;
+
+/* Forks when told, with its cancellation already pending: fork is no
+ * cancellation point, waitpid is, so the thread ends there. */
+static void *fork_cancelled(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&cancel_go))
+		;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	if (pid > 0)
+		wait_status(pid);
+	return NULL;
+}
+
+/*
+ * A thread whose cancellation is pending forks while the background
+ * threads run: the library's fork handler joins them, and pthread_join
+ * is a cancellation point, so the thread ended inside the handler with
+ * the library's control lock held, and the next fork hung for good. No
+ * call of the library may be a cancellation point (POSIX lists none of
+ * malloc's): the fork completes, and the next one too.
+ */
+int scenario_background_cancel_in_fork(void)
+{
+	void *v = malloc(16 << 20);
+	if (!v || !memset(v, 1, 16 << 20))
+		return 2;
+	free(v);
+	until_background_up();
+	pthread_t t;
+	if (pthread_create(&t, NULL, fork_cancelled, NULL) != 0)
+		return 2;
+	pthread_cancel(t);
+	atomic_store(&cancel_go, 1);
+	pthread_join(t, NULL);
+	until_background_up();
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	return pid > 0 && wait_status(pid) == 0 ? 0 : 2;
+}
+
+/* scenario_background_cancel_in_fork, in a fresh process. */
+const char *test_background_cancel_in_fork(void)
+{
+	int st = run_scenario("background-cancel-in-fork", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "background-cancel-in-fork: status %#x (SIGALRM: the fork "
+	      "after the cancelled one hung)",
 	      st);
 	return NULL;
 }

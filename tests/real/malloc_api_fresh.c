@@ -288,6 +288,7 @@ static const struct scenario scenarios[] = {
         {"stats-agree", scenario_stats_agree},
         {"background-signals", scenario_background_signals},
         {"background-after-forks", scenario_background_after_forks},
+        {"background-cancel-in-fork", scenario_background_cancel_in_fork},
         {"background-failed-starts", scenario_background_failed_starts},
         {"background-at-threshold", scenario_background_at_threshold},
         {"background-initfirst", scenario_background_initfirst},

@@ -145,3 +145,41 @@ const char *test_probe_refused(void)
 {
 	return child_passes(probe_refused_child);
 }
+
+/* In a fork child (membarrier registered, one thread): a filter that
+ * fails membarrier with EPERM from now on, then what fences the other
+ * threads: a fork, and a claim that finds every slot owned (a sharer). */
+static void membarrier_refused_child(void)
+{
+	if (strcmp(slot_mode(), "membarrier") != 0)
+		_exit(0); /* no fences to make */
+	if (seccomp_filter_one(__NR_membarrier, SECCOMP_RET_ERRNO | EPERM, 0) !=
+	    0) {
+		fprintf(stderr, "cannot install the filter (errno %d)", errno);
+		_exit(2);
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		free(malloc(24));
+		_exit(0);
+	}
+	if (pid < 0 || wait_status(pid) != 0)
+		_exit(2);
+	pthread_t h[SLOTS - 1], t;
+	if (!holders_start(h, SLOTS - 1) ||
+	    pthread_create(&t, NULL, one_call, NULL) != 0 ||
+	    pthread_join(t, NULL) != 0)
+		_exit(2);
+	holders_stop(h, SLOTS - 1);
+}
+
+/* A sandbox may forbid membarrier after the library registered it (a
+ * seccomp filter installed once the program is set up): the fences of
+ * fork and of a claim that shares a slot then have another way (a TLB
+ * shootdown), where they aborted, "membarrier failed after
+ * registering". */
+const char *test_membarrier_refused_later(void)
+{
+	return child_passes(membarrier_refused_child);
+}

@@ -346,6 +346,7 @@ static const struct {
         {"signal_in_fast_entry", signal_in_fast_entry, NULL},
         {"signal_in_slow_entry", signal_in_slow_entry,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"signal_in_fork_windows", signal_in_fork_windows, NULL},
         {"fork_beside_sharer", fork_beside_sharer, NULL},
         {"sharer_waits_for_fast_holder", sharer_waits_for_fast_holder, NULL},
         {"token_wrap_keeps_threads_apart", token_wrap_keeps_threads_apart,

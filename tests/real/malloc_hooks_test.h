@@ -34,6 +34,7 @@ int signal_in_claim(void);
 int signal_before_claim(void);
 int signal_in_fast_entry(void);
 int signal_in_slow_entry(void);
+int signal_in_fork_windows(void);
 /* malloc_hooks_share.c: */
 /* A gate slot holders park on: park_on(gate) claims a slot (a malloc),
  * counts itself in parked, then waits, making no call, until the test
