@@ -223,6 +223,9 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 		/* Before anything is taken: an injected NULL leaves all as
 		 * it was, and is not counted as the page heap's refusal. */
 		if (inject && __builtin_expect(spanheap_fail_armed(sh), 0) &&
+		    (cls ||
+		     spanheap_large_possible(sh, spanheap_pages_for(size),
+		                             align, flags)) &&
 		    spanheap_fail_should(sh, cls == 0, flags))
 			return NULL;
 		/* The guarded pool's objects are zeroed, and recorded. */
@@ -251,7 +254,7 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 	if ((flags & MM_ZERO) && !large)
 		mm_memset(p, 0, spanheap_usable_size(sh, p));
 	if (sh->track && !large)
-		spanheap_track_alloc(sh, p);
+		spanheap_track_alloc(sh, p, flags);
 	return p;
 }
 

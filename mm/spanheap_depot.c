@@ -103,14 +103,16 @@ bool spanheap_depot_init(struct spanheap *sh)
 
 /* Makes the chunk of handle h if no one has; false if there is no
  * memory for it. */
-static bool chunk_make(struct spanheap_depot *d, struct mheap *heap, uint32_t h)
+static bool chunk_make(struct spanheap_depot *d, struct mheap *heap, uint32_t h,
+                       bool no_grow)
 {
 	_Atomic(struct spanheap_depot_stack *) *at =
 	        &d->chunks[(h - 1) / PER_CHUNK];
 	if (atomic_load_explicit(at, memory_order_acquire))
 		return true;
-	struct spanheap_depot_stack *c = mheap_alloc_pages(
-	        heap, SPANHEAP_DEPOT_CHUNK_PAGES, MHEAP_ATOMIC);
+	struct spanheap_depot_stack *c =
+	        mheap_alloc_pages(heap, SPANHEAP_DEPOT_CHUNK_PAGES,
+	                          MHEAP_ATOMIC | (no_grow ? MHEAP_NO_GROW : 0));
 	if (!c)
 		return false;
 	struct spanheap_depot_stack *none = NULL;
@@ -134,7 +136,7 @@ static uint32_t lost(struct spanheap_depot *d, const char *why)
 }
 
 uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
-                             const uintptr_t *pc, uint32_t npcs)
+                             const uintptr_t *pc, uint32_t npcs, bool no_grow)
 {
 	if (npcs == 0 || !d->buckets)
 		return 0;
@@ -151,7 +153,7 @@ uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
 	h = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) + 1;
 	if (h > DEPOT_MAX)
 		return lost(d, "full");
-	if (!chunk_make(d, heap, h))
+	if (!chunk_make(d, heap, h, no_grow))
 		return lost(d, "no memory for a chunk");
 	struct spanheap_depot_stack *e = entry(d, h);
 	e->hash = hash;

@@ -8,7 +8,9 @@
  * What is eligible: a call of spanheap_alloc, _aligned, _calloc, or a
  * spanheap_realloc that needs memory (it grows out of its object), that
  * the heap would otherwise try to serve (a refused call, bad flags or an
- * impossible size, is not counted), and that matches what (enum
+ * impossible size, is not counted: a size no arena holds, its
+ * alignment's pages past the arena, an atomic large one over
+ * MHEAP_ATOMIC_MAX_PAGES), and that matches what (enum
  * spanheap_fail_what). Each such call is counted once, before any page
  * of the page heap is asked for, so an injected failure asks for none.
  * mheap_alloc_pages called directly is not covered (the page heap's

@@ -116,7 +116,7 @@ static __attribute__((noinline)) void record(struct spanheap *sh, uint32_t *cpu,
 	unsigned k = n > skip ? n - skip : 0;
 	*stack = spanheap_depot_save(
 	        &sh->depot, sh->heap, pc + skip,
-	        k < SPANHEAP_TRACK_PCS ? k : SPANHEAP_TRACK_PCS);
+	        k < SPANHEAP_TRACK_PCS ? k : SPANHEAP_TRACK_PCS, false);
 	struct spanheap_track t;
 	spanheap_track_fill(&t, false, 0, 0); /* the CPU and the time */
 	*cpu = t.cpu;

@@ -205,7 +205,10 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	 * for (the rest is the red zone, spanheap_redzone.c). */
 	size_t used = s->poison ? spanheap_redzone_asked(s, idx) : old;
 	bool keep = fits_in_place(s, size, old);
-	bool fits = size <= sh->heap->arena_pages * MM_PAGE_SIZE;
+	bool fits = size <= SC_MAX_SIZE
+	                    ? size <= sh->heap->arena_pages * MM_PAGE_SIZE
+	                    : spanheap_large_possible(
+	                              sh, spanheap_pages_for(size), 0, flags);
 	/* No more than the usable size: p stays if it cannot move. */
 	bool within = size <= (large ? old : used);
 	/* It needs memory: one eligible call, p untouched if it fails;

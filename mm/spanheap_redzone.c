@@ -198,7 +198,7 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
 	if (s->poison & SPAN_TRACKED)
-		spanheap_track_record(sh, s, idx, true, 0);
+		spanheap_track_record(sh, s, idx, true, 0, false);
 }
 
 uint32_t *spanheap_redzone_owner_at(const struct mspan *s, uint32_t idx)

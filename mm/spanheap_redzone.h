@@ -110,12 +110,13 @@ size_t spanheap_track_offset(uint32_t nelems);
 /* The depot (spanheap_depot.c): its bucket array, made by spanheap_init
  * if sh keeps records (false if there is no memory for it); a stack's
  * handle, the stack kept if it is new (0 for no stack, or
- * SPANHEAP_DEPOT_LOST if it could not be kept); and handle h's stack
+ * SPANHEAP_DEPOT_LOST if it could not be kept: no_grow, an MM_NO_GROW
+ * allocation's, makes no chunk by growing the heap); and handle h's stack
  * into pc (SPANHEAP_TRACK_PCS of room), its length returned (0: none).
  * Save and get: any context but NMI, no lock. */
 bool spanheap_depot_init(struct spanheap *sh);
 uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *h,
-                             const uintptr_t *pc, uint32_t npcs);
+                             const uintptr_t *pc, uint32_t npcs, bool no_grow);
 uint32_t spanheap_depot_get(const struct spanheap_depot *d, uint32_t h,
                             uintptr_t *pc);
 /* The depot's figures into st (its depot_ fields). Any context. */
@@ -127,16 +128,17 @@ bool spanheap_track_probe(void);
 /* Records the call that allocates (freed false) or frees object idx of
  * tracked span s: the time, the CPU, the stack. The stack starts after
  * return address after if the walk finds it among its first four, else
- * after the two innermost (the record's own, its caller's). Any context
- * but NMI. */
+ * after the two innermost (the record's own, its caller's); no_grow as
+ * spanheap_depot_save's. Any context but NMI. */
 void spanheap_track_record(struct spanheap *sh, const struct mspan *s,
-                           uint32_t idx, bool freed, uintptr_t after);
+                           uint32_t idx, bool freed, uintptr_t after,
+                           bool no_grow);
 /* Records the allocation of small object p (any object: a large one, or
  * one of a span without records, is left alone), for alloc_call: every
  * small allocation of poison mode passes there, at a depth that depends
  * on the call alone, not on the path to a span inside, so that one
  * caller's objects carry one stack (spanheap_alloc_traces groups them). */
-void spanheap_track_alloc(struct spanheap *sh, const void *p);
+void spanheap_track_alloc(struct spanheap *sh, const void *p, unsigned flags);
 /*
  * Fills record t with the call it is made from: the CPU; if walk, the
  * stack, leaving out its first skip return addresses, or, if one of the

@@ -396,6 +396,19 @@ _Static_assert(SPANHEAP_LARGE_MAX_PAGES <= UINT32_MAX &&
                        sizeof(((struct mspan *)0)->npages) == 4,
                "a large span's page count fits its npages");
 
+bool spanheap_large_possible(const struct spanheap *sh, size_t npages,
+                             size_t align, unsigned flags)
+{
+	size_t arena = sh->heap->arena_pages;
+	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
+	if (npages == 0)
+		npages = 1;
+	return npages <= SPANHEAP_LARGE_MAX_PAGES && npages <= arena &&
+	       extra <= arena - npages &&
+	       (!(flags & MM_ATOMIC) ||
+	        npages + extra <= MHEAP_ATOMIC_MAX_PAGES);
+}
+
 /* npages pages aligned to align bytes (a page multiple), as a large
  * span; npages 0 (size 0 with a large alignment) gets one page. More
  * than SPANHEAP_LARGE_MAX_PAGES is refused with a line: its span could
@@ -412,11 +425,9 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 		       npages, SPANHEAP_LARGE_MAX_PAGES);
 		return NULL;
 	}
+	if (!spanheap_large_possible(sh, npages, align, flags))
+		return NULL;
 	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
-	if (npages > h->arena_pages || extra > h->arena_pages - npages)
-		return NULL;
-	if ((flags & MM_ATOMIC) && npages + extra > MHEAP_ATOMIC_MAX_PAGES)
-		return NULL;
 	unsigned hf =
 	        mheap_flags_of(flags) | ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
 	uintptr_t raw = (uintptr_t)span_pages(sh, npages + extra, hf, flags);

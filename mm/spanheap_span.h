@@ -83,6 +83,12 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s);
  * mm_alloc_flags, of which MM_NO_GROW counts). */
 void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
                            unsigned flags);
+/* False if spanheap_large_alloc refuses npages aligned to align with flags
+ * whatever the heap holds: more than SPANHEAP_LARGE_MAX_PAGES, the
+ * alignment's pages past the arena, an atomic one over
+ * MHEAP_ATOMIC_MAX_PAGES (failure injection counts no such call). */
+bool spanheap_large_possible(const struct spanheap *sh, size_t npages,
+                             size_t align, unsigned flags);
 void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
 bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
                            unsigned flags);

@@ -90,23 +90,23 @@ bool spanheap_track_probe(void)
 	return mm_port_callers(pc, 1) > 0;
 }
 
-__attribute__((noinline)) void spanheap_track_record(struct spanheap *sh,
-                                                     const struct mspan *s,
-                                                     uint32_t idx, bool freed,
-                                                     uintptr_t after)
+__attribute__((noinline)) void
+spanheap_track_record(struct spanheap *sh, const struct mspan *s, uint32_t idx,
+                      bool freed, uintptr_t after, bool no_grow)
 {
 	/* The heap's own frames, at most 4 for the paths that pass after
 	 * (tail calls make it fewer), then the record's. */
 	struct spanheap_track t = {0}; /* no pc read unset (LTO warns) */
 	spanheap_track_fill(&t, true, TRACK_SKIP, after);
 	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
-	r->stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs);
+	r->stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs,
+	                               no_grow);
 	r->cpu = t.cpu;
 	r->ns = t.ns;
 }
 
-__attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
-                                                    const void *p)
+__attribute__((noinline)) void
+spanheap_track_alloc(struct spanheap *sh, const void *p, unsigned flags)
 {
 	struct mspan *s = mheap_span_lookup(sh->heap, (uintptr_t)p);
 	if (!mheap_span_is_span(s) ||
@@ -118,7 +118,8 @@ __attribute__((noinline)) void spanheap_track_alloc(struct spanheap *sh,
 	 * (whatever function it was inlined into), whichever frames of this
 	 * call the compiler left out. */
 	spanheap_track_record(sh, s, obj_index(s, (uintptr_t)p - s->base),
-	                      false, (uintptr_t)__builtin_return_address(0));
+	                      false, (uintptr_t)__builtin_return_address(0),
+	                      flags & MM_NO_GROW);
 }
 
 /* mm_logs record t of the object at a: what happened (allocated, freed),

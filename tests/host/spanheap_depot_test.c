@@ -34,7 +34,7 @@ static uint32_t save(uint32_t k, uint32_t n)
 {
 	uintptr_t pc[SPANHEAP_TRACK_PCS + 2];
 	stack_of(k, n, pc);
-	return spanheap_depot_save(&sh.depot, &heap, pc, n);
+	return spanheap_depot_save(&sh.depot, &heap, pc, n, false);
 }
 
 /* True if handle h gives back stack k of n (at most 8 kept). */

@@ -271,6 +271,41 @@ KTEST(spanheap, no_grow)
 	sh_heap_release(&heap);
 }
 
+/* Poison mode with records: the allocation's stack goes to the depot,
+ * whose chunk (16 pages) came from the page heap with MHEAP_ATOMIC
+ * whatever the caller's flags, and grew the heap by a chunk under
+ * MM_NO_GROW (review). The stack is lost instead; the object is made. */
+KTEST(spanheap, no_grow_in_poison_mode_keeps_the_depot_from_growing)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	hc.reserve_pages = 0;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mm_port_set_cpu(0);
+	KASSERT(sh.track);
+	/* 12 free pages left: a 16-byte span and its table, not a chunk. */
+	struct mheap_stats hs0, hs;
+	mheap_stats(&heap, &hs0);
+	size_t left = hs0.free_backed_pages + hs0.free_scav_pages;
+	KASSERT(left > 12);
+	void *fill = mheap_alloc_pages(&heap, left - 12, MHEAP_NO_GROW);
+	KASSERT(fill);
+	mm_port_set_quiet(true);
+	void *p = spanheap_alloc(&sh, 16, MM_NO_GROW);
+	mm_port_set_quiet(false);
+	mheap_stats(&heap, &hs);
+	KEXPECT(p != NULL);
+	KEXPECT_EQ(hs.grown_pages, hs0.grown_pages);
+	spanheap_free(&sh, p);
+	mheap_free_pages(&heap, fill, left - 12);
+	SH_CHECK(&sh, "after the allocation");
+	sh_heap_release(&heap);
+}
+
 KTEST(spanheap, zero_reused_object)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
