@@ -15,6 +15,7 @@
  * (kernel/heap_leaks.c, Linux's kmemleak).
  */
 #include "arch/x86_64/paging.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/addrinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
@@ -366,8 +367,20 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 	enum shell_status st = address_arg(&shell_mem_cmds[6], argc, argv, &a);
 	if (st != SHELL_OK)
 		return st;
+	/* The records are read without a lock: a span freed meanwhile has
+	 * its side table given back, unmapped at once under
+	 * mm.debug_pagealloc (PORTING: such readers run under the hook). */
 	struct spanheap_track at, ft;
-	if (!spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft)) {
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) != 0) {
+		printk("objwho: a fault at %#lx while reading the heap (a span "
+		       "freed meanwhile); try again\n",
+		       (unsigned long)fc.cr2);
+		return SHELL_FAILED;
+	}
+	bool found = spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft);
+	fault_catch_disarm(&fc);
+	if (!found) {
 		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
 		       kspanheap.track ? "not in a small object of the heap"
 		                       : "the heap keeps none (boot with "

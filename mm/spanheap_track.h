@@ -34,7 +34,9 @@ struct spanheap_track {
  * or p is not in a small span of the heap. An object of the guarded
  * pool (spanheap_guard.h) gives its slot's records. Any context but NMI; the
  * records of an object another CPU allocates or frees meanwhile may be
- * half of each.
+ * half of each, and a span freed meanwhile has its side table given back:
+ * a port that unmaps freed pages at once reads under its fault hook, as
+ * for spanheap_alloc_traces (PORTING).
  */
 bool spanheap_object_tracks(struct spanheap *sh, const void *p,
                             struct spanheap_track *alloc,
