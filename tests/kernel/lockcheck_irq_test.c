@@ -184,7 +184,10 @@ KTEST(lockcheck, irqrestore_under_an_interrupt_lock_is_reported)
  * window of a few stores is never hit by chance: lockcheck_testing_window
  * holds it open until this CPU has taken two timer ticks, as long as
  * interrupts are on there. At each tick, check_stack (sched_tick_hook)
- * compares the stack with the locks' holders.
+ * compares the stack with the locks' holders. lockcheck.c now changes
+ * the stack with interrupts off, which shuts the window: the test then
+ * asserts that it was shut, so that one open to interrupts that no tick
+ * looked into cannot pass.
  */
 static struct spinlock leaf = SPINLOCK_INIT("leaf", LOCK_RANK_TEST_LEAF);
 static struct spinlock irqs_on_outer =
@@ -192,7 +195,7 @@ static struct spinlock irqs_on_outer =
 static struct spinlock irqs_on_inner =
         SPINLOCK_INIT("irqs_on_inner", LOCK_RANK_STW);
 static _Atomic unsigned window_cpu = MAX_CPUS;
-static _Atomic unsigned window_calls, window_ticks, bad_stacks;
+static _Atomic unsigned window_calls, window_shut, window_ticks, bad_stacks;
 
 static uint64_t cpu_ticks(void)
 {
@@ -206,8 +209,12 @@ static void hold_window_open(uintptr_t arg)
 	    this_cpu()->id != atomic_load(&window_cpu))
 		return;
 	atomic_fetch_add(&window_calls, 1);
-	if (!(read_rflags() & RFLAGS_IF))
-		return; /* no interrupt can come in: the window is shut */
+	if (!(read_rflags() & RFLAGS_IF)) {
+		/* No interrupt can come in: the window is shut (lockcheck.c
+		 * changes the stack with interrupts off). */
+		atomic_fetch_add(&window_shut, 1);
+		return;
+	}
 	uint64_t t0 = cpu_ticks();
 	while (cpu_ticks() < t0 + 2)
 		cpu_pause();
@@ -259,6 +266,7 @@ static unsigned with_stack_checked(void (*fn)(void))
 {
 	atomic_store(&window_cpu, this_cpu()->id); /* threads stay put */
 	atomic_store(&window_calls, 0);
+	atomic_store(&window_shut, 0);
 	atomic_store(&window_ticks, 0);
 	atomic_store(&bad_stacks, 0);
 	atomic_store(&sched_tick_hook, check_stack);
@@ -271,6 +279,11 @@ static unsigned with_stack_checked(void (*fn)(void))
 	           atomic_load(&bad_stacks),
 	           n ? lockcheck_last_violation() : "none");
 	KEXPECT_EQ(atomic_load(&window_calls), 1);
+	/* Either the window is shut to interrupts, or the timer looked into
+	 * it twice: a window open to interrupts that no tick saw would pass
+	 * with nothing checked. */
+	KEXPECT(atomic_load(&window_shut) == 1 ||
+	        atomic_load(&window_ticks) >= 2);
 	return n + atomic_load(&bad_stacks);
 }
 

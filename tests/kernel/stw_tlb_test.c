@@ -9,11 +9,14 @@
 #include "arch/x86_64/lapic.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
+#include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
+#include "kernel/printk_testing.h"
 #include "kernel/stw.h"
+#include "kernel/string.h"
 #include "kernel/stw_testing.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
@@ -180,10 +183,51 @@ static void deaf(void *arg)
 	cpu_sti();
 }
 
+/* What the console printed from the test's start (printk_testing_putc;
+ * the world stopped, a line may reach it only after the stop). */
+static char console_seen[2048];
+static _Atomic unsigned console_at;
+
+static void keep_char(uintptr_t c)
+{
+	unsigned i = atomic_fetch_add(&console_at, 1);
+	if (i < sizeof(console_seen) - 1)
+		console_seen[i] = (char)c;
+}
+
+static void console_capture(bool on)
+{
+	if (on) {
+		memset(console_seen, 0, sizeof(console_seen));
+		atomic_store(&console_at, 0);
+	}
+	atomic_store(&printk_testing_putc, on ? keep_char : NULL);
+}
+
 static void note_waiting(uintptr_t missing)
 {
 	atomic_fetch_or(&reported_waiting, (cpumask_t)missing);
 	atomic_store(&deaf_release, true);
+}
+
+/* What the still-waiting line (who: "stw: stop", "tlb: shootdown")
+ * must say of CPU cpu; checked against the line note_waiting kept. */
+static void expect_named(const char *who, unsigned cpu)
+{
+	char want[48];
+	ksnprintf(want, sizeof(want), "for cpu %u to take the ", cpu);
+	const char *line = strstr(console_seen, who);
+	const char *eol = line ? strstr(line, "\n") : NULL;
+	KASSERT(line != NULL && eol != NULL);
+	char named[256];
+	size_t n = (size_t)(eol - line) < sizeof(named) - 1
+	                   ? (size_t)(eol - line)
+	                   : sizeof(named) - 1;
+	memcpy(named, line, n);
+	named[n] = '\0';
+	ktest_diag("named: %s", named);
+	KEXPECT(strstr(named, " still waiting after ") != NULL);
+	KEXPECT(strstr(named, want) != NULL);
 }
 
 /* Starts the deaf thread on CPU other, with nothing reported yet, and
@@ -209,6 +253,7 @@ KTEST(stw, stop_names_a_cpu_that_does_not_park)
 	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
+	console_capture(true);
 	atomic_store(&stw_testing_still_waiting, note_waiting);
 	struct thread_handle t = deaf_start(other);
 	KASSERT(thread_handle_ok(t));
@@ -216,7 +261,9 @@ KTEST(stw, stop_names_a_cpu_that_does_not_park)
 	stw_start();
 	atomic_store(&stw_testing_still_waiting, NULL);
 	thread_join(t);
+	console_capture(false);
 	KEXPECT(atomic_load(&reported_waiting) & cpumask_of(other));
+	expect_named("stw: stop (\"deaf cpu test\")", other);
 }
 
 /* A CPU that does not take the flush IPI is named while tlb_shootdown
@@ -227,13 +274,16 @@ KTEST(tlb, shootdown_names_a_cpu_that_does_not_flush)
 	unsigned other = other_online_cpu();
 	if (other == MAX_CPUS)
 		KTEST_SKIP("needs two CPUs");
+	console_capture(true);
 	atomic_store(&tlb_testing_still_waiting, note_waiting);
 	struct thread_handle t = deaf_start(other);
 	KASSERT(thread_handle_ok(t));
 	tlb_shootdown(TLB_TEST_VA, 1);
 	atomic_store(&tlb_testing_still_waiting, NULL);
 	thread_join(t);
+	console_capture(false);
 	KEXPECT(atomic_load(&reported_waiting) & cpumask_of(other));
+	expect_named("tlb: shootdown of [", other);
 }
 #endif
 
