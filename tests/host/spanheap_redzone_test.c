@@ -237,15 +237,7 @@ KTEST(spanheap_redzone, normal_mode_has_none)
 KTEST(spanheap_redzone, no_table_no_span)
 {
 	static void *pages[PALLOC_CHUNK_BYTES / MM_PAGE_SIZE];
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = true;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
-	mm_port_set_cpu(0);
+	KASSERT(sh_heap_tight_poison(&heap, &sh, PALLOC_CHUNK_BYTES));
 	/* The span structs' page, made now: a class of its own. */
 	void *warm = spanheap_alloc(&sh, 4096, 0);
 	KASSERT(warm);

@@ -277,15 +277,7 @@ KTEST(spanheap, no_grow)
  * MM_NO_GROW (review). The stack is lost instead; the object is made. */
 KTEST(spanheap, no_grow_in_poison_mode_keeps_the_depot_from_growing)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = SH_ARENA_BYTES;
-	hc.reserve_pages = 0;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = true;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
-	mm_port_set_cpu(0);
+	KASSERT(sh_heap_tight_poison(&heap, &sh, SH_ARENA_BYTES));
 	KASSERT(sh.track);
 	/* 12 free pages left: a 16-byte span and its table, not a chunk. */
 	struct mheap_stats hs0, hs;

@@ -97,6 +97,25 @@ static inline bool sh_heap_tight(struct mheap *h, struct spanheap *sh,
 	return sh_heap_new_with(h, sh, &hc, NULL);
 }
 
+/* A heap in poison mode over arena_bytes with no atomic reserve (every
+ * page can be used up), this thread on CPU 0: the start of the tests of
+ * what poison mode's side tables and records take from a full heap. */
+static inline bool sh_heap_tight_poison(struct mheap *h, struct spanheap *sh,
+                                        size_t arena_bytes)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = arena_bytes;
+	hc.reserve_pages = 0;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	if (!sh_heap_new_with(h, sh, &hc, &sc))
+		return false;
+	mm_port_set_cpu(0);
+	return true;
+}
+
 /* sh_heap_new over SH_ARENA_BYTES, and this thread on CPU 0: the start
  * of the misuse and checker tests. */
 static inline bool sh_heap_fresh(struct mheap *h, struct spanheap *sh)

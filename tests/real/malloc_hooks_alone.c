@@ -122,10 +122,7 @@ static void in_trim_window(enum mm_malloc_hook_point where)
  */
 int trim_inside_call(void)
 {
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = trimming_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, trimming_handler))
 		return 2;
 	void *big = malloc(4 << 20), *p = malloc(100);
 	if (!big || !p || !memset(big, 1, 4 << 20))

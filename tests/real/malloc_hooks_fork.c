@@ -111,10 +111,7 @@ int signal_in_entry_during_fork(void)
 	int st = fast_path_or_skip();
 	if (st)
 		return st;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = fork_entry_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, fork_entry_handler))
 		return 2;
 	mm_malloc_test_hook = in_fork_entry_window;
 	pthread_t t;

@@ -22,14 +22,6 @@
 
 #include "malloc_hooks_test.h"
 
-static int on_signal(void (*handler)(int))
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = handler;
-	return sigaction(SIGUSR1, &sa, NULL);
-}
-
 /* ---- A signal in the owner's slow hold of a shared slot ---------------- */
 
 enum { LIVE_SLOTS = 63 }; /* MM_MAX_CPUS - 1 (LATE_SLOT) */
@@ -114,7 +106,7 @@ int signal_in_shared_slow_hold(void)
 		        mm_malloc_slot_mode());
 		return 77;
 	}
-	if (on_signal(slow_hold_handler) != 0 || own_every_slot() != 0)
+	if (!on_signal(SIGUSR1, slow_hold_handler) || own_every_slot() != 0)
 		return 2;
 	mm_malloc_test_hook = in_slow_hold_window;
 	pthread_t s;
@@ -186,7 +178,7 @@ int signal_while_sharer_waits_in(void)
 		        mm_malloc_slot_mode());
 		return 77;
 	}
-	if (on_signal(sharer_wait_handler) != 0)
+	if (!on_signal(SIGUSR1, sharer_wait_handler))
 		return 2;
 	mm_malloc_test_hook = in_sharer_wait_window;
 	if (share_prepare(false) != 0)
@@ -271,7 +263,7 @@ int signal_in_fast_leave(void)
 		        mm_malloc_slot_mode());
 		return 77;
 	}
-	if (on_signal(leave_handler) != 0)
+	if (!on_signal(SIGUSR1, leave_handler))
 		return 2;
 	pthread_t t;
 	if (pthread_create(&t, NULL, idle_forker, (void *)1) != 0)

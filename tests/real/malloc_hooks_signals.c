@@ -249,13 +249,8 @@ int signal_in_fast_entry(void)
 		        mm_malloc_slot_mode());
 		return 77;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = entry_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
-		return 2;
-	sa.sa_handler = second_entry_handler;
-	if (sigaction(SIGUSR2, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, entry_handler) ||
+	    !on_signal(SIGUSR2, second_entry_handler))
 		return 2;
 	atomic_store(&second_armed, true);
 	mm_malloc_test_hook = in_entry_window;
@@ -326,10 +321,7 @@ static void in_own_busy_window(enum mm_malloc_hook_point where)
 int signal_in_slow_entry(void)
 {
 	free(malloc(16));
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = own_busy_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, own_busy_handler))
 		return 2;
 	mm_malloc_test_hook = in_own_busy_window;
 	atomic_store(&own_busy_armed, true);
@@ -383,10 +375,7 @@ static void in_fork_window(enum mm_malloc_hook_point where)
 int signal_in_fork_windows(void)
 {
 	free(malloc(16));
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = fork_window_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, fork_window_handler))
 		return 2;
 	mm_malloc_test_hook = in_fork_window;
 	fflush(NULL);

@@ -8,8 +8,10 @@
 #define MALLOC_HOOKS_TEST_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "malloc/malloc_testing.h"
 
@@ -20,6 +22,16 @@ extern unsigned mm_malloc_threads(void) __attribute__((weak));
 extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
 extern void mm_malloc_test_set_next_token(unsigned long next)
         __attribute__((weak));
+
+/* Sets fn as this process's handler of signal sig (no flags, no mask);
+ * false if sigaction refuses. */
+static inline bool on_signal(int sig, void (*fn)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = fn;
+	return sigaction(sig, &sa, NULL) == 0;
+}
 
 /* Scenarios: each runs in a fresh process and returns its exit status
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */

@@ -302,10 +302,7 @@ static void in_wanted_window(enum mm_malloc_hook_point where)
  */
 int bg_not_started_inside_call(void)
 {
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = counting_handler;
-	if (sigaction(SIGUSR1, &sa, NULL) != 0)
+	if (!on_signal(SIGUSR1, counting_handler))
 		return 2;
 	void *v[64];
 	for (int i = 0; i < 64; i++)
