@@ -26,11 +26,30 @@ struct pool {
 	size_t used;
 };
 
-/* Types whose ranges the direct map must cover: all but the holes. */
+/* Types whose ranges the direct map must cover: the memory the kernel
+ * uses and the firmware's own (its runtime code and data, ACPI tables
+ * and NVS, PAL code). Not the holes, nor memory the kernel never reads
+ * through it: unusable, persistent (an NVDIMM's window, up to terabytes
+ * high) and types this loader does not know (OEM and OS types), which
+ * counted as RAM and sized the map, and its page tables, to them. The
+ * kernel maps ACPI tables the direct map does not cover (acpi.c). */
 static bool is_ram_like(uint32_t type)
 {
-	return type != EFI_RESERVED_MEMORY && type != EFI_MEMORY_MAPPED_IO &&
-	       type != EFI_MEMORY_MAPPED_IO_PORT_SPACE;
+	switch (type) {
+	case EFI_LOADER_CODE:
+	case EFI_LOADER_DATA:
+	case EFI_BOOT_SERVICES_CODE:
+	case EFI_BOOT_SERVICES_DATA:
+	case EFI_RUNTIME_SERVICES_CODE:
+	case EFI_RUNTIME_SERVICES_DATA:
+	case EFI_CONVENTIONAL_MEMORY:
+	case EFI_ACPI_RECLAIM_MEMORY:
+	case EFI_ACPI_MEMORY_NVS:
+	case EFI_PAL_CODE:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* Copies n bytes: the firmware's stride need not keep the descriptors

@@ -42,6 +42,32 @@ KTEST(boot_paging, limit_covers_ram_not_devices)
 }
 
 /*
+ * Memory the kernel never reads through the direct map does not size it:
+ * unusable memory, persistent memory (an NVDIMM's window) and types this
+ * loader does not know (OEM and OS types, 0x70000000 up). They counted
+ * as RAM: one ending at 64 TiB asked for 65536 page-directory pages and
+ * the boot stopped, out of memory for page tables (review). ACPI tables
+ * outside the direct map are mapped by the kernel's window (acpi.c).
+ */
+KTEST(boot_paging, limit_ignores_memory_the_kernel_does_not_map)
+{
+	memset(map, 0, sizeof(map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0x100000, (6 * GIB - 0x100000) >> 12);
+	put(1, EFI_PERSISTENT_MEMORY, 64ull << 40, 1 << 20);
+	put(2, EFI_UNUSABLE_MEMORY, 1ull << 40, 1);
+	put(3, 0x80000001u, 1ull << 44, 1);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
+	           6 * GIB);
+	/* The firmware's own memory still counts: its runtime code and
+	 * data, ACPI NVS and PAL code may hold what the kernel reads. */
+	put(1, EFI_RUNTIME_SERVICES_DATA, 7 * GIB, 1);
+	put(2, EFI_ACPI_MEMORY_NVS, 8 * GIB, 1);
+	put(3, EFI_PAL_CODE, 9 * GIB, 1);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
+	           10 * GIB);
+}
+
+/*
  * A descriptor with no pages describes no memory; the kernel skips it
  * (bootinfo_read_mmap). The loader took its start as the end of RAM: one
  * at 1 PiB made the direct map 1 PiB, more than the loader's tables can
