@@ -180,6 +180,9 @@ static inline bool kmempool_init(struct mempool *p, const char *name,
 	return mempool_init_heap(p, &kspanheap, name, min, size);
 }
 
+/* Says that who's lock-free read of the heap, under the fault hook,
+ * faulted at cr2 (a span freed meanwhile): try again. */
+void heap_read_fault_print(const char *who, uint64_t cr2);
 /* Prints a recorded stack's npcs return addresses, one a line, named. */
 void heap_stack_print(const uintptr_t *pc, uint32_t npcs);
 /* Prints the live objects of size class cls (0: all) of owner owner

@@ -28,6 +28,13 @@ void heap_stack_print(const uintptr_t *pc, uint32_t npcs)
 	}
 }
 
+void heap_read_fault_print(const char *who, uint64_t cr2)
+{
+	printk("%s: a fault at %#lx while reading the heap (a span freed "
+	       "meanwhile); try again\n",
+	       who, (unsigned long)cr2);
+}
+
 /* The walk under the fault hook: the stacks into t, or -1 after a fault
  * (said). Its own function, so that nothing of the caller's is live
  * across fault_catch_arm's second return. */
@@ -36,9 +43,7 @@ static long traces_caught(const char *who, unsigned cls, uint32_t owner,
 {
 	struct fault_catch fc;
 	if (fault_catch_arm(&fc) != 0) {
-		printk("%s: a fault at %#lx while reading the heap (a span "
-		       "freed meanwhile); try again\n",
-		       who, (unsigned long)fc.cr2);
+		heap_read_fault_print(who, fc.cr2);
 		return -1;
 	}
 	size_t n = spanheap_alloc_traces_owned(&kspanheap, cls, owner, t, max,

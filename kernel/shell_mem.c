@@ -373,9 +373,7 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 	struct spanheap_track at, ft;
 	struct fault_catch fc;
 	if (fault_catch_arm(&fc) != 0) {
-		printk("objwho: a fault at %#lx while reading the heap (a span "
-		       "freed meanwhile); try again\n",
-		       (unsigned long)fc.cr2);
+		heap_read_fault_print("objwho", fc.cr2);
 		return SHELL_FAILED;
 	}
 	bool found = spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft);

@@ -73,6 +73,16 @@ static size_t bg_batch_pages(size_t over)
 	return over < MHEAP_SCAV_BATCH_PAGES ? over : MHEAP_SCAV_BATCH_PAGES;
 }
 
+/* Lists batch t, its runs (total pages) allocated in palloc, on h->taken
+ * with the next number. Locking: h->lock must be held. */
+static void list_locked(struct mheap *h, struct mheap_taken *t, size_t total)
+{
+	h->taken_pages += total;
+	t->seq = ++h->scav_takes;
+	t->next = h->taken;
+	h->taken = t;
+}
+
 /* The first half of a batch, in one lock hold: the runs taken out of the
  * free set, put on h->taken if there are any. max == 0: as far as the
  * background goal asks. Returns the pages taken. Locking: h->lock must be
@@ -98,23 +108,26 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 		total += t->runs[n++].npages;
 	if (total == 0 && background)
 		h->scav.barren_frees = h->scav.backed_frees;
-	h->taken_pages += total;
 	t->nruns = n;
-	if (n) {
-		t->seq = ++h->scav_takes;
-		t->next = h->taken;
-		h->taken = t;
-	}
+	if (n)
+		list_locked(h, t, total);
 	return total;
 }
 
-/* Takes t off h->taken. Locking: h->lock must be held. */
-static void untake_locked(struct mheap *h, struct mheap_taken *t)
+/* The second half of a batch t of total pages, in one lock hold: off
+ * h->taken, its runs returned free and scavenged. Locking: h->lock must
+ * be held. */
+static void return_locked(struct mheap *h, struct mheap_taken *t, size_t total)
 {
 	struct mheap_taken **pp = &h->taken;
 	while (*pp != t)
 		pp = &(*pp)->next;
 	*pp = t->next;
+	for (size_t i = 0; i < t->nruns; i++)
+		palloc_scav_return_locked(&h->pages, t->runs[i].base,
+		                          t->runs[i].npages);
+	h->taken_pages -= total;
+	h->scav_returns++;
 }
 
 /* The end of [base, base + npages pages), saturated. */
@@ -170,18 +183,12 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_check_locked(&h->pages, base, npages);
-	t.seq = ++h->scav_takes;
-	t.next = h->taken;
-	h->taken = &t;
-	h->taken_pages += npages;
+	list_locked(h, &t, npages);
 	mm_lock_release(&h->lock, irq);
 	mheap_unmap_run(base, npages);
 	mheap_hook(h, MHEAP_HOOK_FREE_UNMAPPED);
 	irq = mm_lock_acquire(&h->lock);
-	untake_locked(h, &t);
-	palloc_scav_return_locked(&h->pages, base, npages);
-	h->taken_pages -= npages;
-	h->scav_returns++;
+	return_locked(h, &t, npages);
 	h->counters.debug_pages += npages;
 	mm_lock_release(&h->lock, irq);
 	mm_event_wake(&h->grown);
@@ -225,12 +232,7 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 	mheap_hook(h, MHEAP_HOOK_SCAV_UNMAPPED);
 	mm_port_unused_finish(&b); /* every CPU flushed, frames back */
 	irq = mm_lock_acquire(&h->lock);
-	untake_locked(h, &t);
-	for (size_t i = 0; i < t.nruns; i++)
-		palloc_scav_return_locked(&h->pages, t.runs[i].base,
-		                          t.runs[i].npages);
-	h->taken_pages -= total;
-	h->scav_returns++;
+	return_locked(h, &t, total);
 	book_locked(h, kind, total);
 	mm_lock_release(&h->lock, irq);
 	/* An allocation that found no free pages and no growth left may be
