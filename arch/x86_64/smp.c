@@ -18,6 +18,14 @@
  *      claimed its place by then, until it has (saying so every second);
  *      the parameter block is reused for the next AP only after that (or
  *      after the INIT that parks an AP given up on).
+ *      An AP given up on may still hold a SIPI pending from its start
+ *      that the INIT did not clear (a virtual CPU that has not run yet):
+ *      it wakes later, while the parameters are set for another AP. The
+ *      trampoline's first step compares the low byte of the CPU's APIC
+ *      id (CPUID 1) with the one the parameters are for, and a stranger
+ *      records itself (`stray`) and halts there, before it touches the
+ *      parameters' stack; the boot CPU says so after each AP. Once
+ *      bring-up is over the parameters match no CPU.
  *   3. The AP (smp_ap_entry): claims its place (ap_state) unless the boot
  *      CPU has given up on it, in which case it halts; then GS, GDT/TSS,
  *      IDT, drop its TLB entry for the trampoline page, LAPIC and timer,
@@ -81,6 +89,7 @@ struct tramp_params {
 	uint32_t cr0, cr3, efer;
 	uint32_t started;
 	uint64_t cr4, stack_top, entry, cpu_id;
+	uint32_t apic_id, stray;
 } __attribute__((packed));
 
 _Static_assert(offsetof(struct tramp_params, gdt_base) == TP_GDTR + 2, "");
@@ -94,6 +103,8 @@ _Static_assert(offsetof(struct tramp_params, cr4) == TP_CR4, "");
 _Static_assert(offsetof(struct tramp_params, stack_top) == TP_STACK, "");
 _Static_assert(offsetof(struct tramp_params, entry) == TP_ENTRY, "");
 _Static_assert(offsetof(struct tramp_params, cpu_id) == TP_CPU_ID, "");
+_Static_assert(offsetof(struct tramp_params, apic_id) == TP_APIC_ID, "");
+_Static_assert(offsetof(struct tramp_params, stray) == TP_STRAY, "");
 _Static_assert(sizeof(struct tramp_params) == TP_SIZE, "");
 _Static_assert(TRAMP_SIZE <= PAGE_SIZE, "the trampoline is one page");
 
@@ -128,6 +139,13 @@ static _Atomic bool late_ap_go;
  * until the boot CPU has said that it is still waiting for it. */
 static uint32_t slow_apic = NO_APIC_ID; /* set before any AP starts */
 static _Atomic bool slow_ap_reported;
+
+/* smp.stale_sipi=<apic id>: once that AP has been given up on and
+ * parked with INIT, the boot CPU sends it a SIPI while the trampoline is
+ * set for the next AP, as a SIPI left pending from its own start would
+ * arrive if its virtual CPU ran only now. */
+static uint32_t stale_apic = NO_APIC_ID; /* set before any AP starts */
+static bool stale_parked;
 
 /* smp.no_ist=<apic id>: bring-up finds no memory for that AP's IST
  * stacks, as if the frames had run out. Set before any AP starts. */
@@ -229,6 +247,11 @@ static bool ap_started(unsigned id)
 	return params->started != 0;
 }
 
+static bool stray_seen(unsigned id)
+{
+	return params->stray != 0;
+}
+
 static bool ap_online(unsigned id)
 {
 	return atomic_load(&cpus[id].online);
@@ -283,6 +306,33 @@ static void let_late_ap_in(unsigned id)
 	wait_for(ap_online, id, AP_REPORT_US);
 }
 
+/* smp.stale_sipi: wakes the parked AP into the trampoline set for the
+ * next one, and waits until it has said that it is not the AP the
+ * trampoline is for. */
+static void send_stale_sipi(void)
+{
+	stale_parked = false;
+	lapic_send_sipi(stale_apic, (uint32_t)(tramp_pa >> PAGE_SHIFT));
+	if (!wait_for(stray_seen, 0, AP_WAIT_US))
+		printk("smp: smp.stale_sipi=%u: the parked AP did not say it "
+		       "ran the trampoline set for APIC id %u\n",
+		       stale_apic, params->apic_id);
+}
+
+/* Reports the CPU that ran the trampoline while it was set for another
+ * AP, if one did since the last look (it halted there, interrupts off, in
+ * real mode: nothing sends it anything again). */
+static void note_stray(void)
+{
+	uint32_t stray = params->stray;
+	if (!stray || stray == report.stray)
+		return;
+	report.stray = stray;
+	printk("smp: a CPU with APIC id %u (mod 256) ran the trampoline set "
+	       "for another AP; it halted there\n",
+	       stray & 0xff);
+}
+
 /* Allocates cpus[id]'s stack and IST stacks before the AP starts, so that
  * once it has claimed its place nothing it does can fail for want of
  * memory. Returns false, with neither allocated, saying so. */
@@ -328,8 +378,11 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	atomic_store(&cpus[id].online, false);
 	params->stack_top = st->top;
 	params->cpu_id = id;
+	params->apic_id = apic_id & 0xff;
 	params->started = 0;
 	atomic_store(&ap_state, AP_AWAITED);
+	if (stale_parked)
+		send_stale_sipi();
 
 	uint64_t init_ns = time_now_ns();
 	lapic_send_init(apic_id);
@@ -359,6 +412,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	lapic_send_init(apic_id);
 	time_delay_us(INIT_DELAY_US);
 	free_ap_stacks(id);
+	stale_parked = apic_id == stale_apic;
 	return false;
 }
 
@@ -412,6 +466,7 @@ static void start_listed_aps(const struct madt_info *m,
 	late_apic = apic_id_arg("smp.late_ap");
 	no_ist_apic = apic_id_arg("smp.no_ist");
 	slow_apic = apic_id_arg("smp.slow_ap");
+	stale_apic = apic_id_arg("smp.stale_sipi");
 	unsigned next = 1;
 	for (unsigned i = 0; i < m->ncpus; i++) {
 		uint32_t apic_id = mc[i].apic_id;
@@ -431,7 +486,10 @@ static void start_listed_aps(const struct madt_info *m,
 			next++;
 		else
 			report.failed++;
+		note_stray();
 	}
+	params->apic_id = NO_APIC_ID; /* matches no CPU's low byte */
+	note_stray();
 }
 
 void smp_boot_aps(void (*ap_main)(void))

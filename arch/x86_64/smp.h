@@ -33,7 +33,12 @@
 #define TP_STACK   0x30 /* u64: the AP's initial stack pointer */
 #define TP_ENTRY   0x38 /* u64: the 64-bit C entry, smp_ap_entry */
 #define TP_CPU_ID  0x40 /* u64: the AP's cpus[] index, its first argument */
-#define TP_SIZE    0x48
+#define TP_APIC_ID 0x48 /* u32: the APIC id of the AP these are for */
+#define TP_STRAY                                                \
+	0x4c /* u32: 0x100 | the low byte of the APIC id of the \
+	        last CPU that ran the trampoline while it was   \
+	        set for another, 0 if none */
+#define TP_SIZE 0x50
 
 #define TRAMP_SIZE (TRAMP_PARAMS + TP_SIZE)
 
@@ -45,14 +50,18 @@
  * Starts every CPU the MADT lists, one at a time; each runs ap_main (which
  * must never return) once it is online. Prints why and returns with the
  * boot CPU alone when there is no usable MADT, no trampoline page, or a
- * PML4 above 4 GiB. An AP that does not come online within a second is
+ * PML4 above 4 GiB. An AP that does not come online within 10 s is
  * reported, sent INIT again (so it cannot wake later on freed memory), and
  * skipped; its cpus[] slot goes to the next AP, so online CPUs are always
- * cpus[0 .. ncpus_online). An AP whose stack or IST stacks cannot be
- * allocated is left out, said so, before it is started. On the command
- * line, "smp.skip_sipi=<apic id>" withholds that AP's SIPIs and
- * "smp.no_ist=<apic id>" its IST stacks, to exercise those paths. Boot CPU,
- * once, after lapic_init, time_init and acpi_init.
+ * cpus[0 .. ncpus_online). If a SIPI still pending wakes it later anyway,
+ * it halts in the trampoline (which checks that it is the AP it is set
+ * for) and smp_report()->stray says so. An AP whose stack or IST stacks
+ * cannot be allocated is left out, said so, before it is started. On the
+ * command line, "smp.skip_sipi=<apic id>" withholds that AP's SIPIs,
+ * "smp.no_ist=<apic id>" its IST stacks, and "smp.stale_sipi=<apic id>"
+ * sends that AP, once parked, a SIPI while the trampoline is set for the
+ * next, to exercise those paths. Boot CPU, once, after lapic_init,
+ * time_init and acpi_init.
  */
 void smp_boot_aps(void (*ap_main)(void));
 
@@ -62,6 +71,10 @@ struct smp_report {
 	                    (1 without a MADT) */
 	unsigned failed; /* APs that did not come online */
 	uint64_t trampoline_pa; /* the low page used, 0 if none */
+	/* 0x100 | the low byte of the APIC id of the last CPU that woke
+	 * late and ran the trampoline while it was set for another AP (it
+	 * halted there), 0 if none did during bring-up */
+	uint32_t stray;
 };
 
 const struct smp_report *smp_report(void);

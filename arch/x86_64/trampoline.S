@@ -26,6 +26,17 @@ trampoline_start:
 	cld
 	movw %cs, %ax
 	movw %ax, %ds
+	/* Is this the AP the parameters are for? A SIPI left pending for an
+	 * AP the boot CPU gave up on can start it late, while they are set
+	 * for the next: it would run on that AP's stack as that AP. CPUID 1
+	 * gives the low byte of the APIC id (all of it in xAPIC mode); the
+	 * boot CPU writes that byte, or 0xffffffff once bring-up is over. */
+	movl $1, %eax
+	cpuid
+	shrl $24, %ebx
+	cmpl (TRAMP_PARAMS + TP_APIC_ID), %ebx
+	jne stray
+	movw %cs, %ax
 	/* Tell the boot CPU that the SIPI arrived. */
 	movl $1, (TRAMP_PARAMS + TP_STARTED)
 	xorl %ebx, %ebx
@@ -36,6 +47,14 @@ trampoline_start:
 	orl $1, %eax /* PE */
 	movl %eax, %cr0
 	ljmpl *(TRAMP_PARAMS + TP_FAR32)
+
+	/* Not the AP the parameters are for: say so and halt here for good,
+	 * interrupts off (nothing sends this CPU anything again). */
+stray:
+	orl $0x100, %ebx
+	movl %ebx, (TRAMP_PARAMS + TP_STRAY)
+1:	hlt
+	jmp 1b
 
 	.code32
 trampoline_32:

@@ -4,8 +4,9 @@
  * them, their LAPIC timers tick, and TSC time agrees across CPUs and with
  * the LAPIC timer. Passes at -smp 1 as well as -smp 4; "smp.expect=N" on
  * the command line (the Makefile passes QEMU's -smp) pins the CPU count,
- * and "smp.skip_sipi=<apic id>", "smp.late_ap=<apic id>" (that AP
- * arrives only after the boot CPU gave up on it) or "smp.no_ist=<apic
+ * and "smp.skip_sipi=<apic id>" (with "smp.stale_sipi" naming the same
+ * AP, it is woken late into the next AP's trampoline), "smp.late_ap=<apic id>"
+ * (that AP arrives only after the boot CPU gave up on it) or "smp.no_ist=<apic
  * id>" (no memory for its IST stacks) is expected to cost exactly that
  * CPU. The options are read with the kernel's own strict
  * parser (cmdline_get_uint); an smp.expect it refuses fails the test.
@@ -109,6 +110,25 @@ KTEST(smp, every_listed_cpu_online)
 	                                             r->listed));
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
+}
+
+/* smp.stale_sipi=<apic id>: that AP, given up on and parked, is woken
+ * by a SIPI while the trampoline is set for the next AP (as a SIPI left
+ * pending from its own start would wake it late). It must halt in the
+ * trampoline saying so, not run on the next AP's stack as that AP, and
+ * the next AP must come online. Without the option no CPU strays. */
+KTEST(smp, a_late_sipi_halts_in_the_trampoline)
+{
+	const struct smp_report *r = smp_report();
+	uint32_t stale = apic_id_option("smp.stale_sipi");
+	ktest_diag("stray %#x, smp.stale_sipi %u", r->stray, stale);
+	if (stale == 0xffffffffu) {
+		KEXPECT_EQ(r->stray, 0);
+		return;
+	}
+	KEXPECT_EQ(r->stray, 0x100 | (stale & 0xff));
+	for (unsigned i = 0; i < online(); i++)
+		KEXPECT_NE(cpus[i].apic_id, stale);
 }
 
 KTEST(smp, apic_ids_distinct_and_listed)
