@@ -135,6 +135,28 @@ static uint32_t lost(struct spanheap_depot *d, const char *why)
 	return SPANHEAP_DEPOT_LOST;
 }
 
+/* Claims the next handle, its chunk made first, so that a save that
+ * finds no memory claims none (a long shortage would use them all up).
+ * 0 when the depot is full or has no memory, saying which in *why. */
+static uint32_t claim(struct spanheap_depot *d, struct mheap *heap,
+                      bool no_grow, const char **why)
+{
+	uint32_t n = atomic_load_explicit(&d->next, memory_order_relaxed);
+	do {
+		if (n >= DEPOT_MAX) {
+			*why = "full";
+			return 0;
+		}
+		if (!chunk_make(d, heap, n + 1, no_grow)) {
+			*why = "no memory for a chunk";
+			return 0;
+		}
+	} while (!atomic_compare_exchange_weak_explicit(&d->next, &n, n + 1,
+	                                                memory_order_relaxed,
+	                                                memory_order_relaxed));
+	return n + 1;
+}
+
 uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
                              const uintptr_t *pc, uint32_t npcs, bool no_grow)
 {
@@ -148,13 +170,10 @@ uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
 	uint32_t h = chain_find(d, head, 0, hash, pc, npcs);
 	if (h)
 		return h;
-	if (atomic_load_explicit(&d->next, memory_order_relaxed) >= DEPOT_MAX)
-		return lost(d, "full");
-	h = atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed) + 1;
-	if (h > DEPOT_MAX)
-		return lost(d, "full");
-	if (!chunk_make(d, heap, h, no_grow))
-		return lost(d, "no memory for a chunk");
+	const char *why = "full";
+	h = claim(d, heap, no_grow, &why);
+	if (!h)
+		return lost(d, why);
 	struct spanheap_depot_stack *e = entry(d, h);
 	e->hash = hash;
 	e->npcs = npcs;
@@ -169,8 +188,14 @@ uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
 			return h;
 		/* Pushed since: the same stack, by another CPU? */
 		uint32_t dup = chain_find(d, head, was, hash, pc, npcs);
-		if (dup)
-			return dup; /* h left unused */
+		if (!dup)
+			continue;
+		/* h is no one's: given back unless a later one is claimed. */
+		uint32_t mine = h;
+		atomic_compare_exchange_strong_explicit(&d->next, &mine, h - 1,
+		                                        memory_order_relaxed,
+		                                        memory_order_relaxed);
+		return dup;
 	}
 }
 
