@@ -211,4 +211,11 @@ void spanheap_cycle_release(struct spanheap *sh);
 /* Cache refills on every CPU so far: the heap's activity. Any context. */
 uint64_t spanheap_refills_total(struct spanheap *sh);
 
+#ifdef MM_TEST_HOOKS
+/* The walks spanheap_stats may take (spanheap_stats.c's STATS_WALKS);
+ * a test sets 1 to see one walk's numbers, kept in range by the clamps
+ * alone. */
+extern _Atomic unsigned spanheap_test_stats_walks;
+#endif
+
 #endif

@@ -18,7 +18,11 @@
  * count read mid-change in range: the magazines may hold more objects
  * than the walk saw allocated (a refill since), and the walk may have
  * counted objects of spans swept away since (host tests
- * spanheap_stats.*, at MHEAP_HOOK_STATS_WALKED).
+ * spanheap_stats.*, at MHEAP_HOOK_STATS_WALKED). Frees are counted from
+ * the walk's bits until folded, then from the classes' counters read
+ * after it: a fold between them counted the same frees twice (review),
+ * so the walk runs again (up to STATS_WALKS times) when the folded
+ * counts moved during it.
  *
  * Locking: the heap's lock only to take the snapshot and to copy the
  * counters it guards; the walk and the magazines are read without a lock.
@@ -176,13 +180,41 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	st->bytes_spans += large->bytes_spans;
 }
 
+/* Frees folded so far, every class: they only grow. */
+static uint64_t folded_frees(struct spanheap *sh)
+{
+	uint64_t n = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mcentral *c = &sh->central[cls];
+		n += atomic_load_explicit(&c->nlocal, memory_order_relaxed) +
+		     atomic_load_explicit(&c->nremote, memory_order_relaxed);
+	}
+	return n;
+}
+
+/* Walks again while a fold moved frees from the bits the walk read to
+ * the counters read after it (counted twice). A heap folding all the
+ * time gets the last walk's numbers. */
+#define STATS_WALKS 4
+#ifdef MM_TEST_HOOKS
+_Atomic unsigned spanheap_test_stats_walks = STATS_WALKS;
+#define stats_walks() atomic_load(&spanheap_test_stats_walks)
+#else
+#define stats_walks() STATS_WALKS
+#endif
+
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 {
 	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
-	mm_memset(st, 0, sizeof(*st));
-	mm_memset(in_use, 0, sizeof(in_use));
-	count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
-	mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
+	for (unsigned walk = 1;; walk++) {
+		uint64_t folded = folded_frees(sh);
+		mm_memset(st, 0, sizeof(*st));
+		mm_memset(in_use, 0, sizeof(in_use));
+		count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
+		mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
+		if (folded_frees(sh) == folded || walk >= stats_walks())
+			break;
+	}
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		stats_class(sh, st, cls, in_use[cls]);
 	stats_counters(sh, st);
