@@ -71,9 +71,9 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	char in_use[24], spans[24];
 	shell_format_bytes(in_use, sizeof(in_use), st->bytes_in_use);
 	shell_format_bytes(spans, sizeof(spans), st->bytes_spans);
-	printk("frames: %zu free of %zu managed (%zu MiB free)\n",
-	       frames_free_count(), frames_managed_count(),
-	       frames_free_count() >> 8);
+	size_t free_frames = frames_free_count(); /* one read: one line */
+	printk("frames: %zu free of %zu managed (%zu MiB free)\n", free_frames,
+	       frames_managed_count(), free_frames >> 8);
 	print_page_heap(&st->heap);
 	printk("span heap: %zu spans, %s in use in %s of spans, %zu large "
 	       "pages; sweepgen %u\n",

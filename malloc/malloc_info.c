@@ -31,13 +31,17 @@
  * heap holds backed (pages in spans and free pages not given back),
  * uordblks the bytes of objects in use (small and large), fordblks the
  * rest of arena; ordblks counts free objects in spans, smblks those
- * waiting in the per-CPU caches. No mmapped chunks (hblks, hblkhd) and
- * no top to keep (keepcost): 0. Counted without stopping the heap (exact
+ * waiting in the per-CPU caches (glibc's fastbins) and fsmblks their
+ * bytes: the two counts are apart, as glibc's are (until this version
+ * ordblks counted the cached objects too; review). No mmapped chunks
+ * (hblks, hblkhd) and no top to keep (keepcost): 0. Objects of the
+ * guarded pool (MM_MALLOC_GUARD) are outside the arena and counted apart,
+ * on malloc_stats' pool line. Counted without stopping the heap (exact
  * when nothing allocates meanwhile); a walk of every span, so not for a
  * hot path. Not async-signal-safe, as glibc's are not.
  */
 struct info {
-	size_t arena, in_use, max, free_objects, cached_objects;
+	size_t arena, in_use, max, free_objects, cached_objects, cached_bytes;
 	/* The guarded pool (MM_MALLOC_GUARD; slots 0: none). */
 	unsigned guard_slots, guard_live;
 	uint64_t guard_allocs, guard_full;
@@ -56,10 +60,17 @@ static void info_read(struct info *in)
 	            MM_PAGE_SIZE;
 	in->in_use = st.bytes_in_use < in->arena ? st.bytes_in_use : in->arena;
 	in->max = st.heap.grown_pages * MM_PAGE_SIZE;
-	in->free_objects = 0;
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		in->free_objects += st.cls[cls].objects_free;
-	in->cached_objects = st.mag_objects;
+	/* A class's free objects include those in its magazines. */
+	in->free_objects = in->cached_objects = in->cached_bytes = 0;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		const struct spanheap_class_stats *cs = &st.cls[cls];
+		size_t cached = cs->mag_objects < cs->objects_free
+		                        ? cs->mag_objects
+		                        : cs->objects_free;
+		in->free_objects += cs->objects_free - cached;
+		in->cached_objects += cached;
+		in->cached_bytes += cached * cs->size;
+	}
 	in->guard_slots = st.guard_slots;
 	in->guard_live = st.guard_live;
 	in->guard_allocs = st.guard_allocs;
@@ -74,6 +85,7 @@ API struct mallinfo2 mallinfo2(void)
 	        .arena = in.arena,
 	        .ordblks = in.free_objects,
 	        .smblks = in.cached_objects,
+	        .fsmblks = in.cached_bytes,
 	        .uordblks = in.in_use,
 	        .fordblks = in.arena - in.in_use,
 	};
@@ -87,6 +99,7 @@ API struct mallinfo mallinfo(void)
 	        .arena = (int)m.arena,
 	        .ordblks = (int)m.ordblks,
 	        .smblks = (int)m.smblks,
+	        .fsmblks = (int)m.fsmblks,
 	        .uordblks = (int)m.uordblks,
 	        .fordblks = (int)m.fordblks,
 	};
@@ -128,13 +141,16 @@ API int malloc_info(int options, FILE *fp)
 	info_read(&in);
 	char totals[512];
 	snprintf(totals, sizeof(totals),
-	         "<total type=\"fast\" count=\"%zu\" size=\"0\"/>\n"
+	         "<total type=\"fast\" count=\"%zu\" size=\"%zu\"/>\n"
 	         "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
 	         "<system type=\"current\" size=\"%zu\"/>\n"
 	         "<system type=\"max\" size=\"%zu\"/>\n"
 	         "<aspace type=\"total\" size=\"%zu\"/>\n"
 	         "<aspace type=\"mprotect\" size=\"%zu\"/>\n",
-	         in.cached_objects, in.free_objects, in.arena - in.in_use,
+	         in.cached_objects, in.cached_bytes, in.free_objects,
+	         in.arena - in.in_use > in.cached_bytes
+	                 ? in.arena - in.in_use - in.cached_bytes
+	                 : 0,
 	         in.arena, in.max, in.arena, in.arena);
 	fprintf(fp,
 	        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
