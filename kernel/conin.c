@@ -42,6 +42,9 @@ static uint32_t unplaced;
 /* Atomic, any CPU: */
 static _Atomic bool command_running, interrupted;
 static struct waitq conin_wq = WAITQ_INIT("conin");
+/* The consumer's own: a hole whose Ctrl-C was taken out with no byte
+ * after it, for the next byte read. */
+static uint32_t carry_pending;
 
 /* Counts a byte lost before the next one queued. The producer only. */
 static void note_drop(void)
@@ -146,7 +149,8 @@ uint8_t conin_getc(uint32_t *lost)
 		      lockcheck_last_violation());
 	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
 	uint8_t c = ring[t % CONIN_RING];
-	*lost = lost_before[t % CONIN_RING];
+	*lost = lost_before[t % CONIN_RING] + carry_pending;
+	carry_pending = 0;
 	atomic_store_explicit(&tail, t + 1, memory_order_release);
 	return c;
 }
@@ -156,7 +160,9 @@ uint8_t conin_getc(uint32_t *lost)
  * producer queued them before the reader reached that Enter) and are
  * its interrupt, not a key for the next prompt. The bytes around them
  * stay, in order, each with its hole (a hole before a Ctrl-C goes to
- * the byte after it). The consumer only: it moves the bytes in [tail,
+ * the byte after it, or with none queued to the next byte read:
+ * carry_pending; until a review a last Ctrl-C took it along). The
+ * consumer only: it moves the bytes in [tail,
  * head), which the producer does not write, toward head, then tail. */
 static bool take_queued_ctrl_c(void)
 {
@@ -176,6 +182,7 @@ static bool take_queued_ctrl_c(void)
 	}
 	if (n == h - t)
 		return false;
+	carry_pending += carry;
 	for (uint32_t k = 0; k < n; k++) {
 		ring[(h - n + k) % CONIN_RING] = keep[k];
 		lost_before[(h - n + k) % CONIN_RING] = keep_lost[k];
@@ -218,6 +225,7 @@ void conin_testing_reset(void)
 	atomic_store(&tail, 0);
 	atomic_store(&dropped, 0);
 	unplaced = 0;
+	carry_pending = 0;
 }
 
 void conin_testing_push(uint8_t c)

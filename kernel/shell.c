@@ -120,7 +120,7 @@ static enum shell_status cmd_help(int argc, char **argv)
 	       "Ctrl-A X leaves QEMU):\n");
 	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
 		for (const struct shell_cmd *c = tables[t]; c->name; c++) {
-			char use[48];
+			char use[128]; /* mmfail's usage is 62 */
 			ksnprintf(use, sizeof(use), "%s %s", c->name, c->args);
 			printk("  %-26s %s\n", use, c->help);
 		}

@@ -7,6 +7,8 @@
  */
 #include "serial.h"
 
+#include <stdatomic.h>
+
 #include "cpu.h"
 
 #define COM1       0x3f8
@@ -26,6 +28,14 @@
 #define FCR_ENABLE 0x01 /* FIFOs on; trigger level 1 byte; no resets */
 #define MCR_OUT2   0x08 /* gates the UART's interrupt line on PCs */
 
+/* An overrun seen by any line-status read, which clears it in the UART,
+ * and not yet taken by serial_rx_take_overrun. Output reads the status
+ * too, on any CPU, while it waits to send: until a review it dropped
+ * what it saw, and a line that lost bytes while a long printk held the
+ * input's interrupt off ran as if whole (test
+ * conin.an_overrun_survives_output_before_the_drain). Atomic. */
+static _Atomic bool overran;
+
 void serial_init(void)
 {
 	outb(COM1 + UART_IER, 0x00); /* no interrupts: polled */
@@ -41,9 +51,13 @@ void serial_putc(char c)
 {
 	if (c == '\n')
 		serial_putc('\r');
-	for (int spins = 0; spins < 100000; spins++)
-		if (inb(COM1 + UART_LSR) & LSR_THRE)
+	for (int spins = 0; spins < 100000; spins++) {
+		uint8_t lsr = inb(COM1 + UART_LSR);
+		if (lsr & LSR_OE)
+			atomic_store(&overran, true);
+		if (lsr & LSR_THRE)
 			break;
+	}
 	outb(COM1 + UART_THR, (uint8_t)c);
 }
 
@@ -58,15 +72,11 @@ void serial_rx_irq_enable(void)
 	outb(COM1 + UART_IER, IER_RDA);
 }
 
-/* The reader's own: an overrun seen by a line-status read (which clears
- * it in the UART) and not yet taken by serial_rx_take_overrun. */
-static bool overran;
-
 bool serial_rx_byte(uint8_t *out)
 {
 	uint8_t lsr = inb(COM1 + UART_LSR);
 	if (lsr & LSR_OE)
-		overran = true;
+		atomic_store(&overran, true);
 	if (!(lsr & LSR_DR))
 		return false;
 	*out = inb(COM1 + UART_RBR);
@@ -75,7 +85,5 @@ bool serial_rx_byte(uint8_t *out)
 
 bool serial_rx_take_overrun(void)
 {
-	bool was = overran;
-	overran = false;
-	return was;
+	return atomic_exchange(&overran, false);
 }

@@ -388,3 +388,50 @@ KTEST(conin, a_uart_ctrl_c_at_the_prompt_cancels_the_line)
 	KEXPECT_STREQ(lineedit_line(&le), "ok");
 	conin_testing_reset();
 }
+
+/* A Ctrl-C taken out of the queue as its last byte keeps the hole before
+ * it for the next byte: the bytes before the hole and those typed after
+ * form one line, which lost bytes (until a review the hole went with the
+ * Ctrl-C and the line 'abc' ran). */
+KTEST(conin, a_hole_before_a_last_queued_ctrl_c_is_kept)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	push("ab");
+	conin_testing_hole(3);
+	conin_testing_push(CONIN_CTRL_C);
+	conin_command_begin();
+	KEXPECT_EQ(conin_interrupted(), true);
+	conin_command_end();
+	push("c\n");
+	uint64_t lost = 0;
+	enum lineedit_event ev = shell_read_line(&le, &lost);
+	if (ev == LINEEDIT_LINE)
+		ktest_diag("the line '%s' ran with a 3-byte hole in it",
+		           lineedit_line(&le));
+	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	conin_testing_reset();
+}
+
+/* An overrun survives output before the drain: any CPU's printk polls
+ * the line status for THRE, and that read clears OE in the UART (until a
+ * review the line 'xxxxxxxxxxxxxxxxok' ran). */
+KTEST(conin, an_overrun_survives_output_before_the_drain)
+{
+	conin_testing_reset();
+	lineedit_init(&le, no_echo, NULL);
+	unsigned long flags = loopback_begin();
+	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
+		serial_putc('x');
+	outb(COM1 + UART_MCR, MCR_DTR_RTS); /* loopback off */
+	serial_putc('\n'); /* what any printk does, on any CPU */
+	conin_testing_drain();
+	loopback_end(flags);
+	push("ok\n");
+	uint64_t lost = 0;
+	enum lineedit_event ev = shell_read_line(&le, &lost);
+	if (ev == LINEEDIT_LINE)
+		ktest_diag("the line '%s' ran", lineedit_line(&le));
+	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	conin_testing_reset();
+}
