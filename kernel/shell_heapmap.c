@@ -79,24 +79,32 @@ static enum page_state char_state(char c)
 	return ST_USED;
 }
 
-/* Prints row[0..n) with colours on a terminal. */
+/* A row as printed: its label, and on a terminal a colour change (at
+ * most 9 bytes) before each of its characters. */
+#define ROW_LINE_MAX (24 + ROW_CHARS * 10 + 8)
+
+/* Prints label and row[0..n) (n <= ROW_CHARS), with colours on a
+ * terminal, in one printk: another CPU's line, or the stream's, cannot
+ * land inside it (nor inside a colour run; until a review a row went
+ * out a character at a time). Thread context. */
 static void print_row(const char *label, const char *row, size_t n,
                       enum page_state (*state)(char))
 {
-	printk("%s", label);
-	if (!shell_tty()) {
-		printk("%.*s\n", (int)n, row);
-		return;
-	}
+	char line[ROW_LINE_MAX]; /* 672 bytes of stack */
+	bool tty = shell_tty();
+	size_t len = (size_t)ksnprintf(line, sizeof(line), "%s%.*s", label,
+	                               tty ? 0 : (int)n, row);
 	int last = -1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; tty && i < n && len < sizeof(line); i++) {
 		int s = state(row[i]);
-		if (s != last)
-			printk("\x1b[30;%sm", state_colour[s]);
+		len += (size_t)ksnprintf(line + len, sizeof(line) - len,
+		                         "%s%s%s%c",
+		                         s != last ? "\x1b[30;" : "",
+		                         s != last ? state_colour[s] : "",
+		                         s != last ? "m" : "", row[i]);
 		last = s;
-		printk("%c", row[i]);
 	}
-	printk("\x1b[0m\n");
+	printk("%s%s\n", line, tty ? "\x1b[0m" : "");
 }
 
 static enum shell_status chunk_map(void)
