@@ -28,7 +28,7 @@
 
 #define CONIN_RING 256
 _Static_assert(CONIN_RING == CONIN_TESTING_RING, "conin_testing.h's size");
-#define POLL_PERIOD_NS 10000000ull
+#define POLL_PERIOD_NS 10000000ull /* SCHED_TICK_NS: a poll each tick */
 
 /* Atomic; head by the producer, tail by the consumer. A slot (ring and
  * lost_before) is written by the producer before head passes it and read
@@ -110,7 +110,11 @@ static void poll_thread(void *arg)
 		drain_uart();
 		if (flags & RFLAGS_IF)
 			cpu_sti();
-		thread_sleep_ns(POLL_PERIOD_NS);
+		/* Half a period: a sleep ends at the first tick at or past
+		 * its deadline, and this wakes just after a tick, so a whole
+		 * period's deadline fell just after the next tick's reading
+		 * and the poll came every other tick, 20 ms (review). */
+		thread_sleep_ns(POLL_PERIOD_NS / 2);
 	}
 }
 

@@ -11,8 +11,11 @@
  * word that sends) and the delivery-status bit must be clear before the
  * next send; interrupts are disabled around the pair so that a handler on
  * this CPU cannot send in between. In x2APIC mode the ICR write is one
- * WRMSR, which is not serialising: an MFENCE first makes the sender's
- * earlier stores visible before the IPI arrives.
+ * WRMSR, which is not serialising and may complete before the sender's
+ * earlier stores are visible: MFENCE then LFENCE first, the sequence the
+ * SDM names for it ("x2APIC Register Access"; MFENCE alone orders loads
+ * and stores, and WRMSR is neither: the request a shootdown or a
+ * stop-the-world IPI is sent for could arrive after the IPI; review).
  *
  * An xAPIC whose delivery status stays pending for ICR_SPIN_LIMIT polls
  * has not accepted the IPI, and whoever waits for its answer (a TLB
@@ -310,7 +313,7 @@ static void send_icr(uint32_t dest, uint32_t low)
 	uint64_t flags = read_rflags();
 	cpu_cli();
 	if (x2apic) {
-		__asm__ volatile("mfence" ::: "memory");
+		__asm__ volatile("mfence; lfence" ::: "memory");
 		wrmsr(X2APIC_MSR_ICR, ((uint64_t)dest << 32) | low);
 	} else {
 		icr_wait(false);

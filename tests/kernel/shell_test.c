@@ -17,6 +17,7 @@
 #include "kernel/sched.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
+#include "kernel/time.h"
 
 KTEST(shell, arguments_a_command_does_not_take_are_refused)
 {
@@ -36,6 +37,24 @@ KTEST(shell, arguments_a_command_does_not_take_are_refused)
 			           (int)st);
 		KEXPECT_EQ(st, SHELL_USAGE);
 	}
+}
+
+/* `sleep MS` lasts at least MS (to a deadline, in slices; the time it
+ * took is said, not bounded: a host stall may stretch any sleep). Until
+ * a review it summed MS/10 sleeps of 10 ms, each ending a tick late:
+ * "sleep 500" took 811 ms. */
+KTEST(shell, sleep_lasts_at_least_its_time)
+{
+	uint64_t t0 = time_now_ns();
+	KEXPECT_EQ(shell_run_line("sleep 200"), SHELL_OK);
+	uint64_t took = time_now_ns() - t0;
+	ktest_diag("sleep 200 took %llu ms",
+	           (unsigned long long)(took / 1000000));
+	KEXPECT(took >= 200000000ull);
+	t0 = time_now_ns();
+	KEXPECT_EQ(shell_run_line("sleep 0"), SHELL_OK);
+	KEXPECT_EQ(shell_run_line("sleep 7"), SHELL_OK);
+	KEXPECT(time_now_ns() - t0 >= 7000000ull);
 }
 
 /* shell_parse_uint refuses what is not a number in [lo, hi], whatever hi
