@@ -19,35 +19,64 @@
  * to the call's leave (slots.c, "Locking" for the order).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "malloc_internal.h"
 
-/* One turn of a wait: spins, then yields. waiting names the wait for
- * the test hooks. */
-static void wait_turn(int i, enum mm_malloc_hook_point waiting)
+/*
+ * The waits here are for another thread: a slot's holder, a fork being
+ * prepared, the set-up. Spinning and yielding alone never ended one
+ * whose waiter runs SCHED_FIFO above the thread it waits for on the same
+ * CPU: sched_yield hands the CPU to no lower priority, and the process
+ * hung (review; API test rt_fork, a fork beside a higher-priority
+ * allocator, hung 3 runs of 3). After 64 spins and 64 yields a wait
+ * sleeps, 1 us doubling up to 1 ms a turn, which any priority lets the
+ * holder run through. A raw system call: nanosleep(3) is a cancellation
+ * point, and this is reached from signal handlers too.
+ */
+void mm_malloc_backoff(unsigned i)
+{
+	if (i < 64) {
+		__builtin_ia32_pause();
+		return;
+	}
+	if (i < 128) {
+		sched_yield();
+		return;
+	}
+	unsigned shift = i - 128 < 10 ? i - 128 : 10;
+	struct timespec ts = {0, 1000L << shift};
+	int saved = errno; /* EINTR: woken early, which a turn allows */
+	syscall(SYS_nanosleep, &ts, NULL);
+	errno = saved;
+}
+
+/* One turn of a wait; waiting names the wait for the test hooks. */
+static void wait_turn(unsigned i, enum mm_malloc_hook_point waiting)
 {
 	mm_malloc_hook(waiting);
-	if (i < 64)
-		__builtin_ia32_pause();
-	else
-		sched_yield();
+	mm_malloc_backoff(i);
 }
 
 /* Waits until *w (a slot's in or busy) is 0; acquires what its clearer
  * did. */
 static void wait_clear(atomic_ulong *w, enum mm_malloc_hook_point waiting)
 {
-	for (int i = 0; atomic_load_explicit(w, memory_order_acquire); i++)
+	for (unsigned i = 0; atomic_load_explicit(w, memory_order_acquire); i++)
 		wait_turn(i, waiting);
 }
 
 /* Waits until no fork is being prepared on slot sl (fork.c). */
 static void wait_no_fork(struct mm_malloc_slot *sl)
 {
-	for (int i = 0; atomic_load_explicit(&sl->state, memory_order_acquire) &
-	                MM_SLOT_FORK;
+	for (unsigned i = 0;
+	     atomic_load_explicit(&sl->state, memory_order_acquire) &
+	     MM_SLOT_FORK;
 	     i++)
 		wait_turn(i, MM_MALLOC_HOOK_WAIT_FORK);
 }

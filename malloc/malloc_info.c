@@ -130,13 +130,13 @@ API void malloc_stats(void)
 }
 
 /* glibc's XML (version 1): one heap, its totals, the process's totals.
- * Returns 0, or -1 with errno EINVAL for options other than 0. */
+ * Returns 0, or EINVAL for options other than 0 with errno untouched, as
+ * glibc 2.36 does (its manual page says -1 and errno EINVAL; until a
+ * review this did that). */
 API int malloc_info(int options, FILE *fp)
 {
-	if (options != 0) {
-		errno = EINVAL;
-		return -1;
-	}
+	if (options != 0)
+		return EINVAL;
 	struct info in;
 	info_read(&in);
 	char totals[512];

@@ -137,6 +137,10 @@ void mm_malloc_fence_by_shootdown(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
+/* Turn i (from 0) of a wait for another thread (enter.c): spins, then
+ * yields, then sleeps, for a while longer each turn, up to a millisecond.
+ * Keeps errno; no cancellation point; async-signal-safe. */
+void mm_malloc_backoff(unsigned i) MM_MALLOC_HIDDEN;
 /* Records this thread as slot s's one owner (its owner word), which a
  * later claim may take over once this thread is gone (slots_gone.c). */
 void mm_malloc_owner_set(int s) MM_MALLOC_HIDDEN;

@@ -24,6 +24,10 @@ enum mm_malloc_hook_point {
 	 * ready: other threads' first calls wait for it) and not yet
 	 * started it. */
 	MM_MALLOC_HOOK_INIT_BEGUN,
+	/* The initialising thread has just won the set-up's claim (other
+	 * threads' first calls wait for it from here); signals must be
+	 * blocked already. */
+	MM_MALLOC_HOOK_INIT_WON,
 	/* A thread's first call, the heap ready, is about to claim its
 	 * slot: it has none (slot_id -1), holds nothing, and is inside no
 	 * API call. */

@@ -256,8 +256,13 @@ static bool fences_register(void)
  * TLB shootdown, which interrupts the same threads. */
 void mm_malloc_fence_others(void)
 {
+	/* A refused membarrier leaves EPERM: a free's claim must keep
+	 * errno (until a review it did not; API test
+	 * membarrier_refused_later). */
+	int saved = errno;
 	if (mm_malloc_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
 		mm_malloc_fence_by_shootdown();
+	errno = saved;
 }
 
 /* The smallest arena heap_init settles for: one chunk. A heap that small
@@ -332,14 +337,23 @@ static void heaps_make(void)
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
-	int st = atomic_load_explicit(&init_state, memory_order_acquire);
-	if (st == 2)
+	if (atomic_load_explicit(&init_state, memory_order_acquire) == 2)
 		return;
-	st = 0;
+	/* A handler's call in this thread would wait for this set-up
+	 * forever: signals are blocked from before the claim to the end
+	 * (until this version the process hung; then, the block made just
+	 * after the claim, a handler's call between the two still did:
+	 * hooks test signal_as_set_up_is_won). */
+	sigset_t old_mask;
+	mm_malloc_signals_block(&old_mask);
+	int st = 0;
 	if (!atomic_compare_exchange_strong(&init_state, &st, 1)) {
-		while (atomic_load_explicit(&init_state,
-		                            memory_order_acquire) != 2)
-			sched_yield();
+		mm_malloc_signals_restore(&old_mask);
+		for (unsigned i = 0;
+		     atomic_load_explicit(&init_state, memory_order_acquire) !=
+		     2;
+		     i++)
+			mm_malloc_backoff(i);
 		return;
 	}
 	/* The set-up's system calls may fail on the way to a usable heap
@@ -348,11 +362,8 @@ static void heap_init(void)
 	 * it succeeds, and must leave errno as it was, as glibc's does.
 	 * Until this version the first malloc or posix_memalign of such a
 	 * process set errno to ENOMEM or ENOSYS. */
+	mm_malloc_hook(MM_MALLOC_HOOK_INIT_WON);
 	int saved_errno = errno;
-	/* A handler's call in this thread would wait for this set-up
-	 * forever: until this version the process hung. */
-	sigset_t old_mask;
-	mm_malloc_signals_block(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_BEGUN);
 	/* Failure injection (mm/spanheap_fail.h), so that a program can
 	 * prove its out-of-memory paths: parsed here, armed once the heap

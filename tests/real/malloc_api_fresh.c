@@ -293,6 +293,7 @@ static const struct scenario scenarios[] = {
         {"background-at-threshold", scenario_background_at_threshold},
         {"background-initfirst", scenario_background_initfirst},
         {"errno-at-start", scenario_errno_at_start},
+        {"rt-fork", scenario_rt_fork},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

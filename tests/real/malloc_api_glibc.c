@@ -131,7 +131,9 @@ static void stats_child(void)
 
 /* malloc_info(0, fp) writes this heap's numbers as glibc's XML (a
  * <malloc version="1"> element, a "current" system size at least what
- * is allocated) and returns 0; other options are EINVAL, as glibc's. */
+ * is allocated) and returns 0; other options return EINVAL with errno
+ * untouched, as glibc 2.36's do (its manual page says -1 and errno;
+ * until a review this did that). */
 const char *test_malloc_stats_info(void)
 {
 	char out[2048];
@@ -168,7 +170,7 @@ const char *test_malloc_stats_info(void)
 	      r, sys, NOBJ * OBJSZ);
 	errno = 0;
 	r = malloc_info(1, stderr);
-	CHECK(r == -1 && errno == EINVAL, "malloc_info(1) = %d, errno %d", r,
+	CHECK(r == EINVAL && errno == 0, "malloc_info(1) = %d, errno %d", r,
 	      errno);
 	return NULL;
 }

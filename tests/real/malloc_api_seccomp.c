@@ -146,9 +146,21 @@ const char *test_probe_refused(void)
 	return child_passes(probe_refused_child);
 }
 
+/* A thread whose first call is a free (of arg): it must keep errno,
+ * whatever the claim it makes does (POSIX.1-2024); returns errno after
+ * it, as a pointer. */
+static void *first_free_errno(void *arg)
+{
+	errno = 1234;
+	free(arg);
+	return (void *)(intptr_t)errno;
+}
+
 /* In a fork child (membarrier registered, one thread): a filter that
  * fails membarrier with EPERM from now on, then what fences the other
- * threads: a fork, and a claim that finds every slot owned (a sharer). */
+ * threads: a fork, and a claim that finds every slot owned (a sharer),
+ * once by a free, which keeps errno (until a review the failed
+ * membarrier's EPERM was left in it). */
 static void membarrier_refused_child(void)
 {
 	if (strcmp(slot_mode(), "membarrier") != 0)
@@ -167,11 +179,21 @@ static void membarrier_refused_child(void)
 	if (pid < 0 || wait_status(pid) != 0)
 		_exit(2);
 	pthread_t h[SLOTS - 1], t;
-	if (!holders_start(h, SLOTS - 1) ||
+	void *obj = malloc(100), *after = NULL;
+	if (!obj || !holders_start(h, SLOTS - 1) ||
 	    pthread_create(&t, NULL, one_call, NULL) != 0 ||
-	    pthread_join(t, NULL) != 0)
+	    pthread_join(t, NULL) != 0 ||
+	    pthread_create(&t, NULL, first_free_errno, obj) != 0 ||
+	    pthread_join(t, &after) != 0)
 		_exit(2);
 	holders_stop(h, SLOTS - 1);
+	if ((intptr_t)after != 1234) {
+		fprintf(stderr,
+		        "a sharer's first call, free(), left errno %d (1234 "
+		        "before it) with membarrier refused",
+		        (int)(intptr_t)after);
+		_exit(1);
+	}
 }
 
 /* A sandbox may forbid membarrier after the library registered it (a

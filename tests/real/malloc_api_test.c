@@ -5,7 +5,8 @@
  * Each test is a function returning NULL or what went wrong. Tests that
  * abort on purpose (misuse) or that must start from a fresh process run
  * in a child; the parent checks its exit and its stderr. Prints one line a
- * test ("ok name" / "not ok name: why") and last "N passed, N failed".
+ * test ("ok name" / "not ok name: why" / "ok name # SKIP why") and last
+ * "N passed, N failed" (after "N skipped" if any were).
  * Built with -fno-builtin so that the compiler does not fold calls away.
  *
  * This file is the runner, with the ways to run code in a child or a
@@ -295,16 +296,22 @@ static const struct {
         {"guard_slack", test_guard_slack},
         {"guard_other_signals", test_guard_other_signals},
         {"guard_stats", test_guard_stats},
+        {"rt_fork", test_rt_fork},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;
- * the program's exit status: 0 if all passed, else 1. */
+ * the program's exit status: 0 if all passed, else 1. A test that
+ * cannot run here returns "SKIP why": "ok name # SKIP why", counted on a
+ * line "N skipped" before the totals. */
 static int run_tests(void)
 {
-	int pass = 0, fail = 0;
+	int pass = 0, fail = 0, skip = 0;
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
 		const char *e = tests[i].fn();
-		if (e) {
+		if (e && strncmp(e, "SKIP ", 5) == 0) {
+			printf("ok %s # SKIP %s\n", tests[i].name, e + 5);
+			skip++;
+		} else if (e) {
 			printf("not ok %s: %s\n", tests[i].name, e);
 			fail++;
 		} else {
@@ -313,6 +320,8 @@ static int run_tests(void)
 		}
 		fflush(stdout);
 	}
+	if (skip)
+		printf("%d skipped\n", skip);
 	printf("%d passed, %d failed\n", pass, fail);
 	return fail != 0;
 }

@@ -138,6 +138,7 @@ const char *test_handler_fork(void);
 const char *test_clone_child(void);
 const char *test_first_allocations(void);
 const char *test_address_limit(void);
+const char *test_rt_fork(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);
@@ -204,6 +205,7 @@ int scenario_background_initfirst(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 int scenario_describe_poison(void);
+int scenario_rt_fork(void); /* malloc_api_rt.c */
 /* A scenario first_scenario runs by name: its exit status. */
 struct scenario {
 	const char *name;

@@ -128,6 +128,15 @@ int signal_in_set_up(void)
 	return first_call_with_signal_at(MM_MALLOC_HOOK_INIT_BEGUN);
 }
 
+/* The same just after the set-up's claim (init_state 1), before the
+ * set-up began: until a review signals were blocked only after the
+ * claim, and a handler's call there waited for its own thread's set-up
+ * for good. */
+int signal_as_set_up_is_won(void)
+{
+	return first_call_with_signal_at(MM_MALLOC_HOOK_INIT_WON);
+}
+
 /* The same during a thread's first claim of a slot: until this version
  * the handler's call, finding no slot yet, claimed one of its own, and
  * the interrupted claim then claimed a second, the first counted as

@@ -333,6 +333,7 @@ static const struct {
         {"init_window_exit_gives_slot_back", init_window, NULL},
         {"signal_call_in_first_claim", claimed_window, NULL},
         {"signal_in_set_up", signal_in_set_up, NULL},
+        {"signal_as_set_up_is_won", signal_as_set_up_is_won, NULL},
         {"signal_in_claim", signal_in_claim, NULL},
         {"signal_before_claim", signal_before_claim, NULL},
         {"fork_waits_for_fast_holder", fork_waits_for_fast_holder, NULL},

@@ -42,6 +42,7 @@ int bg_not_started_inside_call(void);
 /* malloc_hooks_signals.c: */
 int claimed_window(void);
 int signal_in_set_up(void);
+int signal_as_set_up_is_won(void);
 int signal_in_claim(void);
 int signal_before_claim(void);
 int signal_in_fast_entry(void);

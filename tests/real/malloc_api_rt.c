@@ -1,0 +1,120 @@
+/*
+ * tests/real/malloc_api_rt.c: the library's waits under real-time
+ * priorities. A wait for another thread (a fork being prepared, a slot's
+ * busy word, the set-up) that only spins and yields never ends when the
+ * waiter is a SCHED_FIFO thread of a higher priority than the thread it
+ * waits for on the same CPU: sched_yield gives the CPU to no thread of a
+ * lower priority. Needs two CPUs and the right to set SCHED_FIFO
+ * (CAP_SYS_NICE or an RLIMIT_RTPRIO): skipped, said so, without them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "malloc_api_test.h"
+
+enum { RT_FORKS = 300, RT_EXIT_SKIP = 77 };
+
+static atomic_uint forks_done, allocs_done, allocs_among_forks;
+static atomic_bool forker_done, allocator_started;
+
+/* Pins the calling thread to cpu, SCHED_FIFO at prio (0: left as it
+ * is); false if either is refused. */
+static bool pin(int cpu, int prio)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+		return false;
+	struct sched_param sp = {.sched_priority = prio};
+	return !prio ||
+	       pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+}
+
+/* The low-priority thread: forks RT_FORKS children that exit at once. */
+static void *forker(void *arg)
+{
+	if (!pin(0, 10))
+		_exit(RT_EXIT_SKIP);
+	while (!atomic_load(&allocator_started)) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL); /* it runs above this thread */
+	}
+	for (int i = 0; i < RT_FORKS; i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0 || wait_status(pid) != 0)
+			_exit(2);
+		atomic_fetch_add(&forks_done, 1);
+	}
+	atomic_store(&forker_done, true);
+	return arg;
+}
+
+/* The high-priority thread on the same CPU: sleeps a little, then
+ * allocates and frees, until the forker is done; its calls meet the
+ * forks' windows. */
+static void *allocator(void *arg)
+{
+	if (!pin(0, 20))
+		_exit(RT_EXIT_SKIP);
+	atomic_store(&allocator_started, true);
+	for (unsigned i = 0; !atomic_load(&forker_done); i++) {
+		struct timespec ts = {0, 20000 + (long)(i * 7919u % 200000u)};
+		nanosleep(&ts, NULL);
+		void *p = malloc(64 + i % 512);
+		if (!p)
+			_exit(2);
+		memset(p, 5, 64);
+		free(p);
+		atomic_fetch_add(&allocs_done, 1);
+		if (atomic_load(&forks_done) > 0 && !atomic_load(&forker_done))
+			atomic_fetch_add(&allocs_among_forks, 1);
+	}
+	return arg;
+}
+
+/* Both on CPU 0, this thread on CPU 1 waiting for them: a waiter that
+ * never lets the forker run hangs the scenario (its hang guard ends it,
+ * a failure). Exits 0, RT_EXIT_SKIP when it cannot set up. */
+int scenario_rt_fork(void)
+{
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !pin(1, 0))
+		return RT_EXIT_SKIP;
+	free(malloc(1));
+	pthread_t f, a;
+	if (pthread_create(&f, NULL, forker, NULL) != 0 ||
+	    pthread_create(&a, NULL, allocator, NULL) != 0)
+		return 2;
+	if (pthread_join(f, NULL) != 0 || pthread_join(a, NULL) != 0)
+		return 2;
+	unsigned among = atomic_load(&allocs_among_forks);
+	fprintf(stderr, "%u forks, %u allocations, %u of them among the forks\n",
+	        atomic_load(&forks_done), atomic_load(&allocs_done), among);
+	return among >= 50 ? 0 : 3; /* else the windows went untested */
+}
+
+/* A SCHED_FIFO thread that allocates while a lower-priority one on its
+ * CPU forks: until a review every wait of the library spun and yielded
+ * for good, and the process hung (2 runs of 3). */
+const char *test_rt_fork(void)
+{
+	int st = run_scenario("rt-fork", NULL, NULL, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == RT_EXIT_SKIP)
+		return "SKIP needs 2 CPUs and SCHED_FIFO (CAP_SYS_NICE)";
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "rt-fork: status %#x (a signal: the hang guard's alarm, the "
+	      "waiter never let the forker run)",
+	      st);
+	return NULL;
+}
