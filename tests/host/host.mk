@@ -18,8 +18,9 @@
 #                      of ns/op and peak RSS, bulk's two phases apart,
 #                      the sweeper's CPU share, callgrind instructions
 #                      per 16-byte pair); kept in
-#                      $(BENCH_DIR)/spanheap.txt. 1-2 minutes;
-#                      SPANHEAP_BENCH_REPS runs per cell (median, default 5).
+#                      $(BENCH_DIR)/spanheap.txt. 2-3 minutes on a quiet
+#                      machine; SPANHEAP_BENCH_REPS runs per cell (ns/op the
+#                      minimum, RSS the median; default 5).
 #                      Fails only if the span heap crashes, never on a number
 #   make test-tsan     the host tests under ThreadSanitizer (below)
 #   make test-chaos    the short chaos run `make test` includes (below)

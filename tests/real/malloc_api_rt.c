@@ -99,7 +99,8 @@ int scenario_rt_fork(void)
 	if (pthread_join(f, NULL) != 0 || pthread_join(a, NULL) != 0)
 		return 2;
 	unsigned among = atomic_load(&allocs_among_forks);
-	fprintf(stderr, "%u forks, %u allocations, %u of them among the forks\n",
+	fprintf(stderr,
+	        "%u forks, %u allocations, %u of them among the forks\n",
 	        atomic_load(&forks_done), atomic_load(&allocs_done), among);
 	return among >= 50 ? 0 : 3; /* else the windows went untested */
 }

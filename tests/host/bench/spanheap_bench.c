@@ -47,7 +47,10 @@
  * timed nanoseconds divided by its ops (equal per-thread work: perfect
  * scaling keeps it constant as threads are added); maxrss_kib is the
  * process's peak RSS (getrusage), harness arrays included (the same for
- * every allocator). For bulk64 also alloc_ns_per_obj and
+ * every allocator). cpu_share is that thread's CPU time over its timed
+ * sections divided by their wall time: well below 1, the host took the
+ * CPU away from it (other load, a yield that let another thread in) and
+ * its time is not the allocator's alone. For bulk64 also alloc_ns_per_obj and
  * free_ns_per_obj, that thread's two phases apart (per object and round;
  * the first round's allocations take the page faults). For mm also
  * sweeper_cpu_ns, the sweeper thread's CPU time over the run (its own CPU
@@ -103,10 +106,11 @@ static void report(const struct bench_args *a, const struct workload *wl,
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("spanheap_bench alloc=%s workload=%s threads=%u ops=%lu "
-	       "ns_per_op=%.2f maxrss_kib=%ld wall_ns=%lu",
+	       "ns_per_op=%.2f maxrss_kib=%ld wall_ns=%lu cpu_share=%.3f",
 	       use_mm ? "mm" : "system", wl->name, nthreads,
 	       (unsigned long)ws[0].ops, (double)worst / (double)ws[0].ops,
-	       ru.ru_maxrss, (unsigned long)wall);
+	       ru.ru_maxrss, (unsigned long)wall,
+	       worst ? (double)ws[slowest].cpu_ns / (double)worst : 1.0);
 	if (bench_is_bulk(wl))
 		printf(" alloc_ns_per_obj=%.2f free_ns_per_obj=%.2f",
 		       (double)ws[slowest].alloc_ns / (double)ws[0].ops,

@@ -53,6 +53,10 @@ struct worker {
 	/* bulk64: the allocation and the free phases (timed_ns is their
 	 * sum) */
 	uint64_t alloc_ns, free_ns;
+	/* The thread's CPU time over its timed sections (bench_start,
+	 * bench_stop): below timed_ns when the host took the CPU away. */
+	uint64_t cpu_ns;
+	uint64_t t_wall, t_cpu; /* the open section's start */
 	uint64_t rng;
 	size_t size; /* pairN */
 };
@@ -101,6 +105,30 @@ static inline uint64_t bench_now_ns(void)
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* This thread's CPU time in nanoseconds (a system call: only at the
+ * edges of a timed section). */
+static inline uint64_t bench_cpu_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Opens a timed section of w's. */
+static inline void bench_start(struct worker *w)
+{
+	w->t_cpu = bench_cpu_ns();
+	w->t_wall = bench_now_ns();
+}
+
+/* Closes it: adds its CPU time to w->cpu_ns; returns its wall time. */
+static inline uint64_t bench_stop(struct worker *w)
+{
+	uint64_t wall = bench_now_ns() - w->t_wall;
+	w->cpu_ns += bench_cpu_ns() - w->t_cpu;
+	return wall;
 }
 
 #endif

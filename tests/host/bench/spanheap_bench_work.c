@@ -172,9 +172,9 @@ static void work_pair(struct worker *w)
 {
 	pair_loop(w->size, WARMUP_PAIRS);
 	wait_all();
-	uint64_t t0 = bench_now_ns();
+	bench_start(w);
 	pair_loop(w->size, w->ops);
-	w->timed_ns = bench_now_ns() - t0;
+	w->timed_ns = bench_stop(w);
 }
 
 static void work_bulk(struct worker *w)
@@ -182,10 +182,10 @@ static void work_bulk(struct worker *w)
 	void **v = harness_alloc(BULK_OBJECTS * sizeof(void *));
 	for (int r = 0; r < BULK_ROUNDS; r++) {
 		wait_all();
-		uint64_t t0 = bench_now_ns();
+		bench_start(w);
 		for (size_t i = 0; i < BULK_OBJECTS; i++)
 			v[i] = obj_alloc(64, 0);
-		w->alloc_ns += bench_now_ns() - t0;
+		w->alloc_ns += bench_stop(w);
 		/* Fisher-Yates */
 		for (size_t i = BULK_OBJECTS - 1; i > 0; i--) {
 			size_t j = rng(&w->rng) % (i + 1);
@@ -194,10 +194,10 @@ static void work_bulk(struct worker *w)
 			v[j] = t;
 		}
 		wait_all();
-		t0 = bench_now_ns();
+		bench_start(w);
 		for (size_t i = 0; i < BULK_OBJECTS; i++)
 			obj_free(v[i], 0);
-		w->free_ns += bench_now_ns() - t0;
+		w->free_ns += bench_stop(w);
 	}
 	w->timed_ns = w->alloc_ns + w->free_ns;
 	munmap(v, BULK_OBJECTS * sizeof(void *));
@@ -219,13 +219,13 @@ static void work_random(struct worker *w)
 	for (size_t i = 0; i < RANDOM_LIVE; i++)
 		v[i] = obj_alloc(random_size(&w->rng), i);
 	wait_all();
-	uint64_t t0 = bench_now_ns();
+	bench_start(w);
 	for (uint64_t i = 0; i < w->ops; i++) {
 		size_t k = (size_t)(rng(&w->rng) % RANDOM_LIVE);
 		obj_free(v[k], k);
 		v[k] = obj_alloc(random_size(&w->rng), k);
 	}
-	w->timed_ns = bench_now_ns() - t0;
+	w->timed_ns = bench_stop(w);
 	for (size_t i = 0; i < RANDOM_LIVE; i++)
 		obj_free(v[i], i);
 	munmap(v, RANDOM_LIVE * sizeof(void *));
@@ -274,7 +274,7 @@ static void consume(uint64_t n)
 static void work_prodcons(struct worker *w)
 {
 	wait_all();
-	uint64_t t0 = bench_now_ns();
+	bench_start(w);
 	if (run.nthreads == 1) {
 		for (uint64_t done = 0; done < w->ops; done += RING_SLOTS / 2) {
 			uint64_t n = w->ops - done < RING_SLOTS / 2
@@ -288,7 +288,7 @@ static void work_prodcons(struct worker *w)
 	} else {
 		consume(w->ops);
 	}
-	w->timed_ns = bench_now_ns() - t0;
+	w->timed_ns = bench_stop(w);
 }
 
 /* Its size is NWORKLOADS: the header's declaration says so, and a table of
