@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "kernel/testhook.h"
+
 /* Empties the ring and forgets every drop. */
 void conin_testing_reset(void);
 
@@ -20,6 +22,13 @@ void conin_testing_hole(uint32_t n);
 /* Moves what the UART has received into the ring, as its interrupt
  * handler does. */
 void conin_testing_drain(void);
+
+#if KTEST_HOOKS
+/* Called by the drain after each byte it read from the UART, with the
+ * count read so far in this drain: a test sends more (loopback) there,
+ * bytes arriving mid-drain. Interrupts off. */
+extern _Atomic test_hook_fn conin_testing_drained;
+#endif
 
 /* The ring's size in bytes. */
 #define CONIN_TESTING_RING 256

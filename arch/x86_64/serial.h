@@ -25,4 +25,7 @@ bool serial_rx_byte(uint8_t *out);
  * those the FIFO held then. The reader of serial_rx_byte. */
 bool serial_rx_take_overrun(void);
 
+/* The receive FIFO's bytes (a 16550A's). */
+#define SERIAL_RX_FIFO 16
+
 #endif
