@@ -23,7 +23,7 @@ void heap_stack_print(const uintptr_t *pc, uint32_t npcs)
 {
 	for (uint32_t i = 0; i < npcs && i < SPANHEAP_TRACK_PCS; i++) {
 		char sym[96];
-		ksyms_format(pc[i], sym, sizeof(sym));
+		ksyms_format_return(pc[i], sym, sizeof(sym)); /* returns */
 		printk("    %016lx %s\n", (unsigned long)pc[i], sym);
 	}
 }

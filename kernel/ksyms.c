@@ -41,6 +41,16 @@ void ksyms_format(uint64_t addr, char *buf, size_t size)
 		ksnprintf(buf, size, "?");
 }
 
+void ksyms_format_return(uint64_t ret, char *buf, size_t size)
+{
+	uint64_t off;
+	const char *name = ret ? ksyms_lookup(ret - 1, &off) : NULL;
+	if (name)
+		ksnprintf(buf, size, "%s+%#lx", name, off + 1);
+	else
+		ksnprintf(buf, size, "?");
+}
+
 uint64_t ksyms_address(const char *name)
 {
 	for (uint64_t i = 0; i < ksyms_count; i++)

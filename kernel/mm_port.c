@@ -330,9 +330,10 @@ unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
 	return n;
 }
 
+/* pc is a return address (mm_port_callers'). */
 void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
 {
-	ksyms_format(pc, buf, size);
+	ksyms_format_return(pc, buf, size);
 }
 
 /* An mm_thread is a kmalloc'ed thread handle: mm/ keeps one pointer. */

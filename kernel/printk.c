@@ -105,7 +105,10 @@ static bool console_enter(unsigned long *flags)
 	 * cover the wait, where a second ticket would queue behind the
 	 * first, which the interrupted code can never take or give back. */
 	bool *mine = &in_vprintk[this_cpu()->id];
-	bool lock = !panicking && !*mine;
+	/* Nor once this CPU has claimed a panic, before it says so: what
+	 * stopping the others prints (an NMI not accepted) would wait for a
+	 * lock a CPU parked holding (review). */
+	bool lock = !panicking && !*mine && !panic_here();
 	if (lock) {
 		*mine = true;
 		atomic_signal_fence(memory_order_seq_cst);
@@ -221,7 +224,7 @@ void backtrace_print(uint64_t rip, uint64_t rbp)
 		uint64_t ret = frame[1];
 		if (ret == 0)
 			break;
-		ksyms_format(ret, sym, sizeof(sym));
+		ksyms_format_return(ret, sym, sizeof(sym));
 		printk("  [%d] %016lx %s\n", depth, ret, sym);
 		if (frame[0] <= rbp) /* stacks grow down: callers are above */
 			break;
@@ -237,7 +240,10 @@ __attribute__((noinline)) unsigned backtrace_save(uintptr_t *pcs, unsigned max,
 		return 0;
 	unsigned n = 0;
 	skip++; /* this function's own return address */
-	while (n < max && rbp % 8 == 0 && rbp >= lo && hi - rbp >= 16) {
+	/* rbp < hi first: above the stack, hi - rbp wrapped and passed
+	 * (review: a smashed frame's 0xff... fill faulted here). */
+	while (n < max && rbp % 8 == 0 && rbp >= lo && rbp < hi &&
+	       hi - rbp >= 16) {
 		const uintptr_t *frame = (const uintptr_t *)rbp;
 		uintptr_t ret = frame[1];
 		if (ret < (uintptr_t)__text_start ||
@@ -300,7 +306,7 @@ static cpumask_t stop_other_cpus(void)
  * mm_panic's message goes through it too). A nested panic on the first
  * CPU (a fault while printing) goes on and prints again.
  */
-static void panic_claim(void)
+void panic_begin(void)
 {
 	cpu_cli();
 	int first = -1, self = (int)this_cpu()->id;
@@ -322,7 +328,7 @@ static void panic_claim(void)
 void vpanic_prefixed(const char *prefix, const char *fmt, va_list ap)
 {
 	static char msg[1024]; /* static: panics are final and may nest */
-	panic_claim();
+	panic_begin();
 	int len = ksnprintf(msg, sizeof(msg), "%s", prefix);
 	if (len >= 0 && (size_t)len < sizeof(msg))
 		kvsnprintf(msg + len, sizeof(msg) - (size_t)len, fmt, ap);

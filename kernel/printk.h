@@ -50,6 +50,14 @@ __attribute__((noreturn, format(printf, 1, 2))) void panic(const char *fmt,
 __attribute__((noreturn)) void vpanic_prefixed(const char *prefix,
                                                const char *fmt, va_list ap);
 
+/* Starts a panic on this CPU before anything is printed: stops the other
+ * CPUs (or halts here if another CPU panicked first), and from then on
+ * printk takes no lock. panic() begins with it; an exception's report
+ * calls it first, so that the report is printed as the panic's (a fault
+ * under a leaf lock printed nothing but the lock checker's complaint
+ * about the console lock; review). Any context; interrupts end off. */
+void panic_begin(void);
+
 /* True when this CPU has started a panic (it may be stopping the others):
  * code that would panic on failure only reports it then, so that the
  * first panic goes on to print its own message. Any context. */

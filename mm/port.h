@@ -405,9 +405,11 @@ __attribute__((format(printf, 1, 2))) void mm_log(const char *fmt, ...);
  */
 unsigned mm_port_callers(uintptr_t *pcs, unsigned max);
 
-/* Writes a name for code address pc into buf (size bytes, terminated):
- * "function+0x1c" where the port knows its symbols, the address in hex
- * where not. For reports, before a panic; any context. */
+/* Writes a name for code address pc, a return address that
+ * mm_port_callers gave, into buf (size bytes, terminated): "function+0x1c"
+ * where the port knows its symbols (the function of pc - 1: a call that
+ * never returns may be its caller's last instruction), the address in
+ * hex where not. For reports, before a panic; any context. */
 void mm_port_pc_name(uintptr_t pc, char *buf, size_t size);
 
 /* ---- Constants shared with the port ------------------------------------- */

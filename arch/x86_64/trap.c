@@ -310,8 +310,13 @@ void trap_dispatch(struct trap_frame *f)
 	 * depth raised for the next (review). */
 	struct cpu *c = this_cpu();
 	struct reporting *r = &reporting[c->id];
+	/* Nor is a fault inside a panic: the other CPUs are parked for
+	 * good, and the thread resumed ran on with no "KERNEL PANIC" said
+	 * (review). */
 	struct fault_catch *fc =
-	        c->irq_depth == 0 && r->depth == 0 ? c->fault_catch : NULL;
+	        c->irq_depth == 0 && r->depth == 0 && !panic_here()
+	                ? c->fault_catch
+	                : NULL;
 	if (fc && f->vector != VEC_NMI && f->vector != VEC_MC &&
 	    f->vector != VEC_DF) {
 		resume_catch(fc, f);
@@ -321,6 +326,10 @@ void trap_dispatch(struct trap_frame *f)
 		fault_in_report(f, r);
 	*r = (struct reporting){1, f->vector, f->rip};
 	uint64_t cr2 = read_cr2();
+	/* The panic first: the report is its own, printed with no lock
+	 * (under a leaf lock, the heap's, printk's console lock was a lock
+	 * checker's panic that replaced the report; review). */
+	panic_begin();
 	report(f, cr2);
 	char sym[96];
 	ksyms_format(f->rip, sym, sizeof(sym));

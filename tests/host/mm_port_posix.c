@@ -455,7 +455,8 @@ __attribute__((noinline)) unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
 void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
 {
 	Dl_info info;
-	int found = dladdr((void *)pc, &info);
+	/* pc is a return address: its call is at pc - 1's function. */
+	int found = pc && dladdr((void *)(pc - 1), &info);
 	if (found && info.dli_sname)
 		snprintf(buf, size, "%s+%#lx", info.dli_sname,
 		         (unsigned long)(pc - (uintptr_t)info.dli_saddr));

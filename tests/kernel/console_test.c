@@ -6,6 +6,8 @@
 
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
+#include "arch/x86_64/lapic_testing.h"
+#include "arch/x86_64/trap.h"
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/frames.h"
@@ -46,6 +48,57 @@ KTEST(console, ksyms_names_functions)
 	char buf[64];
 	ksyms_format((uint64_t)(uintptr_t)printk + 0x10, buf, sizeof(buf));
 	KEXPECT_STREQ(buf, "printk+0x10");
+}
+
+/* A return address is named after the call before it: at a function's
+ * first byte (after a noreturn call that ended the function before it)
+ * the name is that previous function's, with the offset of the return
+ * address itself; inside a function, its own. Until a review backtraces
+ * named such a frame after the next function ("tsc_cal_pick_add+0x0" for
+ * trap_dispatch's last call). */
+KTEST(console, a_return_address_names_the_call_before_it)
+{
+	uint64_t at = (uint64_t)(uintptr_t)panic, off;
+	const char *before = ksyms_lookup(at - 1, &off);
+	KASSERT(before != NULL);
+	KEXPECT(strcmp(before, "panic") != 0);
+	char want[96], buf[96];
+	ksnprintf(want, sizeof(want), "%s+%#lx", before, off + 1);
+	ksyms_format_return(at, buf, sizeof(buf));
+	KEXPECT_STREQ(buf, want);
+	ksyms_format_return(at + 5, buf, sizeof(buf));
+	KEXPECT_STREQ(buf, "panic+0x5");
+	ksyms_format_return(0, buf, sizeof(buf));
+	KEXPECT_STREQ(buf, "?");
+}
+
+/* A frame whose saved RBP is above the stack (a smashed frame: a 0xff
+ * fill) ends backtrace_save's walk, with no fault: until a review the
+ * bound's subtraction wrapped, and the walk read the frame there. */
+__attribute__((noinline)) static unsigned save_with_a_smashed_frame(void)
+{
+	uintptr_t pcs[8];
+	uint64_t *fp = __builtin_frame_address(0);
+	uint64_t saved = fp[0];
+	fp[0] = 0xfffffffffffffff0ull;
+	unsigned n = backtrace_save(pcs, 8, 0);
+	fp[0] = saved;
+	__asm__ volatile("" ::: "memory");
+	return n;
+}
+
+KTEST(console, backtrace_save_stops_at_a_frame_above_the_stack)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		unsigned n = save_with_a_smashed_frame();
+		fault_catch_disarm(&fc);
+		KEXPECT(n <= 1);
+		return;
+	}
+	ktest_fail_at(__FILE__, __LINE__,
+	              "backtrace_save faulted at %#lx (CR2 %#lx)",
+	              (unsigned long)fc.fault_rip, (unsigned long)fc.cr2);
 }
 
 /* The table tools/gen-ksyms emits (kernel/ksyms.c reads it). */
@@ -141,6 +194,33 @@ KTEST(demo, deliberate_page_fault)
 {
 	volatile uintptr_t unmapped = 0xdead000;
 	*(volatile int *)unmapped = 1;
+}
+
+/* A fault under a leaf lock (the page heap's is one: a corrupt heap
+ * faults there) is reported as the panic it is: until a review the
+ * report's first printk took the console lock, and the lock checker's
+ * panic about that replaced the report. The harness wants the #PF. */
+static struct spinlock demo_leaf =
+        SPINLOCK_INIT("demo_leaf", LOCK_RANK_TEST_LEAF);
+
+KTEST(demo, fault_under_a_leaf_lock)
+{
+	unsigned long irq = spin_lock_irqsave(&demo_leaf);
+	*(volatile int *)0xdead000 = 1;
+	spin_unlock_irqrestore(&demo_leaf, irq);
+}
+
+/* A fault inside a panic while the thread's fault hook is armed is the
+ * panic's (a nested one, which prints): until a review the thread was
+ * resumed from inside its panic, the other CPUs parked for good and no
+ * "KERNEL PANIC" said. */
+KTEST(demo, fault_inside_a_panic_under_a_catch)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0)
+		panic("deliberate panic reading %s", (const char *)0xdead000);
+	ktest_diag("the thread resumed from inside its panic");
+	KEXPECT(false);
 }
 
 static volatile int keep_going = 1;
@@ -338,6 +418,27 @@ KTEST(demo, nmi_while_waiting_for_the_console)
 	printk("waiter: queued behind the helper\n");
 	ktest_diag("the NMI did not stop the test");
 	KEXPECT(false);
+}
+
+/* The panic's NMI to the other CPU is not accepted (xAPIC) while that
+ * CPU holds the console lock: the panicking CPU says so without the
+ * lock, and the panic comes out. Until a review that line waited for
+ * the lock for good. Run at -smp 2. */
+KTEST(demo, panic_with_an_nmi_not_accepted_while_the_console_is_held)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS || lapic_x2apic()) {
+		ktest_skip("one CPU, or x2APIC (no delivery status)");
+		return;
+	}
+	atomic_store(&stuck_cpu, (int)other);
+	atomic_store(&printk_testing_putc, stop_in_printk);
+	KASSERT(thread_handle_ok(
+	        thread_create("stuck", print_and_stick, NULL, other)));
+	while (!atomic_load(&stuck))
+		thread_yield();
+	lapic_testing_wedge_next_ipi();
+	panic("deliberate panic with an NMI not accepted");
 }
 #endif
 #endif
