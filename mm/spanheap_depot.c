@@ -188,14 +188,11 @@ uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
 			return h;
 		/* Pushed since: the same stack, by another CPU? */
 		uint32_t dup = chain_find(d, head, was, hash, pc, npcs);
-		if (!dup)
-			continue;
-		/* h is no one's: given back unless a later one is claimed. */
-		uint32_t mine = h;
-		atomic_compare_exchange_strong_explicit(&d->next, &mine, h - 1,
-		                                        memory_order_relaxed,
-		                                        memory_order_relaxed);
-		return dup;
+		if (dup)
+			return dup; /* h left unused: never given back, as a
+			             * claim after it would write its entry
+			             * while this thread's writes race with it
+			             * (TSan) */
 	}
 }
 
