@@ -83,25 +83,37 @@ KTEST(spanheap_depot, keeps_each_stack_once_and_gives_it_back)
 	sh_heap_release(&heap);
 }
 
-KTEST(spanheap_depot, no_memory_for_a_chunk_keeps_no_stack_until_room)
+/* The arena taken but for a few pages (no room for a chunk) in runs of
+ * halving sizes; returns how many, for arena_unfill. */
+static void *fill[64];
+static size_t sizes[64];
+static int arena_fill(void)
 {
-	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
-	/* The arena taken but for a few pages: no room for a chunk. */
-	mm_port_set_quiet(true);
-	static void *fill[64];
-	static size_t sizes[64];
 	int n = 0;
 	for (size_t pages = (size_t)1 << 16; pages; pages /= 2)
 		while (n < 64 &&
 		       (fill[n] = mheap_alloc_pages(&heap, pages, 0)) != NULL)
 			sizes[n++] = pages;
+	return n;
+}
+
+static void arena_unfill(int n)
+{
+	while (n-- > 0)
+		mheap_free_pages(&heap, fill[n], sizes[n]);
+}
+
+KTEST(spanheap_depot, no_memory_for_a_chunk_keeps_no_stack_until_room)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	mm_port_set_quiet(true);
+	int n = arena_fill();
 	KEXPECT_EQ(save(1, 6), SPANHEAP_DEPOT_LOST);
 	KEXPECT(strstr(mm_port_last_log(),
 	               "spanheap: stack depot: no memory for a chunk"));
 	KEXPECT_EQ(save(2, 6), SPANHEAP_DEPOT_LOST);
 	KEXPECT_EQ(atomic_load(&sh.depot.lost), 2);
-	while (n-- > 0)
-		mheap_free_pages(&heap, fill[n], sizes[n]);
+	arena_unfill(n);
 	uint32_t h = save(1, 6);
 	KEXPECT(h != 0 && h != SPANHEAP_DEPOT_LOST && gives(h, 1, 6));
 	KEXPECT_EQ(save(1, 6), h);
@@ -118,19 +130,12 @@ KTEST(spanheap_depot, a_shortage_uses_up_no_handles)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
 	mm_port_set_quiet(true);
-	static void *fill[64];
-	static size_t sizes[64];
-	int n = 0;
-	for (size_t pages = (size_t)1 << 16; pages; pages /= 2)
-		while (n < 64 &&
-		       (fill[n] = mheap_alloc_pages(&heap, pages, 0)) != NULL)
-			sizes[n++] = pages;
+	int n = arena_fill();
 	uint32_t lost = 0;
 	for (uint32_t i = 0; i < DEPOT_MAX; i++)
 		lost += save(1, 6) == SPANHEAP_DEPOT_LOST;
 	KEXPECT_EQ(lost, DEPOT_MAX);
-	while (n-- > 0)
-		mheap_free_pages(&heap, fill[n], sizes[n]);
+	arena_unfill(n);
 	static struct spanheap_stats st;
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.depot_stacks, 0);

@@ -166,6 +166,25 @@ static void wait_received(void)
 		cpu_pause();
 }
 
+/* Sends 20 bytes in loopback, 4 more than the FIFO holds: an overrun. */
+static void overrun_the_fifo(void)
+{
+	for (int i = 0; i < 20; i++)
+		serial_putc('x');
+}
+
+/* Reads a line at the shell, which must be refused for the bytes lost in
+ * it (saying so if it ran); returns the count of them it gave. */
+static uint64_t expect_line_lost(void)
+{
+	uint64_t lost = 0;
+	enum lineedit_event ev = shell_read_line(&le, &lost);
+	if (ev == LINEEDIT_LINE)
+		ktest_diag("the line '%s' ran", lineedit_line(&le));
+	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	return lost;
+}
+
 /* Back to polled output, as the test kernel runs, and lets the others go. */
 static void loopback_end(unsigned long flags)
 {
@@ -265,16 +284,11 @@ KTEST(conin, a_line_that_the_uart_dropped_bytes_of_is_not_run)
 	conin_testing_reset();
 	lineedit_init(&le, no_echo, NULL);
 	unsigned long flags = loopback_begin();
-	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
-		serial_putc('x');
+	overrun_the_fifo();
 	conin_testing_drain();
 	loopback_end(flags);
 	push("ok\n");
-	uint64_t lost = 0;
-	enum lineedit_event ev = shell_read_line(&le, &lost);
-	if (ev == LINEEDIT_LINE)
-		ktest_diag("the line '%s' ran", lineedit_line(&le));
-	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	uint64_t lost = expect_line_lost();
 	KEXPECT(lost >= 1);
 	KEXPECT(conin_dropped() >= 1);
 	push("kl\n");
@@ -421,18 +435,13 @@ KTEST(conin, an_overrun_survives_output_before_the_drain)
 	conin_testing_reset();
 	lineedit_init(&le, no_echo, NULL);
 	unsigned long flags = loopback_begin();
-	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
-		serial_putc('x');
+	overrun_the_fifo();
 	outb(COM1 + UART_MCR, MCR_DTR_RTS); /* loopback off */
 	serial_putc('\n'); /* what any printk does, on any CPU */
 	conin_testing_drain();
 	loopback_end(flags);
 	push("ok\n");
-	uint64_t lost = 0;
-	enum lineedit_event ev = shell_read_line(&le, &lost);
-	if (ev == LINEEDIT_LINE)
-		ktest_diag("the line '%s' ran", lineedit_line(&le));
-	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	expect_line_lost();
 	conin_testing_reset();
 }
 
@@ -457,17 +466,12 @@ KTEST(conin, a_hole_lands_after_the_fifos_bytes)
 	conin_testing_reset();
 	lineedit_init(&le, no_echo, NULL);
 	unsigned long flags = loopback_begin();
-	for (int i = 0; i < 20; i++) /* 4 more than the FIFO holds */
-		serial_putc('x');
+	overrun_the_fifo();
 	atomic_store(&conin_testing_drained, send_mid_drain);
 	conin_testing_drain();
 	atomic_store(&conin_testing_drained, NULL);
 	loopback_end(flags);
-	uint64_t lost = 0;
-	enum lineedit_event ev = shell_read_line(&le, &lost);
-	if (ev == LINEEDIT_LINE)
-		ktest_diag("the line '%s' ran", lineedit_line(&le));
-	KEXPECT_EQ(ev, LINEEDIT_LOST);
+	expect_line_lost();
 	/* The bytes before the hole are the line's; 'y' comes after it. */
 	conin_testing_reset();
 }
