@@ -2,7 +2,8 @@
  * spanheap_check (mm/spanheap_check.c) against the span heap's own
  * bookkeeping: an empty span held on a central list though nothing will
  * take it off (not queued), a span in use on the span-struct free list, a
- * dead struct missing from it, and the large spans' counts against the
+ * dead struct missing from it, an object allocated past the span's
+ * marked count, and the large spans' counts against the
  * all-spans array. Each test breaks one, expects the panic naming it,
  * puts it back and expects the check to pass again (as
  * spanheap_check_test.c does for the rest).
@@ -57,6 +58,30 @@ KTEST(spanheap_check_counts, catches_an_empty_span_held_on_a_list)
 	atomic_store(&s->alloc_bits[0], bits);
 	s->alloc_count = 1;
 	((uintptr_t *)p)[1] = 0;
+	SH_CHECK(&sh, "restored");
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
+
+/* An object at or past the span's marked count allocated (invariant 7:
+ * none past it was ever handed out, so its free would be refused as
+ * not a marked object's, a double free): until a review the checker
+ * passed it, and the live object's free then panicked. */
+KTEST(spanheap_check_counts, catches_an_object_allocated_past_marked)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	spanheap_flush_cache(&sh);
+	SH_CHECK(&sh, "clean");
+	uint32_t marked = atomic_load(&s->marked);
+	KASSERT(marked >= 1 && marked < s->nelems);
+	atomic_store(&s->marked, 0);
+	EXPECT_CHECK_FAILS("span [%#lx] class 4: object 0 allocated at or past "
+	                   "the span's marked count 0",
+	                   (unsigned long)s->base);
+	atomic_store(&s->marked, marked);
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
 	sh_heap_release(&heap);
