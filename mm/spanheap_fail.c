@@ -104,8 +104,9 @@ bool spanheap_fail_get(struct spanheap *sh, struct spanheap_fail_attr *a)
 /* ---- The switch's syntax (kernel mm.fail and mmfail, MM_MALLOC_FAIL) --- */
 
 /* The len bytes at f as a string in buf (FIELD_SHOW bytes): its first 40
- * and "..." if longer. A copy rather than "%.*s", which a port's small
- * formatter need not have (docs/PORTING.md lists the formats mm/ uses). */
+ * and "..." if longer. A copy rather than a string conversion with a
+ * precision, which a port's small formatter need not have
+ * (docs/PORTING.md lists the formats mm/ uses; tools/lint-mm checks). */
 #define FIELD_SHOW 44
 static const char *field_str(char *buf, const char *f, size_t len)
 {

@@ -3,10 +3,10 @@
  * Dekker handshake with membarrier), for spin.
  *
  * What each process models (keep it true when the code changes):
- *   owner    malloc/malloc_internal.h: mm_malloc_enter's fast path (in = 1,
+ *   owner    malloc/enter.h: mm_malloc_enter's fast path (in = 1,
  *            compiler barrier, load state == MM_SLOT_ONE) and
  *            mm_malloc_leave (in = 0); on a miss the back-out (in = 0)
- *            and malloc/slots.c: mm_malloc_enter_slow ->
+ *            and malloc/enter.c: mm_malloc_enter_slow ->
  *            mm_malloc_slot_take (held NULL: wait for MM_SLOT_FORK, CAS
  *            busy 0 -> token, wait for in == 0), left by busy = 0. Then
  *            slot_exit (state -= MM_SLOT_ONE) and slot_claim again (alone
