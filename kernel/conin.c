@@ -43,8 +43,9 @@ static uint32_t unplaced;
 static _Atomic bool command_running, interrupted;
 static struct waitq conin_wq = WAITQ_INIT("conin");
 /* The consumer's own: a hole whose Ctrl-C was taken out with no byte
- * after it, for the next byte read. */
-static uint32_t carry_pending;
+ * after it, for the byte queued next, at index carry_at (not the next
+ * read: bytes kept before the Ctrl-C come first; review). */
+static uint32_t carry_pending, carry_at;
 
 /* Counts a byte lost before the next one queued. The producer only. */
 static void note_drop(void)
@@ -170,8 +171,11 @@ uint8_t conin_getc(uint32_t *lost)
 		      lockcheck_last_violation());
 	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
 	uint8_t c = ring[t % CONIN_RING];
-	*lost = lost_before[t % CONIN_RING] + carry_pending;
-	carry_pending = 0;
+	*lost = lost_before[t % CONIN_RING];
+	if (carry_pending && t == carry_at) {
+		*lost += carry_pending;
+		carry_pending = 0;
+	}
 	atomic_store_explicit(&tail, t + 1, memory_order_release);
 	return c;
 }
@@ -181,8 +185,9 @@ uint8_t conin_getc(uint32_t *lost)
  * producer queued them before the reader reached that Enter) and are
  * its interrupt, not a key for the next prompt. The bytes around them
  * stay, in order, each with its hole (a hole before a Ctrl-C goes to
- * the byte after it, or with none queued to the next byte read:
- * carry_pending; until a review a last Ctrl-C took it along). The
+ * the byte after it, or with none queued to the byte queued next:
+ * carry_pending at carry_at; until a review a last Ctrl-C took it
+ * along, then it went to the next byte read, a kept one). The
  * consumer only: it moves the bytes in [tail,
  * head), which the producer does not write, toward head, then tail. */
 static bool take_queued_ctrl_c(void)
@@ -203,7 +208,10 @@ static bool take_queued_ctrl_c(void)
 	}
 	if (n == h - t)
 		return false;
-	carry_pending += carry;
+	if (carry) {
+		carry_pending += carry;
+		carry_at = h;
+	}
 	for (uint32_t k = 0; k < n; k++) {
 		ring[(h - n + k) % CONIN_RING] = keep[k];
 		lost_before[(h - n + k) % CONIN_RING] = keep_lost[k];

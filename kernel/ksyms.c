@@ -31,24 +31,26 @@ const char *ksyms_lookup(uint64_t addr, uint64_t *offset)
 	return &ksyms_names[ksyms_name_offs[lo]];
 }
 
-void ksyms_format(uint64_t addr, char *buf, size_t size)
+/* "name+0xoff" for addr, named by the symbol holding addr - back. */
+static void format_at(uint64_t addr, uint64_t back, char *buf, size_t size)
 {
 	uint64_t off;
-	const char *name = ksyms_lookup(addr, &off);
+	const char *name =
+	        addr >= back ? ksyms_lookup(addr - back, &off) : NULL;
 	if (name)
-		ksnprintf(buf, size, "%s+%#lx", name, off);
+		ksnprintf(buf, size, "%s+%#lx", name, off + back);
 	else
 		ksnprintf(buf, size, "?");
 }
 
+void ksyms_format(uint64_t addr, char *buf, size_t size)
+{
+	format_at(addr, 0, buf, size);
+}
+
 void ksyms_format_return(uint64_t ret, char *buf, size_t size)
 {
-	uint64_t off;
-	const char *name = ret ? ksyms_lookup(ret - 1, &off) : NULL;
-	if (name)
-		ksnprintf(buf, size, "%s+%#lx", name, off + 1);
-	else
-		ksnprintf(buf, size, "?");
+	format_at(ret, 1, buf, size);
 }
 
 uint64_t ksyms_address(const char *name)

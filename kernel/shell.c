@@ -39,12 +39,14 @@ static enum shell_status last_status;
 /* Immutable after shell_start (a test may set it while no shell runs): */
 static bool tty;
 
-static const struct shell_cmd *const tables[] = {
+const struct shell_cmd *const shell_cmd_tables[] = {
         shell_sys_cmds,
         shell_mem_cmds,
         shell_heapmap_cmds,
         shell_stress_cmds,
 };
+const size_t shell_cmd_ntables =
+        sizeof(shell_cmd_tables) / sizeof(shell_cmd_tables[0]);
 
 bool shell_tty(void)
 {
@@ -118,9 +120,10 @@ static enum shell_status cmd_help(int argc, char **argv)
 {
 	printk("commands (Ctrl-C stops a running command; poweroff or "
 	       "Ctrl-A X leaves QEMU):\n");
-	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-		for (const struct shell_cmd *c = tables[t]; c->name; c++) {
-			char use[128]; /* mmfail's usage is 62 */
+	for (size_t t = 0; t < shell_cmd_ntables; t++)
+		for (const struct shell_cmd *c = shell_cmd_tables[t]; c->name;
+		     c++) {
+			char use[SHELL_USE_MAX + 1];
 			ksnprintf(use, sizeof(use), "%s %s", c->name, c->args);
 			printk("  %-26s %s\n", use, c->help);
 		}
@@ -133,8 +136,9 @@ static const struct shell_cmd *find(const char *name)
 {
 	if (strcmp(name, help_cmd.name) == 0)
 		return &help_cmd;
-	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-		for (const struct shell_cmd *c = tables[t]; c->name; c++)
+	for (size_t t = 0; t < shell_cmd_ntables; t++)
+		for (const struct shell_cmd *c = shell_cmd_tables[t]; c->name;
+		     c++)
 			if (strcmp(name, c->name) == 0)
 				return c;
 	return NULL;

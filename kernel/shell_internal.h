@@ -30,6 +30,13 @@ extern const struct shell_cmd shell_heapmap_cmds[]; /* shell_heapmap.c */
 extern const struct shell_cmd shell_stress_cmds[];  /* shell_stress.c */
 extern const struct shell_cmd shell_sys_cmds[];     /* shell_sys.c */
 
+/* Every table above, in help's order (shell.c). */
+extern const struct shell_cmd *const shell_cmd_tables[];
+extern const size_t shell_cmd_ntables;
+
+/* The longest "name args" help shows whole, its NUL aside. */
+#define SHELL_USE_MAX 127
+
 /* Starts the heapmap stream if the command line says "shell.heapmap=MS".
  * The shell thread, before its first prompt. */
 void shell_heapmap_boot(void);

@@ -37,7 +37,9 @@
  * allocator, hung 3 runs of 3). After 64 spins and 64 yields a wait
  * sleeps, 1 us doubling up to 1 ms a turn, which any priority lets the
  * holder run through. A raw system call: nanosleep(3) is a cancellation
- * point, and this is reached from signal handlers too.
+ * point, and this is reached from signal handlers too. (mm/'s own rare
+ * waits, the guarded pool's drain at malloc_trim and the dump's turn,
+ * yield through mm_port_yield.)
  */
 void mm_malloc_backoff(unsigned i)
 {
@@ -52,7 +54,9 @@ void mm_malloc_backoff(unsigned i)
 	unsigned shift = i - 128 < 10 ? i - 128 : 10;
 	struct timespec ts = {0, 1000L << shift};
 	int saved = errno; /* EINTR: woken early, which a turn allows */
-	syscall(SYS_nanosleep, &ts, NULL);
+	/* clock_nanosleep, as glibc's nanosleep calls: a seccomp allowlist
+	 * made from real programs' calls may leave nanosleep out (review). */
+	syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, NULL);
 	errno = saved;
 }
 

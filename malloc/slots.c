@@ -334,6 +334,14 @@ static void heaps_make(void)
 		         hc.arena_bytes >> 20);
 }
 
+/* Waits for another thread's set-up of the heap to end. */
+static void wait_for_init(void)
+{
+	for (unsigned i = 0;
+	     atomic_load_explicit(&init_state, memory_order_acquire) != 2; i++)
+		mm_malloc_backoff(i);
+}
+
 /* Makes the heap usable; returns once it is, whoever did it. */
 static void heap_init(void)
 {
@@ -349,11 +357,7 @@ static void heap_init(void)
 	int st = 0;
 	if (!atomic_compare_exchange_strong(&init_state, &st, 1)) {
 		mm_malloc_signals_restore(&old_mask);
-		for (unsigned i = 0;
-		     atomic_load_explicit(&init_state, memory_order_acquire) !=
-		     2;
-		     i++)
-			mm_malloc_backoff(i);
+		wait_for_init();
 		return;
 	}
 	/* The set-up's system calls may fail on the way to a usable heap

@@ -58,14 +58,6 @@ static void check_poison_flags(struct spanheap *sh, struct mspan *s,
 		           mode ? "a table" : "none");
 }
 
-/* The bits of bitmap word w for the indexes below n. */
-static uint64_t bits_below(uint32_t n, unsigned w)
-{
-	return n >= w * 64 + 64 ? ~(uint64_t)0
-	       : n > w * 64     ? ((uint64_t)1 << (n - w * 64)) - 1
-	                        : 0;
-}
-
 static void check_small(struct spanheap *sh, struct mspan *s)
 {
 	unsigned cls = s->sizeclass;
@@ -90,18 +82,20 @@ static void check_small(struct spanheap *sh, struct mspan *s)
 		                                  memory_order_relaxed);
 		uint64_t l = atomic_load_explicit(&s->local_free[w],
 		                                  memory_order_relaxed);
-		uint64_t m = bits_below(s->nelems, w);
-		uint64_t pre = bits_below(fi, w);
+		uint64_t m = spanheap_bits_below(s->nelems, w);
+		uint64_t pre = spanheap_bits_below(fi, w);
 		uint64_t alloc = (a | pre) & m;
 		/* Invariant 7's second half (until a review unchecked). */
-		if (alloc & ~bits_below(mk, w))
+		if (alloc & ~spanheap_bits_below(mk, w))
 			check_fail(sh,
 			           "spanheap: check: span [%#lx] class %u: "
 			           "object %u allocated at or past the span's "
 			           "marked count %u (freeindex %u)",
 			           (unsigned long)s->base, cls,
-			           w * 64 + (unsigned)__builtin_ctzll(
-			                            alloc & ~bits_below(mk, w)),
+			           w * 64 +
+			                   (unsigned)__builtin_ctzll(
+			                           alloc &
+			                           ~spanheap_bits_below(mk, w)),
 			           mk, fi);
 		if ((a & ~m) || (p & ~alloc) || (l & ~alloc) || (p & l))
 			check_fail(sh,

@@ -21,9 +21,10 @@
  * was not kept (the depot full, or no memory for a chunk).
  *
  * Algorithm: a save hashes the stack and walks its bucket's chain; a
- * stack found gives its handle. Else it claims the next handle (an atomic
- * add), makes the handle's chunk if no one has (a compare-and-swap of the
- * chunk's pointer: the loser gives its pages back), fills the entry, and
+ * stack found gives its handle. Else it makes the next handle's chunk if
+ * no one has (a compare-and-swap of the chunk's pointer: the loser gives
+ * its pages back), then claims the handle (a compare-and-swap of the
+ * count: a save with no memory claims none), fills the entry, and
  * links it at the bucket's head with a compare-and-swap, release. If the
  * head moved meanwhile, the entries pushed since are compared first: the
  * same stack saved at once by two CPUs is kept once, the later claim's

@@ -211,10 +211,21 @@ void spanheap_cycle_release(struct spanheap *sh);
 /* Cache refills on every CPU so far: the heap's activity. Any context. */
 uint64_t spanheap_refills_total(struct spanheap *sh);
 
+/* The bits of a span's bitmap word w for the object indexes below n. */
+static inline uint64_t spanheap_bits_below(uint32_t n, unsigned w)
+{
+	return n >= w * 64 + 64 ? ~(uint64_t)0
+	       : n > w * 64     ? ((uint64_t)1 << (n - w * 64)) - 1
+	                        : 0;
+}
+
+/* The walks of the spans' bitmaps spanheap_stats may take: it walks again
+ * while a fold moves frees from the bits into the folded counts. */
+#define SPANHEAP_STATS_WALKS 4
+
 #ifdef MM_TEST_HOOKS
-/* The walks spanheap_stats may take (spanheap_stats.c's STATS_WALKS);
- * a test sets 1 to see one walk's numbers, kept in range by the clamps
- * alone. */
+/* SPANHEAP_STATS_WALKS, or what a test sets (1: one walk's numbers, kept
+ * in range by the clamps alone). */
 extern _Atomic unsigned spanheap_test_stats_walks;
 #endif
 

@@ -21,7 +21,7 @@
  * spanheap_stats.*, at MHEAP_HOOK_STATS_WALKED). Frees are counted from
  * the walk's bits until folded, then from the classes' counters read
  * after it: a fold between them counted the same frees twice (review),
- * so the walk runs again (up to STATS_WALKS times) when the folded
+ * so the walk runs again (up to SPANHEAP_STATS_WALKS times) when the folded
  * counts moved during it.
  *
  * Locking: the heap's lock only to take the snapshot and to copy the
@@ -56,15 +56,8 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 		if (cls == 0 || cls >= SC_NCLASSES || n > SC_MAX_NELEMS)
 			continue; /* reused meanwhile */
 		for (unsigned w = 0; w * 64 < n; w++) {
-			uint64_t m =
-			        n - w * 64 >= 64
-			                ? ~(uint64_t)0
-			                : ((uint64_t)1 << (n - w * 64)) - 1;
-			uint64_t pre =
-			        fi >= w * 64 + 64 ? ~(uint64_t)0
-			        : fi > w * 64
-			                ? ((uint64_t)1 << (fi - w * 64)) - 1
-			                : 0;
+			uint64_t m = spanheap_bits_below(n, w);
+			uint64_t pre = spanheap_bits_below(fi, w);
 			uint64_t a =
 			        (atomic_load_explicit(&s->alloc_bits[w],
 			                              memory_order_relaxed) |
@@ -117,11 +110,6 @@ static void stats_class(struct spanheap *sh, struct spanheap_stats *st,
 	struct spanheap_class_stats *cs = &st->cls[cls];
 	/* A bad class panics naming the entry point, not this helper. */
 	struct mcentral *c = spanheap_central_of(sh, cls, "spanheap_stats");
-	/* Frees are booked when folded; add those not folded yet. */
-	st->local_frees +=
-	        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
-	st->remote_frees +=
-	        atomic_load_explicit(&c->nremote, memory_order_relaxed);
 	cs->size = ci->size;
 	cs->spans = atomic_load_explicit(&c->nspans, memory_order_relaxed);
 	size_t cap = cs->spans * ci->nelems;
@@ -180,41 +168,54 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	st->bytes_spans += large->bytes_spans;
 }
 
-/* Frees folded so far, every class: they only grow. */
-static uint64_t folded_frees(struct spanheap *sh)
+/* Frees folded so far, every class's, local and remote: they only grow. */
+struct folded {
+	uint64_t local, remote;
+};
+
+static struct folded folded_frees(struct spanheap *sh)
 {
-	uint64_t n = 0;
+	struct folded f = {0, 0};
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mcentral *c = &sh->central[cls];
-		n += atomic_load_explicit(&c->nlocal, memory_order_relaxed) +
-		     atomic_load_explicit(&c->nremote, memory_order_relaxed);
+		f.local +=
+		        atomic_load_explicit(&c->nlocal, memory_order_relaxed);
+		f.remote +=
+		        atomic_load_explicit(&c->nremote, memory_order_relaxed);
 	}
-	return n;
+	return f;
 }
 
 /* Walks again while a fold moved frees from the bits the walk read to
  * the counters read after it (counted twice). A heap folding all the
  * time gets the last walk's numbers. */
-#define STATS_WALKS 4
 #ifdef MM_TEST_HOOKS
-_Atomic unsigned spanheap_test_stats_walks = STATS_WALKS;
+_Atomic unsigned spanheap_test_stats_walks = SPANHEAP_STATS_WALKS;
 #define stats_walks() atomic_load(&spanheap_test_stats_walks)
 #else
-#define stats_walks() STATS_WALKS
+#define stats_walks() SPANHEAP_STATS_WALKS
 #endif
 
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 {
 	size_t in_use[SC_NCLASSES]; /* 504 bytes of stack */
+	struct folded was, now;
 	for (unsigned walk = 1;; walk++) {
-		uint64_t folded = folded_frees(sh);
+		was = folded_frees(sh);
 		mm_memset(st, 0, sizeof(*st));
 		mm_memset(in_use, 0, sizeof(in_use));
 		count_objects(sh, in_use, &st->local_frees, &st->remote_frees);
 		mheap_hook(sh->heap, MHEAP_HOOK_STATS_WALKED);
-		if (folded_frees(sh) == folded || walk >= stats_walks())
+		now = folded_frees(sh);
+		if ((now.local == was.local && now.remote == was.remote) ||
+		    walk >= stats_walks())
 			break;
 	}
+	/* Frees are booked when folded: these with the walk's, those not
+	 * folded yet (the counts read after it: a fold since the check is
+	 * not counted twice; review). */
+	st->local_frees += now.local;
+	st->remote_frees += now.remote;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		stats_class(sh, st, cls, in_use[cls]);
 	stats_counters(sh, st);

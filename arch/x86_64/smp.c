@@ -395,6 +395,10 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	if (wait_for(ap_online, id, AP_WAIT_US) ||
 	    give_up_unless_arriving(id, init_ns))
 		return true;
+	/* Given up on: from now on the trampoline is for no CPU, so a SIPI
+	 * still pending that wakes this AP before the next is set up halts
+	 * it there too (review). */
+	params->apic_id = NO_APIC_ID;
 	if (apic_id == late_apic)
 		let_late_ap_in(id);
 

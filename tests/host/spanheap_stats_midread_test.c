@@ -123,7 +123,7 @@ KTEST(spanheap_stats, walk_overtaken_by_a_sweep_stays_within_capacity)
 	 * the heap folds through every walk, leaves the clamp alone. */
 	atomic_store(&spanheap_test_stats_walks, 1);
 	bool ran = stats_changed_midread(st, free_the_span);
-	atomic_store(&spanheap_test_stats_walks, 4);
+	atomic_store(&spanheap_test_stats_walks, SPANHEAP_STATS_WALKS);
 	KASSERT(ran);
 	KASSERT_EQ(atomic_load(&sh.central[cls].nspans), 0); /* it happened */
 	expect_class_sane(st, cls, big_n, 0, __LINE__);

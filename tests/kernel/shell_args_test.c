@@ -143,19 +143,15 @@ KTEST(shell_args, a_bad_number_is_named_with_its_range)
  * syntax: "mmfail [frame] [off | interval,probability,time"). */
 KTEST(shell_args, help_shows_each_usage_whole)
 {
-	static const struct shell_cmd *const tables[] = {
-	        shell_sys_cmds,
-	        shell_mem_cmds,
-	        shell_heapmap_cmds,
-	        shell_stress_cmds,
-	};
 	KEXPECT_EQ(run_captured("help"), SHELL_OK);
 	unsigned n = 0;
-	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-		for (const struct shell_cmd *c = tables[t]; c->name; c++) {
-			char use[128];
-			ksnprintf(use, sizeof(use), "  %s %s", c->name,
-			          c->args);
+	for (size_t t = 0; t < shell_cmd_ntables; t++)
+		for (const struct shell_cmd *c = shell_cmd_tables[t]; c->name;
+		     c++) {
+			char use[SHELL_USE_MAX + 8];
+			int len = ksnprintf(use, sizeof(use), "  %s %s",
+			                    c->name, c->args);
+			KEXPECT(len <= SHELL_USE_MAX + 2); /* fits help's */
 			KEXPECT(seen_has(use));
 			KEXPECT(seen_has(c->help));
 			n++;

@@ -107,7 +107,7 @@ int scenario_rt_fork(void)
 
 /* A SCHED_FIFO thread that allocates while a lower-priority one on its
  * CPU forks: until a review every wait of the library spun and yielded
- * for good, and the process hung (2 runs of 3). */
+ * for good, and the process hung (3 runs of 3). */
 const char *test_rt_fork(void)
 {
 	int st = run_scenario("rt-fork", NULL, NULL, 0);
