@@ -429,6 +429,29 @@ static bool checked_pool(void)
 	       mempool_init_heap(&pool, &sh, "chk", 4, 64);
 }
 
+/* An element that is no heap object's (a static buffer) and one that
+ * points into an object, each carrying the marker as a sound element
+ * would: the checker names them (until a review no test made these two
+ * checks fire). */
+static void the_checker_finds_foreign_elements(void)
+{
+	static uintptr_t foreign[8];
+	KASSERT(checked_pool());
+	pool.reserve[2] = foreign;
+	foreign[0] = pool.marker ^ (uintptr_t)foreign;
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 2 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "not in the heap"));
+	sh_heap_release(&heap);
+
+	KASSERT(checked_pool());
+	uintptr_t *inside = (uintptr_t *)((char *)pool.reserve[1] + 16);
+	pool.reserve[1] = inside;
+	*inside = pool.marker ^ (uintptr_t)inside;
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "not the start of an object"));
+	sh_heap_release(&heap);
+}
+
 KTEST(mempool, the_checker_finds_a_broken_reserve)
 {
 	KASSERT(checked_pool());
@@ -467,4 +490,5 @@ KTEST(mempool, the_checker_finds_a_broken_reserve)
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not an allocated object"));
 	sh_heap_release(&heap);
+	the_checker_finds_foreign_elements();
 }
