@@ -33,8 +33,10 @@
  * a list is a set (pop takes any member, a superset of LIFO); a class
  * lock's critical section is one atomic step where it reads the heap's
  * sweepgen once (the flip, under the heap lock only, may come before or
- * after it); magazines are left out (a spill gives objects back through
- * span_give_back, as a free here does).
+ * after it); local_free is read and written as the code does, a plain
+ * load then a plain store, by the owner's free and by the fold (no
+ * read-modify-write); magazines are left out (a spill gives objects back
+ * through span_give_back, as a free here does).
  *
  * Invariants, checked in every interleaving:
  *   S1  no object is handed out twice: an object taken from a span was
@@ -61,14 +63,18 @@
  * does): -DPLACE_NO_QUEUED (place frees an empty span still queued),
  * -DCLAIM_OFF_LIST (sweep_one claims a span at sg - 2 that is on no
  * list: one a refill took before the flip), -DUNCACHE_NO_FOLD (a span
- * handed back unfolded).
+ * handed back unfolded), -DLOCAL_ANY_OWNER (a free takes the local path
+ * for a span any CPU caches: its load and store of local_free race with
+ * the owner's, and a free is lost; while the model made each update one
+ * step, every invariant held with this mutant).
  */
 #define NS 2       /* span structs */
 #define NOBJ 2     /* objects per span */
 #define FULLMASK 3 /* NOBJ bits */
 #define NONE 255
-/* Objects CPU 0 and CPU 1 allocate: 3 and none (about 3.7 million states;
- * 2 and 2 take 17 million, 3 and 1 34 million). */
+/* Objects CPU 0 and CPU 1 allocate: 3 and none (about 5.1 million states,
+ * 11 s; with local_free's updates one step each, 3.7 million; then 2 and 2
+ * took 17 million, 3 and 1 34 million). */
 #define NALLOC(me) (3 - 3 * (me))
 #define L_NONE 0
 #define L_PARTIAL 1
@@ -102,7 +108,7 @@ bool done[2];
 /* Every process's scratch variables (an inline's locals would be declared
  * once per use). */
 #define SCRATCH \
-	byte i_, p_, f_, q_, s_, budget_, g_, cg_, cb_, gs_, gb_, ds_, g, x; \
+	byte i_, p_, l_, f_, gl_, q_, s_, budget_, g_, cg_, cb_, gs_, gb_, ds_, g, x; \
 	bool free_, chave_, gwas_, claim_
 
 inline lock(l, me) { atomic { l == 0 -> l = me + 1 } }
@@ -164,16 +170,22 @@ inline fold(s, me)
 		p_ = pend[s];
 		pend[s] = 0                                    /* the exchange */
 	};
+	/* local_free: a plain load, then a plain store of 0 (relaxed; the
+	 * code's only writers are the folder and the owner, one CPU). */
+	l_ = lfree[s];
 	atomic {
-		assert((p_ & lfree[s]) == 0);         /* not freed twice */
-		f_ = p_ | lfree[s];
+		assert((p_ & l_) == 0);               /* not freed twice */
+		f_ = p_ | l_;
 		assert((f_ & ~alloc[s]) == 0);        /* freed were allocated */
-		lfree[s] = 0;
+		lfree[s] = 0
+	};
+	atomic {
 		alloc[s] = alloc[s] & ~f_;
 		popcount(alloc[s], count[s]);
 		folding[s] = 0;
 		f_ = 0;
-		p_ = 0
+		p_ = 0;
+		l_ = 0
 	}
 }
 
@@ -402,11 +414,19 @@ inline give_back(me, k)
 	gs_ = k / NOBJ;
 	gb_ = 1 << (k % NOBJ);
 	if
+#ifdef LOCAL_ANY_OWNER
+	:: owner[gs_] != 0 ->
+#else
 	:: owner[gs_] == me + 1 ->
+#endif
+		/* local_free: a plain load, the double-free test, then a
+		 * plain store (the code's relaxed load and store, no RMW). */
 		atomic {
-			assert(((lfree[gs_] | pend[gs_]) & gb_) == 0);
-			lfree[gs_] = lfree[gs_] | gb_
-		}
+			gl_ = lfree[gs_];
+			assert(((gl_ | pend[gs_]) & gb_) == 0)
+		};
+		lfree[gs_] = gl_ | gb_;
+		gl_ = 0
 	:: else ->
 		if
 		:: !queued[gs_] ->
