@@ -342,7 +342,7 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 }
 
 /* The heap's checker holds a free object's side-table entry to a free
- * one's: no bytes asked, no owner. */
+ * one's: no owner, no bytes asked. */
 KTEST(objcache, poison_mode_checker_finds_a_free_object_with_an_owner)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
@@ -364,6 +364,15 @@ KTEST(objcache, poison_mode_checker_finds_a_free_object_with_an_owner)
 	               "has an allocated object's side-table entry"));
 	e->owner = 0;
 	SH_CHECK(&sh, "with the entry mended");
+	/* The other half: bytes asked in a free object's entry. */
+	uint32_t asked = e->asked;
+	KEXPECT_EQ(asked, SPANHEAP_REDZONE_FREE);
+	e->asked = 40; /* as if its free had not cleared it */
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "has an allocated object's side-table entry"));
+	e->asked = asked;
+	SH_CHECK(&sh, "with the asked bytes mended");
 	objcache_free(c, keep);
 	KEXPECT(objcache_destroy(c));
 	sh_heap_release(&heap);
