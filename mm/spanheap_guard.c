@@ -37,7 +37,8 @@
  * thread's guarded allocation or free, the sweeper's every wake, which a
  * sample that finds no slot but FREED ones asks for, a sweep cycle,
  * release-all), which checks the poison before it unmaps. One drain at
- * a time (draining).
+ * a time (draining); release-all's waits for another's to end by sleeping
+ * on the event drained, which each drain's end wakes.
  *
  * Limits: objects up to a page, alignments up to a page; SPANHEAP_GUARD_MAX
  * slots; MM_NO_GROW allocations are not sampled. The pool's reservation
@@ -45,6 +46,10 @@
  */
 #include "objcache.h"
 #include "spanheap_internal.h"
+
+/* The bound of a wait for another thread's drain: its end wakes the
+ * waiter, so this is only a defence. */
+#define GUARD_DRAIN_WAIT_NS ((uint64_t)1000 * 1000 * 1000)
 
 /* The canary's byte at address a: varied, so that a copy of another
  * canary's bytes is seen. */
@@ -80,6 +85,7 @@ bool spanheap_guard_init(struct spanheap *sh)
 		g->ring[i] = (uint16_t)i;
 	g->ring_len = n;
 	mm_unused_batch_init(&g->batch);
+	mm_event_init(&g->drained, "guard_drained");
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
 		sh->caches[cpu].guard_left = g->interval;
 	return true;
@@ -396,6 +402,7 @@ void spanheap_guard_drain(struct spanheap *sh)
 		mm_lock_release(&sh->heap->lock, irq);
 	}
 	atomic_store(&g->draining, false);
+	mm_event_wake(&g->drained);
 }
 
 void spanheap_guard_drain_all(struct spanheap *sh)
@@ -404,14 +411,22 @@ void spanheap_guard_drain_all(struct spanheap *sh)
 	if (!g->base)
 		return;
 	for (;;) {
+		/* Before the drain's flag is read: its end after this
+		 * moves the count, and the wait returns at once. */
+		uint64_t seen = mm_event_prepare(&g->drained);
 		spanheap_guard_drain(sh);
 		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 		bool left = g->nfreed != 0;
 		mm_lock_release(&sh->heap->lock, irq);
-		/* Another thread's drain may hold what it took off the list. */
-		if (!left && !atomic_load(&g->draining))
+		/* Another thread's drain may hold what it took off the
+		 * list: sleep until it lets go. (A yield loop hung a
+		 * SCHED_FIFO thread's trim beside a lower-priority drainer
+		 * on its CPU, tests/real/malloc_api_rt.c.) */
+		bool busy = atomic_load(&g->draining);
+		if (!left && !busy)
 			return;
-		mm_port_yield();
+		if (busy)
+			mm_event_wait(&g->drained, seen, GUARD_DRAIN_WAIT_NS);
 	}
 }
 

@@ -52,8 +52,10 @@ struct spanheap_guard {
 	uintptr_t base;
 	size_t bytes;
 	unsigned nslots, interval;
-	/* One thread at a time unmaps (spanheap_guard_drain), into batch. */
+	/* One thread at a time unmaps (spanheap_guard_drain), into batch;
+	 * drained is woken when it lets go, for spanheap_guard_drain_all. */
 	_Atomic bool draining;
+	mm_event_t drained;
 	/* Under heap->lock: the free slots, the longest free first (a slot
 	 * freed waits for every other before it is reused, so a late use of
 	 * its object keeps faulting); the FREED ones; the counts. */
@@ -124,8 +126,9 @@ uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
 void spanheap_guard_drain(struct spanheap *sh);
 
 /* spanheap_guard_drain until no slot waits, another thread's drain
- * included (yielding to it): release-all's, whose frames must all be
- * back. Thread context, no mm lock held. */
+ * included (sleeping until it ends: a yield would never run a drainer of
+ * a lower priority under a strict-priority scheduler): release-all's,
+ * whose frames must all be back. Thread context, no mm lock held. */
 void spanheap_guard_drain_all(struct spanheap *sh);
 
 /* spanheap_where's and spanheap_where_log's part for an address of the

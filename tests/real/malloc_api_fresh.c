@@ -294,6 +294,7 @@ static const struct scenario scenarios[] = {
         {"background-initfirst", scenario_background_initfirst},
         {"errno-at-start", scenario_errno_at_start},
         {"rt-fork", scenario_rt_fork},
+        {"rt-guard-trim", scenario_rt_guard_trim},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

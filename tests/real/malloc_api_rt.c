@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -21,7 +22,7 @@
 
 #include "malloc_api_test.h"
 
-enum { RT_FORKS = 300, RT_EXIT_SKIP = 77 };
+enum { RT_FORKS = 300, RT_CHURN_ROUNDS = 100, RT_EXIT_SKIP = 77 };
 
 static atomic_uint forks_done, allocs_done, allocs_among_forks;
 static atomic_bool forker_done, allocator_started;
@@ -116,6 +117,89 @@ const char *test_rt_fork(void)
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "rt-fork: status %#x (a signal: the hang guard's alarm, the "
 	      "waiter never let the forker run)",
+	      st);
+	return NULL;
+}
+
+/* ---- A trim beside a guarded pool's drain ------------------------------ */
+
+static atomic_bool churn_done, trimmer_started;
+static atomic_uint trims_done, churn_rounds;
+
+/* The low-priority thread: allocations and frees of every small size, so
+ * that guarded objects come and go and their pages are drained (unmapped
+ * one batch at a time, the drain's flag held meanwhile). */
+static void *churner(void *arg)
+{
+	if (!pin(0, 10))
+		_exit(RT_EXIT_SKIP);
+	while (!atomic_load(&trimmer_started)) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+	enum { N = 256 };
+	static void *v[N];
+	for (unsigned r = 0; r < RT_CHURN_ROUNDS; r++) {
+		for (unsigned i = 0; i < N; i++) {
+			v[i] = malloc(8 + (i * 131u + r) % 2048u);
+			if (!v[i])
+				_exit(2);
+			memset(v[i], 7, 8);
+		}
+		for (unsigned i = 0; i < N; i++)
+			free(v[i]);
+		atomic_fetch_add(&churn_rounds, 1);
+	}
+	atomic_store(&churn_done, true);
+	return arg;
+}
+
+/* The high-priority thread on the same CPU: sleeps a little, then trims
+ * (which drains the guarded pool and waits for another thread's drain to
+ * end), until the churner is done. */
+static void *trimmer(void *arg)
+{
+	if (!pin(0, 20))
+		_exit(RT_EXIT_SKIP);
+	atomic_store(&trimmer_started, true);
+	for (unsigned i = 0; !atomic_load(&churn_done); i++) {
+		struct timespec ts = {0, 20000 + (long)(i * 7919u % 200000u)};
+		nanosleep(&ts, NULL);
+		malloc_trim(0);
+		atomic_fetch_add(&trims_done, 1);
+	}
+	return arg;
+}
+
+/* Both on CPU 0, this thread on CPU 1 waiting for them, with
+ * MM_MALLOC_GUARD=1. Exits 0, RT_EXIT_SKIP when it cannot set up. */
+int scenario_rt_guard_trim(void)
+{
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !pin(1, 0))
+		return RT_EXIT_SKIP;
+	free(malloc(1));
+	pthread_t c, t;
+	if (pthread_create(&c, NULL, churner, NULL) != 0 ||
+	    pthread_create(&t, NULL, trimmer, NULL) != 0)
+		return 2;
+	if (pthread_join(c, NULL) != 0 || pthread_join(t, NULL) != 0)
+		return 2;
+	fprintf(stderr, "%u rounds, %u trims\n", atomic_load(&churn_rounds),
+	        atomic_load(&trims_done));
+	return 0;
+}
+
+/* A SCHED_FIFO thread's malloc_trim while a lower-priority thread on its
+ * CPU drains the guarded pool: the trim waited for the drain by yielding,
+ * which never runs a thread of a lower priority. */
+const char *test_rt_guard_trim(void)
+{
+	int st = run_scenario("rt-guard-trim", "MM_MALLOC_GUARD", "1", 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == RT_EXIT_SKIP)
+		return "SKIP needs 2 CPUs and SCHED_FIFO (CAP_SYS_NICE)";
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "rt-guard-trim: status %#x (a signal: the hang guard's alarm, "
+	      "the trim never let the drain end)",
 	      st);
 	return NULL;
 }

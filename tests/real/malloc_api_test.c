@@ -297,6 +297,7 @@ static const struct {
         {"guard_other_signals", test_guard_other_signals},
         {"guard_stats", test_guard_stats},
         {"rt_fork", test_rt_fork},
+        {"rt_guard_trim", test_rt_guard_trim},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;

@@ -139,6 +139,7 @@ const char *test_clone_child(void);
 const char *test_first_allocations(void);
 const char *test_address_limit(void);
 const char *test_rt_fork(void);
+const char *test_rt_guard_trim(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);
@@ -206,6 +207,7 @@ int scenario_errno_at_start(void);
 int scenario_diff(void);
 int scenario_describe_poison(void);
 int scenario_rt_fork(void); /* malloc_api_rt.c */
+int scenario_rt_guard_trim(void);
 /* A scenario first_scenario runs by name: its exit status. */
 struct scenario {
 	const char *name;
