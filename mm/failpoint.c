@@ -22,8 +22,11 @@
  * failpoint_arm stores the parameters with armed cleared, then sets armed
  * (release): a caller that sees armed sees them.
  *
- * Invariants: 1. injected <= times since the arming when times >= 0;
- * 2. left is -1 (no cap) or in [0, times].
+ * Invariants: 1. injected <= times since the arming when times >= 0,
+ * once the calls that began before the arming have returned (one that
+ * raced it may count its failure into the new arming's counts, or take
+ * one of the new arming's failures under the old parameters); 2. left is
+ * -1 (no cap) or in [0, times].
  *
  * Locking: none; any context but NMI (an NMI could interrupt a
  * compare-and-swap loop on its own CPU, which would merely retry, but

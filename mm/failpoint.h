@@ -22,7 +22,8 @@
  * one at a time); read by failpoint_should in any context but NMI. Atomic,
  * no lock: the parameters are stored relaxed before armed is stored
  * release, and read relaxed after armed is read acquire (a call racing a
- * new arming may still use the old values); calls and the failures left
+ * new arming may still use the old values, and count its failure in the
+ * new arming's counts); calls and the failures left
  * are read-modify-written atomically by the callers.
  */
 struct failpoint {

@@ -151,8 +151,9 @@ bool mm_port_can_sleep(void);
 
 /* Monotonic nanoseconds: the scavenger's report rate, the sweeper's
  * period and pacing, spanheap_init's magazine cookie, from thread context;
- * and poison mode's records of callers (mm_port_callers), from any context
- * but NMI. */
+ * and from any context but NMI: the record of every large free or shrink
+ * (spanheap_freed.c, every mode), the guarded pool's records, and poison
+ * mode's records of callers (mm_port_callers). */
 uint64_t mm_port_now_ns(void);
 
 /* CPU time the calling thread has used so far, for pacing. Thread
