@@ -223,7 +223,10 @@ bool mm_port_map(void *addr, size_t nbytes)
 		return false;
 	atomic_fetch_add_explicit(&meta_frames, nbytes / PAGE_SIZE,
 	                          memory_order_relaxed);
-	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
+	/* By page count: a range may end at 2^64 (vm_prepare_range allows
+	 * it), where base + nbytes is 0. */
+	for (size_t i = 0; i < nbytes / PAGE_SIZE; i++) {
+		uintptr_t va = base + i * PAGE_SIZE;
 		int err = vm_pte_set(va, frames_pop_zeroed(&list), VM_WRITE);
 		if (err)
 			panic("mm_port_map: %#lx: error %d (mapped twice?)",
@@ -238,19 +241,21 @@ bool mm_port_used(void *addr, size_t nbytes)
 	 * out may mix scavenged and backed pages. All or nothing: count,
 	 * take every frame, then map. The caller owns the pages, so the
 	 * count cannot change in between. */
-	uintptr_t base = (uintptr_t)addr, limit = base + nbytes;
-	if (limit < base)
+	uintptr_t base = (uintptr_t)addr;
+	size_t n = nbytes / PAGE_SIZE; /* by count: the range may end at 2^64 */
+	if (nbytes && base + (nbytes - 1) < base)
 		panic("mm_port_used: [%#lx, +%zu) wraps", (unsigned long)base,
 		      nbytes);
 	size_t need = 0;
-	for (uintptr_t va = base; va < limit; va += PAGE_SIZE)
-		need += !vm_translate(va, NULL, NULL);
+	for (size_t i = 0; i < n; i++)
+		need += !vm_translate(base + i * PAGE_SIZE, NULL, NULL);
 	if (need == 0)
 		return true;
 	paddr_t list = frames_take(need);
 	if (!list)
 		return false;
-	for (uintptr_t va = base; va < limit; va += PAGE_SIZE) {
+	for (size_t i = 0; i < n; i++) {
+		uintptr_t va = base + i * PAGE_SIZE;
 		if (vm_translate(va, NULL, NULL))
 			continue;
 		/* More holes than counted: someone else changed the range,
@@ -283,10 +288,16 @@ bool mm_port_prepare_guarded(void *addr, size_t nbytes)
 	return mm_port_prepare(addr, nbytes);
 }
 
+/* The batch's [lo, hi] here holds its last page's address in hi, not the
+ * end: a range may end at 2^64 (vm_prepare_range allows it), where the end
+ * is 0 and the shootdown would be skipped. */
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	uintptr_t base = (uintptr_t)addr;
-	for (uintptr_t va = base; va < base + nbytes; va += PAGE_SIZE) {
+	if (nbytes < PAGE_SIZE)
+		return;
+	for (size_t i = 0; i < nbytes / PAGE_SIZE; i++) {
+		uintptr_t va = base + i * PAGE_SIZE;
 		paddr_t pa;
 		if (b->npages == MM_UNUSED_BATCH_PAGES)
 			mm_panic("mm_port_unused_begin: batch full at %#lx",
@@ -295,16 +306,17 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 			continue; /* already unmapped (never used) */
 		b->cookie[b->npages++] = pa;
 	}
+	uintptr_t last = base + (nbytes / PAGE_SIZE - 1) * PAGE_SIZE;
 	if (base < b->lo)
 		b->lo = base;
-	if (base + nbytes > b->hi)
-		b->hi = base + nbytes;
+	if (last > b->hi)
+		b->hi = last;
 }
 
 void mm_port_unused_finish(struct mm_unused_batch *b)
 {
-	if (b->npages > 0 && b->hi > b->lo)
-		tlb_shootdown(b->lo, (b->hi - b->lo) / PAGE_SIZE);
+	if (b->npages > 0 && b->hi >= b->lo)
+		tlb_shootdown(b->lo, (b->hi - b->lo) / PAGE_SIZE + 1);
 	for (size_t i = 0; i < b->npages; i++)
 		frame_free(b->cookie[i]);
 	mm_unused_batch_init(b);

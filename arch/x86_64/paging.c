@@ -376,20 +376,51 @@ uint64_t paging_direct_map_page_size(void)
 	return direct_page_size;
 }
 
-/* Maps [0, limit) at DIRECT_MAP_BASE with large pages of page_size. */
+/* The physical frames of the image's text and rodata, [lo, hi): their
+ * alias in the direct map is read-only too (W^X), so that no write
+ * through phys_to_virt changes the kernel's code or constants. */
+static paddr_t image_ro_lo, image_ro_hi;
+
+static bool image_ro_overlaps(paddr_t pa, uint64_t size)
+{
+	return pa < image_ro_hi && image_ro_lo < pa + size;
+}
+
+/* Maps the direct map's page of level (2: 1 GiB, 1: 2 MiB, 0: 4 KiB) at
+ * physical pa: a large page, rw- nx, unless it holds a frame of the
+ * image's text or rodata; then its smaller pages one by one, down to
+ * 4 KiB pages, which are r-- nx for those frames (a table or two more). */
+static void map_direct_page(paddr_t pa, int level)
+{
+	uint64_t size = PAGE_SIZE << (9 * level);
+	bool ro = image_ro_overlaps(pa, size);
+	if (level > 0 && ro) {
+		for (paddr_t p = pa; p < pa + size; p += size >> 9)
+			map_direct_page(p, level - 1);
+		return;
+	}
+	bool large;
+	uintptr_t va = DIRECT_MAP_BASE + pa;
+	uint64_t *t = walk(va, level, true, &large);
+	if (!t)
+		panic("paging: no memory for the direct map at %#llx",
+		      (unsigned long long)pa);
+	pte_store(&t[level_index(va, level)], pa | PTE_P | PTE_G | PTE_NX |
+	                                              (ro ? 0 : PTE_W) |
+	                                              (level ? PTE_PS : 0));
+}
+
+/* Maps [0, limit) at DIRECT_MAP_BASE with pages of page_size but where
+ * the image's read-only frames are. */
 static void map_direct(paddr_t limit, uint64_t page_size)
 {
 	int level = page_size == HUGE_PAGE_SIZE ? 2 : 1;
-	for (paddr_t pa = 0; pa < limit; pa += page_size) {
-		bool large;
-		uintptr_t va = DIRECT_MAP_BASE + pa;
-		uint64_t *t = walk(va, level, true, &large);
-		if (!t)
-			panic("paging: no memory for the direct map at %#llx",
-			      (unsigned long long)pa);
-		pte_store(&t[level_index(va, level)],
-		          pa | PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS);
-	}
+	image_ro_lo = boot_state.kernel_phys_base +
+	              ((uintptr_t)__text_start - boot_state.kernel_virt_base);
+	image_ro_hi = boot_state.kernel_phys_base +
+	              ((uintptr_t)__rodata_end - boot_state.kernel_virt_base);
+	for (paddr_t pa = 0; pa < limit; pa += page_size)
+		map_direct_page(pa, level);
 }
 
 static void map_image_range(const char *start, const char *end, unsigned f)
@@ -442,6 +473,9 @@ void paging_print_layout(void)
 	                            20),
 	       direct_page_size == HUGE_PAGE_SIZE ? "1 GiB" : "2 MiB");
 	printk("paging: kernel text %p-%p r-x\n", __text_start, __text_end);
+	printk("paging: its alias   %#llx-%#llx r-- nx (text and rodata, 4 "
+	       "KiB pages in the direct map)\n",
+	       DIRECT_MAP_BASE + image_ro_lo, DIRECT_MAP_BASE + image_ro_hi);
 	printk("paging: rodata      %p-%p r--\n", __rodata_start, __rodata_end);
 	printk("paging: data+bss    %p-%p rw- nx (boot stack guard %p)\n",
 	       __data_start, __bss_end, __boot_stack_guard);
