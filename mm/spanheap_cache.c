@@ -212,12 +212,45 @@ __attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
 	return true;
 }
 
+/*
+ * The slow paths' claim of object a's free: its free marker written by one
+ * atomic exchange, before the work they do (a slab made, a spill, a span's
+ * lock), so that of two frees of one object that both passed the fast
+ * path's test of the marker (on two CPUs at once) one is told here. Until
+ * a review the marker was written only by the push after that work: two
+ * CPUs' first frees of one object both made their slabs and both pushed
+ * it, and it was handed out twice. False if a carried the marker already
+ * (a double free; the caller unpins, then claim_refused). Poison mode
+ * claims nothing here: its red zone's checks come first, and its side
+ * table tells a double free (spanheap_poison_freed).
+ */
+static bool claim_free(struct spanheap *sh, uintptr_t a)
+{
+	if (sh->cfg.poison)
+		return true;
+	uintptr_t mk = sh->mag_cookie ^ a;
+	return __atomic_exchange_n(&obj_words(a)[1], mk, __ATOMIC_RELAXED) !=
+	       mk;
+}
+
+static __attribute__((noreturn, noinline)) void
+claim_refused(struct spanheap *sh, uintptr_t a)
+{
+	struct mspan *s = mheap_span_lookup(sh->heap, a);
+	spanheap_free_refused(s, obj_index(s, a - s->base), a);
+}
+
+static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
+                             struct mm_pin pin);
+
 /* spanheap_mag_full's way when the fast path's pin pinned nothing, and the way
- * of a restartable sequence that found the magazine full: a pin, then the
- * magazine again (as alloc_unpinned). */
+ * of a restartable sequence that found the magazine full: the claim, a
+ * pin, then the magazine again (as alloc_unpinned). */
 __attribute__((noinline)) void spanheap_free_unpinned(struct spanheap *sh,
                                                       uintptr_t a, unsigned cls)
 {
+	if (!claim_free(sh, a))
+		claim_refused(sh, a);
 	struct mm_pin pin = mm_port_pin();
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 	uintptr_t *t = mag_top(m);
@@ -225,7 +258,7 @@ __attribute__((noinline)) void spanheap_free_unpinned(struct spanheap *sh,
 		mag_push(m, t, a, sh->mag_cookie);
 		mm_port_unpin(pin);
 	} else {
-		spanheap_mag_full(sh, a, cls, pin);
+		mag_full_claimed(sh, a, cls, pin);
 	}
 }
 
@@ -273,6 +306,7 @@ static uint32_t mag_spilled(struct spanheap *sh, unsigned cpu, unsigned cls,
  * straight to the span; or was, and injection is off now: the floor back,
  * then the push. Or the fast path's pin pinned nothing: a pin, then the
  * magazine it could not see. Pinned by pin (mm_port_pin_fast's); unpins.
+ * First of all, the free's claim (claim_free).
  */
 __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
                                                  uintptr_t a, unsigned cls,
@@ -283,6 +317,17 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 		spanheap_free_unpinned(sh, a, cls);
 		return;
 	}
+	if (!claim_free(sh, a)) {
+		mm_port_unpin(pin);
+		claim_refused(sh, a);
+	}
+	mag_full_claimed(sh, a, cls, pin);
+}
+
+/* spanheap_mag_full's work, a's free claimed (claim_free). */
+static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
+                             struct mm_pin pin)
+{
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 	bool kick = false;
 	bool zero = sh->caches[pin.cpu].slab &&

@@ -193,6 +193,13 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	/* The free checked the span and the object; the span is in use. */
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
 	uint32_t idx = obj_index(s, a - s->base);
+	/* Free already by its entry: a double free whose marker a write
+	 * after the first free changed (the bits, once folded, tell
+	 * nothing). */
+	if (entry_of(s, idx)->asked == SPANHEAP_REDZONE_FREE)
+		spanheap_bad_object("double free (its free marker was "
+		                    "overwritten after its first free)",
+		                    (void *)a, s);
 	spanheap_redzone_not_owned(sh, s, idx, a, "free");
 	redzone_check(s, idx, a, "at its free");
 	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -205,5 +206,39 @@ KTEST(spanheap_misuse, racing_double_free_meets_the_pending_bit_locally)
 	spanheap_free(&sh, p); /* no marker yet: into CPU 0's magazine */
 	EXPECT_MISUSE(spanheap_flush_cache(&sh),
 	              "spanheap: double free: pointer", p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * Two CPUs' first frees of one object (neither has a magazine slab yet),
+ * both past the fast path's marker test before either wrote it: until a
+ * review the marker was written only by the push after the slab was made,
+ * so both made their slabs, both pushed the object, and it was handed out
+ * twice (a reviewer's two threads: 16 of 20 fresh heaps; the hosted malloc,
+ * two new threads, 3 runs of 3). Staged: CPU 2's free enters the slow path
+ * (spanheap_mag_full) after CPU 1's free is done.
+ */
+KTEST(spanheap_misuse, racing_first_frees_are_told_apart)
+{
+	KASSERT(fresh_heap());
+	mm_port_set_cpu(0);
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	void *keep = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && keep);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)p);
+	KASSERT(mheap_span_is_span(s));
+	unsigned cls = s->sizeclass;
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, p); /* its first free: a slab, then the push */
+	KEXPECT(sh.caches[1].slab != NULL);
+	mm_port_set_cpu(2);
+	KEXPECT(sh.caches[2].slab == NULL);
+	EXPECT_MISUSE(
+	        spanheap_mag_full(&sh, (uintptr_t)p, cls, mm_port_pin_fast()),
+	        "double free", p);
+	KEXPECT(sh.caches[2].slab == NULL); /* refused before any work */
+	mm_port_set_cpu(0);
+	spanheap_free(&sh, keep);
+	SH_CHECK(&sh, "after the refused free");
 	sh_heap_release(&heap);
 }

@@ -123,6 +123,28 @@ KTEST(spanheap_poison, a_changed_marker_is_named)
 	write_then_reuse(5, 15, "its free marker (bytes 8-15) is 0x");
 }
 
+/* A write after free over the free marker, then a second free, once the
+ * first has folded into the span (no bit left to tell it): the side table
+ * says the object is free already. Until a review the second free passed,
+ * the object was handed out with its pending bit set, and the report came
+ * later, as a write after free at its hand-out. */
+KTEST(spanheap_poison, a_double_free_after_the_marker_was_overwritten)
+{
+	KASSERT(heap_with(true));
+	uintptr_t *p = spanheap_alloc(&sh, 40, 0);
+	void *keep = spanheap_alloc(&sh, 40, 0); /* keeps the span in use */
+	KASSERT(p && keep);
+	spanheap_free(&sh, p);
+	spanheap_flush_cache(&sh); /* folded: free in its span's bits */
+	uintptr_t marker = p[1];
+	p[1] = 0; /* the write after free */
+	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
+	p[1] = marker;
+	SH_CHECK(&sh, "after the refused free");
+	spanheap_free(&sh, keep);
+	sh_heap_release(&heap);
+}
+
 /* A write after a free of an object never handed out again: found when
  * its span, empty, goes back to the page heap (release-all here). */
 KTEST(spanheap_poison, write_found_when_the_span_goes_back)
