@@ -89,16 +89,26 @@ static void source_free(struct mempool *p, void *e)
 		spanheap_free(p->sh, e);
 }
 
-/* Puts e into the reserve if it is short; under the lock. */
-static bool push_locked(struct mempool *p, void *e)
+static bool in_reserve_locked(struct mempool *p, const void *e);
+
+/* push_locked's answers. */
+enum { PUSH_FULL, PUSH_KEPT, PUSH_TWICE };
+
+/* Puts e into the reserve if it is short; under the lock. PUSH_TWICE if e
+ * is in it already: a double free that raced with the first one past
+ * check_free (each tested the marker before the other wrote it). */
+static int push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	if (n >= mempool_min_of(p))
-		return false;
+		return PUSH_FULL;
+	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
+	    in_reserve_locked(p, e))
+		return PUSH_TWICE;
 	*mempool_first_word(e) = p->marker ^ (uintptr_t)e;
 	p->reserve[n] = e;
 	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
-	return true;
+	return PUSH_KEPT;
 }
 
 /* The reserve's last element, or NULL; under the lock. */
@@ -198,16 +208,33 @@ void *mempool_alloc(struct mempool *p, unsigned flags)
 	return e;
 }
 
+static bool in_reserve_locked(struct mempool *p, const void *e)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++)
+		if (p->reserve[i] == e)
+			return true;
+	return false;
+}
+
 static bool in_reserve(struct mempool *p, const void *e)
 {
-	bool found = false;
 	unsigned long irq = mm_lock_acquire(&p->lock);
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	for (uint32_t i = 0; i < n && !found; i++)
-		found = p->reserve[i] == e;
+	bool found = in_reserve_locked(p, e);
 	mm_lock_release(&p->lock, irq);
 	return found;
 }
+
+static void double_free(struct mempool *p, void *e)
+{
+	mm_panic("mempool %s: double free of %p: the element is in the "
+	         "pool's reserve already",
+	         p->name, e);
+}
+
+#ifdef MM_TEST_HOOKS
+void (*mempool_test_after_check)(struct mempool *p, void *e);
+#endif
 
 /* mm_panics if e cannot be an element of p being freed. */
 static void check_free(struct mempool *p, void *e)
@@ -226,9 +253,7 @@ static void check_free(struct mempool *p, void *e)
 	 * reserve (under the lock, which in_reserve waits for). */
 	if ((*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
 	    in_reserve(p, e))
-		mm_panic("mempool %s: double free of %p: the element is in "
-		         "the pool's reserve already",
-		         p->name, e);
+		double_free(p, e);
 }
 
 void mempool_free(struct mempool *p, void *e)
@@ -236,13 +261,22 @@ void mempool_free(struct mempool *p, void *e)
 	if (!e)
 		return;
 	check_free(p, e);
+#ifdef MM_TEST_HOOKS
+	if (mempool_test_after_check)
+		mempool_test_after_check(p, e);
+#endif
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
 	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <
 	    mempool_min_of(p)) {
 		unsigned long irq = mm_lock_acquire(&p->lock);
-		bool kept = push_locked(p, e);
-		bool wake = kept && p->waiters;
+		int put = push_locked(p, e);
+		bool kept = put == PUSH_KEPT, wake = kept && p->waiters;
 		mm_lock_release(&p->lock, irq);
+		if (put == PUSH_TWICE) {
+			atomic_fetch_add_explicit(&p->out, 1,
+			                          memory_order_relaxed);
+			double_free(p, e);
+		}
 		if (wake)
 			mm_event_wake(&p->returned);
 		if (kept) {
@@ -306,7 +340,7 @@ static void *chain_push_locked(struct mempool *p, void *chain)
 {
 	while (chain) {
 		void *next = (void *)*mempool_first_word(chain);
-		if (!push_locked(p, chain))
+		if (push_locked(p, chain) != PUSH_KEPT)
 			break;
 		chain = next;
 	}

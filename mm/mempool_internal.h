@@ -23,4 +23,10 @@ static inline uint32_t mempool_min_of(const struct mempool *p)
 	return atomic_load_explicit(&p->min, memory_order_relaxed);
 }
 
+#ifdef MM_TEST_HOOKS
+/* Called by mempool_free between its checks and its lock, if set: a test
+ * frees the element again there, as a racing double free would. */
+extern void (*mempool_test_after_check)(struct mempool *p, void *e);
+#endif
+
 #endif

@@ -242,7 +242,10 @@ refuse(struct spanheap *sh, const char *op, uintptr_t a)
 			why = "an interior pointer (not the object's first "
 			      "byte)";
 		else if (st != GUARD_LIVE)
-			why = "an object freed already (a double free)";
+			why = op[0] == 'f' ? "an object freed already (a "
+			                     "double free)"
+			                   : "an object freed already (a use "
+			                     "after free?)";
 		else
 			why = "an object being freed meanwhile by another "
 			      "CPU (a double free)";

@@ -97,8 +97,9 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 		         op, p, (unsigned long)h->arena_base,
 		         h->arena_pages * MM_PAGE_SIZE >> 20);
 	if (entry == MHEAP_SPAN_PAGES)
-		mm_panic("spanheap: %s of %p: page-heap memory "
-		         "(mheap_alloc_pages) used through the object API",
+		mm_panic("spanheap: %s of %p: page-heap memory used through "
+		         "the object API (pages of mheap_alloc_pages, or the "
+		         "span heap's own: span structs, magazine slabs)",
 		         op, p);
 	if (entry == MHEAP_SPAN_FREED_LARGE)
 		mm_panic("spanheap: %s of %p: a large span freed twice (or "

@@ -87,6 +87,12 @@ KTEST(spanheap_misuse, page_heap_memory)
 	KASSERT(p);
 	EXPECT_MISUSE(spanheap_free(&sh, p), "page-heap memory", p);
 	mheap_free_pages(&heap, p, 2);
+	/* The heap's own pages are named too (the message said only
+	 * mheap_alloc_pages, which a malloc's user never calls). */
+	spanheap_free(&sh, spanheap_alloc(&sh, 64, 0)); /* a slab */
+	void *slab = sh.caches[0].slab;
+	KASSERT(slab);
+	EXPECT_MISUSE(spanheap_free(&sh, slab), "magazine slabs", slab);
 	sh_heap_release(&heap);
 }
 
