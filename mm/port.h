@@ -2,11 +2,13 @@
  * mm/port.h: the whole contract between the mm/ library and the OS it runs
  * in. mm/ includes nothing else from outside (tools/lint-mm checks it).
  *
- * Three implementations exist: kernel/mm_port.c (this kernel: page tables,
+ * Four implementations exist: kernel/mm_port.c (this kernel: page tables,
  * frame pool, irqsave spinlocks), tests/host/mm_port_posix.c (Linux user
  * space: mmap, madvise, pthread mutexes), which is how mm/ is tested under
- * sanitizers, fuzzed and benchmarked, and malloc/port_prod.c (a process's
- * malloc, libmm_malloc.so). docs/PORTING.md shows how to write another.
+ * sanitizers, fuzzed and benchmarked, malloc/port_prod.c (a process's
+ * malloc, libmm_malloc.so) and tests/port/min_port.c (one CPU, no threads,
+ * written from the guide alone). docs/PORTING.md shows how to write
+ * another.
  *
  * Every hook says which contexts mm/ calls it from, and tools/lint-mm
  * checks that mm/ calls every hook and nothing else outside itself. No
@@ -206,8 +208,9 @@ uint64_t mm_event_prepare(mm_event_t *e);
  * context (mm_port_can_sleep), no mm lock held. */
 bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns);
 
-/* Advances the count and wakes every waiter. Any context but NMI; never
- * with the heap lock held. */
+/* Advances the count and wakes every waiter. Any context but NMI; no mm
+ * lock held (the kernel's event lock ranks below every mm lock; the host
+ * test port panics on any). */
 void mm_event_wake(mm_event_t *e);
 
 /* Gives the CPU to another runnable thread, if any (the sweeper between
@@ -222,8 +225,9 @@ void mm_port_yield(void);
  * returns (the kernel stops the world; a user-space port holds the CPU's
  * slot). fn may take mm locks and must not sleep. With one CPU it calls
  * nothing and returns true. Returns false if the port cannot reach every
- * such CPU: having called nothing (the kernel, when the world cannot
- * stop), or having called fn for those it could reach (a user-space port
+ * such CPU: having called nothing (a port that cannot stop the others;
+ * the kernel's stop-the-world always can, or panics), or having called fn
+ * for those it could reach (a user-space port
  * whose CPU is held by a thread for good). Then the CPUs not reached give
  * their caches back only themselves. mm/ calls it when memory runs out
  * (spanheap_reclaim), to release everything and to check other CPUs'

@@ -139,6 +139,11 @@ void mm_posix_expect_can_sleep(const char *what)
 	expect_no_lock(what);
 	if (atomic_context)
 		mm_panic("%s called in atomic context (it may sleep)", what);
+	/* Pinned, the kernel's slow paths run with interrupts off (a
+	 * bound thread's pins are nothing: it is its CPU's alone). */
+	if (mm_posix_pin_depth)
+		mm_panic("%s called pinned to CPU %u (it may sleep)", what,
+		         mm_posix_cpu_id);
 }
 
 /* ---- Contexts, time and threads ----------------------------------------- */
@@ -344,6 +349,11 @@ void mm_panic(const char *fmt, ...)
 void mm_log(const char *fmt, ...)
 {
 	va_list ap;
+	/* Never under the heap's lock (port.h): the kernel's printk takes
+	 * its console lock, which the leaf's rank forbids. */
+	const char *heap = mm_posix_heap_lock_held();
+	if (heap)
+		mm_panic("mm_log called holding heap lock %s", heap);
 	pthread_mutex_lock(&diag_lock);
 	va_start(ap, fmt);
 	vsnprintf(last_log, sizeof(last_log), fmt, ap);

@@ -33,6 +33,10 @@ unsigned mm_posix_pin_slow(void);
 unsigned mm_posix_pin_slow(void)
 {
 	unsigned c = mm_posix_cpu_id;
+	/* The outermost pin takes no mm lock's place (port.h): this one is
+	 * a spin on the CPU's slot, which a lock's holder could wait for. */
+	if (mm_posix_pin_depth == 0 && !cpu_bound)
+		expect_no_lock("mm_port_pin (outermost)");
 	mm_posix_chaos(); /* preempted before the pin */
 	if (mm_posix_pin_depth++ == 0 && !cpu_bound &&
 	    atomic_exchange_explicit(&mm_posix_cpu_slots[c].busy, 1,

@@ -170,11 +170,17 @@ KTEST(mm_port, can_sleep_and_contract_checks)
 	KEXPECT(MM_PORT_PANICS(mm_port_used(NULL, 0)));
 	KEXPECT(said("mm_port_used called holding mm lock check_palloc", "", "",
 	             ""));
-	mm_event_wake(&e); /* allowed under a lock below the heap's */
+	/* No mm lock at all for a wake (the kernel's event lock ranks below
+	 * palloc's; it allowed one below the heap's until a review). */
+	KEXPECT(MM_PORT_PANICS(mm_event_wake(&e)));
+	KEXPECT(said("mm_event_wake(check_event)", "holding mm lock",
+	             "check_palloc", ""));
 	unsigned long irq2 = mm_lock_acquire(&heap_l);
 	KEXPECT(MM_PORT_PANICS(mm_event_wake(&e)));
-	KEXPECT(said("mm_event_wake(check_event)", "heap lock check_heap", "",
-	             ""));
+	KEXPECT(said("mm_event_wake(check_event)", "check_heap", "", ""));
+	/* Nor a log under the heap's (the kernel's printk takes a lock). */
+	KEXPECT(MM_PORT_PANICS(mm_log("x")));
+	KEXPECT(said("mm_log called holding heap lock check_heap", "", "", ""));
 	mm_lock_release(&heap_l, irq2);
 	mm_lock_release(&palloc_l, irq);
 	KEXPECT(mm_port_can_sleep());
@@ -184,6 +190,25 @@ KTEST(mm_port, can_sleep_and_contract_checks)
 	KEXPECT(MM_PORT_PANICS(mm_event_wait(&e, mm_event_prepare(&e), 0)));
 	KEXPECT(said("mm_event_wait(check_event)", "atomic context", "", ""));
 	mm_port_set_atomic(false);
+	KEXPECT(mm_port_can_sleep());
+
+	/* Pinned, nothing that may sleep (the kernel pins its slow paths
+	 * with interrupts off; until a review this port said so only by
+	 * can_sleep's answer). A caught panic unpins. */
+	(void)mm_port_pin();
+	KEXPECT(!mm_port_can_sleep());
+	KEXPECT(MM_PORT_PANICS(mm_event_wait(&e, mm_event_prepare(&e), 0)));
+	KEXPECT(said("mm_event_wait(check_event)", "pinned to CPU", "", ""));
+	(void)mm_port_pin();
+	KEXPECT(MM_PORT_PANICS(mm_port_yield()));
+	KEXPECT(said("mm_port_yield called pinned", "", "", ""));
+	/* An outermost pin takes no lock's place: here it spins on the
+	 * CPU's slot, which the lock's holder could be waiting for. */
+	irq = mm_lock_acquire(&palloc_l);
+	KEXPECT(MM_PORT_PANICS(mm_port_pin()));
+	KEXPECT(said("mm_port_pin (outermost) called holding mm lock",
+	             "check_palloc", "", ""));
+	mm_lock_release(&palloc_l, irq);
 	KEXPECT(mm_port_can_sleep());
 	KEXPECT(mm_event_wait(&e, mm_event_prepare(&e) - 1, 0));
 }
@@ -198,8 +223,10 @@ struct holder_arg {
 	struct waiter_arg *w;
 };
 
-/* Takes the lock, and while holding it wakes the waiter once it has read
- * the count (it takes only its own lock first, so it gets there). */
+/* Takes the lock, and while holding it makes the condition true once the
+ * waiter has read the count (it takes only its own lock first, so it gets
+ * there); wakes it once the lock is let go (no wake under an mm lock:
+ * port.h, as the kernel's event lock ranks below them all). */
 static void holder(void *p)
 {
 	struct holder_arg *a = p;
@@ -207,14 +234,14 @@ static void holder(void *p)
 	poll_until(&a->w->ready, 1, UINT64_MAX);
 	sleep_ns(5 * MS); /* let it fall asleep */
 	atomic_store(a->cond, 1);
-	mm_event_wake(a->e);
 	mm_lock_release(a->lock, irq);
+	mm_event_wake(a->e);
 }
 
-/* The holder of an mm lock wakes a waiter that itself takes another lock
- * first: locks and events share no mutex. The waiter has no timeout: if
- * the wake did not reach it, it would sleep for good and the suite's
- * timeout (HOST_TIMEOUT) would name the test; how long it took is no
+/* The holder of an mm lock makes the condition true for a waiter that
+ * itself takes another lock first: locks and events share no mutex. The waiter
+ * has no timeout: if the wake did not reach it, it would sleep for good and the
+ * suite's timeout (HOST_TIMEOUT) would name the test; how long it took is no
  * check (the host may leave a thread unscheduled for any length). */
 KTEST(mm_port, lock_holder_wakes_event_waiter)
 {

@@ -198,6 +198,29 @@ KTEST(spanheap_queue, refill_caches_one_and_leaves_a_backlog)
  */
 static _Atomic bool hold_rest;
 
+/* Runs fn(arg) on a thread of the test's own and waits for it: another
+ * CPU's work inside a hook, where the refill is pinned and the port lets
+ * no thread of its own start. */
+struct other {
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void *other_run(void *p)
+{
+	struct other *o = p;
+	o->fn(o->arg);
+	return NULL;
+}
+
+static void on_another_thread(void (*fn)(void *), void *arg)
+{
+	struct other o = {fn, arg};
+	pthread_t t;
+	if (pthread_create(&t, NULL, other_run, &o) == 0)
+		pthread_join(t, NULL);
+}
+
 static void other_refill(void *arg)
 {
 	free_from(1, S / 2, S, 0);
@@ -213,10 +236,7 @@ static void overlap_at_rest(struct mheap *h, enum mheap_hook_point where)
 	if (h != &heap || where != MHEAP_HOOK_FOLD_REST ||
 	    !atomic_exchange(&hold_rest, false))
 		return;
-	struct mm_thread *t =
-	        mm_port_thread_start("refill", other_refill, &other_got);
-	if (t)
-		mm_port_thread_join(t);
+	on_another_thread(other_refill, &other_got);
 }
 
 KTEST(spanheap_queue, overlapping_refills_join_their_rests)
@@ -313,9 +333,7 @@ static void cycle_overtakes_rest(struct mheap *h, enum mheap_hook_point where)
 	if (h != &heap || where != MHEAP_HOOK_FOLD_REST ||
 	    !atomic_exchange(&cycle_at_rest, false))
 		return;
-	struct mm_thread *t = mm_port_thread_start("cycle", cycle_thread, NULL);
-	if (t)
-		mm_port_thread_join(t);
+	on_another_thread(cycle_thread, NULL);
 }
 
 /* CPU 0's refill of the class, overtaken by a cycle at its rest; the
