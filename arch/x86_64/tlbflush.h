@@ -21,8 +21,13 @@ static inline void arch_tlb_flush_page(uintptr_t va)
 }
 
 /* Drops every translation this CPU holds, global ones included. The
- * caller keeps interrupts as they are: toggling PGE off and back on is
- * harmless if an interrupt runs in between (it only flushes once more). */
+ * caller keeps interrupts as they are. An interrupt between the two
+ * writes finds PGE off, so a full flush of its own there (two writes
+ * that leave PGE off) flushes nothing until the outer one turns PGE back
+ * on. Today the only full flush an interrupt can land in is a shootdown
+ * sender's own local one, and a review found no request that can reach
+ * it there and count on its flush before the outer one ends; a new caller
+ * of this in interrupt context must keep that so. */
 static inline void arch_tlb_flush_all(void)
 {
 	uint64_t cr4 = read_cr4();
