@@ -29,6 +29,79 @@ static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
  * read-write from their growth on, scavenging only drops the pages. */
 static atomic_bool production_mapping;
 
+/* ---- Pages between unused_begin and unused_finish ----------------------- */
+
+/* A page given back by unused_begin is the caller's until its batch's
+ * unused_finish: the kernel's finish shoots the range down, then frees
+ * the frames, so a map or used of such a page in between (a new frame
+ * while other CPUs may still translate the old one) is corruption there,
+ * which this port would never show. It keeps the pages in flight in a
+ * set (open addressing, tombstones; emptied whole when it holds none) and
+ * panics on such a call; its callers skip the look while it is empty. */
+#define INFLIGHT_SLOTS 65536u
+#define INFLIGHT_GONE  1u /* a tombstone: no page address is 1 */
+static uintptr_t inflight[INFLIGHT_SLOTS];
+static atomic_size_t inflight_n;
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t inflight_slot(uintptr_t a)
+{
+	return (size_t)(((a >> MM_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 48) %
+	       INFLIGHT_SLOTS;
+}
+
+/* The set's slot holding a, or the empty one where the probe ended. */
+static size_t inflight_find(uintptr_t a)
+{
+	size_t i = inflight_slot(a);
+	while (inflight[i] && inflight[i] != a)
+		i = (i + 1) % INFLIGHT_SLOTS;
+	return i;
+}
+
+static void inflight_add(uintptr_t a)
+{
+	pthread_mutex_lock(&inflight_lock);
+	if (atomic_load(&inflight_n) >= INFLIGHT_SLOTS / 2)
+		mm_panic("mm_port_unused_begin: over %u pages in flight",
+		         INFLIGHT_SLOTS / 2);
+	size_t i = inflight_slot(a);
+	while (inflight[i] > INFLIGHT_GONE)
+		i = (i + 1) % INFLIGHT_SLOTS;
+	inflight[i] = a;
+	atomic_fetch_add(&inflight_n, 1);
+	pthread_mutex_unlock(&inflight_lock);
+}
+
+static void inflight_del(uintptr_t a)
+{
+	pthread_mutex_lock(&inflight_lock);
+	size_t i = inflight_find(a);
+	if (inflight[i] == a) {
+		inflight[i] = INFLIGHT_GONE;
+		if (atomic_fetch_sub(&inflight_n, 1) == 1)
+			memset(inflight, 0, sizeof(inflight));
+	}
+	pthread_mutex_unlock(&inflight_lock);
+}
+
+/* Panics if a page of [addr, +nbytes) is in flight: who names the call. */
+static void inflight_check(const char *who, void *addr, size_t nbytes)
+{
+	if (atomic_load(&inflight_n) == 0)
+		return;
+	uintptr_t bad = 0, a = (uintptr_t)addr;
+	pthread_mutex_lock(&inflight_lock);
+	for (size_t i = 0; i < nbytes / MM_PAGE_SIZE && !bad; i++)
+		if (inflight[inflight_find(a + i * MM_PAGE_SIZE)])
+			bad = a + i * MM_PAGE_SIZE;
+	pthread_mutex_unlock(&inflight_lock);
+	if (bad)
+		mm_panic("%s(%p, %zu): page %#lx is between its batch's "
+		         "mm_port_unused_begin and _finish",
+		         who, addr, nbytes, (unsigned long)bad);
+}
+
 /* ---- Address space ------------------------------------------------------ */
 
 void *mm_port_reserve(size_t nbytes, size_t align)
@@ -129,6 +202,7 @@ static bool injected_failure(void)
 bool mm_port_map(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_map");
+	inflight_check("mm_port_map", addr, nbytes);
 	mm_posix_chaos();
 	if (injected_failure())
 		return false;
@@ -154,6 +228,7 @@ void mm_port_set_production_mapping(bool on)
 bool mm_port_used(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_used");
+	inflight_check("mm_port_used", addr, nbytes);
 	mm_posix_chaos();
 	if (injected_failure())
 		return false;
@@ -209,8 +284,10 @@ void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 	size_t n = nbytes / MM_PAGE_SIZE;
 	if (n > MM_UNUSED_BATCH_PAGES - b->npages)
 		mm_panic("mm_port_unused_begin: batch full at %#lx", base);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		b->cookie[b->npages++] = base + i * MM_PAGE_SIZE;
+		inflight_add(base + i * MM_PAGE_SIZE);
+	}
 	if (base < b->lo)
 		b->lo = base;
 	if (base + nbytes > b->hi)
@@ -223,6 +300,8 @@ void mm_port_unused_finish(struct mm_unused_batch *b)
 {
 	expect_no_lock("mm_port_unused_finish");
 	mm_posix_chaos();
+	for (size_t i = 0; i < b->npages; i++)
+		inflight_del(b->cookie[i]);
 	mm_unused_batch_init(b);
 }
 

@@ -213,6 +213,29 @@ KTEST(mm_port, can_sleep_and_contract_checks)
 	KEXPECT(mm_event_wait(&e, mm_event_prepare(&e) - 1, 0));
 }
 
+/* A page between its batch's unused_begin and unused_finish is the
+ * caller's: a used or map of it then panics (the kernel would map a new
+ * frame while other CPUs may still translate the old one, which finish
+ * then frees). No port checked it until a review. */
+KTEST(mm_port, a_page_in_flight_is_not_used_again)
+{
+	char *a = mm_port_reserve(4 * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	KASSERT(a);
+	KASSERT(mm_port_map(a, 4 * MM_PAGE_SIZE));
+	struct mm_unused_batch b;
+	mm_unused_batch_init(&b);
+	mm_port_unused_begin(a + MM_PAGE_SIZE, MM_PAGE_SIZE, &b);
+	KEXPECT(mm_port_used(a, MM_PAGE_SIZE)); /* its neighbour: fine */
+	KEXPECT(MM_PORT_PANICS(mm_port_used(a, 2 * MM_PAGE_SIZE)));
+	KEXPECT(said("mm_port_used(", "is between its batch's", "", ""));
+	KEXPECT(MM_PORT_PANICS(mm_port_map(a + MM_PAGE_SIZE, MM_PAGE_SIZE)));
+	KEXPECT(said("mm_port_map(", "is between its batch's", "", ""));
+	mm_port_unused_finish(&b);
+	KEXPECT(mm_port_used(a, 2 * MM_PAGE_SIZE));
+	a[MM_PAGE_SIZE] = 1;
+	mm_port_unreserve(a, 4 * MM_PAGE_SIZE);
+}
+
 /* ---- Events and locks together --------------------------------------------
  */
 
