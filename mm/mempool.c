@@ -100,11 +100,11 @@ enum { PUSH_FULL, PUSH_KEPT, PUSH_TWICE };
 static int push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (n >= mempool_min_of(p))
-		return PUSH_FULL;
 	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
 	    in_reserve_locked(p, e))
 		return PUSH_TWICE;
+	if (n >= mempool_min_of(p))
+		return PUSH_FULL;
 	*mempool_first_word(e) = p->marker ^ (uintptr_t)e;
 	p->reserve[n] = e;
 	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
@@ -283,6 +283,13 @@ void mempool_free(struct mempool *p, void *e)
 			count(&p->refills);
 			return;
 		}
+	}
+	/* To the source, unless a racing free of e filled the reserve with
+	 * it meanwhile (the heap would free it under the reserve). */
+	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
+	    in_reserve(p, e)) {
+		atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
+		double_free(p, e);
 	}
 	source_free(p, e);
 }

@@ -244,12 +244,14 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
                              struct mm_pin pin);
 
 /* spanheap_mag_full's way when the fast path's pin pinned nothing, and the way
- * of a restartable sequence that found the magazine full: the claim, a
- * pin, then the magazine again (as alloc_unpinned). */
+ * of a restartable sequence that found the magazine full: the claim (none
+ * if marked: a restarted attempt of this free's own sequence stored the
+ * marker), a pin, then the magazine again (as alloc_unpinned). */
 __attribute__((noinline)) void spanheap_free_unpinned(struct spanheap *sh,
-                                                      uintptr_t a, unsigned cls)
+                                                      uintptr_t a, unsigned cls,
+                                                      bool marked)
 {
-	if (!claim_free(sh, a))
+	if (!marked && !claim_free(sh, a))
 		claim_refused(sh, a);
 	struct mm_pin pin = mm_port_pin();
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
@@ -314,7 +316,7 @@ __attribute__((noinline)) void spanheap_mag_full(struct spanheap *sh,
 {
 	if (__builtin_expect(MM_PIN_FAST_MAY_BE_NONE && pin.cpu == MM_PIN_NONE,
 	                     0)) {
-		spanheap_free_unpinned(sh, a, cls);
+		spanheap_free_unpinned(sh, a, cls, false);
 		return;
 	}
 	if (!claim_free(sh, a)) {

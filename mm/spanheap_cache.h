@@ -98,7 +98,8 @@ bool spanheap_mag_slab_make(struct spanheap *sh, unsigned cpu);
  * pinning nothing; unpins. And a free with nothing pinned yet. */
 void spanheap_mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
                        struct mm_pin pin);
-void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls);
+void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls,
+                            bool marked);
 
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */

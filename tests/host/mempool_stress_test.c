@@ -234,7 +234,15 @@ KTEST(mempool_race, a_racing_double_free_is_not_kept_twice)
 	KEXPECT_EQ(in.curr, 2); /* a and b, once */
 	KEXPECT_EQ(in.out, 1);  /* c; b's second free is not counted */
 	mempool_check(&pool);
-	mempool_free(&pool, c);
+	/* The racing free fills the reserve (a, b, then c): the first
+	 * would give c to the heap under the reserve. */
+	mempool_test_after_check = free_again;
+	EXPECT_MISUSE(mempool_free(&pool, c), "mempool race: double free", c);
+	mempool_test_after_check = NULL;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.curr, 3);
+	KEXPECT_EQ(in.out, 0);
+	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
 	sh_heap_release(&heap);
 }

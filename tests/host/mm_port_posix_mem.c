@@ -50,11 +50,13 @@ static size_t inflight_slot(uintptr_t a)
 	       INFLIGHT_SLOTS;
 }
 
-/* The set's slot holding a, or the empty one where the probe ended. */
+/* The set's slot holding a, or one that does not (empty, or any after a
+ * probe of the whole set: tombstones may leave no empty slot). */
 static size_t inflight_find(uintptr_t a)
 {
 	size_t i = inflight_slot(a);
-	while (inflight[i] && inflight[i] != a)
+	for (size_t n = 0;
+	     n < INFLIGHT_SLOTS && inflight[i] && inflight[i] != a; n++)
 		i = (i + 1) % INFLIGHT_SLOTS;
 	return i;
 }
@@ -93,7 +95,8 @@ static void inflight_check(const char *who, void *addr, size_t nbytes)
 	uintptr_t bad = 0, a = (uintptr_t)addr;
 	pthread_mutex_lock(&inflight_lock);
 	for (size_t i = 0; i < nbytes / MM_PAGE_SIZE && !bad; i++)
-		if (inflight[inflight_find(a + i * MM_PAGE_SIZE)])
+		if (inflight[inflight_find(a + i * MM_PAGE_SIZE)] ==
+		    a + i * MM_PAGE_SIZE)
 			bad = a + i * MM_PAGE_SIZE;
 	pthread_mutex_unlock(&inflight_lock);
 	if (bad)

@@ -236,29 +236,37 @@ KTEST(paging, touch_after_pte_clear_faults)
 /*
  * The lock-free PTE calls stop at a large page: its entry is a leaf, not
  * a table. Taking it for one, a walk into the direct map would read the
- * large page's frames (here physical page 0, under the first GiB) as the
- * next table, and vm_pte_set would write into whatever entry it found
- * there. Page 0 is never the pool's and long mode leaves it unused, so
- * the test plants a table pointer in its first word, to a zeroed frame
- * of its own, and puts the word back after: a walk that followed it
- * would set an entry in that frame.
+ * large page's frames (here physical page 0's) as the next table, and
+ * vm_pte_set would write into whatever entry it found there. Page 0 is
+ * never the pool's and long mode leaves it unused. Under a 1 GiB page
+ * the walk would read page 0 as the 2 MiB level's table: the test plants
+ * a table pointer in its first word, to a zeroed frame of its own, and
+ * a walk that followed it would set an entry in that frame. Under a
+ * 2 MiB page (the first GiB split, as the image is in it, or no 1 GiB
+ * pages) page 0 would be the last level's table itself: its entry 5
+ * would change. The words are put back after.
  */
 KTEST(paging, pte_calls_stop_at_a_large_page)
 {
-	if (paging_direct_map_page_size() != HUGE_PAGE_SIZE)
-		KTEST_SKIP("the direct map has no 1 GiB pages");
+	int level = direct_level(0);
+	if (level == 0)
+		KTEST_SKIP("the first 2 MiB hold the image: no large page");
 	const uintptr_t va = DIRECT_MAP_BASE + 5 * PAGE_SIZE;
 	paddr_t table = frame_alloc(), pa = frame_alloc();
 	KASSERT(table != 0 && pa != 0);
 	memset(phys_to_virt(table), 0, PAGE_SIZE);
-	volatile uint64_t *word0 = phys_to_virt(0);
-	uint64_t saved = *word0;
-	*word0 = table | PTE_P | PTE_W;
+	volatile uint64_t *page0 = phys_to_virt(0);
+	uint64_t saved0 = page0[0], saved5 = page0[5];
+	if (level == 2)
+		page0[0] = table | PTE_P | PTE_W;
 	int set = vm_pte_set(va, pa, VM_WRITE);
+	uint64_t after5 = page0[5];
 	int clear = vm_pte_clear(va, NULL);
-	*word0 = saved;
+	page0[0] = saved0;
+	page0[5] = saved5;
 	KEXPECT_EQ(set, -VM_ENOENT);
 	KEXPECT_EQ(clear, -VM_ENOENT);
+	KEXPECT_EQ(after5, saved5);
 	const uint64_t *t = phys_to_virt(table);
 	KEXPECT_EQ(t[5], 0);
 	paddr_t got = 0;

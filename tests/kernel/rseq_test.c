@@ -42,6 +42,7 @@
 #include "kernel/thread.h"
 #include "mm/rseq.h"
 #include "mm/spanheap.h"
+#include "mm/spanheap_internal.h"
 
 #define RFLAGS_TF (1ull << 8)
 #define OBJ       64
@@ -72,8 +73,25 @@ static struct {
 	unsigned ran;             /* times it interfered */
 } helper;
 
+/* A fill trial's objects: the "handler" frees them until this CPU's
+ * magazine of the class is full. */
+#define FILL_MAX 1100
+static struct {
+	bool on;
+	unsigned n;
+	void *v[FILL_MAX];
+} fill;
+
 static void interfere(void)
 {
+	if (fill.on) {
+		struct mmag *m = &kspanheap.caches[this_cpu()->id]
+		                          .mag[sizeclass_of(OBJ)];
+		while (mag_top(m) < m->limit && fill.n)
+			kfree(fill.v[--fill.n]);
+		trial.fired = true;
+		return;
+	}
 	kfree(trial.g1);
 	kfree(trial.g2);
 	trial.s = kmalloc(OBJ, KM_ATOMIC);
@@ -271,6 +289,34 @@ static bool free_trial(unsigned k)
 	return ok;
 }
 
+/* One trial of kfree(p) interrupted at step k by a handler that fills the
+ * magazine: the push then finds it full, also after a restart of an
+ * attempt that had stored p's marker, and the slow path must take that
+ * marker for this free's own. Afterwards p is free and the heap is
+ * whole. */
+static bool fill_trial(unsigned k)
+{
+	spanheap_flush_cache(&kspanheap); /* the magazine empty */
+	void *p = obj();
+	for (fill.n = 0; fill.n < FILL_MAX; fill.n++)
+		fill.v[fill.n] = obj();
+	fill.on = true;
+	trial = (typeof(trial)){.by = trial.by, .target = k};
+	trace_on();
+	kfree(p);
+	trace_off();
+	fill.on = false;
+	while (fill.n)
+		kfree(fill.v[--fill.n]);
+	struct spanheap_where w;
+	bool ok = spanheap_where(&kspanheap, p, &w) &&
+	          w.state != SPANHEAP_OBJ_ALLOCATED;
+	if (!ok)
+		ktest_fail_at(__FILE__, __LINE__, "step %u: %p not freed", k,
+		              p);
+	return ok;
+}
+
 /* One trial of kmalloc interrupted at step k, over a magazine holding
  * {x1, x2}. Afterwards the magazine, the call's object and the handler's
  * hold {x1, x2, g1, g2}, each once. */
@@ -334,10 +380,21 @@ KTEST(rseq, kfree_interrupted_at_every_step)
 {
 	SKIP_IN_POISON_MODE();
 	unsigned restarts = run_trials(free_trial, BY_HOOK);
-	/* The push's sequence (rseq_push, mm/spanheap.c) is nine
+	/* The push's sequence (rseq_push, mm/spanheap_free.c) is ten
 	 * instructions: each was interrupted once, before it ran, and each
 	 * such trial restarted the sequence. */
-	KEXPECT_EQ(restarts, 9);
+	KEXPECT_EQ(restarts, 10);
+}
+
+/* The same with a handler that fills the magazine: until a review, a
+ * restart after the push had stored p's marker found the magazine full,
+ * and the slow path's claim of the marker panicked, "double free", on
+ * p's own marker. */
+KTEST(rseq, kfree_interrupted_by_a_handler_that_fills_the_magazine)
+{
+	SKIP_IN_POISON_MODE();
+	KEXPECT_EQ(run_trials(fill_trial, BY_HOOK), 10);
+	spanheap_check(&kspanheap);
 }
 
 KTEST(rseq, kmalloc_interrupted_at_every_step)
@@ -354,7 +411,7 @@ KTEST(rseq, kmalloc_interrupted_at_every_step)
 KTEST(rseq, kfree_irq_at_every_step)
 {
 	SKIP_IN_POISON_MODE();
-	KEXPECT_EQ(run_trials(free_trial, BY_IPI), 9 - 1);
+	KEXPECT_EQ(run_trials(free_trial, BY_IPI), 10 - 1);
 }
 
 KTEST(rseq, kmalloc_irq_at_every_step)
@@ -392,8 +449,8 @@ static unsigned run_preempted(bool (*op)(unsigned k))
 KTEST(rseq, kfree_preempted_at_every_step)
 {
 	SKIP_IN_POISON_MODE();
-	KEXPECT_EQ(run_preempted(free_trial), 9 - 1);
-	KEXPECT(helper.ran >= 9);
+	KEXPECT_EQ(run_preempted(free_trial), 10 - 1);
+	KEXPECT(helper.ran >= 10);
 }
 
 KTEST(rseq, kmalloc_preempted_at_every_step)
