@@ -46,21 +46,23 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
  * and limit, the slot, the marker (cookie ^ a, in object a's word 1); the
  * commit is the store of the raised top. A restart repeats the slot's
  * store (above the top, read by no one) and the marker's (the same value).
- * Returns false, having stored nothing, if the magazine is full; *marked
- * then says whether an attempt the sequence restarted had stored the
- * marker (a register set just before that store: a restart moves only the
- * instruction pointer), so that the slow path takes it for this free's
- * own, not a double free's (until a review it panicked so, when a handler
- * filled the magazine between the marker's store and the commit). Any
+ * Returns false, having stored nothing, if the magazine is full, and
+ * then *sp tells whether an attempt the sequence restarted had got as far
+ * as the marker's store: the raised top is computed into *sp, the span's
+ * address until then, before that store (a restart moves only the
+ * instruction pointer, so the register keeps it). The slow path then takes
+ * the marker for this free's own, not a double free's (until a review it
+ * panicked so, when a handler filled the magazine between the marker's
+ * store and the commit); no instruction more on the fast path. Any
  * context but NMI, nothing pinned.
  */
 static inline __attribute__((always_inline)) bool
 rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
-          bool *marked)
+          uintptr_t *sp)
 {
-	uintptr_t *t;
+	uintptr_t *t, top = *sp;
 	struct mmag *m;
-	unsigned long cpu, mkd = 0;
+	unsigned long cpu;
 	bool full;
 	__asm__ volatile(
 	        "1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
@@ -69,19 +71,27 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	        "cmpq 8(%[m], %[off]), %[t]\n\t"
 	        "jae 2f\n\t"
 	        "movq %[a], (%[t])\n\t"
-	        "movl $1, %k[mkd]\n\t" /* no flags changed */
+	        "leaq 8(%[t]), %[top]\n\t" /* no flags changed */
 	        "movq %[mk], 8(%[a])\n\t"
-	        "leaq 8(%[t]), %[t]\n\t"
-	        "movq %[t], (%[m], %[off])\n" /* the commit */
+	        "movq %[top], (%[m], %[off])\n" /* the commit */
 	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
 	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu),
-	          [mkd] "+r"(mkd)
+	          [top] "+r"(top)
 	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a),
 	          [mk] "r"(marker), [mags] "i"(offsetof(struct spanheap, mags)),
 	          MM_PORT_RSEQ_CPU_ARGS
 	        : "memory");
-	*marked = mkd != 0;
+	*sp = top;
 	return !full;
+}
+
+/* rseq_push's full magazine: sp is the span's address, or a top a
+ * restarted attempt computed just before it stored a's marker. */
+static __attribute__((noinline)) void rseq_full(struct spanheap *sh,
+                                                uintptr_t a, uintptr_t sp)
+{
+	struct mspan *s = mheap_span_lookup(sh->heap, a);
+	spanheap_free_unpinned(sh, a, s->sizeclass, sp != (uintptr_t)s);
 }
 #endif
 
@@ -134,10 +144,10 @@ free_small(struct spanheap *sh, struct mspan *s, void *p)
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
 	free_check_marker(s, a, cookie);
 #ifdef MM_PORT_RSEQ
-	bool marked;
-	if (__builtin_expect(
-	            !rseq_push(sh, s->mag_offset, a, cookie ^ a, &marked), 0))
-		spanheap_free_unpinned(sh, a, s->sizeclass, marked);
+	uintptr_t sp = (uintptr_t)s;
+	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a, &sp),
+	                     0))
+		rseq_full(sh, a, sp);
 #else
 	struct mm_pin pin = mm_port_pin_fast();
 	if (__builtin_expect(!mag_try_push(sh, pin.cpu, s, a, cookie), 0)) {
