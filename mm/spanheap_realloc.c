@@ -162,14 +162,18 @@ static void *moved(struct spanheap *sh, void *p, size_t size, bool grows,
 	size_t want = size, most = SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE;
 	if (grows && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) && size < most)
 		want = size + min_sz(size / 8, most - size);
-	void *n = spanheap_alloc_decided(sh, want, flags & ~MM_ZERO);
+	/* A large object is zeroed by its allocation, which writes only
+	 * the pages that held data (a memset here made every page of it
+	 * resident); a small one after the copy, which costs less. */
+	unsigned zero = size > SC_MAX_SIZE ? 0 : MM_ZERO;
+	void *n = spanheap_alloc_decided(sh, want, flags & ~zero);
 	if (!n && want != size)
-		n = spanheap_alloc_decided(sh, size, flags & ~MM_ZERO);
+		n = spanheap_alloc_decided(sh, size, flags & ~zero);
 	if (!n)
 		return NULL;
 	size_t copy = min_sz(used, size);
 	mm_memcpy(n, p, copy);
-	if (flags & MM_ZERO)
+	if (flags & zero)
 		mm_memset((char *)n + copy, 0,
 		          spanheap_usable_size(sh, n) - copy);
 	spanheap_free(sh, p);
