@@ -221,8 +221,13 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 	    __builtin_expect(spanheap_fail_armed(sh), 0) &&
 	    spanheap_fail_should(sh, size > SC_MAX_SIZE, flags))
 		return NULL;
-	if (!keep && large && size > SC_MAX_SIZE && !(flags & MM_ATOMIC) &&
-	    fits)
+	/* A shrink gives pages back as a large free does, in any context
+	 * and whatever an allocation of its size could get; a growth may
+	 * map and sleep. */
+	bool shrinks = large && size > SC_MAX_SIZE &&
+	               spanheap_pages_for(size) < s->npages;
+	if (!keep && large && size > SC_MAX_SIZE &&
+	    (shrinks || (fits && !(flags & MM_ATOMIC))))
 		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
 		                             flags);
 	if (keep)

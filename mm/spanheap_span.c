@@ -476,8 +476,9 @@ void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
  * place: the pages after it if they are free (mheap_extend_pages), or its
  * tail given back. True if it did; false for more than
  * SPANHEAP_LARGE_MAX_PAGES. With MM_NO_GROW in flags, the page
- * heap is not grown (for its reserve) either. Thread context: the page
- * heap may map pages and sleep. Its table entries are set before it grows into
+ * heap is not grown (for its reserve) either. A growth: thread context
+ * (the page heap may map pages and sleep); a shrink: any context but NMI,
+ * as a large free. Its table entries are set before it grows into
  * pages and after it leaves them, so that a lookup of its own pages always
  * finds it; npages and elemsize change under the heap lock (the owner
  * reads them; the checker runs when nothing allocates).

@@ -405,6 +405,30 @@ KTEST(spanheap, realloc_zero_to_large_writes_only_dirty_pages)
 	sh_heap_release(&heap);
 }
 
+/* An MM_ATOMIC shrink of a large object gives its tail back as a large
+ * free does (any context): until a review it kept every page and, with
+ * MM_ZERO, wrote zeros over the whole tail (63 MiB of 64 in a reviewer's
+ * probe), in what may be an interrupt handler. */
+KTEST(spanheap, an_atomic_shrink_gives_the_tail_back)
+{
+	enum { N = 4 << 20, M = 1 << 20 };
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	spanheap_release_all(&sh);
+	unsigned char *p = spanheap_alloc(&sh, N, MM_ZERO);
+	KASSERT(p);
+	memset(p, 0x5a, 100);
+	mm_port_set_atomic(true); /* as from an interrupt handler */
+	unsigned char *q = spanheap_realloc(&sh, p, M, MM_ATOMIC | MM_ZERO);
+	mm_port_set_atomic(false);
+	KEXPECT(q == p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, q), M);
+	KEXPECT(resident_pages(q, M) <= 1);
+	KEXPECT(all_bytes(q, 100, 0x5a) && all_bytes(q + 100, M - 100, 0));
+	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the shrink");
+	sh_heap_release(&heap);
+}
+
 /*
  * MM_ZERO: after a realloc every byte up to the usable size past the size
  * asked for is zero, whatever the memory held before: the small object's
