@@ -286,8 +286,8 @@ void mempool_free(struct mempool *p, void *e)
 	}
 	/* To the source, unless a racing free of e filled the reserve with
 	 * it meanwhile (the heap would free it under the reserve). */
-	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
-	    in_reserve(p, e)) {
+	if ((*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
+	    in_reserve(p, e)) { /* check_free's test: a walk flips it */
 		atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
 		double_free(p, e);
 	}

@@ -47,10 +47,11 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
  * commit is the store of the raised top. A restart repeats the slot's
  * store (above the top, read by no one) and the marker's (the same value).
  * Returns false, having stored nothing, if the magazine is full, and
- * then *sp tells whether an attempt the sequence restarted had got as far
- * as the marker's store: the raised top is computed into *sp, the span's
- * address until then, before that store (a restart moves only the
- * instruction pointer, so the register keeps it). The slow path then takes
+ * then *sp tells whether an attempt the sequence restarted had reached
+ * the instruction before the marker's store: the raised top is computed
+ * into *sp, the span's address until then (a slot in the CPU's slab,
+ * never a span struct's address), just before that store (a restart moves only
+ * the instruction pointer, so the register keeps it). The slow path then takes
  * the marker for this free's own, not a double free's (until a review it
  * panicked so, when a handler filled the magazine between the marker's
  * store and the commit); no instruction more on the fast path. Any
