@@ -225,6 +225,15 @@ static bool in_reserve(struct mempool *p, const void *e)
 	return found;
 }
 
+/* True if e is in the reserve by its marker and the reserve's slots: the
+ * marker, or the marker flipped by a mempool_check walking the reserve
+ * (under the lock, which in_reserve waits for). Any context but NMI. */
+static bool in_reserve_marked(struct mempool *p, void *e)
+{
+	return (*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
+	       in_reserve(p, e);
+}
+
 static void double_free(struct mempool *p, void *e)
 {
 	mm_panic("mempool %s: double free of %p: the element is in the "
@@ -249,10 +258,7 @@ static void check_free(struct mempool *p, void *e)
 			         "an element of this pool",
 			         p->name, n, e, p->size);
 	}
-	/* The marker, or the marker flipped by a mempool_check walking the
-	 * reserve (under the lock, which in_reserve waits for). */
-	if ((*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
-	    in_reserve(p, e))
+	if (in_reserve_marked(p, e))
 		double_free(p, e);
 }
 
@@ -286,8 +292,7 @@ void mempool_free(struct mempool *p, void *e)
 	}
 	/* To the source, unless a racing free of e filled the reserve with
 	 * it meanwhile (the heap would free it under the reserve). */
-	if ((*mempool_first_word(e) ^ p->marker ^ (uintptr_t)e) <= 1 &&
-	    in_reserve(p, e)) { /* check_free's test: a walk flips it */
+	if (in_reserve_marked(p, e)) {
 		atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
 		double_free(p, e);
 	}
