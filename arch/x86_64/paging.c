@@ -93,6 +93,14 @@ static bool canonical(uintptr_t va)
 	return (uint64_t)((int64_t)(va << 16) >> 16) == va;
 }
 
+/* The flags a map call accepts: enum vm_flags only, and never writable
+ * and executable at once (W^X). */
+static bool flags_ok(unsigned flags)
+{
+	return !(flags & ~VM_FLAGS_ALL) &&
+	       (flags & (VM_WRITE | VM_EXEC)) != (VM_WRITE | VM_EXEC);
+}
+
 /* flags: enum vm_flags only (the callers refuse any other bit). */
 static uint64_t pte_flags(unsigned flags)
 {
@@ -195,7 +203,7 @@ static uint64_t *leaf_locked(uintptr_t va, bool create, int *err)
 int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	int err = VM_OK;
-	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || flags & ~VM_FLAGS_ALL)
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || !flags_ok(flags))
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, true, &err);
@@ -220,7 +228,7 @@ int vm_map_page(uintptr_t va, paddr_t pa, unsigned flags)
 static int change_leaf(uintptr_t va, bool unmap, unsigned flags, paddr_t *pa)
 {
 	int err = VM_OK;
-	if (va % PAGE_SIZE || !canonical(va) || flags & ~VM_FLAGS_ALL)
+	if (va % PAGE_SIZE || !canonical(va) || !flags_ok(flags))
 		return -VM_EINVAL;
 	unsigned long irq = spin_lock_irqsave(&vm_lock);
 	uint64_t *e = leaf_locked(va, false, &err);
@@ -315,7 +323,7 @@ int vm_pte_set(uintptr_t va, paddr_t pa, unsigned flags)
 {
 	/* As vm_map_page: a pa with bits outside PTE_ADDR would set NX,
 	 * reserved or ignored bits of the entry. */
-	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || flags & ~VM_FLAGS_ALL)
+	if (!leaf_va_ok(va) || pa & ~PTE_ADDR || !flags_ok(flags))
 		return -VM_EINVAL;
 	uint64_t *e = prepared_leaf(va);
 	if (!e)

@@ -39,7 +39,8 @@
  * passed by mistake (PTE_W, PTE_U, PTE_PCD...) always has a bit outside
  * VM_FLAGS_ALL, and the map calls refuse it with -VM_EINVAL instead of
  * making a different mapping. (PTE_NX does not fit in unsigned: the
- * compiler's overflow warning catches it.)
+ * compiler's overflow warning catches it.) VM_WRITE and VM_EXEC together
+ * are refused too: no kernel page is writable and executable (W^X).
  */
 enum vm_flags {
 	VM_READ = 0,
@@ -56,8 +57,8 @@ _Static_assert((VM_FLAGS_ALL & (PTE_P | PTE_W | PTE_U | PTE_PWT | PTE_PCD |
 enum vm_error {
 	VM_OK = 0,
 	VM_EINVAL = 1, /* misaligned, non-canonical, inside a large page,
-	                  page 0 (never mapped), or flags outside
-	                  VM_FLAGS_ALL */
+	                  page 0 (never mapped), flags outside
+	                  VM_FLAGS_ALL, or VM_WRITE with VM_EXEC (W^X) */
 	VM_EEXIST = 2, /* already mapped */
 	VM_ENOENT = 3, /* not mapped */
 	VM_ENOMEM = 4, /* no frame for a page-table page */

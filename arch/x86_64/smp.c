@@ -217,7 +217,9 @@ static bool install_trampoline(paddr_t pa)
 		panic("smp: trampoline is %zu bytes, smp.h says %u",
 		      (size_t)(trampoline_end - trampoline_start), TRAMP_SIZE);
 	memcpy(phys_to_virt(pa), trampoline_start, TRAMP_SIZE);
-	int err = vm_map_page((uintptr_t)pa, pa, VM_EXEC | VM_WRITE);
+	/* r-x: the boot CPU writes the page through the direct map, and the
+	 * AP stores to it only before it turns paging on (W^X). */
+	int err = vm_map_page((uintptr_t)pa, pa, VM_EXEC);
 	if (err) {
 		printk("smp: cannot identity-map the trampoline page %#llx "
 		       "(error %d)\n",
@@ -225,6 +227,7 @@ static bool install_trampoline(paddr_t pa)
 		return false;
 	}
 	tramp_pa = pa;
+	vm_translate((uintptr_t)pa, NULL, &report.trampoline_flags);
 	params = phys_to_virt(pa + TRAMP_PARAMS);
 	params->gdt_limit = 4 * 8 - 1;
 	params->gdt_base = (uint32_t)(pa + TRAMP_GDT);

@@ -71,6 +71,8 @@ struct smp_report {
 	                    (1 without a MADT) */
 	unsigned failed; /* APs that did not come online */
 	uint64_t trampoline_pa; /* the low page used, 0 if none */
+	/* the enum vm_flags of its identity mapping while APs started */
+	unsigned trampoline_flags;
 	/* 0x100 | the low byte of the APIC id of the last CPU that woke
 	 * late and ran the trampoline while it was set for another AP (it
 	 * halted there), 0 if none did during bring-up */

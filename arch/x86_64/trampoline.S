@@ -94,11 +94,15 @@ trampoline_64:
 1:	hlt
 	jmp 1b
 
+	/* The accessed bits are set (access bytes 0x9b, 0x93): a CPU that
+	 * loads a descriptor without it writes it in, and the far jump to
+	 * 64-bit code runs with paging on, where this page is read-only
+	 * (W^X): that write would fault with no IDT to take it. */
 	.org TRAMP_GDT
 	.quad 0
-	.quad 0x00cf9a000000ffff /* 0x08: 32-bit code, base 0, 4 GiB */
-	.quad 0x00cf92000000ffff /* 0x10: data, base 0, 4 GiB */
-	.quad 0x00209a0000000000 /* 0x18: 64-bit code */
+	.quad 0x00cf9b000000ffff /* 0x08: 32-bit code, base 0, 4 GiB */
+	.quad 0x00cf93000000ffff /* 0x10: data, base 0, 4 GiB */
+	.quad 0x00209b0000000000 /* 0x18: 64-bit code */
 
 	.org TRAMP_PARAMS
 	.fill TP_SIZE, 1, 0

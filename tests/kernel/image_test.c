@@ -98,6 +98,65 @@ KTEST(image, direct_map_covers_ram)
 	KEXPECT(size == LARGE_PAGE_SIZE || size == HUGE_PAGE_SIZE);
 }
 
+/* What a walk of the live page tables found: leaves, and the first
+ * leaf that is writable and executable, or user-accessible. */
+struct wx_walk {
+	unsigned leaves, bad;
+	uintptr_t bad_va;
+	uint64_t bad_entry;
+};
+
+static uintptr_t sign_extend(uintptr_t va)
+{
+	return (uintptr_t)((int64_t)(va << 16) >> 16);
+}
+
+/* Walks the table at pa (level 3 the PML4, 0 a page table) mapping from
+ * base. A leaf's rights are its path's: writable if every entry on it is,
+ * executable if none has NX. */
+static void wx_walk_table(struct wx_walk *w, paddr_t pa, int level,
+                          uintptr_t base, bool wr_above, bool nx_above)
+{
+	const volatile uint64_t *t = phys_to_virt(pa);
+	for (unsigned i = 0; i < 512; i++) {
+		uint64_t e = t[i];
+		if (!(e & PTE_P))
+			continue;
+		uintptr_t va =
+		        sign_extend(base + ((uintptr_t)i << (12 + 9 * level)));
+		bool wr = wr_above && (e & PTE_W);
+		bool nx = nx_above || (e & PTE_NX);
+		if (level > 0 && !(e & PTE_PS) && !(e & PTE_U)) {
+			wx_walk_table(w, e & PTE_ADDR, level - 1, va, wr, nx);
+			continue;
+		}
+		w->leaves++;
+		if (((wr && !nx) || (e & PTE_U)) && w->bad++ == 0) {
+			w->bad_va = va;
+			w->bad_entry = e;
+		}
+	}
+}
+
+/* W^X over the whole address space, not only the image's sections: no
+ * page the kernel maps, now, is both writable and executable (the AP
+ * trampoline's identity page was, until a review), and none is a user
+ * page (the kernel has no user mode). Other CPUs may change heap entries
+ * meanwhile; page-table pages are never freed, so the walk stays safe. */
+KTEST(image, no_page_is_writable_and_executable)
+{
+	struct wx_walk w = {0};
+	wx_walk_table(&w, read_cr3() & PTE_ADDR, 3, 0, true, false);
+	ktest_diag("%u leaves", w.leaves);
+	KEXPECT(w.leaves > 0);
+	if (w.bad)
+		ktest_fail_at(__FILE__, __LINE__,
+		              "%u leaves are writable and executable, or user; "
+		              "the first maps %#lx (entry %#llx)",
+		              w.bad, (unsigned long)w.bad_va,
+		              (unsigned long long)w.bad_entry);
+}
+
 KTEST(image, boot_stack_guard_is_unmapped)
 {
 	KEXPECT(!vm_translate((uintptr_t)__boot_stack_guard, NULL, NULL));

@@ -79,7 +79,7 @@ static const unsigned all_flags[] = {
         VM_READ,
         VM_WRITE,
         VM_EXEC,
-        VM_WRITE | VM_EXEC,
+        VM_EXEC | VM_NOCACHE,
         VM_WRITE | VM_NOCACHE,
         VM_READ | VM_NOCACHE,
 };

@@ -258,6 +258,31 @@ KTEST(paging, flags_outside_vm_flags_are_refused)
 	frame_free(pa);
 }
 
+/* W^X: a page both writable and executable is refused by every map
+ * call (the AP trampoline asked for one, until a review), and nothing
+ * is mapped or changed. */
+KTEST(paging, writable_and_executable_is_refused)
+{
+	const unsigned wx = VM_WRITE | VM_EXEC;
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_map_page(TEST_VA, pa, wx), -VM_EINVAL);
+	KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	KASSERT_EQ(vm_map_page(TEST_VA, pa, VM_EXEC), 0);
+	unsigned flags = 0;
+	KEXPECT_EQ(vm_protect_page(TEST_VA, wx), -VM_EINVAL);
+	KEXPECT(vm_translate(TEST_VA, NULL, &flags));
+	KEXPECT_EQ(flags, VM_EXEC);
+	unmap_test_page(TEST_VA);
+	KASSERT_EQ(vm_prepare_range(TEST_VA, LARGE_PAGE_SIZE), 0);
+	pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_pte_set(TEST_VA, pa, wx), -VM_EINVAL);
+	KEXPECT(!vm_translate(TEST_VA, NULL, NULL));
+	vm_pte_clear(TEST_VA, NULL);
+	frame_free(pa);
+}
+
 /* The direct map's alias of the image's text and rodata is read-only
  * too (W^X): until a review it was the direct map's rw- large pages, and
  * a write through phys_to_virt changed the kernel's code. Data keeps a

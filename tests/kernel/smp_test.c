@@ -112,6 +112,18 @@ KTEST(smp, every_listed_cpu_online)
 		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
 }
 
+/* The trampoline's identity page was r-x while APs ran it (W^X: the
+ * boot CPU writes it through the direct map); it was rwx until a
+ * review. No trampoline, nothing to check. */
+KTEST(smp, the_trampoline_page_is_not_writable_where_it_runs)
+{
+	const struct smp_report *r = smp_report();
+	ktest_diag("trampoline at %#llx, flags %#x",
+	           (unsigned long long)r->trampoline_pa, r->trampoline_flags);
+	if (r->trampoline_pa)
+		KEXPECT_EQ(r->trampoline_flags, VM_EXEC);
+}
+
 /* smp.stale_sipi=<apic id>: that AP, given up on and parked, is woken
  * by a SIPI while the trampoline is set for the next AP (as a SIPI left
  * pending from its own start would wake it late). It must halt in the
