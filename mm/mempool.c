@@ -45,7 +45,8 @@
  * either the waiter saw the element, or the free saw the waiter and its
  * wake moves the count the waiter read: no wake-up is lost.
  *
- * The checker and the counters' reader are mempool_check.c's.
+ * Set-up, resize and destroy are mempool_setup.c's; the checker and the
+ * counters' reader are mempool_check.c's.
  *
  * Limits: MEMPOOL_MIN_MAX reserved elements (a double free's scan is
  * O(min), under the lock, and only on a marker match). Elements of a
@@ -59,14 +60,12 @@
 #include "mempool_internal.h"
 #include "spanheap_internal.h"
 
-#define MARKER_SEED 0x6d656d706f6f6c21ull /* "mempool!" */
-
 static void count(_Atomic uint64_t *c)
 {
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-static void *source_alloc(struct mempool *p, unsigned flags)
+void *mempool_source_alloc(struct mempool *p, unsigned flags)
 {
 	if (p->cache)
 		return objcache_alloc(p->cache, flags);
@@ -79,7 +78,7 @@ static void *source_alloc(struct mempool *p, unsigned flags)
 	return spanheap_alloc(p->sh, p->size, flags);
 }
 
-static void source_free(struct mempool *p, void *e)
+void mempool_source_free(struct mempool *p, void *e)
 {
 	if (p->cache)
 		objcache_free(p->cache, e);
@@ -91,28 +90,26 @@ static void source_free(struct mempool *p, void *e)
 
 static bool in_reserve_locked(struct mempool *p, const void *e);
 
-/* push_locked's answers. */
-enum { PUSH_FULL, PUSH_KEPT, PUSH_TWICE };
-
-/* Puts e into the reserve if it is short; under the lock. PUSH_TWICE if e
- * is in it already: a double free that raced with the first one past
- * check_free (each tested the marker before the other wrote it). */
-static int push_locked(struct mempool *p, void *e)
+/* Puts e into the reserve if it is short; under the lock.
+ * MEMPOOL_PUSH_TWICE if e is in it already: a double free that raced with
+ * the first one past check_free (each tested the marker before the other
+ * wrote it). */
+int mempool_push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
 	    in_reserve_locked(p, e))
-		return PUSH_TWICE;
+		return MEMPOOL_PUSH_TWICE;
 	if (n >= mempool_min_of(p))
-		return PUSH_FULL;
+		return MEMPOOL_PUSH_FULL;
 	*mempool_first_word(e) = p->marker ^ (uintptr_t)e;
 	p->reserve[n] = e;
 	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
-	return PUSH_KEPT;
+	return MEMPOOL_PUSH_KEPT;
 }
 
 /* The reserve's last element, or NULL; under the lock. */
-static void *pop_locked(struct mempool *p)
+void *mempool_pop_locked(struct mempool *p)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	if (!n)
@@ -135,7 +132,7 @@ static void *handed_from_reserve(struct mempool *p, void *e, unsigned flags)
 static void *reserve_take(struct mempool *p, unsigned flags)
 {
 	unsigned long irq = mm_lock_acquire(&p->lock);
-	void *e = pop_locked(p);
+	void *e = mempool_pop_locked(p);
 	mm_lock_release(&p->lock, irq);
 	return e ? handed_from_reserve(p, e, flags) : NULL;
 }
@@ -148,12 +145,12 @@ static void *reserve_take(struct mempool *p, unsigned flags)
  */
 static void *alloc_waiting(struct mempool *p, unsigned flags)
 {
-	void *e = source_alloc(p, flags);
+	void *e = mempool_source_alloc(p, flags);
 	if (e)
 		return e;
 	uint64_t seen = mm_event_prepare(&p->returned);
 	unsigned long irq = mm_lock_acquire(&p->lock);
-	e = pop_locked(p);
+	e = mempool_pop_locked(p);
 	if (!e)
 		p->waiters++;
 	mm_lock_release(&p->lock, irq);
@@ -195,7 +192,7 @@ void *mempool_alloc(struct mempool *p, unsigned flags)
 	}
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("mempool_alloc");
-	void *e = source_alloc(p, first_ask(p, flags));
+	void *e = mempool_source_alloc(p, first_ask(p, flags));
 	if (!e)
 		e = reserve_take(p, flags);
 	if (!e && (flags & MM_ATOMIC)) {
@@ -275,10 +272,10 @@ void mempool_free(struct mempool *p, void *e)
 	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <
 	    mempool_min_of(p)) {
 		unsigned long irq = mm_lock_acquire(&p->lock);
-		int put = push_locked(p, e);
-		bool kept = put == PUSH_KEPT, wake = kept && p->waiters;
+		int put = mempool_push_locked(p, e);
+		bool kept = put == MEMPOOL_PUSH_KEPT, wake = kept && p->waiters;
 		mm_lock_release(&p->lock, irq);
-		if (put == PUSH_TWICE) {
+		if (put == MEMPOOL_PUSH_TWICE) {
 			atomic_fetch_add_explicit(&p->out, 1,
 			                          memory_order_relaxed);
 			double_free(p, e);
@@ -296,232 +293,5 @@ void mempool_free(struct mempool *p, void *e)
 		atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
 		double_free(p, e);
 	}
-	source_free(p, e);
-}
-
-/* Why p's name, min and size cannot make a pool, or NULL if they can. */
-static const char *refusal(const char *name, uint32_t min, size_t size)
-{
-	size_t len = mm_name_len(name, MEMPOOL_NAME_MAX);
-	if (len == 0)
-		return "no name";
-	if (len > MEMPOOL_NAME_MAX)
-		return "a name longer than MEMPOOL_NAME_MAX characters";
-	if (min == 0)
-		return "a reserve of 0 elements";
-	if (min > MEMPOOL_MIN_MAX)
-		return "a reserve above MEMPOOL_MIN_MAX elements";
-	if (size < sizeof(uintptr_t))
-		return "elements smaller than a pointer (the reserve's marker)";
-	return NULL;
-}
-
-/* Gives back a chain of elements linked through their first words. */
-static void chain_give(struct mempool *p, void *head)
-{
-	while (head) {
-		void *next = (void *)*mempool_first_word(head);
-		*mempool_first_word(head) = 0;
-		source_free(p, head);
-		head = next;
-	}
-}
-
-/* Takes n elements from the source (thread context), chained through
- * their first words, into *head; false, having given back what it took,
- * if the source has too few. */
-static bool chain_take(struct mempool *p, uint32_t n, void **head)
-{
-	*head = NULL;
-	for (uint32_t i = 0; i < n; i++) {
-		void *e = source_alloc(p, 0);
-		if (!e) {
-			chain_give(p, *head);
-			*head = NULL;
-			return false;
-		}
-		*mempool_first_word(e) = (uintptr_t)*head;
-		*head = e;
-	}
-	return true;
-}
-
-/* Moves chain's elements into the reserve while it is short (under the
- * lock); returns what is left of the chain. */
-static void *chain_push_locked(struct mempool *p, void *chain)
-{
-	while (chain) {
-		void *next = (void *)*mempool_first_word(chain);
-		if (push_locked(p, chain) != PUSH_KEPT)
-			break;
-		chain = next;
-	}
-	return chain;
-}
-
-/* Takes min elements from the source into a new reserve; false, having
- * given back what it took, if the heap has too little for them. */
-static bool reserve_fill(struct mempool *p)
-{
-	uint32_t min = mempool_min_of(p);
-	void *chain;
-	p->reserve = spanheap_alloc(p->sh, min * sizeof(void *), 0);
-	if (p->reserve && chain_take(p, min, &chain)) {
-		p->cap = min;
-		if (chain_push_locked(p, chain))
-			mm_panic("mempool %s: its reserve is full before it is "
-			         "filled",
-			         p->name);
-		return true;
-	}
-	spanheap_free(p->sh, p->reserve);
-	p->reserve = NULL;
-	return false;
-}
-
-/* Where a pool's elements come from: one of the three, or none (sh). */
-struct source {
-	struct objcache *cache;
-	const struct mempool_source *src;
-	void *data;
-};
-
-static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
-                      uint32_t min, size_t size, struct source from)
-{
-	spanheap_assert_can_sleep("mempool_init");
-	mm_memset(p, 0, sizeof(*p));
-	const char *why = refusal(name, min, size);
-	if (!why && from.src && (!from.src->alloc || !from.src->free))
-		why = "a source without its alloc or free";
-	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
-		why = "elements larger than the heap's arena";
-	if (why) {
-		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
-		return false;
-	}
-	mm_name_copy(p->name, name, MEMPOOL_NAME_MAX);
-	p->sh = sh;
-	p->cache = from.cache;
-	p->src = from.src;
-	p->data = from.data;
-	p->size = size;
-	atomic_store_explicit(&p->min, min, memory_order_relaxed);
-	p->wait_ns = MEMPOOL_WAIT_NS;
-	p->marker = (uintptr_t)(MARKER_SEED ^ ((uintptr_t)p << 16) ^
-	                        mm_port_now_ns());
-	mm_lock_init(&p->lock, "mempool", MM_RANK_HEAP);
-	mm_event_init(&p->returned, "mempool");
-	if (reserve_fill(p))
-		return true;
-	mm_log("mempool %s: not made: no memory for a reserve of %u elements "
-	       "of %zu bytes",
-	       p->name, min, size);
-	return false;
-}
-
-bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
-                       uint32_t min, size_t size)
-{
-	return init_with(p, sh, name, min, size, (struct source){0});
-}
-
-bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
-                        uint32_t min)
-{
-	return init_with(p, c->sh, name, min, c->size,
-	                 (struct source){.cache = c});
-}
-
-bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
-                  uint32_t min, size_t size, const struct mempool_source *src,
-                  void *data)
-{
-	return init_with(p, sh, name, min, size,
-	                 (struct source){.src = src, .data = data});
-}
-
-/* Under the lock: the reserve's size to new_min, in arr if it is not
- * NULL (its old array then into *old), the surplus popped onto a chain
- * (returned) and chain's elements pushed while the reserve is short
- * (what is left, into *chain). */
-static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
-                           void ***old, void **chain)
-{
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (arr) {
-		for (uint32_t i = 0; i < n; i++)
-			arr[i] = p->reserve[i];
-		*old = p->reserve;
-		p->reserve = arr;
-		p->cap = new_min;
-	}
-	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
-	void *surplus = NULL;
-	for (void *e; n > new_min && (e = pop_locked(p)); n--) {
-		*mempool_first_word(e) = (uintptr_t)surplus;
-		surplus = e;
-	}
-	*chain = chain_push_locked(p, *chain);
-	return surplus;
-}
-
-bool mempool_resize(struct mempool *p, uint32_t new_min)
-{
-	spanheap_assert_can_sleep("mempool_resize");
-	const char *why = refusal(p->name, new_min, p->size);
-	uint32_t min = mempool_min_of(p);
-	void **arr = NULL, **old = NULL, *chain = NULL;
-	if (!why && new_min > p->cap &&
-	    !(arr = spanheap_alloc(p->sh, new_min * sizeof(void *), 0)))
-		why = "no memory for its array";
-	if (!why && new_min > min && !chain_take(p, new_min - min, &chain))
-		why = "no memory for the elements it grows by";
-	if (why) {
-		spanheap_free(p->sh, arr);
-		mm_log("mempool %s: not resized from %u to %u elements: %s",
-		       p->name, min, new_min, why);
-		return false;
-	}
-	unsigned long irq = mm_lock_acquire(&p->lock);
-	void *surplus = resize_locked(p, new_min, arr, &old, &chain);
-	bool wake = p->waiters &&
-	            atomic_load_explicit(&p->curr, memory_order_relaxed);
-	mm_lock_release(&p->lock, irq);
-	if (wake)
-		mm_event_wake(&p->returned);
-	/* What frees filled the reserve with meanwhile, and the surplus. */
-	chain_give(p, chain);
-	chain_give(p, surplus);
-	spanheap_free(p->sh, old);
-	return true;
-}
-
-bool mempool_destroy(struct mempool *p)
-{
-	spanheap_assert_can_sleep("mempool_destroy");
-	int64_t out = atomic_load_explicit(&p->out, memory_order_relaxed);
-	if (out > 0) {
-		mm_log("mempool %s not destroyed: %lu elements still out",
-		       p->name, (unsigned long)out);
-		return false;
-	}
-	if (out < 0) {
-		mm_log("mempool %s not destroyed: %lu more elements freed to "
-		       "it "
-		       "than it handed out (another pool's?)",
-		       p->name, (unsigned long)-out);
-		return false;
-	}
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	for (uint32_t i = 0; i < n; i++) {
-		*mempool_first_word(p->reserve[i]) = 0;
-		source_free(p, p->reserve[i]);
-	}
-	spanheap_free(p->sh, p->reserve);
-	p->reserve = NULL;
-	p->cap = 0;
-	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
-	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
-	return true;
+	mempool_source_free(p, e);
 }

@@ -1,7 +1,8 @@
 /*
- * mm/mempool_internal.h: what mempool.c and mempool_check.c share: an
- * element's first word (the reserve's marker) and the reserve's size.
- * Not for callers.
+ * mm/mempool_internal.h: what mempool.c, mempool_setup.c and
+ * mempool_check.c share: an element's first word (the reserve's
+ * marker), the reserve's size, the source's calls and the reserve's
+ * push and pop. Not for callers.
  */
 #ifndef MM_MEMPOOL_INTERNAL_H
 #define MM_MEMPOOL_INTERNAL_H
@@ -22,6 +23,24 @@ static inline uint32_t mempool_min_of(const struct mempool *p)
 {
 	return atomic_load_explicit(&p->min, memory_order_relaxed);
 }
+
+/* An element from p's source (the heap, a named cache or the caller's
+ * source), with flags; any context the flags allow. */
+void *mempool_source_alloc(struct mempool *p, unsigned flags);
+
+/* Gives e back to p's source. */
+void mempool_source_free(struct mempool *p, void *e);
+
+/* mempool_push_locked's answers. */
+enum { MEMPOOL_PUSH_FULL, MEMPOOL_PUSH_KEPT, MEMPOOL_PUSH_TWICE };
+
+/* Puts e into the reserve if it is short (MEMPOOL_PUSH_KEPT), else
+ * MEMPOOL_PUSH_FULL; MEMPOOL_PUSH_TWICE if e is in it already. Under
+ * p->lock. */
+int mempool_push_locked(struct mempool *p, void *e);
+
+/* The reserve's last element, taken out of it, or NULL; under p->lock. */
+void *mempool_pop_locked(struct mempool *p);
 
 #ifdef MM_TEST_HOOKS
 /* Called by mempool_free between its checks and its lock, if set: a test

@@ -1,6 +1,7 @@
 /*
- * mm/spanheap_cache.c: the per-CPU caches' slow paths: the refill, the
- * flush, and the magazines' spills and drains.
+ * mm/spanheap_cache.c: the per-CPU caches' slow paths: the refill and the
+ * magazines' spills (their drains and the caches' flush are
+ * spanheap_flush.c's).
  *
  * Purpose: what spanheap.c's fast paths call when the magazine or the
  * cached span runs out: a span from the central lists or a new one (Go's
@@ -111,8 +112,8 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
  * in turn (a free of 10^6 objects in random order touches a cold span at
  * every object); batched, the misses overlap.
  */
-static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
-                          const uintptr_t *obj, uint32_t n)
+bool spanheap_mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
+                            const uintptr_t *obj, uint32_t n)
 {
 	spanheap_class_checked(cls, __func__); /* span_give_back's index */
 	struct mcache *mc = &sh->caches[cpu];
@@ -147,39 +148,6 @@ static bool mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
 	uint64_t added = (uint64_t)remote * sizeclass_info[cls].size;
 	count_add(&mc->n.pending_bytes, added);
 	return (before >> KICK_SHIFT) != ((before + added) >> KICK_SHIFT);
-}
-
-/*
- * Gives every object of magazine cls of CPU cpu (pinned) back to its span.
- * Returns true if the sweeper should be kicked (after the unpin).
- */
-static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
-{
-	if (!sh->caches[cpu].slab)
-		return false;
-	struct mmag *m =
-	        &sh->caches[cpu].mag[spanheap_class_checked(cls, __func__)];
-	uintptr_t *base = mag_base(sh, cpu, cls);
-	uint32_t n = (uint32_t)(mag_top(m) - base);
-	mag_set_top(m, base);
-	return mag_give_back(sh, cpu, cls, base, n);
-}
-
-/* Empties every magazine of CPU cpu (pinned) into the spans. */
-static bool mag_drain_all(struct spanheap *sh, unsigned cpu)
-{
-	bool kick = false;
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
-		kick |= mag_drain(sh, cpu, cls);
-	return kick;
-}
-
-bool spanheap_mags_drain_here(struct spanheap *sh)
-{
-	struct mm_pin pin = mm_port_pin();
-	bool kick = mag_drain_all(sh, pin.cpu);
-	mm_port_unpin(pin);
-	return kick;
 }
 
 /*
@@ -336,7 +304,7 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
 	            m->limit == mag_base(sh, pin.cpu, cls);
 	if (zero && !spanheap_fail_armed(sh)) {
 		/* Held at size 0 by a failure injection since disarmed:
-		 * its floor back (cache_flush's way). */
+		 * its floor back (spanheap_cache_flush's way). */
 		mag_set_limit(m,
 		              mag_base(sh, pin.cpu, cls) + mag_floor(sh, cls));
 		mag_push(m, mag_top(m), a, sh->mag_cookie);
@@ -353,13 +321,13 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
 			if (sh->cfg.poison)
 				spanheap_poison_freed(sh, a, cls);
 			obj_words(a)[1] = sh->mag_cookie ^ a;
-			kick = mag_give_back(sh, pin.cpu, cls, &a, 1);
+			kick = spanheap_mag_give_back(sh, pin.cpu, cls, &a, 1);
 		}
 	} else {
 		uintptr_t *base = mag_base(sh, pin.cpu, cls);
 		uint32_t n = (uint32_t)(mag_top(m) - base);
 		uint32_t keep = mag_spilled(sh, pin.cpu, cls, base) / 2;
-		kick = mag_give_back(sh, pin.cpu, cls, base, n - keep);
+		kick = spanheap_mag_give_back(sh, pin.cpu, cls, base, n - keep);
 		for (uint32_t i = 0; i < keep; i++)
 			base[i] = base[n - keep + i];
 		mag_push(m, base + keep, a, sh->mag_cookie);
@@ -367,78 +335,6 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
 	mm_port_unpin(pin);
 	if (kick)
 		spanheap_sweeper_kick(sh);
-}
-
-/* CPU cpu's magazines (pinned, drained): held at size 0 while failure
- * injection is armed (spanheap_fail.c), so that every call takes a slow
- * path; else a zero-sized one gets its floor back. */
-static void mags_resize(struct spanheap *sh, unsigned cpu, bool armed)
-{
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mmag *m = &sh->caches[cpu].mag[cls];
-		uintptr_t *base = mag_base(sh, cpu, cls);
-		if (armed)
-			mag_set_limit(m, base);
-		else if (m->limit == base)
-			mag_set_limit(m, base + mag_floor(sh, cls));
-	}
-}
-
-/* Hands back everything CPU cpu (pinned) caches: its magazines, then its
- * spans. Returns true if the sweeper should be kicked (after the unpin). */
-static bool cache_flush(struct spanheap *sh, unsigned cpu)
-{
-	struct mcache *mc = &sh->caches[cpu];
-	bool kick = mag_drain_all(sh, cpu);
-	if (mc->slab)
-		mags_resize(sh, cpu, spanheap_fail_armed(sh));
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		struct mspan *s =
-		        mc->alloc[spanheap_class_checked(cls, __func__)];
-		if (s != &spanheap_empty_span) {
-			mc->alloc[cls] = &spanheap_empty_span;
-			spanheap_uncache_span(sh, s);
-		}
-	}
-	mc->flushgen =
-	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
-	return kick;
-}
-
-void spanheap_flush_cache(struct spanheap *sh)
-{
-	struct mm_pin pin = mm_port_pin();
-	bool kick = cache_flush(sh, pin.cpu);
-	mm_port_unpin(pin);
-	if (kick)
-		spanheap_sweeper_kick(sh);
-}
-
-struct flush_other {
-	struct spanheap *sh;
-	bool kick;
-};
-
-/* mm_port_each_other_cpu's call: nothing runs on cpu meanwhile, so its
- * cache is the caller's as if pinned there. */
-static void flush_other(unsigned cpu, void *arg)
-{
-	struct flush_other *f = arg;
-	f->kick |= cache_flush(f->sh, cpu);
-}
-
-bool spanheap_flush_all(struct spanheap *sh)
-{
-	spanheap_assert_can_sleep("spanheap_flush_all");
-	spanheap_flush_cache(sh);
-	struct flush_other f = {.sh = sh};
-	bool all = mm_port_each_other_cpu(flush_other, &f);
-	atomic_fetch_add_explicit(all ? &sh->flush_alls
-	                              : &sh->flush_alls_failed,
-	                          1, memory_order_relaxed);
-	if (f.kick)
-		spanheap_sweeper_kick(sh);
-	return all;
 }
 
 /* A span with free objects should be kept after a fold if at least this
@@ -460,7 +356,7 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
 	struct mcache *mc = &sh->caches[pin->cpu];
 	if (mc->flushgen !=
 	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
-		*kick = cache_flush(sh, pin->cpu); /* a cycle began */
+		*kick = spanheap_cache_flush(sh, pin->cpu); /* a cycle began */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {
 		if (spanheap_span_fill_cache(s))

@@ -101,6 +101,15 @@ void spanheap_mag_full(struct spanheap *sh, uintptr_t a, unsigned cls,
 void spanheap_free_unpinned(struct spanheap *sh, uintptr_t a, unsigned cls,
                             bool marked);
 
+/* Gives n objects of class cls (CPU cpu's magazine's, pinned) back to
+ * their spans; true if the sweeper should be kicked (after the unpin). */
+bool spanheap_mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
+                            const uintptr_t *obj, uint32_t n);
+
+/* Hands back everything CPU cpu (pinned) caches: its magazines, then its
+ * spans; true if the sweeper should be kicked (after the unpin). */
+bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu);
+
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */
 bool spanheap_mags_drain_here(struct spanheap *sh);

@@ -18,8 +18,8 @@
  * the parameters, the armed flag, and two counters.
  *
  * Algorithm: arming stores the parameters, then armed, then flushes every
- * CPU's cache (spanheap_flush_all), whose cache_flush, seeing armed, sets
- * every magazine's size (its limit) to 0 after draining it. From then on
+ * CPU's cache (spanheap_flush_all), whose spanheap_cache_flush, seeing armed,
+ * sets every magazine's size (its limit) to 0 after draining it. From then on
  * the fast paths, whose code is unchanged, find every magazine empty on
  * an allocation and full on a free: every allocation reaches
  * spanheap_alloc_refill or alloc_any, which (armed) ask
@@ -81,7 +81,8 @@ bool spanheap_fail_arm(struct spanheap *sh, const struct spanheap_fail_attr *a)
 	if (!failpoint_arm(&sh->fail, "spanheap", &r,
 	                   what_ok ? NULL : "small 1, large 2, atomic only 4"))
 		return false;
-	/* Every CPU's magazines emptied and held at size 0 (cache_flush). */
+	/* Every CPU's magazines emptied and held at size 0
+	 * (spanheap_cache_flush). */
 	if (spanheap_flush_all(sh))
 		return true;
 	mm_log("spanheap: failure injection armed, but the port could not "

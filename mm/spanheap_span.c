@@ -1,13 +1,12 @@
 /*
- * mm/spanheap_span.c: spans; large objects; the misuse checks that find a
- * pointer's span (span structs and the all-spans array are in
- * spanheap_structs.c).
+ * mm/spanheap_span.c: spans; the misuse checks that find a pointer's span
+ * (span structs and the all-spans array are in spanheap_structs.c, large
+ * objects in spanheap_large.c).
  *
  * Purpose: the span layer under the per-CPU caches and the central lists:
  * make a span from the page heap, fold its frees into its bitmaps, give it
- * back when empty; large objects, a span of their own each; and the span
- * of a pointer, checked, for the free and the misuse reports. Modelled on
- * the Go runtime's mspan (mheap.go, mbitmap.go).
+ * back when empty; and the span of a pointer, checked, for the free and the
+ * misuse reports. Modelled on the Go runtime's mspan (mheap.go, mbitmap.go).
  *
  * Representation: struct mspan (mspan.h); spanheap.c says what its bits,
  * freeindex, alloc_cache, marked and sweepgen mean. The page heap's span
@@ -17,9 +16,7 @@
  * caller the page heap refuses sweeps, spanheap_reclaim, and asks
  * once more), a struct from spanheap_structs.c, then its table entries.
  * A fold commits [0, freeindex) to alloc_bits and clears the freed bits
- * (pending by one atomic exchange a word, local_free by its owner). A
- * large span grows in place into the free pages after it or gives its
- * tail back.
+ * (pending by one atomic exchange a word, local_free by its owner).
  *
  * Invariants: a span's table entries name it from before it is handed
  * out until after its last object is freed, so a lookup of its own pages
@@ -31,8 +28,7 @@
  * free a span's struct and to change a large span's size. No function
  * here takes a class lock itself (spanheap_reclaim's cycle does).
  *
- * Limits: a span's struct is never given back (spanheap_structs.c); a
- * large object's pages come in one run from the page heap's arena.
+ * Limits: a span's struct is never given back (spanheap_structs.c).
  */
 #include "spanheap_internal.h"
 
@@ -147,15 +143,12 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 
 /* ---- Spans --------------------------------------------------------------- */
 
-/*
- * npages from the page heap (hflags: enum mheap_alloc_flags) for a span.
- * If the page heap has none, a thread caller (not MM_ATOMIC) sweeps
+/* spanheap_span.h: a thread caller the page heap refuses sweeps
  * (spanheap_reclaim) and asks once more: frees not swept yet are memory
  * too. An atomic caller gets NULL; its refusal was counted, and the
- * sweeper runs when frees pass its threshold.
- */
-static void *span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
-                        unsigned flags)
+ * sweeper runs when frees pass its threshold. */
+void *spanheap_span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
+                          unsigned flags)
 {
 	void *p = mheap_alloc_pages(sh->heap, npages, hflags);
 	if (!p && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))
@@ -236,8 +229,8 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 	void *rz = NULL;
 	if (cls) {
 		npages = ci->npages;
-		base = (uintptr_t)span_pages(sh, npages, mheap_flags_of(flags),
-		                             flags);
+		base = (uintptr_t)spanheap_span_pages(
+		        sh, npages, mheap_flags_of(flags), flags);
 		if (!base || !spanheap_redzone_make(sh, cls, base, flags, &rz))
 			return NULL;
 	}
@@ -389,124 +382,4 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s)
 		atomic_fetch_add_explicit(&c->nremote, nremote,
 		                          memory_order_relaxed);
 	return nlocal + nremote;
-}
-
-/* ---- Large objects ------------------------------------------------------- */
-
-_Static_assert(SPANHEAP_LARGE_MAX_PAGES <= UINT32_MAX &&
-                       sizeof(((struct mspan *)0)->npages) == 4,
-               "a large span's page count fits its npages");
-
-bool spanheap_large_possible(const struct spanheap *sh, size_t npages,
-                             size_t align, unsigned flags)
-{
-	size_t arena = sh->heap->arena_pages;
-	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
-	if (npages == 0)
-		npages = 1;
-	return npages <= SPANHEAP_LARGE_MAX_PAGES && npages <= arena &&
-	       extra <= arena - npages &&
-	       (!(flags & MM_ATOMIC) ||
-	        npages + extra <= MHEAP_ATOMIC_MAX_PAGES);
-}
-
-/* npages pages aligned to align bytes (a page multiple), as a large
- * span; npages 0 (size 0 with a large alignment) gets one page. More
- * than SPANHEAP_LARGE_MAX_PAGES is refused with a line: its span could
- * not record them (it kept the count's low 32 bits). */
-void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
-                           unsigned flags)
-{
-	struct mheap *h = sh->heap;
-	if (npages == 0)
-		npages = 1;
-	if (npages > SPANHEAP_LARGE_MAX_PAGES) {
-		mm_log("spanheap: alloc of %zu pages refused: a large object "
-		       "has at most %zu (its span's page count is 32 bits)",
-		       npages, SPANHEAP_LARGE_MAX_PAGES);
-		return NULL;
-	}
-	if (!spanheap_large_possible(sh, npages, align, flags))
-		return NULL;
-	size_t extra = align > MM_PAGE_SIZE ? align / MM_PAGE_SIZE - 1 : 0;
-	unsigned hf =
-	        mheap_flags_of(flags) | ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
-	uintptr_t raw = (uintptr_t)span_pages(sh, npages + extra, hf, flags);
-	if (!raw)
-		return NULL;
-	uintptr_t base = raw;
-	if (extra) {
-		uintptr_t rem = raw % align;
-		base = rem ? raw + (align - rem) : raw;
-		size_t head = (base - raw) / MM_PAGE_SIZE;
-		size_t tail = extra - head;
-		if (head)
-			spanheap_pages_put(h, (void *)raw, head);
-		if (tail)
-			spanheap_pages_put(
-			        h, (void *)(base + npages * MM_PAGE_SIZE),
-			        tail);
-	}
-	struct mspan *s = spanheap_span_new(sh, 0, base, npages, flags);
-	if (!s)
-		return NULL;
-	/* Its second word may hold the free marker of an object that
-	 * started here in a small span these pages held (markers stay in
-	 * memory): a realloc that copied it away and later back into a small
-	 * object made here made that object look freed (docs/DESIGN.md).
-	 * Cleared; an MM_ZERO one is zero already. */
-	if (!(flags & MM_ZERO))
-		obj_words(base)[1] = 0;
-	return (void *)base;
-}
-
-void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
-{
-	uint8_t want = MSPAN_LARGE;
-	if (!atomic_compare_exchange_strong_explicit(
-	            &s->state, &want, MSPAN_DEAD, memory_order_acq_rel,
-	            memory_order_relaxed))
-		spanheap_bad_object("a large span freed twice", p, s);
-	/* span_free stores DEAD again; harmless. */
-	spanheap_span_free(sh, s);
-}
-
-/*
- * Resizes the large span s (p's: the caller owns it) to npages pages in
- * place: the pages after it if they are free (mheap_extend_pages), or its
- * tail given back. True if it did; false for more than
- * SPANHEAP_LARGE_MAX_PAGES. With MM_NO_GROW in flags, the page
- * heap is not grown (for its reserve) either. A growth: thread context
- * (the page heap may map pages and sleep); a shrink: any context but NMI,
- * as a large free. Its table entries are set before it grows into
- * pages and after it leaves them, so that a lookup of its own pages always
- * finds it; npages and elemsize change under the heap lock (the owner
- * reads them; the checker runs when nothing allocates).
- */
-bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
-                           unsigned flags)
-{
-	struct mheap *h = sh->heap;
-	size_t have = s->npages;
-	if (npages > SPANHEAP_LARGE_MAX_PAGES)
-		return false; /* the realloc's move refuses it, saying so */
-	uintptr_t at = s->base + npages * MM_PAGE_SIZE;
-	if (npages > have) {
-		if (!mheap_extend_pages(h, (void *)s->base, have, npages - have,
-		                        mheap_flags_of(flags) & MHEAP_NO_GROW))
-			return false;
-		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
-		               s);
-	} else if (npages < have) {
-		spanheap_freed_large_note(sh, s->base, have, at, have - npages);
-		mheap_span_set(h, at, have - npages, MHEAP_SPAN_FREED_LARGE);
-	}
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	s->npages = (uint32_t)npages;
-	s->elemsize = (uint32_t)min_sz(npages * MM_PAGE_SIZE, UINT32_MAX);
-	sh->large_in_use_pages = sh->large_in_use_pages + npages - have;
-	mm_lock_release(&h->lock, irq);
-	if (npages < have)
-		mheap_free_pages(h, (void *)at, have - npages);
-	return true;
 }

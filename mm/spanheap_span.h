@@ -65,6 +65,12 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
                                 uintptr_t base, size_t npages, unsigned flags);
 
+/* npages from the page heap (hflags: enum mheap_alloc_flags) for a span
+ * or a large object; NULL if it has none, after a thread caller's
+ * sweep. */
+void *spanheap_span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
+                          unsigned flags);
+
 /* Points the span's allocation cache at its next free objects; false if
  * it has none. Owner only. */
 bool spanheap_span_fill_cache(struct mspan *s);
@@ -78,8 +84,8 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
 void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
 
-/* Large objects: a span of their own, allocated, freed (a second free
- * panics) and resized in place (thread context; flags: enum
+/* Large objects (spanheap_large.c): a span of their own, allocated, freed (a
+ * second free panics) and resized in place (thread context; flags: enum
  * mm_alloc_flags, of which MM_NO_GROW counts). */
 void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
                            unsigned flags);

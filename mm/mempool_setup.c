@@ -1,0 +1,251 @@
+/*
+ * mm/mempool_setup.c: a reserved-element pool's set-up, resize and
+ * destroy (mempool.h); allocation and free are mempool.c's.
+ *
+ * Purpose: fill a pool's reserve from its source before anyone relies on
+ * it, change its size, and give it all back.
+ *
+ * Algorithm: elements are taken from the source before the pool's lock
+ * (chained through their first words) and pushed under it while the
+ * reserve is short; a resize swaps in a larger array under the lock when
+ * it needs one. What is left over goes back to the source after.
+ *
+ * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave), as in mempool.c;
+ * the source and the heap are called outside it. Thread context: every
+ * call here may sleep.
+ */
+#include "mempool.h"
+
+#include <stdatomic.h>
+
+#include "mempool_internal.h"
+#include "spanheap_internal.h"
+
+#define MARKER_SEED 0x6d656d706f6f6c21ull /* "mempool!" */
+
+/* Why p's name, min and size cannot make a pool, or NULL if they can. */
+static const char *refusal(const char *name, uint32_t min, size_t size)
+{
+	size_t len = mm_name_len(name, MEMPOOL_NAME_MAX);
+	if (len == 0)
+		return "no name";
+	if (len > MEMPOOL_NAME_MAX)
+		return "a name longer than MEMPOOL_NAME_MAX characters";
+	if (min == 0)
+		return "a reserve of 0 elements";
+	if (min > MEMPOOL_MIN_MAX)
+		return "a reserve above MEMPOOL_MIN_MAX elements";
+	if (size < sizeof(uintptr_t))
+		return "elements smaller than a pointer (the reserve's marker)";
+	return NULL;
+}
+
+/* Gives back a chain of elements linked through their first words. */
+static void chain_give(struct mempool *p, void *head)
+{
+	while (head) {
+		void *next = (void *)*mempool_first_word(head);
+		*mempool_first_word(head) = 0;
+		mempool_source_free(p, head);
+		head = next;
+	}
+}
+
+/* Takes n elements from the source (thread context), chained through
+ * their first words, into *head; false, having given back what it took,
+ * if the source has too few. */
+static bool chain_take(struct mempool *p, uint32_t n, void **head)
+{
+	*head = NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		void *e = mempool_source_alloc(p, 0);
+		if (!e) {
+			chain_give(p, *head);
+			*head = NULL;
+			return false;
+		}
+		*mempool_first_word(e) = (uintptr_t)*head;
+		*head = e;
+	}
+	return true;
+}
+
+/* Moves chain's elements into the reserve while it is short (under the
+ * lock); returns what is left of the chain. */
+static void *chain_push_locked(struct mempool *p, void *chain)
+{
+	while (chain) {
+		void *next = (void *)*mempool_first_word(chain);
+		if (mempool_push_locked(p, chain) != MEMPOOL_PUSH_KEPT)
+			break;
+		chain = next;
+	}
+	return chain;
+}
+
+/* Takes min elements from the source into a new reserve; false, having
+ * given back what it took, if the heap has too little for them. */
+static bool reserve_fill(struct mempool *p)
+{
+	uint32_t min = mempool_min_of(p);
+	void *chain;
+	p->reserve = spanheap_alloc(p->sh, min * sizeof(void *), 0);
+	if (p->reserve && chain_take(p, min, &chain)) {
+		p->cap = min;
+		if (chain_push_locked(p, chain))
+			mm_panic("mempool %s: its reserve is full before it is "
+			         "filled",
+			         p->name);
+		return true;
+	}
+	spanheap_free(p->sh, p->reserve);
+	p->reserve = NULL;
+	return false;
+}
+
+/* Where a pool's elements come from: one of the three, or none (sh). */
+struct source {
+	struct objcache *cache;
+	const struct mempool_source *src;
+	void *data;
+};
+
+static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
+                      uint32_t min, size_t size, struct source from)
+{
+	spanheap_assert_can_sleep("mempool_init");
+	mm_memset(p, 0, sizeof(*p));
+	const char *why = refusal(name, min, size);
+	if (!why && from.src && (!from.src->alloc || !from.src->free))
+		why = "a source without its alloc or free";
+	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
+		why = "elements larger than the heap's arena";
+	if (why) {
+		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
+		return false;
+	}
+	mm_name_copy(p->name, name, MEMPOOL_NAME_MAX);
+	p->sh = sh;
+	p->cache = from.cache;
+	p->src = from.src;
+	p->data = from.data;
+	p->size = size;
+	atomic_store_explicit(&p->min, min, memory_order_relaxed);
+	p->wait_ns = MEMPOOL_WAIT_NS;
+	p->marker = (uintptr_t)(MARKER_SEED ^ ((uintptr_t)p << 16) ^
+	                        mm_port_now_ns());
+	mm_lock_init(&p->lock, "mempool", MM_RANK_HEAP);
+	mm_event_init(&p->returned, "mempool");
+	if (reserve_fill(p))
+		return true;
+	mm_log("mempool %s: not made: no memory for a reserve of %u elements "
+	       "of %zu bytes",
+	       p->name, min, size);
+	return false;
+}
+
+bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
+                       uint32_t min, size_t size)
+{
+	return init_with(p, sh, name, min, size, (struct source){0});
+}
+
+bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
+                        uint32_t min)
+{
+	return init_with(p, c->sh, name, min, c->size,
+	                 (struct source){.cache = c});
+}
+
+bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
+                  uint32_t min, size_t size, const struct mempool_source *src,
+                  void *data)
+{
+	return init_with(p, sh, name, min, size,
+	                 (struct source){.src = src, .data = data});
+}
+
+/* Under the lock: the reserve's size to new_min, in arr if it is not
+ * NULL (its old array then into *old), the surplus popped onto a chain
+ * (returned) and chain's elements pushed while the reserve is short
+ * (what is left, into *chain). */
+static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
+                           void ***old, void **chain)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (arr) {
+		for (uint32_t i = 0; i < n; i++)
+			arr[i] = p->reserve[i];
+		*old = p->reserve;
+		p->reserve = arr;
+		p->cap = new_min;
+	}
+	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
+	void *surplus = NULL;
+	for (void *e; n > new_min && (e = mempool_pop_locked(p)); n--) {
+		*mempool_first_word(e) = (uintptr_t)surplus;
+		surplus = e;
+	}
+	*chain = chain_push_locked(p, *chain);
+	return surplus;
+}
+
+bool mempool_resize(struct mempool *p, uint32_t new_min)
+{
+	spanheap_assert_can_sleep("mempool_resize");
+	const char *why = refusal(p->name, new_min, p->size);
+	uint32_t min = mempool_min_of(p);
+	void **arr = NULL, **old = NULL, *chain = NULL;
+	if (!why && new_min > p->cap &&
+	    !(arr = spanheap_alloc(p->sh, new_min * sizeof(void *), 0)))
+		why = "no memory for its array";
+	if (!why && new_min > min && !chain_take(p, new_min - min, &chain))
+		why = "no memory for the elements it grows by";
+	if (why) {
+		spanheap_free(p->sh, arr);
+		mm_log("mempool %s: not resized from %u to %u elements: %s",
+		       p->name, min, new_min, why);
+		return false;
+	}
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	void *surplus = resize_locked(p, new_min, arr, &old, &chain);
+	bool wake = p->waiters &&
+	            atomic_load_explicit(&p->curr, memory_order_relaxed);
+	mm_lock_release(&p->lock, irq);
+	if (wake)
+		mm_event_wake(&p->returned);
+	/* What frees filled the reserve with meanwhile, and the surplus. */
+	chain_give(p, chain);
+	chain_give(p, surplus);
+	spanheap_free(p->sh, old);
+	return true;
+}
+
+bool mempool_destroy(struct mempool *p)
+{
+	spanheap_assert_can_sleep("mempool_destroy");
+	int64_t out = atomic_load_explicit(&p->out, memory_order_relaxed);
+	if (out > 0) {
+		mm_log("mempool %s not destroyed: %lu elements still out",
+		       p->name, (unsigned long)out);
+		return false;
+	}
+	if (out < 0) {
+		mm_log("mempool %s not destroyed: %lu more elements freed to "
+		       "it "
+		       "than it handed out (another pool's?)",
+		       p->name, (unsigned long)-out);
+		return false;
+	}
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++) {
+		*mempool_first_word(p->reserve[i]) = 0;
+		mempool_source_free(p, p->reserve[i]);
+	}
+	spanheap_free(p->sh, p->reserve);
+	p->reserve = NULL;
+	p->cap = 0;
+	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
+	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
+	return true;
+}

@@ -1,0 +1,125 @@
+/*
+ * mm/spanheap_flush.c: emptying a CPU's cache: its magazines drained into
+ * their spans, and the flush that hands back its cached spans too
+ * (spanheap.h, spanheap_cache.h).
+ *
+ * Purpose: what a sweep cycle, failure injection, release-everything and
+ * a CPU going idle need: nothing left in a CPU's cache that the central
+ * lists and the sweeper cannot see.
+ *
+ * Algorithm: a drain gives each magazine's objects back to their spans
+ * in prefetched batches (spanheap_cache.c's give-back); a flush drains,
+ * resizes the magazines for failure injection, uncaches every cached
+ * span and records the sweepgen it flushed at. spanheap_flush_all runs
+ * the flush here, then on every other CPU through mm_port_each_other_cpu.
+ *
+ * Locking: pinned on the cache's CPU (no lock guards a cache), or on
+ * another CPU while that CPU runs nothing (mm_port_each_other_cpu); a
+ * class's lock only inside the central-list calls.
+ */
+#include "spanheap_internal.h"
+
+/*
+ * Gives every object of magazine cls of CPU cpu (pinned) back to its span.
+ * Returns true if the sweeper should be kicked (after the unpin).
+ */
+static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
+{
+	if (!sh->caches[cpu].slab)
+		return false;
+	struct mmag *m =
+	        &sh->caches[cpu].mag[spanheap_class_checked(cls, __func__)];
+	uintptr_t *base = mag_base(sh, cpu, cls);
+	uint32_t n = (uint32_t)(mag_top(m) - base);
+	mag_set_top(m, base);
+	return spanheap_mag_give_back(sh, cpu, cls, base, n);
+}
+
+/* Empties every magazine of CPU cpu (pinned) into the spans. */
+static bool mag_drain_all(struct spanheap *sh, unsigned cpu)
+{
+	bool kick = false;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		kick |= mag_drain(sh, cpu, cls);
+	return kick;
+}
+
+bool spanheap_mags_drain_here(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool kick = mag_drain_all(sh, pin.cpu);
+	mm_port_unpin(pin);
+	return kick;
+}
+
+/* CPU cpu's magazines (pinned, drained): held at size 0 while failure
+ * injection is armed (spanheap_fail.c), so that every call takes a slow
+ * path; else a zero-sized one gets its floor back. */
+static void mags_resize(struct spanheap *sh, unsigned cpu, bool armed)
+{
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mmag *m = &sh->caches[cpu].mag[cls];
+		uintptr_t *base = mag_base(sh, cpu, cls);
+		if (armed)
+			mag_set_limit(m, base);
+		else if (m->limit == base)
+			mag_set_limit(m, base + mag_floor(sh, cls));
+	}
+}
+
+/* Hands back everything CPU cpu (pinned) caches: its magazines, then its
+ * spans. Returns true if the sweeper should be kicked (after the unpin). */
+bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	bool kick = mag_drain_all(sh, cpu);
+	if (mc->slab)
+		mags_resize(sh, cpu, spanheap_fail_armed(sh));
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		struct mspan *s =
+		        mc->alloc[spanheap_class_checked(cls, __func__)];
+		if (s != &spanheap_empty_span) {
+			mc->alloc[cls] = &spanheap_empty_span;
+			spanheap_uncache_span(sh, s);
+		}
+	}
+	mc->flushgen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
+	return kick;
+}
+
+void spanheap_flush_cache(struct spanheap *sh)
+{
+	struct mm_pin pin = mm_port_pin();
+	bool kick = spanheap_cache_flush(sh, pin.cpu);
+	mm_port_unpin(pin);
+	if (kick)
+		spanheap_sweeper_kick(sh);
+}
+
+struct flush_other {
+	struct spanheap *sh;
+	bool kick;
+};
+
+/* mm_port_each_other_cpu's call: nothing runs on cpu meanwhile, so its
+ * cache is the caller's as if pinned there. */
+static void flush_other(unsigned cpu, void *arg)
+{
+	struct flush_other *f = arg;
+	f->kick |= spanheap_cache_flush(f->sh, cpu);
+}
+
+bool spanheap_flush_all(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_flush_all");
+	spanheap_flush_cache(sh);
+	struct flush_other f = {.sh = sh};
+	bool all = mm_port_each_other_cpu(flush_other, &f);
+	atomic_fetch_add_explicit(all ? &sh->flush_alls
+	                              : &sh->flush_alls_failed,
+	                          1, memory_order_relaxed);
+	if (f.kick)
+		spanheap_sweeper_kick(sh);
+	return all;
+}
