@@ -41,32 +41,45 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
 
 #ifdef MM_PORT_RSEQ
 /*
- * mag_push as a restartable sequence (mm/rseq.h) on this CPU's magazine
- * mag_off bytes into its array: the CPU's index, the magazine, its top
- * and limit, the slot, the marker (cookie ^ a, in object a's word 1); the
- * commit is the store of the raised top. A restart repeats the slot's
- * store (above the top, read by no one) and the marker's (the same value).
- * Returns false, having stored nothing, if the magazine is full, and
- * then *sp tells whether an attempt the sequence restarted had reached
+ * The marker's test and mag_push as one restartable sequence (mm/rseq.h)
+ * on this CPU's magazine mag_off bytes into its array: object a's word 1
+ * against its marker (cookie ^ a), then the CPU's index, the magazine,
+ * its top and limit, the slot, the marker's store; the commit is the
+ * store of the raised top. A restart repeats the test, the slot's store
+ * (above the top, read by no one) and the marker's (the same value).
+ * Returns false, having stored nothing, if the magazine is full or a
+ * carries its marker (a double free: the slow path's claim tells it);
+ * *sp then tells whether an attempt the sequence restarted had reached
  * the instruction before the marker's store: the raised top is computed
- * into *sp, the span's address until then (a slot in the CPU's slab,
- * never a span struct's address), just before that store (a restart moves only
- * the instruction pointer, so the register keeps it). The slow path then takes
- * the marker for this free's own, not a double free's (until a review it
- * panicked so, when a handler filled the magazine between the marker's
- * store and the commit); no instruction more on the fast path. Any
- * context but NMI, nothing pinned.
+ * into *sp, the span's address s until then (a slot in the CPU's slab,
+ * never a span struct's address), just before that store (a restart
+ * moves only the instruction pointer, so the register keeps it). A
+ * marker met with *sp moved is this free's own, and the push goes on;
+ * the slow path takes it so too (until a review it panicked, "double
+ * free", when a handler filled the magazine between the marker's store
+ * and the commit). The test is in the sequence so that a handler on
+ * this CPU that frees a again after the test (a double free across
+ * contexts) is told by the restart; it was C before the sequence, and
+ * a handler's free anywhere between the two went unseen (the harness's
+ * kfree_twice_by_a_handler_mid_push): now only one between the top's
+ * computing and the marker's store does. No instruction more on the
+ * fast path. Any context but NMI, nothing pinned.
  */
 static inline __attribute__((always_inline)) bool
 rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
           uintptr_t *sp)
 {
-	uintptr_t *t, top = *sp;
+	uintptr_t *t, s = *sp, top = s;
 	struct mmag *m;
 	unsigned long cpu;
 	bool full;
 	__asm__ volatile(
-	        "1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
+	        "1:\n\t"
+	        "cmpq %[mk], 8(%[a])\n\t"
+	        "jne 3f\n\t"
+	        "cmpq %[s], %[top]\n\t" /* equal: CF clear, so full */
+	        "je 2f\n"
+	        "3:\n\t" MM_PORT_RSEQ_CPU "\n\t"
 	        "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
 	        "movq (%[m], %[off]), %[t]\n\t"
 	        "cmpq 8(%[m], %[off]), %[t]\n\t"
@@ -78,7 +91,7 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
 	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu),
 	          [top] "+r"(top)
-	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a),
+	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a), [s] "r"(s),
 	          [mk] "r"(marker), [mags] "i"(offsetof(struct spanheap, mags)),
 	          MM_PORT_RSEQ_CPU_ARGS
 	        : "memory");
@@ -86,8 +99,10 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	return !full;
 }
 
-/* rseq_push's full magazine: sp is the span's address, or a top a
- * restarted attempt computed just before it stored a's marker. */
+/* rseq_push's refusal: a full magazine, or a's marker met with sp still
+ * the span's address (a double free, which the claim tells); sp is that
+ * address, or a top a restarted attempt computed just before it stored
+ * a's marker. */
 static __attribute__((noinline)) void rseq_full(struct spanheap *sh,
                                                 uintptr_t a, uintptr_t sp)
 {
@@ -137,19 +152,19 @@ mag_try_push(struct spanheap *sh, unsigned long cpu, struct mspan *s,
  * and in the mixed-size workload that walk cost a fifth of the time (24
  * against 19-20 ns an op). Two CPUs freeing one object at the same
  * instant may both pass the marker test: the check and the mark are not
- * one atomic operation.
+ * one atomic operation. With MM_PORT_RSEQ the test is the sequence's.
  */
 static inline __attribute__((always_inline)) void
 free_small(struct spanheap *sh, struct mspan *s, void *p)
 {
 	uintptr_t a = (uintptr_t)p, cookie = sh->mag_cookie;
-	free_check_marker(s, a, cookie);
 #ifdef MM_PORT_RSEQ
-	uintptr_t sp = (uintptr_t)s;
+	uintptr_t sp = (uintptr_t)s; /* the marker's test is the sequence's */
 	if (__builtin_expect(!rseq_push(sh, s->mag_offset, a, cookie ^ a, &sp),
 	                     0))
 		rseq_full(sh, a, sp);
 #else
+	free_check_marker(s, a, cookie);
 	struct mm_pin pin = mm_port_pin_fast();
 	if (__builtin_expect(!mag_try_push(sh, pin.cpu, s, a, cookie), 0)) {
 		spanheap_mag_full(sh, a, s->sizeclass, pin);
