@@ -34,7 +34,11 @@
  * and scan the reserve, and panic if the element is there (a free of an
  * element already freed into the reserve). marker is drawn from the
  * pool's address and the clock, so a caller's data matches it by chance
- * about never, and a match that is not in the reserve is no error.
+ * about never, and a match that is not in the reserve is no error. A
+ * free that gives e to the source marks it leaving first (marker ^ e ^
+ * MEMPOOL_LEAVING, by atomic exchange; the push writes the marker by
+ * compare-and-swap), so that a racing free of e is told whichever comes
+ * second; an element from the source has its first word cleared.
  *
  * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave) guards the reserve,
  * curr's writes and waiters; nothing is called under it (the source, the
@@ -65,17 +69,23 @@ static void count(_Atomic uint64_t *c)
 	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+/* The first word is cleared (or the whole element, MM_ZERO): a leaving
+ * mark left there by a free to the source (mark_leaving) would make the
+ * element's next free to this pool look like a double free. */
 void *mempool_source_alloc(struct mempool *p, unsigned flags)
 {
+	void *e;
 	if (p->cache)
-		return objcache_alloc(p->cache, flags);
-	if (p->src) {
-		void *e = p->src->alloc(p->data, flags & ~(unsigned)MM_ZERO);
-		if (e && (flags & MM_ZERO))
-			mm_memset(e, 0, p->size);
-		return e;
-	}
-	return spanheap_alloc(p->sh, p->size, flags);
+		e = objcache_alloc(p->cache, flags);
+	else if (p->src)
+		e = p->src->alloc(p->data, flags & ~(unsigned)MM_ZERO);
+	else
+		e = spanheap_alloc(p->sh, p->size, flags);
+	if (e && p->src && (flags & MM_ZERO))
+		mm_memset(e, 0, p->size);
+	else if (e && !(flags & MM_ZERO))
+		*mempool_first_word(e) = 0;
+	return e;
 }
 
 void mempool_source_free(struct mempool *p, void *e)
@@ -93,16 +103,25 @@ static bool in_reserve_locked(struct mempool *p, const void *e);
 /* Puts e into the reserve if it is short; under the lock.
  * MEMPOOL_PUSH_TWICE if e is in it already: a double free that raced with
  * the first one past check_free (each tested the marker before the other
- * wrote it). */
+ * wrote it); MEMPOOL_PUSH_LEFT if a free gave it to the source (or is
+ * about to: mark_leaving). The marker goes in by compare-and-swap, as the
+ * leaving mark does by exchange: of the two, the later sees the other. */
 int mempool_push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (*mempool_first_word(e) == (p->marker ^ (uintptr_t)e) &&
-	    in_reserve_locked(p, e))
-		return MEMPOOL_PUSH_TWICE;
-	if (n >= mempool_min_of(p))
-		return MEMPOOL_PUSH_FULL;
-	*mempool_first_word(e) = p->marker ^ (uintptr_t)e;
+	uintptr_t mk = p->marker ^ (uintptr_t)e;
+	uintptr_t old =
+	        __atomic_load_n(mempool_first_word(e), __ATOMIC_RELAXED);
+	do {
+		if (old == mk && in_reserve_locked(p, e))
+			return MEMPOOL_PUSH_TWICE;
+		if (old == (mk ^ MEMPOOL_LEAVING))
+			return MEMPOOL_PUSH_LEFT;
+		if (n >= mempool_min_of(p))
+			return MEMPOOL_PUSH_FULL;
+	} while (!__atomic_compare_exchange_n(mempool_first_word(e), &old, mk,
+	                                      false, __ATOMIC_RELAXED,
+	                                      __ATOMIC_RELAXED));
 	p->reserve[n] = e;
 	atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
 	return MEMPOOL_PUSH_KEPT;
@@ -231,15 +250,41 @@ static bool in_reserve_marked(struct mempool *p, void *e)
 	       in_reserve(p, e);
 }
 
-static void double_free(struct mempool *p, void *e)
+static void double_free(struct mempool *p, void *e, bool left)
 {
-	mm_panic("mempool %s: double free of %p: the element is in the "
-	         "pool's reserve already",
-	         p->name, e);
+	mm_panic("mempool %s: double free of %p: %s", p->name, e,
+	         left ? "the element was freed to the pool's source already"
+	              : "the element is in the pool's reserve already");
+}
+
+/*
+ * Marks e, on its way to the source, leaving: one atomic exchange of its
+ * first word, in a single order with the reserve's pushes (a
+ * compare-and-swap of that word), so that of this free and a racing free
+ * of e that pushes it into the reserve, the later is told. Until a review
+ * the free tested the marker and then gave e to the source: a second free
+ * of e that found room in the reserve between the two (an allocation took
+ * one) kept it there, and the heap then had it free under the reserve.
+ * mm_panics if e carried the reserve's marker (it is in the reserve: its
+ * word is put back) or the leaving mark (freed to the source already).
+ */
+static void mark_leaving(struct mempool *p, void *e)
+{
+	uintptr_t mk = p->marker ^ (uintptr_t)e;
+	uintptr_t old = __atomic_exchange_n(
+	        mempool_first_word(e), mk ^ MEMPOOL_LEAVING, __ATOMIC_RELAXED);
+	bool in = (old ^ mk) <= 1 && in_reserve(p, e);
+	if (!in && old != (mk ^ MEMPOOL_LEAVING))
+		return;
+	if (in)
+		__atomic_store_n(mempool_first_word(e), old, __ATOMIC_RELAXED);
+	atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
+	double_free(p, e, !in);
 }
 
 #ifdef MM_TEST_HOOKS
 void (*mempool_test_after_check)(struct mempool *p, void *e);
+void (*mempool_test_before_source)(struct mempool *p, void *e);
 #endif
 
 /* mm_panics if e cannot be an element of p being freed. */
@@ -256,7 +301,7 @@ static void check_free(struct mempool *p, void *e)
 			         p->name, n, e, p->size);
 	}
 	if (in_reserve_marked(p, e))
-		double_free(p, e);
+		double_free(p, e, false);
 }
 
 void mempool_free(struct mempool *p, void *e)
@@ -275,10 +320,10 @@ void mempool_free(struct mempool *p, void *e)
 		int put = mempool_push_locked(p, e);
 		bool kept = put == MEMPOOL_PUSH_KEPT, wake = kept && p->waiters;
 		mm_lock_release(&p->lock, irq);
-		if (put == MEMPOOL_PUSH_TWICE) {
+		if (put == MEMPOOL_PUSH_TWICE || put == MEMPOOL_PUSH_LEFT) {
 			atomic_fetch_add_explicit(&p->out, 1,
 			                          memory_order_relaxed);
-			double_free(p, e);
+			double_free(p, e, put == MEMPOOL_PUSH_LEFT);
 		}
 		if (wake)
 			mm_event_wake(&p->returned);
@@ -287,11 +332,10 @@ void mempool_free(struct mempool *p, void *e)
 			return;
 		}
 	}
-	/* To the source, unless a racing free of e filled the reserve with
-	 * it meanwhile (the heap would free it under the reserve). */
-	if (in_reserve_marked(p, e)) {
-		atomic_fetch_add_explicit(&p->out, 1, memory_order_relaxed);
-		double_free(p, e);
-	}
+	mark_leaving(p, e);
+#ifdef MM_TEST_HOOKS
+	if (mempool_test_before_source)
+		mempool_test_before_source(p, e);
+#endif
 	mempool_source_free(p, e);
 }

@@ -32,11 +32,21 @@ void *mempool_source_alloc(struct mempool *p, unsigned flags);
 void mempool_source_free(struct mempool *p, void *e);
 
 /* mempool_push_locked's answers. */
-enum { MEMPOOL_PUSH_FULL, MEMPOOL_PUSH_KEPT, MEMPOOL_PUSH_TWICE };
+enum {
+	MEMPOOL_PUSH_FULL,
+	MEMPOOL_PUSH_KEPT,
+	MEMPOOL_PUSH_TWICE,
+	MEMPOOL_PUSH_LEFT
+};
+
+/* An element on its way to the source holds marker ^ its address ^ this
+ * in its first word (mempool.c's mark_leaving): neither the marker nor
+ * the marker a mempool_check walk flips (^ 1). */
+#define MEMPOOL_LEAVING ((uintptr_t)2)
 
 /* Puts e into the reserve if it is short (MEMPOOL_PUSH_KEPT), else
- * MEMPOOL_PUSH_FULL; MEMPOOL_PUSH_TWICE if e is in it already. Under
- * p->lock. */
+ * MEMPOOL_PUSH_FULL; MEMPOOL_PUSH_TWICE if e is in it already,
+ * MEMPOOL_PUSH_LEFT if a free gave it to the source. Under p->lock. */
 int mempool_push_locked(struct mempool *p, void *e);
 
 /* The reserve's last element, taken out of it, or NULL; under p->lock. */
@@ -46,6 +56,10 @@ void *mempool_pop_locked(struct mempool *p);
 /* Called by mempool_free between its checks and its lock, if set: a test
  * frees the element again there, as a racing double free would. */
 extern void (*mempool_test_after_check)(struct mempool *p, void *e);
+/* Called by mempool_free just before it gives e to the source, if set: a
+ * test takes an element from the reserve and frees e again there, as
+ * other CPUs could meanwhile. */
+extern void (*mempool_test_before_source)(struct mempool *p, void *e);
 #endif
 
 #endif

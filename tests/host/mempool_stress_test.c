@@ -246,3 +246,52 @@ KTEST(mempool_race, a_racing_double_free_is_not_kept_twice)
 	KEXPECT(mempool_destroy(&pool));
 	sh_heap_release(&heap);
 }
+
+/* The racing free of the test below: an allocation that takes an element
+ * from the reserve (the heap failing it), then e freed again, as other
+ * CPUs could between the first free's choice of the source and its free
+ * there (mempool_test_before_source). */
+static void *taken;
+
+static void take_and_free_again(struct mempool *p, void *e)
+{
+	mempool_test_before_source = NULL;
+	struct spanheap_fail_attr all = {.interval = 1,
+	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
+	                                 .times = -1,
+	                                 .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &all));
+	taken = mempool_alloc(p, MM_ATOMIC);
+	spanheap_fail_disarm(&sh);
+	KEXPECT(taken != NULL);
+	mempool_free(p, e);
+}
+
+/*
+ * A free that found the reserve full and chose the source, and a second
+ * free of its element that found room (an allocation took one) before the
+ * first reached the source: until a review the second kept the element in
+ * the reserve and the first then gave it to the heap under it. The
+ * first's choice now marks the element leaving, in one atomic exchange
+ * with the reserve's pushes, and the second free is told.
+ */
+KTEST(mempool_race, a_double_free_racing_a_free_to_the_source_is_told)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "race", 2, 64));
+	char *e = mempool_alloc(&pool, 0); /* the heap's: the reserve full */
+	KASSERT(e != NULL);
+	mempool_test_before_source = take_and_free_again;
+	EXPECT_MISUSE(mempool_free(&pool, e), "mempool race: double free", e);
+	mempool_test_before_source = NULL;
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.curr, 1); /* the other, not e */
+	KEXPECT_EQ(in.out, 1);  /* taken; e's second free is not counted */
+	mempool_check(&pool);
+	spanheap_free(&sh, e); /* the first free, cut short by the panic */
+	mempool_free(&pool, taken);
+	KEXPECT(mempool_destroy(&pool));
+	SH_CHECK(&sh, "after the race");
+	sh_heap_release(&heap);
+}
