@@ -15,6 +15,7 @@
 #define MSR_KERNEL_GS_BASE 0xc0000102u
 #define EFER_NXE           (1ull << 11)
 #define RFLAGS_IF          (1ull << 9)
+#define RFLAGS_DF          (1ull << 10)
 
 static inline void outb(uint16_t port, uint8_t v)
 {

@@ -17,6 +17,9 @@ fault_catch_arm:
 	movq %rax, 48(%rdi)
 	movq (%rsp), %rax
 	movq %rax, 56(%rdi)
+	pushfq
+	popq %rax
+	movq %rax, 64(%rdi)
 	movq %rdi, %gs:16 /* this_cpu()->fault_catch (CPU_FAULT_CATCH_OFFSET) */
 	xorl %eax, %eax
 	ret

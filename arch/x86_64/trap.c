@@ -160,6 +160,10 @@ void fault_catch_disarm(struct fault_catch *fc)
 		c->fault_catch = NULL;
 }
 
+_Static_assert(offsetof(struct fault_catch, rip) == 56 &&
+                       offsetof(struct fault_catch, rflags) == 64,
+               "fault.S stores the return address at 56, RFLAGS at 64");
+
 /* Resumes the code that armed the hook, as if fault_catch_arm returned 1. */
 static void resume_catch(struct fault_catch *fc, struct trap_frame *f)
 {
@@ -176,6 +180,9 @@ static void resume_catch(struct fault_catch *fc, struct trap_frame *f)
 	f->r15 = fc->r15;
 	f->rsp = fc->rsp;
 	f->rip = fc->rip;
+	/* The arm's flags: the code between may have turned interrupts off
+	 * or set DF (review: the resume kept the faulting point's). */
+	f->rflags = fc->rflags;
 	f->rax = 1;
 }
 
@@ -269,9 +276,12 @@ void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
  * not: CR2 holds whatever the last #PF left there, perhaps a guard page
  * that a caught probe touched long before, while this #DF came from
  * something else (a corrupt RSP). So a #DF is judged by the interrupted
- * RSP alone: an overflow faults pushing (the code's push, or the CPU's
- * push of the #PF frame) with RSP in a guard page, or just above one so
- * that the push lands in it at rsp - 8.
+ * RSP alone: an overflow faults pushing with RSP in a guard page, or just
+ * above one: the code's push lands at rsp - 8, and the CPU's push of an
+ * exception's frame aligns RSP down to 16 and then writes 40 or 48 bytes
+ * (with an error code), so a frame reaches a guard page from up to 63
+ * bytes above it (review: only rsp - 8 was checked, and such a #DF was
+ * reported as a plain one).
  */
 static uint64_t overflow_guard(const struct trap_frame *f, uint64_t cr2)
 {
@@ -283,6 +293,9 @@ static uint64_t overflow_guard(const struct trap_frame *f, uint64_t cr2)
 		return f->rsp;
 	if (kstack_is_guard(f->rsp - 8))
 		return f->rsp - 8;
+	uint64_t frame_low = (f->rsp & ~15ull) - 48;
+	if (f->vector == VEC_DF && kstack_is_guard(frame_low))
+		return frame_low;
 	return 0;
 }
 

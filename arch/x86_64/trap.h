@@ -68,11 +68,14 @@ const char *trap_name(unsigned vector);
  * resumes with fault_catch_arm() returning 1 (the hook is then disarmed).
  * For tests and for probing memory; thread context, one hook per CPU. A
  * fault in an interrupt handler is never caught (it panics as usual),
- * even while the thread it interrupted has a hook armed.
+ * even while the thread it interrupted has a hook armed. The resume
+ * takes RFLAGS as fault_catch_arm saw them (interrupts on or off, the
+ * direction flag clear), whatever the code between changed; it takes
+ * back no lock that code took: a caught section takes none.
  */
 struct fault_catch {
 	/* Saved by fault_catch_arm (offsets used by fault.S): */
-	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
+	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip, rflags;
 	/* Filled in by the handler: */
 	uint64_t vector, error, cr2, fault_rip;
 };

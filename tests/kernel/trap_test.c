@@ -176,6 +176,23 @@ KTEST(demo, push_at_the_bottom_of_a_stack_under_a_catch)
 	}
 	ktest_fail_at(__FILE__, __LINE__, "the double fault was resumed");
 }
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: an exception taken with RSP 32 bytes
+ * above a stack's guard page. The instruction pushes nothing; the CPU's
+ * own frame (RSP aligned down to 16, then 40 bytes) reaches the guard,
+ * and that #PF in delivery makes a #DF whose RSP is neither in the guard
+ * nor 8 bytes above it. It must be reported as a stack overflow; until a
+ * review it was a plain "#DF double fault".
+ */
+KTEST(demo, exception_frame_at_the_bottom_of_a_stack)
+{
+	cpu_cli(); /* no tick on the boot stack's last bytes */
+	__asm__ volatile("movq %0, %%rsp\n\tud2"
+	                 :
+	                 : "r"(__boot_stack_bottom + 32)
+	                 : "memory");
+}
 #endif
 
 /* Vectors 32 and up are interrupts, each named so; the table of names
@@ -258,3 +275,25 @@ KTEST(trap, the_idt_is_filled_by_the_boot_cpu_alone)
 	KEXPECT(read_rflags() & RFLAGS_IF); /* ticks still come */
 }
 #endif
+
+/* A caught fault resumes with the flags fault_catch_arm saw: the code
+ * between may turn interrupts off or set the direction flag (which the
+ * ABI wants clear at every call) and fault before it puts them back.
+ * Until a review the resume kept the faulting point's. */
+KTEST(trap, a_caught_fault_resumes_with_the_flags_of_its_arm)
+{
+	uint64_t before = read_rflags();
+	cpu_sti();
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		__asm__ volatile("cli\n\tstd\n\tud2" ::: "memory", "cc");
+		fault_catch_disarm(&fc);
+	}
+	uint64_t after = read_rflags();
+	__asm__ volatile("cld" ::: "cc");
+	if (!(before & RFLAGS_IF))
+		cpu_cli();
+	KEXPECT_EQ(fc.vector, VEC_UD);
+	KEXPECT_EQ(after & RFLAGS_IF, RFLAGS_IF);
+	KEXPECT_EQ(after & RFLAGS_DF, 0);
+}
