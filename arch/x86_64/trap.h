@@ -1,6 +1,11 @@
 /*
  * Exceptions: the IDT, the register frame the entry stubs save, the report
  * printed for an unexpected exception, and the expected-fault hook.
+ *
+ * Every exception the kernel does not expect panics with its report. An
+ * NMI is expected only from a panicking CPU (which stops the others with
+ * it): any other (LINT1, a watchdog, a board's button) is reported and
+ * panics, as the kernel has no NMI handler of its own to give it to.
  */
 #ifndef ARCH_X86_64_TRAP_H
 #define ARCH_X86_64_TRAP_H
