@@ -44,6 +44,13 @@ static inline struct thread_handle thread_handle_of(struct thread *t)
 struct thread *thread_live_locked(struct runqueue *rq, struct thread_handle h,
                                   const char **why);
 
+/* thread.c: the list of all threads (struct thread.all_next), from
+ * creation or adoption until the join, and its lock: rank THREADS, taken
+ * irqsave and alone, by creation, adoption, join and the readers
+ * (thread_info.c). */
+extern struct spinlock thread_list_lock;
+extern struct thread *thread_list_head;
+
 /* thread.c: the current context as a thread (boot or AP stack), and an
  * idle thread with a stack of its own. NULL when memory is short. */
 struct thread *thread_adopt_current(const char *name, bool idle);

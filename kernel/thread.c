@@ -20,6 +20,8 @@
  * then matches no live thread, and is refused without a read of memory
  * that may since be a newer thread's, something else's, or unmapped.
  * Joins check the list of all threads (join_claim) the same way.
+ *
+ * The list's readers (snapshots, the live stacks) are thread_info.c's.
  */
 #include "kernel/thread.h"
 
@@ -45,42 +47,43 @@ _Static_assert(sizeof(struct thread) <= PAGE_SIZE,
 /* Ids count from 1: 0 is THREAD_NONE's and a freed struct's. */
 static _Atomic uint64_t next_thread_id = 1;
 
-/* Rank THREADS: the list of all threads (struct thread.all_next), for
- * thread_snapshot. Taken irqsave, alone, by creation, adoption and join. */
-static struct spinlock threads_lock =
-        SPINLOCK_INIT("threads", LOCK_RANK_THREADS);
-static struct thread *all_threads, *all_threads_tail;
+/* sched_internal.h: the list of all threads and its lock (rank THREADS,
+ * irqsave, taken alone). */
+struct spinlock thread_list_lock = SPINLOCK_INIT("threads", LOCK_RANK_THREADS);
+struct thread *thread_list_head;
+static struct thread *all_threads_tail;
 
 TEST_HOOK_DEFINE(thread_testing_join_lost);
 
 static void list_add(struct thread *t)
 {
-	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	unsigned long irq = spin_lock_irqsave(&thread_list_lock);
 	t->all_next = NULL;
 	if (all_threads_tail)
 		all_threads_tail->all_next = t;
 	else
-		all_threads = t;
+		thread_list_head = t;
 	all_threads_tail = t;
-	spin_unlock_irqrestore(&threads_lock, irq);
+	spin_unlock_irqrestore(&thread_list_lock, irq);
 }
 
 static void list_remove(struct thread *t)
 {
-	unsigned long irq = spin_lock_irqsave(&threads_lock);
+	unsigned long irq = spin_lock_irqsave(&thread_list_lock);
 	struct thread *prev = NULL;
-	for (struct thread *p = all_threads; p; prev = p, p = p->all_next) {
+	for (struct thread *p = thread_list_head; p;
+	     prev = p, p = p->all_next) {
 		if (p != t)
 			continue;
 		if (prev)
 			prev->all_next = t->all_next;
 		else
-			all_threads = t->all_next;
+			thread_list_head = t->all_next;
 		if (all_threads_tail == t)
 			all_threads_tail = prev;
 		break;
 	}
-	spin_unlock_irqrestore(&threads_lock, irq);
+	spin_unlock_irqrestore(&thread_list_lock, irq);
 }
 
 extern void thread_trampoline(void);
@@ -339,8 +342,8 @@ static bool join_claim(struct thread_handle h)
 {
 	char boot[48], name[THREAD_NAME_MAX];
 	struct thread *t = h.t;
-	unsigned long irq = spin_lock_irqsave(&threads_lock);
-	struct thread *p = all_threads;
+	unsigned long irq = spin_lock_irqsave(&thread_list_lock);
+	struct thread *p = thread_list_head;
 	while (p && p != t)
 		p = p->all_next;
 	bool live = p && t->id == h.id;
@@ -350,7 +353,7 @@ static bool join_claim(struct thread_handle h)
 		t->join_claimed = true;
 	if (never || twice)
 		ksnprintf(name, sizeof(name), "%s", t->name);
-	spin_unlock_irqrestore(&threads_lock, irq);
+	spin_unlock_irqrestore(&thread_list_lock, irq);
 	if (twice)
 		TEST_HOOK(thread_testing_join_lost, (uintptr_t)t);
 	if (never)
@@ -428,112 +431,4 @@ struct thread *thread_alloc_idle(struct cpu *c)
 	if (t)
 		t->state = THREAD_RUNNABLE;
 	return t;
-}
-
-const char *thread_state_name(enum thread_state s)
-{
-	switch (s) {
-	case THREAD_RUNNING:
-		return "running";
-	case THREAD_RUNNABLE:
-		return "runnable";
-	case THREAD_BLOCKED:
-		return "blocked";
-	case THREAD_SLEEPING:
-		return "sleeping";
-	case THREAD_DEAD:
-		return "dead";
-	}
-	return "?";
-}
-
-unsigned thread_snapshot(struct thread_info *out, unsigned max)
-{
-	unsigned n = 0;
-	uint64_t now = time_now_ns();
-	unsigned long irq = spin_lock_irqsave(&threads_lock);
-	for (struct thread *t = all_threads; t; t = t->all_next, n++) {
-		if (n >= max)
-			continue;
-		struct thread_info *ti = &out[n];
-		memcpy(ti->name, t->name, sizeof(ti->name));
-		ti->id = t->id;
-		ti->cpu = t->cpu->id;
-		/* Racy reads, for display: see the header. */
-		ti->state = *(volatile enum thread_state *)&t->state;
-		ti->idle = t->cpu->idle == t;
-		uint64_t run = *(volatile uint64_t *)&t->runtime_ns;
-		uint64_t start = *(volatile uint64_t *)&t->slice_start_ns;
-		if (ti->state == THREAD_RUNNING && now > start)
-			run += now - start;
-		ti->cpu_ns = run;
-	}
-	spin_unlock_irqrestore(&threads_lock, irq);
-	return n;
-}
-
-/* The lowest live word of thread t's stack, the world stopped by this
- * CPU: its saved stack pointer, or, running, the trap frame of its
- * CPU's park; this thread's is mine. 0 if none is known. */
-static uintptr_t live_sp(const struct thread *t, const struct thread *me,
-                         uintptr_t mine)
-{
-	if (t == me)
-		return mine;
-	if (!t->on_cpu)
-		return t->saved_rsp;
-	for (unsigned i = 0; i < MAX_CPUS; i++)
-		if (cpus[i].current == t)
-			return stw_parked_sp(i);
-	return 0;
-}
-
-void thread_each_live_stack(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
-                            void *arg)
-{
-	if (!stw_stopped_by_this_cpu())
-		panic("thread_each_live_stack: the world is running (the "
-		      "stacks move)");
-	struct thread *me = thread_current();
-	/* This thread's callee-saved registers, stored below every frame
-	 * of its callers (this one's pushes too): a pointer a caller holds
-	 * only in a register is read as the others' saved ones are. */
-	uintptr_t regs[6];
-	__asm__ volatile("mov %%rbx, 0(%0)\n\tmov %%rbp, 8(%0)\n\t"
-	                 "mov %%r12, 16(%0)\n\tmov %%r13, 24(%0)\n\t"
-	                 "mov %%r14, 32(%0)\n\tmov %%r15, 40(%0)"
-	                 :
-	                 : "r"(regs)
-	                 : "memory");
-	unsigned long irq = spin_lock_irqsave(&threads_lock);
-	for (struct thread *t = all_threads; t; t = t->all_next) {
-		uintptr_t sp = t->state == THREAD_DEAD
-		                       ? 0
-		                       : live_sp(t, me, (uintptr_t)regs);
-		uintptr_t lo, hi;
-		if (sp && kstack_bounds(sp, &lo, &hi))
-			fn(sp, hi, arg);
-	}
-	spin_unlock_irqrestore(&threads_lock, irq);
-	__asm__ volatile("" : : "r"(regs) : "memory"); /* live until here */
-}
-
-struct thread_info *thread_snapshot_all(unsigned *n)
-{
-	unsigned room = thread_snapshot(NULL, 0);
-	for (;;) {
-		/* Room for a few made meanwhile; more, and it is sized
-		 * again, so no thread is left out. */
-		room += 8;
-		struct thread_info *ti = kcalloc(room, sizeof(*ti), 0);
-		if (!ti)
-			return NULL;
-		unsigned count = thread_snapshot(ti, room);
-		if (count <= room) {
-			*n = count;
-			return ti;
-		}
-		kfree(ti);
-		room = count;
-	}
 }
