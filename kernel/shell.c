@@ -40,10 +40,8 @@ static enum shell_status last_status;
 static bool tty;
 
 const struct shell_cmd *const shell_cmd_tables[] = {
-        shell_sys_cmds,
-        shell_mem_cmds,
-        shell_heapmap_cmds,
-        shell_stress_cmds,
+        shell_sys_cmds,     shell_mem_cmds,    shell_debug_cmds,
+        shell_heapmap_cmds, shell_stress_cmds,
 };
 const size_t shell_cmd_ntables =
         sizeof(shell_cmd_tables) / sizeof(shell_cmd_tables[0]);

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mm/objcache.h"
+
 #define SHELL_MAX_ARGS 8
 
 /* A command's exit status. */
@@ -26,9 +28,14 @@ struct shell_cmd {
 
 /* The commands of each file, NULL-name terminated. */
 extern const struct shell_cmd shell_mem_cmds[];     /* shell_mem.c */
+extern const struct shell_cmd shell_debug_cmds[];   /* shell_debug.c */
 extern const struct shell_cmd shell_heapmap_cmds[]; /* shell_heapmap.c */
 extern const struct shell_cmd shell_stress_cmds[];  /* shell_stress.c */
 extern const struct shell_cmd shell_sys_cmds[];     /* shell_sys.c */
+
+/* The named caches' lines, filled by slabinfo and alloctraces (the shell
+ * thread's own: one command at a time; shell_mem.c). */
+extern struct objcache_info shell_caches[OBJCACHE_MAX];
 
 /* Every table above, in help's order (shell.c). */
 extern const struct shell_cmd *const shell_cmd_tables[];

@@ -5,14 +5,8 @@
  * release, which run the collector's steps now and report what they did, and
  * mmfail, which arms, disarms and shows allocation-failure injection: the
  * heap's (mm/spanheap_fail.h) and, as "mmfail frame", the frame pool's
- * (kernel/frames.h); objwho, which prints poison mode's records of who
- * last allocated and freed an object (mm/spanheap_track.h); addrinfo,
- * which says what an address is (kernel/addrinfo.h): its region, and in
- * the heap its object and the object's state; and alloctraces, poison
- * mode's live objects grouped by the stack that allocated them
- * (spanheap_alloc_traces), for finding a leak; guarded, the guarded
- * pool's live objects; and leaks, the objects nothing points to
- * (kernel/heap_leaks.c, Linux's kmemleak).
+ * (kernel/frames.h). The commands that look at single objects are
+ * shell_debug.c's.
  */
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
@@ -32,8 +26,8 @@
  * class had none). */
 static struct spanheap_stats snap[2];
 
-/* The named caches' lines (slabinfo, alloctraces): the shell's own. */
-static struct objcache_info caches[OBJCACHE_MAX];
+/* shell_internal.h: the named caches' lines (slabinfo, alloctraces). */
+struct objcache_info shell_caches[OBJCACHE_MAX];
 
 /* Fills snap[which] with the span heap's statistics and returns it. */
 static struct spanheap_stats *stats_now(unsigned which)
@@ -139,7 +133,7 @@ static void slab_row(const char *name, const struct spanheap_class_stats *c)
  * objects out and the bytes they take. Returns how many there are. */
 static size_t caches_rows(void)
 {
-	struct objcache_info *in = caches;
+	struct objcache_info *in = shell_caches;
 	size_t n = objcache_list(&kspanheap, in, OBJCACHE_MAX);
 	if (!n)
 		return 0;
@@ -307,182 +301,6 @@ static enum shell_status cmd_mmfail(int argc, char **argv)
 	return SHELL_OK;
 }
 
-/* ---- objwho: who last allocated and freed an object
- * -------------------------------------------------------------------- */
-
-/* Parses "0x" and 1 to 16 hex digits into *out. */
-static bool parse_address(const char *s, uintptr_t *out)
-{
-	if (s[0] != '0' || (s[1] != 'x' && s[1] != 'X') || !s[2])
-		return false;
-	uintptr_t v = 0;
-	unsigned n = 0;
-	for (s += 2; *s; s++, n++) {
-		char c = *s;
-		unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-		             : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-		             : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-		                                    : 16u;
-		if (d == 16 || n == 16)
-			return false;
-		v = v << 4 | d;
-	}
-	*out = v;
-	return true;
-}
-
-/* Prints one record: "  last WHAT on CPU n, T us ago:" and its stack, one
- * return address a line, named. */
-static void print_track(const char *what, const struct spanheap_track *t,
-                        uint64_t now)
-{
-	if (t->ns == 0) {
-		printk("  never %s since its span was made\n", what);
-		return;
-	}
-	printk("  last %s on CPU %u, %llu us ago:\n", what, t->cpu,
-	       (unsigned long long)((now > t->ns ? now - t->ns : 0) / 1000));
-	heap_stack_print(t->pc, t->npcs);
-}
-
-/* The one ADDR argument of command c (argc, argv as given) into *a;
- * SHELL_OK, or, having said why, SHELL_USAGE. */
-static enum shell_status address_arg(const struct shell_cmd *c, int argc,
-                                     char **argv, uintptr_t *a)
-{
-	if (argc != 2)
-		return shell_usage(c);
-	if (!parse_address(argv[1], a)) {
-		printk("%s: ADDR '%s' is not 0x and 1 to 16 hex digits\n",
-		       c->name, argv[1]);
-		return SHELL_USAGE;
-	}
-	return SHELL_OK;
-}
-
-/* objwho ADDR */
-static enum shell_status cmd_objwho(int argc, char **argv)
-{
-	uintptr_t a;
-	enum shell_status st = address_arg(&shell_mem_cmds[6], argc, argv, &a);
-	if (st != SHELL_OK)
-		return st;
-	/* The records are read without a lock: a span freed meanwhile has
-	 * its side table given back, unmapped at once under
-	 * mm.debug_pagealloc (PORTING: such readers run under the hook). */
-	struct spanheap_track at, ft;
-	struct fault_catch fc;
-	if (fault_catch_arm(&fc) != 0) {
-		heap_read_fault_print("objwho", fc.cr2);
-		return SHELL_FAILED;
-	}
-	bool found = spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft);
-	fault_catch_disarm(&fc);
-	if (!found) {
-		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
-		       kspanheap.track ? "not in a small object of the heap"
-		                       : "the heap keeps none (boot with "
-		                         "mm.debug_poison)");
-		return SHELL_FAILED;
-	}
-	printk("object at %#lx:\n", (unsigned long)a);
-	uint64_t now = time_now_ns();
-	print_track("allocated", &at, now);
-	print_track("freed", &ft, now);
-	return SHELL_OK;
-}
-
-/* addrinfo ADDR */
-static enum shell_status cmd_addrinfo(int argc, char **argv)
-{
-	uintptr_t a;
-	enum shell_status st = address_arg(&shell_mem_cmds[7], argc, argv, &a);
-	if (st != SHELL_OK)
-		return st;
-	return addrinfo_print_caught("", "address", a) ? SHELL_OK
-	                                               : SHELL_FAILED;
-}
-
-/* The shell thread's own, as snap: 32 stacks of 100 bytes. */
-static struct spanheap_trace traces[32];
-
-/* alloctraces' argument: a size class, or a named cache, whose class
- * into *cls, and name and owner into *cache and *owner. False, having
- * said why, if neither. */
-static bool traces_class(const char *arg, uint64_t *cls, const char **cache,
-                         uint32_t *owner)
-{
-	if (arg[0] >= '0' && arg[0] <= '9')
-		return shell_parse_uint("alloctraces", "CLASS", arg, 1,
-		                        SC_NCLASSES - 1, cls);
-	size_t n = objcache_list(&kspanheap, caches, OBJCACHE_MAX);
-	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++) {
-		if (strcmp(caches[i].name, arg))
-			continue;
-		if (!caches[i].sizeclass) {
-			printk("alloctraces: cache '%s' has large objects, of "
-			       "which the heap keeps no records\n",
-			       arg);
-			return false;
-		}
-		*cls = caches[i].sizeclass;
-		*cache = arg;
-		*owner = caches[i].owner;
-		return true;
-	}
-	printk("alloctraces: '%s' is neither a size class nor a named "
-	       "cache\n",
-	       arg);
-	return false;
-}
-
-/* alloctraces [CLASS|CACHE] */
-static enum shell_status cmd_alloctraces(int argc, char **argv)
-{
-	uint64_t cls = 0;
-	const char *cache = NULL;
-	uint32_t owner = SPANHEAP_OWNER_ANY;
-	if (argc > 2)
-		return shell_usage(&shell_mem_cmds[8]); /* its own entry */
-	if (argc == 2 && !traces_class(argv[1], &cls, &cache, &owner))
-		return SHELL_USAGE;
-	if (!kspanheap.track) {
-		printk("alloctraces: the heap keeps no records (boot with "
-		       "mm.debug_poison)\n");
-		return SHELL_FAILED;
-	}
-	if (cache)
-		printk("cache '%s' (size class %llu): ", cache,
-		       (unsigned long long)cls);
-	else if (cls)
-		printk("size class %llu: ", (unsigned long long)cls);
-	printk("live objects by the stack that allocated them, most first:\n");
-	return heap_traces_print("alloctraces", (unsigned)cls, owner, traces,
-	                         32)
-	               ? SHELL_OK
-	               : SHELL_FAILED;
-}
-
-/* guarded */
-static enum shell_status cmd_guarded(int argc, char **argv)
-{
-	return heap_guard_print() ? SHELL_OK : SHELL_FAILED;
-}
-
-/* leaks [SECONDS]: objects younger than SECONDS (5 by default, as
- * kmemleak's) are not judged: their pointers may be in flight. */
-static enum shell_status cmd_leaks(int argc, char **argv)
-{
-	uint64_t secs = 5;
-	if (argc > 2)
-		return shell_usage(&shell_mem_cmds[10]); /* its own entry */
-	if (argc == 2 &&
-	    !shell_parse_uint("leaks", "SECONDS", argv[1], 0, 86400, &secs))
-		return SHELL_USAGE;
-	return heap_leaks_report(secs * 1000000000ull) ? SHELL_OK
-	                                               : SHELL_FAILED;
-}
-
 const struct shell_cmd shell_mem_cmds[] = {
         {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
          cmd_meminfo},
@@ -495,21 +313,5 @@ const struct shell_cmd shell_mem_cmds[] = {
         {"mmfail", "[frame] [off | interval,probability,times[,what[,seed]]]",
          "show, arm or disarm kmalloc (or frame) failure injection",
          cmd_mmfail},
-        {"objwho", "ADDR",
-         "who last allocated and freed the object at ADDR (mm.debug_poison)",
-         cmd_objwho},
-        {"addrinfo", "ADDR",
-         "what ADDR is: its region, and in the heap its object and state",
-         cmd_addrinfo},
-        {"alloctraces", "[CLASS|CACHE]",
-         "live objects by the stack that allocated them (mm.debug_poison)",
-         cmd_alloctraces},
-        {"guarded", "",
-         "the guarded pool's live objects and their stacks (mm.guard)",
-         cmd_guarded},
-        {"leaks", "[SECONDS]",
-         "objects nothing points to, older than SECONDS (default 5; "
-         "mm.debug_poison)",
-         cmd_leaks},
         {NULL, NULL, NULL, NULL},
 };
