@@ -128,6 +128,9 @@ extern pthread_mutex_t mm_malloc_ctl_lock MM_MALLOC_HIDDEN;
  * background.c; under mm_malloc_ctl_lock). */
 extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;
 
+/* True if this process may use membarrier's private expedited command
+ * (registered now); fences.c. */
+bool mm_malloc_fences_register(void) MM_MALLOC_HIDDEN;
 /* membarrier(2) with command cmd; its return value. */
 long mm_malloc_membarrier(int cmd) MM_MALLOC_HIDDEN;
 /* A full barrier in every thread of the process (slots.c, "Why"). */

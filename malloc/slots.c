@@ -182,14 +182,12 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/membarrier.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "malloc_internal.h"
@@ -230,66 +228,12 @@ static atomic_uint claim_hint;
 
 static void slot_exit(void *arg);
 
-long mm_malloc_membarrier(int cmd)
-{
-	return syscall(SYS_membarrier, cmd, 0, 0);
-}
-
-/* True if this process may use membarrier's private expedited command
- * (registered now); false if the kernel lacks it, a seccomp filter
- * refuses it, or MM_MALLOC_MEMBARRIER=0 says not to. */
-static bool fences_register(void)
-{
-	if (mm_malloc_env_switch("MM_MALLOC_MEMBARRIER",
-	                         getenv("MM_MALLOC_MEMBARRIER")) == 0)
-		return false;
-	long cmds = mm_malloc_membarrier(MEMBARRIER_CMD_QUERY);
-	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-		return false;
-	return mm_malloc_membarrier(
-	               MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
-}
-
-/* A full barrier in every thread of the process (see "Why"): membarrier,
- * or, refused after registering (a seccomp filter a sandbox installed
- * later: until this version fork and a sharer's claim aborted then), a
- * TLB shootdown, which interrupts the same threads. */
-void mm_malloc_fence_others(void)
-{
-	/* A refused membarrier leaves EPERM: a free's claim must keep
-	 * errno (until a review it did not; API test
-	 * membarrier_refused_later). */
-	int saved = errno;
-	if (mm_malloc_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
-		mm_malloc_fence_by_shootdown();
-	errno = saved;
-}
-
 /* The smallest arena heap_init settles for: one chunk. A heap that small
  * runs out sooner, and its allocations fail with ENOMEM as glibc's do
  * under the same limit; until this version it was 256 MiB, and a program
  * under a smaller limit (ulimit -v 200000: python3 ran under glibc)
  * aborted at its first malloc. */
 #define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
-
-/* Blocks every signal in this thread, keeping its mask in *old, for a
- * window in which a handler's allocation would wait for this thread
- * (the set-up) or claim a second slot (the claim): the signals are
- * delivered when mm_malloc_signals_restore puts the mask back, the
- * window done. Two system calls, once per process and once per thread
- * (and per call that takes the late slot, enter.c); they neither
- * allocate nor change errno. */
-void mm_malloc_signals_block(sigset_t *old)
-{
-	sigset_t all;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, old);
-}
-
-void mm_malloc_signals_restore(const sigset_t *old)
-{
-	pthread_sigmask(SIG_SETMASK, old, NULL);
-}
 
 /* The page heap and the span heap (sc), or a panic. The arena is reserved
  * whole (address space only). Where that is limited (ulimit -v), a
@@ -376,7 +320,7 @@ static void heap_init(void)
 	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
 	heaps_make();
 	mm_malloc_guard_start();
-	mm_malloc_fences = fences_register();
+	mm_malloc_fences = mm_malloc_fences_register();
 #ifdef MM_TEST_HOOKS
 	mheap_test_hook = pass_mheap_hook;
 #endif
