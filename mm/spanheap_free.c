@@ -63,7 +63,9 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
  * a handler's free anywhere between the two went unseen (the harness's
  * kfree_twice_by_a_handler_mid_push): now only one between the top's
  * computing and the marker's store does. No instruction more on the
- * fast path. Any context but NMI, nothing pinned.
+ * fast path. Any context but NMI, nothing pinned. top is early-clobber:
+ * it holds s's value on entry, and no input (s) may share its register,
+ * which the raised top overwrites.
  */
 static inline __attribute__((always_inline)) bool
 rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
@@ -90,7 +92,7 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	        "movq %[top], (%[m], %[off])\n" /* the commit */
 	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
 	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu),
-	          [top] "+r"(top)
+	          [top] "+&r"(top)
 	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a), [s] "r"(s),
 	          [mk] "r"(marker), [mags] "i"(offsetof(struct spanheap, mags)),
 	          MM_PORT_RSEQ_CPU_ARGS
