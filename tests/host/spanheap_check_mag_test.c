@@ -1,15 +1,176 @@
 /*
- * spanheap_check's magazine and cache checks (mm/spanheap_check_cache.c)
- * against faults spanheap_check_test.c never made: a third mutation
- * review found each of these checks could be deleted with every test
- * still passing. Each test makes one fault in a fresh heap, expects the
- * panic naming it, puts the state back and expects a clean check.
+ * spanheap_check's magazine and cache checks (mm/spanheap_check_cache.c):
+ * first (suite spanheap_check) a broken magazine, a written magazine of a
+ * CPU that has none, an object in one that is no handed-out object of its
+ * class (on this CPU or another) or lies past its span's marked count;
+ * then (suite spanheap_check_mags) faults spanheap_check_test.c never
+ * made: a third mutation review found each of these checks could be
+ * deleted with every test still passing. Each test makes one fault in a
+ * fresh heap, expects the panic naming it, puts the state back and
+ * expects a clean check.
  */
 #include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/spanheap_internal.h"
 #include "spanheap_check_test_util.h"
+
+KTEST(spanheap_check, catches_a_broken_magazine)
+{
+	KASSERT(fresh_heap());
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* CPU 0's slab, p in its magazine */
+	struct mmag *m = &sh.caches[0].mag[4];
+	uintptr_t *base = sh.caches[0].slab + sh.mag_off[4];
+	KASSERT(m->top == base + 1);
+	SH_CHECK(&sh, "clean");
+	/* Its size (limit) may be anything from its floor to its class's
+	 * most, and no less than what it holds (top). */
+	uintptr_t *limit = m->limit;
+	KASSERT(limit == base + sh.mag_max[4]);
+	m->limit = base + sh.mag_max[4] / 2;
+	SH_CHECK(&sh, "a halved magazine");
+	m->limit = base + sh.mag_max[4] + 1;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken: top %p, "
+	                   "limit %p",
+	                   (void *)m->top, (void *)m->limit);
+	uint32_t floor = mag_floor(&sh, 4);
+	KASSERT(floor > 1 && floor < sh.mag_max[4]);
+	m->limit = base + floor;
+	SH_CHECK(&sh, "a magazine at its floor");
+	m->limit--;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	m->limit = base + floor;
+	m->top = m->limit + 1;
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	m->top = base + 1;
+	m->limit = limit;
+	SH_CHECK(&sh, "restored");
+	base[-1] = 1; /* an empty pop would hand out address 1 */
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
+	base[-1] = 0;
+	/* CPU 1 has made no slab: its magazines must be the shared empty
+	 * one, empty and full at once. */
+	mm_port_set_cpu(1);
+	SH_CHECK(&sh, "clean on CPU 1");
+	struct mmag *m1 = &sh.caches[1].mag[4];
+	m1->limit--;
+	EXPECT_CHECK_FAILS("CPU 1 has no magazine slab, but its magazine of "
+	                   "class 4 is not the empty one");
+	m1->limit++;
+	SH_CHECK(&sh, "restored on CPU 1");
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* The magazines a fast pin that names no CPU sees (MM_PIN_NONE): shared
+ * by every heap, empty and full at once, never written. */
+KTEST(spanheap_check, catches_a_written_magazine_for_no_cpu)
+{
+	KASSERT(fresh_heap());
+	struct mmag *none = &sh.mags[MM_PIN_NONE][4];
+	SH_CHECK(&sh, "clean");
+	none->limit--;
+	EXPECT_CHECK_FAILS("the magazine of class 4 for no CPU (MM_PIN_NONE) "
+	                   "was written");
+	none->limit++;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	uintptr_t *r = spanheap_alloc(&sh, 80, 0);
+	KASSERT(p && r);
+	spanheap_free(&sh, p);
+	uintptr_t *slot = sh.caches[0].slab + sh.mag_off[4];
+	KASSERT(*slot == (uintptr_t)p);
+	SH_CHECK(&sh, "clean");
+	uintptr_t marker = p[1];
+	p[1] = 0; /* written after its free */
+	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4: object 0 of 1, %#lx, "
+	                   "is not a freed object of the class",
+	                   (unsigned long)p);
+	p[1] = marker;
+	/* An object of another class, with a marker forged for it. */
+	*slot = (uintptr_t)r;
+	r[1] = sh.mag_cookie ^ (uintptr_t)r;
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)r);
+	r[1] = 0;
+	/* An object of the right span never handed out (past marked). */
+	uintptr_t *never = (uintptr_t *)(span_at(p)->base + 100 * 64);
+	*slot = (uintptr_t)never;
+	never[1] = sh.mag_cookie ^ (uintptr_t)never;
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)never);
+	never[1] = 0;
+	*slot = (uintptr_t)p;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* Another CPU's magazine is checked too, through the port's hook that
+ * holds that CPU (mm_port_each_other_cpu): a write after free into an
+ * object CPU 1 freed is found by a check on CPU 0. Where the port cannot
+ * reach other CPUs, only this CPU's are checked. */
+KTEST(spanheap_check, catches_a_bad_object_in_another_cpus_magazine)
+{
+	KASSERT(fresh_heap());
+	mm_port_set_cpu(1);
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p); /* into CPU 1's magazine */
+	mm_port_set_cpu(0);
+	KASSERT(*(sh.caches[1].slab + sh.mag_off[4]) == (uintptr_t)p);
+	SH_CHECK(&sh, "clean");
+	uintptr_t marker = p[1];
+	p[1] = 0; /* written after its free */
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4: object 0 of 1, %#lx, "
+	                   "is not a freed object of the class",
+	                   (unsigned long)p);
+	/* The check let go of CPU 1: it can be checked again, and fails the
+	 * same way. */
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4: object 0 of 1");
+	mm_port_refuse_each_other_cpu(true);
+	SH_CHECK(&sh, "CPU 1 out of reach");
+	mm_port_refuse_each_other_cpu(false);
+	p[1] = marker;
+	SH_CHECK(&sh, "restored");
+	sh.caches[1].mag[4].limit++;
+	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4 is broken");
+	sh.caches[1].mag[4].limit--;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
+/* A span's marked count below an object in a magazine: the object was
+ * handed out, so marked is wrong, and a second free of it would be taken
+ * for a free of an object never handed out. The magazine's check is the
+ * one place that compares the two. */
+KTEST(spanheap_check, catches_a_magazine_object_past_marked)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	struct mspan *s = span_at(p);
+	KASSERT(s->base == (uintptr_t)p);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "clean");
+	uint32_t marked = atomic_load(&s->marked);
+	atomic_store(&s->marked, 0);
+	EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+	                   (unsigned long)p);
+	atomic_store(&s->marked, marked);
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
 
 /* CPU 0's magazine of class 4 (64-byte objects), and its first slot. */
 static struct mmag *mag4(void)

@@ -2,8 +2,9 @@
  * The span heap's calloc and realloc (mm/spanheap_realloc.c) through the
  * POSIX port: calloc's zeroing of reused objects, realloc keeping the
  * contents, growing a large object in place, picking the new size,
- * zeroed large objects and realloc reading no stale bytes, and a realloc
- * carrying no free marker back to where it was written. The other
+ * realloc reading no stale bytes, and a realloc carrying no free marker
+ * back to where it was written. Which pages a zeroed or shrunk large
+ * object writes and keeps: spanheap_zero_pages_test.c. The other
  * allocation calls are in spanheap_test.c, whose opening comment lists
  * where the rest of the span heap's tests are.
  *
@@ -330,113 +331,6 @@ KTEST(spanheap, realloc_within_the_usable_size_never_fails)
 		spanheap_free(&sh, fill[--n]);
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, big);
-	sh_heap_release(&heap);
-}
-
-/* Pages of [p, p + n) resident in memory (mincore). */
-static size_t resident_pages(const void *p, size_t n)
-{
-	size_t np = n / 4096;
-	unsigned char *v = calloc(np, 1);
-	if (!v || mincore((void *)p, n, v) != 0) {
-		free(v);
-		return SIZE_MAX;
-	}
-	size_t r = 0;
-	for (size_t i = 0; i < np; i++)
-		r += v[i] & 1;
-	free(v);
-	return r;
-}
-
-/*
- * A large zeroed object: the page heap writes only the pages that held
- * data (a freed object's); pages it gave back to the system (or never
- * touched) read as zero and stay untouched, so calloc of a large block of
- * fresh memory costs neither the time nor the memory of writing it.
- */
-KTEST(spanheap, large_zeroed_writes_only_dirty_pages)
-{
-	enum { N = 4 << 20 };
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	unsigned char *p = spanheap_alloc(&sh, N, 0);
-	KASSERT(p);
-	memset(p, 0xaa, N);
-	spanheap_free(&sh, p);
-	unsigned char *q = spanheap_alloc(&sh, N, MM_ZERO);
-	KASSERT(q == p); /* the dirty pages again */
-	KEXPECT(all_bytes(q, N, 0));
-	spanheap_free(&sh, q);
-	spanheap_release_all(&sh); /* every free page given back */
-	unsigned char *r = spanheap_alloc(&sh, N, MM_ZERO);
-	KASSERT(r);
-	size_t touched = resident_pages(r, N);
-	KEXPECT_EQ(touched, 0);
-	KEXPECT(all_bytes(r, N, 0));
-	ktest_diag("%zu of %d pages of a zeroed allocation of given-back "
-	           "memory resident before it was read",
-	           touched, N / 4096);
-	spanheap_free(&sh, r);
-	sh_heap_release(&heap);
-}
-
-/* The arena in small pages, whatever the host's transparent huge pages
- * setting: with "always", a page touched brings 2 MiB in, and the counts
- * of resident pages below say nothing of what the heap wrote. */
-static void no_huge_pages(void)
-{
-	madvise((void *)heap.arena_base, heap.arena_pages * MM_PAGE_SIZE,
-	        MADV_NOHUGEPAGE);
-}
-
-/* The same for a zeroing realloc that moves an object into a new large
- * one: until a review the move wrote zeros over the whole new object (a
- * 100-byte object to 64 MiB: every page resident, 745 ms for 256 MiB),
- * where the allocation's zeroing writes only pages that held data. */
-KTEST(spanheap, realloc_zero_to_large_writes_only_dirty_pages)
-{
-	enum { N = 4 << 20 };
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	no_huge_pages();
-	spanheap_release_all(&sh); /* every free page given back */
-	unsigned char *p = spanheap_alloc(&sh, 100, MM_ZERO);
-	KASSERT(p);
-	memset(p, 0x5a, 100);
-	unsigned char *q = spanheap_realloc(&sh, p, N, MM_ZERO);
-	KASSERT(q && q != p);
-	size_t usable = spanheap_usable_size(&sh, q);
-	size_t touched = resident_pages(q, usable);
-	KEXPECT(touched <= 1); /* the page the 100 bytes went to */
-	KEXPECT(all_bytes(q, 100, 0x5a));
-	KEXPECT(all_bytes(q + 100, usable - 100, 0));
-	ktest_diag("%zu of %zu pages resident after the move", touched,
-	           usable / 4096);
-	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
-}
-
-/* An MM_ATOMIC shrink of a large object gives its tail back as a large
- * free does (any context): until a review it kept every page and, with
- * MM_ZERO, wrote zeros over the whole tail (63 MiB of 64 in a reviewer's
- * probe), in what may be an interrupt handler. */
-KTEST(spanheap, an_atomic_shrink_gives_the_tail_back)
-{
-	enum { N = 4 << 20, M = 1 << 20 };
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	no_huge_pages();
-	spanheap_release_all(&sh);
-	unsigned char *p = spanheap_alloc(&sh, N, MM_ZERO);
-	KASSERT(p);
-	memset(p, 0x5a, 100);
-	mm_port_set_atomic(true); /* as from an interrupt handler */
-	unsigned char *q = spanheap_realloc(&sh, p, M, MM_ATOMIC | MM_ZERO);
-	mm_port_set_atomic(false);
-	KEXPECT(q == p);
-	KEXPECT_EQ(spanheap_usable_size(&sh, q), M);
-	KEXPECT(resident_pages(q, M) <= 1);
-	KEXPECT(all_bytes(q, 100, 0x5a) && all_bytes(q + 100, M - 100, 0));
-	spanheap_free(&sh, q);
-	SH_CHECK(&sh, "after the shrink");
 	sh_heap_release(&heap);
 }
 

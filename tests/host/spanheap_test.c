@@ -3,7 +3,8 @@
  * port: every size class (alignment, usable size), large spans, aligned
  * allocation, impossible requests, MM_NO_GROW and MM_ZERO.
  * spanheap_check runs at every quiet point. calloc and realloc are in
- * spanheap_realloc_test.c, the free paths, sweeping and statistics in
+ * spanheap_realloc_test.c, the pages a large object's zeroing writes in
+ * spanheap_zero_pages_test.c, the free paths, sweeping and statistics in
  * spanheap_sweep_test.c, misuse in
  * spanheap_misuse_test.c, failed set-up and out of memory in
  * spanheap_fail_test.c, the fold queues in spanheap_queue_test.c, the
