@@ -97,6 +97,13 @@ int background_threads_raw(void);
 /* Waits for both, with no time bound (the caller's alarm ends a wait
  * that never ends); returns 3. */
 int background_threads_wait(void);
+/* Grows the heap past the size that starts them, then waits for both;
+ * returns 3. */
+int background_threads_up(void);
+/* Lent by malloc_api_fresh_fork.c: the fresh-process scenarios
+ * "signal-fork" and "clone-child"; 0 if they held. */
+int scenario_signal_fork(void);
+int scenario_clone_child(void);
 /* Lent by malloc_api_late.c: starts n threads into h that each own a slot
  * (a first malloc) and stay alive; returns once each does, false if one
  * cannot start. holders_stop ends and joins them. */
