@@ -48,6 +48,7 @@
 #include "gdt.h"
 #include "lapic.h"
 #include "paging.h"
+#include "smp_internal.h"
 #include "smp_testing.h"
 #include "trap.h"
 
@@ -71,52 +72,10 @@
 #define AP_WAIT_US 10000000
 /* How often a wait for an AP that claimed its place says it still waits. */
 #define AP_REPORT_US 1000000
-#define LOW_LIMIT    0x100000ull /* a SIPI vector is a page below 1 MiB */
-#define EFER_LME     (1ull << 8)
 #define NO_APIC_ID   0xffffffffu
-
-/* The parameter block, as trampoline.S reads it (offsets in smp.h). */
-struct tramp_params {
-	uint16_t gdt_limit;
-	uint32_t gdt_base;
-	uint16_t pad0;
-	uint32_t far32_offset;
-	uint16_t far32_sel;
-	uint16_t pad1;
-	uint32_t far64_offset;
-	uint16_t far64_sel;
-	uint16_t pad2;
-	uint32_t cr0, cr3, efer;
-	uint32_t started;
-	uint64_t cr4, stack_top, entry, cpu_id;
-	uint32_t apic_id, stray;
-} __attribute__((packed));
-
-_Static_assert(offsetof(struct tramp_params, gdt_base) == TP_GDTR + 2, "");
-_Static_assert(offsetof(struct tramp_params, far32_offset) == TP_FAR32, "");
-_Static_assert(offsetof(struct tramp_params, far64_offset) == TP_FAR64, "");
-_Static_assert(offsetof(struct tramp_params, cr0) == TP_CR0, "");
-_Static_assert(offsetof(struct tramp_params, cr3) == TP_CR3, "");
-_Static_assert(offsetof(struct tramp_params, efer) == TP_EFER, "");
-_Static_assert(offsetof(struct tramp_params, started) == TP_STARTED, "");
-_Static_assert(offsetof(struct tramp_params, cr4) == TP_CR4, "");
-_Static_assert(offsetof(struct tramp_params, stack_top) == TP_STACK, "");
-_Static_assert(offsetof(struct tramp_params, entry) == TP_ENTRY, "");
-_Static_assert(offsetof(struct tramp_params, cpu_id) == TP_CPU_ID, "");
-_Static_assert(offsetof(struct tramp_params, apic_id) == TP_APIC_ID, "");
-_Static_assert(offsetof(struct tramp_params, stray) == TP_STRAY, "");
-_Static_assert(sizeof(struct tramp_params) == TP_SIZE, "");
-_Static_assert(TRAMP_SIZE <= PAGE_SIZE, "the trampoline is one page");
-
-extern const char trampoline_start[], trampoline_32[], trampoline_64[],
-        trampoline_end[];
-
-__attribute__((noreturn)) void smp_ap_entry(uint64_t id);
 
 /* Written by the boot CPU before an AP starts, then read by that AP: */
 static void (*ap_main_fn)(void);
-static paddr_t tramp_pa;
-static volatile struct tramp_params *params;
 
 /*
  * Who has the AP being started: the boot CPU, which gives up on it once
@@ -174,7 +133,7 @@ __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 	cpu_init_local((unsigned)id, cpus[id].apic_id);
 	gdt_init_cpu();
 	idt_init_cpu();
-	invlpg(tramp_pa); /* no longer running from it, nor on its GDT */
+	invlpg(smp_tramp_pa); /* no longer running from it, nor on its GDT */
 	lapic_init_ap();
 	struct cpu *c = this_cpu();
 	if (lapic_id() != c->apic_id)
@@ -185,74 +144,14 @@ __attribute__((noreturn)) void smp_ap_entry(uint64_t id)
 	panic("smp: ap_main returned on cpu %u", c->id);
 }
 
-paddr_t smp_pick_trampoline_page(const struct boot_state *b)
-{
-	paddr_t best = 0;
-	for (size_t i = 0; i < b->nregions; i++) {
-		const struct mem_region *r = &b->regions[i];
-		if (!mem_type_usable(r->type))
-			continue;
-		paddr_t base = align_up(r->base, PAGE_SIZE);
-		paddr_t limit = align_down(r->limit, PAGE_SIZE);
-		if (base < PAGE_SIZE)
-			base = PAGE_SIZE;
-		if (limit > LOW_LIMIT)
-			limit = LOW_LIMIT;
-		/* The image is loader data, usable like the rest: a top
-		 * inside it moves down to below it (its ends are pages). */
-		if (limit > b->kernel_phys_base &&
-		    limit <= b->kernel_phys_limit)
-			limit = b->kernel_phys_base;
-		if (limit >= base + PAGE_SIZE && limit - PAGE_SIZE > best)
-			best = limit - PAGE_SIZE;
-	}
-	return best;
-}
-
-/* Copies the trampoline to pa, maps it at its own address and fills the
- * parameters every AP shares. Returns false (and says why) on failure. */
-static bool install_trampoline(paddr_t pa)
-{
-	if ((size_t)(trampoline_end - trampoline_start) != TRAMP_SIZE)
-		panic("smp: trampoline is %zu bytes, smp.h says %u",
-		      (size_t)(trampoline_end - trampoline_start), TRAMP_SIZE);
-	memcpy(phys_to_virt(pa), trampoline_start, TRAMP_SIZE);
-	/* r-x: the boot CPU writes the page through the direct map, and the
-	 * AP stores to it only before it turns paging on (W^X). */
-	int err = vm_map_page((uintptr_t)pa, pa, VM_EXEC);
-	if (err) {
-		printk("smp: cannot identity-map the trampoline page %#llx "
-		       "(error %d)\n",
-		       (unsigned long long)pa, -err);
-		return false;
-	}
-	tramp_pa = pa;
-	vm_translate((uintptr_t)pa, NULL, &report.trampoline_flags);
-	params = phys_to_virt(pa + TRAMP_PARAMS);
-	params->gdt_limit = 4 * 8 - 1;
-	params->gdt_base = (uint32_t)(pa + TRAMP_GDT);
-	params->far32_offset =
-	        (uint32_t)(pa + (uintptr_t)(trampoline_32 - trampoline_start));
-	params->far32_sel = TRAMP_SEL_CODE32;
-	params->far64_offset =
-	        (uint32_t)(pa + (uintptr_t)(trampoline_64 - trampoline_start));
-	params->far64_sel = TRAMP_SEL_CODE64;
-	params->cr0 = (uint32_t)read_cr0();
-	params->cr3 = (uint32_t)(read_cr3() & PTE_ADDR);
-	params->efer = (uint32_t)(EFER_LME | (rdmsr(MSR_EFER) & EFER_NXE));
-	params->cr4 = read_cr4();
-	params->entry = (uintptr_t)smp_ap_entry;
-	return true;
-}
-
 static bool ap_started(unsigned id)
 {
-	return params->started != 0;
+	return smp_params->started != 0;
 }
 
 static bool stray_seen(unsigned id)
 {
-	return params->stray != 0;
+	return smp_params->stray != 0;
 }
 
 static bool ap_online(unsigned id)
@@ -315,11 +214,11 @@ static void let_late_ap_in(unsigned id)
 static void send_stale_sipi(void)
 {
 	stale_parked = false;
-	lapic_send_sipi(stale_apic, (uint32_t)(tramp_pa >> PAGE_SHIFT));
+	lapic_send_sipi(stale_apic, (uint32_t)(smp_tramp_pa >> PAGE_SHIFT));
 	if (!wait_for(stray_seen, 0, AP_WAIT_US))
 		printk("smp: smp.stale_sipi=%u: the parked AP did not say it "
 		       "ran the trampoline set for APIC id %u\n",
-		       stale_apic, params->apic_id);
+		       stale_apic, smp_params->apic_id);
 }
 
 /* Reports the CPU that ran the trampoline while it was set for another
@@ -327,7 +226,7 @@ static void send_stale_sipi(void)
  * real mode: nothing sends it anything again). */
 static void note_stray(void)
 {
-	uint32_t stray = params->stray;
+	uint32_t stray = smp_params->stray;
 	if (!stray || stray == report.stray)
 		return;
 	report.stray = stray;
@@ -379,10 +278,10 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 		return false;
 	cpus[id].apic_id = apic_id;
 	atomic_store(&cpus[id].online, false);
-	params->stack_top = st->top;
-	params->cpu_id = id;
-	params->apic_id = apic_id & 0xff;
-	params->started = 0;
+	smp_params->stack_top = st->top;
+	smp_params->cpu_id = id;
+	smp_params->apic_id = apic_id & 0xff;
+	smp_params->started = 0;
 	atomic_store(&ap_state, AP_AWAITED);
 	if (stale_parked)
 		send_stale_sipi();
@@ -391,7 +290,8 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	lapic_send_init(apic_id);
 	time_delay_us(INIT_DELAY_US);
 	for (int i = 0; i < 2 && !withhold_sipi; i++) {
-		lapic_send_sipi(apic_id, (uint32_t)(tramp_pa >> PAGE_SHIFT));
+		lapic_send_sipi(apic_id,
+		                (uint32_t)(smp_tramp_pa >> PAGE_SHIFT));
 		if (wait_for(ap_started, id, SIPI_DELAY_US))
 			break;
 	}
@@ -401,7 +301,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 	/* Given up on: from now on the trampoline is for no CPU, so a SIPI
 	 * still pending that wakes this AP before the next is set up halts
 	 * it there too (review). */
-	params->apic_id = NO_APIC_ID;
+	smp_params->apic_id = NO_APIC_ID;
 	if (apic_id == late_apic)
 		let_late_ap_in(id);
 
@@ -409,7 +309,7 @@ static bool start_ap(unsigned id, uint32_t apic_id, bool withhold_sipi)
 		printk("smp: smp.skip_sipi=%u on the command line: its SIPIs "
 		       "were withheld\n",
 		       apic_id);
-	if (params->started)
+	if (smp_params->started)
 		printk("smp: cpu %u (APIC id %u) started but did not come "
 		       "online\n",
 		       id, apic_id);
@@ -462,7 +362,7 @@ static bool can_start_aps(void)
 		       "trampoline: running on the boot CPU alone\n");
 		return false;
 	}
-	return install_trampoline(pa);
+	return smp_trampoline_install(pa, &report.trampoline_flags);
 }
 
 /* Starts every AP in the MADT, in its order, into cpus[1...]. */
@@ -495,7 +395,7 @@ static void start_listed_aps(const struct madt_info *m,
 			report.failed++;
 		note_stray();
 	}
-	params->apic_id = NO_APIC_ID; /* matches no CPU's low byte */
+	smp_params->apic_id = NO_APIC_ID; /* matches no CPU's low byte */
 	note_stray();
 }
 
@@ -521,11 +421,11 @@ void smp_boot_aps(void (*ap_main)(void))
 	ap_main_fn = ap_main;
 	uint64_t start = time_now_ns();
 	start_listed_aps(m, mc, bsp->apic_id);
-	vm_unmap_page((uintptr_t)tramp_pa, NULL);
-	report.trampoline_pa = tramp_pa;
+	vm_unmap_page((uintptr_t)smp_tramp_pa, NULL);
+	report.trampoline_pa = smp_tramp_pa;
 	printk("smp: %u of %u CPUs online in %llu ms (trampoline page at "
 	       "phys %#llx, %d KiB stack each)\n",
 	       atomic_load(&ncpus_online), report.listed,
 	       (unsigned long long)((time_now_ns() - start) / 1000000),
-	       (unsigned long long)tramp_pa, AP_STACK_PAGES * 4);
+	       (unsigned long long)smp_tramp_pa, AP_STACK_PAGES * 4);
 }
