@@ -59,7 +59,11 @@
  * MM_NO_GROW as the span heap does (never MM_ZERO: the pool zeroes size
  * bytes itself), and returns NULL when it has none; with MM_ATOMIC it
  * must not sleep. free takes back what alloc gave, from
- * any context mempool_free is called from. */
+ * any context mempool_free is called from. The pool owns an element's
+ * first word (a pointer's size) between the two: it writes its marks
+ * there, in the reserve and on the way back to free, and clears it when
+ * alloc hands the element over, so a source keeps nothing of its own in
+ * it (a header or a canary goes elsewhere). */
 struct mempool_source {
 	void *(*alloc)(void *data, unsigned flags);
 	void (*free)(void *data, void *elem);

@@ -39,6 +39,15 @@ static inline uint32_t obj_start_index(const struct mspan *s, uint32_t off)
 	return x >> r | x << ((32 - r) & 31);
 }
 
+/* Panics if object a of s (checked: handed out) carries its free marker:
+ * a double free, or a free of an object no one allocated since. */
+static inline __attribute__((always_inline)) void
+free_check_marker(struct mspan *s, uintptr_t a, uintptr_t cookie)
+{
+	if (__builtin_expect(obj_words(a)[1] == (cookie ^ a), 0))
+		spanheap_free_refused(s, obj_index(s, a - s->base), a);
+}
+
 #ifdef MM_PORT_RSEQ
 /*
  * The marker's test and mag_push as one restartable sequence (mm/rseq.h)
@@ -102,25 +111,21 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 }
 
 /* rseq_push's refusal: a full magazine, or a's marker met with sp still
- * the span's address (a double free, which the claim tells); sp is that
- * address, or a top a restarted attempt computed just before it stored
- * a's marker. */
+ * the span's address: a double free, told here as the C test before the
+ * sequence told it (the claim would tell it too, but in poison mode it
+ * claims nothing, and the poison path then said the marker had been
+ * overwritten: review). Else sp is a top a restarted attempt computed
+ * just before it stored a's marker, and the marker is this free's own. */
 static __attribute__((noinline)) void rseq_full(struct spanheap *sh,
                                                 uintptr_t a, uintptr_t sp)
 {
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
-	spanheap_free_unpinned(sh, a, s->sizeclass, sp != (uintptr_t)s);
+	bool own = sp != (uintptr_t)s;
+	if (!own)
+		free_check_marker(s, a, sh->mag_cookie);
+	spanheap_free_unpinned(sh, a, s->sizeclass, own);
 }
 #endif
-
-/* Panics if object a of s (checked: handed out) carries its free marker:
- * a double free, or a free of an object no one allocated since. */
-static inline __attribute__((always_inline)) void
-free_check_marker(struct mspan *s, uintptr_t a, uintptr_t cookie)
-{
-	if (__builtin_expect(obj_words(a)[1] == (cookie ^ a), 0))
-		spanheap_free_refused(s, obj_index(s, a - s->base), a);
-}
 
 /* Puts object a of s (checked) into CPU cpu's magazine of its class,
  * which the caller holds: false, having stored nothing, if it is full

@@ -279,7 +279,7 @@ void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
  * RSP alone: an overflow faults pushing with RSP in a guard page, or just
  * above one: the code's push lands at rsp - 8, and the CPU's push of an
  * exception's frame aligns RSP down to 16 and then writes 40 or 48 bytes
- * (with an error code), so a frame reaches a guard page from up to 63
+ * (with an error code), so a frame reaches a guard page from less than 48
  * bytes above it (review: only rsp - 8 was checked, and such a #DF was
  * reported as a plain one).
  */

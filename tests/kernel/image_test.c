@@ -139,10 +139,12 @@ static void wx_walk_table(struct wx_walk *w, paddr_t pa, int level,
 }
 
 /* W^X over the whole address space, not only the image's sections: no
- * page the kernel maps, now, is both writable and executable (the AP
- * trampoline's identity page was, until a review), and none is a user
- * page (the kernel has no user mode). Other CPUs may change heap entries
- * meanwhile; page-table pages are never freed, so the walk stays safe. */
+ * page the kernel maps, now, is both writable and executable, and none is
+ * a user page (the kernel has no user mode). A guard for mappings to come:
+ * the one rwx page a review found, the AP trampoline's, is unmapped
+ * before tests run (smp.the_trampoline_page_is_not_writable_where_it_runs
+ * checks it). Other CPUs may change heap entries meanwhile; page-table
+ * pages are never freed, so the walk stays safe. */
 KTEST(image, no_page_is_writable_and_executable)
 {
 	struct wx_walk w = {0};

@@ -247,6 +247,18 @@ KTEST(demo, kfree_double_free)
 	demo_kfree(p);
 }
 
+/* The same, run with mm.debug_poison (the harness's
+ * kfree_double_free_poison): poison mode keeps no magazines, so the free
+ * takes the sequence's refusal; it must still say "double free", not that
+ * the marker was overwritten (it did after the marker's test moved into
+ * the sequence, until a review). */
+KTEST(demo, kfree_double_free_poison)
+{
+	void *p = kmalloc(64, 0);
+	kfree(p);
+	demo_kfree(p);
+}
+
 KTEST(demo, kfree_interior_pointer)
 {
 	uint8_t *p = kmalloc(64, 0);
