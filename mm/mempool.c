@@ -309,13 +309,13 @@ void mempool_free(struct mempool *p, void *e)
 	if (!e)
 		return;
 	check_free(p, e);
-#ifdef MM_TEST_HOOKS
-	if (mempool_test_after_check)
-		mempool_test_after_check(p, e);
-#endif
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
 	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <
 	    mempool_min_of(p)) {
+#ifdef MM_TEST_HOOKS
+		if (mempool_test_after_check)
+			mempool_test_after_check(p, e);
+#endif
 		unsigned long irq = mm_lock_acquire(&p->lock);
 		int put = mempool_push_locked(p, e);
 		bool kept = put == MEMPOOL_PUSH_KEPT, wake = kept && p->waiters;

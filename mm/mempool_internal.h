@@ -53,8 +53,9 @@ int mempool_push_locked(struct mempool *p, void *e);
 void *mempool_pop_locked(struct mempool *p);
 
 #ifdef MM_TEST_HOOKS
-/* Called by mempool_free between its checks and its lock, if set: a test
- * frees the element again there, as a racing double free would. */
+/* Called by mempool_free after its checks and its unlocked test of the
+ * reserve's room, before its lock, if set: a test frees the element (or
+ * another) there, as a racing free would. */
 extern void (*mempool_test_after_check)(struct mempool *p, void *e);
 /* Called by mempool_free just before it gives e to the source, if set: a
  * test takes an element from the reserve and frees e again there, as

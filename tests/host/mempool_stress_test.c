@@ -247,6 +247,54 @@ KTEST(mempool_race, a_racing_double_free_is_not_kept_twice)
 	sh_heap_release(&heap);
 }
 
+/* The racing free of the test below: another element, which fills the
+ * reserve. */
+static void *other;
+
+static void free_other(struct mempool *p, void *e)
+{
+	(void)e;
+	mempool_test_after_check = NULL;
+	mempool_free(p, other);
+}
+
+/*
+ * Two frees that both read room for one more in the reserve: the second
+ * to take the lock finds it full and gives its element to the source. A
+ * mutant that let the reserve pass its size (a mutation review) wrote
+ * past the array's end, inside a heap object where no sanitizer sees it.
+ */
+KTEST(mempool_race, two_frees_for_the_last_slot_keep_one)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "race", 2, 64));
+	struct spanheap_fail_attr all = {.interval = 1,
+	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
+	                                 .times = -1,
+	                                 .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &all));
+	char *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
+	spanheap_fail_disarm(&sh);
+	char *e = mempool_alloc(&pool, 0); /* the heap's */
+	KASSERT(a && b && e);
+	mempool_free(&pool, a); /* room for one */
+	other = b;
+	mempool_test_after_check = free_other;
+	mempool_free(&pool, e); /* read room; b took it first */
+	mempool_test_after_check = NULL;
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.curr, 2);
+	KEXPECT_EQ(in.out, 0);
+	struct spanheap_where w;
+	KEXPECT(spanheap_where(&sh, e, &w) &&
+	        w.state != SPANHEAP_OBJ_ALLOCATED); /* to the heap */
+	mempool_check(&pool);
+	KEXPECT(mempool_destroy(&pool));
+	SH_CHECK(&sh, "after the race for the slot");
+	sh_heap_release(&heap);
+}
+
 /* The racing free of the test below: an allocation that takes an element
  * from the reserve (the heap failing it), then e freed again, as other
  * CPUs could between the first free's choice of the source and its free

@@ -341,6 +341,28 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 	sh_heap_release(&heap);
 }
 
+/* A large object of kmalloc's freed to a cache in poison mode: it has no
+ * side-table entry (a large span keeps no owners), so only the class
+ * test refuses it (a mutation review found the free took it silently
+ * without that test). Nothing is freed. */
+KTEST(objcache, poison_mode_refuses_a_large_object_of_kmalloc)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	mm_port_set_quiet(true);
+	struct objcache *c = objcache_create(&sh, "small", 64, 0);
+	KASSERT(c);
+	void *big = spanheap_alloc(&sh, 3 * MM_PAGE_SIZE, 0);
+	KASSERT(big);
+	SH_EXPECT_PANIC(objcache_free(c, big), "to cache 'small'");
+	KEXPECT(strstr(mm_port_last_panic(), "another cache's or kmalloc's"));
+	KEXPECT_EQ(spanheap_usable_size(&sh, big), 3 * MM_PAGE_SIZE);
+	spanheap_free(&sh, big);
+	KEXPECT(objcache_destroy(c));
+	mm_port_set_quiet(false);
+	SH_CHECK(&sh, "after the refused free");
+	sh_heap_release(&heap);
+}
+
 /* The heap's checker holds a free object's side-table entry to a free
  * one's: no owner, no bytes asked. */
 KTEST(objcache, poison_mode_checker_finds_a_free_object_with_an_owner)

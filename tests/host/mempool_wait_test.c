@@ -1,0 +1,90 @@
+/*
+ * A reserved-element pool's sleeping allocation (mm/mempool.c): with the
+ * heap's allocations failing and the reserve empty, a call that may sleep
+ * waits on the pool's event, and is woken by a free into the reserve, or
+ * by a resize that grows the reserve. The pools' periods are an hour: the
+ * wake must be the free's or the resize's. A lost wake-up is a hang,
+ * which the runner's silence timeout ends; the tests bound no time.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "mempool_test_util.h"
+
+static _Atomic bool sleeper_done;
+
+static void *sleeper(void *arg)
+{
+	mm_port_set_cpu(1);
+	void *e = mempool_alloc(&pool, 0);
+	atomic_store(&sleeper_done, true);
+	return e;
+}
+
+KTEST(mempool, a_sleeping_alloc_waits_for_a_free)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "wait", 2, 64));
+	/* An hour's period: the sleeper's wake must be the free's. A lost
+	 * wake-up is a hang, which the runner's silence timeout ends; the
+	 * test itself bounds no time. */
+	pool.wait_ns = 3600ull * 1000 * 1000 * 1000;
+	KASSERT(fail_all());
+	void *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
+	KASSERT(a && b);
+	pthread_t t;
+	KASSERT(!pthread_create(&t, NULL, sleeper, NULL));
+	/* No time bound: the thread is in the wait when the port says so. */
+	atomic_store(&sleeper_done, false);
+	while (mm_port_event_waiters(&pool.returned) == 0 &&
+	       !atomic_load(&sleeper_done))
+		sched_yield();
+	KEXPECT(!atomic_load(&sleeper_done)); /* it waits for a free */
+	KEXPECT_EQ(info().out, 2);
+	mempool_free(&pool, b);
+	void *got;
+	pthread_join(t, &got);
+	KEXPECT(got == b);
+	KEXPECT(info().waits == 1 && info().out == 2);
+	mempool_check(&pool);
+	KEXPECT_EQ(info().timeouts, 0);
+	spanheap_fail_disarm(&sh);
+	mempool_free(&pool, a);
+	mempool_free(&pool, got);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the wait");
+}
+
+/* As above, the sleeper woken by a resize that grows the reserve: the
+ * resize takes its elements from the heap (its injection disarmed first)
+ * and wakes the pool's event as a free into the reserve does. Without
+ * that wake the sleeper slept out its period (a mutation review). */
+KTEST(mempool, a_resize_wakes_a_sleeping_alloc)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "grow", 1, 64));
+	pool.wait_ns = 3600ull * 1000 * 1000 * 1000;
+	KASSERT(fail_all());
+	void *a = mempool_alloc(&pool, 0);
+	KASSERT(a);
+	pthread_t t;
+	atomic_store(&sleeper_done, false);
+	KASSERT(!pthread_create(&t, NULL, sleeper, NULL));
+	while (mm_port_event_waiters(&pool.returned) == 0 &&
+	       !atomic_load(&sleeper_done))
+		sched_yield();
+	KEXPECT(!atomic_load(&sleeper_done));
+	spanheap_fail_disarm(&sh);
+	KEXPECT(mempool_resize(&pool, 2));
+	void *got;
+	pthread_join(t, &got);
+	KEXPECT(got != NULL);
+	KEXPECT_EQ(info().waits, 1);
+	KEXPECT_EQ(info().timeouts, 0);
+	mempool_check(&pool);
+	mempool_free(&pool, a);
+	mempool_free(&pool, got);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the resize's wake");
+}
