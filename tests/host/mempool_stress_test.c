@@ -22,15 +22,12 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mempool.h"
 #include "../../mm/mempool_internal.h"
+#include "mempool_test_util.h"
 #include "port_test_util.h"
 #include "spanheap_test_util.h"
 #include "stress_util.h"
 
 enum { WORKERS = 4, KEEP = 16, INBOX = 64, SIZE = 96, MIN = 4, OPS = 20000 };
-
-static struct mheap heap;
-static struct spanheap sh;
-static struct mempool pool;
 
 struct worker {
 	int id;
@@ -216,11 +213,7 @@ KTEST(mempool_race, a_racing_double_free_is_not_kept_twice)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	KASSERT(mempool_init_heap(&pool, &sh, "race", 3, 64));
-	struct spanheap_fail_attr all = {.interval = 1,
-	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
-	                                 .times = -1,
-	                                 .seed = 1};
-	KASSERT(spanheap_fail_arm(&sh, &all)); /* the reserve's elements */
+	KASSERT(fail_all()); /* the reserve's elements */
 	char *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
 	char *c = mempool_alloc(&pool, 0); /* the reserve is empty now */
 	spanheap_fail_disarm(&sh);
@@ -268,11 +261,7 @@ KTEST(mempool_race, two_frees_for_the_last_slot_keep_one)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	KASSERT(mempool_init_heap(&pool, &sh, "race", 2, 64));
-	struct spanheap_fail_attr all = {.interval = 1,
-	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
-	                                 .times = -1,
-	                                 .seed = 1};
-	KASSERT(spanheap_fail_arm(&sh, &all));
+	KASSERT(fail_all());
 	char *a = mempool_alloc(&pool, 0), *b = mempool_alloc(&pool, 0);
 	spanheap_fail_disarm(&sh);
 	char *e = mempool_alloc(&pool, 0); /* the heap's */
@@ -304,11 +293,7 @@ static void *taken;
 static void take_and_free_again(struct mempool *p, void *e)
 {
 	mempool_test_before_source = NULL;
-	struct spanheap_fail_attr all = {.interval = 1,
-	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
-	                                 .times = -1,
-	                                 .seed = 1};
-	KASSERT(spanheap_fail_arm(&sh, &all));
+	KASSERT(fail_all());
 	taken = mempool_alloc(p, MM_ATOMIC);
 	spanheap_fail_disarm(&sh);
 	KEXPECT(taken != NULL);
