@@ -6,6 +6,8 @@
  * fail. Each test breaks the tree the way a bug would (an update that
  * stopped part of the way up) and expects the check to name the level.
  */
+#include <stdatomic.h>
+
 #include "palloc_test_util.h"
 
 #define ARENA_512G ((size_t)1 << 18) /* chunks: five levels */
@@ -70,6 +72,59 @@ KTEST(palloc_check_deep, a_stale_summary_at_each_of_five_levels)
 		for (unsigned l = 0; l <= k; l++)
 			*path[l] = after[l];
 		palloc_free(&p, chunk, 1);
+		TP_CHECK(&p, "restored");
+	}
+	tp_release(&p);
+}
+
+/* Flips the record's bit for the metadata page holding addr. */
+static void flip_mapped(struct palloc *p, const void *addr)
+{
+	size_t pg = ((uintptr_t)addr - p->meta_base) / MM_PAGE_SIZE;
+	atomic_fetch_xor(&p->mapped[pg / 64], 1ull << (pg % 64));
+}
+
+/*
+ * A level's summary page recorded as unmapped while its children below
+ * are mapped and free: the check must say so rather than skip the entry
+ * as it skips a range nothing has grown into (the record of mapped pages
+ * corrupted; nothing else makes this). For each level above the leaves,
+ * the page of the path's entry is marked unmapped, the check must fail,
+ * and the mark is put back. The root's page is mapped at init, so only
+ * the levels' check sees it; below the root the grown chunk's own check
+ * (its path's pages) speaks first.
+ */
+KTEST(palloc_check_deep, an_unmapped_summary_over_free_children)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, ARENA_512G, 0));
+	KASSERT(p.mapped != NULL);
+	size_t c = ARENA_512G - 1;
+	KASSERT(palloc_grow(&p, TP_BASE + c * CB, CB));
+	palloc_sum_t *path[LEVELS];
+	path_of(&p, c, path);
+	TP_CHECK(&p, "clean");
+	for (unsigned k = 0; k + 1 < LEVELS; k++) {
+		flip_mapped(&p, path[k]);
+		char want[96];
+		if (k == 0)
+			snprintf(want, sizeof(want),
+			         "level 0 entry %zu is not mapped but its "
+			         "children are free",
+			         c >> (PALLOC_LEVEL_BITS * (LEVELS - 1)));
+		else
+			snprintf(want, sizeof(want),
+			         "chunk %zu is grown but its metadata is not "
+			         "mapped",
+			         c);
+		if (!MM_PORT_PANICS(palloc_check(&p)))
+			ktest_fail_at(__FILE__, __LINE__, "k %u: check missed",
+			              k);
+		else if (!strstr(mm_port_last_panic(), want))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "k %u: check said \"%s\", not \"%s\"", k,
+			              mm_port_last_panic(), want);
+		flip_mapped(&p, path[k]);
 		TP_CHECK(&p, "restored");
 	}
 	tp_release(&p);
