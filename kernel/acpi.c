@@ -2,9 +2,10 @@
  * Finds the MADT for SMP bring-up (see acpi.h): maps the firmware's tables
  * for the portable parser and keeps its verdict.
  *
- * Mapping: tables in RAM below the top of the direct map are read through
- * it. Anything else (a table the firmware put above RAM, or in a hole the
- * direct map does not cover) is mapped read-only, page by page, into the
+ * Mapping: tables in memory the direct map holds (RAM and ACPI reclaim
+ * and NVS memory: paging_direct.c) are read through it. Anything else (a
+ * table in reserved or runtime memory, or above the direct map) is mapped
+ * read-only, page by page, into the
  * ACPI window, which starts 1 MiB into the MMIO region (the first MiB is
  * the LAPIC's, see lapic.h). The window only grows: tables are read at
  * boot, a few times each, and a few pages are all it ever takes.

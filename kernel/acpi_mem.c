@@ -3,13 +3,13 @@
  * word on a range, before acpi.c maps it.
  *
  * A range is read only when the map describes every byte of it as memory
- * that can hold tables. Device memory cannot: the direct map covers the
- * holes below 4 GiB with the RAM around them, so a table next to a hole,
- * its length running into it, would otherwise be checksummed through
- * device registers. Free and loader memory cannot either: the frame pool
- * owns free memory from frames_init, and the loader puts no tables in
- * its own, so a table pointer into them would read whatever the kernel
- * put there.
+ * that can hold tables. Device memory cannot: acpi.c maps what the direct
+ * map does not hold (holes, reserved memory) into its window, so a table
+ * next to a hole, its length running into it, would otherwise be
+ * checksummed through device registers. Free and loader memory cannot
+ * either: the frame pool owns free memory from frames_init, and the
+ * loader puts no tables in its own, so a table pointer into them would
+ * read whatever the kernel put there.
  *
  * Boot-services code and data are the firmware's until
  * frames_reclaim_boot_memory hands them to the pool. OVMF keeps its

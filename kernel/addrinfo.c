@@ -19,7 +19,9 @@
 #include "kernel/addrinfo.h"
 
 #include "arch/x86_64/layout.h"
+#include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
+#include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/kstack.h"
@@ -82,10 +84,31 @@ static void print_guard(const char *indent, const char *label, uint64_t a)
 	spanheap_where_log(&kspanheap, (const void *)(uintptr_t)a);
 }
 
-/* An address of the direct map: its frame, and whether the pool owns it. */
+/* The memory map's region holding pa, or NULL (a hole). */
+static const struct mem_region *region_at(paddr_t pa)
+{
+	for (size_t i = 0; i < boot_state.nregions; i++)
+		if (pa >= boot_state.regions[i].base &&
+		    pa < boot_state.regions[i].limit)
+			return &boot_state.regions[i];
+	return NULL;
+}
+
+/* An address of the direct map: its frame, and whether the pool owns it;
+ * or, where the map holds no RAM (paging_direct.c), what is there. */
 static void print_direct(const char *indent, const char *label, uint64_t a)
 {
 	paddr_t pa = a - DIRECT_MAP_BASE;
+	if (!vm_translate(a, NULL, NULL)) {
+		const struct mem_region *r = region_at(pa);
+		printk("%s%s %#lx: in the direct map's range, unmapped: "
+		       "physical %#lx is %s%s, which it does not hold\n",
+		       indent, label, (unsigned long)a, (unsigned long)pa,
+		       r ? "in the memory map's "
+		         : "in a hole of the memory map",
+		       r ? mem_type_name(r->type) : "");
+		return;
+	}
 	const char *why = frames_not_managed(pa & ~(PAGE_SIZE - 1));
 	printk("%s%s %#lx: in the direct map: physical %#lx, %s%s\n", indent,
 	       label, (unsigned long)a, (unsigned long)pa,

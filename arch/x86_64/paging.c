@@ -3,8 +3,9 @@
  *
  * paging_init builds, from frames of the frame source the kernel hands it
  * (struct paging_frame_source: arch/ does not know the kernel's pool):
- *   - the direct map of [0, ram_top) at DIRECT_MAP_BASE with 1 GiB pages
- *     when the CPU has them (CPUID 0x80000001 EDX.26), else 2 MiB, RW+NX;
+ *   - the direct map at DIRECT_MAP_BASE of the RAM the memory map lists,
+ *     and nothing else (paging_direct.c), in pages of up to 1 GiB when the
+ *     CPU has them (CPUID 0x80000001 EDX.26), else 2 MiB, RW+NX;
  *   - the kernel image section by section with 4 KiB pages: text R-X,
  *     rodata R--, data and bss RW-+NX, the boot stack's guard page absent;
  * sets EFER.NXE, CR0.WP and CR4.PGE, and loads CR3. Nothing maps virtual
@@ -25,6 +26,7 @@
 #include <stdatomic.h>
 
 #include "paging.h"
+#include "paging_internal.h"
 #include "paging_testing.h"
 
 #include "cpu.h"
@@ -32,8 +34,6 @@
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
-
-#define PT_ENTRIES 512
 
 /* Immutable after paging_init(): */
 static paddr_t kernel_pml4;
@@ -59,18 +59,6 @@ static struct paging_frame_source frame_source;
  */
 static struct spinlock vm_lock = SPINLOCK_INIT("vm", LOCK_RANK_VM);
 
-/* One entry, read or written whole. Acquire/release: a table's contents,
- * zeroed before its entry is stored, are visible to whoever loads it. */
-static inline uint64_t pte_load(const uint64_t *e)
-{
-	return __atomic_load_n(e, __ATOMIC_ACQUIRE);
-}
-
-static inline void pte_store(uint64_t *e, uint64_t v)
-{
-	__atomic_store_n(e, v, __ATOMIC_RELEASE);
-}
-
 /* Replaces *e with v if it still holds *old; else loads it into *old. */
 static inline bool pte_cas(uint64_t *e, uint64_t *old, uint64_t v)
 {
@@ -81,11 +69,6 @@ static inline bool pte_cas(uint64_t *e, uint64_t *old, uint64_t v)
 static inline uint64_t *table_of(uint64_t entry)
 {
 	return phys_to_virt(entry & PTE_ADDR);
-}
-
-static inline unsigned level_index(uintptr_t va, int level)
-{
-	return (va >> (PAGE_SHIFT + 9 * level)) & (PT_ENTRIES - 1);
 }
 
 static bool canonical(uintptr_t va)
@@ -153,7 +136,7 @@ size_t paging_table_pages(void)
  * (*large set), or when no frame is left. Locking: vm_lock must be held
  * when create is set (paging_init runs before any other CPU).
  */
-static uint64_t *walk(uintptr_t va, int stop_level, bool create, bool *large)
+uint64_t *paging_walk(uintptr_t va, int stop_level, bool create, bool *large)
 {
 	uint64_t *table = phys_to_virt(kernel_pml4);
 	*large = false;
@@ -192,7 +175,7 @@ static bool leaf_va_ok(uintptr_t va)
 static uint64_t *leaf_locked(uintptr_t va, bool create, int *err)
 {
 	bool large;
-	uint64_t *pt = walk(va, 0, create, &large);
+	uint64_t *pt = paging_walk(va, 0, create, &large);
 	if (!pt) {
 		*err = large ? -VM_EINVAL : create ? -VM_ENOMEM : -VM_ENOENT;
 		return NULL;
@@ -292,7 +275,7 @@ int vm_prepare_range(uintptr_t va, size_t nbytes)
 	for (uintptr_t a = align_down(va, LARGE_PAGE_SIZE);;
 	     a += LARGE_PAGE_SIZE) {
 		bool large;
-		if (!walk(a, 0, true, &large)) {
+		if (!paging_walk(a, 0, true, &large)) {
 			err = large ? -VM_EINVAL : -VM_ENOMEM;
 			break;
 		}
@@ -384,53 +367,6 @@ uint64_t paging_direct_map_page_size(void)
 	return direct_page_size;
 }
 
-/* The physical frames of the image's text and rodata, [lo, hi): their
- * alias in the direct map is read-only too (W^X), so that no write
- * through phys_to_virt changes the kernel's code or constants. */
-static paddr_t image_ro_lo, image_ro_hi;
-
-static bool image_ro_overlaps(paddr_t pa, uint64_t size)
-{
-	return pa < image_ro_hi && image_ro_lo < pa + size;
-}
-
-/* Maps the direct map's page of level (2: 1 GiB, 1: 2 MiB, 0: 4 KiB) at
- * physical pa: a large page, rw- nx, unless it holds a frame of the
- * image's text or rodata; then its smaller pages one by one, down to
- * 4 KiB pages, which are r-- nx for those frames (a table or two more). */
-static void map_direct_page(paddr_t pa, int level)
-{
-	uint64_t size = PAGE_SIZE << (9 * level);
-	bool ro = image_ro_overlaps(pa, size);
-	if (level > 0 && ro) {
-		for (paddr_t p = pa; p < pa + size; p += size >> 9)
-			map_direct_page(p, level - 1);
-		return;
-	}
-	bool large;
-	uintptr_t va = DIRECT_MAP_BASE + pa;
-	uint64_t *t = walk(va, level, true, &large);
-	if (!t)
-		panic("paging: no memory for the direct map at %#llx",
-		      (unsigned long long)pa);
-	pte_store(&t[level_index(va, level)], pa | PTE_P | PTE_G | PTE_NX |
-	                                              (ro ? 0 : PTE_W) |
-	                                              (level ? PTE_PS : 0));
-}
-
-/* Maps [0, limit) at DIRECT_MAP_BASE with pages of page_size but where
- * the image's read-only frames are. */
-static void map_direct(paddr_t limit, uint64_t page_size)
-{
-	int level = page_size == HUGE_PAGE_SIZE ? 2 : 1;
-	image_ro_lo = boot_state.kernel_phys_base +
-	              ((uintptr_t)__text_start - boot_state.kernel_virt_base);
-	image_ro_hi = boot_state.kernel_phys_base +
-	              ((uintptr_t)__rodata_end - boot_state.kernel_virt_base);
-	for (paddr_t pa = 0; pa < limit; pa += page_size)
-		map_direct_page(pa, level);
-}
-
 static void map_image_range(const char *start, const char *end, unsigned f)
 {
 	for (uintptr_t va = (uintptr_t)start; va < (uintptr_t)end;
@@ -458,8 +394,7 @@ void paging_init(const struct paging_frame_source *src)
 	kernel_pml4 = alloc_table();
 	if (!kernel_pml4)
 		panic("paging: no frame for the PML4");
-	map_direct(align_up(boot_state.ram_top, direct_page_size),
-	           direct_page_size);
+	paging_map_direct(direct_page_size);
 	map_image_range(__text_start, __text_end, VM_EXEC);
 	map_image_range(__rodata_start, __rodata_end, VM_READ);
 	map_image_range(__data_start, __bss_end, VM_WRITE);
@@ -473,17 +408,8 @@ void paging_init(const struct paging_frame_source *src)
 
 void paging_print_layout(void)
 {
-	printk("paging: direct map  %#llx-%#llx (%llu MiB, %s pages, rw- nx)\n",
-	       DIRECT_MAP_BASE,
-	       DIRECT_MAP_BASE + align_up(boot_state.ram_top, direct_page_size),
-	       (unsigned long long)(align_up(boot_state.ram_top,
-	                                     direct_page_size) >>
-	                            20),
-	       direct_page_size == HUGE_PAGE_SIZE ? "1 GiB" : "2 MiB");
+	paging_print_direct_map();
 	printk("paging: kernel text %p-%p r-x\n", __text_start, __text_end);
-	printk("paging: its alias   %#llx-%#llx r-- nx (text and rodata, 4 "
-	       "KiB pages in the direct map)\n",
-	       DIRECT_MAP_BASE + image_ro_lo, DIRECT_MAP_BASE + image_ro_hi);
 	printk("paging: rodata      %p-%p r--\n", __rodata_start, __rodata_end);
 	printk("paging: data+bss    %p-%p rw- nx (boot stack guard %p)\n",
 	       __data_start, __bss_end, __boot_stack_guard);

@@ -107,6 +107,10 @@ KTEST(addrinfo, names_the_frame_of_a_direct_map_address)
 	frame_free(pa);
 	KEXPECT(says((uintptr_t)phys_to_virt(0x2000),
 	             "physical 0x2000, not a frame of the pool: below 1 MiB"));
+	/* The VGA hole: no region of QEMU's map, so not in the direct map. */
+	KEXPECT(says((uintptr_t)phys_to_virt(0xa0010),
+	             "in the direct map's range, unmapped: physical 0xa0010 "
+	             "is in a hole of the memory map"));
 }
 
 KTEST(addrinfo, names_a_heap_object_and_its_state)

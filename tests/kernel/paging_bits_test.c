@@ -110,35 +110,42 @@ KTEST(paging, entries_hold_exactly_the_bits_asked_for)
 	frame_free(pa);
 }
 
-/* The level of the direct map's page for physical pa: the map's large
- * pages, but smaller ones (down to 4 KiB) where a page would hold a frame
- * of the image's text or rodata, whose alias is read-only. */
-static int direct_level(paddr_t pa)
+/* A 2 MiB-aligned frame P the test owns with the 2 MiB after it: the
+ * pool's frames are RAM, so the direct map holds P in a large page. *run
+ * is the 4 MiB run taken (frames_free_contig(*run, OWNED_RUN) after). */
+#define OWNED_RUN (2 * LARGE_PAGE_SIZE / PAGE_SIZE)
+
+static paddr_t owned_large_frame(paddr_t *run)
 {
-	paddr_t lo = boot_state.kernel_phys_base +
-	             ((uintptr_t)__text_start - boot_state.kernel_virt_base);
-	paddr_t hi = boot_state.kernel_phys_base +
-	             ((uintptr_t)__rodata_end - boot_state.kernel_virt_base);
-	int level = paging_direct_map_page_size() == HUGE_PAGE_SIZE ? 2 : 1;
-	for (; level > 0; level--) {
-		uint64_t size = PAGE_SIZE << (9 * level);
-		paddr_t base = pa & ~(size - 1);
-		if (!(base < hi && lo < base + size))
-			break;
-	}
-	return level;
+	*run = frames_alloc_contig(OWNED_RUN);
+	return *run ? align_up(*run, LARGE_PAGE_SIZE) : 0;
 }
 
-/* The direct map: large pages, read-write, NX, global, cached. */
+/* The direct map: large pages where RAM fills them, read-write, NX,
+ * global, cached; the image's text and rodata in 4 KiB pages, r--. */
 KTEST(paging, direct_map_entries_are_large_global_and_nx)
 {
+	paddr_t run, big = owned_large_frame(&run);
+	KASSERT(big != 0);
 	int level = -1;
-	uint64_t e = raw_leaf((uintptr_t)phys_to_virt(1 << 20), &level);
+	uint64_t e = raw_leaf((uintptr_t)phys_to_virt(big), &level);
 	KASSERT(e != 0);
-	KEXPECT_EQ(level, direct_level(1 << 20));
-	KEXPECT(level > 0); /* the image is not in the first 2 MiB */
+	KEXPECT(level == 1 || level == 2);
+	KEXPECT(level == 1 || paging_direct_map_page_size() == HUGE_PAGE_SIZE);
 	KEXPECT_EQ(e & ~PTE_ADDR & ~HW_SET,
 	           PTE_P | PTE_W | PTE_G | PTE_NX | PTE_PS);
+	/* Offsets in the upper half of the large page translate too. */
+	uint64_t size = PAGE_SIZE << (9 * level);
+	paddr_t base = big & ~(size - 1);
+	KEXPECT_EQ(e & PTE_ADDR, base);
+	paddr_t probe[] = {base + size / 2 + 0x123, base + size - 1};
+	for (unsigned i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
+		paddr_t pa = 0;
+		KEXPECT(vm_translate((uintptr_t)phys_to_virt(probe[i]), &pa,
+		                     NULL));
+		KEXPECT_EQ(pa, probe[i]);
+	}
+	frames_free_contig(run, OWNED_RUN);
 	/* The image's first text page: a 4 KiB page, r-- nx. */
 	paddr_t text = boot_state.kernel_phys_base +
 	               ((uintptr_t)__text_start - boot_state.kernel_virt_base);
@@ -146,15 +153,6 @@ KTEST(paging, direct_map_entries_are_large_global_and_nx)
 	KASSERT(e != 0);
 	KEXPECT_EQ(level, 0);
 	KEXPECT_EQ(e & ~PTE_ADDR & ~HW_SET, PTE_P | PTE_G | PTE_NX);
-	/* Offsets in the upper half of a large page translate too. */
-	uint64_t size = paging_direct_map_page_size();
-	paddr_t probe[] = {size / 2 + 0x123, size - 1};
-	for (unsigned i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
-		paddr_t pa = 0;
-		KEXPECT(vm_translate((uintptr_t)phys_to_virt(probe[i]), &pa,
-		                     NULL));
-		KEXPECT_EQ(pa, probe[i]);
-	}
 	/* Global entries stay in the TLB across CR3 loads only with
 	 * CR4.PGE on. */
 	KEXPECT(read_cr4() & CR4_PGE);
@@ -236,42 +234,39 @@ KTEST(paging, touch_after_pte_clear_faults)
 /*
  * The lock-free PTE calls stop at a large page: its entry is a leaf, not
  * a table. Taking it for one, a walk into the direct map would read the
- * large page's frames (here physical page 0's) as the next table, and
- * vm_pte_set would write into whatever entry it found there. Page 0 is
- * never the pool's and long mode leaves it unused. Under a 1 GiB page
- * the walk would read page 0 as the 2 MiB level's table: the test plants
- * a table pointer in its first word, to a zeroed frame of its own, and
- * a walk that followed it would set an entry in that frame. Under a
- * 2 MiB page (the first GiB split, as the image is in it, or no 1 GiB
- * pages) page 0 would be the last level's table itself: its entry 5
- * would change. The words are put back after.
+ * large page's first frame as the next table, and vm_pte_set would write
+ * into whatever entry it found there. The test owns a 2 MiB page of the
+ * direct map, P, and zeroes its first frame: a walk that took P's entry
+ * for a table would change word 5 of that frame (the entry of P + 5
+ * pages). A 1 GiB page holding P has a first frame that is not the
+ * test's, so the test needs P in a 2 MiB page (machines with less than a
+ * GiB of RAM in one piece, like the 512 MiB of make test, have only those).
  */
 KTEST(paging, pte_calls_stop_at_a_large_page)
 {
-	int level = direct_level(0);
-	if (level == 0)
-		KTEST_SKIP("the first 2 MiB hold the image: no large page");
-	const uintptr_t va = DIRECT_MAP_BASE + 5 * PAGE_SIZE;
-	paddr_t table = frame_alloc(), pa = frame_alloc();
-	KASSERT(table != 0 && pa != 0);
-	memset(phys_to_virt(table), 0, PAGE_SIZE);
-	volatile uint64_t *page0 = phys_to_virt(0);
-	uint64_t saved0 = page0[0], saved5 = page0[5];
-	if (level == 2)
-		page0[0] = table | PTE_P | PTE_W;
+	paddr_t run, big = owned_large_frame(&run);
+	KASSERT(big != 0);
+	int level = -1;
+	KASSERT(raw_leaf((uintptr_t)phys_to_virt(big), &level) != 0);
+	if (level != 1) {
+		frames_free_contig(run, OWNED_RUN);
+		KTEST_SKIP("the pool's run lies in a 1 GiB page");
+	}
+	const uintptr_t va = DIRECT_MAP_BASE + big + 5 * PAGE_SIZE;
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	volatile uint64_t *first = phys_to_virt(big);
+	memset((void *)first, 0, PAGE_SIZE);
 	int set = vm_pte_set(va, pa, VM_WRITE);
-	uint64_t after5 = page0[5];
+	uint64_t after5 = first[5];
 	int clear = vm_pte_clear(va, NULL);
-	page0[0] = saved0;
-	page0[5] = saved5;
 	KEXPECT_EQ(set, -VM_ENOENT);
 	KEXPECT_EQ(clear, -VM_ENOENT);
-	KEXPECT_EQ(after5, saved5);
-	const uint64_t *t = phys_to_virt(table);
-	KEXPECT_EQ(t[5], 0);
+	KEXPECT_EQ(after5, 0);
+	KEXPECT_EQ(first[5], 0);
 	paddr_t got = 0;
 	KEXPECT(vm_translate(va, &got, NULL));
-	KEXPECT_EQ(got, 5 * PAGE_SIZE);
+	KEXPECT_EQ(got, big + 5 * PAGE_SIZE);
 	frame_free(pa);
-	frame_free(table);
+	frames_free_contig(run, OWNED_RUN);
 }
