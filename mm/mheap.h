@@ -86,7 +86,9 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
  * cannot be one (npages 0, p off a page or outside the arena, or npages
  * more than the arena has from p: a caller's bug) is refused the same
  * way, with an mm_log line saying which, and so are flags other than
- * MHEAP_NO_GROW. Sets no span table entry (the caller's to set). A
+ * MHEAP_NO_GROW and MHEAP_ZERO. With MHEAP_ZERO the extra pages read as
+ * zero, and only those that held data are written (as an allocation's).
+ * Sets no span table entry (the caller's to set). A
  * realloc's way to grow a large object without a copy. Pages taken below
  * the atomic reserve are made up by growing the heap, as an allocation's
  * are, unless flags hold MHEAP_NO_GROW. Thread context, no mm lock held.

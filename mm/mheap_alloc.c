@@ -186,21 +186,29 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
  * others, and a run with more stretches of them than it holds is zeroed
  * whole). Scavenged pages read as zero: writing them would only make
  * them resident. */
-static void zero_backed(uintptr_t base, size_t npages, uint64_t mask,
-                        const struct palloc_backed *backed, size_t nscav)
+static void zero_runs(uintptr_t base, size_t npages,
+                      const struct palloc_backed *backed, size_t nscav)
 {
 	if (nscav == npages)
 		return;
-	if (npages > 64 && backed->n > PALLOC_BACKED_RUNS) {
+	if (backed->n > PALLOC_BACKED_RUNS) {
 		mm_memset((void *)base, 0, npages * MM_PAGE_SIZE);
 		return;
 	}
+	for (size_t i = 0; i < backed->n; i++)
+		mm_memset((void *)backed->runs[i].base, 0,
+		          backed->runs[i].npages * MM_PAGE_SIZE);
+}
+
+static void zero_backed(uintptr_t base, size_t npages, uint64_t mask,
+                        const struct palloc_backed *backed, size_t nscav)
+{
 	if (npages > 64) {
-		for (size_t i = 0; i < backed->n; i++)
-			mm_memset((void *)backed->runs[i].base, 0,
-			          backed->runs[i].npages * MM_PAGE_SIZE);
+		zero_runs(base, npages, backed, nscav);
 		return;
 	}
+	if (nscav == npages)
+		return;
 	for (size_t i = 0; i < npages; i++)
 		if (!(mask >> i & 1))
 			mm_memset((void *)(base + i * MM_PAGE_SIZE), 0,
@@ -360,10 +368,12 @@ static const char *not_a_run(const struct mheap *h, uintptr_t p, size_t npages)
  * free, out of the free set only until the batch ends (counted as a
  * scav_wait). */
 static bool extend_take(struct mheap *h, uintptr_t end, size_t extra,
-                        size_t *nscav, bool *low, bool *wait)
+                        size_t *nscav, struct palloc_backed *backed, bool *low,
+                        bool *wait)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	bool ok = palloc_alloc_range_locked(&h->pages, end, extra, nscav);
+	bool ok = palloc_alloc_range_backed_locked(&h->pages, end, extra, nscav,
+	                                           backed);
 	*low = mheap_reserve_free_locked(h) < h->cfg.reserve_pages;
 	*wait = !ok && h->taken && mheap_taken_run_locked(h, end, extra);
 	if (*wait)
@@ -376,8 +386,9 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
                         unsigned flags)
 {
 	mheap_assert_can_sleep("mheap_extend_pages");
-	const char *bad = flags & ~(unsigned)MHEAP_NO_GROW
-	                          ? "flags other than MHEAP_NO_GROW"
+	const char *bad = flags & ~(unsigned)(MHEAP_NO_GROW | MHEAP_ZERO)
+	                          ? "flags other than MHEAP_NO_GROW and "
+	                            "MHEAP_ZERO"
 	                          : not_a_run(h, (uintptr_t)p, npages);
 	if (bad) {
 		mm_log("mheap: mheap_extend_pages(%p, %zu pages, %zu more, "
@@ -392,11 +403,12 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
 	if (extra == 0 || extra > h->arena_pages - at)
 		return extra == 0;
 	size_t nscav;
+	struct palloc_backed backed;
 	bool low, wait;
 	for (;;) {
 		/* Read before the attempt: no batch's wake is lost. */
 		uint64_t seen = mm_event_prepare(&h->grown);
-		if (extend_take(h, end, extra, &nscav, &low, &wait))
+		if (extend_take(h, end, extra, &nscav, &backed, &low, &wait))
 			break;
 		if (!wait)
 			return false;
@@ -409,6 +421,8 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
 			return false;
 		}
 	}
+	if (flags & MHEAP_ZERO)
+		zero_runs(end, extra, &backed, nscav);
 	/* As an allocation: pages taken from the reserve of atomic callers
 	 * are made up for now, by a growth, which MHEAP_NO_GROW forbids
 	 * (until it was passed, a realloc with MM_NO_GROW grew the heap

@@ -289,10 +289,9 @@ uintptr_t palloc_alloc_mask_locked(struct palloc *p, size_t npages,
 	return alloc_locked(p, npages, NULL, scav_mask, NULL);
 }
 
-bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
-                               size_t *nscav)
+static bool alloc_range(struct palloc *p, uintptr_t base, size_t npages,
+                        size_t *nscav, struct palloc_backed *backed)
 {
-	palloc_assert_locked(p, "palloc_alloc_range_locked");
 	p->refusal.op = NULL;
 	if (nscav)
 		*nscav = 0;
@@ -309,6 +308,8 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
 		              palloc_range_limit(base, npages), npages);
 		return false;
 	}
+	if (backed)
+		palloc_note_backed(p, pi, npages, backed);
 	size_t scav = mark_allocated(p, pi, npages, NULL);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
@@ -317,6 +318,22 @@ bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
 	if (nscav)
 		*nscav = scav;
 	return true;
+}
+
+bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
+                               size_t *nscav)
+{
+	palloc_assert_locked(p, "palloc_alloc_range_locked");
+	return alloc_range(p, base, npages, nscav, NULL);
+}
+
+bool palloc_alloc_range_backed_locked(struct palloc *p, uintptr_t base,
+                                      size_t npages, size_t *nscav,
+                                      struct palloc_backed *b)
+{
+	palloc_assert_locked(p, "palloc_alloc_range_backed_locked");
+	b->n = 0;
+	return alloc_range(p, base, npages, nscav, b);
 }
 
 void palloc_free_check_locked(struct palloc *p, uintptr_t base, size_t npages)

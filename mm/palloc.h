@@ -131,6 +131,12 @@ uintptr_t palloc_alloc_backed_locked(struct palloc *p, size_t npages,
 bool palloc_alloc_range_locked(struct palloc *p, uintptr_t base, size_t npages,
                                size_t *nscav);
 
+/* palloc_alloc_range_locked, also noting in *b the runs of its pages that
+ * were not scavenged, as palloc_alloc_backed_locked does. */
+bool palloc_alloc_range_backed_locked(struct palloc *p, uintptr_t base,
+                                      size_t npages, size_t *nscav,
+                                      struct palloc_backed *b);
+
 /*
  * Frees [base, base + npages * MM_PAGE_SIZE). Every page must be allocated;
  * otherwise this is a bad free: mm_panic with the bitmaps around the range,

@@ -107,12 +107,13 @@ void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p)
  * place: the pages after it if they are free (mheap_extend_pages), or its
  * tail given back. True if it did; false for more than
  * SPANHEAP_LARGE_MAX_PAGES. With MM_NO_GROW in flags, the page
- * heap is not grown (for its reserve) either. A growth: thread context
- * (the page heap may map pages and sleep); a shrink: any context but NMI,
- * as a large free. Its table entries are set before it grows into
- * pages and after it leaves them, so that a lookup of its own pages always
- * finds it; npages and elemsize change under the heap lock (the owner
- * reads them; the checker runs when nothing allocates).
+ * heap is not grown (for its reserve) either; with MM_ZERO the pages it
+ * grows into read as zero, written only where they held data. A growth: thread
+ * context (the page heap may map pages and sleep); a shrink: any context but
+ * NMI, as a large free. Its table entries are set before it grows into pages
+ * and after it leaves them, so that a lookup of its own pages always finds it;
+ * npages and elemsize change under the heap lock (the owner reads them; the
+ * checker runs when nothing allocates).
  */
 bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
                            unsigned flags)
@@ -123,8 +124,10 @@ bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
 		return false; /* the realloc's move refuses it, saying so */
 	uintptr_t at = s->base + npages * MM_PAGE_SIZE;
 	if (npages > have) {
+		unsigned mf = (mheap_flags_of(flags) & MHEAP_NO_GROW) |
+		              ((flags & MM_ZERO) ? MHEAP_ZERO : 0);
 		if (!mheap_extend_pages(h, (void *)s->base, have, npages - have,
-		                        mheap_flags_of(flags) & MHEAP_NO_GROW))
+		                        mf))
 			return false;
 		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
 		               s);

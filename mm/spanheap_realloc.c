@@ -97,17 +97,20 @@ static inline void check_allocated(struct spanheap *sh, const char *op,
 /* The end of a realloc that keeps p (object idx of s) for size bytes,
  * where the caller may have written used bytes: in poison mode the red
  * zone checked and moved; with MM_ZERO, zeros past size up to the usable
- * size: past used, pages it grew into, whatever they held (or the red
- * zone); below it, past size, what the caller gave up. */
+ * size, or up to old bytes when the pages past them are ones a growth in
+ * place took zeroed (spanheap_large_resize with MM_ZERO: it writes only
+ * those that held data; a memset here made every one resident): past
+ * used, the red zone; below it, past size, what the caller gave up. */
 static void *kept(struct spanheap *sh, struct mspan *s, uint32_t idx, void *p,
-                  size_t size, size_t used, unsigned flags)
+                  size_t size, size_t used, size_t old, unsigned flags)
 {
 	if (s->poison)
 		spanheap_redzone_resize(sh, s, idx, (uintptr_t)p, size);
 	if (flags & MM_ZERO) {
 		size_t from = min_sz(size, used);
-		mm_memset((char *)p + from, 0,
-		          spanheap_usable_size(sh, p) - from);
+		size_t to = min_sz(spanheap_usable_size(sh, p), old);
+		if (to > from)
+			mm_memset((char *)p + from, 0, to - from);
 	}
 	return p;
 }
@@ -231,9 +234,9 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 		keep = spanheap_large_resize(sh, s, spanheap_pages_for(size),
 		                             flags);
 	if (keep)
-		return kept(sh, s, idx, p, size, used, flags);
+		return kept(sh, s, idx, p, size, used, old, flags);
 	void *n = moved(sh, p, size, large && size > old, used, flags);
-	return n || !within ? n : kept(sh, s, idx, p, size, used, flags);
+	return n || !within ? n : kept(sh, s, idx, p, size, used, old, flags);
 }
 
 size_t spanheap_usable_size(struct spanheap *sh, const void *p)
