@@ -1,12 +1,17 @@
 /*
  * The shell's commands about the kernel around the allocator: threads
  * (per-CPU run queues and CPU time), locks (acquisitions and contention),
- * cmdline, sleep, poweroff and exit.
+ * cmdline, memmap (the firmware's memory map as the kernel kept it, with
+ * its holes, and what the kernel made of each region: the frame pool's,
+ * in the direct map), sleep, poweroff and exit.
  */
 #include <stdatomic.h>
 
 #include "arch/x86_64/cpu.h"
+#include "arch/x86_64/paging.h"
+#include "boot/boot_info.h"
 #include "kernel/bootinfo.h"
+#include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -95,6 +100,65 @@ static enum shell_status cmd_cmdline(int argc, char **argv)
 	return SHELL_OK;
 }
 
+/* n bytes in the largest unit that leaves a whole number above 0. */
+static void print_size(uint64_t n)
+{
+	static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+	unsigned u = 0;
+	while (u + 1 < sizeof(unit) / sizeof(unit[0]) && n >= 1024 &&
+	       n % 1024 == 0) {
+		n /= 1024;
+		u++;
+	}
+	printk("%llu %s", (unsigned long long)n, unit[u]);
+}
+
+/* One region of the memory map: its range, type and size, and whether
+ * the frame pool has it and the direct map holds it. */
+static void print_region(const struct mem_region *r)
+{
+	printk("memmap: %#llx-%#llx %s, ", (unsigned long long)r->base,
+	       (unsigned long long)r->limit, mem_type_name(r->type));
+	print_size(r->limit - r->base);
+	const char *pool = "";
+	if (mem_type_usable(r->type))
+		pool = r->limit <= (1u << 20) ? ", below 1 MiB: not the pool's"
+		       : r->type == EFI_CONVENTIONAL_MEMORY ||
+		                       frames_boot_memory_reclaimed()
+		               ? ", the frame pool's"
+		               : ", the frame pool's once reclaimed";
+	bool direct =
+	        vm_translate((uintptr_t)phys_to_virt(r->base), NULL, NULL);
+	printk("%s%s\n", pool, direct ? ", in the direct map" : "");
+}
+
+/* memmap: each region, and each hole between two. */
+static enum shell_status cmd_memmap(int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return shell_usage(&shell_sys_cmds[6]);
+	paddr_t at = 0;
+	unsigned holes = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (r->base > at) {
+			printk("memmap: %#llx-%#llx hole, ",
+			       (unsigned long long)at,
+			       (unsigned long long)r->base);
+			print_size(r->base - at);
+			printk("\n");
+			holes++;
+		}
+		print_region(r);
+		at = r->limit;
+	}
+	printk("memmap: %zu regions, %u holes between them; RAM top %#llx\n",
+	       boot_state.nregions, holes,
+	       (unsigned long long)boot_state.ram_top);
+	return SHELL_OK;
+}
+
 static enum shell_status cmd_sleep(int argc, char **argv);
 static enum shell_status cmd_poweroff(int argc, char **argv);
 static enum shell_status cmd_exit(int argc, char **argv);
@@ -108,6 +172,10 @@ const struct shell_cmd shell_sys_cmds[] = {
         {"poweroff", "[STATUS]", "leave QEMU (status 0 by default)",
          cmd_poweroff},
         {"exit", "", "leave QEMU with the last command's status", cmd_exit},
+        {"memmap", "",
+         "the firmware's memory map: regions, holes, what the kernel "
+         "made of each",
+         cmd_memmap},
         {NULL, NULL, NULL, NULL},
 };
 

@@ -3,7 +3,13 @@
  * name and rank (a run queue per CPU) are one line, which counts them
  * and sums what each was acquired.
  */
+#define CAPTURE_BYTES 16384 /* memmap: a line for each of 120 regions */
+
 #include "arch/x86_64/layout.h"
+#include "boot/boot_info.h"
+#include "kernel/bootinfo.h"
+#include "kernel/format.h"
+#include "kernel/frames.h"
 #include "kernel/ktest.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
@@ -108,4 +114,75 @@ KTEST(shell_sys, locks_names_the_spin_mode)
 	KEXPECT_EQ(st, SHELL_OK);
 	KEXPECT(ticket);
 	KEXPECT(tas);
+}
+
+/* The line of the capture that starts with prefix, cut at its newline
+ * into line; false if there is none. */
+static bool line_of(const char *prefix, char *line, size_t cap)
+{
+	const char *p = strstr(seen, prefix);
+	if (!p)
+		return false;
+	size_t n = 0;
+	while (p[n] && p[n] != '\n' && n + 1 < cap) {
+		line[n] = p[n];
+		n++;
+	}
+	line[n] = '\0';
+	return true;
+}
+
+/* memmap prints every region the kernel kept and every hole between
+ * two, then their counts; a region of the pool's is said to be the
+ * pool's and in the direct map, device memory is in neither. */
+KTEST(shell_sys, memmap_lists_every_region_and_hole)
+{
+	capture_start();
+	enum shell_status st = shell_run_line("memmap");
+	capture_stop();
+	KEXPECT_EQ(st, SHELL_OK);
+	KASSERT(strlen(seen) + 1 < sizeof(seen)); /* all of it captured */
+	char want[96], line[160];
+	paddr_t at = 0;
+	unsigned holes = 0, missing = 0;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (r->base > at) {
+			ksnprintf(want, sizeof(want),
+			          "memmap: %#llx-%#llx hole, ",
+			          (unsigned long long)at,
+			          (unsigned long long)r->base);
+			missing += !strstr(seen, want);
+			holes++;
+		}
+		ksnprintf(want, sizeof(want), "memmap: %#llx-%#llx %s, ",
+		          (unsigned long long)r->base,
+		          (unsigned long long)r->limit, mem_type_name(r->type));
+		missing += !strstr(seen, want);
+		if (r->type == EFI_MEMORY_MAPPED_IO) {
+			KEXPECT(line_of(want, line, sizeof(line)));
+			KEXPECT(!strstr(line, "direct map") &&
+			        !strstr(line, "pool"));
+		}
+		at = r->limit;
+	}
+	KEXPECT_EQ(missing, 0);
+	ksnprintf(want, sizeof(want), "memmap: %zu regions, %u holes between",
+	          boot_state.nregions, holes);
+	KEXPECT(strstr(seen, want) != NULL);
+	/* A frame's region: the pool's, in the direct map. */
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (pa < r->base || pa >= r->limit)
+			continue;
+		ksnprintf(want, sizeof(want), "memmap: %#llx-%#llx ",
+		          (unsigned long long)r->base,
+		          (unsigned long long)r->limit);
+		KEXPECT(line_of(want, line, sizeof(line)));
+		KEXPECT(strstr(line, ", the frame pool's, in the direct map"));
+	}
+	frame_free(pa);
+	KEXPECT_EQ(shell_run_line("memmap all"), SHELL_USAGE);
 }
