@@ -65,7 +65,11 @@ KTEST(shell, sleep_lasts_its_time_in_ticks)
 	           (unsigned long long)(took / 1000000),
 	           (unsigned long long)ticks, moved ? " (moved CPU)" : "");
 	KEXPECT(took >= 200000000ull);
-	KEXPECT(moved || ticks <= 200 / 10 + 4);
+	/* The old way took about 40; 20 and 21 are usual. The margin is
+	 * for the CPU's other threads (at -smp 1 the heap's), which may
+	 * run a slice or two before the shell's thread wakes: 4 was
+	 * within a tick of what logs showed (flake audit). */
+	KEXPECT(moved || ticks <= 200 / 10 + 10);
 	t0 = time_now_ns();
 	KEXPECT_EQ(shell_run_line("sleep 0"), SHELL_OK);
 	KEXPECT_EQ(shell_run_line("sleep 7"), SHELL_OK);
