@@ -74,6 +74,26 @@ static bool described(uint64_t pa, uint64_t limit)
 	                                     : ACPI_BOOT_MEMORY_KEPT);
 }
 
+/* The window's pages already mapping [first, first + npages pages), in
+ * order: their address, or 0. Tables the direct map does not hold (a
+ * board's in reserved memory) are read several times each, and the
+ * window never shrinks: without this, each read took new pages. */
+static uintptr_t window_find(uint64_t first, uint64_t npages)
+{
+	for (unsigned i = 0; i + npages <= window_used; i++) {
+		uintptr_t va = ACPI_WINDOW_BASE + (uintptr_t)i * PAGE_SIZE;
+		uint64_t k = 0;
+		paddr_t got;
+		while (k < npages &&
+		       vm_translate(va + k * PAGE_SIZE, &got, NULL) &&
+		       got == first + k * PAGE_SIZE)
+			k++;
+		if (k == npages)
+			return va;
+	}
+	return 0;
+}
+
 /* acpi_map_window; when the window has no room left, *why says so. */
 static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 {
@@ -81,6 +101,9 @@ static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 		return NULL;
 	uint64_t first = align_down(pa, PAGE_SIZE);
 	uint64_t npages = (align_up(pa + len, PAGE_SIZE) - first) / PAGE_SIZE;
+	uintptr_t found = window_find(first, npages);
+	if (found)
+		return (const void *)(found + (pa - first));
 	if (npages > ACPI_WINDOW_PAGES - window_used) {
 		*why = "no room left in the kernel's 256-page ACPI window";
 		return NULL;

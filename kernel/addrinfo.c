@@ -104,9 +104,9 @@ static void print_direct(const char *indent, const char *label, uint64_t a)
 		printk("%s%s %#lx: in the direct map's range, unmapped: "
 		       "physical %#lx is %s%s, which it does not hold\n",
 		       indent, label, (unsigned long)a, (unsigned long)pa,
-		       r ? "in the memory map's "
+		       r ? mem_type_name(r->type)
 		         : "in a hole of the memory map",
-		       r ? mem_type_name(r->type) : "");
+		       r ? " memory in the memory map" : "");
 		return;
 	}
 	const char *why = frames_not_managed(pa & ~(PAGE_SIZE - 1));

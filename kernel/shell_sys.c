@@ -113,6 +113,25 @@ static void print_size(uint64_t n)
 	printk("%llu %s", (unsigned long long)n, unit[u]);
 }
 
+/* What the frame pool makes of region r: the pool never takes the low
+ * MiB or the kernel image (frames.c). */
+static const char *region_use(const struct mem_region *r)
+{
+	if (!mem_type_usable(r->type))
+		return "";
+	if (r->limit <= (1u << 20))
+		return ", below 1 MiB: not the pool's";
+	if (r->base < boot_state.kernel_phys_limit &&
+	    boot_state.kernel_phys_base < r->limit)
+		return ", holds the kernel image";
+	if (r->base < (1u << 20))
+		return ", the frame pool's above 1 MiB";
+	return r->type == EFI_CONVENTIONAL_MEMORY ||
+	                       frames_boot_memory_reclaimed()
+	               ? ", the frame pool's"
+	               : ", the frame pool's once reclaimed";
+}
+
 /* One region of the memory map: its range, type and size, and whether
  * the frame pool has it and the direct map holds it. */
 static void print_region(const struct mem_region *r)
@@ -120,16 +139,12 @@ static void print_region(const struct mem_region *r)
 	printk("memmap: %#llx-%#llx %s, ", (unsigned long long)r->base,
 	       (unsigned long long)r->limit, mem_type_name(r->type));
 	print_size(r->limit - r->base);
-	const char *pool = "";
-	if (mem_type_usable(r->type))
-		pool = r->limit <= (1u << 20) ? ", below 1 MiB: not the pool's"
-		       : r->type == EFI_CONVENTIONAL_MEMORY ||
-		                       frames_boot_memory_reclaimed()
-		               ? ", the frame pool's"
-		               : ", the frame pool's once reclaimed";
-	bool direct =
-	        vm_translate((uintptr_t)phys_to_virt(r->base), NULL, NULL);
-	printk("%s%s\n", pool, direct ? ", in the direct map" : "");
+	printk("%s%s\n", region_use(r),
+	       r->base < DIRECT_MAP_SIZE &&
+	                       vm_translate((uintptr_t)phys_to_virt(r->base),
+	                                    NULL, NULL)
+	               ? ", in the direct map"
+	               : "");
 }
 
 /* memmap: each region, and each hole between two. */

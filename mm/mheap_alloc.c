@@ -39,8 +39,10 @@
  *            yet: a growth committed after the attempt makes the arena
  *            look full to it. A thread waits for a batch that holds free
  *            pages out of the free set; an atomic caller gets NULL.
- *   extend   Under the lock, palloc_alloc_range_locked of the pages right
- *            after the caller's run, then mapped as an allocation's; a
+ *   extend   Under the lock, palloc_alloc_range_backed_locked of the
+ *            pages right after the caller's run, then mapped as an
+ *            allocation's, and with MHEAP_ZERO zeroed where they were
+ *            backed (the runs palloc noted, as for a long run); a
  *            "run" that cannot be one (no pages, off a page boundary, or
  *            not inside the arena) is refused with a line saying why.
  *            When a scavenge batch holds some of those pages (free, out

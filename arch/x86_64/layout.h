@@ -3,7 +3,8 @@
  *
  *   0x0000000000000000 .. 0x00007fffffffffff  user half: unused, page 0
  *                                            unmapped so NULL faults
- *   0xffff800000000000 .. +RAM                direct map of physical memory
+ *   0xffff800000000000 .. +RAM                direct map of RAM, holes and
+ *                                            device memory left out
  *                                            (PML4 slot 256), RW, NX
  *   0xffffa00000000000 .. +2 TiB              mm/ reservations: the heap arena
  *                                            and its metadata (slots 320-323),

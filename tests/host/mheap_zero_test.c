@@ -7,6 +7,7 @@
  * mask).
  */
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap.h"
@@ -108,5 +109,57 @@ KTEST(mheap, zeroed_small_allocs_write_only_backed_pages)
 	for (size_t k = 0; k < RUNS; k++)
 		mheap_free_pages(&heap, z[k], RUN);
 	MH_CHECK(&heap, "after the zeroed allocations");
+	mh_release(&heap);
+}
+
+/* How many of the n pages at p are resident (mincore), or n + 1. */
+static size_t resident_in(const void *p, size_t n)
+{
+	unsigned char v[64];
+	if (n > sizeof(v) || mincore((void *)p, n * PG, v) != 0)
+		return n + 1;
+	size_t r = 0;
+	for (size_t i = 0; i < n; i++)
+		r += v[i] & 1;
+	return r;
+}
+
+/*
+ * A zeroed extension (mheap_extend_pages with MHEAP_ZERO: a realloc's
+ * growth in place) writes the pages it takes as an allocation does: the
+ * backed ones, found from the runs palloc notes, whatever the length
+ * (here 40 pages, under the mask path's 64), and all of them when there
+ * are more stretches of backed pages than palloc notes (every other
+ * page). Scavenged pages stay untouched.
+ */
+KTEST(mheap, zeroed_extension_writes_only_backed_pages)
+{
+	enum { N = 2048, EXTRA = 40 };
+	KASSERT(mh_new(&heap, 64, 0, 0));
+	char *x = mheap_alloc_pages(&heap, N, 0);
+	KASSERT(x);
+	mheap_free_pages(&heap, x, N);
+	mheap_release_all(&heap);
+	char *y = mheap_alloc_pages(&heap, 1 + EXTRA, 0);
+	KASSERT_EQ(y, x);
+	memset(y, 0xcd, (1 + EXTRA) * PG);
+	free_each(y, 11, 31, 1);
+	mheap_release_all(&heap); /* pages 11-30 scavenged */
+	free_each(y, 1, 11, 1);
+	free_each(y, 31, 1 + EXTRA, 1); /* 1-10 and 31-40 dirty */
+	KASSERT(mheap_extend_pages(&heap, y, 1, EXTRA, MHEAP_ZERO));
+	/* The scavenged pages' own residency (the heap's growth for its
+	 * reserve makes metadata resident meanwhile). */
+	KEXPECT_EQ(resident_in(y + 11 * PG, 20), 0);
+	KEXPECT(mh_all_bytes(y + PG, EXTRA * PG, 0));
+	/* Every other page backed and dirty: more runs than noted. */
+	memset(y + PG, 0xef, EXTRA * PG);
+	free_each(y, 1, 1 + EXTRA, 2);
+	mheap_release_all(&heap);
+	free_each(y, 2, 1 + EXTRA, 2);
+	KASSERT(mheap_extend_pages(&heap, y, 1, EXTRA, MHEAP_ZERO));
+	KEXPECT(mh_all_bytes(y + PG, EXTRA * PG, 0));
+	mheap_free_pages(&heap, y, 1 + EXTRA);
+	MH_CHECK(&heap, "after the zeroed extensions");
 	mh_release(&heap);
 }

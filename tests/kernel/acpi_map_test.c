@@ -30,6 +30,9 @@ KTEST(acpi, window_maps_read_only)
 	const uint8_t *w = acpi_map_window(boot_state.rsdp, 36);
 	const uint8_t *d = phys_to_virt(boot_state.rsdp);
 	KASSERT(w != NULL);
+	/* Mapped again, or a part of it: the same pages of the window. */
+	KEXPECT(acpi_map_window(boot_state.rsdp, 36) == w);
+	KEXPECT(acpi_map_window(boot_state.rsdp + 8, 8) == w + 8);
 	KEXPECT(w != d);
 	KEXPECT(memcmp(w, "RSD PTR ", 8) == 0);
 	KEXPECT(memcmp(w, d, 36) == 0);
@@ -67,9 +70,9 @@ static bool table_region(const struct mem_region *r)
 
 /*
  * A table that ends where the memory map does (a gap or a device region
- * follows) is read up to that end and no further: the direct map covers
- * the holes below 4 GiB with the RAM around them, so a map that ran past
- * the end would read device registers. The first such boundary below
+ * follows) is read up to that end and no further: acpi.c's window maps
+ * what the direct map does not hold, so a map that ran past the end
+ * would read device registers. The first such boundary below
  * the top of RAM is taken, else the first at all.
  */
 KTEST(acpi, map_stops_where_the_memory_map_does)

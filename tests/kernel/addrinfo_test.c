@@ -107,10 +107,21 @@ KTEST(addrinfo, names_the_frame_of_a_direct_map_address)
 	frame_free(pa);
 	KEXPECT(says((uintptr_t)phys_to_virt(0x2000),
 	             "physical 0x2000, not a frame of the pool: below 1 MiB"));
-	/* The VGA hole: no region of QEMU's map, so not in the direct map. */
+	/* The VGA hole: no region of QEMU's map, so not in the direct map;
+	 * and a region the direct map does not hold (reserved or MMIO). */
 	KEXPECT(says((uintptr_t)phys_to_virt(0xa0010),
 	             "in the direct map's range, unmapped: physical 0xa0010 "
 	             "is in a hole of the memory map"));
+	const struct mem_region *dev = NULL;
+	for (size_t i = 0; i < boot_state.nregions && !dev; i++)
+		if (boot_state.regions[i].type == EFI_RESERVED_MEMORY ||
+		    boot_state.regions[i].type == EFI_MEMORY_MAPPED_IO)
+			dev = &boot_state.regions[i];
+	KASSERT(dev != NULL); /* QEMU's map has both */
+	KEXPECT(says((uintptr_t)phys_to_virt(dev->base),
+	             "physical %#lx is %s memory in the memory map, which "
+	             "it does not hold",
+	             (unsigned long)dev->base, mem_type_name(dev->type)));
 }
 
 KTEST(addrinfo, names_a_heap_object_and_its_state)

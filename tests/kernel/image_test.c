@@ -6,6 +6,7 @@
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/bootinfo.h"
+#include "kernel/frames.h"
 #include "kernel/kstack.h"
 #include "kernel/ktest.h"
 
@@ -81,10 +82,15 @@ KTEST(image, direct_map_covers_ram)
 {
 	paddr_t pa;
 	unsigned f;
-	/* rw- nx, but the image's text (and rodata): r-- nx (W^X). */
-	paddr_t probe[] = {0, 1 << 20, boot_state.kernel_phys_base,
+	/* rw- nx, but the image's text (and rodata): r-- nx (W^X). A frame
+	 * of the pool's and the last page of RAM, not page 0 or the low
+	 * MiB: the direct map holds RAM only, and firmware may reserve
+	 * them (OVMF does not). */
+	paddr_t frame = frame_alloc();
+	KASSERT(frame != 0);
+	paddr_t probe[] = {frame, boot_state.kernel_phys_base,
 	                   boot_state.ram_top - PAGE_SIZE};
-	unsigned want[] = {VM_WRITE, VM_WRITE, VM_READ, VM_WRITE};
+	unsigned want[] = {VM_WRITE, VM_READ, VM_WRITE};
 	for (unsigned i = 0; i < sizeof(probe) / sizeof(probe[0]); i++) {
 		KEXPECT(vm_translate((uintptr_t)phys_to_virt(probe[i]), &pa,
 		                     &f));
@@ -96,6 +102,7 @@ KTEST(image, direct_map_covers_ram)
 	KEXPECT_EQ(*(const int *)phys_to_virt(pa), rodata_word);
 	uint64_t size = paging_direct_map_page_size();
 	KEXPECT(size == LARGE_PAGE_SIZE || size == HUGE_PAGE_SIZE);
+	frame_free(frame);
 }
 
 /* What a walk of the live page tables found: leaves, and the first

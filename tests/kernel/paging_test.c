@@ -59,9 +59,13 @@ KTEST(paging, bad_calls_are_refused)
 	KEXPECT_EQ(vm_map_page(TEST_VA + 1, pa, VM_WRITE), -VM_EINVAL);
 	KEXPECT_EQ(vm_map_page(TEST_VA + PAGE_SIZE, pa + 8, 0), -VM_EINVAL);
 	KEXPECT_EQ(vm_map_page(0x0000800000000000ull, pa, 0), -VM_EINVAL);
-	/* Inside a large page of the direct map. */
-	KEXPECT_EQ(vm_map_page(DIRECT_MAP_BASE + (64 << 20), pa, 0),
-	           -VM_EINVAL);
+	/* Inside a large page of the direct map: a 2 MiB-aligned frame of
+	 * 4 MiB of the pool's, which is RAM, so held in a large page. */
+	paddr_t run = frames_alloc_contig(2 * LARGE_PAGE_SIZE / PAGE_SIZE);
+	KASSERT(run != 0);
+	paddr_t big = align_up(run, LARGE_PAGE_SIZE);
+	KEXPECT_EQ(vm_map_page(DIRECT_MAP_BASE + big, pa, 0), -VM_EINVAL);
+	frames_free_contig(run, 2 * LARGE_PAGE_SIZE / PAGE_SIZE);
 	KEXPECT_EQ(vm_unmap_page(TEST_VA + PAGE_SIZE, NULL), -VM_ENOENT);
 	KEXPECT_EQ(vm_protect_page(TEST_VA + PAGE_SIZE, 0), -VM_ENOENT);
 	unmap_test_page(TEST_VA);

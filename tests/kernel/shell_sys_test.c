@@ -132,6 +132,22 @@ static bool line_of(const char *prefix, char *line, size_t cap)
 	return true;
 }
 
+/* Whether memmap's line for the region holding pa says what. */
+static bool region_line_says(paddr_t pa, const char *what)
+{
+	char want[64], line[160];
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		if (pa < r->base || pa >= r->limit)
+			continue;
+		ksnprintf(want, sizeof(want), "memmap: %#llx-%#llx ",
+		          (unsigned long long)r->base,
+		          (unsigned long long)r->limit);
+		return line_of(want, line, sizeof(line)) && strstr(line, what);
+	}
+	return false;
+}
+
 /* memmap prints every region the kernel kept and every hole between
  * two, then their counts; a region of the pool's is said to be the
  * pool's and in the direct map, device memory is in neither. */
@@ -170,19 +186,14 @@ KTEST(shell_sys, memmap_lists_every_region_and_hole)
 	ksnprintf(want, sizeof(want), "memmap: %zu regions, %u holes between",
 	          boot_state.nregions, holes);
 	KEXPECT(strstr(seen, want) != NULL);
-	/* A frame's region: the pool's, in the direct map. */
+	/* A frame's region: the pool's, in the direct map; the image's is
+	 * not said to be the pool's. */
 	paddr_t pa = frame_alloc();
 	KASSERT(pa != 0);
-	for (size_t i = 0; i < boot_state.nregions; i++) {
-		const struct mem_region *r = &boot_state.regions[i];
-		if (pa < r->base || pa >= r->limit)
-			continue;
-		ksnprintf(want, sizeof(want), "memmap: %#llx-%#llx ",
-		          (unsigned long long)r->base,
-		          (unsigned long long)r->limit);
-		KEXPECT(line_of(want, line, sizeof(line)));
-		KEXPECT(strstr(line, ", the frame pool's, in the direct map"));
-	}
+	KEXPECT(region_line_says(pa, ", the frame pool's, in the direct map"));
 	frame_free(pa);
+	KEXPECT(region_line_says(
+	        boot_state.kernel_phys_base,
+	        ", holds the kernel image, in the direct map"));
 	KEXPECT_EQ(shell_run_line("memmap all"), SHELL_USAGE);
 }
