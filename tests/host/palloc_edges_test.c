@@ -1,0 +1,64 @@
+/*
+ * palloc's edges that a mutation round of mm/palloc*.c found no test
+ * for: each test here fails against the mutant it names (the round's
+ * notes are in the commit that added them). A growth far past the
+ * arena, a scavenge of the one free backed page there is, and a summary
+ * above the leaves that promises a run its children do not have.
+ */
+#include "palloc_test_util.h"
+
+#include "../../mm/palloc_scav.h"
+
+/* A growth whose base lies past the arena's end is refused. With the
+ * test of base against the limit dropped, the growth's length was
+ * measured from base to the limit, a wrapped subtraction, and accepted:
+ * palloc would have written bitmaps and summaries past its metadata.
+ * The other growth tests try a base at the limit or inside. */
+KTEST(palloc_edges, a_growth_far_past_the_arena_is_refused)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 4, 0));
+	mm_port_set_quiet(true);
+	KEXPECT(!palloc_grow(&p, TP_BASE + 8 * PALLOC_CHUNK_BYTES,
+	                     PALLOC_CHUNK_BYTES));
+	mm_port_set_quiet(false);
+	TP_CHECK(&p, "after the refusal");
+	tp_release(&p);
+}
+
+/* The scavenger finds a single free backed page: chunk 0 with every page
+ * but the last allocated. An early-out that wanted more free pages than
+ * scavenged ones plus one (off by one) never found it. */
+KTEST(palloc_edges, scavenge_finds_a_single_free_backed_page)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 8, 0));
+	struct palloc_test_chunk c0 = {.chunk = 0, .alloc = {{0, 511}}};
+	KASSERT(palloc_test_build(&p, &c0, 1));
+	struct palloc_run r = {0, 0};
+	KEXPECT(palloc_scav_take_locked(&p, 10, PALLOC_SCAV_FORCE, &r));
+	KEXPECT_EQ(r.base, tp_addr(&p, P(0, 511)));
+	KEXPECT_EQ(r.npages, 1);
+	tp_release(&p);
+}
+
+/* A root summary that promises a run its leaves do not have: the find
+ * panics naming the level and entry, rather than hand out pages the
+ * bitmaps hold allocated. Only the leaf's own promise (its bitmaps)
+ * was tested (palloc_check.find_panics_on_a_lying_tree); with this
+ * panic dropped, the find returned "nothing free" for a corrupt tree. */
+KTEST(palloc_edges, a_root_promise_the_leaves_do_not_keep_panics)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 16, 0));
+	KASSERT_EQ(p.levels, 2);
+	struct palloc_test_chunk full = {.chunk = 3, .alloc = {{0, 512}}};
+	KASSERT(palloc_test_build(&p, &full, 1));
+	*palloc_test_summary(&p, 0, 0) = palloc_sum_pack(0, 5, 0);
+	palloc_test_set_search_pi(&p, 0);
+	KEXPECT(MM_PORT_PANICS(palloc_alloc(&p, 1, NULL)));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "level 0 entry 0 promised 1 free pages that its "
+	               "children do not have"));
+	tp_release(&p);
+}
