@@ -202,10 +202,36 @@ static bool injected_failure(void)
 	return n != 0;
 }
 
+/* mm_port_map's range must not be mapped yet (port.h). A page that is
+ * resident was mapped and written since (an unmapped page here is
+ * PROT_NONE and dropped), so a map of it would keep whatever it held:
+ * a span-table page mapped again by a growth kept the entries of the
+ * chunk before, and only the kernel's map and the minimal port noticed
+ * (a mutation round). Untouched pages cannot be told, and need not be:
+ * they read zero either way. */
+static void expect_not_mapped(void *addr, size_t nbytes)
+{
+	unsigned char v[64];
+	for (size_t off = 0; off < nbytes; off += sizeof(v) * MM_PAGE_SIZE) {
+		size_t n = (nbytes - off) / MM_PAGE_SIZE;
+		if (n > sizeof(v))
+			n = sizeof(v);
+		if (mincore((char *)addr + off, n * MM_PAGE_SIZE, v) != 0)
+			return;
+		for (size_t i = 0; i < n; i++)
+			if (v[i] & 1)
+				mm_panic("mm_port_map(%p, %zu): page %p is "
+				         "mapped already",
+				         addr, nbytes,
+				         (char *)addr + off + i * MM_PAGE_SIZE);
+	}
+}
+
 bool mm_port_map(void *addr, size_t nbytes)
 {
 	expect_no_lock("mm_port_map");
 	inflight_check("mm_port_map", addr, nbytes);
+	expect_not_mapped(addr, nbytes);
 	mm_posix_chaos();
 	if (injected_failure())
 		return false;
