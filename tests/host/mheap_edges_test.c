@@ -128,3 +128,46 @@ KTEST(mheap_edges, a_free_at_the_top_after_a_miss_is_found)
 	KEXPECT(q != NULL);
 	mh_release(&eh);
 }
+
+/* A free is counted for the scavenger, and a large one wakes it when
+ * idle only when it leaves the heap over its goal, not at it: 16 pages freed
+ * backed against a goal of 50% of the 32 in use is exactly the goal (with `>=`
+ * for `>` it woke the scavenger there, for nothing to take). One page more is
+ * over it. No scavenger thread runs: idle is set by hand, as the thread sets
+ * it. */
+KTEST(mheap_edges, a_free_to_exactly_the_goal_does_not_wake)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 0;
+	cfg.goal_percent = 50;
+	KASSERT(mheap_init(&eh, &cfg));
+	char *keep = mheap_alloc_pages(&eh, 32, 0);
+	char *give = mheap_alloc_pages(&eh, 16, 0);
+	KASSERT(keep && give);
+	mheap_release_all(&eh); /* no free page stays backed */
+	struct mheap_stats st;
+	mheap_stats(&eh, &st);
+	KASSERT_EQ(st.free_backed_pages, 0);
+	eh.scav.idle = true;
+	uint64_t frees = eh.scav.backed_frees;
+	mheap_free_pages(&eh, give, 16);
+	/* Counted: an idle scavenger over its goal stays awake only while
+	 * frees have come since its last barren search (bg_idle); without
+	 * the count, small frees left it asleep over its goal. */
+	KEXPECT_EQ(eh.scav.backed_frees, frees + 1);
+	mheap_stats(&eh, &st);
+	KEXPECT_EQ(st.in_use_pages, 32);
+	KEXPECT_EQ(st.free_backed_pages, st.goal_pages); /* 16 */
+	KEXPECT(eh.scav.idle);
+	/* Over the goal: woken. */
+	char *more = mheap_alloc_pages(&eh, 17, 0);
+	KASSERT(more);
+	mheap_release_all(&eh);
+	eh.scav.idle = true;
+	mheap_free_pages(&eh, more, 17);
+	KEXPECT(!eh.scav.idle);
+	mheap_free_pages(&eh, keep, 32);
+	mh_release(&eh);
+}

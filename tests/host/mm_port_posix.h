@@ -121,6 +121,10 @@ void mm_port_release(void *addr, size_t nbytes);
  * nothing (to test out-of-memory paths). */
 void mm_port_fail_maps(unsigned n);
 
+/* Makes the nth mm_port_map or mm_port_used call from now fail (0: none),
+ * the ones before it succeed: a failure part of the way through. */
+void mm_port_fail_map_at(unsigned nth);
+
 /* Makes the nth mm_port_reserve call from now fail (0: none), to test
  * set-up failures; and the bytes reserved and not given back
  * (mm_port_unreserve, mm_port_release), all threads. */

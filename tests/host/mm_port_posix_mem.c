@@ -23,6 +23,7 @@
 static atomic_size_t mapped_bytes;
 static atomic_uint fail_maps;
 static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
+static atomic_uint fail_map_at;      /* mm_port_fail_map_at */
 static atomic_size_t reserved_bytes; /* mm_port_reserved_bytes */
 
 /* Production mapping (mm_port_set_production_mapping): arena chunks are
@@ -183,6 +184,11 @@ void mm_port_unreserve(void *addr, size_t nbytes)
 	atomic_fetch_sub(&reserved_bytes, nbytes);
 }
 
+void mm_port_fail_map_at(unsigned nth)
+{
+	atomic_store(&fail_map_at, nth);
+}
+
 void mm_port_fail_reserve(unsigned nth)
 {
 	atomic_store(&fail_reserve, nth);
@@ -193,9 +199,13 @@ size_t mm_port_reserved_bytes(void)
 	return atomic_load(&reserved_bytes);
 }
 
-/* True if a failure was injected for this call (mm_port_fail_maps). */
+/* True if a failure was injected for this call (mm_port_fail_maps, or
+ * mm_port_fail_map_at's call). */
 static bool injected_failure(void)
 {
+	unsigned k = atomic_load(&fail_map_at);
+	if (k && atomic_fetch_sub(&fail_map_at, 1) == 1)
+		return true;
 	unsigned n = atomic_load(&fail_maps);
 	while (n && !atomic_compare_exchange_weak(&fail_maps, &n, n - 1))
 		;

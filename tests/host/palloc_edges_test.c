@@ -62,3 +62,28 @@ KTEST(palloc_edges, a_root_promise_the_leaves_do_not_keep_panics)
 	               "children do not have"));
 	tp_release(&p);
 }
+
+/* An init whose metadata map fails part of the way keeps its
+ * reservation, as mapped pages cannot go back with it (no hook unmaps
+ * them there); one that mapped nothing gives it back. With the test of
+ * meta_mapped dropped, the first gave back address space it had mapped
+ * pages in. */
+KTEST(palloc_edges, an_init_that_fails_part_way_keeps_its_mapped_metadata)
+{
+	struct palloc p;
+	mm_port_set_quiet(true);
+	size_t before = mm_port_reserved_bytes();
+	mm_port_fail_map_at(1); /* the first map: nothing mapped */
+	KEXPECT(!tp_new(&p, TP_BASE, 16, 0));
+	mm_port_fail_map_at(0);
+	KEXPECT(strstr(mm_port_last_log(), "no memory for metadata"));
+	KEXPECT_EQ(mm_port_reserved_bytes(), before);
+	mm_port_fail_map_at(2); /* the second: the first stays mapped */
+	KEXPECT(!tp_new(&p, TP_BASE, 16, 0));
+	mm_port_fail_map_at(0);
+	mm_port_set_quiet(false);
+	KEXPECT(p.meta_mapped);
+	KEXPECT_EQ(mm_port_reserved_bytes(), before + p.meta_bytes);
+	mm_port_release((void *)p.meta_base, p.meta_bytes);
+	KEXPECT_EQ(mm_port_reserved_bytes(), before);
+}
