@@ -84,23 +84,13 @@ static void print_guard(const char *indent, const char *label, uint64_t a)
 	spanheap_where_log(&kspanheap, (const void *)(uintptr_t)a);
 }
 
-/* The memory map's region holding pa, or NULL (a hole). */
-static const struct mem_region *region_at(paddr_t pa)
-{
-	for (size_t i = 0; i < boot_state.nregions; i++)
-		if (pa >= boot_state.regions[i].base &&
-		    pa < boot_state.regions[i].limit)
-			return &boot_state.regions[i];
-	return NULL;
-}
-
 /* An address of the direct map: its frame, and whether the pool owns it;
  * or, where the map holds no RAM (paging_direct.c), what is there. */
 static void print_direct(const char *indent, const char *label, uint64_t a)
 {
 	paddr_t pa = a - DIRECT_MAP_BASE;
 	if (!vm_translate(a, NULL, NULL)) {
-		const struct mem_region *r = region_at(pa);
+		const struct mem_region *r = mem_region_of(pa);
 		printk("%s%s %#lx: in the direct map's range, unmapped: "
 		       "physical %#lx is %s%s, which it does not hold\n",
 		       indent, label, (unsigned long)a, (unsigned long)pa,

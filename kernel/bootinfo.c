@@ -46,6 +46,22 @@ const char *mem_type_name(uint32_t type)
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "other";
 }
 
+const struct mem_region *mem_region_of(paddr_t pa)
+{
+	size_t lo = 0, hi = boot_state.nregions;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct mem_region *r = &boot_state.regions[mid];
+		if (pa < r->base)
+			hi = mid;
+		else if (pa >= r->limit)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
 /* Removes region i, closing the gap. */
 static void drop_region(struct boot_state *b, size_t i)
 {

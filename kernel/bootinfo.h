@@ -41,6 +41,11 @@ void bootinfo_copy(paddr_t boot_info_phys);
 bool mem_type_usable(uint32_t type);
 const char *mem_type_name(uint32_t type);
 
+/* The region of boot_state holding pa, or NULL for a hole (the regions
+ * are sorted and disjoint: a binary search). Any context, after
+ * bootinfo_copy. */
+const struct mem_region *mem_region_of(paddr_t pa);
+
 /*
  * Finds "key=value" (or a bare "key") among the command line's words
  * (separated by spaces, tabs and line ends); copies the value

@@ -159,24 +159,6 @@ bool frames_boot_memory_reclaimed(void)
 	return boot_memory_reclaimed;
 }
 
-/* The region of boot_state holding pa, or NULL (regions are sorted and
- * disjoint). */
-static const struct mem_region *region_of(paddr_t pa)
-{
-	size_t lo = 0, hi = boot_state.nregions;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct mem_region *r = &boot_state.regions[mid];
-		if (pa < r->base)
-			hi = mid;
-		else if (pa >= r->limit)
-			lo = mid + 1;
-		else
-			return r;
-	}
-	return NULL;
-}
-
 const char *frames_not_managed(paddr_t pa)
 {
 	if (pa % PAGE_SIZE)
@@ -188,7 +170,7 @@ const char *frames_not_managed(paddr_t pa)
 	if (pa >= boot_state.kernel_phys_base &&
 	    pa < boot_state.kernel_phys_limit)
 		return "the kernel image";
-	const struct mem_region *r = region_of(pa);
+	const struct mem_region *r = mem_region_of(pa);
 	if (!r)
 		return "in no region of the memory map";
 	if (r->type == EFI_CONVENTIONAL_MEMORY)
@@ -207,7 +189,7 @@ static void check_managed(const char *fn, paddr_t pa, size_t npages)
 		paddr_t at = pa + i * PAGE_SIZE;
 		const char *why = frames_not_managed(at);
 		if (why) {
-			const struct mem_region *r = region_of(at);
+			const struct mem_region *r = mem_region_of(at);
 			panic("%s: %#lx is not a frame of the pool: %s "
 			      "(memory map: %s)",
 			      fn, at, why, r ? mem_type_name(r->type) : "none");

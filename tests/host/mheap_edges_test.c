@@ -19,15 +19,18 @@ KTEST(mheap_edges, pace_saturates_at_its_cap)
 	           (UINT64_MAX / 1000) * 990 / 10);
 }
 
-/* A heap of one grown chunk of 4, its reserve 0. */
+/* A heap of 4 chunks, its reserve 0, its scavenger's goal goal percent
+ * (0: the default). */
 static struct mheap eh;
 
-static bool heap_of_one_chunk(void)
+static bool heap_of_4_chunks(unsigned goal)
 {
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
 	cfg.reserve_pages = 0;
+	if (goal)
+		cfg.goal_percent = goal;
 	return mheap_init(&eh, &cfg);
 }
 
@@ -54,7 +57,7 @@ static void check_mid_batch(struct mheap *h, enum mheap_hook_point where)
  * runs at the bottom). */
 KTEST(mheap_edges, chunk_bits_far_away_and_a_batch_at_the_top)
 {
-	KASSERT(heap_of_one_chunk());
+	KASSERT(heap_of_4_chunks(0));
 	char *p = mheap_alloc_pages(&eh, 512, 0);
 	KASSERT(p);
 	uint64_t a[8], s[8];
@@ -90,7 +93,7 @@ static void act_on_miss(struct mheap *h, enum mheap_hook_point where)
 
 static bool full_chunk(void)
 {
-	if (!heap_of_one_chunk())
+	if (!heap_of_4_chunks(0))
 		return false;
 	first_run = mheap_alloc_pages(&eh, 512, 0);
 	return first_run != NULL;
@@ -137,12 +140,7 @@ KTEST(mheap_edges, a_free_at_the_top_after_a_miss_is_found)
  * it. */
 KTEST(mheap_edges, a_free_to_exactly_the_goal_does_not_wake)
 {
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.reserve_pages = 0;
-	cfg.goal_percent = 50;
-	KASSERT(mheap_init(&eh, &cfg));
+	KASSERT(heap_of_4_chunks(50));
 	char *keep = mheap_alloc_pages(&eh, 32, 0);
 	char *give = mheap_alloc_pages(&eh, 16, 0);
 	KASSERT(keep && give);

@@ -37,6 +37,18 @@ static inline paddr_t frames_drain(size_t left)
 	return head;
 }
 
+/* A 2 MiB-aligned frame P the test owns with the 2 MiB after it: the
+ * pool's frames are RAM, so the direct map holds P in a large page (2
+ * MiB, or 1 GiB where RAM fills one). *run is the 4 MiB run taken, for
+ * frames_free_contig(*run, FRAMES_OWNED_RUN); 0 if there is none. */
+#define FRAMES_OWNED_RUN (2 * LARGE_PAGE_SIZE / PAGE_SIZE)
+
+static inline paddr_t frames_owned_large(paddr_t *run)
+{
+	*run = frames_alloc_contig(FRAMES_OWNED_RUN);
+	return *run ? align_up(*run, LARGE_PAGE_SIZE) : 0;
+}
+
 /* Gives back a list from frames_drain. */
 static inline void frames_refill(paddr_t head)
 {

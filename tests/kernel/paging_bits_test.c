@@ -19,6 +19,7 @@
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
+#include "tests/kernel/frames_util.h"
 
 /* PML4 slot 509 (free for tests), away from the other tests' pages. */
 #define BITS_VA 0xfffffe8040000000ull
@@ -110,22 +111,11 @@ KTEST(paging, entries_hold_exactly_the_bits_asked_for)
 	frame_free(pa);
 }
 
-/* A 2 MiB-aligned frame P the test owns with the 2 MiB after it: the
- * pool's frames are RAM, so the direct map holds P in a large page. *run
- * is the 4 MiB run taken (frames_free_contig(*run, OWNED_RUN) after). */
-#define OWNED_RUN (2 * LARGE_PAGE_SIZE / PAGE_SIZE)
-
-static paddr_t owned_large_frame(paddr_t *run)
-{
-	*run = frames_alloc_contig(OWNED_RUN);
-	return *run ? align_up(*run, LARGE_PAGE_SIZE) : 0;
-}
-
 /* The direct map: large pages where RAM fills them, read-write, NX,
  * global, cached; the image's text and rodata in 4 KiB pages, r--. */
 KTEST(paging, direct_map_entries_are_large_global_and_nx)
 {
-	paddr_t run, big = owned_large_frame(&run);
+	paddr_t run, big = frames_owned_large(&run);
 	KASSERT(big != 0);
 	int level = -1;
 	uint64_t e = raw_leaf((uintptr_t)phys_to_virt(big), &level);
@@ -145,7 +135,7 @@ KTEST(paging, direct_map_entries_are_large_global_and_nx)
 		                     NULL));
 		KEXPECT_EQ(pa, probe[i]);
 	}
-	frames_free_contig(run, OWNED_RUN);
+	frames_free_contig(run, FRAMES_OWNED_RUN);
 	/* The image's first text page: a 4 KiB page, r-- nx. */
 	paddr_t text = boot_state.kernel_phys_base +
 	               ((uintptr_t)__text_start - boot_state.kernel_virt_base);
@@ -244,12 +234,12 @@ KTEST(paging, touch_after_pte_clear_faults)
  */
 KTEST(paging, pte_calls_stop_at_a_large_page)
 {
-	paddr_t run, big = owned_large_frame(&run);
+	paddr_t run, big = frames_owned_large(&run);
 	KASSERT(big != 0);
 	int level = -1;
 	KASSERT(raw_leaf((uintptr_t)phys_to_virt(big), &level) != 0);
 	if (level != 1) {
-		frames_free_contig(run, OWNED_RUN);
+		frames_free_contig(run, FRAMES_OWNED_RUN);
 		KTEST_SKIP("the pool's run lies in a 1 GiB page");
 	}
 	const uintptr_t va = DIRECT_MAP_BASE + big + 5 * PAGE_SIZE;
@@ -268,5 +258,5 @@ KTEST(paging, pte_calls_stop_at_a_large_page)
 	KEXPECT(vm_translate(va, &got, NULL));
 	KEXPECT_EQ(got, big + 5 * PAGE_SIZE);
 	frame_free(pa);
-	frames_free_contig(run, OWNED_RUN);
+	frames_free_contig(run, FRAMES_OWNED_RUN);
 }

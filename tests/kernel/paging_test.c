@@ -10,6 +10,7 @@
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
+#include "tests/kernel/frames_util.h"
 
 /* PML4 slot 509: nothing else lives there. */
 #define TEST_VA 0xfffffe8000000000ull
@@ -59,13 +60,11 @@ KTEST(paging, bad_calls_are_refused)
 	KEXPECT_EQ(vm_map_page(TEST_VA + 1, pa, VM_WRITE), -VM_EINVAL);
 	KEXPECT_EQ(vm_map_page(TEST_VA + PAGE_SIZE, pa + 8, 0), -VM_EINVAL);
 	KEXPECT_EQ(vm_map_page(0x0000800000000000ull, pa, 0), -VM_EINVAL);
-	/* Inside a large page of the direct map: a 2 MiB-aligned frame of
-	 * 4 MiB of the pool's, which is RAM, so held in a large page. */
-	paddr_t run = frames_alloc_contig(2 * LARGE_PAGE_SIZE / PAGE_SIZE);
-	KASSERT(run != 0);
-	paddr_t big = align_up(run, LARGE_PAGE_SIZE);
+	/* Inside a large page of the direct map. */
+	paddr_t run, big = frames_owned_large(&run);
+	KASSERT(big != 0);
 	KEXPECT_EQ(vm_map_page(DIRECT_MAP_BASE + big, pa, 0), -VM_EINVAL);
-	frames_free_contig(run, 2 * LARGE_PAGE_SIZE / PAGE_SIZE);
+	frames_free_contig(run, FRAMES_OWNED_RUN);
 	KEXPECT_EQ(vm_unmap_page(TEST_VA + PAGE_SIZE, NULL), -VM_ENOENT);
 	KEXPECT_EQ(vm_protect_page(TEST_VA + PAGE_SIZE, 0), -VM_ENOENT);
 	unmap_test_page(TEST_VA);
