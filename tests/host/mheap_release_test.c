@@ -173,3 +173,45 @@ KTEST(mheap_release, does_not_wait_for_a_batch_taken_after_it)
 	MH_CHECK(&heap, "after the releases");
 	mh_release(&heap);
 }
+
+/*
+ * A release-all that waits for a batch counts one wait (scav_waits),
+ * however often it wakes before the batch ends: here three wakes of the
+ * event it waits on, none of which ends the batch, each seen through
+ * (the waiter returned and blocked again, so it went round its loop). A
+ * mutant that counted every round counted 4 (the page-allocator round's
+ * last gap).
+ */
+KTEST(mheap_release, counts_one_wait_however_often_it_wakes)
+{
+	char *a = setup();
+	KASSERT(a);
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	pthread_t bg;
+	start_held(&bg, background_batch_thread, NULL, 0);
+	struct release_run r = {0};
+	KASSERT(pthread_create(&r.t, NULL, release_thread, &r) == 0);
+	until_done_or_waiting(&r);
+	KEXPECT(!atomic_load(&r.done));
+	for (int round = 0; round < 3; round++) {
+		while (mm_port_event_waiters(&heap.grown) == 0)
+			sched_yield(); /* blocked on grown */
+		unsigned long n = mm_port_event_returns(&heap.grown);
+		mm_event_wake(&heap.grown);
+		while (mm_port_event_returns(&heap.grown) == n ||
+		       mm_port_event_waiters(&heap.grown) == 0)
+			sched_yield(); /* woke, went round, blocked again */
+	}
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.scav_waits, 1);
+	sem_post(&go[0]);
+	pthread_join(bg, NULL);
+	pthread_join(r.t, NULL);
+	mheap_test_hook = NULL;
+	expect_settled(&r, 0, 200);
+	KEXPECT_EQ(r.at_return.n.scav_waits, 1);
+	mheap_free_pages(&heap, a, 312);
+	MH_CHECK(&heap, "after the release");
+	mh_release(&heap);
+}

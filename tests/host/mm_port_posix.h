@@ -134,6 +134,9 @@ size_t mm_port_reserved_bytes(void);
 /* Threads in mm_event_wait on e now: a test's way to know that a thread
  * has blocked on e (a count read while threads come and go). */
 unsigned mm_port_event_waiters(mm_event_t *e);
+/* Calls of mm_event_wait on e that have returned, ever: with the above, a
+ * test's way to know that a waiter woke and has blocked on e again. */
+unsigned long mm_port_event_returns(mm_event_t *e);
 
 /* Chaos mode (mm_port_posix_chaos.c; MM_CHAOS=<seed> in the environment
  * turns it on at start): from now on every port hook delays its caller

@@ -42,7 +42,8 @@
 
 struct posix_event {
 	_Atomic uint32_t count;
-	_Atomic uint32_t waiters; /* in wait, from before reading count */
+	_Atomic uint32_t waiters;      /* in wait, from before reading count */
+	_Atomic unsigned long returns; /* waits that have returned */
 	const char *name;
 };
 
@@ -62,6 +63,7 @@ void mm_event_init(mm_event_t *e, const char *name)
 	struct posix_event *p = ev(e);
 	atomic_init(&p->count, 0);
 	atomic_init(&p->waiters, 0);
+	atomic_init(&p->returns, 0);
 	p->name = name;
 }
 
@@ -107,6 +109,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 			         strerror(errno));
 	}
 	atomic_fetch_sub(&p->waiters, 1);
+	atomic_fetch_add(&p->returns, 1); /* after: waiters is the next's */
 	mm_posix_chaos();
 	return moved;
 }
@@ -114,6 +117,11 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 unsigned mm_port_event_waiters(mm_event_t *e)
 {
 	return atomic_load(&ev(e)->waiters);
+}
+
+unsigned long mm_port_event_returns(mm_event_t *e)
+{
+	return atomic_load(&ev(e)->returns);
 }
 
 void mm_event_wake(mm_event_t *e)
