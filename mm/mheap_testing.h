@@ -64,6 +64,12 @@ enum mheap_hook_point {
 	 * but NMI (a kick after a spill in an interrupt handler reaches it)
 	 * (spanheap_sweep.c, pending_since_flip). */
 	MHEAP_HOOK_PENDING_BASE_READ,
+	/* A span its owner has folded (a cache handing it back, a sweep, a
+	 * fold queue's taker, a refill's sweep on demand) is about to be
+	 * placed: on no list, no owner; no lock held, any context but NMI,
+	 * pinned but for a sweep cycle's (spanheap_central.c,
+	 * spanheap_span_place). */
+	MHEAP_HOOK_SPAN_PLACING,
 	/* spanheap_stats has walked the spans' bitmaps (the snapshot put
 	 * back) and not yet read any class's span count or magazines, which
 	 * an allocation or a sweep meanwhile can leave out of step with the
@@ -87,8 +93,8 @@ enum mheap_hook_point {
  * MHEAP_HOOK_GROW_PREPARED, MHEAP_HOOK_GROW_COMMITTED,
  * MHEAP_HOOK_ALLOC_MISSED, MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC
  * allocation reaches them too: it may grow the heap itself),
- * MHEAP_HOOK_FOLD_REST, which a refill in an interrupt handler reaches too,
- * and MHEAP_HOOK_PENDING_BASE_READ. */
+ * MHEAP_HOOK_FOLD_REST and MHEAP_HOOK_SPAN_PLACING, which a refill in an
+ * interrupt handler reaches too, and MHEAP_HOOK_PENDING_BASE_READ. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -36,12 +36,38 @@
  */
 
 /*
+ * With c's lock held, as s goes on one of c's lists: queues s for a fold
+ * if a free set a pending bit since its fold and its queue entry is gone.
+ * Such a free queued s while it was on no list (its owner between the
+ * fold and the placement), and a taker of the queue that came first
+ * cleared queued and skipped it; placed as swept with the bit left, s
+ * waited for the next cycle's sweep, and when a cycle flipped in
+ * between, that cycle had counted the free as its own and nothing told
+ * anyone to fold it (an empty span kept from the page heap, a reclaim
+ * finding nothing to do). A bit set after this look queues s itself.
+ */
+static void requeue_if_pending_locked(struct mcentral *c, struct mspan *s)
+{
+	if (atomic_load_explicit(&s->queued, memory_order_relaxed))
+		return;
+	uint64_t any = 0;
+	for (unsigned w = 0; w < SC_BITMAP_WORDS && w * 64 < s->nelems; w++)
+		any |= atomic_load_explicit(&s->pending[w],
+		                            memory_order_relaxed);
+	if (any &&
+	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
+		spanheap_fold_queue_push(c, s);
+}
+
+/*
  * Puts a span the caller owns (swept or folded, not cached) where it
- * belongs: freed if empty, else on the swept partial or full list.
- * Locks the class; any context but NMI.
+ * belongs: freed if empty, else on the swept partial or full list
+ * (queued for a fold if a free came after its fold:
+ * requeue_if_pending_locked). Locks the class; any context but NMI.
  */
 void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 {
+	mheap_hook(sh->heap, MHEAP_HOOK_SPAN_PLACING);
 	struct mcentral *c = spanheap_central_of(sh, s->sizeclass, __func__);
 	/* An empty span goes back to the page heap, except when it is on a
 	 * fold queue: whoever takes it off frees it. queued is read under
@@ -62,6 +88,7 @@ void spanheap_span_place(struct spanheap *sh, struct mspan *s)
 		list_push(&c->partial[swept_idx(sg)], s, MSPAN_LIST_PARTIAL);
 	else
 		list_push(&c->full[swept_idx(sg)], s, MSPAN_LIST_FULL);
+	requeue_if_pending_locked(c, s);
 	mm_lock_release(&c->lock, irq);
 }
 
@@ -179,12 +206,11 @@ struct mspan *spanheap_central_cache_span(struct spanheap *sh, unsigned cls)
 		                          memory_order_relaxed);
 		if (s->alloc_count < s->nelems)
 			return s;
+		spanheap_span_place(sh, s); /* full: the swept full list */
 		irq = mm_lock_acquire(&c->lock);
 		sg = atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 		sw = swept_idx(sg);
 		un = 1 - sw;
-		atomic_store_explicit(&s->sweepgen, sg, memory_order_relaxed);
-		list_push(&c->full[sw], s, MSPAN_LIST_FULL);
 	}
 	mm_lock_release(&c->lock, irq);
 	return NULL;

@@ -294,6 +294,20 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 		                  "should have gone back to the page heap)",
 		                  (unsigned long)s->base, cls,
 		                  swept ? "swept" : "unswept");
+	/* A free's pending bit on a listed span is folded by whoever takes
+	 * the span off its fold queue: not queued, it waits for a cycle that
+	 * need not come (spanheap_span_place's requeue). */
+	uint64_t pending = 0;
+	for (unsigned w = 0; w * 64 < s->nelems; w++)
+		pending |= atomic_load(&s->pending[w]);
+	if (pending && !atomic_load(&s->queued))
+		check_fail_unlock(sh, &c->lock, irq,
+		                  "spanheap: check: span [%#lx] on class %u's "
+		                  "%s %s list has pending frees and is not "
+		                  "queued (no fold is coming for them)",
+		                  (unsigned long)s->base, cls,
+		                  swept ? "swept" : "unswept",
+		                  partial ? "partial" : "full");
 }
 
 /* Class cls's four lists against sweepgen sg: each span on them, each
