@@ -162,6 +162,12 @@ static bool pending_due(struct spanheap *sh)
 static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 {
 	struct mheap *h = sh->heap;
+	/* The base before the flip: a free counted between the two is this
+	 * cycle's and counts as pending since it too (one cycle more at
+	 * worst). Read after, it took in a free whose span a taker had
+	 * placed as swept after the flip with its bit, which the placement's
+	 * look missed: nothing then owed that bit a fold (the model's S7). */
+	uint64_t base = pending_total(sh);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	uint32_t sg =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed) + 2;
@@ -171,7 +177,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	snap->sweepgen = sg;
 	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
 	mm_lock_release(&h->lock, irq);
-	atomic_store_explicit(&sh->pending_base, pending_total(sh),
+	atomic_store_explicit(&sh->pending_base, base,
 	                      memory_order_release); /* pending_since_flip */
 	/* Every central-list section that began before the flip ends
 	 * before the sweep starts. */

@@ -50,7 +50,17 @@
  *       no span is unswept (sg - 2) on a list;
  *   S5  a span is freed only empty, owned, off every list and queue;
  *   S6  no free is lost: after the CPUs freed everything and flushed,
- *       a release (a whole cycle) gives every span back to the page heap.
+ *       a release (a whole cycle) gives every span back to the page heap;
+ *   S7  a pending free is owed a fold: a span on a swept list with a
+ *       pending bit is queued, unless a free was counted since the flip's
+ *       base read (pending_since_flip: the threshold or a reclaim runs a
+ *       cycle) or a flip is under way. S6 alone missed a free that came
+ *       between an owner's fold and its placement after a cycle's drain
+ *       had skipped the span (on no list) and taken its queue entry: the
+ *       last cycle found it, but between cycles it waited for one that
+ *       need not come (a review found it in the code; place now queues
+ *       such a span). The count is one step with the bit here: in the
+ *       code it follows, and a later count only counts it later.
  * What the search says beyond the invariants: drain_unswept never finds a
  * span here, and with the flip's pass through the class lock left out
  * every invariant still held (checked once, at 2 and 2 objects); as a
@@ -63,7 +73,11 @@
  * does): -DPLACE_NO_QUEUED (place frees an empty span still queued),
  * -DCLAIM_OFF_LIST (sweep_one claims a span at sg - 2 that is on no
  * list: one a refill took before the flip), -DUNCACHE_NO_FOLD (a span
- * handed back unfolded), -DLOCAL_ANY_OWNER (a free takes the local path
+ * handed back unfolded), -DPLACE_NO_REQUEUE (place lists a span with a
+ * pending free and no queue entry: S7), -DBASE_AFTER_FLIP (the flip
+ * reads the pending base after sweepgen moves, as the code did: a free
+ * whose bit a placement after the flip missed was counted as the old
+ * cycle's: S7), -DLOCAL_ANY_OWNER (a free takes the local path
  * for a span any CPU caches: its load and store of local_free race with
  * the owner's, and a free is lost; while the model made each update one
  * step, every invariant held with this mutant).
@@ -72,9 +86,10 @@
 #define NOBJ 2     /* objects per span */
 #define FULLMASK 3 /* NOBJ bits */
 #define NONE 255
-/* Objects CPU 0 and CPU 1 allocate: 3 and none (about 5.1 million states,
- * 11 s; with local_free's updates one step each, 3.7 million; then 2 and 2
- * took 17 million, 3 and 1 34 million). */
+/* Objects CPU 0 and CPU 1 allocate: 3 and none (about 6.3 million states
+ * with S7's ghosts, 5.1 million and 11 s before them; with local_free's
+ * updates one step each, 3.7 million; then 2 and 2 took 17 million, 3 and
+ * 1 34 million). */
 #define NALLOC(me) (3 - 3 * (me))
 #define L_NONE 0
 #define L_PARTIAL 1
@@ -101,6 +116,11 @@ byte swept[NS];        /* ghost: sweeper's claims this cycle */
 byte lists[6];
 byte fq;               /* fold queue */
 byte fb;               /* fold backlog */
+/* Ghost for S7: a remote free counted in the CPUs' pending totals since
+ * the flip's base read (pending_since_flip > 0: the threshold or a
+ * reclaim will run a cycle). */
+bool counted;
+bool flipping;         /* a cycle between its base read and its flip */
 /* Objects handed out and not freed yet: any CPU may free one. */
 byte nlive;
 bool done[2];
@@ -219,7 +239,20 @@ inline place(s, me)
 			if
 			:: count[s] < NOBJ -> list_push(s, L_PARTIAL, swept_idx(sg))
 			:: else -> list_push(s, L_FULL, swept_idx(sg))
+			fi;
+#ifndef PLACE_NO_REQUEUE
+			/* requeue_if_pending_locked */
+			if
+			:: pend[s] != 0 && !queued[s] ->
+				assert((fq & (1 << s)) == 0 &&
+				       (fb & (1 << s)) == 0); /* S3 */
+				queued[s] = true;
+				fq = fq | (1 << s)
+			:: else -> skip
 			fi
+#else
+			skip
+#endif
 		fi;
 		clock = 0
 	};
@@ -351,10 +384,8 @@ inline cache_span(me, s)
 			:: count[s] < NOBJ -> chave_ = true; break
 			:: else -> skip
 			fi;
+			place(s, me); /* full: the swept full list */
 			lock(clock, me);
-			cg_ = sg;
-			ssg[s] = cg_;
-			list_push(s, L_FULL, swept_idx(cg_));
 			s = NONE
 		:: else -> break
 		od;
@@ -444,7 +475,9 @@ inline give_back(me, k)
 		fi;
 		atomic {
 			assert((pend[gs_] & gb_) == 0);
-			pend[gs_] = pend[gs_] | gb_
+			pend[gs_] = pend[gs_] | gb_;
+			/* the caller's count, as one step with the bit */
+			counted = true
 		}
 	fi;
 	gs_ = 0;
@@ -599,14 +632,21 @@ inline drain_unswept(g)
 /* run_cycle (the cycle semaphore: the sweeper is the only cycle here). */
 inline run_cycle()
 {
+#ifndef BASE_AFTER_FLIP
+	atomic { counted = false; flipping = true }; /* pending_base, first */
+#endif
 	atomic {
 		hlock == 0 -> hlock = 3;
+		flipping = false;
 		sg = sg + 2;
 		g = sg;
 		swept[0] = 0;
 		swept[1] = 0;
 		hlock = 0
 	};
+#ifdef BASE_AFTER_FLIP
+	counted = false;
+#endif
 	lock(clock, 2);
 	unlock(clock);
 	for (x : 0 .. NS - 1) {
@@ -623,6 +663,22 @@ inline run_cycle()
 		/* S4: nothing unswept is left on a list */
 		assert(lists[L_PARTIAL * 2 + 1 - swept_idx(g)] == 0 &&
 		       lists[L_FULL * 2 + 1 - swept_idx(g)] == 0)
+	}
+}
+
+/* S7, in every state: a listed span with a pending free is queued, so a
+ * fold is on its way (not queued, it would wait for a cycle that need
+ * not come; the monitor blocks until the invariant breaks). */
+active proctype monitor()
+{
+end_s7: /* blocked here for good is a valid end */
+	atomic {
+		!counted && !flipping &&
+		((list[0] != L_NONE && half[0] == swept_idx(sg) &&
+		  pend[0] != 0 && !queued[0]) ||
+		 (list[1] != L_NONE && half[1] == swept_idx(sg) &&
+		  pend[1] != 0 && !queued[1])) ->
+		assert(false) /* S7 */
 	}
 }
 
