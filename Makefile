@@ -261,8 +261,8 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # object's order-only prerequisite, the lists are FORCE'd) started only
 # after every part that had none, whatever the order here; once, the host
 # tests, started last, ran alone for the last 30 s of the phase.
-TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host \
-	kernel-poison kernel-guard kernel-smp1 chaos model malloc-tsan port \
+TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host model \
+	kernel-poison kernel-guard kernel-smp1 chaos malloc-tsan port \
 	lint sizeclasses
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
