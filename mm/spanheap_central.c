@@ -48,13 +48,8 @@
  */
 static void requeue_if_pending_locked(struct mcentral *c, struct mspan *s)
 {
-	if (atomic_load_explicit(&s->queued, memory_order_relaxed))
-		return;
-	uint64_t any = 0;
-	for (unsigned w = 0; w < SC_BITMAP_WORDS && w * 64 < s->nelems; w++)
-		any |= atomic_load_explicit(&s->pending[w],
-		                            memory_order_relaxed);
-	if (any &&
+	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
+	    spanheap_span_has_pending(s) &&
 	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
 		spanheap_fold_queue_push(c, s);
 }

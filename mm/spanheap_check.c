@@ -297,10 +297,7 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 	/* A free's pending bit on a listed span is folded by whoever takes
 	 * the span off its fold queue: not queued, it waits for a cycle that
 	 * need not come (spanheap_span_place's requeue). */
-	uint64_t pending = 0;
-	for (unsigned w = 0; w * 64 < s->nelems; w++)
-		pending |= atomic_load(&s->pending[w]);
-	if (pending && !atomic_load(&s->queued))
+	if (spanheap_span_has_pending(s) && !atomic_load(&s->queued))
 		check_fail_unlock(sh, &c->lock, irq,
 		                  "spanheap: check: span [%#lx] on class %u's "
 		                  "%s %s list has pending frees and is not "

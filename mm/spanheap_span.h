@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mspan.h"
 #include "spanheap.h"
 
 /* Panics naming p, its span and its class: what is wrong. */
@@ -83,6 +84,17 @@ unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
  * class's swept list. Any context but NMI, no lock held. */
 void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
+
+/* True if a free set one of s's pending bits since its last fold (relaxed
+ * loads: a bit set meanwhile may be missed). Any context. */
+static inline bool spanheap_span_has_pending(struct mspan *s)
+{
+	uint64_t any = 0;
+	for (unsigned w = 0; w < SC_BITMAP_WORDS && w * 64 < s->nelems; w++)
+		any |= atomic_load_explicit(&s->pending[w],
+		                            memory_order_relaxed);
+	return any != 0;
+}
 
 /* Large objects (spanheap_large.c): a span of their own, allocated, freed (a
  * second free panics) and resized in place (thread context; flags: enum
