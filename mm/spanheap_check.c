@@ -294,17 +294,22 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 		                  "should have gone back to the page heap)",
 		                  (unsigned long)s->base, cls,
 		                  swept ? "swept" : "unswept");
-	/* A free's pending bit on a listed span is folded by whoever takes
-	 * the span off its fold queue: not queued, it waits for a cycle that
-	 * need not come (spanheap_span_place's requeue). */
-	if (spanheap_span_has_pending(s) && !atomic_load(&s->queued))
-		check_fail_unlock(sh, &c->lock, irq,
-		                  "spanheap: check: span [%#lx] on class %u's "
-		                  "%s %s list has pending frees and is not "
-		                  "queued (no fold is coming for them)",
-		                  (unsigned long)s->base, cls,
-		                  swept ? "swept" : "unswept",
-		                  partial ? "partial" : "full");
+	/* A free's pending bit on a swept span is folded by whoever takes
+	 * the span off its fold queue, or by the next cycle, which frees
+	 * counted since the flip will start: with neither, it waits for a
+	 * cycle that need not come (spanheap_span_place's requeue; the sweep
+	 * model's S7). A free that found the span queued and set its bit
+	 * after a taker's fold and placement leaves it so, counted. */
+	if (swept && spanheap_span_has_pending(s) && !atomic_load(&s->queued) &&
+	    spanheap_pending_since_flip(sh) == 0)
+		check_fail_unlock(
+		        sh, &c->lock, irq,
+		        "spanheap: check: span [%#lx] on class %u's "
+		        "swept %s list has pending frees, is not "
+		        "queued and nothing is pending since the flip "
+		        "(no fold is coming for them)",
+		        (unsigned long)s->base, cls,
+		        partial ? "partial" : "full");
 }
 
 /* Class cls's four lists against sweepgen sg: each span on them, each

@@ -202,6 +202,10 @@ void spanheap_sweeper_kick(struct spanheap *sh);
 /* The page heap refused a thread allocation: sweeps now (spanheap_sweep.c);
  * true if memory may have come back. */
 bool spanheap_reclaim(struct spanheap *sh);
+/* Bytes of remote frees counted since the last flip's base: above 0, the
+ * sweeper's threshold or a reclaim will run a cycle (spanheap_sweep.c).
+ * Any context but NMI. */
+uint64_t spanheap_pending_since_flip(struct spanheap *sh);
 
 /* The cycle semaphore (invariant 5): held from a cycle's flip to its
  * finish, and by the checker. Thread context. */

@@ -113,6 +113,11 @@ static uint64_t pending_since_flip(struct spanheap *sh)
 	return total > base ? total - base : 0;
 }
 
+uint64_t spanheap_pending_since_flip(struct spanheap *sh)
+{
+	return pending_since_flip(sh);
+}
+
 void spanheap_sweeper_kick(struct spanheap *sh)
 {
 	if (pending_since_flip(sh) >= sh->cfg.min_pending_bytes)
