@@ -434,6 +434,18 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
 	return true;
 }
 
+bool mheap_free_wakes_locked(struct mheap *h, size_t npages)
+{
+	if (npages < MHEAP_WAKE_PAGES || !h->scav.idle)
+		return false;
+	struct mheap_stats st;
+	mheap_stats_locked(h, &st);
+	if (st.free_backed_pages <= st.goal_pages)
+		return false;
+	h->scav.idle = false;
+	return true;
+}
+
 void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
@@ -441,19 +453,13 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 		mheap_free_unmapping(h, base, npages);
 		return;
 	}
-	bool wake = false;
+	bool wake;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	if (h->taken)
 		mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_locked(&h->pages, base, npages);
 	h->scav.backed_frees++;
-	if (npages >= MHEAP_WAKE_PAGES && h->scav.idle) {
-		struct mheap_stats st;
-		mheap_stats_locked(h, &st);
-		wake = st.free_backed_pages > st.goal_pages;
-		if (wake)
-			h->scav.idle = false;
-	}
+	wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);
 	if (wake)
 		mm_event_wake(&h->scav.wake);

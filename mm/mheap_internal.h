@@ -98,6 +98,14 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 void mheap_unmap_run(uintptr_t base, size_t npages);
 void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages);
 
+/* After a free of npages pages (backed or not: either way the pages in
+ * use, and with them the goal, fell): true, with idle cleared, if the
+ * scavenger is idle, the run has MHEAP_WAKE_PAGES or more and the heap's
+ * free backed pages are now over its goal; the caller then wakes
+ * h->scav.wake once it has let go of the lock. Locking: h->lock must be
+ * held. */
+bool mheap_free_wakes_locked(struct mheap *h, size_t npages);
+
 /* mheap_free_pages in the debug mode (MHEAP_DEBUG_SCAV_ON_FREE): checked,
  * listed as a batch while it is unmapped, freed scavenged (mheap_scav.c).
  * Thread context, no mm lock held. */

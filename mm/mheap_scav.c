@@ -37,7 +37,8 @@
  *             pages were freed backed since its search (backed_frees
  *             moved past barren_frees): only those can be new to take.
  *             A free of >= 16 pages that leaves the heap over its goal
- *             wakes it.
+ *             wakes it (the debug mode's too, which frees scavenged but
+ *             lowers the goal: mheap_free_wakes_locked).
  *   refill    An atomic allocation that left free pages below the reserve
  *             sets refill and wakes the thread, which grows the heap.
  *   pacing    After each batch the thread reads its own CPU time
@@ -175,7 +176,11 @@ void mheap_check_not_taken_locked(const struct mheap *h, uintptr_t base,
  * as for a batch. Until it was listed, such a free passed every check
  * (the run allocated, on no list), went back to the free set backed and
  * was handed out, and this free then unmapped and freed the new owner's
- * pages. Thread context.
+ * pages. Its pages go back scavenged, but the pages in use fall, and with
+ * them the goal: a large one wakes the idle scavenger as a backed free
+ * does when it leaves free backed pages (an atomic caller's frees) over
+ * the lower goal; until this version it slept on, up to MHEAP_IDLE_NS.
+ * Thread context.
  */
 void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 {
@@ -190,8 +195,11 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	irq = mm_lock_acquire(&h->lock);
 	return_locked(h, &t, npages);
 	h->counters.debug_pages += npages;
+	bool wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);
 	mm_event_wake(&h->grown);
+	if (wake)
+		mm_event_wake(&h->scav.wake);
 }
 
 /* Books a finished batch. Locking: h->lock must be held. */

@@ -120,3 +120,46 @@ KTEST(mheap, debug_mode_free_twice_while_unmapping_panics)
 	MH_CHECK(&heap, "after the free and its second");
 	mh_release(&heap);
 }
+
+/* The debug mode's free gives its pages back scavenged, but the pages in
+ * use fall and the goal with them: a large one that leaves the free
+ * backed pages (here an atomic caller's free, which frees the ordinary
+ * way) over the lower goal must wake the idle scavenger, as a backed free
+ * does; one under MHEAP_WAKE_PAGES must not. It slept on, up to
+ * MHEAP_IDLE_NS (10 s), with 16 free backed pages over a goal of 1. No
+ * scavenger thread runs: idle is set by hand, as the thread sets it. */
+KTEST(mheap, debug_mode_large_free_wakes_the_idle_scavenger)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *big = mheap_alloc_pages(&heap, 480, 0);
+	char *small = mheap_alloc_pages(&heap, 16, 0);
+	char *atomic = mheap_alloc_pages(&heap, 16, 0);
+	KASSERT(big && small && atomic);
+	mheap_release_all(&heap); /* no free page stays backed */
+	mm_port_set_atomic(true);
+	mheap_free_pages(&heap, atomic, 16); /* the ordinary way: backed */
+	mm_port_set_atomic(false);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.free_backed_pages, 16);
+	KASSERT(st.free_backed_pages <= st.goal_pages); /* of 496 in use */
+	heap.scav.idle = true;
+	uint64_t woken = mm_event_prepare(&heap.scav.wake);
+	mheap_free_pages(&heap, big, 480);
+	mheap_stats(&heap, &st);
+	KEXPECT(st.in_use_pages == 16 && st.n.debug_pages == 480);
+	KEXPECT(st.free_backed_pages > st.goal_pages);
+	KEXPECT(!heap.scav.idle);
+	KEXPECT(mm_event_prepare(&heap.scav.wake) != woken);
+	/* Over the goal still, but 15 pages: no wake. */
+	heap.scav.idle = true;
+	woken = mm_event_prepare(&heap.scav.wake);
+	mheap_free_pages(&heap, small, 15);
+	mheap_stats(&heap, &st);
+	KEXPECT(st.free_backed_pages > st.goal_pages);
+	KEXPECT(heap.scav.idle);
+	KEXPECT_EQ(mm_event_prepare(&heap.scav.wake), woken);
+	mheap_free_pages(&heap, small + 15 * PG, 1);
+	MH_CHECK(&heap, "after the debug frees");
+	mh_release(&heap);
+}
