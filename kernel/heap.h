@@ -86,11 +86,15 @@ static inline void *kmalloc(size_t size, unsigned flags)
 	 * kmalloc picks its cache at compile time the same way). KM_ZERO,
 	 * and any bit that is no flag (spanheap_alloc refuses it, naming
 	 * it), take the call. */
-	if (__builtin_constant_p(size) && size <= SC_LINEAR_MAX &&
-	    __builtin_constant_p(flags) &&
-	    !(flags & ~(unsigned)(KM_ATOMIC | KM_NOGROW)))
+	bool plain = __builtin_constant_p(flags) &&
+	             !(flags & ~(unsigned)(KM_ATOMIC | KM_NOGROW));
+	if (plain && __builtin_constant_p(size) && size <= SC_LINEAR_MAX)
 		return spanheap_alloc_class(
 		        &kspanheap, spanheap_class_linear(size), size, flags);
+	/* Flags fixed at compile time are checked here, at compile time:
+	 * the call tests the size alone. */
+	if (plain)
+		return spanheap_alloc_sized(&kspanheap, size, flags);
 	return spanheap_alloc(&kspanheap, size, flags);
 }
 

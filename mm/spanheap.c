@@ -450,6 +450,17 @@ SPANHEAP_FAST void *spanheap_alloc(struct spanheap *sh, size_t size,
 	return alloc_any(sh, size, 16, flags);
 }
 
+/* spanheap_alloc without the flags' test (spanheap_fast.h): the kernel's
+ * kmalloc of a size known at run time, two instructions fewer. */
+SPANHEAP_FAST void *spanheap_alloc_sized(struct spanheap *sh, size_t size,
+                                         unsigned flags)
+{
+	if (__builtin_expect(size <= SC_MAX_SIZE, 1))
+		return spanheap_alloc_mag(sh, sh->mag_by16[(size + 15) / 16],
+		                          size, flags);
+	return alloc_any(sh, size, 16, flags);
+}
+
 void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
                              unsigned flags)
 {

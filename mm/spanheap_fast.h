@@ -146,6 +146,17 @@ spanheap_alloc_class(struct spanheap *sh, unsigned cls, size_t size,
 }
 
 /*
+ * spanheap_alloc for a caller whose flags are known where it calls and
+ * hold only MM_ATOMIC and MM_NO_GROW (the kernel's kmalloc with a
+ * constant flags word and a size known at run time): the size's test,
+ * its class's magazine, the pop, with no test of the flags; nothing here
+ * refuses an unknown bit, as in spanheap_alloc_class (the caller sends
+ * those, and MM_ZERO, to spanheap_alloc). Out of line, as spanheap_alloc.
+ * Contexts as spanheap_alloc's with those flags.
+ */
+void *spanheap_alloc_sized(struct spanheap *sh, size_t size, unsigned flags);
+
+/*
  * The fast paths alone, for a port whose entry point already holds CPU
  * cpu (pinned with mm_port_pin, or the hosted malloc's slot for the
  * call) and keeps its slow work out of line, so that its fast path makes

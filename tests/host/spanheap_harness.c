@@ -163,9 +163,14 @@ static bool do_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	unsigned flags = decode_flags(b);
 	if (full(h, size))
 		return do_free(h, b);
+	/* Half the calls with flags a caller fixed at compile time could
+	 * pass take spanheap_alloc_sized, as the kernel's kmalloc does. */
+	bool sized = !(flags & MM_ZERO) && (shh_mix(b) >> 12 & 1);
 	size_t grown = shh_call_begin(h, flags);
-	void *p = spanheap_alloc(&h->sh, size, flags);
-	if (!shh_call_end(h, flags, grown, "alloc", size, p))
+	void *p = sized ? spanheap_alloc_sized(&h->sh, size, flags)
+	                : spanheap_alloc(&h->sh, size, flags);
+	if (!shh_call_end(h, flags, grown, sized ? "sized alloc" : "alloc",
+	                  size, p))
 		return false;
 	if (!p)
 		return shh_refusal_ok(h, flags, size);

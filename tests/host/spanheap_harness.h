@@ -56,7 +56,7 @@
 #include "../../mm/spanheap.h"
 
 enum shh_op {
-	SHH_ALLOC,    /* spanheap_alloc, flags from a */
+	SHH_ALLOC,    /* spanheap_alloc (or _sized), flags from b */
 	SHH_ALIGNED,  /* spanheap_alloc_aligned, a bad alignment at times */
 	SHH_CALLOC,   /* spanheap_calloc, an overflow at times */
 	SHH_REALLOC,  /* of a live object, of NULL, to 0 or to too much */

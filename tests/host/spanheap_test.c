@@ -35,18 +35,27 @@ static bool is_pow2(size_t x)
 
 /* ---- Size classes -------------------------------------------------------- */
 
+/* How one_class_by allocates: spanheap_alloc; spanheap_alloc_class, as a
+ * caller that knows the class at compile time does; spanheap_alloc_sized,
+ * as one that knows its flags there. */
+enum alloc_way { BY_SIZE, BY_CLASS, BY_SIZED };
+
+static void *alloc_by(enum alloc_way way, unsigned cls, size_t size)
+{
+	return way == BY_CLASS   ? spanheap_alloc_class(&sh, cls, size, 0)
+	       : way == BY_SIZED ? spanheap_alloc_sized(&sh, size, 0)
+	                         : spanheap_alloc(&sh, size, 0);
+}
+
 /* Objects of one request size: 16-aligned, size-aligned for powers of two
- * up to a page, usable size the class's size, all distinct and writable.
- * by_class: through spanheap_alloc_class, as a caller that knows the class
- * at compile time allocates. */
-static void one_class_by(unsigned cls, size_t size, bool by_class)
+ * up to a page, usable size the class's size, all distinct and writable. */
+static void one_class_by(unsigned cls, size_t size, enum alloc_way way)
 {
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	size_t n = ci->nelems + 3u; /* a second span */
 	char *p[SC_MAX_NELEMS + 3];
 	for (size_t i = 0; i < n; i++) {
-		p[i] = by_class ? spanheap_alloc_class(&sh, cls, size, 0)
-		                : spanheap_alloc(&sh, size, 0);
+		p[i] = alloc_by(way, cls, size);
 		if (!p[i]) {
 			ktest_fail_at(__FILE__, __LINE__,
 			              "class %u: alloc %zu of %zu bytes failed",
@@ -77,7 +86,7 @@ static void one_class_by(unsigned cls, size_t size, bool by_class)
 
 static void one_class(unsigned cls, size_t size)
 {
-	one_class_by(cls, size, false);
+	one_class_by(cls, size, BY_SIZE);
 }
 
 KTEST(spanheap, every_class)
@@ -100,6 +109,37 @@ KTEST(spanheap, every_class)
 	sh_heap_release(&heap);
 }
 
+/* spanheap_alloc_sized, spanheap_alloc without its flags' test (the
+ * kernel's kmalloc with flags fixed at compile time): every class, size 0
+ * a unique minimal object, a large object of whole pages, an impossible
+ * size NULL, MM_ATOMIC and MM_NO_GROW as spanheap_alloc takes them. */
+KTEST(spanheap, alloc_sized_is_alloc_without_the_flags_test)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+		one_class_by(cls, sizeclass_info[cls].size, BY_SIZED);
+		one_class_by(cls, sizeclass_info[cls - 1].size + 1, BY_SIZED);
+	}
+	void *a = spanheap_alloc_sized(&sh, 0, 0);
+	void *b = spanheap_alloc_sized(&sh, 0, MM_ATOMIC);
+	KEXPECT(a && b && a != b);
+	KEXPECT_EQ(spanheap_usable_size(&sh, a), sizeclass_info[1].size);
+	size_t big = (size_t)SC_MAX_SIZE + 1;
+	char *l = spanheap_alloc_sized(&sh, big, MM_NO_GROW);
+	KEXPECT(l && (uintptr_t)l % PG == 0);
+	KEXPECT(l && spanheap_usable_size(&sh, l) >= big);
+	if (l)
+		memset(l, 7, big);
+	mm_port_set_quiet(true);
+	KEXPECT(spanheap_alloc_sized(&sh, SIZE_MAX / 2, 0) == NULL);
+	mm_port_set_quiet(false);
+	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
+	spanheap_free(&sh, l);
+	SH_CHECK(&sh, "after the sized path");
+	sh_heap_release(&heap);
+}
+
 /* spanheap_alloc_class, the inline path for a class known at compile
  * time: spans' objects at first (its refill), then the magazine's (the
  * objects just freed, newest first), each class up to SC_LINEAR_MAX with
@@ -110,8 +150,8 @@ KTEST(spanheap, alloc_class_inline)
 	for (size_t size = 0; size <= SC_LINEAR_MAX; size += 8) {
 		unsigned cls = spanheap_class_linear(size);
 		KASSERT_EQ(cls, sizeclass_of(size));
-		one_class_by(cls, size, true); /* from the spans */
-		one_class_by(cls, size, true); /* the magazine's, then spans */
+		one_class_by(cls, size, BY_CLASS); /* from the spans */
+		one_class_by(cls, size, BY_CLASS); /* the magazine's, then spans */
 		void *a = spanheap_alloc_class(&sh, cls, size, 0);
 		KASSERT(a);
 		spanheap_free(&sh, a);
