@@ -44,7 +44,11 @@
  * waited for the next cycle's sweep, and when a cycle flipped in
  * between, that cycle had counted the free as its own and nothing told
  * anyone to fold it (an empty span kept from the page heap, a reclaim
- * finding nothing to do). A bit set after this look queues s itself.
+ * finding nothing to do). A bit set after this look need not queue s (a
+ * free queues a span before it sets its bit, and only if it was not
+ * queued then: a taker may have cleared that entry since), but the free
+ * counts its bytes after its bit, so after any flip this look followed:
+ * the next cycle folds it (the sweep model's S7).
  */
 static void requeue_if_pending_locked(struct mcentral *c, struct mspan *s)
 {

@@ -298,8 +298,10 @@ static void check_listed(struct spanheap *sh, struct mcentral *c,
 	 * the span off its fold queue, or by the next cycle, which frees
 	 * counted since the flip will start: with neither, it waits for a
 	 * cycle that need not come (spanheap_span_place's requeue; the sweep
-	 * model's S7). A free that found the span queued and set its bit
-	 * after a taker's fold and placement leaves it so, counted. */
+	 * model's S7). A free that queued the span (or found it queued)
+	 * and sets its bit after a taker's fold and placement leaves it so,
+	 * counted; a spill counts its batch after its last bit, so a check
+	 * beside a spill could fail here: the check is for a quiet heap. */
 	if (swept && spanheap_span_has_pending(s) && !atomic_load(&s->queued) &&
 	    spanheap_pending_since_flip(sh) == 0)
 		check_fail_unlock(

@@ -80,8 +80,10 @@ bool spanheap_span_fill_cache(struct mspan *s);
  * objects freed. */
 unsigned spanheap_span_fold(struct spanheap *sh, struct mspan *s);
 
-/* Frees an empty span the caller owns, or puts a non-empty one on its
- * class's swept list. Any context but NMI, no lock held. */
+/* Frees an empty span the caller owns, or puts it on its class's swept
+ * list: a non-empty one, or an empty one that is queued (whoever takes it
+ * off the fold queue frees it); a listed span with a pending bit and no
+ * queue entry is queued for a fold. Any context but NMI, no lock held. */
 void spanheap_span_place(struct spanheap *sh, struct mspan *s);
 void spanheap_span_free(struct spanheap *sh, struct mspan *s);
 

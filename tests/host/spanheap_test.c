@@ -151,7 +151,8 @@ KTEST(spanheap, alloc_class_inline)
 		unsigned cls = spanheap_class_linear(size);
 		KASSERT_EQ(cls, sizeclass_of(size));
 		one_class_by(cls, size, BY_CLASS); /* from the spans */
-		one_class_by(cls, size, BY_CLASS); /* the magazine's, then spans */
+		one_class_by(cls, size,
+		             BY_CLASS); /* the magazine's, then spans */
 		void *a = spanheap_alloc_class(&sh, cls, size, 0);
 		KASSERT(a);
 		spanheap_free(&sh, a);
