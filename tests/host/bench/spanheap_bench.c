@@ -10,7 +10,8 @@
  *   spanheap_bench --list
  *
  * --alloc=mm runs the workload on the span heap in this process
- * (spanheap_alloc / spanheap_free over a default page heap, with the
+ * (spanheap_alloc_sized / spanheap_free, as kmalloc(size, 0) and kfree
+ * reach them, over a default page heap, with the
  * sweeper and the page heap's scavenger running); each worker thread binds
  * CPU i (mm_port_bind_cpu), so its per-CPU cache is its own, as a peer's
  * thread cache is, and its pins cost nothing (the kernel's fast paths

@@ -69,9 +69,13 @@ static inline void *obj_init(void *p, uint64_t tag)
 	return p;
 }
 
+/* Ours through spanheap_alloc_sized, as the kernel's kmalloc(size, 0)
+ * reaches the heap: flags fixed where the caller calls are not tested at
+ * run time (and malloc has none to test). */
 static inline void *obj_alloc(size_t size, uint64_t tag)
 {
-	return obj_init(use_mm ? spanheap_alloc(&sh, size, 0) : malloc(size),
+	return obj_init(use_mm ? spanheap_alloc_sized(&sh, size, 0)
+	                       : malloc(size),
 	                tag);
 }
 
