@@ -7,9 +7,9 @@
  * cycle are the leaks, each with its size, class and allocating stack;
  * freed objects are not judged; young objects are spared by min_age_ns;
  * a short list still counts every leak; a work area too small asks for
- * a retry; a heap without records is refused; and the scan's work
- * memory may be an object of the scanned heap, neither scanned nor
- * judged.
+ * a retry (whichever part of it does not fit, writing nothing past it); a heap
+ * without records is refused; and the scan's work memory may be an object of
+ * the scanned heap, neither scanned nor judged.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -214,6 +214,74 @@ KTEST(spanheap_leak, work_from_the_heap_and_too_small)
 	KEXPECT_EQ(r.leaks, 0);
 	spanheap_free(&sh, work);
 	spanheap_free(&sh, lost);
+	release();
+}
+
+/*
+ * A work area of any size short of what the scan needs gets a retry and
+ * nothing reported, and the scan writes no byte past it, whichever part
+ * does not fit: the leak records, the spans (several: small ones of
+ * three classes and a large one), or the marks and the stack after them
+ * (the heap grew since spanheap_leak_work_bytes). Each area is a C heap
+ * block of exactly its bytes, so that AddressSanitizer sees a write past
+ * it. From the first size that fits on, the scan finds the one leak.
+ */
+KTEST(spanheap_leak, every_short_work_area_retries_and_stays_inside)
+{
+	KASSERT(fresh(0));
+	void **lost = leak_site(64), **kept = leak_site(200);
+	void **other = leak_site(1000), **big = leak_site(100 << 10);
+	KASSERT(lost && kept && other && big);
+	roots_arr[0] = (uintptr_t)kept;
+	kept[1] = other;
+	roots_arr[1] = (uintptr_t)big;
+	struct spanheap_leak_range root = {(uintptr_t)roots_arr,
+	                                   (uintptr_t)(roots_arr + 8)};
+	size_t full = spanheap_leak_work_bytes(&sh, 2), fits = 0, retries = 0;
+	for (size_t bytes = 8; bytes <= full && !fits; bytes += 8) {
+		void *work = malloc(bytes);
+		KASSERT(work);
+		struct spanheap_leak_result r;
+		memset(&r, 0xa5, sizeof(r));
+		long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 2,
+		                            &r);
+		if (n == SPANHEAP_LEAK_RETRY) {
+			retries++;
+			if (r.leaks != 0 || r.objects != 0)
+				ktest_fail_at(__FILE__, __LINE__,
+				              "%zu bytes: a retry reported %zu "
+				              "leaks of %zu objects",
+				              bytes, r.leaks, r.objects);
+		} else {
+			fits = bytes;
+			KEXPECT_EQ(n, 1);
+			KEXPECT(n == 1 && spanheap_leak_list(work)[0].addr ==
+			                          (uintptr_t)lost);
+			KEXPECT_EQ(r.objects, 3);
+			KEXPECT_EQ(r.reachable, 2);
+		}
+		free(work);
+	}
+	ktest_diag("first fit %zu of %zu bytes, %zu retries before", fits, full,
+	           retries);
+	/* Past the records, room for the spans' entries, the marks and the
+	 * stack: more than the records' bytes alone. */
+	KEXPECT(fits > 2 * sizeof(struct spanheap_leak) + 64);
+	KEXPECT_EQ(retries, fits / 8 - 1);
+	/* Any bigger area finds the same. */
+	for (size_t bytes = fits; bytes < fits + 256; bytes += 8) {
+		void *work = malloc(bytes);
+		KASSERT(work);
+		struct spanheap_leak_result r;
+		KEXPECT_EQ(spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 2,
+		                              &r),
+		           1);
+		free(work);
+	}
+	memset(roots_arr, 0, sizeof(roots_arr));
+	void **all[] = {lost, kept, other, big};
+	for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+		spanheap_free(&sh, all[k]);
 	release();
 }
 
