@@ -8,7 +8,8 @@
  * that cannot unmap leaves the page to the drain, which checks the
  * poison; slots are reused the longest-freed first, and a full pool or a
  * port with no memory gives the heap's ordinary objects; realloc, usable
- * size, named caches (their class, and poison mode's owners) and the
+ * size, named caches (their class, and poison mode's owners, written by
+ * the cache's own sampled allocation too) and the
  * checker know the pool; and four threads crossing frees agree with it
  * (under ThreadSanitizer too).
  */
@@ -354,6 +355,52 @@ KTEST(spanheap_guard, named_caches_check_class_and_owner)
 {
 	caches_case(false);
 	caches_case(true);
+}
+
+/*
+ * A poison-mode cache's own allocation that the pool samples: the cache
+ * (objcache_alloc_slow) writes its owner into the object's slot, as it
+ * does into a span's red-zone record, so that a free to another cache
+ * of the same class, or to the heap, mm_panics naming the owner, where
+ * names it, and the owner's free takes the object back and unmaps it.
+ */
+KTEST(spanheap_guard, a_poison_cache_s_sampled_object_gets_its_owner)
+{
+	KASSERT(guard_heap(4, 1, true));
+	struct objcache *a = objcache_create(&sh, "g-own", 40, 16);
+	struct objcache *c = objcache_create(&sh, "g-other", 40, 16);
+	KASSERT(a && c && a->owner != 0);
+	void *plain[64];
+	size_t nplain = 0;
+	char *p = NULL;
+	while (!p && nplain < 64) {
+		char *q = objcache_alloc(a, 0);
+		KASSERT(q);
+		if (spanheap_guard_owns(&sh.guard, q))
+			p = q;
+		else
+			plain[nplain++] = q;
+	}
+	KASSERT(p);
+	unsigned cls;
+	uint32_t *own = spanheap_guard_owner_at(&sh, p, &cls);
+	KASSERT(own);
+	KEXPECT_EQ(*own, a->owner);
+	KEXPECT_EQ(cls, a->sizeclass);
+	memset(p, 1, 40);
+	EXPECT_MISUSE(objcache_free(c, p), "cache 'g-own''s", p);
+	EXPECT_MISUSE(spanheap_free(&sh, p), "cache 'g-own''s", p);
+	char log[1024];
+	sh_where_log(&sh, p, log, sizeof(log));
+	KEXPECT(strstr(log, "cache 'g-own''s") != NULL);
+	objcache_free(a, p);
+	KEXPECT(touch_faults(p));
+	for (size_t i = 0; i < nplain; i++)
+		objcache_free(a, plain[i]);
+	KEXPECT(objcache_destroy(a) && objcache_destroy(c));
+	SH_CHECK(&sh, "after the cache's sampled object");
+	spanheap_flush_cache(&sh);
+	guard_release();
 }
 
 /* Objects counted by the traces of entries t[0..n). */
