@@ -6,7 +6,8 @@
  * refused call (bad flags, a size no arena holds) is not counted, an
  * injected failure is real OOM to the caller (realloc's object kept,
  * calloc and aligned calls NULL), the magazines stay empty while armed
- * and come back at the disarm, and after thousands of injected failures
+ * and come back at the disarm (or, on a CPU the disarm could not reach,
+ * at that CPU's next free), and after thousands of injected failures
  * on several CPUs the checker is clean and release_all leaves only the
  * pages the heap keeps for itself.
  */
@@ -14,6 +15,8 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "../../mm/spanheap_cache.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -289,6 +292,49 @@ KTEST(spanheap_inject, armed_the_magazines_stay_empty)
 	KEXPECT(st.mag_objects > 0);
 	KEXPECT_EQ(st.fail_calls, 64);
 	SH_CHECK(&sh, "disarmed");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A CPU the disarm cannot reach (the port refuses to run there) keeps its
+ * magazines held at size 0; its next free finds the magazine full, sees
+ * injection off, and gives it its floor back before the push
+ * (mag_full_claimed), as a flush would have: the object stays in the
+ * magazine, and the CPU's next allocation of the class gets it back.
+ */
+KTEST(spanheap_inject, a_cpu_the_disarm_missed_gets_its_magazine_back_at_a_free)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	unsigned cls = sizeclass_of(SMALL);
+	mm_port_set_cpu(1); /* its first frees make its magazine slab */
+	KASSERT(sh_alloc_n(&sh, objs, 8, SMALL));
+	for (size_t i = 0; i < 8; i++)
+		spanheap_free(&sh, objs[i]);
+	mm_port_set_cpu(0);
+	KASSERT(sh.caches[1].slab != NULL);
+	KASSERT(arm(1, 0, -1, 0, 0));
+	struct mmag *m = &sh.caches[1].mag[cls];
+	uintptr_t *base = mag_base(&sh, 1, cls);
+	KEXPECT(m->limit == base); /* held at size 0 */
+	mm_port_refuse_each_other_cpu(true);
+	spanheap_fail_disarm(&sh);
+	mm_port_refuse_each_other_cpu(false);
+	KEXPECT(m->limit == base); /* CPU 1 was not reached */
+	mm_port_set_cpu(1);
+	void *p = spanheap_alloc(&sh, SMALL, 0);
+	KASSERT(p);
+	KEXPECT(mag_top(m) == base);
+	spanheap_free(&sh, p);
+	KEXPECT(m->limit == base + mag_floor(&sh, cls));
+	KEXPECT(mag_top(m) == base + 1 && base[0] == (uintptr_t)p);
+	struct spanheap_stats st;
+	stats_of(&st);
+	KEXPECT_EQ(st.mag_objects, 1);
+	void *q = spanheap_alloc(&sh, SMALL, 0);
+	KEXPECT(q == p);
+	spanheap_free(&sh, q);
+	mm_port_set_cpu(0);
+	SH_CHECK(&sh, "after the magazine's floor came back");
 	sh_heap_release(&heap);
 }
 
