@@ -7,7 +7,9 @@
  * pointer, a guard page's address and a damaged canary panic; a free
  * that cannot unmap leaves the page to the drain, which checks the
  * poison; slots are reused the longest-freed first, and a full pool or a
- * port with no memory gives the heap's ordinary objects; realloc, usable
+ * port with no memory gives the heap's ordinary objects; realloc (kept in
+ * place, its tail zeroed with MM_ZERO, when it shrinks and no memory is
+ * left), usable
  * size, named caches (their class, and poison mode's owners, written by
  * the cache's own sampled allocation too) and the
  * checker know the pool; and four threads crossing frees agree with it
@@ -297,6 +299,55 @@ KTEST(spanheap_guard, the_api_samples_and_knows_its_objects)
 	spanheap_stats(&sh, &st);
 	KEXPECT(st.guard_allocs >= 3 && st.guard_frees == st.guard_allocs);
 	SH_CHECK(&sh, "after the API's guarded objects");
+	spanheap_flush_cache(&sh);
+	guard_release();
+}
+
+/*
+ * A realloc that shrinks a guarded object when the heap has no memory for
+ * the new object keeps the object where it is; with MM_ZERO the bytes it
+ * gave up, past the new size up to those asked, are zero, as for any
+ * object kept in place (a later growth reads zeros), and without it they
+ * are as they were. With memory back, the same realloc moves the object
+ * to the heap's, its bytes copied.
+ */
+KTEST(spanheap_guard, realloc_shrinking_without_memory_keeps_the_object)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.guard_slots = 4;
+	sc.guard_interval = 1000;
+	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	mm_port_set_cpu(0);
+	char *p = guarded(100);
+	KASSERT(p && spanheap_guard_owns(&sh.guard, p));
+	memset(p, 0xaa, 100);
+	static void *held[64];
+	static size_t held_pages[64];
+	size_t n = 0;
+	mm_port_set_quiet(true);
+	for (size_t k = heap.arena_pages; k; k /= 2)
+		while (n < 64 && (held[n] = mheap_alloc_pages(&heap, k, 0)))
+			held_pages[n++] = k;
+	mm_port_set_quiet(false);
+	KASSERT(n < 64);
+	KEXPECT(spanheap_realloc(&sh, p, 40, 0) == p);
+	KEXPECT(all_bytes(p, 100, 0xaa)); /* as it was */
+	KEXPECT(spanheap_realloc(&sh, p, 40, MM_ZERO) == p);
+	KEXPECT(all_bytes(p, 40, 0xaa));
+	KEXPECT(all_bytes(p + 40, 60, 0));
+	while (n--)
+		mheap_free_pages(&heap, held[n], held_pages[n]);
+	char *q = spanheap_realloc(&sh, p, 40, MM_ZERO);
+	KASSERT(q);
+	KEXPECT(q != p && !spanheap_guard_owns(&sh.guard, q));
+	KEXPECT(all_bytes(q, 40, 0xaa));
+	spanheap_free(&sh, q);
+	SH_CHECK(&sh, "after the guarded reallocs");
 	spanheap_flush_cache(&sh);
 	guard_release();
 }
