@@ -1,0 +1,165 @@
+/*
+ * The guarded pool's checker and reports (mm/spanheap_guard_report.c):
+ * spanheap_check panics, naming the slot, when the pool's lists are
+ * broken (a free slot listed twice, a slot whose state is not its list's,
+ * an entry that is no slot of the pool) or its live count is not the
+ * number of live slots; and spanheap_where_log says how far past the end
+ * of a guarded object an address is. Each damage is mended after its
+ * panic (the check changes nothing), and the checker is clean again.
+ */
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A fresh heap on CPU 0 with a pool of slots slots that samples nothing
+ * by itself (the tests take its objects with spanheap_guard_alloc). */
+static bool guard_heap(unsigned slots)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.guard_slots = slots;
+	sc.guard_interval = 1000;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+/* Gives the pool's reservation back, then the heap's. */
+static void guard_release(void)
+{
+	spanheap_guard_drain(&sh);
+	KEXPECT_EQ(sh.guard.live, 0);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	sh_heap_release(&heap);
+}
+
+static void *guarded(size_t size)
+{
+	return spanheap_guard_alloc(&sh, size, 16, 0, sizeclass_of(size));
+}
+
+/* Fails the current test unless spanheap_check panics saying what. */
+#define EXPECT_CHECK_SAYS(what)                                          \
+	do {                                                             \
+		if (!sh_check_panics(&sh))                               \
+			ktest_fail_at(__FILE__, __LINE__,                \
+			              "the check passed, wanted \"%s\"", \
+			              what);                             \
+		else if (!strstr(mm_port_last_panic(), what))            \
+			ktest_fail_at(__FILE__, __LINE__,                \
+			              "check: \"%s\", wanted \"%s\"",    \
+			              mm_port_last_panic(), what);       \
+	} while (0)
+
+/* The ring's k-th entry from its head. */
+static uint16_t *ring_at(unsigned k)
+{
+	struct spanheap_guard *g = &sh.guard;
+	return &g->ring[(g->ring_head + k) % g->nslots];
+}
+
+/*
+ * A pool of 4: one live object, one freed by a caller that cannot sleep
+ * (on the freed list until a drain), two free slots on the ring. Each
+ * damage the checker must see, one at a time.
+ */
+KTEST(spanheap_guard_check, broken_lists_and_counts_panic)
+{
+	KASSERT(guard_heap(4));
+	size_t reserved = mm_port_reserved_bytes();
+	struct spanheap_guard *g = &sh.guard;
+	void *a = guarded(100), *b = guarded(100);
+	KASSERT(a && b);
+	struct mm_pin pin = mm_port_pin();
+	spanheap_free(&sh, b);
+	mm_port_unpin(pin);
+	KASSERT(g->ring_len == 2 && g->nfreed == 1 && g->live == 1);
+	SH_CHECK(&sh, "a live, a freed and two free slots");
+	char want[128];
+
+	/* A free slot whose state says live. */
+	unsigned r0 = *ring_at(0);
+	atomic_store(&g->slot[r0].state, GUARD_LIVE);
+	snprintf(want, sizeof(want),
+	         "guarded pool: slot %u on its free list twice or in state 2",
+	         r0);
+	EXPECT_CHECK_SAYS(want);
+	atomic_store(&g->slot[r0].state, GUARD_FREE);
+	SH_CHECK(&sh, "the state mended");
+
+	/* A free slot on the ring twice (the other one lost). */
+	unsigned r1 = *ring_at(1);
+	*ring_at(1) = (uint16_t)r0;
+	snprintf(want, sizeof(want), "slot %u on its free list twice", r0);
+	EXPECT_CHECK_SAYS(want);
+	*ring_at(1) = (uint16_t)r1;
+
+	/* The freed slot's state says free. */
+	unsigned f0 = g->freed[0];
+	atomic_store(&g->slot[f0].state, GUARD_FREE);
+	snprintf(want, sizeof(want),
+	         "slot %u on its freed list twice or in state 0", f0);
+	EXPECT_CHECK_SAYS(want);
+	atomic_store(&g->slot[f0].state, GUARD_FREED);
+
+	/* A ring entry past the pool's slots (but in the slot array). */
+	*ring_at(1) = (uint16_t)g->nslots;
+	snprintf(want, sizeof(want), "slot %u on its free list", g->nslots);
+	EXPECT_CHECK_SAYS(want);
+	*ring_at(1) = (uint16_t)r1;
+	SH_CHECK(&sh, "the lists mended");
+
+	/* The live count off by one either way. */
+	g->live++;
+	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 2");
+	g->live -= 2;
+	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 0");
+	g->live++;
+	SH_CHECK(&sh, "the count mended");
+
+	spanheap_free(&sh, a);
+	spanheap_guard_drain(&sh);
+	KEXPECT(g->ring_len == 4 && g->nfreed == 0 && g->live == 0);
+	SH_CHECK(&sh, "all four free");
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
+	guard_release();
+}
+
+/* An address at or past the bytes asked of a guarded object, in its
+ * slack or on the guard page after it: "N bytes past the end of". */
+KTEST(spanheap_guard_check, where_log_says_past_the_end)
+{
+	KASSERT(guard_heap(4));
+	char *a = guarded(100);
+	KASSERT(a);
+	char log[2048], want[96];
+	static const struct {
+		size_t off;
+		const char *says;
+	} cases[] = {
+	        {99, "99 bytes into guarded object"},
+	        {100, "0 bytes past the end of guarded object"},
+	        {111, "11 bytes past the end of guarded object"},
+	        {115, "15 bytes past the end of guarded object"},
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		sh_where_log(&sh, a + cases[k].off, log, sizeof(log));
+		snprintf(want, sizeof(want), "%#lx: %s %#lx",
+		         (unsigned long)(a + cases[k].off), cases[k].says,
+		         (unsigned long)a);
+		if (!strstr(log, want))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "offset %zu: \"%s\" not in \"%s\"",
+			              cases[k].off, want, log);
+	}
+	/* On the guard page: said so, as well. */
+	KEXPECT(strstr(log, "(allocated; 100 bytes asked") != NULL);
+	KEXPECT(strstr(log, ", on a guard page") != NULL);
+	spanheap_free(&sh, a);
+	guard_release();
+}
