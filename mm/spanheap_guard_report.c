@@ -175,10 +175,16 @@ static void check_lists(struct spanheap *sh, unsigned long irq)
 		bool ring = k < g->ring_len;
 		unsigned i = ring ? g->ring[(g->ring_head + k) % g->nslots]
 		                  : g->freed[k - g->ring_len];
+		/* Named before slot[i] is read: a damaged entry may be any
+		 * 16-bit value, past the slot array. */
+		if (i >= g->nslots)
+			guard_fail(sh, irq,
+			           "spanheap: check: guarded pool: slot %u on "
+			           "its %s list, which has %u slots",
+			           i, ring ? "free" : "freed", g->nslots);
 		uint8_t st = atomic_load_explicit(&g->slot[i].state,
 		                                  memory_order_relaxed);
-		if (i >= g->nslots || seen[i]++ ||
-		    st != (ring ? GUARD_FREE : GUARD_FREED))
+		if (seen[i]++ || st != (ring ? GUARD_FREE : GUARD_FREED))
 			guard_fail(sh, irq,
 			           "spanheap: check: guarded pool: slot %u on "
 			           "its %s list twice or in state %u",

@@ -130,6 +130,44 @@ KTEST(spanheap_guard_check, broken_lists_and_counts_panic)
 	guard_release();
 }
 
+/*
+ * A ring or freed-list entry may be any 16-bit value once the pool is
+ * damaged: the check must name it as no slot of the pool without reading
+ * the slot array at that index (past its end: UBSan's bounds check, and
+ * in the kernel a fault instead of the report).
+ */
+KTEST(spanheap_guard_check, an_entry_past_the_slot_array_is_named_not_read)
+{
+	KASSERT(guard_heap(4));
+	struct spanheap_guard *g = &sh.guard;
+	void *a = guarded(64);
+	KASSERT(a);
+	struct mm_pin pin = mm_port_pin();
+	spanheap_free(&sh, a);
+	mm_port_unpin(pin);
+	KASSERT(g->ring_len == 3 && g->nfreed == 1);
+	static const uint16_t bad[] = {SPANHEAP_GUARD_MAX,
+	                               SPANHEAP_GUARD_MAX + 1, 0xffff};
+	char want[96];
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		unsigned r2 = *ring_at(2);
+		*ring_at(2) = bad[k];
+		snprintf(want, sizeof(want), "slot %u on its free list",
+		         (unsigned)bad[k]);
+		EXPECT_CHECK_SAYS(want);
+		*ring_at(2) = (uint16_t)r2;
+		unsigned f0 = g->freed[0];
+		g->freed[0] = bad[k];
+		snprintf(want, sizeof(want), "slot %u on its freed list",
+		         (unsigned)bad[k]);
+		EXPECT_CHECK_SAYS(want);
+		g->freed[0] = (uint16_t)f0;
+	}
+	SH_CHECK(&sh, "the entries mended");
+	spanheap_guard_drain(&sh);
+	guard_release();
+}
+
 /* An address at or past the bytes asked of a guarded object, in its
  * slack or on the guard page after it: "N bytes past the end of". */
 KTEST(spanheap_guard_check, where_log_says_past_the_end)
