@@ -3,7 +3,9 @@
  * heap's allocations failing and the reserve empty, a call that may sleep
  * waits on the pool's event, and is woken by a free into the reserve, or
  * by a resize that grows the reserve. The pools' periods are an hour: the
- * wake must be the free's or the resize's. A lost wake-up is a hang,
+ * wake must be the free's or the resize's. With no one to wake it, a
+ * wait ends with its period, counted as a timeout, and the call asks the
+ * source again. A lost wake-up is a hang,
  * which the runner's silence timeout ends; the tests bound no time.
  */
 #include <pthread.h>
@@ -87,4 +89,69 @@ KTEST(mempool, a_resize_wakes_a_sleeping_alloc)
 	mempool_free(&pool, got);
 	KEXPECT(mempool_destroy(&pool));
 	release_and_check("after the resize's wake");
+}
+
+/* A source of the caller's: two elements, and nothing at all for its
+ * next `dry` asks. */
+static unsigned char drop[2][64];
+static bool drop_out[2];
+static unsigned dry, asks;
+
+static void *drought_alloc(void *data, unsigned flags)
+{
+	asks++;
+	if (dry) {
+		dry--;
+		return NULL;
+	}
+	for (int i = 0; i < 2; i++)
+		if (!drop_out[i]) {
+			drop_out[i] = true;
+			return drop[i];
+		}
+	return NULL;
+}
+
+static void drought_free(void *data, void *e)
+{
+	drop_out[(unsigned char(*)[64])e - drop] = false;
+}
+
+static const struct mempool_source drought = {drought_alloc, drought_free};
+
+/*
+ * With nothing in the reserve and no free to wake it, a sleeping call's
+ * period ends: each ending is counted as a timeout, and the call asks the
+ * source again until it has an element. One thread, a period of 1 ns:
+ * no free can come, so every wait ends by its period, and the counts
+ * depend on no clock.
+ */
+KTEST(mempool, a_wait_that_ends_with_its_period_is_a_timeout)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	dry = 0;
+	KASSERT(mempool_init(&pool, &sh, "dry", 1, 64, &drought, NULL));
+	pool.wait_ns = 1;
+	dry = 1;
+	void *r = mempool_alloc(&pool, 0); /* the reserve's element */
+	KASSERT(r == drop[0] && info().curr == 0);
+	KEXPECT_EQ(info().waits, 0);
+	/* The first ask (atomic), then an ask and a wait a round. */
+	dry = 4;
+	asks = 0;
+	void *e = mempool_alloc(&pool, 0);
+	KEXPECT(e == drop[1]);
+	KEXPECT_EQ(asks, 5);
+	KEXPECT_EQ(info().waits, 3);
+	KEXPECT_EQ(info().timeouts, 3);
+	KEXPECT_EQ(info().out, 2);
+	KEXPECT_EQ(mm_port_event_waiters(&pool.returned), 0);
+	KEXPECT_EQ(pool.waiters, 0);
+	mempool_free(&pool, r); /* to the reserve */
+	mempool_free(&pool, e); /* to the source */
+	KEXPECT(info().curr == 1 && !drop_out[1]);
+	mempool_check(&pool);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(!drop_out[0]);
+	release_and_check("after the timeouts");
 }
