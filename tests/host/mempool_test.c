@@ -2,8 +2,9 @@
  * Reserved-element pools (mm/mempool.c) on the POSIX port: with every
  * heap allocation failing (the heap's injection armed), a pool still hands
  * out its reserve, zeroed on MM_ZERO, and an MM_ATOMIC call then gets
- * NULL, counted; frees refill the reserve before anything goes back to
- * the heap (a sleeping call's waits: mempool_wait_test.c); pools over a
+ * NULL, counted; a call with a flag no allocation takes gets NULL and a
+ * line, the reserve untouched; frees refill the reserve before anything goes
+ * back to the heap (a sleeping call's waits: mempool_wait_test.c); pools over a
  * named cache and over
  * a source of the caller's; bad parameters and a reserve the heap cannot
  * hold refused with a line, leaking nothing; a destroy with elements out
@@ -277,6 +278,45 @@ KTEST(mempool, bad_parameters_are_refused)
 	KEXPECT(refused("big", 8, 4096, "elements of 4096 bytes"));
 	spanheap_fail_disarm(&sh);
 	release_and_check("after the refusals");
+}
+
+/*
+ * A flag no allocation takes is refused at once, with a line, before the
+ * source or the reserve is asked: the reserve keeps its elements (the
+ * heap would refuse the flags, and the reserve would be taken, or a call
+ * that may sleep would wait for ever on a source that refuses them).
+ */
+KTEST(mempool, alloc_refuses_unknown_flags)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "flags", 2, 64));
+	static const unsigned bad[] = {1u << 5, MM_ATOMIC | (1u << 9),
+	                               MM_ZERO | 0x80000000u};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		unsigned long logs = mm_port_log_count();
+		char want[96];
+		snprintf(want, sizeof(want),
+		         "mempool flags: allocation refused: flags %#x hold "
+		         "bits no allocation takes",
+		         bad[i]);
+		KEXPECT(mempool_alloc(&pool, bad[i]) == NULL);
+		KEXPECT_EQ(mm_port_log_count(), logs + 1);
+		if (!strstr(mm_port_last_log(), want))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "\"%s\", wanted \"%s\"",
+			              mm_port_last_log(), want);
+	}
+	struct mempool_info in = info();
+	KEXPECT(in.curr == 2 && in.out == 0 && in.from_reserve == 0 &&
+	        in.atomic_fails == 0 && in.waits == 0);
+	/* With the heap failing too, the reserve is still whole. */
+	KASSERT(fail_all());
+	KEXPECT(mempool_alloc(&pool, bad[0]) == NULL);
+	KEXPECT_EQ(info().curr, 2);
+	spanheap_fail_disarm(&sh);
+	mempool_check(&pool);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the refused flags");
 }
 
 KTEST(mempool, destroy_is_refused_while_elements_are_out)
