@@ -4,7 +4,8 @@
  * creation order; destruction refused while objects are out (or more
  * came in than went out) and done once they are back, giving every page
  * back; bad names, sizes and alignments, a duplicate and one cache too
- * many refused with a line saying why, leaking nothing; a free to the
+ * many refused with a line saying why, leaking nothing, and so are a
+ * cache and counters the heap has no memory for; a free to the
  * wrong cache, a double free and a foreign pointer panicking with
  * their messages; poison mode's classes, and its owners: each object
  * told from another cache's and kmalloc's of the same class, at every
@@ -179,6 +180,58 @@ KTEST(objcache, bad_requests_are_refused_saying_why_and_leak_nothing)
 	/* With the last cache gone, the counters went too. */
 	KEXPECT_EQ(bytes_out(), 0);
 	SH_CHECK(&sh, "after the refusals");
+	sh_heap_release(&heap);
+}
+
+/* Fails the heap's allocations: every one from the first-th on, times
+ * of them (-1: all). */
+static bool fail_from(uint32_t first, int64_t times)
+{
+	struct spanheap_fail_attr a = {.interval = first,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = times,
+	                               .seed = 1};
+	return spanheap_fail_arm(&sh, &a);
+}
+
+/*
+ * No memory for the cache itself, or (the heap's first cache) for the
+ * counters after it: refused with a line saying so, the cache's memory
+ * given back, no slot or name kept. With memory back, the same create
+ * works.
+ */
+KTEST(objcache, create_without_memory_is_refused_and_leaks_nothing)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	mm_port_set_quiet(true);
+	KASSERT(fail_from(1, -1));
+	KEXPECT(objcache_create(&sh, "dry", 40, 0) == NULL);
+	KEXPECT(strstr(mm_port_last_log(), "objcache: cache 'dry' of 40 bytes "
+	                                   "(aligned to 16) refused: no "
+	                                   "memory for the cache") != NULL);
+	spanheap_fail_disarm(&sh);
+	KEXPECT_EQ(bytes_out(), 0);
+	/* The cache's struct comes, the counters (the second call) not. */
+	KASSERT(fail_from(2, 1));
+	KEXPECT(objcache_create(&sh, "dry", 40, 0) == NULL);
+	KEXPECT(strstr(mm_port_last_log(), "cache 'dry' refused: no memory for "
+	                                   "the counters") != NULL);
+	spanheap_fail_disarm(&sh);
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(bytes_out(), 0);
+	KEXPECT(sh.objcaches == NULL && sh.objcache_slots == 0 &&
+	        sh.objcache_counts == NULL);
+	struct objcache *c = objcache_create(&sh, "dry", 40, 0);
+	KASSERT(c);
+	void *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	KEXPECT_EQ(live(c), 1);
+	objcache_free(c, p);
+	KEXPECT(objcache_destroy(c));
+	KEXPECT_EQ(bytes_out(), 0);
+	SH_CHECK(&sh, "after the creates without memory");
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
 
