@@ -1,0 +1,113 @@
+/*
+ * The all-spans array that cannot grow (mm/spanheap_structs.c,
+ * spanheap_structs_reserve): once atomic callers have filled it to its
+ * end, the next span, a thread's or an atomic caller's, needs a bigger
+ * array. Without the pages for one the allocation fails as out of memory,
+ * every page it took goes back (the span's, and the one page a struct
+ * page would take: with no room in the array there is nowhere to put its
+ * structs), and the array and the structs stay as they were. With memory
+ * back the array grows and the same allocation works.
+ */
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+#define PG MM_PAGE_SIZE
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* A large span: one span struct each. */
+enum { BIG = 40 << 10, BIG_PAGES = BIG / PG, MAX_OBJS = 2048 };
+
+static void *objs[MAX_OBJS];
+
+/* Every page of the arena taken but a hole of hole_pages, which the next
+ * allocations get; the blocks go in held[], *n of them. */
+enum { MAX_HELD = 256 };
+static void *held[MAX_HELD];
+static size_t held_pages[MAX_HELD];
+
+static bool take_all_but(size_t hole_pages, size_t *n)
+{
+	void *hole = mheap_alloc_pages(&heap, hole_pages, 0);
+	*n = 0;
+	if (!hole)
+		return false;
+	mm_port_set_quiet(true);
+	for (size_t k = heap.arena_pages; k; k /= 2) {
+		void *p;
+		while (*n < MAX_HELD && (p = mheap_alloc_pages(&heap, k, 0))) {
+			held[*n] = p;
+			held_pages[(*n)++] = k;
+		}
+	}
+	mm_port_set_quiet(false);
+	mheap_free_pages(&heap, hole, hole_pages);
+	return *n < MAX_HELD;
+}
+
+static void give_all_back(size_t n)
+{
+	while (n--)
+		mheap_free_pages(&heap, held[n], held_pages[n]);
+}
+
+/* The pages of the array structs_reserve would make next. */
+static size_t next_spans_pages(void)
+{
+	size_t need = sh.spans->len + SH_STRUCTS_PER_PAGE;
+	size_t cap = sh.spans->cap * 2 > need ? sh.spans->cap * 2 : need;
+	size_t bytes = sizeof(struct spanheap_spans) + cap * sizeof(void *);
+	return (bytes + PG - 1) / PG;
+}
+
+KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
+{
+	KASSERT(sh_heap_tight(&heap, &sh, 32));
+	mm_port_set_cpu(0);
+	size_t n = 0;
+	KASSERT(sh_fill_until_growth(&sh, BIG, objs, MAX_OBJS, &n));
+	/* Atomic callers take the last quarter, up to the array's end. */
+	size_t cap = sh.spans->cap;
+	while (!sh_spans_must_grow(&sh, true)) {
+		KASSERT(n < MAX_OBJS &&
+		        (objs[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		n++;
+	}
+	KASSERT(sh.spans->cap == cap && sh.nstructs_free == 0);
+	KASSERT(sh.spans->len + SH_STRUCTS_PER_PAGE > cap);
+	/* A hole for the span and one page more: no room for the array. */
+	KASSERT(next_spans_pages() > 1);
+	struct spanheap_spans *spans = sh.spans;
+	size_t nstructs = sh.nstructs, nheld;
+	static const unsigned flags[] = {0, MM_ATOMIC};
+	for (size_t i = 0; i < 2; i++) {
+		KASSERT(take_all_but(BIG_PAGES + 1, &nheld));
+		size_t used = sh_in_use_pages(&heap);
+		mm_port_set_quiet(true);
+		void *p = spanheap_alloc(&sh, BIG, flags[i]);
+		mm_port_set_quiet(false);
+		KEXPECT(p == NULL);
+		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		KEXPECT(sh.spans == spans && sh.spans->cap == cap &&
+		        sh.nstructs == nstructs && sh.nstructs_free == 0);
+		/* The hole is still free, whole. */
+		void *again = mheap_alloc_pages(&heap, BIG_PAGES + 1, 0);
+		KEXPECT(again != NULL);
+		if (again)
+			mheap_free_pages(&heap, again, BIG_PAGES + 1);
+		SH_CHECK(&sh, flags[i] ? "atomic, full array" : "full array");
+		give_all_back(nheld);
+	}
+	/* With memory, the array grows. */
+	KASSERT((objs[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);
+	n++;
+	KEXPECT(sh.spans->cap > cap);
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "after the frees");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
