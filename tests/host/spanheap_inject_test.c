@@ -6,9 +6,10 @@
  * refused call (bad flags, a size no arena holds) is not counted, an
  * injected failure is real OOM to the caller (realloc's object kept,
  * calloc and aligned calls NULL), the magazines stay empty while armed
- * and come back at the disarm (or, on a CPU the disarm could not reach,
- * at that CPU's next free), and after thousands of injected failures
- * on several CPUs the checker is clean and release_all leaves only the
+ * (an arm that cannot reach the other CPUs says so, and theirs serve
+ * until their next refill) and come back at the disarm (or, on a CPU the disarm
+ * could not reach, at that CPU's next free), and after thousands of injected
+ * failures on several CPUs the checker is clean and release_all leaves only the
  * pages the heap keeps for itself.
  */
 #include <pthread.h>
@@ -335,6 +336,59 @@ KTEST(spanheap_inject, a_cpu_the_disarm_missed_gets_its_magazine_back_at_a_free)
 	spanheap_free(&sh, q);
 	mm_port_set_cpu(0);
 	SH_CHECK(&sh, "after the magazine's floor came back");
+	sh_heap_release(&heap);
+}
+
+/*
+ * An arm the port cannot take to the other CPUs: injection is on (this
+ * CPU's calls fail), but arm returns false with a line saying so, and a
+ * CPU it did not reach serves calls from its magazine until that empties
+ * and its refill meets the injection (spanheap_fail.c's limits).
+ */
+KTEST(spanheap_inject, an_arm_that_cannot_reach_other_cpus_says_so)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	unsigned cls = sizeclass_of(SMALL);
+	mm_port_set_cpu(1);
+	KASSERT(sh_alloc_n(&sh, objs, 8, SMALL));
+	for (size_t i = 0; i < 8; i++)
+		spanheap_free(&sh, objs[i]);
+	struct mmag *m = &sh.caches[1].mag[cls];
+	uintptr_t *base = mag_base(&sh, 1, cls);
+	size_t kept = (size_t)(mag_top(m) - base);
+	KASSERT(kept > 0 && kept < 4096);
+	mm_port_set_cpu(0);
+	unsigned long logs = mm_port_log_count();
+	mm_port_refuse_each_other_cpu(true);
+	bool reached = arm(1, SPANHEAP_FAIL_PROB_ALL, -1, 0, 0);
+	mm_port_refuse_each_other_cpu(false);
+	KEXPECT(!reached);
+	KEXPECT_EQ(mm_port_log_count(), logs + 1);
+	KEXPECT(strstr(mm_port_last_log(),
+	               "spanheap: failure injection armed, but the port could "
+	               "not reach the other CPUs") != NULL);
+	struct spanheap_fail_attr a;
+	KEXPECT(spanheap_fail_get(&sh, &a));
+	struct spanheap_stats st;
+	stats_of(&st);
+	KEXPECT(st.fail_armed);
+	KEXPECT(spanheap_alloc(&sh, SMALL, 0) == NULL); /* CPU 0: flushed */
+	/* CPU 1: its magazine, then nothing. */
+	mm_port_set_cpu(1);
+	KEXPECT(m->limit != base);
+	size_t n = 0;
+	while (n < 4096 && (objs[n] = spanheap_alloc(&sh, SMALL, 0)) != NULL)
+		n++;
+	KEXPECT_EQ(n, kept);
+	KEXPECT(mag_top(m) == base);
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	mm_port_set_cpu(0);
+	spanheap_fail_disarm(&sh);
+	KEXPECT(!spanheap_fail_get(&sh, &a));
+	SH_CHECK(&sh, "after the arm that missed CPU 1");
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
 
