@@ -442,10 +442,18 @@ static bool stack_bounds(void)
 /* The program's text: from its ELF header to etext (GNU ld and lld). */
 extern char __ehdr_start[], etext[];
 
+static _Atomic bool no_callers;
+
+void mm_port_set_no_callers(bool on)
+{
+	atomic_store(&no_callers, on);
+}
+
 __attribute__((noinline)) unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
 {
 	uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
-	if (!stack_bounds())
+	if (atomic_load_explicit(&no_callers, memory_order_relaxed) ||
+	    !stack_bounds())
 		return 0;
 	unsigned n = 0;
 	while (n < max && fp % 8 == 0 && fp >= stack_lo &&

@@ -147,6 +147,11 @@ unsigned long mm_port_event_returns(mm_event_t *e);
 void mm_port_set_chaos(uint64_t seed, unsigned rate_permille);
 unsigned long mm_port_chaos_delays(void);
 
+/* Makes mm_port_callers give no callers (true), as a port without a
+ * stack walk (docs/PORTING.md): a poison-mode heap made meanwhile keeps no
+ * records of callers (spanheap_init probes it once). Default false. */
+void mm_port_set_no_callers(bool on);
+
 /* What mm_port_free_pages() reports from now on (default: plenty), to
  * simulate a frame pool under the heap's low watermark. */
 void mm_port_set_free_pages(size_t npages);

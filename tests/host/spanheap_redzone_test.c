@@ -8,9 +8,10 @@
  * program may do trips it: writing all of the usable size (the bytes
  * asked), calloc, aligned allocations, realloc that grows or shrinks in
  * place or moves, with MM_ZERO's promise kept. A span whose side table
- * cannot be had is refused as memory that ran out, nothing kept. Each
- * panicking case runs on a heap of its own, as a caught panic abandons
- * the call where it was.
+ * cannot be had is refused as memory that ran out, nothing kept. On a
+ * port that gives no callers the table is the sizes alone, and the red
+ * zones work as well. Each panicking case runs on a heap of its own, as a
+ * caught panic abandons the call where it was.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -228,16 +229,40 @@ KTEST(spanheap_redzone, normal_mode_has_none)
 	sh_heap_release(&heap);
 }
 
+static void *pages[PALLOC_CHUNK_BYTES / MM_PAGE_SIZE];
+
+/* A tight poison heap, made on a port that gives callers or (callers
+ * false) one that gives none: then the heap keeps no records, and a
+ * span's side table is its sizes alone. */
+static bool tight_poison_heap(bool callers)
+{
+	mm_port_set_no_callers(!callers);
+	bool ok = sh_heap_tight_poison(&heap, &sh, PALLOC_CHUNK_BYTES);
+	mm_port_set_no_callers(false);
+	return ok && sh.track == callers;
+}
+
+/* The pages of class cls's side table: its sizes, and the records of
+ * callers if sh keeps them (spanheap_redzone.c's table_pages). */
+static size_t table_pages_of(unsigned cls)
+{
+	size_t nel = sizeclass_info[cls].nelems,
+	       bytes = sh.track
+	                       ? ((nel * 4 + 7) & ~(size_t)7) +
+	                                 2 * nel * sizeof(struct spanheap_track)
+	                       : nel * 4;
+	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
+}
+
 /*
  * A poison span's side table comes from the page heap too: with room for
  * a span's pages and not its table, the allocation gets NULL, as when
  * memory runs out, and both go back (the span's two pages are free
  * again); with its table's pages more, it succeeds.
  */
-KTEST(spanheap_redzone, no_table_no_span)
+static void no_table_no_span(bool callers)
 {
-	static void *pages[PALLOC_CHUNK_BYTES / MM_PAGE_SIZE];
-	KASSERT(sh_heap_tight_poison(&heap, &sh, PALLOC_CHUNK_BYTES));
+	KASSERT(tight_poison_heap(callers));
 	/* The span structs' page, made now: a class of its own. */
 	void *warm = spanheap_alloc(&sh, 4096, 0);
 	KASSERT(warm);
@@ -256,12 +281,7 @@ KTEST(spanheap_redzone, no_table_no_span)
 		mheap_free_pages(&heap, two, 2);
 	/* The table: the sizes, and the records of callers if the port
 	 * gives them (spanheap_track.c). */
-	size_t nel = sizeclass_info[1].nelems,
-	       bytes = sh.track
-	                       ? ((nel * 4 + 7) & ~(size_t)7) +
-	                                 2 * nel * sizeof(struct spanheap_track)
-	                       : nel * 4;
-	size_t table = (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
+	size_t table = table_pages_of(1);
 	KASSERT(n > 2 + table);
 	for (size_t i = 2; i < 2 + table; i++) {
 		KASSERT((char *)pages[i] ==
@@ -275,5 +295,35 @@ KTEST(spanheap_redzone, no_table_no_span)
 	spanheap_free(&sh, warm);
 	for (size_t i = 2 + table; i < n; i++)
 		mheap_free_pages(&heap, pages[i], 1);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_redzone, no_table_no_span)
+{
+	no_table_no_span(true);
+}
+
+/* A port without a stack walk (the hosted malloc's, malloc/port_prod.c):
+ * the table is the sizes alone, one page for class 1's 512 objects, and
+ * the span needs that page and no more. */
+KTEST(spanheap_redzone, no_table_no_span_without_records)
+{
+	no_table_no_span(false);
+	KEXPECT_EQ(table_pages_of(1), 1);
+}
+
+/* Without records the red zone works as with them: an overrun is found
+ * at the free, the report naming the object and the byte. */
+KTEST(spanheap_redzone, overrun_found_without_records)
+{
+	KASSERT(tight_poison_heap(false));
+	char *p = spanheap_alloc(&sh, 20, 0);
+	KASSERT(p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 20);
+	KEXPECT(all_bytes(p + 20, sizeclass_info[sizeclass_of(21)].size - 20,
+	                  SPANHEAP_REDZONE_BYTE));
+	p[21] = 0x41;
+	EXPECT_MISUSE(spanheap_free(&sh, p),
+	              "20 bytes asked: byte 21 is 0x41, not the red zone", p);
 	sh_heap_release(&heap);
 }
