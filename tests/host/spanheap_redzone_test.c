@@ -8,9 +8,10 @@
  * program may do trips it: writing all of the usable size (the bytes
  * asked), calloc, aligned allocations, realloc that grows or shrinks in
  * place or moves, with MM_ZERO's promise kept. A span whose side table
- * cannot be had is refused as memory that ran out, nothing kept. On a
- * port that gives no callers the table is the sizes alone, and the red
- * zones work as well. Each panicking case runs on a heap of its own, as a
+ * cannot be had is refused as memory that ran out, nothing kept, unless
+ * a reclaim (a thread caller's) frees the pages for it. On a port that
+ * gives no callers the table is the sizes alone, and the red zones work
+ * as well. Each panicking case runs on a heap of its own, as a
  * caught panic abandons the call where it was.
  */
 #include <stdint.h>
@@ -325,5 +326,56 @@ KTEST(spanheap_redzone, overrun_found_without_records)
 	p[21] = 0x41;
 	EXPECT_MISUSE(spanheap_free(&sh, p),
 	              "20 bytes asked: byte 21 is 0x41, not the red zone", p);
+	sh_heap_release(&heap);
+}
+
+/*
+ * The side table cannot be had, but a reclaim frees what it needs: the
+ * span's thread caller reclaims (a magazine's object back to its span,
+ * the span, empty, back to the page heap) and asks again. A 40-byte
+ * object freed into CPU 0's magazine keeps its span; the arena is taken
+ * but for class 1's two span pages, so the table of a class-1 span comes
+ * only from the 40-byte span's pages. An atomic caller, which may not
+ * reclaim, gets NULL.
+ */
+KTEST(spanheap_redzone, a_table_after_a_reclaim)
+{
+	KASSERT(tight_poison_heap(false));
+	void *warm = spanheap_alloc(&sh, 4096, 0); /* the struct page */
+	void *y = spanheap_alloc(&sh, 40, 0);
+	KASSERT(warm && y);
+	KASSERT(((struct mspan *)mheap_span_lookup(&heap, (uintptr_t)y))
+	                ->sizeclass != 1);
+	spanheap_free(&sh, y); /* to the magazine: the span stays */
+	size_t n = 0;
+	while ((pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
+		n++;
+	KASSERT(n > 2 && sizeclass_info[1].npages == 2);
+	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);
+	mheap_free_pages(&heap, pages[0], 1);
+	mheap_free_pages(&heap, pages[1], 1);
+	static struct spanheap_stats st; /* large: not on the stack */
+	spanheap_stats(&sh, &st);
+	uint64_t flushes = st.n.flush_alls;
+	/* An atomic caller may not reclaim: no table, no span. */
+	KEXPECT(spanheap_alloc(&sh, 8, MM_ATOMIC) == NULL);
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.n.flush_alls, flushes);
+	char *p = spanheap_alloc(&sh, 8, 0);
+	KEXPECT(p != NULL);
+	spanheap_stats(&sh, &st);
+	KEXPECT(st.n.flush_alls > flushes); /* a reclaim ran */
+	if (p) {
+		KEXPECT(mheap_span_lookup(&heap, (uintptr_t)p) ==
+		        mheap_span_lookup(&heap, (uintptr_t)pages[0]));
+		KEXPECT_EQ(spanheap_usable_size(&sh, p), 8);
+		spanheap_free(&sh, p);
+	}
+	spanheap_free(&sh, warm);
+	for (size_t i = 2; i < n; i++)
+		mheap_free_pages(&heap, pages[i], 1);
+	SH_CHECK(&sh, "after the reclaim's table");
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
