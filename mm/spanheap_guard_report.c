@@ -171,6 +171,15 @@ static void check_lists(struct spanheap *sh, unsigned long irq)
 	struct spanheap_guard *g = &sh->guard;
 	uint8_t seen[SPANHEAP_GUARD_MAX] = {0};
 	unsigned live = 0;
+	/* A slot is on one list at most: lengths past the slots are damage,
+	 * named before an entry is read (the freed list's could run past
+	 * its array). */
+	if (g->ring_len > g->nslots || g->nfreed > g->nslots - g->ring_len)
+		guard_fail(
+		        sh, irq,
+		        "spanheap: check: guarded pool: %u free and %u freed "
+		        "slots listed, more than its %u slots",
+		        g->ring_len, g->nfreed, g->nslots);
 	for (unsigned k = 0; k < g->ring_len + g->nfreed; k++) {
 		bool ring = k < g->ring_len;
 		unsigned i = ring ? g->ring[(g->ring_head + k) % g->nslots]

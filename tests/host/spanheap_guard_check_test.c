@@ -2,7 +2,8 @@
  * The guarded pool's checker and reports (mm/spanheap_guard_report.c):
  * spanheap_check panics, naming the slot, when the pool's lists are
  * broken (a free slot listed twice, a slot whose state is not its list's,
- * an entry that is no slot of the pool) or its live count is not the
+ * an entry that is no slot of the pool, lists longer than the pool) or
+ * its live count is not the
  * number of live slots; and spanheap_where_log says how far past the end
  * of a guarded object an address is. Each damage is mended after its
  * panic (the check changes nothing), and the checker is clean again.
@@ -164,6 +165,32 @@ KTEST(spanheap_guard_check, an_entry_past_the_slot_array_is_named_not_read)
 		g->freed[0] = (uint16_t)f0;
 	}
 	SH_CHECK(&sh, "the entries mended");
+	spanheap_guard_drain(&sh);
+	guard_release();
+}
+
+/* A list's length damaged past the pool's slots (the freed list's past
+ * its array: the check read freed[] beyond its end, which UBSan stops
+ * at) is named before any entry is read. */
+KTEST(spanheap_guard_check, list_lengths_past_the_slots_are_named_not_read)
+{
+	KASSERT(guard_heap(4));
+	struct spanheap_guard *g = &sh.guard;
+	void *a = guarded(64);
+	KASSERT(a);
+	struct mm_pin pin = mm_port_pin();
+	spanheap_free(&sh, a);
+	mm_port_unpin(pin);
+	KASSERT(g->ring_len == 3 && g->nfreed == 1);
+	g->nfreed = SPANHEAP_GUARD_MAX + 45;
+	EXPECT_CHECK_SAYS("3 free and 300 freed slots listed, more than its 4");
+	g->nfreed = 1;
+	g->ring_len = 4;
+	EXPECT_CHECK_SAYS("4 free and 1 freed slots listed, more than its 4");
+	g->ring_len = UINT32_MAX; /* no wrap of a sum to pass */
+	EXPECT_CHECK_SAYS("4294967295 free and 1 freed slots listed");
+	g->ring_len = 3;
+	SH_CHECK(&sh, "the lengths mended");
 	spanheap_guard_drain(&sh);
 	guard_release();
 }
