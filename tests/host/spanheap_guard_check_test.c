@@ -62,6 +62,18 @@ static uint16_t *ring_at(unsigned k)
 	return &g->ring[(g->ring_head + k) % g->nslots];
 }
 
+/* With one slot live: the live count off by one either way. */
+static void expect_live_count_checked(void)
+{
+	struct spanheap_guard *g = &sh.guard;
+	g->live++;
+	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 2");
+	g->live -= 2;
+	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 0");
+	g->live++;
+	SH_CHECK(&sh, "the count mended");
+}
+
 /*
  * A pool of 4: one live object, one freed by a caller that cannot sleep
  * (on the freed list until a drain), two free slots on the ring. Each
@@ -113,14 +125,7 @@ KTEST(spanheap_guard_check, broken_lists_and_counts_panic)
 	*ring_at(1) = (uint16_t)r1;
 	SH_CHECK(&sh, "the lists mended");
 
-	/* The live count off by one either way. */
-	g->live++;
-	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 2");
-	g->live -= 2;
-	EXPECT_CHECK_SAYS("guarded pool: 1 live slots, counted 0");
-	g->live++;
-	SH_CHECK(&sh, "the count mended");
-
+	expect_live_count_checked();
 	spanheap_free(&sh, a);
 	spanheap_guard_drain(&sh);
 	KEXPECT(g->ring_len == 4 && g->nfreed == 0 && g->live == 0);
