@@ -6,8 +6,9 @@
  * access, after a report that names the address, the object and how far
  * off it the access was; an overrun into the object's slack is found at
  * its free; a fault elsewhere and a sent SIGSEGV end the program as they
- * would have without the pool; a bad value is reported and ignored; and
- * malloc_stats counts the pool.
+ * would have without the pool, and a SIGSEGV handler the program set
+ * before the heap's set-up is still called, after the pool's report;
+ * a bad value is reported and ignored; and malloc_stats counts the pool.
  *
  * A guarded object is told from the heap's others by its usable size:
  * the bytes asked (40), where the heap's class gives 48.
@@ -110,6 +111,68 @@ static int scenario_kill(void)
 	return 4; /* survived it */
 }
 
+/* The program's own SIGSEGV handlers, which end it with a status of
+ * their own after saying what they were given. */
+static void own_segv_info(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	char buf[96];
+	int n = snprintf(buf, sizeof(buf), "own handler: signal %d at %p\n",
+	                 sig, si->si_addr);
+	if (write(2, buf, (size_t)n) < 0)
+		_exit(7);
+	_exit(5);
+}
+
+static void own_segv_plain(int sig)
+{
+	static const char msg[] = "own handler: plain\n";
+	if (sig != SIGSEGV || write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(7);
+	_exit(6);
+}
+
+/* Sets one of them as SIGSEGV's handler, as the scenario's first step:
+ * before the process's first allocation, so before the heap's set-up
+ * puts the pool's handler in front of it. */
+static bool own_handler(bool info)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	if (info) {
+		sa.sa_sigaction = own_segv_info;
+		sa.sa_flags = SA_SIGINFO;
+	} else {
+		sa.sa_handler = own_segv_plain;
+	}
+	return sigaction(SIGSEGV, &sa, NULL) == 0;
+}
+
+/* An overrun onto the guard page, the program's SA_SIGINFO handler set
+ * first: reported, then the handler called with the fault's siginfo. */
+static int scenario_own_handler_overrun(void)
+{
+	if (!own_handler(true))
+		return 2;
+	char *p = guarded(AT_END);
+	if (p)
+		((volatile char *)p)[ROUNDED] = 1;
+	return 3;
+}
+
+/* A fault that is not the pool's, the program's plain handler set
+ * first: the handler, unreported. */
+static int scenario_own_handler_null(void)
+{
+	if (!own_handler(false))
+		return 2;
+	if (!guarded(AT_END))
+		return 3;
+	volatile int *null = NULL;
+	return *null;
+}
+
 /* malloc_stats after 1000 allocations of ASK bytes (kept). */
 static int scenario_stats(void)
 {
@@ -128,6 +191,8 @@ const struct scenario guard_scenarios[] = {
         {"guard-null", scenario_null},
         {"guard-kill", scenario_kill},
         {"guard-stats", scenario_stats},
+        {"guard-own-handler-overrun", scenario_own_handler_overrun},
+        {"guard-own-handler-null", scenario_own_handler_null},
 };
 const size_t guard_nscenarios =
         sizeof(guard_scenarios) / sizeof(guard_scenarios[0]);
@@ -235,6 +300,41 @@ const char *test_guard_other_signals(void)
 		      "MM_MALLOC_GUARD=%s: status %#x, stderr '%s'", bad[i], st,
 		      out);
 	}
+	return NULL;
+}
+
+/* A program's SIGSEGV handler, set before the heap's set-up (which puts
+ * the pool's in front of it), is still the program's: the pool reports
+ * a fault of its own and then calls it, with the fault's siginfo if it
+ * takes one; a fault elsewhere reaches it unreported. The handlers end
+ * the program with statuses of their own (5 and 6): the pool's handler
+ * must not put back the default and let the fault kill the program. */
+const char *test_guard_own_handler(void)
+{
+	char out[4096], v[32], at[32], want[160];
+	int st = run_with("guard-own-handler-overrun", "MM_MALLOC_GUARD", "1",
+	                  out, sizeof(out));
+	CHECK(victim(out, v, sizeof(v), ROUNDED, at, sizeof(at)),
+	      "overrun: no victim: status %#x, stderr '%s'", st, out);
+	snprintf(want, sizeof(want),
+	         "mm_malloc: SIGSEGV at %s: in the guarded pool", at);
+	const char *report = strstr(out, want);
+	snprintf(want, sizeof(want), "own handler: signal %d at %s\n", SIGSEGV,
+	         at);
+	const char *own = strstr(out, want);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 5 && report && own &&
+	              report < own,
+	      "overrun with the program's SA_SIGINFO handler: status %#x, "
+	      "want exit 5, the pool's report, then '%s'; stderr '%s'",
+	      st, want, out);
+	st = run_with("guard-own-handler-null", "MM_MALLOC_GUARD", "1", out,
+	              sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 6 && strstr(out, "victim") &&
+	              strstr(out, "own handler: plain\n") &&
+	              !strstr(out, "guarded pool"),
+	      "null pointer with the program's plain handler: status %#x, "
+	      "want exit 6 and no report; stderr '%s'",
+	      st, out);
 	return NULL;
 }
 

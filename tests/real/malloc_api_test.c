@@ -295,6 +295,7 @@ static const struct {
         {"guard_overrun", test_guard_overrun},
         {"guard_slack", test_guard_slack},
         {"guard_other_signals", test_guard_other_signals},
+        {"guard_own_handler", test_guard_own_handler},
         {"guard_stats", test_guard_stats},
         {"rt_fork", test_rt_fork},
         {"rt_guard_trim", test_rt_guard_trim},

@@ -181,6 +181,7 @@ const char *test_describe(void);
 const char *test_guard_overrun(void);
 const char *test_guard_slack(void);
 const char *test_guard_other_signals(void);
+const char *test_guard_own_handler(void);
 const char *test_guard_stats(void);
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
