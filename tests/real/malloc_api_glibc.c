@@ -2,10 +2,12 @@
  * tests/real/malloc_api_glibc.c: malloc-api-test's glibc-only entry
  * points (malloc_api_test.h): the __libc_ names of the allocation
  * functions, which glibc exports and programs call, must reach the same
- * heap as malloc and free, and glibc's statistics (mallinfo2, mallinfo,
+ * heap as malloc and free (their frees, and cfree, glibc's old name for
+ * free, give the object back), and glibc's statistics (mallinfo2, mallinfo,
  * malloc_stats, malloc_info) must count it.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -26,9 +28,28 @@ extern void *__libc_memalign(size_t align, size_t size);
 extern void *__libc_valloc(size_t size);
 extern void *__libc_pvalloc(size_t size);
 
+/* True if release, called on an 8 MiB object of malloc's, gives its
+ * bytes back: mallinfo2's bytes in use (exact here: the child of
+ * in_child runs no other thread) drop by its size. */
+static bool gives_back(void (*release)(void *))
+{
+	enum { BIG = 8 << 20 };
+	size_t before = mallinfo2().uordblks;
+	char *p = malloc(BIG);
+	if (!p)
+		return false;
+	memset(p, 3, BIG);
+	size_t held = mallinfo2().uordblks;
+	release(p);
+	size_t after = mallinfo2().uordblks;
+	return held >= before + BIG && after + BIG <= held;
+}
+
 /* Each object crosses between the two names: one allocates, the other
- * frees or resizes. Exits 0, or 3 naming the pair that went wrong (an
- * abort says "foreign pointer" itself). */
+ * frees or resizes; then free, __libc_free and cfree each give an
+ * object back (found by name: glibc keeps its cfree only for old
+ * binaries, and declares none). Exits 0, or 3 (naming the free that
+ * kept its object; an abort says "foreign pointer" itself). */
 static void cross_names(void)
 {
 	char *p = __libc_malloc(100);
@@ -64,6 +85,17 @@ static void cross_names(void)
 	errno = 0;
 	if (__libc_malloc(SIZE_MAX / 2) || errno != ENOMEM)
 		_exit(3);
+	static const char *const frees[] = {"free", "__libc_free", "cfree"};
+	for (int i = 0; i < 3; i++) {
+		void (*f)(void *) =
+		        (void (*)(void *))dlsym(RTLD_DEFAULT, frees[i]);
+		if (!f || !gives_back(f)) {
+			fprintf(stderr, "%s: %s", frees[i],
+			        f ? "an 8 MiB object not given back"
+			          : "not found");
+			_exit(3);
+		}
+	}
 }
 
 /* glibc's __libc_malloc family: an object from one name is freed or
