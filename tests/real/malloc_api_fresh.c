@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -217,6 +218,27 @@ static int scenario_address_limit_small(void)
 	return 0;
 }
 
+/* Under a limit the scenario sets itself, before its first allocation,
+ * at 1 MiB past the address space it has: not even the smallest arena
+ * (one 2 MiB chunk) fits, so the heap's set-up must end the program
+ * with its report. Returns 2 if the limit cannot be set, 3 if the
+ * allocation returned. */
+static int scenario_no_arena(void)
+{
+	char status[4096];
+	const char *vm =
+	        proc_read("/proc/self/status", status, sizeof(status)) > 0
+	                ? strstr(status, "\nVmSize:")
+	                : NULL;
+	unsigned long kb = vm ? strtoul(vm + 8, NULL, 10) : 0;
+	struct rlimit rl;
+	rl.rlim_cur = rl.rlim_max = ((rlim_t)kb << 10) + ((rlim_t)1 << 20);
+	if (!kb || setrlimit(RLIMIT_AS, &rl) != 0)
+		return 2;
+	free(malloc(16));
+	return 3;
+}
+
 /* The first allocation comes from pthread_create. */
 static int scenario_first_pthread(void)
 {
@@ -271,6 +293,7 @@ static const struct scenario scenarios[] = {
         {"no-background", scenario_no_background},
         {"address-limit", scenario_address_limit},
         {"address-limit-small", scenario_address_limit_small},
+        {"no-arena", scenario_no_arena},
         {"first-pthread", scenario_first_pthread},
         {"pthread-exit", scenario_pthread_exit},
         {"errno-setup", scenario_errno_setup},

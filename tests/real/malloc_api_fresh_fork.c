@@ -159,7 +159,9 @@ const char *test_no_background(void)
 /* A program whose address space is limited below the default arena
  * (ulimit -v, as batch systems set): it aborted at its first malloc, and
  * under a limit below 256 MiB (the smallest arena tried until then), it
- * still did ("cannot set up the heap"), where glibc's malloc works. */
+ * still did ("cannot set up the heap"), where glibc's malloc works.
+ * Under one that leaves no room for the smallest arena (one chunk), that
+ * report and an abort are still what must come. */
 const char *test_address_limit(void)
 {
 	int st = run_scenario("address-limit", NULL, NULL, (size_t)4 << 30);
@@ -171,5 +173,16 @@ const char *test_address_limit(void)
 	      "the set-up found no arena; 3: a 256 MiB malloc did not fail "
 	      "with ENOMEM)",
 	      st);
+	/* No room for one chunk: the set-up's report and abort, not a
+	 * crash in a heap left half made (nor a hang). */
+	char out[1024];
+	st = run_with("no-arena", "MM_MALLOC_VERBOSE", "0", out, sizeof(out));
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	              strstr(out, "mm_malloc: cannot set up the heap (no "
+	                          "address space for an arena of 2 MiB, "
+	                          "the smallest tried?)\n"),
+	      "with no room for one chunk: status %#x (want SIGABRT: 2, "
+	      "the limit not set; 3, the allocation returned), stderr '%s'",
+	      st, out);
 	return NULL;
 }
