@@ -26,6 +26,7 @@
  * Contexts: thread context, no lock held (stw_stop's rule).
  */
 #include "kernel/heap.h"
+#include "kernel/heap_debug.h"
 
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"

@@ -13,6 +13,8 @@
  * fault ends it with a line, nothing held.
  */
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
+#include "kernel/heap_debug.h"
 
 #include "arch/x86_64/trap.h"
 #include "kernel/ksyms.h"

@@ -13,6 +13,7 @@
 #include "kernel/addrinfo.h"
 #include "kernel/format.h"
 #include "kernel/heap.h"
+#include "kernel/heap_debug.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
 #include "kernel/string.h"

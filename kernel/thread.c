@@ -32,6 +32,7 @@
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/lockcheck.h"
 #include "kernel/printk.h"
 #include "kernel/sched.h"

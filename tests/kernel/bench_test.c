@@ -16,6 +16,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/spinlock.h"
@@ -183,7 +184,8 @@ KTEST_EXPLICIT(bench, kmem_cache_16_local)
 }
 
 /* The same with the size known only at run time (a computed length):
- * kmalloc calls spanheap_alloc, which looks the class up. */
+ * kmalloc calls spanheap_alloc_sized (its flags, 0, checked at compile
+ * time), which looks the class up. */
 KTEST_EXPLICIT(bench, kmalloc_kfree_16_local_runtime_size)
 {
 	enum { N = 20000, WARM = 2000 };

@@ -17,6 +17,7 @@
 
 #include "arch/x86_64/layout.h"
 #include "kernel/heap.h"
+#include "kernel/heap_debug.h"
 #include "kernel/ksyms.h"
 #include "kernel/format.h"
 #include "kernel/ktest.h"

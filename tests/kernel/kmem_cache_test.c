@@ -15,6 +15,7 @@
 
 #include "kernel/format.h"
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"

@@ -1,0 +1,61 @@
+/*
+ * kernel/kmem_cache.h: named caches and reserved-element pools over the
+ * kernel's span heap (kspanheap, kernel/heap.h): Linux's kmem_cache and
+ * mempool under their kernel names, thin wrappers of mm/objcache.h and
+ * mm/mempool.h.
+ */
+#ifndef KERNEL_KMEM_CACHE_H
+#define KERNEL_KMEM_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernel/heap.h"
+
+/*
+ * Named caches of objects of one size (mm/objcache.h): Linux's kmem_cache,
+ * merged into the size class for the size and alignment, counted per
+ * cache (slabinfo lists them) and checked at the free (an object of
+ * another class panics naming the cache; with mm.debug_poison, one of
+ * another cache, or kmalloc's, too) and at the destroy (objects still
+ * out: refused, and said). No constructor. Contexts: create and
+ * destroy, thread context; alloc and free as kmalloc's and kfree's.
+ */
+static inline struct objcache *kmem_cache_create(const char *name, size_t size,
+                                                 size_t align)
+{
+	return objcache_create(&kspanheap, name, size, align);
+}
+
+static inline void *kmem_cache_alloc(struct objcache *c, unsigned flags)
+{
+	return objcache_alloc(c, flags);
+}
+
+static inline void *kmem_cache_zalloc(struct objcache *c, unsigned flags)
+{
+	return objcache_alloc(c, flags | KM_ZERO);
+}
+
+static inline void kmem_cache_free(struct objcache *c, void *p)
+{
+	objcache_free(c, p);
+}
+
+/* True if c is gone; false, with a line, if objects of it are still out
+ * (c is kept), and with mm.debug_poison, its live objects by the stack
+ * that allocated them (heap_traces.c). Thread context. */
+bool kmem_cache_destroy(struct objcache *c);
+
+/* A pool of min reserved kmalloc objects of size bytes (mm/mempool.h:
+ * mempool_alloc, mempool_free, mempool_destroy), for the allocations that
+ * must make progress when kmalloc has nothing; false, with a line, if it
+ * cannot be made. Thread context. */
+static inline bool kmempool_init(struct mempool *p, const char *name,
+                                 uint32_t min, size_t size)
+{
+	return mempool_init_heap(p, &kspanheap, name, min, size);
+}
+
+#endif
