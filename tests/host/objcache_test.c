@@ -203,8 +203,8 @@ static bool fail_from(uint32_t first, int64_t times)
 KTEST(objcache, create_without_memory_is_refused_and_leaks_nothing)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
-	mm_port_set_quiet(true);
 	KASSERT(fail_from(1, -1));
+	mm_port_set_quiet(true); /* after every KASSERT: none leaves it on */
 	KEXPECT(objcache_create(&sh, "dry", 40, 0) == NULL);
 	KEXPECT(strstr(mm_port_last_log(), "objcache: cache 'dry' of 40 bytes "
 	                                   "(aligned to 16) refused: no "
@@ -212,7 +212,7 @@ KTEST(objcache, create_without_memory_is_refused_and_leaks_nothing)
 	spanheap_fail_disarm(&sh);
 	KEXPECT_EQ(bytes_out(), 0);
 	/* The cache's struct comes, the counters (the second call) not. */
-	KASSERT(fail_from(2, 1));
+	KEXPECT(fail_from(2, 1));
 	KEXPECT(objcache_create(&sh, "dry", 40, 0) == NULL);
 	KEXPECT(strstr(mm_port_last_log(), "cache 'dry' refused: no memory for "
 	                                   "the counters") != NULL);

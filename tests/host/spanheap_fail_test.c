@@ -1,9 +1,8 @@
 /*
  * The span heap's (mm/spanheap.c) failure paths and the refill that meets
- * its own CPU's work: spanheap_init refusing a bad configuration,
- * failing without memory for its span array, and giving that array (and
- * the guarded pool's reservation) back when the guarded pool's address
- * space or the stack depot's pages cannot be had; a span that cannot get a
+ * its own CPU's work: spanheap_init refusing a bad configuration and
+ * failing without memory for its span array (its unwinding when a later
+ * part fails is spanheap_init_fail_test.c's); a span that cannot get a
  * span struct (no memory for a bigger all-spans array, or for the struct
  * page after it) leaking none of the pages it took; and a refill whose
  * CPU, while the refill was unpinned making a span, cached a span of the
@@ -17,6 +16,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap_testing.h"
+#include "mheap_hold_util.h"
 #include "spanheap_test_util.h"
 
 #define PG MM_PAGE_SIZE
@@ -81,37 +81,7 @@ KTEST(spanheap_fail, init_refuses_a_bad_config)
 	sh_heap_release(&heap);
 }
 
-/* Every page of the arena taken but a hole of hole_pages (0: none), which
- * the next allocations get. The blocks go in held[], *n of them. */
-enum { MAX_HELD = 256 };
-static void *held[MAX_HELD];
-static size_t held_pages[MAX_HELD];
-
-static bool take_all_but(size_t hole_pages, size_t *n)
-{
-	void *hole = NULL;
-	*n = 0;
-	if (hole_pages && !(hole = mheap_alloc_pages(&heap, hole_pages, 0)))
-		return false;
-	mm_port_set_quiet(true);
-	for (size_t k = heap.arena_pages; k; k /= 2) {
-		void *p;
-		while (*n < MAX_HELD && (p = mheap_alloc_pages(&heap, k, 0))) {
-			held[*n] = p;
-			held_pages[(*n)++] = k;
-		}
-	}
-	mm_port_set_quiet(false);
-	if (hole)
-		mheap_free_pages(&heap, hole, hole_pages);
-	return *n < MAX_HELD;
-}
-
-static void give_all_back(size_t n)
-{
-	while (n--)
-		mheap_free_pages(&heap, held[n], held_pages[n]);
-}
+static struct mh_hold hold;
 
 /* The span array cannot be had: init fails, saying so, and takes no page. */
 KTEST(spanheap_fail, init_without_memory_for_the_span_array)
@@ -121,8 +91,7 @@ KTEST(spanheap_fail, init_without_memory_for_the_span_array)
 	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
 	hc.reserve_pages = 0;
 	KASSERT(mheap_init(&heap, &hc));
-	size_t n;
-	KASSERT(take_all_but(0, &n));
+	KASSERT(mh_hold_all_but(&heap, &hold, 0));
 	size_t used = sh_in_use_pages(&heap);
 	KEXPECT_EQ(used, heap.arena_pages);
 	struct spanheap_config cfg;
@@ -133,7 +102,7 @@ KTEST(spanheap_fail, init_without_memory_for_the_span_array)
 	KEXPECT(strstr(mm_port_last_log(), "no memory for the span array") !=
 	        NULL);
 	KEXPECT_EQ(sh_in_use_pages(&heap), used);
-	give_all_back(n);
+	mh_hold_release(&heap, &hold);
 	KASSERT(spanheap_init(&sh, &heap, &cfg));
 	mm_port_set_cpu(0);
 	void *p = spanheap_alloc(&sh, 64, 0);
@@ -214,7 +183,7 @@ static void expect_unchanged(int line, const char *what, const struct before *b)
  */
 KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 {
-	size_t nobj, nheld;
+	size_t nobj;
 	KASSERT(heap_with_structs_used_up(&nobj));
 	struct before b;
 	static const struct {
@@ -229,7 +198,7 @@ KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 		size_t hole = cases[i].hole;
 		if (i == 1)
 			hole += next_spans_pages();
-		KASSERT(take_all_but(hole, &nheld));
+		KASSERT(mh_hold_all_but(&heap, &hold, hole));
 		before_take(&b);
 		mm_port_set_quiet(true);
 		void *p = spanheap_alloc(&sh, cases[i].size, 0);
@@ -244,7 +213,7 @@ KTEST(spanheap_fail, no_memory_for_a_span_struct_leaks_nothing)
 		if (again)
 			mheap_free_pages(&heap, again, hole);
 		SH_CHECK(&sh, cases[i].what);
-		give_all_back(nheld);
+		mh_hold_release(&heap, &hold);
 	}
 	void *big = spanheap_alloc(&sh, BIG, 0);
 	void *small = spanheap_alloc(&sh, 64, 0);
@@ -430,89 +399,5 @@ KTEST(spanheap_fail, out_of_pages_sweeps_before_it_fails)
 	spanheap_sweep_cycle(&sh);
 	SH_CHECK(&sh, "after the frees");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
-}
-
-/* ---- spanheap_init's unwinding ------------------------------------------- */
-
-/* A configuration with a guarded pool of 4 slots. */
-static void guard_config(struct spanheap_config *cfg)
-{
-	spanheap_config_default(cfg);
-	cfg->guard_slots = 4;
-	cfg->guard_interval = 1000;
-}
-
-/* The pages of the all-spans array spanheap_init makes, read from a span
- * heap over an arena of its own (given back); 0 if it could not be made. */
-static size_t init_spans_pages(void)
-{
-	if (!sh_heap_tight(&heap, &sh, 1))
-		return 0;
-	size_t n = sh.spans->npages;
-	sh_heap_release(&heap);
-	return n;
-}
-
-/*
- * spanheap_init fails after its span array was made: no address space for
- * the guarded pool (the port's reserve fails), or no pages for the stack
- * depot the pool's stacks need (the arena full but for a hole the span
- * array takes). Each says so and gives back what it took before: the span
- * array's pages, and the pool's reservation; a guarded pool with no
- * sampling interval is refused before anything is taken. With the memory
- * back the same init works.
- */
-KTEST(spanheap_fail, init_gives_back_what_it_took_when_a_later_part_fails)
-{
-	size_t spans_pages = init_spans_pages();
-	KASSERT(spans_pages > 0);
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	KASSERT(mheap_init(&heap, &hc));
-	struct spanheap_config cfg;
-	guard_config(&cfg);
-	size_t used = sh_in_use_pages(&heap);
-	size_t reserved = mm_port_reserved_bytes();
-	mm_port_set_quiet(true);
-
-	cfg.guard_interval = 0;
-	KEXPECT(!spanheap_init(&sh, &heap, &cfg));
-	KEXPECT(strstr(mm_port_last_log(), "guard_interval") != NULL);
-	cfg.guard_interval = 1000;
-
-	mm_port_fail_reserve(1);
-	KEXPECT(!spanheap_init(&sh, &heap, &cfg));
-	mm_port_fail_reserve(0);
-	KEXPECT(strstr(mm_port_last_log(), "no address space for the "
-	                                   "guarded pool (4 slots)") != NULL);
-	KEXPECT_EQ(sh_in_use_pages(&heap), used);
-	KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
-
-	size_t n;
-	KASSERT(take_all_but(spans_pages, &n));
-	used = sh_in_use_pages(&heap);
-	KEXPECT_EQ(used, heap.arena_pages - spans_pages);
-	mm_port_set_quiet(true); /* take_all_but ends it */
-	KEXPECT(!spanheap_init(&sh, &heap, &cfg));
-	KEXPECT(strstr(mm_port_last_log(), "no memory for the stack depot") !=
-	        NULL);
-	KEXPECT_EQ(sh_in_use_pages(&heap), used);
-	KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
-	mm_port_set_quiet(false);
-
-	give_all_back(n);
-	KASSERT(spanheap_init(&sh, &heap, &cfg));
-	KEXPECT(sh.guard.base != 0);
-	KEXPECT(atomic_load(&sh.depot.pages) > 0);
-	KEXPECT_EQ(mm_port_reserved_bytes(), reserved + sh.guard.bytes);
-	mm_port_set_cpu(0);
-	void *p = spanheap_alloc(&sh, 64, 0);
-	KEXPECT(p != NULL);
-	spanheap_free(&sh, p);
-	SH_CHECK(&sh, "after the init that worked");
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	sh_heap_release(&heap);
 }

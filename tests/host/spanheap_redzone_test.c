@@ -268,7 +268,8 @@ static void no_table_no_span(bool callers)
 	void *warm = spanheap_alloc(&sh, 4096, 0);
 	KASSERT(warm);
 	size_t n = 0;
-	while ((pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
+	while (n < sizeof(pages) / sizeof(pages[0]) &&
+	       (pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
 		n++;
 	KASSERT(n > 4);
 	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);
@@ -348,7 +349,8 @@ KTEST(spanheap_redzone, a_table_after_a_reclaim)
 	                ->sizeclass != 1);
 	spanheap_free(&sh, y); /* to the magazine: the span stays */
 	size_t n = 0;
-	while ((pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
+	while (n < sizeof(pages) / sizeof(pages[0]) &&
+	       (pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
 		n++;
 	KASSERT(n > 2 && sizeclass_info[1].npages == 2);
 	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);

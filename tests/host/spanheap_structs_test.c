@@ -9,6 +9,7 @@
  * back the array grows and the same allocation works.
  */
 #include "../../kernel/ktest.h"
+#include "mheap_hold_util.h"
 #include "spanheap_test_util.h"
 
 #define PG MM_PAGE_SIZE
@@ -21,36 +22,7 @@ enum { BIG = 40 << 10, BIG_PAGES = BIG / PG, MAX_OBJS = 2048 };
 
 static void *objs[MAX_OBJS];
 
-/* Every page of the arena taken but a hole of hole_pages, which the next
- * allocations get; the blocks go in held[], *n of them. */
-enum { MAX_HELD = 256 };
-static void *held[MAX_HELD];
-static size_t held_pages[MAX_HELD];
-
-static bool take_all_but(size_t hole_pages, size_t *n)
-{
-	void *hole = mheap_alloc_pages(&heap, hole_pages, 0);
-	*n = 0;
-	if (!hole)
-		return false;
-	mm_port_set_quiet(true);
-	for (size_t k = heap.arena_pages; k; k /= 2) {
-		void *p;
-		while (*n < MAX_HELD && (p = mheap_alloc_pages(&heap, k, 0))) {
-			held[*n] = p;
-			held_pages[(*n)++] = k;
-		}
-	}
-	mm_port_set_quiet(false);
-	mheap_free_pages(&heap, hole, hole_pages);
-	return *n < MAX_HELD;
-}
-
-static void give_all_back(size_t n)
-{
-	while (n--)
-		mheap_free_pages(&heap, held[n], held_pages[n]);
-}
+static struct mh_hold hold;
 
 /* The pages of the array structs_reserve would make next. */
 static size_t next_spans_pages(void)
@@ -79,10 +51,10 @@ KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
 	/* A hole for the span and one page more: no room for the array. */
 	KASSERT(next_spans_pages() > 1);
 	struct spanheap_spans *spans = sh.spans;
-	size_t nstructs = sh.nstructs, nheld;
+	size_t nstructs = sh.nstructs;
 	static const unsigned flags[] = {0, MM_ATOMIC};
 	for (size_t i = 0; i < 2; i++) {
-		KASSERT(take_all_but(BIG_PAGES + 1, &nheld));
+		KASSERT(mh_hold_all_but(&heap, &hold, BIG_PAGES + 1));
 		size_t used = sh_in_use_pages(&heap);
 		mm_port_set_quiet(true);
 		void *p = spanheap_alloc(&sh, BIG, flags[i]);
@@ -97,7 +69,7 @@ KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
 		if (again)
 			mheap_free_pages(&heap, again, BIG_PAGES + 1);
 		SH_CHECK(&sh, flags[i] ? "atomic, full array" : "full array");
-		give_all_back(nheld);
+		mh_hold_release(&heap, &hold);
 	}
 	/* With memory, the array grows. */
 	KASSERT((objs[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);

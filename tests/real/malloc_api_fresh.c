@@ -221,7 +221,10 @@ static int scenario_address_limit_small(void)
 /* Under a limit the scenario sets itself, before its first allocation,
  * at 1 MiB past the address space it has: not even the smallest arena
  * (one 2 MiB chunk) fits, so the heap's set-up must end the program
- * with its report. Returns 2 if the limit cannot be set, 3 if the
+ * with its report. Tight on purpose, and the same every run: whatever
+ * the process maps or its stack grows by before the set-up asks for its
+ * arena must fit in that 1 MiB, and a margin of 2 MiB or more could let
+ * the chunk in. Returns 2 if the limit cannot be set, 3 if the
  * allocation returned. */
 static int scenario_no_arena(void)
 {

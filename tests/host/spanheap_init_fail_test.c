@@ -1,0 +1,126 @@
+/*
+ * spanheap_init's unwinding (mm/spanheap_init.c): when a part after the
+ * span array fails (no address space for the guarded pool, no pages for
+ * the stack depot its stacks need), or the configuration is refused, the
+ * init says so and gives back what it took (the span array's pages, the
+ * pool's reservation), and the same init works once the memory is back.
+ */
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "mheap_hold_util.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+static struct mh_hold hold;
+
+/* A configuration with a guarded pool of 4 slots. */
+static void guard_config(struct spanheap_config *cfg)
+{
+	spanheap_config_default(cfg);
+	cfg->guard_slots = 4;
+	cfg->guard_interval = 1000;
+}
+
+/* The pages of the all-spans array spanheap_init makes, read from a span
+ * heap over an arena of its own (given back); 0 if it could not be made. */
+static size_t init_spans_pages(void)
+{
+	if (!sh_heap_tight(&heap, &sh, 1))
+		return 0;
+	size_t n = sh.spans->npages;
+	sh_heap_release(&heap);
+	return n;
+}
+
+/* A page heap of 2 chunks with no reserve; the pages in use and the
+ * port's reserved bytes before the init, in *used and *reserved. */
+static bool small_heap(size_t *used, size_t *reserved)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	hc.reserve_pages = 0;
+	if (!mheap_init(&heap, &hc))
+		return false;
+	*used = sh_in_use_pages(&heap);
+	*reserved = mm_port_reserved_bytes();
+	return true;
+}
+
+/* Fails the current test unless spanheap_init(cfg) fails, logging what,
+ * with the pages in use and the reserved bytes as they were. */
+#define EXPECT_INIT_FAILS(cfg, what, used, reserved)                 \
+	do {                                                         \
+		mm_port_set_quiet(true);                             \
+		KEXPECT(!spanheap_init(&sh, &heap, (cfg)));          \
+		mm_port_set_quiet(false);                            \
+		KEXPECT(strstr(mm_port_last_log(), (what)) != NULL); \
+		KEXPECT_EQ(sh_in_use_pages(&heap), (used));          \
+		KEXPECT_EQ(mm_port_reserved_bytes(), (reserved));    \
+	} while (0)
+
+/* The init that works once memory is back: a pool and a depot, an object
+ * allocated and freed, the checker clean; then everything given back. */
+static void init_works(const struct spanheap_config *cfg, size_t reserved)
+{
+	KASSERT(spanheap_init(&sh, &heap, cfg));
+	KEXPECT(sh.guard.base != 0);
+	KEXPECT(atomic_load(&sh.depot.pages) > 0);
+	KEXPECT_EQ(mm_port_reserved_bytes(), reserved + sh.guard.bytes);
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the init that worked");
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+}
+
+/* A guarded pool with no sampling interval is refused before anything is
+ * taken; with no address space for the pool (the port's reserve fails)
+ * the init fails after its span array was made, and gives it back. */
+KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	guard_config(&cfg);
+	cfg.guard_interval = 0;
+	EXPECT_INIT_FAILS(&cfg, "guard_interval", used, reserved);
+	cfg.guard_interval = 1000;
+	mm_port_fail_reserve(1);
+	EXPECT_INIT_FAILS(&cfg,
+	                  "no address space for the guarded pool (4 slots)",
+	                  used, reserved);
+	mm_port_fail_reserve(0);
+	init_works(&cfg, reserved);
+	sh_heap_release(&heap);
+}
+
+/* No pages for the stack depot the pool's stacks need (the arena full
+ * but for a hole the span array takes): the init fails after the array
+ * and the pool's reservation were made, and gives both back. */
+KTEST(spanheap_init_fail, no_pages_for_the_stack_depot)
+{
+	size_t spans_pages = init_spans_pages();
+	KASSERT(spans_pages > 0);
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	guard_config(&cfg);
+	if (!mh_hold_all_but(&heap, &hold, spans_pages)) {
+		ktest_fail_at(__FILE__, __LINE__,
+		              "the arena could not be held");
+		mh_hold_release(&heap, &hold);
+		sh_heap_release(&heap);
+		return;
+	}
+	used = sh_in_use_pages(&heap);
+	KEXPECT_EQ(used, heap.arena_pages - spans_pages);
+	EXPECT_INIT_FAILS(&cfg, "no memory for the stack depot", used,
+	                  reserved);
+	mh_hold_release(&heap, &hold);
+	init_works(&cfg, reserved);
+	sh_heap_release(&heap);
+}
