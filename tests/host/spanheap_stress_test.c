@@ -3,7 +3,8 @@
  * built for ThreadSanitizer too (make test-tsan): four worker threads,
  * each a CPU of its own (two bound to theirs for good, two pinning at
  * each call: mm_port_bind_cpu), allocate objects of random sizes (large ones
- * too, some MM_ZERO, some MM_ATOMIC in simulated atomic context), fill each
+ * too, some MM_ZERO, some MM_ATOMIC in simulated atomic context; half
+ * of those without MM_ZERO through spanheap_alloc_sized), fill each
  * with a pattern of its owner and address, and free them, a quarter handed
  * through a locked inbox to the next worker to free (cross-thread frees, the
  * pending path), while the sweeper thread and the page heap's scavenger run
@@ -146,7 +147,11 @@ static void one_op(struct worker *w, int op)
 	                 ((r >> 2) % 8 == 0 ? MM_ATOMIC : 0);
 	/* An atomic caller runs as an interrupt handler would. */
 	mm_port_set_atomic(flags & MM_ATOMIC);
-	char *p = spanheap_alloc(&sh, size, flags);
+	/* Half the calls without MM_ZERO take spanheap_alloc_sized, as the
+	 * kernel's kmalloc with constant flags does. */
+	bool sized = !(flags & MM_ZERO) && (r >> 5) % 2;
+	char *p = sized ? spanheap_alloc_sized(&sh, size, flags)
+	                : spanheap_alloc(&sh, size, flags);
 	mm_port_set_atomic(false);
 	if (!p && (flags & MM_ATOMIC)) {
 		w->refused++; /* it may not wait for memory */
