@@ -107,6 +107,18 @@ static char *setup(void)
 	return mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES, 0);
 }
 
+/* The set-up's chunk with 200 pages freed and a background batch (bg)
+ * holding them, stopped at the hook; NULL if the chunk could not be had. */
+static char *with_background_batch(pthread_t *bg)
+{
+	char *a = setup();
+	if (!a)
+		return NULL;
+	mheap_free_pages(&heap, a + 312 * PG, 200);
+	start_held(bg, background_batch_thread, NULL, 0);
+	return a;
+}
+
 /*
  * A background batch holds 200 freed pages when release-all starts:
  * release-all gives back the 50 free backed pages and then waits for the
@@ -116,11 +128,9 @@ static char *setup(void)
  */
 KTEST(mheap_release, waits_for_a_batch_taken_before_it)
 {
-	char *a = setup();
-	KASSERT(a);
-	mheap_free_pages(&heap, a + 312 * PG, 200);
 	pthread_t bg;
-	start_held(&bg, background_batch_thread, NULL, 0);
+	char *a = with_background_batch(&bg);
+	KASSERT(a);
 	mheap_free_pages(&heap, a + 100 * PG, 50);
 	struct release_run r = {0};
 	KASSERT(pthread_create(&r.t, NULL, release_thread, &r) == 0);
@@ -184,11 +194,9 @@ KTEST(mheap_release, does_not_wait_for_a_batch_taken_after_it)
  */
 KTEST(mheap_release, counts_one_wait_however_often_it_wakes)
 {
-	char *a = setup();
-	KASSERT(a);
-	mheap_free_pages(&heap, a + 312 * PG, 200);
 	pthread_t bg;
-	start_held(&bg, background_batch_thread, NULL, 0);
+	char *a = with_background_batch(&bg);
+	KASSERT(a);
 	struct release_run r = {0};
 	KASSERT(pthread_create(&r.t, NULL, release_thread, &r) == 0);
 	until_done_or_waiting(&r);
