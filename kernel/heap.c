@@ -127,6 +127,12 @@ void heap_flush_caches(void)
 	spanheap_flush_all(&kspanheap);
 }
 
+void heap_cpu_idle(void)
+{
+	/* Before heap_init, kspanheap is all zero: no sweeper, nothing. */
+	spanheap_cpu_idle(&kspanheap);
+}
+
 size_t heap_release_all(void)
 {
 	return spanheap_release_all(&kspanheap);

@@ -148,6 +148,15 @@ static inline size_t ksize(const void *p)
 void heap_flush_caches(void);
 
 /*
+ * The idle loop's part (sched_idle_loop, on every pass): once a sweep
+ * cycle began since this CPU last handed its span cache back, hands it
+ * back (spanheap_cpu_idle), so that a CPU with nothing to run keeps no
+ * freed objects and spans from the sweeper; nothing while the sweeper is
+ * stopped. Its idle thread, nothing pinned, no lock held.
+ */
+void heap_cpu_idle(void);
+
+/*
  * Gives back everything the heaps can (Go's debug.FreeOSMemory): flushes
  * every CPU's span cache, sweeps, frees the empty spans, then scavenges
  * every free backed page to the frame pool. Returns how many pages were

@@ -40,6 +40,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/lapic.h"
+#include "kernel/heap.h"
 #include "kernel/irq.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -407,10 +408,12 @@ void sched_resched_pending(void)
 
 /* The idle thread: run whatever is runnable, else halt until an
  * interrupt. "sti; hlt" cannot lose a wake-up: sti takes effect after
- * hlt has started waiting. */
+ * hlt has started waiting. Each pass first gives the heap's per-CPU
+ * cache back if a sweep cycle began since it last did (heap_cpu_idle). */
 __attribute__((noreturn)) void sched_idle_loop(void)
 {
 	for (;;) {
+		heap_cpu_idle();
 		cpu_cli();
 		struct cpu *c = this_cpu();
 		if (rq_of(c)->head || c->need_resched) {

@@ -85,6 +85,14 @@ enum mheap_hook_point {
 	 * and not yet returned it to the free set; thread context, no lock
 	 * held (mheap_scav.c, mheap_free_unmapping). */
 	MHEAP_HOOK_FREE_UNMAPPED,
+	/* An idle CPU's call has seen idle CPUs allowed to flush and not yet
+	 * counted itself in flight; then, having counted itself in and seen
+	 * them still allowed, it has not yet flushed. A stop of the sweeper
+	 * meanwhile must not return before a flush so begun ends; any
+	 * context but NMI, nothing pinned (spanheap_flush.c,
+	 * spanheap_cpu_idle). */
+	MHEAP_HOOK_IDLE_SEEN,
+	MHEAP_HOOK_IDLE_FLUSHING,
 };
 
 #ifdef MM_TEST_HOOKS
@@ -94,7 +102,8 @@ enum mheap_hook_point {
  * MHEAP_HOOK_ALLOC_MISSED, MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC
  * allocation reaches them too: it may grow the heap itself),
  * MHEAP_HOOK_FOLD_REST and MHEAP_HOOK_SPAN_PLACING, which a refill in an
- * interrupt handler reaches too, and MHEAP_HOOK_PENDING_BASE_READ. */
+ * interrupt handler reaches too, MHEAP_HOOK_PENDING_BASE_READ, and the
+ * idle hooks, which a CPU's idle loop reaches. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -184,6 +184,14 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p);
  * their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
+/* For a CPU's idle loop, on each pass (any context but NMI, nothing
+ * pinned): if a sweep cycle began since this
+ * CPU's cache was last flushed, and the sweeper runs, flushes it as
+ * spanheap_flush_cache does and returns true; else returns false, at the
+ * cost of a load. Otherwise an idle CPU would keep its magazines' objects
+ * and its cached spans, and their pages, until it next allocated. */
+bool spanheap_cpu_idle(struct spanheap *sh);
+
 /* As spanheap_flush_cache, on this CPU and then on every other, if the
  * port can reach them (mm_port_each_other_cpu). Returns true if it
  * could. Thread context, nothing pinned. */
@@ -193,7 +201,8 @@ bool spanheap_flush_all(struct spanheap *sh);
  * spans back) under the cycle semaphore; returns the spans given back
  * while it ran (other CPUs' flushes meanwhile included). This CPU's
  * magazines go back to their spans first (other CPUs keep theirs until
- * their next refill after the flip). Thread context. */
+ * their next refill after the flip, or their idle loop's next pass:
+ * spanheap_cpu_idle). Thread context. */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
 /* Flushes every CPU's cache it can reach (spanheap_flush_all), runs a

@@ -12,6 +12,10 @@
  * resizes the magazines for failure injection, uncaches every cached
  * span and records the sweepgen it flushed at. spanheap_flush_all runs
  * the flush here, then on every other CPU through mm_port_each_other_cpu.
+ * spanheap_cpu_idle, for a CPU's idle loop, flushes its cache once a
+ * cycle began since its last flush, so that an idle CPU keeps no
+ * objects and spans from the sweeper (Go flushes every P's cache at
+ * each cycle; a kernel CPU that sits idle can do it on its own).
  *
  * Locking: pinned on the cache's CPU (no lock guards a cache), or on
  * another CPU while that CPU runs nothing (mm_port_each_other_cpu); a
@@ -122,4 +126,42 @@ bool spanheap_flush_all(struct spanheap *sh)
 	if (f.kick)
 		spanheap_sweeper_kick(sh);
 	return all;
+}
+
+/* Flushes this CPU's cache (pinned) if a cycle began since its last
+ * flush; true if it did. */
+static bool idle_flush_here(struct spanheap *sh, bool *kick)
+{
+	struct mm_pin pin = mm_port_pin();
+	struct mcache *mc = &sh->caches[pin.cpu];
+	bool stale = mc->flushgen !=
+	             atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
+	if (stale)
+		*kick = spanheap_cache_flush(sh, pin.cpu);
+	mm_port_unpin(pin);
+	return stale;
+}
+
+bool spanheap_cpu_idle(struct spanheap *sh)
+{
+	if (!atomic_load_explicit(&sh->sweeper.idle_flush,
+	                          memory_order_relaxed))
+		return false;
+	/* The stop clears idle_flush, then waits for idle_inflight to be 0;
+	 * this counts itself in, then looks again: one of the two sees the
+	 * other (both seq_cst), so no flush runs past the stop. */
+	mheap_hook(sh->heap, MHEAP_HOOK_IDLE_SEEN);
+	atomic_fetch_add(&sh->sweeper.idle_inflight, 1);
+	bool flushed = false, kick = false;
+	if (atomic_load(&sh->sweeper.idle_flush)) {
+		mheap_hook(sh->heap, MHEAP_HOOK_IDLE_FLUSHING);
+		flushed = idle_flush_here(sh, &kick);
+	}
+	if (flushed)
+		atomic_fetch_add_explicit(&sh->idle_flushes, 1,
+		                          memory_order_relaxed);
+	if (kick)
+		spanheap_sweeper_kick(sh); /* the sweeper still runs */
+	atomic_fetch_sub(&sh->sweeper.idle_inflight, 1);
+	return flushed;
 }

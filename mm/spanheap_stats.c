@@ -151,6 +151,8 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	        atomic_load_explicit(&sh->flush_alls, memory_order_relaxed);
 	st->n.flush_alls_failed = atomic_load_explicit(&sh->flush_alls_failed,
 	                                               memory_order_relaxed);
+	st->n.idle_flushes =
+	        atomic_load_explicit(&sh->idle_flushes, memory_order_relaxed);
 	st->fail_armed = spanheap_fail_armed(sh);
 	st->fail_calls =
 	        atomic_load_explicit(&sh->fail.calls, memory_order_relaxed);
@@ -242,13 +244,10 @@ static void dump_fail(struct spanheap *sh, const struct spanheap_stats *st)
 	       (unsigned long)st->fail_calls, (unsigned long)st->fail_injected);
 }
 
-void spanheap_dump(struct spanheap *sh)
+/* spanheap_dump's slabinfo table: a row per class with spans, then the
+ * large spans. */
+static void dump_classes(const struct spanheap_stats *st)
 {
-	spanheap_assert_can_sleep("spanheap_dump");
-	while (atomic_exchange_explicit(&dump_busy, true, memory_order_acquire))
-		mm_port_yield();
-	struct spanheap_stats *st = &dump_stats;
-	spanheap_stats(sh, st);
 	mm_log("slabinfo: class   size  pages   in use     free    spans "
 	       "     bytes  waste%%  in mags  mag room");
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
@@ -266,6 +265,16 @@ void spanheap_dump(struct spanheap *sh)
 	}
 	mm_log("slabinfo: large: %zu spans, %zu pages", st->cls[0].spans,
 	       st->large_pages);
+}
+
+void spanheap_dump(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("spanheap_dump");
+	while (atomic_exchange_explicit(&dump_busy, true, memory_order_acquire))
+		mm_port_yield();
+	struct spanheap_stats *st = &dump_stats;
+	spanheap_stats(sh, st);
+	dump_classes(st);
 	mm_log("spanheap: %zu spans, %zu bytes in use of %zu; %zu objects in "
 	       "magazines; frees: %lu local, %lu remote; %lu refills%s",
 	       st->spans, st->bytes_in_use, st->bytes_spans, st->mag_objects,
@@ -275,7 +284,8 @@ void spanheap_dump(struct spanheap *sh)
 	mm_log("spanheap: sweep: %lu cycles, %lu spans swept by cycles, "
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
-	       "allocations; %lu flushes of every CPU, %lu of this CPU only",
+	       "allocations; %lu flushes of every CPU, %lu of this CPU only, "
+	       "%lu by idle CPUs",
 	       (unsigned long)st->n.cycles, (unsigned long)st->n.swept_spans,
 	       (unsigned long)st->n.demand_swept,
 	       (unsigned long)st->n.queue_folded,
@@ -283,7 +293,8 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)(st->n.sweeper_cpu_ns / 1000),
 	       (unsigned long)st->n.atomic_fails, (unsigned long)st->n.reclaims,
 	       (unsigned long)st->n.flush_alls,
-	       (unsigned long)st->n.flush_alls_failed);
+	       (unsigned long)st->n.flush_alls_failed,
+	       (unsigned long)st->n.idle_flushes);
 	if (st->fail_armed || st->fail_calls)
 		dump_fail(sh, st);
 	if (st->guard_slots)

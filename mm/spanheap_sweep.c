@@ -441,8 +441,10 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 		return true;
 	atomic_store(&sh->sweeper.stop, false);
 	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
-	if (sh->sweeper.thread)
+	if (sh->sweeper.thread) {
+		atomic_store(&sh->sweeper.idle_flush, true);
 		return true;
+	}
 	mm_log("spanheap: cannot start the sweeper thread");
 	return false;
 }
@@ -452,6 +454,10 @@ void spanheap_sweeper_stop(struct spanheap *sh)
 	spanheap_assert_can_sleep("spanheap_sweeper_stop");
 	if (!sh->sweeper.thread)
 		return;
+	/* No idle CPU's flush outlives the stop (spanheap_cpu_idle). */
+	atomic_store(&sh->sweeper.idle_flush, false);
+	while (atomic_load(&sh->sweeper.idle_inflight))
+		mm_port_yield();
 	atomic_store(&sh->sweeper.stop, true);
 	mm_event_wake(&sh->sweeper.wake);
 	mm_event_wake(&sh->sweeper.pace);

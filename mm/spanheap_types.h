@@ -114,6 +114,9 @@ struct spanheap_counters {
 	/* spanheap_flush_all calls that reached every CPU, and those whose
 	 * port could not reach the others (stats only) */
 	uint64_t flush_alls, flush_alls_failed;
+	/* Caches idle CPUs handed back after a flip (spanheap_cpu_idle;
+	 * stats only) */
+	uint64_t idle_flushes;
 };
 
 /* The sweeper thread's state. */
@@ -126,6 +129,11 @@ struct spanheap_sweeper {
 	_Atomic bool cycle_held;
 	mm_event_t cycle_done;
 	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
+	/* Idle CPUs hand their caches back (spanheap_cpu_idle) only while
+	 * the sweeper runs: set after its start, cleared at its stop, which
+	 * then waits until no idle flush is in flight (seq_cst, both). */
+	_Atomic bool idle_flush;
+	_Atomic unsigned idle_inflight;
 };
 
 /* The large frees a heap remembers, for spanheap_where (spanheap_freed.c):
@@ -208,6 +216,7 @@ struct spanheap {
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
 	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
 	_Atomic uint64_t flush_alls, flush_alls_failed; /* spanheap_flush_all */
+	_Atomic uint64_t idle_flushes; /* spanheap_cpu_idle's flushes */
 	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
 	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;

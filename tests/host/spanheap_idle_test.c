@@ -1,0 +1,200 @@
+/*
+ * spanheap_cpu_idle (mm/spanheap_flush.c), a CPU's idle loop's call: it
+ * hands the CPU's cache back once a sweep cycle began since its last
+ * flush, once per cycle, and only while the sweeper runs; the sweeper's
+ * stop waits for an idle flush in flight, so none runs past it.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+#define HOUR_NS ((uint64_t)3600 * 1000 * 1000 * 1000)
+enum { IDLE_N = 8, IDLE_SIZE = 64 };
+
+/* A heap whose sweeper runs no periodic cycle (an hour's period): a
+ * cycle here is one the test runs. This thread on CPU 0. */
+static bool idle_heap(void)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.period_ns = HOUR_NS;
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+static struct spanheap_stats *stats(void)
+{
+	static struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	return &st;
+}
+
+static size_t mag_objects(void)
+{
+	return stats()->cls[sizeclass_of(IDLE_SIZE)].mag_objects;
+}
+
+/* IDLE_N objects allocated and freed on CPU cpu: into its magazine,
+ * which also holds what its refill put there beside the first. */
+static void leave_on(unsigned cpu)
+{
+	void *p[IDLE_N];
+	mm_port_set_cpu(cpu);
+	KASSERT(sh_alloc_n(&sh, p, IDLE_N, IDLE_SIZE));
+	for (unsigned i = 0; i < IDLE_N; i++)
+		spanheap_free(&sh, p[i]);
+	mm_port_set_cpu(0);
+}
+
+/* A flip, from CPU 0 (whose own magazines go back with it). */
+static void flip(void)
+{
+	mm_port_set_cpu(0);
+	spanheap_sweep_cycle(&sh);
+}
+
+/*
+ * CPU 1 freed objects into its magazine. Its idle call does nothing
+ * until a cycle begins; then it hands the cache back, once: the next
+ * call, with no cycle since, does nothing again.
+ */
+KTEST(spanheap_idle, an_idle_cpu_hands_its_cache_back_once_a_cycle)
+{
+	KASSERT(idle_heap());
+	KASSERT(spanheap_sweeper_start(&sh));
+	leave_on(1);
+	mm_port_set_cpu(1);
+	KEXPECT(!spanheap_cpu_idle(&sh));
+	/* What CPU 1 freed, and what its refill put in with them */
+	size_t held = mag_objects();
+	KEXPECT(held >= IDLE_N);
+	flip();
+	KEXPECT_EQ(mag_objects(), held); /* CPU 1's, still */
+	mm_port_set_cpu(1);
+	KEXPECT(spanheap_cpu_idle(&sh));
+	KEXPECT_EQ(mag_objects(), (size_t)0);
+	KEXPECT(!spanheap_cpu_idle(&sh));
+	KEXPECT_EQ(stats()->n.idle_flushes, (uint64_t)1);
+	spanheap_sweeper_stop(&sh);
+	flip();
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after the idle flush");
+	sh_heap_release(&heap);
+}
+
+/* With no sweeper running (never started, or stopped) an idle CPU keeps
+ * its cache: it goes back at the CPU's next refill. */
+KTEST(spanheap_idle, no_idle_flush_without_the_sweeper)
+{
+	KASSERT(idle_heap());
+	leave_on(1);
+	size_t held = mag_objects();
+	KEXPECT(held >= IDLE_N);
+	flip();
+	mm_port_set_cpu(1);
+	KEXPECT(!spanheap_cpu_idle(&sh)); /* never started */
+	KASSERT(spanheap_sweeper_start(&sh));
+	spanheap_sweeper_stop(&sh);
+	flip();
+	mm_port_set_cpu(1);
+	KEXPECT(!spanheap_cpu_idle(&sh)); /* stopped */
+	KEXPECT_EQ(mag_objects(), held);
+	KEXPECT_EQ(stats()->n.idle_flushes, (uint64_t)0);
+	sh_flush_cpus(&sh, 2);
+	flip();
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after the flush");
+	sh_heap_release(&heap);
+}
+
+/* ---- The stop against idle flushes in flight
+ * ---------------------------------- */
+
+enum { RACE_ROUNDS = 200 };
+
+static _Atomic bool race_done;
+static _Atomic unsigned long race_passes;
+
+/* Widens both windows of the idle call (before it counts itself in
+ * flight, and before its flush) to 200 us, the stop's to race. */
+static void idle_slow(struct mheap *h, enum mheap_hook_point where)
+{
+	(void)h;
+	if (where == MHEAP_HOOK_IDLE_SEEN || where == MHEAP_HOOK_IDLE_FLUSHING)
+		nanosleep(&(struct timespec){.tv_nsec = 200000}, NULL);
+}
+
+/* CPU 2's idle loop, with allocations between its passes so that each
+ * flush has objects to hand back. */
+static void *idle_loop(void *arg)
+{
+	(void)arg;
+	mm_port_set_cpu(2);
+	void *p[IDLE_N];
+	while (!atomic_load(&race_done)) {
+		if (sh_alloc_n(&sh, p, IDLE_N, IDLE_SIZE))
+			for (unsigned i = 0; i < IDLE_N; i++)
+				spanheap_free(&sh, p[i]);
+		spanheap_cpu_idle(&sh);
+		atomic_fetch_add(&race_passes, 1);
+		sched_yield();
+	}
+	return NULL;
+}
+
+/*
+ * A thread on CPU 2 passes its idle call over and over while this one
+ * starts the sweeper, flips, stops it and flips again, RACE_ROUNDS times.
+ * Once the stop has returned no idle flush may run, or count, until the
+ * next start: the count read after the stop holds through the next flip.
+ * Even rounds wait for two passes after the flip, so that the idle call
+ * flushes (unless a refill of the pass in flight flushed first); odd
+ * ones stop 0 to 400 us after the flip, racing a pass in flight, which
+ * the hook holds 200 us in each of its windows.
+ */
+KTEST(spanheap_idle, no_idle_flush_runs_past_the_sweepers_stop)
+{
+	KASSERT(idle_heap());
+	atomic_store(&race_done, false);
+	pthread_t t;
+	mheap_test_hook = idle_slow;
+	KASSERT_EQ(pthread_create(&t, NULL, idle_loop, NULL), 0);
+	unsigned late = 0;
+	for (unsigned r = 0; r < RACE_ROUNDS; r++) {
+		KASSERT(spanheap_sweeper_start(&sh));
+		flip();
+		unsigned long passes = atomic_load(&race_passes);
+		while (r % 2 == 0 && atomic_load(&race_passes) < passes + 2)
+			sched_yield();
+		if (r % 2) /* 0 to 400 us: the stop lands in either window */
+			nanosleep(&(struct timespec){.tv_nsec = r / 2 % 5 *
+			                                        100000},
+			          NULL);
+		spanheap_sweeper_stop(&sh);
+		uint64_t n = stats()->n.idle_flushes;
+		flip();
+		/* Time for a pass the stop raced to flush and count */
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+		late += stats()->n.idle_flushes != n;
+	}
+	atomic_store(&race_done, true);
+	pthread_join(t, NULL);
+	mheap_test_hook = NULL;
+	uint64_t flushes = stats()->n.idle_flushes;
+	ktest_diag("%lu idle flushes in %u rounds", (unsigned long)flushes,
+	           RACE_ROUNDS);
+	KEXPECT_EQ(late, 0u);
+	KEXPECT(flushes > 0);
+	sh_flush_cpus(&sh, 3);
+	flip();
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, "after the race");
+	sh_heap_release(&heap);
+}
