@@ -252,7 +252,8 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # `make test` adds them up. One failed part does not hide the others (-k).
 # Most parts keep one CPU busy, so they run side by side, one per CPU,
 # longest first, each part's output printed whole when it ends (-Otarget);
-# then the harness, which runs its QEMU cases one per CPU itself. Run one
+# then the harness, which runs its QEMU cases one per CPU itself; the line
+# before the sum gives the three phases' seconds. Run one
 # by one, the parts took 4.6 minutes here; side by side on 2 CPUs, 2.8. The
 # packages the fuzz and real-quick parts need are installed first, as two
 # apt-get runs at once would fight over dpkg's lock. Neither deps nor the
@@ -268,14 +269,19 @@ TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
 
 test: deps
+	@mkdir -p $(BUILD) && date +%s > $(BUILD)/.test-start
 	@$(MAKE) --no-print-directory -j$$(nproc) test-build
 	@tools/install-deps fuzz real || true
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
-	@st=0; \
+	@st=0; t1=$$(date +%s); \
 	$(MAKE) --no-print-directory -k -j$$(nproc) -Otarget \
 		$(addprefix -o ,deps $(TEST_OBJLISTS)) \
 		$(addprefix test-,$(TEST_SIDE_BY_SIDE)) || st=1; \
+	t2=$$(date +%s); \
 	$(MAKE) --no-print-directory test-harness || st=1; \
+	t3=$$(date +%s); t0=$$(cat $(BUILD)/.test-start); \
+	echo "test: $$((t3 - t0)) s after deps: build $$((t1 - t0)) s, parts" \
+		"$$((t2 - t1)) s, harness $$((t3 - t2)) s (keep under 600)"; \
 	$(MAKE) --no-print-directory test-sum && exit $$st || exit 1
 
 # What make test runs, built first and in parallel (one job per CPU: a
