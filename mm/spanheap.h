@@ -50,6 +50,7 @@
 #include "port.h"
 #include "sizeclasses.h"
 #include "spanheap_leak.h"
+#include "spanheap_stats.h"
 #include "spanheap_track.h"
 #include "spanheap_where.h"
 #include "spanheap_types.h"
@@ -75,46 +76,6 @@ enum mm_alloc_flags {
  * for more. More gets NULL and a line naming the limit; a realloc's
  * object stays as it was. */
 #define SPANHEAP_LARGE_MAX_PAGES ((size_t)UINT32_MAX)
-
-/* Per size class and in all (spanheap_stats). */
-struct spanheap_class_stats {
-	uint32_t size;
-	size_t spans, objects_in_use, objects_free, bytes_in_use, bytes_spans;
-	/* Free objects waiting in the CPUs' magazines of the class (counted
-	 * in objects_free), and what those magazines may hold now: their
-	 * sizes summed, which shrink on a CPU that only frees the class
-	 * (spanheap_cache.c, "Sizes") */
-	size_t mag_objects, mag_room;
-};
-
-struct spanheap_stats {
-	struct spanheap_class_stats cls[SC_NCLASSES]; /* [0]: large */
-	size_t spans, bytes_in_use, bytes_spans, large_pages;
-	/* Objects given back to their spans from the magazines, by the
-	 * span's owner (local bits) or by other CPUs (pending bits): the
-	 * frees, and the objects a refill put into a magazine that went back
-	 * unused (mag_fill). Cache refills (span changes). */
-	uint64_t local_frees, remote_frees, refills;
-	/* Free objects waiting in the magazines: freed, or put there by a
-	 * refill */
-	size_t mag_objects;
-	uint32_t sweepgen;
-	/* Failure injection (spanheap_fail.h): armed; since it was armed */
-	bool fail_armed;
-	uint64_t fail_calls, fail_injected;
-	/* Poison mode's stack depot (spanheap_depot.c): stacks kept (a few
-	 * may be claims two CPUs raced for, left unused), its pages, and
-	 * records made with no stack for want of room */
-	size_t depot_stacks, depot_pages;
-	uint64_t depot_lost;
-	/* The guarded pool (spanheap_guard.c): its slots (0: none), its
-	 * objects live, handed out and freed ever, and the samples it
-	 * turned away: no slot free, no memory for the page */
-	unsigned guard_slots, guard_live;
-	uint64_t guard_allocs, guard_frees, guard_full, guard_nomem;
-	struct spanheap_counters n;
-	struct mheap_stats heap;
-};
 
 #include "spanheap_fast.h"
 
@@ -216,13 +177,6 @@ size_t spanheap_release_all(struct spanheap *sh);
 bool spanheap_sweeper_start(struct spanheap *sh);
 /* Stops the sweeper and joins it; nothing if none runs. Thread context. */
 void spanheap_sweeper_stop(struct spanheap *sh);
-
-/* A snapshot of the statistics (approximate while CPUs allocate). */
-void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
-
-/* mm_logs a slabinfo-style table, the totals, failure injection's state,
- * then the page heap's report (mheap_dump). Thread context. */
-void spanheap_dump(struct spanheap *sh);
 
 /* Verifies every span and list, every CPU's magazines (other CPUs' where
  * the port can reach them: mm_port_each_other_cpu), and that every free
