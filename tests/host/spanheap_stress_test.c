@@ -8,10 +8,11 @@
  * with a pattern of its owner and address, and free them, a quarter handed
  * through a locked inbox to the next worker to free (cross-thread frees, the
  * pending path), while the sweeper thread and the page heap's scavenger run
- * and, now and then, a worker flushes its cache, runs a sweep cycle or a
- * release-all. Every pattern is checked before its free. The same again
- * in poison mode (spanheap_config.h), where every free poisons its object
- * and every reuse checks it.
+ * and, now and then, a worker flushes its cache, passes an idle loop's
+ * call (spanheap_cpu_idle: its cache goes back if a cycle began since
+ * its last flush), runs a sweep cycle or a release-all. Every pattern is
+ * checked before its free. The same again in poison mode (spanheap_config.h),
+ * where every free poisons its object and every reuse checks it.
  *
  * Two rounds: a warm-up, then the measured one, in which the sweeper and
  * the scavenger start while the workers already run. After each, every worker
@@ -38,6 +39,7 @@ enum {
 	LIVE = 48,   /* objects a worker holds at most */
 	INBOX = 96,  /* objects handed over, waiting to be freed */
 	FLUSH_EVERY = 700,
+	IDLE_EVERY = 97,      /* an idle loop's pass: spanheap_cpu_idle */
 	SWEEP_EVERY = 1500,   /* worker 1 */
 	RELEASE_EVERY = 4000, /* worker 2 */
 };
@@ -194,6 +196,8 @@ static void work(void *arg)
 			drain_inbox(w);
 		if (op % FLUSH_EVERY == FLUSH_EVERY - 1)
 			spanheap_flush_cache(&sh);
+		if (op % IDLE_EVERY == IDLE_EVERY - 1)
+			spanheap_cpu_idle(&sh);
 		if (w->id == 1 && op % SWEEP_EVERY == SWEEP_EVERY - 1)
 			spanheap_sweep_cycle(&sh);
 		if (w->id == 2 && op % RELEASE_EVERY == RELEASE_EVERY - 1)
@@ -360,7 +364,8 @@ static void stress_run(bool poison)
 	        "atomic refused), %lu cross frees; frees %lu local, %lu "
 	        "remote; %lu sweep "
 	        "cycles, %lu spans swept by cycles, %lu on demand, "
-	        "%lu freed; sweeper CPU %lu us; scavenger %lu pages; "
+	        "%lu freed; %lu idle flushes; sweeper CPU %lu us; "
+	        "scavenger %lu pages; "
 	        "in use %zu -> %zu pages (bookkeeping %zu -> %zu)",
 	        2 * WORKERS * OPS, WORKERS, (unsigned long)ms, tot.allocs,
 	        tot.large, tot.refused, tot.handed,
@@ -368,6 +373,7 @@ static void stress_run(bool poison)
 	        (unsigned long)st->n.cycles, (unsigned long)st->n.swept_spans,
 	        (unsigned long)st->n.demand_swept,
 	        (unsigned long)st->n.freed_spans,
+	        (unsigned long)st->n.idle_flushes,
 	        (unsigned long)(st->n.sweeper_cpu_ns / 1000),
 	        (unsigned long)st->heap.n.bg_pages, baseline, end, kept0, kept);
 	free(st);
