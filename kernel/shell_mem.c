@@ -86,7 +86,8 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	printk("sweeper: %llu cycles (%llu early: the heap was quiet, %llu "
 	       "for allocations the page heap refused), %llu "
 	       "spans swept (%llu on demand, %llu folded from queues), %llu "
-	       "spans freed, %llu us CPU\n",
+	       "spans freed, %llu us CPU; %llu caches handed back by idle "
+	       "CPUs\n",
 	       (unsigned long long)st->n.cycles,
 	       (unsigned long long)st->n.quiet_cycles,
 	       (unsigned long long)st->n.reclaims,
@@ -94,7 +95,8 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->n.demand_swept,
 	       (unsigned long long)st->n.queue_folded,
 	       (unsigned long long)st->n.freed_spans,
-	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000));
+	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000),
+	       (unsigned long long)st->n.idle_flushes);
 	if (kspanheap.track)
 		printk("poison records: %zu stacks in the depot, %zu pages; "
 		       "%llu records with no stack for want of room\n",
