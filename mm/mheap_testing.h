@@ -89,8 +89,7 @@ enum mheap_hook_point {
 	 * counted itself in flight; then, having counted itself in and seen
 	 * them still allowed, it has not yet flushed. A stop of the sweeper
 	 * meanwhile must not return before a flush so begun ends; any
-	 * context but NMI, nothing pinned (spanheap_flush.c,
-	 * spanheap_cpu_idle). */
+	 * context but NMI, pinned (spanheap_flush.c, idle_flush_counted). */
 	MHEAP_HOOK_IDLE_SEEN,
 	MHEAP_HOOK_IDLE_FLUSHING,
 };

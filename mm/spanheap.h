@@ -149,8 +149,9 @@ void spanheap_flush_cache(struct spanheap *sh);
  * pinned): if a sweep cycle began since this
  * CPU's cache was last flushed, and the sweeper runs, flushes it as
  * spanheap_flush_cache does and returns true; else returns false, at the
- * cost of a load. Otherwise an idle CPU would keep its magazines' objects
- * and its cached spans, and their pages, until it next allocated. */
+ * cost of a pin and three loads. Otherwise an idle CPU would keep its
+ * magazines' objects and its cached spans, and their pages, until it next
+ * allocated. */
 bool spanheap_cpu_idle(struct spanheap *sh);
 
 /* As spanheap_flush_cache, on this CPU and then on every other, if the

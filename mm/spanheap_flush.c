@@ -128,18 +128,29 @@ bool spanheap_flush_all(struct spanheap *sh)
 	return all;
 }
 
-/* Flushes this CPU's cache (pinned) if a cycle began since its last
- * flush; true if it did. */
-static bool idle_flush_here(struct spanheap *sh, bool *kick)
+/*
+ * With this CPU pinned and its cache stale: flushes it unless the sweeper
+ * is stopping. The stop clears idle_flush, then waits for idle_inflight
+ * to be 0; this counts itself in, then looks again: one of the two sees
+ * the other (both seq_cst), so no flush runs, or counts, past the stop.
+ * All of it pinned: counted in and preempted (a tick, a wake-up at the
+ * unpin), an idle thread would not run again while the stopper spun in
+ * its yield loop on the same CPU, and the stop never returned (review).
+ * Returns true if it flushed; *kick as spanheap_cache_flush's.
+ */
+static bool idle_flush_counted(struct spanheap *sh, unsigned cpu, bool *kick)
 {
-	struct mm_pin pin = mm_port_pin();
-	struct mcache *mc = &sh->caches[pin.cpu];
-	bool stale = mc->flushgen !=
-	             atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
-	if (stale)
-		*kick = spanheap_cache_flush(sh, pin.cpu);
-	mm_port_unpin(pin);
-	return stale;
+	mheap_hook(sh->heap, MHEAP_HOOK_IDLE_SEEN);
+	atomic_fetch_add(&sh->sweeper.idle_inflight, 1);
+	bool flush = atomic_load(&sh->sweeper.idle_flush);
+	if (flush) {
+		mheap_hook(sh->heap, MHEAP_HOOK_IDLE_FLUSHING);
+		*kick = spanheap_cache_flush(sh, cpu);
+		atomic_fetch_add_explicit(&sh->idle_flushes, 1,
+		                          memory_order_relaxed);
+	}
+	atomic_fetch_sub(&sh->sweeper.idle_inflight, 1);
+	return flush;
 }
 
 bool spanheap_cpu_idle(struct spanheap *sh)
@@ -147,21 +158,13 @@ bool spanheap_cpu_idle(struct spanheap *sh)
 	if (!atomic_load_explicit(&sh->sweeper.idle_flush,
 	                          memory_order_relaxed))
 		return false;
-	/* The stop clears idle_flush, then waits for idle_inflight to be 0;
-	 * this counts itself in, then looks again: one of the two sees the
-	 * other (both seq_cst), so no flush runs past the stop. */
-	mheap_hook(sh->heap, MHEAP_HOOK_IDLE_SEEN);
-	atomic_fetch_add(&sh->sweeper.idle_inflight, 1);
+	struct mm_pin pin = mm_port_pin();
 	bool flushed = false, kick = false;
-	if (atomic_load(&sh->sweeper.idle_flush)) {
-		mheap_hook(sh->heap, MHEAP_HOOK_IDLE_FLUSHING);
-		flushed = idle_flush_here(sh, &kick);
-	}
-	if (flushed)
-		atomic_fetch_add_explicit(&sh->idle_flushes, 1,
-		                          memory_order_relaxed);
-	if (kick)
-		spanheap_sweeper_kick(sh); /* the sweeper still runs */
-	atomic_fetch_sub(&sh->sweeper.idle_inflight, 1);
+	if (sh->caches[pin.cpu].flushgen !=
+	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
+		flushed = idle_flush_counted(sh, pin.cpu, &kick);
+	mm_port_unpin(pin);
+	if (kick) /* after a stop, a wake of no one */
+		spanheap_sweeper_kick(sh);
 	return flushed;
 }

@@ -294,6 +294,7 @@ KTEST(kmalloc, out_of_frames_flushes_other_cpus)
 	heap_settle();
 	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
 	size_t base = class_spans(OTHER_SIZE), got[MAX_CPUS] = {0}, others = 0;
+	uint32_t sg0 = atomic_load(&kspanheap.sweepgen);
 	struct thread_handle t[MAX_CPUS] = {0};
 	unsigned self = this_cpu()->id;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
@@ -307,6 +308,8 @@ KTEST(kmalloc, out_of_frames_flushes_other_cpus)
 			others++;
 		}
 	size_t held = class_spans(OTHER_SIZE);
+	/* A cycle begun meanwhile has idle CPUs hand their caches back. */
+	bool flipped = atomic_load(&kspanheap.sweepgen) != sg0;
 	uint64_t flushes0 = atomic_load(&kspanheap.flush_alls);
 
 	paddr_t head = frames_drain(0);
@@ -321,7 +324,7 @@ KTEST(kmalloc, out_of_frames_flushes_other_cpus)
 	           "%zu held, %zu after this CPU's %zu 4 KiB objects and NULL",
 	           others, base, held, after, n);
 	if (others)
-		KEXPECT(held > base);
+		KEXPECT(held > base || flipped);
 	KEXPECT(after <= base);
 	KEXPECT(n < OOM_MAX);
 	KEXPECT_EQ(freed, n);
