@@ -152,7 +152,8 @@ void heap_flush_caches(void);
  * cycle began since this CPU last handed its span cache back, hands it
  * back (spanheap_cpu_idle), so that a CPU with nothing to run keeps no
  * freed objects and spans from the sweeper; nothing while the sweeper is
- * stopped. Its idle thread, nothing pinned, no lock held.
+ * stopped. Its idle thread, no lock held; interrupts on or off (after a
+ * switch back, the idle loop runs with them off: pins nest).
  */
 void heap_cpu_idle(void);
 

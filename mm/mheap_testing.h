@@ -89,7 +89,8 @@ enum mheap_hook_point {
 	 * counted itself in flight; then, having counted itself in and seen
 	 * them still allowed, it has not yet flushed. A stop of the sweeper
 	 * meanwhile must not return before a flush so begun ends; any
-	 * context but NMI, pinned (spanheap_flush.c, idle_flush_counted). */
+	 * context but NMI, pinned (in the kernel, interrupts off: a hook
+	 * there must not sleep) (spanheap_flush.c, idle_flush_counted). */
 	MHEAP_HOOK_IDLE_SEEN,
 	MHEAP_HOOK_IDLE_FLUSHING,
 };

@@ -145,8 +145,8 @@ size_t spanheap_usable_size(struct spanheap *sh, const void *p);
  * their central lists. Any context but NMI. */
 void spanheap_flush_cache(struct spanheap *sh);
 
-/* For a CPU's idle loop, on each pass (any context but NMI, nothing
- * pinned): if a sweep cycle began since this
+/* For a CPU's idle loop, on each pass (any context but NMI, pinned or
+ * not: pins nest): if a sweep cycle began since this
  * CPU's cache was last flushed, and the sweeper runs, flushes it as
  * spanheap_flush_cache does and returns true; else returns false, at the
  * cost of a pin and three loads. Otherwise an idle CPU would keep its

@@ -152,6 +152,7 @@ KTEST(kmalloc, idle_cpus_hand_their_caches_back_after_a_flip)
 
 	spanheap_sweep_cycle(&kspanheap); /* the flip */
 	wait_flushed(ran);
+	bool every = all_flushed(ran);
 	struct idle_class_stats flushed = idle_stats();
 	/* Another cycle folds what came back and frees the empty spans. */
 	spanheap_sweep_cycle(&kspanheap);
@@ -164,7 +165,10 @@ KTEST(kmalloc, idle_cpus_hand_their_caches_back_after_a_flip)
 	           held.mag_objects, flushed.mag_objects,
 	           (unsigned long)(flushed.idle_flushes - held.idle_flushes),
 	           after.spans, after.in_use);
-	KEXPECT(flushed.idle_flushes - held.idle_flushes >= others);
+	/* Every CPU flushed since the flip: idle, or at a refill of an
+	 * interrupt handler's or a heap thread's there. */
+	KEXPECT(every);
+	KEXPECT(flushed.idle_flushes > held.idle_flushes);
 	KEXPECT_EQ(flushed.mag_objects, (size_t)0);
 	KEXPECT_EQ(after.in_use, base.in_use);
 	KEXPECT(after.spans <= base.spans);
@@ -229,7 +233,11 @@ KTEST(kmalloc, the_sweepers_stop_beside_idle_flushes)
 	uint64_t flushes = idle_stats().idle_flushes - flushes0;
 	ktest_diag("%u rounds, %lu idle flushes", (unsigned)STOP_ROUNDS,
 	           (unsigned long)flushes);
-	KEXPECT(flushes > 0);
+	/* With one CPU its idle thread runs only while the test thread
+	 * waits, after whose flip the test's own refill may have flushed
+	 * first; with more, the others are idle through every flip. */
+	if (atomic_load(&ncpus_online) > 1)
+		KEXPECT(flushes > 0);
 	heap_settle();
 	spanheap_check(&kspanheap);
 }
