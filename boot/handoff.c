@@ -81,28 +81,13 @@ static void report_ignored(void *ctx, const struct efi_memory_descriptor *d)
 	           (unsigned long long)d->number_of_pages, d->type);
 }
 
-EFI_STATUS build_page_tables(struct loader *ld)
+/* Sizes, allocates and builds the tables for layout. */
+static EFI_STATUS build_from(struct loader *ld,
+                             const struct paging_layout *layout)
 {
-	struct paging_layout layout;
-	void *map;
-	UINTN size, desc_size;
-	size_t need;
+	size_t need = paging_tables_needed(layout);
 	EFI_STATUS st;
 
-	st = read_memory_map(&map, &size, &desc_size);
-	if (EFI_ERROR(st))
-		return st;
-	ld->direct_map_limit = paging_direct_map_limit(map, size, desc_size,
-	                                               report_ignored, NULL);
-	BS->FreePool(map);
-	layout = (struct paging_layout){
-	        .direct_map_limit = ld->direct_map_limit,
-	        .direct_map_base = BOOT_DIRECT_MAP_BASE,
-	        .kernel_virt = ld->elf.min_vaddr,
-	        .kernel_phys = ld->kernel.phys,
-	        .kernel_size = ld->kernel.pages * EFI_PAGE_SIZE,
-	};
-	need = paging_tables_needed(&layout);
 	if (need == 0) {
 		con_printf(
 		        "boot: memory reaches 0x%llx, more than the loader's "
@@ -117,12 +102,42 @@ EFI_STATUS build_page_tables(struct loader *ld)
 		           need);
 		return st;
 	}
-	ld->pml4 = paging_build((void *)(UINTN)ld->tables.phys, need, &layout);
+	ld->pml4 = paging_build((void *)(UINTN)ld->tables.phys, need, layout);
 	if (ld->pml4 == 0) {
 		con_printf("boot: page tables do not fit their computed size");
 		return EFI_ABORTED;
 	}
 	return EFI_SUCCESS;
+}
+
+EFI_STATUS build_page_tables(struct loader *ld)
+{
+	struct paging_layout layout;
+	void *map;
+	UINTN size, desc_size;
+	EFI_STATUS st;
+
+	st = read_memory_map(&map, &size, &desc_size);
+	if (EFI_ERROR(st))
+		return st;
+	ld->direct_map_limit = paging_direct_map_limit(map, size, desc_size,
+	                                               report_ignored, NULL);
+	/* The map's RAM only: the allocations from here to the exit turn
+	 * free memory into loader data, RAM either way, so this map's RAM
+	 * is the final map's. */
+	layout = (struct paging_layout){
+	        .direct_map_limit = ld->direct_map_limit,
+	        .direct_map_base = BOOT_DIRECT_MAP_BASE,
+	        .kernel_virt = ld->elf.min_vaddr,
+	        .kernel_phys = ld->kernel.phys,
+	        .kernel_size = ld->kernel.pages * EFI_PAGE_SIZE,
+	        .map = map,
+	        .map_size = size,
+	        .desc_size = desc_size,
+	};
+	st = build_from(ld, &layout);
+	BS->FreePool(map);
+	return st;
 }
 
 EFI_STATUS alloc_handoff(struct loader *ld)

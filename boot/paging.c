@@ -17,7 +17,9 @@
 #define PT_SHIFT   12
 #define ENTRIES    512u
 #define GIB        (1ull << 30)
-/* Below 4 GiB lie the legacy holes and the APICs: always in the maps. */
+/* Below 4 GiB lie the legacy holes and the APICs: the span always
+ * reaches past them (the contract's limit), though only RAM in it is
+ * mapped when the layout has a map. */
 #define MIN_DIRECT_MAP (4 * GIB)
 
 struct pool {
@@ -126,18 +128,50 @@ static bool slots_fit(const struct paging_layout *l)
 	return k1 < d || k0 >= d + n;
 }
 
+/* The RAM range of l's map entry at byte off, clipped to the limit, in
+ * [*start, *end); false if the entry is none (not RAM, empty, past 2^52
+ * or the limit). */
+static bool ram_range(const struct paging_layout *l, size_t off,
+                      uint64_t *start, uint64_t *end)
+{
+	struct efi_memory_descriptor d;
+
+	copy_bytes(&d, (const unsigned char *)l->map + off, sizeof(d));
+	if (!is_ram_like(d.type) || d.number_of_pages == 0 ||
+	    !boot_ends_by_max_phys(d.physical_start, d.number_of_pages) ||
+	    d.physical_start >= l->direct_map_limit)
+		return false;
+	*start = d.physical_start;
+	*end = d.physical_start + d.number_of_pages * PAGE_SIZE;
+	if (*end > l->direct_map_limit)
+		*end = l->direct_map_limit;
+	return true;
+}
+
+/* Whether off is a whole entry of l's map. */
+static bool entry_at(const struct paging_layout *l, size_t off)
+{
+	return off + sizeof(struct efi_memory_descriptor) <= l->map_size;
+}
+
 size_t paging_tables_needed(const struct paging_layout *l)
 {
-	uint64_t kv = l->kernel_virt, ks = l->kernel_size;
+	uint64_t kv = l->kernel_virt, ks = l->kernel_size, s, e;
+	size_t ends = 0;
 
 	if (l->direct_map_limit == 0 || l->kernel_size == 0 ||
 	    (l->direct_map_limit & ((1ull << PDPT_SHIFT) - 1)) ||
-	    (kv | ks | l->kernel_phys) & (PAGE_SIZE - 1) || !slots_fit(l))
+	    (kv | ks | l->kernel_phys) & (PAGE_SIZE - 1) || !slots_fit(l) ||
+	    (l->map && l->desc_size < sizeof(struct efi_memory_descriptor)))
 		return 0;
-	/* PML4, identity PDPTs and PDs (shared by the direct map), then the
-	 * kernel's own PDPTs, PDs and PTs. */
+	for (size_t off = 0; l->map && entry_at(l, off); off += l->desc_size)
+		if (ram_range(l, off, &s, &e))
+			ends += 2;
+	/* PML4, identity PDPTs and PDs (shared by the direct map) and a PT
+	 * for each end of a RAM range, then the kernel's own PDPTs, PDs
+	 * and PTs. */
 	return 1 + regions(0, l->direct_map_limit, PML4_SHIFT) +
-	       (l->direct_map_limit >> PDPT_SHIFT) +
+	       (l->direct_map_limit >> PDPT_SHIFT) + ends +
 	       regions(kv, ks, PML4_SHIFT) + regions(kv, ks, PDPT_SHIFT) +
 	       regions(kv, ks, PD_SHIFT);
 }
@@ -191,6 +225,57 @@ static int map_page(struct pool *p, uint64_t *pml4, uint64_t virt,
 	return 0;
 }
 
+/* The PD entry that maps a, or NULL if none is there yet. */
+static const uint64_t *pd_entry(const uint64_t *pml4, uint64_t a)
+{
+	uint64_t e = pml4[index_of(a, PML4_SHIFT)];
+
+	if (!(e & PTE_P))
+		return NULL;
+	e = ((const uint64_t *)(uintptr_t)(e &
+	                                   PTE_ADDR))[index_of(a, PDPT_SHIFT)];
+	if (!(e & PTE_P))
+		return NULL;
+	return (const uint64_t *)(uintptr_t)(e & PTE_ADDR) +
+	       index_of(a, PD_SHIFT);
+}
+
+/* Maps [start, end), page aligned, to itself: 2 MiB pages where a whole
+ * one lies inside, 4 KiB pages at the ends. A map that lists a page
+ * twice leaves it mapped once (a 2 MiB page stays, and takes no 4 KiB
+ * page; a block with a page table gets 4 KiB pages). Returns 0, or -1 if
+ * a table cannot be had. */
+static int map_range(struct pool *p, uint64_t *pml4, uint64_t start,
+                     uint64_t end)
+{
+	for (uint64_t a = start; a < end;) {
+		const uint64_t *pde = pd_entry(pml4, a);
+		bool mapped_large = pde && (*pde & PTE_PS);
+		bool large = !(a & (LARGE_SIZE - 1)) && end - a >= LARGE_SIZE &&
+		             !(pde && (*pde & PTE_P));
+
+		if (!mapped_large && map_page(p, pml4, a, a, large))
+			return -1;
+		a += large || mapped_large ? LARGE_SIZE - (a & (LARGE_SIZE - 1))
+		                           : PAGE_SIZE;
+	}
+	return 0;
+}
+
+/* The identity map: the map's RAM below the limit, or all of it. */
+static int map_identity(struct pool *p, uint64_t *pml4,
+                        const struct paging_layout *l)
+{
+	uint64_t s, e;
+
+	if (!l->map)
+		return map_range(p, pml4, 0, l->direct_map_limit);
+	for (size_t off = 0; entry_at(l, off); off += l->desc_size)
+		if (ram_range(l, off, &s, &e) && map_range(p, pml4, s, e))
+			return -1;
+	return 0;
+}
+
 uint64_t paging_build(void *pool, size_t pool_pages,
                       const struct paging_layout *l)
 {
@@ -204,11 +289,10 @@ uint64_t paging_build(void *pool, size_t pool_pages,
 	for (size_t i = 0; i < pool_pages * (PAGE_SIZE / 8); i++)
 		words[i] = 0;
 	pml4 = pool_take(&p);
-	for (uint64_t a = 0; a < l->direct_map_limit; a += LARGE_SIZE) {
-		if (map_page(&p, pml4, a, a, true))
-			return 0;
-	}
-	/* The direct map reuses the identity PDPTs: same PDs, no new pages. */
+	if (map_identity(&p, pml4, l))
+		return 0;
+	/* The direct map reuses the identity PDPTs: same PDs, no new pages
+	 * (a slot with no RAM stays empty in both). */
 	for (uint64_t i = 0; i < regions(0, l->direct_map_limit, PML4_SHIFT);
 	     i++)
 		pml4[direct + i] = pml4[i];

@@ -5,6 +5,7 @@
  * walked here as the CPU would. The pool's pointers stand for physical
  * addresses, as under UEFI's identity map.
  */
+#include "../../boot/boot_info.h"
 #include "../../boot/paging.h"
 #include "../../kernel/ktest.h"
 
@@ -133,5 +134,126 @@ KTEST(boot_paging_build, tables_translate_as_laid_out)
 		KEXPECT_EQ(translate(pml4, KERNEL_VIRT + off + 8),
 		           l.kernel_phys + off + 8);
 	KEXPECT_EQ(translate(pml4, KERNEL_VIRT + l.kernel_size), 1);
+	free(pool);
+}
+
+/* ---- The map's RAM and nothing else
+ * ------------------------------------------------------------ */
+
+#define KIB (1ull << 10)
+enum { NDESC = 9, STRIDE = 48 };
+static unsigned char ram_map[NDESC * STRIDE];
+
+/* Descriptor i of ram_map, STRIDE bytes apart (more than the struct, as
+ * firmware's are). */
+static void put(int i, uint32_t type, uint64_t base, uint64_t bytes)
+{
+	struct efi_memory_descriptor d = {.type = type,
+	                                  .physical_start = base,
+	                                  .number_of_pages = bytes / 4096};
+	memcpy(ram_map + STRIDE * i, &d, sizeof(d));
+}
+
+/* A PC's map: low RAM with the VGA and BIOS hole, RAM to 3 GiB less
+ * 5 MiB plus a page (an end inside a 2 MiB page), loader data right after
+ * it (adjacent ranges sharing a 2 MiB page), ACPI tables, then the PCI
+ * window and the APICs as device and reserved memory, RAM above 4 GiB
+ * ending 12 KiB into a 2 MiB page, and a range listed twice. */
+static void pc_map(void)
+{
+	memset(ram_map, 0, sizeof(ram_map));
+	put(0, EFI_CONVENTIONAL_MEMORY, 0, 640 * KIB);
+	put(1, EFI_RESERVED_MEMORY, 640 * KIB, 384 * KIB);
+	put(2, EFI_CONVENTIONAL_MEMORY, MIB, 3 * GIB - 5 * MIB + 4096 - MIB);
+	put(3, EFI_LOADER_DATA, 3 * GIB - 5 * MIB + 4096, 64 * KIB);
+	put(4, EFI_ACPI_RECLAIM_MEMORY, 3 * GIB - 4 * MIB, 128 * KIB);
+	put(5, EFI_MEMORY_MAPPED_IO, 3 * GIB, GIB - 32 * MIB);
+	put(6, EFI_RESERVED_MEMORY, 4 * GIB - 32 * MIB, 32 * MIB);
+	put(7, EFI_CONVENTIONAL_MEMORY, 4 * GIB, GIB + 12 * KIB);
+	put(8, EFI_CONVENTIONAL_MEMORY, 4 * GIB + 2 * MIB, 4 * MIB);
+}
+
+/* True if phys is in a RAM descriptor of pc_map. */
+static bool in_ram(uint64_t phys)
+{
+	for (int i = 0; i < NDESC; i++) {
+		struct efi_memory_descriptor d;
+		memcpy(&d, ram_map + STRIDE * i, sizeof(d));
+		bool ram = d.type == EFI_CONVENTIONAL_MEMORY ||
+		           d.type == EFI_LOADER_DATA ||
+		           d.type == EFI_ACPI_RECLAIM_MEMORY;
+		if (ram && phys >= d.physical_start &&
+		    phys < d.physical_start + d.number_of_pages * 4096)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * With the map, the identity and direct maps hold its RAM and nothing
+ * else: every descriptor's first and last page and the pages either side
+ * of it are mapped exactly when they are RAM (both maps alike), a 2 MiB
+ * page of RAM is one entry, and the tables fit the count asked for. Until
+ * this version the loader mapped [0, limit) whole: the VGA hole, the PCI
+ * window and the APICs were write-back memory until the kernel's own
+ * tables replaced these.
+ */
+KTEST(boot_paging_build, tables_hold_the_maps_ram_and_nothing_else)
+{
+	pc_map();
+	struct paging_layout l = layout();
+	l.direct_map_limit = paging_direct_map_limit(ram_map, sizeof(ram_map),
+	                                             STRIDE, NULL, NULL);
+	KASSERT_EQ(l.direct_map_limit, 6 * GIB);
+	l.map = ram_map;
+	l.map_size = sizeof(ram_map);
+	l.desc_size = STRIDE;
+	size_t need = paging_tables_needed(&l);
+	KASSERT(need > 0);
+	void *pool = aligned_alloc(4096, need * 4096);
+	KASSERT(pool != NULL);
+	pool_base = pool;
+	pool_bytes = need * 4096;
+	const uint64_t *pml4 =
+	        (const uint64_t *)(uintptr_t)paging_build(pool, need, &l);
+	KASSERT(pml4 != NULL);
+	unsigned wrong = 0;
+	for (int i = 0; i < NDESC; i++) {
+		struct efi_memory_descriptor d;
+		memcpy(&d, ram_map + STRIDE * i, sizeof(d));
+		uint64_t end = d.physical_start + d.number_of_pages * 4096;
+		uint64_t probe[] = {d.physical_start, d.physical_start - 4096,
+		                    end - 4096, end,
+		                    (d.physical_start + end) / 2};
+		for (size_t j = 0; j < sizeof(probe) / sizeof(probe[0]); j++) {
+			uint64_t a = probe[j] & ~4095ull;
+			if (a >= l.direct_map_limit)
+				continue;
+			uint64_t want = in_ram(a) ? a + 8 : 1;
+			if (translate(pml4, a + 8) != want ||
+			    translate(pml4, DIRECT_BASE + a + 8) != want) {
+				ktest_diag(
+				        "%#lx: %#lx, direct %#lx, want %#lx",
+				        (unsigned long)a,
+				        (unsigned long)translate(pml4, a + 8),
+				        (unsigned long)translate(
+				                pml4, DIRECT_BASE + a + 8),
+				        (unsigned long)want);
+				wrong++;
+			}
+		}
+	}
+	KEXPECT_EQ(wrong, 0u);
+	/* 2 MiB pages inside a range: the PD entry has its size bit. */
+	const uint64_t *pdpt =
+	        (const uint64_t *)(uintptr_t)(pml4[0] & ~4095ull);
+	const uint64_t *pd = (const uint64_t *)(uintptr_t)(pdpt[1] & ~4095ull);
+	KEXPECT(pd[0] & 0x80);
+	/* Nothing in the PCI window's GiB but the RAM below 3 GiB + 5 MiB */
+	KEXPECT_EQ(translate(pml4, 3 * GIB + 512 * MIB), 1);
+	/* The kernel's pages, as without a map */
+	for (uint64_t off = 0; off < l.kernel_size; off += 4096)
+		KEXPECT_EQ(translate(pml4, KERNEL_VIRT + off + 8),
+		           l.kernel_phys + off + 8);
 	free(pool);
 }
