@@ -5,8 +5,10 @@
  *
  *   RDI = physical address of struct boot_info
  *   CR3 = loader page tables mapping
- *         - [0, direct_map_limit) identity (so the loader keeps running),
- *         - the same range again at BOOT_DIRECT_MAP_BASE,
+ *         - the memory map's RAM below direct_map_limit identity (so the
+ *           loader keeps running): every range the kernel reads before
+ *           its own tables, and no hole or device memory,
+ *         - the same again at BOOT_DIRECT_MAP_BASE,
  *         - the kernel's PT_LOAD segments at their link addresses (RWX),
  *   interrupts disabled, the stack undefined (the kernel sets its own).
  *
@@ -65,6 +67,10 @@ enum efi_memory_type {
 	EFI_MEMORY_MAPPED_IO_PORT_SPACE = 12,
 	EFI_PAL_CODE = 13,
 	EFI_PERSISTENT_MEMORY = 14,
+	/* Memory a confidential guest (TDX, SEV-SNP) has not accepted yet;
+	 * the firmware may accept it, as conventional memory, after the
+	 * loader's first look at the map (UEFI 2.9). */
+	EFI_UNACCEPTED_MEMORY = 15,
 };
 
 /* One UEFI memory descriptor as the firmware lays it out. Descriptors are
@@ -103,7 +109,8 @@ struct boot_info {
 	uint64_t cmdline_phys;
 	uint64_t cmdline_len; /* bytes, without the NUL */
 
-	/* The loader's identity and direct maps cover [0, direct_map_limit). */
+	/* The loader's identity and direct maps hold the map's RAM in
+	 * [0, direct_map_limit). */
 	uint64_t direct_map_limit;
 };
 

@@ -48,6 +48,7 @@ static bool is_ram_like(uint32_t type)
 	case EFI_ACPI_RECLAIM_MEMORY:
 	case EFI_ACPI_MEMORY_NVS:
 	case EFI_PAL_CODE:
+	case EFI_UNACCEPTED_MEMORY: /* conventional once accepted */
 		return true;
 	default:
 		return false;
@@ -141,8 +142,12 @@ static bool ram_range(const struct paging_layout *l, size_t off,
 	    !boot_ends_by_max_phys(d.physical_start, d.number_of_pages) ||
 	    d.physical_start >= l->direct_map_limit)
 		return false;
-	*start = d.physical_start;
-	*end = d.physical_start + d.number_of_pages * PAGE_SIZE;
+	/* Pages start on 4 KiB; a firmware that says otherwise gets its
+	 * pages mapped whole, not its low bits in the entries' flags. */
+	*start = d.physical_start & ~(PAGE_SIZE - 1);
+	*end = (d.physical_start + d.number_of_pages * PAGE_SIZE + PAGE_SIZE -
+	        1) &
+	       ~(PAGE_SIZE - 1);
 	if (*end > l->direct_map_limit)
 		*end = l->direct_map_limit;
 	return true;

@@ -42,21 +42,21 @@ uint64_t paging_direct_map_limit(const void *map, size_t size, size_t desc_size,
  * Returns the number of 4 KiB table pages paging_build needs for layout, or
  * 0 when the layout cannot be mapped with 4-level paging: the direct map
  * would not fit in the lower half or would run into the kernel's PML4 slot.
- * Exact without a map; with one, a bound (a page table for each end of a
- * RAM range that does not fall on 2 MiB).
+ * Exact without a map; with one, a bound: two page tables for each RAM
+ * range, one for each end, which need not fall on 2 MiB.
  */
 size_t paging_tables_needed(const struct paging_layout *layout);
 
 /*
  * Builds the tables in pool (pool_pages pages at a physical address equal to
- * its pointer value, as under UEFI's identity map): [0, limit) identity and
- * at direct_map_base, or only the map's RAM in it, with 2 MiB pages where
- * a range holds a whole one and 4 KiB pages at its ends (a hole, device
- * memory, firmware-reserved memory mapped write-back beside the kernel's
- * uncached mapping of the same frames is what the manuals leave
- * undefined, and a speculative read could reach device registers), the
- * kernel with 4 KiB pages, all
- * present, writable, executable, supervisor-only. Returns the physical
+ * its pointer value, as under UEFI's identity map): identity and at
+ * direct_map_base, the map's RAM below the limit (all of [0, limit)
+ * without a map), with 2 MiB pages where a range holds a whole one and
+ * 4 KiB pages at its ends; the kernel with 4 KiB pages. All present,
+ * writable, executable, supervisor-only. Holes and device memory stay
+ * unmapped: a write-back mapping of device registers beside the kernel's
+ * uncached one is what the manuals leave undefined, and a speculative
+ * read through it could reach the device. Returns the physical
  * address of the PML4, or 0 when the pool is too small or the layout cannot
  * be mapped.
  */

@@ -159,18 +159,20 @@ static void put(int i, uint32_t type, uint64_t base, uint64_t bytes)
  * it (adjacent ranges sharing a 2 MiB page), ACPI tables, then the PCI
  * window and the APICs as device and reserved memory, RAM above 4 GiB
  * ending 12 KiB into a 2 MiB page, and a range listed twice. */
-static void pc_map(void)
+static void pc_map(bool reversed)
 {
 	memset(ram_map, 0, sizeof(ram_map));
-	put(0, EFI_CONVENTIONAL_MEMORY, 0, 640 * KIB);
-	put(1, EFI_RESERVED_MEMORY, 640 * KIB, 384 * KIB);
-	put(2, EFI_CONVENTIONAL_MEMORY, MIB, 3 * GIB - 5 * MIB + 4096 - MIB);
-	put(3, EFI_LOADER_DATA, 3 * GIB - 5 * MIB + 4096, 64 * KIB);
-	put(4, EFI_ACPI_RECLAIM_MEMORY, 3 * GIB - 4 * MIB, 128 * KIB);
-	put(5, EFI_MEMORY_MAPPED_IO, 3 * GIB, GIB - 32 * MIB);
-	put(6, EFI_RESERVED_MEMORY, 4 * GIB - 32 * MIB, 32 * MIB);
-	put(7, EFI_CONVENTIONAL_MEMORY, 4 * GIB, GIB + 12 * KIB);
-	put(8, EFI_CONVENTIONAL_MEMORY, 4 * GIB + 2 * MIB, 4 * MIB);
+	int i = reversed ? NDESC - 1 : 0, step = reversed ? -1 : 1;
+	put(i, EFI_CONVENTIONAL_MEMORY, 0, 640 * KIB);
+	put(i += step, EFI_RESERVED_MEMORY, 640 * KIB, 384 * KIB);
+	put(i += step, EFI_CONVENTIONAL_MEMORY, MIB,
+	    3 * GIB - 5 * MIB + 4096 - MIB);
+	put(i += step, EFI_LOADER_DATA, 3 * GIB - 5 * MIB + 4096, 64 * KIB);
+	put(i += step, EFI_ACPI_RECLAIM_MEMORY, 3 * GIB - 4 * MIB, 128 * KIB);
+	put(i += step, EFI_MEMORY_MAPPED_IO, 3 * GIB, GIB - 32 * MIB);
+	put(i += step, EFI_RESERVED_MEMORY, 4 * GIB - 32 * MIB, 32 * MIB);
+	put(i += step, EFI_CONVENTIONAL_MEMORY, 4 * GIB, GIB + 12 * KIB);
+	put(i += step, EFI_CONVENTIONAL_MEMORY, 4 * GIB + 2 * MIB, 4 * MIB);
 }
 
 /* True if phys is in a RAM descriptor of pc_map. */
@@ -189,6 +191,25 @@ static bool in_ram(uint64_t phys)
 	return false;
 }
 
+/* Builds the tables for ram_map as it stands (limit found from it);
+ * returns the PML4, the pool in *pool, or NULL. */
+static const uint64_t *build_for_map(struct paging_layout *l, void **pool)
+{
+	*l = layout();
+	l->direct_map_limit = paging_direct_map_limit(ram_map, sizeof(ram_map),
+	                                              STRIDE, NULL, NULL);
+	l->map = ram_map;
+	l->map_size = sizeof(ram_map);
+	l->desc_size = STRIDE;
+	size_t need = paging_tables_needed(l);
+	*pool = need ? aligned_alloc(4096, need * 4096) : NULL;
+	if (!*pool)
+		return NULL;
+	pool_base = *pool;
+	pool_bytes = need * 4096;
+	return (const uint64_t *)(uintptr_t)paging_build(*pool, need, l);
+}
+
 /*
  * With the map, the identity and direct maps hold its RAM and nothing
  * else: every descriptor's first and last page and the pages either side
@@ -198,25 +219,50 @@ static bool in_ram(uint64_t phys)
  * window and the APICs were write-back memory until the kernel's own
  * tables replaced these.
  */
+static void check_pc_map(bool reversed);
+
 KTEST(boot_paging_build, tables_hold_the_maps_ram_and_nothing_else)
 {
-	pc_map();
-	struct paging_layout l = layout();
-	l.direct_map_limit = paging_direct_map_limit(ram_map, sizeof(ram_map),
-	                                             STRIDE, NULL, NULL);
-	KASSERT_EQ(l.direct_map_limit, 6 * GIB);
-	l.map = ram_map;
-	l.map_size = sizeof(ram_map);
-	l.desc_size = STRIDE;
-	size_t need = paging_tables_needed(&l);
-	KASSERT(need > 0);
-	void *pool = aligned_alloc(4096, need * 4096);
-	KASSERT(pool != NULL);
-	pool_base = pool;
-	pool_bytes = need * 4096;
-	const uint64_t *pml4 =
-	        (const uint64_t *)(uintptr_t)paging_build(pool, need, &l);
+	for (int reversed = 0; reversed < 2; reversed++)
+		check_pc_map(reversed);
+}
+
+/*
+ * Four ranges of 16 KiB, one in each GiB, each across a 2 MiB line: each
+ * takes two page tables, and every PD the count allows is used, so a
+ * count of one table a range leaves the pool short. Each range's pages
+ * are mapped and the pages either side of it are not.
+ */
+KTEST(boot_paging_build, small_ranges_across_2_mib_lines_fit_the_count)
+{
+	memset(ram_map, 0, sizeof(ram_map));
+	for (int i = 0; i < 4; i++)
+		put(i, EFI_CONVENTIONAL_MEMORY, i * GIB + 64 * MIB - 8 * KIB,
+		    16 * KIB);
+	struct paging_layout l;
+	void *pool = NULL;
+	const uint64_t *pml4 = build_for_map(&l, &pool);
 	KASSERT(pml4 != NULL);
+	KEXPECT_EQ(l.direct_map_limit, 4 * GIB);
+	for (uint64_t i = 0; i < 4; i++) {
+		uint64_t a = i * GIB + 64 * MIB - 8 * KIB;
+		KEXPECT_EQ(translate(pml4, a - 4096), 1);
+		for (uint64_t off = 0; off < 16 * KIB; off += 4096)
+			KEXPECT_EQ(translate(pml4, DIRECT_BASE + a + off),
+			           a + off);
+		KEXPECT_EQ(translate(pml4, a + 16 * KIB), 1);
+	}
+	free(pool);
+}
+
+static void check_pc_map(bool reversed)
+{
+	pc_map(reversed);
+	struct paging_layout l = layout();
+	void *pool = NULL;
+	const uint64_t *pml4 = build_for_map(&l, &pool);
+	KASSERT(pml4 != NULL);
+	KEXPECT_EQ(l.direct_map_limit, 6 * GIB);
 	unsigned wrong = 0;
 	for (int i = 0; i < NDESC; i++) {
 		struct efi_memory_descriptor d;

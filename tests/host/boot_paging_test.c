@@ -65,6 +65,11 @@ KTEST(boot_paging, limit_ignores_memory_the_kernel_does_not_map)
 	put(3, EFI_PAL_CODE, 9 * GIB, 1);
 	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
 	           10 * GIB);
+	/* So does memory a confidential guest has not accepted yet: the
+	 * firmware accepts it as conventional memory by the exit. */
+	put(3, EFI_UNACCEPTED_MEMORY, 11 * GIB, 1);
+	KEXPECT_EQ(paging_direct_map_limit(map, sizeof(map), 48, NULL, NULL),
+	           12 * GIB);
 }
 
 /*
