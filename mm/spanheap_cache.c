@@ -354,8 +354,7 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
                             unsigned flags, struct mm_pin *pin, bool *kick)
 {
 	struct mcache *mc = &sh->caches[pin->cpu];
-	if (mc->flushgen !=
-	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
+	if (spanheap_cache_stale(sh, pin->cpu))
 		*kick = spanheap_cache_flush(sh, pin->cpu); /* a cycle began */
 	struct mspan *s = mc->alloc[cls];
 	if (s != &spanheap_empty_span) {

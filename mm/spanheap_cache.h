@@ -110,6 +110,15 @@ bool spanheap_mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
  * spans; true if the sweeper should be kicked (after the unpin). */
 bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu);
 
+/* True if a sweep cycle began since CPU cpu's cache (pinned, or read by
+ * its own CPU) was last flushed: its refill, or its idle loop, flushes
+ * it then. */
+static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
+{
+	return sh->caches[cpu].flushgen !=
+	       atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
+}
+
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */
 bool spanheap_mags_drain_here(struct spanheap *sh);

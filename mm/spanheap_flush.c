@@ -160,8 +160,7 @@ bool spanheap_cpu_idle(struct spanheap *sh)
 		return false;
 	struct mm_pin pin = mm_port_pin();
 	bool flushed = false, kick = false;
-	if (sh->caches[pin.cpu].flushgen !=
-	    atomic_load_explicit(&sh->sweepgen, memory_order_relaxed))
+	if (spanheap_cache_stale(sh, pin.cpu))
 		flushed = idle_flush_counted(sh, pin.cpu, &kick);
 	mm_port_unpin(pin);
 	if (kick) /* after a stop, a wake of no one */
