@@ -13,7 +13,8 @@
  *
  * Contexts: every function here is called by the thread itself, in or
  * outside an API call, and from a signal handler that interrupted one;
- * mm_malloc_slot_take also by fork's prepare handler, for every slot.
+ * mm_malloc_slot_take also by fork's prepare handler, for every slot, and
+ * mm_malloc_slot_try_take by a visit of other slots (visit.c).
  *
  * Locking: none of the heap's; a slot's busy word is held from its take
  * to the call's leave (slots.c, "Locking" for the order).
@@ -123,6 +124,38 @@ void mm_malloc_slot_take(int s)
 		free_word = 0;
 	}
 	wait_clear(&sl->in, MM_MALLOC_HOOK_WAIT_IN);
+}
+
+/* Waits up to turns turns of mm_malloc_backoff for *w to be 0; true if it
+ * was (acquiring what its clearer did). */
+static bool wait_clear_for(atomic_ulong *w, unsigned turns,
+                           enum mm_malloc_hook_point waiting)
+{
+	for (unsigned i = 0; i < turns; i++) {
+		if (!atomic_load_explicit(w, memory_order_acquire))
+			return true;
+		wait_turn(i, waiting);
+	}
+	return !atomic_load_explicit(w, memory_order_acquire);
+}
+
+bool mm_malloc_slot_try_take(int s, unsigned turns)
+{
+	struct mm_malloc_slot *sl = &mm_malloc_slots[s];
+	unsigned long token = thread_token(), free_word = 0;
+	for (unsigned i = 0; !atomic_compare_exchange_weak_explicit(
+	             &sl->busy, &free_word, token, memory_order_acquire,
+	             memory_order_relaxed);
+	     i++) {
+		if (i == turns)
+			return false;
+		wait_turn(i, MM_MALLOC_HOOK_WAIT_BUSY);
+		free_word = 0;
+	}
+	if (wait_clear_for(&sl->in, turns, MM_MALLOC_HOOK_WAIT_IN))
+		return true;
+	atomic_store_explicit(&sl->busy, 0, memory_order_release);
+	return false;
 }
 
 /* What held points to in a call enter_own_busy let in; never read. */

@@ -23,9 +23,10 @@
 #endif
 
 /* A slot's state word: owners * MM_SLOT_ONE, plus MM_SLOT_FORK while a
- * fork is being prepared. A fast entry needs it to be exactly one owner
- * and no flag. */
-enum { MM_SLOT_FORK = 1u, MM_SLOT_ONE = 2u };
+ * fork is being prepared and MM_SLOT_VISIT while another thread visits
+ * the slot's cache (visit.c). A fast entry needs it to be exactly one
+ * owner and no flag. */
+enum { MM_SLOT_FORK = 1u, MM_SLOT_VISIT = 2u, MM_SLOT_ONE = 4u };
 
 /* The sharers a slot records: as many as fill its cache line. */
 enum { MM_SLOT_SHARERS = 4 };

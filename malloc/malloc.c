@@ -17,9 +17,10 @@
  *     heap (malloc_info.c); mallopt is glibc's, and changes nothing here;
  *   - malloc_trim(pad) gives back every free page of the heap (pad is
  *     accepted and ignored: nothing is kept) and returns 1 if it gave
- *     some back, else 0; other threads' per-thread caches go back at
- *     their next refill or exit, not here (mm_port_each_other_cpu
- *     cannot reach them); it is in malloc_info.c, with the reports;
+ *     some back, else 0; other threads' caches are handed back too
+ *     (mm_port_each_other_cpu visits their slots, visit.c), but for a
+ *     thread inside a call meanwhile; it is in malloc_info.c, with the
+ *     reports;
  *   - free leaves errno as it was (POSIX.1-2024, glibc 2.33): the port's
  *     system calls that may fail on its paths (a lock's futex wait, the
  *     madvise that gives pages back) restore it (port_prod.c); so do

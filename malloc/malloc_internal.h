@@ -140,6 +140,11 @@ void mm_malloc_fence_by_shootdown(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
+/* The same, bounded: gives up after turns turns of mm_malloc_backoff
+ * waiting for busy, or as many for in (then gives busy back). Returns
+ * true if it holds slot s. Never waits for a fork: for a thread that
+ * holds a slot already (a visit, visit.c). */
+bool mm_malloc_slot_try_take(int s, unsigned turns) MM_MALLOC_HIDDEN;
 /* Turn i (from 0) of a wait for another thread (enter.c): spins, then
  * yields, then sleeps, for a while longer each turn, up to a millisecond.
  * Keeps errno; no cancellation point; async-signal-safe. */

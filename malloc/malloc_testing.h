@@ -123,6 +123,16 @@ enum mm_malloc_hook_point {
 	 * not run (fork.c blocks its signals). */
 	MM_MALLOC_HOOK_FORK_HELD,
 	MM_MALLOC_HOOK_FORK_RELEASED,
+	/* A visit of the other slots (visit.c) has set MM_SLOT_VISIT in
+	 * every other slot and fenced, and takes none yet. It holds its own
+	 * slot and the visit lock. */
+	MM_MALLOC_HOOK_VISIT_FLAGGED,
+	/* A visit holds another slot (its busy, its in seen 0) and is about
+	 * to hand that slot's cache to mm/. */
+	MM_MALLOC_HOOK_VISIT_HELD,
+	/* A visit gave up on a slot it could not take within its bound (a
+	 * holder inside a call) and passes it by. */
+	MM_MALLOC_HOOK_VISIT_PASSED,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -358,16 +358,7 @@ void mm_port_yield(void)
 	sched_yield();
 }
 
-/* A slot belongs to the thread that owns it, which may hold it for good
- * in its fast path (malloc/slots.c): another thread cannot stop it, so
- * other slots' caches are given back only by their threads (at a refill
- * after a sweep cycle's flip, and at their exit). */
-bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
-{
-	(void)fn;
-	(void)arg;
-	return false;
-}
+/* mm_port_each_other_cpu: visit.c. */
 
 static uint64_t clock_ns(clockid_t id)
 {

@@ -4,13 +4,14 @@
  * background threads (their start, and the constructor that allows them)
  * are in background.c, fork()'s handlers and _Fork in fork.c, the slow
  * entry and the nested calls in enter.c, the reclaim of what threads gone
- * left in slots_gone.c; the algorithm of all four is described here, with
- * the slots they take.
+ * left in slots_gone.c, the visit of other slots' caches in visit.c; the
+ * algorithm of all five is described here, with the slots they take.
  *
  * Representation. MM_MAX_CPUS slots, each one cache line of three words
  * (malloc_internal.h): in (the exclusive owner is inside a call), state
- * (owners * MM_SLOT_ONE, plus MM_SLOT_FORK while fork is being prepared)
- * and busy (held on the slow path). Slots [0, LATE_SLOT) are claimed by
+ * (owners * MM_SLOT_ONE, plus MM_SLOT_FORK while fork is being prepared
+ * and MM_SLOT_VISIT while another thread visits the slot's cache) and
+ * busy (held on the slow path). Slots [0, LATE_SLOT) are claimed by
  * live threads; LATE_SLOT, the last, serves threads past their exit
  * (below) and is never owned. Per thread, one initial-exec TLS object
  * (mm_malloc_self, pin.h) so that reaching it never allocates: the slot's
@@ -114,11 +115,19 @@
  *              (port_prod.c), which claims a slot on first use.
  *   trim       malloc_trim (malloc_info.c) releases as they do, from the
  * caller's thread outside any API call, under ctl_lock (malloc_trim).
+ *   visit      mm_port_each_other_cpu (visit.c), for malloc_trim's release
+ *              and an allocation the heap refused: holding its own slot,
+ *              a thread sets MM_SLOT_VISIT in every other slot, calls
+ *              membarrier(), then takes each slot on the slow path with a
+ *              bounded wait (busy, then in == 0; passed by if either
+ *              outlasts it), hands its cache to mm/, gives busy back,
+ *              and last clears the flags. It never waits for fork's
+ *              flag; visits take turns under their own lock.
  *
  * Why the fast path is safe (an asymmetric Dekker handshake). The fast
  * holder E does (1) in = 1, (2) load state, with only a compiler barrier
  * between, so the CPU may let (2) pass (1) (the store waits in its store
- * buffer). A thread X that needs E out (a sharer joining, fork) does
+ * buffer). A thread X that needs E out (a sharer joining, fork, a visit) does
  * (a) set its mark in state (a locked instruction: visible before X goes
  * on), (b) membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), then (c) load in
  * (after taking busy). (b) returns only once every thread of the process
@@ -130,11 +139,11 @@
  * the 0 of E's leave, after its call) and X waits. Either way E and X are
  * never both inside, and no fast entry after B succeeds while the mark is
  * set: a sharer's mark stays until it exits, fork's until it releases
- * the slots. In C11 terms the IPI is a signal handler running a seq_cst
- * fence in E, which atomic_signal_fence orders against. Hand-offs: E's
- * leave stores in = 0 with release and X loads it with acquire; X gives
- * busy back with release and clears its mark with a release RMW, which
- * E's next fast entry loads with acquire (or its slow entry's CAS of
+ * the slots, a visit's until it gave every slot back. In C11 terms the IPI is a
+ * signal handler running a seq_cst fence in E, which atomic_signal_fence orders
+ * against. Hand-offs: E's leave stores in = 0 with release and X loads it with
+ * acquire; X gives busy back with release and clears its mark with a release
+ * RMW, which E's next fast entry loads with acquire (or its slow entry's CAS of
  * busy acquires). A sharer that exits drops its count with a release
  * RMW after its last call, so the owner left alone may use the fast path
  * again. Without fences nobody takes the fast path, in stays 0, and
@@ -146,8 +155,9 @@
  *      set to it and writes its in, and only while it owns it.
  *   2. A thread that shares a slot called membarrier() after adding
  *      itself to state and before its first call on the slot.
- *   3. While MM_SLOT_FORK is set in a slot, fork_prepare called
- *      membarrier() after setting it, or has not yet taken the slot.
+ *   3. While MM_SLOT_FORK (MM_SLOT_VISIT) is set in a slot, fork_prepare
+ *      (a visit) called membarrier() after setting it, or has not yet
+ *      taken the slot.
  *   4. Nobody owns LATE_SLOT, so nobody takes it on the fast path.
  *   5. busy is 0 or its holder's token (held may be NULL while it is
  *      set: a fork from a signal handler tells its own hold by it,
@@ -160,9 +170,11 @@
  * Locking: ctl_lock (a pthread mutex) serialises background start and
  * stop, malloc_trim's release and fork. It is never taken holding a
  * slot. A thread holds at most one slot, except fork's, which takes them
- * all in index order with its own calls passing as nested; a holder
- * never waits for another slot, and an entry that waits for fork's flag
- * holds none, so waiting for busy or in always ends.
+ * all in index order with its own calls passing as nested, and a
+ * visitor's, which holds its own and one other at a time, taken with a
+ * bounded wait; no other holder waits for another slot, and an entry
+ * that waits for fork's flag holds none, so waiting for busy or in
+ * always ends.
  * Limits: a thread that allocates in a signal handler that interrupted
  * one of its own API calls re-enters the heap without exclusion from that
  * call (glibc would deadlock there instead), though never beside another
@@ -252,6 +264,10 @@ static void heaps_make(void)
 	 * pages. */
 	mm_malloc_guard_config(
 	        &sc, mm_malloc_guard_switch(getenv("MM_MALLOC_GUARD")));
+	/* A thread has no idle loop, and a blocked one would keep its
+	 * cache: the sweeper hands back stale caches of a quiet heap
+	 * (visit.c reaches them). */
+	sc.flush_quiet_cpus = true;
 	struct mheap_config hc;
 	mheap_config_default(&hc);
 	bool paged = false;
@@ -334,7 +350,7 @@ static void heap_init(void)
 	 * for the heap (until it was moved here, the process hung). No
 	 * slot has a slab of magazines yet, and none is made while armed
 	 * (spanheap_mag_slab_make), so every call is counted from the
-	 * first; the port's "could not reach the other CPUs" is moot. A
+	 * first; the visit of the other slots finds no cache. A
 	 * thread racing the set-up may still make a slab in between. */
 	if (fail)
 		spanheap_fail_arm(&mm_malloc_sh, &fa);

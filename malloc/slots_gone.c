@@ -195,7 +195,8 @@ bool mm_malloc_slot_reclaim(unsigned i, pid_t pid)
 	/* The owner ran its last call to the end: in and busy are 0, stored
 	 * with release by its last leave, and these acquire loads read
 	 * them. The cache is the slot's: the new owner goes on with it. */
-	if ((atomic_load(&sl->state) & ~MM_SLOT_FORK) != MM_SLOT_ONE ||
+	if ((atomic_load(&sl->state) & ~(MM_SLOT_FORK | MM_SLOT_VISIT)) !=
+	            MM_SLOT_ONE ||
 	    atomic_load(&sl->in) != 0 || atomic_load(&sl->busy) != 0)
 		return false;
 	unsigned long long me = ids_of_self(pid);

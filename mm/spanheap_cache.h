@@ -119,6 +119,12 @@ static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 	       atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
 }
 
+/* Hands back, through mm_port_each_other_cpu, the caches of the other
+ * CPUs that have not flushed since the current cycle began (the sweeper's
+ * call for a quiet heap, config flush_quiet_cpus); returns true if the
+ * sweeper should be kicked. Thread context, nothing pinned, no mm lock. */
+bool spanheap_flush_stale_others(struct spanheap *sh);
+
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */
 bool spanheap_mags_drain_here(struct spanheap *sh);

@@ -60,7 +60,19 @@ struct spanheap_config {
 	unsigned batch_spans;
 	/* The sweeper's CPU budget, in thousandths of one CPU: after a
 	 * cycle it sleeps long enough to stay within it. */
-	unsigned cpu_permille;
+	uint16_t cpu_permille;
+	/*
+	 * For a port whose CPUs have no idle loop to call spanheap_cpu_idle
+	 * and whose mm_port_each_other_cpu is cheap (the hosted malloc: a
+	 * CPU is a thread's slot, and a blocked thread keeps its cache):
+	 * once a sweep cycle has begun and then a whole period_ns passes
+	 * with no CPU refilling its cache, the sweeper hands back the caches
+	 * of the other CPUs that have not flushed since the cycle began,
+	 * once a cycle (spanheap_sweep.c, quiet_visit). Off by default: a
+	 * kernel's idle loop does it, and its each_other_cpu stops the
+	 * world. In cpu_permille's upper half: the struct stays 32 bytes.
+	 */
+	bool flush_quiet_cpus;
 };
 
 #define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */

@@ -128,6 +128,25 @@ bool spanheap_flush_all(struct spanheap *sh)
 	return all;
 }
 
+/* mm_port_each_other_cpu's call for a quiet heap: flushes cpu's cache if
+ * a cycle began since its last flush. */
+static void flush_stale_other(unsigned cpu, void *arg)
+{
+	struct flush_other *f = arg;
+	if (!spanheap_cache_stale(f->sh, cpu))
+		return;
+	f->kick |= spanheap_cache_flush(f->sh, cpu);
+	atomic_fetch_add_explicit(&f->sh->quiet_flushes, 1,
+	                          memory_order_relaxed);
+}
+
+bool spanheap_flush_stale_others(struct spanheap *sh)
+{
+	struct flush_other f = {.sh = sh};
+	mm_port_each_other_cpu(flush_stale_other, &f);
+	return f.kick;
+}
+
 /*
  * With this CPU pinned and its cache stale: flushes it unless the sweeper
  * is stopping. The stop clears idle_flush, then waits for idle_inflight

@@ -400,6 +400,36 @@ static void pace(struct spanheap *sh, uint64_t used)
 	}
 }
 
+/*
+ * Config flush_quiet_cpus (a port whose CPUs have no idle loop: the hosted
+ * malloc's threads): once a cycle has begun and a whole period has passed
+ * since with no refill by any CPU, hands back the other CPUs' caches that
+ * have not flushed since the cycle began, once a cycle. A blocked thread
+ * would keep its magazines' objects, and the spans they hold, until it
+ * ran again; a CPU still allocating has refilled, and flushed, meanwhile.
+ * The objects handed back are pending frees the next cycle folds. The
+ * sweeper's own fields; nothing pinned, no lock held.
+ */
+static void quiet_visit(struct spanheap *sh, uint64_t now)
+{
+	struct spanheap_sweeper *sw = &sh->sweeper;
+	if (!sh->cfg.flush_quiet_cpus)
+		return;
+	uint64_t refills = spanheap_refills_total(sh);
+	uint64_t gen =
+	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
+	if (refills != sw->visit_refills || sw->visit_since == 0) {
+		sw->visit_refills = refills;
+		sw->visit_since = now;
+		return;
+	}
+	if (gen == sw->visit_gen || now - sw->visit_since < sh->cfg.period_ns)
+		return;
+	sw->visit_gen = gen;
+	if (spanheap_flush_stale_others(sh))
+		spanheap_sweeper_kick(sh);
+}
+
 static void sweeper_main(void *arg)
 {
 	struct spanheap *sh = arg;
@@ -430,6 +460,7 @@ static void sweeper_main(void *arg)
 			pace(sh, used);
 			continue;
 		}
+		quiet_visit(sh, now);
 		mm_event_wait(&sw->wake, seen, sh->cfg.period_ns / 4 + 1);
 	}
 }
@@ -440,6 +471,10 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 	if (sh->sweeper.thread)
 		return true;
 	atomic_store(&sh->sweeper.stop, false);
+	/* Caches stale now wait for a cycle begun from here (quiet_visit);
+	 * set before the thread, which a cycle may precede. */
+	sh->sweeper.visit_gen = atomic_load(&sh->sweepgen);
+	sh->sweeper.visit_since = 0;
 	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
 	if (sh->sweeper.thread) {
 		atomic_store(&sh->sweeper.idle_flush, true);

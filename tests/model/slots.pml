@@ -19,6 +19,11 @@
  *            membarrier, mm_malloc_slot_take with held set: no wait for
  *            the flag) and release_parent (every busy = 0, then the flag
  *            cleared).
+ *   visitor  malloc/visit.c: mm_port_each_other_cpu (state |=
+ *            MM_SLOT_VISIT, membarrier, mm_malloc_slot_try_take: busy by
+ *            CAS, then in == 0, either given up at any moment (its
+ *            bound), busy given back if it was taken; the cache handed
+ *            to mm/ inside; busy = 0, then the flag cleared).
  *
  * Not modelled: signal handlers' calls, told by the thread's held word
  * (slots.c, "nested"; tests/real/malloc_hooks_signals.c forces them), and
@@ -39,18 +44,22 @@
  * Invariants, checked in every interleaving:
  *   I1  at most one thread is inside a call on the slot (ghost `inside`);
  *   I2  no thread is inside while the forker holds every slot;
- *   I3  busy is 0 or the token of the thread holding it;
+ *   I3  busy is 0 or the token of the thread holding it (the visitor's
+ *       is 4);
  *   I4  no deadlock: every process reaches its end (spin's invalid end
  *       states).
  * Mutants, each of which spin must refute (tests/model/run checks that it
  * does): -DFAST_NO_CHECK (the fast path does not load state),
- * -DFORK_NO_FENCE and -DSHARE_NO_FENCE (no membarrier after the mark),
+ * -DFORK_NO_FENCE, -DSHARE_NO_FENCE and -DVISIT_NO_FENCE (no membarrier
+ * after the mark), -DVISIT_NO_FLAG (a visit sets no flag),
  * -DSLOW_NO_WAIT_IN (the slow path does not wait for in == 0).
  */
-#define ONE 2
+#define ONE 4
 #define FORK 1
+#define VISIT 2
 #define NCALLS 2 /* each caller's calls */
 #define NFORKS 2
+#define NVISITS 2
 
 byte in_mem;  /* `in` as memory holds it */
 byte in_own;  /* `in` as the owner reads it: its newest store */
@@ -205,5 +214,32 @@ active proctype forker()
 		fork_holds = false;
 		busy = 0;
 		state = state & ~FORK
+	}
+}
+
+active proctype visitor()
+{
+	byte n;
+	for (n : 1 .. NVISITS) {
+#ifndef VISIT_NO_FLAG
+		state = state | VISIT;
+#endif
+#ifndef VISIT_NO_FENCE
+		membarrier();
+#endif
+		/* mm_malloc_slot_try_take: busy, or give up (its bound) */
+		if
+		:: atomic { busy == 0 -> busy = 4 };
+			assert(busy == 4); /* I3 */
+			if
+			:: in_mem == 0 ->
+				enter_critical(); /* fn: the slot's cache */
+				inside--
+			:: true -> skip /* gave up waiting for in */
+			fi;
+			busy = 0
+		:: true -> skip /* gave up waiting for busy */
+		fi;
+		state = state & ~VISIT
 	}
 }

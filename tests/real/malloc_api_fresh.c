@@ -307,6 +307,8 @@ static const struct scenario scenarios[] = {
         {"small-heap", scenario_small_heap},
         {"partial-mprotect", scenario_partial_mprotect},
         {"trim", scenario_trim},
+        {"trim-idle", scenario_trim_idle},
+        {"quiet-idle", scenario_quiet_idle},
         {"trim-first", scenario_trim_first},
         {"trim-threads", scenario_trim_threads},
         {"trim-underscore-fork", scenario_trim_underscore_fork},

@@ -200,6 +200,8 @@ int scenario_poison_overrun(void);
 int scenario_fail_count(void);
 int scenario_fail_api(void);
 int scenario_trim(void);
+int scenario_trim_idle(void);
+int scenario_quiet_idle(void);
 int scenario_trim_first(void);
 int scenario_trim_threads(void);
 int scenario_trim_underscore_fork(void);

@@ -292,12 +292,122 @@ int scenario_trim_underscore_fork(void)
 	return bad;
 }
 
+/* The idle threads of scenario_trim_idle: each allocates IDLE_OBJS
+ * objects of IDLE_OBJ bytes, writes them, frees every one but each
+ * eighth, then those, so that its magazine keeps objects of many spans,
+ * and blocks until idle_go. */
+enum { IDLE_THREADS = 4, IDLE_OBJ = 1024, IDLE_OBJS = 8192 };
+static atomic_int idle_ready;
+static atomic_bool idle_go;
+
+static void *idle_thread(void *arg)
+{
+	void **v = arg;
+	for (int i = 0; i < IDLE_OBJS; i++)
+		if (!(v[i] = malloc(IDLE_OBJ)) || !memset(v[i], 7, IDLE_OBJ))
+			return (void *)1;
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < IDLE_OBJS; i++)
+			if ((i % 8 == 0) == (pass == 1))
+				free(v[i]);
+	atomic_fetch_add(&idle_ready, 1);
+	while (!atomic_load(&idle_go))
+		usleep(1000);
+	return NULL;
+}
+
+/*
+ * MM_MALLOC_BACKGROUND=0: threads that freed what they allocated and then
+ * block (not exiting) keep objects in their magazines, and those keep
+ * their spans' pages. malloc_trim from another thread hands their caches
+ * back too (the port's visit of their slots, malloc/visit.c): no object
+ * is left in any magazine, and the heap keeps backed at most 64 KiB more
+ * than a trim once the threads exited (which flushed their caches).
+ * Until then each thread's 16 objects, in 16 spans, and its cached span
+ * stayed (the port reached no other slot): 64 objects and about 500 KiB.
+ */
+int scenario_trim_idle(void)
+{
+	static void *v[IDLE_THREADS][IDLE_OBJS];
+	pthread_t t[IDLE_THREADS];
+	for (int i = 0; i < IDLE_THREADS; i++)
+		if (pthread_create(&t[i], NULL, idle_thread, v[i]) != 0)
+			return 2;
+	while (atomic_load(&idle_ready) < IDLE_THREADS)
+		usleep(1000);
+	struct mallinfo2 before = mallinfo2();
+	(void)malloc_trim(0);
+	struct mallinfo2 after = mallinfo2();
+	atomic_store(&idle_go, true);
+	for (int i = 0; i < IDLE_THREADS; i++) {
+		void *r;
+		if (pthread_join(t[i], &r) != 0 || r)
+			return 2;
+	}
+	/* Their exits flushed their caches: what a trim keeps then (their
+	 * slots' magazine slabs stay) is the mark. */
+	(void)malloc_trim(0);
+	size_t exited = mallinfo2().arena;
+	if (before.smblks == 0 || after.smblks != 0 || after.fsmblks != 0 ||
+	    after.arena > exited + 64 * 1024) {
+		fprintf(stderr,
+		        "before malloc_trim: %zu objects (%zu bytes) in "
+		        "magazines, %zu KiB backed; after: %zu (%zu bytes), "
+		        "%zu KiB backed (%zu once the threads exited)\n",
+		        before.smblks, before.fsmblks, before.arena >> 10,
+		        after.smblks, after.fsmblks, after.arena >> 10,
+		        exited >> 10);
+		return 3;
+	}
+	return 0;
+}
+
+/*
+ * Background threads on, no malloc_trim: the same idle threads' caches go
+ * back by themselves once the heap is quiet (the sweeper's visit of
+ * stale caches, spanheap_config.flush_quiet_cpus): no object is left in
+ * any magazine. Polls mallinfo2 every 50 ms for up to 60 s (a hang
+ * guard; a second or two here). Until then the objects stayed until the
+ * threads ran again or exited.
+ */
+int scenario_quiet_idle(void)
+{
+	static void *v[IDLE_THREADS][IDLE_OBJS];
+	pthread_t t[IDLE_THREADS];
+	for (int i = 0; i < IDLE_THREADS; i++)
+		if (pthread_create(&t[i], NULL, idle_thread, v[i]) != 0)
+			return 2;
+	while (atomic_load(&idle_ready) < IDLE_THREADS)
+		usleep(1000);
+	size_t first = mallinfo2().smblks, left = first;
+	for (int i = 0; i < 1200 && left != 0; i++) {
+		usleep(50000);
+		left = mallinfo2().smblks;
+	}
+	atomic_store(&idle_go, true);
+	for (int i = 0; i < IDLE_THREADS; i++) {
+		void *r;
+		if (pthread_join(t[i], &r) != 0 || r)
+			return 2;
+	}
+	if (first == 0 || left != 0) {
+		fprintf(stderr,
+		        "%zu objects in magazines after the threads went "
+		        "idle, %zu after 60 s\n",
+		        first, left);
+		return 3;
+	}
+	return 0;
+}
+
 const char *test_malloc_trim(void)
 {
 	static const struct {
 		const char *name, *env, *val;
 	} runs[] = {
 	        {"trim", "MM_MALLOC_BACKGROUND", "0"},
+	        {"trim-idle", "MM_MALLOC_BACKGROUND", "0"},
+	        {"quiet-idle", NULL, NULL},
 	        {"trim-first", NULL, NULL},
 	        {"trim-threads", NULL, NULL},
 	        {"trim-threads", "MM_MALLOC_BACKGROUND", "0"},

@@ -76,6 +76,9 @@ int second_panic_waits(void);
 int signal_in_shared_slow_hold(void);
 int signal_while_sharer_waits_in(void);
 int signal_in_fast_leave(void);
+/* malloc_hooks_visit.c: */
+int fast_entry_backs_out_of_a_visit(void);
+int visit_passes_a_held_slot(void);
 /* malloc_hooks_reclaim.c: */
 int claims_race_for_a_free_slot(void);
 int reclaims_race_for_a_gone_owner(void);

@@ -1,0 +1,165 @@
+/*
+ * tests/real/malloc_hooks_visit.c: malloc-hooks-test's scenarios of a
+ * visit of the other slots (malloc/visit.c, the library's
+ * mm_port_each_other_cpu), which malloc_trim makes: an owner's fast entry
+ * meets the visit's flag and backs out; a slot whose holder stays inside
+ * a call is passed by, and the trim returns.
+ *
+ * Each scenario runs without background threads (MM_MALLOC_BACKGROUND=0,
+ * set by the driver), so that the only visit is the trim's.
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "malloc_hooks_test.h"
+
+/* ---- An owner's fast entry while a visit's flags are set ---------------- */
+
+static atomic_bool owner_go, owner_done, owner_backed_out, owner_fast;
+/* volatile: glibc declares malloc_trim and malloc leaf functions (they
+ * call back into no function of this file), and the compiler dropped the
+ * store of is_visitor before the trim. */
+static _Thread_local volatile bool is_owner, is_visitor;
+
+static void in_visit_entry(enum mm_malloc_hook_point where)
+{
+	if (is_owner && atomic_load(&owner_go) && !atomic_load(&owner_done)) {
+		if (where == MM_MALLOC_HOOK_FAST_HELD)
+			atomic_store(&owner_fast, true);
+		if (where == MM_MALLOC_HOOK_FAST_BACKOUT)
+			atomic_store(&owner_backed_out, true);
+	}
+	if (is_visitor && where == MM_MALLOC_HOOK_VISIT_FLAGGED) {
+		/* The flags are set and fenced, no slot taken yet: the
+		 * owner's call now. */
+		atomic_store(&owner_go, true);
+		while (!atomic_load(&owner_done))
+			sched_yield();
+	}
+}
+
+static void *visited_owner(void *arg)
+{
+	free(malloc(16)); /* claims its slot alone */
+	is_owner = true;
+	while (!atomic_load(&owner_go))
+		sched_yield();
+	free(malloc(32));
+	atomic_store(&owner_done, true);
+	return arg;
+}
+
+/*
+ * A visit sets MM_SLOT_VISIT in every other slot and fences before it
+ * takes any: an owner's fast entry made then must see the flag and back
+ * out to the slow path (which waits for busy), never hold its slot on
+ * the fast path, where the visit, once it found in at 0, would hand the
+ * slot's cache to mm/ beside the owner's call. Fails (the owner held its
+ * slot fast) with the flag not set.
+ */
+int fast_entry_backs_out_of_a_visit(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	mm_malloc_test_hook = in_visit_entry;
+	pthread_t t;
+	if (pthread_create(&t, NULL, visited_owner, NULL) != 0)
+		return 2;
+	is_visitor = true;
+	(void)malloc_trim(0);
+	is_visitor = false;
+	pthread_join(t, NULL);
+	if (!atomic_load(&owner_done)) {
+		fprintf(stderr, "the trim made no visit (the hook never ran)");
+		return 2;
+	}
+	if (atomic_load(&owner_fast) || !atomic_load(&owner_backed_out)) {
+		fprintf(stderr,
+		        "an owner's entry while a visit's flags were set %s",
+		        atomic_load(&owner_fast)
+		                ? "held its slot on the fast path"
+		                : "did not back out");
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A holder that stays inside its call --------------------------------- */
+
+static atomic_bool holder_in, holder_go;
+static atomic_int visits_passed, visits_held;
+static _Thread_local volatile bool is_holder; /* as is_visitor */
+
+static void in_held_call(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_VISIT_PASSED)
+		atomic_fetch_add(&visits_passed, 1);
+	if (where == MM_MALLOC_HOOK_VISIT_HELD)
+		atomic_fetch_add(&visits_held, 1);
+	if (is_holder && (where == MM_MALLOC_HOOK_FAST_HELD ||
+	                  where == MM_MALLOC_HOOK_SLOW_HELD)) {
+		is_holder = false; /* once */
+		atomic_store(&holder_in, true);
+		while (!atomic_load(&holder_go))
+			sched_yield();
+	}
+}
+
+static void *staying_holder(void *arg)
+{
+	char *p = malloc(100); /* claims its slot */
+	memset(p, 5, 100);
+	is_holder = true;
+	free(malloc(48)); /* stays inside until holder_go */
+	for (int i = 0; i < 100; i++)
+		if (p[i] != 5)
+			return (void *)1;
+	free(p);
+	return arg;
+}
+
+/*
+ * A thread inside a call for as long as the test likes (a thread stopped
+ * in malloc, in a real program) holds its slot: a visit waits for it a
+ * bounded while, then passes it by, and malloc_trim returns while the
+ * holder is still inside, having visited the other slots. Hangs (the
+ * driver's alarm) if the visit waits for in, or busy, for ever.
+ */
+int visit_passes_a_held_slot(void)
+{
+	free(malloc(16));
+	mm_malloc_test_hook = in_held_call;
+	pthread_t t;
+	if (pthread_create(&t, NULL, staying_holder, NULL) != 0)
+		return 2;
+	while (!atomic_load(&holder_in))
+		sched_yield();
+	(void)malloc_trim(0);
+	bool still_in = !atomic_load(&holder_go);
+	int passed = atomic_load(&visits_passed),
+	    held = atomic_load(&visits_held);
+	atomic_store(&holder_go, true);
+	void *r;
+	pthread_join(t, &r);
+	if (passed != 1 || held != 62 || !still_in || r) {
+		fprintf(stderr,
+		        "malloc_trim beside a thread inside its call: %d slots "
+		        "passed by (1 expected), %d visited (62), the holder "
+		        "%s, its object %s",
+		        passed, held, still_in ? "inside" : "let go",
+		        r ? "changed" : "intact");
+		return 1;
+	}
+	return 0;
+}
