@@ -153,43 +153,6 @@ void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
 /* Poison mode: its checks and red zones. */
 #include "spanheap_redzone.h"
 
-/*
- * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0)
- * for size bytes (poison mode's red zone: spanheap_redzone.c).
- * spanheap_span_fill_cache leaves no bit at or beyond nelems in it. Raises
- * marked past the object if it is the first one handed out at its index:
- * free objects are handed out lowest first, so those never handed out are
- * exactly the ones at or past marked, and every free one below it was
- * freed (so it carries its marker; a poison span is made with all marked).
- * Clears the object's marker word: it may hold a stale marker, a previous
- * span's at the same address. Owner, pinned.
- */
-static inline __attribute__((always_inline)) void *
-span_take(struct spanheap *sh, struct mspan *s, uint64_t ac, size_t size)
-{
-	unsigned bit = (unsigned)__builtin_ctzll(ac);
-	uint32_t idx =
-	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
-	s->alloc_cache = (ac >> bit) >> 1;
-	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
-	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
-	if (idx >= atomic_load_explicit(&s->marked, memory_order_relaxed))
-		atomic_store_explicit(&s->marked, idx + 1,
-		                      memory_order_release);
-	else if (__builtin_expect(s->poison, 0))
-		return spanheap_poison_taken(sh, s, (uintptr_t)o, size);
-	o[1] = 0; /* the free marker (free_small) */
-	return o;
-}
-
-/* The next free object of the cached span s for size bytes, or NULL. */
-static inline void *span_next_fast(struct spanheap *sh, struct mspan *s,
-                                   size_t size)
-{
-	uint64_t ac = s->alloc_cache;
-	return ac ? span_take(sh, s, ac, size) : NULL;
-}
-
 /* The spans' calls, the central lists, the per-CPU caches and their
  * magazines. */
 #include "spanheap_span.h"

@@ -1,7 +1,8 @@
 /*
  * mm/spanheap_span.h: the span layer's calls (spanheap_span.c) as the
  * span heap's other files use them: misuse reports, a pointer's checked
- * span, making, folding, placing and freeing spans, large objects.
+ * span, making, folding, placing and freeing spans, large objects; and
+ * taking a cached span's next free object (inline, for the fast paths).
  * Included by spanheap_internal.h; not for the heap's users.
  */
 #ifndef MM_SPANHEAP_SPAN_H
@@ -13,6 +14,7 @@
 
 #include "mspan.h"
 #include "spanheap.h"
+#include "spanheap_redzone.h"
 
 /* Panics naming p, its span and its class: what is wrong. */
 __attribute__((noreturn)) void
@@ -112,5 +114,42 @@ bool spanheap_large_possible(const struct spanheap *sh, size_t npages,
 void spanheap_large_free(struct spanheap *sh, struct mspan *s, void *p);
 bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
                            unsigned flags);
+
+/*
+ * Takes the first free object of alloc_cache ac (s->alloc_cache, not 0)
+ * for size bytes (poison mode's red zone: spanheap_redzone.c).
+ * spanheap_span_fill_cache leaves no bit at or beyond nelems in it. Raises
+ * marked past the object if it is the first one handed out at its index:
+ * free objects are handed out lowest first, so those never handed out are
+ * exactly the ones at or past marked, and every free one below it was
+ * freed (so it carries its marker; a poison span is made with all marked).
+ * Clears the object's marker word: it may hold a stale marker, a previous
+ * span's at the same address. Owner, pinned.
+ */
+static inline __attribute__((always_inline)) void *
+span_take(struct spanheap *sh, struct mspan *s, uint64_t ac, size_t size)
+{
+	unsigned bit = (unsigned)__builtin_ctzll(ac);
+	uint32_t idx =
+	        atomic_load_explicit(&s->freeindex, memory_order_relaxed) + bit;
+	s->alloc_cache = (ac >> bit) >> 1;
+	atomic_store_explicit(&s->freeindex, idx + 1, memory_order_relaxed);
+	uintptr_t *o = (uintptr_t *)(s->base + (uintptr_t)idx * s->elemsize);
+	if (idx >= atomic_load_explicit(&s->marked, memory_order_relaxed))
+		atomic_store_explicit(&s->marked, idx + 1,
+		                      memory_order_release);
+	else if (__builtin_expect(s->poison, 0))
+		return spanheap_poison_taken(sh, s, (uintptr_t)o, size);
+	o[1] = 0; /* the free marker (free_small) */
+	return o;
+}
+
+/* The next free object of the cached span s for size bytes, or NULL. */
+static inline void *span_next_fast(struct spanheap *sh, struct mspan *s,
+                                   size_t size)
+{
+	uint64_t ac = s->alloc_cache;
+	return ac ? span_take(sh, s, ac, size) : NULL;
+}
 
 #endif

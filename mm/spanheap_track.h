@@ -1,11 +1,14 @@
 /*
  * mm/spanheap_track.h: poison mode's record of who allocated and who freed
  * each small object (Linux's slub_debug=U), for the heap's users: the
- * record's shape and the call that reads it. Included by spanheap.h.
+ * record's shape and the call that reads it; and the heap's own stores
+ * of them (the ring of large frees, the stack depot). Included by
+ * spanheap.h and spanheap_types.h.
  */
 #ifndef MM_SPANHEAP_TRACK_H
 #define MM_SPANHEAP_TRACK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,5 +80,38 @@ size_t spanheap_alloc_traces(struct spanheap *sh, unsigned cls,
 size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
                                    uint32_t owner, struct spanheap_trace *t,
                                    size_t max, size_t *rest);
+
+/* The large frees a heap remembers, for spanheap_where (spanheap_freed.c):
+ * the last SPANHEAP_FREED_LARGE_RING, in a ring written under heap->lock
+ * and read without it (seq odd while an entry is written). */
+#define SPANHEAP_FREED_LARGE_RING 32
+struct spanheap_freed_large {
+	_Atomic uint32_t seq;
+	uint32_t objpages, npages; /* the object's pages; pages given back */
+	uintptr_t obj, from;     /* its first byte; the first page given back */
+	struct spanheap_track t; /* when, where, and (poison) the stack */
+};
+
+/* Poison mode's stack depot (spanheap_depot.c): every stack its records
+ * name, kept once, found by a 32-bit handle (from 1; 0: no stack;
+ * SPANHEAP_DEPOT_LOST: one not kept). Entries in chunks made as needed,
+ * a hash table of chains through them; nothing is freed while the heap
+ * lives, and nothing locks. */
+#define SPANHEAP_DEPOT_BUCKETS     4096
+#define SPANHEAP_DEPOT_CHUNKS      64
+#define SPANHEAP_DEPOT_CHUNK_PAGES 16
+#define SPANHEAP_DEPOT_LOST        UINT32_MAX
+struct spanheap_depot_stack {
+	uint32_t next; /* the next handle in its bucket's chain; 0: none */
+	uint32_t hash, npcs, unused;
+	uintptr_t pc[SPANHEAP_TRACK_PCS];
+};
+struct spanheap_depot {
+	_Atomic uint32_t *buckets; /* chains' heads; NULL: no records */
+	_Atomic(struct spanheap_depot_stack *) chunks[SPANHEAP_DEPOT_CHUNKS];
+	_Atomic uint32_t next; /* handles claimed */
+	_Atomic size_t pages;  /* the page heap's pages it holds */
+	_Atomic uint64_t lost; /* stacks not kept: full, or no memory */
+};
 
 #endif

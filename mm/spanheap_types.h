@@ -1,8 +1,8 @@
 /*
- * mm/spanheap_types.h: the span heap's own layout: the per-CPU caches
- * (struct mcache and its magazines), the all-spans array, the sweeper's
- * state and struct spanheap itself (its configuration is in
- * spanheap_config.h). A port
+ * mm/spanheap_types.h: the span heap's own layout: the all-spans array,
+ * the sweeper's state and struct spanheap itself (the per-CPU caches are
+ * in mcache.h, its configuration in spanheap_config.h, poison mode's
+ * records in spanheap_track.h). A port
  * reads it only to reserve a struct spanheap (about 170 KiB: give it
  * static storage) and for the inline fast paths (spanheap_fast.h); the
  * API is spanheap.h.
@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mcache.h"
 #include "mheap.h"
 #include "mspan.h"
 #include "port.h"
@@ -23,69 +24,6 @@
 #include "spanheap_track.h"
 #include "failpoint.h"
 #include "spanheap_guard.h"
-
-/* Per-CPU counters, written by their CPU while pinned (relaxed atomics:
- * statistics read them from other CPUs). */
-struct mcache_counters {
-	_Atomic uint64_t pending_bytes; /* remote frees, ever (bytes) */
-	_Atomic uint64_t refills;       /* slow-path span changes */
-};
-
-/*
- * A magazine: free objects of one class, those this CPU freed and those
- * an empty magazine's refill moved there from the cached span
- * (mag_fill), handed out by its next allocations of the class, last in
- * first out (tcmalloc's per-CPU free lists). An array of slots in the
- * CPU's slab, not a list through the objects: popping one reads nothing
- * of the object, and a write after free cannot redirect an allocation.
- * Each object's second word holds the free marker, cookie ^ its address.
- * Past its size, the older half goes back to the spans.
- *
- * Two pointers, so that a pop and a push each compare one: the slot
- * below a magazine's first holds 0, so a pop that reads 0 below top
- * found it empty; a push at limit finds it full. Until the CPU's slab is
- * made, top and limit both point just past a shared zero word: empty and
- * full at once, so the first free or refill makes the slab.
- */
-struct mmag {
-	uintptr_t *top; /* past the newest object; __atomic relaxed (stats) */
-	/* Past the last slot of its size now: moved by its CPU pinned
-	 * (mag_set_limit, __atomic relaxed), read by its pushes (restarted
-	 * if a handler moves it), the checker (the CPU pinned or held) and
-	 * the statistics (a magazine's room, from other CPUs). */
-	uintptr_t *limit;
-};
-
-/* One CPU's cache: touched only by that CPU, pinned. */
-struct mcache {
-	struct mmag mag[SC_NCLASSES];
-	/* the magazines' slots, or NULL until made; __atomic: the statistics
-	 * read it from other CPUs */
-	uintptr_t *slab;
-	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
-	                                     placeholder */
-	uint32_t flushgen; /* the sweepgen it was last prepared for */
-	struct mcache_counters n;
-	/* Per class: full magazines spilled since its last empty one was
-	 * refilled (mag_spilled, mag_refilled) */
-	uint8_t mag_spills[SC_NCLASSES];
-	/* Refills and out-of-line allocations before the next one the
-	 * guarded pool takes (spanheap_guard.c); 0 for good if it has none */
-	uint32_t guard_left;
-} __attribute__((aligned(2048))); /* a power of two: caches[cpu] is a shift */
-
-/* A magazine holds at most SPANHEAP_MAG_BYTES of objects, and between
- * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX of them: its class's most
- * (mag_max). What it holds now, its size, adapts to how its CPU uses the
- * class (spanheap_cache.c, "Sizes"): from SPANHEAP_MAG_FLOOR objects (or
- * the most, if less) up to the most. */
-#define SPANHEAP_MAG_BYTES (64u << 10)
-#define SPANHEAP_MAG_MIN   2u
-#define SPANHEAP_MAG_MAX   128u
-#define SPANHEAP_MAG_FLOOR 16u
-#ifndef SPANHEAP_MAG_FLOOR_BYTES
-#define SPANHEAP_MAG_FLOOR_BYTES (4u << 10)
-#endif
 
 /* The array of every span struct ever made (Go's h.allspans), under the
  * heap lock; a snapshot holds a reference to the array it walks. */
@@ -139,39 +77,6 @@ struct spanheap_sweeper {
 	 * whose stale caches it handed back last, and since when (ns) the
 	 * refills' total has been refills. */
 	uint64_t visit_gen, visit_since, visit_refills;
-};
-
-/* The large frees a heap remembers, for spanheap_where (spanheap_freed.c):
- * the last SPANHEAP_FREED_LARGE_RING, in a ring written under heap->lock
- * and read without it (seq odd while an entry is written). */
-#define SPANHEAP_FREED_LARGE_RING 32
-struct spanheap_freed_large {
-	_Atomic uint32_t seq;
-	uint32_t objpages, npages; /* the object's pages; pages given back */
-	uintptr_t obj, from;     /* its first byte; the first page given back */
-	struct spanheap_track t; /* when, where, and (poison) the stack */
-};
-
-/* Poison mode's stack depot (spanheap_depot.c): every stack its records
- * name, kept once, found by a 32-bit handle (from 1; 0: no stack;
- * SPANHEAP_DEPOT_LOST: one not kept). Entries in chunks made as needed,
- * a hash table of chains through them; nothing is freed while the heap
- * lives, and nothing locks. */
-#define SPANHEAP_DEPOT_BUCKETS     4096
-#define SPANHEAP_DEPOT_CHUNKS      64
-#define SPANHEAP_DEPOT_CHUNK_PAGES 16
-#define SPANHEAP_DEPOT_LOST        UINT32_MAX
-struct spanheap_depot_stack {
-	uint32_t next; /* the next handle in its bucket's chain; 0: none */
-	uint32_t hash, npcs, unused;
-	uintptr_t pc[SPANHEAP_TRACK_PCS];
-};
-struct spanheap_depot {
-	_Atomic uint32_t *buckets; /* chains' heads; NULL: no records */
-	_Atomic(struct spanheap_depot_stack *) chunks[SPANHEAP_DEPOT_CHUNKS];
-	_Atomic uint32_t next; /* handles claimed */
-	_Atomic size_t pages;  /* the page heap's pages it holds */
-	_Atomic uint64_t lost; /* stacks not kept: full, or no memory */
 };
 
 /* The named caches' slots and their names' room (objcache.h's
