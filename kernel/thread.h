@@ -152,10 +152,8 @@ void thread_yield(void);
  * tick). A deadline past the clock's range (ns near UINT64_MAX) never
  * comes: only thread_wake ends such a sleep. Thread context, as for
  * thread_yield; refused in the lock checker's test mode, it returns at
- * once, as a sleep that a thread_wake ended at once would. That is within
- * the contract every caller already copes with (it takes nothing, so
- * there is nothing to undo) and so needs no result: a caller that needs
- * the time to have passed checks the clock and sleeps again. */
+ * once, as a sleep a thread_wake ended would (so no result: a caller
+ * that needs the time to have passed checks the clock again). */
 void thread_sleep_ns(uint64_t ns);
 
 /*
@@ -173,16 +171,12 @@ void thread_sleep_unlock(struct spinlock *held, unsigned long irq_state,
  * before. */
 struct thread *thread_current(void);
 
-/* The calling thread's handle, for a waker to keep. Any context, once
- * sched_init (on an AP, sched_start_ap) has run. */
+/* The calling thread's handle, for a waker to keep; as thread_current. */
 struct thread_handle thread_self(void);
 
-/*
- * CPU time of the calling thread: the nanoseconds it has run, its current
- * slice included. Any context but NMI (in an interrupt handler it is the
- * interrupted thread's), and takes no lock, so a leaf-lock holder may call
- * it. Never decreases for a given thread.
- */
+/* CPU time of the calling thread: the nanoseconds it has run, its slice
+ * included; never decreases. Any context but NMI (in an interrupt
+ * handler, the interrupted thread's); takes no lock. */
 uint64_t thread_cpu_time_ns(void);
 
 /* Makes h's thread runnable if it is blocked or sleeping. One not asleep
