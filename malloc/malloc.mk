@@ -88,6 +88,7 @@ $(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
 		-shared -Wl,-z,initfirst -o $@ $<
 
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
+		tests/real/malloc_api_scenarios.h \
 		tests/real/malloc_api_diff.h tests/real/proc_read.h \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)

@@ -20,6 +20,7 @@
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 #include "spanheap_panic_util.h"
+#include "spanheap_test_pages.h"
 
 /* True if every one of the n bytes at p is v (spanheap_test.c and
  * spanheap_realloc_test.c; mh_all_bytes under their name). */
@@ -30,9 +31,6 @@ static inline bool all_bytes(const void *p, size_t n, unsigned char v)
 
 /* 1 GiB: room for any test, and mostly untouched address space. */
 #define SH_ARENA_BYTES ((size_t)1 << 30)
-
-/* Span structs per page of the span-struct allocator (spanheap_span.c). */
-#define SH_STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 
 /* True if sh's next span makes its all-spans array grow: no free struct,
  * and no room for another page of them, which for a thread caller (not
@@ -163,38 +161,6 @@ static inline bool sh_heap_fresh_poison(struct mheap *h, struct spanheap *sh,
 static inline void sh_heap_release(struct mheap *h)
 {
 	mh_release(h);
-}
-
-static inline size_t sh_in_use_pages(struct mheap *h)
-{
-	struct mheap_stats st;
-	mheap_stats(h, &st);
-	return st.in_use_pages;
-}
-
-/*
- * The pages the span heap keeps for itself once every object is freed and
- * every span given back: the span-struct pages, the magazine slabs and
- * poison mode's stack depot (never freed) and the pages of the all-spans
- * array. Call when nothing
- * else uses sh.
- */
-static inline size_t sh_kept_pages(struct spanheap *sh)
-{
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	size_t n = sh->nstructs / SH_STRUCTS_PER_PAGE + sh->spans->npages +
-	           atomic_load(&sh->mag_slabs) * sh->mag_slab_pages +
-	           atomic_load(&sh->depot.pages);
-	mm_lock_release(&sh->heap->lock, irq);
-	return n;
-}
-
-/* The page heap's pages in use for spans: all in use, less the pages the
- * span heap keeps for itself (a CPU's first free makes its magazine
- * slab). */
-static inline size_t sh_span_pages(struct mheap *h, struct spanheap *sh)
-{
-	return sh_in_use_pages(h) - sh_kept_pages(sh);
 }
 
 /* spanheap_where_log(sh, p)'s lines into buf (size bytes), none on

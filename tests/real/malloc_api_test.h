@@ -3,7 +3,8 @@
  * program, malloc-api-test (malloc.mk), share: the CHECK convention, the
  * library's extensions, the ways to run code in a child or a fresh
  * process, the helpers one topic lends another, and every test the
- * runner (malloc_api_test.c) calls.
+ * runner (malloc_api_test.c) calls; the scenarios first_scenario runs
+ * by name are in malloc_api_scenarios.h, included below.
  *
  * The program's files, by topic:
  *   malloc_api_test.c    the runner, its child-process helpers and the
@@ -184,48 +185,8 @@ const char *test_guard_other_signals(void);
 const char *test_guard_own_handler(void);
 const char *test_guard_stats(void);
 
-/* Scenarios of other topics' tests, which first_scenario runs. */
-int scenario_errno_setup(void);
-int scenario_handler_fork(void);
-int scenario_fork_background(void);
-int scenario_calloc_untouched(void);
-int scenario_calloc_reused(void);
-int scenario_errno_data_limit(void);
-int scenario_small_heap(void);
-int scenario_partial_mprotect(void);
-int scenario_calloc_locked(void);
-int scenario_env(void);
-int scenario_poison_write(void);
-int scenario_poison_overrun(void);
-int scenario_fail_count(void);
-int scenario_fail_api(void);
-int scenario_trim(void);
-int scenario_trim_idle(void);
-int scenario_quiet_idle(void);
-int scenario_trim_first(void);
-int scenario_trim_threads(void);
-int scenario_trim_underscore_fork(void);
-int scenario_stats_agree(void);
-int scenario_background_signals(void);
-int scenario_background_after_forks(void);
-int scenario_background_cancel_in_fork(void);
-int seccomp_filter_one(int nr, uint32_t action, unsigned flags);
-int scenario_background_failed_starts(void);
-int scenario_background_at_threshold(void);
-int scenario_background_initfirst(void);
-int scenario_errno_at_start(void);
-int scenario_diff(void);
-int scenario_describe_poison(void);
-int scenario_rt_fork(void); /* malloc_api_rt.c */
-int scenario_rt_guard_trim(void);
-/* A scenario first_scenario runs by name: its exit status. */
-struct scenario {
-	const char *name;
-	int (*fn)(void);
-};
-/* The guarded pool's scenarios (malloc_api_guard.c). */
-extern const struct scenario guard_scenarios[];
-extern const size_t guard_nscenarios;
+#include "malloc_api_scenarios.h"
+
 /* Runs scenario what in a fresh process with name=val, its stderr into
  * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
 int run_with(const char *what, const char *name, const char *val, char *out,
