@@ -115,14 +115,17 @@
  *              (port_prod.c), which claims a slot on first use.
  *   trim       malloc_trim (malloc_info.c) releases as they do, from the
  * caller's thread outside any API call, under ctl_lock (malloc_trim).
- *   visit      mm_port_each_other_cpu (visit.c), for malloc_trim's release
- *              and an allocation the heap refused: holding its own slot,
- *              a thread sets MM_SLOT_VISIT in every other slot, calls
- *              membarrier(), then takes each slot on the slow path with a
- *              bounded wait (busy, then in == 0; passed by if either
- *              outlasts it), hands its cache to mm/, gives busy back,
- *              and last clears the flags. It never waits for fork's
- *              flag; visits take turns under their own lock.
+ *   visit      mm_port_each_other_cpu (visit.c), for malloc_trim's release,
+ *              an allocation the heap refused and the sweeper's visit of
+ *              stale caches: one at a time (a visitor inside a call tries
+ *              the lock once; one outside waits, holding no slot); holding
+ *              its own slot (the sweeper has none and borrows each slot
+ *              it visits), a thread sets MM_SLOT_VISIT in every other
+ *              slot, calls membarrier(), then takes each slot on the slow
+ *              path with a bounded wait (busy, then in == 0; passed by if
+ *              either outlasts it), hands its cache to mm/, gives busy
+ *              back, and last clears the flags. It never waits for fork's
+ *              flag.
  *
  * Why the fast path is safe (an asymmetric Dekker handshake). The fast
  * holder E does (1) in = 1, (2) load state, with only a compiler barrier

@@ -8,35 +8,41 @@
  * other slot: a thread blocked for good kept its magazines' objects, and
  * the spans they hold, until it ran again or exited.
  *
- * Algorithm (slots.c, "visit"). The visitor holds its own slot for the
- * whole visit (a pin), takes the visit lock, sets MM_SLOT_VISIT in every
- * other slot and fences (membarrier: a fast entry that loads the state
- * after the fence sees the flag and takes the slow way, which waits for
- * busy; one that loaded it before left its in = 1 visible: the argument
- * of slots.c, "Why", with the flag for the sharer's mark). It then takes
- * each other slot in turn on the slow path with a bounded wait (busy,
- * then in: mm_malloc_slot_try_take), calls fn for it and gives busy
- * back; last it clears the flags. A slot it cannot take within the
- * bound (a holder inside a long call, or a thread stopped inside one) is
- * passed by, and the call returns false, as the port's contract allows:
- * that slot's cache goes back at its thread's next refill after a
- * cycle's flip, or at its exit.
+ * Algorithm (slots.c, "visit"). The visitor takes the visit lock (one
+ * try from inside a call, which holds its slot; waiting from outside
+ * one, holding none), holds its own slot for the whole visit (inside a
+ * call it does already; outside one a pin takes it), sets MM_SLOT_VISIT
+ * in every other slot and fences (membarrier: a fast entry that loads
+ * the state after the fence sees the flag and takes the slow way, which
+ * waits for busy; one that loaded it before left its in = 1 visible: the
+ * argument of slots.c, "Why", with the flag for the sharer's mark). It
+ * then takes each other slot in turn on the slow path with a bounded
+ * wait (busy, then in: mm_malloc_slot_try_take), calls fn for it and
+ * gives busy back; last it clears the flags. A visitor with no slot of
+ * its own (the sweeper) takes none: it borrows each slot it visits for
+ * fn, with its signals blocked (visit_each). A slot it cannot take
+ * within the bound (a holder inside a long call, or a thread stopped
+ * inside one) is passed by, and the call returns false, as the port's
+ * contract allows: that slot's cache goes back at its thread's next
+ * refill after a cycle's flip, at its exit, or at a later visit.
  *
- * Why no wait here is for ever: the visitor never waits for the visit
- * lock (a visit under way makes it return false) and, in fn, waits only
- * for mm locks (no holder of those waits for a slot). It holds its own
- * slot and at most one other, whose waits are bounded; a fork waits for
- * both, but the visitor never waits for a fork's flag. A signal
- * handler's call on the visiting thread is nested in its slot; one that
- * needs a visit of its own (its reclaim) finds the lock taken.
+ * Why no wait here is for ever: a visitor waits for the visit lock only
+ * holding no slot (the holder's waits are bounded, or mm/'s own) and, in
+ * fn, for mm locks (no holder of those waits for a slot). It holds its
+ * own slot and at most one other, whose waits are bounded; a fork waits
+ * for both, but the visitor never waits for a fork's flag holding another
+ * slot. A signal handler's call on the visiting thread is nested in its
+ * slot; one that needs a visit of its own (its reclaim) finds the lock
+ * taken.
  *
  * Cost: a membarrier(2) and 3 locked instructions a slot (the flag set
  * and cleared, busy taken), 63 slots (about as much as fork's take of
  * every slot). mm/ calls it on rare paths (a release, a refused
  * allocation) and, with spanheap_config.flush_quiet_cpus (slots.c sets
- * it), from the sweeper once a cycle when the heap has been quiet for a
- * period. While the flags are set, every other thread's calls take the
- * slow path (a compare-and-swap of its busy word).
+ * it), from the sweeper at most once a period, and only once a cycle has
+ * begun since its last visit: a quiet process makes a few and then none.
+ * While the flags are set, every other thread's calls take the slow path
+ * (a compare-and-swap of its busy word).
  *
  * Contexts: thread context, inside an API call or outside one (malloc_trim
  * and the background threads hold no slot when they call it).
@@ -56,11 +62,12 @@
 enum { VISIT_TURNS = 128 };
 
 /* 1 while a thread visits: one visit at a time, so that no two set and
- * clear the flags over each other. Taken with one try: a visitor holds
- * its own slot, so one that waited for the lock held up the visit under
- * way at its slot (the review's 16 threads: each visit waited out every
- * queued visitor's slot in turn); a visit already running does the
- * work. */
+ * clear the flags over each other. Taken with one try from inside a call
+ * (a reclaim): such a visitor holds its own slot, so one that waited for
+ * the lock held up the visit under way at its slot (the review's 16
+ * threads: each visit waited out every queued visitor's slot in turn);
+ * a visit already running does the work. A visitor outside a call holds
+ * no slot while it waits. */
 static atomic_int visit_lock;
 
 /* Sets, or clears, MM_SLOT_VISIT in every slot but me. */
@@ -78,9 +85,22 @@ static void visit_flags(int me, bool set)
 	}
 }
 
-/* Calls fn for every slot but me that it can take; true if it took all. */
-static bool visit_each(int me, void (*fn)(unsigned cpu, void *arg), void *arg)
+/* What held points to while a visitor with no slot of its own borrows
+ * the slot it visits (visit_each); never read. */
+static _Atomic unsigned long borrowed;
+
+/* Calls fn for every slot but me that it can take; true if it took all.
+ * A visitor with no slot of its own (the sweeper; borrow) borrows each
+ * slot for fn, its signals blocked: mm/'s pins inside fn are then that
+ * slot's, nested, and never claim a slot for the visitor (a sweeper with
+ * a slot of its own would share an application thread's once 63 were
+ * owned, and take that thread's fast path away). Any other visitor runs
+ * fn in its own hold, whose pins are its own slot's, as a kernel's
+ * stopper CPU's are its own. */
+static bool visit_each(int me, bool borrow, void (*fn)(unsigned cpu, void *arg),
+                       void *arg)
 {
+	struct mm_malloc_thread *t = &mm_malloc_self;
 	bool all = true;
 	for (int s = 0; s < MM_MAX_CPUS; s++) {
 		if (s == me)
@@ -91,7 +111,15 @@ static bool visit_each(int me, void (*fn)(unsigned cpu, void *arg), void *arg)
 			continue;
 		}
 		mm_malloc_hook(MM_MALLOC_HOOK_VISIT_HELD);
+		if (borrow) {
+			t->slot_id = s;
+			t->held = &borrowed;
+		}
 		fn((unsigned)s, arg);
+		if (borrow) {
+			t->held = NULL;
+			t->slot_id = -1;
+		}
 		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
 		                      memory_order_release);
 	}
@@ -108,25 +136,49 @@ static bool visit_lock_try(void)
 	                                               memory_order_relaxed);
 }
 
+/* Sets the flags, visits, clears them and gives the lock back. */
+static bool visit_locked(int me, bool borrow,
+                         void (*fn)(unsigned cpu, void *arg), void *arg)
+{
+	visit_flags(me, true);
+	if (mm_malloc_fences)
+		mm_malloc_fence_others();
+	mm_malloc_hook(MM_MALLOC_HOOK_VISIT_FLAGGED);
+	bool all = visit_each(me, borrow, fn, arg);
+	visit_flags(me, false);
+	atomic_store_explicit(&visit_lock, 0, memory_order_release);
+	return all;
+}
+
 bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
 {
+	struct mm_malloc_thread *t = &mm_malloc_self;
 	/* A call on the late slot holds it for itself past its thread's
 	 * exit, or lent while its thread's own slot is held by the call a
 	 * signal handler interrupted, which the visit would wait out. */
-	if (mm_malloc_self.slot_id == MM_MALLOC_LATE_SLOT)
+	if (t->slot_id == MM_MALLOC_LATE_SLOT)
 		return false;
-	struct mm_pin pin = mm_port_pin();
-	int me = (int)pin.cpu;
-	bool all = false;
-	if (me != MM_MALLOC_LATE_SLOT && visit_lock_try()) {
-		visit_flags(me, true);
-		if (mm_malloc_fences)
-			mm_malloc_fence_others();
-		mm_malloc_hook(MM_MALLOC_HOOK_VISIT_FLAGGED);
-		all = visit_each(me, fn, arg);
-		visit_flags(me, false);
-		atomic_store_explicit(&visit_lock, 0, memory_order_release);
+	if (t->held) /* inside a call (a reclaim): its slot held already */
+		return visit_lock_try() &&
+		       visit_locked(t->slot_id, false, fn, arg);
+	/* Outside a call (malloc_trim, the sweeper): it holds no slot, so
+	 * it may wait for a visit under way (a single try let the
+	 * sweeper's visit, which hands back only stale caches, cost a
+	 * malloc_trim every other cache). */
+	bool borrow = t->slot_id < 0;
+	sigset_t mask;
+	if (borrow)
+		mm_malloc_signals_block(&mask);
+	for (unsigned i = 0; !visit_lock_try(); i++)
+		mm_malloc_backoff(i);
+	bool all;
+	if (borrow) {
+		all = visit_locked(-1, true, fn, arg);
+		mm_malloc_signals_restore(&mask);
+	} else {
+		struct mm_pin pin = mm_port_pin();
+		all = visit_locked((int)pin.cpu, false, fn, arg);
+		mm_port_unpin(pin);
 	}
-	mm_port_unpin(pin);
 	return all;
 }

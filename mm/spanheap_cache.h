@@ -120,10 +120,11 @@ static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 }
 
 /* Hands back, through mm_port_each_other_cpu, the caches of the other
- * CPUs that have not flushed since the current cycle began (the sweeper's
- * call for a quiet heap, config flush_quiet_cpus); returns true if the
- * sweeper should be kicked. Thread context, nothing pinned, no mm lock. */
-bool spanheap_flush_stale_others(struct spanheap *sh);
+ * CPUs that hold anything and have not flushed since cycle gen began (the
+ * sweeper's visit, config flush_quiet_cpus); sets *kick if the sweeper
+ * should be kicked. Returns true if the port reached every other CPU.
+ * Thread context, nothing pinned, no mm lock. */
+bool spanheap_flush_stale_others(struct spanheap *sh, uint32_t gen, bool *kick);
 
 /* Gives this CPU's magazines back to their spans (pins). Any context but
  * NMI; returns true if the sweeper should be kicked. */

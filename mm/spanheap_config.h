@@ -37,7 +37,18 @@ struct spanheap_config {
 	 * struct, the padding after pending_permille, it leaves the struct's
 	 * size (and struct spanheap's layout) as it was.
 	 */
-	bool poison;
+	bool poison : 1;
+	/*
+	 * For a port whose CPUs have no idle loop to call spanheap_cpu_idle
+	 * and whose mm_port_each_other_cpu is cheap (the hosted malloc: a
+	 * CPU is a thread's slot, and a blocked thread keeps its cache):
+	 * the sweeper hands back the caches of the other CPUs that have not
+	 * flushed since a cycle that began at least period_ns ago, at most
+	 * once a period (spanheap_sweep.c, quiet_visit). Off by default: a
+	 * kernel's idle loop does it, and its each_other_cpu stops the
+	 * world. A bit of poison's byte: the struct stays 32 bytes.
+	 */
+	bool flush_quiet_cpus : 1;
 	/*
 	 * The guarded pool (spanheap_guard.c, Linux's KFENCE), off when
 	 * guard_slots is 0 (the default): up to guard_slots objects at once
@@ -60,19 +71,7 @@ struct spanheap_config {
 	unsigned batch_spans;
 	/* The sweeper's CPU budget, in thousandths of one CPU: after a
 	 * cycle it sleeps long enough to stay within it. */
-	uint16_t cpu_permille;
-	/*
-	 * For a port whose CPUs have no idle loop to call spanheap_cpu_idle
-	 * and whose mm_port_each_other_cpu is cheap (the hosted malloc: a
-	 * CPU is a thread's slot, and a blocked thread keeps its cache):
-	 * once a sweep cycle has begun and then a whole period_ns passes
-	 * with no CPU refilling its cache, the sweeper hands back the caches
-	 * of the other CPUs that have not flushed since the cycle began,
-	 * once a cycle (spanheap_sweep.c, quiet_visit). Off by default: a
-	 * kernel's idle loop does it, and its each_other_cpu stops the
-	 * world. In cpu_permille's upper half: the struct stays 32 bytes.
-	 */
-	bool flush_quiet_cpus;
+	unsigned cpu_permille;
 };
 
 #define SPANHEAP_DEFAULT_PENDING_PERMILLE 125 /* 1/8 */

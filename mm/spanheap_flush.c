@@ -128,23 +128,42 @@ bool spanheap_flush_all(struct spanheap *sh)
 	return all;
 }
 
-/* mm_port_each_other_cpu's call for a quiet heap: flushes cpu's cache if
- * a cycle began since its last flush. */
+struct flush_stale {
+	struct spanheap *sh;
+	uint32_t gen;
+	bool kick;
+};
+
+/* True if CPU cpu's cache (held) holds an object or a span. */
+static bool cache_holds(struct spanheap *sh, unsigned cpu)
+{
+	struct mcache *mc = &sh->caches[cpu];
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		if (mc->alloc[cls] != &spanheap_empty_span ||
+		    (mc->slab && mc->mag[cls].top != mag_base(sh, cpu, cls)))
+			return true;
+	return false;
+}
+
+/* mm_port_each_other_cpu's call for the sweeper's visit: flushes cpu's
+ * cache if it has not flushed since cycle gen began and holds anything. */
 static void flush_stale_other(unsigned cpu, void *arg)
 {
-	struct flush_other *f = arg;
-	if (!spanheap_cache_stale(f->sh, cpu))
+	struct flush_stale *f = arg;
+	struct mcache *mc = &f->sh->caches[cpu];
+	if ((int32_t)(f->gen - mc->flushgen) <= 0 || !cache_holds(f->sh, cpu))
 		return;
 	f->kick |= spanheap_cache_flush(f->sh, cpu);
 	atomic_fetch_add_explicit(&f->sh->quiet_flushes, 1,
 	                          memory_order_relaxed);
 }
 
-bool spanheap_flush_stale_others(struct spanheap *sh)
+bool spanheap_flush_stale_others(struct spanheap *sh, uint32_t gen, bool *kick)
 {
-	struct flush_other f = {.sh = sh};
-	mm_port_each_other_cpu(flush_stale_other, &f);
-	return f.kick;
+	struct flush_stale f = {.sh = sh, .gen = gen};
+	bool all = mm_port_each_other_cpu(flush_stale_other, &f);
+	*kick = f.kick;
+	return all;
 }
 
 /*

@@ -83,8 +83,7 @@ static bool config_ok(const struct spanheap_config *cfg)
 		mm_log("spanheap: bad config: %s: pending %u per mille, batch "
 		       "%u spans, period %lu ns, CPU %u per mille",
 		       bad, cfg->pending_permille, cfg->batch_spans,
-		       (unsigned long)cfg->period_ns,
-		       (unsigned)cfg->cpu_permille);
+		       (unsigned long)cfg->period_ns, cfg->cpu_permille);
 	return bad == NULL;
 }
 

@@ -155,6 +155,8 @@ static void stats_counters(struct spanheap *sh, struct spanheap_stats *st)
 	        atomic_load_explicit(&sh->idle_flushes, memory_order_relaxed);
 	st->n.quiet_flushes =
 	        atomic_load_explicit(&sh->quiet_flushes, memory_order_relaxed);
+	st->n.quiet_visits =
+	        atomic_load_explicit(&sh->quiet_visits, memory_order_relaxed);
 	st->fail_armed = spanheap_fail_armed(sh);
 	st->fail_calls =
 	        atomic_load_explicit(&sh->fail.calls, memory_order_relaxed);
@@ -287,7 +289,7 @@ void spanheap_dump(struct spanheap *sh)
 	       "%lu on demand, %lu from fold queues, %lu spans freed, sweeper "
 	       "CPU %lu us; atomic refusals %lu; %lu cycles for refused "
 	       "allocations; %lu flushes of every CPU, %lu of this CPU only, "
-	       "%lu by idle CPUs, %lu by the sweeper for a quiet heap's",
+	       "%lu by idle CPUs, %lu in %lu visits of stale caches",
 	       (unsigned long)st->n.cycles, (unsigned long)st->n.swept_spans,
 	       (unsigned long)st->n.demand_swept,
 	       (unsigned long)st->n.queue_folded,
@@ -297,7 +299,8 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st->n.flush_alls,
 	       (unsigned long)st->n.flush_alls_failed,
 	       (unsigned long)st->n.idle_flushes,
-	       (unsigned long)st->n.quiet_flushes);
+	       (unsigned long)st->n.quiet_flushes,
+	       (unsigned long)st->n.quiet_visits);
 	if (st->fail_armed || st->fail_calls)
 		dump_fail(sh, st);
 	if (st->guard_slots)

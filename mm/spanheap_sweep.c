@@ -402,31 +402,42 @@ static void pace(struct spanheap *sh, uint64_t used)
 
 /*
  * Config flush_quiet_cpus (a port whose CPUs have no idle loop: the hosted
- * malloc's threads): once a cycle has begun and a whole period has passed
- * since with no refill by any CPU, hands back the other CPUs' caches that
- * have not flushed since the cycle began, once a cycle. A blocked thread
- * would keep its magazines' objects, and the spans they hold, until it
- * ran again; a CPU still allocating has refilled, and flushed, meanwhile.
- * The objects handed back are pending frees the next cycle folds. The
- * sweeper's own fields; nothing pinned, no lock held.
+ * malloc's threads): hands back the caches of CPUs that have not flushed
+ * since a cycle that began at least a period ago, at most once a period
+ * and only once a cycle has begun since the last such visit. A CPU that
+ * allocated meanwhile refilled, and flushed, by itself; one blocked would
+ * keep its magazines' objects, and the spans they hold, until it ran
+ * again. The first call that sees a cycle not yet visited marks it and
+ * its time; a period later the visit hands back what has not flushed
+ * since (spanheap_flush_stale_others), and the mark is cleared; a visit
+ * that could not reach every CPU leaves the cycle to the next mark. Until
+ * a review it waited for a period with no refill anywhere, and one
+ * thread taking a span a second kept every other thread's cache for
+ * good. The objects handed back are pending frees the next cycle folds.
+ * The sweeper's own fields; nothing pinned, no lock held.
  */
 static void quiet_visit(struct spanheap *sh, uint64_t now)
 {
 	struct spanheap_sweeper *sw = &sh->sweeper;
 	if (!sh->cfg.flush_quiet_cpus)
 		return;
-	uint64_t refills = spanheap_refills_total(sh);
-	uint64_t gen =
+	uint32_t gen =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
-	if (refills != sw->visit_refills || sw->visit_since == 0) {
-		sw->visit_refills = refills;
-		sw->visit_since = now;
+	if (sw->mark_since == 0) {
+		if (gen != sw->visited_gen) {
+			sw->mark_gen = gen;
+			sw->mark_since = now;
+		}
 		return;
 	}
-	if (gen == sw->visit_gen || now - sw->visit_since < sh->cfg.period_ns)
+	if (now - sw->mark_since < sh->cfg.period_ns)
 		return;
-	sw->visit_gen = gen;
-	if (spanheap_flush_stale_others(sh))
+	sw->mark_since = 0;
+	bool kick = false;
+	if (spanheap_flush_stale_others(sh, sw->mark_gen, &kick))
+		sw->visited_gen = sw->mark_gen;
+	atomic_fetch_add_explicit(&sh->quiet_visits, 1, memory_order_relaxed);
+	if (kick)
 		spanheap_sweeper_kick(sh);
 }
 
@@ -458,6 +469,8 @@ static void sweeper_main(void *arg)
 			sh->n.sweeper_cpu_ns += used;
 			mm_lock_release(&sh->heap->lock, irq);
 			pace(sh, used);
+			/* A heap freeing steadily runs cycle after cycle. */
+			quiet_visit(sh, mm_port_now_ns());
 			continue;
 		}
 		quiet_visit(sh, now);
@@ -473,8 +486,8 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 	atomic_store(&sh->sweeper.stop, false);
 	/* Caches stale now wait for a cycle begun from here (quiet_visit);
 	 * set before the thread, which a cycle may precede. */
-	sh->sweeper.visit_gen = atomic_load(&sh->sweepgen);
-	sh->sweeper.visit_since = 0;
+	sh->sweeper.visited_gen = atomic_load(&sh->sweepgen);
+	sh->sweeper.mark_since = 0;
 	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
 	if (sh->sweeper.thread) {
 		atomic_store(&sh->sweeper.idle_flush, true);

@@ -53,9 +53,10 @@ struct spanheap_counters {
 	 * port could not reach the others (stats only) */
 	uint64_t flush_alls, flush_alls_failed;
 	/* Caches idle CPUs handed back after a flip (spanheap_cpu_idle;
-	 * stats only), and those the sweeper handed back for CPUs of a
-	 * quiet heap (config flush_quiet_cpus) */
-	uint64_t idle_flushes, quiet_flushes;
+	 * stats only); the sweeper's visits of stale caches, and the caches
+	 * holding objects or spans they handed back (config
+	 * flush_quiet_cpus) */
+	uint64_t idle_flushes, quiet_visits, quiet_flushes;
 };
 
 /* The sweeper thread's state. */
@@ -73,10 +74,11 @@ struct spanheap_sweeper {
 	 * then waits until no idle flush is in flight (seq_cst, both). */
 	_Atomic bool idle_flush;
 	_Atomic unsigned idle_inflight;
-	/* The sweeper thread's own (config flush_quiet_cpus): the cycle
-	 * whose stale caches it handed back last, and since when (ns) the
-	 * refills' total has been refills. */
-	uint64_t visit_gen, visit_since, visit_refills;
+	/* The sweeper thread's own (config flush_quiet_cpus, quiet_visit):
+	 * the cycle whose stale caches it last handed back every one of, and
+	 * the cycle marked to visit and when (ns; 0: none marked). */
+	uint32_t visited_gen, mark_gen;
+	uint64_t mark_since;
 };
 
 /* The named caches' slots and their names' room (objcache.h's
@@ -126,9 +128,11 @@ struct spanheap {
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */
 	_Atomic uint64_t queue_folded; /* spans folded from fold queues */
 	_Atomic uint64_t flush_alls, flush_alls_failed; /* spanheap_flush_all */
-	_Atomic uint64_t idle_flushes;  /* spanheap_cpu_idle's flushes */
-	_Atomic uint64_t quiet_flushes; /* the sweeper's, at quiet */
-	_Atomic uint64_t pending_base;  /* pending bytes at the last flip */
+	_Atomic uint64_t idle_flushes; /* spanheap_cpu_idle's flushes */
+	_Atomic uint64_t
+	        quiet_flushes;         /* caches the sweeper's visits emptied */
+	_Atomic uint64_t quiet_visits; /* the sweeper's visits (quiet_visit) */
+	_Atomic uint64_t pending_base; /* pending bytes at the last flip */
 	_Atomic uint64_t quiet_cycles; /* paces cut short: the heap was quiet */
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
