@@ -60,6 +60,19 @@ static void flip(void)
 	spanheap_sweep_cycle(&sh);
 }
 
+/* The end of each test: the sweeper stopped (if it runs), the first
+ * ncpus CPUs' caches flushed and a cycle run; then every page but those
+ * the heap keeps for itself is back, and the heap's checker passes. */
+static void heap_end(unsigned ncpus, const char *when)
+{
+	spanheap_sweeper_stop(&sh);
+	sh_flush_cpus(&sh, ncpus);
+	flip();
+	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_CHECK(&sh, when);
+	sh_heap_release(&heap);
+}
+
 /*
  * CPU 1 freed objects into its magazine. Its idle call does nothing
  * until a cycle begins; then it hands the cache back, once: the next
@@ -82,11 +95,7 @@ KTEST(spanheap_idle, an_idle_cpu_hands_its_cache_back_once_a_cycle)
 	KEXPECT_EQ(mag_objects(), (size_t)0);
 	KEXPECT(!spanheap_cpu_idle(&sh));
 	KEXPECT_EQ(stats()->n.idle_flushes, (uint64_t)1);
-	spanheap_sweeper_stop(&sh);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the idle flush");
-	sh_heap_release(&heap);
+	heap_end(2, "after the idle flush");
 }
 
 /* With no sweeper running (never started, or stopped) an idle CPU keeps
@@ -107,11 +116,7 @@ KTEST(spanheap_idle, no_idle_flush_without_the_sweeper)
 	KEXPECT(!spanheap_cpu_idle(&sh)); /* stopped */
 	KEXPECT_EQ(mag_objects(), held);
 	KEXPECT_EQ(stats()->n.idle_flushes, (uint64_t)0);
-	sh_flush_cpus(&sh, 2);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the flush");
-	sh_heap_release(&heap);
+	heap_end(2, "after the flush");
 }
 
 /* ---- The stop against idle flushes in flight
@@ -192,11 +197,7 @@ KTEST(spanheap_idle, no_idle_flush_runs_past_the_sweepers_stop)
 	           RACE_ROUNDS);
 	KEXPECT_EQ(late, 0u);
 	KEXPECT(flushes > 0);
-	sh_flush_cpus(&sh, 3);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the race");
-	sh_heap_release(&heap);
+	heap_end(3, "after the race");
 }
 
 /* ---- A quiet heap's sweeper hands back other CPUs' stale caches --------- */
@@ -263,11 +264,7 @@ KTEST(spanheap_idle, a_quiet_heaps_sweeper_hands_back_stale_caches)
 	periods(20);
 	KEXPECT_EQ(stats()->n.quiet_visits, visits);
 	KEXPECT_EQ(stats()->n.quiet_flushes, (uint64_t)1);
-	spanheap_sweeper_stop(&sh);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the quiet flush");
-	sh_heap_release(&heap);
+	heap_end(2, "after the quiet flush");
 }
 
 static _Atomic bool busy_stop;
@@ -311,12 +308,7 @@ KTEST(spanheap_idle, a_busy_cpu_does_not_keep_quiet_caches)
 	pthread_join(t, NULL);
 	KEXPECT_EQ(left, (size_t)0);
 	KEXPECT(stats()->n.quiet_flushes >= 1);
-	spanheap_sweeper_stop(&sh);
-	sh_flush_cpus(&sh, 3);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the busy CPU");
-	sh_heap_release(&heap);
+	heap_end(3, "after the busy CPU");
 }
 
 /* Off (the default, a kernel's: its idle loop does it): CPU 1 keeps its
@@ -331,10 +323,5 @@ KTEST(spanheap_idle, no_quiet_flush_unless_configured)
 	periods(10);
 	KEXPECT_EQ(mag_objects(), held);
 	KEXPECT_EQ(stats()->n.quiet_flushes, (uint64_t)0);
-	spanheap_sweeper_stop(&sh);
-	sh_flush_cpus(&sh, 2);
-	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
-	SH_CHECK(&sh, "after the flush");
-	sh_heap_release(&heap);
+	heap_end(2, "after the flush");
 }

@@ -316,6 +316,32 @@ static void *idle_thread(void *arg)
 	return NULL;
 }
 
+/* Starts the idle threads and waits until each has freed and blocks;
+ * false if one could not be made. */
+static bool idle_threads_start(pthread_t *t)
+{
+	static void *v[IDLE_THREADS][IDLE_OBJS];
+	for (int i = 0; i < IDLE_THREADS; i++)
+		if (pthread_create(&t[i], NULL, idle_thread, v[i]) != 0)
+			return false;
+	while (atomic_load(&idle_ready) < IDLE_THREADS)
+		usleep(1000);
+	return true;
+}
+
+/* Lets them exit and joins them; false if one failed. */
+static bool idle_threads_end(pthread_t *t)
+{
+	atomic_store(&idle_go, true);
+	bool ok = true;
+	for (int i = 0; i < IDLE_THREADS; i++) {
+		void *r;
+		if (pthread_join(t[i], &r) != 0 || r)
+			ok = false;
+	}
+	return ok;
+}
+
 /*
  * MM_MALLOC_BACKGROUND=0: threads that freed what they allocated and then
  * block (not exiting) keep objects in their magazines, and those keep
@@ -328,22 +354,14 @@ static void *idle_thread(void *arg)
  */
 int scenario_trim_idle(void)
 {
-	static void *v[IDLE_THREADS][IDLE_OBJS];
 	pthread_t t[IDLE_THREADS];
-	for (int i = 0; i < IDLE_THREADS; i++)
-		if (pthread_create(&t[i], NULL, idle_thread, v[i]) != 0)
-			return 2;
-	while (atomic_load(&idle_ready) < IDLE_THREADS)
-		usleep(1000);
+	if (!idle_threads_start(t))
+		return 2;
 	struct mallinfo2 before = mallinfo2();
 	(void)malloc_trim(0);
 	struct mallinfo2 after = mallinfo2();
-	atomic_store(&idle_go, true);
-	for (int i = 0; i < IDLE_THREADS; i++) {
-		void *r;
-		if (pthread_join(t[i], &r) != 0 || r)
-			return 2;
-	}
+	if (!idle_threads_end(t))
+		return 2;
 	/* Their exits flushed their caches: what a trim keeps then (their
 	 * slots' magazine slabs stay) is the mark. */
 	(void)malloc_trim(0);
@@ -372,24 +390,16 @@ int scenario_trim_idle(void)
  */
 int scenario_quiet_idle(void)
 {
-	static void *v[IDLE_THREADS][IDLE_OBJS];
 	pthread_t t[IDLE_THREADS];
-	for (int i = 0; i < IDLE_THREADS; i++)
-		if (pthread_create(&t[i], NULL, idle_thread, v[i]) != 0)
-			return 2;
-	while (atomic_load(&idle_ready) < IDLE_THREADS)
-		usleep(1000);
+	if (!idle_threads_start(t))
+		return 2;
 	size_t first = mallinfo2().smblks, left = first;
 	for (int i = 0; i < 1200 && left != 0; i++) {
 		usleep(50000);
 		left = mallinfo2().smblks;
 	}
-	atomic_store(&idle_go, true);
-	for (int i = 0; i < IDLE_THREADS; i++) {
-		void *r;
-		if (pthread_join(t[i], &r) != 0 || r)
-			return 2;
-	}
+	if (!idle_threads_end(t))
+		return 2;
 	if (first == 0 || left != 0) {
 		fprintf(stderr,
 		        "%zu objects in magazines after the threads went "

@@ -20,18 +20,6 @@
 
 #include "malloc_hooks_test.h"
 
-/* 77 unless exclusive owners take the fast path (membarrier). */
-static int fast_path_or_skip(void)
-{
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
-	return 0;
-}
-
 static atomic_bool fork_holds; /* fork stopped with every slot taken */
 /* The entering thread has claimed its slot: a fork before that would
  * hold the slot through its first call. */

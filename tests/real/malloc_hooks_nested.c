@@ -100,12 +100,10 @@ static void let_parked_go(void)
  */
 int signal_in_shared_slow_hold(void)
 {
-	free(malloc(16)); /* this thread's slot: 0, the first claimed */
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip(); /* this thread's slot: 0, the first
+	                                   claimed */
+	if (skip)
+		return skip;
 	if (!on_signal(SIGUSR1, slow_hold_handler) || own_every_slot() != 0)
 		return 2;
 	mm_malloc_test_hook = in_slow_hold_window;
@@ -172,12 +170,9 @@ static void sharer_wait_handler(int sig)
  */
 int signal_while_sharer_waits_in(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	if (!on_signal(SIGUSR1, sharer_wait_handler))
 		return 2;
 	mm_malloc_test_hook = in_sharer_wait_window;
@@ -257,12 +252,9 @@ static void *idle_forker(void *arg)
  */
 int signal_in_fast_leave(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	if (!on_signal(SIGUSR1, leave_handler))
 		return 2;
 	pthread_t t;

@@ -217,12 +217,9 @@ static void in_join_window(enum mm_malloc_hook_point where)
  */
 int sharer_waits_for_fast_holder(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	mm_malloc_test_hook = in_join_window;
 	if (share_prepare(false) != 0)
 		return 2;

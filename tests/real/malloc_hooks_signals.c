@@ -252,12 +252,9 @@ static void entry_handler(int sig)
  */
 int signal_in_fast_entry(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	if (!on_signal(SIGUSR1, entry_handler) ||
 	    !on_signal(SIGUSR2, second_entry_handler))
 		return 2;

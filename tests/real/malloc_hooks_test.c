@@ -126,12 +126,9 @@ static void in_slot_window(enum mm_malloc_hook_point where)
 /* 77: the scenario does not apply (no fast path without membarrier). */
 static int need_fast_path(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	mm_malloc_test_hook = in_slot_window;
 	return 0;
 }

@@ -11,6 +11,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "malloc/malloc_testing.h"
@@ -22,6 +24,20 @@ extern unsigned mm_malloc_threads(void) __attribute__((weak));
 extern const char *mm_malloc_slot_mode(void) __attribute__((weak));
 extern void mm_malloc_test_set_next_token(unsigned long next)
         __attribute__((weak));
+
+/* 77 (the scenario does not apply) unless exclusive owners take the fast
+ * path (membarrier), saying so on stderr; else 0. Claims this thread's
+ * slot first (an allocation). */
+static inline int fast_path_or_skip(void)
+{
+	free(malloc(16));
+	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
+		fprintf(stderr, "slot mode %s: no fast path",
+		        mm_malloc_slot_mode());
+		return 77;
+	}
+	return 0;
+}
 
 /* Sets fn as this process's handler of signal sig (no flags, no mask);
  * false if sigaction refuses. */

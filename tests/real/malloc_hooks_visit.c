@@ -66,12 +66,9 @@ static void *visited_owner(void *arg)
  */
 int fast_entry_backs_out_of_a_visit(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	mm_malloc_test_hook = in_visit_entry;
 	pthread_t t;
 	if (pthread_create(&t, NULL, visited_owner, NULL) != 0)

@@ -147,12 +147,9 @@ static void *backer(void *arg)
  */
 int backout_call_waits_for_fork(void)
 {
-	free(malloc(16));
-	if (strcmp(mm_malloc_slot_mode(), "membarrier") != 0) {
-		fprintf(stderr, "slot mode %s: no fast path",
-		        mm_malloc_slot_mode());
-		return 77;
-	}
+	int skip = fast_path_or_skip();
+	if (skip)
+		return skip;
 	mm_malloc_test_hook = in_backout_window;
 	pthread_t t;
 	if (pthread_create(&t, NULL, backer, NULL) != 0)
