@@ -112,7 +112,9 @@
  *              call, under ctl_lock; the allocations pthread_create makes
  *              see the state "running" and do not recurse. They are
  *              threads like any other: a pin outside an API call enters
- *              (port_prod.c), which claims a slot on first use.
+ *              (port_prod.c), which claims a slot on first use (the
+ *              sweeper's visit of stale caches pins nothing: it borrows
+ *              the slots it visits, visit.c).
  *   trim       malloc_trim (malloc_info.c) releases as they do, from the
  * caller's thread outside any API call, under ctl_lock (malloc_trim).
  *   visit      mm_port_each_other_cpu (visit.c), for malloc_trim's release,

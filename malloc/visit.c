@@ -40,7 +40,9 @@
  * every slot). mm/ calls it on rare paths (a release, a refused
  * allocation) and, with spanheap_config.flush_quiet_cpus (slots.c sets
  * it), from the sweeper at most once a period, and only once a cycle has
- * begun since its last visit: a quiet process makes a few and then none.
+ * begun since its last visit: a quiet process makes a few and then none
+ * (but for a slot held inside a call for good, passed by: then one
+ * visit after 1, 2, 4 ... up to 64 periods, for as long as it stays).
  * While the flags are set, every other thread's calls take the slow path
  * (a compare-and-swap of its busy word).
  *
@@ -110,15 +112,16 @@ static bool visit_each(int me, bool borrow, void (*fn)(unsigned cpu, void *arg),
 			all = false;
 			continue;
 		}
-		mm_malloc_hook(MM_MALLOC_HOOK_VISIT_HELD);
+		int own = t->slot_id;
 		if (borrow) {
 			t->slot_id = s;
 			t->held = &borrowed;
 		}
+		mm_malloc_hook(MM_MALLOC_HOOK_VISIT_HELD);
 		fn((unsigned)s, arg);
 		if (borrow) {
 			t->held = NULL;
-			t->slot_id = -1;
+			t->slot_id = own;
 		}
 		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
 		                      memory_order_release);

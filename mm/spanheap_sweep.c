@@ -410,7 +410,9 @@ static void pace(struct spanheap *sh, uint64_t used)
  * again. The first call that sees a cycle not yet visited marks it and
  * its time; a period later the visit hands back what has not flushed
  * since (spanheap_flush_stale_others), and the mark is cleared; a visit
- * that could not reach every CPU leaves the cycle to the next mark. Until
+ * that could not reach every CPU (a thread stopped inside a call) leaves
+ * the cycle to the next mark, made at once, and the next visit waits
+ * twice as long, up to 64 periods, until one reaches every CPU. Until
  * a review it waited for a period with no refill anywhere, and one
  * thread taking a span a second kept every other thread's cache for
  * good. The objects handed back are pending frees the next cycle folds.
@@ -430,12 +432,17 @@ static void quiet_visit(struct spanheap *sh, uint64_t now)
 		}
 		return;
 	}
-	if (now - sw->mark_since < sh->cfg.period_ns)
+	unsigned backoff = sw->visit_fails < 6 ? sw->visit_fails : 6;
+	if (now - sw->mark_since < sh->cfg.period_ns << backoff)
 		return;
 	sw->mark_since = 0;
 	bool kick = false;
-	if (spanheap_flush_stale_others(sh, sw->mark_gen, &kick))
+	if (spanheap_flush_stale_others(sh, sw->mark_gen, &kick)) {
 		sw->visited_gen = sw->mark_gen;
+		sw->visit_fails = 0;
+	} else if (sw->visit_fails < UINT8_MAX) {
+		sw->visit_fails++;
+	}
 	atomic_fetch_add_explicit(&sh->quiet_visits, 1, memory_order_relaxed);
 	if (kick)
 		spanheap_sweeper_kick(sh);
@@ -469,8 +476,11 @@ static void sweeper_main(void *arg)
 			sh->n.sweeper_cpu_ns += used;
 			mm_lock_release(&sh->heap->lock, irq);
 			pace(sh, used);
-			/* A heap freeing steadily runs cycle after cycle. */
-			quiet_visit(sh, mm_port_now_ns());
+			/* A heap freeing steadily runs cycle after cycle; a
+			 * stop (fork's, first of all) must not wait for a
+			 * visit. */
+			if (!atomic_load(&sw->stop))
+				quiet_visit(sh, mm_port_now_ns());
 			continue;
 		}
 		quiet_visit(sh, now);
@@ -488,6 +498,7 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 	 * set before the thread, which a cycle may precede. */
 	sh->sweeper.visited_gen = atomic_load(&sh->sweepgen);
 	sh->sweeper.mark_since = 0;
+	sh->sweeper.visit_fails = 0;
 	sh->sweeper.thread = mm_port_thread_start("sweeper", sweeper_main, sh);
 	if (sh->sweeper.thread) {
 		atomic_store(&sh->sweeper.idle_flush, true);

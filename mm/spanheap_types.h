@@ -79,6 +79,7 @@ struct spanheap_sweeper {
 	 * the cycle marked to visit and when (ns; 0: none marked). */
 	uint32_t visited_gen, mark_gen;
 	uint64_t mark_since;
+	uint8_t visit_fails; /* visits in a row that missed a CPU */
 };
 
 /* The named caches' slots and their names' room (objcache.h's

@@ -325,3 +325,34 @@ KTEST(spanheap_idle, no_quiet_flush_unless_configured)
 	KEXPECT_EQ(stats()->n.quiet_flushes, (uint64_t)0);
 	heap_end(2, "after the flush");
 }
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * A visit that cannot reach every CPU (the port refuses: a thread stopped
+ * inside a call, in the library) is tried again, each time twice as long
+ * after the last: the third visit comes at least 1 + 2 + 4 periods after
+ * the cycle. Until a review found it, one came every period for good.
+ * Waits up to 1000 periods for three visits (a hang guard).
+ */
+KTEST(spanheap_idle, a_visit_that_misses_a_cpu_backs_off)
+{
+	KASSERT(quiet_heap(true));
+	leave_on(1);
+	mm_port_refuse_each_other_cpu(true);
+	uint64_t t0 = now_ns();
+	flip();
+	for (unsigned i = 0; i < 1000 && stats()->n.quiet_visits < 3; i++)
+		periods(1);
+	uint64_t took = now_ns() - t0;
+	mm_port_refuse_each_other_cpu(false);
+	KEXPECT(stats()->n.quiet_visits >= 3);
+	KEXPECT(took >= 7 * QUIET_PERIOD_NS);
+	KEXPECT(mag_objects() >= IDLE_N); /* never reached */
+	heap_end(2, "after the refused visits");
+}
