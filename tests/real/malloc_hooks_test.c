@@ -369,6 +369,8 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"visit_passes_a_held_slot", visit_passes_a_held_slot,
          "MM_MALLOC_BACKGROUND=0"},
+        {"trim_waits_for_the_sweepers_visit", trim_waits_for_the_sweepers_visit,
+         NULL},
         {"claims_race_for_a_free_slot", claims_race_for_a_free_slot,
          "MM_MALLOC_BACKGROUND=0"},
         {"reclaims_race_for_a_gone_owner", reclaims_race_for_a_gone_owner,

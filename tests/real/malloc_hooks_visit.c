@@ -160,3 +160,79 @@ int visit_passes_a_held_slot(void)
 	}
 	return 0;
 }
+
+/* ---- malloc_trim while the sweeper visits -------------------------------- */
+
+static atomic_bool sweeper_parked, sweeper_go;
+static atomic_int trim_flagged;
+static _Thread_local volatile bool is_trimmer; /* as is_visitor */
+
+static void in_sweepers_visit(enum mm_malloc_hook_point where)
+{
+	if (where != MM_MALLOC_HOOK_VISIT_FLAGGED)
+		return;
+	if (is_trimmer) {
+		atomic_fetch_add(&trim_flagged, 1);
+	} else if (!atomic_exchange(&sweeper_parked, true)) {
+		/* The sweeper's visit (no other thread visits here): held
+		 * with the visit lock until sweeper_go. */
+		while (!atomic_load(&sweeper_go))
+			sched_yield();
+	}
+}
+
+/* 16 MiB of small objects written and freed: the background threads
+ * start, a cycle folds the frees, and a period later the sweeper
+ * visits. */
+static void *burst(void *arg)
+{
+	enum { N = 16384, SIZE = 1024 };
+	static void *v[N];
+	for (int i = 0; i < N; i++)
+		if (!(v[i] = malloc(SIZE)) || !memset(v[i], 3, SIZE))
+			return (void *)1;
+	for (int i = 0; i < N; i++)
+		free(v[i]);
+	return arg;
+}
+
+static void *let_sweeper_go(void *arg)
+{
+	usleep(100000);
+	atomic_store(&sweeper_go, true);
+	return arg;
+}
+
+/*
+ * A malloc_trim that meets the sweeper's visit of stale caches under way
+ * waits for it and then visits every slot itself: the sweeper hands back
+ * only caches stale for a period, the trim all of them. Until a review
+ * the trim tried the visit lock once and went without. The sweeper's
+ * visit is held until 100 ms into the trim. Fails with a single try.
+ */
+int trim_waits_for_the_sweepers_visit(void)
+{
+	free(malloc(16));
+	mm_malloc_test_hook = in_sweepers_visit;
+	pthread_t b, g;
+	void *r;
+	if (pthread_create(&b, NULL, burst, NULL) != 0 ||
+	    pthread_join(b, &r) != 0 || r)
+		return 2;
+	while (!atomic_load(&sweeper_parked))
+		usleep(1000);
+	if (pthread_create(&g, NULL, let_sweeper_go, NULL) != 0)
+		return 2;
+	is_trimmer = true;
+	(void)malloc_trim(0);
+	is_trimmer = false;
+	pthread_join(g, NULL);
+	if (atomic_load(&trim_flagged) != 1) {
+		fprintf(stderr,
+		        "malloc_trim beside the sweeper's visit made %d visits "
+		        "of its own (1 expected)",
+		        atomic_load(&trim_flagged));
+		return 1;
+	}
+	return 0;
+}
