@@ -119,6 +119,14 @@ static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 	       atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
 }
 
+/* True if CPU cpu's cache (pinned or held) was last flushed before cycle
+ * gen began: stale since then (the sweeper's visit, spanheap_flush.c). */
+static inline bool spanheap_cache_stale_since(struct spanheap *sh, unsigned cpu,
+                                              uint32_t gen)
+{
+	return (int32_t)(gen - sh->caches[cpu].flushgen) > 0;
+}
+
 /* Hands back, through mm_port_each_other_cpu, the caches of the other
  * CPUs that hold anything and have not flushed since cycle gen began (the
  * sweeper's visit, config flush_quiet_cpus); sets *kick if the sweeper

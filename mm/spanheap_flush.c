@@ -140,7 +140,8 @@ static bool cache_holds(struct spanheap *sh, unsigned cpu)
 	struct mcache *mc = &sh->caches[cpu];
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		if (mc->alloc[cls] != &spanheap_empty_span ||
-		    (mc->slab && mc->mag[cls].top != mag_base(sh, cpu, cls)))
+		    (mc->slab &&
+		     mag_top(&mc->mag[cls]) != mag_base(sh, cpu, cls)))
 			return true;
 	return false;
 }
@@ -150,8 +151,8 @@ static bool cache_holds(struct spanheap *sh, unsigned cpu)
 static void flush_stale_other(unsigned cpu, void *arg)
 {
 	struct flush_stale *f = arg;
-	struct mcache *mc = &f->sh->caches[cpu];
-	if ((int32_t)(f->gen - mc->flushgen) <= 0 || !cache_holds(f->sh, cpu))
+	if (!spanheap_cache_stale_since(f->sh, cpu, f->gen) ||
+	    !cache_holds(f->sh, cpu))
 		return;
 	f->kick |= spanheap_cache_flush(f->sh, cpu);
 	atomic_fetch_add_explicit(&f->sh->quiet_flushes, 1,
