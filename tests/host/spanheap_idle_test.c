@@ -245,10 +245,10 @@ static uint64_t visits_settled(void)
  * cycle began, the sweeper hands CPU 1's cache back through
  * mm_port_each_other_cpu. Then, with nothing more freed, its visits stop
  * (one for the cycle that folded what it handed back, none after):
- * visits settle, and 20 more periods bring none. Waits up to 1000
- * periods for the flush (a hang guard). Fails with quiet_visit a no-op,
- * and with a visit that marks no cycle visited (a membarrier a period
- * for good in the library, a review found).
+ * visits settle, and 20 more periods bring at most one late one. Waits
+ * up to 1000 periods for the flush (a hang guard). Fails with quiet_visit
+ * a no-op, and with a visit that marks no cycle visited (a membarrier a
+ * period for good in the library, a review found).
  */
 KTEST(spanheap_idle, a_quiet_heaps_sweeper_hands_back_stale_caches)
 {
@@ -260,9 +260,11 @@ KTEST(spanheap_idle, a_quiet_heaps_sweeper_hands_back_stale_caches)
 		periods(1);
 	KEXPECT_EQ(mag_objects(), (size_t)0);
 	KEXPECT_EQ(stats()->n.quiet_flushes, (uint64_t)1);
+	/* At most one late visit (a sweeper stalled past the settling):
+	 * one that marked no cycle visited makes one every period. */
 	uint64_t visits = visits_settled();
 	periods(20);
-	KEXPECT_EQ(stats()->n.quiet_visits, visits);
+	KEXPECT(stats()->n.quiet_visits <= visits + 1);
 	KEXPECT_EQ(stats()->n.quiet_flushes, (uint64_t)1);
 	heap_end(2, "after the quiet flush");
 }
