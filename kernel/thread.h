@@ -69,6 +69,7 @@ struct thread {
 	/* Protected by the lock of the wait queue it is on: */
 	struct thread *wq_next;
 	bool wq_queued;
+	bool wq_granted; /* a sema_release handed it a unit (waitq.c) */
 
 	/* Protected by the threads lock (thread.c): the list of all threads,
 	 * from creation (or adoption) to join; and whether a join has

@@ -132,6 +132,7 @@ void sema_init(struct semaphore *s, const char *name, int count, int max)
 		count = count < 0 ? 0 : count > max ? max : count;
 	}
 	s->count = count;
+	s->granted = 0;
 	s->max = max;
 }
 
@@ -145,9 +146,22 @@ static bool take(void *arg)
 	return true;
 }
 
+/* sema_acquire's condition: the unit a release handed this waiter, else
+ * a free one. Locking: s->wq.lock held. */
+static bool take_granted(void *arg)
+{
+	struct semaphore *s = arg;
+	struct thread *self = thread_current();
+	if (!self->wq_granted)
+		return take(s);
+	self->wq_granted = false;
+	s->granted--;
+	return true;
+}
+
 bool sema_acquire(struct semaphore *s)
 {
-	return wait_until(&s->wq, take, s, "sema_acquire");
+	return wait_until(&s->wq, take_granted, s, "sema_acquire");
 }
 
 bool sema_try_acquire(struct semaphore *s)
@@ -161,15 +175,23 @@ bool sema_try_acquire(struct semaphore *s)
 void sema_release(struct semaphore *s)
 {
 	unsigned long irq = spin_lock_irqsave(&s->wq.lock);
-	bool over = s->count >= s->max;
-	if (!over) {
-		s->count++;
+	bool over = s->count + s->granted >= s->max;
+	if (!over && s->wq.head) {
+		/* Handed to the first waiter (Linux's up() does the same):
+		 * counted free, it went to whoever took first, a try_acquire
+		 * or a new acquire before the woken waiter ran, and the
+		 * waiter, finding none, queued again at the tail. */
+		s->wq.head->wq_granted = true;
+		s->granted++;
 		wake_first(&s->wq);
+	} else if (!over) {
+		s->count++;
 	}
 	spin_unlock_irqrestore(&s->wq.lock, irq);
 	if (over)
 		lockcheck_misuse(
 		        "sema_release(%s) on cpu %u with all %d of its "
-		        "units free: a release without its acquire",
+		        "units free or handed to a waiter: a release "
+		        "without its acquire",
 		        s->wq.lock.name, this_cpu()->id, s->max);
 }

@@ -52,6 +52,11 @@ struct semaphore {
 	struct waitq wq; /* rank WAITQ, named after the semaphore */
 	/* Protected by wq.lock: */
 	int count; /* units free, 0 <= count <= max */
+	/* Units a release handed to a woken waiter that has not run yet
+	 * (thread.wq_granted): not free, as a taker between the release and
+	 * the waiter's run would take the waiter's turn; count + granted <=
+	 * max */
+	int granted;
 	/* Immutable after init: */
 	int max; /* units in all: a release past it has no acquire */
 };
@@ -68,9 +73,11 @@ void sema_init(struct semaphore *s, const char *name, int count, int max);
 __attribute__((warn_unused_result)) bool sema_acquire(struct semaphore *s);
 /* Takes a unit if there is one, never blocks: any context but NMI. */
 bool sema_try_acquire(struct semaphore *s);
-/* Gives a unit back and wakes a waiter: any context but NMI. A release
- * with every unit already free (a double release, or one without its
- * acquire) would let an extra holder in: it is reported by the lock
+/* Gives a unit back: any context but NMI. With a waiter queued the unit
+ * is handed to the one queued longest, which it wakes (no try_acquire or
+ * new acquire can take it first: the waiter keeps its turn). A release
+ * with every unit already free or handed over (a double release, or one without
+ * its acquire) would let an extra holder in: it is reported by the lock
  * checker, naming the semaphore and its maximum (a panic; in its test
  * mode recorded, and the count left at the maximum). */
 void sema_release(struct semaphore *s);

@@ -9,6 +9,7 @@
 
 #include "kernel/ktest.h"
 #include "kernel/lockcheck.h"
+#include "kernel/percpu.h"
 #include "kernel/stw.h"
 #include "kernel/thread.h"
 #include "tests/kernel/lockcheck_util.h"
@@ -274,4 +275,95 @@ KTEST(sema, waiters_get_units_in_the_order_they_queued)
 	}
 	for (unsigned i = 0; i < ORDER_WAITERS; i++)
 		thread_join(t[i]);
+}
+
+/*
+ * A release with a waiter queued is that waiter's unit: a taker that
+ * comes between the release and the woken waiter's run (a try_acquire,
+ * here from the releasing thread, as an interrupt handler's or a looping
+ * holder's would) must not get it. It did: the release only counted the
+ * unit and woke the waiter, the taker took the unit, and the waiter,
+ * finding none, queued again at the tail, behind the waiters that came
+ * after it (a holder that releases and takes again in a loop kept it
+ * from the waiter for as long as it liked).
+ */
+static struct semaphore keep_sema;
+static _Atomic unsigned keep_next;
+static _Atomic unsigned keep_seen[2];
+
+static void keep_waiter(void *arg)
+{
+	KASSERT(sema_acquire(&keep_sema));
+	atomic_store(&keep_seen[atomic_fetch_add(&keep_next, 1)],
+	             (unsigned)(uintptr_t)arg);
+	sema_release(&keep_sema);
+}
+
+/* n keep_waiters on this CPU (a woken one runs only when this thread
+ * lets it), queued on keep_sema (0 of 1 free) in the order of their
+ * numbers. */
+static void keep_waiters_queue(struct thread_handle *t, unsigned n)
+{
+	sema_init(&keep_sema, "keep_sema", 0, 1);
+	atomic_store(&keep_next, 0);
+	for (unsigned i = 0; i < 2; i++)
+		atomic_store(&keep_seen[i], ORDER_UNSEEN);
+	for (unsigned i = 0; i < n; i++) {
+		t[i] = thread_create("keep_waiter", keep_waiter,
+		                     (void *)(uintptr_t)i, this_cpu()->id);
+		KASSERT(thread_handle_ok(t[i]));
+		while (queued_on(&keep_sema.wq) < i + 1)
+			thread_yield();
+	}
+}
+
+KTEST(sema, a_woken_waiter_keeps_its_unit_and_its_place)
+{
+	struct thread_handle t[2];
+	keep_waiters_queue(t, 2);
+	preempt_disable();
+	sema_release(&keep_sema); /* waiter 0's unit */
+	bool stolen = sema_try_acquire(&keep_sema);
+	preempt_enable();
+	KEXPECT(!stolen);
+	if (stolen) {
+		/* Let waiter 0 run, find nothing and queue again. */
+		while (queued_on(&keep_sema.wq) < 2)
+			thread_yield();
+		sema_release(&keep_sema);
+	}
+	for (unsigned i = 0; i < 2; i++)
+		thread_join(t[i]);
+	unsigned first = atomic_load(&keep_seen[0]);
+	unsigned second = atomic_load(&keep_seen[1]);
+	KEXPECT_EQ(first, 0);
+	KEXPECT_EQ(second, 1);
+	/* Both gave their unit back: one free, no more. */
+	KEXPECT(sema_try_acquire(&keep_sema));
+	KEXPECT(!sema_try_acquire(&keep_sema));
+}
+
+static void release_keep(void)
+{
+	sema_release(&keep_sema);
+}
+
+/* A unit handed to a waiter that has not run yet is not free: a second
+ * release then is one without its acquire, and is reported (counted only
+ * as free, the handed unit made it look like a release into an empty
+ * semaphore, and let an extra holder in). */
+KTEST(sema, a_release_past_a_handed_unit_is_refused)
+{
+	struct thread_handle t[1];
+	keep_waiters_queue(t, 1);
+	preempt_disable();
+	sema_release(&keep_sema); /* waiter 0's unit */
+	KEXPECT_EQ(recorded(release_keep), 1);
+	preempt_enable();
+	KEXPECT(message_has("sema_release(keep_sema)",
+	                    "units free or handed to a waiter"));
+	thread_join(t[0]);
+	KEXPECT_EQ(atomic_load(&keep_seen[0]), 0);
+	KEXPECT(sema_try_acquire(&keep_sema)); /* the waiter's, given back */
+	KEXPECT(!sema_try_acquire(&keep_sema));
 }
