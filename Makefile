@@ -170,6 +170,7 @@ $(HOST_TEST): $(HOST_OBJS) $(HOST_BUILD)/host-test.objs
 	$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) -lpthread
 
 include tests/host/host.mk
+include tests/host/coverage.mk
 
 # mm/ over a minimal port written from docs/PORTING.md alone.
 include tests/port/port.mk

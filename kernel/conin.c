@@ -197,17 +197,28 @@ static bool take_queued_ctrl_c(void)
 	uint32_t h = atomic_load_explicit(&head, memory_order_acquire);
 	uint32_t t = atomic_load_explicit(&tail, memory_order_relaxed);
 	uint32_t n = 0, carry = 0;
+	/* A hole carried from an earlier take to a byte queued since is
+	 * that byte's: the move below changes its index (until a review
+	 * the carry stayed at the old one, never read, and the hole was
+	 * lost, or moved on to a later line by a new carry). */
+	uint32_t pending =
+	        carry_pending && carry_at - t < h - t ? carry_pending : 0;
 	for (uint32_t i = t; i != h; i++) {
+		uint32_t lost = lost_before[i % CONIN_RING];
+		if (pending && i == carry_at)
+			lost += pending;
 		if (ring[i % CONIN_RING] == CONIN_CTRL_C) {
-			carry += lost_before[i % CONIN_RING];
+			carry += lost;
 			continue;
 		}
 		keep[n] = ring[i % CONIN_RING];
-		keep_lost[n++] = lost_before[i % CONIN_RING] + carry;
+		keep_lost[n++] = lost + carry;
 		carry = 0;
 	}
 	if (n == h - t)
-		return false;
+		return false; /* nothing moves: a carry stays valid */
+	if (pending)
+		carry_pending = 0; /* in keep_lost, or in carry */
 	if (carry) {
 		carry_pending += carry;
 		carry_at = h;

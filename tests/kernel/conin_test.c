@@ -15,19 +15,8 @@
 #include "kernel/stw.h"
 #include "kernel/thread.h"
 #include "kernel/time.h"
+#include "tests/kernel/conin_test_util.h"
 #include "tests/kernel/smp_util.h"
-
-static void push(const char *s)
-{
-	for (; *s; s++)
-		conin_testing_push((uint8_t)*s);
-}
-
-static void no_echo(void *ctx, const char *s, size_t n, const char *line)
-{
-}
-
-static struct lineedit le;
 
 /* A paste larger than the ring while the shell is busy: the line the
  * dropped bytes belonged to must not run with a piece cut out of it. */
@@ -124,74 +113,6 @@ KTEST(conin, lost_count_is_of_the_refused_line_only)
 	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
 	KEXPECT_EQ(lost, 2);
 	conin_testing_reset();
-}
-
-/* COM1's registers, for a test that talks to the UART in loopback. */
-#define COM1        0x3f8
-#define UART_IER    1
-#define UART_MCR    4
-#define UART_LSR    5
-#define LSR_DR      0x01
-#define MCR_LOOP    0x10
-#define MCR_DTR_RTS 0x03
-
-/*
- * Puts COM1 in loopback, empty, for a test that types at itself; returns
- * the flags for loopback_end. The UART in loopback receives whatever is
- * sent, so nothing else may print meanwhile: this CPU keeps interrupts
- * off, and every other CPU is parked (stw_stop), which it can be only
- * outside printk (printk holds interrupts off). Until this parked them,
- * any CPU's printk (a background thread's line, a shootdown's "still
- * waiting" while this CPU kept interrupts off) was typed too.
- */
-static unsigned long loopback_begin(void)
-{
-	stw_stop("conin test: COM1 in loopback");
-	unsigned long flags = read_rflags();
-	cpu_cli();
-	outb(COM1 + UART_MCR, MCR_DTR_RTS | MCR_LOOP);
-	uint8_t c;
-	while (serial_rx_byte(&c))
-		;
-	return flags;
-}
-
-/* Waits until the UART in loopback has received what was sent. No time
- * bound: QEMU's UART receives in loopback as the byte is written, a real
- * one within a byte's time, and one that never does hangs the run, which
- * run-ktest's timeout ends naming the test. */
-static void wait_received(void)
-{
-	while (!(inb(COM1 + UART_LSR) & LSR_DR))
-		cpu_pause();
-}
-
-/* Sends 20 bytes in loopback, 4 more than the FIFO holds: an overrun. */
-static void overrun_the_fifo(void)
-{
-	for (int i = 0; i < 20; i++)
-		serial_putc('x');
-}
-
-/* Reads a line at the shell, which must be refused for the bytes lost in
- * it (saying so if it ran); returns the count of them it gave. */
-static uint64_t expect_line_lost(void)
-{
-	uint64_t lost = 0;
-	enum lineedit_event ev = shell_read_line(&le, &lost);
-	if (ev == LINEEDIT_LINE)
-		ktest_diag("the line '%s' ran", lineedit_line(&le));
-	KEXPECT_EQ(ev, LINEEDIT_LOST);
-	return lost;
-}
-
-/* Back to polled output, as the test kernel runs, and lets the others go. */
-static void loopback_end(unsigned long flags)
-{
-	outb(COM1 + UART_MCR, MCR_DTR_RTS);
-	if (flags & RFLAGS_IF)
-		cpu_sti();
-	stw_start();
 }
 
 /* Bytes typed while the kernel booted wait in the UART's FIFO: turning
@@ -328,116 +249,6 @@ KTEST(conin, a_refused_line_sets_the_exit_status)
 	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
 	push("\003");
 	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
-	conin_testing_reset();
-}
-
-/* A Ctrl-C typed right after a command's Enter, queued before the shell
- * read that far (a paste, a fast typist), is the command's: it stopped
- * nothing and cancelled the next prompt's line instead, and `sleep`
- * slept on. The bytes around it stay, holes and all. */
-KTEST(conin, ctrl_c_queued_behind_a_command_interrupts_it)
-{
-	conin_testing_reset();
-	lineedit_init(&le, no_echo, NULL);
-	push("sleep 1000\n\003cmdline\n");
-	KEXPECT_EQ(shell_run_input(&le), SHELL_INTERRUPTED);
-	KEXPECT_EQ(shell_run_input(&le), SHELL_OK);
-	/* Two of them, a byte between: the bytes stay, in order. */
-	uint64_t lost = 0;
-	push("\003a\003b\n");
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
-	KEXPECT_EQ(conin_interrupted(), false);
-	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
-	KEXPECT_STREQ(lineedit_line(&le), "ab");
-	/* A hole before a Ctrl-C taken out goes to the byte after it. */
-	for (int i = 0; i < CONIN_TESTING_RING + 3; i++)
-		conin_testing_push('y');
-	for (int i = 0; i < CONIN_TESTING_RING; i++) {
-		uint32_t hole;
-		conin_getc(&hole);
-	}
-	push("\003c\n");
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
-	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LOST);
-	KEXPECT_EQ(lost, 3);
-	conin_testing_reset();
-}
-
-/* Sends c to COM1 in loopback, as if typed, and lets the producer take
- * it (conin_testing_drain, as the receive interrupt does). */
-static void uart_type(char c)
-{
-	unsigned long flags = loopback_begin();
-	serial_putc(c);
-	wait_received();
-	conin_testing_drain();
-	loopback_end(flags);
-}
-
-/* A Ctrl-C from the UART while a command runs is the command's: it
- * interrupts it and is not queued. At the prompt it is a key like any
- * other, which cancels the line being typed; taken as an interrupt
- * there, it went nowhere and the half-typed line stayed. */
-KTEST(conin, a_uart_ctrl_c_at_the_prompt_cancels_the_line)
-{
-	uint64_t lost = 0;
-	conin_testing_reset();
-	lineedit_init(&le, no_echo, NULL);
-	push("junk");
-	uart_type('\003');
-	/* An Enter, which a Ctrl-C not queued would let run the line. */
-	push("\n");
-	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_CANCEL);
-	conin_testing_reset(); /* the Enter left after the Ctrl-C */
-	conin_command_begin();
-	uart_type('\003');
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
-	push("ok\n");
-	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
-	KEXPECT_STREQ(lineedit_line(&le), "ok");
-	conin_testing_reset();
-}
-
-/* A Ctrl-C taken out of the queue as its last byte keeps the hole before
- * it for the next byte: the bytes before the hole and those typed after
- * form one line, which lost bytes (until a review the hole went with the
- * Ctrl-C and the line 'abc' ran). */
-KTEST(conin, a_hole_before_a_last_queued_ctrl_c_is_kept)
-{
-	conin_testing_reset();
-	lineedit_init(&le, no_echo, NULL);
-	push("ab");
-	conin_testing_hole(3);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
-	push("c\n");
-	uint64_t lost = 0;
-	enum lineedit_event ev = shell_read_line(&le, &lost);
-	if (ev == LINEEDIT_LINE)
-		ktest_diag("the line '%s' ran with a 3-byte hole in it",
-		           lineedit_line(&le));
-	KEXPECT_EQ(ev, LINEEDIT_LOST);
-	/* A whole line before the hole runs; the one typed after it is
-	 * the one refused (the hole went to the first kept byte, 'x',
-	 * until a review, and 'y' ran). */
-	conin_testing_reset();
-	push("x\r");
-	conin_testing_hole(3);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
-	push("y\r");
-	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
-	KEXPECT_STREQ(lineedit_line(&le), "x");
-	expect_line_lost();
 	conin_testing_reset();
 }
 
