@@ -482,8 +482,6 @@ void mm_log(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	printk("mm: ");
-	vprintk(fmt, ap);
-	printk("\n");
+	vprintk_line("mm: ", fmt, ap); /* one line, whole */
 	va_end(ap);
 }

@@ -174,7 +174,9 @@ void console_line_update(const char *s, size_t n, const char *line)
 	console_leave(locked, flags);
 }
 
-void vprintk(const char *fmt, va_list ap)
+/* Writes prefix, the formatted text and suffix as one call's output. */
+static void vprintk_parts(const char *prefix, const char *fmt, va_list ap,
+                          const char *suffix)
 {
 	unsigned long flags;
 	bool locked = console_enter(&flags);
@@ -185,7 +187,11 @@ void vprintk(const char *fmt, va_list ap)
 		line_mid = false;
 	}
 	char last = '\0';
+	for (const char *s = prefix; *s; s++)
+		console_sink(&last, *s);
 	kvformat(console_sink, &last, fmt, ap);
+	for (const char *s = suffix; *s; s++)
+		console_sink(&last, *s);
 	if (edit) {
 		if (last)
 			line_mid = last != '\n';
@@ -193,6 +199,16 @@ void vprintk(const char *fmt, va_list ap)
 			line_draw_locked();
 	}
 	console_leave(locked, flags);
+}
+
+void vprintk(const char *fmt, va_list ap)
+{
+	vprintk_parts("", fmt, ap, "");
+}
+
+void vprintk_line(const char *prefix, const char *fmt, va_list ap)
+{
+	vprintk_parts(prefix, fmt, ap, "\n");
 }
 
 void printk(const char *fmt, ...)

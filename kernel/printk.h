@@ -13,6 +13,9 @@
  * without the lock, so its text may land inside the other's. */
 void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, va_list ap);
+/* prefix, the formatted message and a newline, written whole as one
+ * call's output (mm_log's lines). Any context, as printk. */
+void vprintk_line(const char *prefix, const char *fmt, va_list ap);
 
 /*
  * The console's editable line: a prompt and what has been typed after
