@@ -50,7 +50,7 @@ enum ktest_flags {
 enum ktest_result {
 	KTEST_PASSED = 0,
 	KTEST_FAILED = 1,
-	KTEST_NO_MATCH = 2, /* the glob selected no test: a failed run */
+	KTEST_NO_MATCH = 2, /* a glob of the list selected no test: failed */
 };
 
 /* What the runner needs from its host: formatted output. */

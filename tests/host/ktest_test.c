@@ -105,6 +105,23 @@ KTEST(ktest, no_match_is_reported)
 	KEXPECT_EQ(ran_a1 + ran_a2 + ran_b1, 0);
 }
 
+/* A glob of a list that selects nothing is named, and fails the run,
+ * even when the others select tests (a typo beside a good glob). */
+KTEST(ktest, a_glob_of_a_list_that_matches_nothing_is_reported)
+{
+	char out[2048];
+	KEXPECT_EQ(nested("b.*,zzz*", out, sizeof(out)), KTEST_NO_MATCH);
+	KEXPECT_EQ(ran_b1, 1);
+	KEXPECT(strstr(out, "1..1\n# no test matches 'zzz*'\n") != NULL);
+	KEXPECT(strstr(out, "# Totals: pass:0 fail:0 skip:1\n") != NULL);
+	/* A failed test still makes it a failed run. */
+	KEXPECT_EQ(nested("a.*,zzz*", out, sizeof(out)), KTEST_FAILED);
+	KEXPECT(strstr(out, "# no test matches 'zzz*'\n") != NULL);
+	/* Every glob selects a test: no such line. */
+	KEXPECT_EQ(nested("b.*,,b.one", out, sizeof(out)), KTEST_PASSED);
+	KEXPECT(strstr(out, "no test matches") == NULL);
+}
+
 /* An explicit test ("x.bench") runs only when a glob names its suite. */
 static int ran_bench, ran_plain;
 static void bench1(void)
