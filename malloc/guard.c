@@ -80,6 +80,14 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 	int saved = errno;
 	if (spanheap_guard_owns(&mm_malloc_sh.guard, si->si_addr))
 		report(si->si_addr);
+	/* A SIGSEGV sent (kill) to a program that ignores it is ignored, as
+	 * without the pool; only a fault's ignore is the default (until a
+	 * review the kill ended the program). */
+	if (si->si_code <= 0 && !(replaced.sa_flags & SA_SIGINFO) &&
+	    replaced.sa_handler == SIG_IGN) {
+		errno = saved;
+		return;
+	}
 	if (put_back_default()) {
 		/* A fault's access runs again and faults into the default;
 		 * a sent signal (kill) is sent again, delivered at return. */
@@ -89,7 +97,16 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 		return;
 	}
 	/* A handler of the program's, set before the heap's set-up: its
-	 * call, as if it had been SIGSEGV's all along. */
+	 * call, as if it had been SIGSEGV's all along. SA_RESETHAND: the
+	 * kernel would have put the default back on entry, so that the
+	 * fault, run again once the handler returns, kills the program
+	 * (until a review the handler was called again and again: a hang). */
+	if (replaced.sa_flags & SA_RESETHAND) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof(dfl));
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGSEGV, &dfl, NULL);
+	}
 	errno = saved;
 	if (replaced.sa_flags & SA_SIGINFO)
 		replaced.sa_sigaction(sig, si, uc);

@@ -122,6 +122,14 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	return t;
 }
 
+/* One exit: the other background thread, alone too while the first runs
+ * the program's atexit handlers, called exit(0) as well, found the
+ * handlers taken, and ended the process under a handler still running
+ * (glibc's last thread exits once). A child forked by such a handler
+ * clears it (mm_malloc_threads_forget), so that its own last thread's
+ * end still ends it. */
+static atomic_bool exiting;
+
 void mm_malloc_threads_forget(void)
 {
 	for (unsigned i = 0; i < MAX_THREADS; i++)
@@ -130,6 +138,7 @@ void mm_malloc_threads_forget(void)
 	 * threads, once started, take it for background threads only and
 	 * end it (exit_if_alone). */
 	atomic_store(&nbackground, 0);
+	atomic_store(&exiting, false);
 }
 
 /* pthread_join is a cancellation point, and the callers (fork's prepare
@@ -139,6 +148,14 @@ void mm_malloc_threads_forget(void)
  * lists none of malloc's). */
 void mm_port_thread_join(struct mm_thread *t)
 {
+	/* The thread itself: it ended the process (exit_if_alone), and a
+	 * program's atexit handler it runs forked, whose prepare handler
+	 * stops the background threads. It never goes back to fn (exit
+	 * does not return); joining itself failed (EDEADLK) and aborted. */
+	if (pthread_equal(t->tid, pthread_self())) {
+		atomic_store(&t->used, false);
+		return;
+	}
 	int cancel;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	int err = pthread_join(t->tid, NULL);
@@ -198,11 +215,14 @@ static unsigned process_threads(void)
  */
 static void exit_if_alone(void)
 {
+	if (atomic_load(&exiting))
+		return;
 	unsigned starts = atomic_load(&nbackground_starts);
 	unsigned n = process_threads();
 	mm_malloc_hook(MM_MALLOC_HOOK_ALONE_COUNTED);
 	if (n && n <= atomic_load(&nbackground) &&
-	    atomic_load(&nbackground_starts) == starts)
+	    atomic_load(&nbackground_starts) == starts &&
+	    !atomic_exchange(&exiting, true))
 		exit(0);
 }
 

@@ -319,6 +319,8 @@ static const struct scenario scenarios[] = {
         {"background-failed-starts", scenario_background_failed_starts},
         {"background-at-threshold", scenario_background_at_threshold},
         {"background-initfirst", scenario_background_initfirst},
+        {"background-lone-exit", scenario_background_lone_exit},
+        {"background-lone-exit-fork", scenario_background_lone_exit_fork},
         {"errno-at-start", scenario_errno_at_start},
         {"rt-fork", scenario_rt_fork},
         {"rt-guard-trim", scenario_rt_guard_trim},

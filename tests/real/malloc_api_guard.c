@@ -173,6 +173,56 @@ static int scenario_own_handler_null(void)
 	return *null;
 }
 
+/* The heap set up, and a guarded object if MM_MALLOC_GUARD asks for a
+ * pool; false if it asks and none came. */
+static bool guarded_if_pool(void)
+{
+	const char *g = getenv("MM_MALLOC_GUARD");
+	return guarded(AT_END) || !g || strcmp(g, "0") == 0;
+}
+
+/* A crash reporter's handler, set with SA_RESETHAND before the heap's
+ * set-up: it says so and returns, and the fault, run again, finds the
+ * default and ends the program by SIGSEGV. Called twice, it ends the
+ * program with 7 (a hang, without the cap). */
+static void resethand_segv(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	static int calls;
+	static const char msg[] = "own handler: once\n";
+	if (++calls > 1 || write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(7);
+}
+
+static int scenario_own_handler_resethand(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_sigaction = resethand_segv;
+	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	if (sigaction(SIGSEGV, &sa, NULL) != 0)
+		return 2;
+	if (!guarded_if_pool())
+		return 3;
+	volatile int *null = NULL;
+	return *null;
+}
+
+/* SIGSEGV ignored before the heap's set-up, then one sent by kill: it
+ * is ignored, as without the pool (exit 0). */
+static int scenario_ignored_kill(void)
+{
+	if (signal(SIGSEGV, SIG_IGN) == SIG_ERR)
+		return 2;
+	if (!guarded_if_pool())
+		return 3;
+	kill(getpid(), SIGSEGV);
+	return 0;
+}
+
 /* malloc_stats after 1000 allocations of ASK bytes (kept). */
 static int scenario_stats(void)
 {
@@ -193,6 +243,8 @@ const struct scenario guard_scenarios[] = {
         {"guard-stats", scenario_stats},
         {"guard-own-handler-overrun", scenario_own_handler_overrun},
         {"guard-own-handler-null", scenario_own_handler_null},
+        {"guard-own-handler-resethand", scenario_own_handler_resethand},
+        {"guard-ignored-kill", scenario_ignored_kill},
 };
 const size_t guard_nscenarios =
         sizeof(guard_scenarios) / sizeof(guard_scenarios[0]);
@@ -335,6 +387,35 @@ const char *test_guard_own_handler(void)
 	      "null pointer with the program's plain handler: status %#x, "
 	      "want exit 6 and no report; stderr '%s'",
 	      st, out);
+	return NULL;
+}
+
+/* The program's SIGSEGV disposition, set before the heap's set-up, keeps
+ * its meaning behind the pool's handler: an SA_RESETHAND handler runs
+ * once and the fault then kills the program (the pool called it again
+ * and again: a hang, not a crash); an ignored SIGSEGV sent by kill stays
+ * ignored (the pool took SIG_IGN for the default and the kill ended the
+ * program). Both as without the pool. */
+const char *test_guard_dispositions(void)
+{
+	char out[4096];
+	for (int g = 0; g < 2; g++) {
+		const char *val = g ? "1" : "0";
+		int st = run_with("guard-own-handler-resethand",
+		                  "MM_MALLOC_GUARD", val, out, sizeof(out));
+		CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV &&
+		              strstr(out, "own handler: once\n"),
+		      "MM_MALLOC_GUARD=%s, SA_RESETHAND handler: status %#x, "
+		      "want SIGSEGV after one call (exit 7: called again); "
+		      "stderr '%s'",
+		      val, st, out);
+		st = run_with("guard-ignored-kill", "MM_MALLOC_GUARD", val, out,
+		              sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "MM_MALLOC_GUARD=%s, SIGSEGV ignored, then sent: status "
+		      "%#x, want exit 0; stderr '%s'",
+		      val, st, out);
+	}
 	return NULL;
 }
 

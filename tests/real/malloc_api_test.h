@@ -177,12 +177,14 @@ const char *test_background_cancel_in_fork(void);
 const char *test_background_after_failed_starts(void);
 const char *test_background_at_threshold(void);
 const char *test_background_initfirst(void);
+const char *test_background_lone_exit(void);
 const char *test_diff(void);
 const char *test_describe(void);
 const char *test_guard_overrun(void);
 const char *test_guard_slack(void);
 const char *test_guard_other_signals(void);
 const char *test_guard_own_handler(void);
+const char *test_guard_dispositions(void);
 const char *test_guard_stats(void);
 
 #include "malloc_api_scenarios.h"
