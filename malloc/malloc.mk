@@ -70,6 +70,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
 	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_background.c \
+	malloc_api_exit.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c) mm/sizeclasses.c
