@@ -98,23 +98,33 @@ static bool names_suite(const char *glob, const char *suite)
 	return *suite == '\0' && *glob == '.';
 }
 
+/* The next glob of the comma list *list into one (KTEST_GLOB_MAX bytes,
+ * a longer one cut), *list moved past it and its comma; returns its
+ * length (0: an empty glob, ",,"). */
+#define KTEST_GLOB_MAX 128
+static size_t next_glob(const char **list, char *one)
+{
+	size_t n = 0;
+	const char *p = *list;
+	while (*p && *p != ',') {
+		if (n + 1 < KTEST_GLOB_MAX)
+			one[n++] = *p;
+		p++;
+	}
+	one[n] = '\0';
+	*list = *p == ',' ? p + 1 : p;
+	return n;
+}
+
 /* ktest_select_match; with suite, only globs that name it count (and an
  * empty list selects nothing). */
 static bool select_match(const char *list, const char *name, const char *suite)
 {
-	char one[128];
+	char one[KTEST_GLOB_MAX];
 	if (list == NULL || *list == '\0')
 		return suite == NULL;
 	while (*list) {
-		size_t n = 0;
-		while (*list && *list != ',') {
-			if (n + 1 < sizeof(one))
-				one[n++] = *list;
-			list++;
-		}
-		one[n] = '\0';
-		if (*list == ',')
-			list++;
+		size_t n = next_glob(&list, one);
 		if (n > 0 && (suite == NULL || names_suite(one, suite)) &&
 		    ktest_glob_match(one, name))
 			return true;
@@ -169,18 +179,9 @@ static int report_unmatched_globs(const struct ktest *begin,
                                   const struct ktest *end, const char *select)
 {
 	int unmatched = 0;
-	char one[128];
+	char one[KTEST_GLOB_MAX];
 	for (const char *list = select; list && *list;) {
-		size_t n = 0;
-		while (*list && *list != ',') {
-			if (n + 1 < sizeof(one))
-				one[n++] = *list;
-			list++;
-		}
-		one[n] = '\0';
-		if (*list == ',')
-			list++;
-		if (n == 0)
+		if (next_glob(&list, one) == 0)
 			continue;
 		const struct ktest *t = begin;
 		while (t < end && !selected(t, one))

@@ -80,6 +80,19 @@ KTEST(conin, a_uart_ctrl_c_at_the_prompt_cancels_the_line)
 	conin_testing_reset();
 }
 
+/* A hole of lost bytes (none if 0), then a Ctrl-C, queued behind a
+ * command's Enter: the command's start takes the Ctrl-C out of the queue
+ * as its interrupt. */
+static void queued_ctrl_c_taken(uint32_t lost)
+{
+	if (lost)
+		conin_testing_hole(lost);
+	conin_testing_push(CONIN_CTRL_C);
+	conin_command_begin();
+	KEXPECT_EQ(conin_interrupted(), true);
+	conin_command_end();
+}
+
 /* A Ctrl-C taken out of the queue as its last byte keeps the hole before
  * it for the next byte: the bytes before the hole and those typed after
  * form one line, which lost bytes (until a review the hole went with the
@@ -89,11 +102,7 @@ KTEST(conin, a_hole_before_a_last_queued_ctrl_c_is_kept)
 	conin_testing_reset();
 	lineedit_init(&le, no_echo, NULL);
 	push("ab");
-	conin_testing_hole(3);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
+	queued_ctrl_c_taken(3);
 	push("c\n");
 	uint64_t lost = 0;
 	enum lineedit_event ev = shell_read_line(&le, &lost);
@@ -106,11 +115,7 @@ KTEST(conin, a_hole_before_a_last_queued_ctrl_c_is_kept)
 	 * until a review, and 'y' ran). */
 	conin_testing_reset();
 	push("x\r");
-	conin_testing_hole(3);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
+	queued_ctrl_c_taken(3);
 	push("y\r");
 	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "x");
@@ -129,35 +134,22 @@ KTEST(conin, a_carried_hole_survives_the_next_ctrl_c_take)
 	lineedit_init(&le, no_echo, NULL);
 	/* Queued behind a command's Enter: a line, a hole, a Ctrl-C. */
 	push("x\r");
-	conin_testing_hole(3);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
+	queued_ctrl_c_taken(3);
 	push("y"); /* the byte after the hole */
 	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "x");
 	/* A Ctrl-C typed before 'x' begins: that begin takes it out. */
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	KEXPECT_EQ(conin_interrupted(), true);
-	conin_command_end();
+	queued_ctrl_c_taken(0);
 	push("z\r");
 	KEXPECT_EQ(expect_line_lost(), 3);
 	/* A carry merged with a later one stays where it was. */
 	conin_testing_reset();
 	push("a\r");
-	conin_testing_hole(2);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	conin_command_end();
+	queued_ctrl_c_taken(2);
 	push("b\r"); /* after the 2-byte hole: refused */
 	KEXPECT_EQ(shell_read_line(&le, &lost), LINEEDIT_LINE);
 	KEXPECT_STREQ(lineedit_line(&le), "a");
-	conin_testing_hole(1);
-	conin_testing_push(CONIN_CTRL_C);
-	conin_command_begin();
-	conin_command_end();
+	queued_ctrl_c_taken(1);
 	push("c\r"); /* after the 1-byte hole: refused on its own */
 	KEXPECT_EQ(expect_line_lost(), 2);
 	KEXPECT_EQ(expect_line_lost(), 1);
