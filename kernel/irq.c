@@ -46,6 +46,10 @@ void irq_dispatch(struct trap_frame *f)
 	unsigned vec = (unsigned)f->vector;
 #if LOCKCHECK
 	int nheld = c->nheld, preempt = c->preempt_count;
+	/* With the count: a handler that released the interrupted code's
+	 * lock and took one of its own leaves the count as it was, but not
+	 * the top (what a handler takes goes on top). */
+	const struct spinlock *top = nheld > 0 ? c->held[nheld - 1] : NULL;
 #endif
 	c->irq_depth++;
 	if (handlers[vec])
@@ -63,8 +67,9 @@ void irq_dispatch(struct trap_frame *f)
 #if LOCKCHECK
 	/* A lock kept would be the interrupted thread's from here on (never
 	 * preempted, blamed at its next sleep); one released was its. */
-	if (c->nheld != nheld || c->preempt_count != preempt || irqs_on)
-		lockcheck_irq_return(vec, nheld, preempt, irqs_on);
+	if (c->nheld != nheld || (nheld > 0 && c->held[nheld - 1] != top) ||
+	    c->preempt_count != preempt || irqs_on)
+		lockcheck_irq_return(vec, nheld, top, preempt, irqs_on);
 #endif
 	if (vec != IRQ_VEC_SPURIOUS && eoi_fn)
 		eoi_fn();

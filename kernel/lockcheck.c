@@ -263,7 +263,8 @@ bool lockcheck_held(const struct spinlock *l, const char *what)
 	return false;
 }
 
-void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
+void lockcheck_irq_return(unsigned vector, int nheld,
+                          const struct spinlock *top, int preempt_count,
                           bool irqs_on)
 {
 	struct cpu *c = this_cpu();
@@ -278,6 +279,12 @@ void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
 		          "that thread %s, which it interrupted, holds (%d "
 		          "held on entry, %d on return)",
 		          vector, who, nheld, c->nheld);
+	else if (nheld > 0 && c->held[nheld - 1] != top)
+		violation("interrupt handler for vector %#x released a lock "
+		          "that thread %s, which it interrupted, holds, and "
+		          "returned holding spinlock %s (rank %s) in its place",
+		          vector, who, c->held[nheld - 1]->name,
+		          lock_rank_name(c->held[nheld - 1]->rank));
 	else if (c->preempt_count != preempt_count)
 		violation("interrupt handler for vector %#x returned with "
 		          "preemption count %d, %d on entry (thread %s)",
@@ -422,4 +429,15 @@ void lockcheck_preempt_underflow(void)
 	violation("preempt_enable on cpu %u (thread %s) without a matching "
 	          "preempt_disable: preemption count %d",
 	          c->id, c->current ? c->current->name : "?", c->preempt_count);
+}
+
+void lockcheck_preempt_under_lock(void)
+{
+	struct cpu *c = this_cpu();
+	struct spinlock *l = c->held[c->nheld - 1];
+	violation("preempt_enable on cpu %u (thread %s) without a matching "
+	          "preempt_disable while holding spinlock %s (rank %s): "
+	          "preemption count %d, %d locks held",
+	          c->id, c->current ? c->current->name : "?", l->name,
+	          lock_rank_name(l->rank), c->preempt_count, c->nheld);
 }

@@ -33,12 +33,14 @@ void lockcheck_irqs_on(void);
 bool lockcheck_held(const struct spinlock *l, const char *what);
 
 /* Called by irq_dispatch when a handler for vector returned with this
- * CPU's held-lock stack or preemption count unlike on entry (nheld and
- * preempt_count then), or with interrupts enabled (irqs_on; irq_dispatch
- * has disabled them again): reports the lock it kept, the interrupted
- * code's lock it released, the count, or the interrupts. Interrupts
- * off. */
-void lockcheck_irq_return(unsigned vector, int nheld, int preempt_count,
+ * CPU's held-lock stack or preemption count unlike on entry (nheld, the
+ * lock on top of the stack, top, and preempt_count then), or with
+ * interrupts enabled (irqs_on; irq_dispatch has disabled them again):
+ * reports the lock it kept, the interrupted code's lock it released (with
+ * one of its own in its place, too), the count, or the interrupts.
+ * Interrupts off. */
+void lockcheck_irq_return(unsigned vector, int nheld,
+                          const struct spinlock *top, int preempt_count,
                           bool irqs_on);
 
 /* Called before a thread sleeps or yields: no spinlock may be held, nor
@@ -76,6 +78,12 @@ __attribute__((format(printf, 1, 2))) void lockcheck_misuse(const char *fmt,
  * reports the enable without its disable (the caller then leaves the
  * count at 0). */
 void lockcheck_preempt_underflow(void);
+
+/* Called by preempt_enable when the preemption count is no more than
+ * the spinlocks this CPU holds (each holds one): a stray enable, which
+ * would make the holder preemptible. Reports it; the caller then leaves
+ * the count as it is. */
+void lockcheck_preempt_under_lock(void);
 
 /* Test mode: record instead of panic. Returns the previous mode. */
 bool lockcheck_set_record(bool on);

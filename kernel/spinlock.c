@@ -163,6 +163,15 @@ void preempt_enable(void)
 		lockcheck_preempt_underflow();
 		return;
 	}
+#if LOCKCHECK
+	/* Each held lock holds one count (release pops it first): an enable
+	 * down to the locks held is a stray one, which would let preemption
+	 * in under them. Reported; the count stays. */
+	if (c->preempt_count <= c->nheld) {
+		lockcheck_preempt_under_lock();
+		return;
+	}
+#endif
 	/* A reschedule that came while preemption was off (a tick, a
 	 * resched IPI) is acted on now, not at the next interrupt. */
 	if (--c->preempt_count == 0 && c->need_resched)

@@ -96,6 +96,38 @@ KTEST(lockcheck, interrupt_handler_returns_unbalanced)
 }
 
 /*
+ * A handler that releases the interrupted code's lock and takes one of
+ * its own returns with as many locks held as it found: counted alone, the
+ * stack looked balanced and nothing was said, though the interrupted
+ * thread went on with its lock gone (another CPU in under it) and the
+ * handler's lock kept (review).
+ */
+static void swap_interrupted_lock(void)
+{
+	spin_unlock(&interrupted_lock);
+	spin_lock(&handler_lock);
+}
+
+static void handler_swaps_interrupted_lock(void)
+{
+	spin_lock(&interrupted_lock); /* interrupts on: the IPI comes in */
+	in_handler(swap_interrupted_lock);
+	cpu_cli(); /* the handler's lock, let go as a handler holds it */
+	spin_unlock(&handler_lock);
+	cpu_sti();
+}
+
+KTEST(lockcheck, interrupt_handler_swaps_a_lock_of_the_interrupted_code)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(handler_swaps_interrupted_lock), 1);
+	KEXPECT(message_has("vector 0xf3", "released a lock"));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT(!spin_held(&handler_lock) && !spin_held(&interrupted_lock));
+}
+
+/*
  * A handler runs with interrupts off and must return so: one that turns
  * them on (an irqrestore of a state that was not its own) lets any
  * interrupt in before its EOI, and irq_dispatch's preemption point would

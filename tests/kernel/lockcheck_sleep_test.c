@@ -170,6 +170,41 @@ KTEST(lockcheck, preempt_enable_without_disable)
 	KEXPECT_EQ(left, 0);
 }
 
+/*
+ * A preempt_enable under a spinlock that was not its own disable's (a
+ * stray one; the lock's own enable comes at its unlock) takes the count
+ * to zero with the lock still held: preemption comes in under it, the
+ * thread is switched out holding a spinlock and the next thread on this
+ * CPU runs with it on the CPU's held-lock stack. Nothing was reported at
+ * the enable (the count was not below zero), nor at the switch (review).
+ * need_resched asks for the switch at once, as a tick would.
+ */
+static struct spinlock preempted_lock =
+        SPINLOCK_INIT("preempted_lock", LOCK_RANK_STW);
+static int count_after_enable;
+
+static void enable_under_a_lock(void)
+{
+	spin_lock(&preempted_lock);
+	this_cpu()->need_resched = true;
+	preempt_enable(); /* stray: the lock's own is at its unlock */
+	count_after_enable = this_cpu()->preempt_count;
+	if (count_after_enable == 0)
+		preempt_disable(); /* unreported: put the lock's back */
+	spin_unlock(&preempted_lock);
+}
+
+KTEST(lockcheck, preempt_enable_under_a_spinlock)
+{
+	KASSERT(this_cpu()->preempt_count == 0);
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT_EQ(recorded(enable_under_a_lock), 1);
+	KEXPECT(message_has("preempt_enable", "preempted_lock"));
+	KEXPECT_EQ(count_after_enable, 1);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+}
+
 /* A count below zero (a stray preempt_enable on a kernel without the
  * check above) is named by the sleep check, not taken for interrupts off.
  * No interrupt may land while the count is -1: its spinlock would take
