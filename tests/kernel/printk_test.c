@@ -101,13 +101,21 @@ static void diag_probe(int i)
 	ktest_diag("probe %d: whole", i);
 }
 
-KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
+/* Every one of the PROBES lines emit printed, found whole: head, word, a
+ * number and ": whole" to its newline, while the other CPUs talked. */
+static void expect_probes_whole(void (*emit)(int), const char *head,
+                                const char *word)
 {
-	if (!probe_while_others_talk(diag_probe))
+	if (!probe_while_others_talk(emit))
 		return;
-	unsigned split, found = count_probes("    # ", "probe ", &split);
+	unsigned split, found = count_probes(head, word, &split);
 	KEXPECT_EQ(found, PROBES);
 	KEXPECT_EQ(split, 0);
+}
+
+KTEST(printk, a_test_line_is_not_cut_by_other_cpus)
+{
+	expect_probes_whole(diag_probe, "    # ", "probe ");
 }
 
 static void mm_log_probe(int i)
@@ -121,11 +129,7 @@ static void mm_log_probe(int i)
  * another CPU's line could land between them. */
 KTEST(printk, an_mm_log_line_is_not_cut_by_other_cpus)
 {
-	if (!probe_while_others_talk(mm_log_probe))
-		return;
-	unsigned split, found = count_probes("mm: ", "mmprobe ", &split);
-	KEXPECT_EQ(found, PROBES);
-	KEXPECT_EQ(split, 0);
+	expect_probes_whole(mm_log_probe, "mm: ", "mmprobe ");
 }
 #endif
 
