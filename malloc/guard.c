@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <ucontext.h>
 
 #include "mm/spanheap.h"
 
@@ -107,6 +108,17 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 		dfl.sa_handler = SIG_DFL;
 		sigaction(SIGSEGV, &dfl, NULL);
 	}
+	/* And the mask it asked for: the interrupted one, its sa_mask and
+	 * SIGSEGV (unless SA_NODEFER), not this handler's every signal,
+	 * which a handler that leaves by a plain longjmp kept for good
+	 * (review). */
+	sigset_t mask = ((ucontext_t *)uc)->uc_sigmask;
+	for (int s = 1; s < NSIG; s++)
+		if (sigismember(&replaced.sa_mask, s) == 1)
+			sigaddset(&mask, s);
+	if (!(replaced.sa_flags & SA_NODEFER))
+		sigaddset(&mask, SIGSEGV);
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
 	errno = saved;
 	if (replaced.sa_flags & SA_SIGINFO)
 		replaced.sa_sigaction(sig, si, uc);

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -223,6 +224,42 @@ static int scenario_ignored_kill(void)
 	return 0;
 }
 
+/* A handler that leaves by a plain longjmp (a runtime's probe of memory
+ * it may not read): the signal mask then stays as the handler ran with
+ * it, the interrupted mask, the handler's own sa_mask and SIGSEGV. */
+static jmp_buf probe_jmp;
+
+static void longjmp_segv(int sig)
+{
+	(void)sig;
+	longjmp(probe_jmp, 1);
+}
+
+static int scenario_own_handler_mask(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGUSR2);
+	sa.sa_handler = longjmp_segv;
+	if (sigaction(SIGSEGV, &sa, NULL) != 0)
+		return 2;
+	if (!guarded_if_pool())
+		return 3;
+	if (setjmp(probe_jmp) == 0) {
+		volatile int *null = NULL;
+		return *null;
+	}
+	sigset_t now;
+	if (pthread_sigmask(SIG_BLOCK, NULL, &now) != 0)
+		return 2;
+	if (!sigismember(&now, SIGSEGV) || !sigismember(&now, SIGUSR2))
+		return 4; /* less than the handler's mask */
+	if (sigismember(&now, SIGUSR1) || sigismember(&now, SIGTERM))
+		return 5; /* more: every signal blocked */
+	return 0;
+}
+
 /* malloc_stats after 1000 allocations of ASK bytes (kept). */
 static int scenario_stats(void)
 {
@@ -245,6 +282,7 @@ const struct scenario guard_scenarios[] = {
         {"guard-own-handler-null", scenario_own_handler_null},
         {"guard-own-handler-resethand", scenario_own_handler_resethand},
         {"guard-ignored-kill", scenario_ignored_kill},
+        {"guard-own-handler-mask", scenario_own_handler_mask},
 };
 const size_t guard_nscenarios =
         sizeof(guard_scenarios) / sizeof(guard_scenarios[0]);
@@ -408,6 +446,13 @@ const char *test_guard_dispositions(void)
 		      "MM_MALLOC_GUARD=%s, SA_RESETHAND handler: status %#x, "
 		      "want SIGSEGV after one call (exit 7: called again); "
 		      "stderr '%s'",
+		      val, st, out);
+		st = run_with("guard-own-handler-mask", "MM_MALLOC_GUARD", val,
+		              out, sizeof(out));
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "MM_MALLOC_GUARD=%s, a handler left by longjmp: status "
+		      "%#x, want exit 0 (4: the mask lacks the handler's own, "
+		      "5: more is blocked than it asked); stderr '%s'",
 		      val, st, out);
 		st = run_with("guard-ignored-kill", "MM_MALLOC_GUARD", val, out,
 		              sizeof(out));
