@@ -1,5 +1,6 @@
 /*
- * The sleeping primitives under load on every CPU: a semaphore as a lock,
+ * The sleeping primitives under load on every CPU: a semaphore as a lock
+ * (taken by waits and by tries racing its handed units),
  * a wait queue between producers and consumers, and a sleep ended by
  * thread_wake racing with the timer tick. Each counts what it did and
  * checks the counts at the end; a lost wake-up leaves a thread asleep for
@@ -47,10 +48,23 @@ static volatile uint64_t sema_counter; /* by lock_sema */
 static _Atomic int holders, most_holders;
 static _Atomic unsigned refused;
 
+/* Round i's take: every other round tries first (a few sema_try_acquire
+ * with yields between, as a poller would), racing the units releases
+ * hand to woken waiters, then waits as the others do. */
+static bool take_lock_sema(unsigned i)
+{
+	for (unsigned k = 0; i % 2 && k < 4; k++) {
+		if (sema_try_acquire(&lock_sema))
+			return true;
+		thread_yield();
+	}
+	return sema_acquire(&lock_sema);
+}
+
 static void sema_worker(void *arg)
 {
 	for (unsigned i = 0; i < SEMA_ROUNDS; i++) {
-		if (!sema_acquire(&lock_sema)) {
+		if (!take_lock_sema(i)) {
 			atomic_fetch_add(&refused, 1);
 			return;
 		}
@@ -84,6 +98,7 @@ KTEST(sync, semaphore_lock_on_every_cpu)
 	KEXPECT_EQ(atomic_load(&most_holders), 1);
 	KEXPECT(sema_try_acquire(&lock_sema)); /* the one unit came back */
 	KEXPECT(!sema_try_acquire(&lock_sema));
+	KEXPECT_EQ(lock_sema.granted, 0); /* none left handed over */
 	sema_release(&lock_sema);
 }
 
