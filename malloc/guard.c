@@ -46,6 +46,15 @@
 
 static struct sigaction replaced;
 
+/* Makes SIGSEGV's handling the default again. */
+static void segv_default(void)
+{
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL; /* sigaction: async-signal-safe */
+	sigaction(SIGSEGV, &dfl, NULL);
+}
+
 /* If the replaced handler is the default (or ignore, which for a fault
  * is the default too), makes SIGSEGV's the default again and returns
  * true: the faulting access, run again, reaches it. */
@@ -54,10 +63,7 @@ static bool put_back_default(void)
 	if ((replaced.sa_flags & SA_SIGINFO) ||
 	    (replaced.sa_handler != SIG_DFL && replaced.sa_handler != SIG_IGN))
 		return false;
-	struct sigaction dfl;
-	memset(&dfl, 0, sizeof(dfl));
-	dfl.sa_handler = SIG_DFL; /* sigaction: async-signal-safe */
-	sigaction(SIGSEGV, &dfl, NULL);
+	segv_default();
 	return true;
 }
 
@@ -102,12 +108,8 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 	 * kernel would have put the default back on entry, so that the
 	 * fault, run again once the handler returns, kills the program
 	 * (until a review the handler was called again and again: a hang). */
-	if (replaced.sa_flags & SA_RESETHAND) {
-		struct sigaction dfl;
-		memset(&dfl, 0, sizeof(dfl));
-		dfl.sa_handler = SIG_DFL;
-		sigaction(SIGSEGV, &dfl, NULL);
-	}
+	if (replaced.sa_flags & SA_RESETHAND)
+		segv_default();
 	/* And the mask it asked for: the interrupted one, its sa_mask and
 	 * SIGSEGV (unless SA_NODEFER), not this handler's every signal,
 	 * which a handler that leaves by a plain longjmp kept for good
