@@ -128,6 +128,41 @@ KTEST(lockcheck, interrupt_handler_swaps_a_lock_of_the_interrupted_code)
 }
 
 /*
+ * A handler that releases the interrupted code's top lock and takes the
+ * same lock again leaves the count and the top as they were, so
+ * irq_dispatch's own check sees nothing. It is still reported: the lock
+ * is taken in interrupt context though the interrupted code held it with
+ * interrupts on (it must have, for the interrupt to land), a deadlock
+ * waiting for a handler that comes in while another CPU holds it. The
+ * lock is this test's alone, so that its usage bits start clear.
+ */
+static struct spinlock retaken_lock =
+        SPINLOCK_INIT("retaken_lock", LOCK_RANK_STW);
+
+static void retake_interrupted_lock(void)
+{
+	spin_unlock(&retaken_lock);
+	spin_lock(&retaken_lock);
+}
+
+static void handler_retakes_interrupted_lock(void)
+{
+	spin_lock(&retaken_lock); /* interrupts on: the IPI comes in */
+	in_handler(retake_interrupted_lock);
+	spin_unlock(&retaken_lock);
+}
+
+KTEST(lockcheck, interrupt_handler_retakes_a_lock_of_the_interrupted_code)
+{
+	KASSERT(read_rflags() & RFLAGS_IF);
+	KEXPECT(recorded_without_ticks(handler_retakes_interrupted_lock) >= 1);
+	KEXPECT(message_has("retaken_lock", "interrupt"));
+	KEXPECT_EQ(this_cpu()->nheld, 0);
+	KEXPECT_EQ(this_cpu()->preempt_count, 0);
+	KEXPECT(!spin_held(&retaken_lock));
+}
+
+/*
  * A handler runs with interrupts off and must return so: one that turns
  * them on (an irqrestore of a state that was not its own) lets any
  * interrupt in before its EOI, and irq_dispatch's preemption point would
