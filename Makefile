@@ -254,7 +254,8 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # Most parts keep one CPU busy, so they run side by side, one per CPU,
 # longest first, each part's output printed whole when it ends (-Otarget);
 # then the harness, which runs its QEMU cases one per CPU itself; the line
-# before the sum gives the three phases' seconds. Run one
+# before the sum gives the three phases' seconds (and the line before the
+# harness the second each part ended, to find the tail). Run one
 # by one, the parts took 4.6 minutes here; side by side on 2 CPUs, 2.8. The
 # packages the fuzz and real-quick parts need are installed first, as two
 # apt-get runs at once would fight over dpkg's lock. Neither deps nor the
@@ -279,6 +280,9 @@ test: deps
 		$(addprefix -o ,deps $(TEST_OBJLISTS)) \
 		$(addprefix test-,$(TEST_SIDE_BY_SIDE)) || st=1; \
 	t2=$$(date +%s); \
+	echo "test: parts by the second each ended:" $$(for r in \
+		$(RESULTS)/*; do echo "$$(($$(stat -c %Y $$r) - t1))" \
+		"$${r##*/}"; done | sort -n | tr '\n' ' '); \
 	$(MAKE) --no-print-directory test-harness || st=1; \
 	t3=$$(date +%s); \
 	t0=$$(cat $(BUILD)/.test-start 2>/dev/null || echo $$t1); \
