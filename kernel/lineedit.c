@@ -6,11 +6,15 @@
  * ASCII byte, a UTF-8 sequence, or a stray byte (which a terminal shows
  * as one replacement character). A sequence is the lead byte and the
  * continuation bytes that reached the terminal right after it, up to the
- * length the lead byte says: one cut short (by a key, or by the
- * backspace that erased what followed it) is one column too, a
- * replacement character, and what follows is stray. So the editor
- * cannot tell the columns from buf's bytes alone: it keeps where each
- * starts (col_start), echoing through show_byte as a terminal decodes.
+ * length the lead byte says (the second within the range the lead
+ * allows): one cut short (by a key, or by the backspace that erased what
+ * followed it) is one column too, a replacement character. A
+ * continuation byte after one cut by a backspace, stray on the terminal,
+ * is ignored (rejoins_cut): a redraw (the arrows', the console's after
+ * other output) decodes the line afresh and would join the two. So buf
+ * decoded afresh shows the columns the editor counts; it keeps where
+ * each starts (col_start), echoing through show_byte as a terminal
+ * decodes.
  * Limit: a double-width character (CJK) takes two columns, and one
  * "\b \b" leaves half of it shown.
  */
@@ -69,12 +73,43 @@ static size_t utf8_length(char lead)
 	return c >= 0xc0 ? 2 : 0;
 }
 
+/* Whether c may follow lead as its sequence's second byte. Four leads
+ * take a narrower range (Unicode's table 3-7: what else follows them
+ * makes an overlong form, a surrogate, or a code point past U+10FFFF),
+ * and a terminal following Unicode's advice ends the sequence at any
+ * other byte, showing that byte as a replacement of its own. */
+static bool second_byte_fits(char lead, char c)
+{
+	unsigned char l = (unsigned char)lead, b = (unsigned char)c;
+	if (l == 0xe0)
+		return b >= 0xa0;
+	if (l == 0xed)
+		return b <= 0x9f;
+	if (l == 0xf0)
+		return b >= 0x90;
+	if (l == 0xf4)
+		return b <= 0x8f;
+	return true;
+}
+
+/* Whether the continuation byte c, next at buf[len], joins the column
+ * of a sequence still open (whose lead is in buf: len > 0); the lead
+ * starts the column just before c when c would be the second byte. */
+static bool joins_open(const struct lineedit *le, char c)
+{
+	if (!is_continuation(c) || !le->open)
+		return false;
+	return !le->col_start[le->len - 1] ||
+	       second_byte_fits(le->buf[le->len - 1], c);
+}
+
 /* Echoes the byte c, which goes to buf[len], and records whether the
  * terminal starts a column with it: a continuation byte joins the
- * column of a sequence still open, any other byte starts one. */
+ * column of a sequence still open (joins_open), any other byte starts
+ * one. */
 static void show_byte(struct lineedit *le, char c)
 {
-	if (is_continuation(c) && le->open) {
+	if (joins_open(le, c)) {
 		le->open--;
 		le->col_start[le->len] = false;
 	} else {
@@ -211,6 +246,36 @@ static bool escape(struct lineedit *le, char c)
 	return false;
 }
 
+/* Whether c, after the byte 0xc2 that ends the line, makes U+0080-U+009F:
+ * a C1 control, which a terminal obeys rather than shows (CSI and NEL
+ * move the cursor; DCS and OSC swallow all output up to a string
+ * terminator), so a key to ignore as the C0 ones are. Even after a lead
+ * cut short: the line must hold no C1 control, or a redraw of it (the
+ * arrows', the console's) would send one whole. */
+static bool completes_c1(const struct lineedit *le, char c)
+{
+	unsigned char b = (unsigned char)c;
+	return le->len && (unsigned char)le->buf[le->len - 1] == 0xc2 &&
+	       b >= 0x80 && b <= 0x9f;
+}
+
+/* Whether the continuation byte c, which the terminal takes as stray
+ * (a Backspace ended the sequence open there), would join the sequence
+ * cut short that ends the line once the line is drawn again whole: the
+ * console's redraw after other output decodes it afresh, and its
+ * columns would no longer be those the editor erases. */
+static bool rejoins_cut(const struct lineedit *le, char c)
+{
+	if (!is_continuation(c) || le->open || !le->len)
+		return false;
+	size_t start = le->len - 1;
+	while (start && !le->col_start[start])
+		start--;
+	size_t have = le->len - start;
+	return have < utf8_length(le->buf[start]) &&
+	       (have > 1 || second_byte_fits(le->buf[start], c));
+}
+
 /* A printable byte: into the line and echoed, or into the excess when
  * the character it starts does not fit whole (or the line has an excess
  * already: the excess is the end of the line). The continuation bytes
@@ -219,6 +284,10 @@ static void add_byte(struct lineedit *le, char c)
 {
 	if (is_continuation(c) && le->overflow_cont)
 		return;
+	if (!le->overflow && completes_c1(le, c))
+		return; /* an open lead waits for the byte after */
+	if (!le->overflow && rejoins_cut(le, c))
+		return; /* ignored, as a control key */
 	size_t need = utf8_length(c) ? utf8_length(c) : 1;
 	if (le->overflow || le->len + need > LINEEDIT_MAX) {
 		le->overflow++;

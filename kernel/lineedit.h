@@ -10,7 +10,8 @@
  * LINEEDIT_MAX bytes is not cut: its excess (from the first character that does
  * not fit whole) is not echoed, and Enter rejects it whole. So is a line the
  * caller marks lost (lineedit_lost: input bytes were dropped inside it), saying
- * how many.
+ * how many. Other control keys are ignored, the C1 ones (U+0080-U+009F, which
+ * a terminal would obey) too.
  *
  * It does no I/O: echo and redraws go through the caller's out function,
  * so a test can feed scripted keystrokes and read what a terminal would

@@ -7,7 +7,8 @@
  * does when input bytes were dropped. Everything the editor echoes goes to
  * a model terminal, which keeps the line it shows as columns: a printable
  * ASCII byte is one; a UTF-8 lead byte opens one that takes the
- * continuation bytes its sequence needs (a sequence cut short by any
+ * continuation bytes its sequence needs (the second within the range
+ * Unicode's table 3-7 gives its lead; a sequence cut short by any
  * other byte stays one column, as terminals show it: one replacement
  * character); a stray byte is one; "\b \b" erases the last; "\n" starts
  * a new line. Checked after every key, the promise of lineedit.c: the
@@ -21,6 +22,10 @@
  * sequence holds must leave both alone (its final 'A' or 'B' aside). A
  * model of the holes says which lines Enter refuses as lost: an entry
  * recalled over a draft with a hole has none, the draft gets it back.
+ * The terminal takes a C1 control (0xc2, then 0x80-0x9f) for an error: a
+ * real one would obey it. The line handed out with each key, decoded
+ * afresh (as the console draws it again after other output), must take
+ * the columns the terminal shows.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +55,29 @@ static unsigned seq_len(unsigned char c)
 	                                           : 1;
 }
 
+/* Whether c may be the second byte of lead's sequence (Unicode's table
+ * 3-7; true for any lead that does not narrow the range). */
+static bool second_ok(unsigned char lead, unsigned char c)
+{
+	return lead == 0xe0   ? c >= 0xa0
+	       : lead == 0xed ? c <= 0x9f
+	       : lead == 0xf0 ? c >= 0x90
+	       : lead == 0xf4 ? c <= 0x8f
+	                      : true;
+}
+
+/* Whether the terminal's line ends with a sequence cut short (by a
+ * Backspace: none is open) that c would join if the line were decoded
+ * afresh: the editor ignores such a byte. */
+static bool rejoins_cut(const struct term *t, unsigned char c)
+{
+	if ((c & 0xc0) != 0x80 || t->open || !t->ncols)
+		return false;
+	size_t start = t->col_start[t->ncols - 1], have = t->len - start;
+	unsigned char lead = (unsigned char)t->bytes[start];
+	return have < seq_len(lead) && (have > 1 || second_ok(lead, c));
+}
+
 static void term_byte(struct term *t, unsigned char c)
 {
 	if (c == '\n') {
@@ -63,7 +91,15 @@ static void term_byte(struct term *t, unsigned char c)
 		t->err = "a control byte other than \\b or \\n echoed";
 		return;
 	}
-	if ((c & 0xc0) == 0x80 && t->open) {
+	/* The second byte of a sequence whose lead narrows its range
+	 * (Unicode's table 3-7) ends it when out of that range. */
+	unsigned char lead = t->open && t->col_start[t->ncols - 1] == t->len - 1
+	                             ? (unsigned char)t->bytes[t->len - 1]
+	                             : 0;
+	if ((c & 0xc0) == 0x80 && t->open && second_ok(lead, c)) {
+		/* U+0080-U+009F: a terminal obeys it, shows nothing. */
+		if (lead == 0xc2 && c <= 0x9f)
+			t->err = "a C1 control character echoed";
 		t->open--;
 	} else {
 		t->col_start[t->ncols++] = t->len;
@@ -84,6 +120,15 @@ static void out(void *ctx, const char *s, size_t n, const char *line)
 		return;
 	if (line && (strlen(line) != t->len || memcmp(line, t->bytes, t->len)))
 		t->err = "the line handed out is not what the terminal shows";
+	/* The console draws that line again, whole, after other output:
+	 * decoded afresh, it must take the columns the editor counts. */
+	static struct term fresh;
+	fresh.len = fresh.ncols = fresh.open = 0;
+	fresh.err = NULL;
+	for (size_t i = 0; line && line[i] && !t->err; i++)
+		term_byte(&fresh, (unsigned char)line[i]);
+	if (line && !t->err && fresh.ncols != t->ncols)
+		t->err = "the line drawn again would show other columns";
 	if (!line && (t->len != 0 || n == 0 || s[n - 1] != '\n'))
 		t->err = "a line ended without a newline";
 }
@@ -210,6 +255,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		bool overlong = le.overflow != 0;
 		size_t len = le.len, over = le.overflow, browse = le.browse;
 		enum key_kind kind = model_key(data[i]);
+		/* After a 0xc2 shown last, 0x80-0x9f would make a C1 control:
+		 * a control key. */
+		if (kind == KEY_TYPED && !over && term.len &&
+		    (unsigned char)term.bytes[term.len - 1] == 0xc2 &&
+		    data[i] >= 0x80 && data[i] <= 0x9f)
+			kind = KEY_OTHER;
+		if (kind == KEY_TYPED && !over && rejoins_cut(&term, data[i]))
+			kind = KEY_OTHER;
 		enum lineedit_event ev = lineedit_feed(&le, (char)data[i]);
 		if (term.err)
 			fail(term.err, i);
