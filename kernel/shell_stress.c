@@ -6,9 +6,13 @@
  * random: a full one is freed (one time in 8 it is handed to another
  * CPU's inbox instead, and whatever that displaces is freed here: a
  * remote free), an empty one gets a new object, mostly small, one in 8
- * up to the largest size class, one in 64 large (up to 256 KiB). Every
- * object carries its size and a tag in its first 16 bytes, checked when
- * it is freed, so a heap that hands out one object twice is caught.
+ * up to the largest size class, one in 1024 large (up to 256 KiB). Every
+ * object carries its size and a tag in its first 16 bytes: the tag names
+ * the slot that holds the object (or the inbox), checked when the object
+ * leaves it, so a heap that hands out one object twice is caught when
+ * the first holder takes it out after the second wrote its own (a tag
+ * of the size alone, as until a review, was one both holders wrote
+ * alike, and only the heap's double free check could see them).
  *
  * The shell thread prints a progress line every half second, rewritten
  * in place with \r (ops/s over the last interval, live bytes, the page
@@ -66,11 +70,24 @@ static size_t pick_size(uint64_t r)
 	return 16 + (r >> 8) % 1009;
 }
 
-static void check_free(struct worker *w, void *p)
+/* The tag of an object of n bytes held by holder (a slot, or the
+ * inbox). */
+static uint64_t tag(uint64_t n, const void *holder)
+{
+	return STRESS_TAG ^ n ^ (uint64_t)(uintptr_t)holder;
+}
+
+/* Takes p out of holder: counts it bad if its tag names another. */
+static void check_tag(struct worker *w, uint64_t *p, const void *holder)
+{
+	if (p[1] != tag(p[0], holder))
+		atomic_fetch_add_explicit(&w->bad, 1, memory_order_relaxed);
+}
+
+static void check_free(struct worker *w, void *p, const void *holder)
 {
 	uint64_t *h = p;
-	if (h[1] != (STRESS_TAG ^ h[0]))
-		atomic_fetch_add_explicit(&w->bad, 1, memory_order_relaxed);
+	check_tag(w, h, holder);
 	atomic_fetch_sub_explicit(&w->live_bytes, (int64_t)h[0],
 	                          memory_order_relaxed);
 	kfree(p);
@@ -82,16 +99,20 @@ static void step(struct worker *w, unsigned self)
 	void **slot = &w->slots[r % STRESS_SLOTS];
 	r >>= 8;
 	if (*slot) {
-		void *p = *slot;
+		uint64_t *p = *slot;
 		*slot = NULL;
 		if (r % 8 == 0 && nworkers > 1) {
 			unsigned to = (self + 1 +
 			               (unsigned)(r >> 3) % (nworkers - 1)) %
 			              nworkers;
+			check_tag(w, p, slot);
+			p[1] = tag(p[0], inbox);
 			p = atomic_exchange(&inbox[to], p);
+			if (p)
+				check_free(w, p, inbox);
+		} else {
+			check_free(w, p, slot);
 		}
-		if (p)
-			check_free(w, p);
 	} else {
 		size_t n = pick_size(r);
 		uint64_t *p = kmalloc(n, 0);
@@ -101,7 +122,7 @@ static void step(struct worker *w, unsigned self)
 			return;
 		}
 		p[0] = n;
-		p[1] = STRESS_TAG ^ n;
+		p[1] = tag(n, slot);
 		*slot = p;
 		atomic_fetch_add_explicit(&w->live_bytes, (int64_t)n,
 		                          memory_order_relaxed);
@@ -118,7 +139,7 @@ static void worker_main(void *arg)
 			step(w, self);
 	for (unsigned i = 0; i < STRESS_SLOTS; i++)
 		if (w->slots[i])
-			check_free(w, w->slots[i]);
+			check_free(w, w->slots[i], &w->slots[i]);
 }
 
 struct sample {
@@ -203,7 +224,7 @@ static uint64_t stop_workers(uint64_t *nulls)
 	for (unsigned i = 0; i < nworkers; i++) {
 		void *p = atomic_exchange(&inbox[i], NULL);
 		if (p)
-			check_free(&workers[0], p);
+			check_free(&workers[0], p, inbox);
 	}
 	for (unsigned i = 0; i < nworkers; i++) {
 		bad += atomic_load(&workers[i].bad);
