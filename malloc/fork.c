@@ -25,10 +25,13 @@
  * initialises it anew. Then glibc's stdio list lock, before the slots
  * (as glibc takes its own malloc's locks after it); parent unlocks it,
  * child resets it. The slots are taken in index order, with this
- * thread's own calls meanwhile passing as nested. A fork from a signal
- * handler that interrupted this thread's own call, or its hold of
- * ctl_lock (error-checking, so that this is told), skips the handlers
- * (fork_skipped).
+ * thread's own calls meanwhile passing as nested. The shootdown's lock
+ * (port_prod.c) is a leaf, taken after all these only for prepare's
+ * fence and not held across the copy (a sharer's claim holds it holding
+ * no slot, and the forking thread's nested calls may fence): the child
+ * frees it. A fork from a signal handler that interrupted this thread's
+ * own call, or its hold of ctl_lock (error-checking, so that this is
+ * told), skips the handlers (fork_skipped).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -250,6 +253,10 @@ static void release_child(bool stdio)
 	 * thread gone, whose slot a claim takes over). */
 	if (own)
 		mm_malloc_owner_set(me);
+	/* Held by a thread with no slot, which fork does not wait for: a
+	 * sharer's claim (the shootdown's lock), a fault's report. */
+	mm_malloc_shootdown_reset();
+	mm_malloc_guard_fork_child();
 	/* Registration is the process's: say it again for this one. */
 	if (mm_malloc_fences &&
 	    mm_malloc_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) !=

@@ -67,14 +67,26 @@ static bool put_back_default(void)
 	return true;
 }
 
+/* Set while a thread reports (report). A fault outside an API call
+ * holds no slot, so fork does not wait for its report: the child, whose
+ * reporter is gone, clears it (mm_malloc_guard_fork_child). Until a
+ * review it inherited it set, and its own fault in the pool spun for
+ * ever with every signal blocked (hooks test fork_beside_guard_report). */
+static atomic_flag reporting = ATOMIC_FLAG_INIT;
+
+void mm_malloc_guard_fork_child(void)
+{
+	atomic_flag_clear(&reporting);
+}
+
 /* The report of a fault at a, which the pool owns. One at a time: a
  * second thread's waits for the first's lines rather than interleaving
  * them. */
 static void report(void *a)
 {
-	static atomic_flag reporting = ATOMIC_FLAG_INIT;
 	while (atomic_flag_test_and_set(&reporting))
 		;
+	mm_malloc_hook(MM_MALLOC_HOOK_GUARD_REPORTING);
 	mm_malloc_log_here(true);
 	mm_log("SIGSEGV at %p: in the guarded pool (MM_MALLOC_GUARD)", a);
 	spanheap_where_log(&mm_malloc_sh, a);

@@ -98,6 +98,8 @@ void mm_malloc_guard_config(struct spanheap_config *sc,
 /* Once the heap is set up: if it has a pool, the SIGSEGV handler that
  * reports a fault in it (malloc/guard.c). */
 void mm_malloc_guard_start(void) MM_MALLOC_HIDDEN;
+/* fork's child, alone: no report of a fault is under way. */
+void mm_malloc_guard_fork_child(void) MM_MALLOC_HIDDEN;
 /* Sets mm_log's verbosity from MM_MALLOC_VERBOSE's value val (NULL if
  * unset); the constructor's, or mm_log's first line if that comes
  * before. */
@@ -137,6 +139,9 @@ long mm_malloc_membarrier(int cmd) MM_MALLOC_HIDDEN;
 void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
 /* The same without membarrier, by a TLB shootdown (port_prod.c). */
 void mm_malloc_fence_by_shootdown(void) MM_MALLOC_HIDDEN;
+/* Frees the shootdown's lock, which a thread fork did not copy may have
+ * held: fork's child, alone (port_prod.c). */
+void mm_malloc_shootdown_reset(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
  * out of the fast path. */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;

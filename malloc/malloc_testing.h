@@ -133,6 +133,16 @@ enum mm_malloc_hook_point {
 	/* A visit gave up on a slot it could not take within its bound (a
 	 * holder inside a call) and passes it by. */
 	MM_MALLOC_HOOK_VISIT_PASSED,
+	/* A fence without membarrier (mm_malloc_fence_by_shootdown, its
+	 * command refused after registering) holds the shootdown's lock
+	 * and has not yet touched its page. The fencing thread (a
+	 * sharer's claim, fork's prepare, a visit) may have its signals
+	 * blocked. */
+	MM_MALLOC_HOOK_SHOOTDOWN_HELD,
+	/* The guarded pool's SIGSEGV handler (malloc/guard.c) holds the
+	 * report's turn and has written nothing yet. It holds no slot, and
+	 * its signals are blocked. */
+	MM_MALLOC_HOOK_GUARD_REPORTING,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -404,12 +404,30 @@ void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
  * "Why"); the .NET runtime's FlushProcessWriteBuffers relies on the same
  * where it has no membarrier. One at a time (the page is shared); panics
  * if the page cannot be had or its protection changed.
+ *
+ * The lock is a leaf: its holder takes no other lock and waits for
+ * nothing but its system calls. fork's prepare does not take it: a
+ * sharer's claim fences holding no slot, so fork may copy the process
+ * while it holds the lock, and a call of the forking thread's own,
+ * nested in fork's hold (a later prepare handler's, a signal
+ * handler's), may fence. The child, whose holder is gone, sets it free
+ * (mm_malloc_shootdown_reset); until a review it inherited it held,
+ * and its first fence waited for ever (hooks test
+ * fork_beside_shootdown). The page needs no repair: each fence makes
+ * it writable first.
  */
+static pthread_mutex_t shootdown_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mm_malloc_shootdown_reset(void)
+{
+	shootdown_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
 void mm_malloc_fence_by_shootdown(void)
 {
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static volatile char *page;
-	pthread_mutex_lock(&lock);
+	pthread_mutex_lock(&shootdown_lock);
+	mm_malloc_hook(MM_MALLOC_HOOK_SHOOTDOWN_HELD);
 	if (!page) {
 		void *p = mmap(NULL, MM_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -426,5 +444,5 @@ void mm_malloc_fence_by_shootdown(void)
 	if (mprotect((void *)page, MM_PAGE_SIZE, PROT_NONE) != 0)
 		mm_panic("membarrier refused and mprotect too (errno %d)",
 		         errno);
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&shootdown_lock);
 }

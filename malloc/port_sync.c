@@ -125,9 +125,12 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 /* One exit: the other background thread, alone too while the first runs
  * the program's atexit handlers, called exit(0) as well, found the
  * handlers taken, and ended the process under a handler still running
- * (glibc's last thread exits once). A child forked by such a handler
- * clears it (mm_malloc_threads_forget), so that its own last thread's
- * end still ends it. */
+ * (glibc's last thread exits once). A child made without fork's
+ * handlers (_Fork, clone) clears it with the threads it forgets
+ * (mm_malloc_threads_forget), so that its own last thread's end still
+ * ends it; one forked by such a handler keeps it, as its one thread is
+ * the one in that exit, which ends the child when the handlers are
+ * done. */
 static atomic_bool exiting;
 
 void mm_malloc_threads_forget(void)

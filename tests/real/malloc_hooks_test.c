@@ -377,6 +377,10 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"reclaims_race_for_an_ownerless_slot",
          reclaims_race_for_an_ownerless_slot, "MM_MALLOC_BACKGROUND=0"},
+        {"fork_beside_shootdown", fork_beside_shootdown,
+         "MM_MALLOC_BACKGROUND=0"},
+        {"fork_beside_guard_report", fork_beside_guard_report,
+         "MM_MALLOC_GUARD=1"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

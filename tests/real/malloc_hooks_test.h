@@ -100,6 +100,9 @@ int trim_waits_for_the_sweepers_visit(void);
 int claims_race_for_a_free_slot(void);
 int reclaims_race_for_a_gone_owner(void);
 int reclaims_race_for_an_ownerless_slot(void);
+/* malloc_hooks_copied.c: */
+int fork_beside_shootdown(void);
+int fork_beside_guard_report(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
