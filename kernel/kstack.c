@@ -4,11 +4,13 @@
  * Each slot has a generation, bumped when a stack in it is freed; a
  * struct kstack carries the generation it was allocated at, so a second
  * free of it (the slot free again, or another stack's by then) is told
- * apart from the first and refused before anything is unmapped.
- * Locking: the kstack lock protects the slot bitmap and generations only;
- * mapping happens outside it on a slot the caller now owns. Contexts: as
- * kstack.h says of each function (kstack_free, which shoots TLB entries
- * down, is the one that needs a thread with interrupts on).
+ * apart from the first and refused before anything is unmapped; and the
+ * number of pages its stack was made with, so that a free of fewer (a
+ * struct kstack changed since) is refused too.
+ * Locking: the kstack lock protects the slot bitmap, generations and page
+ * counts only; mapping happens outside it on a slot the caller now owns.
+ * Contexts: as kstack.h says of each function (kstack_free, which shoots
+ * TLB entries down, is the one that needs a thread with interrupts on).
  */
 #include "kstack.h"
 
@@ -24,10 +26,12 @@
 /* Rank KSTACK, taken irqsave and alone; protects: */
 static struct spinlock kstack_lock = SPINLOCK_INIT("kstack", LOCK_RANK_KSTACK);
 static uint64_t slot_used[KSTACK_SLOTS / 64];
-static uint32_t slot_gen[KSTACK_SLOTS]; /* bumped by each free */
+static uint32_t slot_gen[KSTACK_SLOTS];   /* bumped by each free */
+static uint8_t slot_npages[KSTACK_SLOTS]; /* what its stack was made with */
 
-/* Takes a free slot; its generation goes to *gen. -1 when none is left. */
-static long slot_take(uint32_t *gen)
+/* Takes a free slot for a stack of npages; its generation goes to *gen.
+ * -1 when none is left. */
+static long slot_take(unsigned npages, uint32_t *gen)
 {
 	long slot = -1;
 	unsigned long irq = spin_lock_irqsave(&kstack_lock);
@@ -38,6 +42,7 @@ static long slot_take(uint32_t *gen)
 		slot_used[w] |= 1ull << b;
 		slot = (long)(w * 64 + b);
 		*gen = slot_gen[slot];
+		slot_npages[slot] = (uint8_t)npages;
 	}
 	spin_unlock_irqrestore(&kstack_lock, irq);
 	return slot;
@@ -64,10 +69,12 @@ static unsigned long slot_release_begin(const struct kstack *s)
 		      "fill?)",
 		      (unsigned long)s->bottom, (unsigned long)s->top,
 		      (unsigned long)s->guard);
+	unsigned long npages = (s->top - s->bottom) / PAGE_SIZE;
 	unsigned long irq = spin_lock_irqsave(&kstack_lock);
 	bool used = slot_used[slot / 64] & (1ull << (slot % 64));
 	uint32_t gen = slot_gen[slot];
-	if (used && gen == s->gen)
+	unsigned made = slot_npages[slot];
+	if (used && gen == s->gen && npages == made)
 		slot_gen[slot]++;
 	spin_unlock_irqrestore(&kstack_lock, irq);
 	if (!used || gen != s->gen)
@@ -77,6 +84,15 @@ static unsigned long slot_release_begin(const struct kstack *s)
 		      used ? "the slot holds another stack since"
 		           : "the slot is free",
 		      s->gen, gen);
+	/* A bottom raised by whole pages passes the checks above, and would
+	 * leave the pages below it mapped, their frames lost, in a slot free
+	 * again: the next stack there fails to map or has no guard (review). */
+	if (npages != made)
+		panic("kstack_free: stack 0x%lx-0x%lx (slot %lu) has %lu "
+		      "page%s, but kstack_alloc made it with %u (its struct "
+		      "kstack changed since?)",
+		      (unsigned long)s->bottom, (unsigned long)s->top, slot,
+		      npages, npages == 1 ? "" : "s", made);
 	return slot;
 }
 
@@ -115,7 +131,7 @@ bool kstack_alloc(unsigned npages, struct kstack *out)
 	if (npages == 0 || npages > KSTACK_MAX_PAGES)
 		return false;
 	uint32_t gen;
-	long slot = slot_take(&gen);
+	long slot = slot_take(npages, &gen);
 	if (slot < 0)
 		return false;
 	uintptr_t base =
@@ -170,6 +186,21 @@ bool kstack_is_guard(uintptr_t va)
 		return false;
 	/* Everything in a used slot below its lowest mapped page is guard. */
 	return !vm_translate(align_down(va, PAGE_SIZE), NULL, NULL);
+}
+
+bool kstack_is_own_guard(uintptr_t va, uintptr_t sp)
+{
+	if (!kstack_is_guard(va))
+		return false;
+	if (va >= (uintptr_t)__boot_stack_guard &&
+	    va < (uintptr_t)__boot_stack_bottom)
+		return sp >= (uintptr_t)__boot_stack_guard &&
+		       sp < (uintptr_t)__boot_stack_top;
+	/* A region stack's guard is the unmapped bottom of its slot. */
+	return sp >= KSTACK_REGION_BASE &&
+	       sp - KSTACK_REGION_BASE < KSTACK_REGION_SIZE &&
+	       (va - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE ==
+	               (sp - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE;
 }
 
 bool kstack_bounds(uintptr_t sp, uintptr_t *lo, uintptr_t *hi)

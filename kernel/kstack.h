@@ -28,8 +28,9 @@ bool kstack_alloc(unsigned npages, struct kstack *out);
 /* Unmaps the stack, shoots its TLB entries down on every CPU, and frees
  * its frames and slot. Thread context with interrupts on. Panics, naming
  * the stack and leaving every mapping alone, if s was freed already (its
- * slot free, or another stack's since) or is not a kernel stack (as
- * kstack_alloc filled it: whole pages, the guard right below). */
+ * slot free, or another stack's since), is not a kernel stack (as
+ * kstack_alloc filled it: whole pages, the guard right below), or has
+ * fewer or more pages than kstack_alloc made it with. */
 void kstack_free(const struct kstack *s);
 
 /* Like kstack_free, without the shootdown: for a stack no other online
@@ -41,6 +42,12 @@ void kstack_free_local(const struct kstack *s);
  * included): a fault there is a stack overflow. Any context, takes no lock
  * (the fault handler asks). */
 bool kstack_is_guard(uintptr_t va);
+
+/* True when va lies in the guard page of the stack that sp is on (the
+ * faulting code's RSP): a fault there is that stack's overflow, while a
+ * fault in another stack's guard is a stray pointer, not an overflow of
+ * the stack it ran on. Any context, takes no lock. */
+bool kstack_is_own_guard(uintptr_t va, uintptr_t sp);
 
 /* The stack that holds address sp, as [*lo, *hi): a kernel stack's slot
  * (its top is the slot's end) or the boot stack. False for another. Any

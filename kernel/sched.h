@@ -48,6 +48,15 @@ struct thread_info *thread_snapshot_all(unsigned *n);
 void thread_each_live_stack(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
                             void *arg);
 
+/* The thread whose stack's slot holds va (its guard page, for a fault
+ * there), its name, id, CPU and state into *out; false if no thread's
+ * stack holds it (a CPU's IST or boot stack) or the list cannot be read
+ * safely. Only on the panicking CPU, after panic_begin stopped the
+ * others: it reads the list without its lock, and not at all while the
+ * lock is held (the list may be half-changed). For the exception
+ * handler's report. */
+bool thread_stack_owner_in_panic(uintptr_t va, struct thread_info *out);
+
 /* The state's name ("running", "sleeping", ...). Any context. */
 const char *thread_state_name(enum thread_state s);
 

@@ -2,7 +2,7 @@
  * Reading the threads: the snapshot the shell and the tests print, and
  * the live part of every thread's stack for a stopped world's scan (the
  * leak checker's). Both walk the list of all threads (thread.c) under its
- * lock.
+ * lock; the owner of a stack, for a panic's report, walks it without.
  */
 #include <stdatomic.h>
 
@@ -124,4 +124,36 @@ struct thread_info *thread_snapshot_all(unsigned *n)
 		kfree(ti);
 		room = count;
 	}
+}
+
+/* The most threads the walk below follows: every thread but the boot
+ * threads has one of kstack.c's 4096 slots, so more means a cycle in a
+ * corrupt list. */
+#define OWNER_WALK_MAX (4096 + MAX_CPUS + 1)
+
+bool thread_stack_owner_in_panic(uintptr_t va, struct thread_info *out)
+{
+	/* The panicking CPU may not wait for the lock: its holder may be
+	 * this CPU or one the panic stopped. With the others stopped, a
+	 * lock free (no ticket out) means no one is half-way through a
+	 * change of the list. */
+	if (!panic_here() || atomic_load(&thread_list_lock.next) !=
+	                             atomic_load(&thread_list_lock.serving))
+		return false;
+	struct thread *t = thread_list_head;
+	for (unsigned n = 0; t && n < OWNER_WALK_MAX; t = t->all_next, n++) {
+		/* A stack's slot: its guard is the slot's unmapped bottom. */
+		uintptr_t top = t->stack.top;
+		if (t->boot_stack || !top || va < top - KSTACK_SLOT_SIZE ||
+		    va >= top)
+			continue;
+		memcpy(out->name, t->name, sizeof(out->name));
+		out->id = t->id;
+		out->cpu = t->cpu->id;
+		out->state = t->state;
+		out->idle = false;
+		out->cpu_ns = 0;
+		return true;
+	}
+	return false;
 }

@@ -18,6 +18,7 @@
 #include "kernel/kstack.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
+#include "kernel/sched.h"
 #include "kernel/ktest_kernel.h"
 #include "kernel/thread.h"
 #include "serial.h"
@@ -270,6 +271,24 @@ void trap_set_debug_hook(void (*fn)(struct trap_frame *f))
 	__atomic_store_n(&debug_hook, fn, __ATOMIC_RELEASE);
 }
 
+/* Whether va lies in the slot of t's own stack (false for a thread on a
+ * stack it does not own: main, an idle thread). */
+static bool in_own_slot(const struct thread *t, uint64_t va)
+{
+	return t && !t->boot_stack && va < t->stack.top &&
+	       va >= t->stack.top - KSTACK_SLOT_SIZE;
+}
+
+/* Whether a #PF at cr2 with RSP rsp overflowed the stack it ran on: cr2
+ * lies in the guard of the stack RSP is on, or of the current thread's
+ * own stack, which a frame larger than its slot's unmapped bottom jumps
+ * past (RSP lands in another slot). */
+static bool own_guard(uint64_t cr2, uint64_t rsp)
+{
+	return kstack_is_own_guard(cr2, rsp) ||
+	       (kstack_is_guard(cr2) && in_own_slot(this_cpu()->current, cr2));
+}
+
 /*
  * The guard-page address a stack overflow hit, or 0 if f is no overflow.
  * A #PF's CR2 is its own (read for it), so it names the page. A #DF's is
@@ -287,7 +306,10 @@ static uint64_t overflow_guard(const struct trap_frame *f, uint64_t cr2)
 {
 	if (f->vector != VEC_PF && f->vector != VEC_DF)
 		return 0;
-	if (f->vector == VEC_PF && kstack_is_guard(cr2))
+	/* Only the guard of the stack it ran on: a #PF in another's is a
+	 * stray pointer (stray_guard), not this stack's overflow (review:
+	 * any guard was reported as the current thread's overflow). */
+	if (f->vector == VEC_PF && own_guard(cr2, f->rsp))
 		return cr2;
 	if (kstack_is_guard(f->rsp))
 		return f->rsp;
@@ -297,6 +319,53 @@ static uint64_t overflow_guard(const struct trap_frame *f, uint64_t cr2)
 	if (f->vector == VEC_DF && kstack_is_guard(frame_low))
 		return frame_low;
 	return 0;
+}
+
+/* A #PF in the guard page of a stack that is neither the one RSP is on
+ * nor the current thread's (own_guard): the panic names the stack's
+ * thread if the list of threads can be read (sched.h), and says it is no
+ * overflow of the thread that faulted. */
+static __attribute__((noreturn)) void stray_guard(uint64_t cr2, const char *sym)
+{
+	struct thread *t = this_cpu()->current;
+	const char *me = t ? t->name : "boot";
+	struct thread_info owner;
+	if (thread_stack_owner_in_panic(cr2, &owner))
+		panic("page fault in the guard page of thread %s's stack (id "
+		      "%llu, cpu %u) at %#lx, by thread %s at %s: a stray "
+		      "pointer, not an overflow of %s's stack",
+		      owner.name, (unsigned long long)owner.id, owner.cpu, cr2,
+		      me, sym, me);
+	panic("page fault in the guard page of another stack (no thread's: "
+	      "an IST or a CPU's boot stack, or the list of threads busy) at "
+	      "%#lx, by thread %s at %s: a stray pointer, not an overflow of "
+	      "%s's stack",
+	      cr2, me, sym, me);
+}
+
+/* An overflow into guard: the current thread's stack's, unless the guard
+ * is another's (code on a stack not its thread's: an IST stack, or a
+ * corrupt RSP), which the panic names instead of blaming the thread.
+ * A thread on a stack it does not own (main, an idle thread) is taken to
+ * have overflowed its own. */
+static __attribute__((noreturn)) void overflow_panic(uint64_t guard,
+                                                     const char *sym)
+{
+	struct thread *t = this_cpu()->current;
+	const char *me = t ? t->name : "boot";
+	if (!t || t->boot_stack || in_own_slot(t, guard))
+		panic("stack overflow in thread %s (guard page %#lx hit at %s)",
+		      me, guard, sym);
+	struct thread_info owner;
+	if (thread_stack_owner_in_panic(guard, &owner))
+		panic("stack overflow of thread %s's stack (id %llu, cpu %u), "
+		      "run on by thread %s: guard page %#lx hit at %s",
+		      owner.name, (unsigned long long)owner.id, owner.cpu, me,
+		      guard, sym);
+	panic("stack overflow of a stack not thread %s's (no thread's: an "
+	      "IST or a CPU's boot stack, or the list of threads busy): guard "
+	      "page %#lx hit at %s",
+	      me, guard, sym);
 }
 
 void trap_dispatch(struct trap_frame *f)
@@ -347,11 +416,10 @@ void trap_dispatch(struct trap_frame *f)
 	char sym[96];
 	ksyms_format(f->rip, sym, sizeof(sym));
 	uint64_t guard = overflow_guard(f, cr2);
-	if (guard) {
-		struct thread *t = this_cpu()->current;
-		panic("stack overflow in thread %s (guard page %#lx hit at %s)",
-		      t ? t->name : "boot", guard, sym);
-	}
+	if (guard)
+		overflow_panic(guard, sym);
+	if (f->vector == VEC_PF && kstack_is_guard(cr2))
+		stray_guard(cr2, sym);
 	panic("unhandled exception %s at %s", trap_name((unsigned)f->vector),
 	      sym);
 }

@@ -1,5 +1,6 @@
 /* Kernel stacks: mapped pages above an unmapped guard page, and returned
  * whole on free. */
+#include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
@@ -43,6 +44,29 @@ KTEST(kstack, bad_sizes_are_refused)
 	kstack_free(&s);
 }
 
+/* A guard is its own stack's only: a fault there with RSP on that stack
+ * is its overflow; with RSP on another stack, a stray pointer (trap.c). */
+KTEST(kstack, a_guard_is_its_own_stacks_only)
+{
+	struct kstack a, b;
+	KASSERT(kstack_alloc(4, &a));
+	KASSERT(kstack_alloc(4, &b));
+	KEXPECT(kstack_is_own_guard(a.guard + 8, a.bottom + 16));
+	KEXPECT(kstack_is_own_guard(a.guard + 8, a.guard + 64));
+	KEXPECT(kstack_is_own_guard(a.guard - 8, a.top - 8));
+	KEXPECT(!kstack_is_own_guard(a.guard + 8, b.bottom + 16));
+	KEXPECT(!kstack_is_own_guard(b.guard + 8, a.top - 8));
+	KEXPECT(!kstack_is_own_guard(a.bottom, a.bottom + 16));
+	KEXPECT(kstack_is_own_guard((uintptr_t)__boot_stack_guard + 8,
+	                            (uintptr_t)__boot_stack_bottom + 8));
+	KEXPECT(!kstack_is_own_guard((uintptr_t)__boot_stack_guard + 8,
+	                             a.top - 8));
+	KEXPECT(!kstack_is_own_guard(a.guard + 8,
+	                             (uintptr_t)__boot_stack_bottom + 8));
+	kstack_free(&b);
+	kstack_free(&a);
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a stack freed
  * twice, its slot taken by another stack in between. The second free
@@ -71,6 +95,24 @@ KTEST(demo, kstack_free_of_a_bent_stack)
 	struct kstack bent = s;
 	bent.bottom += 8;
 	kstack_free(&bent);
+	if (vm_translate(s.bottom, NULL, NULL))
+		ktest_fail_at(__FILE__, __LINE__,
+		              "kstack_free left the stack's lowest page mapped "
+		              "(its frame lost, its slot free again)");
+}
+
+/* A struct kstack whose bottom (and guard) moved up a whole page: the
+ * free must refuse it, not unmap a page too few and return the slot with
+ * that page mapped, its frame lost (the next stack there would fail to
+ * map, or have no guard page). */
+KTEST(demo, kstack_free_of_a_shrunk_stack)
+{
+	struct kstack s;
+	KASSERT(kstack_alloc(3, &s));
+	struct kstack shrunk = s;
+	shrunk.bottom += PAGE_SIZE;
+	shrunk.guard += PAGE_SIZE;
+	kstack_free(&shrunk);
 	if (vm_translate(s.bottom, NULL, NULL))
 		ktest_fail_at(__FILE__, __LINE__,
 		              "kstack_free left the stack's lowest page mapped "

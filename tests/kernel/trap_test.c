@@ -195,6 +195,87 @@ KTEST(demo, exception_frame_at_the_bottom_of_a_stack)
 }
 #endif
 
+#ifdef KTEST_FAIL_DEMO
+static void sleep_for_good(void *arg)
+{
+	for (;;)
+		thread_sleep_ns(1000000000ull);
+}
+
+static struct thread_handle foreign;
+
+/* Pushes with RSP at the bottom of foreign's stack (its dead end: it
+ * sleeps near its top), as code run on a stack not its thread's would. */
+static void push_at_the_bottom_of_foreigns_stack(void *arg)
+{
+	cpu_cli(); /* no tick on foreign's stack */
+	__asm__ volatile("movq %0, %%rsp\n\tpushq $0"
+	                 :
+	                 : "r"(foreign.t->stack.bottom)
+	                 : "memory");
+}
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a thread running on another thread's
+ * stack overflows it (a #DF, the guard at RSP - 8). The overflow is that
+ * thread's stack's, and the panic says so; until a review it blamed the
+ * running thread's own stack, which is whole.
+ */
+KTEST(demo, overflow_of_another_threads_stack)
+{
+	foreign =
+	        thread_create("foreign", sleep_for_good, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(foreign));
+	struct thread_handle t =
+	        thread_create("runner", push_at_the_bottom_of_foreigns_stack,
+	                      NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	thread_join(t);
+}
+
+static struct kstack landing;
+
+/* A frame too big for the slot: RSP jumps past this thread's guard into
+ * another stack (landing), and a write into its own guard follows. */
+static void jump_past_the_guard(void *arg)
+{
+	cpu_cli(); /* no tick on the landing stack */
+	__asm__ volatile("movq %0, %%rsp\n\tmovb $1, (%1)"
+	                 :
+	                 : "r"(landing.top - 64),
+	                   "r"(thread_current()->stack.guard + 64)
+	                 : "memory");
+}
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a thread whose stack pointer went
+ * past its guard page into another stack's slot, writing into its own
+ * guard: its overflow, reported as such, though RSP is on another stack.
+ */
+KTEST(demo, overflow_past_the_guard_into_another_stack)
+{
+	KASSERT(kstack_alloc(8, &landing));
+	struct thread_handle t =
+	        thread_create("far", jump_past_the_guard, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(t));
+	thread_join(t);
+}
+
+/*
+ * Built only with KTEST_FAIL_DEMO=1: a write through a stray pointer into
+ * another thread's guard page, from a thread well inside its own stack.
+ * It must be reported as a fault in that thread's guard, naming it, not
+ * as the faulting thread's stack overflow (as it was until a review).
+ */
+KTEST(demo, write_to_another_threads_guard_page)
+{
+	struct thread_handle victim =
+	        thread_create("victim", sleep_for_good, NULL, THREAD_ANY_CPU);
+	KASSERT(thread_handle_ok(victim));
+	*(volatile uint8_t *)(victim.t->stack.guard + 64) = 1;
+}
+#endif
+
 /* Vectors 32 and up are interrupts, each named so; the table of names
  * ends at 31. */
 KTEST(trap, vectors_past_the_exceptions_are_interrupts)
