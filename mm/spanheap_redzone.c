@@ -113,7 +113,6 @@ void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls)
 
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)
 {
-	spanheap_poison_check_span(sh, s);
 	spanheap_redzone_put(sh, s->redzone, s->sizeclass);
 	s->redzone = NULL;
 }

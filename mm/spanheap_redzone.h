@@ -61,8 +61,8 @@ static inline bool spanheap_redzone_make(struct spanheap *sh, unsigned cls,
 }
 /* Gives side table rz (NULL: nothing) of a span of class cls back. */
 void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls);
-/* Poison span s, empty, goes back: its objects' poison checked, its
- * table given back. */
+/* Poison span s, empty, its poison checked (spanheap_poison_check_span)
+ * and its state DEAD, goes back: its table given back. */
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s);
 
 /* Object a of poison span s handed out (span_take) for size bytes: the

@@ -269,11 +269,17 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	uintptr_t base = s->base;
 	size_t npages = s->npages;
 	if (s->poison)
-		spanheap_poison_span_gone(sh, s); /* all of them free now */
+		spanheap_poison_check_span(sh, s); /* all of them free now */
 	/* marked first: a racing free's fast path (a misuse) then takes the
 	 * slow one, which reads the state. */
 	atomic_store_explicit(&s->marked, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->state, MSPAN_DEAD, memory_order_release);
+	/* The poison table after the state: given back before it, a leak
+	 * scan (spanheap_leak.c) of a world stopped while this thread was
+	 * between the two read the table of a span still SMALL, unmapped by
+	 * mm.debug_pagealloc (a fault with the world stopped) or reused. */
+	if (s->poison)
+		spanheap_poison_span_gone(sh, s);
 	/* Entries before pages: once freed, the pages may be someone
 	 * else's, with entries of their own. */
 	if (!cls)
