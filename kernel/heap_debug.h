@@ -53,7 +53,8 @@ struct heap_leaks {
  * return leaves hl for heap_leaks_done.
  */
 long heap_leaks_scan(struct heap_leaks *hl, uint64_t min_age_ns, size_t max);
-/* The leaks hl kept, *n of them (none after a failed scan). */
+/* The leaks hl kept, *n of them (none after a failed scan, and none
+ * after heap_leaks_done). */
 const struct spanheap_leak *heap_leaks_list(const struct heap_leaks *hl,
                                             size_t *n);
 /* Prints the kept leaks, each with its allocating stack named, then the

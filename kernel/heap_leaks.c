@@ -119,7 +119,11 @@ void heap_leaks_done(struct heap_leaks *hl)
 const struct spanheap_leak *heap_leaks_list(const struct heap_leaks *hl,
                                             size_t *n)
 {
-	*n = hl->n < 0 ? 0 : (size_t)hl->n < hl->max ? (size_t)hl->n : hl->max;
+	/* None once heap_leaks_done gave the list back (it said the scan's
+	 * count with no list, and a print then read NULL). */
+	*n = !hl->work || hl->n < 0    ? 0
+	     : (size_t)hl->n < hl->max ? (size_t)hl->n
+	                               : hl->max;
 	return hl->work ? spanheap_leak_list(hl->work) : NULL;
 }
 
