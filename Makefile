@@ -358,7 +358,9 @@ test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8 \
 	test-kernel-poison test-kernel-guard
 
 # One run of the kernel suite: $(call kernel_run,LABEL,CPUS,OPTIONS), its
-# serial log build/LABEL.log and its results $(RESULTS)/LABEL.
+# serial log build/LABEL.log and its results $(RESULTS)/LABEL; and
+# build/LABEL.times, when each test started (`tools/slowest-tests
+# build/*.times` names the tests a make test spent its time on).
 kernel_run = @mkdir -p $(RESULTS) && \
 	QEMU_TIMEOUT=$(QEMU_TIMEOUT) tools/run-ktest $(1) $(BOOT_EFI) $(KERNEL) \
 		"ktest=$(KTEST) $(3)smp.expect=$(2)" \
