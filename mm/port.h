@@ -13,6 +13,9 @@
  * Every hook says which contexts mm/ calls it from, and tools/lint-mm
  * checks that mm/ calls every hook and nothing else outside itself. No
  * hook is called with the heap lock (MM_RANK_HEAP) held: it is a leaf.
+ * (The reports a port calls itself from a fault handler,
+ * spanheap_where_log, run mm_log and mm_port_now_ns in the handler's
+ * context, whatever locks the faulting code held.)
  * "Atomic callers" are interrupt handlers and code with interrupts
  * disabled: they never sleep and never wait for another CPU.
  *
@@ -43,7 +46,11 @@ void *mm_port_reserve(size_t nbytes, size_t align);
  * Gives back a range mm_port_reserve returned, with nothing in it mapped:
  * a set-up that failed undoes its reservations, the latest first, so that
  * a retry (a smaller arena) has the address space. A port that cannot
- * give address space back may keep it. Thread context, no mm lock held.
+ * give address space back may keep it. One exception to the order: no
+ * hook unmaps, so a palloc whose init mapped part of its metadata and
+ * then could not map the rest keeps that reservation, and mheap_init
+ * still gives back the two it made before (arena, span table). Thread
+ * context, no mm lock held.
  */
 void mm_port_unreserve(void *addr, size_t nbytes);
 
@@ -384,15 +391,19 @@ bool mm_lock_held(const mm_lock_t *l);
 
 /*
  * Reports broken state or a corrupting call (a bad free) and does not
- * return: the kernel panics; a host test port may record and longjmp.
- * Any context; mm/ dumps the state that explains the failure first.
+ * return: the kernel panics; a host test port may record and longjmp,
+ * and must then forget the pins and locks held at the panic itself (mm/
+ * unwinds nothing). Any context, pinned or under a lock; mm/ dumps the
+ * state that explains the failure first.
  */
 __attribute__((noreturn, format(printf, 1, 2))) void mm_panic(const char *fmt,
                                                               ...);
 
 /*
  * Logs one line (no trailing newline needed) for a refused call or a
- * report. Never called with the heap lock held. Thread or IRQ context.
+ * report. Never called with the heap lock held by mm/'s own calls; under
+ * spanheap_where_log, in the context of the fault handler that calls it.
+ * Thread or IRQ context.
  */
 __attribute__((format(printf, 1, 2))) void mm_log(const char *fmt, ...);
 
@@ -401,12 +412,15 @@ __attribute__((format(printf, 1, 2))) void mm_log(const char *fmt, ...);
  * them into pcs; returns how many. pcs[0] is where this hook returns to
  * (in its caller), pcs[1] where that caller returns to, and so on.
  * For poison mode's records of who allocated and freed each object
- * (spanheap_track.c): called at every small allocation and free of a
- * poison heap, pinned, with mm locks possibly held, from any context but
- * NMI, so it takes no lock, never faults (a walk that meets a frame it
- * cannot trust stops there) and allocates nothing. A port that cannot
- * walk its stacks safely returns 0: spanheap_init asks once, and a heap
- * that gets 0 keeps no records.
+ * (spanheap_track.c) and the guarded pool's: called, once the heap
+ * keeps records, at every small allocation and free of a poison heap (the
+ * free pinned), every large free or shrink, and every guarded object,
+ * with no mm lock held, from any context but NMI, so it takes no lock,
+ * never faults (a walk that meets a frame it cannot trust stops there)
+ * and allocates nothing. A port that cannot walk its stacks safely
+ * returns 0: spanheap_init asks, and a heap that gets 0 keeps no
+ * records. mm/ drops its own first frames (up to 4) from a record: a
+ * walk that stops inside mm/ records no stack.
  */
 unsigned mm_port_callers(uintptr_t *pcs, unsigned max);
 

@@ -63,19 +63,22 @@ static inline uintptr_t page_of(const struct spanheap_guard *g, unsigned i)
 	return g->base + (2 * (uintptr_t)i + 1) * MM_PAGE_SIZE;
 }
 
-bool spanheap_guard_init(struct spanheap *sh)
+const char *spanheap_guard_init(struct spanheap *sh)
 {
 	struct spanheap_guard *g = &sh->guard;
 	unsigned n = sh->cfg.guard_slots;
 	if (n == 0)
-		return true;
+		return NULL;
 	size_t bytes = (2 * (size_t)n + 1) * MM_PAGE_SIZE;
 	void *base = mm_port_reserve(bytes, MM_PAGE_SIZE);
 	if (!base)
-		return false;
+		return "no address space for the guarded pool";
+	/* The port's refusal is not a want of address space: a porter told
+	 * that would look at the wrong hook. */
 	if (!mm_port_prepare_guarded(base, bytes)) {
 		mm_port_unreserve(base, bytes);
-		return false;
+		return "the port cannot make the guarded pool's unused pages "
+		       "fault (mm_port_prepare_guarded)";
 	}
 	g->base = (uintptr_t)base;
 	g->bytes = bytes;
@@ -88,7 +91,7 @@ bool spanheap_guard_init(struct spanheap *sh)
 	mm_event_init(&g->drained, "guard_drained");
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
 		sh->caches[cpu].guard_left = g->interval;
-	return true;
+	return NULL;
 }
 
 /*

@@ -78,9 +78,11 @@ static inline bool spanheap_guard_owns(const struct spanheap_guard *g,
 /* ---- For the heap's own files (spanheap_internal.h's users) ---------- */
 
 /* Sets up the pool of sh->cfg (nothing if it asks for none): its
- * reservation and page tables, every slot free. False, with nothing
- * kept, if the port refuses. Thread context (spanheap_init). */
-bool spanheap_guard_init(struct spanheap *sh);
+ * reservation and page tables, every slot free. NULL; or, with nothing
+ * kept, why the port refused: no address space (mm_port_reserve), or
+ * unused pages it cannot make fault (mm_port_prepare_guarded). Thread
+ * context (spanheap_init). */
+const char *spanheap_guard_init(struct spanheap *sh);
 
 /*
  * An object of size bytes aligned to align (size and align at most a

@@ -194,11 +194,10 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		mm_log("spanheap: no memory for the span array");
 		return false;
 	}
-	if (!spanheap_guard_init(sh)) {
+	const char *guard_why = spanheap_guard_init(sh);
+	if (guard_why) {
 		spanheap_spans_put(sh, sh->spans);
-		mm_log("spanheap: no address space for the guarded pool (%u "
-		       "slots)",
-		       cfg->guard_slots);
+		mm_log("spanheap: %s (%u slots)", guard_why, cfg->guard_slots);
 		return false;
 	}
 	if (!spanheap_depot_init(sh)) {

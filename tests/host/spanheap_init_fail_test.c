@@ -1,7 +1,8 @@
 /*
  * spanheap_init's unwinding (mm/spanheap_init.c): when a part after the
- * span array fails (no address space for the guarded pool, no pages for
- * the stack depot its stacks need), or the configuration is refused, the
+ * span array fails (no address space for the guarded pool, a port that
+ * cannot make its unused pages fault, no pages for the stack depot its
+ * stacks need), or the configuration is refused, the
  * init says so and gives back what it took (the span array's pages, the
  * pool's reservation), and the same init works once the memory is back.
  */
@@ -95,6 +96,38 @@ KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
 	                  used, reserved);
 	mm_port_fail_reserve(0);
 	init_works(&cfg, reserved);
+	sh_heap_release(&heap);
+}
+
+/* A port that cannot make the pool's unused pages fault refuses its
+ * range (mm_port_prepare_guarded false: the POSIX port's table of guarded
+ * ranges full): the init fails saying that, not that address space ran
+ * out (the port's reserve worked), and gives the reservation back. */
+KTEST(spanheap_init_fail, a_port_that_cannot_guard_is_named)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	enum { HOLD_MAX = 64 };
+	void *held[HOLD_MAX];
+	unsigned nheld = 0;
+	for (; nheld < HOLD_MAX; nheld++) {
+		held[nheld] = mm_port_reserve(MM_PAGE_SIZE, MM_PAGE_SIZE);
+		KASSERT(held[nheld] != NULL);
+		if (!mm_port_prepare_guarded(held[nheld], MM_PAGE_SIZE)) {
+			mm_port_unreserve(held[nheld], MM_PAGE_SIZE);
+			break;
+		}
+	}
+	KASSERT(nheld < HOLD_MAX);
+	reserved = mm_port_reserved_bytes();
+	struct spanheap_config cfg;
+	guard_config(&cfg);
+	EXPECT_INIT_FAILS(&cfg,
+	                  "cannot make the guarded pool's unused pages fault "
+	                  "(mm_port_prepare_guarded) (4 slots)",
+	                  used, reserved);
+	while (nheld)
+		mm_port_unreserve(held[--nheld], MM_PAGE_SIZE);
 	sh_heap_release(&heap);
 }
 

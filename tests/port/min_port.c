@@ -18,6 +18,8 @@
  * so mm_port_each_other_cpu calls nothing and succeeds. Pins count their
  * nesting and are always CPU 0.
  *
+ * mm_panic prints and aborts, or longjmps to a test's catch.
+ *
  * Built on its own, not with tests/host/mm_port_posix.c: the pin hooks are
  * functions here (no MM_PORT_INLINE), and no MM_TEST_HOOKS.
  */
@@ -351,14 +353,22 @@ void mm_port_unpin(struct mm_pin p)
 
 /* ---- Diagnostics ---- */
 
+jmp_buf *min_port_catch;
+char min_port_last_panic[256];
+
 void mm_panic(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("mm_panic: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	vsnprintf(min_port_last_panic, sizeof(min_port_last_panic), fmt, ap);
 	va_end(ap);
+	jmp_buf *jb = min_port_catch;
+	if (jb && locks_held == 0) {
+		min_port_catch = NULL;
+		pin_depth = 0; /* the catcher goes on unpinned */
+		longjmp(*jb, 1);
+	}
+	fprintf(stderr, "mm_panic: %s\n", min_port_last_panic);
 	abort();
 }
 

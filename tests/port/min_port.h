@@ -5,6 +5,7 @@
 #ifndef TESTS_PORT_MIN_PORT_H
 #define TESTS_PORT_MIN_PORT_H
 
+#include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,12 @@ struct min_port_counts {
 	uint64_t logs, log_under_lock;
 };
 extern struct min_port_counts min_port_n;
+/* Armed by a test that expects a panic: mm_panic keeps its message in
+ * min_port_last_panic, disarms, drops the pins held and longjmps here
+ * (PORTING.md: mm/ unwinds nothing). A panic under a lock still aborts:
+ * the flags of the locks held cannot be found from here. */
+extern jmp_buf *min_port_catch;
+extern char min_port_last_panic[256];
 /* The latest mm_log line. */
 extern char min_port_last_log[256];
 
