@@ -228,7 +228,7 @@ $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
 		tests/host/bench/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread
+		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread -ldl
 
 SPANHEAP_BENCH_REPS ?= 5
 # Ours is measured twice: in the bench's binary (the core) and as the

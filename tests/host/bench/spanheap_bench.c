@@ -47,11 +47,16 @@
  * Output: one line of key=value pairs: ns_per_op is the slowest thread's
  * timed nanoseconds divided by its ops (equal per-thread work: perfect
  * scaling keeps it constant as threads are added); maxrss_kib is the
- * process's peak RSS (getrusage), harness arrays included (the same for
- * every allocator). cpu_share is that thread's CPU time over its timed
+ * process's peak RSS (its memory's VmHWM, which exec starts afresh; not
+ * getrusage's ru_maxrss, which keeps the image exec replaced: the
+ * forking parent's copy, timeout's under the allocator's LD_PRELOAD or
+ * a large shell's), harness arrays included (the same for every
+ * allocator). cpu_share is that thread's CPU time over its timed
  * sections divided by their wall time: well below 1, the host took the
  * CPU away from it (other load, a yield that let another thread in) and
- * its time is not the allocator's alone. For bulk64 also alloc_ns_per_obj and
+ * its time is not the allocator's alone. malloc_from is the file whose
+ * malloc the program calls (tools/bench-spanheap checks it is the
+ * preloaded peer's). For bulk64 also alloc_ns_per_obj and
  * free_ns_per_obj, that thread's two phases apart (per object and round;
  * the first round's allocations take the page faults). For mm also
  * sweeper_cpu_ns, the sweeper thread's CPU time over the run (its own CPU
@@ -74,9 +79,15 @@
  *
  * Built -O2 without sanitizers (tests/host/host.mk: make bench).
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "../../../mm/spanheap.h"
 #include "../mm_port_posix.h"
@@ -91,11 +102,47 @@ static uint64_t sweeper_thread_ns(bool use_mm)
 	              : 0;
 }
 
+/* This process's peak RSS in KiB since its exec: /proc's VmHWM. Linux's
+ * ru_maxrss is the larger of it and the RSS of the image exec replaced
+ * (a fork of the parent: a shell of 60 MiB made a 1.6 MiB run 60 MiB),
+ * so it is the fallback only, without /proc. Read with read(2), not
+ * stdio and scanf, whose first use faulted in 100-400 KiB of libc before
+ * the figure was read (this, 100-200 KiB, is the same for every
+ * allocator). */
+static long peak_rss_kib(void)
+{
+	static char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	const char *v = strstr(buf, "\nVmHWM:");
+	if (v)
+		return strtol(v + 7, NULL, 10);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+/* The file whose malloc the program calls: the preloaded peer's, or
+ * libc's when the preload failed (ld.so only warns, and the run goes
+ * on with glibc) or the peer does not interpose; "?" if unknown. */
+static const char *malloc_owner(void)
+{
+	Dl_info info;
+	void *f = dlsym(RTLD_DEFAULT, "malloc");
+	if (!f || !dladdr(f, &info) || !info.dli_fname)
+		return "?";
+	return info.dli_fname;
+}
+
 /* The output line (see the top of this file) for workload wl, run as the
  * command line a says by the workers ws, over wall ns. */
 static void report(const struct bench_args *a, const struct workload *wl,
                    const struct worker *ws, uint64_t wall, uint64_t sweeper_ns)
 {
+	long rss = peak_rss_kib(); /* first: before the report's own pages */
 	uint64_t worst = 0;
 	unsigned slowest = 0, nthreads = a->nthreads;
 	bool use_mm = a->use_mm;
@@ -104,14 +151,14 @@ static void report(const struct bench_args *a, const struct workload *wl,
 			worst = ws[i].timed_ns;
 			slowest = i;
 		}
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
 	printf("spanheap_bench alloc=%s workload=%s threads=%u ops=%lu "
-	       "ns_per_op=%.2f maxrss_kib=%ld wall_ns=%lu cpu_share=%.3f",
+	       "ns_per_op=%.2f maxrss_kib=%ld wall_ns=%lu cpu_share=%.3f "
+	       "malloc_from=%s",
 	       use_mm ? "mm" : "system", wl->name, nthreads,
-	       (unsigned long)ws[0].ops, (double)worst / (double)ws[0].ops,
-	       ru.ru_maxrss, (unsigned long)wall,
-	       worst ? (double)ws[slowest].cpu_ns / (double)worst : 1.0);
+	       (unsigned long)ws[0].ops, (double)worst / (double)ws[0].ops, rss,
+	       (unsigned long)wall,
+	       worst ? (double)ws[slowest].cpu_ns / (double)worst : 1.0,
+	       malloc_owner());
 	if (bench_is_bulk(wl))
 		printf(" alloc_ns_per_obj=%.2f free_ns_per_obj=%.2f",
 		       (double)ws[slowest].alloc_ns / (double)ws[0].ops,
