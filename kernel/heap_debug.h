@@ -27,8 +27,9 @@ bool heap_traces_print(const char *who, unsigned cls, uint32_t owner,
                        struct spanheap_trace *t, size_t max);
 /* Prints the guarded pool's live objects (mm.guard), each with its slot,
  * size, class, age and the stack that allocated it; false, said, if the
- * heap has no pool. Read with no lock: an object freed meanwhile may
- * show. Thread context. */
+ * heap has no pool. Read with no lock: a slot freed or reused while read
+ * is left out (spanheap_guard_live), never shown with two objects'
+ * fields. Thread context. */
 bool heap_guard_print(void);
 
 /* A leak scan's answer (heap_leaks.c; mm/spanheap_leak.h, Linux's

@@ -107,15 +107,16 @@ bool heap_guard_print(void)
 	uint64_t now = time_now_ns();
 	unsigned live = 0;
 	for (unsigned i = 0; i < g->nslots; i++) {
-		const struct spanheap_guard_slot *sl = &g->slot[i];
-		struct spanheap_track a, f;
-		if (atomic_load(&sl->state) != GUARD_LIVE ||
-		    !spanheap_guard_tracks(&kspanheap, sl->obj, &a, &f))
+		/* One object's fields, or none: a slot freed or reused while
+		 * read is left out. */
+		struct spanheap_guard_obj o;
+		struct spanheap_track a;
+		if (!spanheap_guard_live(&kspanheap, i, &o, &a))
 			continue;
 		uint64_t age = now > a.ns ? now - a.ns : 0;
 		printk("slot %u: %#lx, %u bytes asked, size class %u, "
 		       "allocated %llu ms ago on CPU %u:\n",
-		       i, (unsigned long)sl->obj, sl->asked, sl->cls,
+		       i, (unsigned long)o.obj, o.asked, o.cls,
 		       (unsigned long long)(age / 1000000), a.cpu);
 		heap_stack_print(a.pc, a.npcs);
 		live++;

@@ -52,6 +52,12 @@ static void print_track(const char *what, const struct spanheap_track *t,
 		printk("  never %s since its span was made\n", what);
 		return;
 	}
+	if (t->ns == SPANHEAP_TRACK_CHANGING) {
+		printk("  last %s: the record changed while it was read (the "
+		       "object is being allocated or freed); try again\n",
+		       what);
+		return;
+	}
 	printk("  last %s on CPU %u, %llu us ago:\n", what, t->cpu,
 	       (unsigned long long)((now > t->ns ? now - t->ns : 0) / 1000));
 	heap_stack_print(t->pc, t->npcs);

@@ -93,6 +93,15 @@ enum mheap_hook_point {
 	 * there must not sleep) (spanheap_flush.c, idle_flush_counted). */
 	MHEAP_HOOK_IDLE_SEEN,
 	MHEAP_HOOK_IDLE_FLUSHING,
+	/* Poison mode has handed out a small object of a span that keeps
+	 * records (its size entry says allocated: span_take) and not yet
+	 * recorded the allocation; any context but NMI, not pinned
+	 * (spanheap_track.c, spanheap_track_alloc). */
+	MHEAP_HOOK_TRACK_TAKEN,
+	/* A lock-free reader of a guarded slot has seen it in use and read
+	 * its class, not yet its other fields; any context
+	 * (spanheap_guard_report.c, slot_read). */
+	MHEAP_HOOK_GUARD_READING,
 };
 
 #ifdef MM_TEST_HOOKS

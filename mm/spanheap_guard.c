@@ -58,6 +58,11 @@ static inline uint8_t canary_at(uintptr_t a)
 	return (uint8_t)(0xa5u ^ (a & 0x3fu));
 }
 
+/* A slot's field store, after slot_busy moved its generation: release,
+ * so that a reader that sees it sees the generation moved (a plain move
+ * on x86). */
+#define slot_set(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELEASE)
+
 static inline uintptr_t page_of(const struct spanheap_guard *g, unsigned i)
 {
 	return g->base + (2 * (uintptr_t)i + 1) * MM_PAGE_SIZE;
@@ -123,13 +128,15 @@ static __attribute__((noinline)) void record(struct spanheap *sh, uint32_t *cpu,
 			break;
 		}
 	unsigned k = n > skip ? n - skip : 0;
-	*stack = spanheap_depot_save(
-	        &sh->depot, sh->heap, pc + skip,
-	        k < SPANHEAP_TRACK_PCS ? k : SPANHEAP_TRACK_PCS, false);
+	slot_set(*stack, spanheap_depot_save(&sh->depot, sh->heap, pc + skip,
+	                                     k < SPANHEAP_TRACK_PCS
+	                                             ? k
+	                                             : SPANHEAP_TRACK_PCS,
+	                                     false));
 	struct spanheap_track t;
 	spanheap_track_fill(&t, false, 0, 0); /* the CPU and the time */
-	*cpu = t.cpu;
-	*ns = t.ns;
+	slot_set(*cpu, t.cpu);
+	slot_set(*ns, t.ns);
 }
 
 /* The object's first byte on slot page pg: at its end, rounded down to
@@ -140,6 +147,19 @@ static uintptr_t place(uintptr_t pg, size_t size, size_t align, bool end)
 		return pg;
 	size_t round = size ? (size + align - 1) & ~(align - 1) : align;
 	return pg + MM_PAGE_SIZE - round;
+}
+
+/* Makes slot sl BUSY, its generation moved first, for the readers with
+ * no lock (spanheap_guard_report.c, slot_read): the field stores that
+ * follow are release (set, below), so a reader that sees one sees the
+ * generation moved. Under the heap lock. */
+static void slot_busy(struct spanheap_guard_slot *sl)
+{
+	atomic_store_explicit(
+	        &sl->gen,
+	        atomic_load_explicit(&sl->gen, memory_order_relaxed) + 1,
+	        memory_order_relaxed);
+	atomic_store_explicit(&sl->state, GUARD_BUSY, memory_order_relaxed);
 }
 
 /* The ring's head slot, made BUSY (its side into *end), or -1 if the
@@ -164,8 +184,7 @@ static long slot_take(struct spanheap *sh, bool *end)
 	g->ring_head = (g->ring_head + 1) % g->nslots;
 	g->ring_len--;
 	*end = !(g->side++ & 1);
-	atomic_store_explicit(&g->slot[i].state, GUARD_BUSY,
-	                      memory_order_relaxed);
+	slot_busy(&g->slot[i]);
 	mm_lock_release(&sh->heap->lock, irq);
 	return (long)i;
 }
@@ -204,12 +223,12 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 		*(uint8_t *)b = canary_at(b);
 	for (uintptr_t b = obj + size; b < pg + MM_PAGE_SIZE; b++)
 		*(uint8_t *)b = canary_at(b);
-	sl->obj = obj;
-	sl->asked = (uint32_t)size;
-	sl->cls = (uint16_t)cls;
-	sl->owner = 0;
-	sl->free_ns = 0;
-	sl->free_stack = 0;
+	slot_set(sl->obj, obj);
+	slot_set(sl->asked, (uint32_t)size);
+	slot_set(sl->cls, (uint16_t)cls);
+	slot_set(sl->owner, 0);
+	slot_set(sl->free_ns, 0);
+	slot_set(sl->free_stack, 0);
 	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns,
 	       (uintptr_t)__builtin_return_address(0), false);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -339,7 +358,7 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 		mm_lock_release(&sh->heap->lock, irq);
 		owned(sh, "free", a, owner);
 	}
-	atomic_store_explicit(&sl->state, GUARD_BUSY, memory_order_relaxed);
+	slot_busy(sl);
 	mm_lock_release(&sh->heap->lock, irq);
 	uintptr_t bad = spanheap_guard_canary_damage(sl, page_of(g, i));
 	if (bad)

@@ -33,7 +33,10 @@ enum { GUARD_FREE, GUARD_BUSY, GUARD_LIVE, GUARD_FREED };
 
 /* One slot: its page is the pool's page 2 * i + 1 (its guards 2 * i and
  * 2 * i + 2). The object's fields stay after its free, for reports, until
- * the slot is handed out again. */
+ * the slot is handed out again. They are written only while the slot is
+ * BUSY, its gen moved first (under the heap lock, as it goes BUSY), so a
+ * reader with no lock that finds gen and state the same after its read
+ * as before, and the state not BUSY, read one object's fields. */
 struct spanheap_guard_slot {
 	uintptr_t obj;  /* the object's first byte; 0: never used */
 	uint32_t asked; /* the bytes asked for it (its usable size) */
@@ -43,7 +46,15 @@ struct spanheap_guard_slot {
 	uint32_t owner; /* poison mode: 0, or a named cache's slot + 1 */
 	uint32_t alloc_cpu, free_cpu;
 	uint32_t alloc_stack, free_stack; /* depot handles; 0: none */
+	_Atomic uint32_t gen;             /* times gone BUSY */
 	uint64_t alloc_ns, free_ns;       /* 0: never */
+};
+
+/* A guarded object's fields, read with no lock (spanheap_guard_live). */
+struct spanheap_guard_obj {
+	uintptr_t obj;
+	uint32_t asked, owner;
+	unsigned cls;
 };
 
 struct spanheap_guard {
@@ -142,11 +153,21 @@ void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
 
 /* The records of object a of the pool (its first byte or not, on its
  * slot's page): its slot's last allocation and free (ns 0: none), as
- * spanheap_object_tracks gives a span's. False if a is on a guard page
- * or its slot never held an object. Any context. */
+ * spanheap_object_tracks gives a span's; both with ns
+ * SPANHEAP_TRACK_CHANGING if the slot is BUSY or changed while read.
+ * False if a is on a guard page or its slot never held an object. Any
+ * context. */
 bool spanheap_guard_tracks(struct spanheap *sh, uintptr_t a,
                            struct spanheap_track *alloc,
                            struct spanheap_track *freed);
+
+/* Slot i's object, if it is live, read with no lock: its fields into *o
+ * and its allocation's record into *alloc. False if the slot is not
+ * live, or changed while read (its object freed, or the slot reused,
+ * meanwhile): never one object's fields with another's. Any context. */
+bool spanheap_guard_live(struct spanheap *sh, unsigned i,
+                         struct spanheap_guard_obj *o,
+                         struct spanheap_track *alloc);
 
 /* The pool's counts into st; its checks for spanheap_check (thread
  * context, as it). */

@@ -31,12 +31,57 @@ static unsigned nearest(const struct spanheap_guard *g, uintptr_t a)
 	return dl <= dr ? left : right;
 }
 
-static enum spanheap_obj_state state_of(const struct spanheap_guard_slot *sl)
+/* What slot_read gives for a slot that changed while it was read. */
+#define GUARD_CHANGED 0xff
+
+/* Slot sl's fields into *o and its records into the raw r (allocation's,
+ * free's), with no lock: its state, or GUARD_CHANGED if the slot changed
+ * while read (a slot's fields change only BUSY, gen moved first:
+ * slot_busy; a BUSY slot's may be half written). */
+static uint8_t slot_read(struct spanheap *sh,
+                         const struct spanheap_guard_slot *sl,
+                         struct spanheap_guard_obj *o, struct spanheap_rec r[2])
 {
-	if (!sl->obj)
-		return SPANHEAP_OBJ_UNUSED;
+	uint32_t gen = atomic_load_explicit(&sl->gen, memory_order_acquire);
 	uint8_t st = atomic_load_explicit(&sl->state, memory_order_acquire);
-	return st == GUARD_LIVE || (st == GUARD_BUSY && sl->free_ns == 0)
+	o->obj = __atomic_load_n(&sl->obj, __ATOMIC_ACQUIRE);
+	o->cls = __atomic_load_n(&sl->cls, __ATOMIC_ACQUIRE);
+	mheap_hook(sh->heap, MHEAP_HOOK_GUARD_READING);
+	o->asked = __atomic_load_n(&sl->asked, __ATOMIC_ACQUIRE);
+	o->owner = __atomic_load_n(&sl->owner, __ATOMIC_ACQUIRE);
+	r[0] = (struct spanheap_rec){
+	        .ns = __atomic_load_n(&sl->alloc_ns, __ATOMIC_ACQUIRE),
+	        .cpu = __atomic_load_n(&sl->alloc_cpu, __ATOMIC_ACQUIRE),
+	        .stack = __atomic_load_n(&sl->alloc_stack, __ATOMIC_ACQUIRE)};
+	r[1] = (struct spanheap_rec){
+	        .ns = __atomic_load_n(&sl->free_ns, __ATOMIC_ACQUIRE),
+	        .cpu = __atomic_load_n(&sl->free_cpu, __ATOMIC_ACQUIRE),
+	        .stack = __atomic_load_n(&sl->free_stack, __ATOMIC_ACQUIRE)};
+	if (atomic_load_explicit(&sl->gen, memory_order_relaxed) != gen ||
+	    atomic_load_explicit(&sl->state, memory_order_relaxed) != st)
+		return GUARD_CHANGED;
+	return st;
+}
+
+/* Raw record r as the public struct, its stack from sh's depot. */
+static void guard_rec(struct spanheap *sh, const struct spanheap_rec *r,
+                      struct spanheap_track *t)
+{
+	t->ns = r->ns;
+	t->cpu = r->cpu;
+	t->npcs = spanheap_depot_get(&sh->depot, r->stack, t->pc);
+}
+
+/* The state of the object of a slot read as st (not GUARD_CHANGED), o
+ * and r: a BUSY slot whose free is not recorded is being set up or
+ * freed, and is still allocated. */
+static enum spanheap_obj_state state_of(uint8_t st,
+                                        const struct spanheap_guard_obj *o,
+                                        const struct spanheap_rec r[2])
+{
+	if (!o->obj)
+		return SPANHEAP_OBJ_UNUSED;
+	return st == GUARD_LIVE || (st == GUARD_BUSY && r[1].ns == 0)
 	               ? SPANHEAP_OBJ_ALLOCATED
 	               : SPANHEAP_OBJ_FREE;
 }
@@ -51,26 +96,35 @@ void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
 	w->index = i;
 	if (i >= g->nslots)
 		return;
-	const struct spanheap_guard_slot *sl = &g->slot[i];
 	w->span_base = g->base + (2 * (uintptr_t)i + 1) * MM_PAGE_SIZE;
 	w->span_pages = 1;
 	w->on_guard = ((a - g->base) >> MM_PAGE_SHIFT) % 2 == 0;
-	w->state = state_of(sl);
+	/* One read of the slot: a slot reused meanwhile gives state NONE
+	 * (said as such), never one object's fields with another's. */
+	struct spanheap_guard_obj o;
+	struct spanheap_rec r[2];
+	uint8_t st = slot_read(sh, &g->slot[i], &o, r);
+	/* BUSY with a free recorded: torn down, or set up for a new
+	 * object over the old one's fields. */
+	if (st == GUARD_CHANGED || (st == GUARD_BUSY && r[1].ns != 0)) {
+		w->state = SPANHEAP_OBJ_NONE;
+		return;
+	}
+	w->state = state_of(st, &o, r);
 	if (w->state == SPANHEAP_OBJ_UNUSED)
 		return;
-	w->sizeclass = sl->cls;
-	w->elemsize = sl->asked;
-	w->asked = sl->asked;
-	w->owner = w->state == SPANHEAP_OBJ_ALLOCATED ? sl->owner : UINT32_MAX;
-	w->start = sl->obj;
-	if (a >= sl->obj)
-		w->offset = a - sl->obj;
+	w->sizeclass = o.cls;
+	w->elemsize = o.asked;
+	w->asked = o.asked;
+	w->owner = w->state == SPANHEAP_OBJ_ALLOCATED ? o.owner : UINT32_MAX;
+	w->start = o.obj;
+	if (a >= o.obj)
+		w->offset = a - o.obj;
 	else
-		w->before = sl->obj - a;
-	w->cpu = (int)sl->alloc_cpu;
-	struct spanheap_track alloc;
-	if (w->state == SPANHEAP_OBJ_FREE && sl->free_ns)
-		spanheap_guard_tracks(sh, sl->obj, &alloc, &w->freed);
+		w->before = o.obj - a;
+	w->cpu = (int)r[0].cpu;
+	if (w->state == SPANHEAP_OBJ_FREE && r[1].ns)
+		guard_rec(sh, &r[1], &w->freed);
 }
 
 /* The line's "N bytes into|past the end of|before the start of" part,
@@ -98,6 +152,13 @@ void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
                               const struct spanheap_where *w)
 {
 	const struct spanheap_guard *g = &sh->guard;
+	if (w->state == SPANHEAP_OBJ_NONE) {
+		mm_log("spanheap: %#lx: in the guarded pool, near slot %u, "
+		       "whose object changed while it was read (freed or "
+		       "allocated meanwhile)",
+		       (unsigned long)a, w->index);
+		return;
+	}
 	if (w->state == SPANHEAP_OBJ_UNUSED) {
 		mm_log("spanheap: %#lx: in the guarded pool [%#lx, +%zu "
 		       "pages), near no object it ever held",
@@ -115,9 +176,20 @@ void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
 	       spanheap_obj_state_name(w->state), w->asked, w->sizeclass,
 	       name[0] ? ", cache '" : "", name, name[0] ? "''s" : "", w->index,
 	       w->on_guard ? ", on a guard page" : "");
-	struct spanheap_track t, freed;
-	if (!spanheap_guard_tracks(sh, w->start, &t, &freed))
+	/* The records read again: of the object described only if the
+	 * slot still holds it as it was. */
+	struct spanheap_guard_obj o;
+	struct spanheap_rec r[2];
+	uint8_t st = slot_read(sh, &g->slot[w->index], &o, r);
+	if (st == GUARD_CHANGED || o.obj != w->start || o.asked != w->asked ||
+	    state_of(st, &o, r) != w->state || (int)r[0].cpu != w->cpu) {
+		mm_log("spanheap: object %#lx: its slot changed since: its "
+		       "records are not shown",
+		       (unsigned long)w->start);
 		return;
+	}
+	struct spanheap_track t;
+	guard_rec(sh, &r[0], &t);
 	uint64_t now = mm_port_now_ns();
 	spanheap_track_log(w->start, &t, "allocated", now);
 	if (w->state == SPANHEAP_OBJ_FREE)
@@ -132,16 +204,30 @@ bool spanheap_guard_tracks(struct spanheap *sh, uintptr_t a,
 	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
 	if (!spanheap_guard_owns(g, (const void *)a) || !(pi & 1))
 		return false;
-	const struct spanheap_guard_slot *sl = &g->slot[pi / 2];
-	if (!sl->obj)
+	struct spanheap_guard_obj o;
+	struct spanheap_rec r[2];
+	uint8_t st = slot_read(sh, &g->slot[pi / 2], &o, r);
+	if (!o.obj)
 		return false;
-	alloc->ns = sl->alloc_ns;
-	alloc->cpu = sl->alloc_cpu;
-	alloc->npcs =
-	        spanheap_depot_get(&sh->depot, sl->alloc_stack, alloc->pc);
-	freed->ns = sl->free_ns;
-	freed->cpu = sl->free_cpu;
-	freed->npcs = spanheap_depot_get(&sh->depot, sl->free_stack, freed->pc);
+	if (st == GUARD_BUSY || st == GUARD_CHANGED) {
+		*alloc = (struct spanheap_track){.ns = SPANHEAP_TRACK_CHANGING};
+		*freed = *alloc;
+		return true;
+	}
+	guard_rec(sh, &r[0], alloc);
+	guard_rec(sh, &r[1], freed);
+	return true;
+}
+
+bool spanheap_guard_live(struct spanheap *sh, unsigned i,
+                         struct spanheap_guard_obj *o,
+                         struct spanheap_track *alloc)
+{
+	struct spanheap_rec r[2];
+	if (i >= sh->guard.nslots ||
+	    slot_read(sh, &sh->guard.slot[i], o, r) != GUARD_LIVE || !o->obj)
+		return false;
+	guard_rec(sh, &r[0], alloc);
 	return true;
 }
 

@@ -324,7 +324,9 @@ static void unreached(struct scan *sc, struct lwork *w,
 {
 	if (l->addr < sc->work_hi && l->addr + l->asked > sc->work_lo)
 		return; /* the work memory: the caller's, in use */
-	if (l->alloc.ns && now - l->alloc.ns < min_age_ns) {
+	/* A record changing is an allocation under way: young. */
+	if (l->alloc.ns == SPANHEAP_TRACK_CHANGING ||
+	    (l->alloc.ns && now - l->alloc.ns < min_age_ns)) {
 		sc->r->young++;
 		return;
 	}

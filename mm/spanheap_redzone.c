@@ -167,9 +167,14 @@ void *spanheap_poison_taken(struct spanheap *sh, struct mspan *s, uintptr_t a,
 	if (size > s->elemsize)
 		size = s->elemsize; /* none asks for more than its class */
 	uint32_t idx = obj_index(s, a - s->base);
-	entry_of(s, idx)->asked = (uint32_t)size;
+	/* alloc_call records the call (spanheap_track.c); until then the
+	 * record reads as changing, not as the previous allocation's. */
+	if (s->poison & SPAN_TRACKED)
+		spanheap_track_begin(s, idx, false);
+	__atomic_store_n(&entry_of(s, idx)->asked, (uint32_t)size,
+	                 __ATOMIC_RELEASE);
 	redzone_fill(a, size, s->elemsize);
-	return (void *)a; /* alloc_call records the call (spanheap_track.c) */
+	return (void *)a;
 }
 
 void spanheap_redzone_not_owned(struct spanheap *sh, const struct mspan *s,
@@ -201,7 +206,12 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 		                    (void *)a, s);
 	spanheap_redzone_not_owned(sh, s, idx, a, "free");
 	redzone_check(s, idx, a, "at its free");
-	entry_of(s, idx)->asked = SPANHEAP_REDZONE_FREE;
+	/* The free's record reads as changing from before the entry says
+	 * free until it is written, after the poison. */
+	if (s->poison & SPAN_TRACKED)
+		spanheap_track_begin(s, idx, true);
+	__atomic_store_n(&entry_of(s, idx)->asked, SPANHEAP_REDZONE_FREE,
+	                 __ATOMIC_RELEASE);
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
 	if (s->poison & SPAN_TRACKED)
 		spanheap_track_record(sh, s, idx, true, 0, false);

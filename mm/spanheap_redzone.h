@@ -89,13 +89,12 @@ size_t spanheap_redzone_asked(const struct mspan *s, uint32_t idx);
 void spanheap_redzone_resize(struct spanheap *sh, struct mspan *s, uint32_t idx,
                              uintptr_t a, size_t size);
 
-/* Poison mode's records of callers (spanheap_track.c). A poison span whose
- * side table has them has this bit in s->poison beside 1. */
+/* Poison mode's records of callers (spanheap_track.c): s->poison's bit. */
 #define SPAN_TRACKED 2u
-/* One record in a side table: when (0: never), on which CPU, and the
- * stack's handle in the heap's depot (spanheap_depot.c). After the
- * sizes, the records' part of a table starts with its heap's depot, for
- * the reports that have the span alone. */
+/* A record in a side table: when (0: never; SPANHEAP_TRACK_CHANGING:
+ * being written), on which CPU, the stack's handle in the heap's depot
+ * (spanheap_depot.c). The records' part of a table, after the sizes,
+ * starts with its heap's depot, for the reports with the span alone. */
 struct spanheap_rec {
 	uint64_t ns;
 	uint32_t cpu;
@@ -112,19 +111,21 @@ size_t spanheap_track_offset(uint32_t nelems);
  * handle, the stack kept if it is new (0 for no stack, or
  * SPANHEAP_DEPOT_LOST if it could not be kept: no_grow, an MM_NO_GROW
  * allocation's, makes no chunk by growing the heap); and handle h's stack
- * into pc (SPANHEAP_TRACK_PCS of room), its length returned (0: none).
- * Save and get: any context but NMI, no lock. */
+ * into pc (SPANHEAP_TRACK_PCS of room), its length returned (0: none);
+ * the figures into st. Save and get: any context but NMI, no lock. */
 bool spanheap_depot_init(struct spanheap *sh);
 uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *h,
                              const uintptr_t *pc, uint32_t npcs, bool no_grow);
 uint32_t spanheap_depot_get(const struct spanheap_depot *d, uint32_t h,
                             uintptr_t *pc);
-/* The depot's figures into st (its depot_ fields). Any context. */
 void spanheap_depot_stats(const struct spanheap_depot *d,
                           struct spanheap_stats *st);
 /* True if the port records callers (mm_port_callers gives one): whether
- * a poison heap keeps records (spanheap_init). */
+ * a poison heap keeps records (spanheap_init). Marks the record (freed:
+ * the free's) of object idx of tracked span s changing, before its size
+ * entry changes, until spanheap_track_record writes it. Any context. */
 bool spanheap_track_probe(void);
+void spanheap_track_begin(const struct mspan *s, uint32_t idx, bool freed);
 /* Records the call that allocates (freed false) or frees object idx of
  * tracked span s: the time, the CPU, the stack. The stack starts after
  * return address after if the walk finds it among its first four, else
@@ -193,8 +194,7 @@ void spanheap_freed_large_log(uintptr_t a, const struct spanheap_where *w);
  * Returns the new length; cut short if full (spanheap_where.c). */
 size_t spanheap_text_put(char *buf, size_t size, size_t len, const char *t,
                          uint64_t v);
-/* mm_logs the records of the object of s that a points into, if s keeps
- * them; for a report, before its panic. Any context. */
+/* mm_logs s's object at a's records, or that they changed. Any context. */
 void spanheap_track_report(const struct mspan *s, uintptr_t a);
 
 #endif

@@ -45,6 +45,17 @@
  * never at once; spanheap_object_tracks and spanheap_alloc_traces read
  * them without a lock (the latter walks the all-spans array in batches
  * copied from snapshots, invariant 2, and holds none while it reads).
+ * A reader gives a true record or says it could not read one: a record
+ * is marked SPANHEAP_TRACK_CHANGING (spanheap_track_begin) before its
+ * object's size entry changes, its time written last, and read as a
+ * sequence count (rec_load: a live object whose allocation is not yet
+ * recorded was counted under its previous owner's stack); the table
+ * and its span's size are read once, and what was read is kept only if
+ * the span is still the same after (span_same); the stacks come from
+ * the heap's depot, not from a table that may have been reused. The
+ * stores are release and the loads acquire (on x86 plain moves, kept in
+ * order by the compiler); the writers pay, in poison mode alone, one
+ * more store an allocation and a free.
  *
  * Limits: small objects only (a large object's pages go back at its free,
  * and mm.debug_pagealloc unmaps them); the records live as long as the
@@ -75,13 +86,70 @@ size_t spanheap_track_offset(uint32_t nelems)
 	return ((size_t)nelems * sizeof(struct spanheap_redzone) + 7) & ~7ul;
 }
 
-/* Record r of s as the public struct: its stack from the depot. */
-static void rec_expand(const struct mspan *s, const struct spanheap_rec *r,
-                       struct spanheap_track *t)
+/* Record r into *out, read as a sequence count: ns before and after the
+ * rest. A record being written (ns SPANHEAP_TRACK_CHANGING, set before
+ * the object's size entry changes: spanheap_track_begin) or rewritten
+ * meanwhile gives ns SPANHEAP_TRACK_CHANGING, its other fields unread. */
+static void rec_load(const struct spanheap_rec *r, struct spanheap_rec *out)
 {
-	t->ns = r->ns;
+	uint64_t ns = __atomic_load_n(&r->ns, __ATOMIC_ACQUIRE);
+	out->cpu = __atomic_load_n(&r->cpu, __ATOMIC_ACQUIRE);
+	out->stack = __atomic_load_n(&r->stack, __ATOMIC_ACQUIRE);
+	if (__atomic_load_n(&r->ns, __ATOMIC_ACQUIRE) != ns)
+		ns = SPANHEAP_TRACK_CHANGING;
+	out->ns = ns;
+}
+
+/* Object idx's two records of table rz (of a span of nelems objects)
+ * into out: the allocation's read again after the free's, so that the
+ * pair is of one moment (else the allocation's is given as changing). */
+static void recs_load(const void *rz, uint32_t nelems, uint32_t idx,
+                      struct spanheap_rec out[2])
+{
+	const struct spanheap_rec *r =
+	        (const struct spanheap_rec
+	                 *)((const char *)rz + spanheap_track_offset(nelems) +
+	                    sizeof(struct spanheap_rec_head)) +
+	        2 * (size_t)idx;
+	rec_load(&r[0], &out[0]);
+	rec_load(&r[1], &out[1]);
+	if (__atomic_load_n(&r[0].ns, __ATOMIC_ACQUIRE) != out[0].ns)
+		out[0].ns = SPANHEAP_TRACK_CHANGING;
+}
+
+/* Record r, loaded, as the public struct, its stack from depot d (once
+ * the span was found the same after the load: d may come from its
+ * table); a changing one keeps nothing but its ns. */
+static void rec_expand(const struct spanheap_depot *d,
+                       const struct spanheap_rec *r, struct spanheap_track *t)
+{
+	*t = (struct spanheap_track){.ns = r->ns};
+	if (r->ns == SPANHEAP_TRACK_CHANGING)
+		return;
 	t->cpu = r->cpu;
-	t->npcs = spanheap_depot_get(head_of(s)->depot, r->stack, t->pc);
+	t->npcs = spanheap_depot_get(d, r->stack, t->pc);
+}
+
+/* Whether s is still the small span with table rz of n objects that a
+ * reader began with: a span freed meanwhile gave its table back (state
+ * DEAD first, spanheap_poison_span_gone), and what was read of it may be
+ * anything. A struct made anew with the same table, pages and count
+ * holds the same objects, whose records the table then holds. */
+static bool span_same(const struct mspan *s, const void *rz, uint32_t n,
+                      uintptr_t base)
+{
+	return atomic_load_explicit(&s->state, memory_order_acquire) ==
+	               MSPAN_SMALL &&
+	       __atomic_load_n(&s->redzone, __ATOMIC_RELAXED) == rz &&
+	       __atomic_load_n(&s->nelems, __ATOMIC_RELAXED) == n &&
+	       __atomic_load_n(&s->base, __ATOMIC_RELAXED) == base;
+}
+
+void spanheap_track_begin(const struct mspan *s, uint32_t idx, bool freed)
+{
+	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
+	/* Before the stores that follow it, all release. */
+	__atomic_store_n(&r->ns, SPANHEAP_TRACK_CHANGING, __ATOMIC_RELAXED);
 }
 
 bool spanheap_track_probe(void)
@@ -99,10 +167,13 @@ spanheap_track_record(struct spanheap *sh, const struct mspan *s, uint32_t idx,
 	struct spanheap_track t = {0}; /* no pc read unset (LTO warns) */
 	spanheap_track_fill(&t, true, TRACK_SKIP, after);
 	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
-	r->stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs,
-	                               no_grow);
-	r->cpu = t.cpu;
-	r->ns = t.ns;
+	/* Marked changing by spanheap_track_begin, before the size entry
+	 * changed: the time goes last, and ends the change. */
+	uint32_t stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs,
+	                                     no_grow);
+	__atomic_store_n(&r->stack, stack, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->cpu, t.cpu, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->ns, t.ns, __ATOMIC_RELEASE);
 }
 
 __attribute__((noinline)) void
@@ -117,6 +188,7 @@ spanheap_track_alloc(struct spanheap *sh, const void *p, unsigned flags)
 	/* The record starts at the return address of alloc_call's frame
 	 * (whatever function it was inlined into), whichever frames of this
 	 * call the compiler left out. */
+	mheap_hook(sh->heap, MHEAP_HOOK_TRACK_TAKEN);
 	spanheap_track_record(sh, s, obj_index(s, (uintptr_t)p - s->base),
 	                      false, (uintptr_t)__builtin_return_address(0),
 	                      flags & MM_NO_GROW);
@@ -127,6 +199,12 @@ spanheap_track_alloc(struct spanheap *sh, const void *p, unsigned flags)
 void spanheap_track_log(uintptr_t a, const struct spanheap_track *t,
                         const char *what, uint64_t now)
 {
+	if (t->ns == SPANHEAP_TRACK_CHANGING) {
+		mm_log("spanheap: object %#lx: its last %s record changed "
+		       "while it was read (another CPU's call meanwhile)",
+		       (unsigned long)a, what);
+		return;
+	}
 	if (t->ns == 0) {
 		mm_log("spanheap: object %#lx: never %s since its span was "
 		       "made",
@@ -151,16 +229,31 @@ void spanheap_track_log(uintptr_t a, const struct spanheap_track *t,
 
 void spanheap_track_report(const struct mspan *s, uintptr_t a)
 {
-	if (!(s->poison & SPAN_TRACKED) || !s->redzone)
+	const void *rz = __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
+	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
+	uintptr_t base = __atomic_load_n(&s->base, __ATOMIC_RELAXED);
+	if (!(s->poison & SPAN_TRACKED) || !rz || a < base ||
+	    atomic_load_explicit(&s->state, memory_order_acquire) !=
+	            MSPAN_SMALL)
 		return;
-	uint32_t idx = obj_index(s, a - s->base);
-	if (idx >= s->nelems)
+	uint32_t idx = obj_index(s, a - base);
+	if (idx >= n || idx >= SC_MAX_NELEMS)
 		return;
-	uintptr_t start = s->base + (uintptr_t)idx * s->elemsize;
-	const struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx];
+	uintptr_t start = base + (uintptr_t)idx * s->elemsize;
+	/* The heap's depot, from the table: dereferenced only once the
+	 * span is found the same after the read. */
+	const struct spanheap_depot *d = __atomic_load_n(
+	        &((const struct spanheap_rec_head *)((const char *)rz +
+	                                             spanheap_track_offset(n)))
+	                 ->depot,
+	        __ATOMIC_RELAXED);
+	struct spanheap_rec r[2];
+	recs_load(rz, n, idx, r);
+	if (!span_same(s, rz, n, base))
+		r[0].ns = r[1].ns = SPANHEAP_TRACK_CHANGING;
 	struct spanheap_track t[2];
-	rec_expand(s, &r[0], &t[0]);
-	rec_expand(s, &r[1], &t[1]);
+	rec_expand(d, &r[0], &t[0]);
+	rec_expand(d, &r[1], &t[1]);
 	uint64_t now = mm_port_now_ns();
 	spanheap_track_log(start, &t[0], "allocated", now);
 	spanheap_track_log(start, &t[1], "freed", now);
@@ -179,14 +272,21 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 	if (!mheap_span_is_span(s) ||
 	    atomic_load_explicit(&s->state, memory_order_acquire) !=
 	            MSPAN_SMALL ||
-	    !(s->poison & SPAN_TRACKED) || !s->redzone)
+	    !(s->poison & SPAN_TRACKED))
 		return false;
-	uint32_t idx = obj_index(s, a - s->base);
-	if (idx >= s->nelems)
+	/* The table and its size once: every read below is of this one. */
+	const void *rz = __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
+	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
+	uintptr_t base = __atomic_load_n(&s->base, __ATOMIC_RELAXED);
+	uint32_t idx = obj_index(s, a - base);
+	if (!rz || a < base || idx >= n || idx >= SC_MAX_NELEMS)
 		return false;
-	const struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx];
-	rec_expand(s, &r[0], alloc);
-	rec_expand(s, &r[1], freed);
+	struct spanheap_rec r[2];
+	recs_load(rz, n, idx, r);
+	if (!span_same(s, rz, n, base)) /* freed meanwhile: nothing is true */
+		r[0].ns = r[1].ns = SPANHEAP_TRACK_CHANGING;
+	rec_expand(&sh->depot, &r[0], alloc);
+	rec_expand(&sh->depot, &r[1], freed);
 	return true;
 }
 
@@ -247,45 +347,51 @@ static void trace_add(struct trace_table *tt, const struct spanheap_track *r,
 		tt->t[i].oldest_ns = r->ns;
 }
 
-/* Counts the live objects of span s (small, its records kept). */
-static void trace_span(struct trace_table *tt, const struct mspan *s)
+/* Counts the live objects of span s (small, its records kept, its table
+ * rz of n objects). An object whose size entry or allocation record
+ * changes while read is being allocated or freed, and is left out; so
+ * are the rest of a span freed meanwhile (each object is counted only
+ * if its span was still the same after its read). */
+static void trace_span(const struct spanheap *sh, struct trace_table *tt,
+                       const struct mspan *s, const void *rz, uint32_t n)
 {
-	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
-	const struct spanheap_redzone *rz = s->redzone;
-	const struct spanheap_rec *tr = tracks_of(s);
+	const struct spanheap_redzone *e = rz;
+	uintptr_t base = __atomic_load_n(&s->base, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < n && i < SC_MAX_NELEMS; i++) {
-		uint32_t asked =
-		        __atomic_load_n(&rz[i].asked, __ATOMIC_RELAXED);
+		uint32_t asked = __atomic_load_n(&e[i].asked, __ATOMIC_ACQUIRE);
 		if (asked == SPANHEAP_REDZONE_FREE ||
 		    (tt->owner != SPANHEAP_OWNER_ANY &&
-		     __atomic_load_n(&rz[i].owner, __ATOMIC_RELAXED) !=
+		     __atomic_load_n(&e[i].owner, __ATOMIC_RELAXED) !=
 		             tt->owner))
 			continue;
-		struct spanheap_rec rec = tr[2 * (size_t)i];
+		struct spanheap_rec rec[2];
+		recs_load(rz, n, i, rec);
+		bool same_asked =
+		        __atomic_load_n(&e[i].asked, __ATOMIC_ACQUIRE) == asked;
+		if (!span_same(s, rz, n, base))
+			return;
+		if (rec[0].ns == SPANHEAP_TRACK_CHANGING || !same_asked)
+			continue;
 		struct spanheap_track r;
-		rec_expand(s, &rec, &r);
+		rec_expand(&sh->depot, &rec[0], &r);
 		trace_add(tt, &r, asked);
 	}
 }
 
 /* Counts the guarded pool's live objects (spanheap_guard.c) of class cls
- * (0: all), which no span holds: their records are their slots'. */
+ * (0: all), which no span holds: their records are their slots'. A slot
+ * that changes while read is left out (spanheap_guard_live). */
 static void trace_guard(struct spanheap *sh, struct trace_table *tt,
                         unsigned cls)
 {
-	const struct spanheap_guard *g = &sh->guard;
-	for (unsigned i = 0; i < g->nslots; i++) {
-		const struct spanheap_guard_slot *sl = &g->slot[i];
-		struct spanheap_track r, unused;
-		if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
-		            GUARD_LIVE ||
-		    (cls && sl->cls != cls) ||
-		    (tt->owner != SPANHEAP_OWNER_ANY &&
-		     __atomic_load_n(&sl->owner, __ATOMIC_RELAXED) !=
-		             tt->owner) ||
-		    !spanheap_guard_tracks(sh, sl->obj, &r, &unused))
+	for (unsigned i = 0; i < sh->guard.nslots; i++) {
+		struct spanheap_guard_obj o;
+		struct spanheap_track r;
+		if (!spanheap_guard_live(sh, i, &o, &r) ||
+		    (cls && o.cls != cls) ||
+		    (tt->owner != SPANHEAP_OWNER_ANY && o.owner != tt->owner))
 			continue;
-		trace_add(tt, &r, sl->asked);
+		trace_add(tt, &r, o.asked);
 	}
 }
 
@@ -344,11 +450,18 @@ size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
 			if (atomic_load_explicit(&s->state,
 			                         memory_order_acquire) !=
 			            MSPAN_SMALL ||
-			    !(s->poison & SPAN_TRACKED) || !s->redzone ||
+			    !(s->poison & SPAN_TRACKED) ||
 			    (cls && __atomic_load_n(&s->sizeclass,
 			                            __ATOMIC_RELAXED) != cls))
 				continue;
-			trace_span(&tt, s);
+			/* The table and its size once (the span may be
+			 * freed and made anew while it is read). */
+			const void *rz =
+			        __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
+			if (rz)
+				trace_span(sh, &tt, s, rz,
+				           __atomic_load_n(&s->nelems,
+				                           __ATOMIC_RELAXED));
 		}
 	trace_guard(sh, &tt, cls);
 	*rest = tt.rest;

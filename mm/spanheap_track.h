@@ -18,6 +18,12 @@ struct spanheap;
 /* Return addresses kept of each allocation's and each free's stack. */
 #define SPANHEAP_TRACK_PCS 8
 
+/* A record's ns while it is being written (a real time is odd, 0 is
+ * "never"): a reader that meets it, or sees the record change under it,
+ * gives it with this ns and says it could not be read, never its fields,
+ * which are half of two records. */
+#define SPANHEAP_TRACK_CHANGING 2
+
 /* One allocation or free of an object, as poison mode recorded it. */
 struct spanheap_track {
 	uint64_t ns;   /* mm_port_now_ns() when it happened; 0: never */
@@ -35,9 +41,11 @@ struct spanheap_track {
  * written, if nothing is recorded for p: the heap is not in poison mode,
  * its port records no callers (mm_port_callers gave none at spanheap_init),
  * or p is not in a small span of the heap. An object of the guarded
- * pool (spanheap_guard.h) gives its slot's records. Any context but NMI; the
- * records of an object another CPU allocates or frees meanwhile may be
- * half of each, and a span freed meanwhile has its side table given back:
+ * pool (spanheap_guard.h) gives its slot's records. Any context but NMI; a
+ * record that another CPU's allocation or free of the object changes
+ * meanwhile, or of a span freed meanwhile, has ns SPANHEAP_TRACK_CHANGING
+ * and nothing else (never half of two); a freed span's side table is
+ * given back:
  * a port that unmaps freed pages at once reads under its fault hook, as
  * for spanheap_alloc_traces (PORTING).
  */

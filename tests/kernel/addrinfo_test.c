@@ -218,15 +218,36 @@ static void churn(void *arg)
  * as themselves, allocated, every time; the rest must never panic. The
  * heap checks clean at the end.
  */
+enum { NOWN = 48, ROUNDS = 300 };
+static const size_t own_sizes[] = {24, 100, 700, 4000, 40000};
+
+/* How many of the test's own objects (own[i] of own_sizes[i % 5] bytes)
+ * did not read as themselves, allocated, at round's offsets. */
+static unsigned own_misread(char *const *own, unsigned round)
+{
+	unsigned bad = 0;
+	for (unsigned i = 0; i < NOWN; i++) {
+		size_t off = (round * 7 + i * 13) % own_sizes[i % 5];
+		struct spanheap_where w;
+		/* mm.guard: some are the guarded pool's. */
+		if (!spanheap_where(&kspanheap, own[i] + off, &w) ||
+		    w.start != (uintptr_t)own[i] || w.offset != off ||
+		    (w.kind == SPANHEAP_WHERE_SMALL ||
+		                     w.kind == SPANHEAP_WHERE_GUARD
+		             ? w.state != SPANHEAP_OBJ_ALLOCATED
+		             : w.kind != SPANHEAP_WHERE_LARGE))
+			bad++;
+	}
+	return bad;
+}
+
 KTEST(addrinfo, readers_stay_true_while_other_cpus_churn)
 {
-	enum { NOWN = 48, ROUNDS = 300 };
 	static struct thread_handle th[MAX_CPUS];
 	static char *own[NOWN];
-	static const size_t sizes[] = {24, 100, 700, 4000, 40000};
 	static struct spanheap_trace tr[8];
 	for (unsigned i = 0; i < NOWN; i++)
-		KASSERT((own[i] = kmalloc(sizes[i % 5], 0)) != NULL);
+		KASSERT((own[i] = kmalloc(own_sizes[i % 5], 0)) != NULL);
 	atomic_store(&churn_stop, false);
 	unsigned n = 0;
 	for (unsigned c = 0; c < MAX_CPUS; c++) {
@@ -239,18 +260,7 @@ KTEST(addrinfo, readers_stay_true_while_other_cpus_churn)
 	}
 	unsigned bad = 0, caught = 0;
 	for (unsigned round = 0; round < ROUNDS; round++) {
-		for (unsigned i = 0; i < NOWN; i++) {
-			size_t off = (round * 7 + i * 13) % sizes[i % 5];
-			struct spanheap_where w;
-			/* mm.guard: some are the guarded pool's. */
-			if (!spanheap_where(&kspanheap, own[i] + off, &w) ||
-			    w.start != (uintptr_t)own[i] || w.offset != off ||
-			    (w.kind == SPANHEAP_WHERE_SMALL ||
-			                     w.kind == SPANHEAP_WHERE_GUARD
-			             ? w.state != SPANHEAP_OBJ_ALLOCATED
-			             : w.kind != SPANHEAP_WHERE_LARGE))
-				bad++;
-		}
+		bad += own_misread(own, round);
 		capture_start();
 		caught += !addrinfo_print_caught("", "at",
 		                                 atomic_load(&churn_last));
