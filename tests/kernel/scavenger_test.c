@@ -263,16 +263,18 @@ static void scavenger_diag(const struct mheap_stats *st, uint64_t wall,
  * length, and that time is charged to whichever thread it was running (make
  * bench-scavenge plots the run). What no stall breaks is checked instead: the
  * thread's CPU time advanced, and all of it was spent after it was started, so
- * it is at most the time since then. The budget is 5% (the default 1% is the
+ * it is at most the time since then. The budget is 20% (the default 1% is the
  * host test's): under TCG a shootdown to busy vCPUs costs ~20 ms of guest time,
- * and at 1% the test would take half a minute.
+ * and at 1% the test would take half a minute; at 5% it took 4 to 8 s of each
+ * of make test's kernel runs, its workers busy on every other vCPU meanwhile
+ * (1 s at 20%, the pacing still holding the share near the budget).
  */
 KTEST(scavenger, background_reaches_goal)
 {
 	/* The thread's CPU time is read on its CPU's TSC, the window on
 	 * this one's: the slack for the two. */
 	const uint64_t clock_slack_ns = 1000000;
-	enum { BURST = 4096, PERMILLE = 50 };
+	enum { BURST = 4096, PERMILLE = 200 };
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = TEST_ARENA;

@@ -1,0 +1,213 @@
+/*
+ * Poison mode's records read with no lock while threads churn
+ * (mm/spanheap_track.c, mm/spanheap_guard_report.c), built for
+ * ThreadSanitizer too (make test-tsan): three churn threads, each a CPU
+ * of its own, allocate small objects of random sizes, fill each with a
+ * pattern of its address and free them, every fourth handed to the next
+ * thread to free, on a heap that keeps records and samples a guarded pool,
+ * while the sweeper runs; meanwhile a reader on CPU 0, holding OWN live
+ * objects from one call site, asks round after round for each one's
+ * records (spanheap_object_tracks), for the live objects grouped by stack
+ * (spanheap_alloc_traces), and for the records of an object a churner is
+ * handing on (any answer, read under TSan). No one else touches the
+ * reader's objects, so their records never read as changing and always
+ * say allocated since the test began, freed before that or never; the
+ * trace of the reader's stack counts exactly its OWN objects every round
+ * (the churners allocate from another). Bounded by operation counts.
+ */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "port_test_util.h"
+#include "spanheap_test_util.h"
+#include "stress_util.h"
+
+enum { CHURNERS = 3, OPS = 20000, KEEP = 32, OWN = 40, ROUNDS = 200 };
+
+static struct mheap heap;
+static struct spanheap sh;
+
+struct churner {
+	int id;
+	uint64_t rng;
+	uintptr_t keep[KEEP];
+	size_t size[KEEP];
+	struct stress_failures failures;
+};
+static struct churner churners[CHURNERS];
+/* One object handed from churner i to churner i + 1, or 0. */
+static _Atomic uintptr_t handed[CHURNERS];
+static _Atomic size_t handed_size[CHURNERS];
+static _Atomic int running; /* churners not done yet */
+
+static void fill(uintptr_t p, size_t size)
+{
+	memset((void *)p, (int)(p >> 4 & 0xff), size);
+}
+
+static void check_and_free(struct churner *c, uintptr_t p, size_t size)
+{
+	for (size_t i = 0; i < size; i++)
+		if (((unsigned char *)p)[i] != (unsigned char)(p >> 4 & 0xff)) {
+			stress_fail(&c->failures, "object %#lx byte %zu changed",
+			            (unsigned long)p, i);
+			break;
+		}
+	spanheap_free(&sh, (void *)p);
+}
+
+static void churn(void *arg)
+{
+	struct churner *c = arg;
+	static const size_t sizes[] = {16, 40, 72, 200, 900, 3000};
+	mm_port_set_cpu(1 + (unsigned)c->id);
+	for (int op = 0; op < OPS; op++) {
+		unsigned k = (unsigned)(stress_random(&c->rng) % KEEP);
+		if (c->keep[k] && op % 4 == 0) {
+			int to = (c->id + 1) % CHURNERS;
+			uintptr_t old = atomic_exchange(&handed[to], 0);
+			size_t old_size = atomic_load(&handed_size[to]);
+			if (old)
+				check_and_free(c, old, old_size);
+			atomic_store(&handed_size[to], c->size[k]);
+			atomic_store(&handed[to], c->keep[k]);
+		} else if (c->keep[k]) {
+			check_and_free(c, c->keep[k], c->size[k]);
+		}
+		size_t size = sizes[stress_random(&c->rng) % 6];
+		c->keep[k] = (uintptr_t)spanheap_alloc(&sh, size, 0);
+		c->size[k] = size;
+		if (c->keep[k])
+			fill(c->keep[k], size);
+	}
+	for (unsigned k = 0; k < KEEP; k++)
+		if (c->keep[k])
+			check_and_free(c, c->keep[k], c->size[k]);
+	atomic_fetch_sub(&running, 1);
+}
+
+/* The reader's one call site: every object of its own carries its stack. */
+__attribute__((noinline)) static void *own_site(size_t size)
+{
+	void *p = spanheap_alloc(&sh, size, 0);
+	__asm__ volatile("" ::: "memory"); /* no tail call */
+	return p;
+}
+
+/* Whether own object p's records read true: allocated at or after t0 (and
+ * not changing), its slot's or span's last free before that or never. */
+static bool records_true(const void *p, uint64_t t0)
+{
+	struct spanheap_track a, f;
+	if (!spanheap_object_tracks(&sh, p, &a, &f))
+		return false;
+	return a.ns != SPANHEAP_TRACK_CHANGING && a.ns >= t0 && a.npcs > 0 &&
+	       f.ns != SPANHEAP_TRACK_CHANGING && f.ns < a.ns;
+}
+
+/* The stacks the reader's objects were recorded with: one call site,
+ * but a guarded object's record may leave out other frames of the heap
+ * than a span's. */
+static struct spanheap_track stacks[4];
+static unsigned nstacks;
+
+static bool same_stack(const struct spanheap_track *a, const uintptr_t *pc,
+                       uint32_t npcs)
+{
+	return a->npcs == npcs && !memcmp(a->pc, pc, npcs * sizeof(pc[0]));
+}
+
+/* Notes own object p's stack among stacks[]; false if there is no room. */
+static bool note_stack(const void *p)
+{
+	struct spanheap_track a, f;
+	if (!spanheap_object_tracks(&sh, p, &a, &f))
+		return false;
+	for (unsigned i = 0; i < nstacks; i++)
+		if (same_stack(&stacks[i], a.pc, a.npcs))
+			return true;
+	if (nstacks == 4)
+		return false;
+	stacks[nstacks++] = a;
+	return true;
+}
+
+/* The objects the traces count under the reader's stacks. */
+static size_t counted_own(void)
+{
+	static struct spanheap_trace t[64];
+	size_t rest, n = spanheap_alloc_traces(&sh, 0, t, 64, &rest), c = 0;
+	for (size_t i = 0; i < n; i++)
+		for (unsigned k = 0; k < nstacks; k++)
+			if (same_stack(&stacks[k], t[i].pc, t[i].npcs))
+				c += t[i].objects;
+	return c;
+}
+
+/* Reads the records of an object a churner is handing on: it may be freed
+ * or reused meanwhile, so any answer goes, but the read must be clean. */
+static void read_handed(unsigned round)
+{
+	uintptr_t p = atomic_load(&handed[round % CHURNERS]);
+	struct spanheap_track a, f;
+	if (p)
+		(void)spanheap_object_tracks(&sh, (void *)p, &a, &f);
+}
+
+KTEST(spanheap_track_stress, records_read_true_while_threads_churn)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	sc.guard_slots = 8;
+	sc.guard_interval = 4;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	KASSERT(sh.track);
+	uint64_t t0 = mm_port_now_ns();
+	static void *own[OWN];
+	for (unsigned i = 0; i < OWN; i++)
+		KASSERT(own[i] = own_site(24 + 8 * (i % 4)));
+	nstacks = 0;
+	for (unsigned i = 0; i < OWN; i++)
+		KASSERT(note_stack(own[i]));
+	KASSERT(spanheap_sweeper_start(&sh));
+	struct mm_thread *t[CHURNERS];
+	for (int i = 0; i < CHURNERS; i++)
+		churners[i] = (struct churner){.id = i,
+		                               .rng = 0x9e3779b97f4a7c15ull *
+		                                      (uint64_t)(i + 1)};
+	atomic_store(&running, CHURNERS);
+	KASSERT(start_all(t, CHURNERS, churn, churners, sizeof(*churners)));
+	unsigned bad = 0, miscounted = 0, round = 0;
+	for (; round < ROUNDS || atomic_load(&running) > 0; round++) {
+		for (unsigned i = 0; i < OWN; i++)
+			bad += !records_true(own[i], t0);
+		miscounted += counted_own() != OWN;
+		read_handed(round);
+	}
+	join_all(t, CHURNERS);
+	for (int i = 0; i < CHURNERS; i++) {
+		STRESS_REPORT(i, &churners[i].failures);
+		uintptr_t p = atomic_exchange(&handed[i], 0);
+		if (p)
+			check_and_free(&churners[i], p, atomic_load(&handed_size[i]));
+	}
+	KEXPECT_EQ(bad, 0);
+	KEXPECT_EQ(miscounted, 0);
+	unsigned guarded = 0;
+	for (unsigned i = 0; i < OWN; i++)
+		guarded += spanheap_guard_owns(&sh.guard, own[i]);
+	ktest_diag("%u rounds while %d threads churned; %u of the reader's "
+	           "objects guarded, %u stacks",
+	           round, (int)CHURNERS, guarded, nstacks);
+	for (unsigned i = 0; i < OWN; i++)
+		spanheap_free(&sh, own[i]);
+	spanheap_sweeper_stop(&sh);
+	sh_flush_cpus(&sh, CHURNERS + 1);
+	spanheap_check(&sh);
+	mheap_check(&heap);
+	spanheap_guard_drain(&sh);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	sh_heap_release(&heap);
+}
