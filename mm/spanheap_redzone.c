@@ -114,7 +114,8 @@ void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls)
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)
 {
 	spanheap_redzone_put(sh, s->redzone, s->sizeclass);
-	s->redzone = NULL;
+	/* The lock-free readers load it (spanheap_track.c, _where.c). */
+	__atomic_store_n(&s->redzone, NULL, __ATOMIC_RELAXED);
 }
 
 /* Fills object a's red zone: bytes [asked, size) of it. */

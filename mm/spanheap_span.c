@@ -187,8 +187,12 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	               "a magazine's offset fits mag_offset");
 	s->mag_offset = (uint16_t)(cls * sizeof(struct mmag));
 	s->dshift = cls ? ci->dshift : 0;
-	s->poison = rz ? (sh->track ? 1 | SPAN_TRACKED : 1) : 0;
-	s->redzone = rz;
+	/* Both read by the lock-free readers (spanheap_track.c, _where.c),
+	 * which check the state after: stored as they load them. */
+	__atomic_store_n(&s->poison,
+	                 (uint8_t)(rz ? (sh->track ? 1 | SPAN_TRACKED : 1) : 0),
+	                 __ATOMIC_RELAXED);
+	__atomic_store_n(&s->redzone, rz, __ATOMIC_RELAXED);
 	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
 	s->alloc_count = cls ? 0 : 1;
 	s->alloc_cache = 0;

@@ -232,7 +232,8 @@ void spanheap_track_report(const struct mspan *s, uintptr_t a)
 	const void *rz = __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
 	uint32_t n = __atomic_load_n(&s->nelems, __ATOMIC_RELAXED);
 	uintptr_t base = __atomic_load_n(&s->base, __ATOMIC_RELAXED);
-	if (!(s->poison & SPAN_TRACKED) || !rz || a < base ||
+	if (!(__atomic_load_n(&s->poison, __ATOMIC_RELAXED) & SPAN_TRACKED) ||
+	    !rz || a < base ||
 	    atomic_load_explicit(&s->state, memory_order_acquire) !=
 	            MSPAN_SMALL)
 		return;
@@ -272,7 +273,7 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 	if (!mheap_span_is_span(s) ||
 	    atomic_load_explicit(&s->state, memory_order_acquire) !=
 	            MSPAN_SMALL ||
-	    !(s->poison & SPAN_TRACKED))
+	    !(__atomic_load_n(&s->poison, __ATOMIC_RELAXED) & SPAN_TRACKED))
 		return false;
 	/* The table and its size once: every read below is of this one. */
 	const void *rz = __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
@@ -450,7 +451,8 @@ size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
 			if (atomic_load_explicit(&s->state,
 			                         memory_order_acquire) !=
 			            MSPAN_SMALL ||
-			    !(s->poison & SPAN_TRACKED) ||
+			    !(__atomic_load_n(&s->poison, __ATOMIC_RELAXED) &
+			      SPAN_TRACKED) ||
 			    (cls && __atomic_load_n(&s->sizeclass,
 			                            __ATOMIC_RELAXED) != cls))
 				continue;

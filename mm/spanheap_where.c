@@ -79,8 +79,9 @@ static void small_state(const struct spanheap *sh, struct mspan *s,
 		return;
 	}
 	w->state = SPANHEAP_OBJ_ALLOCATED;
-	if ((s->poison & 1) && s->redzone) {
-		const struct spanheap_redzone *rz = s->redzone;
+	const struct spanheap_redzone *rz =
+	        __atomic_load_n(&s->redzone, __ATOMIC_RELAXED);
+	if ((__atomic_load_n(&s->poison, __ATOMIC_RELAXED) & 1) && rz) {
 		uint32_t asked =
 		        __atomic_load_n(&rz[idx].asked, __ATOMIC_RELAXED);
 		if (asked != SPANHEAP_REDZONE_FREE) {

@@ -4,9 +4,9 @@
  * ThreadSanitizer too (make test-tsan): three churn threads, each a CPU
  * of its own, allocate small objects of random sizes, fill each with a
  * pattern of its address and free them, every fourth handed to the next
- * thread to free, on a heap that keeps records and samples a guarded pool,
- * while the sweeper runs; meanwhile a reader on CPU 0, holding OWN live
- * objects from one call site, asks round after round for each one's
+ * thread to free (churn_util.h), on a heap that keeps records and samples a
+ * guarded pool, while the sweeper runs; meanwhile a reader on CPU 0, holding
+ * OWN live objects from one call site, asks round after round for each one's
  * records (spanheap_object_tracks), for the live objects grouped by stack
  * (spanheap_alloc_traces), and for the records of an object a churner is
  * handing on (any answer, read under TSan). No one else touches the
@@ -15,77 +15,18 @@
  * trace of the reader's stack counts exactly its OWN objects every round
  * (the churners allocate from another). Bounded by operation counts.
  */
-#include <stdatomic.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
-#include "port_test_util.h"
-#include "spanheap_test_util.h"
-#include "stress_util.h"
+#include "churn_util.h"
 
-enum { CHURNERS = 3, OPS = 20000, KEEP = 32, OWN = 40, ROUNDS = 200 };
+enum { OPS = 20000, OWN = 40, ROUNDS = 200 };
 
 static struct mheap heap;
 static struct spanheap sh;
-
-struct churner {
-	int id;
-	uint64_t rng;
-	uintptr_t keep[KEEP];
-	size_t size[KEEP];
-	struct stress_failures failures;
-};
-static struct churner churners[CHURNERS];
-/* One object handed from churner i to churner i + 1, or 0. */
-static _Atomic uintptr_t handed[CHURNERS];
-static _Atomic size_t handed_size[CHURNERS];
-static _Atomic int running; /* churners not done yet */
-
-static void fill(uintptr_t p, size_t size)
-{
-	memset((void *)p, (int)(p >> 4 & 0xff), size);
-}
-
-static void check_and_free(struct churner *c, uintptr_t p, size_t size)
-{
-	for (size_t i = 0; i < size; i++)
-		if (((unsigned char *)p)[i] != (unsigned char)(p >> 4 & 0xff)) {
-			stress_fail(&c->failures, "object %#lx byte %zu changed",
-			            (unsigned long)p, i);
-			break;
-		}
-	spanheap_free(&sh, (void *)p);
-}
-
-static void churn(void *arg)
-{
-	struct churner *c = arg;
-	static const size_t sizes[] = {16, 40, 72, 200, 900, 3000};
-	mm_port_set_cpu(1 + (unsigned)c->id);
-	for (int op = 0; op < OPS; op++) {
-		unsigned k = (unsigned)(stress_random(&c->rng) % KEEP);
-		if (c->keep[k] && op % 4 == 0) {
-			int to = (c->id + 1) % CHURNERS;
-			uintptr_t old = atomic_exchange(&handed[to], 0);
-			size_t old_size = atomic_load(&handed_size[to]);
-			if (old)
-				check_and_free(c, old, old_size);
-			atomic_store(&handed_size[to], c->size[k]);
-			atomic_store(&handed[to], c->keep[k]);
-		} else if (c->keep[k]) {
-			check_and_free(c, c->keep[k], c->size[k]);
-		}
-		size_t size = sizes[stress_random(&c->rng) % 6];
-		c->keep[k] = (uintptr_t)spanheap_alloc(&sh, size, 0);
-		c->size[k] = size;
-		if (c->keep[k])
-			fill(c->keep[k], size);
-	}
-	for (unsigned k = 0; k < KEEP; k++)
-		if (c->keep[k])
-			check_and_free(c, c->keep[k], c->size[k]);
-	atomic_fetch_sub(&running, 1);
-}
+static const size_t churn_sizes[] = {16, 40, 72, 200, 900, 3000};
+static struct churn churn = {
+        .sh = &sh, .sizes = churn_sizes, .nsizes = 6, .ops = OPS};
 
 /* The reader's one call site: every object of its own carries its stack. */
 __attribute__((noinline)) static void *own_site(size_t size)
@@ -149,7 +90,7 @@ static size_t counted_own(void)
  * or reused meanwhile, so any answer goes, but the read must be clean. */
 static void read_handed(unsigned round)
 {
-	uintptr_t p = atomic_load(&handed[round % CHURNERS]);
+	uintptr_t p = atomic_load(&churn.handed[round % CHURNERS]);
 	struct spanheap_track a, f;
 	if (p)
 		(void)spanheap_object_tracks(&sh, (void *)p, &a, &f);
@@ -172,27 +113,15 @@ KTEST(spanheap_track_stress, records_read_true_while_threads_churn)
 	for (unsigned i = 0; i < OWN; i++)
 		KASSERT(note_stack(own[i]));
 	KASSERT(spanheap_sweeper_start(&sh));
-	struct mm_thread *t[CHURNERS];
-	for (int i = 0; i < CHURNERS; i++)
-		churners[i] = (struct churner){.id = i,
-		                               .rng = 0x9e3779b97f4a7c15ull *
-		                                      (uint64_t)(i + 1)};
-	atomic_store(&running, CHURNERS);
-	KASSERT(start_all(t, CHURNERS, churn, churners, sizeof(*churners)));
+	KASSERT(churn_start(&churn));
 	unsigned bad = 0, miscounted = 0, round = 0;
-	for (; round < ROUNDS || atomic_load(&running) > 0; round++) {
+	for (; round < ROUNDS || churn_running(&churn); round++) {
 		for (unsigned i = 0; i < OWN; i++)
 			bad += !records_true(own[i], t0);
 		miscounted += counted_own() != OWN;
 		read_handed(round);
 	}
-	join_all(t, CHURNERS);
-	for (int i = 0; i < CHURNERS; i++) {
-		STRESS_REPORT(i, &churners[i].failures);
-		uintptr_t p = atomic_exchange(&handed[i], 0);
-		if (p)
-			check_and_free(&churners[i], p, atomic_load(&handed_size[i]));
-	}
+	churn_finish(&churn);
 	KEXPECT_EQ(bad, 0);
 	KEXPECT_EQ(miscounted, 0);
 	unsigned guarded = 0;
