@@ -104,10 +104,10 @@ static inline void churn_main(void *arg)
 static inline bool churn_start(struct churn *s)
 {
 	for (int i = 0; i < CHURNERS; i++) {
-		s->c[i] = (struct churner){
-		        .id = i,
-		        .rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1),
-		        .set = s};
+		s->c[i] = (struct churner){.id = i,
+		                           .rng = 0x9e3779b97f4a7c15ull *
+		                                  (uint64_t)(i + 1),
+		                           .set = s};
 		atomic_store(&s->handed[i], 0);
 	}
 	atomic_store(&s->running, CHURNERS);

@@ -157,6 +157,18 @@ static inline bool sh_heap_fresh_poison(struct mheap *h, struct spanheap *sh,
 	return sh_heap_fresh_with(h, sh, &sc);
 }
 
+/* Defines name(size), an allocation site of its own: out of line, the
+ * only caller of the heap in its body and no tail call, so that poison
+ * mode's records give each site's objects one stack of their own (the
+ * traces' tests group by it). */
+#define SH_ALLOC_SITE(name, heap)                                     \
+	__attribute__((noinline)) static void *name(size_t size)      \
+	{                                                             \
+		void *p_ = spanheap_alloc((heap), size, 0);           \
+		__asm__ volatile("" ::: "memory"); /* no tail call */ \
+		return p_;                                            \
+	}
+
 /* Gives h's reservations back to the port. No thread may use h any more. */
 static inline void sh_heap_release(struct mheap *h)
 {

@@ -17,19 +17,8 @@ static struct mheap heap;
 static struct spanheap sh;
 
 /* Two allocation sites, each the only caller of the heap in its body. */
-__attribute__((noinline)) static void *site_a(size_t size)
-{
-	void *p = spanheap_alloc(&sh, size, 0);
-	__asm__ volatile("" ::: "memory"); /* no tail call */
-	return p;
-}
-
-__attribute__((noinline)) static void *site_b(size_t size)
-{
-	void *p = spanheap_alloc(&sh, size, 0);
-	__asm__ volatile("" ::: "memory");
-	return p;
-}
+SH_ALLOC_SITE(site_a, &sh)
+SH_ALLOC_SITE(site_b, &sh)
 
 static void ktest_fn_spanheap_traces_groups_live_objects_by_their_stack(void);
 static void ktest_fn_spanheap_traces_every_live_object_is_counted_once(void);

@@ -17,19 +17,8 @@ static struct mheap heap;
 static struct spanheap sh;
 
 /* Two allocation sites, each the only caller of the heap in its body. */
-__attribute__((noinline)) static void *site_a(size_t size)
-{
-	void *p = spanheap_alloc(&sh, size, 0);
-	__asm__ volatile("" ::: "memory"); /* no tail call */
-	return p;
-}
-
-__attribute__((noinline)) static void *site_b(size_t size)
-{
-	void *p = spanheap_alloc(&sh, size, 0);
-	__asm__ volatile("" ::: "memory");
-	return p;
-}
+SH_ALLOC_SITE(site_a, &sh)
+SH_ALLOC_SITE(site_b, &sh)
 
 /* Whether one of t's return addresses lies in site_a's body (up to
  * site_b's start, or 512 bytes). */
@@ -138,17 +127,24 @@ static void reuse_slot(struct mheap *h, enum mheap_hook_point where)
 	g_new = spanheap_guard_alloc(&sh, 200, 16, 0, sizeclass_of(200));
 }
 
-/* Until slots were read under their generation, the class's trace
- * counted the slot's new object, of another class, with the old one's
- * class test passed: 1 object of 200 bytes in the 40-byte class. */
-KTEST(spanheap_track_race, a_guarded_slot_reused_while_read_is_not_mixed)
+/* A fresh poison heap with a guarded pool of one slot, sampling only
+ * what a test asks of it (spanheap_guard_alloc). */
+static bool one_slot_heap(void)
 {
 	struct spanheap_config sc;
 	spanheap_config_default(&sc);
 	sc.guard_slots = 1;
 	sc.guard_interval = 1000;
 	sc.poison = true;
-	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	return sh_heap_fresh_with(&heap, &sh, &sc);
+}
+
+/* Until slots were read under their generation, the class's trace
+ * counted the slot's new object, of another class, with the old one's
+ * class test passed: 1 object of 200 bytes in the 40-byte class. */
+KTEST(spanheap_track_race, a_guarded_slot_reused_while_read_is_not_mixed)
+{
+	KASSERT(one_slot_heap());
 	unsigned cls = sizeclass_of(40);
 	KASSERT(cls != sizeclass_of(200));
 	g_old = spanheap_guard_alloc(&sh, 40, 16, 0, cls);
@@ -185,12 +181,7 @@ KTEST(spanheap_track_race, a_guarded_slot_reused_while_read_is_not_mixed)
  * records of its old object read as changing. */
 KTEST(spanheap_track_race, guarded_readers_say_a_slot_changed)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.guard_slots = 1;
-	sc.guard_interval = 1000;
-	sc.poison = true;
-	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	KASSERT(one_slot_heap());
 	g_old = spanheap_guard_alloc(&sh, 40, 16, 0, sizeclass_of(40));
 	KASSERT(g_old);
 	struct spanheap_guard_obj o;
