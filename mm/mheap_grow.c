@@ -140,7 +140,10 @@ enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		ok = palloc_grow_commit_locked(&h->pages, base, nbytes);
 		if (ok) {
-			h->grown_chunks += nchunks;
+			/* Read with no lock by spanheap_where_log. */
+			__atomic_store_n(&h->grown_chunks,
+			                 h->grown_chunks + nchunks,
+			                 __ATOMIC_RELEASE);
 			h->counters.grows++;
 		}
 		mm_lock_release(&h->lock, irq);

@@ -251,9 +251,19 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		       (size_t)(sh->arena_bytes >> 20));
 		break;
 	case SPANHEAP_WHERE_FREE_PAGES:
-		mm_log("spanheap: %#lx: on a free page of the heap arena (no "
-		       "span's or run's; a use after free?)",
-		       (unsigned long)a);
+		/* Past what the heap has grown into, no object ever was:
+		 * a wild pointer, not a use after free. */
+		if (a - sh->arena_base >=
+		    __atomic_load_n(&sh->heap->grown_chunks, __ATOMIC_ACQUIRE) *
+		            PALLOC_CHUNK_BYTES)
+			mm_log("spanheap: %#lx: in the heap arena past what it "
+			       "has grown into (never an object's: a wild "
+			       "pointer?)",
+			       (unsigned long)a);
+		else
+			mm_log("spanheap: %#lx: on a free page of the heap "
+			       "arena (no span's or run's; a use after free?)",
+			       (unsigned long)a);
 		break;
 	case SPANHEAP_WHERE_PAGES:
 		mm_log("spanheap: %#lx: on a run of the page heap's pages "
