@@ -111,6 +111,21 @@ static bool name_taken(struct spanheap *sh, const char *name)
 	return false;
 }
 
+/* Slot's name, under heap->lock: a sequence lock's one writer. The bytes
+ * stored release, so that a reader that sees one sees the odd sequence;
+ * loaded acquire by objcache_owner_name, so that its second look at the
+ * sequence comes after them. */
+static void name_publish(struct spanheap *sh, unsigned slot, const char *name)
+{
+	_Atomic uint32_t *seq = &sh->objcache_name_seq[slot];
+	uint32_t s = atomic_load_explicit(seq, memory_order_relaxed);
+	atomic_store_explicit(seq, s + 1, memory_order_relaxed);
+	for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
+		__atomic_store_n(&sh->objcache_names[slot][i], name[i],
+		                 __ATOMIC_RELEASE);
+	atomic_store_explicit(seq, s + 2, memory_order_release);
+}
+
 /* link_cache's answer when sh has no counter area and it was given none:
  * the last cache's destroy took it after objcache_create looked. */
 static const char no_area[] = "no memory for the counters";
@@ -138,9 +153,7 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 	sh->objcache_slots |= (uint64_t)1 << c->slot;
 	if (c->free_class == OBJCACHE_NO_CLASS)
 		c->owner = c->slot + 1; /* poison mode: its objects' owner */
-	for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
-		__atomic_store_n(&sh->objcache_names[c->slot][i], c->name[i],
-		                 __ATOMIC_RELAXED);
+	name_publish(sh, c->slot, c->name);
 	c->counts = sh->objcache_counts + c->slot;
 	/* The slot's last cache left its counters summing to 0, not each
 	 * 0; nothing writes a free slot's. */
@@ -206,8 +219,21 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	return c;
 }
 
+/* A destroyed cache's slot (objcache_destroy): its calls all come out of
+ * line, where they panic, until its freed struct is reused. */
+#define SLOT_DESTROYED OBJCACHE_MAX
+
+static __attribute__((noreturn)) void destroyed(const struct objcache *c,
+                                                const char *op)
+{
+	mm_panic("objcache: %s cache %p, destroyed (no cache of the heap's)",
+	         op, (const void *)c);
+}
+
 void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 {
+	if (c->slot >= SLOT_DESTROYED)
+		destroyed(c, "allocation from");
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
@@ -262,6 +288,8 @@ static __attribute__((noreturn)) void wrong_owner(struct objcache *c,
 
 void objcache_free_slow(struct objcache *c, void *p)
 {
+	if (c->slot >= SLOT_DESTROYED)
+		destroyed(c, "free to");
 	if (!c->owner)
 		wrong_cache(c, p); /* spanheap_free_class refused its class */
 	/* Poison mode: every free of a small cache. The span's checks (a
@@ -297,14 +325,35 @@ void objcache_free_slow(struct objcache *c, void *p)
 
 void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
 {
-	if (owner == 0 || owner > OBJCACHE_MAX) {
-		name_copy(name, "?");
-		return;
+	/* A few tries: a create rewriting the slot holds the lock for a few
+	 * stores, but a report must not wait on a CPU stopped in the middle. */
+	for (int tries = 0; owner && owner <= OBJCACHE_MAX && tries < 64;
+	     tries++) {
+		_Atomic uint32_t *seq = &sh->objcache_name_seq[owner - 1];
+		uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
+		if (s & 1)
+			continue;
+		for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
+			name[i] = __atomic_load_n(
+			        &sh->objcache_names[owner - 1][i],
+			        __ATOMIC_ACQUIRE);
+		name[OBJCACHE_NAME_MAX] = '\0';
+		if (atomic_load_explicit(seq, memory_order_relaxed) == s)
+			return;
 	}
-	for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
-		name[i] = __atomic_load_n(&sh->objcache_names[owner - 1][i],
-		                          __ATOMIC_RELAXED);
-	name[OBJCACHE_NAME_MAX] = '\0';
+	name_copy(name, "?");
+}
+
+/* Whether c is on sh's list: a destroyed cache's struct is a free object
+ * whose word 1, its counters' pointer, is the heap's free marker. */
+static bool linked(struct spanheap *sh, const struct objcache *c)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	const struct objcache *at = sh->objcaches;
+	while (at && at != c)
+		at = at->next;
+	mm_lock_release(&sh->heap->lock, irq);
+	return at != NULL;
 }
 
 bool objcache_destroy(struct objcache *c)
@@ -313,6 +362,10 @@ bool objcache_destroy(struct objcache *c)
 		return true;
 	spanheap_assert_can_sleep("objcache_destroy");
 	struct spanheap *sh = c->sh;
+	if (!linked(sh, c))
+		mm_panic("objcache: destroy of %p: no cache of the heap's (a "
+		         "cache destroyed already?)",
+		         (void *)c);
 	int64_t live = live_of(c);
 	if (live) {
 		mm_log("objcache: cache '%s' not destroyed: %s %lu (size "
@@ -336,6 +389,11 @@ bool objcache_destroy(struct objcache *c)
 		__atomic_store_n(&sh->objcache_counts, NULL, __ATOMIC_RELAXED);
 	}
 	mm_lock_release(&sh->heap->lock, irq);
+	/* A call on c from now on goes out of line and panics, not counts
+	 * through the pointer the heap's free marker takes the place of. */
+	c->fast_class = 0;
+	c->free_class = OBJCACHE_NO_CLASS;
+	c->slot = SLOT_DESTROYED;
 	spanheap_free(sh, area);
 	spanheap_free(sh, c);
 	return true;

@@ -31,7 +31,8 @@
  * Contexts: objcache_alloc and objcache_free as spanheap_alloc and
  * spanheap_free (any context but NMI; thread context without MM_ATOMIC);
  * the rest, thread context. No call may use a cache while it is
- * destroyed, nor after.
+ * destroyed, nor after (one after, until the heap reuses the cache's
+ * struct, mm_panics saying the cache was destroyed).
  */
 #ifndef MM_OBJCACHE_H
 #define MM_OBJCACHE_H
@@ -158,7 +159,8 @@ static inline void objcache_free(struct objcache *c, void *p)
  * Destroys c (NULL: nothing) and returns true; or, with objects of it
  * still out, keeps it, says how many on one line and returns false (the
  * caller may free them and try again). Thread context; nothing may use c
- * meanwhile.
+ * meanwhile. A c that is no cache of its heap (one destroyed already)
+ * mm_panics saying so.
  */
 bool objcache_destroy(struct objcache *c);
 
@@ -176,7 +178,8 @@ struct objcache_info {
 
 /* The name of the cache whose objects have owner owner (objcache_info's;
  * 1 to OBJCACHE_MAX) into name (OBJCACHE_NAME_MAX + 1 bytes): the last
- * cache of that slot's, for the reports. No lock: any context. */
+ * cache of that slot's, for the reports; "?" if a create rewrote it all
+ * the while. No lock: any context. */
 void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name);
 
 /* c's line of the listing. Any context but NMI. */

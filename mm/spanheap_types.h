@@ -157,9 +157,12 @@ struct spanheap {
 	uint64_t objcache_slots;
 	int64_t *objcache_counts;
 	/* Each slot's last cache's name, written under heap->lock and read
-	 * without it a byte at a time (relaxed), by the reports that name an
-	 * object's owner (objcache_owner_name): no lock in a report. */
+	 * without it a byte at a time, by the reports that name an object's
+	 * owner (objcache_owner_name): no lock in a report. Its sequence is
+	 * odd while a create writes it over, so that a reader takes no mix
+	 * of two caches' names. */
 	char objcache_names[SPANHEAP_OBJCACHE_SLOTS][SPANHEAP_OBJCACHE_NAME];
+	_Atomic uint32_t objcache_name_seq[SPANHEAP_OBJCACHE_SLOTS];
 	/* The last large frees (spanheap_freed.c); the next entry to write,
 	 * under heap->lock. */
 	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];

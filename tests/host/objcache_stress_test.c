@@ -290,3 +290,66 @@ KTEST(objcache_stress, the_first_and_last_caches_come_and_go_on_two_cpus)
 	spanheap_check(&sh);
 	sh_heap_release(&heap);
 }
+
+/* One thread makes and destroys a cache in slot 0 over and over, named
+ * all 'a's and all 'b's by turns, while another reads slot 0's owner
+ * name with no lock, as a report does: it must read one whole name or
+ * the other (or none yet, or "?"), never a mix that no cache had. */
+struct name_churn {
+	int id;
+	unsigned torn;
+};
+static _Atomic int renaming;
+
+/* Whether n is one whole name of the two, none yet, or "?" (a slot that
+ * kept changing while read: no name, rather than a wrong one). */
+static bool one_name(const char *n)
+{
+	if (n[0] == '?' && n[1] == '\0')
+		return true;
+	for (size_t i = 0; i < OBJCACHE_NAME_MAX; i++)
+		if (n[i] != n[0])
+			return false;
+	return n[0] == '\0' || n[0] == 'a' || n[0] == 'b';
+}
+
+static void name_churn(void *arg)
+{
+	struct name_churn *a = arg;
+	mm_port_set_cpu((unsigned)a->id);
+	char names[2][OBJCACHE_NAME_MAX + 1];
+	for (int k = 0; k < 2; k++) {
+		for (size_t i = 0; i < OBJCACHE_NAME_MAX; i++)
+			names[k][i] = (char)('a' + k);
+		names[k][OBJCACHE_NAME_MAX] = '\0';
+	}
+	if (a->id == 0) {
+		for (int i = 0; i < 20000; i++) {
+			struct objcache *c =
+			        objcache_create(&sh, names[i & 1], 64, 0);
+			a->torn += !c || !objcache_destroy(c);
+		}
+		atomic_store(&renaming, 0);
+		return;
+	}
+	while (atomic_load(&renaming)) {
+		char n[OBJCACHE_NAME_MAX + 1];
+		objcache_owner_name(&sh, 1, n);
+		a->torn += !one_name(n);
+	}
+}
+
+KTEST(objcache_stress, a_slots_name_is_read_whole_while_the_slot_is_reused)
+{
+	KASSERT(heap_make(false, false));
+	atomic_store(&renaming, 1);
+	struct name_churn args[2] = {{.id = 0}, {.id = 1}};
+	struct mm_thread *t[2];
+	KASSERT(start_all(t, 2, name_churn, args, sizeof(args[0])));
+	join_all(t, 2);
+	mm_port_set_cpu(0);
+	KEXPECT_EQ(args[0].torn, 0);
+	KEXPECT_EQ(args[1].torn, 0);
+	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
+	sh_heap_release(&heap);
+}
