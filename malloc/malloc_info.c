@@ -58,7 +58,6 @@ static void info_read(struct info *in)
 	mm_malloc_leave(held);
 	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages) *
 	            MM_PAGE_SIZE;
-	in->in_use = st.bytes_in_use < in->arena ? st.bytes_in_use : in->arena;
 	in->max = st.heap.grown_pages * MM_PAGE_SIZE;
 	/* A class's free objects include those in its magazines. */
 	in->free_objects = in->cached_objects = in->cached_bytes = 0;
@@ -71,6 +70,14 @@ static void info_read(struct info *in)
 		in->cached_objects += cached;
 		in->cached_bytes += cached * cs->size;
 	}
+	/* Clamped so that a release between the walk and the heap's totals
+	 * leaves fordblks, the arena less the bytes in use, neither wrapped
+	 * nor below the cached bytes it holds (fsmblks; until a review it
+	 * could be 0 beside them). */
+	if (in->cached_bytes > in->arena)
+		in->cached_bytes = in->arena;
+	size_t room = in->arena - in->cached_bytes;
+	in->in_use = st.bytes_in_use < room ? st.bytes_in_use : room;
 	in->guard_slots = st.guard_slots;
 	in->guard_live = st.guard_live;
 	in->guard_allocs = st.guard_allocs;
@@ -129,34 +136,37 @@ API void malloc_stats(void)
 	errno = saved_errno;
 }
 
-/* glibc's XML (version 1): one heap, its totals, the process's totals.
- * Returns 0, or EINVAL for options other than 0 with errno untouched, as
- * glibc 2.36 does (its manual page says -1 and errno EINVAL; until a
- * review this did that). */
+/* glibc's XML (version 1): one heap, its totals, the process's totals,
+ * each in glibc's order (the process's has mmap's line between the
+ * blocks and the system sizes: tools read them by position; until a
+ * review it came last). Returns 0, or EINVAL for options other than 0
+ * with errno untouched, as glibc 2.36 does (its manual page says -1 and
+ * errno EINVAL; until a review this did that). */
 API int malloc_info(int options, FILE *fp)
 {
 	if (options != 0)
 		return EINVAL;
 	struct info in;
 	info_read(&in);
-	char totals[512];
-	snprintf(totals, sizeof(totals),
+	char blocks[192], system[320];
+	snprintf(blocks, sizeof(blocks),
 	         "<total type=\"fast\" count=\"%zu\" size=\"%zu\"/>\n"
-	         "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
+	         "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n",
+	         in.cached_objects, in.cached_bytes, in.free_objects,
+	         in.arena - in.in_use > in.cached_bytes
+	                 ? in.arena - in.in_use - in.cached_bytes
+	                 : 0);
+	snprintf(system, sizeof(system),
 	         "<system type=\"current\" size=\"%zu\"/>\n"
 	         "<system type=\"max\" size=\"%zu\"/>\n"
 	         "<aspace type=\"total\" size=\"%zu\"/>\n"
 	         "<aspace type=\"mprotect\" size=\"%zu\"/>\n",
-	         in.cached_objects, in.cached_bytes, in.free_objects,
-	         in.arena - in.in_use > in.cached_bytes
-	                 ? in.arena - in.in_use - in.cached_bytes
-	                 : 0,
 	         in.arena, in.max, in.arena, in.arena);
 	fprintf(fp,
 	        "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n</sizes>\n"
-	        "%s</heap>\n%s<total type=\"mmap\" count=\"0\" size=\"0\"/>\n"
-	        "</malloc>\n",
-	        totals, totals);
+	        "%s%s</heap>\n%s<total type=\"mmap\" count=\"0\" size=\"0\"/>\n"
+	        "%s</malloc>\n",
+	        blocks, system, blocks, system);
 	return 0;
 }
 

@@ -176,10 +176,18 @@ static void in_stats_window(enum mm_malloc_hook_point where)
  * what it counted, and the bytes in use are clamped to the arena, so
  * that fordblks (the arena less them) does not wrap. Without the clamp
  * uordblks was 64 MiB in a few MiB of arena, and fordblks near 2^64.
+ * The cached objects' bytes (fsmblks, read before the release: this
+ * thread's magazine filled first) are part of fordblks, as glibc's are,
+ * so never more than it: once they were, with fordblks 0.
  */
 int stats_overtaken_by_release(void)
 {
 	pthread_t t;
+	static void *small[32];
+	for (int i = 0; i < 32; i++)
+		small[i] = malloc(64);
+	for (int i = 0; i < 32; i++)
+		free(small[i]);
 	stats_big = malloc(64 << 20);
 	if (!stats_big || !memset(stats_big, 1, 64 << 20) ||
 	    pthread_create(&t, NULL, free_and_trim, NULL) != 0)
@@ -195,11 +203,12 @@ int stats_overtaken_by_release(void)
 		        atomic_load(&stats_step));
 		return 2;
 	}
-	if (m.uordblks > m.arena || m.fordblks != m.arena - m.uordblks) {
+	if (m.uordblks > m.arena || m.fordblks != m.arena - m.uordblks ||
+	    m.fsmblks > m.fordblks) {
 		fprintf(stderr,
 		        "mallinfo2 overtaken by a release: arena %zu, "
-		        "uordblks %zu, fordblks %zu",
-		        m.arena, m.uordblks, m.fordblks);
+		        "uordblks %zu, fordblks %zu, fsmblks %zu",
+		        m.arena, m.uordblks, m.fordblks, m.fsmblks);
 		return 1;
 	}
 	return 0;
