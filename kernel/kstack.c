@@ -192,15 +192,16 @@ bool kstack_is_own_guard(uintptr_t va, uintptr_t sp)
 {
 	if (!kstack_is_guard(va))
 		return false;
+	/* The boot stack's guard lies below its bounds, and RSP may be in
+	 * it already. */
 	if (va >= (uintptr_t)__boot_stack_guard &&
 	    va < (uintptr_t)__boot_stack_bottom)
 		return sp >= (uintptr_t)__boot_stack_guard &&
 		       sp < (uintptr_t)__boot_stack_top;
-	/* A region stack's guard is the unmapped bottom of its slot. */
-	return sp >= KSTACK_REGION_BASE &&
-	       sp - KSTACK_REGION_BASE < KSTACK_REGION_SIZE &&
-	       (va - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE ==
-	               (sp - KSTACK_REGION_BASE) / KSTACK_SLOT_SIZE;
+	/* A region stack's guard is the unmapped bottom of its slot, which
+	 * kstack_bounds gives whole. */
+	uintptr_t lo, hi;
+	return kstack_bounds(sp, &lo, &hi) && va >= lo && va < hi;
 }
 
 bool kstack_bounds(uintptr_t sp, uintptr_t *lo, uintptr_t *hi)
