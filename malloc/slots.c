@@ -282,21 +282,26 @@ static void heaps_make(void)
 		hc.arena_bytes = a;
 		paged = mheap_init(&mm_malloc_heap, &hc);
 	}
+	/* The span heap's lines at its set-up are failures, each naming
+	 * its cause: said even when MM_MALLOC_VERBOSE is off. */
+	mm_malloc_log_here(true);
 	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
 	if (paged && !ok && sc.guard_slots) {
 		/* The pool is a debugging aid: the program runs without it
 		 * rather than not at all (spanheap_init kept nothing). */
-		mm_malloc_log_here(true);
-		mm_log("MM_MALLOC_GUARD: no address space for the guarded "
-		       "pool; running without it");
-		mm_malloc_log_here(false);
+		mm_log("MM_MALLOC_GUARD: the guarded pool cannot be set up "
+		       "(the line before says why); running without it");
 		mm_malloc_guard_config(&sc, 0);
 		ok = spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
 	}
-	if (!ok)
+	mm_malloc_log_here(false);
+	if (!paged)
 		mm_panic("cannot set up the heap (no address space for an "
 		         "arena of %zu MiB, the smallest tried?)",
 		         hc.arena_bytes >> 20);
+	if (!ok)
+		mm_panic("cannot set up the span heap (the line before says "
+		         "why)");
 }
 
 /* Waits for another thread's set-up of the heap to end. */

@@ -324,6 +324,7 @@ static const struct scenario scenarios[] = {
         {"errno-at-start", scenario_errno_at_start},
         {"rt-fork", scenario_rt_fork},
         {"rt-guard-trim", scenario_rt_guard_trim},
+        {"guard-no-room", scenario_guard_no_room},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

@@ -36,6 +36,7 @@ int scenario_background_signals(void);
 int scenario_background_after_forks(void);
 int scenario_background_cancel_in_fork(void);
 int seccomp_filter_one(int nr, uint32_t action, unsigned flags);
+int scenario_guard_no_room(void); /* malloc_api_seccomp.c */
 int scenario_background_failed_starts(void);
 int scenario_background_at_threshold(void);
 int scenario_background_initfirst(void);

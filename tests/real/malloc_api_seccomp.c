@@ -8,7 +8,9 @@
  * The filter hands each tgkill to a supervisor thread of the same process
  * (SECCOMP_RET_USER_NOTIF), which counts it and fails it with EPERM: an
  * exact count of the calls, told by the kernel, with no timing and no
- * tracer.
+ * tracer. Two more filters: one refuses membarrier once it was
+ * registered; one refuses the guarded pool's reservation, as an address
+ * space with no room for it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -204,4 +207,82 @@ static void membarrier_refused_child(void)
 const char *test_membarrier_refused_later(void)
 {
 	return child_passes(membarrier_refused_child);
+}
+
+/* The guarded pool's reservation (malloc/guard.c: 64 slots, each a page
+ * and its guard page, and a guard page below the first): what
+ * mm_port_reserve asks mmap for. */
+enum { GUARD_POOL_BYTES = (2 * 64 + 1) * 4096 };
+
+/* Fails with ENOMEM every PROT_NONE mmap of the pool's length, as an
+ * address space too full for it would: 0, or -1. */
+static int refuse_guard_reserve(void)
+{
+	struct sock_filter code[] = {
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, arch)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, nr)),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 7),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, args[1])),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, GUARD_POOL_BYTES, 0, 5),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, args[1]) + 4),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, args[2])),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_NONE, 0, 1),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOMEM),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {
+	        .len = sizeof(code) / sizeof(code[0]),
+	        .filter = code,
+	};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+/* A fresh process (MM_MALLOC_GUARD=1) whose first allocation sets the
+ * heap up with no room for the guarded pool: 0 if its allocations
+ * work. */
+int scenario_guard_no_room(void)
+{
+	if (refuse_guard_reserve() != 0) {
+		fprintf(stderr, "cannot install the filter (errno %d)", errno);
+		return 2;
+	}
+	for (int i = 0; i < 1000; i++) {
+		char *p = malloc(100);
+		if (!p)
+			return 1;
+		memset(p, 1, 100);
+		free(p);
+	}
+	return 0;
+}
+
+/* The pool is a debugging aid: with no address space for it the program
+ * runs without it, told why: the heap's line names the cause, the
+ * library's says what it does (until a review its line claimed "no
+ * address space" whatever the heap's cause). */
+const char *test_guard_no_room(void)
+{
+	char out[4096];
+	int st = run_with("guard-no-room", "MM_MALLOC_GUARD", "1", out,
+	                  sizeof(out));
+	const char *cause = strstr(out, "mm_malloc: spanheap: no address space "
+	                                "for the guarded pool (64 slots)\n");
+	const char *what = strstr(out, "mm_malloc: MM_MALLOC_GUARD: the "
+	                               "guarded pool cannot be set up (the "
+	                               "line before says why); running "
+	                               "without it\n");
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && cause && what &&
+	              cause < what,
+	      "status %#x, stderr '%s'", st, out);
+	return NULL;
 }

@@ -299,6 +299,7 @@ static const struct {
         {"guard_own_handler", test_guard_own_handler},
         {"guard_dispositions", test_guard_dispositions},
         {"guard_stats", test_guard_stats},
+        {"guard_no_room", test_guard_no_room},
         {"rt_fork", test_rt_fork},
         {"rt_guard_trim", test_rt_guard_trim},
 };

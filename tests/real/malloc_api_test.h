@@ -18,7 +18,8 @@
  *   malloc_api_late.c    threads that share a slot from their last key
  *                        round
  *   malloc_api_seccomp.c claims under a seccomp filter that refuses
- *                        tgkill(2), the probe of a slot's threads
+ *                        tgkill(2), the probe of a slot's threads, or
+ *                        membarrier; a guarded pool with no room
  *   malloc_api_glibc.c   glibc's __libc_ names, mallinfo2,
  *                        malloc_stats and malloc_info
  *   malloc_api_fresh.c   the background threads and the scenarios that
@@ -186,6 +187,7 @@ const char *test_guard_other_signals(void);
 const char *test_guard_own_handler(void);
 const char *test_guard_dispositions(void);
 const char *test_guard_stats(void);
+const char *test_guard_no_room(void);
 
 #include "malloc_api_scenarios.h"
 
