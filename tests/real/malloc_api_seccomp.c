@@ -35,6 +35,17 @@ enum { SLOTS = 63, SHARERS = 4 };
 
 static atomic_uint tgkills;
 
+/* Installs the len instructions of code as a filter on this thread (and
+ * the threads it starts later); seccomp(2)'s result, or -1. */
+static int filter_install(struct sock_filter *code, unsigned short len,
+                          unsigned flags)
+{
+	struct sock_fprog prog = {.len = len, .filter = code};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
 /* Installs on this thread (and the threads it starts later) a filter
  * that answers syscall nr with action and allows every other call;
  * returns seccomp(2)'s result (with SECCOMP_FILTER_FLAG_NEW_LISTENER in
@@ -52,13 +63,7 @@ int seccomp_filter_one(int nr, uint32_t action, unsigned flags)
 	        BPF_STMT(BPF_RET | BPF_K, action),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {
-	        .len = sizeof(code) / sizeof(code[0]),
-	        .filter = code,
-	};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+	return filter_install(code, sizeof(code) / sizeof(code[0]), flags);
 }
 
 /* The filter that sends each tgkill to the supervisor; its notification
@@ -238,13 +243,7 @@ static int refuse_guard_reserve(void)
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOMEM),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {
-	        .len = sizeof(code) / sizeof(code[0]),
-	        .filter = code,
-	};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+	return filter_install(code, sizeof(code) / sizeof(code[0]), 0);
 }
 
 /* A fresh process (MM_MALLOC_GUARD=1) whose first allocation sets the
