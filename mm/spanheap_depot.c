@@ -121,8 +121,8 @@ static bool chunk_make(struct spanheap_depot *d, struct mheap *heap, uint32_t h,
 	            at, &none, c, memory_order_acq_rel, memory_order_acquire))
 		atomic_fetch_add_explicit(&d->pages, SPANHEAP_DEPOT_CHUNK_PAGES,
 		                          memory_order_relaxed);
-	else
-		mheap_free_pages(heap, c, SPANHEAP_DEPOT_CHUNK_PAGES);
+	else /* as the span heap's own pages go back: free, no mark */
+		spanheap_pages_put(heap, c, SPANHEAP_DEPOT_CHUNK_PAGES);
 	return true;
 }
 

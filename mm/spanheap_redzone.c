@@ -107,8 +107,10 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
 
 void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls)
 {
+	/* As the span heap's own pages go back: a stray pointer into them
+	 * is one into free pages, not into page-heap memory. */
 	if (rz)
-		mheap_free_pages(sh->heap, rz, table_pages(sh, cls));
+		spanheap_pages_put(sh->heap, rz, table_pages(sh, cls));
 }
 
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)

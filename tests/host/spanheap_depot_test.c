@@ -4,8 +4,9 @@
  * stack back; thousands of stacks share the hash table's chains; a depot
  * with no memory for a chunk, or full, keeps no stack (said once) and
  * keeps the next one when there is room; four threads saving the same
- * stacks at once agree on every handle (under ThreadSanitizer too); and
- * a poison span's side table takes 32 bytes of records an object.
+ * stacks at once agree on every handle (under ThreadSanitizer too); a
+ * chunk that lost the race to be made goes back as free pages; and a
+ * poison span's side table takes 32 bytes of records an object.
  */
 #include <stdint.h>
 #include <string.h>
@@ -230,5 +231,63 @@ KTEST(spanheap_depot, a_spans_records_take_32_bytes_an_object)
 	KEXPECT_EQ(sh_in_use_pages(&heap) - sh_kept_pages(&sh) - before,
 	           ci->npages + (table + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
 	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
+
+/* The growth's hook: once, a save of another stack, which takes the first
+ * pages of the chunk just grown for its own depot chunk. */
+static _Atomic bool other_saved;
+static uint32_t other_handle;
+
+static void save_meanwhile(struct mheap *h, enum mheap_hook_point where)
+{
+	(void)h;
+	if (where == MHEAP_HOOK_GROW_COMMITTED &&
+	    !atomic_exchange(&other_saved, true))
+		other_handle = save(8, 3);
+}
+
+/*
+ * Two saves make the same chunk at once (one in the growth the other's
+ * chunk needed): the loser's pages go back as any page the span heap took
+ * for itself does (spanheap_pages_put), free in the span table. Until a
+ * review they kept the page heap's mark, and a stray pointer there was
+ * told as page-heap memory used through the object API.
+ */
+KTEST(spanheap_depot, a_chunk_that_lost_its_race_is_free_pages)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	KASSERT(sh.track && !atomic_load(&sh.depot.chunks[0]));
+	/* The grown chunks' free pages taken: the first save grows. */
+	int n = 0;
+	for (size_t pages = PALLOC_CHUNK_PAGES; pages; pages /= 2)
+		while (n < 64 && (fill[n] = mheap_alloc_pages(
+		                          &heap, pages, MHEAP_NO_GROW)) != NULL)
+			sizes[n++] = pages;
+	KASSERT(n < 64);
+	atomic_store(&other_saved, false);
+	mheap_test_hook = save_meanwhile;
+	uint32_t h = save(7, 3);
+	mheap_test_hook = NULL;
+	KEXPECT(atomic_load(&other_saved));
+	KEXPECT(h && other_handle && h != other_handle && gives(h, 7, 3) &&
+	        gives(other_handle, 8, 3));
+	/* The winner's chunk is the first of the new chunk's pages, the
+	 * loser's the run after it, freed. */
+	char *won = (char *)atomic_load(&sh.depot.chunks[0]);
+	KASSERT(won);
+	char *lost = won + SPANHEAP_DEPOT_CHUNK_PAGES * MM_PAGE_SIZE;
+	KEXPECT(mheap_span_lookup(&heap, (uintptr_t)lost) == NULL);
+	struct spanheap_where w;
+	spanheap_where(&sh, lost, &w);
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
+	EXPECT_MISUSE(spanheap_free(&sh, lost), "in no span", lost);
+	/* Free in the page heap: the loser's, given back. */
+	void *again = mheap_alloc_pages(&heap, SPANHEAP_DEPOT_CHUNK_PAGES,
+	                                MHEAP_NO_GROW);
+	KEXPECT(again == lost);
+	if (again)
+		mheap_free_pages(&heap, again, SPANHEAP_DEPOT_CHUNK_PAGES);
+	arena_unfill(n);
 	sh_heap_release(&heap);
 }

@@ -381,3 +381,33 @@ KTEST(spanheap_redzone, a_table_after_a_reclaim)
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
+
+/*
+ * A span's side table goes back with the span as any page the span heap
+ * took for itself does (spanheap_pages_put): its pages are free, and a
+ * stray pointer into them is told as one into free pages, as the span's
+ * own are. Until a review the table's pages kept the page heap's mark,
+ * and a free of such a pointer (a double free of an object whose pages
+ * held a table since) blamed page-heap memory used through the object
+ * API.
+ */
+KTEST(spanheap_redzone, a_freed_table_is_free_pages)
+{
+	KASSERT(poison_heap());
+	char *y = spanheap_alloc(&sh, 40, 0);
+	KASSERT(y);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)y);
+	KASSERT(mheap_span_is_span(s) && s->redzone);
+	char *t = s->redzone;
+	spanheap_free(&sh, y);
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	KASSERT(mheap_span_lookup(&heap, (uintptr_t)y) == NULL); /* freed */
+	struct spanheap_where w;
+	spanheap_where(&sh, y, &w);
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
+	spanheap_where(&sh, t, &w);
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
+	EXPECT_MISUSE(spanheap_free(&sh, t), "in no span", t);
+	sh_heap_release(&heap);
+}
