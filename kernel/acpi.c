@@ -94,7 +94,8 @@ static uintptr_t window_find(uint64_t first, uint64_t npages)
 	return 0;
 }
 
-/* acpi_map_window; when the window has no room left, *why says so. */
+/* acpi_map_window; when the window has no room left, or no page table
+ * for it can be had, *why says so (not a malformed table). */
 static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 {
 	if (len == 0 || pa + len < pa || !described(pa, pa + len))
@@ -114,6 +115,8 @@ static const void *map_window(uint64_t pa, uint32_t len, const char **why)
 		                VM_READ) != 0) {
 			while (i--)
 				vm_unmap_page(va + i * PAGE_SIZE, NULL);
+			*why = "no frame for a page table of the kernel's ACPI "
+			       "window";
 			return NULL;
 		}
 	}
