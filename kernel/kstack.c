@@ -172,6 +172,51 @@ void kstack_free_local(const struct kstack *s)
 	free_stack(s, false);
 }
 
+/* The pages of slot's 64 KiB mapped, as a bit mask (bit i: the page i
+ * pages above the slot's base, which is the guard's). */
+static unsigned slot_mapped(unsigned long slot)
+{
+	uintptr_t base = KSTACK_REGION_BASE + slot * KSTACK_SLOT_SIZE;
+	unsigned mapped = 0;
+	for (unsigned i = 0; i < KSTACK_SLOT_SIZE / PAGE_SIZE; i++)
+		if (vm_translate(base + i * PAGE_SIZE, NULL, NULL))
+			mapped |= 1u << i;
+	return mapped;
+}
+
+void kstack_check(void)
+{
+	const unsigned all = (unsigned)(KSTACK_SLOT_SIZE / PAGE_SIZE);
+	for (unsigned long slot = 0; slot < KSTACK_SLOTS; slot++) {
+		unsigned long irq = spin_lock_irqsave(&kstack_lock);
+		bool used = slot_used[slot / 64] & (1ull << (slot % 64));
+		unsigned npages = slot_npages[slot];
+		spin_unlock_irqrestore(&kstack_lock, irq);
+		unsigned long base =
+		        KSTACK_REGION_BASE + slot * KSTACK_SLOT_SIZE;
+		unsigned got = slot_mapped(slot);
+		if (!used && got)
+			panic("kstack_check: slot %lu (0x%lx) is free, but its "
+			      "pages %#x are mapped (bit i: i pages above the "
+			      "slot's base; a free that left them, or a stack "
+			      "made in a slot it did not take?)",
+			      slot, base, got);
+		if (!used)
+			continue;
+		/* The stack is the top npages pages; the guard and the
+		 * rest below stay unmapped. */
+		unsigned want = npages == 0 || npages >= all
+		                        ? ~0u
+		                        : ((1u << all) - 1) &
+		                                  ~((1u << (all - npages)) - 1);
+		if (got != want)
+			panic("kstack_check: slot %lu (0x%lx) holds a stack of "
+			      "%u pages, but its mapped pages are %#x, not %#x "
+			      "(bit i: i pages above the slot's base)",
+			      slot, base, npages, got, want);
+	}
+}
+
 bool kstack_is_guard(uintptr_t va)
 {
 	if (va >= (uintptr_t)__boot_stack_guard &&

@@ -38,6 +38,14 @@ void kstack_free(const struct kstack *s);
  * it). Any context. The same checks. */
 void kstack_free_local(const struct kstack *s);
 
+/* Panics, naming the slot, unless every slot's pages agree with its
+ * state: a free slot has none mapped; a used one exactly the npages
+ * below its top that its stack was made with (its guard and the rest
+ * below unmapped). Meaningful only while no stack is made or freed (their
+ * pages change outside the lock), as after a test's threads are joined.
+ * Thread context. */
+void kstack_check(void);
+
 /* True when va lies in the guard page of a kernel stack (the boot stack's
  * included): a fault there is a stack overflow. Any context, takes no lock
  * (the fault handler asks). */

@@ -86,6 +86,21 @@ KTEST(demo, kstack_free_twice)
 	kstack_free(&b);
 }
 
+/* A page mapped into a free slot (as a free that left one would leave
+ * it): kstack_check must panic naming the slot and the page, not pass. */
+KTEST(demo, kstack_check_finds_a_page_in_a_free_slot)
+{
+	struct kstack s;
+	KASSERT(kstack_alloc(2, &s));
+	kstack_free(&s);
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KASSERT(vm_map_page(s.bottom, pa, VM_WRITE) == 0);
+	kstack_check();
+	ktest_fail_at(__FILE__, __LINE__,
+	              "kstack_check passed a free slot with a mapped page");
+}
+
 /* A struct kstack whose bottom is off a page boundary: the free must
  * refuse it, not unmap a page too few and lose that frame. */
 KTEST(demo, kstack_free_of_a_bent_stack)
