@@ -92,9 +92,14 @@ static void report(const char *prefix, const char *fmt, va_list ap)
 void mm_panic(const char *fmt, ...)
 {
 	/* One thread reports; another that panics meanwhile waits for the
-	 * abort rather than interleaving its lines. */
-	static atomic_bool panicking;
-	if (atomic_exchange(&panicking, true)) {
+	 * abort rather than interleaving its lines. The reporter's own
+	 * nested panic (a signal handler's misuse inside the report)
+	 * reports too and aborts: the abort it would wait for is its own
+	 * (until a review it paused for ever, maybe with no line out). */
+	static atomic_long panicking; /* the reporter's thread id, or 0 */
+	long none = 0, self = syscall(SYS_gettid);
+	if (!atomic_compare_exchange_strong(&panicking, &none, self) &&
+	    none != self) {
 		mm_malloc_hook(MM_MALLOC_HOOK_PANIC_WAITS);
 		for (;;)
 			pause();

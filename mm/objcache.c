@@ -361,8 +361,10 @@ bool objcache_destroy(struct objcache *c)
 	if (!c)
 		return true;
 	spanheap_assert_can_sleep("objcache_destroy");
-	struct spanheap *sh = c->sh;
-	if (!linked(sh, c))
+	/* The slot before c->sh, which a destroyed struct's poison (in
+	 * poison mode) makes no heap's address (review). */
+	struct spanheap *sh = c->slot < SLOT_DESTROYED ? c->sh : NULL;
+	if (!sh || !linked(sh, c))
 		mm_panic("objcache: destroy of %p: no cache of the heap's (a "
 		         "cache destroyed already?)",
 		         (void *)c);

@@ -129,8 +129,11 @@ objcache_count(struct objcache *c, int64_t d)
  * call. Contexts as spanheap_alloc's with those flags. */
 static inline void *objcache_alloc(struct objcache *c, unsigned flags)
 {
+	/* A class out of range (0, or a destroyed cache's struct filled
+	 * with poison by its free) goes out of line, which panics for a
+	 * destroyed cache; the poison was taken for a class (review). */
 	if (__builtin_expect(
-	            !c->fast_class ||
+	            c->fast_class - 1u >= SC_NCLASSES - 1u ||
 	                    (flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)),
 	            0))
 		return objcache_alloc_slow(c, flags);
@@ -150,7 +153,12 @@ static inline void objcache_free(struct objcache *c, void *p)
 {
 	if (!p)
 		return;
-	if (__builtin_expect(!spanheap_free_class(c->sh, p, c->free_class), 0))
+	/* NO_CLASS or past it (poison, as above): spanheap_free_class
+	 * would refuse it, through c->sh, which may be poison too. */
+	if (__builtin_expect(
+	            c->free_class >= OBJCACHE_NO_CLASS ||
+	                    !spanheap_free_class(c->sh, p, c->free_class),
+	            0))
 		objcache_free_slow(c, p);
 	objcache_count(c, -1);
 }

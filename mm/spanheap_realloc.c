@@ -66,10 +66,12 @@ static bool handed_out_since_fold(struct mspan *s, uint32_t idx)
 
 /* A call (op: "realloc", "usable size") given object idx of s that
  * carries its free marker, or that was never handed out: as
- * spanheap_free_refused (below) says for a free. */
+ * spanheap_free_refused (below) says for a free, the object's records
+ * first (until a review a use after free's panic came without them). */
 __attribute__((noreturn, noinline)) static void
 use_refused(const char *op, struct mspan *s, uint32_t idx, uintptr_t a)
 {
+	spanheap_track_report(s, a);
 	if (handed_out_since_fold(s, idx))
 		mm_panic("spanheap: %s of an object already freed (a use after "
 		         "free?): pointer %p, span [%#lx, +%u pages), size "

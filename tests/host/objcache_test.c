@@ -145,6 +145,31 @@ KTEST(objcache, destroying_a_destroyed_cache_panics_saying_so)
 	sh_heap_release(&heap);
 }
 
+/* The same in poison mode, where the free of the destroyed struct fills
+ * its fields with the poison: each call still panics saying
+ * "destroyed", not a fault on the poison taken for the cache's heap
+ * (until a review the inline paths read the poison as a class and the
+ * heap's address, and followed it). */
+KTEST(objcache, a_destroyed_caches_calls_panic_saying_so_in_poison_mode)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	mm_port_set_quiet(true);
+	struct objcache *a = objcache_create(&sh, "a", 16, 0);
+	struct objcache *b = objcache_create(&sh, "b", 16, 0);
+	KASSERT(a && b);
+	KEXPECT(objcache_destroy(a));
+	void *volatile p = objcache_alloc(b, 0);
+	KASSERT(p);
+	SH_EXPECT_PANIC(objcache_alloc(a, 0), "destroyed");
+	SH_EXPECT_PANIC(objcache_free(a, p), "destroyed");
+	SH_EXPECT_PANIC(objcache_destroy(a), "destroyed already");
+	objcache_free(b, p);
+	KEXPECT(objcache_destroy(b));
+	mm_port_set_quiet(false);
+	SH_CHECK(&sh, "after the destroyed cache's calls");
+	sh_heap_release(&heap);
+}
+
 /* True if objcache_create(name, size, align) is refused with a line
  * holding why. */
 /* Bytes of objects sh has out, all classes. */

@@ -3,9 +3,10 @@
  * object's last allocation and last free, with the time, the CPU and the
  * stack, read back through spanheap_object_tracks and printed before the
  * panic of every report of the object (a double free, a write past its
- * end, a write after its free, an interior pointer). The functions that
- * allocate and free here are kept out of line, so that their return
- * addresses must appear in the stacks recorded. Outside poison mode, for
+ * end, a write after its free, an interior pointer, a realloc or usable
+ * size of it freed). The functions that allocate and free here are kept
+ * out of line, so that their return addresses must appear in the stacks
+ * recorded. Outside poison mode, for
  * a large object and for a pointer outside the heap, nothing is recorded.
  */
 #include <stdint.h>
@@ -153,6 +154,34 @@ KTEST(spanheap_track, a_double_free_report_names_both_calls)
 	KEXPECT(lf && line_names(lf, f.pc[fi]));
 	if (!la || !lf)
 		ktest_fail_at(__FILE__, __LINE__, "log: %s", log);
+	sh_heap_release(&heap);
+}
+
+/* A use after free through realloc or usable size: the free the
+ * report is about is named as a double free's is (until a review the
+ * panic came with no records). */
+KTEST(spanheap_track, a_use_after_free_report_names_both_calls)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	char *p = track_alloc_here(100);
+	KASSERT(p);
+	track_free_here(p);
+	struct spanheap_track a, f;
+	KASSERT(spanheap_object_tracks(&sh, p, &a, &f));
+	int ai = pc_in(&a, (void *)track_alloc_here);
+	int fi = pc_in(&f, (void *)track_free_here);
+	KASSERT(ai >= 0 && fi >= 0);
+	PANIC_LOGGED(spanheap_realloc(&sh, p, 200, 0),
+	             "realloc of an object already freed");
+	const char *la = line_of(log, p, "last allocated on CPU 0");
+	const char *lf = line_of(log, p, "last freed on CPU 0");
+	KEXPECT(la && line_names(la, a.pc[ai]));
+	KEXPECT(lf && line_names(lf, f.pc[fi]));
+	if (!la || !lf)
+		ktest_fail_at(__FILE__, __LINE__, "log: %s", log);
+	PANIC_LOGGED(spanheap_usable_size(&sh, p),
+	             "usable size of an object already freed");
+	KEXPECT(line_of(log, p, "last freed on CPU 0"));
 	sh_heap_release(&heap);
 }
 

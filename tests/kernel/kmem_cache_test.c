@@ -9,7 +9,8 @@
  * alloctraces takes a cache's name and lists its own objects alone (poison
  * mode, where a refused destroy lists them too). The wrong cache's free,
  * and in poison mode one of the same class and a kfree of a cache's
- * object, are demos (KTEST_FAIL_DEMO), checked by the harness.
+ * object and an allocation from a destroyed cache, are demos
+ * (KTEST_FAIL_DEMO), checked by the harness.
  */
 #include <stdatomic.h>
 
@@ -385,5 +386,15 @@ KTEST(demo, kfree_of_a_kmem_cache_object)
 	void *p = kmem_cache_alloc(a, 0);
 	ktest_diag("kfree of %p", p);
 	kfree(p);
+}
+
+/* mm.debug_poison: an allocation from a destroyed cache, whose struct
+ * its destroy freed (and the free filled with poison). */
+KTEST(demo, kmem_cache_alloc_from_a_destroyed_cache)
+{
+	struct objcache *a = kmem_cache_create("demo-gone", 40, 0);
+	KASSERT(a && kmem_cache_destroy(a));
+	ktest_diag("kfree of %p (the cache's struct, by its destroy)", a);
+	kmem_cache_alloc(a, 0);
 }
 #endif

@@ -5,7 +5,8 @@
  * (MM_MALLOC_HOOK_ALONE_COUNTED, after the thread count is read), of
  * malloc_trim from a signal handler inside a call and of a report whose
  * walk a release overtakes (malloc_info.c), and of a second thread's
- * panic during the first's (port_prod.c, mm_panic).
+ * panic during the first's and of a panic inside a panic on one thread
+ * (port_prod.c, mm_panic).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -297,6 +298,88 @@ int second_panic_waits(void)
 		        "two threads panicking: status %#x, want SIGABRT "
 		        "and one report naming %s; stderr: %s",
 		        st, first, out);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- A panic inside a panic, on one thread ----------------------------- */
+
+static int outer_bad, inner_bad; /* statics: free() of either panics */
+static atomic_bool inner_armed = true;
+
+/* The nested panic's thread is the one whose panic waits for its own
+ * abort: it would wait for ever. Said, and the child ends with 4. */
+static void waits_for_itself(enum mm_malloc_hook_point where)
+{
+	static const char msg[] = "the nested panic waits for its own "
+	                          "thread's abort\n";
+	if (where == MM_MALLOC_HOOK_PANIC_REPORTED &&
+	    atomic_exchange(&inner_armed, false))
+		raise(SIGUSR1); /* its handler panics on this thread */
+	else if (where == MM_MALLOC_HOOK_PANIC_WAITS) {
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			_exit(5);
+		_exit(4);
+	}
+}
+
+static void free_inner(int sig)
+{
+	(void)sig;
+	free(&inner_bad);
+}
+
+/* In a child whose stderr is the pipe's end out: a free of a static
+ * panics; inside that panic, a signal handler's free of another. */
+static void nested_panic(int out)
+{
+	dup2(out, 2);
+	alarm(120); /* as two_panics */
+	signal(SIGUSR1, free_inner);
+	mm_malloc_test_hook = waits_for_itself;
+	free(&outer_bad);
+	_exit(3);
+}
+
+/*
+ * A misuse inside the report of another on the same thread (a signal
+ * handler's) is reported too, and the process aborts:
+ * there is no other thread's abort to wait for. Until a review the
+ * nested mm_panic took the first for another thread's and paused for
+ * ever, before the first one's abort (a hang; if the signal came before
+ * the first report was written, with no line at all).
+ */
+int panic_inside_panic(void)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return 2;
+	free(malloc(16));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		nested_panic(fd[1]);
+	close(fd[1]);
+	char out[2048];
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < sizeof(out) &&
+	       (r = read(fd[0], out + n, sizeof(out) - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return 2;
+	char outer[32], inner[32];
+	snprintf(outer, sizeof(outer), "%p", (void *)&outer_bad);
+	snprintf(inner, sizeof(inner), "%p", (void *)&inner_bad);
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGABRT ||
+	    !strstr(out, outer) || !strstr(out, inner)) {
+		fprintf(stderr,
+		        "a panic inside a panic: status %#x, want SIGABRT "
+		        "and reports naming %s and %s; stderr: %s",
+		        st, outer, inner, out);
 		return 1;
 	}
 	return 0;

@@ -365,6 +365,7 @@ static const struct {
         {"stats_overtaken_by_release", stats_overtaken_by_release,
          "MM_MALLOC_BACKGROUND=0"},
         {"second_panic_waits", second_panic_waits, NULL},
+        {"panic_inside_panic", panic_inside_panic, NULL},
         {"fast_entry_backs_out_of_a_visit", fast_entry_backs_out_of_a_visit,
          "MM_MALLOC_BACKGROUND=0"},
         {"visit_passes_a_held_slot", visit_passes_a_held_slot,

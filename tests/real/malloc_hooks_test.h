@@ -88,6 +88,7 @@ int alone_without_proc(void);
 int trim_inside_call(void);
 int stats_overtaken_by_release(void);
 int second_panic_waits(void);
+int panic_inside_panic(void);
 /* malloc_hooks_nested.c: */
 int signal_in_shared_slow_hold(void);
 int signal_while_sharer_waits_in(void);
