@@ -129,9 +129,8 @@ objcache_count(struct objcache *c, int64_t d)
  * call. Contexts as spanheap_alloc's with those flags. */
 static inline void *objcache_alloc(struct objcache *c, unsigned flags)
 {
-	/* A class out of range (0, or a destroyed cache's struct filled
-	 * with poison by its free) goes out of line, which panics for a
-	 * destroyed cache; the poison was taken for a class (review). */
+	/* No class (0, or a destroyed cache's struct poisoned by its free:
+	 * until a review, taken for one) goes out of line, to its panic. */
 	if (__builtin_expect(
 	            c->fast_class - 1u >= SC_NCLASSES - 1u ||
 	                    (flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)),
