@@ -120,9 +120,11 @@ bool spanheap_freed_large_find(const struct spanheap *sh, uintptr_t a,
 void spanheap_freed_large_log(uintptr_t a, const struct spanheap_where *w)
 {
 	if (!w->freed.ns) {
-		mm_log("spanheap: %#lx: on the pages of a large object freed "
-		       "since (a use after free?), one of the heap's last %u "
-		       "large frees no more",
+		/* The mark is a free's or a shrink's: the object may
+		 * live on. */
+		mm_log("spanheap: %#lx: on pages a large object gave back "
+		       "(its free, or a realloc's shrink of it: a use after "
+		       "free?), one of the heap's last %u large frees no more",
 		       (unsigned long)a, (unsigned)SPANHEAP_FREED_LARGE_RING);
 		return;
 	}

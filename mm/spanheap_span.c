@@ -79,6 +79,36 @@ __attribute__((noreturn)) static void bad_object_op(const char *op,
 	         (unsigned)s->sizeclass, spanheap_object_bytes(s));
 }
 
+/* p is on pages a large free or a shrink marked (MHEAP_SPAN_FREED_LARGE):
+ * the object the ring remembers there, where p is in it; a second free
+ * only at its start. Until a review every such pointer was called a
+ * large span freed twice, a live object's tail that a realloc gave back
+ * too. */
+__attribute__((noreturn)) static void freed_large(struct spanheap *sh,
+                                                  const char *op, const void *p)
+{
+	struct spanheap_where w = {0};
+	if (!spanheap_freed_large_find(sh, (uintptr_t)p, &w))
+		mm_panic("spanheap: %s of %p: on pages a large object gave "
+		         "back (its free, or a realloc's shrink of it), one of "
+		         "the heap's last %u large frees no more: a large span "
+		         "freed twice, or used after its free",
+		         op, p, (unsigned)SPANHEAP_FREED_LARGE_RING);
+	if (w.span_base == w.start && w.offset == 0)
+		mm_panic("spanheap: %s of %p: a large span freed twice (or "
+		         "used after its free)",
+		         op, p);
+	if (w.span_base != w.start)
+		mm_panic("spanheap: %s of %p: in the tail [%p, +%u pages) a "
+		         "realloc gave back of the large object %p (+%u "
+		         "pages): used after the shrink",
+		         op, p, (void *)w.span_base, w.freed_pages,
+		         (void *)w.start, w.span_pages);
+	mm_panic("spanheap: %s of %p: %zu bytes into the large object %p (+%u "
+	         "pages), freed since (a stale interior pointer)",
+	         op, p, w.offset, (void *)w.start, w.span_pages);
+}
+
 /* The span table has no span for p: say what p is. */
 __attribute__((noreturn)) static void
 bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
@@ -95,12 +125,11 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 	if (entry == MHEAP_SPAN_PAGES)
 		mm_panic("spanheap: %s of %p: page-heap memory used through "
 		         "the object API (pages of mheap_alloc_pages, or the "
-		         "span heap's own: span structs, magazine slabs)",
+		         "span heap's own: span structs, magazine slabs, side "
+		         "tables, span arrays, the stack depot)",
 		         op, p);
 	if (entry == MHEAP_SPAN_FREED_LARGE)
-		mm_panic("spanheap: %s of %p: a large span freed twice (or "
-		         "used after its free)",
-		         op, p);
+		freed_large(sh, op, p);
 	mm_panic("spanheap: %s of %p: inside the heap arena but in no span "
 	         "(never allocated, or its span was freed)",
 	         op, p);

@@ -23,10 +23,11 @@ enum spanheap_where_kind {
 	 * heap, never handed out or a small span's until it was freed. */
 	SPANHEAP_WHERE_FREE_PAGES,
 	SPANHEAP_WHERE_PAGES, /* a run of mheap_alloc_pages, now or once */
-	SPANHEAP_WHERE_FREED_LARGE, /* the pages of a large object freed since
-	                             */
-	SPANHEAP_WHERE_LARGE,       /* a large object (allocated) */
-	SPANHEAP_WHERE_SMALL,       /* a span of small objects */
+	/* Pages a large object gave back: freed since, or the tail of a
+	 * realloc's shrink (the object may live on). */
+	SPANHEAP_WHERE_FREED_LARGE,
+	SPANHEAP_WHERE_LARGE, /* a large object (allocated) */
+	SPANHEAP_WHERE_SMALL, /* a span of small objects */
 	/* The guarded pool (spanheap_guard.c), outside the arena: the
 	 * object whose page (or whose guard page, the nearer one's) holds
 	 * the address; UNUSED if none ever did. */

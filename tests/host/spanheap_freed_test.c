@@ -125,6 +125,42 @@ KTEST(spanheap_freed, a_reallocs_tail_and_a_free_forgotten)
 	sh_heap_release(&heap);
 }
 
+/*
+ * A realloc's tail whose note the ring has forgotten is still pages a
+ * large object gave back, not a large object freed: the object may live
+ * on. Until a review the address was said to be on the pages of a large
+ * object freed since, and a free of it a large span freed twice, while
+ * the object was in use.
+ */
+KTEST(spanheap_freed, a_forgotten_tail_is_not_called_a_free)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *p = spanheap_alloc(&sh, 100000, 0); /* 25 pages */
+	KASSERT(p);
+	/* After p, before its shrink: none can take its tail's pages. */
+	static char *o[SPANHEAP_FREED_LARGE_RING];
+	for (int i = 0; i < SPANHEAP_FREED_LARGE_RING; i++)
+		KASSERT(o[i] = spanheap_alloc(&sh, 50000, 0));
+	KASSERT(spanheap_realloc(&sh, p, 50000, 0) == p); /* 13 pages */
+	for (int i = 0; i < SPANHEAP_FREED_LARGE_RING; i++)
+		spanheap_free(&sh, o[i]);
+	struct spanheap_where w;
+	KASSERT(spanheap_where(&sh, p + 90000, &w));
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREED_LARGE);
+	KEXPECT_EQ(w.freed.ns, 0u);
+	char log[1024];
+	where_log(p + 90000, log, sizeof(log));
+	KEXPECT(strstr(log, "a realloc's shrink") != NULL);
+	KEXPECT(strstr(log, "of a large object freed since") == NULL);
+	KEXPECT(strstr(log, "one of the heap's last 32 large frees no more"));
+	EXPECT_MISUSE(spanheap_free(&sh, p + 90000), "a realloc's shrink",
+	              p + 90000);
+	KASSERT(spanheap_where(&sh, p, &w));
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_LARGE); /* in use all along */
+	spanheap_free(&sh, p);
+	sh_heap_release(&heap);
+}
+
 /* Whether one of t's return addresses lies in free_here. */
 static bool stack_has_free_here(const struct spanheap_track *t)
 {

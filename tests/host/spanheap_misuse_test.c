@@ -258,8 +258,10 @@ KTEST(spanheap_misuse, pointer_into_a_span_tail)
 /*
  * A large object shrunk in place gives its tail pages back, and their
  * span table entries with them: a pointer into the tail is then told as
- * memory of a large span already freed, not taken for part of the span
- * (whose struct, once the span is freed and reused, could lie elsewhere).
+ * one into the tail a realloc gave back of its object, not taken for part
+ * of the span (whose struct, once the span is freed and reused, could lie
+ * elsewhere), nor called a second free of a span that is still in use
+ * (as it was until a review).
  */
 KTEST(spanheap_misuse, pointer_into_a_shrunk_large_tail)
 {
@@ -272,9 +274,43 @@ KTEST(spanheap_misuse, pointer_into_a_shrunk_large_tail)
 	for (size_t off = 0; off < (156 << 10); off += MM_PAGE_SIZE)
 		KEXPECT(mheap_span_lookup(&heap, (uintptr_t)tail + off) !=
 		        (void *)s);
-	EXPECT_MISUSE(spanheap_free(&sh, tail), "large span freed twice", tail);
+	char want[160];
+	snprintf(want, sizeof(want),
+	         "in the tail [%p, +39 pages) a realloc gave back of the large "
+	         "object %p (+64 pages): used after the shrink",
+	         (void *)tail, (void *)p);
+	EXPECT_MISUSE(spanheap_free(&sh, tail), want, tail);
+	KEXPECT(strstr(mm_port_last_panic(), "freed twice") == NULL);
+	EXPECT_MISUSE(spanheap_usable_size(&sh, tail + 100), "usable size of",
+	              tail + 100);
+	KEXPECT(strstr(mm_port_last_panic(), want) != NULL);
 	spanheap_free(&sh, p);
+	/* Freed since: its tail is still the realloc's. */
+	EXPECT_MISUSE(spanheap_free(&sh, tail), "a realloc gave back", tail);
 	SH_CHECK(&sh, "after the free");
+	sh_heap_release(&heap);
+}
+
+/*
+ * A stale interior pointer of a freed large object is not its second
+ * free: the free names the object it was in and where (until a review it
+ * said "a large span freed twice" whatever the offset). The object's own
+ * start still says that.
+ */
+KTEST(spanheap_misuse, interior_pointer_of_a_freed_large_object)
+{
+	KASSERT(fresh_heap());
+	char *p = spanheap_alloc(&sh, 100000, 0); /* 25 pages */
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	char want[160];
+	snprintf(want, sizeof(want),
+	         "70000 bytes into the large object %p (+25 pages), freed "
+	         "since",
+	         (void *)p);
+	EXPECT_MISUSE(spanheap_free(&sh, p + 70000), want, p + 70000);
+	KEXPECT(strstr(mm_port_last_panic(), "freed twice") == NULL);
+	EXPECT_MISUSE(spanheap_free(&sh, p), "a large span freed twice", p);
 	sh_heap_release(&heap);
 }
 
