@@ -25,7 +25,7 @@
  * counts read under the lock, with the pages taken by scavenge batches
  * apart: in use = grown - free - taken.
  *
- * Invariants (mheap_check verifies 1, 3 and 4 with palloc_check_locked;
+ * Invariants (mheap_check verifies 1, 3, 4 and 5 with palloc_check_locked;
  * 2 is kept by mheap_alloc.c and mheap_scav.c, and not checked there):
  *   1. in use = grown - free - taken_pages >= 0; grown = grown_chunks *
  *      512.
@@ -37,6 +37,8 @@
  *   4. The span table covers every grown page: spanmap_chunks >=
  *      grown_chunks, grown pages <= spanmap_pages <= arena_pages; none
  *      of its spanmap_pages entries is NULL.
+ *   5. No free page's entry is a span (mheap_span_is_span): the span
+ *      heap takes a span's entries off its pages before they go back.
  *
  * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc. No
  * port hook, mm_log or mm_event_wake runs under it. `growing` serialises
@@ -258,6 +260,29 @@ static void check_spanmap_locked(const struct mheap *h, size_t npages)
 			         h->arena_base + i * MM_PAGE_SIZE);
 }
 
+/* mm_panics if a free page of the grown heap has a span's entry: the span
+ * heap clears a span's entries (or marks them freed-large) before its
+ * pages go back, so a free through such an entry would act on a span
+ * whose pages are free, maybe another's already. */
+static void check_free_entries_locked(const struct mheap *h)
+{
+	for (size_t c = 0; c < h->grown_chunks; c++) {
+		const struct pallocbits *b = &h->pages.alloc[c];
+		for (unsigned i = 0; i < PALLOC_CHUNK_PAGES; i++) {
+			if (b->w[i / 64] >> (i % 64) & 1)
+				continue; /* allocated */
+			size_t pi = c * PALLOC_CHUNK_PAGES + i;
+			void *e = atomic_load_explicit(&h->spanmap[pi],
+			                               memory_order_relaxed);
+			if (mheap_span_is_span(e))
+				mm_panic("mheap: check: free page 0x%lx has "
+				         "span %p's entry (a span's entries "
+				         "go before its pages)",
+				         h->arena_base + pi * MM_PAGE_SIZE, e);
+		}
+	}
+}
+
 void mheap_check(struct mheap *h)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
@@ -283,5 +308,6 @@ void mheap_check(struct mheap *h)
 		         "chunks mapped); %zu pages grown, %zu in the arena",
 		         map_pages, map_chunks, ps.grown_pages, h->arena_pages);
 	check_spanmap_locked(h, map_pages);
+	check_free_entries_locked(h);
 	mm_lock_release(&h->lock, irq);
 }

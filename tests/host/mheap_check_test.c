@@ -3,9 +3,10 @@
  * against the chunks grown and no more pages taken by the scavenger than
  * palloc holds allocated (invariant 1), the pages taken against the runs
  * of the batches under way (invariant 3), the span table's reach
- * (invariant 4), and palloc's own check, which it runs first. Each test
- * breaks one count in a fresh heap, expects the panic naming it, puts the
- * count back and expects the check to pass again.
+ * (invariant 4), no span's entry on a free page (5), and palloc's own
+ * check, which it runs first. Each test breaks one count in a fresh heap,
+ * expects the panic naming it, puts the count back and expects the check
+ * to pass again.
  *
  * The check panics holding the heap lock; a caught panic leaves it held,
  * so each expectation releases it.
@@ -232,5 +233,29 @@ KTEST(mheap_check, runs_the_palloc_check)
 	                   heap.grown_chunks * PALLOC_CHUNK_PAGES, free);
 	heap.pages.stats.free_pages--;
 	HEAP_CHECK("restored");
+	heap_release();
+}
+
+/* A free page whose entry is still a span's (invariant 5): a free of a
+ * stale pointer there would act on the span's struct, its pages maybe
+ * another span's by now. */
+KTEST(mheap_check, catches_a_span_entry_on_a_free_page)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	static _Alignas(64) char fake[64]; /* a span's address to the table */
+	size_t i = ((uintptr_t)p - heap.arena_base) / MM_PAGE_SIZE + 3;
+	void *e = heap.spanmap[i];
+	heap.spanmap[i] = fake; /* the page after the run: free */
+	EXPECT_CHECK_FAILS("mheap: check: free page %p has span %p's entry",
+	                   (void *)((char *)p + 3 * MM_PAGE_SIZE),
+	                   (void *)fake);
+	heap.spanmap[i] = e;
+	HEAP_CHECK("entry restored");
+	/* An allocated page may hold a span's entry: that is a span. */
+	heap.spanmap[i - 1] = fake;
+	HEAP_CHECK("a span's entry on an allocated page");
+	heap.spanmap[i - 1] = MHEAP_SPAN_PAGES;
+	mheap_free_pages(&heap, p, 3);
 	heap_release();
 }
