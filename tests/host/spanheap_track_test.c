@@ -136,24 +136,47 @@ static char log[16384];
 		mm_port_set_quiet(false);              \
 	} while (0)
 
+/* A 100-byte object allocated and freed by the tracked helpers, into
+ * *p, and the return addresses its records hold of each; false if it
+ * cannot be had or its records do not name them. */
+static bool freed_tracked(char **p, uintptr_t *apc, uintptr_t *fpc)
+{
+	*p = track_alloc_here(100);
+	if (!*p)
+		return false;
+	track_free_here(*p);
+	struct spanheap_track a, f;
+	if (!spanheap_object_tracks(&sh, *p, &a, &f))
+		return false;
+	int ai = pc_in(&a, (void *)track_alloc_here);
+	int fi = pc_in(&f, (void *)track_free_here);
+	if (ai < 0 || fi < 0)
+		return false;
+	*apc = a.pc[ai];
+	*fpc = f.pc[fi];
+	return true;
+}
+
+/* The log holds p's last allocation and free, naming apc and fpc. */
+static void expect_records_logged(int line, const char *p, uintptr_t apc,
+                                  uintptr_t fpc)
+{
+	const char *la = line_of(log, p, "last allocated on CPU 0");
+	const char *lf = line_of(log, p, "last freed on CPU 0");
+	if (!la || !line_names(la, apc) || !lf || !line_names(lf, fpc))
+		ktest_fail_at(__FILE__, line,
+		              "no records of the allocation and free: log: %s",
+		              log);
+}
+
 KTEST(spanheap_track, a_double_free_report_names_both_calls)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
-	char *p = track_alloc_here(100);
-	KASSERT(p);
-	track_free_here(p);
-	struct spanheap_track a, f;
-	KASSERT(spanheap_object_tracks(&sh, p, &a, &f));
-	int ai = pc_in(&a, (void *)track_alloc_here);
-	int fi = pc_in(&f, (void *)track_free_here);
-	KASSERT(ai >= 0 && fi >= 0);
+	char *p;
+	uintptr_t apc, fpc;
+	KASSERT(freed_tracked(&p, &apc, &fpc));
 	PANIC_LOGGED(spanheap_free(&sh, p), "double free");
-	const char *la = line_of(log, p, "last allocated on CPU 0");
-	const char *lf = line_of(log, p, "last freed on CPU 0");
-	KEXPECT(la && line_names(la, a.pc[ai]));
-	KEXPECT(lf && line_names(lf, f.pc[fi]));
-	if (!la || !lf)
-		ktest_fail_at(__FILE__, __LINE__, "log: %s", log);
+	expect_records_logged(__LINE__, p, apc, fpc);
 	sh_heap_release(&heap);
 }
 
@@ -163,22 +186,12 @@ KTEST(spanheap_track, a_double_free_report_names_both_calls)
 KTEST(spanheap_track, a_use_after_free_report_names_both_calls)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
-	char *p = track_alloc_here(100);
-	KASSERT(p);
-	track_free_here(p);
-	struct spanheap_track a, f;
-	KASSERT(spanheap_object_tracks(&sh, p, &a, &f));
-	int ai = pc_in(&a, (void *)track_alloc_here);
-	int fi = pc_in(&f, (void *)track_free_here);
-	KASSERT(ai >= 0 && fi >= 0);
+	char *p;
+	uintptr_t apc, fpc;
+	KASSERT(freed_tracked(&p, &apc, &fpc));
 	PANIC_LOGGED(spanheap_realloc(&sh, p, 200, 0),
 	             "realloc of an object already freed");
-	const char *la = line_of(log, p, "last allocated on CPU 0");
-	const char *lf = line_of(log, p, "last freed on CPU 0");
-	KEXPECT(la && line_names(la, a.pc[ai]));
-	KEXPECT(lf && line_names(lf, f.pc[fi]));
-	if (!la || !lf)
-		ktest_fail_at(__FILE__, __LINE__, "log: %s", log);
+	expect_records_logged(__LINE__, p, apc, fpc);
 	PANIC_LOGGED(spanheap_usable_size(&sh, p),
 	             "usable size of an object already freed");
 	KEXPECT(line_of(log, p, "last freed on CPU 0"));

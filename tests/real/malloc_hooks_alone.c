@@ -259,6 +259,33 @@ static void two_panics(int out)
 	_exit(3);
 }
 
+/* Runs child(fd) in a fork child (it never returns) with fd the write
+ * end of a pipe, collects what it writes there into out (NUL-ended) and
+ * returns its wait status; -1 if it could not run. The heap is set up
+ * first, so the child's first call is no set-up. */
+static int panic_child(void (*child)(int), char *out, size_t outsz)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return -1;
+	free(malloc(16));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0)
+		child(fd[1]);
+	close(fd[1]);
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(fd[0]);
+	int st = -1;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return st;
+}
+
 /*
  * mm_panic reports once: a second thread that panics while the first
  * reports waits for the first's abort, so that their lines do not
@@ -268,24 +295,9 @@ static void two_panics(int out)
  */
 int second_panic_waits(void)
 {
-	int fd[2];
-	if (pipe(fd) != 0)
-		return 2;
-	free(malloc(16));
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0)
-		two_panics(fd[1]);
-	close(fd[1]);
 	char out[2048];
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < sizeof(out) &&
-	       (r = read(fd[0], out + n, sizeof(out) - 1 - n)) > 0)
-		n += (size_t)r;
-	out[n] = 0;
-	int st = -1;
-	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+	int st = panic_child(two_panics, out, sizeof(out));
+	if (st == -1)
 		return 2;
 	char first[32], second[32];
 	snprintf(first, sizeof(first), "%p", (void *)&first_bad);
@@ -352,24 +364,9 @@ static void nested_panic(int out)
  */
 int panic_inside_panic(void)
 {
-	int fd[2];
-	if (pipe(fd) != 0)
-		return 2;
-	free(malloc(16));
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0)
-		nested_panic(fd[1]);
-	close(fd[1]);
 	char out[2048];
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < sizeof(out) &&
-	       (r = read(fd[0], out + n, sizeof(out) - 1 - n)) > 0)
-		n += (size_t)r;
-	out[n] = 0;
-	int st = -1;
-	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+	int st = panic_child(nested_panic, out, sizeof(out));
+	if (st == -1)
 		return 2;
 	char outer[32], inner[32];
 	snprintf(outer, sizeof(outer), "%p", (void *)&outer_bad);
