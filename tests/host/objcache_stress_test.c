@@ -2,8 +2,9 @@
  * Named object caches under threads (mm/objcache.c through the POSIX
  * port), built for ThreadSanitizer too (make test-tsan): four workers,
  * each a CPU of its own, allocate from two caches (and plain objects of
- * the heap between them), fill each object with a pattern of its address,
- * and free them, every fourth through the next worker's inbox (a free on
+ * the heap between them), fill each object with a pattern of its address
+ * and its allocation (so that an object handed out twice shows), and free
+ * them, every fourth through the next worker's inbox (a free on
  * another CPU, whose counter then goes below zero), while the sweeper and
  * the scavenger run; meanwhile the main thread lists the caches and makes
  * and destroys a cache of its own, round after round, until the workers
@@ -35,7 +36,8 @@ static const size_t sizes[2] = {40, 700};
 
 struct item {
 	uintptr_t p;
-	int which; /* 0, 1: the cache; 2: a plain object of 200 bytes */
+	int which;    /* 0, 1: the cache; 2: a plain object of 200 bytes */
+	uint32_t tag; /* the allocation's: worker and operation */
 };
 
 struct worker {
@@ -57,22 +59,22 @@ static size_t size_of(int which)
 	return which < 2 ? sizes[which] : 200;
 }
 
-static uint64_t pattern(uintptr_t p, size_t off)
+static uint64_t pattern(struct item it, size_t off)
 {
-	return (p + off) * 0x9e3779b97f4a7c15ull;
+	return (it.p + off) * 0x9e3779b97f4a7c15ull ^ it.tag;
 }
 
-static void fill(uintptr_t p, size_t size)
+static void fill(struct item it)
 {
-	for (size_t off = 0; off + 8 <= size; off += 32)
-		*(uint64_t *)(p + off) = pattern(p, off);
+	for (size_t off = 0; off + 8 <= size_of(it.which); off += 32)
+		*(uint64_t *)(it.p + off) = pattern(it, off);
 }
 
 static void check_and_free(struct worker *w, struct item it)
 {
 	size_t size = size_of(it.which);
 	for (size_t off = 0; off + 8 <= size; off += 32)
-		if (*(uint64_t *)(it.p + off) != pattern(it.p, off)) {
+		if (*(uint64_t *)(it.p + off) != pattern(it, off)) {
 			stress_fail(&w->failures,
 			            "object %#lx (%zu bytes): word %zu changed",
 			            (unsigned long)it.p, size, off);
@@ -111,9 +113,11 @@ static void work(void *arg)
 		int which = (int)(stress_random(&w->rng) % 3);
 		void *p = which < 2 ? objcache_alloc(caches[which], 0)
 		                    : spanheap_alloc(&sh, 200, 0);
-		w->keep[k] = (struct item){(uintptr_t)p, which};
+		w->keep[k] =
+		        (struct item){(uintptr_t)p, which,
+		                      (uint32_t)w->id << 24 | (uint32_t)op};
 		if (p)
-			fill((uintptr_t)p, size_of(which));
+			fill(w->keep[k]);
 		else
 			stress_fail(&w->failures, "allocation %d failed", op);
 	}
