@@ -188,6 +188,7 @@ void spanheap_redzone_not_owned(struct spanheap *sh, const struct mspan *s,
 		return;
 	char name[OBJCACHE_NAME_MAX + 1];
 	objcache_owner_name(sh, owner, name);
+	spanheap_track_report(s, a); /* as the red zone's reports */
 	mm_panic("spanheap: %s of %#lx (span %#lx, size class %u, %zu-byte "
 	         "objects): the object is cache '%s''s: free it to its cache "
 	         "(objcache_free)",

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/objcache.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -195,6 +196,23 @@ KTEST(spanheap_track, a_use_after_free_report_names_both_calls)
 	PANIC_LOGGED(spanheap_usable_size(&sh, p),
 	             "usable size of an object already freed");
 	KEXPECT(line_of(log, p, "last freed on CPU 0"));
+	sh_heap_release(&heap);
+}
+
+/* A cache's object given to the heap's free: the report names the
+ * allocation, as every other report of a tracked object does (until a
+ * review this one came with no records). */
+KTEST(spanheap_track, a_cache_objects_free_to_the_heap_names_its_allocation)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	struct objcache *c = objcache_create(&sh, "tracked", 40, 0);
+	KASSERT(c);
+	void *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	PANIC_LOGGED(spanheap_free(&sh, p), "the object is cache 'tracked''s");
+	KEXPECT(line_of(log, p, "last allocated on CPU 0"));
+	objcache_free(c, p);
+	KEXPECT(objcache_destroy(c));
 	sh_heap_release(&heap);
 }
 
