@@ -73,6 +73,12 @@ struct sched_cpu_info {
  * interrupts off, no run-queue lock held (takes cpu's, rank RUNQUEUE). */
 bool sched_cpu_info(unsigned cpu, struct sched_cpu_info *out);
 
+/* Checks every online CPU's run queue against sched.c's invariants (see
+ * sched_check.c) and panics naming what is broken and the thread. Thread
+ * context or interrupts off, no run-queue lock held (takes each CPU's in
+ * turn, rank RUNQUEUE). */
+void sched_check(void);
+
 /* The scheduler. sched_init makes the boot context thread main and gives
  * the boot CPU its idle thread: the boot CPU, once, after time_init,
  * interrupts off. Each AP then runs sched_start_ap, once, interrupts off,

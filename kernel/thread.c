@@ -55,6 +55,7 @@ struct thread *thread_list_head;
 static struct thread *all_threads_tail;
 
 TEST_HOOK_DEFINE(thread_testing_join_lost);
+TEST_HOOK_DEFINE(thread_testing_made);
 
 static void list_add(struct thread *t)
 {
@@ -134,7 +135,9 @@ static struct thread **live_bucket(struct runqueue *rq, uint64_t id)
 }
 
 /* Enters t in its run queue's table of live threads: thread_wake takes
- * handles to it from now on. */
+ * handles to it from now on. A thread that is not a boot thread is
+ * counted among the queue's threads in the same stretch under the lock:
+ * counted later, a sched_check between would find the two disagree. */
 static void live_add(struct thread *t)
 {
 	struct runqueue *rq = rq_of(t->cpu);
@@ -142,6 +145,8 @@ static void live_add(struct thread *t)
 	struct thread **b = live_bucket(rq, t->id);
 	t->id_next = *b;
 	*b = t;
+	if (!t->frame_struct)
+		rq->nthreads++;
 	spin_unlock_irqrestore(&rq->lock, irq);
 }
 
@@ -233,6 +238,10 @@ static struct thread *thread_new(const char *name, struct cpu *c,
 	t->fn = fn;
 	t->arg = arg;
 	init_stack(t, thread_trampoline);
+	/* Blocked until its creator wakes it (the enqueue): left at 0,
+	 * THREAD_RUNNING, it was running but not current to every reader
+	 * from here on (a snapshot counted its CPU time from boot). */
+	t->state = THREAD_BLOCKED;
 	list_add(t);
 	live_add(t);
 	return t;
@@ -276,12 +285,8 @@ struct thread_handle thread_create(const char *name, void (*fn)(void *),
 	if (!t)
 		return THREAD_NONE;
 	struct thread_handle h = thread_handle_of(t);
-	struct runqueue *rq = rq_of(c);
-	unsigned long irq = spin_lock_irqsave(&rq->lock);
-	t->state = THREAD_BLOCKED; /* so thread_wake enqueues it */
-	rq->nthreads++;
-	spin_unlock_irqrestore(&rq->lock, irq);
-	thread_wake(h);
+	TEST_HOOK(thread_testing_made, (uintptr_t)t);
+	thread_wake(h); /* blocked since thread_new: this enqueues it */
 	return h;
 }
 

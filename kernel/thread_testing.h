@@ -9,4 +9,8 @@
  * before it panics: the winning join may free the struct meanwhile. */
 extern _Atomic test_hook_fn thread_testing_join_lost;
 
+/* Called by thread_create once the new thread (arg: its struct thread *)
+ * is on the lists, before the wake that queues it; no lock held. */
+extern _Atomic test_hook_fn thread_testing_made;
+
 #endif

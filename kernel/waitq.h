@@ -46,6 +46,10 @@ void waitq_wake_all(struct waitq *wq);
 void waitq_wake_one_locked(struct waitq *wq);
 void waitq_wake_all_locked(struct waitq *wq);
 
+/* Checks wq's list and its waiters' states (sched_check.c) and panics
+ * naming what is broken. Any context but NMI, no spinlock held. */
+void waitq_check(struct waitq *wq);
+
 /* ---- Semaphores ---------------------------------------------------------- */
 
 struct semaphore {
@@ -81,5 +85,8 @@ bool sema_try_acquire(struct semaphore *s);
  * checker, naming the semaphore and its maximum (a panic; in its test
  * mode recorded, and the count left at the maximum). */
 void sema_release(struct semaphore *s);
+/* waitq_check on s's queue, and its counts: in range, and no waiter while
+ * a unit is free. As waitq_check. */
+void sema_check(struct semaphore *s);
 
 #endif

@@ -129,6 +129,7 @@ KTEST(sched, counter_under_one_lock_is_exact)
 	for (unsigned i = 0; i < n; i++)
 		thread_join(t[i]);
 	atomic_store(&sched_tick_hook, NULL);
+	sched_check();
 	unsigned long irq = spin_lock_irqsave(&counter_lock);
 	uint64_t total = counter, ticks = atomic_load(&tick_increments);
 	spin_unlock_irqrestore(&counter_lock, irq);

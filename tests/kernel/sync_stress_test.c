@@ -5,7 +5,9 @@
  * thread_wake racing with the timer tick. Each counts what it did and
  * checks the counts at the end; a lost wake-up leaves a thread asleep for
  * good, which the run's hang guard reports (there is no time bound here:
- * under TCG a vCPU can stall for many milliseconds).
+ * under TCG a vCPU can stall for many milliseconds). The run queues and
+ * the queue under test are checked (sched_check, waitq_check) every
+ * CHECK_EVERY rounds of a thread, racing the others, and at the end.
  */
 #include <stdatomic.h>
 
@@ -17,7 +19,8 @@
 #include "kernel/time.h"
 #include "tests/kernel/smp_util.h"
 
-#define PER_CPU 2 /* threads of each kind on every CPU */
+#define PER_CPU     2 /* threads of each kind on every CPU */
+#define CHECK_EVERY 32
 
 /* Starts PER_CPU threads running fn(arg) on every online CPU into t;
  * returns how many it started (all, or the test fails). */
@@ -80,6 +83,10 @@ static void sema_worker(void *arg)
 		sema_counter = v + 1;
 		atomic_fetch_sub(&holders, 1);
 		sema_release(&lock_sema);
+		if (i % CHECK_EVERY == 0) {
+			sema_check(&lock_sema);
+			sched_check();
+		}
 	}
 }
 
@@ -100,6 +107,8 @@ KTEST(sync, semaphore_lock_on_every_cpu)
 	KEXPECT(!sema_try_acquire(&lock_sema));
 	KEXPECT_EQ(lock_sema.granted, 0); /* none left handed over */
 	sema_release(&lock_sema);
+	sema_check(&lock_sema);
+	sched_check();
 }
 
 /* ---- A wait queue between producers and consumers ----------------------- */
@@ -178,6 +187,10 @@ static void consumer(void *arg)
 		ring_changed();
 		atomic_fetch_add(&consumed_sum, op.item);
 		atomic_fetch_add(&consumed_n, 1);
+		if (i % CHECK_EVERY == 0) {
+			waitq_check(&ring_wq);
+			sched_check();
+		}
 	}
 }
 
@@ -203,6 +216,8 @@ KTEST(sync, wait_queue_producers_and_consumers_on_every_cpu)
 		        (uint64_t)ITEMS_EACH * (ITEMS_EACH - 1) / 2;
 	KEXPECT_EQ(atomic_load(&consumed_sum), want);
 	KEXPECT_EQ(ring_count, 0);
+	waitq_check(&ring_wq);
+	sched_check();
 }
 
 /* ---- A sleep ended by thread_wake, racing with the tick ----------------- */
@@ -259,6 +274,8 @@ static void waker(void *arg)
 				break;
 			thread_yield();
 		}
+		if (i % CHECK_EVERY == 0)
+			sched_check();
 	}
 }
 
@@ -284,6 +301,7 @@ KTEST(sync, sleep_and_wake_pairs_on_every_cpu)
 		KEXPECT_EQ(pairs[c].posted, TOKENS);
 		KEXPECT_EQ(pairs[c].taken, TOKENS);
 	}
+	sched_check();
 }
 
 /* ---- The ticket lock: its holder and its order -------------------------- */

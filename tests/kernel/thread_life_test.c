@@ -16,6 +16,7 @@
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "kernel/thread_testing.h"
 
 static unsigned nthreads_on(unsigned cpu)
 {
@@ -64,6 +65,42 @@ KTEST(thread, run_queue_counts_a_thread_until_it_exits)
 	unpark_all(h, N);
 	KEXPECT_EQ(nthreads_on(cpu), before);
 }
+
+#if KTEST_HOOKS
+static _Atomic int made_state = -1;
+static _Atomic unsigned made_nthreads;
+
+static void note_made(uintptr_t arg)
+{
+	const struct thread *t = (const struct thread *)arg;
+	atomic_store(&made_state, (int)t->state);
+	atomic_store(&made_nthreads, nthreads_on(t->cpu->id));
+}
+
+/*
+ * A thread is in its run queue's table and the list of all threads from
+ * thread_new on, before its creator's wake queues it: it must already be
+ * BLOCKED and counted there. It was left THREAD_RUNNING (0, from the
+ * struct's memset) and uncounted until a second stretch under the lock:
+ * sched_check, a snapshot or a shell's ps in between saw a second running
+ * thread on the CPU, with its CPU time counted from boot.
+ */
+KTEST(thread, a_thread_being_made_is_blocked_and_counted)
+{
+	unsigned cpu = this_cpu()->id, before = nthreads_on(cpu);
+	atomic_store(&thread_testing_made, note_made);
+	struct thread_handle h = thread_create("being_made", park, NULL, cpu);
+	atomic_store(&thread_testing_made, NULL);
+	KASSERT(thread_handle_ok(h));
+	int state = atomic_load(&made_state);
+	unsigned counted = atomic_load(&made_nthreads);
+	KEXPECT_EQ(state, THREAD_BLOCKED);
+	KEXPECT_EQ(counted, before + 1);
+	sched_check();
+	unpark_all(&h, 1);
+	KEXPECT_EQ(nthreads_on(cpu), before);
+}
+#endif
 
 /*
  * THREAD_ANY_CPU takes the CPU with the fewest threads: every CPU but

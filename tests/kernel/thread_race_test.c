@@ -89,6 +89,7 @@ static bool race_one_round(unsigned r, unsigned cpu)
 		return false;
 	race_handles[r] = h;
 	atomic_store(&race_round, (int)r);
+	sched_check(); /* racing the wakes and the target's exit */
 	thread_join(h);
 	if (atomic_load(&race_seen[r]) != (RACE_PATTERN ^ r) ||
 	    atomic_load(&race_sleeps[r]) != RACE_SLEEPS) {
@@ -127,6 +128,7 @@ KTEST(thread, join_racing_wakes_from_cpus_and_interrupts)
 		thread_yield();
 	lockcheck_set_record(old);
 	lockcheck_record_only(old_only);
+	sched_check();
 	unsigned refused = lockcheck_violations() - before;
 	ktest_diag("%u rounds on %u cpus, %llu wakes, %u refused as stale",
 	           RACE_ROUNDS, ncpus,
@@ -136,6 +138,58 @@ KTEST(thread, join_racing_wakes_from_cpus_and_interrupts)
 	 * whatever else the checker recorded would show here. */
 	if (refused)
 		KEXPECT(message_has("thread_wake(id ", "not a live thread"));
+}
+
+/* ---- The run queues checked while threads come and go -------------------- */
+
+#define CHURN_THREADS 300
+
+static _Atomic bool churn_stop;
+static _Atomic unsigned churn_checks;
+
+static void churn_checker(void *arg)
+{
+	while (!atomic_load(&churn_stop)) {
+		for (unsigned i = 0; i < RACE_BURST; i++)
+			sched_check();
+		atomic_fetch_add(&churn_checks, RACE_BURST);
+		thread_sleep_ns(0); /* bursts, as race_waker's wakes */
+	}
+}
+
+static void churn_nothing(void *arg)
+{
+}
+
+/* sched_check on every CPU but the boot one, flat out, while the boot CPU
+ * makes and joins threads on all of them: a thread is in its run queue's
+ * table from creation on, so whatever a check sees of one being made
+ * (its state, nthreads) must already agree. */
+KTEST(thread, run_queues_check_while_threads_are_made_and_joined)
+{
+	unsigned ncpus = atomic_load(&ncpus_online);
+	if (ncpus < 2)
+		KTEST_SKIP("needs two CPUs");
+	struct thread_handle checkers[MAX_CPUS];
+	atomic_store(&churn_stop, false);
+	atomic_store(&churn_checks, 0);
+	for (unsigned c = 1; c < ncpus; c++) {
+		checkers[c] =
+		        thread_create("churn_check", churn_checker, NULL, c);
+		KASSERT(thread_handle_ok(checkers[c]));
+	}
+	for (unsigned i = 0; i < CHURN_THREADS; i++) {
+		struct thread_handle h = thread_create(
+		        "churn", churn_nothing, NULL, 1 + i % (ncpus - 1));
+		KASSERT(thread_handle_ok(h));
+		thread_join(h);
+	}
+	atomic_store(&churn_stop, true);
+	for (unsigned c = 1; c < ncpus; c++)
+		thread_join(checkers[c]);
+	sched_check();
+	ktest_diag("%u threads, %u checks", CHURN_THREADS,
+	           atomic_load(&churn_checks));
 }
 
 /* ---- A stale handle whose struct's page is unmapped ---------------------- */
