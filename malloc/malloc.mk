@@ -91,6 +91,7 @@ $(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 		tests/real/malloc_api_scenarios.h \
 		tests/real/malloc_api_diff.h tests/real/proc_read.h \
+		tests/real/seccomp_util.h \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
@@ -106,7 +107,7 @@ MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_reclaim.c malloc_hooks_visit.c malloc_hooks_copied.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
-		tests/real/proc_read.h \
+		tests/real/proc_read.h tests/real/seccomp_util.h \
 		malloc/malloc_testing.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. \

@@ -14,9 +14,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -24,27 +21,16 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "seccomp_util.h"
 
 enum { SLOTS = 63, SHARERS = 4 };
 
 static atomic_uint tgkills;
-
-/* Installs the len instructions of code as a filter on this thread (and
- * the threads it starts later); seccomp(2)'s result, or -1. */
-static int filter_install(struct sock_filter *code, unsigned short len,
-                          unsigned flags)
-{
-	struct sock_fprog prog = {.len = len, .filter = code};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
-}
 
 /* Installs on this thread (and the threads it starts later) a filter
  * that answers syscall nr with action and allows every other call;
@@ -53,17 +39,12 @@ static int filter_install(struct sock_filter *code, unsigned short len,
 int seccomp_filter_one(int nr, uint32_t action, unsigned flags)
 {
 	struct sock_filter code[] = {
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, arch)),
-	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, nr)),
+	        SECCOMP_X86_64_NR,
 	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
 	        BPF_STMT(BPF_RET | BPF_K, action),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	return filter_install(code, sizeof(code) / sizeof(code[0]), flags);
+	return seccomp_install(code, sizeof(code) / sizeof(code[0]), flags);
 }
 
 /* The filter that sends each tgkill to the supervisor; its notification
@@ -224,12 +205,7 @@ enum { GUARD_POOL_BYTES = (2 * 64 + 1) * 4096 };
 static int refuse_guard_reserve(void)
 {
 	struct sock_filter code[] = {
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, arch)),
-	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, nr)),
+	        SECCOMP_X86_64_NR,
 	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 0, 7),
 	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
 	                 offsetof(struct seccomp_data, args[1])),
@@ -243,7 +219,7 @@ static int refuse_guard_reserve(void)
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOMEM),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	return filter_install(code, sizeof(code) / sizeof(code[0]), 0);
+	return seccomp_install(code, sizeof(code) / sizeof(code[0]), 0);
 }
 
 /* A fresh process (MM_MALLOC_GUARD=1) whose first allocation sets the

@@ -9,10 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
 #include <linux/membarrier.h>
-#include <linux/seccomp.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -24,12 +21,12 @@
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
+#include "seccomp_util.h"
 
 /* The child, for the scenario's hang guard to end too: hung where the
  * library blocks every signal but SIGKILL (fork's prepare, the pool's
@@ -70,12 +67,7 @@ static void guard_child(pid_t pid)
 static bool refuse_expedited(void)
 {
 	struct sock_filter code[] = {
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, arch)),
-	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-	                 offsetof(struct seccomp_data, nr)),
+	        SECCOMP_X86_64_NR,
 	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 3),
 	        /* The command's low word (x86_64 is little-endian). */
 	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
@@ -85,12 +77,7 @@ static bool refuse_expedited(void)
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {
-	        .len = sizeof(code) / sizeof(code[0]),
-	        .filter = code,
-	};
-	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-	       syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+	return seccomp_install(code, sizeof(code) / sizeof(code[0]), 0) == 0;
 }
 
 static atomic_bool claim_armed, claim_fencing, fork_returned;
