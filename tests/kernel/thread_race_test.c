@@ -17,6 +17,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
+#include "kernel/sched_internal.h"
 #include "kernel/thread.h"
 #include "tests/kernel/lockcheck_util.h"
 
@@ -150,8 +151,10 @@ static _Atomic unsigned churn_checks;
 static void churn_checker(void *arg)
 {
 	while (!atomic_load(&churn_stop)) {
-		for (unsigned i = 0; i < RACE_BURST; i++)
+		for (unsigned i = 0; i < RACE_BURST; i++) {
 			sched_check();
+			waitq_check(&thread_exit_wq); /* the joiner's */
+		}
 		atomic_fetch_add(&churn_checks, RACE_BURST);
 		thread_sleep_ns(0); /* bursts, as race_waker's wakes */
 	}
@@ -161,10 +164,11 @@ static void churn_nothing(void *arg)
 {
 }
 
-/* sched_check on every CPU but the boot one, flat out, while the boot CPU
- * makes and joins threads on all of them: a thread is in its run queue's
- * table from creation on, so whatever a check sees of one being made
- * (its state, nthreads) must already agree. */
+/* sched_check (and the joiners' wait queue's check) on every CPU but the
+ * boot one, in bursts, while the boot CPU makes and joins threads on all
+ * of them: a thread is in its run queue's table from creation on, so
+ * whatever a check sees of one being made (its state, nthreads) must
+ * already agree. */
 KTEST(thread, run_queues_check_while_threads_are_made_and_joined)
 {
 	unsigned ncpus = atomic_load(&ncpus_online);
