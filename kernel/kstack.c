@@ -17,6 +17,7 @@
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
+#include "kernel/kstack_testing.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/tlb.h"
@@ -103,6 +104,8 @@ static void slot_put(unsigned long slot)
 	spin_unlock_irqrestore(&kstack_lock, irq);
 }
 
+TEST_HOOK_DEFINE(kstack_testing_unmapping);
+
 /*
  * Unmaps the npages pages below top and frees their frames, after every
  * CPU has forgotten them: another CPU that ran on this stack may still
@@ -113,6 +116,7 @@ static void slot_put(unsigned long slot)
  */
 static void unmap_pages(uintptr_t top, unsigned npages, bool shoot)
 {
+	TEST_HOOK(kstack_testing_unmapping, top);
 	paddr_t frames[KSTACK_MAX_PAGES];
 	unsigned n = 0;
 	for (unsigned i = 1; i <= npages; i++) {

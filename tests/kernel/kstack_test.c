@@ -5,6 +5,7 @@
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
 #include "kernel/kstack.h"
+#include "kernel/kstack_testing.h"
 #include "kernel/ktest.h"
 #include "tests/kernel/heap_util.h"
 
@@ -158,3 +159,47 @@ KTEST(demo, kstack_free_of_a_stack_past_its_slot)
 	              "its slot");
 }
 #endif
+
+static struct kstack made_in_free;
+static _Atomic bool made_armed, made_ok;
+
+/* kstack_testing_unmapping's hook: once, a stack of two pages. */
+static void make_in_free(uintptr_t top)
+{
+	(void)top;
+	if (atomic_exchange(&made_armed, false))
+		atomic_store(&made_ok, kstack_alloc(2, &made_in_free));
+}
+
+/* Whether every page of s is mapped. */
+static bool all_mapped(const struct kstack *s)
+{
+	for (uintptr_t a = s->bottom; a < s->top; a += PAGE_SIZE)
+		if (!vm_translate(a, NULL, NULL))
+			return false;
+	return true;
+}
+
+/*
+ * A free gives its slot back only once the stack's pages are unmapped: a
+ * stack made meanwhile (by the hook, before the unmap) gets another slot
+ * and keeps its pages. Given back first, the slot is the lowest free one
+ * (the freed stack took it as such) and the new stack gets it: its map
+ * fails on the pages still there (what the mutant gave), or, had they
+ * gone, the free's unmap would take the new stack's (the storm sees this
+ * only at three times its size).
+ */
+KTEST(kstack, a_slot_is_given_back_after_its_pages_are_unmapped)
+{
+	struct kstack s;
+	KASSERT(kstack_alloc(2, &s));
+	atomic_store(&made_ok, false);
+	atomic_store(&made_armed, true);
+	atomic_store(&kstack_testing_unmapping, make_in_free);
+	kstack_free(&s);
+	atomic_store(&kstack_testing_unmapping, NULL);
+	KASSERT(atomic_load(&made_ok));
+	KEXPECT(made_in_free.top != s.top);
+	KEXPECT(all_mapped(&made_in_free));
+	kstack_free(&made_in_free);
+}
