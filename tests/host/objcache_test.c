@@ -116,33 +116,37 @@ KTEST(objcache, lists_caches_in_creation_order_and_reuses_slots)
 	sh_heap_release(&heap);
 }
 
-/* A second destroy of a cache (or of any pointer that is no cache of the
- * heap) panics saying so, before it reads the cache's counters or walks
- * off the end of the heap's list; so do an allocation from a destroyed
- * cache and a free to it. */
-KTEST(objcache, destroying_a_destroyed_cache_panics_saying_so)
+/* In the heap made fresh: a second destroy of a cache panics saying so,
+ * before it reads the cache's counters or walks off the end of the heap's
+ * list; so do an allocation from a destroyed cache and a free to it,
+ * until its struct is reused (not a count stored through its freed
+ * fields). The heap's list and the other cache stay as they were. */
+static void destroyed_cache_calls_panic(const char *mode)
 {
-	KASSERT(sh_heap_fresh(&heap, &sh));
 	mm_port_set_quiet(true);
 	struct objcache *a = objcache_create(&sh, "a", 16, 0);
 	struct objcache *b = objcache_create(&sh, "b", 16, 0);
 	KASSERT(a && b);
 	KEXPECT(objcache_destroy(a));
-	SH_EXPECT_PANIC(objcache_destroy(a), "no cache of the heap's");
-	/* An allocation from it, or a free to it, until its struct is
-	 * reused: the same, not a count stored through its freed fields. */
+	SH_EXPECT_PANIC(objcache_destroy(a),
+	                "no cache of the heap's (a cache destroyed already?)");
 	void *volatile p = objcache_alloc(b, 0);
 	KASSERT(p);
 	SH_EXPECT_PANIC(objcache_alloc(a, 0), "destroyed");
 	SH_EXPECT_PANIC(objcache_free(a, p), "destroyed");
 	objcache_free(b, p);
-	/* The heap's list and b are as they were. */
 	struct objcache_info in[2];
 	KEXPECT_EQ(objcache_list(&sh, in, 2), 1);
 	KEXPECT(objcache_destroy(b));
 	mm_port_set_quiet(false);
-	SH_CHECK(&sh, "after the double destroy");
+	SH_CHECK(&sh, mode);
 	sh_heap_release(&heap);
+}
+
+KTEST(objcache, destroying_a_destroyed_cache_panics_saying_so)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	destroyed_cache_calls_panic("after the destroyed cache's calls");
 }
 
 /* The same in poison mode, where the free of the destroyed struct fills
@@ -153,21 +157,7 @@ KTEST(objcache, destroying_a_destroyed_cache_panics_saying_so)
 KTEST(objcache, a_destroyed_caches_calls_panic_saying_so_in_poison_mode)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
-	mm_port_set_quiet(true);
-	struct objcache *a = objcache_create(&sh, "a", 16, 0);
-	struct objcache *b = objcache_create(&sh, "b", 16, 0);
-	KASSERT(a && b);
-	KEXPECT(objcache_destroy(a));
-	void *volatile p = objcache_alloc(b, 0);
-	KASSERT(p);
-	SH_EXPECT_PANIC(objcache_alloc(a, 0), "destroyed");
-	SH_EXPECT_PANIC(objcache_free(a, p), "destroyed");
-	SH_EXPECT_PANIC(objcache_destroy(a), "destroyed already");
-	objcache_free(b, p);
-	KEXPECT(objcache_destroy(b));
-	mm_port_set_quiet(false);
-	SH_CHECK(&sh, "after the destroyed cache's calls");
-	sh_heap_release(&heap);
+	destroyed_cache_calls_panic("after the poisoned cache's calls");
 }
 
 /* True if objcache_create(name, size, align) is refused with a line
