@@ -96,6 +96,33 @@ static void *thread_main(void *p)
 	return NULL;
 }
 
+/*
+ * A background thread's stack: what mm/ needs (the kernel runs the same
+ * sweeper and scavenger on stacks of at most 60 KiB) and the program's
+ * atexit handlers, which exit_if_alone may run, with room to spare.
+ * glibc's default (RLIMIT_STACK's 8 MiB) took 16 MiB of address space for
+ * the two, which under ulimit -v is the room the program's own threads
+ * need (mm_malloc_arena_fit leaves it; API test address_limit). A
+ * program whose static TLS (on the stack, in glibc) leaves no room in
+ * it gets the default.
+ */
+#define BG_STACK_BYTES ((size_t)1 << 20)
+
+/* pthread_create for thread t, with a stack of BG_STACK_BYTES. */
+static int create_small(struct mm_thread *t)
+{
+	pthread_attr_t a;
+	if (pthread_attr_init(&a) != 0)
+		return pthread_create(&t->tid, NULL, thread_main, t);
+	int err = pthread_attr_setstacksize(&a, BG_STACK_BYTES);
+	if (!err)
+		err = pthread_create(&t->tid, &a, thread_main, t);
+	pthread_attr_destroy(&a);
+	if (err == EINVAL)
+		err = pthread_create(&t->tid, NULL, thread_main, t);
+	return err;
+}
+
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
                                        void *arg)
 {
@@ -113,7 +140,7 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int err = pthread_create(&t->tid, NULL, thread_main, t);
+	int err = create_small(t);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err) {
 		atomic_store(&t->used, false);

@@ -254,8 +254,10 @@ static void slot_exit(void *arg);
 
 /* The page heap and the span heap (sc), or a panic. The arena is reserved
  * whole (address space only). Where that is limited (ulimit -v), a
- * smaller one: halved down to one chunk. Until this version a program
- * under a limit below 64 GiB aborted at its first malloc. */
+ * smaller one that leaves the program room (mm_malloc_arena_fit), halved
+ * down to one chunk if the heap's metadata does not fit beside it. Until
+ * this version a program under a limit below 64 GiB aborted at its first
+ * malloc. */
 static void heaps_make(void)
 {
 	struct spanheap_config sc;
@@ -276,9 +278,9 @@ static void heaps_make(void)
 	struct mheap_config hc;
 	mheap_config_default(&hc);
 	bool paged = false;
-	for (size_t a = hc.arena_bytes;
-	     !paged && a >= ARENA_MIN_BYTES && a % PALLOC_CHUNK_BYTES == 0;
-	     a /= 2) {
+	for (size_t a = mm_malloc_arena_fit(hc.arena_bytes);
+	     !paged && a >= ARENA_MIN_BYTES;
+	     a = (a / 2) & ~(size_t)(PALLOC_CHUNK_BYTES - 1)) {
 		hc.arena_bytes = a;
 		paged = mheap_init(&mm_malloc_heap, &hc);
 	}

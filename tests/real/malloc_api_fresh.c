@@ -218,6 +218,21 @@ static int scenario_address_limit_small(void)
 	return 0;
 }
 
+/* Limits the address space to extra bytes past what this process has
+ * (its VmSize); false if it cannot. Allocates nothing. */
+static bool limit_past_vm(rlim_t extra)
+{
+	char status[4096];
+	const char *vm =
+	        proc_read("/proc/self/status", status, sizeof(status)) > 0
+	                ? strstr(status, "\nVmSize:")
+	                : NULL;
+	unsigned long kb = vm ? strtoul(vm + 8, NULL, 10) : 0;
+	struct rlimit rl;
+	rl.rlim_cur = rl.rlim_max = ((rlim_t)kb << 10) + extra;
+	return kb && setrlimit(RLIMIT_AS, &rl) == 0;
+}
+
 /* Under a limit the scenario sets itself, before its first allocation,
  * at 1 MiB past the address space it has: not even the smallest arena
  * (one 2 MiB chunk) fits, so the heap's set-up must end the program
@@ -228,18 +243,59 @@ static int scenario_address_limit_small(void)
  * allocation returned. */
 static int scenario_no_arena(void)
 {
-	char status[4096];
-	const char *vm =
-	        proc_read("/proc/self/status", status, sizeof(status)) > 0
-	                ? strstr(status, "\nVmSize:")
-	                : NULL;
-	unsigned long kb = vm ? strtoul(vm + 8, NULL, 10) : 0;
-	struct rlimit rl;
-	rl.rlim_cur = rl.rlim_max = ((rlim_t)kb << 10) + ((rlim_t)1 << 20);
-	if (!kb || setrlimit(RLIMIT_AS, &rl) != 0)
+	if (!limit_past_vm((rlim_t)1 << 20))
 		return 2;
 	free(malloc(16));
 	return 3;
+}
+
+static void *headroom_thread(void *arg)
+{
+	return arg;
+}
+
+/* Starts and joins a thread with an 8 MiB stack (glibc's default); 0,
+ * or the error on stderr and 4. */
+static int thread_fits(const char *when)
+{
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setstacksize(&a, (size_t)8 << 20);
+	pthread_t t;
+	int err = pthread_create(&t, &a, headroom_thread, NULL);
+	pthread_attr_destroy(&a);
+	if (err) {
+		fprintf(stderr, "pthread_create %s: %s\n", when, strerror(err));
+		return 4;
+	}
+	pthread_join(t, NULL);
+	return 0;
+}
+
+/* Under a limit the scenario sets itself, before its first allocation,
+ * at 134 MiB past the address space it has: room for an arena of 128
+ * MiB and 6 MiB more. After its first malloc the program must still
+ * have room for a thread with an 8 MiB stack, as it has under glibc's
+ * malloc; until this version the arena took the largest power of two
+ * that fitted, here 128 MiB, and pthread_create failed with EAGAIN (so
+ * did every limit a little past a power of two). And still once the
+ * heap grew past 8 MiB and the background threads run: until this
+ * version they had glibc's default stacks, 8 MiB of address space each,
+ * and took that room. Returns 2 if the limit cannot be set, 3 if an
+ * allocation failed, 4 if the thread could not start. */
+static int scenario_address_headroom(void)
+{
+	if (!limit_past_vm((rlim_t)134 << 20))
+		return 2;
+	void *p = malloc(100);
+	if (!p)
+		return 3;
+	free(p);
+	int st = thread_fits("after the first malloc");
+	if (st)
+		return st;
+	background_threads_up();
+	return thread_fits("beside the background threads");
 }
 
 /* The first allocation comes from pthread_create. */
@@ -297,6 +353,7 @@ static const struct scenario scenarios[] = {
         {"address-limit", scenario_address_limit},
         {"address-limit-small", scenario_address_limit_small},
         {"no-arena", scenario_no_arena},
+        {"address-headroom", scenario_address_headroom},
         {"first-pthread", scenario_first_pthread},
         {"pthread-exit", scenario_pthread_exit},
         {"errno-setup", scenario_errno_setup},

@@ -160,8 +160,10 @@ const char *test_no_background(void)
  * (ulimit -v, as batch systems set): it aborted at its first malloc, and
  * under a limit below 256 MiB (the smallest arena tried until then), it
  * still did ("cannot set up the heap"), where glibc's malloc works.
- * Under one that leaves no room for the smallest arena (one chunk), that
- * report and an abort are still what must come. */
+ * Under a limit the arena must not take all the room left: a thread's
+ * stack must still fit, as under glibc. Under one that leaves no room
+ * for the smallest arena (one chunk), that report and an abort are
+ * still what must come. */
 const char *test_address_limit(void)
 {
 	int st = run_scenario("address-limit", NULL, NULL, (size_t)4 << 30);
@@ -172,6 +174,13 @@ const char *test_address_limit(void)
 	      "under a 128 MiB address-space limit: status %#x (signal 6: "
 	      "the set-up found no arena; 3: a 256 MiB malloc did not fail "
 	      "with ENOMEM)",
+	      st);
+	st = run_scenario("address-headroom", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "under a limit 134 MiB past the address space in use: status "
+	      "%#x (4: no room left for a thread's 8 MiB stack, after the "
+	      "first malloc or beside the background threads, as stderr "
+	      "says; 3: an allocation failed)",
 	      st);
 	/* No room for one chunk: the set-up's report and abort, not a
 	 * crash in a heap left half made (nor a hang). */
