@@ -71,7 +71,10 @@ static void count(_Atomic uint64_t *c)
 
 /* The first word is cleared (or the whole element, MM_ZERO): a leaving
  * mark left there by a free to the source (mark_leaving) would make the
- * element's next free to this pool look like a double free. */
+ * element's next free to this pool look like a double free. A caller's
+ * source must give elements aligned to a pointer: the marks are atomic
+ * operations on that word, which arm64 and riscv64 fault on unaligned
+ * (x86 takes them), so one that is not panics here, at once. */
 void *mempool_source_alloc(struct mempool *p, unsigned flags)
 {
 	void *e;
@@ -81,6 +84,11 @@ void *mempool_source_alloc(struct mempool *p, unsigned flags)
 		e = p->src->alloc(p->data, flags & ~(unsigned)MM_ZERO);
 	else
 		e = spanheap_alloc(p->sh, p->size, flags);
+	if (p->src && (uintptr_t)e % _Alignof(uintptr_t))
+		mm_panic("mempool %s: its source gave %p, not aligned to a "
+		         "pointer (the pool marks an element's first word "
+		         "atomically)",
+		         p->name, e);
 	if (e && p->src && (flags & MM_ZERO))
 		mm_memset(e, 0, p->size);
 	else if (e && !(flags & MM_ZERO))

@@ -57,8 +57,9 @@
 
 /* A source of elements of the caller's. alloc gets MM_ATOMIC and
  * MM_NO_GROW as the span heap does (never MM_ZERO: the pool zeroes size
- * bytes itself), and returns NULL when it has none; with MM_ATOMIC it
- * must not sleep. free takes back what alloc gave, from
+ * bytes itself), and returns NULL when it has none, or an element aligned
+ * to a pointer at least (else mm_panic); with MM_ATOMIC it must not
+ * sleep. free takes back what alloc gave, from
  * any context mempool_free is called from. The pool owns an element's
  * first word (a pointer's size) between the two: it writes its marks
  * there, in the reserve and on the way back to free, and clears it when

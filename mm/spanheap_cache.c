@@ -38,12 +38,18 @@
 #include "spanheap_internal.h"
 
 /* Per-CPU counters: their CPU writes them pinned (no interrupt can
- * interleave), others read them; relaxed atomics, no RMW. */
+ * interleave), others read them; atomics, no RMW. The store is release:
+ * a spill's pending bytes must not be seen before the pending bits it set
+ * (the flip reads them acquire for its base, spanheap_sweep.c: a base
+ * that took in a count whose bit a placement after the flip then missed
+ * left that bit owed no fold, the sweep model's S7 and its mutant
+ * COUNT_BEFORE_BIT). Relaxed, arm64 and riscv64 may show the count
+ * first; x86 never does. */
 static inline void count_add(_Atomic uint64_t *c, uint64_t n)
 {
 	atomic_store_explicit(c,
 	                      atomic_load_explicit(c, memory_order_relaxed) + n,
-	                      memory_order_relaxed);
+	                      memory_order_release);
 }
 
 /* Wakes the sweeper if this CPU's pending bytes crossed a 256 KiB step

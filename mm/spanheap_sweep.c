@@ -74,14 +74,16 @@ void spanheap_cycle_release(struct spanheap *sh)
  */
 
 /* One per-CPU counter (its offset in struct mcache_counters) summed over
- * every CPU. */
+ * every CPU. Acquire, against count_add's release (spanheap_cache.c): a
+ * flip whose base took in a spill's pending bytes then sees its bits, and
+ * so does a placement after the flip. */
 static uint64_t cpus_total(struct spanheap *sh, size_t off)
 {
 	uint64_t t = 0;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
 		t += atomic_load_explicit(
 		        (_Atomic uint64_t *)((char *)&sh->caches[cpu].n + off),
-		        memory_order_relaxed);
+		        memory_order_acquire);
 	return t;
 }
 

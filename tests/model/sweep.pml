@@ -60,7 +60,11 @@
  *       last cycle found it, but between cycles it waited for one that
  *       need not come (a review found it in the code; place now queues
  *       such a span). The count is one step with the bit here: in the
- *       code it follows, and a later count only counts it later.
+ *       code it follows, and a later count only counts it later. The
+ *       code must keep that order on every CPU: count_add's store is
+ *       release and the flip's reads of the counts acquire (relaxed, as
+ *       until a review, arm64 and riscv64 may show the count before the
+ *       bit: -DCOUNT_BEFORE_BIT).
  * What the search says beyond the invariants: drain_unswept never finds a
  * span here, and with the flip's pass through the class lock left out
  * every invariant still held (checked once, at 2 and 2 objects); as a
@@ -77,7 +81,11 @@
  * pending free and no queue entry: S7), -DBASE_AFTER_FLIP (the flip
  * reads the pending base after sweepgen moves, as the code did: a free
  * whose bit a placement after the flip missed was counted as the old
- * cycle's: S7), -DLOCAL_ANY_OWNER (a free takes the local path
+ * cycle's: S7), -DCOUNT_BEFORE_BIT (a remote free's count is seen before
+ * its pending bit, as a relaxed store after the bit's OR may be on a
+ * weakly ordered CPU: the flip's base takes the count in, a taker of the
+ * queue folds and places the span before the bit lands, and nothing is
+ * then owed a fold: S7), -DLOCAL_ANY_OWNER (a free takes the local path
  * for a span any CPU caches: its load and store of local_free race with
  * the owner's, and a free is lost; while the model made each update one
  * step, every invariant held with this mutant).
@@ -473,12 +481,20 @@ inline give_back(me, k)
 			fi
 		:: else -> skip
 		fi;
+#ifdef COUNT_BEFORE_BIT
+		counted = true; /* seen first, as a relaxed store may be */
+		atomic {
+			assert((pend[gs_] & gb_) == 0);
+			pend[gs_] = pend[gs_] | gb_
+		}
+#else
 		atomic {
 			assert((pend[gs_] & gb_) == 0);
 			pend[gs_] = pend[gs_] | gb_;
 			/* the caller's count, as one step with the bit */
 			counted = true
 		}
+#endif
 	fi;
 	gs_ = 0;
 	gb_ = 0;
