@@ -123,7 +123,8 @@ bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
 /* mm_logs the memory info (never under the lock). Thread context. */
 void mheap_dump(struct mheap *h);
 
-/* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3, 4. */
+/* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3, 4
+ * and 5. */
 void mheap_check(struct mheap *h);
 
 /* The span table (mheap_spanmap.h) is part of this interface. */

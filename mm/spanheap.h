@@ -114,7 +114,7 @@ void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,
  * MM_ZERO zero their whole usable size), so the growth reads zeros if p
  * was allocated and resized with MM_ZERO throughout. A large object grows
  * in place into free pages after it, or moves with an eighth to spare,
- * and shrinks in place (not with MM_ATOMIC, which copies). Alignment: 16
+ * and shrinks in place in any context, as a large free. Alignment: 16
  * wherever the object goes; no more is kept (as C's realloc and Linux's
  * krealloc): an object of spanheap_alloc_aligned, or a power-of-two size,
  * keeps its alignment only where the realloc leaves it in place. */

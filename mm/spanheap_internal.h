@@ -1,12 +1,14 @@
 /*
  * mm/spanheap_internal.h: what the span heap's files share. Not for its
  * users (spanheap.h). The files, by layer:
- *   spanheap_span.c     spans: making, folding and freeing them; large
- *                       objects; misuse
+ *   spanheap_span.c     spans: making, folding and freeing them; misuse
+ *   spanheap_large.c    large objects, a span of their own each
  *   spanheap_structs.c  the span-struct allocator, the all-spans array
  *   spanheap_central.c  the central lists and fold queues (mcentral)
- *   spanheap_cache.c    the per-CPU caches' slow paths: refill, flush, and
- *                       the magazines' spills and drains (mcache)
+ *   spanheap_cache.c    the per-CPU caches' slow paths: refill and the
+ *                       magazines' spills (mcache)
+ *   spanheap_flush.c    the magazines' drains, a cache's flush, an idle
+ *                       CPU's flush
  *   spanheap.c          allocation's paths and the API
  *   spanheap_free.c     the free's paths (spanheap_free, _free_held)
  *   spanheap_realloc.c  calloc, realloc, usable size; refused frees

@@ -56,7 +56,9 @@ struct spanheap_stats {
 	struct mheap_stats heap;
 };
 
-/* A snapshot of the statistics (approximate while CPUs allocate). */
+/* A snapshot of the statistics (approximate while CPUs allocate).
+ * Thread context: it takes the heap's lock, which the CPU an interrupt
+ * handler interrupted may hold. */
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
 
 /* mm_logs a slabinfo-style table, the totals, failure injection's state,
