@@ -192,6 +192,9 @@ KTEST(mheap, background_reaches_goal)
 		nanosleep(&ts, NULL);
 	}
 	uint64_t wall = end - t0, cpu = st.n.bg_cpu_ns - cpu0;
+	/* It paced itself: its batches' CPU time earned sleeps on pace (a
+	 * thread that never slept there passed every check below). */
+	unsigned long paced = mm_port_event_returns(&heap.scav.pace);
 	mheap_scavenger_stop(&heap);
 	ktest_diag("after %lu ms: %lu runs, %lu pages, %lu us CPU "
 	           "(%lu per mille, budget %u)",
@@ -202,6 +205,7 @@ KTEST(mheap, background_reaches_goal)
 	KEXPECT_EQ(st.in_use_pages, 4 * EACH);
 	KEXPECT(st.n.bg_pages >= (N - 4) * EACH - st.goal_pages);
 	KEXPECT(cpu > 0);
+	KEXPECT(paced > 0);
 	KEXPECT(st.n.bg_cpu_ns <= end - started + CLOCK_SLACK_NS);
 	MH_CHECK(&heap, "after the scavenger");
 	mh_release(&heap);
@@ -359,6 +363,35 @@ KTEST(mheap, alloc_sleeps_through_a_batch_in_a_full_arena)
 KTEST(mheap, alloc_sleeps_through_a_batch_when_growth_fails)
 {
 	alloc_sleeps_through_a_batch(2, 1);
+}
+
+/*
+ * The end of a batch wakes `grown`, which an allocation that waits for the
+ * batch's pages sleeps on. Without that wake the waiter still got its page,
+ * but only when its wait timed out (MHEAP_GROW_WAIT_NS, a second): every
+ * test above passed. No clock here: the event's count must have moved
+ * from the value read while the thread slept, and nothing else wakes it.
+ */
+KTEST(mheap, the_end_of_a_batch_wakes_an_allocation_waiting_for_it)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	pthread_t scav, user;
+	char *a = mh_hold_a_batch(&heap, &scav);
+	KASSERT(a);
+	void *got = NULL;
+	KASSERT(pthread_create(&user, NULL, alloc_one_thread, &got) == 0);
+	while (mm_port_event_waiters(&heap.grown) == 0)
+		sched_yield();
+	uint64_t seen = mm_event_prepare(&heap.grown);
+	mh_batch_go(scav);
+	KEXPECT(mm_event_prepare(&heap.grown) != seen);
+	pthread_join(user, NULL);
+	KEXPECT(got != NULL);
+	if (got)
+		mheap_free_pages(&heap, got, 1);
+	mheap_free_pages(&heap, a, 312);
+	MH_CHECK(&heap, "after the wake");
+	mh_release(&heap);
 }
 
 /* A stop with no scavenger does nothing; a second start keeps the thread

@@ -315,8 +315,12 @@ KTEST(mheap, atomic_allocation_below_the_reserve_asks_for_a_refill)
 		KASSERT(p[n - 1]);
 		mheap_stats(&heap, &st);
 	}
+	uint64_t woken = mm_event_prepare(&heap.scav.wake);
 	p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC); /* below */
 	KASSERT(p[n - 1]);
+	/* The request wakes the thread: an idle one sleeps up to
+	 * MHEAP_IDLE_NS, and started after it, as below, it needs none. */
+	KEXPECT(mm_event_prepare(&heap.scav.wake) != woken);
 	mheap_stats(&heap, &st);
 	KEXPECT(st.free_backed_pages + st.free_scav_pages < RESERVE);
 	KEXPECT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);

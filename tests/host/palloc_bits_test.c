@@ -225,6 +225,14 @@ KTEST(pallocbits, summarize)
 	b = bits_of(3, 500);
 	pallocbits_clear(&b, 100, 70); /* an inner run crossing two words */
 	KEXPECT_EQ(pallocbits_summarize(&b), palloc_sum_pack(3, 70, 9));
+	/* A word allocated only at its two ends holds the longest inner run
+	 * a word can (62), one more than the end run: the bound that lets
+	 * summarize skip a word must not skip it. Random words rarely have
+	 * exactly two set bits. */
+	b = bits_of(0, 512);
+	b.w[0] = 1ull | 1ull << 63;
+	b.w[7] = 7; /* end run 61 */
+	KEXPECT_EQ(pallocbits_summarize(&b), palloc_sum_pack(0, 62, 61));
 	uint64_t s = 99;
 	for (int t = 0; t < 5000; t++) {
 		random_bits(&b, &s);
