@@ -64,6 +64,15 @@ enum mheap_hook_point {
 	 * but NMI (a kick after a spill in an interrupt handler reaches it)
 	 * (spanheap_sweep.c, pending_since_flip). */
 	MHEAP_HOOK_PENDING_BASE_READ,
+	/* A sweep cycle's flip has read the pending frees' total, its new
+	 * base, and not yet taken the heap lock to advance sweepgen: a free
+	 * counted now is pending since this flip; thread context, no lock
+	 * held, the cycle semaphore held (spanheap_sweep.c, flip). */
+	MHEAP_HOOK_FLIP_BASE_READ,
+	/* A spill's remote free has queued its span for a fold (or found it
+	 * queued) and not yet set the object's pending bit; pinned, any
+	 * context but NMI (spanheap_cache.c, span_give_back). */
+	MHEAP_HOOK_REMOTE_QUEUED,
 	/* A span its owner has folded (a cache handing it back, a sweep, a
 	 * fold queue's taker, a refill's sweep on demand) is about to be
 	 * placed: on no list, no owner; no lock held, any context but NMI,
@@ -111,8 +120,9 @@ enum mheap_hook_point {
  * MHEAP_HOOK_ALLOC_MISSED, MHEAP_HOOK_ALLOC_NO_GROWTH (an MHEAP_ATOMIC
  * allocation reaches them too: it may grow the heap itself),
  * MHEAP_HOOK_FOLD_REST and MHEAP_HOOK_SPAN_PLACING, which a refill in an
- * interrupt handler reaches too, MHEAP_HOOK_PENDING_BASE_READ, and the
- * idle hooks, which a CPU's idle loop reaches. */
+ * interrupt handler reaches too, MHEAP_HOOK_PENDING_BASE_READ and
+ * MHEAP_HOOK_REMOTE_QUEUED (a free's spill in a handler), and the idle
+ * hooks, which a CPU's idle loop reaches. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 

@@ -97,6 +97,7 @@ span_give_back(struct spanheap *sh, unsigned cpu, struct mspan *s, unsigned cls,
 	if (!atomic_load_explicit(&s->queued, memory_order_relaxed) &&
 	    !atomic_exchange_explicit(&s->queued, 1, memory_order_acq_rel))
 		spanheap_fold_queue_push(&sh->central[cls], s);
+	mheap_hook(sh->heap, MHEAP_HOOK_REMOTE_QUEUED);
 	uint64_t old = atomic_fetch_or_explicit(&s->pending[w], b,
 	                                        memory_order_release);
 	if (old & b)

@@ -175,6 +175,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	 * placed as swept after the flip with its bit, which the placement's
 	 * look missed: nothing then owed that bit a fold (the model's S7). */
 	uint64_t base = pending_total(sh);
+	mheap_hook(h, MHEAP_HOOK_FLIP_BASE_READ);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	uint32_t sg =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed) + 2;

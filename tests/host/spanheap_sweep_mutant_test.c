@@ -5,6 +5,7 @@
  * the commit that added it names. Each test makes its own heap over a
  * 1 GiB arena and gives it back at the end.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -203,6 +204,117 @@ KTEST(spanheap_sweep_mutant, kick_across_a_flip_wakes_no_one)
 	KEXPECT_EQ(sh.n.cycles - cycles0, 1);
 	KEXPECT_EQ(mm_event_prepare(&sh.sweeper.wake), seen);
 	SH_CHECK(&sh, "after the kick");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/* The objects the flip test frees from CPU 1 in its hook. */
+enum { FLIP_N = 16, FLIP_SIZE = 256 };
+static void *flip_obj[FLIP_N];
+static _Atomic bool flip_armed;
+
+/* Between the flip's read of the pending total and its advance of
+ * sweepgen: remote frees (FLIP_N objects freed on CPU 1, spilled as
+ * pending bits, their bytes counted). */
+static void frees_after_the_base_read(struct mheap *h,
+                                      enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FLIP_BASE_READ ||
+	    !atomic_exchange(&flip_armed, false))
+		return;
+	mm_port_set_cpu(1);
+	for (unsigned i = 0; i < FLIP_N; i++)
+		spanheap_free(&sh, flip_obj[i]);
+	spanheap_flush_cache(&sh);
+	mm_port_set_cpu(0);
+}
+
+/*
+ * Frees counted after a flip read its base stay pending since that flip,
+ * so that the next cycle is due for them (flip: "one cycle more at
+ * worst"). With the base read after the flip instead, such frees went
+ * into the base and counted as pending since no flip; a free whose span
+ * a taker placed as swept after the flip, its bit missed by the
+ * placement's look (spanheap_span_place), then had no cycle owed to fold
+ * it, and its empty span was kept from the page heap. No single-thread
+ * test saw the order: here the hook frees between the read and the flip.
+ */
+KTEST(spanheap_sweep_mutant, frees_after_the_flips_base_read_stay_pending)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh_alloc_n(&sh, flip_obj, FLIP_N, FLIP_SIZE));
+	spanheap_flush_cache(&sh);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(spanheap_pending_since_flip(&sh), 0);
+	atomic_store(&flip_armed, true);
+	mheap_test_hook = frees_after_the_base_read;
+	spanheap_sweep_cycle(&sh);
+	mheap_test_hook = NULL;
+	KEXPECT_EQ(atomic_load(&flip_armed), 0);
+	KEXPECT_EQ(spanheap_pending_since_flip(&sh),
+	           (uint64_t)FLIP_N *
+	                   sizeclass_info[sizeclass_of(FLIP_SIZE)].size);
+	spanheap_sweep_cycle(&sh);
+	KEXPECT_EQ(spanheap_pending_since_flip(&sh), 0);
+	SH_CHECK(&sh, "after the cycles");
+	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
+	sh_heap_release(&heap);
+}
+
+/* The remote-queue test's object: the only one handed out of its span. */
+enum { RQ_SIZE = 128 };
+static void *rq_obj;
+static _Atomic bool rq_armed;
+
+static void *owner_hands_back(void *arg)
+{
+	(void)arg;
+	mm_port_set_cpu(0);
+	spanheap_flush_cache(&sh); /* its span folded and placed */
+	return NULL;
+}
+
+/* Between a spill's queueing of the span and the object's pending bit:
+ * the span's owner (CPU 0) hands it back, on a thread of its own, as
+ * this one is pinned (CPU 1). */
+static void owner_flush_mid_free(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_REMOTE_QUEUED ||
+	    !atomic_exchange(&rq_armed, false))
+		return;
+	pthread_t t;
+	if (pthread_create(&t, NULL, owner_hands_back, NULL) == 0)
+		pthread_join(t, NULL);
+}
+
+/*
+ * A remote free queues the span before it sets the object's pending bit
+ * (span_give_back): until the bit is set, the object keeps its span in
+ * use, so a fold meanwhile (its owner handing it back) places it, queued,
+ * and the queue's taker frees it once empty. With the bit set first, the
+ * owner's fold took the bit, found the span empty and not queued, and gave
+ * it back to the page heap; the free then queued a dead span (or one
+ * reused since) for a fold. Hook at MHEAP_HOOK_REMOTE_QUEUED.
+ */
+KTEST(spanheap_sweep_mutant, remote_free_queues_its_span_before_its_bit)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	rq_obj = spanheap_alloc(&sh, RQ_SIZE, 0); /* CPU 0 caches its span */
+	KASSERT(rq_obj);
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)rq_obj);
+	mm_port_set_cpu(1);
+	spanheap_free(&sh, rq_obj); /* into CPU 1's magazine */
+	atomic_store(&rq_armed, true);
+	mheap_test_hook = owner_flush_mid_free;
+	spanheap_flush_cache(&sh); /* the spill: queued, the hook, the bit */
+	mheap_test_hook = NULL;
+	mm_port_set_cpu(0);
+	KEXPECT_EQ(atomic_load(&rq_armed), 0);
+	KEXPECT_EQ(atomic_load(&s->state), MSPAN_SMALL);
+	KEXPECT_EQ(atomic_load(&s->queued), 1);
+	SH_CHECK(&sh, "after the spill");
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "after the cycle");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
