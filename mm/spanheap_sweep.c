@@ -334,9 +334,11 @@ size_t spanheap_sweep_cycle(struct spanheap *sh)
  * their spans in use; then, if frees are pending since the last flip, a
  * cycle is running (whose end it waits for) or a fold queue or backlog
  * holds spans (queues_hold_spans), a whole cycle gives every empty span
- * back. Returns true if either gave something back: with
- * nothing pending and nothing freed it fails at once, so a heap truly out
- * of memory fails fast. Thread context, nothing pinned, no mm lock held.
+ * back. Returns true if the flush gave a span back or a cycle ran (even
+ * one that freed no span: the objects it folded free in the spans it
+ * kept are room for a small allocation's retry); with nothing pending and
+ * nothing freed it fails at once, so a heap truly out of memory fails
+ * fast. Thread context, nothing pinned, no mm lock held.
  */
 bool spanheap_reclaim(struct spanheap *sh)
 {
