@@ -62,7 +62,7 @@ enum mheap_hook_point {
 	/* The span heap's count of pending frees since the last flip has
 	 * read the flip's base and not yet the per-CPU totals; any context
 	 * but NMI (a kick after a spill in an interrupt handler reaches it)
-	 * (spanheap_sweep.c, pending_since_flip). */
+	 * (spanheap_sweeper.c, pending_since_flip). */
 	MHEAP_HOOK_PENDING_BASE_READ,
 	/* A sweep cycle's flip has read the pending frees' total, its new
 	 * base, and not yet taken the heap lock to advance sweepgen: a free

@@ -44,7 +44,7 @@ struct spanheap_config {
 	 * CPU is a thread's slot, and a blocked thread keeps its cache):
 	 * the sweeper hands back the caches of the other CPUs that have not
 	 * flushed since a cycle that began at least period_ns ago, at most
-	 * once a period (spanheap_sweep.c, quiet_visit). Off by default: a
+	 * once a period (spanheap_sweeper.c, quiet_visit). Off by default: a
 	 * kernel's idle loop does it, and its each_other_cpu stops the
 	 * world. A bit of poison's byte: the struct stays 32 bytes.
 	 */

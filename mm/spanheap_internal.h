@@ -13,14 +13,15 @@
  *   spanheap_free.c     the free's paths (spanheap_free, _free_held)
  *   spanheap_realloc.c  calloc, realloc, usable size; refused frees
  *   spanheap_init.c     set-up
- *   spanheap_sweep.c    sweep cycles, the sweeper thread
+ *   spanheap_sweep.c    sweep cycles, reclaim and release
+ *   spanheap_sweeper.c  pending frees and the sweeper thread
  *   spanheap_stats.c    statistics and the slabinfo dump
  *   spanheap_check.c    the checker; spanheap_check_cache.c its per-CPU
  *                       checks
  *   spanheap_fail.c     allocation-failure injection (spanheap_fail.h),
  *                       deciding through failpoint.c (failpoint.h)
- * spanheap_span.h, _central.h and _cache.h (included below) declare what
- * those layers give the others.
+ * spanheap_span.h, _central.h, _cache.h and _sweep.h (included below)
+ * declare what those layers give the others.
  */
 #ifndef MM_SPANHEAP_INTERNAL_H
 #define MM_SPANHEAP_INTERNAL_H
@@ -161,24 +162,8 @@ void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
 #include "spanheap_central.h"
 #include "spanheap_cache.h"
 
-/* Wakes the sweeper if pending frees passed the threshold. Any context
- * but NMI, no lock held. */
-void spanheap_sweeper_kick(struct spanheap *sh);
-/* The page heap refused a thread allocation: sweeps now (spanheap_sweep.c);
- * true if memory may have come back. */
-bool spanheap_reclaim(struct spanheap *sh);
-/* Bytes of remote frees counted since the last flip's base: above 0, the
- * sweeper's threshold or a reclaim will run a cycle (spanheap_sweep.c).
- * Any context but NMI. */
-uint64_t spanheap_pending_since_flip(struct spanheap *sh);
-
-/* The cycle semaphore (invariant 5): held from a cycle's flip to its
- * finish, and by the checker. Thread context. */
-void spanheap_cycle_acquire(struct spanheap *sh);
-void spanheap_cycle_release(struct spanheap *sh);
-
-/* Cache refills on every CPU so far: the heap's activity. Any context. */
-uint64_t spanheap_refills_total(struct spanheap *sh);
+/* Sweep cycles and when they run. */
+#include "spanheap_sweep.h"
 
 /* The bits of a span's bitmap word w for the object indexes below n. */
 static inline uint64_t spanheap_bits_below(uint32_t n, unsigned w)

@@ -135,6 +135,42 @@ static uint64_t now_ns(void)
 /* Thread CPU time and CLOCK_MONOTONIC are separate clocks. */
 #define CLOCK_SLACK_NS 1000000ull
 
+/* Waits until the background scavenger is idle at its goal (true), or
+ * has released no page for SCAV_NO_PROGRESS_NS (false), sampling the
+ * heap for tools/plot-heap; *st is its last reading, *end the time after
+ * it. */
+static bool wait_idle_at_goal(struct mheap_stats *st, uint64_t t0,
+                              uint64_t *end)
+{
+	bool idle = false;
+	uint64_t pages = 0, progress_ns = now_ns();
+	for (int tick = 0; !idle; tick++) {
+		mheap_stats(&heap, st);
+		uint64_t now = now_ns();
+		*end = now;        /* after st was read */
+		if (tick % 5 == 0) /* samples for tools/plot-heap */
+			ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
+			           (now - t0) / 1000000, st->in_use_pages * 4,
+			           st->free_backed_pages * 4,
+			           st->free_scav_pages * 4);
+		if (st->n.bg_pages != pages) {
+			pages = st->n.bg_pages;
+			progress_ns = now;
+		} else if (now - progress_ns > SCAV_NO_PROGRESS_NS) {
+			ktest_diag("no page released in %llu s: giving up",
+			           SCAV_NO_PROGRESS_NS / 1000000000);
+			break;
+		}
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		idle = heap.scav.idle &&
+		       st->free_backed_pages <= st->goal_pages;
+		mm_lock_release(&heap.lock, irq);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return idle;
+}
+
 /*
  * A burst of large frees wakes the scavenger, which must bring free backed
  * pages to its goal and go idle. Nothing here bounds the time it takes or
@@ -165,32 +201,8 @@ KTEST(mheap, background_reaches_goal)
 	uint64_t t0 = now_ns(), cpu0 = st.n.bg_cpu_ns;
 	for (int i = 4; i < N; i++) /* a burst of large frees */
 		mheap_free_pages(&heap, p[i], EACH);
-	/* Until the scavenger goes idle at its goal. */
-	bool idle = false;
-	uint64_t pages = 0, progress_ns = now_ns(), end = 0;
-	for (int tick = 0; !idle; tick++) {
-		mheap_stats(&heap, &st);
-		uint64_t now = now_ns();
-		end = now;         /* after st was read */
-		if (tick % 5 == 0) /* samples for tools/plot-heap */
-			ktest_diag("heapcsv: %lu,%zu,%zu,%zu",
-			           (now - t0) / 1000000, st.in_use_pages * 4,
-			           st.free_backed_pages * 4,
-			           st.free_scav_pages * 4);
-		if (st.n.bg_pages != pages) {
-			pages = st.n.bg_pages;
-			progress_ns = now;
-		} else if (now - progress_ns > SCAV_NO_PROGRESS_NS) {
-			ktest_diag("no page released in %llu s: giving up",
-			           SCAV_NO_PROGRESS_NS / 1000000000);
-			break;
-		}
-		unsigned long irq = mm_lock_acquire(&heap.lock);
-		idle = heap.scav.idle && st.free_backed_pages <= st.goal_pages;
-		mm_lock_release(&heap.lock, irq);
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL);
-	}
+	uint64_t end;
+	bool idle = wait_idle_at_goal(&st, t0, &end);
 	uint64_t wall = end - t0, cpu = st.n.bg_cpu_ns - cpu0;
 	/* It paced itself: its batches' CPU time earned sleeps on pace (a
 	 * thread that never slept there passed every check below). */
