@@ -4,11 +4,10 @@
  * out its reserve, zeroed on MM_ZERO, and an MM_ATOMIC call then gets
  * NULL, counted; a call with a flag no allocation takes gets NULL and a
  * line, the reserve untouched; frees refill the reserve before anything goes
- * back to the heap (a sleeping call's waits: mempool_wait_test.c); pools over a
- * named cache and over
- * a source of the caller's (one whose elements are not aligned to a
- * pointer panics); bad parameters and a reserve the heap cannot
- * hold refused with a line, leaking nothing; a destroy with elements out
+ * back to the heap (a sleeping call's waits: mempool_wait_test.c); pools over
+ * a named cache and over a source of the caller's (one whose elements are
+ * not aligned to a pointer panics); bad parameters and a reserve the heap
+ * cannot hold refused with a line, leaking nothing; a destroy with elements out
  * (or more freed than handed out) refused; double frees (into the reserve
  * or to the heap), a smaller object, an interior and a foreign pointer
  * panic naming the pool or the heap's check; the checker passes a sound
