@@ -149,6 +149,9 @@ enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
 		mm_lock_release(&h->lock, irq);
 		mheap_hook(h, MHEAP_HOOK_GROW_COMMITTED);
 	}
+	/* Cleared before the wake: a woken waiter that must grow too would
+	 * find it set, get BUSY and sleep out its whole wait (a review's
+	 * mutant; no test stages the few instructions between the two). */
 	atomic_store(&h->growing, false);
 	mm_event_wake(&h->grown);
 	return ok ? MHEAP_GROW_OK : MHEAP_GROW_FAILED;
