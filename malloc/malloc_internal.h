@@ -116,7 +116,7 @@ void mm_malloc_give_back(void *addr, size_t nbytes) MM_MALLOC_HIDDEN;
 
 /* The arena size the heap's set-up tries first: want (a multiple of a
  * chunk), or under an address-space limit a smaller multiple that leaves
- * room for the rest of the program (port_prod.c). Keeps errno. */
+ * room for the rest of the program (arena.c). Keeps errno. */
 size_t mm_malloc_arena_fit(size_t want) MM_MALLOC_HIDDEN;
 
 /* True once the heap is set up (slots.c, "bootstrap"). */

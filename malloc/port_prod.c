@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -218,51 +217,6 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	if (end > base + nbytes)
 		munmap((void *)(base + nbytes), end - (base + nbytes));
 	return (void *)base;
-}
-
-/*
- * Under an address-space limit (ulimit -v) the arena leaves room for the
- * program's stacks and mappings, as glibc's heap does: it is the room free
- * now (bisected to a chunk) less an eighth, at least ARENA_HEADROOM. It
- * was the largest power of two that fitted: past one, threads failed.
- */
-#define ARENA_HEADROOM ((size_t)16 << 20)
-
-/* Whether n bytes of address space can be reserved now; keeps none. */
-static bool reservable(size_t n)
-{
-	void *p = mmap(NULL, n, PROT_NONE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return false;
-	munmap(p, n);
-	return true;
-}
-
-size_t mm_malloc_arena_fit(size_t want)
-{
-	const size_t chunk = PALLOC_CHUNK_BYTES;
-	int saved = errno;
-	struct rlimit rl; /* no limit: no probe (every process comes here) */
-	if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
-		errno = saved;
-		return want;
-	}
-	size_t lo = 0, hi = want; /* lo fits (0 does), hi does not */
-	if (reservable(want + ARENA_HEADROOM))
-		lo = hi = want;
-	while (hi - lo > chunk) {
-		size_t mid = (lo + (hi - lo) / 2) & ~(chunk - 1);
-		if (reservable(mid))
-			lo = mid;
-		else
-			hi = mid;
-	}
-	errno = saved;
-	if (lo == want)
-		return want;
-	size_t head = lo / 8 > ARENA_HEADROOM ? lo / 8 : ARENA_HEADROOM;
-	return lo >= head + chunk ? (lo - head) & ~(chunk - 1) : chunk;
 }
 
 /*

@@ -98,8 +98,9 @@ static void *thread_main(void *p)
 
 /*
  * A background thread's stack: what mm/ needs (the kernel runs the same
- * sweeper and scavenger on stacks of at most 60 KiB) and the program's
- * atexit handlers, which exit_if_alone may run, with room to spare.
+ * sweeper and scavenger on stacks of at most 60 KiB), with room to spare;
+ * the program's atexit handlers, which exit_if_alone's exit(0) runs, get
+ * a thread of the default stack (exit_main).
  * glibc's default (RLIMIT_STACK's 8 MiB) took 16 MiB of address space for
  * the two, which under ulimit -v is the room the program's own threads
  * need (mm_malloc_arena_fit leaves it; API test address_limit). A
@@ -149,10 +150,10 @@ struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
 	return t;
 }
 
-/* One exit: the other background thread, alone too while the first runs
- * the program's atexit handlers, called exit(0) as well, found the
- * handlers taken, and ended the process under a handler still running
- * (glibc's last thread exits once). A child made without fork's
+/* One exit: the other background thread, alone too while the program's
+ * atexit handlers ran from the first's exit(0), called it as well,
+ * found the handlers taken, and ended the process under a handler still
+ * running (glibc's last thread exits once). A child made without fork's
  * handlers (_Fork, clone) clears it with the threads it forgets
  * (mm_malloc_threads_forget), so that its own last thread's end still
  * ends it; one forked by such a handler keeps it, as its one thread is
@@ -178,9 +179,10 @@ void mm_malloc_threads_forget(void)
  * lists none of malloc's). */
 void mm_port_thread_join(struct mm_thread *t)
 {
-	/* The thread itself: it ended the process (exit_if_alone), and a
-	 * program's atexit handler it runs forked, whose prepare handler
-	 * stops the background threads. It never goes back to fn (exit
+	/* The thread itself: it ended the process (exit_if_alone, when no
+	 * thread for the exit could start), and a program's atexit handler
+	 * it runs forked, whose prepare handler stops the background
+	 * threads. It never goes back to fn (exit
 	 * does not return); joining itself failed (EDEADLK) and aborted. */
 	if (pthread_equal(t->tid, pthread_self())) {
 		atomic_store(&t->used, false);
@@ -226,6 +228,17 @@ static unsigned process_threads(void)
 	return live > leader_gone ? live - leader_gone : 0;
 }
 
+/* exit(0) on a thread of glibc's default stack, where the program's
+ * atexit handlers and destructors run as on its last thread: on a
+ * background thread's BG_STACK_BYTES, a handler that took 2 MiB of stack
+ * overran it (API test background_lone_exit). Not joined: a handler's
+ * fork stops and joins the thread that started it. */
+static void *exit_main(void *arg)
+{
+	(void)arg;
+	exit(0);
+}
+
 /*
  * glibc ends a process with exit(0) when its last thread exits
  * (pthread_exit from every thread, main included). Our background threads
@@ -252,8 +265,12 @@ static void exit_if_alone(void)
 	mm_malloc_hook(MM_MALLOC_HOOK_ALONE_COUNTED);
 	if (n && n <= atomic_load(&nbackground) &&
 	    atomic_load(&nbackground_starts) == starts &&
-	    !atomic_exchange(&exiting, true))
-		exit(0);
+	    !atomic_exchange(&exiting, true)) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, exit_main, NULL) != 0)
+			exit(0); /* no room for one: here, as before */
+		pthread_detach(t);
+	}
 }
 
 struct prod_event {

@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,12 @@ const char *test_background_lone_exit(void)
 	      "forks: status %#x (want exit 42; SIGABRT: the fork joined "
 	      "the thread running it)",
 	      st);
+	st = run_scenario("background-lone-exit-deep", NULL, NULL, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 42,
+	      "an atexit handler using 2 MiB of stack, run by the lone "
+	      "exit: status %#x (want exit 42; SIGSEGV: it ran on a "
+	      "background thread's 1 MiB stack)",
+	      st);
 	return NULL;
 }
 
@@ -82,5 +89,26 @@ int scenario_background_lone_exit_fork(void)
 	if (background_threads_up() != 3)
 		return 4;
 	atexit(forking_atexit);
+	pthread_exit(NULL);
+}
+
+/*
+ * The same lone exit, whose atexit handler takes 2 MiB of stack: under
+ * glibc it runs on the last program thread's stack (8 MiB by default).
+ * Once the background threads had 1 MiB stacks, a handler run by their
+ * exit(0) overran its stack (SIGSEGV). Exits 42 from the handler.
+ */
+static void deep_atexit(void)
+{
+	volatile char buf[(size_t)2 << 20];
+	memset((char *)buf, 1, sizeof(buf));
+	_exit(buf[sizeof(buf) - 1] == 1 ? 42 : 5);
+}
+
+int scenario_background_lone_exit_deep(void)
+{
+	if (background_threads_up() != 3)
+		return 4;
+	atexit(deep_atexit);
 	pthread_exit(NULL);
 }

@@ -273,19 +273,22 @@ static int thread_fits(const char *when)
 }
 
 /* Under a limit the scenario sets itself, before its first allocation,
- * at 134 MiB past the address space it has: room for an arena of 128
- * MiB and 6 MiB more. After its first malloc the program must still
- * have room for a thread with an 8 MiB stack, as it has under glibc's
- * malloc; until this version the arena took the largest power of two
+ * at 134 MiB past the address space it has (or HEADROOM_PAST_MIB): room
+ * for an arena of 128 MiB and 6 MiB more. After its first malloc the program
+ * must still have room for a thread with an 8 MiB stack, as it has under
+ * glibc's malloc; until this version the arena took the largest power of two
  * that fitted, here 128 MiB, and pthread_create failed with EAGAIN (so
- * did every limit a little past a power of two). And still once the
+ * did every limit a little past a power of two; past the default arena
+ * and its 132 MiB of metadata by a few MiB, the whole arena was taken).
+ * And still once the
  * heap grew past 8 MiB and the background threads run: until this
  * version they had glibc's default stacks, 8 MiB of address space each,
  * and took that room. Returns 2 if the limit cannot be set, 3 if an
  * allocation failed, 4 if the thread could not start. */
 static int scenario_address_headroom(void)
 {
-	if (!limit_past_vm((rlim_t)134 << 20))
+	const char *mib = getenv("HEADROOM_PAST_MIB");
+	if (!limit_past_vm((rlim_t)(mib ? strtoul(mib, NULL, 10) : 134) << 20))
 		return 2;
 	void *p = malloc(100);
 	if (!p)
@@ -378,6 +381,7 @@ static const struct scenario scenarios[] = {
         {"background-initfirst", scenario_background_initfirst},
         {"background-lone-exit", scenario_background_lone_exit},
         {"background-lone-exit-fork", scenario_background_lone_exit_fork},
+        {"background-lone-exit-deep", scenario_background_lone_exit_deep},
         {"errno-at-start", scenario_errno_at_start},
         {"rt-fork", scenario_rt_fork},
         {"rt-guard-trim", scenario_rt_guard_trim},

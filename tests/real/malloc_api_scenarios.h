@@ -42,6 +42,7 @@ int scenario_background_at_threshold(void);
 int scenario_background_initfirst(void);
 int scenario_background_lone_exit(void);
 int scenario_background_lone_exit_fork(void);
+int scenario_background_lone_exit_deep(void);
 int scenario_errno_at_start(void);
 int scenario_diff(void);
 int scenario_describe_poison(void);
