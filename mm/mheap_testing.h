@@ -69,7 +69,7 @@ enum mheap_hook_point {
 	 * counted now is pending since this flip; thread context, no lock
 	 * held, the cycle semaphore held (spanheap_sweep.c, flip). */
 	MHEAP_HOOK_FLIP_BASE_READ,
-	/* A spill's remote free has queued its span for a fold (or found it
+	/* A spill's remote free has queued its span for a fold (it was not
 	 * queued) and not yet set the object's pending bit; pinned, any
 	 * context but NMI (spanheap_cache.c, span_give_back). */
 	MHEAP_HOOK_REMOTE_QUEUED,

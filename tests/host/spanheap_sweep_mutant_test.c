@@ -265,6 +265,7 @@ KTEST(spanheap_sweep_mutant, frees_after_the_flips_base_read_stay_pending)
 enum { RQ_SIZE = 128 };
 static void *rq_obj;
 static _Atomic bool rq_armed;
+static bool rq_bit_early; /* a pending bit was set at the hook */
 
 static void *owner_hands_back(void *arg)
 {
@@ -282,6 +283,8 @@ static void owner_flush_mid_free(struct mheap *h, enum mheap_hook_point where)
 	if (h != &heap || where != MHEAP_HOOK_REMOTE_QUEUED ||
 	    !atomic_exchange(&rq_armed, false))
 		return;
+	rq_bit_early = spanheap_span_has_pending(
+	        mheap_span_lookup(&heap, (uintptr_t)rq_obj));
 	pthread_t t;
 	if (pthread_create(&t, NULL, owner_hands_back, NULL) == 0)
 		pthread_join(t, NULL);
@@ -294,7 +297,9 @@ static void owner_flush_mid_free(struct mheap *h, enum mheap_hook_point where)
  * and the queue's taker frees it once empty. With the bit set first, the
  * owner's fold took the bit, found the span empty and not queued, and gave
  * it back to the page heap; the free then queued a dead span (or one
- * reused since) for a fold. Hook at MHEAP_HOOK_REMOTE_QUEUED.
+ * reused since) for a fold. Hook at MHEAP_HOOK_REMOTE_QUEUED, which the
+ * free that queues the span reaches: no pending bit may be set there yet
+ * (with the bit set before the queueing, the hook came after both).
  */
 KTEST(spanheap_sweep_mutant, remote_free_queues_its_span_before_its_bit)
 {
@@ -310,6 +315,7 @@ KTEST(spanheap_sweep_mutant, remote_free_queues_its_span_before_its_bit)
 	mheap_test_hook = NULL;
 	mm_port_set_cpu(0);
 	KEXPECT_EQ(atomic_load(&rq_armed), 0);
+	KEXPECT_EQ(rq_bit_early, false);
 	KEXPECT_EQ(atomic_load(&s->state), MSPAN_SMALL);
 	KEXPECT_EQ(atomic_load(&s->queued), 1);
 	SH_CHECK(&sh, "after the spill");
