@@ -40,27 +40,32 @@
  */
 
 /* One per-CPU counter (its offset in struct mcache_counters) summed over
- * every CPU. Acquire, against count_add's release (spanheap_cache.c): a
- * flip whose base took in a spill's pending bytes then sees its bits, and
- * so does a placement after the flip. */
-static uint64_t cpus_total(struct spanheap *sh, size_t off)
+ * every CPU, each loaded with order mo. */
+static uint64_t cpus_total(struct spanheap *sh, size_t off, memory_order mo)
 {
 	uint64_t t = 0;
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
 		t += atomic_load_explicit(
 		        (_Atomic uint64_t *)((char *)&sh->caches[cpu].n + off),
-		        memory_order_acquire);
+		        mo);
 	return t;
 }
 
+/* Acquire, against count_add's release (spanheap_cache.c): a flip whose
+ * base took in a spill's pending bytes then sees its bits, and so does a
+ * placement after the flip. Only the flip needs it: the kicks' and
+ * reclaim's reads (pending_since_flip) decide only whether to start a
+ * cycle, and are relaxed, as a free counted just after them would be. */
 uint64_t spanheap_pending_total(struct spanheap *sh)
 {
-	return cpus_total(sh, offsetof(struct mcache_counters, pending_bytes));
+	return cpus_total(sh, offsetof(struct mcache_counters, pending_bytes),
+	                  memory_order_acquire);
 }
 
 uint64_t spanheap_refills_total(struct spanheap *sh)
 {
-	return cpus_total(sh, offsetof(struct mcache_counters, refills));
+	return cpus_total(sh, offsetof(struct mcache_counters, refills),
+	                  memory_order_relaxed);
 }
 
 /*
@@ -77,7 +82,11 @@ static uint64_t pending_since_flip(struct spanheap *sh)
 	uint64_t base =
 	        atomic_load_explicit(&sh->pending_base, memory_order_acquire);
 	mheap_hook(sh->heap, MHEAP_HOOK_PENDING_BASE_READ);
-	uint64_t total = spanheap_pending_total(sh);
+	/* Relaxed: coherence with the flip's reads, which its base's
+	 * release and our acquire order before these, keeps them no older. */
+	uint64_t total =
+	        cpus_total(sh, offsetof(struct mcache_counters, pending_bytes),
+	                   memory_order_relaxed);
 	return total > base ? total - base : 0;
 }
 
