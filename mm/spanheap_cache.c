@@ -40,7 +40,8 @@
 /* Per-CPU counters: their CPU writes them pinned (no interrupt can
  * interleave), others read them; atomics, no RMW. The store is release:
  * a spill's pending bytes must not be seen before the pending bits it set
- * (the flip reads them acquire for its base, spanheap_sweep.c: a base
+ * (the flip reads them acquire for its base, spanheap_pending_total in
+ * spanheap_sweeper.c: a base
  * that took in a count whose bit a placement after the flip then missed
  * left that bit owed no fold, the sweep model's S7 and its mutant
  * COUNT_BEFORE_BIT). Relaxed, arm64 and riscv64 may show the count
