@@ -1,15 +1,22 @@
 /*
- * malloc/arena.c: the size of the hosted malloc's arena, which it
- * reserves whole (address space only) at its set-up (slots.c,
- * heaps_make): 64 GiB, or under an address-space limit (ulimit -v, as
- * batch systems set) what leaves the program room for its own threads
- * and mappings.
+ * malloc/arena.c: the hosted malloc's heaps, made at its set-up (slots.c,
+ * "bootstrap"): the page heap in an arena reserved whole (address space
+ * only), 64 GiB, or under an address-space limit (ulimit -v, as batch
+ * systems set) what leaves the program room for its own threads and
+ * mappings; then the span heap over it.
  *
- * Algorithm: with no RLIMIT_AS, the size asked, with no probe (every
- * process starts here). Otherwise, if the size asked and an eighth more
- * can be reserved, the size asked; else the room free now, found by
- * bisection to a chunk with PROT_NONE, MAP_NORESERVE mappings unmapped
- * at once, less an eighth of it and at least ARENA_HEADROOM.
+ * Algorithm: the arena's size. With no RLIMIT_AS, the size asked, with
+ * no probe (every process starts here). Otherwise, if the size asked and
+ * an eighth more can be reserved, the size asked; else the room free
+ * now, found by bisection to a chunk with PROT_NONE, MAP_NORESERVE
+ * mappings unmapped at once, less an eighth of it and at least
+ * ARENA_HEADROOM. The page heap is tried at that size, halved down to
+ * one chunk while its metadata does not fit beside it.
+ *
+ * Invariant: a set-up that fails keeps only a page heap it made (its
+ * arena reserved), which the next try uses: the span heap's set-up keeps
+ * nothing when it fails. The tries are the set-up's, one at a time
+ * (slots.c's init_state), so the two flags below need no lock.
  *
  * Limits: the room is measured once, at set-up; a program that maps much
  * later, or a thread that maps meanwhile, is not foreseen (the set-up
@@ -18,6 +25,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/mman.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 
 #include "malloc_internal.h"
@@ -77,4 +85,79 @@ size_t mm_malloc_arena_fit(size_t want)
 		return want;
 	size_t head = headroom(lo);
 	return lo >= head + chunk ? (lo - head) & ~(chunk - 1) : chunk;
+}
+
+/* The smallest arena the set-up settles for: one chunk. A heap that small
+ * runs out sooner, and its allocations fail with ENOMEM as glibc's do
+ * under the same limit; until this version it was 256 MiB, and a program
+ * under a smaller limit (ulimit -v 200000: python3 ran under glibc)
+ * aborted at its first malloc. */
+#define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
+
+/* The page heap in the largest arena that fits (above); false if not even
+ * one chunk's does. Until this version a program under a limit below
+ * 64 GiB aborted at its first malloc. */
+static bool pages_make(void)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	for (size_t a = mm_malloc_arena_fit(hc.arena_bytes);
+	     a >= ARENA_MIN_BYTES;
+	     a = (a / 2) & ~(size_t)(PALLOC_CHUNK_BYTES - 1)) {
+		hc.arena_bytes = a;
+		if (mheap_init(&mm_malloc_heap, &hc))
+			return true;
+	}
+	mm_log("cannot set up the heap: no address space for an arena of "
+	       "%zu MiB, the smallest tried",
+	       ARENA_MIN_BYTES >> 20);
+	return false;
+}
+
+/* The span heap's configuration: the defaults and the environment's. */
+static void span_config(struct spanheap_config *sc)
+{
+	spanheap_config_default(sc);
+	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
+	 * write after a free at the object's next allocation. */
+	sc->poison = mm_malloc_env_switch("MM_MALLOC_POISON",
+	                                  getenv("MM_MALLOC_POISON")) == 1;
+	/* The guarded pool (malloc/guard.c): production's overrun and use
+	 * after free finder, a sampled few objects between PROT_NONE
+	 * pages. */
+	mm_malloc_guard_config(
+	        sc, mm_malloc_guard_switch(getenv("MM_MALLOC_GUARD")));
+	/* A thread has no idle loop, and a blocked one would keep its
+	 * cache: the sweeper hands back stale caches of a quiet heap
+	 * (visit.c reaches them). */
+	sc->flush_quiet_cpus = true;
+}
+
+bool mm_malloc_heaps_make(void)
+{
+	static bool paged, told;
+	/* The lines of a failed set-up name its cause: said even when
+	 * MM_MALLOC_VERBOSE is off, the first time (a program that retries
+	 * its allocations tries the set-up again at each). */
+	mm_malloc_log_here(!told);
+	if (!paged)
+		paged = pages_make();
+	struct spanheap_config sc;
+	span_config(&sc);
+	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
+	if (paged && !ok && sc.guard_slots) {
+		/* The pool is a debugging aid: the program runs without it
+		 * rather than not at all (spanheap_init kept nothing). */
+		mm_log("MM_MALLOC_GUARD: the guarded pool cannot be set up "
+		       "(the line before says why); running without it");
+		mm_malloc_guard_config(&sc, 0);
+		ok = spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
+	}
+	if (!ok)
+		mm_log("cannot set up the %s heap (the line before says why): "
+		       "allocations fail with ENOMEM, and each tries again",
+		       paged ? "span" : "page");
+	mm_malloc_log_here(false);
+	told = told || !ok;
+	return ok;
 }

@@ -179,8 +179,10 @@ _Atomic unsigned long *mm_malloc_enter_slow(void)
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	/* Outside the call (held is NULL) while the heap is set up and a
 	 * slot is claimed: their own allocations are calls of their own. */
-	if (t->slot_id < 0)
-		mm_malloc_first_use();
+	/* The entry points that enter with no slot checked the heap is up
+	 * (mm_malloc_heap_up) first. */
+	if (t->slot_id < 0 && mm_malloc_first_use() < 0)
+		mm_panic("an API call entered with no heap set up");
 	struct mm_malloc_slot *sl = &mm_malloc_slots[t->slot_id];
 	if (t->token != 0 &&
 	    atomic_load_explicit(&sl->busy, memory_order_relaxed) == t->token)

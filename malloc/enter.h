@@ -67,7 +67,8 @@ extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 /* Per thread: mm_malloc_self (pin.h). */
 
 /* First use by this thread: initialises the heap if needed, claims a
- * slot; returns its index. Called outside any API call (held NULL). */
+ * slot; returns its index, or -1 (no slot claimed) if the heap's set-up
+ * failed. Called outside any API call (held NULL). */
 int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
 
 /* A call that found held set (slots.c, "nested"): NULL if it may pass as

@@ -80,6 +80,8 @@ static void *fail(int err)
  */
 static __attribute__((noinline)) void *malloc_slow(size_t size)
 {
+	if (__builtin_expect(!mm_malloc_heap_up(), 0))
+		return fail(ENOMEM);
 	_Atomic unsigned long *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
 	mm_malloc_leave(held);
@@ -112,8 +114,21 @@ API void *malloc(size_t size)
 	return malloc_slow(size);
 }
 
+/* p, passed to op (free, realloc, malloc_usable_size) while the heap is
+ * not set up, its set-up having failed: not from it. Reported as the
+ * span heap reports a foreign pointer. */
+static __attribute__((noreturn, cold)) void no_heap(const char *op,
+                                                    const void *p)
+{
+	mm_panic("%s of a foreign pointer %p: there is no heap (its set-up "
+	         "failed)",
+	         op, p);
+}
+
 static __attribute__((noinline)) void free_slow(void *p)
 {
+	if (__builtin_expect(!mm_malloc_heap_up(), 0))
+		no_heap("free", p);
 	_Atomic unsigned long *held = mm_malloc_enter();
 	spanheap_free(&mm_malloc_sh, p);
 	mm_malloc_leave(held);
@@ -162,6 +177,8 @@ static __attribute__((noinline)) void *calloc_slow(size_t total)
 	/* Small objects take the general path, then the memset MM_ZERO
 	 * would have done (which takes the long path). */
 	bool small = total <= SC_MAX_SIZE, lazy = total >= CALLOC_LAZY_MIN;
+	if (__builtin_expect(!mm_malloc_heap_up(), 0))
+		return fail(ENOMEM);
 	_Atomic unsigned long *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, total,
 	                         small || lazy ? 0 : MM_ZERO);
@@ -196,6 +213,8 @@ API void *realloc(void *p, size_t size)
 		free(p);
 		return NULL;
 	}
+	if (__builtin_expect(!mm_malloc_heap_up(), 0))
+		no_heap("realloc", p);
 	_Atomic unsigned long *held = mm_malloc_enter();
 	void *n = spanheap_realloc(&mm_malloc_sh, p, size, 0);
 	mm_malloc_leave(held);
@@ -219,6 +238,8 @@ API void *reallocarray(void *p, size_t n, size_t size)
  * set: the callers say which error. */
 static void *alloc_aligned(size_t align, size_t size)
 {
+	if (__builtin_expect(!mm_malloc_heap_up(), 0))
+		return NULL;
 	if (align <= MIN_ALIGN) {
 		_Atomic unsigned long *held = mm_malloc_enter();
 		void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
@@ -290,8 +311,9 @@ API size_t malloc_usable_size(void *p)
 	 * (programs that account memory, redis, call this on every
 	 * allocation and free). A thread's first call still sets the heap
 	 * up, so that a foreign pointer is reported as one. */
-	if (__builtin_expect(mm_malloc_self.slot_id < 0, 0))
-		mm_malloc_first_use();
+	if (__builtin_expect(mm_malloc_self.slot_id < 0, 0) &&
+	    mm_malloc_first_use() < 0)
+		no_heap("malloc_usable_size", p);
 	return spanheap_usable_size(&mm_malloc_sh, p);
 }
 

@@ -50,6 +50,10 @@ struct info {
 static void info_read(struct info *in)
 {
 	struct spanheap_stats st; /* about 3.5 KiB of stack */
+	if (!mm_malloc_heap_up()) {
+		memset(in, 0, sizeof(*in)); /* its set-up failed: nothing */
+		return;
+	}
 	/* Inside a call, as the allocations are: a fork meanwhile waits for
 	 * it, so that no child inherits the heap's lock held by this
 	 * thread's walk. */
@@ -223,6 +227,9 @@ API void mm_malloc_describe(const void *p)
 	/* mm_log's lines, which this library prints only when asked
 	 * (MM_MALLOC_VERBOSE), are this call's output: this thread's, now. */
 	mm_malloc_log_here(true);
-	spanheap_where_log(&mm_malloc_sh, p);
+	if (mm_malloc_heap_up())
+		spanheap_where_log(&mm_malloc_sh, p);
+	else
+		mm_log("%p: there is no heap (its set-up failed)", p);
 	mm_malloc_log_here(false);
 }

@@ -119,8 +119,16 @@ void mm_malloc_give_back(void *addr, size_t nbytes) MM_MALLOC_HIDDEN;
  * room for the rest of the program (arena.c). Keeps errno. */
 size_t mm_malloc_arena_fit(size_t want) MM_MALLOC_HIDDEN;
 
+/* Makes the page heap (once) and the span heap (arena.c); false, having
+ * said why (the first time) and kept only the page heap, if it cannot. */
+bool mm_malloc_heaps_make(void) MM_MALLOC_HIDDEN;
+
 /* True once the heap is set up (slots.c, "bootstrap"). */
 bool mm_malloc_heap_ready(void) MM_MALLOC_HIDDEN;
+/* True if the heap is set up, trying the set-up if it is not (slots.c,
+ * "bootstrap"): false if it failed, and the caller fails with ENOMEM.
+ * Outside any API call. Keeps errno. */
+bool mm_malloc_heap_up(void) MM_MALLOC_HIDDEN;
 
 /* ---- What fork.c needs of slots.c --------------------------------------- */
 

@@ -245,93 +245,42 @@ static atomic_uint claim_hint;
 
 static void slot_exit(void *arg);
 
-/* The smallest arena heap_init settles for: one chunk. A heap that small
- * runs out sooner, and its allocations fail with ENOMEM as glibc's do
- * under the same limit; until this version it was 256 MiB, and a program
- * under a smaller limit (ulimit -v 200000: python3 ran under glibc)
- * aborted at its first malloc. */
-#define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
-
-/* The page heap and the span heap (sc), or a panic. The arena is reserved
- * whole (address space only). Where that is limited (ulimit -v), a
- * smaller one that leaves the program room (mm_malloc_arena_fit), halved
- * down to one chunk if the heap's metadata does not fit beside it. Until
- * this version a program under a limit below 64 GiB aborted at its first
- * malloc. */
-static void heaps_make(void)
+/* Claims the set-up (init_state 0 -> 1) with every signal blocked (their
+ * old mask in old_mask), or waits for another thread's to end: true if
+ * this thread is to set the heap up, false once it is. Another thread's
+ * set-up that failed leaves it to this one. A handler's call in this
+ * thread would wait for this set-up forever: signals are blocked from
+ * before the claim to the end (until this version the process hung;
+ * then, the block made just after the claim, a handler's call between
+ * the two still did: hooks test signal_as_set_up_is_won). */
+static bool set_up_claim(sigset_t *old_mask)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	/* Poison mode (mm/spanheap_config.h): a debugging aid that finds a
-	 * write after a free at the object's next allocation. */
-	sc.poison = mm_malloc_env_switch("MM_MALLOC_POISON",
-	                                 getenv("MM_MALLOC_POISON")) == 1;
-	/* The guarded pool (malloc/guard.c): production's overrun and use
-	 * after free finder, a sampled few objects between PROT_NONE
-	 * pages. */
-	mm_malloc_guard_config(
-	        &sc, mm_malloc_guard_switch(getenv("MM_MALLOC_GUARD")));
-	/* A thread has no idle loop, and a blocked one would keep its
-	 * cache: the sweeper hands back stale caches of a quiet heap
-	 * (visit.c reaches them). */
-	sc.flush_quiet_cpus = true;
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	bool paged = false;
-	for (size_t a = mm_malloc_arena_fit(hc.arena_bytes);
-	     !paged && a >= ARENA_MIN_BYTES;
-	     a = (a / 2) & ~(size_t)(PALLOC_CHUNK_BYTES - 1)) {
-		hc.arena_bytes = a;
-		paged = mheap_init(&mm_malloc_heap, &hc);
-	}
-	/* The span heap's lines at its set-up are failures, each naming
-	 * its cause: said even when MM_MALLOC_VERBOSE is off. */
-	mm_malloc_log_here(true);
-	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
-	if (paged && !ok && sc.guard_slots) {
-		/* The pool is a debugging aid: the program runs without it
-		 * rather than not at all (spanheap_init kept nothing). */
-		mm_log("MM_MALLOC_GUARD: the guarded pool cannot be set up "
-		       "(the line before says why); running without it");
-		mm_malloc_guard_config(&sc, 0);
-		ok = spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
-	}
-	mm_malloc_log_here(false);
-	if (!paged)
-		mm_panic("cannot set up the heap (no address space for an "
-		         "arena of %zu MiB, the smallest tried?)",
-		         hc.arena_bytes >> 20);
-	if (!ok)
-		mm_panic("cannot set up the span heap (the line before says "
-		         "why)");
-}
-
-/* Waits for another thread's set-up of the heap to end. */
-static void wait_for_init(void)
-{
-	for (unsigned i = 0;
-	     atomic_load_explicit(&init_state, memory_order_acquire) != 2; i++)
+	for (unsigned i = 0;; i++) {
+		int st =
+		        atomic_load_explicit(&init_state, memory_order_acquire);
+		if (st == 2)
+			return false;
+		if (st == 0) {
+			mm_malloc_signals_block(old_mask);
+			if (atomic_compare_exchange_strong(&init_state, &st, 1))
+				return true;
+			mm_malloc_signals_restore(old_mask);
+		}
 		mm_malloc_backoff(i);
+	}
 }
 
-/* Makes the heap usable; returns once it is, whoever did it. */
-static void heap_init(void)
+/* Makes the heap usable: true once it is, whoever did it; false if this
+ * thread's set-up failed (said why the first time, arena.c): the call
+ * fails with ENOMEM, and the next one tries again (the program may have
+ * freed memory, or a limit risen). Until this version a failed set-up
+ * was a panic at the first malloc: under ulimit -d 2048 every program
+ * aborted (the span array's pages), where glibc's ran. */
+static bool heap_init(void)
 {
-	if (atomic_load_explicit(&init_state, memory_order_acquire) == 2)
-		return;
-	/* A handler's call in this thread would wait for this set-up
-	 * forever: signals are blocked from before the claim to the end
-	 * (until this version the process hung; then, the block made just
-	 * after the claim, a handler's call between the two still did:
-	 * hooks test signal_as_set_up_is_won). */
 	sigset_t old_mask;
-	mm_malloc_signals_block(&old_mask);
-	int st = 0;
-	if (!atomic_compare_exchange_strong(&init_state, &st, 1)) {
-		mm_malloc_signals_restore(&old_mask);
-		wait_for_init();
-		return;
-	}
+	if (!set_up_claim(&old_mask))
+		return true;
 	/* The set-up's system calls may fail on the way to a usable heap
 	 * (mmap under ulimit -v, as the arena halves; membarrier where a
 	 * seccomp filter or the kernel refuses it): the call that caused
@@ -346,7 +295,12 @@ static void heap_init(void)
 	 * is. */
 	struct spanheap_fail_attr fa;
 	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
-	heaps_make();
+	if (!mm_malloc_heaps_make()) {
+		atomic_store_explicit(&init_state, 0, memory_order_release);
+		mm_malloc_signals_restore(&old_mask);
+		errno = saved_errno;
+		return false;
+	}
 	mm_malloc_guard_start();
 	mm_malloc_fences = mm_malloc_fences_register();
 #ifdef MM_TEST_HOOKS
@@ -371,6 +325,12 @@ static void heap_init(void)
 	/* Past this point allocations work, also from inside this. */
 	mm_malloc_register_fork_handlers();
 	errno = saved_errno;
+	return true;
+}
+
+bool mm_malloc_heap_up(void)
+{
+	return mm_malloc_heap_ready() || heap_init();
 }
 
 /* Makes slot i, just claimed, this thread's (and its fast slot if fast);
@@ -430,7 +390,8 @@ static int slot_claim(void)
 
 int mm_malloc_first_use(void)
 {
-	heap_init();
+	if (!heap_init())
+		return -1;
 	/* An allocation made by heap_init's registrations got one. */
 	if (mm_malloc_self.slot_id >= 0)
 		return mm_malloc_self.slot_id;

@@ -245,8 +245,11 @@ static int scenario_no_arena(void)
 {
 	if (!limit_past_vm((rlim_t)1 << 20))
 		return 2;
-	free(malloc(16));
-	return 3;
+	errno = 0;
+	void *p = malloc(16);
+	if (p || errno != ENOMEM)
+		return 3;
+	return 0;
 }
 
 static void *headroom_thread(void *arg)
@@ -386,6 +389,8 @@ static const struct scenario scenarios[] = {
         {"rt-fork", scenario_rt_fork},
         {"rt-guard-trim", scenario_rt_guard_trim},
         {"guard-no-room", scenario_guard_no_room},
+        {"setup-fails", scenario_setup_fails},
+        {"setup-fails-free", scenario_setup_fails_free},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

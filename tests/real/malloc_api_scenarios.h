@@ -41,6 +41,8 @@ int scenario_background_failed_starts(void);
 int scenario_background_at_threshold(void);
 int scenario_background_initfirst(void);
 int scenario_background_lone_exit(void);
+int scenario_setup_fails(void);
+int scenario_setup_fails_free(void);
 int scenario_background_lone_exit_fork(void);
 int scenario_background_lone_exit_deep(void);
 int scenario_errno_at_start(void);

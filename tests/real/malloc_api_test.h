@@ -152,6 +152,7 @@ const char *test_rt_guard_trim(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);
+const char *test_setup_fails(void);
 const char *test_overflow_wraps_small(void);
 const char *test_memalign_top_alignment(void);
 const char *test_realloc_zero(void);

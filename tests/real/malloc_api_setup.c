@@ -1,0 +1,182 @@
+/*
+ * The API test's scenarios of a heap whose set-up fails: a process started
+ * under a data limit (ulimit -d) below what the heap's first pages take.
+ * Each entry point then fails as it does when memory runs out (NULL and
+ * ENOMEM), or reports a pointer it cannot own, as glibc's malloc would
+ * let the program go on; a later call sets the heap up once memory
+ * allows. Until this version the first malloc of such a process ended it
+ * with a panic: under ulimit -d 2048 every program aborted, where glibc's
+ * echo and sort ran.
+ */
+#include <errno.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "malloc_api_scenarios.h"
+#include "malloc_api_test.h"
+#include "proc_read.h"
+
+/* The data limit the scenarios set before their first allocation, above
+ * what the process has (VmData): room for what the program maps
+ * meanwhile (its stdio buffers), not for the heap's first pages (the
+ * span array). */
+#define SETUP_DATA_ROOM ((size_t)256 << 10)
+
+enum { SENTINEL = 4242 };
+
+/* Sets RLIMIT_DATA (its soft limit: the hard one kept, so that the
+ * process may raise it again) SETUP_DATA_ROOM above what the process has
+ * now; false if it cannot. Allocates nothing. */
+static bool limit_data(void)
+{
+	char buf[4096];
+	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
+		return false;
+	const char *p = strstr(buf, "\nVmData:");
+	struct rlimit rl;
+	if (!p || getrlimit(RLIMIT_DATA, &rl) != 0)
+		return false;
+	rl.rlim_cur = (strtoul(p + 8, NULL, 10) << 10) + SETUP_DATA_ROOM;
+	return setrlimit(RLIMIT_DATA, &rl) == 0;
+}
+
+/* 0 if every allocating entry point fails as out of memory does: NULL
+ * (posix_memalign's ENOMEM) with errno ENOMEM (posix_memalign's kept);
+ * else the number of the first that did not. */
+static int allocations_fail(void)
+{
+	void *(*const one[])(size_t) = {malloc, valloc, pvalloc};
+	for (int i = 0; i < 3; i++) {
+		errno = SENTINEL;
+		if (one[i](100) || errno != ENOMEM)
+			return 10 + i;
+	}
+	errno = SENTINEL;
+	if (calloc(10, 10) || errno != ENOMEM)
+		return 13;
+	errno = SENTINEL;
+	if (realloc(NULL, 100) || errno != ENOMEM)
+		return 14;
+	errno = SENTINEL;
+	if (memalign(64, 100) || errno != ENOMEM)
+		return 15;
+	errno = SENTINEL;
+	if (aligned_alloc(4096, 4096) || errno != ENOMEM)
+		return 16;
+	void *p = &p;
+	errno = SENTINEL;
+	if (posix_memalign(&p, 64, 100) != ENOMEM || p != &p ||
+	    errno != SENTINEL)
+		return 17;
+	return 0;
+}
+
+/*
+ * Under the limit every allocation fails (its set-up said why once, on
+ * stderr, which the test counts), the statistics read an empty heap and
+ * malloc_trim has nothing to give; then, the limit raised, the next
+ * malloc sets the heap up and the heap works.
+ */
+int scenario_setup_fails(void)
+{
+	if (!limit_data())
+		return 2;
+	errno = SENTINEL;
+	void *p = malloc(100);
+	if (p)
+		return 3; /* set up under the limit: too high to test */
+	if (errno != ENOMEM)
+		return 4;
+	int r = allocations_fail();
+	if (r)
+		return r;
+	free(NULL);
+	if (mallinfo2().arena != 0 || malloc_trim(0) != 0)
+		return 5;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_DATA, &rl) != 0)
+		return 2;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_DATA, &rl) != 0)
+		return 2;
+	errno = SENTINEL;
+	char *q = malloc(100);
+	if (!q || errno != SENTINEL)
+		return 6;
+	memset(q, 7, 100);
+	char *big = malloc(1 << 20);
+	if (!big)
+		return 7;
+	memset(big, 1, 1 << 20);
+	free(big);
+	free(q);
+	return mallinfo2().arena != 0 ? 0 : 8;
+}
+
+/* A free while there is no heap: the pointer cannot be from it. */
+int scenario_setup_fails_free(void)
+{
+	static int not_ours;
+	if (!limit_data())
+		return 2;
+	if (malloc(100))
+		return 3;
+	free(&not_ours);
+	return 4; /* must not return */
+}
+
+/* Runs scenario what in a fresh process, its stderr into out; returns
+ * its wait status. */
+static int run_captured(const char *what, char *out, size_t outsz)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		close(fd[1]);
+		execl(self_exe, self_exe, what, (char *)NULL);
+		_exit(127);
+	}
+	return collect_child(pid, fd, out, outsz);
+}
+
+/* How many times needle occurs in hay. */
+static int occurrences(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *s = hay; (s = strstr(s, needle)) != NULL; s++)
+		n++;
+	return n;
+}
+
+const char *test_setup_fails(void)
+{
+	static char out[4096];
+	int st = run_captured("setup-fails", out, sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "a heap whose set-up fails (RLIMIT_DATA %zu KiB past VmData): "
+	      "status %#x (SIGABRT: the set-up's failure a panic; 3: set up "
+	      "under the limit; 4, 10-17: an entry point not failing with "
+	      "ENOMEM; 6-8: the limit raised, no heap); stderr: %.300s",
+	      SETUP_DATA_ROOM >> 10, st, out);
+	CHECK(occurrences(out, "cannot set up the") == 1,
+	      "the set-up's failure said %d times, not once, in: %.300s",
+	      occurrences(out, "cannot set up the"), out);
+	st = run_captured("setup-fails-free", out, sizeof(out));
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	              strstr(out, "free of a foreign pointer") &&
+	              strstr(out, "there is no heap"),
+	      "a free with no heap set up: status %#x (want SIGABRT, the "
+	      "pointer named foreign), stderr: %.300s",
+	      st, out);
+	return NULL;
+}
