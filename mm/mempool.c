@@ -200,7 +200,9 @@ static void *alloc_waiting(struct mempool *p, unsigned flags)
  * while the heap has memory: such an ask is the caller's own. */
 static unsigned first_ask(const struct mempool *p, unsigned flags)
 {
-	size_t atomic_max = (MHEAP_ATOMIC_MAX_PAGES - 1) * MM_PAGE_SIZE;
+	/* All the limit's pages: until a review a page short, so elements
+	 * of exactly the limit were asked for without MM_ATOMIC. */
+	size_t atomic_max = MHEAP_ATOMIC_MAX_PAGES * MM_PAGE_SIZE;
 	size_t align = p->cache ? p->cache->align : 0;
 	size_t extra = align > MM_PAGE_SIZE ? align - MM_PAGE_SIZE : 0;
 	if (!(flags & MM_ATOMIC) && !p->src &&

@@ -7,6 +7,9 @@
  * wait ends with its period, counted as a timeout, and the call asks the
  * source again. A lost wake-up is a hang,
  * which the runner's silence timeout ends; the tests bound no time.
+ * Before any wait, a thread's first ask is atomic, so that the reserve
+ * is used before the heap reclaims: for elements up to the heap's
+ * atomic limit, those at it included.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -154,4 +157,47 @@ KTEST(mempool, a_wait_that_ends_with_its_period_is_a_timeout)
 	KEXPECT(mempool_destroy(&pool));
 	KEXPECT(!drop_out[0]);
 	release_and_check("after the timeouts");
+}
+
+/* Fails every atomic allocation of the heap's large objects (the heap's
+ * injection, what "large+atomic"), until disarm. */
+static bool fail_atomic_large(void)
+{
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1,
+	                               .seed = 1,
+	                               .what = SPANHEAP_FAIL_LARGE |
+	                                       SPANHEAP_FAIL_ATOMIC_ONLY};
+	return spanheap_fail_arm(&sh, &a);
+}
+
+/* Elements of exactly MHEAP_ATOMIC_MAX_PAGES pages (their alignment's
+ * counted), which the heap's atomic path serves: a thread's first ask is
+ * an atomic one, as for any smaller element, so that when it fails the
+ * reserve is used before the heap reclaims. Until a review the limit was
+ * taken a page short: those elements were asked for without MM_ATOMIC,
+ * and the atomic failure here never reached the reserve. */
+KTEST(mempool, elements_at_the_atomic_limit_are_asked_atomically)
+{
+	const size_t most = MHEAP_ATOMIC_MAX_PAGES * MM_PAGE_SIZE;
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "limit", 1, most));
+	KASSERT(fail_atomic_large());
+	void *a = mempool_alloc(&pool, 0);
+	KASSERT(a);
+	KEXPECT_EQ(info().from_reserve, 1);
+	spanheap_fail_disarm(&sh);
+	mempool_free(&pool, a);
+	KEXPECT(mempool_destroy(&pool));
+	/* One page aligned to the limit: the limit's pages asked. */
+	struct objcache *c = objcache_create(&sh, "lim", MM_PAGE_SIZE, most);
+	KASSERT(c && mempool_init_cache(&pool, c, "lim", 1));
+	KASSERT(fail_atomic_large());
+	KASSERT((a = mempool_alloc(&pool, 0)) != NULL);
+	KEXPECT_EQ(info().from_reserve, 1);
+	spanheap_fail_disarm(&sh);
+	mempool_free(&pool, a);
+	KEXPECT(mempool_destroy(&pool) && objcache_destroy(c));
+	release_and_check("after the pools at the limit");
 }
