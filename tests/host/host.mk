@@ -251,9 +251,11 @@ bench-spanheap: $(SPANHEAP_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 # ThreadSanitizer: the host tests' sources built a second time with
 # -fsanitize=thread (ASan and TSan cannot share a binary) into
 # $(TSAN_BUILD).
-#   make test-tsan     runs them all but TSAN_EXCLUDE (the differential tests
-#                      and the largest arenas' shapes: one thread each, and
-#                      slow under TSan, 7 s of them); TSAN_TESTS narrows
+#   make test-tsan     runs them all but TSAN_EXCLUDE (the differential tests,
+#                      the largest arenas' shapes, and the tests that fill
+#                      or check large objects, every class's poison or red
+#                      zones: one thread each, none starts another, and
+#                      slow under TSan, about 20 s of them); TSAN_TESTS narrows
 #                      further. Writes "passed failed skipped" to
 #                      $(RESULTS)/host-tsan. A report stops the run
 #                      (halt_on_error) and tools/ktap-check fails it: the KTAP
@@ -266,7 +268,7 @@ TSAN_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
 TSAN_TEST := $(TSAN_BUILD)/host-test
 TSAN_TESTS ?=
-TSAN_EXCLUDE ?= palloc_diff.*,spanheap_diff.*,palloc_scav.against_a_model*,palloc_grow.tree_shapes
+TSAN_EXCLUDE ?= palloc_diff.*,spanheap_diff.*,palloc_scav.against_a_model*,palloc_grow.tree_shapes,palloc_grow.largest_arena,spanheap.realloc_large_grows_in_place,mheap.zeroed_large_alloc_writes_only_backed_pages,spanheap_width.readers_of_a_large_size_above_4_gib_use_its_pages,spanheap_poison.every_class_*,spanheap_redzone.every_class_overrun_found_at_the_free
 TSAN_RUN_OPTIONS := halt_on_error=1 second_deadlock_stack=1
 TSAN_TIMEOUT ?= 300
 
