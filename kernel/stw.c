@@ -170,6 +170,13 @@ void stw_start(void)
 	sema_release(&stw_sema);
 }
 
+#if KTEST_HOOKS
+cpumask_t stw_testing_parked(void)
+{
+	return atomic_load(&parked);
+}
+#endif
+
 bool stw_stopped(void)
 {
 	return atomic_load(&stopped);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "arch/x86_64/cpu.h"
+#include "kernel/irq.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
@@ -131,6 +132,37 @@ KTEST(sched, preempt_enable_takes_a_pending_reschedule)
 			           cases[i].name, tries);
 		KEXPECT(at_once);
 	}
+}
+
+static void ignore_vector(struct trap_frame *f)
+{
+}
+
+/*
+ * Invariant 3: the way out of an interrupt preempts only code that ran
+ * with interrupts on. An interrupt taken with them off (a software int;
+ * a device's cannot come then) returns to code that turned them off on
+ * purpose, and a switch there would run another thread inside its
+ * critical section. A reschedule pending and a thread queued, the int
+ * must return here before the queued thread runs.
+ */
+KTEST(sched, an_interrupt_taken_with_interrupts_off_does_not_preempt)
+{
+	struct cpu *c = this_cpu();
+	atomic_store(&queued_ran, false);
+	struct thread_handle t = thread_create("queued", note_run, NULL, c->id);
+	KASSERT(thread_handle_ok(t));
+	irq_register(IRQ_VEC_TEST, ignore_vector);
+	cpu_cli();
+	c->need_resched = true;
+	__asm__ volatile("int %0" ::"i"(IRQ_VEC_TEST) : "memory");
+	bool ran_inside = atomic_load(&queued_ran);
+	cpu_sti();
+	irq_register(IRQ_VEC_TEST, NULL);
+	while (!atomic_load(&queued_ran))
+		thread_yield();
+	thread_join(t);
+	KEXPECT(!ran_inside);
 }
 
 /*

@@ -61,6 +61,25 @@ KTEST(shell_sys, a_lock_on_the_boot_stack_is_not_listed)
 	KEXPECT_EQ(found, 0);
 }
 
+/* A static lock set up again (tests do) stays in the list once: spin_init
+ * finds it there, and its next acquisition does not list it again (each
+ * copy took a slot of SPIN_LIST_MAX, and `locks` counted it twice). */
+static struct spinlock set_up_twice =
+        SPINLOCK_INIT("set_up_twice", LOCK_RANK_TEST_LOW);
+
+KTEST(shell_sys, a_static_lock_set_up_again_is_listed_once)
+{
+	for (int i = 0; i < 2; i++) {
+		spin_init(&set_up_twice, "set_up_twice", LOCK_RANK_TEST_LOW);
+		unsigned long irq = spin_lock_irqsave(&set_up_twice);
+		spin_unlock_irqrestore(&set_up_twice, irq);
+	}
+	unsigned n = spin_list_stats(stats, SPIN_LIST_MAX), found = 0;
+	for (unsigned i = 0; i < n; i++)
+		found += stats[i].lock == &set_up_twice;
+	KEXPECT_EQ(found, 1);
+}
+
 /* The counters only grow: the sum printed lies between the sums read
  * before and after the command. And the locks summed are not listed
  * again on lines of their own. */

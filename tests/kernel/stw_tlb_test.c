@@ -392,6 +392,39 @@ KTEST(demo, stw_start_without_a_stop)
 	ktest_diag("stw_start returned");
 }
 
+static _Atomic bool starter_deaf;
+
+/* Deaf to the park IPI (interrupts off), starts the world once it stops. */
+static void start_from_another_cpu(void *arg)
+{
+	cpu_cli();
+	atomic_store(&starter_deaf, true);
+	while (!stw_stopped())
+		cpu_pause();
+	stw_start();
+	for (;;)
+		cpu_pause();
+}
+
+/* Only the stopper's thread may start the world. A thread on a CPU not
+ * parked yet that starts it would let the parked CPUs go under the
+ * stopper, and give back a semaphore, an online hold and a preemption
+ * count that are not its own: it must panic naming the stop and its
+ * stopper. Needs two CPUs. */
+KTEST(demo, stw_start_from_another_cpu)
+{
+	unsigned other = other_online_cpu();
+	KASSERT(other != MAX_CPUS);
+	struct thread_handle t =
+	        thread_create("starter", start_from_another_cpu, NULL, other);
+	KASSERT(thread_handle_ok(t));
+	while (!atomic_load(&starter_deaf))
+		thread_yield();
+	stw_stop("demo: stopped by cpu 0");
+	for (;;)
+		cpu_pause();
+}
+
 static void start_in_handler(struct trap_frame *f)
 {
 	stw_start();
