@@ -35,6 +35,7 @@ static paddr_t meta_base, meta_limit;
 
 /* Set once by frames_reclaim_boot_memory (boot CPU, before SMP): */
 static bool boot_memory_reclaimed;
+static size_t nreclaimed;
 
 /* Protected by pool_lock: */
 static size_t nmanaged;
@@ -149,9 +150,15 @@ void frames_reclaim_boot_memory(void)
 			palloc_free_locked(&pool, pa, 1);
 			nmanaged++;
 			mm_lock_release(&pool_lock, irq);
+			nreclaimed++;
 		}
 	}
 	boot_memory_reclaimed = true;
+}
+
+size_t frames_reclaimed_count(void)
+{
+	return nreclaimed;
 }
 
 bool frames_boot_memory_reclaimed(void)

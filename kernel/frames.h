@@ -29,6 +29,10 @@ void frames_reclaim_boot_memory(void);
  * the firmware left it (ACPI tables, acpi_mem.h). Any context. */
 bool frames_boot_memory_reclaimed(void);
 
+/* The frames frames_reclaim_boot_memory added: its regions less the
+ * first MiB and the kernel image, which it keeps out. Any context. */
+size_t frames_reclaimed_count(void);
+
 /* Returns a free frame's physical address, or 0 if none is free. The
  * frame's contents are undefined. */
 paddr_t frame_alloc(void);

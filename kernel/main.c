@@ -86,7 +86,7 @@ static void print_cpu(void)
 
 static void print_memory(void)
 {
-	uint64_t usable = 0, conventional = 0, boot = 0;
+	uint64_t usable = 0, conventional = 0;
 	for (size_t i = 0; i < boot_state.nregions; i++) {
 		const struct mem_region *r = &boot_state.regions[i];
 		uint64_t n = r->limit - r->base;
@@ -94,9 +94,10 @@ static void print_memory(void)
 			usable += n;
 		if (r->type == EFI_CONVENTIONAL_MEMORY)
 			conventional += n;
-		else if (mem_type_usable(r->type))
-			boot += n;
 	}
+	/* What the pool took, not the regions' size: the kernel image is
+	 * loader data, and boot memory below 1 MiB is never the pool's. */
+	uint64_t boot = frames_reclaimed_count() * PAGE_SIZE;
 	printk("memory: %llu MiB usable (%llu MiB conventional, %llu MiB "
 	       "reclaimed from loader and boot services), %zu regions, "
 	       "RAM top %#llx\n",
