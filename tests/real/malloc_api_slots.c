@@ -4,6 +4,7 @@
  * (malloc_api_test.h).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <limits.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -312,9 +313,13 @@ const char *test_exit_late(void)
 /* ---- A thread whose first allocation is in glibc's last key round ------ */
 
 static pthread_key_t round_key;
+static atomic_int round_errno; /* a claim's errno, if it changed it */
 
 /* Sets itself again until glibc's last round of key destructors
- * (PTHREAD_DESTRUCTOR_ITERATIONS), and allocates only then. */
+ * (PTHREAD_DESTRUCTOR_ITERATIONS), and allocates only then: the thread's
+ * first call, which claims a slot (from the 64th thread on, by taking
+ * over a gone thread's, whose probe failed with ESRCH: a malloc that
+ * succeeds leaves errno as it was, as at the heap's set-up). */
 static void allocate_in_last_round(void *arg)
 {
 	uintptr_t round = (uintptr_t)arg;
@@ -322,7 +327,11 @@ static void allocate_in_last_round(void *arg)
 		pthread_setspecific(round_key, (void *)(round + 1));
 		return;
 	}
-	free(malloc(16)); /* this thread's first call: claims a slot */
+	errno = 4242;
+	void *p = malloc(16);
+	if (errno != 4242)
+		atomic_store(&round_errno, errno);
+	free(p);
 }
 
 static void *last_round_thread(void *arg)
@@ -361,6 +370,14 @@ static void last_round_child(void)
 		        "slots of threads that claimed them in their last "
 		        "key round stayed owned",
 		        owners);
+		_exit(1);
+	}
+	if (atomic_load(&round_errno)) {
+		fprintf(stderr,
+		        "errno %d after a malloc that claimed a gone thread's "
+		        "slot (4242 before; ESRCH is %d): the claim's probe "
+		        "set it",
+		        atomic_load(&round_errno), ESRCH);
 		_exit(1);
 	}
 }

@@ -424,6 +424,22 @@ int scenario_handler_fork(void)
 	/* The heap is still sound after forks that cut into its calls. */
 	for (int i = 0; i < 10000; i++)
 		free(malloc(16 + (size_t)(i % 3000)));
+	/* A skipped fork's parent handler matches it alone: a fork after
+	 * it gives the slots back, and another thread's calls go on (they
+	 * waited for its fork for ever, the hang guard's SIGALRM, when a
+	 * skip was counted for good). */
+	hang_guard();
+	pid_t p = fork();
+	if (p == 0)
+		_exit(0);
+	int st = -1;
+	pthread_t t;
+	void *r = NULL;
+	if (p < 0 || waitpid(p, &st, 0) != p || st != 0 ||
+	    pthread_create(&t, NULL, child_thread, NULL) != 0 ||
+	    pthread_join(t, &r) != 0)
+		return 5;
+	free(r);
 	return handler_fork_bad ? 5 : 0;
 }
 

@@ -338,9 +338,12 @@ static const struct {
         {"fork_from_exit_destructor", fork_from_exit_destructor, NULL},
         {"fork_not_starved_by_retaker", fork_not_starved_by_retaker,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"fork_not_starved_by_late_retaker", fork_not_starved_by_late_retaker,
+         "MM_MALLOC_MEMBARRIER=0"},
         {"bg_start_leaves_process_alive", bg_start_leaves_process_alive, NULL},
         {"backout_call_waits_for_fork", backout_call_waits_for_fork, NULL},
         {"bg_not_started_inside_call", bg_not_started_inside_call, NULL},
+        {"wait_keeps_errno", wait_keeps_errno, NULL},
         {"signal_in_fast_entry", signal_in_fast_entry, NULL},
         {"signal_in_slow_entry", signal_in_slow_entry,
          "MM_MALLOC_MEMBARRIER=0"},
@@ -370,6 +373,10 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"visit_passes_a_held_slot", visit_passes_a_held_slot,
          "MM_MALLOC_BACKGROUND=0"},
+        /* Its holder on the slow path (busy, not in): the visit's
+         * bounded wait for busy. */
+        {"visit_passes_a_busy_slot", visit_passes_a_held_slot,
+         "MM_MALLOC_MEMBARRIER=0"},
         {"trim_waits_for_the_sweepers_visit", trim_waits_for_the_sweepers_visit,
          NULL},
         {"claims_race_for_a_free_slot", claims_race_for_a_free_slot,

@@ -52,9 +52,11 @@ static inline bool on_signal(int sig, void (*fn)(int))
 /* Scenarios: each runs in a fresh process and returns its exit status
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */
 int fork_not_starved_by_retaker(void);
+int fork_not_starved_by_late_retaker(void);
 int bg_start_leaves_process_alive(void);
 int backout_call_waits_for_fork(void);
 int bg_not_started_inside_call(void);
+int wait_keeps_errno(void);
 /* malloc_hooks_signals.c: */
 int claimed_window(void);
 int signal_in_set_up(void);

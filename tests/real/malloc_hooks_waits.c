@@ -1,16 +1,20 @@
 /*
  * tests/real/malloc_hooks_waits.c: malloc-hooks-test's scenarios of the
  * waits of fork and of the background threads (malloc_hooks_test.h): a
- * fork beside a thread whose calls follow each other, and the
+ * fork beside a thread whose calls follow each other (on its own slot or,
+ * past its exit, on the late slot), and the
  * background threads' start beside their check that they are alone,
- * and a signal handler's call while its thread backs out of fork's way.
+ * a signal handler's call while its thread backs out of fork's way, and
+ * errno across a wait's sleep that a signal cuts short.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +70,14 @@ static void *retaker(void *arg)
  * sets MM_MALLOC_MEMBARRIER=0), so that every call holds busy: a fast
  * holder's next entry would find the flag before fork came to its slot,
  * and fork would never find busy held. */
-int fork_not_starved_by_retaker(void)
+static int forks_beside(void *(*start)(void *), atomic_bool *ready)
 {
-	free(malloc(16));
 	mm_malloc_test_hook = in_retake_window;
 	pthread_t t;
-	if (pthread_create(&t, NULL, retaker, NULL) != 0)
+	if (pthread_create(&t, NULL, start, NULL) != 0)
 		return 2;
+	while (ready && !atomic_load(ready))
+		sched_yield();
 	forking = true;
 	for (int i = 0; i < 1000 && !atomic_load(&retake_measured); i++) {
 		pid_t pid = fork();
@@ -100,6 +105,44 @@ int fork_not_starved_by_retaker(void)
 		return 1;
 	}
 	return 0;
+}
+
+int fork_not_starved_by_retaker(void)
+{
+	free(malloc(16));
+	return forks_beside(retaker, NULL);
+}
+
+/* The late slot's retaker: a thread past its exit (its slot given back,
+ * slots.c "exit"), whose calls in a later key's destructor each take the
+ * late slot. */
+static pthread_key_t retake_key;
+static atomic_bool late_retaking;
+
+static void retake_at_exit(void *arg)
+{
+	atomic_store(&late_retaking, true);
+	(void)retaker(arg);
+}
+
+static void *late_retaker(void *arg)
+{
+	free(malloc(16)); /* claims its slot, after the exit key was made */
+	pthread_setspecific(retake_key, (void *)1);
+	return arg;
+}
+
+/* The same for the late slot, which no thread owns: fork's flag is set in
+ * it too, and a call past its thread's exit waits for the fork. */
+int fork_not_starved_by_late_retaker(void)
+{
+	free(malloc(16)); /* the exit key first: its destructor runs first */
+	if (pthread_key_create(&retake_key, retake_at_exit) != 0)
+		return 2;
+	/* Forks once it retakes: a fork before, while it still owned its
+	 * slot, met its waits with retaking not yet set, and the hook
+	 * waited for it for ever. */
+	return forks_beside(late_retaker, &late_retaking);
 }
 
 /* ---- A signal handler's call while its thread backs out of fork's way --- */
@@ -326,6 +369,91 @@ int bg_not_started_inside_call(void)
 		        "%d threads after a signal handler's allocation inside "
 		        "a call: it started the background threads there",
 		        seen);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- errno across a wait that a signal cut short ----------------------- */
+
+static atomic_bool sleeper_ready, sleeper_go;
+static atomic_uint sleeper_turns;  /* its turns of the wait for fork */
+static atomic_int sleeper_signals; /* signals its handler took */
+static _Thread_local bool sleeping;
+static pthread_t sleeper_thread;
+
+static void sleeper_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&sleeper_signals, 1);
+}
+
+/* The waiter counts its turns of the wait for fork. The forking thread,
+ * holding every slot, lets it call, and once its turns are the 1 ms
+ * sleeps (mm_malloc_backoff, from turn 138) signals it 10 times, 0.7 ms
+ * apart: most land in a sleep, which fails with EINTR. */
+static void in_sleep_window(enum mm_malloc_hook_point where)
+{
+	if (where == MM_MALLOC_HOOK_WAIT_FORK && sleeping) {
+		atomic_fetch_add(&sleeper_turns, 1);
+	} else if (where == MM_MALLOC_HOOK_FORK_TAKEN && !sleeping) {
+		atomic_store(&sleeper_go, true);
+		while (atomic_load(&sleeper_turns) < 140)
+			sched_yield();
+		for (int i = 0; i < 10; i++) {
+			pthread_kill(sleeper_thread, SIGUSR2);
+			usleep(700);
+		}
+	}
+}
+
+static void *sleeper_main(void *arg)
+{
+	(void)arg;
+	void *p = malloc(16); /* claims its slot */
+	sleeping = true;
+	atomic_store(&sleeper_ready, true);
+	while (!atomic_load(&sleeper_go))
+		sched_yield();
+	errno = 4242;
+	free(p); /* waits for the fork, signalled in its sleeps */
+	return (void *)(intptr_t)errno;
+}
+
+/*
+ * free keeps errno (malloc.c), also when it waited: a wait's sleep that a
+ * signal cuts short fails with EINTR, which the wait must not leave in
+ * errno (mm_malloc_backoff saves and restores it). A free waits for a
+ * fork being prepared, and is signalled in its sleeps.
+ */
+int wait_keeps_errno(void)
+{
+	if (!on_signal(SIGUSR2, sleeper_handler))
+		return 2;
+	free(malloc(16));
+	if (pthread_create(&sleeper_thread, NULL, sleeper_main, NULL) != 0)
+		return 2;
+	/* Its slot claimed first: a claim waits for the fork too. */
+	while (!atomic_load(&sleeper_ready))
+		sched_yield();
+	mm_malloc_test_hook = in_sleep_window;
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	int st = -1;
+	void *r = NULL;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0 ||
+	    pthread_join(sleeper_thread, &r) != 0 ||
+	    atomic_load(&sleeper_signals) == 0) {
+		fprintf(stderr, "fork failed, or the waiter took no signal");
+		return 2;
+	}
+	if ((intptr_t)r != 4242) {
+		fprintf(stderr,
+		        "errno %d after a free that waited for fork, its "
+		        "sleeps cut short by %d signals: the wait set it "
+		        "(EINTR is %d)",
+		        (int)(intptr_t)r, atomic_load(&sleeper_signals), EINTR);
 		return 1;
 	}
 	return 0;
