@@ -130,25 +130,6 @@ int scenario_setup_fails_free(void)
 	return 4; /* must not return */
 }
 
-/* Runs scenario what in a fresh process, its stderr into out; returns
- * its wait status. */
-static int run_captured(const char *what, char *out, size_t outsz)
-{
-	int fd[2];
-	if (pipe(fd) != 0)
-		return -1;
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		dup2(fd[1], 2);
-		close(fd[0]);
-		close(fd[1]);
-		execl(self_exe, self_exe, what, (char *)NULL);
-		_exit(127);
-	}
-	return collect_child(pid, fd, out, outsz);
-}
-
 /* How many times needle occurs in hay. */
 static int occurrences(const char *hay, const char *needle)
 {
@@ -161,7 +142,8 @@ static int occurrences(const char *hay, const char *needle)
 const char *test_setup_fails(void)
 {
 	static char out[4096];
-	int st = run_captured("setup-fails", out, sizeof(out));
+	int st = run_with("setup-fails", "MM_MALLOC_VERBOSE", "0", out,
+	                  sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "a heap whose set-up fails (RLIMIT_DATA %zu KiB past VmData): "
 	      "status %#x (SIGABRT: the set-up's failure a panic; 3: set up "
@@ -171,7 +153,8 @@ const char *test_setup_fails(void)
 	CHECK(occurrences(out, "cannot set up the") == 1,
 	      "the set-up's failure said %d times, not once, in: %.300s",
 	      occurrences(out, "cannot set up the"), out);
-	st = run_captured("setup-fails-free", out, sizeof(out));
+	st = run_with("setup-fails-free", "MM_MALLOC_VERBOSE", "0", out,
+	              sizeof(out));
 	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	              strstr(out, "free of a foreign pointer") &&
 	              strstr(out, "there is no heap"),
