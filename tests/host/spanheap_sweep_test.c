@@ -144,18 +144,16 @@ KTEST(spanheap, release_all_returns_everything)
 	sh_heap_release(&heap);
 }
 
-/* Reads sh's statistics into *st until done(st) holds, or a minute passed
- * (a liveness cap, not a timing: the caller checks done's condition). */
-static bool stats_until(struct spanheap_stats *st,
+/* Reads sh's statistics into *st until done(st) holds, with no bound: a
+ * hang is the runner's silence timeout's to end (a minute's cap failed a
+ * correct heap on a host that starved the sweeper that long). */
+static void stats_until(struct spanheap_stats *st,
                         bool (*done)(const struct spanheap_stats *))
 {
-	uint64_t t0 = mm_port_now_ns();
 	for (;;) {
 		spanheap_stats(&sh, st);
 		if (done(st))
-			return true;
-		if (mm_port_now_ns() - t0 > 60ull * 1000 * 1000 * 1000)
-			return false;
+			return;
 		usleep(1000);
 	}
 }
@@ -205,7 +203,7 @@ KTEST(spanheap, quiet_heap_sweeps_before_its_pace_ends)
 		spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
 	struct spanheap_stats st;
-	KASSERT(stats_until(&st, first_cycle_done));
+	stats_until(&st, first_cycle_done);
 	/* The other half: pending, while the sweeper pauses. */
 	for (int i = N / 2; i < N; i++)
 		spanheap_free(&sh, p[i]);

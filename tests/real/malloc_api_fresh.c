@@ -389,6 +389,7 @@ static const struct scenario scenarios[] = {
         {"rt-fork", scenario_rt_fork},
         {"rt-guard-trim", scenario_rt_guard_trim},
         {"guard-no-room", scenario_guard_no_room},
+        {"first-dlopen", scenario_dlopen},
         {"setup-fails", scenario_setup_fails},
         {"setup-fails-free", scenario_setup_fails_free},
 };
@@ -403,7 +404,9 @@ static const struct scenario *find_scenario(const struct scenario *table,
 	return NULL;
 }
 
-/* The scenario what names; any other name is the dlopen one. Every
+/* The scenario what names; any other name is refused (status 2, named
+ * on stderr: until a review it ran the dlopen scenario, and a mistyped
+ * name passed). Every
  * scenario but the exchange mode's runs under the hang guard (hang_guard,
  * malloc_api_test.h: why it is on a round), which turns a hang into a
  * failure naming the scenario; those that loop re-arm it every round. A
@@ -420,7 +423,14 @@ int first_scenario(const char *what)
 	        scenarios, sizeof scenarios / sizeof scenarios[0], what);
 	if (!s)
 		s = find_scenario(guard_scenarios, guard_nscenarios, what);
-	return s ? s->fn() : scenario_dlopen();
+	if (!s) {
+		fprintf(stderr,
+		        "malloc-api-test: no scenario '%s' (the argument "
+		        "names one; with none, every test runs)\n",
+		        what);
+		return 2;
+	}
+	return s->fn();
 }
 
 /* The fork and sharing stresses again in a process told not to use
