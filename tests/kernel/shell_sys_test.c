@@ -36,6 +36,15 @@ static uint64_t acquired_of(const char *name, unsigned *count)
 	return sum;
 }
 
+/* How many of the lock list's entries are l. */
+static unsigned times_listed(const struct spinlock *l)
+{
+	unsigned n = spin_list_stats(stats, SPIN_LIST_MAX), found = 0;
+	for (unsigned k = 0; k < n; k++)
+		found += stats[k].lock == l;
+	return found;
+}
+
 /*
  * A lock on a stack is not listed: it goes away with its frame, and the
  * list would be read after it (`locks` named what the stack held there
@@ -55,10 +64,7 @@ KTEST(shell_sys, a_lock_on_the_boot_stack_is_not_listed)
 	spin_init(&on_stack, "on_boot_stack", LOCK_RANK_TEST_LOW);
 	unsigned long irq = spin_lock_irqsave(&on_stack);
 	spin_unlock_irqrestore(&on_stack, irq);
-	unsigned n = spin_list_stats(stats, SPIN_LIST_MAX), found = 0;
-	for (unsigned i = 0; i < n; i++)
-		found += stats[i].lock == &on_stack;
-	KEXPECT_EQ(found, 0);
+	KEXPECT_EQ(times_listed(&on_stack), 0);
 }
 
 /* A static lock set up again (tests do) stays in the list once: spin_init
@@ -74,10 +80,7 @@ KTEST(shell_sys, a_static_lock_set_up_again_is_listed_once)
 		unsigned long irq = spin_lock_irqsave(&set_up_twice);
 		spin_unlock_irqrestore(&set_up_twice, irq);
 	}
-	unsigned n = spin_list_stats(stats, SPIN_LIST_MAX), found = 0;
-	for (unsigned i = 0; i < n; i++)
-		found += stats[i].lock == &set_up_twice;
-	KEXPECT_EQ(found, 1);
+	KEXPECT_EQ(times_listed(&set_up_twice), 1);
 }
 
 /* The counters only grow: the sum printed lies between the sums read
