@@ -33,7 +33,10 @@
  *              after the heap is ready, so that an allocation
  *              pthread_atfork makes finds it usable. The set-up runs
  *              with every signal blocked: a handler's allocation in the
- *              initialising thread would wait for it forever.
+ *              initialising thread would wait for it forever. A set-up
+ *              that fails (arena.c says why, once) puts the word back to
+ *              0: the call fails with ENOMEM, and the next call, or a
+ *              thread that waited, tries again.
  *   claim      On first use a thread claims a slot nobody owns (owners
  *              0 -> 1 by compare-and-swap on state, whatever the flag):
  *              it owns it alone and, if fences, may take the fast path.
