@@ -109,12 +109,11 @@ static bool canonical(uintptr_t va)
 	return (uintptr_t)((intptr_t)(va << 16) >> 16) == va;
 }
 
-/* Why [va, va + npages pages) is no range to flush, or NULL: it must
- * start on a page boundary (the flush steps a page at a time from va, so
- * an offset would leave the last page out) and lie in one canonical half
- * without wrapping past 2^64 (no page there can be mapped: a caller's
- * arithmetic went wrong). */
-static const char *range_error(uintptr_t va, size_t npages)
+/* It must start on a page boundary (the flush steps a page at a time from
+ * va, so an offset would leave the last page out) and lie in one
+ * canonical half without wrapping past 2^64 (no page there can be
+ * mapped: a caller's arithmetic went wrong). */
+const char *tlb_range_error(uintptr_t va, size_t npages)
 {
 	if (va % PAGE_SIZE)
 		return "the range does not start on a page boundary";
@@ -145,7 +144,7 @@ void tlb_shootdown(uintptr_t va, size_t npages)
 		      "on cpu %u: it waits for every other CPU to flush, and "
 		      "they may be waiting for this one; unmap from a thread",
 		      (unsigned long)va, npages, this_cpu()->id);
-	const char *bad = range_error(va, npages);
+	const char *bad = tlb_range_error(va, npages);
 	if (bad)
 		panic("tlb_shootdown(%#lx, %zu page%s): %s", (unsigned long)va,
 		      npages, npages == 1 ? "" : "s", bad);

@@ -27,6 +27,11 @@
 void tlb_init(void);
 void tlb_shootdown(uintptr_t va, size_t npages);
 
+/* Why [va, va + npages pages) is no range to flush, or NULL if it is one:
+ * the check tlb_shootdown panics on, for a caller that would rather ask
+ * first. Any context. */
+const char *tlb_range_error(uintptr_t va, size_t npages);
+
 /* Flushes [va, va + npages pages) on this CPU only (arch_tlb_flush_page,
  * or arch_tlb_flush_all over TLB_FULL_FLUSH_PAGES). Any context. */
 void tlb_flush_local(uintptr_t va, size_t npages);

@@ -1,8 +1,9 @@
 /*
  * What stop-the-world and a TLB shootdown promise at their edges: the
  * stop is its stopper's alone, stw_start returns with every CPU out of
- * the park, and a range may run up to the top of the address space. The
- * stop tests need two CPUs and are skipped at -smp 1.
+ * the park, and a range may run up to the top of the address space (and
+ * no further, nor across the canonical hole). The stop tests need two
+ * CPUs and are skipped at -smp 1.
  */
 #include <stdatomic.h>
 
@@ -23,6 +24,46 @@ KTEST(tlb, a_range_may_end_at_the_top_of_the_address_space)
 {
 	tlb_shootdown(UINTPTR_MAX - PAGE_SIZE + 1, 1);
 	tlb_shootdown(UINTPTR_MAX - 2 * PAGE_SIZE + 1, 2);
+}
+
+/* Every way a range can be wrong, and the edges that are right: a range
+ * whose both ends are canonical but in different halves crosses the
+ * 2^47..2^64-2^47 hole, which no page is in. */
+KTEST(tlb, range_error_names_each_way_a_range_is_wrong)
+{
+	static const char *unaligned =
+	        "the range does not start on a page boundary";
+	static const char *noncanon =
+	        "the range starts at a non-canonical address";
+	static const char *past = "the range runs past 2^64";
+	static const char *half =
+	        "the range leaves the canonical half it starts in";
+	const uintptr_t low_top = 0x00007ffffffff000ull;
+	const uintptr_t high_base = 0xffff800000000000ull;
+	static const struct {
+		uintptr_t va;
+		size_t npages;
+		const char **want; /* NULL: no error */
+	} cases[] = {
+	        {0x1000, 0, NULL},
+	        {0x1000, 1, NULL},
+	        {0x1800, 1, &unaligned},
+	        {0x00007ffffffff000ull, 1, NULL},
+	        {0x00007ffffffff000ull, 2, &half},
+	        {0x0000800000000000ull, 1, &noncanon},
+	        {0xffff800000000000ull, 1, NULL},
+	        {0xffff7ffffffff000ull, 2, &noncanon},
+	        {UINTPTR_MAX - PAGE_SIZE + 1, 1, NULL},
+	        {UINTPTR_MAX - PAGE_SIZE + 1, 2, &past},
+	        {0x1000, SIZE_MAX, &past},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		KEXPECT_STREQ(tlb_range_error(cases[i].va, cases[i].npages),
+		              cases[i].want ? *cases[i].want : NULL);
+	/* Both ends canonical, one in each half. */
+	size_t across = (high_base - low_top) / PAGE_SIZE + 1;
+	KEXPECT_STREQ(tlb_range_error(low_top, across), half);
+	KEXPECT_STREQ(tlb_range_error(low_top, across - 1), half);
 }
 
 static _Atomic bool asker_deaf;
