@@ -14,7 +14,10 @@
  *           without KM_ATOMIC: thread context only (it may sleep while
  *           another CPU grows the heap, or scavenge for frames): no
  *           spinlock held, interrupts and preemption on. A call from an
- *           atomic context mm_panics naming the function.
+ *           atomic context mm_panics naming the function, unless its
+ *           CPU's magazine serves it (a small plain kmalloc or
+ *           kmem_cache_alloc: the fast path tests nothing); with
+ *           mm.debug_poison, every call.
  *           with KM_ATOMIC: any context but NMI (interrupt handlers,
  *           interrupts off, a spinlock ranked below waitq held). It never
  *           sleeps and never waits for another CPU: NULL when memory

@@ -216,6 +216,11 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 {
 	void *p = NULL;
 	unsigned cls = 0;
+	/* Off the magazine's pop, every call without MM_ATOMIC: a caller in
+	 * atomic context that forgot it is caught while memory is plentiful
+	 * (Linux's might_sleep), not the day its class needs a new span. */
+	if (!(flags & MM_ATOMIC))
+		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 	if (!spanheap_bad_flags("alloc", size, flags) &&
 	    size <= sh->heap->arena_pages * MM_PAGE_SIZE) {
 		cls = sh->cfg.poison ? poison_class(size, align)
@@ -424,6 +429,9 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 __attribute__((noinline)) void *
 spanheap_alloc_refill_pin(struct spanheap *sh, size_t size, unsigned flags)
 {
+	/* Unpinned: a refill's check, as alloc_call's. */
+	if (!(flags & MM_ATOMIC))
+		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 	return spanheap_alloc_refill(sh, size, flags, mm_port_pin());
 }
 #endif

@@ -5,8 +5,9 @@
  * mutant). calloc's overflow, realloc's "half or more stays", the atomic
  * large allocation's page limit, an atomic realloc that must not grow in
  * place, a large span's free racing another, the sweeper's accounting
- * of large spans, the line that names a refused alignment, and a realloc
- * with MM_NO_GROW that grows in place without growing the heap.
+ * of large spans, the line that names a refused alignment, a realloc
+ * with MM_NO_GROW that grows in place without growing the heap, and a
+ * caller in atomic context that forgot MM_ATOMIC.
  *
  * Each test makes its own heap over a 1 GiB arena and gives it back at
  * the end.
@@ -315,4 +316,60 @@ KTEST(spanheap_edge, bad_alignment_is_refused_saying_so)
 	spanheap_free(&sh, b);
 	SH_CHECK(&sh, "after the aligned allocations");
 	sh_heap_release(&heap);
+}
+
+/* Whether op, in atomic context, panics as a thread-only call. */
+#define CAUGHT_IN_ATOMIC(op)                                               \
+	({                                                                 \
+		mm_port_set_atomic(true);                                  \
+		bool fired_ = MM_PORT_PANICS(op);                          \
+		mm_port_set_atomic(false);                                 \
+		sh_unpin_after_panic();                                    \
+		const char *why_ = fired_ ? mm_port_last_panic() : "";     \
+		strstr(why_, "thread-only call from an atomic context") != \
+		        NULL;                                              \
+	})
+
+/*
+ * A caller in atomic context that forgot MM_ATOMIC (kernel/heap.h: "a
+ * call from an atomic context mm_panics naming the function") is caught
+ * while memory is plentiful, not only the day its class needs a new span
+ * (Linux's might_sleep in every allocation): every call that leaves the
+ * magazine's pop (a zeroed, aligned or large one, a realloc's move, a
+ * refill), and in poison mode, the debug mode, every call. Until a review
+ * a class with a cached span served them all.
+ */
+static void forgotten_atomic(bool poison)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, poison));
+	/* Each class's span is cached, with free objects. */
+	KASSERT(spanheap_alloc(&sh, 16, 0) && spanheap_alloc(&sh, 200, 0));
+	char *p = spanheap_alloc(&sh, 64, 0);
+	char *r1 = spanheap_alloc(&sh, 64, 0);
+	char *r2 = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p && r1 && r2);
+	KEXPECT(CAUGHT_IN_ATOMIC(spanheap_alloc(&sh, 64, MM_ZERO)));
+	KEXPECT(CAUGHT_IN_ATOMIC(spanheap_calloc(&sh, 2, 32, 0)));
+	KEXPECT(CAUGHT_IN_ATOMIC(spanheap_alloc_aligned(&sh, 64, 64, 0)));
+	KEXPECT(CAUGHT_IN_ATOMIC(spanheap_realloc(&sh, r1, 16, 0)));
+	KEXPECT(CAUGHT_IN_ATOMIC(spanheap_realloc(&sh, r2, 200, 0)));
+	KEXPECT_EQ(CAUGHT_IN_ATOMIC(spanheap_alloc(&sh, 64, 0)), (bool)poison);
+	/* With MM_ATOMIC, they are served (what a caught call left
+	 * behind goes with the heap). */
+	mm_port_set_atomic(true);
+	void *z = spanheap_alloc(&sh, 64, MM_ZERO | MM_ATOMIC);
+	void *q = spanheap_realloc(&sh, p, 200, MM_ATOMIC);
+	mm_port_set_atomic(false);
+	KEXPECT(z && q);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_edge, a_forgotten_atomic_is_caught_with_memory_to_spare)
+{
+	forgotten_atomic(false);
+}
+
+KTEST(spanheap_edge, a_forgotten_atomic_is_caught_at_every_call_in_poison_mode)
+{
+	forgotten_atomic(true);
 }

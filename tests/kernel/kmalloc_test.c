@@ -344,4 +344,39 @@ KTEST(demo, kfree_page_heap_memory)
 	demo_kfree(p);
 }
 
+/* A timer interrupt's allocation without KM_ATOMIC, its class's span
+ * cached with objects to spare: mm_panic naming the call (kernel/heap.h),
+ * not an object handed out until the day the class needs a new span. */
+static void forgot_atomic_tick(void)
+{
+	sched_tick_hook = NULL;
+	kfree(kzalloc(64, 0)); /* no KM_ATOMIC */
+}
+
+KTEST(demo, kzalloc_without_atomic_from_interrupt)
+{
+	kfree(kzalloc(64, 0)); /* the class has a span */
+	sched_tick_hook = forgot_atomic_tick;
+	thread_sleep_ns(1000000000);
+	sched_tick_hook = NULL;
+}
+
+/* A plain kmalloc from a timer interrupt, its CPU's magazine of the class
+ * empty (objects over 512 bytes come to it only by frees) and its span
+ * cached with objects to spare: the refill's check. */
+enum { FORGOT_SIZE = 28000 };
+static void forgot_atomic_plain_tick(void)
+{
+	sched_tick_hook = NULL;
+	(void)kmalloc(FORGOT_SIZE, 0); /* no KM_ATOMIC */
+}
+
+KTEST(demo, kmalloc_without_atomic_from_interrupt)
+{
+	/* Kept, not freed: a free would fill the magazine. */
+	KASSERT(kmalloc(FORGOT_SIZE, 0) != NULL);
+	sched_tick_hook = forgot_atomic_plain_tick;
+	thread_sleep_ns(1000000000);
+	sched_tick_hook = NULL;
+}
 #endif
