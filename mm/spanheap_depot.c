@@ -36,7 +36,8 @@
  * heap with MHEAP_ATOMIC, which never sleeps.
  *
  * Limits: stacks are never forgotten. SPANHEAP_DEPOT_CHUNKS chunks hold
- * 52 thousand stacks; past them records keep no stack (said once).
+ * 52 thousand stacks; past them records keep no stack (said once, apart
+ * from a shortage of memory for a chunk, also said once).
  */
 #include "spanheap_internal.h"
 
@@ -126,13 +127,27 @@ static bool chunk_make(struct spanheap_depot *d, struct mheap *heap, uint32_t h,
 	return true;
 }
 
-/* A stack not kept: counted, and said the first time. */
-static uint32_t lost(struct spanheap_depot *d, const char *why)
+/* Why a stack was not kept: bits of d->said. */
+enum depot_loss {
+	LOSS_NO_CHUNK = 1u << 0, /* for now: room may come */
+	LOSS_FULL = 1u << 1,     /* for the heap's life */
+};
+
+/* A stack not kept: counted, and each reason said the first time. Until
+ * a review one "first time" served both, and a depot that had once been
+ * short of a chunk filled up unsaid, its last line promising room. */
+static uint32_t lost(struct spanheap_depot *d, enum depot_loss why)
 {
-	if (atomic_fetch_add_explicit(&d->lost, 1, memory_order_relaxed) == 0)
-		mm_log("spanheap: stack depot: %s; records keep no stack "
-		       "until there is room",
-		       why);
+	atomic_fetch_add_explicit(&d->lost, 1, memory_order_relaxed);
+	if (atomic_fetch_or_explicit(&d->said, why, memory_order_relaxed) & why)
+		return SPANHEAP_DEPOT_LOST;
+	if (why == LOSS_FULL)
+		mm_log("spanheap: stack depot: full (%u stacks); records keep "
+		       "no new stack for the heap's life",
+		       DEPOT_MAX);
+	else
+		mm_log("spanheap: stack depot: no memory for a chunk; records "
+		       "keep no stack until there is room");
 	return SPANHEAP_DEPOT_LOST;
 }
 
@@ -140,16 +155,16 @@ static uint32_t lost(struct spanheap_depot *d, const char *why)
  * finds no memory claims none (a long shortage would use them all up).
  * 0 when the depot is full or has no memory, saying which in *why. */
 static uint32_t claim(struct spanheap_depot *d, struct mheap *heap,
-                      bool no_grow, const char **why)
+                      bool no_grow, enum depot_loss *why)
 {
 	uint32_t n = atomic_load_explicit(&d->next, memory_order_relaxed);
 	do {
 		if (n >= DEPOT_MAX) {
-			*why = "full";
+			*why = LOSS_FULL;
 			return 0;
 		}
 		if (!chunk_make(d, heap, n + 1, no_grow)) {
-			*why = "no memory for a chunk";
+			*why = LOSS_NO_CHUNK;
 			return 0;
 		}
 	} while (!atomic_compare_exchange_weak_explicit(&d->next, &n, n + 1,
@@ -171,7 +186,7 @@ uint32_t spanheap_depot_save(struct spanheap_depot *d, struct mheap *heap,
 	uint32_t h = chain_find(d, head, 0, hash, pc, npcs);
 	if (h)
 		return h;
-	const char *why = "full";
+	enum depot_loss why = LOSS_FULL;
 	h = claim(d, heap, no_grow, &why);
 	if (!h)
 		return lost(d, why);

@@ -120,6 +120,7 @@ struct spanheap_depot {
 	_Atomic uint32_t next; /* handles claimed */
 	_Atomic size_t pages;  /* the page heap's pages it holds */
 	_Atomic uint64_t lost; /* stacks not kept: full, or no memory */
+	_Atomic unsigned said; /* the reasons for it said (a line each) */
 };
 
 #endif

@@ -174,6 +174,29 @@ KTEST(spanheap_depot, full_keeps_no_new_stack_and_keeps_the_old)
 	sh_heap_release(&heap);
 }
 
+/* A depot that once had no memory for a chunk and later fills says so:
+ * until this version the two shared one "said once", so the shortage's
+ * line, which promises stacks again when there is room, was the last
+ * word on a depot that keeps no new stack for the heap's life (review). */
+KTEST(spanheap_depot, full_after_a_shortage_is_said_too)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	mm_port_set_quiet(true);
+	int n = arena_fill();
+	KEXPECT_EQ(save(1, 6), SPANHEAP_DEPOT_LOST);
+	KEXPECT(strstr(mm_port_last_log(),
+	               "spanheap: stack depot: no memory for a chunk"));
+	arena_unfill(n);
+	uint32_t lost = 0;
+	for (uint32_t k = 2; k < DEPOT_MAX + 12; k++)
+		lost += save(k, 3) == SPANHEAP_DEPOT_LOST;
+	KEXPECT_EQ(lost, 10);
+	KEXPECT(strstr(mm_port_last_log(), "spanheap: stack depot: full"));
+	KEXPECT_EQ(atomic_load(&sh.depot.lost), 11);
+	mm_port_set_quiet(false);
+	sh_heap_release(&heap);
+}
+
 /* Four threads save the same 3000 stacks, each from its own start. */
 enum { SAVERS = 4, SHARED = 3000 };
 static uint32_t seen[SAVERS][SHARED];
