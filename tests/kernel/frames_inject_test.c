@@ -327,6 +327,9 @@ KTEST(frames_inject, krealloc_growing_a_large_object_sweep)
  * counts, and "off" disarms; "mmfail SPEC" is still the heap's. */
 KTEST(frames_inject, the_mmfail_frame_command)
 {
+	/* mm.fail may have armed the heap's at boot: it must be off for the
+	 * checks that the frame one is separate from it. */
+	spanheap_fail_disarm(&kspanheap);
 	struct spanheap_fail_attr a;
 	struct failpoint_counts n;
 	KEXPECT_EQ(capture_run_line("mmfail frame 1,10001,1"), SHELL_USAGE);

@@ -359,11 +359,23 @@ KTEST(heap_leaks, a_scan_meets_no_span_whose_table_is_gone)
 	if (!kspanheap.track || !(kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE))
 		KTEST_SKIP("needs mm.debug_poison and mm.debug_pagealloc");
 	heap_threads_stop(); /* the spans are this test's thread's to free */
-	void *p[64];
-	for (int i = 0; i < 64; i++)
-		p[i] = kmalloc(700, 0);
-	for (int i = 0; i < 64; i++)
-		kfree(p[i]);
+	/* With mm.guard=1 too, every allocation (none is the fast path's in
+	 * poison mode) is the guarded pool's while it has a slot: 64 more
+	 * than its slots, so that some are the spans'. Chained through
+	 * their first words. */
+	void **chain = NULL;
+	for (unsigned i = 0; i < 64 + kspanheap.guard.nslots; i++) {
+		void **o = kmalloc(700, 0);
+		if (!o)
+			break;
+		*o = chain;
+		chain = o;
+	}
+	while (chain) {
+		void **next = *chain;
+		kfree(chain);
+		chain = next;
+	}
 	atomic_store(&gone_step, 0);
 	atomic_store(&gone_tables, 0);
 	table_freer = NULL;

@@ -235,6 +235,10 @@ KTEST(kmalloc_inject, atomic_calls_in_an_interrupt_get_null)
  * shows the counts, and "off" disarms. */
 KTEST(kmalloc_inject, the_mmfail_command)
 {
+	/* mm.fail may have armed it at boot (the harness's
+	 * kmalloc_fail_boot): from disarmed, a bad field is seen to arm
+	 * nothing. */
+	spanheap_fail_disarm(&kspanheap);
 	struct spanheap_fail_attr a;
 	KEXPECT_EQ(capture_run_line("mmfail 1,10001,1"), SHELL_USAGE);
 	KEXPECT(strstr(seen, "probability '10001' is not a number in [0, "
