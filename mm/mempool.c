@@ -304,6 +304,16 @@ static void check_free(struct mempool *p, void *e)
 		/* The heap's checks: a foreign, interior or freed pointer
 		 * panics there, as kfree's would. */
 		size_t n = spanheap_usable_size(p->sh, e);
+		const struct objcache *c = p->cache;
+		/* A named cache's objects have its class's size (in poison
+		 * mode and the guarded pool, the bytes asked): a larger
+		 * object kept in the reserve would panic only at the cache's
+		 * free, far from this one. */
+		if (c && n != c->objsize && n != c->size)
+			mm_panic("mempool %s: free of an object of %zu bytes "
+			         "(%p) where the pool's elements are cache "
+			         "'%s''s, of %zu: not an element of this pool",
+			         p->name, n, e, c->name, c->objsize);
 		if (n < p->size)
 			mm_panic("mempool %s: free of an object of %zu bytes "
 			         "(%p) where the pool's elements have %zu: not "

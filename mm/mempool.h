@@ -27,7 +27,8 @@
  * pool and the element; for the span heap's and a named cache's pools a
  * free also passes the heap's checks (a foreign, interior or freed
  * pointer panics as kfree's would), and an element smaller than the
- * pool's (another pool's) panics. A pool destroyed with elements out is
+ * pool's (another pool's), or for a named cache's pool one of another
+ * size class than the cache's, panics. A pool destroyed with elements out is
  * refused, with a line saying how many.
  *
  * Contexts: mempool_alloc with MM_ATOMIC, mempool_free, mempool_check

@@ -5,7 +5,8 @@
  * (mempool_race.a_double_free_racing_a_free_to_the_source_is_told). Here:
  * the mark left in an element that comes back from the source is no
  * double free, and a second free of an element of a caller's source
- * (which no heap check sees) is told by it.
+ * (which no heap check sees) is told by it. And a named cache's pool
+ * tells an object of another class at its free, not at the cache's.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -78,5 +79,36 @@ KTEST(mempool_leaving, a_second_free_to_a_callers_source_is_told)
 	KEXPECT(strstr(mm_port_last_panic(), "freed to the pool's source"));
 	KEXPECT_EQ(source_frees, 1);
 	KEXPECT(mempool_destroy(&pool));
+	sh_heap_release(&heap);
+}
+
+/* A larger object of another class freed to a named cache's pool whose
+ * reserve is short: until a review it was kept (it is no smaller than
+ * the pool's elements), handed out again as the cache's, and the misuse
+ * panicked only at the cache's free, far from it. Same-class objects
+ * cannot be told outside poison mode; another class's can. */
+KTEST(mempool_leaving, another_class_freed_to_a_caches_pool_is_told)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create(&sh, "bio", 200, 0);
+	KASSERT(c);
+	KASSERT(mempool_init_cache(&pool, c, "bio-pool", 2));
+	struct spanheap_fail_attr all = {.interval = 1,
+	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
+	                                 .times = -1,
+	                                 .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &all));
+	void *e = mempool_alloc(&pool, MM_ATOMIC); /* the reserve's */
+	spanheap_fail_disarm(&sh);
+	KASSERT(e != NULL);
+	char *big = spanheap_alloc(&sh, 512, 0);
+	KASSERT(big != NULL);
+	EXPECT_MISUSE(mempool_free(&pool, big),
+	              "mempool bio-pool: free of an object of 512 bytes", big);
+	KEXPECT(strstr(mm_port_last_panic(), "cache 'bio''s, of 208"));
+	mempool_free(&pool, e); /* its own, back into the reserve */
+	spanheap_free(&sh, big);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(objcache_destroy(c));
 	sh_heap_release(&heap);
 }
