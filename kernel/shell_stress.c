@@ -1,6 +1,6 @@
 /*
- * The shell's `stress SECONDS [CPUS]`: an allocation storm on CPUS CPUs
- * (all by default) while the shell watches.
+ * The shell's `stress SECONDS [CPUS [SEED]]`: an allocation storm on CPUS
+ * CPUs (all by default) while the shell watches.
  *
  * Each worker thread owns STRESS_SLOTS slots; each step picks a slot at
  * random: a full one is freed (one time in 8 it is handed to another
@@ -13,6 +13,14 @@
  * the first holder takes it out after the second wrote its own (a tag
  * of the size alone, as until a review, was one both holders wrote
  * alike, and only the heap's double free check could see them).
+ *
+ * Worker i's generator starts from SEED and i alone (SEED is the clock
+ * unless given), and each step draws once whatever the others do, so a
+ * run's first line names the seed, and `stress SECONDS CPUS SEED` makes
+ * every worker take the same steps again (the CPUs' interleaving, and so
+ * which objects cross, is the machine's). Until a review the seed was
+ * the clock's, never printed: a run that found a corrupt object could
+ * not be run again.
  *
  * The shell thread prints a progress line every half second, rewritten
  * in place with \r (ops/s over the last interval, live bytes, the page
@@ -181,9 +189,9 @@ static void progress(const struct sample *prev, const struct sample *now,
 
 static uint64_t stop_workers(uint64_t *nulls);
 
-/* Starts a worker on each of CPUs [0, n): false if one cannot be made
- * (those made are stopped and joined). */
-static bool start_workers(unsigned n)
+/* Starts a worker on each of CPUs [0, n), their generators from seed:
+ * false if one cannot be made (those made are stopped and joined). */
+static bool start_workers(unsigned n, uint64_t seed)
 {
 	atomic_store(&stop, false);
 	nworkers = 0;
@@ -192,7 +200,8 @@ static bool start_workers(unsigned n)
 			continue;
 		struct worker *w = &workers[nworkers];
 		*w = (struct worker){0};
-		w->rnd = 0x9e3779b97f4a7c15ull * (nworkers + 1) ^ time_now_ns();
+		w->rnd = 0x9e3779b97f4a7c15ull * (nworkers + 1) ^ seed;
+		w->rnd = w->rnd ? w->rnd : 1; /* xorshift's one dead state */
 		w->slots = kzalloc(STRESS_SLOTS * sizeof(void *), 0);
 		w->t = w->slots ? thread_create("stress", worker_main, w, cpu)
 		                : THREAD_NONE;
@@ -236,23 +245,39 @@ static uint64_t stop_workers(uint64_t *nulls)
 static enum shell_status cmd_stress(int argc, char **argv);
 
 const struct shell_cmd shell_stress_cmds[] = {
-        {"stress", "SECONDS [CPUS]",
+        {"stress", "SECONDS [CPUS [SEED]]",
          "kmalloc/kfree storm on CPUS CPUs (all), then verify the heap",
          cmd_stress},
         {NULL, NULL, NULL, NULL},
 };
 
+/* SECONDS [CPUS [SEED]] into *secs, *ncpus and *seed (the clock's unless
+ * given): false, said why, if one is not a number in its range. */
+static bool parse_args(int argc, char **argv, uint64_t *secs, uint64_t *ncpus,
+                       uint64_t *seed)
+{
+	*ncpus = atomic_load(&ncpus_online);
+	*seed = time_now_ns();
+	return shell_parse_uint(argv[0], "SECONDS", argv[1], 1, 3600, secs) &&
+	       (argc < 3 ||
+	        shell_parse_uint(argv[0], "CPUS", argv[2], 1,
+	                         atomic_load(&ncpus_online), ncpus)) &&
+	       (argc < 4 || shell_parse_uint(argv[0], "SEED", argv[3], 0,
+	                                     UINT64_MAX, seed));
+}
+
 static enum shell_status cmd_stress(int argc, char **argv)
 {
-	uint64_t secs, ncpus = atomic_load(&ncpus_online);
-	if (argc < 2 || argc > 3)
+	uint64_t secs, ncpus, seed;
+	if (argc < 2 || argc > 4)
 		return shell_usage(&shell_stress_cmds[0]);
-	if (!shell_parse_uint(argv[0], "SECONDS", argv[1], 1, 3600, &secs) ||
-	    (argc == 3 &&
-	     !shell_parse_uint(argv[0], "CPUS", argv[2], 1,
-	                       atomic_load(&ncpus_online), &ncpus)))
+	if (!parse_args(argc, argv, &secs, &ncpus, &seed))
 		return SHELL_USAGE;
-	if (!start_workers((unsigned)ncpus)) {
+	printk("stress: seed %llu (`stress %llu %llu %llu` replays each "
+	       "worker's steps)\n",
+	       (unsigned long long)seed, (unsigned long long)secs,
+	       (unsigned long long)ncpus, (unsigned long long)seed);
+	if (!start_workers((unsigned)ncpus, seed)) {
 		printk("stress: cannot start %llu worker threads\n",
 		       (unsigned long long)ncpus);
 		return SHELL_FAILED;
@@ -293,7 +318,10 @@ static enum shell_status cmd_stress(int argc, char **argv)
 	printk("stress: heap verified (spanheap_check, mheap_check); %llu "
 	       "corrupt objects, %llu failed allocations\n",
 	       (unsigned long long)bad, (unsigned long long)nulls);
-	if (bad || nulls)
+	if (bad || nulls) {
+		printk("stress: failed with seed %llu\n",
+		       (unsigned long long)seed);
 		return SHELL_FAILED;
+	}
 	return interrupted ? SHELL_INTERRUPTED : SHELL_OK;
 }

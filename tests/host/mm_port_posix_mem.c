@@ -108,6 +108,66 @@ static void inflight_check(const char *who, void *addr, size_t nbytes)
 
 /* ---- Address space ------------------------------------------------------ */
 
+/*
+ * Where reservations are placed: which calls a heap refuses depends on
+ * where its arena and metadata lie (their alignment, their order: under
+ * ASLR one run of spanheap_diff's seed had an allocation refused that
+ * another's had not), so a seed (or a fuzzer's crash input) did not
+ * replay its run. Each reservation is tried at the next address from a
+ * fixed base, replacing no other mapping, else anywhere; the base comes
+ * back once none placed there is left, so that a test run alone lays
+ * its heaps out as it did among others. Not under TSan, which takes
+ * only its own ranges for a program's memory.
+ */
+#define RESERVE_BASE ((uintptr_t)0x300000000000)
+static uintptr_t reserve_next = RESERVE_BASE; /* under reserve_mu */
+static size_t reserve_live;                   /* under reserve_mu */
+static pthread_mutex_t reserve_mu = PTHREAD_MUTEX_INITIALIZER;
+
+#if defined(__SANITIZE_THREAD__)
+#define RESERVE_HINTS 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RESERVE_HINTS 0
+#endif
+#endif
+#ifndef RESERVE_HINTS
+#define RESERVE_HINTS 1
+#endif
+
+static void *reserve_at_hint(size_t span, size_t align)
+{
+	if (!RESERVE_HINTS)
+		return MAP_FAILED;
+	pthread_mutex_lock(&reserve_mu);
+	uintptr_t at = (reserve_next + align - 1) & ~(uintptr_t)(align - 1);
+	void *raw = mmap((void *)at, span, PROT_NONE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+	                         MAP_FIXED_NOREPLACE,
+	                 -1, 0);
+	if (raw != MAP_FAILED && (uintptr_t)raw != at) { /* an old kernel */
+		munmap(raw, span);
+		raw = MAP_FAILED;
+	}
+	if (raw != MAP_FAILED) {
+		reserve_next = at + span + MM_PAGE_SIZE;
+		reserve_live++;
+	}
+	pthread_mutex_unlock(&reserve_mu);
+	return raw;
+}
+
+/* The reservation at addr is gone: the next address goes back to the
+ * base once none placed from it is left. */
+static void reserve_gone(void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	pthread_mutex_lock(&reserve_mu);
+	if (a >= RESERVE_BASE && a < reserve_next && --reserve_live == 0)
+		reserve_next = RESERVE_BASE;
+	pthread_mutex_unlock(&reserve_mu);
+}
+
 void *mm_port_reserve(size_t nbytes, size_t align)
 {
 	expect_no_lock("mm_port_reserve");
@@ -123,8 +183,10 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	size_t span = nbytes + align - MM_PAGE_SIZE + MM_PAGE_SIZE;
 	if (span < nbytes)
 		return NULL; /* wrapped */
-	void *raw = mmap(NULL, span, PROT_NONE,
-	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *raw = reserve_at_hint(span, align);
+	if (raw == MAP_FAILED)
+		raw = mmap(NULL, span, PROT_NONE,
+		           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED)
 		return NULL;
 	uintptr_t base = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
@@ -181,6 +243,7 @@ void mm_port_unreserve(void *addr, size_t nbytes)
 		}
 	pthread_mutex_unlock(&guarded_mu);
 	munmap(addr, nbytes + MM_PAGE_SIZE); /* and its guard page */
+	reserve_gone(addr);
 	atomic_fetch_sub(&reserved_bytes, nbytes);
 }
 

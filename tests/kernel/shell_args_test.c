@@ -46,15 +46,17 @@ KTEST(shell_args, sleep_and_poweroff_refuse_what_they_do_not_take)
 	KEXPECT_EQ(run_interrupted("sleep 3600000"), SHELL_INTERRUPTED);
 }
 
-/* stress SECONDS [CPUS]: SECONDS in [1, 3600], CPUS in [1, the CPUs
- * online]. */
+/* stress SECONDS [CPUS [SEED]]: SECONDS in [1, 3600], CPUS in [1, the
+ * CPUs online], SEED any 64-bit number. */
 KTEST(shell_args, stress_refuses_what_it_does_not_take)
 {
 	char line[64];
 	unsigned n = atomic_load(&ncpus_online);
 	static const char *const refused[] = {
-	        "stress",     "stress 0",     "stress 3601",
-	        "stress 1 0", "stress 1 1 1", "stress 18446744073709551617",
+	        "stress",         "stress 0",
+	        "stress 3601",    "stress 1 0",
+	        "stress 1 1 1 1", "stress 18446744073709551617",
+	        "stress 1 1 x",   "stress 1 1 18446744073709551616",
 	};
 	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
 		KEXPECT_EQ(run_interrupted(refused[i]), SHELL_USAGE);

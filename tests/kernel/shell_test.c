@@ -335,6 +335,25 @@ KTEST(shell, stress_summary_counts_one_cpu_as_one)
 	KEXPECT(on && strncmp(on, " on 1 CPU:", 10) == 0);
 }
 
+/* stress names the seed its workers' generators start from, so that a
+ * run that finds a corrupt object can be run again: its own (the clock)
+ * unless a SEED is given, and then that one. Until a review it took the
+ * clock's and never said which. */
+KTEST(shell, stress_names_its_seed_and_takes_one)
+{
+	KEXPECT_EQ(run_captured("stress 1 1"), SHELL_OK);
+	const char *line = find(seen, "stress: seed ");
+	if (!line)
+		ktest_diag("stress said '%.80s'", seen);
+	KEXPECT(line != NULL);
+	KEXPECT_EQ(run_captured("stress 1 1 18446744073709551615"), SHELL_OK);
+	line = find(seen, "stress: seed 18446744073709551615 (`stress 1 1 "
+	                  "18446744073709551615` replays");
+	if (!line)
+		ktest_diag("stress said '%.80s'", seen);
+	KEXPECT(line != NULL);
+}
+
 /* Each CPU's line of `threads` says "1 thread," or "N threads,": a CPU
  * running only its idle thread (at -smp 4, most of them) said "1
  * threads". */

@@ -8,7 +8,8 @@
  * edges (0, 1, each size class and one either side, pages, impossible
  * sizes, n * size overflows) and alignments from 0 to many pages (powers
  * of two or not). A thread hands objects to another through its queue,
- * which frees, resizes or keeps them. A shadow table (this file) holds
+ * which frees, resizes or keeps them, in a table of their own
+ * (diff_thread says why). A shadow table (this file) holds
  * every live object (address, requested size, alignment, fill pattern);
  * after each operation the object it made or touched is checked: its
  * alignment, usable size >= size, no overlap with any live object, its
@@ -30,7 +31,8 @@
  * seconds in all), MALLOC_DIFF_THREADS (default NTHREADS; up to
  * MAX_THREADS, past the 63 slots, so that threads share one) and
  * MALLOC_DIFF_SEED (default 1) choose the run; a failure names the seed,
- * the thread and the operation.
+ * the thread and the operation, and the same seed and thread count run
+ * that thread's own operations again.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,7 +63,7 @@ static atomic_bool stop;
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	uintptr_t lo, hi;
-} reg[MAX_THREADS * (MAXLIVE + QCAP + BURST) + 16];
+} reg[MAX_THREADS * (2 * MAXLIVE + QCAP + BURST) + 16];
 static size_t nreg;
 
 /* The pattern's word j (bytes 8j to 8j + 7, little-endian): written and
@@ -99,6 +101,16 @@ static size_t first_wrong(const unsigned char *p, uint32_t tag, size_t n,
 		if (p[i] != (zero ? 0 : diff_pattern(tag, i)))
 			return i;
 	return n;
+}
+
+/* Swaps in the other table and generator (diff_thread). */
+void diff_swap(struct diff_thread *t)
+{
+	struct diff_obj *live = t->live;
+	int nlive = t->nlive;
+	uint64_t rng = t->rng;
+	t->live = t->other, t->nlive = t->nother, t->rng = t->rng_other;
+	t->other = live, t->nother = nlive, t->rng_other = rng;
 }
 
 uint64_t diff_rand(struct diff_thread *t)
@@ -190,21 +202,27 @@ const char *diff_check(struct diff_thread *t, const struct diff_obj *o)
 	return diff_check_prefix(t, o, o->usable);
 }
 
-/* Checks o and frees it (it leaves the live objects first). */
-const char *diff_free(struct diff_thread *t, struct diff_obj *o)
+/* Checks o and frees it (it leaves the live objects first), by
+ * __libc_free if libc. */
+const char *diff_free_as(struct diff_thread *t, struct diff_obj *o, bool libc)
 {
 	const char *e = diff_check(t, o);
 	if (e)
 		return e;
 	reg_del(o->p);
 	errno = ERRNO_MARK;
-	if (diff_rand(t) % 8)
-		free(o->p);
-	else
+	if (libc)
 		__libc_free(o->p);
+	else
+		free(o->p);
 	DCHECK(t, errno == ERRNO_MARK, "free(%p) set errno to %d", (void *)o->p,
 	       errno);
 	return NULL;
+}
+
+const char *diff_free(struct diff_thread *t, struct diff_obj *o)
+{
+	return diff_free_as(t, o, diff_rand(t) % 8 == 0);
 }
 
 /* Drops o from the live objects before a call that may move or free it;
@@ -237,8 +255,9 @@ struct diff_obj diff_take(struct diff_thread *t, int i)
 	return o;
 }
 
-/* Hands a random object of t to another thread's queue; keeps it if the
- * queue is full. */
+/* Hands a random object of t to another thread's queue; frees it if the
+ * queue is full (kept, it would make t's table hold what the
+ * interleaving decided). */
 const char *diff_send(struct diff_thread *t)
 {
 	if (!t->nlive)
@@ -246,41 +265,51 @@ const char *diff_send(struct diff_thread *t)
 	int i = (int)(diff_rand(t) % (uint64_t)t->nlive);
 	unsigned n = diff_nthreads;
 	unsigned to = (t->id + 1 + (unsigned)(diff_rand(t) % (n - 1))) % n;
+	bool libc = diff_rand(t) % 8 == 0; /* drawn whether used or not */
 	struct diff_thread *d = &diff_threads[to];
+	struct diff_obj o = diff_take(t, i);
 	pthread_mutex_lock(&d->qlock);
-	if (d->nq < QCAP)
-		d->q[d->nq++] = diff_take(t, i);
+	bool sent = d->nq < QCAP;
+	if (sent)
+		d->q[d->nq++] = o;
 	pthread_mutex_unlock(&d->qlock);
-	return NULL;
+	return sent ? NULL : diff_free_as(t, &o, libc);
 }
 
-/* Takes what other threads handed t: checked, then held or freed. */
+/* Takes what other threads handed t: each checked, then held in t's
+ * table of received objects, and one operation on that table. */
 static const char *receive(struct diff_thread *t)
 {
 	struct diff_obj got[QCAP];
+	const char *e = NULL;
 	pthread_mutex_lock(&t->qlock);
 	int n = t->nq;
 	memcpy(got, t->q, (size_t)n * sizeof(got[0]));
 	t->nq = 0;
 	pthread_mutex_unlock(&t->qlock);
-	for (int i = 0; i < n; i++) {
-		const char *e = diff_check(t, &got[i]);
+	if (!n)
+		return NULL;
+	diff_swap(t);
+	for (int i = 0; i < n && !e; i++) {
+		e = diff_check(t, &got[i]);
 		if (!e)
 			e = diff_hold(t, &got[i]);
-		if (e)
-			return e;
+		if (!e)
+			e = diff_op_received(t);
 	}
-	return NULL;
+	diff_swap(t);
+	return e;
 }
 
-/* Frees every object of t: its table and its queue. */
+/* Frees every object of t: its tables and its queue. */
 static const char *free_all(struct diff_thread *t)
 {
 	const char *e = receive(t);
-	while (!e && t->nlive) {
-		struct diff_obj o = diff_take(t, t->nlive - 1);
-		e = diff_free(t, &o);
-	}
+	for (int side = 0; side < 2; side++, diff_swap(t))
+		while (!e && t->nlive) {
+			struct diff_obj o = diff_take(t, t->nlive - 1);
+			e = diff_free(t, &o);
+		}
 	return e;
 }
 
@@ -302,6 +331,9 @@ static void *worker(void *arg)
 		for (int i = 0; !e && t->op % CHECK_EVERY == 0 && i < t->nlive;
 		     i++)
 			e = diff_check(t, &t->live[i]);
+		for (int i = 0; !e && t->op % CHECK_EVERY == 0 && i < t->nother;
+		     i++)
+			e = diff_check(t, &t->other[i]);
 	}
 	if (e)
 		atomic_store(&stop, true);
@@ -331,6 +363,9 @@ static void start_round(unsigned long seed, unsigned long nops, int round)
 			t->id = i;
 			t->nops = (long)nops;
 			t->rng = (seed + 1) * 0x9e3779b97f4a7c15ull ^ (i + 1);
+			t->rng_other = t->rng ^ 0xd1b54a32d192ed03ull;
+			t->live = t->own, t->other = t->got;
+			t->nlive = t->nother = 0;
 			pthread_mutex_init(&t->qlock, NULL);
 		}
 		pthread_attr_t attr;

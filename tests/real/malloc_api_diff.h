@@ -40,17 +40,29 @@ struct diff_obj {
 	uint32_t tag;  /* its pattern's seed (diff_pattern) */
 };
 
+/*
+ * A thread's own operations draw from rng and work on its own objects;
+ * those other threads hand it are held and worked on apart, in got with
+ * their own generator (receive swaps the two in, diff_swap), so that
+ * what arrives, and when, which the threads' interleaving decides, leaves
+ * the thread's own sequence alone: the seed replays it, and a failure's
+ * operation is the same one in the rerun. (Until a review the objects
+ * that arrived joined the thread's own, moving every later pick.)
+ */
 struct diff_thread {
 	unsigned id;
 	pthread_t th;
-	uint64_t rng;
 	long op, nops;
 	long ooms;     /* allocations that failed for want of memory */
 	char why[512]; /* what went wrong */
 	void *stack;   /* STACK_BYTES, each round's thread's */
-	/* Only this thread's: */
-	struct diff_obj live[MAXLIVE];
-	int nlive;
+	/* Only this thread's: the table and generator the operations use
+	 * (its own: own and the seed's stream; or, swapped in, got's) and
+	 * the other pair. */
+	struct diff_obj *live, *other;
+	int nlive, nother;
+	uint64_t rng, rng_other;
+	struct diff_obj own[MAXLIVE], got[MAXLIVE];
 	/* Protected by qlock: what other threads handed it. */
 	pthread_mutex_t qlock;
 	struct diff_obj q[QCAP];
@@ -72,6 +84,7 @@ extern bool diff_data_limited;
 	} while (0)
 
 uint64_t diff_rand(struct diff_thread *t);
+void diff_swap(struct diff_thread *t);
 unsigned char diff_pattern(uint32_t tag, size_t i);
 
 /* The shadow table's checks (malloc_api_diff.c); each returns NULL or
@@ -81,6 +94,7 @@ const char *diff_check(struct diff_thread *t, const struct diff_obj *o);
 const char *diff_check_prefix(struct diff_thread *t, const struct diff_obj *o,
                               size_t n);
 const char *diff_free(struct diff_thread *t, struct diff_obj *o);
+const char *diff_free_as(struct diff_thread *t, struct diff_obj *o, bool libc);
 void diff_release(struct diff_obj *o);
 const char *diff_keep(struct diff_thread *t, struct diff_obj *o);
 const char *diff_hold(struct diff_thread *t, struct diff_obj *o);
@@ -90,5 +104,6 @@ const char *diff_send(struct diff_thread *t);
 /* The operations (malloc_api_diff_ops.c). */
 void diff_sizes_init(void);
 const char *diff_op(struct diff_thread *t);
+const char *diff_op_received(struct diff_thread *t);
 
 #endif

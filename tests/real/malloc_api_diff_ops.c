@@ -478,3 +478,17 @@ const char *diff_op(struct diff_thread *t)
 		r -= ops[i].weight;
 	}
 }
+
+/* One operation on the objects other threads handed t (swapped in): each
+ * is freed, resized or looked at by its receiver as well as its maker. */
+const char *diff_op_received(struct diff_thread *t)
+{
+	switch (diff_rand(t) % 4) {
+	case 0:
+		return op_realloc(t);
+	case 1:
+		return op_usable(t);
+	default:
+		return op_free(t);
+	}
+}
