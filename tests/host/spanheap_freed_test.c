@@ -30,7 +30,7 @@ static void where_log(const void *p, char *buf, size_t size)
 }
 
 /* The free the poison test must find in the record's stack. */
-__attribute__((noinline)) static void free_here(void *p)
+SH_SITE static void free_here(void *p)
 {
 	spanheap_free(&sh, p);
 	__asm__ volatile("" ::: "memory"); /* no tail call */

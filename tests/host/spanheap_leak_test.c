@@ -44,7 +44,7 @@ static void release(void)
 }
 
 /* The leak allocation site, named by the records' stacks. */
-__attribute__((noinline)) static void **leak_site(size_t size)
+SH_SITE static void **leak_site(size_t size)
 {
 	void **p = spanheap_alloc(&sh, size, MM_ZERO);
 	__asm__ volatile("" ::: "memory"); /* no tail call */

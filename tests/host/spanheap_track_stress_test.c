@@ -29,7 +29,7 @@ static struct churn churn = {
         .sh = &sh, .sizes = churn_sizes, .nsizes = 6, .ops = OPS};
 
 /* The reader's one call site: every object of its own carries its stack. */
-__attribute__((noinline)) static void *own_site(size_t size)
+SH_SITE static void *own_site(size_t size)
 {
 	void *p = spanheap_alloc(&sh, size, 0);
 	__asm__ volatile("" ::: "memory"); /* no tail call */

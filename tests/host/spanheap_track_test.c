@@ -22,14 +22,14 @@ static struct spanheap sh;
 
 /* Where the recorded stacks must lead: out of line, each the only caller
  * of the heap's call in its body. */
-__attribute__((noinline)) static void *track_alloc_here(size_t size)
+SH_SITE static void *track_alloc_here(size_t size)
 {
 	void *p = spanheap_alloc(&sh, size, 0);
 	__asm__ volatile("" ::: "memory"); /* no tail call */
 	return p;
 }
 
-__attribute__((noinline)) static void track_free_here(void *p)
+SH_SITE static void track_free_here(void *p)
 {
 	spanheap_free(&sh, p);
 	__asm__ volatile("" ::: "memory");

@@ -36,8 +36,11 @@ extern void *__libc_memalign(size_t align, size_t size);
 extern void *__libc_valloc(size_t size);
 extern void *__libc_pvalloc(size_t size);
 
-/* The impossible sizes are the point: GCC warns of the constant ones. */
+/* The impossible sizes are the point: GCC warns of the constant ones.
+ * Clang has no such warning, and -Werror refuses its name. */
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Walloc-size-larger-than="
+#endif
 
 /* Any size (or alignment) at least this is impossible: 1 TiB, more than
  * the machine's memory and swap, which glibc refuses (ENOMEM) under
