@@ -98,7 +98,9 @@ void *spanheap_alloc(struct spanheap *sh, size_t size, unsigned flags);
 
 /* As spanheap_alloc, aligned to align: a power of two up to a page, or a
  * multiple of the page size above. NULL for any other align (0 too),
- * with a line naming it. */
+ * with a line naming it. An alignment that does not divide 2 MiB (12
+ * KiB) is of absolute addresses, so which free pages meet it depends on
+ * where the arena lies, not only on the calls before. */
 void *spanheap_alloc_aligned(struct spanheap *sh, size_t size, size_t align,
                              unsigned flags);
 

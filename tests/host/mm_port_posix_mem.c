@@ -109,13 +109,15 @@ static void inflight_check(const char *who, void *addr, size_t nbytes)
 /* ---- Address space ------------------------------------------------------ */
 
 /*
- * Where reservations are placed: which calls a heap refuses depends on
- * where its arena and metadata lie (their alignment, their order: under
- * ASLR one run of spanheap_diff's seed had an allocation refused that
- * another's had not), so a seed (or a fuzzer's crash input) did not
- * replay its run. Each reservation is tried at the next address from a
- * fixed base, replacing no other mapping, else anywhere; the base comes
- * back once none placed there is left, so that a test run alone lays
+ * Where reservations are placed: a large allocation aligned to a page
+ * multiple aligns absolute addresses (spanheap_large_alloc), and for an
+ * alignment that does not divide the arena's 2 MiB alignment (the
+ * harness's 12 KiB) which pages qualify depends on the arena's base
+ * modulo it. Under ASLR one run of spanheap_diff's seed then had an
+ * allocation refused that another's had not, so a seed (or a fuzzer's
+ * crash input) did not replay its run. Each reservation is tried at the next
+ * address from a fixed base, replacing no other mapping, else anywhere; the
+ * base comes back once none placed there is left, so that a test run alone lays
  * its heaps out as it did among others. Not under TSan, which takes
  * only its own ranges for a program's memory.
  */
