@@ -276,8 +276,8 @@ const char *diff_send(struct diff_thread *t)
 	return sent ? NULL : diff_free_as(t, &o, libc);
 }
 
-/* Takes what other threads handed t: each checked, then held in t's
- * table of received objects, and one operation on that table. */
+/* Takes what other threads handed t: each checked, held in t's table of
+ * received objects, and followed by one operation on that table. */
 static const char *receive(struct diff_thread *t)
 {
 	struct diff_obj got[QCAP];
