@@ -78,25 +78,37 @@ static enum shell_status address_arg(const struct shell_cmd *c, int argc,
 	return SHELL_OK;
 }
 
+/* a's records into *at and *ft: 1, 0 if it has none, or -1 after a
+ * fault (said). The records are read without a lock: a span freed
+ * meanwhile has its side table given back, unmapped at once under
+ * mm.debug_pagealloc (PORTING: such readers run under the hook). Its own
+ * function, so that nothing of the caller's is live across
+ * fault_catch_arm's second return (gcc -O3's -Wclobbered). */
+static int objwho_caught(uintptr_t a, struct spanheap_track *at,
+                         struct spanheap_track *ft)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) != 0) {
+		heap_read_fault_print("objwho", fc.cr2);
+		return -1;
+	}
+	bool found = spanheap_object_tracks(&kspanheap, (void *)a, at, ft);
+	fault_catch_disarm(&fc);
+	return found;
+}
+
 /* objwho ADDR */
 static enum shell_status cmd_objwho(int argc, char **argv)
 {
-	uintptr_t a;
+	uintptr_t a = 0; /* set when SHELL_OK; gcc -O3 cannot see it */
 	enum shell_status st =
 	        address_arg(&shell_debug_cmds[0], argc, argv, &a);
 	if (st != SHELL_OK)
 		return st;
-	/* The records are read without a lock: a span freed meanwhile has
-	 * its side table given back, unmapped at once under
-	 * mm.debug_pagealloc (PORTING: such readers run under the hook). */
 	struct spanheap_track at, ft;
-	struct fault_catch fc;
-	if (fault_catch_arm(&fc) != 0) {
-		heap_read_fault_print("objwho", fc.cr2);
+	int found = objwho_caught(a, &at, &ft);
+	if (found < 0)
 		return SHELL_FAILED;
-	}
-	bool found = spanheap_object_tracks(&kspanheap, (void *)a, &at, &ft);
-	fault_catch_disarm(&fc);
 	if (!found) {
 		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
 		       kspanheap.track ? "not in a small object of the heap"
@@ -114,7 +126,7 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 /* addrinfo ADDR */
 static enum shell_status cmd_addrinfo(int argc, char **argv)
 {
-	uintptr_t a;
+	uintptr_t a = 0; /* set when SHELL_OK; gcc -O3 cannot see it */
 	enum shell_status st =
 	        address_arg(&shell_debug_cmds[1], argc, argv, &a);
 	if (st != SHELL_OK)
