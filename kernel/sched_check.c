@@ -52,23 +52,33 @@ static bool live_on(struct runqueue *rq, struct thread *t, unsigned cpu)
 	return thread_live_locked(rq, h, &why) == t;
 }
 
+/* Which rule of a live thread's fields against its CPU's (current c_cur,
+ * idle c_idle) t breaks, or NULL. Reads only t: tested on made-up
+ * threads (sched_check_test.c). */
+const char *sched_check_state_error(const struct thread *t,
+                                    const struct thread *c_cur,
+                                    const struct thread *c_idle)
+{
+	bool cur = t == c_cur, idle = t == c_idle;
+	if (t->state > THREAD_DEAD)
+		return "a state out of range";
+	if (t->state == THREAD_RUNNING && !cur)
+		return "RUNNING but not current";
+	if (t->on_cpu != cur)
+		return "on_cpu says otherwise than current";
+	bool want = t->state == THREAD_RUNNABLE && !cur && !idle;
+	if (t->queued != want)
+		return want ? "RUNNABLE, not current, not queued"
+		            : "queued but not a waiting RUNNABLE thread";
+	return NULL;
+}
+
 /* One live thread's fields against its CPU's. */
 static void check_state(struct cpu *c, struct thread *t)
 {
-	const char *who = "sched_check";
-	bool cur = t == c->current, idle = t == c->idle;
-	if (t->state > THREAD_DEAD)
-		broken(who, c->id, "a state out of range", t);
-	if (t->state == THREAD_RUNNING && !cur)
-		broken(who, c->id, "RUNNING but not current", t);
-	if (t->on_cpu != cur)
-		broken(who, c->id, "on_cpu says otherwise than current", t);
-	bool want = t->state == THREAD_RUNNABLE && !cur && !idle;
-	if (t->queued != want)
-		broken(who, c->id,
-		       want ? "RUNNABLE, not current, not queued"
-		            : "queued but not a waiting RUNNABLE thread",
-		       t);
+	const char *why = sched_check_state_error(t, c->current, c->idle);
+	if (why)
+		broken("sched_check", c->id, why, t);
 }
 
 /* Checks live[] and the states; counts the queued and the sleeping. */

@@ -56,4 +56,10 @@ extern struct thread *thread_list_head;
 struct thread *thread_adopt_current(const char *name, bool idle);
 struct thread *thread_alloc_idle(struct cpu *c);
 
+/* sched_check.c: the rule t's fields break against its CPU's current
+ * and idle threads, or NULL. Any context; reads only t. */
+const char *sched_check_state_error(const struct thread *t,
+                                    const struct thread *c_cur,
+                                    const struct thread *c_idle);
+
 #endif

@@ -12,6 +12,7 @@
 #include "kernel/printk.h"
 #include "kernel/sched.h"
 #include "kernel/sched_internal.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
 
 static struct waitq check_wq = WAITQ_INIT("check_wq");
@@ -84,6 +85,65 @@ KTEST(sched, checks_pass_on_waiting_threads)
 	waitq_check(&check_wq);
 	sema_check(&check_sema);
 	KEXPECT(sema_try_acquire(&check_sema));
+}
+
+/* A made-up thread of state st, on_cpu and queued as given. */
+static struct thread made_up(enum thread_state st, bool on_cpu, bool queued)
+{
+	struct thread t = {0};
+	t.state = st;
+	t.on_cpu = on_cpu;
+	t.queued = queued;
+	return t;
+}
+
+/* Each rule of a thread's fields against its CPU's, case by case on
+ * made-up threads (the live structures never break them). */
+KTEST(sched, check_state_names_each_broken_rule)
+{
+	static const struct {
+		enum thread_state st;
+		bool cur, idle, on_cpu, queued;
+		const char *why; /* NULL: fine */
+	} cases[] = {
+	        {THREAD_RUNNING, true, false, true, false, NULL},
+	        {THREAD_RUNNABLE, false, false, false, true, NULL},
+	        {THREAD_RUNNABLE, false, true, false, false, NULL},
+	        {THREAD_RUNNABLE, true, false, true, false, NULL},
+	        {THREAD_BLOCKED, false, false, false, false, NULL},
+	        {THREAD_DEAD, false, false, false, false, NULL},
+	        {THREAD_DEAD + 1, false, false, false, false,
+	         "a state out of range"},
+	        {THREAD_RUNNING, false, false, true, false,
+	         "RUNNING but not current"},
+	        {THREAD_BLOCKED, true, false, false, false,
+	         "on_cpu says otherwise than current"},
+	        {THREAD_SLEEPING, false, false, true, false,
+	         "on_cpu says otherwise than current"},
+	        {THREAD_RUNNABLE, false, false, false, false,
+	         "RUNNABLE, not current, not queued"},
+	        {THREAD_RUNNABLE, true, false, true, true,
+	         "queued but not a waiting RUNNABLE thread"},
+	        {THREAD_RUNNABLE, false, true, false, true,
+	         "queued but not a waiting RUNNABLE thread"},
+	        {THREAD_BLOCKED, false, false, false, true,
+	         "queued but not a waiting RUNNABLE thread"},
+	};
+	struct thread other = made_up(THREAD_RUNNING, true, false);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct thread t =
+		        made_up(cases[i].st, cases[i].on_cpu, cases[i].queued);
+		const char *why =
+		        sched_check_state_error(&t, cases[i].cur ? &t : &other,
+		                                cases[i].idle ? &t : &other);
+		bool same = why == cases[i].why ||
+		            (why && cases[i].why && !strcmp(why, cases[i].why));
+		if (!same)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "case %zu: %s, not %s", i,
+			              why ? why : "fine",
+			              cases[i].why ? cases[i].why : "fine");
+	}
 }
 
 #ifdef KTEST_FAIL_DEMO

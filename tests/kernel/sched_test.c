@@ -260,10 +260,17 @@ KTEST(sched, cpu_time_counts_running_not_sleeping)
 	uint64_t t0 = time_now_ns(), c0 = thread_cpu_time_ns();
 	time_delay_us(10000);
 	uint64_t c1 = thread_cpu_time_ns(), t1 = time_now_ns();
+	bool kept_off = !(read_rflags() & RFLAGS_IF);
 	if (flags & RFLAGS_IF)
 		cpu_sti();
 	KEXPECT(c1 - c0 >= 10000000);
 	KEXPECT(c1 - c0 <= t1 - t0);
+	/* It puts interrupts back as it found them, off and on. */
+	KEXPECT(kept_off);
+	if (flags & RFLAGS_IF) {
+		(void)thread_cpu_time_ns();
+		KEXPECT(read_rflags() & RFLAGS_IF);
+	}
 
 	/* Asleep for 50 ms while a thread on this CPU runs SPIN_NS. A CPU
 	 * runs one thread at a time, so the two CPU times fit together in
