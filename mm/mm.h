@@ -25,6 +25,12 @@
 #ifndef MM_MM_H
 #define MM_MM_H
 
+/* C linkage from C++ (clang++ only: docs/PORTING.md): a C++ caller
+ * includes mm/ through this header. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #include "mempool.h"
 #include "mheap.h"
 #include "objcache.h"
@@ -32,5 +38,9 @@
 #include "spanheap.h"
 #include "palloc.h"
 #include "port.h"
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

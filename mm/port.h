@@ -32,6 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* C linkage for a port written in C++ (clang++: g++ has no _Atomic, which
+ * mm/'s structs hold; docs/PORTING.md). */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* ---- Address space ---------------------------------------------------- */
 
 /*
@@ -278,6 +284,7 @@ struct mm_pin {
 #define MM_PIN_NONE MM_MAX_CPUS
 
 #ifdef MM_PORT_INLINE
+/* Under C linkage from C++ too: its functions are static inline. */
 #include MM_PORT_INLINE
 #else
 struct mm_pin mm_port_pin(void);
@@ -435,5 +442,17 @@ void mm_port_pc_name(uintptr_t pc, char *buf, size_t size);
 
 #define MM_PAGE_SHIFT 12
 #define MM_PAGE_SIZE  ((uintptr_t)1 << MM_PAGE_SHIFT)
+
+/* mm/ is for 64-bit targets with 64-bit longs (LP64) only: it keeps
+ * arena addresses and sizes up to 2^47 in uintptr_t and unsigned long,
+ * prints uint64_t with %lu, and fits a chunk's span-table entries in one
+ * page. A 32-bit build would truncate them, some without a warning, so it
+ * stops here. */
+_Static_assert(sizeof(void *) == 8 && sizeof(long) == 8,
+               "mm/ needs a 64-bit LP64 target (docs/PORTING.md)");
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -124,7 +124,7 @@ static void check_small(struct spanheap *sh, struct mspan *s)
  * the free's test of a second free relies on it alone. Free: clear in
  * alloc_bits (a listed span's freeindex is 0), or freed and not folded
  * yet (pending or local bit). Objects in magazines count as allocated
- * here; check_mags looks at them. In poison mode each also holds the
+ * here; spanheap_check_mags looks at them. In poison mode each also holds the
  * poison (spanheap_poison.c), and its side-table entry is a free one's
  * (SPANHEAP_REDZONE_FREE, no owner: the free clears both). Returns the first
  * object without them, and sets *damage to the offset of its first changed
@@ -438,7 +438,7 @@ void spanheap_check(struct spanheap *sh)
 	 * sweeper would look like a fault (the shell's stress checks right
 	 * after its flush, which wakes the sweeper). */
 	spanheap_cycle_acquire(sh);
-	check_mags(sh);
+	spanheap_check_mags(sh);
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
 	struct span_counts n = {0};
@@ -448,7 +448,7 @@ void spanheap_check(struct spanheap *sh)
 		check_queue(sh, cls, n.queued[cls], snap.len);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
 		listed[cls] = check_central(sh, cls, snap.sweepgen);
-	check_cached(sh, listed);
+	spanheap_check_cached(sh, listed);
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		size_t counted = atomic_load(
 		        &spanheap_central_of(sh, cls, __func__)->nspans);

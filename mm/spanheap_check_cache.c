@@ -137,7 +137,7 @@ static void other_cpu_mags(unsigned cpu, void *arg)
  * CPUs, this CPU's alone. First the magazines of a fast pin that names no
  * CPU: empty and full at once, never written.
  */
-void check_mags(struct spanheap *sh)
+void spanheap_check_mags(struct spanheap *sh)
 {
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mmag *none = &sh->mags[MM_PIN_NONE][cls];
@@ -162,7 +162,7 @@ void check_mags(struct spanheap *sh)
 
 /* Every CPU's cached spans: of their slot's class, on no list, with an
  * odd sweepgen; counted per class into listed[]. */
-void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
+void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 {
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {

@@ -20,9 +20,9 @@
 	 mm_panic(__VA_ARGS__))
 /* Every CPU's magazines (spanheap_check_cache.c). Thread context, the
  * cycle semaphore held. */
-void check_mags(struct spanheap *sh);
+void spanheap_check_mags(struct spanheap *sh);
 /* Every CPU's cached spans, counted per class into listed[]
  * (spanheap_check_cache.c). Thread context, the cycle semaphore held. */
-void check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES]);
+void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES]);
 
 #endif

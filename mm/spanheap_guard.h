@@ -20,6 +20,7 @@
 struct spanheap;
 struct spanheap_where;
 struct spanheap_stats;
+struct spanheap_track;
 
 /* The most slots a pool may have (spanheap_config's guard_slots, 8
  * bits). */
