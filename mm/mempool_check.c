@@ -43,9 +43,10 @@ static const char *heap_view(struct mempool *p, const void *e)
 	return NULL;
 }
 
-/* The reserve's own checks, under the lock: each element's marker is
- * flipped as it is met (a second meeting finds it flipped), then put
- * back. Returns what is wrong, *slot naming where; NULL if nothing. */
+/* The reserve's checks, under the lock: each element, for the heap's and
+ * a named cache's pools, as the heap sees it, then its marker, flipped
+ * as it is met (a second meeting finds it flipped) and put back. Returns
+ * what is wrong, *slot naming where; NULL if nothing. */
 static const char *walk_locked(struct mempool *p, uint32_t *slot)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
@@ -57,8 +58,14 @@ static const char *walk_locked(struct mempool *p, uint32_t *slot)
 	for (; i < n && !why; i++) {
 		void *e = p->reserve[i];
 		uintptr_t want = e ? p->marker ^ (uintptr_t)e : 0;
+		/* The heap's view before the element's word is read: a slot
+		 * an overrun wrote may hold any address (until a review the
+		 * word came first, and the checker faulted on it). */
+		const char *view = e && !p->src ? heap_view(p, e) : NULL;
 		if (!e)
 			why = "a NULL slot";
+		else if (view)
+			why = view;
 		else if (*mempool_first_word(e) == (want ^ 1))
 			why = "an element met twice";
 		else if (*mempool_first_word(e) != want)
@@ -75,9 +82,6 @@ static const char *walk_locked(struct mempool *p, uint32_t *slot)
 		if (p->reserve[j])
 			*mempool_first_word(p->reserve[j]) =
 			        p->marker ^ (uintptr_t)p->reserve[j];
-	for (i = 0; i < n && !why && !p->src; i++)
-		if ((why = heap_view(p, p->reserve[i])))
-			*slot = i;
 	return why;
 }
 

@@ -14,22 +14,24 @@
 #include "spanheap_check_internal.h"
 
 /* True if a, in a magazine of class cls, is a freed object of the class:
- * it carries its free marker, and it starts an object of a small span of
- * the class, below the span's marked count, allocated by the bitmaps and
- * not freed by them. */
+ * it starts an object of a small span of the class, below the span's
+ * marked count, allocated by the bitmaps and not freed by them, and it
+ * carries its free marker. The marker is read last, from an object's
+ * start: a slot an overrun wrote may hold any address (until a review it
+ * was read first, and the checker faulted on the address). */
 static bool mag_object_ok(struct spanheap *sh, unsigned cls, uintptr_t a,
                           uintptr_t cookie)
 {
 	const uintptr_t *o = (const uintptr_t *)a;
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
-	if (o[1] != (cookie ^ a) || !mheap_span_is_span(s) ||
-	    atomic_load(&s->state) != MSPAN_SMALL || s->sizeclass != cls)
+	if (!mheap_span_is_span(s) || atomic_load(&s->state) != MSPAN_SMALL ||
+	    s->sizeclass != cls)
 		return false;
 	uintptr_t off = a - s->base;
 	uint32_t i = (uint32_t)(off / s->elemsize);
 	uint64_t b = (uint64_t)1 << (i % 64);
 	return off % s->elemsize == 0 && i < s->nelems &&
-	       i < atomic_load(&s->marked) &&
+	       i < atomic_load(&s->marked) && o[1] == (cookie ^ a) &&
 	       (i < atomic_load(&s->freeindex) ||
 	        (atomic_load(&s->alloc_bits[i / 64]) & b)) &&
 	       !((atomic_load(&s->pending[i / 64]) |

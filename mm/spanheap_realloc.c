@@ -86,13 +86,18 @@ use_refused(const char *op, struct mspan *s, uint32_t idx, uintptr_t a)
 }
 
 /* The free's checks of small object idx of s at a (invariant 7): handed
- * out (below marked) and not freed since (no free marker); else
- * use_refused. */
+ * out (below marked) and not freed since (no free marker; in poison mode
+ * not free by its side-table entry either, as the free asks it,
+ * spanheap_poison_freed); else use_refused. Until a review the marker
+ * alone: after a write over it, the usable size of a freed poison object
+ * was the free entry's UINT32_MAX, and a realloc handed it back. */
 static inline void check_allocated(struct spanheap *sh, const char *op,
                                    struct mspan *s, uint32_t idx, uintptr_t a)
 {
 	if (idx >= atomic_load_explicit(&s->marked, memory_order_acquire) ||
-	    obj_words(a)[1] == (sh->mag_cookie ^ a))
+	    obj_words(a)[1] == (sh->mag_cookie ^ a) ||
+	    (s->poison &&
+	     spanheap_redzone_asked(s, idx) == SPANHEAP_REDZONE_FREE))
 		use_refused(op, s, idx, a);
 }
 

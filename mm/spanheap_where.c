@@ -84,11 +84,15 @@ static void small_state(const struct spanheap *sh, struct mspan *s,
 	if ((__atomic_load_n(&s->poison, __ATOMIC_RELAXED) & 1) && rz) {
 		uint32_t asked =
 		        __atomic_load_n(&rz[idx].asked, __ATOMIC_RELAXED);
-		if (asked != SPANHEAP_REDZONE_FREE) {
-			w->asked = asked;
-			w->owner = __atomic_load_n(&rz[idx].owner,
-			                           __ATOMIC_RELAXED);
+		/* Free by its entry, its marker written after the free: as
+		 * the free tells it (spanheap_poison_freed). Until a review,
+		 * "allocated", for the use after free the mode is for. */
+		if (asked == SPANHEAP_REDZONE_FREE) {
+			w->state = SPANHEAP_OBJ_FREE;
+			return;
 		}
+		w->asked = asked;
+		w->owner = __atomic_load_n(&rz[idx].owner, __ATOMIC_RELAXED);
 	}
 }
 

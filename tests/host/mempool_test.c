@@ -435,6 +435,19 @@ static bool checked_pool(void)
 	       mempool_init_heap(&pool, &sh, "chk", 4, 64);
 }
 
+/* A slot an overrun wrote (the reserve is a heap object beside others):
+ * named, its address never read. Until a review the walk read (and would
+ * flip) the first word before the heap's view, and the checker faulted on
+ * such an address. */
+static void overrun_slot(uintptr_t bad)
+{
+	KASSERT(checked_pool());
+	pool.reserve[2] = (void *)bad;
+	SH_EXPECT_PANIC(mempool_check(&pool), "slot 2 of 4 (4 held)");
+	KEXPECT(strstr(mm_port_last_panic(), "not in the heap"));
+	sh_heap_release(&heap);
+}
+
 /* An element that is no heap object's (a static buffer) and one that
  * points into an object, each carrying the marker as a sound element
  * would: the checker names them (until a review no test made these two
@@ -456,6 +469,9 @@ static void the_checker_finds_foreign_elements(void)
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not the start of an object"));
 	sh_heap_release(&heap);
+
+	overrun_slot(0x4141414141414141ull);
+	overrun_slot(0x1000);
 }
 
 KTEST(mempool, the_checker_finds_a_broken_reserve)

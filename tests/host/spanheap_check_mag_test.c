@@ -116,6 +116,32 @@ KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
 	sh_heap_release(&heap);
 }
 
+/* A slot an overrun wrote (the slab is page-heap memory, beside object
+ * pages): an address outside the arena, or not an object's start, is
+ * named, not read. Until a review the check read the slot's second word
+ * first: the first crashed the checker, the second read a misaligned
+ * word. */
+KTEST(spanheap_check, catches_a_foreign_address_in_a_magazine)
+{
+	KASSERT(fresh_heap());
+	uintptr_t *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	uintptr_t *slot = sh.caches[0].slab + sh.mag_off[4];
+	KASSERT(*slot == (uintptr_t)p);
+	SH_CHECK(&sh, "clean");
+	const uintptr_t bad[] = {0x4141414141414141ull, 0x1000,
+	                         (uintptr_t)p + 4};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		*slot = bad[i];
+		EXPECT_CHECK_FAILS("object 0 of 1, %#lx, is not a freed object",
+		                   (unsigned long)bad[i]);
+	}
+	*slot = (uintptr_t)p;
+	SH_CHECK(&sh, "restored");
+	sh_heap_release(&heap);
+}
+
 /* Another CPU's magazine is checked too, through the port's hook that
  * holds that CPU (mm_port_each_other_cpu): a write after free into an
  * object CPU 1 freed is found by a check on CPU 0. Where the port cannot

@@ -145,6 +145,38 @@ KTEST(spanheap_poison, a_double_free_after_the_marker_was_overwritten)
 	sh_heap_release(&heap);
 }
 
+/* The same write after free, then the object's usable size or a realloc
+ * that would keep it: the side table says it is free. Until a review
+ * both read the marker alone: the usable size was the free entry's value
+ * (4 GiB less one), and the realloc handed the freed object back as the
+ * caller's (and a growth copied that many bytes as the old object's). */
+static void stale_call_refused(int op)
+{
+	KASSERT(heap_with(true));
+	uintptr_t *p = spanheap_alloc(&sh, 40, 0);
+	void *keep = spanheap_alloc(&sh, 40, 0); /* keeps the span in use */
+	KASSERT(p && keep);
+	spanheap_free(&sh, p);
+	uintptr_t marker = p[1];
+	p[1] = 0; /* the write after free */
+	if (op == 0)
+		EXPECT_MISUSE(spanheap_usable_size(&sh, p),
+		              "usable size of an object", p);
+	else
+		EXPECT_MISUSE(spanheap_realloc(&sh, p, 24, 0),
+		              "realloc of an object", p);
+	p[1] = marker;
+	SH_CHECK(&sh, "after the refused call");
+	spanheap_free(&sh, keep);
+	sh_heap_release(&heap);
+}
+
+KTEST(spanheap_poison, usable_size_or_realloc_after_the_marker_was_overwritten)
+{
+	stale_call_refused(0);
+	stale_call_refused(1);
+}
+
 /* A write after a free of an object never handed out again: found when
  * its span, empty, goes back to the page heap (release-all here). */
 KTEST(spanheap_poison, write_found_when_the_span_goes_back)
