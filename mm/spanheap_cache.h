@@ -120,7 +120,9 @@ static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 }
 
 /* True if CPU cpu's cache (pinned or held) was last flushed before cycle
- * gen began: stale since then (the sweeper's visit, spanheap_flush.c). */
+ * gen began: stale since then (the sweeper's visit, spanheap_flush.c).
+ * A signed difference: right while the flush is less than 2^30 cycles
+ * older than gen, which each visit keeps so (flush_stale_other). */
 static inline bool spanheap_cache_stale_since(struct spanheap *sh, unsigned cpu,
                                               uint32_t gen)
 {
@@ -128,10 +130,11 @@ static inline bool spanheap_cache_stale_since(struct spanheap *sh, unsigned cpu,
 }
 
 /* Hands back, through mm_port_each_other_cpu, the caches of the other
- * CPUs that hold anything and have not flushed since cycle gen began (the
- * sweeper's visit, config flush_quiet_cpus); sets *kick if the sweeper
- * should be kicked. Returns true if the port reached every other CPU.
- * Thread context, nothing pinned, no mm lock. */
+ * CPUs that have not flushed since cycle gen began (the sweeper's visit,
+ * config flush_quiet_cpus; the empty ones flushed too, uncounted, so that
+ * no flushgen falls far behind); sets *kick if the sweeper should be
+ * kicked. Returns true if the port reached every other CPU. Thread
+ * context, nothing pinned, no mm lock. */
 bool spanheap_flush_stale_others(struct spanheap *sh, uint32_t gen, bool *kick);
 
 /* Gives this CPU's magazines back to their spans (pins). Any context but

@@ -146,17 +146,27 @@ static bool cache_holds(struct spanheap *sh, unsigned cpu)
 	return false;
 }
 
-/* mm_port_each_other_cpu's call for the sweeper's visit: flushes cpu's
- * cache if it has not flushed since cycle gen began and holds anything. */
+/*
+ * mm_port_each_other_cpu's call for the sweeper's visit: flushes cpu's
+ * cache if it has not flushed since cycle gen began; counted if it held
+ * anything. An empty one is flushed too (nothing goes back, its
+ * magazines' sizes are set as its own refill's flush would set them):
+ * its flushgen is compared by a signed difference, right for 2^30
+ * cycles, and until a review one left behind turned negative after as
+ * many with nothing cached (days of malloc_trim in a loop); a thread
+ * that then only freed there kept its magazines' objects from every
+ * visit for as long again.
+ */
 static void flush_stale_other(unsigned cpu, void *arg)
 {
 	struct flush_stale *f = arg;
-	if (!spanheap_cache_stale_since(f->sh, cpu, f->gen) ||
-	    !cache_holds(f->sh, cpu))
+	if (!spanheap_cache_stale_since(f->sh, cpu, f->gen))
 		return;
+	bool holds = cache_holds(f->sh, cpu);
 	f->kick |= spanheap_cache_flush(f->sh, cpu);
-	atomic_fetch_add_explicit(&f->sh->quiet_flushes, 1,
-	                          memory_order_relaxed);
+	if (holds)
+		atomic_fetch_add_explicit(&f->sh->quiet_flushes, 1,
+		                          memory_order_relaxed);
 }
 
 bool spanheap_flush_stale_others(struct spanheap *sh, uint32_t gen, bool *kick)

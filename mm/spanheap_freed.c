@@ -74,12 +74,14 @@ spanheap_freed_large_note(struct spanheap *sh, uintptr_t obj, uint32_t objpages,
 	mm_lock_release(&sh->heap->lock, irq);
 }
 
-/* Entry e into *out if it is not being written; false if it is. */
+/* Entry e into *out if it is not being written; false if it is. An entry
+ * never written (sequence 0, its pages none) is read, and matches no
+ * address: a sequence of 0 is also one wrapped after 2^31 writes. */
 static bool entry_read(const struct spanheap_freed_large *e,
                        struct spanheap_freed_large *out)
 {
 	uint32_t seq = atomic_load_explicit(&e->seq, memory_order_acquire);
-	if (seq == 0 || (seq & 1))
+	if (seq & 1)
 		return false;
 	out->obj = LOAD(e->obj);
 	out->objpages = LOAD(e->objpages);

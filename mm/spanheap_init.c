@@ -17,7 +17,8 @@
  *
  * Algorithm: spanheap_init checks the configuration (and, with
  * MM_PORT_RSEQ, the table of sequences) before it writes anything, zeroes
- * the heap, takes sweepgen 4 (so that sg - 3 never wraps), initialises
+ * the heap, takes sweepgen 4 (any even value: it wraps after 2^31
+ * cycles, across which each comparison holds), initialises
  * the class locks, draws the magazines' cookie (the time and the heap's
  * address through a 64-bit mixer, made odd), lays out each class's
  * magazine (mag_layout: slots for 64 KiB of objects, between
@@ -182,7 +183,10 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	sh->spanmap = h->spanmap;
 	sh->cfg = *cfg;
 	sh->track = cfg->poison && spanheap_track_probe();
-	/* Start high enough that sg - 3 never wraps below 0 in practice. */
+	/* Any even value would do: sweepgen wraps after 2^31 cycles (days
+	 * of malloc_trim in a loop), and every comparison of generations
+	 * holds across it (spanheap.c; spanheap_wrap_test.c starts below
+	 * it). */
 	atomic_init(&sh->sweepgen, 4);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		mm_lock_init(&sh->central[cls].lock, "mcentral",

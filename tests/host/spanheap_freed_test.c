@@ -161,6 +161,34 @@ KTEST(spanheap_freed, a_forgotten_tail_is_not_called_a_free)
 	sh_heap_release(&heap);
 }
 
+/*
+ * An entry's sequence wraps after 2^31 writes of it (2^36 large frees of
+ * the heap, some days of a busy one): the write that takes it from
+ * 0xfffffffe through odd to 0 leaves an entry as good as any. Until a
+ * review a sequence of 0 was read as an entry never written, and the
+ * free it held was said to be forgotten.
+ */
+KTEST(spanheap_freed, an_entry_whose_sequence_wrapped_is_read)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	for (int i = 0; i < SPANHEAP_FREED_LARGE_RING; i++)
+		atomic_store(&sh.freed_large[i].seq, UINT32_MAX - 1);
+	char *p = spanheap_alloc(&sh, 100000, 0); /* 25 pages */
+	KASSERT(p);
+	spanheap_free(&sh, p);
+	KEXPECT_EQ(atomic_load(&sh.freed_large[0].seq), 0u);
+	struct spanheap_where w;
+	KASSERT(spanheap_where(&sh, p + 5, &w));
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREED_LARGE);
+	KEXPECT_EQ(w.start, (uintptr_t)p);
+	KEXPECT_EQ(w.freed_pages, 25u);
+	KEXPECT(w.freed.ns != 0);
+	/* The entries never written (their pages none) name nothing. */
+	KEXPECT(!spanheap_freed_large_find(
+	        &sh, (uintptr_t)p + 30 * MM_PAGE_SIZE, &w));
+	sh_heap_release(&heap);
+}
+
 /* Whether one of t's return addresses lies in free_here. */
 static bool stack_has_free_here(const struct spanheap_track *t)
 {

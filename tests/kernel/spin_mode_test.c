@@ -14,6 +14,7 @@
 #include "kernel/spinlock.h"
 #include "kernel/spinlock_testing.h"
 #include "kernel/thread.h"
+#include "kernel/time.h"
 #include "tests/kernel/smp_util.h"
 
 /* ---- A test-and-set waiter ---------------------------------------------- */
@@ -130,6 +131,32 @@ KTEST(spin, tas_waiter_queues_after_its_patience)
 	KEXPECT(!release_to_the_waiter(t, old));
 	KEXPECT_EQ(before, 1);
 	KEXPECT(!queued_early);
+	KEXPECT(atomic_load(&waiter_in));
+	KEXPECT_EQ(tickets_out(), 0);
+}
+
+/*
+ * A ticket waiter across the wrap of the lock's 32-bit words (2^32
+ * acquisitions: minutes of a hot lock). This CPU holds ticket
+ * UINT32_MAX, so the waiter's is 0: it is served when serving equals it,
+ * and serving, read as a number, is past it. A waiter that compared by
+ * order would get in at once, beside the holder; 20 ms of holding give
+ * it the time to (a correct lock passes however long it takes).
+ */
+KTEST(spin, ticket_waiter_waits_across_the_wrap)
+{
+	unsigned cpu = other_online_cpu();
+	if (cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	enum spin_mode old = spin_mode_set(SPIN_TICKET);
+	atomic_store(&wait_lock.next, UINT32_MAX);
+	atomic_store(&wait_lock.serving, UINT32_MAX);
+	struct thread_handle t = hold_with_a_waiter(cpu);
+	KASSERT(thread_handle_ok(t));
+	time_delay_us(20000);
+	uint32_t next = atomic_load(&wait_lock.next);
+	KEXPECT(!release_to_the_waiter(t, old));
+	KEXPECT_EQ(next, 1u); /* the waiter's ticket was 0 */
 	KEXPECT(atomic_load(&waiter_in));
 	KEXPECT_EQ(tickets_out(), 0);
 }
