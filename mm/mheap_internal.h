@@ -21,6 +21,9 @@
 #define MHEAP_SCAV_BATCH_PAGES MM_UNUSED_BATCH_PAGES
 #define MHEAP_SCAV_MIN_PAGES   16
 #define MHEAP_SCAV_RUNS        16
+/* The most chunks one hold of the heap lock searches for pages to scavenge:
+ * a search over a large arena drops the lock between such stretches. */
+#define MHEAP_SCAV_SEARCH_CHUNKS 64
 /* A free of at least this many pages may wake the idle scavenger. */
 #define MHEAP_WAKE_PAGES 16
 #define MHEAP_IDLE_NS    ((uint64_t)10 * 1000 * 1000 * 1000) /* at goal */

@@ -15,7 +15,9 @@
  * Algorithm.
  *   batch     Every mode scavenges the same way (mheap_scavenge_batch):
  *             under the lock take up to 256 pages (at most 16 runs) out
- *             of the free set, so that nobody can allocate them; unlock;
+ *             of the free set, so that nobody can allocate them, having
+ *             searched at most MHEAP_SCAV_SEARCH_CHUNKS chunks (a longer
+ *             search unlocks and relocks between stretches); unlock;
  *             clear their PTEs (mm_port_unused_begin) and finish the
  *             batch (mm_port_unused_finish: one shootdown for all of it,
  *             then the frames go back); relock and return the runs free
@@ -86,10 +88,13 @@ static void list_locked(struct mheap *h, struct mheap_taken *t, size_t total)
 
 /* The first half of a batch, in one lock hold: the runs taken out of the
  * free set, put on h->taken if there are any. max == 0: as far as the
- * background goal asks. Returns the pages taken. Locking: h->lock must be
- * held. */
+ * background goal asks. Searches at most MHEAP_SCAV_SEARCH_CHUNKS chunks
+ * along search, which the caller keeps for its next hold: true in *more
+ * if nothing was taken and the search must go on. Returns the pages
+ * taken. Locking: h->lock must be held. */
 static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
-                          struct mheap_taken *t)
+                          struct mheap_taken *t,
+                          struct palloc_scav_search *search, bool *more)
 {
 	bool background = max == 0;
 	if (background) {
@@ -102,12 +107,20 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 	}
 	if (max > MHEAP_SCAV_BATCH_PAGES)
 		max = MHEAP_SCAV_BATCH_PAGES;
-	size_t n = 0, total = 0;
-	while (n < MHEAP_SCAV_RUNS && total < max &&
-	       palloc_scav_take_locked(&h->pages, max - total, flags,
-	                               &t->runs[n]))
+	size_t n = 0, total = 0, budget = MHEAP_SCAV_SEARCH_CHUNKS;
+	enum palloc_scav_found f = PALLOC_SCAV_NONE;
+	while (n < MHEAP_SCAV_RUNS && total < max) {
+		f = palloc_scav_search_locked(&h->pages, search, max - total,
+		                              flags, budget, &t->runs[n]);
+		budget -= search->searched;
+		if (f != PALLOC_SCAV_TAKEN)
+			break;
 		total += t->runs[n++].npages;
-	if (total == 0 && background)
+	}
+	if (MHEAP_SCAV_SEARCH_CHUNKS - budget > h->scav_searched_max)
+		h->scav_searched_max = MHEAP_SCAV_SEARCH_CHUNKS - budget;
+	*more = total == 0 && f == PALLOC_SCAV_MORE;
+	if (total == 0 && background && f == PALLOC_SCAV_NONE)
 		h->scav.barren_frees = h->scav.backed_frees;
 	t->nruns = n;
 	if (n)
@@ -227,8 +240,18 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 {
 	struct mheap_taken t;
 	struct mm_unused_batch b;
+	struct palloc_scav_search search = {0};
+	bool more;
 	unsigned long irq = mm_lock_acquire(&h->lock);
-	size_t total = take_locked(h, max, palloc_flags, &t);
+	size_t total;
+	/* A long search lets the lock (interrupts off) go between its
+	 * stretches. */
+	while ((total = take_locked(h, max, palloc_flags, &t, &search,
+	                            &more)) == 0 &&
+	       more) {
+		mm_lock_release(&h->lock, irq);
+		irq = mm_lock_acquire(&h->lock);
+	}
 	mm_lock_release(&h->lock, irq);
 	if (total == 0)
 		return 0;

@@ -78,6 +78,9 @@ struct mheap {
 	uint64_t scav_takes;   /* batches that took pages */
 	uint64_t scav_returns; /* batches that gave their pages back */
 	size_t grown_chunks;   /* the arena grows upward from its base */
+	/* The most chunks one hold searched for pages to scavenge (at most
+	 * MHEAP_SCAV_SEARCH_CHUNKS, whatever the arena's size) */
+	size_t scav_searched_max;
 	/* The batches that hold taken pages, with their runs: */
 	struct mheap_taken *taken;
 	struct mheap_counters counters;

@@ -26,7 +26,10 @@
  *            at a time, up to max pages. The cursor stays on that chunk.
  *            If nothing lies below the cursor, search once more from the
  *            top down to the cursor (frees above it are found this way);
- *            if that fails too, the cursor resets to "the top".
+ *            if that fails too, the cursor resets to "the top". The
+ *            owner may search in stretches of a few chunks
+ *            (palloc_scav_search_locked), keeping the search between
+ *            holds of its lock: over a large arena the walk is long.
  *   take     marks the run allocated: nobody can allocate it while the
  *            owner unmaps it without the lock and shoots it down.
  *   return   frees a taken run as scavenged, after the shootdown.
@@ -45,7 +48,8 @@
  *
  * Locking: every function needs the owner's lock (asserted).
  * Limits: a search that finds nothing (all candidates in dense chunks)
- * walks every grown chunk under the lock; with no free backed page at all
+ * walks every grown chunk, in one hold of the lock unless its owner
+ * searches in stretches (the heap does); with no free backed page at all
  * it returns at once (from the counts). Runs never cross a chunk. With
  * PALLOC_NO_SCAV nothing is ever found.
  */
@@ -88,58 +92,84 @@ static unsigned chunk_candidate(const struct palloc *p, size_t c, size_t max,
 	return 0;
 }
 
-/* Chunks [lo, hi) from the top down; true with the run in *pi, *n. */
-static bool search_down(struct palloc *p, size_t hi, size_t lo, size_t max,
-                        unsigned flags, size_t *pi, size_t *n)
+/* Chunk k of the circle from top ([0, top) from the top down, then [top,
+ * arena_chunks) from the top down) and, in *floor, the lowest of its half. */
+static size_t circle_chunk(const struct palloc *p, size_t top, size_t k,
+                           size_t *floor)
 {
-	const palloc_sum_t *leaf = palloc_leaf(p);
-	for (size_t c = hi; c-- > lo;) {
-		if (p->grown[c / 64] == 0) {
-			c &= ~(size_t)63; /* the loop steps below the word */
-			continue;
-		}
-		if (!palloc_chunk_grown(p, c) || leaf[c] == 0)
-			continue;
-		if (!(flags & PALLOC_SCAV_FORCE) &&
-		    pallocbits_count(&p->alloc[c], 0, PALLOC_CHUNK_PAGES) >=
-		            PALLOC_SCAV_DENSE_PAGES)
-			continue;
-		unsigned start, k = chunk_candidate(p, c, max, &start);
-		if (k) {
-			p->scav_top = c + 1;
-			*pi = c * PALLOC_CHUNK_PAGES + start;
-			*n = k;
-			return true;
-		}
-	}
-	return false;
+	*floor = k < top ? 0 : top;
+	return k < top ? top - 1 - k : p->arena_chunks - 1 - (k - top);
 }
 
-static bool find(struct palloc *p, size_t max, unsigned flags, size_t *pi,
-                 size_t *n)
+/* The highest run of candidates in grown chunk c if it may be searched
+ * (free pages, not dense unless forced): its length (0 if none), its
+ * first page in *start. */
+static unsigned chunk_look(const struct palloc *p, size_t c, size_t max,
+                           unsigned flags, unsigned *start)
 {
+	if (!palloc_chunk_grown(p, c) || palloc_leaf(p)[c] == 0)
+		return 0;
+	if (!(flags & PALLOC_SCAV_FORCE) &&
+	    pallocbits_count(&p->alloc[c], 0, PALLOC_CHUNK_PAGES) >=
+	            PALLOC_SCAV_DENSE_PAGES)
+		return 0;
+	return chunk_candidate(p, c, max, start);
+}
+
+/* Searches on along s's circle, at most budget chunks (64 not grown count
+ * as one); a run in *pi, *n when found. */
+static enum palloc_scav_found find(struct palloc *p,
+                                   struct palloc_scav_search *s, size_t max,
+                                   unsigned flags, size_t budget, size_t *pi,
+                                   size_t *n)
+{
+	s->searched = 0;
 	if (!p->scav || max == 0 ||
 	    p->stats.free_pages == p->stats.scav_pages) {
 		p->scav_top = 0;
-		return false;
+		s->started = false;
+		return PALLOC_SCAV_NONE;
 	}
-	size_t top = p->scav_top ? p->scav_top : p->arena_chunks;
-	if (search_down(p, top, 0, max, flags, pi, n))
-		return true;
-	if (top < p->arena_chunks &&
-	    search_down(p, p->arena_chunks, top, max, flags, pi, n))
-		return true;
+	if (!s->started)
+		*s = (struct palloc_scav_search){
+		        .started = true,
+		        .top = p->scav_top ? p->scav_top : p->arena_chunks};
+	while (s->walked < p->arena_chunks) {
+		if (s->searched == budget)
+			return PALLOC_SCAV_MORE;
+		s->searched++;
+		size_t floor, c = circle_chunk(p, s->top, s->walked, &floor);
+		if (p->grown[c / 64] == 0) {
+			size_t low = c & ~(size_t)63;
+			s->walked += c - (low > floor ? low : floor) + 1;
+			continue;
+		}
+		s->walked++;
+		unsigned start, k = chunk_look(p, c, max, flags, &start);
+		if (k) {
+			p->scav_top = c + 1;
+			s->started = false;
+			*pi = c * PALLOC_CHUNK_PAGES + start;
+			*n = k;
+			return PALLOC_SCAV_TAKEN;
+		}
+	}
 	p->scav_top = 0;
-	return false;
+	s->started = false;
+	return PALLOC_SCAV_NONE;
 }
 
-bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
-                             struct palloc_run *r)
+enum palloc_scav_found palloc_scav_search_locked(struct palloc *p,
+                                                 struct palloc_scav_search *s,
+                                                 size_t max, unsigned flags,
+                                                 size_t budget,
+                                                 struct palloc_run *r)
 {
-	palloc_assert_locked(p, "palloc_scav_take_locked");
+	palloc_assert_locked(p, "palloc_scav_search_locked");
 	size_t pi, n;
-	if (!find(p, max, flags, &pi, &n))
-		return false;
+	enum palloc_scav_found f = find(p, s, max, flags, budget, &pi, &n);
+	if (f != PALLOC_SCAV_TAKEN)
+		return f;
 	pallocbits_set(&p->alloc[pi / PALLOC_CHUNK_PAGES],
 	               (unsigned)(pi & PALLOC_CHUNK_MASK), (unsigned)n);
 	palloc_free_pages_add(p, -n);
@@ -147,7 +177,16 @@ bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	r->base = palloc_page_addr(p, pi);
 	r->npages = n;
-	return true;
+	return PALLOC_SCAV_TAKEN;
+}
+
+bool palloc_scav_take_locked(struct palloc *p, size_t max, unsigned flags,
+                             struct palloc_run *r)
+{
+	palloc_assert_locked(p, "palloc_scav_take_locked");
+	struct palloc_scav_search s = {0};
+	return palloc_scav_search_locked(p, &s, max, flags, SIZE_MAX, r) ==
+	       PALLOC_SCAV_TAKEN;
 }
 
 void palloc_scav_return_locked(struct palloc *p, uintptr_t base, size_t npages)

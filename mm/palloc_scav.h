@@ -25,6 +25,33 @@ enum palloc_scav_flags {
 	PALLOC_SCAV_FORCE = 1u << 0, /* also search nearly full chunks */
 };
 
+/* A scavenge search that may span several holds of the owner's lock (the
+ * owner keeps it between them): zeroed, it starts at the next call. */
+struct palloc_scav_search {
+	bool started;
+	size_t top; /* its circle: [0, top) from the top down, then the rest */
+	size_t walked;   /* chunks of its circle searched so far */
+	size_t searched; /* chunks the last call looked at */
+};
+
+enum palloc_scav_found {
+	PALLOC_SCAV_NONE,  /* no run (the cursor goes back to the top) */
+	PALLOC_SCAV_TAKEN, /* a run taken (the next call searches anew) */
+	PALLOC_SCAV_MORE,  /* budget spent: call again to search on */
+};
+
+/*
+ * palloc_scav_take_locked's search in stretches of at most budget chunks,
+ * so that its owner can let its lock go between them: the arena may hold
+ * many chunks with free pages and none backed, or only dense ones.
+ * Locking: the owner's lock must be held.
+ */
+enum palloc_scav_found palloc_scav_search_locked(struct palloc *p,
+                                                 struct palloc_scav_search *s,
+                                                 size_t max, unsigned flags,
+                                                 size_t budget,
+                                                 struct palloc_run *r);
+
 /*
  * Background mode: finds a run of free backed pages (at most max pages):
  * the highest in the first chunk below the scavenge cursor that has one

@@ -151,16 +151,18 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 		/* The rest (still queued) waits in the backlog: no re-push,
 		 * so a refill costs its budget, not the queue's length. */
 		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
+		/* Its tail, found before the lock (the lock keeps interrupts
+		 * off, and the rest may hold every span of the class): the
+		 * rest is ours, as its spans are still queued and so pushed
+		 * by no one, and linked by no one else. */
+		struct mspan *t = q, *next;
+		while ((next = atomic_load_explicit(&t->qnext,
+		                                    memory_order_relaxed)))
+			t = next;
 		irq = mm_lock_acquire(&c->lock);
-		if (c->fold_backlog) { /* another CPU's rest meanwhile */
-			struct mspan *t = q;
-			while (atomic_load_explicit(&t->qnext,
-			                            memory_order_relaxed))
-				t = atomic_load_explicit(&t->qnext,
-				                         memory_order_relaxed);
-			atomic_store_explicit(&t->qnext, c->fold_backlog,
-			                      memory_order_relaxed);
-		}
+		/* Another CPU's rest meanwhile, or NULL. */
+		atomic_store_explicit(&t->qnext, c->fold_backlog,
+		                      memory_order_relaxed);
 		c->fold_backlog = q;
 		mm_lock_release(&c->lock, irq);
 	}

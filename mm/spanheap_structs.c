@@ -12,11 +12,14 @@
  * with a count of references: the heap's live one and one per snapshot.
  *
  * Algorithm: spanheap_structs_reserve, without the lock, takes a page of
- * structs and, when the array would be too small, a copy twice its size;
- * under the heap lock it installs the copy (if it is still larger and
- * holds what is there) and adds the page's structs to it and to the free
- * list. A thread caller grows the array at three quarters full, an atomic
- * one only when full.
+ * structs and, when the array would be too small, a new one twice its
+ * size, into which it copies the entries from a snapshot; under the heap
+ * lock it copies the few made since (at most SPANHEAP_SPANS_COPY_LOCKED,
+ * else it unlocks and copies again: the array's length is the spans the
+ * heap ever had, and the lock keeps interrupts off), installs the copy
+ * (if it is still larger and holds what is there) and adds the page's
+ * structs to it and to the free list. A thread caller grows the array at
+ * three quarters full, an atomic one only when full.
  *
  * Invariants: a struct is never given back (a dead span's struct is
  * reused for the next), so a stale pointer to one always reads a span's
@@ -109,6 +112,49 @@ static void structs_add_locked(struct spanheap *sh, struct spanheap_spans *a,
 }
 
 /*
+ * Copies entries [from, len) of the live array into na without the heap
+ * lock, len the live array's length when it looks: an entry below an
+ * array's len never changes, and every array holds the same structs in the
+ * same order below its len (the live one only appends; a new one starts
+ * as a copy of it), so a snapshot's prefix is the live array's. Returns
+ * the entries na holds: from, if the live array no longer fits in na.
+ */
+static size_t spans_copy_unlocked(struct spanheap *sh,
+                                  struct spanheap_spans *na, size_t from)
+{
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(sh, &snap);
+	size_t to = snap.len + STRUCTS_PER_PAGE <= na->cap ? snap.len : from;
+	for (size_t i = from; i < to; i++)
+		na->v[i] = snap.arr->v[i];
+	spanheap_snapshot_put(sh, &snap);
+	return to;
+}
+
+/*
+ * Takes the heap lock with na (if any) holding all but at most
+ * SPANHEAP_SPANS_COPY_LOCKED of the live array's entries, or unable to
+ * hold them all: the copy, as long as the heap is large, runs unlocked,
+ * round by round while other CPUs add structs. *copied: the entries na
+ * holds. Returns the interrupt state for mm_lock_release.
+ */
+static unsigned long lock_spans_caught_up(struct spanheap *sh,
+                                          struct spanheap_spans *na,
+                                          size_t *copied)
+{
+	for (;;) {
+		if (na)
+			*copied = spans_copy_unlocked(sh, na, *copied);
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+		size_t len = sh->spans->len;
+		if (!na || len + STRUCTS_PER_PAGE > na->cap ||
+		    len - *copied <= SPANHEAP_SPANS_COPY_LOCKED)
+			return irq;
+		mm_lock_release(&sh->heap->lock, irq);
+	}
+}
+
+/*
  * Makes sure a span struct is free, growing the allocator (and the
  * all-spans array) from the page heap. False if memory ran out. No lock
  * held; thread context, or atomic with MM_ATOMIC.
@@ -148,7 +194,8 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 	if (na)
 		mheap_hook(h, MHEAP_HOOK_SPANS_SIZED);
 	struct spanheap_spans *old = NULL;
-	irq = mm_lock_acquire(&h->lock);
+	size_t copied = 0;
+	irq = lock_spans_caught_up(sh, na, &copied);
 	struct spanheap_spans *cur = sh->spans;
 	/* Other CPUs may have replaced the array meanwhile, more than once:
 	 * na was sized from the cap read above, and must be bigger than
@@ -157,8 +204,10 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 	 * copy ran past its end). */
 	if (na && na->cap > cur->cap &&
 	    cur->len + STRUCTS_PER_PAGE <= na->cap) {
-		for (size_t i = 0; i < cur->len; i++)
+		for (size_t i = copied; i < cur->len; i++)
 			na->v[i] = cur->v[i];
+		if (cur->len - copied > sh->spans_copied_locked_max)
+			sh->spans_copied_locked_max = cur->len - copied;
 		na->len = cur->len;
 		sh->spans = na;
 		old = cur; /* its live reference is dropped below */

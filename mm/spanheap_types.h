@@ -25,8 +25,14 @@
 #include "failpoint.h"
 #include "spanheap_guard.h"
 
+/* The most entries the all-spans array's growth copies with the heap lock
+ * held (with interrupts off): the rest, the bulk, it copies without the
+ * lock (spanheap_structs.c). */
+#define SPANHEAP_SPANS_COPY_LOCKED 256
+
 /* The array of every span struct ever made (Go's h.allspans), under the
  * heap lock; a snapshot holds a reference to the array it walks. */
+
 struct spanheap_spans {
 	struct mspan **v;
 	size_t len, cap;
@@ -124,6 +130,9 @@ struct spanheap {
 	struct spanheap_spans *spans; /* the live all-spans array */
 	struct mspan *free_structs;   /* the span-struct allocator */
 	size_t nstructs, nstructs_free;
+	/* The most all-spans entries one hold copied while the array grew
+	 * (at most SPANHEAP_SPANS_COPY_LOCKED: the rest is copied unlocked) */
+	size_t spans_copied_locked_max;
 	size_t large_in_use_pages;
 	struct spanheap_counters n;
 	_Atomic uint64_t demand_swept; /* spans swept by cache refills */

@@ -223,3 +223,32 @@ KTEST(mheap_release, counts_one_wait_however_often_it_wakes)
 	MH_CHECK(&heap, "after the release");
 	mh_release(&heap);
 }
+
+/*
+ * A release whose one backed page lies in the lowest of many grown chunks,
+ * every other free page scavenged: its search goes down from the top chunk
+ * past all the others (free pages, none backed), so it must drop the heap
+ * lock, which an irqsave port holds with interrupts off, every
+ * MHEAP_SCAV_SEARCH_CHUNKS chunks. Until a review it searched the whole
+ * arena in one hold: 1024 chunks here, 32768 for a 64 GiB heap.
+ */
+KTEST(mheap_release, a_search_over_a_large_arena_drops_the_lock)
+{
+	enum { CHUNKS = 1024 };
+	KASSERT(mh_new(&heap, CHUNKS, 0, 0));
+	size_t all = CHUNKS * MHEAP_CHUNK_PAGES;
+	void *a = mheap_alloc_pages(&heap, all, 0);
+	KASSERT(a != NULL);
+	mheap_free_pages(&heap, a, all);
+	mheap_release_all(&heap);
+	void *one = mheap_alloc_pages(&heap, 1, 0);
+	KASSERT(one == a);
+	mheap_free_pages(&heap, one, 1);
+	heap.scav_searched_max = 0;
+	KEXPECT_EQ(mheap_release_all(&heap), 1);
+	ktest_diag("%zu chunks grown; at most %zu searched in one hold",
+	           heap.grown_chunks, heap.scav_searched_max);
+	KEXPECT(heap.scav_searched_max <= MHEAP_SCAV_SEARCH_CHUNKS);
+	MH_CHECK(&heap, "after the release");
+	mh_release(&heap);
+}

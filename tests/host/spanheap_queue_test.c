@@ -194,7 +194,10 @@ KTEST(spanheap_queue, refill_caches_one_and_leaves_a_backlog)
  * refills on CPU 2, which takes that queue, caches one and leaves its own
  * rest in the backlog. CPU 0's rest then joins it there: S - 2 spans,
  * each once, none lost (a lost span would stay queued for good: never
- * queued again, never given back).
+ * queued again, never given back). (The join walks CPU 0's rest to
+ * its tail before the class's lock, not under it: a rest may hold every
+ * span of the class, and the lock keeps interrupts off. What this test
+ * shows is that the join still loses no span.)
  */
 static _Atomic bool hold_rest;
 

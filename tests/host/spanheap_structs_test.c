@@ -83,3 +83,34 @@ KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	sh_heap_release(&heap);
 }
+
+/*
+ * The all-spans array grows while the heap holds many spans: the copy of
+ * its entries must not run under the heap lock, which an irqsave port
+ * holds with interrupts off (its length is the spans the heap ever had,
+ * so a copy under it lasted as long as the heap was large: 2048 entries
+ * here, a million for a 4 GiB heap of one-page spans). At most
+ * SPANHEAP_SPANS_COPY_LOCKED entries are copied in one hold; with one
+ * thread none are, and every struct is still in the array, in order.
+ */
+KTEST(spanheap_structs, a_growing_span_array_is_copied_without_the_lock)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	size_t n = 0, cap0 = sh.spans->cap;
+	while (sh.spans->cap < 4 * SPANHEAP_SPANS_COPY_LOCKED ||
+	       sh.spans->cap < 4 * cap0) {
+		KASSERT(n < MAX_OBJS &&
+		        (objs[n] = spanheap_alloc(&sh, BIG, 0)));
+		n++;
+	}
+	ktest_diag("array of %zu grew to %zu entries; at most %zu copied in "
+	           "one hold of the heap lock",
+	           cap0, sh.spans->cap, sh.spans_copied_locked_max);
+	KEXPECT(sh.spans_copied_locked_max <= SPANHEAP_SPANS_COPY_LOCKED);
+	SH_CHECK(&sh, "after the array grew");
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_flush_cache(&sh);
+	sh_heap_release(&heap);
+}
