@@ -41,6 +41,10 @@ static _Atomic uint64_t dropped;
 static uint32_t unplaced;
 /* Atomic, any CPU: */
 static _Atomic bool command_running, interrupted;
+/* The consumer sleeping for a byte. Its lock (rank WAITQ; the producer's
+ * wake takes it in the COM1 interrupt or with interrupts off) guards the
+ * queue only: the ring is atomic, and ring_nonempty is checked under the
+ * lock so that a byte pushed before the sleep is not missed. */
 static struct waitq conin_wq = WAITQ_INIT("conin");
 /* The consumer's own: a hole whose Ctrl-C was taken out with no byte
  * after it, for the byte queued next, at index carry_at (not the next

@@ -28,9 +28,14 @@
 #include "mm/failpoint.h"
 #include "mm/mm.h"
 
-/* Immutable after frames_init: */
-static struct palloc pool;
+/* The pool's lock: mm rank MM_RANK_PALLOC, which kernel/mm_port.c maps
+ * to FRAMES; irqsave. The pool's owner lock (palloc's _locked calls
+ * assert it): protects pool's bitmaps and summaries, and nmanaged. */
 static mm_lock_t pool_lock;
+/* The pool: its arena and its metadata's place fixed by frames_init, its
+ * bitmaps and summaries changed under pool_lock only: */
+static struct palloc pool;
+/* Immutable after frames_init: */
 static paddr_t meta_base, meta_limit;
 
 /* Set once by frames_reclaim_boot_memory (boot CPU, before SMP): */

@@ -53,6 +53,7 @@ void frames_free_contig(paddr_t pa, size_t npages);
  * own double-free check cannot refuse a free of one. Any context. */
 const char *frames_not_managed(paddr_t pa);
 
+/* Free frames now, counted under the pool lock. */
 size_t frames_free_count(void);
 
 /* frames_free_count without the lock: a hint, callable under any lock. */

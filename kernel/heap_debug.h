@@ -62,7 +62,8 @@ const struct spanheap_leak *heap_leaks_list(const struct heap_leaks *hl,
  * counts. Thread context. */
 void heap_leaks_print(const struct heap_leaks *hl);
 /* Wipes and frees hl's work memory (a copy of a leak's address read by
- * the next scan would keep that leak). */
+ * the next scan would keep that leak). As kfree: any context but NMI,
+ * no spinlock of rank WAITQ or above held. */
 void heap_leaks_done(struct heap_leaks *hl);
 /* The shell's leaks: a scan of objects older than min_age_ns, printed
  * (at most 64, then the count of the rest), or why it could not be made

@@ -35,7 +35,8 @@ void kstack_free(const struct kstack *s);
 
 /* Like kstack_free, without the shootdown: for a stack no other online
  * CPU can have in its TLB (an AP that never came online; INIT flushed
- * it). Any context. The same checks. */
+ * it). Any context but NMI, no spinlock of rank KSTACK or above held (it
+ * takes the kstack, vm and frame pool locks in turn). The same checks. */
 void kstack_free_local(const struct kstack *s);
 
 /* Panics, naming the slot, unless every slot's pages agree with its

@@ -14,6 +14,11 @@
 #define LOCKCHECK 1
 #endif
 
+/* Called by spin_lock and spin_lock_irqsave, preemption off: before the
+ * wait for l (irqs_on: interrupts were on), checking rank order, leaves
+ * and interrupt use; then once l is held, pushing it on this CPU's stack.
+ * Any context but NMI; a violation panics or is recorded (a spin flag
+ * outside the rank table, lockcheck_record.c), no spinlock is taken. */
 void lockcheck_acquire(struct spinlock *l, bool irqs_on);
 void lockcheck_acquired(struct spinlock *l);
 /* Returns false when l is not held by this CPU (reported). Called with

@@ -33,7 +33,10 @@ static _Atomic bool record_mode;
  * NULL for any (lockcheck_record_only). */
 static const char *_Atomic record_only;
 
-/* Protected by record_lock: */
+/* A bare spin flag taken with interrupts off, outside the rank table:
+ * the checker records from inside spin_lock's own checks, so a ranked
+ * spinlock here would check itself. Held for a copy, takes nothing.
+ * Protected by record_lock: */
 static atomic_flag record_lock = ATOMIC_FLAG_INIT;
 static char last_message[LOCKCHECK_MESSAGE_MAX];
 /* Raised under record_lock once the message is in place, read anywhere: */

@@ -25,10 +25,11 @@
 	  "takes must nest inside it")                                         \
 	X(STW, false,                                                          \
 	  "reserved: no kernel lock has it (stop-the-world holds stw_sema, "   \
-	  "which sleeps); a lock-checker test uses it")                        \
+	  "which sleeps); tests use it for a lock below every one an "         \
+	  "interrupt takes")                                                   \
 	X(SEMA, false,                                                         \
-	  "reserved: no lock has it; a semaphore's count is guarded by its "   \
-	  "wait queue's lock (WAITQ)")                                         \
+	  "reserved: no kernel lock has it; a semaphore's count is guarded "   \
+	  "by its wait queue's lock (WAITQ); lock-checker tests use it")       \
 	X(WAITQ, false,                                                        \
 	  "a wait queue's list or an mm event's waiters; wake-ups enqueue "    \
 	  "threads on run queues under it")                                    \

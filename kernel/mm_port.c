@@ -35,15 +35,15 @@ _Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
 _Static_assert(MAX_CPUS <= MM_MAX_CPUS,
                "mm/'s per-CPU arrays cover every CPU the kernel runs");
 
+#define RESERVE_UNDO_MAX 16
+struct reserve_undo {
+	uintptr_t base, prev_next;
+};
 /* Rank MM_RESERVE, irqsave; protects the bump pointer of the mm region
  * and the undo stack: the latest reservations, oldest first, each with the
  * pointer before it (its alignment gap included), so that
  * mm_port_unreserve gives back exactly a range mm_port_reserve returned,
  * latest first. Older ones than the stack holds are kept. */
-#define RESERVE_UNDO_MAX 16
-struct reserve_undo {
-	uintptr_t base, prev_next;
-};
 static struct spinlock reserve_lock =
         SPINLOCK_INIT("mm_reserve", LOCK_RANK_MM_RESERVE);
 static uintptr_t mm_region_next = MM_REGION_BASE;
@@ -387,7 +387,7 @@ struct event_waiter {
 };
 
 struct kernel_event {
-	struct spinlock lock;
+	struct spinlock lock;         /* rank WAITQ */
 	_Atomic uint64_t count;       /* written under lock, read by prepare */
 	struct event_waiter *waiters; /* by lock */
 };

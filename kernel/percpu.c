@@ -39,7 +39,10 @@ _Static_assert(offsetof(struct cpu, fault_catch) == CPU_FAULT_CATCH_OFFSET,
 struct cpu cpus[MAX_CPUS];
 _Atomic unsigned ncpus_online;
 
-/* Atomic, any CPU (seq_cst: the handshake above depends on it): */
+/* The gate: no spinlock and no rank (the lock checker does not see it).
+ * Its holders (tlb_shootdown under the shootdown lock, stw_stop until
+ * stw_start) may take any lock; only cpu_set_online waits for them.
+ * Atomic, any CPU (seq_cst: the handshake above depends on it): */
 static _Atomic unsigned online_holders;
 static _Atomic bool online_changing;
 

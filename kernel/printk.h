@@ -73,7 +73,9 @@ bool panic_elsewhere(void);
 /* Marks this CPU stopped for the panicking CPU and halts it for good. */
 __attribute__((noreturn)) void panic_park(void);
 
-/* Prints a frame-pointer backtrace starting at (rip, rbp). */
+/* Prints a frame-pointer backtrace starting at (rip, rbp), reading only
+ * frames that are mapped (panic, exception reports). Any context, as
+ * printk. */
 void backtrace_print(uint64_t rip, uint64_t rbp);
 
 /* Saves up to max return addresses of the calling thread's stack into

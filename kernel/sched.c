@@ -49,6 +49,8 @@
 #include "kernel/time.h"
 
 struct runqueue runqueues[MAX_CPUS];
+/* Joiners waiting for a thread to exit: its lock (rank WAITQ) guards the
+ * queue; sched_finish_switch wakes it once a dead thread is off its CPU. */
 struct waitq thread_exit_wq = WAITQ_INIT("thread_exit");
 void (*_Atomic sched_tick_hook)(void);
 static _Atomic bool sched_running;

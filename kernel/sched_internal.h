@@ -24,12 +24,26 @@ struct runqueue {
 extern struct runqueue runqueues[MAX_CPUS];
 extern struct waitq thread_exit_wq;
 
+/* c's run queue. Any context; takes no lock. */
 struct runqueue *rq_of(struct cpu *c);
+/* Switches to the next runnable thread; returns when this one runs
+ * again, rq->lock held for sched_finish_switch. Thread context, or the
+ * outermost interrupt's exit preempting a thread (irq_depth 0). Locking:
+ * this CPU's rq->lock held, interrupts off, no other spinlock held. */
 void sched_switch_locked(struct runqueue *rq);
+/* Ends a switch on the incoming thread: releases rq->lock, then wakes
+ * joiners if the outgoing thread died (takes thread_exit_wq's lock).
+ * Interrupts off. Locking: rq->lock held, released here. */
 void sched_finish_switch(struct runqueue *rq);
+/* Marks the current thread blocked (takes this CPU's run-queue lock);
+ * sched_block switches away. Thread context, interrupts off, the wait
+ * queue's lock (rank WAITQ) held; sched_block after dropping it. */
 void sched_prepare_block(void);
 void sched_block(void);
+/* Asks CPU c to reschedule soon (a flag here, an IPI elsewhere). Any
+ * context but NMI; takes no lock. */
 void sched_kick(struct cpu *c);
+/* The idle loop: this CPU's idle thread, no lock held; never returns. */
 __attribute__((noreturn)) void sched_idle_loop(void);
 
 /* The handle of t, a live thread. Any context. */

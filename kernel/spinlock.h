@@ -6,8 +6,9 @@
  * spin_lock_irqsave disables interrupts on this CPU for as long as the
  * lock is held, so an interrupt handler that takes the same lock cannot
  * deadlock against the code it interrupted; spin_lock leaves them as they
- * are (only for locks never taken in interrupt context). Both disable
- * preemption. Any context but NMI.
+ * are: for a lock never taken in interrupt context, or by a caller that
+ * turned them off already (the scheduler's run-queue locks, printk's
+ * console lock). Both disable preemption. Any context but NMI.
  *
  * The checker (lockcheck.c, always on) keeps a per-CPU stack of held
  * locks and reports: a lock taken that spin_init or SPINLOCK_INIT never

@@ -35,6 +35,9 @@
 /* How often stw_stop names the CPUs it is still waiting for. */
 #define STW_WAIT_REPORT_NS 1000000000ull
 
+/* The right to stop the world (stw.h), 1 unit of 1, held from stw_stop
+ * to stw_start; its count and waiters are under its wait queue's lock
+ * (rank WAITQ). A semaphore, not a spinlock: a second stopper sleeps. */
 struct semaphore stw_sema;
 
 /* Atomic, any CPU: */

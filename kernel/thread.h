@@ -102,9 +102,9 @@ static inline bool thread_handle_ok(struct thread_handle h)
 	return h.t != NULL;
 }
 
-/* Makes the cache the structs of threads come from ("thread" in
- * slabinfo; kernel/heap.h's kmem_cache). heap_init calls it once the
- * span heap is up, before the heap's own threads. Panics if it cannot. */
+/* Makes the cache thread structs come from ("thread" in slabinfo).
+ * heap_init calls it once the span heap is up, before the heap's own
+ * threads: boot CPU, thread context. Panics if it cannot. */
 void thread_cache_init(void);
 
 /*

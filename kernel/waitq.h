@@ -38,7 +38,9 @@ __attribute__((warn_unused_result)) bool
 waitq_wait_until(struct waitq *wq, bool (*cond)(void *), void *arg);
 
 /* Wake the first waiter (the one queued longest: waiters are woken in
- * the order they queued) / every waiter. Any context but NMI. */
+ * the order they queued) / every waiter. Any context but NMI, no
+ * spinlock of rank WAITQ or above held (they take wq->lock, then run
+ * queues' locks). */
 void waitq_wake_one(struct waitq *wq);
 void waitq_wake_all(struct waitq *wq);
 /* The same with wq->lock already held by the caller (the lock checker
@@ -71,13 +73,16 @@ struct semaphore {
  * semaphore (a panic; in its test mode recorded, and count and max then
  * clamped to 0 <= count <= max, 1 <= max). */
 void sema_init(struct semaphore *s, const char *name, int count, int max);
-/* Takes a unit, blocking until there is one, and returns true. Where it
- * may not sleep it is refused as waitq_wait_until is (a panic; in the
- * lock checker's test mode, false with no unit taken). */
+/* Takes a unit, blocking until there is one, and returns true. Thread
+ * context, as waitq_wait_until: where it may not sleep it is refused as
+ * that is (a panic; in the lock checker's test mode, false with no unit
+ * taken). */
 __attribute__((warn_unused_result)) bool sema_acquire(struct semaphore *s);
-/* Takes a unit if there is one, never blocks: any context but NMI. */
+/* Takes a unit if there is one, never blocks: any context but NMI, no
+ * spinlock of rank WAITQ or above held (it takes wq.lock). */
 bool sema_try_acquire(struct semaphore *s);
-/* Gives a unit back: any context but NMI. With a waiter queued the unit
+/* Gives a unit back: any context but NMI, no spinlock of rank WAITQ or
+ * above held (it wakes as waitq_wake_one). With a waiter queued the unit
  * is handed to the one queued longest, which it wakes (no try_acquire or
  * new acquire can take it first: the waiter keeps its turn). A release
  * with every unit already free or handed over (a double release, or one without

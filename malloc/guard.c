@@ -67,7 +67,10 @@ static bool put_back_default(void)
 	return true;
 }
 
-/* Set while a thread reports (report). A fault outside an API call
+/* Set while a thread reports (report): a spin flag outside mm's rank
+ * table, serialising the reports' lines; taken in the SIGSEGV handler,
+ * and its holder takes no lock (spanheap_where_log reads the heap
+ * without one). A fault outside an API call
  * holds no slot, so fork does not wait for its report: the child, whose
  * reporter is gone, clears it (mm_malloc_guard_fork_child). Until a
  * review it inherited it set, and its own fault in the pool spun for

@@ -95,8 +95,8 @@ unsigned mm_malloc_guard_switch(const char *val) MM_MALLOC_HIDDEN;
 /* Sets sc's pool for interval (0: none). */
 void mm_malloc_guard_config(struct spanheap_config *sc,
                             unsigned interval) MM_MALLOC_HIDDEN;
-/* Once the heap is set up: if it has a pool, the SIGSEGV handler that
- * reports a fault in it (malloc/guard.c). */
+/* The set-up's end (its thread alone): if the heap has a pool, the
+ * SIGSEGV handler that reports a fault in it (malloc/guard.c). */
 void mm_malloc_guard_start(void) MM_MALLOC_HIDDEN;
 /* fork's child, alone: no report of a fault is under way. */
 void mm_malloc_guard_fork_child(void) MM_MALLOC_HIDDEN;
@@ -119,8 +119,8 @@ void mm_malloc_give_back(void *addr, size_t nbytes) MM_MALLOC_HIDDEN;
  * room for the rest of the program (arena.c). Keeps errno. */
 size_t mm_malloc_arena_fit(size_t want) MM_MALLOC_HIDDEN;
 
-/* Makes the page heap (once) and the span heap (arena.c); false, having
- * said why (the first time) and kept only the page heap, if it cannot. */
+/* Makes the page heap (once) and the span heap (arena.c), on the set-up's
+ * thread alone; false, said why (once), page heap kept, if it cannot. */
 bool mm_malloc_heaps_make(void) MM_MALLOC_HIDDEN;
 
 /* True once the heap is set up (slots.c, "bootstrap"). */
@@ -136,8 +136,8 @@ bool mm_malloc_heap_up(void) MM_MALLOC_HIDDEN;
  * Set before the heap is ready, and by fork_child in a child's only
  * thread; read-only otherwise. */
 extern bool mm_malloc_fences MM_MALLOC_HIDDEN;
-/* Serialises the background threads' start and stop and fork; never
- * taken holding a slot. */
+/* Serialises background start and stop, fork and malloc_trim; outside
+ * mm's rank table, taken holding no slot and no mm lock (slots.c). */
 extern pthread_mutex_t mm_malloc_ctl_lock MM_MALLOC_HIDDEN;
 /* The process whose background threads run (set when they start, in
  * background.c; under mm_malloc_ctl_lock). */
@@ -148,15 +148,16 @@ extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;
 bool mm_malloc_fences_register(void) MM_MALLOC_HIDDEN;
 /* membarrier(2) with command cmd; its return value. */
 long mm_malloc_membarrier(int cmd) MM_MALLOC_HIDDEN;
-/* A full barrier in every thread of the process (slots.c, "Why"). */
+/* A full barrier in every thread (slots.c, "Why"); without membarrier a
+ * TLB shootdown (port_prod.c) under its mutex. Any thread, no mm lock. */
 void mm_malloc_fence_others(void) MM_MALLOC_HIDDEN;
-/* The same without membarrier, by a TLB shootdown (port_prod.c). */
 void mm_malloc_fence_by_shootdown(void) MM_MALLOC_HIDDEN;
 /* Frees the shootdown's lock, which a thread fork did not copy may have
  * held: fork's child, alone (port_prod.c). */
 void mm_malloc_shootdown_reset(void) MM_MALLOC_HIDDEN;
 /* Takes slot s on the slow path: its busy word, then its exclusive owner
- * out of the fast path. */
+ * out of the fast path, waiting for both: a call's entry, fork's prepare,
+ * or a signal handler's nested call taking the late slot (enter.c). */
 void mm_malloc_slot_take(int s) MM_MALLOC_HIDDEN;
 /* The same, bounded: gives up after turns turns of mm_malloc_backoff
  * waiting for busy, or as many for in (then gives busy back). Returns

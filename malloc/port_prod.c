@@ -410,8 +410,11 @@ void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
  * where it has no membarrier. One at a time (the page is shared); panics
  * if the page cannot be had or its protection changed.
  *
- * The lock is a leaf: its holder takes no other lock and waits for
- * nothing but its system calls. fork's prepare does not take it: a
+ * shootdown_lock protects the page and serialises the fences. Outside
+ * mm's rank table, and a leaf: its holder takes no other lock and waits
+ * for nothing but its system calls. Its takers hold no mm lock: a
+ * sharer's claim, a visit, and fork's prepare for its fence (ctl_lock
+ * and the slots held). But prepare does not hold it across the copy: a
  * sharer's claim fences holding no slot, so fork may copy the process
  * while it holds the lock, and a call of the forking thread's own,
  * nested in fork's hold (a later prepare handler's, a signal

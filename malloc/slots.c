@@ -241,7 +241,12 @@ bool mm_malloc_heap_ready(void)
 bool mm_malloc_fences;
 static pthread_key_t exit_key;
 static bool key_ready;
-/* Error-checking: a fork from a signal handler that interrupted its
+/* The control lock: serialises the background threads' start, fork's
+ * handlers and malloc_trim, and protects mm_malloc_bg_pid. Outside mm's
+ * rank table, below all of it: taken holding no slot and no mm lock;
+ * under it mm locks, glibc's stdio list lock (fork) and the slots. A
+ * mutex, not an mm lock: its holders sleep (pthread_create, a fork).
+ * Error-checking: a fork from a signal handler that interrupted its
  * holder in this thread is told so (EDEADLK) instead of waiting. */
 pthread_mutex_t mm_malloc_ctl_lock = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
 static atomic_uint claim_hint;

@@ -69,7 +69,9 @@ enum { VISIT_TURNS = 128 };
  * the lock held up the visit under way at its slot (the review's 16
  * threads: each visit waited out every queued visitor's slot in turn);
  * a visit already running does the work. A visitor outside a call holds
- * no slot while it waits. */
+ * no slot while it waits. Outside mm's rank table: taken holding no mm
+ * lock (mm_port_each_other_cpu's contract); under it the slots' busy
+ * words, the fence's shootdown lock, and the mm locks fn takes. */
 static atomic_int visit_lock;
 
 /* Sets, or clears, MM_SLOT_VISIT in every slot but me. */
