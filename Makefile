@@ -245,7 +245,7 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
+TEST_PARTS := lint locks sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
 	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison kernel-guard \
 	harness
 
@@ -266,7 +266,7 @@ TEST_PARTS := lint sizeclasses host model port host-tsan malloc-tsan chaos fuzz 
 # tests, started last, ran alone for the last 30 s of the phase.
 TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host model \
 	kernel-poison kernel-guard kernel-smp1 chaos malloc-tsan port \
-	lint sizeclasses
+	lint locks sizeclasses
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
 
@@ -313,6 +313,12 @@ $(MM_KOBJS): KCFLAGS += -Wunused-parameter
 # The kernel gives the pin hooks inline (kernel/mm_port_inline.h), so its
 # mm/ objects reference no symbol of theirs.
 LINT_MM_UNUSED_OK := mm_port_pin mm_port_unpin
+
+# Every lock's definition names its rank (the standards' "every lock
+# documents its rank and what it protects").
+test-locks:
+	@mkdir -p $(RESULTS)
+	@tools/lint-locks . $(RESULTS)/locks
 
 test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
@@ -444,7 +450,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: heapmap all deps run debug test test-build test-sum test-lint test-host test-model test-kernel \
+.PHONY: heapmap all deps run debug test test-build test-sum test-lint test-locks test-host test-model test-kernel \
 	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison \
 	test-kernel-guard test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
