@@ -252,3 +252,27 @@ KTEST(mheap_release, a_search_over_a_large_arena_drops_the_lock)
 	MH_CHECK(&heap, "after the release");
 	mh_release(&heap);
 }
+
+/*
+ * Two runs of backed free pages in one chunk, both taken by one batch: a
+ * search that took a run starts anew at the cursor, which stays on that
+ * chunk, so the next run there is found too. A search carried on along
+ * its circle instead (as the stretches between lock holds are) would
+ * pass below the chunk and leave the second run to another batch.
+ */
+KTEST(mheap_release, one_batch_takes_two_runs_of_one_chunk)
+{
+	KASSERT(mh_new(&heap, 1, 0, 0));
+	char *a = mheap_alloc_pages(&heap, MHEAP_CHUNK_PAGES, 0);
+	KASSERT(a != NULL);
+	mheap_free_pages(&heap, a + 8 * MM_PAGE_SIZE, 8);
+	mheap_free_pages(&heap, a + 32 * MM_PAGE_SIZE, 8);
+	uint64_t takes = heap.scav_takes;
+	KEXPECT_EQ(mheap_release_all(&heap), 16);
+	KEXPECT_EQ(heap.scav_takes - takes, 1);
+	mheap_free_pages(&heap, a, 8);
+	mheap_free_pages(&heap, a + 16 * MM_PAGE_SIZE, 16);
+	mheap_free_pages(&heap, a + 40 * MM_PAGE_SIZE, MHEAP_CHUNK_PAGES - 40);
+	MH_CHECK(&heap, "after the release");
+	mh_release(&heap);
+}
