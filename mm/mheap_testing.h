@@ -42,6 +42,10 @@ enum mheap_hook_point {
 	/* The span heap has made a bigger all-spans array and not yet taken
 	 * the lock to put it in place (spanheap_span.c, structs_reserve). */
 	MHEAP_HOOK_SPANS_SIZED,
+	/* It has copied the array's entries into its bigger one without
+	 * the lock and not yet taken the lock to copy those made since
+	 * (spanheap_structs.c, lock_spans_caught_up). */
+	MHEAP_HOOK_SPANS_COPIED,
 	/* A sweep cycle (the sweeper's, or spanheap_sweep_cycle's) has
 	 * claimed a span, taken off its class's list, and not yet folded or
 	 * placed it; the cycle semaphore is held (spanheap_sweep.c,

@@ -143,8 +143,10 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
                                           size_t *copied)
 {
 	for (;;) {
-		if (na)
+		if (na) {
 			*copied = spans_copy_unlocked(sh, na, *copied);
+			mheap_hook(sh->heap, MHEAP_HOOK_SPANS_COPIED);
+		}
 		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 		size_t len = sh->spans->len;
 		if (!na || len + STRUCTS_PER_PAGE > na->cap ||

@@ -173,3 +173,71 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	spanheap_free(&sh, theirs);
 	sh_heap_release(&heap);
 }
+
+/*
+ * Structs made between a grower's unlocked copy of the all-spans array and
+ * its taking of the lock: it copies those under the lock, and its array,
+ * put in place, holds every struct there is, in order. The grower is held
+ * at the heap's test hook after its copy; meanwhile atomic allocations
+ * (which grow the array only when it is full) add a page of structs to
+ * the live array without replacing it.
+ */
+static _Thread_local bool hold_copied;
+
+static void hold_after_copy(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_SPANS_COPIED || !hold_copied)
+		return;
+	hold_copied = false;
+	sem_post(&sized);
+	sem_wait(&resume);
+}
+
+static void *copied_waiter(void *arg)
+{
+	mm_port_set_cpu(1);
+	hold_copied = true;
+	*(void **)arg = spanheap_alloc(&sh, BIG, 0);
+	return NULL;
+}
+
+KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	static void *objs[8192];
+	size_t n = 0;
+	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
+	size_t cap0 = sh.spans->cap;
+	sem_init(&sized, 0, 0);
+	sem_init(&resume, 0, 0);
+	pthread_t t;
+	void *theirs = NULL;
+	mheap_test_hook = hold_after_copy;
+	KASSERT(pthread_create(&t, NULL, copied_waiter, &theirs) == 0);
+	sem_wait(&sized);
+	size_t len0 = sh.spans->len;
+	while (sh.spans->len == len0) {
+		KASSERT(n < 8192 &&
+		        (objs[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		n++;
+	}
+	KEXPECT_EQ(sh.spans->cap, cap0);
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	mheap_test_hook = NULL;
+	KEXPECT(theirs != NULL);
+	KEXPECT(sh.spans->cap > cap0);
+	KEXPECT(sh.spans_copied_locked_max > 0);
+	size_t holes = 0;
+	for (size_t i = 0; i < sh.spans->len; i++)
+		holes += sh.spans->v[i] == NULL;
+	KEXPECT_EQ(holes, 0);
+	ktest_diag("%zu entries copied under the lock",
+	           sh.spans_copied_locked_max);
+	SH_CHECK(&sh, "after the grower");
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_free(&sh, theirs);
+	sh_heap_release(&heap);
+}
