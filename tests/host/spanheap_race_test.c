@@ -109,26 +109,49 @@ KTEST(spanheap_stress, stats_while_cpus_make_their_slabs)
  */
 enum { BIG = 40 << 10 }; /* a large span: one span struct each */
 static sem_t sized, resume;
+/* The hook point the grower is held at, set before its thread starts. */
+static enum mheap_hook_point hold_point;
 /* Set by the waiter itself before its allocation: set by the test after
  * the thread's start, the thread could pass the hook first, and the test
  * then waited for ever (once in the TSan build). */
 static _Thread_local bool hold_here;
 
-static void hold_sized(struct mheap *h, enum mheap_hook_point where)
+static void hold_at_point(struct mheap *h, enum mheap_hook_point where)
 {
-	if (h != &heap || where != MHEAP_HOOK_SPANS_SIZED || !hold_here)
+	if (h != &heap || where != hold_point || !hold_here)
 		return;
 	hold_here = false;
 	sem_post(&sized);
 	sem_wait(&resume);
 }
 
-static void *sized_waiter(void *arg)
+static void *held_grower(void *arg)
 {
 	mm_port_set_cpu(1);
 	hold_here = true;
 	*(void **)arg = spanheap_alloc(&sh, BIG, 0);
 	return NULL;
+}
+
+/* Starts a thread whose allocation grows the all-spans array, and
+ * returns once it is held at point; its object will be in *theirs. */
+static void start_held_grower(enum mheap_hook_point point, pthread_t *t,
+                              void **theirs)
+{
+	sem_init(&sized, 0, 0);
+	sem_init(&resume, 0, 0);
+	hold_point = point;
+	mheap_test_hook = hold_at_point;
+	KASSERT(pthread_create(t, NULL, held_grower, theirs) == 0);
+	sem_wait(&sized);
+}
+
+/* Lets the held grower go on, and waits for it. */
+static void finish_held_grower(pthread_t t)
+{
+	sem_post(&resume);
+	pthread_join(t, NULL);
+	mheap_test_hook = NULL;
 }
 
 KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
@@ -140,13 +163,9 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	/* Use the structs up: the next span makes the array grow. */
 	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
 	size_t cap0 = sh.spans->cap;
-	sem_init(&sized, 0, 0);
-	sem_init(&resume, 0, 0);
 	pthread_t t;
 	void *theirs = NULL;
-	mheap_test_hook = hold_sized;
-	KASSERT(pthread_create(&t, NULL, sized_waiter, &theirs) == 0);
-	sem_wait(&sized);
+	start_held_grower(MHEAP_HOOK_SPANS_SIZED, &t, &theirs);
 	/* Replaced twice (past the waiter's), and full again. */
 	size_t first = n;
 	while (!(sh.spans->cap > 3 * cap0 && sh_spans_must_grow(&sh, false))) {
@@ -154,9 +173,7 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 		memset(objs[n], 0xab, BIG);
 		n++;
 	}
-	sem_post(&resume);
-	pthread_join(t, NULL);
-	mheap_test_hook = NULL;
+	finish_held_grower(t);
 	KEXPECT(theirs != NULL);
 	KEXPECT(sh.spans->len <= sh.spans->cap);
 	size_t bad = 0;
@@ -182,25 +199,6 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
  * (which grow the array only when it is full) add a page of structs to
  * the live array without replacing it.
  */
-static _Thread_local bool hold_copied;
-
-static void hold_after_copy(struct mheap *h, enum mheap_hook_point where)
-{
-	if (h != &heap || where != MHEAP_HOOK_SPANS_COPIED || !hold_copied)
-		return;
-	hold_copied = false;
-	sem_post(&sized);
-	sem_wait(&resume);
-}
-
-static void *copied_waiter(void *arg)
-{
-	mm_port_set_cpu(1);
-	hold_copied = true;
-	*(void **)arg = spanheap_alloc(&sh, BIG, 0);
-	return NULL;
-}
-
 KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
@@ -209,13 +207,9 @@ KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 	size_t n = 0;
 	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
 	size_t cap0 = sh.spans->cap;
-	sem_init(&sized, 0, 0);
-	sem_init(&resume, 0, 0);
 	pthread_t t;
 	void *theirs = NULL;
-	mheap_test_hook = hold_after_copy;
-	KASSERT(pthread_create(&t, NULL, copied_waiter, &theirs) == 0);
-	sem_wait(&sized);
+	start_held_grower(MHEAP_HOOK_SPANS_COPIED, &t, &theirs);
 	size_t len0 = sh.spans->len;
 	while (sh.spans->len == len0) {
 		KASSERT(n < 8192 &&
@@ -223,9 +217,7 @@ KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 		n++;
 	}
 	KEXPECT_EQ(sh.spans->cap, cap0);
-	sem_post(&resume);
-	pthread_join(t, NULL);
-	mheap_test_hook = NULL;
+	finish_held_grower(t);
 	KEXPECT(theirs != NULL);
 	KEXPECT(sh.spans->cap > cap0);
 	KEXPECT(sh.spans_copied_locked_max > 0);
