@@ -104,6 +104,26 @@ void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s)
 }
 
 /*
+ * Another CPU's rest is in c's backlog (c->lock held, interrupts off
+ * irq): the rest q goes in front of it, so q's tail is needed. It is
+ * found with the lock let go, as q may hold every span of the class: q
+ * is ours (its spans are still queued, so no one pushes or links them).
+ * Returns with the lock held again and q joined to whatever the backlog
+ * is then; the interrupt state for mm_lock_release.
+ */
+static unsigned long rest_tail_unlocked(struct mcentral *c, struct mspan *q,
+                                        unsigned long irq)
+{
+	mm_lock_release(&c->lock, irq);
+	struct mspan *t = q, *next;
+	while ((next = atomic_load_explicit(&t->qnext, memory_order_relaxed)))
+		t = next;
+	irq = mm_lock_acquire(&c->lock);
+	atomic_store_explicit(&t->qnext, c->fold_backlog, memory_order_relaxed);
+	return irq;
+}
+
+/*
  * Folds spans from class cls's fold queue: spans on a central list that
  * remote frees have touched. With take (a refill, pinned), at most
  * SPANHEAP_FOLD_QUEUE_BUDGET, and returns the first with free objects
@@ -151,18 +171,9 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 		/* The rest (still queued) waits in the backlog: no re-push,
 		 * so a refill costs its budget, not the queue's length. */
 		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
-		/* Its tail, found before the lock (the lock keeps interrupts
-		 * off, and the rest may hold every span of the class): the
-		 * rest is ours, as its spans are still queued and so pushed
-		 * by no one, and linked by no one else. */
-		struct mspan *t = q, *next;
-		while ((next = atomic_load_explicit(&t->qnext,
-		                                    memory_order_relaxed)))
-			t = next;
 		irq = mm_lock_acquire(&c->lock);
-		/* Another CPU's rest meanwhile, or NULL. */
-		atomic_store_explicit(&t->qnext, c->fold_backlog,
-		                      memory_order_relaxed);
+		if (c->fold_backlog)
+			irq = rest_tail_unlocked(c, q, irq);
 		c->fold_backlog = q;
 		mm_lock_release(&c->lock, irq);
 	}
