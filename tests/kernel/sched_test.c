@@ -103,11 +103,21 @@ static void increment(void *arg)
 	}
 }
 
+/* Increments the threads make in all: a fifth in ticket mode, whose FIFO
+ * hand-offs to vCPUs the host is not running made this test 75 of the
+ * 117 s of the harness's spinlock_ticket case in a loaded CI run (4
+ * vCPUs, 2 host CPUs); 4,000 acquisitions still cross every CPU's. */
+static unsigned counter_total(void)
+{
+	return spin_mode() == SPIN_TICKET ? 200000 : 1000000;
+}
+
 KTEST(sched, counter_under_one_lock_is_exact)
 {
-	enum { PER_CPU = 2, TOTAL = 1000000 };
+	enum { PER_CPU = 2 };
 	unsigned nthreads = PER_CPU * online_cpus();
-	per_thread = (TOTAL + nthreads - 1) / nthreads;
+	unsigned want = counter_total();
+	per_thread = (want + nthreads - 1) / nthreads;
 	per_thread = (per_thread + BATCH - 1) / BATCH * BATCH;
 	uint64_t *done = kcalloc(nthreads, sizeof(*done), 0);
 	KASSERT(done != NULL);
@@ -140,7 +150,7 @@ KTEST(sched, counter_under_one_lock_is_exact)
 	           threads_total, ticks);
 	kfree(done);
 	KEXPECT(ticks >= 8);
-	KEXPECT(threads_total >= TOTAL);
+	KEXPECT(threads_total >= want);
 	KEXPECT_EQ(total, threads_total + ticks);
 }
 
