@@ -32,7 +32,12 @@
  * when it is handed out (zeroed with MM_ZERO, else the word cleared).
  * Every free reads the word; only when it matches does it take the lock
  * and scan the reserve, and panic if the element is there (a free of an
- * element already freed into the reserve). marker is drawn from the
+ * element already freed into the reserve). A free that pushes into the
+ * reserve scans it whatever the word holds: an element whose marker was
+ * written over after its free (a use after free) is told there, not
+ * pushed twice. One whose marker was written over while the reserve is
+ * full goes to the source unseen (a scan on every free to the source
+ * would cost O(min) on the common path). marker is drawn from the
  * pool's address and the clock, so a caller's data matches it by chance
  * about never, and a match that is not in the reserve is no error. A
  * free that gives e to the source marks it leaving first (marker ^ e ^
@@ -53,9 +58,9 @@
  * counters' reader are mempool_check.c's.
  *
  * Limits: MEMPOOL_MIN_MAX reserved elements (a double free's scan is
- * O(min), under the lock, and only on a marker match). Elements of a
- * caller's source get no heap checks, and an element of another pool
- * of the same size class passes for this one's.
+ * O(min), under the lock, on a marker match or a push into the reserve).
+ * Elements of a caller's source get no heap checks, and an element of another
+ * pool of the same size class passes for this one's.
  */
 #include "mempool.h"
 
@@ -324,6 +329,25 @@ static void check_free(struct mempool *p, void *e)
 		double_free(p, e, false);
 }
 
+/*
+ * A free's push: the reserve's slots are scanned first, whatever e's
+ * first word holds, so that an element in the reserve whose marker the
+ * program wrote over (a use after free) and then freed again is told
+ * (MEMPOOL_PUSH_TWICE) and not pushed twice, to be handed out twice. The
+ * scan is O(curr), curr < min <= MEMPOOL_MIN_MAX, with interrupts off:
+ * a free pushes only while the reserve is short, which it is only after
+ * allocations the source refused took from it, one push an element so
+ * taken. A resize's pushes (fresh elements) are not scanned. Under the
+ * lock.
+ */
+static int free_push_locked(struct mempool *p, void *e)
+{
+	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (n < mempool_min_of(p) && in_reserve_locked(p, e))
+		return MEMPOOL_PUSH_TWICE;
+	return mempool_push_locked(p, e);
+}
+
 void mempool_free(struct mempool *p, void *e)
 {
 	if (!e)
@@ -337,7 +361,7 @@ void mempool_free(struct mempool *p, void *e)
 			mempool_test_after_check(p, e);
 #endif
 		unsigned long irq = mm_lock_acquire(&p->lock);
-		int put = mempool_push_locked(p, e);
+		int put = free_push_locked(p, e);
 		bool kept = put == MEMPOOL_PUSH_KEPT, wake = kept && p->waiters;
 		mm_lock_release(&p->lock, irq);
 		if (put == MEMPOOL_PUSH_TWICE || put == MEMPOOL_PUSH_LEFT) {

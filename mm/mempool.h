@@ -24,17 +24,19 @@
  * Misuse, always checked: an element's first word holds a marker while
  * it sits in the reserve, so a free of an element already there (a
  * double free, whichever way the first free went) panics naming the
- * pool and the element; for the span heap's and a named cache's pools a
- * free also passes the heap's checks (a foreign, interior or freed
- * pointer panics as kfree's would), and an element smaller than the
- * pool's (another pool's), or for a named cache's pool one of another
+ * pool and the element, as does a free that would refill the reserve
+ * with an element it holds whose marker was written over; for the span heap's
+ * and a named cache's pools a free also passes the heap's checks (a foreign,
+ * interior or freed pointer panics as kfree's would), and an element smaller
+ * than the pool's (another pool's), or for a named cache's pool one of another
  * size class than the cache's, panics. A pool destroyed with elements out is
  * refused, with a line saying how many.
  *
  * Contexts: mempool_alloc with MM_ATOMIC, mempool_free, mempool_check
  * and mempool_info, any context but NMI (the pool's lock is a leaf of
  * rank MM_RANK_HEAP, taken with interrupts off for a few loads and
- * stores); mempool_alloc without it, creation, resizing and destruction,
+ * stores, or a scan of the reserve's at most min slots by a free that
+ * refills it); mempool_alloc without it, creation, resizing and destruction,
  * thread context.
  */
 #ifndef MM_MEMPOOL_H

@@ -112,3 +112,37 @@ KTEST(mempool_leaving, another_class_freed_to_a_caches_pool_is_told)
 	KEXPECT(objcache_destroy(c));
 	sh_heap_release(&heap);
 }
+
+/* An element in the reserve whose marker the program wrote over (a use
+ * after free), freed again while the reserve is short: the marker no
+ * longer tells it, the reserve's slots do. Until a review the free
+ * pushed it a second time (the reserve held it twice, to be handed out
+ * twice). */
+KTEST(mempool_leaving, a_second_free_past_a_scribbled_marker_is_told)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "scrawl", 3, 64));
+	struct spanheap_fail_attr all = {.interval = 1,
+	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
+	                                 .times = -1,
+	                                 .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &all));
+	uintptr_t *a = mempool_alloc(&pool, MM_ATOMIC); /* the reserve's */
+	uintptr_t *b = mempool_alloc(&pool, MM_ATOMIC);
+	spanheap_fail_disarm(&sh);
+	KASSERT(a && b);
+	mempool_free(&pool, a); /* back into the reserve, which stays short */
+	uintptr_t marker = *a;
+	*a = 0x5c5c5c5c; /* written after its free */
+	EXPECT_MISUSE(mempool_free(&pool, a), "mempool scrawl: double free of",
+	              a);
+	KEXPECT(strstr(mm_port_last_panic(), "in the pool's reserve already"));
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.curr, 2); /* a once, and the element never taken */
+	*a = marker;
+	mempool_free(&pool, b);
+	KEXPECT(mempool_destroy(&pool));
+	SH_CHECK(&sh, "after the scribbled free");
+	sh_heap_release(&heap);
+}
