@@ -92,8 +92,7 @@ pid_t mm_malloc_bg_pid;
 
 void mm_malloc_bg_start(void)
 {
-	if (mm_malloc_self.held ||
-	    pthread_mutex_trylock(&mm_malloc_ctl_lock) != 0)
+	if (mm_malloc_self.held || mm_malloc_ctl_try() != 0)
 		return; /* inside a call, or someone starts or forks now */
 	if (atomic_load(&mm_malloc_bg_state) == MM_BG_ALLOWED &&
 	    mm_malloc_heap_ready()) {
@@ -109,5 +108,5 @@ void mm_malloc_bg_start(void)
 		mheap_scavenger_start(&mm_malloc_heap);
 		errno = saved_errno;
 	}
-	pthread_mutex_unlock(&mm_malloc_ctl_lock);
+	mm_malloc_ctl_give();
 }

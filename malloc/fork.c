@@ -189,8 +189,7 @@ static bool own_call_interrupted(void)
 
 static void fork_prepare(void)
 {
-	if (own_call_interrupted() ||
-	    pthread_mutex_lock(&mm_malloc_ctl_lock) == EDEADLK) {
+	if (own_call_interrupted() || mm_malloc_ctl_take() == EDEADLK) {
 		fork_skipped++;
 		return;
 	}
@@ -222,7 +221,7 @@ static void release_parent(bool stdio)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (stdio && _IO_list_unlock)
 		_IO_list_unlock();
-	pthread_mutex_unlock(&mm_malloc_ctl_lock);
+	mm_malloc_ctl_give();
 }
 
 static void fork_parent(void)
@@ -269,8 +268,7 @@ static void release_child(bool stdio)
 	 * not, it never took it, and ours is this thread's alone. */
 	if (stdio && _IO_list_resetlock)
 		_IO_list_resetlock();
-	mm_malloc_ctl_lock =
-	        (pthread_mutex_t)PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
+	mm_malloc_ctl_reset();
 }
 
 static void fork_child(void)
@@ -316,11 +314,10 @@ __attribute__((visibility("default"))) pid_t _Fork(void)
 	 * hold of the slot (a sharer's) is waited for. Until this version
 	 * any hold of it skipped the handlers, and the child inherited a
 	 * sharer's busy with no thread to give it back. */
-	if (own_call_interrupted() ||
-	    pthread_mutex_lock(&mm_malloc_ctl_lock) != 0)
+	if (own_call_interrupted() || mm_malloc_ctl_take() != 0)
 		return real_Fork();
 	if (__libc_single_threaded) {
-		pthread_mutex_unlock(&mm_malloc_ctl_lock);
+		mm_malloc_ctl_give();
 		return real_Fork();
 	}
 	fork_prepare_locked(false);

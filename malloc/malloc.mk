@@ -8,7 +8,7 @@
 #   make plot-rss        RSS over a burst, a free and 15 s idle
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
-MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c \
+MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c malloc/locks.c \
 	malloc/arena.c malloc/slots.c malloc/slots_gone.c malloc/visit.c malloc/fences.c malloc/enter.c malloc/background.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c \
 	malloc/guard.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
@@ -104,7 +104,8 @@ MALLOC_HOOKS_TEST := $(MALLOC_BUILD)/malloc-hooks-test
 MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_waits.c malloc_hooks_signals.c malloc_hooks_share.c \
 	malloc_hooks_fork.c malloc_hooks_nested.c malloc_hooks_alone.c \
-	malloc_hooks_reclaim.c malloc_hooks_visit.c malloc_hooks_copied.c)
+	malloc_hooks_reclaim.c malloc_hooks_visit.c malloc_hooks_copied.c \
+	malloc_hooks_order.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
 		tests/real/proc_read.h tests/real/seccomp_util.h \

@@ -214,9 +214,9 @@ API int malloc_trim(size_t pad)
 		return 0;
 	int saved_errno = errno;
 	size_t npages = 0;
-	if (pthread_mutex_lock(&mm_malloc_ctl_lock) == 0) {
+	if (mm_malloc_ctl_take() == 0) {
 		npages = spanheap_release_all(&mm_malloc_sh);
-		pthread_mutex_unlock(&mm_malloc_ctl_lock);
+		mm_malloc_ctl_give();
 	}
 	errno = saved_errno;
 	return npages != 0;

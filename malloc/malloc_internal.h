@@ -37,6 +37,7 @@ extern struct mheap mm_malloc_heap MM_MALLOC_HIDDEN;
 extern struct spanheap mm_malloc_sh MM_MALLOC_HIDDEN;
 
 #include "enter.h"
+#include "locks.h"
 
 /* Background threads: 0 not yet allowed (before our constructor, or
  * while the heap is smaller than MM_MALLOC_BG_MIN_BYTES), 1 allowed and
@@ -136,9 +137,6 @@ bool mm_malloc_heap_up(void) MM_MALLOC_HIDDEN;
  * Set before the heap is ready, and by fork_child in a child's only
  * thread; read-only otherwise. */
 extern bool mm_malloc_fences MM_MALLOC_HIDDEN;
-/* Serialises background start and stop, fork and malloc_trim; outside
- * mm's rank table, taken holding no slot and no mm lock (slots.c). */
-extern pthread_mutex_t mm_malloc_ctl_lock MM_MALLOC_HIDDEN;
 /* The process whose background threads run (set when they start, in
  * background.c; under mm_malloc_ctl_lock). */
 extern pid_t mm_malloc_bg_pid MM_MALLOC_HIDDEN;

@@ -422,9 +422,26 @@ void mm_port_pc_name(uintptr_t pc, char *buf, size_t size)
  * (mm_malloc_shootdown_reset); until a review it inherited it held,
  * and its first fence waited for ever (hooks test
  * fork_beside_shootdown). The page needs no repair: each fence makes
- * it writable first.
+ * it writable first. Its holder blocks every signal, so that no
+ * handler's call takes a lock under it (a visit's fence, inside a
+ * call, left them open); the order is checked at run time (locks.c).
  */
 static pthread_mutex_t shootdown_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mm_malloc_shootdown_take(sigset_t *old)
+{
+	mm_malloc_signals_block(old);
+	mm_malloc_lock_check(MM_MALLOC_LOCK_SHOOTDOWN);
+	pthread_mutex_lock(&shootdown_lock);
+	mm_malloc_lock_note(MM_MALLOC_LOCK_SHOOTDOWN, true);
+}
+
+void mm_malloc_shootdown_give(const sigset_t *old)
+{
+	mm_malloc_lock_note(MM_MALLOC_LOCK_SHOOTDOWN, false);
+	pthread_mutex_unlock(&shootdown_lock);
+	mm_malloc_signals_restore(old);
+}
 
 void mm_malloc_shootdown_reset(void)
 {
@@ -434,7 +451,8 @@ void mm_malloc_shootdown_reset(void)
 void mm_malloc_fence_by_shootdown(void)
 {
 	static volatile char *page;
-	pthread_mutex_lock(&shootdown_lock);
+	sigset_t old;
+	mm_malloc_shootdown_take(&old);
 	mm_malloc_hook(MM_MALLOC_HOOK_SHOOTDOWN_HELD);
 	if (!page) {
 		void *p = mmap(NULL, MM_PAGE_SIZE, PROT_READ | PROT_WRITE,
@@ -452,5 +470,5 @@ void mm_malloc_fence_by_shootdown(void)
 	if (mprotect((void *)page, MM_PAGE_SIZE, PROT_NONE) != 0)
 		mm_panic("membarrier refused and mprotect too (errno %d)",
 		         errno);
-	pthread_mutex_unlock(&shootdown_lock);
+	mm_malloc_shootdown_give(&old);
 }

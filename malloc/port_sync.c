@@ -10,7 +10,7 @@
  * of MAX_THREADS. An event is a 32-bit count that is its futex word,
  * with a count of waiters; a lock a futex word (0 free, 1 held, 2 held
  * with waiters), its owner and its rank. Each thread keeps a mask of the
- * ranks of the mm locks it holds.
+ * locks it holds, mm's by rank and the library's own (locks.c).
  *
  * Algorithm: a lock spins a little, then sleeps on its word; a release
  * that finds waiters wakes one. An event's wait sleeps until the count
@@ -19,14 +19,15 @@
  * wakes every ALONE_CHECK_NS to see whether it is the process's last
  * thread, and ends the process if so (exit_if_alone).
  *
- * Invariants: a thread takes mm locks in rising rank order (checked with
- * one compare against its mask; a violation mm_panics); the count of
+ * Invariants: a thread takes mm locks in rising rank order, and none
+ * under shootdown_lock (checked with one compare against its mask; a
+ * violation mm_panics, locks.c has the whole order); the count of
  * running background threads is never more than exist.
  *
  * Locking: these are the locks. Contexts: any thread; background threads
  * block every signal.
  *
- * Limits: MM_RANK_COUNT <= 32 ranks; MAX_THREADS background threads;
+ * Limits: MM_RANK_COUNT <= 29 ranks (locks.h); MAX_THREADS background threads;
  * without /proc, a process whose threads all pthread_exit lingers.
  */
 #define _GNU_SOURCE
@@ -46,9 +47,8 @@
 
 #include "malloc_internal.h"
 
-static _Thread_local unsigned t_held_mask; /* bit r: an mm lock of rank r */
-static _Thread_local char t_self;          /* its address names the thread */
-static _Thread_local bool t_background;    /* one of mm_port_thread_start's */
+static _Thread_local char t_self;       /* its address names the thread */
+static _Thread_local bool t_background; /* one of mm_port_thread_start's */
 
 /* ---- Contexts --------------------------------------------------------- */
 
@@ -58,7 +58,8 @@ static _Thread_local bool t_background;    /* one of mm_port_thread_start's */
  * checked in the kernel and the test port, which count every pin). */
 bool mm_port_can_sleep(void)
 {
-	return mm_malloc_self.pin_depth == 0 && t_held_mask == 0;
+	return mm_malloc_self.pin_depth == 0 &&
+	       (mm_malloc_held_mask & MM_MALLOC_MM_BITS) == 0;
 }
 
 /* ---- Threads ---------------------------------------------------------- */
@@ -379,7 +380,6 @@ struct prod_lock {
 
 _Static_assert(sizeof(struct prod_lock) <= sizeof(mm_lock_t),
                "the lock fits in mm_lock_t");
-_Static_assert(MM_RANK_COUNT <= 32, "t_held_mask has a bit per rank");
 
 static struct prod_lock *lk(const mm_lock_t *l)
 {
@@ -410,20 +410,31 @@ static __attribute__((noinline)) void lock_slow(struct prod_lock *p)
 		futex(&p->word, FUTEX_WAIT, 2, NULL, 0);
 }
 
+/* A lock held above rank's bit: mm_panics naming both. */
+static __attribute__((noinline, cold)) void misranked(struct prod_lock *p)
+{
+	char held[64];
+	unsigned shift = MM_MALLOC_BIT_MM + p->rank;
+	unsigned above = mm_malloc_held_mask >> shift << shift;
+	mm_panic("mm lock %s (rank %d) taken while holding %s", p->name,
+	         p->rank, mm_malloc_lock_name(above, held, sizeof(held)));
+}
+
+/* One compare against the held mask: every mm lock held has a lower
+ * rank, and shootdown_lock (the top bit) is not held. */
 unsigned long mm_lock_acquire(mm_lock_t *l)
 {
 	struct prod_lock *p = lk(l);
-	if (__builtin_expect(t_held_mask >> p->rank, 0))
-		mm_panic("mm lock %s (rank %d) taken while holding a lock of "
-		         "rank %d or above",
-		         p->name, p->rank, p->rank);
+	if (__builtin_expect(
+	            mm_malloc_held_mask >> (MM_MALLOC_BIT_MM + p->rank), 0))
+		misranked(p);
 	uint32_t want = 0;
 	if (!atomic_compare_exchange_strong_explicit(&p->word, &want, 1,
 	                                             memory_order_acquire,
 	                                             memory_order_relaxed))
 		lock_slow(p);
 	atomic_store_explicit(&p->owner, &t_self, memory_order_relaxed);
-	t_held_mask |= 1u << p->rank;
+	mm_malloc_held_mask |= 1u << (MM_MALLOC_BIT_MM + p->rank);
 	return 0;
 }
 
@@ -431,7 +442,7 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 {
 	(void)irq_state;
 	struct prod_lock *p = lk(l);
-	t_held_mask &= ~(1u << p->rank);
+	mm_malloc_held_mask &= ~(1u << (MM_MALLOC_BIT_MM + p->rank));
 	atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
 	if (atomic_exchange_explicit(&p->word, 0, memory_order_release) == 2)
 		futex(&p->word, FUTEX_WAKE, 1, NULL, 0);

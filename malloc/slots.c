@@ -247,7 +247,9 @@ static bool key_ready;
  * under it mm locks, glibc's stdio list lock (fork) and the slots. A
  * mutex, not an mm lock: its holders sleep (pthread_create, a fork).
  * Error-checking: a fork from a signal handler that interrupted its
- * holder in this thread is told so (EDEADLK) instead of waiting. */
+ * holder in this thread is told so (EDEADLK) instead of waiting. Taken
+ * through mm_malloc_ctl_take/_try/_give, which check the order at run
+ * time (locks.c). */
 pthread_mutex_t mm_malloc_ctl_lock = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP;
 static atomic_uint claim_hint;
 

@@ -71,7 +71,8 @@ enum { VISIT_TURNS = 128 };
  * a visit already running does the work. A visitor outside a call holds
  * no slot while it waits. Outside mm's rank table: taken holding no mm
  * lock (mm_port_each_other_cpu's contract); under it the slots' busy
- * words, the fence's shootdown lock, and the mm locks fn takes. */
+ * words, the fence's shootdown lock, and the mm locks fn takes. The
+ * order is checked at run time (locks.c). */
 static atomic_int visit_lock;
 
 /* Sets, or clears, MM_SLOT_VISIT in every slot but me. */
@@ -132,13 +133,24 @@ static bool visit_each(int me, bool borrow, void (*fn)(unsigned cpu, void *arg),
 }
 
 /* False if another visit runs (or this thread's own, interrupted by a
- * signal handler's call), else takes the lock. */
-static bool visit_lock_try(void)
+ * signal handler's call), else takes the lock; the order is checked
+ * first (locks.c). */
+bool mm_malloc_visit_try(void)
 {
+	mm_malloc_lock_check(MM_MALLOC_LOCK_VISIT);
 	int free_word = 0;
-	return atomic_compare_exchange_strong_explicit(&visit_lock, &free_word,
-	                                               1, memory_order_acquire,
-	                                               memory_order_relaxed);
+	if (!atomic_compare_exchange_strong_explicit(&visit_lock, &free_word, 1,
+	                                             memory_order_acquire,
+	                                             memory_order_relaxed))
+		return false;
+	mm_malloc_lock_note(MM_MALLOC_LOCK_VISIT, true);
+	return true;
+}
+
+void mm_malloc_visit_give(void)
+{
+	mm_malloc_lock_note(MM_MALLOC_LOCK_VISIT, false);
+	atomic_store_explicit(&visit_lock, 0, memory_order_release);
 }
 
 /* Sets the flags, visits, clears them and gives the lock back. */
@@ -151,7 +163,7 @@ static bool visit_locked(int me, bool borrow,
 	mm_malloc_hook(MM_MALLOC_HOOK_VISIT_FLAGGED);
 	bool all = visit_each(me, borrow, fn, arg);
 	visit_flags(me, false);
-	atomic_store_explicit(&visit_lock, 0, memory_order_release);
+	mm_malloc_visit_give();
 	return all;
 }
 
@@ -164,7 +176,7 @@ bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
 	if (t->slot_id == MM_MALLOC_LATE_SLOT)
 		return false;
 	if (t->held) /* inside a call (a reclaim): its slot held already */
-		return visit_lock_try() &&
+		return mm_malloc_visit_try() &&
 		       visit_locked(t->slot_id, false, fn, arg);
 	/* Outside a call (malloc_trim, the sweeper): it holds no slot, so
 	 * it may wait for a visit under way (a single try let the
@@ -174,7 +186,7 @@ bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg)
 	sigset_t mask;
 	if (borrow)
 		mm_malloc_signals_block(&mask);
-	for (unsigned i = 0; !visit_lock_try(); i++)
+	for (unsigned i = 0; !mm_malloc_visit_try(); i++)
 		mm_malloc_backoff(i);
 	bool all;
 	if (borrow) {

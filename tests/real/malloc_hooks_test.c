@@ -389,6 +389,7 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"fork_beside_guard_report", fork_beside_guard_report,
          "MM_MALLOC_GUARD=1"},
+        {"lock_order_checked", lock_order_checked, "MM_MALLOC_BACKGROUND=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -106,6 +106,8 @@ int reclaims_race_for_an_ownerless_slot(void);
 /* malloc_hooks_copied.c: */
 int fork_beside_shootdown(void);
 int fork_beside_guard_report(void);
+/* malloc_hooks_order.c: */
+int lock_order_checked(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
