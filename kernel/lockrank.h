@@ -43,9 +43,9 @@
 	X(MM_SWEEP, false,                                                     \
 	  "mm: reserved (MM_RANK_SWEEP); mm/ has no lock of this rank")        \
 	X(MM_CENTRAL, false,                                                   \
-	  "mm: a size class's central lists, taken with interrupts off; only " \
-	  "the heap lock may be taken under it (a refill drops it before "     \
-	  "asking the page heap for a span)")                                  \
+	  "mm: a size class's central lists, taken with interrupts off; mm/ "  \
+	  "takes no lock under it (a refill drops it before asking the page "  \
+	  "heap for a span), though the order allows the ranks above")         \
 	X(VM, false,                                                           \
 	  "page-table pages: a walk that may create tables allocates frames "  \
 	  "under it")                                                          \

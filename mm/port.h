@@ -367,10 +367,15 @@ typedef struct {
  * own rank table (docs/PORTING.md), where other locks may sit between.
  */
 enum mm_lock_rank {
-	/* The span heap's sweeper bookkeeping (reserved). */
+	/* Reserved: no lock has this rank (the sweeper's state is under
+	 * the class locks and atomics). Kept so that the ranks keep their
+	 * numbers, rank 0 staying invalid (a zeroed lock's); every port's
+	 * table has an entry for it. */
 	MM_RANK_SWEEP = 1,
 	/* A span heap size class's central lists (struct mcentral). Taken
-	 * pinned (interrupts off); under it only the heap lock. */
+	 * pinned (interrupts off). mm/ takes no lock under it (a refill, a
+	 * fold and a sweep let it go before they reach the page heap); the
+	 * order allows the ranks above it, as it does for every rank. */
 	MM_RANK_CENTRAL,
 	/* A palloc used on its own, outside any heap: the kernel's frame
 	 * pool. The heap's port hooks take it (mm_port_used), never under

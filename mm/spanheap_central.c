@@ -24,8 +24,8 @@
  * queued flag).
  *
  * Locking: a class's lock (MM_RANK_CENTRAL) guards its lists, the list
- * links and the queue's backlog; only the heap lock may be taken under it;
- * the queue's head is a lock-free stack.
+ * links and the queue's backlog; no lock is taken under it (the page heap
+ * is reached with it let go); the queue's head is a lock-free stack.
  *
  * Limits: the two budgets bound a refill's work; what they leave waits
  * for the next refill or the sweeper.
