@@ -111,6 +111,17 @@ void mempool_source_free(struct mempool *p, void *e)
 		spanheap_free(p->sh, e);
 }
 
+void mempool_assert_set_up(const struct mempool *p, const char *op)
+{
+	/* A destroyed pool went on as a thin wrapper of its source (an
+	 * allocation from a dry one waited for a reserve of 0 for ever),
+	 * and a failed init's stored through its NULL array (review). */
+	if (__builtin_expect(mempool_min_of(p) == 0, 0))
+		mm_panic("mempool %s (%p): %s a pool not set up or destroyed "
+		         "(its init failed, or mempool_destroy emptied it)",
+		         p->name, (const void *)p, op);
+}
+
 static bool in_reserve_locked(struct mempool *p, const void *e);
 
 /* Puts e into the reserve if it is short; under the lock.
@@ -224,6 +235,7 @@ void *mempool_alloc(struct mempool *p, unsigned flags)
 		       p->name, flags);
 		return NULL;
 	}
+	mempool_assert_set_up(p, "allocation from");
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("mempool_alloc");
 	void *e = mempool_source_alloc(p, first_ask(p, flags));
@@ -352,6 +364,7 @@ void mempool_free(struct mempool *p, void *e)
 {
 	if (!e)
 		return;
+	mempool_assert_set_up(p, "free to");
 	check_free(p, e);
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
 	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <

@@ -30,7 +30,10 @@
  * interior or freed pointer panics as kfree's would), and an element smaller
  * than the pool's (another pool's), or for a named cache's pool one of another
  * size class than the cache's, panics. A pool destroyed with elements out is
- * refused, with a line saying how many.
+ * refused, with a line saying how many. A pool whose init failed, or that
+ * was destroyed, panics at an allocation, a free or a resize, saying it
+ * is not set up; mempool_destroy of it is nothing, and an init makes it
+ * a pool again.
  *
  * Contexts: mempool_alloc with MM_ATOMIC, mempool_free, mempool_check
  * and mempool_info, any context but NMI (the pool's lock is a leaf of

@@ -24,6 +24,12 @@ static inline uint32_t mempool_min_of(const struct mempool *p)
 	return atomic_load_explicit(&p->min, memory_order_relaxed);
 }
 
+/* mm_panics naming p and op ("allocation from") if p is no pool: min
+ * is 0 only in a struct that no init set up (zeroed, or its init failed)
+ * or that mempool_destroy emptied, as init and resize refuse 0. Any
+ * context but NMI. */
+void mempool_assert_set_up(const struct mempool *p, const char *op);
+
 /* An element from p's source (the heap, a named cache or the caller's
  * source), with flags; any context the flags allow. */
 void *mempool_source_alloc(struct mempool *p, unsigned flags);

@@ -138,6 +138,8 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 	mm_event_init(&p->returned, "mempool");
 	if (reserve_fill(p))
 		return true;
+	/* Not set up: its calls panic saying so (mempool_assert_set_up). */
+	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
 	mm_log("mempool %s: not made: no memory for a reserve of %u elements "
 	       "of %zu bytes",
 	       p->name, min, size);
@@ -193,6 +195,7 @@ static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
 bool mempool_resize(struct mempool *p, uint32_t new_min)
 {
 	spanheap_assert_can_sleep("mempool_resize");
+	mempool_assert_set_up(p, "resize of");
 	const char *why = refusal(p->name, new_min, p->size);
 	uint32_t min = mempool_min_of(p);
 	void **arr = NULL, **old = NULL, *chain = NULL;

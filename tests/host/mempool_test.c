@@ -8,7 +8,8 @@
  * a named cache and over a source of the caller's (one whose elements are
  * not aligned to a pointer panics); bad parameters and a reserve the heap
  * cannot hold refused with a line, leaking nothing; a destroy with elements out
- * (or more freed than handed out) refused; double frees (into the reserve
+ * (or more freed than handed out) refused; a pool whose init failed, or
+ * destroyed, panicking when used; double frees (into the reserve
  * or to the heap), a smaller object, an interior and a foreign pointer
  * panic naming the pool or the heap's check; the checker passes a sound
  * reserve and names the slot of a broken one (a written element, one
@@ -513,4 +514,58 @@ KTEST(mempool, the_checker_finds_a_broken_reserve)
 	KEXPECT(strstr(mm_port_last_panic(), "not an allocated object"));
 	sh_heap_release(&heap);
 	the_checker_finds_foreign_elements();
+}
+
+/* True if stmt panics with a line holding what (the pool's name and the
+ * use of a pool that is not set up). */
+#define EXPECT_UNUSABLE(stmt, what)                                         \
+	do {                                                                \
+		mm_port_set_quiet(true);                                    \
+		KEXPECT(MM_PORT_PANICS(stmt));                              \
+		mm_port_set_quiet(false);                                   \
+		KEXPECT(strstr(mm_port_last_panic(), (what)) != NULL);      \
+		KEXPECT(strstr(mm_port_last_panic(), "not set up or "       \
+		                                     "destroyed") != NULL); \
+	} while (0)
+
+/*
+ * A pool whose set-up failed, or that was destroyed, is no pool: an
+ * allocation from it, a free to it and a resize of it panic naming the
+ * pool, as a destroyed cache's calls do (objcache.h). A second destroy
+ * is nothing (as Linux's mempool_exit of a zeroed pool), and the struct
+ * may be set up again. Until a review a destroyed pool went on as a
+ * thin wrapper of its source (an allocation without MM_ATOMIC from a dry
+ * source waited for a reserve of 0 for ever), a free counted its
+ * elements below zero, and a free to a pool whose reserve could not be
+ * made stored through the reserve's NULL array.
+ */
+KTEST(mempool, a_pool_not_set_up_or_destroyed_panics_when_used)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "gone", 2, 64));
+	KEXPECT(mempool_destroy(&pool));
+	EXPECT_UNUSABLE(mempool_alloc(&pool, MM_ATOMIC), "mempool gone");
+	void *o = spanheap_alloc(&sh, 64, 0);
+	KASSERT(o);
+	EXPECT_UNUSABLE(mempool_free(&pool, o), "mempool gone");
+	EXPECT_UNUSABLE(mempool_resize(&pool, 4), "mempool gone");
+	KEXPECT(info().out == 0 && info().min == 0);
+	KEXPECT(mempool_destroy(&pool)); /* a second: nothing */
+	/* A reserve the heap cannot give: the pool is not set up. */
+	KASSERT(fail_all());
+	mm_port_set_quiet(true);
+	KEXPECT(!mempool_init_heap(&pool, &sh, "dry", 2, 64));
+	mm_port_set_quiet(false);
+	spanheap_fail_disarm(&sh);
+	EXPECT_UNUSABLE(mempool_free(&pool, o), "mempool dry");
+	EXPECT_UNUSABLE(mempool_alloc(&pool, MM_ATOMIC), "mempool dry");
+	KEXPECT(mempool_destroy(&pool));
+	/* The same struct set up again works. */
+	KASSERT(mempool_init_heap(&pool, &sh, "again", 2, 64));
+	void *e = mempool_alloc(&pool, 0);
+	KEXPECT(e != NULL);
+	mempool_free(&pool, e);
+	KEXPECT(mempool_destroy(&pool));
+	spanheap_free(&sh, o);
+	release_and_check("after the pools that were not set up");
 }
