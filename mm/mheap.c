@@ -122,8 +122,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	        .owner_lock = &h->lock,
 	};
 	if (!palloc_init(&h->pages, &pc)) {
-		/* Latest first; palloc gave back its own (or kept what it
-		 * had mapped). */
+		/* Latest first; palloc gave back its own. */
 		mm_port_unreserve(map, h->arena_pages * sizeof(void *) +
 		                               MM_PAGE_SIZE);
 		mm_port_unreserve(base, cfg->arena_bytes);

@@ -8,16 +8,18 @@
  * Representation: one region, laid out at init from the arena's size, each
  * part page aligned so that mapping one part never touches another:
  *
+ *   mapped     1 bit per page of the region (reserved mode only)
  *   grown      1 bit per chunk: the chunk belongs to the heap
  *   summary 0  the root level, root_entries summaries
  *   summary l  root_entries << 3l summaries, l = 1 .. levels - 1
  *   alloc      64 bytes per chunk
  *   scav       64 bytes per chunk (absent with PALLOC_NO_SCAV)
- *   mapped     1 bit per page of the parts above (reserved mode only)
  *
  * Two modes. Reserved (the kernel heap): init reserves the region with
  * mm_port_reserve and maps only the mapped bitmap, the grown bitmap and the
- * root level: for a 512 GiB arena that is 1 + 8 + 1 pages, everything else
+ * root level, the first three parts, in one mm_port_map (all or nothing,
+ * so a failed init has nothing mapped and gives the whole reservation
+ * back): for a 512 GiB arena that is 1 + 8 + 1 pages, everything else
  * waits for growth. Supplied (the frame pool): the caller hands over
  * palloc_metadata_bytes() of mapped memory (which leaves out the mapped
  * bitmap); init clears the grown bitmap and the summaries.
@@ -42,8 +44,7 @@
  * The mapped bitmap is atomic because commit reads it under the owner's
  * lock while another prepare may be adding bits.
  * Limits: metadata is never unmapped (there is no shrink); a failed init
- * gives its reservation back (mm_port_unreserve) only while nothing of it
- * is mapped.
+ * gives its reservation back (mm_port_unreserve), nothing of it mapped.
  * Modelled on the Go runtime's pageAlloc.grow and sysGrow (mpagealloc.go).
  */
 #include "palloc_internal.h"
@@ -54,7 +55,8 @@ struct layout {
 	unsigned levels;
 	size_t chunks, root_entries;
 	size_t grown_off, sum_off[PALLOC_MAX_LEVELS], alloc_off, scav_off;
-	size_t mapped_off, total; /* mapped_off == total when not reserved */
+	size_t mapped_bytes, total; /* the mapped bitmap's, at 0: 0 when not
+	                             * reserved */
 };
 
 static size_t page_round(size_t n)
@@ -86,15 +88,22 @@ static void layout(struct layout *lo, size_t arena_bytes, unsigned flags,
 	lo->scav_off = off;
 	if (!(flags & PALLOC_NO_SCAV))
 		off += page_round(lo->chunks * sizeof(struct pallocbits));
-	lo->mapped_off = off;
+	lo->mapped_bytes = 0;
 	if (reserved) {
 		/* A bit for every page of the metadata, the bitmap's own
-		 * too: one page more where the pages before it leave too
-		 * few bits for its own (one page holds 32768 bits). */
-		size_t before = off / MM_PAGE_SIZE;
-		size_t bytes = page_round((before + 63) / 64 * 8);
-		if (bytes * 8 < before + bytes / MM_PAGE_SIZE)
+		 * too: one page more where the pages of the other parts leave
+		 * too few bits for its own (one page holds 32768 bits). It
+		 * goes first, so that init's parts are one range. */
+		size_t others = off / MM_PAGE_SIZE;
+		size_t bytes = page_round((others + 63) / 64 * 8);
+		if (bytes * 8 < others + bytes / MM_PAGE_SIZE)
 			bytes += MM_PAGE_SIZE;
+		lo->mapped_bytes = bytes;
+		lo->grown_off += bytes;
+		for (unsigned l = 0; l < lo->levels; l++)
+			lo->sum_off[l] += bytes;
+		lo->alloc_off += bytes;
+		lo->scav_off += bytes;
 		off += bytes;
 	}
 	lo->total = off;
@@ -198,17 +207,19 @@ static bool place(struct palloc *p, const struct layout *lo, uintptr_t meta,
 		clear_words(p->summary[0], lo->alloc_off - lo->sum_off[0]);
 		return true;
 	}
-	p->mapped = (_Atomic uint64_t *)(meta + lo->mapped_off);
-	if (!mm_port_map((void *)p->mapped, lo->total - lo->mapped_off))
+	/* The mapped bitmap, the grown bitmap and the root level: one map,
+	 * all or nothing, so a failed init leaves nothing mapped to keep
+	 * (until a review they were three, and an init that failed at the
+	 * second or third kept its reservation and the pages mapped). */
+	size_t init_bytes = lo->sum_off[0] +
+	                    page_round(lo->root_entries * sizeof(palloc_sum_t));
+	p->mapped = (_Atomic uint64_t *)meta;
+	if (!mm_port_map((void *)meta, init_bytes))
 		return false;
-	p->meta_mapped = true;
-	for (size_t pg = lo->mapped_off / MM_PAGE_SIZE;
-	     pg < lo->total / MM_PAGE_SIZE; pg++)
+	for (size_t pg = 0; pg < init_bytes / MM_PAGE_SIZE; pg++)
 		atomic_fetch_or_explicit(&p->mapped[pg / 64], 1ull << (pg % 64),
 		                         memory_order_relaxed);
-	return meta_map(p, p->grown, lo->sum_off[0] - lo->grown_off) &&
-	       meta_map(p, p->summary[0],
-	                p->root_entries * sizeof(palloc_sum_t));
+	return true;
 }
 
 bool palloc_init(struct palloc *p, const struct palloc_config *cfg)
@@ -235,9 +246,9 @@ bool palloc_init(struct palloc *p, const struct palloc_config *cfg)
 			why = "no address space for metadata";
 		else if (!place(p, &lo, (uintptr_t)meta, reserved))
 			why = "no memory for metadata";
-		/* Nothing mapped in it yet: the reservation goes back (mapped
-		 * pages it keeps: no hook unmaps them here). */
-		if (why && reserved && meta && !p->meta_mapped)
+		/* Nothing mapped in it (place's one map failed): the
+		 * reservation goes back, for a retry. */
+		if (why && reserved && meta)
 			mm_port_unreserve(meta, lo.total);
 	}
 	if (why) {

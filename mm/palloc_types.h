@@ -86,7 +86,6 @@ struct palloc {
 	 * Set by grow_prepare (serialised by its callers), read by commit
 	 * and check under the owner's lock: atomic. */
 	_Atomic uint64_t *mapped;
-	bool meta_mapped; /* init mapped some of a reserved metadata region */
 	_Atomic int preparing; /* catches concurrent grow_prepare calls */
 
 	/* Protected by the owner's lock: */

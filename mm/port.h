@@ -52,11 +52,10 @@ void *mm_port_reserve(size_t nbytes, size_t align);
  * Gives back a range mm_port_reserve returned, with nothing in it mapped:
  * a set-up that failed undoes its reservations, the latest first, so that
  * a retry (a smaller arena) has the address space. A port that cannot
- * give address space back may keep it. One exception to the order: no
- * hook unmaps, so a palloc whose init mapped part of its metadata and
- * then could not map the rest keeps that reservation, and mheap_init
- * still gives back the two it made before (arena, span table). Thread
- * context, no mm lock held.
+ * give address space back may keep it. (No hook unmaps: palloc's init
+ * maps what it needs of its metadata in one mm_port_map, all or nothing,
+ * so a failed one has nothing mapped to give back.) Thread context, no
+ * mm lock held.
  */
 void mm_port_unreserve(void *addr, size_t nbytes);
 
