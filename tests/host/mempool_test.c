@@ -16,8 +16,9 @@
  * twice, a NULL, a count past the size, an element freed behind the
  * pool's back); resizes up and down, refused when the heap cannot grow
  * the reserve; elements over the heap's atomic limit taken from the heap
- * while it has them. After each case the pool's memory goes back: the
- * heap holds no span once released.
+ * while it has them; thousands of pools made and destroyed, over each
+ * source, give every element and array back. After each case the pool's memory
+ * goes back: the heap holds no span once released.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -568,4 +569,64 @@ KTEST(mempool, a_pool_not_set_up_or_destroyed_panics_when_used)
 	KEXPECT(mempool_destroy(&pool));
 	spanheap_free(&sh, o);
 	release_and_check("after the pools that were not set up");
+}
+
+/* Flushes every CPU's cache and gives every free page back; the page
+ * heap's pages in use then. */
+static size_t pages_settled(void)
+{
+	sh_flush_cpus(&sh, 4);
+	spanheap_release_all(&sh);
+	return sh_in_use_pages(&heap);
+}
+
+/* One round of the cycle test: a pool of one of the sources made, its
+ * reserve used and refilled, at times resized, and destroyed. The
+ * caller's source has 8 slots: a reserve of 3 at most, 4 out, no
+ * resize. */
+static void pool_cycle(struct objcache *c, unsigned i)
+{
+	bool callers = i % 3 == 2;
+	uint32_t min = 1 + i % (callers ? 3 : 6);
+	bool made = i % 3 == 0   ? mempool_init_heap(&pool, &sh, "cyc", min,
+                                                   i % 2 ? 100 : 5000)
+	            : i % 3 == 1 ? mempool_init_cache(&pool, c, "cyc", min)
+	                         : mempool_init(&pool, &sh, "cyc", min, 48,
+	                                        &slot_source, slots);
+	KASSERT(made);
+	void *e[7];
+	for (uint32_t k = 0; k <= min; k++)
+		KASSERT(e[k] = mempool_alloc(&pool, MM_ATOMIC));
+	if (i % 7 == 0 && !callers)
+		KASSERT(mempool_resize(&pool, min + 2));
+	for (uint32_t k = 0; k <= min; k++)
+		mempool_free(&pool, e[k]);
+	KEXPECT(mempool_destroy(&pool));
+}
+
+/*
+ * Thousands of pools made, used, resized and destroyed, over the heap,
+ * a named cache and a source of the caller's: every element and every
+ * reserve array comes back (the heap's pages in use where one round
+ * left them, the cache's count 0, the caller's slots all free).
+ */
+KTEST(mempool, thousands_of_inits_and_destroys_give_everything_back)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create(&sh, "cyc-elems", 72, 0);
+	KASSERT(c);
+	for (unsigned i = 0; i < 42; i++)
+		pool_cycle(c, i);
+	size_t settled = pages_settled();
+	for (unsigned i = 0; i < 3000; i++)
+		pool_cycle(c, i);
+	KEXPECT_EQ(pages_settled(), settled);
+	struct objcache_info in;
+	objcache_info(c, &in);
+	KEXPECT_EQ(in.live, 0);
+	for (int k = 0; k < 8; k++)
+		KEXPECT(!slot_used[k]);
+	nasked = freed_to_source = 0; /* over_a_source_of_the_callers's */
+	KEXPECT(objcache_destroy(c));
+	release_and_check("after the pools' cycles");
 }
