@@ -71,6 +71,10 @@ static bool config_ok(const struct mheap_config *cfg)
 		mm_log("mheap: bad config: arena_bytes %zu is not a positive "
 		       "multiple of the %zu-byte chunk",
 		       cfg->arena_bytes, (size_t)PALLOC_CHUNK_BYTES);
+	else if (cfg->arena_bytes > PALLOC_MAX_ARENA_BYTES)
+		mm_log("mheap: bad config: arena_bytes %zu is over palloc's "
+		       "largest arena, %zu bytes (PALLOC_MAX_ARENA_BYTES)",
+		       cfg->arena_bytes, (size_t)PALLOC_MAX_ARENA_BYTES);
 	else if (cfg->cpu_permille == 0 || cfg->cpu_permille > 1000)
 		mm_log("mheap: bad config: cpu_permille %u is not in [1, 1000]",
 		       cfg->cpu_permille);

@@ -27,7 +27,7 @@ enum mheap_flags {
 };
 
 struct mheap_config {
-	size_t arena_bytes;         /* chunk multiple */
+	size_t arena_bytes;         /* chunk multiple, <= 128 TiB */
 	unsigned goal_percent;      /* free backed kept: % of in use, <= max */
 	size_t low_watermark_pages; /* frames kept: scavenge before mapping */
 	size_t reserve_pages;       /* free pages kept for atomic callers */

@@ -20,7 +20,9 @@ static struct mheap heap; /* one at a time; static: the thread may lag */
  * and reserves nothing. A goal over 1000% (past the kernel's
  * mm.scav_goal range; mheap_goal_pages assumes it cannot overflow) and
  * flags that are not enum mheap_flags were taken, and the line for the
- * others gave every value without saying which was wrong. */
+ * others gave every value without saying which was wrong. An arena past
+ * palloc's largest was tried, and refused as address space the port had
+ * not (or, reserved, by palloc), its line not naming the field. */
 KTEST(mheap, init_refuses_a_bad_config)
 {
 	static const struct {
@@ -31,6 +33,8 @@ KTEST(mheap, init_refuses_a_bad_config)
 	        {"arena 0", "arena_bytes 0 is not", 0, 0, 10, 10, 0},
 	        {"arena not whole chunks", "arena_bytes 2101248 is not",
 	         PALLOC_CHUNK_BYTES + PG, 0, 10, 10, 0},
+	        {"arena past palloc's", "arena_bytes 281474976710656 is over",
+	         (size_t)PALLOC_MAX_ARENA_BYTES * 2, 0, 10, 10, 0},
 	        {"cpu 0", "cpu_permille 0 is not", PALLOC_CHUNK_BYTES, 0, 0, 10,
 	         0},
 	        {"cpu 1001", "cpu_permille 1001 is not", PALLOC_CHUNK_BYTES, 0,
