@@ -114,17 +114,22 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
                       uint32_t min, size_t size, struct source from)
 {
 	spanheap_assert_can_sleep("mempool_init");
-	mm_memset(p, 0, sizeof(*p));
 	const char *why = refusal(name, min, size);
 	if (!why && from.src && (!from.src->alloc || !from.src->free))
 		why = "a source without its alloc or free";
 	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
 		why = "elements larger than the heap's arena";
-	if (why) {
+	if (why)
 		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
+	/* The name read before the struct is zeroed: it may be p->name (a
+	 * pool made again under its own name). */
+	char copy[MEMPOOL_NAME_MAX + 1] = "";
+	if (!why)
+		mm_name_copy(copy, name, MEMPOOL_NAME_MAX);
+	mm_memset(p, 0, sizeof(*p));
+	if (why)
 		return false;
-	}
-	mm_name_copy(p->name, name, MEMPOOL_NAME_MAX);
+	mm_name_copy(p->name, copy, MEMPOOL_NAME_MAX);
 	p->sh = sh;
 	p->cache = from.cache;
 	p->src = from.src;

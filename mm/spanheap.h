@@ -81,7 +81,10 @@ enum mm_alloc_flags {
 
 void spanheap_config_default(struct spanheap_config *cfg);
 
-/* Prepares sh over the page heap h (initialised). Thread context. */
+/* Prepares sh over the page heap h (initialised) with *cfg (copied; it
+ * may be sh->cfg, a failed init's, for a retry). Returns false, with a
+ * line saying why and nothing kept, for a bad configuration or no memory
+ * or address space for its parts. Thread context. */
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg);
 

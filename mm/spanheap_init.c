@@ -160,9 +160,12 @@ static uintptr_t cookie_make(const struct spanheap *sh)
 }
 
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
-                   const struct spanheap_config *cfg)
+                   const struct spanheap_config *cfg_in)
 {
 	spanheap_assert_can_sleep("spanheap_init");
+	/* A copy: cfg_in may be sh->cfg (a retry of a failed init with the
+	 * configuration it left), which the zeroing below clears. */
+	const struct spanheap_config copy = *cfg_in, *cfg = &copy;
 	if (!config_ok(cfg))
 		return false;
 #ifdef MM_PORT_RSEQ

@@ -630,3 +630,18 @@ KTEST(mempool, thousands_of_inits_and_destroys_give_everything_back)
 	KEXPECT(objcache_destroy(c));
 	release_and_check("after the pools' cycles");
 }
+
+/* A destroyed pool made again under its own name (p->name, which the
+ * init's zeroing of the struct cleared before it read it: until a
+ * review, refused for "no name"). */
+KTEST(mempool, a_pool_made_again_under_its_own_name)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(mempool_init_heap(&pool, &sh, "again", 2, 64));
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(mempool_init_heap(&pool, &sh, pool.name, 3, 64));
+	KEXPECT_EQ(strcmp(info().name, "again"), 0);
+	KEXPECT_EQ(info().curr, 3);
+	KEXPECT(mempool_destroy(&pool));
+	release_and_check("after the pool made again");
+}

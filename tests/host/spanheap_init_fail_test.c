@@ -157,3 +157,26 @@ KTEST(spanheap_init_fail, no_pages_for_the_stack_depot)
 	init_works(&cfg, reserved);
 	sh_heap_release(&heap);
 }
+
+/* The retry of a failed init from the configuration the failed one left
+ * in the heap (spanheap_init(&sh, h, &sh.cfg)): the same configuration,
+ * the guarded pool with it. Until a review the init zeroed the heap,
+ * its own configuration with it, before it copied the configuration:
+ * the retry made a heap of a zero configuration, every field the checks
+ * refuse (no pool, a sweeper of period 0). */
+KTEST(spanheap_init_fail, a_retry_from_the_failed_inits_own_config)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	guard_config(&cfg);
+	mm_port_fail_reserve(1);
+	EXPECT_INIT_FAILS(&cfg, "no address space for the guarded pool", used,
+	                  reserved);
+	mm_port_fail_reserve(0);
+	KEXPECT_EQ(sh.cfg.guard_slots, 4);
+	init_works(&sh.cfg, reserved);
+	KEXPECT_EQ(sh.cfg.period_ns, SPANHEAP_DEFAULT_PERIOD_NS);
+	KEXPECT_EQ(sh.guard.nslots, 4);
+	sh_heap_release(&heap);
+}
