@@ -111,7 +111,9 @@ struct mempool {
 bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
                        uint32_t min, size_t size);
 
-/* As mempool_init_heap, the elements objects of cache c (of its size). */
+/* As mempool_init_heap, the elements objects of cache c (of its size);
+ * no cache (NULL) is refused, a destroyed one mm_panics (as its own
+ * calls do, objcache.h). */
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min);
 

@@ -160,6 +160,17 @@ bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min)
 {
+	if (!c) {
+		mm_memset(p, 0, sizeof(*p));
+		mm_log("mempool %s: not made: no cache",
+		       name ? name : "(null)");
+		return false;
+	}
+	/* A destroyed cache's slot is past the last (objcache.c), whose
+	 * struct's heap poison mode has poisoned: said before it is read. */
+	if (c->slot >= OBJCACHE_MAX)
+		mm_panic("mempool %s: made over cache %p, destroyed",
+		         name ? name : "(null)", (void *)c);
 	return init_with(p, c->sh, name, min, c->size,
 	                 (struct source){.cache = c});
 }

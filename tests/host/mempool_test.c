@@ -303,6 +303,9 @@ KTEST(mempool, bad_parameters_are_refused)
 	struct mempool_source half = {slot_alloc, NULL};
 	KEXPECT(!mempool_init(&pool, &sh, "half", 2, 48, &half, slots));
 	KEXPECT(strstr(mm_port_last_log(), "without its alloc or free"));
+	/* No cache: until a review, a fault on its fields. */
+	KEXPECT(!mempool_init_cache(&pool, NULL, "nocache", 2));
+	KEXPECT(strstr(mm_port_last_log(), "nocache: not made: no cache"));
 	/* A reserve the heap cannot give: what it took goes back. */
 	KASSERT(fail_all());
 	KEXPECT(refused("big", 8, 4096, "no memory for a reserve of 8"));

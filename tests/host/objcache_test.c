@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/mempool.h"
 #include "../../mm/objcache.h"
 #include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
@@ -135,6 +136,12 @@ static void destroyed_cache_calls_panic(const char *mode)
 	KASSERT(p);
 	SH_EXPECT_PANIC(objcache_alloc(a, 0), "destroyed");
 	SH_EXPECT_PANIC(objcache_free(a, p), "destroyed");
+	/* A pool over it: before the pool reads the struct's heap, which
+	 * poison mode's poison makes no heap's address (until a review the
+	 * init followed it, a fault). */
+	static struct mempool pool;
+	SH_EXPECT_PANIC(mempool_init_cache(&pool, a, "over-a", 2),
+	                "over-a: made over cache");
 	objcache_free(b, p);
 	struct objcache_info in[2];
 	KEXPECT_EQ(objcache_list(&sh, in, 2), 1);
