@@ -130,7 +130,12 @@ KTEST(mheap, failed_init_gives_back_its_reservations)
 	}
 	mm_port_fail_reserve(0);
 	mm_port_set_quiet(false);
-	KASSERT(mh_new(&heap, 4, 0, 0));
+	/* The retry from the configuration the failed init left in h: the
+	 * init reads it before it rewrites h (spanheap_init did not). */
+	KEXPECT_EQ(heap.cfg.arena_bytes, 4 * PALLOC_CHUNK_BYTES);
+	KASSERT(mheap_init(&heap, &heap.cfg));
+	KEXPECT_EQ(heap.arena_pages, 4 * PALLOC_CHUNK_PAGES);
+	KEXPECT_EQ(heap.cfg.reserve_pages, MHEAP_DEFAULT_RESERVE_PAGES);
 	KEXPECT(mm_port_reserved_bytes() > r0);
 	mh_release(&heap);
 	KEXPECT_EQ(mm_port_reserved_bytes(), r0);
