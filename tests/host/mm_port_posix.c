@@ -203,10 +203,20 @@ static void *thread_main(void *p)
 	return NULL;
 }
 
+static atomic_uint fail_thread_start; /* mm_port_fail_thread_start */
+
+void mm_port_fail_thread_start(unsigned nth)
+{
+	atomic_store(&fail_thread_start, nth);
+}
+
 struct mm_thread *mm_port_thread_start(const char *name, void (*fn)(void *),
                                        void *arg)
 {
 	mm_posix_expect_can_sleep("mm_port_thread_start");
+	unsigned n = atomic_load(&fail_thread_start);
+	if (n && atomic_fetch_sub(&fail_thread_start, 1) == 1)
+		return NULL; /* the injected failure */
 	struct mm_thread *t = malloc(sizeof(*t));
 	if (!t)
 		return NULL;

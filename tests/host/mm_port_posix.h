@@ -131,6 +131,10 @@ void mm_port_fail_map_at(unsigned nth);
 void mm_port_fail_reserve(unsigned nth);
 size_t mm_port_reserved_bytes(void);
 
+/* Makes the nth mm_port_thread_start call from now fail (0: none), as a
+ * system out of threads would: the background threads' start failing. */
+void mm_port_fail_thread_start(unsigned nth);
+
 /* Threads in mm_event_wait on e now: a test's way to know that a thread
  * has blocked on e (a count read while threads come and go). */
 unsigned mm_port_event_waiters(mm_event_t *e);

@@ -250,3 +250,47 @@ KTEST(spanheap_sweeper, kick_at_exactly_min_pending_bytes)
 	free_all(p, N);
 	sh_heap_release(&heap);
 }
+
+/*
+ * The background threads' start failing (the port's start refused, as a
+ * system out of threads does): each start says so, keeps no handle and
+ * leaves nothing on (no idle CPU's flush handed to a sweeper that is not
+ * there); a stop then is nothing; the next start runs the thread, a
+ * second start of a running one is nothing, and a stop joins it, after
+ * which a start runs a new one.
+ */
+KTEST(spanheap_sweeper, a_failed_start_says_so_and_a_retry_runs)
+{
+	KASSERT(sweeper_heap(1000));
+	mm_port_set_quiet(true);
+	mm_port_fail_thread_start(1);
+	KEXPECT(!mheap_scavenger_start(&heap));
+	KEXPECT(strstr(mm_port_last_log(), "cannot start the scavenger") !=
+	        NULL);
+	mm_port_fail_thread_start(1);
+	KEXPECT(!spanheap_sweeper_start(&sh));
+	KEXPECT(strstr(mm_port_last_log(), "cannot start the sweeper") != NULL);
+	mm_port_set_quiet(false);
+	KEXPECT(heap.scav.thread == NULL && sh.sweeper.thread == NULL);
+	KEXPECT(!atomic_load(&sh.sweeper.idle_flush));
+	spanheap_sweeper_stop(&sh); /* nothing to stop */
+	mheap_scavenger_stop(&heap);
+	for (int round = 0; round < 2; round++) {
+		KASSERT(mheap_scavenger_start(&heap));
+		KASSERT(spanheap_sweeper_start(&sh));
+		struct mm_thread *scav = heap.scav.thread,
+		                 *sweeper = sh.sweeper.thread;
+		KEXPECT(scav != NULL && sweeper != NULL);
+		KEXPECT(atomic_load(&sh.sweeper.idle_flush));
+		KEXPECT(mheap_scavenger_start(&heap) &&
+		        spanheap_sweeper_start(&sh));
+		KEXPECT(heap.scav.thread == scav &&
+		        sh.sweeper.thread == sweeper);
+		/* The sweeper runs: it settles to wait for work. */
+		sweeper_settles(0);
+		spanheap_sweeper_stop(&sh);
+		mheap_scavenger_stop(&heap);
+		KEXPECT(heap.scav.thread == NULL && sh.sweeper.thread == NULL);
+	}
+	sh_heap_release(&heap);
+}
