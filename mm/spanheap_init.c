@@ -26,7 +26,9 @@
  * objects up to MAG_FILL_MAX and half the magazine, none below 2), points
  * every CPU's cache at the placeholders (caches_init) and the fast path's
  * table of magazine offsets by 16-byte size, and makes the all-spans
- * array, its one allocation (refused: false, having allocated nothing).
+ * array, its one allocation (refused: false, having allocated nothing,
+ * and with no array, so that a use of the heap panics at its first span,
+ * spanheap_structs_reserve).
  *
  * Invariants: what spanheap.c lists holds from the end of spanheap_init
  * (no span, no object); the magazines' cookie is odd, so no marker is 0.
@@ -159,6 +161,16 @@ static uintptr_t cookie_make(const struct spanheap *sh)
 	return (uintptr_t)z;
 }
 
+/* A failed init's span array back to the page heap, and no pointer to
+ * it kept: a use of the heap then panics at its first span
+ * (spanheap_structs_reserve), where it went on over pages the page heap
+ * had handed out again (review). */
+static void spans_give_back(struct spanheap *sh)
+{
+	spanheap_spans_put(sh, sh->spans);
+	sh->spans = NULL;
+}
+
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg_in)
 {
@@ -203,7 +215,7 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	}
 	const char *guard_why = spanheap_guard_init(sh);
 	if (guard_why) {
-		spanheap_spans_put(sh, sh->spans);
+		spans_give_back(sh);
 		mm_log("spanheap: %s (%u slots)", guard_why, cfg->guard_slots);
 		return false;
 	}
@@ -211,7 +223,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		if (sh->guard.base)
 			mm_port_unreserve((void *)sh->guard.base,
 			                  sh->guard.bytes);
-		spanheap_spans_put(sh, sh->spans);
+		sh->guard.base = 0;
+		spans_give_back(sh);
 		mm_log("spanheap: no memory for the stack depot");
 		return false;
 	}

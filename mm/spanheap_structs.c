@@ -170,6 +170,13 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
  */
 bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 {
+	/* Every span's struct comes through here: a heap with no array
+	 * (its init failed before or after making it, spanheap_init.c) is
+	 * told at its first span, before the lock. */
+	if (__builtin_expect(!sh->spans, 0))
+		mm_panic("spanheap: a heap not set up used (%p): its "
+		         "spanheap_init failed or was not called",
+		         (void *)sh);
 	struct mheap *h = sh->heap;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool have = sh->free_structs != NULL;

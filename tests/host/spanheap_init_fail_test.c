@@ -4,12 +4,14 @@
  * cannot make its unused pages fault, no pages for the stack depot its
  * stacks need), or the configuration is refused, the
  * init says so and gives back what it took (the span array's pages, the
- * pool's reservation), and the same init works once the memory is back.
+ * pool's reservation), a use of the heap then panics saying it is not
+ * set up, and the same init works once the memory is back.
  */
 #include <string.h>
 
 #include "../../kernel/ktest.h"
 #include "mheap_hold_util.h"
+#include "spanheap_panic_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -95,6 +97,21 @@ KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
 	                  "no address space for the guarded pool (4 slots)",
 	                  used, reserved);
 	mm_port_fail_reserve(0);
+	/* The heap whose init failed, used: a panic saying so, at its
+	 * first span. Until a review it went on over the span array the
+	 * init had given back, which the page heap then handed out: here
+	 * to b, whose page the heap's allocation wrote its structs in. */
+	void *b = mheap_alloc_pages(&heap, 1, MHEAP_ZERO);
+	KASSERT(b);
+	mm_port_set_cpu(0);
+	mm_port_set_quiet(true);
+	SH_EXPECT_PANIC(spanheap_alloc(&sh, 64, 0),
+	                "spanheap: a heap not set up used");
+	SH_EXPECT_PANIC(spanheap_alloc(&sh, 100000, 0),
+	                "its spanheap_init failed or was not called");
+	mm_port_set_quiet(false);
+	KEXPECT(all_bytes(b, MM_PAGE_SIZE, 0));
+	mheap_free_pages(&heap, b, 1);
 	init_works(&cfg, reserved);
 	sh_heap_release(&heap);
 }
