@@ -94,6 +94,17 @@ static bool config_ok(const struct mheap_config *cfg)
 	return false;
 }
 
+/* A failed init's end: h holds its configuration alone, as at the start,
+ * so that a use of it finds no arena (mheap_alloc_pages says so), not
+ * the reservations given back (until a review a page's allocation went
+ * on into them: the span table's mm_port_map failed in the port). */
+static bool init_failed(struct mheap *h)
+{
+	struct mheap_config cfg = h->cfg;
+	*h = (struct mheap){.cfg = cfg};
+	return false;
+}
+
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 {
 	mheap_assert_can_sleep("mheap_init");
@@ -116,7 +127,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
 		       h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
 		mm_port_unreserve(base, cfg->arena_bytes);
-		return false;
+		return init_failed(h);
 	}
 	h->spanmap = (void *_Atomic *)map + MHEAP_SPANMAP_SKEW;
 	mm_lock_init(&h->lock, "heap", MM_RANK_HEAP);
@@ -130,7 +141,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 		mm_port_unreserve(map, h->arena_pages * sizeof(void *) +
 		                               MM_PAGE_SIZE);
 		mm_port_unreserve(base, cfg->arena_bytes);
-		return false;
+		return init_failed(h);
 	}
 	mm_event_init(&h->grown, "mheap_grown");
 	mm_event_init(&h->scav.wake, "mheap_scav");

@@ -327,7 +327,11 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		mheap_assert_can_sleep("mheap_alloc_pages");
 	const char *bad = flags & ~MHEAP_ALLOC_FLAGS ? "unknown flags"
 	                  : npages == 0              ? "zero pages"
-	                  : npages > h->arena_pages  ? "larger than the arena"
+	                  : npages > h->arena_pages
+	                          ? (h->arena_pages ? "larger than the arena"
+	                                            : "the heap has no arena "
+	                                              "(its mheap_init failed "
+	                                              "or was not called)")
 	                  : atomic && npages > MHEAP_ATOMIC_MAX_PAGES
 	                          ? "too large for MHEAP_ATOMIC"
 	                          : NULL;

@@ -127,6 +127,12 @@ KTEST(mheap, failed_init_gives_back_its_reservations)
 		mm_port_fail_reserve(nth);
 		KEXPECT(!mh_new(&heap, 4, 0, 0));
 		KEXPECT_EQ(mm_port_reserved_bytes(), r0);
+		/* Used anyway: refused, saying why (until a review, "larger
+		 * than the arena" for a page). */
+		KEXPECT(mheap_alloc_pages(&heap, 1, 0) == NULL);
+		KEXPECT(strstr(mm_port_last_log(),
+		               "has no arena (its "
+		               "mheap_init failed") != NULL);
 	}
 	mm_port_fail_reserve(0);
 	mm_port_set_quiet(false);
