@@ -257,6 +257,9 @@ bool palloc_init(struct palloc *p, const struct palloc_config *cfg)
 		       palloc_range_limit(cfg->arena_base,
 		                          cfg->arena_bytes >> MM_PAGE_SHIFT),
 		       why);
+		/* No arena, no pointer into the region given back: a grow
+		 * then is refused, where it mapped pages there (review). */
+		*p = (struct palloc){0};
 		return false;
 	}
 	return true;
@@ -265,6 +268,8 @@ bool palloc_init(struct palloc *p, const struct palloc_config *cfg)
 static const char *grow_problem(const struct palloc *p, uintptr_t base,
                                 size_t nbytes)
 {
+	if (p->arena_chunks == 0)
+		return "no arena (palloc_init failed or was not called)";
 	if (base & (PALLOC_CHUNK_BYTES - 1))
 		return "base not chunk aligned (2 MiB)";
 	if (nbytes == 0 || nbytes & (PALLOC_CHUNK_BYTES - 1))

@@ -91,6 +91,15 @@ KTEST(palloc_edges, an_init_that_cannot_map_its_metadata_gives_all_back)
 		KEXPECT(strstr(mm_port_last_log(), "no memory for metadata"));
 		KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
 		KEXPECT_EQ(mm_port_mapped_bytes(), mapped);
+		/* Used anyway: refused, saying why. Until a review p kept
+		 * its pointers into the region given back, and a grow read
+		 * and mapped there. */
+		mm_port_set_quiet(true);
+		KEXPECT(!palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
+		mm_port_set_quiet(false);
+		KEXPECT(strstr(mm_port_last_log(), "no arena (palloc_init "
+		                                   "failed") != NULL);
+		KEXPECT_EQ(mm_port_mapped_bytes(), mapped);
 	}
 	KASSERT(tp_new(&p, TP_BASE, 16, 0));
 	KASSERT(palloc_grow(&p, TP_BASE, PALLOC_CHUNK_BYTES));
