@@ -40,6 +40,19 @@ static const char *refusal(const char *name, uint32_t min, size_t size)
 	return NULL;
 }
 
+/* Why a reserve of min elements of size bytes cannot be the heap's (its
+ * arena holds less; a source of the caller's is not asked), or NULL:
+ * refused before the elements are taken, not after the arena's worth of
+ * them (review). min and size within refusal's bounds. */
+static const char *reserve_problem(const struct spanheap *sh, bool heap_elems,
+                                   uint32_t min, size_t size)
+{
+	uint64_t arena = (uint64_t)sh->heap->arena_pages * MM_PAGE_SIZE;
+	if (heap_elems && (uint64_t)min * size > arena)
+		return "a reserve larger than the heap's arena";
+	return NULL;
+}
+
 /* Gives back a chain of elements linked through their first words. */
 static void chain_give(struct mempool *p, void *head)
 {
@@ -119,8 +132,11 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 		why = "a source without its alloc or free";
 	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
 		why = "elements larger than the heap's arena";
+	if (!why)
+		why = reserve_problem(sh, !from.src, min, size);
 	if (why)
-		mm_log("mempool %s: not made: %s", name ? name : "(null)", why);
+		mm_log("mempool %s: not made: %s (%u elements of %zu bytes)",
+		       name ? name : "(null)", why, min, size);
 	/* The name read before the struct is zeroed: it may be p->name (a
 	 * pool made again under its own name). */
 	char copy[MEMPOOL_NAME_MAX + 1] = "";
@@ -213,6 +229,8 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 	spanheap_assert_can_sleep("mempool_resize");
 	mempool_assert_set_up(p, "resize of");
 	const char *why = refusal(p->name, new_min, p->size);
+	if (!why)
+		why = reserve_problem(p->sh, !p->src, new_min, p->size);
 	uint32_t min = mempool_min_of(p);
 	void **arr = NULL, **old = NULL, *chain = NULL;
 	if (!why && new_min > p->cap &&

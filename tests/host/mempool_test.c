@@ -300,6 +300,11 @@ KTEST(mempool, bad_parameters_are_refused)
 	KEXPECT(refused("p", MEMPOOL_MIN_MAX + 1, 64, "above MEMPOOL_MIN_MAX"));
 	KEXPECT(refused("p", 4, 7, "smaller than a pointer"));
 	KEXPECT(refused("p", 4, (size_t)1 << 40, "larger than the heap's"));
+	/* A reserve no arena holds, refused before its elements are taken
+	 * (until a review it took what the arena held, then failed for want
+	 * of memory). */
+	KEXPECT(refused("p", 3, SH_ARENA_BYTES / 2,
+	                "a reserve larger than the heap's arena (3 elements"));
 	struct mempool_source half = {slot_alloc, NULL};
 	KEXPECT(!mempool_init(&pool, &sh, "half", 2, 48, &half, slots));
 	KEXPECT(strstr(mm_port_last_log(), "without its alloc or free"));
@@ -317,6 +322,16 @@ KTEST(mempool, bad_parameters_are_refused)
 	KASSERT(spanheap_fail_arm(&sh, &a)); /* the 5th call: 3 taken */
 	KEXPECT(refused("big", 8, 4096, "elements of 4096 bytes"));
 	spanheap_fail_disarm(&sh);
+	/* A resize to a reserve no arena holds: refused before it asks
+	 * (until a review, after it took what the arena held). */
+	KASSERT(mempool_init_heap(&pool, &sh, "quarter", 2,
+	                          SH_ARENA_BYTES / 4));
+	KEXPECT(!mempool_resize(&pool, 5));
+	KEXPECT(strstr(mm_port_last_log(),
+	               "quarter: not resized from 2 to 5 elements: a reserve "
+	               "larger than the heap's arena") != NULL);
+	KEXPECT(info().min == 2 && info().curr == 2);
+	KEXPECT(mempool_destroy(&pool));
 	release_and_check("after the refusals");
 }
 
