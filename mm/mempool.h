@@ -105,8 +105,9 @@ struct mempool {
  * Makes p a pool of elements of size bytes from sh's objects (kmalloc's),
  * with min of them reserved now. Returns false, with a line saying why
  * and nothing kept, for no name or one too long, size below a pointer or
- * no heap object, min 0 or above MEMPOOL_MIN_MAX, or too little memory
- * for the reserve. Thread context.
+ * no heap object, min 0 or above MEMPOOL_MIN_MAX, min elements more than
+ * the heap's arena holds, or too little memory for the reserve. Thread
+ * context.
  */
 bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
                        uint32_t min, size_t size);
@@ -140,7 +141,8 @@ void mempool_free(struct mempool *p, void *elem);
  * the source first (the reserve fills with them, and frees fill it from
  * then on); shrinking, gives the surplus back at once. Returns false,
  * with a line and p as it was, for new_min 0 or above MEMPOOL_MIN_MAX,
- * or too little memory for the growth. Thread context; one resize at a
+ * more of the heap's elements than its arena holds, or too little memory
+ * for the growth. Thread context; one resize at a
  * time, any other call on p may run meanwhile.
  */
 bool mempool_resize(struct mempool *p, uint32_t new_min);
