@@ -128,6 +128,9 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 {
 	spanheap_assert_can_sleep("mempool_init");
 	const char *why = refusal(name, min, size);
+	/* A heap not set up: refused, where its NULL was followed (review). */
+	if (!why && (!sh || !sh->heap))
+		why = "no heap (spanheap_init not called)";
 	if (!why && from.src && (!from.src->alloc || !from.src->free))
 		why = "a source without its alloc or free";
 	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)

@@ -73,6 +73,10 @@ static const char *refusal(struct spanheap *sh, const char *name, size_t size,
                            size_t align)
 {
 	size_t len = mm_name_len(name, OBJCACHE_NAME_MAX);
+	/* A heap not set up (a kernel's cache made before its heap_init):
+	 * refused, where its page heap's NULL was followed (review). */
+	if (!sh || !sh->heap)
+		return "no heap (spanheap_init not called)";
 	if (len == 0)
 		return "no name";
 	if (len > OBJCACHE_NAME_MAX)

@@ -289,6 +289,13 @@ static bool refused(const char *name, uint32_t min, size_t size,
 	return mm_port_log_count() > logs && strstr(mm_port_last_log(), why);
 }
 
+/* True if a pool over heap s is refused with a line holding why. */
+static bool refused_on(struct spanheap *s, const char *why)
+{
+	return !mempool_init_heap(&pool, s, "early", 2, 64) &&
+	       strstr(mm_port_last_log(), why);
+}
+
 KTEST(mempool, bad_parameters_are_refused)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
@@ -308,6 +315,10 @@ KTEST(mempool, bad_parameters_are_refused)
 	struct mempool_source half = {slot_alloc, NULL};
 	KEXPECT(!mempool_init(&pool, &sh, "half", 2, 48, &half, slots));
 	KEXPECT(strstr(mm_port_last_log(), "without its alloc or free"));
+	/* A heap never set up, or none: until a review, a fault. */
+	static struct spanheap never;
+	KEXPECT(refused_on(&never, "no heap (spanheap_init not called)"));
+	KEXPECT(refused_on(NULL, "no heap (spanheap_init not called)"));
 	/* No cache: until a review, a fault on its fields. */
 	KEXPECT(!mempool_init_cache(&pool, NULL, "nocache", 2));
 	KEXPECT(strstr(mm_port_last_log(), "nocache: not made: no cache"));

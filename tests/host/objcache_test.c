@@ -202,6 +202,12 @@ KTEST(objcache, bad_requests_are_refused_saying_why_and_leak_nothing)
 	KEXPECT(refused("far", 16, (size_t)1 << 62, "no arena holds"));
 	KEXPECT(refused("far2", SH_ARENA_BYTES - 16, 2 * MM_PAGE_SIZE,
 	                "no arena holds"));
+	/* A heap never set up (a kernel's cache made before heap_init), or
+	 * none: until a review, a fault on its page heap's NULL. */
+	static struct spanheap never;
+	KEXPECT(objcache_create(&never, "early", 16, 0) == NULL);
+	KEXPECT(strstr(mm_port_last_log(), "no heap (spanheap_init") != NULL);
+	KEXPECT(objcache_create(NULL, "early", 16, 0) == NULL);
 	/* The longest name is fine; a page multiple is an alignment. */
 	struct objcache *longest =
 	        objcache_create(&sh, "0123456789abcdef0123456789abcde", 8, 0);
