@@ -82,6 +82,10 @@ static inline unsigned mheap_flags_of(unsigned flags)
 	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
 }
 
+/* mm_panics, before any lock, if sh has no span array: its spanheap_init
+ * failed (which leaves none) or was not called. Any context but NMI. */
+void spanheap_assert_set_up(const struct spanheap *sh);
+
 /* Takes a snapshot under the heap lock; put it back when done. */
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap);
 void spanheap_snapshot_put(struct spanheap *sh, struct spanheap_snapshot *snap);

@@ -168,15 +168,20 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
  * plentiful, until a thread grew it. Ahead, a quarter of the array is
  * left for atomic callers between two thread callers' refills.
  */
+void spanheap_assert_set_up(const struct spanheap *sh)
+{
+	if (__builtin_expect(!sh->spans, 0))
+		mm_panic("spanheap: a heap not set up used (%p): its "
+		         "spanheap_init failed or was not called",
+		         (const void *)sh);
+}
+
 bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 {
 	/* Every span's struct comes through here: a heap with no array
 	 * (its init failed before or after making it, spanheap_init.c) is
-	 * told at its first span, before the lock. */
-	if (__builtin_expect(!sh->spans, 0))
-		mm_panic("spanheap: a heap not set up used (%p): its "
-		         "spanheap_init failed or was not called",
-		         (void *)sh);
+	 * told at its first span. */
+	spanheap_assert_set_up(sh);
 	struct mheap *h = sh->heap;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool have = sh->free_structs != NULL;
@@ -252,6 +257,7 @@ struct mspan *spanheap_struct_get_locked(struct spanheap *sh)
 /* Takes a snapshot of the all-spans array (invariant 2). */
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap)
 {
+	spanheap_assert_set_up(sh); /* the checker, stats, traces, leaks */
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	snap->arr = sh->spans;
 	snap->len = snap->arr->len;

@@ -77,6 +77,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	 * worst). Read after, it took in a free whose span a taker had
 	 * placed as swept after the flip with its bit, which the placement's
 	 * look missed: nothing then owed that bit a fold (the model's S7). */
+	spanheap_assert_set_up(sh); /* a cycle, a release, a reclaim */
 	uint64_t base = spanheap_pending_total(sh);
 	mheap_hook(h, MHEAP_HOOK_FLIP_BASE_READ);
 	unsigned long irq = mm_lock_acquire(&h->lock);

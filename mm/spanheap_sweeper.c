@@ -270,6 +270,12 @@ bool spanheap_sweeper_start(struct spanheap *sh)
 	spanheap_assert_can_sleep("spanheap_sweeper_start");
 	if (sh->sweeper.thread)
 		return true;
+	if (!sh->spans) {
+		/* Its cycles would panic in the thread (review). */
+		mm_log("spanheap: no sweeper for a heap not set up (its "
+		       "spanheap_init failed or was not called)");
+		return false;
+	}
 	atomic_store(&sh->sweeper.stop, false);
 	/* Caches stale now wait for a cycle begun from here (quiet_visit);
 	 * set before the thread, which a cycle may precede. */

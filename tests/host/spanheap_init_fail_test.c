@@ -7,6 +7,7 @@
  * pool's reservation), a use of the heap then panics saying it is not
  * set up, and the same init works once the memory is back.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -109,6 +110,14 @@ KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
 	                "spanheap: a heap not set up used");
 	SH_EXPECT_PANIC(spanheap_alloc(&sh, 100000, 0),
 	                "its spanheap_init failed or was not called");
+	SH_EXPECT_PANIC(spanheap_release_all(&sh), "a heap not set up used");
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	KASSERT(st);
+	SH_EXPECT_PANIC(spanheap_stats(&sh, st), "a heap not set up used");
+	free(st);
+	KEXPECT(!spanheap_sweeper_start(&sh));
+	KEXPECT(strstr(mm_port_last_log(), "no sweeper for a heap not set "
+	                                   "up") != NULL);
 	mm_port_set_quiet(false);
 	KEXPECT(all_bytes(b, MM_PAGE_SIZE, 0));
 	mheap_free_pages(&heap, b, 1);
