@@ -434,6 +434,13 @@ bool mheap_scavenger_start(struct mheap *h)
 	mheap_assert_can_sleep("mheap_scavenger_start");
 	if (h->scav.thread)
 		return true;
+	if (!h->arena_pages) {
+		/* Its events were never made: a thread would wait on them
+		 * (review). */
+		mm_log("mheap: no scavenger for a heap not set up (its "
+		       "mheap_init failed or was not called)");
+		return false;
+	}
 	atomic_store(&h->scav.stop, false);
 	h->scav.thread = mm_port_thread_start("mheap_scav", bg_main, h);
 	if (h->scav.thread)

@@ -133,6 +133,12 @@ KTEST(mheap, failed_init_gives_back_its_reservations)
 		KEXPECT(strstr(mm_port_last_log(),
 		               "has no arena (its "
 		               "mheap_init failed") != NULL);
+		bool started = mheap_scavenger_start(&heap);
+		KEXPECT(!started);
+		if (started)
+			mheap_scavenger_stop(&heap);
+		KEXPECT(strstr(mm_port_last_log(),
+		               "no scavenger for a heap not set up") != NULL);
 	}
 	mm_port_fail_reserve(0);
 	mm_port_set_quiet(false);
