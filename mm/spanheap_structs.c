@@ -176,11 +176,11 @@ void spanheap_assert_set_up(const struct spanheap *sh)
 		         (const void *)sh);
 }
 
+/* Every span's struct comes through here, so a heap with no array (its
+ * init failed before or after making it, spanheap_init.c) is told at its
+ * first span. */
 bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 {
-	/* Every span's struct comes through here: a heap with no array
-	 * (its init failed before or after making it, spanheap_init.c) is
-	 * told at its first span. */
 	spanheap_assert_set_up(sh);
 	struct mheap *h = sh->heap;
 	unsigned long irq = mm_lock_acquire(&h->lock);
