@@ -156,6 +156,14 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
 	}
 }
 
+void spanheap_assert_set_up(const struct spanheap *sh)
+{
+	if (__builtin_expect(!sh->spans, 0))
+		mm_panic("spanheap: a heap not set up used (%p): its "
+		         "spanheap_init failed or was not called",
+		         (const void *)sh);
+}
+
 /*
  * Makes sure a span struct is free, growing the allocator (and the
  * all-spans array) from the page heap. False if memory ran out. No lock
@@ -167,18 +175,11 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
  * allocation that had to grow the array failed while memory was
  * plentiful, until a thread grew it. Ahead, a quarter of the array is
  * left for atomic callers between two thread callers' refills.
- */
-void spanheap_assert_set_up(const struct spanheap *sh)
-{
-	if (__builtin_expect(!sh->spans, 0))
-		mm_panic("spanheap: a heap not set up used (%p): its "
-		         "spanheap_init failed or was not called",
-		         (const void *)sh);
-}
-
-/* Every span's struct comes through here, so a heap with no array (its
+ *
+ * Every span's struct comes through here, so a heap with no array (its
  * init failed before or after making it, spanheap_init.c) is told at its
- * first span. */
+ * first span.
+ */
 bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 {
 	spanheap_assert_set_up(sh);
