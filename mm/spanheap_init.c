@@ -231,5 +231,6 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
 	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
 	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");
+	sh->set_up = true;
 	return true;
 }

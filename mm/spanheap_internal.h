@@ -82,8 +82,11 @@ static inline unsigned mheap_flags_of(unsigned flags)
 	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
 }
 
-/* mm_panics, before any lock, if sh has no span array: its spanheap_init
- * failed (which leaves none) or was not called. Any context but NMI. */
+/* mm_panics, before any lock, if sh is not set up: its spanheap_init
+ * failed (which also leaves no span array) or was not called. Reads
+ * set_up, fixed once the init returns: sh->spans, which growers replace
+ * under the heap lock, read without it was a data race (TSan, make test
+ * after the review that added the check). Any context but NMI. */
 void spanheap_assert_set_up(const struct spanheap *sh);
 
 /* Takes a snapshot under the heap lock; put it back when done. */

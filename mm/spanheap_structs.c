@@ -158,7 +158,7 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
 
 void spanheap_assert_set_up(const struct spanheap *sh)
 {
-	if (__builtin_expect(!sh->spans, 0))
+	if (__builtin_expect(!sh->set_up, 0))
 		mm_panic("spanheap: a heap not set up used (%p): its "
 		         "spanheap_init failed or was not called",
 		         (const void *)sh);

@@ -126,6 +126,8 @@ struct spanheap {
 	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
+	bool set_up; /* fixed: spanheap_init succeeded (spanheap_assert_set_up)
+	              */
 	/* Under heap->lock: */
 	struct spanheap_spans *spans; /* the live all-spans array */
 	struct mspan *free_structs;   /* the span-struct allocator */
