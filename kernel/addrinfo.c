@@ -146,6 +146,12 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a)
 	else if (spanheap_guard_owns(&kspanheap.guard,
 	                             (const void *)(uintptr_t)a))
 		print_guard(indent, label, a);
+	else if (a - kspanheap.meta.arena_base <
+	         kspanheap.meta.arena_pages * PAGE_SIZE)
+		printk("%s%s %#lx: in the span heap's own metadata (span "
+		       "structs, span arrays, magazine slabs, side tables, the "
+		       "stack depot), apart from the heap arena\n",
+		       indent, label, ua);
 	else if (in(a, DIRECT_MAP_BASE, DIRECT_MAP_SIZE))
 		print_direct(indent, label, a);
 	else

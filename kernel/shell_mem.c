@@ -59,6 +59,20 @@ static void print_page_heap(const struct mheap_stats *h)
 	       (unsigned long long)h->n.release_pages);
 }
 
+/* The span heap's own metadata (span structs, all-spans arrays, magazine
+ * slabs, poison mode's side tables, the stack depot): a page heap of its
+ * own, apart from the object pages (mm/spanheap_meta.c). */
+static void print_meta_heap(const struct spanheap_stats *st)
+{
+	printk("metadata heap: %zu pages in use, %zu free backed, %zu free "
+	       "scavenged, %zu grown, of a %zu MiB arena; %llu atomic "
+	       "refusals\n",
+	       st->meta.in_use_pages, st->meta.free_backed_pages,
+	       st->meta.free_scav_pages, st->meta.grown_pages,
+	       st->meta_arena_bytes >> 20,
+	       (unsigned long long)st->meta.n.atomic_fails);
+}
+
 static enum shell_status cmd_meminfo(int argc, char **argv)
 {
 	const struct spanheap_stats *st = stats_now(0);
@@ -69,6 +83,7 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	printk("frames: %zu free of %zu managed (%zu MiB free)\n", free_frames,
 	       frames_managed_count(), free_frames >> 8);
 	print_page_heap(&st->heap);
+	print_meta_heap(st);
 	printk("span heap: %zu spans, %s in use in %s of spans, %zu large "
 	       "pages; sweepgen %u\n",
 	       st->spans, in_use, spans, st->large_pages, st->sweepgen);
@@ -181,6 +196,7 @@ static enum shell_status cmd_slabinfo(int argc, char **argv)
 	printk("slabinfo: %u of %u size classes have spans, %zu named "
 	       "caches\n",
 	       shown, SC_NCLASSES - 1, ncaches);
+	print_meta_heap(st);
 	return SHELL_OK;
 }
 
@@ -228,6 +244,12 @@ static enum shell_status cmd_release(int argc, char **argv)
 	       "free %zu of %zu\n",
 	       pages, delta, frames_after, frames_managed_count());
 	printk("release: page heap holds %zu pages in use, %zu free backed\n",
+	       h.in_use_pages, h.free_backed_pages);
+	/* The span heap's own pages (span structs, slabs): its metadata
+	 * heap's, apart from the page heap (mm/spanheap_meta.c). */
+	mheap_stats(&kspanheap.meta, &h);
+	printk("release: metadata heap holds %zu pages in use, %zu free "
+	       "backed\n",
 	       h.in_use_pages, h.free_backed_pages);
 	/* Held for good, and grown by a heap that grew meanwhile. */
 	printk("release: metadata holds %zu frames, page tables %zu\n",

@@ -10,12 +10,17 @@
  * an eighth more can be reserved, the size asked; else the room free
  * now, found by bisection to a chunk with PROT_NONE, MAP_NORESERVE
  * mappings unmapped at once, less an eighth of it and at least
- * ARENA_HEADROOM. The page heap is tried at that size, halved down to
+ * ARENA_HEADROOM. The size asked is the arena's and the span heap's
+ * metadata arena's (reserved by its set-up beside it): the arena is the
+ * largest whose metadata arena fits beside it in the room
+ * (arena_with_meta). The page heap is tried at that size, halved down to
  * one chunk while its metadata does not fit beside it.
  *
  * Invariant: a set-up that fails keeps only a page heap it made (its
  * arena reserved), which the next try uses: the span heap's set-up keeps
- * nothing when it fails. The tries are the set-up's, one at a time
+ * nothing when it fails, but after its metadata heap was made (no memory
+ * for its first pages), whose reservations it keeps
+ * (mm/spanheap_meta.c). The tries are the set-up's, one at a time
  * (slots.c's init_state), so the two flags below need no lock.
  *
  * Limits: the room is measured once, at set-up; a program that maps much
@@ -94,14 +99,39 @@ size_t mm_malloc_arena_fit(size_t want)
  * aborted at its first malloc. */
 #define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
 
-/* The page heap in the largest arena that fits (above); false if not even
- * one chunk's does. Until this version a program under a limit below
- * 64 GiB aborted at its first malloc. */
-static bool pages_make(void)
+/*
+ * The arena for want bytes asked, under sc: the span heap reserves an
+ * arena of its own for its metadata beside the page heap's
+ * (spanheap_meta_arena_bytes, about a tenth of it; in poison mode about
+ * four times it), and both come out of the room. With room for both, want;
+ * else the largest arena, cut by eighths, whose metadata fits beside it
+ * (until the metadata heap, the page heap's arena took the whole room,
+ * and the metadata arena then took the program's headroom: API test
+ * address_limit's thread found no room for its stack).
+ */
+static size_t arena_with_meta(const struct spanheap_config *sc, size_t want)
+{
+	const size_t chunk = PALLOC_CHUNK_BYTES;
+	size_t both = want + spanheap_meta_arena_bytes(sc, want);
+	size_t room = mm_malloc_arena_fit(both);
+	if (room >= both)
+		return want;
+	size_t a = room & ~(chunk - 1);
+	while (a > ARENA_MIN_BYTES &&
+	       a + spanheap_meta_arena_bytes(sc, a) > room)
+		a = (a - a / 8) & ~(chunk - 1);
+	return a;
+}
+
+/* The page heap in the largest arena that fits (above) beside the span
+ * heap's metadata arena under sc; false if not even one chunk's does.
+ * Until this version a program under a limit below 64 GiB aborted at its
+ * first malloc. */
+static bool pages_make(const struct spanheap_config *sc)
 {
 	struct mheap_config hc;
 	mheap_config_default(&hc);
-	for (size_t a = mm_malloc_arena_fit(hc.arena_bytes);
+	for (size_t a = arena_with_meta(sc, hc.arena_bytes);
 	     a >= ARENA_MIN_BYTES;
 	     a = (a / 2) & ~(size_t)(PALLOC_CHUNK_BYTES - 1)) {
 		hc.arena_bytes = a;
@@ -140,10 +170,10 @@ bool mm_malloc_heaps_make(void)
 	 * MM_MALLOC_VERBOSE is off, the first time (a program that retries
 	 * its allocations tries the set-up again at each). */
 	mm_malloc_log_here(!told);
-	if (!paged)
-		paged = pages_make();
 	struct spanheap_config sc;
 	span_config(&sc);
+	if (!paged)
+		paged = pages_make(&sc);
 	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
 	if (paged && !ok && sc.guard_slots) {
 		/* The pool is a debugging aid: the program runs without it

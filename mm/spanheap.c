@@ -104,14 +104,18 @@
  * heap for a span; the one request made pinned, a CPU's slab of magazine
  * slots (at its first free or refill, spanheap_mag_slab_make), is MHEAP_ATOMIC
  * whatever the caller's flags, which never sleeps and never waits for
- * another CPU's growth (mheap.h).
+ * another CPU's growth (mheap.h). The heap's own structures (span structs,
+ * the all-spans array, the slabs, poison mode's side tables, the stack
+ * depot) come from its metadata heap (spanheap_meta.c), apart from the
+ * object pages; its lock ranks as the page heap's and is never taken with
+ * it.
  *
  * Limits: objects up to SC_MAX_SIZE (32 KiB) come from size classes,
  * larger ones are spans of their own; alignments are powers of two up to
  * a page or page multiples above it; MM_MAX_CPUS caches; span structs and
- * magazine slabs are never given back (a floor of a few pages per
- * thousand spans once made, plus 8 pages per CPU that ever freed or
- * refilled).
+ * magazine slabs are never given back (a floor of a few metadata-heap
+ * pages per thousand spans once made, plus 8 pages per CPU that ever
+ * freed or refilled).
  */
 #include "spanheap_internal.h"
 

@@ -81,12 +81,16 @@ enum mm_alloc_flags {
 
 void spanheap_config_default(struct spanheap_config *cfg);
 
-/* Prepares sh over the page heap h (initialised) with *cfg (copied; it
- * may be sh->cfg, a failed init's, for a retry). Returns false, with a
- * line saying why and nothing kept, for a bad configuration or no memory
- * or address space for its parts. Thread context. */
+/* Prepares sh over the initialised page heap h with *cfg (copied: it may
+ * be sh->cfg, for a retry) and a page heap of its own for its metadata.
+ * False, with a line saying why and nothing kept but that heap's
+ * reservations (spanheap_meta.c), for a bad config or no memory. */
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg);
+
+/* That heap's arena bytes beside heap_arena_bytes, at most. Any context. */
+size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
+                                 size_t heap_arena_bytes);
 
 /*
  * Returns size bytes aligned to 16 (and to the size for powers of two up

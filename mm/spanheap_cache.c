@@ -31,9 +31,9 @@
  * taken only by the central-list calls it makes; spanheap_flush_all
  * reaches other CPUs' caches through mm_port_each_other_cpu.
  *
- * Limits: a magazine slab the page heap cannot give (MHEAP_ATOMIC) leaves
- * the CPU without magazines until a later free or refill makes one; a
- * refill under MM_NO_GROW makes none.
+ * Limits: a magazine slab the metadata heap cannot give (MHEAP_ATOMIC,
+ * spanheap_meta.c) leaves the CPU without magazines until a later free or
+ * refill makes one; a refill under MM_NO_GROW makes none.
  */
 #include "spanheap_internal.h"
 
@@ -175,7 +175,7 @@ __attribute__((noinline)) bool spanheap_mag_slab_make(struct spanheap *sh,
 	if (sh->cfg.poison || spanheap_fail_armed(sh))
 		return false; /* every object goes by its span */
 	uintptr_t *slab =
-	        mheap_alloc_pages(sh->heap, sh->mag_slab_pages, MHEAP_ATOMIC);
+	        mheap_alloc_pages(&sh->meta, sh->mag_slab_pages, MHEAP_ATOMIC);
 	if (!slab)
 		return false;
 	atomic_fetch_add_explicit(&sh->mag_slabs, 1, memory_order_relaxed);

@@ -21,9 +21,9 @@
  * meanwhile); check every CPU's magazines; walk a snapshot of the
  * all-spans array (invariant 2); then each class's fold queue and lists
  * under its lock, the cached spans, the span-struct allocator, and last
- * mheap_check. A fault found is reported with mm_panic once the
- * semaphore (and a class's lock, or another CPU the port holds) is let
- * go.
+ * mheap_check of the object heap and of the metadata heap. A fault found is
+ * reported with mm_panic once the semaphore (and a class's lock, or another CPU
+ * the port holds) is let go.
  *
  * Invariants: it checks spanheap.c's 6 to 8 and the counts behind the
  * statistics; it keeps none of its own.
@@ -463,4 +463,5 @@ void spanheap_check(struct spanheap *sh)
 	spanheap_cycle_release(sh);
 	spanheap_guard_check(sh);
 	mheap_check(sh->heap);
+	mheap_check(&sh->meta);
 }

@@ -12,7 +12,8 @@
  * two 32.
  *
  * Representation (struct spanheap_depot, spanheap_types.h): stacks in
- * chunks of SPANHEAP_DEPOT_CHUNK_PAGES pages from the page heap, made as
+ * chunks of SPANHEAP_DEPOT_CHUNK_PAGES pages from the span heap's metadata
+ * heap (spanheap_meta.c), made as
  * they are needed and kept for the heap's life, up to
  * SPANHEAP_DEPOT_CHUNKS; handle h (from 1) is entry (h - 1) % PER_CHUNK of
  * chunk (h - 1) / PER_CHUNK. A hash table of SPANHEAP_DEPOT_BUCKETS heads
@@ -89,6 +90,12 @@ static uint32_t chain_find(const struct spanheap_depot *d, uint32_t h,
 	return 0;
 }
 
+size_t spanheap_depot_max_pages(void)
+{
+	return BUCKET_PAGES +
+	       (size_t)SPANHEAP_DEPOT_CHUNKS * SPANHEAP_DEPOT_CHUNK_PAGES;
+}
+
 bool spanheap_depot_init(struct spanheap *sh)
 {
 	/* Poison mode's records, and the guarded pool's if the port gives
@@ -96,7 +103,7 @@ bool spanheap_depot_init(struct spanheap *sh)
 	if (!sh->track && !(sh->guard.base && spanheap_track_probe()))
 		return true;
 	struct spanheap_depot *d = &sh->depot;
-	d->buckets = mheap_alloc_pages(sh->heap, BUCKET_PAGES, MHEAP_ZERO);
+	d->buckets = mheap_alloc_pages(&sh->meta, BUCKET_PAGES, MHEAP_ZERO);
 	if (!d->buckets)
 		return false;
 	atomic_store_explicit(&d->pages, BUCKET_PAGES, memory_order_relaxed);

@@ -128,7 +128,7 @@ static __attribute__((noinline)) void record(struct spanheap *sh, uint32_t *cpu,
 			break;
 		}
 	unsigned k = n > skip ? n - skip : 0;
-	slot_set(*stack, spanheap_depot_save(&sh->depot, sh->heap, pc + skip,
+	slot_set(*stack, spanheap_depot_save(&sh->depot, &sh->meta, pc + skip,
 	                                     k < SPANHEAP_TRACK_PCS
 	                                             ? k
 	                                             : SPANHEAP_TRACK_PCS,

@@ -25,10 +25,13 @@
  * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX, a refill's fill of 1 KiB of
  * objects up to MAG_FILL_MAX and half the magazine, none below 2), points
  * every CPU's cache at the placeholders (caches_init) and the fast path's
- * table of magazine offsets by 16-byte size, and makes the all-spans
- * array, its one allocation (refused: false, having allocated nothing,
- * and with no array, so that a use of the heap panics at its first span,
- * spanheap_structs_reserve).
+ * table of magazine offsets by 16-byte size; then (parts_init) the
+ * guarded pool's reservation, the metadata heap (spanheap_meta.c, an
+ * arena of its own), and in it the all-spans array and the stack depot.
+ * A part refused undoes those before it, the latest first: the pool's
+ * reservation goes back, the metadata heap's pages go back and its
+ * reservations stay (spanheap_meta.c, "Limits"); the heap keeps no array,
+ * so that a use of it panics at its first span (spanheap_structs_reserve).
  *
  * Invariants: what spanheap.c lists holds from the end of spanheap_init
  * (no span, no object); the magazines' cookie is odd, so no marker is 0.
@@ -90,22 +93,38 @@ static bool config_ok(const struct spanheap_config *cfg)
 	return bad == NULL;
 }
 
+/* Class cls's magazine's slots: 64 KiB of objects, within the bounds. */
+static uint32_t mag_max_of(unsigned cls)
+{
+	uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
+	if (max < SPANHEAP_MAG_MIN)
+		max = SPANHEAP_MAG_MIN;
+	if (max > SPANHEAP_MAG_MAX)
+		max = SPANHEAP_MAG_MAX;
+	return max;
+}
+
+/* The slots start 512 bytes into the slab: a pop reads the slot below
+ * the top, and at the page's first words it would falsely alias (4 KiB)
+ * the object it pops, whose second word the free and the alloc store
+ * to, when the object starts a page, the commonest place (see
+ * MHEAP_SPANMAP_SKEW). Each class's slots have a 0 below them. */
+size_t spanheap_mag_slab_pages(void)
+{
+	size_t slots = MAG_SLAB_SKEW;
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		slots += 1 + mag_max_of(cls);
+	return spanheap_pages_for(slots * sizeof(uintptr_t));
+}
+
 /* Each class's magazine: its size, its refill's fill and its slots'
- * offset in a CPU's slab; and the slab's pages. */
+ * offset in a CPU's slab (spanheap_mag_slab_pages); and the slab's
+ * pages. */
 static void mag_layout(struct spanheap *sh)
 {
-	/* The slots start 512 bytes into the slab: a pop reads the slot
-	 * below the top, and at the page's first words it would falsely
-	 * alias (4 KiB) the object it pops, whose second word the free and
-	 * the alloc store to, when the object starts a page, the commonest
-	 * place (see MHEAP_SPANMAP_SKEW). */
 	uint32_t slots = (uint32_t)MAG_SLAB_SKEW;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		uint32_t max = SPANHEAP_MAG_BYTES / sizeclass_info[cls].size;
-		if (max < SPANHEAP_MAG_MIN)
-			max = SPANHEAP_MAG_MIN;
-		if (max > SPANHEAP_MAG_MAX)
-			max = SPANHEAP_MAG_MAX;
+		uint32_t max = mag_max_of(cls);
 		sh->mag_max[cls] = max;
 		/* mag_fill's k: 1 KiB of objects, at most 16, at most half
 		 * the magazine; none below 2. */
@@ -118,9 +137,7 @@ static void mag_layout(struct spanheap *sh)
 		sh->mag_off[cls] = slots + 1; /* below it, the 0 */
 		slots += 1 + max;
 	}
-	sh->mag_slab_pages =
-	        ((size_t)slots * sizeof(uintptr_t) + MM_PAGE_SIZE - 1) /
-	        MM_PAGE_SIZE;
+	sh->mag_slab_pages = spanheap_mag_slab_pages();
 }
 
 /* Every CPU's cache empty: the placeholder span, the magazines of no
@@ -161,14 +178,56 @@ static uintptr_t cookie_make(const struct spanheap *sh)
 	return (uintptr_t)z;
 }
 
-/* A failed init's span array back to the page heap, and no pointer to
- * it kept: a use of the heap then panics at its first span
+/* A failed init's span array back to the metadata heap, and no pointer
+ * to it kept: a use of the heap then panics at its first span
  * (spanheap_structs_reserve), where it went on over pages the page heap
  * had handed out again (review). */
 static void spans_give_back(struct spanheap *sh)
 {
 	spanheap_spans_put(sh, sh->spans);
 	sh->spans = NULL;
+}
+
+/* Gives back the guarded pool's reservation, if sh has one. */
+static void guard_undo(struct spanheap *sh)
+{
+	if (sh->guard.base)
+		mm_port_unreserve((void *)sh->guard.base, sh->guard.bytes);
+	sh->guard.base = 0;
+}
+
+/*
+ * The parts that take memory or address space, in an order whose undoing
+ * is the latest first (mm_port_unreserve): the guarded pool's
+ * reservation, the metadata heap's, then its first runs, the all-spans
+ * array and the stack depot. False, having logged why and undone the
+ * rest, if one fails.
+ */
+static bool parts_init(struct spanheap *sh)
+{
+	const char *guard_why = spanheap_guard_init(sh);
+	if (guard_why) {
+		mm_log("spanheap: %s (%u slots)", guard_why,
+		       sh->cfg.guard_slots);
+		return false;
+	}
+	if (!spanheap_meta_init(sh)) {
+		guard_undo(sh);
+		return false;
+	}
+	const char *why = NULL;
+	if (!spanheap_spans_init(sh)) {
+		why = "no memory for the span array";
+	} else if (!spanheap_depot_init(sh)) {
+		spans_give_back(sh);
+		why = "no memory for the stack depot";
+	}
+	if (!why)
+		return true;
+	spanheap_meta_undo(sh);
+	guard_undo(sh);
+	mm_log("spanheap: %s", why);
+	return false;
 }
 
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
@@ -209,25 +268,8 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	sh->mag_cookie = cookie_make(sh);
 	mag_layout(sh);
 	caches_init(sh);
-	if (!spanheap_spans_init(sh)) {
-		mm_log("spanheap: no memory for the span array");
+	if (!parts_init(sh))
 		return false;
-	}
-	const char *guard_why = spanheap_guard_init(sh);
-	if (guard_why) {
-		spans_give_back(sh);
-		mm_log("spanheap: %s (%u slots)", guard_why, cfg->guard_slots);
-		return false;
-	}
-	if (!spanheap_depot_init(sh)) {
-		if (sh->guard.base)
-			mm_port_unreserve((void *)sh->guard.base,
-			                  sh->guard.bytes);
-		sh->guard.base = 0;
-		spans_give_back(sh);
-		mm_log("spanheap: no memory for the stack depot");
-		return false;
-	}
 	mm_event_init(&sh->sweeper.wake, "spanheap_sweep");
 	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
 	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");

@@ -162,6 +162,7 @@ void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
 
 /* Poison mode: its checks and red zones. */
 #include "spanheap_redzone.h"
+#include "spanheap_meta.h"
 
 /* The spans' calls, the central lists, the per-CPU caches and their
  * magazines. */

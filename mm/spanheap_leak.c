@@ -48,6 +48,13 @@ struct scan {
 	 * every live guarded object (the heap may be in the roots, as a
 	 * kernel's is in its bss). */
 	uintptr_t slots_lo, slots_hi;
+	/* Never read either: the heap's own records of its arena's bounds,
+	 * sh->arena_base and the page heap's struct (its base, its palloc's
+	 * bounds and search addresses), whose words point at objects by
+	 * chance: the first object of a span at the arena's base would be
+	 * reachable from them (before the metadata heap, page 0 held the
+	 * all-spans array, and no object was there). */
+	uintptr_t self_lo, self_hi, heap_lo, heap_hi;
 	struct lspan *sp;
 	size_t nsp;
 	uint64_t *marks;
@@ -152,19 +159,20 @@ static void mark_guarded(struct scan *sc, uintptr_t a)
 	sc->gray[sc->ngray++] = (uint32_t)(sc->nobj + i);
 }
 
-/* Reads the words of [lo, hi), less the work memory and the slots. */
+/* Reads the words of [lo, hi), less the work memory, the slots and the
+ * heap's own bounds (struct scan). */
 static void scan_range(struct scan *sc, uintptr_t lo, uintptr_t hi)
 {
-	if (lo < sc->work_hi && hi > sc->work_lo) {
-		scan_range(sc, lo, sc->work_lo);
-		scan_range(sc, sc->work_hi, hi);
-		return;
-	}
-	if (lo < sc->slots_hi && hi > sc->slots_lo) {
-		scan_range(sc, lo, sc->slots_lo);
-		scan_range(sc, sc->slots_hi, hi);
-		return;
-	}
+	const uintptr_t hole[4][2] = {{sc->work_lo, sc->work_hi},
+	                              {sc->slots_lo, sc->slots_hi},
+	                              {sc->self_lo, sc->self_hi},
+	                              {sc->heap_lo, sc->heap_hi}};
+	for (unsigned i = 0; i < 4; i++)
+		if (lo < hole[i][1] && hi > hole[i][0]) {
+			scan_range(sc, lo, hole[i][0]);
+			scan_range(sc, hole[i][1], hi);
+			return;
+		}
 	uintptr_t base = sc->sh->arena_base;
 	size_t bytes = sc->sh->arena_bytes;
 	for (uintptr_t a = (lo + 7) & ~(uintptr_t)7; a + 8 <= hi && a >= lo;
@@ -409,6 +417,10 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
 	        .work_hi = (uintptr_t)work + bytes,
 	        .slots_lo = (uintptr_t)sh->guard.slot,
 	        .slots_hi = (uintptr_t)(sh->guard.slot + SPANHEAP_GUARD_MAX),
+	        .self_lo = (uintptr_t)&sh->arena_base,
+	        .self_hi = (uintptr_t)(&sh->arena_base + 1),
+	        .heap_lo = (uintptr_t)sh->heap,
+	        .heap_hi = (uintptr_t)(sh->heap + 1),
 	        .r = result};
 	if (!layout(&sc, w, bytes))
 		return SPANHEAP_LEAK_RETRY;

@@ -9,7 +9,8 @@
  * until something else breaks. A red zone makes the slack a tripwire.
  *
  * Representation: each small span of a poison heap has a side table, one
- * struct spanheap_redzone per object, from the page heap with the span's
+ * struct spanheap_redzone per object, from the metadata heap
+ * (spanheap_meta.c: apart from the objects an overrun reaches) with the span's
  * flags (spanheap_redzone_span_make, at the span's making; a table that
  * cannot be had fails the span as memory that ran out, nothing kept),
  * given back with the span (spanheap_poison_span_gone). An object's entry
@@ -66,10 +67,15 @@ static inline struct spanheap_redzone *entry_of(const struct mspan *s,
 
 /* The pages of a side table of class cls's span: the sizes, and the
  * callers' records if the heap keeps them (spanheap_track.c). */
-static size_t table_pages(const struct spanheap *sh, unsigned cls)
+size_t spanheap_redzone_table_pages(const struct spanheap *sh, unsigned cls)
+{
+	return spanheap_redzone_pages_of(cls, sh->track);
+}
+
+size_t spanheap_redzone_pages_of(unsigned cls, bool track)
 {
 	uint32_t n = sizeclass_info[cls].nelems;
-	if (!sh->track)
+	if (!track)
 		return spanheap_pages_for(n * sizeof(struct spanheap_redzone));
 	return spanheap_pages_for(spanheap_track_offset(n) +
 	                          sizeof(struct spanheap_rec_head) +
@@ -80,12 +86,12 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
                                 uintptr_t base, unsigned flags, void **rz)
 {
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
-	size_t n = table_pages(sh, cls);
+	size_t n = spanheap_redzone_table_pages(sh, cls);
 	/* Zeroed if it has records: "never allocated, never freed". */
 	unsigned hf = mheap_flags_of(flags) | (sh->track ? MHEAP_ZERO : 0);
-	struct spanheap_redzone *t = mheap_alloc_pages(sh->heap, n, hf);
+	struct spanheap_redzone *t = mheap_alloc_pages(&sh->meta, n, hf);
 	if (!t && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))
-		t = mheap_alloc_pages(sh->heap, n, hf);
+		t = mheap_alloc_pages(&sh->meta, n, hf);
 	if (!t) {
 		spanheap_pages_put(sh->heap, (void *)base, ci->npages);
 		return false;
@@ -110,7 +116,8 @@ void spanheap_redzone_put(struct spanheap *sh, void *rz, unsigned cls)
 	/* As the span heap's own pages go back: a stray pointer into them
 	 * is one into free pages, not into page-heap memory. */
 	if (rz)
-		spanheap_pages_put(sh->heap, rz, table_pages(sh, cls));
+		spanheap_pages_put(&sh->meta, rz,
+		                   spanheap_redzone_table_pages(sh, cls));
 }
 
 void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)

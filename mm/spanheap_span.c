@@ -115,6 +115,12 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 {
 	struct mheap *h = sh->heap;
 	uintptr_t a = (uintptr_t)p;
+	if (spanheap_meta_holds(sh, a))
+		mm_panic("spanheap: %s of %p: in the heap's own metadata (span "
+		         "structs, span arrays, magazine slabs, side tables, "
+		         "the "
+		         "stack depot), never an object",
+		         op, p);
 	if (a < h->arena_base ||
 	    a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
 		mm_panic("spanheap: %s of a foreign pointer %p: outside the "
@@ -124,9 +130,7 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 		         h->arena_pages * MM_PAGE_SIZE >> 20);
 	if (entry == MHEAP_SPAN_PAGES)
 		mm_panic("spanheap: %s of %p: page-heap memory used through "
-		         "the object API (pages of mheap_alloc_pages, or the "
-		         "span heap's own: span structs, magazine slabs, side "
-		         "tables, span arrays, the stack depot)",
+		         "the object API (pages of mheap_alloc_pages)",
 		         op, p);
 	if (entry == MHEAP_SPAN_FREED_LARGE)
 		freed_large(sh, op, p);

@@ -227,6 +227,8 @@ void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st)
 	stats_counters(sh, st);
 	mheap_hook(sh->heap, MHEAP_HOOK_STATS_COUNTED);
 	mheap_stats(sh->heap, &st->heap);
+	mheap_stats(&sh->meta, &st->meta);
+	st->meta_arena_bytes = sh->meta.arena_pages * MM_PAGE_SIZE;
 }
 
 /* The dump's statistics: too large for a small kernel stack, so one
@@ -317,6 +319,13 @@ void spanheap_dump(struct spanheap *sh)
 		       "records made with no stack for want of room",
 		       st->depot_stacks, st->depot_pages,
 		       (unsigned long)st->depot_lost);
+	mm_log("spanheap: metadata heap: %zu pages in use, %zu free backed, "
+	       "%zu free scavenged, %zu grown, of a %zu MiB arena at %#lx; "
+	       "atomic refusals %lu",
+	       st->meta.in_use_pages, st->meta.free_backed_pages,
+	       st->meta.free_scav_pages, st->meta.grown_pages,
+	       st->meta_arena_bytes >> 20, (unsigned long)sh->meta.arena_base,
+	       (unsigned long)st->meta.n.atomic_fails);
 	atomic_store_explicit(&dump_busy, false, memory_order_release);
 	mheap_dump(sh->heap);
 }

@@ -2,8 +2,8 @@
  * mm/spanheap_stats.h: the span heap's statistics (spanheap.h): per size
  * class and in all, the sweeper's and the flushes' counters, failure
  * injection's, the stack depot's and the guarded pool's, with the page
- * heap's beside them; and the slabinfo-style dump. Written by
- * spanheap_stats.c.
+ * heap's and the metadata heap's beside them; and the slabinfo-style dump.
+ * Written by spanheap_stats.c.
  */
 #ifndef MM_SPANHEAP_STATS_H
 #define MM_SPANHEAP_STATS_H
@@ -54,6 +54,11 @@ struct spanheap_stats {
 	uint64_t guard_allocs, guard_frees, guard_full, guard_nomem;
 	struct spanheap_counters n;
 	struct mheap_stats heap;
+	/* The metadata heap's (spanheap_meta.c): the pages of span structs,
+	 * all-spans arrays, magazine slabs, side tables and the depot, and
+	 * its arena's size */
+	struct mheap_stats meta;
+	size_t meta_arena_bytes;
 };
 
 /* A snapshot of the statistics (approximate while CPUs allocate).

@@ -6,10 +6,12 @@
  * list of every struct ever made. Modelled on the Go runtime's fixalloc
  * (mfixalloc.go) and h.allspans.
  *
- * Representation: structs are carved from whole pages of the page heap
- * (STRUCTS_PER_PAGE a page) onto a free list; the all-spans array
- * (struct spanheap_spans) is a header and a vector in pages of its own,
- * with a count of references: the heap's live one and one per snapshot.
+ * Representation: structs are carved from whole pages of the span heap's
+ * metadata heap (spanheap_meta.c: apart from the objects, so that no
+ * overrun reaches them; STRUCTS_PER_PAGE a page) onto a free list; the
+ * all-spans array (struct spanheap_spans) is a header and a vector in pages of
+ * its own, with a count of references: the heap's live one and one per
+ * snapshot.
  *
  * Algorithm: spanheap_structs_reserve, without the lock, takes a page of
  * structs and, when the array would be too small, a new one twice its
@@ -29,7 +31,8 @@
  * the heap lock or walk a snapshot taken under it).
  *
  * Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards the free list,
- * the counts and the live array; the page heap is called with no lock
+ * the counts and the live array; the metadata heap (whose lock ranks as
+ * the page heap's and is never taken with it) is called with no lock
  * held. The references are atomic.
  *
  * Limits: the structs' pages stay allocated (a few pages per thousand
@@ -43,7 +46,8 @@
 _Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
 
 /*
- * Gives back pages the span heap took from the page heap and no span
+ * Gives back pages the span heap took from page heap h (the object heap
+ * or its metadata heap) and no span
  * holds (an aligned allocation's head and tail, a failed span's, its own
  * structures'). mheap_alloc_pages marked them page-heap memory in the
  * span table, and mheap_free_pages leaves the marks: their entries say
@@ -84,7 +88,7 @@ static struct spanheap_spans *spans_new(struct mheap *h, size_t cap,
 /* The first all-spans array, room for a few pages of structs (set-up). */
 bool spanheap_spans_init(struct spanheap *sh)
 {
-	sh->spans = spans_new(sh->heap, STRUCTS_PER_PAGE * 4, 0);
+	sh->spans = spans_new(&sh->meta, STRUCTS_PER_PAGE * 4, 0);
 	return sh->spans != NULL;
 }
 
@@ -92,7 +96,7 @@ bool spanheap_spans_init(struct spanheap *sh)
 void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
 {
 	if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-		spanheap_pages_put(sh->heap, a, a->npages);
+		spanheap_pages_put(&sh->meta, a, a->npages);
 }
 
 /* Puts a page of span structs in array a (the live one, with room for
@@ -166,7 +170,7 @@ void spanheap_assert_set_up(const struct spanheap *sh)
 
 /*
  * Makes sure a span struct is free, growing the allocator (and the
- * all-spans array) from the page heap. False if memory ran out. No lock
+ * all-spans array) from the metadata heap. False if memory ran out. No lock
  * held; thread context, or atomic with MM_ATOMIC.
  *
  * A thread caller grows the array once it is three quarters full, ahead
@@ -183,7 +187,7 @@ void spanheap_assert_set_up(const struct spanheap *sh)
 bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 {
 	spanheap_assert_set_up(sh);
-	struct mheap *h = sh->heap;
+	struct mheap *h = sh->heap, *meta = &sh->meta;
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool have = sh->free_structs != NULL;
 	size_t need = sh->spans->len + STRUCTS_PER_PAGE;
@@ -195,15 +199,15 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 	struct spanheap_spans *na = NULL;
 	size_t room = (flags & MM_ATOMIC) ? cap : cap - cap / 4;
 	if (need > room) {
-		na = spans_new(h, cap * 2 > need ? cap * 2 : need,
+		na = spans_new(meta, cap * 2 > need ? cap * 2 : need,
 		               mheap_flags_of(flags));
 		if (!na && need > cap)
 			return false; /* ahead of need, it can wait */
 	}
-	struct mspan *page = mheap_alloc_pages(h, 1, mheap_flags_of(flags));
+	struct mspan *page = mheap_alloc_pages(meta, 1, mheap_flags_of(flags));
 	if (!page) {
 		if (na)
-			spanheap_pages_put(h, na, na->npages);
+			spanheap_pages_put(meta, na, na->npages);
 		return false;
 	}
 	if (na)
@@ -237,9 +241,9 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags)
 	if (old)
 		spanheap_spans_put(sh, old);
 	if (na)
-		spanheap_pages_put(h, na, na->npages);
+		spanheap_pages_put(meta, na, na->npages);
 	if (page) /* the array is full and na could not replace it */
-		spanheap_pages_put(h, page, 1);
+		spanheap_pages_put(meta, page, 1);
 	return true;
 }
 

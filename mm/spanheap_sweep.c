@@ -267,5 +267,5 @@ size_t spanheap_release_all(struct spanheap *sh)
 	spanheap_flush_all(sh);
 	spanheap_run_cycle(sh, false);
 	spanheap_guard_drain_all(sh);
-	return mheap_release_all(sh->heap);
+	return mheap_release_all(sh->heap) + mheap_release_all(&sh->meta);
 }

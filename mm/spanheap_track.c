@@ -169,8 +169,8 @@ spanheap_track_record(struct spanheap *sh, const struct mspan *s, uint32_t idx,
 	struct spanheap_rec *r = &tracks_of(s)[2 * (size_t)idx + freed];
 	/* Marked changing by spanheap_track_begin, before the size entry
 	 * changed: the time goes last, and ends the change. */
-	uint32_t stack = spanheap_depot_save(&sh->depot, sh->heap, t.pc, t.npcs,
-	                                     no_grow);
+	uint32_t stack = spanheap_depot_save(&sh->depot, &sh->meta, t.pc,
+	                                     t.npcs, no_grow);
 	__atomic_store_n(&r->stack, stack, __ATOMIC_RELEASE);
 	__atomic_store_n(&r->cpu, t.cpu, __ATOMIC_RELEASE);
 	__atomic_store_n(&r->ns, t.ns, __ATOMIC_RELEASE);

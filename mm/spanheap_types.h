@@ -182,6 +182,13 @@ struct spanheap {
 	struct spanheap_depot depot;
 	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
 	struct spanheap_guard guard;
+	/* The metadata heap (spanheap_meta.c): a page heap over an arena of
+	 * its own, apart from heap's, whose runs are the span heap's own
+	 * structures (span structs, the all-spans array, the magazine slabs,
+	 * poison mode's side tables, the stack depot), so that an overrun
+	 * of an object's pages reaches none of them. Its lock (rank
+	 * MM_RANK_HEAP, a leaf like heap's) is never taken with heap's. */
+	struct mheap meta;
 };
 
 #endif

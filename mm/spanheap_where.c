@@ -151,6 +151,10 @@ bool spanheap_where(struct spanheap *sh, const void *p,
 		spanheap_guard_where(sh, a, w);
 		return true;
 	}
+	if (spanheap_meta_holds(sh, a)) {
+		w->kind = SPANHEAP_WHERE_META;
+		return true;
+	}
 	/* A heap never set up has arena_bytes 0, and no page heap to ask. */
 	if (a - sh->arena_base >= sh->arena_bytes)
 		return false;
@@ -285,6 +289,12 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		break;
 	case SPANHEAP_WHERE_GUARD:
 		spanheap_guard_where_log(sh, a, &w);
+		break;
+	case SPANHEAP_WHERE_META:
+		mm_log("spanheap: %#lx: in the heap's own metadata (span "
+		       "structs, span arrays, magazine slabs, side tables, the "
+		       "stack depot), never an object",
+		       (unsigned long)a);
 		break;
 	case SPANHEAP_WHERE_SMALL:
 		log_small(sh, a, &w);

@@ -32,6 +32,10 @@ enum spanheap_where_kind {
 	 * object whose page (or whose guard page, the nearer one's) holds
 	 * the address; UNUSED if none ever did. */
 	SPANHEAP_WHERE_GUARD,
+	/* The span heap's own metadata (spanheap_meta.c): span structs,
+	 * all-spans arrays, magazine slabs, side tables, the stack depot, in
+	 * an arena of their own; never an object. */
+	SPANHEAP_WHERE_META,
 };
 
 /* The state of the small object it points into. */

@@ -38,7 +38,7 @@ KTEST(mempool_leaving, a_mark_left_in_a_reused_element_is_no_double_free)
 	sh_unpin_after_panic();
 	KEXPECT(mempool_destroy(&pool));
 	SH_CHECK(&sh, "after the reuse");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A source of the caller's: four static slots, freed without a check. */
@@ -79,7 +79,7 @@ KTEST(mempool_leaving, a_second_free_to_a_callers_source_is_told)
 	KEXPECT(strstr(mm_port_last_panic(), "freed to the pool's source"));
 	KEXPECT_EQ(source_frees, 1);
 	KEXPECT(mempool_destroy(&pool));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A larger object of another class freed to a named cache's pool whose
@@ -110,7 +110,7 @@ KTEST(mempool_leaving, another_class_freed_to_a_caches_pool_is_told)
 	spanheap_free(&sh, big);
 	KEXPECT(mempool_destroy(&pool));
 	KEXPECT(objcache_destroy(c));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An element in the reserve whose marker the program wrote over (a use
@@ -144,5 +144,5 @@ KTEST(mempool_leaving, a_second_free_past_a_scribbled_marker_is_told)
 	mempool_free(&pool, b);
 	KEXPECT(mempool_destroy(&pool));
 	SH_CHECK(&sh, "after the scribbled free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

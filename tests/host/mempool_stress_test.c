@@ -191,7 +191,7 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	spanheap_release_all(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, "after the stress");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The racing free: the element freed again inside the first free, past
@@ -237,7 +237,7 @@ KTEST(mempool_race, a_racing_double_free_is_not_kept_twice)
 	KEXPECT_EQ(in.out, 0);
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The racing free of the test below: another element, which fills the
@@ -281,7 +281,7 @@ KTEST(mempool_race, two_frees_for_the_last_slot_keep_one)
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
 	SH_CHECK(&sh, "after the race for the slot");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The racing free of the test below: an allocation that takes an element
@@ -326,5 +326,5 @@ KTEST(mempool_race, a_double_free_racing_a_free_to_the_source_is_told)
 	mempool_free(&pool, taken);
 	KEXPECT(mempool_destroy(&pool));
 	SH_CHECK(&sh, "after the race");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -275,7 +275,7 @@ KTEST(mempool, a_source_of_unaligned_elements_panics)
 	nrecords = 0;
 	SH_EXPECT_PANIC(mempool_init(&pool, &sh, "records", 2, 12, &src, NULL),
 	                "mempool records: its source gave");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* True if mempool_init_heap(name, min, size) is refused with a line
@@ -429,7 +429,7 @@ KTEST(mempool, misuse_panics_naming_the_element)
 	spanheap_fail_disarm(&sh);
 	mempool_free(&pool, e); /* back into the reserve */
 	EXPECT_MISUSE(mempool_free(&pool, e), "mempool bad: double free", e);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	/* The same while mempool_check walks the reserve, each marker met
 	 * flipped: a free then must wait for the walk, not pass it. */
@@ -438,14 +438,14 @@ KTEST(mempool, misuse_panics_naming_the_element)
 	*(uintptr_t *)e ^= 1;
 	EXPECT_MISUSE(mempool_free(&pool, e), "mempool bad: double free", e);
 	*(uintptr_t *)e ^= 1;
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(bad_pool(1));
 	e = mempool_alloc(&pool, 0); /* the heap's: the reserve stays full */
 	KASSERT(e && info().curr == 1);
 	mempool_free(&pool, e); /* to the heap */
 	EXPECT_MISUSE(mempool_free(&pool, e), "an object already freed", e);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(bad_pool(2));
 	char *small = spanheap_alloc(&sh, 16, 0);
@@ -456,7 +456,7 @@ KTEST(mempool, misuse_panics_naming_the_element)
 	EXPECT_MISUSE(mempool_free(&pool, e + 8), "interior pointer", e + 8);
 	EXPECT_MISUSE(mempool_free(&pool, &a_static_object), "foreign",
 	              &a_static_object);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A pool of 4 on a fresh heap, its reserve full, for a checker case. */
@@ -476,7 +476,7 @@ static void overrun_slot(uintptr_t bad)
 	pool.reserve[2] = (void *)bad;
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 2 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not in the heap"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An element that is no heap object's (a static buffer) and one that
@@ -491,7 +491,7 @@ static void the_checker_finds_foreign_elements(void)
 	foreign[0] = pool.marker ^ (uintptr_t)foreign;
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 2 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not in the heap"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(checked_pool());
 	uintptr_t *inside = (uintptr_t *)((char *)pool.reserve[1] + 16);
@@ -499,7 +499,7 @@ static void the_checker_finds_foreign_elements(void)
 	*inside = pool.marker ^ (uintptr_t)inside;
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not the start of an object"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	overrun_slot(0x4141414141414141ull);
 	overrun_slot(0x1000);
@@ -514,7 +514,7 @@ KTEST(mempool, the_checker_finds_a_broken_reserve)
 	SH_EXPECT_PANIC(mempool_check(&pool),
 	                "mempool chk: reserve slot 2 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not the pool's marker"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(checked_pool());
 	pool.reserve[3] = pool.reserve[1]; /* slot 3's element is lost */
@@ -523,18 +523,18 @@ KTEST(mempool, the_checker_finds_a_broken_reserve)
 	/* The walk put every marker back: slot 1's element is sound. */
 	KEXPECT_EQ(*(uintptr_t *)pool.reserve[1],
 	           pool.marker ^ (uintptr_t)pool.reserve[1]);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(checked_pool());
 	pool.reserve[0] = NULL;
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 0 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "a NULL slot"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(checked_pool());
 	atomic_store(&pool.curr, 5);
 	SH_EXPECT_PANIC(mempool_check(&pool), "more elements than the");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(checked_pool());
 	void *f = pool.reserve[1];
@@ -542,7 +542,7 @@ KTEST(mempool, the_checker_finds_a_broken_reserve)
 	*(uintptr_t *)f = pool.marker ^ (uintptr_t)f;
 	SH_EXPECT_PANIC(mempool_check(&pool), "slot 1 of 4 (4 held)");
 	KEXPECT(strstr(mm_port_last_panic(), "not an allocated object"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 	the_checker_finds_foreign_elements();
 }
 

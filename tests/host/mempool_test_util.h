@@ -36,7 +36,7 @@ static inline void release_and_check(const char *what)
 	spanheap_release_all(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, what);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 #endif

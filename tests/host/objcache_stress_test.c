@@ -234,7 +234,7 @@ static void stress(bool poison, bool guard, int n)
 	mheap_check(&heap);
 	if (guard)
 		guard_end();
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache_stress, counts_stay_true_while_threads_free_across_cpus)
@@ -292,7 +292,7 @@ KTEST(objcache_stress, the_first_and_last_caches_come_and_go_on_two_cpus)
 	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
 	sh_flush_cpus(&sh, 3);
 	spanheap_check(&sh);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* One thread makes and destroys a cache in slot 0 over and over, named
@@ -355,5 +355,5 @@ KTEST(objcache_stress, a_slots_name_is_read_whole_while_the_slot_is_reused)
 	KEXPECT_EQ(args[0].torn, 0);
 	KEXPECT_EQ(args[1].torn, 0);
 	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -73,7 +73,7 @@ KTEST(objcache, counts_objects_across_cpus_and_destroys_when_all_are_back)
 	spanheap_release_all(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, "after the destroy");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache, lists_caches_in_creation_order_and_reuses_slots)
@@ -115,7 +115,7 @@ KTEST(objcache, lists_caches_in_creation_order_and_reuses_slots)
 	KEXPECT(objcache_destroy(b) && objcache_destroy(big) &&
 	        objcache_destroy(a2));
 	SH_CHECK(&sh, "after the caches");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* In the heap made fresh: a second destroy of a cache panics saying so,
@@ -148,7 +148,7 @@ static void destroyed_cache_calls_panic(const char *mode)
 	KEXPECT(objcache_destroy(b));
 	mm_port_set_quiet(false);
 	SH_CHECK(&sh, mode);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache, destroying_a_destroyed_cache_panics_saying_so)
@@ -238,7 +238,7 @@ KTEST(objcache, bad_requests_are_refused_saying_why_and_leak_nothing)
 	/* With the last cache gone, the counters went too. */
 	KEXPECT_EQ(bytes_out(), 0);
 	SH_CHECK(&sh, "after the refusals");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Fails the heap's allocations: every one from the first-th on, times
@@ -290,7 +290,7 @@ KTEST(objcache, create_without_memory_is_refused_and_leaks_nothing)
 	SH_CHECK(&sh, "after the creates without memory");
 	spanheap_release_all(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache, misuse_panics_naming_the_cache_and_the_object)
@@ -333,7 +333,7 @@ KTEST(objcache, misuse_panics_naming_the_cache_and_the_object)
 	KEXPECT(objcache_destroy(mid) && objcache_destroy(big));
 	mm_port_set_quiet(false);
 	SH_CHECK(&sh, "after the misuse");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache, poison_mode_serves_a_class_with_a_red_zone)
@@ -356,7 +356,7 @@ KTEST(objcache, poison_mode_serves_a_class_with_a_red_zone)
 	/* The free panicked before its count. */
 	KEXPECT_EQ(live(c), 1);
 	KEXPECT(!objcache_destroy(c));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* One stack for the traces below (noinline: its own return address). */
@@ -462,7 +462,7 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 	KEXPECT(objcache_destroy(a) && objcache_destroy(b));
 	mm_port_set_quiet(false);
 	SH_CHECK(&sh, "after the owners' misuse");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A large object of kmalloc's freed to a cache in poison mode: it has no
@@ -484,7 +484,7 @@ KTEST(objcache, poison_mode_refuses_a_large_object_of_kmalloc)
 	KEXPECT(objcache_destroy(c));
 	mm_port_set_quiet(false);
 	SH_CHECK(&sh, "after the refused free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The heap's checker holds a free object's side-table entry to a free
@@ -521,7 +521,7 @@ KTEST(objcache, poison_mode_checker_finds_a_free_object_with_an_owner)
 	SH_CHECK(&sh, "with the asked bytes mended");
 	objcache_free(c, keep);
 	KEXPECT(objcache_destroy(c));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Flushes every CPU's cache and gives every free page back; the page
@@ -584,7 +584,7 @@ static void cycles(bool poison)
 	KEXPECT_EQ(bytes_out(), 0);
 	KEXPECT(sh.objcaches == NULL && sh.objcache_slots == 0);
 	SH_CHECK(&sh, "after the cycles");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(objcache, thousands_of_creates_and_destroys_give_everything_back)

@@ -72,7 +72,7 @@ KTEST(spanheap_check_bits, double_free_meets_the_local_bit)
 	spanheap_free(&sh, p);
 	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
 	                   p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Both frees on CPU 1 (not the owner): the first reaches the pending bit,
@@ -91,7 +91,7 @@ KTEST(spanheap_check_bits, double_free_meets_the_pending_bit)
 	EXPECT_DOUBLE_FREE(spanheap_flush_cache(&sh), "spanheap: double free",
 	                   p);
 	mm_port_set_cpu(0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Both frees on CPU 1 before any spill: the marker erased between them,
@@ -113,7 +113,7 @@ KTEST(spanheap_check_bits, double_free_twice_in_one_spill)
 	                   p);
 	KEXPECT_EQ(atomic_load(&s->pending[0]), 1); /* the first copy's */
 	mm_port_set_cpu(0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Objects freed on another CPU in the order they were allocated go back
@@ -137,7 +137,7 @@ KTEST(spanheap_check_bits, a_run_sets_every_bit_of_its_word)
 	KEXPECT_EQ(atomic_load(&s->pending[1]), ((uint64_t)1 << (N - 64)) - 1);
 	mm_port_set_cpu(0);
 	spanheap_check(&sh);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The owner's local bit first, then another CPU's pending bit, which the
@@ -165,5 +165,5 @@ KTEST(spanheap_check_bits, fold_meets_both_bits)
 	                   "double free (freed on its own CPU and from "
 	                   "another)",
 	                   p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

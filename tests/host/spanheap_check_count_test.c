@@ -60,7 +60,7 @@ KTEST(spanheap_check_counts, catches_an_empty_span_held_on_a_list)
 	((uintptr_t *)p)[1] = 0;
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An object at or past the span's marked count allocated (invariant 7:
@@ -84,7 +84,7 @@ KTEST(spanheap_check_counts, catches_an_object_allocated_past_marked)
 	atomic_store(&s->marked, marked);
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A span in use (CPU 0's cached one) also on the span-struct free list:
@@ -108,7 +108,7 @@ KTEST(spanheap_check_counts, catches_a_live_struct_on_the_free_list)
 	sh.nstructs_free--;
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A dead struct gone from the free list, its count taken down with it:
@@ -129,7 +129,7 @@ KTEST(spanheap_check_counts, catches_a_dead_struct_off_the_free_list)
 	sh.nstructs_free++;
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The large spans' count (allocations less frees) and pages against the
@@ -152,5 +152,5 @@ KTEST(spanheap_check_counts, catches_wrong_large_span_counts)
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, big);
 	SH_CHECK(&sh, "freed");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -49,7 +49,7 @@ KTEST(spanheap_check_lists, catches_a_span_of_another_class_listed)
 	s5->next = NULL;
 	*l5 = (struct mspan_list_head){.first = s5, .n = 1};
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A span struct freed (dead) while still on a list: the list's check
@@ -69,7 +69,7 @@ KTEST(spanheap_check_lists, catches_a_dead_span_listed)
 	                   (unsigned long)s->base, sg, sg);
 	atomic_store(&s->state, MSPAN_SMALL);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A full span on a partial list (a refill would take it and find no
@@ -116,7 +116,7 @@ KTEST(spanheap_check_lists, catches_a_count_unlike_its_list)
 	s->alloc_count = 1;
 	atomic_store(&s->marked, marked);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Queues class cls's span of p for real: a free of q from CPU 1, then
@@ -165,7 +165,7 @@ KTEST(spanheap_check_lists, catches_a_dead_or_foreign_span_queued)
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, p5);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A struct on the free list that still says it is listed, or queued:
@@ -191,7 +191,7 @@ KTEST(spanheap_check_lists, catches_a_free_struct_listed_or_queued)
 	atomic_store(&f->queued, 0);
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The span table's entry for a span's first page (the one a free of its
@@ -217,5 +217,5 @@ KTEST(spanheap_check_lists, catches_a_wrong_first_page_entry)
 	                   (unsigned long)l->base);
 	mheap_span_set(&heap, l->base, 1, l);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -64,7 +64,7 @@ KTEST(spanheap_check, catches_a_broken_magazine)
 	SH_CHECK(&sh, "restored on CPU 1");
 	mm_port_set_cpu(0);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The magazines a fast pin that names no CPU sees (MM_PIN_NONE): shared
@@ -79,7 +79,7 @@ KTEST(spanheap_check, catches_a_written_magazine_for_no_cpu)
 	                   "was written");
 	none->limit++;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
@@ -113,7 +113,7 @@ KTEST(spanheap_check, catches_a_bad_object_in_a_magazine)
 	never[1] = 0;
 	*slot = (uintptr_t)p;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A slot an overrun wrote (the slab is page-heap memory, beside object
@@ -139,7 +139,7 @@ KTEST(spanheap_check, catches_a_foreign_address_in_a_magazine)
 	}
 	*slot = (uintptr_t)p;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Another CPU's magazine is checked too, through the port's hook that
@@ -173,7 +173,7 @@ KTEST(spanheap_check, catches_a_bad_object_in_another_cpus_magazine)
 	EXPECT_CHECK_FAILS("CPU 1's magazine of class 4 is broken");
 	sh.caches[1].mag[4].limit--;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A span's marked count below an object in a magazine: the object was
@@ -195,7 +195,7 @@ KTEST(spanheap_check, catches_a_magazine_object_past_marked)
 	                   (unsigned long)p);
 	atomic_store(&s->marked, marked);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* CPU 0's magazine of class 4 (64-byte objects), and its first slot. */
@@ -232,7 +232,7 @@ KTEST(spanheap_check_mags, catches_a_cached_span_with_an_even_sweepgen)
 	atomic_store(&s->sweepgen, v);
 	s->alloc_count = count;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* In a magazine: a pointer 16 bytes into a freed object, with a marker
@@ -276,7 +276,7 @@ KTEST(spanheap_check_mags, catches_an_interior_or_twice_freed_object)
 	                   (unsigned long)p);
 	atomic_store(&s->pending[0], 0);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An object whose free a fold has taken into its span (free in the
@@ -300,7 +300,7 @@ KTEST(spanheap_check_mags, catches_an_object_free_in_its_span)
 	m->top--;
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -331,7 +331,7 @@ KTEST(spanheap_check_mags, catches_a_wrong_table_or_top)
 	*top = above;
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -358,5 +358,5 @@ KTEST(spanheap_check_mags, catches_an_empty_magazine_that_pops)
 	                   "class 4 is not the empty one");
 	*m1 = saved;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

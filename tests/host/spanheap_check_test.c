@@ -45,7 +45,7 @@ KTEST(spanheap_check, catches_a_wrong_alloc_count)
 	                   (unsigned long)s->base);
 	s->alloc_count = 2;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_span_unlike_its_class)
@@ -78,7 +78,7 @@ KTEST(spanheap_check, catches_a_span_unlike_its_class)
 	EXPECT_FIELD_CAUGHT(dshift);
 #undef EXPECT_FIELD_CAUGHT
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A span's poison flags and side table against the heap's mode: none in
@@ -98,7 +98,7 @@ KTEST(spanheap_check, catches_poison_flags_unlike_the_heap)
 	                   (void *)s, (unsigned long)s->base);
 	s->poison = 0;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
 	KASSERT(sh.track);
@@ -116,7 +116,7 @@ KTEST(spanheap_check, catches_poison_flags_unlike_the_heap)
 	s->redzone = rz;
 	SH_CHECK(&sh, "restored, poison");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* 80-byte objects: 409 to a span, so word 6 is partly past the end. */
@@ -146,7 +146,7 @@ KTEST(spanheap_check, catches_bitmaps_that_disagree)
 	EXPECT_CHECK_FAILS("word 6: alloc 0x2000000 pending 0 local 0");
 	atomic_store(&s->alloc_bits[6], 0);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_wrong_span_table_entry)
@@ -172,7 +172,7 @@ KTEST(spanheap_check, catches_a_wrong_span_table_entry)
 	                   l->npages - 1, (unsigned long)l->base);
 	mheap_span_set(&heap, last, 1, l);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_span_on_the_wrong_list)
@@ -205,7 +205,7 @@ KTEST(spanheap_check, catches_a_span_on_the_wrong_list)
 	                   (unsigned long)s->base, sg, sg);
 	atomic_store(&s->owner, 0);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_wrong_list_count_or_link)
@@ -228,7 +228,7 @@ KTEST(spanheap_check, catches_a_wrong_list_count_or_link)
 	EXPECT_CHECK_FAILS("class 4 list %u holds 1 spans, counts 2", k);
 	l->first->next = second;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_bad_cached_span)
@@ -257,7 +257,7 @@ KTEST(spanheap_check, catches_a_bad_cached_span)
 	                   (unsigned long)s->base, atomic_load(&s->sweepgen));
 	atomic_store(&s->owner, 1);
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The queued flag against the fold queue: a span flagged but on no queue
@@ -290,7 +290,7 @@ KTEST(spanheap_check, catches_a_queued_flag_unlike_the_queue)
 	atomic_store(&s->queued, 1);
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_wrong_span_count)
@@ -314,7 +314,7 @@ KTEST(spanheap_check, catches_a_wrong_span_count)
 	                   "counts 1");
 	*l = (struct mspan_list_head){.first = s, .n = 1};
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_check, catches_a_wrong_span_struct_count)
@@ -342,7 +342,7 @@ KTEST(spanheap_check, catches_a_wrong_span_struct_count)
 	                   nfree);
 	sh.free_structs = first;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The span heap's check ends with the page heap's (mheap_check_test.c
@@ -358,5 +358,5 @@ KTEST(spanheap_check, ends_with_the_page_heap_check)
 	KEXPECT(!mm_lock_held(&heap.lock));
 	heap.grown_chunks--;
 	SH_CHECK(&sh, "restored");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -35,7 +35,7 @@ static uint32_t save(uint32_t k, uint32_t n)
 {
 	uintptr_t pc[SPANHEAP_TRACK_PCS + 2];
 	stack_of(k, n, pc);
-	return spanheap_depot_save(&sh.depot, &heap, pc, n, false);
+	return spanheap_depot_save(&sh.depot, &sh.meta, pc, n, false);
 }
 
 /* True if handle h gives back stack k of n (at most 8 kept). */
@@ -81,19 +81,20 @@ KTEST(spanheap_depot, keeps_each_stack_once_and_gives_it_back)
 	KEXPECT_EQ(atomic_load(&sh.depot.pages),
 	           SPANHEAP_DEPOT_BUCKETS * 4 / MM_PAGE_SIZE +
 	                   chunks * SPANHEAP_DEPOT_CHUNK_PAGES);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
-/* The arena taken but for a few pages (no room for a chunk) in runs of
- * halving sizes; returns how many, for arena_unfill. */
+/* The metadata heap's arena (the depot's pages come from it,
+ * mm/spanheap_meta.c) taken but for a few pages (no room for a chunk) in
+ * runs of halving sizes; returns how many, for arena_unfill. */
 static void *fill[64];
 static size_t sizes[64];
 static int arena_fill(void)
 {
 	int n = 0;
 	for (size_t pages = (size_t)1 << 16; pages; pages /= 2)
-		while (n < 64 &&
-		       (fill[n] = mheap_alloc_pages(&heap, pages, 0)) != NULL)
+		while (n < 64 && (fill[n] = mheap_alloc_pages(&sh.meta, pages,
+		                                              0)) != NULL)
 			sizes[n++] = pages;
 	return n;
 }
@@ -101,7 +102,7 @@ static int arena_fill(void)
 static void arena_unfill(int n)
 {
 	while (n-- > 0)
-		mheap_free_pages(&heap, fill[n], sizes[n]);
+		mheap_free_pages(&sh.meta, fill[n], sizes[n]);
 }
 
 /* A fresh heap in poison mode, quiet, its arena full (the fill's count in
@@ -129,7 +130,7 @@ KTEST(spanheap_depot, no_memory_for_a_chunk_keeps_no_stack_until_room)
 	KEXPECT(h != 0 && h != SPANHEAP_DEPOT_LOST && gives(h, 1, 6));
 	KEXPECT_EQ(save(1, 6), h);
 	mm_port_set_quiet(false);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A save that finds no memory for its chunk claims no handle: a long
@@ -156,7 +157,7 @@ KTEST(spanheap_depot, a_shortage_uses_up_no_handles)
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.depot_stacks, 1);
 	mm_port_set_quiet(false);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_depot, full_keeps_no_new_stack_and_keeps_the_old)
@@ -181,7 +182,7 @@ KTEST(spanheap_depot, full_keeps_no_new_stack_and_keeps_the_old)
 	           SPANHEAP_DEPOT_BUCKETS * 4 / MM_PAGE_SIZE +
 	                   SPANHEAP_DEPOT_CHUNKS * SPANHEAP_DEPOT_CHUNK_PAGES);
 	mm_port_set_quiet(false);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A depot that once had no memory for a chunk and later fills says so:
@@ -200,7 +201,7 @@ KTEST(spanheap_depot, full_after_a_shortage_is_said_too)
 	KEXPECT(strstr(mm_port_last_log(), "spanheap: stack depot: full"));
 	KEXPECT_EQ(atomic_load(&sh.depot.lost), 11);
 	mm_port_set_quiet(false);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Four threads save the same 3000 stacks, each from its own start. */
@@ -239,16 +240,18 @@ KTEST(spanheap_depot, threads_saving_one_stack_agree_on_its_handle)
 	ktest_diag("%u handles claimed for %u stacks",
 	           atomic_load(&sh.depot.next), (unsigned)SHARED);
 	KEXPECT(atomic_load(&sh.depot.next) >= SHARED);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Poison mode's table for a span of 16-byte objects: the sizes and
  * owners, then 32 bytes of records an object (2 pages of objects, 6 of
- * table; 21 when the stacks were in the records). */
+ * table; 21 when the stacks were in the records). The span's pages are
+ * the object heap's, the table's the metadata heap's. */
 KTEST(spanheap_depot, a_spans_records_take_32_bytes_an_object)
 {
 	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
-	size_t before = sh_in_use_pages(&heap) - sh_kept_pages(&sh);
+	size_t before = sh_in_use_pages(&heap);
+	size_t meta_before = sh_in_use_pages(&sh.meta) - sh_kept_pages(&sh);
 	void *p = spanheap_alloc(&sh, 8, 0); /* 9 bytes with its red zone */
 	KASSERT(p);
 	const struct sizeclass_info *ci = &sizeclass_info[sizeclass_of(9)];
@@ -257,10 +260,11 @@ KTEST(spanheap_depot, a_spans_records_take_32_bytes_an_object)
 	               sizeof(struct spanheap_rec_head) +
 	               2 * ci->nelems * sizeof(struct spanheap_rec);
 	KEXPECT_EQ(sizeof(struct spanheap_rec), 16);
-	KEXPECT_EQ(sh_in_use_pages(&heap) - sh_kept_pages(&sh) - before,
-	           ci->npages + (table + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
+	KEXPECT_EQ(sh_in_use_pages(&heap) - before, ci->npages);
+	KEXPECT_EQ(sh_in_use_pages(&sh.meta) - sh_kept_pages(&sh) - meta_before,
+	           (table + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The growth's hook: once, a save of another stack, which takes the first
@@ -279,9 +283,10 @@ static void save_meanwhile(struct mheap *h, enum mheap_hook_point where)
 /*
  * Two saves make the same chunk at once (one in the growth the other's
  * chunk needed): the loser's pages go back as any page the span heap took
- * for itself does (spanheap_pages_put), free in the span table. Until a
- * review they kept the page heap's mark, and a stray pointer there was
- * told as page-heap memory used through the object API.
+ * for itself does (spanheap_pages_put), free in the metadata heap's span
+ * table. Until a review they kept the page heap's mark, and a stray
+ * pointer there was told as page-heap memory used through the object
+ * API; a stray pointer there is the heap's own metadata now.
  */
 KTEST(spanheap_depot, a_chunk_that_lost_its_race_is_free_pages)
 {
@@ -290,8 +295,9 @@ KTEST(spanheap_depot, a_chunk_that_lost_its_race_is_free_pages)
 	/* The grown chunks' free pages taken: the first save grows. */
 	int n = 0;
 	for (size_t pages = PALLOC_CHUNK_PAGES; pages; pages /= 2)
-		while (n < 64 && (fill[n] = mheap_alloc_pages(
-		                          &heap, pages, MHEAP_NO_GROW)) != NULL)
+		while (n < 64 &&
+		       (fill[n] = mheap_alloc_pages(&sh.meta, pages,
+		                                    MHEAP_NO_GROW)) != NULL)
 			sizes[n++] = pages;
 	KASSERT(n < 64);
 	atomic_store(&other_saved, false);
@@ -306,17 +312,18 @@ KTEST(spanheap_depot, a_chunk_that_lost_its_race_is_free_pages)
 	char *won = (char *)atomic_load(&sh.depot.chunks[0]);
 	KASSERT(won);
 	char *lost = won + SPANHEAP_DEPOT_CHUNK_PAGES * MM_PAGE_SIZE;
-	KEXPECT(mheap_span_lookup(&heap, (uintptr_t)lost) == NULL);
+	KEXPECT(mheap_span_lookup(&sh.meta, (uintptr_t)lost) == NULL);
 	struct spanheap_where w;
 	spanheap_where(&sh, lost, &w);
-	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
-	EXPECT_MISUSE(spanheap_free(&sh, lost), "in no span", lost);
-	/* Free in the page heap: the loser's, given back. */
-	void *again = mheap_alloc_pages(&heap, SPANHEAP_DEPOT_CHUNK_PAGES,
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_META);
+	EXPECT_MISUSE(spanheap_free(&sh, lost), "in the heap's own metadata",
+	              lost);
+	/* Free in the metadata heap: the loser's, given back. */
+	void *again = mheap_alloc_pages(&sh.meta, SPANHEAP_DEPOT_CHUNK_PAGES,
 	                                MHEAP_NO_GROW);
 	KEXPECT(again == lost);
 	if (again)
-		mheap_free_pages(&heap, again, SPANHEAP_DEPOT_CHUNK_PAGES);
+		mheap_free_pages(&sh.meta, again, SPANHEAP_DEPOT_CHUNK_PAGES);
 	arena_unfill(n);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -13,6 +13,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/spanheap_internal.h"
+#include "mheap_hold_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -31,7 +32,7 @@ KTEST(spanheap_misuse, double_free_local)
 	KASSERT(p);
 	spanheap_free(&sh, p); /* local: p's span is cached on CPU 0 */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, double_free_remote)
@@ -43,7 +44,7 @@ KTEST(spanheap_misuse, double_free_remote)
 	spanheap_free(&sh, p); /* CPU 1's magazine */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
 	mm_port_set_cpu(0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A use after free's usual first writes, a pointer into the object's
@@ -73,7 +74,7 @@ KTEST(spanheap_misuse, write_after_free_cannot_steer_the_allocator)
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the writes");
 	mm_port_set_cpu(0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A write into a freed object that has gone back to its span erases its
@@ -93,7 +94,7 @@ KTEST(spanheap_misuse, checker_finds_a_lost_marker)
 	SH_CHECK(&sh, "before the write");
 	p[1] = 42;
 	EXPECT_MISUSE(spanheap_check(&sh), "lost its free marker", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Pending first, then the owner: the local path sees the pending bit. */
@@ -106,7 +107,7 @@ KTEST(spanheap_misuse, double_free_remote_then_local)
 	spanheap_free(&sh, p);
 	mm_port_set_cpu(0);
 	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -129,7 +130,7 @@ KTEST(spanheap_misuse, double_free_local_then_remote)
 		sh_expect_message(__FILE__, __LINE__, fired, "double free", p);
 	else
 		EXPECT_MISUSE(spanheap_flush_cache(&sh), "double free", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The span was given back after the first free: the pointer is in no
@@ -142,12 +143,13 @@ KTEST(spanheap_misuse, double_free_after_span_freed)
 	spanheap_free(&sh, p);
 	spanheap_flush_cache(&sh); /* the span is empty: given back */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "in no span", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
  * The first free found no magazine slab on its CPU and could not make one
- * (the arena used up), so it gave the object straight back to its span.
+ * (the metadata heap's arena used up), so it gave the object straight
+ * back to its span.
  * It must still leave the free marker: without it, a second free, once
  * the span had folded the first, went into another CPU's magazine, and the
  * object was then handed out twice.
@@ -156,32 +158,25 @@ KTEST(spanheap_misuse, double_free_after_a_free_with_no_slab)
 {
 	struct mheap_config hc;
 	mheap_config_default(&hc);
-	hc.arena_bytes = (size_t)2 << 20; /* one chunk, soon used up */
+	hc.arena_bytes = (size_t)2 << 20; /* one chunk */
 	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
 	mm_port_set_cpu(0);
 	void *p = spanheap_alloc(&sh, 64, 0);
 	void *q = spanheap_alloc(&sh, 64, 0); /* keeps the span in use */
 	KASSERT(p && q);
-	static void *pages[1024];
-	unsigned n = 0;
-	mm_port_set_quiet(true);
-	while (n < 1024 &&
-	       (pages[n] = mheap_alloc_pages(&heap, 1, MHEAP_NO_GROW)))
-		n++;
-	mm_port_set_quiet(false);
-	KASSERT(n > 0 && n < 1024);
+	static struct mh_hold hold;
+	KASSERT(mh_hold_all_but(&sh.meta, &hold, 0));
 	mm_port_set_cpu(1);
 	spanheap_free(&sh, p);
 	KEXPECT(sh.caches[1].slab == NULL); /* it took the slab-less way */
 	mm_port_set_cpu(0);
 	spanheap_flush_cache(&sh); /* folds p: free in its span */
 	SH_CHECK(&sh, "after the slab-less free"); /* p has its marker */
-	while (n)
-		mheap_free_pages(&heap, pages[--n], 1);
+	mh_hold_release(&sh.meta, &hold);
 	mm_port_set_cpu(2); /* can make a slab now */
 	EXPECT_MISUSE(spanheap_free(&sh, p), "double free", p);
 	mm_port_set_cpu(0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -206,7 +201,7 @@ KTEST(spanheap_misuse, racing_double_free_meets_the_pending_bit_locally)
 	spanheap_free(&sh, p); /* no marker yet: into CPU 0's magazine */
 	EXPECT_MISUSE(spanheap_flush_cache(&sh),
 	              "spanheap: double free: pointer", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -240,5 +235,5 @@ KTEST(spanheap_misuse, racing_first_frees_are_told_apart)
 	mm_port_set_cpu(0);
 	spanheap_free(&sh, keep);
 	SH_CHECK(&sh, "after the refused free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -43,7 +43,7 @@ KTEST(spanheap_edge, calloc_overflow_is_refused)
 	KEXPECT(p != NULL);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the callocs");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -65,7 +65,7 @@ KTEST(spanheap_edge, realloc_to_exactly_half_stays)
 	KEXPECT_EQ(((unsigned char *)q)[15], 7);
 	spanheap_free(&sh, q);
 	SH_CHECK(&sh, "after the reallocs");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -96,7 +96,7 @@ KTEST(spanheap_edge, atomic_large_up_to_the_page_limit)
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, a);
 	SH_CHECK(&sh, "after the atomic allocations");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -122,7 +122,7 @@ KTEST(spanheap_edge, racing_second_free_of_a_large_object)
 	                        "a large span freed twice") != NULL);
 	KEXPECT_EQ(sh_in_use_pages(&heap), in_use);
 	SH_CHECK(&sh, "after the racing free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -150,7 +150,7 @@ KTEST(spanheap_edge, sweep_cycle_sweeps_large_spans)
 	}
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the cycles");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -181,7 +181,7 @@ KTEST(spanheap_edge, atomic_realloc_does_not_grow_in_place)
 	spanheap_free(&sh, q);
 	spanheap_free(&sh, first);
 	SH_CHECK(&sh, "after the reallocs");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Whether page-heap page pi (from the arena's base) is allocated. */
@@ -228,7 +228,7 @@ KTEST(spanheap_edge, no_grow_realloc_in_place_does_not_grow_the_heap)
 	spanheap_free(&sh, q ? q : p);
 	spanheap_free(&sh, first);
 	SH_CHECK(&sh, "after the realloc");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -258,7 +258,7 @@ KTEST(spanheap_edge, unknown_flags_are_refused)
 		KEXPECT_EQ((unsigned char)p[i], 0x5a);
 	spanheap_free(&sh, p);
 	spanheap_check(&sh);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The usable size of NULL is 0, as malloc_usable_size's and Linux's
@@ -279,7 +279,7 @@ KTEST(spanheap_edge, usable_size_of_null_is_zero)
 	null_usable = 1;
 	KEXPECT(!usable_size_of_null_panics());
 	KEXPECT_EQ(null_usable, 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -315,7 +315,7 @@ KTEST(spanheap_edge, bad_alignment_is_refused_saying_so)
 	spanheap_free(&sh, a);
 	spanheap_free(&sh, b);
 	SH_CHECK(&sh, "after the aligned allocations");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Whether op, in atomic context, panics as a thread-only call. */
@@ -361,7 +361,7 @@ static void forgotten_atomic(bool poison)
 	void *q = spanheap_realloc(&sh, p, 200, MM_ATOMIC);
 	mm_port_set_atomic(false);
 	KEXPECT(z && q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_edge, a_forgotten_atomic_is_caught_with_memory_to_spare)

@@ -74,7 +74,7 @@ KTEST(spanheap_freed, names_the_object_its_time_and_cpu)
 	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_LARGE);
 	KEXPECT_EQ(w.freed.ns, 0u);
 	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_freed, a_reallocs_tail_and_a_free_forgotten)
@@ -122,7 +122,7 @@ KTEST(spanheap_freed, a_reallocs_tail_and_a_free_forgotten)
 	KASSERT(spanheap_where(&sh, o[SPANHEAP_FREED_LARGE_RING - 1], &w));
 	KEXPECT(w.freed.ns != 0);
 	KEXPECT_EQ(w.start, (uintptr_t)o[SPANHEAP_FREED_LARGE_RING - 1]);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -158,7 +158,7 @@ KTEST(spanheap_freed, a_forgotten_tail_is_not_called_a_free)
 	KASSERT(spanheap_where(&sh, p, &w));
 	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_LARGE); /* in use all along */
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -186,7 +186,7 @@ KTEST(spanheap_freed, an_entry_whose_sequence_wrapped_is_read)
 	/* The entries never written (their pages none) name nothing. */
 	KEXPECT(!spanheap_freed_large_find(
 	        &sh, (uintptr_t)p + 30 * MM_PAGE_SIZE, &w));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Whether one of t's return addresses lies in free_here. */
@@ -218,7 +218,7 @@ KTEST(spanheap_freed, poison_mode_keeps_the_stack_that_freed)
 	         "spanheap: object %#lx: last freed on CPU 0",
 	         (unsigned long)p);
 	KEXPECT(strstr(log, want) != NULL);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- Under threads ---------------------------------------------------- */
@@ -295,5 +295,5 @@ KTEST(spanheap_freed, answers_stay_true_while_threads_free)
 	sh_flush_cpus(&sh, CHURNERS + 1);
 	spanheap_check(&sh);
 	mheap_check(&heap);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -34,7 +34,7 @@ static void guard_release(void)
 	spanheap_guard_drain(&sh);
 	KEXPECT_EQ(sh.guard.live, 0);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 static void *guarded(size_t size)

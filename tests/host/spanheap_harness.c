@@ -488,7 +488,7 @@ void shh_destroy(struct spanheap_harness *h)
 	if (h->sh.guard.base) /* empty: shh_drain freed its objects */
 		mm_port_unreserve((void *)h->sh.guard.base, h->sh.guard.bytes);
 	if (h->heap.arena_base)
-		sh_heap_release(&h->heap);
+		sh_heap_release(&h->heap, &h->sh);
 	free(h->granules);
 	free(h->live);
 	h->granules = NULL;

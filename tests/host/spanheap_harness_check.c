@@ -143,7 +143,10 @@ bool shh_drain(struct spanheap_harness *h)
 	bool panicked = MM_PORT_PANICS({
 		sh_flush_cpus(&h->sh, h->cfg.ncpus);
 		spanheap_release_all(&h->sh);
-		in_use = sh_in_use_pages(&h->heap);
+		/* Both heaps': the span heap's own pages are its
+		 * metadata heap's, and none of the object heap's stays. */
+		in_use = sh_in_use_pages(&h->heap) +
+		         sh_in_use_pages(&h->sh.meta);
 		kept = sh_kept_pages(&h->sh);
 	});
 	h->cpu = 0;

@@ -74,7 +74,7 @@ KTEST(spanheap_held, free_then_alloc_is_last_in_first_out)
 	mm_port_unpin(pin);
 	spanheap_free(&sh, b);
 	SH_CHECK(&sh, "after the held frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_held, refuses_what_it_does_not_take_changing_nothing)
@@ -110,7 +110,7 @@ KTEST(spanheap_held, refuses_what_it_does_not_take_changing_nothing)
 	spanheap_free(&sh, small);
 	spanheap_free(&sh, large);
 	SH_CHECK(&sh, "after the general frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_held, full_and_empty_magazines_go_the_long_way)
@@ -151,7 +151,7 @@ KTEST(spanheap_held, full_and_empty_magazines_go_the_long_way)
 	KEXPECT(popped > 0 && popped <= max);
 	KEXPECT(spanheap_alloc(&sh, 256, 0) != NULL); /* a refill */
 	spanheap_free(&sh, v);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_held, double_free_panics_naming_it)
@@ -172,5 +172,5 @@ KTEST(spanheap_held, double_free_panics_naming_it)
 	snprintf(name, sizeof(name), "%p", p);
 	KEXPECT(strstr(mm_port_last_panic(), "double free") != NULL);
 	KEXPECT(strstr(mm_port_last_panic(), name) != NULL);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

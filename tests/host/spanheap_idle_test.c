@@ -69,9 +69,9 @@ static void heap_end(unsigned ncpus, const char *when)
 	spanheap_sweeper_stop(&sh);
 	sh_flush_cpus(&sh, ncpus);
 	flip();
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, when);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*

@@ -1,23 +1,22 @@
 /*
- * spanheap_init's unwinding (mm/spanheap_init.c): when a part after the
- * span array fails (no address space for the guarded pool, a port that
- * cannot make its unused pages fault, no pages for the stack depot its
- * stacks need), or the configuration is refused, the
- * init says so and gives back what it took (the span array's pages, the
- * pool's reservation), a use of the heap then panics saying it is not
- * set up, and the same init works once the memory is back.
+ * spanheap_init's unwinding (mm/spanheap_init.c): when a part fails (no
+ * address space for the guarded pool, a port that cannot make its unused
+ * pages fault, both before the metadata heap is made; no pages for the
+ * stack depot its stacks need, after), or the configuration is refused,
+ * the init says so and gives back what it took (the span array's pages,
+ * the pool's reservation; the metadata heap keeps its reservations,
+ * mm/spanheap_meta.c), a use of the heap then panics saying it is not set
+ * up, and the same init works once the memory is back.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
-#include "mheap_hold_util.h"
 #include "spanheap_panic_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
 static struct spanheap sh;
-static struct mh_hold hold;
 
 /* A configuration with a guarded pool of 4 slots. */
 static void guard_config(struct spanheap_config *cfg)
@@ -25,17 +24,6 @@ static void guard_config(struct spanheap_config *cfg)
 	spanheap_config_default(cfg);
 	cfg->guard_slots = 4;
 	cfg->guard_interval = 1000;
-}
-
-/* The pages of the all-spans array spanheap_init makes, read from a span
- * heap over an arena of its own (given back); 0 if it could not be made. */
-static size_t init_spans_pages(void)
-{
-	if (!sh_heap_tight(&heap, &sh, 1))
-		return 0;
-	size_t n = sh.spans->npages;
-	sh_heap_release(&heap);
-	return n;
 }
 
 /* A page heap of 2 chunks with no reserve; the pages in use and the
@@ -72,7 +60,8 @@ static void init_works(const struct spanheap_config *cfg, size_t reserved)
 	KASSERT(spanheap_init(&sh, &heap, cfg));
 	KEXPECT(sh.guard.base != 0);
 	KEXPECT(atomic_load(&sh.depot.pages) > 0);
-	KEXPECT_EQ(mm_port_reserved_bytes(), reserved + sh.guard.bytes);
+	KEXPECT_EQ(mm_port_reserved_bytes(),
+	           reserved + sh.guard.bytes + sh_meta_reserved_bytes(&sh));
 	mm_port_set_cpu(0);
 	void *p = spanheap_alloc(&sh, 64, 0);
 	KEXPECT(p != NULL);
@@ -83,7 +72,8 @@ static void init_works(const struct spanheap_config *cfg, size_t reserved)
 
 /* A guarded pool with no sampling interval is refused before anything is
  * taken; with no address space for the pool (the port's reserve fails)
- * the init fails after its span array was made, and gives it back. */
+ * the init fails before the metadata heap is made (until it, after the
+ * span array was made, which it gave back). */
 KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
 {
 	size_t used, reserved;
@@ -122,7 +112,7 @@ KTEST(spanheap_init_fail, a_refused_config_or_no_room_for_the_pool)
 	KEXPECT(all_bytes(b, MM_PAGE_SIZE, 0));
 	mheap_free_pages(&heap, b, 1);
 	init_works(&cfg, reserved);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A port that cannot make the pool's unused pages fault refuses its
@@ -154,34 +144,53 @@ KTEST(spanheap_init_fail, a_port_that_cannot_guard_is_named)
 	                  used, reserved);
 	while (nheld)
 		mm_port_unreserve(held[--nheld], MM_PAGE_SIZE);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
-/* No pages for the stack depot the pool's stacks need (the arena full
- * but for a hole the span array takes): the init fails after the array
- * and the pool's reservation were made, and gives both back. */
+/* No pages for the stack depot the pool's stacks need: the init fails
+ * after the pool's reservation, the metadata heap and its span array were
+ * made, gives the pool's reservation and every page back, and keeps the
+ * metadata heap's reservations (sh->meta names them, given back here).
+ * The depot is the metadata heap's, which is the init's own: the port
+ * refuses its nth mapping, n = 1, 2, ... until the init works, and one
+ * try fails at the depot (until the metadata heap, the test held the
+ * object heap's arena but a hole the span array took). */
 KTEST(spanheap_init_fail, no_pages_for_the_stack_depot)
 {
-	size_t spans_pages = init_spans_pages();
-	KASSERT(spans_pages > 0);
 	size_t used, reserved;
 	KASSERT(small_heap(&used, &reserved));
 	struct spanheap_config cfg;
 	guard_config(&cfg);
-	if (!mh_hold_all_but(&heap, &hold, spans_pages)) {
-		ktest_fail_at(__FILE__, __LINE__,
-		              "the arena could not be held");
-		mh_hold_release(&heap, &hold);
-		sh_heap_release(&heap);
-		return;
+	bool said = false, up = false;
+	for (unsigned nth = 1; nth < 64 && !up; nth++) {
+		size_t before = mm_port_reserved_bytes();
+		mm_port_set_quiet(true);
+		mm_port_fail_map_at(nth);
+		up = spanheap_init(&sh, &heap, &cfg);
+		mm_port_fail_map_at(0);
+		mm_port_set_quiet(false);
+		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		if (up)
+			break;
+		bool depot = strstr(mm_port_last_log(),
+		                    "no memory for the stack depot") != NULL;
+		if (depot) {
+			said = true;
+			KEXPECT_EQ(sh_in_use_pages(&sh.meta), 0);
+			KEXPECT_EQ(mm_port_reserved_bytes(),
+			           before + sh_meta_reserved_bytes(&sh));
+		}
+		if (sh.meta.arena_pages) { /* kept by a try that made it */
+			mh_release(&sh.meta);
+			memset(&sh.meta, 0, sizeof(sh.meta));
+		}
+		if (depot)
+			KEXPECT_EQ(mm_port_reserved_bytes(), before);
 	}
-	used = sh_in_use_pages(&heap);
-	KEXPECT_EQ(used, heap.arena_pages - spans_pages);
-	EXPECT_INIT_FAILS(&cfg, "no memory for the stack depot", used,
-	                  reserved);
-	mh_hold_release(&heap, &hold);
-	init_works(&cfg, reserved);
-	sh_heap_release(&heap);
+	KEXPECT(said);
+	KASSERT(up);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The retry of a failed init from the configuration the failed one left
@@ -204,5 +213,5 @@ KTEST(spanheap_init_fail, a_retry_from_the_failed_inits_own_config)
 	init_works(&sh.cfg, reserved);
 	KEXPECT_EQ(sh.cfg.period_ns, SPANHEAP_DEFAULT_PERIOD_NS);
 	KEXPECT_EQ(sh.guard.nslots, 4);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

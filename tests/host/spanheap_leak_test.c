@@ -40,7 +40,7 @@ static void release(void)
 		spanheap_guard_drain(&sh);
 		mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	}
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The leak allocation site, named by the records' stacks. */
@@ -293,5 +293,5 @@ KTEST(spanheap_leak, needs_records)
 	KEXPECT_EQ(
 	        spanheap_leak_scan(&sh, work, sizeof(work), NULL, 0, 0, 1, &r),
 	        SPANHEAP_LEAK_NO_RECORDS);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -105,7 +105,7 @@ KTEST(spanheap_mag_size, cpu_that_only_frees_shrinks_to_the_floor)
 	KEXPECT_EQ(st.mag_objects, st.cls[cls].mag_objects);
 	sh_flush_cpus(&sh, 2);
 	SH_CHECK(&sh, "flushed");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A shrunk magazine doubles at each refill of it empty, up to the most:
@@ -153,7 +153,7 @@ static void grow_back(unsigned flags)
 		spanheap_free(&sh, p[i]);
 	sh_flush_cpus(&sh, 2);
 	SH_CHECK(&sh, "flushed");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_mag_size, refills_grow_it_back_to_the_most)
@@ -215,5 +215,5 @@ KTEST(spanheap_mag_size, a_refill_between_spills_starts_the_count_over)
 		spanheap_free(&sh, p[i]);
 	sh_flush_cpus(&sh, 2);
 	SH_CHECK(&sh, "flushed");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -97,7 +97,7 @@ KTEST(spanheap, cross_cpu_free)
 	SH_CHECK(&sh, "pending cross-CPU frees");
 	/* The sweep makes them free, and gives the spans back. */
 	KEXPECT_EQ(spanheap_sweep_cycle(&sh), nspans);
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "after the sweep");
 
 	/* Again, but A keeps its span cached until B's frees are in: the
@@ -114,10 +114,10 @@ KTEST(spanheap, cross_cpu_free)
 	mm_port_set_cpu(0);
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.cls[cls].spans, 0);
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "after CPU 1's flush");
 	free(objs);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -171,7 +171,7 @@ KTEST(spanheap, refill_fills_the_magazine)
 	KEXPECT_EQ(atomic_load(&s->marked), 3 + 2 * k);
 	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
 	SH_CHECK(&sh, "filled again");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The same with free objects scattered among allocated ones: the refill
@@ -212,7 +212,7 @@ KTEST(spanheap, refill_fills_past_allocated_objects)
 	KEXPECT_EQ(atomic_load(&s->marked), n);
 	for (unsigned j = 0; j < k; j++)
 		KEXPECT(spanheap_alloc(&sh, 64, 0) == p[5 + 2 * j]);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -226,6 +226,7 @@ KTEST(spanheap, refill_fills_past_allocated_objects)
 KTEST(spanheap, refill_marks_objects_never_handed_out_past_a_hole)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	sh_heap_grow(&heap); /* for MM_NO_GROW: a fresh heap has grown none */
 	mm_port_set_cpu(0);
 	unsigned cls = sizeclass_of(64), k = sh.mag_fill[cls];
 	KASSERT_EQ(k, 16);
@@ -263,7 +264,7 @@ KTEST(spanheap, refill_marks_objects_never_handed_out_past_a_hole)
 		KEXPECT(q == (uintptr_t *)(p[0] + (j ? 7 + j : 5) * 64));
 		KEXPECT(q && q[1] == 0);
 	}
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -308,7 +309,7 @@ KTEST(spanheap, refill_fills_no_more_than_the_magazine_holds)
 	KEXPECT_EQ(base[max], 0);
 	KEXPECT_EQ(atomic_load(&s->marked), 6);
 	SH_CHECK(&sh, "a full magazine's refill");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A refill under MM_NO_GROW makes no slab (that could grow the heap): it
@@ -335,7 +336,7 @@ KTEST(spanheap, refill_makes_no_slab_under_no_grow)
 	for (unsigned i = 0; i < 5; i++)
 		spanheap_free(&sh, all[i]);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A free of an object of this CPU's own cached span waits in the
@@ -374,7 +375,7 @@ KTEST(spanheap, owner_free_waits_in_the_magazine)
 	KEXPECT_EQ(st.mag_objects, 0);
 	KEXPECT_EQ(st.local_frees + st.remote_frees, (uint64_t)n);
 	SH_CHECK(&sh, "all freed");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A full magazine keeps its newest half and gives the older half back
@@ -411,7 +412,7 @@ KTEST(spanheap, full_magazine_spills_its_older_half)
 		spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
 	SH_CHECK(&sh, "after the flush");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap, magazine_reuses_then_local_free)
@@ -460,7 +461,7 @@ KTEST(spanheap, magazine_reuses_then_local_free)
 	KEXPECT_EQ(st.remote_frees, 0);
 	KEXPECT_EQ(st.mag_objects, 0);
 	SH_CHECK(&sh, "after the flush");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A stop with no sweeper does nothing; a second start keeps the thread

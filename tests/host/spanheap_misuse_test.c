@@ -54,7 +54,7 @@ KTEST(spanheap_misuse, interior_pointer)
 	EXPECT_MISUSE(spanheap_realloc(&sh, big + 16, 200000, 0),
 	              "realloc of an interior pointer of a large object",
 	              big + 16);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, foreign_pointer)
@@ -67,7 +67,7 @@ KTEST(spanheap_misuse, foreign_pointer)
 	              &a_static_object);
 	void *past = (void *)(heap.arena_base + heap.cfg.arena_bytes);
 	EXPECT_MISUSE(spanheap_free(&sh, past), "foreign pointer", past);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, large_freed_twice)
@@ -77,7 +77,7 @@ KTEST(spanheap_misuse, large_freed_twice)
 	KASSERT(p);
 	spanheap_free(&sh, p);
 	EXPECT_MISUSE(spanheap_free(&sh, p), "large span freed twice", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, page_heap_memory)
@@ -93,7 +93,7 @@ KTEST(spanheap_misuse, page_heap_memory)
 	void *slab = sh.caches[0].slab;
 	KASSERT(slab);
 	EXPECT_MISUSE(spanheap_free(&sh, slab), "magazine slabs", slab);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A span's marked count is one past the highest object it has handed
@@ -119,7 +119,7 @@ KTEST(spanheap_misuse, object_past_the_marked_ones)
 	KEXPECT_EQ(atomic_load(&s->marked), 65);
 	KEXPECT_EQ(((uintptr_t *)far)[1], 0);
 	EXPECT_MISUSE(spanheap_free(&sh, far), "not allocated", far);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An object a refill put into CPU 0's magazine (mag_fill) and no one
@@ -143,7 +143,7 @@ KTEST(spanheap_misuse, free_of_an_object_a_refill_put_in_a_magazine)
 	spanheap_free(&sh, q);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -177,7 +177,7 @@ KTEST(spanheap_misuse, refused_use_of_an_object_in_a_magazine_after_a_fold)
 	              "realloc of an object already freed", x);
 	SH_CHECK(&sh, "after the refused calls");
 	spanheap_free(&sh, keep);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_misuse, never_allocated)
@@ -192,7 +192,7 @@ KTEST(spanheap_misuse, never_allocated)
 	EXPECT_MISUSE(spanheap_free(&sh, unused), "in no span", unused);
 	EXPECT_MISUSE(spanheap_free(&sh, ungrown), "in no span", ungrown);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -224,7 +224,7 @@ KTEST(spanheap_misuse, double_free_of_an_object_folded_free)
 	spanheap_flush_cache(&sh); /* the pending bit again */
 	mm_port_set_cpu(0);
 	EXPECT_MISUSE(spanheap_sweep_cycle(&sh), "was not allocated", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -252,7 +252,7 @@ KTEST(spanheap_misuse, pointer_into_a_span_tail)
 	              tail);
 	EXPECT_MISUSE(spanheap_free(&sh, tail), "interior pointer", tail);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -288,7 +288,7 @@ KTEST(spanheap_misuse, pointer_into_a_shrunk_large_tail)
 	/* Freed since: its tail is still the realloc's. */
 	EXPECT_MISUSE(spanheap_free(&sh, tail), "a realloc gave back", tail);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -311,7 +311,7 @@ KTEST(spanheap_misuse, interior_pointer_of_a_freed_large_object)
 	EXPECT_MISUSE(spanheap_free(&sh, p + 70000), want, p + 70000);
 	KEXPECT(strstr(mm_port_last_panic(), "freed twice") == NULL);
 	EXPECT_MISUSE(spanheap_free(&sh, p), "a large span freed twice", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The marker test covers every object below marked, the last handed out
@@ -336,7 +336,7 @@ KTEST(spanheap_misuse, checker_finds_a_lost_marker_on_the_last_object)
 	last[1] = 42;
 	EXPECT_MISUSE(spanheap_check(&sh), "lost its free marker", last);
 	free(p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A realloc uses its object as a free does, with the same checks: one of
@@ -357,7 +357,7 @@ KTEST(spanheap_misuse, realloc_of_a_freed_object)
 	char *never = (char *)s->base + atomic_load(&s->marked) * 64;
 	EXPECT_MISUSE(spanheap_realloc(&sh, never, 64, 0),
 	              "realloc of an object that is not allocated", never);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An aligned large allocation takes more pages than its object and gives
@@ -376,7 +376,7 @@ KTEST(spanheap_misuse, pointer_into_pages_an_aligned_allocation_gave_back)
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, pad);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The usable size of a small object already freed, or never handed out,
@@ -398,5 +398,5 @@ KTEST(spanheap_misuse, usable_size_of_a_freed_object)
 	EXPECT_MISUSE(spanheap_usable_size(&sh, never),
 	              "usable size of an object that is not allocated", never);
 	KEXPECT_EQ(spanheap_usable_size(&sh, q), 64); /* the live one */
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -38,7 +38,7 @@ KTEST(spanheap_mutant, free_just_past_the_grown_arena)
 	SH_EXPECT_PANIC(spanheap_free(&sh, past), "in no span");
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The state of the span holding p. */
@@ -69,7 +69,7 @@ KTEST(spanheap_mutant, page_aligned_small_sizes_take_a_class)
 		spanheap_free(&sh, p);
 	}
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -92,7 +92,7 @@ KTEST(spanheap_mutant, realloc_of_the_largest_class_stays)
 	KEXPECT_EQ(q[SC_MAX_SIZE / 2], 3);
 	spanheap_free(&sh, q);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -117,7 +117,7 @@ KTEST(spanheap_mutant, large_shrink_by_less_than_half_gives_the_tail_back)
 	        (void *)s);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The most bytes one large allocation can get from sh now (a page
@@ -171,7 +171,7 @@ KTEST(spanheap_mutant, large_growth_without_room_for_an_eighth_more)
 	}
 	spanheap_free(&sh, after);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* sh's counters, read under the heap lock. */
@@ -201,7 +201,7 @@ KTEST(spanheap_mutant, reclaim_with_nothing_to_sweep_runs_no_cycle)
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, big);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -228,7 +228,7 @@ KTEST(spanheap_mutant, checker_refuses_a_class_past_the_last)
 	__atomic_store_n(&s->sizeclass, cls, __ATOMIC_RELAXED);
 	SH_CHECK(&sh, "restored");
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -252,7 +252,7 @@ KTEST(spanheap_mutant, large_shrunk_to_the_largest_class_moves_into_it)
 	KEXPECT_EQ(q[SC_MAX_SIZE - 1], 5);
 	spanheap_free(&sh, q);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -281,7 +281,7 @@ KTEST(spanheap_mutant, stale_entry_just_past_a_span_is_refused)
 	mheap_span_set(&heap, (uintptr_t)tail, 1, MHEAP_SPAN_FREED_LARGE);
 	spanheap_free(&sh, big);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -303,7 +303,7 @@ KTEST(spanheap_mutant, alignment_past_the_arena_is_refused_at_once)
 	KEXPECT_EQ(counters().reclaims, 0);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 static void *held[1 << 14];
@@ -344,5 +344,5 @@ KTEST(spanheap_mutant, atomic_alloc_out_of_pages_does_not_reclaim)
 	KEXPECT(counters().reclaims > before.reclaims);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the frees");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -65,7 +65,7 @@ KTEST(spanheap_poison, every_class_freed_holds_the_poison)
 		/* Handed out again, checked, and as good as new. */
 		KASSERT(take_span(cls, objs));
 		SH_CHECK(&sh, "after the second round");
-		sh_heap_release(&heap);
+		sh_heap_release(&heap, &sh);
 	}
 }
 
@@ -97,7 +97,7 @@ static void write_then_reuse(unsigned cls, size_t off, const char *want)
 		ktest_fail_at(__FILE__, __LINE__,
 		              "the report does not say when: %s",
 		              mm_port_last_panic());
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_poison, every_class_write_after_free_found_at_reuse)
@@ -142,7 +142,7 @@ KTEST(spanheap_poison, a_double_free_after_the_marker_was_overwritten)
 	p[1] = marker;
 	SH_CHECK(&sh, "after the refused free");
 	spanheap_free(&sh, keep);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The same write after free, then the object's usable size or a realloc
@@ -168,7 +168,7 @@ static void stale_call_refused(int op)
 	p[1] = marker;
 	SH_CHECK(&sh, "after the refused call");
 	spanheap_free(&sh, keep);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_poison, usable_size_or_realloc_after_the_marker_was_overwritten)
@@ -194,7 +194,7 @@ KTEST(spanheap_poison, write_found_when_the_span_goes_back)
 	              q);
 	KEXPECT(strstr(mm_port_last_panic(), "size class 4 (64-byte objects)"));
 	KEXPECT(strstr(mm_port_last_panic(), "byte 63 is 0, not the poison"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* And by the checker, for a free object of a span on a central list. */
@@ -212,7 +212,7 @@ KTEST(spanheap_poison, write_found_by_the_checker)
 	KEXPECT(strstr(mm_port_last_panic(), "was written after its free: "
 	                                     "byte 100 is 0, not the poison"));
 	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -250,7 +250,7 @@ KTEST(spanheap_poison, write_found_by_the_checker_before_clean_spans)
 	KEXPECT(sh_check_panics(&sh));
 	KEXPECT(strstr(mm_port_last_panic(), "was written after its free: "
 	                                     "byte 200 is 0, not the poison"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Poison mode changes nothing a program sees: zeroed memory is zero, a
@@ -272,7 +272,7 @@ KTEST(spanheap_poison, zeroing_realloc_and_misuse_as_in_normal_mode)
 	KEXPECT(all_bytes(r, 512, 0x33));
 	spanheap_free(&sh, r);
 	EXPECT_MISUSE(spanheap_free(&sh, r), "double free", r);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Normal mode: a free writes the marker alone (the fast path stays as it
@@ -287,5 +287,5 @@ KTEST(spanheap_poison, normal_mode_writes_only_the_marker)
 	KEXPECT(all_bytes(p, 8, 0x11));
 	KEXPECT(all_bytes(p + 16, 112, 0x11));
 	KEXPECT_EQ(atomic_load(&sh.mag_slabs), 1);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -90,7 +90,7 @@ KTEST(spanheap_stress, stats_while_cpus_make_their_slabs)
 		KEXPECT_EQ(st->mag_objects, objs0 + SLAB_CPUS - 1);
 		KEXPECT_EQ(atomic_load(&sh.mag_slabs), slabs0 + SLAB_CPUS - 1);
 		SH_CHECK(&sh, "after the slabs were made");
-		sh_heap_release(&heap);
+		sh_heap_release(&heap, &sh);
 	}
 	KEXPECT(reads > 0);
 	ktest_diag("%d rounds of %u slabs made during %lu reads of the "
@@ -188,7 +188,7 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 	for (size_t i = 0; i < n; i++)
 		spanheap_free(&sh, objs[i]);
 	spanheap_free(&sh, theirs);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -231,5 +231,5 @@ KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 	for (size_t i = 0; i < n; i++)
 		spanheap_free(&sh, objs[i]);
 	spanheap_free(&sh, theirs);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

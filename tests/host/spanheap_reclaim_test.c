@@ -106,7 +106,7 @@ KTEST(spanheap_reclaim, threads_out_of_pages_sweep_together)
 	KEXPECT(total > 0);
 	KEXPECT(nulls > 0);
 	KEXPECT(sh.n.reclaims > 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- Other CPUs' caches ---------------------------------------------------
@@ -182,7 +182,7 @@ KTEST(spanheap_reclaim, out_of_pages_flushes_other_cpus)
 	spanheap_release_all(&sh);
 	SH_CHECK(&sh, "after the rounds");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Release-everything gives back what another CPU's cache holds too; with
@@ -201,5 +201,5 @@ KTEST(spanheap_reclaim, release_all_flushes_other_cpus)
 	KEXPECT_EQ(class_spans(OTHER_SIZE), 0);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, "after the release");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

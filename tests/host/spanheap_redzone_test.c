@@ -19,6 +19,8 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "mheap_hold_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -61,7 +63,7 @@ static void overrun_then_free(unsigned cls, size_t asked, size_t off)
 	                 ->base,
 	         (unsigned)sizeclass_info[cls].npages, cls, size, asked, off);
 	EXPECT_MISUSE(spanheap_free(&sh, p), want, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_redzone, every_class_overrun_found_at_the_free)
@@ -89,7 +91,7 @@ KTEST(spanheap_redzone, overrun_found_at_a_realloc_in_place)
 	              p);
 	KEXPECT(strstr(mm_port_last_panic(), "40 bytes asked: byte 40 is 0, "
 	                                     "not the red zone 0xbb"));
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The class of object p. */
@@ -122,7 +124,7 @@ static void exact_fit_overrun(unsigned cls)
 	         "%zu bytes asked: byte %zu is 0x41, not the red zone", size,
 	         size);
 	EXPECT_MISUSE(spanheap_free(&sh, p), want, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_redzone, an_exact_fit_gets_one)
@@ -136,7 +138,7 @@ KTEST(spanheap_redzone, an_exact_fit_gets_one)
 	memset(p, 0x22, SC_MAX_SIZE);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the largest exact fit");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A realloc to its class's own size moves the object to a class with a
@@ -158,7 +160,7 @@ KTEST(spanheap_redzone, realloc_keeps_a_red_zone)
 	q[32] = 0x41;
 	EXPECT_MISUSE(spanheap_free(&sh, q), "32 bytes asked: byte 32 is 0x41",
 	              q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Writes all of p's usable size with v; true if it was at least n. */
@@ -214,7 +216,7 @@ KTEST(spanheap_redzone, no_false_alarm_from_legal_uses)
 		legal_uses(cls);
 	SH_CHECK(&sh, "after the legal uses");
 	spanheap_release_all(&sh); /* every span back: the poison checked */
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Normal mode: the usable size is the class's, and no red zone. */
@@ -227,10 +229,8 @@ KTEST(spanheap_redzone, normal_mode_has_none)
 	KEXPECT_EQ(spanheap_usable_size(&sh, p), 32);
 	memset(p, 0x44, 32);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
-
-static void *pages[PALLOC_CHUNK_BYTES / MM_PAGE_SIZE];
 
 /* A tight poison heap, made on a port that gives callers or (callers
  * false) one that gives none: then the heap keeps no records, and a
@@ -244,22 +244,23 @@ static bool tight_poison_heap(bool callers)
 }
 
 /* The pages of class cls's side table: its sizes, and the records of
- * callers if sh keeps them (spanheap_redzone.c's table_pages). */
+ * callers if sh keeps them (spanheap_redzone.c's; this test's own
+ * reckoning of them had gone stale: 4 bytes an object, where the sizes
+ * and owners take 8). */
 static size_t table_pages_of(unsigned cls)
 {
-	size_t nel = sizeclass_info[cls].nelems,
-	       bytes = sh.track
-	                       ? ((nel * 4 + 7) & ~(size_t)7) +
-	                                 2 * nel * sizeof(struct spanheap_track)
-	                       : nel * 4;
-	return (bytes + MM_PAGE_SIZE - 1) / MM_PAGE_SIZE;
+	return spanheap_redzone_table_pages(&sh, cls);
 }
 
+static struct mh_hold hold;
+
 /*
- * A poison span's side table comes from the page heap too: with room for
- * a span's pages and not its table, the allocation gets NULL, as when
- * memory runs out, and both go back (the span's two pages are free
- * again); with its table's pages more, it succeeds.
+ * A poison span's side table comes from the metadata heap: with no room
+ * there for it (that heap held but for a hole a page short of the
+ * table), the allocation gets NULL, as when memory runs out, and the
+ * span's pages go back to the object heap; with a hole of the table's
+ * pages, it succeeds. (Until the metadata heap, the table came from the
+ * object heap, after the span's pages.)
  */
 static void no_table_no_span(bool callers)
 {
@@ -267,37 +268,26 @@ static void no_table_no_span(bool callers)
 	/* The span structs' page, made now: a class of its own. */
 	void *warm = spanheap_alloc(&sh, 4096, 0);
 	KASSERT(warm);
-	size_t n = 0;
-	while (n < sizeof(pages) / sizeof(pages[0]) &&
-	       (pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
-		n++;
-	KASSERT(n > 4);
-	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);
-	KASSERT(sizeclass_info[1].npages == 2);
-	mheap_free_pages(&heap, pages[0], 1);
-	mheap_free_pages(&heap, pages[1], 1);
-	KEXPECT(spanheap_alloc(&sh, 8, 0) == NULL);
-	void *two = mheap_alloc_pages(&heap, 2, 0);
-	KEXPECT(two == pages[0]);
-	if (two)
-		mheap_free_pages(&heap, two, 2);
 	/* The table: the sizes, and the records of callers if the port
 	 * gives them (spanheap_track.c). */
 	size_t table = table_pages_of(1);
-	KASSERT(n > 2 + table);
-	for (size_t i = 2; i < 2 + table; i++) {
-		KASSERT((char *)pages[i] ==
-		        (char *)pages[0] + i * MM_PAGE_SIZE);
-		mheap_free_pages(&heap, pages[i], 1);
-	}
+	KASSERT(table >= 1);
+	KASSERT(mh_hold_all_but(&sh.meta, &hold, table - 1));
+	size_t used = sh_in_use_pages(&heap);
+	mm_port_set_quiet(true);
+	KEXPECT(spanheap_alloc(&sh, 8, 0) == NULL);
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(sh_in_use_pages(&heap), used); /* the span's went back */
+	mh_hold_release(&sh.meta, &hold);
+	KASSERT(mh_hold_all_but(&sh.meta, &hold, table));
 	char *p = spanheap_alloc(&sh, 8, 0);
 	KASSERT(p);
+	KEXPECT_EQ(sh_in_use_pages(&heap), used + sizeclass_info[1].npages);
 	KEXPECT_EQ(spanheap_usable_size(&sh, p), 8);
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, warm);
-	for (size_t i = 2 + table; i < n; i++)
-		mheap_free_pages(&heap, pages[i], 1);
-	sh_heap_release(&heap);
+	mh_hold_release(&sh.meta, &hold);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_redzone, no_table_no_span)
@@ -327,17 +317,18 @@ KTEST(spanheap_redzone, overrun_found_without_records)
 	p[21] = 0x41;
 	EXPECT_MISUSE(spanheap_free(&sh, p),
 	              "20 bytes asked: byte 21 is 0x41, not the red zone", p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
  * The side table cannot be had, but a reclaim frees what it needs: the
- * span's thread caller reclaims (a magazine's object back to its span,
- * the span, empty, back to the page heap) and asks again. A 40-byte
- * object freed into CPU 0's magazine keeps its span; the arena is taken
- * but for class 1's two span pages, so the table of a class-1 span comes
- * only from the 40-byte span's pages. An atomic caller, which may not
- * reclaim, gets NULL.
+ * span's thread caller reclaims (the swept span, empty, back to the page
+ * heap, and its table to the metadata heap) and asks again. A 40-byte
+ * object freed keeps its span until a sweep; the metadata heap is taken
+ * whole, so the table of a class-1 span comes only from the 40-byte
+ * span's, a page each. An atomic caller, which may not reclaim, gets
+ * NULL. (Until the metadata heap, the tables and the spans shared the
+ * object heap, whose arena the test took but for two pages.)
  */
 KTEST(spanheap_redzone, a_table_after_a_reclaim)
 {
@@ -345,22 +336,19 @@ KTEST(spanheap_redzone, a_table_after_a_reclaim)
 	void *warm = spanheap_alloc(&sh, 4096, 0); /* the struct page */
 	void *y = spanheap_alloc(&sh, 40, 0);
 	KASSERT(warm && y);
-	KASSERT(((struct mspan *)mheap_span_lookup(&heap, (uintptr_t)y))
-	                ->sizeclass != 1);
-	spanheap_free(&sh, y); /* to the magazine: the span stays */
-	size_t n = 0;
-	while (n < sizeof(pages) / sizeof(pages[0]) &&
-	       (pages[n] = mheap_alloc_pages(&heap, 1, 0)) != NULL)
-		n++;
-	KASSERT(n > 2 && sizeclass_info[1].npages == 2);
-	KASSERT((char *)pages[1] == (char *)pages[0] + MM_PAGE_SIZE);
-	mheap_free_pages(&heap, pages[0], 1);
-	mheap_free_pages(&heap, pages[1], 1);
+	struct mspan *ys = mheap_span_lookup(&heap, (uintptr_t)y);
+	KASSERT(ys->sizeclass != 1 && ys->redzone);
+	void *yt = ys->redzone;
+	KASSERT(table_pages_of(ys->sizeclass) == 1 && table_pages_of(1) == 1);
+	spanheap_free(&sh, y); /* its span stays until a sweep */
+	KASSERT(mh_hold_all_but(&sh.meta, &hold, 0));
 	static struct spanheap_stats st; /* large: not on the stack */
 	spanheap_stats(&sh, &st);
 	uint64_t flushes = st.n.flush_alls;
 	/* An atomic caller may not reclaim: no table, no span. */
+	mm_port_set_quiet(true);
 	KEXPECT(spanheap_alloc(&sh, 8, MM_ATOMIC) == NULL);
+	mm_port_set_quiet(false);
 	spanheap_stats(&sh, &st);
 	KEXPECT_EQ(st.n.flush_alls, flushes);
 	char *p = spanheap_alloc(&sh, 8, 0);
@@ -368,28 +356,28 @@ KTEST(spanheap_redzone, a_table_after_a_reclaim)
 	spanheap_stats(&sh, &st);
 	KEXPECT(st.n.flush_alls > flushes); /* a reclaim ran */
 	if (p) {
-		KEXPECT(mheap_span_lookup(&heap, (uintptr_t)p) ==
-		        mheap_span_lookup(&heap, (uintptr_t)pages[0]));
+		struct mspan *ps = mheap_span_lookup(&heap, (uintptr_t)p);
+		KEXPECT(mheap_span_is_span(ps) && ps->redzone == yt);
 		KEXPECT_EQ(spanheap_usable_size(&sh, p), 8);
 		spanheap_free(&sh, p);
 	}
 	spanheap_free(&sh, warm);
-	for (size_t i = 2; i < n; i++)
-		mheap_free_pages(&heap, pages[i], 1);
+	mh_hold_release(&sh.meta, &hold);
 	SH_CHECK(&sh, "after the reclaim's table");
 	spanheap_release_all(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
  * A span's side table goes back with the span as any page the span heap
- * took for itself does (spanheap_pages_put): its pages are free, and a
- * stray pointer into them is told as one into free pages, as the span's
- * own are. Until a review the table's pages kept the page heap's mark,
- * and a free of such a pointer (a double free of an object whose pages
- * held a table since) blamed page-heap memory used through the object
- * API.
+ * took for itself does (spanheap_pages_put), to the metadata heap: a
+ * stray pointer into it is told as one into the heap's own metadata, and
+ * the span's pages as free pages. Until a review the table's pages kept
+ * the page heap's mark, and a free of such a pointer (a double free of an
+ * object whose pages held a table since) blamed page-heap memory used
+ * through the object API; until the metadata heap, the table's pages were
+ * free pages of the object heap, told as such.
  */
 KTEST(spanheap_redzone, a_freed_table_is_free_pages)
 {
@@ -407,7 +395,7 @@ KTEST(spanheap_redzone, a_freed_table_is_free_pages)
 	spanheap_where(&sh, y, &w);
 	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
 	spanheap_where(&sh, t, &w);
-	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
-	EXPECT_MISUSE(spanheap_free(&sh, t), "in no span", t);
-	sh_heap_release(&heap);
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_META);
+	EXPECT_MISUSE(spanheap_free(&sh, t), "in the heap's own metadata", t);
+	sh_heap_release(&heap, &sh);
 }

@@ -104,9 +104,9 @@ KTEST(spanheap_requeue, a_free_between_a_fold_and_a_flip_is_folded)
 			spanheap_free(&sh, objs[i]);
 	sh_flush_cpus(&sh, 3);
 	spanheap_sweep_cycle(&sh);
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "at the end");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -152,7 +152,7 @@ KTEST(spanheap_requeue, a_free_seen_counted_is_seen_whole)
 	pthread_join(t, NULL);
 	sh_flush_cpus(&sh, 2);
 	spanheap_sweep_cycle(&sh);
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "at the end");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

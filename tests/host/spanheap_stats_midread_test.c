@@ -134,7 +134,7 @@ KTEST(spanheap_stats, walk_overtaken_by_a_sweep_stays_within_capacity)
 	SH_CHECK(&sh, "after the sweep inside the statistics");
 	free(st);
 	free(big_objs);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 enum { SMALL = 64 };
@@ -176,7 +176,7 @@ KTEST(spanheap_stats, magazines_filled_after_the_walk_leave_no_wrap)
 		spanheap_free(&sh, small_obj[i]);
 	SH_CHECK(&sh, "after the refill inside the statistics");
 	free(st);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 enum { NFREED = 32 };
@@ -219,5 +219,5 @@ KTEST(spanheap_stats, frees_folded_after_the_walk_are_counted_once)
 	KEXPECT_EQ(st->remote_frees, NFREED);
 	SH_CHECK(&sh, "after the fold inside the statistics");
 	free(st);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

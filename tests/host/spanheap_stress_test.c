@@ -246,8 +246,9 @@ struct totals {
  * One round: the sweeper and the scavenger start (before the workers, or
  * with late_start while they run), the workers run and exit, the leftovers
  * are freed, release-all runs with the background threads going, then
- * they stop. Returns the page heap's pages in use then (SIZE_MAX if a
- * thread did not start); *kept gets the span heap's own.
+ * they stop. Returns the pages in use then of the page heap and the
+ * metadata heap (SIZE_MAX if a thread did not start); *kept gets the span
+ * heap's own.
  */
 static size_t round_run(struct totals *tot, size_t *kept, bool late_start)
 {
@@ -285,7 +286,8 @@ static size_t round_run(struct totals *tot, size_t *kept, bool late_start)
 		tot->refused += workers[i].refused;
 	}
 	*kept = sh_kept_pages(&sh);
-	return sh_in_use_pages(&heap);
+	/* Both heaps': the span heap's own pages are its metadata heap's. */
+	return sh_in_use_pages(&heap) + sh_in_use_pages(&sh.meta);
 }
 
 static void report_failures(void)
@@ -401,7 +403,7 @@ static void stress_run(bool poison)
 	free(st);
 	for (int i = 0; i < WORKERS; i++)
 		stress_inbox_destroy(&workers[i].inbox);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_stress, threads)

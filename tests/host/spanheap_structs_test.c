@@ -2,9 +2,10 @@
  * The all-spans array that cannot grow (mm/spanheap_structs.c,
  * spanheap_structs_reserve): once atomic callers have filled it to its
  * end, the next span, a thread's or an atomic caller's, needs a bigger
- * array. Without the pages for one the allocation fails as out of memory,
- * every page it took goes back (the span's, and the one page a struct
- * page would take: with no room in the array there is nowhere to put its
+ * array. Without the pages for one (in the metadata heap) the allocation
+ * fails as out of memory, every page it took goes back (the span's to
+ * the object heap, and the one page a struct page would take to the
+ * metadata heap: with no room in the array there is nowhere to put its
  * structs), and the array and the structs stay as they were. With memory
  * back the array grows and the same allocation works.
  */
@@ -48,28 +49,33 @@ KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
 	}
 	KASSERT(sh.spans->cap == cap && sh.nstructs_free == 0);
 	KASSERT(sh.spans->len + SH_STRUCTS_PER_PAGE > cap);
-	/* A hole for the span and one page more: no room for the array. */
+	/* The metadata heap held but a page (a page of structs, no room
+	 * for the array), the object heap free for the span (until the
+	 * metadata heap, the object heap was held but for the span and a
+	 * page). */
 	KASSERT(next_spans_pages() > 1);
 	struct spanheap_spans *spans = sh.spans;
 	size_t nstructs = sh.nstructs;
 	static const unsigned flags[] = {0, MM_ATOMIC};
 	for (size_t i = 0; i < 2; i++) {
-		KASSERT(mh_hold_all_but(&heap, &hold, BIG_PAGES + 1));
+		KASSERT(mh_hold_all_but(&sh.meta, &hold, 1));
 		size_t used = sh_in_use_pages(&heap);
+		size_t meta_used = sh_in_use_pages(&sh.meta);
 		mm_port_set_quiet(true);
 		void *p = spanheap_alloc(&sh, BIG, flags[i]);
 		mm_port_set_quiet(false);
 		KEXPECT(p == NULL);
 		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		KEXPECT_EQ(sh_in_use_pages(&sh.meta), meta_used);
 		KEXPECT(sh.spans == spans && sh.spans->cap == cap &&
 		        sh.nstructs == nstructs && sh.nstructs_free == 0);
-		/* The hole is still free, whole. */
-		void *again = mheap_alloc_pages(&heap, BIG_PAGES + 1, 0);
+		/* The hole is still free. */
+		void *again = mheap_alloc_pages(&sh.meta, 1, 0);
 		KEXPECT(again != NULL);
 		if (again)
-			mheap_free_pages(&heap, again, BIG_PAGES + 1);
+			mheap_free_pages(&sh.meta, again, 1);
 		SH_CHECK(&sh, flags[i] ? "atomic, full array" : "full array");
-		mh_hold_release(&heap, &hold);
+		mh_hold_release(&sh.meta, &hold);
 	}
 	/* With memory, the array grows. */
 	KASSERT((objs[n] = spanheap_alloc(&sh, BIG, 0)) != NULL);
@@ -81,7 +87,7 @@ KTEST(spanheap_structs, a_full_span_array_that_cannot_grow_fails_cleanly)
 	spanheap_sweep_cycle(&sh);
 	SH_CHECK(&sh, "after the frees");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -112,5 +118,5 @@ KTEST(spanheap_structs, a_growing_span_array_is_copied_without_the_lock)
 	for (size_t i = 0; i < n; i++)
 		spanheap_free(&sh, objs[i]);
 	spanheap_flush_cache(&sh);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -102,7 +102,7 @@ KTEST(spanheap_sweep_mutant, unswept_left_after_the_walk_is_drained)
 	spanheap_sweep_cycle(&sh);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, "after every free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -126,7 +126,7 @@ KTEST(spanheap_sweep_mutant, class_out_of_range_is_refused)
 	KEXPECT_EQ(spanheap_central_of(&sh, SC_NCLASSES - 1, "a test"),
 	           &sh.central[SC_NCLASSES - 1]);
 	SH_CHECK(&sh, "after the refusals");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -156,7 +156,7 @@ KTEST(spanheap_sweep_mutant, freed_span_struct_marks_nothing)
 	KEXPECT_EQ(strstr(mm_port_last_panic(), "marked 5") != NULL, 1);
 	atomic_store(&s->marked, 0);
 	SH_CHECK(&sh, "after the repair");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The objects the kick test frees from CPU 1 in its hook. */
@@ -205,7 +205,7 @@ KTEST(spanheap_sweep_mutant, kick_across_a_flip_wakes_no_one)
 	KEXPECT_EQ(mm_event_prepare(&sh.sweeper.wake), seen);
 	SH_CHECK(&sh, "after the kick");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The objects the flip test frees from CPU 1 in its hook. */
@@ -258,7 +258,7 @@ KTEST(spanheap_sweep_mutant, frees_after_the_flips_base_read_stay_pending)
 	KEXPECT_EQ(spanheap_pending_since_flip(&sh), 0);
 	SH_CHECK(&sh, "after the cycles");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The remote-queue test's object: the only one handed out of its span. */
@@ -322,5 +322,5 @@ KTEST(spanheap_sweep_mutant, remote_free_queues_its_span_before_its_bit)
 	spanheap_sweep_cycle(&sh);
 	SH_CHECK(&sh, "after the cycle");
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

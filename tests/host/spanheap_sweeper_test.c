@@ -88,7 +88,7 @@ static void free_all(void **p, size_t n)
 	free(p);
 	sh_flush_cpus(&sh, 2);
 	spanheap_sweep_cycle(&sh);
-	KEXPECT_EQ(sh_in_use_pages(&heap), sh_kept_pages(&sh));
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "at the end");
 }
 
@@ -113,7 +113,7 @@ static void cycles_after_pending(size_t n, size_t nfree, uint64_t want)
 	KEXPECT_EQ(st->n.sweeper_cpu_ns > 0, want > 0);
 	free(st);
 	free_all(p, n);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -157,7 +157,7 @@ KTEST(spanheap_sweeper, stop_wakes_a_pacing_sweeper)
 	KEXPECT(mm_event_prepare(&sh.sweeper.pace) != seen);
 	KEXPECT_EQ(cycles(), 1);
 	free_all(p, N);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -174,7 +174,7 @@ KTEST(spanheap_sweeper, cycle_end_wakes_the_semaphore_waiters)
 	seen = mm_event_prepare(&sh.sweeper.cycle_done);
 	SH_CHECK(&sh, "the checker holds the semaphore too");
 	KEXPECT(mm_event_prepare(&sh.sweeper.cycle_done) != seen);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -204,7 +204,7 @@ KTEST(spanheap_sweeper, pending_frees_wake_an_idle_sweeper)
 		sched_yield();
 	spanheap_sweeper_stop(&sh);
 	free_all(p, N);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -248,7 +248,7 @@ KTEST(spanheap_sweeper, kick_at_exactly_min_pending_bytes)
 	KASSERT_EQ(atomic_load(pending), MIN);
 	KEXPECT(mm_event_prepare(&sh.sweeper.wake) != seen);
 	free_all(p, N);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -292,5 +292,5 @@ KTEST(spanheap_sweeper, a_failed_start_says_so_and_a_retry_runs)
 		mheap_scavenger_stop(&heap);
 		KEXPECT(heap.scav.thread == NULL && sh.sweeper.thread == NULL);
 	}
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

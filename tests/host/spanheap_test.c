@@ -106,7 +106,7 @@ KTEST(spanheap, every_class)
 	spanheap_free(&sh, b);
 	spanheap_free(&sh, NULL);
 	SH_CHECK(&sh, "after size 0");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* spanheap_alloc_sized, spanheap_alloc without its flags' test (the
@@ -137,7 +137,7 @@ KTEST(spanheap, alloc_sized_is_alloc_without_the_flags_test)
 	spanheap_free(&sh, b);
 	spanheap_free(&sh, l);
 	SH_CHECK(&sh, "after the sized path");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* spanheap_alloc_class, the inline path for a class known at compile
@@ -160,7 +160,7 @@ KTEST(spanheap, alloc_class_inline)
 		spanheap_free(&sh, a);
 	}
 	SH_CHECK(&sh, "after the inline path");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- Large spans --------------------------------------------------------- */
@@ -194,7 +194,7 @@ KTEST(spanheap, large_spans)
 		KEXPECT_EQ(st.large_pages, 0);
 	}
 	SH_CHECK(&sh, "after large spans");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- Aligned allocation -------------------------------------------------- */
@@ -241,7 +241,7 @@ KTEST(spanheap, aligned)
 			              bad_aligns[i], p);
 	}
 	SH_CHECK(&sh, "after aligned allocations");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- Impossible requests, MM_NO_GROW, MM_ZERO ---------------------------- */
@@ -269,7 +269,7 @@ KTEST(spanheap, impossible_sizes)
 	KEXPECT_EQ(st.spans, 0);
 	KEXPECT_EQ(st.n.large_allocs, 0);
 	SH_CHECK(&sh, "after impossible requests");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap, no_grow)
@@ -282,6 +282,7 @@ KTEST(spanheap, no_grow)
 	mheap_config_default(&hc);
 	hc.arena_bytes = SH_ARENA_BYTES;
 	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
+	sh_heap_grow(&heap); /* a fresh heap has grown nothing */
 	struct mheap_stats hs0, hs;
 	mheap_stats(&heap, &hs0);
 	mm_port_set_quiet(true);
@@ -310,34 +311,40 @@ KTEST(spanheap, no_grow)
 	for (int i = 0; i < n; i++)
 		spanheap_free(&sh, p[i]);
 	SH_CHECK(&sh, "after MM_NO_GROW");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Poison mode with records: the allocation's stack goes to the depot,
  * whose chunk (16 pages) came from the page heap with MHEAP_ATOMIC
  * whatever the caller's flags, and grew the heap by a chunk under
- * MM_NO_GROW (review). The stack is lost instead; the object is made. */
+ * MM_NO_GROW (review). The stack is lost instead; the object is made.
+ * The depot and the side tables are the metadata heap's: it is left 12
+ * free pages, room for a 16-byte span's table, not a chunk; the object
+ * heap is grown once (a fresh one has grown nothing), for the span. */
 KTEST(spanheap, no_grow_in_poison_mode_keeps_the_depot_from_growing)
 {
 	KASSERT(sh_heap_tight_poison(&heap, &sh, SH_ARENA_BYTES));
 	KASSERT(sh.track);
-	/* 12 free pages left: a 16-byte span and its table, not a chunk. */
-	struct mheap_stats hs0, hs;
+	sh_heap_grow(&heap);
+	struct mheap_stats hs0, hs, ms0, ms;
 	mheap_stats(&heap, &hs0);
-	size_t left = hs0.free_backed_pages + hs0.free_scav_pages;
+	mheap_stats(&sh.meta, &ms0);
+	size_t left = ms0.free_backed_pages + ms0.free_scav_pages;
 	KASSERT(left > 12);
-	void *fill = mheap_alloc_pages(&heap, left - 12, MHEAP_NO_GROW);
+	void *fill = mheap_alloc_pages(&sh.meta, left - 12, MHEAP_NO_GROW);
 	KASSERT(fill);
 	mm_port_set_quiet(true);
 	void *p = spanheap_alloc(&sh, 16, MM_NO_GROW);
 	mm_port_set_quiet(false);
 	mheap_stats(&heap, &hs);
+	mheap_stats(&sh.meta, &ms);
 	KEXPECT(p != NULL);
 	KEXPECT_EQ(hs.grown_pages, hs0.grown_pages);
+	KEXPECT_EQ(ms.grown_pages, ms0.grown_pages);
 	spanheap_free(&sh, p);
-	mheap_free_pages(&heap, fill, left - 12);
+	mheap_free_pages(&sh.meta, fill, left - 12);
 	SH_CHECK(&sh, "after the allocation");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap, zero_reused_object)
@@ -370,5 +377,5 @@ KTEST(spanheap, zero_reused_object)
 	spanheap_free(&sh, d);
 	spanheap_free(&sh, a);
 	SH_CHECK(&sh, "after MM_ZERO");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

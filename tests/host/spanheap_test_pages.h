@@ -24,10 +24,9 @@ static inline size_t sh_in_use_pages(struct mheap *h)
 
 /*
  * The pages the span heap keeps for itself once every object is freed and
- * every span given back: the span-struct pages, the magazine slabs and
- * poison mode's stack depot (never freed) and the pages of the all-spans
- * array. Call when nothing
- * else uses sh.
+ * every span given back, all in its metadata heap: the span-struct pages,
+ * the magazine slabs and poison mode's stack depot (never freed) and the
+ * pages of the all-spans array. Call when nothing else uses sh.
  */
 static inline size_t sh_kept_pages(struct spanheap *sh)
 {
@@ -39,12 +38,24 @@ static inline size_t sh_kept_pages(struct spanheap *sh)
 	return n;
 }
 
-/* The page heap's pages in use for spans: all in use, less the pages the
- * span heap keeps for itself (a CPU's first free makes its magazine
- * slab). */
+/* The page heap's pages in use for spans: all of them, as the span
+ * heap's own pages (span structs, arrays, slabs, side tables, the depot)
+ * are its metadata heap's (mm/spanheap_meta.c). Until then this was the
+ * pages in use less sh_kept_pages; sh is kept for the callers' sake. */
 static inline size_t sh_span_pages(struct mheap *h, struct spanheap *sh)
 {
-	return sh_in_use_pages(h) - sh_kept_pages(sh);
+	(void)sh;
+	return sh_in_use_pages(h);
 }
+
+/* Fails the current test at the caller's line unless h holds no page
+ * (every span given back) and sh's metadata heap holds just the pages the
+ * span heap keeps (sh_kept_pages; poison mode's side tables go with their
+ * spans). Until the metadata heap both were h's: in use == kept. */
+#define SH_EXPECT_ONLY_KEPT(h, sh)                                           \
+	do {                                                                 \
+		KEXPECT_EQ(sh_in_use_pages(h), 0);                           \
+		KEXPECT_EQ(sh_in_use_pages(&(sh)->meta), sh_kept_pages(sh)); \
+	} while (0)
 
 #endif

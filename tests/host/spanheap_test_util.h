@@ -6,8 +6,9 @@
  * catch.
  *
  * The span heap has no destroy call: a test's heap lives until the test
- * gives its arena, span table and palloc metadata back to the port
- * (sh_heap_release), after stopping any sweeper or scavenger it started.
+ * gives its arena, span table and palloc metadata back to the port, and
+ * those of the span heap's metadata heap (sh_heap_release), after
+ * stopping any sweeper or scavenger it started.
  */
 #ifndef TESTS_HOST_SPANHEAP_TEST_UTIL_H
 #define TESTS_HOST_SPANHEAP_TEST_UTIL_H
@@ -15,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../../mm/spanheap.h"
 #include "mheap_test_util.h"
@@ -56,6 +58,16 @@ static inline bool sh_fill_until_growth(struct spanheap *sh, size_t size,
 		(*n)++;
 	}
 	return true;
+}
+
+/* Grows h by a chunk, all free: a page taken and given back. A fresh span
+ * heap's page heap has grown nothing (the span heap's own pages are its
+ * metadata heap's), and an MM_NO_GROW allocation needs grown pages. */
+static inline void sh_heap_grow(struct mheap *h)
+{
+	void *p = mheap_alloc_pages(h, 1, 0);
+	if (p)
+		mheap_free_pages(h, p, 1);
 }
 
 /* Makes h with the page-heap configuration hc and sh over it with sc (NULL:
@@ -180,10 +192,26 @@ static inline bool sh_heap_fresh_poison(struct mheap *h, struct spanheap *sh,
 		return p_;                                            \
 	}
 
-/* Gives h's reservations back to the port. No thread may use h any more. */
-static inline void sh_heap_release(struct mheap *h)
+/* The bytes sh's metadata heap reserved (mh_release gives them back): its
+ * arena, its span table and its palloc's metadata. */
+static inline size_t sh_meta_reserved_bytes(const struct spanheap *sh)
+{
+	const struct mheap *m = &sh->meta;
+	return m->cfg.arena_bytes + m->pages.meta_bytes +
+	       m->arena_pages * sizeof(void *) + MM_PAGE_SIZE;
+}
+
+/* Gives h's reservations back to the port, and those of sh's metadata
+ * heap (mm/spanheap_meta.c) if its set-up made one (zeroed after, so that
+ * a later test's failed set-up does not give them back twice). No thread
+ * may use h or sh any more. */
+static inline void sh_heap_release(struct mheap *h, struct spanheap *sh)
 {
 	mh_release(h);
+	if (sh->meta.arena_pages) {
+		mh_release(&sh->meta);
+		memset(&sh->meta, 0, sizeof(sh->meta));
+	}
 }
 
 /* spanheap_where_log(sh, p)'s lines into buf (size bytes), none on

@@ -105,7 +105,7 @@ KTEST(spanheap_traces, groups_live_objects_by_their_stack)
 	spanheap_free(&sh, big);
 	KEXPECT_EQ(spanheap_alloc_traces(&sh, 0, t, 8, &rest), 0);
 	KEXPECT_EQ(rest, 0);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Objects of every class from one stack per class's call: the counts sum
@@ -143,7 +143,7 @@ KTEST(spanheap_traces, every_live_object_is_counted_once)
 		for (int k = 0; k < 3; k++)
 			if (c != 5 || k != 1)
 				spanheap_free(&sh, p[c][k]);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_traces, nothing_without_records)
@@ -156,5 +156,5 @@ KTEST(spanheap_traces, nothing_without_records)
 	KEXPECT_EQ(spanheap_alloc_traces(&sh, 0, t, 2, &rest), 0);
 	KEXPECT_EQ(rest, 0);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

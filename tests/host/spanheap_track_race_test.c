@@ -107,7 +107,7 @@ KTEST(spanheap_track_race, an_object_not_yet_recorded_is_no_one_s)
 		spanheap_free(&sh, b[i]);
 	}
 	spanheap_free(&sh, objs[0]);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- The guarded pool ------------------------------------------------- */
@@ -171,7 +171,7 @@ KTEST(spanheap_track_race, a_guarded_slot_reused_while_read_is_not_mixed)
 	spanheap_free(&sh, g_new);
 	spanheap_guard_drain(&sh);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The same window for the pool's other readers with no lock: the
@@ -222,7 +222,7 @@ KTEST(spanheap_track_race, guarded_readers_say_a_slot_changed)
 	spanheap_free(&sh, g_new);
 	spanheap_guard_drain(&sh);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* ---- The depot a reader takes ------------------------------------------ */
@@ -254,5 +254,5 @@ KTEST(spanheap_track_race, readers_take_the_heap_s_depot_not_the_table_s)
 	KEXPECT(a.ns != 0 && a.ns != SPANHEAP_TRACK_CHANGING);
 	KEXPECT(a.npcs > 0);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

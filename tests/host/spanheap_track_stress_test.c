@@ -156,5 +156,5 @@ KTEST(spanheap_track_stress, records_read_true_while_threads_churn)
 	mheap_check(&heap);
 	spanheap_guard_drain(&sh);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

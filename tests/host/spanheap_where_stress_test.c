@@ -64,5 +64,5 @@ KTEST(spanheap_where_stress, own_objects_read_true_while_threads_churn)
 	sh_flush_cpus(&sh, CHURNERS + 1);
 	spanheap_check(&sh);
 	mheap_check(&heap);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

@@ -89,7 +89,7 @@ KTEST(spanheap_where, a_small_objects_place_and_state)
 	spanheap_release_all(&sh);
 	KASSERT(spanheap_where(&sh, q, &w));
 	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREE_PAGES);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_where, the_tail_of_a_span_is_no_object)
@@ -120,7 +120,7 @@ KTEST(spanheap_where, the_tail_of_a_span_is_no_object)
 	         (unsigned)ci->size);
 	KEXPECT(strstr(log, want) != NULL);
 	spanheap_free(&sh, p);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Every class: an object at its first byte, its middle and its last,
@@ -151,7 +151,7 @@ KTEST(spanheap_where, every_class_at_every_part_of_an_object)
 		for (unsigned c = 1; c < SC_NCLASSES && !freed; c++)
 			spanheap_free(&sh, p[c]);
 	}
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_where, large_objects_and_their_freed_pages)
@@ -180,7 +180,7 @@ KTEST(spanheap_where, large_objects_and_their_freed_pages)
 	KASSERT(spanheap_where(&sh, p + 70000, &w));
 	/* What the line says of it: spanheap_freed_test.c. */
 	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_FREED_LARGE);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(spanheap_where, page_runs_free_pages_and_foreign_addresses)
@@ -220,7 +220,7 @@ KTEST(spanheap_where, page_runs_free_pages_and_foreign_addresses)
 	                        &w));
 	where_log(&local, log, sizeof(log));
 	KEXPECT(strstr(log, "outside the heap arena") != NULL);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 
 	/* A heap never set up (a zeroed struct): outside, nothing read. */
 	static struct spanheap none;
@@ -271,7 +271,7 @@ KTEST(spanheap_where, poison_mode_names_the_red_zone_and_the_callers)
 	KEXPECT_EQ(w.state, SPANHEAP_OBJ_FREE);
 	KEXPECT_EQ(w.asked, UINT32_MAX);
 	words[1] = marker;
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A freed object's second word, its free marker (cookie ^ its address),
@@ -289,6 +289,6 @@ KTEST(spanheap_where, a_free_marker_is_no_address)
 		int64_t top = (int64_t)m >> 47;
 		KEXPECT(top != 0 && top != -1);
 		KEXPECT_EQ(m ^ sh.mag_cookie, (uintptr_t)p);
-		sh_heap_release(&heap);
+		sh_heap_release(&heap, &sh);
 	}
 }

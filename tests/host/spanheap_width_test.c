@@ -94,7 +94,7 @@ KTEST(spanheap_width, large_alloc_over_32_bit_pages_is_refused)
 	KEXPECT(p != NULL);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the refused allocations");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -122,7 +122,7 @@ KTEST(spanheap_width, large_realloc_over_32_bit_pages_is_refused)
 	KEXPECT(all_bytes(p, n, 0x5a));
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the refused realloc");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /*
@@ -145,7 +145,7 @@ KTEST(spanheap_width, misuse_of_a_5_gib_object_names_its_size)
 		              mm_port_last_panic());
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the interior free");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* Fails the test at line unless the statistics count one large span of
@@ -222,5 +222,5 @@ KTEST(spanheap_width, readers_of_a_large_size_above_4_gib_use_its_pages)
 	KEXPECT_EQ(st.large_pages, 0);
 	KEXPECT_EQ(st.bytes_in_use, 0);
 	SH_CHECK(&sh, "after the large object's life");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

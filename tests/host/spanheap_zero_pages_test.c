@@ -66,7 +66,7 @@ KTEST(spanheap, large_zeroed_writes_only_dirty_pages)
 	           "memory resident before it was read",
 	           touched, N / 4096);
 	spanheap_free(&sh, r);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* The arena in small pages, whatever the host's transparent huge pages
@@ -101,7 +101,7 @@ KTEST(spanheap, realloc_zero_to_large_writes_only_dirty_pages)
 	ktest_diag("%zu of %zu pages resident after the move", touched,
 	           usable / 4096);
 	spanheap_free(&sh, q);
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* An MM_ATOMIC shrink of a large object gives its tail back as a large
@@ -126,7 +126,7 @@ KTEST(spanheap, an_atomic_shrink_gives_the_tail_back)
 	KEXPECT(all_bytes(q, 100, 0x5a) && all_bytes(q + 100, M - 100, 0));
 	spanheap_free(&sh, q);
 	SH_CHECK(&sh, "after the shrink");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A zeroing realloc that grows a large object in place: the pages it
@@ -165,5 +165,5 @@ KTEST(spanheap, a_zeroing_growth_in_place_writes_only_dirty_pages)
 	KEXPECT(all_bytes(r, M, 0xa5) && all_bytes(r + M, N - M, 0));
 	spanheap_free(&sh, r);
 	SH_CHECK(&sh, "after the growths");
-	sh_heap_release(&heap);
+	sh_heap_release(&heap, &sh);
 }

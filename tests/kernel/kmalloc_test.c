@@ -19,6 +19,7 @@
 #include "kernel/sched.h"
 #include "kernel/spinlock.h"
 #include "kernel/thread.h"
+#include "mm/spanheap_internal.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
 
@@ -225,6 +226,48 @@ KTEST(kmalloc, usable_size_follows_the_heap_mode)
 		KEXPECT_EQ(((volatile uint8_t *)e)[64], SPANHEAP_REDZONE_BYTE);
 	memset(e, 0x5a, sizeof(*e));
 	kfree(e);
+}
+
+/* True if a lies in page heap h's arena. */
+static bool in_arena(const struct mheap *h, uintptr_t a)
+{
+	return a - h->arena_base < h->arena_pages * PAGE_SIZE;
+}
+
+/* The heap's own metadata (mm/spanheap_meta.c) lies in its metadata
+ * heap's arena, apart from every object: each CPU's magazine slab, the
+ * all-spans array and the span structs in it. Until a review they were
+ * runs of kheap, among the objects, where an overrun past a span's last
+ * page reached them (host test spanheap_meta.*). The array is read from
+ * a snapshot (a growth meanwhile keeps it until the snapshot goes). */
+KTEST(kmalloc, the_heaps_own_metadata_lies_apart_from_its_objects)
+{
+	void *p = kmalloc(64, 0);
+	KASSERT(p != NULL);
+	kfree(p); /* this CPU's slab, if it had none (not in poison mode) */
+	KEXPECT(kspanheap.meta.arena_pages > 0);
+	KEXPECT(in_arena(&kheap, (uintptr_t)p) || guarded(p)); /* mm.guard */
+	KEXPECT(!in_arena(&kspanheap.meta, (uintptr_t)p));
+	unsigned slabs = 0;
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		uintptr_t s = (uintptr_t)__atomic_load_n(
+		        &kspanheap.caches[cpu].slab, __ATOMIC_ACQUIRE);
+		if (!s)
+			continue;
+		slabs++;
+		KEXPECT(in_arena(&kspanheap.meta, s) && !in_arena(&kheap, s));
+	}
+	KEXPECT(slabs > 0 || kspanheap.cfg.poison);
+	struct spanheap_snapshot snap;
+	spanheap_snapshot(&kspanheap, &snap);
+	KEXPECT(in_arena(&kspanheap.meta, (uintptr_t)snap.arr) &&
+	        !in_arena(&kheap, (uintptr_t)snap.arr));
+	size_t outside = 0;
+	for (size_t i = 0; i < snap.len; i++)
+		outside +=
+		        !in_arena(&kspanheap.meta, (uintptr_t)snap.arr->v[i]);
+	KEXPECT_EQ(outside, 0);
+	spanheap_snapshot_put(&kspanheap, &snap);
 }
 
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)

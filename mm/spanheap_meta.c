@@ -1,0 +1,172 @@
+/*
+ * mm/spanheap_meta.c: the span heap's metadata heap: a page heap of its
+ * own, over an arena reserved apart from the object heap's, for the span
+ * heap's own structures.
+ *
+ * Purpose: keep the heap's metadata out of an overrun's reach. A write
+ * past the last page of a span or a large object reaches the next pages
+ * of the object arena; until a review those could be the heap's own (a
+ * CPU's magazine slab, whose slots are handed out as they are, span
+ * structs, the all-spans array, poison mode's side tables, the stack
+ * depot), and a 600-byte copy into the last 64-byte object of a span
+ * followed by a slab made the next 16-byte allocation return an address
+ * of the writer's choosing. A kernel developer expects heap metadata to
+ * live apart from objects: Linux's struct page array, the Go runtime's
+ * mspans from persistentalloc, off the heap's arena.
+ *
+ * Representation: sh->meta, a struct mheap like sh->heap, over an arena
+ * reserved by its own mm_port_reserve (so in another address range: the
+ * kernel's region hands reservations out by a bump pointer, after the
+ * object heap's arena, span table and metadata; the POSIX ports put a
+ * PROT_NONE page after every reservation). Its runs are marked
+ * MHEAP_SPAN_PAGES in its own span table, which no object lookup reads.
+ *
+ * Algorithm, the arena's size (spanheap_meta_arena_bytes): what the
+ * object arena can make the heap need at most, plus a quarter for the
+ * holes between runs of different sizes (side tables of different
+ * classes come and go; the structs' pages and the slabs stay). Per page
+ * of the object arena, a span of one page (the smallest; a larger span
+ * has the same for more pages) has a struct and an entry of the all-spans
+ * array, which a growth copies into an array twice the size while a
+ * snapshot may keep the one before (three entries); in poison mode, its
+ * side table, the most pages per page of span over the classes (3 a page
+ * for 16-byte objects with callers' records: assumed, as a port that
+ * gives no callers makes them smaller). Once: every CPU's magazine
+ * slab (8 pages) and the stack depot whole (4 MiB). Over the kernel's
+ * 64 GiB arena that is about 7 GiB of address space (in poison mode,
+ * about 250 GiB), in a 2 TiB region; over a host test's 1 GiB, 110 MiB
+ * (4 GiB). Address space costs no frame until the heap grows into it; the
+ * span table and palloc's metadata reserved for it (a 512th of it and
+ * less) grow as it does. Short of address space (a malloc under ulimit
+ * -v), the set-up halves it down to SPANHEAP_META_MIN_BYTES: the heap then
+ * runs out of metadata, and so fails its allocations, sooner.
+ *
+ * Its configuration is the object heap's (goal, budget, low watermark,
+ * flags: debug_pagealloc unmaps its freed side tables too), but for the
+ * reserve for atomic callers: two of the largest atomic requests the span
+ * heap makes of it (a magazine slab or a depot chunk), so that two CPUs'
+ * first frees in interrupt handlers get their slabs without waiting for a
+ * thread's growth; none if the object heap keeps none (a configuration
+ * that uses up every page).
+ *
+ * Invariants: every run of sh->meta is the span heap's own structure;
+ * no object page lies in its arena.
+ *
+ * Locking: sh->meta.lock (MM_RANK_HEAP, a leaf) guards its pages only:
+ * the span heap calls the metadata heap as it called the object heap for
+ * its structures, with no mm lock held (or, for the depot's chunks from
+ * poison mode's records, a class lock, which ranks above), and never
+ * under sh->heap's lock, so the two heap locks are never nested.
+ *
+ * Limits: no scavenger thread runs for it: its free pages (side tables of
+ * dead spans, replaced all-spans arrays) stay backed until
+ * spanheap_release_all. Its arena is fixed: past its size, metadata
+ * allocations fail as out of memory. A set-up that fails after the
+ * metadata heap was made (no memory for the all-spans array or the stack
+ * depot) gives its pages back but keeps its reservations, as palloc keeps
+ * one it mapped metadata in (port.h, mm_port_unreserve: no hook unmaps
+ * the heap's metadata and page tables): sh->meta still names them, for
+ * an owner that can give them back (the host tests). The guarded pool's
+ * reservation, made before it, goes back; a port that gives back only the
+ * latest (the kernel's, whose set-up failing panics) keeps that too.
+ */
+#include "spanheap_internal.h"
+
+/* Bytes of metadata a page of the object arena may need, at most (above:
+ * a one-page span's struct, three array entries, its side table, with
+ * callers' records: a port that gives none makes them smaller). */
+static size_t per_page_bytes(const struct spanheap_config *cfg)
+{
+	size_t side = 0;
+	if (cfg->poison)
+		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+			size_t np = sizeclass_info[cls].npages;
+			size_t t = spanheap_redzone_pages_of(cls, true) *
+			           MM_PAGE_SIZE;
+			if ((t + np - 1) / np > side)
+				side = (t + np - 1) / np;
+		}
+	return sizeof(struct mspan) + 3 * sizeof(void *) + side;
+}
+
+size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
+                                 size_t heap_arena_bytes)
+{
+	const uint64_t chunk = PALLOC_CHUNK_BYTES;
+	uint64_t per_span = (uint64_t)(heap_arena_bytes / MM_PAGE_SIZE) *
+	                    per_page_bytes(cfg);
+	uint64_t once = (uint64_t)MM_MAX_CPUS * spanheap_mag_slab_pages();
+	if (cfg->poison || cfg->guard_slots)
+		once += spanheap_depot_max_pages();
+	uint64_t b = per_span + per_span / 4 + once * MM_PAGE_SIZE;
+	b = (b + chunk - 1) / chunk * chunk;
+	if (b < SPANHEAP_META_MIN_BYTES)
+		b = SPANHEAP_META_MIN_BYTES;
+	/* Past what a 64-bit address space holds, the reservation fails
+	 * and the set-up halves it. */
+	if (b > ((uint64_t)1 << 56))
+		b = (uint64_t)1 << 56;
+	return (size_t)b;
+}
+
+/* The metadata heap's configuration: the object heap's, with its own
+ * arena size and reserve (above). */
+static void meta_config(const struct spanheap *sh, struct mheap_config *mc)
+{
+	const struct mheap_config *hc = &sh->heap->cfg;
+	*mc = *hc;
+	mc->arena_bytes = spanheap_meta_arena_bytes(&sh->cfg, sh->arena_bytes);
+	size_t big = sh->mag_slab_pages > SPANHEAP_DEPOT_CHUNK_PAGES
+	                     ? sh->mag_slab_pages
+	                     : SPANHEAP_DEPOT_CHUNK_PAGES;
+	mc->reserve_pages = min_sz(hc->reserve_pages, 2 * big);
+}
+
+/* True if an arena of nbytes can be reserved now; keeps none. */
+static bool reservable(size_t nbytes)
+{
+	void *p = mm_port_reserve(nbytes, PALLOC_CHUNK_BYTES);
+	if (p)
+		mm_port_unreserve(p, nbytes);
+	return p != NULL;
+}
+
+bool spanheap_meta_init(struct spanheap *sh)
+{
+	struct mheap_config mc;
+	meta_config(sh, &mc);
+	/* Halved while the address space is short, not when mheap_init
+	 * fails for want of memory: a palloc that mapped part of its
+	 * metadata keeps its reservation (port.h), and a retry would keep
+	 * another. */
+	while (mc.arena_bytes > SPANHEAP_META_MIN_BYTES &&
+	       !reservable(mc.arena_bytes)) {
+		mc.arena_bytes = (mc.arena_bytes / 2) &
+		                 ~((size_t)PALLOC_CHUNK_BYTES - 1);
+		if (mc.arena_bytes < SPANHEAP_META_MIN_BYTES)
+			mc.arena_bytes = SPANHEAP_META_MIN_BYTES;
+	}
+	if (mc.reserve_pages > mc.arena_bytes / MM_PAGE_SIZE)
+		mc.reserve_pages = mc.arena_bytes / MM_PAGE_SIZE;
+	if (mheap_init(&sh->meta, &mc)) {
+		/* Named apart from the object heap's "heap" (the kernel's
+		 * `locks`); not taken yet, so made again here. */
+		mm_lock_init(&sh->meta.lock, "heap_meta", MM_RANK_HEAP);
+		return true;
+	}
+	/* A failed mheap_init may leave its arena's bounds: spanheap_where
+	 * must not see an arena that is not there. */
+	mm_memset(&sh->meta, 0, sizeof(sh->meta));
+	mm_log("spanheap: cannot set up the metadata heap (the line before "
+	       "says why) over an arena of %zu MiB",
+	       mc.arena_bytes >> 20);
+	return false;
+}
+
+void spanheap_meta_undo(struct spanheap *sh)
+{
+	mheap_release_all(&sh->meta);
+	mm_log("spanheap: the metadata heap's arena at %#lx stays reserved "
+	       "(its page tables and metadata are mapped)",
+	       (unsigned long)sh->meta.arena_base);
+}

@@ -1,0 +1,47 @@
+/*
+ * mm/spanheap_meta.h: the span heap's metadata heap (spanheap_meta.c), a
+ * page heap of its own for the span heap's own structures, apart from
+ * the object pages. Internal: included by spanheap_internal.h.
+ */
+#ifndef MM_SPANHEAP_META_H
+#define MM_SPANHEAP_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spanheap_types.h"
+
+/* The smallest metadata arena spanheap_meta_init settles for when address
+ * space is short (4 MiB: the first CPUs' slabs, the first span structs). */
+#define SPANHEAP_META_MIN_BYTES ((size_t)2 * PALLOC_CHUNK_BYTES)
+
+/* Sets up sh->meta (sh->heap, mag_layout and track already set): false,
+ * having logged why, if no arena can be reserved for it. Thread context. */
+bool spanheap_meta_init(struct spanheap *sh);
+
+/* For a spanheap_init that failed after spanheap_meta_init, every
+ * metadata page already freed: gives the frames back, keeps the
+ * reservations (spanheap_meta.c, "Limits"), says so. Thread context. */
+void spanheap_meta_undo(struct spanheap *sh);
+
+/* True if a lies in the metadata heap's arena (false for a heap whose
+ * set-up never reached it: arena_pages 0). Any context. */
+static inline bool spanheap_meta_holds(const struct spanheap *sh, uintptr_t a)
+{
+	return a - sh->meta.arena_base <
+	       (uintptr_t)sh->meta.arena_pages * MM_PAGE_SIZE;
+}
+
+/* The pages of the side table of a poison span of class cls
+ * (spanheap_redzone.c): sh's, and with or without callers' records. */
+size_t spanheap_redzone_table_pages(const struct spanheap *sh, unsigned cls);
+size_t spanheap_redzone_pages_of(unsigned cls, bool track);
+
+/* The pages of a CPU's magazine slab (spanheap_init.c). */
+size_t spanheap_mag_slab_pages(void);
+
+/* The most pages the stack depot ever takes (spanheap_depot.c). */
+size_t spanheap_depot_max_pages(void);
+
+#endif
