@@ -95,6 +95,14 @@ static void expect_nothing_held(struct spanheap *sh)
 	KEXPECT_EQ(st.heap.free_backed_pages, 0);
 }
 
+/* The address space mheap_init reserves for an arena of nbytes (with a
+ * bitmap of mapped metadata pages of one page). */
+static size_t mheap_space(size_t nbytes)
+{
+	size_t table = nbytes / MM_PAGE_SIZE * 8 + MM_PAGE_SIZE;
+	return nbytes + table + palloc_metadata_bytes(nbytes, 0) + MM_PAGE_SIZE;
+}
+
 static void check_heaps(struct spanheap *sh)
 {
 	spanheap_check(sh);
@@ -123,13 +131,19 @@ KTEST(min_port, init_without_threads)
 	/* What PORTING.md says mheap_init reserves: the arena, the span
 	 * table (8 bytes a page, plus a page), then palloc's metadata,
 	 * palloc_metadata_bytes and its bitmap of mapped pages (a page
-	 * here); 16440 KiB in all for 16 MiB. */
-	size_t table = ARENA_BYTES / MM_PAGE_SIZE * 8 + MM_PAGE_SIZE;
-	KEXPECT_EQ(heap_nreserves, 3);
-	KEXPECT_EQ(heap_space, ARENA_BYTES + table +
-	                               palloc_metadata_bytes(ARENA_BYTES, 0) +
-	                               MM_PAGE_SIZE);
-	KEXPECT_EQ(heap_space, (size_t)16440 << 10);
+	 * here); 16440 KiB in all for 16 MiB. spanheap_init then makes its
+	 * metadata heap the same way, over an arena of
+	 * spanheap_meta_arena_bytes (4 MiB, its floor, for 16 MiB), its
+	 * arena chunk aligned like the first (the port bumps a pointer from
+	 * a chunk-aligned start): 1992 KiB skipped, then 4128 KiB. */
+	KEXPECT_EQ(heap_nreserves, 6);
+	size_t meta = spanheap_meta_arena_bytes(&sh->cfg, ARENA_BYTES);
+	KEXPECT_EQ(sh->meta.arena_pages * MM_PAGE_SIZE, meta);
+	size_t first = (mheap_space(ARENA_BYTES) + PALLOC_CHUNK_BYTES - 1) /
+	               PALLOC_CHUNK_BYTES * PALLOC_CHUNK_BYTES;
+	KEXPECT_EQ(heap_space, first + mheap_space(meta));
+	KEXPECT_EQ(heap_space, (size_t)(18432 + 4128) << 10);
+	KEXPECT_EQ(mheap_space(ARENA_BYTES), (size_t)16440 << 10);
 	ktest_diag("%llu reservations, %zu KiB of address space for a %zu MiB "
 	           "arena",
 	           (unsigned long long)heap_nreserves, heap_space >> 10,
