@@ -17,6 +17,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mheap_testing.h"
 #include "mheap_hold_util.h"
+#include "spanheap_init_fail_util.h"
 #include "spanheap_test_util.h"
 
 #define PG MM_PAGE_SIZE
@@ -103,32 +104,9 @@ KTEST(spanheap_fail, init_without_memory_for_the_span_array)
 	KASSERT(mheap_init(&heap, &hc));
 	struct spanheap_config cfg;
 	spanheap_config_default(&cfg);
-	bool said = false, up = false;
-	for (unsigned nth = 1; nth < 64 && !up; nth++) {
-		size_t before = mm_port_reserved_bytes();
-		mm_port_set_quiet(true);
-		mm_port_fail_map_at(nth);
-		up = spanheap_init(&sh, &heap, &cfg);
-		mm_port_fail_map_at(0);
-		mm_port_set_quiet(false);
-		KEXPECT_EQ(sh_in_use_pages(&heap), 0);
-		if (up)
-			break;
-		bool array = strstr(mm_port_last_log(),
-		                    "no memory for the span array") != NULL;
-		if (array) {
-			said = true;
-			KEXPECT_EQ(sh_in_use_pages(&sh.meta), 0);
-			KEXPECT_EQ(mm_port_reserved_bytes(),
-			           before + sh_meta_reserved_bytes(&sh));
-		}
-		if (sh.meta.arena_pages) { /* kept by a try that made it */
-			mh_release(&sh.meta);
-			memset(&sh.meta, 0, sizeof(sh.meta));
-		}
-		if (array)
-			KEXPECT_EQ(mm_port_reserved_bytes(), before);
-	}
+	bool said;
+	bool up = sh_init_until_maps_suffice(
+	        &sh, &heap, &cfg, 0, "no memory for the span array", &said);
 	KEXPECT(said);
 	KASSERT(up);
 	mm_port_set_cpu(0);

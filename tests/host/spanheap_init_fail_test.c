@@ -13,6 +13,7 @@
 
 #include "../../kernel/ktest.h"
 #include "spanheap_panic_util.h"
+#include "spanheap_init_fail_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -161,32 +162,9 @@ KTEST(spanheap_init_fail, no_pages_for_the_stack_depot)
 	KASSERT(small_heap(&used, &reserved));
 	struct spanheap_config cfg;
 	guard_config(&cfg);
-	bool said = false, up = false;
-	for (unsigned nth = 1; nth < 64 && !up; nth++) {
-		size_t before = mm_port_reserved_bytes();
-		mm_port_set_quiet(true);
-		mm_port_fail_map_at(nth);
-		up = spanheap_init(&sh, &heap, &cfg);
-		mm_port_fail_map_at(0);
-		mm_port_set_quiet(false);
-		KEXPECT_EQ(sh_in_use_pages(&heap), used);
-		if (up)
-			break;
-		bool depot = strstr(mm_port_last_log(),
-		                    "no memory for the stack depot") != NULL;
-		if (depot) {
-			said = true;
-			KEXPECT_EQ(sh_in_use_pages(&sh.meta), 0);
-			KEXPECT_EQ(mm_port_reserved_bytes(),
-			           before + sh_meta_reserved_bytes(&sh));
-		}
-		if (sh.meta.arena_pages) { /* kept by a try that made it */
-			mh_release(&sh.meta);
-			memset(&sh.meta, 0, sizeof(sh.meta));
-		}
-		if (depot)
-			KEXPECT_EQ(mm_port_reserved_bytes(), before);
-	}
+	bool said;
+	bool up = sh_init_until_maps_suffice(
+	        &sh, &heap, &cfg, used, "no memory for the stack depot", &said);
 	KEXPECT(said);
 	KASSERT(up);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);

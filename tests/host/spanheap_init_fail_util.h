@@ -1,0 +1,56 @@
+/* What the set-up failure tests share (spanheap_fail_test.c,
+ * spanheap_init_fail_test.c): an init whose port refuses its nth mapping,
+ * n = 1, 2, ... until the init works. */
+#ifndef TESTS_HOST_SPANHEAP_INIT_FAIL_UTIL_H
+#define TESTS_HOST_SPANHEAP_INIT_FAIL_UTIL_H
+
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "spanheap_test_util.h"
+
+/*
+ * Runs spanheap_init(sh, h, cfg) with the port refusing its nth mapping,
+ * n = 1, 2, ..., until it works (true; false if 63 tries failed). After
+ * each try the object heap has used pages in use; a try that failed
+ * saying said (mm_port_last_log) has given every metadata page back and
+ * kept only the metadata heap's reservations (spanheap_meta.c,
+ * "Limits"), which sh->meta names: given back here after every failed
+ * try that made them, so the port holds what it held before the try.
+ * *seen: a try failed saying said.
+ */
+static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
+                                              struct mheap *h,
+                                              const struct spanheap_config *cfg,
+                                              size_t used, const char *said,
+                                              bool *seen)
+{
+	*seen = false;
+	for (unsigned nth = 1; nth < 64; nth++) {
+		size_t before = mm_port_reserved_bytes();
+		mm_port_set_quiet(true);
+		mm_port_fail_map_at(nth);
+		bool up = spanheap_init(sh, h, cfg);
+		mm_port_fail_map_at(0);
+		mm_port_set_quiet(false);
+		KEXPECT_EQ(sh_in_use_pages(h), used);
+		if (up)
+			return true;
+		bool hit = strstr(mm_port_last_log(), said) != NULL;
+		if (hit) {
+			*seen = true;
+			KEXPECT_EQ(sh_in_use_pages(&sh->meta), 0);
+			KEXPECT_EQ(mm_port_reserved_bytes(),
+			           before + sh_meta_reserved_bytes(sh));
+		}
+		if (sh->meta.arena_pages) { /* kept by a try that made it */
+			mh_release(&sh->meta);
+			memset(&sh->meta, 0, sizeof(sh->meta));
+		}
+		if (hit)
+			KEXPECT_EQ(mm_port_reserved_bytes(), before);
+	}
+	return false;
+}
+
+#endif
