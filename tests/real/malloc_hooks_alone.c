@@ -274,12 +274,7 @@ static int panic_child(void (*child)(int), char *out, size_t outsz)
 	if (pid == 0)
 		child(fd[1]);
 	close(fd[1]);
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < outsz && (r = read(fd[0], out + n, outsz - 1 - n)) > 0)
-		n += (size_t)r;
-	out[n] = 0;
-	close(fd[0]);
+	read_to_end(fd[0], out, outsz);
 	int st = -1;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return -1;

@@ -33,18 +33,7 @@ static int nest_child(const char *outer, const char *inner, char *out,
 		_exit(mm_malloc_test_lock_nest(outer, inner) == 0 ? 0 : 3);
 	}
 	close(fd[1]);
-	size_t n = 0;
-	ssize_t r;
-	while (n + 1 < outsz) {
-		r = read(fd[0], out + n, outsz - 1 - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	out[n] = 0;
-	close(fd[0]);
+	read_to_end(fd[0], out, outsz);
 	int st = -1;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return -1;

@@ -415,19 +415,8 @@ static const char *run_scenario(const char *self, int i)
 		_exit(127);
 	}
 	close(fd[1]);
-	size_t n = 0;
-	ssize_t r;
 	char err[400];
-	while (n + 1 < sizeof(err)) {
-		r = read(fd[0], err + n, sizeof(err) - n - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	err[n] = 0;
-	close(fd[0]);
+	read_to_end(fd[0], err, sizeof(err));
 	int st = -1; /* no exit, if it cannot be waited for */
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;

@@ -7,6 +7,7 @@
 #ifndef MALLOC_HOOKS_TEST_H
 #define MALLOC_HOOKS_TEST_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "malloc/malloc_testing.h"
 
@@ -47,6 +49,24 @@ static inline bool on_signal(int sig, void (*fn)(int))
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = fn;
 	return sigaction(sig, &sa, NULL) == 0;
+}
+
+/* Reads fd to its end (or until out is full, a NUL kept), through
+ * EINTR, and closes it; out is NUL-terminated. */
+static inline size_t read_to_end(int fd, char *out, size_t outsz)
+{
+	size_t n = 0;
+	while (n + 1 < outsz) {
+		ssize_t r = read(fd, out + n, outsz - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	out[n] = 0;
+	close(fd);
+	return n;
 }
 
 /* Scenarios: each runs in a fresh process and returns its exit status
