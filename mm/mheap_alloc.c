@@ -82,9 +82,28 @@
  */
 #include "mheap_internal.h"
 
+/* Scavenges free backed pages of h (dense chunks too) until need frames
+ * came back or none is left; the frames still needed. Takes h's lock
+ * (a batch at a time), so never with another heap's held. */
+static size_t scavenge_heap_for_frames(struct mheap *h, size_t need)
+{
+	while (need > 0) {
+		size_t n = mheap_scavenge_batch(h, need, PALLOC_SCAV_FORCE,
+		                                MHEAP_SCAV_FRAMES);
+		if (n == 0)
+			break;
+		need -= n < need ? n : need;
+	}
+	return need;
+}
+
 /* Before npages scavenged pages are mapped: while that would take the
- * frame pool below the low watermark, scavenge free backed pages (dense
- * chunks too) to make room. Thread context (it waits for shootdowns). */
+ * frame pool below the low watermark, scavenge free backed pages to make
+ * room, h's own and then its frames peer's: until the span heap kept its
+ * metadata in a heap of its own, its metadata and objects shared one
+ * heap's free pages, and a review found a metadata allocation short of
+ * frames leaving the object heap's free backed pages alone (and the
+ * other way round). Thread context (it waits for shootdowns). */
 static void scavenge_for_frames(struct mheap *h, size_t npages)
 {
 	size_t frames = mm_port_free_pages();
@@ -95,14 +114,9 @@ static void scavenge_for_frames(struct mheap *h, size_t npages)
 		want = SIZE_MAX;
 	if (frames >= want)
 		return;
-	size_t need = want - frames;
-	while (need > 0) {
-		size_t n = mheap_scavenge_batch(h, need, PALLOC_SCAV_FORCE,
-		                                MHEAP_SCAV_FRAMES);
-		if (n == 0)
-			break;
-		need -= n < need ? n : need;
-	}
+	size_t need = scavenge_heap_for_frames(h, want - frames);
+	if (need > 0 && h->frames_peer)
+		scavenge_heap_for_frames(h->frames_peer, need);
 }
 
 void mheap_unmap_run(uintptr_t base, size_t npages)

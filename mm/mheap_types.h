@@ -72,6 +72,13 @@ struct mheap {
 
 	mm_lock_t lock; /* rank MM_RANK_HEAP, a leaf */
 
+	/* Set by the owner before the heap is shared, else NULL: another
+	 * heap over the same frame pool (a span heap's object and metadata
+	 * heaps point at each other, spanheap_meta.c), whose free backed
+	 * pages an allocation short of frames scavenges too once its own
+	 * are gone. */
+	struct mheap *frames_peer;
+
 	/* Protected by h->lock: */
 	struct palloc pages;
 	size_t taken_pages;    /* out of the free set while being unmapped */

@@ -60,12 +60,13 @@
  *
  * Limits: no scavenger thread runs for it: its free pages (side tables of
  * dead spans, replaced all-spans arrays) stay backed until
- * spanheap_release_all. Its arena is fixed: past its size, metadata
- * allocations fail as out of memory. A set-up that fails after the
- * metadata heap was made (no memory for the all-spans array or the stack
- * depot) gives its pages back but keeps its reservations, as palloc keeps
- * one it mapped metadata in (port.h, mm_port_unreserve: no hook unmaps
- * the heap's metadata and page tables): sh->meta still names them, for
+ * spanheap_release_all, or until either heap is short of frames (the two
+ * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames). Its arena
+ * is fixed: past its size, metadata allocations fail as out of memory. A set-up
+ * that fails after the metadata heap was made (no memory for the all-spans
+ * array or the stack depot) gives its pages back but keeps its reservations, as
+ * palloc keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
+ * unmaps the heap's metadata and page tables): sh->meta still names them, for
  * an owner that can give them back (the host tests). The guarded pool's
  * reservation, made before it, goes back; a port that gives back only the
  * latest (the kernel's, whose set-up failing panics) keeps that too.
@@ -135,6 +136,7 @@ bool spanheap_meta_init(struct spanheap *sh)
 {
 	struct mheap_config mc;
 	meta_config(sh, &mc);
+	sh->heap->frames_peer = NULL; /* until this heap's is made */
 	/* Halved while the address space is short, not when mheap_init
 	 * fails for want of memory: a palloc that mapped part of its
 	 * metadata keeps its reservation (port.h), and a retry would keep
@@ -152,6 +154,11 @@ bool spanheap_meta_init(struct spanheap *sh)
 		/* Named apart from the object heap's "heap" (the kernel's
 		 * `locks`); not taken yet, so made again here. */
 		mm_lock_init(&sh->meta.lock, "heap_meta", MM_RANK_HEAP);
+		/* One frame pool under both: an allocation short of frames
+		 * scavenges the other heap's free pages too (mheap_alloc.c,
+		 * scavenge_for_frames). */
+		sh->meta.frames_peer = sh->heap;
+		sh->heap->frames_peer = &sh->meta;
 		return true;
 	}
 	/* A failed mheap_init may leave its arena's bounds: spanheap_where
@@ -165,6 +172,7 @@ bool spanheap_meta_init(struct spanheap *sh)
 
 void spanheap_meta_undo(struct spanheap *sh)
 {
+	sh->heap->frames_peer = NULL;
 	mheap_release_all(&sh->meta);
 	mm_log("spanheap: the metadata heap's arena at %#lx stays reserved "
 	       "(its page tables and metadata are mapped)",

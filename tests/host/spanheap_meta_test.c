@@ -284,3 +284,61 @@ KTEST(spanheap_meta, statistics_and_dump_show_the_metadata_heap)
 	KEXPECT(strstr(buf, want) != NULL);
 	sh_heap_release(&heap, &sh);
 }
+
+/* h's free backed pages and the pages it scavenged for frames. */
+static void backed_and_synced(struct mheap *h, size_t *backed, size_t *synced)
+{
+	struct mheap_stats st;
+	mheap_stats(h, &st);
+	*backed = st.free_backed_pages;
+	*synced = st.n.sync_pages;
+}
+
+/*
+ * One frame pool under both heaps: an allocation that would take it
+ * below the low watermark scavenges its own heap's free backed pages,
+ * then the other heap's. Until a review, each scavenged only its own, so
+ * a metadata allocation short of frames left the object heap's free pages
+ * (up to the scavenger's goal, or everything freed since its last run)
+ * backed, and the other way round, where one heap had served both.
+ */
+KTEST(spanheap_meta, each_heap_short_of_frames_scavenges_the_others)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	/* Object pages freed backed, none of the metadata heap's free. */
+	void *o = mheap_alloc_pages(&heap, 200, 0);
+	KASSERT(o);
+	memset(o, 0x5a, 200 * MM_PAGE_SIZE);
+	mheap_free_pages(&heap, o, 200);
+	size_t backed0, synced0, mbacked, msynced;
+	backed_and_synced(&heap, &backed0, &synced0);
+	KASSERT(backed0 >= 200);
+	/* A metadata run of fresh pages with frames short: the object
+	 * heap's free pages make the room. */
+	mm_port_set_free_pages(10);
+	void *m = mheap_alloc_pages(&sh.meta, 40, 0);
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(m);
+	size_t backed1, synced1;
+	backed_and_synced(&heap, &backed1, &synced1);
+	KEXPECT(backed1 < backed0);
+	KEXPECT(synced1 > synced0);
+	/* The other way: the metadata run freed backed, then an object run
+	 * of fresh pages with frames short takes them. */
+	memset(m, 0xa5, 40 * MM_PAGE_SIZE);
+	mheap_free_pages(&sh.meta, m, 40);
+	backed_and_synced(&sh.meta, &mbacked, &msynced);
+	KASSERT(mbacked >= 40);
+	size_t fresh = heap.grown_chunks * PALLOC_CHUNK_PAGES; /* past all */
+	mm_port_set_free_pages(10);
+	void *o2 = mheap_alloc_pages(&heap, fresh + 1, 0);
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(o2);
+	size_t mbacked1, msynced1;
+	backed_and_synced(&sh.meta, &mbacked1, &msynced1);
+	KEXPECT(mbacked1 < mbacked);
+	KEXPECT(msynced1 > msynced);
+	mheap_free_pages(&heap, o2, fresh + 1);
+	SH_CHECK(&sh, "after scavenging each other's pages for frames");
+	sh_heap_release(&heap, &sh);
+}
