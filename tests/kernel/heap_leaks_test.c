@@ -331,10 +331,13 @@ static unsigned spans_losing_table(unsigned *gone)
 }
 
 /* At the first unmapping free of the freer's with a span on its way
- * out: held until this thread has scanned. */
+ * out: held until this thread has scanned. The tables are the metadata
+ * heap's (spanheap_meta.c): until this test looked there, it waited at
+ * the object heap's frees, where no table goes, and never saw the
+ * window. */
 static void hold_in_table_window(struct mheap *h, enum mheap_hook_point where)
 {
-	if (h != &kheap || where != MHEAP_HOOK_FREE_UNMAPPED ||
+	if (h != &kspanheap.meta || where != MHEAP_HOOK_FREE_UNMAPPED ||
 	    thread_current() != table_freer || atomic_load(&gone_step) != 0)
 		return;
 	unsigned gone;
