@@ -19,8 +19,8 @@
  * Invariant: a set-up that fails keeps only a page heap it made (its
  * arena reserved), which the next try uses: the span heap's set-up keeps
  * nothing when it fails, but after its metadata heap was made (no memory
- * for its first pages), whose reservations it keeps
- * (mm/spanheap_meta.c). The tries are the set-up's, one at a time
+ * for its first pages), whose reservations it keeps and the next try
+ * takes again (mm/spanheap_meta.c). The tries are the set-up's, one at a time
  * (slots.c's init_state), so the two flags below need no lock.
  *
  * Limits: the room is measured once, at set-up; a program that maps much
@@ -177,7 +177,8 @@ bool mm_malloc_heaps_make(void)
 	bool ok = paged && spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
 	if (paged && !ok && sc.guard_slots) {
 		/* The pool is a debugging aid: the program runs without it
-		 * rather than not at all (spanheap_init kept nothing). Said
+		 * rather than not at all (spanheap_init kept nothing but a
+		 * metadata heap, which this try takes again). Said
 		 * only if the heap works without it: a failure of the rest
 		 * (the span array under ulimit -d) was blamed on the pool
 		 * (until a review; API test setup_fails). */

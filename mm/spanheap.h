@@ -81,10 +81,10 @@ enum mm_alloc_flags {
 
 void spanheap_config_default(struct spanheap_config *cfg);
 
-/* Prepares sh over the initialised page heap h with *cfg (copied: it may
- * be sh->cfg, for a retry) and a page heap of its own for its metadata.
- * False, with a line saying why and nothing kept but that heap's
- * reservations (spanheap_meta.c), for a bad config or no memory. */
+/* Prepares sh (zeroed, or as a failed init left it) over the page heap h
+ * with *cfg (copied: may be sh->cfg) and a page heap for its metadata.
+ * False, saying why, for a bad config or no memory: nothing kept but that
+ * heap's reservations, which a retry on sh uses (spanheap_meta.c). */
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg);
 

@@ -30,8 +30,10 @@
  * arena of its own), and in it the all-spans array and the stack depot.
  * A part refused undoes those before it, the latest first: the pool's
  * reservation goes back, the metadata heap's pages go back and its
- * reservations stay (spanheap_meta.c, "Limits"); the heap keeps no array,
- * so that a use of it panics at its first span (spanheap_structs_reserve).
+ * reservations stay (spanheap_meta.c, "Limits"), for the next init of the
+ * heap, which zeroes all but it and takes it again; the heap keeps no
+ * array, so that a use of it panics at its first span
+ * (spanheap_structs_reserve).
  *
  * Invariants: what spanheap.c lists holds from the end of spanheap_init
  * (no span, no object); the magazines' cookie is odd, so no marker is 0.
@@ -250,7 +252,12 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		return false;
 	}
 #endif
-	mm_memset(sh, 0, sizeof(*sh));
+	/* All but a metadata heap a failed init kept, which parts_init
+	 * takes again: it cannot be given back (spanheap_meta.c, "Limits"),
+	 * and a retry that zeroed it reserved another each time. */
+	mm_memset(sh, 0,
+	          spanheap_meta_kept(sh) ? offsetof(struct spanheap, meta_kept)
+	                                 : sizeof(*sh));
 	sh->heap = h;
 	sh->arena_base = h->arena_base;
 	sh->arena_bytes = h->arena_pages * MM_PAGE_SIZE;

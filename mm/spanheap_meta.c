@@ -61,15 +61,20 @@
  * Limits: no scavenger thread runs for it: its free pages (side tables of
  * dead spans, replaced all-spans arrays) stay backed until
  * spanheap_release_all, or until either heap is short of frames (the two
- * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames). Its arena
- * is fixed: past its size, metadata allocations fail as out of memory. A set-up
- * that fails after the metadata heap was made (no memory for the all-spans
- * array or the stack depot) gives its pages back but keeps its reservations, as
- * palloc keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
- * unmaps the heap's metadata and page tables): sh->meta still names them, for
- * an owner that can give them back (the host tests). The guarded pool's
- * reservation, made before it, goes back; a port that gives back only the
- * latest (the kernel's, whose set-up failing panics) keeps that too.
+ * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames). Its
+ * arena is fixed: past its size, metadata allocations fail as out of
+ * memory. A set-up that fails after the metadata heap was made (no memory
+ * for the all-spans array or the stack depot) gives its pages back but
+ * keeps its reservations, as palloc keeps one it mapped metadata in
+ * (port.h, mm_port_unreserve: no hook unmaps the heap's metadata and page
+ * tables): sh->meta still names them, and the next spanheap_init of sh
+ * keeps the heap (its zeroing stops before it) and uses it again, as it
+ * is, sized by the first try (until a review each retry reserved another
+ * and lost the one before: the hosted malloc retries its set-up at every
+ * call until one works). An owner that will not retry may give them back
+ * and zero sh->meta (the host tests). The guarded pool's reservation,
+ * made before it, goes back; a port that gives back only the latest (the
+ * kernel's, whose set-up failing panics) keeps that too.
  */
 #include "spanheap_internal.h"
 
@@ -132,11 +137,25 @@ static bool reservable(size_t nbytes)
 	return p != NULL;
 }
 
+/* One frame pool under both heaps: an allocation short of frames
+ * scavenges the other heap's free pages too (mheap_alloc.c,
+ * scavenge_for_frames). */
+static void peer_up(struct spanheap *sh)
+{
+	sh->meta.frames_peer = sh->heap;
+	sh->heap->frames_peer = &sh->meta;
+}
+
 bool spanheap_meta_init(struct spanheap *sh)
 {
+	sh->heap->frames_peer = NULL; /* until this heap's is made */
+	if (spanheap_meta_kept(sh)) {
+		sh->meta_kept = NULL; /* in use again, empty ("Limits") */
+		peer_up(sh);
+		return true;
+	}
 	struct mheap_config mc;
 	meta_config(sh, &mc);
-	sh->heap->frames_peer = NULL; /* until this heap's is made */
 	/* Halved while the address space is short, not when mheap_init
 	 * fails for want of memory: a palloc that mapped part of its
 	 * metadata keeps its reservation (port.h), and a retry would keep
@@ -154,11 +173,7 @@ bool spanheap_meta_init(struct spanheap *sh)
 		/* Named apart from the object heap's "heap" (the kernel's
 		 * `locks`); not taken yet, so made again here. */
 		mm_lock_init(&sh->meta.lock, "heap_meta", MM_RANK_HEAP);
-		/* One frame pool under both: an allocation short of frames
-		 * scavenges the other heap's free pages too (mheap_alloc.c,
-		 * scavenge_for_frames). */
-		sh->meta.frames_peer = sh->heap;
-		sh->heap->frames_peer = &sh->meta;
+		peer_up(sh);
 		return true;
 	}
 	/* A failed mheap_init may leave its arena's bounds: spanheap_where
@@ -174,7 +189,8 @@ void spanheap_meta_undo(struct spanheap *sh)
 {
 	sh->heap->frames_peer = NULL;
 	mheap_release_all(&sh->meta);
+	sh->meta_kept = &sh->meta;
 	mm_log("spanheap: the metadata heap's arena at %#lx stays reserved "
-	       "(its page tables and metadata are mapped)",
+	       "(its page tables and metadata are mapped), for a retry",
 	       (unsigned long)sh->meta.arena_base);
 }

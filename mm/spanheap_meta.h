@@ -16,14 +16,26 @@
  * space is short (4 MiB: the first CPUs' slabs, the first span structs). */
 #define SPANHEAP_META_MIN_BYTES ((size_t)2 * PALLOC_CHUNK_BYTES)
 
-/* Sets up sh->meta (sh->heap, mag_layout and track already set): false,
- * having logged why, if no arena can be reserved for it. Thread context. */
+/* Sets up sh->meta (sh->heap, mag_layout and track already set), or
+ * takes the one a failed init kept (spanheap_meta_kept): false, having
+ * logged why, if no arena can be reserved for it. Thread context. */
 bool spanheap_meta_init(struct spanheap *sh);
 
 /* For a spanheap_init that failed after spanheap_meta_init, every
  * metadata page already freed: gives the frames back, keeps the
- * reservations (spanheap_meta.c, "Limits"), says so. Thread context. */
+ * reservations (spanheap_meta.c, "Limits") for a retry, says so. Thread
+ * context. */
 void spanheap_meta_undo(struct spanheap *sh);
+
+/* True if sh holds the metadata heap a failed spanheap_init kept
+ * (spanheap_meta_undo), which the next spanheap_init of sh keeps and
+ * uses again; false for a zeroed sh, or one whose owner gave that heap's
+ * reservations back and zeroed sh->meta (the host tests). Thread
+ * context. */
+static inline bool spanheap_meta_kept(const struct spanheap *sh)
+{
+	return sh->meta_kept == &sh->meta && sh->meta.arena_pages != 0;
+}
 
 /* True if a lies in the metadata heap's arena (false for a heap whose
  * set-up never reached it: arena_pages 0). Any context. */

@@ -188,6 +188,11 @@ struct spanheap {
 	 * poison mode's side tables, the stack depot), so that an overrun
 	 * of an object's pages reaches none of them. Its lock (rank
 	 * MM_RANK_HEAP, a leaf like heap's) is never taken with heap's. */
+	/* &meta while meta is the one a failed spanheap_init kept, with its
+	 * reservations (spanheap_meta.c, "Limits"), for a retry to use
+	 * again; else NULL. These two fields come last: a retry's zeroing
+	 * stops before them. */
+	const struct mheap *meta_kept;
 	struct mheap meta;
 };
 

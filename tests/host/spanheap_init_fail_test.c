@@ -193,3 +193,52 @@ KTEST(spanheap_init_fail, a_retry_from_the_failed_inits_own_config)
 	KEXPECT_EQ(sh.guard.nslots, 4);
 	sh_heap_release(&heap, &sh);
 }
+
+/* Retries of an init that failed after making its metadata heap: each
+ * takes that heap again (the port refuses its nth mapping from now, n =
+ * 1, 2, ... until the init works, as a malloc under a data limit retries
+ * its set-up at every call), so that the port holds one metadata heap's
+ * reservations however many tries failed, and the init that works uses
+ * the first one kept. Until a review each try zeroed the heap, lost the
+ * metadata heap the try before had kept, and reserved another. */
+KTEST(spanheap_init_fail, retries_take_the_metadata_heap_kept_again)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	spanheap_config_default(&cfg);
+	bool up = false;
+	unsigned retries_over_kept = 0;
+	uintptr_t first_base = 0;
+	for (unsigned nth = 1; nth < 64 && !up; nth++) {
+		retries_over_kept += sh.meta.arena_pages != 0;
+		mm_port_set_quiet(true);
+		mm_port_fail_map_at(nth);
+		up = spanheap_init(&sh, &heap, &cfg);
+		mm_port_fail_map_at(0);
+		mm_port_set_quiet(false);
+		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		if (!sh.meta.arena_pages)
+			continue; /* failed before a metadata heap was made */
+		if (!first_base)
+			first_base = sh.meta.arena_base;
+		KEXPECT_EQ(sh_in_use_pages(&sh.meta),
+		           up ? sh_kept_pages(&sh) : 0);
+		if (mm_port_reserved_bytes() !=
+		    reserved + sh_meta_reserved_bytes(&sh))
+			ktest_fail_at(__FILE__, __LINE__,
+			              "try %u: %zu bytes reserved, not %zu: "
+			              "one metadata heap's more than before",
+			              nth, mm_port_reserved_bytes(),
+			              reserved + sh_meta_reserved_bytes(&sh));
+	}
+	KASSERT(up);
+	KEXPECT(retries_over_kept > 0);
+	KEXPECT_EQ(sh.meta.arena_base, first_base);
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the retries");
+	sh_heap_release(&heap, &sh);
+}
