@@ -99,6 +99,10 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
                                  size_t heap_arena_bytes)
 {
 	const uint64_t chunk = PALLOC_CHUNK_BYTES;
+	/* No page heap's arena is larger (mheap_init): the product below
+	 * cannot overflow. */
+	if (heap_arena_bytes > PALLOC_MAX_ARENA_BYTES)
+		heap_arena_bytes = PALLOC_MAX_ARENA_BYTES;
 	uint64_t per_span = (uint64_t)(heap_arena_bytes / MM_PAGE_SIZE) *
 	                    per_page_bytes(cfg);
 	uint64_t once = (uint64_t)MM_MAX_CPUS * spanheap_mag_slab_pages();
@@ -108,10 +112,12 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
 	b = (b + chunk - 1) / chunk * chunk;
 	if (b < SPANHEAP_META_MIN_BYTES)
 		b = SPANHEAP_META_MIN_BYTES;
-	/* Past what a 64-bit address space holds, the reservation fails
-	 * and the set-up halves it. */
-	if (b > ((uint64_t)1 << 56))
-		b = (uint64_t)1 << 56;
+	/* A size mheap_init takes: past palloc's largest arena it refused
+	 * it, and the set-up failed (poison mode over an object arena past
+	 * 32 TiB) where a reservation too large for the address space halves
+	 * it (until a review the cap was 2^56 bytes). */
+	if (b > PALLOC_MAX_ARENA_BYTES)
+		b = PALLOC_MAX_ARENA_BYTES;
 	return (size_t)b;
 }
 

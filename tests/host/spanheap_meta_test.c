@@ -342,3 +342,34 @@ KTEST(spanheap_meta, each_heap_short_of_frames_scavenges_the_others)
 	SH_CHECK(&sh, "after scavenging each other's pages for frames");
 	sh_heap_release(&heap, &sh);
 }
+
+/* The metadata arena's size is one mheap_init takes, for any object
+ * arena, in either mode: a chunk multiple, at least the smallest the
+ * set-up settles for, at most palloc's largest arena. Until a review a
+ * poison heap over an object arena past 32 TiB asked for more than that
+ * (about four times the arena), which mheap_init refuses: the set-up
+ * failed, where one too large for the address space is halved; and an
+ * arena near SIZE_MAX overflowed the reckoning. */
+KTEST(spanheap_meta, the_arena_size_is_one_a_page_heap_takes)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	for (int poison = 0; poison < 2; poison++) {
+		sc.poison = poison;
+		size_t a = PALLOC_CHUNK_BYTES;
+		for (;;) {
+			size_t b = spanheap_meta_arena_bytes(&sc, a);
+			if (b % PALLOC_CHUNK_BYTES ||
+			    b < SPANHEAP_META_MIN_BYTES ||
+			    b > PALLOC_MAX_ARENA_BYTES)
+				ktest_fail_at(__FILE__, __LINE__,
+				              "poison %d, arena %zu: a "
+				              "metadata "
+				              "arena of %zu bytes",
+				              poison, a, b);
+			if (a == SIZE_MAX)
+				break;
+			a = a > SIZE_MAX / 2 ? SIZE_MAX : a * 2;
+		}
+	}
+}
