@@ -28,7 +28,8 @@
  * glibc's statistics (mallinfo2, mallinfo, malloc_stats, malloc_info)
  * over this heap: until this version they were glibc's, whose heap this
  * library never uses, and said nothing was in use. arena is what the
- * heap holds backed (pages in spans and free pages not given back),
+ * heap holds backed (pages in spans, the span heap's own in its metadata
+ * heap, and free pages of both not given back),
  * uordblks the bytes of objects in use (small and large), fordblks the
  * rest of arena; ordblks counts free objects in spans, smblks those
  * waiting in the per-CPU caches (glibc's fastbins) and fsmblks their
@@ -60,9 +61,13 @@ static void info_read(struct info *in)
 	_Atomic unsigned long *held = mm_malloc_enter();
 	spanheap_stats(&mm_malloc_sh, &st);
 	mm_malloc_leave(held);
-	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages) *
+	/* Both page heaps': the span heap's own pages are its metadata
+	 * heap's (until a review the arena left them out, poison mode's side
+	 * tables too: half of what the heap held). */
+	in->arena = (st.heap.in_use_pages + st.heap.free_backed_pages +
+	             st.meta.in_use_pages + st.meta.free_backed_pages) *
 	            MM_PAGE_SIZE;
-	in->max = st.heap.grown_pages * MM_PAGE_SIZE;
+	in->max = (st.heap.grown_pages + st.meta.grown_pages) * MM_PAGE_SIZE;
 	/* A class's free objects include those in its magazines. */
 	in->free_objects = in->cached_objects = in->cached_bytes = 0;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {

@@ -392,6 +392,7 @@ static const struct scenario scenarios[] = {
         {"first-dlopen", scenario_dlopen},
         {"setup-fails", scenario_setup_fails},
         {"setup-fails-free", scenario_setup_fails_free},
+        {"mallinfo-meta", scenario_mallinfo_meta},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

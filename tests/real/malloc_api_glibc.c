@@ -149,6 +149,15 @@ const char *test_mallinfo(void)
 	CHECK((size_t)old.uordblks >= before.uordblks + want,
 	      "mallinfo: uordblks %d, mallinfo2's before %zu", old.uordblks,
 	      before.uordblks);
+	/* arena holds the heap's own pages too (poison mode's side tables:
+	 * as many as the objects'), apart from the object heap's. */
+	char out[512];
+	int st = run_with("mallinfo-meta", "MM_MALLOC_POISON", "1", out,
+	                  sizeof(out));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	      "MM_MALLOC_POISON=1, 2^18 15-byte objects: status %#x (3: arena "
+	      "grew by less than 3/4 of VmRSS), stderr: %s",
+	      st, out);
 	return NULL;
 }
 

@@ -43,6 +43,7 @@ int scenario_background_initfirst(void);
 int scenario_background_lone_exit(void);
 int scenario_setup_fails(void);
 int scenario_setup_fails_free(void);
+int scenario_mallinfo_meta(void);
 int scenario_background_lone_exit_fork(void);
 int scenario_background_lone_exit_deep(void);
 int scenario_errno_at_start(void);
