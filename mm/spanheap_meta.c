@@ -61,20 +61,24 @@
  * Limits: no scavenger thread runs for it: its free pages (side tables of
  * dead spans, replaced all-spans arrays) stay backed until
  * spanheap_release_all, or until either heap is short of frames (the two
- * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames). Its
- * arena is fixed: past its size, metadata allocations fail as out of
- * memory. A set-up that fails after the metadata heap was made (no memory
- * for the all-spans array or the stack depot) gives its pages back but
- * keeps its reservations, as palloc keeps one it mapped metadata in
- * (port.h, mm_port_unreserve: no hook unmaps the heap's metadata and page
- * tables): sh->meta still names them, and the next spanheap_init of sh
- * keeps the heap (its zeroing stops before it) and uses it again, as it
- * is, sized by the first try (until a review each retry reserved another
- * and lost the one before: the hosted malloc retries its set-up at every
- * call until one works). An owner that will not retry may give them back
- * and zero sh->meta (the host tests). The guarded pool's reservation,
- * made before it, goes back; a port that gives back only the latest (the
- * kernel's, whose set-up failing panics) keeps that too.
+ * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames); and
+ * an atomic allocation that leaves its reserve low asks a thread that is
+ * not there to refill it (mheap_alloc.c, reserve_low): the next thread
+ * allocation of metadata does, and an atomic one meanwhile grows the heap
+ * itself if nobody is growing it. Its arena is fixed: past its size,
+ * metadata allocations fail as out of memory. A set-up that fails after
+ * the metadata heap was made (no memory for the all-spans array or the
+ * stack depot) gives its pages back but keeps its reservations, as palloc
+ * keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
+ * unmaps the heap's metadata and page tables): sh->meta still names them,
+ * and the next spanheap_init of sh keeps the heap (its zeroing stops
+ * before it) and uses it again, as it is, sized by the first try (until a
+ * review each retry reserved another and lost the one before: the hosted
+ * malloc retries its set-up at every call until one works). An owner that
+ * will not retry may give them back and zero sh->meta (the host tests).
+ * The guarded pool's reservation, made before it, goes back; a port that
+ * gives back only the latest (the kernel's, whose set-up failing panics)
+ * keeps that too.
  */
 #include "spanheap_internal.h"
 

@@ -44,7 +44,7 @@ struct spanheap_redzone {
 
 /*
  * A new small span of class cls at base, in poison mode: its side table
- * into *rz (from the page heap, flags the span's), every object poisoned
+ * into *rz (from the metadata heap, flags the span's), every object poisoned
  * and marked as a freed one. True, with *rz NULL, outside poison mode;
  * false, base given back, if the table cannot be had. Inline: normal mode
  * pays one test per span made.
