@@ -78,6 +78,18 @@ static int allocations_fail(void)
 	return 0;
 }
 
+/* The lines of /proc/self/maps (the mappings), 0 if unreadable. Allocates
+ * nothing. */
+static size_t mappings(void)
+{
+	static char buf[1 << 20];
+	size_t n = 0;
+	if (proc_read("/proc/self/maps", buf, sizeof(buf)) > 0)
+		for (const char *c = buf; *c; c++)
+			n += *c == '\n';
+	return n;
+}
+
 /*
  * Under the limit every allocation fails (its set-up said why once, on
  * stderr, which the test counts), the statistics read an empty heap and
@@ -94,9 +106,21 @@ int scenario_setup_fails(void)
 		return 3; /* set up under the limit: too high to test */
 	if (errno != ENOMEM)
 		return 4;
+	size_t maps = mappings();
 	int r = allocations_fail();
 	if (r)
 		return r;
+	/* Each entry point's set-up failed again: none may keep more
+	 * address space than the first did (until a review each kept the
+	 * span heap's metadata heap it made, three mappings a call). */
+	size_t after = mappings();
+	if (after > maps + 2) {
+		fprintf(stderr,
+		        "mappings: %zu, then %zu after 10 more failed "
+		        "set-ups\n",
+		        maps, after);
+		return 9;
+	}
 	free(NULL);
 	if (mallinfo2().arena != 0 || malloc_trim(0) != 0)
 		return 5;
@@ -150,7 +174,8 @@ const char *test_setup_fails(void)
 	      "a heap whose set-up fails (RLIMIT_DATA %zu KiB past VmData): "
 	      "status %#x (SIGABRT: the set-up's failure a panic; 3: set up "
 	      "under the limit; 4, 10-17: an entry point not failing with "
-	      "ENOMEM; 6-8: the limit raised, no heap); stderr: %.300s",
+	      "ENOMEM; 9: their failed set-ups kept mappings; 6-8: the limit "
+	      "raised, no heap); stderr: %.300s",
 	      SETUP_DATA_ROOM >> 10, st, out);
 	CHECK(occurrences(out, "cannot set up the") == 1,
 	      "the set-up's failure said %d times, not once, in: %.300s",
