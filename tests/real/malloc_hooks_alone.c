@@ -259,11 +259,8 @@ static void two_panics(int out)
 	_exit(3);
 }
 
-/* Runs child(fd) in a fork child (it never returns) with fd the write
- * end of a pipe, collects what it writes there into out (NUL-ended) and
- * returns its wait status; -1 if it could not run. The heap is set up
- * first, so the child's first call is no set-up. */
-static int panic_child(void (*child)(int), char *out, size_t outsz)
+/* malloc_hooks_test.h */
+int hooks_child(void (*child)(int), char *out, size_t outsz)
 {
 	int fd[2];
 	if (pipe(fd) != 0)
@@ -291,7 +288,7 @@ static int panic_child(void (*child)(int), char *out, size_t outsz)
 int second_panic_waits(void)
 {
 	char out[2048];
-	int st = panic_child(two_panics, out, sizeof(out));
+	int st = hooks_child(two_panics, out, sizeof(out));
 	if (st == -1)
 		return 2;
 	char first[32], second[32];
@@ -360,7 +357,7 @@ static void nested_panic(int out)
 int panic_inside_panic(void)
 {
 	char out[2048];
-	int st = panic_child(nested_panic, out, sizeof(out));
+	int st = hooks_child(nested_panic, out, sizeof(out));
 	if (st == -1)
 		return 2;
 	char outer[32], inner[32];

@@ -17,27 +17,21 @@ extern int mm_malloc_test_lock_nest(const char *outer, const char *inner)
 /* Runs mm_malloc_test_lock_nest(outer, inner) in a fork child whose
  * stderr goes into out (NUL-ended); returns its wait status, -1 if it
  * could not run. The child exits 0 if the nest returned 0, else 3. */
+static const char *nest_outer, *nest_inner;
+
+static void nest_in_child(int fd)
+{
+	dup2(fd, 2);
+	alarm(60); /* a wrong order that deadlocks dies of SIGALRM */
+	_exit(mm_malloc_test_lock_nest(nest_outer, nest_inner) == 0 ? 0 : 3);
+}
+
 static int nest_child(const char *outer, const char *inner, char *out,
                       size_t outsz)
 {
-	int fd[2];
-	if (pipe(fd) != 0)
-		return -1;
-	free(malloc(16)); /* the heap set up: the heap lock exists */
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		dup2(fd[1], 2);
-		close(fd[0]);
-		alarm(60); /* a wrong order that deadlocks dies of SIGALRM */
-		_exit(mm_malloc_test_lock_nest(outer, inner) == 0 ? 0 : 3);
-	}
-	close(fd[1]);
-	read_to_end(fd[0], out, outsz);
-	int st = -1;
-	if (pid < 0 || waitpid(pid, &st, 0) != pid)
-		return -1;
-	return st;
+	nest_outer = outer;
+	nest_inner = inner;
+	return hooks_child(nest_in_child, out, outsz); /* the heap lock made */
 }
 
 static const struct {

@@ -69,6 +69,12 @@ static inline size_t read_to_end(int fd, char *out, size_t outsz)
 	return n;
 }
 
+/* Runs child(fd) in a fork child (it never returns) with fd the write
+ * end of a pipe, collects what it writes there into out (NUL-ended) and
+ * returns its wait status; -1 if it could not run. The heap is set up
+ * first, so the child's first call is no set-up (malloc_hooks_alone.c). */
+int hooks_child(void (*child)(int), char *out, size_t outsz);
+
 /* Scenarios: each runs in a fresh process and returns its exit status
  * (0 passed, 77 does not apply), saying what went wrong on stderr. */
 int fork_not_starved_by_retaker(void);
