@@ -14,10 +14,7 @@
 extern int mm_malloc_test_lock_nest(const char *outer, const char *inner)
         __attribute__((weak));
 
-/* Runs mm_malloc_test_lock_nest(outer, inner) in a fork child whose
- * stderr goes into out (NUL-ended); returns its wait status, -1 if it
- * could not run. The child exits 0 if the nest returned 0, else 3. */
-static const char *nest_outer, *nest_inner;
+static const char *nest_outer, *nest_inner; /* nest_child's, for its child */
 
 static void nest_in_child(int fd)
 {
@@ -26,6 +23,9 @@ static void nest_in_child(int fd)
 	_exit(mm_malloc_test_lock_nest(nest_outer, nest_inner) == 0 ? 0 : 3);
 }
 
+/* Runs mm_malloc_test_lock_nest(outer, inner) in a fork child whose
+ * stderr goes into out (NUL-ended); returns its wait status, -1 if it
+ * could not run. The child exits 0 if the nest returned 0, else 3. */
 static int nest_child(const char *outer, const char *inner, char *out,
                       size_t outsz)
 {
