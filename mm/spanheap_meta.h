@@ -16,6 +16,12 @@
  * space is short (4 MiB: the first CPUs' slabs, the first span structs). */
 #define SPANHEAP_META_MIN_BYTES ((size_t)2 * PALLOC_CHUNK_BYTES)
 
+/* What the metadata heap holds, for the reports that name an address in
+ * it (a bad free, spanheap_where_log, the kernel's addrinfo). */
+#define SPANHEAP_META_WHAT                                                   \
+	"span structs, span arrays, magazine slabs, side tables, the stack " \
+	"depot"
+
 /* Sets up sh->meta (sh->heap, mag_layout and track already set), or
  * takes the one a failed init kept (spanheap_meta_kept): false, having
  * logged why, if no arena can be reserved for it. Thread context. */

@@ -116,10 +116,8 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 	struct mheap *h = sh->heap;
 	uintptr_t a = (uintptr_t)p;
 	if (spanheap_meta_holds(sh, a))
-		mm_panic("spanheap: %s of %p: in the heap's own metadata (span "
-		         "structs, span arrays, magazine slabs, side tables, "
-		         "the "
-		         "stack depot), never an object",
+		mm_panic("spanheap: %s of %p: in the heap's own metadata "
+		         "(" SPANHEAP_META_WHAT "), never an object",
 		         op, p);
 	if (a < h->arena_base ||
 	    a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)

@@ -291,9 +291,8 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		spanheap_guard_where_log(sh, a, &w);
 		break;
 	case SPANHEAP_WHERE_META:
-		mm_log("spanheap: %#lx: in the heap's own metadata (span "
-		       "structs, span arrays, magazine slabs, side tables, the "
-		       "stack depot), never an object",
+		mm_log("spanheap: %#lx: in the heap's own metadata "
+		       "(" SPANHEAP_META_WHAT "), never an object",
 		       (unsigned long)a);
 		break;
 	case SPANHEAP_WHERE_SMALL:
