@@ -103,8 +103,8 @@ size_t mm_malloc_arena_fit(size_t want)
  * The arena for want bytes asked, under sc: the span heap reserves an
  * arena of its own for its metadata beside the page heap's
  * (spanheap_meta_arena_bytes, about a tenth of it; in poison mode about
- * four times it), and both come out of the room. With room for both, want;
- * else the largest arena, cut by eighths, whose metadata fits beside it
+ * three quarters of it), and both come out of the room. With room for both,
+ * want; else the largest arena, cut by eighths, whose metadata fits beside it
  * (until the metadata heap, the page heap's arena took the whole room,
  * and the metadata arena then took the program's headroom: API test
  * address_limit's thread found no room for its stack).

@@ -30,12 +30,14 @@
  * array, which a growth copies into an array twice the size while a
  * snapshot may keep the one before (three entries); in poison mode, its
  * side table, the most pages per page of span over the classes (3 a page
- * for 16-byte objects with callers' records: assumed, as a port that
- * gives no callers makes them smaller). Once: every CPU's magazine
- * slab (8 pages) and the stack depot whole (4 MiB). Over the kernel's
- * 64 GiB arena that is about 7 GiB of address space (in poison mode,
- * about 250 GiB), in a 2 TiB region; over a host test's 1 GiB, 110 MiB
- * (4 GiB). Address space costs no frame until the heap grows into it; the
+ * for 16-byte objects with callers' records, half a page without: the
+ * heap keeps them if the port gives callers, spanheap_track_probe).
+ * Once: every CPU's magazine slab (8 pages) and, if the heap keeps
+ * records, the stack depot whole (4 MiB). Over the kernel's 64 GiB arena
+ * that is about 7 GiB of address space (in poison mode, about 250 GiB),
+ * in a 2 TiB region; over a host test's 1 GiB, 110 MiB (4 GiB); beside
+ * the hosted malloc's 64 GiB, whose port gives no callers, 7 GiB (47
+ * GiB). Address space costs no frame until the heap grows into it; the
  * span table and palloc's metadata reserved for it (a 512th of it and
  * less) grow as it does. Short of address space (a malloc under ulimit
  * -v), the set-up halves it down to SPANHEAP_META_MIN_BYTES: the heap then
@@ -84,14 +86,14 @@
 
 /* Bytes of metadata a page of the object arena may need, at most (above:
  * a one-page span's struct, three array entries, its side table, with
- * callers' records: a port that gives none makes them smaller). */
-static size_t per_page_bytes(const struct spanheap_config *cfg)
+ * callers' records if the heap will keep them). */
+static size_t per_page_bytes(const struct spanheap_config *cfg, bool track)
 {
 	size_t side = 0;
 	if (cfg->poison)
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 			size_t np = sizeclass_info[cls].npages;
-			size_t t = spanheap_redzone_pages_of(cls, true) *
+			size_t t = spanheap_redzone_pages_of(cls, track) *
 			           MM_PAGE_SIZE;
 			if ((t + np - 1) / np > side)
 				side = (t + np - 1) / np;
@@ -107,10 +109,16 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
 	 * cannot overflow. */
 	if (heap_arena_bytes > PALLOC_MAX_ARENA_BYTES)
 		heap_arena_bytes = PALLOC_MAX_ARENA_BYTES;
+	/* What the heap will make (spanheap_init, spanheap_depot_init):
+	 * records and the depot only if the port gives callers. Until a
+	 * review they were counted for every port, and the hosted malloc's
+	 * poison mode (no callers) reserved 3.9 times its arena beside it
+	 * where 0.75 will do (API test poison_reserve). */
+	bool callers = spanheap_track_probe();
 	uint64_t per_span = (uint64_t)(heap_arena_bytes / MM_PAGE_SIZE) *
-	                    per_page_bytes(cfg);
+	                    per_page_bytes(cfg, cfg->poison && callers);
 	uint64_t once = (uint64_t)MM_MAX_CPUS * spanheap_mag_slab_pages();
-	if (cfg->poison || cfg->guard_slots)
+	if (callers && (cfg->poison || cfg->guard_slots))
 		once += spanheap_depot_max_pages();
 	uint64_t b = per_span + per_span / 4 + once * MM_PAGE_SIZE;
 	b = (b + chunk - 1) / chunk * chunk;

@@ -393,6 +393,7 @@ static const struct scenario scenarios[] = {
         {"setup-fails", scenario_setup_fails},
         {"setup-fails-free", scenario_setup_fails_free},
         {"mallinfo-meta", scenario_mallinfo_meta},
+        {"poison-reserve", scenario_poison_reserve},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

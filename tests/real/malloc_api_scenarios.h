@@ -51,6 +51,9 @@ int scenario_diff(void);
 int scenario_describe_poison(void);
 int scenario_rt_fork(void); /* malloc_api_rt.c */
 int scenario_rt_guard_trim(void);
+/* malloc_api_limits.c's scenarios, and its tests (the runner's). */
+int scenario_poison_reserve(void);
+const char *test_poison_reserve(void);
 
 /* A scenario first_scenario runs by name: its exit status. */
 struct scenario {

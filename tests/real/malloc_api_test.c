@@ -268,6 +268,7 @@ static const struct {
         {"clone_child", test_clone_child},
         {"first_allocations", test_first_allocations},
         {"address_limit", test_address_limit},
+        {"poison_reserve", test_poison_reserve},
         {"calloc_large_untouched", test_calloc_large_untouched},
         {"errno_setup", test_errno_setup},
         {"errno_data_limit", test_errno_data_limit},
@@ -308,11 +309,15 @@ static const struct {
 /* Runs every test in tests, printing a line for each and the totals;
  * the program's exit status: 0 if all passed, else 1. A test that
  * cannot run here returns "SKIP why": "ok name # SKIP why", counted on a
- * line "N skipped" before the totals. */
+ * line "N skipped" before the totals. MALLOC_API_ONLY=name runs that test
+ * alone (while fixing one). */
 static int run_tests(void)
 {
 	int pass = 0, fail = 0, skip = 0;
+	const char *only = getenv("MALLOC_API_ONLY");
 	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		if (only && *only && strcmp(only, tests[i].name) != 0)
+			continue;
 		const char *e = tests[i].fn();
 		if (e && strncmp(e, "SKIP ", 5) == 0) {
 			printf("ok %s # SKIP %s\n", tests[i].name, e + 5);
