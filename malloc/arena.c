@@ -10,11 +10,13 @@
  * an eighth more can be reserved, the size asked; else the room free
  * now, found by bisection to a chunk with PROT_NONE, MAP_NORESERVE
  * mappings unmapped at once, less an eighth of it and at least
- * ARENA_HEADROOM. The size asked is the arena's and the span heap's
- * metadata arena's (reserved by its set-up beside it): the arena is the
- * largest whose metadata arena fits beside it in the room
- * (arena_with_meta). The page heap is tried at that size, halved down to
- * one chunk while its metadata does not fit beside it.
+ * ARENA_HEADROOM. The size asked is all the set-up reserves for the
+ * arena (setup_bytes: the page heap's, the span heap's metadata heap's
+ * and guarded pool's beside it): the arena is the largest whose set-up
+ * fits in the room (arena_with_meta), at least one chunk. The page heap
+ * is tried at that size, halved down to one chunk while the whole set-up
+ * does not fit (one reservation of its size, given back); where even one
+ * chunk's does not, nothing is reserved.
  *
  * Invariant: a set-up that fails keeps only a page heap it made (its
  * arena reserved), which the next try uses: the span heap's set-up keeps
@@ -24,8 +26,9 @@
  * (slots.c's init_state), so the two flags below need no lock.
  *
  * Limits: the room is measured once, at set-up; a program that maps much
- * later, or a thread that maps meanwhile, is not foreseen (the set-up
- * halves the arena while the heap's own metadata does not fit).
+ * later is not foreseen, and a thread that maps between the probe and
+ * the reservations may leave the metadata heap's arena halved
+ * (spanheap_meta.c) or the span heap's set-up failed, the page heap kept.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,12 +39,11 @@
 #include "malloc_internal.h"
 
 /*
- * Under an address-space limit (ulimit -v) the arena leaves room for the
- * program's stacks and mappings, as glibc's heap does: it is the room free
- * now (bisected to a chunk) less an eighth, at least ARENA_HEADROOM. It
- * was the largest power of two that fitted: past one, threads failed.
- * The heap's metadata (a 512th of the arena for the span table) comes out
- * of that room too.
+ * Under an address-space limit (ulimit -v) the set-up leaves room for the
+ * program's stacks and mappings, as glibc's heap does: it takes the room
+ * free now (bisected to a chunk) less an eighth, at least ARENA_HEADROOM.
+ * The arena was the largest power of two that fitted: past one, threads
+ * failed.
  */
 #define ARENA_HEADROOM ((size_t)16 << 20)
 
@@ -62,15 +64,24 @@ static bool reservable(size_t n)
 	return true;
 }
 
+/* Whether the address space is limited (RLIMIT_AS); with no limit the
+ * set-up probes nothing (every process comes here). Keeps errno. */
+static bool limited(void)
+{
+	int saved = errno;
+	struct rlimit rl;
+	bool lim =
+	        getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur != RLIM_INFINITY;
+	errno = saved;
+	return lim;
+}
+
 size_t mm_malloc_arena_fit(size_t want)
 {
 	const size_t chunk = PALLOC_CHUNK_BYTES;
-	int saved = errno;
-	struct rlimit rl; /* no limit: no probe (every process comes here) */
-	if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur == RLIM_INFINITY) {
-		errno = saved;
+	if (!limited())
 		return want;
-	}
+	int saved = errno;
 	want &= ~(chunk - 1);     /* bounds in chunks: each mid lies between */
 	size_t lo = 0, hi = want; /* lo fits (0 does), hi does not */
 	/* The whole arena only with its room: with ARENA_HEADROOM alone, a
@@ -100,33 +111,65 @@ size_t mm_malloc_arena_fit(size_t want)
 #define ARENA_MIN_BYTES ((size_t)PALLOC_CHUNK_BYTES)
 
 /*
- * The arena for want bytes asked, under sc: the span heap reserves an
- * arena of its own for its metadata beside the page heap's
- * (spanheap_meta_arena_bytes, about a tenth of it; in poison mode about
- * three quarters of it), and both come out of the room. With room for both,
- * want; else the largest arena, cut by eighths, whose metadata fits beside it
- * (until the metadata heap, the page heap's arena took the whole room,
- * and the metadata arena then took the program's headroom: API test
- * address_limit's thread found no room for its stack).
+ * The address space the set-up reserves for an object arena of a bytes
+ * under sc: the page heap's (the arena, its span
+ * table and palloc's metadata: mheap_reserved_bytes), the span heap's
+ * metadata heap's, the same over its own arena (spanheap_meta_arena_bytes:
+ * about a tenth of a, in poison mode about 1.3 times it), the guarded
+ * pool's, and a chunk less a page: mm_port_reserve maps an arena that
+ * much longer, for its alignment, before it trims it. Until a review the set-up
+ * counted the two arenas alone: an arena that fitted while the rest did not was
+ * kept (2 MiB and its tables, for good, by a process short of address
+ * space), and the metadata heap's arena was halved to fit (API test
+ * address_sweep).
+ */
+static size_t setup_bytes(const struct spanheap_config *sc, size_t a)
+{
+	return mheap_reserved_bytes(a) +
+	       mheap_reserved_bytes(spanheap_meta_arena_bytes(sc, a)) +
+	       spanheap_guard_bytes(sc->guard_slots) + PALLOC_CHUNK_BYTES -
+	       MM_PAGE_SIZE;
+}
+
+/*
+ * The arena for want bytes asked, under sc: with room for all the set-up
+ * reserves for it (above), want; else the largest arena, cut by eighths,
+ * whose set-up fits in the room (until the metadata heap, the page heap's
+ * arena took the whole room, and the metadata arena then took the
+ * program's headroom: API test address_limit's thread found no room for
+ * its stack). At least ARENA_MIN_BYTES: whether that fits is pages_make's
+ * to find.
  */
 static size_t arena_with_meta(const struct spanheap_config *sc, size_t want)
 {
 	const size_t chunk = PALLOC_CHUNK_BYTES;
-	size_t both = want + spanheap_meta_arena_bytes(sc, want);
-	size_t room = mm_malloc_arena_fit(both);
+	size_t both = setup_bytes(sc, want);
+	size_t room = mm_malloc_arena_fit((both + chunk - 1) & ~(chunk - 1));
 	if (room >= both)
 		return want;
 	size_t a = room & ~(chunk - 1);
-	while (a > ARENA_MIN_BYTES &&
-	       a + spanheap_meta_arena_bytes(sc, a) > room)
+	while (a > ARENA_MIN_BYTES && setup_bytes(sc, a) > room)
 		a = (a - a / 8) & ~(chunk - 1);
-	return a;
+	return a > ARENA_MIN_BYTES ? a : ARENA_MIN_BYTES;
 }
 
-/* The page heap in the largest arena that fits (above) beside the span
- * heap's metadata arena under sc; false if not even one chunk's does.
- * Until this version a program under a limit below 64 GiB aborted at its
- * first malloc. */
+/* Whether the set-up of an arena of a bytes fits now: with no limit, yes
+ * (no probe); else one reservation of all it takes, given back. */
+static bool setup_fits(const struct spanheap_config *sc, size_t a)
+{
+	if (!limited())
+		return true;
+	int saved = errno;
+	bool fits = reservable(setup_bytes(sc, a));
+	errno = saved;
+	return fits;
+}
+
+/* The page heap in the largest arena whose set-up (above) fits under sc;
+ * false, having reserved nothing, if not even one chunk's does (until a
+ * review the page heap was made when its arena alone fitted, and kept
+ * when the metadata heap's did not). Until this version a program under
+ * a limit below 64 GiB aborted at its first malloc. */
 static bool pages_make(const struct spanheap_config *sc)
 {
 	struct mheap_config hc;
@@ -135,7 +178,7 @@ static bool pages_make(const struct spanheap_config *sc)
 	     a >= ARENA_MIN_BYTES;
 	     a = (a / 2) & ~(size_t)(PALLOC_CHUNK_BYTES - 1)) {
 		hc.arena_bytes = a;
-		if (mheap_init(&mm_malloc_heap, &hc))
+		if (setup_fits(sc, a) && mheap_init(&mm_malloc_heap, &hc))
 			return true;
 	}
 	mm_log("cannot set up the heap: no address space for an arena of "

@@ -105,6 +105,21 @@ static bool init_failed(struct mheap *h)
 	return false;
 }
 
+/* The span table's reservation: an entry a page, and one page more (the
+ * table starts half a page in, MHEAP_SPANMAP_SKEW). */
+static size_t spanmap_bytes(size_t arena_pages)
+{
+	return arena_pages * sizeof(void *) + MM_PAGE_SIZE;
+}
+
+size_t mheap_reserved_bytes(size_t arena_bytes)
+{
+	size_t meta = palloc_reserved_bytes(arena_bytes, 0);
+	if (meta == 0)
+		return 0;
+	return arena_bytes + spanmap_bytes(arena_bytes >> MM_PAGE_SHIFT) + meta;
+}
+
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 {
 	mheap_assert_can_sleep("mheap_init");
@@ -119,13 +134,11 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	}
 	h->arena_base = (uintptr_t)base;
 	h->arena_pages = cfg->arena_bytes >> MM_PAGE_SHIFT;
-	/* One page more than the entries take: the table starts half a page
-	 * in (MHEAP_SPANMAP_SKEW). */
-	void *map = mm_port_reserve(
-	        h->arena_pages * sizeof(void *) + MM_PAGE_SIZE, MM_PAGE_SIZE);
+	void *map =
+	        mm_port_reserve(spanmap_bytes(h->arena_pages), MM_PAGE_SIZE);
 	if (!map) {
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
-		       h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
+		       spanmap_bytes(h->arena_pages));
 		mm_port_unreserve(base, cfg->arena_bytes);
 		return init_failed(h);
 	}
@@ -138,8 +151,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	};
 	if (!palloc_init(&h->pages, &pc)) {
 		/* Latest first; palloc gave back its own. */
-		mm_port_unreserve(map, h->arena_pages * sizeof(void *) +
-		                               MM_PAGE_SIZE);
+		mm_port_unreserve(map, spanmap_bytes(h->arena_pages));
 		mm_port_unreserve(base, cfg->arena_bytes);
 		return init_failed(h);
 	}

@@ -66,6 +66,11 @@ void mheap_config_default(struct mheap_config *cfg);
  * invalid or the arena cannot be reserved. Thread context. */
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg);
 
+/* The address space mheap_init reserves for an arena of arena_bytes: the
+ * arena, its span table and palloc's metadata (a caller that must fit
+ * them under a limit, malloc/arena.c); 0 if the size is invalid. */
+size_t mheap_reserved_bytes(size_t arena_bytes);
+
 /*
  * Returns npages contiguous pages, mapped and readable (zero where they
  * were scavenged), or NULL if npages is 0, too large (the arena, or

@@ -41,6 +41,9 @@
 /* Bytes of metadata an arena of arena_bytes needs when supplied by the
  * caller (struct palloc_config.metadata); 0 if the arena is invalid. */
 size_t palloc_metadata_bytes(size_t arena_bytes, unsigned flags);
+/* Bytes of address space palloc_init reserves for it in reserved mode (the
+ * mapped bitmap too); 0 if the arena is invalid. */
+size_t palloc_reserved_bytes(size_t arena_bytes, unsigned flags);
 
 /*
  * Prepares p for an arena with nothing grown. Returns false (and logs why)

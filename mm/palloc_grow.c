@@ -137,6 +137,16 @@ size_t palloc_metadata_bytes(size_t arena_bytes, unsigned flags)
 	return lo.total;
 }
 
+size_t palloc_reserved_bytes(size_t arena_bytes, unsigned flags)
+{
+	struct palloc_config cfg = {.arena_bytes = arena_bytes, .flags = flags};
+	struct layout lo;
+	if (config_problem(&cfg))
+		return 0;
+	layout(&lo, arena_bytes, flags, true);
+	return lo.total;
+}
+
 static bool page_mapped(const struct palloc *p, size_t pg)
 {
 	return (atomic_load_explicit(&p->mapped[pg / 64],

@@ -74,7 +74,7 @@ const char *spanheap_guard_init(struct spanheap *sh)
 	unsigned n = sh->cfg.guard_slots;
 	if (n == 0)
 		return NULL;
-	size_t bytes = (2 * (size_t)n + 1) * MM_PAGE_SIZE;
+	size_t bytes = spanheap_guard_bytes(n);
 	void *base = mm_port_reserve(bytes, MM_PAGE_SIZE);
 	if (!base)
 		return "no address space for the guarded pool";

@@ -87,6 +87,12 @@ static inline bool spanheap_guard_owns(const struct spanheap_guard *g,
 	return (uintptr_t)p - g->base < g->bytes;
 }
 
+/* The address space a pool of nslots reserves (spanheap_guard_init). */
+static inline size_t spanheap_guard_bytes(unsigned nslots)
+{
+	return nslots ? (2 * (size_t)nslots + 1) * MM_PAGE_SIZE : 0;
+}
+
 /* ---- For the heap's own files (spanheap_internal.h's users) ---------- */
 
 /* Sets up the pool of sh->cfg (nothing if it asks for none): its

@@ -144,6 +144,9 @@ KTEST(min_port, init_without_threads)
 	KEXPECT_EQ(heap_space, first + mheap_space(meta));
 	KEXPECT_EQ(heap_space, (size_t)(18432 + 4128) << 10);
 	KEXPECT_EQ(mheap_space(ARENA_BYTES), (size_t)16440 << 10);
+	/* What the hosted malloc fits under a limit (malloc/arena.c). */
+	KEXPECT_EQ(mheap_reserved_bytes(ARENA_BYTES), mheap_space(ARENA_BYTES));
+	KEXPECT_EQ(mheap_reserved_bytes(meta), mheap_space(meta));
 	ktest_diag("%llu reservations, %zu KiB of address space for a %zu MiB "
 	           "arena",
 	           (unsigned long long)heap_nreserves, heap_space >> 10,

@@ -218,9 +218,7 @@ static int scenario_address_limit_small(void)
 	return 0;
 }
 
-/* Limits the address space to extra bytes past what this process has
- * (its VmSize); false if it cannot. Allocates nothing. */
-static bool limit_past_vm(rlim_t extra)
+bool limit_past_vm(rlim_t extra)
 {
 	char status[4096];
 	const char *vm =
@@ -393,6 +391,7 @@ static const struct scenario scenarios[] = {
         {"setup-fails", scenario_setup_fails},
         {"setup-fails-free", scenario_setup_fails_free},
         {"mallinfo-meta", scenario_mallinfo_meta},
+        {"as-sweep", scenario_as_sweep},
         {"poison-reserve", scenario_poison_reserve},
 };
 

@@ -8,7 +8,9 @@
 #ifndef MALLOC_API_SCENARIOS_H
 #define MALLOC_API_SCENARIOS_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/resource.h>
 
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
@@ -52,8 +54,13 @@ int scenario_describe_poison(void);
 int scenario_rt_fork(void); /* malloc_api_rt.c */
 int scenario_rt_guard_trim(void);
 /* malloc_api_limits.c's scenarios, and its tests (the runner's). */
+int scenario_as_sweep(void);
 int scenario_poison_reserve(void);
+const char *test_address_sweep(void);
 const char *test_poison_reserve(void);
+/* Limits the address space to extra bytes past what this process has
+ * (its VmSize); false if it cannot. Allocates nothing. */
+bool limit_past_vm(rlim_t extra);
 
 /* A scenario first_scenario runs by name: its exit status. */
 struct scenario {

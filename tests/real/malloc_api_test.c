@@ -268,6 +268,7 @@ static const struct {
         {"clone_child", test_clone_child},
         {"first_allocations", test_first_allocations},
         {"address_limit", test_address_limit},
+        {"address_sweep", test_address_sweep},
         {"poison_reserve", test_poison_reserve},
         {"calloc_large_untouched", test_calloc_large_untouched},
         {"errno_setup", test_errno_setup},
