@@ -208,7 +208,9 @@ static void span_config(struct spanheap_config *sc)
 
 bool mm_malloc_heaps_make(void)
 {
-	static bool paged, told;
+	static bool paged, told, made;
+	if (made) /* a set-up that failed after it (fork.c) */
+		return true;
 	/* The lines of a failed set-up name its cause: said even when
 	 * MM_MALLOC_VERBOSE is off, the first time (a program that retries
 	 * its allocations tries the set-up again at each). */
@@ -238,5 +240,6 @@ bool mm_malloc_heaps_make(void)
 		       paged ? "span" : "page");
 	mm_malloc_log_here(false);
 	told = told || !ok;
+	made = ok;
 	return ok;
 }

@@ -65,10 +65,43 @@ static void fork_child(void);
  */
 static atomic_bool fork_handlers;
 
-void mm_malloc_register_fork_handlers(void)
+/*
+ * Registering fails only for want of memory (pthread_atfork's ENOMEM:
+ * glibc's keeps its first 48 registrations in the list itself, and ours
+ * comes first). Without the handlers a fork while another thread is
+ * inside the heap, or holds one of its locks, copies the heap locked into
+ * the child. Until a review the failure was ignored and never retried.
+ * Now the heap's set-up does not finish without them (slots.c's
+ * heap_init: the call fails with ENOMEM, and the next tries again), and
+ * the first failure says so on stderr. Called by the constructor, alone,
+ * and by the set-up, one at a time (slots.c's init_state). A set-up
+ * nested in the constructor's registration (an allocation
+ * pthread_atfork would make) finds it under way and leaves it to that
+ * call: glibc's lock around the list is not recursive.
+ */
+static atomic_bool fork_registering, fork_told;
+
+bool mm_malloc_register_fork_handlers(void)
 {
-	if (!atomic_exchange(&fork_handlers, true))
-		pthread_atfork(fork_prepare, fork_parent, fork_child);
+	if (atomic_load(&fork_handlers) ||
+	    atomic_exchange(&fork_registering, true))
+		return true;
+	int err = pthread_atfork(fork_prepare, fork_parent, fork_child);
+	if (err == 0)
+		atomic_store(&fork_handlers, true);
+	atomic_store(&fork_registering, false);
+	if (err && !atomic_exchange(&fork_told, true)) {
+		/* Said even when MM_MALLOC_VERBOSE is off; no strerror,
+		 * which may allocate. */
+		mm_malloc_log_here(true);
+		mm_log("cannot register the fork handlers (pthread_atfork "
+		       "failed with error %d%s): the heap is not set up "
+		       "without them; allocations fail with ENOMEM, and each "
+		       "tries again",
+		       err, err == ENOMEM ? ", ENOMEM" : "");
+		mm_malloc_log_here(false);
+	}
+	return err == 0;
 }
 
 /* glibc's _Fork, which ours wraps (below); found by mm_malloc_fork_init. */

@@ -73,7 +73,8 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_exit.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
-	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c) mm/sizeclasses.c
+	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
+	malloc_api_atfork.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c

@@ -120,8 +120,9 @@ void mm_malloc_give_back(void *addr, size_t nbytes) MM_MALLOC_HIDDEN;
  * room for the rest of the program (arena.c). Keeps errno. */
 size_t mm_malloc_arena_fit(size_t want) MM_MALLOC_HIDDEN;
 
-/* Makes the page heap (once) and the span heap (arena.c), on the set-up's
- * thread alone; false, said why (once), page heap kept, if it cannot. */
+/* Makes the page heap and the span heap (arena.c), each once (true at
+ * once after a try that made both), on the set-up's thread alone; false,
+ * said why (once), page heap kept, if it cannot. */
 bool mm_malloc_heaps_make(void) MM_MALLOC_HIDDEN;
 
 /* True once the heap is set up (slots.c, "bootstrap"). */
@@ -187,9 +188,10 @@ void mm_malloc_signals_restore(const sigset_t *old) MM_MALLOC_HIDDEN;
 
 /* ---- What slots.c needs of fork.c --------------------------------------- */
 
-/* Registers the fork handlers, once: from the constructor, or from the
- * heap's set-up if an allocation comes first (fork.c says why). */
-void mm_malloc_register_fork_handlers(void) MM_MALLOC_HIDDEN;
+/* Registers the fork handlers if they are not: from the constructor,
+ * and from the heap's set-up, which fails if this returns false (fork.c
+ * says why). */
+bool mm_malloc_register_fork_handlers(void) MM_MALLOC_HIDDEN;
 /* The constructor's part: registers the handlers and finds glibc's
  * _Fork, which ours wraps. */
 void mm_malloc_fork_init(void) MM_MALLOC_HIDDEN;

@@ -29,12 +29,14 @@
  *              pthread_key_create (the exit key, so that every thread
  *              that finds the heap ready can register for it; glibc's
  *              takes an entry of a static table and allocates nothing)
- *              run meanwhile; the fork handlers are registered
- *              after the heap is ready, so that an allocation
- *              pthread_atfork makes finds it usable. The set-up runs
+ *              run meanwhile, and pthread_atfork if the constructor
+ *              has not registered the fork handlers (it allocates
+ *              nothing for its first 48 in glibc; an allocation it
+ *              made, nested in the set-up, would fail). The set-up runs
  *              with every signal blocked: a handler's allocation in the
  *              initialising thread would wait for it forever. A set-up
- *              that fails (arena.c says why, once) puts the word back to
+ *              that fails (arena.c or fork.c says why, once; the heap
+ *              without fork handlers is a failure) puts the word back to
  *              0: the call fails with ENOMEM, and the next call, or a
  *              thread that waited, tries again.
  *   claim      On first use a thread claims a slot nobody owns (owners
@@ -231,6 +233,8 @@ static void pass_mheap_hook(struct mheap *h, enum mheap_hook_point where)
 #endif
 
 static atomic_int init_state; /* 0 none, 1 in progress, 2 ready */
+/* While init_state is 1: pthread_self() of the thread setting up. */
+static _Atomic uintptr_t setter;
 
 bool mm_malloc_heap_ready(void)
 {
@@ -288,9 +292,16 @@ static bool set_up_claim(sigset_t *old_mask)
  * aborted (the span array's pages), where glibc's ran. */
 static bool heap_init(void)
 {
+	/* A call nested in this thread's own set-up (an allocation
+	 * pthread_atfork would make, fork.c) fails: waiting for the heap
+	 * would be waiting for itself. */
+	if (atomic_load_explicit(&init_state, memory_order_acquire) == 1 &&
+	    atomic_load(&setter) == (uintptr_t)pthread_self())
+		return false;
 	sigset_t old_mask;
 	if (!set_up_claim(&old_mask))
 		return true;
+	atomic_store(&setter, (uintptr_t)pthread_self());
 	/* The set-up's system calls may fail on the way to a usable heap
 	 * (mmap under ulimit -v, as the arena halves; membarrier where a
 	 * seccomp filter or the kernel refuses it): the call that caused
@@ -305,7 +316,10 @@ static bool heap_init(void)
 	 * is. */
 	struct spanheap_fail_attr fa;
 	bool fail = mm_malloc_fail_switch(getenv("MM_MALLOC_FAIL"), &fa);
-	if (!mm_malloc_heaps_make()) {
+	/* Not without the fork handlers, if the constructor could not
+	 * register them (fork.c): the heap stays made for the next try. */
+	if (!mm_malloc_heaps_make() || !mm_malloc_register_fork_handlers()) {
+		atomic_store(&setter, 0);
 		atomic_store_explicit(&init_state, 0, memory_order_release);
 		mm_malloc_signals_restore(&old_mask);
 		errno = saved_errno;
@@ -320,6 +334,7 @@ static bool heap_init(void)
 	 * ready registers for it. Made after, a thread's first call in
 	 * between claimed a slot without it, which it never gave back. */
 	key_ready = pthread_key_create(&exit_key, slot_exit) == 0;
+	atomic_store(&setter, 0);
 	atomic_store_explicit(&init_state, 2, memory_order_release);
 	/* Armed once the heap is published, not before: the arming flushes
 	 * this thread's cache, which pins, which claims a slot, which waits
@@ -332,8 +347,6 @@ static bool heap_init(void)
 		spanheap_fail_arm(&mm_malloc_sh, &fa);
 	mm_malloc_signals_restore(&old_mask);
 	mm_malloc_hook(MM_MALLOC_HOOK_INIT_READY);
-	/* Past this point allocations work, also from inside this. */
-	mm_malloc_register_fork_handlers();
 	errno = saved_errno;
 	return true;
 }

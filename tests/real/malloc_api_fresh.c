@@ -393,6 +393,7 @@ static const struct scenario scenarios[] = {
         {"mallinfo-meta", scenario_mallinfo_meta},
         {"as-sweep", scenario_as_sweep},
         {"poison-reserve", scenario_poison_reserve},
+        {"atfork-fails", scenario_atfork_fails},
 };
 
 /* The scenario of table[0..n) named what, or NULL. */

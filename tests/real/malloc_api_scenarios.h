@@ -58,6 +58,9 @@ int scenario_as_sweep(void);
 int scenario_poison_reserve(void);
 const char *test_address_sweep(void);
 const char *test_poison_reserve(void);
+/* malloc_api_atfork.c's scenario, and its test. */
+int scenario_atfork_fails(void);
+const char *test_atfork_fails(void);
 /* Limits the address space to extra bytes past what this process has
  * (its VmSize); false if it cannot. Allocates nothing. */
 bool limit_past_vm(rlim_t extra);

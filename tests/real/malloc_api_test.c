@@ -274,6 +274,7 @@ static const struct {
         {"errno_setup", test_errno_setup},
         {"errno_data_limit", test_errno_data_limit},
         {"setup_fails", test_setup_fails},
+        {"atfork_fails", test_atfork_fails},
         {"overflow_wraps_small", test_overflow_wraps_small},
         {"memalign_top_alignment", test_memalign_top_alignment},
         {"realloc_zero", test_realloc_zero},
