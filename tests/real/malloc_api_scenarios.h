@@ -61,8 +61,9 @@ const char *test_poison_reserve(void);
 /* malloc_api_atfork.c's scenario, and its test. */
 int scenario_atfork_fails(void);
 const char *test_atfork_fails(void);
-/* Limits the address space to extra bytes past what this process has
- * (its VmSize); false if it cannot. Allocates nothing. */
+/* Lent by malloc_api_fresh.c: limits the address space to extra bytes
+ * past what this process has (its VmSize); false if it cannot. Allocates
+ * nothing. */
 bool limit_past_vm(rlim_t extra);
 
 /* A scenario first_scenario runs by name: its exit status. */

@@ -29,8 +29,6 @@
  *   malloc_api_background.c  the background threads' signal masks
  *   malloc_api_trim.c    malloc_trim
  *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
- *   malloc_api_limits.c  the set-up's reservations and RLIMIT_AS
- *   malloc_api_atfork.c  the set-up when pthread_atfork fails
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_ops.c)
  */
