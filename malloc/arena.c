@@ -22,8 +22,10 @@
  * arena reserved), which the next try uses: the span heap's set-up keeps
  * nothing when it fails, but after its metadata heap was made (no memory
  * for its first pages), whose reservations it keeps and the next try
- * takes again (mm/spanheap_meta.c). The tries are the set-up's, one at a time
- * (slots.c's init_state), so the two flags below need no lock.
+ * takes again (mm/spanheap_meta.c); a set-up that fails after both heaps
+ * were made (no fork handlers, fork.c) keeps both, and the next try takes
+ * them as they are. The tries are the set-up's, one at a time (slots.c's
+ * init_state), so the flags below need no lock.
  *
  * Limits: the room is measured once, at set-up; a program that maps much
  * later is not foreseen, and a thread that maps between the probe and
@@ -112,16 +114,16 @@ size_t mm_malloc_arena_fit(size_t want)
 
 /*
  * The address space the set-up reserves for an object arena of a bytes
- * under sc: the page heap's (the arena, its span
- * table and palloc's metadata: mheap_reserved_bytes), the span heap's
- * metadata heap's, the same over its own arena (spanheap_meta_arena_bytes:
- * about a tenth of a, in poison mode about 1.3 times it), the guarded
- * pool's, and a chunk less a page: mm_port_reserve maps an arena that
- * much longer, for its alignment, before it trims it. Until a review the set-up
- * counted the two arenas alone: an arena that fitted while the rest did not was
- * kept (2 MiB and its tables, for good, by a process short of address
- * space), and the metadata heap's arena was halved to fit (API test
- * address_sweep).
+ * under sc: the page heap's (the arena, its span table and palloc's
+ * metadata: mheap_reserved_bytes), the same for the span heap's metadata
+ * heap over its own arena (spanheap_meta_arena_bytes: about a tenth of a,
+ * in poison mode about three quarters), the guarded pool's, and a chunk
+ * less a page: mm_port_reserve maps an arena that much longer, for its
+ * alignment, before it trims it. Until a review the set-up counted the
+ * two arenas alone: a page heap made where its arena fitted and the rest
+ * did not was kept (2 MiB and its tables, for good, by a process short of
+ * address space), and the metadata heap's arena was halved to fit (API
+ * test address_sweep).
  */
 static size_t setup_bytes(const struct spanheap_config *sc, size_t a)
 {
