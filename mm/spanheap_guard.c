@@ -37,7 +37,9 @@
  * thread's guarded allocation or free, the sweeper's every wake, which a
  * sample that finds no slot but FREED ones asks for, a sweep cycle,
  * release-all), which checks the poison before it unmaps. One drain at
- * a time (draining); release-all's waits for another's to end by sleeping
+ * a time (draining: taken by an exchange, let go under the lock when it
+ * finds the list empty, so that no slot is left behind); release-all's
+ * waits for another's to end by sleeping
  * on the event drained, which each drain's end wakes.
  *
  * Limits: objects up to a page, alignments up to a page; SPANHEAP_GUARD_MAX
@@ -378,7 +380,13 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 }
 
 /* Takes up to MM_UNUSED_BATCH_PAGES FREED slots off the list into v;
- * returns how many. */
+ * returns how many. Finding the list empty, it ends the drain (clears
+ * draining) in the same hold of the lock: a free pushes its slot under
+ * the lock and then tries to drain, so it either pushed before this look
+ * (and the drain takes its slot) or finds draining clear and drains
+ * itself. Until this version the flag was cleared after the lock was let
+ * go, and a slot freed between the two waited, mapped, for some later
+ * free's drain (test no_freed_slot_outlives_the_frees). */
 static unsigned freed_take(struct spanheap *sh, uint16_t *v)
 {
 	struct spanheap_guard *g = &sh->guard;
@@ -388,6 +396,8 @@ static unsigned freed_take(struct spanheap *sh, uint16_t *v)
 	g->nfreed -= n;
 	for (unsigned k = 0; k < n; k++)
 		v[k] = g->freed[g->nfreed + k];
+	if (n == 0)
+		atomic_store(&g->draining, false);
 	mm_lock_release(&sh->heap->lock, irq);
 	return n;
 }
@@ -426,7 +436,6 @@ void spanheap_guard_drain(struct spanheap *sh)
 		}
 		mm_lock_release(&sh->heap->lock, irq);
 	}
-	atomic_store(&g->draining, false);
 	mm_event_wake(&g->drained);
 }
 
