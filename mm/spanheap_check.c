@@ -20,7 +20,8 @@
  * Algorithm: hold the cycle semaphore (invariant 5: no span is claimed
  * meanwhile); check every CPU's magazines; walk a snapshot of the
  * all-spans array (invariant 2); then each class's fold queue and lists
- * under its lock, the cached spans, the span-struct allocator, and last
+ * under its lock, the cached spans, the span-struct allocator, the
+ * metadata blocks' runs (spanheap_meta_blocks.c), and last
  * mheap_check of the object heap and of the metadata heap. A fault found is
  * reported with mm_panic once the semaphore (and a class's lock, or another CPU
  * the port holds) is let go.
@@ -462,6 +463,7 @@ void spanheap_check(struct spanheap *sh)
 	spanheap_snapshot_put(sh, &snap);
 	spanheap_cycle_release(sh);
 	spanheap_guard_check(sh);
+	spanheap_meta_blocks_check(sh);
 	mheap_check(sh->heap);
 	mheap_check(&sh->meta);
 }

@@ -11,8 +11,12 @@
  * impossible size, is not counted: a size no arena holds, its
  * alignment's pages past the arena, an atomic large one over
  * MHEAP_ATOMIC_MAX_PAGES), and that matches what (enum
- * spanheap_fail_what). Each such call is counted once, before any page
- * of the page heap is asked for, so an injected failure asks for none.
+ * spanheap_fail_what); and a block of the metadata heap for a cache's or
+ * a pool's metadata (spanheap_meta_alloc: a cache's struct and the
+ * counters, a reserve's array), a small call, so that their creators'
+ * out-of-memory paths are reached as when those were objects. Each such
+ * call is counted once, before any page of the page heap is asked for,
+ * so an injected failure asks for none.
  * mheap_alloc_pages called directly is not covered (the page heap's
  * users are the span heap and a port's own code), nor are the frames a
  * port maps behind the heap: the kernel's frame pool has its own point

@@ -2,10 +2,9 @@
  * mm/spanheap_types.h: the span heap's own layout: the all-spans array,
  * the sweeper's state and struct spanheap itself (the per-CPU caches are
  * in mcache.h, its configuration in spanheap_config.h, poison mode's
- * records in spanheap_track.h). A port
- * reads it only to reserve a struct spanheap (about 170 KiB: give it
- * static storage) and for the inline fast paths (spanheap_fast.h); the
- * API is spanheap.h.
+ * records in spanheap_track.h). A port reads it only to reserve a struct
+ * spanheap (about 170 KiB: give it static storage) and for the inline
+ * fast paths (spanheap_fast.h); the API is spanheap.h.
  */
 #ifndef MM_SPANHEAP_TYPES_H
 #define MM_SPANHEAP_TYPES_H
@@ -24,6 +23,7 @@
 #include "spanheap_track.h"
 #include "failpoint.h"
 #include "spanheap_guard.h"
+#include "spanheap_meta_blocks.h"
 
 /* The most entries the all-spans array's growth copies with the heap lock
  * held (with interrupts off): the rest, the bulk, it copies without the
@@ -182,12 +182,12 @@ struct spanheap {
 	struct spanheap_depot depot;
 	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
 	struct spanheap_guard guard;
+	struct spanheap_meta_blocks meta_blocks; /* users' (heap->lock) */
 	/* The metadata heap (spanheap_meta.c): a page heap over an arena of
 	 * its own, apart from heap's, whose runs are the span heap's own
-	 * structures (span structs, the all-spans array, the magazine slabs,
-	 * poison mode's side tables, the stack depot), so that an overrun
-	 * of an object's pages reaches none of them. Its lock (rank
-	 * MM_RANK_HEAP, a leaf like heap's) is never taken with heap's. */
+	 * structures (SPANHEAP_META_WHAT), so that an overrun of an
+	 * object's pages reaches none of them. Its lock (rank MM_RANK_HEAP,
+	 * a leaf like heap's) is never taken with heap's. */
 	/* &meta while meta is the one a failed spanheap_init kept, with its
 	 * reservations (spanheap_meta.c, "Limits"), for a retry to use
 	 * again; else NULL. These two fields come last: a retry's zeroing

@@ -1,0 +1,298 @@
+/*
+ * mm/spanheap_meta_blocks.c: small blocks of the span heap's metadata
+ * heap for the metadata of the heap's users: a named cache's struct and
+ * the caches' counter area (objcache.c), a pool's reserve array
+ * (mempool_setup.c).
+ *
+ * Purpose: those were objects of the heap among the objects, and an
+ * overrun of a neighbour rewrote them: a reserve slot, handed out by a
+ * later mempool_alloc as an address of the writer's choosing, or a
+ * cache's counters' pointer, through which the next allocation counted.
+ * In the metadata heap's arena (spanheap_meta.c) no write past an
+ * object reaches them. The metadata heap gives whole pages, and a cache's
+ * struct is 112 bytes, a small pool's array a few words: these blocks
+ * share pages, as Linux's kmem_cache structs are a cache's objects and
+ * the Go runtime's fixalloc carves its structs from persistentalloc's
+ * chunks.
+ *
+ * Representation: a run (struct spanheap_meta_run, spanheap_meta_blocks.h)
+ * is pages of the metadata heap with a 64-byte header: one page of
+ * blocks of a class (64 << cls bytes, cls < SPANHEAP_META_CLASSES: 63
+ * blocks of 64 bytes to 3 of 1024), or one larger block over as many
+ * pages as it needs. Free blocks are chained through their first words.
+ * The runs with a free block are on their class's partial list; full
+ * runs and large ones on the full list (both lists for the leak scan).
+ *
+ * Algorithm: an allocation takes the first block of its class's first
+ * partial run, or makes a run (the page asked for without the lock) and
+ * takes one of its blocks; a free puts the block back on its run's chain
+ * (the run's header is at the page below the block: a block starts past
+ * the header) and gives the run's pages back once none is used, so a
+ * destroy gives everything back. The memory: a kernel with 50 caches and
+ * 20 pools of up to 8 elements takes 3 pages (2 of 31 cache structs, 1
+ * of 63 arrays), and the counters' area 9 pages once; a page each would
+ * have been 70 (280 KiB).
+ *
+ * Invariants, checked by spanheap_meta_blocks_check: a run's used
+ * count is its blocks less those on its chain; a run on a partial list
+ * has a free block and one on the full list none (or is large); no run
+ * is empty (its pages went back).
+ *
+ * Locking: the lists and the runs' headers are under the object heap's
+ * lock (heap->lock, MM_RANK_HEAP, a leaf) for a few loads and stores; the
+ * metadata heap is called outside it (the two heap locks never nest).
+ * Thread context: the users make and destroy their metadata there.
+ *
+ * Limits: a freed block keeps its bytes but its first word until it is
+ * reused or its run goes back (a destroyed cache's marks, objcache.c).
+ * A request past SPANHEAP_META_BLOCK_MAX pays a page for its header: the
+ * 32 KiB counter area takes 9 pages.
+ */
+#include "spanheap_internal.h"
+
+static uint32_t class_bytes(unsigned cls)
+{
+	return 64u << cls;
+}
+
+static unsigned class_of(size_t nbytes)
+{
+	unsigned cls = 0;
+	while (class_bytes(cls) < nbytes)
+		cls++;
+	return cls;
+}
+
+static void run_unlink(struct spanheap_meta_run **list,
+                       struct spanheap_meta_run *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		*list = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->next = r->prev = NULL;
+}
+
+static void run_push(struct spanheap_meta_run **list,
+                     struct spanheap_meta_run *r)
+{
+	r->prev = NULL;
+	r->next = *list;
+	if (*list)
+		(*list)->prev = r;
+	*list = r;
+}
+
+/* A run of npages for blocks of block bytes (a large run: one block of
+ * them), its blocks chained, linked on no list; NULL without memory. */
+static struct spanheap_meta_run *run_new(struct spanheap *sh, size_t npages,
+                                         uint32_t block, bool large)
+{
+	struct spanheap_meta_run *r = mheap_alloc_pages(&sh->meta, npages, 0);
+	if (!r)
+		return NULL;
+	size_t room = npages * MM_PAGE_SIZE - SPANHEAP_META_RUN_HDR;
+	*r = (struct spanheap_meta_run){.npages = (uint32_t)npages,
+	                                .block = block,
+	                                .nblocks = large ? 1 : room / block};
+	char *first = (char *)r + SPANHEAP_META_RUN_HDR;
+	for (uint32_t i = r->nblocks; i-- > 0;) {
+		*(void **)(first + (size_t)i * block) = r->free;
+		r->free = first + (size_t)i * block;
+	}
+	return r;
+}
+
+/* A block of class cls from its first partial run, after linking fresh
+ * (if not NULL) there; NULL if the class has no free block. */
+static void *block_take(struct spanheap *sh, unsigned cls,
+                        struct spanheap_meta_run *fresh)
+{
+	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	if (fresh) {
+		run_push(&mb->partial[cls], fresh);
+		mb->pages += fresh->npages;
+	}
+	struct spanheap_meta_run *r = mb->partial[cls];
+	void *b = r ? r->free : NULL;
+	if (b) {
+		r->free = *(void **)b;
+		r->used++;
+		if (!r->free) {
+			run_unlink(&mb->partial[cls], r);
+			run_push(&mb->full, r);
+		}
+	}
+	mm_lock_release(&sh->heap->lock, irq);
+	return b;
+}
+
+static void *large_alloc(struct spanheap *sh, size_t nbytes)
+{
+	size_t np = (nbytes + SPANHEAP_META_RUN_HDR + MM_PAGE_SIZE - 1) /
+	            MM_PAGE_SIZE;
+	if (nbytes > UINT32_MAX)
+		return NULL;
+	struct spanheap_meta_run *r = run_new(sh, np, (uint32_t)nbytes, true);
+	if (!r)
+		return NULL;
+	r->free = NULL;
+	r->used = 1;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	run_push(&sh->meta_blocks.full, r);
+	sh->meta_blocks.pages += np;
+	mm_lock_release(&sh->heap->lock, irq);
+	return (char *)r + SPANHEAP_META_RUN_HDR;
+}
+
+void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes)
+{
+	if (failpoint_armed(&sh->fail) && spanheap_fail_should(sh, false, 0))
+		return NULL;
+	void *b;
+	size_t zero = nbytes; /* the whole block: the leak scan reads it */
+	if (nbytes > SPANHEAP_META_BLOCK_MAX) {
+		b = large_alloc(sh, nbytes);
+	} else {
+		unsigned cls = class_of(nbytes);
+		zero = class_bytes(cls);
+		b = block_take(sh, cls, NULL);
+		if (!b) {
+			/* Another thread's run may come first: both stay. */
+			struct spanheap_meta_run *r =
+			        run_new(sh, 1, class_bytes(cls), false);
+			b = r ? block_take(sh, cls, r) : NULL;
+		}
+	}
+	if (b)
+		mm_memset(b, 0, zero);
+	return b;
+}
+
+/* The run holding block p: its header is at the page below p's first
+ * byte, as no block starts on a page's first byte. */
+static struct spanheap_meta_run *run_of(const void *p)
+{
+	return (struct spanheap_meta_run *)(((uintptr_t)p - 1) &
+	                                    ~(uintptr_t)(MM_PAGE_SIZE - 1));
+}
+
+void spanheap_meta_free(struct spanheap *sh, void *p, size_t nbytes)
+{
+	if (!p)
+		return;
+	struct spanheap_meta_run *r = run_of(p);
+	bool large = nbytes > SPANHEAP_META_BLOCK_MAX;
+	if (!spanheap_meta_holds(sh, (uintptr_t)p) ||
+	    r->block != (large ? nbytes : class_bytes(class_of(nbytes))))
+		mm_panic("spanheap: metadata block %p freed as %zu bytes: no "
+		         "block of that size",
+		         p, nbytes);
+	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
+	bool empty;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	if (large) {
+		run_unlink(&mb->full, r);
+		empty = true;
+	} else {
+		bool was_full = r->free == NULL;
+		*(void **)p = r->free;
+		r->free = p;
+		empty = --r->used == 0;
+		if (was_full)
+			run_unlink(&mb->full, r);
+		else if (empty)
+			run_unlink(&mb->partial[class_of(nbytes)], r);
+		if (was_full && !empty)
+			run_push(&mb->partial[class_of(nbytes)], r);
+	}
+	if (empty)
+		mb->pages -= r->npages;
+	mm_lock_release(&sh->heap->lock, irq);
+	if (empty)
+		spanheap_pages_put(&sh->meta, r, r->npages);
+}
+
+/* Calls fn on r's allocated blocks. */
+static void run_each(const struct spanheap_meta_run *r,
+                     void (*fn)(uintptr_t lo, uintptr_t hi, void *arg),
+                     void *arg)
+{
+	uint64_t free_mask = 0;
+	uintptr_t first = (uintptr_t)r + SPANHEAP_META_RUN_HDR;
+	for (void *f = r->free; f; f = *(void **)f)
+		free_mask |= (uint64_t)1 << (((uintptr_t)f - first) / r->block);
+	for (uint32_t i = 0; i < r->nblocks; i++)
+		if (!(free_mask >> i & 1))
+			fn(first + (uintptr_t)i * r->block,
+			   first + (uintptr_t)(i + 1) * r->block, arg);
+}
+
+void spanheap_meta_blocks_each(struct spanheap *sh,
+                               void (*fn)(uintptr_t lo, uintptr_t hi,
+                                          void *arg),
+                               void *arg)
+{
+	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
+	for (unsigned cls = 0; cls <= SPANHEAP_META_CLASSES; cls++)
+		for (const struct spanheap_meta_run *r =
+		             cls < SPANHEAP_META_CLASSES ? mb->partial[cls]
+		                                         : mb->full;
+		     r; r = r->next)
+			run_each(r, fn, arg);
+}
+
+/* Why run r, on the partial list of class cls (SPANHEAP_META_CLASSES: the
+ * full list), is broken, or NULL. */
+static const char *run_problem(const struct spanheap *sh,
+                               const struct spanheap_meta_run *r, unsigned cls)
+{
+	if (!spanheap_meta_holds(sh, (uintptr_t)r) ||
+	    (uintptr_t)r % MM_PAGE_SIZE)
+		return "not a page of the metadata heap";
+	bool large = r->block > SPANHEAP_META_BLOCK_MAX;
+	if (cls < SPANHEAP_META_CLASSES && r->block != class_bytes(cls))
+		return "on another class's list";
+	uint32_t nfree = 0;
+	uintptr_t first = (uintptr_t)r + SPANHEAP_META_RUN_HDR;
+	for (const void *f = r->free; f && nfree <= r->nblocks;
+	     f = *(void *const *)f, nfree++)
+		if ((uintptr_t)f < first || ((uintptr_t)f - first) % r->block ||
+		    ((uintptr_t)f - first) / r->block >= r->nblocks)
+			return "a free block not of the run";
+	if (r->nblocks > 63 || nfree + r->used != r->nblocks)
+		return "its used count is not its blocks less its free ones";
+	if (r->used == 0)
+		return "empty (its pages should have gone back)";
+	if ((cls == SPANHEAP_META_CLASSES) != (nfree == 0 || large))
+		return "on the wrong list for its free blocks";
+	return NULL;
+}
+
+void spanheap_meta_blocks_check(struct spanheap *sh)
+{
+	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
+	const struct spanheap_meta_run *bad = NULL;
+	const char *why = NULL;
+	size_t pages = 0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (unsigned cls = 0; cls <= SPANHEAP_META_CLASSES && !why; cls++)
+		for (bad = cls < SPANHEAP_META_CLASSES ? mb->partial[cls]
+		                                       : mb->full;
+		     bad && !(why = run_problem(sh, bad, cls)); bad = bad->next)
+			pages += bad->npages;
+	size_t counted = mb->pages;
+	mm_lock_release(&sh->heap->lock, irq);
+	if (why)
+		mm_panic("spanheap: check: metadata block run %p (%u-byte "
+		         "blocks, %u of %u used): %s",
+		         (const void *)bad, bad->block, bad->used, bad->nblocks,
+		         why);
+	if (pages != counted)
+		mm_panic("spanheap: check: metadata block runs hold %zu pages, "
+		         "counted %zu",
+		         pages, counted);
+}

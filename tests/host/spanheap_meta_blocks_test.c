@@ -1,0 +1,138 @@
+/*
+ * The metadata heap's blocks for the heap's users' metadata
+ * (mm/spanheap_meta_blocks.c): small blocks share a page, zeroed and
+ * aligned, and a run's pages go back when its last block does; a large
+ * block is a run of its own; a free of the wrong size panics; the
+ * checker finds a run whose count is broken; the failure injection picks
+ * a block as it picks a small allocation.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
+#include "spanheap_test_util.h"
+
+static struct mheap heap;
+static struct spanheap sh;
+
+/* True if [p, p + n) is in the metadata heap's arena, and zeroed. */
+static bool meta_and_zero(const void *p, size_t n)
+{
+	uintptr_t a = (uintptr_t)p, lo = sh.meta.arena_base;
+	return a >= lo && a + n <= lo + sh.meta.arena_pages * MM_PAGE_SIZE &&
+	       all_bytes(p, n, 0);
+}
+
+KTEST(spanheap_meta_blocks, small_blocks_share_a_page_that_goes_back)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	size_t base = sh_in_use_pages(&sh.meta);
+	enum { PER_PAGE = (MM_PAGE_SIZE - SPANHEAP_META_RUN_HDR) / 64 };
+	static void *b[PER_PAGE + 1];
+	for (size_t i = 0; i < PER_PAGE; i++) {
+		KASSERT(b[i] = spanheap_meta_alloc(&sh, 40));
+		KEXPECT(meta_and_zero(b[i], 40));
+		KEXPECT_EQ((uintptr_t)b[i] % 64, 0);
+		memset(b[i], 0xa5, 64);
+	}
+	KEXPECT_EQ(sh_in_use_pages(&sh.meta), base + 1);
+	KEXPECT_EQ(sh.meta_blocks.pages, 1);
+	KASSERT(b[PER_PAGE] =
+	                spanheap_meta_alloc(&sh, 64)); /* the page is full */
+	KEXPECT_EQ(sh.meta_blocks.pages, 2);
+	SH_CHECK(&sh, "with two runs");
+	/* A block freed and taken again is zeroed again. */
+	spanheap_meta_free(&sh, b[3], 40);
+	KASSERT(b[3] = spanheap_meta_alloc(&sh, 33));
+	KEXPECT(meta_and_zero(b[3], 64));
+	/* Blocks of another class, and a large one, in runs of their own. */
+	void *k = spanheap_meta_alloc(&sh, 1024);
+	void *l = spanheap_meta_alloc(&sh, 5000);
+	KASSERT(k && l);
+	KEXPECT(meta_and_zero(k, 1024) && meta_and_zero(l, 5000));
+	KEXPECT_EQ(sh.meta_blocks.pages, 5);
+	SH_CHECK(&sh, "with four runs");
+	for (size_t i = 0; i <= PER_PAGE; i++)
+		spanheap_meta_free(&sh, b[i], i == PER_PAGE ? 64 : 40);
+	spanheap_meta_free(&sh, k, 1024);
+	spanheap_meta_free(&sh, l, 5000);
+	spanheap_meta_free(&sh, NULL, 40);
+	KEXPECT_EQ(sh.meta_blocks.pages, 0);
+	KEXPECT_EQ(sh_in_use_pages(&sh.meta), base);
+	SH_CHECK(&sh, "with every block back");
+	sh_heap_release(&heap, &sh);
+}
+
+/* A free that names another size than the block's (another class, a
+ * large block's other length) or a pointer out of the metadata heap
+ * panics before it touches a run. */
+KTEST(spanheap_meta_blocks, a_free_of_another_size_panics)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *b = spanheap_meta_alloc(&sh, 100),
+	     *l = spanheap_meta_alloc(&sh, 3000);
+	void *o = spanheap_alloc(&sh, 100, 0);
+	KASSERT(b && l && o);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, b, 300), "freed as 300 bytes", b);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, l, 3001), "freed as 3001", l);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, o, 100), "no block of that", o);
+	spanheap_meta_free(&sh, b, 128); /* its class's size is its size */
+	spanheap_meta_free(&sh, l, 3000);
+	spanheap_free(&sh, o);
+	SH_CHECK(&sh, "after the refused frees");
+	sh_heap_release(&heap, &sh);
+}
+
+KTEST(spanheap_meta_blocks, the_checker_finds_a_broken_run)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *b = spanheap_meta_alloc(&sh, 200);
+	KASSERT(b);
+	struct spanheap_meta_run *r =
+	        (struct spanheap_meta_run *)((uintptr_t)b &
+	                                     ~(uintptr_t)(MM_PAGE_SIZE - 1));
+	KASSERT(r->block == 256 && r->used == 1);
+	r->used = 2; /* a block counted that is on the free chain */
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(),
+	               "its used count is not its blocks less its free ones"));
+	r->used = 1;
+	sh.meta_blocks.pages++;
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "runs hold 1 pages, counted 2"));
+	sh.meta_blocks.pages--;
+	SH_CHECK(&sh, "mended");
+	spanheap_meta_free(&sh, b, 200);
+	sh_heap_release(&heap, &sh);
+}
+
+/* The span heap's failure injection counts a block as a small
+ * allocation: a pool's or a cache's out-of-memory path is reached by the
+ * switches that reached it when these were objects (mm.fail, mmfail). */
+KTEST(spanheap_meta_blocks, failure_injection_picks_a_block)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct spanheap_fail_attr a = {.interval = 2,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = 1,
+	                               .what = SPANHEAP_FAIL_SMALL};
+	KASSERT(spanheap_fail_arm(&sh, &a));
+	void *b = spanheap_meta_alloc(&sh, 64);
+	KEXPECT(b != NULL);
+	KEXPECT(spanheap_meta_alloc(&sh, 64) == NULL); /* the 2nd call */
+	void *c = spanheap_meta_alloc(&sh, 64);
+	KEXPECT(c != NULL);
+	spanheap_fail_disarm(&sh);
+	a.what = SPANHEAP_FAIL_LARGE; /* not a block's */
+	KASSERT(spanheap_fail_arm(&sh, &a));
+	void *d = spanheap_meta_alloc(&sh, 64),
+	     *e = spanheap_meta_alloc(&sh, 64);
+	KEXPECT(d && e);
+	spanheap_fail_disarm(&sh);
+	void *all[] = {b, c, d, e};
+	for (int i = 0; i < 4; i++)
+		spanheap_meta_free(&sh, all[i], 64);
+	KEXPECT_EQ(sh.meta_blocks.pages, 0);
+	sh_heap_release(&heap, &sh);
+}
