@@ -150,7 +150,8 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a)
 	         kspanheap.meta.arena_pages * PAGE_SIZE)
 		printk("%s%s %#lx: in the span heap's own metadata (span "
 		       "structs, span arrays, magazine slabs, side tables, the "
-		       "stack depot), apart from the heap arena\n",
+		       "stack depot, named caches' structs and counters, "
+		       "pools' reserves), apart from the heap arena\n",
 		       indent, label, ua);
 	else if (in(a, DIRECT_MAP_BASE, DIRECT_MAP_SIZE))
 		print_direct(indent, label, a);

@@ -60,8 +60,9 @@ static void print_page_heap(const struct mheap_stats *h)
 }
 
 /* The span heap's own metadata (span structs, all-spans arrays, magazine
- * slabs, poison mode's side tables, the stack depot): a page heap of its
- * own, apart from the object pages (mm/spanheap_meta.c). */
+ * slabs, poison mode's side tables, the stack depot, named caches' structs
+ * and counters, pools' reserves): a page heap of its own, apart from the
+ * object pages (mm/spanheap_meta.c). */
 static void print_meta_heap(const struct spanheap_stats *st)
 {
 	printk("metadata heap: %zu pages in use, %zu free backed, %zu free "

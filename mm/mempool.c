@@ -8,8 +8,9 @@
  *
  * Representation: struct mempool (mempool.h): the element source (the
  * span heap, a named cache, or a struct mempool_source), the reserve (an
- * array of cap pointers from the span heap, cap >= min, curr <= min of
- * them elements), the marker, and counters.
+ * array of cap pointers, cap >= min, curr <= min of them elements, a
+ * block of the span heap's metadata heap, where no overrun of an object
+ * reaches it: mempool_setup.c), the marker, and counters.
  *
  * Algorithm, as Linux's mempool_alloc and mempool_free: an allocation
  * asks the source with MM_ATOMIC first (no reclaim, no sleep: the

@@ -82,7 +82,8 @@ struct mempool {
 	 * MM_RANK_HEAP, a leaf: nothing is called under it */
 	mm_lock_t lock;
 	mm_event_t returned;    /* woken when an element enters the reserve */
-	struct spanheap *sh;    /* the reserve's array; the heap's elements */
+	struct spanheap *sh;    /* its metadata heap holds the reserve's
+	                         * array; the heap's elements */
 	struct objcache *cache; /* a named cache's pool: its elements */
 	const struct mempool_source *src; /* a pool of the caller's */
 	void *data;

@@ -8,7 +8,12 @@
  * Algorithm: elements are taken from the source before the pool's lock
  * (chained through their first words) and pushed under it while the
  * reserve is short; a resize swaps in a larger array under the lock when
- * it needs one. What is left over goes back to the source after.
+ * it needs one. What is left over goes back to the source after. The
+ * reserve's array is a block of the heap's metadata heap
+ * (spanheap_meta_blocks.c), apart from the objects: until a review it was
+ * an object of the heap, and an overrun of its neighbour rewrote a slot,
+ * which a later mempool_alloc handed out, an address of the writer's
+ * choosing.
  *
  * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave), as in mempool.c;
  * the source and the heap are called outside it. Thread context: every
@@ -102,7 +107,7 @@ static bool reserve_fill(struct mempool *p)
 {
 	uint32_t min = mempool_min_of(p);
 	void *chain;
-	p->reserve = spanheap_alloc(p->sh, min * sizeof(void *), 0);
+	p->reserve = spanheap_meta_alloc(p->sh, min * sizeof(void *));
 	if (p->reserve && chain_take(p, min, &chain)) {
 		p->cap = min;
 		if (chain_push_locked(p, chain))
@@ -111,7 +116,7 @@ static bool reserve_fill(struct mempool *p)
 			         p->name);
 		return true;
 	}
-	spanheap_free(p->sh, p->reserve);
+	spanheap_meta_free(p->sh, p->reserve, min * sizeof(void *));
 	p->reserve = NULL;
 	return false;
 }
@@ -185,8 +190,9 @@ bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
 		       name ? name : "(null)");
 		return false;
 	}
-	/* A destroyed cache's slot is past the last (objcache.c), whose
-	 * struct's heap poison mode has poisoned: said before it is read. */
+	/* A destroyed cache's slot is past the last (objcache.c), and its
+	 * struct's heap pointer is its block's free chain now: said before
+	 * it is read. */
 	if (c->slot >= OBJCACHE_MAX)
 		mm_panic("mempool %s: made over cache %p, destroyed",
 		         name ? name : "(null)", (void *)c);
@@ -234,15 +240,15 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 	const char *why = refusal(p->name, new_min, p->size);
 	if (!why)
 		why = reserve_problem(p->sh, !p->src, new_min, p->size);
-	uint32_t min = mempool_min_of(p);
+	uint32_t min = mempool_min_of(p), old_cap = p->cap;
 	void **arr = NULL, **old = NULL, *chain = NULL;
 	if (!why && new_min > p->cap &&
-	    !(arr = spanheap_alloc(p->sh, new_min * sizeof(void *), 0)))
+	    !(arr = spanheap_meta_alloc(p->sh, new_min * sizeof(void *))))
 		why = "no memory for its array";
 	if (!why && new_min > min && !chain_take(p, new_min - min, &chain))
 		why = "no memory for the elements it grows by";
 	if (why) {
-		spanheap_free(p->sh, arr);
+		spanheap_meta_free(p->sh, arr, new_min * sizeof(void *));
 		mm_log("mempool %s: not resized from %u to %u elements: %s",
 		       p->name, min, new_min, why);
 		return false;
@@ -257,7 +263,7 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 	/* What frees filled the reserve with meanwhile, and the surplus. */
 	chain_give(p, chain);
 	chain_give(p, surplus);
-	spanheap_free(p->sh, old);
+	spanheap_meta_free(p->sh, old, old_cap * sizeof(void *));
 	return true;
 }
 
@@ -282,7 +288,7 @@ bool mempool_destroy(struct mempool *p)
 		*mempool_first_word(p->reserve[i]) = 0;
 		mempool_source_free(p, p->reserve[i]);
 	}
-	spanheap_free(p->sh, p->reserve);
+	spanheap_meta_free(p->sh, p->reserve, p->cap * sizeof(void *));
 	p->reserve = NULL;
 	p->cap = 0;
 	atomic_store_explicit(&p->min, 0, memory_order_relaxed);

@@ -7,9 +7,13 @@
  * them out and in, so that its listing says what each user holds and its
  * destruction finds what a user leaked.
  *
- * Representation: struct objcache (objcache.h, for the inline paths), an
- * object of the heap itself: the heap, the size, the alignment, the
- * class, its counter slot, its name.
+ * Representation: struct objcache (objcache.h, for the inline paths):
+ * the heap, the size, the alignment, the class, its counter slot, its
+ * name; a block of the heap's metadata heap (spanheap_meta_blocks.c), as
+ * is the counter area below, so that no overrun of an object reaches
+ * them (until a review both were objects of the heap beside others of
+ * their class, and an overrun rewrote the counters' pointer the next
+ * allocation counted through).
  * The heap keeps its caches in a list in creation order (struct
  * spanheap's objcaches) and their counters in one area of OBJCACHE_MAX
  * 64-bit counters per CPU, a row of 512 bytes per CPU: a cache's counter
@@ -179,7 +183,7 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 		align = 16;
 	const char *why = refusal(sh, name, size, align);
 	struct objcache *c = NULL;
-	if (!why && !(c = spanheap_alloc(sh, sizeof(*c), MM_ZERO)))
+	if (!why && !(c = spanheap_meta_alloc(sh, sizeof(*c))))
 		why = "no memory for the cache";
 	if (why) {
 		mm_log("objcache: cache '%s' of %zu bytes (aligned to %zu) "
@@ -209,15 +213,16 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 		asked = !__atomic_load_n(&sh->objcache_counts,
 		                         __ATOMIC_RELAXED);
 		if (asked)
-			area = spanheap_alloc(sh, AREA_BYTES, MM_ZERO);
+			area = spanheap_meta_alloc(sh, AREA_BYTES);
 		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 		why = link_cache(sh, c, &area);
 		mm_lock_release(&sh->heap->lock, irq);
-		spanheap_free(sh, area); /* another create's came first */
+		/* another create's came first */
+		spanheap_meta_free(sh, area, AREA_BYTES);
 	} while (why == no_area && !asked);
 	if (why) {
 		mm_log("objcache: cache '%s' refused: %s", c->name, why);
-		spanheap_free(sh, c);
+		spanheap_meta_free(sh, c, sizeof(*c));
 		return NULL;
 	}
 	return c;
@@ -348,8 +353,8 @@ void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
 	name_copy(name, "?");
 }
 
-/* Whether c is on sh's list: a destroyed cache's struct is a free object
- * whose word 1, its counters' pointer, is the heap's free marker. */
+/* Whether c is on sh's list: a destroyed cache's struct is a free block
+ * whose first word, its heap's pointer, is its run's free chain. */
 static bool linked(struct spanheap *sh, const struct objcache *c)
 {
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -365,8 +370,9 @@ bool objcache_destroy(struct objcache *c)
 	if (!c)
 		return true;
 	spanheap_assert_can_sleep("objcache_destroy");
-	/* The slot before c->sh, which a destroyed struct's poison (in
-	 * poison mode) makes no heap's address (review). */
+	/* The slot before c->sh, which a destroyed struct's free makes no
+	 * heap's address (its block's free chain; when the struct was an
+	 * object, poison mode's poison: review). */
 	struct spanheap *sh = c->slot < SLOT_DESTROYED ? c->sh : NULL;
 	if (!sh || !linked(sh, c))
 		mm_panic("objcache: destroy of %p: no cache of the heap's (a "
@@ -396,12 +402,13 @@ bool objcache_destroy(struct objcache *c)
 	}
 	mm_lock_release(&sh->heap->lock, irq);
 	/* A call on c from now on goes out of line and panics, not counts
-	 * through the pointer the heap's free marker takes the place of. */
+	 * through the counters' pointer of a freed struct: the block keeps
+	 * these marks until it is reused (spanheap_meta_blocks.c). */
 	c->fast_class = 0;
 	c->free_class = OBJCACHE_NO_CLASS;
 	c->slot = SLOT_DESTROYED;
-	spanheap_free(sh, area);
-	spanheap_free(sh, c);
+	spanheap_meta_free(sh, area, AREA_BYTES);
+	spanheap_meta_free(sh, c, sizeof(*c));
 	return true;
 }
 

@@ -129,8 +129,8 @@ objcache_count(struct objcache *c, int64_t d)
  * call. Contexts as spanheap_alloc's with those flags. */
 static inline void *objcache_alloc(struct objcache *c, unsigned flags)
 {
-	/* No class (0, or a destroyed cache's struct poisoned by its free:
-	 * until a review, taken for one) goes out of line, to its panic. */
+	/* No class (0, or garbage in a destroyed cache's struct: until a
+	 * review, taken for one) goes out of line, to its panic. */
 	if (__builtin_expect(
 	            c->fast_class - 1u >= SC_NCLASSES - 1u ||
 	                    (flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)),
@@ -152,8 +152,8 @@ static inline void objcache_free(struct objcache *c, void *p)
 {
 	if (!p)
 		return;
-	/* NO_CLASS or past it (poison, as above): spanheap_free_class
-	 * would refuse it, through c->sh, which may be poison too. */
+	/* NO_CLASS or past it (garbage, as above): spanheap_free_class
+	 * would refuse it, through c->sh, which may be garbage too. */
 	if (__builtin_expect(
 	            c->free_class >= OBJCACHE_NO_CLASS ||
 	                    !spanheap_free_class(c->sh, p, c->free_class),

@@ -10,9 +10,10 @@
  * marked objects not yet scanned (each object is pushed at most once, so
  * it needs one slot per object).
  *
- * The scan: every word of the roots that points into the arena is
- * looked up (a binary search of the sorted entries; the span table would
- * give the span, but not its entry); a live object it points into is
+ * The scan: every word of the roots, and of the blocks the heap's users
+ * keep in its metadata heap (a pool's reserve), that points into the
+ * arena is looked up (a binary search of the sorted entries; the span table
+ * would give the span, but not its entry); a live object it points into is
  * marked and pushed. Then the stack is drained: each object's words
  * (the bytes asked, for a small one; a large one's pages) are read the
  * same way. A word that points into the guarded pool marks the live
@@ -184,6 +185,16 @@ static void scan_range(struct scan *sc, uintptr_t lo, uintptr_t hi)
 		else if (spanheap_guard_owns(&sc->sh->guard, (void *)v))
 			mark_guarded(sc, v);
 	}
+}
+
+/* A block of the users' metadata (spanheap_meta_blocks.c), read as a
+ * root: a pool's reserve array points to the elements it holds, which
+ * nothing else may (until the array moved out of the objects, it was an
+ * object reached from the pool's struct). Conservative: a leaked pool's
+ * array keeps its elements. */
+static void scan_block(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	scan_range(arg, lo, hi);
 }
 
 /* Reads every marked object's words until none is left unread. */
@@ -426,6 +437,7 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
 		return SPANHEAP_LEAK_RETRY;
 	for (size_t i = 0; i < nroots; i++)
 		scan_range(&sc, roots[i].lo, roots[i].hi);
+	spanheap_meta_blocks_each(sh, scan_block, &sc);
 	drain(&sc);
 	uint64_t now = mm_port_now_ns();
 	for (size_t i = 0; i < sc.nsp; i++)

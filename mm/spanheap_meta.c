@@ -14,6 +14,11 @@
  * live apart from objects: Linux's struct page array, the Go runtime's
  * mspans from persistentalloc, off the heap's arena.
  *
+ * It holds the heap's users' metadata too, in blocks that share pages
+ * (spanheap_meta_blocks.c): a named cache's struct, the caches' counter
+ * area, a pool's reserve array (until a review objects beside others of
+ * their class, which an overrun rewrote).
+ *
  * Representation: sh->meta, a struct mheap like sh->heap, over an arena
  * reserved by its own mm_port_reserve (so in another address range: the
  * kernel's region hands reservations out by a bump pointer, after the
@@ -51,8 +56,8 @@
  * thread's growth; none if the object heap keeps none (a configuration
  * that uses up every page).
  *
- * Invariants: every run of sh->meta is the span heap's own structure;
- * no object page lies in its arena.
+ * Invariants: every run of sh->meta is the span heap's own structure or
+ * a run of its users' blocks; no object page lies in its arena.
  *
  * Locking: sh->meta.lock (MM_RANK_HEAP, a leaf) guards its pages only:
  * the span heap calls the metadata heap as it called the object heap for
@@ -68,10 +73,13 @@
  * not there to refill it (mheap_alloc.c, reserve_low): the next thread
  * allocation of metadata does, and an atomic one meanwhile grows the heap
  * itself if nobody is growing it. Its arena is fixed: past its size,
- * metadata allocations fail as out of memory. A set-up that fails after
- * the metadata heap was made (no memory for the all-spans array or the
- * stack depot) gives its pages back but keeps its reservations, as palloc
- * keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
+ * metadata allocations fail as out of memory. Its size does not count the
+ * users' blocks (a few pages for every cache a heap may have; a pool's
+ * array, 8 bytes a reserved element): the quarter for holes is their
+ * room, and a pool or cache past it is refused for want of memory. A set-up
+ * that fails after the metadata heap was made (no memory for the all-spans
+ * array or the stack depot) gives its pages back but keeps its reservations, as
+ * palloc keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
  * unmaps the heap's metadata and page tables): sh->meta still names them,
  * and the next spanheap_init of sh keeps the heap (its zeroing stops
  * before it) and uses it again, as it is, sized by the first try (until a

@@ -20,7 +20,7 @@
  * it (a bad free, spanheap_where_log, the kernel's addrinfo). */
 #define SPANHEAP_META_WHAT                                                   \
 	"span structs, span arrays, magazine slabs, side tables, the stack " \
-	"depot"
+	"depot, named caches' structs and counters, pools' reserves"
 
 /* Sets up sh->meta (sh->heap, mag_layout and track already set), or
  * takes the one a failed init kept (spanheap_meta_kept): false, having

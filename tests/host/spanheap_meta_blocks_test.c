@@ -4,12 +4,15 @@
  * aligned, and a run's pages go back when its last block does; a large
  * block is a run of its own; a free of the wrong size panics; the
  * checker finds a run whose count is broken; the failure injection picks
- * a block as it picks a small allocation.
+ * a block as it picks a small allocation; and the leak scan reads a
+ * pool's reserve array, the only pointer to the elements it holds.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/mempool.h"
 #include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
@@ -134,5 +137,39 @@ KTEST(spanheap_meta_blocks, failure_injection_picks_a_block)
 	for (int i = 0; i < 4; i++)
 		spanheap_meta_free(&sh, all[i], 64);
 	KEXPECT_EQ(sh.meta_blocks.pages, 0);
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * A pool's elements in its reserve are pointed to by its reserve array
+ * alone, a block of the metadata heap that no root covers: the leak scan
+ * reads the blocks, so they are reachable, and an object nothing points
+ * to still leaks. Without the blocks read (when the array moved out of
+ * the objects), every element of the reserve was reported as a leak.
+ */
+KTEST(spanheap_meta_blocks, the_leak_scan_reads_a_pools_reserve)
+{
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, true));
+	KASSERT(sh.track);
+	static struct mempool pool; /* a root, as a kernel's bss */
+	KASSERT(mempool_init_heap(&pool, &sh, "scanned", 4, 64));
+	void *lost = spanheap_alloc(&sh, 64, 0);
+	KASSERT(lost);
+	uintptr_t lost_at = (uintptr_t)lost;
+	lost = NULL;
+	size_t bytes = spanheap_leak_work_bytes(&sh, 8);
+	void *work = calloc(1, bytes);
+	KASSERT(work);
+	struct spanheap_leak_range root = {(uintptr_t)&pool,
+	                                   (uintptr_t)(&pool + 1)};
+	struct spanheap_leak_result r;
+	long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 8, &r);
+	KEXPECT_EQ(n, 1);
+	KEXPECT(n >= 1 && spanheap_leak_list(work)[0].addr == lost_at);
+	KEXPECT_EQ(r.objects, 5);
+	KEXPECT_EQ(r.reachable, 4);
+	free(work);
+	spanheap_free(&sh, (void *)lost_at);
+	KEXPECT(mempool_destroy(&pool));
 	sh_heap_release(&heap, &sh);
 }

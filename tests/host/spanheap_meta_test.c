@@ -13,11 +13,10 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/mempool.h"
 #include "../../mm/spanheap_internal.h"
+#include "objcache_test_util.h"
 #include "spanheap_test_util.h"
-
-static struct mheap heap;
-static struct spanheap sh;
 
 /* True if [p, p + n) lies in h's arena. */
 static bool in_arena(const struct mheap *h, const void *p, size_t n)
@@ -143,6 +142,16 @@ static bool page_taken(uintptr_t a, void **held, size_t max)
 	return false;
 }
 
+/* A page and 64 bytes of words at where, each the address of decoy: an
+ * overrun of the writer's choosing. */
+static void overrun_with_decoys(uintptr_t where, const void *decoy)
+{
+	static uintptr_t w[(64 + MM_PAGE_SIZE) / sizeof(uintptr_t)];
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
+		w[i] = (uintptr_t)decoy;
+	memcpy((void *)where, w, sizeof(w));
+}
+
 /*
  * The review's overrun: a copy past the last 64-byte object of a span
  * through the whole next page, with the address of a static variable in
@@ -151,35 +160,43 @@ static bool page_taken(uintptr_t a, void **held, size_t max)
  * page of the first span came before it), and the next 16-byte
  * allocation popped &target[0] from the slot below its empty magazine.
  */
+/* The objects of first's span (64-byte ones) taken until its last is
+ * (into obj, at most max): that object's address, or 0; *end: the span's
+ * end, where the next span the heap makes begins (in a fresh heap the
+ * page heap gives its lowest free pages first). */
+static uintptr_t last_of_the_span(void *first, void **obj, size_t max,
+                                  uintptr_t *end)
+{
+	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)first);
+	if (!mheap_span_is_span(s) || s->elemsize != 64)
+		return 0;
+	uintptr_t last = s->base + (uintptr_t)(s->nelems - 1) * 64;
+	*end = s->base + s->npages * MM_PAGE_SIZE;
+	if (last + 64 != *end || (uintptr_t)first == last)
+		return 0;
+	for (size_t n = 0; n < s->nelems && n < max; n++) {
+		obj[n] = spanheap_alloc(&sh, 64, 0);
+		if ((uintptr_t)obj[n] == last)
+			return last;
+	}
+	return 0;
+}
+
 KTEST(spanheap_meta, an_overrun_past_a_span_reaches_no_magazine)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	void *small = spanheap_alloc(&sh, 16, 0); /* a page of structs */
 	void *first = spanheap_alloc(&sh, 64, 0);
 	KASSERT(small && first && !sh.caches[0].slab);
-	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)first);
-	KASSERT(mheap_span_is_span(s) && s->elemsize == 64);
-	uintptr_t last = s->base + (uintptr_t)(s->nelems - 1) * 64;
-	uintptr_t end = s->base + s->npages * MM_PAGE_SIZE;
-	KASSERT(last + 64 == end && (uintptr_t)first != last);
 	/* Every object of the span ours, the last one among them. */
-	enum { MAX = 4096 };
-	static void *obj[MAX];
-	size_t n = 0;
-	bool have_last = false;
-	while (!have_last && n < s->nelems && n < MAX) {
-		KASSERT(obj[n] = spanheap_alloc(&sh, 64, 0));
-		have_last = (uintptr_t)obj[n++] == last;
-	}
-	KASSERT(have_last);
+	static void *obj[4096];
+	uintptr_t end, last = last_of_the_span(first, obj, 4096, &end);
+	KASSERT(last);
 	spanheap_free(&sh, first); /* the CPU's first free: its slab */
 	KASSERT(sh.caches[0].slab);
 	static void *held[64];
 	KASSERT(page_taken(end, held, 64));
-	uintptr_t w[(64 + MM_PAGE_SIZE) / sizeof(uintptr_t)];
-	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++)
-		w[i] = (uintptr_t)target;
-	memcpy((void *)last, w, sizeof(w));
+	overrun_with_decoys(last, target);
 	for (size_t i = 0; i < 8; i++) {
 		void *q = spanheap_alloc(&sh, 16, 0);
 		KASSERT(q);
@@ -187,6 +204,111 @@ KTEST(spanheap_meta, an_overrun_past_a_span_reaches_no_magazine)
 		KEXPECT(mheap_span_is_span(
 		        mheap_span_lookup(&heap, (uintptr_t)q)));
 	}
+	SH_CHECK(&sh, "after the overrun");
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * A pool's reserve array and a named cache's struct and counters are
+ * blocks of the metadata heap too (mm/spanheap_meta_blocks.c): until a
+ * review they were objects of the heap beside others of their class.
+ */
+KTEST(spanheap_meta, reserves_and_caches_lie_apart_from_objects)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	static struct mempool small_pool, big_pool;
+	KASSERT(mempool_init_heap(&small_pool, &sh, "small", 4, 64));
+	KASSERT(mempool_init_heap(&big_pool, &sh, "big", 600, 32));
+	struct objcache *c = objcache_create(&sh, "inode", 40, 0);
+	KASSERT(c);
+	EXPECT_META(small_pool.reserve, 4 * sizeof(void *), "a reserve");
+	EXPECT_META(big_pool.reserve, 600 * sizeof(void *), "a large reserve");
+	EXPECT_META(c, sizeof(*c), "a cache's struct");
+	EXPECT_META(sh.objcache_counts,
+	            (size_t)MM_MAX_CPUS * OBJCACHE_MAX * sizeof(int64_t),
+	            "the caches' counters");
+	KEXPECT(mempool_resize(&small_pool, 300)); /* a new array */
+	EXPECT_META(small_pool.reserve, 300 * sizeof(void *), "a grown one");
+	KEXPECT(mempool_destroy(&small_pool) && mempool_destroy(&big_pool));
+	KEXPECT(objcache_destroy(c));
+	sh_flush_cpus(&sh, 4);
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh); /* the blocks' pages went back */
+	SH_CHECK(&sh, "after the pools and the cache");
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * The overrun above into what follows a full span, where a pool made
+ * next put its reserve's array in the old heap (a 32-byte object of the
+ * span made right after): with the heap failing, mempool_alloc then took
+ * a reserve slot the overrun wrote, and handed out &target.
+ */
+KTEST(spanheap_meta, an_overrun_past_a_span_reaches_no_reserve)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *elem = spanheap_alloc(&sh, 100, 0); /* the elements' span */
+	void *first = spanheap_alloc(&sh, 64, 0);
+	KASSERT(elem && first);
+	static void *obj[4096], *held[64];
+	uintptr_t end, last = last_of_the_span(first, obj, 4096, &end);
+	KASSERT(last);
+	static struct mempool pool;
+	KASSERT(mempool_init_heap(&pool, &sh, "victim", 4, 100));
+	KASSERT(page_taken(end, held, 64));
+	overrun_with_decoys(last, target);
+	struct spanheap_fail_attr all = {.interval = 1,
+	                                 .probability = SPANHEAP_FAIL_PROB_ALL,
+	                                 .times = -1};
+	KASSERT(spanheap_fail_arm(&sh, &all));
+	void *e[4];
+	for (int i = 0; i < 4; i++) {
+		e[i] = mempool_alloc(&pool, MM_ATOMIC);
+		KASSERT(e[i] && e[i] != (void *)target);
+		KEXPECT_EQ(spanheap_usable_size(&sh, e[i]), 112);
+	}
+	spanheap_fail_disarm(&sh);
+	for (int i = 0; i < 4; i++)
+		mempool_free(&pool, e[i]);
+	mempool_check(&pool);
+	KEXPECT(mempool_destroy(&pool));
+	SH_CHECK(&sh, "after the overrun");
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * The same overrun with copies of a cache's struct whose counters'
+ * pointer is the writer's, a copy at every object of the struct's class
+ * past the span: in the old heap the cache made next had its struct
+ * there, and its next allocation counted into decoy. Its counters stay
+ * its own.
+ */
+KTEST(spanheap_meta, an_overrun_past_a_span_reaches_no_cache)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *first = spanheap_alloc(&sh, 64, 0);
+	KASSERT(first);
+	static void *obj[4096], *held[64];
+	uintptr_t end, last = last_of_the_span(first, obj, 4096, &end);
+	KASSERT(last);
+	struct objcache *c = objcache_create(&sh, "victim", 24, 0);
+	KASSERT(c);
+	KASSERT(page_taken(end, held, 64));
+	static int64_t decoy[MM_MAX_CPUS * OBJCACHE_MAX]; /* a counter area */
+	struct objcache fake = *c;
+	fake.counts = decoy;
+	size_t stride = sizeclass_info[sizeclass_of(sizeof(fake))].size;
+	static unsigned char w[64 + MM_PAGE_SIZE];
+	memset(w, 0, sizeof(w));
+	for (size_t at = 64; at + sizeof(fake) <= sizeof(w); at += stride)
+		memcpy(w + at, &fake, sizeof(fake));
+	memcpy((void *)last, w, sizeof(w));
+	void *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	KASSERT_EQ(decoy[0], 0);
+	KEXPECT_EQ(live(c), 1);
+	objcache_free(c, p);
+	KEXPECT(objcache_destroy(c));
 	SH_CHECK(&sh, "after the overrun");
 	sh_heap_release(&heap, &sh);
 }

@@ -395,12 +395,14 @@ KTEST(demo, kfree_of_a_kmem_cache_object)
 }
 
 /* mm.debug_poison: an allocation from a destroyed cache, whose struct
- * its destroy freed (and the free filled with poison). */
+ * its destroy freed (a block of the metadata heap, which keeps the
+ * destroy's marks; until a review an object, which the free filled with
+ * poison). The harness reads the pointer from the "kfree of" line. */
 KTEST(demo, kmem_cache_alloc_from_a_destroyed_cache)
 {
 	struct objcache *a = kmem_cache_create("demo-gone", 40, 0);
 	KASSERT(a && kmem_cache_destroy(a));
-	ktest_diag("kfree of %p (the cache's struct, by its destroy)", a);
+	ktest_diag("kfree of %p (the cache's struct, freed by its destroy)", a);
 	kmem_cache_alloc(a, 0);
 }
 #endif
