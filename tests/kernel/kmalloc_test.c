@@ -12,6 +12,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -268,6 +269,16 @@ KTEST(kmalloc, the_heaps_own_metadata_lies_apart_from_its_objects)
 		        !in_arena(&kspanheap.meta, (uintptr_t)snap.arr->v[i]);
 	KEXPECT_EQ(outside, 0);
 	spanheap_snapshot_put(&kspanheap, &snap);
+	/* Since a review, a named cache's struct and counters and a pool's
+	 * reserve array too (mm/spanheap_meta_blocks.c). */
+	struct objcache *c = kmem_cache_create("ktest-meta", 40, 0);
+	static struct mempool pool;
+	KASSERT(c && kmempool_init(&pool, "ktest-meta", 4, 64));
+	const void *meta[] = {c, kspanheap.objcache_counts, pool.reserve};
+	for (size_t i = 0; i < 3; i++)
+		KEXPECT(in_arena(&kspanheap.meta, (uintptr_t)meta[i]) &&
+		        !in_arena(&kheap, (uintptr_t)meta[i]));
+	KEXPECT(mempool_destroy(&pool) && kmem_cache_destroy(c));
 }
 
 /* ---- Misuse (KTEST_FAIL_DEMO only: each panics)
