@@ -50,6 +50,10 @@
  */
 #include "spanheap_internal.h"
 
+/* A run's free blocks fit a 64-bit mask (run_each, run_problem). */
+_Static_assert((MM_PAGE_SIZE - SPANHEAP_META_RUN_HDR) / 64 <= 64,
+               "a page holds at most 64 of the smallest blocks");
+
 static uint32_t class_bytes(unsigned cls)
 {
 	return 64u << cls;
@@ -150,6 +154,9 @@ static void *large_alloc(struct spanheap *sh, size_t nbytes)
 
 void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes)
 {
+	/* As the heap's own allocations were, when these were objects. */
+	spanheap_assert_set_up(sh);
+	spanheap_assert_can_sleep("spanheap_meta_alloc");
 	if (failpoint_armed(&sh->fail) && spanheap_fail_should(sh, false, 0))
 		return NULL;
 	void *b;
@@ -263,7 +270,7 @@ static const char *run_problem(const struct spanheap *sh,
 		if ((uintptr_t)f < first || ((uintptr_t)f - first) % r->block ||
 		    ((uintptr_t)f - first) / r->block >= r->nblocks)
 			return "a free block not of the run";
-	if (r->nblocks > 63 || nfree + r->used != r->nblocks)
+	if (r->nblocks > 64 || nfree + r->used != r->nblocks)
 		return "its used count is not its blocks less its free ones";
 	if (r->used == 0)
 		return "empty (its pages should have gone back)";

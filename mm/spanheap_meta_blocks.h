@@ -25,7 +25,7 @@ struct spanheap_meta_run {
 	void *free; /* free blocks, chained through their first words */
 	uint32_t npages;
 	uint32_t block;   /* a block's bytes (a large run: the request's) */
-	uint32_t nblocks; /* at most 63 */
+	uint32_t nblocks; /* at most 64 */
 	uint32_t used;
 };
 _Static_assert(sizeof(struct spanheap_meta_run) <= SPANHEAP_META_RUN_HDR,
