@@ -10,7 +10,7 @@
  * cache's counters' pointer, through which the next allocation counted.
  * In the metadata heap's arena (spanheap_meta.c) no write past an
  * object reaches them. The metadata heap gives whole pages, and a cache's
- * struct is 112 bytes, a small pool's array a few words: these blocks
+ * struct is 104 bytes, a small pool's array a few words: these blocks
  * share pages, as Linux's kmem_cache structs are a cache's objects and
  * the Go runtime's fixalloc carves its structs from persistentalloc's
  * chunks.
