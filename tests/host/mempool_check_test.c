@@ -99,7 +99,8 @@ static bool checked_pool(void)
 	       mempool_init_heap(&pool, &sh, "chk", 4, 64);
 }
 
-/* A slot an overrun wrote (the reserve is a heap object beside others):
+/* A slot a stray write changed (until a review the reserve was a heap
+ * object beside others, which an overrun reached; a metadata block now):
  * named, its address never read. Until a review the walk read (and would
  * flip) the first word before the heap's view, and the checker faulted on
  * such an address. */
