@@ -101,6 +101,15 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
                         unsigned flags);
 
+/* Grows h so that its free pages reach its reserve for atomic callers,
+ * if they are short and nobody else is growing it: what an allocation
+ * that leaves them short does, and an owner's set-up (spanheap_init), so
+ * that the first atomic and MHEAP_NO_GROW allocations find pages. A heap
+ * with no reserve is left as it is. False if its growth failed (no
+ * memory for the chunk's metadata and page tables, or no arena left).
+ * Thread context, no mm lock held. */
+bool mheap_refill(struct mheap *h);
+
 /* Frees pages from mheap_alloc_pages; a bad free mm_panics. Any context
  * but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);

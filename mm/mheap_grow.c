@@ -157,17 +157,21 @@ enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
 	return ok ? MHEAP_GROW_OK : MHEAP_GROW_FAILED;
 }
 
-void mheap_refill(struct mheap *h)
+bool mheap_refill(struct mheap *h)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	size_t free = mheap_reserve_free_locked(h);
 	mm_lock_release(&h->lock, irq);
 	if (free >= h->cfg.reserve_pages || atomic_load(&h->growing))
-		return;
-	if (mheap_grow(h, h->cfg.reserve_pages - free,
-	               MHEAP_GROW_FOR_RESERVE) == MHEAP_GROW_OK) {
+		return true;
+	/* BUSY: someone else's growth began since the check; it fills the
+	 * reserve, or its failure is its caller's to report. */
+	enum mheap_grow_result r = mheap_grow(h, h->cfg.reserve_pages - free,
+	                                      MHEAP_GROW_FOR_RESERVE);
+	if (r == MHEAP_GROW_OK) {
 		irq = mm_lock_acquire(&h->lock);
 		h->counters.refills++;
 		mm_lock_release(&h->lock, irq);
 	}
+	return r != MHEAP_GROW_FAILED;
 }

@@ -130,10 +130,6 @@ enum mheap_grow_for { MHEAP_GROW_FOR_RUN, MHEAP_GROW_FOR_RESERVE };
 enum mheap_grow_result mheap_grow(struct mheap *h, size_t npages,
                                   enum mheap_grow_for why);
 
-/* Grows the heap so that free pages reach the reserve, if they are short
- * and nobody else is growing. Thread context, no mm lock held. */
-void mheap_refill(struct mheap *h);
-
 /* Sets stats for in-use and free pages from palloc. Locking: h->lock. */
 void mheap_stats_locked(struct mheap *h, struct mheap_stats *st);
 

@@ -25,9 +25,16 @@
  * SPANHEAP_MAG_MIN and SPANHEAP_MAG_MAX, a refill's fill of 1 KiB of
  * objects up to MAG_FILL_MAX and half the magazine, none below 2), points
  * every CPU's cache at the placeholders (caches_init) and the fast path's
- * table of magazine offsets by 16-byte size; then (parts_init) the
- * guarded pool's reservation, the metadata heap (spanheap_meta.c, an
- * arena of its own), and in it the all-spans array and the stack depot.
+ * table of magazine offsets by 16-byte size; then (parts_init) the object
+ * heap grown to its reserve for atomic callers, the guarded pool's
+ * reservation, the metadata heap (spanheap_meta.c, an arena of its own),
+ * and in it the all-spans array and the stack depot. The growth makes the
+ * object heap ready for its first atomic and MM_NO_GROW allocations: the
+ * metadata's allocations grew it until they moved to a heap of their own,
+ * and a review then found a fresh heap's first MM_NO_GROW allocation
+ * failing, and of several CPUs' first MM_ATOMIC ones, all but the one
+ * that grew it. A heap configured with no reserve is not grown: its owner
+ * asked for no pages held ahead of need.
  * A part refused undoes those before it, the latest first: the pool's
  * reservation goes back, the metadata heap's pages go back and its
  * reservations stay (spanheap_meta.c, "Limits"), for the next init of the
@@ -200,13 +207,22 @@ static void guard_undo(struct spanheap *sh)
 
 /*
  * The parts that take memory or address space, in an order whose undoing
- * is the latest first (mm_port_unreserve): the guarded pool's
- * reservation, the metadata heap's, then its first runs, the all-spans
- * array and the stack depot. False, having logged why and undone the
- * rest, if one fails.
+ * is the latest first (mm_port_unreserve): the object heap grown to its
+ * reserve, the guarded pool's reservation, the metadata heap's, then its
+ * first runs, the all-spans array and the stack depot. False, having
+ * logged why and undone the rest, if one fails. The growth comes first,
+ * as it cannot be undone (an arena never shrinks): a later part's
+ * failure keeps it, its pages free and never backed, and a retry finds
+ * the reserve full and grows nothing more.
  */
 static bool parts_init(struct spanheap *sh)
 {
+	if (!mheap_refill(sh->heap)) {
+		mm_log("spanheap: no memory to grow the page heap to its "
+		       "reserve of %zu pages for atomic callers",
+		       sh->heap->cfg.reserve_pages);
+		return false;
+	}
 	const char *guard_why = spanheap_guard_init(sh);
 	if (guard_why) {
 		mm_log("spanheap: %s (%u slots)", guard_why,

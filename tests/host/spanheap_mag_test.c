@@ -226,7 +226,6 @@ KTEST(spanheap, refill_fills_past_allocated_objects)
 KTEST(spanheap, refill_marks_objects_never_handed_out_past_a_hole)
 {
 	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	sh_heap_grow(&heap); /* for MM_NO_GROW: a fresh heap has grown none */
 	mm_port_set_cpu(0);
 	unsigned cls = sizeclass_of(64), k = sh.mag_fill[cls];
 	KASSERT_EQ(k, 16);

@@ -282,7 +282,6 @@ KTEST(spanheap, no_grow)
 	mheap_config_default(&hc);
 	hc.arena_bytes = SH_ARENA_BYTES;
 	KASSERT(sh_heap_new_with(&heap, &sh, &hc, NULL));
-	sh_heap_grow(&heap); /* a fresh heap has grown nothing */
 	struct mheap_stats hs0, hs;
 	mheap_stats(&heap, &hs0);
 	mm_port_set_quiet(true);
@@ -320,7 +319,8 @@ KTEST(spanheap, no_grow)
  * MM_NO_GROW (review). The stack is lost instead; the object is made.
  * The depot and the side tables are the metadata heap's: it is left 12
  * free pages, room for a 16-byte span's table, not a chunk; the object
- * heap is grown once (a fresh one has grown nothing), for the span. */
+ * heap is grown once (a fresh one with no reserve has grown nothing),
+ * for the span. */
 KTEST(spanheap, no_grow_in_poison_mode_keeps_the_depot_from_growing)
 {
 	KASSERT(sh_heap_tight_poison(&heap, &sh, SH_ARENA_BYTES));

@@ -61,8 +61,9 @@ static inline bool sh_fill_until_growth(struct spanheap *sh, size_t size,
 }
 
 /* Grows h by a chunk, all free: a page taken and given back. A fresh span
- * heap's page heap has grown nothing (the span heap's own pages are its
- * metadata heap's), and an MM_NO_GROW allocation needs grown pages. */
+ * heap's page heap with no reserve has grown nothing (the span heap's own
+ * pages are its metadata heap's, and its set-up grows the object heap to
+ * its reserve only), and an MM_NO_GROW allocation needs grown pages. */
 static inline void sh_heap_grow(struct mheap *h)
 {
 	void *p = mheap_alloc_pages(h, 1, 0);
