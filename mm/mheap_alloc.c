@@ -232,7 +232,8 @@ static void zero_backed(uintptr_t base, size_t npages, uint64_t mask,
 }
 
 /* After an allocation left free pages below the reserve: a thread grows
- * the heap now, an atomic caller asks the scavenger thread to. */
+ * the heap now, an atomic caller asks the scavenger thread to (its own,
+ * or the one that serves it too: scav_by). */
 static void reserve_low(struct mheap *h, bool atomic)
 {
 	if (!atomic) {
@@ -244,7 +245,7 @@ static void reserve_low(struct mheap *h, bool atomic)
 	h->scav.refill = true;
 	mm_lock_release(&h->lock, irq);
 	if (wake)
-		mm_event_wake(&h->scav.wake);
+		mm_event_wake(mheap_scav_wake_of(h));
 }
 
 /* After a failed attempt that saw *saw, and no growth of the caller's:
@@ -480,5 +481,5 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 	wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);
 	if (wake)
-		mm_event_wake(&h->scav.wake);
+		mm_event_wake(mheap_scav_wake_of(h));
 }

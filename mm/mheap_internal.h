@@ -105,9 +105,16 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages);
  * use, and with them the goal, fell): true, with idle cleared, if the
  * scavenger is idle, the run has MHEAP_WAKE_PAGES or more and the heap's
  * free backed pages are now over its goal; the caller then wakes
- * h->scav.wake once it has let go of the lock. Locking: h->lock must be
- * held. */
+ * mheap_scav_wake_of(h) once it has let go of the lock. Locking: h->lock must
+ * be held. */
 bool mheap_free_wakes_locked(struct mheap *h, size_t npages);
+
+/* The event that wakes the background thread scavenging h: its own, or
+ * that of the heap whose thread serves h too (scav_by). Any context. */
+static inline mm_event_t *mheap_scav_wake_of(struct mheap *h)
+{
+	return h->scav_by ? &h->scav_by->scav.wake : &h->scav.wake;
+}
 
 /* mheap_free_pages in the debug mode (MHEAP_DEBUG_SCAV_ON_FREE): checked,
  * listed as a batch while it is unmapped, freed scavenged (mheap_scav.c).

@@ -43,6 +43,15 @@
  *             lowers the goal: mheap_free_wakes_locked).
  *   refill    An atomic allocation that left free pages below the reserve
  *             sets refill and wakes the thread, which grows the heap.
+ *   served    A heap with no thread of its own may be served by another's
+ *             (h->scav_also; its scav_by names h): each round the thread
+ *             refills and scavenges it too, by its own goal, its frees
+ *             and refill requests wake h's thread, and it sleeps only
+ *             when both are idle. A span heap's object heap serves its
+ *             metadata heap so (spanheap_meta.c); until a review nothing
+ *             gave the metadata heap's free pages back but release-all
+ *             and a heap short of frames. Its CPU is h's, within h's
+ *             budget; the "at goal" line reports h.
  *   pacing    After each batch the thread reads its own CPU time
  *             (mm_port_thread_cpu_ns); work w since its last sleep earns
  *             a sleep of w * (1000 - b) / b ns (b = cpu_permille), so
@@ -59,9 +68,10 @@
  *      allocated) and mm_panics (mheap_check_not_taken_locked).
  *
  * Locking: h->lock around the take and the return; nothing is logged,
- * woken or unmapped under it. Start and stop are thread context and
- * serialised by their caller.
- * Limits: one background thread per heap.
+ * woken or unmapped under it. The thread takes the served heap's lock
+ * only with h's let go (both MM_RANK_HEAP). Start and stop are thread
+ * context and serialised by their caller.
+ * Limits: one background thread per heap; it serves one heap besides.
  */
 #include "mheap_internal.h"
 
@@ -212,7 +222,7 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	mm_lock_release(&h->lock, irq);
 	mm_event_wake(&h->grown);
 	if (wake)
-		mm_event_wake(&h->scav.wake);
+		mm_event_wake(mheap_scav_wake_of(h));
 }
 
 /* Books a finished batch. Locking: h->lock must be held. */
@@ -374,26 +384,41 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 	h->scav.reported_ns = now;
 }
 
+/* Sets x->scav.idle, and returns it: true if the thread has nothing to
+ * do for x (at its goal, or no backed free since a search found nothing,
+ * and no refill asked) and others_idle (nothing for the heap it serves
+ * either: h's flag says the thread sleeps). *st gets x's statistics.
+ * Takes x->lock. */
+static bool idle_check(struct mheap *x, bool others_idle,
+                       struct mheap_stats *st)
+{
+	unsigned long irq = mm_lock_acquire(&x->lock);
+	mheap_stats_locked(x, st);
+	x->scav.idle = (st->free_backed_pages <= st->goal_pages ||
+	                x->scav.barren_frees == x->scav.backed_frees) &&
+	               !x->scav.refill && others_idle;
+	bool idle = x->scav.idle;
+	mm_lock_release(&x->lock, irq);
+	return idle;
+}
+
 /* Nothing to take (at the goal, or every free backed page in a dense
- * chunk): pays for the work that found nothing with its paced sleep too
- * (so the share stays within budget up to the moment it goes idle), then
- * sleeps until a free, a refill or stop wakes it, unless frees during
- * that sleep put the heap over its goal again and may have given it
- * something to take. */
+ * chunk) in h nor in the heap it serves too: pays for the work that found
+ * nothing with its paced sleep too (so the share stays within budget up
+ * to the moment it goes idle), then sleeps until a free, a refill or stop
+ * wakes it (the served heap's wake h's event: mheap_scav_wake_of), unless
+ * frees during that sleep put a heap over its goal again and may have
+ * given it something to take. Each heap's flag is set under its own lock,
+ * the served heap's first, then h's, which says whether the thread
+ * sleeps: the two locks are never nested. */
 static void bg_idle(struct mheap *h, uint64_t *since)
 {
 	bg_pace(h, since);
 	mheap_hook(h, MHEAP_HOOK_SCAV_IDLE);
 	uint64_t seen = mm_event_prepare(&h->scav.wake);
-	struct mheap_stats st;
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	mheap_stats_locked(h, &st);
-	h->scav.idle = (st.free_backed_pages <= st.goal_pages ||
-	                h->scav.barren_frees == h->scav.backed_frees) &&
-	               !h->scav.refill;
-	bool idle = h->scav.idle;
-	mm_lock_release(&h->lock, irq);
-	if (!idle)
+	struct mheap_stats st, also;
+	bool idle = !h->scav_also || idle_check(h->scav_also, true, &also);
+	if (!idle_check(h, idle, &st))
 		return;
 	bg_report(h, &st);
 	if (!atomic_load(&h->scav.stop))
@@ -411,16 +436,28 @@ static void bg_refill(struct mheap *h)
 		mheap_refill(h);
 }
 
-/* The thread: a batch, then a paced sleep; at goal, a long sleep until a
- * large free wakes it. Everything it spends, sleeps' own cost included,
- * is booked and paced; two lock holds and one shootdown a batch. */
+/* A heap's turn: its refill if one was asked, and a background batch;
+ * the pages it released. */
+static size_t bg_turn(struct mheap *x)
+{
+	bg_refill(x);
+	return mheap_scavenge_batch(x, 0, 0, MHEAP_SCAV_BG);
+}
+
+/* The thread: a batch of h and one of the heap it serves too (each under
+ * its own lock, taken and let go in turn), then a paced sleep; with
+ * nothing to take in either, a long sleep until a large free wakes it.
+ * Everything it spends, sleeps' own cost included, is booked to h and
+ * paced by h's budget; two lock holds and one shootdown a batch. */
 static void bg_main(void *arg)
 {
 	struct mheap *h = arg;
 	uint64_t since = mm_port_thread_cpu_ns();
 	while (!atomic_load(&h->scav.stop)) {
-		bg_refill(h);
-		if (mheap_scavenge_batch(h, 0, 0, MHEAP_SCAV_BG) == 0)
+		size_t n = bg_turn(h);
+		if (h->scav_also)
+			n += bg_turn(h->scav_also);
+		if (n == 0)
 			bg_idle(h, &since); /* at goal, or only dense chunks */
 		else
 			bg_pace(h, &since);
@@ -462,4 +499,9 @@ void mheap_scavenger_stop(struct mheap *h)
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	h->scav.idle = false;
 	mm_lock_release(&h->lock, irq);
+	if (h->scav_also) { /* not under h's lock: the same rank */
+		irq = mm_lock_acquire(&h->scav_also->lock);
+		h->scav_also->scav.idle = false;
+		mm_lock_release(&h->scav_also->lock, irq);
+	}
 }

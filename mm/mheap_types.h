@@ -79,6 +79,15 @@ struct mheap {
 	 * are gone. */
 	struct mheap *frames_peer;
 
+	/* Set by the owner before the heap is shared and before either
+	 * heap's scavenger thread starts, else NULL. scav_also: a heap
+	 * whose free backed pages this heap's background scavenger gives
+	 * back too, by that heap's own goal, and whose reserve it refills;
+	 * scav_by: the heap whose thread does that for this one, which this
+	 * heap's frees and refill requests wake. A span heap's object heap
+	 * serves its metadata heap so (spanheap_meta.c). */
+	struct mheap *scav_also, *scav_by;
+
 	/* Protected by h->lock: */
 	struct palloc pages;
 	size_t taken_pages;    /* out of the free set while being unmapped */

@@ -63,16 +63,26 @@
  * the span heap calls the metadata heap as it called the object heap for
  * its structures, with no mm lock held (or, for the depot's chunks from
  * poison mode's records, a class lock, which ranks above), and never
- * under sh->heap's lock, so the two heap locks are never nested.
+ * under sh->heap's lock; the scavenger thread and a scavenge for frames
+ * take one heap's lock at a time, so the two heap locks are never
+ * nested.
  *
- * Limits: no scavenger thread runs for it: its free pages (side tables of
- * dead spans, replaced all-spans arrays) stay backed until
- * spanheap_release_all, or until either heap is short of frames (the two
- * are each other's frames_peer: mheap_alloc.c, scavenge_for_frames); and
- * an atomic allocation that leaves its reserve low asks a thread that is
- * not there to refill it (mheap_alloc.c, reserve_low): the next thread
- * allocation of metadata does, and an atomic one meanwhile grows the heap
- * itself if nobody is growing it. Its arena is fixed: past its size,
+ * Scavenging: it has no scavenger thread of its own. The object heap's
+ * serves it (sh->heap->scav_also, mheap_scav.c "served"): its free
+ * backed pages (side tables of dead spans, replaced all-spans arrays,
+ * slabs of torn-down CPUs) are given back by its own goal, its large
+ * frees and its atomic callers' refill requests wake that thread, within
+ * the object heap's CPU budget. An allocation short of frames scavenges
+ * the other heap too (the two are each other's frames_peer: mheap_alloc.c,
+ * scavenge_for_frames), and spanheap_release_all both. Until a review
+ * nothing else did: its free pages stayed backed, and a refill request
+ * woke no thread.
+ *
+ * Limits: only while the object heap's scavenger runs (the owner starts
+ * it: the kernel's heap_init, the hosted malloc's background threads);
+ * without it, as for the object heap, its free pages stay backed until a
+ * release-all or a shortage of frames, and its reserve is refilled by the
+ * next thread allocation of metadata. Its arena is fixed: past its size,
  * metadata allocations fail as out of memory. Its size does not count the
  * users' blocks (a few pages for every cache a heap may have; a pool's
  * array, 8 bytes a reserved element): the quarter for holes is their
@@ -165,16 +175,26 @@ static bool reservable(size_t nbytes)
 
 /* One frame pool under both heaps: an allocation short of frames
  * scavenges the other heap's free pages too (mheap_alloc.c,
- * scavenge_for_frames). */
+ * scavenge_for_frames); and one background scavenger, the object
+ * heap's, which serves the metadata heap too (mheap_scav.c, "served"). */
 static void peer_up(struct spanheap *sh)
 {
 	sh->meta.frames_peer = sh->heap;
 	sh->heap->frames_peer = &sh->meta;
+	sh->meta.scav_by = sh->heap;
+	sh->heap->scav_also = &sh->meta;
+}
+
+/* The object heap's links to a metadata heap there is not (yet). */
+static void peer_down(struct spanheap *sh)
+{
+	sh->heap->frames_peer = NULL;
+	sh->heap->scav_also = NULL;
 }
 
 bool spanheap_meta_init(struct spanheap *sh)
 {
-	sh->heap->frames_peer = NULL; /* until this heap's is made */
+	peer_down(sh); /* until this heap's is made */
 	if (spanheap_meta_kept(sh)) {
 		sh->meta_kept = NULL; /* in use again, empty ("Limits") */
 		peer_up(sh);
@@ -213,7 +233,7 @@ bool spanheap_meta_init(struct spanheap *sh)
 
 void spanheap_meta_undo(struct spanheap *sh)
 {
-	sh->heap->frames_peer = NULL;
+	peer_down(sh);
 	mheap_release_all(&sh->meta);
 	sh->meta_kept = &sh->meta;
 	mm_log("spanheap: the metadata heap's arena at %#lx stays reserved "
