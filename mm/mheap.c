@@ -211,22 +211,27 @@ bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
 
 void mheap_dump(struct mheap *h)
 {
+	mheap_dump_named(h, "mheap");
+}
+
+void mheap_dump_named(struct mheap *h, const char *name)
+{
 	struct mheap_stats st;
 	mheap_stats(h, &st);
-	mm_log("mheap: pages: %zu grown, %zu in use, %zu free backed, %zu "
+	mm_log("%s: pages: %zu grown, %zu in use, %zu free backed, %zu "
 	       "free scavenged, %zu being scavenged; goal %zu free backed, "
 	       "reserve %zu free",
-	       st.grown_pages, st.in_use_pages, st.free_backed_pages,
+	       name, st.grown_pages, st.in_use_pages, st.free_backed_pages,
 	       st.free_scav_pages, st.scavenging_pages, st.goal_pages,
 	       st.reserve_pages);
-	mm_log("mheap: frames free %zu; grows %lu (%lu for the reserve, %lu "
+	mm_log("%s: frames free %zu; grows %lu (%lu for the reserve, %lu "
 	       "waits); waits on a scavenge batch %lu; atomic refusals %lu",
-	       st.frames_free, st.n.grows, st.n.refills, st.n.grow_waits,
+	       name, st.frames_free, st.n.grows, st.n.refills, st.n.grow_waits,
 	       st.n.scav_waits, st.n.atomic_fails);
-	mm_log("mheap: scavenger: %lu runs, %lu pages, %lu us CPU; frames "
+	mm_log("%s: scavenger: %lu runs, %lu pages, %lu us CPU; frames "
 	       "short: "
 	       "%lu runs, %lu pages; release-all %lu pages; debug %lu pages",
-	       st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000,
+	       name, st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000,
 	       st.n.sync_runs, st.n.sync_pages, st.n.release_pages,
 	       st.n.debug_pages);
 }

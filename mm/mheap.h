@@ -134,8 +134,13 @@ void mheap_stats(struct mheap *h, struct mheap_stats *st);
 bool mheap_chunk_bits(struct mheap *h, size_t ci, uint64_t *alloc,
                       uint64_t *scav);
 
-/* mm_logs the memory info (never under the lock). Thread context. */
+/* mm_logs the memory info (never under the lock), each line headed
+ * "mheap". Thread context. */
 void mheap_dump(struct mheap *h);
+
+/* mheap_dump with each line headed name instead: a span heap's metadata
+ * heap's say "mheap meta" (spanheap_dump). Thread context. */
+void mheap_dump_named(struct mheap *h, const char *name);
 
 /* palloc_check_locked under h's lock, plus mheap.c's invariants 1, 3, 4
  * and 5. */

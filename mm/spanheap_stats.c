@@ -328,4 +328,8 @@ void spanheap_dump(struct spanheap *sh)
 	       (unsigned long)st->meta.n.atomic_fails);
 	atomic_store_explicit(&dump_busy, false, memory_order_release);
 	mheap_dump(sh->heap);
+	/* Both heaps' details: until a review only the object heap's
+	 * (its scavenger's runs, grows, refusals) were told. */
+	if (sh->meta.arena_pages)
+		mheap_dump_named(&sh->meta, "mheap meta");
 }

@@ -67,7 +67,9 @@ struct spanheap_stats {
 void spanheap_stats(struct spanheap *sh, struct spanheap_stats *st);
 
 /* mm_logs a slabinfo-style table, the totals, failure injection's state,
- * then the page heap's report (mheap_dump). Thread context. */
+ * a line of the metadata heap's pages, then both page heaps' reports
+ * (mheap_dump: the object heap's lines say "mheap", the metadata heap's
+ * "mheap meta"). Thread context. */
 void spanheap_dump(struct spanheap *sh);
 
 #endif

@@ -9,6 +9,7 @@
  * spanheap_release_all or until a heap was short of frames, and a refill
  * it asked for woke an event no thread waited on.
  */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -51,6 +52,28 @@ static void wait_scav_idle(void)
 	}
 }
 
+/* spanheap_dump details the metadata heap as the object heap: its
+ * scavenger's line, with the runs and pages in *ms. Until a review the
+ * dump gave it one line of pages, and its scavenger's work went untold. */
+static void expect_dump_tells(const struct mheap_stats *ms)
+{
+	static char log[16384];
+	mm_port_set_quiet(true);
+	mm_port_log_capture(log, sizeof(log));
+	spanheap_dump(&sh);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	char want[96];
+	snprintf(want, sizeof(want),
+	         "\nmheap meta: scavenger: %lu runs, %lu "
+	         "pages,",
+	         ms->n.bg_runs, ms->n.bg_pages);
+	if (!strstr(log, want))
+		ktest_fail_at(__FILE__, __LINE__, "no line '%s' in:\n%s",
+		              want + 1, log);
+	KEXPECT(strstr(log, "\nmheap: scavenger: ") != NULL);
+}
+
 /* Free backed metadata pages over the goal are given back by the object
  * heap's scavenger thread, with no release-all: before the fix it went
  * to sleep with all FREED pages still backed. */
@@ -75,6 +98,7 @@ KTEST(spanheap_meta_scav, free_metadata_pages_are_scavenged)
 	KEXPECT_EQ(ms.n.release_pages, 0);
 	KEXPECT_EQ(ms.n.sync_pages, 0);
 	SH_CHECK(&sh, "after the metadata heap was scavenged");
+	expect_dump_tells(&ms);
 	sh_heap_release(&heap, &sh);
 }
 
