@@ -1,7 +1,8 @@
 /*
  * The shell's scavenge and release against the frame pool: the KiB
  * scavenge reports are its pages', and the free frames it and release
- * report moved by the pages they gave back; sweep's report against
+ * report moved by the pages they gave back; scavenge covers the span
+ * heap's metadata heap too; sweep's report against
  * the span heap's statistics around it; and objwho's records of an
  * object's allocation and free (poison mode), or its refusal.
  */
@@ -98,6 +99,36 @@ KTEST(shell_mem, scavenge_reports_its_pages_in_kib_and_frames)
 	           (unsigned long long)v[3]);
 	KEXPECT(v[0] >= 64);
 	KEXPECT_EQ(v[1], v[0] * 4);
+	KEXPECT_EQ(v[3], v[2] + v[0]);
+}
+
+/* `scavenge` gives back the span heap's metadata heap's free backed
+ * pages too (freed side tables, replaced arrays): until a review it
+ * scavenged kheap's alone, and the 64 pages freed here stayed backed. */
+KTEST(shell_mem, scavenge_covers_the_metadata_heap)
+{
+	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
+		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
+		           "itself, none is left to scavenge");
+	static const char *const before[4] = {"scavenge: ", "(", "frames free ",
+	                                      "-> "};
+	uint64_t v[4] = {0}; /* P, K, C, D */
+	heap_threads_stop();
+	void *run = mheap_alloc_pages(&kspanheap.meta, 64, 0);
+	KEXPECT(run != NULL);
+	if (run)
+		mheap_free_pages(&kspanheap.meta, run, 64);
+	capture_start();
+	KEXPECT_EQ(shell_run_line("scavenge"), SHELL_OK);
+	capture_stop();
+	struct mheap_stats m;
+	mheap_stats(&kspanheap.meta, &m);
+	KEXPECT(heap_threads_start());
+	KASSERT(line_numbers(seen, before, v, 4));
+	ktest_diag("scavenged %llu pages; metadata heap %zu free backed after",
+	           (unsigned long long)v[0], m.free_backed_pages);
+	KEXPECT(v[0] >= 64);
+	KEXPECT_EQ(m.free_backed_pages, 0);
 	KEXPECT_EQ(v[3], v[2] + v[0]);
 }
 
