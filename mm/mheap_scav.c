@@ -43,15 +43,13 @@
  *             lowers the goal: mheap_free_wakes_locked).
  *   refill    An atomic allocation that left free pages below the reserve
  *             sets refill and wakes the thread, which grows the heap.
- *   served    A heap with no thread of its own may be served by another's
- *             (h->scav_also; its scav_by names h): each round the thread
- *             refills and scavenges it too, by its own goal, its frees
- *             and refill requests wake h's thread, and it sleeps only
- *             when both are idle. A span heap's object heap serves its
- *             metadata heap so (spanheap_meta.c); until a review nothing
- *             gave the metadata heap's free pages back but release-all
- *             and a heap short of frames. Its CPU is h's, within h's
- *             budget; the "at goal" line reports h.
+ *   served    h's thread may serve a heap with none of its own
+ *             (h->scav_also, whose scav_by names h; a span heap's
+ *             metadata heap, spanheap_meta.c): each round it refills and
+ *             scavenges that heap too, by that heap's goal, within h's
+ *             CPU budget; its frees and refill requests wake h's thread,
+ *             which sleeps only when both are idle (until a review no
+ *             thread covered the metadata heap). The report is h's.
  *   pacing    After each batch the thread reads its own CPU time
  *             (mm_port_thread_cpu_ns); work w since its last sleep earns
  *             a sleep of w * (1000 - b) / b ns (b = cpu_permille), so
@@ -384,11 +382,9 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 	h->scav.reported_ns = now;
 }
 
-/* Sets x->scav.idle, and returns it: true if the thread has nothing to
- * do for x (at its goal, or no backed free since a search found nothing,
- * and no refill asked) and others_idle (nothing for the heap it serves
- * either: h's flag says the thread sleeps). *st gets x's statistics.
- * Takes x->lock. */
+/* Sets and returns x->scav.idle: nothing to do for x (at its goal, or no
+ * backed free since a barren search; no refill asked) and others_idle
+ * (nothing for the heap it serves either). *st: x's statistics. */
 static bool idle_check(struct mheap *x, bool others_idle,
                        struct mheap_stats *st)
 {
@@ -403,14 +399,12 @@ static bool idle_check(struct mheap *x, bool others_idle,
 }
 
 /* Nothing to take (at the goal, or every free backed page in a dense
- * chunk) in h nor in the heap it serves too: pays for the work that found
+ * chunk) in h nor in the heap it serves: pays for the work that found
  * nothing with its paced sleep too (so the share stays within budget up
  * to the moment it goes idle), then sleeps until a free, a refill or stop
- * wakes it (the served heap's wake h's event: mheap_scav_wake_of), unless
- * frees during that sleep put a heap over its goal again and may have
- * given it something to take. Each heap's flag is set under its own lock,
- * the served heap's first, then h's, which says whether the thread
- * sleeps: the two locks are never nested. */
+ * wakes it, unless frees during that sleep put a heap over its goal again
+ * and may have given it something to take. The served heap's flag is set
+ * first, then h's (whether the thread sleeps), each under its own lock. */
 static void bg_idle(struct mheap *h, uint64_t *since)
 {
 	bg_pace(h, since);
@@ -436,19 +430,17 @@ static void bg_refill(struct mheap *h)
 		mheap_refill(h);
 }
 
-/* A heap's turn: its refill if one was asked, and a background batch;
- * the pages it released. */
+/* x's turn: its refill if asked, a background batch; pages released. */
 static size_t bg_turn(struct mheap *x)
 {
 	bg_refill(x);
 	return mheap_scavenge_batch(x, 0, 0, MHEAP_SCAV_BG);
 }
 
-/* The thread: a batch of h and one of the heap it serves too (each under
- * its own lock, taken and let go in turn), then a paced sleep; with
- * nothing to take in either, a long sleep until a large free wakes it.
- * Everything it spends, sleeps' own cost included, is booked to h and
- * paced by h's budget; two lock holds and one shootdown a batch. */
+/* The thread: a batch of h and one of the heap it serves, then a paced
+ * sleep; with nothing to take in either, a long sleep until a large free
+ * wakes it. Everything it spends, sleeps' own cost included, is booked to
+ * h and paced; two lock holds and one shootdown a batch. */
 static void bg_main(void *arg)
 {
 	struct mheap *h = arg;
