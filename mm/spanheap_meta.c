@@ -24,7 +24,9 @@
  * kernel's region hands reservations out by a bump pointer, after the
  * object heap's arena, span table and metadata; the POSIX ports put a
  * PROT_NONE page after every reservation). Its runs are marked
- * MHEAP_SPAN_PAGES in its own span table, which no object lookup reads.
+ * MHEAP_SPAN_PAGES in its own span table, which no object lookup reads
+ * (a run of users' blocks by its header's address instead, which
+ * spanheap_meta_free looks up).
  *
  * Algorithm, the arena's size (spanheap_meta_arena_bytes): what the
  * object arena can make the heap need at most, plus a quarter for the

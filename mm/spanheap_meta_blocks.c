@@ -26,17 +26,18 @@
  * Algorithm: an allocation takes the first block of its class's first
  * partial run, or makes a run (the page asked for without the lock) and
  * takes one of its blocks; a free puts the block back on its run's chain
- * (the run's header is at the page below the block: a block starts past
- * the header) and gives the run's pages back once none is used, so a
- * destroy gives everything back. The memory: a kernel with 50 caches and
- * 20 pools of up to 8 elements takes 3 pages (2 of 31 cache structs, 1
- * of 63 arrays), and the counters' area 9 pages once; a page each would
- * have been 70 (280 KiB).
+ * (the run is found by the metadata heap's span table, whose entries for
+ * a run's pages name it while it lives: a foreign pointer, an inner one
+ * or a second free panics, saying which) and gives the run's pages back
+ * once none is used, so a destroy gives everything back. The memory: a
+ * kernel with 50 caches and 20 pools of up to 8 elements takes 3 pages
+ * (2 of 31 cache structs, 1 of 63 arrays), and the counters' area 9
+ * pages once; a page each would have been 70 (280 KiB).
  *
- * Invariants, checked by spanheap_meta_blocks_check: a run's used
- * count is its blocks less those on its chain; a run on a partial list
- * has a free block and one on the full list none (or is large); no run
- * is empty (its pages went back).
+ * Invariants, checked by spanheap_meta_blocks_check: a run's pages'
+ * span table entries name it; its used count is its blocks less those
+ * on its chain; a run on a partial list has a free block and one on the
+ * full list none (or is large); no run is empty (its pages went back).
  *
  * Locking: the lists and the runs' headers are under the object heap's
  * lock (heap->lock, MM_RANK_HEAP, a leaf) for a few loads and stores; the
@@ -106,6 +107,9 @@ static struct spanheap_meta_run *run_new(struct spanheap *sh, size_t npages,
 		*(void **)(first + (size_t)i * block) = r->free;
 		r->free = first + (size_t)i * block;
 	}
+	/* Its pages name it in the span table (spanheap_meta_free's test),
+	 * before any block of it is handed out. */
+	mheap_span_set(&sh->meta, (uintptr_t)r, npages, r);
 	return r;
 }
 
@@ -179,32 +183,56 @@ void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes)
 	return b;
 }
 
-/* The run holding block p: its header is at the page below p's first
- * byte, as no block starts on a page's first byte. */
-static struct spanheap_meta_run *run_of(const void *p)
+/* The run whose pages hold p, by the metadata heap's span table (set by
+ * run_new, cleared before the pages go back), or NULL: no page of a run
+ * (a foreign pointer, a page of the span heap's own, a run gone back).
+ * Not read off the page: a free page may be unmapped (the kernel's
+ * scavenged pages are). */
+static struct spanheap_meta_run *run_of(struct spanheap *sh, const void *p)
 {
-	return (struct spanheap_meta_run *)(((uintptr_t)p - 1) &
-	                                    ~(uintptr_t)(MM_PAGE_SIZE - 1));
+	if (!spanheap_meta_holds(sh, (uintptr_t)p))
+		return NULL;
+	struct spanheap_meta_run *r =
+	        mheap_span_lookup(&sh->meta, (uintptr_t)p);
+	/* Else MHEAP_SPAN_PAGES or NULL: no run's. */
+	return spanheap_meta_holds(sh, (uintptr_t)r) ? r : NULL;
 }
 
-void spanheap_meta_free(struct spanheap *sh, void *p, size_t nbytes)
+/* Why p cannot be freed as a block of nbytes of run r (run_of's), or
+ * NULL; under heap->lock, which keeps r's header and chain still. */
+static const char *free_problem(const struct spanheap_meta_run *r,
+                                const void *p, size_t nbytes)
 {
-	if (!p)
-		return;
-	struct spanheap_meta_run *r = run_of(p);
+	if (!r)
+		return "not a block of the metadata heap's runs (a foreign "
+		       "pointer, or a block whose run went back: freed "
+		       "twice?)";
 	bool large = nbytes > SPANHEAP_META_BLOCK_MAX;
-	if (!spanheap_meta_holds(sh, (uintptr_t)p) ||
-	    r->block != (large ? nbytes : class_bytes(class_of(nbytes))))
-		mm_panic("spanheap: metadata block %p freed as %zu bytes: no "
-		         "block of that size",
-		         p, nbytes);
+	if (r->block != (large ? nbytes : class_bytes(class_of(nbytes))))
+		return "no block of that size";
+	uintptr_t off = (uintptr_t)p - ((uintptr_t)r + SPANHEAP_META_RUN_HDR);
+	if (off % r->block || off / r->block >= r->nblocks)
+		return "not the start of a block";
+	/* At most 63 links: frees are a cache's or a pool's destroy. */
+	uint32_t n = 0;
+	for (const void *f = r->free; f && n <= r->nblocks;
+	     f = *(void *const *)f, n++)
+		if (f == p)
+			return "freed already (it is on its run's free chain)";
+	return NULL;
+}
+
+/* Puts block p back on run r (under heap->lock); true if r is empty now,
+ * unlinked, and its pages are the caller's to give back. */
+static bool block_put_locked(struct spanheap *sh, struct spanheap_meta_run *r,
+                             void *p)
+{
 	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
-	bool empty;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	if (large) {
+	bool empty = true;
+	if (r->block > SPANHEAP_META_BLOCK_MAX) {
 		run_unlink(&mb->full, r);
-		empty = true;
 	} else {
+		unsigned cls = class_of(r->block);
 		bool was_full = r->free == NULL;
 		*(void **)p = r->free;
 		r->free = p;
@@ -212,13 +240,38 @@ void spanheap_meta_free(struct spanheap *sh, void *p, size_t nbytes)
 		if (was_full)
 			run_unlink(&mb->full, r);
 		else if (empty)
-			run_unlink(&mb->partial[class_of(nbytes)], r);
+			run_unlink(&mb->partial[cls], r);
 		if (was_full && !empty)
-			run_push(&mb->partial[class_of(nbytes)], r);
+			run_push(&mb->partial[cls], r);
 	}
-	if (empty)
+	if (empty) {
 		mb->pages -= r->npages;
+		/* Under the lock: a second free of one of its blocks finds
+		 * no run, not one whose pages went back. */
+		mheap_span_set(&sh->meta, (uintptr_t)r, r->npages, NULL);
+	}
+	return empty;
+}
+
+void spanheap_meta_free(struct spanheap *sh, void *p, size_t nbytes)
+{
+	if (!p)
+		return;
+	/* Looked up under the lock, where an emptied run's entries are
+	 * cleared: a run found is not on its way back. */
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	struct spanheap_meta_run *r = run_of(sh, p);
+	const char *why = free_problem(r, p, nbytes);
+	uint32_t block = r ? r->block : 0;
+	bool empty = !why && block_put_locked(sh, r, p);
 	mm_lock_release(&sh->heap->lock, irq);
+	if (why && r)
+		mm_panic("spanheap: metadata block %p freed as %zu bytes: %s "
+		         "(its run %p holds %u-byte blocks)",
+		         p, nbytes, why, (void *)r, block);
+	if (why)
+		mm_panic("spanheap: metadata block %p freed as %zu bytes: %s",
+		         p, nbytes, why);
 	if (empty)
 		spanheap_pages_put(&sh->meta, r, r->npages);
 }
@@ -260,6 +313,13 @@ static const char *run_problem(const struct spanheap *sh,
 	if (!spanheap_meta_holds(sh, (uintptr_t)r) ||
 	    (uintptr_t)r % MM_PAGE_SIZE)
 		return "not a page of the metadata heap";
+	if (r->npages == 0 || r->npages > sh->meta.arena_pages)
+		return "a page count past the metadata heap's arena";
+	for (uint32_t i = 0; i < r->npages; i++)
+		if (mheap_span_lookup((struct mheap *)&sh->meta,
+		                      (uintptr_t)r + i * MM_PAGE_SIZE) != r)
+			return "a page whose span table entry does not name "
+			       "it (its frees would not find it)";
 	bool large = r->block > SPANHEAP_META_BLOCK_MAX;
 	if (cls < SPANHEAP_META_CLASSES && r->block != class_bytes(cls))
 		return "on another class's list";

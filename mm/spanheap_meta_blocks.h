@@ -51,10 +51,12 @@ struct spanheap;
  */
 void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes);
 
-/* Gives back p (NULL: nothing) of spanheap_meta_alloc(sh, nbytes): a
- * size of another class mm_panics. The block keeps its bytes but its
- * first word until it is reused (objcache.c's destroyed marks). Thread
- * context, no mm lock held. */
+/* Gives back p (NULL: nothing) of spanheap_meta_alloc(sh, nbytes). A
+ * size of another class, a pointer not a block's start or not in a run,
+ * or a block freed already mm_panics, saying which, before any run is
+ * touched. The block keeps its bytes but its first word until it is
+ * reused (objcache.c's destroyed marks). Thread context, no mm lock
+ * held. */
 void spanheap_meta_free(struct spanheap *sh, void *p, size_t nbytes);
 
 /* Calls fn on each allocated block's bytes, [lo, hi): the leak scan's

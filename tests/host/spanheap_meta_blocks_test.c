@@ -79,11 +79,49 @@ KTEST(spanheap_meta_blocks, a_free_of_another_size_panics)
 	KASSERT(b && l && o);
 	EXPECT_MISUSE(spanheap_meta_free(&sh, b, 300), "freed as 300 bytes", b);
 	EXPECT_MISUSE(spanheap_meta_free(&sh, l, 3001), "freed as 3001", l);
-	EXPECT_MISUSE(spanheap_meta_free(&sh, o, 100), "no block of that", o);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, o, 100), "not a block", o);
 	spanheap_meta_free(&sh, b, 128); /* its class's size is its size */
 	spanheap_meta_free(&sh, l, 3000);
 	spanheap_free(&sh, o);
 	SH_CHECK(&sh, "after the refused frees");
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * What an owner of the blocks can get wrong panics, naming the block,
+ * before it touches a run: a second free (its run still up, or gone
+ * back), a pointer inside a block (a small one, a large one's second
+ * page), a page of the metadata heap that holds no run. Until a review a
+ * second free put the block on its run's chain twice (a loop) and gave
+ * the run's pages back with a block still in use, and a large block's
+ * second free emptied the list of full runs; an inner pointer went on
+ * the chain as a block.
+ */
+KTEST(spanheap_meta_blocks, a_second_free_or_an_inner_pointer_panics)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *a = spanheap_meta_alloc(&sh, 100),
+	     *b = spanheap_meta_alloc(&sh, 100);
+	char *l = spanheap_meta_alloc(&sh, 5000); /* two pages */
+	char *k = spanheap_meta_alloc(&sh, 64);   /* alone on its page */
+	KASSERT(a && b && l && k);
+	spanheap_meta_free(&sh, a, 100);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, a, 100), "freed already", a);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, b + 64, 100),
+	              "not the start of a block", b + 64);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, l + MM_PAGE_SIZE, 5000),
+	              "not the start of a block", l + MM_PAGE_SIZE);
+	char *spans = (char *)sh.spans + 64; /* the heap's own page */
+	EXPECT_MISUSE(spanheap_meta_free(&sh, spans, 64), "not a block", spans);
+	SH_CHECK(&sh, "after the refused frees");
+	spanheap_meta_free(&sh, l, 5000);
+	EXPECT_MISUSE(spanheap_meta_free(&sh, l, 5000), "not a block", l);
+	spanheap_meta_free(&sh, k, 64); /* its page goes back */
+	EXPECT_MISUSE(spanheap_meta_free(&sh, k, 64), "not a block", k);
+	SH_CHECK(&sh, "after the second frees");
+	spanheap_meta_free(&sh, b, 100);
+	KEXPECT_EQ(sh.meta_blocks.pages, 0);
+	SH_CHECK(&sh, "with every block back");
 	sh_heap_release(&heap, &sh);
 }
 
@@ -105,6 +143,11 @@ KTEST(spanheap_meta_blocks, the_checker_finds_a_broken_run)
 	KEXPECT(sh_check_panics(&sh));
 	KEXPECT(strstr(mm_port_last_panic(), "runs hold 1 pages, counted 2"));
 	sh.meta_blocks.pages--;
+	/* A page whose entry names no run: its blocks' frees would panic. */
+	mheap_span_set(&sh.meta, (uintptr_t)r, 1, MHEAP_SPAN_PAGES);
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "entry does not name it"));
+	mheap_span_set(&sh.meta, (uintptr_t)r, 1, r);
 	SH_CHECK(&sh, "mended");
 	spanheap_meta_free(&sh, b, 200);
 	sh_heap_release(&heap, &sh);
