@@ -162,9 +162,10 @@ static void worker(void *arg)
 		else if (what == 0)
 			unmake(s);
 		else if (what == 1 && s->kind == POOL)
-			atomic_fetch_add(&n_bad,
-			                 !mempool_resize(&s->pool,
-			                                 pool_mins[(r >> 40) % 6]));
+			atomic_fetch_add(
+			        &n_bad,
+			        !mempool_resize(&s->pool,
+			                        pool_mins[(r >> 40) % 6]));
 		else
 			churn(s, (int)(what % HOLD), (uint64_t)cpu << 32 | op);
 		if (op % 64 == 0)
