@@ -339,6 +339,30 @@ static const char *run_problem(const struct spanheap *sh,
 	return NULL;
 }
 
+/* Why list's runs (of class cls, or the full list) are broken, or NULL;
+ * *bad the run found so, *pages the pages met. At most counted pages are
+ * walked: past them the list loops, or is longer than counted. */
+static const char *list_problem(struct spanheap *sh,
+                                const struct spanheap_meta_run *list,
+                                unsigned cls, size_t counted,
+                                const struct spanheap_meta_run **bad,
+                                size_t *pages)
+{
+	const struct spanheap_meta_run *prev = NULL;
+	for (*bad = list; *bad; prev = *bad, *bad = (*bad)->next) {
+		const char *why = run_problem(sh, *bad, cls);
+		if (why)
+			return why;
+		if ((*bad)->prev != prev)
+			return "its prev link is not the run before it";
+		*pages += (*bad)->npages;
+		if (*pages > counted)
+			return "past the pages counted (a list loops, or holds "
+			       "runs not counted)";
+	}
+	return NULL;
+}
+
 void spanheap_meta_blocks_check(struct spanheap *sh)
 {
 	struct spanheap_meta_blocks *mb = &sh->meta_blocks;
@@ -346,18 +370,23 @@ void spanheap_meta_blocks_check(struct spanheap *sh)
 	const char *why = NULL;
 	size_t pages = 0;
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	for (unsigned cls = 0; cls <= SPANHEAP_META_CLASSES && !why; cls++)
-		for (bad = cls < SPANHEAP_META_CLASSES ? mb->partial[cls]
-		                                       : mb->full;
-		     bad && !(why = run_problem(sh, bad, cls)); bad = bad->next)
-			pages += bad->npages;
 	size_t counted = mb->pages;
+	for (unsigned cls = 0; cls <= SPANHEAP_META_CLASSES && !why; cls++)
+		why = list_problem(sh,
+		                   cls < SPANHEAP_META_CLASSES
+		                           ? mb->partial[cls]
+		                           : mb->full,
+		                   cls, counted, &bad, &pages);
+	/* The run's fields for the message, read where they hold still. */
+	struct spanheap_meta_run r = {0};
+	if (why && spanheap_meta_holds(sh, (uintptr_t)bad) &&
+	    (uintptr_t)bad % MM_PAGE_SIZE == 0)
+		r = *bad;
 	mm_lock_release(&sh->heap->lock, irq);
 	if (why)
 		mm_panic("spanheap: check: metadata block run %p (%u-byte "
 		         "blocks, %u of %u used): %s",
-		         (const void *)bad, bad->block, bad->used, bad->nblocks,
-		         why);
+		         (const void *)bad, r.block, r.used, r.nblocks, why);
 	if (pages != counted)
 		mm_panic("spanheap: check: metadata block runs hold %zu pages, "
 		         "counted %zu",

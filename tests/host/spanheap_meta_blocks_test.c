@@ -148,6 +148,12 @@ KTEST(spanheap_meta_blocks, the_checker_finds_a_broken_run)
 	KEXPECT(sh_check_panics(&sh));
 	KEXPECT(strstr(mm_port_last_panic(), "entry does not name it"));
 	mheap_span_set(&sh.meta, (uintptr_t)r, 1, r);
+	/* A list that loops: the check ends, and says so (it walked the
+	 * loop for ever, under the heap's lock, until a review). */
+	r->next = r;
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "prev link is not the run"));
+	r->next = NULL;
 	SH_CHECK(&sh, "mended");
 	spanheap_meta_free(&sh, b, 200);
 	sh_heap_release(&heap, &sh);
