@@ -37,15 +37,20 @@
  * Invariants, checked by spanheap_meta_blocks_check: a run's pages'
  * span table entries name it; its used count is its blocks less those
  * on its chain; a run on a partial list has a free block and one on the
- * full list none (or is large); no run is empty (its pages went back).
+ * full list none (or is large); no run is empty (its pages went back);
+ * each run's prev link is the run before it.
  *
- * Locking: the lists and the runs' headers are under the object heap's
- * lock (heap->lock, MM_RANK_HEAP, a leaf) for a few loads and stores; the
- * metadata heap is called outside it (the two heap locks never nest).
- * Thread context: the users make and destroy their metadata there.
+ * Locking: the lists, the runs' headers and the clearing of an emptied
+ * run's span table entries are under the object heap's lock (heap->lock,
+ * MM_RANK_HEAP, a leaf) for a few loads and stores, and a free's walk of
+ * its run's chain (63 links at most); the metadata heap is called
+ * outside it (the two heap locks never nest). Thread context: the users
+ * make and destroy their metadata there.
  *
  * Limits: a freed block keeps its bytes but its first word until it is
  * reused or its run goes back (a destroyed cache's marks, objcache.c).
+ * A second free after the block's pages went to a new run of its size
+ * is not seen if the block there is in use: it frees that one.
  * A request past SPANHEAP_META_BLOCK_MAX pays a page for its header: the
  * 32 KiB counter area takes 9 pages.
  */
