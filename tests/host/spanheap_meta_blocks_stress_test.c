@@ -14,7 +14,9 @@
  * and every page is back: the object heap's all, the metadata heap's but
  * what the span heap keeps. Then the same with the failure injection
  * failing one small call in six, blocks included: every create's and
- * init's error path under threads, and nothing they took may stay.
+ * init's error path under threads, and nothing they took may stay. And
+ * in poison mode, where a destroyed cache's slot (its objects' owner)
+ * is reused by the next cache any thread makes.
  * Bounded by operation counts; no assert depends on time.
  */
 #include <sched.h>
@@ -237,10 +239,10 @@ static void plain(struct stress_failures *f)
 	spanheap_flush_cache(&sh);
 }
 
-static void stress(bool fail)
+static void stress(bool fail, bool poison)
 {
 	failing = fail;
-	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh_heap_fresh_poison(&heap, &sh, poison));
 	KASSERT(spanheap_sweeper_start(&sh));
 	KASSERT(mheap_scavenger_start(&heap));
 	struct spanheap_fail_attr a = {.interval = 6,
@@ -292,7 +294,15 @@ static void stress(bool fail)
 
 KTEST(spanheap_meta_blocks_stress, caches_and_pools_come_and_go_on_four_cpus)
 {
-	stress(false);
+	stress(false, false);
+}
+
+/* Poison mode: a cache's slot, its objects' owner, is taken again by
+ * another thread's cache as soon as its destroy gives it back; every
+ * free checks the owner, and any mix-up panics. */
+KTEST(spanheap_meta_blocks_stress, poison_mode_owners_follow_reused_slots)
+{
+	stress(false, true);
 }
 
 /* Every sixth small call fails, a cache's struct, the counters' area and
@@ -300,5 +310,5 @@ KTEST(spanheap_meta_blocks_stress, caches_and_pools_come_and_go_on_four_cpus)
  * racing other threads' destroys, and nothing they took may stay. */
 KTEST(spanheap_meta_blocks_stress, failed_creates_leave_nothing_on_four_cpus)
 {
-	stress(true);
+	stress(true, false);
 }
