@@ -218,9 +218,13 @@ static const char *free_problem(const struct spanheap_meta_run *r,
 	uintptr_t off = (uintptr_t)p - ((uintptr_t)r + SPANHEAP_META_RUN_HDR);
 	if (off % r->block || off / r->block >= r->nblocks)
 		return "not the start of a block";
-	/* At most 63 links: frees are a cache's or a pool's destroy. */
+	/* At most 63 links: frees are a cache's or a pool's destroy. A
+	 * link out of the run ends the walk (the checker names it). */
+	uintptr_t first = (uintptr_t)r + SPANHEAP_META_RUN_HDR;
 	uint32_t n = 0;
-	for (const void *f = r->free; f && n <= r->nblocks;
+	for (const void *f = r->free;
+	     f && n <= r->nblocks &&
+	     (uintptr_t)f - first < (uintptr_t)r->nblocks * r->block;
 	     f = *(void *const *)f, n++)
 		if (f == p)
 			return "freed already (it is on its run's free chain)";

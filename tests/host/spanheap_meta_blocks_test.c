@@ -119,6 +119,19 @@ KTEST(spanheap_meta_blocks, a_second_free_or_an_inner_pointer_panics)
 	spanheap_meta_free(&sh, k, 64); /* its page goes back */
 	EXPECT_MISUSE(spanheap_meta_free(&sh, k, 64), "not a block", k);
 	SH_CHECK(&sh, "after the second frees");
+	/* A free block's link written after its free (a freed reserve
+	 * array written through a stale pointer): the next free's walk of
+	 * the chain stops there, and the checker names the run. */
+	char *c = spanheap_meta_alloc(&sh, 100);
+	KASSERT(c);
+	spanheap_meta_free(&sh, a = spanheap_meta_alloc(&sh, 100), 100);
+	*(uintptr_t *)a = 0x1000; /* no page there */
+	spanheap_meta_free(&sh, c, 100);
+	KEXPECT(sh_check_panics(&sh));
+	KEXPECT(strstr(mm_port_last_panic(), "a free block not of the run"));
+	/* Its link again: a fresh run's chain is in block order. */
+	*(uintptr_t *)a = (uintptr_t)(a + 128);
+	SH_CHECK(&sh, "mended");
 	spanheap_meta_free(&sh, b, 100);
 	KEXPECT_EQ(sh.meta_blocks.pages, 0);
 	SH_CHECK(&sh, "with every block back");
