@@ -17,7 +17,11 @@
  * kept only the metadata heap's reservations (spanheap_meta.c,
  * "Limits"), which sh->meta names: given back here after every failed
  * try that made them, so the port holds what it held before the try.
- * *seen: a try failed saying said.
+ * Such a try also leaves no free backed page in the metadata heap (its
+ * frames back to the port: spanheap_meta_undo), no frames peer on h (a
+ * pointer to a heap its owner may zero), and a sweeper start refused
+ * (no span array: its cycles would panic in the thread). *seen: a try
+ * failed saying said.
  */
 static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
                                               struct mheap *h,
@@ -40,6 +44,13 @@ static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
 		if (hit) {
 			*seen = true;
 			KEXPECT_EQ(sh_in_use_pages(&sh->meta), 0);
+			struct mheap_stats ms;
+			mheap_stats(&sh->meta, &ms);
+			KEXPECT_EQ(ms.free_backed_pages, 0);
+			KEXPECT(h->frames_peer == NULL);
+			mm_port_set_quiet(true);
+			KEXPECT(!spanheap_sweeper_start(sh));
+			mm_port_set_quiet(false);
 			KEXPECT_EQ(mm_port_reserved_bytes(),
 			           before + sh_meta_reserved_bytes(sh));
 		}
