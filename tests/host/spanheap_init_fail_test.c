@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_panic_util.h"
 #include "spanheap_init_fail_util.h"
 #include "spanheap_test_util.h"
@@ -235,10 +236,91 @@ KTEST(spanheap_init_fail, retries_take_the_metadata_heap_kept_again)
 	KASSERT(up);
 	KEXPECT(retries_over_kept > 0);
 	KEXPECT_EQ(sh.meta.arena_base, first_base);
+	/* The heap taken again is in use, no longer the one kept, and the
+	 * two heaps are each other's frames peers again (the failed tries
+	 * unset them): a mutation audit found neither pinned. */
+	KEXPECT(!spanheap_meta_kept(&sh));
+	KEXPECT(heap.frames_peer == &sh.meta);
+	KEXPECT(sh.meta.frames_peer == &heap);
 	mm_port_set_cpu(0);
 	void *p = spanheap_alloc(&sh, 64, 0);
 	KEXPECT(p != NULL);
 	spanheap_free(&sh, p);
 	SH_CHECK(&sh, "after the retries");
+	sh_heap_release(&heap, &sh);
+}
+
+/* No address space for the metadata heap (the port refuses its nth
+ * reservation, n = 1, 2, ...: the guarded pool's is the first, then the
+ * metadata heap's probe, arena, span table and palloc metadata): a try
+ * that fails there says so and gives the guarded pool's reservation
+ * back, the port holding what it held before. A mutation audit found no
+ * test of it: without guard_undo on that path, every such failure kept
+ * the pool's reservation. A try that works is undone here (nothing of
+ * the object heap's is taken by an init). */
+KTEST(spanheap_init_fail, no_room_for_the_metadata_heap_gives_the_pool_back)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	guard_config(&cfg);
+	unsigned seen = 0;
+	for (unsigned nth = 1; nth <= 8; nth++) {
+		mm_port_set_quiet(true);
+		mm_port_fail_reserve(nth);
+		bool up = spanheap_init(&sh, &heap, &cfg);
+		mm_port_fail_reserve(0);
+		mm_port_set_quiet(false);
+		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		if (!up && strstr(mm_port_last_log(),
+		                  "cannot set up the metadata heap")) {
+			seen++;
+			KEXPECT_EQ(sh.meta.arena_pages, 0);
+			KEXPECT_EQ(sh.guard.base, 0);
+			KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
+		}
+		if (up)
+			mm_port_unreserve((void *)sh.guard.base,
+			                  sh.guard.bytes);
+		if (sh.meta.arena_pages) {
+			mh_release(&sh.meta);
+			memset(&sh.meta, 0, sizeof(sh.meta));
+		}
+		KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
+	}
+	KEXPECT(seen > 0);
+	sh_heap_release(&heap, &sh);
+}
+
+/* Short of address space for the metadata heap's arena (the port refuses
+ * the first reservation, the set-up's probe of the whole size), the
+ * set-up halves it and goes on: the heap works over a metadata arena of
+ * half the size asked (poison mode, whose arena is past the smallest the
+ * set-up settles for). A mutation audit found no test of the halving:
+ * without it the same init failed. */
+KTEST(spanheap_init_fail, a_metadata_arena_too_large_for_the_room_is_halved)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	spanheap_config_default(&cfg);
+	cfg.poison = true;
+	size_t want = spanheap_meta_arena_bytes(&cfg, heap.cfg.arena_bytes);
+	KASSERT(want / 2 >= SPANHEAP_META_MIN_BYTES);
+	mm_port_set_quiet(true);
+	mm_port_fail_reserve(1);
+	bool up = spanheap_init(&sh, &heap, &cfg);
+	mm_port_fail_reserve(0);
+	mm_port_set_quiet(false);
+	KASSERT(up);
+	KEXPECT_EQ(sh.meta.cfg.arena_bytes,
+	           want / 2 & ~((size_t)PALLOC_CHUNK_BYTES - 1));
+	KEXPECT_EQ(mm_port_reserved_bytes(),
+	           reserved + sh_meta_reserved_bytes(&sh));
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "over a halved metadata arena");
 	sh_heap_release(&heap, &sh);
 }
