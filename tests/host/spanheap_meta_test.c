@@ -498,3 +498,48 @@ KTEST(spanheap_meta, the_arena_size_is_one_a_page_heap_takes)
 		}
 	}
 }
+
+/*
+ * The frames peer is asked for what its heap's own pages left short, not
+ * for the whole shortfall again: a metadata allocation of 40 fresh pages
+ * with 10 frames free (no low watermark: 30 short), its heap holding 20
+ * free backed pages, scavenges those 20 and then at most 10 of the object
+ * heap's. A mutation audit found the peer's share unpinned: asked for all
+ * 30, the object heap lost 30 backed pages where 10 made the room.
+ */
+KTEST(spanheap_meta, the_peer_scavenges_only_what_its_heap_left_short)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh.meta.cfg.low_watermark_pages == 0);
+	void *o = mheap_alloc_pages(&heap, 200, 0);
+	KASSERT(o);
+	memset(o, 0x5a, 200 * MM_PAGE_SIZE);
+	mheap_free_pages(&heap, o, 200);
+	/* 20 backed pages of the metadata heap's, fenced off by a page kept
+	 * so that the 40 cannot take them. */
+	void *m = mheap_alloc_pages(&sh.meta, 20, 0);
+	void *fence = mheap_alloc_pages(&sh.meta, 1, 0);
+	KASSERT(m && fence);
+	memset(m, 0xa5, 20 * MM_PAGE_SIZE);
+	mheap_free_pages(&sh.meta, m, 20);
+	size_t backed0, synced0, mbacked0, msynced0;
+	backed_and_synced(&heap, &backed0, &synced0);
+	backed_and_synced(&sh.meta, &mbacked0, &msynced0);
+	KASSERT(backed0 >= 200 && mbacked0 >= 20 && mbacked0 < 30);
+	mm_port_set_free_pages(10);
+	void *m2 = mheap_alloc_pages(&sh.meta, 40, 0);
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	KASSERT(m2);
+	size_t backed1, synced1, mbacked1, msynced1;
+	backed_and_synced(&heap, &backed1, &synced1);
+	backed_and_synced(&sh.meta, &mbacked1, &msynced1);
+	size_t own = msynced1 - msynced0, peer = synced1 - synced0;
+	ktest_diag("own %zu, peer %zu pages scavenged", own, peer);
+	KEXPECT_EQ(own, mbacked0);
+	KEXPECT(peer > 0);
+	KEXPECT(peer <= 30 - own);
+	mheap_free_pages(&sh.meta, m2, 40);
+	mheap_free_pages(&sh.meta, fence, 1);
+	SH_CHECK(&sh, "after the peer's share");
+	sh_heap_release(&heap, &sh);
+}
