@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mempool.h"
@@ -288,6 +289,54 @@ static bool refused_on(struct spanheap *s, const char *why)
 {
 	return !mempool_init_heap(&pool, s, "early", 2, 64) &&
 	       strstr(mm_port_last_log(), why);
+}
+
+/* A source of the caller's whose elements are the bytes of one mapping
+ * of BIG_ELEMS * BIG_ELEM bytes (only their first words are written),
+ * handed out in turn. */
+enum { BIG_ELEMS = 4 };
+#define BIG_ELEM (SH_ARENA_BYTES / 2)
+static char *big_base;
+static bool big_used[BIG_ELEMS];
+
+static void *big_alloc(void *data, unsigned flags)
+{
+	(void)data, (void)flags;
+	for (int i = 0; i < BIG_ELEMS; i++)
+		if (!big_used[i]) {
+			big_used[i] = true;
+			return big_base + (size_t)i * BIG_ELEM;
+		}
+	return NULL;
+}
+
+static void big_free(void *data, void *e)
+{
+	(void)data;
+	big_used[((char *)e - big_base) / BIG_ELEM] = false;
+}
+
+/* The arena's bound is the heap's elements': a pool over a source of the
+ * caller's takes none of the arena, and a reserve of its elements larger
+ * than the arena is made, and resized, as any other. A mutation audit
+ * found it unpinned: refused for every pool, no test failed. */
+KTEST(mempool, a_callers_source_may_reserve_more_than_the_arena)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	big_base =
+	        mmap(NULL, (size_t)BIG_ELEMS * BIG_ELEM, PROT_READ | PROT_WRITE,
+	             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	KASSERT(big_base != MAP_FAILED);
+	static const struct mempool_source big = {big_alloc, big_free};
+	KASSERT(mempool_init(&pool, &sh, "big", 3, BIG_ELEM, &big, NULL));
+	KEXPECT(info().min == 3 && info().curr == 3);
+	KEXPECT(mempool_resize(&pool, 4));
+	KEXPECT(info().min == 4 && info().curr == 4);
+	KEXPECT(mempool_destroy(&pool));
+	for (int i = 0; i < BIG_ELEMS; i++)
+		KEXPECT(!big_used[i]);
+	munmap(big_base, (size_t)BIG_ELEMS * BIG_ELEM);
+	sh_heap_release(&heap, &sh);
 }
 
 KTEST(mempool, bad_parameters_are_refused)
