@@ -162,6 +162,55 @@ int fork_beside_shootdown(void)
 	return 0;
 }
 
+/* ---- the shootdown's lock is held with every signal blocked ----------- */
+
+static atomic_int shootdowns_seen;
+static atomic_bool shootdown_open; /* a signal open while it was held */
+
+static void note_shootdown_mask(enum mm_malloc_hook_point where)
+{
+	if (where != MM_MALLOC_HOOK_SHOOTDOWN_HELD)
+		return;
+	sigset_t cur;
+	pthread_sigmask(SIG_BLOCK, NULL, &cur);
+	if (!sigismember(&cur, SIGUSR1) || !sigismember(&cur, SIGALRM))
+		atomic_store(&shootdown_open, true);
+	atomic_fetch_add(&shootdowns_seen, 1);
+}
+
+/*
+ * A fence by shootdown (membarrier's expedited command refused, as
+ * above; here a malloc_trim's visit from a thread that owns a slot,
+ * which blocks no signal itself, unlike fork and a claim) holds the shootdown's
+ * lock with every signal blocked, so that no handler's call takes a lock under
+ * it (malloc/port_prod.c, malloc/locks.c). A mutation audit found that
+ * unpinned: without the blocking no test failed.
+ */
+int shootdown_blocks_signals(void)
+{
+	int st = fast_path_or_skip();
+	if (st)
+		return st;
+	if (!refuse_expedited()) {
+		fprintf(stderr, "no seccomp filter (errno %d)", errno);
+		return 77;
+	}
+	free(malloc(16)); /* this thread's slot */
+	mm_malloc_test_hook = note_shootdown_mask;
+	malloc_trim(0);
+	mm_malloc_test_hook = NULL;
+	if (atomic_load(&shootdowns_seen) == 0) {
+		fprintf(stderr, "malloc_trim's visit made no shootdown");
+		return 2;
+	}
+	if (atomic_load(&shootdown_open)) {
+		fprintf(stderr, "SIGUSR1 or SIGALRM open while a thread held "
+		                "the shootdown's lock");
+		return 1;
+	}
+	return 0;
+}
+
 /* ---- fork while another thread reports a fault in the guarded pool ----- */
 
 /* MM_MALLOC_GUARD=1 (the parent sets it). A guarded object's size is the

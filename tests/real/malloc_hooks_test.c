@@ -387,6 +387,8 @@ static const struct {
          reclaims_race_for_an_ownerless_slot, "MM_MALLOC_BACKGROUND=0"},
         {"fork_beside_shootdown", fork_beside_shootdown,
          "MM_MALLOC_BACKGROUND=0"},
+        {"shootdown_blocks_signals", shootdown_blocks_signals,
+         "MM_MALLOC_BACKGROUND=0"},
         {"fork_beside_guard_report", fork_beside_guard_report,
          "MM_MALLOC_GUARD=1"},
         {"lock_order_checked", lock_order_checked, "MM_MALLOC_BACKGROUND=0"},

@@ -132,6 +132,7 @@ int reclaims_race_for_an_ownerless_slot(void);
 /* malloc_hooks_copied.c: */
 int fork_beside_shootdown(void);
 int fork_beside_guard_report(void);
+int shootdown_blocks_signals(void);
 /* malloc_hooks_order.c: */
 int lock_order_checked(void);
 
