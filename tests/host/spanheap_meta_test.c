@@ -335,6 +335,16 @@ KTEST(spanheap_meta, a_pointer_into_the_metadata_is_named)
 	char buf[512];
 	sh_where_log(&sh, s, buf, sizeof(buf));
 	KEXPECT(strstr(buf, "in the heap's own metadata") != NULL);
+	/* The arena's bounds, half-open: its last byte is the metadata's,
+	 * the byte past its end is not (a mutation audit found the bound
+	 * unpinned: <= passed). */
+	uintptr_t end = sh.meta.arena_base + sh.meta.arena_pages * MM_PAGE_SIZE;
+	KEXPECT(spanheap_where(&sh, (void *)(end - 1), &w));
+	KEXPECT_EQ(w.kind, SPANHEAP_WHERE_META);
+	KEXPECT(!spanheap_where(&sh, (void *)end, &w) ||
+	        w.kind != SPANHEAP_WHERE_META);
+	KEXPECT(!spanheap_meta_holds(&sh, end));
+	KEXPECT(!spanheap_meta_holds(&sh, sh.meta.arena_base - 1));
 	EXPECT_MISUSE(spanheap_free(&sh, s), "in the heap's own metadata", s);
 	EXPECT_MISUSE(spanheap_usable_size(&sh, slab),
 	              "in the heap's own metadata", slab);
