@@ -68,6 +68,12 @@ KTEST(addrinfo, names_the_region_of_the_address)
 	KEXPECT(says((uintptr_t)__boot_stack_guard + 8,
 	             "in the boot stack's guard page (a stack overflow?)"));
 	KEXPECT(says(MMIO_REGION_BASE + 0x20, "in the device MMIO region"));
+	/* The span heap's metadata arena, by its last byte (a mutation
+	 * audit found no test of its line). */
+	uint64_t meta_end = kspanheap.meta.arena_base +
+	                    kspanheap.meta.arena_pages * PAGE_SIZE;
+	KEXPECT(says(meta_end - 1, "at %#lx: in the span heap's own metadata",
+	             (unsigned long)(meta_end - 1)));
 }
 
 /* A thread's own stack and its guard page (the tests run on the boot
