@@ -2,7 +2,8 @@
  * The shell's scavenge and release against the frame pool: the KiB
  * scavenge reports are its pages', and the free frames it and release
  * report moved by the pages they gave back; scavenge covers the span
- * heap's metadata heap too; sweep's report against
+ * heap's metadata heap too, and release, meminfo and slabinfo print its
+ * lines; sweep's report against
  * the span heap's statistics around it; and objwho's records of an
  * object's allocation and free (poison mode), or its refusal.
  */
@@ -147,6 +148,24 @@ KTEST(shell_mem, release_reports_the_frames_that_came_back)
 	KEXPECT(v[0] > 0);
 	KEXPECT_EQ(v[1], nfree + v[0]);
 	KEXPECT_EQ(v[2], frames_managed_count());
+	/* The span heap's metadata heap has its line, its pages in use the
+	 * span structs at least (a mutation audit found the line unpinned,
+	 * and meminfo's and slabinfo's below). */
+	static const char *const meta[1] = {"release: metadata heap holds "};
+	uint64_t in_use = 0;
+	KEXPECT(line_numbers(seen, meta, &in_use, 1) && in_use > 0);
+}
+
+/* meminfo and slabinfo show the span heap's metadata heap: its pages and
+ * its arena (mm/spanheap_meta.c). */
+KTEST(shell_mem, meminfo_and_slabinfo_show_the_metadata_heap)
+{
+	static const char *const cmds[2] = {"meminfo", "slabinfo"};
+	for (unsigned i = 0; i < 2; i++) {
+		KEXPECT_EQ(capture_run_line(cmds[i]), SHELL_OK);
+		KEXPECT(seen_has("metadata heap: "));
+		KEXPECT(seen_has(" MiB arena; "));
+	}
 }
 
 /* Static: too big for a stack, and a kmalloc would count in them. */
