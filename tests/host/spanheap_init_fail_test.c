@@ -236,12 +236,15 @@ KTEST(spanheap_init_fail, retries_take_the_metadata_heap_kept_again)
 	KASSERT(up);
 	KEXPECT(retries_over_kept > 0);
 	KEXPECT_EQ(sh.meta.arena_base, first_base);
-	/* The heap taken again is in use, no longer the one kept, and the
-	 * two heaps are each other's frames peers again (the failed tries
-	 * unset them): a mutation audit found neither pinned. */
+	/* The heap taken again is in use, no longer the one kept, the two
+	 * heaps are each other's frames peers again and the object heap's
+	 * scavenger serves it (the failed tries unset them): a mutation
+	 * audit found none of these pinned. */
 	KEXPECT(!spanheap_meta_kept(&sh));
 	KEXPECT(heap.frames_peer == &sh.meta);
 	KEXPECT(sh.meta.frames_peer == &heap);
+	KEXPECT(heap.scav_also == &sh.meta);
+	KEXPECT(sh.meta.scav_by == &heap);
 	mm_port_set_cpu(0);
 	void *p = spanheap_alloc(&sh, 64, 0);
 	KEXPECT(p != NULL);

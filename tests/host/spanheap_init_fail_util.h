@@ -18,8 +18,9 @@
  * "Limits"), which sh->meta names: given back here after every failed
  * try that made them, so the port holds what it held before the try.
  * Such a try also leaves no free backed page in the metadata heap (its
- * frames back to the port: spanheap_meta_undo), no frames peer on h (a
- * pointer to a heap its owner may zero), and a sweeper start refused
+ * frames back to the port: spanheap_meta_undo), no frames peer and no
+ * heap served by h's scavenger (pointers to a heap its owner may zero),
+ * and a sweeper start refused
  * (no span array: its cycles would panic in the thread). *seen: a try
  * failed saying said.
  */
@@ -48,6 +49,7 @@ static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
 			mheap_stats(&sh->meta, &ms);
 			KEXPECT_EQ(ms.free_backed_pages, 0);
 			KEXPECT(h->frames_peer == NULL);
+			KEXPECT(h->scav_also == NULL);
 			mm_port_set_quiet(true);
 			KEXPECT(!spanheap_sweeper_start(sh));
 			mm_port_set_quiet(false);
