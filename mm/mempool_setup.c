@@ -191,8 +191,7 @@ bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
 		return false;
 	}
 	/* A destroyed cache's slot is past the last (objcache.c), and its
-	 * struct's heap pointer is its block's free chain now: said before
-	 * it is read. */
+	 * struct is a free block: said before its other fields are read. */
 	if (c->slot >= OBJCACHE_MAX)
 		mm_panic("mempool %s: made over cache %p, destroyed",
 		         name ? name : "(null)", (void *)c);
@@ -267,31 +266,55 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 	return true;
 }
 
-bool mempool_destroy(struct mempool *p)
+/* Why p cannot be destroyed now, under its lock (out, the elements out
+ * by its count); or NULL, with its reserve emptied into *arr (*n of its
+ * *cap slots hold elements) and p left destroyed. One hold: until a
+ * review two destroys at once both gave the reserve back, and one read
+ * the array the other had taken. */
+static const char *empty_locked(struct mempool *p, int64_t *out, void ***arr,
+                                uint32_t *n, uint32_t *cap)
 {
-	spanheap_assert_can_sleep("mempool_destroy");
-	int64_t out = atomic_load_explicit(&p->out, memory_order_relaxed);
-	if (out > 0) {
-		mm_log("mempool %s not destroyed: %lu elements still out",
-		       p->name, (unsigned long)out);
-		return false;
-	}
-	if (out < 0) {
-		mm_log("mempool %s not destroyed: %lu more elements freed to "
-		       "it "
-		       "than it handed out (another pool's?)",
-		       p->name, (unsigned long)-out);
-		return false;
-	}
-	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	for (uint32_t i = 0; i < n; i++) {
-		*mempool_first_word(p->reserve[i]) = 0;
-		mempool_source_free(p, p->reserve[i]);
-	}
-	spanheap_meta_free(p->sh, p->reserve, p->cap * sizeof(void *));
+	*out = atomic_load_explicit(&p->out, memory_order_relaxed);
+	if (*out > 0)
+		return "elements still out";
+	if (*out < 0)
+		return "more elements freed to it than it handed out (another "
+		       "pool's?)";
+	*arr = p->reserve;
+	*n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	*cap = p->cap;
 	p->reserve = NULL;
 	p->cap = 0;
 	atomic_store_explicit(&p->min, 0, memory_order_relaxed);
 	atomic_store_explicit(&p->curr, 0, memory_order_relaxed);
+	return NULL;
+}
+
+bool mempool_destroy(struct mempool *p)
+{
+	spanheap_assert_can_sleep("mempool_destroy");
+	/* Not set up, or destroyed: nothing, and a failed init's zeroed
+	 * lock is not taken. A destroy racing another finds min 0 under
+	 * the lock. */
+	if (mempool_min_of(p) == 0)
+		return true;
+	int64_t out = 0;
+	void **arr = NULL;
+	uint32_t n = 0, cap = 0;
+	unsigned long irq = mm_lock_acquire(&p->lock);
+	const char *why = mempool_min_of(p) == 0
+	                          ? NULL
+	                          : empty_locked(p, &out, &arr, &n, &cap);
+	mm_lock_release(&p->lock, irq);
+	if (why) {
+		mm_log("mempool %s not destroyed: %lu %s", p->name,
+		       (unsigned long)(out > 0 ? out : -out), why);
+		return false;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		*mempool_first_word(arr[i]) = 0;
+		mempool_source_free(p, arr[i]);
+	}
+	spanheap_meta_free(p->sh, arr, cap * sizeof(void *));
 	return true;
 }

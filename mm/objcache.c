@@ -353,16 +353,36 @@ void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
 	name_copy(name, "?");
 }
 
-/* Whether c is on sh's list: a destroyed cache's struct is a free block
- * whose first word, its heap's pointer, is its run's free chain. */
-static bool linked(struct spanheap *sh, const struct objcache *c)
+/* unlink_cache's answers but NULL (unlinked). */
+static const char not_linked[] = "no cache of the heap's";
+static const char objects_out[] = "objects out";
+
+/*
+ * Unlinks c from sh's list and frees its slot, under heap->lock, if c is
+ * on the list (a destroyed cache's struct is not) and counts no objects
+ * out (else *live, their count); the counters' area into *area if the
+ * slot was the last. The test, the count and the unlink are one hold:
+ * until a review the test was a hold of its own, and of two destroys of
+ * one cache at once the second, having passed it, walked off the list's
+ * end. Returns NULL, or not_linked or objects_out.
+ */
+static const char *unlink_cache(struct spanheap *sh, struct objcache *c,
+                                int64_t *live, int64_t **area)
 {
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	const struct objcache *at = sh->objcaches;
-	while (at && at != c)
-		at = at->next;
-	mm_lock_release(&sh->heap->lock, irq);
-	return at != NULL;
+	struct objcache **at = &sh->objcaches;
+	while (*at && *at != c)
+		at = &(*at)->next;
+	if (!*at)
+		return not_linked;
+	if ((*live = live_of(c)) != 0)
+		return objects_out;
+	*at = c->next;
+	sh->objcache_slots &= ~((uint64_t)1 << c->slot);
+	if (!sh->objcache_slots) {
+		*area = sh->objcache_counts;
+		__atomic_store_n(&sh->objcache_counts, NULL, __ATOMIC_RELAXED);
+	}
+	return NULL;
 }
 
 bool objcache_destroy(struct objcache *c)
@@ -370,16 +390,26 @@ bool objcache_destroy(struct objcache *c)
 	if (!c)
 		return true;
 	spanheap_assert_can_sleep("objcache_destroy");
-	/* The slot before c->sh, which a destroyed struct's free makes no
-	 * heap's address (its block's free chain; when the struct was an
-	 * object, poison mode's poison: review). */
-	struct spanheap *sh = c->slot < SLOT_DESTROYED ? c->sh : NULL;
-	if (!sh || !linked(sh, c))
+	/* The slot before c->sh: a destroyed cache's is past the last
+	 * until its struct is reused. c->sh is not the struct's first word,
+	 * which its block's free makes the free chain, so a destroy that
+	 * read the slot just before another destroy's free still finds the
+	 * heap, and then no c on its list. Atomic: that other destroy may
+	 * be writing it (a misuse, told apart, not a data race). */
+	unsigned slot = __atomic_load_n(&c->slot, __ATOMIC_RELAXED);
+	struct spanheap *sh = slot < SLOT_DESTROYED ? c->sh : NULL;
+	const char *why = not_linked;
+	int64_t live = 0, *area = NULL;
+	if (sh) {
+		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+		why = unlink_cache(sh, c, &live, &area);
+		mm_lock_release(&sh->heap->lock, irq);
+	}
+	if (why == not_linked)
 		mm_panic("objcache: destroy of %p: no cache of the heap's (a "
 		         "cache destroyed already?)",
 		         (void *)c);
-	int64_t live = live_of(c);
-	if (live) {
+	if (why == objects_out) {
 		mm_log("objcache: cache '%s' not destroyed: %s %lu (size "
 		       "class %u)",
 		       c->name,
@@ -389,24 +419,12 @@ bool objcache_destroy(struct objcache *c)
 		       (unsigned long)(live > 0 ? live : -live), c->sizeclass);
 		return false;
 	}
-	int64_t *area = NULL;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	struct objcache **at = &sh->objcaches;
-	while (*at != c)
-		at = &(*at)->next;
-	*at = c->next;
-	sh->objcache_slots &= ~((uint64_t)1 << c->slot);
-	if (!sh->objcache_slots) {
-		area = sh->objcache_counts;
-		__atomic_store_n(&sh->objcache_counts, NULL, __ATOMIC_RELAXED);
-	}
-	mm_lock_release(&sh->heap->lock, irq);
 	/* A call on c from now on goes out of line and panics, not counts
 	 * through the counters' pointer of a freed struct: the block keeps
 	 * these marks until it is reused (spanheap_meta_blocks.c). */
 	c->fast_class = 0;
 	c->free_class = OBJCACHE_NO_CLASS;
-	c->slot = SLOT_DESTROYED;
+	__atomic_store_n(&c->slot, SLOT_DESTROYED, __ATOMIC_RELAXED);
 	spanheap_meta_free(sh, area, AREA_BYTES);
 	spanheap_meta_free(sh, c, sizeof(*c));
 	return true;

@@ -51,8 +51,11 @@
  * nothing of it (objcache_info). Fixed from creation to destruction, but
  * next (the heap's list, under heap->lock). */
 struct objcache {
+	/* this cache's counter in CPU 0's row of the area; first, so that
+	 * a destroyed struct's free (its block's free chain in the first
+	 * word) leaves sh for objcache_destroy's check of a second destroy */
+	int64_t *counts;
 	struct spanheap *sh;
-	int64_t *counts; /* this cache's counter in CPU 0's row of the area */
 	size_t size, align, objsize;
 	unsigned sizeclass, slot;
 	/* sizeclass_of(size) if allocations may take the class's magazine
@@ -167,7 +170,8 @@ static inline void objcache_free(struct objcache *c, void *p)
  * still out, keeps it, says how many on one line and returns false (the
  * caller may free them and try again). Thread context; nothing may use c
  * meanwhile. A c that is no cache of its heap (one destroyed already)
- * mm_panics saying so.
+ * mm_panics saying so; so does the second of two destroys of c at once
+ * (the first destroys it).
  */
 bool objcache_destroy(struct objcache *c);
 
