@@ -1,7 +1,7 @@
 /* What the reserved-element pool tests share (mempool_test.c,
- * mempool_check_test.c, mempool_wait_test.c, mempool_stress_test.c): a
- * heap, its span heap and a pool of the including file's own, and helpers
- * over them. */
+ * mempool_source_test.c, mempool_check_test.c, mempool_wait_test.c,
+ * mempool_stress_test.c): a heap, its span heap and a pool of the
+ * including file's own, and helpers over them. */
 #ifndef TESTS_HOST_MEMPOOL_TEST_UTIL_H
 #define TESTS_HOST_MEMPOOL_TEST_UTIL_H
 
