@@ -151,9 +151,11 @@ bool mempool_resize(struct mempool *p, uint32_t new_min);
 /*
  * Gives the reserve back to the source and returns true; or, with
  * elements out, keeps the pool as it is, says how many on one line and
- * returns false. Thread context; nothing may use p meanwhile, nor after;
- * a destroy of a pool destroyed (or not set up) is nothing, and so is
- * the second of two destroys at once: the reserve goes back once.
+ * returns false (for good with more freed to it than it handed out:
+ * another pool's elements, which no free could tell). Thread context; nothing
+ * may use p meanwhile, nor after; a destroy of a pool destroyed (or not set up)
+ * is nothing, and so is the second of two destroys at once: the reserve goes
+ * back once.
  */
 bool mempool_destroy(struct mempool *p);
 

@@ -24,9 +24,8 @@
  *     allocated them (spanheap_alloc_traces_owned, with the owner
  *     objcache_info gives), for the leak a refused destroy reports.
  * No constructor: objects are handed out as kmalloc's are (MM_ZERO for
- * zeroed ones). A constructor's contract, that a freed object stays
- * constructed until it is handed out again, needs spans of the cache's
- * own, which Linux also gives such caches (it never merges them).
+ * zeroed ones); a constructor's contract (a freed object stays built)
+ * needs spans of the cache's own, as Linux never merges such caches.
  *
  * Contexts: objcache_alloc and objcache_free as spanheap_alloc and
  * spanheap_free (any context but NMI; thread context without MM_ATOMIC);
@@ -51,9 +50,8 @@
  * nothing of it (objcache_info). Fixed from creation to destruction, but
  * next (the heap's list, under heap->lock). */
 struct objcache {
-	/* this cache's counter in CPU 0's row of the area; first, so that
-	 * a destroyed struct's free (its block's free chain in the first
-	 * word) leaves sh for objcache_destroy's check of a second destroy */
+	/* its counter in CPU 0's row of the area; the first word, which a
+	 * freed block's chain takes, not sh (objcache_destroy) */
 	int64_t *counts;
 	struct spanheap *sh;
 	size_t size, align, objsize;
@@ -72,13 +70,11 @@ struct objcache {
 	char name[OBJCACHE_NAME_MAX + 1];
 };
 
-/*
- * A cache named name (copied; 1 to OBJCACHE_NAME_MAX characters, unique
+/* A cache named name (copied; 1 to OBJCACHE_NAME_MAX characters, unique
  * in the heap) of objects of size bytes aligned to align (0 or up to 16:
  * 16; else as spanheap_alloc_aligned's). NULL, with a line naming what
  * was wrong, for a bad name, size or alignment, a name in use, a heap
- * with OBJCACHE_MAX caches, or no memory. Thread context.
- */
+ * with OBJCACHE_MAX caches, or no memory. Thread context. */
 struct objcache *objcache_create(struct spanheap *sh, const char *name,
                                  size_t size, size_t align);
 
@@ -97,11 +93,11 @@ _Static_assert(OBJCACHE_MAX == SPANHEAP_OBJCACHE_SLOTS &&
                        OBJCACHE_NAME_MAX + 1 == SPANHEAP_OBJCACHE_NAME,
                "struct spanheap's names have a cache's room");
 
-/* Adds d to this CPU's counter of c, so that no other CPU writes the row
- * and nothing else on this CPU counts in the middle. Any context but NMI.
- * With MM_PORT_RSEQ, a restartable sequence (mm/rseq.h): the CPU's index,
- * its row, and one add to memory, the commit, which an interrupt cannot
- * cut in two; else a load and a store, pinned. */
+/* Adds d to this CPU's counter of c: no other CPU writes the row, and
+ * nothing else on this CPU counts in the middle. Any context but NMI.
+ * With MM_PORT_RSEQ, a restartable sequence (mm/rseq.h) whose commit is
+ * one add to memory, which an interrupt cannot cut in two; else a load
+ * and a store, pinned. */
 static inline __attribute__((always_inline)) void
 objcache_count(struct objcache *c, int64_t d)
 {
@@ -165,14 +161,13 @@ static inline void objcache_free(struct objcache *c, void *p)
 	objcache_count(c, -1);
 }
 
-/*
- * Destroys c (NULL: nothing) and returns true; or, with objects of it
- * still out, keeps it, says how many on one line and returns false (the
- * caller may free them and try again). Thread context; nothing may use c
- * meanwhile. A c that is no cache of its heap (one destroyed already)
- * mm_panics saying so; so does the second of two destroys of c at once
- * (the first destroys it).
- */
+/* Destroys c (NULL: nothing) and returns true; or, with objects of it
+ * out, keeps it, says how many on one line and returns false (the caller
+ * may free them and try again; with more frees than allocations, another
+ * cache's or kmalloc's objects of its class freed to it, kept for good,
+ * as Linux keeps a cache it cannot shut down). Thread context; nothing
+ * may use c meanwhile. A c that is no cache of its heap (destroyed
+ * already, or at once by another call) mm_panics saying so. */
 bool objcache_destroy(struct objcache *c);
 
 /* What the listing gives of a cache. */
