@@ -30,12 +30,21 @@ static pthread_barrier_t race_bar;
 static struct objcache *racy;
 static struct mempool racy_pool;
 
-/* One thread's tally of its destroys' outcomes. */
+/* A destroy's outcome; a panic saying the cache is no cache of the
+ * heap's is PANICKED, another is WRONG_PANIC. */
+enum outcome { DESTROYED, REFUSED, PANICKED, WRONG_PANIC };
+
+/* One thread's tally of its destroys' outcomes, and its last. */
 struct racer {
 	unsigned id;
 	bool pool; /* destroys racy_pool, not racy */
 	unsigned destroyed, refused, panicked, wrong_panic;
+	enum outcome last;
 };
+
+/* Rounds whose pair of outcomes was not a sequential double destroy's
+ * (thread 0 counts, between the round's barriers). */
+static unsigned bad_rounds;
 
 static void destroy_once(struct racer *r)
 {
@@ -44,15 +53,30 @@ static void destroy_once(struct racer *r)
 	                     : MM_PORT_PANICS(ok = objcache_destroy(racy));
 	if (fired) {
 		sh_unpin_after_panic();
-		r->panicked++;
-		r->wrong_panic += !strstr(mm_port_last_panic(),
-		                          "no cache of the heap's (a cache "
-		                          "destroyed already?)");
+		bool right = strstr(mm_port_last_panic(),
+		                    "no cache of the heap's (a cache "
+		                    "destroyed already?)");
+		r->panicked += right;
+		r->wrong_panic += !right;
+		r->last = right ? PANICKED : WRONG_PANIC;
 	} else if (ok) {
 		r->destroyed++;
+		r->last = DESTROYED;
 	} else {
 		r->refused++;
+		r->last = REFUSED;
 	}
+}
+
+/* Whether a round's two outcomes are a sequential double destroy's: of a
+ * cache, one destroyed and one panicked; of a pool, both destroyed. */
+static bool sequential_pair(const struct racer *r)
+{
+	enum outcome a = r[0].last, b = r[1].last;
+	if (r[0].pool)
+		return a == DESTROYED && b == DESTROYED;
+	return (a == DESTROYED && b == PANICKED) ||
+	       (a == PANICKED && b == DESTROYED);
 }
 
 static void race(void *arg)
@@ -63,6 +87,8 @@ static void race(void *arg)
 		pthread_barrier_wait(&race_bar); /* made by thread 0 */
 		destroy_once(r);
 		pthread_barrier_wait(&race_bar);
+		if (r->id == 0) /* r: run_race's r[0], r[1] beside it */
+			bad_rounds += !sequential_pair(r);
 		if (r->id == 0 && !r->pool)
 			racy = objcache_create(&sh, "racy", 40, 0);
 		if (r->id == 0 && r->pool &&
@@ -81,6 +107,7 @@ static void run_race(bool pool, struct racer r[2])
 	if (own_chaos)
 		mm_port_set_chaos(4900, 300);
 	mm_port_set_quiet(true);
+	bad_rounds = 0;
 	r[0] = (struct racer){.id = 0, .pool = pool};
 	r[1] = (struct racer){.id = 1, .pool = pool};
 	struct mm_thread *t[2];
@@ -91,9 +118,13 @@ static void run_race(bool pool, struct racer r[2])
 		mm_port_set_chaos(0, 0);
 	mm_port_set_cpu(0);
 	pthread_barrier_destroy(&race_bar);
-	ktest_diag("destroyed %u+%u, refused %u+%u, panicked %u+%u",
+	ktest_diag("destroyed %u+%u, refused %u+%u, panicked %u+%u, other "
+	           "panics %u+%u; %u rounds not as a sequential double destroy",
 	           r[0].destroyed, r[1].destroyed, r[0].refused, r[1].refused,
-	           r[0].panicked, r[1].panicked);
+	           r[0].panicked, r[1].panicked, r[0].wrong_panic,
+	           r[1].wrong_panic, bad_rounds);
+	if (r[0].wrong_panic + r[1].wrong_panic)
+		ktest_diag("the last panic: %s", mm_port_last_panic());
 }
 
 KTEST(objcache_stress, two_destroys_of_one_cache_at_once_one_panics)
@@ -110,6 +141,7 @@ KTEST(objcache_stress, two_destroys_of_one_cache_at_once_one_panics)
 	KEXPECT_EQ(r[0].panicked + r[1].panicked, ROUNDS);
 	KEXPECT_EQ(r[0].refused + r[1].refused, 0);
 	KEXPECT_EQ(r[0].wrong_panic + r[1].wrong_panic, 0);
+	KEXPECT_EQ(bad_rounds, 0);
 	KEXPECT_EQ(objcache_list(&sh, NULL, 0), 1);
 	KEXPECT(objcache_destroy(keeper));
 	SH_CHECK(&sh, "after the racing destroys");
@@ -126,6 +158,7 @@ KTEST(mempool_stress, two_destroys_of_one_pool_at_once_are_one)
 	KEXPECT_EQ(r[0].destroyed + r[1].destroyed, 2 * ROUNDS);
 	KEXPECT_EQ(r[0].panicked + r[1].panicked, 0);
 	KEXPECT_EQ(r[0].refused + r[1].refused, 0);
+	KEXPECT_EQ(bad_rounds, 0);
 	SH_CHECK(&sh, "after the racing destroys");
 	sh_heap_release(&heap, &sh);
 }
