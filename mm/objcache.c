@@ -28,7 +28,8 @@
  * spanheap_alloc or spanheap_alloc_aligned. A free is spanheap_free's
  * with the span's class tested on the way (spanheap_free_class), then a
  * count (objcache_count, objcache.h) into this CPU's counter, which no
- * other CPU writes. Destroying sums the counters first.
+ * other CPU writes. Destroying sums the counters in the same hold of
+ * the lock as its unlink.
  *
  * Locking: the list, the slot bits and the area's pointer are under the
  * page heap's lock (the leaf), taken for a few loads and stores: no call
