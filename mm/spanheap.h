@@ -82,9 +82,9 @@ enum mm_alloc_flags {
 void spanheap_config_default(struct spanheap_config *cfg);
 
 /* Prepares sh (zeroed, or as a failed init left it) over the page heap h
- * with *cfg (copied: may be sh->cfg) and a page heap for its metadata.
- * False, saying why, for a bad config or no memory: nothing kept but that
- * heap's reservations, which a retry on sh uses (spanheap_meta.c). */
+ * (its scavenger not started) with *cfg (copied: may be sh->cfg) and a
+ * page heap for its metadata. False, saying why, for a bad config or no
+ * memory: nothing kept but its reservations, for a retry on sh. */
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg);
 

@@ -50,7 +50,8 @@
  * Limits: a configuration out of range (pending_permille and
  * cpu_permille 1 to 1000, batch_spans and period_ns at least 1) is refused
  * with a line naming the field; with MM_PORT_RSEQ, a port that did not
- * call mm_rseq_init first is refused too.
+ * call mm_rseq_init first is refused too, and so is a page heap whose
+ * scavenger thread runs (the set-up makes it serve the metadata heap).
  */
 #include "spanheap_internal.h"
 
@@ -268,6 +269,15 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		return false;
 	}
 #endif
+	/* The set-up links h's scavenger to the metadata heap (scav_also,
+	 * read by the thread with no lock) and a failed try unlinks it before
+	 * that heap's pages go back: with the thread running, it served a
+	 * heap being made or given back (ThreadSanitizer: a review). */
+	if (h->scav.thread) {
+		mm_log("spanheap: the page heap's scavenger thread runs: start "
+		       "it after spanheap_init (mheap_scavenger_stop first)");
+		return false;
+	}
 	/* All but a metadata heap a failed init kept, which parts_init
 	 * takes again: it cannot be given back (spanheap_meta.c, "Limits"),
 	 * and a retry that zeroed it reserved another each time. */

@@ -156,3 +156,33 @@ KTEST(spanheap_meta_scav, a_metadata_refill_request_is_served)
 		mheap_free_pages(&sh.meta, p[i], EACH);
 	sh_heap_release(&heap, &sh);
 }
+
+/* spanheap_init links h's scavenger to the metadata heap (scav_also,
+ * which the thread reads with no lock, set-up being before it starts),
+ * and a failed try unlinks it before its pages go back: a thread already
+ * running would race with both, and serve a heap as it is released and
+ * zeroed. So a page heap whose scavenger runs is refused, saying so, and
+ * taken once the thread is stopped. Until a review it was taken: the
+ * thread then read scav_also as the set-up wrote it (ThreadSanitizer
+ * reported the race on the object heap's scav_also). */
+KTEST(spanheap_meta_scav, init_refuses_a_page_heap_whose_scavenger_runs)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = SH_ARENA_BYTES;
+	KASSERT(mheap_init(&heap, &hc));
+	KASSERT(mheap_scavenger_start(&heap));
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	mm_port_set_quiet(true);
+	bool up = spanheap_init(&sh, &heap, &sc);
+	mm_port_set_quiet(false);
+	KEXPECT(!up);
+	KEXPECT(strstr(mm_port_last_log(), "scavenger thread runs") != NULL);
+	KEXPECT(heap.scav_also == NULL);
+	mheap_scavenger_stop(&heap);
+	if (!up)
+		KEXPECT(spanheap_init(&sh, &heap, &sc));
+	KEXPECT(heap.scav_also == &sh.meta);
+	sh_heap_release(&heap, &sh);
+}
