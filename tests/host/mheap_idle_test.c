@@ -3,8 +3,9 @@
  * bg_idle): with nothing it may take, it sleeps until a free, a refill or
  * stop wakes it, whether it is at its goal or the free backed pages over
  * the goal all lie in dense chunks (which it skips), and a large free
- * that gives it something to take wakes it again. Its count of backed
- * frees, which tells it so, counts an undone allocation's backed pages.
+ * that gives it something to take wakes it again; the same for a heap
+ * it serves (scav_also). Its count of backed frees, which tells it so,
+ * counts an undone allocation's backed pages.
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -192,5 +193,58 @@ KTEST(mheap_idle, an_undone_allocation_counts_its_backed_pages_freed)
 	KEXPECT_EQ(backed_frees(), n);
 	mheap_free_pages(&heap, keep, 64);
 	MH_CHECK(&heap, "after the undone allocations");
+	mh_release(&heap);
+}
+
+/* A heap h's thread serves (scav_also: mm/mheap_scav.c, "served"), made
+ * as idle_heap_init makes h. */
+static struct mheap served;
+
+/*
+ * The first test's case in the heap h's thread serves, h itself empty:
+ * the served heap's chunk 0 dense with 16 free backed pages over a goal
+ * of 0. The thread skips them and must sleep after one look (with no
+ * budget limit, a thread that went round again would be a busy loop);
+ * the served heap's free of 16 more wakes it (its frees wake h's event:
+ * mheap_scav_wake_of), it takes the 32 and sleeps again.
+ */
+KTEST(mheap_idle, a_served_heap_of_dense_chunks_lets_the_thread_sleep)
+{
+	KASSERT(idle_heap_init());
+	struct mheap_config cfg = heap.cfg;
+	KASSERT(mheap_init(&served, &cfg));
+	heap.scav_also = &served;
+	served.scav_by = &heap;
+	char *a = mheap_alloc_pages(&served, PALLOC_CHUNK_PAGES, 0);
+	KASSERT(a);
+	mheap_free_pages(&served, a + (PALLOC_CHUNK_PAGES - 16) * PG, 16);
+	atomic_store(&idle_visits, 0);
+	mheap_test_hook = count_idle;
+	KASSERT(mheap_scavenger_start(&heap));
+	uint64_t released; /* h's: nothing */
+	bool idle = wait_idle_or_visits(1, &released);
+	int visits = atomic_load(&idle_visits);
+	KEXPECT(idle);
+	KEXPECT_EQ(visits, 1);
+	struct mheap_stats st;
+	mheap_stats(&served, &st);
+	KEXPECT_EQ(st.n.bg_pages, 0);
+	if (idle) {
+		mheap_free_pages(&served, a + (PALLOC_CHUNK_PAGES - 32) * PG,
+		                 16);
+		do {
+			idle = wait_idle_or_visits(visits, &released);
+			mheap_stats(&served, &st);
+		} while (st.n.bg_pages < 32 || !idle);
+		KEXPECT_EQ(st.n.bg_pages, 32);
+	}
+	mheap_scavenger_stop(&heap);
+	mheap_test_hook = NULL;
+	mheap_stats(&served, &st);
+	KEXPECT_EQ(st.free_backed_pages, idle ? 0 : 16);
+	KEXPECT_EQ(released, 0);
+	MH_CHECK(&served, "after the scavenger");
+	mheap_free_pages(&served, a, PALLOC_CHUNK_PAGES - (idle ? 32 : 16));
+	mh_release(&served);
 	mh_release(&heap);
 }
