@@ -168,6 +168,36 @@ KTEST(shell_mem, meminfo_and_slabinfo_show_the_metadata_heap)
 	}
 }
 
+/* meminfo tells the metadata heap's background scavenging, which the
+ * page heap's thread does (mm/mheap_scav.c, "served"): its runs and
+ * pages, at least those read before the command. Until a review the
+ * "scavenger:" line counted that work's CPU and the page heap's pages
+ * alone, and no line told the metadata heap's. */
+KTEST(shell_mem, meminfo_tells_the_metadata_heaps_scavenging)
+{
+	enum { N = 256 };
+	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
+		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
+		           "itself, none is left to scavenge");
+	struct mheap_stats m0, m;
+	mheap_stats(&kspanheap.meta, &m0);
+	uint8_t *p = mheap_alloc_pages(&kspanheap.meta, N, 0);
+	KASSERT(p != NULL);
+	memset(p, 0x5a, (size_t)N * MM_PAGE_SIZE);
+	mheap_free_pages(&kspanheap.meta, p, N);
+	do { /* no bound: run-ktest's timeout names a hang */
+		thread_sleep_ns(1000000);
+		mheap_stats(&kspanheap.meta, &m);
+	} while (m.n.bg_pages == m0.n.bg_pages);
+	KEXPECT_EQ(capture_run_line("meminfo"), SHELL_OK);
+	static const char *const before[2] = {"metadata heap: scavenger: ",
+	                                      "runs, "};
+	uint64_t v[2] = {0}; /* runs, pages */
+	KEXPECT(line_numbers(seen, before, v, 2));
+	KEXPECT(v[0] >= m.n.bg_runs && v[0] > 0);
+	KEXPECT(v[1] >= m.n.bg_pages && v[1] > 0);
+}
+
 /* Static: too big for a stack, and a kmalloc would count in them. */
 static struct spanheap_stats before_st, after_st;
 static void *objs[512];
