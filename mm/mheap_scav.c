@@ -43,13 +43,13 @@
  *             lowers the goal: mheap_free_wakes_locked).
  *   refill    An atomic allocation that left free pages below the reserve
  *             sets refill and wakes the thread, which grows the heap.
- *   served    h's thread may serve a heap with none of its own
- *             (h->scav_also, whose scav_by names h; a span heap's
- *             metadata heap, spanheap_meta.c): each round it refills and
- *             scavenges that heap too, by that heap's goal, within h's
- *             CPU budget; its frees and refill requests wake h's thread,
- *             which sleeps only when both are idle (until a review no
- *             thread covered the metadata heap). The report is h's.
+ *   served    h's thread may serve a heap with none of its own (whose
+ *             start is refused; h->scav_also, whose scav_by names h: a
+ *             span heap's metadata heap, spanheap_meta.c): each round it
+ *             refills and scavenges that heap too, by its goal, within
+ *             h's CPU budget; its frees and refill requests wake h's
+ *             thread, which sleeps only when both are idle (until a
+ *             review no thread covered the metadata heap). Report: h's.
  *   pacing    After each batch the thread reads its own CPU time
  *             (mm_port_thread_cpu_ns); work w since its last sleep earns
  *             a sleep of w * (1000 - b) / b ns (b = cpu_permille), so
@@ -382,9 +382,8 @@ static void bg_report(struct mheap *h, const struct mheap_stats *st)
 	h->scav.reported_ns = now;
 }
 
-/* Sets and returns x->scav.idle: nothing to do for x (at its goal, or no
- * backed free since a barren search; no refill asked) and others_idle
- * (nothing for the heap it serves either). *st: x's statistics. */
+/* Sets and returns x->scav.idle: nothing to do for x (at goal, or no
+ * backed free since a barren search; no refill) and others_idle. */
 static bool idle_check(struct mheap *x, bool others_idle,
                        struct mheap_stats *st)
 {
@@ -419,8 +418,7 @@ static void bg_idle(struct mheap *h, uint64_t *since)
 		mm_event_wait(&h->scav.wake, seen, MHEAP_IDLE_NS);
 }
 
-/* Grows the heap back to its reserve if an atomic caller asked. */
-static void bg_refill(struct mheap *h)
+static void bg_refill(struct mheap *h) /* if an atomic caller asked */
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	bool asked = h->scav.refill;
@@ -463,11 +461,14 @@ bool mheap_scavenger_start(struct mheap *h)
 	mheap_assert_can_sleep("mheap_scavenger_start");
 	if (h->scav.thread)
 		return true;
-	if (!h->arena_pages) {
-		/* Its events were never made: a thread would wait on them
-		 * (review). */
+	if (!h->arena_pages) { /* its events never made (review) */
 		mm_log("mheap: no scavenger for a heap not set up (its "
 		       "mheap_init failed or was not called)");
+		return false;
+	}
+	if (h->scav_by) { /* its frees wake the server's thread alone */
+		mm_log("mheap: no scavenger of its own for a heap served by "
+		       "another heap's (start that one)");
 		return false;
 	}
 	atomic_store(&h->scav.stop, false);

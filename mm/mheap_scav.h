@@ -34,7 +34,9 @@ struct mheap_scav {
 	uint64_t reported_ns, reported_pages; /* the last "at goal" line */
 };
 
-/* Starts the background scavenger; false if it cannot. Thread context. */
+/* Starts the background scavenger; false, saying why, if it cannot (no
+ * thread, a heap not set up, or one another heap's thread serves: its
+ * scav_by). Thread context. */
 bool mheap_scavenger_start(struct mheap *h);
 
 /* Stops it and joins it: when this returns the thread no longer touches h.

@@ -69,16 +69,16 @@
  * take one heap's lock at a time, so the two heap locks are never
  * nested.
  *
- * Scavenging: it has no scavenger thread of its own. The object heap's
- * serves it (sh->heap->scav_also, mheap_scav.c "served"): its free
- * backed pages (side tables of dead spans, replaced all-spans arrays,
- * slabs of torn-down CPUs) are given back by its own goal, its large
- * frees and its atomic callers' refill requests wake that thread, within
- * the object heap's CPU budget. An allocation short of frames scavenges
- * the other heap too (the two are each other's frames_peer: mheap_alloc.c,
- * scavenge_for_frames), and spanheap_release_all both. Until a review
- * nothing else did: its free pages stayed backed, and a refill request
- * woke no thread.
+ * Scavenging: it has no scavenger thread of its own (a start of one is
+ * refused: its frees would not wake it). The object heap's serves it
+ * (sh->heap->scav_also, mheap_scav.c "served"): its free backed pages (side
+ * tables of dead spans, replaced all-spans arrays, slabs of torn-down CPUs) are
+ * given back by its own goal, its large frees and its atomic callers' refill
+ * requests wake that thread, within the object heap's CPU budget. An allocation
+ * short of frames scavenges the other heap too (the two are each other's
+ * frames_peer: mheap_alloc.c, scavenge_for_frames), and spanheap_release_all
+ * both. Until a review nothing else did: its free pages stayed backed, and a
+ * refill request woke no thread.
  *
  * Limits: only while the object heap's scavenger runs (the owner starts
  * it: the kernel's heap_init, the hosted malloc's background threads);
