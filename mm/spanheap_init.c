@@ -50,8 +50,9 @@
  * Limits: a configuration out of range (pending_permille and
  * cpu_permille 1 to 1000, batch_spans and period_ns at least 1) is refused
  * with a line naming the field; with MM_PORT_RSEQ, a port that did not
- * call mm_rseq_init first is refused too, and so is a page heap whose
- * scavenger thread runs (the set-up makes it serve the metadata heap).
+ * call mm_rseq_init first is refused too, and so is a page heap not set
+ * up or whose scavenger thread runs (the set-up makes it serve the
+ * metadata heap).
  */
 #include "spanheap_internal.h"
 
@@ -258,6 +259,11 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	const struct spanheap_config copy = *cfg_in, *cfg = &copy;
 	if (!config_ok(cfg))
 		return false;
+	if (!h->arena_pages) { /* its lock unmade; "no memory" until a review */
+		mm_log("spanheap: the page heap is not set up (its mheap_init "
+		       "failed or was not called)");
+		return false;
+	}
 #ifdef MM_PORT_RSEQ
 	/* The fast paths are sequences only an initialised table restarts
 	 * (mm/port.h, MM_PORT_RSEQ): without it an interrupt that uses the

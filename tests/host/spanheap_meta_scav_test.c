@@ -204,3 +204,25 @@ KTEST(spanheap_meta_scav, the_metadata_heaps_own_scavenger_is_refused)
 	mheap_scavenger_stop(&sh.meta); /* started or not: none left */
 	sh_heap_release(&heap, &sh);
 }
+
+/* A span heap over a page heap whose mheap_init failed is refused, saying
+ * so. Since spanheap_init grows the page heap to its reserve first, its
+ * first step took the unmade heap's lock and said "no memory to grow the
+ * page heap" (until a review). */
+KTEST(spanheap_meta_scav, init_over_a_page_heap_not_set_up_says_so)
+{
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 12345; /* not a chunk multiple: refused */
+	mm_port_set_quiet(true);
+	KASSERT(!mheap_init(&heap, &hc));
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	bool up = spanheap_init(&sh, &heap, &sc);
+	mm_port_set_quiet(false);
+	KEXPECT(!up);
+	KEXPECT(strstr(mm_port_last_log(), "not set up") != NULL);
+	if (sh.meta.arena_pages)
+		sh_heap_release(&heap, &sh);
+	memset(&sh, 0, sizeof(sh));
+}
