@@ -55,7 +55,11 @@
  * elsewhere a pin). Outside poison mode, and for a cache of large
  * objects, a wrong-cache free of an object of the same class is not
  * seen, but it shows as a cache whose count falls below zero, which its
- * destruction reports.
+ * destruction reports. A destroyed cache's calls panic saying so only
+ * while its struct's page of blocks lives: the last struct freed on a
+ * page gives the page back (spanheap_meta_blocks.c), and once that page
+ * is unmapped (at once with MHEAP_DEBUG_SCAV_ON_FREE, else by a
+ * scavenge) a call on the struct faults in the metadata arena instead.
  */
 #include "objcache.h"
 

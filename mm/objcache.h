@@ -163,11 +163,11 @@ static inline void objcache_free(struct objcache *c, void *p)
 
 /* Destroys c (NULL: nothing) and returns true; or, with objects of it
  * out, keeps it, says how many on one line and returns false (the caller
- * may free them and try again; with more frees than allocations, another
- * cache's or kmalloc's objects of its class freed to it, kept for good,
- * as Linux keeps a cache it cannot shut down). Thread context; nothing
- * may use c meanwhile. A c that is no cache of its heap (destroyed
- * already, or at once by another call) mm_panics saying so. */
+ * may free them and try again; with more frees than allocations, other
+ * objects of its class freed to it, kept for good, as Linux does).
+ * Thread context; nothing may use c meanwhile. A c that is no cache of
+ * its heap (destroyed already, or at once by another call) mm_panics
+ * saying so while its struct's page lives (objcache.c, "Limits"). */
 bool objcache_destroy(struct objcache *c);
 
 /* What the listing gives of a cache. */

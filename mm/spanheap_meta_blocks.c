@@ -48,7 +48,9 @@
  * make and destroy their metadata there.
  *
  * Limits: a freed block keeps its bytes but its first word until it is
- * reused or its run goes back (a destroyed cache's marks, objcache.c).
+ * reused or its run goes back (a destroyed cache's marks, objcache.c);
+ * a run gone back may be unmapped (MHEAP_DEBUG_SCAV_ON_FREE, a scavenge),
+ * and a read of its blocks then faults.
  * A second free after the block's pages went to a new run of its size
  * is not seen if the block there is in use: it frees that one.
  * A request past SPANHEAP_META_BLOCK_MAX pays a page for its header: the
