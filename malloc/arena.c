@@ -227,8 +227,9 @@ bool mm_malloc_heaps_make(void)
 		 * rather than not at all (spanheap_init kept nothing but a
 		 * metadata heap, which this try takes again). Said
 		 * only if the heap works without it: a failure of the rest
-		 * (the span array under ulimit -d) was blamed on the pool
-		 * (until a review; API test setup_fails). */
+		 * for want of memory (under ulimit -d, the page heap's
+		 * growth to its reserve, or the span array) was blamed on
+		 * the pool (until a review; API test setup_fails). */
 		mm_malloc_guard_config(&sc, 0);
 		ok = spanheap_init(&mm_malloc_sh, &mm_malloc_heap, &sc);
 		if (ok)
