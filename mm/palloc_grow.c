@@ -127,24 +127,26 @@ static const char *config_problem(const struct palloc_config *cfg)
 	return NULL;
 }
 
-size_t palloc_metadata_bytes(size_t arena_bytes, unsigned flags)
+/* The layout's total for an arena of arena_bytes, reserved (the mapped
+ * bitmap too) or supplied; 0 if the arena is invalid. */
+static size_t layout_total(size_t arena_bytes, unsigned flags, bool reserved)
 {
 	struct palloc_config cfg = {.arena_bytes = arena_bytes, .flags = flags};
 	struct layout lo;
 	if (config_problem(&cfg))
 		return 0;
-	layout(&lo, arena_bytes, flags, false);
+	layout(&lo, arena_bytes, flags, reserved);
 	return lo.total;
+}
+
+size_t palloc_metadata_bytes(size_t arena_bytes, unsigned flags)
+{
+	return layout_total(arena_bytes, flags, false);
 }
 
 size_t palloc_reserved_bytes(size_t arena_bytes, unsigned flags)
 {
-	struct palloc_config cfg = {.arena_bytes = arena_bytes, .flags = flags};
-	struct layout lo;
-	if (config_problem(&cfg))
-		return 0;
-	layout(&lo, arena_bytes, flags, true);
-	return lo.total;
+	return layout_total(arena_bytes, flags, true);
 }
 
 static bool page_mapped(const struct palloc *p, size_t pg)
