@@ -67,7 +67,12 @@ KTEST(mheap, init_refuses_a_bad_config)
 		KEXPECT_EQ(mm_port_reserved_bytes(), r0);
 	}
 	mm_port_set_quiet(false);
-	/* The edges themselves are fine. */
+}
+
+/* The edges of init_refuses_a_bad_config's ranges are fine. */
+KTEST(mheap, init_takes_the_edges_of_a_config)
+{
+	size_t r0 = mm_port_reserved_bytes();
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = PALLOC_CHUNK_BYTES;
