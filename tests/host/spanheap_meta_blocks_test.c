@@ -202,6 +202,24 @@ KTEST(spanheap_meta_blocks, failure_injection_picks_a_block)
 	sh_heap_release(&heap, &sh);
 }
 
+/* A leak scan of sh with pool alone as its root: the leaks' count, *r
+ * the result and *first the first leak's address (0: none); -1 without
+ * memory for the work. */
+static long scan_from_pool(struct mempool *pool, struct spanheap_leak_result *r,
+                           uintptr_t *first)
+{
+	size_t bytes = spanheap_leak_work_bytes(&sh, 8);
+	void *work = calloc(1, bytes);
+	if (!work)
+		return -1;
+	struct spanheap_leak_range root = {(uintptr_t)pool,
+	                                   (uintptr_t)(pool + 1)};
+	long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 8, r);
+	*first = n >= 1 ? spanheap_leak_list(work)[0].addr : 0;
+	free(work);
+	return n;
+}
+
 /*
  * A pool's elements in its reserve are pointed to by its reserve array
  * alone, a block of the metadata heap that no root covers: the leak scan
@@ -219,18 +237,12 @@ KTEST(spanheap_meta_blocks, the_leak_scan_reads_a_pools_reserve)
 	KASSERT(lost);
 	uintptr_t lost_at = (uintptr_t)lost;
 	lost = NULL;
-	size_t bytes = spanheap_leak_work_bytes(&sh, 8);
-	void *work = calloc(1, bytes);
-	KASSERT(work);
-	struct spanheap_leak_range root = {(uintptr_t)&pool,
-	                                   (uintptr_t)(&pool + 1)};
 	struct spanheap_leak_result r;
-	long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 8, &r);
-	KEXPECT_EQ(n, 1);
-	KEXPECT(n >= 1 && spanheap_leak_list(work)[0].addr == lost_at);
+	uintptr_t first;
+	KEXPECT_EQ(scan_from_pool(&pool, &r, &first), 1);
+	KEXPECT_EQ(first, lost_at);
 	KEXPECT_EQ(r.objects, 5);
 	KEXPECT_EQ(r.reachable, 4);
-	free(work);
 	spanheap_free(&sh, (void *)lost_at);
 	KEXPECT(mempool_destroy(&pool));
 	sh_heap_release(&heap, &sh);
@@ -257,18 +269,12 @@ KTEST(spanheap_meta_blocks, an_element_taken_from_the_reserve_can_leak)
 	KASSERT(e);
 	uintptr_t lost_at = (uintptr_t)e;
 	e = NULL;
-	size_t bytes = spanheap_leak_work_bytes(&sh, 8);
-	void *work = calloc(1, bytes);
-	KASSERT(work);
-	struct spanheap_leak_range root = {(uintptr_t)&pool,
-	                                   (uintptr_t)(&pool + 1)};
 	struct spanheap_leak_result r;
-	long n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, 8, &r);
-	KEXPECT_EQ(n, 1);
-	KEXPECT(n >= 1 && spanheap_leak_list(work)[0].addr == lost_at);
+	uintptr_t first;
+	KEXPECT_EQ(scan_from_pool(&pool, &r, &first), 1);
+	KEXPECT_EQ(first, lost_at);
 	KEXPECT_EQ(r.objects, 4);
 	KEXPECT_EQ(r.reachable, 3);
-	free(work);
 	mempool_free(&pool, (void *)lost_at);
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
