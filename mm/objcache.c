@@ -59,7 +59,11 @@
  * while its struct's page of blocks lives: the last struct freed on a
  * page gives the page back (spanheap_meta_blocks.c), and once that page
  * is unmapped (at once with MHEAP_DEBUG_SCAV_ON_FREE, else by a
- * scavenge) a call on the struct faults in the metadata arena instead.
+ * scavenge) a call on the struct faults in the metadata arena instead;
+ * but objcache_destroy_in (the kernel's kmem_cache_destroy), given the
+ * heap, looks for the struct on its list before reading it, and panics
+ * whatever became of the page. A struct reused by a newer cache is that
+ * cache to all of them.
  */
 #include "objcache.h"
 
@@ -390,19 +394,10 @@ static const char *unlink_cache(struct spanheap *sh, struct objcache *c,
 	return NULL;
 }
 
-bool objcache_destroy(struct objcache *c)
+/* objcache_destroy's work once the heap is known (NULL: c is none of a
+ * heap's): unlinks c and frees its blocks, or panics or refuses. */
+static bool destroy_in(struct spanheap *sh, struct objcache *c)
 {
-	if (!c)
-		return true;
-	spanheap_assert_can_sleep("objcache_destroy");
-	/* The slot before c->sh: a destroyed cache's is past the last
-	 * until its struct is reused. c->sh is not the struct's first word,
-	 * which its block's free makes the free chain, so a destroy that
-	 * read the slot just before another destroy's free still finds the
-	 * heap, and then no c on its list. Atomic: that other destroy may
-	 * be writing it (a misuse, told apart, not a data race). */
-	unsigned slot = __atomic_load_n(&c->slot, __ATOMIC_RELAXED);
-	struct spanheap *sh = slot < SLOT_DESTROYED ? c->sh : NULL;
 	const char *why = not_linked;
 	int64_t live = 0, *area = NULL;
 	if (sh) {
@@ -433,6 +428,31 @@ bool objcache_destroy(struct objcache *c)
 	spanheap_meta_free(sh, area, AREA_BYTES);
 	spanheap_meta_free(sh, c, sizeof(*c));
 	return true;
+}
+
+bool objcache_destroy(struct objcache *c)
+{
+	if (!c)
+		return true;
+	spanheap_assert_can_sleep("objcache_destroy");
+	/* The slot before c->sh: a destroyed cache's is past the last
+	 * until its struct is reused. c->sh is not the struct's first word,
+	 * which its block's free makes the free chain, so a destroy that
+	 * read the slot just before another destroy's free still finds the
+	 * heap, and then no c on its list. Atomic: that other destroy may
+	 * be writing it (a misuse, told apart, not a data race). */
+	unsigned slot = __atomic_load_n(&c->slot, __ATOMIC_RELAXED);
+	return destroy_in(slot < SLOT_DESTROYED ? c->sh : NULL, c);
+}
+
+/* Given the heap, c is looked for on its list before it is read: a
+ * destroyed cache's struct may lie on a page given back and unmapped. */
+bool objcache_destroy_in(struct spanheap *sh, struct objcache *c)
+{
+	if (!c)
+		return true;
+	spanheap_assert_can_sleep("objcache_destroy_in");
+	return destroy_in(sh, c);
 }
 
 void objcache_info(const struct objcache *c, struct objcache_info *out)

@@ -23,9 +23,8 @@
  *     records list a cache's own live objects by the stack that
  *     allocated them (spanheap_alloc_traces_owned, with the owner
  *     objcache_info gives), for the leak a refused destroy reports.
- * No constructor: objects are handed out as kmalloc's are (MM_ZERO for
- * zeroed ones); a constructor's contract (a freed object stays built)
- * needs spans of the cache's own, as Linux never merges such caches.
+ * No constructor (a freed object staying built needs spans of the
+ * cache's own, as Linux never merges such caches): MM_ZERO zeroes.
  *
  * Contexts: objcache_alloc and objcache_free as spanheap_alloc and
  * spanheap_free (any context but NMI; thread context without MM_ATOMIC);
@@ -46,9 +45,8 @@
 #define OBJCACHE_MAX      64
 #define OBJCACHE_NAME_MAX 31
 
-/* A cache: objcache.c's, here for the inline paths below; callers read
- * nothing of it (objcache_info). Fixed from creation to destruction, but
- * next (the heap's list, under heap->lock). */
+/* A cache, here for the inline paths below (callers: objcache_info).
+ * Fixed from creation to destruction but next (heap->lock's list). */
 struct objcache {
 	/* its counter in CPU 0's row of the area; the first word, which a
 	 * freed block's chain takes, not sh (objcache_destroy) */
@@ -166,9 +164,11 @@ static inline void objcache_free(struct objcache *c, void *p)
  * may free them and try again; with more frees than allocations, other
  * objects of its class freed to it, kept for good, as Linux does).
  * Thread context; nothing may use c meanwhile. A c that is no cache of
- * its heap (destroyed already, or at once by another call) mm_panics
- * saying so while its struct's page lives (objcache.c, "Limits"). */
+ * the heap (destroyed already, or at once by another call) mm_panics
+ * saying so: with _in, given the heap, always; without, which reads c
+ * for its heap, while its struct's page lives (objcache.c, "Limits"). */
 bool objcache_destroy(struct objcache *c);
+bool objcache_destroy_in(struct spanheap *sh, struct objcache *c);
 
 /* What the listing gives of a cache. */
 struct objcache_info {

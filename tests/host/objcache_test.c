@@ -17,6 +17,7 @@
 #include "../../mm/mempool.h"
 #include "../../mm/objcache.h"
 #include "../../mm/spanheap_internal.h"
+#include "fault_touch_util.h"
 #include "objcache_test_util.h"
 #include "spanheap_test_util.h"
 
@@ -395,4 +396,27 @@ KTEST(objcache, thousands_of_creates_and_destroys_give_everything_back)
 {
 	cycles(false);
 	cycles(true);
+}
+
+/*
+ * A cache alone on its struct's page of metadata blocks: its destroy
+ * gives the page back, and a release-all unmaps it. A second destroy
+ * given the heap (objcache_destroy_in, the kernel's kmem_cache_destroy)
+ * looks for the cache on the heap's list before it reads the struct, and
+ * panics saying so; objcache_destroy, which reads the struct for its
+ * heap, faulted there (found by review, a SIGSEGV in objcache_destroy).
+ */
+KTEST(objcache, a_second_destroy_given_the_heap_panics_with_the_page_gone)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *a = objcache_create(&sh, "lone", 24, 0);
+	KASSERT(a);
+	KEXPECT(objcache_destroy_in(&sh, a));
+	spanheap_release_all(&sh);
+	KEXPECT(touch_faults((char *)a)); /* the page is gone */
+	SH_EXPECT_PANIC(objcache_destroy_in(&sh, a),
+	                "no cache of the heap's (a cache destroyed already?)");
+	KEXPECT(objcache_destroy_in(&sh, NULL));
+	SH_CHECK(&sh, "after the second destroy");
+	sh_heap_release(&heap, &sh);
 }
