@@ -50,6 +50,10 @@ static struct spanheap *heap_get(void)
 		ktest_fail_at(__FILE__, __LINE__, "spanheap_init failed");
 		return NULL;
 	}
+	/* The page heap's scavenger after spanheap_init, which refuses a
+	 * page heap whose thread runs; no threads here, so it is refused
+	 * (init_without_threads checks how). */
+	(void)mheap_scavenger_start(&heap);
 	heap_ready = true;
 	heap_space = min_port_reserved_bytes();
 	heap_nreserves = min_port_n.reserves;
@@ -124,8 +128,8 @@ KTEST(min_port, init_without_threads)
 	KEXPECT_EQ(min_port_n.logs, logs + 2);
 	KEXPECT_STREQ(min_port_last_log,
 	              "spanheap: cannot start the sweeper thread");
-	KEXPECT_EQ(min_port_n.thread_refusals, 2);
-	mheap_scavenger_stop(&heap); /* nothing to join */
+	KEXPECT_EQ(min_port_n.thread_refusals, 3); /* heap_get's, these two */
+	mheap_scavenger_stop(&heap);               /* nothing to join */
 	spanheap_sweeper_stop(sh);
 	KEXPECT(min_port_in_space((void *)heap.arena_base));
 	/* What PORTING.md says mheap_init reserves: the arena, the span
@@ -155,6 +159,36 @@ KTEST(min_port, init_without_threads)
 	           (unsigned long long)min_port_n.event_timeouts,
 	           (unsigned long long)min_port_n.released_pages);
 	check_heaps(sh);
+}
+
+/* PORTING.md section 3's order: spanheap_init refuses a page heap not
+ * set up, saying so and reserving nothing; the metadata heap it makes is
+ * served by the page heap's scavenger and takes none of its own, refused
+ * with a line before the port is asked for a thread. */
+KTEST(min_port, set_up_order)
+{
+	struct spanheap *sh = heap_get();
+	KASSERT(sh != NULL);
+	static struct mheap unset;
+	static struct spanheap other;
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	uint64_t reserves = min_port_n.reserves, logs = min_port_n.logs;
+	KEXPECT(!spanheap_init(&other, &unset, &sc));
+	KEXPECT_EQ(min_port_n.reserves, reserves);
+	KEXPECT_EQ(min_port_n.logs, logs + 1);
+	KEXPECT_STREQ(min_port_last_log,
+	              "spanheap: the page heap is not set up (its mheap_init "
+	              "failed or was not called)");
+	uint64_t refusals = min_port_n.thread_refusals;
+	KEXPECT(!mheap_scavenger_start(&sh->meta));
+	KEXPECT_EQ(min_port_n.logs, logs + 2);
+	KEXPECT_STREQ(min_port_last_log,
+	              "mheap: no scavenger of its own for a heap served by "
+	              "another heap's (start that one)");
+	KEXPECT_EQ(min_port_n.thread_refusals, refusals);
+	KEXPECT(sh->meta.scav_by == &heap);
+	KEXPECT(heap.scav_also == &sh->meta);
 }
 
 /* Every size from 0 to 64 KiB in uneven steps, then a few large ones, all
