@@ -55,6 +55,16 @@ static bool small_heap(size_t *used, size_t *reserved)
 		KEXPECT_EQ(mm_port_reserved_bytes(), (reserved));    \
 	} while (0)
 
+/* One object allocated and freed on sh, then the checker (saying when). */
+static void one_object_and_check(const char *when)
+{
+	mm_port_set_cpu(0);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KEXPECT(p != NULL);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, when);
+}
+
 /* The init that works once memory is back: a pool and a depot, an object
  * allocated and freed, the checker clean; then everything given back. */
 static void init_works(const struct spanheap_config *cfg, size_t reserved)
@@ -64,11 +74,7 @@ static void init_works(const struct spanheap_config *cfg, size_t reserved)
 	KEXPECT(atomic_load(&sh.depot.pages) > 0);
 	KEXPECT_EQ(mm_port_reserved_bytes(),
 	           reserved + sh.guard.bytes + sh_meta_reserved_bytes(&sh));
-	mm_port_set_cpu(0);
-	void *p = spanheap_alloc(&sh, 64, 0);
-	KEXPECT(p != NULL);
-	spanheap_free(&sh, p);
-	SH_CHECK(&sh, "after the init that worked");
+	one_object_and_check("after the init that worked");
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 }
 
@@ -213,12 +219,8 @@ KTEST(spanheap_init_fail, retries_take_the_metadata_heap_kept_again)
 	uintptr_t first_base = 0;
 	for (unsigned nth = 1; nth < 64 && !up; nth++) {
 		retries_over_kept += sh.meta.arena_pages != 0;
-		mm_port_set_quiet(true);
-		mm_port_fail_map_at(nth);
-		up = spanheap_init(&sh, &heap, &cfg);
-		mm_port_fail_map_at(0);
-		mm_port_set_quiet(false);
-		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		up = sh_init_port_failing(&sh, &heap, &cfg, mm_port_fail_map_at,
+		                          nth, used);
 		if (!sh.meta.arena_pages)
 			continue; /* failed before a metadata heap was made */
 		if (!first_base)
@@ -245,11 +247,7 @@ KTEST(spanheap_init_fail, retries_take_the_metadata_heap_kept_again)
 	KEXPECT(sh.meta.frames_peer == &heap);
 	KEXPECT(heap.scav_also == &sh.meta);
 	KEXPECT(sh.meta.scav_by == &heap);
-	mm_port_set_cpu(0);
-	void *p = spanheap_alloc(&sh, 64, 0);
-	KEXPECT(p != NULL);
-	spanheap_free(&sh, p);
-	SH_CHECK(&sh, "after the retries");
+	one_object_and_check("after the retries");
 	sh_heap_release(&heap, &sh);
 }
 
@@ -269,12 +267,8 @@ KTEST(spanheap_init_fail, no_room_for_the_metadata_heap_gives_the_pool_back)
 	guard_config(&cfg);
 	unsigned seen = 0;
 	for (unsigned nth = 1; nth <= 8; nth++) {
-		mm_port_set_quiet(true);
-		mm_port_fail_reserve(nth);
-		bool up = spanheap_init(&sh, &heap, &cfg);
-		mm_port_fail_reserve(0);
-		mm_port_set_quiet(false);
-		KEXPECT_EQ(sh_in_use_pages(&heap), used);
+		bool up = sh_init_port_failing(&sh, &heap, &cfg,
+		                               mm_port_fail_reserve, nth, used);
 		if (!up && strstr(mm_port_last_log(),
 		                  "cannot set up the metadata heap")) {
 			seen++;
@@ -285,10 +279,7 @@ KTEST(spanheap_init_fail, no_room_for_the_metadata_heap_gives_the_pool_back)
 		if (up)
 			mm_port_unreserve((void *)sh.guard.base,
 			                  sh.guard.bytes);
-		if (sh.meta.arena_pages) {
-			mh_release(&sh.meta);
-			memset(&sh.meta, 0, sizeof(sh.meta));
-		}
+		sh_meta_release(&sh);
 		KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
 	}
 	KEXPECT(seen > 0);
@@ -320,10 +311,6 @@ KTEST(spanheap_init_fail, a_metadata_arena_too_large_for_the_room_is_halved)
 	           want / 2 & ~((size_t)PALLOC_CHUNK_BYTES - 1));
 	KEXPECT_EQ(mm_port_reserved_bytes(),
 	           reserved + sh_meta_reserved_bytes(&sh));
-	mm_port_set_cpu(0);
-	void *p = spanheap_alloc(&sh, 64, 0);
-	KEXPECT(p != NULL);
-	spanheap_free(&sh, p);
-	SH_CHECK(&sh, "over a halved metadata arena");
+	one_object_and_check("over a halved metadata arena");
 	sh_heap_release(&heap, &sh);
 }

@@ -9,6 +9,25 @@
 #include "../../kernel/ktest.h"
 #include "spanheap_test_util.h"
 
+/* spanheap_init(sh, h, cfg) with the port quiet and fail(nth) armed
+ * around it (mm_port_fail_map_at or mm_port_fail_reserve: the port's nth
+ * mapping or reservation refused); fails the current test unless h has
+ * used pages in use after it, worked or not (an init takes none of the
+ * object heap's pages). */
+static inline bool sh_init_port_failing(struct spanheap *sh, struct mheap *h,
+                                        const struct spanheap_config *cfg,
+                                        void (*fail)(unsigned), unsigned nth,
+                                        size_t used)
+{
+	mm_port_set_quiet(true);
+	fail(nth);
+	bool up = spanheap_init(sh, h, cfg);
+	fail(0);
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(sh_in_use_pages(h), used);
+	return up;
+}
+
 /*
  * Runs spanheap_init(sh, h, cfg) with the port refusing its nth mapping,
  * n = 1, 2, ..., until it works (true; false if 63 tries failed). After
@@ -33,13 +52,8 @@ static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
 	*seen = false;
 	for (unsigned nth = 1; nth < 64; nth++) {
 		size_t before = mm_port_reserved_bytes();
-		mm_port_set_quiet(true);
-		mm_port_fail_map_at(nth);
-		bool up = spanheap_init(sh, h, cfg);
-		mm_port_fail_map_at(0);
-		mm_port_set_quiet(false);
-		KEXPECT_EQ(sh_in_use_pages(h), used);
-		if (up)
+		if (sh_init_port_failing(sh, h, cfg, mm_port_fail_map_at, nth,
+		                         used))
 			return true;
 		bool hit = strstr(mm_port_last_log(), said) != NULL;
 		if (hit) {
@@ -56,10 +70,7 @@ static inline bool sh_init_until_maps_suffice(struct spanheap *sh,
 			KEXPECT_EQ(mm_port_reserved_bytes(),
 			           before + sh_meta_reserved_bytes(sh));
 		}
-		if (sh->meta.arena_pages) { /* kept by a try that made it */
-			mh_release(&sh->meta);
-			memset(&sh->meta, 0, sizeof(sh->meta));
-		}
+		sh_meta_release(sh); /* kept by a try that made it */
 		if (hit)
 			KEXPECT_EQ(mm_port_reserved_bytes(), before);
 	}

@@ -220,6 +220,20 @@ static long scan_from_pool(struct mempool *pool, struct spanheap_leak_result *r,
 	return n;
 }
 
+/* Fails the current test unless scan_from_pool(pool) finds one leak, the
+ * object at lost_at, among nobjects live ones, the others reachable (the
+ * reserve's elements, through the pool's array). */
+static void expect_the_one_leak(struct mempool *pool, uintptr_t lost_at,
+                                size_t nobjects)
+{
+	struct spanheap_leak_result r;
+	uintptr_t first;
+	KEXPECT_EQ(scan_from_pool(pool, &r, &first), 1);
+	KEXPECT_EQ(first, lost_at);
+	KEXPECT_EQ(r.objects, nobjects);
+	KEXPECT_EQ(r.reachable, nobjects - 1);
+}
+
 /*
  * A pool's elements in its reserve are pointed to by its reserve array
  * alone, a block of the metadata heap that no root covers: the leak scan
@@ -237,12 +251,7 @@ KTEST(spanheap_meta_blocks, the_leak_scan_reads_a_pools_reserve)
 	KASSERT(lost);
 	uintptr_t lost_at = (uintptr_t)lost;
 	lost = NULL;
-	struct spanheap_leak_result r;
-	uintptr_t first;
-	KEXPECT_EQ(scan_from_pool(&pool, &r, &first), 1);
-	KEXPECT_EQ(first, lost_at);
-	KEXPECT_EQ(r.objects, 5);
-	KEXPECT_EQ(r.reachable, 4);
+	expect_the_one_leak(&pool, lost_at, 5);
 	spanheap_free(&sh, (void *)lost_at);
 	KEXPECT(mempool_destroy(&pool));
 	sh_heap_release(&heap, &sh);
@@ -269,12 +278,7 @@ KTEST(spanheap_meta_blocks, an_element_taken_from_the_reserve_can_leak)
 	KASSERT(e);
 	uintptr_t lost_at = (uintptr_t)e;
 	e = NULL;
-	struct spanheap_leak_result r;
-	uintptr_t first;
-	KEXPECT_EQ(scan_from_pool(&pool, &r, &first), 1);
-	KEXPECT_EQ(first, lost_at);
-	KEXPECT_EQ(r.objects, 4);
-	KEXPECT_EQ(r.reachable, 3);
+	expect_the_one_leak(&pool, lost_at, 4);
 	mempool_free(&pool, (void *)lost_at);
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));

@@ -202,17 +202,24 @@ static inline size_t sh_meta_reserved_bytes(const struct spanheap *sh)
 	       m->arena_pages * sizeof(void *) + MM_PAGE_SIZE;
 }
 
-/* Gives h's reservations back to the port, and those of sh's metadata
- * heap (mm/spanheap_meta.c) if its set-up made one (zeroed after, so that
- * a later test's failed set-up does not give them back twice). No thread
- * may use h or sh any more. */
-static inline void sh_heap_release(struct mheap *h, struct spanheap *sh)
+/* Gives the reservations of sh's metadata heap (mm/spanheap_meta.c) back
+ * to the port if a set-up made one (a failed one keeps them), and zeroes
+ * it, so that a later test's failed set-up does not give them back twice
+ * nor take that heap again. No thread may use it any more. */
+static inline void sh_meta_release(struct spanheap *sh)
 {
-	mh_release(h);
 	if (sh->meta.arena_pages) {
 		mh_release(&sh->meta);
 		memset(&sh->meta, 0, sizeof(sh->meta));
 	}
+}
+
+/* Gives h's reservations back to the port, and sh's metadata heap's
+ * (sh_meta_release). No thread may use h or sh any more. */
+static inline void sh_heap_release(struct mheap *h, struct spanheap *sh)
+{
+	mh_release(h);
+	sh_meta_release(sh);
 }
 
 /* spanheap_where_log(sh, p)'s lines into buf (size bytes), none on
