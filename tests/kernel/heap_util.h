@@ -6,6 +6,7 @@
 
 #include "kernel/heap.h"
 #include "kernel/ksyms.h"
+#include "kernel/ktest.h"
 #include "kernel/string.h"
 #include "kernel/thread.h"
 
@@ -42,6 +43,41 @@ static inline bool heap_threads_start(void)
 	bool scav = mheap_scavenger_start(&kheap);
 	bool sweeper = spanheap_sweeper_start(&kspanheap);
 	return scav && sweeper;
+}
+
+/* Skips the calling test under mm.debug_pagealloc, where a free gives its
+ * pages back itself and none is left for a scavenge to find. */
+#define HEAP_SKIP_IF_FREES_SCAVENGE()                                  \
+	do {                                                           \
+		if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)        \
+			KTEST_SKIP("mm.debug_pagealloc: a free gives " \
+			           "its pages back itself, none is "   \
+			           "left to scavenge");                \
+	} while (0)
+
+/*
+ * Frees npages of the span heap's metadata heap, written first so that
+ * they are backed, and waits until kheap's background scavenger, which
+ * serves that heap too (mm/mheap_scav.c, "served"), has given some of its
+ * pages back: *m0 and *m are that heap's statistics before and after.
+ * False if the pages could not be had. No bound on the wait: run-ktest's
+ * timeout names a hang. Thread context, the scavenger running.
+ */
+static inline bool heap_meta_free_until_bg_scavenge(size_t npages,
+                                                    struct mheap_stats *m0,
+                                                    struct mheap_stats *m)
+{
+	mheap_stats(&kspanheap.meta, m0);
+	uint8_t *p = mheap_alloc_pages(&kspanheap.meta, npages, 0);
+	if (p == NULL)
+		return false;
+	memset(p, 0x5a, npages * MM_PAGE_SIZE);
+	mheap_free_pages(&kspanheap.meta, p, npages);
+	do {
+		thread_sleep_ns(1000000);
+		mheap_stats(&kspanheap.meta, m);
+	} while (m->n.bg_pages == m0->n.bg_pages);
+	return true;
 }
 
 /* Pages the span heap keeps for itself by design (its span structs, the

@@ -379,20 +379,9 @@ KTEST(scavenger, kernel_heap_release_all_and_meminfo)
  */
 KTEST(scavenger, kernel_scavenger_serves_the_metadata_heap)
 {
-	enum { N = 256 };
-	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
-		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
-		           "itself, none is left to scavenge");
+	HEAP_SKIP_IF_FREES_SCAVENGE();
 	struct mheap_stats m0, m;
-	mheap_stats(&kspanheap.meta, &m0);
-	uint8_t *p = mheap_alloc_pages(&kspanheap.meta, N, 0);
-	KASSERT(p != NULL);
-	memset(p, 0x5a, (size_t)N * MM_PAGE_SIZE);
-	mheap_free_pages(&kspanheap.meta, p, N);
-	do {
-		thread_sleep_ns(1000000);
-		mheap_stats(&kspanheap.meta, &m);
-	} while (m.n.bg_pages == m0.n.bg_pages);
+	KASSERT(heap_meta_free_until_bg_scavenge(256, &m0, &m));
 	ktest_diag("the metadata heap: %lu pages given back in the "
 	           "background, %zu free backed, goal %zu",
 	           (unsigned long)(m.n.bg_pages - m0.n.bg_pages),

@@ -82,19 +82,24 @@ static bool line_numbers(const char *p, const char *const *before, uint64_t *v,
 	return true;
 }
 
-/* "scavenge: P pages (K KiB) scavenged in U us; free backed A -> B
- * pages; frames free C -> D": K is 4 P, and D is C + P (each page
- * scavenged gives its frame back), P at least the run freed before. */
-KTEST(shell_mem, scavenge_reports_its_pages_in_kib_and_frames)
+/* The numbers of the captured line "scavenge: P pages (K KiB) scavenged
+ * in U us; free backed A -> B pages; frames free C -> D" into v: P, K, C,
+ * D; false if one is missing. */
+static bool scavenge_numbers(uint64_t v[4])
 {
-	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
-		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
-		           "itself, none is left to scavenge");
 	static const char *const before[4] = {"scavenge: ", "(", "frames free ",
 	                                      "-> "};
+	return line_numbers(seen, before, v, 4);
+}
+
+/* scavenge's line: K is 4 P, and D is C + P (each page scavenged gives
+ * its frame back), P at least the run freed before. */
+KTEST(shell_mem, scavenge_reports_its_pages_in_kib_and_frames)
+{
+	HEAP_SKIP_IF_FREES_SCAVENGE();
 	uint64_t v[4] = {0}; /* P, K, C, D */
 	run_stopped("scavenge");
-	KASSERT(line_numbers(seen, before, v, 4));
+	KASSERT(scavenge_numbers(v));
 	ktest_diag("scavenged %llu pages, frames free %llu -> %llu",
 	           (unsigned long long)v[0], (unsigned long long)v[2],
 	           (unsigned long long)v[3]);
@@ -108,11 +113,7 @@ KTEST(shell_mem, scavenge_reports_its_pages_in_kib_and_frames)
  * scavenged kheap's alone, and the 64 pages freed here stayed backed. */
 KTEST(shell_mem, scavenge_covers_the_metadata_heap)
 {
-	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
-		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
-		           "itself, none is left to scavenge");
-	static const char *const before[4] = {"scavenge: ", "(", "frames free ",
-	                                      "-> "};
+	HEAP_SKIP_IF_FREES_SCAVENGE();
 	uint64_t v[4] = {0}; /* P, K, C, D */
 	heap_threads_stop();
 	void *run = mheap_alloc_pages(&kspanheap.meta, 64, 0);
@@ -125,7 +126,7 @@ KTEST(shell_mem, scavenge_covers_the_metadata_heap)
 	struct mheap_stats m;
 	mheap_stats(&kspanheap.meta, &m);
 	KEXPECT(heap_threads_start());
-	KASSERT(line_numbers(seen, before, v, 4));
+	KASSERT(scavenge_numbers(v));
 	ktest_diag("scavenged %llu pages; metadata heap %zu free backed after",
 	           (unsigned long long)v[0], m.free_backed_pages);
 	KEXPECT(v[0] >= 64);
@@ -175,20 +176,9 @@ KTEST(shell_mem, meminfo_and_slabinfo_show_the_metadata_heap)
  * alone, and no line told the metadata heap's. */
 KTEST(shell_mem, meminfo_tells_the_metadata_heaps_scavenging)
 {
-	enum { N = 256 };
-	if (kheap.cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE)
-		KTEST_SKIP("mm.debug_pagealloc: a free gives its pages back "
-		           "itself, none is left to scavenge");
+	HEAP_SKIP_IF_FREES_SCAVENGE();
 	struct mheap_stats m0, m;
-	mheap_stats(&kspanheap.meta, &m0);
-	uint8_t *p = mheap_alloc_pages(&kspanheap.meta, N, 0);
-	KASSERT(p != NULL);
-	memset(p, 0x5a, (size_t)N * MM_PAGE_SIZE);
-	mheap_free_pages(&kspanheap.meta, p, N);
-	do { /* no bound: run-ktest's timeout names a hang */
-		thread_sleep_ns(1000000);
-		mheap_stats(&kspanheap.meta, &m);
-	} while (m.n.bg_pages == m0.n.bg_pages);
+	KASSERT(heap_meta_free_until_bg_scavenge(256, &m0, &m));
 	KEXPECT_EQ(capture_run_line("meminfo"), SHELL_OK);
 	static const char *const before[2] = {"metadata heap: scavenger: ",
 	                                      "runs, "};
