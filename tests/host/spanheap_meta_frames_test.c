@@ -164,16 +164,8 @@ KTEST(spanheap_meta_frames, the_peer_scavenges_only_what_its_heap_left_short)
  */
 KTEST(spanheap_meta_frames, a_full_object_arena_fits_its_metadata)
 {
-	struct mheap_config hc;
-	mheap_config_default(&hc);
-	hc.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
-	hc.reserve_pages = 0;
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.poison = true;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	KASSERT(sh_heap_tight_poison(&heap, &sh, 2 * PALLOC_CHUNK_BYTES));
 	KASSERT(sh.track);
-	mm_port_set_cpu(0);
 	size_t n = 0;
 	mm_port_set_quiet(true);
 	while (spanheap_alloc(&sh, sh_poison_size(1), 0))

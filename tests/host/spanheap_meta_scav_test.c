@@ -58,11 +58,7 @@ static void wait_scav_idle(void)
 static void expect_dump_tells(const struct mheap_stats *ms)
 {
 	static char log[16384];
-	mm_port_set_quiet(true);
-	mm_port_log_capture(log, sizeof(log));
-	spanheap_dump(&sh);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
+	sh_dump_log(&sh, log, sizeof(log));
 	char want[96];
 	snprintf(want, sizeof(want),
 	         "\nmheap meta: scavenger: %lu runs, %lu "

@@ -408,11 +408,7 @@ KTEST(spanheap_meta, statistics_and_dump_show_the_metadata_heap)
 	KEXPECT_EQ(st.meta.in_use_pages, sh_kept_pages(&sh));
 	KEXPECT_EQ(st.meta_arena_bytes, sh.meta.arena_pages * MM_PAGE_SIZE);
 	static char buf[8192];
-	mm_port_set_quiet(true);
-	mm_port_log_capture(buf, sizeof(buf));
-	spanheap_dump(&sh);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
+	sh_dump_log(&sh, buf, sizeof(buf));
 	char want[64];
 	snprintf(want, sizeof(want), "metadata heap: %zu pages in use",
 	         st.meta.in_use_pages);

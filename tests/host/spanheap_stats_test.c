@@ -376,11 +376,7 @@ KTEST(spanheap_stats, dump_shows_the_heap_as_it_is)
 	void *big = spanheap_alloc(&sh, 100000, 0); /* 25 pages */
 	KASSERT(big);
 	static char log[16384];
-	mm_port_set_quiet(true);
-	mm_port_log_capture(log, sizeof(log));
-	spanheap_dump(&sh);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
+	sh_dump_log(&sh, log, sizeof(log));
 	unsigned cls = sizeclass_of(1024);
 	const struct sizeclass_info *ci = &sizeclass_info[cls];
 	size_t span_bytes = ci->npages * MM_PAGE_SIZE,
