@@ -148,6 +148,13 @@ KTEST(min_port, init_without_threads)
 	KEXPECT_EQ(heap_space, first + mheap_space(meta));
 	KEXPECT_EQ(heap_space, (size_t)(18432 + 4128) << 10);
 	KEXPECT_EQ(mheap_space(ARENA_BYTES), (size_t)16440 << 10);
+	/* PORTING.md's sum of what the two set-ups reserve: all of it but
+	 * the padding before the metadata heap's chunk-aligned arena. */
+	size_t room = mheap_reserved_bytes(ARENA_BYTES) +
+	              mheap_reserved_bytes(spanheap_meta_arena_bytes(
+	                      &sh->cfg, ARENA_BYTES)) +
+	              spanheap_guard_bytes(sh->cfg.guard_slots);
+	KEXPECT_EQ(heap_space - room, first - mheap_space(ARENA_BYTES));
 	/* What the hosted malloc fits under a limit (malloc/arena.c). */
 	KEXPECT_EQ(mheap_reserved_bytes(ARENA_BYTES), mheap_space(ARENA_BYTES));
 	KEXPECT_EQ(mheap_reserved_bytes(meta), mheap_space(meta));
