@@ -464,6 +464,36 @@ KTEST(min_port, debug_scav_on_free_in_both_contexts)
 	mheap_check(&dh);
 }
 
+/* PORTING.md section 3: mheap_init grows nothing, and a page heap used
+ * on its own is grown to its reserve by mheap_refill, after which its
+ * first MHEAP_ATOMIC | MHEAP_NO_GROW allocation finds pages;
+ * spanheap_init grows the page heap it is given the same way. */
+KTEST(min_port, a_page_heap_alone_refills_to_its_reserve)
+{
+	struct mheap_stats st;
+	KASSERT(heap_get() != NULL);
+	mheap_stats(&heap, &st);
+	KEXPECT(st.grown_pages >= 16); /* heap_get's reserve_pages */
+	static struct mheap alone;
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 2 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = 16;
+	KASSERT(mheap_init(&alone, &cfg));
+	mheap_stats(&alone, &st);
+	KEXPECT_EQ(st.grown_pages, 0);
+	KEXPECT(mheap_alloc_pages(&alone, 1, MHEAP_ATOMIC | MHEAP_NO_GROW) ==
+	        NULL);
+	KEXPECT(mheap_refill(&alone));
+	mheap_stats(&alone, &st);
+	KEXPECT(st.grown_pages >= 16);
+	void *p = mheap_alloc_pages(&alone, 1, MHEAP_ATOMIC | MHEAP_NO_GROW);
+	KEXPECT(p != NULL);
+	if (p)
+		mheap_free_pages(&alone, p, 1);
+	mheap_check(&alone);
+}
+
 /* Runs free(p) expecting mm_panic; true if it came, with want in its
  * message. */
 static bool free_panics(struct spanheap *sh, void *p, const char *want)
