@@ -80,6 +80,22 @@ static bool refuse_expedited(void)
 	return seccomp_install(code, sizeof(code) / sizeof(code[0]), 0) == 0;
 }
 
+/* The start of a scenario whose fences are all the shootdown: 0 with
+ * refuse_expedited's filter on this thread, else the status to return
+ * (fast_path_or_skip's, or 77, a skip, saying why, where no filter can be
+ * installed). */
+static int shootdown_fences_or_skip(void)
+{
+	int st = fast_path_or_skip();
+	if (st)
+		return st;
+	if (!refuse_expedited()) {
+		fprintf(stderr, "no seccomp filter (errno %d)", errno);
+		return 77;
+	}
+	return 0;
+}
+
 static atomic_bool claim_armed, claim_fencing, fork_returned;
 static _Thread_local volatile bool is_forker;
 
@@ -128,13 +144,9 @@ static int fork_again(void)
  */
 int fork_beside_shootdown(void)
 {
-	int st = fast_path_or_skip();
+	int st = shootdown_fences_or_skip();
 	if (st)
 		return st;
-	if (!refuse_expedited()) {
-		fprintf(stderr, "no seccomp filter (errno %d)", errno);
-		return 77;
-	}
 	mm_malloc_test_hook = in_shootdown_window;
 	if (share_prepare(false) != 0)
 		return 2;
@@ -188,13 +200,9 @@ static void note_shootdown_mask(enum mm_malloc_hook_point where)
  */
 int shootdown_blocks_signals(void)
 {
-	int st = fast_path_or_skip();
+	int st = shootdown_fences_or_skip();
 	if (st)
 		return st;
-	if (!refuse_expedited()) {
-		fprintf(stderr, "no seccomp filter (errno %d)", errno);
-		return 77;
-	}
 	free(malloc(16)); /* this thread's slot */
 	mm_malloc_test_hook = note_shootdown_mask;
 	malloc_trim(0);
