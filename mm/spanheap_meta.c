@@ -63,9 +63,11 @@
  *
  * Locking: sh->meta.lock (MM_RANK_HEAP, a leaf) guards its pages only:
  * the span heap calls the metadata heap as it called the object heap for
- * its structures, with no mm lock held (or, for the depot's chunks from
- * poison mode's records, a class lock, which ranks above), and never
- * under sh->heap's lock; the scavenger thread and a scavenge for frames
+ * its structures, with no mm lock held, and never under sh->heap's lock
+ * (some calls pinned: a CPU's slab, and a depot chunk for a free's record
+ * in poison mode, spanheap_mag_full's path, ask with MHEAP_ATOMIC; a
+ * review found no depot chunk asked for under a class lock, as this said
+ * until then); the scavenger thread and a scavenge for frames
  * take one heap's lock at a time, so the two heap locks are never
  * nested.
  *
