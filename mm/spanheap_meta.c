@@ -189,11 +189,15 @@ static void peer_up(struct spanheap *sh)
 	sh->heap->scav_also = &sh->meta;
 }
 
-/* The object heap's links to a metadata heap there is not (yet). */
+/* The links both ways, for a metadata heap there is not (yet), or one a
+ * failed try keeps: until a review the kept one still named the object
+ * heap, which its caller may give back before a retry brings another. */
 static void peer_down(struct spanheap *sh)
 {
 	sh->heap->frames_peer = NULL;
 	sh->heap->scav_also = NULL;
+	sh->meta.frames_peer = NULL;
+	sh->meta.scav_by = NULL;
 }
 
 bool spanheap_meta_init(struct spanheap *sh)

@@ -314,3 +314,39 @@ KTEST(spanheap_init_fail, a_metadata_arena_too_large_for_the_room_is_halved)
 	one_object_and_check("over a halved metadata arena");
 	sh_heap_release(&heap, &sh);
 }
+
+/* What a try that fails after making its metadata heap leaves of the
+ * links between the two heaps: none, either way (the port refuses its
+ * nth mapping from now, n = 1, 2, ... until the init works). Until a
+ * review the kept metadata heap still named the object heap as its
+ * frames peer and as the heap whose scavenger serves it: harmless while
+ * that heap lived, a stale pointer into a caller's struct once it was
+ * given back (a retry may bring another). */
+KTEST(spanheap_init_fail, a_failed_try_leaves_the_heaps_unlinked)
+{
+	size_t used, reserved;
+	KASSERT(small_heap(&used, &reserved));
+	struct spanheap_config cfg;
+	spanheap_config_default(&cfg);
+	bool up = false;
+	unsigned kept = 0;
+	for (unsigned nth = 1; nth < 64 && !up; nth++) {
+		mm_port_set_quiet(true);
+		mm_port_fail_map_at(nth);
+		up = spanheap_init(&sh, &heap, &cfg);
+		mm_port_fail_map_at(0);
+		mm_port_set_quiet(false);
+		if (up || !spanheap_meta_kept(&sh))
+			continue;
+		kept++;
+		KEXPECT(heap.frames_peer == NULL);
+		KEXPECT(heap.scav_also == NULL);
+		KEXPECT(sh.meta.frames_peer == NULL);
+		KEXPECT(sh.meta.scav_by == NULL);
+	}
+	KASSERT(up);
+	KEXPECT(kept > 0);
+	KEXPECT(sh.meta.scav_by == &heap);
+	KEXPECT(sh.meta.frames_peer == &heap);
+	sh_heap_release(&heap, &sh);
+}
