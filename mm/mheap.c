@@ -228,12 +228,12 @@ void mheap_dump_named(struct mheap *h, const char *name)
 	       "waits); waits on a scavenge batch %lu; atomic refusals %lu",
 	       name, st.frames_free, st.n.grows, st.n.refills, st.n.grow_waits,
 	       st.n.scav_waits, st.n.atomic_fails);
-	mm_log("%s: scavenger: %lu runs, %lu pages, %lu us CPU; frames "
-	       "short: "
+	mm_log("%s: scavenger: %lu runs, %lu pages, %lu us CPU, %lu "
+	       "searches in vain; frames short: "
 	       "%lu runs, %lu pages; release-all %lu pages; debug %lu pages",
 	       name, st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000,
-	       st.n.sync_runs, st.n.sync_pages, st.n.release_pages,
-	       st.n.debug_pages);
+	       st.n.bg_barren, st.n.sync_runs, st.n.sync_pages,
+	       st.n.release_pages, st.n.debug_pages);
 }
 
 /* Why run r of a batch on h->taken is not a run of allocated pages of

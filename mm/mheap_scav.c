@@ -38,6 +38,7 @@
  *             (MHEAP_IDLE_NS at most), unless it is over its goal and
  *             pages were freed backed since its search (backed_frees
  *             moved past barren_frees): only those can be new to take.
+ *             Till then it does not search that heap again either.
  *             A free of >= 16 pages that leaves the heap over its goal
  *             wakes it (the debug mode's too, which frees scavenged but
  *             lowers the goal: mheap_free_wakes_locked).
@@ -128,8 +129,10 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 	if (MHEAP_SCAV_SEARCH_CHUNKS - budget > h->scav_searched_max)
 		h->scav_searched_max = MHEAP_SCAV_SEARCH_CHUNKS - budget;
 	*more = total == 0 && f == PALLOC_SCAV_MORE;
-	if (total == 0 && background && f == PALLOC_SCAV_NONE)
+	if (total == 0 && background && f == PALLOC_SCAV_NONE) {
 		h->scav.barren_frees = h->scav.backed_frees;
+		h->counters.bg_barren += max > 0; /* a search, in vain */
+	}
 	t->nruns = n;
 	if (n)
 		list_locked(h, t, total);
@@ -216,6 +219,10 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	irq = mm_lock_acquire(&h->lock);
 	return_locked(h, &t, npages);
 	h->counters.debug_pages += npages;
+	/* Counted with the backed frees: it lowers the goal and may leave a
+	 * dense chunk sparse, its free backed pages then the thread's to
+	 * take (bg_turn searches a heap again only after a count). */
+	h->scav.backed_frees++;
 	bool wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);
 	mm_event_wake(&h->grown);
@@ -418,21 +425,22 @@ static void bg_idle(struct mheap *h, uint64_t *since)
 		mm_event_wait(&h->scav.wake, seen, MHEAP_IDLE_NS);
 }
 
-static void bg_refill(struct mheap *h) /* if an atomic caller asked */
-{
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	bool asked = h->scav.refill;
-	h->scav.refill = false;
-	mm_lock_release(&h->lock, irq);
-	if (asked)
-		mheap_refill(h);
-}
-
-/* x's turn: its refill if asked, a background batch; pages released. */
+/* x's turn: its refill if asked, then a background batch unless x's last
+ * search found nothing and no free has come since (a growth adds only
+ * scavenged pages, an allocation only takes): pages released. Until a
+ * review a heap whose free backed pages over its goal all lay in dense
+ * chunks was searched in vain every round while the other heap kept the
+ * thread busy, each search a walk of its chunks from the budget. */
 static size_t bg_turn(struct mheap *x)
 {
-	bg_refill(x);
-	return mheap_scavenge_batch(x, 0, 0, MHEAP_SCAV_BG);
+	unsigned long irq = mm_lock_acquire(&x->lock);
+	bool asked = x->scav.refill;
+	x->scav.refill = false;
+	bool barren = x->scav.barren_frees == x->scav.backed_frees;
+	mm_lock_release(&x->lock, irq);
+	if (asked)
+		mheap_refill(x);
+	return barren ? 0 : mheap_scavenge_batch(x, 0, 0, MHEAP_SCAV_BG);
 }
 
 /* The thread: a batch of h and one of the heap it serves, then a paced

@@ -23,8 +23,10 @@ struct mheap_scav {
 	bool idle;   /* asleep, nothing to take: a large free wakes it */
 	bool refill; /* an atomic caller found the reserve short */
 	/* Frees that made pages free backed (mheap_free_pages, an undone
-	 * allocation), and their count when the thread last found nothing
-	 * to take: equal, it has nothing to look for until the next. */
+	 * allocation) or may have made some takeable (the debug mode's,
+	 * mheap_free_unmapping), and their count when the thread last found
+	 * nothing to take: equal, it neither searches the heap (bg_turn)
+	 * nor stays awake for it (bg_idle) until the next. */
 	uint64_t backed_frees, barren_frees;
 	/* Atomic, no lock: */
 	_Atomic bool stop;

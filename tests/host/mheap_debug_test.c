@@ -4,6 +4,7 @@
  * the freed address; a free from a context that cannot sleep frees the
  * ordinary way; a bad free panics before anything is unmapped.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -161,5 +162,65 @@ KTEST(mheap, debug_mode_large_free_wakes_the_idle_scavenger)
 	KEXPECT_EQ(mm_event_prepare(&heap.scav.wake), woken);
 	mheap_free_pages(&heap, small + 15 * PG, 1);
 	MH_CHECK(&heap, "after the debug frees");
+	mh_release(&heap);
+}
+
+/* Times the thread came to its idle decision. */
+static atomic_int debug_idle_visits;
+
+static void count_debug_idle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_SCAV_IDLE)
+		atomic_fetch_add(&debug_idle_visits, 1);
+}
+
+/* Waits, with no time bound, until the thread is idle having come to its
+ * idle decision more than `visits` times. */
+static void wait_idle_after(int visits)
+{
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&heap.lock);
+		bool idle = heap.scav.idle;
+		mm_lock_release(&heap.lock, irq);
+		if (idle && atomic_load(&debug_idle_visits) > visits)
+			return;
+		mm_port_yield();
+	}
+}
+
+/* The case above with the thread running: idle at its goal (its last
+ * search found nothing), then the debug mode's large free lowers the
+ * goal under the 16 free backed pages and wakes it, and it must take
+ * them. That free frees no backed page; counted with the backed frees
+ * (mheap_scav.h), it tells the thread its last search is stale: without
+ * the count the thread, which searches a heap again only after one
+ * (bg_turn), woke, searched nothing and slept with the 16 still backed. */
+KTEST(mheap, debug_mode_large_free_gets_the_running_scavenger_to_take)
+{
+	KASSERT(mh_new(&heap, 64, MHEAP_DEBUG_SCAV_ON_FREE, 0));
+	char *big = mheap_alloc_pages(&heap, 480, 0);
+	char *atomic = mheap_alloc_pages(&heap, 16, 0);
+	KASSERT(big && atomic);
+	mheap_release_all(&heap); /* no free page stays backed */
+	mm_port_set_atomic(true);
+	mheap_free_pages(&heap, atomic, 16); /* the ordinary way: backed */
+	mm_port_set_atomic(false);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.free_backed_pages, 16);
+	KASSERT(st.free_backed_pages <= st.goal_pages);
+	atomic_store(&debug_idle_visits, 0);
+	mheap_test_hook = count_debug_idle;
+	KASSERT(mheap_scavenger_start(&heap));
+	wait_idle_after(0);
+	int visits = atomic_load(&debug_idle_visits);
+	mheap_free_pages(&heap, big, 480); /* wakes it */
+	wait_idle_after(visits);
+	mheap_scavenger_stop(&heap);
+	mheap_test_hook = NULL;
+	mheap_stats(&heap, &st);
+	KEXPECT_EQ(st.n.bg_pages, 16);
+	KEXPECT_EQ(st.free_backed_pages, 0);
+	MH_CHECK(&heap, "after the scavenger");
 	mh_release(&heap);
 }

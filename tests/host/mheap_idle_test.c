@@ -248,3 +248,62 @@ KTEST(mheap_idle, a_served_heap_of_dense_chunks_lets_the_thread_sleep)
 	mh_release(&served);
 	mh_release(&heap);
 }
+
+/* A heap's background searches that found nothing over its goal. */
+static uint64_t searches_in_vain(struct mheap *h)
+{
+	struct mheap_stats st;
+	mheap_stats(h, &st);
+	return st.n.bg_barren;
+}
+
+/*
+ * One heap over its goal with nothing the thread may take (chunk 0
+ * dense, 16 free backed pages) while the other keeps it busy (3 chunks
+ * freed backed: 6 batches of 256 pages, a round each), both ways round:
+ * h dense and the heap it serves busy, then the other way. The dense
+ * heap is searched once: after a search in vain the thread skips it
+ * until a free gives it something new (backed_frees moves), as bg_idle
+ * does for its sleep. Until a review only the sleep used that, and the
+ * dense heap was searched again every round (7 searches in vain, one a
+ * round), each a walk of its chunks from the thread's CPU budget.
+ */
+KTEST(mheap_idle, a_heap_with_nothing_to_take_is_searched_once_while_busy)
+{
+	for (int served_busy = 0; served_busy < 2; served_busy++) {
+		KASSERT(idle_heap_init());
+		struct mheap_config cfg = heap.cfg;
+		KASSERT(mheap_init(&served, &cfg));
+		heap.scav_also = &served;
+		served.scav_by = &heap;
+		struct mheap *dense = served_busy ? &heap : &served;
+		struct mheap *busy = served_busy ? &served : &heap;
+		char *a = mheap_alloc_pages(dense, PALLOC_CHUNK_PAGES, 0);
+		char *b = mheap_alloc_pages(busy, 3 * PALLOC_CHUNK_PAGES, 0);
+		KASSERT(a && b);
+		mheap_free_pages(dense, a + (PALLOC_CHUNK_PAGES - 16) * PG, 16);
+		mheap_free_pages(busy, b, 3 * PALLOC_CHUNK_PAGES);
+		atomic_store(&idle_visits, 0);
+		mheap_test_hook = count_idle;
+		KASSERT(mheap_scavenger_start(&heap));
+		uint64_t released;
+		struct mheap_stats st;
+		do { /* no time bound: a hang is the failure */
+			KASSERT(wait_idle_or_visits(INT32_MAX, &released));
+			mheap_stats(busy, &st);
+		} while (st.n.bg_pages < 3 * PALLOC_CHUNK_PAGES);
+		mheap_scavenger_stop(&heap);
+		mheap_test_hook = NULL;
+		KEXPECT_EQ(st.free_backed_pages, 0);
+		KEXPECT_EQ(searches_in_vain(dense), 1);
+		KEXPECT_EQ(searches_in_vain(busy), 0);
+		mheap_stats(dense, &st);
+		KEXPECT_EQ(st.free_backed_pages, 16);
+		KEXPECT_EQ(st.n.bg_pages, 0);
+		MH_CHECK(&heap, "after the scavenger");
+		MH_CHECK(&served, "after the scavenger");
+		mheap_free_pages(dense, a, PALLOC_CHUNK_PAGES - 16);
+		mh_release(&served);
+		mh_release(&heap);
+	}
+}
