@@ -192,6 +192,57 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 }
 
 /*
+ * The case above, the array the others put in place then filled to the
+ * last entry (atomic allocations, which grow it only when full): the
+ * waiter's array cannot replace it, and its page of structs finds no room
+ * either, so both go back to the metadata heap they came from, and the
+ * waiter tries again. A mutation audit found this path untested (the page
+ * given to the object heap instead survived): with it this test dies
+ * (ASan: SEGV in mheap_span_set, a write past the object heap's span
+ * table for a page of the metadata arena).
+ */
+KTEST(spanheap_stress, spans_array_replaced_and_full_meanwhile)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mm_port_set_cpu(0);
+	static void *objs[8192];
+	size_t n = 0;
+	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
+	size_t cap0 = sh.spans->cap;
+	pthread_t t;
+	void *theirs = NULL;
+	start_held_grower(MHEAP_HOOK_SPANS_SIZED, &t, &theirs);
+	struct mheap_stats ms;
+	mheap_stats(&sh.meta, &ms);
+	size_t meta_held = ms.in_use_pages; /* the waiter's page and array */
+	while (!(sh.spans->cap > 3 * cap0 && sh_spans_must_grow(&sh, false))) {
+		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
+		n++;
+	}
+	while (!sh_spans_must_grow(&sh, true)) {
+		KASSERT(n < 8192 &&
+		        (objs[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		n++;
+	}
+	size_t cap1 = sh.spans->cap;
+	KEXPECT(cap1 > 2 * cap0); /* the waiter's array, 2 * cap0, too small */
+	KEXPECT(sh.spans->len + SH_STRUCTS_PER_PAGE > cap1); /* full */
+	finish_held_grower(t);
+	KEXPECT(theirs != NULL);
+	KEXPECT(sh.spans->cap > cap1); /* the waiter's retry grew it */
+	KEXPECT(sh.spans->len <= sh.spans->cap);
+	mheap_stats(&sh.meta, &ms);
+	ktest_diag("array cap %zu -> %zu (full) while the waiter held one "
+	           "sized from %zu; metadata pages in use %zu, then %zu",
+	           cap0, cap1, cap0, meta_held, ms.in_use_pages);
+	SH_CHECK(&sh, "after the waiter");
+	for (size_t i = 0; i < n; i++)
+		spanheap_free(&sh, objs[i]);
+	spanheap_free(&sh, theirs);
+	sh_heap_release(&heap, &sh);
+}
+
+/*
  * Structs made between a grower's unlocked copy of the all-spans array and
  * its taking of the lock: it copies those under the lock, and its array,
  * put in place, holds every struct there is, in order. The grower is held
