@@ -36,9 +36,8 @@
  *             while free backed > goal and it finds pages to take; then
  *             (after its paced sleep) it sets idle and waits on wake
  *             (MHEAP_IDLE_NS at most), unless it is over its goal and
- *             pages were freed backed since its search (backed_frees
- *             moved past barren_frees): only those can be new to take.
- *             Till then it does not search that heap again either.
+ *             pages were freed since its search (backed_frees moved
+ *             past barren_frees): nor, till then, searches that heap.
  *             A free of >= 16 pages that leaves the heap over its goal
  *             wakes it (the debug mode's too, which frees scavenged but
  *             lowers the goal: mheap_free_wakes_locked).
@@ -219,10 +218,7 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	irq = mm_lock_acquire(&h->lock);
 	return_locked(h, &t, npages);
 	h->counters.debug_pages += npages;
-	/* Counted with the backed frees: it lowers the goal and may leave a
-	 * dense chunk sparse, its free backed pages then the thread's to
-	 * take (bg_turn searches a heap again only after a count). */
-	h->scav.backed_frees++;
+	h->scav.backed_frees++; /* may make pages takeable (mheap_scav.h) */
 	bool wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);
 	mm_event_wake(&h->grown);
@@ -425,12 +421,8 @@ static void bg_idle(struct mheap *h, uint64_t *since)
 		mm_event_wait(&h->scav.wake, seen, MHEAP_IDLE_NS);
 }
 
-/* x's turn: its refill if asked, then a background batch unless x's last
- * search found nothing and no free has come since (a growth adds only
- * scavenged pages, an allocation only takes): pages released. Until a
- * review a heap whose free backed pages over its goal all lay in dense
- * chunks was searched in vain every round while the other heap kept the
- * thread busy, each search a walk of its chunks from the budget. */
+/* x's turn: its refill if asked, then a batch unless its last search found
+ * nothing and no free came since (review: it searched in vain every round). */
 static size_t bg_turn(struct mheap *x)
 {
 	unsigned long irq = mm_lock_acquire(&x->lock);
