@@ -210,6 +210,7 @@ static long scan_from_pool(struct mempool *pool, struct spanheap_leak_result *r,
 {
 	size_t bytes = spanheap_leak_work_bytes(&sh, 8);
 	void *work = calloc(1, bytes);
+	*first = 0;
 	if (!work)
 		return -1;
 	struct spanheap_leak_range root = {(uintptr_t)pool,
