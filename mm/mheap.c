@@ -218,6 +218,9 @@ void mheap_dump_named(struct mheap *h, const char *name)
 {
 	struct mheap_stats st;
 	mheap_stats(h, &st);
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	uint64_t barren = h->scav.barren_searches;
+	mm_lock_release(&h->lock, irq);
 	mm_log("%s: pages: %zu grown, %zu in use, %zu free backed, %zu "
 	       "free scavenged, %zu being scavenged; goal %zu free backed, "
 	       "reserve %zu free",
@@ -231,9 +234,9 @@ void mheap_dump_named(struct mheap *h, const char *name)
 	mm_log("%s: scavenger: %lu runs, %lu pages, %lu us CPU, %lu "
 	       "searches in vain; frames short: "
 	       "%lu runs, %lu pages; release-all %lu pages; debug %lu pages",
-	       name, st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000,
-	       st.n.bg_barren, st.n.sync_runs, st.n.sync_pages,
-	       st.n.release_pages, st.n.debug_pages);
+	       name, st.n.bg_runs, st.n.bg_pages, st.n.bg_cpu_ns / 1000, barren,
+	       st.n.sync_runs, st.n.sync_pages, st.n.release_pages,
+	       st.n.debug_pages);
 }
 
 /* Why run r of a batch on h->taken is not a run of allocated pages of

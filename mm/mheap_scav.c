@@ -130,7 +130,7 @@ static size_t take_locked(struct mheap *h, size_t max, unsigned flags,
 	*more = total == 0 && f == PALLOC_SCAV_MORE;
 	if (total == 0 && background && f == PALLOC_SCAV_NONE) {
 		h->scav.barren_frees = h->scav.backed_frees;
-		h->counters.bg_barren += max > 0; /* a search, in vain */
+		h->scav.barren_searches += max > 0; /* a search, in vain */
 	}
 	t->nruns = n;
 	if (n)

@@ -28,6 +28,7 @@ struct mheap_scav {
 	 * nothing to take: equal, it neither searches the heap (bg_turn)
 	 * nor stays awake for it (bg_idle) until the next. */
 	uint64_t backed_frees, barren_frees;
+	uint64_t barren_searches; /* background searches that found none */
 	/* Atomic, no lock: */
 	_Atomic bool stop;
 	mm_event_t wake; /* frees over the goal, refills, stop */

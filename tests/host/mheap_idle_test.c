@@ -252,9 +252,10 @@ KTEST(mheap_idle, a_served_heap_of_dense_chunks_lets_the_thread_sleep)
 /* A heap's background searches that found nothing over its goal. */
 static uint64_t searches_in_vain(struct mheap *h)
 {
-	struct mheap_stats st;
-	mheap_stats(h, &st);
-	return st.n.bg_barren;
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	uint64_t n = h->scav.barren_searches;
+	mm_lock_release(&h->lock, irq);
+	return n;
 }
 
 /*
