@@ -154,41 +154,66 @@ static void finish_held_grower(pthread_t t)
 	mheap_test_hook = NULL;
 }
 
+/* The held-grower cases' heap: fresh, its next span growing the
+ * all-spans array (of capacity cap0), the objects that filled it in
+ * objs[0..n), and a grower thread held at a point, its object to come
+ * in theirs. */
+static struct {
+	void *objs[8192];
+	size_t n, cap0;
+	pthread_t t;
+	void *theirs;
+} hc;
+
+static bool held_case_start(enum mheap_hook_point point)
+{
+	if (!sh_heap_new(&heap, &sh, SH_ARENA_BYTES))
+		return false;
+	mm_port_set_cpu(0);
+	hc.n = 0;
+	hc.theirs = NULL;
+	if (!sh_fill_until_growth(&sh, BIG, hc.objs, 8192, &hc.n))
+		return false;
+	hc.cap0 = sh.spans->cap;
+	start_held_grower(point, &hc.t, &hc.theirs);
+	return true;
+}
+
+/* After the grower's end: the heap checked, every object freed. */
+static void held_case_end(const char *when)
+{
+	SH_CHECK(&sh, when);
+	for (size_t i = 0; i < hc.n; i++)
+		spanheap_free(&sh, hc.objs[i]);
+	spanheap_free(&sh, hc.theirs);
+	sh_heap_release(&heap, &sh);
+}
+
 KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
 {
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	mm_port_set_cpu(0);
-	static void *objs[8192];
-	size_t n = 0;
-	/* Use the structs up: the next span makes the array grow. */
-	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
-	size_t cap0 = sh.spans->cap;
-	pthread_t t;
-	void *theirs = NULL;
-	start_held_grower(MHEAP_HOOK_SPANS_SIZED, &t, &theirs);
+	/* The structs used up: the next span makes the array grow. */
+	KASSERT(held_case_start(MHEAP_HOOK_SPANS_SIZED));
 	/* Replaced twice (past the waiter's), and full again. */
-	size_t first = n;
-	while (!(sh.spans->cap > 3 * cap0 && sh_spans_must_grow(&sh, false))) {
-		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
-		memset(objs[n], 0xab, BIG);
-		n++;
+	size_t first = hc.n;
+	while (!(sh.spans->cap > 3 * hc.cap0 &&
+	         sh_spans_must_grow(&sh, false))) {
+		KASSERT(hc.n < 8192 &&
+		        (hc.objs[hc.n] = spanheap_alloc(&sh, BIG, 0)));
+		memset(hc.objs[hc.n], 0xab, BIG);
+		hc.n++;
 	}
-	finish_held_grower(t);
-	KEXPECT(theirs != NULL);
+	finish_held_grower(hc.t);
+	KEXPECT(hc.theirs != NULL);
 	KEXPECT(sh.spans->len <= sh.spans->cap);
 	size_t bad = 0;
-	for (size_t i = first; i < n; i++)
+	for (size_t i = first; i < hc.n; i++)
 		for (size_t k = 0; k < BIG; k += 8)
-			bad += ((unsigned char *)objs[i])[k] != 0xab;
+			bad += ((unsigned char *)hc.objs[i])[k] != 0xab;
 	KEXPECT_EQ(bad, 0);
 	ktest_diag("array cap %zu -> %zu while the waiter held one sized "
 	           "from %zu; %zu objects made meanwhile",
-	           cap0, sh.spans->cap, cap0, n - first);
-	SH_CHECK(&sh, "after the waiter");
-	for (size_t i = 0; i < n; i++)
-		spanheap_free(&sh, objs[i]);
-	spanheap_free(&sh, theirs);
-	sh_heap_release(&heap, &sh);
+	           hc.cap0, sh.spans->cap, hc.cap0, hc.n - first);
+	held_case_end("after the waiter");
 }
 
 /*
@@ -203,43 +228,35 @@ KTEST(spanheap_stress, spans_array_replaced_twice_meanwhile)
  */
 KTEST(spanheap_stress, spans_array_replaced_and_full_meanwhile)
 {
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	mm_port_set_cpu(0);
-	static void *objs[8192];
-	size_t n = 0;
-	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
-	size_t cap0 = sh.spans->cap;
-	pthread_t t;
-	void *theirs = NULL;
-	start_held_grower(MHEAP_HOOK_SPANS_SIZED, &t, &theirs);
+	/* The structs used up: the next span makes the array grow. */
+	KASSERT(held_case_start(MHEAP_HOOK_SPANS_SIZED));
 	struct mheap_stats ms;
 	mheap_stats(&sh.meta, &ms);
 	size_t meta_held = ms.in_use_pages; /* the waiter's page and array */
-	while (!(sh.spans->cap > 3 * cap0 && sh_spans_must_grow(&sh, false))) {
-		KASSERT(n < 8192 && (objs[n] = spanheap_alloc(&sh, BIG, 0)));
-		n++;
+	while (!(sh.spans->cap > 3 * hc.cap0 &&
+	         sh_spans_must_grow(&sh, false))) {
+		KASSERT(hc.n < 8192 &&
+		        (hc.objs[hc.n] = spanheap_alloc(&sh, BIG, 0)));
+		hc.n++;
 	}
 	while (!sh_spans_must_grow(&sh, true)) {
-		KASSERT(n < 8192 &&
-		        (objs[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
-		n++;
+		KASSERT(hc.n < 8192 &&
+		        (hc.objs[hc.n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		hc.n++;
 	}
 	size_t cap1 = sh.spans->cap;
-	KEXPECT(cap1 > 2 * cap0); /* the waiter's array, 2 * cap0, too small */
+	KEXPECT(cap1 >
+	        2 * hc.cap0); /* the waiter's array, 2 * hc.cap0, too small */
 	KEXPECT(sh.spans->len + SH_STRUCTS_PER_PAGE > cap1); /* full */
-	finish_held_grower(t);
-	KEXPECT(theirs != NULL);
+	finish_held_grower(hc.t);
+	KEXPECT(hc.theirs != NULL);
 	KEXPECT(sh.spans->cap > cap1); /* the waiter's retry grew it */
 	KEXPECT(sh.spans->len <= sh.spans->cap);
 	mheap_stats(&sh.meta, &ms);
 	ktest_diag("array cap %zu -> %zu (full) while the waiter held one "
 	           "sized from %zu; metadata pages in use %zu, then %zu",
-	           cap0, cap1, cap0, meta_held, ms.in_use_pages);
-	SH_CHECK(&sh, "after the waiter");
-	for (size_t i = 0; i < n; i++)
-		spanheap_free(&sh, objs[i]);
-	spanheap_free(&sh, theirs);
-	sh_heap_release(&heap, &sh);
+	           hc.cap0, cap1, hc.cap0, meta_held, ms.in_use_pages);
+	held_case_end("after the waiter");
 }
 
 /*
@@ -252,25 +269,18 @@ KTEST(spanheap_stress, spans_array_replaced_and_full_meanwhile)
  */
 KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 {
-	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
-	mm_port_set_cpu(0);
-	static void *objs[8192];
-	size_t n = 0;
-	KASSERT(sh_fill_until_growth(&sh, BIG, objs, 8192, &n));
-	size_t cap0 = sh.spans->cap;
-	pthread_t t;
-	void *theirs = NULL;
-	start_held_grower(MHEAP_HOOK_SPANS_COPIED, &t, &theirs);
+	/* The structs used up: the next span makes the array grow. */
+	KASSERT(held_case_start(MHEAP_HOOK_SPANS_COPIED));
 	size_t len0 = sh.spans->len;
 	while (sh.spans->len == len0) {
-		KASSERT(n < 8192 &&
-		        (objs[n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
-		n++;
+		KASSERT(hc.n < 8192 &&
+		        (hc.objs[hc.n] = spanheap_alloc(&sh, BIG, MM_ATOMIC)));
+		hc.n++;
 	}
-	KEXPECT_EQ(sh.spans->cap, cap0);
-	finish_held_grower(t);
-	KEXPECT(theirs != NULL);
-	KEXPECT(sh.spans->cap > cap0);
+	KEXPECT_EQ(sh.spans->cap, hc.cap0);
+	finish_held_grower(hc.t);
+	KEXPECT(hc.theirs != NULL);
+	KEXPECT(sh.spans->cap > hc.cap0);
 	KEXPECT(sh.spans_copied_locked_max > 0);
 	size_t holes = 0;
 	for (size_t i = 0; i < sh.spans->len; i++)
@@ -278,9 +288,5 @@ KTEST(spanheap_stress, spans_made_between_the_copy_and_the_lock)
 	KEXPECT_EQ(holes, 0);
 	ktest_diag("%zu entries copied under the lock",
 	           sh.spans_copied_locked_max);
-	SH_CHECK(&sh, "after the grower");
-	for (size_t i = 0; i < n; i++)
-		spanheap_free(&sh, objs[i]);
-	spanheap_free(&sh, theirs);
-	sh_heap_release(&heap, &sh);
+	held_case_end("after the grower");
 }
