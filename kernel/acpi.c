@@ -170,6 +170,13 @@ static void print_madt(const struct acpi_table *t)
 		printk("acpi: ISA IRQ %u -> GSI %u, flags %#x\n",
 		       m->overrides[i].source, m->overrides[i].gsi,
 		       m->overrides[i].flags);
+	for (uint8_t irq = 0; irq < 16; irq++) {
+		struct madt_irq_route r = madt_isa_route(m, irq);
+		if (r.owner != MADT_NO_IRQ)
+			printk("acpi: ISA IRQ %u has no pin: its GSI %u "
+			       "carries ISA IRQ %u\n",
+			       irq, r.gsi, r.owner);
+	}
 	acpi_print_madt_skipped(m);
 }
 
@@ -183,9 +190,18 @@ void acpi_print_madt_skipped(const struct madt_info *m)
 	}
 	for (unsigned i = 0; i < m->nbad_overrides; i++) {
 		const struct madt_bad_override *b = &m->bad_overrides[i];
-		printk("acpi: MADT entry at offset %#x, override of bus %u IRQ "
-		       "%u -> GSI %u, flags %#x: %s; skipped\n",
-		       b->off, b->bus, b->source, b->gsi, b->flags, b->why);
+		if (b->clash != MADT_NO_IRQ)
+			printk("acpi: MADT entry at offset %#x, override of "
+			       "ISA IRQ %u -> GSI %u, flags %#x: %s (ISA IRQ "
+			       "%u's, kept); skipped\n",
+			       b->off, b->source, b->gsi, b->flags, b->why,
+			       b->clash);
+		else
+			printk("acpi: MADT entry at offset %#x, override of "
+			       "bus %u IRQ %u -> GSI %u, flags %#x: %s; "
+			       "skipped\n",
+			       b->off, b->bus, b->source, b->gsi, b->flags,
+			       b->why);
 	}
 	if (m->nskipped)
 		printk("acpi: %u I/O APIC or override entr%s skipped\n",

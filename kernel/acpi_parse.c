@@ -301,14 +301,18 @@ static void add_ioapic(struct madt_info *info, uint32_t off, uint8_t id,
 	        (struct madt_ioapic){id, addr, gsi_base};
 }
 
-/* Why an override cannot be used, or NULL. Only ISA (bus 0, IRQs 0 to
- * 15) overrides mean anything on a PC; the first override of an IRQ
- * wins; polarity and trigger mode 2 are reserved (neither "conforms" nor
- * a level, they would be read as active high or edge against what the
- * board meant). */
+/* Why an override cannot be used, or NULL; *clash gets the IRQ whose
+ * override already took gsi when that is why. Only ISA (bus 0, IRQs 0
+ * to 15) overrides mean anything on a PC; the first override of an IRQ
+ * wins, and so does the first onto a GSI (one pin carries one IRQ's
+ * signal, with one trigger mode: a second would reprogram it); polarity
+ * and trigger mode 2 are reserved (neither "conforms" nor a level, they
+ * would be read as active high or edge against what the board meant). */
 static const char *override_problem(const struct madt_info *info, uint8_t bus,
-                                    uint8_t source, uint16_t flags)
+                                    uint8_t source, uint32_t gsi,
+                                    uint16_t flags, uint8_t *clash)
 {
+	*clash = MADT_NO_IRQ;
 	if ((flags & MADT_POLARITY_MASK) == 2)
 		return "override polarity is 2, a reserved value";
 	if ((flags & MADT_TRIGGER_MASK) >> 2 == 2)
@@ -320,19 +324,27 @@ static const char *override_problem(const struct madt_info *info, uint8_t bus,
 	for (unsigned i = 0; i < info->noverrides; i++)
 		if (info->overrides[i].source == source)
 			return "override of an IRQ an earlier entry overrides";
+	for (unsigned i = 0; i < info->noverrides; i++)
+		if (info->overrides[i].gsi == gsi) {
+			*clash = info->overrides[i].source;
+			return "override GSI is an earlier override's";
+		}
 	return NULL;
 }
 
 static void add_override(struct madt_info *info, uint32_t off, uint8_t bus,
                          uint8_t source, uint32_t gsi, uint16_t flags)
 {
-	const char *why = override_problem(info, bus, source, flags);
+	uint8_t clash;
+	const char *why =
+	        override_problem(info, bus, source, gsi, flags, &clash);
 	if (why || info->noverrides >= MADT_MAX_OVERRIDES) {
 		info->nskipped++;
 		if (why && info->nbad_overrides < MADT_MAX_OVERRIDES)
 			info->bad_overrides[info->nbad_overrides++] =
-			        (struct madt_bad_override){off, bus,   source,
-			                                   gsi, flags, why};
+			        (struct madt_bad_override){off,   bus, source,
+			                                   clash, gsi, flags,
+			                                   why};
 		return;
 	}
 	info->overrides[info->noverrides++] =
@@ -443,17 +455,22 @@ enum acpi_status madt_parse(const void *table, uint32_t avail,
 
 struct madt_irq_route madt_isa_route(const struct madt_info *info, uint8_t irq)
 {
-	struct madt_irq_route r = {irq, false, false};
+	struct madt_irq_route r = {irq, false, false, MADT_NO_IRQ};
+	uint8_t owner = MADT_NO_IRQ;
 	for (unsigned i = 0; i < info->noverrides; i++) {
 		const struct madt_override *o = &info->overrides[i];
-		if (o->source != irq)
+		if (o->source != irq) {
+			if (o->gsi == irq)
+				owner = o->source;
 			continue;
+		}
 		r.gsi = o->gsi;
 		r.active_low =
 		        (o->flags & MADT_POLARITY_MASK) == MADT_POLARITY_LOW;
 		r.level = (o->flags & MADT_TRIGGER_MASK) == MADT_TRIGGER_LEVEL;
-		break;
+		return r;
 	}
+	r.owner = owner;
 	return r;
 }
 

@@ -84,12 +84,17 @@ struct madt_bad_cpu {
 	const char *why;
 };
 
+/* No ISA IRQ (madt_bad_override.clash, madt_irq_route.owner). */
+#define MADT_NO_IRQ 0xffu
+
 /* An interrupt source override the parser would not use (a reserved
  * polarity or trigger mode, a source past ISA's IRQ 15, another bus than
- * ISA, an IRQ overridden before): where, what it says, and why. */
+ * ISA, an IRQ overridden before, a GSI an earlier override took): where,
+ * what it says, and why. */
 struct madt_bad_override {
 	uint32_t off; /* the entry's offset in the MADT */
 	uint8_t bus, source;
+	uint8_t clash; /* the IRQ whose override took gsi, or MADT_NO_IRQ */
 	uint32_t gsi;
 	uint16_t flags;
 	const char *why;
@@ -124,11 +129,14 @@ struct madt_info {
 	unsigned nskipped;
 };
 
-/* Where an ISA IRQ arrives: its GSI and how it signals. */
+/* Where an ISA IRQ arrives: its GSI and how it signals. owner is
+ * MADT_NO_IRQ, or the ISA IRQ whose override took this IRQ's identity GSI:
+ * then the IRQ has no pin (routing it would take the owner's). */
 struct madt_irq_route {
 	uint32_t gsi;
 	bool active_low;
 	bool level;
+	uint8_t owner;
 };
 
 /*
@@ -144,7 +152,10 @@ enum acpi_status madt_parse(const void *table, uint32_t avail,
 
 /* The route of ISA IRQ irq: the override for it if the MADT has one
  * (fields that "conform to the bus" take the ISA default), else GSI irq,
- * active high, edge triggered. */
+ * active high, edge triggered, with owner set when an override of another
+ * IRQ took that GSI (as Linux, the override wins: on a PC, IRQ 0's
+ * override onto GSI 2 leaves IRQ 2, the cascade, without a pin). The
+ * parser keeps no two overrides on one GSI, so each GSI has one IRQ. */
 struct madt_irq_route madt_isa_route(const struct madt_info *info, uint8_t irq);
 
 /* The I/O APIC whose range starts at or below gsi, the closest one (the

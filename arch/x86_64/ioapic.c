@@ -127,6 +127,12 @@ bool ioapic_route_isa(uint8_t irq, uint8_t vector, uint32_t apic_id)
 		return false;
 	}
 	struct madt_irq_route r = madt_isa_route(m, irq);
+	if (r.owner != MADT_NO_IRQ) {
+		printk("ioapic: cannot route ISA IRQ %u: its GSI %u carries "
+		       "ISA IRQ %u (MADT override)\n",
+		       irq, r.gsi, r.owner);
+		return false;
+	}
 	/* Ranges do not overlap: ioapic_init left out any that did. */
 	const struct ioapic *a = NULL;
 	for (unsigned i = 0; i < nioapics && !a; i++)

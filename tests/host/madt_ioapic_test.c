@@ -2,7 +2,8 @@
  * Host tests of kernel/acpi_parse.c, the I/O APIC entries and the limits
  * of what the parser maps: registers that cannot be reached, an entry
  * listed twice or at address 0, a bogus table length, a mapper that runs
- * out of room. The shared builders are in madt_test_util.h.
+ * out of room; and two ISA IRQs routed to one pin. The shared builders are in
+ * madt_test_util.h.
  */
 #include "madt_test_util.h"
 
@@ -197,4 +198,45 @@ KTEST(madt, mapper_out_of_room_says_so)
 	const struct acpi_reader r = {roomy_map, &room};
 	struct acpi_table t;
 	KEXPECT_EQ(acpi_find_table(&r, RSDP_PA, "APIC", &t, &diag), ACPI_OK);
+}
+
+/* Two ISA IRQs must never land on one I/O APIC pin: programming the
+ * second's route would overwrite the first's. An override onto a GSI an
+ * earlier override took is left out, naming the IRQ that keeps it; an IRQ
+ * without an override whose identity GSI an override took (IRQ 2 on a
+ * PC, whose GSI 2 carries the timer) has no pin, and its route says
+ * whose pin that is. Both were routed to the shared pin until a review. */
+KTEST(madt, two_irqs_on_one_gsi_the_first_keeps_it)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 0);
+	add_override(0, 0, 2, 0);      /* the timer on GSI 2, as q35's */
+	add_override(0, 3, 2, 0x000f); /* IRQ 3 onto the timer's GSI */
+	add_override(0, 5, 20, 0);
+	add_override(0, 6, 20, 0); /* IRQ 6 onto IRQ 5's GSI */
+	add_override(0, 7, 5, 0);  /* GSI 5 is free: IRQ 5 moved */
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.noverrides, 3);
+	KEXPECT_EQ(info.nskipped, 2);
+	KASSERT_EQ(info.nbad_overrides, 2);
+	uint32_t off = ACPI_MADT_FIXED + 12 + 10;
+	expect_bad_override(0, off, 3, "override GSI is an earlier override's");
+	KEXPECT_EQ(info.bad_overrides[0].clash, 0);
+	expect_bad_override(1, off + 20, 6,
+	                    "override GSI is an earlier override's");
+	KEXPECT_EQ(info.bad_overrides[1].clash, 5);
+
+	struct madt_irq_route r = madt_isa_route(&info, 3);
+	KEXPECT_EQ(r.gsi, 3); /* the override left out: ISA default */
+	KEXPECT(r.owner == MADT_NO_IRQ && !r.active_low && !r.level);
+	KEXPECT_EQ(madt_isa_route(&info, 6).gsi, 6);
+	KEXPECT_EQ(madt_isa_route(&info, 7).gsi, 5);
+	KEXPECT_EQ(madt_isa_route(&info, 7).owner, MADT_NO_IRQ);
+	/* IRQ 2 has no override, and its GSI carries IRQ 0: no pin. */
+	KEXPECT_EQ(madt_isa_route(&info, 2).owner, 0);
+	KEXPECT_EQ(madt_isa_route(&info, 0).owner, MADT_NO_IRQ);
+	KEXPECT_EQ(madt_isa_route(&info, 5).owner, MADT_NO_IRQ);
+	KEXPECT_EQ(madt_isa_route(&info, 4).owner, MADT_NO_IRQ);
 }

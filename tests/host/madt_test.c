@@ -99,19 +99,6 @@ KTEST(madt, overrides_skipped)
 	KEXPECT_EQ(madt_ioapic_for(&info, 8)->id, 0);
 }
 
-/* Expects the MADT's bad override i to be the one at offset off, left out
- * because of why. */
-static void expect_bad_override(unsigned i, uint32_t off, uint8_t source,
-                                const char *why)
-{
-	KASSERT(info.nbad_overrides > i);
-	KEXPECT_EQ(info.bad_overrides[i].off, off);
-	KEXPECT_EQ(info.bad_overrides[i].source, source);
-	KEXPECT(info.bad_overrides[i].why != NULL);
-	if (info.bad_overrides[i].why)
-		KEXPECT_STREQ(info.bad_overrides[i].why, why);
-}
-
 /* An override that cannot be what the board does is left out, named, and
  * its IRQ keeps the ISA default: polarity or trigger mode 2 (reserved:
  * read as "not active low" and "not level", it would program the pin

@@ -111,4 +111,17 @@ static inline void add_override(uint8_t bus, uint8_t source, uint32_t gsi,
 	e[9] = (uint8_t)(flags >> 8);
 }
 
+/* Expects the MADT's bad override i to be the one at offset off, left out
+ * because of why. */
+static inline void expect_bad_override(unsigned i, uint32_t off, uint8_t source,
+                                       const char *why)
+{
+	KASSERT(info.nbad_overrides > i);
+	KEXPECT_EQ(info.bad_overrides[i].off, off);
+	KEXPECT_EQ(info.bad_overrides[i].source, source);
+	KEXPECT(info.bad_overrides[i].why != NULL);
+	if (info.bad_overrides[i].why)
+		KEXPECT_STREQ(info.bad_overrides[i].why, why);
+}
+
 #endif

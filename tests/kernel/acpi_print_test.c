@@ -1,8 +1,9 @@
 /*
  * What acpi_init prints about the MADT entries the kernel left out
  * (acpi_print_madt_skipped), captured from the console: counts of one
- * read in the singular ("1 more CPU ignored", not "1 more CPUs"); and
- * when kmain lets it read the tables.
+ * read in the singular ("1 more CPU ignored", not "1 more CPUs"), an
+ * override refused for its GSI naming the IRQ that keeps it; and when
+ * kmain lets it read the tables.
  */
 #include <stdatomic.h>
 
@@ -36,6 +37,24 @@ KTEST(acpi, skipped_counts_of_one_are_singular)
 	m = (struct madt_info){0};
 	print_captured(&m);
 	KEXPECT_EQ(seen[0], '\0');
+}
+
+/* An override left out because an earlier one took its GSI names the
+ * IRQ that keeps the pin, besides its own IRQ and GSI. */
+KTEST(acpi, an_override_onto_a_taken_gsi_names_the_irq_kept)
+{
+	static struct madt_info m;
+	m = (struct madt_info){.nskipped = 1, .nbad_overrides = 1};
+	m.bad_overrides[0] = (struct madt_bad_override){
+	        .off = 0x50,
+	        .source = 3,
+	        .clash = 0,
+	        .gsi = 2,
+	        .why = "override GSI is an earlier override's"};
+	print_captured(&m);
+	KEXPECT(seen_has("acpi: MADT entry at offset 0x50, override of ISA "
+	                 "IRQ 3 -> GSI 2, flags 0: override GSI is an "
+	                 "earlier override's (ISA IRQ 0's, kept); skipped"));
 }
 #endif
 

@@ -213,8 +213,10 @@ static void check_kept(const struct madt_cpu *cpus, unsigned cap,
 		for (unsigned j = 0; j < i; j++)
 			if (in->overrides[j].source == o->source)
 				fail("two overrides of one IRQ kept", i);
+			else if (in->overrides[j].gsi == o->gsi)
+				fail("two overrides onto one GSI kept", i);
 		struct madt_irq_route r = madt_isa_route(in, o->source);
-		if (r.gsi != o->gsi)
+		if (r.gsi != o->gsi || r.owner != MADT_NO_IRQ)
 			fail("an IRQ not routed by its override", i);
 	}
 	for (unsigned i = 0; i < in->nbad_cpus; i++)
