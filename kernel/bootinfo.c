@@ -41,9 +41,30 @@ const char *mem_type_name(uint32_t type)
 	        "reserved",  "loader code",  "loader data",  "boot code",
 	        "boot data", "runtime code", "runtime data", "conventional",
 	        "unusable",  "ACPI reclaim", "ACPI NVS",     "MMIO",
-	        "MMIO port", "PAL code",     "persistent",
+	        "MMIO port", "PAL code",     "persistent",   "unaccepted",
 	};
+	_Static_assert(sizeof(names) / sizeof(names[0]) ==
+	                       EFI_UNACCEPTED_MEMORY + 1,
+	               "a name for each type up to UEFI 2.9's last");
 	return type < sizeof(names) / sizeof(names[0]) ? names[type] : "other";
+}
+
+struct mem_totals mem_totals(const struct boot_state *b)
+{
+	struct mem_totals t = {0};
+	for (size_t i = 0; i < b->nregions; i++) {
+		const struct mem_region *r = &b->regions[i];
+		uint64_t n = r->limit - r->base;
+		if (mem_type_usable(r->type))
+			t.usable += n;
+		if (r->type == EFI_CONVENTIONAL_MEMORY)
+			t.conventional += n;
+		else if (r->type == EFI_UNACCEPTED_MEMORY)
+			t.unaccepted += n;
+		else if (r->type == EFI_ACPI_RECLAIM_MEMORY)
+			t.acpi_reclaim += n;
+	}
+	return t;
 }
 
 const struct mem_region *mem_region_of(paddr_t pa)

@@ -41,6 +41,22 @@ void bootinfo_copy(paddr_t boot_info_phys);
 bool mem_type_usable(uint32_t type);
 const char *mem_type_name(uint32_t type);
 
+/* The map's bytes by what the kernel does with them, for the boot's
+ * memory line. */
+struct mem_totals {
+	uint64_t usable;       /* mem_type_usable: the pool's, or after the
+	                          reclaim of boot memory */
+	uint64_t conventional; /* free when the kernel started */
+	/* UEFI 2.9's type 15, which the firmware leaves to a confidential
+	 * guest (TDX, SEV-SNP) to accept: never used, since a touch before
+	 * accepting it faults and the kernel makes no accept calls */
+	uint64_t unaccepted;
+	/* ACPI tables: kept, never the pool's (docs/DESIGN.md) */
+	uint64_t acpi_reclaim;
+};
+
+struct mem_totals mem_totals(const struct boot_state *b);
+
 /* The region of boot_state holding pa, or NULL for a hole (the regions
  * are sorted and disjoint: a binary search). Any context, after
  * bootinfo_copy. */

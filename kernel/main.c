@@ -86,25 +86,25 @@ static void print_cpu(void)
 
 static void print_memory(void)
 {
-	uint64_t usable = 0, conventional = 0;
-	for (size_t i = 0; i < boot_state.nregions; i++) {
-		const struct mem_region *r = &boot_state.regions[i];
-		uint64_t n = r->limit - r->base;
-		if (mem_type_usable(r->type))
-			usable += n;
-		if (r->type == EFI_CONVENTIONAL_MEMORY)
-			conventional += n;
-	}
+	struct mem_totals t = mem_totals(&boot_state);
 	/* What the pool took, not the regions' size: the kernel image is
 	 * loader data, and boot memory below 1 MiB is never the pool's. */
 	uint64_t boot = frames_reclaimed_count() * PAGE_SIZE;
 	printk("memory: %llu MiB usable (%llu MiB conventional, %llu MiB "
 	       "reclaimed from loader and boot services), %zu regions, "
 	       "RAM top %#llx\n",
-	       (unsigned long long)(usable >> 20),
-	       (unsigned long long)(conventional >> 20),
+	       (unsigned long long)(t.usable >> 20),
+	       (unsigned long long)(t.conventional >> 20),
 	       (unsigned long long)(boot >> 20), boot_state.nregions,
 	       (unsigned long long)boot_state.ram_top);
+	if (t.unaccepted)
+		printk("memory: %llu KiB unaccepted (UEFI type 15) not used: "
+		       "accepting it needs TDX or SEV-SNP calls this kernel "
+		       "does not make\n",
+		       (unsigned long long)(t.unaccepted >> 10));
+	printk("memory: %llu KiB of ACPI tables (ACPI reclaim) kept, not "
+	       "pooled\n",
+	       (unsigned long long)(t.acpi_reclaim >> 10));
 	printk("memory: kernel image at phys %#llx-%#llx\n",
 	       (unsigned long long)boot_state.kernel_phys_base,
 	       (unsigned long long)boot_state.kernel_phys_limit);
