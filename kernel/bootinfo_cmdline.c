@@ -168,7 +168,7 @@ static const char *const known_keys[] = {
         "shell.notty",     "shell.heapmap",  "demo.early_fault",
         "smp.no_ist",      "smp.slow_ap",    "time.wide_windows",
         "mm.debug_poison", "spinlock",       "mm.fail",
-        "mm.guard",        "smp.stale_sipi",
+        "mm.guard",        "smp.stale_sipi", "smp.host_stall",
 };
 
 static bool known_key(const char *word, size_t klen)

@@ -50,7 +50,8 @@
  * Starts every CPU the MADT lists, one at a time; each runs ap_main (which
  * must never return) once it is online. Prints why and returns with the
  * boot CPU alone when there is no usable MADT, no trampoline page, or a
- * PML4 above 4 GiB. An AP that does not come online within 10 s is
+ * PML4 above 4 GiB. An AP that does not come online within 10 s of the
+ * boot CPU's running time (smp_clock.h; 600 s of wall clock at most) is
  * reported, sent INIT again (so it cannot wake later on freed memory), and
  * skipped; its cpus[] slot goes to the next AP, so online CPUs are always
  * cpus[0 .. ncpus_online). If a SIPI still pending wakes it later anyway,
@@ -60,7 +61,9 @@
  * command line, "smp.skip_sipi=<apic id>" withholds that AP's SIPIs,
  * "smp.no_ist=<apic id>" its IST stacks, and "smp.stale_sipi=<apic id>"
  * sends that AP, once parked, a SIPI while the trampoline is set for the
- * next, to exercise those paths. Boot CPU, once, after lapic_init,
+ * next, and "smp.host_stall=<apic id>" makes the boot CPU's clock jump
+ * 15 s in its wait for that AP (held meanwhile), as when the host runs
+ * neither, to exercise those paths. Boot CPU, once, after lapic_init,
  * time_init and acpi_init.
  */
 void smp_boot_aps(void (*ap_main)(void));
@@ -77,6 +80,13 @@ struct smp_report {
 	 * late and ran the trampoline while it was set for another AP (it
 	 * halted there), 0 if none did during bring-up */
 	uint32_t stray;
+	/* the AP that took longest from its INIT to online, and how long
+	 * (wall clock); 0 and 0 if none came */
+	uint32_t slowest_apic;
+	uint64_t slowest_ns;
+	/* the boot CPU's waits for APs: how long the host did not run it
+	 * (gaps between its polls of 1 ms or more: smp_clock.h) */
+	uint64_t stalled_ns;
 };
 
 const struct smp_report *smp_report(void);
