@@ -68,6 +68,7 @@ $(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS)
 MALLOC_API_TEST := $(MALLOC_BUILD)/malloc-api-test
 MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
+	malloc_api_churn.c malloc_api_churn_objs.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
 	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_exit.c \
@@ -91,7 +92,8 @@ $(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
 
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 		tests/real/malloc_api_scenarios.h \
-		tests/real/malloc_api_diff.h tests/real/proc_read.h \
+		tests/real/malloc_api_diff.h tests/real/malloc_api_churn.h \
+		tests/real/proc_read.h \
 		tests/real/seccomp_util.h \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)

@@ -235,6 +235,8 @@ static const struct {
         {"realloc_calloc", test_realloc_calloc},
         {"thread_churn", test_thread_churn},
         {"threads_share", test_threads_share},
+        {"churn_waves", test_churn_waves},
+        {"churn_exits", test_churn_exits},
         {"fork", test_fork},
         {"fork_handler_order", test_fork_handler_order},
         {"fork_background", test_fork_background},

@@ -13,6 +13,8 @@
  *   malloc_api_edges.c   edges of the conventions and of the port that
  *                        mutation reviews of malloc/ found untested
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
+ *   malloc_api_churn.c   tens of thousands of short-lived threads in
+ *                        waves, ended every way a thread ends
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
  *   malloc_api_late.c    threads that share a slot from their last key
@@ -121,6 +123,8 @@ const char *test_alignment(void);
 const char *test_realloc_calloc(void);
 const char *test_thread_churn(void);
 const char *test_threads_share(void);
+const char *test_churn_waves(void);
+const char *test_churn_exits(void);
 const char *test_fork(void);
 const char *test_fork_handler_order(void);
 const char *test_fork_background(void);
