@@ -181,7 +181,7 @@ bench-real: $(MALLOC_SO) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) | deps-bench
 # TSan cannot model, and is left to the spin model (tests/model).
 # MM_MALLOC_BACKGROUND is emptied: the background threads must run.
 #   make test-malloc-tsan  runs it (part of make test, after test-tsan;
-#                          about 15 s, under a minute); writes "passed
+#                          about 20 s, under a minute); writes "passed
 #                          failed skipped" to $(RESULTS)/malloc-tsan; a
 #                          report fails it (halt_on_error, and
 #                          tools/ktap-check)
@@ -203,6 +203,7 @@ MALLOC_TSAN_TEST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror \
 MALLOC_TSAN_LIB_OBJS := $(patsubst %,$(MALLOC_TSAN_BUILD)/lib/%.o,$(MALLOC_SRCS))
 MALLOC_TSAN_TEST_SRCS := tests/real/malloc_tsan_test.c \
 	tests/real/malloc_tsan_threads.c tests/real/malloc_tsan_late.c \
+	tests/real/malloc_tsan_churn.c \
 	tests/real/malloc_tsan_port.c \
 	tests/host/main.c \
 	kernel/ktest.c kernel/format.c
