@@ -83,8 +83,8 @@ void spanheap_config_default(struct spanheap_config *cfg);
 
 /* Prepares sh (zeroed, or as a failed init left it) over the page heap h
  * (its scavenger not started) with *cfg (copied: may be sh->cfg) and a
- * page heap for its metadata. False, saying why, for a bad config or no
- * memory: nothing kept but its reservations, for a retry on sh. */
+ * page heap for its metadata. False, saying why, for a bad config, no
+ * memory (a retry on sh may follow), or an sh in use (left as it was). */
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg);
 

@@ -52,7 +52,9 @@
  * with a line naming the field; with MM_PORT_RSEQ, a port that did not
  * call mm_rseq_init first is refused too, and so is a page heap not set
  * up or whose scavenger thread runs (the set-up makes it serve the
- * metadata heap).
+ * metadata heap), and a span heap set up already whose metadata heap is
+ * still there (in_use): the heap has no destroy, and an owner that gave
+ * its reservations back zeroes that heap before setting it up again.
  */
 #include "spanheap_internal.h"
 
@@ -250,10 +252,33 @@ static bool parts_init(struct spanheap *sh)
 	return false;
 }
 
+/*
+ * True if sh is set up and in use: its init succeeded (live names sh
+ * itself, which garbage in a struct on the stack does only by chance; a
+ * 1-bit flag would be set by one byte in two) and its metadata heap is
+ * still there (an owner that gave its reservations back and zeroed it,
+ * as the host tests do, may set sh up again). Reads sh's own fields
+ * only: a garbage sh->heap is never followed.
+ */
+static bool in_use(const struct spanheap *sh)
+{
+	return sh->live == sh && sh->meta.arena_pages != 0;
+}
+
 bool spanheap_init(struct spanheap *sh, struct mheap *h,
                    const struct spanheap_config *cfg_in)
 {
 	spanheap_assert_can_sleep("spanheap_init");
+	/* Before anything is written: the zeroing below lost everything
+	 * the first set-up took (its metadata heap's arena, its span
+	 * structs, the caches' slabs) and orphaned the objects handed out
+	 * (a review; test spanheap_reinit). The span heap has no destroy. */
+	if (in_use(sh)) {
+		mm_log("spanheap: the heap at %p is set up and in use: a "
+		       "second spanheap_init of it is refused",
+		       (const void *)sh);
+		return false;
+	}
 	/* A copy: cfg_in may be sh->cfg (a retry of a failed init with the
 	 * configuration it left), which the zeroing below clears. */
 	const struct spanheap_config copy = *cfg_in, *cfg = &copy;
@@ -313,5 +338,6 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 	mm_event_init(&sh->sweeper.pace, "spanheap_pace");
 	mm_event_init(&sh->sweeper.cycle_done, "spanheap_cycle");
 	sh->set_up = true;
+	sh->live = sh;
 	return true;
 }

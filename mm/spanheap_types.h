@@ -126,8 +126,7 @@ struct spanheap {
 	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
-	bool set_up; /* fixed: spanheap_init succeeded (spanheap_assert_set_up)
-	              */
+	bool set_up; /* fixed: init succeeded (spanheap_assert_set_up) */
 	/* Under heap->lock: */
 	struct spanheap_spans *spans; /* the live all-spans array */
 	struct mspan *free_structs;   /* the span-struct allocator */
@@ -183,15 +182,16 @@ struct spanheap {
 	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
 	struct spanheap_guard guard;
 	struct spanheap_meta_blocks meta_blocks; /* users' (heap->lock) */
+	/* Fixed: sh itself once spanheap_init succeeded, which refuses a
+	 * heap in use (garbage matches a self-pointer only by chance). */
+	const struct spanheap *live;
 	/* The metadata heap (spanheap_meta.c): a page heap over an arena of
 	 * its own, apart from heap's, whose runs are the span heap's own
-	 * structures (SPANHEAP_META_WHAT), so that an overrun of an
-	 * object's pages reaches none of them. Its lock (rank MM_RANK_HEAP,
-	 * a leaf like heap's) is never taken with heap's. */
-	/* &meta while meta is the one a failed spanheap_init kept, with its
-	 * reservations (spanheap_meta.c, "Limits"), for a retry to use
-	 * again; else NULL. These two fields come last: a retry's zeroing
-	 * stops before them. */
+	 * structures (SPANHEAP_META_WHAT), out of an overrun's reach. Its
+	 * lock (MM_RANK_HEAP, a leaf) is never taken with heap's. meta_kept:
+	 * &meta while meta is the one a failed spanheap_init kept, with its
+	 * reservations (spanheap_meta.c, "Limits"), for a retry; else NULL.
+	 * These two come last: a retry's zeroing stops before them. */
 	const struct mheap *meta_kept;
 	struct mheap meta;
 };
