@@ -220,13 +220,16 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 {
 	void *p = NULL;
 	unsigned cls = 0;
+	/* A heap never set up (zeroed: its fast path falls here for a large
+	 * or zeroed object) followed its NULL page heap (review). */
+	spanheap_assert_set_up(sh);
 	/* Off the magazine's pop, every call without MM_ATOMIC: a caller in
 	 * atomic context that forgot it is caught while memory is plentiful
 	 * (Linux's might_sleep), not the day its class needs a new span. */
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("spanheap_alloc (without MM_ATOMIC)");
 	if (!spanheap_bad_flags("alloc", size, flags) &&
-	    size <= sh->heap->arena_pages * MM_PAGE_SIZE) {
+	    size <= sh->arena_bytes) {
 		cls = sh->cfg.poison ? poison_class(size, align)
 		                     : class_for(size, align);
 		/* Before anything is taken: an injected NULL leaves all as

@@ -55,6 +55,10 @@
  * metadata heap), and a span heap set up already whose metadata heap is
  * still there (in_use): the heap has no destroy, and an owner that gave
  * its reservations back zeroes that heap before setting it up again.
+ * A heap used before its init (zeroed) panics saying so at its first
+ * slow path (spanheap_assert_set_up); a small allocation's fast path
+ * faults first, on the NULL magazines (docs/DESIGN.md: no check there is
+ * free).
  */
 #include "spanheap_internal.h"
 

@@ -144,6 +144,9 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
                                uint32_t *idx, const char *op)
 {
+	/* Every free the fast path does not take, a zeroed heap's all:
+	 * until a review it followed its NULL page heap. */
+	spanheap_assert_set_up(sh);
 	void *e = mheap_span_lookup(sh->heap, (uintptr_t)p);
 	if (!mheap_span_is_span(e))
 		bad_pointer(sh, op, p, e);
