@@ -139,6 +139,9 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
 	mheap_unmap_run(base, npages);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_scav_return_locked(&h->pages, base, npages);
+	/* An undone allocation: as finish_alloc's (the run's chunks may be
+	 * sparse again). */
+	h->scav.backed_frees++;
 	mm_lock_release(&h->lock, irq);
 }
 
@@ -188,8 +191,13 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 	if (npages <= 64) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		palloc_free_mask_locked(&h->pages, base, npages, mask);
-		if (nscav < npages) /* backed pages free again */
-			h->scav.backed_frees++;
+		/* Backed pages free again, or a chunk the run made dense (a
+		 * background search skipped it meanwhile) sparse again:
+		 * counted even if every page was scavenged (until a review
+		 * it was not, and the thread skipped the heap: mheap_idle's
+		 * an_undone_scavenged_run_that_made_its_chunk_dense_counts).
+		 */
+		h->scav.backed_frees++;
 		mm_lock_release(&h->lock, irq);
 	} else {
 		mheap_unmap_and_return(h, base, npages); /* thread only */
