@@ -37,7 +37,9 @@
  *             (after its paced sleep) it sets idle and waits on wake
  *             (MHEAP_IDLE_NS at most), unless it is over its goal and
  *             pages were freed since its search (backed_frees moved
- *             past barren_frees): nor, till then, searches that heap.
+ *             past barren_frees; an undone allocation and a batch not
+ *             the thread's count too, mheap_scav.h): nor, till then,
+ *             searches that heap.
  *             A free of >= 16 pages that leaves the heap over its goal
  *             wakes it (the debug mode's too, which frees scavenged but
  *             lowers the goal: mheap_free_wakes_locked).
@@ -275,6 +277,14 @@ size_t mheap_scavenge_batch(struct mheap *h, size_t max, unsigned palloc_flags,
 	mm_port_unused_finish(&b); /* every CPU flushed, frames back */
 	irq = mm_lock_acquire(&h->lock);
 	return_locked(h, &t, total);
+	/* Held, the runs may have made their chunks dense to the thread's
+	 * search, which then skipped the chunks' other free backed pages:
+	 * those are takeable again (mheap_scav.h; until a review a batch
+	 * for frames or a release left the thread skipping the heap:
+	 * mheap_idle's a_batch_for_frames_that_made_its_chunk_dense_counts).
+	 * The thread's own batches end before its next search. */
+	if (kind != MHEAP_SCAV_BG)
+		h->scav.backed_frees++;
 	book_locked(h, kind, total);
 	mm_lock_release(&h->lock, irq);
 	/* An allocation that found no free pages and no growth left may be

@@ -23,11 +23,11 @@ struct mheap_scav {
 	bool idle;   /* asleep, nothing to take: a large free wakes it */
 	bool refill; /* an atomic caller found the reserve short */
 	/* Frees that made pages free backed (mheap_free_pages) or may have
-	 * made some takeable (an undone allocation, whose run made its chunk
-	 * dense meanwhile; the debug mode's, mheap_free_unmapping), and
-	 * their count when the thread last found nothing to take: equal,
-	 * it neither searches the heap (bg_turn) nor stays awake for it
-	 * (bg_idle) until the next. */
+	 * made some takeable (an undone allocation, or a batch not the
+	 * thread's, whose run made its chunk dense meanwhile; the debug
+	 * mode's, mheap_free_unmapping), and their count when the thread
+	 * last found nothing to take: equal, it neither searches the heap
+	 * (bg_turn) nor stays awake for it (bg_idle) until the next. */
 	uint64_t backed_frees, barren_frees;
 	uint64_t barren_searches; /* background searches that found none */
 	/* Atomic, no lock: */

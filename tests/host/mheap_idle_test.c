@@ -378,3 +378,51 @@ KTEST(mheap_idle, an_undone_scavenged_run_that_made_its_chunk_dense_counts)
 	MH_CHECK(&heap, "after the undone allocation");
 	mh_release(&heap);
 }
+
+/*
+ * The same through a batch that scavenges for frames: it takes 14 of
+ * chunk 1's 22 free backed pages, which leaves the chunk dense (504 in
+ * use) while it unmaps them, and a background search then (the hook)
+ * skips the 8 left; the batch gives its run back scavenged and the chunk
+ * is sparse again: the 8 are takeable, and the return must count as a
+ * backed free as an undone allocation does. The batch's allocation (14
+ * scavenged pages, chunk 0's first, with no frame to spare) succeeds.
+ * Before the fix the counts stayed equal.
+ */
+KTEST(mheap_idle, a_batch_for_frames_that_made_its_chunk_dense_counts)
+{
+	KASSERT(idle_heap_init());
+	char *g = mheap_alloc_pages(&heap, 14, 0);
+	char *a = mheap_alloc_pages(&heap, PALLOC_CHUNK_PAGES - 14, 0);
+	char *b = mheap_alloc_pages(&heap, 490, 0);
+	char *t = mheap_alloc_pages(&heap, 22, 0);
+	KASSERT(g && a == g + 14 * PG);
+	KASSERT(b == g + PALLOC_CHUNK_PAGES * PG && t == b + 490 * PG);
+	mheap_free_pages(&heap, g, 14);
+	mheap_release_all(&heap);
+	mheap_free_pages(&heap, t, 22);
+	struct mheap_stats st;
+	mheap_stats(&heap, &st);
+	KASSERT_EQ(st.free_backed_pages, 22);
+	atomic_store(&in_window, true);
+	window_found = SIZE_MAX;
+	mheap_test_hook = search_in_window;
+	mm_port_set_free_pages(0); /* the allocation's 14 frames short */
+	char *p = mheap_alloc_pages(&heap, 14, 0);
+	mm_port_set_free_pages(SIZE_MAX / 2);
+	mheap_test_hook = NULL;
+	KEXPECT(p == g);
+	KEXPECT(!atomic_load(&in_window));
+	KEXPECT_EQ(window_found, 0); /* in vain: the chunk was dense */
+	unsigned long irq = mm_lock_acquire(&heap.lock);
+	bool skipped = heap.scav.barren_frees == heap.scav.backed_frees;
+	mm_lock_release(&heap.lock, irq);
+	KEXPECT(!skipped);
+	KEXPECT_EQ(mheap_scavenge_batch(&heap, 0, 0, MHEAP_SCAV_BG), 8);
+	if (p)
+		mheap_free_pages(&heap, p, 14);
+	mheap_free_pages(&heap, a, PALLOC_CHUNK_PAGES - 14);
+	mheap_free_pages(&heap, b, 490);
+	MH_CHECK(&heap, "after the batch for frames");
+	mh_release(&heap);
+}
