@@ -206,11 +206,11 @@ API const char *mm_malloc_slot_mode(void)
  * while it waits. Under ctl_lock, as the background threads run, so that
  * fork waits for it: a child forked in the middle inherited the cycle
  * semaphore held, or a scavenge batch's pages out of the free set, with
- * no thread to give them back. Returns 1 if pages were given back, else
- * 0: also before the heap is set up (it holds nothing), inside a call (a
- * signal handler that interrupted one: mm/ may be in the middle of
- * something) or inside this thread's hold of ctl_lock (EDEADLK). pad is
- * ignored: there is no top of heap to keep. Keeps errno.
+ * no thread to give them back. Returns 1 if pages were given back (the
+ * guarded pool's unmapped slots too), else 0: also before the heap is set up
+ * (it holds nothing), inside a call (a signal handler that interrupted one: mm/
+ * may be in the middle of something) or inside this thread's hold of ctl_lock
+ * (EDEADLK). pad is ignored: there is no top of heap to keep. Keeps errno.
  */
 API int malloc_trim(size_t pad)
 {

@@ -402,17 +402,19 @@ static unsigned freed_take(struct spanheap *sh, uint16_t *v)
 	return n;
 }
 
-void spanheap_guard_drain(struct spanheap *sh)
+size_t spanheap_guard_drain(struct spanheap *sh)
 {
 	struct spanheap_guard *g = &sh->guard;
 	if (!g->base)
-		return;
+		return 0;
 	spanheap_assert_can_sleep("spanheap_guard_drain");
 	if (atomic_exchange(&g->draining, true))
-		return;
+		return 0;
 	uint16_t v[SPANHEAP_GUARD_MAX];
 	unsigned n;
+	size_t pages = 0;
 	while ((n = freed_take(sh, v)) != 0) {
+		pages += n;
 		for (unsigned k = 0; k < n; k++) {
 			struct spanheap_guard_slot *sl = &g->slot[v[k]];
 			for (uint32_t b = 0; b < sl->asked; b++)
@@ -437,18 +439,20 @@ void spanheap_guard_drain(struct spanheap *sh)
 		mm_lock_release(&sh->heap->lock, irq);
 	}
 	mm_event_wake(&g->drained);
+	return pages;
 }
 
-void spanheap_guard_drain_all(struct spanheap *sh)
+size_t spanheap_guard_drain_all(struct spanheap *sh)
 {
 	struct spanheap_guard *g = &sh->guard;
+	size_t pages = 0;
 	if (!g->base)
-		return;
+		return 0;
 	for (;;) {
 		/* Before the drain's flag is read: its end after this
 		 * moves the count, and the wait returns at once. */
 		uint64_t seen = mm_event_prepare(&g->drained);
-		spanheap_guard_drain(sh);
+		pages += spanheap_guard_drain(sh);
 		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 		bool left = g->nfreed != 0;
 		mm_lock_release(&sh->heap->lock, irq);
@@ -458,7 +462,7 @@ void spanheap_guard_drain_all(struct spanheap *sh)
 		 * on its CPU, tests/real/malloc_api_rt.c.) */
 		bool busy = atomic_load(&g->draining);
 		if (!left && !busy)
-			return;
+			return pages;
 		if (busy)
 			mm_event_wait(&g->drained, seen, GUARD_DRAIN_WAIT_NS);
 	}

@@ -141,15 +141,16 @@ uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
                                   unsigned *cls);
 
 /* Unmaps the FREED slots' pages (their poison checked first) and puts
- * them in the ring. Thread context, no mm lock held; returns at once if
- * another thread is at it. */
-void spanheap_guard_drain(struct spanheap *sh);
+ * them in the ring; returns how many. Thread context, no mm lock held;
+ * returns 0 at once if another thread is at it. */
+size_t spanheap_guard_drain(struct spanheap *sh);
 
 /* spanheap_guard_drain until no slot waits, another thread's drain
  * included (sleeping until it ends: a yield would never run a drainer of
  * a lower priority under a strict-priority scheduler): release-all's,
- * whose frames must all be back. Thread context, no mm lock held. */
-void spanheap_guard_drain_all(struct spanheap *sh);
+ * whose frames must all be back; returns the pages its own drains
+ * unmapped. Thread context, no mm lock held. */
+size_t spanheap_guard_drain_all(struct spanheap *sh);
 
 /* spanheap_where's and spanheap_where_log's part for an address of the
  * pool (kind GUARD). Any context. */

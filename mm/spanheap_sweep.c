@@ -264,8 +264,14 @@ bool spanheap_reclaim(struct spanheap *sh)
 size_t spanheap_release_all(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_release_all");
+	/* The guarded pool's pages count: malloc_trim says whether memory
+	 * went back (until a review a trim whose only release was the
+	 * pool's said none did). Drained before the cycle, whose own drain
+	 * counts nothing, and after it, for the frees made meanwhile. */
+	size_t pages = spanheap_guard_drain_all(sh);
 	spanheap_flush_all(sh);
 	spanheap_run_cycle(sh, false);
-	spanheap_guard_drain_all(sh);
-	return mheap_release_all(sh->heap) + mheap_release_all(&sh->meta);
+	pages += spanheap_guard_drain_all(sh);
+	return pages + mheap_release_all(sh->heap) +
+	       mheap_release_all(&sh->meta);
 }

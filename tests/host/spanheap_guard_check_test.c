@@ -301,3 +301,26 @@ KTEST(spanheap_guard_check, no_freed_slot_outlives_the_frees)
 	KEXPECT_EQ(guard_left, 0);
 	guard_release();
 }
+
+/*
+ * Release-all's count holds the pages its drain gave back: a slot freed
+ * by a caller that cannot sleep (pinned) waits, mapped, for the drain,
+ * and release-all's drain unmaps it, so with nothing else to release it
+ * returns 1 (malloc_trim says whether memory went back from it). Before
+ * the fix it returned the page heaps' pages alone: 0.
+ */
+KTEST(spanheap_guard_check, release_all_counts_the_pages_drained)
+{
+	KASSERT(guard_heap(4));
+	spanheap_release_all(&sh);
+	void *a = guarded(64);
+	KASSERT(a);
+	struct mm_pin pin = mm_port_pin();
+	spanheap_free(&sh, a);
+	mm_port_unpin(pin);
+	KEXPECT_EQ(sh.guard.nfreed, 1);
+	KEXPECT_EQ(spanheap_release_all(&sh), 1);
+	KEXPECT_EQ(sh.guard.nfreed, 0);
+	KEXPECT_EQ(spanheap_release_all(&sh), 0);
+	guard_release();
+}
