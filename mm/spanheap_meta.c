@@ -39,8 +39,10 @@
  * side table, the most pages per page of span over the classes (3 a page
  * for 16-byte objects with callers' records, half a page without: the
  * heap keeps them if the port gives callers, spanheap_track_probe).
- * Once: every CPU's magazine slab (8 pages) and, if the heap keeps
- * records, the stack depot whole (4 MiB). Over the kernel's 64 GiB arena
+ * Once: every CPU's magazine slab (8 pages; none in poison mode, which
+ * makes no slab), every named cache's struct and the caches' counters
+ * (12 pages: the cache slots bound them) and, if the heap keeps records,
+ * the stack depot whole (4 MiB). Over the kernel's 64 GiB arena
  * that is about 7 GiB of address space (in poison mode, about 250 GiB),
  * in a 2 TiB region; over a host test's 1 GiB, 110 MiB (4 GiB); beside
  * the hosted malloc's 64 GiB, whose port gives no callers, 7 GiB (47
@@ -87,10 +89,13 @@
  * without it, as for the object heap, its free pages stay backed until a
  * release-all or a shortage of frames, and its reserve is refilled by the
  * next thread allocation of metadata. Its arena is fixed: past its size,
- * metadata allocations fail as out of memory. Its size does not count the
- * users' blocks (a few pages for every cache a heap may have; a pool's
- * array, 8 bytes a reserved element): the quarter for holes is their
- * room, and a pool or cache past it is refused for want of memory. A set-up
+ * metadata allocations fail as out of memory. Its size counts the named
+ * caches' blocks but not the pools' arrays (8 bytes a reserved element,
+ * bounded only by the objects the arena holds): the quarter for holes is
+ * their room, and a pool past it is refused for want of memory (until a
+ * review neither was counted, and the slabs counted in poison mode hid a
+ * cut of the quarter or of the depot's pages from every test:
+ * spanheap_meta_size.a_full_poison_arena_leaves_its_margins). A set-up
  * that fails after the metadata heap was made (no memory for the all-spans
  * array or the stack depot) gives its pages back but keeps its reservations, as
  * palloc keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
@@ -104,6 +109,7 @@
  * gives back only the latest (the kernel's, whose set-up failing panics)
  * keeps that too.
  */
+#include "objcache.h"
 #include "spanheap_internal.h"
 
 /* Bytes of metadata a page of the object arena may need, at most (above:
@@ -123,6 +129,20 @@ static size_t per_page_bytes(const struct spanheap_config *cfg, bool track)
 	return sizeof(struct mspan) + 3 * sizeof(void *) + side;
 }
 
+/* The pages of the users' metadata whose most is known: every named
+ * cache's struct and the caches' counter area (objcache.c: a row of
+ * SPANHEAP_OBJCACHE_SLOTS counters a CPU). A pool's reserve array has
+ * no such bound (8 bytes a reserved element, as many as the arena holds
+ * objects): the pools share the quarter with the holes ("Limits"). */
+static uint64_t users_pages(void)
+{
+	return spanheap_meta_blocks_pages(SPANHEAP_OBJCACHE_SLOTS,
+	                                  sizeof(struct objcache)) +
+	       spanheap_meta_blocks_pages(1, (size_t)MM_MAX_CPUS *
+	                                             SPANHEAP_OBJCACHE_SLOTS *
+	                                             sizeof(int64_t));
+}
+
 size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
                                  size_t heap_arena_bytes)
 {
@@ -139,7 +159,11 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
 	bool callers = spanheap_track_probe();
 	uint64_t per_span = (uint64_t)(heap_arena_bytes / MM_PAGE_SIZE) *
 	                    per_page_bytes(cfg, cfg->poison && callers);
-	uint64_t once = (uint64_t)MM_MAX_CPUS * spanheap_mag_slab_pages();
+	/* Poison mode has no magazines (spanheap_mag_slab_make refuses). */
+	uint64_t once =
+	        cfg->poison ? 0
+	                    : (uint64_t)MM_MAX_CPUS * spanheap_mag_slab_pages();
+	once += users_pages();
 	if (callers && (cfg->poison || cfg->guard_slots))
 		once += spanheap_depot_max_pages();
 	uint64_t b = per_span + per_span / 4 + once * MM_PAGE_SIZE;

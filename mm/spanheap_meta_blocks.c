@@ -163,6 +163,17 @@ static void *large_alloc(struct spanheap *sh, size_t nbytes)
 	return (char *)r + SPANHEAP_META_RUN_HDR;
 }
 
+size_t spanheap_meta_blocks_pages(size_t n, size_t nbytes)
+{
+	if (nbytes > SPANHEAP_META_BLOCK_MAX)
+		return n *
+		       ((nbytes + SPANHEAP_META_RUN_HDR + MM_PAGE_SIZE - 1) /
+		        MM_PAGE_SIZE);
+	size_t per = (MM_PAGE_SIZE - SPANHEAP_META_RUN_HDR) /
+	             class_bytes(class_of(nbytes));
+	return (n + per - 1) / per;
+}
+
 void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes)
 {
 	/* As the heap's own allocations were, when these were objects. */

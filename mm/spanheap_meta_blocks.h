@@ -51,6 +51,11 @@ struct spanheap;
  */
 void *spanheap_meta_alloc(struct spanheap *sh, size_t nbytes);
 
+/* The pages n blocks of nbytes each take, packed in runs of their class
+ * (or each a run of its own past SPANHEAP_META_BLOCK_MAX): the metadata
+ * arena's sizing (spanheap_meta.c). Any context. */
+size_t spanheap_meta_blocks_pages(size_t n, size_t nbytes);
+
 /* Gives back p (NULL: nothing) of spanheap_meta_alloc(sh, nbytes). A
  * size of another class, a pointer not a block's start or not in a run,
  * or a block freed already mm_panics, saying which, before any run is
