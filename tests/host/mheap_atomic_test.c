@@ -145,7 +145,8 @@ KTEST(mheap_atomic, alloc_does_not_wait_for_a_growth)
 /*
  * A fully grown arena whose only free pages a scavenge batch holds out of
  * the free set: an atomic allocation must get NULL without waiting for
- * the batch (a thread waits, mheap_scav_test.c), and count no scav_wait.
+ * the batch (a thread waits, mheap_scav_wait_test.c), and count no
+ * scav_wait.
  */
 KTEST(mheap_atomic, alloc_does_not_wait_for_a_scavenge_batch)
 {

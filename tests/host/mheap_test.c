@@ -5,7 +5,8 @@
  * back, out of memory leaving nothing changed, and an atomic caller below
  * the reserve asking it to grow the heap. What it refuses (bad
  * configurations, extensions, sizes) is mheap_refuse_test.c's, scavenging
- * mheap_scav_test.c's, zeroed allocations mheap_zero_test.c's.
+ * mheap_scav_test.c's and mheap_scav_wait_test.c's, zeroed allocations
+ * mheap_zero_test.c's.
  */
 #include <stdio.h>
 #include <string.h>
