@@ -2,7 +2,8 @@
  * tests/port/min_port.c: the smallest port of mm/ (mm/port.h), written from
  * docs/PORTING.md and mm/port.h alone, and kept as a test of that contract:
  * if port.h grows a hook or a duty the documentation does not name, this
- * file stops building, linking or passing (tests/port/min_port_test.c).
+ * file stops building, linking or passing (tests/port/min_port_test.c and
+ * min_port_limits_test.c).
  *
  * The system it ports to has one CPU, no threads and no interrupts. Its
  * "address space" is one static array: mm_port_reserve bumps a pointer
