@@ -73,6 +73,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_exit.c \
 	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
+	malloc_api_diff_shadow.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
 	malloc_api_atfork.c) mm/sizeclasses.c

@@ -1,8 +1,10 @@
 /*
  * tests/real/malloc_api_diff.h: what the randomized differential test's
- * two files share: malloc_api_diff.c (the threads, the shadow table of
- * live objects and its checks) and malloc_api_diff_ops.c (the sizes, the
- * alignments and the operations with glibc 2.36's expected results).
+ * three files share: malloc_api_diff.c (the threads, their rounds, the
+ * memory limit and the leak check), malloc_api_diff_shadow.c (the shadow
+ * table of live objects and its checks) and malloc_api_diff_ops.c (the
+ * sizes, the alignments and the operations with glibc 2.36's expected
+ * results).
  */
 #ifndef MALLOC_API_DIFF_H
 #define MALLOC_API_DIFF_H
@@ -87,8 +89,8 @@ uint64_t diff_rand(struct diff_thread *t);
 void diff_swap(struct diff_thread *t);
 unsigned char diff_pattern(uint32_t tag, size_t i);
 
-/* The shadow table's checks (malloc_api_diff.c); each returns NULL or
- * what went wrong. */
+/* The shadow table's checks (malloc_api_diff_shadow.c); each returns
+ * NULL or what went wrong. */
 const char *diff_adopt(struct diff_thread *t, struct diff_obj *o, bool zeroed);
 const char *diff_check(struct diff_thread *t, const struct diff_obj *o);
 const char *diff_check_prefix(struct diff_thread *t, const struct diff_obj *o,
@@ -100,6 +102,11 @@ const char *diff_keep(struct diff_thread *t, struct diff_obj *o);
 const char *diff_hold(struct diff_thread *t, struct diff_obj *o);
 struct diff_obj diff_take(struct diff_thread *t, int i);
 const char *diff_send(struct diff_thread *t);
+/* Takes what other threads handed t: each checked, held in t's table of
+ * received objects, and followed by one operation on that table. */
+const char *diff_receive(struct diff_thread *t);
+/* Frees every object of t: its tables and its queue. */
+const char *diff_free_all(struct diff_thread *t);
 
 /* The operations (malloc_api_diff_ops.c). */
 void diff_sizes_init(void);

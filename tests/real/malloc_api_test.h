@@ -32,7 +32,8 @@
  *   malloc_api_trim.c    malloc_trim
  *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
  *   malloc_api_diff.c    the randomized differential test of the whole
- *                        API (with malloc_api_diff_ops.c)
+ *                        API (with malloc_api_diff_shadow.c and
+ *                        malloc_api_diff_ops.c)
  */
 #ifndef MALLOC_API_TEST_H
 #define MALLOC_API_TEST_H
