@@ -59,8 +59,8 @@
 #include "kernel/printk.h"
 #include "kernel/time.h"
 
-#define INIT_DELAY_US  10000
-#define SIPI_DELAY_US  200
+#define INIT_DELAY_US 10000
+#define SIPI_DELAY_US 200
 /* A wait lasts AP_WAIT_US of the boot CPU's running time
  * (smp_internal.h), and at most this much wall clock, whatever the boot
  * CPU ran: a host that gives the VM under a 60th of a CPU is not waited
