@@ -1,17 +1,50 @@
 /*
- * tests/real/malloc_api_scenarios.h: the scenarios of malloc-api-test
- * (malloc_api_test.h) that its topics' files lend first_scenario
- * (malloc_api_fresh.c), which runs each by name in a fresh process; each
- * returns the process's exit status (0 passed) and says on stderr what
- * went wrong.
+ * tests/real/malloc_api_scenarios.h: how malloc-api-test
+ * (malloc_api_test.h) runs code in a fresh process (run_scenario,
+ * run_with, the hang guard), and the scenarios that its topics' files
+ * lend first_scenario (malloc_api_fresh.c), which runs each by name in
+ * the fresh process; each returns the process's exit status (0 passed)
+ * and says on stderr what went wrong.
  */
 #ifndef MALLOC_API_SCENARIOS_H
 #define MALLOC_API_SCENARIOS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+/* Runs this program (self_exe) in a fresh process with argv[1] what and
+ * env=val set (env NULL: nothing set), under RLIMIT_AS as_limit if not 0;
+ * returns its wait status. */
+int run_scenario(const char *what, const char *env, const char *val,
+                 size_t as_limit);
+/* The fresh process's side of run_scenario: argv[1] names the scenario;
+ * returns its exit status. */
+int first_scenario(const char *what);
+
+/* A scenario's hang guard: SIGALRM ends the process HANG_SECS after the
+ * last call. first_scenario calls it once; a scenario that loops calls
+ * it at every round, so that the bound is on one round (a hang), not on
+ * the whole run, whose time grows with the machine's load: the 100
+ * rounds of underscore-fork took 20 s at a load of 12 and more than 120
+ * s at 25 (SIGALRM), each round well under a second. */
+enum { HANG_SECS = 120 };
+static inline void hang_guard(void)
+{
+	alarm(HANG_SECS);
+}
+
+/* Runs scenario what in a fresh process with name=val, its stderr into
+ * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
+int run_with(const char *what, const char *name, const char *val, char *out,
+             size_t outsz);
+
+/* Lent by malloc_api_fresh_fork.c: the fresh-process scenarios
+ * "signal-fork" and "clone-child"; 0 if they held. */
+int scenario_signal_fork(void);
+int scenario_clone_child(void);
 /* Scenarios of other topics' tests, which first_scenario runs. */
 int scenario_errno_setup(void);
 int scenario_handler_fork(void);

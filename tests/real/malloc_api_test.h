@@ -3,8 +3,9 @@
  * program, malloc-api-test (malloc.mk), share: the CHECK convention, the
  * library's extensions, the ways to run code in a child or a fresh
  * process, the helpers one topic lends another, and every test the
- * runner (malloc_api_test.c) calls; the scenarios first_scenario runs
- * by name are in malloc_api_scenarios.h, included below.
+ * runner (malloc_api_test.c) calls; the fresh processes (run_scenario,
+ * run_with, the hang guard) and the scenarios first_scenario runs in
+ * them by name are in malloc_api_scenarios.h, included below.
  *
  * The program's files, by topic:
  *   malloc_api_test.c    the runner, its child-process helpers and the
@@ -75,23 +76,6 @@ const char *child_passes(void (*fn)(void));
  * exit) if it cannot be waited for. */
 int wait_status(pid_t pid);
 int collect_child(pid_t pid, int fd[2], char *out, size_t outsz);
-int run_scenario(const char *what, const char *env, const char *val,
-                 size_t as_limit);
-/* The fresh process's side of run_scenario: argv[1] names the scenario;
- * returns its exit status. */
-int first_scenario(const char *what);
-
-/* A scenario's hang guard: SIGALRM ends the process HANG_SECS after the
- * last call. first_scenario calls it once; a scenario that loops calls
- * it at every round, so that the bound is on one round (a hang), not on
- * the whole run, whose time grows with the machine's load: the 100
- * rounds of underscore-fork took 20 s at a load of 12 and more than 120
- * s at 25 (SIGALRM), each round well under a second. */
-enum { HANG_SECS = 120 };
-static inline void hang_guard(void)
-{
-	alarm(HANG_SECS);
-}
 
 /* Lent by malloc_api_threads.c: a thread that allocates and frees, and
  * returns an object for its joiner to free. */
@@ -105,10 +89,6 @@ int background_threads_wait(void);
 /* Grows the heap past the size that starts them, then waits for both;
  * returns 3. */
 int background_threads_up(void);
-/* Lent by malloc_api_fresh_fork.c: the fresh-process scenarios
- * "signal-fork" and "clone-child"; 0 if they held. */
-int scenario_signal_fork(void);
-int scenario_clone_child(void);
 /* Lent by malloc_api_late.c: starts n threads into h that each own a slot
  * (a first malloc) and stay alive; returns once each does, false if one
  * cannot start. holders_stop ends and joins them. */
@@ -196,10 +176,5 @@ const char *test_guard_stats(void);
 const char *test_guard_no_room(void);
 
 #include "malloc_api_scenarios.h"
-
-/* Runs scenario what in a fresh process with name=val, its stderr into
- * out (NUL-terminated); returns its wait status (malloc_api_env.c). */
-int run_with(const char *what, const char *name, const char *val, char *out,
-             size_t outsz);
 
 #endif
