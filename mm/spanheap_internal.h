@@ -160,8 +160,9 @@ static inline bool spanheap_fail_armed(struct spanheap *sh)
 bool spanheap_fail_should(struct spanheap *sh, bool large, unsigned flags);
 void *spanheap_alloc_decided(struct spanheap *sh, size_t size, unsigned flags);
 
-/* Poison mode: its checks and red zones. */
+/* Poison mode: its checks and red zones, and its records of callers. */
 #include "spanheap_redzone.h"
+#include "spanheap_records.h"
 #include "spanheap_meta.h"
 
 /* The spans' calls, the central lists, the per-CPU caches and their
