@@ -5,7 +5,8 @@
  * which keeps every scheduling decision under one run-queue lock.
  *
  * The scheduler's own interface (start-up, the tick, the run queues'
- * counts) is in sched.h.
+ * counts) is in sched.h; a thread's handle, what join and wake take, in
+ * thread_handle.h.
  *
  * Contexts: each declaration says. What may sleep is for threads with no
  * spinlock held, preemption and interrupts on (the lock checker reports
@@ -21,6 +22,7 @@
 
 #include "kernel/kstack.h"
 #include "kernel/spinlock.h"
+#include "kernel/thread_handle.h"
 #include "kernel/time.h"
 
 #define THREAD_NAME_MAX    24
@@ -77,30 +79,6 @@ struct thread {
 	struct thread *all_next;
 	bool join_claimed;
 };
-
-/*
- * What thread_join and thread_wake take: a thread's struct, its id and
- * its home CPU. A joined thread's struct goes back to kmalloc (to a newer
- * thread, or back to the page heap, unmapped); its id is never reused
- * (ids count up from 1). A handle is looked up by id in its CPU's table of
- * live threads before the struct is read, so one kept past its thread's
- * join is reported, naming its id, instead of reaching whichever thread
- * has the struct now or faulting. Copy it freely; the zero handle
- * (THREAD_NONE) is no thread's.
- */
-struct thread_handle {
-	struct thread *t;
-	uint64_t id;
-	unsigned cpu; /* t->cpu's id, so that t need not be read */
-};
-
-#define THREAD_NONE ((struct thread_handle){NULL, 0, 0})
-
-/* False for THREAD_NONE (a failed thread_create). Any context. */
-static inline bool thread_handle_ok(struct thread_handle h)
-{
-	return h.t != NULL;
-}
 
 /* Makes the cache thread structs come from ("thread" in slabinfo).
  * heap_init calls it once the span heap is up, before the heap's own
