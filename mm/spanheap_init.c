@@ -269,23 +269,14 @@ static bool in_use(const struct spanheap *sh)
 	return sh->live == sh && sh->meta.arena_pages != 0;
 }
 
-bool spanheap_init(struct spanheap *sh, struct mheap *h,
-                   const struct spanheap_config *cfg_in)
+/*
+ * What spanheap_init refuses before it touches sh: a bad configuration,
+ * a page heap not set up or with its scavenger thread running, and (with
+ * MM_PORT_RSEQ) no restartable sequences. False, having logged why.
+ */
+static bool init_allowed(const struct spanheap_config *cfg,
+                         const struct mheap *h)
 {
-	spanheap_assert_can_sleep("spanheap_init");
-	/* Before anything is written: the zeroing below lost everything
-	 * the first set-up took (its metadata heap's arena, its span
-	 * structs, the caches' slabs) and orphaned the objects handed out
-	 * (a review; test spanheap_reinit). The span heap has no destroy. */
-	if (in_use(sh)) {
-		mm_log("spanheap: the heap at %p is set up and in use: a "
-		       "second spanheap_init of it is refused",
-		       (const void *)sh);
-		return false;
-	}
-	/* A copy: cfg_in may be sh->cfg (a retry of a failed init with the
-	 * configuration it left), which the zeroing below clears. */
-	const struct spanheap_config copy = *cfg_in, *cfg = &copy;
 	if (!config_ok(cfg))
 		return false;
 	if (!h->arena_pages) { /* its lock unmade; "no memory" until a review */
@@ -313,6 +304,28 @@ bool spanheap_init(struct spanheap *sh, struct mheap *h,
 		       "it after spanheap_init (mheap_scavenger_stop first)");
 		return false;
 	}
+	return true;
+}
+
+bool spanheap_init(struct spanheap *sh, struct mheap *h,
+                   const struct spanheap_config *cfg_in)
+{
+	spanheap_assert_can_sleep("spanheap_init");
+	/* Before anything is written: the zeroing below lost everything
+	 * the first set-up took (its metadata heap's arena, its span
+	 * structs, the caches' slabs) and orphaned the objects handed out
+	 * (a review; test spanheap_reinit). The span heap has no destroy. */
+	if (in_use(sh)) {
+		mm_log("spanheap: the heap at %p is set up and in use: a "
+		       "second spanheap_init of it is refused",
+		       (const void *)sh);
+		return false;
+	}
+	/* A copy: cfg_in may be sh->cfg (a retry of a failed init with the
+	 * configuration it left), which the zeroing below clears. */
+	const struct spanheap_config copy = *cfg_in, *cfg = &copy;
+	if (!init_allowed(cfg, h))
+		return false;
 	/* All but a metadata heap a failed init kept, which parts_init
 	 * takes again: it cannot be given back (spanheap_meta.c, "Limits"),
 	 * and a retry that zeroed it reserved another each time. */
