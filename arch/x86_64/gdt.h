@@ -24,7 +24,7 @@ void gdt_init_boot(void);
 /* Allocates cpus[id]'s three IST stacks. Returns false, with none left
  * allocated, when frames or stack slots run out. The boot CPU, for itself
  * and for each AP before it starts it: an AP that claimed its place must
- * come online without anything that can fail or wait (smp.c). */
+ * come online without anything that can fail or wait (smp_ap.c). */
 bool gdt_alloc_ist(unsigned id);
 
 /* Frees the IST stacks of cpus[id], an AP that never ran (no shootdown:

@@ -3,8 +3,9 @@
  * through a real-mode trampoline, INIT-SIPI-SIPI and a per-AP stack.
  *
  * The trampoline's layout is shared with trampoline.S, hence the offsets
- * below (the C struct in smp.c is checked against them). It is one page
- * below 1 MiB, copied there by the boot CPU:
+ * below (the C struct in smp_internal.h is checked against them, in
+ * smp_trampoline.c). It is one page below 1 MiB, copied there by the boot
+ * CPU:
  *
  *   0x000  16-bit entry (the SIPI starts the AP at CS = page << 8, IP = 0)
  *          then the 32-bit and 64-bit steps

@@ -3,8 +3,8 @@
  * page below 1 MiB outside the kernel image), and its installation: the
  * code copied through the direct map, the page identity-mapped r-x
  * (W^X: an AP stores to it only before it turns paging on), and the
- * parameters every AP shares. smp.c then writes each AP's own (its stack,
- * cpus[] index and APIC id) before its SIPI.
+ * parameters every AP shares. smp_ap.c then writes each AP's own (its
+ * stack, cpus[] index and APIC id) before its SIPI.
  */
 #include "smp.h"
 

@@ -1,7 +1,7 @@
 /*
  * The AP trampoline: real mode to long mode in one page below 1 MiB.
  *
- * Assembled into .rodata and copied by smp.c to the trampoline page P,
+ * Assembled into .rodata and copied by smp_trampoline.c to the page P,
  * which is identity-mapped in the kernel page tables while APs start.
  * Nothing here is position dependent: 16-bit code addresses the page
  * through DS = CS; the 32-bit and 64-bit code through EBX = P; the
