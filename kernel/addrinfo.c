@@ -160,6 +160,17 @@ void addrinfo_print(const char *indent, const char *label, uint64_t a)
 		       upper_region(a));
 }
 
+void addrinfo_print_fault(const char *indent, uint64_t rip, uint64_t cr2)
+{
+	addrinfo_print(indent, "CR2", cr2);
+	/* The fast path of a heap never set up: no test there is free, so
+	 * the report names it (mm/rseq.h, MM_RSEQ_MAGS_RECORD). */
+	if (heap_fault_unset_mags(rip, cr2))
+		printk("%sa span heap used before spanheap_init? (NULL "
+		       "magazines: a CPU's magazine read at %#lx)\n",
+		       indent, (unsigned long)cr2);
+}
+
 bool addrinfo_print_caught(const char *indent, const char *label, uint64_t a)
 {
 	/* The hook is this thread's: the scheduler switches it with the

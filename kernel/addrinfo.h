@@ -23,6 +23,14 @@
 void addrinfo_print(const char *indent, const char *label, uint64_t a);
 
 /*
+ * For a #PF at rip reading or writing cr2: addrinfo_print of cr2 as
+ * "CR2", then, if rip is a span heap's magazine sequence reading through
+ * a NULL magazine array (heap_fault_unset_mags), a line saying the heap
+ * was used before spanheap_init. Contexts as addrinfo_print's.
+ */
+void addrinfo_print_fault(const char *indent, uint64_t rip, uint64_t cr2);
+
+/*
  * addrinfo_print for a thread (the shell): the heap's structures are read
  * under the thread's fault hook, so a span freed and its pages unmapped
  * while they are read (mm.debug_pagealloc) is no panic. False, the output

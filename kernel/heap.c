@@ -60,6 +60,21 @@ void heap_rseq_init(void)
 	       (size_t)(__stop_mm_rseq - __start_mm_rseq));
 }
 
+/* The section mm_rseq_mags (linker.ld): per inlined magazine sequence,
+ * its load through the CPU's magazines (mm/rseq.h). */
+extern const uintptr_t __start_mm_rseq_mags[], __stop_mm_rseq_mags[];
+
+bool heap_fault_unset_mags(uint64_t rip, uint64_t cr2)
+{
+	if (cr2 >= MM_PAGE_SIZE)
+		return false;
+	for (const uintptr_t *p = __start_mm_rseq_mags; p < __stop_mm_rseq_mags;
+	     p++)
+		if (*p == rip)
+			return true;
+	return false;
+}
+
 /* mm.fail=...: armed once the heap's threads run (their handles and
  * structs come from the heap: armed earlier, the boot could not start
  * them). */

@@ -59,6 +59,16 @@ enum kmalloc_flags {
 void heap_rseq_init(void);
 
 /*
+ * Whether a #PF at rip, reading cr2, is a span heap's magazine sequence
+ * reading through a CPU's magazines with mags[cpu] NULL: rip one of the
+ * loads mm/rseq.h's MM_RSEQ_MAGS_RECORD lists, cr2 in page 0 (the
+ * magazine's offset). That is a heap used before spanheap_init (a
+ * zeroed struct), whose fast path has no test of its own. Any context;
+ * reads only the image's table (a linear search: fault reports only).
+ */
+bool heap_fault_unset_mags(uint64_t rip, uint64_t cr2);
+
+/*
  * Sets the page heap and the span heap up and starts the scavenger and
  * the sweeper. Command line: "mm.debug_pagealloc" makes every free of
  * heap pages unmap them at once; "mm.scav_goal=<percent>" sets how much

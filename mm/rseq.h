@@ -71,4 +71,22 @@ extern _Atomic bool mm_rseq_test_hide_count;
 	".quad " start ", " end "\n\t"     \
 	".popsection\n\t"
 
+/*
+ * The assembly that records local label at (a string, "9b") in the
+ * section mm_rseq_mags: the instruction of a magazine sequence that
+ * reads through the pointer it has just loaded from struct spanheap's
+ * mags[cpu]. A fault there below an address of MM_PAGE_SIZE is a heap
+ * whose mags[] holds NULL (or a value no spanheap_init stores): a span
+ * heap never set up, such as a zeroed one, whose slow paths say so but
+ * whose fast path has no test to spare (docs/DESIGN.md). Data only: no
+ * instruction more. A port's fault report may search the section to
+ * name that case (the kernel's heap_fault_unset_mags); nothing in mm/
+ * reads it, and a port that does not keep it loses only that line.
+ */
+#define MM_RSEQ_MAGS_RECORD(at)                 \
+	".pushsection mm_rseq_mags, \"aw\"\n\t" \
+	".balign 8\n\t"                         \
+	".quad " at "\n\t"                      \
+	".popsection\n\t"
+
 #endif

@@ -77,6 +77,7 @@ spanheap_rseq_pop(struct spanheap *sh, size_t mag_off, bool *empty)
 	 * is never 8) on the other, so the caller tests no register. */
 	__asm__ volatile("1:\n\t" MM_PORT_RSEQ_CPU "\n\t"
 	                 "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
+	                 "9:\n\t"
 	                 "movq (%[m], %[off]), %[t]\n\t"
 	                 "movq -8(%[t]), %[a]\n\t"
 	                 "testq %[a], %[a]\n\t"
@@ -84,6 +85,7 @@ spanheap_rseq_pop(struct spanheap *sh, size_t mag_off, bool *empty)
 	                 "subq $8, %[t]\n\t"
 	                 "movq %[t], (%[m], %[off])\n" /* the commit */
 	                 "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
+	                         MM_RSEQ_MAGS_RECORD("9b")
 	                 : "=@ccz"(*empty), [a] "=&r"(a), [t] "=&r"(t),
 	                   [m] "=&r"(m), [cpu] "=&r"(cpu)
 	                 : [sh] "r"(sh), [off] "r"(mag_off),

@@ -92,6 +92,7 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	        "je 2f\n"
 	        "3:\n\t" MM_PORT_RSEQ_CPU "\n\t"
 	        "movq %c[mags](%[sh], %[cpu], 8), %[m]\n\t"
+	        "9:\n\t"
 	        "movq (%[m], %[off]), %[t]\n\t"
 	        "cmpq 8(%[m], %[off]), %[t]\n\t"
 	        "jae 2f\n\t"
@@ -99,7 +100,7 @@ rseq_push(struct spanheap *sh, size_t mag_off, uintptr_t a, uintptr_t marker,
 	        "leaq 8(%[t]), %[top]\n\t" /* no flags changed */
 	        "movq %[mk], 8(%[a])\n\t"
 	        "movq %[top], (%[m], %[off])\n" /* the commit */
-	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b")
+	        "2:\n\t" MM_RSEQ_RECORD("1b", "2b") MM_RSEQ_MAGS_RECORD("9b")
 	        : "=@ccae"(full), [t] "=&r"(t), [m] "=&r"(m), [cpu] "=&r"(cpu),
 	          [top] "+&r"(top)
 	        : [sh] "r"(sh), [off] "r"(mag_off), [a] "r"(a), [s] "r"(s),

@@ -58,7 +58,8 @@
  * A heap used before its init (zeroed) panics saying so at its first
  * slow path (spanheap_assert_set_up); a small allocation's fast path
  * faults first, on the NULL magazines (docs/DESIGN.md: no check there is
- * free).
+ * free), which a port's fault report can name (rseq.h,
+ * MM_RSEQ_MAGS_RECORD; the kernel's does).
  */
 #include "spanheap_internal.h"
 

@@ -224,7 +224,7 @@ static void report(const struct trap_frame *f, uint64_t cr2)
 	/* Last: it reads the heap's structures, and a fault there would
 	 * cut the report short (fault_in_report). */
 	if (f->vector == VEC_PF)
-		addrinfo_print("  ", "CR2", cr2);
+		addrinfo_print_fault("  ", f->rip, cr2);
 	if (f->vector == VEC_GP)
 		addrinfo_print_regs("  ", f);
 }

@@ -4,7 +4,8 @@
  * saying so (mm/spanheap_init.c, "Limits"), where until a review it
  * followed the zeroed heap's NULL page heap and faulted. The small
  * allocation's fast path is not told: it faults on the NULL magazines
- * (docs/DESIGN.md says why no check is added there).
+ * (docs/DESIGN.md says why no check is added there; the kernel's #PF
+ * report names that fault: tests/kernel/addrinfo_test.c).
  */
 #include <string.h>
 

@@ -5,13 +5,15 @@
  * stack's and a thread stack's guard pages, the direct map with and
  * without a frame of the pool, the device MMIO region, and in the heap
  * arena a small object allocated and freed, a large one and its freed
- * pages; a fault while the heap is read, caught; one CPU's readings of
+ * pages; a fault while the heap is read, caught; a span heap never set
+ * up, whose fast path's fault the #PF report names; one CPU's readings of
  * its own objects while the other CPUs churn the heap; and, for a #GP,
  * the registers that hold no address (poison, red zone, a free marker).
  * The demos fault on purpose (tools/test-harness checks their reports):
  * a NULL pointer's field, a large object used after its free under
- * mm.debug_pagealloc (its pages unmapped), and a pointer read from a
- * freed object and followed (poison mode's fill, and the free marker).
+ * mm.debug_pagealloc (its pages unmapped), a pointer read from a
+ * freed object and followed (poison mode's fill, and the free marker),
+ * and an allocation from a span heap never set up (its NULL magazines).
  */
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/paging.h"
@@ -344,8 +346,67 @@ KTEST(addrinfo, names_what_a_non_canonical_register_may_be)
 	KEXPECT(seen_has(want));
 }
 
+/* A span heap never set up (zeroed; from the heap, 170 KiB, not a
+ * static that every boot would carry): its small allocation's fast
+ * path, which has no test of its own, faults in page 0 reading its NULL
+ * magazines. The #PF report names that case (kernel/addrinfo.c, via the
+ * sequences' table, mm/rseq.h's MM_RSEQ_MAGS_RECORD); not a NULL
+ * pointer's field read elsewhere, nor that load's fault past page 0. */
+KTEST(addrinfo, names_a_span_heap_used_before_its_init)
+{
+	struct spanheap *volatile unset = kzalloc(sizeof(*unset), 0);
+	KASSERT(unset != NULL);
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		void *volatile p =
+		        spanheap_alloc_class(unset, 2, 32, MM_ATOMIC);
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__, "a zeroed heap gave %p",
+		              (void *)p);
+		return;
+	}
+	kfree(unset);
+	KEXPECT_EQ(fc.vector, VEC_PF);
+	KEXPECT_EQ(fc.cr2, 2 * sizeof(struct mmag));
+	KEXPECT(heap_fault_unset_mags(fc.fault_rip, fc.cr2));
+	KEXPECT(!heap_fault_unset_mags(fc.fault_rip, PAGE_SIZE));
+	KEXPECT(!heap_fault_unset_mags(fc.fault_rip + 1, fc.cr2));
+	capture_start();
+	addrinfo_print_fault("", fc.fault_rip, fc.cr2);
+	capture_stop();
+	KEXPECT(seen_has("CR2 0x20: a NULL pointer dereference"));
+	KEXPECT(seen_has("a span heap used before spanheap_init? (NULL "
+	                 "magazines: a CPU's magazine read at 0x20)"));
+
+	long *volatile null = NULL;
+	if (fault_catch_arm(&fc) == 0) {
+		(void)*(volatile long *)&null[1];
+		fault_catch_disarm(&fc);
+		ktest_fail_at(__FILE__, __LINE__,
+		              "the NULL read did not fault");
+		return;
+	}
+	KEXPECT_EQ(fc.cr2, 8);
+	capture_start();
+	addrinfo_print_fault("", fc.fault_rip, fc.cr2);
+	capture_stop();
+	KEXPECT(seen_has("CR2 0x8: a NULL pointer dereference"));
+	KEXPECT(!seen_has("spanheap_init"));
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* ---- Faults on purpose (KTEST_FAIL_DEMO only: each panics) ---- */
+
+/* A kmalloc-like allocation from a span heap never set up: the #PF
+ * report says so (tools/test-harness, fault_unset_heap). */
+KTEST(demo, allocation_from_a_heap_never_set_up)
+{
+	struct spanheap *unset = kzalloc(sizeof(*unset), 0);
+	KASSERT(unset != NULL);
+	ktest_diag("an allocation from a zeroed span heap");
+	(void)spanheap_alloc_class(unset, 1, 16, MM_ATOMIC);
+	ktest_fail_at(__FILE__, __LINE__, "the allocation did not fault");
+}
 
 /* A NULL struct pointer's field read: the report says so. */
 struct demo_node {
