@@ -126,7 +126,10 @@ bool spanheap_queues_hold_spans(struct spanheap *sh)
 	return false;
 }
 
-/* True if pending frees passed the threshold. Thread context. */
+/* True if pending frees passed the threshold. Some must be pending: with
+ * min_pending_bytes 0 and nothing in use the threshold is 0, and until a
+ * review an empty heap's sweeper ran cycle after cycle for nothing, as
+ * fast as its CPU budget let it. Thread context. */
 static bool pending_due(struct spanheap *sh)
 {
 	struct mheap_stats hs;
@@ -135,7 +138,8 @@ static bool pending_due(struct spanheap *sh)
 	uint64_t want = in_use / 1000 * sh->cfg.pending_permille;
 	if (want < sh->cfg.min_pending_bytes)
 		want = sh->cfg.min_pending_bytes;
-	return pending_since_flip(sh) >= want;
+	uint64_t pending = pending_since_flip(sh);
+	return pending > 0 && pending >= want;
 }
 
 /* ---- The sweeper thread

@@ -218,6 +218,29 @@ KTEST(spanheap_sweeper, cycle_at_exactly_min_pending_bytes)
 }
 
 /*
+ * min_pending_bytes 0 (no floor: a port's configuration at its lower
+ * extreme) on a heap with nothing in use and nothing pending: the sweeper
+ * has nothing to do and waits for a wake-up. Until a review its threshold,
+ * the larger of min_pending_bytes and a share of the bytes in use, was 0
+ * here, and "0 pending >= 0" started cycle after cycle on an empty heap,
+ * for good, paced only by its CPU budget (at cpu_permille 1000, a whole
+ * CPU): 51 cycles had run when this test stopped it.
+ */
+KTEST(spanheap_sweeper, no_cycle_with_nothing_pending_and_no_floor)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.period_ns = HOUR_NS;
+	sc.min_pending_bytes = 0;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	KASSERT(spanheap_sweeper_start(&sh));
+	KEXPECT_EQ(sweeper_settles(50), 0);
+	spanheap_sweeper_stop(&sh);
+	SH_CHECK(&sh, "at the end");
+	sh_heap_release(&heap, &sh);
+}
+
+/*
  * The free whose spill brings the pending bytes to exactly
  * min_pending_bytes (here 512 KiB, the second of the kick's 256 KiB
  * steps) wakes the sweeper; the spill that crossed the first step, at
