@@ -12,8 +12,11 @@
 
 struct spanheap_config {
 	/* A sweep cycle starts when pending frees pass this share of the
-	 * bytes in use (permille) and at least min_pending_bytes, or every
-	 * period_ns when anything is pending. */
+	 * bytes in use (permille, 1 to 1000) and at least min_pending_bytes
+	 * (any value; 0: no floor, but some must be pending), or every
+	 * period_ns (SPANHEAP_MIN_PERIOD_NS to UINT64_MAX, which is never)
+	 * when anything is pending. spanheap_init refuses a value out of
+	 * range, naming the field. */
 	unsigned pending_permille;
 	/*
 	 * Poison mode, a debugging aid off by default (the kernel's
@@ -55,7 +58,9 @@ struct spanheap_config {
 	 * (KFENCE's default is 255), each on a page of its own between
 	 * unmapped guard pages, and one allocation of a page or less in
 	 * guard_interval refills and out-of-line allocations of each CPU
-	 * goes there. An overrun, an underrun or a use after free of such an
+	 * goes there (guard_interval 1 to 65535 with slots; 0 with slots is
+	 * refused, and without slots it is not read). An overrun, an
+	 * underrun or a use after free of such an
 	 * object faults at the access; a smaller overrun is seen at its
 	 * free. Both fill the rest of poison's padding: the struct stays 32
 	 * bytes, and the fields of struct spanheap every free reads keep
@@ -67,10 +72,10 @@ struct spanheap_config {
 	uint16_t guard_interval;
 	size_t min_pending_bytes;
 	uint64_t period_ns;
-	/* Spans the sweeper sweeps between yields. */
+	/* Spans the sweeper sweeps between yields (at least 1). */
 	unsigned batch_spans;
-	/* The sweeper's CPU budget, in thousandths of one CPU: after a
-	 * cycle it sleeps long enough to stay within it. */
+	/* The sweeper's CPU budget, in thousandths of one CPU (1 to 1000):
+	 * after a cycle it sleeps long enough to stay within it. */
 	unsigned cpu_permille;
 };
 
@@ -79,6 +84,12 @@ struct spanheap_config {
 #define SPANHEAP_DEFAULT_PERIOD_NS        ((uint64_t)1000 * 1000 * 1000)
 #define SPANHEAP_DEFAULT_BATCH_SPANS      32
 #define SPANHEAP_DEFAULT_CPU_PERMILLE     10 /* 1% of one CPU */
+
+/* The shortest period_ns spanheap_init takes. An idle sweeper looks every
+ * quarter period, outside its CPU budget's pacing: until a review any
+ * period from 1 ns was taken, and at 1 ns an idle heap's sweeper spun,
+ * taking two thirds of a CPU and every class's lock over and over. */
+#define SPANHEAP_MIN_PERIOD_NS ((uint64_t)1000 * 1000) /* 1 ms */
 
 /* Poison mode's fill: read as a pointer, eight of it are not canonical on
  * x86-64 (nor on any 48- or 57-bit address space), so a freed object's

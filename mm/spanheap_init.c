@@ -48,8 +48,9 @@
  * Locking: none; thread context, before any other call on the heap.
  *
  * Limits: a configuration out of range (pending_permille and
- * cpu_permille 1 to 1000, batch_spans and period_ns at least 1) is refused
- * with a line naming the field; with MM_PORT_RSEQ, a port that did not
+ * cpu_permille 1 to 1000, batch_spans at least 1, period_ns at least
+ * SPANHEAP_MIN_PERIOD_NS, guard_interval at least 1 with guard_slots) is
+ * refused with a line naming the field; with MM_PORT_RSEQ, a port that did not
  * call mm_rseq_init first is refused too, and so is a page heap not set
  * up or whose scavenger thread runs (the set-up makes it serve the
  * metadata heap), and a span heap set up already whose metadata heap is
@@ -97,17 +98,20 @@ static bool config_ok(const struct spanheap_config *cfg)
 		bad = "pending_permille (1 to 1000)";
 	else if (cfg->batch_spans == 0)
 		bad = "batch_spans (at least 1)";
-	else if (cfg->period_ns == 0)
-		bad = "period_ns (at least 1)";
+	else if (cfg->period_ns < SPANHEAP_MIN_PERIOD_NS)
+		bad = "period_ns (at least 1000000, 1 ms)";
 	else if (cfg->cpu_permille == 0 || cfg->cpu_permille > 1000)
 		bad = "cpu_permille (1 to 1000)";
 	else if (cfg->guard_slots && cfg->guard_interval == 0)
 		bad = "guard_interval (at least 1 with guard_slots)";
 	if (bad)
 		mm_log("spanheap: bad config: %s: pending %u per mille, batch "
-		       "%u spans, period %lu ns, CPU %u per mille",
+		       "%u spans, period %lu ns, CPU %u per mille, guard %u "
+		       "slots, 1 in %u",
 		       bad, cfg->pending_permille, cfg->batch_spans,
-		       (unsigned long)cfg->period_ns, cfg->cpu_permille);
+		       (unsigned long)cfg->period_ns, cfg->cpu_permille,
+		       (unsigned)cfg->guard_slots,
+		       (unsigned)cfg->guard_interval);
 	return bad == NULL;
 }
 

@@ -33,22 +33,37 @@ enum { BIG = 40 << 10, BIG_PAGES = BIG / PG };
 static struct spanheap other; /* large: not on the stack */
 static unsigned char other_was[sizeof(struct spanheap)];
 
-/* Each field out of range: init says which field and why, returns false and
- * writes nothing of the span heap it was given. */
+/* Each field out of range: init says which field and its range, returns
+ * false and writes nothing of the span heap it was given. A period under
+ * SPANHEAP_MIN_PERIOD_NS was taken, down to 1 ns, at which an idle heap's
+ * sweeper spun (its looks, every quarter period, are outside its CPU
+ * budget's pacing): two thirds of a CPU in an ASan build. */
 KTEST(spanheap_fail, init_refuses_a_bad_config)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
+	enum { MS = 1000 * 1000 };
 	static const struct {
 		const char *what, *field;
 		unsigned pending_permille, batch_spans, cpu_permille;
 		uint64_t period_ns;
+		unsigned guard_slots, guard_interval;
 	} bad[] = {
-	        {"pending 0", "pending_permille", 0, 32, 10, 1000},
-	        {"pending 1001", "pending_permille", 1001, 32, 10, 1000},
-	        {"batch 0", "batch_spans", 125, 0, 10, 1000},
-	        {"period 0", "period_ns", 125, 32, 10, 0},
-	        {"cpu 0", "cpu_permille", 125, 32, 0, 1000},
-	        {"cpu 1001", "cpu_permille", 125, 32, 1001, 1000},
+	        {"pending 0", "pending_permille (1 to 1000)", 0, 32, 10, MS, 0,
+	         0},
+	        {"pending 1001", "pending_permille (1 to 1000)", 1001, 32, 10,
+	         MS, 0, 0},
+	        {"batch 0", "batch_spans (at least 1)", 125, 0, 10, MS, 0, 0},
+	        {"period 0", "period_ns (at least 1000000", 125, 32, 10, 0, 0,
+	         0},
+	        {"period 1", "period_ns (at least 1000000", 125, 32, 10, 1, 0,
+	         0},
+	        {"period under 1 ms", "period_ns (at least 1000000", 125, 32,
+	         10, MS - 1, 0, 0},
+	        {"cpu 0", "cpu_permille (1 to 1000)", 125, 32, 0, MS, 0, 0},
+	        {"cpu 1001", "cpu_permille (1 to 1000)", 125, 32, 1001, MS, 0,
+	         0},
+	        {"guard interval 0", "guard_interval (at least 1", 125, 32, 10,
+	         MS, 255, 0},
 	};
 	size_t used = sh_in_use_pages(&heap);
 	mm_port_set_quiet(true);
@@ -59,6 +74,8 @@ KTEST(spanheap_fail, init_refuses_a_bad_config)
 		cfg.batch_spans = bad[i].batch_spans;
 		cfg.cpu_permille = bad[i].cpu_permille;
 		cfg.period_ns = bad[i].period_ns;
+		cfg.guard_slots = (uint8_t)bad[i].guard_slots;
+		cfg.guard_interval = (uint16_t)bad[i].guard_interval;
 		memset(&other, 0x5a, sizeof(other));
 		memcpy(other_was, &other, sizeof(other));
 		unsigned long logs = mm_port_log_count();
