@@ -49,6 +49,10 @@ uint64_t spanheap_pending_since_flip(struct spanheap *sh);
  * even with nothing pending). Takes each class's lock: thread context. */
 bool spanheap_queues_hold_spans(struct spanheap *sh);
 
+/* How long a quiet visit waits after its mark: period_ns doubled
+ * backoff times, UINT64_MAX if that overflows. Any context. */
+uint64_t spanheap_visit_wait_ns(uint64_t period_ns, unsigned backoff);
+
 /* Cache refills on every CPU so far: the heap's activity. Any context. */
 uint64_t spanheap_refills_total(struct spanheap *sh);
 

@@ -362,6 +362,40 @@ KTEST(spanheap_idle, a_visit_that_misses_a_cpu_backs_off)
 	heap_end(2, "after the refused visits");
 }
 
+/*
+ * The backed-off visit's wait is the period doubled per refused visit,
+ * and saturates rather than wrap: period_ns runs to UINT64_MAX (never),
+ * and until a review a period of 2^62 ns shifted by the second backoff
+ * was 0, so a heap configured to visit almost never visited at once.
+ */
+KTEST(spanheap_idle, a_visits_backoff_saturates)
+{
+	static const struct {
+		uint64_t period;
+		unsigned backoff;
+		uint64_t want;
+	} rows[] = {
+	        {QUIET_PERIOD_NS, 0, QUIET_PERIOD_NS},
+	        {QUIET_PERIOD_NS, 6, 64 * QUIET_PERIOD_NS},
+	        {(uint64_t)1 << 57, 6, (uint64_t)1 << 63},
+	        {(uint64_t)1 << 62, 2, UINT64_MAX},
+	        {((uint64_t)1 << 58) + 1, 6, UINT64_MAX},
+	        {UINT64_MAX, 1, UINT64_MAX},
+	        {UINT64_MAX, 6, UINT64_MAX},
+	        {1, 64, UINT64_MAX},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		uint64_t got =
+		        spanheap_visit_wait_ns(rows[i].period, rows[i].backoff);
+		if (got != rows[i].want)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "period %#lx, backoff %u: %#lx, not %#lx",
+			              (unsigned long)rows[i].period,
+			              rows[i].backoff, (unsigned long)got,
+			              (unsigned long)rows[i].want);
+	}
+}
+
 /* Moves sh's sweepgen on by n cycles, as if they ran with no span made
  * and no CPU refilling (so only the count moves) and no visit. */
 static void cycles_pass(uint32_t n)
