@@ -63,14 +63,24 @@ static void note_stray(void)
 	       stray & 0xff);
 }
 
-/* Parses "key=<apic id>" (smp.skip_sipi, smp.late_ap, ...); NO_APIC_ID when
- * absent or refused (cmdline_get_uint says why, naming the option). */
-static uint32_t apic_id_arg(const char *key)
+/* Parses "key=<apic id>" (smp.skip_sipi, smp.late_ap, ...) against the
+ * MADT's m->ncpus entries at mc; NO_APIC_ID when absent, refused
+ * (cmdline_get_uint says why, naming the option) or naming no AP, which
+ * is said too: until a review an id no AP has (the boot CPU's, one past
+ * the last) was taken and injected nothing, without a word. */
+static uint32_t apic_id_arg(const char *key, const struct madt_info *m,
+                            const struct madt_cpu *mc, uint32_t bsp)
 {
 	uint64_t v;
 	if (!cmdline_get_uint(key, 0, NO_APIC_ID - 1, &v))
 		return NO_APIC_ID;
-	return (uint32_t)v;
+	for (unsigned i = 0; i < m->ncpus; i++)
+		if (mc[i].apic_id == v && v != bsp)
+			return (uint32_t)v;
+	printk("smp: %s=%llu: no AP has that APIC id (the boot CPU's is "
+	       "%u); ignored\n",
+	       key, (unsigned long long)v, bsp);
+	return NO_APIC_ID;
 }
 
 /* Counts the CPUs to start: the MADT's, plus the boot CPU if unlisted. */
@@ -111,13 +121,13 @@ static void start_listed_aps(const struct madt_info *m,
                              const struct madt_cpu *mc, uint32_t bsp,
                              void (*ap_main)(void))
 {
-	uint32_t skip = apic_id_arg("smp.skip_sipi");
+	uint32_t skip = apic_id_arg("smp.skip_sipi", m, mc, bsp);
 	struct smp_faults f = {
-	        .late_ap = apic_id_arg("smp.late_ap"),
-	        .no_ist = apic_id_arg("smp.no_ist"),
-	        .slow_ap = apic_id_arg("smp.slow_ap"),
-	        .stale_sipi = apic_id_arg("smp.stale_sipi"),
-	        .host_stall = apic_id_arg("smp.host_stall"),
+	        .late_ap = apic_id_arg("smp.late_ap", m, mc, bsp),
+	        .no_ist = apic_id_arg("smp.no_ist", m, mc, bsp),
+	        .slow_ap = apic_id_arg("smp.slow_ap", m, mc, bsp),
+	        .stale_sipi = apic_id_arg("smp.stale_sipi", m, mc, bsp),
+	        .host_stall = apic_id_arg("smp.host_stall", m, mc, bsp),
 	};
 	smp_ap_setup(ap_main, &f);
 	unsigned next = 1;
