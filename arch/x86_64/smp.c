@@ -83,6 +83,23 @@ static uint32_t apic_id_arg(const char *key, const struct madt_info *m,
 	return NO_APIC_ID;
 }
 
+/* The options apic_id_arg reads. */
+static const char *const fault_keys[] = {
+        "smp.skip_sipi", "smp.late_ap",    "smp.no_ist",
+        "smp.slow_ap",   "smp.stale_sipi", "smp.host_stall",
+};
+
+/* With no AP to start, no fault option is read: each given is named, as
+ * one that names no AP is (until a review, at -smp 1 or without a MADT,
+ * they and their malformed values passed without a word). */
+static void faults_unread(void)
+{
+	for (size_t i = 0; i < sizeof(fault_keys) / sizeof(fault_keys[0]); i++)
+		if (cmdline_get(fault_keys[i], NULL, 0))
+			printk("smp: %s: no AP to start; ignored\n",
+			       fault_keys[i]);
+}
+
 /* Counts the CPUs to start: the MADT's, plus the boot CPU if unlisted. */
 static unsigned count_listed(const struct madt_info *m,
                              const struct madt_cpu *mc, uint32_t bsp)
@@ -166,13 +183,17 @@ void smp_boot_aps(void (*ap_main)(void))
 	if (!m) {
 		printk("smp: %s (%s): running on the boot CPU alone\n",
 		       acpi_madt_problem(), acpi_madt_problem_detail());
+		faults_unread();
 		return;
 	}
 	smp_bringup.listed = count_listed(m, mc, bsp->apic_id);
-	if (smp_bringup.listed == 1)
+	if (smp_bringup.listed == 1) {
+		faults_unread();
 		return;
+	}
 	if (!can_start_aps()) {
 		smp_bringup.failed = smp_bringup.listed - 1;
+		faults_unread();
 		return;
 	}
 	uint64_t start = time_now_ns();
