@@ -18,24 +18,27 @@
 static struct mheap heap;
 static struct spanheap sh;
 
-enum { N_OBJS = 20000 };
-
-/* N_OBJS objects of sizes 16 to 616 from CPU 0, a large one and an
- * atomic one, the small ones freed from CPU 1; false if a call failed. */
+/* Objects of sizes 16 to 616 from CPU 0 (20000, or fewer in a small
+ * arena: about a sixth of it), a large one (1 MiB, or a quarter of a
+ * small arena) and an atomic one, the small ones freed from CPU 1; false
+ * if a call failed. */
 static bool use_heap(const char *what)
 {
-	void **p = calloc(N_OBJS, sizeof(*p));
+	size_t arena = heap.cfg.arena_bytes;
+	size_t n_objs = arena / 2048 < 20000 ? arena / 2048 : 20000;
+	size_t large = arena / 4 < (1 << 20) ? arena / 4 : (1 << 20);
+	void **p = calloc(n_objs, sizeof(*p));
 	if (!p)
 		return false;
 	bool ok = true;
 	mm_port_set_cpu(0);
-	for (size_t i = 0; i < N_OBJS && ok; i++) {
+	for (size_t i = 0; i < n_objs && ok; i++) {
 		p[i] = spanheap_alloc(&sh, 16 + (i % 7) * 100, 0);
 		ok = p[i] != NULL;
 		if (ok)
 			memset(p[i], 1, 16);
 	}
-	void *big = spanheap_alloc(&sh, 1 << 20, 0);
+	void *big = spanheap_alloc(&sh, large, 0);
 	void *at = spanheap_alloc(&sh, 64, MM_ATOMIC);
 	if (!ok || !big || !at)
 		ktest_fail_at(__FILE__, __LINE__,
@@ -48,7 +51,7 @@ static bool use_heap(const char *what)
 	if (at)
 		spanheap_free(&sh, at);
 	mm_port_set_cpu(1);
-	for (size_t i = 0; i < N_OBJS; i++)
+	for (size_t i = 0; i < n_objs; i++)
 		if (p[i])
 			spanheap_free(&sh, p[i]);
 	spanheap_flush_cache(&sh);
@@ -93,6 +96,9 @@ typedef void (*edge_fn)(struct mheap_config *hc, struct spanheap_config *sc);
 	}
 
 EDGE(reserve_0, hc->reserve_pages = 0)
+EDGE(arena_1_chunk, hc->arena_bytes = PALLOC_CHUNK_BYTES)
+EDGE(arena_1_chunk_all_reserved, hc->arena_bytes = PALLOC_CHUNK_BYTES;
+     hc->reserve_pages = PALLOC_CHUNK_BYTES / MM_PAGE_SIZE)
 EDGE(reserve_all, hc->reserve_pages = hc->arena_bytes / MM_PAGE_SIZE)
 EDGE(watermark_max, hc->low_watermark_pages = SIZE_MAX)
 EDGE(goal_0, hc->goal_percent = 0)
@@ -127,6 +133,7 @@ KTEST(spanheap_config, heaps_work_at_the_edges_of_each_field)
 		edge_fn set;
 	} edges[] = {
 #define E(f) {#f, f}
+	        E(arena_1_chunk),    E(arena_1_chunk_all_reserved),
 	        E(reserve_0),        E(reserve_all),
 	        E(watermark_max),    E(goal_0),
 	        E(goal_max),         E(scav_cpu_1),
