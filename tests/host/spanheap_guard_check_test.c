@@ -306,21 +306,62 @@ KTEST(spanheap_guard_check, no_freed_slot_outlives_the_frees)
  * Release-all's count holds the pages its drain gave back: a slot freed
  * by a caller that cannot sleep (pinned) waits, mapped, for the drain,
  * and release-all's drain unmaps it, so with nothing else to release it
- * returns 1 (malloc_trim says whether memory went back from it). Before
- * the fix it returned the page heaps' pages alone: 0.
+ * returns a page a slot (malloc_trim says whether memory went back).
+ * Before the fix it returned the page heaps' pages alone: 0. Two slots,
+ * taken by one drain's batch: a count of batches said 1.
  */
 KTEST(spanheap_guard_check, release_all_counts_the_pages_drained)
 {
 	KASSERT(guard_heap(4));
 	spanheap_release_all(&sh);
-	void *a = guarded(64);
-	KASSERT(a);
+	void *a = guarded(64), *b = guarded(64);
+	KASSERT(a && b);
 	struct mm_pin pin = mm_port_pin();
 	spanheap_free(&sh, a);
+	spanheap_free(&sh, b);
 	mm_port_unpin(pin);
-	KEXPECT_EQ(sh.guard.nfreed, 1);
-	KEXPECT_EQ(spanheap_release_all(&sh), 1);
+	KEXPECT_EQ(sh.guard.nfreed, 2);
+	KEXPECT_EQ(spanheap_release_all(&sh), 2);
 	KEXPECT_EQ(sh.guard.nfreed, 0);
 	KEXPECT_EQ(spanheap_release_all(&sh), 0);
+	guard_release();
+}
+
+/* The slots frees_inside_the_cycle frees, and whether it is armed. */
+static void *cycle_obj[2];
+static _Atomic bool cycle_armed;
+
+/* In release-all's sweep cycle, after the cycle's own drain (at its
+ * start): two frees by a caller that cannot sleep, left on the list. */
+static void frees_inside_the_cycle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FLIP_BASE_READ ||
+	    !atomic_exchange(&cycle_armed, false))
+		return;
+	struct mm_pin pin = mm_port_pin();
+	for (unsigned i = 0; i < 2; i++)
+		spanheap_free(&sh, cycle_obj[i]);
+	mm_port_unpin(pin);
+}
+
+/*
+ * Slots freed while release-all's cycle runs, after that cycle's own
+ * drain (which counts nothing), are unmapped by release-all's drain
+ * after the cycle, and counted: 2. No single-thread test freed there,
+ * and a release-all that dropped that drain's count still passed.
+ */
+KTEST(spanheap_guard_check, release_all_counts_the_frees_made_during_its_cycle)
+{
+	KASSERT(guard_heap(4));
+	spanheap_release_all(&sh);
+	for (unsigned i = 0; i < 2; i++)
+		KASSERT((cycle_obj[i] = guarded(64)) != NULL);
+	atomic_store(&cycle_armed, true);
+	mheap_test_hook = frees_inside_the_cycle;
+	size_t n = spanheap_release_all(&sh);
+	mheap_test_hook = NULL;
+	KEXPECT(!atomic_load(&cycle_armed)); /* the hook freed them */
+	KEXPECT_EQ(n, 2);
+	KEXPECT_EQ(sh.guard.nfreed, 0);
 	guard_release();
 }
