@@ -162,7 +162,8 @@ static uint64_t backed_frees(void)
  * the chunk scavenged: a 64-page run holding both, undone, counts one
  * (against the undo without its count, 0). 64 scavenged pages undone
  * count one too: the run may have made its chunk dense while it was
- * held (the next test); until a review they counted none.
+ * held (the next test); until a review they counted none. So do 128
+ * (an undo past 64 pages, by another path).
  */
 KTEST(mheap_idle, an_undone_allocation_counts_its_backed_pages_freed)
 {
@@ -190,6 +191,13 @@ KTEST(mheap_idle, an_undone_allocation_counts_its_backed_pages_freed)
 	n = backed_frees();
 	mm_port_fail_maps(1);
 	KEXPECT(mheap_alloc_pages(&heap, 64, 0) == NULL); /* all scavenged */
+	mm_port_fail_maps(0);
+	KEXPECT_EQ(backed_frees(), n + 1);
+	/* Past 64 pages the undo unmaps the run and gives it back
+	 * (mheap_unmap_and_return): counted too (no test had one). */
+	n = backed_frees();
+	mm_port_fail_maps(1);
+	KEXPECT(mheap_alloc_pages(&heap, 128, 0) == NULL);
 	mm_port_fail_maps(0);
 	mm_port_set_quiet(false);
 	KEXPECT_EQ(backed_frees(), n + 1);
