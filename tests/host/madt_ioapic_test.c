@@ -240,3 +240,30 @@ KTEST(madt, two_irqs_on_one_gsi_the_first_keeps_it)
 	KEXPECT_EQ(madt_isa_route(&info, 5).owner, MADT_NO_IRQ);
 	KEXPECT_EQ(madt_isa_route(&info, 4).owner, MADT_NO_IRQ);
 }
+
+/* An IRQ with an override of its own keeps its route whatever override
+ * of another IRQ listed its number as a GSI before it: IRQ 7's onto GSI
+ * 5 comes first, then IRQ 5's onto GSI 20 (both kept: no GSI shared).
+ * IRQ 5 goes to GSI 20, active low and level, with a pin; IRQ 7 to GSI
+ * 5. A route that noted GSI 5's owner on the way and kept it after
+ * finding IRQ 5's own override said IRQ 5 had no pin. */
+KTEST(madt, an_irq_with_its_own_override_keeps_it_whoever_took_its_number)
+{
+	good_system();
+	madt_begin();
+	add_ioapic(0, 0xfec00000u, 0);
+	add_override(0, 7, 5, 0);
+	add_override(0, 5, 20, 0x000f);
+	madt_end();
+	KASSERT_EQ(find_and_parse(80), ACPI_OK);
+	KEXPECT_EQ(info.noverrides, 2);
+	KEXPECT_EQ(info.nbad_overrides, 0);
+	struct madt_irq_route r = madt_isa_route(&info, 5);
+	KEXPECT_EQ(r.gsi, 20);
+	KEXPECT_EQ(r.owner, MADT_NO_IRQ);
+	KEXPECT(r.active_low && r.level);
+	r = madt_isa_route(&info, 7);
+	KEXPECT_EQ(r.gsi, 5);
+	KEXPECT_EQ(r.owner, MADT_NO_IRQ);
+	KEXPECT(!r.active_low && !r.level);
+}

@@ -139,6 +139,10 @@ KTEST(madt, bad_overrides_are_left_out_and_named)
 	KEXPECT_EQ(info.bad_overrides[0].gsi, 20);
 	KEXPECT_EQ(info.bad_overrides[0].flags, 0x000e);
 	KEXPECT_EQ(info.bad_overrides[3].bus, 2);
+	/* None is left out for a GSI another took (the boot would name an
+	 * IRQ that "keeps" it). */
+	for (unsigned i = 0; i < 5; i++)
+		KEXPECT_EQ(info.bad_overrides[i].clash, MADT_NO_IRQ);
 }
 
 KTEST(madt, x2apic_entries)
