@@ -13,6 +13,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/mempool.h"
+#include "../../mm/objcache.h"
 #include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
@@ -283,5 +284,47 @@ KTEST(spanheap_meta_blocks, an_element_taken_from_the_reserve_can_leak)
 	mempool_free(&pool, (void *)lost_at);
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
+	sh_heap_release(&heap, &sh);
+}
+
+/*
+ * spanheap_meta_blocks_pages, the metadata arena's count of its users'
+ * blocks (spanheap_meta.c, users_pages), is the pages n blocks take:
+ * checked against the runs made for them, in a class's pages (at one
+ * block, a page's worth and one more) and past SPANHEAP_META_BLOCK_MAX
+ * (a run each, with its header). Nothing compared the two: a count that
+ * rounded down, that took a block of the largest class for a run of its
+ * own, or that left out a large run's header passed every test.
+ */
+KTEST(spanheap_meta_blocks, the_sizing_counts_the_pages_blocks_take)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	static const size_t sizes[] = {
+	        40, sizeof(struct objcache), SPANHEAP_META_BLOCK_MAX,
+	        SPANHEAP_META_BLOCK_MAX + 1, 8 * MM_PAGE_SIZE};
+	static const size_t counts[] = {1, 2, 3, 4, 31, 32, 63, 64};
+	static void *b[64];
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+		for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]);
+		     c++) {
+			size_t n = counts[c], nbytes = sizes[s];
+			if (nbytes > SPANHEAP_META_BLOCK_MAX && n > 4)
+				continue; /* a run each: 4 show it */
+			for (size_t i = 0; i < n; i++)
+				KASSERT(b[i] = spanheap_meta_alloc(&sh,
+				                                   nbytes));
+			if (sh.meta_blocks.pages !=
+			    spanheap_meta_blocks_pages(n, nbytes))
+				ktest_fail_at(
+				        __FILE__, __LINE__,
+				        "%zu blocks of %zu bytes: %zu "
+				        "pages, counted %zu",
+				        n, nbytes, (size_t)sh.meta_blocks.pages,
+				        spanheap_meta_blocks_pages(n, nbytes));
+			for (size_t i = 0; i < n; i++)
+				spanheap_meta_free(&sh, b[i], nbytes);
+			KASSERT_EQ(sh.meta_blocks.pages, 0);
+		}
+	SH_CHECK(&sh, "after the blocks");
 	sh_heap_release(&heap, &sh);
 }
