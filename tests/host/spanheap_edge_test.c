@@ -373,3 +373,27 @@ KTEST(spanheap_edge, a_forgotten_atomic_is_caught_at_every_call_in_poison_mode)
 {
 	forgotten_atomic(true);
 }
+
+/*
+ * An object the size of the whole arena is the largest there can be:
+ * on an empty heap it is made (the page heap has every page for it), and
+ * one page more is refused at once. The bound alloc_call tests reads
+ * sh->arena_bytes, set from the page heap's arena at init: a bound or a
+ * size one page short refused the arena-sized object, and no test asked
+ * for one.
+ */
+KTEST(spanheap_edge, an_object_the_size_of_the_arena_is_made)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	size_t arena = heap.arena_pages * MM_PAGE_SIZE;
+	KEXPECT_EQ(sh.arena_bytes, arena);
+	void *p = spanheap_alloc(&sh, arena, 0);
+	KEXPECT(p != NULL);
+	if (p) {
+		KEXPECT_EQ(spanheap_usable_size(&sh, p), arena);
+		spanheap_free(&sh, p);
+	}
+	KEXPECT(spanheap_alloc(&sh, arena + MM_PAGE_SIZE, 0) == NULL);
+	SH_CHECK(&sh, "after the arena-sized object");
+	sh_heap_release(&heap, &sh);
+}
