@@ -40,6 +40,37 @@ KTEST(spanheap_reinit, a_second_init_of_a_live_heap_is_refused)
 	sh_heap_release(&heap, &sh);
 }
 
+/* The same refusal when the second init names another page heap: the
+ * heap in use is told by its own fields, not by the page heap it is
+ * given (a check that also wanted the same page heap let this init zero
+ * the live heap; no test tried it). */
+KTEST(spanheap_reinit, a_second_init_over_another_page_heap_is_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p != NULL);
+	static struct mheap other;
+	struct mheap_config hc;
+	mheap_config_default(&hc);
+	hc.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	KASSERT(mheap_init(&other, &hc));
+	size_t reserved = mm_port_reserved_bytes();
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	mm_port_set_quiet(true);
+	bool again = spanheap_init(&sh, &other, &sc);
+	mm_port_set_quiet(false);
+	KEXPECT(!again);
+	KEXPECT(strstr(mm_port_last_log(), "set up and in use") != NULL);
+	KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
+	KEXPECT(sh.heap == &heap);
+	KEXPECT_EQ(spanheap_usable_size(&sh, p), 64);
+	spanheap_free(&sh, p);
+	SH_CHECK(&sh, "after the refused init over another page heap");
+	mh_release(&other);
+	sh_heap_release(&heap, &sh);
+}
+
 /* A struct full of garbage (every byte 0xa5: any flag reads as set) is
  * no heap in use: its init works; and so does one of a heap whose set-up
  * was given back (sh_heap_release zeroes its metadata heap). */
