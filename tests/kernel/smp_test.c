@@ -112,6 +112,22 @@ KTEST(smp, every_listed_cpu_online)
 		KEXPECT_EQ(atomic_load(&cpus[i].online), i < online());
 }
 
+/* The bring-up's report names the slowest AP (the boot's line prints
+ * it): an AP that came online, with the time from its INIT. A mutation
+ * audit made note_time keep nothing (ns < slowest) with every test
+ * passing: the report read 0 ms for APIC id 0, the boot CPU. */
+KTEST(smp, the_slowest_ap_reported_is_an_online_one)
+{
+	const struct smp_report *r = smp_report();
+	if (online() < 2)
+		KTEST_SKIP("no AP online");
+	KEXPECT(r->slowest_ns > 0);
+	bool found = false;
+	for (unsigned i = 1; i < online(); i++)
+		found |= cpus[i].apic_id == r->slowest_apic;
+	KEXPECT(found);
+}
+
 /* The trampoline's identity page was r-x while APs ran it (W^X: the
  * boot CPU writes it through the direct map); it was rwx until a
  * review. No trampoline, nothing to check. */
