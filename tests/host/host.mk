@@ -63,7 +63,8 @@ FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 	tests/host/spanheap_harness_check.c tests/host/spanheap_harness_model.c \
-	tests/host/spanheap_harness_cache.c tests/host/fuzz/spanheap_fuzz.c
+	tests/host/spanheap_harness_cache.c tests/host/spanheap_harness_pool.c \
+	tests/host/spanheap_harness_pool_elem.c tests/host/fuzz/spanheap_fuzz.c
 FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
@@ -76,8 +77,10 @@ FUZZ_SRCS_fail_parse_fuzz = $(FUZZ_COMMON_SRCS) \
 	tests/host/fuzz/fail_parse_fuzz.c
 # Seed inputs, in the repository: tests/host/fuzz/seeds/<target>/ (the
 # targets that have some: palloc's starts from nothing; the span heap's
-# has one input, a crash found once: the checker's poison-mode test of a
-# span without a side table). Runs
+# has a crash found once (the checker's poison-mode test of a span without
+# a side table) and sequences of 800 operations heavy in caches and pools,
+# one for each of its heap set-ups, which the short run of make test
+# replays before it mutates). Runs
 # add what they find to $(FUZZ_DIR)/corpus/<target>/, not to the seeds.
 FUZZ_SEEDS := tests/host/fuzz/seeds
 # Built with clang whatever CC says: libFuzzer is part of clang.

@@ -49,16 +49,28 @@ static const unsigned weights[SHH_NOPS] = {
         [SHH_FAIL] = 1,     [SHH_CACHE] = 6,
 };
 
-static enum shh_op pick(uint64_t r, unsigned long i)
+/* The named caches' and the pools' run: caches made and destroyed, pools
+ * of every kind made, resized, misused and destroyed, their elements
+ * taken and freed among plain objects, scavenges of both heaps. */
+static const unsigned pool_weights[SHH_NOPS] = {
+        [SHH_ALLOC] = 30,   [SHH_ALIGNED] = 4,     [SHH_CALLOC] = 2,
+        [SHH_REALLOC] = 4,  [SHH_FREE] = 50,       [SHH_SWEEP] = 1,
+        [SHH_FLUSH] = 1,    [SHH_CPU] = 8,         [SHH_RELEASE] = 0,
+        [SHH_BAD_FREE] = 1, [SHH_CHECK] = 1,       [SHH_DOUBLE_FREE] = 2,
+        [SHH_FAIL] = 1,     [SHH_CACHE] = 8,       [SHH_CACHE_MAKE] = 3,
+        [SHH_POOL] = 6,     [SHH_POOL_ALLOC] = 25, [SHH_SCAVENGE] = 2,
+};
+
+static enum shh_op pick(const unsigned *w, uint64_t r, unsigned long i)
 {
 	if (i % 50000 == 49999)
 		return SHH_RELEASE;
 	unsigned total = 0, op;
 	for (op = 0; op < SHH_NOPS; op++)
-		total += weights[op];
+		total += w[op];
 	r %= total;
-	for (op = 0; r >= weights[op]; op++)
-		r -= weights[op];
+	for (op = 0; r >= w[op]; op++)
+		r -= w[op];
 	return (enum shh_op)op;
 }
 
@@ -67,7 +79,8 @@ static struct spanheap_harness h; /* large: not on the stack */
 /* nops operations from the seed (SPANHEAP_SEED's if set), on a heap in
  * poison mode or not, with a guarded pool or not; every class must have
  * been used. */
-static void diff_run(unsigned long nops, bool poison, bool guard)
+static void diff_run_with(const unsigned *w, unsigned long nops, bool poison,
+                          bool guard, bool scav_on_free, bool scavenger)
 {
 	const char *e = getenv("SPANHEAP_SEED");
 	uint64_t seed = e ? strtoull(e, NULL, 0) : 0x5eed5ba11u;
@@ -81,13 +94,15 @@ static void diff_run(unsigned long nops, bool poison, bool guard)
 	        .max_large = (size_t)1 << 20,
 	        .poison = poison,
 	        .guard = guard,
+	        .scav_on_free = scav_on_free,
+	        .scavenger = scavenger,
 	};
 	uint64_t s = seed;
 	mm_port_set_quiet(true); /* refused requests are logged */
 	bool ok = shh_init(&h, &cfg);
 	unsigned long i;
 	for (i = 0; ok && i < nops; i++) {
-		enum shh_op op = pick(rng_next(&s), i);
+		enum shh_op op = pick(w, rng_next(&s), i);
 		uint64_t a = rng_next(&s), b = rng_next(&s);
 		ok = shh_step(&h, op, a, b) &&
 		     ((i >= CHECK_ALL_OPS && i % CHECK_EVERY) || shh_check(&h));
@@ -110,10 +125,25 @@ static void diff_run(unsigned long nops, bool poison, bool guard)
 	           h.n.ops[SHH_FLUSH], h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE],
 	           h.n.refused, h.n.injected, h.n.panics, h.n.guarded);
 	KEXPECT(i == nops);
-	KEXPECT(!guard || h.n.guarded > 1000);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
-	KEXPECT_EQ(h.n.classes, ~(uint64_t)0 >> (64 - SC_NCLASSES));
+	if (w == weights) { /* the long runs' */
+		KEXPECT(!guard || h.n.guarded > 1000);
+		KEXPECT_EQ(h.n.classes, ~(uint64_t)0 >> (64 - SC_NCLASSES));
+	}
 	shh_destroy(&h);
+}
+
+static void diff_run(unsigned long nops, bool poison, bool guard)
+{
+	diff_run_with(weights, nops, poison, guard, false, false);
+}
+
+/* SPANHEAP_OPS=n in the environment runs n operations in the caches' and
+ * pools' tests (a longer search with SPANHEAP_SEED). */
+static unsigned long pool_ops(void)
+{
+	const char *e = getenv("SPANHEAP_OPS");
+	return e ? strtoul(e, NULL, 0) : NOPS / 20;
 }
 
 KTEST(spanheap_diff, million_ops)
@@ -136,4 +166,20 @@ KTEST(spanheap_diff, poison_mode)
 KTEST(spanheap_diff, guarded_pool)
 {
 	diff_run(NOPS / 4, false, true);
+}
+
+/* Named caches made and destroyed and pools over the heap, a cache and a
+ * source of the harness's, among the heap's other calls, with every check
+ * (spanheap_harness.h); in normal mode with the scavenger thread serving
+ * both heaps beside them, then in poison mode with a guarded pool and
+ * every freed page scavenged at once (a freed metadata block's page
+ * unmapped). */
+KTEST(spanheap_diff, caches_and_pools)
+{
+	diff_run_with(pool_weights, pool_ops(), false, false, false, true);
+}
+
+KTEST(spanheap_diff, caches_and_pools_poison)
+{
+	diff_run_with(pool_weights, pool_ops() / 5, true, true, true, false);
 }

@@ -14,18 +14,30 @@
 #include "mm_port_posix.h"
 #include "spanheap_harness.h"
 #include "spanheap_harness_internal.h"
+#include "spanheap_harness_pool.h"
 #include "spanheap_test_util.h"
 
 #define PG MM_PAGE_SIZE
 
 static const char *const op_names[SHH_NOPS] = {
-        [SHH_ALLOC] = "alloc",     [SHH_ALIGNED] = "aligned",
-        [SHH_CALLOC] = "calloc",   [SHH_REALLOC] = "realloc",
-        [SHH_FREE] = "free",       [SHH_SWEEP] = "sweep",
-        [SHH_FLUSH] = "flush",     [SHH_CPU] = "cpu",
-        [SHH_RELEASE] = "release", [SHH_BAD_FREE] = "bad free",
-        [SHH_CHECK] = "check",     [SHH_DOUBLE_FREE] = "double free",
-        [SHH_FAIL] = "fail",       [SHH_CACHE] = "cache",
+        [SHH_ALLOC] = "alloc",
+        [SHH_ALIGNED] = "aligned",
+        [SHH_CALLOC] = "calloc",
+        [SHH_REALLOC] = "realloc",
+        [SHH_FREE] = "free",
+        [SHH_SWEEP] = "sweep",
+        [SHH_FLUSH] = "flush",
+        [SHH_CPU] = "cpu",
+        [SHH_RELEASE] = "release",
+        [SHH_BAD_FREE] = "bad free",
+        [SHH_CHECK] = "check",
+        [SHH_DOUBLE_FREE] = "double free",
+        [SHH_FAIL] = "fail",
+        [SHH_CACHE] = "cache",
+        [SHH_CACHE_MAKE] = "cache make",
+        [SHH_POOL] = "pool",
+        [SHH_POOL_ALLOC] = "pool alloc",
+        [SHH_SCAVENGE] = "scavenge",
 };
 
 /* ---- Decoding ------------------------------------------------------------ */
@@ -313,7 +325,8 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		                 zero_of(flags) | SHH_A_PLAIN | SHH_A_POW2);
 	}
 	size_t i = (size_t)((r >> 10) % h->nlive);
-	if (h->live[i].cache) /* a cache's object: only its cache frees it */
+	/* A cache's or a pool's object: only its cache or pool frees it */
+	if (h->live[i].cache || h->live[i].pool)
 		return shh_free_at(h, i);
 	switch ((r >> 30) % 32) {
 	case 0:
@@ -329,72 +342,6 @@ static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return realloc_live(h, i, size, flags,
 		                    size ? R_RESIZE : R_FREE);
 	}
-}
-
-/* A good attribute from a and b: every n-th call (1 to 8), all or a
- * part of them, a cap of 0 to 6 failures or none, any filter. */
-static struct spanheap_fail_attr fail_attr_of(uint64_t a, uint64_t r)
-{
-	static const unsigned whats[] = {
-	        SPANHEAP_FAIL_SMALL,
-	        SPANHEAP_FAIL_LARGE,
-	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE,
-	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_ATOMIC_ONLY,
-	        SPANHEAP_FAIL_WHAT_ALL,
-	};
-	return (struct spanheap_fail_attr){
-	        .interval = (unsigned)(a % 8) + 1,
-	        .probability = (a >> 3) % 2 ? SPANHEAP_FAIL_PROB_ALL
-	                                    : (unsigned)((a >> 4) % 10001),
-	        .times = (a >> 18) % 4 ? (int64_t)((a >> 20) % 7) : -1,
-	        .what = whats[(r >> 8) % 5],
-	        .seed = r >> 16,
-	};
-}
-
-static bool attr_eq(const struct spanheap_fail_attr *x,
-                    const struct spanheap_fail_attr *y)
-{
-	return x->interval == y->interval && x->probability == y->probability &&
-	       x->times == y->times && x->what == y->what && x->seed == y->seed;
-}
-
-/* Disarms failure injection, or arms it: mostly with a good attribute,
- * which must arm on every CPU and read back; at times a bad one
- * (probability over 10000, times below -1, no class in what), which must
- * be refused and change nothing. */
-static bool do_fail(struct spanheap_harness *h, uint64_t a, uint64_t b)
-{
-	uint64_t r = shh_mix(b);
-	if (h->armed && r % 4) {
-		spanheap_fail_disarm(&h->sh);
-		h->armed = false;
-		return true;
-	}
-	struct spanheap_fail_attr want = fail_attr_of(a, r), got;
-	bool bad = (r >> 2) % 8 == 0;
-	if (bad) {
-		struct spanheap_fail_attr was;
-		spanheap_fail_get(&h->sh, &was);
-		if ((r >> 5) % 3 == 0)
-			want.probability = SPANHEAP_FAIL_PROB_ALL + 1 +
-			                   want.probability % 1000;
-		want.times = (r >> 5) % 3 == 1 ? -2 : want.times;
-		want.what = (r >> 5) % 3 == 2 ? SPANHEAP_FAIL_ATOMIC_ONLY
-		                              : want.what;
-		if (spanheap_fail_arm(&h->sh, &want) ||
-		    spanheap_fail_get(&h->sh, &got) != h->armed ||
-		    !attr_eq(&got, &was))
-			return shh_fail(h, "a bad failure attribute changed "
-			                   "the heap's");
-		return true;
-	}
-	if (!spanheap_fail_arm(&h->sh, &want))
-		return shh_fail(h, "spanheap_fail_arm: %s", mm_port_last_log());
-	h->armed = true;
-	if (!spanheap_fail_get(&h->sh, &got) || !attr_eq(&got, &want))
-		return shh_fail(h, "the armed attribute does not read back");
-	return true;
 }
 
 static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
@@ -425,9 +372,17 @@ static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 		spanheap_release_all(&h->sh);
 		return true;
 	case SHH_FAIL:
-		return do_fail(h, a, b);
+		return shh_fail_op(h, a, b);
 	case SHH_CACHE:
 		return shh_cache_alloc(h, a, b);
+	case SHH_CACHE_MAKE:
+		return shh_cache_make(h, a, b);
+	case SHH_POOL:
+		return shh_pool_op(h, a, b);
+	case SHH_POOL_ALLOC:
+		return shh_pool_alloc(h, a, b);
+	case SHH_SCAVENGE:
+		return shh_scavenge(h, b);
 	default:
 		return shh_fail(h, "bad op %d", (int)op);
 	}
@@ -445,6 +400,8 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 	struct mheap_config hc;
 	mheap_config_default(&hc);
 	hc.arena_bytes = cfg->arena_bytes;
+	if (cfg->scav_on_free)
+		hc.flags |= MHEAP_DEBUG_SCAV_ON_FREE;
 	if (!h->granules || !h->live || cfg->ncpus == 0 ||
 	    cfg->max_large <= SC_MAX_SIZE)
 		return shh_fail(h, "bad config or no memory");
@@ -457,7 +414,11 @@ bool shh_init(struct spanheap_harness *h, const struct shh_config *cfg)
 		return shh_fail(h, "cannot make the heap: %s",
 		                mm_port_last_log());
 	mm_port_set_cpu(0);
-	return shh_caches_make(h);
+	if (cfg->scavenger &&
+	    !(h->scav_running = mheap_scavenger_start(&h->heap)))
+		return shh_fail(h, "cannot start the scavenger: %s",
+		                mm_port_last_log());
+	return shh_pools_new(h) && shh_caches_make(h);
 }
 
 bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
@@ -485,12 +446,16 @@ bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 
 void shh_destroy(struct spanheap_harness *h)
 {
+	if (h->scav_running)
+		mheap_scavenger_stop(&h->heap);
+	h->scav_running = false;
 	if (h->sh.guard.base) /* empty: shh_drain freed its objects */
 		mm_port_unreserve((void *)h->sh.guard.base, h->sh.guard.bytes);
 	if (h->heap.arena_base)
 		sh_heap_release(&h->heap, &h->sh);
 	free(h->granules);
 	free(h->live);
+	shh_pools_free(h);
 	h->granules = NULL;
 	h->live = NULL;
 }

@@ -41,7 +41,14 @@
  *   - SHH_CACHE: an object of a named cache is as a plain request's of
  *     its size and alignment, and is freed through its cache; the caches'
  *     counts are the model's at every check;
- *   - shh_drain: once all is freed, the caches destroyed, every CPU
+ *   - SHH_CACHE_MAKE: a cache made with good arguments is (NULL only for
+ *     an injected failure), one with bad ones is refused uncounted; a
+ *     destroy succeeds exactly when the model holds none of its objects
+ *     (its pools' reserves' included); one of a destroyed cache panics;
+ *   - pools (spanheap_harness_pool.h): made, resized and destroyed as the
+ *     model says, their elements and reserves as it predicts, misuse
+ *     panics, mempool_check at every check;
+ *   - shh_drain: once all is freed, the pools and caches destroyed, every CPU
  *     flushed and released, the page heap holds only the span heap's own
  *     bookkeeping.
  */
@@ -71,6 +78,11 @@ enum shh_op {
 	                    panic */
 	SHH_FAIL,  /* arm failure injection (spanheap_fail.h), or disarm it */
 	SHH_CACHE, /* an object of one of the named caches (objcache.h) */
+	SHH_CACHE_MAKE, /* a named cache made, or destroyed (or misused) */
+	SHH_POOL,       /* a pool (mempool.h) made, resized, checked, destroyed
+	                   or misused */
+	SHH_POOL_ALLOC, /* an element of a pool */
+	SHH_SCAVENGE,   /* a scavenge batch of the object or metadata heap */
 	SHH_NOPS
 };
 
@@ -86,6 +98,9 @@ struct shh_config {
 	/* A guarded pool of SHH_GUARD_SLOTS, sampling one refill or
 	 * out-of-line call in SHH_GUARD_INTERVAL (spanheap_guard.h) */
 	bool guard;
+	bool scav_on_free; /* MHEAP_DEBUG_SCAV_ON_FREE, both heaps */
+	bool scavenger;    /* the object heap's scavenger thread runs (it
+	                      serves the metadata heap too) */
 };
 #define SHH_GUARD_SLOTS    16
 #define SHH_GUARD_INTERVAL 3
@@ -99,11 +114,14 @@ struct shh_obj {
 	uint8_t fill;
 	uint8_t sizeclass; /* of its span when it was handed out; 0: large */
 	uint8_t cache;     /* 1 + its named cache's index; 0: none */
+	uint8_t pool;      /* 1 + its pool's index; 0: none */
 	bool guard;        /* the guarded pool's (room 0, class 0) */
 };
 
-/* The named caches every harness heap has (spanheap_harness_cache.c). */
-#define SHH_NCACHES 3
+/* The named caches' slots (spanheap_harness_cache.c): the first
+ * SHH_NCACHES_FIXED made with the heap, the rest by SHH_CACHE_MAKE. */
+#define SHH_NCACHES       6
+#define SHH_NCACHES_FIXED 3
 
 struct shh_counts {
 	unsigned long ops[SHH_NOPS];
@@ -134,6 +152,12 @@ struct spanheap_harness {
 	 * objects the model holds. */
 	struct objcache *caches[SHH_NCACHES];
 	size_t cache_live[SHH_NCACHES];
+	size_t cache_size[SHH_NCACHES], cache_align[SHH_NCACHES];
+	struct objcache
+	        *cache_gone[SHH_NCACHES]; /* each slot's last destroyed */
+	unsigned long cache_made;         /* for unique names */
+	struct shh_pools *pools;          /* spanheap_harness_pool.c's */
+	bool scav_running;                /* cfg.scavenger's thread, started */
 	/* Objects of each class that are the caches' own (their structs and
 	 * counters), outside the model */
 	size_t class_extra[SC_NCLASSES];

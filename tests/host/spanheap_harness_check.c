@@ -7,11 +7,15 @@
  * model, and the drain at the end.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../../mm/mheap_internal.h"
+#include "../../mm/spanheap_leak.h"
 #include "mm_port_posix.h"
 #include "spanheap_harness.h"
 #include "spanheap_harness_internal.h"
+#include "spanheap_harness_pool.h"
 #include "spanheap_test_util.h"
 
 /* An interior pointer of a live object, or a foreign one: both must
@@ -56,6 +60,8 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 	if (!h->nlive)
 		return true;
 	size_t i = (size_t)(shh_mix(b) % h->nlive);
+	if (h->live[i].pool) /* a pool may keep it: its own checks */
+		return shh_pool_double_free(h, i);
 	struct shh_obj o = h->live[i];
 	if (!shh_verify(h, &o))
 		return false;
@@ -84,8 +90,35 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 	return true;
 }
 
+/* Poison mode, where the heap keeps records: the leak scan from the
+ * model's objects (their addresses, in h->live) finds none, neither among
+ * them nor among the pools' reserves' elements, which the scan reaches
+ * through the reserves' arrays (metadata blocks it reads whole:
+ * spanheap_meta_blocks_each). */
+static bool leak_check(struct spanheap_harness *h)
+{
+	if (!h->cfg.poison)
+		return true;
+	size_t bytes = spanheap_leak_work_bytes(&h->sh, 4);
+	void *work = calloc(1, bytes);
+	if (!work)
+		return shh_fail(h, "no memory for the leak scan");
+	struct spanheap_leak_range root = {(uintptr_t)h->live,
+	                                   (uintptr_t)(h->live + h->nlive)};
+	struct spanheap_leak_result r;
+	long n = spanheap_leak_scan(&h->sh, work, bytes, &root, 1, 0, 4, &r);
+	uintptr_t first = n > 0 ? spanheap_leak_list(work)[0].addr : 0;
+	free(work);
+	if (n > 0)
+		return shh_fail(h,
+		                "leak scan: %ld leaks of %zu objects, the "
+		                "first %#lx",
+		                n, r.objects, (unsigned long)first);
+	return true;
+}
+
 /* Every live object: its usable size as it was handed out, and its
- * contents. */
+ * contents; the leak scan (poison mode). */
 bool shh_check_live(struct spanheap_harness *h)
 {
 	for (size_t i = 0; i < h->nlive; i++) {
@@ -100,7 +133,7 @@ bool shh_check_live(struct spanheap_harness *h)
 		if (!shh_verify(h, o))
 			return false;
 	}
-	return true;
+	return leak_check(h);
 }
 
 bool shh_check(struct spanheap_harness *h)
@@ -108,27 +141,31 @@ bool shh_check(struct spanheap_harness *h)
 	static struct spanheap_stats st; /* large: not on the stack */
 	if (sh_check_panics(&h->sh))
 		return shh_fail(h, "spanheap_check: %s", mm_port_last_panic());
+	/* The pools' reserves' objects: the heap's, outside the model */
+	size_t extra[SC_NCLASSES] = {0}, guard_extra = 0, large_pages = 0;
+	if (!shh_pools_check(h, extra, &guard_extra, &large_pages))
+		return false;
 	spanheap_stats(&h->sh, &st);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)
 		if (st.cls[cls].objects_in_use !=
-		    h->class_live[cls] + h->class_extra[cls])
+		    h->class_live[cls] + h->class_extra[cls] + extra[cls])
 			return shh_fail(h,
 			                "class %u: statistics count %zu "
 			                "objects, the model %zu (and the "
-			                "caches' own %zu)",
+			                "caches' own %zu, the reserves' %zu)",
 			                cls, st.cls[cls].objects_in_use,
-			                h->class_live[cls],
-			                h->class_extra[cls]);
-	if (st.guard_live != h->guard_live + h->guard_extra)
+			                h->class_live[cls], h->class_extra[cls],
+			                extra[cls]);
+	if (st.guard_live != h->guard_live + h->guard_extra + guard_extra)
 		return shh_fail(h,
 		                "statistics count %u guarded objects, the "
 		                "model %zu (and the caches' own %zu)",
 		                st.guard_live, h->guard_live, h->guard_extra);
-	if (st.large_pages != h->large_pages)
+	if (st.large_pages != h->large_pages + large_pages)
 		return shh_fail(h,
 		                "statistics count %zu large pages, the model "
-		                "%zu",
-		                st.large_pages, h->large_pages);
+		                "%zu (and the pools' reserves' %zu)",
+		                st.large_pages, h->large_pages, large_pages);
 	return shh_caches_check(h);
 }
 
@@ -137,7 +174,7 @@ bool shh_drain(struct spanheap_harness *h)
 	while (h->nlive)
 		if (!shh_step(h, SHH_FREE, 0, h->nlive - 1))
 			return false;
-	if (!shh_caches_destroy(h))
+	if (!shh_pools_destroy(h) || !shh_caches_destroy(h))
 		return false;
 	volatile size_t in_use = 0, kept = 0;
 	bool panicked = MM_PORT_PANICS({
@@ -162,5 +199,91 @@ bool shh_drain(struct spanheap_harness *h)
 		        "drained: %zu pages in use, the span heap keeps "
 		        "%zu",
 		        (size_t)in_use, (size_t)kept);
+	return true;
+}
+
+/* ---- Failure injection and scavenges ------------------------------------ */
+
+/* A good attribute from a and b: every n-th call (1 to 8), all or a
+ * part of them, a cap of 0 to 6 failures or none, any filter. */
+static struct spanheap_fail_attr fail_attr_of(uint64_t a, uint64_t r)
+{
+	static const unsigned whats[] = {
+	        SPANHEAP_FAIL_SMALL,
+	        SPANHEAP_FAIL_LARGE,
+	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE,
+	        SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_ATOMIC_ONLY,
+	        SPANHEAP_FAIL_WHAT_ALL,
+	};
+	return (struct spanheap_fail_attr){
+	        .interval = (unsigned)(a % 8) + 1,
+	        .probability = (a >> 3) % 2 ? SPANHEAP_FAIL_PROB_ALL
+	                                    : (unsigned)((a >> 4) % 10001),
+	        .times = (a >> 18) % 4 ? (int64_t)((a >> 20) % 7) : -1,
+	        .what = whats[(r >> 8) % 5],
+	        .seed = r >> 16,
+	};
+}
+
+static bool attr_eq(const struct spanheap_fail_attr *x,
+                    const struct spanheap_fail_attr *y)
+{
+	return x->interval == y->interval && x->probability == y->probability &&
+	       x->times == y->times && x->what == y->what && x->seed == y->seed;
+}
+
+/* Disarms failure injection, or arms it: mostly with a good attribute,
+ * which must arm on every CPU and read back; at times a bad one
+ * (probability over 10000, times below -1, no class in what), which must
+ * be refused and change nothing. */
+bool shh_fail_op(struct spanheap_harness *h, uint64_t a, uint64_t b)
+{
+	uint64_t r = shh_mix(b);
+	if (h->armed && r % 4) {
+		spanheap_fail_disarm(&h->sh);
+		h->armed = false;
+		return true;
+	}
+	struct spanheap_fail_attr want = fail_attr_of(a, r), got;
+	bool bad = (r >> 2) % 8 == 0;
+	if (bad) {
+		struct spanheap_fail_attr was;
+		spanheap_fail_get(&h->sh, &was);
+		if ((r >> 5) % 3 == 0)
+			want.probability = SPANHEAP_FAIL_PROB_ALL + 1 +
+			                   want.probability % 1000;
+		want.times = (r >> 5) % 3 == 1 ? -2 : want.times;
+		want.what = (r >> 5) % 3 == 2 ? SPANHEAP_FAIL_ATOMIC_ONLY
+		                              : want.what;
+		if (spanheap_fail_arm(&h->sh, &want) ||
+		    spanheap_fail_get(&h->sh, &got) != h->armed ||
+		    !attr_eq(&got, &was))
+			return shh_fail(h, "a bad failure attribute changed "
+			                   "the heap's");
+		return true;
+	}
+	if (!spanheap_fail_arm(&h->sh, &want))
+		return shh_fail(h, "spanheap_fail_arm: %s", mm_port_last_log());
+	h->armed = true;
+	if (!spanheap_fail_get(&h->sh, &got) || !attr_eq(&got, &want))
+		return shh_fail(h, "the armed attribute does not read back");
+	return true;
+}
+
+/* A scavenge batch of the object heap or the metadata heap (which the
+ * object heap's scavenger serves: mheap_scav.c), of a few pages or the
+ * default, dense chunks searched or not; at times the metadata heap's
+ * release-all alone. */
+bool shh_scavenge(struct spanheap_harness *h, uint64_t b)
+{
+	uint64_t r = shh_mix(b);
+	struct mheap *x = r % 2 ? &h->sh.meta : &h->heap;
+	if ((r >> 1) % 8 == 0) {
+		mheap_release_all(x);
+		return true;
+	}
+	size_t max = (r >> 4) % 2 ? 0 : 1 + (size_t)(r >> 5) % 64;
+	mheap_scavenge_batch(x, max, (r >> 12) % 2 ? PALLOC_SCAV_FORCE : 0,
+	                     MHEAP_SCAV_BG);
 	return true;
 }

@@ -22,7 +22,12 @@ enum shh_admit_flags {
 	SHH_A_PLAIN = 1u << 1, /* a plain request: the usable size is exact */
 	SHH_A_POW2 = 1u << 2,  /* from an allocation call: a power-of-two size
 	                      up to a page is aligned to itself */
+	SHH_A_ZERO_ASKED = 1u << 3, /* [0, size) reads as zero, not the rest
+	                               (a pool's MM_ZERO) */
 };
+
+/* True if [a, a + n) shares a granule with a live object of the model. */
+bool shh_overlaps_live(struct spanheap_harness *h, uintptr_t a, size_t n);
 
 /* Checks a new object p of size bytes, asked aligned to align, against
  * the model (what: enum shh_admit_flags), then adds it, filled. */
@@ -64,11 +69,36 @@ bool shh_free_at(struct spanheap_harness *h, size_t i);
 void shh_free_raw(struct spanheap_harness *h, const struct shh_obj *o);
 bool shh_caches_check(struct spanheap_harness *h);
 bool shh_caches_destroy(struct spanheap_harness *h);
+/* SHH_CACHE_MAKE: a cache made in an empty slot, or one destroyed. */
+bool shh_cache_make(struct spanheap_harness *h, uint64_t a, uint64_t b);
+/* The model's objects of cache slot k out of it: its own and its pools'. */
+size_t shh_cache_expected(struct spanheap_harness *h, unsigned k);
+
+/* The pools (spanheap_harness_pool.c): set up and torn down with the
+ * harness, SHH_POOL, SHH_POOL_ALLOC, live object i of a pool freed to it,
+ * a pool object's double free, their checks (the reserves' objects added
+ * to *extra's class counts, guarded ones and large pages), the elements a
+ * cache slot's pools hold in their reserves, and every pool destroyed. */
+bool shh_pools_new(struct spanheap_harness *h);
+void shh_pools_free(struct spanheap_harness *h);
+bool shh_pool_op(struct spanheap_harness *h, uint64_t a, uint64_t b);
+bool shh_pool_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b);
+bool shh_pool_free_at(struct spanheap_harness *h, size_t i);
+bool shh_pool_double_free(struct spanheap_harness *h, size_t i);
+bool shh_pools_check(struct spanheap_harness *h, size_t *extra,
+                     size_t *guard_extra, size_t *large_pages);
+size_t shh_pools_reserved_of(struct spanheap_harness *h, unsigned k);
+bool shh_pools_destroy(struct spanheap_harness *h);
 
 /* The operations of spanheap_harness_check.c, run outside shh_step's
  * panic catch (they catch their own). */
 bool shh_bad_free(struct spanheap_harness *h, uint64_t b);
 bool shh_double_free(struct spanheap_harness *h, uint64_t b);
+/* SHH_FAIL: failure injection armed (mostly a good attribute, which must
+ * read back; at times a bad one, refused) or disarmed. SHH_SCAVENGE: a
+ * batch of the object or metadata heap, or the latter's release-all. */
+bool shh_fail_op(struct spanheap_harness *h, uint64_t a, uint64_t b);
+bool shh_scavenge(struct spanheap_harness *h, uint64_t b);
 /* Every live object's usable size as handed out, and its contents. */
 bool shh_check_live(struct spanheap_harness *h);
 

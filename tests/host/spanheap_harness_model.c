@@ -182,7 +182,8 @@ static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
 		                "(align %zu)",
 		                p, size, align);
 	if (spanheap_usable_size(&h->sh, p) != size ||
-	    ((what & SHH_A_ZERO) && shh_first_not(p, size, 0) != size))
+	    ((what & (SHH_A_ZERO | SHH_A_ZERO_ASKED)) &&
+	     shh_first_not(p, size, 0) != size))
 		return shh_fail(h,
 		                "guarded object %p of %zu bytes: usable size "
 		                "%zu, or not zeroed",
@@ -190,7 +191,7 @@ static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
 	h->guard_slot_live[slot] = true;
 	h->guard_live++;
 	h->n.guarded++;
-	h->n.zeroed += (what & SHH_A_ZERO) != 0;
+	h->n.zeroed += (what & (SHH_A_ZERO | SHH_A_ZERO_ASKED)) != 0;
 	admit_filled(h, (struct shh_obj){.p = a,
 	                                 .size = size,
 	                                 .usable = size,
@@ -206,7 +207,8 @@ static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
 bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
                unsigned what)
 {
-	bool zero = what & SHH_A_ZERO, plain = what & SHH_A_PLAIN;
+	bool zero = what & (SHH_A_ZERO | SHH_A_ZERO_ASKED),
+	     plain = what & SHH_A_PLAIN;
 	uintptr_t a = (uintptr_t)p, base = h->heap.arena_base;
 	if (spanheap_guard_owns(&h->sh.guard, p))
 		return admit_guard(h, p, size, align, what);
@@ -241,15 +243,16 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 		                p, room);
 	/* MM_ZERO zeroes the whole usable size (spanheap.h); until a
 	 * review only the bytes asked were checked. */
-	if (zero && shh_first_not(p, usable, 0) != usable)
+	size_t zn = (what & SHH_A_ZERO) ? usable : size;
+	if (zero && shh_first_not(p, zn, 0) != zn)
 		return shh_fail(
 		        h,
 		        "object %p of %zu bytes (%zu usable) not zeroed "
 		        "at %zu",
-		        p, size, usable, shh_first_not(p, usable, 0));
+		        p, size, usable, shh_first_not(p, zn, 0));
 	granules(h, granule_of(h, a), room / SHH_GRAN, false, true);
 	admit_filled(h, (struct shh_obj){a, size, usable, room, fill_next(h),
-	                                 s->sizeclass, 0, false});
+	                                 s->sizeclass, 0, 0, false});
 	h->class_live[s->sizeclass]++;
 	h->n.classes |= (uint64_t)1 << s->sizeclass;
 	if (s->sizeclass == 0) {
@@ -258,4 +261,15 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 	}
 	h->n.zeroed += zero;
 	return true;
+}
+
+bool shh_overlaps_live(struct spanheap_harness *h, uintptr_t a, size_t n)
+{
+	uintptr_t base = h->heap.arena_base;
+	if (a < base || a - base >= h->cfg.arena_bytes)
+		return false;
+	if (n > h->cfg.arena_bytes - (a - base))
+		n = h->cfg.arena_bytes - (a - base);
+	size_t g = granule_of(h, a), end = granule_of(h, a + n + SHH_GRAN - 1);
+	return !granules(h, g, end - g, true, false);
 }

@@ -2,15 +2,18 @@
  * tests/host/fuzz/spanheap_fuzz.c: libFuzzer target for the span heap.
  *
  * Input: one byte choosing the number of simulated CPUs (1 to 4), the
- * arena (a quarter of the values: 4 MiB, which runs out), a guarded pool
- * (bit 5: spanheap_guard.h) and poison mode (spanheap_config.h; its top
- * bit), then
+ * arena (a quarter of the values: 4 MiB, which runs out), the page heaps'
+ * scavenger thread (bit 4: it serves the metadata heap too), a guarded
+ * pool (bit 5: spanheap_guard.h), every freed page scavenged at once
+ * (bit 6: MHEAP_DEBUG_SCAV_ON_FREE, a freed metadata block's page
+ * unmapped) and poison mode (spanheap_config.h; its top bit), then
  * 5-byte operations: an op byte (enum shh_op, modulo), a 3-byte argument
  * (the size, decoded by the harness) and a 1-byte argument (flags,
  * alignment, which object, which CPU), run on a fresh span heap over a
  * 64 MiB arena through spanheap_harness.c against its model of the live
- * objects. Every CHECK_EVERY steps and at the end of each input,
- * spanheap_check and the statistics are checked (and, at the op
+ * objects, named caches made and destroyed and pools
+ * (spanheap_harness_pool.h). Every CHECK_EVERY steps and at the end of each
+ * input, spanheap_check and the statistics are checked (and, at the op
  * SHH_CHECK, every live object's contents and usable size); at the end
  * everything is freed and the heap must hold nothing but its
  * bookkeeping. Expected panics (bad and double frees) are caught by the
@@ -51,6 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	        .max_large = (size_t)1 << 20,
 	        .poison = data[0] >= 0x80,
 	        .guard = (data[0] & 0x20) != 0,
+	        .scav_on_free = (data[0] & 0x40) != 0,
+	        .scavenger = (data[0] & 0x10) != 0,
 	};
 	bool ok = shh_init(&h, &cfg);
 	unsigned steps = 0;
@@ -65,10 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ok = ok && shh_check(&h) && shh_drain(&h);
 	mm_port_set_cpu(0);
 	if (!ok) {
-		fprintf(stderr, "spanheap_fuzz: %u CPUs, %zu MiB%s%s: %s\n",
+		fprintf(stderr, "spanheap_fuzz: %u CPUs, %zu MiB%s%s%s%s: %s\n",
 		        cfg.ncpus, cfg.arena_bytes >> 20,
 		        cfg.poison ? ", poison mode" : "",
-		        cfg.guard ? ", guarded pool" : "", h.err);
+		        cfg.guard ? ", guarded pool" : "",
+		        cfg.scav_on_free ? ", scavenge on free" : "",
+		        cfg.scavenger ? ", scavenger thread" : "", h.err);
 		abort();
 	}
 	shh_destroy(&h);
