@@ -140,7 +140,10 @@ static void mark(struct scan *sc, uintptr_t a)
 }
 
 /* The live guarded object whose slot's page a points into is marked and
- * pushed (a word on a guard page, or past the object, marks nothing). */
+ * pushed (a word on a guard page, or past the object, marks nothing). An
+ * object of 0 bytes asked is its start's: as a span's object of 0 bytes,
+ * which has its element; until a review none of its words counted, and a
+ * held malloc(0) the pool sampled was a leak (the fuzz harness's check). */
 static void mark_guarded(struct scan *sc, uintptr_t a)
 {
 	const struct spanheap_guard *g = &sc->sh->guard;
@@ -149,9 +152,10 @@ static void mark_guarded(struct scan *sc, uintptr_t a)
 	if (pi % 2 == 0 || i >= g->nslots)
 		return;
 	const struct spanheap_guard_slot *sl = &g->slot[i];
+	size_t bytes = sl->asked ? sl->asked : 1;
 	if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
 	            GUARD_LIVE ||
-	    a < sl->obj || a >= sl->obj + sl->asked)
+	    a < sl->obj || a >= sl->obj + bytes)
 		return;
 	uint64_t bit = 1ull << (i % 64);
 	if (sc->gmarks[i / 64] & bit)

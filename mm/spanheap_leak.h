@@ -9,9 +9,9 @@
  * object does; a large object counts as reachable whatever points to it
  * (it is read, not judged: it keeps no records). A word counts if it
  * points anywhere inside an object (its element; a guarded object's
- * bytes asked), as kmemleak's do: a pointer to a member keeps its
- * struct. What is left is a leak, reported with its address, its bytes
- * asked, its class, its owner (a named cache) and its allocation's
+ * bytes asked, its start if it asked none), as kmemleak's do: a pointer to a
+ * member keeps its struct. What is left is a leak, reported with its address,
+ * its bytes asked, its class, its owner (a named cache) and its allocation's
  * record.
  *
  * Conservative as every such scan: a word that happens to look like a

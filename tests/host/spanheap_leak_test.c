@@ -188,6 +188,33 @@ KTEST(spanheap_leak, guarded_objects_are_judged)
 	release();
 }
 
+/* A guarded object of 0 bytes asked (calloc(n, 0) sampled into the
+ * pool) is kept by a pointer to its start, as a span's object of 0 bytes
+ * asked is: until this test the scan counted a word as the guarded
+ * object's only inside its bytes asked, none, and reported the object a
+ * leak while a root held it (found by the span heap harness's leak check:
+ * spanheap_diff.caches_and_pools_poison, seed 0x30c387, and the fuzz
+ * seed leak_guarded_calloc_zero). */
+KTEST(spanheap_leak, guarded_object_of_no_bytes_kept_by_its_start)
+{
+	KASSERT(fresh(4));
+	void *gd = spanheap_guard_alloc(&sh, 0, 16, 0, sizeclass_of(0));
+	void *sp = leak_site(0);
+	KASSERT(gd && sp && spanheap_guard_owns(&sh.guard, gd));
+	roots_arr[0] = (uintptr_t)gd;
+	roots_arr[1] = (uintptr_t)sp;
+	struct scan_out o = scan(0, 16);
+	KEXPECT_EQ(o.n, 0);
+	KEXPECT_EQ(o.r.objects, 2);
+	KEXPECT_EQ(o.r.reachable, 2);
+	roots_arr[0] = roots_arr[1] = 0;
+	o = scan(0, 16);
+	KEXPECT_EQ(o.n, 2);
+	spanheap_free(&sh, gd);
+	spanheap_free(&sh, sp);
+	release();
+}
+
 /* The heaps' structs among the roots, as a kernel's are in its bss:
  * their records of the arena's bounds (the span heap's arena_base, the
  * page heap's base and its palloc's search addresses) keep nothing, so
