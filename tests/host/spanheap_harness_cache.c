@@ -335,6 +335,48 @@ static bool free_wrong(struct spanheap_harness *h, unsigned k, uint64_t r)
 	return shh_verify(h, o);
 }
 
+/* The heap filled to OBJCACHE_MAX caches (the counters' last slot in
+ * use): exactly as many made as there is room for, unless a failure was
+ * injected, then one more refused saying why; an object of the last
+ * counted and given back; all of them destroyed. */
+static bool fill_all(struct spanheap_harness *h)
+{
+	static struct objcache *extra[OBJCACHE_MAX];
+	size_t live = 0, n = 0;
+	for (unsigned k = 0; k < SHH_NCACHES; k++)
+		live += h->caches[k] != NULL;
+	uint64_t inj = atomic_load(&h->sh.fail.injected);
+	for (; n < OBJCACHE_MAX; n++) {
+		char name[OBJCACHE_NAME_MAX + 1];
+		snprintf(name, sizeof(name), "shh-fill-%zu", n);
+		if (!(extra[n] = objcache_create(&h->sh, name, 32, 0)))
+			break;
+	}
+	bool injected = atomic_load(&h->sh.fail.injected) != inj;
+	bool ok = n == OBJCACHE_MAX - live ||
+	          (injected && n < OBJCACHE_MAX - live);
+	if (ok && n == OBJCACHE_MAX - live && !injected)
+		ok = strstr(mm_port_last_log(), "OBJCACHE_MAX") != NULL;
+	struct objcache_info in = {0};
+	if (ok && n) {
+		void *o = objcache_alloc(extra[n - 1], MM_ZERO);
+		objcache_info(extra[n - 1], &in);
+		ok = !o || in.live == 1;
+		objcache_free(extra[n - 1], o);
+		objcache_info(extra[n - 1], &in);
+		ok = ok && in.live == 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		ok = objcache_destroy(extra[i]) && ok;
+	if (!ok)
+		return shh_fail(h,
+		                "%zu caches made beside %zu (room for %zu), "
+		                "the last counting %lld: %s",
+		                n, live, OBJCACHE_MAX - live,
+		                (long long)in.live, mm_port_last_log());
+	return true;
+}
+
 bool shh_cache_make(struct spanheap_harness *h, uint64_t a, uint64_t b)
 {
 	uint64_t r = shh_mix(b);
@@ -345,6 +387,8 @@ bool shh_cache_make(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return destroy_gone(h, k);
 	if (r % 16 == 2)
 		return free_wrong(h, k, r >> 4);
+	if (r % 64 == 3)
+		return fill_all(h);
 	if (!h->caches[k])
 		return make_in(h, k, a, r >> 4);
 	return destroy_at(h, k, r >> 4);
