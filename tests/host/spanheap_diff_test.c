@@ -124,6 +124,11 @@ static void diff_run_with(const unsigned *w, unsigned long nops, bool poison,
 	           h.n.ops[SHH_REALLOC], h.n.ops[SHH_CACHE], h.n.ops[SHH_SWEEP],
 	           h.n.ops[SHH_FLUSH], h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE],
 	           h.n.refused, h.n.injected, h.n.panics, h.n.guarded);
+	if (w == pool_weights)
+		ktest_diag("%lu cache makes or destroys, %lu pool calls, %lu "
+		           "pool allocations, %lu scavenges",
+		           h.n.ops[SHH_CACHE_MAKE], h.n.ops[SHH_POOL],
+		           h.n.ops[SHH_POOL_ALLOC], h.n.ops[SHH_SCAVENGE]);
 	KEXPECT(i == nops);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
 	if (w == weights) { /* the long runs' */
