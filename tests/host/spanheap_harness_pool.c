@@ -12,7 +12,10 @@
  * and the reserve empty; a free refills the reserve exactly while it is
  * short; a resize's reserve, a destroy refused exactly while elements are
  * out. An allocation without MM_ATOMIC is made only while the reserve
- * holds an element (else, on one thread, it would wait for ever). At every
+ * holds an element (else, on one thread, it would wait for ever), or from
+ * a source pool's source dry for its next few calls alone (it sleeps a
+ * period, 1 ms, for each but the last: spanheap_harness_pool_elem.c's
+ * waited). At every
  * check: mempool_check, each pool's counts, and the reserves' elements
  * overlapping no live object, counted into the heap's statistics and
  * their cache's count (spanheap_harness_pool_elem.c: the elements'
@@ -33,6 +36,10 @@
 static void *src_alloc(void *data, unsigned flags)
 {
 	struct shh_pool *p = data;
+	if (p->dry_calls) {
+		p->dry_calls--;
+		return NULL;
+	}
 	if (p->dry)
 		return NULL;
 	return spanheap_alloc(&p->h->sh, p->size, flags);
@@ -190,6 +197,7 @@ static bool init_pool(struct spanheap_harness *h, struct shh_pool *p,
 		                   : 0;
 	}
 	p->dry = false;
+	p->dry_calls = 0;
 	p->src_frees = 0;
 	p->min = pick_min(h, r >> 8, p->size, 0);
 	if (!p->min || p->size < sizeof(void *))

@@ -31,6 +31,7 @@ struct shh_pool {
 	uint32_t min;       /* the reserve's size, by the model */
 	size_t out;         /* the model's live objects of it */
 	bool dry;           /* SHH_POOL_SRC: its source gives nothing */
+	unsigned dry_calls; /* SHH_POOL_SRC: nor for its next calls */
 	unsigned long src_frees; /* SHH_POOL_SRC: elements given back */
 };
 

@@ -68,6 +68,30 @@ static bool took(struct spanheap_harness *h, struct shh_pool *p, void *e,
 	return true;
 }
 
+/* A sleeping caller's allocation from source pool p with its reserve
+ * empty and its source dry for its next k calls: the first ask and k - 1
+ * rounds of alloc_waiting fail, each round asleep for the pool's period
+ * (made 1 ms: no free comes, one thread), the next gets the element. */
+static bool waited(struct spanheap_harness *h, struct shh_pool *p,
+                   unsigned flags, unsigned k)
+{
+	struct mempool_info was = shh_pool_info(p);
+	p->dry_calls = k;
+	p->mp.wait_ns = 1000 * 1000;
+	void *e = mempool_alloc(&p->mp, flags);
+	struct mempool_info now = shh_pool_info(p);
+	p->dry_calls = 0;
+	if (!e || now.waits != was.waits + k - 1 ||
+	    now.timeouts != was.timeouts + k - 1)
+		return shh_fail(h,
+		                "pool %s, source dry for %u calls: %p after "
+		                "%lu sleeps (%lu ended by the period)",
+		                p->mp.name, k, e,
+		                (unsigned long)(now.waits - was.waits),
+		                (unsigned long)(now.timeouts - was.timeouts));
+	return took(h, p, e, flags, &was);
+}
+
 bool shh_pool_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 {
 	struct shh_pool *p = live_pool(h, a);
@@ -92,6 +116,13 @@ bool shh_pool_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 			                p->mp.name, e);
 		return true;
 	}
+	/* Not while the heap may fail the source's calls for ever (failure
+	 * injection armed, an arena that runs out): one thread would wait
+	 * for ever. */
+	if (p->kind == SHH_POOL_SRC && !was.curr && !p->dry && !h->armed &&
+	    !h->cfg.may_run_out && (r >> 13) % 4 == 0)
+		return waited(h, p, flags & ~(unsigned)MM_ATOMIC,
+		              1 + (unsigned)(r >> 15) % 3);
 	mm_port_set_atomic(flags & MM_ATOMIC);
 	void *e = mempool_alloc(&p->mp, flags);
 	mm_port_set_atomic(false);
