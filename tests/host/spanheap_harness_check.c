@@ -276,7 +276,7 @@ bool shh_fail_op(struct spanheap_harness *h, uint64_t a, uint64_t b)
 }
 
 /* A scavenge batch of the object heap or the metadata heap (which the
- * object heap's scavenger serves: mheap_scav.c), of a few pages or the
+ * object heap's scavenger serves: mheap_scav_thread.c), of a few pages or the
  * default, dense chunks searched or not; at times the metadata heap's
  * release-all alone. */
 bool shh_scavenge(struct spanheap_harness *h, uint64_t b)
