@@ -302,7 +302,7 @@ static bool realloc_live(struct spanheap_harness *h, size_t i, size_t size,
 		                (unsigned long)o.p, q, o.size, size, usable,
 		                kept + shh_first_not((char *)q + kept,
 		                                     usable - kept, 0));
-	return shh_admit(h, q, size, 16, 0);
+	return shh_admit(h, q, size, 16, q == (void *)o.p ? SHH_A_KEPT : 0);
 }
 
 static bool do_realloc(struct spanheap_harness *h, uint64_t a, uint64_t b)

@@ -24,6 +24,8 @@ enum shh_admit_flags {
 	                      up to a page is aligned to itself */
 	SHH_A_ZERO_ASKED = 1u << 3, /* [0, size) reads as zero, not the rest
 	                               (a pool's MM_ZERO) */
+	SHH_A_KEPT = 1u << 4,       /* realloc's answer is the object itself: a
+	                               guarded one keeps its bytes asked */
 };
 
 /* True if [a, a + n) shares a granule with a live object of the model. */

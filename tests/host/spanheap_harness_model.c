@@ -181,20 +181,23 @@ static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
 		                "guarded object %p of %zu bytes misaligned "
 		                "(align %zu)",
 		                p, size, align);
-	if (spanheap_usable_size(&h->sh, p) != size ||
+	/* Its bytes asked; or, kept by a realloc for want of memory, the
+	 * bytes it had (spanheap_realloc.c, guard_realloc). */
+	size_t usable = spanheap_usable_size(&h->sh, p);
+	if ((usable != size && !((what & SHH_A_KEPT) && usable > size)) ||
 	    ((what & (SHH_A_ZERO | SHH_A_ZERO_ASKED)) &&
 	     shh_first_not(p, size, 0) != size))
 		return shh_fail(h,
 		                "guarded object %p of %zu bytes: usable size "
 		                "%zu, or not zeroed",
-		                p, size, spanheap_usable_size(&h->sh, p));
+		                p, size, usable);
 	h->guard_slot_live[slot] = true;
 	h->guard_live++;
 	h->n.guarded++;
 	h->n.zeroed += (what & (SHH_A_ZERO | SHH_A_ZERO_ASKED)) != 0;
 	admit_filled(h, (struct shh_obj){.p = a,
 	                                 .size = size,
-	                                 .usable = size,
+	                                 .usable = usable,
 	                                 .fill = fill_next(h),
 	                                 .guard = true});
 	return true;
