@@ -181,6 +181,16 @@ static void pace(struct spanheap *sh, uint64_t used)
 	}
 }
 
+uint64_t spanheap_visit_wait_ns(uint64_t period_ns, unsigned backoff)
+{
+	/* Saturating: a period near the top of its range (UINT64_MAX is
+	 * "never") shifted left wrapped, 2^62 ns to 0 at the second
+	 * backoff, and the visit came at once (review). */
+	if (backoff >= 64 || period_ns > UINT64_MAX >> backoff)
+		return UINT64_MAX;
+	return period_ns << backoff;
+}
+
 /*
  * Config flush_quiet_cpus (a port whose CPUs have no idle loop: the hosted
  * malloc's threads): hands back the caches of CPUs that have not flushed
@@ -199,16 +209,6 @@ static void pace(struct spanheap *sh, uint64_t used)
  * good. The objects handed back are pending frees the next cycle folds.
  * The sweeper's own fields; nothing pinned, no lock held.
  */
-uint64_t spanheap_visit_wait_ns(uint64_t period_ns, unsigned backoff)
-{
-	/* Saturating: a period near the top of its range (UINT64_MAX is
-	 * "never") shifted left wrapped, 2^62 ns to 0 at the second
-	 * backoff, and the visit came at once (review). */
-	if (backoff >= 64 || period_ns > UINT64_MAX >> backoff)
-		return UINT64_MAX;
-	return period_ns << backoff;
-}
-
 static void quiet_visit(struct spanheap *sh, uint64_t now)
 {
 	struct spanheap_sweeper *sw = &sh->sweeper;
