@@ -52,7 +52,8 @@
  * must never return) once it is online. Prints why and returns with the
  * boot CPU alone when there is no usable MADT, no trampoline page, or a
  * PML4 above 4 GiB. An AP that does not come online within 10 s of the
- * boot CPU's running time (smp_clock.h; 600 s of wall clock at most) is
+ * boot CPU's running time (smp_clock.h; 600 s of wall clock at most, a freeze
+ * of the VM counted 1 s) is
  * reported, sent INIT again (so it cannot wake later on freed memory), and
  * skipped; its cpus[] slot goes to the next AP, so online CPUs are always
  * cpus[0 .. ncpus_online). If a SIPI still pending wakes it later anyway,

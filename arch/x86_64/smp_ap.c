@@ -64,7 +64,8 @@
 /* A wait lasts AP_WAIT_US of the boot CPU's running time
  * (smp_internal.h), and at most this much wall clock, whatever the boot
  * CPU ran: a host that gives the VM under a 60th of a CPU is not waited
- * out. */
+ * out. A freeze of the whole VM counts 1 s of it at most
+ * (SMP_CLOCK_STALL_CAP_NS): the AP had no chance to run in it. */
 #define AP_WAIT_WALL_NS (600ull * 1000000000ull)
 /* smp.host_stall's jump of the clock: past AP_WAIT_US. */
 #define AP_STALL_NS (15ull * 1000000000ull)
@@ -216,12 +217,14 @@ static bool wait_for(bool (*cond)(unsigned), unsigned id, uint64_t us)
 		if (met)
 			break;
 		smp_clock_poll(&c, wait_now_ns());
-		if (c.ran_ns >= us * 1000)
+		enum smp_clock_verdict v =
+		        smp_clock_verdict(&c, us * 1000, AP_WAIT_WALL_NS);
+		if (v == SMP_CLOCK_RAN_OUT)
 			break;
-		if (smp_clock_wall_ns(&c) >= AP_WAIT_WALL_NS) {
+		if (v == SMP_CLOCK_WALL_OUT) {
 			printk("smp: the wait for cpu %u ran out of wall clock "
-			       "(%llu s) with the boot CPU run for %llu ms of "
-			       "it\n",
+			       "(%llu s, a freeze counted 1 s) with the boot "
+			       "CPU run for %llu ms of it\n",
 			       id, AP_WAIT_WALL_NS / 1000000000,
 			       (unsigned long long)(c.ran_ns / 1000000));
 			break;

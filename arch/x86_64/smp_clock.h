@@ -25,17 +25,25 @@
 #include <stdint.h>
 
 #define SMP_CLOCK_GAP_NS 1000000ull
+/* The most of one gap the wall bound counts (smp_clock_verdict): a host
+ * that gives the VM a small share leaves gaps of a few to a hundred ms
+ * (a CFS slice, a cgroup quota's period), counted in full; a freeze (a
+ * paused container, a suspended host) counts this much, since neither
+ * vCPU ran in it. Until a review it counted whole, and a freeze past the
+ * 600 s bound gave the AP up at the first poll after it. */
+#define SMP_CLOCK_STALL_CAP_NS 1000000000ull
 
 struct smp_clock {
 	uint64_t start_ns;   /* the wall time the wait began */
 	uint64_t last_ns;    /* the wall time of the previous poll */
 	uint64_t ran_ns;     /* gaps below SMP_CLOCK_GAP_NS, summed */
 	uint64_t stalled_ns; /* the longer gaps, summed */
+	uint64_t bound_ns;   /* every gap, each up to SMP_CLOCK_STALL_CAP_NS */
 };
 
 static inline struct smp_clock smp_clock_start(uint64_t now_ns)
 {
-	return (struct smp_clock){now_ns, now_ns, 0, 0};
+	return (struct smp_clock){now_ns, now_ns, 0, 0, 0};
 }
 
 /* Counts the time since the previous poll; a clock that went back (an
@@ -47,6 +55,8 @@ static inline void smp_clock_poll(struct smp_clock *c, uint64_t now_ns)
 		c->ran_ns += gap;
 	else
 		c->stalled_ns += gap;
+	c->bound_ns +=
+	        gap < SMP_CLOCK_STALL_CAP_NS ? gap : SMP_CLOCK_STALL_CAP_NS;
 	if (now_ns > c->last_ns)
 		c->last_ns = now_ns;
 }
@@ -55,6 +65,27 @@ static inline void smp_clock_poll(struct smp_clock *c, uint64_t now_ns)
 static inline uint64_t smp_clock_wall_ns(const struct smp_clock *c)
 {
 	return c->last_ns - c->start_ns;
+}
+
+/* Where a wait stands after a poll: over once the waiter ran
+ * ran_bound_ns, or once wall_bound_ns of wall clock passed, each gap
+ * counted up to SMP_CLOCK_STALL_CAP_NS (a host that runs the VM too
+ * rarely is not waited out; a frozen one is). */
+enum smp_clock_verdict {
+	SMP_CLOCK_GOING,    /* poll again */
+	SMP_CLOCK_RAN_OUT,  /* the waiter ran ran_bound_ns of it */
+	SMP_CLOCK_WALL_OUT, /* the wall bound passed first */
+};
+
+static inline enum smp_clock_verdict
+smp_clock_verdict(const struct smp_clock *c, uint64_t ran_bound_ns,
+                  uint64_t wall_bound_ns)
+{
+	if (c->ran_ns >= ran_bound_ns)
+		return SMP_CLOCK_RAN_OUT;
+	if (c->bound_ns >= wall_bound_ns)
+		return SMP_CLOCK_WALL_OUT;
+	return SMP_CLOCK_GOING;
 }
 
 #endif

@@ -49,3 +49,45 @@ KTEST(smp_clock, a_clock_that_goes_back_counts_nothing)
 	KEXPECT_EQ(c.ran_ns, 500);
 	KEXPECT_EQ(smp_clock_wall_ns(&c), 500);
 }
+
+/*
+ * A host that froze the VM for longer than the wall bound (a paused
+ * container, a suspended laptop: 700 s here) ran neither the boot CPU nor
+ * the AP meanwhile, so the AP has had no chance: the wait goes on, and
+ * gives up only once the boot CPU has run its bound after the freeze.
+ * Until a review the freeze counted in full against the 600 s of wall
+ * clock, and the first poll after it gave the AP up, the flake the clock
+ * was made to end, at a longer stall. Slices of a host that gives the VM
+ * little CPU (gaps under SMP_CLOCK_STALL_CAP_NS) still count in full, so
+ * a VM run a 60th of the time is not waited out for ever.
+ */
+KTEST(smp_clock, a_freeze_past_the_wall_bound_does_not_give_up)
+{
+	const uint64_t ran_bound = 10000 * MS, wall_bound = 600000 * MS;
+	struct smp_clock c = smp_clock_start(0);
+	smp_clock_poll(&c, MS / 2);
+	smp_clock_poll(&c, MS / 2 + 700000 * MS); /* the freeze */
+	KEXPECT_EQ(c.stalled_ns, 700000 * MS);
+	KEXPECT_EQ(smp_clock_verdict(&c, ran_bound, wall_bound),
+	           SMP_CLOCK_GOING);
+	uint64_t t = MS / 2 + 700000 * MS;
+	while (smp_clock_verdict(&c, ran_bound, wall_bound) == SMP_CLOCK_GOING)
+		smp_clock_poll(&c, t += MS / 2);
+	KEXPECT_EQ(smp_clock_verdict(&c, ran_bound, wall_bound),
+	           SMP_CLOCK_RAN_OUT);
+
+	/* 3 ms run in every 300 ms (a 100th of a CPU): the wall bound ends
+	 * it, with 6 s run. */
+	c = smp_clock_start(0);
+	t = 0;
+	for (unsigned i = 0; i < 1000000; i++) {
+		smp_clock_poll(&c, t += (i % 7 == 6) ? 297 * MS : MS / 2);
+		if (smp_clock_verdict(&c, ran_bound, wall_bound) !=
+		    SMP_CLOCK_GOING)
+			break;
+	}
+	KEXPECT_EQ(smp_clock_verdict(&c, ran_bound, wall_bound),
+	           SMP_CLOCK_WALL_OUT);
+	KEXPECT(smp_clock_wall_ns(&c) >= wall_bound);
+	KEXPECT(smp_clock_wall_ns(&c) < wall_bound + 300 * MS);
+}
