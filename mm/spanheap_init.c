@@ -90,6 +90,17 @@ void spanheap_config_default(struct spanheap_config *cfg)
 _Static_assert(sizeof(void *) != 8 || sizeof(struct spanheap_config) == 32,
                "struct spanheap_config stays 32 bytes");
 
+/* set_up is read by every call past the fast paths (alloc_call: each
+ * zeroed, large or aligned allocation and each refill; spanheap_span_of:
+ * each realloc, usable size and slow free): on the line of heap and
+ * arena_bytes, which those calls read anyway, and which nothing but a
+ * sweep cycle's sweepgen writes. Until a review it sat after caches[],
+ * on the line of spans and free_structs, written under heap->lock at
+ * every span struct made or freed. */
+_Static_assert(offsetof(struct spanheap, set_up) / 64 ==
+                       offsetof(struct spanheap, heap) / 64,
+               "set_up shares the first line with heap");
+
 /* True if cfg is usable; else logs which field is out of range. */
 static bool config_ok(const struct spanheap_config *cfg)
 {

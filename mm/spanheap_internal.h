@@ -82,12 +82,16 @@ static inline unsigned mheap_flags_of(unsigned flags)
 	       ((flags & MM_NO_GROW) ? MHEAP_NO_GROW : 0);
 }
 
-/* mm_panics, before any lock, if sh is not set up: its spanheap_init
- * failed (which also leaves no span array) or was not called. Reads
- * set_up, fixed once the init returns: sh->spans, which growers replace
- * under the heap lock, read without it was a data race (TSan, make test
- * after the review that added the check). Any context but NMI. */
-void spanheap_assert_set_up(const struct spanheap *sh);
+/* mm_panics, before any lock, if sh's spanheap_init failed or was not
+ * called. Reads set_up, fixed once the init returns (sh->spans was a
+ * race: TSan). Inline, a load and a branch on sh->heap's line, in each
+ * call past the fast paths (a call, until a review). Not in NMI. */
+__attribute__((noreturn, cold)) void spanheap_not_set_up(const void *sh);
+static inline void spanheap_assert_set_up(const struct spanheap *sh)
+{
+	if (__builtin_expect(!sh->set_up, 0))
+		spanheap_not_set_up(sh);
+}
 
 /* Takes a snapshot under the heap lock; put it back when done. */
 void spanheap_snapshot(struct spanheap *sh, struct spanheap_snapshot *snap);

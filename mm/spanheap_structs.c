@@ -160,12 +160,11 @@ static unsigned long lock_spans_caught_up(struct spanheap *sh,
 	}
 }
 
-void spanheap_assert_set_up(const struct spanheap *sh)
+void spanheap_not_set_up(const void *sh)
 {
-	if (__builtin_expect(!sh->set_up, 0))
-		mm_panic("spanheap: a heap not set up used (%p): its "
-		         "spanheap_init failed or was not called",
-		         (const void *)sh);
+	mm_panic("spanheap: a heap not set up used (%p): its spanheap_init "
+	         "failed or was not called",
+	         sh);
 }
 
 /*

@@ -100,6 +100,7 @@ struct spanheap {
 	 * MHEAP_SPANMAP_SKEW). */
 	struct spanheap_config cfg;
 	_Atomic uint32_t sweepgen; /* advances by 2 per cycle */
+	bool set_up; /* fixed: init succeeded (on heap's line: _init.c) */
 	struct mheap *heap;   /* the page heap; its lock guards spans below */
 	uintptr_t mag_cookie; /* fixed: the free markers' key */
 	uintptr_t arena_base, arena_bytes; /* fixed: the page heap's arena */
@@ -126,7 +127,6 @@ struct spanheap {
 	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
 	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
-	bool set_up; /* fixed: init succeeded (spanheap_assert_set_up) */
 	/* Under heap->lock: */
 	struct spanheap_spans *spans; /* the live all-spans array */
 	struct mspan *free_structs;   /* the span-struct allocator */
