@@ -95,7 +95,10 @@
  * their room, and a pool past it is refused for want of memory (until a
  * review neither was counted, and the slabs counted in poison mode hid a
  * cut of the quarter or of the depot's pages from every test:
- * spanheap_meta_size.a_full_poison_arena_leaves_its_margins). A set-up
+ * spanheap_meta_size.a_full_poison_arena_leaves_its_margins; the rounding
+ * to chunks hid a lost term paid once, or one counted in the wrong mode,
+ * until spanheap_meta_size.the_sizing_counts_each_once_term_in_its_modes
+ * compared the unrounded sum, spanheap_meta_need_bytes). A set-up
  * that fails after the metadata heap was made (no memory for the all-spans
  * array or the stack depot) gives its pages back but keeps its reservations, as
  * palloc keeps one it mapped metadata in (port.h, mm_port_unreserve: no hook
@@ -143,10 +146,9 @@ static uint64_t users_pages(void)
 	                                             sizeof(int64_t));
 }
 
-size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
-                                 size_t heap_arena_bytes)
+uint64_t spanheap_meta_need_bytes(const struct spanheap_config *cfg,
+                                  size_t heap_arena_bytes)
 {
-	const uint64_t chunk = PALLOC_CHUNK_BYTES;
 	/* No page heap's arena is larger (mheap_init): the product below
 	 * cannot overflow. */
 	if (heap_arena_bytes > PALLOC_MAX_ARENA_BYTES)
@@ -166,7 +168,14 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
 	once += users_pages();
 	if (callers && (cfg->poison || cfg->guard_slots))
 		once += spanheap_depot_max_pages();
-	uint64_t b = per_span + per_span / 4 + once * MM_PAGE_SIZE;
+	return per_span + per_span / 4 + once * MM_PAGE_SIZE;
+}
+
+size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
+                                 size_t heap_arena_bytes)
+{
+	const uint64_t chunk = PALLOC_CHUNK_BYTES;
+	uint64_t b = spanheap_meta_need_bytes(cfg, heap_arena_bytes);
 	b = (b + chunk - 1) / chunk * chunk;
 	if (b < SPANHEAP_META_MIN_BYTES)
 		b = SPANHEAP_META_MIN_BYTES;

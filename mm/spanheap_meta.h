@@ -22,6 +22,13 @@
 	"span structs, span arrays, magazine slabs, side tables, the stack " \
 	"depot, named caches' structs and counters, pools' reserves"
 
+/* The metadata arena's size before spanheap_meta_arena_bytes rounds it
+ * up to chunks and clamps it (spanheap_meta.c, "Algorithm"): its terms'
+ * sum, exact, which the tests compare with what each term stands for
+ * (the rounding hid a lost term of up to a chunk). Any context. */
+uint64_t spanheap_meta_need_bytes(const struct spanheap_config *cfg,
+                                  size_t heap_arena_bytes);
+
 /* Sets up sh->meta (sh->heap, mag_layout and track already set), or
  * takes the one a failed init kept (spanheap_meta_kept): false, having
  * logged why, if no arena can be reserved for it. Thread context. */
