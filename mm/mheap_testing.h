@@ -115,6 +115,13 @@ enum mheap_hook_point {
 	 * its class, not yet its other fields; any context
 	 * (spanheap_guard_report.c, slot_read). */
 	MHEAP_HOOK_GUARD_READING,
+	/* A guarded pool's drain has taken slots off the freed list (its
+	 * flag set) and not yet unmapped them nor put them in the ring;
+	 * then spanheap_guard_drain_all, having seen another thread's drain
+	 * running, is about to sleep until it ends. Thread context, no lock
+	 * held (spanheap_guard.c). */
+	MHEAP_HOOK_GUARD_DRAINING,
+	MHEAP_HOOK_GUARD_DRAIN_WAITING,
 };
 
 #ifdef MM_TEST_HOOKS

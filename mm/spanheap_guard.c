@@ -414,6 +414,7 @@ size_t spanheap_guard_drain(struct spanheap *sh)
 	unsigned n;
 	size_t pages = 0;
 	while ((n = freed_take(sh, v)) != 0) {
+		mheap_hook(sh->heap, MHEAP_HOOK_GUARD_DRAINING);
 		pages += n;
 		for (unsigned k = 0; k < n; k++) {
 			struct spanheap_guard_slot *sl = &g->slot[v[k]];
@@ -463,8 +464,10 @@ size_t spanheap_guard_drain_all(struct spanheap *sh)
 		bool busy = atomic_load(&g->draining);
 		if (!left && !busy)
 			return pages;
-		if (busy)
+		if (busy) {
+			mheap_hook(sh->heap, MHEAP_HOOK_GUARD_DRAIN_WAITING);
 			mm_event_wait(&g->drained, seen, GUARD_DRAIN_WAIT_NS);
+		}
 	}
 }
 

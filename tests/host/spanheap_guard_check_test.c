@@ -8,9 +8,11 @@
  * of a guarded object an address is. Each damage is mended after its
  * panic (the check changes nothing), and the checker is clean again.
  * And the drain: once two threads' frees at once have returned, neither
- * slot waits on the freed list.
+ * slot waits on the freed list; a drain-all beside another thread's
+ * drain returns only once that drain has put its slots in the ring.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -386,5 +388,75 @@ KTEST(spanheap_guard_check, a_drain_beside_another_counts_nothing)
 	atomic_store(&sh.guard.draining, false);
 	KEXPECT_EQ(spanheap_guard_drain(&sh), 1);
 	KEXPECT_EQ(sh.guard.nfreed, 0);
+	guard_release();
+}
+
+/* The drain-all test's threads: the freeing thread's drain, in its hook,
+ * starts a drain-all and holds its slot until that drain-all is about to
+ * sleep or has returned; the drain-all's ring length when it returned. */
+static pthread_t all_thread;
+static _Atomic bool all_armed, all_started, all_waiting, all_returned,
+        all_early;
+static _Atomic unsigned all_ring;
+
+static void *drain_all_beside(void *arg)
+{
+	(void)arg;
+	mm_port_set_cpu(1);
+	spanheap_guard_drain_all(&sh);
+	unsigned long irq = mm_lock_acquire(&sh.heap->lock);
+	atomic_store(&all_ring, sh.guard.ring_len);
+	mm_lock_release(&sh.heap->lock, irq);
+	atomic_store(&all_returned, true);
+	return NULL;
+}
+
+static void hold_the_drain(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap)
+		return;
+	if (where == MHEAP_HOOK_GUARD_DRAIN_WAITING)
+		atomic_store(&all_waiting, true);
+	if (where != MHEAP_HOOK_GUARD_DRAINING ||
+	    !atomic_exchange(&all_armed, false))
+		return;
+	if (pthread_create(&all_thread, NULL, drain_all_beside, NULL) != 0)
+		return;
+	atomic_store(&all_started, true);
+	while (!atomic_load(&all_waiting) && !atomic_load(&all_returned))
+		sched_yield();
+	/* The drain holds its slot until it returns from here. */
+	atomic_store(&all_early, atomic_load(&all_returned));
+}
+
+/*
+ * spanheap_guard_drain_all returns with no slot held by any drain:
+ * release-all's frames must all be back. A free's drain holds its slot
+ * (off the freed list, not yet in the ring) while another thread's
+ * drain-all runs; that drain-all finds the list empty and must sleep
+ * until the drain ends, then return with the slot in the ring. A
+ * drain-all that ignored the running drain returned at once with the
+ * slot unmapped by no one yet: a mutation audit found no test with a
+ * drain running beside it.
+ */
+KTEST(spanheap_guard_check, drain_all_waits_for_another_thread_s_drain)
+{
+	KASSERT(guard_heap(4));
+	void *a = guarded(64);
+	KASSERT(a);
+	atomic_store(&all_started, false);
+	atomic_store(&all_waiting, false);
+	atomic_store(&all_returned, false);
+	atomic_store(&all_early, false);
+	atomic_store(&all_armed, true);
+	mheap_test_hook = hold_the_drain;
+	spanheap_free(&sh, a); /* unpinned: it drains */
+	mheap_test_hook = NULL;
+	KASSERT(atomic_load(&all_started)); /* the hook ran, and its thread */
+	KASSERT(pthread_join(all_thread, NULL) == 0);
+	unsigned ring = atomic_load(&all_ring);
+	KEXPECT(!atomic_load(&all_early));
+	KEXPECT(atomic_load(&all_waiting));
+	KEXPECT_EQ(ring, sh.guard.nslots);
 	guard_release();
 }
