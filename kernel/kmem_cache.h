@@ -58,4 +58,14 @@ static inline bool kmempool_init(struct mempool *p, const char *name,
 	return mempool_init_heap(p, &kspanheap, name, min, size);
 }
 
+/* As kmempool_init, the elements objects of cache c (of its size); no
+ * cache is refused, and a destroyed one panics saying so, c looked for on
+ * kspanheap's list before it is read (mempool_init_cache_in). Thread
+ * context. */
+static inline bool kmempool_init_cache(struct mempool *p, const char *name,
+                                       struct objcache *c, uint32_t min)
+{
+	return mempool_init_cache_in(p, &kspanheap, c, name, min);
+}
+
 #endif

@@ -115,9 +115,15 @@ bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
 
 /* As mempool_init_heap, the elements objects of cache c (of its size);
  * no cache (NULL) is refused, a destroyed one mm_panics (as its own
- * calls do, objcache.h). */
+ * calls do, objcache.h: while its struct's page is mapped). */
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min);
+
+/* As mempool_init_cache, c looked for on sh's list before it is read: a
+ * destroyed cache (or another heap's) mm_panics saying so even once its
+ * struct's page is unmapped (as objcache_destroy_in). */
+bool mempool_init_cache_in(struct mempool *p, struct spanheap *sh,
+                           struct objcache *c, const char *name, uint32_t min);
 
 /* As mempool_init_heap, the elements from src (with data), each of size
  * bytes at least; sh holds the reserve's array. */

@@ -132,10 +132,11 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
                       uint32_t min, size_t size, struct source from)
 {
 	spanheap_assert_can_sleep("mempool_init");
-	const char *why = refusal(name, min, size);
-	/* A heap not set up: refused, where its NULL was followed (review). */
-	if (!why && (!sh || !sh->heap))
-		why = "no heap (spanheap_init not called)";
+	/* A heap not set up: refused, where its NULL was followed (review);
+	 * first, as a cache's pool over none has no size to judge. */
+	const char *why = !sh || !sh->heap
+	                          ? "no heap (spanheap_init not called)"
+	                          : refusal(name, min, size);
 	if (!why && from.src && (!from.src->alloc || !from.src->free))
 		why = "a source without its alloc or free";
 	if (!why && size > (size_t)sh->heap->arena_pages * MM_PAGE_SIZE)
@@ -181,22 +182,61 @@ bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
 	return init_with(p, sh, name, min, size, (struct source){0});
 }
 
+/* No cache: refused, with p zeroed, as init_with's refusals leave it. */
+static bool no_cache(struct mempool *p, const char *name)
+{
+	mm_memset(p, 0, sizeof(*p));
+	mm_log("mempool %s: not made: no cache", name ? name : "(null)");
+	return false;
+}
+
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min)
 {
-	if (!c) {
-		mm_memset(p, 0, sizeof(*p));
-		mm_log("mempool %s: not made: no cache",
-		       name ? name : "(null)");
-		return false;
-	}
+	if (!c)
+		return no_cache(p, name);
 	/* A destroyed cache's slot is past the last (objcache.c), and its
-	 * struct is a free block: said before its other fields are read. */
+	 * struct is a free block: said before its other fields are read;
+	 * but the slot is read there, on a page that may be unmapped. */
 	if (c->slot >= OBJCACHE_MAX)
 		mm_panic("mempool %s: made over cache %p, destroyed",
 		         name ? name : "(null)", (void *)c);
 	return init_with(p, c->sh, name, min, c->size,
 	                 (struct source){.cache = c});
+}
+
+/* c's size into *size if c is on sh's list, looked for under the lock
+ * that guards the list (objcache.c) before c is read; false, c not
+ * read, if it is not there (destroyed, or another heap's). */
+static bool cache_size_in(struct spanheap *sh, const struct objcache *c,
+                          size_t *size)
+{
+	bool found = false;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *at = sh->objcaches; at && !found;
+	     at = at->next)
+		found = at == c;
+	if (found)
+		*size = c->size;
+	mm_lock_release(&sh->heap->lock, irq);
+	return found;
+}
+
+/* As objcache_destroy_in: given the heap, a destroyed cache is told by
+ * its absence from the heap's list, whatever became of its struct's
+ * page (until a review only mempool_init_cache, which reads the struct's
+ * slot, a fault once that page was unmapped). */
+bool mempool_init_cache_in(struct mempool *p, struct spanheap *sh,
+                           struct objcache *c, const char *name, uint32_t min)
+{
+	size_t size = 0;
+	if (!c)
+		return no_cache(p, name);
+	if (sh && sh->heap && !cache_size_in(sh, c, &size))
+		mm_panic("mempool %s: made over cache %p, no cache of the "
+		         "heap's (a cache destroyed?)",
+		         name ? name : "(null)", (void *)c);
+	return init_with(p, sh, name, min, size, (struct source){.cache = c});
 }
 
 bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,

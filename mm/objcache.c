@@ -62,8 +62,9 @@
  * scavenge) a call on the struct faults in the metadata arena instead;
  * but objcache_destroy_in (the kernel's kmem_cache_destroy), given the
  * heap, looks for the struct on its list before reading it, and panics
- * whatever became of the page. A struct reused by a newer cache is that
- * cache to all of them.
+ * whatever became of the page; so does mempool_init_cache_in (the
+ * kernel's kmempool_init_cache) for a pool made over it. A struct reused by a
+ * newer cache is that cache to all of them.
  */
 #include "objcache.h"
 

@@ -420,3 +420,36 @@ KTEST(objcache, a_second_destroy_given_the_heap_panics_with_the_page_gone)
 	SH_CHECK(&sh, "after the second destroy");
 	sh_heap_release(&heap, &sh);
 }
+
+/*
+ * A pool over a cache, given the heap (mempool_init_cache_in): a live
+ * cache of the heap's makes one; a destroyed cache whose struct's page
+ * went back and was unmapped panics naming the pool, found missing from
+ * the heap's list before the struct is read (mempool_init_cache, which
+ * reads the struct's slot, faults there: found by review).
+ */
+KTEST(objcache, a_pool_over_a_destroyed_cache_given_the_heap_panics)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	static struct mempool pool;
+	struct objcache *a = objcache_create(&sh, "lone", 24, 0);
+	KASSERT(a);
+	KASSERT(mempool_init_cache_in(&pool, &sh, a, "over-lone", 2));
+	void *e = mempool_alloc(&pool, 0);
+	KEXPECT(e && spanheap_usable_size(&sh, e) >= 24);
+	mempool_free(&pool, e);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(!mempool_init_cache_in(&pool, &sh, NULL, "nocache", 2));
+	KEXPECT(strstr(mm_port_last_log(), "nocache: not made: no cache"));
+	KEXPECT(!mempool_init_cache_in(&pool, NULL, a, "noheap", 2));
+	KEXPECT(strstr(mm_port_last_log(), "noheap: not made: no heap"));
+	KEXPECT(objcache_destroy_in(&sh, a));
+	spanheap_release_all(&sh);
+	KEXPECT(touch_faults((char *)a)); /* the page is gone */
+	SH_EXPECT_PANIC(mempool_init_cache_in(&pool, &sh, a, "over-gone", 2),
+	                "over-gone: made over cache");
+	SH_EXPECT_PANIC(mempool_init_cache_in(&pool, &sh, a, "over-gone", 2),
+	                "no cache of the heap's (a cache destroyed?)");
+	SH_CHECK(&sh, "after the pool over a destroyed cache");
+	sh_heap_release(&heap, &sh);
+}
