@@ -83,7 +83,7 @@ static void heap_fail_boot(void)
 	char v[96];
 	struct spanheap_fail_attr a;
 	if (!cmdline_get("mm.fail", v, sizeof(v)) ||
-	    !spanheap_fail_parse("mm.fail", v, &a) ||
+	    !spanheap_fail_parse_option("mm.fail", v, &a) ||
 	    !spanheap_fail_arm(&kspanheap, &a))
 		return;
 	printk("heap: failure injection armed: every %u-th eligible call, "

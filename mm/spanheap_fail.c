@@ -123,8 +123,8 @@ static const char *field_str(char *buf, const char *f, size_t len)
 /* Field name of the value, len bytes at f: a decimal number in
  * [0, hi] into *out; false, naming who, the field and the value, if it
  * is not one. */
-static bool fail_number(const char *who, const char *name, const char *f,
-                        size_t len, uint64_t hi, uint64_t *out)
+static bool fail_number(const char *who, const char *then, const char *name,
+                        const char *f, size_t len, uint64_t hi, uint64_t *out)
 {
 	uint64_t v = 0;
 	bool bad = len == 0 || len > 20;
@@ -136,8 +136,8 @@ static bool fail_number(const char *who, const char *name, const char *f,
 	}
 	char buf[FIELD_SHOW];
 	if (bad)
-		mm_log("%s: %s '%s' is not a number in [0, %lu]", who, name,
-		       field_str(buf, f, len), (unsigned long)hi);
+		mm_log("%s: %s '%s' is not a number in [0, %lu]%s", who, name,
+		       field_str(buf, f, len), (unsigned long)hi, then);
 	else
 		*out = v;
 	return !bad;
@@ -153,8 +153,8 @@ static bool word_is(const char *word, const char *f, size_t len)
 }
 
 /* The what field: words joined by '+' (small, large, atomic, all). */
-static bool fail_what(const char *who, const char *f, size_t len,
-                      unsigned *what)
+static bool fail_what(const char *who, const char *then, const char *f,
+                      size_t len, unsigned *what)
 {
 	static const struct {
 		const char *word;
@@ -173,32 +173,32 @@ static bool fail_what(const char *who, const char *f, size_t len,
 			i++;
 		if (i == n) {
 			mm_log("%s: what '%s' is not small, large, atomic or "
-			       "all, joined by '+'",
-			       who, field_str(buf, f, len));
+			       "all, joined by '+'%s",
+			       who, field_str(buf, f, len), then);
 			return false;
 		}
 		*what |= words[i].bits;
 	}
 	if (*what & (SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE))
 		return true;
-	mm_log("%s: what '%s' names no size (small, large or all)", who,
-	       field_str(buf, f, len));
+	mm_log("%s: what '%s' names no size (small, large or all)%s", who,
+	       field_str(buf, f, len), then);
 	return false;
 }
 
 /* Field i of the value (len bytes at f) into *a. */
-static bool fail_field(const char *who, unsigned i, const char *f, size_t len,
-                       struct spanheap_fail_attr *a)
+static bool fail_field(const char *who, const char *then, unsigned i,
+                       const char *f, size_t len, struct spanheap_fail_attr *a)
 {
 	uint64_t v = 0;
 	switch (i) {
 	case 0:
-		if (!fail_number(who, "interval", f, len, UINT32_MAX, &v))
+		if (!fail_number(who, then, "interval", f, len, UINT32_MAX, &v))
 			return false;
 		a->interval = (uint32_t)v;
 		return true;
 	case 1:
-		if (!fail_number(who, "probability", f, len,
+		if (!fail_number(who, then, "probability", f, len,
 		                 SPANHEAP_FAIL_PROB_ALL, &v))
 			return false;
 		a->probability = (uint32_t)v;
@@ -206,20 +206,22 @@ static bool fail_field(const char *who, unsigned i, const char *f, size_t len,
 	case 2:
 		if (len == 2 && f[0] == '-' && f[1] == '1')
 			v = UINT64_MAX; /* no cap */
-		else if (!fail_number(who, "times (or -1)", f, len, INT64_MAX,
-		                      &v))
+		else if (!fail_number(who, then, "times (or -1)", f, len,
+		                      INT64_MAX, &v))
 			return false;
 		a->times = v == UINT64_MAX ? -1 : (int64_t)v;
 		return true;
 	case 3:
-		return fail_what(who, f, len, &a->what);
+		return fail_what(who, then, f, len, &a->what);
 	default:
-		return fail_number(who, "seed", f, len, UINT64_MAX, &a->seed);
+		return fail_number(who, then, "seed", f, len, UINT64_MAX,
+		                   &a->seed);
 	}
 }
 
-bool spanheap_fail_parse(const char *who, const char *s,
-                         struct spanheap_fail_attr *a)
+/* spanheap_fail_parse's work: its line, if any, ends in then. */
+static bool fail_parse(const char *who, const char *then, const char *s,
+                       struct spanheap_fail_attr *a)
 {
 	*a = (struct spanheap_fail_attr){0};
 	const char *p = s;
@@ -227,7 +229,7 @@ bool spanheap_fail_parse(const char *who, const char *s,
 		const char *end = p;
 		while (*end && *end != ',')
 			end++;
-		if (!fail_field(who, i, p, (size_t)(end - p), a))
+		if (!fail_field(who, then, i, p, (size_t)(end - p), a))
 			return false;
 		if (*end == '\0' && i >= 2)
 			return true;
@@ -239,7 +241,19 @@ bool spanheap_fail_parse(const char *who, const char *s,
 	size_t len = 0;
 	while (s[len])
 		len++;
-	mm_log("%s: '%s' is not interval,probability,times[,what[,seed]]", who,
-	       field_str(buf, s, len));
+	mm_log("%s: '%s' is not interval,probability,times[,what[,seed]]%s",
+	       who, field_str(buf, s, len), then);
 	return false;
+}
+
+bool spanheap_fail_parse(const char *who, const char *s,
+                         struct spanheap_fail_attr *a)
+{
+	return fail_parse(who, "", s, a);
+}
+
+bool spanheap_fail_parse_option(const char *who, const char *s,
+                                struct spanheap_fail_attr *a)
+{
+	return fail_parse(who, "; ignored", s, a);
 }

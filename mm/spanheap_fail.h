@@ -96,4 +96,10 @@ bool spanheap_fail_get(struct spanheap *sh, struct spanheap_fail_attr *a);
 bool spanheap_fail_parse(const char *who, const char *s,
                          struct spanheap_fail_attr *a);
 
+/* As spanheap_fail_parse, for a switch read once at start (the kernel's
+ * mm.fail): the line ends in "; ignored", as the kernel's other options'
+ * refusals do. */
+bool spanheap_fail_parse_option(const char *who, const char *s,
+                                struct spanheap_fail_attr *a);
+
 #endif

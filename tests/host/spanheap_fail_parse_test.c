@@ -99,6 +99,18 @@ KTEST(spanheap_fail_parse, refuses_past_each_fields_edges)
 			              "'%s': %s, %lu lines, last \"%s\"",
 			              bad[i].s, ok ? "taken" : "refused",
 			              mm_port_log_count() - logs, line);
+		/* The boot option's line (the kernel's mm.fail) ends as its
+		 * other options' refusals do; the command's does not. */
+		size_t n = strlen(line);
+		KEXPECT(n < 9 || strcmp(line + n - 9, "; ignored") != 0);
+		KEXPECT(!spanheap_fail_parse_option("test.fail", bad[i].s, &a));
+		line = mm_port_last_log();
+		n = strlen(line);
+		if (!strstr(line, bad[i].says) || n < 9 ||
+		    strcmp(line + n - 9, "; ignored") != 0)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "'%s' as an option: last \"%s\"",
+			              bad[i].s, line);
 	}
 	mm_port_set_quiet(false);
 }
