@@ -162,13 +162,28 @@ bool cmdline_find_flag(const char *cmdline, const char *key)
  * cmdline_get_uint); a new option goes here too. smp.expect is read by
  * the smp tests, and demo.early_fault only by the KTEST_FAIL_DEMO build. */
 static const char *const known_keys[] = {
-        "ktest",           "smp.expect",     "mm.debug_pagealloc",
-        "mm.scav_goal",    "mm.scav_budget", "acpi.no_madt",
-        "smp.skip_sipi",   "smp.late_ap",    "time.stall_windows",
-        "shell.notty",     "shell.heapmap",  "demo.early_fault",
-        "smp.no_ist",      "smp.slow_ap",    "time.wide_windows",
-        "mm.debug_poison", "spinlock",       "mm.fail",
-        "mm.guard",        "smp.stale_sipi", "smp.host_stall",
+        "ktest",
+        "smp.expect",
+        "mm.debug_pagealloc",
+        "mm.scav_goal",
+        "mm.scav_budget",
+        "acpi.no_madt",
+        "smp.skip_sipi",
+        "smp.late_ap",
+        "time.stall_windows",
+        "shell.notty",
+        "shell.heapmap",
+        "demo.early_fault",
+        "smp.no_ist",
+        "smp.slow_ap",
+        "time.wide_windows",
+        "mm.debug_poison",
+        "spinlock",
+        "mm.fail",
+        "mm.guard",
+        "smp.stale_sipi",
+        "smp.host_stall",
+        "smp.no_trampoline",
 };
 
 static bool known_key(const char *word, size_t klen)

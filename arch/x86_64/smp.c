@@ -14,7 +14,8 @@
  *      command line and hand them to smp_ap.c. Start each AP the MADT
  *      lists, in its order, into cpus[1...] (smp_start_ap, smp_ap.c: its
  *      stacks, INIT and SIPIs, the wait for it, and the AP's side); one
- *      out of xAPIC reach, or past MAX_CPUS, is counted as failed. After
+ *      out of xAPIC reach, or past MAX_CPUS, is counted as failed (and a
+ *      fault option naming it, said to be ignored). After
  *      each, say whether a CPU ran the trampoline while it was set for
  *      another AP (a SIPI left pending: smp_ap.c); once bring-up is over
  *      the parameters match no CPU.
@@ -83,21 +84,38 @@ static uint32_t apic_id_arg(const char *key, const struct madt_info *m,
 	return NO_APIC_ID;
 }
 
-/* The options apic_id_arg reads. */
+/* The options apic_id_arg reads, in struct smp_faults' order after
+ * smp.skip_sipi (start_listed_aps). */
 static const char *const fault_keys[] = {
         "smp.skip_sipi", "smp.late_ap",    "smp.no_ist",
         "smp.slow_ap",   "smp.stale_sipi", "smp.host_stall",
 };
+#define NFAULT_KEYS (sizeof(fault_keys) / sizeof(fault_keys[0]))
+_Static_assert(NFAULT_KEYS == 1 + sizeof(struct smp_faults) / sizeof(uint32_t),
+               "a key for smp.skip_sipi and each of struct smp_faults");
 
-/* With no AP to start, no fault option is read: each given is named, as
- * one that names no AP is (until a review, at -smp 1 or without a MADT,
- * they and their malformed values passed without a word). */
-static void faults_unread(void)
+/* With no AP to start, or bring-up unable to run (why), no fault option
+ * is read: each given is named, as one that names no AP is (until a
+ * review, at -smp 1 or without a MADT, they and their malformed values
+ * passed without a word). */
+static void faults_unread(const char *why)
 {
-	for (size_t i = 0; i < sizeof(fault_keys) / sizeof(fault_keys[0]); i++)
+	for (size_t i = 0; i < NFAULT_KEYS; i++)
 		if (cmdline_get(fault_keys[i], NULL, 0))
-			printk("smp: %s: no AP to start; ignored\n",
-			       fault_keys[i]);
+			printk("smp: %s: %s; ignored\n", fault_keys[i], why);
+}
+
+/* An AP skipped (why) that fault options name (ids[], as fault_keys):
+ * each named, as one naming no AP is; until a review the injection did
+ * nothing without a word. */
+static void faults_skipped(const uint32_t *ids, uint32_t apic_id,
+                           const char *why)
+{
+	for (size_t i = 0; i < NFAULT_KEYS; i++)
+		if (ids[i] == apic_id)
+			printk("smp: %s=%u: that AP is not started (%s); "
+			       "ignored\n",
+			       fault_keys[i], apic_id, why);
 }
 
 /* Counts the CPUs to start: the MADT's, plus the boot CPU if unlisted. */
@@ -123,10 +141,14 @@ static bool can_start_aps(void)
 		       (unsigned long long)pml4);
 		return false;
 	}
-	paddr_t pa = smp_pick_trampoline_page(&boot_state);
+	/* smp.no_trampoline: as if there were none, the way to this path
+	 * on a machine that has one (the harness's smp_no_trampoline). */
+	bool none = cmdline_get("smp.no_trampoline", NULL, 0);
+	paddr_t pa = none ? 0 : smp_pick_trampoline_page(&boot_state);
 	if (!pa) {
 		printk("smp: no usable RAM page below 1 MiB for the "
-		       "trampoline: running on the boot CPU alone\n");
+		       "trampoline%s: running on the boot CPU alone\n",
+		       none ? " (smp.no_trampoline on the command line)" : "");
 		return false;
 	}
 	return smp_trampoline_install(pa, &smp_bringup.trampoline_flags);
@@ -138,13 +160,16 @@ static void start_listed_aps(const struct madt_info *m,
                              const struct madt_cpu *mc, uint32_t bsp,
                              void (*ap_main)(void))
 {
-	uint32_t skip = apic_id_arg("smp.skip_sipi", m, mc, bsp);
+	uint32_t ids[NFAULT_KEYS];
+	for (size_t k = 0; k < NFAULT_KEYS; k++)
+		ids[k] = apic_id_arg(fault_keys[k], m, mc, bsp);
+	uint32_t skip = ids[0];
 	struct smp_faults f = {
-	        .late_ap = apic_id_arg("smp.late_ap", m, mc, bsp),
-	        .no_ist = apic_id_arg("smp.no_ist", m, mc, bsp),
-	        .slow_ap = apic_id_arg("smp.slow_ap", m, mc, bsp),
-	        .stale_sipi = apic_id_arg("smp.stale_sipi", m, mc, bsp),
-	        .host_stall = apic_id_arg("smp.host_stall", m, mc, bsp),
+	        .late_ap = ids[1],
+	        .no_ist = ids[2],
+	        .slow_ap = ids[3],
+	        .stale_sipi = ids[4],
+	        .host_stall = ids[5],
 	};
 	smp_ap_setup(ap_main, &f);
 	unsigned next = 1;
@@ -153,13 +178,15 @@ static void start_listed_aps(const struct madt_info *m,
 		if (apic_id == bsp)
 			continue;
 		if (next == MAX_CPUS) {
-			smp_bringup
-			        .failed++; /* only with an unlisted boot CPU */
+			/* only with an unlisted boot CPU */
+			faults_skipped(ids, apic_id, "past MAX_CPUS");
+			smp_bringup.failed++;
 			continue;
 		}
 		if (!lapic_x2apic() && apic_id >= 0xff) {
 			printk("smp: APIC id %u is out of xAPIC reach\n",
 			       apic_id);
+			faults_skipped(ids, apic_id, "out of xAPIC reach");
 			smp_bringup.failed++;
 			continue;
 		}
@@ -183,17 +210,17 @@ void smp_boot_aps(void (*ap_main)(void))
 	if (!m) {
 		printk("smp: %s (%s): running on the boot CPU alone\n",
 		       acpi_madt_problem(), acpi_madt_problem_detail());
-		faults_unread();
+		faults_unread("no AP to start");
 		return;
 	}
 	smp_bringup.listed = count_listed(m, mc, bsp->apic_id);
 	if (smp_bringup.listed == 1) {
-		faults_unread();
+		faults_unread("no AP to start");
 		return;
 	}
 	if (!can_start_aps()) {
 		smp_bringup.failed = smp_bringup.listed - 1;
-		faults_unread();
+		faults_unread("APs listed, but bring-up could not run");
 		return;
 	}
 	uint64_t start = time_now_ns();
