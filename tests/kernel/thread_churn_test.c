@@ -352,7 +352,13 @@ static void churn_count(struct churn_counts *c)
  * After a warm-up round, the baseline; after the run, every thread's
  * stack, struct and objects are back: the same counts of threads, the
  * slots and checks clean, and the frame pool where it was but for the
- * span heap's metadata pages.
+ * span heap's metadata pages. Exact counts right after the joins hold
+ * because thread_join frees a thread's stack (unmapped, its TLB entries
+ * shot down, its frames back in the pool) and its struct itself, once the
+ * thread is dead and off its CPU (sched_finish_switch clears on_cpu under
+ * the run-queue lock before it wakes the joiners): no reaper, no free
+ * deferred to a later switch (thread.c, checked by review). The guarded
+ * pool's frames (mm.guard) are the one late return, drained below.
  */
 /* The heap is grown by this much before the baseline: past the run's
  * peak, 14 MiB at -smp 8. */
