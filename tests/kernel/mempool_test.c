@@ -257,6 +257,28 @@ KTEST(mempool, a_sleeper_is_woken_by_an_interrupt_handlers_free)
 	KEXPECT(mempool_destroy(&pool));
 }
 
+/* A pool over a named cache (kmempool_init_cache: the cache looked for
+ * on kspanheap's list before it is read): its elements are the cache's
+ * objects, counted by the cache while out or in the reserve, so the cache
+ * cannot be destroyed before the pool is. */
+KTEST(mempool, a_pool_over_a_named_cache)
+{
+	struct objcache *c = kmem_cache_create("pool-objs", 72, 0);
+	KASSERT(c);
+	static struct mempool cp;
+	KASSERT(kmempool_init_cache(&cp, "cache-pool", c, 3));
+	void *e = mempool_alloc(&cp, 0);
+	KEXPECT(e != NULL);
+	struct objcache_info in;
+	objcache_info(c, &in);
+	KEXPECT_EQ(in.live, 4); /* the element and the reserve's 3 */
+	KEXPECT(!kmem_cache_destroy(c));
+	mempool_free(&cp, e);
+	KEXPECT(mempool_destroy(&cp));
+	KEXPECT(kmem_cache_destroy(c));
+	KEXPECT(!kmempool_init_cache(&cp, "no-cache", NULL, 3));
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* An element freed into the reserve, then freed again: the pool's panic
  * names it (the pointer printed first, for the harness). */
