@@ -337,6 +337,16 @@ KTEST(mheap_idle, a_heap_with_nothing_to_take_is_searched_once_while_busy)
 static atomic_bool in_window;
 static size_t window_found = SIZE_MAX;
 
+/* Whether the thread would skip heap (bg_turn): no backed free since
+ * its last search found nothing. */
+static bool heap_skipped(void)
+{
+	unsigned long irq = mm_lock_acquire(&heap.lock);
+	bool skipped = heap.scav.barren_frees == heap.scav.backed_frees;
+	mm_lock_release(&heap.lock, irq);
+	return skipped;
+}
+
 /* At the first batch's unmapping (the allocation's scavenge for frames,
  * its run held): a background search, as the thread's would be. */
 static void search_in_window(struct mheap *h, enum mheap_hook_point where)
@@ -390,10 +400,7 @@ KTEST(mheap_idle, an_undone_scavenged_run_that_made_its_chunk_dense_counts)
 	mheap_test_hook = NULL;
 	KEXPECT(!atomic_load(&in_window));
 	KEXPECT_EQ(window_found, 0); /* in vain: the chunk was dense */
-	unsigned long irq = mm_lock_acquire(&heap.lock);
-	bool skipped = heap.scav.barren_frees == heap.scav.backed_frees;
-	mm_lock_release(&heap.lock, irq);
-	KEXPECT(!skipped);
+	KEXPECT(!heap_skipped());
 	/* The premise: the 8 pages are takeable now. */
 	KEXPECT_EQ(mheap_scavenge_batch(&heap, 0, 0, MHEAP_SCAV_BG), 8);
 	mheap_free_pages(&heap, a, 490);
@@ -436,10 +443,7 @@ KTEST(mheap_idle, a_batch_for_frames_that_made_its_chunk_dense_counts)
 	KEXPECT(p == g);
 	KEXPECT(!atomic_load(&in_window));
 	KEXPECT_EQ(window_found, 0); /* in vain: the chunk was dense */
-	unsigned long irq = mm_lock_acquire(&heap.lock);
-	bool skipped = heap.scav.barren_frees == heap.scav.backed_frees;
-	mm_lock_release(&heap.lock, irq);
-	KEXPECT(!skipped);
+	KEXPECT(!heap_skipped());
 	KEXPECT_EQ(mheap_scavenge_batch(&heap, 0, 0, MHEAP_SCAV_BG), 8);
 	if (p)
 		mheap_free_pages(&heap, p, 14);

@@ -179,6 +179,8 @@ bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 
 /* spanheap_check, and the per-class statistics against the model. */
 bool shh_check(struct spanheap_harness *h);
+/* Whether the last panic names p and says it is no live object. */
+bool shh_names_a_dead_object(const void *p);
 
 /* Frees everything (checking it), flushes every CPU, releases all, and
  * checks that only the span heap's bookkeeping is left in use. */

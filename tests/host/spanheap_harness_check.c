@@ -41,8 +41,9 @@ bool shh_bad_free(struct spanheap_harness *h, uint64_t b)
 }
 
 /* Whether the last panic names p and says that it is no live object:
- * freed, or never allocated, or in no span. */
-static bool names_a_dead_object(const void *p)
+ * freed, or never allocated, or in no span (the heap's double free, or
+ * a pool's). */
+bool shh_names_a_dead_object(const void *p)
 {
 	char name[32];
 	snprintf(name, sizeof(name), "%p", p);
@@ -75,14 +76,14 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 		h->cache_live[o.cache - 1]--;
 	shh_forget(h, i);
 	bool fired = MM_PORT_PANICS(spanheap_usable_size(&h->sh, p));
-	if (!fired || !names_a_dead_object(p))
+	if (!fired || !shh_names_a_dead_object(p))
 		return shh_fail(h,
 		                "usable size of freed %p (%zu usable): panic "
 		                "\"%s\"",
 		                p, o.usable, fired ? mm_port_last_panic() : "");
 	fired = MM_PORT_PANICS(shh_free_raw(h, &o));
 	sh_unpin_after_panic();
-	if (!fired || !names_a_dead_object(p))
+	if (!fired || !shh_names_a_dead_object(p))
 		return shh_fail(h,
 		                "second free of %p (%zu usable): panic \"%s\"",
 		                p, o.usable, fired ? mm_port_last_panic() : "");

@@ -157,18 +157,6 @@ bool shh_pool_free_at(struct spanheap_harness *h, size_t i)
 	return true;
 }
 
-/* Whether the last panic says p was freed: the pool's double free, or
- * the heap's (a freed object, or none). */
-static bool says_freed(const void *p)
-{
-	char name[32];
-	snprintf(name, sizeof(name), "%p", p);
-	const char *msg = mm_port_last_panic();
-	return strstr(msg, name) &&
-	       (strstr(msg, "double free") || strstr(msg, "freed") ||
-	        strstr(msg, "not allocated") || strstr(msg, "in no span"));
-}
-
 bool shh_pool_double_free(struct spanheap_harness *h, size_t i)
 {
 	struct shh_obj o = h->live[i];
@@ -184,7 +172,7 @@ bool shh_pool_double_free(struct spanheap_harness *h, size_t i)
 	was = shh_pool_info(p);
 	bool fired = MM_PORT_PANICS(mempool_free(&p->mp, (void *)o.p));
 	sh_unpin_after_panic();
-	if (!fired || !says_freed((void *)o.p))
+	if (!fired || !shh_names_a_dead_object((void *)o.p))
 		return shh_fail(h, "second free of %#lx to pool %s: %s",
 		                (unsigned long)o.p, p->mp.name,
 		                fired ? mm_port_last_panic() : "no panic");

@@ -272,6 +272,20 @@ void stop_background(void)
 	pthread_mutex_unlock(&mm_malloc_ctl_lock);
 }
 
+void check_heap_back_to(const struct spanheap_stats *before)
+{
+	static struct spanheap_stats after;
+	mmt_malloc_trim(0);
+	spanheap_check(&mm_malloc_sh);
+	mheap_check(&mm_malloc_heap);
+	/* Every object the run made was freed: a free dropped on the way (a
+	 * leak) passes the checks above, whose counts agree with it. */
+	spanheap_stats(&mm_malloc_sh, &after);
+	KEXPECT_EQ(after.bytes_in_use, before->bytes_in_use);
+	KEXPECT_EQ(after.n.large_allocs - after.n.large_frees,
+	           before->n.large_allocs - before->n.large_frees);
+}
+
 /* ---- Tests -------------------------------------------------------------- */
 
 KTEST(malloc_tsan, slots_take_the_exchange_path)
@@ -312,7 +326,7 @@ KTEST(malloc_tsan, stress_with_background_trim_fork_and_exits)
 {
 	setup();
 	KASSERT(force_background());
-	static struct spanheap_stats before, after;
+	static struct spanheap_stats before;
 	spanheap_stats(&mm_malloc_sh, &before);
 	static struct worker w[GENS * WORKERS];
 	memset(w, 0, sizeof(w));
@@ -341,15 +355,7 @@ KTEST(malloc_tsan, stress_with_background_trim_fork_and_exits)
 		              side_fail.n, side_fail.first);
 	/* The heap's own checks, everything freed, nothing running. */
 	stop_background();
-	mmt_malloc_trim(0);
-	spanheap_check(&mm_malloc_sh);
-	mheap_check(&mm_malloc_heap);
-	/* Every object the run made was freed: a free dropped on the way (a
-	 * leak) passes the checks above, whose counts agree with it. */
-	spanheap_stats(&mm_malloc_sh, &after);
-	KEXPECT_EQ(after.bytes_in_use, before.bytes_in_use);
-	KEXPECT_EQ(after.n.large_allocs - after.n.large_frees,
-	           before.n.large_allocs - before.n.large_frees);
+	check_heap_back_to(&before);
 	struct mallinfo2 mi = mmt_mallinfo2();
 	KEXPECT(mi.uordblks <= mi.arena);
 }

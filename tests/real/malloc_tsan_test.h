@@ -79,6 +79,9 @@ void setup(void);
 /* Stops the background threads, if they run; the next allocation's slow
  * path starts them again (malloc_tsan_test.c). */
 void stop_background(void);
+/* After a run, everything freed: trims, runs the heaps' checkers and
+ * expects the bytes in use and large objects as before the run. */
+void check_heap_back_to(const struct spanheap_stats *before);
 
 /* The side threads (malloc_tsan_threads.c). */
 void *trimmer_main(void *arg);
