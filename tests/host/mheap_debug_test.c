@@ -122,6 +122,21 @@ KTEST(mheap, debug_mode_free_twice_while_unmapping_panics)
 	mh_release(&heap);
 }
 
+/* Both large-free cases' start: no free page backed but atomic's 16,
+ * freed the ordinary way (an atomic caller's free), within the goal.
+ * True if so; *st the heap's statistics then. */
+static bool leave_16_backed(char *atomic, struct mheap_stats *st)
+{
+	mheap_release_all(&heap); /* no free page stays backed */
+	mm_port_set_atomic(true);
+	mheap_free_pages(&heap, atomic, 16); /* the ordinary way: backed */
+	mm_port_set_atomic(false);
+	mheap_stats(&heap, st);
+	KEXPECT_EQ(st->free_backed_pages, 16);
+	return st->free_backed_pages == 16 &&
+	       st->free_backed_pages <= st->goal_pages;
+}
+
 /* The debug mode's free gives its pages back scavenged, but the pages in
  * use fall and the goal with them: a large one that leaves the free
  * backed pages (here an atomic caller's free, which frees the ordinary
@@ -136,14 +151,8 @@ KTEST(mheap, debug_mode_large_free_wakes_the_idle_scavenger)
 	char *small = mheap_alloc_pages(&heap, 16, 0);
 	char *atomic = mheap_alloc_pages(&heap, 16, 0);
 	KASSERT(big && small && atomic);
-	mheap_release_all(&heap); /* no free page stays backed */
-	mm_port_set_atomic(true);
-	mheap_free_pages(&heap, atomic, 16); /* the ordinary way: backed */
-	mm_port_set_atomic(false);
 	struct mheap_stats st;
-	mheap_stats(&heap, &st);
-	KASSERT_EQ(st.free_backed_pages, 16);
-	KASSERT(st.free_backed_pages <= st.goal_pages); /* of 496 in use */
+	KASSERT(leave_16_backed(atomic, &st)); /* of 496 in use */
 	heap.scav.idle = true;
 	uint64_t woken = mm_event_prepare(&heap.scav.wake);
 	mheap_free_pages(&heap, big, 480);
@@ -201,14 +210,8 @@ KTEST(mheap, debug_mode_large_free_gets_the_running_scavenger_to_take)
 	char *big = mheap_alloc_pages(&heap, 480, 0);
 	char *atomic = mheap_alloc_pages(&heap, 16, 0);
 	KASSERT(big && atomic);
-	mheap_release_all(&heap); /* no free page stays backed */
-	mm_port_set_atomic(true);
-	mheap_free_pages(&heap, atomic, 16); /* the ordinary way: backed */
-	mm_port_set_atomic(false);
 	struct mheap_stats st;
-	mheap_stats(&heap, &st);
-	KASSERT_EQ(st.free_backed_pages, 16);
-	KASSERT(st.free_backed_pages <= st.goal_pages);
+	KASSERT(leave_16_backed(atomic, &st));
 	atomic_store(&debug_idle_visits, 0);
 	mheap_test_hook = count_debug_idle;
 	KASSERT(mheap_scavenger_start(&heap));

@@ -331,11 +331,8 @@ KTEST(spanheap_init_fail, a_failed_try_leaves_the_heaps_unlinked)
 	bool up = false;
 	unsigned kept = 0;
 	for (unsigned nth = 1; nth < 64 && !up; nth++) {
-		mm_port_set_quiet(true);
-		mm_port_fail_map_at(nth);
-		up = spanheap_init(&sh, &heap, &cfg);
-		mm_port_fail_map_at(0);
-		mm_port_set_quiet(false);
+		up = sh_init_port_failing(&sh, &heap, &cfg, mm_port_fail_map_at,
+		                          nth, used);
 		if (up || !spanheap_meta_kept(&sh))
 			continue;
 		kept++;
