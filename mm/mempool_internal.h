@@ -8,9 +8,21 @@
 #define MM_MEMPOOL_INTERNAL_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mempool.h"
+
+struct objcache;
+struct spanheap;
+
+/* objcache.c's, for mempool_init_cache_in: c's size into *size if c is
+ * on sh's list of caches, looked for under the list's lock before c is
+ * read; false, c not read, if it is not there (destroyed, or another
+ * heap's). Thread context. */
+bool objcache_size_in(struct spanheap *sh, const struct objcache *c,
+                      size_t *size);
 
 /* The word of e that holds the pool's marker while e is in the reserve. */
 static inline uintptr_t *mempool_first_word(void *e)

@@ -205,23 +205,6 @@ bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
 	                 (struct source){.cache = c});
 }
 
-/* c's size into *size if c is on sh's list, looked for under the lock
- * that guards the list (objcache.c) before c is read; false, c not
- * read, if it is not there (destroyed, or another heap's). */
-static bool cache_size_in(struct spanheap *sh, const struct objcache *c,
-                          size_t *size)
-{
-	bool found = false;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	for (const struct objcache *at = sh->objcaches; at && !found;
-	     at = at->next)
-		found = at == c;
-	if (found)
-		*size = c->size;
-	mm_lock_release(&sh->heap->lock, irq);
-	return found;
-}
-
 /* As objcache_destroy_in: given the heap, a destroyed cache is told by
  * its absence from the heap's list, whatever became of its struct's
  * page (until a review only mempool_init_cache, which reads the struct's
@@ -232,7 +215,7 @@ bool mempool_init_cache_in(struct mempool *p, struct spanheap *sh,
 	size_t size = 0;
 	if (!c)
 		return no_cache(p, name);
-	if (sh && sh->heap && !cache_size_in(sh, c, &size))
+	if (sh && sh->heap && !objcache_size_in(sh, c, &size))
 		mm_panic("mempool %s: made over cache %p, no cache of the "
 		         "heap's (a cache destroyed?)",
 		         name ? name : "(null)", (void *)c);

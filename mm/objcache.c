@@ -68,6 +68,7 @@
  */
 #include "objcache.h"
 
+#include "mempool_internal.h"
 #include "spanheap_internal.h"
 
 #define AREA_BYTES ((size_t)MM_MAX_CPUS * OBJCACHE_MAX * sizeof(int64_t))
@@ -444,6 +445,23 @@ bool objcache_destroy(struct objcache *c)
 	 * be writing it (a misuse, told apart, not a data race). */
 	unsigned slot = __atomic_load_n(&c->slot, __ATOMIC_RELAXED);
 	return destroy_in(slot < SLOT_DESTROYED ? c->sh : NULL, c);
+}
+
+/* c's size into *size if c is on sh's list, looked for under the lock
+ * that guards the list (heap->lock) before c is read; false, c not
+ * read, if it is not there (destroyed, or another heap's). */
+bool objcache_size_in(struct spanheap *sh, const struct objcache *c,
+                      size_t *size)
+{
+	bool found = false;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *at = sh->objcaches; at && !found;
+	     at = at->next)
+		found = at == c;
+	if (found)
+		*size = c->size;
+	mm_lock_release(&sh->heap->lock, irq);
+	return found;
 }
 
 /* Given the heap, c is looked for on its list before it is read: a
