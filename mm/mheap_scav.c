@@ -56,6 +56,9 @@
  *             (mm_port_thread_cpu_ns); work w since its last sleep earns
  *             a sleep of w * (1000 - b) / b ns (b = cpu_permille), so
  *             that w / (w + sleep) <= b / 1000: 1% of one CPU by default.
+ *             At most MHEAP_PACE_MAX_NS (10 s), as Go bounds its
+ *             scavenger's (maxCrit): w may hold a stall of the thread's
+ *             CPU, and the paced sleep hears no free and no refill.
  *   report    At goal, one line of what it released, at most every
  *             MHEAP_REPORT_NS (mheap_dump prints the counters on request).
  *

@@ -54,7 +54,19 @@ void mheap_scavenger_stop(struct mheap *h);
 size_t mheap_goal_pages(size_t in_use, unsigned goal_percent);
 
 /* How long to sleep after work_ns of CPU so that the scavenger's share
- * stays within permille thousandths of one CPU: work * (1000 - b) / b. */
+ * stays within permille thousandths of one CPU: work * (1000 - b) / b,
+ * at most MHEAP_PACE_MAX_NS. */
 uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille);
+
+/* The longest paced sleep, as long as an idle one (MHEAP_IDLE_NS). The
+ * CPU time charged to a thread may hold a stall of its CPU (the kernel
+ * charges all the time a CPU runs it: under TCG the host may stop a
+ * virtual CPU for any length), and a paced sleep is deaf to frees and to
+ * refill requests (only stop wakes it): a 10 s stall in one batch bought
+ * the scavenger 990 s of it at 1%. The Go runtime's scavenger bounds the
+ * time it paces by for the same reason (bgscavenge's maxCrit, 10 ms).
+ * The share stays within the budget for work up to MHEAP_PACE_MAX_NS *
+ * b / (1000 - b) between two sleeps: 101 ms at 1%. */
+#define MHEAP_PACE_MAX_NS ((uint64_t)10 * 1000 * 1000 * 1000)
 
 #endif

@@ -20,10 +20,11 @@ uint64_t mheap_pace_sleep_ns(uint64_t work_ns, unsigned permille)
 {
 	if (permille == 0 || permille >= 1000)
 		return 0;
-	const uint64_t cap = UINT64_MAX / 1000;
+	const uint64_t cap = UINT64_MAX / 1000; /* no overflow below */
 	if (work_ns > cap)
 		work_ns = cap;
-	return work_ns * (1000 - permille) / permille;
+	uint64_t ns = work_ns * (1000 - permille) / permille;
+	return ns < MHEAP_PACE_MAX_NS ? ns : MHEAP_PACE_MAX_NS;
 }
 
 /* Books the CPU time since *since; returns it. */

@@ -11,12 +11,15 @@
 #include "../../mm/mheap_internal.h"
 #include "../../mm/mheap_scav.h"
 
-/* The pace's sleep saturates: work past the cap is paced as the cap.
- * Without the clamp the multiplication overflowed to a short sleep. */
+/* The pace's sleep saturates: huge work sleeps the longest paced sleep,
+ * MHEAP_PACE_MAX_NS. Without the clamp of the work the multiplication
+ * overflowed to a short sleep: this work times 990 wraps to 974, a
+ * sleep of 97 ns. */
 KTEST(mheap_edges, pace_saturates_at_its_cap)
 {
-	KEXPECT_EQ(mheap_pace_sleep_ns(UINT64_MAX / 2, 10),
-	           (UINT64_MAX / 1000) * 990 / 10);
+	KEXPECT_EQ(mheap_pace_sleep_ns(UINT64_MAX / 990 + 1, 10),
+	           MHEAP_PACE_MAX_NS);
+	KEXPECT_EQ(mheap_pace_sleep_ns(UINT64_MAX, 1), MHEAP_PACE_MAX_NS);
 }
 
 /* A heap of 4 chunks, its reserve 0, its scavenger's goal goal percent

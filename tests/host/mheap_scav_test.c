@@ -118,6 +118,29 @@ KTEST(mheap, pacing_arithmetic)
 	KEXPECT_EQ(mheap_goal_pages((size_t)1 << 40, 100), (size_t)1 << 40);
 }
 
+/*
+ * However much CPU time the thread was charged, its paced sleep is at most
+ * MHEAP_PACE_MAX_NS, and within that bound the budget holds exactly. The
+ * Go runtime's scavenger bounds the time it paces by (bgscavenge's
+ * maxCrit) so that being scheduled away does not buy it an arbitrarily
+ * long sleep; here the sleep was work * 99 at 1%, unbounded: 990 s for a
+ * stall of 10 s charged to one batch, during which neither a large free
+ * nor an atomic caller's refill request woke the thread.
+ */
+KTEST(mheap, pacing_sleep_is_bounded)
+{
+	const uint64_t s = 1000 * 1000 * 1000;
+	KEXPECT_EQ(mheap_pace_sleep_ns(10 * s, 10), MHEAP_PACE_MAX_NS);
+	KEXPECT_EQ(mheap_pace_sleep_ns(s, 1), MHEAP_PACE_MAX_NS);
+	KEXPECT_EQ(mheap_pace_sleep_ns(s / 10, 10), 99 * s / 10); /* 100 ms */
+	for (unsigned b = 1; b < 1000; b += 37) {
+		uint64_t w = MHEAP_PACE_MAX_NS * b / (1000 - b);
+		uint64_t z = mheap_pace_sleep_ns(w, b);
+		KEXPECT(z <= MHEAP_PACE_MAX_NS);
+		KEXPECT(w * 1000 <= (w + z) * b + 1000);
+	}
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
