@@ -252,8 +252,10 @@ static void reserve_low(struct mheap *h, bool atomic)
 	bool wake = !h->scav.refill;
 	h->scav.refill = true;
 	mm_lock_release(&h->lock, irq);
-	if (wake)
+	if (wake) { /* idle or pacing: either sleep ends for a refill */
 		mm_event_wake(mheap_scav_wake_of(h));
+		mm_event_wake(mheap_scav_pace_of(h));
+	}
 }
 
 /* After a failed attempt that saw *saw, and no growth of the caller's:

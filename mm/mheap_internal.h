@@ -116,6 +116,14 @@ static inline mm_event_t *mheap_scav_wake_of(struct mheap *h)
 	return h->scav_by ? &h->scav_by->scav.wake : &h->scav.wake;
 }
 
+/* The event that ends the paced sleep of the thread scavenging h, which
+ * an atomic caller's refill request wakes too (mheap_scav_thread.c,
+ * bg_pace). Any context. */
+static inline mm_event_t *mheap_scav_pace_of(struct mheap *h)
+{
+	return h->scav_by ? &h->scav_by->scav.pace : &h->scav.pace;
+}
+
 /* mheap_free_pages in the debug mode (MHEAP_DEBUG_SCAV_ON_FREE): checked,
  * listed as a batch while it is unmapped, freed scavenged (mheap_scav.c).
  * Thread context, no mm lock held. */

@@ -38,14 +38,41 @@ static uint64_t bg_book(struct mheap *h, uint64_t *since)
 	return work;
 }
 
-/* A paced sleep for the work since *since. */
+/* x's refill if an atomic caller asked for one since: true if it did. */
+static bool bg_refill(struct mheap *x)
+{
+	unsigned long irq = mm_lock_acquire(&x->lock);
+	bool asked = x->scav.refill;
+	x->scav.refill = false;
+	mm_lock_release(&x->lock, irq);
+	if (asked)
+		mheap_refill(x);
+	return asked;
+}
+
+/* A paced sleep for the work since *since. The pace is the scavenging's
+ * budget, not the reserve's: an atomic caller's refill request wakes it
+ * (mheap_scav_pace_of), is made, and the sleep goes on to its end (until
+ * this version the request waited out the pace, up to MHEAP_PACE_MAX_NS,
+ * with atomic callers finding the reserve short meanwhile). */
 static void bg_pace(struct mheap *h, uint64_t *since)
 {
+	mheap_hook(h, MHEAP_HOOK_SCAV_PACING);
 	uint64_t work = bg_book(h, since);
 	uint64_t ns = mheap_pace_sleep_ns(work, h->cfg.cpu_permille);
-	uint64_t seen = mm_event_prepare(&h->scav.pace);
-	if (ns && !atomic_load(&h->scav.stop))
-		mm_event_wait(&h->scav.pace, seen, ns);
+	uint64_t end = mm_port_now_ns() + ns;
+	while (ns && !atomic_load(&h->scav.stop)) {
+		uint64_t seen = mm_event_prepare(&h->scav.pace);
+		bool made = bg_refill(h);
+		if (h->scav_also)
+			made |= bg_refill(h->scav_also);
+		uint64_t now = mm_port_now_ns();
+		if (now >= end)
+			break;
+		if (!made)
+			mm_event_wait(&h->scav.pace, seen, end - now);
+	}
+	mheap_hook(h, MHEAP_HOOK_SCAV_PACED);
 }
 
 /* One line of what the thread did, at most every MHEAP_REPORT_NS, and
@@ -113,13 +140,10 @@ static void bg_idle(struct mheap *h, uint64_t *since)
  * nothing and no free came since (review: it searched in vain every round). */
 static size_t bg_turn(struct mheap *x)
 {
+	bg_refill(x);
 	unsigned long irq = mm_lock_acquire(&x->lock);
-	bool asked = x->scav.refill;
-	x->scav.refill = false;
 	bool barren = x->scav.barren_frees == x->scav.backed_frees;
 	mm_lock_release(&x->lock, irq);
-	if (asked)
-		mheap_refill(x);
 	return barren ? 0 : mheap_scavenge_batch(x, 0, 0, MHEAP_SCAV_BG);
 }
 

@@ -24,6 +24,10 @@ enum mheap_hook_point {
 	MHEAP_HOOK_SCAV_IDLE,
 	/* The background thread is about to return from its function. */
 	MHEAP_HOOK_SCAV_EXIT,
+	/* The background thread is about to book its work and pace it
+	 * (mheap_scav_thread.c, bg_pace), and (PACED) has paced. */
+	MHEAP_HOOK_SCAV_PACING,
+	MHEAP_HOOK_SCAV_PACED,
 	/* A grower has prepared its chunks and not yet committed them. */
 	MHEAP_HOOK_GROW_PREPARED,
 	/* A grower has committed its chunks (the lock released) and not yet
