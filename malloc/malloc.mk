@@ -6,6 +6,8 @@
 #   make test-real       the longer set (Python's tests, redis-benchmark)
 #   make bench-real      ours against glibc, jemalloc, mimalloc and tcmalloc
 #   make plot-rss        RSS over a burst, a free and 15 s idle
+#   make bench-blowup    blowup, fragmentation and false sharing against
+#                        the same peers
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c malloc/locks.c \
@@ -169,6 +171,24 @@ bench-real: $(MALLOC_SO) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) | deps-bench
 	tools/plot-rss $(MALLOC_SO) $(MALLOC_RSS_BURST) $(MALLOC_BENCH_DIR)
 
 .PHONY: plot-rss bench-real
+
+# Blowup, fragmentation and false sharing (tests/real/blowup.c) under ours
+# and the peers, one table (tools/bench-blowup; about a minute). The
+# pass/fail bounds are malloc-api-test's blowup test.
+MALLOC_BLOWUP := $(MALLOC_BUILD)/blowup
+MALLOC_BLOWUP_SRCS := $(addprefix tests/real/,blowup.c blowup_work.c \
+	blowup_sharing.c)
+
+$(MALLOC_BLOWUP): $(MALLOC_BLOWUP_SRCS) tests/real/blowup.h \
+		tests/real/proc_read.h
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
+		$(MALLOC_BLOWUP_SRCS) -lpthread
+
+bench-blowup: $(MALLOC_SO) $(MALLOC_BLOWUP) | deps-bench
+	tools/bench-blowup $(MALLOC_SO) $(MALLOC_BLOWUP) $(MALLOC_BENCH_DIR)
+
+.PHONY: bench-blowup
 
 # The hosted malloc's own code (slots.c, fork.c, port_prod.c,
 # port_sync.c, malloc.c, malloc_info.c) and mm/ under ThreadSanitizer,
