@@ -184,6 +184,12 @@ void mheap_stats_locked(struct mheap *h, struct mheap_stats *st)
 	st->reserve_pages = h->cfg.reserve_pages;
 }
 
+bool mheap_would_grow(struct mheap *h, size_t npages)
+{
+	return palloc_free_pages_hint(&h->pages) <
+	       npages + h->cfg.reserve_pages;
+}
+
 void mheap_stats(struct mheap *h, struct mheap_stats *st)
 {
 	unsigned long irq = mm_lock_acquire(&h->lock);

@@ -101,6 +101,14 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags);
 bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
                         unsigned flags);
 
+/* True if an allocation of npages would probably grow h: its free pages
+ * (backed or not) less the atomic callers' reserve are fewer than
+ * npages. A hint, read without the lock (a run of npages may be missing
+ * among more free pages): enough for a caller to do work first that may
+ * free pages (spanheap_span_pages sweeps), never to rely on. Any context
+ * but NMI. */
+bool mheap_would_grow(struct mheap *h, size_t npages);
+
 /* Grows h so that its free pages reach its reserve for atomic callers,
  * if they are short and nobody else is growing it: what an allocation
  * that leaves them short does, and an owner's set-up (spanheap_init), so
