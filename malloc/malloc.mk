@@ -74,7 +74,8 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
 	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_background.c \
 	malloc_api_exit.c \
-	malloc_api_trim.c malloc_api_glibc.c malloc_api_diff.c \
+	malloc_api_trim.c malloc_api_blowup.c blowup_work.c \
+	malloc_api_glibc.c malloc_api_diff.c \
 	malloc_api_diff_shadow.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
@@ -96,7 +97,7 @@ $(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
 $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 		tests/real/malloc_api_scenarios.h \
 		tests/real/malloc_api_diff.h tests/real/malloc_api_churn.h \
-		tests/real/proc_read.h \
+		tests/real/proc_read.h tests/real/blowup.h \
 		tests/real/seccomp_util.h \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)

@@ -425,6 +425,8 @@ int first_scenario(const char *what)
 	        scenarios, sizeof scenarios / sizeof scenarios[0], what);
 	if (!s)
 		s = find_scenario(guard_scenarios, guard_nscenarios, what);
+	if (!s)
+		s = find_scenario(blowup_scenarios, blowup_nscenarios, what);
 	if (!s) {
 		fprintf(stderr,
 		        "malloc-api-test: no scenario '%s' (the argument "

@@ -107,5 +107,8 @@ struct scenario {
 /* The guarded pool's scenarios (malloc_api_guard.c). */
 extern const struct scenario guard_scenarios[];
 extern const size_t guard_nscenarios;
+/* The blowup bounds' scenarios (malloc_api_blowup.c). */
+extern const struct scenario blowup_scenarios[];
+extern const size_t blowup_nscenarios;
 
 #endif

@@ -293,6 +293,7 @@ static const struct {
         {"poison_overrun", test_poison_overrun},
         {"fail_injection", test_fail_injection},
         {"malloc_trim", test_malloc_trim},
+        {"blowup", test_blowup},
         {"libc_names", test_libc_names},
         {"mallinfo", test_mallinfo},
         {"malloc_stats_info", test_malloc_stats_info},

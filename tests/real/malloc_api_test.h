@@ -31,6 +31,8 @@
  *                        failure injection (MM_MALLOC_FAIL)
  *   malloc_api_background.c  the background threads' signal masks
  *   malloc_api_trim.c    malloc_trim
+ *   malloc_api_blowup.c  bounds on memory blowup (Hoard's, Larson's,
+ *                        a phase change of sizes; blowup_work.c)
  *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_shadow.c and
@@ -154,6 +156,7 @@ const char *test_poison_mode(void);
 const char *test_poison_overrun(void);
 const char *test_fail_injection(void);
 const char *test_malloc_trim(void);
+const char *test_blowup(void);
 const char *test_libc_names(void);
 const char *test_mallinfo(void);
 const char *test_malloc_stats_info(void);
