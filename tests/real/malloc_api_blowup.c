@@ -9,14 +9,17 @@
  * rounds must not mean more memory, beyond a margin of about one live set
  * (the ring holds at most 4096 objects of up to 512 bytes: 2 MiB). And
  * memory freed in one size class must be reused for another before the
- * heap grows. Bounds are on RSS (/proc/self/status), never on time; each
- * scenario runs in a fresh process (run_scenario) and says on stderr
- * what it measured when it fails. Peers fail some (measured by
+ * heap grows. And two threads' fresh objects must not share a cache line
+ * (active false sharing). Bounds are on RSS (/proc/self/status), never on
+ * time; each scenario runs in a fresh process (run_scenario) and says on
+ * stderr what it measured when it fails. Peers fail some (measured by
  * tools/bench-blowup: jemalloc's producer/consumer peak went from 8 to
  * 26 MiB from 10 to 100 rounds, tcmalloc's from 13 to 22).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -165,6 +168,50 @@ static int scenario_frag(void)
 	return 0;
 }
 
+/* Active false sharing (Hoard's cache-thrash): two threads allocating in
+ * lockstep must not be handed objects on one cache line. Each CPU (slot)
+ * carves its own span, so no line holds both threads' objects;
+ * tcmalloc's per-CPU caches did here (its transfer batches split spans). */
+enum { LINE_ROUNDS = 64, LINE = 64 };
+static pthread_barrier_t lockstep;
+static void *line_objs[2][LINE_ROUNDS];
+
+static void *line_thread(void *arg)
+{
+	void **mine = arg;
+	for (int i = 0; i < LINE_ROUNDS; i++) {
+		pthread_barrier_wait(&lockstep);
+		if (!(mine[i] = malloc(16)))
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static int scenario_lines(void)
+{
+	pthread_t t[2];
+	void *r[2] = {NULL, NULL};
+	pthread_barrier_init(&lockstep, NULL, 2);
+	for (int k = 0; k < 2; k++)
+		if (pthread_create(&t[k], NULL, line_thread, line_objs[k]))
+			return 2;
+	for (int k = 0; k < 2; k++)
+		pthread_join(t[k], &r[k]);
+	if (r[0] || r[1])
+		return 2;
+	for (int i = 0; i < LINE_ROUNDS; i++)
+		for (int j = 0; j < LINE_ROUNDS; j++)
+			if ((uintptr_t)line_objs[0][i] / LINE ==
+			    (uintptr_t)line_objs[1][j] / LINE) {
+				fprintf(stderr,
+				        "lines: %p (thread 0's) and %p (thread "
+				        "1's) share a cache line\n",
+				        line_objs[0][i], line_objs[1][j]);
+				return 3;
+			}
+	return 0;
+}
+
 const struct scenario blowup_scenarios[] = {
         {"blowup-prodcons", scenario_prodcons},
         {"blowup-rotate", scenario_rotate},
@@ -172,6 +219,7 @@ const struct scenario blowup_scenarios[] = {
         {"blowup-larson", scenario_larson},
         {"blowup-phases", scenario_phases},
         {"blowup-frag", scenario_frag},
+        {"blowup-lines", scenario_lines},
 };
 const size_t blowup_nscenarios =
         sizeof(blowup_scenarios) / sizeof(blowup_scenarios[0]);
