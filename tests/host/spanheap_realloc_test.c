@@ -424,3 +424,46 @@ KTEST(spanheap, realloc_carries_no_free_marker_back)
 	SH_CHECK(&sh, "at the end");
 	sh_heap_release(&heap, &sh);
 }
+
+/*
+ * A large object resized across the small/large boundary stays where it
+ * is when the small size's class would give it no fewer bytes (28673 to
+ * 32768 bytes: a class of whole pages), giving its tail back and growing
+ * into it again: until a review the shrink always moved it to its class,
+ * and a buffer resized between 32 KiB - 64 and 32 KiB + 1 copied 32 KiB
+ * at every call. A size whose pages are more than its class's object
+ * (18000: 5 pages, class 18432) still moves to its class.
+ */
+KTEST(spanheap, realloc_across_the_large_boundary_stays_in_place)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	enum { BELOW = SC_MAX_SIZE - 64, ABOVE = SC_MAX_SIZE + 1 };
+	unsigned char *p = spanheap_alloc(&sh, ABOVE, 0);
+	KASSERT(p);
+	pattern_fill(p, ABOVE, 11);
+	unsigned moves = 0;
+	for (int i = 0; i < 100; i++) {
+		unsigned char *q = spanheap_realloc(&sh, p, BELOW, 0);
+		KASSERT(q);
+		moves += q != p;
+		KEXPECT_EQ(spanheap_usable_size(&sh, q), (size_t)SC_MAX_SIZE);
+		p = spanheap_realloc(&sh, q, ABOVE, 0);
+		KASSERT(p);
+		moves += p != q;
+		pattern_fill_range(p, BELOW, ABOVE, 11);
+	}
+	ktest_diag("%u moves in 200 reallocs", moves);
+	KEXPECT_EQ(moves, 0u);
+	KEXPECT(pattern_ok(p, ABOVE, 11));
+	/* Pages more than the class's object: to the class, as before. */
+	KASSERT(sizeclass_info[sizeclass_of(18000)].size < 5 * PG);
+	unsigned char *r = spanheap_realloc(&sh, p, 18000, 0);
+	KASSERT(r);
+	KEXPECT(r != p);
+	KEXPECT_EQ(spanheap_usable_size(&sh, r),
+	           sizeclass_info[sizeclass_of(18000)].size);
+	KEXPECT(pattern_ok(r, 18000, 11));
+	SH_CHECK(&sh, "after the reallocs");
+	spanheap_free(&sh, r);
+	sh_heap_release(&heap, &sh);
+}
