@@ -14,7 +14,9 @@
 #                   bench suite only when named: KTEST='bench.*')
 #   make debug      QEMU waiting for gdb (-s -S) and a gdb script with symbols
 #   make bench      host page-allocator and span heap benchmarks and in-kernel
-#                   cost figures (make bench-spanheap: the span heap only)
+#                   cost figures (make bench-spanheap: the span heap only;
+#                   make bench-cliffs: patterns where ours might be many
+#                   times slower than the peers)
 #   make format     clang-format every C file; make format-check to verify
 #   make clean
 #

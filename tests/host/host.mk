@@ -22,6 +22,13 @@
 #                      machine; SPANHEAP_BENCH_REPS runs per cell (ns/op the
 #                      minimum, RSS the median; default 5).
 #                      Fails only if the span heap crashes, never on a number
+#   make bench-cliffs  allocation patterns where ours might be many times
+#                      slower than those peers (realloc by small steps,
+#                      one large size in a loop, trims and statistics
+#                      after the heap grew...): ns/op of each allocator,
+#                      ours' ratio to the slowest and best peer, CLIFF past
+#                      3 times the slowest (tools/bench-cliffs); kept in
+#                      $(BENCH_DIR)/cliffs.txt. About 30 s on 2 CPUs
 #   make test-tsan     the host tests under ThreadSanitizer (below)
 #   make test-chaos    the short chaos run `make test` includes (below)
 #   make chaos         the long chaos run (below)
@@ -249,7 +256,20 @@ bench: $(BENCH_BIN) $(SPANHEAP_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 bench-spanheap: $(SPANHEAP_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 	@$(SPANHEAP_BENCH_RUN)
 
-.PHONY: test-fuzz fuzz bench bench-spanheap
+# Performance cliffs: patterns where ours might be many times slower than
+# the peers (tools/bench-cliffs; the malloc API only, so plain -O2 with no
+# mm/ sources: the allocator under test is LD_PRELOADed).
+CLIFFS_BENCH_BIN := $(BENCH_DIR)/cliffs_bench
+
+$(CLIFFS_BENCH_BIN): tests/host/bench/cliffs_bench.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -o $@ $< -lpthread -ldl
+
+bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
+	@tools/bench-cliffs $(CLIFFS_BENCH_BIN) $(BENCH_DIR)/cliffs.txt \
+		$(SPANHEAP_BENCH_LIB)
+
+.PHONY: test-fuzz fuzz bench bench-spanheap bench-cliffs
 
 # ThreadSanitizer: the host tests' sources built a second time with
 # -fsanitize=thread (ASan and TSan cannot share a binary) into
