@@ -49,6 +49,7 @@
 
 #ifdef MM_TEST_HOOKS
 void (*_Atomic mheap_test_hook)(struct mheap *h, enum mheap_hook_point where);
+_Atomic uint64_t mheap_test_spanmap_writes;
 #endif
 
 void mheap_config_default(struct mheap_config *cfg)

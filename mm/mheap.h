@@ -53,10 +53,16 @@ enum mheap_alloc_flags {
 	 * (scavenged ones read as zero), so a large zeroed allocation from
 	 * fresh or given-back memory touches nothing. */
 	MHEAP_ZERO = 1u << 2,
+	/* Pages for a span, whose maker sets their span-table entries
+	 * before it hands them out: left as they are, not marked
+	 * MHEAP_SPAN_PAGES (which it overwrote at once: a large object's
+	 * allocation and free wrote each page's entry three times). */
+	MHEAP_SPAN_ENTRIES = 1u << 3,
 };
 
 /* Every flag: a call with any other bit set is refused (NULL, logged). */
-#define MHEAP_ALLOC_FLAGS (MHEAP_ATOMIC | MHEAP_NO_GROW | MHEAP_ZERO)
+#define MHEAP_ALLOC_FLAGS \
+	(MHEAP_ATOMIC | MHEAP_NO_GROW | MHEAP_ZERO | MHEAP_SPAN_ENTRIES)
 
 /* The defaults: 64 GiB arena, goal 10%, no low watermark, a 512 KiB
  * reserve, 1% CPU. */

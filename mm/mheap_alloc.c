@@ -366,7 +366,7 @@ void *mheap_alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		       npages, bad, flags);
 	else
 		p = alloc_pages(h, npages, flags);
-	if (p)
+	if (p && !(flags & MHEAP_SPAN_ENTRIES))
 		mheap_span_set(h, (uintptr_t)p, npages, MHEAP_SPAN_PAGES);
 	if (!p && atomic) {
 		/* Every refused atomic call, one refused for its size too. */

@@ -89,6 +89,10 @@ void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 	if (!v)
 		v = MHEAP_SPAN_NONE;
 	size_t i = (base - h->arena_base) >> MM_PAGE_SHIFT;
+#ifdef MM_TEST_HOOKS
+	atomic_fetch_add_explicit(&mheap_test_spanmap_writes, npages,
+	                          memory_order_relaxed);
+#endif
 	for (size_t k = 0; k < npages; k++)
 		atomic_store_explicit(&h->spanmap[i + k], v,
 		                      memory_order_release);

@@ -140,6 +140,9 @@ enum mheap_hook_point {
  * hooks, which a CPU's idle loop reaches. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
+/* Span-table entries mheap_span_set wrote, every heap's (a large
+ * allocation's cost in pages: spanheap_large_test.c). */
+extern _Atomic uint64_t mheap_test_spanmap_writes;
 
 static inline void mheap_hook(struct mheap *h, enum mheap_hook_point where)
 {

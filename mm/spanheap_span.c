@@ -190,6 +190,7 @@ void *spanheap_span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
 {
 	if (!(flags & MM_ATOMIC) && mheap_would_grow(sh->heap, npages))
 		spanheap_sweep_before_growth(sh);
+	hflags |= MHEAP_SPAN_ENTRIES;
 	void *p = mheap_alloc_pages(sh->heap, npages, hflags);
 	if (!p && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))
 		p = mheap_alloc_pages(sh->heap, npages, hflags);

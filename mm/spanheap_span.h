@@ -70,7 +70,8 @@ struct mspan *spanheap_span_new(struct spanheap *sh, unsigned cls,
 
 /* npages from the page heap (hflags: enum mheap_alloc_flags) for a span
  * or a large object; NULL if it has none, after a thread caller's
- * sweep. */
+ * sweep. Their span-table entries are left as they were
+ * (MHEAP_SPAN_ENTRIES): the caller's span_new or pages_put sets them. */
 void *spanheap_span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
                           unsigned flags);
 

@@ -50,7 +50,8 @@ _Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
  * or its metadata heap) and no span
  * holds (an aligned allocation's head and tail, a failed span's, its own
  * structures'). mheap_alloc_pages marked them page-heap memory in the
- * span table, and mheap_free_pages leaves the marks: their entries say
+ * span table (or, for a span's, MHEAP_SPAN_ENTRIES, left what they
+ * held), and mheap_free_pages leaves the marks: their entries say
  * "no span" first, so that a stray pointer into them is told as one into
  * free pages. Any context but NMI, no lock held.
  */

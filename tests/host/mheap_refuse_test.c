@@ -213,7 +213,7 @@ KTEST(mheap, alloc_refuses_a_bad_size_saying_why)
 	        {MHEAP_ATOMIC_MAX_PAGES + 1, MHEAP_ATOMIC,
 	         "too large for MHEAP_ATOMIC"},
 	        {1, 1u << 7, "unknown flags"},
-	        {1, MHEAP_ATOMIC | 1u << 3, "unknown flags"},
+	        {1, MHEAP_ATOMIC | 1u << 4, "unknown flags"},
 	};
 	mm_port_set_quiet(true);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
