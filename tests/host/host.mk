@@ -24,7 +24,8 @@
 #                      Fails only if the span heap crashes, never on a number
 #   make bench-cliffs  allocation patterns where ours might be many times
 #                      slower than those peers (realloc by small steps,
-#                      one large size in a loop, trims and statistics
+#                      one large size in a loop, written or not, trims
+#                      and statistics
 #                      after the heap grew...): ns/op of each allocator,
 #                      ours' ratio to the slowest and best peer, CLIFF past
 #                      3 times the slowest (tools/bench-cliffs); kept in

@@ -7,12 +7,12 @@
  * Not the steady-state fast paths (tools/bench-spanheap measures those):
  * realloc growing a byte at a time or shrinking, realloc across the
  * small/large boundary (32 KiB) and across glibc's mmap threshold, one
- * large size allocated and freed in a loop (does each round map, give
- * back or fault its pages again?), calloc of large sizes, large and
- * small alignments, malloc_usable_size and malloc_trim in loops, a large
- * live set freed in LIFO, FIFO and random order, threads that make a few
- * allocations and exit, 64 threads alive at once, and the calls that may
- * walk the heap's history (mallinfo2, malloc_trim) after the heap grew to
+ * large size allocated and freed in a loop, its pages written or not
+ * (does each round map, give back or fault its pages again?), calloc of large
+ * sizes, large and small alignments, malloc_usable_size and malloc_trim in
+ * loops, a large live set freed in LIFO, FIFO and random order, threads that
+ * make a few allocations and exit, 64 threads alive at once, and the calls that
+ * may walk the heap's history (mallinfo2, malloc_trim) after the heap grew to
  * 2 GiB and shrank.
  *
  * Usage: cliffs_bench --list | cliffs_bench NAME. A run prints one line:
@@ -123,11 +123,6 @@ static long realloc_across_32m(void)
 	return realloc_between((size_t)31 << 20, (size_t)33 << 20, 200);
 }
 
-static long realloc_small_4k(void)
-{
-	return realloc_between(100, 4096, 500000);
-}
-
 /* ---- Large sizes --------------------------------------------------------- */
 
 /* One size allocated, its first and last byte written, freed, n times. */
@@ -137,9 +132,33 @@ static long alloc_free(size_t size, long n)
 		char *p = xmalloc(size);
 		p[0] = 1;
 		p[size - 1] = 1;
+		escape(p); /* the stores before a free are not dead */
 		free(p);
 	}
 	return n;
+}
+
+/* One size allocated, every byte written, freed, n times: does the heap
+ * give the pages back and fault them in again each round (minflt_op)? */
+static long touch_free(size_t size, long n)
+{
+	for (long i = 0; i < n; i++) {
+		char *p = xmalloc(size);
+		memset(p, 1, size);
+		escape(p);
+		free(p);
+	}
+	return n;
+}
+
+static long touched_1m(void)
+{
+	return touch_free(1 << 20, 2000);
+}
+
+static long touched_16m(void)
+{
+	return touch_free(16 << 20, 50);
 }
 
 static long large_64k(void)
@@ -175,11 +194,6 @@ static long calloc_free(size_t size, long n)
 		free(p);
 	}
 	return n + sink; /* sink stays 0: calloc zeroes */
-}
-
-static long calloc_1m(void)
-{
-	return calloc_free(1 << 20, 5000);
 }
 
 static long calloc_64m(void)
@@ -409,12 +423,12 @@ static const struct pattern patterns[] = {
         {"realloc_shrink_4k_steps", NULL, realloc_shrink},
         {"realloc_across_32k", NULL, realloc_across_32k},
         {"realloc_across_32m", NULL, realloc_across_32m},
-        {"realloc_100_4k", NULL, realloc_small_4k},
         {"alloc_free_64k", NULL, large_64k},
         {"alloc_free_1m", NULL, large_1m},
         {"alloc_free_16m", NULL, large_16m},
         {"alloc_free_256m", NULL, large_256m},
-        {"calloc_1m", NULL, calloc_1m},
+        {"alloc_touch_free_1m", NULL, touched_1m},
+        {"alloc_touch_free_16m", NULL, touched_16m},
         {"calloc_64m", NULL, calloc_64m},
         {"memalign_64k_2m", NULL, aligned_large},
         {"memalign_16_4k", NULL, aligned_small},
