@@ -140,9 +140,11 @@ enum mheap_hook_point {
  * hooks, which a CPU's idle loop reaches. */
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
-/* Span-table entries mheap_span_set wrote, every heap's (a large
- * allocation's cost in pages: spanheap_large_test.c). */
+/* Work counted, every heap's: span-table entries mheap_span_set wrote
+ * (spanheap_large_entries_test.c), and magazines spanheap_stats read
+ * (spanheap_stats_test.c). */
 extern _Atomic uint64_t mheap_test_spanmap_writes;
+extern _Atomic uint64_t spanheap_test_mags_read;
 
 static inline void mheap_hook(struct mheap *h, enum mheap_hook_point where)
 {
