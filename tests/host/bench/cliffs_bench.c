@@ -120,7 +120,7 @@ static long realloc_across_32k(void)
 
 static long realloc_across_32m(void)
 {
-	return realloc_between((size_t)31 << 20, (size_t)33 << 20, 200);
+	return realloc_between((size_t)31 << 20, (size_t)33 << 20, 4000);
 }
 
 /* ---- Large sizes --------------------------------------------------------- */
