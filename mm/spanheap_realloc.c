@@ -15,7 +15,7 @@
  * least half of it keeps the object where it is (for a large one, only if
  * it needs as many pages); a large object otherwise grows into the free
  * pages after it or gives its tail back (spanheap_large_resize), also to
- * a small size whose pages are no more than its class's object
+ * a small size of a class of one object a span no smaller than its pages
  * (stays_large); anything else allocates, copies and frees.
  *
  * Invariants: those of spanheap.c, which these calls keep by calling its
@@ -163,18 +163,24 @@ static bool fits_in_place(const struct mspan *s, size_t size, size_t old)
 }
 
 /* True if a large object resized to size bytes stays a large object of
- * its own pages: a large size, or a small one whose pages are no more
- * bytes than its class's object (a size of a class whose objects are
- * whole pages: 28673 to 32768 bytes, 18433 to 20480, ...). A shrink across the
- * small/large boundary then gives its tail back where it was, and the
- * growth back extends it in place: until a review such a shrink always
- * moved the object to its class, and a buffer resized between 32 KiB - 64
- * and 32 KiB + 1 copied 32 KiB every call (700 ns a call under
- * LD_PRELOAD, against glibc's 21 and jemalloc's 158: tools/bench-cliffs). */
+ * its own pages: a large size, or a small one whose class gives each
+ * object a span of its own (28545 to 32768 bytes) with no fewer pages:
+ * as a large object it takes no more memory, and no more span structs.
+ * A shrink across the small/large boundary then gives its tail back
+ * where it was, and the growth back extends it in place: until a review
+ * such a shrink always moved the object to its class, and a buffer
+ * resized between 32 KiB - 64 and 32 KiB + 1 copied 32 KiB every call
+ * (700 ns a call under LD_PRELOAD, against glibc's 21 and jemalloc's
+ * 158: tools/bench-cliffs). A class of several objects a span (20480
+ * bytes, two a span of 10 pages) keeps them: the object moves, and its
+ * free is a magazine's push again, not the page heap's. */
 static bool stays_large(size_t size)
 {
-	return size > SC_MAX_SIZE ||
-	       spanheap_pages_for(size) * MM_PAGE_SIZE <= rounded_size(size);
+	if (size > SC_MAX_SIZE)
+		return true;
+	const struct sizeclass_info *ci = &sizeclass_info[sizeclass_of(size)];
+	return ci->nelems == 1 &&
+	       spanheap_pages_for(size) <= (size_t)ci->npages;
 }
 
 /* realloc's move of p, of which the caller may have written used bytes,

@@ -427,12 +427,12 @@ KTEST(spanheap, realloc_carries_no_free_marker_back)
 
 /*
  * A large object resized across the small/large boundary stays where it
- * is when the small size's class would give it no fewer bytes (28673 to
- * 32768 bytes: a class of whole pages), giving its tail back and growing
+ * is when the small size's class gives each object a span of its own
+ * (28545 to 32768 bytes, 8 pages), giving its tail back and growing
  * into it again: until a review the shrink always moved it to its class,
  * and a buffer resized between 32 KiB - 64 and 32 KiB + 1 copied 32 KiB
- * at every call. A size whose pages are more than its class's object
- * (18000: 5 pages, class 18432) still moves to its class.
+ * at every call. A size of a class of two objects a span (20000: class
+ * 20480, 10 pages) still moves to it.
  */
 KTEST(spanheap, realloc_across_the_large_boundary_stays_in_place)
 {
@@ -455,14 +455,14 @@ KTEST(spanheap, realloc_across_the_large_boundary_stays_in_place)
 	ktest_diag("%u moves in 200 reallocs", moves);
 	KEXPECT_EQ(moves, 0u);
 	KEXPECT(pattern_ok(p, ABOVE, 11));
-	/* Pages more than the class's object: to the class, as before. */
-	KASSERT(sizeclass_info[sizeclass_of(18000)].size < 5 * PG);
-	unsigned char *r = spanheap_realloc(&sh, p, 18000, 0);
+	/* Two objects a span: to the class, as before. */
+	KASSERT(sizeclass_info[sizeclass_of(20000)].nelems == 2);
+	unsigned char *r = spanheap_realloc(&sh, p, 20000, 0);
 	KASSERT(r);
 	KEXPECT(r != p);
 	KEXPECT_EQ(spanheap_usable_size(&sh, r),
-	           sizeclass_info[sizeclass_of(18000)].size);
-	KEXPECT(pattern_ok(r, 18000, 11));
+	           sizeclass_info[sizeclass_of(20000)].size);
+	KEXPECT(pattern_ok(r, 20000, 11));
 	SH_CHECK(&sh, "after the reallocs");
 	spanheap_free(&sh, r);
 	sh_heap_release(&heap, &sh);
