@@ -63,8 +63,8 @@ enum mheap_hook_point {
 	MHEAP_HOOK_FOLD_REST,
 	/* A thread's refill has made a new span (its sweepgen read under the
 	 * heap lock) and not yet pinned again to cache it: a cycle that
-	 * flips now finds it in the all-spans array, at sg - 2 and on no
-	 * list; no lock held, not pinned (spanheap_cache.c,
+	 * flips now leaves it at sg - 2 and on no list, for its taker to
+	 * fold; no lock held, not pinned (spanheap_cache.c,
 	 * spanheap_cache_refill). */
 	MHEAP_HOOK_SPAN_MADE,
 	/* The span heap's count of pending frees since the last flip has
@@ -141,10 +141,12 @@ enum mheap_hook_point {
 extern void (*_Atomic mheap_test_hook)(struct mheap *h,
                                        enum mheap_hook_point where);
 /* Work counted, every heap's: span-table entries mheap_span_set wrote
- * (spanheap_large_entries_test.c), and magazines spanheap_stats read
- * (spanheap_stats_test.c). */
+ * (spanheap_large_entries_test.c), magazines spanheap_stats read
+ * (spanheap_stats_test.c), and entries of the all-spans array walked by
+ * a statistics call or a sweep cycle (spanheap_walk_test.c). */
 extern _Atomic uint64_t mheap_test_spanmap_writes;
 extern _Atomic uint64_t spanheap_test_mags_read;
+extern _Atomic uint64_t spanheap_test_spans_walked;
 
 static inline void mheap_hook(struct mheap *h, enum mheap_hook_point where)
 {

@@ -248,7 +248,8 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 		atomic_store_explicit(&s->pending[w], 0, memory_order_relaxed);
 	}
 	/* Read under the heap lock, which the flip holds: a span made
-	 * before a flip is in its snapshot. */
+	 * after a flip is swept (sg), one made before it unswept once its
+	 * taker puts it on a list. */
 	atomic_store_explicit(
 	        &s->sweepgen,
 	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed),

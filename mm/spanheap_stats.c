@@ -41,6 +41,10 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 {
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
+#ifdef MM_TEST_HOOKS
+	atomic_fetch_add_explicit(&spanheap_test_spans_walked, snap.len,
+	                          memory_order_relaxed);
+#endif
 	for (size_t i = 0; i < snap.len; i++) {
 		struct mspan *s = snap.arr->v[i];
 		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
@@ -211,6 +215,7 @@ static struct folded folded_frees(struct spanheap *sh)
 #ifdef MM_TEST_HOOKS
 _Atomic unsigned spanheap_test_stats_walks = SPANHEAP_STATS_WALKS;
 _Atomic uint64_t spanheap_test_mags_read;
+_Atomic uint64_t spanheap_test_spans_walked;
 #define stats_walks() atomic_load(&spanheap_test_stats_walks)
 #else
 #define stats_walks() SPANHEAP_STATS_WALKS

@@ -12,19 +12,20 @@
  * finish; statistics do not need it, the checker takes it, as a claimed
  * span is on no list):
  *   flip    under the heap lock: sweepgen += 2, so every swept span becomes
- *           unswept; a snapshot of the all-spans array (invariant 2); the
- *           pending-free count it starts from. Then the flip passes through
- *           every class's lock, so that no central-list section still works
- *           with the old sweepgen. Per-CPU caches are prepared lazily: each
+ *           unswept, and every swept list an unswept one; the pending-free
+ *           count it starts from. Then the flip passes through every
+ *           class's lock, so that no central-list section still works with
+ *           the old sweepgen. Per-CPU caches are prepared lazily: each
  *           flushes its spans at its next refill (mcache.flushgen).
- *   sweep   every span of the snapshot at sg - 2 is claimed (sg - 1) under
- *           its class's lock, taken off its unswept list, folded, and put
- *           on a swept list, or freed if empty. The sweeper thread yields
- *           every batch_spans spans.
- *   finish  the unswept lists are drained (spans put there by CPUs that
- *           read the old sweepgen), and the fold queues (a queued span is
- *           never freed, so an empty one waits there), the snapshot is
- *           dropped, the semaphore released.
+ *   sweep   each class's unswept lists are emptied: a span on them (sg - 2)
+ *           is claimed (sg - 1) under the class's lock, taken off, folded,
+ *           and put on a swept list, or freed if empty; spans put there
+ *           by CPUs that read the old sweepgen too. The sweeper thread
+ *           yields every batch_spans spans. The cost is the spans on the
+ *           lists, not the all-spans array (which holds the heap's peak:
+ *           Go's golang/go#9265), which a cycle does not read.
+ *   finish  the fold queues are drained (a queued span is never freed, so
+ *           an empty one waits there), the semaphore released.
  * Cached spans are never claimed (their sweepgen is odd); their owners
  * fold them when they hand them back.
  *
@@ -36,7 +37,7 @@
  * list, and only its claimer folds it.
  *
  * Locking: the cycle semaphore from flip to finish, no lock across a
- * cycle; the heap's lock for the flip and the snapshot; a class's lock
+ * cycle; the heap's lock for the flip; a class's lock
  * (MM_RANK_CENTRAL) to claim, move and drain its spans. A cycle runs in
  * thread context and may wait for a running one.
  *
@@ -69,7 +70,8 @@ void spanheap_cycle_release(struct spanheap *sh)
 /* ---- A cycle ----------------------------------------------------------------
  */
 
-static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
+/* Advances sweepgen; returns the new one. */
+static uint32_t flip(struct spanheap *sh)
 {
 	struct mheap *h = sh->heap;
 	/* The base before the flip: a free counted between the two is this
@@ -84,10 +86,6 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 	uint32_t sg =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_relaxed) + 2;
 	atomic_store_explicit(&sh->sweepgen, sg, memory_order_release);
-	snap->arr = sh->spans;
-	snap->len = snap->arr->len;
-	snap->sweepgen = sg;
-	atomic_fetch_add_explicit(&snap->arr->refs, 1, memory_order_relaxed);
 	mm_lock_release(&h->lock, irq);
 	atomic_store_explicit(&sh->pending_base, base,
 	                      memory_order_release); /* pending_since_flip */
@@ -98,6 +96,7 @@ static void flip(struct spanheap *sh, struct spanheap_snapshot *snap)
 		irq = mm_lock_acquire(&c->lock);
 		mm_lock_release(&c->lock, irq);
 	}
+	return sg;
 }
 
 /* Folds and places a span claimed at sg - 1. */
@@ -108,48 +107,23 @@ static void sweep_claimed(struct spanheap *sh, struct mspan *s)
 	spanheap_span_place(sh, s);
 }
 
-/* Sweeps s if it needs it; true if it did. A large span has nothing to
- * sweep: its sweepgen moves on, and it is not counted. */
-static bool sweep_one(struct spanheap *sh, struct mspan *s, uint32_t sg)
+/*
+ * Sweeps every span on the unswept lists: after the flip they hold every
+ * small span that needs sweeping (invariant 6: a span not cached, not
+ * claimed and not held by a caller is on the list its sweepgen says, and
+ * the flip made every swept list unswept), and the spans CPUs put there
+ * since with the old sweepgen. The sweeper thread yields every
+ * batch_spans spans (yield). Returns the spans swept.
+ *
+ * Until a review the cycle walked a snapshot of the all-spans array
+ * first, claiming each span at sg - 2 there: every struct the heap ever
+ * made, so a cycle after a peak cost the peak (16384 structs walked
+ * after 1 GiB of 64 KiB objects was freed; Go's golang/go#9265, which Go
+ * fixed the same way, sweeping from the mcentrals' span sets).
+ */
+static size_t sweep_unswept(struct spanheap *sh, uint32_t sg, bool yield)
 {
-	uint8_t state = atomic_load_explicit(&s->state, memory_order_acquire);
-	if (state == MSPAN_LARGE) {
-		uint32_t want = sg - 2;
-		atomic_compare_exchange_strong_explicit(&s->sweepgen, &want, sg,
-		                                        memory_order_relaxed,
-		                                        memory_order_relaxed);
-		return false;
-	}
-	if (state != MSPAN_SMALL)
-		return false;
-	unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
-	if (cls == 0 || cls >= SC_NCLASSES)
-		return false;
-	struct mcentral *c = &sh->central[cls];
-	unsigned long irq = mm_lock_acquire(&c->lock);
-	/* Under the class's lock a span on one of its lists stays there
-	 * and stays of this class. */
-	bool claim = atomic_load_explicit(&s->state, memory_order_acquire) ==
-	                     MSPAN_SMALL &&
-	             __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED) == cls &&
-	             s->list != MSPAN_LIST_NONE &&
-	             atomic_load_explicit(&s->sweepgen, memory_order_relaxed) ==
-	                     sg - 2;
-	if (claim) {
-		list_remove_any(c, s, sg);
-		atomic_store_explicit(&s->sweepgen, sg - 1,
-		                      memory_order_relaxed);
-	}
-	mm_lock_release(&c->lock, irq);
-	if (claim)
-		sweep_claimed(sh, s);
-	return claim;
-}
-
-/* Sweeps what is left on the unswept lists. Returns the spans swept. */
-static size_t drain_unswept(struct spanheap *sh, uint32_t sg)
-{
-	size_t n = 0;
+	size_t n = 0, batch = 0;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
 		for (;;) {
@@ -168,6 +142,10 @@ static size_t drain_unswept(struct spanheap *sh, uint32_t sg)
 				break;
 			sweep_claimed(sh, s);
 			n++;
+			if (yield && ++batch >= sh->cfg.batch_spans) {
+				batch = 0;
+				mm_port_yield();
+			}
 		}
 	}
 	return n;
@@ -190,25 +168,14 @@ size_t spanheap_run_cycle(struct spanheap *sh, bool yield)
 	spanheap_cycle_acquire(sh);
 	uint64_t freed0 = freed_spans(sh);
 
-	struct spanheap_snapshot snap;
-	flip(sh, &snap);
-	size_t swept = 0, batch = 0;
-	for (size_t i = 0; i < snap.len; i++) {
-		if (sweep_one(sh, snap.arr->v[i], snap.sweepgen))
-			swept++;
-		if (yield && ++batch >= sh->cfg.batch_spans) {
-			batch = 0;
-			mm_port_yield();
-		}
-	}
-	swept += drain_unswept(sh, snap.sweepgen);
+	uint32_t sg = flip(sh);
+	size_t swept = sweep_unswept(sh, sg, yield);
 	/* Queued spans are never freed while queued: take them off, so
 	 * that the empty ones go back. */
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		spanheap_fold_queue(sh, cls, false); /* the backlog */
 		spanheap_fold_queue(sh, cls, false); /* the queue */
 	}
-	spanheap_snapshot_put(sh, &snap);
 
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	sh->n.cycles++;

@@ -24,7 +24,7 @@
 
 enum {
 	SZ = 1024,      /* the class under test */
-	FILLER = 2048,  /* another class, to make the cycle's first span */
+	FILLER = 512,   /* a lower class: the cycle's first span */
 	FREER = 1,      /* the CPU whose frees are remote */
 	FIRST_OWN = 2,  /* decoy j is cached on CPU FIRST_OWN + j */
 	HOOK_CPU = 60,  /* the refill inside the cycle */
@@ -185,9 +185,10 @@ KTEST(spanheap_budget, refill_folds_at_most_its_budget_of_queued_spans)
 	finish();
 }
 
-/* The hook's refill: at the cycle's first claimed span (the filler at
- * the all-spans array's first slot), once, if every span of the test is
- * still listed and unswept, CPU HOOK_CPU allocates. */
+/* The hook's refill: at the cycle's first claimed span (the filler: a
+ * cycle sweeps the classes in order, and FILLER's is below SZ's), once, if
+ * every span of the test is still listed and unswept, CPU HOOK_CPU allocates.
+ */
 static _Atomic bool refill_armed;
 static bool hook_saw_unswept;
 static void *hook_got;
@@ -207,21 +208,17 @@ static void refill_at_claim(struct mheap *h, enum mheap_hook_point where)
 	mm_port_set_cpu(0);
 }
 
-/* Filler spans of another class until one sits in the all-spans array's
- * first slot, so that a cycle claims it first; all flushed. */
-static bool first_slot_used(void)
-{
-	return sh.spans->len &&
-	       atomic_load(&sh.spans->v[0]->state) == MSPAN_SMALL;
-}
+/* A filler span of a class below SZ's, flushed to its list, so that a
+ * cycle claims it first. Until a review a cycle walked the all-spans
+ * array, and the filler had to sit in its first slot. */
+_Static_assert(FILLER < SZ, "the filler's class is swept first");
 
 static bool fill_first_slot(void)
 {
-	while (nfillers < MAXFILL && !first_slot_used())
-		if (!(fillers[nfillers++] = spanheap_alloc(&sh, FILLER, 0)))
-			return false;
+	if (!(fillers[nfillers++] = spanheap_alloc(&sh, FILLER, 0)))
+		return false;
 	spanheap_flush_cache(&sh);
-	return sh.spans->v[0]->sizeclass == sizeclass_of(FILLER);
+	return true;
 }
 
 /*
