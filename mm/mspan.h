@@ -104,6 +104,11 @@ struct mspan {
 	 * object (spanheap_redzone.c); NULL otherwise. In the last line's
 	 * padding: the struct stays five lines. */
 	void *redzone;
+	/* Set when the struct is made, never changed (spanheap_structs.c):
+	 * its index in the all-spans array, and the word of the in-use
+	 * bitmap that holds its bit (in the tail of a page of structs). */
+	_Atomic uint64_t *inuse_word;
+	uint32_t idx;
 } __attribute__((aligned(64)));
 
 struct mspan_list_head {

@@ -384,12 +384,13 @@ static bool free_struct_bad(struct mspan *s)
 	return atomic_load(&s->state) != MSPAN_DEAD ||
 	       atomic_load(&s->marked) != 0 ||
 	       atomic_load(&s->list) != MSPAN_LIST_NONE ||
-	       atomic_load(&s->queued) != 0;
+	       atomic_load(&s->queued) != 0 || spanheap_struct_inuse_marked(s);
 }
 
 /* The span-struct allocator's free list and counts: every struct on it
  * dead, with nothing marked, listed or queued (one in use there would be
- * handed out again), as many as the array's dead ones; and the large
+ * handed out again) and its in-use bit clear, as many as the array's
+ * dead ones, and every other struct's bit set (the count); and the large
  * spans' counts against the array's. */
 static void check_structs(struct spanheap *sh, const struct span_counts *n)
 {
@@ -399,6 +400,8 @@ static void check_structs(struct spanheap *sh, const struct span_counts *n)
 	for (struct mspan *s = sh->free_structs; s; s = s->next, nfree++)
 		if (!live && free_struct_bad(s))
 			live = s;
+	size_t inuse = spanheap_structs_inuse_locked(sh);
+	size_t taken = sh->nstructs - nfree;
 	bool bad = nfree != sh->nstructs_free || sh->nstructs != sh->spans->len;
 	uint64_t large = sh->n.large_allocs - sh->n.large_frees;
 	size_t large_pages = sh->large_in_use_pages;
@@ -430,6 +433,11 @@ static void check_structs(struct spanheap *sh, const struct span_counts *n)
 		           "counts %lu of %zu pages",
 		           n->large, n->large_pages, (unsigned long)large,
 		           large_pages);
+	if (inuse != taken)
+		check_fail(sh,
+		           "spanheap: check: %zu span structs marked in use, "
+		           "%zu off the free list",
+		           inuse, taken);
 }
 
 void spanheap_check(struct spanheap *sh)

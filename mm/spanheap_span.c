@@ -343,9 +343,7 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 	} else {
 		sh->n.freed_spans++;
 	}
-	s->next = sh->free_structs;
-	sh->free_structs = s;
-	sh->nstructs_free++;
+	spanheap_struct_put_locked(sh, s);
 	mm_lock_release(&h->lock, irq);
 }
 

@@ -56,6 +56,14 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags);
 /* A free struct (NULL if none: reserve first). Locking: the heap's lock
  * must be held. */
 struct mspan *spanheap_struct_get_locked(struct spanheap *sh);
+/* Puts dead span s's struct back on the free list. Locking: the heap's. */
+void spanheap_struct_put_locked(struct spanheap *sh, struct mspan *s);
+/* The first entry at or after i of a snapshot's array whose struct was
+ * in use (off the free list) when last looked at, or snap->len: a walk
+ * of the spans in use, the peak's dead structs skipped a bitmap word at
+ * a time. */
+size_t spanheap_snapshot_next_inuse(const struct spanheap_snapshot *snap,
+                                    size_t i);
 
 /* The span of p, checked (in use, p an object's start; panics if not);
  * *idx gets the object's index. op names the call in the messages. */

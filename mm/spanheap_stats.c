@@ -8,7 +8,10 @@
  *
  * Representation: nothing of its own. Objects in use are counted from the
  * spans' bitmaps over a snapshot of the all-spans array (invariant 2 in
- * spanheap.c), less the objects in the CPUs' magazines (freed, though
+ * spanheap.c), only its structs in use (the span-struct allocator's
+ * in-use bitmap, spanheap_structs.c: until a review every struct the
+ * heap ever made was read, the heap's peak), less the objects in the
+ * CPUs' magazines (freed, though
  * their spans count them allocated); the rest comes from the per-class,
  * per-CPU and heap counters.
  *
@@ -41,12 +44,13 @@ static void count_objects(struct spanheap *sh, size_t in_use[SC_NCLASSES],
 {
 	struct spanheap_snapshot snap;
 	spanheap_snapshot(sh, &snap);
-#ifdef MM_TEST_HOOKS
-	atomic_fetch_add_explicit(&spanheap_test_spans_walked, snap.len,
-	                          memory_order_relaxed);
-#endif
-	for (size_t i = 0; i < snap.len; i++) {
+	for (size_t i = spanheap_snapshot_next_inuse(&snap, 0); i < snap.len;
+	     i = spanheap_snapshot_next_inuse(&snap, i + 1)) {
 		struct mspan *s = snap.arr->v[i];
+#ifdef MM_TEST_HOOKS
+		atomic_fetch_add_explicit(&spanheap_test_spans_walked, 1,
+		                          memory_order_relaxed);
+#endif
 		if (atomic_load_explicit(&s->state, memory_order_acquire) !=
 		    MSPAN_SMALL)
 			continue;

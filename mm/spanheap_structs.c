@@ -12,7 +12,9 @@
  * overrun reaches them; STRUCTS_PER_PAGE a page) onto a free list; the
  * all-spans array (struct spanheap_spans) is a header and a vector in pages of
  * its own, with a count of references: the heap's live one and one per
- * snapshot.
+ * snapshot. A bitmap of the structs in use (off the free list) lives in
+ * the unused tails of the structs' pages (INUSE_BLOCK, below), so that
+ * the statistics' walk reads the live structs only.
  *
  * Algorithm: spanheap_structs_reserve, without the lock, takes a page of
  * structs and, when the array would be too small, a new one twice its
@@ -24,30 +26,63 @@
  * structs to it and to the free list. A thread caller grows the array at
  * three quarters full, an atomic one only when full.
  *
- * Invariants: a struct is never given back (a dead span's struct is
- * reused for the next), so a stale pointer to one always reads a span's
- * fields, never foreign memory; every struct is in the live array from
- * its birth; an array replaced by a larger one stays until the last
- * snapshot that walks it is put (invariant 2 in spanheap.c: readers hold
- * the heap lock or walk a snapshot taken under it).
+ * Invariants: a struct's in-use bit is set exactly while it is off the
+ * free list (spanheap_check counts them); a struct is never given back
+ * (a dead span's struct is reused for the next), so a stale pointer to
+ * one always reads a span's fields, never foreign memory; every struct
+ * is in the live array from its birth; an array replaced by a larger one
+ * stays until the last snapshot that walks it is put (invariant 2 in
+ * spanheap.c: readers hold the heap lock or walk a snapshot taken under
+ * it).
  *
  * Locking: the heap's lock (MM_RANK_HEAP, a leaf) guards the free list,
- * the counts and the live array; the metadata heap (whose lock ranks as
- * the page heap's and is never taken with it) is called with no lock
- * held. The references are atomic.
+ * the counts, the live array and the in-use bits' writes (atomic, as
+ * the statistics read them without it); the metadata heap (whose lock
+ * ranks as the page heap's and is never taken with it) is called with
+ * no lock held. The references are atomic.
  *
  * Limits: the structs' pages stay allocated (a few pages per thousand
- * spans the heap once had), and so does the array's length: a walk of it
- * costs the heap's peak, not its live spans (a statistics call reads
- * 1032 entries after a peak of 1024 large objects freed, test
- * spanheap_walk.*); an atomic caller can make an array of at
- * most MHEAP_ATOMIC_MAX_PAGES pages (32K spans), so past that the array
- * grows from threads, ahead of need.
+ * spans the heap once had), and so does the array's length: a full walk
+ * of it (the checker, the leak and trace reports) costs the heap's peak;
+ * the statistics' costs a bitmap word per 64 entries and the live
+ * structs (until a review it read every struct: 4104 after a peak of
+ * 4100 large objects freed, now the 6 in use, test spanheap_walk.*); an
+ * atomic caller can make an array of at most MHEAP_ATOMIC_MAX_PAGES
+ * pages (32K spans), so past that the array grows from threads, ahead
+ * of need.
  */
-#include "spanheap_internal.h"
+#include "spanheap_check_internal.h"
 
 #define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 _Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
+
+/*
+ * The in-use bitmap: a bit per struct, set while it is off the free list
+ * (under the heap lock), so that a walk of the spans in use (statistics)
+ * skips the peak's dead structs 64 at a time instead of reading each.
+ * It needs no pages of its own: block b of INUSE_BLOCK structs keeps its
+ * bits in the unused tail of the page of structs that holds its first,
+ * entry b * INUSE_BLOCK of every array (pages are appended whole, and
+ * INUSE_BLOCK is a multiple of a page's structs). The bits never move,
+ * whatever array replaces the live one.
+ */
+#define INUSE_WORDS                                                 \
+	((MM_PAGE_SIZE - STRUCTS_PER_PAGE * sizeof(struct mspan)) / \
+	 sizeof(uint64_t))
+#define INUSE_BLOCK (INUSE_WORDS * 64 / STRUCTS_PER_PAGE * STRUCTS_PER_PAGE)
+_Static_assert(INUSE_WORDS >= 4, "a page of span structs keeps room for "
+                                 "the in-use bitmap (spanheap_structs.c)");
+
+/* Block b's bitmap, from the first struct of its page. */
+static _Atomic uint64_t *inuse_bits(struct mspan *first)
+{
+	return (_Atomic uint64_t *)(first + STRUCTS_PER_PAGE);
+}
+
+static uint64_t inuse_bit(const struct mspan *s)
+{
+	return (uint64_t)1 << (s->idx % INUSE_BLOCK % 64);
+}
 
 /*
  * Gives back pages the span heap took from page heap h (the object heap
@@ -109,9 +144,18 @@ void spanheap_spans_put(struct spanheap *sh, struct spanheap_spans *a)
 static void structs_add_locked(struct spanheap *sh, struct spanheap_spans *a,
                                struct mspan *page)
 {
+	size_t first = a->len - a->len % INUSE_BLOCK;
+	if (first == a->len) /* the page hosts a new block's bits */
+		for (size_t w = 0; w < INUSE_WORDS; w++)
+			atomic_store_explicit(&inuse_bits(page)[w], 0,
+			                      memory_order_relaxed);
+	_Atomic uint64_t *bits =
+	        inuse_bits(first == a->len ? page : a->v[first]);
 	for (size_t i = 0; i < STRUCTS_PER_PAGE; i++) {
 		struct mspan *s = &page[i];
 		*s = (struct mspan){0};
+		s->idx = (uint32_t)a->len;
+		s->inuse_word = &bits[a->len % INUSE_BLOCK / 64];
 		a->v[a->len++] = s;
 		s->next = sh->free_structs;
 		sh->free_structs = s;
@@ -259,8 +303,64 @@ struct mspan *spanheap_struct_get_locked(struct spanheap *sh)
 		sh->free_structs = s->next;
 		sh->nstructs_free--;
 		s->next = NULL;
+		atomic_fetch_or_explicit(s->inuse_word, inuse_bit(s),
+		                         memory_order_relaxed);
 	}
 	return s;
+}
+
+void spanheap_struct_put_locked(struct spanheap *sh, struct mspan *s)
+{
+	atomic_fetch_and_explicit(s->inuse_word, ~inuse_bit(s),
+	                          memory_order_relaxed);
+	s->next = sh->free_structs;
+	sh->free_structs = s;
+	sh->nstructs_free++;
+}
+
+/* Relaxed loads: a bit set before the snapshot was set under the heap
+ * lock it took, and is seen; one changed since may be read either way,
+ * as the struct it names may be made or freed meanwhile (readers check
+ * its state, invariant 2's walks always did). */
+size_t spanheap_snapshot_next_inuse(const struct spanheap_snapshot *snap,
+                                    size_t i)
+{
+	while (i < snap->len) {
+		size_t b = i / INUSE_BLOCK, off = i % INUSE_BLOCK;
+		_Atomic uint64_t *bits =
+		        inuse_bits(snap->arr->v[b * INUSE_BLOCK]);
+		uint64_t w = atomic_load_explicit(&bits[off / 64],
+		                                  memory_order_relaxed) &
+		             (~(uint64_t)0 << (off % 64));
+		if (w) {
+			size_t j = b * INUSE_BLOCK + off / 64 * 64 +
+			           (size_t)__builtin_ctzll(w);
+			return j < snap->len ? j : snap->len;
+		}
+		off = (off / 64 + 1) * 64;
+		i = off < INUSE_BLOCK ? b * INUSE_BLOCK + off
+		                      : (b + 1) * INUSE_BLOCK;
+	}
+	return snap->len;
+}
+
+size_t spanheap_structs_inuse_locked(struct spanheap *sh)
+{
+	size_t n = 0;
+	struct spanheap_spans *a = sh->spans;
+	for (size_t b = 0; b * INUSE_BLOCK < a->len; b++) {
+		_Atomic uint64_t *bits = inuse_bits(a->v[b * INUSE_BLOCK]);
+		for (size_t w = 0; w < INUSE_WORDS; w++)
+			n += popcount64(atomic_load_explicit(
+			        &bits[w], memory_order_relaxed));
+	}
+	return n;
+}
+
+bool spanheap_struct_inuse_marked(const struct mspan *s)
+{
+	return atomic_load_explicit(s->inuse_word, memory_order_relaxed) &
+	       inuse_bit(s);
 }
 
 /* Takes a snapshot of the all-spans array (invariant 2). */

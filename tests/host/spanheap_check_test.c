@@ -4,7 +4,8 @@
  * class fields, poison flags, bitmaps or count, a span-table entry, a magazine,
  * a central list's entries, count or links, a cached span, an owner, a queued
  * flag against the fold queue, the span and span-struct counts, and the page
- * heap's counts it ends with), expects the panic naming that fault, then puts
+ * heap's counts it ends with; the span-struct allocator's in-use bits),
+ * expects the panic naming that fault, then puts
  * the state back and expects the check to pass again, so the fault was the only
  * one. The bitmap double-free checks of the free's paths (suite
  * spanheap_check_bits) are in spanheap_check_bits_test.c, the magazines'
@@ -341,6 +342,23 @@ KTEST(spanheap_check, catches_a_wrong_span_struct_count)
 	EXPECT_CHECK_FAILS("%zu free span structs, counts %zu", nfree - 1,
 	                   nfree);
 	sh.free_structs = first;
+	/* The in-use bitmap (spanheap_structs.c): a bit lost, then moved
+	 * from a struct in use to a free one (the counts agree). A fresh
+	 * heap's structs have their bits in the first word of the first
+	 * block. */
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(&sh, p, &idx, "check");
+	KASSERT(s->idx < 64 && first->idx < 64);
+	uint64_t bit = (uint64_t)1 << s->idx, fbit = (uint64_t)1 << first->idx;
+	atomic_fetch_and(s->inuse_word, ~bit);
+	EXPECT_CHECK_FAILS("%zu span structs marked in use, %zu off the free "
+	                   "list",
+	                   made - nfree - 1, made - nfree);
+	atomic_fetch_or(first->inuse_word, fbit);
+	EXPECT_CHECK_FAILS("span struct %p on the free list is in use",
+	                   (void *)first);
+	atomic_fetch_or(s->inuse_word, bit);
+	atomic_fetch_and(first->inuse_word, ~fbit);
 	SH_CHECK(&sh, "restored");
 	sh_heap_release(&heap, &sh);
 }
