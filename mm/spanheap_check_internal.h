@@ -24,10 +24,5 @@ void spanheap_check_mags(struct spanheap *sh);
 /* Every CPU's cached spans, counted per class into listed[]
  * (spanheap_check_cache.c). Thread context, the cycle semaphore held. */
 void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES]);
-/* The span-struct allocator's in-use bitmap (spanheap_structs.c): the
- * structs whose bit is set, of the live array's (to be those off the
- * free list), under the heap's lock; and whether s's is. */
-size_t spanheap_structs_inuse_locked(struct spanheap *sh);
-bool spanheap_struct_inuse_marked(const struct mspan *s);
 
 #endif

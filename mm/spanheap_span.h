@@ -56,14 +56,20 @@ bool spanheap_structs_reserve(struct spanheap *sh, unsigned flags);
 /* A free struct (NULL if none: reserve first). Locking: the heap's lock
  * must be held. */
 struct mspan *spanheap_struct_get_locked(struct spanheap *sh);
-/* Puts dead span s's struct back on the free list. Locking: the heap's. */
+/* Puts dead span s's struct back on the free list, its in-use bit
+ * cleared. Locking: the heap's lock must be held. */
 void spanheap_struct_put_locked(struct spanheap *sh, struct mspan *s);
 /* The first entry at or after i of a snapshot's array whose struct was
- * in use (off the free list) when last looked at, or snap->len: a walk
- * of the spans in use, the peak's dead structs skipped a bitmap word at
- * a time. */
+ * in use (off the free list) when looked at, or snap->len: a walk of the
+ * spans in use that skips the peak's dead structs a bitmap word at a
+ * time. Any context that holds the snapshot; no lock. */
 size_t spanheap_snapshot_next_inuse(const struct spanheap_snapshot *snap,
                                     size_t i);
+/* For the checker: the structs whose in-use bit is set, of the live
+ * array's (to be those off the free list), under the heap's lock; and
+ * whether s's is. */
+size_t spanheap_structs_inuse_locked(struct spanheap *sh);
+bool spanheap_struct_inuse_marked(const struct mspan *s);
 
 /* The span of p, checked (in use, p an object's start; panics if not);
  * *idx gets the object's index. op names the call in the messages. */

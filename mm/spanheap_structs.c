@@ -51,7 +51,7 @@
  * pages (32K spans), so past that the array grows from threads, ahead
  * of need.
  */
-#include "spanheap_check_internal.h"
+#include "spanheap_internal.h"
 
 #define STRUCTS_PER_PAGE (MM_PAGE_SIZE / sizeof(struct mspan))
 _Static_assert(STRUCTS_PER_PAGE >= 8, "span structs are small");
