@@ -95,9 +95,9 @@ size_t spanheap_meta_arena_bytes(const struct spanheap_config *cfg,
 /*
  * Returns size bytes aligned to 16 (and to the size for powers of two up
  * to 4 KiB), or NULL if memory ran out, or the request is impossible, or
- * (MM_ATOMIC) it would have to wait. A thread caller may sleep: a cycle
- * owed runs before the page heap grows, and one before NULL for want of
- * pages (spanheap_reclaim). size 0 gets a unique minimal object.
+ * (MM_ATOMIC) it would have to wait. A thread caller may sleep: it folds
+ * a few freed spans before the page heap grows, and a cycle runs before
+ * NULL for want of pages (spanheap_reclaim). size 0: a unique object.
  * flags: enum mm_alloc_flags. Thread context, or any but NMI with
  * MM_ATOMIC; no mm lock held.
  */

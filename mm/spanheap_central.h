@@ -18,6 +18,10 @@
  * not the queue's length. */
 #define SPANHEAP_FOLD_QUEUE_BUDGET 16
 
+/* The most queued spans a thread allocation folds before the page heap
+ * grows (spanheap_sweep_before_growth), fewer once its pages came back. */
+#define SPANHEAP_GROWTH_FOLD_BUDGET 64
+
 /* The most unswept spans a refill sweeps before it makes a new span
  * (spanheap_central_cache_span): spans still full after their fold go
  * on a swept full list, and the refill looks further. */
@@ -84,6 +88,15 @@ static inline void list_remove_any(struct mcentral *c, struct mspan *s,
 
 /* Folds spans off class cls's fold queue (spanheap_central.c). */
 struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take);
+/* Folds and places queued spans of class cls, at most *budget (less what
+ * it folds), and none once the page heap would not grow for npages
+ * (mheap_would_grow): a thread allocation's work before growth, in
+ * proportion to its need. Nothing pinned, no mm lock held. */
+void spanheap_fold_queue_for(struct spanheap *sh, unsigned cls, size_t npages,
+                             unsigned *budget);
+/* A cycle's finish: folds and places class cls's backlog and then its
+ * queue, in chunks of SPANHEAP_GROWTH_FOLD_BUDGET. Nothing pinned. */
+void spanheap_fold_queue_all(struct spanheap *sh, unsigned cls);
 void spanheap_fold_queue_push(struct mcentral *c, struct mspan *s);
 
 /* A span with free objects for a cache, or NULL (Go's cacheSpan); a

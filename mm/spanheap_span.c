@@ -13,8 +13,8 @@
  * table maps each of a span's pages to its struct while it lives.
  *
  * Algorithm: a new span takes its pages from the page heap (a thread
- * caller whose pages would grow it first runs a cycle if one is owed,
- * spanheap_sweep_before_growth; one the page heap refuses sweeps,
+ * caller whose pages would grow it first folds queued spans if a cycle
+ * is owed, spanheap_sweep_before_growth; one the page heap refuses sweeps,
  * spanheap_reclaim, and asks once more), a struct from
  * spanheap_structs.c, then its table entries.
  * A fold commits [0, freeindex) to alloc_bits and clears the freed bits
@@ -180,8 +180,9 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 /* ---- Spans --------------------------------------------------------------- */
 
 /* spanheap_span.h: a thread caller whose pages would grow the page heap
- * first runs the cycle the sweeper owes, if frees pending passed its
- * threshold (spanheap_sweep_before_growth); one the page heap refuses
+ * first folds queued spans until its pages came back, at most a budget,
+ * if frees pending passed the sweeper's threshold or a cycle runs
+ * (spanheap_sweep_before_growth); one the page heap refuses
  * sweeps (spanheap_reclaim) and asks once more: frees not swept yet are
  * memory too. An atomic caller gets NULL; its refusal was counted, and
  * the sweeper runs when frees pass its threshold. */
@@ -189,7 +190,7 @@ void *spanheap_span_pages(struct spanheap *sh, size_t npages, unsigned hflags,
                           unsigned flags)
 {
 	if (!(flags & MM_ATOMIC) && mheap_would_grow(sh->heap, npages))
-		spanheap_sweep_before_growth(sh);
+		spanheap_sweep_before_growth(sh, npages);
 	hflags |= MHEAP_SPAN_ENTRIES;
 	void *p = mheap_alloc_pages(sh->heap, npages, hflags);
 	if (!p && !(flags & MM_ATOMIC) && spanheap_reclaim(sh))

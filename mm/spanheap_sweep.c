@@ -172,10 +172,8 @@ size_t spanheap_run_cycle(struct spanheap *sh, bool yield)
 	size_t swept = sweep_unswept(sh, sg, yield);
 	/* Queued spans are never freed while queued: take them off, so
 	 * that the empty ones go back. */
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
-		spanheap_fold_queue(sh, cls, false); /* the backlog */
-		spanheap_fold_queue(sh, cls, false); /* the queue */
-	}
+	for (unsigned cls = 1; cls < SC_NCLASSES; cls++)
+		spanheap_fold_queue_all(sh, cls);
 
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	sh->n.cycles++;

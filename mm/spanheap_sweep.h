@@ -49,11 +49,12 @@ uint64_t spanheap_pending_since_flip(struct spanheap *sh);
  * even with nothing pending). Takes each class's lock: thread context. */
 bool spanheap_queues_hold_spans(struct spanheap *sh);
 
-/* Before the page heap grows for a thread allocation: runs a cycle now if
- * pending frees passed the sweeper's threshold (spanheap_sweeper.c says
- * why); true if it ran one. Thread context, nothing pinned, no mm lock
- * held. */
-bool spanheap_sweep_before_growth(struct spanheap *sh);
+/* Before the page heap grows for a thread allocation of npages: if
+ * pending frees passed the sweeper's threshold or a cycle runs, folds
+ * queued spans until npages came back (at most
+ * SPANHEAP_GROWTH_FOLD_BUDGET; spanheap_sweeper.c says why); true if it
+ * did any work. Thread context, nothing pinned, no mm lock held. */
+bool spanheap_sweep_before_growth(struct spanheap *sh, size_t npages);
 
 /* How long a quiet visit waits after its mark: period_ns doubled
  * backoff times, UINT64_MAX if that overflows. Any context. */
