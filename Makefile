@@ -295,11 +295,12 @@ test: deps
 # What make test runs, built first and in parallel (one job per CPU: a
 # clean build of them took 2 minutes serially); each part then builds what
 # is left of its own (the fuzzers), so no test shares the CPUs with the
-# whole build. The RSS plot's program and bench-blowup's are built too,
-# though only their make targets run them, so that they cannot rot unseen.
+# whole build. The RSS plot's program, bench-blowup's and bench-latency's
+# are built too, though only their make targets run them, so that they
+# cannot rot unseen.
 test-build: all $(MM_KOBJS) $(PORT_TEST) $(TSAN_TEST) $(MALLOC_TSAN_TEST) \
 		$(MALLOC_C_TESTS) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) \
-		$(MALLOC_BLOWUP)
+		$(MALLOC_BLOWUP) $(MALLOC_LATENCY)
 
 # The last line of make test, on its own: RESULTS=dir sums another run's.
 test-sum:

@@ -8,6 +8,8 @@
 #   make plot-rss        RSS over a burst, a free and 15 s idle
 #   make bench-blowup    blowup, fragmentation and false sharing against
 #                        the same peers
+#   make bench-latency   p50 to max ns of single malloc and free calls
+#                        against the same peers
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
 MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_sync.c malloc/locks.c \
@@ -190,6 +192,20 @@ bench-blowup: $(MALLOC_SO) $(MALLOC_BLOWUP) | deps-bench
 	tools/bench-blowup $(MALLOC_SO) $(MALLOC_BLOWUP) $(MALLOC_BENCH_DIR)
 
 .PHONY: bench-blowup
+
+# The tail latency of single calls (tests/real/latency.c) under ours and
+# the peers, one table (tools/bench-latency; under a minute).
+MALLOC_LATENCY := $(MALLOC_BUILD)/latency
+
+$(MALLOC_LATENCY): tests/real/latency.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
+		tests/real/latency.c -lpthread
+
+bench-latency: $(MALLOC_SO) $(MALLOC_LATENCY) | deps-bench
+	tools/bench-latency $(MALLOC_SO) $(MALLOC_LATENCY) $(MALLOC_BENCH_DIR)
+
+.PHONY: bench-latency
 
 # The hosted malloc's own code (slots.c, fork.c, port_prod.c,
 # port_sync.c, malloc.c, malloc_info.c) and mm/ under ThreadSanitizer,
