@@ -204,3 +204,43 @@ KTEST(spanheap_growth, the_sweep_before_growth_is_bounded)
 	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap, &sh);
 }
+
+/*
+ * When the queues cannot give the pages (every span freed into keeps an
+ * object), a caller with a sweeper thread running leaves the cycle to it
+ * and grows: its work stays bounded (a budget of folds, no cycle). The
+ * sweeper is stood for by its running flag (idle_flush), so that no
+ * thread's cycle races with the count. Without a sweeper the caller runs
+ * the cycle itself, as nothing else would. Until a review it ran the
+ * whole cycle either way.
+ */
+KTEST(spanheap_growth, with_a_sweeper_the_caller_leaves_it_the_cycle)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh_alloc_n(&sh, small, N_SMALL, 256));
+	spanheap_flush_cache(&sh);
+	for (size_t i = 0; i < N_SMALL; i++)
+		if (i % 16)
+			spanheap_free(&sh, small[i]);
+	KASSERT(cycles() == 0);
+	size_t n = take_free_pages(0);
+	uint64_t worked = spans_worked();
+	atomic_store(&sh.sweeper.idle_flush, true);
+	void *p = spanheap_alloc(&sh, 1024, 0);
+	atomic_store(&sh.sweeper.idle_flush, false);
+	KEXPECT(p != NULL);
+	KEXPECT_EQ(cycles(), 0);
+	KEXPECT(spans_worked() - worked <=
+	        SPANHEAP_GROWTH_FOLD_BUDGET + SPANHEAP_FOLD_QUEUE_BUDGET);
+	n = take_free_pages(n);
+	void *q = spanheap_alloc(&sh, 2048, 0);
+	KEXPECT(q != NULL);
+	KEXPECT_EQ(cycles(), 1);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, q);
+	give_back(n);
+	for (size_t i = 0; i < N_SMALL; i += 16)
+		spanheap_free(&sh, small[i]);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap, &sh);
+}
