@@ -17,8 +17,12 @@
  *              bit); at the end, cache_flush (spanheap_flush_all).
  *   sweeper    mm/spanheap_sweep.c: run_cycle (flip under the heap lock,
  *              the pass through the class lock, sweep_one over the
- *              snapshot, drain_unswept, spanheap_fold_queue twice), once
- *              while the CPUs run and once after (spanheap_release_all).
+ *              snapshot, drain_unswept, spanheap_fold_queue_all: the
+ *              backlog and the queue taken whole, as its chunks of 64
+ *              are with two spans), once while the CPUs run and once
+ *              after (spanheap_release_all). Not modelled: the folds of
+ *              spanheap_sweep_before_growth (spanheap_fold_queue_for),
+ *              a refill's fold that places every span it folds.
  *   central    mm/spanheap_central.c: spanheap_span_place,
  *              spanheap_fold_queue (a refill's budget 1, not 16, so that
  *              two queued spans leave a backlog), spanheap_central_cache_span
