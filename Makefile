@@ -448,7 +448,7 @@ bench-scavenge: $(BOOT_EFI) $(KERNEL) $(HOST_TEST) | deps-bench
 	-tools/plot-heap $(BUILD)/bench/scavenge-host.log \
 		$(BUILD)/bench/scavenge-host "host heap, burst (POSIX port)"
 
-bench: bench-kernel bench-scavenge
+bench: bench-kernel bench-scavenge bench-blowup bench-cliffs bench-latency
 
 format: deps
 	clang-format -i $$(git ls-files '*.c' '*.h')
