@@ -164,15 +164,18 @@ static struct mspan *fold_some(struct spanheap *sh, struct mcentral *c,
 		/* The rest (still queued) waits in the backlog: no re-push,
 		 * so a refill costs its budget, not the queue's length. A
 		 * growth's rest is of any class, and may outlive the cycle
-		 * that made it due: the next growth looks (parked). */
-		if (npages)
-			atomic_store(&sh->sweeper.parked, true);
+		 * that made it due: the next growth looks (parked), set
+		 * once the rest is there, so that a growth's clear meanwhile
+		 * (fold_for) cannot lose it: it either precedes the set or
+		 * finds the rest in the backlog. */
 		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
 		irq = mm_lock_acquire(&c->lock);
 		if (c->fold_backlog)
 			irq = rest_tail_unlocked(c, q, irq);
 		c->fold_backlog = q;
 		mm_lock_release(&c->lock, irq);
+		if (npages)
+			atomic_store(&sh->sweeper.parked, true);
 	}
 	return found;
 }

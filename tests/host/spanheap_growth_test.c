@@ -292,3 +292,63 @@ KTEST(spanheap_growth, a_backlog_a_growth_parked_is_folded_by_the_next)
 	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap, &sh);
 }
+
+static _Atomic bool growth_armed;
+
+/* As a growth's folds park their rest: another growth, of more pages
+ * than the heap has, folds every class (the rest, in the first folder's
+ * hands, escapes it) and runs the cycle owed, there being no sweeper. */
+static void growth_before_the_rest_parks(struct mheap *h,
+                                         enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_FOLD_REST &&
+	    atomic_exchange(&growth_armed, false))
+		spanheap_sweep_before_growth(&sh, (size_t)1 << 30);
+}
+
+/* The first phase in the last class (32 KiB, a span an object). */
+#define LAST_SIZE 32768
+enum { N_LAST = PHASE_BYTES / LAST_SIZE };
+static void *last[N_LAST];
+
+/*
+ * Two growths' folds overlap: the second clears parked as it starts,
+ * while the first holds a queue's rest it has not put in the backlog
+ * yet. The first's hint must outlive the second's clear: the next
+ * growth folds the backlog instead of growing. Until a review the
+ * first set parked before it put the rest in the backlog, so the
+ * second's clear, between the two, lost the hint with the rest still
+ * parked when the rest was the last class's (for any other the first
+ * set it again as it stopped at the next class). Found reading the
+ * flag's protocol; this test grew the heap and folded nothing then.
+ */
+KTEST(spanheap_growth, a_parked_hint_outlives_an_overlapping_growth)
+{
+	KASSERT(sizeclass_of(LAST_SIZE) == SC_NCLASSES - 1);
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	KASSERT(sh_alloc_n(&sh, last, N_LAST, LAST_SIZE));
+	spanheap_flush_cache(&sh);
+	for (size_t i = 0; i < N_LAST; i++)
+		spanheap_free(&sh, last[i]);
+	KASSERT(cycles() == 0);
+	size_t n = take_free_pages(0);
+	atomic_store(&growth_armed, true);
+	mheap_test_hook = growth_before_the_rest_parks;
+	void *p = spanheap_alloc(&sh, 1024, 0);
+	mheap_test_hook = NULL;
+	KEXPECT(p != NULL);
+	KEXPECT(!atomic_load(&growth_armed));
+	KEXPECT_EQ(spanheap_pending_since_flip(&sh), 0);
+	n = take_free_pages(n);
+	size_t before = grown_pages();
+	uint64_t f = folded();
+	void *q = spanheap_alloc(&sh, 2048, 0);
+	KEXPECT(q != NULL);
+	KEXPECT_EQ(grown_pages(), before);
+	KEXPECT(folded() > f);
+	spanheap_free(&sh, p);
+	spanheap_free(&sh, q);
+	give_back(n);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap, &sh);
+}
