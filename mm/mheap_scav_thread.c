@@ -63,12 +63,16 @@ static void bg_pace(struct mheap *h, uint64_t *since)
 	uint64_t end = mm_port_now_ns() + ns;
 	while (ns && !atomic_load(&h->scav.stop)) {
 		uint64_t seen = mm_event_prepare(&h->scav.pace);
-		bool made = bg_refill(h);
-		if (h->scav_also)
-			made |= bg_refill(h->scav_also);
+		/* The end before the refills: a request that waited out the
+		 * pace is the next turn's (bg_turn), not counted as the
+		 * pace's (mheap_reserve.a_refill_asked_in_a_paced_sleep_*
+		 * could not fail while the pace's last round made it). */
 		uint64_t now = mm_port_now_ns();
 		if (now >= end)
 			break;
+		bool made = bg_refill(h);
+		if (h->scav_also)
+			made |= bg_refill(h->scav_also);
 		if (!made)
 			mm_event_wait(&h->scav.pace, seen, end - now);
 	}
