@@ -388,3 +388,43 @@ KTEST(spanheap_growth, a_parked_hint_outlives_an_overlapping_growth)
 	SH_CHECK(&sh, "after the frees");
 	sh_heap_release(&heap, &sh);
 }
+
+static _Atomic bool placing_armed;
+static void *got_in_cycle;
+
+/* At the cycle's first placement (after its flip): a thread allocation
+ * that needs a span, with every free page taken. */
+static void growth_in_a_cycle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h == &heap && where == MHEAP_HOOK_SPAN_PLACING &&
+	    atomic_load(&sh.sweeper.cycle_held) &&
+	    atomic_exchange(&placing_armed, false))
+		got_in_cycle = spanheap_alloc(&sh, 1024, 0);
+}
+
+/*
+ * A growth while a cycle runs folds queued spans though nothing is
+ * pending since the cycle's flip (the flip took the frees, and the
+ * queues still hold their spans until the cycle reaches them): a
+ * running cycle makes the folds due. With that test dropped (review
+ * rv71's mutation, which no test killed) the allocation grew the heap.
+ */
+KTEST(spanheap_growth, a_growth_during_a_cycle_folds_first)
+{
+	KASSERT(last_phase_freed());
+	size_t n = take_free_pages(0);
+	size_t before = grown_pages();
+	got_in_cycle = NULL;
+	atomic_store(&placing_armed, true);
+	mheap_test_hook = growth_in_a_cycle;
+	spanheap_sweep_cycle(&sh);
+	mheap_test_hook = NULL;
+	KEXPECT(!atomic_load(&placing_armed));
+	KEXPECT(got_in_cycle != NULL);
+	KEXPECT_EQ(grown_pages(), before);
+	if (got_in_cycle)
+		spanheap_free(&sh, got_in_cycle);
+	give_back(n);
+	SH_CHECK(&sh, "after the frees");
+	sh_heap_release(&heap, &sh);
+}
