@@ -124,10 +124,54 @@ static unsigned long rest_tail_unlocked(struct mcentral *c, struct mspan *q,
 }
 
 /*
+ * The rest q of a taken queue (still queued) waits in c's backlog, in
+ * front of what is there: no re-push, so a refill costs its budget, not
+ * the queue's length. A growth's rest (npages) is of any class, and may
+ * outlive the cycle that made it due: the next growth looks (parked).
+ */
+static void park_rest(struct spanheap *sh, struct mcentral *c, struct mspan *q,
+                      size_t npages)
+{
+	if (!q)
+		return;
+	unsigned long irq = mm_lock_acquire(&c->lock);
+	if (c->fold_backlog)
+		irq = rest_tail_unlocked(c, q, irq);
+	c->fold_backlog = q;
+	mm_lock_release(&c->lock, irq);
+	/* Set once the rest is there, so that a growth's clear meanwhile
+	 * (fold_for) cannot lose it: it either precedes the set or finds
+	 * the rest in the backlog (review). */
+	if (npages)
+		atomic_store(&sh->sweeper.parked, true);
+}
+
+/* Cuts the taken queue q after its first n spans (n > 0); returns the
+ * rest, or NULL if q holds no more. q's spans are ours (still queued: no
+ * one pushes or links them). */
+static struct mspan *chunk_cut(struct mspan *q, unsigned n)
+{
+	for (; q && n > 1; n--)
+		q = atomic_load_explicit(&q->qnext, memory_order_relaxed);
+	if (!q)
+		return NULL;
+	struct mspan *rest =
+	        atomic_load_explicit(&q->qnext, memory_order_relaxed);
+	atomic_store_explicit(&q->qnext, NULL, memory_order_relaxed);
+	return rest;
+}
+
+/*
  * Folds spans taken off a fold queue of c (q, the backlog or the queue
  * taken whole) while *budget lasts and, with npages, while the page heap
  * would grow for npages; with take, until one has free objects, which it
- * returns. The rest is left in the backlog.
+ * returns. The rest is left in the backlog; without take, before the
+ * folds: a chunk of *budget spans is all this thread holds while it
+ * folds, so a thread descheduled in the middle (the sweeper's, under
+ * load) keeps no more than the chunk from an allocation about to grow
+ * the heap. Until a review the rest was parked after the chunk, and the
+ * whole queue (a freed phase's spans) was out of reach meanwhile. A
+ * refill's rest (take) is still parked after its few folds.
  */
 static struct mspan *fold_some(struct spanheap *sh, struct mcentral *c,
                                struct mspan *q, bool take, unsigned *budget,
@@ -135,6 +179,8 @@ static struct mspan *fold_some(struct spanheap *sh, struct mcentral *c,
 {
 	struct mspan *found = NULL;
 	unsigned long irq;
+	if (!take && *budget != UINT32_MAX)
+		park_rest(sh, c, chunk_cut(q, *budget), npages);
 	while (q && !found && *budget &&
 	       !(npages && !mheap_would_grow(sh->heap, npages))) {
 		struct mspan *s = q;
@@ -161,21 +207,8 @@ static struct mspan *fold_some(struct spanheap *sh, struct mcentral *c,
 			spanheap_span_place(sh, s);
 	}
 	if (q) {
-		/* The rest (still queued) waits in the backlog: no re-push,
-		 * so a refill costs its budget, not the queue's length. A
-		 * growth's rest is of any class, and may outlive the cycle
-		 * that made it due: the next growth looks (parked), set
-		 * once the rest is there, so that a growth's clear meanwhile
-		 * (fold_for) cannot lose it: it either precedes the set or
-		 * finds the rest in the backlog. */
 		mheap_hook(sh->heap, MHEAP_HOOK_FOLD_REST);
-		irq = mm_lock_acquire(&c->lock);
-		if (c->fold_backlog)
-			irq = rest_tail_unlocked(c, q, irq);
-		c->fold_backlog = q;
-		mm_lock_release(&c->lock, irq);
-		if (npages)
-			atomic_store(&sh->sweeper.parked, true);
+		park_rest(sh, c, q, npages);
 	}
 	return found;
 }
@@ -209,14 +242,14 @@ struct mspan *spanheap_fold_queue(struct spanheap *sh, unsigned cls, bool take)
 	return fold_some(sh, c, queue_take(c), take, &budget, 0);
 }
 
-/* spanheap_central.h. Between chunks the rest waits in the backlog, not
- * in this thread's hands, where an allocation about to grow the heap
- * finds it (spanheap_sweep_before_growth, which no longer waits for a
- * running cycle's end): taken whole, a queue holding a freed phase's
- * spans (tests/real/blowup.c's "phases") would be out of its reach for
- * the whole fold. Not measured apart (1 run in 15 of "phases" peaked at
- * 53 MiB for 41 before the chunks, none in 20 after; sweeper.parked
- * fixed a cause found later). */
+/* spanheap_central.h. While a chunk is folded the rest waits in the
+ * backlog (fold_some), not in this thread's hands, where an allocation
+ * about to grow the heap finds it (spanheap_sweep_before_growth, which
+ * no longer waits for a running cycle's end): taken whole, a queue holding a
+ * freed phase's spans (tests/real/blowup.c's "phases") would be out of its
+ * reach for the whole fold. Not measured apart (1 run in 15 of "phases" peaked
+ * at 53 MiB for 41 before the chunks, none in 20 after; sweeper.parked fixed a
+ * cause found later). */
 void spanheap_fold_queue_all(struct spanheap *sh, unsigned cls)
 {
 	struct mcentral *c = spanheap_central_of(sh, cls, __func__);
