@@ -162,6 +162,24 @@ KTEST(mheap_reserve, near_the_arena_end_takes_what_is_left)
  * waits, with no time bound, for the refill, failing at once if the thread
  * goes idle with the request pending.
  */
+enum { FILL_RESERVE = 64, FILL_EACH = MHEAP_ATOMIC_MAX_PAGES };
+
+/* Atomic allocations of FILL_EACH pages into p[*n..] until the next
+ * would leave free pages under FILL_RESERVE (*st: the stats after). */
+static bool fill_to_reserve(char **p, size_t *n, struct mheap_stats *st)
+{
+	do {
+		if (*n >= PALLOC_CHUNK_PAGES / FILL_EACH)
+			return false;
+		p[*n] = mheap_alloc_pages(&heap, FILL_EACH, MHEAP_ATOMIC);
+		if (!p[(*n)++])
+			return false;
+		mheap_stats(&heap, st);
+	} while (st->free_backed_pages + st->free_scav_pages >=
+	         FILL_RESERVE + FILL_EACH);
+	return true;
+}
+
 static sem_t at_idle, idle_go;
 static atomic_bool idle_once;
 
@@ -176,7 +194,7 @@ static void hold_idle(struct mheap *h, enum mheap_hook_point where)
 
 KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
 {
-	enum { RESERVE = 64, EACH = MHEAP_ATOMIC_MAX_PAGES };
+	enum { RESERVE = FILL_RESERVE, EACH = FILL_EACH };
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
@@ -186,12 +204,7 @@ KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
 	char *p[PALLOC_CHUNK_PAGES / EACH];
 	size_t n = 0;
 	struct mheap_stats st;
-	do {
-		KASSERT(n < PALLOC_CHUNK_PAGES / EACH);
-		p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC);
-		KASSERT(p[n - 1]);
-		mheap_stats(&heap, &st);
-	} while (st.free_backed_pages + st.free_scav_pages >= RESERVE + EACH);
+	KASSERT(fill_to_reserve(p, &n, &st));
 	KASSERT(!heap.scav.refill);
 	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
 	sem_init(&at_idle, 0, 0);
@@ -403,16 +416,13 @@ KTEST(mheap_reserve, a_refill_of_whole_chunks_grows_no_more)
 }
 
 /*
- * An atomic caller's refill request is made up during the thread's paced
- * sleep, not after it: the sleep that keeps the scavenger's CPU share
- * within its budget is not the reserve's to wait on (until this version
- * only the idle sleep heard the request, and atomic callers found the
- * reserve short for up to MHEAP_PACE_MAX_NS after any batch). The first
- * pace is made long (20 ms of CPU spun at its start, at 0.1%: 10 s, the
- * bound); the allocation asks while the thread sleeps it; stop ends it.
- * At the pace's end the refill must have been made. A host stall that let
- * the whole pace run out before the request (no wall-clock bound here)
- * skips the test rather than failing it.
+ * An atomic caller's refill request is made during the thread's paced
+ * sleep, not after it (until a review only the idle sleep heard it: the
+ * reserve stayed short up to MHEAP_PACE_MAX_NS after any batch). The
+ * first pace is made long (20 ms of CPU spun at its start, at 0.1%: the
+ * 10 s bound); the allocation asks during it; stop ends it; the refill
+ * must be made by then. A host stall past the whole pace before the
+ * request skips the test (no wall-clock bound here).
  */
 static sem_t in_pace;
 static atomic_int paces;
@@ -446,7 +456,7 @@ static void long_pace(struct mheap *h, enum mheap_hook_point where)
 
 KTEST(mheap_reserve, a_refill_asked_in_a_paced_sleep_is_made_in_it)
 {
-	enum { RESERVE = 64, EACH = MHEAP_ATOMIC_MAX_PAGES };
+	enum { RESERVE = FILL_RESERVE, EACH = FILL_EACH };
 	struct mheap_config cfg;
 	mheap_config_default(&cfg);
 	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
@@ -456,12 +466,7 @@ KTEST(mheap_reserve, a_refill_asked_in_a_paced_sleep_is_made_in_it)
 	char *p[PALLOC_CHUNK_PAGES / EACH];
 	size_t n = 0;
 	struct mheap_stats st;
-	do {
-		KASSERT(n < PALLOC_CHUNK_PAGES / EACH);
-		p[n++] = mheap_alloc_pages(&heap, EACH, MHEAP_ATOMIC);
-		KASSERT(p[n - 1]);
-		mheap_stats(&heap, &st);
-	} while (st.free_backed_pages + st.free_scav_pages >= RESERVE + EACH);
+	KASSERT(fill_to_reserve(p, &n, &st));
 	sem_init(&in_pace, 0, 0);
 	atomic_store(&paces, 0);
 	atomic_store(&refills_at_pace_end, ~0ull);
