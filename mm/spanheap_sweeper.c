@@ -202,7 +202,7 @@ bool spanheap_sweep_before_growth(struct spanheap *sh, size_t npages)
 		return false;
 	if (fold_for(sh, npages) || !due) /* a parked backlog owes no cycle */
 		return true;
-	if (atomic_load(&sh->sweeper.idle_flush)) {
+	if (atomic_load(&sh->sweeper.idle_flush)) { /* a sweeper runs */
 		mm_event_wake(&sh->sweeper.wake);
 		return true;
 	}

@@ -164,10 +164,20 @@ KTEST(mheap_reserve, near_the_arena_end_takes_what_is_left)
  */
 enum { FILL_RESERVE = 64, FILL_EACH = MHEAP_ATOMIC_MAX_PAGES };
 
-/* Atomic allocations of FILL_EACH pages into p[*n..] until the next
- * would leave free pages under FILL_RESERVE (*st: the stats after). */
-static bool fill_to_reserve(char **p, size_t *n, struct mheap_stats *st)
+/* heap over 4 chunks, a reserve of FILL_RESERVE, the scavenger's budget
+ * permille; then atomic allocations of FILL_EACH pages into p[*n..]
+ * until the next would leave free pages under the reserve (*st: the
+ * stats after). False if the set-up or an allocation failed. */
+static bool filled_to_reserve(unsigned permille, char **p, size_t *n,
+                              struct mheap_stats *st)
 {
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
+	cfg.reserve_pages = FILL_RESERVE;
+	cfg.cpu_permille = permille;
+	if (!mheap_init(&heap, &cfg))
+		return false;
 	do {
 		if (*n >= PALLOC_CHUNK_PAGES / FILL_EACH)
 			return false;
@@ -194,17 +204,11 @@ static void hold_idle(struct mheap *h, enum mheap_hook_point where)
 
 KTEST(mheap_reserve, idle_scavenger_sees_a_refill_asked_before_it_sleeps)
 {
-	enum { RESERVE = FILL_RESERVE, EACH = FILL_EACH };
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.reserve_pages = RESERVE;
-	cfg.cpu_permille = 1000; /* no paced sleeps */
-	KASSERT(mheap_init(&heap, &cfg));
+	enum { EACH = FILL_EACH };
 	char *p[PALLOC_CHUNK_PAGES / EACH];
 	size_t n = 0;
 	struct mheap_stats st;
-	KASSERT(fill_to_reserve(p, &n, &st));
+	KASSERT(filled_to_reserve(1000, p, &n, &st)); /* no paced sleeps */
 	KASSERT(!heap.scav.refill);
 	KASSERT_EQ(st.grown_pages, PALLOC_CHUNK_PAGES);
 	sem_init(&at_idle, 0, 0);
@@ -456,17 +460,11 @@ static void long_pace(struct mheap *h, enum mheap_hook_point where)
 
 KTEST(mheap_reserve, a_refill_asked_in_a_paced_sleep_is_made_in_it)
 {
-	enum { RESERVE = FILL_RESERVE, EACH = FILL_EACH };
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 4 * PALLOC_CHUNK_BYTES;
-	cfg.reserve_pages = RESERVE;
-	cfg.cpu_permille = 1;
-	KASSERT(mheap_init(&heap, &cfg));
+	enum { EACH = FILL_EACH };
 	char *p[PALLOC_CHUNK_PAGES / EACH];
 	size_t n = 0;
 	struct mheap_stats st;
-	KASSERT(fill_to_reserve(p, &n, &st));
+	KASSERT(filled_to_reserve(1, p, &n, &st));
 	sem_init(&in_pace, 0, 0);
 	atomic_store(&paces, 0);
 	atomic_store(&refills_at_pace_end, ~0ull);
