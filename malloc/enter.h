@@ -13,6 +13,7 @@
 #define MALLOC_ENTER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 #include "mm/port.h"
 
@@ -72,10 +73,13 @@ extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 int mm_malloc_first_use(void) MM_MALLOC_HIDDEN;
 
 /* A call that found held set (slots.c, "nested"): NULL if it may pass as
- * nested; else the word for mm_malloc_leave, the late slot taken for it
- * (a signal handler that interrupted a fast entry before its state
- * check, the slot shared or fork's). */
+ * nested (fork's hold); else the word for mm_malloc_leave, the late slot
+ * taken for it (a signal handler's call that interrupted one of its
+ * thread's). mm_malloc_lent: a call holds the late slot so, now. */
 _Atomic unsigned long *mm_malloc_enter_nested(void) MM_MALLOC_HIDDEN;
+bool mm_malloc_lent(void) MM_MALLOC_HIDDEN;
+/* The forking thread's held while fork holds every slot (fork.c). */
+extern _Atomic unsigned long mm_malloc_fork_nested MM_MALLOC_HIDDEN;
 /* The word mm_malloc_enter_nested returns when it took the late slot, and
  * the leave that gives it back and puts the thread's slot back. */
 extern _Atomic unsigned long mm_malloc_lent_word MM_MALLOC_HIDDEN;

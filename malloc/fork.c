@@ -115,7 +115,7 @@ void mm_malloc_fork_init(void)
 
 /* The forking thread's held from prepare to parent or child: its calls
  * meanwhile pass as nested (it holds every slot). Never written. */
-static _Atomic unsigned long fork_nested;
+_Atomic unsigned long mm_malloc_fork_nested;
 
 /*
  * glibc's stdio list lock (exported since 2.2.5, undeclared in its
@@ -171,7 +171,7 @@ static void fork_prepare_locked(bool stdio)
 		mm_malloc_first_use();
 	sigset_t old;
 	block_signals(&old);
-	mm_malloc_self.held = &fork_nested;
+	mm_malloc_self.held = &mm_malloc_fork_nested;
 	mm_malloc_hook(MM_MALLOC_HOOK_FORK_HELD);
 	if (stdio && _IO_list_lock)
 		_IO_list_lock();

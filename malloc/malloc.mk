@@ -81,7 +81,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_diff_shadow.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
-	malloc_api_atfork.c) mm/sizeclasses.c
+	malloc_api_atfork.c malloc_api_signal.c) mm/sizeclasses.c
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c
@@ -114,7 +114,7 @@ MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_waits.c malloc_hooks_signals.c malloc_hooks_share.c \
 	malloc_hooks_fork.c malloc_hooks_nested.c malloc_hooks_alone.c \
 	malloc_hooks_reclaim.c malloc_hooks_visit.c malloc_hooks_copied.c \
-	malloc_hooks_order.c)
+	malloc_hooks_order.c malloc_hooks_handler.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
 		tests/real/proc_read.h tests/real/seccomp_util.h \

@@ -108,6 +108,15 @@ void mm_panic(const char *fmt, ...)
 	va_start(ap, fmt);
 	report("", fmt, ap);
 	va_end(ap);
+	/* A signal handler's call on the late slot lent to it (enter.c):
+	 * the lock or the wait it needs is its interrupted call's. */
+	if (mm_malloc_lent()) {
+		static const char lent[] =
+		        "mm_malloc: the call above was made by a signal "
+		        "handler that interrupted its thread's own call "
+		        "(malloc is not async-signal-safe)\n";
+		write_all(lent, sizeof(lent) - 1);
+	}
 	mm_malloc_hook(MM_MALLOC_HOOK_PANIC_REPORTED);
 	abort();
 }

@@ -71,16 +71,19 @@
  *              takes the slow path, which claims its slot (outside the call:
  *              the heap's set-up and the claim may allocate). enter
  *              returns the word to clear, which leave takes back.
- *   nested     A call that finds the thread's held word set is nested (a
- *              signal handler's, or fork's own) and does nothing, unless
- *              held is its fast slot's in and the state, read after a
- *              store of in = 1 of its own, is not MM_SLOT_ONE: the handler
- *              may have interrupted the fast entry before its check, with
- *              a sharer or fork inside the slot, and cannot tell that from
- *              an interrupted call. It takes LATE_SLOT on the slow path
- *              then, with signals blocked until its leave, which puts
- *              the thread's slot index back. (Until this version it
- *              passed as nested: two threads in one slot.) A call that
+ *   nested     A call that finds the thread's held word set is nested:
+ *              fork's own (held is fork's word) does nothing more, as
+ *              fork holds every slot; any other is a signal handler's
+ *              that interrupted one of the thread's calls anywhere, mm/
+ *              halfway through a cache included, and takes LATE_SLOT on
+ *              the slow path, with signals blocked until its leave,
+ *              which puts the thread's slot index back. (Until a review
+ *              only a handler's call that cut into a fast entry of a
+ *              shared slot did; the others ran in the interrupted
+ *              call's caches, and an object was handed out twice: API
+ *              test signal_handler_allocs.) A thread past its exit,
+ *              whose calls hold LATE_SLOT, has none to lend: its
+ *              handler's call is reported (mm_panic). A call that
  *              finds held NULL but its own token in the slot's busy cut
  *              into a slow entry (busy taken, held not yet set) or leave
  *              (held cleared, busy not yet): it is nested in that hold,
@@ -185,10 +188,11 @@
  * bounded wait; no other holder waits for another slot, and an entry
  * that waits for fork's flag holds none, so waiting for busy or in
  * always ends.
- * Limits: a thread that allocates in a signal handler that interrupted
- * one of its own API calls re-enters the heap without exclusion from that
- * call (glibc would deadlock there instead), though never beside another
- * thread's call in the slot ("nested"): malloc is not async-signal-safe. 63
+ * Limits: malloc is not async-signal-safe. A signal handler's call that
+ * interrupted one of its thread's own runs on LATE_SLOT ("nested"): it
+ * never shares the interrupted call's caches, but an mm lock that call
+ * holds is reported by the ranks' check and aborts
+ * (port_sync.c), where glibc would deadlock or corrupt its heap. 63
  * slots for live threads (one is LATE_SLOT). A thread that shares a slot
  * and is gone without giving its share back (first call in the last key
  * round, every slot owned) leaves it counted while the slot's owner

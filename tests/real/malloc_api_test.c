@@ -309,6 +309,7 @@ static const struct {
         {"guard_no_room", test_guard_no_room},
         {"rt_fork", test_rt_fork},
         {"rt_guard_trim", test_rt_guard_trim},
+        {"signal_handler_allocs", test_signal_handler_allocs},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;

@@ -34,6 +34,8 @@
  *   malloc_api_blowup.c  bounds on memory blowup (Hoard's, Larson's,
  *                        a phase change of sizes; blowup_work.c)
  *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
+ *   malloc_api_signal.c  allocations in signal handlers that cut into
+ *                        their thread's calls
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_shadow.c and
  *                        malloc_api_diff_ops.c)
@@ -136,6 +138,8 @@ const char *test_first_allocations(void);
 const char *test_address_limit(void);
 const char *test_rt_fork(void);
 const char *test_rt_guard_trim(void);
+/* malloc_api_signal.c */
+const char *test_signal_handler_allocs(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);

@@ -392,6 +392,10 @@ static const struct {
         {"fork_beside_guard_report", fork_beside_guard_report,
          "MM_MALLOC_GUARD=1"},
         {"lock_order_checked", lock_order_checked, "MM_MALLOC_BACKGROUND=0"},
+        {"handler_call_in_fast_hold", handler_call_in_fast_hold,
+         "MM_MALLOC_BACKGROUND=0"},
+        {"handler_call_in_slow_hold", handler_call_in_slow_hold,
+         "MM_MALLOC_MEMBARRIER=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
