@@ -143,6 +143,9 @@ enum mm_malloc_hook_point {
 	 * report's turn and has written nothing yet. It holds no slot, and
 	 * its signals are blocked. */
 	MM_MALLOC_HOOK_GUARD_REPORTING,
+	/* mm_lock_acquire (port_sync.c) has taken an mm lock's word, and
+	 * has not returned. */
+	MM_MALLOC_HOOK_LOCK_TAKEN,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -420,21 +420,32 @@ static __attribute__((noinline, cold)) void misranked(struct prod_lock *p)
 	         p->rank, mm_malloc_lock_name(above, held, sizeof(held)));
 }
 
-/* One compare against the held mask: every mm lock held has a lower
- * rank, and shootdown_lock (the top bit) is not held. */
+/*
+ * One compare against the held mask: every mm lock held has a lower
+ * rank, and shootdown_lock (the top bit) is not held. The lock's bit is
+ * in the mask from before its word is taken (or waited for) until after
+ * it is given back: a signal handler's call that interrupts the take
+ * and needs the lock is reported (misranked) rather than waiting for
+ * its own thread for ever, its signals blocked (until this version the
+ * bit came after the take and went before the release; hooks test
+ * handler_call_in_lock_window hung).
+ */
 unsigned long mm_lock_acquire(mm_lock_t *l)
 {
 	struct prod_lock *p = lk(l);
+	unsigned bit = 1u << (MM_MALLOC_BIT_MM + p->rank);
 	if (__builtin_expect(
 	            mm_malloc_held_mask >> (MM_MALLOC_BIT_MM + p->rank), 0))
 		misranked(p);
+	mm_malloc_held_mask |= bit;
+	atomic_signal_fence(memory_order_seq_cst);
 	uint32_t want = 0;
 	if (!atomic_compare_exchange_strong_explicit(&p->word, &want, 1,
 	                                             memory_order_acquire,
 	                                             memory_order_relaxed))
 		lock_slow(p);
+	mm_malloc_hook(MM_MALLOC_HOOK_LOCK_TAKEN);
 	atomic_store_explicit(&p->owner, &t_self, memory_order_relaxed);
-	mm_malloc_held_mask |= 1u << (MM_MALLOC_BIT_MM + p->rank);
 	return 0;
 }
 
@@ -442,10 +453,11 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 {
 	(void)irq_state;
 	struct prod_lock *p = lk(l);
-	mm_malloc_held_mask &= ~(1u << (MM_MALLOC_BIT_MM + p->rank));
 	atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
 	if (atomic_exchange_explicit(&p->word, 0, memory_order_release) == 2)
 		futex(&p->word, FUTEX_WAKE, 1, NULL, 0);
+	atomic_signal_fence(memory_order_seq_cst);
+	mm_malloc_held_mask &= ~(1u << (MM_MALLOC_BIT_MM + p->rank));
 }
 
 bool mm_lock_held(const mm_lock_t *l)

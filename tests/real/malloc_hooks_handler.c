@@ -4,7 +4,8 @@
  * slot alone (malloc_hooks_nested.c has those beside a sharer): the
  * handler's call must run in a slot of its own, never in the caches the
  * interrupted call is in the middle of (API test signal_handler_allocs
- * shows the object given twice that made).
+ * shows the object given twice that made), and a lock the interrupted
+ * call holds must be reported, not waited for.
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
@@ -20,6 +22,7 @@
 static atomic_bool armed, in_handler, lent, handler_ran;
 static enum mm_malloc_hook_point raise_at;
 static _Thread_local volatile bool is_main;
+static size_t handler_size = 40; /* what the handler allocates */
 
 static void in_own_call(enum mm_malloc_hook_point where)
 {
@@ -37,7 +40,7 @@ static void alloc_handler(int sig)
 {
 	(void)sig;
 	atomic_store(&in_handler, true);
-	free(malloc(40));
+	free(malloc(handler_size));
 	atomic_store(&in_handler, false);
 	atomic_store(&handler_ran, true);
 }
@@ -83,4 +86,68 @@ int handler_call_in_slow_hold(void)
 {
 	free(malloc(16)); /* the slot claimed: the next call's entry */
 	return handler_call_at(MM_MALLOC_HOOK_SLOW_HELD);
+}
+
+static void lock_window_child(void)
+{
+	is_main = true;
+	free(malloc(16));
+	if (!on_signal(SIGUSR1, alloc_handler))
+		_exit(2);
+	raise_at = MM_MALLOC_HOOK_LOCK_TAKEN;
+	handler_size = 3000;
+	mm_malloc_test_hook = in_own_call;
+	atomic_store(&armed, true);
+	/* A class not used yet: its refill takes the class's locks; the
+	 * handler's malloc of the same class, its late slot's cache
+	 * empty too, takes the same first lock. */
+	free(malloc(3000));
+	_exit(0);
+}
+
+/*
+ * A signal between an mm lock's take and its note in the thread's held
+ * mask (mm_lock_acquire), whose handler allocates the same class: the
+ * lock's rank check must see the lock as held and report it (abort with
+ * "by a signal handler that interrupted"). Until this version the mask was set
+ * after the take, and the handler's call waited for its own thread's
+ * lock for ever, every signal blocked (this child was killed).
+ */
+int handler_call_in_lock_window(void)
+{
+	int fd[2];
+	if (pipe(fd) != 0)
+		return 2;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return 2;
+	if (pid == 0) {
+		dup2(fd[1], 2);
+		close(fd[0]);
+		lock_window_child();
+	}
+	close(fd[1]);
+	/* The hung call has every signal blocked (the late slot's): the
+	 * child is killed after 90 s, a hang guard only (the report is
+	 * at once). */
+	int st = -1;
+	for (int i = 0; waitpid(pid, &st, WNOHANG) == 0; i++) {
+		if (i == 9000) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+			fprintf(stderr, "the handler's call hung: ");
+			break;
+		}
+		usleep(10000);
+	}
+	char out[512];
+	read_to_end(fd[0], out, sizeof(out));
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	    strstr(out, "by a signal handler that interrupted"))
+		return 0;
+	fprintf(stderr, "status %#x (want SIGABRT with a report), stderr: %s",
+	        st, out);
+	return 1;
 }
