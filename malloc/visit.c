@@ -110,9 +110,19 @@ static bool visit_each(int me, bool borrow, void (*fn)(unsigned cpu, void *arg),
 	for (int s = 0; s < MM_MAX_CPUS; s++) {
 		if (s == me)
 			continue;
+		/* The late slot is the one a signal handler's call of this
+		 * thread takes (enter.c): held with signals blocked, or the
+		 * call waited for this hold for ever (until a review; hooks
+		 * test handler_call_in_visit). */
+		bool late = s == MM_MALLOC_LATE_SLOT;
+		sigset_t mask;
+		if (late)
+			mm_malloc_signals_block(&mask);
 		if (!mm_malloc_slot_try_take(s, VISIT_TURNS)) {
 			mm_malloc_hook(MM_MALLOC_HOOK_VISIT_PASSED);
 			all = false;
+			if (late)
+				mm_malloc_signals_restore(&mask);
 			continue;
 		}
 		int own = t->slot_id;
@@ -128,6 +138,8 @@ static bool visit_each(int me, bool borrow, void (*fn)(unsigned cpu, void *arg),
 		}
 		atomic_store_explicit(&mm_malloc_slots[s].busy, 0,
 		                      memory_order_release);
+		if (late)
+			mm_malloc_signals_restore(&mask);
 	}
 	return all;
 }

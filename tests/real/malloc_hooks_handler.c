@@ -8,6 +8,7 @@
  * call holds must be reported, not waited for.
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -102,52 +103,104 @@ static void lock_window_child(void)
 	 * handler's malloc of the same class, its late slot's cache
 	 * empty too, takes the same first lock. */
 	free(malloc(3000));
-	_exit(0);
 }
 
-/*
- * A signal between an mm lock's take and its note in the thread's held
- * mask (mm_lock_acquire), whose handler allocates the same class: the
- * lock's rank check must see the lock as held and report it (abort with
- * "by a signal handler that interrupted"). Until this version the mask was set
- * after the take, and the handler's call waited for its own thread's
- * lock for ever, every signal blocked (this child was killed).
- */
-int handler_call_in_lock_window(void)
+/* Runs fn in a child, its stderr into out; returns its wait status. A
+ * hung call has every signal blocked (the late slot's): the child is
+ * killed after 90 s, a hang guard only (what passes takes no time). */
+static int run_child(void (*fn)(void), char *out, size_t outsz)
 {
 	int fd[2];
 	if (pipe(fd) != 0)
-		return 2;
+		return -1;
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid < 0)
-		return 2;
+		return -1;
 	if (pid == 0) {
 		dup2(fd[1], 2);
 		close(fd[0]);
-		lock_window_child();
+		fn();
+		_exit(0);
 	}
 	close(fd[1]);
-	/* The hung call has every signal blocked (the late slot's): the
-	 * child is killed after 90 s, a hang guard only (the report is
-	 * at once). */
 	int st = -1;
 	for (int i = 0; waitpid(pid, &st, WNOHANG) == 0; i++) {
 		if (i == 9000) {
 			kill(pid, SIGKILL);
 			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 				;
-			fprintf(stderr, "the handler's call hung: ");
+			fprintf(stderr, "the child hung: ");
 			break;
 		}
 		usleep(10000);
 	}
+	read_to_end(fd[0], out, outsz);
+	return st;
+}
+
+/*
+ * A signal between an mm lock's take and its note in the thread's held
+ * mask (mm_lock_acquire), whose handler allocates the same class: the
+ * lock's rank check must see the lock as held and report it (abort with
+ * "by a signal handler that interrupted"). Until this version the mask
+ * was set after the take, and the handler's call waited for its own
+ * thread's lock for ever, every signal blocked (this child was killed).
+ */
+int handler_call_in_lock_window(void)
+{
 	char out[512];
-	read_to_end(fd[0], out, sizeof(out));
+	int st = run_child(lock_window_child, out, sizeof(out));
 	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
 	    strstr(out, "by a signal handler that interrupted"))
 		return 0;
 	fprintf(stderr, "status %#x (want SIGABRT with a report), stderr: %s",
 	        st, out);
+	return 1;
+}
+
+/* The visit takes every slot but its own in order, the late slot
+ * (MM_MAX_CPUS - 1) last: the 63rd it holds. */
+enum { LATE_VISIT = 63 };
+static int visits;
+
+static void in_visit(enum mm_malloc_hook_point where)
+{
+	if (is_main && where == MM_MALLOC_HOOK_VISIT_HELD &&
+	    ++visits == LATE_VISIT)
+		raise(SIGUSR1);
+}
+
+static void visit_child(void)
+{
+	is_main = true;
+	free(malloc(16));
+	if (!on_signal(SIGUSR1, alloc_handler))
+		_exit(2);
+	mm_malloc_test_hook = in_visit;
+	malloc_trim(0);
+	mm_malloc_test_hook = NULL;
+	if (!atomic_load(&handler_ran))
+		_exit(3);
+}
+
+/*
+ * A signal while a malloc_trim's visit (visit.c) holds the late slot,
+ * whose handler allocates: its call takes the late slot, so the signal
+ * must wait for the visit to give it back. Until this version it did
+ * not: the handler's call waited for its own thread's hold of the late
+ * slot for ever, every signal blocked (this child was killed). The call
+ * may then be reported (the trim's pin: it may not wait under it),
+ * which passes too.
+ */
+int handler_call_in_visit(void)
+{
+	char out[512];
+	int st = run_child(visit_child, out, sizeof(out));
+	if ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+	    (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	     strstr(out, "by a signal handler that interrupted")))
+		return 0;
+	fprintf(stderr, "status %#x, stderr: %s", st, out);
 	return 1;
 }

@@ -398,6 +398,8 @@ static const struct {
          "MM_MALLOC_MEMBARRIER=0"},
         {"handler_call_in_lock_window", handler_call_in_lock_window,
          "MM_MALLOC_BACKGROUND=0"},
+        {"handler_call_in_visit", handler_call_in_visit,
+         "MM_MALLOC_BACKGROUND=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
