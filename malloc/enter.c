@@ -221,8 +221,9 @@ bool mm_malloc_lent(void)
  * what the two calls share beyond the caches is under mm's locks, whose
  * ranks (port_sync.c) make a lock the interrupted call holds a report,
  * not a hang. Nested, holding nothing more: fork's hold (every slot,
- * the late one too; fork.c). A thread on the late slot itself (past its
- * exit) has no other to lend: its handler's call is reported.
+ * the late one too; fork.c). A call on the late slot itself (its
+ * thread past its exit, or a handler's already, into which a SIGABRT or
+ * SIGSEGV handler cut) has no other to lend: the call is reported.
  */
 _Atomic unsigned long *mm_malloc_enter_nested(void)
 {
@@ -231,8 +232,12 @@ _Atomic unsigned long *mm_malloc_enter_nested(void)
 		return NULL;
 	if (t->slot_id == MM_MALLOC_LATE_SLOT)
 		mm_panic("an allocation call from a signal handler that "
-		         "interrupted one of its thread's own, past the "
-		         "thread's exit: malloc is not async-signal-safe");
+		         "interrupted one of its thread's own on the late "
+		         "slot (%s): malloc is not async-signal-safe",
+		         lent_now ? "a handler's call, which the signal "
+		                    "blocking of the slot let through "
+		                    "(SIGABRT, SIGSEGV)"
+		                  : "the thread is past its exit");
 	mm_malloc_signals_block(&lent_mask);
 	mm_malloc_slot_take(MM_MALLOC_LATE_SLOT);
 	lent_slot = t->slot_id;

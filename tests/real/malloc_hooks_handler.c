@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -202,5 +203,58 @@ int handler_call_in_visit(void)
 	     strstr(out, "by a signal handler that interrupted")))
 		return 0;
 	fprintf(stderr, "status %#x, stderr: %s", st, out);
+	return 1;
+}
+
+static pthread_key_t late_key;
+
+/* A key's destructor after the library's (a later key): the thread runs
+ * on the late slot now; a signal in its free's slow hold. */
+static void late_destructor(void *arg)
+{
+	(void)arg;
+	is_main = true;
+	raise_at = MM_MALLOC_HOOK_SLOW_HELD;
+	atomic_store(&armed, true);
+	free(malloc(40));
+}
+
+static void *late_thread(void *arg)
+{
+	(void)arg;
+	free(malloc(16)); /* a slot claimed, the library's key set */
+	pthread_setspecific(late_key, (void *)1);
+	return NULL;
+}
+
+static void late_child(void)
+{
+	if (!on_signal(SIGUSR1, alloc_handler) ||
+	    pthread_key_create(&late_key, late_destructor) != 0)
+		_exit(2);
+	free(malloc(16)); /* the heap and the library's key first */
+	mm_malloc_test_hook = in_own_call;
+	pthread_t t;
+	if (pthread_create(&t, NULL, late_thread, NULL) != 0)
+		_exit(2);
+	pthread_join(t, NULL);
+	_exit(atomic_load(&handler_ran) ? 4 : 3);
+}
+
+/*
+ * A signal handler's call that interrupts its thread's call on the late
+ * slot (the thread past its exit): there is no other slot to lend it, so
+ * it is reported ("past its exit"), where until this version it ran in
+ * the interrupted call's caches.
+ */
+int handler_call_past_exit(void)
+{
+	char out[512];
+	int st = run_child(late_child, out, sizeof(out));
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	    strstr(out, "the thread is past its exit"))
+		return 0;
+	fprintf(stderr, "status %#x (want SIGABRT with a report), stderr: %s",
+	        st, out);
 	return 1;
 }
