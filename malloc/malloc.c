@@ -63,6 +63,20 @@ static void *fail(int err)
 }
 
 /*
+ * The span heap's flags for the call just entered: MM_ATOMIC for a signal
+ * handler's that cut into a call of its thread (on the late slot lent to
+ * it, enter.c), as for an interrupt handler's in the kernel: it never
+ * waits, for what only the interrupted call could end (a growth under
+ * way: until this version such a call waited for it a second at a time
+ * for ever, hooks test handler_call_in_growth), and gets NULL (ENOMEM)
+ * where it would have to, or for more than MHEAP_ATOMIC_MAX_PAGES pages.
+ */
+static unsigned call_flags(void)
+{
+	return __builtin_expect(mm_malloc_lent(), 0) ? MM_ATOMIC : 0;
+}
+
+/*
  * malloc and free are each split in two. The fast path, inline: the slot
  * taken the fast way (mm_malloc_try_enter) and the magazine's pop or
  * push on it (spanheap_alloc_held, spanheap_free_held), with no call, so
@@ -83,7 +97,7 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 	if (__builtin_expect(!mm_malloc_heap_up(), 0))
 		return fail(ENOMEM);
 	_Atomic unsigned long *held = mm_malloc_enter();
-	void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
+	void *p = spanheap_alloc(&mm_malloc_sh, size, call_flags());
 	mm_malloc_leave(held);
 	if (__builtin_expect(!p, 0))
 		return fail(ENOMEM);
@@ -181,7 +195,7 @@ static __attribute__((noinline)) void *calloc_slow(size_t total)
 		return fail(ENOMEM);
 	_Atomic unsigned long *held = mm_malloc_enter();
 	void *p = spanheap_alloc(&mm_malloc_sh, total,
-	                         small || lazy ? 0 : MM_ZERO);
+	                         (small || lazy ? 0 : MM_ZERO) | call_flags());
 	mm_malloc_leave(held);
 	if (!p)
 		return fail(ENOMEM);
@@ -216,7 +230,7 @@ API void *realloc(void *p, size_t size)
 	if (__builtin_expect(!mm_malloc_heap_up(), 0))
 		no_heap("realloc", p);
 	_Atomic unsigned long *held = mm_malloc_enter();
-	void *n = spanheap_realloc(&mm_malloc_sh, p, size, 0);
+	void *n = spanheap_realloc(&mm_malloc_sh, p, size, call_flags());
 	mm_malloc_leave(held);
 	if (!n)
 		return fail(ENOMEM);
@@ -242,14 +256,15 @@ static void *alloc_aligned(size_t align, size_t size)
 		return NULL;
 	if (align <= MIN_ALIGN) {
 		_Atomic unsigned long *held = mm_malloc_enter();
-		void *p = spanheap_alloc(&mm_malloc_sh, size, 0);
+		void *p = spanheap_alloc(&mm_malloc_sh, size, call_flags());
 		mm_malloc_leave(held);
 		return p;
 	}
 	_Atomic unsigned long *held = mm_malloc_enter();
 	/* The span heap takes powers of two up to a page and page
 	 * multiples above, so every power of two. */
-	void *p = spanheap_alloc_aligned(&mm_malloc_sh, size, align, 0);
+	void *p = spanheap_alloc_aligned(&mm_malloc_sh, size, align,
+	                                 call_flags());
 	mm_malloc_leave(held);
 	return p;
 }

@@ -300,6 +300,7 @@ bool mm_port_prepare(void *addr, size_t nbytes)
 {
 	if (!make_writable(addr, nbytes))
 		return false;
+	mm_malloc_hook(MM_MALLOC_HOOK_GROWING);
 	mm_malloc_note_growth(nbytes);
 	return true;
 }

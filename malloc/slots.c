@@ -190,8 +190,9 @@
  * always ends.
  * Limits: malloc is not async-signal-safe. A signal handler's call that
  * interrupted one of its thread's own runs on LATE_SLOT ("nested"): it
- * never shares the interrupted call's caches, but an mm lock that call
- * holds (or is taking) is reported by the ranks' check and aborts
+ * never shares the interrupted call's caches nor waits for it (its
+ * allocations are MM_ATOMIC, malloc.c), but an mm lock that call holds
+ * (or is taking) is reported by the ranks' check and aborts
  * (port_sync.c), where glibc would deadlock or corrupt its heap. 63
  * slots for live threads (one is LATE_SLOT). A thread that shares a slot
  * and is gone without giving its share back (first call in the last key

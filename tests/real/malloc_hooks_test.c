@@ -402,6 +402,8 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"handler_call_past_exit", handler_call_past_exit,
          "MM_MALLOC_BACKGROUND=0"},
+        {"handler_call_in_growth", handler_call_in_growth,
+         "MM_MALLOC_BACKGROUND=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };
