@@ -4,8 +4,11 @@
  * slot alone (malloc_hooks_nested.c has those beside a sharer): the
  * handler's call must run in a slot of its own, never in the caches the
  * interrupted call is in the middle of (API test signal_handler_allocs
- * shows the object given twice that made), and a lock the interrupted
- * call holds must be reported, not waited for.
+ * shows the object given twice that made); it must never wait for the
+ * interrupted call: a lock that call holds or is taking is reported, the
+ * late slot is not held by a visit meanwhile, a growth under way makes
+ * it fail (MM_ATOMIC), and a thread already on the late slot (past its
+ * exit) has its handler's call reported.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
