@@ -65,7 +65,7 @@ FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	tests/host/mm_port_posix.c tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_event.c \
-	tests/host/mm_port_posix_chaos.c
+	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/palloc_harness_misuse.c \
 	tests/host/fuzz/palloc_fuzz.c
@@ -218,7 +218,7 @@ BENCH_BIN := $(BENCH_DIR)/palloc_bench
 BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_event.c \
-	tests/host/mm_port_posix_chaos.c \
+	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c \
 	tests/host/bench/palloc_bench.c
 
 $(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
@@ -231,7 +231,7 @@ SPANHEAP_BENCH_BIN := $(BENCH_DIR)/spanheap_bench
 SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_event.c \
-	tests/host/mm_port_posix_chaos.c \
+	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c \
 	tests/host/bench/spanheap_bench.c tests/host/bench/spanheap_bench_work.c \
 	tests/host/bench/spanheap_bench_args.c
 

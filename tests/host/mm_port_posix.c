@@ -20,7 +20,8 @@
  * short frame pool.
  *
  * Threads: joinable pthreads behind a malloc'd struct mm_thread; CPU time
- * is CLOCK_THREAD_CPUTIME_ID. Events (mm_port_posix_event.c): a 32-bit
+ * is CLOCK_THREAD_CPUTIME_ID (mm_port_posix_clock.c, with the test clock
+ * offset). Events (mm_port_posix_event.c): a 32-bit
  * count that is also a Linux futex word.
  *
  * Locks: each mm_lock_t holds its own pthread mutex, the owning thread,
@@ -170,22 +171,7 @@ void mm_port_set_atomic(bool on)
 	atomic_context = on;
 }
 
-static uint64_t clock_ns(clockid_t id)
-{
-	struct timespec ts;
-	clock_gettime(id, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t mm_port_now_ns(void)
-{
-	return clock_ns(CLOCK_MONOTONIC);
-}
-
-uint64_t mm_port_thread_cpu_ns(void)
-{
-	return clock_ns(CLOCK_THREAD_CPUTIME_ID);
-}
+/* mm_port_now_ns, mm_port_thread_cpu_ns: mm_port_posix_clock.c. */
 
 struct mm_thread {
 	pthread_t tid;
@@ -235,7 +221,7 @@ uint64_t mm_port_thread_cpu_ns_of(struct mm_thread *t)
 	clockid_t clock;
 	if (!t || pthread_getcpuclockid(t->tid, &clock) != 0)
 		return 0;
-	return clock_ns(clock);
+	return mm_posix_clock_ns(clock);
 }
 
 void mm_port_thread_join(struct mm_thread *t)

@@ -135,6 +135,12 @@ size_t mm_port_reserved_bytes(void);
  * system out of threads would: the background threads' start failing. */
 void mm_port_fail_thread_start(unsigned nth);
 
+/* From now on mm_port_now_ns reads ns more (less, if negative) than
+ * CLOCK_MONOTONIC, all threads (default 0): a clock stepped back or
+ * forward, as another CPU's may be. The port's own waits keep the real
+ * clock. */
+void mm_port_set_clock_offset(int64_t ns);
+
 /* Threads in mm_event_wait on e now: a test's way to know that a thread
  * has blocked on e (a count read while threads come and go). */
 unsigned mm_port_event_waiters(mm_event_t *e);

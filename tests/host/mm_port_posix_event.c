@@ -14,7 +14,8 @@
  * itself before reading count; wake advances count before reading waiters
  * (both seq_cst), so either the waker sees the waiter or the waiter sees
  * the new count. FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC
- * deadline, the clock mm_port_now_ns reads: early returns (signals,
+ * deadline, read with mm_posix_clock_ns (mm_port_now_ns less a test's
+ * mm_port_set_clock_offset): early returns (signals,
  * spurious wake-ups, another event's wake on a reused word) just go round
  * the loop, which rereads count and the clock.
  *
@@ -89,7 +90,7 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 		snprintf(what, sizeof(what), "mm_event_wait(%s)", p->name);
 		mm_posix_expect_can_sleep(what);
 	}
-	uint64_t now = mm_port_now_ns();
+	uint64_t now = mm_posix_clock_ns(CLOCK_MONOTONIC);
 	uint64_t deadline =
 	        now + timeout_ns < now ? UINT64_MAX : now + timeout_ns;
 	bool moved;
@@ -97,7 +98,8 @@ bool mm_event_wait(mm_event_t *e, uint64_t seen, uint64_t timeout_ns)
 	atomic_fetch_add(&p->waiters, 1);
 	for (;;) {
 		moved = atomic_load(&p->count) != (uint32_t)seen;
-		if (moved || (now = mm_port_now_ns()) >= deadline)
+		if (moved ||
+		    (now = mm_posix_clock_ns(CLOCK_MONOTONIC)) >= deadline)
 			break;
 		struct timespec ts = {
 		        .tv_sec = (time_t)(deadline / 1000000000u),

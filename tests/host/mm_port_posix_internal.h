@@ -1,13 +1,16 @@
 /*
  * tests/host/mm_port_posix_internal.h: what the POSIX port's files
  * (mm_port_posix.c, mm_port_posix_mem.c, mm_port_posix_cpu.c,
- * mm_port_posix_event.c, mm_port_posix_chaos.c) share. Not for tests.
+ * mm_port_posix_event.c, mm_port_posix_chaos.c, mm_port_posix_clock.c)
+ * share. Not for tests.
  */
 #ifndef TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
 #define TESTS_HOST_MM_PORT_POSIX_INTERNAL_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
 
 #include "../../mm/port.h"
 
@@ -24,6 +27,10 @@ struct mm_posix_cpu_slot {
 	atomic_bool bound;
 };
 extern struct mm_posix_cpu_slot mm_posix_cpu_slots[MM_MAX_CPUS];
+
+/* Clock id's reading in ns, offset by no test (mm_port_posix_clock.c):
+ * the port's own waits' clock. mm_panics if it cannot be read. */
+uint64_t mm_posix_clock_ns(clockid_t id);
 
 /* Hooks documented "no mm lock held" call this first (mm_port_posix.c):
  * mm_panics naming what if the caller holds an mm lock. */
