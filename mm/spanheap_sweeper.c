@@ -327,10 +327,14 @@ static void sweeper_main(void *arg)
 		 * made (spanheap_guard_alloc wakes this for them). */
 		if (sh->guard.base)
 			spanheap_guard_drain(sh);
+		/* A cycle that ended elsewhere after this read (a reclaim's)
+		 * is later than now: no period has passed since it (until a
+		 * review the difference wrapped, and a "periodic" cycle
+		 * followed it at once). */
 		uint64_t now = mm_port_now_ns();
 		uint64_t last = atomic_load_explicit(&sw->last_cycle_ns,
 		                                     memory_order_relaxed);
-		bool periodic = now - last >= sh->cfg.period_ns &&
+		bool periodic = now > last && now - last >= sh->cfg.period_ns &&
 		                (pending_since_flip(sh) > 0 ||
 		                 spanheap_queues_hold_spans(sh));
 		if (periodic || pending_due(sh)) {
