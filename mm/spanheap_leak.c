@@ -347,9 +347,12 @@ static void unreached(struct scan *sc, struct lwork *w,
 {
 	if (l->addr < sc->work_hi && l->addr + l->asked > sc->work_lo)
 		return; /* the work memory: the caller's, in use */
-	/* A record changing is an allocation under way: young. */
+	/* A record changing is an allocation under way: young; so is one
+	 * later than now (another CPU's clock ahead; until a review its
+	 * age wrapped to nearly 2^64 ns and it was reported). */
 	if (l->alloc.ns == SPANHEAP_TRACK_CHANGING ||
-	    (l->alloc.ns && now - l->alloc.ns < min_age_ns)) {
+	    (l->alloc.ns &&
+	     (l->alloc.ns > now || now - l->alloc.ns < min_age_ns))) {
 		sc->r->young++;
 		return;
 	}
