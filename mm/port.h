@@ -163,15 +163,31 @@ size_t mm_port_free_pages(void);
  */
 bool mm_port_can_sleep(void);
 
-/* Monotonic nanoseconds: the scavenger's report rate, the sweeper's
+/*
+ * Monotonic nanoseconds: the scavenger's report rate, the sweeper's
  * period and pacing, spanheap_init's magazine cookie, from thread context;
  * and from any context but NMI: the record of every large free or shrink
  * (spanheap_freed.c, every mode), the guarded pool's records, and poison
- * mode's records of callers (mm_port_callers). */
+ * mode's records of callers (mm_port_callers).
+ *
+ * The clock: one for every CPU (times taken on different CPUs are
+ * compared: a record's age, the last cycle's end), never decreasing on
+ * one CPU, counting from any origin. mm/ reads a time another thread took
+ * that is later than its own read (a race between the two reads, or
+ * another CPU's clock a little ahead) as "just now": ages and intervals
+ * from it are 0, never wrapped (tests/host/clock_step_test.c). A sleep
+ * to a time is re-read against this clock after each wake, so
+ * mm_event_wait must not end on a timeout before timeout_ns has passed
+ * by this clock (early, mm/'s loop waits again, and would spin).
+ */
 uint64_t mm_port_now_ns(void);
 
-/* CPU time the calling thread has used so far, for pacing. Thread
- * context. */
+/* CPU time the calling thread has used so far, for pacing: never
+ * decreasing for a thread. The scavenger books the difference from its
+ * own previous read (mheap_scav_thread.c's bg_book), so a coarse clock
+ * delays its pacing to the next tick but loses none; the sweeper times
+ * each cycle, a coarse tick counted or not (right on average). A clock
+ * that never moves leaves both unpaced. Thread context. */
 uint64_t mm_port_thread_cpu_ns(void);
 
 /*
