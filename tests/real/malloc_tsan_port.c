@@ -8,11 +8,16 @@
  * is linked in, not preloaded).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <time.h>
 
 #include "malloc_tsan_test.h"
 #include "proc_read.h"
+#include "seccomp_util.h"
+
+#define KEXPECT_CMP_LE_(a, b) KTEST_CMP_(a, <=, b, (void)0)
 
 /* mm_port_can_sleep is false while this thread holds an mm lock or a pin
  * outside an API call (the pin holds its slot), and true again after;
@@ -169,4 +174,75 @@ KTEST(malloc_port, event_wake_reaches_a_sleeping_waiter)
 	KEXPECT_EQ(moved, 1);
 	uint64_t seen = mm_event_prepare(&event);
 	KEXPECT(!mm_event_wait(&event, seen, 1000000));
+}
+
+/*
+ * The port's clocks under a seccomp filter that refuses clock_gettime of
+ * CLOCK_THREAD_CPUTIME_ID with EPERM (a sandbox's filter traced from a
+ * program's own calls omits it: the vDSO serves the program's wall clocks
+ * without a system call, never that one). The thread clock then reads
+ * the monotonic one: a plausible CPU time (never past the monotonic
+ * clock, never decreasing), and errno as it was. Until a review its
+ * timespec was left unset, and the stack's earlier contents (filled here
+ * with 0x5a) came back as the time.
+ */
+struct refused_clock {
+	int installed;
+	uint64_t a, now, b;
+	int err;
+};
+
+static __attribute__((noinline)) void dirty_stack(void)
+{
+	volatile unsigned char junk[4096];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = 0x5a;
+}
+
+static void *refused_clock_thread(void *arg)
+{
+	struct refused_clock *r = arg;
+	struct sock_filter code[] = {
+	        SECCOMP_X86_64_NR,
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clock_gettime, 0, 3),
+	        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+	                 offsetof(struct seccomp_data, args[0])),
+	        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, CLOCK_THREAD_CPUTIME_ID, 0,
+	                 1),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+	        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct timespec ts;
+	r->installed =
+	        seccomp_install(code, sizeof(code) / sizeof(code[0]), 0) == 0 &&
+	        syscall(SYS_clock_gettime, CLOCK_THREAD_CPUTIME_ID, &ts) ==
+	                -1 &&
+	        errno == EPERM;
+	if (!r->installed)
+		return NULL;
+	dirty_stack();
+	errno = EDOM;
+	r->a = mm_port_thread_cpu_ns();
+	r->now = mm_port_now_ns();
+	dirty_stack();
+	r->b = mm_port_thread_cpu_ns();
+	r->err = errno;
+	return NULL;
+}
+
+KTEST(malloc_port, clocks_survive_a_refused_clock_gettime)
+{
+	struct refused_clock r = {0};
+	pthread_t t;
+	KASSERT(pthread_create(&t, NULL, refused_clock_thread, &r) == 0);
+	pthread_join(t, NULL);
+	if (!r.installed)
+		KTEST_SKIP("no seccomp filter here");
+	ktest_diag("thread clock %llu then %llu, monotonic %llu",
+	           (unsigned long long)r.a, (unsigned long long)r.b,
+	           (unsigned long long)r.now);
+	KEXPECT_CMP_LE_(r.a, r.now);
+	KEXPECT_CMP_LE_(r.a, r.b);
+	KEXPECT_CMP_LE_(r.b, mm_port_now_ns());
+	KEXPECT_EQ(r.err, EDOM);
 }
