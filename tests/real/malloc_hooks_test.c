@@ -404,6 +404,11 @@ static const struct {
          "MM_MALLOC_BACKGROUND=0"},
         {"handler_call_in_growth", handler_call_in_growth,
          "MM_MALLOC_BACKGROUND=0"},
+        {"others_progress_beside_a_held_slot",
+         others_progress_beside_a_held_slot, NULL},
+        /* The holder on busy (slow path), every worker's call a CAS. */
+        {"others_progress_beside_a_busy_slot",
+         others_progress_beside_a_held_slot, "MM_MALLOC_MEMBARRIER=0"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -142,6 +142,8 @@ int handler_call_in_lock_window(void);
 int handler_call_in_visit(void);
 int handler_call_past_exit(void);
 int handler_call_in_growth(void);
+/* malloc_hooks_progress.c: */
+int others_progress_beside_a_held_slot(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
