@@ -48,12 +48,24 @@
 
 /* ---- The cycle semaphore ------------------------------------------------- */
 
+/*
+ * A ticket pair, served in order: a cycle's caller takes the next ticket
+ * and sleeps until the turn is its own. Until a review it was a flag
+ * taken by exchange, retried after each release's wake, and a releaser
+ * still running (a thread that runs cycles back to back) took it again
+ * before the sleeping waiter woke: a waiter let 594 cycles pass
+ * (spanheap_progress.a_cycle_waiter_is_not_passed_over). No acquire is
+ * abandoned, so every ticket taken is served. Wraps at 2^32, compared
+ * for equality only.
+ */
 void spanheap_cycle_acquire(struct spanheap *sh)
 {
+	uint32_t mine = atomic_fetch_add_explicit(&sh->sweeper.cycle_next, 1,
+	                                          memory_order_relaxed);
 	for (;;) {
 		uint64_t seen = mm_event_prepare(&sh->sweeper.cycle_done);
-		if (!atomic_exchange_explicit(&sh->sweeper.cycle_held, true,
-		                              memory_order_acquire))
+		if (atomic_load_explicit(&sh->sweeper.cycle_turn,
+		                         memory_order_acquire) == mine)
 			return;
 		mm_event_wait(&sh->sweeper.cycle_done, seen,
 		              (uint64_t)1000 * 1000 * 1000);
@@ -62,9 +74,19 @@ void spanheap_cycle_acquire(struct spanheap *sh)
 
 void spanheap_cycle_release(struct spanheap *sh)
 {
-	atomic_store_explicit(&sh->sweeper.cycle_held, false,
+	uint32_t turn = atomic_load_explicit(&sh->sweeper.cycle_turn,
+	                                     memory_order_relaxed);
+	atomic_store_explicit(&sh->sweeper.cycle_turn, turn + 1,
 	                      memory_order_release);
 	mm_event_wake(&sh->sweeper.cycle_done);
+}
+
+bool spanheap_cycle_running(struct spanheap *sh)
+{
+	return atomic_load_explicit(&sh->sweeper.cycle_next,
+	                            memory_order_relaxed) !=
+	       atomic_load_explicit(&sh->sweeper.cycle_turn,
+	                            memory_order_relaxed);
 }
 
 /* ---- A cycle ----------------------------------------------------------------
@@ -214,9 +236,7 @@ bool spanheap_reclaim(struct spanheap *sh)
 	spanheap_assert_can_sleep("spanheap_reclaim");
 	uint64_t freed0 = freed_spans(sh);
 	spanheap_flush_all(sh);
-	if (!spanheap_pending_since_flip(sh) &&
-	    !atomic_load_explicit(&sh->sweeper.cycle_held,
-	                          memory_order_relaxed) &&
+	if (!spanheap_pending_since_flip(sh) && !spanheap_cycle_running(sh) &&
 	    !spanheap_queues_hold_spans(sh))
 		return freed_spans(sh) != freed0;
 	spanheap_run_cycle(sh, false);

@@ -20,6 +20,8 @@
  * finish, and by the checker. Thread context. */
 void spanheap_cycle_acquire(struct spanheap *sh);
 void spanheap_cycle_release(struct spanheap *sh);
+/* A cycle holds the semaphore or waits for it. Any context but NMI. */
+bool spanheap_cycle_running(struct spanheap *sh);
 
 /* One whole cycle: flip, sweep, finish; the number of spans it freed. The
  * sweeper thread yields between batches (yield). Thread context, nothing

@@ -195,8 +195,7 @@ static bool fold_for(struct spanheap *sh, size_t npages)
 bool spanheap_sweep_before_growth(struct spanheap *sh, size_t npages)
 {
 	spanheap_assert_can_sleep("spanheap_sweep_before_growth");
-	bool running = atomic_load_explicit(&sh->sweeper.cycle_held,
-	                                    memory_order_relaxed);
+	bool running = spanheap_cycle_running(sh);
 	bool due = running || pending_due(sh);
 	if (!due && !atomic_load(&sh->sweeper.parked))
 		return false;

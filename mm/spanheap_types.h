@@ -71,8 +71,8 @@ struct spanheap_sweeper {
 	_Atomic bool stop;
 	mm_event_t wake; /* pending frees passed the threshold, or stop */
 	mm_event_t pace; /* a paced sleep: woken only by stop */
-	_Atomic bool cycle_held; /* invariant 5's semaphore: flip to finish */
-	_Atomic bool parked;     /* a growth's folds may have left a backlog */
+	_Atomic uint32_t cycle_next, cycle_turn; /* invariant 5's, FIFO */
+	_Atomic bool parked; /* a growth's folds may have left a backlog */
 	mm_event_t cycle_done;
 	_Atomic uint64_t last_cycle_ns; /* any cycle's end; relaxed */
 	/* Idle CPUs hand their caches back (spanheap_cpu_idle) only while

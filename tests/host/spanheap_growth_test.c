@@ -389,7 +389,7 @@ static void *got_in_cycle;
 static void growth_in_a_cycle(struct mheap *h, enum mheap_hook_point where)
 {
 	if (h == &heap && where == MHEAP_HOOK_SPAN_PLACING &&
-	    atomic_load(&sh.sweeper.cycle_held) &&
+	    spanheap_cycle_running(&sh) &&
 	    atomic_exchange(&placing_armed, false))
 		got_in_cycle = spanheap_alloc(&sh, 1024, 0);
 }

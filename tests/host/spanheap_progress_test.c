@@ -12,9 +12,11 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <stdlib.h>
 
 #include "../../kernel/ktest.h"
+#include "../../mm/mheap_testing.h"
 #include "port_test_util.h"
 #include "spanheap_test_util.h"
 
@@ -95,5 +97,84 @@ KTEST(spanheap_progress, every_cpu_allocates_from_a_shared_class)
 	ktest_diag("%d CPUs made %lu..%lu allocations of one class",
 	           PROGRESS_WORKERS, lo, hi);
 	SH_CHECK(&sh, "after the workers");
+	sh_heap_release(&heap, &sh);
+}
+
+/* ---- The cycle semaphore ------------------------------------------------- */
+
+static _Atomic bool b_parked, b_let_go, a_done;
+static _Atomic unsigned b_started, b_started_when_a_ran;
+static _Thread_local bool is_b, is_a;
+
+/* In a cycle (the semaphore held, its flip's base read): B's first
+ * stays until let go; A's notes how many of B's had started. */
+static void in_cycle(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_FLIP_BASE_READ)
+		return;
+	if (is_a)
+		atomic_store(&b_started_when_a_ran, atomic_load(&b_started));
+	if (is_b && atomic_fetch_add(&b_started, 1) == 0) {
+		atomic_store(&b_parked, true);
+		while (!atomic_load(&b_let_go))
+			sched_yield();
+	}
+}
+
+/* Runs cycles back to back until A's is done (1000 at most). */
+static void *cycler_b(void *arg)
+{
+	mm_port_set_cpu(1);
+	is_b = true;
+	for (int i = 0; i < 1000 && !atomic_load(&a_done); i++)
+		spanheap_sweep_cycle(&sh);
+	return arg;
+}
+
+static void *cycler_a(void *arg)
+{
+	mm_port_set_cpu(2);
+	is_a = true;
+	spanheap_sweep_cycle(&sh);
+	atomic_store(&a_done, true);
+	return arg;
+}
+
+/*
+ * A thread waits for the cycle semaphore (its wait on cycle_done seen)
+ * while B holds it; B lets go and at once runs cycle after cycle. A's
+ * cycle runs before B's second: the semaphore serves waiters in order.
+ * Until a review it was an exchange retried after each release's wake,
+ * and B, running, took it again before A woke: A's cycle came after 2
+ * to 600 of B's (here and under load).
+ */
+KTEST(spanheap_progress, a_cycle_waiter_is_not_passed_over)
+{
+	KASSERT(sh_heap_new(&heap, &sh, SH_ARENA_BYTES));
+	mheap_test_hook = in_cycle;
+	unsigned most = 0;
+	/* Rounds: before the fix a round failed 1 time in 3. */
+	for (int round = 0; round < 8; round++) {
+		atomic_store(&b_parked, false);
+		atomic_store(&b_let_go, false);
+		atomic_store(&a_done, false);
+		atomic_store(&b_started, 0);
+		atomic_store(&b_started_when_a_ran, 0);
+		pthread_t a, b;
+		KASSERT(pthread_create(&b, NULL, cycler_b, NULL) == 0);
+		while (!atomic_load(&b_parked))
+			sched_yield();
+		KASSERT(pthread_create(&a, NULL, cycler_a, NULL) == 0);
+		while (mm_port_event_waiters(&sh.sweeper.cycle_done) == 0)
+			sched_yield();
+		atomic_store(&b_let_go, true);
+		pthread_join(a, NULL);
+		pthread_join(b, NULL);
+		unsigned n = atomic_load(&b_started_when_a_ran);
+		most = n > most ? n : most;
+	}
+	mheap_test_hook = NULL;
+	ktest_diag("most of B's cycles started before A's: %u", most);
+	KEXPECT_EQ(most, 1);
 	sh_heap_release(&heap, &sh);
 }
