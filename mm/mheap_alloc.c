@@ -21,7 +21,8 @@
  * Algorithm.
  *   alloc    Under the lock, palloc_alloc_locked (the mask variant for
  *            runs of at most 64 pages). After unlocking, map the pages
- *            that were scavenged (mm_port_used, all or nothing); a thread
+ *            that were scavenged (mm_port_used, all or nothing, on the
+ *            stretch from the first to the last of them); a thread
  *            first scavenges other free pages if that would take the
  *            frame pool below the low watermark. If mapping
  *            fails, a run of at most 64 pages is given back exactly as it
@@ -119,32 +120,6 @@ static void scavenge_for_frames(struct mheap *h, size_t npages)
 		scavenge_heap_for_frames(h->frames_peer, need);
 }
 
-void mheap_unmap_run(uintptr_t base, size_t npages)
-{
-	struct mm_unused_batch b;
-	mm_unused_batch_init(&b);
-	for (size_t done = 0; done < npages;) {
-		size_t n = npages - done < MM_UNUSED_BATCH_PAGES
-		                   ? npages - done
-		                   : MM_UNUSED_BATCH_PAGES;
-		mm_port_unused_begin((void *)(base + done * MM_PAGE_SIZE),
-		                     n * MM_PAGE_SIZE, &b);
-		mm_port_unused_finish(&b);
-		done += n;
-	}
-}
-
-void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
-{
-	mheap_unmap_run(base, npages);
-	unsigned long irq = mm_lock_acquire(&h->lock);
-	palloc_scav_return_locked(&h->pages, base, npages);
-	/* An undone allocation: as finish_alloc's (the run's chunks may be
-	 * sparse again). */
-	h->scav.backed_frees++;
-	mm_lock_release(&h->lock, irq);
-}
-
 /* What an attempt saw of the heap, to tell later whether it changed. */
 struct attempt {
 	uint64_t returns;    /* h->scav_returns */
@@ -152,9 +127,9 @@ struct attempt {
 };
 
 /* One attempt under the lock. *mask gets the scavenged pages of a run of
- * at most 64 pages, *nscav their count; *backed (if not NULL) the backed
- * runs of a longer one; *low whether free pages fell below the reserve;
- * *saw what it saw. */
+ * at most 64 pages, *nscav their count; *backed the backed runs of a
+ * longer one and the stretch of its scavenged pages; *low whether free
+ * pages fell below the reserve; *saw what it saw. */
 static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
                            struct palloc_backed *backed, size_t *nscav,
                            bool *low, struct attempt *saw)
@@ -165,11 +140,9 @@ static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
 	if (npages <= 64) {
 		base = palloc_alloc_mask_locked(&h->pages, npages, mask);
 		*nscav = pallocbits_popcount(*mask);
-	} else if (backed) {
+	} else {
 		base = palloc_alloc_backed_locked(&h->pages, npages, nscav,
 		                                  backed);
-	} else {
-		base = palloc_alloc_locked(&h->pages, npages, nscav);
 	}
 	*low = mheap_reserve_free_locked(h) < h->cfg.reserve_pages;
 	mm_lock_release(&h->lock, irq);
@@ -177,16 +150,25 @@ static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
 }
 
 /* Maps the scavenged pages of a fresh allocation, making room first when
- * frames are short (threads only). If memory ran out the run goes back as
- * it was and NULL is returned. */
+ * frames are short (threads only): the port is given the stretch from
+ * the first to the last (the mask's, or backed->scav), not the run, as it
+ * may walk every page it is given (the kernel's twice: golang/go#36603).
+ * If memory ran out the run goes back as it was and NULL is returned. */
 static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
-                          uint64_t mask, size_t nscav, bool atomic)
+                          uint64_t mask, const struct palloc_backed *backed,
+                          size_t nscav, bool atomic)
 {
 	if (nscav == 0)
 		return (void *)base;
 	if (!atomic)
 		scavenge_for_frames(h, nscav);
-	if (mm_port_used((void *)base, npages * MM_PAGE_SIZE))
+	struct palloc_run r = backed->scav;
+	if (npages <= 64) {
+		unsigned lo = pallocbits_ctz(mask);
+		r = (struct palloc_run){base + lo * MM_PAGE_SIZE,
+		                        64 - pallocbits_clz(mask) - lo};
+	}
+	if (mm_port_used((void *)r.base, r.npages * MM_PAGE_SIZE))
 		return (void *)base;
 	if (npages <= 64) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
@@ -293,12 +275,11 @@ static void *alloc_pages(struct mheap *h, size_t npages, unsigned flags)
 		bool low;
 		struct attempt saw;
 		struct palloc_backed backed;
-		uintptr_t base = try_alloc(
-		        h, npages, &mask, (flags & MHEAP_ZERO) ? &backed : NULL,
-		        &nscav, &low, &saw);
+		uintptr_t base = try_alloc(h, npages, &mask, &backed, &nscav,
+		                           &low, &saw);
 		if (base) {
-			void *p = finish_alloc(h, base, npages, mask, nscav,
-			                       atomic);
+			void *p = finish_alloc(h, base, npages, mask, &backed,
+			                       nscav, atomic);
 			if (p && (flags & MHEAP_ZERO))
 				zero_backed(base, npages, mask, &backed, nscav);
 			if (low && h->cfg.reserve_pages &&
@@ -447,7 +428,8 @@ bool mheap_extend_pages(struct mheap *h, void *p, size_t npages, size_t extra,
 	}
 	if (nscav) {
 		scavenge_for_frames(h, nscav);
-		if (!mm_port_used((void *)end, extra * MM_PAGE_SIZE)) {
+		if (!mm_port_used((void *)backed.scav.base,
+		                  backed.scav.npages * MM_PAGE_SIZE)) {
 			mheap_unmap_and_return(h, end, extra);
 			return false;
 		}

@@ -343,3 +343,31 @@ size_t mheap_release_all(struct mheap *h)
 		mm_event_wait(&h->grown, seen, MHEAP_GROW_WAIT_NS);
 	}
 }
+
+/* mheap_internal.h: a run the caller owns, unmapped (an allocation that
+ * could not be mapped, a debug free). */
+void mheap_unmap_run(uintptr_t base, size_t npages)
+{
+	struct mm_unused_batch b;
+	mm_unused_batch_init(&b);
+	for (size_t done = 0; done < npages;) {
+		size_t n = npages - done < MM_UNUSED_BATCH_PAGES
+		                   ? npages - done
+		                   : MM_UNUSED_BATCH_PAGES;
+		mm_port_unused_begin((void *)(base + done * MM_PAGE_SIZE),
+		                     n * MM_PAGE_SIZE, &b);
+		mm_port_unused_finish(&b);
+		done += n;
+	}
+}
+
+void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
+{
+	mheap_unmap_run(base, npages);
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	palloc_scav_return_locked(&h->pages, base, npages);
+	/* An undone allocation: as mheap_alloc.c's finish_alloc (the run's
+	 * chunks may be sparse again). */
+	h->scav.backed_frees++;
+	mm_lock_release(&h->lock, irq);
+}

@@ -189,11 +189,12 @@ static uint64_t scav_bits(const struct palloc *p, const struct palloc_piece *pc)
 
 /* Sets the allocation bits of [pi, pi + npages), clears their scavenged
  * bits, and returns how many were scavenged. For npages <= 64, *mask (if
- * not NULL) receives which: bit k for page pi + k. */
+ * not NULL) receives which: bit k for page pi + k; *scav (if not NULL)
+ * the stretch from the first to the last (struct palloc_backed). */
 static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
-                             uint64_t *mask)
+                             uint64_t *mask, struct palloc_run *scav)
 {
-	size_t nscav = 0, left = npages;
+	size_t nscav = 0, left = npages, lo = 0, hi = 0; /* scav: [lo, hi) */
 	unsigned shift = 0;
 	if (mask)
 		*mask = 0;
@@ -202,7 +203,13 @@ static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
 		pallocbits_set(&p->alloc[pc.c], pc.i, pc.n);
 		if (!p->scav)
 			continue;
-		unsigned k = pallocbits_count(&p->scav[pc.c], pc.i, pc.n);
+		const struct pallocbits *s = &p->scav[pc.c];
+		unsigned k = pallocbits_count(s, pc.i, pc.n);
+		size_t at = (size_t)pc.c * PALLOC_CHUNK_PAGES;
+		if (k && scav && hi == 0)
+			lo = at + pallocbits_first_set(s, pc.i, pc.n);
+		if (k && scav)
+			hi = at + pallocbits_last_set(s, pc.i, pc.n) + 1;
 		if (k && mask)
 			*mask |= scav_bits(p, &pc) << shift;
 		if (k)
@@ -211,6 +218,9 @@ static size_t mark_allocated(struct palloc *p, size_t pi, size_t npages,
 		shift += pc.n;
 	}
 	p->stats.scav_pages -= nscav;
+	if (scav)
+		*scav = (struct palloc_run){hi ? palloc_page_addr(p, lo) : 0,
+		                            hi - lo};
 	return nscav;
 }
 
@@ -250,7 +260,8 @@ static uintptr_t alloc_locked(struct palloc *p, size_t npages, size_t *nscav,
 	}
 	if (backed)
 		palloc_note_backed(p, pi, npages, backed);
-	size_t scav = mark_allocated(p, pi, npages, mask);
+	size_t scav = mark_allocated(p, pi, npages, mask,
+	                             backed ? &backed->scav : NULL);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	if (hint > p->search_pi)
@@ -310,7 +321,8 @@ static bool alloc_range(struct palloc *p, uintptr_t base, size_t npages,
 	}
 	if (backed)
 		palloc_note_backed(p, pi, npages, backed);
-	size_t scav = mark_allocated(p, pi, npages, NULL);
+	size_t scav = mark_allocated(p, pi, npages, NULL,
+	                             backed ? &backed->scav : NULL);
 	palloc_update_locked(p, pi, npages,
 	                     PALLOC_UPDATE_ALLOC | PALLOC_UPDATE_CONTIG);
 	if (p->search_pi == pi)

@@ -109,11 +109,12 @@ struct palloc_run {
 
 /* The pages of an allocation that were not scavenged, as runs, for an
  * owner that must zero those alone: n runs in runs[], or n ==
- * PALLOC_BACKED_RUNS + 1 if there were more. */
+ * PALLOC_BACKED_RUNS + 1 if there were more; and scav, the stretch from
+ * its first scavenged page to its last (npages 0: none), to map. */
 #define PALLOC_BACKED_RUNS 8
 struct palloc_backed {
 	size_t n;
-	struct palloc_run runs[PALLOC_BACKED_RUNS];
+	struct palloc_run runs[PALLOC_BACKED_RUNS], scav;
 };
 
 /*

@@ -132,6 +132,17 @@ unsigned pallocbits_last_set_below(const struct pallocbits *b, unsigned i)
 	}
 }
 
+unsigned pallocbits_last_set(const struct pallocbits *b, unsigned i, unsigned n)
+{
+	unsigned end = i + n - 1; /* below 512, as last_set_below wants */
+	if (n == 0)
+		return PALLOCBITS_NONE;
+	if (b->w[end / 64] >> (end % 64) & 1)
+		return end;
+	unsigned j = pallocbits_last_set_below(b, end);
+	return j != PALLOCBITS_NONE && j >= i ? j : PALLOCBITS_NONE;
+}
+
 /* Word w of b, with the bits below from counted as allocated. */
 static inline uint64_t word_from(const struct pallocbits *b, unsigned w,
                                  unsigned from)

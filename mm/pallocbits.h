@@ -88,8 +88,11 @@ unsigned pallocbits_first_clear(const struct pallocbits *b, unsigned i,
 unsigned pallocbits_first_set(const struct pallocbits *b, unsigned i,
                               unsigned n);
 
-/* The highest set bit below i (i < 512), or PALLOCBITS_NONE. */
+/* The highest set bit below i (i < 512), or PALLOCBITS_NONE; and the
+ * highest in [i, i + n) (i + n <= 512), or PALLOCBITS_NONE. */
 unsigned pallocbits_last_set_below(const struct pallocbits *b, unsigned i);
+unsigned pallocbits_last_set(const struct pallocbits *b, unsigned i,
+                             unsigned n);
 
 /*
  * Address-ordered first fit inside one chunk: returns the lowest index i >=

@@ -113,6 +113,10 @@ void mm_port_set_atomic(bool on);
  * per-page state. */
 size_t mm_port_mapped_bytes(void);
 
+/* Bytes of the ranges mm_port_used calls that succeeded were given, all
+ * threads: what the kernel's port walks page by page (mheap_used_test). */
+size_t mm_port_used_bytes(void);
+
 /* Gives back a whole reservation made by mm_port_reserve (tests only: the
  * kernel never unreserves). */
 void mm_port_release(void *addr, size_t nbytes);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 static atomic_size_t mapped_bytes;
+static atomic_size_t used_bytes; /* asked of mm_port_used */
 static atomic_uint fail_maps;
 static atomic_uint fail_reserve;     /* mm_port_fail_reserve */
 static atomic_uint fail_map_at;      /* mm_port_fail_map_at */
@@ -336,6 +337,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 	mm_posix_chaos();
 	if (injected_failure())
 		return false;
+	atomic_fetch_add(&used_bytes, nbytes);
 	if (production(addr))
 		return true; /* dropped pages read as zero when touched */
 	if (mprotect(addr, nbytes, PROT_READ | PROT_WRITE) != 0)
@@ -429,6 +431,11 @@ void mm_port_release(void *addr, size_t nbytes)
 void mm_port_fail_maps(unsigned n)
 {
 	atomic_store(&fail_maps, n);
+}
+
+size_t mm_port_used_bytes(void)
+{
+	return atomic_load(&used_bytes);
 }
 
 size_t mm_port_mapped_bytes(void)

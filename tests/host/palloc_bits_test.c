@@ -309,8 +309,11 @@ KTEST(pallocbits, range_ops_random_against_naive)
 		unsigned i = rng(&s) % 512, n = 1 + rng(&s) % (512 - i);
 		unsigned count = 0, fset = PALLOCBITS_NONE;
 		unsigned fclear = PALLOCBITS_NONE, below = PALLOCBITS_NONE;
+		unsigned lset = PALLOCBITS_NONE;
 		for (unsigned k = i + n; k-- > i;) {
 			count += naive_bit(&b, k);
+			if (lset == PALLOCBITS_NONE && naive_bit(&b, k))
+				lset = k;
 			fset = naive_bit(&b, k) ? k : fset;
 			fclear = naive_bit(&b, k) ? fclear : k;
 		}
@@ -320,6 +323,7 @@ KTEST(pallocbits, range_ops_random_against_naive)
 		KASSERT_EQ(pallocbits_first_set(&b, i, n), fset);
 		KASSERT_EQ(pallocbits_first_clear(&b, i, n), fclear);
 		KASSERT_EQ(pallocbits_last_set_below(&b, i), below);
+		KASSERT_EQ(pallocbits_last_set(&b, i, n), lset);
 		was = b;
 		if (t % 2)
 			pallocbits_set(&b, i, n);

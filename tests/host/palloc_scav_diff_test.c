@@ -1,7 +1,8 @@
 /*
  * The scavenging calls against a naive model, at random: allocations that
  * report which pages were scavenged (the mask of a run of at most 64
- * pages, the backed runs of a longer one), frees that mark some pages
+ * pages, the backed runs of a longer one and the stretch of its scavenged
+ * pages), frees that mark some pages
  * scavenged again (palloc_free_mask_locked), and scavenge takes and
  * returns. The differential test (palloc_diff_test.c) has none of these.
  * The model is one byte a page for each bitmap. A take must be a run of
@@ -46,10 +47,21 @@ static size_t sd_first_fit(const struct sd *s, size_t n)
 }
 
 /* Checks the backed runs palloc noted for [pi, pi + n) against the model:
- * they must be its unscavenged stretches, in order. */
+ * they must be its unscavenged stretches, in order; and the stretch from
+ * its first scavenged page to its last. */
 static bool sd_backed_ok(const struct sd *s, size_t pi, size_t n,
                          const struct palloc_backed *b)
 {
+	size_t lo = pi + n, hi = pi;
+	for (size_t i = pi; i < pi + n; i++)
+		if (s->scav[i]) {
+			lo = i < lo ? i : lo;
+			hi = i + 1;
+		}
+	if (hi > pi ? b->scav.base != tp_addr(&s->p, lo) ||
+	                      b->scav.npages != hi - lo
+	            : b->scav.npages != 0)
+		return false;
 	size_t k = 0;
 	for (size_t i = pi; i < pi + n && k <= PALLOC_BACKED_RUNS;) {
 		if (s->scav[i]) {
