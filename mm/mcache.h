@@ -45,6 +45,8 @@ struct mmag {
 	uintptr_t *limit;
 };
 
+_Static_assert(SC_NCLASSES <= 64, "struct mcache's cached: a bit a class");
+
 /* One CPU's cache: touched only by that CPU, pinned. */
 struct mcache {
 	struct mmag mag[SC_NCLASSES];
@@ -54,6 +56,10 @@ struct mcache {
 	struct mspan *alloc[SC_NCLASSES]; /* the current span, or the empty
 	                                     placeholder */
 	uint32_t flushgen; /* the sweepgen it was last prepared for */
+	/* Bit cls set while alloc[cls] may hold a span (set as one is
+	 * cached, all cleared by a flush): a flush, which visits every
+	 * CPU's cache at a malloc_trim, reads those classes alone */
+	uint64_t cached;
 	struct mcache_counters n;
 	/* Per class: full magazines spilled since its last empty one was
 	 * refilled (mag_spilled, mag_refilled) */

@@ -125,8 +125,9 @@ struct mcentral {
 	 * frees, taken whole by refills (so no ABA). */
 	struct mspan *_Atomic fold_queue;
 	/* Queued spans taken off fold_queue but not folded yet (a refill
-	 * folds at most a few): under the lock, linked through qnext. */
-	struct mspan *fold_backlog;
+	 * folds at most a few), linked through qnext: written under the
+	 * lock (relaxed), looked at without it (queues_hold_spans). */
+	struct mspan *_Atomic fold_backlog;
 	_Atomic size_t nspans; /* spans of this class in use anywhere */
 	/* Booked when a span's frees are folded (not on the fast paths):
 	 * frees by the local and the remote path. */

@@ -176,7 +176,7 @@ bool spanheap_flush_all(struct spanheap *sh);
  * spanheap_cpu_idle). Thread context. */
 size_t spanheap_sweep_cycle(struct spanheap *sh);
 
-/* Flushes every CPU's cache it can reach (spanheap_flush_all), sweeps,
+/* Flushes every CPU's cache it can reach, sweeps if a cycle is owed,
  * drains the guarded pool, scavenges every free page (mheap_release_all);
  * returns the pages released (the pool's too). Thread context. */
 size_t spanheap_release_all(struct spanheap *sh);

@@ -69,6 +69,7 @@ static void cache_install(struct spanheap *sh, struct mcache *mc, unsigned cls,
 	                      memory_order_relaxed);
 	spanheap_span_fill_cache(s);
 	mc->alloc[cls] = s;
+	mc->cached |= (uint64_t)1 << cls;
 }
 
 /*

@@ -119,7 +119,10 @@ static unsigned long rest_tail_unlocked(struct mcentral *c, struct mspan *q,
 	while ((next = atomic_load_explicit(&t->qnext, memory_order_relaxed)))
 		t = next;
 	irq = mm_lock_acquire(&c->lock);
-	atomic_store_explicit(&t->qnext, c->fold_backlog, memory_order_relaxed);
+	atomic_store_explicit(
+	        &t->qnext,
+	        atomic_load_explicit(&c->fold_backlog, memory_order_relaxed),
+	        memory_order_relaxed);
 	return irq;
 }
 
@@ -135,9 +138,9 @@ static void park_rest(struct spanheap *sh, struct mcentral *c, struct mspan *q,
 	if (!q)
 		return;
 	unsigned long irq = mm_lock_acquire(&c->lock);
-	if (c->fold_backlog)
+	if (atomic_load_explicit(&c->fold_backlog, memory_order_relaxed))
 		irq = rest_tail_unlocked(c, q, irq);
-	c->fold_backlog = q;
+	atomic_store_explicit(&c->fold_backlog, q, memory_order_relaxed);
 	mm_lock_release(&c->lock, irq);
 	/* Set once the rest is there, so that a growth's clear meanwhile
 	 * (fold_for) cannot lose it: it either precedes the set or finds
@@ -218,8 +221,8 @@ static struct mspan *fold_some(struct spanheap *sh, struct mcentral *c,
 static struct mspan *queue_take(struct mcentral *c)
 {
 	unsigned long irq = mm_lock_acquire(&c->lock);
-	struct mspan *q = c->fold_backlog;
-	c->fold_backlog = NULL;
+	struct mspan *q = atomic_exchange_explicit(&c->fold_backlog, NULL,
+	                                           memory_order_relaxed);
 	mm_lock_release(&c->lock, irq);
 	if (!q && atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
 		q = atomic_exchange_explicit(&c->fold_queue, NULL,
@@ -259,8 +262,8 @@ void spanheap_fold_queue_all(struct spanheap *sh, unsigned cls)
 			unsigned budget = SPANHEAP_GROWTH_FOLD_BUDGET;
 			fold_some(sh, c, q, false, &budget, 0);
 			unsigned long irq = mm_lock_acquire(&c->lock);
-			q = c->fold_backlog;
-			c->fold_backlog = NULL;
+			q = atomic_exchange_explicit(&c->fold_backlog, NULL,
+			                             memory_order_relaxed);
 			mm_lock_release(&c->lock, irq);
 		}
 	}

@@ -253,7 +253,8 @@ static void check_queue(struct spanheap *sh, unsigned cls, size_t nqueued,
 	unsigned long irq = mm_lock_acquire(&c->lock);
 	size_t n = check_queue_list(sh, c, irq, cls,
 	                            atomic_load(&c->fold_queue), max) +
-	           check_queue_list(sh, c, irq, cls, c->fold_backlog, max);
+	           check_queue_list(sh, c, irq, cls,
+	                            atomic_load(&c->fold_backlog), max);
 	mm_lock_release(&c->lock, irq);
 	if (n != nqueued)
 		check_fail(sh,

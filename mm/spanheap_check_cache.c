@@ -163,7 +163,8 @@ void spanheap_check_mags(struct spanheap *sh)
 }
 
 /* Every CPU's cached spans: of their slot's class, on no list, with an
- * odd sweepgen; counted per class into listed[]. */
+ * odd sweepgen, the class's bit set in cached (else a flush would keep
+ * it); counted per class into listed[]. */
 void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 {
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
@@ -171,18 +172,22 @@ void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 			struct mspan *s = sh->caches[cpu].alloc[cls];
 			if (s == &spanheap_empty_span)
 				continue;
+			uint64_t bits = sh->caches[cpu].cached;
 			if (s->sizeclass != cls || s->list != MSPAN_LIST_NONE ||
 			    atomic_load(&s->sweepgen) % 2 == 0 ||
-			    atomic_load(&s->owner) != cpu + 1)
+			    atomic_load(&s->owner) != cpu + 1 ||
+			    !(bits >> cls & 1))
 				check_fail(
 				        sh,
 				        "spanheap: check: CPU %u caches span "
 				        "[%#lx] of class %u for class %u, "
-				        "sweepgen %u, owner %u",
+				        "sweepgen %u, owner %u, cached bits "
+				        "%#lx",
 				        cpu, (unsigned long)s->base,
 				        s->sizeclass, cls,
 				        atomic_load(&s->sweepgen),
-				        (unsigned)atomic_load(&s->owner));
+				        (unsigned)atomic_load(&s->owner),
+				        (unsigned long)bits);
 			listed[cls]++;
 		}
 	}

@@ -35,6 +35,8 @@ static bool mag_drain(struct spanheap *sh, unsigned cpu, unsigned cls)
 	        &sh->caches[cpu].mag[spanheap_class_checked(cls, __func__)];
 	uintptr_t *base = mag_base(sh, cpu, cls);
 	uint32_t n = (uint32_t)(mag_top(m) - base);
+	if (n == 0) /* no give-back: it adds 0 to a counter, atomically */
+		return false;
 	mag_set_top(m, base);
 	return spanheap_mag_give_back(sh, cpu, cls, base, n);
 }
@@ -76,10 +78,13 @@ static void mags_resize(struct spanheap *sh, unsigned cpu, bool armed)
 bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu)
 {
 	struct mcache *mc = &sh->caches[cpu];
-	bool kick = mag_drain_all(sh, cpu);
-	if (mc->slab)
+	bool kick = false;
+	if (mc->slab) { /* else no magazine ever held an object */
+		kick = mag_drain_all(sh, cpu);
 		mags_resize(sh, cpu, spanheap_fail_armed(sh));
-	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
+	}
+	for (uint64_t m = mc->cached; m; m &= m - 1) {
+		unsigned cls = (unsigned)__builtin_ctzll(m);
 		struct mspan *s =
 		        mc->alloc[spanheap_class_checked(cls, __func__)];
 		if (s != &spanheap_empty_span) {
@@ -87,6 +92,7 @@ bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu)
 			spanheap_uncache_span(sh, s);
 		}
 	}
+	mc->cached = 0;
 	mc->flushgen =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	return kick;

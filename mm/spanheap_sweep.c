@@ -215,6 +215,16 @@ size_t spanheap_sweep_cycle(struct spanheap *sh)
 	return spanheap_run_cycle(sh, false);
 }
 
+/* True if a cycle has work (after a flush of every cache): frees pending
+ * since the last flip, a cycle running, or spans queued. Else the last
+ * cycle swept every span and nothing was freed into one since. */
+static bool cycle_owed(struct spanheap *sh)
+{
+	spanheap_assert_set_up(sh); /* a release, a reclaim */
+	return spanheap_pending_since_flip(sh) || spanheap_cycle_running(sh) ||
+	       spanheap_queues_hold_spans(sh);
+}
+
 /*
  * The page heap refused a thread allocation: sweeps now, so that memory
  * freed but not swept yet is not reported as out of memory (Go's
@@ -236,8 +246,7 @@ bool spanheap_reclaim(struct spanheap *sh)
 	spanheap_assert_can_sleep("spanheap_reclaim");
 	uint64_t freed0 = freed_spans(sh);
 	spanheap_flush_all(sh);
-	if (!spanheap_pending_since_flip(sh) && !spanheap_cycle_running(sh) &&
-	    !spanheap_queues_hold_spans(sh))
+	if (!cycle_owed(sh))
 		return freed_spans(sh) != freed0;
 	spanheap_run_cycle(sh, false);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -255,7 +264,12 @@ size_t spanheap_release_all(struct spanheap *sh)
 	 * counts nothing, and after it, for the frees made meanwhile. */
 	size_t pages = spanheap_guard_drain_all(sh);
 	spanheap_flush_all(sh);
-	spanheap_run_cycle(sh, false);
+	/* None owed (cycle_owed), a cycle would sweep every span for
+	 * nothing: most of a malloc_trim of a small heap with nothing
+	 * freed (callgrind, review rv76), and a whole heap's sweep in a big
+	 * one. */
+	if (cycle_owed(sh))
+		spanheap_run_cycle(sh, false);
 	pages += spanheap_guard_drain_all(sh);
 	return pages + mheap_release_all(sh->heap) +
 	       mheap_release_all(&sh->meta);

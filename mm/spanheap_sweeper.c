@@ -113,19 +113,19 @@ void spanheap_sweeper_kick(struct spanheap *sh)
  * the queue before the cycle's drain, and leaves its rest in the backlog
  * after) holds spans whose frees the flip took in; a queued span is
  * freed by no one but whoever takes it off, so empty ones would wait
- * there with nothing pending to start the cycle that frees them. Takes
- * each class's lock (the backlog is under it). Thread context.
+ * there with nothing pending to start the cycle that frees them. Reads
+ * each class's two heads without its lock: a class's look is a moment's
+ * either way, as a taker may hold a rest it parks just after (until
+ * review rv76 it took each lock, 63 of them at every malloc_trim). Thread
+ * context.
  */
 bool spanheap_queues_hold_spans(struct spanheap *sh)
 {
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mcentral *c = spanheap_central_of(sh, cls, __func__);
-		unsigned long irq = mm_lock_acquire(&c->lock);
-		bool held = c->fold_backlog != NULL ||
-		            atomic_load_explicit(&c->fold_queue,
-		                                 memory_order_relaxed) != NULL;
-		mm_lock_release(&c->lock, irq);
-		if (held)
+		if (atomic_load_explicit(&c->fold_backlog,
+		                         memory_order_relaxed) ||
+		    atomic_load_explicit(&c->fold_queue, memory_order_relaxed))
 			return true;
 	}
 	return false;
