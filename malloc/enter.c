@@ -239,6 +239,7 @@ _Atomic unsigned long *mm_malloc_enter_nested(void)
 		                    "(SIGABRT, SIGSEGV)"
 		                  : "the thread is past its exit");
 	mm_malloc_signals_block(&lent_mask);
+	mm_malloc_slot_used(MM_MALLOC_LATE_SLOT);
 	mm_malloc_slot_take(MM_MALLOC_LATE_SLOT);
 	lent_slot = t->slot_id;
 	t->slot_id = MM_MALLOC_LATE_SLOT;

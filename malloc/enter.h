@@ -65,6 +65,17 @@ extern struct mm_malloc_slot mm_malloc_slots[MM_MAX_CPUS] MM_MALLOC_HIDDEN;
 /* The slot of threads past their exit (slots.c, "exit"); never owned. */
 #define MM_MALLOC_LATE_SLOT (MM_MAX_CPUS - 1)
 
+/* Bit i set before slot i is first a thread's (claimed, or the late
+ * slot taken): a visit passes the others by, whose caches hold nothing
+ * (visit.c). Never cleared. */
+extern atomic_ullong mm_malloc_slots_used MM_MALLOC_HIDDEN;
+_Static_assert(MM_MAX_CPUS <= 64, "mm_malloc_slots_used: a bit a slot");
+
+static inline void mm_malloc_slot_used(unsigned i)
+{
+	atomic_fetch_or(&mm_malloc_slots_used, 1ull << i);
+}
+
 /* Per thread: mm_malloc_self (pin.h). */
 
 /* First use by this thread: initialises the heap if needed, claims a

@@ -131,7 +131,9 @@
  *              the lock once; one outside waits, holding no slot); holding
  *              its own slot (the sweeper has none and borrows each slot
  *              it visits), a thread sets MM_SLOT_VISIT in every other
- *              slot, calls membarrier(), then takes each slot on the slow
+ *              slot ever used (mm_malloc_slots_used: the others' caches
+ *              are empty), calls membarrier() (none if no slot was
+ *              flagged), then takes each slot on the slow
  *              path with a bounded wait (busy, then in == 0; passed by if
  *              either outlasts it), hands its cache to mm/, gives busy
  *              back, and last clears the flags. It never waits for fork's
@@ -366,6 +368,7 @@ bool mm_malloc_heap_up(void)
  * before it (until this version) indexed the caches with -1. */
 static int slot_set(unsigned i, bool fast)
 {
+	mm_malloc_slot_used(i);
 	mm_malloc_self.slot_id = (int)i;
 	atomic_signal_fence(memory_order_seq_cst);
 	if (fast)
@@ -462,6 +465,7 @@ static void slot_exit(void *arg)
 	 * index (slot_set's order, reversed). */
 	mm_malloc_self.fast = NULL;
 	atomic_signal_fence(memory_order_seq_cst);
+	mm_malloc_slot_used(MM_MALLOC_LATE_SLOT);
 	mm_malloc_self.slot_id = MM_MALLOC_LATE_SLOT;
 	/* Not to be reclaimed (this thread is alive until it drops its
 	 * count): cleared before, and only if it is still this thread's. */

@@ -26,8 +26,10 @@
  *            to mm/ inside; busy = 0, then the flag cleared).
  *
  * Not modelled: signal handlers' calls, told by the thread's held word
- * (slots.c, "nested"; tests/real/malloc_hooks_signals.c forces them), and
- * LATE_SLOT (busy alone, never owned).
+ * (slots.c, "nested"; tests/real/malloc_hooks_signals.c forces them),
+ * LATE_SLOT (busy alone, never owned), and a visit's choice of slots
+ * (those ever used, mm_malloc_slots_used, loaded once): the slot here is
+ * used from the start, and one left out is neither flagged nor taken.
  *
  * Memory model: x86-TSO for the owner's `in`, the one word written with
  * a plain store that a plain load may pass: its stores go into a FIFO

@@ -377,6 +377,8 @@ static const struct {
          * bounded wait for busy. */
         {"visit_passes_a_busy_slot", visit_passes_a_held_slot,
          "MM_MALLOC_MEMBARRIER=0"},
+        {"trim_alone_visits_no_slot", trim_alone_visits_no_slot,
+         "MM_MALLOC_BACKGROUND=0"},
         {"trim_waits_for_the_sweepers_visit", trim_waits_for_the_sweepers_visit,
          NULL},
         {"claims_race_for_a_free_slot", claims_race_for_a_free_slot,

@@ -124,6 +124,7 @@ int signal_in_fast_leave(void);
 /* malloc_hooks_visit.c: */
 int fast_entry_backs_out_of_a_visit(void);
 int visit_passes_a_held_slot(void);
+int trim_alone_visits_no_slot(void);
 int trim_waits_for_the_sweepers_visit(void);
 /* malloc_hooks_reclaim.c: */
 int claims_race_for_a_free_slot(void);
