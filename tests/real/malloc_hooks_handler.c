@@ -163,24 +163,44 @@ int handler_call_in_lock_window(void)
 	return 1;
 }
 
-/* The visit takes every slot but its own in order, the late slot
- * (MM_MAX_CPUS - 1) last: the 63rd it holds. */
-enum { LATE_VISIT = 63 };
-static int visits;
-
+/* The visit takes the slots ever a thread's but its own, the late slot
+ * (MM_MAX_CPUS - 1) last: a signal at each (the handler's call takes the
+ * late slot, so at the last it must wait for the visit to give it back). */
 static void in_visit(enum mm_malloc_hook_point where)
 {
-	if (is_main && where == MM_MALLOC_HOOK_VISIT_HELD &&
-	    ++visits == LATE_VISIT)
+	if (is_main && where == MM_MALLOC_HOOK_VISIT_HELD)
 		raise(SIGUSR1);
+}
+
+static pthread_key_t past_exit_key;
+
+/* A key's destructor after the library's: an allocation on the late
+ * slot, which a visit then takes too. */
+static void past_exit_alloc(void *arg)
+{
+	(void)arg;
+	free(malloc(24));
+}
+
+static void *past_exit_thread(void *arg)
+{
+	(void)arg;
+	free(malloc(16));
+	pthread_setspecific(past_exit_key, (void *)1);
+	return NULL;
 }
 
 static void visit_child(void)
 {
 	is_main = true;
 	free(malloc(16));
-	if (!on_signal(SIGUSR1, alloc_handler))
+	if (!on_signal(SIGUSR1, alloc_handler) ||
+	    pthread_key_create(&past_exit_key, past_exit_alloc) != 0)
 		_exit(2);
+	pthread_t t;
+	if (pthread_create(&t, NULL, past_exit_thread, NULL) != 0)
+		_exit(2);
+	pthread_join(t, NULL);
 	mm_malloc_test_hook = in_visit;
 	malloc_trim(0);
 	mm_malloc_test_hook = NULL;
