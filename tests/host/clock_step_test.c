@@ -34,9 +34,15 @@ static uint64_t cycles(void)
 }
 
 /* Wakes the sweeper and returns once it has looked (its wait on the wake
- * event returned) and waits again: what it decided is done by then. */
+ * event returned) and waits again: what it decided is done by then. It
+ * waits first for the sweeper to wait: a sweeper just started, woken
+ * before its first read of the event, read the wake as seen and slept
+ * its quarter period (the first version of this test hung so, once, on
+ * a loaded machine). */
 static void sweeper_looks(void)
 {
+	while (mm_port_event_waiters(&sh.sweeper.wake) == 0)
+		sched_yield();
 	unsigned long r0 = mm_port_event_returns(&sh.sweeper.wake);
 	mm_event_wake(&sh.sweeper.wake);
 	while (mm_port_event_returns(&sh.sweeper.wake) == r0)
