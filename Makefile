@@ -247,7 +247,7 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint size locks sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
+TEST_PARTS := lint size deps locks sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
 	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison kernel-guard \
 	harness
 
@@ -326,13 +326,17 @@ test-locks:
 
 # Then the house style's sizes (tools/lint-size: files, headers,
 # functions), which a sweep found broken by files that had grown past
-# them; its results go apart ("size"), and both run whatever the first
-# says.
+# them; its results go apart ("size"), and so do those of
+# tools/lint-deps ("deps": the programs compiled straight from their
+# sources, with no dependency file, list every header they include);
+# each runs whatever the others say.
 test-lint: $(MM_KOBJS)
 	@mkdir -p $(RESULTS)
 	@st=0; NM=$(NM) LINT_MM_UNUSED_OK="$(LINT_MM_UNUSED_OK)" \
 		tools/lint-mm $(RESULTS)/lint mm $(MM_KOBJS) || st=1; \
-	tools/lint-size $(RESULTS)/size || st=1; exit $$st
+	tools/lint-size $(RESULTS)/size || st=1; \
+	MAKE="$(MAKE)" tools/lint-deps $(RESULTS)/deps BUILD=$(BUILD) \
+		CC=$(CC) || st=1; exit $$st
 
 # A host test that deadlocks (the port's locks and events) prints nothing
 # more; after HOST_TIMEOUT seconds of that, tools/run-progress ends the

@@ -82,6 +82,9 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
 	malloc_api_atfork.c malloc_api_signal.c) mm/sizeclasses.c
+# What they include, besides tests/real/'s own headers (tools/lint-deps,
+# in make test-lint, checks that these lists are whole).
+MALLOC_API_HDRS := mm/sizeclasses.h mm/port.h
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
 $(MALLOC_FORK_LIB): tests/real/fork_lib.c
@@ -100,7 +103,7 @@ $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 		tests/real/malloc_api_scenarios.h \
 		tests/real/malloc_api_diff.h tests/real/malloc_api_churn.h \
 		tests/real/proc_read.h tests/real/blowup.h \
-		tests/real/seccomp_util.h \
+		tests/real/seccomp_util.h $(MALLOC_API_HDRS) \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
@@ -157,7 +160,7 @@ test-real: $(MALLOC_C_TESTS)
 MALLOC_RSS_BURST := $(MALLOC_BUILD)/rss-burst
 MALLOC_BENCH_DIR := $(BUILD)/bench-real
 
-$(MALLOC_RSS_BURST): tests/real/rss_burst.c
+$(MALLOC_RSS_BURST): tests/real/rss_burst.c tests/real/proc_read.h
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ $< \
 		-lpthread
