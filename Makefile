@@ -69,8 +69,7 @@ KCFLAGS += -DKTEST_FAIL_DEMO=1
 endif
 # Test hooks (kernel/testhook.h) widen race windows for the tests that need
 # them. Every kernel carries its tests, so they are on by default;
-# KTEST_HOOKS=0 (after make clean) builds a kernel without them or those
-# tests.
+# KTEST_HOOKS=0 builds a kernel without them or those tests.
 KTEST_HOOKS ?= 1
 KCFLAGS += -DKTEST_HOOKS=$(KTEST_HOOKS)
 # mm/'s own hooks (mm/mheap_testing.h) follow: a kernel that lifts mm/
@@ -100,14 +99,53 @@ objlist = @mkdir -p $(dir $(1)); echo '$(2)' | cmp -s - $(1) || echo '$(2)' > $(
 .PHONY: FORCE
 FORCE:
 
+# A build flavour's compiler and flags, FLAGS_NAME, kept in
+# $(BUILD)/flags/NAME, which is rewritten when make reads this file only
+# if they changed: the flavour's objects depend on it, so a run with
+# other flags (CC=clang, KTEST_HOOKS=0, EFI_INC=...) compiles them again.
+# Until this version `make CC=clang` after a gcc build compiled nothing
+# but ksyms.S and relinked host-test with clang over gcc's objects.
+# make -n or -q leaves the file alone and, if the flags differ, makes
+# the objects depend on FORCE, so it shows what a real run would do.
+# The new text goes to a file of this make's own (make test runs several
+# at once), renamed over the old one. $(call flags_file,NAME) gives the
+# prerequisite (use it with :=).
+flags_dry := $(findstring n,$(firstword -$(MAKEFLAGS)))$(findstring \
+	q,$(firstword -$(MAKEFLAGS)))
+flags_new := new.$(shell echo $$PPID)
+flags_file = $(BUILD)/flags/$(1)$(shell mkdir -p $(BUILD)/flags)$(file \
+	>$(BUILD)/flags/$(1).$(flags_new),$(strip $(FLAGS_$(1))))$(shell \
+	cd $(BUILD)/flags && if cmp -s $(1).$(flags_new) $(1); then \
+	rm $(1).$(flags_new); elif [ -n "$(flags_dry)" ]; then \
+	rm $(1).$(flags_new); echo " FORCE"; \
+	else mv $(1).$(flags_new) $(1); fi)
+
+# Written again if removed (make clean all: after make read this file)
+# by a make that reads it again: a recipe writing it with $(file) would
+# write it under make -n -B too (tools/lint-deps), and the objects would
+# all be rebuilt after the lint.
+$(BUILD)/flags/%:
+	@$(MAKE) --no-print-directory -s FORCE
+
+# The programs compiled straight from their sources: their flags are in
+# their recipes, their compiler here.
+FLAGS_cc := $(CC)
+CC_FLAGS := $(call flags_file,cc)
+
 $(BUILD)/kernel.objs: FORCE
 	$(call objlist,$@,$(KERNEL_OBJS))
 
-$(BUILD)/%.c.o: %.c
+# KTEST_FAIL_DEMO is left out: its kernel has a build directory of its
+# own, which tools/seed-build starts from this one's objects (and flags
+# file) that the macro does not change.
+FLAGS_kernel := $(CC) $(filter-out -DKTEST_FAIL_DEMO=1,$(KCFLAGS) $(KASFLAGS))
+KERNEL_FLAGS := $(call flags_file,kernel)
+
+$(BUILD)/%.c.o: %.c $(KERNEL_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(KCFLAGS) -c $< -o $@
 
-$(BUILD)/%.S.o: %.S
+$(BUILD)/%.S.o: %.S $(KERNEL_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(KASFLAGS) -c $< -o $@
 
@@ -115,7 +153,7 @@ $(BUILD)/%.S.o: %.S
 # links with an empty table; its text symbols become the table; pass 2 links
 # again. The table section sits after .rodata, so text addresses cannot move
 # between the passes; the build checks that they did not.
-$(BUILD)/ksyms-empty.S.o: tools/gen-ksyms linker.ld
+$(BUILD)/ksyms-empty.S.o: tools/gen-ksyms linker.ld $(KERNEL_FLAGS)
 	@mkdir -p $(@D)
 	tools/gen-ksyms /dev/null > $(BUILD)/ksyms-empty.S
 	$(CC) $(KASFLAGS) -c $(BUILD)/ksyms-empty.S -o $@
@@ -124,7 +162,7 @@ $(BUILD)/kernel.pass1.elf: $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o linker.ld \
 		$(BUILD)/kernel.objs
 	$(LD) $(KLDFLAGS) -o $@ $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o
 
-$(BUILD)/ksyms.S.o: $(BUILD)/kernel.pass1.elf tools/gen-ksyms
+$(BUILD)/ksyms.S.o: $(BUILD)/kernel.pass1.elf tools/gen-ksyms $(KERNEL_FLAGS)
 	$(NM) -n --defined-only $< | tools/gen-ksyms - > $(BUILD)/ksyms.S
 	$(CC) $(KASFLAGS) -c $(BUILD)/ksyms.S -o $@
 
@@ -161,7 +199,10 @@ HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \
 HOST_OBJS := $(patsubst %,$(HOST_BUILD)/%.o,$(HOST_TEST_SRCS))
 HOST_TEST := $(HOST_BUILD)/host-test
 
-$(HOST_BUILD)/%.c.o: %.c
+FLAGS_host := $(CC) $(HOST_CFLAGS)
+HOST_FLAGS := $(call flags_file,host)
+
+$(HOST_BUILD)/%.c.o: %.c $(HOST_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(HOST_CFLAGS) -c $< -o $@
 

@@ -30,7 +30,10 @@ BOOT_LDFLAGS := -nostdlib -znocombreloc -shared -Bsymbolic --no-undefined \
 BOOT_SECTIONS := .text .sdata .data .dynamic .rodata .rel .rela .rel.* \
 	.rela.* .reloc
 
-$(BOOT_OBJS): $(BUILD)/boot/%.o: boot/%.c boot/boot.mk
+FLAGS_boot := $(CC) $(BOOT_CFLAGS)
+BOOT_FLAGS := $(call flags_file,boot)
+
+$(BOOT_OBJS): $(BUILD)/boot/%.o: boot/%.c boot/boot.mk $(BOOT_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(BOOT_CFLAGS) -c $< -o $@
 

@@ -35,7 +35,11 @@ MALLOC_CFLAGS := -std=gnu11 -O2 -g -fPIC -flto -Wall -Wextra -Werror \
 	-DSPANHEAP_FAST='__attribute__((always_inline)) inline'
 MALLOC_OBJS := $(patsubst %,$(MALLOC_BUILD)/%.o,$(MALLOC_SRCS))
 
-$(MALLOC_BUILD)/%.c.o: %.c
+# The hooks variant's flags are these and -DMM_TEST_HOOKS.
+FLAGS_malloc := $(CC) $(MALLOC_CFLAGS)
+MALLOC_FLAGS := $(call flags_file,malloc)
+
+$(MALLOC_BUILD)/%.c.o: %.c $(MALLOC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_CFLAGS) -c $< -o $@
 
@@ -52,7 +56,7 @@ MALLOC_HOOKS_BUILD := $(BUILD)/malloc-hooks
 MALLOC_HOOKS_SO := $(MALLOC_BUILD)/libmm_malloc_hooks.so
 MALLOC_HOOKS_OBJS := $(patsubst %,$(MALLOC_HOOKS_BUILD)/%.o,$(MALLOC_SRCS))
 
-$(MALLOC_HOOKS_BUILD)/%.c.o: %.c
+$(MALLOC_HOOKS_BUILD)/%.c.o: %.c $(MALLOC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_CFLAGS) -DMM_TEST_HOOKS -c $< -o $@
 
@@ -87,14 +91,14 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 MALLOC_API_HDRS := mm/sizeclasses.h mm/port.h
 MALLOC_FORK_LIB := $(MALLOC_BUILD)/libmm_fork_lib.so
 
-$(MALLOC_FORK_LIB): tests/real/fork_lib.c
+$(MALLOC_FORK_LIB): tests/real/fork_lib.c $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< \
 		-lpthread
 
 MALLOC_INITFIRST_LIB := $(MALLOC_BUILD)/libmm_initfirst_lib.so
 
-$(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c
+$(MALLOC_INITFIRST_LIB): tests/real/initfirst_lib.c $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -fPIC \
 		-shared -Wl,-z,initfirst -o $@ $<
@@ -103,7 +107,7 @@ $(MALLOC_API_TEST): $(MALLOC_API_SRCS) tests/real/malloc_api_test.h \
 		tests/real/malloc_api_scenarios.h \
 		tests/real/malloc_api_diff.h tests/real/malloc_api_churn.h \
 		tests/real/proc_read.h tests/real/blowup.h \
-		tests/real/seccomp_util.h $(MALLOC_API_HDRS) \
+		tests/real/seccomp_util.h $(MALLOC_API_HDRS) $(CC_FLAGS) \
 		$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. -o $@ \
@@ -122,7 +126,7 @@ MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
 		tests/real/proc_read.h tests/real/seccomp_util.h \
-		malloc/malloc_testing.h
+		malloc/malloc_testing.h $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -fno-builtin -I. \
 		-o $@ $(MALLOC_HOOKS_SRCS) -lpthread
@@ -160,7 +164,7 @@ test-real: $(MALLOC_C_TESTS)
 MALLOC_RSS_BURST := $(MALLOC_BUILD)/rss-burst
 MALLOC_BENCH_DIR := $(BUILD)/bench-real
 
-$(MALLOC_RSS_BURST): tests/real/rss_burst.c tests/real/proc_read.h
+$(MALLOC_RSS_BURST): tests/real/rss_burst.c tests/real/proc_read.h $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ $< \
 		-lpthread
@@ -187,7 +191,7 @@ MALLOC_BLOWUP_SRCS := $(addprefix tests/real/,blowup.c blowup_work.c \
 	blowup_sharing.c)
 
 $(MALLOC_BLOWUP): $(MALLOC_BLOWUP_SRCS) tests/real/blowup.h \
-		tests/real/proc_read.h
+		tests/real/proc_read.h $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
 		$(MALLOC_BLOWUP_SRCS) -lpthread
@@ -201,7 +205,7 @@ bench-blowup: $(MALLOC_SO) $(MALLOC_BLOWUP) | deps-bench
 # the peers, one table (tools/bench-latency; under a minute).
 MALLOC_LATENCY := $(MALLOC_BUILD)/latency
 
-$(MALLOC_LATENCY): tests/real/latency.c
+$(MALLOC_LATENCY): tests/real/latency.c $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
 		tests/real/latency.c -lpthread
@@ -257,11 +261,15 @@ MALLOC_TSAN_TIMEOUT ?= 300
 # says how); empty of entries while the run is clean.
 MALLOC_TSAN_SUPP := tests/real/malloc_tsan.supp
 
-$(MALLOC_TSAN_BUILD)/lib/%.c.o: %.c
+FLAGS_malloc-tsan := $(CC) $(MALLOC_TSAN_LIB_CFLAGS) \
+	$(MALLOC_TSAN_TEST_CFLAGS)
+MALLOC_TSAN_FLAGS := $(call flags_file,malloc-tsan)
+
+$(MALLOC_TSAN_BUILD)/lib/%.c.o: %.c $(MALLOC_TSAN_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_TSAN_LIB_CFLAGS) -c $< -o $@
 
-$(MALLOC_TSAN_BUILD)/test/%.c.o: %.c
+$(MALLOC_TSAN_BUILD)/test/%.c.o: %.c $(MALLOC_TSAN_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_TSAN_TEST_CFLAGS) -c $< -o $@
 

@@ -20,7 +20,10 @@ COV_CFLAGS := $(filter-out -O1,$(HOST_CFLAGS)) -O0 --coverage \
 	-fprofile-update=atomic
 COV_OBJS := $(patsubst %,$(COV_BUILD)/%.o,$(HOST_TEST_SRCS))
 
-$(COV_BUILD)/%.c.o: %.c
+FLAGS_cov := $(CC) $(COV_CFLAGS)
+COV_FLAGS := $(call flags_file,cov)
+
+$(COV_BUILD)/%.c.o: %.c $(COV_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(COV_CFLAGS) -c $< -o $@
 

@@ -113,7 +113,10 @@ $(foreach t,$(FUZZ_INPUT_TARGETS),$(eval \
 $(foreach t,$(FUZZ_MM_TARGETS),$(eval \
 	$(FUZZ_DIR)/$(t): $(FUZZ_OBJS_MM) $(call fuzz_objs,$(FUZZ_SRCS_$(t)))))
 
-$(FUZZ_OBJ)/%.c.o: %.c
+FLAGS_fuzz := clang $(FUZZ_CFLAGS)
+FUZZ_FLAGS_FILE := $(call flags_file,fuzz)
+
+$(FUZZ_OBJ)/%.c.o: %.c $(FUZZ_FLAGS_FILE)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
@@ -175,7 +178,7 @@ SC_CHECK_DIR := $(HOST_BUILD)/sizeclasses-check
 
 SC_GEN_SRCS := tools/gen-sizeclasses.c tools/gen-sizeclasses-emit.c
 
-$(SC_GEN): $(SC_GEN_SRCS) tools/gen-sizeclasses.h
+$(SC_GEN): $(SC_GEN_SRCS) tools/gen-sizeclasses.h $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -o $@ $(SC_GEN_SRCS)
 
@@ -221,7 +224,7 @@ BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c \
 	tests/host/bench/palloc_bench.c
 
-$(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h)
+$(BENCH_BIN): $(BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h) $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(BENCH_SRCS) -lpthread
@@ -236,7 +239,7 @@ SPANHEAP_BENCH_SRCS := $(addprefix mm/,$(MM_SRCS)) tests/host/mm_port_posix.c \
 	tests/host/bench/spanheap_bench_args.c
 
 $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
-		tests/host/bench/*.h)
+		tests/host/bench/*.h) $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread -ldl
@@ -262,7 +265,7 @@ bench-spanheap: $(SPANHEAP_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 # mm/ sources: the allocator under test is LD_PRELOADed).
 CLIFFS_BENCH_BIN := $(BENCH_DIR)/cliffs_bench
 
-$(CLIFFS_BENCH_BIN): tests/host/bench/cliffs_bench.c
+$(CLIFFS_BENCH_BIN): tests/host/bench/cliffs_bench.c $(CC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -o $@ $< -lpthread -ldl
 
@@ -296,7 +299,10 @@ TSAN_EXCLUDE ?= palloc_diff.*,spanheap_diff.*,palloc_scav.against_a_model*,pallo
 TSAN_RUN_OPTIONS := halt_on_error=1 second_deadlock_stack=1
 TSAN_TIMEOUT ?= 300
 
-$(TSAN_BUILD)/%.c.o: %.c
+FLAGS_tsan := $(CC) $(TSAN_CFLAGS)
+TSAN_FLAGS := $(call flags_file,tsan)
+
+$(TSAN_BUILD)/%.c.o: %.c $(TSAN_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(TSAN_CFLAGS) -c $< -o $@
 

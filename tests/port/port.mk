@@ -20,7 +20,10 @@ PORT_TEST := $(PORT_BUILD)/min-port-test
 # Like every other object, after tools/install-deps (the Makefile's deps).
 $(PORT_OBJS): | deps
 
-$(PORT_BUILD)/%.c.o: %.c
+FLAGS_port := $(CC) $(PORT_CFLAGS)
+PORT_FLAGS := $(call flags_file,port)
+
+$(PORT_BUILD)/%.c.o: %.c $(PORT_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(PORT_CFLAGS) -c $< -o $@
 
