@@ -276,10 +276,13 @@ $(MALLOC_TSAN_BUILD)/test/%.c.o: %.c $(MALLOC_TSAN_FLAGS)
 $(MALLOC_TSAN_TEST): $(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS)
 	$(CC) -fsanitize=thread -g -o $@ $^ -lpthread -ldl
 
+# The suppressions' path is quoted for TSan, whose options a space
+# separates: in a checkout under "/tmp/a b" the run failed at once
+# ("expected '=' in TSAN_OPTIONS").
 test-malloc-tsan: $(MALLOC_TSAN_TEST)
 	@mkdir -p $(RESULTS)
 	@MM_MALLOC_MEMBARRIER=0 MM_MALLOC_BACKGROUND= \
-		TSAN_OPTIONS="$(TSAN_RUN_OPTIONS) suppressions=$(CURDIR)/$(MALLOC_TSAN_SUPP)" \
+		TSAN_OPTIONS="$(TSAN_RUN_OPTIONS) suppressions='$(CURDIR)/$(MALLOC_TSAN_SUPP)'" \
 		tools/run-progress $(MALLOC_TSAN_TIMEOUT) \
 		$(BUILD)/malloc-tsan.log $(MALLOC_TSAN_TEST); \
 	tools/ktap-check malloc-tsan $(BUILD)/malloc-tsan.log \
