@@ -437,7 +437,10 @@ test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
 
 # $(call kernel_lines,LABEL,PATTERNS): the run's serial log must hold
 # every PATTERN (tools/log-expect), or the run counts one failure more.
-kernel_lines = @why=$$(tools/log-expect $(BUILD)/$(1).log $(2)) || { \
+# The log is where run-ktest writes it, beside the results directory:
+# build/LABEL.log, but with RESULTS=/tmp/r, /tmp/LABEL.log (until this
+# version the check read build/'s, another run's, and passed on it).
+kernel_lines = @why=$$(tools/log-expect "$(RESULTS)/../$(1).log" $(2)) || { \
 	echo "$(1): $$why"; read -r p f s <$(RESULTS)/$(1); \
 	echo "$$p $$((f + 1)) $$s" >$(RESULTS)/$(1); exit 1; }
 
