@@ -235,12 +235,21 @@ all: $(BOOT_EFI) $(KERNEL) $(HOST_TEST) $(MALLOC_SO)
 # tools/install-deps installs what this machine lacks (with apt-get) or
 # stops naming it; with everything there it only looks, in milliseconds.
 # Whatever is built first waits for it, so a plain `make` on a fresh
-# machine works too, also with -j.
+# machine works too, also with -j, and so does `make test-build`: until
+# this version its TSan, malloc-tsan and coverage objects and the
+# programs compiled straight from their sources did not wait (make -p
+# showed no "| deps" on them), so with -j they could start before
+# install-deps had put gcc there.
 deps:
 	@tools/install-deps
 
 $(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP) \
-	$(MALLOC_OBJS) $(MALLOC_HOOKS_OBJS): | deps
+	$(MALLOC_OBJS) $(MALLOC_HOOKS_OBJS) $(TSAN_OBJS) $(COV_OBJS) \
+	$(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS) $(SC_GEN) \
+	$(BENCH_BIN) $(SPANHEAP_BENCH_BIN) $(CLIFFS_BENCH_BIN) \
+	$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB) $(MALLOC_API_TEST) \
+	$(MALLOC_HOOKS_TEST) $(MALLOC_RSS_BURST) $(MALLOC_BLOWUP) \
+	$(MALLOC_LATENCY): | deps
 
 # The benchmarks also want valgrind (instruction counts), gnuplot (the
 # PNGs) and the peer allocators (tools/bench-spanheap); each bench target
