@@ -43,9 +43,14 @@ $(MALLOC_BUILD)/%.c.o: %.c $(MALLOC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_CFLAGS) -c $< -o $@
 
-$(MALLOC_SO): $(MALLOC_OBJS)
+# Each link's object list is a prerequisite too (the Makefile's
+# flags_file), so a source taken out of MALLOC_SRCS relinks it.
+FLAGS_malloc.objs := $(MALLOC_OBJS)
+MALLOC_OBJLIST := $(call flags_file,malloc.objs)
+
+$(MALLOC_SO): $(MALLOC_OBJS) $(MALLOC_OBJLIST)
 	$(CC) $(MALLOC_CFLAGS) -shared -Wl,-z,now -Wl,-z,noexecstack \
-		-Wl,-z,initfirst -o $@ $^ -lpthread
+		-Wl,-z,initfirst -o $@ $(MALLOC_OBJS) -lpthread
 
 malloc: $(MALLOC_SO)
 
@@ -60,10 +65,13 @@ $(MALLOC_HOOKS_BUILD)/%.c.o: %.c $(MALLOC_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_CFLAGS) -DMM_TEST_HOOKS -c $< -o $@
 
-$(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS)
+FLAGS_malloc-hooks.objs := $(MALLOC_HOOKS_OBJS)
+MALLOC_HOOKS_OBJLIST := $(call flags_file,malloc-hooks.objs)
+
+$(MALLOC_HOOKS_SO): $(MALLOC_HOOKS_OBJS) $(MALLOC_HOOKS_OBJLIST)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_CFLAGS) -shared -Wl,-z,now -Wl,-z,noexecstack \
-		-Wl,-z,initfirst -o $@ $^ -lpthread
+		-Wl,-z,initfirst -o $@ $(MALLOC_HOOKS_OBJS) -lpthread
 
 .PHONY: malloc
 
@@ -273,8 +281,13 @@ $(MALLOC_TSAN_BUILD)/test/%.c.o: %.c $(MALLOC_TSAN_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(MALLOC_TSAN_TEST_CFLAGS) -c $< -o $@
 
-$(MALLOC_TSAN_TEST): $(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS)
-	$(CC) -fsanitize=thread -g -o $@ $^ -lpthread -ldl
+FLAGS_malloc-tsan.objs := $(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS)
+MALLOC_TSAN_OBJLIST := $(call flags_file,malloc-tsan.objs)
+
+$(MALLOC_TSAN_TEST): $(MALLOC_TSAN_LIB_OBJS) $(MALLOC_TSAN_TEST_OBJS) \
+		$(MALLOC_TSAN_OBJLIST)
+	$(CC) -fsanitize=thread -g -o $@ $(MALLOC_TSAN_LIB_OBJS) \
+		$(MALLOC_TSAN_TEST_OBJS) -lpthread -ldl
 
 # The suppressions' path is quoted for TSan, whose options a space
 # separates: in a checkout under "/tmp/a b" the run failed at once

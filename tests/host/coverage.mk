@@ -27,7 +27,10 @@ $(COV_BUILD)/%.c.o: %.c $(COV_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(COV_CFLAGS) -c $< -o $@
 
-$(COV_BUILD)/host-test: $(COV_OBJS)
+FLAGS_cov.objs := $(COV_OBJS)
+COV_OBJLIST := $(call flags_file,cov.objs)
+
+$(COV_BUILD)/host-test: $(COV_OBJS) $(COV_OBJLIST)
 	$(CC) $(COV_CFLAGS) -o $@ $(COV_OBJS) -lpthread
 
 coverage: $(COV_BUILD)/host-test

@@ -30,8 +30,14 @@ $(PORT_BUILD)/%.c.o: %.c $(PORT_FLAGS)
 # mm/ keeps -Wunused-parameter (PORTING.md); the test runner does not.
 $(PORT_BUILD)/kernel/%: PORT_CFLAGS += -Wno-unused-parameter
 
-$(PORT_TEST): $(PORT_OBJS)
-	$(CC) $(PORT_CFLAGS) -o $@ $^
+# The object list as a prerequisite (the Makefile's flags_file): a test
+# file removed from tests/port relinks the binary. Before, its tests
+# went on running from the old binary.
+FLAGS_port.objs := $(PORT_OBJS)
+PORT_OBJLIST := $(call flags_file,port.objs)
+
+$(PORT_TEST): $(PORT_OBJS) $(PORT_OBJLIST)
+	$(CC) $(PORT_CFLAGS) -o $@ $(PORT_OBJS)
 
 test-port: $(PORT_TEST)
 	@mkdir -p $(RESULTS)
