@@ -146,6 +146,9 @@ enum mm_malloc_hook_point {
 	/* mm_lock_acquire (port_sync.c) has taken an mm lock's word, and
 	 * has not returned. */
 	MM_MALLOC_HOOK_LOCK_TAKEN,
+	/* mm_lock_release (port_sync.c) has given an mm lock's word back,
+	 * and has not returned. */
+	MM_MALLOC_HOOK_LOCK_RELEASED,
 	/* mm_port_prepare (port_prod.c) has made a growth's chunks
 	 * writable: the page heap's growing flag is this thread's. */
 	MM_MALLOC_HOOK_GROWING,

@@ -456,6 +456,7 @@ void mm_lock_release(mm_lock_t *l, unsigned long irq_state)
 	atomic_store_explicit(&p->owner, NULL, memory_order_relaxed);
 	if (atomic_exchange_explicit(&p->word, 0, memory_order_release) == 2)
 		futex(&p->word, FUTEX_WAKE, 1, NULL, 0);
+	mm_malloc_hook(MM_MALLOC_HOOK_LOCK_RELEASED);
 	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_held_mask &= ~(1u << (MM_MALLOC_BIT_MM + p->rank));
 }

@@ -73,6 +73,15 @@ static int handler_call_at(enum mm_malloc_hook_point where)
 		        "nested), not the late slot");
 		return 1;
 	}
+	/* The thread's calls after it are its own again, not MM_ATOMIC
+	 * (which refuses more than MHEAP_ATOMIC_MAX_PAGES, 64 pages). */
+	void *big = malloc((size_t)1 << 20);
+	if (!big) {
+		fprintf(stderr, "a 1 MiB malloc after the handler's call "
+		                "failed: the call's MM_ATOMIC outlived it");
+		return 1;
+	}
+	free(big);
 	return 0;
 }
 
@@ -93,13 +102,13 @@ int handler_call_in_slow_hold(void)
 	return handler_call_at(MM_MALLOC_HOOK_SLOW_HELD);
 }
 
-static void lock_window_child(void)
+static void lock_window_at(enum mm_malloc_hook_point where)
 {
 	is_main = true;
 	free(malloc(16));
 	if (!on_signal(SIGUSR1, alloc_handler))
 		_exit(2);
-	raise_at = MM_MALLOC_HOOK_LOCK_TAKEN;
+	raise_at = where;
 	handler_size = 3000;
 	mm_malloc_test_hook = in_own_call;
 	atomic_store(&armed, true);
@@ -107,6 +116,16 @@ static void lock_window_child(void)
 	 * handler's malloc of the same class, its late slot's cache
 	 * empty too, takes the same first lock. */
 	free(malloc(3000));
+}
+
+static void lock_window_child(void)
+{
+	lock_window_at(MM_MALLOC_HOOK_LOCK_TAKEN);
+}
+
+static void unlock_window_child(void)
+{
+	lock_window_at(MM_MALLOC_HOOK_LOCK_RELEASED);
 }
 
 /* Runs fn in a child, its stderr into out; returns its wait status. A
@@ -143,6 +162,19 @@ static int run_child(void (*fn)(void), char *out, size_t outsz)
 	return st;
 }
 
+/* Runs child: it must abort with the report of a handler's call. */
+static int lock_window_reported(void (*child)(void))
+{
+	char out[512];
+	int st = run_child(child, out, sizeof(out));
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	    strstr(out, "by a signal handler that interrupted"))
+		return 0;
+	fprintf(stderr, "status %#x (want SIGABRT with a report), stderr: %s",
+	        st, out);
+	return 1;
+}
+
 /*
  * A signal between an mm lock's take and its note in the thread's held
  * mask (mm_lock_acquire), whose handler allocates the same class: the
@@ -153,14 +185,20 @@ static int run_child(void (*fn)(void), char *out, size_t outsz)
  */
 int handler_call_in_lock_window(void)
 {
-	char out[512];
-	int st = run_child(lock_window_child, out, sizeof(out));
-	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
-	    strstr(out, "by a signal handler that interrupted"))
-		return 0;
-	fprintf(stderr, "status %#x (want SIGABRT with a report), stderr: %s",
-	        st, out);
-	return 1;
+	return lock_window_reported(lock_window_child);
+}
+
+/*
+ * The same at the other end, the lock's word given back and its bit not
+ * cleared yet: reported too. Until the bit is cleared after the word a
+ * signal between the two found the lock free here, and one a moment
+ * earlier (bit cleared, word still held) waited for its own thread's
+ * lock for ever, every signal blocked. With the old order this child
+ * exited 0.
+ */
+int handler_call_in_unlock_window(void)
+{
+	return lock_window_reported(unlock_window_child);
 }
 
 /* The visit takes the slots ever a thread's but its own, the late slot
@@ -170,6 +208,42 @@ static void in_visit(enum mm_malloc_hook_point where)
 {
 	if (is_main && where == MM_MALLOC_HOOK_VISIT_HELD)
 		raise(SIGUSR1);
+}
+
+static atomic_int late_visits;
+
+/* A slot visited: in a one-thread process, none but the late slot
+ * (malloc_hooks_visit.c's trim_alone_visits_no_slot). */
+static void count_late_visit(enum mm_malloc_hook_point where)
+{
+	if (is_main && where == MM_MALLOC_HOOK_VISIT_HELD)
+		atomic_fetch_add(&late_visits, 1);
+}
+
+/*
+ * A one-thread process whose signal handler allocated in its thread's
+ * call (on the late slot lent to it, whose cache then holds the object):
+ * a malloc_trim visits the late slot (it was used: enter.c marks it
+ * before its take). Without that mark the visit passed it by, its cache
+ * kept from every trim and the sweeper's visits.
+ */
+int trim_visits_a_late_slot_a_handler_used(void)
+{
+	free(malloc(16)); /* the slot claimed: the next call's slow entry */
+	int r = handler_call_at(MM_MALLOC_HOOK_SLOW_HELD);
+	if (r)
+		return r;
+	mm_malloc_test_hook = count_late_visit;
+	malloc_trim(0);
+	mm_malloc_test_hook = NULL;
+	if (atomic_load(&late_visits) != 1) {
+		fprintf(stderr,
+		        "malloc_trim after a handler's call on the late slot "
+		        "visited it %d times (1 expected)",
+		        atomic_load(&late_visits));
+		return 1;
+	}
+	return 0;
 }
 
 static pthread_key_t past_exit_key;

@@ -140,9 +140,11 @@ int lock_order_checked(void);
 int handler_call_in_fast_hold(void);
 int handler_call_in_slow_hold(void);
 int handler_call_in_lock_window(void);
+int handler_call_in_unlock_window(void);
 int handler_call_in_visit(void);
 int handler_call_past_exit(void);
 int handler_call_in_growth(void);
+int trim_visits_a_late_slot_a_handler_used(void);
 /* malloc_hooks_progress.c: */
 int others_progress_beside_a_held_slot(void);
 
