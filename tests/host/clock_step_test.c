@@ -22,17 +22,6 @@ static struct spanheap sh;
 #define HOUR_NS   ((uint64_t)3600 * 1000 * 1000 * 1000)
 #define SECOND_NS ((int64_t)1000 * 1000 * 1000)
 
-static uint64_t cycles(void)
-{
-	struct spanheap_stats *st = calloc(1, sizeof(*st));
-	if (!st)
-		return UINT64_MAX;
-	spanheap_stats(&sh, st);
-	uint64_t n = st->n.cycles;
-	free(st);
-	return n;
-}
-
 /* Wakes the sweeper and returns once it has looked (its wait on the wake
  * event returned) and waits again: what it decided is done by then. It
  * waits first for the sweeper to wait: a sweeper just started, woken
@@ -72,7 +61,7 @@ KTEST(clock_step, a_later_cycle_end_is_no_period_passed)
 	spanheap_flush_cache(&sh);
 	KASSERT(spanheap_sweeper_start(&sh));
 	sweeper_looks();
-	KASSERT_EQ(cycles(), 0);
+	KASSERT_EQ(sh_cycles(&sh), 0);
 	spanheap_sweep_cycle(&sh);
 	mm_port_set_cpu(1);
 	for (size_t i = 0; i < FREED; i++) {
@@ -84,7 +73,7 @@ KTEST(clock_step, a_later_cycle_end_is_no_period_passed)
 	KASSERT(spanheap_pending_since_flip(&sh) > 0);
 	mm_port_set_clock_offset(-SECOND_NS);
 	sweeper_looks();
-	KEXPECT_EQ(cycles(), 1);
+	KEXPECT_EQ(sh_cycles(&sh), 1);
 	mm_port_set_clock_offset(0);
 	spanheap_sweeper_stop(&sh);
 	for (size_t i = 0; i < N; i++)

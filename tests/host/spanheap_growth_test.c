@@ -27,13 +27,6 @@ static struct spanheap sh;
 enum { N_SMALL = PHASE_BYTES / 256, N_BIG = PHASE_BYTES / 1024 };
 static void *small[N_SMALL], *big[N_BIG];
 
-static uint64_t cycles(void)
-{
-	struct spanheap_stats st;
-	spanheap_stats(&sh, &st);
-	return st.n.cycles;
-}
-
 /* Spans folded off fold queues: the sweep before growth's work. */
 static uint64_t folded(void)
 {
@@ -58,7 +51,7 @@ static bool phase_one_freed(void)
 	spanheap_flush_cache(&sh);
 	for (size_t i = 0; i < N_SMALL; i++)
 		spanheap_free(&sh, small[i]);
-	return cycles() == 0;
+	return sh_cycles(&sh) == 0;
 }
 
 static void free_big(size_t n)
@@ -123,7 +116,7 @@ KTEST(spanheap_growth, an_atomic_caller_does_not_sweep_first)
 	mm_port_set_atomic(false);
 	sh_unpin_after_panic();
 	KEXPECT(!fired);
-	KEXPECT_EQ(cycles(), 0);
+	KEXPECT_EQ(sh_cycles(&sh), 0);
 	KEXPECT_EQ(folded(), 0);
 	if (p)
 		spanheap_free(&sh, p);
@@ -156,7 +149,7 @@ KTEST(spanheap_growth, no_cycle_while_the_heap_has_free_pages)
 	size_t before = grown_pages();
 	/* A quarter of the large object's pages. */
 	KASSERT(sh_alloc_n(&sh, big, N_BIG / 4, 1024));
-	KEXPECT_EQ(cycles(), 0);
+	KEXPECT_EQ(sh_cycles(&sh), 0);
 	KEXPECT_EQ(grown_pages(), before);
 	free_big(N_BIG / 4);
 	SH_CHECK(&sh, "after the frees");
@@ -224,20 +217,20 @@ KTEST(spanheap_growth, with_a_sweeper_the_caller_leaves_it_the_cycle)
 	for (size_t i = 0; i < N_SMALL; i++)
 		if (i % 16)
 			spanheap_free(&sh, small[i]);
-	KASSERT(cycles() == 0);
+	KASSERT(sh_cycles(&sh) == 0);
 	size_t n = take_free_pages(0);
 	uint64_t worked = spans_worked();
 	atomic_store(&sh.sweeper.idle_flush, true);
 	void *p = spanheap_alloc(&sh, 1024, 0);
 	atomic_store(&sh.sweeper.idle_flush, false);
 	KEXPECT(p != NULL);
-	KEXPECT_EQ(cycles(), 0);
+	KEXPECT_EQ(sh_cycles(&sh), 0);
 	KEXPECT(spans_worked() - worked <=
 	        SPANHEAP_GROWTH_FOLD_BUDGET + SPANHEAP_FOLD_QUEUE_BUDGET);
 	n = take_free_pages(n);
 	void *q = spanheap_alloc(&sh, 2048, 0);
 	KEXPECT(q != NULL);
-	KEXPECT_EQ(cycles(), 1);
+	KEXPECT_EQ(sh_cycles(&sh), 1);
 	spanheap_free(&sh, p);
 	spanheap_free(&sh, q);
 	give_back(n);
@@ -333,7 +326,7 @@ static bool last_phase_freed(void)
 	spanheap_flush_cache(&sh);
 	for (size_t i = 0; i < N_LAST; i++)
 		spanheap_free(&sh, last[i]);
-	return cycles() == 0;
+	return sh_cycles(&sh) == 0;
 }
 
 /*

@@ -19,13 +19,6 @@
 static struct mheap heap;
 static struct spanheap sh;
 
-static uint64_t cycles(void)
-{
-	struct spanheap_stats st;
-	spanheap_stats(&sh, &st);
-	return st.n.cycles;
-}
-
 enum { N = 4096 };
 static void *obj[N];
 
@@ -45,18 +38,18 @@ KTEST(spanheap_release, a_release_with_no_cycle_owed_runs_none)
 	KASSERT(live != NULL);
 	for (size_t i = 0; i < N; i++)
 		spanheap_free(&sh, obj[i]);
-	uint64_t c0 = cycles();
+	uint64_t c0 = sh_cycles(&sh);
 	KEXPECT(spanheap_release_all(&sh) > 0);
-	KEXPECT_EQ(cycles(), c0 + 1);
+	KEXPECT_EQ(sh_cycles(&sh), c0 + 1);
 	size_t spans = sh_span_pages(&heap, &sh);
 	KEXPECT_EQ(spanheap_release_all(&sh), 0);
-	KEXPECT_EQ(cycles(), c0 + 1);
+	KEXPECT_EQ(sh_cycles(&sh), c0 + 1);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), spans);
 	SH_CHECK(&sh, "after the releases");
 	/* A free since: owed again. */
 	spanheap_free(&sh, live);
 	spanheap_release_all(&sh);
-	KEXPECT_EQ(cycles(), c0 + 2);
+	KEXPECT_EQ(sh_cycles(&sh), c0 + 2);
 	KEXPECT_EQ(sh_span_pages(&heap, &sh), 0);
 	SH_CHECK(&sh, "after the last release");
 	sh_heap_release(&heap, &sh);

@@ -40,26 +40,15 @@ static bool sweeper_heap(unsigned cpu_permille)
 	return sweeper_heap_with(cpu_permille, 0);
 }
 
-static uint64_t cycles(void)
-{
-	struct spanheap_stats *st = calloc(1, sizeof(*st));
-	if (!st)
-		return UINT64_MAX;
-	spanheap_stats(&sh, st);
-	uint64_t n = st->n.cycles;
-	free(st);
-	return n;
-}
-
 /* Until the sweeper waits for a wake-up, or has run more than max
  * cycles; returns the cycles run. */
 static uint64_t sweeper_settles(uint64_t max)
 {
 	uint64_t n;
-	while ((n = cycles()) <= max &&
+	while ((n = sh_cycles(&sh)) <= max &&
 	       mm_port_event_waiters(&sh.sweeper.wake) == 0)
 		sched_yield();
-	return cycles();
+	return sh_cycles(&sh);
 }
 
 /* n objects of 64 bytes in use (on CPU 0); then the first nfree of them
@@ -155,7 +144,7 @@ KTEST(spanheap_sweeper, stop_wakes_a_pacing_sweeper)
 	uint64_t seen = mm_event_prepare(&sh.sweeper.pace);
 	spanheap_sweeper_stop(&sh);
 	KEXPECT(mm_event_prepare(&sh.sweeper.pace) != seen);
-	KEXPECT_EQ(cycles(), 1);
+	KEXPECT_EQ(sh_cycles(&sh), 1);
 	free_all(p, N);
 	sh_heap_release(&heap, &sh);
 }
@@ -200,7 +189,7 @@ KTEST(spanheap_sweeper, pending_frees_wake_an_idle_sweeper)
 	spanheap_flush_cache(&sh);
 	mm_port_set_cpu(0);
 	KASSERT(mm_event_prepare(&sh.sweeper.wake) != seen);
-	while (cycles() == 0)
+	while (sh_cycles(&sh) == 0)
 		sched_yield();
 	spanheap_sweeper_stop(&sh);
 	free_all(p, N);

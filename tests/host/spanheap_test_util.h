@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../mm/spanheap.h"
@@ -119,6 +120,19 @@ static inline void sh_flush_cpus(struct spanheap *sh, unsigned ncpus)
 		spanheap_flush_cache(sh);
 	}
 	mm_port_set_cpu(0);
+}
+
+/* Sweep cycles sh has run (its statistics' count); UINT64_MAX if the
+ * statistics' buffer could not be had. */
+static inline uint64_t sh_cycles(struct spanheap *sh)
+{
+	struct spanheap_stats *st = calloc(1, sizeof(*st));
+	if (!st)
+		return UINT64_MAX;
+	spanheap_stats(sh, st);
+	uint64_t n = st->n.cycles;
+	free(st);
+	return n;
 }
 
 #endif
