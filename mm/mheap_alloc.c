@@ -162,11 +162,13 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 		return (void *)base;
 	if (!atomic)
 		scavenge_for_frames(h, nscav);
-	struct palloc_run r = backed->scav;
-	if (npages <= 64) {
+	struct palloc_run r;
+	if (npages <= 64) { /* backed->scav is not set for these */
 		unsigned lo = pallocbits_ctz(mask);
 		r = (struct palloc_run){base + lo * MM_PAGE_SIZE,
 		                        64 - pallocbits_clz(mask) - lo};
+	} else {
+		r = backed->scav;
 	}
 	if (mm_port_used((void *)r.base, r.npages * MM_PAGE_SIZE))
 		return (void *)base;
