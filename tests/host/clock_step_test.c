@@ -63,13 +63,7 @@ KTEST(clock_step, a_later_cycle_end_is_no_period_passed)
 	sweeper_looks();
 	KASSERT_EQ(sh_cycles(&sh), 0);
 	spanheap_sweep_cycle(&sh);
-	mm_port_set_cpu(1);
-	for (size_t i = 0; i < FREED; i++) {
-		spanheap_free(&sh, p[i]);
-		p[i] = NULL;
-	}
-	spanheap_flush_cache(&sh);
-	mm_port_set_cpu(0);
+	sh_free_first_from_cpu1(&sh, p, FREED);
 	KASSERT(spanheap_pending_since_flip(&sh) > 0);
 	mm_port_set_clock_offset(-SECOND_NS);
 	sweeper_looks();

@@ -59,13 +59,7 @@ static void **in_use_then_pending(size_t n, size_t nfree)
 	if (!p || !sh_alloc_n(&sh, p, n, 64))
 		return NULL;
 	spanheap_flush_cache(&sh);
-	mm_port_set_cpu(1);
-	for (size_t i = 0; i < nfree; i++) {
-		spanheap_free(&sh, p[i]);
-		p[i] = NULL;
-	}
-	spanheap_flush_cache(&sh);
-	mm_port_set_cpu(0);
+	sh_free_first_from_cpu1(&sh, p, nfree);
 	return p;
 }
 

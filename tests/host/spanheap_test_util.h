@@ -135,4 +135,18 @@ static inline uint64_t sh_cycles(struct spanheap *sh)
 	return n;
 }
 
+/* Frees the first n of p (NULLing each) from CPU 1, whose flush then
+ * makes them pending frees; back on CPU 0 after. */
+static inline void sh_free_first_from_cpu1(struct spanheap *sh, void **p,
+                                           size_t n)
+{
+	mm_port_set_cpu(1);
+	for (size_t i = 0; i < n; i++) {
+		spanheap_free(sh, p[i]);
+		p[i] = NULL;
+	}
+	spanheap_flush_cache(sh);
+	mm_port_set_cpu(0);
+}
+
 #endif

@@ -86,16 +86,22 @@ KTEST_EXPLICIT(bench, tlb_shootdown_round_trip)
 	           others, per);
 }
 
+/* A page heap of its own for a bench (1 GiB of arena). */
+static bool bench_page_heap(struct mheap *h)
+{
+	struct mheap_config cfg;
+	mheap_config_default(&cfg);
+	cfg.arena_bytes = 1ull << 30;
+	return mheap_init(h, &cfg);
+}
+
 KTEST_EXPLICIT(bench, scavenge_throughput)
 {
 	/* mheap_release_all of 16 MiB of free backed pages: unmapping,
 	 * shootdown, frames back to the pool. */
 	enum { N = 4096 };
 	static struct mheap h;
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 1ull << 30;
-	KASSERT(mheap_init(&h, &cfg));
+	KASSERT(bench_page_heap(&h));
 	uint8_t *p = mheap_alloc_pages(&h, N, 0);
 	KASSERT(p != NULL);
 	for (size_t i = 0; i < N; i++)
@@ -121,10 +127,7 @@ KTEST_EXPLICIT(bench, alloc_partly_scavenged_run)
 {
 	enum { N = 512, SCAV = 300 };
 	static struct mheap h;
-	struct mheap_config cfg;
-	mheap_config_default(&cfg);
-	cfg.arena_bytes = 1ull << 30;
-	KASSERT(mheap_init(&h, &cfg));
+	KASSERT(bench_page_heap(&h));
 	uint8_t *p = mheap_alloc_pages(&h, N, 0);
 	void *wall = mheap_alloc_pages(&h, 1, 0);
 	KASSERT(p != NULL && wall == p + N * MM_PAGE_SIZE);
