@@ -31,7 +31,21 @@ static struct mheap heap;
 static struct spanheap sh;
 static _Atomic(void *) kept[PROGRESS_WORKERS][PROGRESS_RING];
 static _Atomic unsigned at_target;
-static _Atomic unsigned long refused;
+static _Atomic unsigned long refused, corrupt;
+
+/* Frees an object a worker filled with its own index, first checking the
+ * fill: an object handed to two holders, or written after its free,
+ * shows as a mixed or foreign fill. */
+static void free_checked(void *p)
+{
+	const unsigned char *b = p;
+	bool ok = b[0] < PROGRESS_WORKERS;
+	for (size_t k = 1; k < PROGRESS_SIZE; k++)
+		ok &= b[k] == b[0];
+	if (!ok)
+		atomic_fetch_add(&corrupt, 1);
+	spanheap_free(&sh, p);
+}
 static unsigned long count[PROGRESS_WORKERS];
 
 static void *progress_worker(void *arg)
@@ -52,7 +66,7 @@ static void *progress_worker(void *arg)
 		unsigned owner = slot % 4 == 0 ? next : w;
 		void *old = atomic_exchange(&kept[owner][slot], p);
 		if (old)
-			spanheap_free(&sh, old);
+			free_checked(old);
 		if (++i == PROGRESS_OPS)
 			atomic_fetch_add(&at_target, 1);
 	}
@@ -71,6 +85,7 @@ KTEST(spanheap_progress, every_cpu_allocates_from_a_shared_class)
 	KASSERT(spanheap_sweeper_start(&sh));
 	KASSERT(mheap_scavenger_start(&heap));
 	atomic_store(&at_target, 0);
+	atomic_store(&corrupt, 0);
 	pthread_t t[PROGRESS_WORKERS];
 	for (unsigned w = 0; w < PROGRESS_WORKERS; w++)
 		KASSERT(pthread_create(&t[w], NULL, progress_worker,
@@ -85,9 +100,12 @@ KTEST(spanheap_progress, every_cpu_allocates_from_a_shared_class)
 		for (unsigned k = 0; k < PROGRESS_RING; k++) {
 			void *p = atomic_exchange(&kept[w][k], NULL);
 			if (p)
-				spanheap_free(&sh, p);
+				free_checked(p);
 		}
-	KEXPECT_EQ(atomic_load(&refused), 0);
+	unsigned long nulls = atomic_load(&refused),
+	              bad_fills = atomic_load(&corrupt);
+	KEXPECT_EQ(nulls, 0);
+	KEXPECT_EQ(bad_fills, 0);
 	unsigned long lo = count[0], hi = count[0];
 	for (unsigned w = 0; w < PROGRESS_WORKERS; w++) {
 		KEXPECT(count[w] >= PROGRESS_OPS);
