@@ -120,8 +120,21 @@ $(FUZZ_OBJ)/%.c.o: %.c $(FUZZ_FLAGS_FILE)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
+# Each target's link, its objects and its flags, is a file of the
+# Makefile's flags_file and a prerequisite, as for every other binary:
+# a source taken out of a target's list, or other FUZZ_LDFLAGS, relinks
+# it (until this version the old binary stayed, with the removed
+# object's code in it). tools/test-harness's fuzz_relinks checks it.
+FUZZ_LDFLAGS ?= -lpthread
+fuzz_link_objs = $(sort $(call fuzz_objs,$(FUZZ_SRCS_$(1))) \
+	$(if $(filter $(1),$(FUZZ_MM_TARGETS)),$(FUZZ_OBJS_MM)))
+$(foreach t,$(FUZZ_TARGETS),$(eval FLAGS_fuzz-$(t).link := clang \
+	$$(FUZZ_CFLAGS) $$(call fuzz_link_objs,$(t)) $$(FUZZ_LDFLAGS)))
+$(foreach t,$(FUZZ_TARGETS),$(eval \
+	$(FUZZ_DIR)/$(t): $(call flags_file,fuzz-$(t).link)))
+
 $(addprefix $(FUZZ_DIR)/,$(FUZZ_TARGETS)):
-	clang $(FUZZ_CFLAGS) -o $@ $(sort $^) -lpthread
+	clang $(FUZZ_CFLAGS) -o $@ $(call fuzz_link_objs,$(@F)) $(FUZZ_LDFLAGS)
 
 # True when clang can link a libFuzzer target here.
 FUZZ_RUNTIME = [ -r "$$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]
