@@ -126,6 +126,9 @@ enum mheap_hook_point {
 	 * held (spanheap_guard.c). */
 	MHEAP_HOOK_GUARD_DRAINING,
 	MHEAP_HOOK_GUARD_DRAIN_WAITING,
+	/* spanheap_free_sensitive has zeroed the object and not yet freed
+	 * it; the caller's context (spanheap_copy.c). */
+	MHEAP_HOOK_FREE_WIPED,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -11,6 +11,10 @@
  *   spanheap.h the span heap: objects of any size on top of mheap, with
  *              per-CPU caches and the sweeper (the kernel's kmalloc wraps
  *              it)
+ *   spanheap_copy.h  arrays with checked sizes, copies of memory and
+ *              strings, the size a request gets, the wiping free (the
+ *              kernel's kmalloc_array, kstrdup, kfree_sensitive... wrap
+ *              them)
  *   objcache.h named caches of objects of one size over the span heap,
  *              counted per cache (the kernel's kmem_cache wraps it)
  *   mempool.h  reserved elements for allocations that must make progress
@@ -36,6 +40,7 @@ extern "C" {
 #include "objcache.h"
 #include "pagecache.h"
 #include "spanheap.h"
+#include "spanheap_copy.h"
 #include "palloc.h"
 #include "port.h"
 
