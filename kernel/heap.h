@@ -2,7 +2,8 @@
  * The kernel's heaps: one mm/ page heap (kheap) over a 64 GiB arena of the
  * mm region with its background scavenger, the span heap on top of it
  * (kspanheap, with its sweeper), kmalloc and friends, and the memory-info
- * dump.
+ * dump. kmalloc_array, krealloc_array, kmemdup, kstrdup, kstrndup,
+ * kmalloc_size_roundup and kfree_sensitive are in heap_copy.h.
  *
  * kmalloc hands out objects of any size from any CPU (mm/spanheap.h):
  * small ones from per-CPU caches of size-class spans, large ones (over
