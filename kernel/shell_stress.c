@@ -208,7 +208,7 @@ static bool start_workers(unsigned n, uint64_t seed)
 		*w = (struct worker){0};
 		w->rnd = 0x9e3779b97f4a7c15ull * (nworkers + 1) ^ seed;
 		w->rnd = w->rnd ? w->rnd : 1; /* xorshift's one dead state */
-		w->slots = kzalloc(STRESS_SLOTS * sizeof(void *), 0);
+		w->slots = kcalloc(STRESS_SLOTS, sizeof(void *), 0);
 		w->t = w->slots ? thread_create("stress", worker_main, w, cpu)
 		                : THREAD_NONE;
 		if (!thread_handle_ok(w->t)) {

@@ -12,7 +12,7 @@
 #include "boot/boot_info.h"
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
-#include "kernel/heap.h"
+#include "kernel/heap_copy.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/shell.h"
@@ -58,7 +58,7 @@ static enum shell_status cmd_threads(int argc, char **argv)
 
 static enum shell_status cmd_locks(int argc, char **argv)
 {
-	struct spin_stats *st = kmalloc(SPIN_LIST_MAX * sizeof(*st), 0);
+	struct spin_stats *st = kmalloc_array(SPIN_LIST_MAX, sizeof(*st), 0);
 	if (!st) {
 		printk("locks: out of memory\n");
 		return SHELL_FAILED;
