@@ -153,7 +153,8 @@ static bool roundup_matches(size_t size)
 	size_t said = spanheap_roundup_size(&sh, size);
 	spanheap_free(&sh, p);
 	if (got != said)
-		ktest_diag("size %zu: roundup %zu, usable %zu", size, said, got);
+		ktest_diag("size %zu: roundup %zu, usable %zu", size, said,
+		           got);
 	return got == said;
 }
 
@@ -168,9 +169,9 @@ KTEST(spanheap_copy, roundup_is_the_usable_size_at_every_class_edge)
 		for (unsigned k = 0; k < 4; k++, sizes++)
 			bad += !roundup_matches(edge[k]);
 	}
-	static const size_t large[] = {0,      SC_MAX_SIZE + 1, 65535, 65536,
-	                               65537,  100000,          1 << 20,
-	                               (1 << 20) + 1};
+	static const size_t large[] = {0,       SC_MAX_SIZE + 1, 65535,
+	                               65536,   65537,           100000,
+	                               1 << 20, (1 << 20) + 1};
 	for (unsigned k = 0; k < sizeof(large) / sizeof(large[0]); k++, sizes++)
 		bad += !roundup_matches(large[k]);
 	ktest_diag("%u sizes, %u mismatched", sizes, bad);
@@ -179,9 +180,8 @@ KTEST(spanheap_copy, roundup_is_the_usable_size_at_every_class_edge)
 	KEXPECT_EQ(spanheap_roundup_size(&sh, SPANHEAP_LARGE_MAX_PAGES *
 	                                              MM_PAGE_SIZE),
 	           SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE);
-	KEXPECT_EQ(spanheap_roundup_size(&sh, SPANHEAP_LARGE_MAX_PAGES *
-	                                              MM_PAGE_SIZE +
-	                                      1),
+	KEXPECT_EQ(spanheap_roundup_size(
+	                   &sh, SPANHEAP_LARGE_MAX_PAGES * MM_PAGE_SIZE + 1),
 	           0);
 	sh_heap_release(&heap, &sh);
 }

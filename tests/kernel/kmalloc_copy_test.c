@@ -117,7 +117,8 @@ static unsigned roundup_mismatch(size_t size)
 	size_t got = ksize(p);
 	kfree(p);
 	if (got != want)
-		ktest_diag("size %zu: ksize %zu, expected %zu", size, got, want);
+		ktest_diag("size %zu: ksize %zu, expected %zu", size, got,
+		           want);
 	return got != want;
 }
 
