@@ -462,6 +462,7 @@ bool mheap_free_wakes_locked(struct mheap *h, size_t npages)
 void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
+	mheap_free_check_entries(h, p, npages);
 	if ((h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) && mm_port_can_sleep()) {
 		mheap_free_unmapping(h, base, npages);
 		return;

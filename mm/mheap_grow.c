@@ -41,6 +41,7 @@
  * Limits: the arena never shrinks; growth is linear from the base.
  */
 #include "mheap_internal.h"
+#include "mspan.h"
 
 /* Maps the span table's pages for chunks [spanmap_chunks, upto). With
  * the skew, chunk c's entries are the second half of table page c and
@@ -83,6 +84,34 @@ void *mheap_span_lookup(struct mheap *h, uintptr_t addr)
 }
 
 const struct mheap_span_mark mheap_span_marks[3];
+
+/* p's page is a span's (its entry a span struct): p is the span heap's
+ * object, never a run of mheap_alloc_pages. */
+__attribute__((noreturn)) static void
+span_freed_as_pages(const void *p, size_t npages, const struct mspan *s)
+{
+	unsigned cls = __atomic_load_n(&s->sizeclass, __ATOMIC_RELAXED);
+	mm_panic("mheap: free of %p (%zu pages): an object of the span heap "
+	         "(span [%#lx, +%u pages), size class %u%s), not a run of "
+	         "mheap_alloc_pages: free it with spanheap_free",
+	         p, npages, (unsigned long)s->base, s->npages, cls,
+	         cls ? "" : ": a large object");
+}
+
+void mheap_free_check_entries(struct mheap *h, const void *p, size_t npages)
+{
+	uintptr_t a = (uintptr_t)p;
+	if (a - h->arena_base >= h->arena_pages * MM_PAGE_SIZE)
+		mm_panic("mheap: free of %p (%zu pages): outside the arena "
+		         "[%#lx, +%zu MiB), no run of mheap_alloc_pages",
+		         p, npages, (unsigned long)h->arena_base,
+		         h->arena_pages * MM_PAGE_SIZE >> 20);
+	void *e = mheap_span_lookup(h, a);
+	if (!mheap_span_is_span(e) && npages > 1)
+		e = mheap_span_lookup(h, a + (npages - 1) * MM_PAGE_SIZE);
+	if (mheap_span_is_span(e))
+		span_freed_as_pages(p, npages, e);
+}
 
 void mheap_span_set(struct mheap *h, uintptr_t base, size_t npages, void *v)
 {

@@ -124,6 +124,12 @@ static inline mm_event_t *mheap_scav_pace_of(struct mheap *h)
 	return h->scav_by ? &h->scav_by->scav.pace : &h->scav.pace;
 }
 
+/* mheap_free_pages's first check, before its lock: panics, naming p, if
+ * p is outside the arena, or if its first or last page is a span's of the
+ * span heap (the entries of a span's pages are cleared before they are
+ * freed: spanheap_span.c), an object freed as pages. Any context. */
+void mheap_free_check_entries(struct mheap *h, const void *p, size_t npages);
+
 /* mheap_free_pages in the debug mode (MHEAP_DEBUG_SCAV_ON_FREE): checked,
  * listed as a batch while it is unmapped, freed scavenged (mheap_scav.c).
  * Thread context, no mm lock held. */
