@@ -9,11 +9,10 @@
  *
  * Representation: struct objcache (objcache.h, for the inline paths):
  * the heap, the size, the alignment, the class, its counter slot, its
- * name; a block of the heap's metadata heap (spanheap_meta_blocks.c), as
- * is the counter area below, so that no overrun of an object reaches
- * them (until a review both were objects of the heap beside others of
- * their class, and an overrun rewrote the counters' pointer the next
- * allocation counted through).
+ * name; a block of the heap's metadata heap (spanheap_meta_blocks.c), as is the
+ * counter area below, so that no overrun of an object reaches them (until a
+ * review both were objects of the heap beside others of their class, and an
+ * overrun rewrote the counters' pointer the next allocation counted through).
  * The heap keeps its caches in a list in creation order (struct
  * spanheap's objcaches) and their counters in one area of OBJCACHE_MAX
  * 64-bit counters per CPU, a row of 512 bytes per CPU: a cache's counter
@@ -52,19 +51,18 @@
  * Limits: OBJCACHE_MAX caches per heap. A count costs each call a few
  * instructions more than kmalloc's (a restartable sequence of four in the
  * kernel: a 16-byte pair is 73 guest instructions against kmalloc's 45;
- * elsewhere a pin). Outside poison mode, and for a cache of large
- * objects, a wrong-cache free of an object of the same class is not
- * seen, but it shows as a cache whose count falls below zero, which its
- * destruction reports. A destroyed cache's calls panic saying so only
- * while its struct's page of blocks lives: the last struct freed on a
- * page gives the page back (spanheap_meta_blocks.c), and once that page
- * is unmapped (at once with MHEAP_DEBUG_SCAV_ON_FREE, else by a
- * scavenge) a call on the struct faults in the metadata arena instead;
- * but objcache_destroy_in (the kernel's kmem_cache_destroy), given the
- * heap, looks for the struct on its list before reading it, and panics
- * whatever became of the page; so does mempool_init_cache_in (the
- * kernel's kmempool_init_cache) for a pool made over it. A struct reused by a
- * newer cache is that cache to all of them.
+ * elsewhere a pin). Outside poison mode, and for a cache of large objects, a
+ * wrong-cache free of an object of the same class is not seen, but it shows as
+ * a cache whose count falls below zero, which its destruction reports. A
+ * destroyed cache's calls panic saying so only while its struct's page of
+ * blocks lives: the last struct freed on a page gives the page back
+ * (spanheap_meta_blocks.c), and once that page is unmapped (at once with
+ * MHEAP_DEBUG_SCAV_ON_FREE, else by a scavenge) a call on the struct faults in
+ * the metadata arena instead; but objcache_destroy_in (the kernel's
+ * kmem_cache_destroy), given the heap, looks for the struct on its list before
+ * reading it, and panics whatever became of the page; so does
+ * mempool_init_cache_in (the kernel's kmempool_init_cache) for a pool made over
+ * it. A struct reused by a newer cache is that cache to all of them.
  */
 #include "objcache.h"
 
@@ -296,12 +294,15 @@ static __attribute__((noreturn)) void wrong_owner(struct objcache *c,
                                                   const void *p, uint32_t owner)
 {
 	char name[OBJCACHE_NAME_MAX + 1];
+	struct spanheap_where w;
 	if (owner)
 		objcache_owner_name(c->sh, owner, name);
+	spanheap_where(c->sh, p, &w);
 	spanheap_where_log(c->sh, p);
 	mm_panic("objcache: free of %p to cache '%s' (size class %u, "
-	         "%zu-byte objects): the object is %s%s%s",
+	         "%zu-byte objects): the object, of span %#lx, is %s%s%s",
 	         p, c->name, c->sizeclass, c->objsize,
+	         (unsigned long)w.span_base,
 	         owner ? "cache '" : "kmalloc's, of no cache",
 	         owner ? name : "", owner ? "''s" : "");
 }

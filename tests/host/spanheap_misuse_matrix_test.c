@@ -28,9 +28,9 @@ static int a_static_object;
 static char *stack_addr; /* the cell runner's local array */
 static void *keep[4];    /* the cell's live objects (freed after it) */
 static size_t nkeep;
-static void *run;        /* a page-heap run of 2 pages, or NULL */
-static void *libc_mem;   /* another allocator's memory, or NULL */
-static void *cache_obj;  /* an object of cache_of, live */
+static void *run;       /* a page-heap run of 2 pages, or NULL */
+static void *libc_mem;  /* another allocator's memory, or NULL */
+static void *cache_obj; /* an object of cache_of, live */
 static struct objcache *cache_of;
 
 enum row { R_FREE, R_REALLOC, R_USABLE, R_CACHE, R_PAGES, NROWS };
@@ -105,8 +105,9 @@ static void *freed_span_gone(void)
 {
 	void *p = spanheap_alloc(&sh, 64, 0);
 	spanheap_free(&sh, p);
-	for (int i = 0; i < 3 && mheap_span_is_span(mheap_span_lookup(
-	                                 &heap, (uintptr_t)p));
+	for (int i = 0;
+	     i < 3 &&
+	     mheap_span_is_span(mheap_span_lookup(&heap, (uintptr_t)p));
 	     i++) {
 		spanheap_flush_cache(&sh);
 		spanheap_sweep_cycle(&sh);
@@ -229,16 +230,22 @@ static void *other_class_cache_object(void)
 	return cache_object(c128);
 }
 
-#define DF "double free"
-#define GONE "in no span (never allocated, or its span was freed)"
-#define INTERIOR "an interior pointer"
-#define LARGE_IN "an interior pointer of a large object"
-#define FOREIGN "foreign pointer"
-#define SPANS "an object of the span heap"
-#define OUT "outside the arena"
+#define DF        "double free"
+#define GONE      "in no span (never allocated, or its span was freed)"
+#define INTERIOR  "an interior pointer"
+#define LARGE_IN  "an interior pointer of a large object"
+#define FOREIGN   "foreign pointer"
+#define SPANS     "an object of the span heap"
+#define OUT       "outside the arena"
 #define NOT_ALLOC "is not allocated"
-#define ALL5(w) {w, w, w, w, w}
-#define ALL4(w, p) {w, w, w, w, p}
+#define ALL5(w)               \
+	{                     \
+		w, w, w, w, w \
+	}
+#define ALL4(w, p)            \
+	{                     \
+		w, w, w, w, p \
+	}
 
 static const struct column columns[] = {
         {"NULL", null_ptr, {NULL, NULL, NULL, NULL, OUT}, 0},
@@ -254,14 +261,15 @@ static const struct column columns[] = {
          1},
         {"freed, swept",
          freed_swept,
-         {"not allocated (a double free?)", "realloc of an object that is "
-          "not allocated", "usable size of an object that is not allocated",
+         {"not allocated (a double free?)",
+          "realloc of an object that is "
+          "not allocated",
+          "usable size of an object that is not allocated",
           "not allocated (a double free?)", SPANS},
          1},
-        {"freed, span given back", freed_span_gone,
-         ALL4(GONE, NOT_ALLOC), 0},
-        {"freed, span scavenged", freed_span_scavenged,
-         ALL4(GONE, NOT_ALLOC), 0},
+        {"freed, span given back", freed_span_gone, ALL4(GONE, NOT_ALLOC), 0},
+        {"freed, span scavenged", freed_span_scavenged, ALL4(GONE, NOT_ALLOC),
+         0},
         {"small, 1 byte in", small_plus1, ALL4(INTERIOR, SPANS), 1},
         {"small, misaligned", small_misaligned, ALL4(INTERIOR, SPANS), 1},
         {"small, last byte", small_last, ALL4(INTERIOR, SPANS), 1},
@@ -273,24 +281,26 @@ static const struct column columns[] = {
         {"past the arena", past_arena, ALL4(FOREIGN, OUT), 0},
         {"stack", on_stack, ALL4(FOREIGN, OUT), 0},
         {"static data", static_data, ALL4(FOREIGN, OUT), 0},
-        {"another allocator's", other_allocator,
-         ALL4(FOREIGN, OUT), 0},
+        {"another allocator's", other_allocator, ALL4(FOREIGN, OUT), 0},
         {"another heap's", other_heap, ALL4(FOREIGN, OUT), 0},
         {"a page-heap run", page_run, ALL4("page-heap memory", NULL), 0},
         {"never handed out",
          never_allocated,
          {"not allocated", "realloc of an object that is not allocated",
-          "usable size of an object that is not allocated",
-          "not allocated", SPANS},
+          "usable size of an object that is not allocated", "not allocated",
+          SPANS},
          1},
-        {"a magazine slab", magazine_slab,
-         ALL4("magazine slabs", OUT), 0},
+        {"a magazine slab", magazine_slab, ALL4("magazine slabs", OUT), 0},
         /* Legal everywhere; to a cache, undetectable outside poison mode
          * (spanheap_misuse_matrix.caches_in_poison_mode). */
-        {"kmalloc's, of the cache's class", kmalloc_object,
-         {NULL, NULL, NULL, NULL, SPANS}, 1},
-        {"another cache's, same class", same_class_cache_object,
-         {NULL, NULL, NULL, NULL, SPANS}, 1},
+        {"kmalloc's, of the cache's class",
+         kmalloc_object,
+         {NULL, NULL, NULL, NULL, SPANS},
+         1},
+        {"another cache's, same class",
+         same_class_cache_object,
+         {NULL, NULL, NULL, NULL, SPANS},
+         1},
         {"another cache's, other class",
          other_class_cache_object,
          {NULL, NULL, NULL, "the object is of span", SPANS},
@@ -350,8 +360,10 @@ static bool cell_heap(bool poison)
 	c64b = objcache_create(&sh, "m64b", small_size - 4, 0);
 	c128 = objcache_create(&sh, "m128", 128, 0);
 	if (!c64 || !c64b || !c128 || c64b->sizeclass != c64->sizeclass) {
-		ktest_fail_at(__FILE__, __LINE__, "caches %p %p %p, classes "
-		              "%u %u", (void *)c64, (void *)c64b, (void *)c128,
+		ktest_fail_at(__FILE__, __LINE__,
+		              "caches %p %p %p, classes "
+		              "%u %u",
+		              (void *)c64, (void *)c64b, (void *)c128,
 		              c64 ? c64->sizeclass : 0,
 		              c64b ? c64b->sizeclass : 0);
 		return false;
@@ -375,9 +387,10 @@ static void cell_cleanup(const char *where)
 	KASSERT(st);
 	spanheap_stats(&sh, st);
 	if (st->bytes_in_use != 0)
-		ktest_fail_at(__FILE__, __LINE__, "%s: %zu bytes in use after "
-		              "the cell's objects were freed", where,
-		              st->bytes_in_use);
+		ktest_fail_at(__FILE__, __LINE__,
+		              "%s: %zu bytes in use after "
+		              "the cell's objects were freed",
+		              where, st->bytes_in_use);
 	free(st);
 	SH_CHECK(&sh, where);
 }
@@ -395,16 +408,20 @@ static void run_cell(enum row r, const struct column *c, const char *want)
 	const char *msg = mm_port_last_panic();
 	snprintf(name, sizeof(name), "%p", p);
 	if (!want && fired)
-		ktest_fail_at(__FILE__, __LINE__, "%s: panic \"%s\", wanted "
-		              "none", where, msg);
+		ktest_fail_at(__FILE__, __LINE__,
+		              "%s: panic \"%s\", wanted "
+		              "none",
+		              where, msg);
 	else if (want && !fired)
-		ktest_fail_at(__FILE__, __LINE__, "%s: no panic (wanted \"%s\")",
-		              where, want);
+		ktest_fail_at(__FILE__, __LINE__,
+		              "%s: no panic (wanted \"%s\")", where, want);
 	else if (want && (!strstr(msg, want) || !strstr(msg, name) ||
 	                  (c->span && (!strstr(msg, "span ") ||
 	                               !strstr(msg, "size class")))))
-		ktest_fail_at(__FILE__, __LINE__, "%s: panic \"%s\" does not "
-		              "say \"%s\", %s%s", where, msg, want, name,
+		ktest_fail_at(__FILE__, __LINE__,
+		              "%s: panic \"%s\" does not "
+		              "say \"%s\", %s%s",
+		              where, msg, want, name,
 		              c->span ? ", the span and its class" : "");
 	/* A heap the misuse broke is left as it is (its cleanup could
 	 * panic out of the test). */
@@ -431,5 +448,49 @@ KTEST(spanheap_misuse_matrix, every_entry_and_every_bad_pointer)
 			sh_heap_release(&heap2, &sh2);
 			sh_heap_release(&heap, &sh);
 		}
+	}
+}
+
+static void *own_cache_object(void)
+{
+	return cache_object(c64);
+}
+
+/* Poison mode tells a cache's objects by their owner: kfree or krealloc
+ * of a cache's object, and a free to cache m64 of kmalloc's object or of
+ * another cache's of the same class, each panic naming the owners; the
+ * usable size of a cache's object is its caller's to ask (as Linux's
+ * ksize). The other cells are as outside poison mode. */
+KTEST(spanheap_misuse_matrix, caches_in_poison_mode)
+{
+	static const struct {
+		enum row r;
+		struct column c;
+	} cells[] = {
+	        {R_FREE, {"m64's", own_cache_object, {"is cache 'm64''s"}, 1}},
+	        {R_REALLOC,
+	         {"m64's", own_cache_object, {[R_REALLOC] = "cache 'm64'"}, 1}},
+	        {R_USABLE, {"m64's", own_cache_object, {NULL}, 1}},
+	        {R_CACHE,
+	         {"kmalloc's", kmalloc_object, {[R_CACHE] = "kmalloc"}, 1}},
+	        {R_CACHE,
+	         {"m64b's",
+	          same_class_cache_object,
+	          {[R_CACHE] = "'m64b'"},
+	          1}},
+	        {R_CACHE,
+	         {"m128's",
+	          other_class_cache_object,
+	          {[R_CACHE] = "the object is of span"},
+	          1}},
+	};
+	char stack_array[64];
+	stack_addr = stack_array;
+	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
+		KASSERT(cell_heap(true));
+		KASSERT(sh_heap_fresh(&heap2, &sh2));
+		run_cell(cells[i].r, &cells[i].c, cells[i].c.want[cells[i].r]);
+		sh_heap_release(&heap2, &sh2);
+		sh_heap_release(&heap, &sh);
 	}
 }
