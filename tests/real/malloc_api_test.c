@@ -254,6 +254,7 @@ static const struct {
         {"probe_refused", test_probe_refused},
         {"membarrier_refused_later", test_membarrier_refused_later},
         {"misuse", test_misuse},
+        {"misuse_matrix", test_misuse_matrix},
         {"background", test_background},
         {"realloc_background", test_realloc_background},
         {"no_background", test_no_background},

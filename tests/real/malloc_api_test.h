@@ -127,6 +127,7 @@ const char *test_fork_clears_sharers(void);
 const char *test_probe_refused(void);
 const char *test_membarrier_refused_later(void);
 const char *test_misuse(void);
+const char *test_misuse_matrix(void);
 const char *test_background(void);
 const char *test_realloc_background(void);
 const char *test_no_background(void);
