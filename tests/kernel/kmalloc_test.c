@@ -398,6 +398,30 @@ KTEST(demo, kfree_page_heap_memory)
 	demo_kfree(p);
 }
 
+/* The other way round: a kmalloc object (8 KiB: page-aligned, as a run
+ * of pages would be) given to the page heap's free -> mheap's mm_panic
+ * naming its span and class; until a review it freed the span's pages. */
+KTEST(demo, page_heap_free_of_a_kmalloc_object)
+{
+	void *p = kmalloc(8192, 0);
+	KASSERT(p != NULL);
+	ktest_diag("kfree of %p", p);
+	mheap_free_pages(&kheap, p, 2);
+	ktest_fail_at(__FILE__, __LINE__, "the page heap freed a span's pages");
+}
+
+/* ksize of a freed object -> the free's checks, naming the call. */
+KTEST(demo, ksize_of_a_freed_object)
+{
+	void *p = kmalloc(64, 0);
+	KASSERT(p != NULL);
+	kfree(p);
+	ktest_diag("kfree of %p", p);
+	ksize(p);
+	ktest_fail_at(__FILE__, __LINE__,
+	              "ksize of a freed object went unseen");
+}
+
 /* A timer interrupt's allocation without KM_ATOMIC, its class's span
  * cached with objects to spare: mm_panic naming the call (kernel/heap.h),
  * not an object handed out until the day the class needs a new span. */
