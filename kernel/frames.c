@@ -237,6 +237,42 @@ paddr_t frames_alloc_contig(size_t npages)
 	return palloc_alloc(&pool, npages, NULL);
 }
 
+paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
+                                   paddr_t limit)
+{
+	if (!npages || !align_pages || (align_pages & (align_pages - 1)) ||
+	    npages > SIZE_MAX - (align_pages - 1))
+		return 0;
+	if (fail_now())
+		return 0;
+	size_t slack = align_pages - 1;
+	struct palloc_refusal r;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	paddr_t run = palloc_alloc_locked(&pool, npages + slack, NULL);
+	bool refused = palloc_take_refusal_locked(&pool, &r);
+	paddr_t base = 0;
+	if (run) {
+		base = align_up(run, (uint64_t)align_pages * PAGE_SIZE);
+		size_t head = (base - run) / PAGE_SIZE;
+		/* base + npages pages cannot wrap: the run lies in RAM. */
+		if (base + npages * PAGE_SIZE > limit) {
+			palloc_free_locked(&pool, run, npages + slack);
+			base = 0;
+		} else {
+			if (head)
+				palloc_free_locked(&pool, run, head);
+			if (slack - head)
+				palloc_free_locked(&pool,
+				                   base + npages * PAGE_SIZE,
+				                   slack - head);
+		}
+	}
+	mm_lock_release(&pool_lock, irq);
+	if (refused)
+		palloc_log_refusal(&r);
+	return base;
+}
+
 bool frames_fail_arm(const struct spanheap_fail_attr *a)
 {
 	/* A frame has no size class and no MM_ATOMIC flag: only the

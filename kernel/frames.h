@@ -40,6 +40,24 @@ paddr_t frame_alloc(void);
 /* Returns the lowest run of npages free contiguous frames, or 0. */
 paddr_t frames_alloc_contig(size_t npages);
 
+/*
+ * frames_alloc_contig with constraints, for DMA (kernel/dma.h): a run of
+ * npages frames whose base is a multiple of align_pages frames (a power
+ * of two; 1 for none) and which lies wholly below limit: [base, base +
+ * npages * PAGE_SIZE) within [0, limit). Returns 0, taking nothing, if
+ * there is none or the arguments are bad (npages 0, align_pages not a
+ * power of two, npages + align_pages - 1 overflowing). Basic algorithm:
+ * take the lowest run of npages + align_pages - 1 frames under the pool
+ * lock, keep its aligned part and free the rest; the run being the
+ * lowest, a limit its aligned part crosses cannot be met by any other
+ * run of that length. So an aligned run is only found with align_pages
+ * - 1 free frames of slack about it: a fragmented pool may refuse a
+ * request that an exact search would meet. One eligible call of
+ * frames_fail_arm, like frames_alloc_contig.
+ */
+paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
+                                   paddr_t limit);
+
 /* Returns frames to the pool. A frame the pool never hands out panics,
  * saying why (frames_not_managed), before anything changes; one that is
  * not allocated (a double free) panics with the pool's bitmaps around it. */

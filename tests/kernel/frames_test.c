@@ -128,6 +128,30 @@ KTEST(frames, contiguous_runs_are_lowest_first)
 	frames_check();
 }
 
+/* frames_alloc_contig_within: aligned, below the limit, the slack given
+ * back; bad arguments return 0 and take nothing. */
+KTEST(frames, constrained_runs_are_aligned_below_the_limit)
+{
+	heap_settle(); /* the heap's threads must not move the pool */
+	size_t before = frames_free_count();
+	paddr_t a = frames_alloc_contig_within(3, 16, UINT64_MAX);
+	KASSERT(a != 0);
+	KEXPECT_EQ(a % (16 * PAGE_SIZE), 0);
+	KEXPECT_EQ(frames_free_count(), before - 3); /* slack back */
+	frames_free_contig(a, 3);
+	/* First fit: the lowest run ends at a + 3 pages, so a limit one
+	 * byte lower finds none. */
+	KEXPECT_EQ(frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE), a);
+	frames_free_contig(a, 3);
+	KEXPECT_EQ(frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE - 1), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(0, 1, UINT64_MAX), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(1, 0, UINT64_MAX), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(1, 3, UINT64_MAX), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(SIZE_MAX, 2, UINT64_MAX), 0);
+	KEXPECT_EQ(frames_free_count(), before);
+	frames_check();
+}
+
 /* The first page at or above 1 MiB that lies in a region of the memory
  * map which is not RAM (firmware or device memory), or 0 if none does. */
 static paddr_t firmware_page(void)
