@@ -49,6 +49,9 @@
 	X(VM, false,                                                           \
 	  "page-table pages: a walk that may create tables allocates frames "  \
 	  "under it")                                                          \
+	X(DMA, false,                                                          \
+	  "the table of live DMA buffers (kernel/dma.c); irqsave, released "   \
+	  "before the frame pool is asked or anything printed")                \
 	X(FRAMES, false,                                                       \
 	  "the physical frame pool (mm's MM_RANK_PALLOC); taken by table "     \
 	  "creation under vm")                                                 \

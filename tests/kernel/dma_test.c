@@ -1,0 +1,296 @@
+/*
+ * DMA buffers (kernel/dma.h): physically consecutive frames, checked
+ * through the page tables and not only through the phys dma_alloc
+ * returns; alignment and limit honoured; zeroing; bad requests refused
+ * with a line naming what was wrong; exhausting the pool returns NULL and
+ * leaks nothing; a bad free named; and the physical address behind any
+ * kernel address (kvirt_to_phys), refused for a range that is not
+ * physically contiguous. The multi-CPU storm is dma_storm_test.c.
+ */
+#include "arch/x86_64/paging.h"
+#include "kernel/dma.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "tests/kernel/capture_util.h"
+#include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
+
+/* A virtual range no one else maps (beside paging_test's scratch). */
+#define DMA_TEST_VA 0xfffffe8140000000ull
+
+/* Whether every page of [va, va + npages pages) translates, through the
+ * page tables, to phys + its offset. */
+static bool consecutive_in_page_tables(const void *va, size_t npages,
+                                       paddr_t phys)
+{
+	for (size_t i = 0; i < npages; i++) {
+		paddr_t got;
+		uintptr_t at = (uintptr_t)va + i * PAGE_SIZE;
+		if (!vm_translate(at, &got, NULL) ||
+		    got != phys + i * PAGE_SIZE) {
+			ktest_diag("page %zu at %#lx maps %#llx, not %#llx",
+			           i, at, (unsigned long long)got,
+			           (unsigned long long)(phys + i * PAGE_SIZE));
+			return false;
+		}
+	}
+	return true;
+}
+
+KTEST(dma, pages_are_consecutive_in_the_page_tables)
+{
+	size_t baseline_live = dma_live_count();
+	paddr_t phys = 0;
+	size_t nbytes = 5 * PAGE_SIZE + 100;
+	uint8_t *p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(dma_live_count(), baseline_live + 1);
+	KEXPECT_EQ(phys % PAGE_SIZE, 0);
+	KEXPECT(phys >= FRAMES_LOW_LIMIT);
+	KEXPECT(consecutive_in_page_tables(p, 6, phys));
+	paddr_t pa = 0;
+	KEXPECT(kvirt_range_to_phys(p, nbytes, &pa) == NULL);
+	KEXPECT_EQ(pa, phys);
+	/* The last byte is ours: the size is rounded up to whole pages. */
+	p[6 * PAGE_SIZE - 1] = 0x5a;
+	dma_free(p, nbytes);
+	KEXPECT_EQ(dma_live_count(), baseline_live);
+	frames_check();
+}
+
+KTEST(dma, alignment_is_honoured)
+{
+	static const size_t aligns[] = {16, PAGE_SIZE, 64 << 10, 2 << 20};
+	for (size_t i = 0; i < sizeof(aligns) / sizeof(aligns[0]); i++) {
+		size_t a = aligns[i], want = a < PAGE_SIZE ? PAGE_SIZE : a;
+		paddr_t phys = 0;
+		void *p = dma_alloc(3 * PAGE_SIZE, a, DMA_LIMIT_ANY, 0, &phys);
+		KASSERT(p != NULL);
+		KEXPECT_EQ(phys % want, 0);
+		KEXPECT(consecutive_in_page_tables(p, 3, phys));
+		/* An alignment at least the size: no boundary crossed. */
+		if (a >= 3 * PAGE_SIZE)
+			KEXPECT_EQ(phys / a, (phys + 3 * PAGE_SIZE - 1) / a);
+		dma_free(p, 3 * PAGE_SIZE);
+	}
+	frames_check();
+}
+
+KTEST(dma, limit_is_honoured)
+{
+	paddr_t phys = 0;
+	void *p = dma_alloc(64 << 10, PAGE_SIZE, DMA_LIMIT_32BIT, 0, &phys);
+	KASSERT(p != NULL);
+	KEXPECT(phys + (64 << 10) <= DMA_LIMIT_32BIT);
+	dma_free(p, 64 << 10);
+	/* The pool is first fit: quiet, the same request finds the same
+	 * run, whose end is the lowest limit that admits it. */
+	heap_settle();
+	p = dma_alloc(16 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KASSERT(p != NULL);
+	dma_free(p, 16 * PAGE_SIZE);
+	paddr_t end = phys + 16 * PAGE_SIZE, again = 0;
+	p = dma_alloc(16 * PAGE_SIZE, PAGE_SIZE, end, 0, &again);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(again, phys);
+	dma_free(p, 16 * PAGE_SIZE);
+	size_t before = frames_free_count();
+	KEXPECT(dma_alloc(16 * PAGE_SIZE, PAGE_SIZE, end - 1, 0, &again) ==
+	        NULL);
+	KEXPECT_EQ(frames_free_count(), before);
+	frames_check();
+}
+
+KTEST(dma, zeroed_on_request)
+{
+	paddr_t phys = 0, again = 0;
+	size_t nbytes = 4 * PAGE_SIZE;
+	heap_settle();
+	uint64_t *p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KASSERT(p != NULL);
+	for (size_t i = 0; i < nbytes / 8; i++)
+		p[i] = ~0ull;
+	dma_free(p, nbytes);
+	p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, DMA_ZERO, &again);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(again, phys); /* first fit: the dirtied run again */
+	bool zero = true;
+	for (size_t i = 0; i < nbytes / 8; i++)
+		zero &= p[i] == 0;
+	KEXPECT(zero);
+	dma_free(p, nbytes);
+}
+
+#if KTEST_HOOKS
+/* Whether dma_alloc refuses the request, taking nothing, with a line
+ * holding `says`. */
+static bool refused(size_t nbytes, size_t align, paddr_t limit,
+                    unsigned flags, const char *says)
+{
+	paddr_t phys = 0x1234;
+	size_t before = dma_live_count();
+	capture_start();
+	void *p = dma_alloc(nbytes, align, limit, flags, &phys);
+	capture_stop();
+	return p == NULL && phys == 0x1234 && dma_live_count() == before &&
+	       seen_has("refused: ") && seen_has(says);
+}
+
+KTEST(dma, bad_requests_are_refused_and_named)
+{
+	heap_settle();
+	size_t before = frames_free_count();
+	KEXPECT(refused(0, PAGE_SIZE, DMA_LIMIT_ANY, 0, "size 0"));
+	KEXPECT(refused(SIZE_MAX, PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                "size too large to round up"));
+	KEXPECT(refused(PAGE_SIZE, 0, DMA_LIMIT_ANY, 0,
+	                "alignment not a power of two"));
+	KEXPECT(refused(PAGE_SIZE, 3 * PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                "alignment not a power of two"));
+	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 1u << 7,
+	                "unknown flags"));
+	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, FRAMES_LOW_LIMIT, 0,
+	                "limit leaves no room above the pool's lowest"));
+	KEXPECT(refused(2 * PAGE_SIZE, PAGE_SIZE,
+	                FRAMES_LOW_LIMIT + PAGE_SIZE, 0,
+	                "limit leaves no room above the pool's lowest"));
+	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, 0, 0, "limit leaves no room"));
+	KEXPECT_EQ(frames_free_count(), before);
+}
+#endif
+
+/* Takes buffers of nbytes until dma_alloc says no, chained through their
+ * first word; returns the chain. */
+static void *take_all(size_t nbytes, size_t *n)
+{
+	void *head = NULL;
+	paddr_t phys;
+	for (void *p; (p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                             &phys)) != NULL;
+	     (*n)++) {
+		*(void **)p = head;
+		head = p;
+	}
+	return head;
+}
+
+static void give_all(void *head, size_t nbytes)
+{
+	while (head) {
+		void *next = *(void **)head;
+		dma_free(head, nbytes);
+		head = next;
+	}
+}
+
+KTEST(dma, exhausting_the_pool_returns_null_and_leaks_nothing)
+{
+	heap_settle();
+	size_t baseline = frames_free_count(), live = dma_live_count();
+	/* Buffers of 8 MiB, then single frames for what is left: the
+	 * pool's last frames, fragmented, cannot make another 8 MiB. */
+	size_t nbig = 0;
+	void *big = take_all(8 << 20, &nbig);
+	KEXPECT(nbig > 0);
+	KEXPECT(nbig < DMA_MAX_BUFFERS); /* the pool ran out, not the table */
+	paddr_t rest = frames_drain(0);
+	KEXPECT_EQ(frames_free_count(), 0);
+	paddr_t phys = 0;
+	KEXPECT(dma_alloc(PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, DMA_ZERO,
+	                  &phys) == NULL);
+	KEXPECT_EQ(phys, 0);
+	frames_refill(rest);
+	give_all(big, 8 << 20);
+	KEXPECT_EQ(dma_live_count(), live);
+	KEXPECT_EQ(frames_free_count(), baseline);
+	frames_check();
+}
+
+KTEST(dma, a_full_table_is_refused)
+{
+	heap_settle();
+	size_t baseline = frames_free_count();
+	size_t n = dma_live_count();
+	void *head = take_all(PAGE_SIZE, &n);
+	KEXPECT_EQ(n, DMA_MAX_BUFFERS);
+	give_all(head, PAGE_SIZE);
+	KEXPECT_EQ(frames_free_count(), baseline);
+}
+
+KTEST(dma, a_bad_free_is_named)
+{
+	paddr_t phys;
+	uint8_t *p = dma_alloc(2 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                       &phys);
+	KASSERT(p != NULL);
+	KEXPECT(dma_free_check(p, 2 * PAGE_SIZE) == NULL);
+	KEXPECT(dma_free_check(NULL, 0) == NULL);
+	KEXPECT_STREQ(dma_free_check(p + PAGE_SIZE, 2 * PAGE_SIZE),
+	              "inside a DMA buffer, not its start");
+	KEXPECT_STREQ(dma_free_check(p, PAGE_SIZE),
+	              "not the size the buffer was allocated with");
+	void *k = kmalloc(64, 0);
+	KASSERT(k != NULL);
+	KEXPECT_STREQ(dma_free_check(k, 64), "not a buffer dma_alloc returned");
+	KEXPECT_STREQ(dma_free_check(phys_to_virt(phys + 2 * PAGE_SIZE),
+	                             PAGE_SIZE),
+	              "not a buffer dma_alloc returned");
+	kfree(k);
+	dma_free(p, 2 * PAGE_SIZE);
+	KEXPECT_STREQ(dma_free_check(p, 2 * PAGE_SIZE),
+	              "freed already (a double free)");
+}
+
+KTEST(dma, kvirt_to_phys_reads_the_page_tables)
+{
+	paddr_t pa = frame_alloc(), got = 0;
+	KASSERT(pa != 0);
+	KEXPECT(kvirt_to_phys((char *)phys_to_virt(pa) + 0x123, &got));
+	KEXPECT_EQ(got, pa + 0x123);
+	frame_free(pa);
+	/* A heap object: not a direct-map address, but read through the
+	 * direct map at the address found, it is the same memory. */
+	uint64_t *k = kmalloc(64, 0);
+	KASSERT(k != NULL);
+	*k = 0x1122334455667788ull;
+	KEXPECT((uintptr_t)k - DIRECT_MAP_BASE >= DIRECT_MAP_SIZE);
+	KEXPECT(kvirt_to_phys(k, &got));
+	KEXPECT_EQ(*(uint64_t *)phys_to_virt(got), 0x1122334455667788ull);
+	kfree(k);
+	KEXPECT(!kvirt_to_phys((void *)DMA_TEST_VA, &got));
+}
+
+KTEST(dma, a_range_across_frames_apart_is_refused)
+{
+	/* Two pages mapped from frames two apart, as the heap may map a
+	 * multi-page object. */
+	paddr_t run = frames_alloc_contig(3), got = 0x77;
+	KASSERT(run != 0);
+	KASSERT_EQ(vm_map_page(DMA_TEST_VA, run, VM_WRITE), 0);
+	KASSERT_EQ(vm_map_page(DMA_TEST_VA + PAGE_SIZE, run + 2 * PAGE_SIZE,
+	                       VM_WRITE),
+	           0);
+	const char *straddle = (const char *)DMA_TEST_VA + PAGE_SIZE - 8;
+	KEXPECT_STREQ(kvirt_range_to_phys(straddle, 16, &got),
+	              "not physically contiguous");
+	KEXPECT_EQ(got, 0x77);
+	KEXPECT(kvirt_range_to_phys(straddle, 8, &got) == NULL);
+	KEXPECT_EQ(got, run + PAGE_SIZE - 8);
+	KEXPECT_STREQ(kvirt_range_to_phys(straddle + 16, PAGE_SIZE, &got),
+	              "not mapped");
+	KEXPECT_STREQ(kvirt_range_to_phys(straddle, 0, &got),
+	              "empty or wrapping range");
+	KEXPECT_STREQ(kvirt_range_to_phys((void *)UINTPTR_MAX, 2, &got),
+	              "empty or wrapping range");
+	/* Consecutive frames: the range is one. */
+	KASSERT_EQ(vm_unmap_page(DMA_TEST_VA + PAGE_SIZE, NULL), 0);
+	KASSERT_EQ(vm_map_page(DMA_TEST_VA + PAGE_SIZE, run + PAGE_SIZE,
+	                       VM_WRITE),
+	           0);
+	KEXPECT(kvirt_range_to_phys(straddle, 16, &got) == NULL);
+	KEXPECT_EQ(got, run + PAGE_SIZE - 8);
+	KEXPECT_EQ(vm_unmap_page(DMA_TEST_VA, NULL), 0);
+	KEXPECT_EQ(vm_unmap_page(DMA_TEST_VA + PAGE_SIZE, NULL), 0);
+	frames_free_contig(run, 3);
+}
