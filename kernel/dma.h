@@ -14,15 +14,15 @@
  * Contexts: dma_alloc, dma_free, dma_free_check: any context but NMI
  * (interrupt handlers, interrupts off, spinlocks ranked below DMA held,
  * lockrank.h): they take the DMA table's lock and the frame pool's, both
- * irqsave, one after the other, and never sleep. dma_alloc with DMA_ZERO clears the buffer
- * with interrupts on as they were: a large one is slow in a handler.
+ * irqsave, one after the other, and never sleep. DMA_ZERO clears the
+ * buffer in the caller's context: a large one takes long in a handler.
  * kvirt_to_phys and kvirt_range_to_phys take no lock: any context.
  *
  * Limits: at most DMA_MAX_BUFFERS buffers live at once (the table of
  * live buffers is static so that a free can check its argument in any
  * context); a request beyond that returns NULL, saying so. Buffers are
- * page-aligned and whole pages; not cache-coherent DMA in a wider sense:
- * x86 keeps caches coherent with devices, and the direct map is write-back.
+ * page-aligned and whole pages, mapped write-back in the direct map: x86
+ * keeps caches coherent with device DMA, so there is no sync call.
  */
 #ifndef KERNEL_DMA_H
 #define KERNEL_DMA_H

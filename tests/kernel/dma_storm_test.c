@@ -89,8 +89,8 @@ static void worker(void *arg)
 			give(*slot);
 		*slot = take(next_rand(&rnd), 8);
 		if (*slot && r % 5 == 0) {
-			void *old = atomic_exchange(&handoff[(r >> 8) % HANDOFF],
-			                            *slot);
+			void *old = atomic_exchange(
+			        &handoff[(r >> 8) % HANDOFF], *slot);
 			*slot = NULL;
 			if (old)
 				give(old);

@@ -29,8 +29,8 @@ static bool consecutive_in_page_tables(const void *va, size_t npages,
 		uintptr_t at = (uintptr_t)va + i * PAGE_SIZE;
 		if (!vm_translate(at, &got, NULL) ||
 		    got != phys + i * PAGE_SIZE) {
-			ktest_diag("page %zu at %#lx maps %#llx, not %#llx",
-			           i, at, (unsigned long long)got,
+			ktest_diag("page %zu at %#lx maps %#llx, not %#llx", i,
+			           at, (unsigned long long)got,
 			           (unsigned long long)(phys + i * PAGE_SIZE));
 			return false;
 		}
@@ -125,8 +125,8 @@ KTEST(dma, zeroed_on_request)
 #if KTEST_HOOKS
 /* Whether dma_alloc refuses the request, taking nothing, with a line
  * holding `says`. */
-static bool refused(size_t nbytes, size_t align, paddr_t limit,
-                    unsigned flags, const char *says)
+static bool refused(size_t nbytes, size_t align, paddr_t limit, unsigned flags,
+                    const char *says)
 {
 	paddr_t phys = 0x1234;
 	size_t before = dma_live_count();
@@ -152,9 +152,8 @@ KTEST(dma, bad_requests_are_refused_and_named)
 	                "unknown flags"));
 	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, FRAMES_LOW_LIMIT, 0,
 	                "limit leaves no room above the pool's lowest"));
-	KEXPECT(refused(2 * PAGE_SIZE, PAGE_SIZE,
-	                FRAMES_LOW_LIMIT + PAGE_SIZE, 0,
-	                "limit leaves no room above the pool's lowest"));
+	KEXPECT(refused(2 * PAGE_SIZE, PAGE_SIZE, FRAMES_LOW_LIMIT + PAGE_SIZE,
+	                0, "limit leaves no room above the pool's lowest"));
 	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, 0, 0, "limit leaves no room"));
 	KEXPECT_EQ(frames_free_count(), before);
 }
@@ -221,8 +220,8 @@ KTEST(dma, a_full_table_is_refused)
 KTEST(dma, a_bad_free_is_named)
 {
 	paddr_t phys;
-	uint8_t *p = dma_alloc(2 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0,
-	                       &phys);
+	uint8_t *p =
+	        dma_alloc(2 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
 	KASSERT(p != NULL);
 	KEXPECT(dma_free_check(p, 2 * PAGE_SIZE) == NULL);
 	KEXPECT(dma_free_check(NULL, 0) == NULL);
@@ -233,9 +232,9 @@ KTEST(dma, a_bad_free_is_named)
 	void *k = kmalloc(64, 0);
 	KASSERT(k != NULL);
 	KEXPECT_STREQ(dma_free_check(k, 64), "not a buffer dma_alloc returned");
-	KEXPECT_STREQ(dma_free_check(phys_to_virt(phys + 2 * PAGE_SIZE),
-	                             PAGE_SIZE),
-	              "not a buffer dma_alloc returned");
+	KEXPECT_STREQ(
+	        dma_free_check(phys_to_virt(phys + 2 * PAGE_SIZE), PAGE_SIZE),
+	        "not a buffer dma_alloc returned");
 	kfree(k);
 	dma_free(p, 2 * PAGE_SIZE);
 	KEXPECT_STREQ(dma_free_check(p, 2 * PAGE_SIZE),
@@ -285,12 +284,26 @@ KTEST(dma, a_range_across_frames_apart_is_refused)
 	              "empty or wrapping range");
 	/* Consecutive frames: the range is one. */
 	KASSERT_EQ(vm_unmap_page(DMA_TEST_VA + PAGE_SIZE, NULL), 0);
-	KASSERT_EQ(vm_map_page(DMA_TEST_VA + PAGE_SIZE, run + PAGE_SIZE,
-	                       VM_WRITE),
-	           0);
+	KASSERT_EQ(
+	        vm_map_page(DMA_TEST_VA + PAGE_SIZE, run + PAGE_SIZE, VM_WRITE),
+	        0);
 	KEXPECT(kvirt_range_to_phys(straddle, 16, &got) == NULL);
 	KEXPECT_EQ(got, run + PAGE_SIZE - 8);
 	KEXPECT_EQ(vm_unmap_page(DMA_TEST_VA, NULL), 0);
 	KEXPECT_EQ(vm_unmap_page(DMA_TEST_VA + PAGE_SIZE, NULL), 0);
 	frames_free_contig(run, 3);
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness). */
+KTEST(demo, dma_double_free)
+{
+	paddr_t phys;
+	void *p = dma_alloc(2 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KASSERT(p != NULL);
+	dma_free(p, 2 * PAGE_SIZE);
+	/* The frames may be another's by now: the table must refuse. */
+	dma_free(p, 2 * PAGE_SIZE);
+	ktest_fail_at(__FILE__, __LINE__, "dma_free took a buffer twice");
+}
+#endif
