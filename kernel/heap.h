@@ -8,7 +8,9 @@
  * kmalloc hands out objects of any size from any CPU (mm/spanheap.h):
  * small ones from per-CPU caches of size-class spans, large ones (over
  * 32 KiB) as spans of their own. Objects are 16-byte aligned, and
- * naturally aligned for powers of two up to 4 KiB.
+ * naturally aligned for powers of two up to 4 KiB. They are virtually
+ * contiguous only (the arena is mapped page by page from single frames)
+ * and not in the direct map: never give one to a device (kernel/dma.h).
  *
  * Contexts:
  *   kmalloc, kzalloc, kcalloc, krealloc, kmalloc_aligned
