@@ -208,6 +208,32 @@ bool mm_malloc_fail_switch(const char *val, struct spanheap_fail_attr *a)
 
 /* ---- Address space ------------------------------------------------------ */
 
+/*
+ * MM_MALLOC_HUGEPAGE, read at the first reservation: 1 advises huge
+ * pages on every range reserved (MADV_HUGEPAGE: under the host's
+ * "madvise" setting of transparent huge pages, what an "always" host gives
+ * every mapping), 0 refuses them (MADV_NOHUGEPAGE: the opt-out on an
+ * "always" host, whose huge pages keep memory that the scavenger gives
+ * back a page at a time), unset leaves the host's setting. See
+ * docs/DESIGN.md, "Transparent huge pages". -2 until read.
+ */
+static atomic_int hugepage_switch = -2;
+
+static void advise_hugepages(void *base, size_t nbytes)
+{
+	int v = atomic_load_explicit(&hugepage_switch, memory_order_relaxed);
+	if (v == -2) {
+		v = mm_malloc_env_switch("MM_MALLOC_HUGEPAGE",
+		                         getenv("MM_MALLOC_HUGEPAGE"));
+		atomic_store_explicit(&hugepage_switch, v,
+		                      memory_order_relaxed);
+	}
+	int saved = errno; /* a refused advice changes nothing else */
+	if (v >= 0)
+		madvise(base, nbytes, v ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	errno = saved;
+}
+
 void *mm_port_reserve(size_t nbytes, size_t align)
 {
 	if (align < MM_PAGE_SIZE)
@@ -225,6 +251,7 @@ void *mm_port_reserve(size_t nbytes, size_t align)
 	uintptr_t end = (uintptr_t)raw + len;
 	if (end > base + nbytes)
 		munmap((void *)(base + nbytes), end - (base + nbytes));
+	advise_hugepages((void *)base, nbytes);
 	return (void *)base;
 }
 

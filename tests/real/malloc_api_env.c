@@ -1,7 +1,8 @@
 /*
  * tests/real/malloc_api_env.c: malloc-api-test's environment switches
  * (malloc_api_test.h): MM_MALLOC_BACKGROUND, MM_MALLOC_MEMBARRIER,
- * MM_MALLOC_VERBOSE and MM_MALLOC_POISON take 0 or 1, and any other value
+ * MM_MALLOC_VERBOSE, MM_MALLOC_POISON and MM_MALLOC_HUGEPAGE (its effect:
+ * malloc_api_thp.c) take 0 or 1, and any other value
  * is reported on stderr, naming the variable and the value, and ignored;
  * poison mode finds a write after a free; and MM_MALLOC_FAIL's injected
  * failures look like running out of memory.
@@ -194,14 +195,14 @@ static int run_env(const char *name, const char *val, char *out, size_t outsz)
 	return run_with("env", name, val, out, outsz);
 }
 
-/* Each switch and its default. */
+/* Each switch and its default (MM_MALLOC_HUGEPAGE has none: unset
+ * leaves the host's setting; any value gives scenario_env's line). */
 static const struct {
 	const char *name, *dflt;
 } switches[] = {
-        {"MM_MALLOC_BACKGROUND", "1"},
-        {"MM_MALLOC_MEMBARRIER", "1"},
-        {"MM_MALLOC_VERBOSE", "0"},
-        {"MM_MALLOC_POISON", "0"},
+        {"MM_MALLOC_BACKGROUND", "1"}, {"MM_MALLOC_MEMBARRIER", "1"},
+        {"MM_MALLOC_VERBOSE", "0"},    {"MM_MALLOC_POISON", "0"},
+        {"MM_MALLOC_HUGEPAGE", "1"},
 };
 
 /* Copies scenario_env's "env: ..." line of out (without its newline)

@@ -345,6 +345,7 @@ static const struct scenario scenarios[] = {
         {"calloc-reused", scenario_calloc_reused},
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
+        {"thp", scenario_thp},
         {"poison-write", scenario_poison_write},
         {"poison-overrun", scenario_poison_overrun},
         {"describe-poison", scenario_describe_poison},

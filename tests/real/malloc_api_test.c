@@ -290,6 +290,7 @@ static const struct {
         {"env_switches", test_env_switches},
         {"env_switch_edges", test_env_switch_edges},
         {"env_report_keeps_errno", test_env_report_keeps_errno},
+        {"hugepage_switch", test_hugepage_switch},
         {"poison_mode", test_poison_mode},
         {"poison_overrun", test_poison_overrun},
         {"fail_injection", test_fail_injection},

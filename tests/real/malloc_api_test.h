@@ -155,6 +155,7 @@ const char *test_small_heap_no_threads(void);
 const char *test_partial_mprotect(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
+const char *test_hugepage_switch(void); /* malloc_api_thp.c */
 const char *test_env_switch_edges(void);
 const char *test_env_report_keeps_errno(void);
 const char *test_poison_mode(void);
