@@ -249,7 +249,7 @@ $(BOOT_OBJS) $(KERNEL_OBJS) $(BUILD)/ksyms-empty.S.o $(HOST_OBJS) $(ESP) \
 	$(BENCH_BIN) $(SPANHEAP_BENCH_BIN) $(CLIFFS_BENCH_BIN) \
 	$(MALLOC_FORK_LIB) $(MALLOC_INITFIRST_LIB) $(MALLOC_API_TEST) \
 	$(MALLOC_HOOKS_TEST) $(MALLOC_RSS_BURST) $(MALLOC_BLOWUP) \
-	$(MALLOC_LATENCY): | deps
+	$(MALLOC_LATENCY) $(MALLOC_THP_PROBE): | deps
 
 # The benchmarks also want valgrind (instruction counts), gnuplot (the
 # PNGs) and the peer allocators (tools/bench-spanheap); each bench target

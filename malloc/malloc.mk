@@ -210,6 +210,21 @@ bench-blowup: $(MALLOC_SO) $(MALLOC_BLOWUP) | deps-bench
 
 .PHONY: bench-blowup
 
+# Transparent huge pages' effect on memory (tests/real/thp_probe.c) under
+# ours and the peers, as the host is set and as on an "always" host
+# (tools/bench-thp; about a minute, WAIT=60 for khugepaged).
+MALLOC_THP_PROBE := $(MALLOC_BUILD)/thp_probe
+
+$(MALLOC_THP_PROBE): tests/real/thp_probe.c $(CC_FLAGS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -fno-builtin -o $@ \
+		tests/real/thp_probe.c
+
+bench-thp: $(MALLOC_SO) $(MALLOC_THP_PROBE) | deps-bench
+	tools/bench-thp $(MALLOC_SO) $(MALLOC_THP_PROBE)
+
+.PHONY: bench-thp
+
 # The tail latency of single calls (tests/real/latency.c) under ours and
 # the peers, one table (tools/bench-latency; under a minute).
 MALLOC_LATENCY := $(MALLOC_BUILD)/latency
