@@ -79,6 +79,10 @@ KCFLAGS += -DMM_TEST_HOOKS
 endif
 # mm/'s pin hooks are inline (mm/port.h, MM_PORT_INLINE).
 KCFLAGS += -DMM_PORT_INLINE='"kernel/mm_port_inline.h"'
+# Each object's call graph and frame sizes, beside it (FILE.c.ci), for
+# tools/stack-depth (make test-stack); gcc only, clang has no such output.
+KCFLAGS_CI := $(if $(shell $(CC) -v 2>&1 | grep '^gcc version'),-fcallgraph-info=su)
+KCFLAGS += $(KCFLAGS_CI)
 KASFLAGS := -g -I. -MMD -MP -D__ASSEMBLY__
 KLDFLAGS := -nostdlib -static -z max-page-size=0x1000 -z noexecstack \
 	--no-warn-rwx-segments -T linker.ld
@@ -297,7 +301,7 @@ debug: deps
 RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
-TEST_PARTS := lint size deps locks sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
+TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
 	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison kernel-guard \
 	harness
 
@@ -318,7 +322,7 @@ TEST_PARTS := lint size deps locks sizeclasses host model port host-tsan malloc-
 # tests, started last, ran alone for the last 30 s of the phase.
 TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host model \
 	kernel-poison kernel-guard kernel-smp1 chaos malloc-tsan port \
-	lint locks sizeclasses
+	lint locks stack sizeclasses
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
 
@@ -373,6 +377,19 @@ LINT_MM_UNUSED_OK := mm_port_pin mm_port_unpin
 test-locks:
 	@mkdir -p $(RESULTS)
 	@tools/lint-locks . $(RESULTS)/locks
+
+# The worst-case stack of each of mm/'s entries in the kernel build, from
+# gcc's call graphs (KCFLAGS_CI), against tools/stack-depth.conf's
+# budgets; the report goes to $(BUILD)/stack-depth.log. Skipped (one
+# line says so) with a compiler that writes no call graphs.
+test-stack: $(KERNEL)
+	@mkdir -p $(RESULTS)
+	@if [ -z "$(KCFLAGS_CI)" ]; then echo "test-stack: skipped: $(CC)" \
+		"writes no call graph (-fcallgraph-info)"; \
+		echo "0 0 1" >$(RESULTS)/stack; exit 0; fi; \
+	tools/stack-depth tools/stack-depth.conf $(RESULTS)/stack $(BUILD)/mm \
+		$(BUILD)/kernel $(BUILD)/arch >$(BUILD)/stack-depth.log; st=$$?; \
+	grep -v '^    ' $(BUILD)/stack-depth.log | grep -v '^ok: '; exit $$st
 
 # Then the house style's sizes (tools/lint-size: files, headers,
 # functions), which a sweep found broken by files that had grown past
@@ -516,7 +533,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: heapmap all deps run debug test test-build test-sum test-lint test-locks test-host test-model test-kernel \
+.PHONY: heapmap all deps run debug test test-build test-sum test-lint test-locks test-stack test-host test-model test-kernel \
 	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison \
 	test-kernel-guard test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
