@@ -93,8 +93,8 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_diff_shadow.c \
 	malloc_api_diff_ops.c malloc_api_describe.c malloc_api_guard.c \
 	malloc_api_rt.c malloc_api_setup.c malloc_api_limits.c \
-	malloc_api_atfork.c malloc_api_signal.c malloc_api_misuse.c) \
-	mm/sizeclasses.c
+	malloc_api_atfork.c malloc_api_signal.c malloc_api_misuse.c \
+	malloc_api_altstack.c) mm/sizeclasses.c
 # What they include, besides tests/real/'s own headers (tools/lint-deps,
 # in make test-lint, checks that these lists are whole).
 MALLOC_API_HDRS := mm/sizeclasses.h mm/port.h

@@ -312,6 +312,7 @@ static const struct {
         {"rt_fork", test_rt_fork},
         {"rt_guard_trim", test_rt_guard_trim},
         {"signal_handler_allocs", test_signal_handler_allocs},
+        {"altstack_allocs", test_altstack_allocs},
 };
 
 /* Runs every test in tests, printing a line for each and the totals;

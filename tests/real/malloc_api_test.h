@@ -36,6 +36,8 @@
  *   malloc_api_guard.c   the guarded pool (MM_MALLOC_GUARD)
  *   malloc_api_signal.c  allocations in signal handlers that cut into
  *                        their thread's calls
+ *   malloc_api_altstack.c  a signal handler's allocations on a
+ *                        sigaltstack of SIGSTKSZ, and the stack they use
  *   malloc_api_diff.c    the randomized differential test of the whole
  *                        API (with malloc_api_diff_shadow.c and
  *                        malloc_api_diff_ops.c)
@@ -141,6 +143,7 @@ const char *test_rt_fork(void);
 const char *test_rt_guard_trim(void);
 /* malloc_api_signal.c */
 const char *test_signal_handler_allocs(void);
+const char *test_altstack_allocs(void);
 const char *test_calloc_large_untouched(void);
 const char *test_errno_setup(void);
 const char *test_errno_data_limit(void);
