@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "malloc_api_test.h"
+#include "proc_read.h"
 
 enum { ALTSTACK_MALLOC_MAX = 8192, PAINT = 0xa5, SIGNALS = 40 };
 
@@ -71,9 +72,23 @@ static void altstack_handler(int sig)
 	errno = saved;
 }
 
+/* This process's thread count (/proc/self/status), read without
+ * allocating; -1 if it cannot be read. */
+static int thread_count(void)
+{
+	char buf[4096];
+	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
+		return -1;
+	const char *p = strstr(buf, "\nThreads:");
+	return p ? atoi(p + strlen("\nThreads:")) : -1;
+}
+
 /* In the child: the handler on a stack of alt_size bytes, SIGNALS times,
  * the main thread's allocations between them; writes "entry E mark M"
- * (bytes from the stack's top) and the successes per size to stderr. */
+ * (bytes from the stack's top), the successes per size and the threads
+ * before and after the first signal to stderr. The parent's background
+ * threads run, so the child's first call, the handler's, starts its own
+ * (malloc/fork.c: pthread_create on the alternate stack). */
 static void run_on_altstack(void)
 {
 	long page = sysconf(_SC_PAGESIZE);
@@ -96,6 +111,9 @@ static void run_on_altstack(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGUSR1, &sa, NULL) != 0)
 		_exit(6);
+	int threads0 = thread_count();
+	raise(SIGUSR1); /* the child's first call */
+	int threads1 = thread_count();
 	for (int s = 0; s < SIGNALS; s++) {
 		void *keep[64];
 		for (int i = 0; i < 64; i++)
@@ -111,7 +129,7 @@ static void run_on_altstack(void)
 	dprintf(2, "entry %zu mark %zu", entry_depth, alt_size - low);
 	for (size_t i = 0; i < NSIZES; i++)
 		dprintf(2, " %zu", nonnull[i]);
-	dprintf(2, "\n");
+	dprintf(2, " threads %d %d\n", threads0, threads1);
 	_exit(0);
 }
 
@@ -120,19 +138,25 @@ const char *test_altstack_allocs(void)
 	char out[512];
 	long sig = sysconf(_SC_SIGSTKSZ), min = sysconf(_SC_MINSIGSTKSZ);
 	alt_size = sig > 0 ? (size_t)sig : SIGSTKSZ;
+	free(malloc((size_t)9 << 20)); /* past the background threads' 8 MiB */
+	free(malloc(64));              /* the next call starts them */
 	int st = in_child(run_on_altstack, out, sizeof(out));
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 	      "on a %zu-byte sigaltstack (SIGSTKSZ): status %#x (SIGSEGV: "
 	      "overflowed), stderr: %s",
 	      alt_size, st, out);
 	size_t entry, mark, n[NSIZES];
-	CHECK(sscanf(out, "entry %zu mark %zu %zu %zu %zu %zu %zu %zu %zu %zu",
+	int t0, t1;
+	CHECK(sscanf(out,
+	             "entry %zu mark %zu %zu %zu %zu %zu %zu %zu %zu %zu "
+	             "threads %d %d",
 	             &entry, &mark, &n[0], &n[1], &n[2], &n[3], &n[4], &n[5],
-	             &n[6], &n[7]) == 10,
+	             &n[6], &n[7], &t0, &t1) == 12,
 	      "the child's report: %s", out);
 	printf("# altstack: SIGSTKSZ %zu: the kernel's frame %zu bytes, "
-	       "malloc's %zu more (mark %zu)\n",
-	       alt_size, entry, mark - entry, mark);
+	       "malloc's %zu more (mark %zu); threads %d, %d after the "
+	       "handler's first call\n",
+	       alt_size, entry, mark - entry, mark, t0, t1);
 	CHECK(mark - entry <= ALTSTACK_MALLOC_MAX,
 	      "malloc used %zu bytes of the handler's stack, past the %d "
 	      "README.md promises",
