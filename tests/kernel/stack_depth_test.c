@@ -214,7 +214,7 @@ KTEST(stack, mm_depth_under_timer_allocations)
 		}
 		ktest_diag(
 		        "cpu %u: painted from %zu bytes deep; mark %zu alone, "
-		        "%zu under %u tick allocations (stack %zu)",
+		        "%zu under %u ticks that allocated (stack %zu)",
 		        ids[k], pc->d0[1], pc->mark[0], pc->mark[1],
 		        atomic_load(&pc->tick_hits), stack);
 		KTEST_CMP_(pc->mark[0] - pc->d0[0], <=,
