@@ -20,4 +20,18 @@ static inline bool read_faults_at(volatile const uint8_t *p)
 	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
 }
 
+/* Writes v to *p under the expected-fault hook: true when that write took
+ * a page fault at exactly p, false when it went through (or faulted
+ * elsewhere). */
+static inline bool write_faults_at(volatile uint8_t *p, uint8_t v)
+{
+	struct fault_catch fc;
+	if (fault_catch_arm(&fc) == 0) {
+		*p = v;
+		fault_catch_disarm(&fc);
+		return false;
+	}
+	return fc.vector == VEC_PF && fc.cr2 == (uintptr_t)p;
+}
+
 #endif
