@@ -10,7 +10,9 @@
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
+#include "tests/kernel/fault_util.h"
 #include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
 
 /* PML4 slot 509: nothing else lives there. */
 #define TEST_VA 0xfffffe8000000000ull
@@ -327,4 +329,77 @@ KTEST(paging, the_image_text_and_rodata_have_no_writable_alias)
 		KEXPECT_EQ(fc.vector, VEC_PF);
 		KEXPECT_EQ(fc.cr2, (uintptr_t)alias);
 	}
+}
+
+/* A GiB of slot 509 no other test uses: its tables are made here. */
+#define DIRTY_VA   (TEST_VA + (300ull << 30))
+#define DIRTY_N    64
+#define DIRTY_SPAN (4ull << 20) /* two page tables' worth */
+
+/* Takes the pool's first DIRTY_N frames (lowest first) into f, fills
+ * each with 0xff (an entry that is present, writable and huge in every
+ * slot) and gives them back: the next frames taken are these. */
+static void dirty_first_frames(paddr_t *f)
+{
+	for (unsigned i = 0; i < DIRTY_N; i++) {
+		f[i] = frame_alloc();
+		KASSERT(f[i] != 0);
+		memset(phys_to_virt(f[i]), 0xff, PAGE_SIZE);
+	}
+	for (unsigned i = 0; i < DIRTY_N; i++)
+		frame_free(f[i]);
+}
+
+/* How many of f the pool hands out again now (each taken and freed). */
+static unsigned dirty_frames_free(const paddr_t *f)
+{
+	paddr_t got[DIRTY_N];
+	unsigned back = 0;
+	for (unsigned i = 0; i < DIRTY_N; i++) {
+		got[i] = frame_alloc();
+		for (unsigned k = 0; k < DIRTY_N; k++)
+			back += got[i] && got[i] == f[k];
+	}
+	for (unsigned i = 0; i < DIRTY_N; i++)
+		if (got[i])
+			frame_free(got[i]);
+	return back;
+}
+
+/*
+ * A frame the pool hands out holds whatever its last owner left; a page
+ * table made of one that is not cleared maps its garbage (a present entry
+ * in a new table is the classic bug). The tables made over a fresh range
+ * here come from frames filled with 0xff just before: the range must
+ * still map nothing, fault when read, and take a first mapping.
+ */
+KTEST(paging, new_tables_over_dirty_frames_map_nothing)
+{
+	heap_threads_stop(); /* no one else takes or gives frames */
+	paddr_t f[DIRTY_N];
+	dirty_first_frames(f);
+	size_t tables = paging_table_pages();
+	KASSERT_EQ(vm_prepare_range(DIRTY_VA, DIRTY_SPAN), 0);
+	size_t made = paging_table_pages() - tables;
+	unsigned back = dirty_frames_free(f);
+	ktest_diag("%zu tables made, %u of them of the dirtied frames", made,
+	           DIRTY_N - back);
+	KEXPECT(made >= 3); /* a page directory and two page tables */
+	KEXPECT_EQ(DIRTY_N - back, made);
+	size_t mapped = 0;
+	for (uintptr_t va = DIRTY_VA; va < DIRTY_VA + DIRTY_SPAN;
+	     va += PAGE_SIZE)
+		mapped += vm_translate(va, NULL, NULL);
+	KEXPECT_EQ(mapped, 0);
+	KEXPECT(read_faults_at((volatile uint8_t *)DIRTY_VA));
+	KEXPECT(read_faults_at(
+	        (volatile uint8_t *)(DIRTY_VA + DIRTY_SPAN - PAGE_SIZE)));
+	paddr_t pa = frame_alloc();
+	KASSERT(pa != 0);
+	KEXPECT_EQ(vm_pte_set(DIRTY_VA, pa, VM_WRITE), 0);
+	*(volatile uint64_t *)DIRTY_VA = 0x5a5a;
+	KEXPECT_EQ(*(volatile uint64_t *)phys_to_virt(pa), 0x5a5a);
+	KEXPECT_EQ(vm_pte_clear(DIRTY_VA, NULL), 0);
+	frame_free(pa);
+	KEXPECT(heap_threads_start());
 }
