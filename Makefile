@@ -427,7 +427,10 @@ test-model: deps
 	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
 
 # The kernel tests run five times: at -smp $(SMP), on one CPU, so that
-# SMP bring-up and everything above it are tested with and without APs,
+# SMP bring-up and everything above it are tested with and without APs
+# (that run with frames.debug_fill: every free frame holds garbage, as
+# real RAM does, where QEMU's starts zeroed, so a user that takes a frame
+# for zero fails there),
 # at -smp 8, more vCPUs than twice this machine's cores (47 s alone
 # since the spinlocks stopped handing off in FIFO order under a
 # hypervisor: kernel/spinlock.h), and at -smp $(SMP) with the heap in
@@ -459,7 +462,13 @@ test-kernel-smp: $(BOOT_EFI) $(KERNEL)
 	$(call kernel_run,kernel,$(SMP))
 
 test-kernel-smp1: $(BOOT_EFI) $(KERNEL)
-	$(call kernel_run,kernel-smp1,1)
+	$(call kernel_run,kernel-smp1,1,frames.debug_fill )
+	$(call kernel_lines,kernel-smp1,$(FILL_LINES))
+
+# What the one-CPU run must print: the frame pool's fill, and its test
+# passing, not skipped.
+FILL_LINES := 'frames: debug_fill: free frames hold 0xf7' \
+	'ok [0-9]* debug_fill_leaves_garbage_in_free_frames'
 
 test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
 	$(call kernel_run,kernel-smp8,8)

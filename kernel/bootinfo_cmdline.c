@@ -165,6 +165,7 @@ static const char *const known_keys[] = {
         "ktest",
         "smp.expect",
         "mm.debug_pagealloc",
+        "frames.debug_fill",
         "mm.scav_goal",
         "mm.scav_budget",
         "acpi.no_madt",

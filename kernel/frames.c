@@ -16,6 +16,13 @@
  * call; any context but NMI. It sits above the vm lock because page-table
  * pages are allocated under that one.
  *
+ * Debug fill (frames.debug_fill on the command line): every free frame is
+ * filled with FRAMES_DEBUG_FILL at boot and at each free, so that a user
+ * that takes a frame for zero (a page-table page, a heap page mapped
+ * again) reads garbage, as it would on hardware whose RAM holds whatever
+ * the firmware or the last owner left; QEMU's RAM starts zeroed and hides
+ * that. Set once by frames_init, before any other CPU runs.
+ *
  * Failure injection (frames_fail_arm): a struct failpoint (mm/failpoint.h,
  * the span heap's decision and counters) asked before the pool lock by
  * frame_alloc and frames_alloc_contig; it takes no lock. Armed at run
@@ -25,6 +32,7 @@
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
+#include "kernel/string.h"
 #include "mm/failpoint.h"
 #include "mm/mm.h"
 
@@ -37,6 +45,16 @@ static mm_lock_t pool_lock;
 static struct palloc pool;
 /* Immutable after frames_init: */
 static paddr_t meta_base, meta_limit;
+
+/* Set once by frames_init (boot CPU, before SMP): frames.debug_fill. */
+static bool debug_fill;
+
+/* Fills [pa, pa + npages pages) with FRAMES_DEBUG_FILL under debug_fill. */
+static void fill_if_debug(paddr_t pa, size_t npages)
+{
+	if (debug_fill)
+		memset(phys_to_virt(pa), FRAMES_DEBUG_FILL, npages * PAGE_SIZE);
+}
 
 /* Set once by frames_reclaim_boot_memory (boot CPU, before SMP): */
 static bool boot_memory_reclaimed;
@@ -95,6 +113,26 @@ static void place_metadata(size_t bytes)
 	      bytes);
 }
 
+/* Under frames.debug_fill, fills every frame the pool starts with free
+ * (conventional memory over 1 MiB, less the pool's metadata). */
+static void fill_free_frames(void)
+{
+	debug_fill = cmdline_flag("frames.debug_fill");
+	if (!debug_fill)
+		return;
+	for (size_t i = 0; i < boot_state.nregions; i++) {
+		const struct mem_region *r = &boot_state.regions[i];
+		paddr_t base = max_pa(r->base, FRAMES_LOW_LIMIT);
+		if (r->type != EFI_CONVENTIONAL_MEMORY || r->limit <= base)
+			continue;
+		for (paddr_t pa = base; pa < r->limit; pa += PAGE_SIZE)
+			if (pa < meta_base || pa >= meta_limit)
+				fill_if_debug(pa, 1);
+	}
+	printk("frames: debug_fill: free frames hold %#x until used\n",
+	       FRAMES_DEBUG_FILL);
+}
+
 void frames_init(void)
 {
 	size_t arena = align_up(boot_state.ram_top, PALLOC_CHUNK_BYTES);
@@ -132,6 +170,7 @@ void frames_init(void)
 	if (cursor < arena)
 		carve_hole(cursor, arena);
 	carve(meta_base, meta_limit);
+	fill_free_frames();
 	struct palloc_stats st;
 	unsigned long irq = mm_lock_acquire(&pool_lock);
 	palloc_stats_locked(&pool, &st);
@@ -151,6 +190,7 @@ void frames_reclaim_boot_memory(void)
 			if (pa >= boot_state.kernel_phys_base &&
 			    pa < boot_state.kernel_phys_limit)
 				continue;
+			fill_if_debug(pa, 1);
 			unsigned long irq = mm_lock_acquire(&pool_lock);
 			palloc_free_locked(&pool, pa, 1);
 			nmanaged++;
@@ -301,12 +341,14 @@ bool frames_fail_get(struct spanheap_fail_attr *a, struct failpoint_counts *n)
 void frame_free(paddr_t pa)
 {
 	check_managed("frame_free", pa, 1);
+	fill_if_debug(pa, 1);
 	palloc_free(&pool, pa, 1);
 }
 
 void frames_free_contig(paddr_t pa, size_t npages)
 {
 	check_managed("frames_free_contig", pa, npages);
+	fill_if_debug(pa, npages);
 	palloc_free(&pool, pa, npages);
 }
 

@@ -17,6 +17,11 @@
 
 #define FRAMES_LOW_LIMIT (1ull << 20)
 
+/* What frames.debug_fill leaves in a free frame: as a page-table entry,
+ * present, writable, huge and more, so a table made of one uncleared
+ * maps garbage at once. */
+#define FRAMES_DEBUG_FILL 0xf7
+
 /* Builds the pool from the conventional memory in boot_state. */
 void frames_init(void);
 

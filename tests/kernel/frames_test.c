@@ -6,6 +6,7 @@
 #include "kernel/bootinfo.h"
 #include "kernel/frames.h"
 #include "kernel/ktest.h"
+#include "kernel/string.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
 
@@ -111,6 +112,34 @@ KTEST(frames, frames_are_distinct_and_reusable)
 	frame_free(a);
 	frame_free(b);
 	KEXPECT_EQ(frames_free_count(), before + 2);
+}
+
+/* frames.debug_fill (test-kernel-smp1 boots with it): a frame freed
+ * holds FRAMES_DEBUG_FILL in every byte, whatever its owner left, and so
+ * does one never used, so that a user taking frames for zero reads
+ * garbage in every run with it (the whole kernel suite passes so). */
+KTEST(frames, debug_fill_leaves_garbage_in_free_frames)
+{
+	if (!cmdline_flag("frames.debug_fill"))
+		KTEST_SKIP("boots without frames.debug_fill");
+	heap_threads_stop(); /* no one else takes the frame meanwhile */
+	paddr_t a = frame_alloc(), b = frames_alloc_contig(2);
+	KASSERT(a && b);
+	size_t fresh = 0;
+	for (size_t k = 0; k < PAGE_SIZE; k++)
+		fresh += ((uint8_t *)phys_to_virt(a))[k] == FRAMES_DEBUG_FILL;
+	memset(phys_to_virt(a), 0, PAGE_SIZE);
+	memset(phys_to_virt(b), 0, 2 * PAGE_SIZE);
+	frame_free(a);
+	frames_free_contig(b, 2);
+	size_t filled = 0;
+	for (size_t k = 0; k < PAGE_SIZE; k++)
+		filled += ((uint8_t *)phys_to_virt(a))[k] == FRAMES_DEBUG_FILL;
+	for (size_t k = 0; k < 2 * PAGE_SIZE; k++)
+		filled += ((uint8_t *)phys_to_virt(b))[k] == FRAMES_DEBUG_FILL;
+	ktest_diag("%zu bytes of a taken frame held the fill", fresh);
+	KEXPECT_EQ(filled, 3 * PAGE_SIZE);
+	KEXPECT(heap_threads_start());
 }
 
 KTEST(frames, contiguous_runs_are_lowest_first)
