@@ -21,7 +21,9 @@
  * that takes a frame for zero (a page-table page, a heap page mapped
  * again) reads garbage, as it would on hardware whose RAM holds whatever
  * the firmware or the last owner left; QEMU's RAM starts zeroed and hides
- * that. Set once by frames_init, before any other CPU runs.
+ * that. Each allocation checks the fill is whole and panics naming the
+ * frame and the word if not: a write to a free frame (Linux's page
+ * poisoning). Set once by frames_init, before any other CPU runs.
  *
  * Failure injection (frames_fail_arm): a struct failpoint (mm/failpoint.h,
  * the span heap's decision and counters) asked before the pool lock by
@@ -54,6 +56,29 @@ static void fill_if_debug(paddr_t pa, size_t npages)
 {
 	if (debug_fill)
 		memset(phys_to_virt(pa), FRAMES_DEBUG_FILL, npages * PAGE_SIZE);
+}
+
+/* Under debug_fill, panics unless every byte of [pa, pa + npages pages)
+ * still holds FRAMES_DEBUG_FILL: a frame written while free (a write
+ * after its frame_free, or through a TLB entry a shootdown missed) is
+ * named as it is handed out again. */
+static void check_fill_if_debug(paddr_t pa, size_t npages)
+{
+	if (!debug_fill || !pa)
+		return;
+	const uint64_t want = 0x0101010101010101ull * FRAMES_DEBUG_FILL;
+	const uint64_t *w = phys_to_virt(pa);
+	for (size_t i = 0; i < npages * PAGE_SIZE / 8; i++) {
+		if (w[i] == want)
+			continue;
+		paddr_t at = pa + i * 8;
+		panic("frames: frame %#lx was written while free: the word at "
+		      "%#lx holds %#lx, not the fill %#lx (frames.debug_fill: "
+		      "a write after frame_free, or through a stale TLB "
+		      "entry)",
+		      (unsigned long)(at & ~(PAGE_SIZE - 1)), (unsigned long)at,
+		      (unsigned long)w[i], (unsigned long)want);
+	}
 }
 
 /* Set once by frames_reclaim_boot_memory (boot CPU, before SMP): */
@@ -266,7 +291,9 @@ paddr_t frame_alloc(void)
 {
 	if (fail_now())
 		return 0;
-	return palloc_alloc(&pool, 1, NULL);
+	paddr_t pa = palloc_alloc(&pool, 1, NULL);
+	check_fill_if_debug(pa, 1);
+	return pa;
 }
 
 paddr_t frames_alloc_contig(size_t npages)
@@ -274,7 +301,9 @@ paddr_t frames_alloc_contig(size_t npages)
 	/* 0 pages is refused below (logged), not an eligible call. */
 	if (npages && fail_now())
 		return 0;
-	return palloc_alloc(&pool, npages, NULL);
+	paddr_t pa = palloc_alloc(&pool, npages, NULL);
+	check_fill_if_debug(pa, npages);
+	return pa;
 }
 
 paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
