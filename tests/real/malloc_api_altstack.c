@@ -72,17 +72,6 @@ static void altstack_handler(int sig)
 	errno = saved;
 }
 
-/* This process's thread count (/proc/self/status), read without
- * allocating; -1 if it cannot be read. */
-static int thread_count(void)
-{
-	char buf[4096];
-	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
-		return -1;
-	const char *p = strstr(buf, "\nThreads:");
-	return p ? atoi(p + strlen("\nThreads:")) : -1;
-}
-
 /* In the child: the handler on a stack of alt_size bytes, SIGNALS times,
  * the main thread's allocations between them; writes "entry E mark M"
  * (bytes from the stack's top), the successes per size and the threads
@@ -111,9 +100,9 @@ static void run_on_altstack(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGUSR1, &sa, NULL) != 0)
 		_exit(6);
-	int threads0 = thread_count();
+	int threads0 = proc_thread_count();
 	raise(SIGUSR1); /* the child's first call */
-	int threads1 = thread_count();
+	int threads1 = proc_thread_count();
 	for (int s = 0; s < SIGNALS; s++) {
 		void *keep[64];
 		for (int i = 0; i < 64; i++)

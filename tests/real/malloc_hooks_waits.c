@@ -304,23 +304,11 @@ int bg_start_leaves_process_alive(void)
 static atomic_bool bg_armed;
 static atomic_int threads_seen = -1;
 
-/* This process's thread count (/proc/self/status), read without
- * allocating (proc_read's system calls are async-signal-safe: a signal
- * handler calls it); -1 if it cannot be read. */
-static int thread_count(void)
-{
-	char buf[4096];
-	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
-		return -1;
-	const char *p = strstr(buf, "\nThreads:");
-	return p ? atoi(p + strlen("\nThreads:")) : -1;
-}
-
 static void counting_handler(int sig)
 {
 	(void)sig;
 	free(malloc(40));
-	atomic_store(&threads_seen, thread_count());
+	atomic_store(&threads_seen, proc_thread_count());
 }
 
 static void in_wanted_window(enum mm_malloc_hook_point where)
@@ -355,9 +343,9 @@ int bg_not_started_inside_call(void)
 		_exit(0);
 	int st = -1;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid || st != 0 ||
-	    thread_count() != 1) {
+	    proc_thread_count() != 1) {
 		fprintf(stderr, "fork failed, or left %d threads",
-		        thread_count());
+		        proc_thread_count());
 		return 2;
 	}
 	mm_malloc_test_hook = in_wanted_window;

@@ -10,6 +10,8 @@
 
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -28,6 +30,18 @@ static inline ssize_t proc_read(const char *path, char *buf, size_t bufsz)
 		close(f);
 	buf[n > 0 ? n : 0] = 0;
 	return n;
+}
+
+/* This process's thread count (/proc/self/status), read without
+ * allocating (async-signal-safe: a signal handler may call it); -1 if it
+ * cannot be read. */
+static inline int proc_thread_count(void)
+{
+	char buf[4096];
+	if (proc_read("/proc/self/status", buf, sizeof(buf)) <= 0)
+		return -1;
+	const char *p = strstr(buf, "\nThreads:");
+	return p ? atoi(p + strlen("\nThreads:")) : -1;
 }
 
 #endif
