@@ -60,6 +60,16 @@ KTEST(spanheap_copy, an_overflowing_array_allocates_nothing)
 	KASSERT(p != NULL);
 	KEXPECT(spanheap_usable_size(&sh, p) >= 3000);
 	KEXPECT(all_bytes(p, 300, 0x5a));
+	/* A product that wraps to a small size (2^64 + 16 bytes as 16) is
+	 * refused too, not taken as a shrink to 16 bytes. */
+	size_t with_q = bytes_in_use();
+	KEXPECT(spanheap_realloc_array(&sh, p, ((size_t)1 << 60) + 1, 16, 0) ==
+	        NULL);
+	KEXPECT(all_bytes(p, 300, 0x5a));
+	KEXPECT(spanheap_usable_size(&sh, p) >= 3000);
+	KEXPECT(spanheap_alloc_array(&sh, ((size_t)1 << 60) + 1, 16, 0) ==
+	        NULL);
+	KEXPECT_EQ(bytes_in_use(), with_q);
 	/* n 0 frees p, as realloc(p, 0). */
 	KEXPECT(spanheap_realloc_array(&sh, p, 0, 30, 0) == NULL);
 	KEXPECT_EQ(bytes_in_use(), before);
@@ -131,6 +141,13 @@ KTEST(spanheap_copy, strndup_stops_at_n_and_at_the_nul)
 	spanheap_free(&sh, d);
 	d = spanheap_strndup(&sh, "xyz", 0, 0);
 	KEXPECT(d != NULL && d[0] == '\0');
+	spanheap_free(&sh, d);
+	/* Room for the NUL: 16 bytes and a NUL are not a 16-byte object
+	 * (whose NUL would land in the next object). */
+	d = spanheap_strdup(&sh, "0123456789abcdef", 0);
+	KASSERT(d != NULL);
+	KEXPECT(spanheap_usable_size(&sh, d) >= 17);
+	KEXPECT(strcmp(d, "0123456789abcdef") == 0);
 	spanheap_free(&sh, d);
 	d = spanheap_strdup(&sh, "a longer string, copied whole", 0);
 	KASSERT(d != NULL);
