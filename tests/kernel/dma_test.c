@@ -120,6 +120,27 @@ KTEST(dma, zeroed_on_request)
 		zero &= p[i] == 0;
 	KEXPECT(zero);
 	dma_free(p, nbytes);
+	/* A size short of whole pages: the pages' tail is the buffer's
+	 * too (dma.h), zeroed as well. Dirty the run again, then take it
+	 * with 100 bytes of the last page asked for. */
+	p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, 0, &again);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(again, phys);
+	for (size_t i = 0; i < nbytes / 8; i++)
+		p[i] = ~0ull;
+	dma_free(p, nbytes);
+	size_t short_of = nbytes - PAGE_SIZE + 100;
+	p = dma_alloc(short_of, PAGE_SIZE, DMA_LIMIT_ANY, DMA_ZERO, &again);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(again, phys);
+	size_t dirty = 0;
+	for (size_t i = 0; i < nbytes / 8; i++)
+		dirty += p[i] != 0;
+	if (dirty)
+		ktest_diag("%zu of %zu words not zeroed", dirty,
+		           nbytes / 8);
+	KEXPECT_EQ(dirty, 0);
+	dma_free(p, short_of);
 }
 
 #if KTEST_HOOKS
@@ -144,6 +165,11 @@ KTEST(dma, bad_requests_are_refused_and_named)
 	KEXPECT(refused(0, PAGE_SIZE, DMA_LIMIT_ANY, 0, "size 0"));
 	KEXPECT(refused(SIZE_MAX, PAGE_SIZE, DMA_LIMIT_ANY, 0,
 	                "size too large to round up"));
+	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 2), PAGE_SIZE, DMA_LIMIT_ANY,
+	                0, "size too large to round up"));
+	/* The largest size that rounds up is not refused for its size. */
+	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 1), PAGE_SIZE, DMA_LIMIT_ANY,
+	                0, "limit leaves no room"));
 	KEXPECT(refused(PAGE_SIZE, 0, DMA_LIMIT_ANY, 0,
 	                "alignment not a power of two"));
 	KEXPECT(refused(PAGE_SIZE, 3 * PAGE_SIZE, DMA_LIMIT_ANY, 0,
@@ -155,6 +181,19 @@ KTEST(dma, bad_requests_are_refused_and_named)
 	KEXPECT(refused(2 * PAGE_SIZE, PAGE_SIZE, FRAMES_LOW_LIMIT + PAGE_SIZE,
 	                0, "limit leaves no room above the pool's lowest"));
 	KEXPECT(refused(PAGE_SIZE, PAGE_SIZE, 0, 0, "limit leaves no room"));
+	/* A limit that leaves exactly the room asked is not refused as a
+	 * bad request (the frame at 1 MiB may be taken: then no run fits). */
+	paddr_t phys = 0;
+	capture_start();
+	void *p = dma_alloc(PAGE_SIZE, PAGE_SIZE, FRAMES_LOW_LIMIT + PAGE_SIZE,
+	                    0, &phys);
+	capture_stop();
+	KEXPECT(!seen_has("limit leaves no room"));
+	KEXPECT(p != NULL || seen_has("no run of 1 free frames fits"));
+	if (p) {
+		KEXPECT_EQ(phys, FRAMES_LOW_LIMIT);
+		dma_free(p, PAGE_SIZE);
+	}
 	KEXPECT_EQ(frames_free_count(), before);
 }
 #endif
@@ -229,6 +268,14 @@ KTEST(dma, a_bad_free_is_named)
 	              "inside a DMA buffer, not its start");
 	KEXPECT_STREQ(dma_free_check(p, PAGE_SIZE),
 	              "not the size the buffer was allocated with");
+	/* The rounded-up tail of a buffer short of whole pages is inside
+	 * it too. */
+	uint8_t *q = dma_alloc(PAGE_SIZE + 100, PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                       &phys);
+	KASSERT(q != NULL);
+	KEXPECT_STREQ(dma_free_check(q + PAGE_SIZE + 200, PAGE_SIZE + 100),
+	              "inside a DMA buffer, not its start");
+	dma_free(q, PAGE_SIZE + 100);
 	void *k = kmalloc(64, 0);
 	KASSERT(k != NULL);
 	KEXPECT_STREQ(dma_free_check(k, 64), "not a buffer dma_alloc returned");
