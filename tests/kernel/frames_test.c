@@ -202,6 +202,41 @@ KTEST(frames, constrained_runs_are_aligned_below_the_limit)
 	frames_check();
 }
 
+/* The pool's only free frames: [run + 1 page, + nfree pages), a run one
+ * frame past a 16-frame boundary, so that an aligned request takes its
+ * middle and must give back a head (and a tail if nfree > 18). */
+static void constrained_in_a_misaligned_hole(size_t nfree)
+{
+	heap_settle();
+	size_t baseline = frames_free_count();
+	paddr_t x = frames_alloc_contig(48);
+	KASSERT(x != 0);
+	paddr_t rest = frames_drain(0);
+	paddr_t b = align_up(x, 16 * PAGE_SIZE) + PAGE_SIZE;
+	frames_free_contig(b, nfree);
+	paddr_t got = frames_alloc_contig_within(3, 16, UINT64_MAX);
+	size_t left = frames_free_count();
+	KEXPECT_EQ(got, b + 15 * PAGE_SIZE);
+	/* Head (15 frames) and tail given back: all but the 3 taken. */
+	KEXPECT_EQ(left, nfree - 3);
+	if (got)
+		frames_free_contig(got, 3);
+	/* Take the hole back whole (whatever a broken call left), then
+	 * give x and the drained frames back. */
+	while (frames_free_count() && frame_alloc())
+		;
+	frames_free_contig(x, 48);
+	frames_refill(rest);
+	KEXPECT_EQ(frames_free_count(), baseline);
+	frames_check();
+}
+
+KTEST(frames, constrained_runs_give_back_the_head_and_tail_slack)
+{
+	constrained_in_a_misaligned_hole(18); /* head only */
+	constrained_in_a_misaligned_hole(21); /* head and tail */
+}
+
 /* The first page at or above 1 MiB that lies in a region of the memory
  * map which is not RAM (firmware or device memory), or 0 if none does. */
 static paddr_t firmware_page(void)
