@@ -98,9 +98,14 @@ void *dma_alloc(size_t nbytes, size_t align, paddr_t limit, unsigned flags,
 	size_t align_pages = align > PAGE_SIZE ? align / PAGE_SIZE : 1;
 	paddr_t pa = frames_alloc_contig_within(npages, align_pages, limit);
 	if (!pa) {
+		/* The search is for the size and the alignment's slack
+		 * together (frames.h): say so, or a pool of many free
+		 * frames seems to lack "1 frame". */
 		printk("dma_alloc(%zu, align %#zx, limit %#llx): no run of "
-		       "%zu free frames fits\n",
-		       nbytes, align, (unsigned long long)limit, npages);
+		       "%zu free frames fits (%zu for the buffer, %zu of "
+		       "slack for the alignment)\n",
+		       nbytes, align, (unsigned long long)limit,
+		       npages + (align_pages - 1), npages, align_pages - 1);
 		return NULL;
 	}
 	void *va = phys_to_virt(pa);

@@ -194,6 +194,15 @@ KTEST(dma, bad_requests_are_refused_and_named)
 		KEXPECT_EQ(phys, FRAMES_LOW_LIMIT);
 		dma_free(p, PAGE_SIZE);
 	}
+	/* An alignment whose slack no run can hold: the line says how
+	 * many frames were looked for, not only the size's one frame (a
+	 * pool full of single frames does not fit "1 frame"). */
+	capture_start();
+	p = dma_alloc(PAGE_SIZE, 1ull << 40, DMA_LIMIT_ANY, 0, &phys);
+	capture_stop();
+	KEXPECT(p == NULL);
+	KEXPECT(seen_has("no run of 268435456 free frames"));
+	KEXPECT(seen_has("1 for the buffer, 268435455 of slack"));
 	KEXPECT_EQ(frames_free_count(), before);
 }
 #endif
