@@ -25,8 +25,8 @@ KTEST(mheap_free_check, a_run_freed_into_the_span_after_it)
 	/* A large object: a span of its own, first fit puts it next. */
 	char *big = spanheap_alloc(&sh, 3 * MM_PAGE_SIZE, 0);
 	KASSERT(big != NULL);
-	struct mspan *s = mheap_span_lookup(&heap, (uintptr_t)run +
-	                                                   MM_PAGE_SIZE);
+	struct mspan *s =
+	        mheap_span_lookup(&heap, (uintptr_t)run + MM_PAGE_SIZE);
 	if (!mheap_span_is_span(s) || s->base != (uintptr_t)run + MM_PAGE_SIZE)
 		KASSERT_EQ((uintptr_t)big, (uintptr_t)run + MM_PAGE_SIZE);
 	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, run, 2));

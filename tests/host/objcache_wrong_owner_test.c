@@ -28,7 +28,8 @@ KTEST(objcache_wrong_owner, names_the_objects_span)
 	spanheap_where(&sh, p, &w);
 	KASSERT(w.span_base != 0);
 	char span[40];
-	snprintf(span, sizeof(span), "of span %#lx,", (unsigned long)w.span_base);
+	snprintf(span, sizeof(span), "of span %#lx,",
+	         (unsigned long)w.span_base);
 	bool fired = MM_PORT_PANICS(objcache_free(a, p));
 	sh_unpin_after_panic();
 	KEXPECT(fired);

@@ -137,8 +137,7 @@ KTEST(dma, zeroed_on_request)
 	for (size_t i = 0; i < nbytes / 8; i++)
 		dirty += p[i] != 0;
 	if (dirty)
-		ktest_diag("%zu of %zu words not zeroed", dirty,
-		           nbytes / 8);
+		ktest_diag("%zu of %zu words not zeroed", dirty, nbytes / 8);
 	KEXPECT_EQ(dirty, 0);
 	dma_free(p, short_of);
 }
@@ -165,11 +164,11 @@ KTEST(dma, bad_requests_are_refused_and_named)
 	KEXPECT(refused(0, PAGE_SIZE, DMA_LIMIT_ANY, 0, "size 0"));
 	KEXPECT(refused(SIZE_MAX, PAGE_SIZE, DMA_LIMIT_ANY, 0,
 	                "size too large to round up"));
-	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 2), PAGE_SIZE, DMA_LIMIT_ANY,
-	                0, "size too large to round up"));
+	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 2), PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                "size too large to round up"));
 	/* The largest size that rounds up is not refused for its size. */
-	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 1), PAGE_SIZE, DMA_LIMIT_ANY,
-	                0, "limit leaves no room"));
+	KEXPECT(refused(SIZE_MAX - (PAGE_SIZE - 1), PAGE_SIZE, DMA_LIMIT_ANY, 0,
+	                "limit leaves no room"));
 	KEXPECT(refused(PAGE_SIZE, 0, DMA_LIMIT_ANY, 0,
 	                "alignment not a power of two"));
 	KEXPECT(refused(PAGE_SIZE, 3 * PAGE_SIZE, DMA_LIMIT_ANY, 0,
@@ -279,8 +278,8 @@ KTEST(dma, a_bad_free_is_named)
 	              "not the size the buffer was allocated with");
 	/* The rounded-up tail of a buffer short of whole pages is inside
 	 * it too. */
-	uint8_t *q = dma_alloc(PAGE_SIZE + 100, PAGE_SIZE, DMA_LIMIT_ANY, 0,
-	                       &phys);
+	uint8_t *q =
+	        dma_alloc(PAGE_SIZE + 100, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
 	KASSERT(q != NULL);
 	KEXPECT_STREQ(dma_free_check(q + PAGE_SIZE + 200, PAGE_SIZE + 100),
 	              "inside a DMA buffer, not its start");
