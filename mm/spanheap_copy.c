@@ -120,7 +120,10 @@ void spanheap_free_sensitive(struct spanheap *sh, void *p)
 {
 	if (!p)
 		return;
-	size_t n = spanheap_usable_size(sh, p);
+	/* Checked as a usable size is, but a misuse is named as this call
+	 * (a double wiping free said "usable size of an object already
+	 * freed"). */
+	size_t n = spanheap_usable_size_as(sh, p, "free_sensitive");
 	mm_memset(p, 0, n);
 	/* The stores must happen: the asm may read all of memory through p. */
 	__asm__ volatile("" : : "r"(p) : "memory");

@@ -60,9 +60,9 @@ size_t spanheap_roundup_size(const struct spanheap *sh, size_t size);
 /* Frees p as spanheap_free does, having first zeroed its whole usable
  * size (spanheap_usable_size) with a store the compiler may not drop, so
  * no key or password outlives the object. NULL: nothing. Contexts and
- * misuse as spanheap_free (a bad pointer panics before any byte is
- * written); the zeroing costs the object's size, in the caller's
- * context. */
+ * misuse as spanheap_free (a bad pointer panics, naming free_sensitive,
+ * before any byte is written); the zeroing costs the object's size, in
+ * the caller's context. */
 void spanheap_free_sensitive(struct spanheap *sh, void *p);
 
 #endif

@@ -269,19 +269,25 @@ void *spanheap_realloc(struct spanheap *sh, void *p, size_t size,
 
 size_t spanheap_usable_size(struct spanheap *sh, const void *p)
 {
+	return spanheap_usable_size_as(sh, p, "usable size");
+}
+
+size_t spanheap_usable_size_as(struct spanheap *sh, const void *p,
+                               const char *op)
+{
 	if (!p)
 		return 0; /* as malloc_usable_size and Linux's ksize */
 	if (spanheap_guard_owns(&sh->guard, p))
-		return spanheap_guard_usable(sh, p, "usable size", false);
+		return spanheap_guard_usable(sh, p, op, false);
 	uint32_t idx;
-	struct mspan *s = spanheap_span_of(sh, p, &idx, "usable size");
+	struct mspan *s = spanheap_span_of(sh, p, &idx, op);
 	if (atomic_load_explicit(&s->state, memory_order_relaxed) ==
 	    MSPAN_LARGE)
 		return (size_t)s->npages * MM_PAGE_SIZE;
 	/* A freed object's size is no one's to use: the free's checks, as
 	 * spanheap.h promises (they read the object's second word, which
 	 * its owner's caller has in cache). */
-	check_allocated(sh, "usable size", s, idx, (uintptr_t)p);
+	check_allocated(sh, op, s, idx, (uintptr_t)p);
 	/* Poison mode: the bytes asked for; past them is the red zone. */
 	return s->poison ? spanheap_redzone_asked(s, idx) : s->elemsize;
 }

@@ -257,6 +257,21 @@ KTEST(spanheap_copy, free_sensitive_zeroes_the_whole_usable_size)
 	KEXPECT_EQ(wiped_seen, 2);
 	KEXPECT_EQ(wiped_bad, 0);
 	spanheap_free_sensitive(&sh, NULL);
+	/* A second wiping free is named as the call it is, before any byte
+	 * is written (it read "usable size of an object already freed",
+	 * a call the caller never made). */
+	unsigned char *twice = spanheap_alloc(&sh, 64, 0);
+	KASSERT(twice != NULL);
+	spanheap_free_sensitive(&sh, twice);
+	bool fired = MM_PORT_PANICS(spanheap_free_sensitive(&sh, twice));
+	sh_unpin_after_panic();
+	KEXPECT(fired);
+	if (fired && !strstr(mm_port_last_panic(),
+	                     "free_sensitive of an object already freed"))
+		ktest_fail_at(__FILE__, __LINE__,
+		              "panic \"%s\" does not name "
+		              "free_sensitive",
+		              mm_port_last_panic());
 	KEXPECT_EQ(bytes_in_use(), 0);
 	SH_CHECK(&sh, "after the wiping frees");
 	sh_heap_release(&heap, &sh);
