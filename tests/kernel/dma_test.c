@@ -335,6 +335,9 @@ KTEST(dma, a_range_across_frames_apart_is_refused)
 	              "not mapped");
 	KEXPECT_STREQ(kvirt_range_to_phys(straddle, 0, &got),
 	              "empty or wrapping range");
+	/* NULL and 0: empty, though 0 + 0 - 1 does not wrap below 0. */
+	KEXPECT_STREQ(kvirt_range_to_phys(NULL, 0, &got),
+	              "empty or wrapping range");
 	KEXPECT_STREQ(kvirt_range_to_phys((void *)UINTPTR_MAX, 2, &got),
 	              "empty or wrapping range");
 	/* Consecutive frames: the range is one. */

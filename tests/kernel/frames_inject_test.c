@@ -391,4 +391,29 @@ KTEST(frames_inject, every_second_call_fails_up_to_times)
 	KEXPECT_EQ(n.injected, 2);
 	KEXPECT_EQ(a.times, 0);
 }
+
+/* frames_alloc_contig_within (dma_alloc's) is one eligible call too, as
+ * frames.h says; bad arguments are not calls. */
+KTEST(frames_inject, a_constrained_run_is_an_eligible_call)
+{
+	heap_threads_stop();
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = 1};
+	KASSERT(frames_fail_arm(&a));
+	paddr_t bad = frames_alloc_contig_within(0, 1, UINT64_MAX);
+	paddr_t first = frames_alloc_contig_within(2, 4, UINT64_MAX);
+	paddr_t second = frames_alloc_contig_within(2, 4, UINT64_MAX);
+	struct failpoint_counts n;
+	frames_fail_get(&a, &n);
+	frames_fail_disarm();
+	KEXPECT(heap_threads_start());
+	KEXPECT_EQ(bad, 0);
+	KEXPECT_EQ(first, 0); /* injected */
+	KEXPECT(second != 0);
+	if (second)
+		frames_free_contig(second, 2);
+	KEXPECT_EQ(n.calls, 2);
+	KEXPECT_EQ(n.injected, 1);
+}
 #endif
