@@ -38,6 +38,10 @@
 #include "mm/failpoint.h"
 #include "mm/mm.h"
 
+/* The lasting blocks stay below it: the first is the PML4's, which the
+ * SMP trampoline loads in 32-bit mode. */
+#define DMA_BELOW_4G (1ull << 32)
+
 /* The pool's lock: mm rank MM_RANK_PALLOC, which kernel/mm_port.c maps
  * to FRAMES; irqsave. The pool's owner lock (palloc's _locked calls
  * assert it): protects pool's bitmaps and summaries, and nmanaged. */
@@ -292,6 +296,76 @@ paddr_t frame_alloc(void)
 	if (fail_now())
 		return 0;
 	paddr_t pa = palloc_alloc(&pool, 1, NULL);
+	check_fill_if_debug(pa, 1);
+	return pa;
+}
+
+/* Lasting frames (frame_alloc_lasting) come from one 2 MiB block at a
+ * time, the highest wholly free one below 4 GiB when the last is used
+ * up; protected by pool_lock. lasting_none_free: the free count when a
+ * search last found no block (no new search until a block more is
+ * free), or SIZE_MAX. */
+#define LASTING_BLOCK_PAGES (PALLOC_CHUNK_BYTES / PAGE_SIZE)
+static paddr_t lasting_block;
+static size_t lasting_next = LASTING_BLOCK_PAGES;
+static size_t lasting_none_free = SIZE_MAX;
+
+/* Takes [pa, pa + npages pages) if it is all free, quietly. */
+static bool take_if_free_locked(paddr_t pa, size_t npages)
+{
+	if (palloc_alloc_range_locked(&pool, pa, npages, NULL))
+		return true;
+	struct palloc_refusal r;
+	palloc_take_refusal_locked(&pool, &r); /* expected: not logged */
+	return false;
+}
+
+static paddr_t lasting_find_block_locked(void)
+{
+	size_t nfree = pool.stats.free_pages;
+	if (lasting_none_free != SIZE_MAX &&
+	    nfree < lasting_none_free + LASTING_BLOCK_PAGES)
+		return 0;
+	paddr_t top = pool.arena_limit < DMA_BELOW_4G ? pool.arena_limit
+	                                              : DMA_BELOW_4G;
+	for (paddr_t b = top - PALLOC_CHUNK_BYTES; b >= PALLOC_CHUNK_BYTES;
+	     b -= PALLOC_CHUNK_BYTES) {
+		if (take_if_free_locked(b, LASTING_BLOCK_PAGES)) {
+			palloc_free_locked(&pool, b, LASTING_BLOCK_PAGES);
+			lasting_none_free = SIZE_MAX;
+			return b;
+		}
+	}
+	lasting_none_free = nfree;
+	return 0;
+}
+
+paddr_t frame_alloc_lasting(void)
+{
+	if (fail_now())
+		return 0;
+	struct palloc_refusal r;
+	paddr_t pa = 0;
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	while (!pa) {
+		if (lasting_next == LASTING_BLOCK_PAGES) {
+			lasting_block = lasting_find_block_locked();
+			lasting_next = 0;
+			if (!lasting_block) {
+				lasting_next = LASTING_BLOCK_PAGES;
+				break;
+			}
+		}
+		paddr_t at = lasting_block + lasting_next++ * PAGE_SIZE;
+		if (take_if_free_locked(at, 1))
+			pa = at;
+	}
+	if (!pa) /* no whole free block: the lowest free frame */
+		pa = palloc_alloc_locked(&pool, 1, NULL);
+	bool refused = palloc_take_refusal_locked(&pool, &r);
+	mm_lock_release(&pool_lock, irq);
+	if (refused)
+		palloc_log_refusal(&r);
 	check_fill_if_debug(pa, 1);
 	return pa;
 }

@@ -42,6 +42,16 @@ size_t frames_reclaimed_count(void);
  * frame's contents are undefined. */
 paddr_t frame_alloc(void);
 
+/*
+ * frame_alloc for a frame kept for good (a page table, the heap's mapped
+ * metadata): taken from the highest wholly free 2 MiB block below 4 GiB,
+ * the same block until it is used up, so that such frames gather there
+ * instead of among the heap's, where they would cut what the heap gives
+ * back into runs shorter than 2 MiB (tests frames_frag.*). With no such
+ * block, the lowest free frame. One eligible call of frames_fail_arm.
+ */
+paddr_t frame_alloc_lasting(void);
+
 /* Returns the lowest run of npages free contiguous frames, or 0. */
 paddr_t frames_alloc_contig(size_t npages);
 

@@ -113,8 +113,9 @@ static void print_memory(void)
 	       frames_free_count() >> 8);
 }
 
-/* Page-table pages come from the frame pool. */
-static const struct paging_frame_source table_frames = {.alloc = frame_alloc};
+/* Page-table pages come from the frame pool, kept together. */
+static const struct paging_frame_source table_frames = {
+        .alloc = frame_alloc_lasting};
 
 __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 {

@@ -172,12 +172,13 @@ void mm_port_unreserve(void *addr, size_t nbytes)
  * their first word (direct map): nothing is mapped until the caller has
  * them all, so a shortage undoes nothing that another CPU could see.
  * Returns 0 when the pool is short (the frames taken so far go back).
+ * alloc: frame_alloc, or frame_alloc_lasting for frames mapped for good.
  */
-static paddr_t frames_take(size_t n)
+static paddr_t frames_take(size_t n, paddr_t (*alloc)(void))
 {
 	paddr_t head = 0;
 	for (size_t i = 0; i < n; i++) {
-		paddr_t pa = frame_alloc();
+		paddr_t pa = alloc();
 		if (!pa) {
 			while (head) {
 				paddr_t next = *(paddr_t *)phys_to_virt(head);
@@ -218,7 +219,7 @@ bool mm_port_map(void *addr, size_t nbytes)
 		return true;
 	if (vm_prepare_range(base, nbytes) != 0)
 		return false;
-	paddr_t list = frames_take(nbytes / PAGE_SIZE);
+	paddr_t list = frames_take(nbytes / PAGE_SIZE, frame_alloc_lasting);
 	if (!list)
 		return false;
 	atomic_fetch_add_explicit(&meta_frames, nbytes / PAGE_SIZE,
@@ -233,6 +234,16 @@ bool mm_port_map(void *addr, size_t nbytes)
 			      (unsigned long)va, -err);
 	}
 	return true;
+}
+
+/* Whether [base, +nbytes) lies in the span heap's metadata heap, whose
+ * pages (span records, mostly) outlive the objects they describe: their
+ * frames are taken lasting, out of the way of the object heap's. */
+static bool in_meta_heap(uintptr_t base, size_t nbytes)
+{
+	const struct mheap *m = &kspanheap.meta; /* immutable after init */
+	size_t off = base - m->arena_base, size = m->arena_pages * PAGE_SIZE;
+	return base >= m->arena_base && off < size && nbytes <= size - off;
 }
 
 bool mm_port_used(void *addr, size_t nbytes)
@@ -251,7 +262,9 @@ bool mm_port_used(void *addr, size_t nbytes)
 		need += !vm_translate(base + i * PAGE_SIZE, NULL, NULL);
 	if (need == 0)
 		return true;
-	paddr_t list = frames_take(need);
+	paddr_t list = frames_take(need, in_meta_heap(base, nbytes)
+	                                         ? frame_alloc_lasting
+	                                         : frame_alloc);
 	if (!list)
 		return false;
 	for (size_t i = 0; i < n; i++) {

@@ -1,0 +1,142 @@
+/*
+ * Physical fragmentation against contiguous runs: the kernel heap maps
+ * its arena frame by frame (kernel/mm_port.c) and gives frames back as
+ * it scavenges, so after churn its live pages, and the page tables and
+ * metadata its growth took, lie scattered through the pool. This fills
+ * three quarters of the pool through kmalloc (mixed sizes, a third of
+ * them large), frees every other object, gives every free page back,
+ * then frees the rest, and at each step reports the free frames, the
+ * largest free run and whether dma_alloc of 64 KiB, 1 MiB and 2 MiB
+ * (aligned to their size, below 4 GiB) succeeds (figures: docs/DESIGN.md,
+ * "Physical contiguity and DMA"). It asserts that a run is never longer
+ * than the free count, that every object freed gives the pool back all
+ * but what the heap keeps for good (page tables, metadata), and that this
+ * kept part does not cut the pool into short runs: with everything
+ * freed, the largest run is at least half of what is free
+ * (frame_alloc_lasting; before it, the quarter the heap never reached).
+ */
+#include "kernel/dma.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
+
+#define FRAG_MAX_OBJS 16384
+
+static void *frag_objs[FRAG_MAX_OBJS];
+
+/* The longest run of free frames now, by bisection on
+ * frames_alloc_contig (each probe given back at once). */
+static size_t largest_free_run(void)
+{
+	size_t lo = 0, hi = frames_free_count();
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo + 1) / 2;
+		paddr_t pa = frames_alloc_contig(mid);
+		if (pa) {
+			frames_free_contig(pa, mid);
+			lo = mid;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	return lo;
+}
+
+/* Whether dma_alloc of nbytes, aligned to nbytes, below 4 GiB succeeds. */
+static bool dma_fits(size_t nbytes)
+{
+	paddr_t phys;
+	void *p = dma_alloc(nbytes, nbytes, DMA_LIMIT_32BIT, 0, &phys);
+	if (p)
+		dma_free(p, nbytes);
+	return p != NULL;
+}
+
+struct frag_figures {
+	size_t free_pages, run_pages;
+};
+
+static struct frag_figures frag_report(const char *step)
+{
+	struct frag_figures f = {frames_free_count(), largest_free_run()};
+	ktest_diag("%s: %zu KiB free, largest run %zu KiB; dma 64K %s, 1M "
+	           "%s, 2M %s",
+	           step, f.free_pages * 4, f.run_pages * 4,
+	           dma_fits(64 << 10) ? "ok" : "FAILS",
+	           dma_fits(1 << 20) ? "ok" : "FAILS",
+	           dma_fits(2 << 20) ? "ok" : "FAILS");
+	return f;
+}
+
+/* A size: two in three small (16 B to 4 KiB), one in three large (8 KiB
+ * to 256 KiB), from a fixed sequence. */
+static size_t frag_size(uint64_t *seed)
+{
+	*seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+	uint64_t r = *seed >> 33;
+	if (r % 3)
+		return 16 + (r >> 2) % 4096;
+	return 8192 + (r >> 2) % (248 << 10);
+}
+
+/* kmallocs until left frames are free; returns the count. Not the whole
+ * pool: the heap's growth lasts, and frames_inject's growth sweep needs
+ * frames to back the chunks it fills. */
+static size_t frag_fill(size_t left)
+{
+	uint64_t seed = 42;
+	size_t n = 0;
+	while (n < FRAG_MAX_OBJS && frames_free_count() > left) {
+		size_t size = frag_size(&seed);
+		frag_objs[n] = kmalloc(size, 0);
+		if (!frag_objs[n])
+			break;
+		memset(frag_objs[n], 0x6b, size);
+		n++;
+	}
+	return n;
+}
+
+KTEST(frames_frag, churn_report)
+{
+	heap_threads_stop();
+	heap_settle();
+	struct frag_figures f0 = frag_report("before");
+	KEXPECT(f0.run_pages <= f0.free_pages);
+	size_t n = frag_fill(f0.free_pages / 4);
+	ktest_diag("filled with %zu objects", n);
+	struct frag_figures f1 = frag_report("filled");
+	KEXPECT(f1.run_pages <= f1.free_pages);
+	for (size_t i = 0; i < n; i += 2)
+		kfree(frag_objs[i]);
+	heap_settle();
+	struct frag_figures f2 = frag_report("every other freed");
+	KEXPECT(f2.run_pages <= f2.free_pages);
+	KEXPECT(f2.free_pages > f1.free_pages);
+	for (size_t i = 1; i < n; i += 2)
+		kfree(frag_objs[i]);
+	heap_settle();
+	struct frag_figures f3 = frag_report("all freed");
+	KEXPECT(f3.run_pages <= f3.free_pages);
+	/* What the growth took for good: page tables, span map, palloc
+	 * metadata; a few pages per 2 MiB of arena at most. */
+	size_t kept = f0.free_pages > f3.free_pages
+	                      ? f0.free_pages - f3.free_pages
+	                      : 0;
+	ktest_diag("kept by the heap for good: %zu KiB", kept * 4);
+	KEXPECT(kept < (f0.free_pages - f1.free_pages) / 64);
+	/* Nothing is live: the frames the heap keeps must not cut the pool
+	 * it gave back into short runs (frame_alloc_lasting), so a buffer
+	 * of a third of what is free, 2 MiB aligned, fits below 4 GiB. */
+	KEXPECT(f3.run_pages >= f3.free_pages / 2);
+	size_t third = align_down(f3.free_pages / 3 * PAGE_SIZE, 2 << 20);
+	paddr_t phys;
+	void *big = dma_alloc(third, 2 << 20, DMA_LIMIT_32BIT, 0, &phys);
+	KEXPECT(big != NULL);
+	if (big)
+		dma_free(big, third);
+	KEXPECT(heap_threads_start());
+	frames_check();
+}
