@@ -123,7 +123,27 @@ void cpus_send_ipi(cpumask_t m, unsigned vector)
 #if KTEST_HOOKS
 void cpu_testing_set_offline(void)
 {
-	online_change_begin();
+	/* A holder may be a shootdown that counted this CPU and waits for
+	 * its IPI's answer, which interrupts off keep out: waiting for the
+	 * holders as online_change_begin does hung such a run (240 s at
+	 * tlb.cpu_coming_online_mid_shootdown_is_flushed, the scavenger's
+	 * shootdown waiting for this CPU). So take the change only when no
+	 * one holds, and let interrupts in between tries. */
+	for (;;) {
+		bool expected = false;
+		if (atomic_compare_exchange_strong(&online_changing, &expected,
+		                                   true)) {
+			if (atomic_load(&online_holders) == 0)
+				break;
+			atomic_store(&online_changing, false);
+		}
+		/* A loop, not one pause: QEMU's TCG looks for interrupts
+		 * only between blocks, and sti; pause; cli is one block. */
+		cpu_sti();
+		for (int i = 0; i < 64; i++)
+			cpu_pause();
+		cpu_cli();
+	}
 	atomic_store(&this_cpu()->online, false);
 	atomic_fetch_sub(&ncpus_online, 1);
 	online_change_end();

@@ -11,7 +11,9 @@
  * Takes this CPU out of the online set, as if it had not come up yet, so
  * that a test can bring it back with cpu_set_online at a chosen moment.
  * Interrupts off, and kept off until cpu_set_online: nothing may run on
- * this CPU meanwhile but the calling test code.
+ * this CPU meanwhile but the calling test code. While a holder of the
+ * online set is left (a shootdown that counted this CPU may wait for its
+ * IPI), it turns them on for a moment between tries.
  */
 void cpu_testing_set_offline(void);
 /* Whether a change of the online set is pending (a changer waits for

@@ -168,4 +168,62 @@ KTEST(stw, cpu_coming_online_while_stopped_stays_out)
 	KEXPECT(atomic_load(&cpus[late_cpu].online));
 }
 
+/* ---- A CPU leaving while a shootdown that counted it waits ------------ */
+
+static _Atomic bool leaver_ready; /* interrupts off, about to leave */
+static _Atomic bool go_leave;     /* the shootdown holds its snapshot */
+
+/* The hook, inside the shootdown's hold of the online set: tells
+ * late_cpu to leave now, so that it meets the hold. */
+static void let_late_cpu_leave(uintptr_t arg)
+{
+	(void)arg;
+	atomic_store(&go_leave, true);
+}
+
+/* On late_cpu: interrupts off, waits for the word, leaves the online set
+ * (the shootdown waiting for this CPU's answer holds it), comes back. */
+static void leaver(void *arg)
+{
+	(void)arg;
+	cpu_cli();
+	atomic_store(&leaver_ready, true);
+	while (!atomic_load(&go_leave))
+		cpu_pause();
+	cpu_testing_set_offline();
+	atomic_store(&gone_offline, true);
+	while (!atomic_load(&may_come_back))
+		cpu_pause();
+	cpu_set_online();
+	cpu_sti();
+}
+
+/* Until the fix, leaving waited for the hold with interrupts off while
+ * the shootdown waited for this CPU's answer: the run hung, tlb_shootdown
+ * naming the CPU every second. A hang is ended by run-ktest's timeout. */
+KTEST(tlb, cpu_leaving_answers_a_shootdown_that_counted_it)
+{
+	late_cpu = other_online_cpu();
+	if (late_cpu == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&leaver_ready, false);
+	atomic_store(&go_leave, false);
+	atomic_store(&gone_offline, false);
+	atomic_store(&may_come_back, false);
+	struct thread_handle t =
+	        thread_create("leaver", leaver, NULL, late_cpu);
+	KASSERT(thread_handle_ok(t));
+	while (!atomic_load(&leaver_ready))
+		thread_yield();
+	atomic_store(&tlb_testing_before_send, let_late_cpu_leave);
+	tlb_shootdown(LATE_VA, 1);
+	atomic_store(&tlb_testing_before_send, NULL);
+	while (!atomic_load(&gone_offline))
+		thread_yield();
+	KEXPECT(!atomic_load(&cpus[late_cpu].online));
+	atomic_store(&may_come_back, true);
+	thread_join(t);
+	KEXPECT(atomic_load(&cpus[late_cpu].online));
+}
+
 #endif
