@@ -32,6 +32,7 @@
 #include "kernel/percpu_testing.h"
 #include "kernel/format.h"
 #include "kernel/printk.h"
+#include "kernel/spinlock.h"
 
 _Static_assert(offsetof(struct cpu, fault_catch) == CPU_FAULT_CATCH_OFFSET,
                "fault.S stores the hook at this offset");
@@ -125,20 +126,22 @@ void cpu_testing_set_offline(void)
 {
 	/* A holder may be a shootdown that counted this CPU and waits for
 	 * its IPI's answer, which interrupts off keep out: waiting for the
-	 * holders as online_change_begin does hung such a run (240 s at
+	 * holders with them off hung such a run (240 s at
 	 * tlb.cpu_coming_online_mid_shootdown_is_flushed, the scavenger's
-	 * shootdown waiting for this CPU). So take the change only when no
-	 * one holds, and let interrupts in between tries. */
-	for (;;) {
-		bool expected = false;
-		if (atomic_compare_exchange_strong(&online_changing, &expected,
-		                                   true)) {
-			if (atomic_load(&online_holders) == 0)
-				break;
-			atomic_store(&online_changing, false);
-		}
-		/* A loop, not one pause: QEMU's TCG looks for interrupts
-		 * only between blocks, and sti; pause; cli is one block. */
+	 * shootdown waiting for this CPU). So the change is taken as
+	 * online_change_begin takes it (new holders kept out), and the wait
+	 * for the old ones lets interrupts in; preemption off keeps this
+	 * thread on this CPU and running meanwhile. A loop, not one pause:
+	 * QEMU's TCG looks for interrupts only between translated blocks,
+	 * and sti; pause; cli is one. */
+	preempt_disable();
+	bool expected = false;
+	while (!atomic_compare_exchange_weak(&online_changing, &expected,
+	                                     true)) {
+		expected = false;
+		cpu_pause();
+	}
+	while (atomic_load(&online_holders) > 0) {
 		cpu_sti();
 		for (int i = 0; i < 64; i++)
 			cpu_pause();
@@ -147,6 +150,7 @@ void cpu_testing_set_offline(void)
 	atomic_store(&this_cpu()->online, false);
 	atomic_fetch_sub(&ncpus_online, 1);
 	online_change_end();
+	preempt_enable(); /* interrupts off: no switch here */
 }
 
 bool cpu_testing_online_changing(void)

@@ -13,7 +13,8 @@
  * Interrupts off, and kept off until cpu_set_online: nothing may run on
  * this CPU meanwhile but the calling test code. While a holder of the
  * online set is left (a shootdown that counted this CPU may wait for its
- * IPI), it turns them on for a moment between tries.
+ * IPI), it keeps new holders out and turns interrupts on for moments,
+ * preemption off.
  */
 void cpu_testing_set_offline(void);
 /* Whether a change of the online set is pending (a changer waits for
