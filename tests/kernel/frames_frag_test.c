@@ -117,14 +117,18 @@ KTEST(frames_frag, churn_report)
 	ktest_diag("filled with %zu objects", n);
 	struct frag_figures f1 = frag_report("filled");
 	KEXPECT(f1.run_pages <= f1.free_pages);
-	for (size_t i = 0; i < n; i += 2)
+	for (size_t i = 0; i < n; i += 2) {
 		kfree(frag_objs[i]);
+		frag_objs[i] = NULL; /* heap_leaks scans .bss */
+	}
 	heap_settle();
 	struct frag_figures f2 = frag_report("every other freed");
 	KEXPECT(f2.run_pages <= f2.free_pages);
 	KEXPECT(f2.free_pages > f1.free_pages);
-	for (size_t i = 1; i < n; i += 2)
+	for (size_t i = 1; i < n; i += 2) {
 		kfree(frag_objs[i]);
+		frag_objs[i] = NULL; /* heap_leaks scans .bss */
+	}
 	heap_settle();
 	struct frag_figures f3 = frag_report("all freed");
 	KEXPECT(f3.run_pages <= f3.free_pages);
