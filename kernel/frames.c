@@ -370,6 +370,14 @@ paddr_t frame_alloc_lasting(void)
 	return pa;
 }
 
+size_t frames_longest_free_run(void)
+{
+	unsigned long irq = mm_lock_acquire(&pool_lock);
+	size_t n = palloc_longest_free_locked(&pool);
+	mm_lock_release(&pool_lock, irq);
+	return n;
+}
+
 paddr_t frames_alloc_contig(size_t npages)
 {
 	/* 0 pages is refused below (logged), not an eligible call. */

@@ -86,6 +86,9 @@ void frames_free_contig(paddr_t pa, size_t npages);
  * own double-free check cannot refuse a free of one. Any context. */
 const char *frames_not_managed(paddr_t pa);
 
+/* The longest run of free frames now, from the pool's summaries (no
+ * frame taken). Any context but NMI (the pool lock). */
+size_t frames_longest_free_run(void);
 /* Free frames now, counted under the pool lock. */
 size_t frames_free_count(void);
 

@@ -153,6 +153,10 @@ void palloc_free_locked(struct palloc *p, uintptr_t base, size_t npages);
  * extends that run. Locking: the owner's lock must be held. */
 size_t palloc_free_below_locked(const struct palloc *p, uintptr_t addr);
 
+/* The longest run of free pages anywhere in the arena (runs may cross
+ * chunks), from the root summaries. Locking: the owner's lock. */
+size_t palloc_longest_free_locked(const struct palloc *p);
+
 /* palloc_free_locked's checks alone: mm_panic as it would, else change
  * nothing (a caller that must do something to the pages before it frees
  * them checks first). Locking: the owner's lock must be held. */

@@ -318,3 +318,21 @@ void palloc_check(struct palloc *p)
 	if (p->owner_lock)
 		mm_lock_release(p->owner_lock, irq);
 }
+
+size_t palloc_longest_free_locked(const struct palloc *p)
+{
+	palloc_assert_locked(p, "palloc_longest_free_locked");
+	const palloc_sum_t *root = p->summary[0];
+	uint64_t full = (uint64_t)1 << palloc_level_log_pages(p, 0);
+	uint64_t best = 0, end = 0; /* end: the free run reaching entry i */
+	for (size_t i = 0; i < p->root_entries; i++) {
+		uint64_t st = palloc_sum_start(root[i]);
+		uint64_t mx = palloc_sum_max(root[i]);
+		end = mx == full ? end + full : end + st;
+		best = end > best ? end : best;
+		best = mx > best ? mx : best;
+		if (mx != full)
+			end = palloc_sum_end(root[i]);
+	}
+	return best;
+}

@@ -108,3 +108,70 @@ KTEST(palloc_edges, an_init_that_cannot_map_its_metadata_gives_all_back)
 	tp_release(&p);
 	KEXPECT_EQ(mm_port_reserved_bytes(), reserved);
 }
+
+/* palloc_longest_free_locked against a scan of a model of the pages,
+ * after each of 3000 random range allocations and frees over 64 chunks
+ * (a root level of several entries, so runs cross entries and chunks). */
+#define LF_PAGES (64 * PALLOC_CHUNK_PAGES)
+static bool lf_used[LF_PAGES];
+static size_t lf_runs[4096][2];
+
+static size_t lf_scan(void)
+{
+	size_t best = 0, run = 0;
+	for (size_t i = 0; i < LF_PAGES; i++) {
+		run = lf_used[i] ? 0 : run + 1;
+		best = run > best ? run : best;
+	}
+	return best;
+}
+
+static bool lf_free_range(size_t pi, size_t n)
+{
+	for (size_t i = pi; i < pi + n; i++)
+		if (lf_used[i])
+			return false;
+	return true;
+}
+
+KTEST(palloc_edges, the_longest_free_run_matches_a_scan)
+{
+	struct palloc p;
+	KASSERT(tp_new(&p, TP_BASE, 64, 0));
+	KASSERT(palloc_grow(&p, TP_BASE, 64 * PALLOC_CHUNK_BYTES));
+	memset(lf_used, 0, sizeof(lf_used));
+	size_t nruns = 0;
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	KEXPECT_EQ(palloc_longest_free_locked(&p), LF_PAGES);
+	for (int step = 0; step < 3000; step++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (nruns && (x % 5 < 2 || nruns == NELEM(lf_runs))) {
+			size_t k = (x >> 8) % nruns, pi = lf_runs[k][0];
+			size_t n = lf_runs[k][1];
+			palloc_free_locked(&p, tp_addr(&p, pi), n);
+			memset(lf_used + pi, 0, n);
+			lf_runs[k][0] = lf_runs[--nruns][0];
+			lf_runs[k][1] = lf_runs[nruns][1];
+		} else {
+			size_t n = 1 + (x >> 8) % (step % 4 ? 64 : 3000);
+			size_t pi = (x >> 24) % (LF_PAGES - n + 1);
+			if (!lf_free_range(pi, n))
+				continue;
+			KASSERT(palloc_alloc_range_locked(&p, tp_addr(&p, pi),
+			                                  n, NULL));
+			memset(lf_used + pi, 1, n);
+			lf_runs[nruns][0] = pi;
+			lf_runs[nruns++][1] = n;
+		}
+		size_t got = palloc_longest_free_locked(&p), want = lf_scan();
+		if (got != want) {
+			ktest_fail_at(__FILE__, __LINE__,
+			              "step %d: longest free run %zu, a scan "
+			              "finds %zu",
+			              step, got, want);
+			break;
+		}
+	}
+	TP_CHECK(&p, "after the steps");
+	tp_release(&p);
+}
