@@ -100,6 +100,18 @@ static size_t frag_fill(size_t left)
 	return n;
 }
 
+/* Frees every other object of the n, from first on, clearing their
+ * slots (heap_leaks, later, scans .bss for pointers to freed objects),
+ * and lets the heap give every free page back. */
+static void frag_free_from(size_t first, size_t n)
+{
+	for (size_t i = first; i < n; i += 2) {
+		kfree(frag_objs[i]);
+		frag_objs[i] = NULL;
+	}
+	heap_settle();
+}
+
 KTEST(frames_frag, churn_report)
 {
 	heap_threads_stop();
@@ -113,19 +125,11 @@ KTEST(frames_frag, churn_report)
 	ktest_diag("filled with %zu objects", n);
 	struct frag_figures f1 = frag_report("filled");
 	KEXPECT(f1.run_pages <= f1.free_pages);
-	for (size_t i = 0; i < n; i += 2) {
-		kfree(frag_objs[i]);
-		frag_objs[i] = NULL; /* heap_leaks scans .bss */
-	}
-	heap_settle();
+	frag_free_from(0, n);
 	struct frag_figures f2 = frag_report("every other freed");
 	KEXPECT(f2.run_pages <= f2.free_pages);
 	KEXPECT(f2.free_pages > f1.free_pages);
-	for (size_t i = 1; i < n; i += 2) {
-		kfree(frag_objs[i]);
-		frag_objs[i] = NULL; /* heap_leaks scans .bss */
-	}
-	heap_settle();
+	frag_free_from(1, n);
 	struct frag_figures f3 = frag_report("all freed");
 	KEXPECT(f3.run_pages <= f3.free_pages);
 	/* What the growth took for good: page tables, span map, palloc
