@@ -29,6 +29,7 @@
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
 #include "kernel/sched.h"
+#include "kernel/string.h"
 #include "kernel/thread.h"
 
 #define MM_STACK_BUDGET 8192 /* tools/stack-depth.conf's entries */
@@ -53,7 +54,7 @@ static struct {
 
 static _Atomic bool tick_on;
 static _Atomic unsigned tick_inside, phase;
-static _Atomic uint64_t n_nulls;
+static _Atomic uint64_t n_nulls, n_bad_fills;
 
 static uintptr_t stack_pointer(void)
 {
@@ -105,9 +106,19 @@ static void tick(void)
 	atomic_fetch_sub(&tick_inside, 1);
 }
 
+/* The first bytes of object i of a round carry this fill while held. */
+#define FILL_BYTES 64
+static uint8_t fill_of(unsigned i, unsigned round)
+{
+	return (uint8_t)(0x5a ^ i ^ round << 3);
+}
+
 /* One round: a burst over every size (refills; the large ones from the
- * page heap), some grown by krealloc or made aligned, then freed in a
- * stride (spills, frees to the central lists and the page heap). */
+ * page heap), some grown by krealloc or made aligned, each object's
+ * first bytes filled, then checked and freed in a stride (spills, frees
+ * to the central lists and the page heap); an object handed out twice
+ * or written while held by another shows as a bad fill. The slots are
+ * cleared: heap_leaks scans .bss for pointers to freed objects. */
 static void round_of_allocs(void **held, unsigned round)
 {
 	for (unsigned i = 0; i < BURST; i++) {
@@ -122,10 +133,22 @@ static void round_of_allocs(void **held, unsigned round)
 				held[i] = q;
 		}
 		atomic_fetch_add(&n_nulls, held[i] == NULL);
+		if (held[i])
+			memset(held[i], fill_of(i, round),
+			       size < FILL_BYTES ? size : FILL_BYTES);
 	}
 	for (unsigned s = 0; s < 7; s++)
-		for (unsigned i = s; i < BURST; i += 7)
+		for (unsigned i = s; i < BURST; i += 7) {
+			const uint8_t *b = held[i];
+			size_t size = sizes[(i + round) % NSIZES];
+			for (size_t k = 0; b && k < size && k < FILL_BYTES; k++)
+				if (b[k] != fill_of(i, round)) {
+					atomic_fetch_add(&n_bad_fills, 1);
+					break;
+				}
 			kfree(held[i]);
+			held[i] = NULL;
+		}
 }
 
 static void worker(void *arg)
@@ -232,4 +255,5 @@ KTEST(stack, mm_depth_under_timer_allocations)
 		KEXPECT(atomic_load(&pc->tick_hits) >= MIN_TICKS);
 	}
 	KEXPECT_EQ(atomic_load(&n_nulls), 0);
+	KEXPECT_EQ(atomic_load(&n_bad_fills), 0);
 }
