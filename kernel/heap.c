@@ -2,10 +2,12 @@
  * The kernel's heaps (see heap.h): configuration from the frame pool's
  * size and the command line (mm.guard: the span heap's guarded pool), the
  * span heap over the page heap, their background threads, flushing every
- * CPU's span cache, the memory dump, and allocation-failure injection's
- * switch (mm.fail, spanheap_fail_parse).
+ * CPU's span cache, the memory dump, allocation-failure injection's
+ * switch (mm.fail, spanheap_fail_parse), and the usercopy check's panic
+ * (heap_copy.h).
  */
 #include "kernel/heap.h"
+#include "kernel/heap_copy.h"
 
 #include <stdatomic.h>
 
@@ -158,4 +160,14 @@ void heap_meminfo(void)
 	printk("meminfo: frames %zu free of %zu managed\n", frames_free_count(),
 	       frames_managed_count());
 	spanheap_dump(&kspanheap);
+}
+
+void check_object_size(const void *p, size_t n, bool to_user)
+{
+	enum spanheap_copy_dir dir =
+	        to_user ? SPANHEAP_COPY_TO_USER : SPANHEAP_COPY_FROM_USER;
+	if (spanheap_check_copy(&kspanheap, p, n, dir) == SPANHEAP_COPY_BAD)
+		panic("usercopy: a copy %s of %zu bytes at %p leaves its heap "
+		      "object (named on the line before)",
+		      to_user ? "to user" : "from user", n, p);
 }

@@ -1,9 +1,10 @@
 /*
  * kmalloc's arrays, copies, rounded sizes and wiping free, under Linux's
  * names: kmalloc_array, krealloc_array, kmemdup, kstrdup, kstrndup,
- * kmalloc_size_roundup, kfree_sensitive. The kernel's wrappers of
- * mm/spanheap_copy.h over kspanheap (heap.h); a file of its own so that
- * heap.h stays a header of the heap's set-up and core calls.
+ * kmalloc_size_roundup, kfree_sensitive; and the hardened usercopy
+ * check, check_object_size. The kernel's wrappers of mm/spanheap_copy.h
+ * and mm/spanheap_usercopy.h over kspanheap (heap.h); a file of its own
+ * so that heap.h stays a header of the heap's set-up and core calls.
  *
  * Flags: enum kmalloc_flags (heap.h). Contexts: as kmalloc and kfree
  * (heap.h): without KM_ATOMIC thread context only; with KM_ATOMIC any
@@ -15,6 +16,7 @@
 #ifndef KERNEL_HEAP_COPY_H
 #define KERNEL_HEAP_COPY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "heap.h"
@@ -69,5 +71,21 @@ static inline void kfree_sensitive(void *p)
 {
 	spanheap_free_sensitive(&kspanheap, p);
 }
+
+/*
+ * Linux's check_object_size (CONFIG_HARDENED_USERCOPY), for the code that
+ * copies between kernel memory at p and another address space (a user's,
+ * a guest's, a device's window): panics if [p, p + n) holds any of the
+ * heap's memory but is not inside one allocated object, its ksize (the
+ * class's size; with mm.debug_poison or for a guarded object the bytes
+ * asked) or a large object's pages: an overrun past the end, a copy at a
+ * freed object, into free pages or the heap's metadata. The console line
+ * before the panic names the object, its span, its class and the overrun.
+ * Memory that is not the heap's (a stack, static data, frames) passes.
+ * to_user: the copy reads p (an exposure); else it writes p (an
+ * overwrite). n 0 passes. Any context, an interrupt handler's included,
+ * on any CPU; no lock (spanheap_check_copy).
+ */
+void check_object_size(const void *p, size_t n, bool to_user);
 
 #endif

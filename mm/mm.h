@@ -15,6 +15,8 @@
  *              strings, the size a request gets, the wiping free (the
  *              kernel's kmalloc_array, kstrdup, kfree_sensitive... wrap
  *              them)
+ *   spanheap_usercopy.h  the hardened copy check: does a copy stay
+ *              inside one live object (the kernel's check_object_size)
  *   objcache.h named caches of objects of one size over the span heap,
  *              counted per cache (the kernel's kmem_cache wraps it)
  *   mempool.h  reserved elements for allocations that must make progress
@@ -41,6 +43,7 @@ extern "C" {
 #include "pagecache.h"
 #include "spanheap.h"
 #include "spanheap_copy.h"
+#include "spanheap_usercopy.h"
 #include "palloc.h"
 #include "port.h"
 

@@ -3,7 +3,7 @@
 MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
 	palloc_scav.c mheap.c mheap_alloc.c mheap_grow.c mheap_scav.c mheap_scav_thread.c \
 	sizeclasses.c spanheap_span.c spanheap_large.c spanheap_structs.c spanheap_central.c \
-	spanheap_cache.c spanheap_flush.c spanheap.c spanheap_free.c spanheap_realloc.c spanheap_copy.c spanheap_init.c spanheap_sweep.c \
+	spanheap_cache.c spanheap_flush.c spanheap.c spanheap_free.c spanheap_realloc.c spanheap_copy.c spanheap_usercopy.c spanheap_init.c spanheap_sweep.c \
 	spanheap_sweeper.c \
 	spanheap_stats.c spanheap_check.c spanheap_check_cache.c \
 	spanheap_poison.c spanheap_redzone.c spanheap_track.c spanheap_depot.c spanheap_where.c spanheap_freed.c \
