@@ -85,7 +85,8 @@ static void log_object(enum spanheap_copy_dir dir, uintptr_t a, size_t n,
 {
 	const char *what =
 	        w->kind == SPANHEAP_WHERE_GUARD ? "guarded object" : "object";
-	if (w->state != SPANHEAP_OBJ_ALLOCATED && w->kind != SPANHEAP_WHERE_LARGE) {
+	if (w->state != SPANHEAP_OBJ_ALLOCATED &&
+	    w->kind != SPANHEAP_WHERE_LARGE) {
 		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
 		       "%zu bytes into %s %u of span [%#lx, +%u pages), size "
 		       "class %u (%zu-byte objects), which is %s",
@@ -95,7 +96,9 @@ static void log_object(enum spanheap_copy_dir dir, uintptr_t a, size_t n,
 		       spanheap_obj_state_name(w->state));
 		return;
 	}
-	size_t over = w->offset >= limit ? n : n - (limit - w->offset);
+	/* offset + n - limit, without a sum that could wrap. */
+	size_t over = w->offset >= limit ? (w->offset - limit) + n
+	                                 : n - (limit - w->offset);
 	if (w->kind == SPANHEAP_WHERE_LARGE) {
 		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
 		       "%zu bytes into a large object [%#lx, +%u pages), it "
@@ -123,7 +126,8 @@ static enum spanheap_copy_verdict object_verdict(enum spanheap_copy_dir dir,
 	if (w->kind == SPANHEAP_WHERE_LARGE)
 		limit = (size_t)w->span_pages * MM_PAGE_SIZE;
 	else if (w->state != SPANHEAP_OBJ_ALLOCATED ||
-	         (w->kind == SPANHEAP_WHERE_GUARD && (w->before || w->on_guard)))
+	         (w->kind == SPANHEAP_WHERE_GUARD &&
+	          (w->before || w->on_guard)))
 		limit = 0;
 	else
 		limit = w->asked != UINT32_MAX ? w->asked : w->elemsize;
@@ -132,7 +136,8 @@ static enum spanheap_copy_verdict object_verdict(enum spanheap_copy_dir dir,
 		       "%zu bytes past the last of the %u objects of span "
 		       "[%#lx, +%u pages), size class %u, in its tail",
 		       dir_name(dir), n, (unsigned long)a, w->offset, w->index,
-		       (unsigned long)w->span_base, w->span_pages, w->sizeclass);
+		       (unsigned long)w->span_base, w->span_pages,
+		       w->sizeclass);
 		return SPANHEAP_COPY_BAD;
 	}
 	if (w->kind == SPANHEAP_WHERE_GUARD && limit == 0 &&
@@ -157,7 +162,8 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 	if (n == 0)
 		return SPANHEAP_COPY_NOT_OURS;
 	if (n - 1 > UINTPTR_MAX - a) {
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: it "
+		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
+		       "it "
 		       "wraps past the end of the address space",
 		       dir_name(dir), n, (unsigned long)a);
 		return SPANHEAP_COPY_BAD;
@@ -168,7 +174,8 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 	case SPANHEAP_WHERE_OUTSIDE:
 		if (!reaches_heap(sh, a, n))
 			return SPANHEAP_COPY_NOT_OURS;
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: it "
+		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
+		       "it "
 		       "starts outside the heap and runs into it",
 		       dir_name(dir), n, (unsigned long)a);
 		return SPANHEAP_COPY_BAD;
@@ -177,7 +184,8 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 		spanheap_where(sh, (const char *)p + (n - 1), &e);
 		if (e.kind == SPANHEAP_WHERE_PAGES)
 			return SPANHEAP_COPY_NOT_OURS;
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: it "
+		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
+		       "it "
 		       "starts on a page-heap run and ends off it",
 		       dir_name(dir), n, (unsigned long)a);
 		return SPANHEAP_COPY_BAD;

@@ -129,6 +129,9 @@ KTEST(spanheap_usercopy, poison_mode_stops_at_the_bytes_asked)
 		KEXPECT(logged("-byte objects, the bytes asked), it runs 1 "
 		               "bytes past the object's"));
 		KEXPECT(refused(p[c] + asked, 1));
+		/* Starting 2 bytes into the red zone, 3 bytes: 5 past. */
+		KEXPECT(refused(p[c] + asked + 2, 3));
+		KEXPECT(logged("it runs 5 bytes past the object's"));
 	}
 	for (unsigned c = 1; c < SC_NCLASSES - 1; c++) {
 		spanheap_free(&sh, p[c]);
@@ -166,8 +169,8 @@ KTEST(spanheap_usercopy, free_unused_and_tail_objects_are_refused)
 	KASSERT(t);
 	KASSERT(spanheap_where(&sh, t, &w));
 	ci = &sizeclass_info[w.sizeclass];
-	KEXPECT(refused((void *)(w.span_base + (uintptr_t)ci->nelems * ci->size),
-	                1));
+	KEXPECT(refused(
+	        (void *)(w.span_base + (uintptr_t)ci->nelems * ci->size), 1));
 	KEXPECT(logged("in its tail"));
 	spanheap_free(&sh, q);
 	spanheap_free(&sh, t);

@@ -20,9 +20,9 @@
 
 static enum spanheap_copy_verdict verdict(const void *p, size_t n, bool out)
 {
-	return spanheap_check_copy(
-	        &kspanheap, p, n,
-	        out ? SPANHEAP_COPY_TO_USER : SPANHEAP_COPY_FROM_USER);
+	return spanheap_check_copy(&kspanheap, p, n,
+	                           out ? SPANHEAP_COPY_TO_USER
+	                               : SPANHEAP_COPY_FROM_USER);
 }
 
 /* Its ksize both ways passes, a byte more is refused both ways. */
