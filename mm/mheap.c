@@ -38,7 +38,8 @@
  *      grown_chunks, grown pages <= spanmap_pages <= arena_pages; none
  *      of its spanmap_pages entries is NULL.
  *   5. No free page's entry is a span (mheap_span_is_span): the span
- *      heap takes a span's entries off its pages before they go back.
+ *      heap takes a span's entries off its pages before they go back;
+ *      no free page is marked a run's start (mheap_heads.c).
  *
  * Locking: h->lock (MM_RANK_HEAP) is a leaf: under it only palloc. No
  * port hook, mm_log or mm_event_wake runs under it. `growing` serialises
@@ -106,11 +107,10 @@ static bool init_failed(struct mheap *h)
 	return false;
 }
 
-/* The span table's reservation: an entry a page, and one page more (the
- * table starts half a page in, MHEAP_SPANMAP_SKEW). */
-static size_t spanmap_bytes(size_t arena_pages)
+size_t mheap_spanmap_bytes(size_t arena_pages)
 {
-	return arena_pages * sizeof(void *) + MM_PAGE_SIZE;
+	return arena_pages * sizeof(void *) + MM_PAGE_SIZE +
+	       mheap_heads_bytes(arena_pages);
 }
 
 size_t mheap_reserved_bytes(size_t arena_bytes)
@@ -118,7 +118,8 @@ size_t mheap_reserved_bytes(size_t arena_bytes)
 	size_t meta = palloc_reserved_bytes(arena_bytes, 0);
 	if (meta == 0)
 		return 0;
-	return arena_bytes + spanmap_bytes(arena_bytes >> MM_PAGE_SHIFT) + meta;
+	return arena_bytes + mheap_spanmap_bytes(arena_bytes >> MM_PAGE_SHIFT) +
+	       meta;
 }
 
 bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
@@ -135,11 +136,11 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	}
 	h->arena_base = (uintptr_t)base;
 	h->arena_pages = cfg->arena_bytes >> MM_PAGE_SHIFT;
-	void *map =
-	        mm_port_reserve(spanmap_bytes(h->arena_pages), MM_PAGE_SIZE);
+	void *map = mm_port_reserve(mheap_spanmap_bytes(h->arena_pages),
+	                            MM_PAGE_SIZE);
 	if (!map) {
 		mm_log("mheap: cannot reserve the span table (%zu bytes)",
-		       spanmap_bytes(h->arena_pages));
+		       mheap_spanmap_bytes(h->arena_pages));
 		mm_port_unreserve(base, cfg->arena_bytes);
 		return init_failed(h);
 	}
@@ -152,7 +153,7 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg)
 	};
 	if (!palloc_init(&h->pages, &pc)) {
 		/* Latest first; palloc gave back its own. */
-		mm_port_unreserve(map, spanmap_bytes(h->arena_pages));
+		mm_port_unreserve(map, mheap_spanmap_bytes(h->arena_pages));
 		mm_port_unreserve(base, cfg->arena_bytes);
 		return init_failed(h);
 	}
@@ -320,6 +321,11 @@ static void check_free_entries_locked(const struct mheap *h)
 				         "span %p's entry (a span's entries "
 				         "go before its pages)",
 				         h->arena_base + pi * MM_PAGE_SIZE, e);
+			if (mheap_head_is_set(h, pi))
+				mm_panic("mheap: check: free page 0x%lx is "
+				         "marked the start of a run (a free "
+				         "clears its first page's mark)",
+				         h->arena_base + pi * MM_PAGE_SIZE);
 		}
 	}
 }

@@ -77,6 +77,11 @@ bool mheap_init(struct mheap *h, const struct mheap_config *cfg);
  * them under a limit, malloc/arena.c); 0 if the size is invalid. */
 size_t mheap_reserved_bytes(size_t arena_bytes);
 
+/* Of those, the span table's reservation, from h->spanmap less
+ * MHEAP_SPANMAP_SKEW: an entry a page, one page more (the skew), and the
+ * run-start bitmap (mheap_heads.c). */
+size_t mheap_spanmap_bytes(size_t arena_pages);
+
 /*
  * Returns npages contiguous pages, mapped and readable (zero where they
  * were scavenged), or NULL if npages is 0, too large (the arena, or

@@ -144,6 +144,8 @@ static uintptr_t try_alloc(struct mheap *h, size_t npages, uint64_t *mask,
 		base = palloc_alloc_backed_locked(&h->pages, npages, nscav,
 		                                  backed);
 	}
+	if (base)
+		mheap_head_set_locked(h, base);
 	*low = mheap_reserve_free_locked(h) < h->cfg.reserve_pages;
 	mm_lock_release(&h->lock, irq);
 	return base;
@@ -175,6 +177,7 @@ static void *finish_alloc(struct mheap *h, uintptr_t base, size_t npages,
 	if (npages <= 64) {
 		unsigned long irq = mm_lock_acquire(&h->lock);
 		palloc_free_mask_locked(&h->pages, base, npages, mask);
+		mheap_head_clear_locked(h, base);
 		/* Backed pages free again, or a chunk the run made dense (a
 		 * background search skipped it meanwhile) sparse again:
 		 * counted even if every page was scavenged (until a review
@@ -463,6 +466,7 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 {
 	uintptr_t base = (uintptr_t)p;
 	mheap_free_check_entries(h, p, npages);
+	mheap_free_check_heads(h, p, npages);
 	if ((h->cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) && mm_port_can_sleep()) {
 		mheap_free_unmapping(h, base, npages);
 		return;
@@ -472,6 +476,7 @@ void mheap_free_pages(struct mheap *h, void *p, size_t npages)
 	if (h->taken)
 		mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_locked(&h->pages, base, npages);
+	mheap_head_clear_locked(h, base);
 	h->scav.backed_frees++;
 	wake = mheap_free_wakes_locked(h, npages);
 	mm_lock_release(&h->lock, irq);

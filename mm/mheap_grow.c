@@ -57,6 +57,10 @@ static bool spanmap_grow(struct mheap *h, size_t upto)
 	if (upto <= have)
 		return true;
 	size_t from = have ? have + 1 : 0;
+	/* The heads first: it keeps its own count of mapped pages, so a
+	 * failure below leaves nothing unaccounted. */
+	if (!mheap_heads_grow(h, upto))
+		return false;
 	if (!mm_port_map((char *)(h->spanmap - MHEAP_SPANMAP_SKEW) +
 	                         from * MM_PAGE_SIZE,
 	                 (upto + 1 - from) * MM_PAGE_SIZE))

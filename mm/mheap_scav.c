@@ -218,6 +218,7 @@ void mheap_free_unmapping(struct mheap *h, uintptr_t base, size_t npages)
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	mheap_check_not_taken_locked(h, base, npages);
 	palloc_free_check_locked(&h->pages, base, npages);
+	mheap_head_clear_locked(h, base);
 	list_locked(h, &t, npages);
 	mm_lock_release(&h->lock, irq);
 	mheap_unmap_run(base, npages);
@@ -366,6 +367,7 @@ void mheap_unmap_and_return(struct mheap *h, uintptr_t base, size_t npages)
 	mheap_unmap_run(base, npages);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	palloc_scav_return_locked(&h->pages, base, npages);
+	mheap_head_clear_locked(h, base); /* an extension's: clear already */
 	/* An undone allocation: as mheap_alloc.c's finish_alloc (the run's
 	 * chunks may be sparse again). */
 	h->scav.backed_frees++;

@@ -118,6 +118,9 @@ struct mheap {
 	/* Growth: set by the one thread or CPU growing (atomic); the grower
 	 * wakes `grown` when it commits or fails. */
 	_Atomic bool growing;
+	/* Pages of the heads bitmap mapped (mheap_heads.c), the grower's;
+	 * in the padding before `grown`. */
+	uint32_t heads_pages;
 	mm_event_t grown;
 
 	struct mheap_scav scav;

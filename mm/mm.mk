@@ -1,7 +1,7 @@
 # The mm/ library's sources, for any build that wants the allocator: include
 # this file and compile $(addprefix mm/,$(MM_SRCS)) with your port.
 MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
-	palloc_scav.c mheap.c mheap_alloc.c mheap_grow.c mheap_scav.c mheap_scav_thread.c \
+	palloc_scav.c mheap.c mheap_alloc.c mheap_grow.c mheap_heads.c mheap_scav.c mheap_scav_thread.c \
 	sizeclasses.c spanheap_span.c spanheap_large.c spanheap_structs.c spanheap_central.c \
 	spanheap_cache.c spanheap_flush.c spanheap.c spanheap_free.c spanheap_realloc.c spanheap_copy.c spanheap_usercopy.c spanheap_init.c spanheap_sweep.c \
 	spanheap_sweeper.c \

@@ -259,3 +259,25 @@ KTEST(mheap_check, catches_a_span_entry_on_a_free_page)
 	mheap_free_pages(&heap, p, 3);
 	heap_release();
 }
+
+/* mheap.c's invariant 5, its second half: a free page marked the start
+ * of a run (mheap_heads.c) would make a later free of a run over it
+ * refuse a good count. */
+KTEST(mheap_check, catches_a_run_start_on_a_free_page)
+{
+	void *p;
+	KASSERT(heap_new(8, &p));
+	size_t i = ((uintptr_t)p - heap.arena_base) / MM_PAGE_SIZE + 3;
+	KEXPECT(mheap_head_is_set(&heap, i - 3)); /* the run's first page */
+	_Atomic uint64_t *w = &mheap_heads(&heap)[i / 64];
+	uint64_t was = *w;
+	*w = was | (uint64_t)1 << i % 64; /* the page after the run: free */
+	EXPECT_CHECK_FAILS("mheap: check: free page %p is marked the start "
+	                   "of a run",
+	                   (void *)((char *)p + 3 * MM_PAGE_SIZE));
+	*w = was;
+	HEAP_CHECK("mark cleared");
+	mheap_free_pages(&heap, p, 3);
+	KEXPECT(!mheap_head_is_set(&heap, i - 3));
+	heap_release();
+}

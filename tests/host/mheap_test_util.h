@@ -23,7 +23,7 @@ static inline void mh_release(struct mheap *h)
 {
 	mm_port_release((void *)h->arena_base, h->cfg.arena_bytes);
 	mm_port_release((void *)(h->spanmap - MHEAP_SPANMAP_SKEW),
-	                h->arena_pages * sizeof(void *) + MM_PAGE_SIZE);
+	                mheap_spanmap_bytes(h->arena_pages));
 	mm_port_release((void *)h->pages.meta_base, h->pages.meta_bytes);
 }
 

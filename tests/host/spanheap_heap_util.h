@@ -139,7 +139,7 @@ static inline size_t sh_meta_reserved_bytes(const struct spanheap *sh)
 {
 	const struct mheap *m = &sh->meta;
 	return m->cfg.arena_bytes + m->pages.meta_bytes +
-	       m->arena_pages * sizeof(void *) + MM_PAGE_SIZE;
+	       mheap_spanmap_bytes(m->arena_pages);
 }
 
 /* Gives the reservations of sh's metadata heap (mm/spanheap_meta.c) back
