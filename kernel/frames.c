@@ -25,17 +25,17 @@
  * frame and the word if not: a write to a free frame (Linux's page
  * poisoning). Set once by frames_init, before any other CPU runs.
  *
- * Failure injection (frames_fail_arm): a struct failpoint (mm/failpoint.h,
- * the span heap's decision and counters) asked before the pool lock by
- * frame_alloc and frames_alloc_contig; it takes no lock. Armed at run
- * time only: the boot's page tables, stacks and heap need their frames.
+ * Failure injection (frames_fail.c): asked before the pool lock by
+ * frame_alloc and frames_alloc_contig (frames_fail_now); it takes no
+ * lock. Armed at run time only: the boot's page tables, stacks and heap
+ * need their frames.
  */
 #include "frames.h"
 
 #include "kernel/bootinfo.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
-#include "mm/failpoint.h"
+#include "kernel/frames_internal.h"
 #include "mm/mm.h"
 
 /* The lasting blocks stay below it: the first is the PML4's, which the
@@ -278,22 +278,9 @@ static void check_managed(const char *fn, paddr_t pa, size_t npages)
 	}
 }
 
-/* Failure injection (frames.h): no lock, so that it may be asked under
- * the vm lock, the heap's or none. */
-static struct failpoint fail;
-
-/* Whether this call fails by injection. Unarmed, one load and a branch:
- * not a hot path (the pool lock and a bitmap search follow), but paid by
- * every page-table and stack frame, so kept to that. */
-static inline bool fail_now(void)
-{
-	return __builtin_expect(failpoint_armed(&fail), 0) &&
-	       failpoint_should(&fail);
-}
-
 paddr_t frame_alloc(void)
 {
-	if (fail_now())
+	if (frames_fail_now())
 		return 0;
 	paddr_t pa = palloc_alloc(&pool, 1, NULL);
 	check_fill_if_debug(pa, 1);
@@ -342,7 +329,7 @@ static paddr_t lasting_find_block_locked(void)
 
 paddr_t frame_alloc_lasting(void)
 {
-	if (fail_now())
+	if (frames_fail_now())
 		return 0;
 	struct palloc_refusal r;
 	paddr_t pa = 0;
@@ -381,7 +368,7 @@ size_t frames_longest_free_run(void)
 paddr_t frames_alloc_contig(size_t npages)
 {
 	/* 0 pages is refused below (logged), not an eligible call. */
-	if (npages && fail_now())
+	if (npages && frames_fail_now())
 		return 0;
 	paddr_t pa = palloc_alloc(&pool, npages, NULL);
 	check_fill_if_debug(pa, npages);
@@ -389,12 +376,14 @@ paddr_t frames_alloc_contig(size_t npages)
 }
 
 paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
-                                   paddr_t limit)
+                                   paddr_t limit, bool *injected)
 {
+	*injected = false;
 	if (!npages || !align_pages || (align_pages & (align_pages - 1)) ||
 	    npages > SIZE_MAX - (align_pages - 1))
 		return 0;
-	if (fail_now())
+	*injected = frames_fail_now();
+	if (*injected)
 		return 0;
 	size_t slack = align_pages - 1;
 	struct palloc_refusal r;
@@ -422,31 +411,6 @@ paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
 	if (refused)
 		palloc_log_refusal(&r);
 	return base;
-}
-
-bool frames_fail_arm(const struct spanheap_fail_attr *a)
-{
-	/* A frame has no size class and no MM_ATOMIC flag: only the
-	 * default (0) and "all" mean something, every call. */
-	const unsigned every = SPANHEAP_FAIL_SMALL | SPANHEAP_FAIL_LARGE;
-	struct spanheap_fail_attr r = *a;
-	if (!r.what)
-		r.what = every;
-	return failpoint_arm(&fail, "frames", &r,
-	                     r.what == every ? NULL
-	                                     : "a frame has no size and no "
-	                                       "flags: what is all or absent");
-}
-
-void frames_fail_disarm(void)
-{
-	failpoint_disarm(&fail);
-}
-
-bool frames_fail_get(struct spanheap_fail_attr *a, struct failpoint_counts *n)
-{
-	*n = failpoint_counts(&fail);
-	return failpoint_get(&fail, a);
 }
 
 void frame_free(paddr_t pa)

@@ -68,10 +68,11 @@ paddr_t frames_alloc_contig(size_t npages);
  * run of that length. So an aligned run is only found with align_pages
  * - 1 free frames of slack about it: a fragmented pool may refuse a
  * request that an exact search would meet. One eligible call of
- * frames_fail_arm, like frames_alloc_contig.
+ * frames_fail_arm, like frames_alloc_contig; *injected says whether a 0
+ * was the injection's (the caller's line then says so, not "no run").
  */
 paddr_t frames_alloc_contig_within(size_t npages, size_t align_pages,
-                                   paddr_t limit);
+                                   paddr_t limit, bool *injected);
 
 /* Returns frames to the pool. A frame the pool never hands out panics,
  * saying why (frames_not_managed), before anything changes; one that is

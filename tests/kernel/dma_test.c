@@ -12,6 +12,8 @@
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "mm/failpoint.h"
+#include "mm/spanheap_fail.h"
 #include "tests/kernel/capture_util.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
@@ -203,6 +205,44 @@ KTEST(dma, bad_requests_are_refused_and_named)
 	KEXPECT(seen_has("no run of 268435456 free frames"));
 	KEXPECT(seen_has("1 for the buffer, 268435455 of slack"));
 	KEXPECT_EQ(frames_free_count(), before);
+}
+
+/* A dma_alloc that frame failure injection failed says so, as the
+ * kernel's other injected failures do (smp.no_ist's "its IST stacks
+ * were withheld"): a developer proving a driver's error path must tell
+ * it from a real shortage, whose line (no run of N free frames fits) it
+ * printed too until then. */
+KTEST(dma, an_injected_failure_says_it_was_injected)
+{
+	heap_threads_stop(); /* nothing else takes the injected failure */
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = 1};
+	size_t before = frames_free_count();
+	KASSERT(frames_fail_arm(&a));
+	paddr_t phys = 0x1234;
+	capture_start();
+	void *p = dma_alloc(3 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	capture_stop();
+	struct failpoint_counts n;
+	frames_fail_get(&a, &n);
+	frames_fail_disarm();
+	size_t after = frames_free_count();
+	KEXPECT(heap_threads_start());
+	KEXPECT_EQ(n.injected, 1);
+	KEXPECT(p == NULL && phys == 0x1234);
+	KEXPECT_EQ(after, before);
+	if (p)
+		dma_free(p, 3 * PAGE_SIZE);
+	KEXPECT(seen_has("dma_alloc(12288, align 0x1000, limit "));
+	KEXPECT(seen_has("failure injected by the frame pool's fault "
+	                 "injection (mmfail frame), not a shortage"));
+	KEXPECT(!seen_has("no run of"));
+	/* The next call, not injected, is served. */
+	p = dma_alloc(3 * PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KEXPECT(p != NULL);
+	if (p)
+		dma_free(p, 3 * PAGE_SIZE);
 }
 #endif
 

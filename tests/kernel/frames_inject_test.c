@@ -401,16 +401,22 @@ KTEST(frames_inject, a_constrained_run_is_an_eligible_call)
 	                               .probability = SPANHEAP_FAIL_PROB_ALL,
 	                               .times = 1};
 	KASSERT(frames_fail_arm(&a));
-	paddr_t bad = frames_alloc_contig_within(0, 1, UINT64_MAX);
-	paddr_t first = frames_alloc_contig_within(2, 4, UINT64_MAX);
-	paddr_t second = frames_alloc_contig_within(2, 4, UINT64_MAX);
+	bool bad_inj, first_inj, second_inj;
+	paddr_t bad = frames_alloc_contig_within(0, 1, UINT64_MAX, &bad_inj);
+	paddr_t first =
+	        frames_alloc_contig_within(2, 4, UINT64_MAX, &first_inj);
+	paddr_t second =
+	        frames_alloc_contig_within(2, 4, UINT64_MAX, &second_inj);
 	struct failpoint_counts n;
 	frames_fail_get(&a, &n);
 	frames_fail_disarm();
 	KEXPECT(heap_threads_start());
 	KEXPECT_EQ(bad, 0);
+	KEXPECT(!bad_inj);
 	KEXPECT_EQ(first, 0); /* injected */
+	KEXPECT(first_inj);
 	KEXPECT(second != 0);
+	KEXPECT(!second_inj);
 	if (second)
 		frames_free_contig(second, 2);
 	KEXPECT_EQ(n.calls, 2);

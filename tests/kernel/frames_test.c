@@ -184,20 +184,25 @@ KTEST(frames, constrained_runs_are_aligned_below_the_limit)
 {
 	heap_settle(); /* the heap's threads must not move the pool */
 	size_t before = frames_free_count();
-	paddr_t a = frames_alloc_contig_within(3, 16, UINT64_MAX);
+	bool inj;
+	paddr_t a = frames_alloc_contig_within(3, 16, UINT64_MAX, &inj);
 	KASSERT(a != 0);
 	KEXPECT_EQ(a % (16 * PAGE_SIZE), 0);
 	KEXPECT_EQ(frames_free_count(), before - 3); /* slack back */
 	frames_free_contig(a, 3);
 	/* First fit: the lowest run ends at a + 3 pages, so a limit one
 	 * byte lower finds none. */
-	KEXPECT_EQ(frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE), a);
+	KEXPECT_EQ(frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE, &inj),
+	           a);
 	frames_free_contig(a, 3);
-	KEXPECT_EQ(frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE - 1), 0);
-	KEXPECT_EQ(frames_alloc_contig_within(0, 1, UINT64_MAX), 0);
-	KEXPECT_EQ(frames_alloc_contig_within(1, 0, UINT64_MAX), 0);
-	KEXPECT_EQ(frames_alloc_contig_within(1, 3, UINT64_MAX), 0);
-	KEXPECT_EQ(frames_alloc_contig_within(SIZE_MAX, 2, UINT64_MAX), 0);
+	KEXPECT_EQ(
+	        frames_alloc_contig_within(3, 16, a + 3 * PAGE_SIZE - 1, &inj),
+	        0);
+	KEXPECT_EQ(frames_alloc_contig_within(0, 1, UINT64_MAX, &inj), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(1, 0, UINT64_MAX, &inj), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(1, 3, UINT64_MAX, &inj), 0);
+	KEXPECT_EQ(frames_alloc_contig_within(SIZE_MAX, 2, UINT64_MAX, &inj),
+	           0);
 	KEXPECT_EQ(frames_free_count(), before);
 	frames_check();
 }
@@ -214,7 +219,8 @@ static void constrained_in_a_misaligned_hole(size_t nfree)
 	paddr_t rest = frames_drain(0);
 	paddr_t b = align_up(x, 16 * PAGE_SIZE) + PAGE_SIZE;
 	frames_free_contig(b, nfree);
-	paddr_t got = frames_alloc_contig_within(3, 16, UINT64_MAX);
+	bool inj;
+	paddr_t got = frames_alloc_contig_within(3, 16, UINT64_MAX, &inj);
 	size_t left = frames_free_count();
 	KEXPECT_EQ(got, b + 15 * PAGE_SIZE);
 	/* Head (15 frames) and tail given back: all but the 3 taken. */
