@@ -18,11 +18,14 @@
  * the reserve's last element; a caller that may sleep then asks the
  * source with its own flags (the heap's reclaim) and, failing that,
  * sleeps on the pool's event until a free puts an element into the
- * reserve or the pool's wait_ns pass, and tries again. A free goes to the
- * reserve while it is short (curr read without the lock first, then
- * again under it), else to the source. Linux reads curr_nr without its
- * lock in the same way; a stale read sends an element to the source that
- * the reserve could have kept, which costs a waiter one period at most.
+ * reserve or the pool's wait_ns pass, and tries again (no hand-off: as
+ * Linux's mempool_free, a free fills the reserve and wakes all waiters,
+ * and whoever comes first takes the element; docs/DESIGN.md says why).
+ * A free goes to the reserve while it is short (curr read without the
+ * lock first, then again under it), else to the source. Linux reads
+ * curr_nr without its lock in the same way; a stale read sends an
+ * element to the source that the reserve could have kept, which costs a
+ * waiter one period at most.
  * A resize takes the elements it grows by before the lock (chained
  * through their first words), then under it swaps in a larger array if
  * it needs one, sets min, pops a shrink's surplus and pushes the new

@@ -20,6 +20,10 @@
  * passes, and it asks the source again). Such a caller must not hold
  * elements whose free waits on its own progress; on a port with one
  * thread, where no one else can free, it waits for ever: use MM_ATOMIC.
+ * As Linux's, a free hands nothing to a waiter: it fills the reserve and
+ * wakes every waiter, and any caller (one arriving later, an interrupt
+ * handler's MM_ATOMIC one) may take that element first; the waiter goes
+ * round again. No order among callers is promised, only progress.
  *
  * Misuse, always checked: an element's first word holds a marker while
  * it sits in the reserve, so a free of an element already there (a

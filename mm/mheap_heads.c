@@ -155,7 +155,8 @@ covers_another(struct mheap *h, const void *p, size_t npages, size_t pi)
 	         "starts another run of mheap_alloc_pages%s: the count is "
 	         "too large",
 	         p, npages, k, (unsigned long)at,
-	         e == MHEAP_SPAN_PAGES ? "" : " (its span-table entry is no mark)");
+	         e == MHEAP_SPAN_PAGES ? ""
+	                               : " (its span-table entry is no mark)");
 }
 
 void mheap_free_check_heads(struct mheap *h, const void *p, size_t npages)
