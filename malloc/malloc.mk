@@ -12,7 +12,7 @@
 #                        against the same peers
 MALLOC_BUILD := $(BUILD)/malloc
 MALLOC_SO := $(MALLOC_BUILD)/libmm_malloc.so
-MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_clock.c malloc/port_sync.c malloc/locks.c \
+MALLOC_SRCS := $(addprefix mm/,$(MM_SRCS)) malloc/port_prod.c malloc/port_mem.c malloc/port_clock.c malloc/port_sync.c malloc/locks.c \
 	malloc/arena.c malloc/slots.c malloc/slots_gone.c malloc/visit.c malloc/fences.c malloc/enter.c malloc/background.c malloc/fork.c malloc/malloc.c malloc/malloc_info.c \
 	malloc/guard.c
 # Production flags: no sanitizers, no MM_TEST_HOOKS; only the malloc API
