@@ -5,12 +5,14 @@
  * from threads and from interrupt handlers, growing it chunk by chunk,
  * and give memory back through the scavenger. Modelled on the Go
  * runtime's mheap (allocSpan, grow, freeSpan), without spans (the span
- * heap builds on this). The heap is four files, by concern:
+ * heap builds on this). The heap is these files, by concern:
  *   mheap.c        set-up (the arena's and the span table's
  *                  reservations), statistics, a chunk's bits for heap
  *                  maps, the checker;
  *   mheap_alloc.c  allocation, extension in place, free;
  *   mheap_grow.c   growth, the reserve for atomic callers, the span table;
+ *   mheap_heads.c  the bitmap of run starts, the free's check of what a
+ *                  run covers;
  *   mheap_scav.c   the scavenger.
  *
  * Representation. h->pages is a palloc in reserved-metadata mode over

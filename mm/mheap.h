@@ -129,11 +129,12 @@ bool mheap_would_grow(struct mheap *h, size_t npages);
  * Thread context, no mm lock held. */
 bool mheap_refill(struct mheap *h);
 
-/* Frees pages from mheap_alloc_pages; a bad free mm_panics, naming p: a
- * pointer outside the arena, pages not allocated, and pages whose first or
- * last one is a span's of the span heap (an object freed as pages; the
- * span, its pages and its class named). Any context but NMI; no mm lock
- * held. */
+/* Frees pages from mheap_alloc_pages (a run, or any piece of one); a bad
+ * free mm_panics, naming p: a pointer outside the arena, pages not
+ * allocated, pages whose first or last one is a span's of the span heap
+ * (an object freed as pages; the span, its pages and its class named),
+ * and a count that reaches the first page of another allocation (a span
+ * or another run: mheap_heads.c). Any context but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);
 
 /* Gives back every free backed page now (Go's debug.FreeOSMemory), and

@@ -67,8 +67,9 @@
  *      and scavenged. Nothing leaks and nothing unmapped is left marked
  *      backed.
  *   3. A free checks the whole range first (not allocated, outside the
- *      grown arena, or in a run a scavenge batch took: mm_panic) and
- *      changes nothing before the check passes.
+ *      grown arena, in a run a scavenge batch took, or holding another
+ *      allocation's first page: mm_panic) and changes nothing before the
+ *      check passes.
  *   4. An atomic caller never sleeps or scavenges: where a thread would
  *      wait (a growth under way, a batch holding free pages) it gets NULL,
  *      and it leaves refilling the reserve to the scavenger thread.

@@ -1,7 +1,7 @@
 /*
  * mm/mheap_internal.h: what the page heap's files (mheap.c,
- * mheap_alloc.c, mheap_grow.c, mheap_scav.c) share. Not for the heap's
- * users (mheap.h) or tests (mheap_testing.h).
+ * mheap_alloc.c, mheap_grow.c, mheap_heads.c, mheap_scav.c) share. Not
+ * for the heap's users (mheap.h) or tests (mheap_testing.h).
  */
 #ifndef MM_MHEAP_INTERNAL_H
 #define MM_MHEAP_INTERNAL_H
