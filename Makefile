@@ -79,6 +79,9 @@ KCFLAGS += -DMM_TEST_HOOKS
 endif
 # mm/'s pin hooks are inline (mm/port.h, MM_PORT_INLINE).
 KCFLAGS += -DMM_PORT_INLINE='"kernel/mm_port_inline.h"'
+# The kernel's shrinkers run when the heap runs short (mm/port.h,
+# mm_port_reclaim; kernel/shrinker.h).
+KCFLAGS += -DMM_PORT_RECLAIM
 # Each object's call graph and frame sizes, beside it (FILE.c.ci), for
 # tools/stack-depth (make test-stack); gcc only, clang has no such output.
 KCFLAGS_CI := $(if $(shell $(CC) -v 2>&1 | grep '^gcc version'),-fcallgraph-info=su)

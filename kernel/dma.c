@@ -26,6 +26,7 @@
 
 #include "arch/x86_64/paging.h"
 #include "kernel/frames.h"
+#include "kernel/shrinker.h"
 #include "kernel/printk.h"
 #include "kernel/spinlock.h"
 #include "kernel/string.h"
@@ -99,6 +100,11 @@ void *dma_alloc(size_t nbytes, size_t align, paddr_t limit, unsigned flags,
 	bool injected;
 	paddr_t pa = frames_alloc_contig_within(npages, align_pages, limit,
 	                                        &injected);
+	/* Short of frames, a caller that may sleep has the shrinkers and the
+	 * heap give back what they keep, and asks once more (shrinker.h). */
+	if (!pa && !injected && reclaim_frames())
+		pa = frames_alloc_contig_within(npages, align_pages, limit,
+		                                &injected);
 	if (!pa && injected) {
 		/* As smp.no_ist's line names the option that withheld the
 		 * stacks: a developer proving a driver's error path must

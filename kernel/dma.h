@@ -17,6 +17,10 @@
  * irqsave, one after the other, and never sleep. DMA_ZERO clears the
  * buffer in the caller's context: a large one takes long in a handler.
  * kvirt_to_phys and kvirt_range_to_phys take no lock: any context.
+ * A dma_alloc that finds no run of frames, called where it may sleep
+ * (thread context, interrupts on, no spinlock held), first has the
+ * shrinkers and the heap give frames back (reclaim_frames, shrinker.h)
+ * and tries once more; elsewhere it returns NULL at once.
  *
  * Limits: at most DMA_MAX_BUFFERS buffers live at once (the table of
  * live buffers is static so that a free can check its argument in any

@@ -40,6 +40,10 @@
 	  "the list of all threads (thread_snapshot); taken alone, irqsave, "  \
 	  "by creation, adoption, join and the shell's threads command")       \
 	X(KSTACK, false, "kernel stack slots; released before mapping")        \
+	X(SHRINKERS, true,                                                     \
+	  "the shrinker registry (kernel/shrinker.c): the list and each "      \
+	  "shrinker's scan count; taken alone, in thread context, never "      \
+	  "across a callback")                                                 \
 	X(MM_SWEEP, false,                                                     \
 	  "mm: reserved (MM_RANK_SWEEP); mm/ has no lock of this rank")        \
 	X(MM_CENTRAL, false,                                                   \

@@ -78,6 +78,10 @@ struct thread {
 	 * claimed it. */
 	struct thread *all_next;
 	bool join_claimed;
+
+	/* Written and read by the thread itself: inside a shrinker's
+	 * callback (kernel/shrinker.c), which must not reclaim again. */
+	bool reclaiming;
 };
 
 /* Makes the cache thread structs come from ("thread" in slabinfo).

@@ -264,6 +264,27 @@ void mm_port_yield(void);
  */
 bool mm_port_each_other_cpu(void (*fn)(unsigned cpu, void *arg), void *arg);
 
+/*
+ * The port's own caches under memory pressure (the kernel's shrinkers):
+ * called when the page heap refused a thread allocation, before the span
+ * heap flushes every CPU's cache and sweeps (spanheap_reclaim), so that
+ * objects the port's subsystems keep and could do without are freed
+ * first and their pages come back with the sweep. Returns true if it
+ * freed anything. Bounded work; it may allocate from the span heap, and
+ * an allocation of its own that fails must not call it again (the port
+ * marks the thread). Thread context (mm_port_can_sleep), nothing pinned,
+ * no mm lock held. A port that does not define MM_PORT_RECLAIM gets the
+ * default below, which frees nothing.
+ */
+#ifdef MM_PORT_RECLAIM
+bool mm_port_reclaim(void);
+#else
+static inline bool mm_port_reclaim(void)
+{
+	return false;
+}
+#endif
+
 /* ---- Per-CPU data ------------------------------------------------------- */
 
 /*

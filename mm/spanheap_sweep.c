@@ -235,7 +235,9 @@ static bool cycle_owed(struct spanheap *sh)
  * their spans in use; then, if frees are pending since the last flip, a
  * cycle is running (whose end it waits for) or a fold queue or backlog
  * holds spans (spanheap_queues_hold_spans), a whole cycle gives every empty
- * span back. Returns true if the flush gave a span back or a cycle ran (even
+ * span back. Before all that the port's own caches are asked to free what
+ * they can (mm_port_reclaim: the kernel's shrinkers), thread context being
+ * assured here. Returns true if the flush gave a span back or a cycle ran (even
  * one that freed no span: the objects it folded free in the spans it
  * kept are room for a small allocation's retry); with nothing pending and
  * nothing freed it fails at once, so a heap truly out of memory fails
@@ -245,9 +247,12 @@ bool spanheap_reclaim(struct spanheap *sh)
 {
 	spanheap_assert_can_sleep("spanheap_reclaim");
 	uint64_t freed0 = freed_spans(sh);
+	/* The port's caches first (the kernel's shrinkers): what they free
+	 * is pending, and the cycle below folds it. */
+	bool port_freed = mm_port_reclaim();
 	spanheap_flush_all(sh);
 	if (!cycle_owed(sh))
-		return freed_spans(sh) != freed0;
+		return port_freed || freed_spans(sh) != freed0;
 	spanheap_run_cycle(sh, false);
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	sh->n.reclaims++;

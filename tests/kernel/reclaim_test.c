@@ -1,0 +1,144 @@
+/*
+ * Memory pressure: an allocation does not fail while memory that could
+ * serve it sits in the heap's caches or a subsystem's (kernel/shrinker.h).
+ * The pool is taken down to RECLAIM_LEFT frames (16 MiB), the heap or a
+ * cache made to hold them, and then a dma_alloc or a large kmalloc must
+ * get them back. The heap's threads are stopped meanwhile, so that
+ * nothing but the allocation itself gives memory back; every test gives
+ * the pool back as it found it.
+ */
+#include "arch/x86_64/paging.h"
+#include "kernel/dma.h"
+#include "kernel/frames.h"
+#include "kernel/heap.h"
+#include "kernel/ktest.h"
+#include "kernel/shrinker.h"
+#include "tests/kernel/frames_util.h"
+#include "tests/kernel/heap_util.h"
+#include "tests/kernel/reclaim_util.h"
+
+enum { DMA_BYTES = 1 << 20, MAX_OBJS = 1 << 16 };
+
+static struct test_cache cache; /* emptied by every test: heap_leaks */
+
+/* Frames held for good: the span heap's own pages, the page heaps'
+ * metadata and page tables, which a pressure may grow (the heap reaching
+ * further into its arena than before). */
+static size_t held_for_good(void)
+{
+	return span_meta_pages() + heap_meta_frames() + paging_table_pages();
+}
+
+/* Before: the heap settled, its threads stopped, the pool at
+ * RECLAIM_LEFT. *frames0 and *held0: the counts to come back to. */
+static paddr_t pressure_begin(size_t *frames0, size_t *held0)
+{
+	heap_threads_stop();
+	heap_settle();
+	*frames0 = frames_free_count();
+	*held0 = held_for_good();
+	return frames_drain(RECLAIM_LEFT);
+}
+
+/* After: the pool refilled and the heap settled, the pool is where it
+ * was but for what the heap holds for good (counted before the heap's
+ * threads start again: their structs and stacks are new); then the
+ * threads run again. */
+static void pressure_end(paddr_t head, size_t frames0, size_t held0)
+{
+	frames_refill(head);
+	heap_settle();
+	KEXPECT_EQ(frames_free_count() + (held_for_good() - held0), frames0);
+	KEXPECT(heap_threads_start());
+	spanheap_check(&kspanheap);
+	frames_check();
+}
+
+/*
+ * The heap keeps the pool: 4 KiB objects until NULL, all freed (into
+ * this CPU's magazine, their spans, the page heap's free backed pages).
+ * A dma_alloc of 1 MiB from a thread then must get frames back from the
+ * heap: before, it found no run and returned NULL while the heap kept
+ * 16 MiB of frames it did not use.
+ */
+KTEST(reclaim, dma_alloc_takes_back_what_the_heap_keeps)
+{
+	size_t frames0, meta0;
+	paddr_t head = pressure_begin(&frames0, &meta0);
+	test_cache_init(&cache, 4096);
+	size_t got = test_cache_fill(&cache, MAX_OBJS);
+	size_t freed = test_cache_empty(&cache);
+	size_t before = frames_free_count();
+	paddr_t phys = 0;
+	uint8_t *p = dma_alloc(DMA_BYTES, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	ktest_diag("%zu objects of 4 KiB, freed; frames free then %zu; "
+	           "dma_alloc of 1 MiB: %s, frames free %zu",
+	           got, before, p ? "ok" : "NULL", frames_free_count());
+	KEXPECT(got > 0 && got < MAX_OBJS);
+	KEXPECT_EQ(freed, got);
+	KEXPECT_EQ(cache.bad, 0);
+	KEXPECT(before < DMA_BYTES / PAGE_SIZE);
+	KEXPECT(p != NULL);
+	if (p) {
+		memset(p, 0xa5, DMA_BYTES);
+		dma_free(p, DMA_BYTES);
+	}
+	pressure_end(head, frames0, meta0);
+}
+
+/*
+ * A cache of 4 KiB objects holds the pool. Unregistered, a kmalloc of 1
+ * MiB and a dma_alloc of 1 MiB fail; registered as a shrinker, the
+ * same allocations succeed, the shrinker having been scanned, and what
+ * is left of the cache is intact.
+ */
+KTEST(reclaim, a_shrinker_gives_back_its_cache_before_null)
+{
+	size_t frames0, meta0;
+	paddr_t head = pressure_begin(&frames0, &meta0);
+	test_cache_init(&cache, 4096);
+	size_t got = test_cache_fill(&cache, MAX_OBJS);
+	paddr_t phys = 0;
+	void *big = kmalloc(DMA_BYTES, 0);
+	void *dma = dma_alloc(DMA_BYTES, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KEXPECT(big == NULL);
+	KEXPECT(dma == NULL);
+	kfree(big);
+	if (dma)
+		dma_free(dma, DMA_BYTES);
+
+	shrinker_register(&cache.s);
+	big = kmalloc(DMA_BYTES, 0);
+	uint64_t scans_kmalloc = cache.s.scans;
+	size_t left = cache.n;
+	/* The cache takes the pool again, less the megabyte, its shrinker
+	 * out of the way (else the fill's refusals would shrink it): a
+	 * dma_alloc must shrink it again. */
+	shrinker_unregister(&cache.s);
+	size_t refill = test_cache_fill(&cache, MAX_OBJS);
+	shrinker_register(&cache.s);
+	dma = dma_alloc(DMA_BYTES, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	ktest_diag("cache of %zu objects; with its shrinker: kmalloc %s "
+	           "(%lu scans, %zu left); %zu more, then dma_alloc %s (%lu "
+	           "scans, %zu left)",
+	           got, big ? "ok" : "NULL", (unsigned long)scans_kmalloc,
+	           left, refill, dma ? "ok" : "NULL",
+	           (unsigned long)cache.s.scans, cache.n);
+	KEXPECT(big != NULL);
+	KEXPECT(dma != NULL);
+	KEXPECT(scans_kmalloc > 0);
+	KEXPECT(cache.s.scans > scans_kmalloc);
+	if (big)
+		memset(big, 0x5a, DMA_BYTES);
+	if (dma)
+		memset(dma, 0xa5, DMA_BYTES);
+	shrinker_unregister(&cache.s);
+	kfree(big);
+	if (dma)
+		dma_free(dma, DMA_BYTES);
+	size_t freed = test_cache_empty(&cache);
+	KEXPECT_EQ(cache.bad, 0);
+	KEXPECT(refill > 0 && refill < MAX_OBJS);
+	KEXPECT(freed < got + refill);
+	pressure_end(head, frames0, meta0);
+}
