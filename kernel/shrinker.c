@@ -36,7 +36,8 @@
 #include "kernel/thread.h"
 #include "mm/port.h"
 
-static struct spinlock reg_lock = SPINLOCK_INIT("shrinkers", LOCK_RANK_SHRINKERS);
+static struct spinlock reg_lock =
+        SPINLOCK_INIT("shrinkers", LOCK_RANK_SHRINKERS);
 /* Protected by reg_lock: */
 static struct shrinker *reg_head;
 static unsigned nregistered;

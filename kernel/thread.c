@@ -35,6 +35,7 @@
 #include "kernel/kmem_cache.h"
 #include "kernel/lockcheck.h"
 #include "kernel/printk.h"
+#include "kernel/shrinker.h"
 #include "kernel/sched.h"
 #include "kernel/sched_internal.h"
 #include "kernel/stw.h"
@@ -231,7 +232,11 @@ static struct thread *thread_new(const char *name, struct cpu *c,
 	struct thread *t = thread_struct_alloc(name, c, src);
 	if (!t)
 		return NULL;
-	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack)) {
+	/* Short of frames, a creator that may sleep has the shrinkers and
+	 * the heap give frames back, and tries once more (shrinker.h). */
+	if (!kstack_alloc(THREAD_STACK_PAGES, &t->stack) &&
+	    !(reclaim_frames() &&
+	      kstack_alloc(THREAD_STACK_PAGES, &t->stack))) {
 		thread_struct_free(t);
 		return NULL;
 	}

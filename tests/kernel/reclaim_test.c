@@ -12,7 +12,9 @@
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
+#include "kernel/percpu.h"
 #include "kernel/shrinker.h"
+#include "kernel/thread.h"
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
 #include "tests/kernel/reclaim_util.h"
@@ -121,9 +123,9 @@ KTEST(reclaim, a_shrinker_gives_back_its_cache_before_null)
 	ktest_diag("cache of %zu objects; with its shrinker: kmalloc %s "
 	           "(%lu scans, %zu left); %zu more, then dma_alloc %s (%lu "
 	           "scans, %zu left)",
-	           got, big ? "ok" : "NULL", (unsigned long)scans_kmalloc,
-	           left, refill, dma ? "ok" : "NULL",
-	           (unsigned long)cache.s.scans, cache.n);
+	           got, big ? "ok" : "NULL", (unsigned long)scans_kmalloc, left,
+	           refill, dma ? "ok" : "NULL", (unsigned long)cache.s.scans,
+	           cache.n);
 	KEXPECT(big != NULL);
 	KEXPECT(dma != NULL);
 	KEXPECT(scans_kmalloc > 0);
@@ -141,4 +143,36 @@ KTEST(reclaim, a_shrinker_gives_back_its_cache_before_null)
 	KEXPECT(refill > 0 && refill < MAX_OBJS);
 	KEXPECT(freed < got + refill);
 	pressure_end(head, frames0, meta0);
+}
+
+static void nothing(void *arg)
+{
+	(void)arg;
+}
+
+/*
+ * The heap keeps the pool (as in dma_alloc_takes_back_what_the_heap_keeps)
+ * and the pool's last frames are taken too: thread_create's stack, whose
+ * frames come from the pool, must get them back from the heap. Before,
+ * it returned THREAD_NONE with 16 MiB kept by the heap.
+ */
+KTEST(reclaim, thread_create_takes_back_what_the_heap_keeps)
+{
+	size_t frames0, held0;
+	paddr_t head = pressure_begin(&frames0, &held0);
+	test_cache_init(&cache, 4096);
+	size_t got = test_cache_fill(&cache, MAX_OBJS);
+	test_cache_empty(&cache);
+	paddr_t rest = frames_drain(0);
+	struct thread_handle t =
+	        thread_create("reclaim_nothing", nothing, NULL, this_cpu()->id);
+	bool ok = thread_handle_ok(t);
+	ktest_diag("%zu objects of 4 KiB, freed; pool emptied; thread_create "
+	           "%s, frames free %zu",
+	           got, ok ? "ok" : "failed", frames_free_count());
+	KEXPECT(ok);
+	if (ok)
+		thread_join(t);
+	frames_refill(rest);
+	pressure_end(head, frames0, held0);
 }

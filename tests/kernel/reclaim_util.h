@@ -38,8 +38,8 @@ static inline void *test_cache_pop(struct test_cache *c)
 		c->n--;
 	}
 	spin_unlock_irqrestore(&c->lock, irq);
-	if (p && p[c->size / sizeof(void *) - 1] !=
-	                 (void *)test_cache_pattern(p))
+	if (p &&
+	    p[c->size / sizeof(void *) - 1] != (void *)test_cache_pattern(p))
 		c->bad++; /* racy count: only read at the end */
 	return p;
 }

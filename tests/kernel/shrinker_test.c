@@ -80,8 +80,8 @@ KTEST(shrinker, atomic_callers_never_run_shrinkers)
 	           "skipped; then a thread's kmalloc %s, %lu scans",
 	           got, tick_obj ? "ok" : "NULL", tick_dma ? "ok" : "NULL",
 	           locked_dma ? "ok" : "NULL", (unsigned long)scans_atomic,
-	           (unsigned long)(st.skipped - st0.skipped),
-	           p ? "ok" : "NULL", (unsigned long)sc.s.scans);
+	           (unsigned long)(st.skipped - st0.skipped), p ? "ok" : "NULL",
+	           (unsigned long)sc.s.scans);
 	KEXPECT(tick_obj == NULL);
 	KEXPECT(tick_dma == NULL);
 	KEXPECT(locked_dma == NULL);
@@ -160,8 +160,8 @@ KTEST(shrinker, unregister_waits_for_a_scan_on_another_cpu)
 	atomic_store(&unreg_done, 0);
 	atomic_store(&unreg_saw_scan_done, 0);
 	shrinker_register(&slow);
-	struct thread_handle ts = thread_create("shr_scan", scanner_main,
-	                                        NULL, a);
+	struct thread_handle ts =
+	        thread_create("shr_scan", scanner_main, NULL, a);
 	KASSERT(thread_handle_ok(ts));
 	while (!atomic_load(&slow_in_scan))
 		thread_sleep_ns(1000000);
@@ -265,8 +265,7 @@ struct st_worker {
 static struct test_cache sc2; /* the toggled shrinker's */
 static _Atomic bool st_done;
 
-static uintptr_t st_pattern(const struct st_worker *w, size_t i,
-                            const void *p)
+static uintptr_t st_pattern(const struct st_worker *w, size_t i, const void *p)
 {
 	return (uintptr_t)p ^ ((uintptr_t)w->id << 56) ^ i;
 }
