@@ -1,6 +1,7 @@
 /*
  * The shell's memory commands: meminfo (the frame pool, the page heap,
- * the span heap, the scavenger's and the sweeper's counters), slabinfo
+ * the span heap, the scavenger's and the sweeper's counters, the
+ * shrinkers: kernel/shrinker.h), slabinfo
  * (per size class, then the named caches: kmem_cache), sweep, scavenge and
  * release, which run the collector's steps now and report what they did, and
  * mmfail, which arms, disarms and shows allocation-failure injection: the
@@ -15,6 +16,7 @@
 #include "kernel/heap.h"
 #include "kernel/printk.h"
 #include "kernel/shell_internal.h"
+#include "kernel/shrinker.h"
 #include "kernel/format.h"
 #include "kernel/string.h"
 #include "kernel/time.h"
@@ -139,6 +141,7 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 		       (unsigned long long)st->guard_frees,
 		       (unsigned long long)st->guard_full,
 		       (unsigned long long)st->guard_nomem);
+	shrink_print();
 	return SHELL_OK;
 }
 

@@ -18,6 +18,7 @@
 #include "tests/kernel/frames_util.h"
 #include "tests/kernel/heap_util.h"
 #include "tests/kernel/reclaim_util.h"
+#include "tests/kernel/smp_util.h"
 
 enum { DMA_BYTES = 1 << 20, MAX_OBJS = 1 << 16 };
 
@@ -174,5 +175,53 @@ KTEST(reclaim, thread_create_takes_back_what_the_heap_keeps)
 	if (ok)
 		thread_join(t);
 	frames_refill(rest);
+	pressure_end(head, frames0, held0);
+}
+
+/* A thread on another CPU: fills the pool with 1 KiB objects and frees
+ * them all there (its magazine, its spans, not swept: the sweeper is
+ * stopped); got[0], their count, got[1], the bad patterns. */
+static void fill_and_free_1k(void *arg)
+{
+	static struct test_cache other; /* one at a time: joined below */
+	size_t *got = arg;
+	test_cache_init(&other, 1000);
+	got[0] = test_cache_fill(&other, MAX_OBJS);
+	test_cache_empty(&other);
+	got[1] = other.bad;
+}
+
+/*
+ * Another CPU fills the pool with 1 KiB objects and frees them (its
+ * magazine and a class's empty spans, unswept, hold the pool); then a 4
+ * MiB kmalloc on this CPU must succeed: the page heap's refusal flushes
+ * every CPU's cache and sweeps (spanheap_reclaim), and the retry
+ * scavenges the freed pages for frames. This held before the shrinkers
+ * (kmalloc.out_of_frames_flushes_other_cpus is its small-object twin);
+ * kept as the large request's check.
+ */
+KTEST(reclaim, a_large_kmalloc_takes_back_another_cpus_class)
+{
+	unsigned other = other_online_cpu();
+	if (other == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	size_t frames0, held0, got[2] = {0};
+	paddr_t head = pressure_begin(&frames0, &held0);
+	struct thread_handle t =
+	        thread_create("reclaim_1k", fill_and_free_1k, got, other);
+	KASSERT(thread_handle_ok(t));
+	thread_join(t);
+	size_t before = frames_free_count();
+	void *p = kmalloc(4 << 20, 0);
+	ktest_diag("CPU %u: %zu objects of 1 KiB, freed; frames free then "
+	           "%zu; kmalloc of 4 MiB here: %s",
+	           other, got[0], before, p ? "ok" : "NULL");
+	KEXPECT(got[0] > 0 && got[0] < MAX_OBJS);
+	KEXPECT_EQ(got[1], 0);
+	KEXPECT(before < (4 << 20) / PAGE_SIZE);
+	KEXPECT(p != NULL);
+	if (p)
+		memset(p, 0x3c, 4 << 20);
+	kfree(p);
 	pressure_end(head, frames0, held0);
 }

@@ -11,6 +11,7 @@
 #include "kernel/frames.h"
 #include "kernel/format.h"
 #include "kernel/heap.h"
+#include "kernel/shrinker.h"
 #include "kernel/ktest.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shell_testing.h"
@@ -186,6 +187,31 @@ KTEST(shell_mem, meminfo_tells_the_metadata_heaps_scavenging)
 	KEXPECT(line_numbers(seen, before, v, 2));
 	KEXPECT(v[0] >= m.n.bg_runs && v[0] > 0);
 	KEXPECT(v[1] >= m.n.bg_pages && v[1] > 0);
+}
+
+static size_t three(struct shrinker *s)
+{
+	return 3;
+}
+
+static size_t none_freed(struct shrinker *s, size_t nr)
+{
+	return 0;
+}
+
+/* meminfo lists each registered shrinker with the objects it could free
+ * now, and the registry's totals (kernel/shrinker.h). */
+KTEST(shell_mem, meminfo_lists_the_shrinkers)
+{
+	static struct shrinker s = {.name = "shell_test_shrinker",
+	                            .count = three,
+	                            .scan = none_freed};
+	shrinker_register(&s);
+	KEXPECT_EQ(capture_run_line("meminfo"), SHELL_OK);
+	shrinker_unregister(&s);
+	KEXPECT(seen_has("shrinker shell_test_shrinker: 3 objects now, "));
+	KEXPECT(seen_has("shrinkers: "));
+	KEXPECT(seen_has(" registered; "));
 }
 
 /* Static: too big for a stack, and a kmalloc would count in them. */

@@ -251,7 +251,7 @@ KTEST(shrinker, a_shrinker_that_allocates_does_not_recurse)
 
 /* ---- Several CPUs under pressure ----------------------------------------- */
 
-enum { ST_ROUNDS = 4, ST_CAP = 2048, ST_CACHE_EVERY = 4 };
+enum { ST_ROUNDS = 2, ST_CAP = 2048, ST_CACHE_EVERY = 4, ST_LEFT = 2048 };
 
 static const size_t st_sizes[] = {64, 1024, 4096, 64 << 10};
 #define ST_NSIZES (sizeof st_sizes / sizeof st_sizes[0])
@@ -317,7 +317,7 @@ static void st_toggle_main(void *arg)
 }
 
 /*
- * A worker on every online CPU allocates under pressure (16 MiB left),
+ * A worker on every online CPU allocates under pressure (8 MiB left),
  * round after round of one size each, and feeds a shared cache whose
  * shrinker gives it back when allocations fail; meanwhile a thread
  * registers and unregisters a second cache's shrinker. No pattern
@@ -339,7 +339,7 @@ KTEST(shrinker, cpus_allocate_under_pressure_beside_shrinkers)
 	shrinker_register(&sc.s);
 	atomic_store(&st_done, false);
 	size_t toggles = 0;
-	paddr_t head = frames_drain(RECLAIM_LEFT);
+	paddr_t head = frames_drain(ST_LEFT);
 	struct thread_handle t[MAX_CPUS] = {0};
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		if (w[i].held)
