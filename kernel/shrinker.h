@@ -21,6 +21,11 @@
  * of theirs that fails does not reclaim again (the thread is marked as
  * reclaiming: no recursion, it gets NULL). Several threads may scan one
  * shrinker at once: its callbacks synchronise with its users themselves.
+ * A scan runs inside whatever thread allocation failed, which may hold
+ * a sleeping lock (a semaphore) across its kmalloc: a scan that needs
+ * such a lock takes it with sema_try_acquire and frees nothing when it
+ * is taken, or it could wait for its own caller (Linux's shrinkers
+ * trylock for the same reason).
  *   count(s): how many objects it could free now (a hint; 0: none).
  *   scan(s, nr): frees up to nr of them; returns how many it freed.
  * Each reclaim scans each shrinker once for at most min(count,
