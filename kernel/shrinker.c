@@ -36,13 +36,16 @@
 #include "kernel/thread.h"
 #include "mm/port.h"
 
+/* The registry's lock: rank SHRINKERS, a leaf, irqsave. */
 static struct spinlock reg_lock =
         SPINLOCK_INIT("shrinkers", LOCK_RANK_SHRINKERS);
 /* Protected by reg_lock: */
 static struct shrinker *reg_head;
 static unsigned nregistered;
 
-/* Unregisters waiting for a shrinker's scans to end. */
+/* Unregisters waiting for a shrinker's scans to end; its lock (rank
+ * WAITQ) is never taken under reg_lock, but reg_lock is under it (the
+ * wait's condition, scans_ended). */
 static struct waitq unreg_wq = WAITQ_INIT("shrinker_unregister");
 
 static _Atomic uint64_t nreclaims, nskipped, nfreed;
