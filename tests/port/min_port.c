@@ -182,6 +182,17 @@ void mm_port_unused_finish(struct mm_unused_batch *b)
 	mm_unused_batch_init(b);
 }
 
+bool (*min_port_reclaim_fn)(void);
+
+/* The optional hook (MM_PORT_RECLAIM, port.mk): thread context, nothing
+ * held or pinned (PORTING.md). */
+bool mm_port_reclaim(void)
+{
+	hook_enter("mm_port_reclaim", NOTHING_HELD);
+	min_port_n.reclaims++;
+	return min_port_reclaim_fn && min_port_reclaim_fn();
+}
+
 size_t mm_port_free_pages(void)
 {
 	hook_enter("mm_port_free_pages", NO_HEAP_LOCK);

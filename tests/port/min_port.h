@@ -22,6 +22,7 @@ struct min_port_counts {
 	uint64_t event_timeouts;
 	uint64_t lock_acquires, pins;
 	uint64_t logs, log_under_lock;
+	uint64_t reclaims; /* mm_port_reclaim's calls */
 };
 extern struct min_port_counts min_port_n;
 /* Armed by a test that expects a panic: mm_panic keeps its message in
@@ -32,6 +33,10 @@ extern jmp_buf *min_port_catch;
 extern char min_port_last_panic[256];
 /* The latest mm_log line. */
 extern char min_port_last_log[256];
+
+/* What mm_port_reclaim runs (the port is built with MM_PORT_RECLAIM):
+ * a test's cache giving objects back; NULL, nothing. */
+extern bool (*min_port_reclaim_fn)(void);
 
 /* True if p lies in a reservation still held. */
 bool min_port_in_space(const void *p);

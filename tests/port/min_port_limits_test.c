@@ -235,3 +235,68 @@ KTEST(min_port, misuse_reaches_mm_panic)
 	spanheap_release_all(sh);
 	test_expect_nothing_held(sh);
 }
+
+/* A cache the port keeps (a port's subsystem's objects): 256 KiB objects
+ * its mm_port_reclaim gives back (min_port_reclaim_fn). */
+static void *port_cache[ARENA_BYTES / (256 << 10) + 1];
+static size_t port_cached;
+
+static bool give_back_port_cache(void)
+{
+	struct spanheap *sh = test_heap_get();
+	size_t n = port_cached;
+	while (port_cached > 0) {
+		void *p = port_cache[--port_cached];
+		port_cache[port_cached] = NULL;
+		if (test_first_bad(p, p, 256 << 10) != 256 << 10)
+			ktest_fail_at(__FILE__, __LINE__,
+			              "a cached object changed");
+		spanheap_free(sh, p);
+	}
+	return n > 0;
+}
+
+/*
+ * The port's cache holds the arena. A thread allocation the page heap
+ * refuses asks the port (mm_port_reclaim, nothing held: the port's
+ * hook_enter checks) before it fails: with nothing to give, NULL; with
+ * the cache to give back, the same 1 MiB allocation succeeds. An atomic
+ * one never asks.
+ */
+KTEST(min_port, a_refused_allocation_asks_the_port_first)
+{
+	struct spanheap *sh = test_heap_get();
+	KASSERT(sh != NULL);
+	min_port_reclaim_fn = NULL;
+	void *p;
+	while (port_cached < sizeof(port_cache) / sizeof(port_cache[0]) - 1 &&
+	       (p = spanheap_alloc(sh, 256 << 10, 0)) != NULL) {
+		test_fill(p, 256 << 10);
+		port_cache[port_cached++] = p;
+	}
+	uint64_t r0 = min_port_n.reclaims;
+	KEXPECT(spanheap_alloc(sh, 1 << 20, 0) == NULL);
+	KEXPECT(min_port_n.reclaims > r0);
+	r0 = min_port_n.reclaims;
+	KEXPECT(spanheap_alloc(sh, 1 << 20, MM_ATOMIC) == NULL);
+	KEXPECT_EQ(min_port_n.reclaims, r0);
+	size_t cached = port_cached;
+	min_port_reclaim_fn = give_back_port_cache;
+	void *big = spanheap_alloc(sh, 1 << 20, 0);
+	min_port_reclaim_fn = NULL;
+	ktest_diag("the port's cache held %zu objects of 256 KiB; 1 MiB with "
+	           "its reclaim: %s",
+	           cached, big ? "ok" : "NULL");
+	KEXPECT(cached > 0);
+	KEXPECT(big != NULL);
+	KEXPECT_EQ(port_cached, 0);
+	KEXPECT(min_port_n.reclaims > r0);
+	if (big) {
+		test_fill(big, 1 << 20);
+		spanheap_free(sh, big);
+	}
+	give_back_port_cache();
+	spanheap_release_all(sh);
+	test_expect_nothing_held(sh);
+	test_check_heaps(sh);
+}

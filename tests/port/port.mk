@@ -11,7 +11,7 @@
 PORT_BUILD := $(HOST_BUILD)/port
 PORT_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -MMD -MP
+	-fno-omit-frame-pointer -I. -MMD -MP -DMM_PORT_RECLAIM
 PORT_SRCS := $(addprefix mm/,$(MM_SRCS)) kernel/ktest.c kernel/format.c \
 	$(wildcard tests/port/*.c)
 PORT_OBJS := $(patsubst %,$(PORT_BUILD)/%.o,$(PORT_SRCS))
