@@ -98,8 +98,8 @@ void shrinker_unregister(struct shrinker *s)
 	struct thread *self = thread_current();
 	if (self && self->reclaiming)
 		panic("shrinker_unregister(%s): called from a shrinker's "
-		      "callback (it would wait for its own scan)",
-		      s->name);
+		      "callback (it could wait for its own scan)",
+		      s->name ? s->name : "(unnamed)");
 	unsigned long irq = spin_lock_irqsave(&reg_lock);
 	bool ok = s->registered && !s->dying;
 	if (ok)
@@ -113,8 +113,8 @@ void shrinker_unregister(struct shrinker *s)
 	unlink(s);
 }
 
-/* The next live shrinker from *pp's on (under reg_lock), counted in its
- * active; NULL at the end. */
+/* The first shrinker not dying from s on (under reg_lock, s linked or
+ * NULL), counted in its active; NULL at the end. */
 static struct shrinker *take_next_locked(struct shrinker *s)
 {
 	while (s && s->dying)

@@ -37,8 +37,8 @@
  * shrinker_register and shrinker_unregister are thread-context calls,
  * no spinlock held. Unregistering waits until no scan of that shrinker
  * runs (on any CPU), so its callbacks never run after it returns and the
- * struct may then be freed. A callback must not unregister its own
- * shrinker (it would wait for itself: a panic names it).
+ * struct may then be freed. A callback must not unregister a shrinker,
+ * its own or another (it could wait for itself: a panic names it).
  */
 #ifndef KERNEL_SHRINKER_H
 #define KERNEL_SHRINKER_H

@@ -392,3 +392,28 @@ KTEST(shrinker, cpus_allocate_under_pressure_beside_shrinkers)
 	spanheap_check(&kspanheap);
 	frames_check();
 }
+
+#ifdef KTEST_FAIL_DEMO
+/* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a shrinker's
+ * scan that unregisters its shrinker would wait for itself; the
+ * unregister panics naming it instead. */
+static size_t one_object(struct shrinker *s)
+{
+	return 1;
+}
+
+static size_t unregistering_scan(struct shrinker *s, size_t nr)
+{
+	shrinker_unregister(s);
+	return 0;
+}
+
+KTEST(demo, shrinker_unregistered_from_its_callback)
+{
+	static struct shrinker self = {.name = "demo_self",
+	                               .count = one_object,
+	                               .scan = unregistering_scan};
+	shrinker_register(&self);
+	shrink_all();
+}
+#endif
