@@ -49,8 +49,7 @@ KTEST(spanheap_usercopy_stress, own_objects_pass_while_threads_churn)
 			size_t usable = spanheap_usable_size(&sh, own[i]);
 			size_t off = (round * 7 + i * 13) % usable;
 			bad += spanheap_check_copy(&sh, own[i] + off,
-			                           usable - off,
-			                           round % 2) !=
+			                           usable - off, round % 2) !=
 			       SPANHEAP_COPY_INSIDE;
 			if (round % 16 != 0)
 				continue;
