@@ -23,7 +23,10 @@
  *   free     Before anything changes, the bits of the run's pages after
  *            its first are read a word at a time: a set one is the start
  *            of an allocation the run does not own, named with its
- *            span-table entry; then, under the lock once the free has
+ *            span-table entry, unless palloc's check (under the lock)
+ *            finds a page of the run not allocated first (a run freed
+ *            twice, its pages out again); then, under the lock once the
+ *            free has
  *            passed palloc's check, the run's own first bit is cleared.
  *            A run may be freed in pieces, in any order: only the piece
  *            holding its first page clears the bit, and no piece holds
@@ -140,6 +143,11 @@ covers_another(struct mheap *h, const void *p, size_t npages, size_t pi)
 {
 	uintptr_t at = h->arena_base + pi * MM_PAGE_SIZE;
 	size_t k = (at - (uintptr_t)p) >> MM_PAGE_SHIFT;
+	/* A run freed twice whose pages went out again would read as a
+	 * count too large: palloc names a page of it not allocated first. */
+	unsigned long irq = mm_lock_acquire(&h->lock);
+	palloc_free_check_locked(&h->pages, (uintptr_t)p, npages);
+	mm_lock_release(&h->lock, irq);
 	void *e = mheap_span_lookup(h, at);
 	if (mheap_span_is_span(e)) {
 		const struct mspan *s = e;

@@ -160,3 +160,35 @@ KTEST(mheap_free_check, the_next_run_is_seen_at_every_word_edge)
 	for (size_t t = 0; t < sizeof(ns) / sizeof(ns[0]); t++)
 		edge_row(ns[t], 1 + t % 3);
 }
+
+/* A run freed twice after its first page went out and came back and a
+ * page after it went out again: the second free's count is right, the
+ * run is not the caller's any more. Its first page is not allocated, and
+ * the panic must say that (palloc's check), not "the count is too large"
+ * for the new run inside it. */
+KTEST(mheap_free_check, a_run_freed_twice_is_not_named_a_count_too_large)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *a = mheap_alloc_pages(&heap, 4, 0);
+	KASSERT(a != NULL);
+	mheap_free_pages(&heap, a, 4);
+	char *x = mheap_alloc_pages(&heap, 1, 0);
+	char *b = mheap_alloc_pages(&heap, 2, 0);
+	KASSERT_EQ((uintptr_t)x, (uintptr_t)a);
+	KASSERT_EQ((uintptr_t)b, (uintptr_t)a + MM_PAGE_SIZE);
+	mheap_free_pages(&heap, x, 1);
+	bool fired = MM_PORT_PANICS(mheap_free_pages(&heap, a, 4));
+	if (mm_lock_held(&heap.lock))
+		mm_lock_release(&heap.lock, 0);
+	KEXPECT(fired);
+	if (fired) {
+		const char *m = mm_port_last_panic();
+		KEXPECT(strstr(m, "is not allocated") != NULL);
+		KEXPECT(strstr(m, "the count is too large") == NULL);
+		ktest_diag("%s", m);
+	}
+	mheap_check(&heap);
+	mheap_free_pages(&heap, b, 2);
+	mheap_check(&heap);
+	sh_heap_release(&heap, &sh);
+}
