@@ -137,6 +137,12 @@ bool mheap_refill(struct mheap *h);
  * or another run: mheap_heads.c). Any context but NMI; no mm lock held. */
 void mheap_free_pages(struct mheap *h, void *p, size_t npages);
 
+/* Whether [p, p + n) lies on runs of mheap_alloc_pages and no page after
+ * its first starts another allocation (mheap_heads.c): a copy inside one
+ * run. A snapshot, without a lock; any context. A page of a run freed
+ * since keeps the run's mark in the span table, so it may pass. */
+bool mheap_run_holds(struct mheap *h, const void *p, size_t n);
+
 /* Gives back every free backed page now (Go's debug.FreeOSMemory), and
  * waits for the scavenge batches other threads took before it to give
  * theirs back: on return no page freed before the call is backed.

@@ -183,3 +183,20 @@ void mheap_free_check_heads(struct mheap *h, const void *p, size_t npages)
 	if (at < end)
 		covers_another(h, p, npages, at);
 }
+
+bool mheap_run_holds(struct mheap *h, const void *p, size_t n)
+{
+	uintptr_t a = (uintptr_t)p, off = a - h->arena_base;
+	size_t grown = __atomic_load_n(&h->grown_chunks, __ATOMIC_ACQUIRE) *
+	               MHEAP_CHUNK_PAGES;
+	if (n == 0 || off >= grown * MM_PAGE_SIZE ||
+	    n - 1 >= grown * MM_PAGE_SIZE - off)
+		return false;
+	size_t first = off >> MM_PAGE_SHIFT;
+	size_t last = (off + (n - 1)) >> MM_PAGE_SHIFT;
+	for (size_t pi = first; pi <= last; pi++)
+		if (mheap_span_lookup(h, h->arena_base + pi * MM_PAGE_SIZE) !=
+		    MHEAP_SPAN_PAGES)
+			return false;
+	return first == last || first_head(h, first + 1, last + 1) > last;
+}

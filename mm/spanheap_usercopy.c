@@ -19,9 +19,10 @@
  * at its pages. Everything else the heap holds (a free object, one never
  * handed out, a span's tail, free pages, freed large pages, a guard page,
  * metadata) is refused whatever n is. A page-heap run is not an object
- * (its extent is not kept): the copy must end on a run's page too, and is
- * the caller's to judge. The end is compared as n against the bytes left
- * (no p + n that could wrap).
+ * (its extent is not kept): every page of the copy must be a run's, none
+ * after the first the start of another allocation (mheap_run_holds), and
+ * the rest is the caller's to judge. The end is compared as n against the
+ * bytes left (no p + n that could wrap).
  *
  * Invariants: a verdict of INSIDE means that at the time of the lookup
  * [p, p + n) lay in one object that was allocated.
@@ -179,17 +180,14 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 		       "starts outside the heap and runs into it",
 		       dir_name(dir), n, (unsigned long)a);
 		return SPANHEAP_COPY_BAD;
-	case SPANHEAP_WHERE_PAGES: {
-		struct spanheap_where e;
-		spanheap_where(sh, (const char *)p + (n - 1), &e);
-		if (e.kind == SPANHEAP_WHERE_PAGES)
+	case SPANHEAP_WHERE_PAGES:
+		if (mheap_run_holds(sh->heap, p, n))
 			return SPANHEAP_COPY_NOT_OURS;
 		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
-		       "it "
-		       "starts on a page-heap run and ends off it",
+		       "it starts on a page-heap run and runs off it (into a "
+		       "span, free pages or another run)",
 		       dir_name(dir), n, (unsigned long)a);
 		return SPANHEAP_COPY_BAD;
-	}
 	case SPANHEAP_WHERE_SMALL:
 	case SPANHEAP_WHERE_LARGE:
 		return object_verdict(dir, a, n, &w);

@@ -29,9 +29,10 @@ enum spanheap_copy_dir {
 
 /* What the heap makes of [p, p + n). */
 enum spanheap_copy_verdict {
-	/* None of it is the heap's (a stack, static data, a page-heap run
-	 * of mheap_alloc_pages, another allocator's): the caller's other
-	 * checks judge it. n 0 is always this. */
+	/* None of it is the heap's (a stack, static data, another
+	 * allocator's), or all of it lies in one page-heap run of
+	 * mheap_alloc_pages: the caller's other checks judge it. n 0 is
+	 * always this. */
 	SPANHEAP_COPY_NOT_OURS,
 	/* Wholly inside one allocated object: a small object's class size
 	 * (poison mode and the guarded pool: the bytes asked), or a large

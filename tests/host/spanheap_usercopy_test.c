@@ -233,3 +233,42 @@ KTEST(spanheap_usercopy, a_guarded_object_is_bounded_by_its_bytes)
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	sh_heap_release(&heap, &sh);
 }
+
+/* A page-heap run is not an object, but a copy that starts on one must
+ * stay on it: one that runs over a live span into the run after it, or
+ * from one run into the next (its first page a run start), is refused;
+ * inside a run, to its last byte, it is the caller's to judge. */
+KTEST(spanheap_usercopy, a_copy_from_a_run_stays_in_its_run)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	char *run = mheap_alloc_pages(sh.heap, 2, 0);
+	char *big = spanheap_alloc(&sh, 3 * MM_PAGE_SIZE, 0);
+	char *after = mheap_alloc_pages(sh.heap, 2, 0);
+	KASSERT(run && big && after);
+	KASSERT_EQ((uintptr_t)big, (uintptr_t)run + 2 * MM_PAGE_SIZE);
+	size_t run_bytes = 2 * MM_PAGE_SIZE;
+	KEXPECT_EQ(check(run, run_bytes, SPANHEAP_COPY_TO_USER),
+	           SPANHEAP_COPY_NOT_OURS);
+	KEXPECT_EQ(check(run + 1, run_bytes - 1, SPANHEAP_COPY_FROM_USER),
+	           SPANHEAP_COPY_NOT_OURS);
+	KEXPECT(refused(run + 1, run_bytes));
+	KEXPECT(logged("starts on a page-heap run and runs off it"));
+	/* First and last byte on runs, a live span between them. */
+	KEXPECT(refused(run, (size_t)(after + MM_PAGE_SIZE - run)));
+	/* Two runs side by side: the second's first page ends the first. */
+	char *c = mheap_alloc_pages(sh.heap, 1, 0);
+	char *d = mheap_alloc_pages(sh.heap, 2, 0);
+	KASSERT(c && d);
+	KASSERT_EQ((uintptr_t)d, (uintptr_t)c + MM_PAGE_SIZE);
+	KEXPECT_EQ(check(c, MM_PAGE_SIZE, SPANHEAP_COPY_TO_USER),
+	           SPANHEAP_COPY_NOT_OURS);
+	KEXPECT(refused(c + MM_PAGE_SIZE - 1, 2));
+	KEXPECT_EQ(check(d + 8, 2 * MM_PAGE_SIZE - 8, SPANHEAP_COPY_TO_USER),
+	           SPANHEAP_COPY_NOT_OURS);
+	mheap_free_pages(sh.heap, run, 2);
+	mheap_free_pages(sh.heap, after, 2);
+	mheap_free_pages(sh.heap, c, 1);
+	mheap_free_pages(sh.heap, d, 2);
+	spanheap_free(&sh, big);
+	sh_heap_release(&heap, &sh);
+}
