@@ -132,6 +132,10 @@ KTEST(spanheap_usercopy, poison_mode_stops_at_the_bytes_asked)
 		/* Starting 2 bytes into the red zone, 3 bytes: 5 past. */
 		KEXPECT(refused(p[c] + asked + 2, 3));
 		KEXPECT(logged("it runs 5 bytes past the object's"));
+		char want[48];
+		snprintf(want, sizeof(want), "past the object's %zu bytes",
+		         asked);
+		KEXPECT(logged(want));
 	}
 	for (unsigned c = 1; c < SC_NCLASSES - 1; c++) {
 		spanheap_free(&sh, p[c]);
@@ -172,6 +176,10 @@ KTEST(spanheap_usercopy, free_unused_and_tail_objects_are_refused)
 	KEXPECT(refused(
 	        (void *)(w.span_base + (uintptr_t)ci->nelems * ci->size), 1));
 	KEXPECT(logged("in its tail"));
+	char want[64];
+	snprintf(want, sizeof(want), "past the last of the %u objects",
+	         (unsigned)ci->nelems);
+	KEXPECT(logged(want));
 	spanheap_free(&sh, q);
 	spanheap_free(&sh, t);
 	sh_heap_release(&heap, &sh);
@@ -197,6 +205,10 @@ KTEST(spanheap_usercopy, what_is_not_the_heaps_is_not_ours)
 	KEXPECT(logged("starts outside the heap and runs into it"));
 	KEXPECT(refused((void *)(UINTPTR_MAX - 15), 32));
 	KEXPECT(logged("wraps past the end of the address space"));
+	/* Up to the last byte there is, no further: no wrap. */
+	KEXPECT_EQ(check((void *)(UINTPTR_MAX - 15), 16,
+	                 SPANHEAP_COPY_TO_USER),
+	           SPANHEAP_COPY_NOT_OURS);
 	/* The heap's metadata (the span struct) and free pages. */
 	void *span = mheap_span_lookup(sh.heap, (uintptr_t)p);
 	KEXPECT(refused(span, 8));
@@ -229,6 +241,7 @@ KTEST(spanheap_usercopy, a_guarded_object_is_bounded_by_its_bytes)
 	KEXPECT(spanheap_guard_free(&sh, p, SPANHEAP_GUARD_UNOWNED));
 	spanheap_guard_drain(&sh);
 	KEXPECT(refused(p, 1));
+	KEXPECT(logged("which is free"));
 	spanheap_guard_drain(&sh);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	sh_heap_release(&heap, &sh);
@@ -265,10 +278,64 @@ KTEST(spanheap_usercopy, a_copy_from_a_run_stays_in_its_run)
 	KEXPECT(refused(c + MM_PAGE_SIZE - 1, 2));
 	KEXPECT_EQ(check(d + 8, 2 * MM_PAGE_SIZE - 8, SPANHEAP_COPY_TO_USER),
 	           SPANHEAP_COPY_NOT_OURS);
+	/* Off the last run into pages never allocated (no run starts). */
+	KEXPECT(refused(d + 2 * MM_PAGE_SIZE - 1, 2));
+	/* The page heap's own answer: a span's page is no run's. */
+	KEXPECT(mheap_run_holds(sh.heap, c, MM_PAGE_SIZE));
+	KEXPECT(!mheap_run_holds(sh.heap, big, 1));
+	KEXPECT(!mheap_run_holds(sh.heap, run, 0));
 	mheap_free_pages(sh.heap, run, 2);
 	mheap_free_pages(sh.heap, after, 2);
 	mheap_free_pages(sh.heap, c, 1);
 	mheap_free_pages(sh.heap, d, 2);
 	spanheap_free(&sh, big);
+	sh_heap_release(&heap, &sh);
+}
+
+/* [base, base + bytes)'s edges from outside: a copy that ends at base or
+ * starts at its end is not ours, one a byte into it is refused. Only
+ * where the bytes beside it are no reservation's; the count of edges
+ * seen. */
+static unsigned edges(uintptr_t base, size_t bytes)
+{
+	struct spanheap_where w;
+	unsigned seen = 0;
+	if (!spanheap_where(&sh, (void *)(base - 16), &w) &&
+	    w.kind == SPANHEAP_WHERE_OUTSIDE) {
+		KEXPECT_EQ(check((void *)(base - 16), 16, SPANHEAP_COPY_TO_USER),
+		           SPANHEAP_COPY_NOT_OURS);
+		KEXPECT(refused((void *)(base - 16), 17));
+		KEXPECT(logged("starts outside the heap and runs into it"));
+		seen++;
+	}
+	if (!spanheap_where(&sh, (void *)(base + bytes), &w) &&
+	    w.kind == SPANHEAP_WHERE_OUTSIDE) {
+		KEXPECT_EQ(check((void *)(base + bytes), 16,
+		                 SPANHEAP_COPY_FROM_USER),
+		           SPANHEAP_COPY_NOT_OURS);
+		seen++;
+	}
+	return seen;
+}
+
+/* A copy from outside the heap into any of its three reservations (the
+ * arena, the guarded pool, the metadata) is refused, exactly at each
+ * edge. */
+KTEST(spanheap_usercopy, each_reservation_is_guarded_at_its_edges)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.guard_slots = 4;
+	sc.guard_interval = 1;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	KASSERT(sh.guard.bytes != 0 && sh.meta.arena_pages != 0);
+	unsigned seen = edges(sh.arena_base, sh.arena_bytes);
+	KEXPECT(seen >= 1);
+	seen = edges(sh.guard.base, sh.guard.bytes);
+	KEXPECT(seen >= 1);
+	seen = edges(sh.meta.arena_base,
+	             (size_t)sh.meta.arena_pages * MM_PAGE_SIZE);
+	KEXPECT(seen >= 1);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	sh_heap_release(&heap, &sh);
 }
