@@ -26,8 +26,8 @@
  *            span-table entry, unless palloc's check (under the lock)
  *            finds a page of the run not allocated first (a run freed
  *            twice, its pages out again); then, under the lock once the
- *            free has
- *            passed palloc's check, the run's own first bit is cleared.
+ *            free has passed palloc's check, the run's own first bit is
+ *            cleared.
  *            A run may be freed in pieces, in any order: only the piece
  *            holding its first page clears the bit, and no piece holds
  *            another run's first page.
@@ -50,6 +50,11 @@
  * without reaching past that run's first page is caught only if that page
  * is the last (mheap_free_check_entries); a count too small is a leak no
  * check can see.
+ *
+ * mheap_run_holds reads the same bits (and the span table) for the span
+ * heap's usercopy check: a copy from a run must not reach another
+ * allocation's first page. A freed run's pages keep its mark, so a copy
+ * into them passes.
  */
 #include "mheap_internal.h"
 #include "mspan.h"

@@ -206,8 +206,7 @@ KTEST(spanheap_usercopy, what_is_not_the_heaps_is_not_ours)
 	KEXPECT(refused((void *)(UINTPTR_MAX - 15), 32));
 	KEXPECT(logged("wraps past the end of the address space"));
 	/* Up to the last byte there is, no further: no wrap. */
-	KEXPECT_EQ(check((void *)(UINTPTR_MAX - 15), 16,
-	                 SPANHEAP_COPY_TO_USER),
+	KEXPECT_EQ(check((void *)(UINTPTR_MAX - 15), 16, SPANHEAP_COPY_TO_USER),
 	           SPANHEAP_COPY_NOT_OURS);
 	/* The heap's metadata (the span struct) and free pages. */
 	void *span = mheap_span_lookup(sh.heap, (uintptr_t)p);
@@ -302,8 +301,9 @@ static unsigned edges(uintptr_t base, size_t bytes)
 	unsigned seen = 0;
 	if (!spanheap_where(&sh, (void *)(base - 16), &w) &&
 	    w.kind == SPANHEAP_WHERE_OUTSIDE) {
-		KEXPECT_EQ(check((void *)(base - 16), 16, SPANHEAP_COPY_TO_USER),
-		           SPANHEAP_COPY_NOT_OURS);
+		KEXPECT_EQ(
+		        check((void *)(base - 16), 16, SPANHEAP_COPY_TO_USER),
+		        SPANHEAP_COPY_NOT_OURS);
 		KEXPECT(refused((void *)(base - 16), 17));
 		KEXPECT(logged("starts outside the heap and runs into it"));
 		seen++;
