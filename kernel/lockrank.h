@@ -60,6 +60,10 @@
 	  "the physical frame pool (mm's MM_RANK_PALLOC); taken by table "     \
 	  "creation under vm")                                                 \
 	X(MM_RESERVE, false, "mm/ address-space reservations")                 \
+	X(RCU, false,                                                          \
+	  "the list of callbacks waiting for a grace period (kernel/rcu.c); "  \
+	  "irqsave, taken by call_rcu from any context, under any lock but "   \
+	  "a leaf and the console; nothing is taken under it")                 \
 	X(CONSOLE, false,                                                      \
 	  "serial output; any code but a leaf holder may print, so it ranks "  \
 	  "above all the others")                                              \

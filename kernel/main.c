@@ -53,6 +53,7 @@
 #include "kernel/percpu.h"
 #include "kernel/shell.h"
 #include "kernel/printk.h"
+#include "kernel/rcu.h"
 #include "kernel/stw.h"
 #include "kernel/sched.h"
 #include "kernel/spinlock.h"
@@ -157,6 +158,7 @@ __attribute__((noreturn)) void kmain(paddr_t boot_info_phys)
 	smp_boot_aps(sched_start_ap);
 	cpu_sti();
 	heap_init();
+	rcu_init();
 
 	printk("Gantry kernel: a Go-style page and span allocator, x86_64\n");
 	print_cpu();

@@ -45,6 +45,7 @@
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
+#include "kernel/rcu.h"
 #include "kernel/sched_internal.h"
 #include "kernel/time.h"
 
@@ -167,6 +168,7 @@ void sched_switch_locked(struct runqueue *rq)
 	struct thread *prev = c->current;
 	uint64_t now = time_now_ns();
 	c->need_resched = false;
+	rcu_note_qs(); /* no read-side section switches (or sleeps) */
 	if (prev->state == THREAD_RUNNING || prev->state == THREAD_RUNNABLE) {
 		prev->state = THREAD_RUNNABLE;
 		if (prev != c->idle)
@@ -354,6 +356,7 @@ void sched_tick(void)
 {
 	struct cpu *c = this_cpu();
 	c->ticks++;
+	rcu_tick();
 	void (*hook)(void) = atomic_load(&sched_tick_hook);
 	if (hook)
 		hook();
@@ -416,6 +419,7 @@ __attribute__((noreturn)) void sched_idle_loop(void)
 {
 	for (;;) {
 		heap_cpu_idle();
+		rcu_note_qs();
 		cpu_cli();
 		struct cpu *c = this_cpu();
 		if (rq_of(c)->head || c->need_resched) {

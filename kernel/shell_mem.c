@@ -15,6 +15,7 @@
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/printk.h"
+#include "kernel/rcu.h"
 #include "kernel/shell_internal.h"
 #include "kernel/shrinker.h"
 #include "kernel/format.h"
@@ -87,6 +88,19 @@ static void print_meta_scav(const struct spanheap_stats *st)
 	       (unsigned long long)st->meta.n.bg_pages);
 }
 
+/* kernel/rcu.c's counters: objects a kfree_rcu or call_rcu holds until
+ * their grace period has passed and their callback run. */
+static void print_rcu(void)
+{
+	struct rcu_stats r;
+	rcu_stats(&r);
+	printk("rcu: %llu grace periods, %llu callbacks queued, %llu run, "
+	       "%llu waiting (%llu wakes left to a tick)\n",
+	       (unsigned long long)r.gp_completed,
+	       (unsigned long long)r.cbs_queued, (unsigned long long)r.cbs_run,
+	       (unsigned long long)r.waiting, (unsigned long long)r.late_wakes);
+}
+
 static enum shell_status cmd_meminfo(int argc, char **argv)
 {
 	const struct spanheap_stats *st = stats_now(0);
@@ -127,6 +141,7 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)st->n.freed_spans,
 	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000),
 	       (unsigned long long)st->n.idle_flushes);
+	print_rcu();
 	if (kspanheap.track)
 		printk("poison records: %zu stacks in the depot, %zu pages; "
 		       "%llu records with no stack for want of room\n",
@@ -354,7 +369,7 @@ static enum shell_status cmd_mmfail(int argc, char **argv)
 }
 
 const struct shell_cmd shell_mem_cmds[] = {
-        {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper",
+        {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper, rcu",
          cmd_meminfo},
         {"slabinfo", "",
          "per size class: objects, spans, bytes, waste; the named caches",
