@@ -67,13 +67,13 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
  * must lie within the first RCU_KFREE_OFFSET_MAX bytes. Contexts as for
  * call_rcu. */
 #define RCU_KFREE_OFFSET_MAX 4096
-#define kfree_rcu(ptr, field)                                             \
-	do {                                                              \
-		_Static_assert(offsetof(__typeof__(*(ptr)), field) <      \
-		                       RCU_KFREE_OFFSET_MAX,              \
+#define kfree_rcu(ptr, field)                                              \
+	do {                                                               \
+		_Static_assert(offsetof(__typeof__(*(ptr)), field) <       \
+		                       RCU_KFREE_OFFSET_MAX,               \
 		               "kfree_rcu: the rcu_head lies too far in"); \
-		rcu_kfree_at(&(ptr)->field,                               \
-		             offsetof(__typeof__(*(ptr)), field));        \
+		rcu_kfree_at(&(ptr)->field,                                \
+		             offsetof(__typeof__(*(ptr)), field));         \
 	} while (0)
 void rcu_kfree_at(struct rcu_head *head, size_t offset);
 

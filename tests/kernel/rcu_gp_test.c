@@ -34,7 +34,8 @@ static void wait_ticks_everywhere(uint64_t n)
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		t0[i] = cpus[i].ticks;
 	for (unsigned i = 0; i < MAX_CPUS; i++)
-		while (atomic_load(&cpus[i].online) && cpus[i].ticks < t0[i] + n)
+		while (atomic_load(&cpus[i].online) &&
+		       cpus[i].ticks < t0[i] + n)
 			thread_sleep_ns(0);
 }
 
@@ -68,8 +69,8 @@ KTEST(rcu, synchronize_waits_for_a_reader_held_on_another_cpu)
 	atomic_store(&left, false);
 	atomic_store(&calling, false);
 	atomic_store(&synced, false);
-	struct thread_handle r = thread_create("held_reader", held_reader,
-	                                       NULL, rc);
+	struct thread_handle r =
+	        thread_create("held_reader", held_reader, NULL, rc);
 	KASSERT(thread_handle_ok(r));
 	while (!atomic_load(&in_section))
 		thread_sleep_ns(0);
@@ -118,7 +119,8 @@ KTEST(rcu, grace_period_ends_with_cpus_idle_and_one_offline)
 		           "offline");
 	atomic_store(&gone, false);
 	atomic_store(&come_back, false);
-	struct thread_handle h = thread_create("offline", offline_cpu, NULL, oc);
+	struct thread_handle h =
+	        thread_create("offline", offline_cpu, NULL, oc);
 	KASSERT(thread_handle_ok(h));
 	while (!atomic_load(&gone))
 		thread_sleep_ns(0);
@@ -148,8 +150,8 @@ static void irq_cb(struct rcu_head *h)
 static void tick_queue(void)
 {
 	unsigned i = atomic_load(&irq_queued);
-	if (i < IRQ_HEADS && atomic_compare_exchange_strong(&irq_queued, &i,
-	                                                    i + 1))
+	if (i < IRQ_HEADS &&
+	    atomic_compare_exchange_strong(&irq_queued, &i, i + 1))
 		call_rcu(&irq_heads[i], irq_cb);
 }
 
@@ -189,7 +191,8 @@ static void obj_cb(struct rcu_head *h)
  * for half of them (the wake is left to a tick then). */
 static bool queue_objs(unsigned n)
 {
-	static struct spinlock l = SPINLOCK_INIT("rcu_test", LOCK_RANK_TEST_LOW);
+	static struct spinlock l =
+	        SPINLOCK_INIT("rcu_test", LOCK_RANK_TEST_LOW);
 	for (unsigned i = 0; i < 2 * n; i++) {
 		struct obj *o = kmalloc(sizeof(*o), 0);
 		if (!o)

@@ -20,11 +20,11 @@
 #include "kernel/time.h"
 #include "tests/kernel/heap_util.h"
 
-#define NODES       16
-#define WORDS       8
-#define TAG         0x7e57c0de00000000ull
-#define GPS         12 /* grace periods the writer runs for */
-#define PER_TICK    4  /* replacements between the writer's sleeps */
+#define NODES    16
+#define WORDS    8
+#define TAG      0x7e57c0de00000000ull
+#define GPS      12 /* grace periods the writer runs for */
+#define PER_TICK 4  /* replacements between the writer's sleeps */
 
 struct node {
 	struct node *next;
@@ -66,9 +66,9 @@ static bool node_ok(const struct node *n)
 static void note_bad(const struct node *n)
 {
 	uint64_t zero = 0;
-	atomic_compare_exchange_strong(&first_bad, &zero,
-	                               ((const volatile struct node *)n)->pattern |
-	                                       1);
+	atomic_compare_exchange_strong(
+	        &first_bad, &zero,
+	        ((const volatile struct node *)n)->pattern | 1);
 	atomic_fetch_add(&n_bad, 1);
 }
 
