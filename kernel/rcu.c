@@ -44,9 +44,11 @@ static struct rcu_head *next_head;
 static struct rcu_head **next_tail = &next_head;
 static uint64_t nqueued;
 
-/* The rcu thread sleeps on rcu_wq until pending; synchronize_rcu and
- * rcu_barrier sleep on done_wq until their callback ran. */
+/* The rcu thread sleeps here until pending (rank WAITQ; guards no data:
+ * its condition is the atomic flag). */
 static struct waitq rcu_wq = WAITQ_INIT("rcu");
+/* synchronize_rcu and rcu_barrier sleep here until their callback ran
+ * (rank WAITQ; the conditions are their waiters' atomic flags). */
 static struct waitq done_wq = WAITQ_INIT("rcu_done");
 static _Atomic bool pending; /* next_head non-NULL; set under rcu_lock */
 static _Atomic bool kick;    /* a call_rcu left the wake to a tick */
