@@ -73,7 +73,7 @@ void rcu_tick(void)
 	/* irq_depth 1: this tick interrupted a thread, not a handler. */
 	if (c->irq_depth == 1 && c->preempt_count == 0)
 		rcu_note_qs();
-	if (atomic_load(&kick) && c->nheld == 0 &&
+	if (atomic_load(&kick) && c->preempt_count == 0 &&
 	    atomic_exchange(&kick, false))
 		waitq_wake_one(&rcu_wq);
 }
@@ -89,8 +89,10 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *))
 	atomic_store(&pending, true);
 	spin_unlock_irqrestore(&rcu_lock, irq);
 	/* waitq_wake_one takes the queue's lock (rank WAITQ) and run
-	 * queues': only with no lock held; else the next tick wakes it. */
-	if (this_cpu()->nheld == 0 && atomic_load(&started)) {
+	 * queues': only with no lock held, which preemption on says
+	 * (whether or not the lock checker counts held locks); else the
+	 * next tick wakes it. */
+	if (this_cpu()->preempt_count == 0 && atomic_load(&started)) {
 		waitq_wake_one(&rcu_wq);
 	} else {
 		atomic_fetch_add(&nlate, 1);

@@ -57,7 +57,8 @@ void rcu_init(void);
  * Never sleeps and never allocates: head is the caller's, embedded in
  * the object. Any context but NMI: an interrupt handler's, and with any
  * spinlock held but a leaf (takes rcu_lock, rank RCU). It wakes the rcu
- * thread itself when no lock is held, else the next timer tick does.
+ * thread itself with preemption on (no lock held), else the next timer
+ * tick that finds preemption on does.
  */
 void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
 
