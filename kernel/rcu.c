@@ -53,6 +53,9 @@ static struct waitq done_wq = WAITQ_INIT("rcu_done");
 static _Atomic bool pending; /* next_head non-NULL; set under rcu_lock */
 static _Atomic bool kick;    /* a call_rcu left the wake to a tick */
 static _Atomic bool started;
+/* The rcu thread, set by itself: a callback that waited for callbacks
+ * would wait for itself (wait_for_callbacks refuses it). */
+static struct thread *_Atomic rcu_task;
 
 /* Per CPU, on its own cache line: quiescent states passed. */
 struct rcu_cpu {
@@ -146,6 +149,7 @@ static bool is_pending(void *arg)
 
 static void rcu_thread(void *arg)
 {
+	atomic_store(&rcu_task, thread_current());
 	for (;;) {
 		if (!waitq_wait_until(&rcu_wq, is_pending, NULL))
 			continue;
@@ -202,6 +206,10 @@ static void wait_for_callbacks(const char *who)
 		panic("%s: called in a read-side section or with preemption "
 		      "off (count %d) or in an interrupt handler: it sleeps",
 		      who, c->preempt_count);
+	if (thread_current() == atomic_load(&rcu_task))
+		panic("%s: called from an rcu callback: the rcu thread would "
+		      "wait for itself",
+		      who);
 	struct rcu_waiter w = {.done = false};
 	call_rcu(&w.head, waiter_done);
 	while (!waitq_wait_until(&done_wq, waiter_is_done, &w))

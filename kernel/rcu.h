@@ -81,7 +81,8 @@ void rcu_kfree_at(struct rcu_head *head, size_t offset);
 /* Waits for a grace period: every read-side section begun before the
  * call has ended when it returns (and every callback queued before it
  * has run). Thread context, no spinlock held, not in a read-side
- * section: a call from one panics, naming it. Sleeps. */
+ * section and not in an rcu callback (the rcu thread would wait for
+ * itself): a call from either panics, naming it. Sleeps. */
 void synchronize_rcu(void);
 
 /* Waits until every callback queued before the call has run (for tests
@@ -94,7 +95,7 @@ struct rcu_stats {
 	uint64_t cbs_queued;   /* call_rcu and kfree_rcu calls */
 	uint64_t cbs_run;      /* callbacks invoked */
 	uint64_t waiting;      /* queued, not run yet */
-	uint64_t late_wakes;   /* wakes left to a tick: a lock was held */
+	uint64_t late_wakes;   /* wakes left to a tick: preemption was off */
 };
 /* Any context. */
 void rcu_stats(struct rcu_stats *out);

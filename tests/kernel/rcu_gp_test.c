@@ -246,4 +246,22 @@ KTEST(demo, synchronize_rcu_in_a_read_section)
 	ktest_fail_at(__FILE__, __LINE__,
 	              "synchronize_rcu returned inside a read-side section");
 }
+
+/* A callback that waits for callbacks runs on the rcu thread, which
+ * would wait for itself: it must panic, naming itself. */
+static struct rcu_head demo_head;
+
+static void demo_synchronizing_cb(struct rcu_head *h)
+{
+	synchronize_rcu();
+}
+
+KTEST(demo, synchronize_rcu_in_a_callback)
+{
+	call_rcu(&demo_head, demo_synchronizing_cb);
+	rcu_barrier();
+	ktest_fail_at(__FILE__, __LINE__,
+	              "rcu_barrier returned after a callback's "
+	              "synchronize_rcu");
+}
 #endif

@@ -92,8 +92,8 @@ static bool synchronize_beside_spinner(unsigned cpu, void *mode)
 		return false;
 	while (!atomic_load(&spinning))
 		thread_sleep_ns(0);
-	struct thread_handle sy = thread_create("rcu_sync", synchronizer, NULL,
-	                                        this_cpu()->id);
+	struct thread_handle sy =
+	        thread_create("rcu_sync", synchronizer, NULL, this_cpu()->id);
 	bool ok = thread_handle_ok(sy) && wait_flag_ticks(&synced, BOUND_TICKS);
 	atomic_store(&spin_stop, true);
 	thread_join(sp);
@@ -268,8 +268,8 @@ KTEST(rcu, a_cpu_leaving_mid_grace_period_is_not_waited_for)
 	KASSERT(thread_handle_ok(l));
 	while (!atomic_load(&held))
 		thread_sleep_ns(0);
-	struct thread_handle s = thread_create(
-	        "rcu_sync", calling_synchronizer, NULL, this_cpu()->id);
+	struct thread_handle s = thread_create("rcu_sync", calling_synchronizer,
+	                                       NULL, this_cpu()->id);
 	KASSERT(thread_handle_ok(s));
 	while (!atomic_load(&calling))
 		thread_sleep_ns(0);
