@@ -101,8 +101,11 @@ void *dma_alloc(size_t nbytes, size_t align, paddr_t limit, unsigned flags,
 	paddr_t pa = frames_alloc_contig_within(npages, align_pages, limit,
 	                                        &injected);
 	/* Short of frames, a caller that may sleep has the shrinkers and the
-	 * heap give back what they keep, and asks once more (shrinker.h). */
-	if (!pa && !injected && reclaim_frames())
+	 * heap give back what they keep, and asks once more (shrinker.h);
+	 * not for a search longer than the whole pool, which no reclaim
+	 * serves (it emptied every shrinker's cache for nothing). */
+	bool fits = npages + (align_pages - 1) <= frames_managed_count();
+	if (!pa && !injected && fits && reclaim_frames())
 		pa = frames_alloc_contig_within(npages, align_pages, limit,
 		                                &injected);
 	if (!pa && injected) {

@@ -1,0 +1,199 @@
+/*
+ * The shrinker registry's rules that need no memory pressure
+ * (kernel/shrinker.h), each asked of shrink_all directly: a reclaim asks
+ * a shrinker for at most SHRINKER_SCAN_MAX objects in calls of at most
+ * its batch; a scan that says it freed more than it was asked counts as
+ * many as it was asked; one that frees nothing is not called again in
+ * that reclaim; the totals say what the shrinkers freed; a reclaim that
+ * starts while a shrinker is being unregistered does not scan it; and a
+ * dma_alloc no reclaim could serve does not run one.
+ */
+#include <stdatomic.h>
+
+#include "kernel/dma.h"
+#include "kernel/frames.h"
+#include "kernel/ktest.h"
+#include "kernel/percpu.h"
+#include "kernel/shrinker.h"
+#include "kernel/thread.h"
+
+/* A shrinker that owns nothing: count says `have`, scan records what it
+ * was asked and returns `nr + extra` (or 0 if `none`). */
+struct fake {
+	struct shrinker s;
+	size_t have, extra, asked, max_nr;
+	bool none;
+};
+
+static size_t fake_count(struct shrinker *s)
+{
+	return ((struct fake *)s->priv)->have;
+}
+
+static size_t fake_scan(struct shrinker *s, size_t nr)
+{
+	struct fake *f = s->priv;
+	f->asked += nr;
+	if (nr > f->max_nr)
+		f->max_nr = nr;
+	return f->none ? 0 : nr + f->extra;
+}
+
+static void fake_init(struct fake *f, size_t have, size_t batch)
+{
+	*f = (struct fake){.have = have};
+	f->s = (struct shrinker){.name = "fake",
+	                         .count = fake_count,
+	                         .scan = fake_scan,
+	                         .batch = batch,
+	                         .priv = f};
+}
+
+static struct fake fk;
+
+/* A shrinker that could free a million: one reclaim asks it for
+ * SHRINKER_SCAN_MAX in calls of its batch (100), or of SHRINKER_BATCH
+ * with none set; the totals count one registered more and what it
+ * freed. */
+KTEST(shrinker_rules, a_reclaim_asks_at_most_the_bound_in_batches)
+{
+	struct shrink_stats st0, st;
+	shrink_stats(&st0);
+	fake_init(&fk, 1000000, 100);
+	shrinker_register(&fk.s);
+	shrink_stats(&st);
+	KEXPECT_EQ(st.registered, st0.registered + 1);
+	shrink_stats(&st0);
+	shrink_all();
+	shrink_stats(&st);
+	shrinker_unregister(&fk.s);
+	ktest_diag("batch 100: asked for %zu in %lu calls, at most %zu a "
+	           "call; %lu freed counted",
+	           fk.asked, (unsigned long)fk.s.scans, fk.max_nr,
+	           (unsigned long)(st.freed - st0.freed));
+	KEXPECT_EQ(fk.asked, SHRINKER_SCAN_MAX);
+	KEXPECT_EQ(fk.max_nr, 100);
+	KEXPECT_EQ(fk.s.scans, (SHRINKER_SCAN_MAX + 99) / 100);
+	KEXPECT_EQ(fk.s.freed, SHRINKER_SCAN_MAX);
+	KEXPECT(st.freed - st0.freed >= SHRINKER_SCAN_MAX);
+	KEXPECT_EQ(st.reclaims, st0.reclaims + 1);
+
+	fake_init(&fk, 1000, 0);
+	shrinker_register(&fk.s);
+	shrink_all();
+	shrinker_unregister(&fk.s);
+	KEXPECT_EQ(fk.asked, 1000);
+	KEXPECT_EQ(fk.max_nr, SHRINKER_BATCH);
+}
+
+/* A scan that says it freed 1000 more than asked counts as many as it
+ * was asked; one that frees nothing is called once a reclaim. */
+KTEST(shrinker_rules, a_scan_counts_no_more_than_asked_and_stops_at_zero)
+{
+	fake_init(&fk, 300, 100);
+	fk.extra = 1000;
+	shrinker_register(&fk.s);
+	size_t freed = shrink_all();
+	shrinker_unregister(&fk.s);
+	KEXPECT_EQ(fk.s.freed, 300);
+	KEXPECT(freed >= 300 && freed < 1300);
+
+	fake_init(&fk, 1000, 10);
+	fk.none = true;
+	shrinker_register(&fk.s);
+	shrink_all();
+	shrink_all();
+	shrinker_unregister(&fk.s);
+	KEXPECT_EQ(fk.s.scans, 2);
+	KEXPECT_EQ(fk.s.freed, 0);
+}
+
+/* ---- A reclaim that starts while an unregister waits --------------------- */
+
+static _Atomic int held_entries, held_release;
+
+static size_t one(struct shrinker *s)
+{
+	return 1;
+}
+
+/* The first call holds until released; later ones return at once. */
+static size_t held_scan(struct shrinker *s, size_t nr)
+{
+	if (atomic_fetch_add(&held_entries, 1) == 0)
+		while (!atomic_load(&held_release))
+			thread_sleep_ns(1000000);
+	return 0;
+}
+
+static struct shrinker held = {.name = "held", .count = one, .scan = held_scan};
+
+static void held_reclaim_main(void *arg)
+{
+	(void)arg;
+	shrink_all();
+}
+
+static void held_unregister_main(void *arg)
+{
+	shrinker_unregister(arg);
+}
+
+/*
+ * A scan of the shrinker is held; another thread's unregister marks it
+ * dying and waits; a reclaim this thread starts then must not scan it
+ * (on any number of CPUs: the threads sleep).
+ */
+KTEST(shrinker_rules, a_dying_shrinker_is_not_scanned_again)
+{
+	atomic_store(&held_entries, 0);
+	atomic_store(&held_release, 0);
+	shrinker_register(&held);
+	unsigned cpu = this_cpu()->id;
+	struct thread_handle tr =
+	        thread_create("shr_held", held_reclaim_main, NULL, cpu);
+	KASSERT(thread_handle_ok(tr));
+	while (atomic_load(&held_entries) == 0)
+		thread_sleep_ns(1000000);
+	struct thread_handle tu =
+	        thread_create("shr_unreg", held_unregister_main, &held, cpu);
+	KASSERT(thread_handle_ok(tu));
+	while (!__atomic_load_n(&held.dying, __ATOMIC_ACQUIRE))
+		thread_sleep_ns(1000000);
+	shrink_all();
+	int entries = atomic_load(&held_entries);
+	atomic_store(&held_release, 1);
+	thread_join(tu);
+	thread_join(tr);
+	ktest_diag("scans of the dying shrinker: %d", entries);
+	KEXPECT_EQ(entries, 1);
+	KEXPECT(!held.registered);
+}
+
+/* ---- A request no reclaim could serve ------------------------------------ */
+
+/* A dma_alloc of more frames than the pool manages fails without asking
+ * the shrinkers or the heap for anything (before, it emptied every
+ * shrinker's cache and scavenged the heap for a request that could not
+ * fit in the whole pool). */
+KTEST(shrinker_rules, a_dma_alloc_larger_than_the_pool_does_not_reclaim)
+{
+	fake_init(&fk, 1000, 0);
+	shrinker_register(&fk.s);
+	struct shrink_stats st0, st;
+	shrink_stats(&st0);
+	size_t nbytes = (frames_managed_count() + 1) * PAGE_SIZE;
+	paddr_t phys = 0;
+	void *p = dma_alloc(nbytes, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	shrink_stats(&st);
+	shrinker_unregister(&fk.s);
+	ktest_diag("dma_alloc of %zu bytes: %s; reclaims %lu, objects "
+	           "asked of the shrinker %zu",
+	           nbytes, p ? "ok" : "NULL",
+	           (unsigned long)(st.reclaims - st0.reclaims), fk.asked);
+	KEXPECT(p == NULL);
+	KEXPECT_EQ(st.reclaims, st0.reclaims);
+	KEXPECT_EQ(fk.asked, 0);
+	if (p)
+		dma_free(p, nbytes);
+}
