@@ -20,7 +20,8 @@
  * A dma_alloc that finds no run of frames, called where it may sleep
  * (thread context, interrupts on, no spinlock held), first has the
  * shrinkers and the heap give frames back (reclaim_frames, shrinker.h)
- * and tries once more; elsewhere it returns NULL at once.
+ * and tries once more (not for a run longer than the whole pool);
+ * elsewhere it returns NULL at once.
  *
  * Limits: at most DMA_MAX_BUFFERS buffers live at once (the table of
  * live buffers is static so that a free can check its argument in any

@@ -189,16 +189,36 @@ size_t shrink_all(void)
 	return freed;
 }
 
+/* reclaim_frames' generation: odd while one runs. A caller that finds
+ * one running waits on frames_wq (rank WAITQ) until the generation
+ * moves, then retries its allocation with what that one gave back. */
+static _Atomic uint64_t frames_gen;
+static struct waitq frames_wq = WAITQ_INIT("reclaim_frames");
+
+static bool gen_moved(void *arg)
+{
+	return atomic_load(&frames_gen) != *(uint64_t *)arg;
+}
+
 bool reclaim_frames(void)
 {
 	if (!may_reclaim())
 		return false;
+	uint64_t g = atomic_load(&frames_gen);
+	do {
+		if (g & 1) {
+			/* false: the lock checker's test mode, reported */
+			return waitq_wait_until(&frames_wq, gen_moved, &g);
+		}
+	} while (!atomic_compare_exchange_weak(&frames_gen, &g, g + 1));
 	size_t before = frames_free_count();
 	struct thread *self = thread_current();
 	self->reclaiming = true;
 	shrink_all_marked();
 	heap_release_all();
 	self->reclaiming = false;
+	atomic_store(&frames_gen, g + 2);
+	waitq_wake_all(&frames_wq);
 	return frames_free_count() > before;
 }
 

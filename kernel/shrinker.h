@@ -84,8 +84,10 @@ size_t shrink_all(void);
 /*
  * A frame allocation found nothing: the shrinkers, then the heap gives
  * back everything it keeps (heap_release_all). Returns true if frames
- * came back (the pool has more free than before). Does nothing, false,
- * where shrink_all does nothing. Any context (it checks).
+ * came back (the pool has more free than before). One runs at a time: a
+ * caller that finds one running waits for it to end and returns true
+ * (retry with what it gave back). Does nothing, false, where shrink_all
+ * does nothing. Any context (it checks).
  */
 bool reclaim_frames(void);
 
