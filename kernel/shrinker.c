@@ -190,9 +190,11 @@ size_t shrink_all(void)
 }
 
 /* reclaim_frames' generation: odd while one runs. A caller that finds
- * one running waits on frames_wq (rank WAITQ) until the generation
- * moves, then retries its allocation with what that one gave back. */
+ * one running waits on frames_wq until the generation moves, then
+ * retries its allocation with what that one gave back. */
 static _Atomic uint64_t frames_gen;
+/* Callers waiting for the running reclaim_frames; its lock (rank WAITQ)
+ * is taken alone (the condition reads an atomic). */
 static struct waitq frames_wq = WAITQ_INIT("reclaim_frames");
 
 static bool gen_moved(void *arg)
