@@ -225,3 +225,34 @@ KTEST(reclaim, a_large_kmalloc_takes_back_another_cpus_class)
 	kfree(p);
 	pressure_end(head, frames0, held0);
 }
+
+/*
+ * A cache of 256 KiB objects (large: the page heap's, not a class's)
+ * holds the pool; registered as a shrinker, a 1 MiB kmalloc must get its
+ * pages: what the shrinker freed went back to the page heap at once, no
+ * span and no cycle between, so only the port's answer (mm_port_reclaim
+ * freed something) has the span heap retry.
+ */
+KTEST(reclaim, a_shrinker_of_large_objects_serves_the_retry)
+{
+	size_t frames0, held0;
+	paddr_t head = pressure_begin(&frames0, &held0);
+	test_cache_init(&cache, 256 << 10);
+	size_t got = test_cache_fill(&cache, MAX_OBJS);
+	shrinker_register(&cache.s);
+	void *big = kmalloc(DMA_BYTES, 0);
+	shrinker_unregister(&cache.s);
+	ktest_diag("cache of %zu objects of 256 KiB; kmalloc of 1 MiB with "
+	           "its shrinker: %s (%lu scans, %zu left)",
+	           got, big ? "ok" : "NULL", (unsigned long)cache.s.scans,
+	           cache.n);
+	KEXPECT(got > 0 && got < MAX_OBJS);
+	KEXPECT(big != NULL);
+	KEXPECT(cache.s.scans > 0);
+	if (big)
+		memset(big, 0x5a, DMA_BYTES);
+	kfree(big);
+	test_cache_empty(&cache);
+	KEXPECT_EQ(cache.bad, 0);
+	pressure_end(head, frames0, held0);
+}
