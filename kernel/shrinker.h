@@ -25,7 +25,9 @@
  * a sleeping lock (a semaphore) across its kmalloc: a scan that needs
  * such a lock takes it with sema_try_acquire and frees nothing when it
  * is taken, or it could wait for its own caller (Linux's shrinkers
- * trylock for the same reason).
+ * trylock for the same reason). Nor may a scan wait for another thread
+ * to finish a dma_alloc or thread_create: that thread, short of frames,
+ * waits for the reclaim_frames the scan runs in.
  *   count(s): how many objects it could free now (a hint; 0: none).
  *   scan(s, nr): frees up to nr of them; returns how many it freed.
  * Each reclaim scans each shrinker once for at most min(count,
