@@ -78,6 +78,16 @@ static const char *dir_name(enum spanheap_copy_dir dir)
 	                                    : "overwrite (copy from user)";
 }
 
+/* Logs the refusal of a copy for a reason that needs no object's
+ * details ("it " + why) and gives the verdict. */
+static enum spanheap_copy_verdict refuse(enum spanheap_copy_dir dir,
+                                         uintptr_t a, size_t n, const char *why)
+{
+	mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: it %s",
+	       dir_name(dir), n, (unsigned long)a, why);
+	return SPANHEAP_COPY_BAD;
+}
+
 /* The refusal of a copy at an object (small, large or guarded): what it
  * is, where the copy starts in it, and why (the overrun past limit, or
  * the object's state). */
@@ -163,11 +173,8 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 	if (n == 0)
 		return SPANHEAP_COPY_NOT_OURS;
 	if (n - 1 > UINTPTR_MAX - a) {
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
-		       "it "
-		       "wraps past the end of the address space",
-		       dir_name(dir), n, (unsigned long)a);
-		return SPANHEAP_COPY_BAD;
+		return refuse(dir, a, n,
+		              "wraps past the end of the address space");
 	}
 	struct spanheap_where w;
 	spanheap_where(sh, p, &w);
@@ -175,19 +182,14 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 	case SPANHEAP_WHERE_OUTSIDE:
 		if (!reaches_heap(sh, a, n))
 			return SPANHEAP_COPY_NOT_OURS;
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
-		       "it "
-		       "starts outside the heap and runs into it",
-		       dir_name(dir), n, (unsigned long)a);
-		return SPANHEAP_COPY_BAD;
+		return refuse(dir, a, n,
+		              "starts outside the heap and runs into it");
 	case SPANHEAP_WHERE_PAGES:
 		if (mheap_run_holds(sh->heap, p, n))
 			return SPANHEAP_COPY_NOT_OURS;
-		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
-		       "it starts on a page-heap run and runs off it (into a "
-		       "span, free pages or another run)",
-		       dir_name(dir), n, (unsigned long)a);
-		return SPANHEAP_COPY_BAD;
+		return refuse(dir, a, n,
+		              "starts on a page-heap run and runs off it (into "
+		              "a span, free pages or another run)");
 	case SPANHEAP_WHERE_SMALL:
 	case SPANHEAP_WHERE_LARGE:
 		return object_verdict(dir, a, n, &w);

@@ -40,6 +40,19 @@ static void atomic_tick(void)
 	atomic_store(&tick_done, true);
 }
 
+/* The end of a test over the cache sc with the pool drained to head:
+ * the cache emptied (no pattern found bad), the pool refilled, the
+ * heap's threads running again and its checker passed. */
+static void cache_test_end(paddr_t head)
+{
+	test_cache_empty(&sc);
+	KEXPECT_EQ(sc.bad, 0);
+	frames_refill(head);
+	heap_settle();
+	KEXPECT(heap_threads_start());
+	spanheap_check(&kspanheap);
+}
+
 /*
  * The cache holds the pool, its shrinker registered. A timer interrupt's
  * KM_ATOMIC kmalloc and dma_alloc, and a dma_alloc under a spinlock, get
@@ -98,12 +111,7 @@ KTEST(shrinker, atomic_callers_never_run_shrinkers)
 	if (locked_dma)
 		dma_free(locked_dma, 64 << 10);
 	tick_obj = tick_dma = NULL;
-	test_cache_empty(&sc);
-	KEXPECT_EQ(sc.bad, 0);
-	frames_refill(head);
-	heap_settle();
-	KEXPECT(heap_threads_start());
-	spanheap_check(&kspanheap);
+	cache_test_end(head);
 }
 
 /* ---- Unregister during a scan -------------------------------------------- */
@@ -241,12 +249,7 @@ KTEST(shrinker, a_shrinker_that_allocates_does_not_recurse)
 	KEXPECT_EQ(atomic_load(&alloc_max_depth), 1);
 	KEXPECT(st.skipped > st0.skipped);
 	kfree(p);
-	test_cache_empty(&sc);
-	KEXPECT_EQ(sc.bad, 0);
-	frames_refill(head);
-	heap_settle();
-	KEXPECT(heap_threads_start());
-	spanheap_check(&kspanheap);
+	cache_test_end(head);
 }
 
 /* ---- Several CPUs under pressure ----------------------------------------- */
