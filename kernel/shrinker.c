@@ -157,6 +157,17 @@ static bool may_reclaim(void)
 	return false;
 }
 
+/* Counts a scan of s (or a look at it) out, waking an unregister
+ * waiting for the last. */
+static void put(struct shrinker *s)
+{
+	unsigned long irq = spin_lock_irqsave(&reg_lock);
+	bool wake = --s->active == 0 && s->dying;
+	spin_unlock_irqrestore(&reg_lock, irq);
+	if (wake)
+		waitq_wake_all(&unreg_wq);
+}
+
 static size_t shrink_all_marked(void)
 {
 	size_t freed = 0;
@@ -167,10 +178,8 @@ static size_t shrink_all_marked(void)
 		freed += scan_one(s);
 		irq = spin_lock_irqsave(&reg_lock);
 		struct shrinker *next = take_next_locked(s->next);
-		bool wake = --s->active == 0 && s->dying;
 		spin_unlock_irqrestore(&reg_lock, irq);
-		if (wake)
-			waitq_wake_all(&unreg_wq);
+		put(s); /* after next is held: s may be unlinked then */
 		s = next;
 	}
 	atomic_fetch_add_explicit(&nreclaims, 1, memory_order_relaxed);
@@ -251,15 +260,6 @@ static struct shrinker *get_nth(unsigned i)
 		s->active++;
 	spin_unlock_irqrestore(&reg_lock, irq);
 	return s;
-}
-
-static void put(struct shrinker *s)
-{
-	unsigned long irq = spin_lock_irqsave(&reg_lock);
-	bool wake = --s->active == 0 && s->dying;
-	spin_unlock_irqrestore(&reg_lock, irq);
-	if (wake)
-		waitq_wake_all(&unreg_wq);
 }
 
 void shrink_print(void)
