@@ -18,7 +18,9 @@
  * Recursion: the reclaiming thread is marked (struct thread's
  * reclaiming) for the length of its callbacks; shrink_all and
  * reclaim_frames do nothing for a marked thread, so a shrinker whose own
- * allocation fails gets NULL rather than reclaiming again.
+ * allocation fails gets NULL rather than reclaiming again. shrink_print
+ * marks it around each count too, so that an unregister from a count
+ * panics rather than wait for the listing's own hold.
  *
  * Locking: reg_lock (rank SHRINKERS, a leaf) for the list, each node's
  * next, active, dying and registered; nothing is called, allocated or
@@ -265,9 +267,17 @@ static struct shrinker *get_nth(unsigned i)
 void shrink_print(void)
 {
 	struct shrinker *s;
+	struct thread *self = thread_current();
 	for (unsigned i = 0; (s = get_nth(i)) != NULL; i++) {
+		/* Marked as a scan is: the count holds s (active), so an
+		 * unregister from it would wait for itself, and panics
+		 * instead, naming it (it hung, until a review). */
+		bool was = self->reclaiming;
+		self->reclaiming = true;
+		size_t n = s->count(s);
+		self->reclaiming = was;
 		printk("shrinker %s: %zu objects now, %lu scans, %lu freed\n",
-		       s->name, s->count(s),
+		       s->name, n,
 		       (unsigned long)__atomic_load_n(&s->scans,
 		                                      __ATOMIC_RELAXED),
 		       (unsigned long)__atomic_load_n(&s->freed,
