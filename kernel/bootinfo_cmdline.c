@@ -160,7 +160,8 @@ bool cmdline_find_flag(const char *cmdline, const char *key)
 
 /* Every option some part of the kernel reads (cmdline_get, cmdline_flag,
  * cmdline_get_uint); a new option goes here too. smp.expect is read by
- * the smp tests, and demo.early_fault only by the KTEST_FAIL_DEMO build. */
+ * the smp tests, and demo.early_fault and
+ * demo.synchronize_rcu_before_init only by the KTEST_FAIL_DEMO build. */
 static const char *const known_keys[] = {
         "ktest",
         "smp.expect",
@@ -175,6 +176,7 @@ static const char *const known_keys[] = {
         "shell.notty",
         "shell.heapmap",
         "demo.early_fault",
+        "demo.synchronize_rcu_before_init",
         "smp.no_ist",
         "smp.slow_ap",
         "time.wide_windows",

@@ -81,16 +81,28 @@ void rcu_tick(void)
 		waitq_wake_one(&rcu_wq);
 }
 
-void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *))
+/* Queues head with func (a function, or kfree_rcu's offset). */
+static void enqueue(struct rcu_head *head, void (*func)(struct rcu_head *))
 {
 	head->func = func;
 	head->next = NULL;
 	unsigned long irq = spin_lock_irqsave(&rcu_lock);
-	*next_tail = head;
-	next_tail = &head->next;
-	nqueued++;
-	atomic_store(&pending, true);
+	/* The one double queue found in O(1): head is the list's tail, so
+	 * *next_tail = head would make it its own next (the rcu thread ran
+	 * it twice, or for good). One queued further back is not found. */
+	bool again = next_tail == &head->next;
+	if (!again)
+		*next_tail = head;
+	if (!again) {
+		next_tail = &head->next;
+		nqueued++;
+		atomic_store(&pending, true);
+	}
 	spin_unlock_irqrestore(&rcu_lock, irq);
+	if (again)
+		panic("call_rcu(%p, %p): the head is queued already (the last "
+		      "one queued, not yet taken by the rcu thread)",
+		      (void *)head, (void *)(uintptr_t)func);
 	/* waitq_wake_one takes the queue's lock (rank WAITQ) and run
 	 * queues': only with no lock held, which preemption on says
 	 * (whether or not the lock checker counts held locks); else the
@@ -103,9 +115,25 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *))
 	}
 }
 
+void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *))
+{
+	/* Below RCU_KFREE_OFFSET_MAX, func would be taken for kfree_rcu's
+	 * offset: a NULL func kfreed the head itself, in the rcu thread. */
+	if ((uintptr_t)func < RCU_KFREE_OFFSET_MAX)
+		panic("call_rcu(%p, %p): func is not a function (NULL or "
+		      "below %d, where kfree_rcu's offsets lie)",
+		      (void *)head, (void *)(uintptr_t)func,
+		      RCU_KFREE_OFFSET_MAX);
+	enqueue(head, func);
+}
+
 void rcu_kfree_at(struct rcu_head *head, size_t offset)
 {
-	call_rcu(head, (void (*)(struct rcu_head *))(uintptr_t)offset);
+	/* The object is checked now, while the caller's stack says who
+	 * passed it: kfree found a foreign, interior or freed pointer only
+	 * in the rcu thread. The heap's checks panic, naming kfree_rcu. */
+	spanheap_usable_size_as(&kspanheap, (char *)head - offset, "kfree_rcu");
+	enqueue(head, (void (*)(struct rcu_head *))(uintptr_t)offset);
 }
 
 /* Waits until every CPU online at the start has passed a quiescent state
@@ -206,6 +234,10 @@ static void wait_for_callbacks(const char *who)
 		panic("%s: called in a read-side section or with preemption "
 		      "off (count %d) or in an interrupt handler: it sleeps",
 		      who, c->preempt_count);
+	if (!atomic_load(&started))
+		panic("%s: called before rcu_init: no rcu thread runs grace "
+		      "periods yet",
+		      who);
 	if (thread_current() == atomic_load(&rcu_task))
 		panic("%s: called from an rcu callback: the rcu thread would "
 		      "wait for itself",

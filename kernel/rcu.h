@@ -47,25 +47,30 @@ static inline void rcu_read_unlock(void)
 #define rcu_assign_pointer(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
 #define rcu_dereference(p)       __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
 
-/* Starts the rcu thread on CPU 0. Boot CPU, thread context, after
- * heap_init; panics if it cannot. */
+/* Starts the rcu thread on CPU 0 (which the test helper may therefore
+ * not take offline: cpu_testing_set_offline). Boot CPU, thread context,
+ * after heap_init; panics if it cannot. */
 void rcu_init(void);
 
 /*
  * Queues func(head) to run after a grace period, in thread context on
  * the rcu thread (in batches; func must not sleep and should be short).
  * Never sleeps and never allocates: head is the caller's, embedded in
- * the object. Any context but NMI: an interrupt handler's, and with any
- * spinlock held but a leaf (takes rcu_lock, rank RCU). It wakes the rcu
- * thread itself with preemption on (no lock held), else the next timer
- * tick that finds preemption on does.
+ * the object. Panics, naming head, on a func below RCU_KFREE_OFFSET_MAX
+ * (NULL: kfree_rcu's offsets lie there) and on a head queued twice in a
+ * row (the list's tail; one queued further back is not found). Any context but
+ * NMI: an interrupt handler's, and with any spinlock held but a leaf (takes
+ * rcu_lock, rank RCU). It wakes the rcu thread itself with preemption on (no
+ * lock held), else the next timer tick that finds preemption on does.
  */
 void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
 
 /* kfree_rcu(ptr, field): kfrees ptr, a kmalloc'd object whose struct
  * rcu_head is ptr->field, after a grace period (Linux's two-argument
  * form). The head's offset stands in for the callback, as in Linux: it
- * must lie within the first RCU_KFREE_OFFSET_MAX bytes. Contexts as for
+ * must lie within the first RCU_KFREE_OFFSET_MAX bytes. ptr is checked
+ * at the call with kfree's checks (a foreign, interior or freed pointer
+ * panics naming kfree_rcu, the caller on the stack). Contexts as for
  * call_rcu. */
 #define RCU_KFREE_OFFSET_MAX 4096
 #define kfree_rcu(ptr, field)                                              \
@@ -82,7 +87,8 @@ void rcu_kfree_at(struct rcu_head *head, size_t offset);
  * call has ended when it returns (and every callback queued before it
  * has run). Thread context, no spinlock held, not in a read-side
  * section and not in an rcu callback (the rcu thread would wait for
- * itself): a call from either panics, naming it. Sleeps. */
+ * itself), and after rcu_init: a call otherwise panics, naming it.
+ * Sleeps. */
 void synchronize_rcu(void);
 
 /* Waits until every callback queued before the call has run (for tests

@@ -65,4 +65,11 @@ size_t spanheap_roundup_size(const struct spanheap *sh, size_t size);
  * the caller's context. */
 void spanheap_free_sensitive(struct spanheap *sh, void *p);
 
+/* spanheap_usable_size, whose misuse panics name the call op as its
+ * caller made it ("usable size", "free_sensitive", and "kfree_rcu",
+ * which checks at its call an object the rcu thread frees later, while
+ * the caller's stack still says who passed it). Any context but NMI. */
+size_t spanheap_usable_size_as(struct spanheap *sh, const void *p,
+                               const char *op);
+
 #endif

@@ -31,6 +31,7 @@
  * Limits: a realloc never moves a small object to a smaller class unless
  * the new size is under half the old one.
  */
+#include "spanheap_copy.h"
 #include "spanheap_internal.h"
 
 void *spanheap_calloc(struct spanheap *sh, size_t n, size_t size,

@@ -46,11 +46,6 @@ static inline unsigned spanheap_class_checked(unsigned cls, const char *fn)
 __attribute__((noreturn, noinline)) void
 spanheap_free_refused(struct mspan *s, uint32_t idx, uintptr_t a);
 
-/* spanheap_usable_size, whose misuse panics name the call op ("usable
- * size", "free_sensitive") as the caller made it (spanheap_realloc.c). */
-size_t spanheap_usable_size_as(struct spanheap *sh, const void *p,
-                               const char *op);
-
 /* Span structs and the all-spans array (spanheap_structs.c). Gives back
  * pages the span heap took and no span holds. Any context but NMI, no
  * lock held. */

@@ -41,4 +41,59 @@ KTEST(demo, shrinker_unregistered_from_its_count_in_meminfo)
 	ktest_fail_at(__FILE__, __LINE__,
 	              "shrink_print returned after a count unregistered");
 }
+
+/* A NULL func would be taken for kfree_rcu's offset 0: the head kfreed
+ * after a grace period, silently. */
+static struct rcu_head demo_head;
+
+KTEST(demo, call_rcu_with_a_null_func)
+{
+	call_rcu(&demo_head, NULL);
+	rcu_barrier();
+	ktest_fail_at(__FILE__, __LINE__, "call_rcu took a NULL func");
+}
+
+static void demo_cb(struct rcu_head *h)
+{
+}
+
+/* The same head queued twice in a row: the list's tail would point to
+ * itself, and the rcu thread run it for good. */
+KTEST(demo, call_rcu_of_a_head_queued_already)
+{
+	call_rcu(&demo_head, demo_cb);
+	call_rcu(&demo_head, demo_cb);
+	rcu_barrier();
+	ktest_fail_at(__FILE__, __LINE__, "call_rcu queued a head twice");
+}
+
+/* kfree_rcu of an object kmalloc did not hand out (here one 16 bytes
+ * into a kmalloc'd block): refused at the call, not in the rcu thread. */
+struct demo_obj {
+	uint64_t pad[2];
+	struct rcu_head rcu;
+};
+
+KTEST(demo, kfree_rcu_of_an_interior_pointer)
+{
+	char *p = kmalloc(128, 0);
+	KASSERT(p);
+	struct demo_obj *o = (struct demo_obj *)(p + 16);
+	kfree_rcu(o, rcu);
+	rcu_barrier();
+	ktest_fail_at(__FILE__, __LINE__, "kfree_rcu took an interior pointer");
+}
+
+#if KTEST_HOOKS
+/* CPU 0 runs the rcu thread: held offline, it would stall every grace
+ * period until it is back. */
+KTEST(demo, cpu0_taken_offline)
+{
+	if (this_cpu()->id != 0)
+		ktest_fail_at(__FILE__, __LINE__, "not on CPU 0");
+	cpu_testing_set_offline();
+	cpu_set_online();
+	ktest_fail_at(__FILE__, __LINE__, "CPU 0 was taken offline");
+}
+#endif
 #endif
