@@ -124,6 +124,14 @@ void cpus_send_ipi(cpumask_t m, unsigned vector)
 #if KTEST_HOOKS
 void cpu_testing_set_offline(void)
 {
+	/* Refused rather than the rcu thread moved: it is pinned to CPU 0,
+	 * and a CPU held here runs nothing but its caller, so every grace
+	 * period would wait until CPU 0 came back (one its holder waited
+	 * for never would). */
+	if (this_cpu()->id == 0)
+		panic("cpu_testing_set_offline: CPU 0 runs the rcu thread "
+		      "(kernel/rcu.h): taken offline it would stall every "
+		      "grace period; take another CPU offline");
 	/* A holder may be a shootdown that counted this CPU and waits for
 	 * its IPI's answer, which interrupts off keep out: waiting for the
 	 * holders with them off hung such a run (240 s at

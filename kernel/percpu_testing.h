@@ -14,7 +14,8 @@
  * this CPU meanwhile but the calling test code. While a holder of the
  * online set is left (a shootdown that counted this CPU may wait for its
  * IPI), it keeps new holders out and turns interrupts on for moments,
- * preemption off.
+ * preemption off. Not CPU 0, which runs the rcu thread: a panic names
+ * it (its grace periods would stall until CPU 0 came back).
  */
 void cpu_testing_set_offline(void);
 /* Whether a change of the online set is pending (a changer waits for
