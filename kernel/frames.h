@@ -39,7 +39,8 @@ bool frames_boot_memory_reclaimed(void);
 size_t frames_reclaimed_count(void);
 
 /* Returns a free frame's physical address, or 0 if none is free. The
- * frame's contents are undefined. */
+ * frame's contents are undefined. Never reclaims (shrinker.h): a caller
+ * that may sleep reclaims and retries its whole request itself. */
 paddr_t frame_alloc(void);
 
 /*

@@ -12,8 +12,9 @@
  * (reclaim_frames: the shrinkers, then heap_release_all, then one more
  * try). Atomic callers (KM_ATOMIC, interrupt handlers, interrupts off, a
  * spinlock held: !mm_port_can_sleep) never run a shrinker: they get NULL.
- * frame_alloc itself never reclaims (page tables are taken under the vm
- * lock).
+ * frame_alloc itself never reclaims: its sleeping callers reclaim a step
+ * up, retrying a whole request (thread_create a stack and its page
+ * tables, taken under the vm lock; the heap through mm_port_reclaim).
  *
  * A shrinker's callbacks run in thread context, interrupts on, no
  * spinlock held, on the allocating thread: they may kfree, take and drop
@@ -40,7 +41,9 @@
  * no spinlock held. Unregistering waits until no scan of that shrinker
  * runs (on any CPU), so its callbacks never run after it returns and the
  * struct may then be freed. A callback must not unregister a shrinker,
- * its own or another (it could wait for itself: a panic names it).
+ * its own or another (it could wait for itself: a panic names it); nor
+ * may a count called by meminfo's listing (shrink_print holds the
+ * shrinker as a scan does, and the same panic names it).
  */
 #ifndef KERNEL_SHRINKER_H
 #define KERNEL_SHRINKER_H
