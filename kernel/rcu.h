@@ -68,7 +68,8 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
 /* kfree_rcu(ptr, field): kfrees ptr, a kmalloc'd object whose struct
  * rcu_head is ptr->field, after a grace period (Linux's two-argument
  * form). The head's offset stands in for the callback, as in Linux: it
- * must lie within the first RCU_KFREE_OFFSET_MAX bytes. ptr is checked
+ * must lie within the first RCU_KFREE_OFFSET_MAX bytes. ptr NULL does
+ * nothing (as kfree(NULL)); ptr is evaluated once. Otherwise it is checked
  * at the call with kfree's checks (a foreign, interior or freed pointer
  * panics naming kfree_rcu, the caller on the stack). Contexts as for
  * call_rcu. */
@@ -78,8 +79,10 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
 		_Static_assert(offsetof(__typeof__(*(ptr)), field) <       \
 		                       RCU_KFREE_OFFSET_MAX,               \
 		               "kfree_rcu: the rcu_head lies too far in"); \
-		rcu_kfree_at(&(ptr)->field,                                \
-		             offsetof(__typeof__(*(ptr)), field));         \
+		__typeof__(ptr) kfree_rcu_p_ = (ptr);                      \
+		if (kfree_rcu_p_)                                          \
+			rcu_kfree_at(&kfree_rcu_p_->field,                 \
+			             offsetof(__typeof__(*(ptr)), field)); \
 	} while (0)
 void rcu_kfree_at(struct rcu_head *head, size_t offset);
 

@@ -1,10 +1,10 @@
 /*
  * Misuse of RCU and of the shrinker registry that must be refused at the
  * call, naming it, rather than hang or corrupt later on the rcu thread
- * (where the caller's stack is lost). The refusals are panics, so they
- * are demo tests, built only with KTEST_FAIL_DEMO=1 and judged by
- * tools/test-harness; each costs one boot there and well under a second
- * of guest time.
+ * (where the caller's stack is lost), and kfree_rcu(NULL), which does
+ * nothing. The refusals are panics, so they are demo tests, built only with
+ * KTEST_FAIL_DEMO=1 and judged by tools/test-harness; each costs one boot there
+ * and well under a second of guest time.
  */
 #include <stdint.h>
 
@@ -14,6 +14,24 @@
 #include "kernel/percpu_testing.h"
 #include "kernel/rcu.h"
 #include "kernel/shrinker.h"
+
+struct null_obj {
+	uint64_t pad[3];
+	struct rcu_head rcu;
+};
+
+/* kfree_rcu(NULL, field) does nothing, as kfree(NULL) and Linux's
+ * kfree_rcu do: no callback is queued (it wrote the head at address 24,
+ * a #PF, until review rv97). Microseconds. */
+KTEST(rcu_misuse, kfree_rcu_of_null_does_nothing)
+{
+	struct rcu_stats st0, st;
+	struct null_obj *o = NULL;
+	rcu_stats(&st0);
+	kfree_rcu(o, rcu);
+	rcu_stats(&st);
+	KEXPECT_EQ(st.cbs_queued, st0.cbs_queued);
+}
 
 #ifdef KTEST_FAIL_DEMO
 /* meminfo's listing calls each count: one that unregisters its own
