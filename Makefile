@@ -82,6 +82,9 @@ KCFLAGS += -DMM_PORT_INLINE='"kernel/mm_port_inline.h"'
 # The kernel's shrinkers run when the heap runs short (mm/port.h,
 # mm_port_reclaim; kernel/shrinker.h).
 KCFLAGS += -DMM_PORT_RECLAIM
+# The span heap's poison mode keeps mm.kasan's shadow (mm/port.h,
+# mm_port_shadow; kernel/kasan.c).
+KCFLAGS += -DMM_PORT_SHADOW
 # Each object's call graph and frame sizes, beside it (FILE.c.ci), for
 # tools/stack-depth (make test-stack); gcc only, clang has no such output.
 KCFLAGS_CI := $(if $(shell $(CC) -v 2>&1 | grep '^gcc version'),-fcallgraph-info=su)
@@ -151,6 +154,22 @@ KERNEL_FLAGS := $(call flags_file,kernel)
 $(BUILD)/%.c.o: %.c $(KERNEL_FLAGS)
 	@mkdir -p $(@D)
 	$(CC) $(KCFLAGS) -c $< -o $@
+
+# KASAN (kernel/kasan.h): these objects are built with gcc's kernel
+# address sanitizer, every load and store a call to kasan.c's check,
+# which returns at its first test unless the kernel booted with mm.kasan;
+# their memcpy, memset and memmove calls go to checked versions
+# (kernel/kasan_checked.h). Outline calls (no inline shadow reads: the
+# shadow has no fixed offset), no globals or stack red zones (the shadow
+# covers the heap's arena alone). Everything else, kasan.c and mm/ among
+# it, is not instrumented.
+KASAN_SRCS := tests/kernel/kasan_test.c
+KASAN_PARAM := $(if $(KCFLAGS_CI),--param ,-mllvm -)
+KASAN_CFLAGS := -fsanitize=kernel-address \
+	$(KASAN_PARAM)asan-instrumentation-with-call-threshold=0 \
+	$(KASAN_PARAM)asan-globals=0 $(KASAN_PARAM)asan-stack=0 \
+	-include kernel/kasan_checked.h
+$(patsubst %,$(BUILD)/%.o,$(KASAN_SRCS)): KCFLAGS += $(KASAN_CFLAGS)
 
 $(BUILD)/%.S.o: %.S $(KERNEL_FLAGS)
 	@mkdir -p $(@D)

@@ -181,6 +181,7 @@ static const char *const known_keys[] = {
         "smp.slow_ap",
         "time.wide_windows",
         "mm.debug_poison",
+        "mm.kasan",
         "spinlock",
         "mm.fail",
         "mm.guard",

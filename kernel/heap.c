@@ -13,6 +13,7 @@
 
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
+#include "kernel/kasan.h"
 #include "kernel/frames.h"
 #include "kernel/percpu.h"
 #include "kernel/printk.h"
@@ -111,7 +112,13 @@ void heap_init(void)
 		panic("heap: cannot set up the kernel heap");
 	struct spanheap_config scfg;
 	spanheap_config_default(&scfg);
-	scfg.poison = cmdline_flag("mm.debug_poison");
+	/* mm.kasan's shadow is kept by poison mode's paths: it implies it. */
+	bool kasan = cmdline_flag("mm.kasan");
+	if (kasan && !kasan_init(kheap.arena_base, cfg.arena_bytes))
+		panic("heap: mm.kasan: no address space or frames for the "
+		      "shadow of the %zu MiB arena",
+		      cfg.arena_bytes >> 20);
+	scfg.poison = kasan || cmdline_flag("mm.debug_poison");
 	scfg.guard_interval = guard_interval();
 	scfg.guard_slots = scfg.guard_interval ? GUARD_SLOTS : 0;
 	if (!spanheap_init(&kspanheap, &kheap, &scfg))
@@ -128,13 +135,14 @@ void heap_init(void)
 		          ", guarded pool: %u slots, 1 in %u",
 		          kspanheap.guard.nslots, kspanheap.guard.interval);
 	printk("heap: %zu MiB arena at %#lx, scavenger goal +%u%%, budget "
-	       "%u.%u%% of a CPU, low watermark %zu pages%s%s%s\n",
+	       "%u.%u%% of a CPU, low watermark %zu pages%s%s%s%s\n",
 	       cfg.arena_bytes >> 20, kheap.arena_base, cfg.goal_percent,
 	       cfg.cpu_permille / 10, cfg.cpu_permille % 10,
 	       cfg.low_watermark_pages,
 	       (cfg.flags & MHEAP_DEBUG_SCAV_ON_FREE) ? ", debug_pagealloc"
 	                                              : "",
-	       scfg.poison ? ", debug_poison" : "", guard);
+	       scfg.poison ? ", debug_poison" : "", kasan ? ", kasan" : "",
+	       guard);
 	heap_fail_boot();
 }
 

@@ -50,6 +50,9 @@
 	  "mm: a size class's central lists, taken with interrupts off; mm/ "  \
 	  "takes no lock under it (a refill drops it before asking the page "  \
 	  "heap for a span), though the order allows the ranks above")         \
+	X(KASAN, false,                                                        \
+	  "the KASAN shadow's page mapping (kernel/kasan.c), irqsave, taken "  \
+	  "by mm_port_used; vm and frames are taken under it (mm_port_map)")   \
 	X(VM, false,                                                           \
 	  "page-table pages: a walk that may create tables allocates frames "  \
 	  "under it")                                                          \

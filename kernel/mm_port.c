@@ -16,6 +16,7 @@
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kasan.h"
 #include "kernel/ksyms.h"
 #include "kernel/lockcheck.h"
 #include "kernel/percpu.h"
@@ -248,15 +249,17 @@ static bool in_meta_heap(uintptr_t base, size_t nbytes)
 
 bool mm_port_used(void *addr, size_t nbytes)
 {
-	/* Only the pages that are not mapped need a frame: a range handed
-	 * out may mix scavenged and backed pages. All or nothing: count,
-	 * take every frame, then map. The caller owns the pages, so the
-	 * count cannot change in between. */
+	/* Only unmapped pages need a frame (a range handed out may mix
+	 * scavenged and backed ones). All or nothing: count, take, map; the
+	 * caller owns the pages, so the count holds. mm.kasan's shadow first.
+	 */
 	uintptr_t base = (uintptr_t)addr;
 	size_t n = nbytes / PAGE_SIZE; /* by count: the range may end at 2^64 */
 	if (nbytes && base + (nbytes - 1) < base)
 		panic("mm_port_used: [%#lx, +%zu) wraps", (unsigned long)base,
 		      nbytes);
+	if (!kasan_shadow_used(base, nbytes))
+		return false;
 	size_t need = 0;
 	for (size_t i = 0; i < n; i++)
 		need += !vm_translate(base + i * PAGE_SIZE, NULL, NULL);
@@ -301,9 +304,8 @@ bool mm_port_prepare_guarded(void *addr, size_t nbytes)
 	return mm_port_prepare(addr, nbytes);
 }
 
-/* The batch's [lo, hi] here holds its last page's address in hi, not the
- * end: a range may end at 2^64 (vm_prepare_range allows it), where the end
- * is 0 and the shootdown would be skipped. */
+/* hi holds the batch's last page, not its end: a range may end at 2^64
+ * (vm_prepare_range allows it), where the end is 0 (no shootdown). */
 void mm_port_unused_begin(void *addr, size_t nbytes, struct mm_unused_batch *b)
 {
 	uintptr_t base = (uintptr_t)addr;
@@ -345,9 +347,8 @@ uint64_t mm_port_now_ns(void)
 	return time_now_ns();
 }
 
-/* A frame-pointer walk of the running stack (the kernel is built with
- * frame pointers); the asm keeps the call from becoming a jump, which
- * would drop this function's own return address. */
+/* A frame-pointer walk of the running stack; the asm keeps the call from
+ * becoming a jump, which would drop this function's own return address. */
 unsigned mm_port_callers(uintptr_t *pcs, unsigned max)
 {
 	unsigned n = backtrace_save(pcs, max, 0);

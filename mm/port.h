@@ -285,6 +285,35 @@ static inline bool mm_port_reclaim(void)
 }
 #endif
 
+/*
+ * A shadow of the heap's objects for a byte-precise access checker (the
+ * kernel's mm.kasan, kernel/kasan.c): in poison mode only (the poison and
+ * red-zone paths, and large objects' allocation, resize and free), the
+ * span heap says what [addr, +nbytes) of its arena now is. MM_SHADOW_OK:
+ * nbytes accessible from addr (8-byte aligned; a last partial 8 bytes is
+ * partly so); the others: inaccessible, from addr rounded up to 8 (the
+ * bytes before are the object's whose tail it is), for the reason named.
+ * Any context the heap's allocation or free is (interrupts too); takes no
+ * lock of mm/'s and must allocate nothing. A port that does not define
+ * MM_PORT_SHADOW gets the default below: no call is made at all.
+ */
+enum mm_shadow {
+	MM_SHADOW_OK,
+	MM_SHADOW_REDZONE,   /* a small object's slack past the bytes asked */
+	MM_SHADOW_FREED,     /* a small object freed */
+	MM_SHADOW_UNUSED,    /* an object never handed out, a span's tail */
+	MM_SHADOW_PAGE_FREE, /* a span's or large object's pages given back */
+};
+#ifdef MM_PORT_SHADOW
+void mm_port_shadow(void *addr, size_t nbytes, enum mm_shadow what);
+#else
+static inline void mm_port_shadow(void *addr, size_t nbytes,
+                                  enum mm_shadow what)
+{
+	(void)addr, (void)nbytes, (void)what;
+}
+#endif
+
 /* ---- Per-CPU data ------------------------------------------------------- */
 
 /*

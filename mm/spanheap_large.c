@@ -88,6 +88,9 @@ void *spanheap_large_alloc(struct spanheap *sh, size_t npages, size_t align,
 	 * Cleared; an MM_ZERO one is zero already. */
 	if (!(flags & MM_ZERO))
 		obj_words(base)[1] = 0;
+	if (sh->cfg.poison) /* its pages whole: the size asked is not here */
+		mm_port_shadow((void *)base, npages * MM_PAGE_SIZE,
+		               MM_SHADOW_OK);
 	return (void *)base;
 }
 
@@ -131,6 +134,10 @@ bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
 			return false;
 		mheap_span_set(h, s->base + have * MM_PAGE_SIZE, npages - have,
 		               s);
+		if (sh->cfg.poison)
+			mm_port_shadow((void *)(s->base + have * MM_PAGE_SIZE),
+			               (npages - have) * MM_PAGE_SIZE,
+			               MM_SHADOW_OK);
 	} else if (npages < have) {
 		spanheap_freed_large_note(sh, s->base, have, at, have - npages);
 		mheap_span_set(h, at, have - npages, MHEAP_SPAN_FREED_LARGE);
@@ -140,6 +147,9 @@ bool spanheap_large_resize(struct spanheap *sh, struct mspan *s, size_t npages,
 	s->elemsize = (uint32_t)min_sz(npages * MM_PAGE_SIZE, UINT32_MAX);
 	sh->large_in_use_pages = sh->large_in_use_pages + npages - have;
 	mm_lock_release(&h->lock, irq);
+	if (npages < have && sh->cfg.poison)
+		mm_port_shadow((void *)at, (have - npages) * MM_PAGE_SIZE,
+		               MM_SHADOW_PAGE_FREE);
 	if (npages < have)
 		mheap_free_pages(h, (void *)at, have - npages);
 	return true;

@@ -103,6 +103,9 @@ bool spanheap_redzone_span_make(struct spanheap *sh, unsigned cls,
 		spanheap_poison_fill(a, ci->size);
 		obj_words(a)[1] = sh->mag_cookie ^ a;
 	}
+	/* Its objects never handed out and its tail, to a shadow. */
+	mm_port_shadow((void *)base, ci->npages * MM_PAGE_SIZE,
+	               MM_SHADOW_UNUSED);
 	if (sh->track) /* the reports that have the span alone find it */
 		((struct spanheap_rec_head *)((char *)t + spanheap_track_offset(
 		                                                  ci->nelems)))
@@ -127,10 +130,13 @@ void spanheap_poison_span_gone(struct spanheap *sh, struct mspan *s)
 	__atomic_store_n(&s->redzone, NULL, __ATOMIC_RELAXED);
 }
 
-/* Fills object a's red zone: bytes [asked, size) of it. */
+/* Fills object a's red zone: bytes [asked, size) of it; a shadow says
+ * the bytes asked are the caller's and the rest a red zone. */
 static void redzone_fill(uintptr_t a, size_t asked, uint32_t size)
 {
 	mm_memset((char *)a + asked, SPANHEAP_REDZONE_BYTE, size - asked);
+	mm_port_shadow((void *)a, asked, MM_SHADOW_OK);
+	mm_port_shadow((void *)(a + asked), size - asked, MM_SHADOW_REDZONE);
 }
 
 /* The first byte of object a's red zone [asked, size) that is not the
@@ -224,6 +230,7 @@ void spanheap_poison_freed(struct spanheap *sh, uintptr_t a, unsigned cls)
 	__atomic_store_n(&entry_of(s, idx)->asked, SPANHEAP_REDZONE_FREE,
 	                 __ATOMIC_RELEASE);
 	spanheap_poison_fill(a, sizeclass_info[cls].size);
+	mm_port_shadow((void *)a, sizeclass_info[cls].size, MM_SHADOW_FREED);
 	if (s->poison & SPAN_TRACKED)
 		spanheap_track_record(sh, s, idx, true, 0, false);
 }

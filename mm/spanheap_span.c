@@ -336,6 +336,10 @@ void spanheap_span_free(struct spanheap *sh, struct mspan *s)
 		atomic_fetch_sub_explicit(
 		        &spanheap_central_of(sh, cls, __func__)->nspans, 1,
 		        memory_order_relaxed);
+	/* Before the pages go: then they may be another's, shadow and all. */
+	if (sh->cfg.poison)
+		mm_port_shadow((void *)base, npages * MM_PAGE_SIZE,
+		               MM_SHADOW_PAGE_FREE);
 	mheap_free_pages(h, (void *)base, npages);
 	unsigned long irq = mm_lock_acquire(&h->lock);
 	if (!cls) {

@@ -1,0 +1,228 @@
+/*
+ * KASAN (kernel/kasan.h): this file is built with the kernel address
+ * sanitizer (the Makefile's KASAN_SRCS), so its own loads and stores are
+ * checked against the heap's shadow when the kernel booted with mm.kasan
+ * (make test-kernel-poison does). With the mode on: correct accesses of
+ * every kind raise no report, and each bug is caught at the access with
+ * the right kind (the tests arm kasan_expect to count instead of
+ * panicking); off, nothing is reported. The demos (KTEST_FAIL_DEMO) make
+ * the same bugs for real: tools/test-harness checks their reports.
+ */
+#include "kernel/heap.h"
+#include "kernel/kasan.h"
+#include "kernel/kmem_cache.h"
+#include "kernel/ktest.h"
+#include "kernel/string.h"
+
+/* Byte i of an object with seed s. */
+static inline uint8_t pat(size_t i, unsigned s)
+{
+	return (uint8_t)(i * 131 + s);
+}
+
+/* Fills [p, +n) through byte, word and checked memset/memcpy stores, then
+ * reads it back through bytes and words; false if it differs. */
+static bool touch(uint8_t *p, size_t n, unsigned s)
+{
+	memset(p, 0x5a, n);
+	for (size_t i = 0; i < n; i++)
+		p[i] = pat(i, s);
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		*(volatile uint64_t *)(p + i) = w;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (((volatile uint8_t *)p)[i] != pat(i, s))
+			return false;
+	return true;
+}
+
+/* The shadow says [p, +n) accessible and byte n not (n short of its
+ * class); false if not. */
+static bool shadow_fits(const uint8_t *p, size_t n)
+{
+	bool mapped;
+	for (size_t i = 0; i < n; i += 8)
+		if (kasan_shadow_of(p + i, &mapped) != 0 && i + 8 <= n)
+			return false;
+	int8_t last = kasan_shadow_of(p + (n & ~(size_t)7), &mapped);
+	return mapped && (n % 8 ? last == (int8_t)(n % 8) : last < 0);
+}
+
+/* krealloc grown and shrunk keeps the bytes and the shadow follows. */
+static bool realloc_round(size_t n, unsigned s)
+{
+	uint8_t *p = kmalloc(n, 0);
+	if (!p || !touch(p, n, s))
+		return false;
+	uint8_t *q = krealloc(p, n * 2 + 3, 0);
+	if (!q)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (q[i] != pat(i, s))
+			return false;
+	bool ok = touch(q, n * 2 + 3, s + 1);
+	uint8_t *r = krealloc(q, n / 2 + 1, 0);
+	ok = ok && r && touch(r, n / 2 + 1, s + 2) &&
+	     (n / 2 + 1 >= 32768 || shadow_fits(r, n / 2 + 1));
+	kfree(r ? r : q);
+	return ok;
+}
+
+KTEST(kasan, correct_accesses_raise_no_report)
+{
+	if (!kasan_enabled())
+		KTEST_SKIP("no mm.kasan");
+	struct kasan_seen seen = {0};
+	kasan_expect(&seen);
+	unsigned bad = 0;
+	for (size_t n = 1; n <= 1100; n += (n < 64 ? 1 : 37)) {
+		uint8_t *p = kmalloc(n, 0), *q = kmalloc(n + 5, 0);
+		if (!p || !q || !touch(p, n, (unsigned)n) || !shadow_fits(p, n))
+			bad++;
+		else {
+			memcpy(q + 5, p, n);
+			memmove(q, q + 5, n);
+			bad += q[n - 1] != pat(n - 1, (unsigned)n);
+		}
+		kfree(p);
+		kfree(q);
+	}
+	static const size_t sizes[] = {13, 100, 2000, 5000, 20000, 70000};
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		bad += !realloc_round(sizes[i], i);
+	struct objcache *c = kmem_cache_create("kasan-test", 52, 0);
+	KASSERT(c != NULL);
+	uint8_t *objs[24];
+	for (int i = 0; i < 24; i++) {
+		objs[i] = kmem_cache_alloc(c, 0);
+		bad += !objs[i] || !touch(objs[i], 52, i);
+	}
+	for (int i = 0; i < 24; i++)
+		kmem_cache_free(c, objs[i]);
+	KEXPECT(kmem_cache_destroy(c));
+	kasan_expect(NULL);
+	KEXPECT_EQ(bad, 0u);
+	if (seen.reports)
+		ktest_diag("first: %s of %zu at %p (byte %p)", seen.kind,
+		           seen.size, (void *)seen.addr, (void *)seen.bad);
+	KEXPECT_EQ(seen.reports, 0u);
+}
+
+/* Arms seen, runs nothing itself: the caller's access follows. */
+static struct kasan_seen *arm(struct kasan_seen *seen)
+{
+	*seen = (struct kasan_seen){0};
+	kasan_expect(seen);
+	return seen;
+}
+
+/* An address in a span whose shadow says never used (an object not yet
+ * handed out, or the span's tail), or NULL; *keep, an object of that span
+ * held so that the span stays (the caller frees it). */
+static uint8_t *never_used(void **keep)
+{
+	static const size_t sizes[] = {3000, 40, 100, 200, 500, 1000};
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		struct spanheap_where w;
+		*keep = kmalloc(sizes[i], 0);
+		if (!*keep || !spanheap_where(&kspanheap, *keep, &w) ||
+		    w.kind != SPANHEAP_WHERE_SMALL)
+			return NULL;
+		uintptr_t end = w.span_base + (uintptr_t)w.span_pages * 4096;
+		for (uintptr_t a = end - 8; a >= w.span_base; a -= 8) {
+			bool mapped;
+			if (kasan_shadow_of((void *)a, &mapped) == KASAN_UNUSED)
+				return (uint8_t *)a;
+		}
+		kfree(*keep);
+	}
+	*keep = NULL;
+	return NULL;
+}
+
+KTEST(kasan, bad_accesses_are_caught_at_the_access)
+{
+	if (!kasan_enabled())
+		KTEST_SKIP("no mm.kasan");
+	struct kasan_seen seen;
+	uint8_t *p = kmalloc(13, 0), dst[16];
+	KASSERT(p != NULL);
+	(void)((volatile uint8_t *)p)[12]; /* its last byte: fine */
+	arm(&seen);
+	(void)((volatile uint8_t *)p)[13];
+	kasan_expect(NULL);
+	KEXPECT_EQ(seen.reports, 1u);
+	KEXPECT_EQ(seen.bad, (uintptr_t)p + 13);
+	KEXPECT(!seen.write && seen.size == 1 &&
+	        !strcmp(seen.kind, "slab-out-of-bounds"));
+	arm(&seen);
+	(void)*(volatile uint64_t *)(p + 8); /* bytes 8-15: 13 on are not */
+	memcpy(dst, p, 14);
+	kasan_expect(NULL);
+	KEXPECT_EQ(seen.reports, 2u);
+	KEXPECT(seen.bad == (uintptr_t)p + 13 && seen.size == 8);
+	kfree(p);
+	arm(&seen);
+	/* The poison's own byte: the heap's check at its reuse stays quiet. */
+	((volatile uint8_t *)p)[0] = SPANHEAP_POISON_BYTE;
+	kasan_expect(NULL);
+	KEXPECT_EQ(seen.reports, 1u);
+	KEXPECT(seen.write && !strcmp(seen.kind, "use-after-free"));
+	void *q;
+	uint8_t *u = never_used(&q);
+	KASSERT(u != NULL);
+	arm(&seen);
+	(void)((volatile uint8_t *)u)[0];
+	kasan_expect(NULL);
+	kfree(q);
+	KEXPECT_EQ(seen.reports, 1u);
+	KEXPECT(!strcmp(seen.kind, "use-of-never-allocated"));
+}
+
+KTEST(kasan, off_reports_nothing)
+{
+	if (kasan_enabled())
+		KTEST_SKIP("mm.kasan is on");
+	struct kasan_seen seen;
+	uint8_t *p = kmalloc(13, 0);
+	KASSERT(p != NULL);
+	arm(&seen);
+	(void)((volatile uint8_t *)p)[13]; /* its class's slack: memory */
+	kasan_expect(NULL);
+	kfree(p);
+	KEXPECT_EQ(seen.reports, 0u);
+}
+
+#ifdef KTEST_FAIL_DEMO
+/* With mm.kasan: each panics at its access (tools/test-harness). */
+KTEST(demo, kasan_read_past_13_bytes)
+{
+	uint8_t *p = kmalloc(13, 0);
+	KASSERT(p != NULL);
+	ktest_diag("object at %p", p);
+	(void)((volatile uint8_t *)p)[13];
+	ktest_fail_at(__FILE__, __LINE__, "the read past the end went unseen");
+}
+
+KTEST(demo, kasan_write_after_free)
+{
+	uint8_t *p = kmalloc(64, 0);
+	KASSERT(p != NULL);
+	ktest_diag("object at %p", p);
+	kfree(p);
+	((volatile uint8_t *)p)[40] = 1;
+	ktest_fail_at(__FILE__, __LINE__, "the write after free went unseen");
+}
+
+KTEST(demo, kasan_read_never_allocated)
+{
+	void *q;
+	uint8_t *u = never_used(&q);
+	KASSERT(u != NULL);
+	ktest_diag("never used at %p", u);
+	(void)((volatile uint8_t *)u)[0];
+	ktest_fail_at(__FILE__, __LINE__, "the read went unseen");
+}
+#endif
