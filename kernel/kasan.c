@@ -51,6 +51,8 @@ static uintptr_t arena_base;
 static size_t arena_bytes;
 static int8_t *shadow;
 static _Atomic uint64_t *mapped_bits; /* a bit a shadow page */
+/* Atomic, no lock (written under kasan_map_lock, read by anyone): */
+static _Atomic size_t shadow_frames;
 
 /* Rank KASAN: held while a shadow page is mapped. */
 static struct spinlock kasan_map_lock =
@@ -92,6 +94,9 @@ static bool map_page(size_t p)
 	unsigned long irq = spin_lock_irqsave(&kasan_map_lock);
 	bool ok = page_mapped(p) ||
 	          mm_port_map(shadow + p * MM_PAGE_SIZE, MM_PAGE_SIZE);
+	if (ok && !page_mapped(p))
+		atomic_fetch_add_explicit(&shadow_frames, 1,
+		                          memory_order_relaxed);
 	if (ok)
 		atomic_fetch_or_explicit(&mapped_bits[p / 64],
 		                         (uint64_t)1 << (p % 64),
@@ -112,6 +117,11 @@ bool kasan_shadow_used(uintptr_t base, size_t nbytes)
 		if (!page_mapped(p) && !map_page(p))
 			return false;
 	return true;
+}
+
+size_t kasan_shadow_frames(void)
+{
+	return atomic_load_explicit(&shadow_frames, memory_order_relaxed);
 }
 
 int8_t kasan_shadow_of(const void *p, bool *mapped)

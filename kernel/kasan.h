@@ -41,6 +41,10 @@ bool kasan_enabled(void);
  * the kasan map lock (rank KASAN), and the vm and frames locks under it. */
 bool kasan_shadow_used(uintptr_t base, size_t nbytes);
 
+/* Frames the shadow's pages hold (mapped for good, also counted by
+ * heap_meta_frames): 0 without mm.kasan. Any context. */
+size_t kasan_shadow_frames(void);
+
 /* The shadow byte of p; *mapped false (and 0 returned) for an address
  * outside the arena or one whose shadow page was never mapped. Any
  * context. */

@@ -251,8 +251,7 @@ bool mm_port_used(void *addr, size_t nbytes)
 {
 	/* Only unmapped pages need a frame (a range handed out may mix
 	 * scavenged and backed ones). All or nothing: count, take, map; the
-	 * caller owns the pages, so the count holds. mm.kasan's shadow first.
-	 */
+	 * caller owns the pages, so the count holds. The shadow's first. */
 	uintptr_t base = (uintptr_t)addr;
 	size_t n = nbytes / PAGE_SIZE; /* by count: the range may end at 2^64 */
 	if (nbytes && base + (nbytes - 1) < base)
