@@ -163,7 +163,7 @@ $(BUILD)/%.c.o: %.c $(KERNEL_FLAGS)
 # shadow has no fixed offset), no globals or stack red zones (the shadow
 # covers the heap's arena alone). Everything else, kasan.c and mm/ among
 # it, is not instrumented.
-KASAN_SRCS := tests/kernel/kasan_test.c
+KASAN_SRCS := tests/kernel/kasan_test.c tests/kernel/kasan_storm_test.c
 KASAN_PARAM := $(if $(KCFLAGS_CI),--param ,-mllvm -)
 KASAN_CFLAGS := -fsanitize=kernel-address \
 	$(KASAN_PARAM)asan-instrumentation-with-call-threshold=0 \

@@ -57,9 +57,9 @@ void *kasan_memcpy(void *restrict dst, const void *restrict src, size_t n);
 void *kasan_memset(void *dst, int c, size_t n);
 void *kasan_memmove(void *dst, const void *src, size_t n);
 
-/* Tests (KTEST_HOOKS): while a struct kasan_seen is armed, a bad access is
- * counted into it, its first one kept, and no panic is made. One at a
- * time; the arming thread's instrumented code alone should run. */
+/* Tests: while a struct kasan_seen is armed, a bad access on any CPU is
+ * counted into it (atomically), its first one kept, and no panic is
+ * made. One armed at a time. */
 struct kasan_seen {
 	unsigned reports;
 	uintptr_t addr, bad;

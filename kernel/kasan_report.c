@@ -65,14 +65,16 @@ static bool record(uintptr_t addr, size_t size, bool write, uintptr_t bad,
 	struct kasan_seen *s = atomic_load(&expecting);
 	if (!s)
 		return false;
-	if (s->reports++ == 0)
-		*s = (struct kasan_seen){.reports = 1,
-		                         .addr = addr,
-		                         .bad = bad,
-		                         .size = size,
-		                         .write = write,
-		                         .shadow = shadow,
-		                         .kind = kasan_kind(shadow)};
+	/* Any CPU may report (a stress's): the count is exact, the first
+	 * report's fields its reporter's. */
+	if (__atomic_fetch_add(&s->reports, 1, __ATOMIC_RELAXED) == 0) {
+		s->addr = addr;
+		s->bad = bad;
+		s->size = size;
+		s->write = write;
+		s->shadow = shadow;
+		s->kind = kasan_kind(shadow);
+	}
 	return true;
 }
 

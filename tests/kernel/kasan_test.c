@@ -13,42 +13,7 @@
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/string.h"
-
-/* Byte i of an object with seed s. */
-static inline uint8_t pat(size_t i, unsigned s)
-{
-	return (uint8_t)(i * 131 + s);
-}
-
-/* Fills [p, +n) through byte, word and checked memset/memcpy stores, then
- * reads it back through bytes and words; false if it differs. */
-static bool touch(uint8_t *p, size_t n, unsigned s)
-{
-	memset(p, 0x5a, n);
-	for (size_t i = 0; i < n; i++)
-		p[i] = pat(i, s);
-	for (size_t i = 0; i + 8 <= n; i += 8) {
-		uint64_t w;
-		memcpy(&w, p + i, 8);
-		*(volatile uint64_t *)(p + i) = w;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (((volatile uint8_t *)p)[i] != pat(i, s))
-			return false;
-	return true;
-}
-
-/* The shadow says [p, +n) accessible and byte n not (n short of its
- * class); false if not. */
-static bool shadow_fits(const uint8_t *p, size_t n)
-{
-	bool mapped;
-	for (size_t i = 0; i < n; i += 8)
-		if (kasan_shadow_of(p + i, &mapped) != 0 && i + 8 <= n)
-			return false;
-	int8_t last = kasan_shadow_of(p + (n & ~(size_t)7), &mapped);
-	return mapped && (n % 8 ? last == (int8_t)(n % 8) : last < 0);
-}
+#include "tests/kernel/kasan_util.h"
 
 /* krealloc grown and shrunk keeps the bytes and the shadow follows. */
 static bool realloc_round(size_t n, unsigned s)
