@@ -11,16 +11,19 @@
 
 #include <stdatomic.h>
 
+#include "arch/x86_64/smp.h"
 #include "kernel/bootinfo.h"
 #include "kernel/format.h"
 #include "kernel/kasan.h"
 #include "kernel/frames.h"
 #include "kernel/percpu.h"
+#include "kernel/percpu_alloc.h"
 #include "kernel/printk.h"
 #include "kernel/thread.h"
 
 struct mheap kheap;
 struct spanheap kspanheap;
+struct pcpu kpcpu;
 
 /* "key=N" from the command line if present and within [lo, hi]; else
  * def (cmdline_get_uint names a refused value). */
@@ -123,6 +126,13 @@ void heap_init(void)
 	scfg.guard_slots = scfg.guard_interval ? GUARD_SLOTS : 0;
 	if (!spanheap_init(&kspanheap, &kheap, &scfg))
 		panic("heap: cannot set up the kernel span heap");
+	/* A unit for every CPU the MADT lists: a CPU's index is below that
+	 * count (smp.h), and none comes online after it is made. */
+	unsigned units = smp_report()->listed;
+	if (units < atomic_load(&ncpus_online))
+		units = atomic_load(&ncpus_online);
+	if (!pcpu_init(&kpcpu, &kspanheap, units > MAX_CPUS ? MAX_CPUS : units))
+		panic("heap: cannot set up the per-CPU allocator");
 	/* Threads from here on: their structs come from the heap. */
 	thread_cache_init();
 	if (!mheap_scavenger_start(&kheap))

@@ -9,8 +9,8 @@
  * the handler's locks nest inside whatever it interrupted. So shootdown,
  * the one lock held with interrupts on, comes first.
  *
- * mm/'s ranks (enum mm_lock_rank) map onto MM_SWEEP, MM_CENTRAL, FRAMES
- * and HEAP here (kernel/mm_port.c).
+ * mm/'s ranks (enum mm_lock_rank) map onto MM_SWEEP, MM_CENTRAL, FRAMES,
+ * HEAP and MM_PCPU here (kernel/mm_port.c).
  */
 #ifndef KERNEL_LOCKRANK_H
 #define KERNEL_LOCKRANK_H
@@ -63,6 +63,10 @@
 	  "the physical frame pool (mm's MM_RANK_PALLOC); taken by table "     \
 	  "creation under vm")                                                 \
 	X(MM_RESERVE, false, "mm/ address-space reservations")                 \
+	X(MM_PCPU, true,                                                       \
+	  "mm's per-CPU allocator (MM_RANK_PCPU, mm/pcpu.c, the kernel's "     \
+	  "alloc_percpu): its chunk table, maps and counters; a leaf taken "   \
+	  "alone, irqsave, in thread context (and by meminfo's statistics)")   \
 	X(RCU, false,                                                          \
 	  "the list of callbacks waiting for a grace period (kernel/rcu.c); "  \
 	  "irqsave, taken by call_rcu from any context, under any lock but "   \

@@ -4,8 +4,7 @@
  * page tables, irqsave spinlocks, and panic/printk for diagnostics.
  *
  * mm locks are the kernel's ranked ticket spinlocks (kernel/spinlock.c),
- * always taken irqsave; MM_RANK_HEAP maps to the leaf rank LOCK_RANK_HEAP.
- */
+ * always taken irqsave; mm's ranks map as mm_ranks below says. */
 #include "mm/port.h"
 
 #include <stdatomic.h>
@@ -57,6 +56,7 @@ static const enum lock_rank mm_ranks[] = {
         [MM_RANK_CENTRAL] = LOCK_RANK_MM_CENTRAL,
         [MM_RANK_PALLOC] = LOCK_RANK_FRAMES,
         [MM_RANK_HEAP] = LOCK_RANK_HEAP,
+        [MM_RANK_PCPU] = LOCK_RANK_MM_PCPU,
 };
 _Static_assert(sizeof(mm_ranks) / sizeof(mm_ranks[0]) == MM_RANK_COUNT,
                "every mm rank has a kernel rank");

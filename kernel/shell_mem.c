@@ -1,7 +1,7 @@
 /*
  * The shell's memory commands: meminfo (the frame pool, the page heap,
  * the span heap, the scavenger's and the sweeper's counters, the
- * shrinkers: kernel/shrinker.h), slabinfo
+ * per-CPU allocator's, the shrinkers: kernel/shrinker.h), slabinfo
  * (per size class, then the named caches: kmem_cache), sweep, scavenge and
  * release, which run the collector's steps now and report what they did, and
  * mmfail, which arms, disarms and shows allocation-failure injection: the
@@ -14,6 +14,7 @@
 #include "kernel/addrinfo.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/percpu_alloc.h"
 #include "kernel/printk.h"
 #include "kernel/rcu.h"
 #include "kernel/shell_internal.h"
@@ -101,6 +102,20 @@ static void print_rcu(void)
 	       (unsigned long long)r.waiting, (unsigned long long)r.late_wakes);
 }
 
+/* The per-CPU allocator's (alloc_percpu, mm/pcpu.h): its bytes are each
+ * CPU's, so the memory it holds is chunks times the chunk's bytes. */
+static void print_percpu(void)
+{
+	struct pcpu_stats p;
+	pcpu_stats(&kpcpu, &p);
+	printk("percpu: %u chunks (of %u at most) of %u units of %zu bytes, "
+	       "%zu bytes used and %zu free per CPU; %llu allocations live, "
+	       "%llu made, %llu freed\n",
+	       p.nchunks, p.max_chunks, p.nunits, p.unit_bytes, p.used_bytes,
+	       p.free_bytes, (unsigned long long)p.nlive,
+	       (unsigned long long)p.nallocs, (unsigned long long)p.nfrees);
+}
+
 static enum shell_status cmd_meminfo(int argc, char **argv)
 {
 	const struct spanheap_stats *st = stats_now(0);
@@ -142,6 +157,7 @@ static enum shell_status cmd_meminfo(int argc, char **argv)
 	       (unsigned long long)(st->n.sweeper_cpu_ns / 1000),
 	       (unsigned long long)st->n.idle_flushes);
 	print_rcu();
+	print_percpu();
 	if (kspanheap.track)
 		printk("poison records: %zu stacks in the depot, %zu pages; "
 		       "%llu records with no stack for want of room\n",
@@ -369,7 +385,8 @@ static enum shell_status cmd_mmfail(int argc, char **argv)
 }
 
 const struct shell_cmd shell_mem_cmds[] = {
-        {"meminfo", "", "frames, page heap, span heap, scavenger, sweeper, rcu",
+        {"meminfo", "",
+         "frames, page heap, span heap, scavenger, sweeper, rcu, percpu",
          cmd_meminfo},
         {"slabinfo", "",
          "per size class: objects, spans, bytes, waste; the named caches",

@@ -19,6 +19,9 @@
  *              inside one live object (the kernel's check_object_size)
  *   objcache.h named caches of objects of one size over the span heap,
  *              counted per cache (the kernel's kmem_cache wraps it)
+ *   pcpu.h     dynamic per-CPU memory: a zeroed copy of an object for
+ *              every CPU, one stride apart (the kernel's alloc_percpu
+ *              wraps it)
  *   mempool.h  reserved elements for allocations that must make progress
  *              when memory runs out (Linux's mempool_t)
  * port.h is the contract the OS implements; docs/PORTING.md explains it.
@@ -41,6 +44,7 @@ extern "C" {
 #include "mheap.h"
 #include "objcache.h"
 #include "pagecache.h"
+#include "pcpu.h"
 #include "spanheap.h"
 #include "spanheap_copy.h"
 #include "spanheap_usercopy.h"

@@ -9,7 +9,7 @@ MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
 	spanheap_poison.c spanheap_redzone.c spanheap_track.c spanheap_depot.c spanheap_where.c spanheap_freed.c \
 	spanheap_guard.c spanheap_guard_report.c spanheap_meta.c spanheap_meta_blocks.c \
 	spanheap_leak.c spanheap_fail.c failpoint.c objcache.c mempool.c \
-	mempool_check.c mempool_setup.c \
+	mempool_check.c mempool_setup.c pcpu.c pcpu_check.c \
 	rseq.c
 
 # Test hooks (palloc_testing.h): only for test binaries, never the kernel

@@ -448,6 +448,10 @@ enum mm_lock_rank {
 	MM_RANK_PALLOC,
 	/* A page heap (struct mheap): a leaf, nothing is taken under it. */
 	MM_RANK_HEAP,
+	/* A per-CPU allocator (struct pcpu, mm/pcpu.h): a leaf taken alone,
+	 * in thread context, never with another mm lock held; nothing is
+	 * taken under it. */
+	MM_RANK_PCPU,
 	MM_RANK_COUNT
 };
 
