@@ -331,20 +331,26 @@ TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan m
 # `make test` adds them up. One failed part does not hide the others (-k).
 # Most parts keep one CPU busy, so they run side by side, one per CPU,
 # longest first, each part's output printed whole when it ends (-Otarget);
-# then the harness, which runs its QEMU cases one per CPU itself; the line
-# before the sum gives the three phases' seconds (and the line before the
-# harness the second each part ended, to find the tail). Run one
-# by one, the parts took 4.6 minutes here; side by side on 2 CPUs, 2.8. The
-# packages the fuzz and real-quick parts need are installed first, as two
-# apt-get runs at once would fight over dpkg's lock. Neither deps nor the
-# object lists that test-build has just brought up to date are remade
-# here (-o): a part whose prerequisites led to one (deps is every
-# object's order-only prerequisite, the lists are FORCE'd) started only
-# after every part that had none, whatever the order here; once, the host
+# the harness, which runs its QEMU cases one per CPU and one more
+# itself, is the last of them: it starts as soon as the last other part
+# has started, and its cases fill the CPUs the parts' tail leaves idle
+# (run after every part, as it was until 2026-12-07, it waited for the
+# longest to end alone: kernel-smp1 ran on one CPU for the last 40 s of
+# the phase, the other idle, and the harness's first 25 s, its demo
+# kernel's build, host cases and saved boots, left a CPU idle too).
+# kernel-smp1 is first: one vCPU, so one host CPU, and the longest
+# kernel run by the clock. The line before the sum gives the second each
+# part ended, to find the tail, and the phases' seconds. The packages
+# the fuzz and real-quick parts need are installed first, as two apt-get
+# runs at once would fight over dpkg's lock. Neither deps nor the object
+# lists that test-build has just brought up to date are remade here
+# (-o): a part whose prerequisites led to one (deps is every object's
+# order-only prerequisite, the lists are FORCE'd) started only after
+# every part that had none, whatever the order here; once, the host
 # tests, started last, ran alone for the last 30 s of the phase.
-TEST_SIDE_BY_SIDE := real-quick kernel-smp8 fuzz tsan kernel-smp host model \
-	kernel-poison kernel-guard kernel-smp1 chaos malloc-tsan port \
-	lint locks stack sizeclasses
+TEST_SIDE_BY_SIDE := kernel-smp1 real-quick kernel-smp8 fuzz tsan kernel-smp \
+	host model kernel-poison kernel-guard chaos malloc-tsan port \
+	lint locks stack sizeclasses harness
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
 
@@ -361,11 +367,9 @@ test: deps
 	echo "test: parts by the second each ended:" $$(for r in \
 		$(RESULTS)/*; do echo "$$(($$(stat -c %Y $$r) - t1))" \
 		"$${r##*/}"; done | sort -n | tr '\n' ' '); \
-	$(MAKE) --no-print-directory test-harness || st=1; \
-	t3=$$(date +%s); \
 	t0=$$(cat $(BUILD)/.test-start 2>/dev/null || echo $$t1); \
-	echo "test: $$((t3 - t0)) s after deps: build $$((t1 - t0)) s, parts" \
-		"$$((t2 - t1)) s, harness $$((t3 - t2)) s (keep under 600)"; \
+	echo "test: $$((t2 - t0)) s after deps: build $$((t1 - t0)) s," \
+		"parts and harness $$((t2 - t1)) s (keep under 600)"; \
 	$(MAKE) --no-print-directory test-sum && exit $$st || exit 1
 
 # What make test runs, built first and in parallel (one job per CPU: a
@@ -374,9 +378,21 @@ test: deps
 # whole build. The RSS plot's program, bench-blowup's and bench-latency's
 # are built too, though only their make targets run them, so that they
 # cannot rot unseen.
+# The harness's demo kernel is built here too (test-faildemo), with the
+# rest, where its harness built it at the start of its own run, as it
+# still does when run alone (then with nothing to do after this).
 test-build: all $(MM_KOBJS) $(PORT_TEST) $(TSAN_TEST) $(MALLOC_TSAN_TEST) \
 		$(MALLOC_C_TESTS) $(SPANHEAP_BENCH_BIN) $(MALLOC_RSS_BURST) \
-		$(MALLOC_BLOWUP) $(MALLOC_LATENCY)
+		$(MALLOC_BLOWUP) $(MALLOC_LATENCY) test-faildemo
+
+# The kernel with the harness's failing demo tests (KTEST_FAIL_DEMO=1), in
+# its own build directory, started from the test kernel's objects that
+# the macro does not change (tools/seed-build), as tools/test-harness
+# builds it.
+test-faildemo: $(KERNEL)
+	@tools/seed-build $(BUILD) $(BUILD)/faildemo KTEST_FAIL_DEMO
+	+@$(MAKE) --no-print-directory -s KTEST_FAIL_DEMO=1 \
+		BUILD=$(BUILD)/faildemo $(BUILD)/faildemo/kernel.elf
 
 # The last line of make test, on its own: RESULTS=dir sums another run's.
 test-sum:
@@ -538,11 +554,14 @@ test-kernel-guard: $(BOOT_EFI) $(KERNEL)
 # kernel; both are checked end to end so the checks above can be trusted.
 # The lint cases build copies of mm/ with the kernel's flags, but with the
 # pin hooks as calls (strict hook check; and no quotes in the variable).
+# Its recipe is a make's (+): the makes the harness runs (the host test
+# binaries, the demo kernel: test-build made both) share make test's job
+# slots, now that it runs among the parts, where they warned they had none.
 HARNESS_KCFLAGS := $(filter-out -DMM_PORT_INLINE=%,$(KCFLAGS))
 
 test-harness: $(BOOT_EFI) $(KERNEL) $(SPANHEAP_BENCH_BIN)
 	@mkdir -p $(RESULTS)
-	CC="$(CC)" KCFLAGS="$(HARNESS_KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
+	+CC="$(CC)" KCFLAGS="$(HARNESS_KCFLAGS)" NM="$(NM)" MM_SRCS="$(MM_SRCS)" \
 		LD="$(LD)" KLDFLAGS="$(KLDFLAGS)" \
 		tools/test-harness $(BUILD) $(BOOT_EFI) $(KERNEL) $(RESULTS)/harness
 
@@ -574,7 +593,7 @@ format-check: deps
 clean:
 	rm -rf build
 
-.PHONY: heapmap all deps run debug test test-build test-sum test-lint test-locks test-stack test-host test-model test-kernel \
+.PHONY: heapmap all deps run debug test test-build test-faildemo test-sum test-lint test-locks test-stack test-host test-model test-kernel \
 	test-kernel-smp test-kernel-smp1 test-kernel-smp8 test-kernel-poison \
 	test-kernel-guard test-harness \
 	format format-check clean bench-kernel bench-scavenge deps-bench
