@@ -459,7 +459,7 @@ test-host: $(HOST_TEST)
 
 # The span heap's sweepgen protocol and the hosted malloc's slot protocol,
 # model-checked with spin (tests/model: every interleaving of a few
-# threads, and a mutant of each model that must fail); about 40 s.
+# threads, and a mutant of each model that must fail); about 40 s of CPU.
 test-model: deps
 	@mkdir -p $(RESULTS)
 	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
