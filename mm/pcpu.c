@@ -29,7 +29,8 @@
  *   1. nchunks <= max_chunks <= PCPU_MAX_CHUNKS; chunks[0..nchunks) are
  *      set, each base page-aligned, no two chunks overlapping.
  *   2. A chunk's free_granules is the count of its clear used bits.
- *   3. Every start bit has its used bit set.
+ *   3. Every start bit has its used bit set, and every run of used
+ *      granules begins with one (else its granules could never be freed).
  *   4. used_granules is the sum of set used bits; nlive the sum of start
  *      bits, and nallocs - nfrees.
  *

@@ -52,6 +52,12 @@ static bool chunk_ok_locked(struct pcpu *pc, unsigned i, struct finding *f,
 		if (c->start[w] & ~c->used[w])
 			return note(f, "a start bit on a free granule (3)", i,
 			            w, c->start[w] & ~c->used[w]);
+		/* Run heads: used granules after a free one (or the first). */
+		uint64_t prev =
+		        c->used[w] << 1 | (w ? c->used[w - 1] >> 63 : 0);
+		if (c->used[w] & ~prev & ~c->start[w])
+			return note(f, "a used run with no start bit (3)", i, w,
+			            c->used[w] & ~prev & ~c->start[w]);
 		nused += popcount(c->used[w]);
 		*live += popcount(c->start[w]);
 	}

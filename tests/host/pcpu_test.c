@@ -99,6 +99,9 @@ KTEST(pcpu, misuse_panics_naming_the_pointer)
 	SH_EXPECT_PANIC(pcpu_free(&pc, a + 3), "a pointer into an allocation");
 	SH_EXPECT_PANIC(pcpu_free(&pc, pcpu_ptr(&pc, a, 2)),
 	                "CPU 2's unit, offset 0): a copy of another CPU");
+	/* CPU 1's copy: one unit past the handle, the bound itself. */
+	SH_EXPECT_PANIC(pcpu_free(&pc, pcpu_ptr(&pc, a, 1)),
+	                "CPU 1's unit, offset 0): a copy of another CPU");
 	snprintf(want, sizeof(want), "copy of %p for CPU 8: only CPUs 0 to 7",
 	         (void *)a);
 	SH_EXPECT_PANIC(pcpu_ptr(&pc, a, UNITS), want);
@@ -171,7 +174,24 @@ KTEST(pcpu, the_checker_finds_a_broken_map)
 	pc.used_granules++;
 	SH_EXPECT_PANIC(pcpu_check(&pc), "used_granules not the used bits");
 	pc.used_granules--;
+	/* A used granule apart from any allocation, the counts agreeing
+	 * (a free that left its last granule set): never freeable. */
+	pc.chunks[0]->used[1] |= 1;
+	pc.chunks[0]->free_granules--;
+	pc.used_granules++;
+	SH_EXPECT_PANIC(pcpu_check(&pc), "a used run with no start bit (3)");
+	pc.chunks[0]->used[1] = 0;
+	pc.chunks[0]->free_granules++;
+	pc.used_granules--;
+	/* Two chunks (a whole unit each), the second moved onto the first. */
+	void *u = pcpu_alloc(&pc, PCPU_UNIT_BYTES, 0);
+	KASSERT(u && pc.nchunks == 2);
+	uintptr_t base = pc.chunks[1]->base;
+	pc.chunks[1]->base = pc.chunks[0]->base + MM_PAGE_SIZE;
+	SH_EXPECT_PANIC(pcpu_check(&pc), "two chunks overlapping (1)");
+	pc.chunks[1]->base = base;
 	pcpu_check(&pc);
+	pcpu_free(&pc, u);
 	pcpu_free(&pc, h);
 	sh_heap_release(&heap, &sh);
 }
