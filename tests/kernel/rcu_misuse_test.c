@@ -60,15 +60,19 @@ KTEST(demo, shrinker_unregistered_from_its_count_in_meminfo)
 	              "shrink_print returned after a count unregistered");
 }
 
-/* A NULL func would be taken for kfree_rcu's offset 0: the head kfreed
- * after a grace period, silently. */
+/* A func below RCU_KFREE_OFFSET_MAX (NULL, or here the last offset
+ * kfree_rcu may use) would be taken for kfree_rcu's offset: the object
+ * around the head kfreed after a grace period, silently. The bound
+ * itself, so that a check of NULL alone fails this (mutation audit,
+ * rv98: 'func == 0' passed the NULL demo). */
 static struct rcu_head demo_head;
 
-KTEST(demo, call_rcu_with_a_null_func)
+KTEST(demo, call_rcu_with_a_func_below_the_offsets_bound)
 {
-	call_rcu(&demo_head, NULL);
+	call_rcu(&demo_head, (void (*)(struct rcu_head *))(
+	                             uintptr_t)(RCU_KFREE_OFFSET_MAX - 1));
 	rcu_barrier();
-	ktest_fail_at(__FILE__, __LINE__, "call_rcu took a NULL func");
+	ktest_fail_at(__FILE__, __LINE__, "call_rcu took an offset for a func");
 }
 
 static void demo_cb(struct rcu_head *h)
