@@ -132,7 +132,7 @@ void rcu_kfree_at(struct rcu_head *head, size_t offset)
 	/* The object is checked now, while the caller's stack says who
 	 * passed it: kfree found a foreign, interior or freed pointer only
 	 * in the rcu thread. The heap's checks panic, naming kfree_rcu. */
-	spanheap_usable_size_as(&kspanheap, (char *)head - offset, "kfree_rcu");
+	spanheap_check_free_as(&kspanheap, (char *)head - offset, "kfree_rcu");
 	enqueue(head, (void (*)(struct rcu_head *))(uintptr_t)offset);
 }
 

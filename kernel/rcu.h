@@ -71,9 +71,8 @@ void call_rcu(struct rcu_head *head, void (*func)(struct rcu_head *));
  * must lie within the first RCU_KFREE_OFFSET_MAX bytes. ptr NULL does
  * nothing (as kfree(NULL)); ptr is evaluated once. Otherwise it is checked
  * at the call with kfree's checks (a foreign, interior or freed pointer
- * panics naming kfree_rcu, the caller on the stack; in poison mode a
- * named cache's object is found only by the kfree, in the rcu thread,
- * the size check not reading its owner). Contexts as for
+ * panics naming kfree_rcu, the caller on the stack; so does, in poison
+ * mode, a named cache's object). Contexts as for
  * call_rcu. */
 #define RCU_KFREE_OFFSET_MAX 4096
 #define kfree_rcu(ptr, field)                                              \

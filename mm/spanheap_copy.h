@@ -72,4 +72,11 @@ void spanheap_free_sensitive(struct spanheap *sh, void *p);
 size_t spanheap_usable_size_as(struct spanheap *sh, const void *p,
                                const char *op);
 
+/* Panics, naming op, for what spanheap_free(sh, p) would refuse: the
+ * checks of spanheap_usable_size_as, and in poison mode a named cache's
+ * object (objcache.h). For a free done later elsewhere (kfree_rcu's, in
+ * the rcu thread): checked while the caller's stack names it. NULL:
+ * nothing. Any context but NMI; writes nothing. */
+void spanheap_check_free_as(struct spanheap *sh, const void *p, const char *op);
+
 #endif

@@ -293,6 +293,17 @@ size_t spanheap_usable_size_as(struct spanheap *sh, const void *p,
 	return s->poison ? spanheap_redzone_asked(s, idx) : s->elemsize;
 }
 
+void spanheap_check_free_as(struct spanheap *sh, const void *p, const char *op)
+{
+	spanheap_usable_size_as(sh, p, op); /* foreign, interior, freed */
+	if (!p || spanheap_guard_owns(&sh->guard, p))
+		return;
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(sh, p, &idx, op);
+	if (s->poison) /* a named cache's objects are its own, as a free's */
+		spanheap_redzone_not_owned(sh, s, idx, (uintptr_t)p, op);
+}
+
 /* A free of object idx of s that carries its free marker: say what is
  * wrong. Freed since it was handed out (its local or pending bit, or a
  * magazine) is a double free, and so is one a refill put into a magazine

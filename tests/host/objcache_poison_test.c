@@ -11,6 +11,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/objcache.h"
+#include "../../mm/spanheap_copy.h"
 #include "../../mm/spanheap_internal.h"
 #include "objcache_test_util.h"
 #include "spanheap_test_util.h"
@@ -105,6 +106,12 @@ KTEST(objcache, poison_mode_tells_each_objects_owner)
 	SH_EXPECT_PANIC(objcache_free(a, k), "is kmalloc's, of no cache");
 	SH_EXPECT_PANIC(spanheap_free(&sh, pa), "free of");
 	KEXPECT(strstr(mm_port_last_panic(), "is cache 'inode''s"));
+	/* kfree_rcu's check at its call (rv98: it passed a cache's object,
+	 * which the kfree in the rcu thread refused later). */
+	SH_EXPECT_PANIC(spanheap_check_free_as(&sh, pa, "kfree_rcu"),
+	                "kfree_rcu of");
+	KEXPECT(strstr(mm_port_last_panic(), "is cache 'inode''s"));
+	spanheap_check_free_as(&sh, k, "kfree_rcu"); /* kmalloc's: fine */
 	/* Resized in place or moved: either way refused before anything. */
 	SH_EXPECT_PANIC(spanheap_realloc(&sh, pb, 20, 0), "realloc of");
 	SH_EXPECT_PANIC(spanheap_realloc(&sh, pb, 4000, 0), "'dentry''s");
