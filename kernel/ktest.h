@@ -144,4 +144,14 @@ int ktest_strcmp_(const char *a, const char *b);
 		return;             \
 	} while (0)
 
+/* True if each of the n bytes at p is 0: a zeroing check. Any context. */
+static inline bool ktest_all_zero(const void *p, unsigned long n)
+{
+	const uint8_t *b = p;
+	for (unsigned long k = 0; k < n; k++)
+		if (b[k])
+			return false;
+	return true;
+}
+
 #endif

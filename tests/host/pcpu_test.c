@@ -31,15 +31,6 @@ static size_t in_use_bytes(void)
 	return st.bytes_in_use;
 }
 
-static bool all_zero(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	for (size_t k = 0; k < n; k++)
-		if (b[k])
-			return false;
-	return true;
-}
-
 static bool fresh(void)
 {
 	return sh_heap_fresh(&heap, &sh) && pcpu_init(&pc, &sh, UNITS);
@@ -61,7 +52,7 @@ KTEST(pcpu, sizes_and_alignments_come_zeroed_in_every_unit)
 				uint8_t *p = pcpu_ptr(&pc, h[n], cpu);
 				KEXPECT_EQ((uintptr_t)p - (uintptr_t)h[n],
 				           cpu * PCPU_UNIT_BYTES);
-				KEXPECT(all_zero(p, sizes[s]));
+				KEXPECT(ktest_all_zero(p, sizes[s]));
 				memset(p, 0xa5, sizes[s]);
 			}
 		}
@@ -78,7 +69,7 @@ KTEST(pcpu, sizes_and_alignments_come_zeroed_in_every_unit)
 	void *again = pcpu_alloc(&pc, 8192, 0);
 	KASSERT(again);
 	for (unsigned cpu = 0; cpu < UNITS; cpu++)
-		KEXPECT(all_zero(pcpu_ptr(&pc, again, cpu), 8192));
+		KEXPECT(ktest_all_zero(pcpu_ptr(&pc, again, cpu), 8192));
 	pcpu_free(&pc, again);
 	pcpu_check(&pc);
 	sh_heap_release(&heap, &sh);
@@ -246,7 +237,7 @@ static void work(void *arg)
 			continue;
 		}
 		uint8_t *mine = pcpu_ptr(&pc, w->keep[k], w->id);
-		if (!all_zero(mine, w->size[k]))
+		if (!ktest_all_zero(mine, w->size[k]))
 			stress_fail(&w->failures, "%p not zeroed",
 			            (void *)w->keep[k]);
 		for (size_t i = 0; i < w->size[k]; i++)

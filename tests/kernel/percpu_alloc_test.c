@@ -39,15 +39,6 @@ static uint8_t pattern(unsigned i, unsigned cpu, size_t k)
 	return (uint8_t)(i * 37 + cpu * 101 + k * 7 + 1);
 }
 
-static bool all_zero(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	for (size_t k = 0; k < n; k++)
-		if (b[k])
-			return false;
-	return true;
-}
-
 /* Allocates h[], checking alignment and zeroes in every unit. */
 static unsigned alloc_all(void)
 {
@@ -61,7 +52,7 @@ static unsigned alloc_all(void)
 			continue;
 		}
 		for (unsigned cpu = 0; cpu < kpcpu.nunits; cpu++)
-			bad += !all_zero(per_cpu_ptr(h[i], cpu), sz);
+			bad += !ktest_all_zero(per_cpu_ptr(h[i], cpu), sz);
 	}
 	return bad;
 }
