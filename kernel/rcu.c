@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "kernel/bootinfo.h"
 #include "kernel/heap.h"
 #include "kernel/printk.h"
 #include "kernel/percpu.h"
@@ -81,27 +82,47 @@ void rcu_tick(void)
 		waitq_wake_one(&rcu_wq);
 }
 
-/* Queues head with func (a function, or kfree_rcu's offset). */
+/* mm.debug_poison (the heap's debug mode; mm.kasan implies it): enqueue walks
+ * the pending list for the head. Set once by rcu_init. */
+static bool rcu_debug;
+/* The walk's bound: its cost, under rcu_lock with interrupts off, is
+ * one load a head; a head queued further back than this is not found. */
+#define RCU_DEBUG_WALK 4096
+
+/* Whether head is on the pending list (its first RCU_DEBUG_WALK heads
+ * in debug mode; its tail only, O(1), in every mode). rcu_lock held. */
+static bool queued_locked(const struct rcu_head *head)
+{
+	if (next_tail == &head->next)
+		return true;
+	if (!rcu_debug)
+		return false;
+	const struct rcu_head *h = next_head;
+	for (unsigned n = 0; h && n < RCU_DEBUG_WALK; n++, h = h->next)
+		if (h == head)
+			return true;
+	return false;
+}
+
+/* Queues head with func (a function, or kfree_rcu's offset). head->next
+ * is written only under the lock after the check: written before, it
+ * cut the list at a head queued further back before the walk saw it. */
 static void enqueue(struct rcu_head *head, void (*func)(struct rcu_head *))
 {
-	head->func = func;
-	head->next = NULL;
 	unsigned long irq = spin_lock_irqsave(&rcu_lock);
-	/* The one double queue found in O(1): head is the list's tail, so
-	 * *next_tail = head would make it its own next (the rcu thread ran
-	 * it twice, or for good). One queued further back is not found. */
-	bool again = next_tail == &head->next;
-	if (!again)
-		*next_tail = head;
+	bool again = queued_locked(head);
 	if (!again) {
+		head->func = func;
+		head->next = NULL;
+		*next_tail = head;
 		next_tail = &head->next;
 		nqueued++;
 		atomic_store(&pending, true);
 	}
 	spin_unlock_irqrestore(&rcu_lock, irq);
 	if (again)
-		panic("call_rcu(%p, %p): the head is queued already (the last "
-		      "one queued, not yet taken by the rcu thread)",
+		panic("call_rcu(%p, %p): the head is queued already (not yet "
+		      "taken by the rcu thread)",
 		      (void *)head, (void *)(uintptr_t)func);
 	/* waitq_wake_one takes the queue's lock (rank WAITQ) and run
 	 * queues': only with no lock held, which preemption on says
@@ -200,6 +221,7 @@ static void rcu_thread(void *arg)
 
 void rcu_init(void)
 {
+	rcu_debug = cmdline_flag("mm.debug_poison") || cmdline_flag("mm.kasan");
 	struct thread_handle h = thread_create("rcu", rcu_thread, NULL, 0);
 	if (!thread_handle_ok(h))
 		panic("rcu: cannot start the rcu thread");

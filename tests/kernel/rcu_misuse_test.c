@@ -89,6 +89,26 @@ KTEST(demo, call_rcu_of_a_head_queued_already)
 	ktest_fail_at(__FILE__, __LINE__, "call_rcu queued a head twice");
 }
 
+/* With mm.debug_poison, a head queued again while further back in the
+ * list: before rv99 enqueue wrote its next = NULL first, cutting off
+ * the callbacks queued after it (never run, no message), and the test
+ * reached its ktest_fail_at. Preemption off: the rcu thread (CPU 0's,
+ * as this test's) cannot take the list between the calls. */
+static struct rcu_head demo_first, demo_after;
+
+KTEST(demo, call_rcu_of_a_head_queued_further_back)
+{
+	preempt_disable();
+	call_rcu(&demo_first, demo_cb);
+	call_rcu(&demo_head, demo_cb);
+	call_rcu(&demo_after, demo_cb);
+	call_rcu(&demo_head, demo_cb);
+	preempt_enable();
+	rcu_barrier();
+	ktest_fail_at(__FILE__, __LINE__,
+	              "call_rcu queued a head further back again");
+}
+
 /* kfree_rcu of an object kmalloc did not hand out (here one 16 bytes
  * into a kmalloc'd block): refused at the call, not in the rcu thread. */
 struct demo_obj {
