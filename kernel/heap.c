@@ -19,6 +19,7 @@
 #include "kernel/percpu.h"
 #include "kernel/percpu_alloc.h"
 #include "kernel/printk.h"
+#include "kernel/shrinker.h"
 #include "kernel/thread.h"
 
 struct mheap kheap;
@@ -99,6 +100,21 @@ static void heap_fail_boot(void)
 	       (unsigned long long)a.seed);
 }
 
+/* kpcpu's empty chunks (the spare pcpu_free keeps) for a reclaim: count
+ * and scan run in thread context, no spinlock held (shrinker.h). */
+static size_t pcpu_count(struct shrinker *s)
+{
+	return pcpu_empty_chunks(&kpcpu);
+}
+
+static size_t pcpu_scan(struct shrinker *s, size_t nr)
+{
+	return pcpu_trim(&kpcpu);
+}
+
+static struct shrinker pcpu_shrinker = {
+        .name = "pcpu", .count = pcpu_count, .scan = pcpu_scan};
+
 void heap_init(void)
 {
 	struct mheap_config cfg;
@@ -133,6 +149,7 @@ void heap_init(void)
 		units = atomic_load(&ncpus_online);
 	if (!pcpu_init(&kpcpu, &kspanheap, units > MAX_CPUS ? MAX_CPUS : units))
 		panic("heap: cannot set up the per-CPU allocator");
+	shrinker_register(&pcpu_shrinker);
 	/* Threads from here on: their structs come from the heap. */
 	thread_cache_init();
 	if (!mheap_scavenger_start(&kheap))
@@ -170,6 +187,7 @@ void heap_cpu_idle(void)
 
 size_t heap_release_all(void)
 {
+	pcpu_trim(&kpcpu); /* its empty chunks are the span heap's */
 	return spanheap_release_all(&kspanheap);
 }
 

@@ -174,8 +174,9 @@ void heap_flush_caches(void);
 void heap_cpu_idle(void);
 
 /*
- * Gives back everything the heaps can (Go's debug.FreeOSMemory): flushes
- * every CPU's span cache, sweeps, frees the empty spans, then scavenges
+ * Gives back everything the heaps can (Go's debug.FreeOSMemory): the
+ * per-CPU allocator's empty chunks (pcpu_trim), then flushes every CPU's
+ * span cache, sweeps, frees the empty spans, then scavenges
  * every free backed page to the frame pool. Returns how many pages were
  * scavenged. Span-struct pages stay: the span heap keeps its span structs.
  * Thread context.

@@ -23,7 +23,9 @@
  * holding the handle, checks that it is the start of a live allocation
  * of CPU 0's unit, and clears its granules; a chunk emptied so goes back
  * to the span heap, unless it is the last one (a spare against an
- * allocate-free cycle making and freeing a chunk each time).
+ * allocate-free cycle making and freeing a chunk each time). pcpu_trim
+ * gives back every empty chunk, the spare included (the kernel's
+ * reclaim calls it: heap_release_all, and kheap's "pcpu" shrinker).
  *
  * Invariants (pcpu_check):
  *   1. nchunks <= max_chunks <= PCPU_MAX_CHUNKS; chunks[0..nchunks) are
@@ -296,6 +298,45 @@ void pcpu_free(struct pcpu *pc, void *h)
 	mm_lock_release(&pc->lock, irq);
 	if (gone)
 		chunk_delete(pc, gone);
+}
+
+/* Takes an empty chunk out of the table, or NULL if none is. Locking:
+ * pc->lock held. */
+static struct pcpu_chunk *take_empty_locked(struct pcpu *pc)
+{
+	for (unsigned i = 0; i < pc->nchunks; i++) {
+		struct pcpu_chunk *c = pc->chunks[i];
+		if (c->free_granules != PCPU_GRANULES)
+			continue;
+		pc->chunks[i] = pc->chunks[--pc->nchunks];
+		pc->chunks[pc->nchunks] = NULL;
+		return c;
+	}
+	return NULL;
+}
+
+size_t pcpu_trim(struct pcpu *pc)
+{
+	size_t n = 0;
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&pc->lock);
+		struct pcpu_chunk *c = take_empty_locked(pc);
+		mm_lock_release(&pc->lock, irq);
+		if (!c)
+			return n;
+		chunk_delete(pc, c);
+		n++;
+	}
+}
+
+size_t pcpu_empty_chunks(struct pcpu *pc)
+{
+	size_t n = 0;
+	unsigned long irq = mm_lock_acquire(&pc->lock);
+	for (unsigned i = 0; i < pc->nchunks; i++)
+		n += pc->chunks[i]->free_granules == PCPU_GRANULES;
+	mm_lock_release(&pc->lock, irq);
+	return n;
 }
 
 void pcpu_bad_cpu(const struct pcpu *pc, const void *h, unsigned cpu)

@@ -20,7 +20,8 @@
  * count). A CPU numbered nunits or above has no copy: pcpu_ptr mm_panics
  * naming it.
  *
- * Contexts: pcpu_init, pcpu_alloc and pcpu_free in thread context (they
+ * Contexts: pcpu_init, pcpu_alloc, pcpu_free, pcpu_trim and
+ * pcpu_empty_chunks in thread context (they
  * may sleep in the span heap); pcpu_ptr, pcpu_add, pcpu_sum and
  * pcpu_stats in any context but NMI. No atomic allocation: a chunk is
  * grown by a thread-context allocation of the span heap, and one shared
@@ -96,6 +97,16 @@ void *pcpu_alloc(struct pcpu *pc, size_t size, size_t align);
  * copy other than CPU 0's, a pointer into an allocation, an allocation
  * freed already. Thread context, no mm lock held. */
 void pcpu_free(struct pcpu *pc, void *h);
+
+/* Gives every empty chunk back to the span heap: the spare pcpu_free
+ * keeps, and one a race of two growing allocations left empty. Returns
+ * how many went back; the next allocation makes a chunk again. Thread
+ * context, no mm lock held. */
+size_t pcpu_trim(struct pcpu *pc);
+
+/* How many chunks pcpu_trim would give back now (a scan of the table
+ * under the lock). Thread context, no mm lock held. */
+size_t pcpu_empty_chunks(struct pcpu *pc);
 
 __attribute__((noreturn)) void pcpu_bad_cpu(const struct pcpu *pc,
                                             const void *h, unsigned cpu);

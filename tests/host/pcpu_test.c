@@ -5,10 +5,10 @@
  * another CPU's copy, a CPU with no unit) panics naming the pointer;
  * bad requests, the chunk limit and a heap that fails the chunk's struct
  * or memory give NULL with a line and nothing kept; an emptied chunk goes
- * back but the last; the checker finds a broken map. Then a stress
- * (ThreadSanitizer too): four threads, each its own CPU, allocate, fill
- * their own copies with a pattern, check and free, counting with pcpu_add
- * into one shared counter; the sums and the checker hold at the end.
+ * back but the last, and the last at pcpu_trim; the checker finds a broken map.
+ * Then a stress (ThreadSanitizer too): four threads, each its own CPU,
+ * allocate, fill their own copies with a pattern, check and free, counting with
+ * pcpu_add into one shared counter; the sums and the checker hold at the end.
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -132,6 +132,7 @@ KTEST(pcpu, bad_requests_and_no_memory_give_null_keeping_nothing)
 	}
 	/* The limit: a whole unit per chunk. */
 	static void *h[PCPU_MAX_CHUNKS];
+	size_t base = in_use_bytes(); /* no chunk yet */
 	KASSERT(h[0] = pcpu_alloc(&pc, 8192, 0));
 	size_t one = in_use_bytes();
 	for (unsigned i = 1; i < PCPU_MAX_CHUNKS; i++)
@@ -148,6 +149,17 @@ KTEST(pcpu, bad_requests_and_no_memory_give_null_keeping_nothing)
 	pcpu_stats(&pc, &st);
 	KEXPECT_EQ(st.nchunks, 1);
 	KEXPECT_EQ(in_use_bytes(), one); /* the 63 others went back */
+	/* The spare too, at a trim (rv99: nothing gave it back). */
+	KEXPECT_EQ(pcpu_empty_chunks(&pc), 1);
+	KEXPECT_EQ(pcpu_trim(&pc), 1);
+	pcpu_stats(&pc, &st);
+	KEXPECT_EQ(st.nchunks, 0);
+	KEXPECT_EQ(pcpu_empty_chunks(&pc), 0);
+	KEXPECT_EQ(pcpu_trim(&pc), 0);
+	KEXPECT_EQ(in_use_bytes(), base);
+	pcpu_check(&pc);
+	KASSERT(h[0] = pcpu_alloc(&pc, 8, 0)); /* a chunk is made again */
+	pcpu_free(&pc, h[0]);
 	sh_heap_release(&heap, &sh);
 }
 
