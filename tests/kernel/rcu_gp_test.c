@@ -16,6 +16,7 @@
 #include "kernel/sched.h"
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
+#include "tests/kernel/smp_util.h"
 
 /* The first online CPU other than this one and not in skip, or MAX_CPUS. */
 static unsigned other_cpu(cpumask_t skip)
@@ -69,16 +70,12 @@ KTEST(rcu, synchronize_waits_for_a_reader_held_on_another_cpu)
 	atomic_store(&left, false);
 	atomic_store(&calling, false);
 	atomic_store(&synced, false);
-	struct thread_handle r =
-	        thread_create("held_reader", held_reader, NULL, rc);
+	struct thread_handle r = start_until_set("held_reader", held_reader,
+	                                         NULL, rc, &in_section);
 	KASSERT(thread_handle_ok(r));
-	while (!atomic_load(&in_section))
-		thread_sleep_ns(0);
-	struct thread_handle s = thread_create("synchronizer", synchronizer,
-	                                       NULL, this_cpu()->id);
+	struct thread_handle s = start_until_set(
+	        "synchronizer", synchronizer, NULL, this_cpu()->id, &calling);
 	KASSERT(thread_handle_ok(s));
-	while (!atomic_load(&calling))
-		thread_sleep_ns(0);
 	/* Ten ticks on every CPU: every CPU but the reader's has passed a
 	 * quiescent state many times over. */
 	wait_ticks_everywhere(10);
@@ -120,10 +117,8 @@ KTEST(rcu, grace_period_ends_with_cpus_idle_and_one_offline)
 	atomic_store(&gone, false);
 	atomic_store(&come_back, false);
 	struct thread_handle h =
-	        thread_create("offline", offline_cpu, NULL, oc);
+	        start_until_set("offline", offline_cpu, NULL, oc, &gone);
 	KASSERT(thread_handle_ok(h));
-	while (!atomic_load(&gone))
-		thread_sleep_ns(0);
 	rcu_stats(&st0);
 	synchronize_rcu(); /* a hang here names the bug: run-ktest's timeout */
 	synchronize_rcu();

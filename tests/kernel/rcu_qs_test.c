@@ -18,6 +18,7 @@
 #include "kernel/rcu.h"
 #include "kernel/sched.h"
 #include "kernel/thread.h"
+#include "tests/kernel/smp_util.h"
 
 /* Ticks every online CPU takes before a wait is called a hang: a grace
  * period takes two or three. */
@@ -87,11 +88,10 @@ static bool synchronize_beside_spinner(unsigned cpu, void *mode)
 	atomic_store(&spinning, false);
 	atomic_store(&spin_stop, false);
 	atomic_store(&synced, false);
-	struct thread_handle sp = thread_create("rcu_spin", spinner, mode, cpu);
+	struct thread_handle sp =
+	        start_until_set("rcu_spin", spinner, mode, cpu, &spinning);
 	if (!thread_handle_ok(sp))
 		return false;
-	while (!atomic_load(&spinning))
-		thread_sleep_ns(0);
 	struct thread_handle sy =
 	        thread_create("rcu_sync", synchronizer, NULL, this_cpu()->id);
 	bool ok = thread_handle_ok(sy) && wait_flag_ticks(&synced, BOUND_TICKS);
@@ -264,15 +264,13 @@ KTEST(rcu, a_cpu_leaving_mid_grace_period_is_not_waited_for)
 	atomic_store(&come_back, false);
 	atomic_store(&calling, false);
 	atomic_store(&synced, false);
-	struct thread_handle l = thread_create("rcu_leaver", leaver, NULL, cpu);
+	struct thread_handle l =
+	        start_until_set("rcu_leaver", leaver, NULL, cpu, &held);
 	KASSERT(thread_handle_ok(l));
-	while (!atomic_load(&held))
-		thread_sleep_ns(0);
-	struct thread_handle s = thread_create("rcu_sync", calling_synchronizer,
-	                                       NULL, this_cpu()->id);
+	struct thread_handle s =
+	        start_until_set("rcu_sync", calling_synchronizer, NULL,
+	                        this_cpu()->id, &calling);
 	KASSERT(thread_handle_ok(s));
-	while (!atomic_load(&calling))
-		thread_sleep_ns(0);
 	/* Ten ticks of CPU 0: the rcu thread took its snapshot, the leaver's
 	 * CPU in it. */
 	uint64_t t0 = cpus[0].ticks;
