@@ -134,7 +134,7 @@ static inline void *alloc_small(struct spanheap *sh, unsigned cls, size_t size,
                                 unsigned flags)
 {
 	struct mm_pin pin = mm_port_pin();
-	struct mcache *mc = &sh->caches[pin.cpu];
+	struct mcache *mc = spanheap_cache_ready(sh, pin.cpu);
 	void *p = (void *)spanheap_mag_pop(&mc->mag[cls]);
 	if (!p) {
 		/* An empty magazine's refill, as spanheap_alloc_refill's:
@@ -208,7 +208,7 @@ guard_due(const struct spanheap *sh, struct mcache *mc)
 static __attribute__((noinline)) bool guard_sample(struct spanheap *sh)
 {
 	struct mm_pin pin = mm_port_pin();
-	bool due = guard_due(sh, &sh->caches[pin.cpu]);
+	bool due = guard_due(sh, spanheap_cache_ready(sh, pin.cpu));
 	mm_port_unpin(pin);
 	return due;
 }
@@ -413,6 +413,8 @@ __attribute__((noinline)) void *spanheap_alloc_refill(struct spanheap *sh,
 	unsigned cls = sizeclass_of(size);
 	if (__builtin_expect(sh->caches[pin.cpu].slab != NULL, 1))
 		mag_refilled(sh, pin.cpu, cls);
+	else if (!spanheap_cache_used(sh, pin.cpu))
+		return spanheap_alloc_first_use(sh, size, flags, pin);
 	struct mspan *s = sh->caches[pin.cpu].alloc[cls];
 	uint64_t ac = s->alloc_cache;
 	if (__builtin_expect(ac == 0, 0))

@@ -237,7 +237,7 @@ __attribute__((noinline)) void spanheap_free_unpinned(struct spanheap *sh,
 	struct mm_pin pin = mm_port_pin();
 	struct mmag *m = &sh->caches[pin.cpu].mag[cls];
 	uintptr_t *t = mag_top(m);
-	if (t < m->limit) {
+	if (t < m->limit) { /* not so in a cache not set up: both are 0 */
 		mag_push(m, t, a, sh->mag_cookie);
 		mm_port_unpin(pin);
 	} else {
@@ -323,7 +323,9 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
 		mag_push(m, mag_top(m), a, sh->mag_cookie);
 	} else if (!sh->caches[pin.cpu].slab || zero) {
 		/* No slab yet: make it, or straight to the span if there
-		 * is no memory for one now (or injection is armed). */
+		 * is no memory for one now (or injection is armed). The
+		 * CPU's first free sets its cache up first. */
+		spanheap_cache_ready(sh, pin.cpu);
 		if (!zero && spanheap_mag_slab_make(sh, pin.cpu)) {
 			mag_push(m, mag_top(m), a, sh->mag_cookie);
 		} else {
@@ -350,6 +352,20 @@ static void mag_full_claimed(struct spanheap *sh, uintptr_t a, unsigned cls,
 		spanheap_sweeper_kick(sh);
 }
 
+/*
+ * A CPU's first allocation (pinned by pin): its cache set up, then the
+ * refill again, which counts this allocation towards the guarded pool's
+ * next (its countdown read 0, a cache not set up). Apart, so that the
+ * refill's common way (a slab made) is the instructions it was.
+ */
+__attribute__((noinline, cold)) void *
+spanheap_alloc_first_use(struct spanheap *sh, size_t size, unsigned flags,
+                         struct mm_pin pin)
+{
+	spanheap_cache_set_up(sh, pin.cpu);
+	return spanheap_alloc_refill(sh, size, flags, pin);
+}
+
 /* A span with free objects should be kept after a fold if at least this
  * share (1/8) came free; else it goes back and a fuller one comes. */
 static inline bool worth_keeping(const struct mspan *s)
@@ -359,9 +375,9 @@ static inline bool worth_keeping(const struct mspan *s)
 
 /*
  * The slow path: the cached span of class cls has no free bit left in
- * alloc_cache. Pinned (*pin); a thread caller unpins to ask the page heap
- * and pins again, so pin->cpu may change. Returns an object or NULL, and
- * sets *kick if the sweeper should be kicked (after the unpin).
+ * alloc_cache. Pinned (*pin), the CPU's cache set up; a thread caller unpins to
+ * ask the page heap and pins again, so pin->cpu may change. Returns an object
+ * or NULL, and sets *kick if the sweeper should be kicked (after the unpin).
  */
 void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
                             unsigned flags, struct mm_pin *pin, bool *kick)
@@ -391,7 +407,7 @@ void *spanheap_cache_refill(struct spanheap *sh, unsigned cls, size_t size,
 		s = spanheap_span_new(sh, cls, 0, 0, flags);
 		mheap_hook(sh->heap, MHEAP_HOOK_SPAN_MADE);
 		*pin = mm_port_pin();
-		mc = &sh->caches[pin->cpu];
+		mc = spanheap_cache_ready(sh, pin->cpu); /* maybe its first */
 		struct mspan *cur = mc->alloc[cls];
 		if (cur != &spanheap_empty_span) {
 			/* Something on this CPU refilled meanwhile. */

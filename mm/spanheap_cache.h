@@ -84,6 +84,42 @@ static inline void mag_refilled(struct spanheap *sh, unsigned cpu, unsigned cls)
 		                              : sh->mag_max[cls]));
 }
 
+/* Sets up CPU cpu's cache, all zero until its first use (pinned, the
+ * owner; spanheap_init.c). */
+__attribute__((cold)) void spanheap_cache_set_up(struct spanheap *sh,
+                                                 unsigned cpu);
+
+/* True if CPU cpu's cache is set up: the fast paths' table gives it its
+ * own magazines, not the shared empty ones of no CPU
+ * (spanheap_cache_set_up's last store, read acquire); else it is all
+ * zero, and no one but its owner may write it. Any CPU. Compared with
+ * mags[MM_PIN_NONE], not with the cache's address: in the hosted
+ * malloc's refill GCC kept that address from the slab's test for it,
+ * an instruction more on the refill's common way. */
+static inline bool spanheap_cache_used(struct spanheap *sh, unsigned long cpu)
+{
+	return __atomic_load_n(&sh->mags[cpu], __ATOMIC_ACQUIRE) !=
+	       sh->mags[MM_PIN_NONE];
+}
+
+/* CPU cpu's cache (pinned, the owner), set up first if this is its first
+ * use. The slow paths' way in; the fast paths reach an unused cache's
+ * magazines only through mags[cpu], the shared empty and full ones. */
+static inline struct mcache *spanheap_cache_ready(struct spanheap *sh,
+                                                  unsigned cpu)
+{
+	if (__builtin_expect(!spanheap_cache_used(sh, cpu), 0))
+		spanheap_cache_set_up(sh, cpu);
+	return &sh->caches[cpu];
+}
+
+/* spanheap_alloc_refill's way on a CPU whose cache is not set up (its
+ * first allocation): sets it up, then refills. Pinned by pin; unpins. */
+__attribute__((cold)) void *spanheap_alloc_first_use(struct spanheap *sh,
+                                                     size_t size,
+                                                     unsigned flags,
+                                                     struct mm_pin pin);
+
 /* The refill: an object of class cls for size bytes (poison mode's red
  * zone) when the cached span has none in its allocation cache. Pinned
  * (*pin, which may change); sets *kick if the sweeper should be kicked
@@ -110,8 +146,8 @@ bool spanheap_mag_give_back(struct spanheap *sh, unsigned cpu, unsigned cls,
  * spans; true if the sweeper should be kicked (after the unpin). */
 bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu);
 
-/* True if a sweep cycle began since CPU cpu's cache (pinned, or read by
- * its own CPU) was last flushed: its refill, or its idle loop, flushes
+/* True if a sweep cycle began since CPU cpu's cache (set up; pinned, or
+ * read by its own CPU) was last flushed: its refill, or its idle loop, flushes
  * it then. */
 static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 {
@@ -119,10 +155,10 @@ static inline bool spanheap_cache_stale(struct spanheap *sh, unsigned cpu)
 	       atomic_load_explicit(&sh->sweepgen, memory_order_relaxed);
 }
 
-/* True if CPU cpu's cache (pinned or held) was last flushed before cycle
- * gen began: stale since then (the sweeper's visit, spanheap_flush.c).
- * A signed difference: right while the flush is less than 2^30 cycles
- * older than gen, which each visit keeps so (flush_stale_other). */
+/* True if CPU cpu's cache (set up; pinned or held) was last flushed before
+ * cycle gen began: stale since then (the sweeper's visit, spanheap_flush.c). A
+ * signed difference: right while the flush is less than 2^30 cycles older than
+ * gen, which each visit keeps so (flush_stale_other). */
 static inline bool spanheap_cache_stale_since(struct spanheap *sh, unsigned cpu,
                                               uint32_t gen)
 {

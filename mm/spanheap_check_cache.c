@@ -1,5 +1,6 @@
 /*
  * mm/spanheap_check_cache.c: the span heap's checker's per-CPU part:
+ * every CPU's cache set up or all zero (a CPU that never used the heap),
  * every CPU's magazines (each object in them a freed object of its class,
  * the slots where the slab puts them) and every CPU's cached spans (of
  * their slot's class, on no list, owned by the CPU).
@@ -42,15 +43,55 @@ static bool mag_object_ok(struct spanheap *sh, unsigned cls, uintptr_t a,
 /* The first fault in a CPU's magazines, kept to be reported once nothing
  * is pinned and no CPU is held (a test may catch the panic and go on). */
 struct mag_fault {
-	enum { MAG_OK, MAG_NO_SLAB, MAG_BROKEN, MAG_OBJECT } kind;
+	enum {
+		MAG_OK,
+		MAG_UNUSED_WRITTEN,
+		MAG_TABLE,
+		MAG_NO_SLAB,
+		MAG_BROKEN,
+		MAG_OBJECT
+	} kind;
 	unsigned cpu, cls;
 	uint32_t seen, n;
 	uintptr_t a, below;
 	const uintptr_t *top, *limit, *base, *end;
+	const struct mmag *table;
+	size_t at; /* MAG_UNUSED_WRITTEN: the first word not 0 (its byte) */
 };
 
+/*
+ * CPU cpu's cache as its magazine table says it is (the CPU pinned or
+ * held): set up (mags[cpu] its own magazines: true), or not (the shared
+ * empty ones), when the cache must be all zero, never written; anything
+ * else is a fault, recorded in *f. *used says which.
+ */
+static bool cpu_cache_state_ok(struct spanheap *sh, unsigned cpu, bool *used,
+                               struct mag_fault *f)
+{
+	const struct mcache *mc = &sh->caches[cpu];
+	f->table = sh->mags[cpu];
+	*used = f->table == mc->mag;
+	if (*used)
+		return true;
+	if (f->table != sh->mags[MM_PIN_NONE]) {
+		f->kind = MAG_TABLE;
+		return false;
+	}
+	const uintptr_t *w = (const uintptr_t *)mc;
+	for (size_t i = 0; i < sizeof(*mc) / sizeof(*w); i++) {
+		if (w[i]) {
+			f->kind = MAG_UNUSED_WRITTEN;
+			f->at = i * sizeof(*w);
+			f->a = w[i];
+			return false;
+		}
+	}
+	return true;
+}
+
 /* CPU cpu's magazines, the CPU pinned or held (nothing on it touches them
- * meanwhile): with no slab made, every class's must be the shared empty
+ * meanwhile): a cache not set up must be all zero (cpu_cache_state_ok);
+ * with no slab made, every class's must be the shared empty
  * one; with one, each lies in its slots with the 0 below them, its size
  * between its floor and its class's most, and every
  * object in it is a freed object of the class (mag_object_ok). Records the
@@ -60,6 +101,9 @@ static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
 {
 	struct mcache *mc = &sh->caches[cpu];
 	*f = (struct mag_fault){.cpu = cpu};
+	bool used;
+	if (!cpu_cache_state_ok(sh, cpu, &used, f) || !used)
+		return f->kind == MAG_OK;
 	for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 		struct mmag *m = &mc->mag[cls];
 		f->cls = cls;
@@ -75,7 +119,7 @@ static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
 		f->base = base;
 		f->end = base + sh->mag_max[cls];
 		f->below = base[-1];
-		if (sh->mags[cpu] != mc->mag || m->limit > f->end ||
+		if (m->limit > f->end ||
 		    (m->limit < base + mag_floor(sh, cls) &&
 		     m->limit != base) || /* held at 0: spanheap_fail.c */
 		    m->top < base ||
@@ -97,6 +141,21 @@ static bool cpu_mags_ok(struct spanheap *sh, unsigned cpu, uintptr_t cookie,
 
 static void mag_fail(struct spanheap *sh, const struct mag_fault *f)
 {
+	if (f->kind == MAG_UNUSED_WRITTEN)
+		check_fail(sh,
+		           "spanheap: check: CPU %u's cache is not set up (its "
+		           "magazines are the shared empty ones), but it was "
+		           "written: byte %zu holds %#lx",
+		           f->cpu, f->at, (unsigned long)f->a);
+	if (f->kind == MAG_TABLE)
+		check_fail(
+		        sh,
+		        "spanheap: check: CPU %u's magazine table (mags[%u]) "
+		        "is %p: neither its cache's magazines %p nor the "
+		        "shared empty ones %p",
+		        f->cpu, f->cpu, (const void *)f->table,
+		        (const void *)sh->caches[f->cpu].mag,
+		        (const void *)sh->mags[MM_PIN_NONE]);
 	if (f->kind == MAG_NO_SLAB)
 		check_fail(sh,
 		           "spanheap: check: CPU %u has no magazine slab, but "
@@ -168,6 +227,10 @@ void spanheap_check_mags(struct spanheap *sh)
 void spanheap_check_cached(struct spanheap *sh, size_t listed[SC_NCLASSES])
 {
 	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++) {
+		/* One not set up caches nothing (spanheap_check_mags
+		 * found it all zero, where the port reaches it). */
+		if (!spanheap_cache_used(sh, cpu))
+			continue;
 		for (unsigned cls = 1; cls < SC_NCLASSES; cls++) {
 			struct mspan *s = sh->caches[cpu].alloc[cls];
 			if (s == &spanheap_empty_span)

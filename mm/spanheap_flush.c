@@ -74,9 +74,12 @@ static void mags_resize(struct spanheap *sh, unsigned cpu, bool armed)
 }
 
 /* Hands back everything CPU cpu (pinned) caches: its magazines, then its
- * spans. Returns true if the sweeper should be kicked (after the unpin). */
+ * spans. Returns true if the sweeper should be kicked (after the unpin).
+ * A cache not set up holds nothing, and is left unwritten (all zero). */
 bool spanheap_cache_flush(struct spanheap *sh, unsigned cpu)
 {
+	if (!spanheap_cache_used(sh, cpu))
+		return false;
 	struct mcache *mc = &sh->caches[cpu];
 	bool kick = false;
 	if (mc->slab) { /* else no magazine ever held an object */
@@ -155,18 +158,19 @@ static bool cache_holds(struct spanheap *sh, unsigned cpu)
 /*
  * mm_port_each_other_cpu's call for the sweeper's visit: flushes cpu's
  * cache if it has not flushed since cycle gen began; counted if it held
- * anything. An empty one is flushed too (nothing goes back, its
- * magazines' sizes are set as its own refill's flush would set them):
- * its flushgen is compared by a signed difference, right for 2^30
- * cycles, and until a review one left behind turned negative after as
- * many with nothing cached (days of malloc_trim in a loop); a thread
- * that then only freed there kept its magazines' objects from every
- * visit for as long again.
+ * anything. A cache not set up is passed by: it holds nothing, and its
+ * flushgen (0) is no cycle's. An empty one is flushed too (nothing goes back,
+ * its magazines' sizes are set as its own refill's flush would set them): its
+ * flushgen is compared by a signed difference, right for 2^30 cycles, and until
+ * a review one left behind turned negative after as many with nothing cached
+ * (days of malloc_trim in a loop); a thread that then only freed there kept its
+ * magazines' objects from every visit for as long again.
  */
 static void flush_stale_other(unsigned cpu, void *arg)
 {
 	struct flush_stale *f = arg;
-	if (!spanheap_cache_stale_since(f->sh, cpu, f->gen))
+	if (!spanheap_cache_used(f->sh, cpu) ||
+	    !spanheap_cache_stale_since(f->sh, cpu, f->gen))
 		return;
 	bool holds = cache_holds(f->sh, cpu);
 	f->kick |= spanheap_cache_flush(f->sh, cpu);
@@ -215,7 +219,9 @@ bool spanheap_cpu_idle(struct spanheap *sh)
 		return false;
 	struct mm_pin pin = mm_port_pin();
 	bool flushed = false, kick = false;
-	if (spanheap_cache_stale(sh, pin.cpu))
+	/* A CPU that never used the heap has nothing to hand back. */
+	if (spanheap_cache_used(sh, pin.cpu) &&
+	    spanheap_cache_stale(sh, pin.cpu))
 		flushed = idle_flush_counted(sh, pin.cpu, &kick);
 	mm_port_unpin(pin);
 	if (kick) /* after a stop, a wake of no one */

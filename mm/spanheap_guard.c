@@ -96,8 +96,8 @@ const char *spanheap_guard_init(struct spanheap *sh)
 	g->ring_len = n;
 	mm_unused_batch_init(&g->batch);
 	mm_event_init(&g->drained, "guard_drained");
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-		sh->caches[cpu].guard_left = g->interval;
+	/* Each CPU's countdown starts at its cache's set-up
+	 * (spanheap_cache_set_up), at its first use of the heap. */
 	return NULL;
 }
 

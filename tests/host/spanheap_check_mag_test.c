@@ -1,13 +1,13 @@
 /*
  * spanheap_check's magazine and cache checks (mm/spanheap_check_cache.c):
- * first (suite spanheap_check) a broken magazine, a written magazine of a
- * CPU that has none, an object in one that is no handed-out object of its
- * class (on this CPU or another) or lies past its span's marked count;
- * then (suite spanheap_check_mags) faults spanheap_check_test.c never
- * made: a third mutation review found each of these checks could be
- * deleted with every test still passing. Each test makes one fault in a
- * fresh heap, expects the panic naming it, puts the state back and
- * expects a clean check.
+ * first (suite spanheap_check) a broken magazine, a written cache of a
+ * CPU that never used the heap, a written magazine of a CPU that has none, an
+ * object in one that is no handed-out object of its class (on this CPU or
+ * another) or lies past its span's marked count; then (suite
+ * spanheap_check_mags) faults spanheap_check_test.c never made: a third
+ * mutation review found each of these checks could be deleted with every test
+ * still passing. Each test makes one fault in a fresh heap, expects the panic
+ * naming it, puts the state back and expects a clean check.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,11 +52,22 @@ KTEST(spanheap_check, catches_a_broken_magazine)
 	base[-1] = 1; /* an empty pop would hand out address 1 */
 	EXPECT_CHECK_FAILS("CPU 0's magazine of class 4 is broken");
 	base[-1] = 0;
-	/* CPU 1 has made no slab: its magazines must be the shared empty
-	 * one, empty and full at once. */
+	/* CPU 1 has not used the heap: its cache must be all zero. */
 	mm_port_set_cpu(1);
 	SH_CHECK(&sh, "clean on CPU 1");
 	struct mmag *m1 = &sh.caches[1].mag[4];
+	m1->limit = base;
+	EXPECT_CHECK_FAILS("CPU 1's cache is not set up (its magazines are "
+	                   "the shared empty ones), but it was written: byte "
+	                   "%zu holds %#lx",
+	                   offsetof(struct mcache, mag[4].limit),
+	                   (unsigned long)base);
+	m1->limit = NULL;
+	SH_CHECK(&sh, "restored on CPU 1");
+	/* Set up, it has made no slab: its magazines must be the shared
+	 * empty one, empty and full at once. */
+	set_up_cpu(1);
+	SH_CHECK(&sh, "set up on CPU 1");
 	m1->limit--;
 	EXPECT_CHECK_FAILS("CPU 1 has no magazine slab, but its magazine of "
 	                   "class 4 is not the empty one");
@@ -318,7 +329,11 @@ KTEST(spanheap_check_mags, catches_a_wrong_table_or_top)
 	SH_CHECK(&sh, "clean");
 	struct mmag *was = sh.mags[0];
 	sh.mags[0] = sh.caches[1].mag;
-	EXPECT_CHECK_FAILS("CPU 0's magazine of class 1 is broken");
+	EXPECT_CHECK_FAILS("CPU 0's magazine table (mags[0]) is %p: neither "
+	                   "its cache's magazines %p nor the shared empty "
+	                   "ones %p",
+	                   (void *)sh.caches[1].mag, (void *)sh.caches[0].mag,
+	                   (void *)sh.mags[MM_PIN_NONE]);
 	sh.mags[0] = was;
 	SH_CHECK(&sh, "restored");
 	struct mmag *m = mag4();
@@ -352,6 +367,8 @@ KTEST(spanheap_check_mags, catches_an_empty_magazine_that_pops)
 	*below = 0;
 	SH_CHECK(&sh, "restored");
 	static uintptr_t fake[2] = {1, 0};
+	set_up_cpu(1);
+	mm_port_set_cpu(0);
 	struct mmag *m1 = &sh.caches[1].mag[4], saved = *m1;
 	m1->top = m1->limit = &fake[1];
 	EXPECT_CHECK_FAILS("CPU 1 has no magazine slab, but its magazine of "

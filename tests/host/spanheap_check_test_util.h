@@ -11,6 +11,7 @@
 
 #include <stdarg.h>
 
+#include "../../mm/spanheap_internal.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -19,6 +20,16 @@ static struct spanheap sh;
 static bool fresh_heap(void)
 {
 	return sh_heap_fresh(&heap, &sh);
+}
+
+/* Sets CPU cpu's cache up as its first allocation or free would (pinned
+ * there), with no slab made; the calling thread stays on cpu. */
+__attribute__((unused)) static void set_up_cpu(unsigned cpu)
+{
+	mm_port_set_cpu(cpu);
+	struct mm_pin pin = mm_port_pin();
+	spanheap_cache_set_up(&sh, pin.cpu);
+	mm_port_unpin(pin);
 }
 
 static struct mspan *span_at(const void *p)

@@ -43,14 +43,13 @@ static size_t nlive;
 
 /* sh, fresh, with its sweepgen sg: as if it had run until there and
  * given everything back. No span exists, so no span's sweepgen is out
- * of step; each CPU's cache was last flushed at sg. */
+ * of step; no CPU has used the heap yet, and each one's cache, set up at
+ * its first use, is flushed as of then (spanheap_cache_set_up). */
 static bool heap_at(uint32_t sg)
 {
 	if (!sh_heap_fresh(&heap, &sh))
 		return false;
 	atomic_store(&sh.sweepgen, sg);
-	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-		sh.caches[cpu].flushgen = sg;
 	return true;
 }
 
