@@ -47,7 +47,9 @@ struct mmag {
 
 _Static_assert(SC_NCLASSES <= 64, "struct mcache's cached: a bit a class");
 
-/* One CPU's cache: touched only by that CPU, pinned. */
+/* One CPU's cache: touched only by that CPU, pinned. All zero, and never
+ * written, until the CPU's first use of the heap sets it up
+ * (spanheap_cache_set_up); sh->mags[cpu] says which. */
 struct mcache {
 	struct mmag mag[SC_NCLASSES];
 	/* the magazines' slots, or NULL until made; __atomic: the statistics

@@ -112,7 +112,8 @@
  *
  * Limits: objects up to SC_MAX_SIZE (32 KiB) come from size classes,
  * larger ones are spans of their own; alignments are powers of two up to
- * a page or page multiples above it; MM_MAX_CPUS caches; span structs and
+ * a page or page multiples above it; MM_MAX_CPUS caches (each written
+ * only once its CPU uses the heap: spanheap_cache_set_up); span structs and
  * magazine slabs are never given back (a floor of a few metadata-heap
  * pages per thousand spans once made, plus 8 pages per CPU that ever
  * freed or refilled).

@@ -3,8 +3,8 @@
  * the sweeper's state and struct spanheap itself (the per-CPU caches are
  * in mcache.h, its configuration in spanheap_config.h, poison mode's
  * records in spanheap_track.h). A port reads it only to reserve a struct
- * spanheap (about 170 KiB: give it static storage) and for the inline
- * fast paths (spanheap_fast.h); the API is spanheap.h.
+ * spanheap (170 KiB, static; a CPU's 2 KiB unwritten until it uses the
+ * heap) and for the fast paths (spanheap_fast.h); the API is spanheap.h.
  */
 #ifndef MM_SPANHEAP_TYPES_H
 #define MM_SPANHEAP_TYPES_H
@@ -114,10 +114,10 @@ struct spanheap {
 	 * a load and a step of its chain. */
 	void *_Atomic *spanmap;
 	_Atomic size_t spanmap_pages;
-	/* fixed: &caches[cpu].mag[0], one load where the address would be
-	 * four instructions on the fast paths; [MM_PIN_NONE]: magazines
-	 * empty and full at once, for a pin of mm_port_pin_fast that pinned
-	 * nothing */
+	/* &caches[cpu].mag[0] (one load where the address took four
+	 * instructions) once the CPU's cache is set up (its first use,
+	 * release); until then, and at [MM_PIN_NONE] for good (a fast pin
+	 * that pinned nothing), magazines empty and full at once */
 	struct mmag *mags[MM_MAX_CPUS + 1];
 	/* fixed: sizeclass_by16[i] * sizeof(struct mmag), the byte offset of
 	 * the magazine of size 16 * i in every CPU's; spanheap_alloc's class
