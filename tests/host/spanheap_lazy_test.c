@@ -344,3 +344,35 @@ KTEST(spanheap_lazy, first_uses_race_flushes_and_readers)
 		KEXPECT(!spanheap_cache_used(&lsh, c));
 	sh_heap_release(&heap, &lsh);
 }
+
+/* The pages of CPU cpu's magazine slab that are mapped (mincore: a page
+ * never read nor written has none); SIZE_MAX if mincore fails. */
+static size_t slab_pages_mapped(struct spanheap *sh, unsigned cpu)
+{
+	unsigned char v[64];
+	size_t n = sh->mag_slab_pages, k = 0;
+	if (n > sizeof(v) || mincore(sh->caches[cpu].slab, n * MM_PAGE_SIZE, v))
+		return SIZE_MAX;
+	for (size_t i = 0; i < n; i++)
+		k += v[i] & 1;
+	return k;
+}
+
+/* A CPU that uses one class maps the slab pages of that class's slots
+ * alone (the slab comes zeroed: no 0 is written below the other
+ * classes' slots). Before, every page of the slab was written at its
+ * making. */
+KTEST(spanheap_lazy, a_slab_maps_only_the_pages_of_classes_used)
+{
+	KASSERT(sh_heap_fresh(&heap, &lsh));
+	void *p = spanheap_alloc(&lsh, 16, 0);
+	KASSERT(p);
+	spanheap_free(&lsh, p); /* makes the slab */
+	KASSERT(lsh.caches[0].slab);
+	size_t mapped = slab_pages_mapped(&lsh, 0);
+	ktest_diag("%zu of the slab's %zu pages mapped", mapped,
+	           lsh.mag_slab_pages);
+	KEXPECT(mapped >= 1 && mapped <= 2);
+	SH_CHECK(&lsh, "one class used");
+	sh_heap_release(&heap, &lsh);
+}
