@@ -85,6 +85,9 @@ KCFLAGS += -DMM_PORT_RECLAIM
 # The span heap's poison mode keeps mm.kasan's shadow (mm/port.h,
 # mm_port_shadow; kernel/kasan.c).
 KCFLAGS += -DMM_PORT_SHADOW
+# The span heap's TYPESAFE_BY_RCU caches wait for the kernel's grace
+# periods (mm/port.h, mm_port_call_rcu; kernel/rcu.c).
+KCFLAGS += -DMM_PORT_RCU
 # Each object's call graph and frame sizes, beside it (FILE.c.ci), for
 # tools/stack-depth (make test-stack); gcc only, clang has no such output.
 KCFLAGS_CI := $(if $(shell $(CC) -v 2>&1 | grep '^gcc version'),-fcallgraph-info=su)
@@ -216,7 +219,8 @@ HOST_BUILD := $(BUILD)/host
 HOST_PIN := -DMM_PORT_INLINE='"tests/host/mm_port_posix_pin.h"'
 HOST_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) -DMM_TEST_HOOKS
+	-fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) -DMM_TEST_HOOKS \
+	-DMM_PORT_RCU
 HOST_TEST_SRCS += kernel/acpi_parse.c kernel/acpi_mem.c kernel/bootinfo.c \
 	kernel/bootinfo_cmdline.c
 HOST_TEST_SRCS += kernel/ktest.c kernel/format.c \

@@ -19,13 +19,42 @@
  * cache (slabinfo lists them) and checked at the free (an object of
  * another class panics naming the cache; with mm.debug_poison, one of
  * another cache, or kmalloc's, too) and at the destroy (objects still
- * out: refused, and said). No constructor. Contexts: create and
- * destroy, thread context; alloc and free as kmalloc's and kfree's.
+ * out: refused, and said). A cache with a constructor or
+ * SLAB_TYPESAFE_BY_RCU is not merged (kmem_cache_create_flags). Contexts:
+ * create and destroy, thread context; alloc and free as kmalloc's and kfree's.
  */
 static inline struct objcache *kmem_cache_create(const char *name, size_t size,
                                                  size_t align)
 {
 	return objcache_create(&kspanheap, name, size, align);
+}
+
+/*
+ * Linux's five-argument kmem_cache_create: flags SLAB_TYPESAFE_BY_RCU
+ * (or 0) and ctor (or NULL); with either, the cache has slabs of its own,
+ * not merged (mm/objcache_own.h): ctor runs once per object when its slab
+ * is made, in the allocating context (so it must not sleep, and must be
+ * safe in an interrupt if the cache is allocated from one), a freed object
+ * comes back as it was left, and kmem_cache_zalloc on a ctor cache is
+ * refused (NULL); with SLAB_TYPESAFE_BY_RCU an emptied slab goes back to
+ * the heap after a grace period (kernel/rcu.h), and kmem_cache_destroy
+ * waits for them (rcu_barrier). kfree of such an object panics naming its
+ * cache. Thread context.
+ */
+#define SLAB_TYPESAFE_BY_RCU OBJCACHE_TYPESAFE_BY_RCU
+static inline struct objcache *
+kmem_cache_create_flags(const char *name, size_t size, size_t align,
+                        unsigned flags, void (*ctor)(void *))
+{
+	return objcache_create_flags(&kspanheap, name, size, align, flags,
+	                             ctor);
+}
+
+/* Gives back a cache's kept empty slab (after a grace period for
+ * SLAB_TYPESAFE_BY_RCU); a merged cache: nothing. Thread context. */
+static inline void kmem_cache_shrink(struct objcache *c)
+{
+	objcache_shrink(c);
 }
 
 static inline void *kmem_cache_alloc(struct objcache *c, unsigned flags)

@@ -10,7 +10,7 @@
  * the one lock held with interrupts on, comes first.
  *
  * mm/'s ranks (enum mm_lock_rank) map onto MM_SWEEP, MM_CENTRAL, FRAMES,
- * HEAP and MM_PCPU here (kernel/mm_port.c).
+ * MM_OBJCACHE, HEAP and MM_PCPU here (kernel/mm_port.c).
  */
 #ifndef KERNEL_LOCKRANK_H
 #define KERNEL_LOCKRANK_H
@@ -74,6 +74,11 @@
 	X(CONSOLE, false,                                                      \
 	  "serial output; any code but a leaf holder may print, so it ranks "  \
 	  "above all the others")                                              \
+	X(MM_OBJCACHE, true,                                                   \
+	  "a named cache with slabs of its own (mm/objcache_own.c, "           \
+	  "MM_RANK_OBJCACHE): its slab lists and bitmaps; a leaf, irqsave, "   \
+	  "taken by kmem_cache_alloc and _free from any context, nothing "     \
+	  "taken, allocated or printed under it")                              \
 	X(HEAP, true,                                                          \
 	  "mm's page heap (MM_RANK_HEAP), its span heap's named caches "       \
 	  "(mm/objcache.c) and mempools' reserves (mm/mempool.c): a leaf, "    \

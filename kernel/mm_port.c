@@ -55,6 +55,7 @@ static const enum lock_rank mm_ranks[] = {
         [MM_RANK_SWEEP] = LOCK_RANK_MM_SWEEP,
         [MM_RANK_CENTRAL] = LOCK_RANK_MM_CENTRAL,
         [MM_RANK_PALLOC] = LOCK_RANK_FRAMES,
+        [MM_RANK_OBJCACHE] = LOCK_RANK_MM_OBJCACHE,
         [MM_RANK_HEAP] = LOCK_RANK_HEAP,
         [MM_RANK_PCPU] = LOCK_RANK_MM_PCPU,
 };

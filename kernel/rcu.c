@@ -290,3 +290,24 @@ void rcu_stats(struct rcu_stats *out)
 	out->waiting = queued > run ? queued - run : 0;
 	out->late_wakes = atomic_load(&nlate);
 }
+
+/* mm/port.h's grace periods (MM_PORT_RCU): the span heap's
+ * TYPESAFE_BY_RCU caches hand their emptied slabs to call_rcu. The two
+ * heads are laid out alike, so mm's is queued as it is. */
+_Static_assert(sizeof(struct mm_rcu_head) == sizeof(struct rcu_head) &&
+                       offsetof(struct mm_rcu_head, next) ==
+                               offsetof(struct rcu_head, next) &&
+                       offsetof(struct mm_rcu_head, func) ==
+                               offsetof(struct rcu_head, func),
+               "mm's rcu head is the kernel's");
+
+void mm_port_call_rcu(struct mm_rcu_head *head,
+                      void (*func)(struct mm_rcu_head *head))
+{
+	call_rcu((struct rcu_head *)head, (void (*)(struct rcu_head *))func);
+}
+
+void mm_port_rcu_barrier(void)
+{
+	rcu_barrier();
+}

@@ -71,6 +71,7 @@ static const char *const rank_names[MM_RANK_COUNT] = {
         [MM_RANK_SWEEP] = "MM_RANK_SWEEP",
         [MM_RANK_CENTRAL] = "MM_RANK_CENTRAL",
         [MM_RANK_PALLOC] = "MM_RANK_PALLOC",
+        [MM_RANK_OBJCACHE] = "MM_RANK_OBJCACHE",
         [MM_RANK_HEAP] = "MM_RANK_HEAP",
 };
 

@@ -43,6 +43,7 @@ extern "C" {
 #include "mempool.h"
 #include "mheap.h"
 #include "objcache.h"
+#include "objcache_own.h"
 #include "pagecache.h"
 #include "pcpu.h"
 #include "spanheap.h"

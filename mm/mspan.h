@@ -109,6 +109,12 @@ struct mspan {
 	 * bitmap that holds its bit (in the tail of a page of structs). */
 	_Atomic uint64_t *inuse_word;
 	uint32_t idx;
+	/* A large span that is a slab of a named cache with spans of its
+	 * own (mm/objcache_own.c): that cache's owner number (its slot + 1,
+	 * objcache_owner_name); else 0. Set by the cache after the span is
+	 * made, cleared before it is freed; read relaxed by the misuse
+	 * reports (a kfree of one of its objects names the cache). */
+	_Atomic uint8_t objslab;
 } __attribute__((aligned(64)));
 
 struct mspan_list_head {

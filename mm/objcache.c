@@ -7,13 +7,13 @@
  * them out and in, so that its listing says what each user holds and its
  * destruction finds what a user leaked.
  *
- * Representation: struct objcache (objcache.h, for the inline paths):
- * the heap, the size, the alignment, the class, its counter slot, its
- * name; a block of the heap's metadata heap (spanheap_meta_blocks.c), as is the
- * counter area below, so that no overrun of an object reaches them (until a
- * review both were objects of the heap beside others of their class, and an
- * overrun rewrote the counters' pointer the next allocation counted through).
- * The heap keeps its caches in a list in creation order (struct
+ * A cache with a constructor or OBJCACHE_TYPESAFE_BY_RCU has slabs of its
+ * own instead (objcache_own.c, c->own): its calls all go out of line, there.
+ *
+ * Representation: struct objcache (objcache.h, for the inline paths), a
+ * block of the heap's metadata heap (spanheap_meta_blocks.c), as is the
+ * counter area below, so that no overrun of an object reaches them. The
+ * heap keeps its caches in a list in creation order (struct
  * spanheap's objcaches) and their counters in one area of OBJCACHE_MAX
  * 64-bit counters per CPU, a row of 512 bytes per CPU: a cache's counter
  * on CPU i is row i's entry at its slot, so CPUs count on lines of their
@@ -50,36 +50,24 @@
  *
  * Limits: OBJCACHE_MAX caches per heap. A count costs each call a few
  * instructions more than kmalloc's (a restartable sequence of four in the
- * kernel: a 16-byte pair is 73 guest instructions against kmalloc's 45;
- * elsewhere a pin). Outside poison mode, and for a cache of large objects, a
- * wrong-cache free of an object of the same class is not seen, but it shows as
- * a cache whose count falls below zero, which its destruction reports. A
- * destroyed cache's calls panic saying so only while its struct's page of
- * blocks lives: the last struct freed on a page gives the page back
- * (spanheap_meta_blocks.c), and once that page is unmapped (at once with
- * MHEAP_DEBUG_SCAV_ON_FREE, else by a scavenge) a call on the struct faults in
- * the metadata arena instead; but objcache_destroy_in (the kernel's
- * kmem_cache_destroy), given the heap, looks for the struct on its list before
- * reading it, and panics whatever became of the page; so does
- * mempool_init_cache_in (the kernel's kmempool_init_cache) for a pool made over
- * it. A struct reused by a newer cache is that cache to all of them.
+ * kernel: a 16-byte pair is 73 guest instructions against kmalloc's 45).
+ * Outside poison mode, and for a cache of large objects, a wrong-cache free
+ * of an object of the same class is not seen, but its count falls below
+ * zero, which its destruction reports. A destroyed cache's calls panic
+ * saying so while its struct's page of blocks lives (once the page is
+ * unmapped, a call faults in the metadata arena); objcache_destroy_in and
+ * mempool_init_cache_in, given the heap, look for the struct on its list
+ * first, and panic whatever became of the page. A struct reused by a newer
+ * cache is that cache to all of them.
  */
 #include "objcache.h"
 
 #include "mempool_internal.h"
+#include "objcache_internal.h"
 #include "spanheap_internal.h"
 
 #define AREA_BYTES ((size_t)MM_MAX_CPUS * OBJCACHE_MAX * sizeof(int64_t))
 _Static_assert(OBJCACHE_MAX == 64, "a bit of objcache_slots per cache");
-
-static int64_t live_of(const struct objcache *c)
-{
-	int64_t sum = 0;
-	for (size_t cpu = 0; cpu < MM_MAX_CPUS; cpu++)
-		sum += __atomic_load_n(&c->counts[cpu * OBJCACHE_MAX],
-		                       __ATOMIC_RELAXED);
-	return sum;
-}
 
 /* Why name, size and align cannot make a cache, or NULL if they can. */
 static const char *refusal(struct spanheap *sh, const char *name, size_t size,
@@ -187,6 +175,14 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 struct objcache *objcache_create(struct spanheap *sh, const char *name,
                                  size_t size, size_t align)
 {
+	return objcache_create_flags(sh, name, size, align, 0, NULL);
+}
+
+/* A cache with flags or a ctor gets slabs of its own (objcache_own.c). */
+struct objcache *objcache_create_flags(struct spanheap *sh, const char *name,
+                                       size_t size, size_t align,
+                                       unsigned flags, void (*ctor)(void *))
+{
 	spanheap_assert_can_sleep("objcache_create");
 	if (align < 16)
 		align = 16;
@@ -214,13 +210,17 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 	                        ? sizeclass_of(size)
 	                        : 0;
 	c->free_class = owned ? OBJCACHE_NO_CLASS : c->sizeclass;
+	if (flags || ctor) { /* every call out of line, to objcache_own.c */
+		c->sizeclass = c->fast_class = 0;
+		c->free_class = OBJCACHE_NO_CLASS;
+		why = objcache_own_setup(c, flags, ctor);
+	}
 	/* The area, made outside the lock if the heap may need it; asked
 	 * for again if the last cache's destroy took it meanwhile. */
-	bool asked;
-	do {
+	for (bool retry = !why; retry;) {
 		int64_t *area = NULL;
-		asked = !__atomic_load_n(&sh->objcache_counts,
-		                         __ATOMIC_RELAXED);
+		bool asked = !__atomic_load_n(&sh->objcache_counts,
+		                              __ATOMIC_RELAXED);
 		if (asked)
 			area = spanheap_meta_alloc(sh, AREA_BYTES);
 		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
@@ -228,9 +228,12 @@ struct objcache *objcache_create(struct spanheap *sh, const char *name,
 		mm_lock_release(&sh->heap->lock, irq);
 		/* another create's came first */
 		spanheap_meta_free(sh, area, AREA_BYTES);
-	} while (why == no_area && !asked);
+		retry = why == no_area && !asked;
+	}
 	if (why) {
 		mm_log("objcache: cache '%s' refused: %s", c->name, why);
+		if (c->own)
+			objcache_own_destroy(c);
 		spanheap_meta_free(sh, c, sizeof(*c));
 		return NULL;
 	}
@@ -252,6 +255,8 @@ void *objcache_alloc_slow(struct objcache *c, unsigned flags)
 {
 	if (c->slot >= SLOT_DESTROYED)
 		destroyed(c, "allocation from");
+	if (c->own)
+		return objcache_own_alloc(c, flags);
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
@@ -311,6 +316,10 @@ void objcache_free_slow(struct objcache *c, void *p)
 {
 	if (c->slot >= SLOT_DESTROYED)
 		destroyed(c, "free to");
+	if (c->own) {
+		objcache_own_free(c, p);
+		return;
+	}
 	if (!c->owner)
 		wrong_cache(c, p); /* spanheap_free_class refused its class */
 	/* Poison mode: every free of a small cache. The span's checks (a
@@ -344,27 +353,6 @@ void objcache_free_slow(struct objcache *c, void *p)
 	spanheap_free(c->sh, p);
 }
 
-void objcache_owner_name(struct spanheap *sh, uint32_t owner, char *name)
-{
-	/* A few tries: a create rewriting the slot holds the lock for a few
-	 * stores, but a report must not wait on a CPU stopped in the middle. */
-	for (int tries = 0; owner && owner <= OBJCACHE_MAX && tries < 64;
-	     tries++) {
-		_Atomic uint32_t *seq = &sh->objcache_name_seq[owner - 1];
-		uint32_t s = atomic_load_explicit(seq, memory_order_acquire);
-		if (s & 1)
-			continue;
-		for (size_t i = 0; i < OBJCACHE_NAME_MAX + 1; i++)
-			name[i] = __atomic_load_n(
-			        &sh->objcache_names[owner - 1][i],
-			        __ATOMIC_ACQUIRE);
-		name[OBJCACHE_NAME_MAX] = '\0';
-		if (atomic_load_explicit(seq, memory_order_relaxed) == s)
-			return;
-	}
-	name_copy(name, "?");
-}
-
 /* unlink_cache's answers but NULL (unlinked). */
 static const char not_linked[] = "no cache of the heap's";
 static const char objects_out[] = "objects out";
@@ -386,7 +374,7 @@ static const char *unlink_cache(struct spanheap *sh, struct objcache *c,
 		at = &(*at)->next;
 	if (!*at)
 		return not_linked;
-	if ((*live = live_of(c)) != 0)
+	if ((*live = objcache_live(c)) != 0)
 		return objects_out;
 	*at = c->next;
 	sh->objcache_slots &= ~((uint64_t)1 << c->slot);
@@ -422,6 +410,8 @@ static bool destroy_in(struct spanheap *sh, struct objcache *c)
 		       (unsigned long)(live > 0 ? live : -live), c->sizeclass);
 		return false;
 	}
+	if (c->own)
+		objcache_own_destroy(c);
 	/* A call on c from now on goes out of line and panics, not counts
 	 * through the counters' pointer of a freed struct: the block keeps
 	 * these marks until it is reused (spanheap_meta_blocks.c). */
@@ -473,28 +463,4 @@ bool objcache_destroy_in(struct spanheap *sh, struct objcache *c)
 		return true;
 	spanheap_assert_can_sleep("objcache_destroy_in");
 	return destroy_in(sh, c);
-}
-
-void objcache_info(const struct objcache *c, struct objcache_info *out)
-{
-	*out = (struct objcache_info){
-	        .size = c->size,
-	        .align = c->align,
-	        .sizeclass = c->sizeclass,
-	        .objsize = c->objsize,
-	        .live = live_of(c),
-	        .owner = c->owner,
-	};
-	name_copy(out->name, c->name);
-}
-
-size_t objcache_list(struct spanheap *sh, struct objcache_info *out, size_t max)
-{
-	size_t n = 0;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	for (const struct objcache *c = sh->objcaches; c; c = c->next, n++)
-		if (n < max)
-			objcache_info(c, &out[n]);
-	mm_lock_release(&sh->heap->lock, irq);
-	return n;
 }

@@ -23,8 +23,8 @@
  *     records list a cache's own live objects by the stack that
  *     allocated them (spanheap_alloc_traces_owned, with the owner
  *     objcache_info gives), for the leak a refused destroy reports.
- * No constructor (a freed object staying built needs spans of the
- * cache's own, as Linux never merges such caches): MM_ZERO zeroes.
+ * A constructor or OBJCACHE_TYPESAFE_BY_RCU gives a cache slabs of its
+ * own instead, not merged (objcache_own.h: objcache_create_flags).
  *
  * Contexts: objcache_alloc and objcache_free as spanheap_alloc and
  * spanheap_free (any context but NMI; thread context without MM_ATOMIC);
@@ -41,9 +41,8 @@
 
 #include "spanheap.h"
 
-/* Caches per heap, and a name's longest (without its NUL). */
-#define OBJCACHE_MAX      64
-#define OBJCACHE_NAME_MAX 31
+#define OBJCACHE_MAX      64 /* caches per heap */
+#define OBJCACHE_NAME_MAX 31 /* a name's longest (without its NUL) */
 
 /* A cache, here for the inline paths below (callers: objcache_info).
  * Fixed from creation to destruction but next (heap->lock's list). */
@@ -61,9 +60,11 @@ struct objcache {
 	 * mode, for a small cache, OBJCACHE_NO_CLASS, which sends every free
 	 * to objcache_free_slow for its owner's check */
 	unsigned free_class;
-	/* Poison mode, a small cache: slot + 1, its objects' owner in their
-	 * side table (spanheap_redzone.h); else 0 */
+	/* slot + 1 for a small cache in poison mode (its objects' owner in
+	 * their side table, spanheap_redzone.h) and a cache with slabs of
+	 * its own (what its slabs' spans carry, mspan.objslab); else 0 */
 	uint32_t owner;
+	struct objcache_own *own; /* its slabs (objcache_own.c), or NULL */
 	struct objcache *next;
 	char name[OBJCACHE_NAME_MAX + 1];
 };
@@ -170,16 +171,15 @@ static inline void objcache_free(struct objcache *c, void *p)
 bool objcache_destroy(struct objcache *c);
 bool objcache_destroy_in(struct spanheap *sh, struct objcache *c);
 
-/* What the listing gives of a cache. */
-struct objcache_info {
+struct objcache_info { /* what the listing gives of a cache */
 	char name[OBJCACHE_NAME_MAX + 1];
-	size_t size, align;
-	unsigned sizeclass; /* the span heap's class; 0: large spans */
-	size_t objsize;     /* the bytes an object takes (its class's) */
+	size_t size, align, objsize; /* objsize: the bytes an object takes */
+	unsigned sizeclass; /* the class; 0: large spans, or slabs of its own */
 	int64_t live;       /* objects out (approximate while CPUs work) */
-	/* Poison mode, a small cache: its objects' owner in the records
-	 * (spanheap_alloc_traces_owned); else 0 */
-	uint32_t owner;
+	/* Slabs of its own (objcache_own.h): listed, the pages of each, and
+	 * emptied but waiting for a grace period; else 0 */
+	size_t slabs, slab_pages, pending;
+	uint32_t owner; /* struct objcache's owner */
 };
 
 /* The name of the cache whose objects have owner owner (objcache_info's;

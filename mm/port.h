@@ -314,6 +314,41 @@ static inline void mm_port_shadow(void *addr, size_t nbytes,
 }
 #endif
 
+/*
+ * Grace periods, for the named caches whose freed objects stay objects of
+ * their type (OBJCACHE_TYPESAFE_BY_RCU, mm/objcache_own.h): a span that
+ * such a cache empties goes back to the page heap only from func(head),
+ * which the port runs after a grace period of its RCU (every read-side
+ * section begun before the call has ended). head is inside the span's
+ * memory, two words mm/ leaves alone until func runs; mm_port_call_rcu
+ * must not allocate or sleep: any context a free is (interrupts too), no
+ * mm lock held. func runs in thread context or a softirq, no mm lock
+ * held. mm_port_rcu_barrier waits until every func queued before it has
+ * run: thread context, no lock, may sleep (a cache's destroy). A port
+ * without RCU leaves MM_PORT_RCU undefined: the defaults below are never
+ * called, as objcache_create refuses the flag, saying why.
+ */
+struct mm_rcu_head {
+	struct mm_rcu_head *next;
+	void (*func)(struct mm_rcu_head *head);
+};
+#ifdef MM_PORT_RCU
+#define MM_PORT_HAS_RCU 1
+void mm_port_call_rcu(struct mm_rcu_head *head,
+                      void (*func)(struct mm_rcu_head *head));
+void mm_port_rcu_barrier(void);
+#else
+#define MM_PORT_HAS_RCU 0
+static inline void mm_port_call_rcu(struct mm_rcu_head *head,
+                                    void (*func)(struct mm_rcu_head *head))
+{
+	(void)head, (void)func;
+}
+static inline void mm_port_rcu_barrier(void)
+{
+}
+#endif
+
 /* ---- Per-CPU data ------------------------------------------------------- */
 
 /*
@@ -446,6 +481,11 @@ enum mm_lock_rank {
 	 * pool. The heap's port hooks take it (mm_port_used), never under
 	 * the heap lock. */
 	MM_RANK_PALLOC,
+	/* A named cache with spans of its own (mm/objcache_own.c): its
+	 * partial and full lists. A leaf, taken for a few list and bitmap
+	 * updates, with interrupts off, from any context a free is; never
+	 * with another mm lock held, and nothing is taken under it. */
+	MM_RANK_OBJCACHE,
 	/* A page heap (struct mheap): a leaf, nothing is taken under it. */
 	MM_RANK_HEAP,
 	/* A per-CPU allocator (struct pcpu, mm/pcpu.h): a leaf taken alone,

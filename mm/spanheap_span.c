@@ -32,6 +32,7 @@
  *
  * Limits: a span's struct is never given back (spanheap_structs.c).
  */
+#include "objcache.h"
 #include "spanheap_internal.h"
 
 /* Mask of the valid object bits of word w of a span with nelems objects. */
@@ -139,6 +140,23 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 	         op, p);
 }
 
+/* p is inside a slab of a named cache with spans of its own: an object
+ * of that cache given to the heap's own calls (kfree, krealloc), which
+ * would free or resize the whole slab under the cache's objects. */
+__attribute__((noreturn)) static void own_object(struct spanheap *sh,
+                                                 const char *op, const void *p,
+                                                 const struct mspan *s)
+{
+	char name[SPANHEAP_OBJCACHE_NAME];
+	objcache_owner_name(
+	        sh, atomic_load_explicit(&s->objslab, memory_order_relaxed),
+	        name);
+	mm_panic("spanheap: %s of %p: an object of cache '%s' (a cache with "
+	         "spans of its own, slab [%#lx, +%u pages)): give it back "
+	         "with objcache_free (kmem_cache_free) to '%s'",
+	         op, p, name, (unsigned long)s->base, s->npages, name);
+}
+
 /*
  * The span holding p, checked: in use, and p the start of an object.
  * *idx gets the object's index. op names the call for the messages.
@@ -163,6 +181,9 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 		                      : "a pointer into a freed span",
 		              p, s);
 	if (state == MSPAN_LARGE) {
+		if (off != 0 &&
+		    atomic_load_explicit(&s->objslab, memory_order_relaxed))
+			own_object(sh, op, p, s);
 		if (off != 0)
 			bad_object_op(op,
 			              "an interior pointer of a large object",
@@ -235,6 +256,7 @@ static void span_init_locked(struct spanheap *sh, struct mspan *s, unsigned cls,
 	                 (uint8_t)(rz ? (sh->track ? 1 | SPAN_TRACKED : 1) : 0),
 	                 __ATOMIC_RELAXED);
 	__atomic_store_n(&s->redzone, rz, __ATOMIC_RELAXED);
+	atomic_store_explicit(&s->objslab, 0, memory_order_relaxed);
 	atomic_store_explicit(&s->freeindex, 0, memory_order_relaxed);
 	s->alloc_count = cls ? 0 : 1;
 	s->alloc_cache = 0;

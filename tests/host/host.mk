@@ -304,7 +304,7 @@ bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 TSAN_BUILD := $(BUILD)/host-tsan
 TSAN_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=thread -fno-omit-frame-pointer -I. -MMD -MP -DMM_HOSTED=1 $(HOST_PIN) \
-	-DMM_TEST_HOOKS
+	-DMM_TEST_HOOKS -DMM_PORT_RCU
 TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
 TSAN_TEST := $(TSAN_BUILD)/host-test
 TSAN_TESTS ?=

@@ -170,4 +170,14 @@ void mm_port_set_no_callers(bool on);
  * simulate a frame pool under the heap's low watermark. */
 void mm_port_set_free_pages(size_t npages);
 
+/* The fake grace periods (mm_port_posix_rcu.c): callbacks queued and
+ * not run yet; and "a grace period has passed": runs those queued so far,
+ * in this thread, and returns how many (the caller makes sure no read-side
+ * section begun before them is still open). A test with readers takes the
+ * queue (_take), waits out its readers, then runs what it took (_run). */
+size_t mm_port_posix_rcu_queued(void);
+size_t mm_port_posix_rcu_advance(void);
+struct mm_rcu_head *mm_port_posix_rcu_take(void);
+size_t mm_port_posix_rcu_run(struct mm_rcu_head *list);
+
 #endif

@@ -1,0 +1,389 @@
+/*
+ * mm/objcache_own.c: named caches with slabs of their own, for a
+ * constructor and for OBJCACHE_TYPESAFE_BY_RCU (objcache_own.h).
+ *
+ * Purpose: what a merged cache (objcache.c) cannot give: an object that
+ * stays constructed while it is free, and memory that stays an object of
+ * the type for a grace period after the free that emptied its slab.
+ * Both need memory no other cache and no kmalloc shares.
+ *
+ * Representation: a slab is a large span of the span heap
+ * (spanheap_large_alloc) of o->npages pages, its objsize-byte objects
+ * from o->first on, after a header (struct objslab, at the span's base):
+ * the cache, a magic number, its list, its free count and a bitmap of its
+ * free objects. The span carries the cache's owner number
+ * (mspan.objslab), which the heap's misuse reports read: no object starts
+ * at the span's base, so a kfree of one is an interior pointer of a large
+ * span, and names the cache. The cache (struct objcache_own, c->own)
+ * keeps its slabs on three lists: partial, full, and empty (at most one
+ * kept, for the next allocation, until objcache_shrink).
+ *
+ * Algorithm: an allocation takes the lowest free object of the first
+ * partial slab (else of the empty one), or makes a slab (outside the
+ * lock: pages, header, then ctor on each object) and takes from it. A
+ * free finds the span (the span table), checks it is a slab of this
+ * cache and p an object's start, then sets its bit under the lock (a bit
+ * set already: a double free). A slab whose last object comes back is
+ * kept if no empty one is, else released: freed at once, or with
+ * OBJCACHE_TYPESAFE_BY_RCU, queued for a grace period (its header's
+ * mm_rcu_head: nothing is allocated on a free) and freed by the callback.
+ *
+ * Invariants (objcache_own_check, objcache_list.c):
+ *   1. A slab is on the list its free count says (0: full, all: empty,
+ *      else partial), the lists' counts are their lengths.
+ *   2. nfree is the bitmap's population; no bit at or past nobjs is set.
+ *   3. A listed slab's span is a large span in use over o->npages pages
+ *      at the header, carrying c's owner number; its header names c.
+ *   4. A released slab is on no list; its pages go back (with the flag,
+ *      after a grace period) only from then on.
+ *
+ * Locking: o->lock (MM_RANK_OBJCACHE, a leaf, irqsave) for the lists,
+ * their counts and each listed slab's list, nfree and bitmap; nothing is
+ * called under it (no page heap, no log: a misuse panics after it is
+ * let go). The header's cache and magic and o's geometry are fixed.
+ * o->pending is atomic.
+ *
+ * Poison mode (and mm.kasan's shadow): no poison is written into a free
+ * object: a ctor's state must survive, and a TYPESAFE_BY_RCU reader may
+ * read a freed object. A ctor cache's free objects are marked freed in
+ * the shadow (MM_SHADOW_FREED, accessible again when handed out), so
+ * mm.kasan catches a use after free; a TYPESAFE_BY_RCU cache's stay
+ * accessible, as Linux's KASAN leaves them (readers may read them).
+ * Double frees and interior pointers are caught in every mode, by the
+ * bitmap and the offset.
+ *
+ * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page; no
+ * per-CPU stash (every call takes the cache's lock: such caches are for
+ * objects whose construction or lifetime is the cost, not for the
+ * hottest paths); one empty slab kept; the kernel's shrinkers do not
+ * call objcache_shrink.
+ */
+#include "objcache_internal.h"
+#include "spanheap_internal.h"
+
+static size_t round_up(size_t n, size_t align)
+{
+	return (n + align - 1) / align * align;
+}
+
+const char *objcache_own_setup(struct objcache *c, unsigned flags,
+                               void (*ctor)(void *))
+{
+	if (flags & ~(unsigned)OBJCACHE_TYPESAFE_BY_RCU)
+		return "unknown flags";
+	if ((flags & OBJCACHE_TYPESAFE_BY_RCU) && !MM_PORT_HAS_RCU)
+		return "OBJCACHE_TYPESAFE_BY_RCU needs grace periods, and "
+		       "this port has no MM_PORT_RCU";
+	if (c->align > MM_PAGE_SIZE)
+		return "an alignment above a page with slabs of its own";
+	struct objcache_own *o = spanheap_meta_alloc(c->sh, sizeof(*o));
+	if (!o)
+		return "no memory for the cache";
+	mm_lock_init(&o->lock, "objcache", MM_RANK_OBJCACHE);
+	o->ctor = ctor;
+	o->flags = flags;
+	c->objsize = round_up(c->size, c->align);
+	o->first = (uint32_t)round_up(sizeof(struct objslab), c->align);
+	/* OBJSLAB_MIN_OBJS objects, fewer for big ones: a slab of at most
+	 * 32 KiB unless one object needs more. */
+	size_t n = OBJSLAB_MIN_OBJS;
+	while (n > 1 && o->first + n * c->objsize > SC_MAX_SIZE)
+		n--;
+	size_t npages = spanheap_pages_for(o->first + n * c->objsize);
+	if (npages > SPANHEAP_LARGE_MAX_PAGES) {
+		spanheap_meta_free(c->sh, o, sizeof(*o));
+		return "a size too large for a slab";
+	}
+	o->npages = (uint32_t)npages;
+	n = (npages * MM_PAGE_SIZE - o->first) / c->objsize;
+	o->nobjs = (uint32_t)min_sz(n, OBJSLAB_MAX_OBJS);
+	c->own = o;
+	return NULL;
+}
+
+/* ---- Lists (o->lock held) ---- */
+
+static void unlink_locked(struct objcache_own *o, struct objslab *sl)
+{
+	if (sl->prev)
+		sl->prev->next = sl->next;
+	else
+		o->lists[sl->list] = sl->next;
+	if (sl->next)
+		sl->next->prev = sl->prev;
+	o->nslabs[sl->list]--;
+	sl->next = sl->prev = NULL;
+	sl->list = NLISTS;
+	atomic_store_explicit(
+	        &o->slabs,
+	        atomic_load_explicit(&o->slabs, memory_order_relaxed) - 1,
+	        memory_order_relaxed);
+}
+
+static void link_locked(struct objcache_own *o, struct objslab *sl,
+                        enum slab_list l)
+{
+	sl->list = (uint8_t)l;
+	sl->prev = NULL;
+	sl->next = o->lists[l];
+	if (sl->next)
+		sl->next->prev = sl;
+	o->lists[l] = sl;
+	o->nslabs[l]++;
+	atomic_store_explicit(
+	        &o->slabs,
+	        atomic_load_explicit(&o->slabs, memory_order_relaxed) + 1,
+	        memory_order_relaxed);
+}
+
+/* Puts sl on the list its free count says (invariant 1). */
+static void relist_locked(struct objcache_own *o, struct objslab *sl)
+{
+	enum slab_list want = sl->nfree == 0          ? LIST_FULL
+	                      : sl->nfree == o->nobjs ? LIST_EMPTY
+	                                              : LIST_PARTIAL;
+	if (sl->list == want)
+		return;
+	if (sl->list != NLISTS)
+		unlink_locked(o, sl);
+	link_locked(o, sl, want);
+}
+
+/* The lowest free object of sl (which has one), taken. */
+static void *take_locked(struct objcache *c, struct objslab *sl)
+{
+	struct objcache_own *o = c->own;
+	unsigned w = 0;
+	while (!sl->free[w])
+		w++;
+	unsigned bit = (unsigned)__builtin_ctzll(sl->free[w]);
+	sl->free[w] &= ~((uint64_t)1 << bit);
+	sl->nfree--;
+	relist_locked(o, sl);
+	return (char *)sl + o->first + (size_t)(w * 64 + bit) * c->objsize;
+}
+
+/* ---- Slabs ---- */
+
+/* A new slab of c, on no list, every object constructed and free; NULL
+ * if the page heap has no pages for it (nothing kept). */
+static struct objslab *slab_new(struct objcache *c, unsigned flags)
+{
+	struct objcache_own *o = c->own;
+	struct spanheap *sh = c->sh;
+	struct objslab *sl = spanheap_large_alloc(
+	        sh, o->npages, MM_PAGE_SIZE, flags & (MM_ATOMIC | MM_NO_GROW));
+	if (!sl)
+		return NULL;
+	*sl = (struct objslab){.cache = c,
+	                       .magic = SLAB_MAGIC,
+	                       .nfree = o->nobjs,
+	                       .list = NLISTS};
+	for (uint32_t i = 0; i < o->nobjs; i++)
+		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
+	bool shadow = sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU);
+	for (uint32_t i = 0; i < o->nobjs; i++) {
+		char *obj = (char *)sl + o->first + (size_t)i * c->objsize;
+		if (o->ctor)
+			o->ctor(obj);
+		if (shadow)
+			mm_port_shadow(obj, c->objsize, MM_SHADOW_FREED);
+	}
+	/* Last: from here a kfree of an object names the cache. */
+	atomic_store_explicit(&objslab_span(sh, sl)->objslab, (uint8_t)c->owner,
+	                      memory_order_relaxed);
+	return sl;
+}
+
+/* Gives sl's pages back to the page heap (as a large free). */
+static void slab_free(struct objslab *sl)
+{
+	struct spanheap *sh = sl->cache->sh;
+	atomic_store_explicit(&objslab_span(sh, sl)->objslab, 0,
+	                      memory_order_relaxed);
+	sl->magic = 0;
+	spanheap_free(sh, sl);
+}
+
+/* The grace period passed: no reader still reads sl's objects. */
+static void slab_rcu_done(struct mm_rcu_head *head)
+{
+	struct objslab *sl = (struct objslab *)head;
+	struct objcache_own *o = sl->cache->own;
+	slab_free(sl);
+	atomic_fetch_sub_explicit(&o->pending, 1, memory_order_release);
+}
+
+/* sl, off the lists: freed, or after a grace period (the flag). */
+static void slab_release(struct objcache *c, struct objslab *sl)
+{
+	struct objcache_own *o = c->own;
+	if (!(o->flags & OBJCACHE_TYPESAFE_BY_RCU)) {
+		slab_free(sl);
+		return;
+	}
+	atomic_fetch_add_explicit(&o->pending, 1, memory_order_relaxed);
+	mm_port_call_rcu(&sl->rcu, slab_rcu_done);
+}
+
+/* ---- Allocation and free ---- */
+
+void *objcache_own_alloc(struct objcache *c, unsigned flags)
+{
+	struct objcache_own *o = c->own;
+	if (spanheap_bad_flags("objcache_alloc", c->size, flags))
+		return NULL;
+	if ((flags & MM_ZERO) && o->ctor) {
+		mm_log("objcache: MM_ZERO allocation from cache '%s' refused: "
+		       "it has a constructor, whose state zeroing would undo",
+		       c->name);
+		return NULL;
+	}
+	if (!(flags & MM_ATOMIC))
+		spanheap_assert_can_sleep("objcache_alloc (without MM_ATOMIC)");
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	struct objslab *sl = o->lists[LIST_PARTIAL] ? o->lists[LIST_PARTIAL]
+	                                            : o->lists[LIST_EMPTY];
+	void *p = sl ? take_locked(c, sl) : NULL;
+	mm_lock_release(&o->lock, irq);
+	if (!p) {
+		if (spanheap_fail_armed(c->sh) &&
+		    spanheap_fail_should(c->sh, true, flags))
+			return NULL;
+		if (!(sl = slab_new(c, flags)))
+			return NULL;
+		irq = mm_lock_acquire(&o->lock);
+		p = take_locked(c, sl); /* lists it */
+		mm_lock_release(&o->lock, irq);
+	}
+	if (c->sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU))
+		mm_port_shadow(p, c->size, MM_SHADOW_OK);
+	if (flags & MM_ZERO)
+		mm_memset(p, 0, c->size);
+	objcache_count(c, 1);
+	return p;
+}
+
+/* p, freed to c, is in no slab: a foreign or interior pointer panics in
+ * spanheap_span_of, saying which; an object of a small span (kmalloc's
+ * or a merged cache's) here. */
+static __attribute__((noreturn)) void not_a_slab(struct objcache *c,
+                                                 const void *p)
+{
+	uint32_t idx;
+	struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
+	mm_panic("objcache: free of %p to cache '%s' (slabs of its own): the "
+	         "object is of span %#lx, size class %u (%zu-byte objects): "
+	         "kmalloc's or a merged cache's",
+	         p, c->name, (unsigned long)s->base, (unsigned)s->sizeclass,
+	         spanheap_object_bytes(s));
+}
+
+static __attribute__((noreturn)) void other_cache(struct objcache *c,
+                                                  const void *p, uint8_t owner)
+{
+	char name[OBJCACHE_NAME_MAX + 1];
+	objcache_owner_name(c->sh, owner, name);
+	mm_panic("objcache: free of %p to cache '%s': the object is of cache "
+	         "'%s''s slabs",
+	         p, c->name, name);
+}
+
+/* The slab of c holding object p, its index into *idx; misuse panics. */
+static struct objslab *slab_of(struct objcache *c, const void *p, uint32_t *idx)
+{
+	struct objcache_own *o = c->own;
+	void *e = mheap_span_lookup(c->sh->heap, (uintptr_t)p);
+	struct mspan *s = mheap_span_is_span(e) ? e : NULL;
+	uint8_t owner = 0;
+	if (s && atomic_load_explicit(&s->state, memory_order_acquire) ==
+	                 MSPAN_LARGE)
+		owner = atomic_load_explicit(&s->objslab, memory_order_relaxed);
+	if (!owner)
+		not_a_slab(c, p);
+	struct objslab *sl = (struct objslab *)s->base;
+	if (owner != c->owner || sl->cache != c)
+		other_cache(c, p, owner);
+	uintptr_t off = (uintptr_t)p - s->base;
+	if (off < o->first || (off - o->first) % c->objsize ||
+	    (off - o->first) / c->objsize >= o->nobjs)
+		mm_panic("objcache: free of %p to cache '%s': an interior "
+		         "pointer of its slab [%#lx, +%u pages) (objects of "
+		         "%zu bytes from +%u)",
+		         p, c->name, (unsigned long)s->base, o->npages,
+		         c->objsize, o->first);
+	*idx = (uint32_t)((off - o->first) / c->objsize);
+	return sl;
+}
+
+void objcache_own_free(struct objcache *c, void *p)
+{
+	struct objcache_own *o = c->own;
+	uint32_t idx;
+	struct objslab *sl = slab_of(c, p, &idx);
+	uint64_t bit = (uint64_t)1 << (idx % 64);
+	/* Before its bit: once set, another CPU may hand p out. */
+	if (c->sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU))
+		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	bool twice = sl->free[idx / 64] & bit;
+	struct objslab *gone = NULL;
+	if (!twice) {
+		sl->free[idx / 64] |= bit;
+		sl->nfree++;
+		relist_locked(o, sl);
+		if (sl->list == LIST_EMPTY && o->nslabs[LIST_EMPTY] > 1) {
+			unlink_locked(o, sl);
+			gone = sl;
+		}
+	}
+	mm_lock_release(&o->lock, irq);
+	if (twice)
+		mm_panic("objcache: double free of %p to cache '%s' (object "
+		         "%u of slab %p): free already",
+		         p, c->name, idx, (void *)sl);
+	if (gone)
+		slab_release(c, gone);
+}
+
+/* ---- Shrink, destroy, listing, check ---- */
+
+/* Takes list l's slabs off it, released. */
+static void release_list(struct objcache *c, enum slab_list l)
+{
+	struct objcache_own *o = c->own;
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&o->lock);
+		struct objslab *sl = o->lists[l];
+		if (sl)
+			unlink_locked(o, sl);
+		mm_lock_release(&o->lock, irq);
+		if (!sl)
+			return;
+		slab_release(c, sl);
+	}
+}
+
+void objcache_shrink(struct objcache *c)
+{
+	spanheap_assert_can_sleep("objcache_shrink");
+	if (c && c->own)
+		release_list(c, LIST_EMPTY);
+}
+
+void objcache_own_destroy(struct objcache *c)
+{
+	struct objcache_own *o = c->own;
+	/* No object out (the caller's count): every slab is empty. */
+	if (o->lists[LIST_PARTIAL] || o->lists[LIST_FULL])
+		mm_panic("objcache: destroy of cache '%s': its count says no "
+		         "object is out, but %zu slabs hold some",
+		         c->name,
+		         o->nslabs[LIST_PARTIAL] + o->nslabs[LIST_FULL]);
+	release_list(c, LIST_EMPTY);
+	/* The callbacks read c->own: they all run before it goes. */
+	if (o->flags & OBJCACHE_TYPESAFE_BY_RCU)
+		mm_port_rcu_barrier();
+	c->own = NULL;
+	spanheap_meta_free(c->sh, o, sizeof(*o));
+}
