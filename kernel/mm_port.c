@@ -28,7 +28,6 @@
 #include "kernel/tlb.h"
 
 _Static_assert(MM_PAGE_SIZE == PAGE_SIZE, "mm/ and the MMU agree on pages");
-
 _Static_assert(sizeof(struct spinlock) <= sizeof(mm_lock_t),
                "mm_lock_t must hold the kernel's spinlock");
 

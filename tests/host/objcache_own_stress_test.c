@@ -284,17 +284,22 @@ static size_t grace_period(void)
 	return mm_port_posix_rcu_run(queued);
 }
 
-KTEST(objcache_own_stress, typesafe_readers_see_objects_while_ctor_holds)
+/* The page heap's debug mode: a page given back is unmapped at once, so
+ * a reader of a slab freed too early faults. */
+static bool heap_make(void)
 {
-	/* The page heap's debug mode: a page given back is unmapped at
-	 * once, so a reader of a slab freed too early faults. */
 	struct mheap_config hc;
 	struct spanheap_config sc;
 	mheap_config_default(&hc);
 	spanheap_config_default(&sc);
 	hc.arena_bytes = SH_ARENA_BYTES;
 	hc.flags = MHEAP_DEBUG_SCAV_ON_FREE;
-	KASSERT(sh_heap_new_with(&heap, &sh, &hc, &sc));
+	return sh_heap_new_with(&heap, &sh, &hc, &sc);
+}
+
+KTEST(objcache_own_stress, typesafe_readers_see_objects_while_ctor_holds)
+{
+	KASSERT(heap_make());
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(

@@ -314,6 +314,34 @@ KTEST(min_port, aligned_and_zeroed)
 	test_check_heaps(sh);
 }
 
+static void count_ctor(void *p)
+{
+	*(uint64_t *)p = 0xc7012;
+}
+
+/* A cache with a constructor works on a port without MM_PORT_RCU; a
+ * TYPESAFE_BY_RCU one, which needs grace periods, is refused saying so. */
+KTEST(min_port, typesafe_cache_refused_without_rcu)
+{
+	struct spanheap *sh = test_heap_get();
+	KASSERT(sh != NULL);
+	KEXPECT(!objcache_create_flags(sh, "typesafe", 64, 0,
+	                               OBJCACHE_TYPESAFE_BY_RCU, NULL));
+	KEXPECT(strstr(min_port_last_log, "MM_PORT_RCU") != NULL);
+	struct objcache *c =
+	        objcache_create_flags(sh, "built", 64, 0, 0, count_ctor);
+	KASSERT(c != NULL);
+	uint64_t *p = objcache_alloc(c, 0);
+	KASSERT(p != NULL);
+	KEXPECT_EQ(*p, 0xc7012);
+	objcache_free(c, p);
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(sh);
+	test_expect_nothing_held(sh);
+	test_check_heaps(sh);
+}
+
 /* ---- The runner ---- */
 
 extern const struct ktest __start_ktests[], __stop_ktests[];
