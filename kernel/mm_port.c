@@ -54,9 +54,9 @@ static const enum lock_rank mm_ranks[] = {
         [MM_RANK_SWEEP] = LOCK_RANK_MM_SWEEP,
         [MM_RANK_CENTRAL] = LOCK_RANK_MM_CENTRAL,
         [MM_RANK_PALLOC] = LOCK_RANK_FRAMES,
-        [MM_RANK_OBJCACHE] = LOCK_RANK_MM_OBJCACHE,
         [MM_RANK_HEAP] = LOCK_RANK_HEAP,
         [MM_RANK_PCPU] = LOCK_RANK_MM_PCPU,
+        [MM_RANK_OBJCACHE] = LOCK_RANK_MM_OBJCACHE,
 };
 _Static_assert(sizeof(mm_ranks) / sizeof(mm_ranks[0]) == MM_RANK_COUNT,
                "every mm rank has a kernel rank");

@@ -71,8 +71,8 @@ static const char *const rank_names[MM_RANK_COUNT] = {
         [MM_RANK_SWEEP] = "MM_RANK_SWEEP",
         [MM_RANK_CENTRAL] = "MM_RANK_CENTRAL",
         [MM_RANK_PALLOC] = "MM_RANK_PALLOC",
-        [MM_RANK_OBJCACHE] = "MM_RANK_OBJCACHE",
         [MM_RANK_HEAP] = "MM_RANK_HEAP",
+        [MM_RANK_OBJCACHE] = "MM_RANK_OBJCACHE",
 };
 
 const char *mm_malloc_lock_name(unsigned bits, char *buf, size_t size)

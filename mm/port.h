@@ -481,17 +481,18 @@ enum mm_lock_rank {
 	 * pool. The heap's port hooks take it (mm_port_used), never under
 	 * the heap lock. */
 	MM_RANK_PALLOC,
-	/* A named cache with spans of its own (mm/objcache_own.c): its
-	 * partial and full lists. A leaf, taken for a few list and bitmap
-	 * updates, with interrupts off, from any context a free is; never
-	 * with another mm lock held, and nothing is taken under it. */
-	MM_RANK_OBJCACHE,
 	/* A page heap (struct mheap): a leaf, nothing is taken under it. */
 	MM_RANK_HEAP,
 	/* A per-CPU allocator (struct pcpu, mm/pcpu.h): a leaf taken alone,
 	 * in thread context, never with another mm lock held; nothing is
 	 * taken under it. */
 	MM_RANK_PCPU,
+	/* A named cache with slabs of its own (mm/objcache_own.c): its slab
+	 * lists. A leaf, taken for a few list and bitmap updates, with
+	 * interrupts off, from any context a free is; never with another mm
+	 * lock held, and nothing is taken under it. Last so that the ranks
+	 * before it keep their numbers (the reports print them). */
+	MM_RANK_OBJCACHE,
 	MM_RANK_COUNT
 };
 
