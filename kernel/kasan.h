@@ -3,7 +3,7 @@
  * the kernel heap's arena, kept by the span heap's poison-mode paths
  * through mm_port_shadow (mm/port.h), and checked by every load and store
  * of code built with -fsanitize=kernel-address (the Makefile's
- * KASAN_OBJS), which calls __asan_load<N>_noabort / __asan_store<N>_noabort
+ * KASAN_SRCS and the KASAN image), which calls __asan_load<N>_noabort / __asan_store<N>_noabort
  * before it. A bad access is reported at the access: what it was (an
  * overrun into a red zone, a use after free, ...), the access, the code
  * that made it, the object and who allocated and freed it; then a panic.
@@ -56,6 +56,31 @@ int8_t kasan_shadow_of(const void *p, bool *mapped);
 void *kasan_memcpy(void *restrict dst, const void *restrict src, size_t n);
 void *kasan_memset(void *dst, int c, size_t n);
 void *kasan_memmove(void *dst, const void *src, size_t n);
+
+/* KASAN_UNCHECKED marks a function whose own loads and stores are not
+ * checked in an instrumented object (the KASAN image's, KASAN_SRCS'; no
+ * effect elsewhere): for code that touches heap memory the shadow
+ * forbids on purpose, as a test of the heap's poison, red zone or free
+ * marker does, or a probe that expects a fault. Its memcpy, memset and
+ * memmove calls are still checked (kasan_checked.h): spell one
+ * (memset)(...) to call string.c's own. The narrowest way out, so each
+ * use says why. */
+#ifdef __SANITIZE_ADDRESS__
+#define KASAN_UNCHECKED __attribute__((no_sanitize_address))
+#else
+#define KASAN_UNCHECKED
+#endif
+
+/* The byte and the word at p, read unchecked (KASAN_UNCHECKED): what the
+ * heap wrote into a freed object or a red zone, for a test to look at. */
+static inline KASAN_UNCHECKED uint8_t kasan_peek_u8(const void *p)
+{
+	return *(const volatile uint8_t *)p;
+}
+static inline KASAN_UNCHECKED uint64_t kasan_peek_u64(const void *p)
+{
+	return *(const volatile uint64_t *)p;
+}
 
 /* Tests: while a struct kasan_seen is armed, a bad access on any CPU is
  * counted into it (atomically), its first one kept, and no panic is

@@ -23,6 +23,7 @@
 #include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kasan.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/string.h"
@@ -314,7 +315,8 @@ KTEST(addrinfo, names_what_a_non_canonical_register_may_be)
 	kmalloc_plain_done(&aside);
 	KASSERT(p != NULL);
 	kfree(p);
-	uint64_t marker = p[1]; /* the free marker: cookie ^ p */
+	/* the free marker: cookie ^ p */
+	uint64_t marker = kasan_peek_u64(&p[1]);
 	struct trap_frame f = {
 	        .rax = 0xdbdbdbdbdbdbdbdbull,
 	        .rbx = 0xdbdbdbdbdbdbdbdbull + 0x18, /* a field through it */

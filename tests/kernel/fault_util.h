@@ -6,10 +6,13 @@
 #include <stdint.h>
 
 #include "arch/x86_64/trap.h"
+#include "kernel/kasan.h"
 
 /* Reads *p under the expected-fault hook: true when that read took a page
  * fault at exactly p, false when it went through (or faulted elsewhere). */
-static inline bool read_faults_at(volatile const uint8_t *p)
+/* Unchecked by KASAN: a probe of memory expected to fault, such as a
+ * freed large object's pages. */
+static inline KASAN_UNCHECKED bool read_faults_at(volatile const uint8_t *p)
 {
 	struct fault_catch fc;
 	if (fault_catch_arm(&fc) == 0) {
@@ -23,7 +26,8 @@ static inline bool read_faults_at(volatile const uint8_t *p)
 /* Writes v to *p under the expected-fault hook: true when that write took
  * a page fault at exactly p, false when it went through (or faulted
  * elsewhere). */
-static inline bool write_faults_at(volatile uint8_t *p, uint8_t v)
+static inline KASAN_UNCHECKED bool write_faults_at(volatile uint8_t *p,
+                                                   uint8_t v)
 {
 	struct fault_catch fc;
 	if (fault_catch_arm(&fc) == 0) {

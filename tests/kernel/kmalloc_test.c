@@ -12,6 +12,7 @@
 #include "arch/x86_64/cpu.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kasan.h"
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -174,7 +175,8 @@ KTEST(kmalloc, freed_objects_follow_the_heap_mode)
 		memset(p, 0x11, 256);
 		kfree(p);
 		uint8_t want = poison ? SPANHEAP_POISON_BYTE : 0x11;
-		while (off < 256 && (off / 8 == 1 || p[off] == want))
+		while (off < 256 &&
+		       (off / 8 == 1 || kasan_peek_u8(p + off) == want))
 			off++;
 	}
 	preempt_enable();
@@ -203,7 +205,8 @@ KTEST(kmalloc, usable_size_follows_the_heap_mode)
 	KEXPECT_EQ(ksize(p), poison || guarded(p) ? 20u : 32u);
 	KEXPECT_EQ(ksize(z), poison || guarded(z) ? 100u : 112u);
 	size_t off = 20;
-	while (redzone && off < 32 && p[off] == SPANHEAP_REDZONE_BYTE)
+	while (redzone && off < 32 &&
+	       kasan_peek_u8(p + off) == SPANHEAP_REDZONE_BYTE)
 		off++;
 	KEXPECT_EQ(off, redzone ? 32u : 20u);
 	for (off = 0; off < 100 && z[off] == 0; off++)
@@ -224,7 +227,8 @@ KTEST(kmalloc, usable_size_follows_the_heap_mode)
 	KEXPECT_EQ((uintptr_t)e % 64, 0);
 	KEXPECT_EQ(ksize(e), 64u);
 	if (poison && !guarded(e))
-		KEXPECT_EQ(((volatile uint8_t *)e)[64], SPANHEAP_REDZONE_BYTE);
+		KEXPECT_EQ(kasan_peek_u8((uint8_t *)e + 64),
+		           SPANHEAP_REDZONE_BYTE);
 	memset(e, 0x5a, sizeof(*e));
 	kfree(e);
 }

@@ -11,6 +11,7 @@
 #include "arch/x86_64/trap.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kasan.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
@@ -358,7 +359,7 @@ KTEST(mm_port, thread_join_frees_the_handle)
 		KEXPECT(spanheap_where(&kspanheap, t, &w) &&
 		        w.state == SPANHEAP_OBJ_FREE);
 	else
-		KEXPECT_EQ(((volatile uintptr_t *)a)[1],
+		KEXPECT_EQ(kasan_peek_u64((void *)(a + 8)),
 		           kspanheap.mag_cookie ^ a);
 }
 
