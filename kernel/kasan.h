@@ -2,11 +2,13 @@
  * KASAN for the kernel heap (mm.kasan): a shadow byte for every 8 bytes of
  * the kernel heap's arena, kept by the span heap's poison-mode paths
  * through mm_port_shadow (mm/port.h), and checked by every load and store
- * of code built with -fsanitize=kernel-address (the Makefile's
- * KASAN_SRCS and the KASAN image), which calls __asan_load<N>_noabort / __asan_store<N>_noabort
- * before it. A bad access is reported at the access: what it was (an
- * overrun into a red zone, a use after free, ...), the access, the code
- * that made it, the object and who allocated and freed it; then a panic.
+ * of code built with -fsanitize=kernel-address (the KASAN image's kernel/
+ * and tests/kernel/, the Makefile's KASAN_NOT_SRCS aside; the plain
+ * image's KASAN_SRCS), which calls __asan_load<N>_noabort /
+ * __asan_store<N>_noabort before it. A bad access is reported at the access:
+ * what it was (an overrun into a red zone, a use after free, ...), the access,
+ * the code that made it, the object and who allocated and freed it; then a
+ * panic.
  *
  * Shadow bytes, as Linux's generic KASAN: 0, all 8 bytes accessible;
  * 1 to 7, that many first bytes; negative, none, for the reason the code
