@@ -435,10 +435,11 @@ test-build: all $(KERNEL_KASAN) $(MM_KOBJS) $(PORT_TEST) $(TSAN_TEST) $(MALLOC_T
 # its own build directory, started from the test kernel's objects that
 # the macro does not change (tools/seed-build), as tools/test-harness
 # builds it.
-test-faildemo: $(KERNEL)
+test-faildemo: $(KERNEL) $(KERNEL_KASAN)
 	@tools/seed-build $(BUILD) $(BUILD)/faildemo KTEST_FAIL_DEMO
 	+@$(MAKE) --no-print-directory -s KTEST_FAIL_DEMO=1 \
-		BUILD=$(BUILD)/faildemo $(BUILD)/faildemo/kernel.elf
+		BUILD=$(BUILD)/faildemo $(BUILD)/faildemo/kernel.elf \
+		$(BUILD)/faildemo/kernel-kasan.elf
 
 # The last line of make test, on its own: RESULTS=dir sums another run's.
 test-sum:
