@@ -385,7 +385,11 @@ TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan m
 # the phase, the other idle, and the harness's first 25 s, its demo
 # kernel's build, host cases and saved boots, left a CPU idle too).
 # kernel-smp1 is first: one vCPU, so one host CPU, and the longest
-# kernel run by the clock. The line before the sum gives the second each
+# kernel run by the clock; kernel-poison, on the KASAN image (a call a
+# load or store of kernel/ and tests/kernel/: about a third more CPU than
+# the plain image's run), second: eighth, it started after 480 s of a
+# make test on a machine loaded 10 to 20 deep and ended 27 s after the
+# harness, the tail alone. The line before the sum gives the second each
 # part ended, to find the tail, and the phases' seconds. The packages
 # the fuzz and real-quick parts need are installed first, as two apt-get
 # runs at once would fight over dpkg's lock. Neither deps nor the object
@@ -394,8 +398,8 @@ TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan m
 # order-only prerequisite, the lists are FORCE'd) started only after
 # every part that had none, whatever the order here; once, the host
 # tests, started last, ran alone for the last 30 s of the phase.
-TEST_SIDE_BY_SIDE := kernel-smp1 real-quick kernel-smp8 fuzz tsan kernel-smp \
-	host model kernel-poison kernel-guard chaos malloc-tsan port \
+TEST_SIDE_BY_SIDE := kernel-smp1 kernel-poison real-quick kernel-smp8 fuzz \
+	tsan kernel-smp host model kernel-guard chaos malloc-tsan port \
 	lint locks stack sizeclasses harness
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(HOST_BUILD)/host-test.objs \
 	$(TSAN_BUILD)/host-test.objs
@@ -583,11 +587,10 @@ kernel_lines = @why=$$(tools/log-expect "$(RESULTS)/../$(1).log" $(2)) || { \
 
 # What the poison run must print: the heap's mode, the kmalloc suite's
 # word that it ran in it, and the storm passing with every reuse checked.
-# It boots with mm.kasan too (which keeps a shadow beside the poison: the
-# whole suite runs with it, and the KASAN tests' instrumented accesses
-# are checked; no slower than poison mode alone within this machine's
-# noise, 32 s either way for the kmalloc, mheap and thread suites), so
-# those must pass, not skip.
+# It boots the KASAN image with mm.kasan too (a shadow kept beside the
+# poison, and every load and store of kernel/ and tests/kernel/ checked
+# against it: 53 s alone before the image, 78 to 87 s on it, a machine
+# loaded 1 to 4 deep), so the KASAN tests must pass, not skip.
 POISON_LINES := 'heap: .*debug_poison, kasan' '\# heap in poison mode' \
 	'poison mode (no magazines)' \
 	'ok [0-9]* freed_objects_follow_the_heap_mode' \
