@@ -140,9 +140,10 @@ bad_pointer(struct spanheap *sh, const char *op, const void *p, void *entry)
 	         op, p);
 }
 
-/* p is inside a slab of a named cache with spans of its own: an object
- * of that cache given to the heap's own calls (kfree, krealloc), which
- * would free or resize the whole slab under the cache's objects. */
+/* p is inside a slab of a named cache with spans of its own (an object
+ * of that cache, or the slab's header at its base) given to the heap's
+ * own calls (kfree, krealloc), which would free or resize the whole slab
+ * under the cache's objects. */
 __attribute__((noreturn)) static void own_object(struct spanheap *sh,
                                                  const char *op, const void *p,
                                                  const struct mspan *s)
@@ -181,8 +182,10 @@ struct mspan *spanheap_span_of(struct spanheap *sh, const void *p,
 		                      : "a pointer into a freed span",
 		              p, s);
 	if (state == MSPAN_LARGE) {
-		if (off != 0 &&
-		    atomic_load_explicit(&s->objslab, memory_order_relaxed))
+		/* At the base too: no object starts there, it is the
+		 * header, and until a review a kfree of it freed the slab
+		 * under the cache's objects. */
+		if (atomic_load_explicit(&s->objslab, memory_order_relaxed))
 			own_object(sh, op, p, s);
 		if (off != 0)
 			bad_object_op(op,
