@@ -130,6 +130,7 @@ bool objcache_own_check(struct objcache *c)
 	const char *why = NULL;
 	struct objslab *bad = NULL;
 	unsigned long irq = mm_lock_acquire(&o->lock);
+	size_t total = 0;
 	for (unsigned l = 0; l < NLISTS && !why; l++) {
 		size_t n = 0;
 		struct objslab *prev = NULL;
@@ -143,6 +144,12 @@ bool objcache_own_check(struct objcache *c)
 			why = "a list's count is not its length";
 			bad = NULL;
 		}
+		total += n;
+	}
+	if (!why &&
+	    total != atomic_load_explicit(&o->slabs, memory_order_relaxed)) {
+		why = "the listing's count of slabs is not the lists'";
+		bad = NULL;
 	}
 	mm_lock_release(&o->lock, irq);
 	if (why)

@@ -95,6 +95,12 @@ KTEST(objcache_own, the_slab_base_given_to_kfree_names_the_cache)
 	SH_EXPECT_PANIC(spanheap_free(&sh, base), "an object of cache 'based'");
 	SH_EXPECT_PANIC(spanheap_realloc(&sh, base, 8, 0),
 	                "an object of cache 'based'");
+	/* Past the last object, inside the slab's pages: no object. */
+	struct objcache_own *o = c->own;
+	unsigned char *past = obj + (size_t)o->nobjs * c->objsize;
+	KASSERT((size_t)(past - (unsigned char *)base) <
+	        (size_t)MM_PAGE_SIZE * o->npages);
+	SH_EXPECT_PANIC(objcache_free(c, past), "interior pointer");
 	mm_port_set_quiet(false);
 	/* The slab is still the cache's. */
 	KEXPECT(objcache_own_check(c));
