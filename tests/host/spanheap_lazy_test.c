@@ -159,6 +159,10 @@ KTEST(spanheap_lazy, a_reused_struct_is_zeroed_where_written)
 	mm_port_set_cpu(0);
 	sh_heap_release(&heap, sh);
 	memset(&sh->caches[9], 0xa5, sizeof(struct mcache) / 2);
+	/* And a page whose one set word is its last. */
+	uintptr_t edge = ((uintptr_t)&sh->caches[40] + MM_PAGE_SIZE) &
+	                 -(uintptr_t)MM_PAGE_SIZE;
+	((uintptr_t *)edge)[-1] = 1;
 	KASSERT(sh_heap_new(&heap, sh, SH_ARENA_BYTES));
 	KEXPECT(!spanheap_cache_used(sh, 3) && !spanheap_cache_used(sh, 9));
 	KEXPECT(ktest_all_zero(sh->caches, sizeof(sh->caches)));
