@@ -12,9 +12,9 @@
  * from o->first on, after a header (struct objslab, at the span's base):
  * the cache, a magic number, its list, its free count and a bitmap of its
  * free objects. The span carries the cache's owner number
- * (mspan.objslab), which the heap's misuse reports read: no object starts
- * at the span's base, so a kfree of one is an interior pointer of a large
- * span, and names the cache. The cache (struct objcache_own, c->own)
+ * (mspan.objslab), which the heap's misuse reports read: a kfree of an
+ * object (an interior pointer of a large span) or of the base (the
+ * header) names the cache. The cache (struct objcache_own, c->own)
  * keeps its slabs on three lists: partial, full, and empty (at most one
  * kept, for the next allocation, until objcache_shrink).
  *
@@ -30,7 +30,8 @@
  *
  * Invariants (objcache_own_check, objcache_list.c):
  *   1. A slab is on the list its free count says (0: full, all: empty,
- *      else partial), the lists' counts are their lengths.
+ *      else partial), the lists' counts are their lengths, and o->slabs
+ *      is their sum.
  *   2. nfree is the bitmap's population; no bit at or past nobjs is set.
  *   3. A listed slab's span is a large span in use over o->npages pages
  *      at the header, carrying c's owner number; its header names c.
