@@ -19,6 +19,7 @@
 
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kasan.h"
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -62,6 +63,12 @@ static uint64_t next_rand(uint64_t *s)
 static uint64_t pat_of(const void *p, int i)
 {
 	return (uintptr_t)p * 0x9e3779b97f4a7c15ull + (uint64_t)i;
+}
+
+/* A ctor for objects of any size from 8 bytes: one word. */
+static void cobj_ctor_any(void *p)
+{
+	*(uint64_t *)p = C_MAGIC;
 }
 
 static void cobj_ctor(void *p)
@@ -259,13 +266,16 @@ KTEST(kmem_cache, own_slabs_storm_with_rcu_readers_returns_every_frame)
 {
 	KASSERT(storm()); /* warm-up: growth and stacks in place */
 	heap_settle();
-	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	/* mm.kasan maps shadow pages for good as new arena pages are used:
+	 * a storm whose slabs land elsewhere than the warm-up's maps some. */
+	size_t frames0 = frames_free_count(), meta0 = span_meta_pages(),
+	       shadow0 = kasan_shadow_frames();
 	atomic_store(&n_bad, 0);
 	atomic_store(&n_found, 0);
 	KASSERT(storm());
 	rcu_barrier();
 	heap_settle();
-	size_t meta = span_meta_pages();
+	size_t meta = span_meta_pages() + (kasan_shadow_frames() - shadow0);
 	ktest_diag("readers found %lu objects (%lu lingering passes), %lu "
 	           "interrupt rounds",
 	           (unsigned long)atomic_load(&n_found),
@@ -276,6 +286,32 @@ KTEST(kmem_cache, own_slabs_storm_with_rcu_readers_returns_every_frame)
 	KEXPECT(atomic_load(&n_found) > 0);
 	KEXPECT_EQ(frames_free_count() + (meta - meta0), frames0);
 	spanheap_check(&kspanheap);
+}
+
+/* The shadow under mm.kasan: a ctor cache's object accessible while it
+ * is out and freed once given back;
+ * a typesafe cache's accessible after its free, for its readers. */
+KTEST(kmem_cache, own_objects_shadow_follows_alloc_and_free)
+{
+	if (!kasan_enabled())
+		KTEST_SKIP("needs mm.kasan");
+	struct objcache *c = kmem_cache_create_flags("ktest-shadow", 40, 0, 0,
+	                                             cobj_ctor_any);
+	struct objcache *t = kmem_cache_create_flags(
+	        "ktest-shadow-rcu", 40, 0, SLAB_TYPESAFE_BY_RCU, NULL);
+	KASSERT(c && t);
+	bool mapped;
+	char *p = kmem_cache_alloc(c, 0), *q = kmem_cache_alloc(t, 0);
+	KASSERT(p && q);
+	KEXPECT_EQ(kasan_shadow_of(p, &mapped), 0);
+	KEXPECT(mapped);
+	kmem_cache_free(c, p);
+	KEXPECT_STREQ(kasan_kind(kasan_shadow_of(p, &mapped)),
+	              "use-after-free");
+	kmem_cache_free(t, q);
+	KEXPECT_EQ(kasan_shadow_of(q, &mapped), 0);
+	KEXPECT(kmem_cache_destroy(c));
+	KEXPECT(kmem_cache_destroy(t));
 }
 
 #ifdef KTEST_FAIL_DEMO
