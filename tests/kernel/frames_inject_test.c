@@ -16,8 +16,9 @@
  *   - the heap's metadata mapped by mm_port_map (heap_meta_frames):
  *     palloc's bitmaps and the span table of a chunk being grown, mapped
  *     for good, all or nothing per call;
- *   - the span heap's own pages (span_meta_pages): span structs, which
- *     never go back.
+ *   - the span heap's own pages (span_own_pages): span structs, which
+ *     never go back (not span_meta_pages, whose mm.kasan shadow
+ *     heap_meta_frames counts already).
  * Nothing else: a failed operation's stack frames, thread struct and
  * heap pages go back, and heap_settle scavenges every free backed page,
  * so that what the heap grew into holds no frame once free. The check is
@@ -88,7 +89,7 @@ struct sweep_result {
 /* Frames kept by design (see the top): their counters' sum. */
 static size_t kept_frames(void)
 {
-	return paging_table_pages() + heap_meta_frames() + span_meta_pages();
+	return paging_table_pages() + heap_meta_frames() + span_own_pages();
 }
 
 /* The verdict on one step (see sweep_step), counted into *r. */

@@ -83,13 +83,8 @@ static inline bool heap_meta_free_until_bg_scavenge(size_t npages,
 
 /* Pages the span heap keeps for itself by design (its span structs, the
  * CPUs' magazine slabs, poison mode's stack depot and the all-spans
- * array), and mm.kasan's shadow pages (mapped as the arena is first
- * used, kept for good): they never go back, so frame counts allow for
- * their growth. Without the shadow, a test that counted frames failed
- * run alone with mm.kasan (7 frames short: the shadow of the pages it
- * used first), and passed in the suite only because earlier tests had
- * mapped that shadow already. */
-static inline size_t span_meta_pages(void)
+ * array): they never go back. */
+static inline size_t span_own_pages(void)
 {
 	unsigned long irq = mm_lock_acquire(&kheap.lock);
 	size_t n =
@@ -98,7 +93,19 @@ static inline size_t span_meta_pages(void)
 	        atomic_load(&kspanheap.mag_slabs) * kspanheap.mag_slab_pages +
 	        atomic_load(&kspanheap.depot.pages);
 	mm_lock_release(&kheap.lock, irq);
-	return n + kasan_shadow_frames();
+	return n;
+}
+
+/* Those, and mm.kasan's shadow pages (mapped as the arena is first used,
+ * kept for good): what a frame count allows for the heap's growth.
+ * Without the shadow, a test that counted frames failed run alone with
+ * mm.kasan (7 frames short: the shadow of the pages it used first), and
+ * passed in the suite only because earlier tests had mapped that shadow
+ * already. A count that adds heap_meta_frames, which holds the shadow
+ * too, takes span_own_pages instead. */
+static inline size_t span_meta_pages(void)
+{
+	return span_own_pages() + kasan_shadow_frames();
 }
 
 /* Objects of the guarded pool (mm.guard) that kmalloc_plain met and set
