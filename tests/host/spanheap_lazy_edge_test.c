@@ -19,6 +19,18 @@ static struct spanheap sh;
 
 enum { REPIN_CPU = 21 };
 
+/* Everything back, from CPU 0: every cache flushed, a cycle, the heap
+ * checked and holding only what it keeps; then released. */
+static void finish(void)
+{
+	mm_port_set_cpu(0);
+	sh_flush_cpus(&sh, MM_MAX_CPUS);
+	spanheap_sweep_cycle(&sh);
+	SH_CHECK(&sh, "at the end");
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
 static _Atomic bool repin_armed;
 
 /* Once, between the refill's new span and its caching (the refill's
@@ -48,12 +60,7 @@ KTEST(spanheap_lazy, a_refill_repinned_on_an_unused_cpu_sets_it_up)
 	KEXPECT_EQ(sh.caches[REPIN_CPU].flushgen, atomic_load(&sh.sweepgen));
 	SH_CHECK(&sh, "after the refill");
 	spanheap_free(&sh, p);
-	mm_port_set_cpu(0);
-	sh_flush_cpus(&sh, MM_MAX_CPUS);
-	spanheap_sweep_cycle(&sh);
-	SH_CHECK(&sh, "at the end");
-	SH_EXPECT_ONLY_KEPT(&heap, &sh);
-	sh_heap_release(&heap, &sh);
+	finish();
 }
 
 /* CPU 2 holds objects; a cycle later the sweeper's visit of the other
@@ -121,10 +128,5 @@ KTEST(spanheap_lazy, a_slab_of_reused_metadata_pages_comes_zeroed)
 		memset(p[i], 0, 16 + 16 * (i % 40));
 	for (unsigned i = 0; i < 200; i++)
 		spanheap_free(&sh, p[i]);
-	mm_port_set_cpu(0);
-	sh_flush_cpus(&sh, MM_MAX_CPUS);
-	spanheap_sweep_cycle(&sh);
-	SH_CHECK(&sh, "at the end");
-	SH_EXPECT_ONLY_KEPT(&heap, &sh);
-	sh_heap_release(&heap, &sh);
+	finish();
 }

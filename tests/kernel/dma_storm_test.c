@@ -124,14 +124,7 @@ static void tick(void)
 KTEST(dma, storm_on_every_cpu)
 {
 	size_t live = dma_live_count();
-	cpu_storm_run(&(struct cpu_storm){.name = "dmastorm",
-	                                  .worker = worker,
-	                                  .tick = tick,
-	                                  .running = &running,
-	                                  .irq_on = &irq_on,
-	                                  .irq_inside = &irq_inside,
-	                                  .irq_allocs = &n_irq_allocs,
-	                                  .irq_min = IRQ_MIN});
+	cpu_storm_run(CPU_STORM("dmastorm", worker, tick));
 	cpu_storm_give_back(handoff, HANDOFF, give);
 	cpu_storm_give_back(irq_slot, MAX_CPUS, give);
 	ktest_diag("%llu allocations by threads, %llu in interrupts",

@@ -244,15 +244,8 @@ static bool storm(void)
 	if (!ctor_cache || !rcu_cache)
 		return false;
 	atomic_store(&n_irq_allocs, 0);
-	cpu_storm_run(&(struct cpu_storm){.name = "kcache-own",
-	                                  .worker = worker,
-	                                  .tick = irq_tick,
-	                                  .running = &running,
-	                                  .irq_on = &irq_on,
-	                                  .irq_inside = &irq_inside,
-	                                  .irq_allocs = &n_irq_allocs,
-	                                  .irq_min = IRQ_MIN,
-	                                  .extra = reader});
+	cpu_storm_run(
+	        CPU_STORM("kcache-own", worker, irq_tick, .extra = reader));
 	cpu_storm_give_back((void *_Atomic *)table, SLOTS, give_back_tobj);
 	cpu_storm_give_back(irq_keep, MAX_CPUS, give_back_cobj);
 	KEXPECT(objcache_own_check(ctor_cache));

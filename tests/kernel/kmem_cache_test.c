@@ -159,14 +159,7 @@ static int64_t live_of(struct objcache *c)
  * and IRQ_MIN interrupt allocations; frees what is left. */
 static bool run_all(void)
 {
-	cpu_storm_run(&(struct cpu_storm){.name = "kcache",
-	                                  .worker = worker,
-	                                  .tick = irq_tick,
-	                                  .running = &running,
-	                                  .irq_on = &irq_on,
-	                                  .irq_inside = &irq_inside,
-	                                  .irq_allocs = &n_irq_allocs,
-	                                  .irq_min = IRQ_MIN});
+	cpu_storm_run(CPU_STORM("kcache", worker, irq_tick));
 	cpu_storm_give_back(handoff, HANDOFF, check_and_free);
 	cpu_storm_give_back(irq_keep, MAX_CPUS * IRQ_KEEP, check_and_free);
 	return true;

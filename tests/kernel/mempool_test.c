@@ -168,14 +168,7 @@ KTEST(mempool, every_cpu_and_interrupts_share_a_reserve_while_kmalloc_fails)
 	KASSERT(kmempool_init(&pool, "ktest-pool", MIN, SIZE));
 	atomic_store(&started, 0);
 	atomic_store(&armed, false);
-	cpu_storm_run(&(struct cpu_storm){.name = "kmempool",
-	                                  .worker = worker,
-	                                  .tick = irq_tick,
-	                                  .running = &running,
-	                                  .irq_on = &irq_on,
-	                                  .irq_inside = &irq_inside,
-	                                  .irq_allocs = &n_irq_allocs,
-	                                  .irq_min = IRQ_MIN});
+	cpu_storm_run(CPU_STORM("kmempool", worker, irq_tick));
 	spanheap_fail_disarm(&kspanheap);
 	cpu_storm_give_back(handoff, HANDOFF, give);
 	cpu_storm_give_back(irq_keep, MAX_CPUS * IRQ_KEEP, give);

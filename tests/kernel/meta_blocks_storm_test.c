@@ -231,15 +231,7 @@ static void irq_tick(void)
 static void run(unsigned n)
 {
 	ops = n;
-	cpu_storm_run(&(struct cpu_storm){.name = "metablk",
-	                                  .worker = worker,
-	                                  .tick = irq_tick,
-	                                  .running = &running,
-	                                  .irq_on = &irq_on,
-	                                  .irq_inside = &irq_inside,
-	                                  .irq_allocs = &n_irq_allocs,
-	                                  .irq_min = IRQ_MIN,
-	                                  .extra = plain});
+	cpu_storm_run(CPU_STORM("metablk", worker, irq_tick, .extra = plain));
 	for (unsigned c = 0; c < MAX_CPUS; c++) {
 		kfree(irq_keep[c]);
 		irq_keep[c] = NULL;

@@ -31,6 +31,20 @@ struct cpu_storm {
 	void (*extra)(void *arg);
 };
 
+/* A struct cpu_storm for a file that keeps its state under the names the
+ * storms share (running, irq_on, irq_inside, n_irq_allocs, IRQ_MIN):
+ * name, worker, tick, then any other fields (.extra = ...). */
+#define CPU_STORM(nm, wk, tk, ...)                        \
+	(&(struct cpu_storm){.name = (nm),                \
+	                     .worker = (wk),              \
+	                     .tick = (tk),                \
+	                     .running = &running,         \
+	                     .irq_on = &irq_on,           \
+	                     .irq_inside = &irq_inside,   \
+	                     .irq_allocs = &n_irq_allocs, \
+	                     .irq_min = IRQ_MIN,          \
+	                     __VA_ARGS__})
+
 /*
  * Runs s: the hook on, a worker on every online CPU (and the extra
  * thread), until the workers are done and the hook made irq_min
