@@ -102,6 +102,14 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	return NULL;
 }
 
+/* Whether c's objects follow the shadow (mm.kasan, through poison
+ * mode): a ctor cache's, marked freed while free; a TYPESAFE_BY_RCU
+ * cache's stay accessible, for readers of freed objects. */
+static bool shadowed(const struct objcache *c)
+{
+	return c->sh->cfg.poison && !(c->own->flags & OBJCACHE_TYPESAFE_BY_RCU);
+}
+
 /* ---- Lists (o->lock held) ---- */
 
 static void unlink_locked(struct objcache_own *o, struct objslab *sl)
@@ -182,7 +190,7 @@ static struct objslab *slab_new(struct objcache *c, unsigned flags)
 	                       .list = NLISTS};
 	for (uint32_t i = 0; i < o->nobjs; i++)
 		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
-	bool shadow = sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU);
+	bool shadow = shadowed(c);
 	for (uint32_t i = 0; i < o->nobjs; i++) {
 		char *obj = (char *)sl + o->first + (size_t)i * c->objsize;
 		if (o->ctor)
@@ -257,7 +265,7 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 		p = take_locked(c, sl); /* lists it */
 		mm_lock_release(&o->lock, irq);
 	}
-	if (c->sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU))
+	if (shadowed(c))
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);
 	if (flags & MM_ZERO)
 		mm_memset(p, 0, c->size);
@@ -324,7 +332,7 @@ void objcache_own_free(struct objcache *c, void *p)
 	struct objslab *sl = slab_of(c, p, &idx);
 	uint64_t bit = (uint64_t)1 << (idx % 64);
 	/* Before its bit: once set, another CPU may hand p out. */
-	if (c->sh->cfg.poison && !(o->flags & OBJCACHE_TYPESAFE_BY_RCU))
+	if (shadowed(c))
 		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	bool twice = sl->free[idx / 64] & bit;

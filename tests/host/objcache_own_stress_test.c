@@ -94,6 +94,13 @@ static void tobj_ctor(void *p)
 	atomic_store_explicit(&o->key, 0, memory_order_relaxed);
 }
 
+/* Whether o, handed out or freed, is still an object of the typesafe
+ * cache: the ctor's magic, which nothing else writes. */
+static bool has_magic(struct tobj *o)
+{
+	return atomic_load_explicit(&o->magic, memory_order_relaxed) == MAGIC;
+}
+
 static bool constructed(const struct cobj *o)
 {
 	if (o->magic != C_MAGIC || o->use != 0)
@@ -181,8 +188,7 @@ static void writer(struct role *r, int ops)
 			stress_fail(&r->failures, "allocation %d failed", op);
 			continue;
 		}
-		if (atomic_load_explicit(&o->magic, memory_order_relaxed) !=
-		    MAGIC)
+		if (!has_magic(o))
 			stress_fail(&r->failures,
 			            "object %p without its "
 			            "magic",
@@ -209,8 +215,7 @@ static void read_pass(struct role *r)
 		if (!o)
 			continue;
 		/* Freed or not, still an object of the cache. */
-		if (atomic_load_explicit(&o->magic, memory_order_relaxed) !=
-		    MAGIC)
+		if (!has_magic(o))
 			stress_fail(&r->failures,
 			            "slot %u: %p is no object "
 			            "of the cache",
@@ -222,8 +227,7 @@ static void read_pass(struct role *r)
 		 * memory must stay the cache's until the section ends. */
 		if (i % 8 == 0) {
 			sched_yield();
-			if (atomic_load_explicit(&o->magic,
-			                         memory_order_relaxed) != MAGIC)
+			if (!has_magic(o))
 				stress_fail(&r->failures,
 				            "slot %u: %p is no object of the "
 				            "cache after a wait",
