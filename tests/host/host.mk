@@ -257,6 +257,21 @@ $(SPANHEAP_BENCH_BIN): $(SPANHEAP_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
 	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(SPANHEAP_BENCH_SRCS) -lpthread -ldl
 
+# Pairs on one constructor cache from 1 to 8 threads (make
+# bench-objcache-own; the figures in docs/DESIGN.md, "own slabs").
+OWN_BENCH_BIN := $(BENCH_DIR)/objcache_own_bench
+OWN_BENCH_SRCS := $(filter-out tests/host/bench/spanheap_bench.c, \
+	$(SPANHEAP_BENCH_SRCS)) tests/host/bench/objcache_own_bench.c
+
+$(OWN_BENCH_BIN): $(OWN_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
+		tests/host/bench/*.h) $(CC_FLAGS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(OWN_BENCH_SRCS) -lpthread -ldl
+
+bench-objcache-own: $(OWN_BENCH_BIN)
+	@for t in 1 2 4; do $(OWN_BENCH_BIN) $$t; done
+
 SPANHEAP_BENCH_REPS ?= 5
 # Ours is measured twice: in the bench's binary (the core) and as the
 # library a program runs on (malloc/malloc.mk's MALLOC_SO, named here as
@@ -286,7 +301,7 @@ bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 	@tools/bench-cliffs $(CLIFFS_BENCH_BIN) $(BENCH_DIR)/cliffs.txt \
 		$(SPANHEAP_BENCH_LIB)
 
-.PHONY: test-fuzz fuzz bench bench-spanheap bench-cliffs
+.PHONY: test-fuzz fuzz bench bench-spanheap bench-cliffs bench-objcache-own
 
 # ThreadSanitizer: the host tests' sources built a second time with
 # -fsanitize=thread (ASan and TSan cannot share a binary) into

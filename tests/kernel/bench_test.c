@@ -216,6 +216,36 @@ KTEST_EXPLICIT(bench, kmem_cache_16_local)
 	heap_settle();
 }
 
+static void bench_ctor(void *p)
+{
+	*(uint64_t *)p = 0xc7012c7012ull;
+}
+
+/* The same with a constructor: a cache with slabs of its own
+ * (mm/objcache_own.c), whose every call goes out of line to its own
+ * paths. */
+KTEST_EXPLICIT(bench, kmem_cache_ctor_16_local)
+{
+	enum { N = 20000, WARM = 2000 };
+	struct objcache *c =
+	        kmem_cache_create_flags("bench-ctor-16", 16, 0, 0, bench_ctor);
+	KASSERT(c);
+	for (unsigned i = 0; i < WARM; i++)
+		kmem_cache_free(c, kmem_cache_alloc(c, 0));
+	uint64_t start = rdtsc();
+	for (unsigned i = 0; i < N; i++) {
+		void *p = kmem_cache_alloc(c, 0);
+		kmem_cache_free(c, p);
+		__asm__ volatile("" ::"r"(p) : "memory");
+	}
+	uint64_t ticks = minus_loop(rdtsc() - start, N);
+	ktest_diag("bench kmem_cache ctor alloc+free 16 B, same CPU: %lu "
+	           "tsc/pair",
+	           ticks / N);
+	KEXPECT(kmem_cache_destroy(c));
+	heap_settle();
+}
+
 /* The same with the size known only at run time (a computed length):
  * kmalloc calls spanheap_alloc_sized (its flags, 0, checked at compile
  * time), which looks the class up. */
