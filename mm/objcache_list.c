@@ -13,7 +13,9 @@
  * check walks them there and logs after letting it go); the owner names
  * by their sequence lock, with no lock, for reports from any context.
  *
- * Invariants checked: objcache_own.c's, 1 to 3.
+ * Invariants checked: objcache_own.c's, 1 to 3 and 5 (a stash's
+ * entries one by one, each CPU's while it is pinned or held: an entry
+ * stays marked stashed until its CPU takes it out).
  */
 #include "objcache_internal.h"
 
@@ -81,6 +83,7 @@ void objcache_slabs_info(const struct objcache *c, struct objcache_slabs *out)
 	out->slab_pages = o->npages;
 	out->objs_per_slab = o->nobjs;
 	out->pending = atomic_load_explicit(&o->pending, memory_order_acquire);
+	out->stashed = objcache_stash_count(c);
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	for (unsigned l = 0; l < NLISTS; l++) {
 		out->slabs += o->nslabs[l];
@@ -105,13 +108,22 @@ static const char *slab_broken(struct objcache *c, struct objslab *sl,
 	    atomic_load_explicit(&s->objslab, memory_order_relaxed) != c->owner)
 		return "its span is not a large span of the slab's pages "
 		       "carrying the cache's owner";
-	for (uint32_t i = o->nobjs; i < OBJSLAB_MAX_OBJS; i++)
-		if (sl->free[i / 64] >> (i % 64) & 1)
-			return "a free bit past its last object";
 	uint32_t n = 0;
-	for (unsigned w = 0; w < OBJSLAB_MAX_OBJS / 64; w++)
-		for (uint64_t x = sl->free[w]; x; x &= x - 1)
+	for (unsigned w = 0; w < OBJSLAB_MAX_OBJS / 64; w++) {
+		uint64_t f = objslab_free_word(sl, w),
+		         st = __atomic_load_n(&sl->stashed[w],
+		                              __ATOMIC_RELAXED),
+		         past = w * 64 + 64 <= o->nobjs ? 0
+		                : w * 64 >= o->nobjs
+		                        ? ~(uint64_t)0
+		                        : ~(uint64_t)0 << (o->nobjs % 64);
+		if ((f | st) & past)
+			return "a free or stashed bit past its last object";
+		if (f & st)
+			return "an object both free and stashed";
+		for (uint64_t x = f; x; x &= x - 1)
 			n++; /* no popcount: the kernel has no libgcc */
+	}
 	if (n != sl->nfree)
 		return "its free count is not its bitmap's";
 	enum slab_list want = n == 0          ? LIST_FULL
@@ -120,6 +132,71 @@ static const char *slab_broken(struct objcache *c, struct objslab *sl,
 	if (sl->list != l || l != want)
 		return "on a list its free count does not say";
 	return NULL;
+}
+
+/* Why entry e of a stash of c breaks invariant 5 (objcache_own.c), or
+ * NULL: its slab must be one of c's in use and its object marked
+ * stashed, not free. */
+static const char *entry_broken(struct objcache *c, uintptr_t e)
+{
+	struct objcache_own *o = c->own;
+	struct objslab *sl =
+	        (struct objslab *)(e & ~(uintptr_t)(MM_PAGE_SIZE - 1));
+	uint32_t idx = (uint32_t)(e & (MM_PAGE_SIZE - 1));
+	struct mspan *s = objslab_span(c->sh, sl);
+	if (!mheap_span_is_span(s) || s->base != (uintptr_t)sl ||
+	    atomic_load_explicit(&s->state, memory_order_relaxed) !=
+	            MSPAN_LARGE ||
+	    sl->magic != SLAB_MAGIC || sl->cache != c || idx >= o->nobjs)
+		return "an entry that is no object of a slab of the cache";
+	uint64_t bit = (uint64_t)1 << (idx % 64);
+	if (!(__atomic_load_n(&sl->stashed[idx / 64], __ATOMIC_RELAXED) & bit))
+		return "an entry whose object is not marked stashed";
+	if (objslab_free_word(sl, idx / 64) & bit)
+		return "an entry whose object is free in its slab";
+	return NULL;
+}
+
+struct stash_check {
+	struct objcache *c;
+	const char *why;
+	unsigned cpu;
+};
+
+/* Checks CPU cpu's stash of k->c (this CPU, pinned, or one held). */
+static void stash_check_cpu(unsigned cpu, void *arg)
+{
+	struct stash_check *k = arg;
+	const struct objstash *st = &k->c->own->stash[cpu];
+	uint32_t n = __atomic_load_n(&st->n, __ATOMIC_RELAXED);
+	const char *why =
+	        n > k->c->own->stash_max ? "more entries than it holds" : NULL;
+	for (uint32_t i = 0; i < n && !why; i++) {
+		why = entry_broken(k->c, st->ent[i]);
+		for (uint32_t j = 0; j < i && !why; j++)
+			if (st->ent[j] == st->ent[i])
+				why = "an object twice in the stash";
+	}
+	if (why && !k->why) {
+		k->why = why;
+		k->cpu = cpu;
+	}
+}
+
+/* The stashes' part of the check: true, or false after a line. */
+static bool stashes_check(struct objcache *c)
+{
+	if (!c->own->stash)
+		return true;
+	struct stash_check k = {.c = c};
+	struct mm_pin pin = mm_port_pin();
+	stash_check_cpu((unsigned)pin.cpu, &k);
+	mm_port_unpin(pin);
+	mm_port_each_other_cpu(stash_check_cpu, &k);
+	if (k.why)
+		mm_log("objcache: check of cache '%s': CPU %u's stash: %s",
+		       c->name, k.cpu, k.why);
+	return !k.why;
 }
 
 bool objcache_own_check(struct objcache *c)
@@ -155,5 +232,5 @@ bool objcache_own_check(struct objcache *c)
 	if (why)
 		mm_log("objcache: check of cache '%s': slab %p: %s", c->name,
 		       (void *)bad, why);
-	return !why;
+	return !why && stashes_check(c);
 }

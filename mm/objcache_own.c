@@ -10,54 +10,65 @@
  * Representation: a slab is a large span of the span heap
  * (spanheap_large_alloc) of o->npages pages, its objsize-byte objects
  * from o->first on, after a header (struct objslab, at the span's base):
- * the cache, a magic number, its list, its free count and a bitmap of its
- * free objects. The span carries the cache's owner number
- * (mspan.objslab), which the heap's misuse reports read: a kfree of an
- * object (an interior pointer of a large span) or of the base (the
- * header) names the cache. The cache (struct objcache_own, c->own)
- * keeps its slabs on three lists: partial, full, and empty (at most one
- * kept, for the next allocation, until objcache_shrink).
+ * the cache, a magic number, its list, its free count and two bitmaps:
+ * the objects free in the slab, and those free in a CPU's stash. The
+ * span carries the cache's owner number (mspan.objslab), which the
+ * heap's misuse reports read: a kfree of an object (an interior pointer
+ * of a large span) or of the base (the header) names the cache. The
+ * cache (struct objcache_own, c->own) keeps its slabs on three lists:
+ * partial, full, and empty (at most one kept, for the next allocation,
+ * until objcache_shrink), and, unless its objects are so big that a
+ * slab holds fewer than two stashes' worth, a stash per CPU
+ * (objcache_stash.c): free objects its CPU hands out and takes back
+ * without the lock. An object is out, free in its slab, or stashed.
  *
- * Algorithm: an allocation takes the lowest free object of the first
- * partial slab (else of the empty one), or makes a slab (outside the
- * lock: pages, header, then ctor on each object) and takes from it. A
- * free finds the span (the span table), checks it is a slab of this
- * cache and p an object's start, then sets its bit under the lock (a bit
- * set already: a double free). A slab whose last object comes back is
- * kept if no empty one is, else released: freed at once, or with
- * OBJCACHE_TYPESAFE_BY_RCU, queued for a grace period (its header's
- * mm_rcu_head: nothing is allocated on a free) and freed by the callback.
+ * Algorithm: an allocation pops this CPU's stash (objcache_stash.c; an
+ * empty one is refilled with a batch from the slabs under the lock);
+ * without one, it takes the lowest free object of the first partial slab
+ * (else of the empty one), or makes a slab (outside the lock: pages,
+ * header, then ctor on each object) and takes from it. A free finds the
+ * span (the span table), checks it is a slab of this cache and p an
+ * object's start, then pushes p on the stash (a full one spills a batch
+ * back first), or without one sets its bit under the lock (a bit set
+ * already, in either bitmap: a double free). A slab whose last object
+ * comes back is kept if no empty one is, else released: freed at once,
+ * or with OBJCACHE_TYPESAFE_BY_RCU, queued for a grace period (its
+ * header's mm_rcu_head: nothing is allocated on a free) and freed by the
+ * callback.
  *
  * Invariants (objcache_own_check, objcache_list.c):
  *   1. A slab is on the list its free count says (0: full, all: empty,
  *      else partial), the lists' counts are their lengths, and o->slabs
  *      is their sum.
- *   2. nfree is the bitmap's population; no bit at or past nobjs is set.
+ *   2. nfree is the free bitmap's population; no bit at or past nobjs is
+ *      set in either bitmap, and no object is both free and stashed.
  *   3. A listed slab's span is a large span in use over o->npages pages
  *      at the header, carrying c's owner number; its header names c.
  *   4. A released slab is on no list; its pages go back (with the flag,
  *      after a grace period) only from then on.
+ *   5. Each stash entry names an object of a listed slab of c whose
+ *      stashed bit is set, and no object twice.
  *
  * Locking: o->lock (MM_RANK_OBJCACHE, a leaf, irqsave) for the lists,
- * their counts and each listed slab's list, nfree and bitmap; nothing is
- * called under it (no page heap, no log: a misuse panics after it is
+ * their counts and each listed slab's list, nfree and free bitmap; nothing
+ * is called under it (no page heap, no log: a misuse panics after it is
  * let go). The header's cache and magic and o's geometry are fixed.
- * o->pending is atomic.
+ * o->pending and o->holds, and the stashed bitmaps, are atomic; a stash
+ * is its CPU's (objcache_stash.c).
  *
  * Poison mode (and mm.kasan's shadow): no poison is written into a free
  * object: a ctor's state must survive, and a TYPESAFE_BY_RCU reader may
- * read a freed object. A ctor cache's free objects are marked freed in
- * the shadow (MM_SHADOW_FREED, accessible again when handed out), so
- * mm.kasan catches a use after free; a TYPESAFE_BY_RCU cache's stay
- * accessible, as Linux's KASAN leaves them (readers may read them).
- * Double frees and interior pointers are caught in every mode, by the
- * bitmap and the offset.
+ * read a freed object. A ctor cache's free objects, stashed or not, are
+ * marked freed in the shadow (MM_SHADOW_FREED, accessible again when
+ * handed out), so mm.kasan catches a use after free; a TYPESAFE_BY_RCU
+ * cache's stay accessible, as Linux's KASAN leaves them (readers may
+ * read them). Double frees and interior pointers are caught in every
+ * mode, by the bitmaps and the offset.
  *
- * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page; no
- * per-CPU stash (every call takes the cache's lock: such caches are for
- * objects whose construction or lifetime is the cost, not for the
- * hottest paths); one empty slab kept; the kernel's shrinkers do not
- * call objcache_shrink.
+ * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page;
+ * OBJSTASH_MAX objects a stash, each keeping its slab; one empty slab
+ * kept; objcache_shrink reaches the stashes of the CPUs the port can
+ * reach (mm_port_each_other_cpu), the destroy every one.
  */
 #include "objcache_internal.h"
 #include "spanheap_internal.h"
@@ -65,6 +76,29 @@
 static size_t round_up(size_t n, size_t align)
 {
 	return (n + align - 1) / align * align;
+}
+
+/* Sizes c's slabs (o->npages, nobjs, first) and its stashes; NULL, or
+ * why it cannot. */
+static const char *geometry(struct objcache *c, struct objcache_own *o)
+{
+	c->objsize = round_up(c->size, c->align);
+	o->first = (uint32_t)round_up(sizeof(struct objslab), c->align);
+	/* OBJSLAB_MIN_OBJS objects, fewer for big ones: a slab of at most
+	 * 32 KiB unless one object needs more. */
+	size_t n = OBJSLAB_MIN_OBJS;
+	while (n > 1 && o->first + n * c->objsize > SC_MAX_SIZE)
+		n--;
+	size_t npages = spanheap_pages_for(o->first + n * c->objsize);
+	if (npages > SPANHEAP_LARGE_MAX_PAGES)
+		return "a size too large for a slab";
+	o->npages = (uint32_t)npages;
+	n = (npages * MM_PAGE_SIZE - o->first) / c->objsize;
+	o->nobjs = (uint32_t)min_sz(n, OBJSLAB_MAX_OBJS);
+	/* Half a slab at most: a CPU's stash keeps no more than a slab's
+	 * worth of pages from going back. */
+	o->stash_max = (uint32_t)min_sz(o->nobjs / 2, OBJSTASH_MAX);
+	return NULL;
 }
 
 const char *objcache_own_setup(struct objcache *c, unsigned flags,
@@ -83,21 +117,15 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	mm_lock_init(&o->lock, "objcache", MM_RANK_OBJCACHE);
 	o->ctor = ctor;
 	o->flags = flags;
-	c->objsize = round_up(c->size, c->align);
-	o->first = (uint32_t)round_up(sizeof(struct objslab), c->align);
-	/* OBJSLAB_MIN_OBJS objects, fewer for big ones: a slab of at most
-	 * 32 KiB unless one object needs more. */
-	size_t n = OBJSLAB_MIN_OBJS;
-	while (n > 1 && o->first + n * c->objsize > SC_MAX_SIZE)
-		n--;
-	size_t npages = spanheap_pages_for(o->first + n * c->objsize);
-	if (npages > SPANHEAP_LARGE_MAX_PAGES) {
+	const char *why = geometry(c, o);
+	if (!why && o->stash_max &&
+	    !(o->stash = spanheap_meta_alloc(
+	              c->sh, MM_MAX_CPUS * sizeof(struct objstash))))
+		why = "no memory for the cache's stashes";
+	if (why) {
 		spanheap_meta_free(c->sh, o, sizeof(*o));
-		return "a size too large for a slab";
+		return why;
 	}
-	o->npages = (uint32_t)npages;
-	n = (npages * MM_PAGE_SIZE - o->first) / c->objsize;
-	o->nobjs = (uint32_t)min_sz(n, OBJSLAB_MAX_OBJS);
 	c->own = o;
 	return NULL;
 }
@@ -112,6 +140,17 @@ static bool shadowed(const struct objcache *c)
 
 /* ---- Lists (o->lock held) ---- */
 
+static void count_locked(struct objcache_own *o, enum slab_list l, int d)
+{
+	__atomic_store_n(&o->nslabs[l], o->nslabs[l] + (size_t)d,
+	                 __ATOMIC_RELAXED);
+	atomic_store_explicit(
+	        &o->slabs,
+	        atomic_load_explicit(&o->slabs, memory_order_relaxed) +
+	                (size_t)d,
+	        memory_order_relaxed);
+}
+
 static void unlink_locked(struct objcache_own *o, struct objslab *sl)
 {
 	if (sl->prev)
@@ -120,13 +159,9 @@ static void unlink_locked(struct objcache_own *o, struct objslab *sl)
 		o->lists[sl->list] = sl->next;
 	if (sl->next)
 		sl->next->prev = sl->prev;
-	o->nslabs[sl->list]--;
+	count_locked(o, sl->list, -1);
 	sl->next = sl->prev = NULL;
 	sl->list = NLISTS;
-	atomic_store_explicit(
-	        &o->slabs,
-	        atomic_load_explicit(&o->slabs, memory_order_relaxed) - 1,
-	        memory_order_relaxed);
 }
 
 static void link_locked(struct objcache_own *o, struct objslab *sl,
@@ -138,11 +173,7 @@ static void link_locked(struct objcache_own *o, struct objslab *sl,
 	if (sl->next)
 		sl->next->prev = sl;
 	o->lists[l] = sl;
-	o->nslabs[l]++;
-	atomic_store_explicit(
-	        &o->slabs,
-	        atomic_load_explicit(&o->slabs, memory_order_relaxed) + 1,
-	        memory_order_relaxed);
+	count_locked(o, l, 1);
 }
 
 /* Puts sl on the list its free count says (invariant 1). */
@@ -158,18 +189,39 @@ static void relist_locked(struct objcache_own *o, struct objslab *sl)
 	link_locked(o, sl, want);
 }
 
-/* The lowest free object of sl (which has one), taken. */
-static void *take_locked(struct objcache *c, struct objslab *sl)
+uint32_t objcache_slab_take_locked(struct objcache *c, struct objslab *sl)
 {
-	struct objcache_own *o = c->own;
 	unsigned w = 0;
-	while (!sl->free[w])
+	while (!objslab_free_word(sl, w))
 		w++;
-	unsigned bit = (unsigned)__builtin_ctzll(sl->free[w]);
-	sl->free[w] &= ~((uint64_t)1 << bit);
+	uint64_t word = objslab_free_word(sl, w);
+	unsigned bit = (unsigned)__builtin_ctzll(word);
+	objslab_set_free_word(sl, w, word & ~((uint64_t)1 << bit));
 	sl->nfree--;
-	relist_locked(o, sl);
-	return (char *)sl + o->first + (size_t)(w * 64 + bit) * c->objsize;
+	relist_locked(c->own, sl);
+	return w * 64 + bit;
+}
+
+void objcache_slab_put_locked(struct objcache *c, struct objslab *sl,
+                              uint32_t idx)
+{
+	unsigned w = idx / 64;
+	objslab_set_free_word(
+	        sl, w, objslab_free_word(sl, w) | (uint64_t)1 << (idx % 64));
+	sl->nfree++;
+	relist_locked(c->own, sl);
+}
+
+struct objslab *objcache_slab_spares_locked(struct objcache_own *o,
+                                            struct objslab *chain)
+{
+	while (o->nslabs[LIST_EMPTY] > 1) {
+		struct objslab *sl = o->lists[LIST_EMPTY];
+		unlink_locked(o, sl);
+		sl->next = chain;
+		chain = sl;
+	}
+	return chain;
 }
 
 /* ---- Slabs ---- */
@@ -192,7 +244,7 @@ static struct objslab *slab_new(struct objcache *c, unsigned flags)
 		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
 	bool shadow = shadowed(c);
 	for (uint32_t i = 0; i < o->nobjs; i++) {
-		char *obj = (char *)sl + o->first + (size_t)i * c->objsize;
+		char *obj = objslab_obj(c, sl, i);
 		if (o->ctor)
 			o->ctor(obj);
 		if (shadow)
@@ -235,7 +287,60 @@ static void slab_release(struct objcache *c, struct objslab *sl)
 	mm_port_call_rcu(&sl->rcu, slab_rcu_done);
 }
 
+size_t objcache_slab_release_chain(struct objslab *chain)
+{
+	size_t n = 0;
+	while (chain) {
+		struct objslab *next = chain->next;
+		n += chain->cache->own->nobjs;
+		slab_release(chain->cache, chain);
+		chain = next;
+	}
+	return n;
+}
+
+size_t objcache_slab_release_empty(struct objcache *c)
+{
+	struct objcache_own *o = c->own;
+	size_t n = 0;
+	for (;;) {
+		unsigned long irq = mm_lock_acquire(&o->lock);
+		struct objslab *sl = o->lists[LIST_EMPTY];
+		if (sl)
+			unlink_locked(o, sl);
+		mm_lock_release(&o->lock, irq);
+		if (!sl)
+			return n;
+		sl->next = NULL;
+		n += objcache_slab_release_chain(sl);
+	}
+}
+
 /* ---- Allocation and free ---- */
+
+/* An object from the slabs under the lock, or from a new slab; NULL if
+ * the page heap has none for it. */
+static void *alloc_locked_way(struct objcache *c, unsigned flags)
+{
+	struct objcache_own *o = c->own;
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	struct objslab *sl = o->lists[LIST_PARTIAL] ? o->lists[LIST_PARTIAL]
+	                                            : o->lists[LIST_EMPTY];
+	void *p = sl ? objslab_obj(c, sl, objcache_slab_take_locked(c, sl))
+	             : NULL;
+	mm_lock_release(&o->lock, irq);
+	if (p)
+		return p;
+	if (spanheap_fail_armed(c->sh) &&
+	    spanheap_fail_should(c->sh, true, flags))
+		return NULL;
+	if (!(sl = slab_new(c, flags)))
+		return NULL;
+	irq = mm_lock_acquire(&o->lock);
+	p = objslab_obj(c, sl, objcache_slab_take_locked(c, sl)); /* lists it */
+	mm_lock_release(&o->lock, irq);
+	return p;
+}
 
 void *objcache_own_alloc(struct objcache *c, unsigned flags)
 {
@@ -250,21 +355,9 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 	}
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("objcache_alloc (without MM_ATOMIC)");
-	unsigned long irq = mm_lock_acquire(&o->lock);
-	struct objslab *sl = o->lists[LIST_PARTIAL] ? o->lists[LIST_PARTIAL]
-	                                            : o->lists[LIST_EMPTY];
-	void *p = sl ? take_locked(c, sl) : NULL;
-	mm_lock_release(&o->lock, irq);
-	if (!p) {
-		if (spanheap_fail_armed(c->sh) &&
-		    spanheap_fail_should(c->sh, true, flags))
-			return NULL;
-		if (!(sl = slab_new(c, flags)))
-			return NULL;
-		irq = mm_lock_acquire(&o->lock);
-		p = take_locked(c, sl); /* lists it */
-		mm_lock_release(&o->lock, irq);
-	}
+	void *p = objcache_stash_alloc(c);
+	if (!p && !(p = alloc_locked_way(c, flags)))
+		return NULL;
 	if (shadowed(c))
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);
 	if (flags & MM_ZERO)
@@ -298,8 +391,8 @@ static __attribute__((noreturn)) void other_cache(struct objcache *c,
 	         p, c->name, name);
 }
 
-/* The slab of c holding object p, its index into *idx; misuse panics. */
-static struct objslab *slab_of(struct objcache *c, const void *p, uint32_t *idx)
+struct objslab *objcache_slab_of(struct objcache *c, const void *p,
+                                 uint32_t *idx)
 {
 	struct objcache_own *o = c->own;
 	void *e = mheap_span_lookup(c->sh->heap, (uintptr_t)p);
@@ -329,70 +422,60 @@ void objcache_own_free(struct objcache *c, void *p)
 {
 	struct objcache_own *o = c->own;
 	uint32_t idx;
-	struct objslab *sl = slab_of(c, p, &idx);
-	uint64_t bit = (uint64_t)1 << (idx % 64);
+	struct objslab *sl = objcache_slab_of(c, p, &idx);
 	/* Before its bit: once set, another CPU may hand p out. */
 	if (shadowed(c))
 		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
+	if (objcache_stash_free(c, sl, idx, p))
+		return;
+	uint64_t bit = (uint64_t)1 << (idx % 64);
 	unsigned long irq = mm_lock_acquire(&o->lock);
-	bool twice = sl->free[idx / 64] & bit;
+	bool twice = objslab_free_word(sl, idx / 64) & bit;
 	struct objslab *gone = NULL;
 	if (!twice) {
-		sl->free[idx / 64] |= bit;
-		sl->nfree++;
-		relist_locked(o, sl);
-		if (sl->list == LIST_EMPTY && o->nslabs[LIST_EMPTY] > 1) {
-			unlink_locked(o, sl);
-			gone = sl;
-		}
+		objcache_slab_put_locked(c, sl, idx);
+		gone = objcache_slab_spares_locked(o, NULL);
 	}
 	mm_lock_release(&o->lock, irq);
 	if (twice)
 		mm_panic("objcache: double free of %p to cache '%s' (object "
 		         "%u of slab %p): free already",
 		         p, c->name, idx, (void *)sl);
-	if (gone)
-		slab_release(c, gone);
+	objcache_slab_release_chain(gone);
 }
 
-/* ---- Shrink, destroy, listing, check ---- */
-
-/* Takes list l's slabs off it, released. */
-static void release_list(struct objcache *c, enum slab_list l)
-{
-	struct objcache_own *o = c->own;
-	for (;;) {
-		unsigned long irq = mm_lock_acquire(&o->lock);
-		struct objslab *sl = o->lists[l];
-		if (sl)
-			unlink_locked(o, sl);
-		mm_lock_release(&o->lock, irq);
-		if (!sl)
-			return;
-		slab_release(c, sl);
-	}
-}
+/* ---- Shrink, destroy ---- */
 
 void objcache_shrink(struct objcache *c)
 {
 	spanheap_assert_can_sleep("objcache_shrink");
-	if (c && c->own)
-		release_list(c, LIST_EMPTY);
+	if (!c || !c->own)
+		return;
+	objcache_stash_drain_all(&c, 1);
+	objcache_slab_release_empty(c);
 }
 
 void objcache_own_destroy(struct objcache *c)
 {
 	struct objcache_own *o = c->own;
+	/* Unlinked: no shrink_all takes a hold now; wait for those that
+	 * did (they shrink for a while, then let go). */
+	while (atomic_load_explicit(&o->holds, memory_order_acquire))
+		mm_port_yield();
+	objcache_stash_drain_unused(c);
 	/* No object out (the caller's count): every slab is empty. */
 	if (o->lists[LIST_PARTIAL] || o->lists[LIST_FULL])
 		mm_panic("objcache: destroy of cache '%s': its count says no "
 		         "object is out, but %zu slabs hold some",
 		         c->name,
 		         o->nslabs[LIST_PARTIAL] + o->nslabs[LIST_FULL]);
-	release_list(c, LIST_EMPTY);
+	objcache_slab_release_empty(c);
 	/* The callbacks read c->own: they all run before it goes. */
 	if (o->flags & OBJCACHE_TYPESAFE_BY_RCU)
 		mm_port_rcu_barrier();
 	c->own = NULL;
+	if (o->stash)
+		spanheap_meta_free(c->sh, o->stash,
+		                   MM_MAX_CPUS * sizeof(struct objstash));
 	spanheap_meta_free(c->sh, o, sizeof(*o));
 }

@@ -10,9 +10,10 @@
  * OBJSLAB_MAX_OBJS objects after a header. What it gives:
  *   - ctor(obj) runs once per object, when its slab is made, never on an
  *     allocation; a freed object is handed out again as it was left (the
- *     cache keeps its free objects in the header's bitmap, never in their
- *     bytes). MM_ZERO on a cache with a ctor is refused (NULL and a line:
- *     zeroing would undo the ctor; Linux warns);
+ *     cache keeps its free objects in the header's bitmaps and in per-CPU
+ *     stashes of pointers, never in their bytes). MM_ZERO on a cache with
+ *     a ctor is refused (NULL and a line: zeroing would undo the ctor;
+ *     Linux warns);
  *   - OBJCACHE_TYPESAFE_BY_RCU: a freed object may be handed out again at
  *     once, by this cache only; a slab it empties goes back to the page
  *     heap only after a grace period of the port's RCU (mm_port_call_rcu),
@@ -25,7 +26,8 @@
  *
  * Contexts: objcache_alloc and objcache_free as for every cache (a new
  * slab comes from the page heap as a large object does: thread context
- * without MM_ATOMIC); the rest, thread context.
+ * without MM_ATOMIC); each takes the cache's lock only when its CPU's
+ * stash is empty (alloc) or full (free); the rest, thread context.
  */
 #ifndef MM_OBJCACHE_OWN_H
 #define MM_OBJCACHE_OWN_H
@@ -58,10 +60,24 @@ struct objcache *objcache_create_flags(struct spanheap *sh, const char *name,
                                        size_t size, size_t align,
                                        unsigned flags, void (*ctor)(void *));
 
-/* Gives back c's kept empty slab (with OBJCACHE_TYPESAFE_BY_RCU, after a
- * grace period), as Linux's kmem_cache_shrink. A merged cache: nothing.
- * Thread context. */
+/* Puts the objects of c's per-CPU stashes back in their slabs (every
+ * CPU's the port can reach, mm_port_each_other_cpu) and gives back c's
+ * empty slabs (with OBJCACHE_TYPESAFE_BY_RCU, after a grace period), as
+ * Linux's kmem_cache_shrink. A merged cache: nothing. Thread context,
+ * nothing pinned, no mm lock held. */
 void objcache_shrink(struct objcache *c);
+
+/* objcache_shrink for every cache of sh with slabs of its own, the other
+ * CPUs reached once for all (memory pressure: the kernel's "slab"
+ * shrinker); a destroy meanwhile waits for it. Returns the objects given
+ * back: those the stashes held and those of the slabs released (one may
+ * count in both). Thread context, nothing pinned, no mm lock held. */
+size_t objcache_shrink_all(struct spanheap *sh);
+
+/* What objcache_shrink_all could give back now: the objects in the
+ * stashes and in the empty slabs kept (approximate while CPUs work).
+ * Any context but NMI. */
+size_t objcache_spare(struct spanheap *sh);
 
 /* What the listing adds for a cache with slabs of its own (zeroes for a
  * merged cache). Any context but NMI; read under the cache's lock. */
@@ -69,16 +85,20 @@ struct objcache_slabs {
 	unsigned flags; /* enum objcache_flags */
 	bool ctor;
 	size_t slab_pages, objs_per_slab;
-	size_t slabs;   /* on the cache's lists: partial, full, empty */
-	size_t pending; /* emptied, waiting for a grace period */
-	size_t free_objs;
+	size_t slabs;     /* on the cache's lists: partial, full, empty */
+	size_t pending;   /* emptied, waiting for a grace period */
+	size_t free_objs; /* free in the slabs */
+	size_t stashed;   /* free in the CPUs' stashes (approximate) */
 };
 void objcache_slabs_info(const struct objcache *c, struct objcache_slabs *out);
 
 /* Checks c's slabs: each list's slabs of c and in their state, each a
  * large span in use that carries c's owner, its count of free objects
- * its bitmap's; true if all hold, else false after a line naming the
- * first broken one. A merged cache: true. Thread context. */
+ * its bitmap's, no object both free and stashed; then the stashes (this
+ * CPU's, and the others' the port reaches): each entry an object of a
+ * listed slab of c marked stashed, none twice in a stash. True if all
+ * hold, else false after a line naming the first broken one. A merged
+ * cache: true. Thread context, nothing pinned, no mm lock held. */
 bool objcache_own_check(struct objcache *c);
 
 #endif

@@ -12,12 +12,19 @@
  * where a page given back is unmapped at once): its memory must always be an
  * object of the cache (the ctor's magic), and its identity is rechecked
  * (the slot still holds it, its key unchanged) before it counts as
- * found. The main thread runs the grace periods: it takes the queue of
- * emptied slabs, waits out the readers (the write lock), then lets them
- * go back to the heap. Each side's objects come from slabs emptied and
- * made again meanwhile. At the end every object is freed, the last grace
- * period run, the caches checked (objcache_own_check), destroyed, and the
- * heap checked with every page back. Bounded by operation counts.
+ * found. Each thread is a CPU of its own, so frees go through that
+ * CPU's stash (objcache_stash.c): the writers free each other's objects,
+ * and the workers hand every eighth object over to each other, so many
+ * frees land in another CPU's stash than the allocation's. The main thread
+ * runs the grace periods: it takes the queue of emptied slabs, waits out
+ * the readers (the write lock), then lets them go back to the heap; after
+ * each period it checks both caches live, stashes included
+ * (objcache_own_check, which holds each other CPU while it reads its
+ * stash). Each side's objects come from slabs emptied and made again
+ * meanwhile. At the end every object is freed: each slab's objects are
+ * all free in it or in a stash; the last grace period is run, the caches
+ * checked, shrunk (no stash or slab left), destroyed, and the heap
+ * checked with every page back. Bounded by operation counts.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -72,6 +79,8 @@ struct role {
 	struct stress_failures failures;
 };
 static struct role roles[THREADS];
+/* Objects one worker hands the other (constructed again): freed by it. */
+static struct cobj *_Atomic handoff[WORKERS];
 
 static uint64_t pat_of(const void *p, int i)
 {
@@ -111,6 +120,31 @@ static bool constructed(const struct cobj *o)
 	return true;
 }
 
+/* A handed-over object (constructed again by its giver), checked and
+ * freed on this CPU. */
+static void free_handed(struct role *r, struct cobj *o, uint64_t tag)
+{
+	if (!constructed(o))
+		stress_fail(&r->failures,
+		            "object %p handed over not as constructed (tag "
+		            "%llx)",
+		            (void *)o, (unsigned long long)tag);
+	objcache_free(ctor_cache, o);
+}
+
+/* o goes to the other worker, to be freed on its CPU (one it has not
+ * taken yet is freed here); the one that worker left for this one is
+ * freed here. */
+static void handover(struct role *r, struct cobj *o, uint64_t tag)
+{
+	struct cobj *old = atomic_exchange(&handoff[(r->id + 1) % WORKERS], o);
+	if (old)
+		free_handed(r, old, tag);
+	struct cobj *got = atomic_exchange(&handoff[r->id], NULL);
+	if (got)
+		free_handed(r, got, tag);
+}
+
 static void worker(struct role *r, int ops)
 {
 	struct cobj *keep[KEEP] = {0};
@@ -124,7 +158,10 @@ static void worker(struct role *r, int ops)
 				            "changed while held",
 				            (void *)keep[k]);
 			keep[k]->use = 0; /* constructed again */
-			objcache_free(ctor_cache, keep[k]);
+			if (op % 8 == 0)
+				handover(r, keep[k], tag);
+			else
+				objcache_free(ctor_cache, keep[k]);
 		}
 		struct cobj *o = keep[k] = objcache_alloc(ctor_cache, 0);
 		if (!o) {
@@ -301,6 +338,43 @@ static bool heap_make(void)
 	return sh_heap_new_with(&heap, &sh, &hc, &sc);
 }
 
+/* Nothing out: every object of c's slabs free in its slab or in a
+ * stash, and some in the stashes (the frees went through them). */
+static bool all_free(struct objcache *c)
+{
+	struct objcache_slabs s;
+	objcache_slabs_info(c, &s);
+	ktest_diag("%s: %zu slabs of %zu objects, %zu free in them, %zu "
+	           "stashed",
+	           c->name, s.slabs, s.objs_per_slab, s.free_objs, s.stashed);
+	return s.stashed > 0 &&
+	       s.free_objs + s.stashed == s.slabs * s.objs_per_slab;
+}
+
+/* The end: every object freed, each slab's objects all free or stashed,
+ * the caches checked, shrunk to nothing (every CPU's stash) and
+ * destroyed. */
+static void finish_caches(void)
+{
+	for (unsigned i = 0; i < SLOTS; i++)
+		objcache_free(rcu_cache, atomic_exchange(&table[i], NULL));
+	for (unsigned i = 0; i < WORKERS; i++)
+		objcache_free(ctor_cache, atomic_exchange(&handoff[i], NULL));
+	grace_period();
+	KEXPECT(all_free(ctor_cache) && all_free(rcu_cache));
+	KEXPECT(objcache_own_check(ctor_cache));
+	KEXPECT(objcache_own_check(rcu_cache));
+	objcache_shrink(ctor_cache);
+	objcache_shrink(rcu_cache);
+	grace_period();
+	struct objcache_slabs a, b;
+	objcache_slabs_info(ctor_cache, &a);
+	objcache_slabs_info(rcu_cache, &b);
+	KEXPECT_EQ(a.slabs + a.stashed + b.slabs + b.stashed + b.pending, 0);
+	KEXPECT(objcache_destroy(ctor_cache));
+	KEXPECT(objcache_destroy(rcu_cache));
+}
+
 KTEST(objcache_own_stress, typesafe_readers_see_objects_while_ctor_holds)
 {
 	KASSERT(heap_make());
@@ -326,30 +400,29 @@ KTEST(objcache_own_stress, typesafe_readers_see_objects_while_ctor_holds)
 	struct mm_thread *t[THREADS];
 	mm_port_set_cpu(THREADS);
 	KASSERT(start_all(t, THREADS, run_role, roles, sizeof(*roles)));
-	size_t periods = 0, slabs = 0;
+	size_t periods = 0, slabs = 0, checks = 0;
+	bool clean = true;
 	while (atomic_load(&writing) > 0) {
 		slabs += grace_period();
 		periods++;
+		clean = clean && objcache_own_check(ctor_cache) &&
+		        objcache_own_check(rcu_cache);
+		checks++;
 		sched_yield();
 	}
 	join_all(t, THREADS);
+	KEXPECT(clean);
 	unsigned long found = 0, reused = 0;
 	for (int i = 0; i < THREADS; i++) {
 		STRESS_REPORT(i, &roles[i].failures);
 		found += roles[i].found;
 		reused += roles[i].reused;
 	}
-	ktest_diag("%zu grace periods gave back %zu slabs; readers found "
-	           "%lu objects, %lu reused under them",
-	           periods, slabs, found, reused);
+	ktest_diag("%zu grace periods gave back %zu slabs, %zu live checks; "
+	           "readers found %lu objects, %lu reused under them",
+	           periods, slabs, checks, found, reused);
 	KEXPECT(found > 0);
-	for (unsigned i = 0; i < SLOTS; i++)
-		objcache_free(rcu_cache, atomic_exchange(&table[i], NULL));
-	grace_period();
-	KEXPECT(objcache_own_check(ctor_cache));
-	KEXPECT(objcache_own_check(rcu_cache));
-	KEXPECT(objcache_destroy(ctor_cache));
-	KEXPECT(objcache_destroy(rcu_cache));
+	finish_caches();
 	pthread_rwlock_destroy(&readers);
 	mm_port_set_cpu(0);
 	sh_flush_cpus(&sh, THREADS + 1);

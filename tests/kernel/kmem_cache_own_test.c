@@ -8,10 +8,13 @@
  * while they and a reader thread look the table's objects up under
  * rcu_read_lock (the reader lingering inside its sections): every object
  * a reader finds, freed or not, is memory of the cache (the ctor's magic),
- * and counts as found only after its identity is rechecked. At the end
- * both caches check clean and are destroyed (the typesafe one's destroy
- * waits for its slabs' grace periods), and after a release the frame pool
- * holds what it held after a warm-up run. kfree of such an object, a free
+ * and counts as found only after its identity is rechecked. The frees go
+ * through each CPU's stash, many to another CPU's than the allocation's.
+ * At the end every ctor object is free in its slab or a stash, both
+ * caches check clean (stashes included) and are destroyed (emptying
+ * every CPU's stash; the typesafe one's destroy waits for its slabs'
+ * grace periods), and after a release the frame pool holds what it held
+ * after a warm-up run. kfree of such an object, a free
  * to the wrong cache and a ctor cache's double free are demos
  * (KTEST_FAIL_DEMO), checked by the harness.
  */
@@ -248,6 +251,12 @@ static bool storm(void)
 	        CPU_STORM("kcache-own", worker, irq_tick, .extra = reader));
 	cpu_storm_give_back((void *_Atomic *)table, SLOTS, give_back_tobj);
 	cpu_storm_give_back(irq_keep, MAX_CPUS, give_back_cobj);
+	/* Every object back: free in its slab or in a CPU's stash, the
+	 * stashes the CPUs' frees left (the destroy empties them all). */
+	struct objcache_slabs s;
+	objcache_slabs_info(ctor_cache, &s);
+	KEXPECT(s.stashed > 0);
+	KEXPECT_EQ(s.free_objs + s.stashed, s.slabs * s.objs_per_slab);
 	KEXPECT(objcache_own_check(ctor_cache));
 	KEXPECT(objcache_own_check(rcu_cache));
 	KEXPECT(kmem_cache_destroy(ctor_cache));
@@ -332,7 +341,8 @@ KTEST(demo, kmem_cache_free_to_the_wrong_own_cache)
 	kmem_cache_free(b, p);
 }
 
-/* A ctor cache's object freed twice: its slab's bitmap has it free. */
+/* A ctor cache's object freed twice: the first free put it in this
+ * CPU's stash, and its slab's stashed bit tells the second. */
 KTEST(demo, kmem_cache_ctor_object_double_free)
 {
 	struct objcache *c =

@@ -1,0 +1,289 @@
+/*
+ * mm/objcache_stash.c: the per-CPU stashes of the caches with slabs of
+ * their own (objcache_own.c): free objects a CPU hands out and takes back
+ * without the cache's lock.
+ *
+ * Purpose: without them every allocation and free of such a cache took
+ * its one lock, a line every CPU using the cache fought over. A stash
+ * makes the common alloc+free a pin, a few stores to this CPU's lines and
+ * an atomic on the slab's header, as Linux SLAB's array cache (and SLUB's
+ * per-CPU slab) does; the span heap's magazines (spanheap_cache.c) do the
+ * same for merged caches and kmalloc.
+ *
+ * Representation: MM_MAX_CPUS stashes a cache (struct objstash,
+ * objcache_internal.h), a stack of up to o->stash_max entries each; an
+ * entry is a slab's page-aligned base or'ed with the object's index. A
+ * stashed object's bit is set in its slab's stashed bitmap; its free bit
+ * is clear, so the slab counts it as out: a slab with stashed objects is
+ * never emptied, and so never released.
+ *
+ * Algorithm: an allocation pops this CPU's stash, clearing the object's
+ * stashed bit; an empty stash first takes a batch (batch(o): half a stash,
+ * at most OBJSTASH_BATCH) from the slabs under the lock. A free sets the
+ * object's stashed bit with one atomic or: a bit set already is a double
+ * free of a stashed object (on any CPU), and a free bit set, of one free
+ * in its slab; both panic naming the cache. Then it pushes the entry; a
+ * full stash first spills its batch oldest entries back into their slabs
+ * under the lock, and slabs that empties past the one kept are released
+ * after the unpin (after a drain, once the other CPUs are let go).
+ * objcache_shrink and objcache_shrink_all spill whole stashes, this CPU's
+ * pinned and the others' while the port holds those CPUs
+ * (mm_port_each_other_cpu); the destroy, every CPU's directly, as no call may
+ * use the cache then.
+ *
+ * Invariants (objcache_own.c's 2 and 5, objcache_own_check): an object is
+ * out, free in its slab or in one stash; an entry's stashed bit is set.
+ * Order: the refill clears the free bit before it sets the stashed one;
+ * the spill sets the free bit before it clears the stashed one (release),
+ * and a free sets the stashed bit (acquire) before it reads the free bit:
+ * a double free that follows the first free, on any CPU, sees one of the
+ * two. One racing with the refill that takes the object may go unseen.
+ *
+ * Locking: a stash is its CPU's: touched pinned (mm_port_pin: nothing
+ * else runs on the CPU, not an interrupt), or by a drain while its CPU is
+ * held or no call uses the cache. The cache's lock (MM_RANK_OBJCACHE) is
+ * taken pinned for a refill or a spill, as a class's central lock is
+ * inside a pin; slabs are released after the unpin (a large free). The
+ * entry count n is stored atomically for the counts of other CPUs.
+ *
+ * Contexts: objcache_stash_alloc and objcache_stash_free, any context an
+ * objcache call is (interrupts too); the drains and objcache_shrink_all, thread
+ * context.
+ *
+ * Limits: a CPU the port cannot reach keeps its stash through a shrink
+ * (up to OBJSTASH_MAX objects a cache, with their slabs) until it
+ * allocates or frees. Modelled on Linux SLAB's array_cache.
+ */
+#include "objcache_internal.h"
+
+static inline uintptr_t ent_of(const struct objslab *sl, uint32_t idx)
+{
+	return (uintptr_t)sl | idx;
+}
+
+static inline struct objslab *ent_slab(uintptr_t e)
+{
+	return (struct objslab *)(e & ~(uintptr_t)(MM_PAGE_SIZE - 1));
+}
+
+static inline uint32_t ent_idx(uintptr_t e)
+{
+	return (uint32_t)(e & (MM_PAGE_SIZE - 1));
+}
+
+static inline uint64_t bit_of(uint32_t idx)
+{
+	return (uint64_t)1 << (idx % 64);
+}
+
+static inline void set_n(struct objstash *st, uint32_t n)
+{
+	__atomic_store_n(&st->n, n, __ATOMIC_RELAXED);
+}
+
+/* Objects a refill or a spill moves: half a stash, at most a batch. */
+static inline uint32_t batch(const struct objcache_own *o)
+{
+	uint32_t half = (o->stash_max + 1) / 2;
+	return half < OBJSTASH_BATCH ? half : OBJSTASH_BATCH;
+}
+
+/* Fills st (empty) with up to a batch of the slabs' free objects. Pinned,
+ * st this CPU's. */
+static void refill(struct objcache *c, struct objstash *st)
+{
+	struct objcache_own *o = c->own;
+	uint32_t n = 0, want = batch(o);
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	while (n < want) {
+		struct objslab *sl = o->lists[LIST_PARTIAL]
+		                             ? o->lists[LIST_PARTIAL]
+		                             : o->lists[LIST_EMPTY];
+		if (!sl)
+			break;
+		uint32_t idx = objcache_slab_take_locked(c, sl);
+		__atomic_fetch_or(&sl->stashed[idx / 64], bit_of(idx),
+		                  __ATOMIC_RELAXED);
+		/* Top down: the lowest object is popped first. */
+		st->ent[want - 1 - n++] = ent_of(sl, idx);
+	}
+	mm_lock_release(&o->lock, irq);
+	for (uint32_t i = 0; i < n; i++) /* packed at the bottom */
+		st->ent[i] = st->ent[want - n + i];
+	set_n(st, n);
+}
+
+/* Puts st's k oldest entries back in their slabs and unlinks the empty
+ * slabs past the one kept onto *gone. Returns k. Pinned on st's CPU, or
+ * st held as the drains hold it. */
+static size_t spill(struct objcache *c, struct objstash *st, uint32_t k,
+                    struct objslab **gone)
+{
+	struct objcache_own *o = c->own;
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	for (uint32_t i = 0; i < k; i++) {
+		struct objslab *sl = ent_slab(st->ent[i]);
+		uint32_t idx = ent_idx(st->ent[i]);
+		objcache_slab_put_locked(c, sl, idx);
+		__atomic_fetch_and(&sl->stashed[idx / 64], ~bit_of(idx),
+		                   __ATOMIC_RELEASE);
+	}
+	*gone = objcache_slab_spares_locked(o, *gone);
+	mm_lock_release(&o->lock, irq);
+	uint32_t left = st->n - k;
+	for (uint32_t i = 0; i < left; i++)
+		st->ent[i] = st->ent[k + i];
+	set_n(st, left);
+	return k;
+}
+
+void *objcache_stash_alloc(struct objcache *c)
+{
+	struct objcache_own *o = c->own;
+	if (!o->stash)
+		return NULL;
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &o->stash[pin.cpu];
+	if (!st->n)
+		refill(c, st);
+	uintptr_t e = 0;
+	if (st->n) {
+		e = st->ent[st->n - 1];
+		set_n(st, st->n - 1);
+		__atomic_fetch_and(&ent_slab(e)->stashed[ent_idx(e) / 64],
+		                   ~bit_of(ent_idx(e)), __ATOMIC_RELAXED);
+	}
+	mm_port_unpin(pin);
+	return e ? objslab_obj(c, ent_slab(e), ent_idx(e)) : NULL;
+}
+
+static __attribute__((noreturn)) void double_free(struct objcache *c,
+                                                  const void *p,
+                                                  const struct objslab *sl,
+                                                  uint32_t idx, const char *how)
+{
+	mm_panic("objcache: double free of %p to cache '%s' (object %u of "
+	         "slab %p): %s",
+	         p, c->name, idx, (const void *)sl, how);
+}
+
+bool objcache_stash_free(struct objcache *c, struct objslab *sl, uint32_t idx,
+                         void *p)
+{
+	struct objcache_own *o = c->own;
+	if (!o->stash)
+		return false;
+	uint64_t bit = bit_of(idx);
+	uint64_t was = __atomic_fetch_or(&sl->stashed[idx / 64], bit,
+	                                 __ATOMIC_ACQ_REL);
+	if (was & bit)
+		double_free(c, p, sl, idx, "in a CPU's stash already");
+	if (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) & bit) {
+		__atomic_fetch_and(&sl->stashed[idx / 64], ~bit,
+		                   __ATOMIC_RELAXED);
+		double_free(c, p, sl, idx, "free already");
+	}
+	struct objslab *gone = NULL;
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &o->stash[pin.cpu];
+	if (st->n == o->stash_max)
+		spill(c, st, batch(o), &gone);
+	st->ent[st->n] = ent_of(sl, idx);
+	set_n(st, st->n + 1);
+	mm_port_unpin(pin);
+	objcache_slab_release_chain(gone);
+	return true;
+}
+
+/* ---- Drains ---- */
+
+struct drain {
+	struct objcache **cs;
+	size_t n, moved;
+	struct objslab *gone; /* released after the CPUs are let go */
+};
+
+/* Spills the stashes of cpu (this one, pinned, or one held) whole. */
+static void drain_cpu(struct drain *d, unsigned cpu)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		struct objcache *c = d->cs[i];
+		struct objstash *st =
+		        c->own->stash ? &c->own->stash[cpu] : NULL;
+		if (st && st->n)
+			d->moved += spill(c, st, st->n, &d->gone);
+	}
+}
+
+/* mm_port_each_other_cpu's call: nothing runs on cpu meanwhile. */
+static void drain_other(unsigned cpu, void *arg)
+{
+	drain_cpu(arg, cpu);
+}
+
+size_t objcache_stash_drain_all(struct objcache **cs, size_t n)
+{
+	struct drain d = {.cs = cs, .n = n};
+	struct mm_pin pin = mm_port_pin();
+	drain_cpu(&d, (unsigned)pin.cpu);
+	mm_port_unpin(pin);
+	mm_port_each_other_cpu(drain_other, &d);
+	objcache_slab_release_chain(d.gone);
+	return d.moved;
+}
+
+void objcache_stash_drain_unused(struct objcache *c)
+{
+	struct drain d = {.cs = &c, .n = 1};
+	for (unsigned cpu = 0; cpu < MM_MAX_CPUS; cpu++)
+		drain_cpu(&d, cpu);
+	objcache_slab_release_chain(d.gone);
+}
+
+size_t objcache_stash_count(const struct objcache *c)
+{
+	const struct objcache_own *o = c->own;
+	size_t n = 0;
+	for (unsigned cpu = 0; o->stash && cpu < MM_MAX_CPUS; cpu++)
+		n += __atomic_load_n(&o->stash[cpu].n, __ATOMIC_RELAXED);
+	return n;
+}
+
+/* ---- Memory pressure ---- */
+
+size_t objcache_shrink_all(struct spanheap *sh)
+{
+	spanheap_assert_can_sleep("objcache_shrink_all");
+	struct objcache *held[OBJCACHE_MAX];
+	size_t n = 0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (struct objcache *c = sh->objcaches; c && n < OBJCACHE_MAX;
+	     c = c->next)
+		if (c->own) {
+			atomic_fetch_add_explicit(&c->own->holds, 1,
+			                          memory_order_relaxed);
+			held[n++] = c;
+		}
+	mm_lock_release(&sh->heap->lock, irq);
+	size_t given = objcache_stash_drain_all(held, n);
+	for (size_t i = 0; i < n; i++) {
+		given += objcache_slab_release_empty(held[i]);
+		atomic_fetch_sub_explicit(&held[i]->own->holds, 1,
+		                          memory_order_release);
+	}
+	return given;
+}
+
+size_t objcache_spare(struct spanheap *sh)
+{
+	size_t n = 0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *c = sh->objcaches; c; c = c->next)
+		if (c->own)
+			n += objcache_stash_count(c) +
+			     __atomic_load_n(&c->own->nslabs[LIST_EMPTY],
+			                     __ATOMIC_RELAXED) *
+			             c->own->nobjs;
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
+}
