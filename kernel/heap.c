@@ -3,8 +3,9 @@
  * size and the command line (mm.guard: the span heap's guarded pool), the
  * span heap over the page heap, their background threads, flushing every
  * CPU's span cache, the memory dump, allocation-failure injection's
- * switch (mm.fail, spanheap_fail_parse), and the usercopy check's panic
- * (heap_copy.h).
+ * switch (mm.fail, spanheap_fail_parse), the shrinkers of the per-CPU
+ * allocator and of the caches with slabs of their own, and the usercopy
+ * check's panic (heap_copy.h).
  */
 #include "kernel/heap.h"
 #include "kernel/heap_copy.h"
@@ -115,6 +116,25 @@ static size_t pcpu_scan(struct shrinker *s, size_t nr)
 static struct shrinker pcpu_shrinker = {
         .name = "pcpu", .count = pcpu_count, .scan = pcpu_scan};
 
+/* The caches with slabs of their own (kmem_cache_create_flags): their
+ * per-CPU stashes and kept empty slabs, which objcache_shrink_all gives
+ * back whole (bounded: a stash per CPU and a slab per cache). */
+static size_t slab_count(struct shrinker *s)
+{
+	return objcache_spare(&kspanheap);
+}
+
+static size_t slab_scan(struct shrinker *s, size_t nr)
+{
+	return objcache_shrink_all(&kspanheap);
+}
+
+static struct shrinker slab_shrinker = {
+        .name = "slab",
+        .count = slab_count,
+        .scan = slab_scan,
+};
+
 void heap_init(void)
 {
 	struct mheap_config cfg;
@@ -150,6 +170,7 @@ void heap_init(void)
 	if (!pcpu_init(&kpcpu, &kspanheap, units > MAX_CPUS ? MAX_CPUS : units))
 		panic("heap: cannot set up the per-CPU allocator");
 	shrinker_register(&pcpu_shrinker);
+	shrinker_register(&slab_shrinker);
 	/* Threads from here on: their structs come from the heap. */
 	thread_cache_init();
 	if (!mheap_scavenger_start(&kheap))

@@ -5,12 +5,15 @@
  * cache made to hold them, and then a dma_alloc or a large kmalloc must
  * get them back. The heap's threads are stopped meanwhile, so that
  * nothing but the allocation itself gives memory back; every test gives
- * the pool back as it found it.
+ * the pool back as it found it. A cache with slabs of its own gives its
+ * stashes and kept slab back under the same pressure (the "slab"
+ * shrinker).
  */
 #include "arch/x86_64/paging.h"
 #include "kernel/dma.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/shrinker.h"
@@ -259,5 +262,51 @@ KTEST(reclaim, a_shrinker_of_large_objects_serves_the_retry)
 	kfree(big);
 	test_cache_empty(&cache);
 	KEXPECT_EQ(cache.bad, 0);
+	pressure_end(head, frames0, held0);
+}
+
+static void pressure_ctor(void *p)
+{
+	*(uint64_t *)p = 0x5eedc7012ull;
+}
+
+/*
+ * A constructor cache (slabs of its own) keeps a slab's worth of free
+ * objects: those in this CPU's stash and its kept empty slab. A fill of
+ * the pool with kmalloc'd pages then runs out of memory, and the reclaim
+ * it starts must give those pages back through the "slab" shrinker
+ * (objcache_shrink_all): the cache ends with no slab and no stashed
+ * object. Before the shrinker it kept both: 3 slabs.
+ */
+KTEST(reclaim, memory_pressure_empties_the_own_slab_caches)
+{
+	enum { OBJS = 64 };
+	size_t frames0, held0;
+	paddr_t head = pressure_begin(&frames0, &held0);
+	struct objcache *c = kmem_cache_create_flags("ktest-pressure", 500, 0,
+	                                             0, pressure_ctor);
+	KASSERT(c);
+	static void *p[OBJS];
+	for (unsigned i = 0; i < OBJS; i++)
+		KASSERT(p[i] = kmem_cache_alloc(c, 0));
+	for (unsigned i = 0; i < OBJS; i++)
+		kmem_cache_free(c, p[i]);
+	struct objcache_slabs before, after;
+	objcache_slabs_info(c, &before);
+	test_cache_init(&cache, 4096);
+	size_t got = test_cache_fill(&cache, MAX_OBJS);
+	objcache_slabs_info(c, &after);
+	ktest_diag("own-slab cache: %zu slabs, %zu objects stashed; after a "
+	           "fill of %zu pages until NULL: %zu slabs, %zu stashed",
+	           before.slabs, before.stashed, got, after.slabs,
+	           after.stashed);
+	KEXPECT(before.slabs > 0 && before.stashed > 0);
+	KEXPECT(got > 0 && got < MAX_OBJS);
+	KEXPECT_EQ(after.slabs, 0);
+	KEXPECT_EQ(after.stashed, 0);
+	test_cache_empty(&cache);
+	KEXPECT_EQ(cache.bad, 0);
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(kmem_cache_destroy(c));
 	pressure_end(head, frames0, held0);
 }
