@@ -35,9 +35,10 @@ static inline struct objcache *kmem_cache_create(const char *name, size_t size,
  * not merged (mm/objcache_own.h): ctor runs once per object when its slab
  * is made, in the allocating context (so it must not sleep, and must be
  * safe in an interrupt if the cache is allocated from one), a freed object
- * comes back as it was left, and kmem_cache_zalloc on a ctor cache is
- * refused (NULL); with SLAB_TYPESAFE_BY_RCU an emptied slab goes back to
- * the heap after a grace period (kernel/rcu.h), and kmem_cache_destroy
+ * comes back as it was left (each CPU keeps a few freed objects in a
+ * stash of its own for its next allocations), and kmem_cache_zalloc on a
+ * ctor cache is refused (NULL); with SLAB_TYPESAFE_BY_RCU an emptied slab goes
+ * back to the heap after a grace period (kernel/rcu.h), and kmem_cache_destroy
  * waits for them (rcu_barrier). kfree of such an object panics naming its
  * cache. Thread context.
  */
@@ -50,8 +51,11 @@ kmem_cache_create_flags(const char *name, size_t size, size_t align,
 	                             ctor);
 }
 
-/* Gives back a cache's kept empty slab (after a grace period for
- * SLAB_TYPESAFE_BY_RCU); a merged cache: nothing. Thread context. */
+/* Puts the objects of a cache's per-CPU stashes back in their slabs
+ * (every CPU's: the world is stopped for it) and gives back its empty
+ * slabs (after a grace period for SLAB_TYPESAFE_BY_RCU); a merged cache:
+ * nothing. Memory pressure does the same for every such cache (the
+ * "slab" shrinker). Thread context, no spinlock held. */
 static inline void kmem_cache_shrink(struct objcache *c)
 {
 	objcache_shrink(c);

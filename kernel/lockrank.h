@@ -77,8 +77,9 @@
 	X(MM_OBJCACHE, true,                                                   \
 	  "a named cache with slabs of its own (mm/objcache_own.c, "           \
 	  "MM_RANK_OBJCACHE): its slab lists and bitmaps; a leaf, irqsave, "   \
-	  "taken by kmem_cache_alloc and _free from any context, nothing "     \
-	  "taken, allocated or printed under it")                              \
+	  "taken by kmem_cache_alloc and _free from any context when the "     \
+	  "CPU's stash is empty or full (pinned), and by the shrinks, "        \
+	  "nothing taken, allocated or printed under it")                      \
 	X(HEAP, true,                                                          \
 	  "mm's page heap (MM_RANK_HEAP), its span heap's named caches "       \
 	  "(mm/objcache.c) and mempools' reserves (mm/mempool.c): a leaf, "    \
