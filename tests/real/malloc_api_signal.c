@@ -31,7 +31,7 @@
 
 #include "malloc_api_test.h"
 
-enum { OBJS = 64, OBJ_SIZE = 48, IN_HANDLER = 8, SIGNALS = 3000 };
+enum { OBJS = 64, OBJ_SIZE = 48, IN_HANDLER = 8, SIGNALS = 1000 };
 
 static atomic_ulong handled;
 static atomic_bool sending_done;
