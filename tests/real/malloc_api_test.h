@@ -14,7 +14,7 @@
  *   malloc_api_edges.c   edges of the conventions and of the port that
  *                        mutation reviews of malloc/ found untested
  *   malloc_api_threads.c threads, fork, and the fork handlers' order
- *   malloc_api_churn.c   tens of thousands of short-lived threads in
+ *   malloc_api_churn.c   thousands of short-lived threads in
  *                        waves, ended every way a thread ends
  *   malloc_api_slots.c   the slots under fork and sharing, and a thread's
  *                        teardown after it gave its slot back
