@@ -284,8 +284,10 @@ $(HOST_BUILD)/%.c.o: %.c $(HOST_FLAGS)
 $(HOST_BUILD)/host-test.objs: FORCE
 	$(call objlist,$@,$(HOST_OBJS))
 
+# tests/host/main.c counts the tests' pthread_create calls (HOST_TEST_ONE_THREAD).
+HOST_TEST_WRAP := -Wl,--wrap=pthread_create
 $(HOST_TEST): $(HOST_OBJS) $(HOST_BUILD)/host-test.objs
-	$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) -lpthread
+	$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) $(HOST_TEST_WRAP) -lpthread
 
 include tests/host/host.mk
 include tests/host/coverage.mk
@@ -510,7 +512,8 @@ HOST_TIMEOUT ?= 300
 
 test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)
-	@tools/run-progress $(HOST_TIMEOUT) $(BUILD)/host-test.log $(HOST_TEST); \
+	@HOST_TEST_ONE_THREAD='$(TSAN_ONE_THREAD),$(TSAN_SLOW_ONE_THREAD)' \
+	tools/run-progress $(HOST_TIMEOUT) $(BUILD)/host-test.log $(HOST_TEST); \
 	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
 
 # The span heap's sweepgen protocol and the hosted malloc's slot protocol,
