@@ -131,7 +131,7 @@ MALLOC_HOOKS_SRCS := $(addprefix tests/real/,malloc_hooks_test.c \
 	malloc_hooks_fork.c malloc_hooks_nested.c malloc_hooks_alone.c \
 	malloc_hooks_reclaim.c malloc_hooks_visit.c malloc_hooks_copied.c \
 	malloc_hooks_order.c malloc_hooks_handler.c \
-	malloc_hooks_progress.c)
+	malloc_hooks_progress.c malloc_hooks_lazy.c)
 
 $(MALLOC_HOOKS_TEST): $(MALLOC_HOOKS_SRCS) tests/real/malloc_hooks_test.h \
 		tests/real/proc_read.h tests/real/seccomp_util.h \

@@ -238,3 +238,13 @@ API void mm_malloc_describe(const void *p)
 		mm_log("%p: there is no heap (its set-up failed)", p);
 	mm_malloc_log_here(false);
 }
+
+#ifdef MM_TEST_HOOKS
+API void mm_malloc_test_check(void)
+{
+	if (!mm_malloc_heap_up())
+		return;
+	spanheap_check(&mm_malloc_sh);
+	mheap_check(&mm_malloc_heap);
+}
+#endif

@@ -152,6 +152,12 @@ enum mm_malloc_hook_point {
 	/* mm_port_prepare (port_prod.c) has made a growth's chunks
 	 * writable: the page heap's growing flag is this thread's. */
 	MM_MALLOC_HOOK_GROWING,
+	/* A thread's call is setting up its slot's cache, at the slot's
+	 * first use (mm/'s MHEAP_HOOK_CACHE_SETTING_UP, passed on): every
+	 * field written, the fast paths' table not yet, so the cache reads
+	 * as not set up though it is not all zero. It holds the slot (its
+	 * own, or the late one lent to a signal handler's call). */
+	MM_MALLOC_HOOK_CACHE_SETTING_UP,
 };
 
 #ifdef MM_TEST_HOOKS
@@ -165,6 +171,13 @@ extern void (*_Atomic mm_malloc_test_hook)(enum mm_malloc_hook_point where)
  * wrapped. Exported, for the test program to call. */
 void mm_malloc_test_set_next_token(unsigned long next)
         __attribute__((visibility("default")));
+
+/* Runs the span heap's and the page heap's checkers (spanheap_check,
+ * mheap_check), which abort naming the first fault, once the heap is set
+ * up; other slots' caches are visited (visit.c), so no other thread may
+ * be inside a call. Outside any API call. Exported, for the test program
+ * to call. */
+void mm_malloc_test_check(void) __attribute__((visibility("default")));
 
 static inline void mm_malloc_hook(enum mm_malloc_hook_point where)
 {

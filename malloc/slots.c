@@ -236,6 +236,8 @@ static void pass_mheap_hook(struct mheap *h, enum mheap_hook_point where)
 	(void)h;
 	if (where == MHEAP_HOOK_STATS_COUNTED)
 		mm_malloc_hook(MM_MALLOC_HOOK_STATS_COUNTED);
+	if (where == MHEAP_HOOK_CACHE_SETTING_UP)
+		mm_malloc_hook(MM_MALLOC_HOOK_CACHE_SETTING_UP);
 }
 #endif
 

@@ -129,6 +129,13 @@ enum mheap_hook_point {
 	/* spanheap_free_sensitive has zeroed the object and not yet freed
 	 * it; the caller's context (spanheap_copy.c). */
 	MHEAP_HOOK_FREE_WIPED,
+	/* A CPU's first use is setting its cache up: every field written,
+	 * the fast paths' table (mags[cpu]) not yet, so the cache reads as
+	 * not set up (spanheap_cache_used) though it is not all zero.
+	 * Pinned on that CPU, its owner (in the kernel, interrupts off: a
+	 * hook there must not sleep) (spanheap_init.c,
+	 * spanheap_cache_set_up). */
+	MHEAP_HOOK_CACHE_SETTING_UP,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -219,6 +219,7 @@ __attribute__((noinline, cold)) void spanheap_cache_set_up(struct spanheap *sh,
 	mc->flushgen =
 	        atomic_load_explicit(&sh->sweepgen, memory_order_acquire);
 	mc->guard_left = sh->guard.base ? sh->guard.interval : 0;
+	mheap_hook(sh->heap, MHEAP_HOOK_CACHE_SETTING_UP);
 	__atomic_store_n(&sh->mags[cpu], mc->mag, __ATOMIC_RELEASE);
 }
 

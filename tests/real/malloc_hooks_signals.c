@@ -3,7 +3,8 @@
  * (malloc_hooks_test.c) in which a signal handler allocates inside a
  * window of the set-up or of a thread's first claim. POSIX does not allow
  * malloc in a handler; programs do it all the same (a handler that logs),
- * and the library must then neither hang nor leak a slot.
+ * and the library must then neither hang nor leak a slot. First, another
+ * thread's first call in the set-up's last window.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -17,6 +18,67 @@
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
+
+/* ---- A thread's first call while the heap's set-up ends ---------------- */
+
+static atomic_int init_hook_runs;
+static atomic_bool init_thread_done;
+static unsigned init_owners_before;
+
+static void *first_call(void *arg)
+{
+	free(malloc(16)); /* this thread's first call: claims a slot */
+	return arg;
+}
+
+/* On the initialising thread, once the heap is ready: another thread
+ * makes its first call and exits before set-up has ended. */
+static void in_init_window(enum mm_malloc_hook_point where)
+{
+	if (where != MM_MALLOC_HOOK_INIT_READY)
+		return;
+	mm_malloc_test_hook = NULL;
+	atomic_fetch_add(&init_hook_runs, 1);
+	init_owners_before = mm_malloc_threads();
+	pthread_t t;
+	if (pthread_create(&t, NULL, first_call, NULL) == 0 &&
+	    pthread_join(t, NULL) == 0)
+		atomic_store(&init_thread_done, true);
+}
+
+/* A thread whose first call comes after the heap is ready but before its
+ * initialiser has returned from heap_init gives its slot back when it
+ * exits: until this version the exit key was made after the heap was
+ * published, and such a thread never registered for it (a slot leaked;
+ * 63 such threads and every later thread shared a slot). */
+int init_window(void)
+{
+	mm_malloc_test_hook = in_init_window;
+	free(malloc(16)); /* the process's first allocation */
+	if (atomic_load(&init_hook_runs) != 1) {
+		fprintf(stderr,
+		        "the hook ran %d times, not once: did "
+		        "something allocate before main?",
+		        atomic_load(&init_hook_runs));
+		return 2;
+	}
+	if (!atomic_load(&init_thread_done)) {
+		fprintf(stderr, "the thread in the window did not run");
+		return 3;
+	}
+	/* This thread's slot only (claimed by pthread_create's allocation
+	 * in the window, or after it). */
+	unsigned owners = mm_malloc_threads();
+	if (owners != init_owners_before + 1) {
+		fprintf(stderr,
+		        "%u slots owned after the thread in the window "
+		        "exited, %u expected (%u before it, and this "
+		        "thread's)",
+		        owners, init_owners_before + 1, init_owners_before);
+		return 1;
+	}
+	return 0;
+}
 
 /* ---- A signal handler's call in a thread's first call ------------------ */
 

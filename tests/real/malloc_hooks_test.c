@@ -12,9 +12,10 @@
  * "not ok name: why", why being the scenario's stderr) and last
  * "N passed, N failed", as malloc_api_test.c does.
  *
- * This file holds the driver and the scenarios of the set-up and of a
- * thread's slot; the other malloc_hooks_*.c files theirs, each file a
- * topic (malloc_hooks_test.h lists them).
+ * This file holds the driver and the scenarios of a thread's slot (the
+ * heap's set-up window is malloc_hooks_signals.c's); the other
+ * malloc_hooks_*.c files theirs, each file a topic (malloc_hooks_test.h
+ * lists them).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,67 +30,6 @@
 #include <unistd.h>
 
 #include "malloc_hooks_test.h"
-
-/* ---- A thread's first call while the heap's set-up ends ---------------- */
-
-static atomic_int init_hook_runs;
-static atomic_bool init_thread_done;
-static unsigned init_owners_before;
-
-static void *first_call(void *arg)
-{
-	free(malloc(16)); /* this thread's first call: claims a slot */
-	return arg;
-}
-
-/* On the initialising thread, once the heap is ready: another thread
- * makes its first call and exits before set-up has ended. */
-static void in_init_window(enum mm_malloc_hook_point where)
-{
-	if (where != MM_MALLOC_HOOK_INIT_READY)
-		return;
-	mm_malloc_test_hook = NULL;
-	atomic_fetch_add(&init_hook_runs, 1);
-	init_owners_before = mm_malloc_threads();
-	pthread_t t;
-	if (pthread_create(&t, NULL, first_call, NULL) == 0 &&
-	    pthread_join(t, NULL) == 0)
-		atomic_store(&init_thread_done, true);
-}
-
-/* A thread whose first call comes after the heap is ready but before its
- * initialiser has returned from heap_init gives its slot back when it
- * exits: until this version the exit key was made after the heap was
- * published, and such a thread never registered for it (a slot leaked;
- * 63 such threads and every later thread shared a slot). */
-static int init_window(void)
-{
-	mm_malloc_test_hook = in_init_window;
-	free(malloc(16)); /* the process's first allocation */
-	if (atomic_load(&init_hook_runs) != 1) {
-		fprintf(stderr,
-		        "the hook ran %d times, not once: did "
-		        "something allocate before main?",
-		        atomic_load(&init_hook_runs));
-		return 2;
-	}
-	if (!atomic_load(&init_thread_done)) {
-		fprintf(stderr, "the thread in the window did not run");
-		return 3;
-	}
-	/* This thread's slot only (claimed by pthread_create's allocation
-	 * in the window, or after it). */
-	unsigned owners = mm_malloc_threads();
-	if (owners != init_owners_before + 1) {
-		fprintf(stderr,
-		        "%u slots owned after the thread in the window "
-		        "exited, %u expected (%u before it, and this "
-		        "thread's)",
-		        owners, init_owners_before + 1, init_owners_before);
-		return 1;
-	}
-	return 0;
-}
 
 /* ---- The hooks every scenario below shares ------------------------------ */
 
@@ -415,6 +355,23 @@ static const struct {
         /* The holder on busy (slow path), every worker's call a CAS. */
         {"others_progress_beside_a_busy_slot",
          others_progress_beside_a_held_slot, "MM_MALLOC_MEMBARRIER=0"},
+        {"signal_in_cache_set_up", signal_in_cache_set_up,
+         "MM_MALLOC_BACKGROUND=0"},
+        {"visit_beside_cache_set_up", visit_beside_cache_set_up,
+         "MM_MALLOC_BACKGROUND=0"},
+        /* The setter holds busy (slow path), not in. */
+        {"visit_beside_cache_set_up_on_busy", visit_beside_cache_set_up,
+         "MM_MALLOC_MEMBARRIER=0"},
+        {"late_set_up_beside_visit", late_set_up_beside_visit,
+         "MM_MALLOC_BACKGROUND=0"},
+        {"fork_in_cache_set_up", fork_in_cache_set_up,
+         "MM_MALLOC_BACKGROUND=0"},
+        {"signal_in_cache_set_up_poison", signal_in_cache_set_up,
+         "MM_MALLOC_POISON=1"},
+        {"check_after_slots_change_hands", check_after_slots_change_hands,
+         NULL},
+        {"check_after_slots_change_hands_poison",
+         check_after_slots_change_hands, "MM_MALLOC_POISON=1"},
 };
 
 enum { NSCENARIOS = sizeof(scenarios) / sizeof(scenarios[0]) };

@@ -84,6 +84,7 @@ int backout_call_waits_for_fork(void);
 int bg_not_started_inside_call(void);
 int wait_keeps_errno(void);
 /* malloc_hooks_signals.c: */
+int init_window(void);
 int claimed_window(void);
 int signal_in_set_up(void);
 int signal_as_set_up_is_won(void);
@@ -147,6 +148,12 @@ int handler_call_in_growth(void);
 int trim_visits_a_late_slot_a_handler_used(void);
 /* malloc_hooks_progress.c: */
 int others_progress_beside_a_held_slot(void);
+/* malloc_hooks_lazy.c: */
+int signal_in_cache_set_up(void);
+int visit_beside_cache_set_up(void);
+int late_set_up_beside_visit(void);
+int fork_in_cache_set_up(void);
+int check_after_slots_change_hands(void);
 
 /* malloc_hooks_share.c's shared slot: share_start makes every slot owned,
  * this thread's (slot 0) by a second thread too, which stays inside a
