@@ -4,7 +4,8 @@
  * for a new span and pins again on a CPU that never used the heap; the
  * sweeper's visit and the idle loop on such CPUs (nothing held, nothing
  * counted, nothing written); and a CPU's first magazine slab made of
- * metadata pages that held data before (the slab must come zeroed).
+ * metadata pages that held data before (the slab must come zeroed); and
+ * the set-up's order, its table published last.
  */
 #include <stdint.h>
 #include <string.h>
@@ -128,5 +129,54 @@ KTEST(spanheap_lazy, a_slab_of_reused_metadata_pages_comes_zeroed)
 		memset(p[i], 0, 16 + 16 * (i % 40));
 	for (unsigned i = 0; i < 200; i++)
 		spanheap_free(&sh, p[i]);
+	finish();
+}
+
+/* What the set-up had done when its hook ran, on the CPU it set up. */
+static _Atomic int seen_set_ups;
+static bool seen_published, seen_ready;
+
+static void look_mid_set_up(struct mheap *h, enum mheap_hook_point where)
+{
+	if (h != &heap || where != MHEAP_HOOK_CACHE_SETTING_UP)
+		return;
+	unsigned cpu = mm_port_cpu();
+	struct mcache *mc = &sh.caches[cpu];
+	atomic_fetch_add(&seen_set_ups, 1);
+	seen_published = spanheap_cache_used(&sh, cpu);
+	seen_ready = mc->alloc[1] == &spanheap_empty_span &&
+	             mc->alloc[SC_NCLASSES - 1] == &spanheap_empty_span &&
+	             mc->mag[1].top && mc->mag[1].top == mc->mag[1].limit &&
+	             mc->flushgen == atomic_load(&sh.sweepgen);
+}
+
+/*
+ * The set-up's order: every field first, then (last, release) the fast
+ * paths' table, which says the cache is set up: what reads a cache by
+ * spanheap_cache_used (a flush, the checker, a visit) may then rely on
+ * it whole. At the set-up's hook, between the two, the cache must read as
+ * not set up and be ready. Both ways in: a first allocation (CPU 3) and a
+ * first free, of another CPU's object (CPU 4). A mutant that published the
+ * table first passed every other test.
+ */
+KTEST(spanheap_lazy, a_set_up_publishes_the_cache_last)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	mheap_test_hook = look_mid_set_up;
+	mm_port_set_cpu(3);
+	void *p = spanheap_alloc(&sh, 64, 0);
+	KASSERT(p);
+	KEXPECT_EQ(atomic_load(&seen_set_ups), 1);
+	KEXPECT(!seen_published);
+	KEXPECT(seen_ready);
+	KEXPECT(spanheap_cache_used(&sh, 3));
+	seen_ready = false;
+	mm_port_set_cpu(4);
+	spanheap_free(&sh, p);
+	mheap_test_hook = NULL;
+	KEXPECT_EQ(atomic_load(&seen_set_ups), 2);
+	KEXPECT(!seen_published);
+	KEXPECT(seen_ready);
+	KEXPECT(spanheap_cache_used(&sh, 4));
 	finish();
 }
