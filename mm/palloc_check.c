@@ -173,7 +173,20 @@ static void bad_sum(const struct palloc *p, unsigned l, size_t i,
 	         palloc_sum_max(want), palloc_sum_end(want));
 }
 
-#define SUMS_PER_PAGE (MM_PAGE_SIZE / sizeof(palloc_sum_t))
+/* Summaries from s to the end of its page: the levels are packed, 64-byte
+ * aligned (palloc_grow.c), so a page's first need not be an index that is
+ * a multiple of a page's count. */
+static size_t sums_left_in_page(const palloc_sum_t *s)
+{
+	return (MM_PAGE_SIZE - ((uintptr_t)s & (MM_PAGE_SIZE - 1))) /
+	       sizeof(*s);
+}
+
+/* True if s is the first summary of a page. */
+static bool sum_starts_page(const palloc_sum_t *s)
+{
+	return ((uintptr_t)s & (MM_PAGE_SIZE - 1)) == 0;
+}
 
 /* Invariants 1, 3 and 6 for chunk c, whose leaf summary is mapped; adds
  * its pages to *n. */
@@ -210,27 +223,32 @@ static void check_chunk(const struct palloc *p, size_t c,
 	bad_sum(p, p->levels - 1, c, palloc_leaf(p)[c], want, "bitmaps");
 }
 
-/* Invariants 1, 3, 5 and 6: leaves, scavenged pages, counts. */
+/* Invariants 1, 3, 5 and 6: leaves, scavenged pages, counts. A page of
+ * leaf summaries at a time (a level need not start a page: the parts
+ * are packed, palloc_grow.c), skipped if it was never mapped. */
 static void check_chunks(const struct palloc *p)
 {
 	const palloc_sum_t *leaf = palloc_leaf(p);
 	size_t end = palloc_level_entries(p, p->levels - 1);
 	struct palloc_stats n = {0, 0, 0};
-	for (size_t c = 0; c < end; c++) {
-		if (c % SUMS_PER_PAGE == 0 &&
-		    !palloc_meta_mapped(p, &leaf[c], sizeof(*leaf))) {
+	for (size_t c = 0; c < end;) {
+		size_t next = c + sums_left_in_page(&leaf[c]);
+		if (next > end)
+			next = end;
+		if (!palloc_meta_mapped(p, &leaf[c], sizeof(*leaf))) {
 			/* Never mapped: none of its chunks may be grown. */
-			for (size_t k = c; k < c + SUMS_PER_PAGE; k++)
+			for (size_t k = c; k < next; k++)
 				if (k < p->arena_chunks &&
 				    palloc_chunk_grown(p, k))
 					mm_panic("palloc: check: chunk %zu is "
 					         "grown but its summary is not "
 					         "mapped",
 					         k);
-			c += SUMS_PER_PAGE - 1;
-			continue;
+		} else {
+			for (size_t k = c; k < next; k++)
+				check_chunk(p, k, &n);
 		}
-		check_chunk(p, c, &n);
+		c = next;
 	}
 	if (n.grown_pages != p->stats.grown_pages ||
 	    n.free_pages != p->stats.free_pages ||
@@ -252,10 +270,10 @@ static void check_levels(const struct palloc *p)
 		for (size_t i = 0; i < palloc_level_entries(p, l); i++) {
 			const palloc_sum_t *block =
 			        &child[i << PALLOC_LEVEL_BITS];
-			if (i % SUMS_PER_PAGE == 0)
+			if (i == 0 || sum_starts_page(&p->summary[l][i]))
 				own = palloc_meta_mapped(p, &p->summary[l][i],
 				                         sizeof(palloc_sum_t));
-			if ((i << PALLOC_LEVEL_BITS) % SUMS_PER_PAGE == 0)
+			if (i == 0 || sum_starts_page(block))
 				kids = palloc_meta_mapped(p, block,
 				                          sizeof(palloc_sum_t));
 			palloc_sum_t want =

@@ -175,14 +175,21 @@ size_t palloc_test_snapshot(const struct palloc *p, uint64_t *out, size_t cap)
 	put(out, cap, &n, p->stats.scav_pages);
 	for (size_t i = 0; i < (p->arena_chunks + 63) / 64; i++)
 		put(out, cap, &n, p->grown[i]);
-	const size_t per_page = MM_PAGE_SIZE / sizeof(palloc_sum_t);
 	for (unsigned l = 0; l < p->levels; l++) {
 		size_t end = palloc_level_entries(p, l);
-		for (size_t i = 0; i < end; i += per_page) {
-			if (!palloc_meta_mapped(p, &p->summary[l][i], 8))
-				continue;
-			for (size_t j = i; j < end && j < i + per_page; j++)
-				put(out, cap, &n, p->summary[l][j]);
+		for (size_t i = 0; i < end;) {
+			/* A page at a time: the levels are packed, so a page
+			 * need not start at a multiple of its count. */
+			uintptr_t a = (uintptr_t)&p->summary[l][i];
+			size_t next =
+			        i + (MM_PAGE_SIZE - (a & (MM_PAGE_SIZE - 1))) /
+			                    sizeof(palloc_sum_t);
+			if (next > end)
+				next = end;
+			if (palloc_meta_mapped(p, &p->summary[l][i], 8))
+				for (size_t j = i; j < next; j++)
+					put(out, cap, &n, p->summary[l][j]);
+			i = next;
 		}
 	}
 	for (size_t c = 0; c < p->arena_chunks; c++) {

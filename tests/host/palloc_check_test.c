@@ -419,8 +419,10 @@ KTEST(palloc_check, catches_a_grown_chunk_whose_summary_is_unmapped)
  * metadata past the arena (a mutant that let the hint's fast path run
  * there survived: the chunk past a 64-chunk arena has its grown bit in
  * the word after the grown bitmap and its leaf summary after the leaf
- * level, padding that is 0 unless planted). Planted, they claim a free
- * chunk 64 whose bitmap is chunk 0's scavenged bits, all clear.
+ * level). Planted, they claim a free chunk 64 whose bitmap is chunk 0's
+ * scavenged bits, all clear. The parts are packed (palloc_grow.c): the
+ * word after the leaf level is chunk 0's allocation bitmap, so both words
+ * are put back as they were, not zeroed.
  */
 KTEST(palloc_check, a_hint_at_the_end_reads_nothing_past_the_arena)
 {
@@ -431,12 +433,14 @@ KTEST(palloc_check, a_hint_at_the_end_reads_nothing_past_the_arena)
 	KEXPECT_EQ(palloc_alloc(&p, 512, NULL), TP_BASE);
 	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
 	KASSERT_EQ(palloc_test_search_pi(&p), P(64, 0));
+	uint64_t grown1 = p.grown[1];
+	palloc_sum_t leaf64 = p.summary[1][64];
 	p.grown[1] |= 1;
 	p.summary[1][64] = palloc_sum_free(9); /* 512 pages free */
 	KEXPECT_EQ(palloc_alloc(&p, 1, NULL), 0);
 	KEXPECT_EQ(palloc_test_search_pi(&p), P(64, 0));
-	p.grown[1] = 0;
-	p.summary[1][64] = 0;
+	p.grown[1] = grown1;
+	p.summary[1][64] = leaf64;
 	TP_CHECK(&p, "plants removed");
 	tp_release(&p);
 }
