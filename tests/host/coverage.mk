@@ -31,7 +31,7 @@ FLAGS_cov.objs := $(COV_OBJS)
 COV_OBJLIST := $(call flags_file,cov.objs)
 
 $(COV_BUILD)/host-test: $(COV_OBJS) $(COV_OBJLIST)
-	$(CC) $(COV_CFLAGS) -o $@ $(COV_OBJS) $(HOST_TEST_WRAP) -lpthread
+	$(CC) $(COV_CFLAGS) -o $@ $(COV_OBJS) -lpthread
 
 coverage: $(COV_BUILD)/host-test
 	@find $(COV_BUILD) -name '*.gcda' -delete

@@ -323,7 +323,7 @@ bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 #                      further. make test-host checks the claim: a test of
 #                      TSAN_ONE_THREAD or TSAN_SLOW_ONE_THREAD that starts a
 #                      thread fails there (HOST_TEST_ONE_THREAD,
-#                      tests/host/main.c). Writes "passed failed skipped" to
+#                      tests/host/one_thread.c). Writes "passed failed skipped" to
 #                      $(RESULTS)/host-tsan. A report stops the run
 #                      (halt_on_error) and tools/ktap-check fails it: the KTAP
 #                      document is cut short, and it rejects any
@@ -352,7 +352,7 @@ $(TSAN_BUILD)/host-test.objs: FORCE
 	$(call objlist,$@,$(TSAN_OBJS))
 
 $(TSAN_TEST): $(TSAN_OBJS) $(TSAN_BUILD)/host-test.objs
-	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJS) $(HOST_TEST_WRAP) -lpthread
+	$(CC) $(TSAN_CFLAGS) -o $@ $(TSAN_OBJS) -lpthread
 
 test-tsan: $(TSAN_TEST)
 	@mkdir -p $(RESULTS)

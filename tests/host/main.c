@@ -10,20 +10,14 @@
  *   HOST_TEST_FAIL_DEMO=1    lets in the suite "demo": tests that fail on
  *                            purpose, for tools/test-harness to show that
  *                            the checks catch them. Left out otherwise.
- * and one checks a claim about them:
- *   HOST_TEST_ONE_THREAD=globs  the tests that match start no thread: one
- *                            that calls pthread_create fails, naming
- *                            itself. make test-host passes the tests the
- *                            TSan run leaves out as starting none
- *                            (tests/host/host.mk), so a test that comes to
- *                            start one is not left out of it unseen.
+ * and in the ASan build one checks a claim about them
+ * (tests/host/one_thread.c):
+ *   HOST_TEST_ONE_THREAD=globs  the tests that match start no thread.
  */
 #include "main.h"
 
 #include "../../kernel/ktest.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,39 +52,6 @@ void ktest_port_vprintf(const char *fmt, va_list ap)
 	}
 	vprintf(fmt, ap);
 	fflush(stdout);
-}
-
-/*
- * Every pthread_create of the tests' code comes here (the host-test links
- * pass -Wl,--wrap=pthread_create): a test that HOST_TEST_ONE_THREAD says
- * starts none fails, and its thread starts all the same. The sanitizers'
- * own threads are not the tests' calls and do not come here.
- */
-static const struct ktest *_Atomic told;
-
-int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr,
-                          void *(*fn)(void *), void *arg);
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr,
-                          void *(*fn)(void *), void *arg);
-int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr,
-                          void *(*fn)(void *), void *arg)
-{
-	const char *one = getenv("HOST_TEST_ONE_THREAD");
-	const struct ktest *k = ktest_current();
-	if (one && *one && k) {
-		char name[256];
-		snprintf(name, sizeof(name), "%s.%s", k->suite, k->name);
-		/* Once a test: its first thread tells. */
-		if (ktest_select_match(one, name) &&
-		    atomic_exchange(&told, k) != k)
-			ktest_fail_at(
-			        __FILE__, __LINE__,
-			        "%s starts a thread, but HOST_TEST_ONE_THREAD "
-			        "(tests/host/host.mk's TSAN_*ONE_THREAD) says "
-			        "it starts none, so the TSan run leaves it out",
-			        name);
-	}
-	return __real_pthread_create(t, attr, fn, arg);
 }
 
 /* Copies the registered tests that the environment lets in to a new
