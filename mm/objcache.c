@@ -251,12 +251,12 @@ static __attribute__((noreturn)) void destroyed(const struct objcache *c,
 	         op, (const void *)c);
 }
 
-void *objcache_alloc_slow(struct objcache *c, unsigned flags)
+/* objcache_alloc_slow's way for a cache without slabs of its own. */
+static __attribute__((noinline)) void *alloc_merged(struct objcache *c,
+                                                    unsigned flags)
 {
 	if (c->slot >= SLOT_DESTROYED)
 		destroyed(c, "allocation from");
-	if (c->own)
-		return objcache_own_alloc(c, flags);
 	void *p = c->align > 16 ? spanheap_alloc_aligned(c->sh, c->size,
 	                                                 c->align, flags)
 	                        : spanheap_alloc(c->sh, c->size, flags);
@@ -312,14 +312,11 @@ static __attribute__((noreturn)) void wrong_owner(struct objcache *c,
 	         owner ? name : "", owner ? "''s" : "");
 }
 
-void objcache_free_slow(struct objcache *c, void *p)
+/* objcache_free_slow's way for a cache without slabs of its own. */
+static __attribute__((noinline)) void free_merged(struct objcache *c, void *p)
 {
 	if (c->slot >= SLOT_DESTROYED)
 		destroyed(c, "free to");
-	if (c->own) {
-		objcache_own_free(c, p);
-		return;
-	}
 	if (!c->owner)
 		wrong_cache(c, p); /* spanheap_free_class refused its class */
 	/* Poison mode: every free of a small cache. The span's checks (a
@@ -351,6 +348,24 @@ void objcache_free_slow(struct objcache *c, void *p)
 		__atomic_store_n(owner, 0, __ATOMIC_RELAXED);
 	}
 	spanheap_free(c->sh, p);
+}
+
+/* The dispatch to own slabs first, in tail calls (no frame): a ctor
+ * cache's every call comes here, a merged cache's only off its
+ * magazines. */
+void *objcache_alloc_slow(struct objcache *c, unsigned flags)
+{
+	if (__builtin_expect(c->slot < SLOT_DESTROYED && c->own, 1))
+		return objcache_own_alloc(c, flags);
+	return alloc_merged(c, flags);
+}
+
+void objcache_free_slow(struct objcache *c, void *p)
+{
+	if (__builtin_expect(c->slot < SLOT_DESTROYED && c->own, 1))
+		objcache_own_free(c, p);
+	else
+		free_merged(c, p);
 }
 
 /* unlink_cache's answers but NULL (unlinked). */

@@ -74,6 +74,14 @@ struct objcache_own {
 	void (*ctor)(void *obj);
 	unsigned flags;
 	uint32_t npages, nobjs, first;
+	/* The free's index without a division: objsize is odd << dshift,
+	 * dinv the odd part's inverse mod 2^32 (objcache_stash.c's slab_of). */
+	uint32_t dinv;
+	uint8_t dshift;
+	/* Whether objects follow the shadow (objcache_own.c, "Poison"):
+	 * poison mode and no OBJCACHE_TYPESAFE_BY_RCU. And whether the
+	 * fast ways take its calls (objcache_stash.c): stashes, no shadow. */
+	bool shadow, fast;
 	/* Objects a CPU's stash holds at most (0: no stashes, objects so
 	 * big that a stash would keep slabs), and the MM_MAX_CPUS stashes
 	 * (NULL without). */
@@ -139,20 +147,21 @@ struct objslab *objcache_slab_spares_locked(struct objcache_own *o,
 size_t objcache_slab_release_chain(struct objslab *chain);
 size_t objcache_slab_release_empty(struct objcache *c);
 /* The slab of c holding object p, its index into *idx; misuse panics,
- * naming c. Any context. */
+ * naming c. Any context. (objcache_stash.c's free inlines the checks.) */
 struct objslab *objcache_slab_of(struct objcache *c, const void *p,
                                  uint32_t *idx);
+
+#ifdef MM_TEST_HOOKS
+/* The free's fast check (objcache_stash.c): p's slab base | its index,
+ * or 0 for the slow way to refuse or take. */
+uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p);
+#endif
 
 /* objcache_stash.c: the per-CPU stashes. Any context an objcache call
  * is, unless said. */
 /* An object from this CPU's stash (refilled from the slabs if empty),
  * or NULL: no stash, or no free object in any slab. Pins. */
 void *objcache_stash_alloc(struct objcache *c);
-/* Frees p, object idx of sl (checked by objcache_slab_of): into this CPU's
- * stash, a batch spilled to the slabs if it is full; a double free
- * panics, naming c. False if c has no stash (nothing done). Pins. */
-bool objcache_stash_free(struct objcache *c, struct objslab *sl, uint32_t idx,
-                         void *p);
 /* Puts every stash's objects back in their slabs, this CPU's pinned
  * and the others' through mm_port_each_other_cpu (those it reaches),
  * for the n caches cs, and releases the empty slabs past the one each
@@ -165,11 +174,19 @@ void objcache_stash_drain_unused(struct objcache *c);
 /* Objects in c's stashes now (approximate while CPUs work). */
 size_t objcache_stash_count(const struct objcache *c);
 
-/* objcache_alloc_slow's and objcache_free_slow's way for such a cache:
- * an object, counted (NULL: no memory, or refused with a line); a free,
- * checked (misuse panics), which the caller counts. */
+/* objcache_alloc_slow's and objcache_free_slow's way for such a cache
+ * (objcache_stash.c: this CPU's stash inline): an object, counted (NULL:
+ * no memory, or refused with a line); a free, checked (misuse panics),
+ * which the caller counts. */
 void *objcache_own_alloc(struct objcache *c, unsigned flags);
 void objcache_own_free(struct objcache *c, void *p);
+/* objcache_own.c: what the stash does not take. An allocation with any
+ * flag, the stash empty or none: every check, the stash refilled, else
+ * the slabs. A free to a cache with no stash (p checked, its shadow
+ * marked): its bit under the lock. */
+void *objcache_own_alloc_slow(struct objcache *c, unsigned flags);
+void objcache_own_free_unstashed(struct objcache *c, struct objslab *sl,
+                                 uint32_t idx, void *p);
 
 /* After c's unlink (no object out): its slabs back, a grace period
  * waited for those that need one, and c->own freed. Thread context. */

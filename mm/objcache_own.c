@@ -98,6 +98,15 @@ static const char *geometry(struct objcache *c, struct objcache_own *o)
 	/* Half a slab at most: a CPU's stash keeps no more than a slab's
 	 * worth of pages from going back. */
 	o->stash_max = (uint32_t)min_sz(o->nobjs / 2, OBJSTASH_MAX);
+	/* objcache_slab_of's divisor: objsize = d << dshift, d odd; each
+	 * Newton step doubles the low bits of d's inverse that are right (d
+	 * is its own inverse mod 8). A slab is below 4 GiB. */
+	uint32_t d = (uint32_t)c->objsize;
+	o->dshift = (uint8_t)__builtin_ctz(d);
+	d >>= o->dshift;
+	o->dinv = d;
+	for (int i = 0; i < 4; i++)
+		o->dinv *= 2 - d * o->dinv;
 	return NULL;
 }
 
@@ -117,25 +126,19 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	mm_lock_init(&o->lock, "objcache", MM_RANK_OBJCACHE);
 	o->ctor = ctor;
 	o->flags = flags;
+	o->shadow = c->sh->cfg.poison && !(flags & OBJCACHE_TYPESAFE_BY_RCU);
 	const char *why = geometry(c, o);
 	if (!why && o->stash_max &&
 	    !(o->stash = spanheap_meta_alloc(
 	              c->sh, MM_MAX_CPUS * sizeof(struct objstash))))
 		why = "no memory for the cache's stashes";
+	o->fast = o->stash && !o->shadow;
 	if (why) {
 		spanheap_meta_free(c->sh, o, sizeof(*o));
 		return why;
 	}
 	c->own = o;
 	return NULL;
-}
-
-/* Whether c's objects follow the shadow (mm.kasan, through poison
- * mode): a ctor cache's, marked freed while free; a TYPESAFE_BY_RCU
- * cache's stay accessible, for readers of freed objects. */
-static bool shadowed(const struct objcache *c)
-{
-	return c->sh->cfg.poison && !(c->own->flags & OBJCACHE_TYPESAFE_BY_RCU);
 }
 
 /* ---- Lists (o->lock held) ---- */
@@ -242,7 +245,7 @@ static struct objslab *slab_new(struct objcache *c, unsigned flags)
 	                       .list = NLISTS};
 	for (uint32_t i = 0; i < o->nobjs; i++)
 		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
-	bool shadow = shadowed(c);
+	bool shadow = o->shadow;
 	for (uint32_t i = 0; i < o->nobjs; i++) {
 		char *obj = objslab_obj(c, sl, i);
 		if (o->ctor)
@@ -342,7 +345,7 @@ static void *alloc_locked_way(struct objcache *c, unsigned flags)
 	return p;
 }
 
-void *objcache_own_alloc(struct objcache *c, unsigned flags)
+void *objcache_own_alloc_slow(struct objcache *c, unsigned flags)
 {
 	struct objcache_own *o = c->own;
 	if (spanheap_bad_flags("objcache_alloc", c->size, flags))
@@ -358,7 +361,7 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 	void *p = objcache_stash_alloc(c);
 	if (!p && !(p = alloc_locked_way(c, flags)))
 		return NULL;
-	if (shadowed(c))
+	if (c->own->shadow)
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);
 	if (flags & MM_ZERO)
 		mm_memset(p, 0, c->size);
@@ -418,16 +421,10 @@ struct objslab *objcache_slab_of(struct objcache *c, const void *p,
 	return sl;
 }
 
-void objcache_own_free(struct objcache *c, void *p)
+void objcache_own_free_unstashed(struct objcache *c, struct objslab *sl,
+                                 uint32_t idx, void *p)
 {
 	struct objcache_own *o = c->own;
-	uint32_t idx;
-	struct objslab *sl = objcache_slab_of(c, p, &idx);
-	/* Before its bit: once set, another CPU may hand p out. */
-	if (shadowed(c))
-		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
-	if (objcache_stash_free(c, sl, idx, p))
-		return;
 	uint64_t bit = (uint64_t)1 << (idx % 64);
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	bool twice = objslab_free_word(sl, idx / 64) & bit;

@@ -137,6 +137,18 @@ static size_t spill(struct objcache *c, struct objstash *st, uint32_t k,
 	return k;
 }
 
+/* Takes st's top entry (st has one), its stashed bit cleared. Pinned,
+ * st this CPU's. */
+static inline uintptr_t pop(struct objstash *st)
+{
+	uint32_t n = st->n - 1;
+	uintptr_t e = st->ent[n];
+	set_n(st, n);
+	__atomic_fetch_and(&ent_slab(e)->stashed[ent_idx(e) / 64],
+	                   ~bit_of(ent_idx(e)), __ATOMIC_RELAXED);
+	return e;
+}
+
 void *objcache_stash_alloc(struct objcache *c)
 {
 	struct objcache_own *o = c->own;
@@ -146,53 +158,185 @@ void *objcache_stash_alloc(struct objcache *c)
 	struct objstash *st = &o->stash[pin.cpu];
 	if (!st->n)
 		refill(c, st);
-	uintptr_t e = 0;
-	if (st->n) {
-		e = st->ent[st->n - 1];
-		set_n(st, st->n - 1);
-		__atomic_fetch_and(&ent_slab(e)->stashed[ent_idx(e) / 64],
-		                   ~bit_of(ent_idx(e)), __ATOMIC_RELAXED);
-	}
+	uintptr_t e = st->n ? pop(st) : 0;
 	mm_port_unpin(pin);
 	return e ? objslab_obj(c, ent_slab(e), ent_idx(e)) : NULL;
 }
 
-static __attribute__((noreturn)) void double_free(struct objcache *c,
-                                                  const void *p,
-                                                  const struct objslab *sl,
-                                                  uint32_t idx, const char *how)
+static __attribute__((noreturn, cold)) void
+double_free(struct objcache *c, const void *p, const struct objslab *sl,
+            uint32_t idx, const char *how)
 {
 	mm_panic("objcache: double free of %p to cache '%s' (object %u of "
 	         "slab %p): %s",
 	         p, c->name, idx, (const void *)sl, how);
 }
 
-bool objcache_stash_free(struct objcache *c, struct objslab *sl, uint32_t idx,
-                         void *p)
+/* A free's double-free checks, stashed bit set (acquire) before the free
+ * bit is read (the header's "Order"). Any context. */
+static inline __attribute__((always_inline)) void
+mark_stashed(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 {
-	struct objcache_own *o = c->own;
-	if (!o->stash)
-		return false;
 	uint64_t bit = bit_of(idx);
 	uint64_t was = __atomic_fetch_or(&sl->stashed[idx / 64], bit,
 	                                 __ATOMIC_ACQ_REL);
-	if (was & bit)
+	if (__builtin_expect(was & bit, 0))
 		double_free(c, p, sl, idx, "in a CPU's stash already");
-	if (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) & bit) {
+	if (__builtin_expect(
+	            __atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
+	                    bit,
+	            0)) {
 		__atomic_fetch_and(&sl->stashed[idx / 64], ~bit,
 		                   __ATOMIC_RELAXED);
 		double_free(c, p, sl, idx, "free already");
 	}
+}
+
+/* A full stash's push: a batch spilled first, its emptied slabs released
+ * after the unpin. Pinned on st's CPU (p checked, marked stashed); unpins. */
+static __attribute__((noinline)) void push_full(struct objcache *c,
+                                                struct objstash *st,
+                                                uintptr_t e, struct mm_pin pin)
+{
 	struct objslab *gone = NULL;
-	struct mm_pin pin = mm_port_pin();
-	struct objstash *st = &o->stash[pin.cpu];
-	if (st->n == o->stash_max)
-		spill(c, st, batch(o), &gone);
-	st->ent[st->n] = ent_of(sl, idx);
+	spill(c, st, batch(c->own), &gone);
+	st->ent[st->n] = e;
 	set_n(st, st->n + 1);
 	mm_port_unpin(pin);
 	objcache_slab_release_chain(gone);
+}
+
+/* Frees p, object idx of sl (checked by objcache_slab_of): into this
+ * CPU's stash, a batch spilled to the slabs if it is full; a double free
+ * panics, naming c. False if c has no stash (nothing done). Pins. */
+static inline __attribute__((always_inline)) bool
+stash_free(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
+{
+	struct objcache_own *o = c->own;
+	if (__builtin_expect(!o->stash, 0))
+		return false;
+	mark_stashed(c, sl, idx, p);
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &o->stash[pin.cpu];
+	uint32_t n = st->n;
+	if (__builtin_expect(n == o->stash_max, 0)) {
+		push_full(c, st, ent_of(sl, idx), pin);
+		return true;
+	}
+	st->ent[n] = ent_of(sl, idx);
+	set_n(st, n + 1);
+	mm_port_unpin(pin);
 	return true;
+}
+
+/* ---- The fast ways ---- */
+
+/*
+ * The fast ways are leaves, each way off them a tail call to the slow
+ * one, which does it all again with every check: so no frame but the
+ * frame pointer's. They take caches with stashes and no shadow (o->fast).
+ *
+ * An allocation with no flag but MM_ATOMIC and MM_NO_GROW pops this
+ * CPU's stash; the rest (other flags, an empty stash) is
+ * objcache_own_alloc_slow's. As kmalloc's magazine pop, the pop tests
+ * nothing more: a caller without MM_ATOMIC in atomic context is caught
+ * off it, on the refill (spanheap.c's rule).
+ */
+void *objcache_own_alloc(struct objcache *c, unsigned flags)
+{
+	struct objcache_own *o = c->own;
+	if (__builtin_expect(!(flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)) &&
+	                             o->fast,
+	                     1)) {
+		struct mm_pin pin = mm_port_pin();
+		struct objstash *st = &o->stash[pin.cpu];
+		if (__builtin_expect(st->n != 0, 1)) {
+			uintptr_t e = pop(st);
+			mm_port_unpin(pin);
+			objcache_count(c, 1);
+			return objslab_obj(c, ent_slab(e), ent_idx(e));
+		}
+		mm_port_unpin(pin);
+	}
+	return objcache_own_alloc_slow(c, flags);
+}
+
+/* The entry of p (slab base | index) if it is an object of c, as
+ * objcache_slab_of says, else 0 (for objcache_slab_of to say why). The
+ * span from the span heap's copy of the table (as the free's fast path:
+ * a mark is a zeroed block, whose state fails), a large span carrying
+ * c's owner number, its header naming c, and p an object's start: with x
+ * = p's offset past the first object (32 bits; below it, wrapped),
+ * rotr(x * dinv, dshift) is x / objsize for the multiples of objsize
+ * and, the map being one-to-one, at least nobjs for any other x
+ * (Granlund and Montgomery). Any context. */
+static inline __attribute__((always_inline)) uintptr_t
+ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p)
+{
+	struct spanheap *sh = c->sh;
+	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
+	if (__builtin_expect(i >= atomic_load_explicit(&sh->spanmap_pages,
+	                                               memory_order_acquire),
+	                     0))
+		return 0;
+	struct mspan *s =
+	        atomic_load_explicit(&sh->spanmap[i], memory_order_acquire);
+	uint32_t x = ((uint32_t)((uintptr_t)p - s->base) - o->first) * o->dinv;
+	x = x >> o->dshift | x << ((32 - o->dshift) & 31);
+	/* In this order: a mark has no objslab byte, a span not of c no
+	 * header. */
+	if (__builtin_expect(
+	            atomic_load_explicit(&s->state, memory_order_acquire) ==
+	                            MSPAN_LARGE &&
+	                    atomic_load_explicit(&s->objslab,
+	                                         memory_order_relaxed) ==
+	                            c->owner &&
+	                    ((struct objslab *)s->base)->cache == c &&
+	                    x < o->nobjs,
+	            1))
+		return s->base | x;
+	return 0;
+}
+
+#ifdef MM_TEST_HOOKS
+uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p)
+{
+	return ent_of_obj(c, c->own, p);
+}
+#endif
+
+/* The free's way for all objcache_own_free does not take: the checks
+ * naming the misuse, the shadow, the stash or the slab. */
+static __attribute__((noinline)) void own_free_slow(struct objcache *c, void *p)
+{
+	uint32_t idx;
+	struct objslab *sl = objcache_slab_of(c, p, &idx);
+	/* Before its bit: once set, another CPU may hand p out. */
+	if (c->own->shadow)
+		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
+	if (!stash_free(c, sl, idx, p))
+		objcache_own_free_unstashed(c, sl, idx, p);
+}
+
+void objcache_own_free(struct objcache *c, void *p)
+{
+	struct objcache_own *o = c->own;
+	uintptr_t e = o->fast ? ent_of_obj(c, o, p) : 0;
+	if (__builtin_expect(!e, 0)) {
+		own_free_slow(c, p);
+		return;
+	}
+	mark_stashed(c, ent_slab(e), ent_idx(e), p);
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &o->stash[pin.cpu];
+	uint32_t n = st->n;
+	if (__builtin_expect(n == o->stash_max, 0)) {
+		push_full(c, st, e, pin);
+		return;
+	}
+	st->ent[n] = e;
+	set_n(st, n + 1);
+	mm_port_unpin(pin);
 }
 
 /* ---- Drains ---- */
