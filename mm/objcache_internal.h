@@ -40,11 +40,15 @@ struct objslab {
 	/* Bit set: object free in the slab. Written under o->lock, each
 	 * word atomically: a free's double-free check reads it without. */
 	uint64_t free[OBJSLAB_MAX_OBJS / 64];
-	/* Bit set: object free in a CPU's stash (objcache_stash.c). Atomic
-	 * read-modify-writes, no lock: set by the free that stashes it,
-	 * cleared by the allocation that takes it or the spill that puts it
-	 * back in free[]. An object is never in both. */
-	uint64_t stashed[OBJSLAB_MAX_OBJS / 64];
+	/* Nonzero: object free in a CPU's stash (objcache_stash.c). A
+	 * byte each, not a bit: the allocation that takes an object from
+	 * the stash clears its byte with a plain store, where a bit would
+	 * need an atomic read-modify-write (other CPUs' frees set bits of
+	 * the same word). Set by the free that stashes it (an atomic
+	 * exchange: 1 there already is a double free), cleared by that
+	 * allocation or the spill that puts it back in free[]. An object is
+	 * never in both. Linux SLAB's freelist is a byte an object too. */
+	uint8_t stashed[OBJSLAB_MAX_OBJS];
 };
 
 /* Objects a CPU's stash holds at most, and how many a refill or a spill

@@ -110,15 +110,19 @@ static const char *slab_broken(struct objcache *c, struct objslab *sl,
 		       "carrying the cache's owner";
 	uint32_t n = 0;
 	for (unsigned w = 0; w < OBJSLAB_MAX_OBJS / 64; w++) {
-		uint64_t f = objslab_free_word(sl, w),
-		         st = __atomic_load_n(&sl->stashed[w],
-		                              __ATOMIC_RELAXED),
+		uint64_t f = objslab_free_word(sl, w), st = 0,
 		         past = w * 64 + 64 <= o->nobjs ? 0
 		                : w * 64 >= o->nobjs
 		                        ? ~(uint64_t)0
 		                        : ~(uint64_t)0 << (o->nobjs % 64);
+		for (unsigned b = 0; b < 64; b++)
+			st |= (uint64_t) !!__atomic_load_n(
+			              &sl->stashed[w * 64 + b],
+			              __ATOMIC_RELAXED)
+			      << b;
 		if ((f | st) & past)
-			return "a free or stashed bit past its last object";
+			return "a free bit or stashed byte past its last "
+			       "object";
 		if (f & st)
 			return "an object both free and stashed";
 		for (uint64_t x = f; x; x &= x - 1)
@@ -150,7 +154,7 @@ static const char *entry_broken(struct objcache *c, uintptr_t e)
 	    sl->magic != SLAB_MAGIC || sl->cache != c || idx >= o->nobjs)
 		return "an entry that is no object of a slab of the cache";
 	uint64_t bit = (uint64_t)1 << (idx % 64);
-	if (!(__atomic_load_n(&sl->stashed[idx / 64], __ATOMIC_RELAXED) & bit))
+	if (!__atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED))
 		return "an entry whose object is not marked stashed";
 	if (objslab_free_word(sl, idx / 64) & bit)
 		return "an entry whose object is free in its slab";

@@ -10,8 +10,9 @@
  * Representation: a slab is a large span of the span heap
  * (spanheap_large_alloc) of o->npages pages, its objsize-byte objects
  * from o->first on, after a header (struct objslab, at the span's base):
- * the cache, a magic number, its list, its free count and two bitmaps:
- * the objects free in the slab, and those free in a CPU's stash. The
+ * the cache, a magic number, its list, its free count, a bitmap of the
+ * objects free in the slab and a byte an object, set for those free in a
+ * CPU's stash. The
  * span carries the cache's owner number (mspan.objslab), which the
  * heap's misuse reports read: a kfree of an object (an interior pointer
  * of a large span) or of the base (the header) names the cache. The
@@ -29,8 +30,8 @@
  * header, then ctor on each object) and takes from it. A free finds the
  * span (the span table), checks it is a slab of this cache and p an
  * object's start, then pushes p on the stash (a full one spills a batch
- * back first), or without one sets its bit under the lock (a bit set
- * already, in either bitmap: a double free). A slab whose last object
+ * back first), or without one sets its bit under the lock (a bit or a
+ * stashed byte set already: a double free). A slab whose last object
  * comes back is kept if no empty one is, else released: freed at once,
  * or with OBJCACHE_TYPESAFE_BY_RCU, queued for a grace period (its
  * header's mm_rcu_head: nothing is allocated on a free) and freed by the
@@ -40,20 +41,20 @@
  *   1. A slab is on the list its free count says (0: full, all: empty,
  *      else partial), the lists' counts are their lengths, and o->slabs
  *      is their sum.
- *   2. nfree is the free bitmap's population; no bit at or past nobjs is
- *      set in either bitmap, and no object is both free and stashed.
+ *   2. nfree is the free bitmap's population; no bit or byte at or past
+ *      nobjs is set, and no object is both free and stashed.
  *   3. A listed slab's span is a large span in use over o->npages pages
  *      at the header, carrying c's owner number; its header names c.
  *   4. A released slab is on no list; its pages go back (with the flag,
  *      after a grace period) only from then on.
  *   5. Each stash entry names an object of a listed slab of c whose
- *      stashed bit is set, and no object twice.
+ *      stashed byte is set, and no object twice.
  *
  * Locking: o->lock (MM_RANK_OBJCACHE, a leaf, irqsave) for the lists,
  * their counts and each listed slab's list, nfree and free bitmap; nothing
  * is called under it (no page heap, no log: a misuse panics after it is
  * let go). The header's cache and magic and o's geometry are fixed.
- * o->pending and o->holds, and the stashed bitmaps, are atomic; a stash
+ * o->pending and o->holds, and the stashed bytes, are atomic; a stash
  * is its CPU's (objcache_stash.c).
  *
  * Poison mode (and mm.kasan's shadow): no poison is written into a free
@@ -63,7 +64,7 @@
  * handed out), so mm.kasan catches a use after free; a TYPESAFE_BY_RCU
  * cache's stay accessible, as Linux's KASAN leaves them (readers may
  * read them). Double frees and interior pointers are caught in every
- * mode, by the bitmaps and the offset.
+ * mode, by the bitmap, the bytes and the offset.
  *
  * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page;
  * OBJSTASH_MAX objects a stash, each keeping its slab; one empty slab

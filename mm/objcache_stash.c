@@ -5,24 +5,25 @@
  *
  * Purpose: without them every allocation and free of such a cache took
  * its one lock, a line every CPU using the cache fought over. A stash
- * makes the common alloc+free a pin, a few stores to this CPU's lines and
- * an atomic on the slab's header, as Linux SLAB's array cache (and SLUB's
- * per-CPU slab) does; the span heap's magazines (spanheap_cache.c) do the
+ * makes the common alloc+free a pin, a few stores to this CPU's lines,
+ * a store and an atomic exchange on the slab's header, as Linux SLAB's
+ * array cache (and SLUB's per-CPU slab) does; the span heap's magazines (spanheap_cache.c) do the
  * same for merged caches and kmalloc.
  *
  * Representation: MM_MAX_CPUS stashes a cache (struct objstash,
  * objcache_internal.h), a stack of up to o->stash_max entries each; an
  * entry is a slab's page-aligned base or'ed with the object's index. A
- * stashed object's bit is set in its slab's stashed bitmap; its free bit
+ * stashed object's byte is set in its slab's stashed array; its free bit
  * is clear, so the slab counts it as out: a slab with stashed objects is
  * never emptied, and so never released.
  *
  * Algorithm: an allocation pops this CPU's stash, clearing the object's
- * stashed bit; an empty stash first takes a batch (batch(o): half a stash,
- * at most OBJSTASH_BATCH) from the slabs under the lock. A free sets the
- * object's stashed bit with one atomic or: a bit set already is a double
- * free of a stashed object (on any CPU), and a free bit set, of one free
- * in its slab; both panic naming the cache. Then it pushes the entry; a
+ * stashed byte (a plain store); an empty stash first takes a batch
+ * (batch(o): half a stash, at most OBJSTASH_BATCH) from the slabs under
+ * the lock. A free sets the object's stashed byte with one atomic
+ * exchange: a byte set already is a double free of a stashed object (on
+ * any CPU), and a free bit set, of one free in its slab; both panic
+ * naming the cache. Then it pushes the entry; a
  * full stash first spills its batch oldest entries back into their slabs
  * under the lock, and slabs that empties past the one kept are released
  * after the unpin (after a drain, once the other CPUs are let go).
@@ -32,10 +33,10 @@
  * use the cache then.
  *
  * Invariants (objcache_own.c's 2 and 5, objcache_own_check): an object is
- * out, free in its slab or in one stash; an entry's stashed bit is set.
- * Order: the refill clears the free bit before it sets the stashed one;
- * the spill sets the free bit before it clears the stashed one (release),
- * and a free sets the stashed bit (acquire) before it reads the free bit:
+ * out, free in its slab or in one stash; an entry's stashed byte is set.
+ * Order: the refill clears the free bit before it sets the stashed byte;
+ * the spill sets the free bit before it clears the byte (release), and a
+ * free sets the byte (acquire) before it reads the free bit:
  * a double free that follows the first free, on any CPU, sees one of the
  * two. One racing with the refill that takes the object may go unseen.
  *
@@ -46,9 +47,9 @@
  * inside a pin; slabs are released after the unpin (a large free). The
  * entry count n is stored atomically for the counts of other CPUs.
  *
- * Contexts: objcache_stash_alloc and objcache_stash_free, any context an
- * objcache call is (interrupts too); the drains and objcache_shrink_all, thread
- * context.
+ * Contexts: objcache_own_alloc, objcache_own_free and objcache_stash_alloc,
+ * any context an objcache call is (interrupts too); the drains and
+ * objcache_shrink_all, thread context.
  *
  * Limits: a CPU the port cannot reach keeps its stash through a shrink
  * (up to OBJSTASH_MAX objects a cache, with their slabs) until it
@@ -102,8 +103,7 @@ static void refill(struct objcache *c, struct objstash *st)
 		if (!sl)
 			break;
 		uint32_t idx = objcache_slab_take_locked(c, sl);
-		__atomic_fetch_or(&sl->stashed[idx / 64], bit_of(idx),
-		                  __ATOMIC_RELAXED);
+		__atomic_store_n(&sl->stashed[idx], 1, __ATOMIC_RELAXED);
 		/* Top down: the lowest object is popped first. */
 		st->ent[want - 1 - n++] = ent_of(sl, idx);
 	}
@@ -125,8 +125,7 @@ static size_t spill(struct objcache *c, struct objstash *st, uint32_t k,
 		struct objslab *sl = ent_slab(st->ent[i]);
 		uint32_t idx = ent_idx(st->ent[i]);
 		objcache_slab_put_locked(c, sl, idx);
-		__atomic_fetch_and(&sl->stashed[idx / 64], ~bit_of(idx),
-		                   __ATOMIC_RELEASE);
+		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELEASE);
 	}
 	*gone = objcache_slab_spares_locked(o, *gone);
 	mm_lock_release(&o->lock, irq);
@@ -137,15 +136,16 @@ static size_t spill(struct objcache *c, struct objstash *st, uint32_t k,
 	return k;
 }
 
-/* Takes st's top entry (st has one), its stashed bit cleared. Pinned,
+/* Takes st's top entry (st has one), its stashed byte cleared. Pinned,
  * st this CPU's. */
 static inline uintptr_t pop(struct objstash *st)
 {
 	uint32_t n = st->n - 1;
 	uintptr_t e = st->ent[n];
 	set_n(st, n);
-	__atomic_fetch_and(&ent_slab(e)->stashed[ent_idx(e) / 64],
-	                   ~bit_of(ent_idx(e)), __ATOMIC_RELAXED);
+	/* A plain store: the byte is this object's alone. */
+	__atomic_store_n(&ent_slab(e)->stashed[ent_idx(e)], 0,
+	                 __ATOMIC_RELAXED);
 	return e;
 }
 
@@ -172,22 +172,20 @@ double_free(struct objcache *c, const void *p, const struct objslab *sl,
 	         p, c->name, idx, (const void *)sl, how);
 }
 
-/* A free's double-free checks, stashed bit set (acquire) before the free
+/* A free's double-free checks, stashed byte set (acquire) before the free
  * bit is read (the header's "Order"). Any context. */
 static inline __attribute__((always_inline)) void
 mark_stashed(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 {
-	uint64_t bit = bit_of(idx);
-	uint64_t was = __atomic_fetch_or(&sl->stashed[idx / 64], bit,
-	                                 __ATOMIC_ACQ_REL);
-	if (__builtin_expect(was & bit, 0))
+	if (__builtin_expect(
+	            __atomic_exchange_n(&sl->stashed[idx], 1, __ATOMIC_ACQ_REL),
+	            0))
 		double_free(c, p, sl, idx, "in a CPU's stash already");
 	if (__builtin_expect(
 	            __atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
-	                    bit,
+	                    bit_of(idx),
 	            0)) {
-		__atomic_fetch_and(&sl->stashed[idx / 64], ~bit,
-		                   __ATOMIC_RELAXED);
+		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELAXED);
 		double_free(c, p, sl, idx, "free already");
 	}
 }
@@ -253,16 +251,17 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 		if (__builtin_expect(st->n != 0, 1)) {
 			uintptr_t e = pop(st);
 			mm_port_unpin(pin);
+			void *p = objslab_obj(c, ent_slab(e), ent_idx(e));
 			objcache_count(c, 1);
-			return objslab_obj(c, ent_slab(e), ent_idx(e));
+			return p;
 		}
 		mm_port_unpin(pin);
 	}
 	return objcache_own_alloc_slow(c, flags);
 }
 
-/* The entry of p (slab base | index) if it is an object of c, as
- * objcache_slab_of says, else 0 (for objcache_slab_of to say why). The
+/* Whether p is an object of c, as objcache_slab_of says (which says why
+ * not), and then its slab and index. The
  * span from the span heap's copy of the table (as the free's fast path:
  * a mark is a zeroed block, whose state fails), a large span carrying
  * c's owner number, its header naming c, and p an object's start: with x
@@ -270,38 +269,44 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
  * rotr(x * dinv, dshift) is x / objsize for the multiples of objsize
  * and, the map being one-to-one, at least nobjs for any other x
  * (Granlund and Montgomery). Any context. */
-static inline __attribute__((always_inline)) uintptr_t
-ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p)
+static inline __attribute__((always_inline)) bool
+ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p,
+           struct objslab **sl, uint32_t *idx)
 {
 	struct spanheap *sh = c->sh;
 	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
 	if (__builtin_expect(i >= atomic_load_explicit(&sh->spanmap_pages,
 	                                               memory_order_acquire),
 	                     0))
-		return 0;
+		return false;
 	struct mspan *s =
 	        atomic_load_explicit(&sh->spanmap[i], memory_order_acquire);
-	uint32_t x = ((uint32_t)((uintptr_t)p - s->base) - o->first) * o->dinv;
+	uintptr_t base = s->base;
+	uint32_t x = ((uint32_t)((uintptr_t)p - base) - o->first) * o->dinv;
 	x = x >> o->dshift | x << ((32 - o->dshift) & 31);
 	/* In this order: a mark has no objslab byte, a span not of c no
 	 * header. */
 	if (__builtin_expect(
-	            atomic_load_explicit(&s->state, memory_order_acquire) ==
-	                            MSPAN_LARGE &&
+	            atomic_load_explicit(&s->state, memory_order_acquire) !=
+	                            MSPAN_LARGE ||
 	                    atomic_load_explicit(&s->objslab,
-	                                         memory_order_relaxed) ==
-	                            c->owner &&
-	                    ((struct objslab *)s->base)->cache == c &&
-	                    x < o->nobjs,
-	            1))
-		return s->base | x;
-	return 0;
+	                                         memory_order_relaxed) !=
+	                            c->owner ||
+	                    ((struct objslab *)base)->cache != c ||
+	                    x >= o->nobjs,
+	            0))
+		return false;
+	*sl = (struct objslab *)base;
+	*idx = x;
+	return true;
 }
 
 #ifdef MM_TEST_HOOKS
 uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p)
 {
-	return ent_of_obj(c, c->own, p);
+	struct objslab *sl;
+	uint32_t idx;
+	return ent_of_obj(c, c->own, p, &sl, &idx) ? ent_of(sl, idx) : 0;
 }
 #endif
 
@@ -321,12 +326,14 @@ static __attribute__((noinline)) void own_free_slow(struct objcache *c, void *p)
 void objcache_own_free(struct objcache *c, void *p)
 {
 	struct objcache_own *o = c->own;
-	uintptr_t e = o->fast ? ent_of_obj(c, o, p) : 0;
-	if (__builtin_expect(!e, 0)) {
+	struct objslab *sl;
+	uint32_t idx;
+	if (__builtin_expect(!o->fast || !ent_of_obj(c, o, p, &sl, &idx), 0)) {
 		own_free_slow(c, p);
 		return;
 	}
-	mark_stashed(c, ent_slab(e), ent_idx(e), p);
+	mark_stashed(c, sl, idx, p);
+	uintptr_t e = ent_of(sl, idx);
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &o->stash[pin.cpu];
 	uint32_t n = st->n;

@@ -84,10 +84,10 @@ KTEST(objcache_own, every_alignment_and_size_keeps_objects_off_the_header)
 KTEST(objcache_own, the_slab_base_given_to_kfree_names_the_cache)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
-	/* 48 bytes: a size whose objects leave a tail in the slab's page. */
-	fill_size = 48;
+	/* 64 bytes: a size whose objects leave a tail in the slab's page. */
+	fill_size = 64;
 	struct objcache *c =
-	        objcache_create_flags(&sh, "based", 48, 0, 0, fill_ctor);
+	        objcache_create_flags(&sh, "based", 64, 0, 0, fill_ctor);
 	KASSERT(c);
 	unsigned char *obj = objcache_alloc(c, 0);
 	KASSERT(obj);
@@ -105,7 +105,7 @@ KTEST(objcache_own, the_slab_base_given_to_kfree_names_the_cache)
 	mm_port_set_quiet(false);
 	/* The slab is still the cache's. */
 	KEXPECT(objcache_own_check(c));
-	memset(obj, 1, 48);
+	memset(obj, 1, 64);
 	objcache_free(c, obj);
 	KEXPECT(objcache_destroy(c));
 	spanheap_release_all(&sh);
