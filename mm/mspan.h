@@ -79,6 +79,14 @@ struct mspan {
 	 * span_take checks every object it hands out, and records its size
 	 * in redzone (below) */
 	uint8_t poison;
+	/* A large span that is a slab of a named cache with spans of its
+	 * own (mm/objcache_own.c): that cache's owner number (its slot + 1,
+	 * objcache_owner_name); else 0, as in the span table's marks. Set
+	 * by the cache after the span is made, cleared before it is freed;
+	 * read by the misuse reports (a kfree of one of its objects names
+	 * the cache) and, on line 0, by the cache's free (its one test of
+	 * the span, objcache_stash.c). */
+	_Atomic uint8_t objslab;
 	/* One past the highest object handed out since the span was made
 	 * (the owner raises it in span_take): the free ones below it carry
 	 * the free marker, and none at or past it was ever handed out. Nothing
@@ -109,12 +117,6 @@ struct mspan {
 	 * bitmap that holds its bit (in the tail of a page of structs). */
 	_Atomic uint64_t *inuse_word;
 	uint32_t idx;
-	/* A large span that is a slab of a named cache with spans of its
-	 * own (mm/objcache_own.c): that cache's owner number (its slot + 1,
-	 * objcache_owner_name); else 0. Set by the cache after the span is
-	 * made, cleared before it is freed; read relaxed by the misuse
-	 * reports (a kfree of one of its objects names the cache). */
-	_Atomic uint8_t objslab;
 } __attribute__((aligned(64)));
 
 struct mspan_list_head {

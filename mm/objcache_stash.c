@@ -7,8 +7,8 @@
  * its one lock, a line every CPU using the cache fought over. A stash
  * makes the common alloc+free a pin, a few stores to this CPU's lines,
  * a store and an atomic exchange on the slab's header, as Linux SLAB's
- * array cache (and SLUB's per-CPU slab) does; the span heap's magazines (spanheap_cache.c) do the
- * same for merged caches and kmalloc.
+ * array cache (and SLUB's per-CPU slab) does; the span heap's magazines
+ * (spanheap_cache.c) do the same for merged caches and kmalloc.
  *
  * Representation: MM_MAX_CPUS stashes a cache (struct objstash,
  * objcache_internal.h), a stack of up to o->stash_max entries each; an
@@ -261,11 +261,10 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 }
 
 /* Whether p is an object of c, as objcache_slab_of says (which says why
- * not), and then its slab and index. The
- * span from the span heap's copy of the table (as the free's fast path:
- * a mark is a zeroed block, whose state fails), a large span carrying
- * c's owner number, its header naming c, and p an object's start: with x
- * = p's offset past the first object (32 bits; below it, wrapped),
+ * not), and then its slab and index. The span from the span heap's copy
+ * of the table (as the free's fast path: a mark is a zeroed block), a
+ * span carrying c's owner number, its header naming c, and p an object's start:
+ * with x = p's offset past the first object (32 bits; below it, wrapped),
  * rotr(x * dinv, dshift) is x / objsize for the multiples of objsize
  * and, the map being one-to-one, at least nobjs for any other x
  * (Granlund and Montgomery). Any context. */
@@ -284,13 +283,13 @@ ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p,
 	uintptr_t base = s->base;
 	uint32_t x = ((uint32_t)((uintptr_t)p - base) - o->first) * o->dinv;
 	x = x >> o->dshift | x << ((32 - o->dshift) & 31);
-	/* In this order: a mark has no objslab byte, a span not of c no
-	 * header. */
+	/* The owner number before the header: a span not of c has none.
+	 * Alone, not after the state as objcache_slab_of does: it is set
+	 * only on a large span in use that is a slab of that cache (0 in
+	 * the marks, cleared before the slab is freed, when a span is
+	 * made), and on the line the base is read from. */
 	if (__builtin_expect(
-	            atomic_load_explicit(&s->state, memory_order_acquire) !=
-	                            MSPAN_LARGE ||
-	                    atomic_load_explicit(&s->objslab,
-	                                         memory_order_relaxed) !=
+	            atomic_load_explicit(&s->objslab, memory_order_acquire) !=
 	                            c->owner ||
 	                    ((struct objslab *)base)->cache != c ||
 	                    x >= o->nobjs,
