@@ -201,24 +201,28 @@ static size_t caches_rows(void)
 	size_t n = objcache_list(&kspanheap, in, OBJCACHE_MAX);
 	if (!n)
 		return 0;
-	printk("%-20s %8s %6s %7s %5s %8s %12s %6s %7s\n", "cache", "size",
+	printk("%-20s %8s %6s %7s %5s %8s %12s %6s %7s %7s\n", "cache", "size",
 	       "align", "object", "class", "in use", "bytes used", "slabs",
-	       "pending");
+	       "pending", "stashed");
 	/* class "own": slabs of its own (a ctor or SLAB_TYPESAFE_BY_RCU),
-	 * their count and those waiting for a grace period; "-" merged. */
+	 * their count, those waiting for a grace period and the objects
+	 * free in the CPUs' stashes (not in use, not free in the slabs);
+	 * "-" merged. */
 	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++) {
-		char cls[8], slabs[24], pending[24];
+		char cls[8], slabs[24], pending[24], stashed[24];
 		bool own = in[i].slab_pages != 0;
 		ksnprintf(cls, sizeof(cls), own ? "own" : "%u",
 		          in[i].sizeclass);
 		ksnprintf(slabs, sizeof(slabs), own ? "%zu" : "-", in[i].slabs);
 		ksnprintf(pending, sizeof(pending), own ? "%zu" : "-",
 		          in[i].pending);
-		printk("%-20s %8zu %6zu %7zu %5s %8lld %12lld %6s %7s\n",
+		ksnprintf(stashed, sizeof(stashed), own ? "%zu" : "-",
+		          in[i].stashed);
+		printk("%-20s %8zu %6zu %7zu %5s %8lld %12lld %6s %7s %7s\n",
 		       in[i].name, in[i].size, in[i].align, in[i].objsize, cls,
 		       (long long)in[i].live,
 		       (long long)in[i].live * (long long)in[i].objsize, slabs,
-		       pending);
+		       pending, stashed);
 	}
 	return n;
 }

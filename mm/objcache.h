@@ -176,9 +176,9 @@ struct objcache_info { /* what the listing gives of a cache */
 	size_t size, align, objsize; /* objsize: the bytes an object takes */
 	unsigned sizeclass; /* the class; 0: large spans, or slabs of its own */
 	int64_t live;       /* objects out (approximate while CPUs work) */
-	/* Slabs of its own (objcache_own.h): listed, the pages of each, and
-	 * emptied but waiting for a grace period; else 0 */
-	size_t slabs, slab_pages, pending;
+	/* Slabs of its own (objcache_own.h): listed, the pages of each,
+	 * emptied but waiting for a grace period, objects stashed; else 0 */
+	size_t slabs, slab_pages, pending, stashed;
 	uint32_t owner; /* struct objcache's owner */
 };
 

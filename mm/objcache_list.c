@@ -57,6 +57,7 @@ void objcache_info(const struct objcache *c, struct objcache_info *out)
 		out->slab_pages = o->npages;
 		out->pending =
 		        atomic_load_explicit(&o->pending, memory_order_relaxed);
+		out->stashed = objcache_stash_count(c);
 	}
 	mm_name_copy(out->name, c->name, OBJCACHE_NAME_MAX);
 }

@@ -238,6 +238,49 @@ KTEST(kmem_cache, destroy_with_objects_out_is_refused_saying_how_many)
 	KEXPECT(!strstr(seen, "ktest-leak"));
 }
 
+static void stash_ctor(void *p)
+{
+	memset(p, 0x5a, 48);
+}
+
+/* slabinfo's row of a cache with slabs of its own ends with the objects
+ * its CPUs' stashes hold, neither in use nor free in its slabs: those
+ * the frees left there (and the refill's rest), none after a shrink. */
+KTEST(kmem_cache, slabinfo_counts_an_own_caches_stashed_objects)
+{
+	struct objcache *c =
+	        kmem_cache_create_flags("ktest-stashed", 48, 0, 0, stash_ctor);
+	KASSERT(c);
+	void *p[3];
+	for (int i = 0; i < 3; i++)
+		KASSERT(p[i] = kmem_cache_alloc(c, 0));
+	for (int i = 0; i < 3; i++)
+		kmem_cache_free(c, p[i]);
+	for (int round = 0; round < 2; round++) {
+		struct objcache_slabs s;
+		objcache_slabs_info(c, &s);
+		KEXPECT(round ? s.stashed == 0 : s.stashed >= 3);
+		KEXPECT_EQ(capture_run_line("slabinfo"), SHELL_OK);
+		KEXPECT(seen_has(" stashed\n"));
+		const char *row = strstr(seen, "\nktest-stashed ");
+		KASSERT(row);
+		row += strlen("\nktest-stashed ");
+		for (int col = 0; col < 3; col++) /* size, align, object */
+			number_at(&row);
+		while (*row == ' ')
+			row++;
+		KEXPECT(!strncmp(row, "own ", 4));
+		row += 4;
+		uint64_t out = number_at(&row), bytes = number_at(&row);
+		uint64_t slabs = number_at(&row), pending = number_at(&row);
+		KEXPECT_EQ(out + bytes + pending, 0);
+		KEXPECT_EQ(slabs, s.slabs);
+		KEXPECT_EQ(number_at(&row), s.stashed);
+		kmem_cache_shrink(c);
+	}
+	KEXPECT(kmem_cache_destroy(c));
+}
+
 /* Objects of a cache from one function, for alloctraces. */
 __attribute__((noinline)) static void *cache_alloc_here(struct objcache *c)
 {
