@@ -103,7 +103,7 @@ static const char *geometry(struct objcache *c, struct objcache_own *o)
 	 * Newton step doubles the low bits of d's inverse that are right (d
 	 * is its own inverse mod 8). A slab is below 4 GiB. */
 	uint32_t d = (uint32_t)c->objsize;
-	o->dshift = (uint8_t)__builtin_ctz(d);
+	o->dshift = (uint8_t)__builtin_ctzll(d);
 	d >>= o->dshift;
 	o->dinv = d;
 	for (int i = 0; i < 4; i++)
