@@ -230,9 +230,10 @@ stash_free(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 /* ---- The fast ways ---- */
 
 /*
- * The fast ways are leaves, each way off them a tail call to the slow
- * one, which does it all again with every check: so no frame but the
- * frame pointer's. They take caches with stashes and no shadow (o->fast).
+ * The fast ways call nothing on their common path: each way off it is a
+ * tail call to the slow one, which does it all again with every check,
+ * or a double free's panic; so they set up no frame but the frame
+ * pointer's. They take caches with stashes and no shadow (o->fast).
  *
  * An allocation with no flag but MM_ATOMIC and MM_NO_GROW pops this
  * CPU's stash; the rest (other flags, an empty stash) is
@@ -315,7 +316,7 @@ static __attribute__((noinline)) void own_free_slow(struct objcache *c, void *p)
 {
 	uint32_t idx;
 	struct objslab *sl = objcache_slab_of(c, p, &idx);
-	/* Before its bit: once set, another CPU may hand p out. */
+	/* Before its byte: once set, another CPU may hand p out. */
 	if (c->own->shadow)
 		mm_port_shadow(p, c->objsize, MM_SHADOW_FREED);
 	if (!stash_free(c, sl, idx, p))
