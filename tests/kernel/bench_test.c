@@ -193,14 +193,12 @@ KTEST_EXPLICIT(bench, kmalloc_kfree_16_local)
 	heap_settle(); /* no work left for the scavenger meanwhile */
 }
 
-/* kmem_cache_alloc and kmem_cache_free of a 16-byte cache on the same
- * CPU: kmalloc's paths (spanheap_alloc, as the size is the cache's, not a
- * constant here) and the cache's count on each, a pin. */
-KTEST_EXPLICIT(bench, kmem_cache_16_local)
+/* TSC ticks (instructions under -icount shift=0) of one kmem_cache_alloc
+ * and kmem_cache_free pair of c on this CPU, warmed first, the loop's own
+ * taken off. */
+static uint64_t cache_pair_ticks(struct objcache *c)
 {
 	enum { N = 20000, WARM = 2000 };
-	struct objcache *c = kmem_cache_create("bench-16", 16, 0);
-	KASSERT(c);
 	for (unsigned i = 0; i < WARM; i++)
 		kmem_cache_free(c, kmem_cache_alloc(c, 0));
 	uint64_t start = rdtsc();
@@ -209,9 +207,18 @@ KTEST_EXPLICIT(bench, kmem_cache_16_local)
 		kmem_cache_free(c, p);
 		__asm__ volatile("" ::"r"(p) : "memory");
 	}
-	uint64_t ticks = minus_loop(rdtsc() - start, N);
+	return minus_loop(rdtsc() - start, N) / N;
+}
+
+/* kmem_cache_alloc and kmem_cache_free of a 16-byte cache on the same
+ * CPU: kmalloc's paths (spanheap_alloc, as the size is the cache's, not a
+ * constant here) and the cache's count on each, a pin. */
+KTEST_EXPLICIT(bench, kmem_cache_16_local)
+{
+	struct objcache *c = kmem_cache_create("bench-16", 16, 0);
+	KASSERT(c);
 	ktest_diag("bench kmem_cache alloc+free 16 B, same CPU: %lu tsc/pair",
-	           ticks / N);
+	           cache_pair_ticks(c));
 	KEXPECT(kmem_cache_destroy(c));
 	heap_settle();
 }
@@ -226,22 +233,12 @@ static void bench_ctor(void *p)
  * paths. */
 KTEST_EXPLICIT(bench, kmem_cache_ctor_16_local)
 {
-	enum { N = 20000, WARM = 2000 };
 	struct objcache *c =
 	        kmem_cache_create_flags("bench-ctor-16", 16, 0, 0, bench_ctor);
 	KASSERT(c);
-	for (unsigned i = 0; i < WARM; i++)
-		kmem_cache_free(c, kmem_cache_alloc(c, 0));
-	uint64_t start = rdtsc();
-	for (unsigned i = 0; i < N; i++) {
-		void *p = kmem_cache_alloc(c, 0);
-		kmem_cache_free(c, p);
-		__asm__ volatile("" ::"r"(p) : "memory");
-	}
-	uint64_t ticks = minus_loop(rdtsc() - start, N);
 	ktest_diag("bench kmem_cache ctor alloc+free 16 B, same CPU: %lu "
 	           "tsc/pair",
-	           ticks / N);
+	           cache_pair_ticks(c));
 	KEXPECT(kmem_cache_destroy(c));
 	heap_settle();
 }
