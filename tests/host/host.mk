@@ -309,8 +309,9 @@ bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 #   make test-tsan     runs them all but TSAN_EXCLUDE (TSAN_SLOW_ONE_THREAD's:
 #                      the differential tests, the largest arenas' shapes,
 #                      and the tests that fill or check large objects, every
-#                      class's poison or red zones: one thread each, none
-#                      starts another, and slow under TSan, about 20 s of
+#                      class's poison or red zones, a full arena, every byte
+#                      of a slab, the misuse matrix: one thread each, none
+#                      starts another, and slow under TSan, about 37 s of
 #                      them; spanheap_diff.caches_and_pools, whose
 #                      scavenger thread runs beside its calls, 44 s there:
 #                      its _short variant runs instead; and
@@ -336,7 +337,7 @@ TSAN_OBJS := $(patsubst %,$(TSAN_BUILD)/%.o,$(HOST_TEST_SRCS))
 TSAN_TEST := $(TSAN_BUILD)/host-test
 TSAN_TESTS ?=
 TSAN_ONE_THREAD := objcache.thousands_of_creates_and_destroys_give_everything_back,objcache_own.every_alignment_and_size_keeps_objects_off_the_header,palloc_edges.the_longest_free_run_matches_a_scan,mheap_release.a_search_over_a_large_arena_drops_the_lock,spanheap_growth.the_sweep_before_growth_is_bounded,spanheap_depot.a_shortage_uses_up_no_handles,spanheap_depot.full_after_a_shortage_is_said_too,spanheap_depot.no_memory_for_a_chunk_keeps_no_stack_until_room,spanheap_depot.full_keeps_no_new_stack_and_keeps_the_old,spanheap_fail.out_of_pages_sweeps_before_it_fails,pcpu.the_checker_finds_a_broken_map,mempool.bad_parameters_are_refused,mheap.release_all_drops_rss_and_zeroes,palloc_scav.cursor_wraps_to_frees_above
-TSAN_SLOW_ONE_THREAD := palloc_diff.*,spanheap_diff.million_ops,spanheap_diff.poison_mode,spanheap_diff.guarded_pool,spanheap_diff.caches_and_pools_poison,palloc_scav.against_a_model*,palloc_grow.tree_shapes,palloc_grow.largest_arena,spanheap.realloc_large_grows_in_place,mheap.zeroed_large_alloc_writes_only_backed_pages,spanheap_width.readers_of_a_large_size_above_4_gib_use_its_pages,spanheap_poison.every_class_*,spanheap_redzone.every_class_overrun_found_at_the_free
+TSAN_SLOW_ONE_THREAD := palloc_diff.*,spanheap_diff.million_ops,spanheap_diff.poison_mode,spanheap_diff.guarded_pool,spanheap_diff.caches_and_pools_poison,palloc_scav.against_a_model*,palloc_grow.tree_shapes,palloc_grow.largest_arena,spanheap.realloc_large_grows_in_place,mheap.zeroed_large_alloc_writes_only_backed_pages,spanheap_width.readers_of_a_large_size_above_4_gib_use_its_pages,spanheap_poison.every_class_*,spanheap_redzone.every_class_overrun_found_at_the_free,spanheap_meta_size.a_full_poison_arena_leaves_its_margins,spanheap_meta_frames.a_full_object_arena_fits_its_metadata,objcache_own.every_byte_of_a_slab_but_the_objects_starts_is_refused,spanheap_misuse_matrix.every_entry_and_every_bad_pointer,spanheap_width.misuse_of_a_5_gib_object_names_its_size
 TSAN_EXCLUDE ?= $(TSAN_ONE_THREAD),$(TSAN_SLOW_ONE_THREAD),spanheap_diff.caches_and_pools
 TSAN_RUN_OPTIONS := halt_on_error=1 second_deadlock_stack=1
 TSAN_TIMEOUT ?= 300
