@@ -377,7 +377,7 @@ RESULTS := $(BUILD)/results
 # The results file each part of `make test` writes, in order: the sum names
 # any that is missing (a part that died before writing one) as a failure.
 TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan malloc-tsan chaos fuzz \
-	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison kernel-guard \
+	real-quick kernel kernel-smp1 kernel-smp8 kernel-poison \
 	harness
 
 # Every run writes "passed failed skipped" under $(RESULTS); the last line of
@@ -391,10 +391,12 @@ TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan m
 # longest to end alone: kernel-smp1 ran on one CPU for the last 40 s of
 # the phase, the other idle, and the harness's first 25 s, its demo
 # kernel's build, host cases and saved boots, left a CPU idle too).
-# kernel-smp1 is first: one vCPU, so one host CPU, and the longest
-# kernel run by the clock; kernel-poison, on the KASAN image (a call a
-# load or store of kernel/ and tests/kernel/: about a third more CPU than
-# the plain image's run), second. Its image's object list is FORCE'd too
+# kernel-smp8 is first, the most CPU of any part (8 vCPUs and the
+# guarded pool); kernel-smp1 second: one vCPU, so one host CPU, and the
+# longest kernel run by the clock (it waits on its timers); then
+# kernel-poison, on the KASAN image (a call a load or store of kernel/
+# and tests/kernel/: about a third more CPU than the plain image's
+# run). Its image's object list is FORCE'd too
 # (below): until it was passed over with -o, the run started after
 # every other part, at 404 s of a 512 s make test, and ended 23 s after
 # the harness, the tail alone. The line before the sum gives the second each
@@ -406,8 +408,8 @@ TEST_PARTS := lint size deps locks stack sizeclasses host model port host-tsan m
 # order-only prerequisite, the lists are FORCE'd) started only after
 # every part that had none, whatever the order here; once, the host
 # tests, started last, ran alone for the last 30 s of the phase.
-TEST_SIDE_BY_SIDE := kernel-smp1 kernel-poison real-quick kernel-smp8 fuzz \
-	tsan kernel-smp host model kernel-guard chaos malloc-tsan port \
+TEST_SIDE_BY_SIDE := kernel-smp8 kernel-smp1 kernel-poison real-quick fuzz \
+	tsan kernel-smp host model chaos malloc-tsan port \
 	lint locks stack sizeclasses harness
 TEST_OBJLISTS := $(BUILD)/kernel.objs $(BUILD)/kernel-kasan.objs \
 	$(HOST_BUILD)/host-test.objs \
@@ -525,28 +527,29 @@ test-model: deps
 	@mkdir -p $(RESULTS)
 	@tests/model/run $(HOST_BUILD) $(RESULTS)/model
 
-# The kernel tests run five times: at -smp $(SMP), on one CPU, so that
+# The kernel tests run four times: at -smp $(SMP), on one CPU, so that
 # SMP bring-up and everything above it are tested with and without APs
 # (that run with frames.debug_fill: every free frame holds garbage, as
 # real RAM does, where QEMU's starts zeroed, so a user that takes a frame
 # for zero fails there),
 # at -smp 8, more vCPUs than twice this machine's cores (47 s alone
 # since the spinlocks stopped handing off in FIFO order under a
-# hypervisor: kernel/spinlock.h), and at -smp $(SMP) with the heap in
+# hypervisor: kernel/spinlock.h), with the guarded pool taking every
+# refill it can (mm.guard=1: until its 64 slots are full, every class's
+# objects are each on a page between guard pages, so an overrun or a use
+# after free anywhere faults, and every test must hold with objects of
+# the pool among the spans'), and at -smp $(SMP) with the heap in
 # poison mode (mm.debug_poison: every freed object filled, every reuse
 # checked, so a write after a kfree anywhere in the kernel panics naming
-# the object; the tests of the magazines it turns off skip), and at -smp
-# $(SMP) with the guarded pool taking every refill it can (mm.guard=1:
-# until its 64 slots are full, every class's objects are each on a page
-# between guard pages, so an overrun or a use after free anywhere
-# faults, and every test must hold with objects of the pool among the
-# spans'); smp.expect tells the smp suite how many CPUs QEMU was given.
-# The last two were at -smp 2, with the kmalloc suites booted again at
-# -smp 4 in each mode by the harness; one run at -smp 4 each costs the
-# CPUs about what the -smp 2 run did (the same tests, on 2 host cores),
-# and the two harness boots, 28 s of QEMU, are gone.
+# the object; the tests of the magazines it turns off skip);
+# smp.expect tells the smp suite how many CPUs QEMU was given.
+# The guarded pool had a run of its own at -smp $(SMP) until 2026-12-07:
+# 97 s of CPU, and the -smp 8 run 131; as one run, 154 (the same 435
+# tests passing and 18 skipping as the pool's own run). Before that the
+# poison and guard runs were at -smp 2, with the kmalloc suites booted
+# again at -smp 4 in each mode by the harness.
 test-kernel: test-kernel-smp test-kernel-smp1 test-kernel-smp8 \
-	test-kernel-poison test-kernel-guard
+	test-kernel-poison
 
 # One run of the kernel suite:
 # $(call kernel_run,LABEL,CPUS,OPTIONS[,MEM[,IMAGE]]), its serial log
@@ -564,18 +567,21 @@ kernel_run = @mkdir -p $(RESULTS) && \
 test-kernel-smp: $(BOOT_EFI) $(KERNEL)
 	$(call kernel_run,kernel,$(SMP))
 
-# The one-CPU run has 256 MiB (MEM if it is set on the command line):
-# with frames.debug_fill every frame a free gives back is filled and
-# every frame handed out checked, so the tests that take the whole pool
-# (out of frames, the longest free run, frames_frag's fill) cost in
-# proportion to its size: 54.5 s of CPU at 512 MiB, 33.0 at 256 (one
-# loaded machine), the same 381 tests passing and 57 skipping. What the
-# run is for, no APs and garbage in free frames, holds at any size; the
-# four other runs keep 512 MiB, and the suite passes at 64.
-SMP1_MEM := $(if $(filter command line,$(origin MEM)),$(MEM),256M)
+# The one-CPU, the -smp 8 and the poison runs have 256 MiB (MEM if it
+# is set on the command line): the tests that take the whole frame pool
+# (out of frames, reclaim, the longest free run, frames_frag's fill)
+# cost in proportion to its size, more so with frames.debug_fill, where
+# every frame a free gives back is filled and every frame handed out
+# checked: at -smp 1, 54.5 s of CPU at 512 MiB, 33.0 at 256 (one loaded
+# machine); at -smp 4, 92.6 and 78.3 (a quiet one); the same tests pass
+# and skip. What those runs are for (no APs, garbage in free frames,
+# oversubscribed vCPUs, the pool, poison and KASAN) holds at any size;
+# the -smp $(SMP) run keeps $(MEM), as make run has, and the suite
+# passes at 64 MiB.
+SMALL_MEM := $(if $(filter command line,$(origin MEM)),$(MEM),256M)
 
 test-kernel-smp1: $(BOOT_EFI) $(KERNEL)
-	$(call kernel_run,kernel-smp1,1,frames.debug_fill ,$(SMP1_MEM))
+	$(call kernel_run,kernel-smp1,1,frames.debug_fill ,$(SMALL_MEM))
 	$(call kernel_lines,kernel-smp1,$(FILL_LINES))
 
 # What the one-CPU run must print: the frame pool's fill, and its test
@@ -584,7 +590,11 @@ FILL_LINES := 'frames: debug_fill: free frames hold 0xf7' \
 	'ok [0-9]* debug_fill_leaves_garbage_in_free_frames'
 
 test-kernel-smp8: $(BOOT_EFI) $(KERNEL)
-	$(call kernel_run,kernel-smp8,8)
+	$(call kernel_run,kernel-smp8,8,mm.guard=1 ,$(SMALL_MEM))
+	$(call kernel_lines,kernel-smp8,$(GUARD_LINES))
+
+# The guarded pool's run is the -smp 8 run (above).
+test-kernel-guard: test-kernel-smp8
 
 # $(call kernel_lines,LABEL,PATTERNS): the run's serial log must hold
 # every PATTERN (tools/log-expect), or the run counts one failure more.
@@ -609,7 +619,7 @@ POISON_LINES := 'heap: .*debug_poison, kasan' '\# heap in poison mode' \
 	'ok [0-9]* bad_accesses_are_caught_at_the_access'
 
 test-kernel-poison: $(BOOT_EFI) $(KERNEL_KASAN)
-	$(call kernel_run,kernel-poison,$(SMP),mm.debug_poison mm.kasan ,,$(KERNEL_KASAN))
+	$(call kernel_run,kernel-poison,$(SMP),mm.debug_poison mm.kasan ,$(SMALL_MEM),$(KERNEL_KASAN))
 	$(call kernel_lines,kernel-poison,$(POISON_LINES))
 
 # What the guard run must print: the pool on, sampling every refill, and
@@ -620,9 +630,6 @@ GUARD_LINES := 'heap: .*, guarded pool: 64 slots, 1 in 1' \
 	'ok [0-9]* storm_every_cpu_and_interrupts_gives_every_slot_back' \
 	'ok [0-9]* storm_every_cpu_and_interrupts_returns_every_frame'
 
-test-kernel-guard: $(BOOT_EFI) $(KERNEL)
-	$(call kernel_run,kernel-guard,$(SMP),mm.guard=1 )
-	$(call kernel_lines,kernel-guard,$(GUARD_LINES))
 
 # The harness must fail when a test fails and the loader must refuse a bad
 # kernel; both are checked end to end so the checks above can be trusted.
