@@ -75,9 +75,24 @@ KTEST(objcache_own, every_byte_of_a_slab_but_the_objects_starts_is_refused)
 	static const struct {
 		size_t size, align;
 	} cases[] = {
-	        {1, 1},   {3, 1},    {8, 8},    {24, 8},   {24, 0},
-	        {40, 8},  {56, 8},   {100, 4},  {112, 0},  {200, 0},
-	        {328, 8}, {1000, 0}, {1544, 8}, {3000, 0},
+	        {1, 1},
+	        {3, 1},
+	        {8, 8},
+	        {24, 8},
+	        {24, 0},
+	        {40, 8},
+	        {56, 8},
+	        {100, 4},
+	        {112, 0},
+	        {200, 0},
+	        {328, 8},
+	        {1000, 0},
+	        {1544, 8},
+	        {3000, 0},
+	        /* The largest with a stash (two objects, a stash of one),
+	         * and objects of whole pages after a page of header. */
+	        {16000, 0},
+	        {12288, 4096},
 	};
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

@@ -247,3 +247,78 @@ KTEST(objcache_stash, the_checker_catches_a_broken_stash)
 	KEXPECT(objcache_destroy(c));
 	finish();
 }
+
+/* The fast free's owner-number test: a large object laid out as one of
+ * c's slabs (its header's cache word naming c, as a buffer of pointers
+ * may) is still no slab. Without the test the free stashed the pointer. */
+KTEST(objcache_stash, a_large_object_whose_header_names_the_cache_is_no_slab)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c =
+	        objcache_create_flags(&sh, "forged", 40, 0, 0, ctor);
+	KASSERT(c && c->own->fast);
+	unsigned char *k = spanheap_alloc(&sh, 40 << 10, MM_ZERO);
+	KASSERT(k && (uintptr_t)k % MM_PAGE_SIZE == 0); /* a span's base */
+	((struct objslab *)k)->cache = c;
+	mm_port_set_quiet(true);
+	SH_EXPECT_PANIC(objcache_free(c, k + c->own->first), "interior");
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(info(c).stashed, 0);
+	spanheap_free(&sh, k);
+	KEXPECT(objcache_destroy(c));
+	finish();
+}
+
+/* The destroy drains every CPU's stash, the last one's too (the port's
+ * CPUs are MM_MAX_CPUS slots: a kernel's CPU numbers may be sparse). */
+KTEST(objcache_stash, the_destroy_drains_the_last_cpus_stash)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	size_t base = sh_in_use_pages(&heap);
+	struct objcache *c = objcache_create_flags(&sh, "last", 40, 0, 0, ctor);
+	KASSERT(c);
+	mm_port_set_cpu(MM_MAX_CPUS - 1);
+	void *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	objcache_free(c, p);
+	KEXPECT_EQ(c->own->stash[MM_MAX_CPUS - 1].n, 1);
+	mm_port_set_cpu(0);
+	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(&sh);
+	KEXPECT_EQ(sh_in_use_pages(&heap), base);
+	finish();
+}
+
+/* A refill takes a partial slab's objects before an empty slab's, as the
+ * locked way does: the empty one stays whole, to go back. */
+KTEST(objcache_stash, a_refill_takes_a_partial_slab_before_an_empty_one)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c =
+	        objcache_create_flags(&sh, "refill", 40, 0, 0, ctor);
+	KASSERT(c);
+	uint32_t n = c->own->nobjs, idx;
+	static void *p[2 * OBJSLAB_MAX_OBJS];
+	for (uint32_t i = 0; i < 2 * n; i++) /* slab a, then slab b */
+		KASSERT(p[i] = objcache_alloc(c, 0));
+	struct objslab *a = objcache_slab_of(c, p[0], &idx);
+	struct objslab *b = objcache_slab_of(c, p[2 * n - 1], &idx);
+	KASSERT(a != b && info(c).slabs == 2);
+	/* b wholly free, a with a batch free: back in the slabs. */
+	for (uint32_t i = 0; i < 2 * n; i++)
+		if (objcache_slab_of(c, p[i], &idx) == b || i < OBJSTASH_BATCH)
+			objcache_free(c, p[i]);
+	objcache_stash_drain_all(&c, 1);
+	KEXPECT_EQ(c->own->nslabs[LIST_EMPTY], 1);
+	void *q = objcache_alloc(c, 0);
+	KASSERT(q);
+	KEXPECT(objcache_slab_of(c, q, &idx) == a);
+	KEXPECT_EQ(c->own->nslabs[LIST_EMPTY], 1);
+	KEXPECT(objcache_own_check(c));
+	objcache_free(c, q);
+	for (uint32_t i = OBJSTASH_BATCH; i < 2 * n; i++)
+		if (objcache_slab_of(c, p[i], &idx) == a)
+			objcache_free(c, p[i]);
+	KEXPECT(objcache_destroy(c));
+	finish();
+}
