@@ -322,3 +322,34 @@ KTEST(objcache_stash, a_refill_takes_a_partial_slab_before_an_empty_one)
 	KEXPECT(objcache_destroy(c));
 	finish();
 }
+
+/* A free of an object of a slab gone back to the page heap: its span
+ * carries no owner number now, so the fast way leaves it to the slow
+ * one, which names it; the same once the pages are another cache's. */
+KTEST(objcache_stash, a_free_into_a_released_or_reused_slab_is_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "gone", 40, 0, 0, ctor);
+	KASSERT(c && c->own->fast);
+	void *p = objcache_alloc(c, 0);
+	KASSERT(p);
+	objcache_free(c, p);
+	objcache_shrink(c);
+	KEXPECT_EQ(info(c).slabs, 0);
+	KEXPECT_EQ(objcache_stash_ent_of(c, p), 0);
+	mm_port_set_quiet(true);
+	SH_EXPECT_PANIC(objcache_free(c, p), "freed since");
+	/* The pages made another cache's slab (the same object size): its
+	 * owner number sends the stale free to the slow way, naming it. */
+	struct objcache *d = objcache_create_flags(&sh, "anew", 40, 0, 0, ctor);
+	KASSERT(d);
+	static void *q;
+	q = objcache_alloc(d, 0);
+	KASSERT(q == p); /* a fresh heap's lowest pages again */
+	SH_EXPECT_PANIC(objcache_free(c, p), "is of cache 'anew'");
+	mm_port_set_quiet(false);
+	KEXPECT_EQ(info(c).stashed + info(d).stashed, 0);
+	objcache_free(d, q);
+	KEXPECT(objcache_destroy(c) && objcache_destroy(d));
+	finish();
+}
