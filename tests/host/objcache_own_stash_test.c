@@ -7,8 +7,11 @@
  * objcache_shrink reaches every CPU's stash (those the port reaches) and
  * the destroy every one; objcache_shrink_all gives back every cache's
  * spare objects and slabs (memory pressure); the checker catches a
- * broken stash. The POSIX port's CPUs stand for the kernel's: the main
- * thread moves between them (mm_port_set_cpu).
+ * broken stash; a refill takes a partial slab before an empty one; the
+ * fast free takes no large object whose header names the cache, nor a
+ * stale pointer into a slab gone back or made another cache's. The POSIX
+ * port's CPUs stand for the kernel's: the main thread moves between them
+ * (mm_port_set_cpu), the last slot too.
  */
 #include <stdint.h>
 #include <string.h>
