@@ -125,8 +125,24 @@ struct spanheap {
 	 * the heap's own register, with no scaling: two instructions fewer
 	 * than the global table's class) */
 	uint16_t mag_by16[SC_MAX_SIZE / 16 + 1];
-	struct mcentral central[SC_NCLASSES];
 	struct mcache caches[MM_MAX_CPUS];
+	/* First the fields a process may never write, then those that init
+	 * and a first allocation write (central locks, scalars, meta), packed
+	 * last: 4 pages resident, not 6 (docs/DESIGN.md, "The resident
+	 * baseline"). Each slot's last cache's name, written under heap->lock
+	 * and read without it a byte at a time by the reports that name an
+	 * object's owner (objcache_owner_name): no lock in a report. Its
+	 * sequence is odd while a create writes it over, so no mix of two. */
+	char objcache_names[SPANHEAP_OBJCACHE_SLOTS][SPANHEAP_OBJCACHE_NAME];
+	_Atomic uint32_t objcache_name_seq[SPANHEAP_OBJCACHE_SLOTS];
+	/* The last large frees (spanheap_freed.c), next under heap->lock */
+	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];
+	unsigned freed_large_next;
+	/* Poison mode's stacks (spanheap_depot.c), if it records callers. */
+	struct spanheap_depot depot;
+	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
+	struct spanheap_guard guard;
+	struct mcentral central[SC_NCLASSES];
 	/* Under heap->lock: */
 	struct spanheap_spans *spans; /* the live all-spans array */
 	struct mspan *free_structs;   /* the span-struct allocator */
@@ -148,11 +164,10 @@ struct spanheap {
 	struct spanheap_sweeper sweeper;
 	/* The magazines' slots: a slab of mag_slab_pages per CPU, made at
 	 * the CPU's first free or refill and kept (like span structs);
-	 * class c's are [mag_off[c], + mag_max[c]), below them a 0, and its
-	 * size (limit) is at least mag_floor(c). Fixed after init but
-	 * mag_slabs. */
+	 * class c's are [mag_off[c], + mag_max[c]), below them a 0, its size
+	 * (limit) at least mag_floor(c); an empty one's refill adds
+	 * mag_fill[c] objects (0: none). Fixed after init but mag_slabs. */
 	uint32_t mag_max[SC_NCLASSES], mag_off[SC_NCLASSES];
-	/* Objects an empty magazine's refill adds (mag_fill); 0: none. */
 	uint8_t mag_fill[SC_NCLASSES];
 	size_t mag_slab_pages;
 	_Atomic size_t mag_slabs; /* slabs made */
@@ -166,21 +181,6 @@ struct spanheap {
 	struct objcache *objcaches;
 	uint64_t objcache_slots;
 	int64_t *objcache_counts;
-	/* Each slot's last cache's name, written under heap->lock and read
-	 * without it a byte at a time, by the reports that name an object's
-	 * owner (objcache_owner_name): no lock in a report. Its sequence is
-	 * odd while a create writes it over, so that a reader takes no mix
-	 * of two caches' names. */
-	char objcache_names[SPANHEAP_OBJCACHE_SLOTS][SPANHEAP_OBJCACHE_NAME];
-	_Atomic uint32_t objcache_name_seq[SPANHEAP_OBJCACHE_SLOTS];
-	/* The last large frees (spanheap_freed.c); the next entry to write,
-	 * under heap->lock. */
-	struct spanheap_freed_large freed_large[SPANHEAP_FREED_LARGE_RING];
-	unsigned freed_large_next;
-	/* Poison mode's stacks (spanheap_depot.c), if it records callers. */
-	struct spanheap_depot depot;
-	/* The guarded pool (spanheap_guard.c), if cfg asks for one. */
-	struct spanheap_guard guard;
 	struct spanheap_meta_blocks meta_blocks; /* users' (heap->lock) */
 	/* Fixed: sh itself once spanheap_init succeeded, which refuses a
 	 * heap in use (garbage matches a self-pointer only by chance). */
