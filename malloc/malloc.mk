@@ -86,7 +86,7 @@ MALLOC_API_SRCS := $(addprefix tests/real/,malloc_api_test.c \
 	malloc_api_errors.c malloc_api_edges.c malloc_api_threads.c \
 	malloc_api_churn.c malloc_api_churn_objs.c \
 	malloc_api_slots.c malloc_api_late.c malloc_api_seccomp.c \
-	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_thp.c malloc_api_background.c \
+	malloc_api_fresh.c malloc_api_fresh_fork.c malloc_api_env.c malloc_api_thp.c malloc_api_rss.c malloc_api_background.c \
 	malloc_api_exit.c \
 	malloc_api_trim.c malloc_api_blowup.c blowup_work.c \
 	malloc_api_glibc.c malloc_api_diff.c \

@@ -346,6 +346,7 @@ static const struct scenario scenarios[] = {
         {"calloc-locked", scenario_calloc_locked},
         {"env", scenario_env},
         {"thp", scenario_thp},
+        {"rss-baseline", scenario_rss_baseline},
         {"poison-write", scenario_poison_write},
         {"poison-overrun", scenario_poison_overrun},
         {"describe-poison", scenario_describe_poison},

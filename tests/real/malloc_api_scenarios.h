@@ -56,7 +56,8 @@ int scenario_small_heap(void);
 int scenario_partial_mprotect(void);
 int scenario_calloc_locked(void);
 int scenario_env(void);
-int scenario_thp(void); /* malloc_api_thp.c */
+int scenario_thp(void);          /* malloc_api_thp.c */
+int scenario_rss_baseline(void); /* malloc_api_rss.c */
 int scenario_poison_write(void);
 int scenario_poison_overrun(void);
 int scenario_fail_count(void);

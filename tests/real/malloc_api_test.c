@@ -291,6 +291,7 @@ static const struct {
         {"env_switch_edges", test_env_switch_edges},
         {"env_report_keeps_errno", test_env_report_keeps_errno},
         {"hugepage_switch", test_hugepage_switch},
+        {"rss_baseline", test_rss_baseline},
         {"poison_mode", test_poison_mode},
         {"poison_overrun", test_poison_overrun},
         {"fail_injection", test_fail_injection},

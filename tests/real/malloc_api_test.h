@@ -159,6 +159,7 @@ const char *test_partial_mprotect(void);
 const char *test_calloc_locked(void);
 const char *test_env_switches(void);
 const char *test_hugepage_switch(void); /* malloc_api_thp.c */
+const char *test_rss_baseline(void);    /* malloc_api_rss.c */
 const char *test_env_switch_edges(void);
 const char *test_env_report_keeps_errno(void);
 const char *test_poison_mode(void);
