@@ -227,7 +227,7 @@ struct mheap mm_malloc_heap;
  * and was followed by the library's small variables, a page resident
  * for a few of their bytes; now they share the pages before it
  * (review rv110). GCC makes .lbss NOBITS, as .bss; clang 14 makes it
- * PROGBITS (170 KiB of zeros in the file), so not under clang. */
+ * PROGBITS (172 KiB of zeros in the file), so not under clang. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define MM_MALLOC_LAST_BSS __attribute__((section(".lbss")))
 #else

@@ -3,7 +3,7 @@
  * the sweeper's state and struct spanheap itself (the per-CPU caches are
  * in mcache.h, its configuration in spanheap_config.h, poison mode's
  * records in spanheap_track.h). A port reads it only to reserve a struct
- * spanheap (170 KiB, static; a CPU's 2 KiB unwritten until it uses the
+ * spanheap (172 KiB, static; a CPU's 2 KiB unwritten until it uses the
  * heap) and for the fast paths (spanheap_fast.h); the API is spanheap.h.
  */
 #ifndef MM_SPANHEAP_TYPES_H
