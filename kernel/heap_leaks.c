@@ -31,6 +31,7 @@
 #include "arch/x86_64/cpu.h"
 #include "arch/x86_64/layout.h"
 #include "kernel/sched.h"
+#include "kernel/format.h"
 #include "kernel/ksyms.h"
 #include "kernel/printk.h"
 #include "kernel/string.h"
@@ -139,10 +140,14 @@ void heap_leaks_print(const struct heap_leaks *hl)
 		uint64_t age = now > l[i].alloc.ns ? now - l[i].alloc.ns : 0;
 		bool guarded = spanheap_guard_owns(&kspanheap.guard,
 		                                   (const void *)l[i].addr);
-		printk("unreferenced object %#lx (%u bytes, size class "
-		       "%u%s%s%s%s), "
+		/* Class 0: an object of a cache with slabs of its own. */
+		char cls[24] = "a slab of its own";
+		if (l[i].sizeclass)
+			ksnprintf(cls, sizeof(cls), "size class %u",
+			          l[i].sizeclass);
+		printk("unreferenced object %#lx (%u bytes, %s%s%s%s%s), "
 		       "allocated on CPU %u %llu ms ago:\n",
-		       (unsigned long)l[i].addr, l[i].asked, l[i].sizeclass,
+		       (unsigned long)l[i].addr, l[i].asked, cls,
 		       guarded ? ", in the guarded pool" : "",
 		       name[0] ? ", cache '" : "", name, name[0] ? "''s" : "",
 		       l[i].alloc.cpu, (unsigned long long)(age / 1000000));

@@ -20,8 +20,7 @@ static inline int64_t objcache_live(const struct objcache *c)
 	return sum;
 }
 
-/* A slab header's magic number. */
-#define SLAB_MAGIC 0x51ab0b1eu
+#define SLAB_MAGIC 0x51ab0b1eu /* a slab header's magic number */
 
 /* A slab's list (struct objslab.list). */
 enum slab_list { LIST_PARTIAL, LIST_FULL, LIST_EMPTY, NLISTS };
@@ -47,7 +46,7 @@ struct objslab {
 	 * the same word). Set by the free that stashes it (an atomic
 	 * exchange: 1 there already is a double free), cleared by that
 	 * allocation or the spill that puts it back in free[]. An object is
-	 * never in both. Linux SLAB's freelist is a byte an object too. */
+	 * never in both (Linux SLAB's freelist is a byte an object too). */
 	uint8_t stashed[OBJSLAB_MAX_OBJS];
 };
 
@@ -74,17 +73,18 @@ _Static_assert(OBJSTASH_BATCH <= OBJSTASH_MAX, "a batch fits a stash");
 
 struct objcache_own {
 	mm_lock_t lock; /* rank MM_RANK_OBJCACHE */
-	/* Fixed from setup to destroy: */
+	/* Fixed from setup to destroy (recs: poison mode's allocation
+	 * records' offset in a slab, objcache_leak.c; 0: none): */
 	void (*ctor)(void *obj);
 	unsigned flags;
-	uint32_t npages, nobjs, first;
+	uint32_t npages, nobjs, first, recs;
 	/* The free's index without a division: objsize is odd << dshift,
 	 * dinv the odd part's inverse mod 2^32 (objcache_stash.c's slab_of). */
 	uint32_t dinv;
 	uint8_t dshift;
 	/* Whether objects follow the shadow (objcache_own.c, "Poison"):
 	 * poison mode and no OBJCACHE_TYPESAFE_BY_RCU. And whether the
-	 * fast ways take its calls (objcache_stash.c): stashes, no shadow. */
+	 * fast ways take its calls (objcache_stash.c): stashes, no poison. */
 	bool shadow, fast;
 	/* Objects a CPU's stash holds at most (0: no stashes, objects so
 	 * big that a stash would keep slabs), and the MM_MAX_CPUS stashes

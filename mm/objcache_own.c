@@ -12,7 +12,8 @@
  * from o->first on, after a header (struct objslab, at the span's base):
  * the cache, a magic number, its list, its free count, a bitmap of the
  * objects free in the slab and a byte an object, set for those free in a
- * CPU's stash. The
+ * CPU's stash; in poison mode with records, after the objects, one
+ * allocation record an object (o->recs, objcache_leak.c). The
  * span carries the cache's owner number (mspan.objslab), which the
  * heap's misuse reports read: a kfree of an object (an interior pointer
  * of a large span) or of the base (the header) names the cache. The
@@ -64,7 +65,9 @@
  * handed out), so mm.kasan catches a use after free; a TYPESAFE_BY_RCU
  * cache's stay accessible, as Linux's KASAN leaves them (readers may
  * read them). Double frees and interior pointers are caught in every
- * mode, by the bitmap, the bytes and the offset.
+ * mode, by the bitmap, the bytes and the offset. Every allocation takes
+ * objcache_own_alloc_slow (o->fast off), which records it for the leak
+ * scan.
  *
  * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page;
  * OBJSTASH_MAX objects a stash, each keeping its slab; one empty slab
@@ -72,6 +75,7 @@
  * reach (mm_port_each_other_cpu), the destroy every one.
  */
 #include "objcache_internal.h"
+#include "objcache_leak.h"
 #include "spanheap_internal.h"
 
 static size_t round_up(size_t n, size_t align)
@@ -85,17 +89,23 @@ static const char *geometry(struct objcache *c, struct objcache_own *o)
 {
 	c->objsize = round_up(c->size, c->align);
 	o->first = (uint32_t)round_up(sizeof(struct objslab), c->align);
+	/* Poison mode's records (objcache_leak.c): one an object, after
+	 * the objects (8-byte aligned: 8 more). */
+	size_t rec = c->sh->track ? objcache_leak_rec_bytes() : 0;
+	size_t per = c->objsize + rec, head = o->first + (rec ? 8 : 0);
 	/* OBJSLAB_MIN_OBJS objects, fewer for big ones: a slab of at most
 	 * 32 KiB unless one object needs more. */
 	size_t n = OBJSLAB_MIN_OBJS;
-	while (n > 1 && o->first + n * c->objsize > SC_MAX_SIZE)
+	while (n > 1 && head + n * per > SC_MAX_SIZE)
 		n--;
-	size_t npages = spanheap_pages_for(o->first + n * c->objsize);
+	size_t npages = spanheap_pages_for(head + n * per);
 	if (npages > SPANHEAP_LARGE_MAX_PAGES)
 		return "a size too large for a slab";
 	o->npages = (uint32_t)npages;
-	n = (npages * MM_PAGE_SIZE - o->first) / c->objsize;
+	n = (npages * MM_PAGE_SIZE - head) / per;
 	o->nobjs = (uint32_t)min_sz(n, OBJSLAB_MAX_OBJS);
+	o->recs = rec ? (uint32_t)round_up(o->first + o->nobjs * c->objsize, 8)
+	              : 0;
 	/* Half a slab at most: a CPU's stash keeps no more than a slab's
 	 * worth of pages from going back. */
 	o->stash_max = (uint32_t)min_sz(o->nobjs / 2, OBJSTASH_MAX);
@@ -133,7 +143,7 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	    !(o->stash = spanheap_meta_alloc(
 	              c->sh, MM_MAX_CPUS * sizeof(struct objstash))))
 		why = "no memory for the cache's stashes";
-	o->fast = o->stash && !o->shadow;
+	o->fast = o->stash && !c->sh->cfg.poison; /* poison: records */
 	if (why) {
 		spanheap_meta_free(c->sh, o, sizeof(*o));
 		return why;
@@ -246,6 +256,9 @@ static struct objslab *slab_new(struct objcache *c, unsigned flags)
 	                       .list = NLISTS};
 	for (uint32_t i = 0; i < o->nobjs; i++)
 		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
+	if (o->recs) /* "never" allocated (spanheap_track.h) */
+		mm_memset((char *)sl + o->recs, 0,
+		          o->nobjs * objcache_leak_rec_bytes());
 	bool shadow = o->shadow;
 	for (uint32_t i = 0; i < o->nobjs; i++) {
 		char *obj = objslab_obj(c, sl, i);
@@ -364,6 +377,8 @@ void *objcache_own_alloc_slow(struct objcache *c, unsigned flags)
 		return NULL;
 	if (c->own->shadow)
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);
+	if (c->own->recs)
+		objcache_leak_record(c, p, flags);
 	if (flags & MM_ZERO)
 		mm_memset(p, 0, c->size);
 	objcache_count(c, 1);

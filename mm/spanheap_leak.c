@@ -4,11 +4,11 @@
  *
  * Representation, all in the caller's work memory (nothing allocated,
  * so a scan runs with the world stopped): a header; room for max leak
- * records; one entry per small tracked span and per large span from the
- * all-spans snapshot, sorted by base, each with the number of its first
- * object in a global numbering; a mark bit per object; and a stack of
- * marked objects not yet scanned (each object is pushed at most once, so
- * it needs one slot per object).
+ * records; one entry per small tracked span, per slab of a cache with
+ * slabs of its own (its objects, after its header) and per other large
+ * span from the all-spans snapshot, sorted by base, each with the number
+ * of its first object in a global numbering; a mark bit per object; and
+ * a stack of marked objects not yet scanned (one slot per object).
  *
  * The scan: every word of the roots, and of the blocks the heap's users
  * keep in its metadata heap (a pool's reserve), that points into the
@@ -18,23 +18,30 @@
  * (the bytes asked, for a small one; a large one's pages) are read the
  * same way. A word that points into the guarded pool marks the live
  * object on that slot's page (numbered after the spans' objects), read
- * and judged as a small one. Last, the live small and guarded objects
- * left unmarked are the leaks, less those younger than min_age_ns.
+ * and judged as a small one. Last, the live small, slabs' and guarded
+ * objects left unmarked are the leaks, less those younger than min_age_ns.
  *
  * Liveness is poison mode's side table (asked is SPANHEAP_REDZONE_FREE
- * for a free object), exact with no magazines, and a guarded slot's
- * state; so a heap without records is refused.
+ * for a free object), exact with no magazines, a guarded slot's state,
+ * and a slab's free bit and stashed byte (objcache_leak.c, which keeps
+ * their records too); so a heap without records is refused.
  */
 #include "spanheap_leak.h"
 
+#include "objcache_leak.h"
 #include "spanheap_internal.h"
 
 /* One span in the work memory. */
 struct lspan {
 	uintptr_t base, end; /* its objects: [base, end) */
 	const struct mspan *s;
-	uint32_t first;  /* the global number of its object 0 */
-	uint32_t nelems; /* 1 for a large span */
+	/* A slab of a cache with slabs of its own (objcache_leak.h): its
+	 * header; NULL for a span of the heap's own objects. */
+	const void *slab;
+	uint32_t first;       /* the global number of its object 0 */
+	uint32_t nelems;      /* 1 for a large span */
+	uint32_t stride;      /* an object's element: elemsize, or objsize */
+	uint32_t size, owner; /* a slab's: its objects' size, cache */
 };
 
 struct lwork {
@@ -107,14 +114,19 @@ static const struct lspan *span_of_number(const struct scan *sc, uint32_t g)
 	return &sc->sp[last_at_most(sc, g, true)];
 }
 
+/* A large object, read whole, not judged (a slab's objects are). */
 static bool is_large(const struct lspan *e)
 {
-	return e->s->sizeclass == 0;
+	return e->s->sizeclass == 0 && !e->slab;
 }
 
-/* The bytes asked for object idx of small entry e, or FREE. */
+/* The bytes asked for object idx of small entry or slab e, or FREE (a
+ * slab's object free in it or stashed). */
 static uint32_t asked_of(const struct lspan *e, uint32_t idx)
 {
+	if (e->slab)
+		return objcache_leak_out(e->slab, idx) ? e->size
+		                                       : SPANHEAP_REDZONE_FREE;
 	const struct spanheap_redzone *rz = e->s->redzone;
 	return rz[idx].asked;
 }
@@ -127,7 +139,7 @@ static void mark(struct scan *sc, uintptr_t a)
 		return;
 	uint32_t idx = 0;
 	if (!is_large(e)) {
-		idx = (uint32_t)((a - e->base) / e->s->elemsize);
+		idx = (uint32_t)((a - e->base) / e->stride);
 		if (asked_of(e, idx) == SPANHEAP_REDZONE_FREE)
 			return;
 	}
@@ -218,7 +230,7 @@ static void drain(struct scan *sc)
 			scan_range(sc, e->base, e->end);
 			continue;
 		}
-		uintptr_t obj = e->base + (uintptr_t)idx * e->s->elemsize;
+		uintptr_t obj = e->base + (uintptr_t)idx * e->stride;
 		scan_range(sc, obj, obj + asked_of(e, idx));
 	}
 }
@@ -253,6 +265,43 @@ static void sort_spans(struct lspan *sp, size_t n)
 	}
 }
 
+/* Span s's entry into *e: a small tracked span's objects, a slab's (a
+ * cache with slabs of its own: objects after its header, judged as
+ * small ones), or a large object's pages; false for a span the scan
+ * leaves alone. The slab's header is read with its span in use, its
+ * pages mapped (objcache_leak.c, invariant 1). */
+static bool entry_of(const struct mspan *s, struct lspan *e)
+{
+	uint8_t st = atomic_load_explicit(&s->state, memory_order_acquire);
+	struct objcache_leak_slab sl;
+	if (st == MSPAN_SMALL && s->redzone && (s->poison & SPAN_TRACKED))
+		*e = (struct lspan){.base = s->base,
+		                    .end = s->base +
+		                           (uintptr_t)s->nelems * s->elemsize,
+		                    .s = s,
+		                    .nelems = s->nelems,
+		                    .stride = (uint32_t)s->elemsize};
+	else if (st != MSPAN_LARGE)
+		return false;
+	else if (objcache_leak_slab(s, &sl))
+		*e = (struct lspan){.base = sl.first,
+		                    .end = sl.first +
+		                           (uintptr_t)sl.nobjs * sl.objsize,
+		                    .s = s,
+		                    .slab = sl.slab,
+		                    .nelems = sl.nobjs,
+		                    .stride = sl.objsize,
+		                    .size = sl.size,
+		                    .owner = sl.owner};
+	else
+		*e = (struct lspan){.base = s->base,
+		                    .end = s->base +
+		                           (uintptr_t)s->npages * MM_PAGE_SIZE,
+		                    .s = s,
+		                    .nelems = 1};
+	return true;
+}
+
 /* The spans the scan judges or reads, into sp (room for room of them):
  * how many, or room + 1 if they do not fit. */
 static size_t spans_collect(struct spanheap *sh, struct lspan *sp, size_t room)
@@ -261,25 +310,14 @@ static size_t spans_collect(struct spanheap *sh, struct lspan *sp, size_t room)
 	spanheap_snapshot(sh, &snap);
 	size_t n = 0;
 	for (size_t i = 0; i < snap.len && n <= room; i++) {
-		const struct mspan *s = snap.arr->v[i];
-		uint8_t st =
-		        atomic_load_explicit(&s->state, memory_order_acquire);
-		bool small = st == MSPAN_SMALL && s->redzone &&
-		             (s->poison & SPAN_TRACKED);
-		if (!small && st != MSPAN_LARGE)
+		struct lspan e;
+		if (!entry_of(snap.arr->v[i], &e))
 			continue;
 		if (n == room) {
 			n++;
 			break;
 		}
-		uint32_t ne = small ? s->nelems : 1;
-		sp[n++] = (struct lspan){
-		        .base = s->base,
-		        .end = small ? s->base + (uintptr_t)ne * s->elemsize
-		                     : s->base + (uintptr_t)s->npages *
-		                                         MM_PAGE_SIZE,
-		        .s = s,
-		        .nelems = ne};
+		sp[n++] = e;
 	}
 	spanheap_snapshot_put(sh, &snap);
 	return n;
@@ -295,8 +333,13 @@ size_t spanheap_leak_work_bytes(struct spanheap *sh, size_t max)
 		const struct mspan *s = snap.arr->v[i];
 		uint8_t st =
 		        atomic_load_explicit(&s->state, memory_order_relaxed);
+		/* A slab's objects at most: its header is not read here,
+		 * where nothing holds the slab from going back. */
+		bool slab =
+		        atomic_load_explicit(&s->objslab, memory_order_relaxed);
 		objects += st == MSPAN_SMALL ? __atomic_load_n(&s->nelems,
 		                                               __ATOMIC_RELAXED)
+		           : slab            ? OBJSLAB_MAX_OBJS
 		                             : 1;
 	}
 	spanheap_snapshot_put(sh, &snap);
@@ -361,14 +404,14 @@ static void unreached(struct scan *sc, struct lwork *w,
 	sc->r->leaks++;
 }
 
-/* Judges small entry e's live objects: the unmarked ones old enough are
- * leaks. */
+/* Judges small entry or slab e's live objects: the unmarked ones old
+ * enough are leaks. */
 static void judge(struct scan *sc, struct lwork *w, const struct lspan *e,
                   uint64_t now, uint64_t min_age_ns)
 {
 	const struct spanheap_redzone *rz = e->s->redzone;
 	for (uint32_t idx = 0; idx < e->nelems; idx++) {
-		uint32_t asked = rz[idx].asked;
+		uint32_t asked = asked_of(e, idx);
 		if (asked == SPANHEAP_REDZONE_FREE)
 			continue;
 		sc->r->objects++;
@@ -378,13 +421,15 @@ static void judge(struct scan *sc, struct lwork *w, const struct lspan *e,
 			continue;
 		}
 		struct spanheap_leak l = {
-		        .addr = e->base + (uintptr_t)idx * e->s->elemsize,
+		        .addr = e->base + (uintptr_t)idx * e->stride,
 		        .asked = asked,
 		        .sizeclass = e->s->sizeclass,
-		        .owner = rz[idx].owner};
+		        .owner = e->slab ? e->owner : rz[idx].owner};
 		struct spanheap_track freed;
-		if (!spanheap_object_tracks(sc->sh, (void *)l.addr, &l.alloc,
-		                            &freed))
+		if (e->slab ? !objcache_leak_tracks(sc->sh, e->slab, idx,
+		                                    &l.alloc)
+		            : !spanheap_object_tracks(sc->sh, (void *)l.addr,
+		                                      &l.alloc, &freed))
 			l.alloc = (struct spanheap_track){0};
 		unreached(sc, w, &l, now, min_age_ns);
 	}

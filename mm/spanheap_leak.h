@@ -1,13 +1,15 @@
 /*
  * mm/spanheap_leak.h: the leak scan (spanheap_leak.c), Linux's kmemleak
  * for the span heap: the live small objects (the guarded pool's among
- * them) that nothing reachable points to, each with the stack that
- * allocated it.
+ * them) and the live objects of the caches with slabs of their own
+ * (objcache_own.h) that nothing reachable points to, each with the stack
+ * that allocated it.
  *
  * An object is reachable if a word of the caller's roots (a kernel's
  * data, bss and thread stacks) points into it, or a word of a reachable
  * object does; a large object counts as reachable whatever points to it
- * (it is read, not judged: it keeps no records). A word counts if it
+ * (it is read, not judged: it keeps no records; a slab's header is
+ * neither, its objects are judged as small ones). A word counts if it
  * points anywhere inside an object (its element; a guarded object's
  * bytes asked, its start if it asked none), as kmemleak's do: a pointer to a
  * member keeps its struct. What is left is a leak, reported with its address,
@@ -45,7 +47,7 @@ struct spanheap_leak_range {
 struct spanheap_leak {
 	uintptr_t addr;              /* the object's first byte */
 	uint32_t asked;              /* the bytes asked for it */
-	uint32_t sizeclass;          /* its span's class */
+	uint32_t sizeclass;          /* its span's class; 0: a slab's */
 	uint32_t owner;              /* 0, or a named cache's slot + 1 */
 	struct spanheap_track alloc; /* its allocation's record */
 };
@@ -53,7 +55,7 @@ struct spanheap_leak {
 /* What a scan saw. */
 struct spanheap_leak_result {
 	size_t leaks;     /* leaks found; the first max of them in out */
-	size_t objects;   /* small objects live, judged */
+	size_t objects;   /* small and slabs' objects live, judged */
 	size_t reachable; /* of them, reached from the roots */
 	size_t young;     /* of them, unreached but under min_age_ns */
 	size_t words;     /* words read: roots and reachable objects */
@@ -90,7 +92,7 @@ long spanheap_leak_scan(struct spanheap *sh, void *work, size_t bytes,
 
 /* The leaks the last scan of work kept: min(result->leaks, max) of
  * them: the spans' objects in address order, then the guarded pool's
- * in slot order. */
+ * in slot order (a slab's objects among the spans', by address). */
 const struct spanheap_leak *spanheap_leak_list(const void *work);
 
 #endif

@@ -1,0 +1,55 @@
+/*
+ * mm/objcache_leak.h: what the leak scan (spanheap_leak.c) asks of a
+ * cache with slabs of its own (objcache_own.h): which large spans are
+ * slabs, where their objects lie, which of them are out, and who
+ * allocated them (poison mode's records, which objcache_own.c keeps
+ * through this file). Not for the heap's users.
+ *
+ * Contexts, unless said: the leak scan's: every other allocator and
+ * freer of the heap held still (a kernel's world stopped), the span in
+ * the scan's snapshot and seen in state MSPAN_LARGE.
+ */
+#ifndef MM_OBJCACHE_LEAK_H
+#define MM_OBJCACHE_LEAK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "objcache_own.h"
+#include "spanheap_track.h"
+
+struct mspan;
+struct spanheap;
+
+/* A slab as the scan sees it: objects [first, first + nobjs * objsize),
+ * each of size bytes asked, of the cache whose owner number is owner. */
+struct objcache_leak_slab {
+	const void *slab; /* its header (struct objslab) */
+	uintptr_t first;  /* object 0's first byte */
+	uint32_t nobjs, objsize, size, owner;
+};
+
+/* Whether large span s is a built slab of a cache with slabs of its own
+ * (its objslab set, its header naming a cache that still has its slabs'
+ * geometry); then the slab into *out. False for any other large span. */
+bool objcache_leak_slab(const struct mspan *s, struct objcache_leak_slab *out);
+
+/* Whether object idx of slab (an objcache_leak_slab's) is out: its free
+ * bit clear and its stashed byte clear. */
+bool objcache_leak_out(const void *slab, uint32_t idx);
+
+/* Object idx of slab's allocation record into *t; false (t untouched)
+ * if its cache keeps none (not poison mode, or a port with no stacks). */
+bool objcache_leak_tracks(struct spanheap *sh, const void *slab, uint32_t idx,
+                          struct spanheap_track *t);
+
+/* Poison mode's records for the caches with slabs of their own, kept
+ * after a slab's objects when the heap keeps records (sh->track): the
+ * bytes of one object's, for the slabs' geometry (objcache_own.c); and
+ * the allocation of object p of c (whose slabs keep them) recorded: the
+ * time, the CPU, the stack from objcache_own_alloc_slow's caller on.
+ * Any context an allocation is but NMI. */
+size_t objcache_leak_rec_bytes(void);
+void objcache_leak_record(struct objcache *c, const void *p, unsigned flags);
+
+#endif
