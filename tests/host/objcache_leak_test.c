@@ -106,6 +106,22 @@ static const struct spanheap_leak *find(const struct scan_out *o, const void *p)
 	return NULL;
 }
 
+/* l (not NULL) is a leak of thing_site's from c, as the scan gives it. */
+static void expect_thing_leak(const struct spanheap_leak *l, struct objcache *c)
+{
+	KEXPECT(l);
+	if (!l)
+		return;
+	char name[OBJCACHE_NAME_MAX + 1] = "";
+	objcache_owner_name(&sh, l->owner, name);
+	KEXPECT_EQ(l->asked, sizeof(struct thing));
+	KEXPECT_EQ(l->sizeclass, 0); /* a slab of its own */
+	KEXPECT_EQ(l->owner, c->owner);
+	KEXPECT(strcmp(name, "leaky") == 0);
+	KEXPECT(l->alloc.ns != 0 && l->alloc.npcs > 0);
+	KEXPECT(named_site(&l->alloc));
+}
+
 KTEST(objcache_leak, own_slab_objects_are_judged)
 {
 	KASSERT(fresh());
@@ -142,21 +158,8 @@ KTEST(objcache_leak, own_slab_objects_are_judged)
 	KEXPECT_EQ(o.r.leaks, 2);
 	KEXPECT_EQ(o.r.objects, 6 + 2); /* t0-4, t8; the small ones */
 	KEXPECT_EQ(o.r.reachable, 6);
-	const struct spanheap_leak *l4 = find(&o, t[4]), *l8 = find(&o, t[8]);
-	KEXPECT(l4 && l8);
-	for (int k = 0; k < 2; k++) {
-		const struct spanheap_leak *l = k ? l8 : l4;
-		if (!l)
-			continue;
-		char name[OBJCACHE_NAME_MAX + 1] = "";
-		objcache_owner_name(&sh, l->owner, name);
-		KEXPECT_EQ(l->asked, sizeof(struct thing));
-		KEXPECT_EQ(l->sizeclass, 0); /* a slab of its own */
-		KEXPECT_EQ(l->owner, c->owner);
-		KEXPECT(strcmp(name, "leaky") == 0);
-		KEXPECT(l->alloc.ns != 0 && l->alloc.npcs > 0);
-		KEXPECT(named_site(&l->alloc));
-	}
+	expect_thing_leak(find(&o, t[4]), c);
+	expect_thing_leak(find(&o, t[8]), c);
 	/* Once t1 no longer points to it, the small one leaks too, with
 	 * its record. */
 	t[1]->ptr[2] = NULL;
