@@ -253,18 +253,18 @@ KTEST(heap_leaks, a_constructor_caches_dropped_object_is_reported)
 		KEXPECT_EQ(l->owner, ctor_cache->owner);
 		KEXPECT(track_names(&l->alloc, "leaks_make_lost_ctor"));
 		KEXPECT(!found(&hl, (uintptr_t)ctor_kept));
-		size_t total = hl.r.leaks;
-		heap_leaks_done(&hl);
 #if KTEST_HOOKS
-		/* The shell's line names the slab and the cache (unless past
-		 * the first 64 it prints). */
-		KEXPECT_EQ(capture_run_line("leaks 0"), SHELL_OK);
+		/* The report's line names the slab and the cache (printed
+		 * from this scan: a second one, the shell's, may meet a
+		 * stale copy of the address, with mm.guard=1 it did). */
+		capture_start();
+		heap_leaks_print(&hl);
+		capture_stop();
 		KEXPECT(seen_has("(48 bytes, a slab of its own, cache "
 		                 "'leak-ctor''s), allocated on CPU") ||
-		        total > 64);
-#else
-		(void)total;
+		        hl.r.leaks > 16);
 #endif
+		heap_leaks_done(&hl);
 	}
 	for (unsigned i = 0; i < n; i++)
 		kmem_cache_free(ctor_cache, (void *)(lost[i] ^ HIDE));
