@@ -77,7 +77,7 @@ struct objcache_own {
 	 * records' offset in a slab, objcache_leak.c; 0: none): */
 	void (*ctor)(void *obj);
 	unsigned flags;
-	uint32_t npages, nobjs, first, recs;
+	uint32_t npages, nobjs, first;
 	/* The free's index without a division: objsize is odd << dshift,
 	 * dinv the odd part's inverse mod 2^32 (objcache_stash.c's slab_of). */
 	uint32_t dinv;
@@ -89,7 +89,7 @@ struct objcache_own {
 	/* Objects a CPU's stash holds at most (0: no stashes, objects so
 	 * big that a stash would keep slabs), and the MM_MAX_CPUS stashes
 	 * (NULL without). */
-	uint32_t stash_max;
+	uint32_t stash_max, recs; /* recs: in the padding before stash */
 	struct objstash *stash;
 	/* Protected by lock: */
 	struct objslab *lists[NLISTS];
