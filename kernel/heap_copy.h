@@ -1,7 +1,8 @@
 /*
  * kmalloc's arrays, copies, rounded sizes and wiping free, under Linux's
  * names: kmalloc_array, krealloc_array, kmemdup, kstrdup, kstrndup,
- * kmalloc_size_roundup, kfree_sensitive; and the hardened usercopy
+ * kmalloc_size_roundup, kfree_sensitive, kfree_bulk (and kmalloc_bulk,
+ * ours); and the hardened usercopy
  * check, check_object_size. The kernel's wrappers of mm/spanheap_copy.h
  * and mm/spanheap_usercopy.h over kspanheap (heap.h); a file of its own
  * so that heap.h stays a header of the heap's set-up and core calls.
@@ -70,6 +71,24 @@ static inline size_t kmalloc_size_roundup(size_t size)
 static inline void kfree_sensitive(void *p)
 {
 	spanheap_free_sensitive(&kspanheap, p);
+}
+
+/* Linux's kfree_bulk: frees p[0..n) (NULL entries: nothing) in one pin
+ * per run of the CPU's magazine (mm/spanheap_bulk.h); each pointer is
+ * checked as kfree checks it, and a misused one panics with kfree's
+ * message after a line naming its index. Contexts as kfree's. */
+static inline void kfree_bulk(size_t n, void **p)
+{
+	spanheap_free_bulk(&kspanheap, n, p);
+}
+
+/* n objects of size bytes into p[0..n): returns n, or 0 with nothing
+ * allocated (all or nothing, as kmem_cache_alloc_bulk); flags and
+ * contexts as kmalloc's. Ours, the kmalloc pair of kfree_bulk. */
+static inline size_t kmalloc_bulk(size_t size, unsigned flags, size_t n,
+                                  void **p)
+{
+	return spanheap_alloc_bulk(&kspanheap, size, flags, n, p);
 }
 
 /*

@@ -76,6 +76,23 @@ static inline void kmem_cache_free(struct objcache *c, void *p)
 	objcache_free(c, p);
 }
 
+/* Linux's bulk calls (mm/objcache_bulk.h): n objects of c into p[0..n),
+ * returning n, or 0 with nothing allocated (all or nothing; Linux's
+ * returns an int); and the free of p[0..n), each pointer checked as
+ * kmem_cache_free checks it (a misused one panics with its message, after
+ * a line naming its index). A batch takes the CPU's magazine or stash in
+ * one pin. Contexts as kmem_cache_alloc's and kmem_cache_free's. */
+static inline size_t kmem_cache_alloc_bulk(struct objcache *c, unsigned flags,
+                                           size_t n, void **p)
+{
+	return objcache_alloc_bulk(c, flags, n, p);
+}
+
+static inline void kmem_cache_free_bulk(struct objcache *c, size_t n, void **p)
+{
+	objcache_free_bulk(c, n, p);
+}
+
 /* True if c is gone; false, with a line, if objects of it are still out
  * (c is kept), and with mm.debug_poison, its live objects by the stack
  * that allocated them (heap_traces.c). Thread context. */

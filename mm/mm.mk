@@ -3,12 +3,12 @@
 MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
 	palloc_scav.c mheap.c mheap_alloc.c mheap_grow.c mheap_heads.c mheap_scav.c mheap_scav_thread.c \
 	sizeclasses.c spanheap_span.c spanheap_large.c spanheap_structs.c spanheap_central.c \
-	spanheap_cache.c spanheap_flush.c spanheap.c spanheap_free.c spanheap_realloc.c spanheap_copy.c spanheap_usercopy.c spanheap_init.c spanheap_sweep.c \
+	spanheap_cache.c spanheap_flush.c spanheap.c spanheap_free.c spanheap_bulk.c spanheap_realloc.c spanheap_copy.c spanheap_usercopy.c spanheap_init.c spanheap_sweep.c \
 	spanheap_sweeper.c \
 	spanheap_stats.c spanheap_check.c spanheap_check_cache.c \
 	spanheap_poison.c spanheap_redzone.c spanheap_track.c spanheap_depot.c spanheap_where.c spanheap_freed.c \
 	spanheap_guard.c spanheap_guard_report.c spanheap_meta.c spanheap_meta_blocks.c \
-	spanheap_leak.c spanheap_fail.c failpoint.c objcache.c objcache_leak.c objcache_own.c objcache_stash.c objcache_list.c mempool.c \
+	spanheap_leak.c spanheap_fail.c failpoint.c objcache.c objcache_leak.c objcache_own.c objcache_stash.c objcache_list.c objcache_bulk.c mempool.c \
 	mempool_check.c mempool_setup.c pcpu.c pcpu_check.c \
 	rseq.c
 

@@ -30,7 +30,8 @@
  * objcache_shrink and objcache_shrink_all spill whole stashes, this CPU's
  * pinned and the others' while the port holds those CPUs
  * (mm_port_each_other_cpu); the destroy, every CPU's directly, as no call may
- * use the cache then.
+ * use the cache then. A batch (objcache_bulk.c) pops or pushes runs of
+ * entries in one pin, refilling and spilling as the single calls do.
  *
  * Invariants (objcache_own.c's 2 and 5, objcache_own_check): an object is
  * out, free in its slab or in one stash; an entry's stashed byte is set.
@@ -344,6 +345,61 @@ void objcache_own_free(struct objcache *c, void *p)
 	st->ent[n] = e;
 	set_n(st, n + 1);
 	mm_port_unpin(pin);
+}
+
+/* ---- Batches (objcache_bulk.c) ---- */
+
+size_t objcache_stash_take(struct objcache *c, void **out, size_t n)
+{
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &c->own->stash[pin.cpu];
+	size_t i = 0;
+	for (; i < n; i++) {
+		if (!st->n && (refill(c, st), !st->n))
+			break; /* no free object in the slabs */
+		uintptr_t e = pop(st);
+		out[i] = objslab_obj(c, ent_slab(e), ent_idx(e));
+	}
+	mm_port_unpin(pin);
+	return i;
+}
+
+size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i)
+{
+	struct objcache_own *o = c->own;
+	struct mm_pin pin = mm_port_pin();
+	for (; i < n; i++) {
+		struct objslab *sl, *gone = NULL;
+		uint32_t idx;
+		if (!ent_of_obj(c, o, p[i], &sl, &idx) ||
+		    __atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) ||
+		    (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
+		     bit_of(idx)))
+			break; /* the single free's, to report */
+		mark_stashed(c, sl, idx, p[i]);
+		struct objstash *st = &o->stash[pin.cpu];
+		if (st->n == o->stash_max)
+			spill(c, st, batch(o), &gone);
+		st->ent[st->n] = ent_of(sl, idx);
+		set_n(st, st->n + 1);
+		if (gone) { /* released unpinned, as push_full does */
+			mm_port_unpin(pin);
+			objcache_slab_release_chain(gone);
+			pin = mm_port_pin();
+		}
+	}
+	mm_port_unpin(pin);
+	return i;
+}
+
+bool objcache_own_live(struct objcache *c, const void *p)
+{
+	struct objslab *sl;
+	uint32_t idx;
+	return ent_of_obj(c, c->own, p, &sl, &idx) &&
+	       !__atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) &&
+	       !(__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
+	         bit_of(idx));
 }
 
 /* ---- Drains ---- */
