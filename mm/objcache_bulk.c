@@ -31,7 +31,7 @@
 #include "objcache_internal.h"
 #include "spanheap_bulk.h"
 
-#define RUN 64
+#define RUN OBJCACHE_BULK_RUN
 
 enum way {
 	WAY_EACH,   /* objcache_alloc and objcache_free per object */
@@ -120,6 +120,44 @@ size_t objcache_alloc_bulk(struct objcache *c, unsigned flags, size_t n,
 	return 0;
 }
 
+/* objcache_bulk.h's; the lock as the stash's refill and spill take it
+ * (MM_RANK_OBJCACHE), with nothing pinned. */
+size_t objcache_slabs_take(struct objcache *c, void **out, size_t n)
+{
+	struct objcache_own *o = c->own;
+	size_t i = 0;
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	for (; i < n; i++) {
+		struct objslab *sl = o->lists[LIST_PARTIAL]
+		                             ? o->lists[LIST_PARTIAL]
+		                             : o->lists[LIST_EMPTY];
+		if (!sl)
+			break;
+		out[i] = objslab_obj(c, sl, objcache_slab_take_locked(c, sl));
+	}
+	mm_lock_release(&o->lock, irq);
+	return i;
+}
+
+void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n)
+{
+	if (!n)
+		return;
+	struct objcache_own *o = c->own;
+	unsigned long irq = mm_lock_acquire(&o->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct objslab *sl =
+		        (struct objslab *)(ent[i] &
+		                           ~(uintptr_t)(MM_PAGE_SIZE - 1));
+		uint32_t idx = (uint32_t)(ent[i] & (MM_PAGE_SIZE - 1));
+		objcache_slab_put_locked(c, sl, idx);
+		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELEASE);
+	}
+	struct objslab *gone = objcache_slab_spares_locked(o, NULL);
+	mm_lock_release(&o->lock, irq);
+	objcache_slab_release_chain(gone);
+}
+
 /* True if q looks like a live object of c (merged): for the line naming
  * a misused entry only; objcache_free decides. */
 static bool merged_live(struct objcache *c, const void *q)
@@ -161,12 +199,13 @@ void objcache_free_bulk(struct objcache *c, size_t n, void **p)
 	size_t i = 0;
 	while (i < n) {
 		size_t j = i;
+		bool stuck = true;
 		enum way w = way_of(c, false);
 		if (w == WAY_MERGED)
 			j = i + spanheap_free_bulk_class(c->sh, n - i, p + i,
 			                                 c->free_class);
 		else if (w == WAY_OWN)
-			j = objcache_stash_give(c, n, p, i);
+			j = objcache_stash_give(c, n, p, i, &stuck);
 		int64_t freed = 0;
 		for (size_t k = i; k < j; k++)
 			freed += p[k] != NULL;
@@ -174,6 +213,10 @@ void objcache_free_bulk(struct objcache *c, size_t n, void **p)
 			objcache_count(c, -freed);
 		if (j == n)
 			return;
+		if (!stuck) { /* a run's end */
+			i = j;
+			continue;
+		}
 		free_alone(c, n, p, j);
 		i = j + 1;
 	}

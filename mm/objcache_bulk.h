@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "objcache.h"
 
@@ -42,16 +43,24 @@ size_t objcache_alloc_bulk(struct objcache *c, unsigned flags, size_t n,
  */
 void objcache_free_bulk(struct objcache *c, size_t n, void **p);
 
-/* objcache_stash.c's batches for objcache_bulk.c, on a cache with slabs
- * of its own and the fast ways (stashes, no shadow), pinned once: take
- * pops up to n objects of this CPU's stash into out, refilling it from
- * the slabs, and returns how many (fewer: no free object in the slabs);
- * give pushes p[i..n) with the single free's checks and returns the index
- * of the first it did not take (NULL, no object of c, a double free: the
- * single free's to report). live: p is an object of c, out. Any context
- * but NMI. */
+/* The batches' inner steps, for objcache_bulk.c, on a cache with slabs
+ * of its own and the fast ways (stashes, no shadow). objcache_stash.c's:
+ * take pops this CPU's stash into out, then takes the rest of n from the
+ * slabs under one hold of the lock (objcache_slabs_take), and returns how
+ * many it had (fewer: the slabs have no free object); give pushes p[i..)
+ * (at most OBJCACHE_BULK_RUN) with the single free's checks, those past a
+ * full stash put back in their slabs under one hold of the lock
+ * (objcache_slabs_put, objcache_bulk.c's: entries marked stashed, their
+ * spare empty slabs released), and returns the index it stopped at,
+ * *stuck set if the entry there is one it did not take (NULL, no object
+ * of c, a double free: the single free's to report). live: p is an
+ * object of c, out. Any context but NMI; nothing pinned, no mm lock. */
+#define OBJCACHE_BULK_RUN 64
 size_t objcache_stash_take(struct objcache *c, void **out, size_t n);
-size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i);
+size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
+                           bool *stuck);
 bool objcache_own_live(struct objcache *c, const void *p);
+size_t objcache_slabs_take(struct objcache *c, void **out, size_t n);
+void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n);
 
 #endif

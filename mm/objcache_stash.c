@@ -56,6 +56,7 @@
  * (up to OBJSTASH_MAX objects a cache, with their slabs) until it
  * allocates or frees. Modelled on Linux SLAB's array_cache.
  */
+#include "objcache_bulk.h"
 #include "objcache_internal.h"
 
 static inline uintptr_t ent_of(const struct objslab *sl, uint32_t idx)
@@ -354,41 +355,44 @@ size_t objcache_stash_take(struct objcache *c, void **out, size_t n)
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &c->own->stash[pin.cpu];
 	size_t i = 0;
-	for (; i < n; i++) {
-		if (!st->n && (refill(c, st), !st->n))
-			break; /* no free object in the slabs */
+	for (; i < n && st->n; i++) {
 		uintptr_t e = pop(st);
 		out[i] = objslab_obj(c, ent_slab(e), ent_idx(e));
 	}
 	mm_port_unpin(pin);
-	return i;
+	return i < n ? i + objcache_slabs_take(c, out + i, n - i) : n;
 }
 
-size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i)
+size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
+                           bool *stuck)
 {
 	struct objcache_own *o = c->own;
+	uintptr_t over[OBJCACHE_BULK_RUN];
+	size_t nover = 0,
+	       end = n - i < OBJCACHE_BULK_RUN ? n : i + OBJCACHE_BULK_RUN;
+	*stuck = false;
 	struct mm_pin pin = mm_port_pin();
-	for (; i < n; i++) {
-		struct objslab *sl, *gone = NULL;
+	struct objstash *st = &o->stash[pin.cpu];
+	for (; i < end; i++) {
+		struct objslab *sl;
 		uint32_t idx;
 		if (!ent_of_obj(c, o, p[i], &sl, &idx) ||
 		    __atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) ||
 		    (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
-		     bit_of(idx)))
-			break; /* the single free's, to report */
-		mark_stashed(c, sl, idx, p[i]);
-		struct objstash *st = &o->stash[pin.cpu];
-		if (st->n == o->stash_max)
-			spill(c, st, batch(o), &gone);
+		     bit_of(idx))) {
+			*stuck = true; /* the single free's, to report */
+			break;
+		}
+		mark_stashed(c, sl, idx, p[i]); /* a second free sees it */
+		if (st->n == o->stash_max) {
+			over[nover++] = ent_of(sl, idx);
+			continue;
+		}
 		st->ent[st->n] = ent_of(sl, idx);
 		set_n(st, st->n + 1);
-		if (gone) { /* released unpinned, as push_full does */
-			mm_port_unpin(pin);
-			objcache_slab_release_chain(gone);
-			pin = mm_port_pin();
-		}
 	}
 	mm_port_unpin(pin);
+	objcache_slabs_put(c, over, nover);
 	return i;
 }
 

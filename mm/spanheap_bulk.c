@@ -157,22 +157,24 @@ size_t spanheap_alloc_bulk(struct spanheap *sh, size_t size, unsigned flags,
 /*
  * Frees p[i..) by the magazine, pinned, at most BULK_RUN of them: each
  * entry that is a small object of class cls (any with ANY_CLASS) passing
- * the single free's checks. Returns the index it stopped at, and sets
- * *stuck if the entry there is one it does not take (NULL, a large or
- * guarded object, another class, a free marker: misuse), for the single
- * free. Poison mode takes none.
+ * the single free's checks. The magazine of the entries' class is held
+ * in registers (its top and limit) while the class stays the same, its
+ * top stored once when it changes, fills or the run ends. Returns the
+ * index it stopped at, and sets *stuck if the entry there is one it does
+ * not take (NULL, a large or guarded object, another class, a free
+ * marker: misuse), for the single free. Poison mode takes none.
  */
 static size_t free_run(struct spanheap *sh, size_t n, void **p, size_t i,
                        unsigned cls, bool *stuck)
 {
 	size_t end = n - i < BULK_RUN ? n : i + BULK_RUN;
 	uintptr_t cookie = sh->mag_cookie;
-	*stuck = false;
-	if (sh->cfg.poison) {
-		*stuck = true;
+	*stuck = sh->cfg.poison;
+	if (*stuck)
 		return i;
-	}
 	struct mm_pin pin = mm_port_pin();
+	struct mmag *m = NULL;
+	uintptr_t *t = NULL, *limit = NULL;
 	for (; i < end; i++) {
 		uintptr_t a = (uintptr_t)p[i];
 		struct mspan *s = fast_span_of(sh, p[i]);
@@ -181,13 +183,28 @@ static size_t free_run(struct spanheap *sh, size_t n, void **p, size_t i,
 			*stuck = true;
 			break;
 		}
-		if (__builtin_expect(!mag_try_push(sh, pin.cpu, s, a, cookie),
-		                     0)) {
+		struct mmag *ms = (struct mmag *)((char *)sh->mags[pin.cpu] +
+		                                  s->mag_offset);
+		if (ms != m) {
+			if (m)
+				mag_set_top(m, t);
+			m = ms;
+			t = mag_top(m);
+			limit = __atomic_load_n(&m->limit, __ATOMIC_RELAXED);
+		}
+		if (__builtin_expect(t >= limit, 0)) {
+			mag_set_top(m, t);
+			m = NULL;
 			spanheap_mag_full(sh, a, s->sizeclass,
 			                  pin); /* unpins */
 			pin = mm_port_pin();
+			continue;
 		}
+		*t++ = a;
+		obj_words(a)[1] = cookie ^ a; /* a second free of a sees it */
 	}
+	if (m)
+		mag_set_top(m, t);
 	mm_port_unpin(pin);
 	return i;
 }

@@ -272,6 +272,21 @@ $(OWN_BENCH_BIN): $(OWN_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
 bench-objcache-own: $(OWN_BENCH_BIN)
 	@for t in 1 2 4; do $(OWN_BENCH_BIN) $$t; done
 
+# The bulk calls against single pairs, ns per object (make bench-bulk;
+# the figures in docs/DESIGN.md, "Bulk allocation"). Not pass/fail.
+BULK_BENCH_BIN := $(BENCH_DIR)/bulk_bench
+BULK_BENCH_SRCS := $(filter-out tests/host/bench/spanheap_bench.c, \
+	$(SPANHEAP_BENCH_SRCS)) tests/host/bench/bulk_bench.c
+
+$(BULK_BENCH_BIN): $(BULK_BENCH_SRCS) $(wildcard mm/*.h tests/host/*.h \
+		tests/host/bench/*.h) $(CC_FLAGS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+		-I. -DMM_HOSTED=1 $(HOST_PIN) -o $@ $(BULK_BENCH_SRCS) -lpthread -ldl
+
+bench-bulk: $(BULK_BENCH_BIN)
+	@$(BULK_BENCH_BIN)
+
 SPANHEAP_BENCH_REPS ?= 5
 # Ours is measured twice: in the bench's binary (the core) and as the
 # library a program runs on (malloc/malloc.mk's MALLOC_SO, named here as
@@ -301,7 +316,7 @@ bench-cliffs: $(CLIFFS_BENCH_BIN) $(SPANHEAP_BENCH_LIB) | deps-bench
 	@tools/bench-cliffs $(CLIFFS_BENCH_BIN) $(BENCH_DIR)/cliffs.txt \
 		$(SPANHEAP_BENCH_LIB)
 
-.PHONY: test-fuzz fuzz bench bench-spanheap bench-cliffs bench-objcache-own
+.PHONY: test-fuzz fuzz bench bench-spanheap bench-cliffs bench-objcache-own bench-bulk
 
 # ThreadSanitizer: the host tests' sources built a second time with
 # -fsanitize=thread (ASan and TSan cannot share a binary) into

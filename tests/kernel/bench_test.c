@@ -17,6 +17,7 @@
 
 #include "arch/x86_64/cpu.h"
 #include "kernel/heap.h"
+#include "kernel/heap_copy.h"
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
@@ -240,6 +241,55 @@ KTEST_EXPLICIT(bench, kmem_cache_ctor_16_local)
 	           "tsc/pair",
 	           cache_pair_ticks(c));
 	KEXPECT(kmem_cache_destroy(c));
+	heap_settle();
+}
+
+/* Guest instructions (TSC ticks) per object of batch-object rounds of
+ * kmalloc_bulk(16) and kfree_bulk (c NULL), or of c's bulk calls, on this
+ * CPU, warmed first, the loop's own taken off. */
+static void bulk_round(struct objcache *c, unsigned batch, void **v)
+{
+	if (c) {
+		KASSERT(kmem_cache_alloc_bulk(c, 0, batch, v) == batch);
+		kmem_cache_free_bulk(c, batch, v);
+	} else {
+		KASSERT(kmalloc_bulk(16, 0, batch, v) == batch);
+		kfree_bulk(batch, v);
+	}
+}
+
+static uint64_t bulk_ticks(struct objcache *c, unsigned batch)
+{
+	enum { N = 20480, WARM = 2048 };
+	static void *v[64];
+	for (unsigned i = 0; i < WARM / batch; i++)
+		bulk_round(c, batch, v);
+	uint64_t start = rdtsc();
+	for (unsigned i = 0; i < N / batch; i++)
+		bulk_round(c, batch, v);
+	return minus_loop(rdtsc() - start, N / batch) / N;
+}
+
+/* The bulk calls (mm/spanheap_bulk.c, mm/objcache_bulk.c) against the
+ * pairs above: a batch of 16 and of 64 objects, per object. */
+KTEST_EXPLICIT(bench, bulk_16_local)
+{
+	struct objcache *m = kmem_cache_create("bench-bulk-16", 16, 0);
+	struct objcache *o = kmem_cache_create_flags("bench-bulk-ctor-16", 16,
+	                                             0, 0, bench_ctor);
+	KASSERT(m && o);
+	for (unsigned batch = 16; batch <= 64; batch *= 4) {
+		ktest_diag("bench kmalloc_bulk+kfree_bulk 16 B, batch %u: %lu "
+		           "tsc/object",
+		           batch, bulk_ticks(NULL, batch));
+		ktest_diag("bench kmem_cache bulk alloc+free 16 B, batch %u: "
+		           "%lu tsc/object",
+		           batch, bulk_ticks(m, batch));
+		ktest_diag("bench kmem_cache ctor bulk alloc+free 16 B, batch "
+		           "%u: %lu tsc/object",
+		           batch, bulk_ticks(o, batch));
+	}
+	KEXPECT(kmem_cache_destroy(m) && kmem_cache_destroy(o));
 	heap_settle();
 }
 
