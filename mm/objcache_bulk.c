@@ -122,6 +122,11 @@ size_t objcache_alloc_bulk(struct objcache *c, unsigned flags, size_t n,
 
 /* objcache_bulk.h's; the lock as the stash's refill and spill take it
  * (MM_RANK_OBJCACHE), with nothing pinned. */
+static inline struct objslab *slab_of_ent(uintptr_t e)
+{
+	return (struct objslab *)(e & ~(uintptr_t)(MM_PAGE_SIZE - 1));
+}
+
 size_t objcache_slabs_take(struct objcache *c, void **out, size_t n)
 {
 	struct objcache_own *o = c->own;
@@ -146,16 +151,34 @@ void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n)
 	struct objcache_own *o = c->own;
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	for (size_t i = 0; i < n; i++) {
-		struct objslab *sl =
-		        (struct objslab *)(ent[i] &
-		                           ~(uintptr_t)(MM_PAGE_SIZE - 1));
+		struct objslab *sl = slab_of_ent(ent[i]);
 		uint32_t idx = (uint32_t)(ent[i] & (MM_PAGE_SIZE - 1));
-		objcache_slab_put_locked(c, sl, idx);
+		if (i + 1 < n && slab_of_ent(ent[i + 1]) == sl) {
+			/* objcache_slab_put_locked but its relist, which the
+			 * slab's last entry here does for all of them */
+			objslab_set_free_word(sl, idx / 64,
+			                      objslab_free_word(sl, idx / 64) |
+			                              (uint64_t)1
+			                                      << (idx % 64));
+			sl->nfree++;
+		} else {
+			objcache_slab_put_locked(c, sl, idx);
+		}
+		/* After its free bit, as the spill orders them. */
 		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELEASE);
 	}
 	struct objslab *gone = objcache_slab_spares_locked(o, NULL);
 	mm_lock_release(&o->lock, irq);
 	objcache_slab_release_chain(gone);
+}
+
+bool objcache_own_live(struct objcache *c, const void *p)
+{
+	uintptr_t e = objcache_stash_ent_of(c, p);
+	struct objslab *sl = slab_of_ent(e);
+	uint32_t idx = (uint32_t)(e & (MM_PAGE_SIZE - 1));
+	return e && !__atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) &&
+	       !(objslab_free_word(sl, idx / 64) & (uint64_t)1 << (idx % 64));
 }
 
 /* True if q looks like a live object of c (merged): for the line naming

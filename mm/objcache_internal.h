@@ -155,11 +155,9 @@ size_t objcache_slab_release_empty(struct objcache *c);
 struct objslab *objcache_slab_of(struct objcache *c, const void *p,
                                  uint32_t *idx);
 
-#ifdef MM_TEST_HOOKS
 /* The free's fast check (objcache_stash.c): p's slab base | its index,
- * or 0 for the slow way to refuse or take. */
+ * or 0 for the slow way to refuse or take (tests, objcache_bulk.c). */
 uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p);
-#endif
 
 /* objcache_stash.c: the per-CPU stashes. Any context an objcache call
  * is, unless said. */

@@ -37,9 +37,9 @@
  * out, free in its slab or in one stash; an entry's stashed byte is set.
  * Order: the refill clears the free bit before it sets the stashed byte;
  * the spill sets the free bit before it clears the byte (release), and a
- * free sets the byte (acquire) before it reads the free bit:
- * a double free that follows the first free, on any CPU, sees one of the
- * two. One racing with the refill that takes the object may go unseen.
+ * free sets the byte (acquire) before it reads the free bit: a double
+ * free that follows the first, on any CPU, sees one of the two. One
+ * racing with the refill that takes the object may go unseen.
  *
  * Locking: a stash is its CPU's: touched pinned (mm_port_pin: nothing
  * else runs on the CPU, not an interrupt), or by a drain while its CPU is
@@ -48,9 +48,9 @@
  * inside a pin; slabs are released after the unpin (a large free). The
  * entry count n is stored atomically for the counts of other CPUs.
  *
- * Contexts: objcache_own_alloc, objcache_own_free and objcache_stash_alloc,
- * any context an objcache call is (interrupts too); the drains and
- * objcache_shrink_all, thread context.
+ * Contexts: objcache_own_alloc, _free, objcache_stash_alloc and the
+ * batches', any context an objcache call is (interrupts too); the drains
+ * and objcache_shrink_all, thread context.
  *
  * Limits: a CPU the port cannot reach keeps its stash through a shrink
  * (up to OBJSTASH_MAX objects a cache, with their slabs) until it
@@ -303,14 +303,12 @@ ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p,
 	return true;
 }
 
-#ifdef MM_TEST_HOOKS
 uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p)
 {
 	struct objslab *sl;
 	uint32_t idx;
 	return ent_of_obj(c, c->own, p, &sl, &idx) ? ent_of(sl, idx) : 0;
 }
-#endif
 
 /* The free's way for all objcache_own_free does not take: the checks
  * naming the misuse, the shadow, the stash or the slab. */
@@ -369,21 +367,23 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
 	struct objcache_own *o = c->own;
 	uintptr_t over[OBJCACHE_BULK_RUN];
 	size_t nover = 0,
-	       end = n - i < OBJCACHE_BULK_RUN ? n : i + OBJCACHE_BULK_RUN;
-	*stuck = false;
+	       end = i + OBJCACHE_BULK_RUN < n ? i + OBJCACHE_BULK_RUN : n;
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &o->stash[pin.cpu];
 	for (; i < end; i++) {
 		struct objslab *sl;
 		uint32_t idx;
+		/* mark_stashed's checks, refusing (for the single free to
+		 * report) where it panics, and changing nothing then. */
 		if (!ent_of_obj(c, o, p[i], &sl, &idx) ||
-		    __atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) ||
-		    (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
-		     bit_of(idx))) {
-			*stuck = true; /* the single free's, to report */
+		    __atomic_exchange_n(&sl->stashed[idx], 1, __ATOMIC_ACQ_REL))
+			break;
+		if (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
+		    bit_of(idx)) {
+			__atomic_store_n(&sl->stashed[idx], 0,
+			                 __ATOMIC_RELAXED);
 			break;
 		}
-		mark_stashed(c, sl, idx, p[i]); /* a second free sees it */
 		if (st->n == o->stash_max) {
 			over[nover++] = ent_of(sl, idx);
 			continue;
@@ -393,17 +393,8 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
 	}
 	mm_port_unpin(pin);
 	objcache_slabs_put(c, over, nover);
+	*stuck = i < end;
 	return i;
-}
-
-bool objcache_own_live(struct objcache *c, const void *p)
-{
-	struct objslab *sl;
-	uint32_t idx;
-	return ent_of_obj(c, c->own, p, &sl, &idx) &&
-	       !__atomic_load_n(&sl->stashed[idx], __ATOMIC_ACQUIRE) &&
-	       !(__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
-	         bit_of(idx));
 }
 
 /* ---- Drains ---- */

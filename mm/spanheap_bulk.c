@@ -154,58 +154,103 @@ size_t spanheap_alloc_bulk(struct spanheap *sh, size_t size, unsigned flags,
 	return 0;
 }
 
+/* The span of the run's last entry, whose checks the next entries in it
+ * repeat from registers: its bounds, its division's constants, and its
+ * marked count as read (it only grows while an object of it is out, so an
+ * index below the value read is below it now). */
+struct run_span {
+	uintptr_t base, bytes;
+	uint32_t dinv, marked;
+	unsigned dshift;
+};
+
+/* A run's magazine: the one of its current span's class, top and limit
+ * held in registers (m NULL: none). */
+struct run_mag {
+	struct mmag *m;
+	uintptr_t *t, *limit;
+};
+
+/* Enters span s (checked: span_in_table's) for the run on CPU cpu: the
+ * magazine held before gets its top back, s's class's is taken. */
+static inline __attribute__((always_inline)) void
+run_enter(struct spanheap *sh, unsigned long cpu, struct mspan *s,
+          struct run_span *rs, struct run_mag *rm)
+{
+	if (rm->m)
+		mag_set_top(rm->m, rm->t);
+	rm->m = (struct mmag *)((char *)sh->mags[cpu] + s->mag_offset);
+	rm->t = mag_top(rm->m);
+	rm->limit = __atomic_load_n(&rm->m->limit, __ATOMIC_RELAXED);
+	*rs = (struct run_span){
+	        s->base, (uintptr_t)s->npages << MM_PAGE_SHIFT, s->dinv,
+	        atomic_load_explicit(&s->marked, memory_order_acquire),
+	        s->dshift};
+}
+
 /*
  * Frees p[i..) by the magazine, pinned, at most BULK_RUN of them: each
  * entry that is a small object of class cls (any with ANY_CLASS) passing
- * the single free's checks. The magazine of the entries' class is held
- * in registers (its top and limit) while the class stays the same, its
- * top stored once when it changes, fills or the run ends. Returns the
- * index it stopped at, and sets *stuck if the entry there is one it does
- * not take (NULL, a large or guarded object, another class, a free
- * marker: misuse), for the single free. Poison mode takes none.
+ * the single free's checks. What the checks read of the heap is read once
+ * a run (span_table_of); an entry in the same span as the one before is
+ * checked against that span's constants without the table (a batch's
+ * objects mostly share spans); the magazine of the span's class is held
+ * in registers while the span stays the same. The kernel builds with
+ * -fno-strict-aliasing, so each object's stores would otherwise reload
+ * them all. Returns the index it stopped at, and sets *stuck if the entry
+ * there is one it does not take (NULL, a large or guarded object, another
+ * class, a free marker: misuse), for the single free. Poison mode takes
+ * none. Inline, so that ANY_CLASS folds.
  */
-static size_t free_run(struct spanheap *sh, size_t n, void **p, size_t i,
-                       unsigned cls, bool *stuck)
+static inline __attribute__((always_inline)) size_t
+free_run(struct spanheap *sh, size_t n, void **p, size_t i, unsigned cls,
+         bool *stuck)
 {
 	size_t end = n - i < BULK_RUN ? n : i + BULK_RUN;
-	uintptr_t cookie = sh->mag_cookie;
+	const uintptr_t cookie = sh->mag_cookie;
 	*stuck = sh->cfg.poison;
 	if (*stuck)
 		return i;
 	struct mm_pin pin = mm_port_pin();
-	struct mmag *m = NULL;
-	uintptr_t *t = NULL, *limit = NULL;
+	const struct span_table tb = span_table_of(sh);
+	struct run_span rs = {0, 0, 0, 0, 0}; /* no span: bytes 0 */
+	struct run_mag rm = {NULL, NULL, NULL};
 	for (; i < end; i++) {
 		uintptr_t a = (uintptr_t)p[i];
-		struct mspan *s = fast_span_of(sh, p[i]);
-		if (!s || (cls != ANY_CLASS && s->sizeclass != cls) ||
-		    obj_words(a)[1] == (cookie ^ a)) {
-			*stuck = true;
+		if (__builtin_expect(a - rs.base >= rs.bytes, 0)) {
+			struct mspan *s = span_in_table(tb, a);
+			if (!s || (cls != ANY_CLASS && s->sizeclass != cls))
+				break;
+			run_enter(sh, pin.cpu, s, &rs, &rm);
+		}
+		uint32_t x = (uint32_t)(a - rs.base) * rs.dinv;
+		x = x >> rs.dshift | x << ((32 - rs.dshift) & 31);
+		if (__builtin_expect(x >= rs.marked, 0)) {
+			/* The table's check, with marked read again. */
+			struct mspan *s = span_in_table(tb, a);
+			if (!s)
+				break;
+			run_enter(sh, pin.cpu, s, &rs, &rm);
+		}
+		if (obj_words(a)[1] == (cookie ^ a))
 			break;
-		}
-		struct mmag *ms = (struct mmag *)((char *)sh->mags[pin.cpu] +
-		                                  s->mag_offset);
-		if (ms != m) {
-			if (m)
-				mag_set_top(m, t);
-			m = ms;
-			t = mag_top(m);
-			limit = __atomic_load_n(&m->limit, __ATOMIC_RELAXED);
-		}
-		if (__builtin_expect(t >= limit, 0)) {
-			mag_set_top(m, t);
-			m = NULL;
-			spanheap_mag_full(sh, a, s->sizeclass,
+		if (__builtin_expect(rm.t >= rm.limit, 0)) {
+			mag_set_top(rm.m, rm.t);
+			rm.m = NULL;
+			rs.bytes = 0;
+			spanheap_mag_full(sh, a,
+			                  span_in_table(tb, a)->sizeclass,
 			                  pin); /* unpins */
 			pin = mm_port_pin();
 			continue;
 		}
-		*t++ = a;
+		*rm.t++ = a;
 		obj_words(a)[1] = cookie ^ a; /* a second free of a sees it */
 	}
-	if (m)
-		mag_set_top(m, t);
+	if (rm.m)
+		mag_set_top(rm.m, rm.t);
 	mm_port_unpin(pin);
+	*stuck = i < end;
 	return i;
 }
 
@@ -246,8 +291,10 @@ static bool free_one(struct spanheap *sh, size_t n, void **p, size_t i,
 	return spanheap_free_class(sh, q, cls);
 }
 
-size_t spanheap_free_bulk_class(struct spanheap *sh, size_t n, void **p,
-                                unsigned cls)
+/* Both frees' loop, inline so that each has its own free_run (ANY_CLASS
+ * folded in spanheap_free_bulk's). */
+static inline __attribute__((always_inline)) size_t
+free_bulk(struct spanheap *sh, size_t n, void **p, unsigned cls)
 {
 	if (n && !p) {
 		mm_log("spanheap: free_bulk of %zu objects refused: the array "
@@ -268,7 +315,13 @@ size_t spanheap_free_bulk_class(struct spanheap *sh, size_t n, void **p,
 	return n;
 }
 
+size_t spanheap_free_bulk_class(struct spanheap *sh, size_t n, void **p,
+                                unsigned cls)
+{
+	return free_bulk(sh, n, p, cls);
+}
+
 void spanheap_free_bulk(struct spanheap *sh, size_t n, void **p)
 {
-	spanheap_free_bulk_class(sh, n, p, ANY_CLASS);
+	free_bulk(sh, n, p, ANY_CLASS);
 }

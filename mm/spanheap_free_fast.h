@@ -52,6 +52,25 @@ mag_try_push(struct spanheap *sh, unsigned long cpu, struct mspan *s,
 	return true;
 }
 
+/* What fast_span_of reads of the heap: the span table, its mapped pages
+ * (acquire) and the arena's base. A batch (spanheap_bulk.c) reads them
+ * once per run: the table never moves (spanheap_init), and an object
+ * handed out before the run lies in a page mapped before it. */
+struct span_table {
+	void *_Atomic *map;
+	size_t pages;
+	uintptr_t base;
+};
+
+static inline __attribute__((always_inline)) struct span_table
+span_table_of(struct spanheap *sh)
+{
+	return (struct span_table){
+	        sh->spanmap,
+	        atomic_load_explicit(&sh->spanmap_pages, memory_order_acquire),
+	        sh->arena_base};
+}
+
 /* The fast path's span of p: a small span in use, p the start of one of
  * its objects handed out (below marked); NULL for anything else (NULL, a
  * large object, a pointer outside the heap or inside an object), which
@@ -60,16 +79,14 @@ mag_try_push(struct spanheap *sh, unsigned long cpu, struct mspan *s,
  * entry that is no span is a zeroed block (mheap.h), so each fails the
  * checks. Any context. */
 static inline __attribute__((always_inline)) struct mspan *
-fast_span_of(struct spanheap *sh, void *p)
+span_in_table(struct span_table tb, uintptr_t a)
 {
 	/* An address below the base wraps to a huge index. */
-	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
-	if (__builtin_expect(i < atomic_load_explicit(&sh->spanmap_pages,
-	                                              memory_order_acquire),
-	                     1)) {
-		struct mspan *s = atomic_load_explicit(&sh->spanmap[i],
-		                                       memory_order_acquire);
-		uint32_t off = (uint32_t)((uintptr_t)p - s->base);
+	size_t i = (a - tb.base) >> MM_PAGE_SHIFT;
+	if (__builtin_expect(i < tb.pages, 1)) {
+		struct mspan *s =
+		        atomic_load_explicit(&tb.map[i], memory_order_acquire);
+		uint32_t off = (uint32_t)(a - s->base);
 		/* Beyond marked: no marker to test, never handed out. */
 		if (__builtin_expect(
 		            obj_start_index(s, off) <
@@ -79,6 +96,12 @@ fast_span_of(struct spanheap *sh, void *p)
 			return s;
 	}
 	return NULL;
+}
+
+static inline __attribute__((always_inline)) struct mspan *
+fast_span_of(struct spanheap *sh, void *p)
+{
+	return span_in_table(span_table_of(sh), (uintptr_t)p);
 }
 
 #endif
