@@ -14,7 +14,9 @@
  * class checked per object, as objcache_free's spanheap_free_class
  * checks it), the counter moved once per batch. Own slabs with the fast
  * ways: runs of this CPU's stash in one pin (objcache_stash_take and
- * _give), a new slab by objcache_alloc when the slabs run dry. The rest,
+ * _give), the rest of a run taken from, or put back in, the slabs under
+ * one hold of the cache's lock (objcache_slabs_take and _put, here), a new
+ * slab by objcache_alloc when the slabs run dry. The rest,
  * and every entry a way does not take, by objcache_alloc or
  * objcache_free, one at a time; an entry that is no live object of the
  * cache (spanheap_where, objcache_own_live) gets a line naming its index

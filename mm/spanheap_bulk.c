@@ -18,10 +18,12 @@
  * the page heap, unpinned if it must sleep), and the run goes on. Should
  * an object be missing (no memory, MM_ATOMIC that would wait), those had
  * go back by the bulk free and the call returns 0. Free: pinned, each
- * entry gets the single free's inline checks (spanheap_free_fast.h: the
- * span from the table, the start of an object handed out, no free marker)
- * and the push; a full magazine spills by the single free's spill
- * (spanheap_mag_full, which unpins; the run pins again). An entry the
+ * entry gets the single free's checks (spanheap_free_fast.h: the span
+ * from the table, the start of an object handed out, no free marker; an
+ * entry in the same span as the last is checked against that span's
+ * constants held in registers) and the push; a full magazine spills by
+ * the single free's spill (spanheap_mag_full, which unpins; the run pins
+ * again). An entry the
  * run does not take (NULL, a large or guarded object, another class, a
  * misused pointer) ends the run and goes by the single free, after a line
  * naming its index if spanheap_where says it is no allocated object's
