@@ -146,10 +146,11 @@ size_t objcache_slabs_take(struct objcache *c, void **out, size_t n)
 	return i;
 }
 
-void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n)
+struct objslab *objcache_slabs_put(struct objcache *c, const uintptr_t *ent,
+                                   size_t n)
 {
 	if (!n)
-		return;
+		return NULL;
 	struct objcache_own *o = c->own;
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	for (size_t i = 0; i < n; i++) {
@@ -171,7 +172,7 @@ void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n)
 	}
 	struct objslab *gone = objcache_slab_spares_locked(o, NULL);
 	mm_lock_release(&o->lock, irq);
-	objcache_slab_release_chain(gone);
+	return gone;
 }
 
 bool objcache_own_live(struct objcache *c, const void *p)

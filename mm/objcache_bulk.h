@@ -21,6 +21,8 @@
 
 #include "objcache.h"
 
+struct objslab;
+
 /*
  * Fills out[0..n) with n objects of c, as n calls of objcache_alloc(c,
  * flags) would, and returns n; or returns 0 with nothing allocated (all
@@ -50,8 +52,9 @@ void objcache_free_bulk(struct objcache *c, size_t n, void **p);
  * many it had (fewer: the slabs have no free object); give pushes p[i..)
  * (at most OBJCACHE_BULK_RUN) with the single free's checks, those past a
  * full stash put back in their slabs under one hold of the lock
- * (objcache_slabs_put, objcache_bulk.c's: entries marked stashed, their
- * spare empty slabs released), and returns the index it stopped at,
+ * (objcache_slabs_put, objcache_bulk.c's: entries marked stashed; it
+ * returns the spare empty slabs, for the caller to release unpinned:
+ * objcache_slab_release_chain), and returns the index it stopped at,
  * *stuck set if the entry there is one it did not take (NULL, no object
  * of c, a double free: the single free's to report). live: p is an
  * object of c, out. Any context but NMI; nothing pinned, no mm lock. */
@@ -61,6 +64,7 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
                            bool *stuck);
 bool objcache_own_live(struct objcache *c, const void *p);
 size_t objcache_slabs_take(struct objcache *c, void **out, size_t n);
-void objcache_slabs_put(struct objcache *c, const uintptr_t *ent, size_t n);
+struct objslab *objcache_slabs_put(struct objcache *c, const uintptr_t *ent,
+                                   size_t n);
 
 #endif

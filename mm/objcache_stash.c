@@ -391,8 +391,10 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
 		st->ent[st->n] = ent_of(sl, idx);
 		set_n(st, st->n + 1);
 	}
+	/* Pinned, as the spill: no entry is seen in no stash and not free. */
+	struct objslab *gone = objcache_slabs_put(c, over, nover);
 	mm_port_unpin(pin);
-	objcache_slabs_put(c, over, nover);
+	objcache_slab_release_chain(gone);
 	*stuck = i < end;
 	return i;
 }
