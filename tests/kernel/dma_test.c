@@ -270,14 +270,28 @@ static void give_all(void *head, size_t nbytes)
 	}
 }
 
+/* The size of the big buffers that take the pool of free_pages frames:
+ * 8 MiB, or more, in 2 MiB steps, where half the table's worth of 8 MiB
+ * buffers would not take it all. At -m 5G, 256 buffers of 8 MiB were 2
+ * of its 5 GiB: the table ran out first ("expected nbig <
+ * DMA_MAX_BUFFERS"); the pool's whole runs need at most half the table
+ * (40 MiB buffers there, about 128 of them). */
+static size_t big_buffer_bytes(size_t free_pages)
+{
+	size_t pages = free_pages / (DMA_MAX_BUFFERS / 2) + 1;
+	pages = (pages + 511) / 512 * 512;
+	return pages < 2048 ? 8 << 20 : pages * PAGE_SIZE;
+}
+
 KTEST(dma, exhausting_the_pool_returns_null_and_leaks_nothing)
 {
 	heap_settle();
 	size_t baseline = frames_free_count(), live = dma_live_count();
-	/* Buffers of 8 MiB, then single frames for what is left: the
-	 * pool's last frames, fragmented, cannot make another 8 MiB. */
-	size_t nbig = 0;
-	void *big = take_all(8 << 20, &nbig);
+	/* Big buffers, then single frames for what is left: the pool's
+	 * last frames, fragmented, cannot make another big one. */
+	size_t nbig = 0, big_bytes = big_buffer_bytes(baseline);
+	void *big = take_all(big_bytes, &nbig);
+	ktest_diag("%zu buffers of %zu MiB", nbig, big_bytes >> 20);
 	KEXPECT(nbig > 0);
 	KEXPECT(nbig < DMA_MAX_BUFFERS); /* the pool ran out, not the table */
 	paddr_t rest = frames_drain(0);
@@ -287,7 +301,7 @@ KTEST(dma, exhausting_the_pool_returns_null_and_leaks_nothing)
 	                  &phys) == NULL);
 	KEXPECT_EQ(phys, 0);
 	frames_refill(rest);
-	give_all(big, 8 << 20);
+	give_all(big, big_bytes);
 	KEXPECT_EQ(dma_live_count(), live);
 	KEXPECT_EQ(frames_free_count(), baseline);
 	frames_check();
