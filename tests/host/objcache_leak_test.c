@@ -17,6 +17,7 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/objcache_internal.h"
+#include "leak_scan_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -76,26 +77,10 @@ static bool fresh(void)
 	return sh_heap_fresh_with(&heap, &sh, &sc);
 }
 
-struct scan_out {
-	long n;
-	struct spanheap_leak_result r;
-	const struct spanheap_leak *list;
-};
-
-/* A scan of roots_arr with a work area of the size asked for, from the
- * C heap (outside sh); freed by the next call. */
+/* A scan of roots_arr (leak_scan_util.h). */
 static struct scan_out scan(size_t max)
 {
-	static void *work;
-	free(work);
-	size_t bytes = spanheap_leak_work_bytes(&sh, max);
-	work = calloc(1, bytes);
-	struct spanheap_leak_range root = {(uintptr_t)roots_arr,
-	                                   (uintptr_t)(roots_arr + 8)};
-	struct scan_out o;
-	o.n = spanheap_leak_scan(&sh, work, bytes, &root, 1, 0, max, &o.r);
-	o.list = spanheap_leak_list(work);
-	return o;
+	return leak_scan_roots(&sh, roots_arr, 8, 0, max);
 }
 
 static const struct spanheap_leak *find(const struct scan_out *o, const void *p)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../kernel/ktest.h"
+#include "leak_scan_util.h"
 #include "spanheap_test_util.h"
 
 static struct mheap heap;
@@ -51,27 +52,10 @@ SH_SITE static void **leak_site(size_t size)
 	return p;
 }
 
-struct scan_out {
-	long n;
-	struct spanheap_leak_result r;
-	const struct spanheap_leak *list;
-};
-
-/* A scan of roots_arr with a work area of the size asked for, from the
- * C heap (outside sh); freed by the next call. */
+/* A scan of roots_arr (leak_scan_util.h). */
 static struct scan_out scan(uint64_t min_age_ns, size_t max)
 {
-	static void *work;
-	free(work);
-	size_t bytes = spanheap_leak_work_bytes(&sh, max);
-	work = calloc(1, bytes);
-	struct spanheap_leak_range root = {(uintptr_t)roots_arr,
-	                                   (uintptr_t)(roots_arr + 8)};
-	struct scan_out o;
-	o.n = spanheap_leak_scan(&sh, work, bytes, &root, 1, min_age_ns, max,
-	                         &o.r);
-	o.list = spanheap_leak_list(work);
-	return o;
+	return leak_scan_roots(&sh, roots_arr, 8, min_age_ns, max);
 }
 
 /* True if p is among the first n of list. */
