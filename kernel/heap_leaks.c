@@ -155,7 +155,7 @@ void heap_leaks_print(const struct heap_leaks *hl)
 	}
 	if (hl->r.leaks > n)
 		printk("... and %zu more\n", hl->r.leaks - n);
-	printk("%zu unreferenced of %zu live small objects (%zu reached, %zu "
+	printk("%zu unreferenced of %zu live objects (%zu reached, %zu "
 	       "too young to judge); %zu words read, the world stopped for "
 	       "%llu us\n",
 	       hl->r.leaks, hl->r.objects, hl->r.reachable, hl->r.young,

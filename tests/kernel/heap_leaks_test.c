@@ -361,7 +361,7 @@ KTEST(heap_leaks, the_shell_prints_the_report)
 	    spanheap_guard_owns(&kspanheap.guard, (const void *)(a ^ HIDE)))
 		KEXPECT(seen_has(", in the guarded pool), allocated on CPU"));
 	KEXPECT(seen_has(" unreferenced of "));
-	KEXPECT(seen_has(" live small objects ("));
+	KEXPECT(seen_has(" live objects ("));
 	KEXPECT_EQ(capture_run_line("leaks 1 2"), SHELL_USAGE);
 	KEXPECT_EQ(capture_run_line("leaks x"), SHELL_USAGE);
 	free_lost(lost, n);
