@@ -189,12 +189,8 @@ bool objcache_own_live(struct objcache *c, const void *p)
 static bool merged_live(struct objcache *c, const void *q)
 {
 	struct spanheap_where w;
-	spanheap_where(c->sh, q, &w);
-	bool start = w.offset == 0 && (w.kind == SPANHEAP_WHERE_LARGE ||
-	                               ((w.kind == SPANHEAP_WHERE_SMALL ||
-	                                 w.kind == SPANHEAP_WHERE_GUARD) &&
-	                                w.state == SPANHEAP_OBJ_ALLOCATED));
-	return start && w.sizeclass == c->sizeclass &&
+	return spanheap_bulk_live_start(c->sh, q, &w) &&
+	       w.sizeclass == c->sizeclass &&
 	       (w.owner == UINT32_MAX || w.owner == c->owner);
 }
 

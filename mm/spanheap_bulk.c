@@ -256,20 +256,17 @@ free_run(struct spanheap *sh, size_t n, void **p, size_t i, unsigned cls,
 	return i;
 }
 
-/* True if spanheap_where says q is the start of an allocated object, as
- * a free wants: only for the line that names a misused entry's index
- * (the single free, after it, decides and says what is wrong). */
-static bool looks_allocated(struct spanheap *sh, const void *q)
+bool spanheap_bulk_live_start(struct spanheap *sh, const void *q,
+                              struct spanheap_where *w)
 {
-	struct spanheap_where w;
-	spanheap_where(sh, q, &w);
-	if (w.offset != 0)
+	spanheap_where(sh, q, w);
+	if (w->offset != 0)
 		return false;
-	if (w.kind == SPANHEAP_WHERE_LARGE)
+	if (w->kind == SPANHEAP_WHERE_LARGE)
 		return true;
-	return (w.kind == SPANHEAP_WHERE_SMALL ||
-	        w.kind == SPANHEAP_WHERE_GUARD) &&
-	       w.state == SPANHEAP_OBJ_ALLOCATED;
+	return (w->kind == SPANHEAP_WHERE_SMALL ||
+	        w->kind == SPANHEAP_WHERE_GUARD) &&
+	       w->state == SPANHEAP_OBJ_ALLOCATED;
 }
 
 /* Frees p[i], which a run did not take, by the single free (for a class,
@@ -282,7 +279,8 @@ static bool free_one(struct spanheap *sh, size_t n, void **p, size_t i,
 	void *q = p[i];
 	if (!q)
 		return true;
-	if (!looks_allocated(sh, q))
+	struct spanheap_where w;
+	if (!spanheap_bulk_live_start(sh, q, &w))
 		mm_log("spanheap: free_bulk: entry %zu of %zu, %p, is no "
 		       "allocated object's start (the free's report follows)",
 		       i, n, q);

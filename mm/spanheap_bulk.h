@@ -60,4 +60,12 @@ void spanheap_free_bulk(struct spanheap *sh, size_t n, void **p);
 size_t spanheap_free_bulk_class(struct spanheap *sh, size_t n, void **p,
                                 unsigned cls);
 
+/* True if spanheap_where (into *w) says q is the start of an allocated
+ * object, as a free wants: only for the line that names a misused
+ * entry's index (the single free, after it, decides and says what is
+ * wrong; unlocked, so in a race the line may be missing or wrong). Any
+ * context but NMI. */
+bool spanheap_bulk_live_start(struct spanheap *sh, const void *q,
+                              struct spanheap_where *w);
+
 #endif
