@@ -16,6 +16,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/objcache.h"
 #include "spanheap_test_util.h"
+#include "track_log_util.h"
 
 static struct mheap heap;
 static struct spanheap sh;
@@ -103,25 +104,6 @@ KTEST(spanheap_track, nothing_recorded_where_there_is_nothing_to_record)
 	KEXPECT_EQ(a.ns, 0x5a5a5a5a5a5a5a5aull); /* nothing written */
 	spanheap_free(&sh, big);
 	sh_heap_release(&heap, &sh);
-}
-
-/* The log line that starts "spanheap: object OBJ: WHAT" in log, or NULL. */
-static const char *line_of(const char *log, const void *obj, const char *what)
-{
-	char head[96];
-	snprintf(head, sizeof(head), "spanheap: object %#lx: %s",
-	         (unsigned long)(uintptr_t)obj, what);
-	return strstr(log, head);
-}
-
-/* True if the line at l (to its newline) names pc as the port does. */
-static bool line_names(const char *l, uintptr_t pc)
-{
-	char name[128];
-	mm_port_pc_name(pc, name, sizeof(name));
-	const char *end = strchr(l, '\n');
-	const char *at = strstr(l, name);
-	return at && (!end || at < end);
 }
 
 static char log[16384];

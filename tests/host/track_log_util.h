@@ -1,0 +1,36 @@
+/* The report lines of poison mode's records (mm/spanheap_track.c's
+ * spanheap_track_log, which objcache_track.c's reports use too), read
+ * back from a captured log (mm_port_log_capture): the line of an
+ * object's record, and whether it names a return address as the port
+ * names it. For spanheap_track_test.c and objcache_track_test.c. */
+#ifndef TESTS_HOST_TRACK_LOG_UTIL_H
+#define TESTS_HOST_TRACK_LOG_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../mm/port.h"
+
+/* The log line that starts "spanheap: object OBJ: WHAT" in log, or NULL. */
+static inline const char *line_of(const char *log, const void *obj,
+                                  const char *what)
+{
+	char head[96];
+	snprintf(head, sizeof(head), "spanheap: object %#lx: %s",
+	         (unsigned long)(uintptr_t)obj, what);
+	return strstr(log, head);
+}
+
+/* True if the line at l (to its newline) names pc as the port does. */
+static inline bool line_names(const char *l, uintptr_t pc)
+{
+	char name[128];
+	mm_port_pc_name(pc, name, sizeof(name));
+	const char *end = strchr(l, '\n');
+	const char *at = strstr(l, name);
+	return at && (!end || at < end);
+}
+
+#endif
