@@ -84,8 +84,10 @@ bool kmem_cache_destroy(struct objcache *c)
 		return true;
 	struct objcache_info in;
 	objcache_info(c, &in);
-	/* Slabs of its own (sizeclass 0) are not recorded. */
-	if (in.owner && in.sizeclass && kspanheap.track && in.live > 0) {
+	/* A merged cache of large objects (sizeclass 0, no slabs of its
+	 * own) has no records; slabs of their own keep theirs. */
+	if (in.owner && (in.sizeclass || in.slab_pages) && kspanheap.track &&
+	    in.live > 0) {
 		struct spanheap_trace t[8]; /* 800 bytes of the stack */
 		printk("kmem_cache_destroy: cache '%s''s live objects by the "
 		       "stack that allocated them, most first:\n",

@@ -111,9 +111,10 @@ static enum shell_status cmd_objwho(int argc, char **argv)
 		return SHELL_FAILED;
 	if (!found) {
 		printk("objwho: no records for %#lx: %s\n", (unsigned long)a,
-		       kspanheap.track ? "not in a small object of the heap"
-		                       : "the heap keeps none (boot with "
-		                         "mm.debug_poison)");
+		       kspanheap.track
+		               ? "not in an object the heap keeps records of"
+		               : "the heap keeps none (boot with "
+		                 "mm.debug_poison)");
 		return SHELL_FAILED;
 	}
 	printk("object at %#lx:\n", (unsigned long)a);
@@ -151,7 +152,9 @@ static bool traces_class(const char *arg, uint64_t *cls, const char **cache,
 	for (size_t i = 0; i < n && i < OBJCACHE_MAX; i++) {
 		if (strcmp(shell_caches[i].name, arg))
 			continue;
-		if (!shell_caches[i].sizeclass) {
+		/* Slabs of its own keep their objects' records; a merged
+		 * cache's large objects have none. */
+		if (!shell_caches[i].sizeclass && !shell_caches[i].slab_pages) {
 			printk("alloctraces: cache '%s' has large objects, of "
 			       "which the heap keeps no records\n",
 			       arg);
@@ -183,7 +186,9 @@ static enum shell_status cmd_alloctraces(int argc, char **argv)
 		       "mm.debug_poison)\n");
 		return SHELL_FAILED;
 	}
-	if (cache)
+	if (cache && !cls)
+		printk("cache '%s' (slabs of its own): ", cache);
+	else if (cache)
 		printk("cache '%s' (size class %llu): ", cache,
 		       (unsigned long long)cls);
 	else if (cls)

@@ -73,8 +73,8 @@ _Static_assert(OBJSTASH_BATCH <= OBJSTASH_MAX, "a batch fits a stash");
 
 struct objcache_own {
 	mm_lock_t lock; /* rank MM_RANK_OBJCACHE */
-	/* Fixed from setup to destroy (recs: poison mode's allocation
-	 * records' offset in a slab, objcache_leak.c; 0: none): */
+	/* Fixed from setup to destroy (recs: poison mode's records'
+	 * offset in a slab, objcache_track.c; 0: none): */
 	void (*ctor)(void *obj);
 	unsigned flags;
 	uint32_t npages, nobjs, first;

@@ -27,23 +27,19 @@
  * The bitmap words and the stashed bytes are read atomically (relaxed),
  * as objcache_own_check reads them.
  *
- * Records: a large span has no side table, so in poison mode with
- * records (sh->track) a slab keeps its objects' allocation records
- * itself, one struct spanheap_rec an object (16 bytes: when, the CPU,
- * the stack's handle in the heap's depot) after its objects, from
- * o->recs (0: none), zeroed ("never") when the slab is made. Every
- * allocation of such a cache takes objcache_own_alloc_slow in poison
- * mode (o->fast is off), which records it; a free leaves the record (a
- * free object is not judged). Outside poison mode nothing is kept and
- * the geometry is as before; the fast ways test nothing new.
+ * Records: poison mode's, kept in the slab after its objects
+ * (objcache_track.c: the last allocation's and free's, zeroed "never"
+ * when the slab is made); the scan reads the allocation's. Outside
+ * poison mode nothing is kept; the fast ways test nothing new.
  *
- * Limits: no free records (a free object is never judged); a record is
- * written without the CHANGING mark small objects' get, as the one
- * reader, the scan, runs with the writers held still.
+ * Limits: objcache_leak_slab is also the lock-free readers' check
+ * (objcache_track.c): outside the scan, its answer holds only while the
+ * span is seen the same after what it read.
  */
 #include "objcache_leak.h"
 
 #include "objcache_internal.h"
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 
 bool objcache_leak_slab(const struct mspan *s, struct objcache_leak_slab *out)
@@ -79,51 +75,9 @@ bool objcache_leak_out(const void *slab, uint32_t idx)
 	       !__atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED);
 }
 
-/* Object idx of slab sl's record. */
-static struct spanheap_rec *rec_of(const struct objslab *sl, uint32_t idx)
-{
-	return (struct spanheap_rec *)((char *)sl + sl->cache->own->recs) + idx;
-}
-
 bool objcache_leak_tracks(struct spanheap *sh, const void *slab, uint32_t idx,
                           struct spanheap_track *t)
 {
-	const struct objslab *sl = slab;
-	if (!sl->cache->own->recs)
-		return false;
-	const struct spanheap_rec *r = rec_of(sl, idx);
-	*t = (struct spanheap_track){
-	        .ns = __atomic_load_n(&r->ns, __ATOMIC_ACQUIRE)};
-	t->cpu = __atomic_load_n(&r->cpu, __ATOMIC_RELAXED);
-	if (t->ns)
-		t->npcs = spanheap_depot_get(
-		        &sh->depot,
-		        __atomic_load_n(&r->stack, __ATOMIC_RELAXED), t->pc);
-	return true;
-}
-
-size_t objcache_leak_rec_bytes(void)
-{
-	return sizeof(struct spanheap_rec);
-}
-
-__attribute__((noinline)) void
-objcache_leak_record(struct objcache *c, const void *p, unsigned flags)
-{
-	struct objslab *sl = (struct objslab *)objslab_span(c->sh, p)->base;
-	uint32_t idx =
-	        (uint32_t)(((uintptr_t)p - (uintptr_t)sl - c->own->first) /
-	                   c->objsize);
-	/* The stack from the return address into objcache_own_alloc_slow's
-	 * caller: that of this call's frame left out (after). */
-	struct spanheap_track t = {0};
-	spanheap_track_fill(&t, true, 1,
-	                    (uintptr_t)__builtin_return_address(0));
-	struct spanheap_rec *r = rec_of(sl, idx);
-	__atomic_store_n(&r->stack,
-	                 spanheap_depot_save(&c->sh->depot, &c->sh->meta, t.pc,
-	                                     t.npcs, flags & MM_NO_GROW),
-	                 __ATOMIC_RELEASE);
-	__atomic_store_n(&r->cpu, t.cpu, __ATOMIC_RELEASE);
-	__atomic_store_n(&r->ns, t.ns, __ATOMIC_RELEASE);
+	struct spanheap_track freed;
+	return objcache_track_read(sh, slab, idx, t, &freed);
 }

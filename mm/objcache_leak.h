@@ -2,8 +2,8 @@
  * mm/objcache_leak.h: what the leak scan (spanheap_leak.c) asks of a
  * cache with slabs of its own (objcache_own.h): which large spans are
  * slabs, where their objects lie, which of them are out, and who
- * allocated them (poison mode's records, which objcache_own.c keeps
- * through this file). Not for the heap's users.
+ * allocated them (poison mode's records, objcache_track.c). Not for
+ * the heap's users.
  *
  * Contexts, unless said: the leak scan's: every other allocator and
  * freer of the heap held still (a kernel's world stopped), the span in
@@ -42,14 +42,5 @@ bool objcache_leak_out(const void *slab, uint32_t idx);
  * if its cache keeps none (not poison mode, or a port with no stacks). */
 bool objcache_leak_tracks(struct spanheap *sh, const void *slab, uint32_t idx,
                           struct spanheap_track *t);
-
-/* Poison mode's records for the caches with slabs of their own, kept
- * after a slab's objects when the heap keeps records (sh->track): the
- * bytes of one object's, for the slabs' geometry (objcache_own.c); and
- * the allocation of object p of c (whose slabs keep them) recorded: the
- * time, the CPU, the stack from objcache_own_alloc_slow's caller on.
- * Any context an allocation is but NMI. */
-size_t objcache_leak_rec_bytes(void);
-void objcache_leak_record(struct objcache *c, const void *p, unsigned flags);
 
 #endif

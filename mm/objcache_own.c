@@ -12,8 +12,9 @@
  * from o->first on, after a header (struct objslab, at the span's base):
  * the cache, a magic number, its list, its free count, a bitmap of the
  * objects free in the slab and a byte an object, set for those free in a
- * CPU's stash; in poison mode with records, after the objects, one
- * allocation record an object (o->recs, objcache_leak.c). The
+ * CPU's stash; in poison mode with records, after the objects, two
+ * records an object, its last allocation's and free's (o->recs,
+ * objcache_track.c). The
  * span carries the cache's owner number (mspan.objslab), which the
  * heap's misuse reports read: a kfree of an object (an interior pointer
  * of a large span) or of the base (the header) names the cache. The
@@ -65,9 +66,10 @@
  * handed out), so mm.kasan catches a use after free; a TYPESAFE_BY_RCU
  * cache's stay accessible, as Linux's KASAN leaves them (readers may
  * read them). Double frees and interior pointers are caught in every
- * mode, by the bitmap, the bytes and the offset. Every allocation takes
- * objcache_own_alloc_slow (o->fast off), which records it for the leak
- * scan.
+ * mode, by the bitmap, the bytes and the offset, and reported with the
+ * object's records (objcache_track.c). Every allocation takes
+ * objcache_own_alloc_slow and every free own_free_slow (o->fast off),
+ * which record them for the leak scan and the reports.
  *
  * Limits: OBJSLAB_MAX_OBJS objects a slab; alignment up to a page;
  * OBJSTASH_MAX objects a stash, each keeping its slab; one empty slab
@@ -75,7 +77,7 @@
  * reach (mm_port_each_other_cpu), the destroy every one.
  */
 #include "objcache_internal.h"
-#include "objcache_leak.h"
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 
 static size_t round_up(size_t n, size_t align)
@@ -89,9 +91,9 @@ static const char *geometry(struct objcache *c, struct objcache_own *o)
 {
 	c->objsize = round_up(c->size, c->align);
 	o->first = (uint32_t)round_up(sizeof(struct objslab), c->align);
-	/* Poison mode's records (objcache_leak.c): one an object, after
+	/* Poison mode's records (objcache_track.c): two an object, after
 	 * the objects (8-byte aligned: 8 more). */
-	size_t rec = c->sh->track ? objcache_leak_rec_bytes() : 0;
+	size_t rec = c->sh->track ? objcache_track_rec_bytes() : 0;
 	size_t per = c->objsize + rec, head = o->first + (rec ? 8 : 0);
 	/* OBJSLAB_MIN_OBJS objects, fewer for big ones: a slab of at most
 	 * 32 KiB unless one object needs more. */
@@ -258,7 +260,7 @@ static struct objslab *slab_new(struct objcache *c, unsigned flags)
 		sl->free[i / 64] |= (uint64_t)1 << (i % 64);
 	if (o->recs) /* "never" allocated (spanheap_track.h) */
 		mm_memset((char *)sl + o->recs, 0,
-		          o->nobjs * objcache_leak_rec_bytes());
+		          o->nobjs * objcache_track_rec_bytes());
 	bool shadow = o->shadow;
 	for (uint32_t i = 0; i < o->nobjs; i++) {
 		char *obj = objslab_obj(c, sl, i);
@@ -378,36 +380,11 @@ void *objcache_own_alloc_slow(struct objcache *c, unsigned flags)
 	if (c->own->shadow)
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);
 	if (c->own->recs)
-		objcache_leak_record(c, p, flags);
+		objcache_track_alloc(c, p, flags);
 	if (flags & MM_ZERO)
 		mm_memset(p, 0, c->size);
 	objcache_count(c, 1);
 	return p;
-}
-
-/* p, freed to c, is in no slab: a foreign or interior pointer panics in
- * spanheap_span_of, saying which; an object of a small span (kmalloc's
- * or a merged cache's) here. */
-static __attribute__((noreturn)) void not_a_slab(struct objcache *c,
-                                                 const void *p)
-{
-	uint32_t idx;
-	struct mspan *s = spanheap_span_of(c->sh, p, &idx, "free");
-	mm_panic("objcache: free of %p to cache '%s' (slabs of its own): the "
-	         "object is of span %#lx, size class %u (%zu-byte objects): "
-	         "kmalloc's or a merged cache's",
-	         p, c->name, (unsigned long)s->base, (unsigned)s->sizeclass,
-	         spanheap_object_bytes(s));
-}
-
-static __attribute__((noreturn)) void other_cache(struct objcache *c,
-                                                  const void *p, uint8_t owner)
-{
-	char name[OBJCACHE_NAME_MAX + 1];
-	objcache_owner_name(c->sh, owner, name);
-	mm_panic("objcache: free of %p to cache '%s': the object is of cache "
-	         "'%s''s slabs",
-	         p, c->name, name);
 }
 
 struct objslab *objcache_slab_of(struct objcache *c, const void *p,
@@ -421,18 +398,14 @@ struct objslab *objcache_slab_of(struct objcache *c, const void *p,
 	                 MSPAN_LARGE)
 		owner = atomic_load_explicit(&s->objslab, memory_order_relaxed);
 	if (!owner)
-		not_a_slab(c, p);
+		objcache_own_not_a_slab(c, p);
 	struct objslab *sl = (struct objslab *)s->base;
 	if (owner != c->owner || sl->cache != c)
-		other_cache(c, p, owner);
+		objcache_own_other_cache(c, p, s, owner);
 	uintptr_t off = (uintptr_t)p - s->base;
 	if (off < o->first || (off - o->first) % c->objsize ||
 	    (off - o->first) / c->objsize >= o->nobjs)
-		mm_panic("objcache: free of %p to cache '%s': an interior "
-		         "pointer of its slab [%#lx, +%u pages) (objects of "
-		         "%zu bytes from +%u)",
-		         p, c->name, (unsigned long)s->base, o->npages,
-		         c->objsize, o->first);
+		objcache_own_interior(c, p, s);
 	*idx = (uint32_t)((off - o->first) / c->objsize);
 	return sl;
 }
@@ -442,6 +415,14 @@ void objcache_own_free_unstashed(struct objcache *c, struct objslab *sl,
 {
 	struct objcache_own *o = c->own;
 	uint64_t bit = (uint64_t)1 << (idx % 64);
+	/* Poison mode's record of this free, after a first look for a
+	 * double free (the lock's look below catches one racing with it):
+	 * a double free's report names the first free, not this one. */
+	if (o->recs) {
+		if (objslab_free_word(sl, idx / 64) & bit)
+			objcache_own_double_free(c, p, sl, idx, "free already");
+		objcache_track_free(c, sl, idx);
+	}
 	unsigned long irq = mm_lock_acquire(&o->lock);
 	bool twice = objslab_free_word(sl, idx / 64) & bit;
 	struct objslab *gone = NULL;
@@ -451,9 +432,7 @@ void objcache_own_free_unstashed(struct objcache *c, struct objslab *sl,
 	}
 	mm_lock_release(&o->lock, irq);
 	if (twice)
-		mm_panic("objcache: double free of %p to cache '%s' (object "
-		         "%u of slab %p): free already",
-		         p, c->name, idx, (void *)sl);
+		objcache_own_double_free(c, p, sl, idx, "free already");
 	objcache_slab_release_chain(gone);
 }
 

@@ -58,6 +58,7 @@
  */
 #include "objcache_bulk.h"
 #include "objcache_internal.h"
+#include "objcache_track.h"
 
 static inline uintptr_t ent_of(const struct objslab *sl, uint32_t idx)
 {
@@ -165,15 +166,6 @@ void *objcache_stash_alloc(struct objcache *c)
 	return e ? objslab_obj(c, ent_slab(e), ent_idx(e)) : NULL;
 }
 
-static __attribute__((noreturn, cold)) void
-double_free(struct objcache *c, const void *p, const struct objslab *sl,
-            uint32_t idx, const char *how)
-{
-	mm_panic("objcache: double free of %p to cache '%s' (object %u of "
-	         "slab %p): %s",
-	         p, c->name, idx, (const void *)sl, how);
-}
-
 /* A free's double-free checks, stashed byte set (acquire) before the free
  * bit is read (the header's "Order"). Any context. */
 static inline __attribute__((always_inline)) void
@@ -182,13 +174,14 @@ mark_stashed(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 	if (__builtin_expect(
 	            __atomic_exchange_n(&sl->stashed[idx], 1, __ATOMIC_ACQ_REL),
 	            0))
-		double_free(c, p, sl, idx, "in a CPU's stash already");
+		objcache_own_double_free(c, p, sl, idx,
+		                         "in a CPU's stash already");
 	if (__builtin_expect(
 	            __atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
 	                    bit_of(idx),
 	            0)) {
 		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELAXED);
-		double_free(c, p, sl, idx, "free already");
+		objcache_own_double_free(c, p, sl, idx, "free already");
 	}
 }
 
@@ -216,6 +209,10 @@ stash_free(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 	if (__builtin_expect(!o->stash, 0))
 		return false;
 	mark_stashed(c, sl, idx, p);
+	/* Marked, not yet pushed: no one else can take it. Records are
+	 * poison mode's, where every free comes this way (o->fast off). */
+	if (o->recs)
+		objcache_track_free(c, sl, idx);
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &o->stash[pin.cpu];
 	uint32_t n = st->n;

@@ -121,6 +121,18 @@ void spanheap_freed_large_log(uintptr_t a, const struct spanheap_where *w);
  * Returns the new length; cut short if full (spanheap_where.c). */
 size_t spanheap_text_put(char *buf, size_t size, size_t len, const char *t,
                          uint64_t v);
+/* spanheap_alloc_traces' table being filled (spanheap_track.c): the
+ * caller's entries, how many, their room, the objects of stacks that
+ * found no room, and the owner asked for (or SPANHEAP_OWNER_ANY); and
+ * one live object counted in it (asked bytes, allocated as record r),
+ * for the slabs of caches with slabs of their own (objcache_track.c). */
+struct spanheap_trace_table {
+	struct spanheap_trace *t;
+	size_t n, max, rest;
+	uint32_t owner;
+};
+void spanheap_trace_add(struct spanheap_trace_table *tt,
+                        const struct spanheap_track *r, uint32_t asked);
 /* mm_logs s's object at a's records, or that they changed. Any context. */
 void spanheap_track_report(const struct mspan *s, uintptr_t a);
 

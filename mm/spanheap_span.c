@@ -33,6 +33,7 @@
  * Limits: a span's struct is never given back (spanheap_structs.c).
  */
 #include "objcache.h"
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 
 /* Mask of the valid object bits of word w of a span with nelems objects. */
@@ -152,6 +153,7 @@ __attribute__((noreturn)) static void own_object(struct spanheap *sh,
 	objcache_owner_name(
 	        sh, atomic_load_explicit(&s->objslab, memory_order_relaxed),
 	        name);
+	objcache_track_report_at(sh, s, (uintptr_t)p); /* poison mode */
 	mm_panic("spanheap: %s of %p: an object of cache '%s' (a cache with "
 	         "spans of its own, slab [%#lx, +%u pages)): give it back "
 	         "with objcache_free (kmem_cache_free) to '%s'",

@@ -58,10 +58,14 @@
  * more store an allocation and a free.
  *
  * Limits: small objects only (a large object's pages go back at its free,
- * and mm.debug_pagealloc unmaps them); the records live as long as the
+ * and mm.debug_pagealloc unmaps them), but for the objects of a cache
+ * with slabs of its own, whose slabs keep their records
+ * (objcache_track.c: spanheap_object_tracks and spanheap_alloc_traces
+ * read them there); the records live as long as the
  * span, so an object in a span made since its free has none; the stack is
  * what the port's walk finds (frame pointers, in this kernel).
  */
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 
 /* The return addresses a free's record leaves out: into
@@ -270,6 +274,9 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 	if (!sh->track || a - sh->arena_base >= sh->arena_bytes)
 		return false;
 	struct mspan *s = mheap_span_lookup(sh->heap, a);
+	if (mheap_span_is_span(s) &&
+	    atomic_load_explicit(&s->objslab, memory_order_acquire))
+		return objcache_track_tracks(sh, s, a, alloc, freed);
 	if (!mheap_span_is_span(s) ||
 	    atomic_load_explicit(&s->state, memory_order_acquire) !=
 	            MSPAN_SMALL ||
@@ -293,14 +300,6 @@ bool spanheap_object_tracks(struct spanheap *sh, const void *p,
 
 /* ---- Grouping by stack -------------------------------------------------- */
 
-/* The caller's table being filled: entries, how many, their room, and
- * the objects of stacks that found no room. */
-struct trace_table {
-	struct spanheap_trace *t;
-	size_t n, max, rest;
-	uint32_t owner; /* the objects' owner, or SPANHEAP_OWNER_ANY */
-};
-
 static uint32_t stack_hash(const struct spanheap_track *r)
 {
 	uint64_t h = r->npcs;
@@ -320,9 +319,8 @@ static bool same_stack(const struct spanheap_trace *t,
 	return true;
 }
 
-/* Counts one live object (asked bytes, allocated as record r). */
-static void trace_add(struct trace_table *tt, const struct spanheap_track *r,
-                      uint32_t asked)
+void spanheap_trace_add(struct spanheap_trace_table *tt,
+                        const struct spanheap_track *r, uint32_t asked)
 {
 	uint32_t h = stack_hash(r);
 	size_t i = 0;
@@ -353,8 +351,9 @@ static void trace_add(struct trace_table *tt, const struct spanheap_track *r,
  * changes while read is being allocated or freed, and is left out; so
  * are the rest of a span freed meanwhile (each object is counted only
  * if its span was still the same after its read). */
-static void trace_span(const struct spanheap *sh, struct trace_table *tt,
-                       const struct mspan *s, const void *rz, uint32_t n)
+static void trace_span(const struct spanheap *sh,
+                       struct spanheap_trace_table *tt, const struct mspan *s,
+                       const void *rz, uint32_t n)
 {
 	const struct spanheap_redzone *e = rz;
 	uintptr_t base = __atomic_load_n(&s->base, __ATOMIC_RELAXED);
@@ -375,14 +374,14 @@ static void trace_span(const struct spanheap *sh, struct trace_table *tt,
 			continue;
 		struct spanheap_track r;
 		rec_expand(&sh->depot, &rec[0], &r);
-		trace_add(tt, &r, asked);
+		spanheap_trace_add(tt, &r, asked);
 	}
 }
 
 /* Counts the guarded pool's live objects (spanheap_guard.c) of class cls
  * (0: all), which no span holds: their records are their slots'. A slot
  * that changes while read is left out (spanheap_guard_live). */
-static void trace_guard(struct spanheap *sh, struct trace_table *tt,
+static void trace_guard(struct spanheap *sh, struct spanheap_trace_table *tt,
                         unsigned cls)
 {
 	for (unsigned i = 0; i < sh->guard.nslots; i++) {
@@ -392,7 +391,7 @@ static void trace_guard(struct spanheap *sh, struct trace_table *tt,
 		    (cls && o.cls != cls) ||
 		    (tt->owner != SPANHEAP_OWNER_ANY && o.owner != tt->owner))
 			continue;
-		trace_add(tt, &r, o.asked);
+		spanheap_trace_add(tt, &r, o.asked);
 	}
 }
 
@@ -439,7 +438,7 @@ size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
 	*rest = 0;
 	if (!sh->track || cls >= SC_NCLASSES)
 		return 0;
-	struct trace_table tt = {.t = t, .max = max, .owner = owner};
+	struct spanheap_trace_table tt = {.t = t, .max = max, .owner = owner};
 	/* The spans are read with no snapshot held, in batches copied from
 	 * it: a caller's fault hook that ends a read of a table freed
 	 * meanwhile (spanheap_track.h) then leaves no reference behind. */
@@ -448,6 +447,9 @@ size_t spanheap_alloc_traces_owned(struct spanheap *sh, unsigned cls,
 	for (size_t at = 0; (k = spans_copy(sh, at, batch, 32)) != 0; at += k)
 		for (size_t i = 0; i < k; i++) {
 			struct mspan *s = batch[i];
+			if (!cls && atomic_load_explicit(&s->objslab,
+			                                 memory_order_acquire))
+				objcache_track_traces(sh, &tt, s);
 			if (atomic_load_explicit(&s->state,
 			                         memory_order_acquire) !=
 			            MSPAN_SMALL ||

@@ -41,7 +41,9 @@ struct spanheap_track {
  * written, if nothing is recorded for p: the heap is not in poison mode,
  * its port records no callers (mm_port_callers gave none at spanheap_init),
  * or p is not in a small span of the heap. An object of the guarded
- * pool (spanheap_guard.h) gives its slot's records. Any context but NMI; a
+ * pool (spanheap_guard.h) gives its slot's records; one of a cache with
+ * slabs of its own (objcache_own.h), those its slab keeps (ns 0: none
+ * since the slab was made). Any context but NMI; a
  * record that another CPU's allocation or free of the object changes
  * meanwhile, or of a span freed meanwhile, has ns SPANHEAP_TRACK_CHANGING
  * and nothing else (never half of two); a freed span's side table is
@@ -65,7 +67,8 @@ struct spanheap_trace {
 
 /*
  * Groups the live small objects of size class cls (0: every class) by the
- * stack that allocated them (the guarded pool's included), from poison
+ * stack that allocated them (the guarded pool's included, and with cls
+ * 0 the objects of caches with slabs of their own), from poison
  * mode's records (Linux's
  * alloc_traces: the stack whose count keeps growing is a leak's), into
  * t[0..max), most objects first. Returns the entries filled; objects of

@@ -37,6 +37,7 @@
  * (mm/slab_common.c) and KASAN's description of a bad access's object.
  */
 #include "objcache.h"
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 
 const char *spanheap_obj_state_name(enum spanheap_obj_state s)
@@ -246,6 +247,23 @@ static void log_small(struct spanheap *sh, uintptr_t a,
 	       w->span_pages, w->sizeclass, w->elemsize, note);
 }
 
+/* The line for a large span's address: the object, or a slab of a cache
+ * with slabs of its own, which says the object in it (objcache_track.c). */
+static void log_large(struct spanheap *sh, uintptr_t a,
+                      const struct spanheap_where *w)
+{
+	struct mspan *s = mheap_span_lookup(sh->heap, a);
+	if (mheap_span_is_span(s) &&
+	    atomic_load_explicit(&s->objslab, memory_order_acquire)) {
+		objcache_track_where_log(sh, s, a);
+		return;
+	}
+	mm_log("spanheap: %#lx: %zu bytes into a large object (allocated) "
+	       "[%#lx, +%u pages)",
+	       (unsigned long)a, w->offset, (unsigned long)w->span_base,
+	       w->span_pages);
+}
+
 bool spanheap_where_log(struct spanheap *sh, const void *p)
 {
 	struct spanheap_where w;
@@ -282,10 +300,7 @@ bool spanheap_where_log(struct spanheap *sh, const void *p)
 		spanheap_freed_large_log(a, &w);
 		break;
 	case SPANHEAP_WHERE_LARGE:
-		mm_log("spanheap: %#lx: %zu bytes into a large object "
-		       "(allocated) [%#lx, +%u pages)",
-		       (unsigned long)a, w.offset, (unsigned long)w.span_base,
-		       w.span_pages);
+		log_large(sh, a, &w);
 		break;
 	case SPANHEAP_WHERE_GUARD:
 		spanheap_guard_where_log(sh, a, &w);

@@ -307,8 +307,8 @@ KTEST(shell_mem, objwho_names_who_allocated_and_freed)
 	                 "freed+0x"));
 	/* Not an object of the heap; not an address at all. */
 	KEXPECT_EQ(capture_run_line("objwho 0x1000"), SHELL_FAILED);
-	KEXPECT(seen_has("objwho: no records for 0x1000: not in a small "
-	                 "object of the heap"));
+	KEXPECT(seen_has("objwho: no records for 0x1000: not in an object "
+	                 "the heap keeps records of"));
 }
 
 KTEST(shell_mem, objwho_refuses_what_is_no_address)
