@@ -203,15 +203,33 @@ static void switch_now(void)
 	sched_finish_switch(rq);
 }
 
+/*
+ * A yield that finds nothing else to run here pauses: its caller waits,
+ * mostly for another CPU (`while (!done) thread_yield();`), and without
+ * a pause that loop is a spin that starves whatever shares this core: an
+ * SMT sibling, a vCPU the host runs on the same CPU (PAUSE is what a
+ * hypervisor's pause-loop exiting sees), and under QEMU 7.2's
+ * single-threaded TCG with -icount the next vCPU in turn, which got no
+ * instructions at all (DESIGN "-icount"; the test
+ * sched.a_yield_loop_lets_the_cpu_it_waits_for_run hung there). A yield
+ * that switches does not pause: this CPU had work.
+ */
 void thread_yield(void)
 {
 	/* Refused (test mode only: else a panic), a yield that let nothing
 	 * run: the caller holds nothing that a real one would have given. */
-	if (!lockcheck_may_sleep("thread_yield"))
+	if (!lockcheck_may_sleep("thread_yield")) {
+		cpu_pause();
 		return;
+	}
 	unsigned long flags = read_rflags();
 	cpu_cli();
+	/* Read unlocked, as the idle loop does: a hint. A thread queued
+	 * just after is run by this switch all the same. */
+	bool alone = !rq_of(this_cpu())->head;
 	switch_now();
+	if (alone)
+		cpu_pause();
 	if (flags & RFLAGS_IF)
 		cpu_sti();
 }

@@ -122,7 +122,9 @@ __attribute__((noreturn)) void thread_exit(void);
  * is left alone, neither claimed nor freed). */
 void thread_join(struct thread_handle h);
 
-/* Lets other runnable threads on this CPU run first. Thread context, no
+/* Lets other runnable threads on this CPU run first; with none, pauses
+ * (PAUSE, the spin-wait hint: a caller's yield loop is then a spin, which
+ * must let a core's sibling or the host's other vCPU run). Thread context, no
  * spinlock held, preemption and interrupts on, not a CPU's idle thread
  * and not before the CPU's scheduler started (else refused, reported by
  * the lock checker: a panic; in its test mode recorded, and the yield

@@ -386,6 +386,41 @@ KTEST(sched, create_fails_cleanly_when_memory_is_short)
 	}
 }
 
+static _Atomic bool next_cpu_ran;
+
+static void note_next_cpu_ran(void *arg)
+{
+	atomic_store(&next_cpu_ran, true);
+}
+
+/*
+ * A thread that waits for another CPU by yielding, with nothing else to
+ * run on its own CPU, spins: it must still let that CPU run. The target
+ * is the next CPU in QEMU's turn order: single-threaded TCG under
+ * `-icount` (QEMU 7.2) gives each vCPU in turn the instructions left to
+ * the next timer deadline; one that neither halts nor pauses spends them
+ * all, and the next one gets none, each turn (it took the wake-up IPI
+ * with none, and sat at its handler's first instruction). This hung
+ * under `-icount shift=0` until thread_yield paused. Without -icount it
+ * checks only that the wake-up reaches the other CPU.
+ */
+KTEST(sched, a_yield_loop_lets_the_cpu_it_waits_for_run)
+{
+	unsigned self = this_cpu()->id, next = MAX_CPUS;
+	for (unsigned i = 1; i < MAX_CPUS && next == MAX_CPUS; i++)
+		if (atomic_load(&cpus[(self + i) % MAX_CPUS].online))
+			next = (self + i) % MAX_CPUS;
+	if (next == MAX_CPUS)
+		KTEST_SKIP("needs two CPUs");
+	atomic_store(&next_cpu_ran, false);
+	struct thread_handle t =
+	        thread_create("next_cpu", note_next_cpu_ran, NULL, next);
+	KASSERT(thread_handle_ok(t));
+	while (!atomic_load(&next_cpu_ran))
+		thread_yield();
+	thread_join(t);
+}
+
 #ifdef KTEST_FAIL_DEMO
 /* Built only with KTEST_FAIL_DEMO=1 (tools/test-harness): a thread joined
  * twice. The second join must panic naming the struct, not read the freed
