@@ -136,6 +136,11 @@ enum mheap_hook_point {
 	 * hook there must not sleep) (spanheap_init.c,
 	 * spanheap_cache_set_up). */
 	MHEAP_HOOK_CACHE_SETTING_UP,
+	/* A lock-free reader of an own-slab cache's slab (objcache_track.c,
+	 * slab_of) has checked its header and geometry and read what it
+	 * keeps of them, not yet the objects' state or records; thread
+	 * context (the reader's), no lock held. */
+	MHEAP_HOOK_OWN_SLAB_READ,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -56,14 +56,18 @@ bool objcache_leak_slab(const struct mspan *s, struct objcache_leak_slab *out)
 		return false;
 	const struct objcache_own *o = c->own;
 	uint64_t end = (uint64_t)o->first + (uint64_t)o->nobjs * c->objsize;
-	if (end > (uint64_t)s->npages * MM_PAGE_SIZE)
+	uint64_t recs_end = (uint64_t)o->recs +
+	                    (uint64_t)o->nobjs * objcache_track_rec_bytes();
+	if (end > (uint64_t)s->npages * MM_PAGE_SIZE ||
+	    (o->recs && recs_end > (uint64_t)s->npages * MM_PAGE_SIZE))
 		return false;
 	*out = (struct objcache_leak_slab){.slab = sl,
 	                                   .first = s->base + o->first,
 	                                   .nobjs = o->nobjs,
 	                                   .objsize = (uint32_t)c->objsize,
 	                                   .size = (uint32_t)c->size,
-	                                   .owner = owner};
+	                                   .owner = owner,
+	                                   .recs = o->recs};
 	return true;
 }
 

@@ -22,11 +22,14 @@ struct mspan;
 struct spanheap;
 
 /* A slab as the scan sees it: objects [first, first + nobjs * objsize),
- * each of size bytes asked, of the cache whose owner number is owner. */
+ * each of size bytes asked, of the cache whose owner number is owner;
+ * their records from slab + recs (0: none), read once with the rest, so
+ * that a lock-free reader follows no pointer of a slab freed meanwhile
+ * (objcache_track.c). */
 struct objcache_leak_slab {
 	const void *slab; /* its header (struct objslab) */
 	uintptr_t first;  /* object 0's first byte */
-	uint32_t nobjs, objsize, size, owner;
+	uint32_t nobjs, objsize, size, owner, recs;
 };
 
 /* Whether large span s is a built slab of a cache with slabs of its own

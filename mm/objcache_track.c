@@ -34,8 +34,17 @@
  * Locking: none. The readers (reports, spanheap_where_log,
  * spanheap_object_tracks, spanheap_alloc_traces) check the span and the
  * header as the leak scan does (objcache_leak_slab: the owner number,
- * the magic, the cache's geometry); a slab freed while read may give a
- * stale record, marked CHANGING when the span is seen to change after.
+ * the magic, the cache's geometry), keep what they need of them (the
+ * records' offset too) and follow nothing of the header after: a slab
+ * freed meanwhile (its cache destroyed, its pages another's) holds
+ * anything, and a reader that read its cache pointer again followed
+ * 0xa5a5... on the host and faulted at 0x64 in the kernel (the shell's
+ * fault hook caught it: "try again"; objcache_track_race_test.c,
+ * kmem_cache_track_test.c). What such a slab gives reads as CHANGING, or
+ * "being made or freed", when the span is seen to change after; its
+ * bytes are read all the same (mapped on the host; in the kernel under
+ * mm.debug_pagealloc perhaps not: the shell's readers run under the
+ * fault hook).
  *
  * Limits: the last allocation and free only; a record lives as long as
  * its slab (an object of a slab made since its free has none); stacks
@@ -48,12 +57,20 @@
 #include "objcache_leak.h"
 #include "spanheap_internal.h"
 
-/* Object idx of slab sl's record (freed: the free's). */
+/* Object idx's record (freed: the free's) of the slab at base whose
+ * records start at recs. */
+static struct spanheap_rec *rec_at(const void *base, uint32_t recs,
+                                   uint32_t idx, bool freed)
+{
+	return (struct spanheap_rec *)((char *)base + recs) + 2 * (size_t)idx +
+	       freed;
+}
+
+/* The same of slab sl, held (its cache's geometry read through it). */
 static struct spanheap_rec *rec_of(const struct objslab *sl, uint32_t idx,
                                    bool freed)
 {
-	return (struct spanheap_rec *)((char *)sl + sl->cache->own->recs) +
-	       2 * (size_t)idx + freed;
+	return rec_at(sl, sl->cache->own->recs, idx, freed);
 }
 
 size_t objcache_track_rec_bytes(void)
@@ -116,47 +133,68 @@ static void rec_read(struct spanheap *sh, const struct spanheap_rec *r,
 	t->npcs = spanheap_depot_get(&sh->depot, stack, t->pc);
 }
 
+/* Object idx's two records, of the slab at base whose records start at
+ * recs (nonzero). */
+static void recs_read(struct spanheap *sh, const void *base, uint32_t recs,
+                      uint32_t idx, struct spanheap_track *alloc,
+                      struct spanheap_track *freed)
+{
+	rec_read(sh, rec_at(base, recs, idx, true), freed);
+	rec_read(sh, rec_at(base, recs, idx, false), alloc);
+}
+
 bool objcache_track_read(struct spanheap *sh, const struct objslab *sl,
                          uint32_t idx, struct spanheap_track *alloc,
                          struct spanheap_track *freed)
 {
-	if (!sl->cache->own->recs)
+	uint32_t recs = sl->cache->own->recs;
+	if (!recs)
 		return false;
-	rec_read(sh, rec_of(sl, idx, true), freed);
-	rec_read(sh, rec_of(sl, idx, false), alloc);
+	recs_read(sh, sl, recs, idx, alloc, freed);
 	return true;
+}
+
+/* mm_logs object start's two records t. */
+static void track_log2(uintptr_t start, const struct spanheap_track *t)
+{
+	uint64_t now = mm_port_now_ns();
+	spanheap_track_log(start, &t[0], "allocated", now);
+	spanheap_track_log(start, &t[1], "freed", now);
 }
 
 void objcache_track_report(struct spanheap *sh, const struct objslab *sl,
                            uint32_t idx)
 {
 	struct spanheap_track t[2];
-	if (!objcache_track_read(sh, sl, idx, &t[0], &t[1]))
-		return;
-	uintptr_t start = (uintptr_t)objslab_obj(sl->cache, sl, idx);
-	uint64_t now = mm_port_now_ns();
-	spanheap_track_log(start, &t[0], "allocated", now);
-	spanheap_track_log(start, &t[1], "freed", now);
+	if (objcache_track_read(sh, sl, idx, &t[0], &t[1]))
+		track_log2((uintptr_t)objslab_obj(sl->cache, sl, idx), t);
 }
 
 /* ---- By address, no lock ---- */
 
 /* Large span s's slab into *ls; false if s is no built slab
- * (objcache_leak_slab's checks) or no longer in use. */
-static bool slab_of(const struct mspan *s, struct objcache_leak_slab *ls)
+ * (objcache_leak_slab's checks) or no longer in use. What the readers
+ * below read of the slab after this comes from *ls, never through its
+ * header again: a slab freed meanwhile may hold anything by then (a
+ * pointer followed there was a wild read: review). */
+static bool slab_of(struct spanheap *sh, const struct mspan *s,
+                    struct objcache_leak_slab *ls)
 {
-	return atomic_load_explicit(&s->state, memory_order_acquire) ==
-	               MSPAN_LARGE &&
-	       objcache_leak_slab(s, ls);
+	if (atomic_load_explicit(&s->state, memory_order_acquire) !=
+	            MSPAN_LARGE ||
+	    !objcache_leak_slab(s, ls))
+		return false;
+	mheap_hook(sh->heap, MHEAP_HOOK_OWN_SLAB_READ);
+	return true;
 }
 
 /* Where a falls in large span s: its slab into *ls, the object's index
  * (ls->nobjs past the objects, UINT32_MAX in the header); false if s is
  * no slab (slab_of). */
-static bool slab_where(const struct mspan *s, uintptr_t a,
+static bool slab_where(struct spanheap *sh, const struct mspan *s, uintptr_t a,
                        struct objcache_leak_slab *ls, uint32_t *idx)
 {
-	if (!slab_of(s, ls))
+	if (!slab_of(sh, s, ls))
 		return false;
 	if (a < ls->first)
 		*idx = UINT32_MAX;
@@ -179,18 +217,28 @@ static bool slab_same(const struct mspan *s,
 	               (uintptr_t)ls->slab;
 }
 
+/* Object idx of slab ls's records (its cache keeps them), read with no
+ * lock: both changing if s was seen to change after. */
+static void slab_recs(struct spanheap *sh, const struct mspan *s,
+                      const struct objcache_leak_slab *ls, uint32_t idx,
+                      struct spanheap_track *alloc,
+                      struct spanheap_track *freed)
+{
+	recs_read(sh, ls->slab, ls->recs, idx, alloc, freed);
+	if (!slab_same(s, ls)) /* freed meanwhile: nothing is true */
+		*alloc = *freed =
+		        (struct spanheap_track){.ns = SPANHEAP_TRACK_CHANGING};
+}
+
 bool objcache_track_tracks(struct spanheap *sh, const struct mspan *s,
                            uintptr_t a, struct spanheap_track *alloc,
                            struct spanheap_track *freed)
 {
 	struct objcache_leak_slab ls;
 	uint32_t idx;
-	if (!slab_where(s, a, &ls, &idx) || idx >= ls.nobjs ||
-	    !objcache_track_read(sh, ls.slab, idx, alloc, freed))
+	if (!slab_where(sh, s, a, &ls, &idx) || idx >= ls.nobjs || !ls.recs)
 		return false;
-	if (!slab_same(s, &ls)) /* freed meanwhile: nothing is true */
-		*alloc = *freed =
-		        (struct spanheap_track){.ns = SPANHEAP_TRACK_CHANGING};
+	slab_recs(sh, s, &ls, idx, alloc, freed);
 	return true;
 }
 
@@ -199,13 +247,17 @@ void objcache_track_report_at(struct spanheap *sh, const struct mspan *s,
 {
 	struct objcache_leak_slab ls;
 	uint32_t idx;
-	if (slab_where(s, a, &ls, &idx) && idx < ls.nobjs)
-		objcache_track_report(sh, ls.slab, idx);
+	struct spanheap_track t[2];
+	if (!slab_where(sh, s, a, &ls, &idx) || idx >= ls.nobjs || !ls.recs)
+		return;
+	slab_recs(sh, s, &ls, idx, &t[0], &t[1]);
+	track_log2(ls.first + (uintptr_t)idx * ls.objsize, t);
 }
 
-/* Object idx of slab sl's state, as its bit and byte say. */
-static const char *state_of(const struct objslab *sl, uint32_t idx)
+/* Object idx of slab ls's state, as its bit and byte say. */
+static const char *state_of(const struct objcache_leak_slab *ls, uint32_t idx)
 {
+	const struct objslab *sl = ls->slab;
 	if (objslab_free_word(sl, idx / 64) & (uint64_t)1 << (idx % 64))
 		return "free";
 	if (__atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED))
@@ -213,12 +265,37 @@ static const char *state_of(const struct objslab *sl, uint32_t idx)
 	return "allocated";
 }
 
+/* The line of an address in the header of or past the objects of slab
+ * ls (idx UINT32_MAX or ls->nobjs): no object. */
+static void where_no_object(const struct objcache_leak_slab *ls, uintptr_t a,
+                            uint32_t idx, const char *name, unsigned pages)
+{
+	uintptr_t base = (uintptr_t)ls->slab;
+	mm_log("objcache: %#lx: %s cache '%s''s slab [%#lx, +%u pages) (%u "
+	       "objects of %u bytes from +%lu), no object",
+	       (unsigned long)a,
+	       idx == UINT32_MAX ? "in the header of"
+	                         : "past the objects (the records, the "
+	                           "tail) of",
+	       name, (unsigned long)base, pages, ls->nobjs, ls->objsize,
+	       (unsigned long)(ls->first - base));
+}
+
 void objcache_track_where_log(struct spanheap *sh, const struct mspan *s,
                               uintptr_t a)
 {
 	struct objcache_leak_slab ls;
 	uint32_t idx;
-	if (!slab_where(s, a, &ls, &idx)) {
+	struct spanheap_track t[2];
+	const char *state = NULL;
+	bool in = slab_where(sh, s, a, &ls, &idx);
+	if (in && idx < ls.nobjs) {
+		state = state_of(&ls, idx);
+		if (ls.recs)
+			recs_read(sh, ls.slab, ls.recs, idx, &t[0], &t[1]);
+	}
+	/* All read first, then said of a slab seen the same after only. */
+	if (!in || !slab_same(s, &ls)) {
 		mm_log("objcache: %#lx: in a slab of a cache with slabs of its "
 		       "own, being made or freed",
 		       (unsigned long)a);
@@ -226,17 +303,9 @@ void objcache_track_where_log(struct spanheap *sh, const struct mspan *s,
 	}
 	char name[OBJCACHE_NAME_MAX + 1];
 	objcache_owner_name(sh, ls.owner, name);
-	uintptr_t base = (uintptr_t)ls.slab;
 	unsigned pages = __atomic_load_n(&s->npages, __ATOMIC_RELAXED);
-	if (idx == UINT32_MAX || idx == ls.nobjs) {
-		mm_log("objcache: %#lx: %s cache '%s''s slab [%#lx, +%u pages) "
-		       "(%u objects of %u bytes from +%lu), no object",
-		       (unsigned long)a,
-		       idx == UINT32_MAX ? "in the header of"
-		                         : "past the objects (the records, "
-		                           "the tail) of",
-		       name, (unsigned long)base, pages, ls.nobjs, ls.objsize,
-		       (unsigned long)(ls.first - base));
+	if (!state) {
+		where_no_object(&ls, a, idx, name, pages);
 		return;
 	}
 	uintptr_t start = ls.first + (uintptr_t)idx * ls.objsize;
@@ -244,9 +313,10 @@ void objcache_track_where_log(struct spanheap *sh, const struct mspan *s,
 	       "cache '%s''s slab [%#lx, +%u pages) (%u-byte objects, %u "
 	       "bytes asked)",
 	       (unsigned long)a, (unsigned long)(a - start), idx,
-	       (unsigned long)start, state_of(ls.slab, idx), name,
-	       (unsigned long)base, pages, ls.objsize, ls.size);
-	objcache_track_report(sh, ls.slab, idx);
+	       (unsigned long)start, state, name, (unsigned long)ls.slab, pages,
+	       ls.objsize, ls.size);
+	if (ls.recs)
+		track_log2(start, t);
 }
 
 /* ---- Grouping by stack ---- */
@@ -255,15 +325,15 @@ void objcache_track_traces(struct spanheap *sh, struct spanheap_trace_table *tt,
                            const struct mspan *s)
 {
 	struct objcache_leak_slab ls;
-	if (!slab_of(s, &ls) ||
+	if (!slab_of(sh, s, &ls) ||
 	    (tt->owner != SPANHEAP_OWNER_ANY && tt->owner != ls.owner) ||
-	    !((const struct objslab *)ls.slab)->cache->own->recs)
+	    !ls.recs)
 		return;
 	for (uint32_t i = 0; i < ls.nobjs; i++) {
 		if (!objcache_leak_out(ls.slab, i))
 			continue;
 		struct spanheap_track t;
-		rec_read(sh, rec_of(ls.slab, i, false), &t);
+		rec_read(sh, rec_at(ls.slab, ls.recs, i, false), &t);
 		/* Being allocated or freed meanwhile: left out, as a small
 		 * object's; a slab freed meanwhile: the rest too. */
 		if (!slab_same(s, &ls))
