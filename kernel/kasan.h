@@ -86,8 +86,10 @@ static inline KASAN_UNCHECKED uint64_t kasan_peek_u64(const void *p)
 
 /* Tests: while a struct kasan_seen is armed, a bad access on any CPU is
  * counted into it (atomically), its first one kept, and no panic is
- * made. One armed at a time. */
+ * made; with say set, the first one's report is printed too, all but
+ * the panic (the lines a test reads). One armed at a time. */
 struct kasan_seen {
+	bool say;
 	unsigned reports;
 	uintptr_t addr, bad;
 	size_t size;

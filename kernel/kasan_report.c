@@ -59,40 +59,53 @@ static void shadow_dump(uintptr_t bad)
 	       (unsigned long)((bad & ~(uintptr_t)7) - 8 * 8), line);
 }
 
-static bool record(uintptr_t addr, size_t size, bool write, uintptr_t bad,
-                   int8_t shadow)
+/* Counts the access into the armed record, if any; whether it is the
+ * first one of a record that asks for the report's lines (say). */
+static bool record(struct kasan_seen *s, uintptr_t addr, size_t size,
+                   bool write, uintptr_t bad, int8_t shadow)
 {
-	struct kasan_seen *s = atomic_load(&expecting);
-	if (!s)
-		return false;
 	/* Any CPU may report (a stress's): the count is exact, the first
 	 * report's fields its reporter's. */
-	if (__atomic_fetch_add(&s->reports, 1, __ATOMIC_RELAXED) == 0) {
-		s->addr = addr;
-		s->bad = bad;
-		s->size = size;
-		s->write = write;
-		s->shadow = shadow;
-		s->kind = kasan_kind(shadow);
-	}
-	return true;
+	if (__atomic_fetch_add(&s->reports, 1, __ATOMIC_RELAXED) != 0)
+		return false;
+	s->addr = addr;
+	s->bad = bad;
+	s->size = size;
+	s->write = write;
+	s->shadow = shadow;
+	s->kind = kasan_kind(shadow);
+	return s->say;
+}
+
+/* The report's lines: the access, what the heap knows of bad, the
+ * shadow around it. */
+static void report_lines(uintptr_t addr, size_t size, bool write,
+                         const char *code, uintptr_t bad, int8_t shadow)
+{
+	printk("KASAN: %s %s of size %zu at %#lx by %s on CPU %u (byte "
+	       "%#lx: shadow %#x)\n",
+	       kasan_kind(shadow), write ? "WRITE" : "READ", size,
+	       (unsigned long)addr, code, this_cpu()->id, (unsigned long)bad,
+	       (unsigned)(uint8_t)shadow);
+	spanheap_where_log(&kspanheap, (const void *)bad);
+	shadow_dump(bad);
 }
 
 void kasan_report(uintptr_t addr, size_t size, bool write, uintptr_t pc,
                   uintptr_t bad, int8_t shadow)
 {
-	if (record(addr, size, write, bad, shadow))
-		return;
 	char code[96];
+	struct kasan_seen *s = atomic_load(&expecting);
+	if (s) {
+		if (record(s, addr, size, write, bad, shadow)) {
+			ksyms_format(pc, code, sizeof(code));
+			report_lines(addr, size, write, code, bad, shadow);
+		}
+		return;
+	}
 	ksyms_format(pc, code, sizeof(code));
-	const char *op = write ? "WRITE" : "READ";
 	panic_begin(); /* the other CPUs stopped: the lines stay together */
-	printk("KASAN: %s %s of size %zu at %#lx by %s on CPU %u (byte "
-	       "%#lx: shadow %#x)\n",
-	       kasan_kind(shadow), op, size, (unsigned long)addr, code,
-	       this_cpu()->id, (unsigned long)bad, (unsigned)(uint8_t)shadow);
-	spanheap_where_log(&kspanheap, (const void *)bad);
-	shadow_dump(bad);
-	panic("KASAN: %s %s of size %zu at %#lx by %s", kasan_kind(shadow), op,
-	      size, (unsigned long)addr, code);
+	report_lines(addr, size, write, code, bad, shadow);
+	panic("KASAN: %s %s of size %zu at %#lx by %s", kasan_kind(shadow),
+	      write ? "WRITE" : "READ", size, (unsigned long)addr, code);
 }
