@@ -175,8 +175,8 @@ void objcache_track_report(struct spanheap *sh, const struct objslab *sl,
 /* Large span s's slab into *ls; false if s is no built slab
  * (objcache_leak_slab's checks) or no longer in use. What the readers
  * below read of the slab after this comes from *ls, never through its
- * header again: a slab freed meanwhile may hold anything by then (a
- * pointer followed there was a wild read: review). */
+ * header again: a slab freed meanwhile may hold anything by then (its
+ * cache pointer, read again, was followed into 0xa5s: rv116). */
 static bool slab_of(struct spanheap *sh, const struct mspan *s,
                     struct objcache_leak_slab *ls)
 {
