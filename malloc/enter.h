@@ -17,6 +17,7 @@
 
 #include "mm/port.h"
 
+#include "fast_load.h"
 #include "malloc_testing.h"
 
 #ifndef MM_MALLOC_HIDDEN
@@ -113,10 +114,7 @@ mm_malloc_enter_fast(struct mm_malloc_thread *t, struct mm_malloc_slot *sl)
 	atomic_store_explicit(&sl->in, 1, memory_order_relaxed);
 	atomic_signal_fence(memory_order_seq_cst);
 	mm_malloc_hook(MM_MALLOC_HOOK_FAST_ENTERING);
-	if (__builtin_expect(
-	            atomic_load_explicit(&sl->state, memory_order_acquire) ==
-	                    MM_SLOT_ONE,
-	            1)) {
+	if (__builtin_expect(mm_malloc_load_is(&sl->state, MM_SLOT_ONE), 1)) {
 		mm_malloc_hook(MM_MALLOC_HOOK_FAST_HELD);
 		return &sl->in;
 	}
