@@ -18,7 +18,7 @@
 
 #include "malloc_internal.h"
 
-atomic_int mm_malloc_bg_state;
+atomic_int mm_malloc_bg_state = MM_BG_NOT_YET;
 
 /* The heap size from which the background threads run: below it there is
  * little to give back, and the many short-lived processes of a shell or a

@@ -85,9 +85,9 @@ static unsigned call_flags(void)
  * object, misuse, the thread's first call) leaves having changed nothing
  * and goes to the slow path below, a tail call, which enters the general
  * way and does the whole call. The background threads' start is on the
- * slow path only; while they are wanted (mm_malloc_bg_wanted: the heap
+ * slow path only; while they are wanted (mm_malloc_maybe_start_bg: the heap
  * grew, a fork stopped them, a start found ctl_lock taken) malloc and
- * calloc take it, one load and compare on the fast path. Until this
+ * calloc take it, the size's test on the fast path (fast_below). Until this
  * version only the heap's growth was thought to allow them, and a
  * process whose allocations after a fork all came from its caches never
  * started them again.
@@ -105,15 +105,46 @@ static __attribute__((noinline)) void *malloc_slow(size_t size)
 	return p;
 }
 
+_Static_assert((MM_BG_NOT_YET & 0xffff) == SC_MAX_SIZE + 1 &&
+                       (MM_BG_RUNNING & 0xffff) == SC_MAX_SIZE + 1 &&
+                       MM_BG_NOT_YET != MM_BG_RUNNING,
+               "fast_below: a small size is below the limit unless the "
+               "background threads are wanted");
+
+/* The sizes malloc's fast path takes are those below this: the low 16
+ * bits of the background threads' state, SC_MAX_SIZE + 1, or 0 while
+ * they are wanted (allowed and not running: every malloc goes the slow
+ * way, which starts them). One load and compare for the size's test and
+ * the state's, which were two of each (a 16-bit load of the state word:
+ * ThreadSanitizer's build reads it whole). */
+static inline __attribute__((always_inline)) size_t fast_below(void)
+{
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+	unsigned long below; /* movzwl zeroes the upper 48 bits */
+	__asm__ volatile("movzwl %[st], %k[below]"
+	                 : [below] "=r"(below)
+	                 : [st] "m"(*(const unsigned *)&mm_malloc_bg_state));
+	return below;
+#else
+	return (unsigned)atomic_load_explicit(&mm_malloc_bg_state,
+	                                      memory_order_relaxed) &
+	       0xffff;
+#endif
+}
+
 /* The fast path of an allocation of size bytes: the object, or NULL,
  * having changed nothing, if it must go the long way. */
 static inline __attribute__((always_inline)) void *alloc_fast(size_t size)
 {
 	struct mm_malloc_thread *t = &mm_malloc_self;
 	_Atomic unsigned long *in;
-	if (__builtin_expect(size > SC_MAX_SIZE, 0) || mm_malloc_bg_wanted() ||
+	if (__builtin_expect(size >= fast_below(), 0) ||
 	    __builtin_expect((in = mm_malloc_try_enter(t)) == NULL, 0))
 		return NULL;
+	/* fast_below is at most SC_MAX_SIZE + 1: spanheap_alloc_held's test
+	 * of the size can go. */
+	if (size > SC_MAX_SIZE)
+		__builtin_unreachable();
 	void *p =
 	        spanheap_alloc_held(&mm_malloc_sh, size, (unsigned)t->slot_id);
 	mm_malloc_leave_fast(in);

@@ -39,10 +39,15 @@ extern struct spanheap mm_malloc_sh MM_MALLOC_HIDDEN;
 #include "enter.h"
 #include "locks.h"
 
-/* Background threads: 0 not yet allowed (before our constructor, or
- * while the heap is smaller than MM_MALLOC_BG_MIN_BYTES), 1 allowed and
- * not running, 2 running or being started. */
-enum { MM_BG_NOT_YET, MM_BG_ALLOWED, MM_BG_RUNNING };
+/* Background threads: not yet allowed (before our constructor, or while
+ * the heap is smaller than MM_MALLOC_BG_MIN_BYTES), allowed and not
+ * running, running or being started. The low 16 bits are malloc's fast
+ * path's size limit too (malloc.c, fast_below): 0 while they are wanted. */
+enum {
+	MM_BG_ALLOWED = 0,
+	MM_BG_NOT_YET = SC_MAX_SIZE + 1,
+	MM_BG_RUNNING = 1 << 16 | (SC_MAX_SIZE + 1)
+};
 extern atomic_int mm_malloc_bg_state MM_MALLOC_HIDDEN;
 
 /* The heap grew by nbytes (mm_port_prepare): allows the background
@@ -57,19 +62,14 @@ void mm_malloc_bg_start(void) MM_MALLOC_HIDDEN;
  * which has none of its parent's threads (port_prod.c). */
 void mm_malloc_threads_forget(void) MM_MALLOC_HIDDEN;
 
-/* The threads are allowed and not running (after the heap's growth, or
- * a fork): malloc's fast path leaves the call to the slow one. */
-static inline __attribute__((always_inline)) bool mm_malloc_bg_wanted(void)
-{
-	return __builtin_expect(atomic_load_explicit(&mm_malloc_bg_state,
-	                                             memory_order_relaxed) ==
-	                                MM_BG_ALLOWED,
-	                        0);
-}
-
+/* Starts them if they are wanted: allowed and not running (after the
+ * heap's growth, or a fork; the fast path leaves it to the slow one). */
 static inline void mm_malloc_maybe_start_bg(void)
 {
-	if (mm_malloc_bg_wanted())
+	if (__builtin_expect(atomic_load_explicit(&mm_malloc_bg_state,
+	                                          memory_order_relaxed) ==
+	                             MM_BG_ALLOWED,
+	                     0))
 		mm_malloc_bg_start();
 }
 
