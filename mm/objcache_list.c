@@ -1,8 +1,9 @@
 /*
  * mm/objcache_list.c: the named caches' listing (objcache.h's
  * objcache_info and objcache_list, the owner names the misuse reports
- * print) and the checks of caches with slabs of their own
- * (objcache_own.h: objcache_slabs_info, objcache_own_check).
+ * print), the counts of caches with slabs of their own (objcache_own.h:
+ * objcache_slabs_info, objcache_spare; objcache_stash_count) and their
+ * checks (objcache_own_check).
  *
  * Purpose: what a reader of the heap (the kernel's slabinfo and meminfo,
  * the reports, the tests) learns of the caches, apart from the paths
@@ -238,4 +239,29 @@ bool objcache_own_check(struct objcache *c)
 		mm_log("objcache: check of cache '%s': slab %p: %s", c->name,
 		       (void *)bad, why);
 	return !why && stashes_check(c);
+}
+
+/* ---- Counts of the stashes (objcache_stash.c) ---- */
+
+size_t objcache_stash_count(const struct objcache *c)
+{
+	const struct objcache_own *o = c->own;
+	size_t n = 0;
+	for (unsigned cpu = 0; o->stash && cpu < MM_MAX_CPUS; cpu++)
+		n += __atomic_load_n(&o->stash[cpu].n, __ATOMIC_RELAXED);
+	return n;
+}
+
+size_t objcache_spare(struct spanheap *sh)
+{
+	size_t n = 0;
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (const struct objcache *c = sh->objcaches; c; c = c->next)
+		if (c->own)
+			n += objcache_stash_count(c) +
+			     __atomic_load_n(&c->own->nslabs[LIST_EMPTY],
+			                     __ATOMIC_RELAXED) *
+			             c->own->nobjs;
+	mm_lock_release(&sh->heap->lock, irq);
+	return n;
 }

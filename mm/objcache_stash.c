@@ -5,10 +5,10 @@
  *
  * Purpose: without them every allocation and free of such a cache took
  * its one lock, a line every CPU using the cache fought over. A stash
- * makes the common alloc+free a pin, a few stores to this CPU's lines,
- * a store and an atomic exchange on the slab's header, as Linux SLAB's
- * array cache (and SLUB's per-CPU slab) does; the span heap's magazines
- * (spanheap_cache.c) do the same for merged caches and kmalloc.
+ * makes the common alloc+free a few stores to this CPU's lines (pinned,
+ * or restartable sequences with MM_PORT_RSEQ), a store and an atomic
+ * exchange on the slab's header, as Linux SLAB's array cache does; the
+ * span heap's magazines do the same for merged caches and kmalloc.
  *
  * Representation: MM_MAX_CPUS stashes a cache (struct objstash,
  * objcache_internal.h), a stack of up to o->stash_max entries each; an
@@ -23,15 +23,15 @@
  * the lock. A free sets the object's stashed byte with one atomic
  * exchange: a byte set already is a double free of a stashed object (on
  * any CPU), and a free bit set, of one free in its slab; both panic
- * naming the cache. Then it pushes the entry; a
- * full stash first spills its batch oldest entries back into their slabs
- * under the lock, and slabs that empties past the one kept are released
- * after the unpin (after a drain, once the other CPUs are let go).
- * objcache_shrink and objcache_shrink_all spill whole stashes, this CPU's
- * pinned and the others' while the port holds those CPUs
- * (mm_port_each_other_cpu); the destroy, every CPU's directly, as no call may
- * use the cache then. A batch (objcache_bulk.c) pops or pushes runs of
- * entries in one pin, refilling and spilling as the single calls do.
+ * naming the cache. Then it pushes the entry; a full stash first spills
+ * its batch oldest entries back into their slabs under the lock, and
+ * slabs that empties past the one kept are released after the unpin
+ * (after a drain, once the other CPUs are let go). objcache_shrink and
+ * objcache_shrink_all spill whole stashes, this CPU's pinned and the
+ * others' while the port holds those CPUs (mm_port_each_other_cpu); the
+ * destroy, every CPU's directly, as no call may use the cache then. A batch
+ * (objcache_bulk.c) pops or pushes runs of entries in one pin, refilling and
+ * spilling as the single calls do.
  *
  * Invariants (objcache_own.c's 2 and 5, objcache_own_check): an object is
  * out, free in its slab or in one stash; an entry's stashed byte is set.
@@ -42,11 +42,13 @@
  * racing with the refill that takes the object may go unseen.
  *
  * Locking: a stash is its CPU's: touched pinned (mm_port_pin: nothing
- * else runs on the CPU, not an interrupt), or by a drain while its CPU is
- * held or no call uses the cache. The cache's lock (MM_RANK_OBJCACHE) is
- * taken pinned for a refill or a spill, as a class's central lock is
- * inside a pin; slabs are released after the unpin (a large free). The
- * entry count n is stored atomically for the counts of other CPUs.
+ * else runs on the CPU, not an interrupt), by the fast ways' restartable
+ * sequences with MM_PORT_RSEQ (objcache_stash_rseq.h: an interrupt
+ * restarts them), or by a drain while its CPU is held or no call uses
+ * the cache. The cache's lock (MM_RANK_OBJCACHE) is taken pinned for a
+ * refill or a spill, as a class's central lock is inside a pin; slabs
+ * are released after the unpin (a large free). The entry count n is
+ * stored atomically for the counts of other CPUs.
  *
  * Contexts: objcache_own_alloc, _free, objcache_stash_alloc and the
  * batches', any context an objcache call is (interrupts too); the drains
@@ -58,6 +60,7 @@
  */
 #include "objcache_bulk.h"
 #include "objcache_internal.h"
+#include "objcache_stash_rseq.h"
 #include "objcache_track.h"
 
 static inline uintptr_t ent_of(const struct objslab *sl, uint32_t idx)
@@ -199,6 +202,23 @@ static __attribute__((noinline)) void push_full(struct objcache *c,
 	objcache_slab_release_chain(gone);
 }
 
+/* Pushes e (its object marked stashed) on this CPU's stash, pinned, a
+ * batch spilled first if it is full. Pins. */
+static inline __attribute__((always_inline)) void
+push_pinned(struct objcache *c, uintptr_t e)
+{
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &c->own->stash[pin.cpu];
+	uint32_t n = st->n;
+	if (__builtin_expect(n == c->own->stash_max, 0)) {
+		push_full(c, st, e, pin);
+		return;
+	}
+	st->ent[n] = e;
+	set_n(st, n + 1);
+	mm_port_unpin(pin);
+}
+
 /* Frees p, object idx of sl (checked by objcache_slab_of): into this
  * CPU's stash, a batch spilled to the slabs if it is full; a double free
  * panics, naming c. False if c has no stash (nothing done). Pins. */
@@ -213,20 +233,37 @@ stash_free(struct objcache *c, struct objslab *sl, uint32_t idx, void *p)
 	 * poison mode's, where every free comes this way (o->fast off). */
 	if (o->recs)
 		objcache_track_free(c, sl, idx);
-	struct mm_pin pin = mm_port_pin();
-	struct objstash *st = &o->stash[pin.cpu];
-	uint32_t n = st->n;
-	if (__builtin_expect(n == o->stash_max, 0)) {
-		push_full(c, st, ent_of(sl, idx), pin);
-		return true;
-	}
-	st->ent[n] = ent_of(sl, idx);
-	set_n(st, n + 1);
-	mm_port_unpin(pin);
+	push_pinned(c, ent_of(sl, idx));
 	return true;
 }
 
 /* ---- The fast ways ---- */
+
+/* Takes this CPU's stash's top entry into *e, its stashed byte cleared;
+ * false if the stash is empty. With MM_PORT_RSEQ a restartable sequence,
+ * the byte cleared after its commit (objcache_stash_rseq.h says why);
+ * else pinned. */
+static inline __attribute__((always_inline)) bool
+pop_fast(struct objcache_own *o, uintptr_t *e)
+{
+#ifdef MM_PORT_RSEQ
+	bool empty;
+	*e = objstash_rseq_pop(o->stash, &empty);
+	if (__builtin_expect(empty, 0))
+		return false;
+	__atomic_store_n(&ent_slab(*e)->stashed[ent_idx(*e)], 0,
+	                 __ATOMIC_RELAXED);
+	return true;
+#else
+	struct mm_pin pin = mm_port_pin();
+	struct objstash *st = &o->stash[pin.cpu];
+	bool some = st->n != 0;
+	if (__builtin_expect(some, 1))
+		*e = pop(st);
+	mm_port_unpin(pin);
+	return some;
+#endif
+}
 
 /*
  * The fast ways call nothing on their common path: each way off it is a
@@ -246,16 +283,12 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 	if (__builtin_expect(!(flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)) &&
 	                             o->fast,
 	                     1)) {
-		struct mm_pin pin = mm_port_pin();
-		struct objstash *st = &o->stash[pin.cpu];
-		if (__builtin_expect(st->n != 0, 1)) {
-			uintptr_t e = pop(st);
-			mm_port_unpin(pin);
+		uintptr_t e;
+		if (__builtin_expect(pop_fast(o, &e), 1)) {
 			void *p = objslab_obj(c, ent_slab(e), ent_idx(e));
 			objcache_count(c, 1);
 			return p;
 		}
-		mm_port_unpin(pin);
 	}
 	return objcache_own_alloc_slow(c, flags);
 }
@@ -331,16 +364,12 @@ void objcache_own_free(struct objcache *c, void *p)
 	}
 	mark_stashed(c, sl, idx, p);
 	uintptr_t e = ent_of(sl, idx);
-	struct mm_pin pin = mm_port_pin();
-	struct objstash *st = &o->stash[pin.cpu];
-	uint32_t n = st->n;
-	if (__builtin_expect(n == o->stash_max, 0)) {
-		push_full(c, st, e, pin);
-		return;
-	}
-	st->ent[n] = e;
-	set_n(st, n + 1);
-	mm_port_unpin(pin);
+#ifdef MM_PORT_RSEQ
+	if (__builtin_expect(!objstash_rseq_push(o->stash, o->stash_max, e), 0))
+		push_pinned(c, e); /* full (the CPU pinned may differ) */
+#else
+	push_pinned(c, e);
+#endif
 }
 
 /* ---- Batches (objcache_bulk.c) ---- */
@@ -441,15 +470,6 @@ void objcache_stash_drain_unused(struct objcache *c)
 	objcache_slab_release_chain(d.gone);
 }
 
-size_t objcache_stash_count(const struct objcache *c)
-{
-	const struct objcache_own *o = c->own;
-	size_t n = 0;
-	for (unsigned cpu = 0; o->stash && cpu < MM_MAX_CPUS; cpu++)
-		n += __atomic_load_n(&o->stash[cpu].n, __ATOMIC_RELAXED);
-	return n;
-}
-
 /* ---- Memory pressure ---- */
 
 size_t objcache_shrink_all(struct spanheap *sh)
@@ -473,18 +493,4 @@ size_t objcache_shrink_all(struct spanheap *sh)
 		                          memory_order_release);
 	}
 	return given;
-}
-
-size_t objcache_spare(struct spanheap *sh)
-{
-	size_t n = 0;
-	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-	for (const struct objcache *c = sh->objcaches; c; c = c->next)
-		if (c->own)
-			n += objcache_stash_count(c) +
-			     __atomic_load_n(&c->own->nslabs[LIST_EMPTY],
-			                     __ATOMIC_RELAXED) *
-			             c->own->nobjs;
-	mm_lock_release(&sh->heap->lock, irq);
-	return n;
 }
