@@ -48,7 +48,9 @@ struct tobj {
 enum { SLOTS = 64, KEEP = 8, OPS = 1500, IRQ_MIN = 100 };
 
 static struct objcache *ctor_cache, *rcu_cache;
-static struct tobj *_Atomic table[SLOTS];
+/* Plain pointers, read through rcu_dereference as RCU's users do (its
+ * __atomic builtins take no _Atomic object under clang). */
+static struct tobj *table[SLOTS];
 static void *_Atomic irq_keep[MAX_CPUS];
 static uint64_t irq_rnd[MAX_CPUS];
 static _Atomic uint64_t n_bad, n_found, n_reader_passes, n_irq_allocs, n_nulls;
@@ -119,7 +121,8 @@ static void ctor_op(void **slot, uint64_t use, unsigned flags)
 static void replace(uint64_t r, unsigned owner, unsigned flags)
 {
 	unsigned i = (unsigned)(r % SLOTS);
-	struct tobj *old = atomic_exchange(&table[i], NULL);
+	struct tobj *old =
+	        __atomic_exchange_n(&table[i], NULL, __ATOMIC_ACQ_REL);
 	if (old) {
 		atomic_store_explicit(&old->key, 0, memory_order_relaxed);
 		kmem_cache_free(rcu_cache, old);
@@ -136,7 +139,8 @@ static void replace(uint64_t r, unsigned owner, unsigned flags)
 	atomic_store_explicit(&o->key, (uint64_t)owner << 32 | i | 1u << 16,
 	                      memory_order_relaxed);
 	struct tobj *none = NULL;
-	if (!atomic_compare_exchange_strong(&table[i], &none, o)) {
+	if (!__atomic_compare_exchange_n(&table[i], &none, o, false,
+	                                 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		atomic_store_explicit(&o->key, 0, memory_order_relaxed);
 		kmem_cache_free(rcu_cache, o);
 	}

@@ -197,7 +197,11 @@ static __attribute__((noinline)) uintptr_t deep_frame(void)
 	volatile char a[4096];
 	for (size_t i = 0; i < sizeof(a); i += 64)
 		a[i] = 1;
-	return (uintptr_t)&a[0];
+	/* Through an asm: clang refuses to return a local's address even
+	 * as an integer (-Wreturn-stack-address). */
+	uintptr_t low = (uintptr_t)&a[0];
+	__asm__("" : "+r"(low));
+	return low;
 }
 
 static size_t frame_d0, frame_low, frame_mark;
