@@ -255,6 +255,7 @@ void objcache_track_report_at(struct spanheap *sh, const struct mspan *s,
 }
 
 /* Object idx of slab ls's state, as its bit and byte say. */
+static const char allocated[] = "allocated";
 static const char *state_of(const struct objcache_leak_slab *ls, uint32_t idx)
 {
 	const struct objslab *sl = ls->slab;
@@ -262,7 +263,7 @@ static const char *state_of(const struct objcache_leak_slab *ls, uint32_t idx)
 		return "free";
 	if (__atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED))
 		return "free, in a CPU's stash";
-	return "allocated";
+	return allocated;
 }
 
 /* The line of an address in the header of or past the objects of slab
@@ -317,6 +318,33 @@ void objcache_track_where_log(struct spanheap *sh, const struct mspan *s,
 	       ls.objsize, ls.size);
 	if (ls.recs)
 		track_log2(start, t);
+}
+
+bool objcache_track_object(struct spanheap *sh, const struct mspan *s,
+                           uintptr_t a, struct objcache_track_obj *out)
+{
+	if (!atomic_load_explicit(&s->objslab, memory_order_acquire))
+		return false;
+	struct objcache_leak_slab ls;
+	uint32_t idx;
+	*out = (struct objcache_track_obj){.changing = true};
+	if (!slab_where(sh, s, a, &ls, &idx))
+		return true;
+	const char *state = idx < ls.nobjs ? state_of(&ls, idx) : NULL;
+	if (!slab_same(s, &ls)) /* read from a slab freed meanwhile */
+		return true;
+	*out = (struct objcache_track_obj){
+	        .slab = (uintptr_t)ls.slab,
+	        .start = ls.first + (uintptr_t)idx * ls.objsize,
+	        .idx = idx,
+	        .nobjs = ls.nobjs,
+	        .objsize = ls.objsize,
+	        .size = ls.size,
+	        .owner = ls.owner,
+	        .pages = __atomic_load_n(&s->npages, __ATOMIC_RELAXED),
+	        .state = state,
+	        .live = state == allocated};
+	return true;
 }
 
 /* ---- Grouping by stack ---- */

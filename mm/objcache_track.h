@@ -67,6 +67,23 @@ void objcache_track_report_at(struct spanheap *sh, const struct mspan *s,
 void objcache_track_where_log(struct spanheap *sh, const struct mspan *s,
                               uintptr_t a);
 
+/* For the hardened copy check (spanheap_usercopy.c): what of a slab
+ * address a falls in, as objcache_track_where_log reads it. */
+struct objcache_track_obj {
+	uintptr_t slab, start; /* the slab's header; the object's first byte */
+	uint32_t idx; /* the object; UINT32_MAX: the header; nobjs: past */
+	uint32_t nobjs, objsize, size, owner;
+	unsigned pages;
+	const char *state; /* "allocated", "free", ...; NULL: no object */
+	bool live;         /* state is "allocated" */
+	bool changing;     /* the slab was being made or freed: no answer */
+};
+
+/* The object of large span s holding a into *out; false if s carries no
+ * owner number (a large object's span). Contexts as the readers above. */
+bool objcache_track_object(struct spanheap *sh, const struct mspan *s,
+                           uintptr_t a, struct objcache_track_obj *out);
+
 /* Counts the live objects of large span s (spanheap_alloc_traces' walk)
  * into tt by their allocations' stacks, if s is a slab of a cache whose
  * slabs keep records and whose owner number tt asks for. Thread context,

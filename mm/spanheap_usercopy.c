@@ -30,12 +30,18 @@
  * Locking: none (spanheap_where's: fields fixed while a span lives or
  * read atomically, the marker read only from a live span).
  *
- * Limits: a named cache's objects are bounded by their class's size, not
+ * A large span that is a slab of a cache with slabs of its own is read
+ * as its objects (objcache_track_object): one allocated bounds the copy
+ * at the cache's size; the header, the tail and free objects refuse it.
+ *
+ * Limits: a merged cache's objects are bounded by their class's size, not
  * the cache's (the span does not know the cache) except in poison mode,
  * where the bytes asked are the cache's size; Linux's per-cache usercopy
  * windows (kmem_cache_create_usercopy) have no counterpart. Modelled on
  * Linux's mm/usercopy.c and SLUB's __check_heap_object.
  */
+#include "objcache.h"
+#include "objcache_track.h"
 #include "spanheap_internal.h"
 #include "spanheap_usercopy.h"
 
@@ -165,6 +171,54 @@ static enum spanheap_copy_verdict object_verdict(enum spanheap_copy_dir dir,
 	return SPANHEAP_COPY_BAD;
 }
 
+/* The verdict for a copy that starts in a slab of a cache with slabs of
+ * its own (large span s): an allocated object bounds it at the cache's
+ * size; the header, the records, a free object are refused. Until rv118
+ * the slab passed as one large object, neighbours and header included. */
+static enum spanheap_copy_verdict
+own_verdict(struct spanheap *sh, enum spanheap_copy_dir dir, uintptr_t a,
+            size_t n, const struct objcache_track_obj *o)
+{
+	if (o->changing)
+		return refuse(
+		        dir, a, n,
+		        "starts in a slab of a cache with slabs of its own, "
+		        "being made or freed");
+	char name[OBJCACHE_NAME_MAX + 1];
+	objcache_owner_name(sh, o->owner, name);
+	if (!o->state) {
+		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
+		       "it starts %s cache '%s''s slab [%#lx, +%u pages), no "
+		       "object",
+		       dir_name(dir), n, (unsigned long)a,
+		       o->idx == UINT32_MAX ? "in the header of"
+		                            : "past the objects of",
+		       name, (unsigned long)o->slab, o->pages);
+		return SPANHEAP_COPY_BAD;
+	}
+	size_t off = a - o->start;
+	if (o->live && off < o->size && n <= o->size - off)
+		return SPANHEAP_COPY_INSIDE;
+	if (!o->live) {
+		mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: "
+		       "%zu bytes into object %u of cache '%s''s slab [%#lx, "
+		       "+%u pages) (%u-byte objects), which is %s",
+		       dir_name(dir), n, (unsigned long)a, off, o->idx, name,
+		       (unsigned long)o->slab, o->pages, o->objsize, o->state);
+		return SPANHEAP_COPY_BAD;
+	}
+	/* The overrun, off + n - size, with no sum that could wrap. */
+	size_t over =
+	        off >= o->size ? (off - o->size) + n : n - (o->size - off);
+	mm_log("spanheap: usercopy: %s of %zu bytes at %#lx refused: %zu "
+	       "bytes into object %u of cache '%s''s slab [%#lx, +%u pages) "
+	       "(%u-byte objects), it runs %zu bytes past the object's %u "
+	       "bytes (the cache's size)",
+	       dir_name(dir), n, (unsigned long)a, off, o->idx, name,
+	       (unsigned long)o->slab, o->pages, o->objsize, over, o->size);
+	return SPANHEAP_COPY_BAD;
+}
+
 enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
                                                const void *p, size_t n,
                                                enum spanheap_copy_dir dir)
@@ -190,8 +244,15 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 		return refuse(dir, a, n,
 		              "starts on a page-heap run and runs off it (into "
 		              "a span, free pages or another run)");
+	case SPANHEAP_WHERE_LARGE: {
+		struct mspan *s = mheap_span_lookup(sh->heap, a);
+		struct objcache_track_obj o;
+		if (mheap_span_is_span(s) &&
+		    objcache_track_object(sh, s, a, &o))
+			return own_verdict(sh, dir, a, n, &o);
+		return object_verdict(dir, a, n, &w);
+	}
 	case SPANHEAP_WHERE_SMALL:
-	case SPANHEAP_WHERE_LARGE:
 		return object_verdict(dir, a, n, &w);
 	case SPANHEAP_WHERE_GUARD:
 		if (w.state == SPANHEAP_OBJ_ALLOCATED ||

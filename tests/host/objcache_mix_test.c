@@ -1,0 +1,199 @@
+/*
+ * The named caches' features met by the heap's other features (rv118's
+ * interaction review): the hardened copy check on an object of a cache
+ * with slabs of its own (bounded by the cache's size, its header and its
+ * free objects refused), kfree_bulk and ksize given such an object
+ * (refused, naming the cache), a merged cache's batches with the guarded
+ * pool sampling every object, and a failure injected in the middle of a
+ * batch in poison mode, which must leave no object out, no count off and
+ * nothing for the leak scan.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../../kernel/ktest.h"
+#include "../../mm/objcache.h"
+#include "../../mm/objcache_bulk.h"
+#include "../../mm/objcache_internal.h"
+#include "../../mm/objcache_own.h"
+#include "../../mm/spanheap_bulk.h"
+#include "../../mm/spanheap_fail.h"
+#include "../../mm/spanheap_usercopy.h"
+#include "leak_scan_util.h"
+#include "objcache_test_util.h"
+#include "spanheap_test_util.h"
+
+static char log_buf[2048];
+
+static void ctor(void *p)
+{
+	memset(p, 0x5c, 8);
+}
+
+static enum spanheap_copy_verdict check(const void *p, size_t n)
+{
+	mm_port_set_quiet(true);
+	log_buf[0] = '\0';
+	mm_port_log_capture(log_buf, sizeof(log_buf));
+	enum spanheap_copy_verdict v =
+	        spanheap_check_copy(&sh, p, n, SPANHEAP_COPY_TO_USER);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	return v;
+}
+
+static bool logged(const char *s)
+{
+	bool yes = strstr(log_buf, s) != NULL;
+	if (!yes)
+		printf("# no \"%s\" in: %s\n", s, log_buf);
+	return yes;
+}
+
+/* The copy check on a constructor cache's 72-byte objects: a copy inside
+ * one passes; one into the next object, one from the slab's header and
+ * one at a freed object (stashed, and free in its slab) are refused
+ * naming the cache. Until rv118 the check saw the slab as one large
+ * object and passed them all: a copy could read or overwrite the
+ * neighbours and the header's list pointers. */
+KTEST(objcache_mix, usercopy_bounds_an_own_slab_object_by_its_cache)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "uc", 72, 0, 0, ctor);
+	KASSERT(c && c->own);
+	char *p[3];
+	for (int i = 0; i < 3; i++)
+		KASSERT(p[i] = objcache_alloc(c, 0));
+	KEXPECT_EQ(check(p[0], 72), SPANHEAP_COPY_INSIDE);
+	KEXPECT_EQ(check(p[0] + 71, 1), SPANHEAP_COPY_INSIDE);
+	KEXPECT_EQ(check(p[0], 73), SPANHEAP_COPY_BAD);
+	KEXPECT(logged("of cache 'uc''s slab"));
+	KEXPECT(logged("it runs 1 bytes past the object's 72 bytes"));
+	KEXPECT_EQ(check(p[0] + 8, c->objsize), SPANHEAP_COPY_BAD);
+	uintptr_t lowest = (uintptr_t)p[0];
+	for (int i = 1; i < 3; i++)
+		if ((uintptr_t)p[i] < lowest)
+			lowest = (uintptr_t)p[i];
+	char *base = (char *)lowest - c->own->first;
+	KEXPECT_EQ(check(base, 8), SPANHEAP_COPY_BAD);
+	KEXPECT(logged("in the header of cache 'uc''s slab"));
+	objcache_free(c, p[1]); /* into this CPU's stash */
+	KEXPECT_EQ(check(p[1], 8), SPANHEAP_COPY_BAD);
+	KEXPECT(logged("which is free, in a CPU's stash"));
+	objcache_shrink(c); /* back in its slab */
+	KEXPECT_EQ(check(p[1], 8), SPANHEAP_COPY_BAD);
+	KEXPECT(logged("which is free"));
+	objcache_free(c, p[0]);
+	objcache_free(c, p[2]);
+	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* kfree_bulk (spanheap_free_bulk) and ksize given a constructor cache's
+ * object: refused by design (kfree of such an object would leave the
+ * cache's count high and skip its stash), each naming the cache; the
+ * batch's entries before it were freed. */
+KTEST(objcache_mix, kfree_bulk_and_ksize_of_an_own_slab_object_name_it)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "kb", 48, 0, 0, ctor);
+	KASSERT(c);
+	void *o = objcache_alloc(c, 0);
+	void *v[3] = {spanheap_alloc(&sh, 48, 0), o,
+	              spanheap_alloc(&sh, 48, 0)};
+	KASSERT(o && v[0] && v[2]);
+	mm_port_set_quiet(true);
+	log_buf[0] = '\0';
+	mm_port_log_capture(log_buf, sizeof(log_buf));
+	SH_EXPECT_PANIC(spanheap_free_bulk(&sh, 3, v), "cache 'kb'");
+	mm_port_log_capture(NULL, 0);
+	KEXPECT(logged("entry 1 of 3"));
+	SH_EXPECT_PANIC(spanheap_usable_size(&sh, o), "cache 'kb'");
+	mm_port_set_quiet(false);
+	spanheap_free(&sh, v[2]);
+	objcache_free(c, o);
+	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* A merged cache's batch with the guarded pool sampling every object
+ * (spanheap_alloc_bulk's single path): the batch's guarded objects and
+ * its span objects go back through the class-checked bulk free, the
+ * cache's count is 0 and the pool's slots free again. */
+KTEST(objcache_mix, a_merged_batch_with_guarded_objects)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.guard_slots = 4;
+	sc.guard_interval = 1;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	struct objcache *c = objcache_create(&sh, "gm", 40, 0);
+	KASSERT(c);
+	static void *v[16];
+	KEXPECT_EQ(objcache_alloc_bulk(c, 0, 16, v), 16);
+	unsigned guarded = 0;
+	for (int i = 0; i < 16; i++)
+		guarded += spanheap_guard_owns(&sh.guard, v[i]);
+	KEXPECT(guarded >= 1);
+	void *five = v[5];
+	v[5] = NULL; /* NULL entries: nothing, as Linux's */
+	objcache_free_bulk(c, 16, v);
+	objcache_free(c, five);
+	KEXPECT_EQ(live(c), 0);
+	KEXPECT(objcache_destroy(c));
+	spanheap_guard_drain(&sh);
+	SH_CHECK(&sh, "after the guarded batch");
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* Poison mode (records, owners) with a failure injected in the middle of
+ * a batch of a merged cache and of a constructor cache: 0, every count
+ * at 0, and a leak scan with no roots finds nothing of the batches. */
+KTEST(objcache_mix, an_injected_failure_mid_batch_leaves_no_leak)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	struct objcache *m = objcache_create(&sh, "fm", 40, 0);
+	struct objcache *o = objcache_create_flags(&sh, "fo", 40, 0, 0, ctor);
+	KASSERT(m && o);
+	static void *v[100];
+	/* The merged cache's 30th object; the constructor cache's second
+	 * slab (its objects come from a slab, each new slab one call). */
+	struct objcache *which[2] = {m, o};
+	uint32_t interval[2] = {30, 2};
+	for (int k = 0; k < 2; k++) {
+		struct spanheap_fail_attr a = {.interval = interval[k],
+		                               .probability =
+		                                       SPANHEAP_FAIL_PROB_ALL,
+		                               .times = 1};
+		KASSERT(spanheap_fail_arm(&sh, &a));
+		mm_port_set_quiet(true);
+		KEXPECT_EQ(objcache_alloc_bulk(which[k], 0, 100, v), 0);
+		mm_port_set_quiet(false);
+		KEXPECT(spanheap_fail_get(&sh, &a));
+		KEXPECT_EQ(a.times, 0); /* the failure was taken */
+		spanheap_fail_disarm(&sh);
+	}
+	KEXPECT_EQ(live(m), 0);
+	KEXPECT_EQ(live(o), 0);
+	memset(v, 0, sizeof(v));
+	uintptr_t none = 0;
+	struct scan_out s = leak_scan_roots(&sh, &none, 1, 0, 16);
+	KEXPECT_EQ(s.n, 0);
+	KEXPECT(objcache_destroy(m));
+	KEXPECT(objcache_destroy(o));
+	SH_CHECK(&sh, "after the injections");
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
