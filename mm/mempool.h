@@ -118,8 +118,10 @@ bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
                        uint32_t min, size_t size);
 
 /* As mempool_init_heap, the elements objects of cache c (of its size);
- * no cache (NULL) is refused, a destroyed one mm_panics (as its own
- * calls do, objcache.h: while its struct's page is mapped). */
+ * no cache (NULL) and a cache with slabs of its own (a constructor or
+ * OBJCACHE_TYPESAFE_BY_RCU: the pool writes an element's first word) are
+ * refused, a destroyed one mm_panics (as its own calls do, objcache.h:
+ * while its struct's page is mapped). */
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min);
 

@@ -190,6 +190,24 @@ static bool no_cache(struct mempool *p, const char *name)
 	return false;
 }
 
+/* A cache with slabs of its own (a constructor, SLAB_TYPESAFE_BY_RCU):
+ * refused, with p zeroed. Its objects' bytes are the cache's while they
+ * are out too (a freed one comes back as it was left; a typesafe one may
+ * still be read under rcu_read_lock), and a pool writes its marker into
+ * a reserved element's first word and clears it on the way out: until
+ * rv118 an element came back without its constructor's first word, and
+ * the pool's first free panicked (its check is ksize's, which refuses
+ * such an object). */
+static bool own_cache(struct mempool *p, struct objcache *c, const char *name)
+{
+	mm_memset(p, 0, sizeof(*p));
+	mm_log("mempool %s: not made: cache '%s' has slabs of its own (a "
+	       "constructor or SLAB_TYPESAFE_BY_RCU), whose objects' bytes "
+	       "a pool would write",
+	       name ? name : "(null)", c->name);
+	return false;
+}
+
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min)
 {
@@ -201,6 +219,8 @@ bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
 	if (c->slot >= OBJCACHE_MAX)
 		mm_panic("mempool %s: made over cache %p, destroyed",
 		         name ? name : "(null)", (void *)c);
+	if (c->own)
+		return own_cache(p, c, name);
 	return init_with(p, c->sh, name, min, c->size,
 	                 (struct source){.cache = c});
 }
@@ -219,6 +239,8 @@ bool mempool_init_cache_in(struct mempool *p, struct spanheap *sh,
 		mm_panic("mempool %s: made over cache %p, no cache of the "
 		         "heap's (a cache destroyed?)",
 		         name ? name : "(null)", (void *)c);
+	if (c->own)
+		return own_cache(p, c, name);
 	return init_with(p, sh, name, min, size, (struct source){.cache = c});
 }
 

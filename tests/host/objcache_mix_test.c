@@ -16,6 +16,7 @@
 #include "../../mm/objcache.h"
 #include "../../mm/objcache_bulk.h"
 #include "../../mm/objcache_internal.h"
+#include "../../mm/mempool.h"
 #include "../../mm/objcache_own.h"
 #include "../../mm/spanheap_bulk.h"
 #include "../../mm/spanheap_fail.h"
@@ -193,6 +194,39 @@ KTEST(objcache_mix, an_injected_failure_mid_batch_leaves_no_leak)
 	KEXPECT(objcache_destroy(m));
 	KEXPECT(objcache_destroy(o));
 	SH_CHECK(&sh, "after the injections");
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* A pool over a cache with slabs of its own: refused, naming why. The
+ * pool writes its marker into an element's first word in the reserve and
+ * clears it on the way out, which undid a constructor's state (the
+ * element came back with its first word 0) and wrote a typesafe cache's
+ * object that RCU readers may still read. */
+KTEST(objcache_mix, a_pool_over_an_own_slab_cache_is_refused)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "mp", 64, 0, 0, ctor);
+	KASSERT(c);
+	static struct mempool pool;
+	mm_port_set_quiet(true);
+	log_buf[0] = '\0';
+	mm_port_log_capture(log_buf, sizeof(log_buf));
+	bool made = mempool_init_cache(&pool, c, "over-own", 2);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	KEXPECT(!made);
+	KEXPECT(logged("mempool over-own: not made: cache 'mp' has slabs of "
+	               "its own"));
+	if (made) { /* what it did: the constructor's bytes gone */
+		unsigned char *e = mempool_alloc(&pool, 0);
+		KEXPECT(e && e[0] == 0x5c);
+		mempool_free(&pool, e);
+		mempool_destroy(&pool);
+	}
+	KEXPECT(!mempool_init_cache_in(&pool, &sh, c, "over-own", 2));
+	KEXPECT(objcache_destroy(c));
 	spanheap_release_all(&sh);
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	sh_heap_release(&heap, &sh);
