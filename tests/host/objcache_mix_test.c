@@ -2,14 +2,17 @@
  * The named caches' features met by the heap's other features (rv118's
  * interaction review): the hardened copy check on an object of a cache
  * with slabs of its own (bounded by the cache's size, its header and its
- * free objects refused), kfree_bulk and ksize given such an object
- * (refused, naming the cache), a merged cache's batches with the guarded
- * pool sampling every object, and a failure injected in the middle of a
- * batch in poison mode, which must leave no object out, no count off and
- * nothing for the leak scan.
+ * free objects refused); kfree_bulk, ksize and kfree_rcu's check given
+ * such an object, and a pool over such a cache (refused, naming the
+ * cache); a merged cache's batches with the guarded pool sampling every
+ * object; a failure injected in the middle of a batch in poison mode,
+ * which must leave no object out, no count off and nothing for the leak
+ * scan; and the leak scan with objects kept only by a percpu copy, a
+ * pool's reserve and a batch's array.
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../kernel/ktest.h"
@@ -18,7 +21,9 @@
 #include "../../mm/objcache_internal.h"
 #include "../../mm/mempool.h"
 #include "../../mm/objcache_own.h"
+#include "../../mm/pcpu.h"
 #include "../../mm/spanheap_bulk.h"
+#include "../../mm/spanheap_copy.h"
 #include "../../mm/spanheap_fail.h"
 #include "../../mm/spanheap_usercopy.h"
 #include "leak_scan_util.h"
@@ -93,9 +98,9 @@ KTEST(objcache_mix, usercopy_bounds_an_own_slab_object_by_its_cache)
 	sh_heap_release(&heap, &sh);
 }
 
-/* kfree_bulk (spanheap_free_bulk) and ksize given a constructor cache's
- * object: refused by design (kfree of such an object would leave the
- * cache's count high and skip its stash), each naming the cache; the
+/* kfree_bulk (spanheap_free_bulk), ksize and kfree_rcu's check given a
+ * constructor cache's object: refused by design (kfree of such an object would
+ * leave the cache's count high and skip its stash), each naming the cache; the
  * batch's entries before it were freed. */
 KTEST(objcache_mix, kfree_bulk_and_ksize_of_an_own_slab_object_name_it)
 {
@@ -113,6 +118,10 @@ KTEST(objcache_mix, kfree_bulk_and_ksize_of_an_own_slab_object_name_it)
 	mm_port_log_capture(NULL, 0);
 	KEXPECT(logged("entry 1 of 3"));
 	SH_EXPECT_PANIC(spanheap_usable_size(&sh, o), "cache 'kb'");
+	/* kfree_rcu's check at the call (kernel/rcu.c): refused there, not
+	 * a grace period later in the rcu thread. */
+	SH_EXPECT_PANIC(spanheap_check_free_as(&sh, o, "kfree_rcu"),
+	                "kfree_rcu of");
 	mm_port_set_quiet(false);
 	spanheap_free(&sh, v[2]);
 	objcache_free(c, o);
@@ -227,6 +236,64 @@ KTEST(objcache_mix, a_pool_over_an_own_slab_cache_is_refused)
 	}
 	KEXPECT(!mempool_init_cache_in(&pool, &sh, c, "over-own", 2));
 	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* The leak scan with objects held where only other features keep them:
+ * a pointer in CPU 1's copy of an alloc_percpu variable (its chunk a
+ * block of the heap the struct pcpu points to), in a kmalloc pool's
+ * reserve (its array a metadata block), and a guarded object in a bulk
+ * batch's array: none is a leak; the percpu copy's object, dropped, is
+ * the one. */
+KTEST(objcache_mix, objects_kept_by_percpu_memory_and_a_pool_are_no_leaks)
+{
+	struct spanheap_config sc;
+	spanheap_config_default(&sc);
+	sc.poison = true;
+	sc.guard_slots = 16; /* every object here one */
+	sc.guard_interval = 1;
+	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	static struct pcpu pc;
+	static struct mempool pool;
+	KASSERT(pcpu_init(&pc, &sh, 2));
+	KASSERT(mempool_init_heap(&pool, &sh, "mix", 2, 48));
+	void **h = pcpu_alloc(&pc, sizeof(void *), sizeof(void *));
+	KASSERT(h);
+	void *held = spanheap_alloc(&sh, 40, 0);
+	KASSERT(held);
+	*(void **)pcpu_ptr(&pc, h, 1) = held;
+	void **batch = spanheap_alloc(&sh, 4 * sizeof(void *), MM_ZERO);
+	KASSERT(batch && spanheap_alloc_bulk(&sh, 24, 0, 4, batch) == 4);
+	bool guarded = false;
+	for (int i = 0; i < 4; i++)
+		guarded |= spanheap_guard_owns(&sh.guard, batch[i]);
+	KEXPECT(guarded);
+	uintptr_t roots[3] = {(uintptr_t)&pc, (uintptr_t)&pool,
+	                      (uintptr_t)batch};
+	/* The structs' own words are roots: read them as the kernel's bss. */
+	struct spanheap_leak_range r[3] = {
+	        {(uintptr_t)&pc, (uintptr_t)(&pc + 1)},
+	        {(uintptr_t)&pool, (uintptr_t)(&pool + 1)},
+	        {(uintptr_t)roots, (uintptr_t)(roots + 3)}};
+	size_t bytes = spanheap_leak_work_bytes(&sh, 16);
+	void *work = calloc(1, bytes);
+	struct spanheap_leak_result res;
+	KEXPECT_EQ(spanheap_leak_scan(&sh, work, bytes, r, 3, 0, 16, &res), 0);
+	/* Dropped from CPU 1's copy: the one leak, the 40 bytes asked. */
+	*(void **)pcpu_ptr(&pc, h, 1) = NULL;
+	KEXPECT_EQ(spanheap_leak_scan(&sh, work, bytes, r, 3, 0, 16, &res), 1);
+	KEXPECT_EQ(spanheap_leak_list(work)[0].addr, (uintptr_t)held);
+	free(work);
+	spanheap_free(&sh, held);
+	spanheap_free_bulk(&sh, 4, batch);
+	spanheap_free(&sh, batch);
+	pcpu_free(&pc, h);
+	pcpu_trim(&pc);
+	mempool_destroy(&pool);
+	spanheap_guard_drain(&sh);
+	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	spanheap_release_all(&sh);
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	sh_heap_release(&heap, &sh);
