@@ -48,7 +48,9 @@ static enum way way_of(const struct objcache *c, bool alloc)
 	if (c->slot >= OBJCACHE_MAX)
 		return WAY_EACH;
 	if (c->own)
-		return c->own->fast ? WAY_OWN : WAY_EACH;
+		return __atomic_load_n(&c->own->fast, __ATOMIC_RELAXED)
+		               ? WAY_OWN
+		               : WAY_EACH;
 	if (c->owner) /* poison mode: each object's owner is set */
 		return WAY_EACH;
 	if (alloc)

@@ -84,7 +84,8 @@ struct objcache_own {
 	uint8_t dshift;
 	/* Whether objects follow the shadow (objcache_own.c, "Poison"):
 	 * poison mode and no OBJCACHE_TYPESAFE_BY_RCU. And whether the
-	 * fast ways take its calls (objcache_stash.c): stashes, no poison. */
+	 * fast ways take its calls (objcache_stash.c): stashes, no poison,
+	 * no armed failure injection (switched, read relaxed). */
 	bool shadow, fast;
 	/* Objects a CPU's stash holds at most (0: no stashes, objects so
 	 * big that a stash would keep slabs), and the MM_MAX_CPUS stashes

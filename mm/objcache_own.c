@@ -85,6 +85,24 @@ static size_t round_up(size_t n, size_t align)
 	return (n + align - 1) / align * align;
 }
 
+/* Whether the fast ways (objcache_stash.c) may take o's calls: it has
+ * stashes, and neither poison mode (the slow ways keep the records) nor
+ * an armed failure injection (every allocation must be asked) is on. */
+static bool own_fast(struct spanheap *sh, const struct objcache_own *o)
+{
+	return o->stash && !sh->cfg.poison && !spanheap_fail_armed(sh);
+}
+
+void objcache_own_fail_switch(struct spanheap *sh)
+{
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	for (struct objcache *c = sh->objcaches; c; c = c->next)
+		if (c->own)
+			__atomic_store_n(&c->own->fast, own_fast(sh, c->own),
+			                 __ATOMIC_RELAXED);
+	mm_lock_release(&sh->heap->lock, irq);
+}
+
 /* Sizes c's slabs (o->npages, nobjs, first) and its stashes; NULL, or
  * why it cannot. */
 static const char *geometry(struct objcache *c, struct objcache_own *o)
@@ -145,7 +163,7 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	    !(o->stash = spanheap_meta_alloc(
 	              c->sh, MM_MAX_CPUS * sizeof(struct objstash))))
 		why = "no memory for the cache's stashes";
-	o->fast = o->stash && !c->sh->cfg.poison; /* poison: records */
+	o->fast = own_fast(c->sh, o);
 	if (why) {
 		spanheap_meta_free(c->sh, o, sizeof(*o));
 		return why;
@@ -350,9 +368,6 @@ static void *alloc_locked_way(struct objcache *c, unsigned flags)
 	mm_lock_release(&o->lock, irq);
 	if (p)
 		return p;
-	if (spanheap_fail_armed(c->sh) &&
-	    spanheap_fail_should(c->sh, true, flags))
-		return NULL;
 	if (!(sl = slab_new(c, flags)))
 		return NULL;
 	irq = mm_lock_acquire(&o->lock);
@@ -374,6 +389,11 @@ void *objcache_own_alloc_slow(struct objcache *c, unsigned flags)
 	}
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("objcache_alloc (without MM_ATOMIC)");
+	/* Every call asked, as the span heap's (armed, the fast ways are
+	 * off: objcache_own_fail_switch). */
+	if (__builtin_expect(spanheap_fail_armed(c->sh), 0) &&
+	    spanheap_fail_should(c->sh, c->size > SC_MAX_SIZE, flags))
+		return NULL;
 	void *p = objcache_stash_alloc(c);
 	if (!p && !(p = alloc_locked_way(c, flags)))
 		return NULL;

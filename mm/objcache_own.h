@@ -74,6 +74,12 @@ void objcache_shrink(struct objcache *c);
  * count in both). Thread context, nothing pinned, no mm lock held. */
 size_t objcache_shrink_all(struct spanheap *sh);
 
+/* Sets the fast ways of every cache of sh with slabs of its own off
+ * while sh's failure injection is armed, and back on after (from
+ * spanheap_fail_arm and _disarm), so that every allocation is asked.
+ * Thread context (heap->lock, a leaf). */
+void objcache_own_fail_switch(struct spanheap *sh);
+
 /* What objcache_shrink_all could give back now: the objects in the
  * stashes and in the empty slabs kept (approximate while CPUs work).
  * Any context but NMI. */

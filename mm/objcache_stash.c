@@ -280,9 +280,11 @@ pop_fast(struct objcache_own *o, uintptr_t *e)
 void *objcache_own_alloc(struct objcache *c, unsigned flags)
 {
 	struct objcache_own *o = c->own;
-	if (__builtin_expect(!(flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)) &&
-	                             o->fast,
-	                     1)) {
+	/* fast: relaxed, switched while failure injection is armed */
+	if (__builtin_expect(
+	            !(flags & ~(unsigned)(MM_ATOMIC | MM_NO_GROW)) &&
+	                    __atomic_load_n(&o->fast, __ATOMIC_RELAXED),
+	            1)) {
 		uintptr_t e;
 		if (__builtin_expect(pop_fast(o, &e), 1)) {
 			void *p = objslab_obj(c, ent_slab(e), ent_idx(e));
@@ -358,7 +360,9 @@ void objcache_own_free(struct objcache *c, void *p)
 	struct objcache_own *o = c->own;
 	struct objslab *sl;
 	uint32_t idx;
-	if (__builtin_expect(!o->fast || !ent_of_obj(c, o, p, &sl, &idx), 0)) {
+	if (__builtin_expect(!__atomic_load_n(&o->fast, __ATOMIC_RELAXED) ||
+	                             !ent_of_obj(c, o, p, &sl, &idx),
+	                     0)) {
 		own_free_slow(c, p);
 		return;
 	}

@@ -58,6 +58,7 @@
  * kernel's stop the sweeper and scavenger). With a port that cannot
  * reach other CPUs, they keep their magazines until their next refill.
  */
+#include "objcache_own.h"
 #include "spanheap_internal.h"
 
 bool spanheap_fail_should(struct spanheap *sh, bool large, unsigned flags)
@@ -81,6 +82,7 @@ bool spanheap_fail_arm(struct spanheap *sh, const struct spanheap_fail_attr *a)
 	if (!failpoint_arm(&sh->fail, "spanheap", &r,
 	                   what_ok ? NULL : "small 1, large 2, atomic only 4"))
 		return false;
+	objcache_own_fail_switch(sh); /* their stashes' pops too */
 	/* Every CPU's magazines emptied and held at size 0
 	 * (spanheap_cache_flush). */
 	if (spanheap_flush_all(sh))
@@ -94,6 +96,7 @@ bool spanheap_fail_arm(struct spanheap *sh, const struct spanheap_fail_attr *a)
 void spanheap_fail_disarm(struct spanheap *sh)
 {
 	failpoint_disarm(&sh->fail);
+	objcache_own_fail_switch(sh);
 	spanheap_flush_all(sh); /* the magazines' sizes back */
 }
 

@@ -5,7 +5,8 @@
  * free objects refused); kfree_bulk, ksize and kfree_rcu's check given
  * such an object, and a pool over such a cache (refused, naming the
  * cache); a merged cache's batches with the guarded pool sampling every
- * object; a failure injected in the middle of a batch in poison mode,
+ * object; failure injection asking every allocation of a constructor
+ * cache, and a failure injected in the middle of a batch in poison mode,
  * which must leave no object out, no count off and nothing for the leak
  * scan; and the leak scan with objects kept only by a percpu copy, a
  * pool's reserve and a batch's array.
@@ -294,6 +295,49 @@ KTEST(objcache_mix, objects_kept_by_percpu_memory_and_a_pool_are_no_leaks)
 	mempool_destroy(&pool);
 	spanheap_guard_drain(&sh);
 	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
+/* Failure injection on a constructor cache whose stash and slab hold
+ * free objects: while armed, every allocation is asked (Linux's
+ * failslab asks on every kmem_cache_alloc), a batch's too; disarmed, the
+ * stash serves again. Until rv118 only a new slab was asked: the stash's
+ * pop and the slab's free objects were served unasked, and a caller's
+ * NULL path could not be reached while the slab had room. */
+KTEST(objcache_mix, injection_asks_every_allocation_of_an_own_slab_cache)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "fi", 64, 0, 0, ctor);
+	KASSERT(c);
+	static void *v[8];
+	KASSERT(objcache_alloc_bulk(c, 0, 8, v) == 8);
+	objcache_free_bulk(c, 4, v); /* 4 into this CPU's stash */
+	struct spanheap_fail_attr a = {.interval = 2,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1};
+	KASSERT(spanheap_fail_arm(&sh, &a));
+	void *p1 = objcache_alloc(c, 0);
+	void *p2 = objcache_alloc(c, 0); /* the 2nd call: fails */
+	mm_port_set_quiet(true);
+	KEXPECT_EQ(objcache_alloc_bulk(c, 0, 4, v), 0); /* its 2nd object */
+	mm_port_set_quiet(false);
+	KEXPECT(p1 != NULL);
+	KEXPECT(p2 == NULL);
+	KEXPECT(spanheap_fail_get(&sh, &a));
+	KEXPECT(a.times == -1);
+	struct spanheap_stats st;
+	spanheap_stats(&sh, &st);
+	KEXPECT_EQ(st.fail_injected, 2);
+	KEXPECT_EQ(live(c), 5); /* v[4..8) and p1 */
+	spanheap_fail_disarm(&sh);
+	KEXPECT_EQ(objcache_alloc_bulk(c, 0, 4, v), 4);
+	objcache_free_bulk(c, 8, v);
+	objcache_free(c, p1);
+	KEXPECT_EQ(live(c), 0);
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(objcache_destroy(c));
 	spanheap_release_all(&sh);
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	sh_heap_release(&heap, &sh);
