@@ -4,14 +4,17 @@
  * it booted (mm.debug_poison, mm.guard): a copy of an object's ksize
  * passes at every size class and for a large object, a byte more is
  * refused with a line naming the object, a freed object is refused, a
- * stack's and the kernel image's memory is not the heap's, and the check
+ * stack's and the kernel image's memory is not the heap's, a constructor
+ * cache's object is bounded by its cache's size, and the check
  * runs in the timer interrupt on every CPU it lands. The host suite's
  * spanheap_usercopy tests check the verdicts and lines exactly; the
  * harness's demo_usercopy_overrun shows the panic.
  */
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "kernel/heap_copy.h"
+#include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
 #include "kernel/percpu.h"
 #include "kernel/sched.h"
@@ -76,6 +79,30 @@ KTEST(kmalloc_usercopy, a_freed_object_is_refused)
 	if (w.state != SPANHEAP_OBJ_ALLOCATED)
 		KEXPECT_EQ(v, SPANHEAP_COPY_BAD);
 	heap_settle();
+}
+
+static void uc_ctor(void *p)
+{
+	*(uint64_t *)p = 0x75636f7079;
+}
+
+/* A constructor cache's object is bounded by the cache's size: the slab
+ * is no large object to copy across (rv118; the host's objcache_mix
+ * test checks the lines). The kernel's own copy check passes inside. */
+KTEST(kmalloc_usercopy, an_own_slab_object_is_bounded_by_its_cache)
+{
+	struct objcache *c =
+	        kmem_cache_create_flags("uc-own", 72, 0, 0, uc_ctor);
+	KASSERT(c != NULL);
+	char *p = kmem_cache_alloc(c, 0);
+	KASSERT(p != NULL);
+	check_object_size(p, 72, true); /* panics if refused */
+	check_object_size(p, 72, false);
+	KEXPECT_EQ(verdict(p, 72, true), SPANHEAP_COPY_INSIDE);
+	KEXPECT_EQ(verdict(p, 73, true), SPANHEAP_COPY_BAD);
+	KEXPECT_EQ(verdict(p + 8, 2 * 72, false), SPANHEAP_COPY_BAD);
+	kmem_cache_free(c, p);
+	KEXPECT(kmem_cache_destroy(c));
 }
 
 static char image_data[256];
