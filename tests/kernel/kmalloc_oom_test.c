@@ -449,13 +449,15 @@ KTEST(kmalloc, every_cpu_out_of_frames_at_once)
 	/* Held for good, and grown by a storm that reaches further into the
 	 * arena than the first did (the CPUs' race decides how far): the
 	 * span heap's own pages, the page heap's metadata and page tables. */
-	size_t frames0 = frames_free_count(), meta0 = span_meta_pages();
+	/* span_own_pages, not span_meta_pages: heap_meta_frames holds
+	 * mm.kasan's shadow already. */
+	size_t frames0 = frames_free_count(), own0 = span_own_pages();
 	size_t hmeta0 = heap_meta_frames(), pt0 = paging_table_pages();
 	uint64_t flushes0 = atomic_load(&kspanheap.flush_alls);
 	objs = bad = 0;
 	size_t nulls = all_storm(w, &objs, &bad);
-	size_t meta = span_meta_pages();
-	size_t held = (meta - meta0) + (heap_meta_frames() - hmeta0) +
+	size_t held = (span_own_pages() - own0) +
+	              (heap_meta_frames() - hmeta0) +
 	              (paging_table_pages() - pt0);
 	ktest_diag(
 	        "%zu objects, %zu rounds ended by NULL, %lu flushes of "
