@@ -258,8 +258,8 @@ pop_fast(struct objcache_own *o, uintptr_t *e)
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &o->stash[pin.cpu];
 	bool some = st->n != 0;
-	if (__builtin_expect(some, 1))
-		*e = pop(st);
+	/* Written either way: GCC's TSan build (-O1) took *e for unset. */
+	*e = __builtin_expect(some, 1) ? pop(st) : 0;
 	mm_port_unpin(pin);
 	return some;
 #endif
