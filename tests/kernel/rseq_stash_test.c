@@ -24,20 +24,9 @@
 #include "kernel/percpu.h"
 #include "mm/objcache_internal.h"
 #include "mm/rseq.h"
-#include "tests/kernel/single_step_util.h"
-
-enum interrupter { BY_HOOK, BY_IPI };
+#include "tests/kernel/rseq_trial_util.h"
 
 static struct objcache *cache;
-
-/* The hook's part of a trial, as rseq_test.c's. */
-static struct {
-	enum interrupter by;
-	unsigned step, target;
-	bool fired, restarted, ipi_due;
-	uintptr_t ip;      /* where the k-th step stopped (BY_IPI) */
-	void *g1, *g2, *s; /* freed and allocated by the "handler" */
-} trial;
 
 /* Objects taken out of the stash to empty it, freed after the trials. */
 #define HELD_MAX 1024
@@ -67,46 +56,13 @@ static void interfere(void)
 	trial.fired = true;
 }
 
+/* The IPI of a BY_IPI trial (trial_ipi_landed). */
 static void test_ipi(struct trap_frame *f)
 {
-	if (!trial.ipi_due)
+	if (!trial_ipi_landed(f))
 		return;
-	trial.ipi_due = false;
-	trial.restarted = f->rip != trial.ip;
-	if (f->rip > trial.ip || trial.ip - f->rip > 64)
-		ktest_fail_at(__FILE__, __LINE__,
-		              "step %u: the IPI landed at %#lx, not at %#lx",
-		              trial.target, (unsigned long)f->rip,
-		              (unsigned long)trial.ip);
 	interfere();
 	f->rflags &= ~RFLAGS_IF; /* the rest of the call as before */
-}
-
-static void step_hook(struct trap_frame *f)
-{
-	if (trial.step++ != trial.target)
-		return;
-	f->rflags &= ~RFLAGS_TF;
-	if (trial.by == BY_IPI) {
-		trial.ip = f->rip;
-		trial.ipi_due = true;
-		lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
-		f->rflags |= RFLAGS_IF;
-		return;
-	}
-	interfere();
-	trial.restarted = mm_rseq_restart(&f->rip);
-}
-
-static void trace_off(void)
-{
-	single_step_off();
-	if (trial.ipi_due) {
-		trial.ipi_due = false;
-		ktest_fail_at(__FILE__, __LINE__,
-		              "step %u: the IPI did not land at once",
-		              trial.target);
-	}
 }
 
 /* Empties this CPU's stash into held (interrupts off: the CPU stays). */
@@ -235,24 +191,7 @@ static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 		return 0;
 	}
 	held.n = 0;
-	trial.by = by;
-	if (by == BY_IPI)
-		irq_register(IRQ_VEC_TEST, test_ipi);
-	trap_set_debug_hook(step_hook);
-	for (unsigned k = 0; k < 1000; k++) {
-		uint64_t flags = read_rflags();
-		cpu_cli();
-		bool ok = op(k);
-		KEXPECT(!(read_rflags() & RFLAGS_IF));
-		if (flags & RFLAGS_IF)
-			cpu_sti();
-		if (!ok || !trial.fired)
-			break; /* failed, or finished before its k-th step */
-		restarts += trial.restarted;
-	}
-	trap_set_debug_hook(NULL);
-	if (by == BY_IPI)
-		irq_register(IRQ_VEC_TEST, NULL);
+	restarts = trial_run(op, by, test_ipi);
 	while (held.n)
 		kmem_cache_free(cache, held.v[--held.n]);
 	KEXPECT(objcache_own_check(cache));

@@ -43,26 +43,9 @@
 #include "mm/rseq.h"
 #include "mm/spanheap.h"
 #include "mm/spanheap_internal.h"
-#include "tests/kernel/single_step_util.h"
+#include "tests/kernel/rseq_trial_util.h"
 
 #define OBJ 64
-
-/* How the k-th step is interrupted: by the #DB hook itself, by an IPI
- * that it lets in, or by that IPI's switch to another thread. */
-enum interrupter { BY_HOOK, BY_IPI, BY_SWITCH };
-
-/* The hook's part of a trial. */
-static struct {
-	enum interrupter by;
-	unsigned step, target;
-	bool fired, restarted;
-	bool ipi_due;      /* sent by the hook, not handled yet */
-	uintptr_t ip;      /* where the k-th step stopped (BY_IPI) */
-	void *g1, *g2, *s; /* freed and allocated by the "handler" */
-} trial;
-
-/* What an interrupt handler on this CPU may do: move the magazine's top. */
-static void interfere(void);
 
 /* The BY_SWITCH trials' helper thread: go and frame set by test_ipi. */
 static struct {
@@ -98,21 +81,11 @@ static void interfere(void)
 	trial.fired = true;
 }
 
-/* The IPI of a BY_IPI trial. irq_dispatch has restarted the sequence it
- * landed in (or not) before this runs: it landed at trial.ip, and a
- * restart moved the frame back to the start of a sequence, at most a
- * few dozen bytes. */
+/* The IPI of a BY_IPI or BY_SWITCH trial (trial_ipi_landed). */
 static void test_ipi(struct trap_frame *f)
 {
-	if (!trial.ipi_due)
+	if (!trial_ipi_landed(f))
 		return;
-	trial.ipi_due = false;
-	trial.restarted = f->rip != trial.ip;
-	if (f->rip > trial.ip || trial.ip - f->rip > 64)
-		ktest_fail_at(__FILE__, __LINE__,
-		              "step %u: the IPI landed at %#lx, not at %#lx",
-		              trial.target, (unsigned long)f->rip,
-		              (unsigned long)trial.ip);
 	if (trial.by == BY_SWITCH) {
 		/* Queued now, the helper runs before this thread, which the
 		 * exit's switch queues behind it. */
@@ -161,39 +134,9 @@ static void helper_thread(void *arg)
 	cpu_sti();
 }
 
-static void step_hook(struct trap_frame *f)
-{
-	if (trial.step++ != trial.target)
-		return;
-	f->rflags &= ~RFLAGS_TF;
-	if (trial.by != BY_HOOK) {
-		/* Pending until the iretq sets IF; taken before the
-		 * instruction at f->rip (IRET has no interrupt shadow). */
-		trial.ip = f->rip;
-		trial.ipi_due = true;
-		lapic_send_ipi(this_cpu()->apic_id, IRQ_VEC_TEST);
-		f->rflags |= RFLAGS_IF;
-		return;
-	}
-	interfere();
-	trial.restarted = mm_rseq_restart(&f->rip);
-}
-
 static inline void trace_on(void)
 {
 	single_step_on();
-}
-
-static inline void trace_off(void)
-{
-	single_step_off();
-	if (trial.ipi_due) {
-		/* A late IPI must not free the handler's objects again. */
-		trial.ipi_due = false;
-		ktest_fail_at(__FILE__, __LINE__,
-		              "step %u: the IPI did not land at once",
-		              trial.target);
-	}
 }
 
 /* A fresh object of the class, or the test fails. */
@@ -236,28 +179,7 @@ static bool magazine_holds(void *const *want, unsigned n, unsigned k)
  * returns the number of trials that restarted a sequence. */
 static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 {
-	unsigned restarts = 0;
-	trial.by = by;
-	if (by != BY_HOOK)
-		irq_register(IRQ_VEC_TEST, test_ipi);
-	trap_set_debug_hook(step_hook);
-	for (unsigned k = 0; k < 1000; k++) {
-		uint64_t flags = read_rflags();
-		cpu_cli();
-		bool ok = op(k);
-		KEXPECT(!(read_rflags() & RFLAGS_IF));
-		if (flags & RFLAGS_IF)
-			cpu_sti();
-		if (!ok)
-			break;
-		if (!trial.fired)
-			break; /* the call finished before its k-th step */
-		restarts += trial.restarted;
-	}
-	trap_set_debug_hook(NULL);
-	if (by != BY_HOOK)
-		irq_register(IRQ_VEC_TEST, NULL);
-	return restarts;
+	return trial_run(op, by, test_ipi);
 }
 
 /* One trial of kfree(p) interrupted at step k. Afterwards the magazine
