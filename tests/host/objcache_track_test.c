@@ -44,20 +44,13 @@ SH_SITE static void own_free_here(struct objcache *c, void *p)
 }
 
 /* The index of the first of t's return addresses inside fn, one of the
- * two above, or -1; fn taken to end 1 KiB on, or where the other
- * starts if that comes first. */
+ * two above, or -1 (track_log_util.h). */
 static int pc_in(const struct spanheap_track *t, void *fn)
 {
-	uintptr_t lo = (uintptr_t)fn, hi = lo + 1024;
-	uintptr_t other = (uintptr_t)(fn == (void *)own_alloc_here
-	                                      ? (void *)own_free_here
-	                                      : (void *)own_alloc_here);
-	if (other > lo && other < hi)
-		hi = other;
-	for (unsigned i = 0; i < t->npcs; i++)
-		if (t->pc[i] > lo && t->pc[i] < hi)
-			return (int)i;
-	return -1;
+	return track_pc_in(t, fn,
+	                   fn == (void *)own_alloc_here
+	                           ? (void *)own_free_here
+	                           : (void *)own_alloc_here);
 }
 
 /* A ctor cache of size-byte objects in a fresh poison heap: 40 bytes

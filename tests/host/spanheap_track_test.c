@@ -36,21 +36,14 @@ SH_SITE static void track_free_here(void *p)
 	__asm__ volatile("" ::: "memory");
 }
 
-/* The index of the first of t's return addresses inside function fn, one
- * of the two above, or -1. Where fn ends is taken as 1 KiB past its start
- * (larger than either), or the other's start if that comes first. */
+/* The index of the first of t's return addresses inside fn, one of the
+ * two above, or -1 (track_log_util.h). */
 static int pc_in(const struct spanheap_track *t, void *fn)
 {
-	uintptr_t lo = (uintptr_t)fn, hi = lo + 1024;
-	uintptr_t other = (uintptr_t)(fn == (void *)track_alloc_here
-	                                      ? (void *)track_free_here
-	                                      : (void *)track_alloc_here);
-	if (other > lo && other < hi)
-		hi = other;
-	for (unsigned i = 0; i < t->npcs; i++)
-		if (t->pc[i] > lo && t->pc[i] < hi)
-			return (int)i;
-	return -1;
+	return track_pc_in(t, fn,
+	                   fn == (void *)track_alloc_here
+	                           ? (void *)track_free_here
+	                           : (void *)track_alloc_here);
 }
 
 KTEST(spanheap_track, records_name_the_callers_time_and_cpu)

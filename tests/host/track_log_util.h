@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../../mm/port.h"
+#include "../../mm/spanheap_track.h"
 
 /* The log line that starts "spanheap: object OBJ: WHAT" in log, or NULL. */
 static inline const char *line_of(const char *log, const void *obj,
@@ -31,6 +32,22 @@ static inline bool line_names(const char *l, uintptr_t pc)
 	const char *end = strchr(l, '\n');
 	const char *at = strstr(l, name);
 	return at && (!end || at < end);
+}
+
+/* The index of the first of t's return addresses inside function fn,
+ * or -1. Where fn ends is taken as 1 KiB past its start (larger than the
+ * tests' out-of-line callers), or other's start (the test's other
+ * caller) if that comes first. */
+static inline int track_pc_in(const struct spanheap_track *t, void *fn,
+                              void *other)
+{
+	uintptr_t lo = (uintptr_t)fn, hi = lo + 1024, o = (uintptr_t)other;
+	if (o > lo && o < hi)
+		hi = o;
+	for (unsigned i = 0; i < t->npcs; i++)
+		if (t->pc[i] > lo && t->pc[i] < hi)
+			return (int)i;
+	return -1;
 }
 
 #endif
