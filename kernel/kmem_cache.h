@@ -109,10 +109,10 @@ static inline bool kmempool_init(struct mempool *p, const char *name,
 }
 
 /* As kmempool_init, the elements objects of cache c (of its size); no
- * cache, and one made by kmem_cache_create_flags with a ctor or
- * SLAB_TYPESAFE_BY_RCU, are refused, and a destroyed one panics saying so, c
- * looked for on kspanheap's list before it is read (mempool_init_cache_in).
- * Thread context. */
+ * cache is refused (one with a ctor or SLAB_TYPESAFE_BY_RCU is taken, its
+ * objects left as the cache keeps them: mempool.h), and a destroyed one
+ * panics saying so, c looked for on kspanheap's list before it is read
+ * (mempool_init_cache_in). Thread context. */
 static inline bool kmempool_init_cache(struct mempool *p, const char *name,
                                        struct objcache *c, uint32_t min)
 {

@@ -49,6 +49,13 @@
  * compare-and-swap), so that a racing free of e is told whichever comes
  * second; an element from the source has its first word cleared.
  *
+ * An unmarked pool (a cache with slabs of its own: a constructor's state
+ * and a typesafe object's bytes are the cache's while the element is in
+ * the reserve) writes nothing into its elements: every free takes the
+ * lock and scans the reserve, O(curr), and panics if e is there; the
+ * cache's checks (objcache_slab_of) stand for the heap's, and a free
+ * racing one that went to the cache is the cache's double free to tell.
+ *
  * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave) guards the reserve,
  * curr's writes and waiters; nothing is called under it (the source, the
  * event and the log are all called outside). Waking: a thread about to
@@ -71,6 +78,7 @@
 #include <stdatomic.h>
 
 #include "mempool_internal.h"
+#include "objcache_internal.h"
 #include "spanheap_internal.h"
 
 static void count(_Atomic uint64_t *c)
@@ -100,7 +108,7 @@ void *mempool_source_alloc(struct mempool *p, unsigned flags)
 		         p->name, e);
 	if (e && p->src && (flags & MM_ZERO))
 		mm_memset(e, 0, p->size);
-	else if (e && !(flags & MM_ZERO))
+	else if (e && !(flags & MM_ZERO) && !p->unmarked)
 		*mempool_first_word(e) = 0;
 	return e;
 }
@@ -137,6 +145,15 @@ static bool in_reserve_locked(struct mempool *p, const void *e);
 int mempool_push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
+	if (p->unmarked) {
+		/* Membership is the array's alone, e's bytes its cache's:
+		 * free_push_locked has scanned it (a resize's are fresh). */
+		if (n >= mempool_min_of(p))
+			return MEMPOOL_PUSH_FULL;
+		p->reserve[n] = e;
+		atomic_store_explicit(&p->curr, n + 1, memory_order_relaxed);
+		return MEMPOOL_PUSH_KEPT;
+	}
 	uintptr_t mk = p->marker ^ (uintptr_t)e;
 	uintptr_t old =
 	        __atomic_load_n(mempool_first_word(e), __ATOMIC_RELAXED);
@@ -175,7 +192,7 @@ static void *handed_from_reserve(struct mempool *p, void *e, unsigned flags)
 {
 	if (flags & MM_ZERO)
 		mm_memset(e, 0, p->size);
-	else
+	else if (!p->unmarked)
 		*mempool_first_word(e) = 0;
 	count(&p->from_reserve);
 	return e;
@@ -245,6 +262,15 @@ void *mempool_alloc(struct mempool *p, unsigned flags)
 		return NULL;
 	}
 	mempool_assert_set_up(p, "allocation from");
+	if ((flags & MM_ZERO) && p->unmarked && p->cache->own->ctor) {
+		/* As the cache refuses it: zeroing would undo the ctor, and a
+		 * reserve's element would be zeroed where the cache's is not.
+		 */
+		mm_log("mempool %s: allocation refused: MM_ZERO on cache "
+		       "'%s', which has a constructor",
+		       p->name, p->cache->name);
+		return NULL;
+	}
 	if (!(flags & MM_ATOMIC))
 		spanheap_assert_can_sleep("mempool_alloc");
 	void *e = mempool_source_alloc(p, first_ask(p, flags));
@@ -326,6 +352,13 @@ void (*mempool_test_before_source)(struct mempool *p, void *e);
 /* mm_panics if e cannot be an element of p being freed. */
 static void check_free(struct mempool *p, void *e)
 {
+	if (p->unmarked) {
+		/* The cache's checks (a foreign, interior or other cache's
+		 * pointer panics naming it); no marker to read. */
+		uint32_t idx;
+		(void)objcache_slab_of(p->cache, e, &idx);
+		return;
+	}
 	if (!p->src) {
 		/* The heap's checks: a foreign, interior or freed pointer
 		 * panics there, as kfree's would. */
@@ -364,7 +397,7 @@ static void check_free(struct mempool *p, void *e)
 static int free_push_locked(struct mempool *p, void *e)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
-	if (n < mempool_min_of(p) && in_reserve_locked(p, e))
+	if ((p->unmarked || n < mempool_min_of(p)) && in_reserve_locked(p, e))
 		return MEMPOOL_PUSH_TWICE;
 	return mempool_push_locked(p, e);
 }
@@ -376,8 +409,9 @@ void mempool_free(struct mempool *p, void *e)
 	mempool_assert_set_up(p, "free to");
 	check_free(p, e);
 	atomic_fetch_sub_explicit(&p->out, 1, memory_order_relaxed);
-	if (atomic_load_explicit(&p->curr, memory_order_relaxed) <
-	    mempool_min_of(p)) {
+	if (p->unmarked ||
+	    atomic_load_explicit(&p->curr, memory_order_relaxed) <
+	            mempool_min_of(p)) {
 #ifdef MM_TEST_HOOKS
 		if (mempool_test_after_check)
 			mempool_test_after_check(p, e);
@@ -398,7 +432,8 @@ void mempool_free(struct mempool *p, void *e)
 			return;
 		}
 	}
-	mark_leaving(p, e);
+	if (!p->unmarked)
+		mark_leaving(p, e);
 #ifdef MM_TEST_HOOKS
 	if (mempool_test_before_source)
 		mempool_test_before_source(p, e);

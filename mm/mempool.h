@@ -93,7 +93,8 @@ struct mempool {
 	void *data;
 	size_t size;           /* every element's bytes, at least */
 	uintptr_t marker;      /* an element's first word in the reserve,
-	                        * xor its address */
+	                        * xor its address; unless unmarked */
+	bool unmarked;         /* an own-slab cache's pool: no marker */
 	void **reserve;        /* cap slots; curr of them hold elements */
 	uint32_t cap;          /* the array's slots, min or more (lock) */
 	_Atomic uint32_t min;  /* the reserve's size: written under the
@@ -118,10 +119,9 @@ bool mempool_init_heap(struct mempool *p, struct spanheap *sh, const char *name,
                        uint32_t min, size_t size);
 
 /* As mempool_init_heap, the elements objects of cache c (of its size);
- * no cache (NULL) and a cache with slabs of its own (a constructor or
- * OBJCACHE_TYPESAFE_BY_RCU: the pool writes an element's first word) are
- * refused, a destroyed one mm_panics (as its own calls do, objcache.h:
- * while its struct's page is mapped). */
+ * no cache (NULL) is refused; one with slabs of its own gets an unmarked
+ * pool (mempool.c), no MM_ZERO with a ctor; a destroyed one mm_panics (as its
+ * own calls do, objcache.h: while its struct's page is mapped). */
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min);
 

@@ -6,14 +6,13 @@
  * it, change its size, and give it all back.
  *
  * Algorithm: elements are taken from the source before the pool's lock
- * (chained through their first words) and pushed under it while the
- * reserve is short; a resize swaps in a larger array under the lock when
- * it needs one. What is left over goes back to the source after. The
- * reserve's array is a block of the heap's metadata heap
- * (spanheap_meta_blocks.c), apart from the objects: until a review it was
- * an object of the heap, and an overrun of its neighbour rewrote a slot,
- * which a later mempool_alloc handed out, an address of the writer's
- * choosing.
+ * (into an array of the metadata heap, struct batch) and pushed under it while
+ * the reserve is short; a resize swaps in a larger array under the lock when it
+ * needs one. What is left over goes back to the source after. The reserve's
+ * array is a block of the heap's metadata heap (spanheap_meta_blocks.c), apart
+ * from the objects: until a review it was an object of the heap, and an overrun
+ * of its neighbour rewrote a slot, which a later mempool_alloc handed out, an
+ * address of the writer's choosing.
  *
  * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave), as in mempool.c;
  * the source and the heap are called outside it. Thread context: every
@@ -58,47 +57,61 @@ static const char *reserve_problem(const struct spanheap *sh, bool heap_elems,
 	return NULL;
 }
 
-/* Gives back a chain of elements linked through their first words. */
-static void chain_give(struct mempool *p, void *head)
+/* Elements on their way into or out of the reserve, outside the lock:
+ * v[done..n) of cap slots, a block of the metadata heap. An array, not a
+ * chain through the elements' first words, since a pool over a cache
+ * with slabs of its own must leave those words as the cache's
+ * constructor made them. */
+struct batch {
+	void **v;
+	uint32_t n, done, cap;
+};
+
+/* An empty batch of cap slots; false if the metadata heap has none. */
+static bool batch_new(struct mempool *p, uint32_t cap, struct batch *b)
 {
-	while (head) {
-		void *next = (void *)*mempool_first_word(head);
-		*mempool_first_word(head) = 0;
-		mempool_source_free(p, head);
-		head = next;
-	}
+	*b = (struct batch){.cap = cap};
+	b->v = cap ? spanheap_meta_alloc(p->sh, cap * sizeof(void *)) : NULL;
+	return b->v || !cap;
 }
 
-/* Takes n elements from the source (thread context), chained through
- * their first words, into *head; false, having given back what it took,
- * if the source has too few. */
-static bool chain_take(struct mempool *p, uint32_t n, void **head)
+/* Gives back b's elements not pushed (a marked pool's first word
+ * cleared of the marker) and frees its array. */
+static void batch_give(struct mempool *p, struct batch *b)
 {
-	*head = NULL;
+	for (uint32_t i = b->done; i < b->n; i++) {
+		if (!p->unmarked)
+			*mempool_first_word(b->v[i]) = 0;
+		mempool_source_free(p, b->v[i]);
+	}
+	spanheap_meta_free(p->sh, b->v, b->cap * sizeof(void *));
+	*b = (struct batch){0};
+}
+
+/* Takes n elements from the source (thread context) into a new batch;
+ * false, having given back what it took, if the source has too few. */
+static bool batch_take(struct mempool *p, uint32_t n, struct batch *b)
+{
+	if (!batch_new(p, n, b))
+		return false;
 	for (uint32_t i = 0; i < n; i++) {
 		void *e = mempool_source_alloc(p, 0);
 		if (!e) {
-			chain_give(p, *head);
-			*head = NULL;
+			batch_give(p, b);
 			return false;
 		}
-		*mempool_first_word(e) = (uintptr_t)*head;
-		*head = e;
+		b->v[b->n++] = e;
 	}
 	return true;
 }
 
-/* Moves chain's elements into the reserve while it is short (under the
- * lock); returns what is left of the chain. */
-static void *chain_push_locked(struct mempool *p, void *chain)
+/* Moves b's elements into the reserve while it is short (under the
+ * lock); b->done counts those moved. */
+static void batch_push_locked(struct mempool *p, struct batch *b)
 {
-	while (chain) {
-		void *next = (void *)*mempool_first_word(chain);
-		if (mempool_push_locked(p, chain) != MEMPOOL_PUSH_KEPT)
-			break;
-		chain = next;
-	}
-	return chain;
+	while (b->done < b->n &&
+	       mempool_push_locked(p, b->v[b->done]) == MEMPOOL_PUSH_KEPT)
+		b->done++;
 }
 
 /* Takes min elements from the source into a new reserve; false, having
@@ -106,14 +119,16 @@ static void *chain_push_locked(struct mempool *p, void *chain)
 static bool reserve_fill(struct mempool *p)
 {
 	uint32_t min = mempool_min_of(p);
-	void *chain;
+	struct batch b;
 	p->reserve = spanheap_meta_alloc(p->sh, min * sizeof(void *));
-	if (p->reserve && chain_take(p, min, &chain)) {
+	if (p->reserve && batch_take(p, min, &b)) {
 		p->cap = min;
-		if (chain_push_locked(p, chain))
+		batch_push_locked(p, &b);
+		if (b.done < b.n)
 			mm_panic("mempool %s: its reserve is full before it is "
 			         "filled",
 			         p->name);
+		batch_give(p, &b);
 		return true;
 	}
 	spanheap_meta_free(p->sh, p->reserve, min * sizeof(void *));
@@ -157,6 +172,7 @@ static bool init_with(struct mempool *p, struct spanheap *sh, const char *name,
 	mm_name_copy(p->name, copy, MEMPOOL_NAME_MAX);
 	p->sh = sh;
 	p->cache = from.cache;
+	p->unmarked = from.cache && from.cache->own;
 	p->src = from.src;
 	p->data = from.data;
 	p->size = size;
@@ -190,24 +206,6 @@ static bool no_cache(struct mempool *p, const char *name)
 	return false;
 }
 
-/* A cache with slabs of its own (a constructor, SLAB_TYPESAFE_BY_RCU):
- * refused, with p zeroed. Its objects' bytes are the cache's while they
- * are out too (a freed one comes back as it was left; a typesafe one may
- * still be read under rcu_read_lock), and a pool writes its marker into
- * a reserved element's first word and clears it on the way out: until
- * rv118 an element came back without its constructor's first word, and
- * the pool's first free panicked (its check is ksize's, which refuses
- * such an object). */
-static bool own_cache(struct mempool *p, struct objcache *c, const char *name)
-{
-	mm_memset(p, 0, sizeof(*p));
-	mm_log("mempool %s: not made: cache '%s' has slabs of its own (a "
-	       "constructor or SLAB_TYPESAFE_BY_RCU), whose objects' bytes "
-	       "a pool would write",
-	       name ? name : "(null)", c->name);
-	return false;
-}
-
 bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
                         uint32_t min)
 {
@@ -219,8 +217,6 @@ bool mempool_init_cache(struct mempool *p, struct objcache *c, const char *name,
 	if (c->slot >= OBJCACHE_MAX)
 		mm_panic("mempool %s: made over cache %p, destroyed",
 		         name ? name : "(null)", (void *)c);
-	if (c->own)
-		return own_cache(p, c, name);
 	return init_with(p, c->sh, name, min, c->size,
 	                 (struct source){.cache = c});
 }
@@ -239,8 +235,6 @@ bool mempool_init_cache_in(struct mempool *p, struct spanheap *sh,
 		mm_panic("mempool %s: made over cache %p, no cache of the "
 		         "heap's (a cache destroyed?)",
 		         name ? name : "(null)", (void *)c);
-	if (c->own)
-		return own_cache(p, c, name);
 	return init_with(p, sh, name, min, size, (struct source){.cache = c});
 }
 
@@ -253,11 +247,11 @@ bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
 }
 
 /* Under the lock: the reserve's size to new_min, in arr if it is not
- * NULL (its old array then into *old), the surplus popped onto a chain
- * (returned) and chain's elements pushed while the reserve is short
- * (what is left, into *chain). */
-static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
-                           void ***old, void **chain)
+ * NULL (its old array then into *old), the surplus popped into surplus
+ * and grow's elements pushed while the reserve is short. */
+static void resize_locked(struct mempool *p, uint32_t new_min, void **arr,
+                          void ***old, struct batch *grow,
+                          struct batch *surplus)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	if (arr) {
@@ -268,13 +262,9 @@ static void *resize_locked(struct mempool *p, uint32_t new_min, void **arr,
 		p->cap = new_min;
 	}
 	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
-	void *surplus = NULL;
-	for (void *e; n > new_min && (e = mempool_pop_locked(p)); n--) {
-		*mempool_first_word(e) = (uintptr_t)surplus;
-		surplus = e;
-	}
-	*chain = chain_push_locked(p, *chain);
-	return surplus;
+	for (void *e; n > new_min && (e = mempool_pop_locked(p)); n--)
+		surplus->v[surplus->n++] = e;
+	batch_push_locked(p, grow);
 }
 
 bool mempool_resize(struct mempool *p, uint32_t new_min)
@@ -285,28 +275,33 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 	if (!why)
 		why = reserve_problem(p->sh, !p->src, new_min, p->size);
 	uint32_t min = mempool_min_of(p), old_cap = p->cap;
-	void **arr = NULL, **old = NULL, *chain = NULL;
+	void **arr = NULL, **old = NULL;
+	struct batch grow = {0}, surplus = {0};
 	if (!why && new_min > p->cap &&
 	    !(arr = spanheap_meta_alloc(p->sh, new_min * sizeof(void *))))
 		why = "no memory for its array";
-	if (!why && new_min > min && !chain_take(p, new_min - min, &chain))
+	/* Room for every element the reserve may hold: curr <= min. */
+	if (!why && new_min < min && !batch_new(p, min, &surplus))
+		why = "no memory for its surplus's array";
+	if (!why && new_min > min && !batch_take(p, new_min - min, &grow))
 		why = "no memory for the elements it grows by";
 	if (why) {
+		batch_give(p, &surplus);
 		spanheap_meta_free(p->sh, arr, new_min * sizeof(void *));
 		mm_log("mempool %s: not resized from %u to %u elements: %s",
 		       p->name, min, new_min, why);
 		return false;
 	}
 	unsigned long irq = mm_lock_acquire(&p->lock);
-	void *surplus = resize_locked(p, new_min, arr, &old, &chain);
+	resize_locked(p, new_min, arr, &old, &grow, &surplus);
 	bool wake = p->waiters &&
 	            atomic_load_explicit(&p->curr, memory_order_relaxed);
 	mm_lock_release(&p->lock, irq);
 	if (wake)
 		mm_event_wake(&p->returned);
 	/* What frees filled the reserve with meanwhile, and the surplus. */
-	chain_give(p, chain);
-	chain_give(p, surplus);
+	batch_give(p, &grow);
+	batch_give(p, &surplus);
 	spanheap_meta_free(p->sh, old, old_cap * sizeof(void *));
 	return true;
 }
@@ -357,7 +352,8 @@ bool mempool_destroy(struct mempool *p)
 		return false;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		*mempool_first_word(arr[i]) = 0;
+		if (!p->unmarked)
+			*mempool_first_word(arr[i]) = 0;
 		mempool_source_free(p, arr[i]);
 	}
 	spanheap_meta_free(p->sh, arr, cap * sizeof(void *));

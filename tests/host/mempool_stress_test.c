@@ -15,6 +15,11 @@
  * workers hold). At the end every element is
  * back: none out, the reserve full and checked, the NULLs the workers saw are
  * the pool's atomic failures, the pool destroyed and the heap checked clean.
+ * Run again, with a quarter of the operations, over a constructor
+ * cache's pool (a cache with slabs of its own, whose elements the pool
+ * leaves as the cache's: its membership in its array alone): the
+ * constructor's first word is checked on every element handed out and
+ * left as it was by every worker; no MM_ZERO (refused on such a cache).
  * Bounded by operation counts; no assert depends on time.
  */
 #include <stdatomic.h>
@@ -22,6 +27,7 @@
 #include "../../kernel/ktest.h"
 #include "../../mm/mempool.h"
 #include "../../mm/mempool_internal.h"
+#include "../../mm/objcache_own.h"
 #include "mempool_test_util.h"
 #include "port_test_util.h"
 #include "spanheap_test_util.h"
@@ -41,6 +47,15 @@ struct worker {
 };
 static struct worker workers[WORKERS];
 static _Atomic int running;
+/* The constructor cache's run: its first word, the ctor's; the ops. */
+static struct objcache *own;
+static int ops = OPS;
+#define CTOR_WORD 0xc7057a7ec7057a7eull
+
+static void ctor(void *e)
+{
+	*(uint64_t *)e = CTOR_WORD;
+}
 
 static uint64_t pattern(uintptr_t e, int id, size_t i)
 {
@@ -49,14 +64,14 @@ static uint64_t pattern(uintptr_t e, int id, size_t i)
 
 static void fill(uintptr_t e, int id)
 {
-	for (size_t i = 0; i < SIZE / 8; i++)
+	for (size_t i = own != NULL; i < SIZE / 8; i++)
 		((uint64_t *)e)[i] = pattern(e, id, i);
 }
 
 /* Checks e's pattern (filled by worker id) and frees it. */
 static void check_and_free(struct worker *w, uintptr_t e, int id)
 {
-	for (size_t i = 0; i < SIZE / 8; i++)
+	for (size_t i = own != NULL; i < SIZE / 8; i++)
 		if (((uint64_t *)e)[i] != pattern(e, id, i)) {
 			stress_fail(&w->failures, "element %#lx word %zu",
 			            (unsigned long)e, i);
@@ -78,7 +93,8 @@ static void one_alloc(struct worker *w, uint64_t r)
 	/* A call that may sleep holds no element meanwhile (mempool.h):
 	 * the frees it waits for are other workers' to make. */
 	bool may_sleep = w->nkeep == 0 && (r & 4);
-	unsigned flags = (may_sleep ? 0 : MM_ATOMIC) | ((r & 8) ? MM_ZERO : 0);
+	unsigned flags =
+	        (may_sleep ? 0 : MM_ATOMIC) | ((r & 8) && !own ? MM_ZERO : 0);
 	uintptr_t e = (uintptr_t)mempool_alloc(&pool, flags);
 	if (!e) {
 		if (!(flags & MM_ATOMIC))
@@ -88,6 +104,9 @@ static void one_alloc(struct worker *w, uint64_t r)
 	}
 	if ((flags & MM_ZERO) && !all_bytes((void *)e, SIZE, 0))
 		stress_fail(&w->failures, "MM_ZERO element %#lx not zero",
+		            (unsigned long)e);
+	if (own && *(uint64_t *)e != CTOR_WORD)
+		stress_fail(&w->failures, "element %#lx not constructed",
 		            (unsigned long)e);
 	fill(e, w->id);
 	w->keep[w->nkeep++] = e;
@@ -108,7 +127,7 @@ static void work(void *arg)
 {
 	struct worker *w = arg;
 	mm_port_set_cpu((unsigned)w->id + 1);
-	for (int op = 0; op < OPS; op++) {
+	for (int op = 0; op < ops; op++) {
 		uint64_t r = stress_random(&w->rng);
 		if (w->nkeep < KEEP && (w->nkeep == 0 || (r & 3) != 0))
 			one_alloc(w, r);
@@ -142,12 +161,21 @@ static unsigned long watch(unsigned long *reads, unsigned long *resized)
 	return bad_reads;
 }
 
-KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
+/* The run over the heap's objects, or (with_ctor) a constructor
+ * cache's, for n operations a worker. */
+static void stress(bool with_ctor, int n)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	KASSERT(spanheap_sweeper_start(&sh));
 	KASSERT(mheap_scavenger_start(&heap));
-	KASSERT(mempool_init_heap(&pool, &sh, "stress", MIN, SIZE));
+	ops = n;
+	own = NULL;
+	if (with_ctor) {
+		KASSERT(own = objcache_create_flags(&sh, "stress-ctor", SIZE, 0,
+		                                    0, ctor));
+		KASSERT(mempool_init_cache(&pool, own, "stress", MIN));
+	} else
+		KASSERT(mempool_init_heap(&pool, &sh, "stress", MIN, SIZE));
 	struct spanheap_fail_attr a = {
 	        .interval = 1, .probability = 9000, .times = -1, .seed = 7};
 	KASSERT(spanheap_fail_arm(&sh, &a));
@@ -185,6 +213,11 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 		stress_inbox_destroy(&workers[i].inbox);
 	}
 	KEXPECT(mempool_destroy(&pool));
+	if (own) {
+		KEXPECT(objcache_own_check(own));
+		KEXPECT(objcache_destroy(own));
+		own = NULL;
+	}
 	spanheap_sweeper_stop(&sh);
 	mheap_scavenger_stop(&heap);
 	sh_flush_cpus(&sh, WORKERS + 1);
@@ -192,6 +225,16 @@ KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	SH_CHECK(&sh, "after the stress");
 	sh_heap_release(&heap, &sh);
+}
+
+KTEST(mempool_stress, workers_share_a_reserve_while_the_heap_fails)
+{
+	stress(false, OPS);
+}
+
+KTEST(mempool_stress, workers_share_a_constructor_caches_reserve)
+{
+	stress(true, OPS / 4);
 }
 
 /* The racing free: the element freed again inside the first free, past

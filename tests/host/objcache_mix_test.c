@@ -3,13 +3,13 @@
  * interaction review): the hardened copy check on an object of a cache
  * with slabs of its own (bounded by the cache's size, its header and its
  * free objects refused); kfree_bulk, ksize and kfree_rcu's check given
- * such an object, and a pool over such a cache (refused, naming the
- * cache); a merged cache's batches with the guarded pool sampling every
- * object; failure injection asking every allocation of a constructor
- * cache, and a failure injected in the middle of a batch in poison mode,
- * which must leave no object out, no count off and nothing for the leak
- * scan; and the leak scan with objects kept only by a percpu copy, a
- * pool's reserve and a batch's array.
+ * such an object, and a pool over a constructor cache (its elements
+ * left as constructed, its double frees told); a merged cache's batches with
+ * the guarded pool sampling every object; failure injection asking every
+ * allocation of a constructor cache, and a failure injected in the middle of a
+ * batch in poison mode, which must leave no object out, no count off and
+ * nothing for the leak scan; and the leak scan with objects kept only by a
+ * percpu copy, a pool's reserve and a batch's array.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -209,34 +209,87 @@ KTEST(objcache_mix, an_injected_failure_mid_batch_leaves_no_leak)
 	sh_heap_release(&heap, &sh);
 }
 
-/* A pool over a cache with slabs of its own: refused, naming why. The
- * pool writes its marker into an element's first word in the reserve and
- * clears it on the way out, which undid a constructor's state (the
- * element came back with its first word 0) and wrote a typesafe cache's
- * object that RCU readers may still read. */
-KTEST(objcache_mix, a_pool_over_an_own_slab_cache_is_refused)
+/* The reserve's element e, as the constructor left it: 8 bytes of 0x5c. */
+static bool constructed(const unsigned char *e)
+{
+	for (int i = 0; i < 8; i++)
+		if (!e || e[i] != 0x5c)
+			return false;
+	return true;
+}
+
+/* Every allocation of the heap (an own-slab cache's too) fails. */
+static void fail_every_allocation(void)
+{
+	struct spanheap_fail_attr a = {.interval = 1,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1,
+	                               .seed = 1};
+	KASSERT(spanheap_fail_arm(&sh, &a));
+}
+
+/* A pool over a constructor cache: the reserve serves every allocation
+ * the heap refuses, each element as the constructor left it (the pool
+ * keeps its membership in its array alone, not in a marker in the
+ * element), a double free is told naming the pool with the reserve short
+ * and full, MM_ZERO is refused as the cache refuses it, and the destroy
+ * gives everything back. Until rv120 the pool was refused ('not made:
+ * cache 'mp' has slabs of its own'); before rv118's refusal, made, its
+ * elements came back with the first word 0 and its first free panicked. */
+KTEST(objcache_mix, a_pool_over_a_constructor_cache_keeps_its_elements_whole)
 {
 	KASSERT(sh_heap_fresh(&heap, &sh));
 	struct objcache *c = objcache_create_flags(&sh, "mp", 64, 0, 0, ctor);
-	KASSERT(c);
+	KASSERT(c && c->own);
 	static struct mempool pool;
+	KASSERT(mempool_init_cache(&pool, c, "over-own", 3));
+	unsigned char *e[4];
+	fail_every_allocation();
+	for (int i = 0; i < 3; i++) {
+		e[i] = mempool_alloc(&pool, MM_ATOMIC);
+		KEXPECT(constructed(e[i]));
+	}
+	KEXPECT(!mempool_alloc(&pool, MM_ATOMIC)); /* the reserve is empty */
+	spanheap_fail_disarm(&sh);
+	struct mempool_info in;
+	mempool_info(&pool, &in);
+	KEXPECT_EQ(in.from_reserve, 3);
+	mempool_free(&pool, e[0]); /* into the short reserve */
+	KEXPECT(constructed(e[0]));
+	EXPECT_MISUSE(mempool_free(&pool, e[0]),
+	              "mempool over-own: double free of", e[0]);
+	KEXPECT(strstr(mm_port_last_panic(), "in the pool's reserve already"));
+	mempool_free(&pool, e[1]);
+	mempool_free(&pool, e[2]);               /* the reserve is full */
+	KASSERT(e[3] = mempool_alloc(&pool, 0)); /* the cache's */
+	KEXPECT(constructed(e[3]));
+	mempool_free(&pool, e[3]); /* to the cache */
+	EXPECT_MISUSE(mempool_free(&pool, e[1]),
+	              "mempool over-own: double free of", e[1]);
+	mempool_check(&pool);
 	mm_port_set_quiet(true);
 	log_buf[0] = '\0';
 	mm_port_log_capture(log_buf, sizeof(log_buf));
-	bool made = mempool_init_cache(&pool, c, "over-own", 2);
+	KEXPECT(!mempool_alloc(&pool, MM_ZERO));
 	mm_port_log_capture(NULL, 0);
 	mm_port_set_quiet(false);
-	KEXPECT(!made);
-	KEXPECT(logged("mempool over-own: not made: cache 'mp' has slabs of "
-	               "its own"));
-	if (made) { /* what it did: the constructor's bytes gone */
-		unsigned char *e = mempool_alloc(&pool, 0);
-		KEXPECT(e && e[0] == 0x5c);
-		mempool_free(&pool, e);
-		mempool_destroy(&pool);
-	}
-	KEXPECT(!mempool_init_cache_in(&pool, &sh, c, "over-own", 2));
+	KEXPECT(logged("mempool over-own: allocation refused: MM_ZERO on "
+	               "cache 'mp'"));
+	/* A shrink and a growth: the surplus and the new elements pass
+	 * through arrays, not chains through the elements' first words. */
+	KEXPECT(mempool_resize(&pool, 1));
+	KEXPECT(mempool_resize(&pool, 4));
+	fail_every_allocation();
+	for (int i = 0; i < 4; i++)
+		KEXPECT(constructed(e[i] = mempool_alloc(&pool, MM_ATOMIC)));
+	spanheap_fail_disarm(&sh);
+	for (int i = 0; i < 4; i++)
+		mempool_free(&pool, e[i]);
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(objcache_own_check(c));
 	KEXPECT(objcache_destroy(c));
+	SH_CHECK(&sh, "after the pool's destroy");
 	spanheap_release_all(&sh);
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	sh_heap_release(&heap, &sh);

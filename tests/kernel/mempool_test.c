@@ -11,7 +11,11 @@
  * check it too, every 16th tick), the NULLs seen are the pool's count,
  * and the pool is destroyed; the heap checks clean. And a thread
  * asleep for an element is woken by a timer interrupt's free of one,
- * which it then gets. A double free's panic is a demo (KTEST_FAIL_DEMO),
+ * which it then gets. The storm runs again, a quarter as long, over a
+ * constructor cache's pool (its elements left as the cache keeps them,
+ * each free a scan of the reserve under its lock): the constructor's
+ * word checked on every element handed out and left as it was.
+ * A double free's panic is a demo (KTEST_FAIL_DEMO),
  * checked by the harness.
  */
 #include <stdatomic.h>
@@ -33,6 +37,15 @@ static _Atomic uint64_t n_bad, n_nulls, n_sleeping_nulls, n_allocs;
 static _Atomic uint64_t n_irq_allocs;
 static _Atomic unsigned running, started;
 static _Atomic bool armed;
+/* The constructor cache's run: its cache (NULL: kmalloc's), the ops. */
+static struct objcache *own;
+static unsigned ops = OPS;
+#define CTOR_WORD 0xc7057a7ec7057a7eull
+
+static void ctor(void *p)
+{
+	*(uint64_t *)p = CTOR_WORD;
+}
 
 static uint64_t next_rand(uint64_t *s)
 {
@@ -56,7 +69,9 @@ static void *take(unsigned flags)
 			atomic_fetch_add(&n_sleeping_nulls, 1);
 		return NULL;
 	}
-	for (size_t i = 0; i < SIZE / 8; i++)
+	if (own && p[0] != CTOR_WORD)
+		atomic_fetch_add(&n_bad, 1);
+	for (size_t i = own != NULL; i < SIZE / 8; i++)
 		p[i] = pattern(p, i);
 	return p;
 }
@@ -64,7 +79,7 @@ static void *take(unsigned flags)
 static void give(void *obj)
 {
 	uint64_t *p = obj;
-	for (size_t i = 0; i < SIZE / 8; i++)
+	for (size_t i = own != NULL; i < SIZE / 8; i++)
 		if (p[i] != pattern(p, i)) {
 			atomic_fetch_add(&n_bad, 1);
 			break;
@@ -138,7 +153,7 @@ static void worker(void *arg)
 	uint64_t rnd = 0x9e3779b97f4a7c15ull * (cpu + 3);
 	uint64_t *live[LIVE] = {0};
 	unsigned held = 0;
-	for (unsigned i = 0; i < OPS; i++) {
+	for (unsigned i = 0; i < ops; i++) {
 		uint64_t r = next_rand(&rnd);
 		uint64_t **s = &live[r % LIVE];
 		if (*s) {
@@ -163,9 +178,18 @@ static void worker(void *arg)
 	atomic_fetch_sub(&running, 1);
 }
 
-KTEST(mempool, every_cpu_and_interrupts_share_a_reserve_while_kmalloc_fails)
+/* The storm over kmalloc's objects, or (own set) a constructor cache's,
+ * for n operations a thread. */
+static void storm(unsigned n)
 {
-	KASSERT(kmempool_init(&pool, "ktest-pool", MIN, SIZE));
+	ops = n;
+	atomic_store(&n_bad, 0);
+	atomic_store(&n_nulls, 0);
+	atomic_store(&n_sleeping_nulls, 0);
+	atomic_store(&n_allocs, 0);
+	atomic_store(&n_irq_allocs, 0);
+	KASSERT(own ? kmempool_init_cache(&pool, "ktest-pool", own, MIN)
+	            : kmempool_init(&pool, "ktest-pool", MIN, SIZE));
 	atomic_store(&started, 0);
 	atomic_store(&armed, false);
 	cpu_storm_run(CPU_STORM("kmempool", worker, irq_tick));
@@ -189,6 +213,22 @@ KTEST(mempool, every_cpu_and_interrupts_share_a_reserve_while_kmalloc_fails)
 	mempool_check(&pool);
 	KEXPECT(mempool_destroy(&pool));
 	spanheap_check(&kspanheap);
+}
+
+KTEST(mempool, every_cpu_and_interrupts_share_a_reserve_while_kmalloc_fails)
+{
+	own = NULL;
+	storm(OPS);
+}
+
+KTEST(mempool, every_cpu_and_interrupts_share_a_constructor_caches_reserve)
+{
+	own = kmem_cache_create_flags("pool-ctor", SIZE, 0, 0, ctor);
+	KASSERT(own);
+	storm(OPS / 4);
+	KEXPECT(objcache_own_check(own));
+	KEXPECT(kmem_cache_destroy(own));
+	own = NULL;
 }
 
 /* The wake from an interrupt handler: the element the tick frees, and
