@@ -53,8 +53,9 @@
  * and a typesafe object's bytes are the cache's while the element is in
  * the reserve) writes nothing into its elements: every free takes the
  * lock and scans the reserve, O(curr), and panics if e is there; the
- * cache's checks (objcache_slab_of) stand for the heap's, and a free
- * racing one that went to the cache is the cache's double free to tell.
+ * cache's checks (objcache_slab_of) stand for the heap's, and its view of
+ * e (free in its slab or stashed) for the leaving mark. A double free
+ * racing the first one's way into the cache is not told.
  *
  * Locking: p->lock (MM_RANK_HEAP, a leaf, irqsave) guards the reserve,
  * curr's writes and waiters; nothing is called under it (the source, the
@@ -354,9 +355,14 @@ static void check_free(struct mempool *p, void *e)
 {
 	if (p->unmarked) {
 		/* The cache's checks (a foreign, interior or other cache's
-		 * pointer panics naming it); no marker to read. */
+		 * pointer panics naming it), then its view of e for the
+		 * leaving mark's case: free in its slab or stashed is freed
+		 * to the cache already (one in the reserve is out to it). */
 		uint32_t idx;
-		(void)objcache_slab_of(p->cache, e, &idx);
+		struct objslab *sl = objcache_slab_of(p->cache, e, &idx);
+		if ((objslab_free_word(sl, idx / 64) >> (idx % 64) & 1) ||
+		    __atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED))
+			double_free(p, e, true);
 		return;
 	}
 	if (!p->src) {

@@ -218,6 +218,18 @@ static bool constructed(const unsigned char *e)
 	return true;
 }
 
+/* mempool_alloc(p, MM_ZERO), its lines into log_buf. */
+static void *zeroed_alloc(struct mempool *p)
+{
+	mm_port_set_quiet(true);
+	log_buf[0] = '\0';
+	mm_port_log_capture(log_buf, sizeof(log_buf));
+	void *e = mempool_alloc(p, MM_ZERO);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	return e;
+}
+
 /* Every allocation of the heap (an own-slab cache's too) fails. */
 static void fail_every_allocation(void)
 {
@@ -264,15 +276,18 @@ KTEST(objcache_mix, a_pool_over_a_constructor_cache_keeps_its_elements_whole)
 	KASSERT(e[3] = mempool_alloc(&pool, 0)); /* the cache's */
 	KEXPECT(constructed(e[3]));
 	mempool_free(&pool, e[3]); /* to the cache */
+	fail_every_allocation();
+	KEXPECT(constructed(e[0] = mempool_alloc(&pool, MM_ATOMIC)));
+	spanheap_fail_disarm(&sh);
+	/* The reserve short, e[3] would be kept: the cache says it is free. */
+	EXPECT_MISUSE(mempool_free(&pool, e[3]),
+	              "mempool over-own: double free of", e[3]);
+	KEXPECT(strstr(mm_port_last_panic(), "freed to the pool's source"));
+	mempool_free(&pool, e[0]);
 	EXPECT_MISUSE(mempool_free(&pool, e[1]),
 	              "mempool over-own: double free of", e[1]);
 	mempool_check(&pool);
-	mm_port_set_quiet(true);
-	log_buf[0] = '\0';
-	mm_port_log_capture(log_buf, sizeof(log_buf));
-	KEXPECT(!mempool_alloc(&pool, MM_ZERO));
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
+	KEXPECT(!zeroed_alloc(&pool));
 	KEXPECT(logged("mempool over-own: allocation refused: MM_ZERO on "
 	               "cache 'mp'"));
 	/* A shrink and a growth: the surplus and the new elements pass
