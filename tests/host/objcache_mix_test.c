@@ -3,13 +3,13 @@
  * interaction review): the hardened copy check on an object of a cache
  * with slabs of its own (bounded by the cache's size, its header and its
  * free objects refused); kfree_bulk, ksize and kfree_rcu's check given
- * such an object, and a pool over a constructor cache (its elements
- * left as constructed, its double frees told); a merged cache's batches with
- * the guarded pool sampling every object; failure injection asking every
- * allocation of a constructor cache, and a failure injected in the middle of a
- * batch in poison mode, which must leave no object out, no count off and
- * nothing for the leak scan; and the leak scan with objects kept only by a
- * percpu copy, a pool's reserve and a batch's array.
+ * such an object, and pools over a constructor cache and a typesafe one
+ * (their elements left as the cache keeps them, double frees told); a merged
+ * cache's batches with the guarded pool sampling every object; failure
+ * injection asking every allocation of a constructor cache, and a failure
+ * injected in the middle of a batch in poison mode, which must leave no object
+ * out, no count off and nothing for the leak scan; and the leak scan with
+ * objects kept only by a percpu copy, a pool's reserve and a batch's array.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -238,6 +238,39 @@ static void fail_every_allocation(void)
 	                               .times = -1,
 	                               .seed = 1};
 	KASSERT(spanheap_fail_arm(&sh, &a));
+}
+
+/* A pool over an OBJCACHE_TYPESAFE_BY_RCU cache without a constructor:
+ * what a caller writes into an element (an RCU reader may still read it
+ * after its free) is what the next taker of it finds, in the reserve or
+ * not; MM_ZERO is the cache's to give, and zeroes; a double free is told.
+ * Until rv120 the pool was refused. */
+KTEST(objcache_mix, a_pool_over_a_typesafe_cache_leaves_its_bytes)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(
+	        &sh, "ts", 48, 0, OBJCACHE_TYPESAFE_BY_RCU, NULL);
+	KASSERT(c && c->own);
+	static struct mempool pool;
+	KASSERT(mempool_init_cache_in(&pool, &sh, c, "over-ts", 2));
+	fail_every_allocation();
+	uint64_t *e = mempool_alloc(&pool, MM_ATOMIC);
+	KASSERT(e);
+	e[0] = 0x7a7a7a7a;      /* an identity a reader rechecks */
+	mempool_free(&pool, e); /* back into the reserve */
+	KEXPECT(e[0] == 0x7a7a7a7a);
+	EXPECT_MISUSE(mempool_free(&pool, e), "mempool over-ts: double free of",
+	              e);
+	uint64_t *z = mempool_alloc(&pool, MM_ATOMIC | MM_ZERO);
+	spanheap_fail_disarm(&sh);
+	KEXPECT(z == e && z[0] == 0);
+	mempool_free(&pool, z);
+	KEXPECT(mempool_destroy(&pool));
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(objcache_destroy(c));
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
 }
 
 /* A pool over a constructor cache: the reserve serves every allocation
