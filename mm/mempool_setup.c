@@ -247,11 +247,15 @@ bool mempool_init(struct mempool *p, struct spanheap *sh, const char *name,
 }
 
 /* Under the lock: the reserve's size to new_min, in arr if it is not
- * NULL (its old array then into *old), the surplus popped into surplus
- * and grow's elements pushed while the reserve is short. */
-static void resize_locked(struct mempool *p, uint32_t new_min, void **arr,
-                          void ***old, struct batch *grow,
-                          struct batch *surplus)
+ * NULL (its old array then into *old), and grow's elements pushed while
+ * the reserve is short. A shrink's surplus is left in slots new_min to
+ * the count returned, past curr and min: no push or pop reaches a slot
+ * at or past min, and resizes come one at a time (mempool.h), so the
+ * resize reads them after the lock. No array of its own: a shrink needs
+ * no memory, as none did when the surplus was chained through the
+ * elements' first words. */
+static uint32_t resize_locked(struct mempool *p, uint32_t new_min, void **arr,
+                              void ***old, struct batch *grow)
 {
 	uint32_t n = atomic_load_explicit(&p->curr, memory_order_relaxed);
 	if (arr) {
@@ -262,9 +266,22 @@ static void resize_locked(struct mempool *p, uint32_t new_min, void **arr,
 		p->cap = new_min;
 	}
 	atomic_store_explicit(&p->min, new_min, memory_order_relaxed);
-	for (void *e; n > new_min && (e = mempool_pop_locked(p)); n--)
-		surplus->v[surplus->n++] = e;
+	if (n > new_min)
+		atomic_store_explicit(&p->curr, new_min, memory_order_relaxed);
 	batch_push_locked(p, grow);
+	return n;
+}
+
+/* Gives back the surplus resize_locked left in slots lo to hi. */
+static void surplus_give(struct mempool *p, uint32_t lo, uint32_t hi)
+{
+	for (uint32_t i = lo; i < hi; i++) {
+		void *e = p->reserve[i];
+		p->reserve[i] = NULL; /* no stale copy for the leak scan */
+		if (!p->unmarked)
+			*mempool_first_word(e) = 0;
+		mempool_source_free(p, e);
+	}
 }
 
 bool mempool_resize(struct mempool *p, uint32_t new_min)
@@ -276,24 +293,20 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 		why = reserve_problem(p->sh, !p->src, new_min, p->size);
 	uint32_t min = mempool_min_of(p), old_cap = p->cap;
 	void **arr = NULL, **old = NULL;
-	struct batch grow = {0}, surplus = {0};
+	struct batch grow = {0};
 	if (!why && new_min > p->cap &&
 	    !(arr = spanheap_meta_alloc(p->sh, new_min * sizeof(void *))))
 		why = "no memory for its array";
-	/* Room for every element the reserve may hold: curr <= min. */
-	if (!why && new_min < min && !batch_new(p, min, &surplus))
-		why = "no memory for its surplus's array";
 	if (!why && new_min > min && !batch_take(p, new_min - min, &grow))
 		why = "no memory for the elements it grows by";
 	if (why) {
-		batch_give(p, &surplus);
 		spanheap_meta_free(p->sh, arr, new_min * sizeof(void *));
 		mm_log("mempool %s: not resized from %u to %u elements: %s",
 		       p->name, min, new_min, why);
 		return false;
 	}
 	unsigned long irq = mm_lock_acquire(&p->lock);
-	resize_locked(p, new_min, arr, &old, &grow, &surplus);
+	uint32_t held = resize_locked(p, new_min, arr, &old, &grow);
 	bool wake = p->waiters &&
 	            atomic_load_explicit(&p->curr, memory_order_relaxed);
 	mm_lock_release(&p->lock, irq);
@@ -301,7 +314,7 @@ bool mempool_resize(struct mempool *p, uint32_t new_min)
 		mm_event_wake(&p->returned);
 	/* What frees filled the reserve with meanwhile, and the surplus. */
 	batch_give(p, &grow);
-	batch_give(p, &surplus);
+	surplus_give(p, new_min, held);
 	spanheap_meta_free(p->sh, old, old_cap * sizeof(void *));
 	return true;
 }
