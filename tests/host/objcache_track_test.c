@@ -103,19 +103,6 @@ KTEST(objcache_track, records_name_the_allocation_and_the_free)
 	done(c);
 }
 
-static char log[16384];
-
-/* Runs stmt, which must panic with a message holding what, capturing the
- * log lines before it. */
-#define PANIC_LOGGED(stmt, what)                       \
-	do {                                           \
-		mm_port_set_quiet(true);               \
-		mm_port_log_capture(log, sizeof(log)); \
-		SH_EXPECT_PANIC(stmt, what);           \
-		mm_port_log_capture(NULL, 0);          \
-		mm_port_set_quiet(false);              \
-	} while (0)
-
 /* The log holds object p's last allocation and free, naming the
  * helpers' return addresses in a and f. */
 static void expect_records_logged(int line, const char *p,

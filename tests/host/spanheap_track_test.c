@@ -99,19 +99,6 @@ KTEST(spanheap_track, nothing_recorded_where_there_is_nothing_to_record)
 	sh_heap_release(&heap, &sh);
 }
 
-static char log[16384];
-
-/* Runs stmt, which must panic with a message holding what, capturing the
- * log lines before it. */
-#define PANIC_LOGGED(stmt, what)                       \
-	do {                                           \
-		mm_port_set_quiet(true);               \
-		mm_port_log_capture(log, sizeof(log)); \
-		SH_EXPECT_PANIC(stmt, what);           \
-		mm_port_log_capture(NULL, 0);          \
-		mm_port_set_quiet(false);              \
-	} while (0)
-
 /* A 100-byte object allocated and freed by the tracked helpers, into
  * *p, and the return addresses its records hold of each; false if it
  * cannot be had or its records do not name them. */

@@ -14,6 +14,21 @@
 #include "../../mm/port.h"
 #include "../../mm/spanheap_track.h"
 
+/* The log a PANIC_LOGGED statement's report lines are captured into. */
+static char log[16384];
+
+/* Runs stmt, which must panic with a message holding what
+ * (SH_EXPECT_PANIC, the including test's), capturing the log lines
+ * before it into log. */
+#define PANIC_LOGGED(stmt, what)                       \
+	do {                                           \
+		mm_port_set_quiet(true);               \
+		mm_port_log_capture(log, sizeof(log)); \
+		SH_EXPECT_PANIC(stmt, what);           \
+		mm_port_log_capture(NULL, 0);          \
+		mm_port_set_quiet(false);              \
+	} while (0)
+
 /* The log line that starts "spanheap: object OBJ: WHAT" in log, or NULL. */
 static inline const char *line_of(const char *log, const void *obj,
                                   const char *what)
