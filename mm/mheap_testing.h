@@ -141,6 +141,9 @@ enum mheap_hook_point {
 	 * keeps of them, not yet the objects' state or records; thread
 	 * context (the reader's), no lock held. */
 	MHEAP_HOOK_OWN_SLAB_READ,
+	/* objcache_create has set up a cache with slabs of its own, not yet
+	 * linked it to the heap (objcache.c); thread context, no lock held. */
+	MHEAP_HOOK_OWN_CACHE_SET_UP,
 };
 
 #ifdef MM_TEST_HOOKS

@@ -160,6 +160,9 @@ static const char *link_cache(struct spanheap *sh, struct objcache *c,
 		c->owner = c->slot + 1; /* poison mode: its objects' owner */
 	name_publish(sh, c->slot, c->name);
 	c->counts = sh->objcache_counts + c->slot;
+	if (c->own) /* here: an arm's switch walks the linked caches only */
+		__atomic_store_n(&c->own->fast, objcache_own_fast(sh, c->own),
+		                 __ATOMIC_RELAXED);
 	/* The slot's last cache left its counters summing to 0, not each
 	 * 0; nothing writes a free slot's. */
 	for (size_t cpu = 0; cpu < MM_MAX_CPUS; cpu++)
@@ -214,6 +217,7 @@ struct objcache *objcache_create_flags(struct spanheap *sh, const char *name,
 		c->sizeclass = c->fast_class = 0;
 		c->free_class = OBJCACHE_NO_CLASS;
 		why = objcache_own_setup(c, flags, ctor);
+		mheap_hook(sh->heap, MHEAP_HOOK_OWN_CACHE_SET_UP);
 	}
 	/* The area, made outside the lock if the heap may need it; asked
 	 * for again if the last cache's destroy took it meanwhile. */

@@ -87,8 +87,10 @@ static size_t round_up(size_t n, size_t align)
 
 /* Whether the fast ways (objcache_stash.c) may take o's calls: it has
  * stashes, and neither poison mode (the slow ways keep the records) nor
- * an armed failure injection (every allocation must be asked) is on. */
-static bool own_fast(struct spanheap *sh, const struct objcache_own *o)
+ * an armed failure injection (every allocation must be asked) is on.
+ * Set under the heap's lock, at the link (objcache.c) and by the switch
+ * below, so that an arm between a cache's setup and its link is seen. */
+bool objcache_own_fast(struct spanheap *sh, const struct objcache_own *o)
 {
 	return o->stash && !sh->cfg.poison && !spanheap_fail_armed(sh);
 }
@@ -98,7 +100,8 @@ void objcache_own_fail_switch(struct spanheap *sh)
 	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	for (struct objcache *c = sh->objcaches; c; c = c->next)
 		if (c->own)
-			__atomic_store_n(&c->own->fast, own_fast(sh, c->own),
+			__atomic_store_n(&c->own->fast,
+			                 objcache_own_fast(sh, c->own),
 			                 __ATOMIC_RELAXED);
 	mm_lock_release(&sh->heap->lock, irq);
 }
@@ -163,7 +166,6 @@ const char *objcache_own_setup(struct objcache *c, unsigned flags,
 	    !(o->stash = spanheap_meta_alloc(
 	              c->sh, MM_MAX_CPUS * sizeof(struct objstash))))
 		why = "no memory for the cache's stashes";
-	o->fast = own_fast(c->sh, o);
 	if (why) {
 		spanheap_meta_free(c->sh, o, sizeof(*o));
 		return why;

@@ -79,6 +79,8 @@ size_t objcache_shrink_all(struct spanheap *sh);
  * spanheap_fail_arm and _disarm), so that every allocation is asked.
  * Thread context (heap->lock, a leaf). */
 void objcache_own_fail_switch(struct spanheap *sh);
+/* Whether o's calls may take the fast ways; the heap's lock held. */
+bool objcache_own_fast(struct spanheap *sh, const struct objcache_own *o);
 
 /* What objcache_shrink_all could give back now: the objects in the
  * stashes and in the empty slabs kept (approximate while CPUs work).

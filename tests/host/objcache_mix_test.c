@@ -443,3 +443,48 @@ KTEST(objcache_mix, injection_asks_every_allocation_of_an_own_slab_cache)
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
 	sh_heap_release(&heap, &sh);
 }
+
+/* Failure injection armed while a constructor cache is being made, after
+ * its setup and before it is linked to the heap (the arm's switch walks
+ * the linked caches only): the cache must still come out with its fast
+ * ways off, every allocation asked. Until the switch's bit was set at
+ * the link, under the heap's lock, the cache kept the setup's "fast" and
+ * its stash served the armed heap's calls unasked. */
+static void arm_in_window(struct mheap *h, enum mheap_hook_point where)
+{
+	(void)h;
+	if (where != MHEAP_HOOK_OWN_CACHE_SET_UP)
+		return;
+	struct spanheap_fail_attr a = {.interval = 2,
+	                               .probability = SPANHEAP_FAIL_PROB_ALL,
+	                               .times = -1};
+	KASSERT(spanheap_fail_arm(&sh, &a));
+}
+
+KTEST(objcache_mix, injection_armed_while_a_cache_is_made_asks_its_calls)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	/* The heap's counter area made now, not asked under the arm. */
+	struct objcache *first = objcache_create(&sh, "first", 32, 0);
+	KASSERT(first);
+	mheap_test_hook = arm_in_window;
+	struct objcache *c = objcache_create_flags(&sh, "fw", 64, 0, 0, ctor);
+	mheap_test_hook = NULL;
+	KASSERT(c);
+	KEXPECT(!c->own->fast);
+	void *p1 = objcache_alloc(c, 0); /* the 1st call: served */
+	KASSERT(p1);
+	objcache_free(c, p1);            /* into this CPU's stash */
+	void *p2 = objcache_alloc(c, 0); /* the 2nd: fails, stash or not */
+	KEXPECT(p2 == NULL);
+	spanheap_fail_disarm(&sh);
+	KEXPECT(c->own->fast);
+	if (p2)
+		objcache_free(c, p2);
+	KEXPECT(objcache_own_check(c));
+	KEXPECT(objcache_destroy(c));
+	KEXPECT(objcache_destroy(first));
+	spanheap_release_all(&sh);
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
