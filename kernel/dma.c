@@ -15,10 +15,16 @@
  * [phys, phys + pages(nbytes)); 2. no two live records overlap; 3.
  * nlive is the count of records with va != 0.
  *
- * Locking: table_lock (rank DMA, irqsave) protects live[], freed[],
- * freed_next and nlive. It is never held across a call into the frame
- * pool or a print: dma_alloc takes the frames first and then a slot;
- * dma_free takes the record out and then gives the frames back.
+ * Locking: table_lock (rank DMA, irqsave) serialises the writers of
+ * live[], freed[], freed_next and nlive. It is never held across a call
+ * into the frame pool or a print: dma_alloc takes the frames first and
+ * then a slot; dma_free takes the record out and then gives the frames
+ * back. The usercopy check and addrinfo read the table with no lock
+ * (dma_find: their contexts may hold any lock): a record's va is
+ * cleared, its nbytes stored, then its va (release), and a reader reads
+ * va again after nbytes, skipping a record that changed meanwhile (only
+ * a slot freed and filled again at the same address, under the reader,
+ * can pair the old nbytes with the new record).
  */
 #include "dma.h"
 
@@ -34,14 +40,14 @@
 #define DMA_FREED_RING 16
 
 struct dma_record {
-	uintptr_t va; /* direct-map address; 0: slot free */
-	size_t nbytes;
+	_Atomic uintptr_t va; /* direct-map address; 0: slot free */
+	_Atomic size_t nbytes;
 };
 
 static struct spinlock table_lock = SPINLOCK_INIT("dma", LOCK_RANK_DMA);
 /* Protected by table_lock: */
 static struct dma_record live[DMA_MAX_BUFFERS];
-static uintptr_t freed[DMA_FREED_RING];
+static struct dma_record freed[DMA_FREED_RING];
 static unsigned freed_next;
 static _Atomic size_t nlive; /* written under table_lock; read racily */
 
@@ -69,15 +75,24 @@ static const char *bad_request(size_t nbytes, size_t align, paddr_t limit,
 	return NULL;
 }
 
+/* Fills record r for dma_find's readers: nbytes before va. Locking:
+ * table_lock must be held. */
+static void put(struct dma_record *r, uintptr_t va, size_t nbytes)
+{
+	atomic_store_explicit(&r->va, 0, memory_order_relaxed);
+	atomic_store_explicit(&r->nbytes, nbytes, memory_order_release);
+	atomic_store_explicit(&r->va, va, memory_order_release);
+}
+
 /* Puts a record in a free slot; false if the table is full. */
 static bool record(uintptr_t va, size_t nbytes)
 {
 	bool ok = false;
 	unsigned long irq = spin_lock_irqsave(&table_lock);
 	for (size_t i = 0; i < DMA_MAX_BUFFERS && !ok; i++) {
-		if (live[i].va)
+		if (atomic_load_explicit(&live[i].va, memory_order_relaxed))
 			continue;
-		live[i] = (struct dma_record){.va = va, .nbytes = nbytes};
+		put(&live[i], va, nbytes);
 		atomic_fetch_add(&nlive, 1);
 		ok = true;
 	}
@@ -149,22 +164,26 @@ static const char *find_locked(uintptr_t p, size_t nbytes, bool take)
 {
 	for (size_t i = 0; i < DMA_MAX_BUFFERS; i++) {
 		struct dma_record *r = &live[i];
-		if (!r->va || p < r->va ||
-		    p - r->va >= pages_of(r->nbytes) * PAGE_SIZE)
+		uintptr_t va =
+		        atomic_load_explicit(&r->va, memory_order_relaxed);
+		size_t rb =
+		        atomic_load_explicit(&r->nbytes, memory_order_relaxed);
+		if (!va || p < va || p - va >= pages_of(rb) * PAGE_SIZE)
 			continue;
-		if (p != r->va)
+		if (p != va)
 			return "inside a DMA buffer, not its start";
-		if (nbytes != r->nbytes)
+		if (nbytes != rb)
 			return "not the size the buffer was allocated with";
 		if (take) {
-			r->va = 0;
+			atomic_store_explicit(&r->va, 0, memory_order_release);
 			atomic_fetch_sub(&nlive, 1);
-			freed[freed_next++ % DMA_FREED_RING] = p;
+			put(&freed[freed_next++ % DMA_FREED_RING], p, rb);
 		}
 		return NULL;
 	}
 	for (size_t i = 0; i < DMA_FREED_RING; i++)
-		if (freed[i] == p)
+		if (atomic_load_explicit(&freed[i].va, memory_order_relaxed) ==
+		    p)
 			return "freed already (a double free)";
 	return "not a buffer dma_alloc returned";
 }
@@ -190,6 +209,66 @@ void dma_free(void *p, size_t nbytes)
 	if (why)
 		panic("dma_free(%p, %zu): %s", p, nbytes, why);
 	frames_free_contig((uintptr_t)p - DIRECT_MAP_BASE, pages_of(nbytes));
+}
+
+/* Whether record r, read with no lock, is whole and its pages meet
+ * [a, a + n): *out gets it. */
+static bool meets(struct dma_record *r, uintptr_t a, size_t n,
+                  struct dma_extent *out)
+{
+	uintptr_t va = atomic_load_explicit(&r->va, memory_order_acquire);
+	if (!va)
+		return false;
+	size_t nbytes = atomic_load_explicit(&r->nbytes, memory_order_acquire);
+	/* Read again: a record emptied and filled meanwhile is skipped
+	 * (its new owner's buffer was not handed out when the caller's
+	 * range was formed). */
+	if (atomic_load_explicit(&r->va, memory_order_acquire) != va)
+		return false;
+	size_t bytes = pages_of(nbytes) * PAGE_SIZE;
+	if (a + n <= va || a >= va + bytes)
+		return false;
+	*out = (struct dma_extent){.va = va, .nbytes = nbytes, .bytes = bytes};
+	return true;
+}
+
+bool dma_find(const void *p, size_t n, struct dma_extent *out)
+{
+	uintptr_t a = (uintptr_t)p;
+	if (n == 0 || a + n < a)
+		return false;
+	for (size_t i = 0; i < DMA_MAX_BUFFERS; i++)
+		if (meets(&live[i], a, n, out)) {
+			out->freed = false;
+			return true;
+		}
+	for (size_t i = 0; i < DMA_FREED_RING; i++)
+		if (meets(&freed[i], a, n, out)) {
+			out->freed = true;
+			return true;
+		}
+	return false;
+}
+
+const char *dma_copy_refused(const void *p, size_t n, bool to_user)
+{
+	struct dma_extent e;
+	uintptr_t a = (uintptr_t)p;
+	/* A freed buffer's frames may serve anyone now: only the live
+	 * table judges. */
+	for (size_t i = 0; n && a + n > a && i < DMA_MAX_BUFFERS; i++) {
+		if (!meets(&live[i], a, n, &e) ||
+		    (a >= e.va && a + n <= e.va + e.bytes))
+			continue;
+		printk("usercopy: a copy %s of %zu bytes at %p leaves DMA "
+		       "buffer %#lx (%zu bytes, %zu pages): %s\n",
+		       to_user ? "to user" : "from user", n, p, e.va, e.nbytes,
+		       (size_t)(e.bytes / PAGE_SIZE),
+		       a < e.va ? "it starts before the buffer"
+		                : "it runs past the buffer's last page");
+		return "leaves its DMA buffer";
+	}
+	return NULL;
 }
 
 size_t dma_live_count(void)

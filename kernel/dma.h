@@ -77,6 +77,30 @@ void dma_free(void *p, size_t nbytes);
  * only, changing nothing. Contexts above. */
 const char *dma_free_check(const void *p, size_t nbytes);
 
+/* A buffer found by dma_find: its direct-map address, the nbytes it was
+ * asked for, its whole pages' bytes, and whether it is one of the last
+ * 16 freed rather than live. */
+struct dma_extent {
+	uintptr_t va;
+	size_t nbytes, bytes;
+	bool freed;
+};
+
+/* The live buffer whose pages meet [p, p + n), else one of the last 16
+ * freed whose pages did: true, *out filled. Reads the table with no lock
+ * (a buffer allocated or freed meanwhile may be missed): any context, a
+ * fault report's and the usercopy check's. */
+bool dma_find(const void *p, size_t n, struct dma_extent *out);
+
+/*
+ * check_object_size's part for DMA buffers: NULL if [p, p + n) meets no
+ * live buffer or lies inside one's whole pages; else, after a line naming
+ * the buffer and the copy's direction (to_user: it reads p), why the copy
+ * is refused: it runs past the buffer's last page, starts before its
+ * first, or spans two buffers. No lock: any context.
+ */
+const char *dma_copy_refused(const void *p, size_t n, bool to_user);
+
 /* Buffers live now. Any context (a racy read: exact when quiet). */
 size_t dma_live_count(void);
 

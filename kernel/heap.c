@@ -14,6 +14,7 @@
 
 #include "arch/x86_64/smp.h"
 #include "kernel/bootinfo.h"
+#include "kernel/dma.h"
 #include "kernel/format.h"
 #include "kernel/kasan.h"
 #include "kernel/frames.h"
@@ -219,12 +220,23 @@ void heap_meminfo(void)
 	spanheap_dump(&kspanheap);
 }
 
-void check_object_size(const void *p, size_t n, bool to_user)
+const char *usercopy_refused(const void *p, size_t n, bool to_user)
 {
 	enum spanheap_copy_dir dir =
 	        to_user ? SPANHEAP_COPY_TO_USER : SPANHEAP_COPY_FROM_USER;
 	if (spanheap_check_copy(&kspanheap, p, n, dir) == SPANHEAP_COPY_BAD)
-		panic("usercopy: a copy %s of %zu bytes at %p leaves its heap "
-		      "object (named on the line before)",
-		      to_user ? "to user" : "from user", n, p);
+		return "leaves its heap object";
+	/* Not the heap's: a DMA buffer bounds it by its pages (Linux's
+	 * check of a copy at a multi-page allocation of the page
+	 * allocator). */
+	return dma_copy_refused(p, n, to_user);
+}
+
+void check_object_size(const void *p, size_t n, bool to_user)
+{
+	const char *why = usercopy_refused(p, n, to_user);
+	if (why)
+		panic("usercopy: a copy %s of %zu bytes at %p %s (named on "
+		      "the line before)",
+		      to_user ? "to user" : "from user", n, p, why);
 }

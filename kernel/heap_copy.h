@@ -100,11 +100,18 @@ static inline size_t kmalloc_bulk(size_t size, unsigned flags, size_t n,
  * asked) or a large object's pages: an overrun past the end, a copy at a
  * freed object, into free pages or the heap's metadata. The console line
  * before the panic names the object, its span, its class and the overrun.
- * Memory that is not the heap's (a stack, static data, frames) passes.
- * to_user: the copy reads p (an exposure); else it writes p (an
- * overwrite). n 0 passes. Any context, an interrupt handler's included,
- * on any CPU; no lock (spanheap_check_copy).
+ * A copy that meets a live DMA buffer (dma.h) must lie inside its whole
+ * pages: its line names the buffer (dma_copy_refused). Other memory (a
+ * stack, static data, frames) passes. to_user: the copy reads p (an
+ * exposure); else it writes p (an overwrite). n 0 passes. Any context,
+ * an interrupt handler's included, on any CPU; no lock
+ * (spanheap_check_copy, dma_find).
  */
 void check_object_size(const void *p, size_t n, bool to_user);
+
+/* check_object_size's verdict without the panic: NULL if the copy
+ * passes, else what the panic names (the line naming the object printed
+ * first). Contexts as check_object_size's. */
+const char *usercopy_refused(const void *p, size_t n, bool to_user);
 
 #endif

@@ -5,14 +5,15 @@
  * passes at every size class and for a large object, a byte more is
  * refused with a line naming the object, a freed object is refused, a
  * stack's and the kernel image's memory is not the heap's, a constructor
- * cache's object is bounded by its cache's size, and the check
- * runs in the timer interrupt on every CPU it lands. The host suite's
- * spanheap_usercopy tests check the verdicts and lines exactly; the
- * harness's demo_usercopy_overrun shows the panic.
+ * cache's object is bounded by its cache's size, a DMA buffer by its
+ * pages, and the check runs in the timer interrupt on every CPU it lands. The
+ * host suite's spanheap_usercopy tests check the verdicts and lines exactly;
+ * the harness's demo_usercopy_overrun shows the panic.
  */
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "kernel/dma.h"
 #include "kernel/heap_copy.h"
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
@@ -118,6 +119,30 @@ KTEST(kmalloc_usercopy, a_stack_and_the_image_are_not_the_heaps)
 	check_object_size(stack, sizeof(stack), false);
 	check_object_size(image_data, sizeof(image_data), true);
 	KEXPECT_EQ(verdict(NULL, 0, true), SPANHEAP_COPY_NOT_OURS);
+}
+
+/* A DMA buffer (rv122): a copy inside its whole pages passes; one past
+ * its last page, from before its first, or across two buffers is
+ * refused, naming the buffer. Until rv122 each passed as memory not the
+ * heap's, and a copy to or from a device's window overran into whatever
+ * frames lay next. */
+KTEST(kmalloc_usercopy, a_dma_buffer_bounds_a_copy)
+{
+	paddr_t pa, pb;
+	char *a = dma_alloc(PAGE_SIZE + 100, PAGE_SIZE, DMA_LIMIT_ANY, 0, &pa);
+	char *b = dma_alloc(PAGE_SIZE, PAGE_SIZE, DMA_LIMIT_ANY, 0, &pb);
+	KASSERT(a && b);
+	KEXPECT(usercopy_refused(a, PAGE_SIZE + 100, true) == NULL);
+	KEXPECT(usercopy_refused(a, 2 * PAGE_SIZE, false) == NULL);
+	KEXPECT(usercopy_refused(a + 2 * PAGE_SIZE - 1, 1, true) == NULL);
+	check_object_size(a + 8, 2 * PAGE_SIZE - 8, true);
+	KEXPECT(usercopy_refused(a, 2 * PAGE_SIZE + 1, true) != NULL);
+	KEXPECT(usercopy_refused(a - 1, 2, false) != NULL);
+	KEXPECT(usercopy_refused(b - 1, 2, false) != NULL);
+	if (b == a + 2 * PAGE_SIZE) /* adjacent: one copy over both */
+		KEXPECT(usercopy_refused(a, 3 * PAGE_SIZE, true) != NULL);
+	dma_free(b, PAGE_SIZE);
+	dma_free(a, PAGE_SIZE + 100);
 }
 
 static _Atomic unsigned tick_checks, tick_bad, tick_busy;
