@@ -6,8 +6,8 @@
  * what it points at. A NULL pointer's field, a stack's guard page, a
  * freed large object under mm.debug_pagealloc, a guarded object's guard
  * page or freed page (mm.guard), a direct-map address past the end of
- * RAM: each is a line here, after the registers and the backtrace (last,
- * as the heap's part reads the heap's structures).
+ * RAM or in a DMA buffer: each is a line here, after the registers and
+ * the backtrace (last, as the heap's part reads the heap's structures).
  *
  * Representation: none; the regions are layout.h's, the sections
  * linker.ld's, the heap's answer mm/spanheap_where.c's.
@@ -22,6 +22,7 @@
 #include "arch/x86_64/paging.h"
 #include "arch/x86_64/trap.h"
 #include "kernel/bootinfo.h"
+#include "kernel/dma.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/kstack.h"
@@ -104,6 +105,15 @@ static void print_direct(const char *indent, const char *label, uint64_t a)
 	       label, (unsigned long)a, (unsigned long)pa,
 	       why ? "not a frame of the pool: " : "a frame of the pool",
 	       why ? why : "");
+	/* The table read with no lock (dma_find): a use after dma_free is
+	 * told from any frame of the pool while the buffer is among the
+	 * last freed. */
+	struct dma_extent e;
+	if (dma_find((const void *)(uintptr_t)a, 1, &e))
+		printk("%s  byte %lu of DMA buffer %p (%zu bytes)%s\n", indent,
+		       (unsigned long)(a - e.va), (void *)e.va, e.nbytes,
+		       e.freed ? ", freed already (a use after dma_free?)"
+		               : "");
 }
 
 /* The regions of the upper half other than the image's and the heap's. */

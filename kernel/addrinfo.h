@@ -3,9 +3,10 @@
  * the shell's addrinfo. Names the region of the address space
  * (arch/x86_64/layout.h) that holds it, and inside it what it can: the
  * NULL page, a kernel stack's guard page, the kernel image's section and
- * symbol, the direct map's physical address and whether the frame pool
- * owns that frame, and for the heap arena the object and its state
- * (mm/spanheap_where.h), with poison mode's records of its callers.
+ * symbol, the direct map's physical address, whether the frame pool owns
+ * that frame and the DMA buffer (live or freed lately) it lies in, and
+ * for the heap arena the object and its state (mm/spanheap_where.h),
+ * with poison mode's records of its callers.
  */
 #ifndef KERNEL_ADDRINFO_H
 #define KERNEL_ADDRINFO_H

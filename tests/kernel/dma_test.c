@@ -3,12 +3,15 @@
  * through the page tables and not only through the phys dma_alloc
  * returns; alignment and limit honoured; zeroing; bad requests refused
  * with a line naming what was wrong; exhausting the pool returns NULL and
- * leaks nothing; a bad free named; and the physical address behind any
- * kernel address (kvirt_to_phys), refused for a range that is not
- * physically contiguous. The multi-CPU storm is dma_storm_test.c.
+ * leaks nothing; a bad free named; addrinfo naming a buffer, live or
+ * freed; and the physical address behind any kernel address
+ * (kvirt_to_phys), refused for a range that is not physically
+ * contiguous. The multi-CPU storm is dma_storm_test.c.
  */
 #include "arch/x86_64/paging.h"
+#include "kernel/addrinfo.h"
 #include "kernel/dma.h"
+#include "kernel/format.h"
 #include "kernel/frames.h"
 #include "kernel/heap.h"
 #include "kernel/ktest.h"
@@ -243,6 +246,34 @@ KTEST(dma, an_injected_failure_says_it_was_injected)
 	KEXPECT(p != NULL);
 	if (p)
 		dma_free(p, 3 * PAGE_SIZE);
+}
+
+/* addrinfo (a fault report's CR2, the shell's) names the DMA buffer an
+ * address of the direct map lies in, live or freed lately (rv122: it
+ * named the frame only, and a use after dma_free looked like any frame
+ * of the pool). */
+KTEST(dma, addrinfo_names_the_buffer)
+{
+	paddr_t phys;
+	char *p =
+	        dma_alloc(PAGE_SIZE + 100, PAGE_SIZE, DMA_LIMIT_ANY, 0, &phys);
+	KASSERT(p != NULL);
+	char want[96];
+	ksnprintf(want, sizeof(want), "byte 4196 of DMA buffer %p (4196 bytes)",
+	          (void *)p);
+	capture_start();
+	addrinfo_print("", "at", (uintptr_t)p + 4196);
+	capture_stop();
+	KEXPECT(seen_has(want));
+	dma_free(p, PAGE_SIZE + 100);
+	ksnprintf(want, sizeof(want),
+	          "byte 5 of DMA buffer %p (4196 bytes), "
+	          "freed already",
+	          (void *)p);
+	capture_start();
+	addrinfo_print("", "at", (uintptr_t)p + 5);
+	capture_stop();
+	KEXPECT(seen_has(want));
 }
 #endif
 
