@@ -254,6 +254,11 @@ const char *dma_copy_refused(const void *p, size_t n, bool to_user)
 {
 	struct dma_extent e;
 	uintptr_t a = (uintptr_t)p;
+	/* Buffers lie in the direct map; a copy at a stack or the image,
+	 * or with no buffer live, skips the table's 256 slots. */
+	if (a - DIRECT_MAP_BASE >= DIRECT_MAP_SIZE ||
+	    !atomic_load_explicit(&nlive, memory_order_relaxed))
+		return NULL;
 	/* A freed buffer's frames may serve anyone now: only the live
 	 * table judges. */
 	for (size_t i = 0; n && a + n > a && i < DMA_MAX_BUFFERS; i++) {
