@@ -9,6 +9,7 @@
  * the same bugs for real: tools/test-harness checks their reports.
  */
 #include "kernel/heap.h"
+#include "kernel/heap_copy.h"
 #include "kernel/kasan.h"
 #include "kernel/kmem_cache.h"
 #include "kernel/ktest.h"
@@ -187,6 +188,44 @@ KTEST(kasan, large_objects_pages_follow_shrink_growth_and_free)
 	kfree(after);
 	KEXPECT_EQ(seen.reports, 1u);
 	KEXPECT(seen.bad == (uintptr_t)r && seen.shadow == KASAN_PAGE_FREE);
+}
+
+static void bulk_ctor(void *p)
+{
+	memset(p, 0x5c, 8);
+}
+
+/* Batches (rv122's review): kmalloc_bulk's and a constructor cache's
+ * kmem_cache_alloc_bulk's objects are shadowed as the single calls'
+ * (accessible to the bytes asked, the red zone after), and a read of
+ * each one after kfree_bulk or kmem_cache_free_bulk is reported at the
+ * access as a use after free. */
+KTEST(kasan, a_batch_is_shadowed_as_single_calls)
+{
+	if (!kasan_enabled())
+		KTEST_SKIP("no mm.kasan");
+	struct objcache *c =
+	        kmem_cache_create_flags("kasan-bulk", 44, 0, 0, bulk_ctor);
+	KASSERT(c != NULL);
+	void *v[8], *w[8];
+	KASSERT(kmalloc_bulk(37, 0, 8, v) == 8);
+	KASSERT(kmem_cache_alloc_bulk(c, 0, 8, w) == 8);
+	unsigned fits = 0;
+	for (int i = 0; i < 8; i++)
+		fits += shadow_fits(v[i], 37) + shadow_fits(w[i], 44);
+	KEXPECT_EQ(fits, 16u);
+	kfree_bulk(8, v);
+	kmem_cache_free_bulk(c, 8, w);
+	struct kasan_seen seen;
+	arm(&seen);
+	for (int i = 0; i < 8; i++) {
+		(void)((volatile uint8_t *)v[i])[16];
+		(void)((volatile uint8_t *)w[i])[16];
+	}
+	kasan_expect(NULL);
+	KEXPECT_EQ(seen.reports, 16u);
+	KEXPECT(!strcmp(seen.kind, "use-after-free"));
+	KEXPECT(kmem_cache_destroy(c));
 }
 
 KTEST(kasan, off_reports_nothing)
