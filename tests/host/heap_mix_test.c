@@ -2,7 +2,8 @@
  * The heap's features met by each other, beyond objcache_mix_test.c (rv122's
  * second interaction review): the page heap's debug mode (the kernel's
  * mm.debug_pagealloc) with the bulk calls, whose frees must unmap what
- * the single frees unmap; a realloc of a guarded object (growth, past 32
+ * the single frees unmap and name an entry whose pages are unmapped
+ * without reading them; a realloc of a guarded object (growth, past 32
  * KiB, shrink, MM_ATOMIC, a failure injected, the copy check and the usable
  * size of the result); and percpu memory kept across release-everything.
  */
@@ -86,6 +87,42 @@ KTEST(heap_mix, kfree_bulk_empties_spans_that_debug_mode_unmaps)
 	sh_heap_release(&heap, &sh);
 }
 
+/* Debug mode: a batch that holds an object freed already, whose pages
+ * are unmapped (a large one's at its free, a small one's span given
+ * back), panics naming the entry and the misuse, as the single free
+ * does: the batch's look at the entry reads no unmapped page. */
+KTEST(heap_mix, kfree_bulk_of_an_unmapped_object_names_it)
+{
+	KASSERT(debug_heap());
+	static void *v[2];
+	void *big = spanheap_alloc(&sh, 40 << 10, 0);
+	void *small = spanheap_alloc(&sh, 2048, 0);
+	KASSERT(big && small);
+	spanheap_free(&sh, big);
+	spanheap_free(&sh, small);
+	spanheap_release_all(&sh);
+	KEXPECT(touch_faults(big) && touch_faults(small));
+	static char log[1024];
+	mm_port_set_quiet(true);
+	mm_port_log_capture(log, sizeof(log));
+	v[0] = big;
+	SH_EXPECT_PANIC(spanheap_free_bulk(&sh, 1, v),
+	                "a large span freed twice");
+	KEXPECT(strstr(log, "entry 0 of 1") != NULL);
+	v[0] = spanheap_alloc(&sh, 64, 0); /* freed by the batch */
+	v[1] = small;
+	SH_EXPECT_PANIC(spanheap_free_bulk(&sh, 2, v),
+	                "but in no span (never allocated, or its span was "
+	                "freed)");
+	KEXPECT(strstr(log, "entry 1 of 2") != NULL);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	spanheap_release_all(&sh);
+	SH_CHECK(&sh, "after the refused batches");
+	SH_EXPECT_ONLY_KEPT(&heap, &sh);
+	sh_heap_release(&heap, &sh);
+}
+
 static void ctor(void *p)
 {
 	memset(p, 0x5c, 8);
@@ -111,6 +148,15 @@ KTEST(heap_mix, cache_free_bulk_slabs_are_unmapped_in_debug_mode)
 	objcache_slabs_info(c, &s);
 	KEXPECT_EQ(s.slabs + s.stashed, 0);
 	KEXPECT_EQ(faulting(v, N, 0), N);
+	/* One of them in a batch again: named, its slab's unmapped
+	 * header not read (the slab's owner is cleared before its free). */
+	static char log[512];
+	mm_port_set_quiet(true);
+	mm_port_log_capture(log, sizeof(log));
+	SH_EXPECT_PANIC(objcache_free_bulk(c, 1, v), "freed since");
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	KEXPECT(strstr(log, "cache 'dbg': entry 0 of 1") != NULL);
 	KEXPECT(objcache_destroy(c));
 	spanheap_release_all(&sh);
 	SH_EXPECT_ONLY_KEPT(&heap, &sh);
