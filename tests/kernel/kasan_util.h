@@ -1,7 +1,8 @@
 /*
  * tests/kernel/kasan_util.h: what the KASAN tests (kasan_test.c,
  * kasan_storm_test.c, both instrumented) share: a pattern written and
- * read back through checked accesses, and the shadow's fit to an object.
+ * read back through checked accesses, and the shadow's fit to an object
+ * (a guarded object's: none to fit).
  */
 #ifndef TESTS_KERNEL_KASAN_UTIL_H
 #define TESTS_KERNEL_KASAN_UTIL_H
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernel/heap.h"
 #include "kernel/kasan.h"
 #include "kernel/string.h"
 
@@ -51,6 +53,10 @@ static inline bool holds(const uint8_t *p, size_t n, unsigned s)
  * always leaves past the bytes asked under 32 KiB; false if not. */
 static inline bool shadow_fits(const uint8_t *p, size_t n)
 {
+	/* A guarded object (mm.guard) lies outside the arena, which alone
+	 * has a shadow: its guard pages and canary check it instead. */
+	if (spanheap_guard_owns(&kspanheap.guard, p))
+		return true;
 	bool mapped;
 	for (size_t i = 0; i < n; i += 8)
 		if (kasan_shadow_of(p + i, &mapped) != 0 && i + 8 <= n)
