@@ -7,9 +7,10 @@
  * address and the nbytes it was asked for; va 0: a free slot), searched
  * linearly: at most DMA_MAX_BUFFERS, and a driver holds a few (rings,
  * descriptor tables) for long. freed[] remembers the last DMA_FREED_RING
- * buffers given back, so that a second free of one is named a double
- * free rather than a foreign pointer (until its address is handed out
- * again, when it is live and the second free is taken as the owner's).
+ * buffers given back (address and size), so that a second free of one
+ * is named a double free rather than a foreign pointer (until its
+ * address is handed out again, when it is live and the second free is
+ * taken as the owner's), and addrinfo names a use after the free.
  *
  * Invariants: 1. every live record's frames are allocated in the pool,
  * [phys, phys + pages(nbytes)); 2. no two live records overlap; 3.

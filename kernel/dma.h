@@ -16,7 +16,8 @@
  * lockrank.h): they take the DMA table's lock and the frame pool's, both
  * irqsave, one after the other, and never sleep. DMA_ZERO clears the
  * buffer in the caller's context: a large one takes long in a handler.
- * kvirt_to_phys and kvirt_range_to_phys take no lock: any context.
+ * kvirt_to_phys, kvirt_range_to_phys, dma_find and dma_copy_refused
+ * take no lock: any context.
  * A dma_alloc that finds no run of frames, called where it may sleep
  * (thread context, interrupts on, no spinlock held), first has the
  * shrinkers and the heap give frames back (reclaim_frames, shrinker.h)
