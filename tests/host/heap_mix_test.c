@@ -267,6 +267,11 @@ KTEST(heap_mix, realloc_of_a_guarded_object_in_atomic_context)
 	KASSERT(q && r);
 	KEXPECT(kept && all_bytes(big ? big : r, 16, 0x3c));
 	KEXPECT(spanheap_guard_owns(&sh.guard, q));
+	/* Freed where nothing may sleep, q's page waits for the drain,
+	 * mapped: a copy at it is refused all the same. */
+	KEXPECT_EQ(check(q, 8), SPANHEAP_COPY_BAD);
+	KEXPECT(strstr(log_buf, "guarded object") &&
+	        strstr(log_buf, "which is free"));
 	KEXPECT_EQ(spanheap_usable_size(&sh, big ? big : r),
 	           big ? (size_t)40 << 10 : 16);
 	spanheap_guard_drain(&sh);
