@@ -15,8 +15,10 @@
  * checks it), the counter moved once per batch. Own slabs with the fast
  * ways: runs of this CPU's stash in one pin (objcache_stash_take and
  * _give), the rest of a run taken from, or put back in, the slabs under
- * one hold of the cache's lock (objcache_slabs_take and _put, here), a new
- * slab by objcache_alloc when the slabs run dry. The rest,
+ * one hold of the cache's lock (objcache_slabs_take and _put, here: a
+ * word of a slab's free bits at a time, its count and list moved once
+ * for its run of objects), a new slab by objcache_alloc when the slabs
+ * run dry. The rest,
  * and every entry a way does not take, by objcache_alloc or
  * objcache_free, one at a time; an entry that is no live object of the
  * cache (spanheap_where, objcache_own_live) gets a line naming its index
@@ -131,18 +133,42 @@ static inline struct objslab *slab_of_ent(uintptr_t e)
 	return (struct objslab *)(e & ~(uintptr_t)(MM_PAGE_SIZE - 1));
 }
 
+/* Takes min(n, sl->nfree) of sl's free objects (sl has one) into out,
+ * the lowest first, as that many objcache_slab_take_locked would: a word
+ * of bits at a time, the count and the list moved once. Returns how
+ * many. Locking: o->lock held. */
+static size_t slab_take_run(struct objcache *c, struct objslab *sl, void **out,
+                            size_t n)
+{
+	size_t k = n < sl->nfree ? n : sl->nfree, i = 0, size = c->objsize;
+	char *first = (char *)objslab_obj(c, sl, 0);
+	for (unsigned w = 0; i < k; w++) {
+		uint64_t word = objslab_free_word(sl, w);
+		if (!word)
+			continue;
+		for (; word && i < k; word &= word - 1)
+			out[i++] = first +
+			           (w * 64u + (unsigned)__builtin_ctzll(word)) *
+			                   size;
+		objslab_set_free_word(sl, w, word);
+	}
+	sl->nfree -= (uint32_t)k;
+	objcache_slab_relist_locked(c->own, sl);
+	return k;
+}
+
 size_t objcache_slabs_take(struct objcache *c, void **out, size_t n)
 {
 	struct objcache_own *o = c->own;
 	size_t i = 0;
 	unsigned long irq = mm_lock_acquire(&o->lock);
-	for (; i < n; i++) {
+	while (i < n) {
 		struct objslab *sl = o->lists[LIST_PARTIAL]
 		                             ? o->lists[LIST_PARTIAL]
 		                             : o->lists[LIST_EMPTY];
 		if (!sl)
 			break;
-		out[i] = objslab_obj(c, sl, objcache_slab_take_locked(c, sl));
+		i += slab_take_run(c, sl, out + i, n - i);
 	}
 	mm_lock_release(&o->lock, irq);
 	return i;
@@ -155,22 +181,24 @@ struct objslab *objcache_slabs_put(struct objcache *c, const uintptr_t *ent,
 		return NULL;
 	struct objcache_own *o = c->own;
 	unsigned long irq = mm_lock_acquire(&o->lock);
-	for (size_t i = 0; i < n; i++) {
+	/* By runs of entries of one slab: each object's free bit, then
+	 * (release, as the spill orders them) its stashed byte cleared;
+	 * the slab's count and list once a run. */
+	for (size_t i = 0; i < n;) {
 		struct objslab *sl = slab_of_ent(ent[i]);
-		uint32_t idx = (uint32_t)(ent[i] & (MM_PAGE_SIZE - 1));
-		if (i + 1 < n && slab_of_ent(ent[i + 1]) == sl) {
-			/* objcache_slab_put_locked but its relist, which the
-			 * slab's last entry here does for all of them */
+		size_t j = i;
+		do {
+			uint32_t idx = (uint32_t)(ent[j] & (MM_PAGE_SIZE - 1));
 			objslab_set_free_word(sl, idx / 64,
 			                      objslab_free_word(sl, idx / 64) |
 			                              (uint64_t)1
 			                                      << (idx % 64));
-			sl->nfree++;
-		} else {
-			objcache_slab_put_locked(c, sl, idx);
-		}
-		/* After its free bit, as the spill orders them. */
-		__atomic_store_n(&sl->stashed[idx], 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&sl->stashed[idx], 0,
+			                 __ATOMIC_RELEASE);
+		} while (++j < n && slab_of_ent(ent[j]) == sl);
+		sl->nfree += (uint32_t)(j - i);
+		objcache_slab_relist_locked(o, sl);
+		i = j;
 	}
 	struct objslab *gone = objcache_slab_spares_locked(o, NULL);
 	mm_lock_release(&o->lock, irq);
@@ -230,8 +258,10 @@ void objcache_free_bulk(struct objcache *c, size_t n, void **p)
 			                                 c->free_class);
 		else if (w == WAY_OWN)
 			j = objcache_stash_give(c, n, p, i, &stuck);
-		int64_t freed = 0;
-		for (size_t k = i; k < j; k++)
+		/* The stash's runs stop at a NULL; the merged one's skip them.
+		 */
+		int64_t freed = w == WAY_OWN ? (int64_t)(j - i) : 0;
+		for (size_t k = i; w == WAY_MERGED && k < j; k++)
 			freed += p[k] != NULL;
 		if (freed)
 			objcache_count(c, -freed);

@@ -134,13 +134,14 @@ static inline struct mspan *objslab_span(struct spanheap *sh, const void *base)
 const char *objcache_own_setup(struct objcache *c, unsigned flags,
                                void (*ctor)(void *));
 
-/* objcache_own.c's slab layer, for the stashes (objcache_stash.c).
- * Locking: the _locked ones with o->lock held. */
-/* Takes a free object of sl (which has one): its index. */
+/* objcache_own.c's slab layer, for the stashes (objcache_stash.c), the
+ * _locked ones with o->lock held. Takes a free object of sl: its index. */
 uint32_t objcache_slab_take_locked(struct objcache *c, struct objslab *sl);
 /* Puts object idx of sl (stashed or out, not free) back as free. */
 void objcache_slab_put_locked(struct objcache *c, struct objslab *sl,
                               uint32_t idx);
+/* Lists sl as its count says (the batches move runs of bits by hand). */
+void objcache_slab_relist_locked(struct objcache_own *o, struct objslab *sl);
 /* Unlinks the empty slabs past the one kept onto chain (through their
  * next pointers), for objcache_slab_release_chain after the lock (and the
  * pin); returns the chain's new head. */

@@ -213,7 +213,7 @@ static void link_locked(struct objcache_own *o, struct objslab *sl,
 }
 
 /* Puts sl on the list its free count says (invariant 1). */
-static void relist_locked(struct objcache_own *o, struct objslab *sl)
+void objcache_slab_relist_locked(struct objcache_own *o, struct objslab *sl)
 {
 	enum slab_list want = sl->nfree == 0          ? LIST_FULL
 	                      : sl->nfree == o->nobjs ? LIST_EMPTY
@@ -234,7 +234,7 @@ uint32_t objcache_slab_take_locked(struct objcache *c, struct objslab *sl)
 	unsigned bit = (unsigned)__builtin_ctzll(word);
 	objslab_set_free_word(sl, w, word & ~((uint64_t)1 << bit));
 	sl->nfree--;
-	relist_locked(c->own, sl);
+	objcache_slab_relist_locked(c->own, sl);
 	return w * 64 + bit;
 }
 
@@ -245,7 +245,7 @@ void objcache_slab_put_locked(struct objcache *c, struct objslab *sl,
 	objslab_set_free_word(
 	        sl, w, objslab_free_word(sl, w) | (uint64_t)1 << (idx % 64));
 	sl->nfree++;
-	relist_locked(c->own, sl);
+	objcache_slab_relist_locked(c->own, sl);
 }
 
 struct objslab *objcache_slab_spares_locked(struct objcache_own *o,

@@ -30,8 +30,10 @@
  * objcache_shrink_all spill whole stashes, this CPU's pinned and the
  * others' while the port holds those CPUs (mm_port_each_other_cpu); the
  * destroy, every CPU's directly, as no call may use the cache then. A batch
- * (objcache_bulk.c) pops or pushes runs of entries in one pin, refilling and
- * spilling as the single calls do.
+ * (objcache_bulk.c) pops or pushes runs of entries in one pin, the count
+ * stored once; what the stash cannot give or hold goes to or from the
+ * slabs under one hold of the lock. Its free checks an entry in the slab
+ * of the entry before by the index alone (objcache_stash_ent.h).
  *
  * Invariants (objcache_own.c's 2 and 5, objcache_own_check): an object is
  * out, free in its slab or in one stash; an entry's stashed byte is set.
@@ -60,28 +62,9 @@
  */
 #include "objcache_bulk.h"
 #include "objcache_internal.h"
+#include "objcache_stash_ent.h"
 #include "objcache_stash_rseq.h"
 #include "objcache_track.h"
-
-static inline uintptr_t ent_of(const struct objslab *sl, uint32_t idx)
-{
-	return (uintptr_t)sl | idx;
-}
-
-static inline struct objslab *ent_slab(uintptr_t e)
-{
-	return (struct objslab *)(e & ~(uintptr_t)(MM_PAGE_SIZE - 1));
-}
-
-static inline uint32_t ent_idx(uintptr_t e)
-{
-	return (uint32_t)(e & (MM_PAGE_SIZE - 1));
-}
-
-static inline uint64_t bit_of(uint32_t idx)
-{
-	return (uint64_t)1 << (idx % 64);
-}
 
 static inline void set_n(struct objstash *st, uint32_t n)
 {
@@ -295,46 +278,6 @@ void *objcache_own_alloc(struct objcache *c, unsigned flags)
 	return objcache_own_alloc_slow(c, flags);
 }
 
-/* Whether p is an object of c, as objcache_slab_of says (which says why
- * not), and then its slab and index. The span from the span heap's copy
- * of the table (as the free's fast path: a mark is a zeroed block), a
- * span carrying c's owner number, its header naming c, and p an object's start:
- * with x = p's offset past the first object (32 bits; below it, wrapped),
- * rotr(x * dinv, dshift) is x / objsize for the multiples of objsize
- * and, the map being one-to-one, at least nobjs for any other x
- * (Granlund and Montgomery). Any context. */
-static inline __attribute__((always_inline)) bool
-ent_of_obj(struct objcache *c, const struct objcache_own *o, const void *p,
-           struct objslab **sl, uint32_t *idx)
-{
-	struct spanheap *sh = c->sh;
-	size_t i = ((uintptr_t)p - sh->arena_base) >> MM_PAGE_SHIFT;
-	if (__builtin_expect(i >= atomic_load_explicit(&sh->spanmap_pages,
-	                                               memory_order_acquire),
-	                     0))
-		return false;
-	struct mspan *s =
-	        atomic_load_explicit(&sh->spanmap[i], memory_order_acquire);
-	uintptr_t base = s->base;
-	uint32_t x = ((uint32_t)((uintptr_t)p - base) - o->first) * o->dinv;
-	x = x >> o->dshift | x << ((32 - o->dshift) & 31);
-	/* The owner number before the header: a span not of c has none.
-	 * Alone, not after the state as objcache_slab_of does: it is set
-	 * only on a large span in use that is a slab of that cache (0 in
-	 * the marks, cleared before the slab is freed, when a span is
-	 * made), and on the line the base is read from. */
-	if (__builtin_expect(
-	            atomic_load_explicit(&s->objslab, memory_order_acquire) !=
-	                            c->owner ||
-	                    ((struct objslab *)base)->cache != c ||
-	                    x >= o->nobjs,
-	            0))
-		return false;
-	*sl = (struct objslab *)base;
-	*idx = x;
-	return true;
-}
-
 uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p)
 {
 	struct objslab *sl;
@@ -378,17 +321,24 @@ void objcache_own_free(struct objcache *c, void *p)
 
 /* ---- Batches (objcache_bulk.c) ---- */
 
+/* The stash's count is read and stored once a run: pinned, no one
+ * else reads this CPU's entries meanwhile (the counts read n, roughly). */
 size_t objcache_stash_take(struct objcache *c, void **out, size_t n)
 {
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &c->own->stash[pin.cpu];
-	size_t i = 0;
-	for (; i < n && st->n; i++) {
-		uintptr_t e = pop(st);
+	uint32_t have = st->n;
+	size_t k = n < have ? n : have;
+	for (size_t i = 0; i < k; i++) {
+		uintptr_t e = st->ent[have - 1 - i];
+		/* A plain store, as pop's: the byte is this object's alone. */
+		__atomic_store_n(&ent_slab(e)->stashed[ent_idx(e)], 0,
+		                 __ATOMIC_RELAXED);
 		out[i] = objslab_obj(c, ent_slab(e), ent_idx(e));
 	}
+	set_n(st, have - (uint32_t)k);
 	mm_port_unpin(pin);
-	return i < n ? i + objcache_slabs_take(c, out + i, n - i) : n;
+	return k < n ? k + objcache_slabs_take(c, out + k, n - k) : n;
 }
 
 size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
@@ -398,15 +348,27 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
 	uintptr_t over[OBJCACHE_BULK_RUN];
 	size_t nover = 0,
 	       end = i + OBJCACHE_BULK_RUN < n ? i + OBJCACHE_BULK_RUN : n;
+	/* The slab of the entry before (0: none yet), which that entry,
+	 * marked stashed, keeps c's (such a slab is never released): an
+	 * entry in its bytes needs idx_in_slab alone, not the table. */
+	uintptr_t last = 0, bytes = (uintptr_t)o->npages << MM_PAGE_SHIFT;
 	struct mm_pin pin = mm_port_pin();
 	struct objstash *st = &o->stash[pin.cpu];
+	uint32_t sn = st->n;
 	for (; i < end; i++) {
 		struct objslab *sl;
 		uint32_t idx;
+		uintptr_t q = (uintptr_t)p[i];
 		/* mark_stashed's checks, refusing (for the single free to
 		 * report) where it panics, and changing nothing then. */
-		if (!ent_of_obj(c, o, p[i], &sl, &idx) ||
-		    __atomic_exchange_n(&sl->stashed[idx], 1, __ATOMIC_ACQ_REL))
+		if (last && q - last < bytes) {
+			if (!idx_in_slab(o, last, q, &idx))
+				break;
+			sl = (struct objslab *)last;
+		} else if (!ent_of_obj(c, o, p[i], &sl, &idx)) {
+			break;
+		}
+		if (__atomic_exchange_n(&sl->stashed[idx], 1, __ATOMIC_ACQ_REL))
 			break;
 		if (__atomic_load_n(&sl->free[idx / 64], __ATOMIC_ACQUIRE) &
 		    bit_of(idx)) {
@@ -414,13 +376,13 @@ size_t objcache_stash_give(struct objcache *c, size_t n, void **p, size_t i,
 			                 __ATOMIC_RELAXED);
 			break;
 		}
-		if (st->n == o->stash_max) {
+		last = (uintptr_t)sl;
+		if (sn == o->stash_max)
 			over[nover++] = ent_of(sl, idx);
-			continue;
-		}
-		st->ent[st->n] = ent_of(sl, idx);
-		set_n(st, st->n + 1);
+		else
+			st->ent[sn++] = ent_of(sl, idx);
 	}
+	set_n(st, sn);
 	/* Pinned, as the spill: no entry is seen in no stash and not free. */
 	struct objslab *gone = objcache_slabs_put(c, over, nover);
 	mm_port_unpin(pin);

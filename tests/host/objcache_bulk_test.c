@@ -128,6 +128,50 @@ KTEST(objcache_bulk, own_slabs_keep_the_constructed_state)
 	finish();
 }
 
+/* Batches of a 16-byte ctor cache (a 15-entry stash, slabs of four
+ * bitmap words), sizes across the stash's and a word's bounds: the slabs'
+ * runs take a word of bits at a time and move a slab's count and list
+ * once a run, the free's runs check an entry in the slab before's bytes
+ * without the table. Each object is c's, constructed, none twice (each
+ * holds its index while the batch is out), freed interleaving slabs
+ * (evens, then odds), the cache checked after each call. */
+KTEST(objcache_bulk, own_runs_cross_words_slabs_and_the_stash)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c =
+	        objcache_create_flags(&sh, "bulk-16", 16, 0, 0, thing_ctor);
+	KASSERT(c && c->own->fast && c->own->nobjs > 128);
+	static const size_t ns[] = {1, 15, 16, 17, 63, 64, 65, 129, 700, 1024};
+	static void *odd[512];
+	for (size_t r = 0; r < 2 * sizeof(ns) / sizeof(ns[0]); r++) {
+		size_t n = ns[r % (sizeof(ns) / sizeof(ns[0]))];
+		KASSERT(objcache_alloc_bulk(c, 0, n, v) == n);
+		KEXPECT(objcache_own_check(c));
+		for (size_t i = 0; i < n; i++) {
+			KEXPECT(objcache_own_live(c, v[i]));
+			KEXPECT_EQ(*(uint64_t *)v[i], MAGIC);
+			((uint64_t *)v[i])[1] = i;
+		}
+		size_t nodd = 0;
+		for (size_t i = 0; i < n; i++) {
+			KEXPECT_EQ(((uint64_t *)v[i])[1], i);
+			((uint64_t *)v[i])[1] = 0; /* as constructed */
+			if (i % 2)
+				odd[nodd++] = v[i];
+			else
+				v[i / 2] = v[i];
+		}
+		objcache_free_bulk(c, n - nodd, v);
+		KEXPECT(objcache_own_check(c));
+		objcache_free_bulk(c, nodd, odd);
+		KEXPECT_EQ(live(c), 0);
+		KEXPECT(objcache_own_check(c));
+	}
+	objcache_shrink(c);
+	KEXPECT(objcache_destroy(c));
+	finish();
+}
+
 /* The failure injection fails the batch's 40th object: 0, nothing out. */
 KTEST(objcache_bulk, a_failure_mid_batch_leaves_nothing_out)
 {
@@ -202,6 +246,17 @@ KTEST(objcache_bulk, misuse_in_a_batch_names_the_entry)
 	v[2] = objcache_alloc(m, 0);
 	expect_bulk_misuse(o, 3, 2, "to cache 'bulk-own'");
 	objcache_free(m, v[2]);
+	/* In the bytes of the slab of the entry before, which the run
+	 * checks without the table: an interior pointer, the header. */
+	KASSERT(objcache_alloc_bulk(o, 0, 2, v) == 2);
+	KASSERT(objcache_stash_ent_of(o, v[0]) >> MM_PAGE_SHIFT ==
+	        objcache_stash_ent_of(o, v[1]) >> MM_PAGE_SHIFT);
+	v[2] = (char *)v[1] + 8;
+	expect_bulk_misuse(o, 3, 2, "an interior pointer of its slab");
+	KASSERT(objcache_alloc_bulk(o, 0, 2, v) == 2);
+	v[2] = (void *)(objcache_stash_ent_of(o, v[1]) &
+	                ~(uintptr_t)(MM_PAGE_SIZE - 1));
+	expect_bulk_misuse(o, 3, 2, "an interior pointer of its slab");
 	mm_port_set_quiet(false);
 	objcache_shrink(o);
 	KEXPECT(objcache_destroy(o) && objcache_destroy(m));
