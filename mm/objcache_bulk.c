@@ -258,8 +258,7 @@ void objcache_free_bulk(struct objcache *c, size_t n, void **p)
 			                                 c->free_class);
 		else if (w == WAY_OWN)
 			j = objcache_stash_give(c, n, p, i, &stuck);
-		/* The stash's runs stop at a NULL; the merged one's skip them.
-		 */
+		/* A stash run stops at a NULL; a merged one skips them. */
 		int64_t freed = w == WAY_OWN ? (int64_t)(j - i) : 0;
 		for (size_t k = i; w == WAY_MERGED && k < j; k++)
 			freed += p[k] != NULL;
