@@ -514,9 +514,13 @@ test-lint: $(MM_KOBJS)
 # test, not on the whole binary, whose time grows with the load.
 HOST_TIMEOUT ?= 300
 
+# Each test's start in CPU seconds goes to $(BUILD)/host.times
+# (tests/host/main.c, HOST_TEST_TIMES): `tools/slowest-tests
+# build/host.times` names the tests the part spends its CPU on.
 test-host: $(HOST_TEST)
 	@mkdir -p $(RESULTS)
 	@HOST_TEST_ONE_THREAD='$(TSAN_ONE_THREAD),$(TSAN_SLOW_ONE_THREAD)' \
+	HOST_TEST_TIMES=$(BUILD)/host.times \
 	tools/run-progress $(HOST_TIMEOUT) $(BUILD)/host-test.log $(HOST_TEST); \
 	tools/ktap-check host $(BUILD)/host-test.log $(RESULTS)/host "exit status $$?"
 

@@ -373,6 +373,7 @@ $(TSAN_TEST): $(TSAN_OBJS) $(TSAN_BUILD)/host-test.objs
 test-tsan: $(TSAN_TEST)
 	@mkdir -p $(RESULTS)
 	@TSAN_OPTIONS="$(TSAN_RUN_OPTIONS)" HOST_TEST_EXCLUDE='$(TSAN_EXCLUDE)' \
+		HOST_TEST_TIMES=$(BUILD)/host-tsan.times \
 		tools/run-progress $(TSAN_TIMEOUT) $(BUILD)/host-tsan.log \
 		$(TSAN_TEST) '$(TSAN_TESTS)'; \
 	tools/ktap-check host-tsan $(BUILD)/host-tsan.log $(RESULTS)/host-tsan \

@@ -13,6 +13,13 @@
  * and in the ASan build one checks a claim about them
  * (tests/host/one_thread.c):
  *   HOST_TEST_ONE_THREAD=globs  the tests that match start no thread.
+ * and one notes where the time goes:
+ *   HOST_TEST_TIMES=file     each test's start, in CPU seconds of the
+ *                            process (user plus system, every thread's),
+ *                            and its name, one a line, then "(end)": the
+ *                            format tools/slowest-tests reads (make
+ *                            test-host writes $(BUILD)/host.times). CPU,
+ *                            not the clock: other work loads the machine.
  */
 #include "main.h"
 
@@ -21,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 extern const struct ktest __start_ktests[], __stop_ktests[];
 
@@ -41,6 +49,32 @@ void host_capture_end(void)
 	capture_buf = NULL;
 }
 
+/* HOST_TEST_TIMES's file, if set and opened. */
+static FILE *times_file;
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* A "# run SUITE.NAME" line of the outer run (a nested run's output is
+ * captured, above) notes the CPU seconds at the test's start. */
+static void note_time(const char *fmt, va_list ap)
+{
+	const char *p = fmt + strspn(fmt, " \t");
+	if (strncmp(p, "# run ", 6) != 0)
+		return;
+	va_list copy;
+	va_copy(copy, ap);
+	fprintf(times_file, "%.3f ", cpu_seconds());
+	vfprintf(times_file, p + 6, copy);
+	va_end(copy);
+}
+
 void ktest_port_vprintf(const char *fmt, va_list ap)
 {
 	if (capture_buf) {
@@ -50,6 +84,8 @@ void ktest_port_vprintf(const char *fmt, va_list ap)
 			capture_len += (size_t)n < room ? (size_t)n : room - 1;
 		return;
 	}
+	if (times_file)
+		note_time(fmt, ap);
 	vprintf(fmt, ap);
 	fflush(stdout);
 }
@@ -100,6 +136,15 @@ int main(int argc, char **argv)
 		        argc - 1, argv[2]);
 		return 2;
 	}
+	const char *times = getenv("HOST_TEST_TIMES");
+	if (times && *times) {
+		times_file = fopen(times, "w");
+		if (!times_file) {
+			perror(times);
+			return 2;
+		}
+		setvbuf(times_file, NULL, _IOLBF, 0);
+	}
 	struct ktest *tests;
 	long n = admitted_tests(&tests);
 	if (n < 0)
@@ -107,5 +152,9 @@ int main(int argc, char **argv)
 	enum ktest_result r =
 	        ktest_run(tests, tests + n, argc > 1 ? argv[1] : "");
 	free(tests);
+	if (times_file) {
+		fprintf(times_file, "%.3f (end)\n", cpu_seconds());
+		fclose(times_file);
+	}
 	return r == KTEST_PASSED ? 0 : 1;
 }
