@@ -40,9 +40,12 @@ static inline struct objcache *kmem_cache_create(const char *name, size_t size,
  * ctor cache is refused (NULL); with SLAB_TYPESAFE_BY_RCU an emptied slab goes
  * back to the heap after a grace period (kernel/rcu.h), and kmem_cache_destroy
  * waits for them (rcu_barrier). kfree of such an object panics naming its
- * cache. Thread context.
+ * cache. With mm.guard its objects are sampled too (the ctor run on a
+ * sampled one as it is handed out); SLAB_SKIP_KFENCE (with a ctor or
+ * SLAB_TYPESAFE_BY_RCU) says never. Thread context.
  */
 #define SLAB_TYPESAFE_BY_RCU OBJCACHE_TYPESAFE_BY_RCU
+#define SLAB_SKIP_KFENCE     OBJCACHE_SKIP_GUARD /* never the guarded pool's */
 static inline struct objcache *
 kmem_cache_create_flags(const char *name, size_t size, size_t align,
                         unsigned flags, void (*ctor)(void *))

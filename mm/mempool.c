@@ -359,6 +359,8 @@ static void check_free(struct mempool *p, void *e)
 		 * leaving mark's case: free in its slab or stashed is freed
 		 * to the cache already (one in the reserve is out to it). */
 		uint32_t idx;
+		if (objcache_guard_check(p->cache, e))
+			return; /* a guarded object of the cache's, live */
 		struct objslab *sl = objcache_slab_of(p->cache, e, &idx);
 		if ((objslab_free_word(sl, idx / 64) >> (idx % 64) & 1) ||
 		    __atomic_load_n(&sl->stashed[idx], __ATOMIC_RELAXED))

@@ -7,8 +7,8 @@ MM_SRCS := pallocbits.c palloc.c palloc_grow.c palloc_check.c pagecache.c \
 	spanheap_sweeper.c \
 	spanheap_stats.c spanheap_check.c spanheap_check_cache.c \
 	spanheap_poison.c spanheap_redzone.c spanheap_track.c spanheap_depot.c spanheap_where.c spanheap_freed.c \
-	spanheap_guard.c spanheap_guard_report.c spanheap_meta.c spanheap_meta_blocks.c \
-	spanheap_leak.c spanheap_fail.c failpoint.c objcache.c objcache_leak.c objcache_track.c objcache_own.c objcache_stash.c objcache_list.c objcache_bulk.c mempool.c \
+	spanheap_guard.c spanheap_guard_own.c spanheap_guard_report.c spanheap_meta.c spanheap_meta_blocks.c \
+	spanheap_leak.c spanheap_fail.c failpoint.c objcache.c objcache_leak.c objcache_track.c objcache_own.c objcache_guard.c objcache_stash.c objcache_list.c objcache_bulk.c mempool.c \
 	mempool_check.c mempool_setup.c pcpu.c pcpu_check.c \
 	rseq.c
 

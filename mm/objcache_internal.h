@@ -6,6 +6,7 @@
 #ifndef MM_OBJCACHE_INTERNAL_H
 #define MM_OBJCACHE_INTERNAL_H
 
+#include "objcache_guard.h"
 #include "objcache_own.h"
 #include "spanheap_internal.h"
 

@@ -147,7 +147,7 @@ static const char *geometry(struct objcache *c, struct objcache_own *o)
 const char *objcache_own_setup(struct objcache *c, unsigned flags,
                                void (*ctor)(void *))
 {
-	if (flags & ~(unsigned)OBJCACHE_TYPESAFE_BY_RCU)
+	if (flags & ~(unsigned)(OBJCACHE_TYPESAFE_BY_RCU | OBJCACHE_SKIP_GUARD))
 		return "unknown flags";
 	if ((flags & OBJCACHE_TYPESAFE_BY_RCU) && !MM_PORT_HAS_RCU)
 		return "OBJCACHE_TYPESAFE_BY_RCU needs grace periods, and "
@@ -396,8 +396,11 @@ void *objcache_own_alloc_slow(struct objcache *c, unsigned flags)
 	if (__builtin_expect(spanheap_fail_armed(c->sh), 0) &&
 	    spanheap_fail_should(c->sh, c->size > SC_MAX_SIZE, flags))
 		return NULL;
-	void *p = objcache_stash_alloc(c);
-	if (!p && !(p = alloc_locked_way(c, flags)))
+	void *p = NULL; /* the guarded pool's sample: made, counted */
+	if (__builtin_expect(c->sh->guard.base != 0, 0) &&
+	    (p = objcache_guard_alloc(c, flags)))
+		return p;
+	if (!(p = objcache_stash_alloc(c)) && !(p = alloc_locked_way(c, flags)))
 		return NULL;
 	if (c->own->shadow)
 		mm_port_shadow(p, c->size, MM_SHADOW_OK);

@@ -42,6 +42,9 @@
 enum objcache_flags {
 	/* Slabs go back to the page heap only after a grace period. */
 	OBJCACHE_TYPESAFE_BY_RCU = 1u << 0,
+	/* Never sampled by the guarded pool (objcache_guard.c): Linux's
+	 * SLAB_SKIP_KFENCE, for tests of the slabs' own layout. */
+	OBJCACHE_SKIP_GUARD = 1u << 1,
 };
 
 /* Objects a slab holds at most (its free bitmap's bits), and the fewest

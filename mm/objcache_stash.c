@@ -56,9 +56,7 @@
  * batches', any context an objcache call is (interrupts too); the drains
  * and objcache_shrink_all, thread context.
  *
- * Limits: a CPU the port cannot reach keeps its stash through a shrink
- * (up to OBJSTASH_MAX objects a cache, with their slabs) until it
- * allocates or frees. Modelled on Linux SLAB's array_cache.
+ * Limits: a CPU the port cannot reach keeps its stash until it calls.
  */
 #include "objcache_bulk.h"
 #include "objcache_internal.h"
@@ -285,11 +283,13 @@ uintptr_t objcache_stash_ent_of(struct objcache *c, const void *p)
 	return ent_of_obj(c, c->own, p, &sl, &idx) ? ent_of(sl, idx) : 0;
 }
 
-/* The free's way for all objcache_own_free does not take: the checks
- * naming the misuse, the shadow, the stash or the slab. */
+/* The free's way for all objcache_own_free does not take: a guarded
+ * object, the checks naming the misuse, the shadow, the stash or slab. */
 static __attribute__((noinline)) void own_free_slow(struct objcache *c, void *p)
 {
 	uint32_t idx;
+	if (objcache_guard_free(c, p))
+		return;
 	struct objslab *sl = objcache_slab_of(c, p, &idx);
 	/* Before its byte: once set, another CPU may hand p out. */
 	if (c->own->shadow)

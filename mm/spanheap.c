@@ -206,7 +206,7 @@ guard_due(const struct spanheap *sh, struct mcache *mc)
 }
 
 /* guard_due for an unpinned caller: pins for it. */
-static __attribute__((noinline)) bool guard_sample(struct spanheap *sh)
+__attribute__((noinline)) bool spanheap_guard_sample(struct spanheap *sh)
 {
 	struct mm_pin pin = mm_port_pin();
 	bool due = guard_due(sh, spanheap_cache_ready(sh, pin.cpu));
@@ -243,7 +243,7 @@ static void *alloc_call(struct spanheap *sh, size_t size, size_t align,
 			return NULL;
 		/* The guarded pool's objects are zeroed, and recorded. */
 		if (cls && __builtin_expect(sh->guard.base != 0, 0) &&
-		    guard_sample(sh) &&
+		    spanheap_guard_sample(sh) &&
 		    (p = spanheap_guard_alloc(sh, size, align, flags, cls)))
 			return p;
 		p = cls ? alloc_small(sh, cls, size, flags)

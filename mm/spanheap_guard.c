@@ -49,10 +49,6 @@
 #include "objcache.h"
 #include "spanheap_internal.h"
 
-/* The bound of a wait for another thread's drain: its end wakes the
- * waiter, so this is only a defence. */
-#define GUARD_DRAIN_WAIT_NS ((uint64_t)1000 * 1000 * 1000)
-
 /* The canary's byte at address a: varied, so that a copy of another
  * canary's bytes is seen. */
 static inline uint8_t canary_at(uintptr_t a)
@@ -191,8 +187,9 @@ static long slot_take(struct spanheap *sh, bool *end)
 	return (long)i;
 }
 
-void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
-                           unsigned flags, unsigned cls)
+void *spanheap_guard_alloc_as(struct spanheap *sh, size_t size, size_t align,
+                              unsigned flags, unsigned cls, uint32_t owner,
+                              unsigned kind)
 {
 	struct spanheap_guard *g = &sh->guard;
 	if (size > MM_PAGE_SIZE || align > MM_PAGE_SIZE || (flags & MM_NO_GROW))
@@ -228,7 +225,8 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 	slot_set(sl->obj, obj);
 	slot_set(sl->asked, (uint32_t)size);
 	slot_set(sl->cls, (uint16_t)cls);
-	slot_set(sl->owner, 0);
+	slot_set(sl->owner, owner);
+	slot_set(sl->kind, (uint8_t)kind);
 	slot_set(sl->free_ns, 0);
 	slot_set(sl->free_stack, 0);
 	record(sh, &sl->alloc_cpu, &sl->alloc_stack, &sl->alloc_ns,
@@ -241,19 +239,12 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
 	return (void *)obj;
 }
 
-/* The slot whose page holds a, or nslots if a is on a guard page. */
-static unsigned slot_at(const struct spanheap_guard *g, uintptr_t a)
-{
-	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
-	return (pi & 1) ? (unsigned)(pi / 2) : g->nslots;
-}
-
 /* Panics for op on p, which is no live object of the pool: says why. */
 static __attribute__((noreturn, noinline)) void
 refuse(struct spanheap *sh, const char *op, uintptr_t a)
 {
 	const struct spanheap_guard *g = &sh->guard;
-	unsigned i = slot_at(g, a);
+	unsigned i = spanheap_guard_slot_at(g, a);
 	const char *why = "an address of one of its guard pages, no object's";
 	if (i < g->nslots) {
 		const struct spanheap_guard_slot *sl = &g->slot[i];
@@ -274,9 +265,13 @@ refuse(struct spanheap *sh, const char *op, uintptr_t a)
 			why = "an object being freed meanwhile by another "
 			      "CPU (a double free)";
 	}
+	char part[OBJCACHE_NAME_MAX + 16] = "";
+	if (i < g->nslots)
+		spanheap_guard_cache_part(sh, g->slot[i].owner, part,
+		                          sizeof(part));
 	spanheap_where_log(sh, (const void *)a);
-	mm_panic("spanheap: %s of %#lx, in the guarded pool: %s", op,
-	         (unsigned long)a, why);
+	mm_panic("spanheap: %s of %#lx, in the guarded pool%s: %s", op,
+	         (unsigned long)a, part, why);
 }
 
 /* Slot i's object, live, p its first byte: panics otherwise. For the
@@ -285,7 +280,7 @@ static struct spanheap_guard_slot *live_slot(struct spanheap *sh, uintptr_t a,
                                              const char *op)
 {
 	struct spanheap_guard *g = &sh->guard;
-	unsigned i = slot_at(g, a);
+	unsigned i = spanheap_guard_slot_at(g, a);
 	if (i >= g->nslots || g->slot[i].obj != a ||
 	    atomic_load_explicit(&g->slot[i].state, memory_order_acquire) !=
 	            GUARD_LIVE)
@@ -310,37 +305,58 @@ spanheap_guard_damaged(struct spanheap *sh,
                        const struct spanheap_guard_slot *sl, uintptr_t b,
                        const char *what)
 {
+	char part[OBJCACHE_NAME_MAX + 16];
+	spanheap_guard_cache_part(sh, sl->owner, part, sizeof(part));
 	spanheap_where_log(sh, (const void *)sl->obj);
 	if (b < sl->obj)
 		mm_panic("spanheap: guarded object %#lx (%u bytes asked, size "
-		         "class %u): %s: the byte %lu before its start was "
+		         "class %u%s): %s: the byte %lu before its start was "
 		         "written (an underrun)",
-		         (unsigned long)sl->obj, sl->asked, sl->cls, what,
+		         (unsigned long)sl->obj, sl->asked, sl->cls, part, what,
 		         (unsigned long)(sl->obj - b));
 	mm_panic("spanheap: guarded object %#lx (%u bytes asked, size class "
-	         "%u): %s: byte %lu of it was written%s",
-	         (unsigned long)sl->obj, sl->asked, sl->cls, what,
+	         "%u%s): %s: byte %lu of it was written%s",
+	         (unsigned long)sl->obj, sl->asked, sl->cls, part, what,
 	         (unsigned long)(b - sl->obj),
 	         b - sl->obj >= sl->asked ? ", past its end (an overrun)"
 	                                  : " after its free");
 }
 
-/* Panics for op by the heap's own callers on a named cache's object. */
-static __attribute__((noreturn, noinline)) void
-owned(struct spanheap *sh, const char *op, uintptr_t a, uint32_t owner)
+/* Whether the free's caller (cls, owner: spanheap_guard_free's and
+ * _free_own's) may free live slot sl: false for another class or another
+ * cache with slabs of its own (the caller reports it); a panic naming
+ * the cache for an object of a named cache given to the heap's free, or
+ * of a cache with slabs of its own given to a merged cache's. Under the
+ * heap lock (irq), let go before a panic. */
+static bool may_free(struct spanheap *sh, const struct spanheap_guard_slot *sl,
+                     uintptr_t a, unsigned cls, uint32_t owner,
+                     unsigned long irq)
 {
-	char name[OBJCACHE_NAME_MAX + 1];
-	objcache_owner_name(sh, owner, name);
-	mm_panic("spanheap: %s of %#lx (a guarded object): the object is "
-	         "cache '%s''s: free it to its cache (objcache_free)",
-	         op, (unsigned long)a, name);
+	bool own = sl->kind & GUARD_KIND_OWN, ok;
+	if (owner)
+		ok = own && sl->owner == owner;
+	else if (!own && cls != SPANHEAP_GUARD_UNOWNED)
+		ok = sl->cls == cls; /* objcache's class test */
+	else if (!sl->owner)
+		ok = true; /* the heap's own callers' object */
+	else {
+		uint32_t o = sl->owner;
+		mm_lock_release(&sh->heap->lock, irq);
+		spanheap_guard_owned(sh, "free", a, o);
+	}
+	if (!ok)
+		mm_lock_release(&sh->heap->lock, irq);
+	return ok;
 }
 
-bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
+/* Both frees: spanheap_guard_free's (owner 0) and _free_own's. Inline, so
+ * that the free's record starts at the heap's caller (record's from). */
+static inline __attribute__((always_inline)) bool
+guard_free(struct spanheap *sh, void *p, unsigned cls, uint32_t owner)
 {
 	struct spanheap_guard *g = &sh->guard;
 	uintptr_t a = (uintptr_t)p;
-	unsigned i = slot_at(g, a);
+	unsigned i = spanheap_guard_slot_at(g, a);
 	if (i >= g->nslots)
 		refuse(sh, "free", a);
 	struct spanheap_guard_slot *sl = &g->slot[i];
@@ -350,16 +366,8 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 		mm_lock_release(&sh->heap->lock, irq);
 		refuse(sh, "free", a);
 	}
-	bool unowned = cls == SPANHEAP_GUARD_UNOWNED;
-	if (!unowned && sl->cls != cls) {
-		mm_lock_release(&sh->heap->lock, irq);
-		return false; /* objcache's: another cache's class */
-	}
-	uint32_t owner = sl->owner;
-	if (unowned && owner) {
-		mm_lock_release(&sh->heap->lock, irq);
-		owned(sh, "free", a, owner);
-	}
+	if (!may_free(sh, sl, a, cls, owner, irq))
+		return false;
 	slot_busy(sl);
 	mm_lock_release(&sh->heap->lock, irq);
 	uintptr_t bad = spanheap_guard_canary_damage(sl, page_of(g, i));
@@ -367,16 +375,40 @@ bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
 		spanheap_guard_damaged(sh, sl, bad, "seen at its free");
 	record(sh, &sl->free_cpu, &sl->free_stack, &sl->free_ns,
 	       (uintptr_t)__builtin_return_address(0), true);
-	mm_memset(p, SPANHEAP_POISON_BYTE, sl->asked);
-	irq = mm_lock_acquire(&sh->heap->lock);
+	if (sl->kind & GUARD_KIND_RCU)
+		spanheap_guard_rcu_wait(sh, i); /* readers may read it still */
+	else
+		spanheap_guard_retire(sh, i, true);
+	return true;
+}
+
+bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls)
+{
+	return guard_free(sh, p, cls, 0);
+}
+
+bool spanheap_guard_free_own(struct spanheap *sh, void *p, uint32_t owner)
+{
+	return guard_free(sh, p, 0, owner);
+}
+
+void spanheap_guard_retire(struct spanheap *sh, unsigned i, bool live)
+{
+	struct spanheap_guard *g = &sh->guard;
+	struct spanheap_guard_slot *sl = &g->slot[i];
+	mm_memset((void *)sl->obj, SPANHEAP_POISON_BYTE, sl->asked);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
 	atomic_store_explicit(&sl->state, GUARD_FREED, memory_order_release);
 	g->freed[g->nfreed++] = (uint16_t)i;
-	g->live--;
-	g->frees++;
+	if (live) {
+		g->live--;
+		g->frees++;
+	} else {
+		g->nrcu--;
+	}
 	mm_lock_release(&sh->heap->lock, irq);
 	if (mm_port_can_sleep())
 		spanheap_guard_drain(sh);
-	return true;
 }
 
 /* Takes up to MM_UNUSED_BATCH_PAGES FREED slots off the list into v;
@@ -443,52 +475,13 @@ size_t spanheap_guard_drain(struct spanheap *sh)
 	return pages;
 }
 
-size_t spanheap_guard_drain_all(struct spanheap *sh)
-{
-	struct spanheap_guard *g = &sh->guard;
-	size_t pages = 0;
-	if (!g->base)
-		return 0;
-	for (;;) {
-		/* Before the drain's flag is read: its end after this
-		 * moves the count, and the wait returns at once. */
-		uint64_t seen = mm_event_prepare(&g->drained);
-		pages += spanheap_guard_drain(sh);
-		unsigned long irq = mm_lock_acquire(&sh->heap->lock);
-		bool left = g->nfreed != 0;
-		mm_lock_release(&sh->heap->lock, irq);
-		/* Another thread's drain may hold what it took off the
-		 * list: sleep until it lets go. (A yield loop hung a
-		 * SCHED_FIFO thread's trim beside a lower-priority drainer
-		 * on its CPU, tests/real/malloc_api_rt.c.) */
-		bool busy = atomic_load(&g->draining);
-		if (!left && !busy)
-			return pages;
-		if (busy) {
-			mheap_hook(sh->heap, MHEAP_HOOK_GUARD_DRAIN_WAITING);
-			mm_event_wait(&g->drained, seen, GUARD_DRAIN_WAIT_NS);
-		}
-	}
-}
-
 size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op,
                              bool unowned)
 {
 	struct spanheap_guard_slot *sl = live_slot(sh, (uintptr_t)p, op);
-	if (unowned && sl->owner)
-		owned(sh, op, (uintptr_t)p, sl->owner);
+	/* A cache with slabs of its own: no call of the heap's takes its
+	 * objects, as its slabs' spans tell spanheap_span_of. */
+	if ((unowned || (sl->kind & GUARD_KIND_OWN)) && sl->owner)
+		spanheap_guard_owned(sh, op, (uintptr_t)p, sl->owner);
 	return sl->asked;
-}
-
-uint32_t *spanheap_guard_owner_at(struct spanheap *sh, const void *p,
-                                  unsigned *cls)
-{
-	struct spanheap_guard *g = &sh->guard;
-	unsigned i = slot_at(g, (uintptr_t)p);
-	if (i >= g->nslots || g->slot[i].obj != (uintptr_t)p ||
-	    atomic_load_explicit(&g->slot[i].state, memory_order_acquire) !=
-	            GUARD_LIVE)
-		return NULL;
-	*cls = g->slot[i].cls;
-	return &g->slot[i].owner;
 }

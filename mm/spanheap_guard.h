@@ -29,8 +29,15 @@ struct spanheap_track;
 /* A slot's state. FREE: unmapped, in the ring; BUSY: one caller sets it
  * up or tears it down, outside the lock; LIVE: handed out; FREED: freed
  * where no thread could unmap it (an interrupt handler, a spinlock held),
- * filled with the poison, waiting for spanheap_guard_drain. */
-enum { GUARD_FREE, GUARD_BUSY, GUARD_LIVE, GUARD_FREED };
+ * filled with the poison, waiting for spanheap_guard_drain; RCU: a
+ * typesafe cache's object freed, left as it was (mapped, readable) until
+ * a grace period has passed (spanheap_guard_own.c). */
+enum { GUARD_FREE, GUARD_BUSY, GUARD_LIVE, GUARD_FREED, GUARD_RCU };
+
+/* A slot's kind: an object of a cache with slabs of its own (owner: its
+ * slot + 1, kept after the free for the reports), and one whose free
+ * waits for a grace period (OBJCACHE_TYPESAFE_BY_RCU). */
+enum { GUARD_KIND_OWN = 1, GUARD_KIND_RCU = 2 };
 
 /* One slot: its page is the pool's page 2 * i + 1 (its guards 2 * i and
  * 2 * i + 2). The object's fields stay after its free, for reports, until
@@ -43,8 +50,8 @@ struct spanheap_guard_slot {
 	uint32_t asked; /* the bytes asked for it (its usable size) */
 	uint16_t cls;   /* the size class the heap would have served */
 	_Atomic uint8_t state;
-	uint8_t unused;
-	uint32_t owner; /* poison mode: 0, or a named cache's slot + 1 */
+	uint8_t kind;   /* GUARD_KIND_*, 0: the heap's or a merged cache's */
+	uint32_t owner; /* 0, or a named cache's slot + 1 (poison mode, own) */
 	uint32_t alloc_cpu, free_cpu;
 	uint32_t alloc_stack, free_stack; /* depot handles; 0: none */
 	_Atomic uint32_t gen;             /* times gone BUSY */
@@ -55,7 +62,7 @@ struct spanheap_guard_slot {
 struct spanheap_guard_obj {
 	uintptr_t obj;
 	uint32_t asked, owner;
-	unsigned cls;
+	unsigned cls, kind;
 };
 
 struct spanheap_guard {
@@ -74,10 +81,15 @@ struct spanheap_guard {
 	uint16_t ring[SPANHEAP_GUARD_MAX];
 	unsigned ring_head, ring_len;
 	uint16_t freed[SPANHEAP_GUARD_MAX];
-	unsigned nfreed, live, side;
+	unsigned nfreed, live, side, nrcu; /* nrcu: slots in GUARD_RCU */
 	uint64_t allocs, frees, full, nomem;
 	struct spanheap_guard_slot slot[SPANHEAP_GUARD_MAX];
 	struct mm_unused_batch batch;
+	/* Slot i's grace period (GUARD_RCU), queued by its free. */
+	struct spanheap_guard_rcu {
+		struct mm_rcu_head head;
+		struct spanheap *sh;
+	} rcu[SPANHEAP_GUARD_MAX];
 };
 
 /* True if p is in sh's pool (its guards included). Any context. */
@@ -85,6 +97,15 @@ static inline bool spanheap_guard_owns(const struct spanheap_guard *g,
                                        const void *p)
 {
 	return (uintptr_t)p - g->base < g->bytes;
+}
+
+/* The slot whose page holds a (of the pool), or nslots if a is on a
+ * guard page. Any context. */
+static inline unsigned spanheap_guard_slot_at(const struct spanheap_guard *g,
+                                              uintptr_t a)
+{
+	size_t pi = (a - g->base) >> MM_PAGE_SHIFT;
+	return (pi & 1) ? (unsigned)(pi / 2) : g->nslots;
 }
 
 /* The address space a pool of nslots reserves (spanheap_guard_init). */
@@ -111,8 +132,15 @@ const char *spanheap_guard_init(struct spanheap *sh);
  * nothing, if no slot is free, the port has no memory for the page, or
  * flags hold MM_NO_GROW. Any context but NMI, no mm lock held.
  */
-void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
-                           unsigned flags, unsigned cls);
+void *spanheap_guard_alloc_as(struct spanheap *sh, size_t size, size_t align,
+                              unsigned flags, unsigned cls, uint32_t owner,
+                              unsigned kind);
+static inline void *spanheap_guard_alloc(struct spanheap *sh, size_t size,
+                                         size_t align, unsigned flags,
+                                         unsigned cls)
+{
+	return spanheap_guard_alloc_as(sh, size, align, flags, cls, 0, 0);
+}
 
 /*
  * Frees p, which spanheap_guard_owns: checked (a double free, an
@@ -127,11 +155,17 @@ void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
  */
 #define SPANHEAP_GUARD_UNOWNED 0xffffffffu
 bool spanheap_guard_free(struct spanheap *sh, void *p, unsigned cls);
+/* The free of a cache with slabs of its own (owner: its slot + 1): false,
+ * nothing changed, if p is not its object; an object of such a cache
+ * given to spanheap_guard_free panics naming the cache. A typesafe one's
+ * slot stays mapped, as it was, until a grace period has passed. */
+bool spanheap_guard_free_own(struct spanheap *sh, void *p, uint32_t owner);
 
 /* The usable size of p (the bytes asked: past them is the canary),
  * checked as a free is; op names the call for the panics. If unowned
  * (realloc: a call of the heap's own callers), a named cache's object
- * panics too, as at spanheap_free. Any context. */
+ * panics too, as at spanheap_free; a cache's with slabs of its own
+ * always does (as its slab's would: ksize). Any context. */
 size_t spanheap_guard_usable(struct spanheap *sh, const void *p, const char *op,
                              bool unowned);
 
@@ -152,45 +186,7 @@ size_t spanheap_guard_drain(struct spanheap *sh);
  * unmapped. Thread context, no mm lock held. */
 size_t spanheap_guard_drain_all(struct spanheap *sh);
 
-/* spanheap_where's and spanheap_where_log's part for an address of the
- * pool (kind GUARD). Any context. */
-void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
-                          struct spanheap_where *w);
-void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
-                              const struct spanheap_where *w);
-
-/* The records of object a of the pool (its first byte or not, on its
- * slot's page): its slot's last allocation and free (ns 0: none), as
- * spanheap_object_tracks gives a span's; both with ns
- * SPANHEAP_TRACK_CHANGING if the slot is BUSY or changed while read.
- * False if a is on a guard page or its slot never held an object. Any
- * context. */
-bool spanheap_guard_tracks(struct spanheap *sh, uintptr_t a,
-                           struct spanheap_track *alloc,
-                           struct spanheap_track *freed);
-
-/* Slot i's object, if it is live, read with no lock: its fields into *o
- * and its allocation's record into *alloc. False if the slot is not
- * live, or changed while read (its object freed, or the slot reused,
- * meanwhile): never one object's fields with another's. Any context. */
-bool spanheap_guard_live(struct spanheap *sh, unsigned i,
-                         struct spanheap_guard_obj *o,
-                         struct spanheap_track *alloc);
-
-/* The pool's counts into st; its checks for spanheap_check (thread
- * context, as it). */
-void spanheap_guard_stats(struct spanheap *sh, struct spanheap_stats *st);
-void spanheap_guard_check(struct spanheap *sh);
-
-/* The first byte of slot sl's page pg outside its object whose canary is
- * not there, or 0 (the page mapped: sl live and held); the panic for
- * such a byte, or one of a freed object's poison (what: when it was
- * seen). */
-uintptr_t spanheap_guard_canary_damage(const struct spanheap_guard_slot *sl,
-                                       uintptr_t pg);
-__attribute__((noreturn)) void
-spanheap_guard_damaged(struct spanheap *sh,
-                       const struct spanheap_guard_slot *sl, uintptr_t b,
-                       const char *what);
+/* The pool's reports, checks and named caches' calls: */
+#include "spanheap_guard_report.h"
 
 #endif

@@ -49,6 +49,7 @@ static uint8_t slot_read(struct spanheap *sh,
 	mheap_hook(sh->heap, MHEAP_HOOK_GUARD_READING);
 	o->asked = __atomic_load_n(&sl->asked, __ATOMIC_ACQUIRE);
 	o->owner = __atomic_load_n(&sl->owner, __ATOMIC_ACQUIRE);
+	o->kind = __atomic_load_n(&sl->kind, __ATOMIC_ACQUIRE);
 	r[0] = (struct spanheap_rec){
 	        .ns = __atomic_load_n(&sl->alloc_ns, __ATOMIC_ACQUIRE),
 	        .cpu = __atomic_load_n(&sl->alloc_cpu, __ATOMIC_ACQUIRE),
@@ -116,7 +117,9 @@ void spanheap_guard_where(struct spanheap *sh, uintptr_t a,
 	w->sizeclass = o.cls;
 	w->elemsize = o.asked;
 	w->asked = o.asked;
-	w->owner = w->state == SPANHEAP_OBJ_ALLOCATED ? o.owner : UINT32_MAX;
+	/* A cache with slabs of its own keeps its name on a freed one. */
+	w->owner = w->state == SPANHEAP_OBJ_ALLOCATED || o.kind ? o.owner
+	                                                        : UINT32_MAX;
 	w->start = o.obj;
 	if (a >= o.obj)
 		w->offset = a - o.obj;
@@ -146,6 +149,20 @@ static void where_part(char *buf, size_t size, const struct spanheap_where *w)
 		        buf, size,
 		        spanheap_text_put(buf, size, 0, "", w->offset),
 		        " bytes into", UINT64_MAX);
+}
+
+void spanheap_guard_cache_part(struct spanheap *sh, uint32_t owner, char *buf,
+                               size_t size)
+{
+	char name[OBJCACHE_NAME_MAX + 1] = "";
+	buf[0] = '\0';
+	if (owner)
+		objcache_owner_name(sh, owner, name);
+	if (!name[0])
+		return;
+	size_t n = spanheap_text_put(buf, size, 0, ", cache '", UINT64_MAX);
+	n = spanheap_text_put(buf, size, n, name, UINT64_MAX);
+	spanheap_text_put(buf, size, n, "''s", UINT64_MAX);
 }
 
 void spanheap_guard_where_log(struct spanheap *sh, uintptr_t a,
@@ -285,15 +302,23 @@ static void check_lists(struct spanheap *sh, unsigned long irq)
 			           "its %s list twice or in state %u",
 			           i, ring ? "free" : "freed", (unsigned)st);
 	}
-	for (unsigned i = 0; i < g->nslots; i++)
-		live += atomic_load_explicit(&g->slot[i].state,
-		                             memory_order_relaxed) ==
-		        GUARD_LIVE;
+	unsigned rcu = 0;
+	for (unsigned i = 0; i < g->nslots; i++) {
+		uint8_t st = atomic_load_explicit(&g->slot[i].state,
+		                                  memory_order_relaxed);
+		live += st == GUARD_LIVE;
+		rcu += st == GUARD_RCU;
+	}
 	if (live != g->live)
 		guard_fail(sh, irq,
 		           "spanheap: check: guarded pool: %u live slots, "
 		           "counted %u",
 		           live, g->live);
+	if (rcu != g->nrcu)
+		guard_fail(sh, irq,
+		           "spanheap: check: guarded pool: %u slots waiting "
+		           "for a grace period, counted %u",
+		           rcu, g->nrcu);
 }
 
 void spanheap_guard_check(struct spanheap *sh)

@@ -219,6 +219,24 @@ own_verdict(struct spanheap *sh, enum spanheap_copy_dir dir, uintptr_t a,
 	return SPANHEAP_COPY_BAD;
 }
 
+/* object_verdict for a guarded object, whose refusal names its cache. */
+static enum spanheap_copy_verdict guard_verdict(struct spanheap *sh,
+                                                enum spanheap_copy_dir dir,
+                                                uintptr_t a, size_t n,
+                                                const struct spanheap_where *w)
+{
+	enum spanheap_copy_verdict v = object_verdict(dir, a, n, w);
+	char part[OBJCACHE_NAME_MAX + 16];
+	if (v == SPANHEAP_COPY_BAD && w->owner != UINT32_MAX) {
+		spanheap_guard_cache_part(sh, w->owner, part, sizeof(part));
+		if (part[0])
+			mm_log("spanheap: usercopy: refused at guarded "
+			       "object %#lx%s",
+			       (unsigned long)w->start, part);
+	}
+	return v;
+}
+
 enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
                                                const void *p, size_t n,
                                                enum spanheap_copy_dir dir)
@@ -257,7 +275,7 @@ enum spanheap_copy_verdict spanheap_check_copy(struct spanheap *sh,
 	case SPANHEAP_WHERE_GUARD:
 		if (w.state == SPANHEAP_OBJ_ALLOCATED ||
 		    w.state == SPANHEAP_OBJ_FREE)
-			return object_verdict(dir, a, n, &w);
+			return guard_verdict(sh, dir, a, n, &w);
 		break;
 	default:
 		break;

@@ -301,10 +301,11 @@ KTEST(kmem_cache, own_objects_shadow_follows_alloc_and_free)
 {
 	if (!kasan_enabled())
 		KTEST_SKIP("needs mm.kasan");
-	struct objcache *c = kmem_cache_create_flags("ktest-shadow", 40, 0, 0,
-	                                             cobj_ctor_any);
+	struct objcache *c = kmem_cache_create_flags(
+	        "ktest-shadow", 40, 0, SLAB_SKIP_KFENCE, cobj_ctor_any);
 	struct objcache *t = kmem_cache_create_flags(
-	        "ktest-shadow-rcu", 40, 0, SLAB_TYPESAFE_BY_RCU, NULL);
+	        "ktest-shadow-rcu", 40, 0,
+	        SLAB_TYPESAFE_BY_RCU | SLAB_SKIP_KFENCE, NULL);
 	KASSERT(c && t);
 	bool mapped;
 	char *p = kmem_cache_alloc(c, 0), *q = kmem_cache_alloc(t, 0);

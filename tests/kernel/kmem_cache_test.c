@@ -248,8 +248,8 @@ static void stash_ctor(void *p)
  * the frees left there (and the refill's rest), none after a shrink. */
 KTEST(kmem_cache, slabinfo_counts_an_own_caches_stashed_objects)
 {
-	struct objcache *c =
-	        kmem_cache_create_flags("ktest-stashed", 48, 0, 0, stash_ctor);
+	struct objcache *c = kmem_cache_create_flags(
+	        "ktest-stashed", 48, 0, SLAB_SKIP_KFENCE, stash_ctor);
 	KASSERT(c);
 	void *p[3];
 	for (int i = 0; i < 3; i++)

@@ -150,10 +150,10 @@ KTEST(kmem_cache_track_stress, records_read_whole_while_other_cpus_churn)
 		others += c != this_cpu()->id && atomic_load(&cpus[c].online);
 	if (!others)
 		KTEST_SKIP("no other CPU to churn on");
-	KASSERT(caches[0] =
-	                kmem_cache_create_flags("trk-small", 72, 0, 0, ctor));
-	KASSERT(caches[1] =
-	                kmem_cache_create_flags("trk-big", 20000, 0, 0, ctor));
+	KASSERT(caches[0] = kmem_cache_create_flags("trk-small", 72, 0,
+	                                            SLAB_SKIP_KFENCE, ctor));
+	KASSERT(caches[1] = kmem_cache_create_flags("trk-big", 20000, 0,
+	                                            SLAB_SKIP_KFENCE, ctor));
 	bool track = kspanheap.track;
 	for (unsigned k = 0; k < 2; k++)
 		for (unsigned i = 0; i < NOWN; i++) {

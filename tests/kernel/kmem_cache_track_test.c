@@ -54,8 +54,8 @@ static enum shell_status addrinfo_of(const void *p)
 
 KTEST(kmem_cache_track, addrinfo_and_alloctraces_show_a_ctor_caches_object)
 {
-	struct objcache *c =
-	        kmem_cache_create_flags("ktest-tracked", 72, 0, 0, track_ctor);
+	struct objcache *c = kmem_cache_create_flags(
+	        "ktest-tracked", 72, 0, SLAB_SKIP_KFENCE, track_ctor);
 	KASSERT(c);
 	void *p[3];
 	/* One call site, one stack: clang -O2 would unroll it. */
@@ -120,8 +120,8 @@ KTEST(kmem_cache_track, kasans_use_after_free_report_names_the_records)
 {
 	if (!kasan_enabled())
 		KTEST_SKIP("no mm.kasan");
-	struct objcache *c =
-	        kmem_cache_create_flags("ktest-kasan", 72, 0, 0, track_ctor);
+	struct objcache *c = kmem_cache_create_flags(
+	        "ktest-kasan", 72, 0, SLAB_SKIP_KFENCE, track_ctor);
 	KASSERT(c);
 	uint8_t *p = own_alloc_here(c), *q = own_alloc_here(c);
 	KASSERT(p && q);
@@ -170,8 +170,8 @@ static void destroy_in_window(struct mheap *h, enum mheap_hook_point where)
  * cache destroyed, no record said. */
 static void expect_race_ends(const char *cmd, bool by_name)
 {
-	struct objcache *c =
-	        kmem_cache_create_flags("ktest-race", 72, 0, 0, track_ctor);
+	struct objcache *c = kmem_cache_create_flags(
+	        "ktest-race", 72, 0, SLAB_SKIP_KFENCE, track_ctor);
 	KASSERT(c);
 	KASSERT((race_victim = own_alloc_here(c)) != NULL);
 	char line[48];
