@@ -43,6 +43,8 @@
  * class over 512 bytes has no magazine fill, so each of its refills gives
  * one object.
  */
+#include "objcache.h"
+#include "objcache_track.h"
 #include "spanheap_bulk.h"
 #include "spanheap_free_fast.h"
 #include "spanheap_internal.h"
@@ -269,6 +271,34 @@ bool spanheap_bulk_live_start(struct spanheap *sh, const void *q,
 	       w->state == SPANHEAP_OBJ_ALLOCATED;
 }
 
+/* The line for entry i of n, q, no allocated object's start to the heap
+ * (w): an object of a cache with slabs of its own is named as such (until
+ * rv123 the line said it was no object's start, then the free's panic
+ * named the cache); else, that it is no allocated object's start. */
+static void misused_line(struct spanheap *sh, size_t n, size_t i, const void *q,
+                         const struct spanheap_where *w)
+{
+	struct mspan *s = w->kind == SPANHEAP_WHERE_LARGE
+	                          ? mheap_span_lookup(sh->heap, (uintptr_t)q)
+	                          : NULL;
+	struct objcache_track_obj o;
+	if (s && mheap_span_is_span(s) &&
+	    objcache_track_object(sh, s, (uintptr_t)q, &o) && !o.changing &&
+	    o.state && o.start == (uintptr_t)q) {
+		char name[OBJCACHE_NAME_MAX + 1];
+		objcache_owner_name(sh, o.owner, name);
+		mm_log("spanheap: free_bulk: entry %zu of %zu, %p, is an "
+		       "object of cache '%s' (%s), which has slabs of its "
+		       "own: free it with kmem_cache_free or its cache's bulk "
+		       "free (the free's report follows)",
+		       i, n, q, name, o.state);
+		return;
+	}
+	mm_log("spanheap: free_bulk: entry %zu of %zu, %p, is no allocated "
+	       "object's start (the free's report follows)",
+	       i, n, q);
+}
+
 /* Frees p[i], which a run did not take, by the single free (for a class,
  * spanheap_free_class: false, nothing done, for another class); a
  * misused entry gets a line naming its index first, then the single
@@ -281,9 +311,7 @@ static bool free_one(struct spanheap *sh, size_t n, void **p, size_t i,
 		return true;
 	struct spanheap_where w;
 	if (!spanheap_bulk_live_start(sh, q, &w))
-		mm_log("spanheap: free_bulk: entry %zu of %zu, %p, is no "
-		       "allocated object's start (the free's report follows)",
-		       i, n, q);
+		misused_line(sh, n, i, q, &w);
 	if (cls == ANY_CLASS) {
 		spanheap_free(sh, q);
 		return true;

@@ -3,7 +3,8 @@
  * (mm/objcache_guard.c, rv123): a constructor cache's sampled object is
  * constructed, faults past its end and after its free, and every misuse
  * report about it names the cache; a typesafe cache's freed sampled
- * object stays readable, as it was, until a grace period has passed.
+ * object stays readable, as it was, until a grace period has passed; and
+ * kfree_bulk given such a cache's object says what it is.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,7 +12,9 @@
 
 #include "../../kernel/ktest.h"
 #include "../../mm/objcache.h"
+#include "../../mm/objcache_bulk.h"
 #include "../../mm/objcache_own.h"
+#include "../../mm/spanheap_bulk.h"
 #include "../../mm/spanheap_internal.h"
 #include "../../mm/spanheap_usercopy.h"
 #include "fault_touch_util.h"
@@ -192,4 +195,39 @@ KTEST(objcache_guard, a_typesafe_sampled_object_stays_readable_until_a_gp)
 	KEXPECT(objcache_destroy(c));
 	spanheap_flush_cache(&sh);
 	guard_release();
+}
+
+/* kfree_bulk given a constructor cache's object: its line says what the
+ * object is (until rv123: "is no allocated object's start", then the
+ * free's panic named the cache); so does a merged cache's bulk free. */
+KTEST(objcache_guard, kfree_bulk_names_an_own_slab_object)
+{
+	KASSERT(sh_heap_fresh(&heap, &sh));
+	struct objcache *c = objcache_create_flags(&sh, "kbn", 48, 0, 0, ctor);
+	struct objcache *m = objcache_create(&sh, "kbm", 48, 16);
+	KASSERT(c && m);
+	void *o = objcache_alloc(c, 0);
+	void *v[3] = {spanheap_alloc(&sh, 48, 0), o,
+	              spanheap_alloc(&sh, 48, 0)};
+	KASSERT(o && v[0] && v[2]);
+	capture();
+	SH_EXPECT_PANIC(spanheap_free_bulk(&sh, 3, v), "cache 'kbn'");
+	uncapture();
+	KEXPECT(logged("entry 1 of 3, "));
+	KEXPECT(logged("is an object of cache 'kbn' (allocated), which has "
+	               "slabs of its own: free it with kmem_cache_free"));
+	KEXPECT(!strstr(log_buf, "no allocated object's start"));
+	void *w[2] = {objcache_alloc(m, 0), o};
+	KASSERT(w[0]);
+	capture();
+	SH_EXPECT_PANIC(objcache_free_bulk(m, 2, w), "free of");
+	uncapture();
+	KEXPECT(logged("is an object of cache 'kbn'"));
+	KEXPECT(!strstr(log_buf, "no allocated object's start"));
+	objcache_count(m, -1); /* w[0], freed by the run before the panic */
+	objcache_free(c, o);
+	spanheap_free(&sh, v[2]);
+	KEXPECT(objcache_destroy(c) && objcache_destroy(m));
+	spanheap_release_all(&sh);
+	sh_heap_release(&heap, &sh);
 }
