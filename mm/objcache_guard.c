@@ -39,8 +39,8 @@ void *objcache_guard_alloc(struct objcache *c, unsigned flags)
 	unsigned kind = GUARD_KIND_OWN;
 	if (o->flags & OBJCACHE_TYPESAFE_BY_RCU)
 		kind |= GUARD_KIND_RCU;
-	void *p = spanheap_guard_alloc_as(sh, c->size, c->align, flags, 0,
-	                                  c->owner, kind);
+	void *p = spanheap_guard_alloc_own(sh, c->size, c->align, flags,
+	                                   c->owner, kind);
 	if (!p)
 		return NULL;
 	if (o->ctor)

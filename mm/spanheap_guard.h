@@ -132,15 +132,12 @@ const char *spanheap_guard_init(struct spanheap *sh);
  * nothing, if no slot is free, the port has no memory for the page, or
  * flags hold MM_NO_GROW. Any context but NMI, no mm lock held.
  */
-void *spanheap_guard_alloc_as(struct spanheap *sh, size_t size, size_t align,
-                              unsigned flags, unsigned cls, uint32_t owner,
-                              unsigned kind);
-static inline void *spanheap_guard_alloc(struct spanheap *sh, size_t size,
-                                         size_t align, unsigned flags,
-                                         unsigned cls)
-{
-	return spanheap_guard_alloc_as(sh, size, align, flags, cls, 0, 0);
-}
+void *spanheap_guard_alloc(struct spanheap *sh, size_t size, size_t align,
+                           unsigned flags, unsigned cls);
+/* The same for a cache with slabs of its own (no class): its owner number
+ * and kind (GUARD_KIND_*), kept after the free for the reports. */
+void *spanheap_guard_alloc_own(struct spanheap *sh, size_t size, size_t align,
+                               unsigned flags, uint32_t owner, unsigned kind);
 
 /*
  * Frees p, which spanheap_guard_owns: checked (a double free, an

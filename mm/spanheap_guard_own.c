@@ -1,7 +1,8 @@
 /*
  * mm/spanheap_guard_own.c: the guarded pool's (spanheap_guard.c) calls
  * for the named caches: a cache's object given to the heap's own calls,
- * the grace period of a typesafe cache's freed object; and the drain that
+ * a freed slot's retirement (the poison, then the drain), the grace
+ * period of a typesafe cache's freed object; and the drain that
  * release-all waits for.
  *
  * Purpose: a cache with slabs of its own (objcache_own.c) is sampled too
@@ -33,6 +34,25 @@ spanheap_guard_owned(struct spanheap *sh, const char *op, uintptr_t a,
 	mm_panic("spanheap: %s of %#lx (a guarded object): the object is "
 	         "cache '%s''s: free it to its cache (objcache_free)",
 	         op, (unsigned long)a, name);
+}
+
+void spanheap_guard_retire(struct spanheap *sh, unsigned i, bool live)
+{
+	struct spanheap_guard *g = &sh->guard;
+	struct spanheap_guard_slot *sl = &g->slot[i];
+	mm_memset((void *)sl->obj, SPANHEAP_POISON_BYTE, sl->asked);
+	unsigned long irq = mm_lock_acquire(&sh->heap->lock);
+	atomic_store_explicit(&sl->state, GUARD_FREED, memory_order_release);
+	g->freed[g->nfreed++] = (uint16_t)i;
+	if (live) {
+		g->live--;
+		g->frees++;
+	} else {
+		g->nrcu--;
+	}
+	mm_lock_release(&sh->heap->lock, irq);
+	if (mm_port_can_sleep())
+		spanheap_guard_drain(sh);
 }
 
 /* The grace period after slot i's free has passed: no reader still
