@@ -185,7 +185,9 @@ static bool alloc_trial(unsigned k)
 static unsigned run_trials(bool (*op)(unsigned k), enum interrupter by)
 {
 	unsigned restarts = 0;
-	cache = kmem_cache_create_flags("rseq-stash", 64, 0, 0, ctor);
+	/* Its stash's objects, never the guarded pool's (mm.guard=1). */
+	cache = kmem_cache_create_flags("rseq-stash", 64, 0, SLAB_SKIP_KFENCE,
+	                                ctor);
 	if (!cache) {
 		ktest_fail_at(__FILE__, __LINE__, "no cache");
 		return 0;
