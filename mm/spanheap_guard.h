@@ -18,9 +18,6 @@
 #include "port.h"
 
 struct spanheap;
-struct spanheap_where;
-struct spanheap_stats;
-struct spanheap_track;
 
 /* The most slots a pool may have (spanheap_config's guard_slots, 8
  * bits). */
