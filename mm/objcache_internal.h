@@ -1,8 +1,6 @@
-/*
- * mm/objcache_internal.h: what objcache.c (the caches' list, counters and
+/* mm/objcache_internal.h: what objcache.c (the caches' list, counters and
  * merged caches) and objcache_own.c (caches with slabs of their own)
- * share. Not for callers: objcache.h and objcache_own.h are the API.
- */
+ * share. Not for callers: objcache.h and objcache_own.h are the API. */
 #ifndef MM_OBJCACHE_INTERNAL_H
 #define MM_OBJCACHE_INTERNAL_H
 
@@ -135,8 +133,8 @@ static inline struct mspan *objslab_span(struct spanheap *sh, const void *base)
 const char *objcache_own_setup(struct objcache *c, unsigned flags,
                                void (*ctor)(void *));
 
-/* objcache_own.c's slab layer, for the stashes (objcache_stash.c), the
- * _locked ones with o->lock held. Takes a free object of sl: its index. */
+/* objcache_own.c's slab layer, for the stashes (objcache_stash.c); with
+ * o->lock held. Takes a free object of sl: its index. */
 uint32_t objcache_slab_take_locked(struct objcache *c, struct objslab *sl);
 /* Puts object idx of sl (stashed or out, not free) back as free. */
 void objcache_slab_put_locked(struct objcache *c, struct objslab *sl,
