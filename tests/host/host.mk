@@ -65,14 +65,16 @@ FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_COMMON_SRCS := $(addprefix mm/,$(MM_SRCS)) $(MM_HOST_SRCS) \
 	tests/host/mm_port_posix.c tests/host/mm_port_posix_mem.c \
 	tests/host/mm_port_posix_cpu.c tests/host/mm_port_posix_event.c \
-	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c
+	tests/host/mm_port_posix_chaos.c tests/host/mm_port_posix_clock.c \
+	tests/host/mm_port_posix_rcu.c
 FUZZ_SRCS_palloc_fuzz := tests/host/palloc_model.c \
 	tests/host/palloc_harness.c tests/host/palloc_harness_misuse.c \
 	tests/host/fuzz/palloc_fuzz.c
 FUZZ_SRCS_spanheap_fuzz := tests/host/spanheap_harness.c \
 	tests/host/spanheap_harness_check.c tests/host/spanheap_harness_model.c \
 	tests/host/spanheap_harness_cache.c tests/host/spanheap_harness_pool.c \
-	tests/host/spanheap_harness_pool_elem.c tests/host/fuzz/spanheap_fuzz.c
+	tests/host/spanheap_harness_pool_elem.c tests/host/spanheap_harness_own.c \
+	tests/host/spanheap_harness_bulk.c tests/host/fuzz/spanheap_fuzz.c
 FUZZ_SRCS_mheap_fuzz := tests/host/fuzz/mheap_fuzz.c
 FUZZ_SRCS_cmdline_trim_fuzz := boot/cmdline.c tests/host/fuzz/cmdline_trim_fuzz.c
 FUZZ_SRCS_elf_check_fuzz := boot/elf_check.c tests/host/fuzz/elf_check_fuzz.c
@@ -91,10 +93,13 @@ FUZZ_SRCS_fail_parse_fuzz = $(FUZZ_COMMON_SRCS) \
 # replays before it mutates). Runs
 # add what they find to $(FUZZ_DIR)/corpus/<target>/, not to the seeds.
 FUZZ_SEEDS := tests/host/fuzz/seeds
-# Built with clang whatever CC says: libFuzzer is part of clang.
+# Built with clang whatever CC says: libFuzzer is part of clang. With the
+# POSIX port's fake grace periods (MM_PORT_RCU, mm_port_posix_rcu.c), as
+# the host tests: the span heap's harness makes OBJCACHE_TYPESAFE_BY_RCU
+# caches.
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	-fno-omit-frame-pointer -I. -DMM_HOSTED=1 $(HOST_PIN)
+	-fno-omit-frame-pointer -I. -DMM_HOSTED=1 $(HOST_PIN) -DMM_PORT_RCU
 # -len_control=0: inputs up to max_len from the first run. By default
 # libFuzzer lets them grow slowly (the span heap's reached 48 bytes, nine
 # operations, in 150 s), so the short run of make test never got to a

@@ -46,7 +46,7 @@ static const unsigned weights[SHH_NOPS] = {
         [SHH_REALLOC] = 8,  [SHH_FREE] = 50,   [SHH_SWEEP] = 1,
         [SHH_FLUSH] = 1,    [SHH_CPU] = 8,     [SHH_RELEASE] = 0,
         [SHH_BAD_FREE] = 1, [SHH_CHECK] = 0,   [SHH_DOUBLE_FREE] = 1,
-        [SHH_FAIL] = 1,     [SHH_CACHE] = 6,
+        [SHH_FAIL] = 1,     [SHH_CACHE] = 6,   [SHH_BULK] = 1,
 };
 
 /* The named caches' and the pools' run: caches made and destroyed, pools
@@ -59,6 +59,7 @@ static const unsigned pool_weights[SHH_NOPS] = {
         [SHH_BAD_FREE] = 1, [SHH_CHECK] = 1,       [SHH_DOUBLE_FREE] = 2,
         [SHH_FAIL] = 1,     [SHH_CACHE] = 8,       [SHH_CACHE_MAKE] = 3,
         [SHH_POOL] = 6,     [SHH_POOL_ALLOC] = 25, [SHH_SCAVENGE] = 2,
+        [SHH_BULK] = 3,
 };
 
 static enum shh_op pick(const unsigned *w, uint64_t r, unsigned long i)
@@ -125,10 +126,13 @@ static void diff_run_with(const unsigned *w, unsigned long nops, bool poison,
 	           h.n.ops[SHH_FLUSH], h.n.ops[SHH_CPU], h.n.ops[SHH_RELEASE],
 	           h.n.refused, h.n.injected, h.n.panics, h.n.guarded);
 	if (w == pool_weights)
-		ktest_diag("%lu cache makes or destroys, %lu pool calls, %lu "
-		           "pool allocations, %lu scavenges",
-		           h.n.ops[SHH_CACHE_MAKE], h.n.ops[SHH_POOL],
-		           h.n.ops[SHH_POOL_ALLOC], h.n.ops[SHH_SCAVENGE]);
+		ktest_diag("%lu cache makes or destroys (%lu with slabs of "
+		           "their own, %lu of their objects), %lu pool calls, "
+		           "%lu pool allocations, %lu scavenges, %lu batches "
+		           "(%lu objects)",
+		           h.n.ops[SHH_CACHE_MAKE], h.n.own_caches, h.n.own,
+		           h.n.ops[SHH_POOL], h.n.ops[SHH_POOL_ALLOC],
+		           h.n.ops[SHH_SCAVENGE], h.n.ops[SHH_BULK], h.n.bulk);
 	KEXPECT(i == nops);
 	_Static_assert(SC_NCLASSES <= 64, "a bit per class");
 	if (w == weights) { /* the long runs' */

@@ -38,6 +38,7 @@ static const char *const op_names[SHH_NOPS] = {
         [SHH_POOL] = "pool",
         [SHH_POOL_ALLOC] = "pool alloc",
         [SHH_SCAVENGE] = "scavenge",
+        [SHH_BULK] = "bulk",
 };
 
 /* ---- Decoding ------------------------------------------------------------ */
@@ -383,6 +384,8 @@ static bool run_op(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 		return shh_pool_alloc(h, a, b);
 	case SHH_SCAVENGE:
 		return shh_scavenge(h, b);
+	case SHH_BULK:
+		return shh_bulk(h, a, b);
 	default:
 		return shh_fail(h, "bad op %d", (int)op);
 	}
@@ -451,6 +454,13 @@ void shh_destroy(struct spanheap_harness *h)
 	h->scav_running = false;
 	if (h->sh.guard.base) /* empty: shh_drain freed its objects */
 		mm_port_unreserve((void *)h->sh.guard.base, h->sh.guard.bytes);
+#ifdef MM_PORT_RCU
+	/* A typesafe cache's slabs still waiting for a grace period (after
+	 * a failure: a drain destroys the caches, which waits them out) go
+	 * with the heap: their callbacks must not run on a later heap's
+	 * barrier. */
+	(void)mm_port_posix_rcu_take();
+#endif
 	if (h->heap.arena_base)
 		sh_heap_release(&h->heap, &h->sh);
 	free(h->granules);

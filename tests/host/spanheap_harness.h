@@ -45,6 +45,10 @@
  *     an injected failure), one with bad ones is refused uncounted; a
  *     destroy succeeds exactly when the model holds none of its objects
  *     (its pools' reserves' included); one of a destroyed cache panics;
+ *     half of those made have slabs of their own (a ctor, or
+ *     OBJCACHE_TYPESAFE_BY_RCU), checked as spanheap_harness_own.c says;
+ *   - SHH_BULK: batches, each object as a single call's, all or nothing
+ *     (spanheap_harness_bulk.c lists the checks);
  *   - pools (spanheap_harness_pool.h): made, resized and destroyed as the
  *     model says, their elements and reserves as it predicts, misuse
  *     panics, mempool_check at every check;
@@ -83,6 +87,8 @@ enum shh_op {
 	                   or misused */
 	SHH_POOL_ALLOC, /* an element of a pool */
 	SHH_SCAVENGE,   /* a scavenge batch of the object or metadata heap */
+	SHH_BULK, /* a batch of plain or a cache's objects had or freed (the
+	             bulk calls: spanheap_bulk.h, objcache_bulk.h) */
 	SHH_NOPS
 };
 
@@ -116,6 +122,8 @@ struct shh_obj {
 	uint8_t cache;     /* 1 + its named cache's index; 0: none */
 	uint8_t pool;      /* 1 + its pool's index; 0: none */
 	bool guard;        /* the guarded pool's (room 0, class 0) */
+	bool own;     /* an own cache's: class 0, room its objsize, usable */
+	uint8_t ctor; /* its size; its first ctor bytes the ctor's */
 };
 
 /* The named caches' slots (spanheap_harness_cache.c): the first
@@ -128,7 +136,9 @@ struct shh_counts {
 	unsigned long allocs, frees, large, zeroed, refused, panics;
 	unsigned long injected; /* NULLs that failure injection made */
 	unsigned long guarded;  /* objects handed out by the guarded pool */
-	uint64_t classes;       /* bit c: an object of class c was handed out */
+	/* own caches' objects, own caches made, objects in batches */
+	unsigned long own, own_caches, bulk;
+	uint64_t classes; /* bit c: an object of class c was handed out */
 };
 
 struct spanheap_harness {
@@ -153,16 +163,15 @@ struct spanheap_harness {
 	struct objcache *caches[SHH_NCACHES];
 	size_t cache_live[SHH_NCACHES];
 	size_t cache_size[SHH_NCACHES], cache_align[SHH_NCACHES];
+	bool cache_ctor[SHH_NCACHES]; /* made with shh_ctor */
 	struct objcache
 	        *cache_gone[SHH_NCACHES]; /* each slot's last destroyed */
 	unsigned long cache_made;         /* for unique names */
 	struct shh_pools *pools;          /* spanheap_harness_pool.c's */
 	bool scav_running;                /* cfg.scavenger's thread, started */
-	/* Objects of each class that are the caches' own (their structs and
-	 * counters), outside the model */
+	/* The caches' own objects (structs, counters), outside the model */
 	size_t class_extra[SC_NCLASSES];
-	/* The guarded pool's slots the model holds an object of, and how
-	 * many */
+	/* The guarded pool's slots the model holds an object of, how many */
 	bool guard_slot_live[SPANHEAP_GUARD_MAX];
 	size_t guard_live;
 	size_t guard_extra; /* the caches' own objects the pool holds */
@@ -179,15 +188,12 @@ bool shh_step(struct spanheap_harness *h, enum shh_op op, uint64_t a,
 
 /* spanheap_check, and the per-class statistics against the model. */
 bool shh_check(struct spanheap_harness *h);
-/* Whether the last panic names p and says it is no live object. */
-bool shh_names_a_dead_object(const void *p);
 
 /* Frees everything (checking it), flushes every CPU, releases all, and
  * checks that only the span heap's bookkeeping is left in use. */
 bool shh_drain(struct spanheap_harness *h);
 
-/* Gives the heap's reservations back (after shh_drain, or after a failure:
- * the heap is then abandoned as it is). */
+/* Gives the heap's reservations back (after shh_drain, or a failure). */
 void shh_destroy(struct spanheap_harness *h);
 
 #endif

@@ -3,7 +3,9 @@
  * caches (mm/objcache.h): three made with the heap (a small class, an
  * aligned one, a large one) and more made and destroyed by SHH_CACHE_MAKE
  * (assorted sizes and alignments, bad arguments, destroys refused while
- * objects are out, a destroyed cache's destroy), objects had from them
+ * objects are out, a destroyed cache's destroy; half of those made with
+ * slabs of their own, and shrinks and their misuse:
+ * spanheap_harness_own.c), objects had from them
  * under the same checks as a plain request's (SHH_CACHE) and freed
  * through them, by whichever operation frees a live object, their counts
  * held to the model's at every check, and their destruction at the drain.
@@ -58,7 +60,7 @@ bool shh_caches_make(struct spanheap_harness *h)
 
 /* The slot of the live cache a picks (a modulo their number), or
  * SHH_NCACHES if there is none: with the fixed caches alone, a's. */
-static unsigned live_cache(struct spanheap_harness *h, uint64_t a)
+unsigned shh_live_cache(struct spanheap_harness *h, uint64_t a)
 {
 	unsigned n = 0;
 	for (unsigned k = 0; k < SHH_NCACHES; k++)
@@ -74,7 +76,7 @@ static unsigned live_cache(struct spanheap_harness *h, uint64_t a)
 
 bool shh_cache_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 {
-	unsigned k = live_cache(h, a);
+	unsigned k = shh_live_cache(h, a);
 	uint64_t r = shh_mix(b);
 	unsigned flags = ((r & 1) ? MM_ZERO : 0) |
 	                 ((r >> 1) % 16 == 0 ? MM_ATOMIC : 0) |
@@ -84,6 +86,8 @@ bool shh_cache_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	    h->live_bytes + size > h->cfg.max_live_bytes)
 		return h->nlive ? shh_free_at(h, (size_t)(r >> 10) % h->nlive)
 		                : true;
+	if ((flags & MM_ZERO) && h->cache_ctor[k])
+		return shh_own_alloc_zero(h, k, flags);
 	size_t grown = shh_call_begin(h, flags);
 	void *p = objcache_alloc(h->caches[k], flags);
 	if (!shh_call_end(h, flags, grown, "cache alloc", size, p))
@@ -141,8 +145,11 @@ static bool list_check(struct spanheap_harness *h)
 		if (i == n || i > SHH_NCACHES ||
 		    in[i].live != (int64_t)shh_cache_expected(h, k))
 			return shh_fail(h,
-			                "cache %s listed wrong or not at all",
-			                h->caches[k]->name);
+			                "cache %s listed wrong or not at all "
+			                "(%lld out, the model %zu)",
+			                h->caches[k]->name,
+			                i < n ? (long long)in[i].live : -1LL,
+			                shh_cache_expected(h, k));
 	}
 	if (n != live)
 		return shh_fail(h, "%zu caches listed, the model %zu", n, live);
@@ -186,8 +193,7 @@ size_t shh_cache_expected(struct spanheap_harness *h, unsigned k)
 	return h->cache_live[k] + shh_pools_reserved_of(h, k);
 }
 
-/* True if the last panic's message holds what. */
-static bool panic_says(const char *what)
+bool shh_panic_says(const char *what)
 {
 	return strstr(mm_port_last_panic(), what) != NULL;
 }
@@ -199,7 +205,7 @@ static bool panic_says(const char *what)
 static bool make_bad(struct spanheap_harness *h, uint64_t r)
 {
 	static const char long_name[] = "shh-a-name-longer-than-31-characters";
-	unsigned k = live_cache(h, r >> 8);
+	unsigned k = shh_live_cache(h, r >> 8);
 	const char *name = "shh-bad";
 	size_t size = 64, align = 0;
 	switch (r % 4) {
@@ -262,6 +268,7 @@ static bool make_in(struct spanheap_harness *h, unsigned k, uint64_t a,
 	h->caches[k] = c;
 	h->cache_size[k] = size;
 	h->cache_align[k] = align;
+	h->cache_ctor[k] = false;
 	h->cache_live[k] = 0;
 	return true;
 }
@@ -276,7 +283,7 @@ static bool destroy_gone(struct spanheap_harness *h, unsigned k)
 		if (!c || h->caches[j] == c)
 			return true;
 	bool fired = MM_PORT_PANICS(objcache_destroy_in(&h->sh, c));
-	if (!fired || !panic_says("no cache of the heap's"))
+	if (!fired || !shh_panic_says("no cache of the heap's"))
 		return shh_fail(h, "destroy of destroyed cache %p: %s",
 		                (void *)c,
 		                fired ? mm_port_last_panic() : "no panic");
@@ -318,13 +325,22 @@ static bool free_wrong(struct spanheap_harness *h, unsigned k, uint64_t r)
 	if (!c || !h->nlive)
 		return true;
 	const struct shh_obj *o = &h->live[r % h->nlive];
-	bool owned = h->cfg.poison && c->sizeclass;
+	/* A cache with slabs of its own tells every object not its own;
+	 * an own cache's object is in a large span (class 0). */
+	bool owned = (h->cfg.poison && c->sizeclass) || c->own;
 	if (o->guard || o->cache == k + 1 ||
 	    (o->sizeclass == c->sizeclass && !owned))
 		return true;
 	bool fired = MM_PORT_PANICS(objcache_free(c, (void *)o->p));
 	sh_unpin_after_panic();
-	if (!fired || !panic_says("objcache: free of"))
+	/* An own cache's object to a merged cache: the span heap's checks
+	 * panic first, naming the object's cache alone (spanheap_span.c) */
+	const char *own_name = o->own ? h->caches[o->cache - 1]->name : "";
+	bool named = o->own && !c->own ? shh_panic_says(own_name)
+	                               : shh_panic_says("objcache: free of") &&
+	                                         shh_panic_says(c->name) &&
+	                                         shh_panic_says(own_name);
+	if (!fired || !named)
 		return shh_fail(h,
 		                "free of %#lx (class %u) to cache %s (class "
 		                "%u): %s",
@@ -389,7 +405,10 @@ bool shh_cache_make(struct spanheap_harness *h, uint64_t a, uint64_t b)
 		return free_wrong(h, k, r >> 4);
 	if (r % 64 == 3)
 		return fill_all(h);
+	if (r % 16 == 4)
+		return shh_own_op(h, k, r >> 4);
 	if (!h->caches[k])
-		return make_in(h, k, a, r >> 4);
+		return (r >> 4) % 2 ? make_in(h, k, a, r >> 5)
+		                    : shh_own_make(h, k, a, r >> 5);
 	return destroy_at(h, k, r >> 4);
 }

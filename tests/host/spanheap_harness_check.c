@@ -24,9 +24,12 @@ bool shh_bad_free(struct spanheap_harness *h, uint64_t b)
 {
 	int on_stack;
 	bool interior = h->nlive && (b & 1);
-	void *p = interior ? (void *)(h->live[(b >> 1) % h->nlive].p + 8)
-	                   : (void *)&on_stack;
-	const char *what = interior ? "interior pointer" : "foreign pointer";
+	const struct shh_obj *o = interior ? &h->live[(b >> 1) % h->nlive] : 0;
+	void *p = interior ? (void *)(o->p + 8) : (void *)&on_stack;
+	/* An own cache's object, to the heap's free: named with its cache */
+	const char *const what = !interior ? "foreign pointer"
+	                         : o->own  ? h->caches[o->cache - 1]->name
+	                                   : "interior pointer";
 	bool fired = MM_PORT_PANICS(spanheap_free(&h->sh, p));
 	sh_unpin_after_panic();
 	char name[32];
@@ -75,8 +78,8 @@ bool shh_double_free(struct spanheap_harness *h, uint64_t b)
 	if (o.cache)
 		h->cache_live[o.cache - 1]--;
 	shh_forget(h, i);
-	bool fired = MM_PORT_PANICS(spanheap_usable_size(&h->sh, p));
-	if (!fired || !shh_names_a_dead_object(p))
+	bool fired = o.own || MM_PORT_PANICS(spanheap_usable_size(&h->sh, p));
+	if (!fired || (!o.own && !shh_names_a_dead_object(p)))
 		return shh_fail(h,
 		                "usable size of freed %p (%zu usable): panic "
 		                "\"%s\"",
@@ -129,7 +132,10 @@ bool shh_check_live(struct spanheap_harness *h)
 {
 	for (size_t i = 0; i < h->nlive; i++) {
 		const struct shh_obj *o = &h->live[i];
-		size_t u = spanheap_usable_size(&h->sh, (void *)o->p);
+		/* An own cache's object is an interior pointer of its slab's
+		 * large span to the heap: its cache's checks are its own. */
+		size_t u = o->own ? o->usable
+		                  : spanheap_usable_size(&h->sh, (void *)o->p);
 		if (u != o->usable)
 			return shh_fail(
 			        h,
@@ -149,7 +155,8 @@ bool shh_check(struct spanheap_harness *h)
 		return shh_fail(h, "spanheap_check: %s", mm_port_last_panic());
 	/* The pools' reserves' objects: the heap's, outside the model */
 	size_t extra[SC_NCLASSES] = {0}, guard_extra = 0, large_pages = 0;
-	if (!shh_pools_check(h, extra, &guard_extra, &large_pages))
+	if (!shh_pools_check(h, extra, &guard_extra, &large_pages) ||
+	    !shh_own_check(h, &extra[0], &large_pages))
 		return false;
 	spanheap_stats(&h->sh, &st);
 	for (unsigned cls = 0; cls < SC_NCLASSES; cls++)

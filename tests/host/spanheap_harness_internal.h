@@ -1,8 +1,10 @@
 /*
  * tests/host/spanheap_harness_internal.h: what the span heap harness's
  * files share: spanheap_harness.c (the allocation calls),
- * spanheap_harness_model.c (the model) and spanheap_harness_check.c
- * (misuse, the live objects, the checker, the drain). Not for the
+ * spanheap_harness_model.c (the model), spanheap_harness_check.c
+ * (misuse, the live objects, the checker, the drain), the named caches'
+ * (_cache.c, and _own.c for those with slabs of their own), the pools'
+ * (_pool.c, _pool_elem.c) and the batches' (_bulk.c). Not for the
  * harness's users.
  */
 #ifndef TESTS_HOST_SPANHEAP_HARNESS_INTERNAL_H
@@ -38,6 +40,9 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 
 /* The offset of the first byte of [p, p + n) that is not v, or n. */
 size_t shh_first_not(const void *p, size_t n, uint8_t v);
+
+/* Whether the last panic names p and says it is no live object. */
+bool shh_names_a_dead_object(const void *p);
 
 /* Writes "step N (CPU c): ..." into h->err; returns false. */
 __attribute__((format(printf, 2, 3))) bool shh_fail(struct spanheap_harness *h,
@@ -91,6 +96,40 @@ bool shh_pools_check(struct spanheap_harness *h, size_t *extra,
                      size_t *guard_extra, size_t *large_pages);
 size_t shh_pools_reserved_of(struct spanheap_harness *h, unsigned k);
 bool shh_pools_destroy(struct spanheap_harness *h);
+
+/* Caches with slabs of their own (spanheap_harness_own.c). shh_ctor, the
+ * ctor of those made with one, writes byte i of its first 16 (an object
+ * takes 16 at least) as shh_ctor_byte, which the model checks at each
+ * admission and never overwrites (the ctor's contract: an object goes
+ * back to its cache as the ctor left it). shh_admit_own: shh_admit's
+ * checks for an object of slab s; shh_own_make: SHH_CACHE_MAKE's own
+ * cache in empty slot k (ctor or OBJCACHE_TYPESAFE_BY_RCU, refusals);
+ * shh_own_op: a shrink, a grace period, or an own object misused;
+ * shh_own_alloc_zero: a ctor cache's MM_ZERO call, refused; shh_own_check:
+ * objcache_own_check of each, their slabs' spans (*objs, *pages, the
+ * heap's large objects and pages they take). */
+static inline uint8_t shh_ctor_byte(uintptr_t obj, size_t i)
+{
+	return (uint8_t)((obj >> 4) * 0x9d + i * 0x3b + 0x5a);
+}
+void shh_ctor(void *obj);
+struct mspan;
+bool shh_admit_own(struct spanheap_harness *h, void *p, size_t size,
+                   size_t align, unsigned what, const struct mspan *s);
+/* Adds o (own and ctor set) to the model, filled past its ctor's bytes. */
+void shh_admit_filled(struct spanheap_harness *h, struct shh_obj o);
+uint8_t shh_fill_next(struct spanheap_harness *h); /* a new object's fill */
+bool shh_own_make(struct spanheap_harness *h, unsigned k, uint64_t a,
+                  uint64_t r);
+bool shh_own_op(struct spanheap_harness *h, unsigned k, uint64_t r);
+bool shh_own_alloc_zero(struct spanheap_harness *h, unsigned k, unsigned flags);
+bool shh_own_check(struct spanheap_harness *h, size_t *objs, size_t *pages);
+/* The live cache slot k a picks, or SHH_NCACHES (cache.c). */
+unsigned shh_live_cache(struct spanheap_harness *h, uint64_t a);
+/* True if the last panic's message holds what. */
+bool shh_panic_says(const char *what);
+/* SHH_BULK (spanheap_harness_bulk.c). */
+bool shh_bulk(struct spanheap_harness *h, uint64_t a, uint64_t b);
 
 /* The operations of spanheap_harness_check.c, run outside shh_step's
  * panic catch (they catch their own). */

@@ -86,7 +86,16 @@ size_t shh_first_not(const void *p, size_t n, uint8_t v)
 
 bool shh_verify(struct spanheap_harness *h, const struct shh_obj *o)
 {
-	size_t off = shh_first_not((void *)o->p, o->usable, o->fill);
+	const uint8_t *c = (const uint8_t *)o->p;
+	for (size_t i = 0; i < o->ctor; i++)
+		if (c[i] != shh_ctor_byte(o->p, i))
+			return shh_fail(h,
+			                "object %#lx (%zu bytes asked): its "
+			                "ctor's byte %zu is %#x, not %#x",
+			                (unsigned long)o->p, o->size, i, c[i],
+			                shh_ctor_byte(o->p, i));
+	size_t off = o->ctor +
+	             shh_first_not(c + o->ctor, o->usable - o->ctor, o->fill);
 	if (off == o->usable)
 		return true;
 	return shh_fail(
@@ -125,6 +134,11 @@ void shh_forget(struct spanheap_harness *h, size_t i)
 		return;
 	}
 	granules(h, granule_of(h, o->p), o->room / SHH_GRAN, false, false);
+	if (o->own) { /* its slab's span: the cache's, shh_own_check */
+		h->live[i] = h->live[--h->nlive];
+		h->n.frees++;
+		return;
+	}
 	h->class_live[o->sizeclass]--;
 	if (o->sizeclass == 0)
 		h->large_pages -= o->room / PG;
@@ -145,16 +159,16 @@ static size_t plain_usable(size_t size)
 	return (size + PG - 1) / PG * PG;
 }
 
-/* Adds object o, filled, to the model. */
-static void admit_filled(struct spanheap_harness *h, struct shh_obj o)
+/* Adds object o, filled (but its ctor's bytes), to the model. */
+void shh_admit_filled(struct spanheap_harness *h, struct shh_obj o)
 {
-	memset((void *)o.p, o.fill, o.usable);
+	memset((char *)o.p + o.ctor, o.fill, o.usable - o.ctor);
 	h->live[h->nlive++] = o;
 	h->live_bytes += o.size;
 	h->n.allocs++;
 }
 
-static uint8_t fill_next(struct spanheap_harness *h)
+uint8_t shh_fill_next(struct spanheap_harness *h)
 {
 	if (++h->next_fill == 0)
 		h->next_fill = 1;
@@ -195,11 +209,11 @@ static bool admit_guard(struct spanheap_harness *h, void *p, size_t size,
 	h->guard_live++;
 	h->n.guarded++;
 	h->n.zeroed += (what & (SHH_A_ZERO | SHH_A_ZERO_ASKED)) != 0;
-	admit_filled(h, (struct shh_obj){.p = a,
-	                                 .size = size,
-	                                 .usable = usable,
-	                                 .fill = fill_next(h),
-	                                 .guard = true});
+	shh_admit_filled(h, (struct shh_obj){.p = a,
+	                                     .size = size,
+	                                     .usable = usable,
+	                                     .fill = shh_fill_next(h),
+	                                     .guard = true});
 	return true;
 }
 
@@ -225,6 +239,8 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 		                "object %p of %zu bytes misaligned (align %zu)",
 		                p, size, align);
 	struct mspan *s = span_at(h, a);
+	if (s && !s->sizeclass && atomic_load(&s->objslab))
+		return shh_admit_own(h, p, size, align, what, s);
 	size_t usable = spanheap_usable_size(&h->sh, p);
 	size_t room = !s             ? 0
 	              : s->sizeclass ? sizeclass_info[s->sizeclass].size
@@ -254,8 +270,12 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 		        "at %zu",
 		        p, size, usable, shh_first_not(p, zn, 0));
 	granules(h, granule_of(h, a), room / SHH_GRAN, false, true);
-	admit_filled(h, (struct shh_obj){a, size, usable, room, fill_next(h),
-	                                 s->sizeclass, 0, 0, false});
+	shh_admit_filled(h, (struct shh_obj){.p = a,
+	                                     .size = size,
+	                                     .usable = usable,
+	                                     .room = room,
+	                                     .fill = shh_fill_next(h),
+	                                     .sizeclass = s->sizeclass});
 	h->class_live[s->sizeclass]++;
 	h->n.classes |= (uint64_t)1 << s->sizeclass;
 	if (s->sizeclass == 0) {

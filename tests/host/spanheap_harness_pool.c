@@ -4,7 +4,10 @@
  * cache or a source of the harness's, with reserves of 1 to 300 elements
  * (arrays in the metadata heap's shared pages and on pages of their own),
  * resized, destroyed, misused; their elements live objects of the model,
- * checked as a plain request's or a cache's.
+ * checked as a plain request's or a cache's. A pool over a cache with
+ * slabs of its own is unmarked (mempool.h): its misuse is the cache's to
+ * name, its reserve's elements are in the cache's slabs, and MM_ZERO on
+ * a ctor cache's is refused.
  *
  * Being one thread, the model knows what each call must do: an
  * allocation takes from the reserve only when the source gave nothing
@@ -306,17 +309,25 @@ static bool free_foreign(struct spanheap_harness *h, struct shh_pool *p,
 	if (!h->nlive || p->kind == SHH_POOL_SRC)
 		return true;
 	const struct shh_obj *o = &h->live[r % h->nlive];
-	size_t objsize =
-	        p->kind == SHH_POOL_CACHE ? h->caches[p->cache]->objsize : 0;
-	bool wrong = o->usable < p->size ||
-	             (p->kind == SHH_POOL_CACHE && o->usable != objsize &&
-	              o->usable != p->size);
+	struct objcache *c =
+	        p->kind == SHH_POOL_CACHE ? h->caches[p->cache] : NULL;
+	size_t objsize = c ? c->objsize : 0;
+	/* An own cache's pool: the cache's checks, naming it */
+	const volatile bool own = c && c->own;
+	bool wrong = own ? o->cache != p->cache + 1 && !o->guard
+	                 : o->usable < p->size || (c && o->usable != objsize &&
+	                                           o->usable != p->size);
 	if (!wrong || o->pool == (size_t)(p - h->pools->p) + 1)
 		return true;
 	struct mempool_info was = shh_pool_info(p);
 	bool fired = MM_PORT_PANICS(mempool_free(&p->mp, (void *)o->p));
 	sh_unpin_after_panic();
-	if (!fired || !strstr(mm_port_last_panic(), "not an element"))
+	/* An own cache's object to another pool: the heap's usable size
+	 * panics, naming its cache */
+	const char *says = own      ? c->name
+	                   : o->own ? h->caches[o->cache - 1]->name
+	                            : "not an element";
+	if (!fired || !strstr(mm_port_last_panic(), says))
 		return shh_fail(h, "free of %#lx (%zu usable) to pool %s: %s",
 		                (unsigned long)o->p, o->usable, p->mp.name,
 		                fired ? mm_port_last_panic() : "no panic");

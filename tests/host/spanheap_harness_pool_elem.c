@@ -104,9 +104,13 @@ bool shh_pool_alloc(struct spanheap_harness *h, uint64_t a, uint64_t b)
 	unsigned flags = (r & 1 ? MM_ZERO : 0) |
 	                 ((r >> 1) % 16 == 0 ? MM_NO_GROW : 0) |
 	                 ((r >> 5) % 4 == 0 || !was.curr ? MM_ATOMIC : 0);
-	if ((r >> 7) % 64 == 0) {
-		/* A flag no allocation takes: NULL, nothing counted. */
-		void *e = mempool_alloc(&p->mp, flags | (1u << 30));
+	/* A flag no allocation takes, or MM_ZERO from a ctor cache's
+	 * (mempool.h): NULL, nothing counted. */
+	bool zero_ctor = (flags & MM_ZERO) && p->kind == SHH_POOL_CACHE &&
+	                 h->cache_ctor[p->cache];
+	if ((r >> 7) % 64 == 0 || zero_ctor) {
+		void *e = mempool_alloc(&p->mp,
+		                        flags | (zero_ctor ? 0 : 1u << 30));
 		struct mempool_info now = shh_pool_info(p);
 		if (e || now.out != was.out || now.curr != was.curr ||
 		    now.atomic_fails != was.atomic_fails)
@@ -205,6 +209,15 @@ static bool reserve_elem(struct spanheap_harness *h, struct shh_pool *p,
                          size_t *large_pages)
 {
 	struct spanheap_where w;
+	struct objcache *c =
+	        p->kind == SHH_POOL_CACHE ? h->caches[p->cache] : NULL;
+	if (c && c->own) /* its slab's span: the cache's, shh_own_check */
+		return !shh_overlaps_live(h, (uintptr_t)e, c->objsize)
+		               ? true
+		               : shh_fail(h,
+		                          "pool %s: reserve element %p "
+		                          "overlaps a live object",
+		                          p->mp.name, e);
 	if (!spanheap_where(&h->sh, e, &w))
 		return shh_fail(h, "pool %s: reserve element %p not the heap's",
 		                p->mp.name, e);

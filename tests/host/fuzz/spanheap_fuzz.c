@@ -11,8 +11,10 @@
  * (the size, decoded by the harness) and a 1-byte argument (flags,
  * alignment, which object, which CPU), run on a fresh span heap over a
  * 64 MiB arena through spanheap_harness.c against its model of the live
- * objects, named caches made and destroyed and pools
- * (spanheap_harness_pool.h). Every CHECK_EVERY steps and at the end of each
+ * objects, named caches made and destroyed (merged ones, and ones with
+ * slabs of their own: a ctor, OBJCACHE_TYPESAFE_BY_RCU over the POSIX
+ * port's fake grace periods), pools (spanheap_harness_pool.h) and
+ * batches (the bulk calls). Every CHECK_EVERY steps and at the end of each
  * input, spanheap_check and the statistics are checked (and, at the op
  * SHH_CHECK, every live object's contents and usable size); at the end
  * everything is freed and the heap must hold nothing but its
