@@ -159,14 +159,22 @@ static void *bad_entry(struct spanheap_harness *h, struct objcache *c,
 	return NULL;
 }
 
-/* A batch of up to 1 + r % BULK_MAX live objects of slot k, NULLs among
- * them, at times with a bad entry (an interior pointer of the batch's
- * last object) at index bad, before it. */
-static bool bulk_free(struct spanheap_harness *h, unsigned k, uint64_t r)
-{
+/* A free batch: its entries, each one's live object index (SIZE_MAX:
+ * NULL, or the bad entry), and the bad entry's index (SIZE_MAX: none). */
+struct batch {
 	void *p[2 * BULK_MAX + 1]; /* a NULL before each at most, a bad one */
-	size_t idx[2 * BULK_MAX + 1], n = 0, nobj = 0, want = 1 + r % BULK_MAX;
+	size_t idx[2 * BULK_MAX + 1], n, bad;
+};
+
+/* Up to 1 + r % BULK_MAX live objects of slot k, verified, NULLs among
+ * them, at times a bad entry (bad_entry's) before the last. */
+static bool gather(struct spanheap_harness *h, unsigned k, uint64_t r,
+                   struct batch *b)
+{
+	size_t nobj = 0, want = 1 + r % BULK_MAX;
 	uint64_t f = shh_mix(r);
+	b->n = 0;
+	b->bad = SIZE_MAX;
 	for (size_t m = 0, i = h->nlive ? (r >> 5) % h->nlive : 0;
 	     m < h->nlive && nobj < want; m++, i = (i + 1) % h->nlive) {
 		if (!batch_kind(&h->live[i], k))
@@ -174,72 +182,85 @@ static bool bulk_free(struct spanheap_harness *h, unsigned k, uint64_t r)
 		if (!shh_verify(h, &h->live[i]))
 			return false;
 		if ((f >> (nobj % 48)) % 8 == 0)
-			idx[n] = SIZE_MAX, p[n++] = NULL;
-		idx[n] = i, p[n++] = (void *)h->live[i].p;
+			b->idx[b->n] = SIZE_MAX, b->p[b->n++] = NULL;
+		b->idx[b->n] = i, b->p[b->n++] = (void *)h->live[i].p;
 		nobj++;
 	}
 	struct objcache *c = k < SHH_NCACHES ? h->caches[k] : NULL;
-	size_t bad = SIZE_MAX;
 	void *wrong = NULL;
-	if (nobj >= 2 && (f >> 50) % 8 == 0 &&
-	    (wrong = bad_entry(h, c, p[n - 1], f >> 56))) {
-		bad = (size_t)(f >> 53) % (n - 1);
-		memmove(&p[bad + 1], &p[bad], (n - bad) * sizeof(p[0]));
-		memmove(&idx[bad + 1], &idx[bad], (n - bad) * sizeof(idx[0]));
-		p[bad] = wrong;
-		idx[bad] = SIZE_MAX;
-		n++;
-	}
-	static char log[8192];
-	log[0] = 0;
-	mm_port_log_capture(log, sizeof(log));
-	bool fired = MM_PORT_PANICS(c ? objcache_free_bulk(c, n, p)
-	                              : spanheap_free_bulk(&h->sh, n, p));
-	sh_unpin_after_panic();
-	mm_port_log_capture(NULL, 0);
-	size_t freed = n;
-	if (bad != SIZE_MAX) {
-		char entry[64], name[32];
-		snprintf(entry, sizeof(entry), "entry %zu of %zu", bad, n);
-		snprintf(name, sizeof(name), "%p", p[bad]);
-		if (!fired || !strstr(mm_port_last_panic(), name) ||
-		    !strstr(log, entry))
-			return shh_fail(h,
-			                "free_bulk%s%s of %zu with %s bad: "
-			                "panic \"%s\", log \"%.200s\"",
-			                c ? " to " : "", c ? c->name : "", n,
-			                entry,
-			                fired ? mm_port_last_panic() : "", log);
-		h->n.panics++;
-		freed = bad;
-	} else if (fired) {
-		return shh_fail(h, "free_bulk%s%s of %zu: mm_panic: %s",
-		                c ? " to " : "", c ? c->name : "", n,
-		                mm_port_last_panic());
-	}
-	/* Dropped from the model in descending index order: each swap
-	 * brings down a later object, which no entry names any more. */
+	if (nobj < 2 || (f >> 50) % 8 ||
+	    !(wrong = bad_entry(h, c, b->p[b->n - 1], f >> 56)))
+		return true;
+	size_t at = (size_t)(f >> 53) % (b->n - 1), tail = b->n - at;
+	memmove(&b->p[at + 1], &b->p[at], tail * sizeof(b->p[0]));
+	memmove(&b->idx[at + 1], &b->idx[at], tail * sizeof(b->idx[0]));
+	b->p[at] = wrong;
+	b->idx[at] = SIZE_MAX;
+	b->bad = at;
+	b->n++;
+	return true;
+}
+
+/* Drops the objects of b's first freed entries from the model, in
+ * descending index order: each swap brings down a later object, which no
+ * entry names any more. Then the entries past the bad one, not freed,
+ * must be as they were. */
+static bool forget_freed(struct spanheap_harness *h, unsigned k,
+                         struct batch *b, size_t freed)
+{
 	for (size_t m = 0; m < freed; m++) {
 		size_t top = SIZE_MAX, at = 0;
 		for (size_t j = 0; j < freed; j++)
-			if (idx[j] != SIZE_MAX &&
-			    (top == SIZE_MAX || idx[j] > top))
-				top = idx[j], at = j;
+			if (b->idx[j] != SIZE_MAX &&
+			    (top == SIZE_MAX || b->idx[j] > top))
+				top = b->idx[j], at = j;
 		if (top == SIZE_MAX)
 			break;
-		if (c)
+		if (k < SHH_NCACHES)
 			h->cache_live[k]--;
 		h->n.bulk++;
 		shh_forget(h, top);
-		idx[at] = SIZE_MAX;
+		b->idx[at] = SIZE_MAX;
 	}
-	for (size_t j = freed; j < n; j++)
-		if (p[j] && bad != SIZE_MAX && j > bad)
-			for (size_t i = 0; i < h->nlive; i++)
-				if (h->live[i].p == (uintptr_t)p[j] &&
-				    !shh_verify(h, &h->live[i]))
-					return false;
+	for (size_t j = freed + 1; j < b->n; j++)
+		for (size_t i = 0; b->p[j] && i < h->nlive; i++)
+			if (h->live[i].p == (uintptr_t)b->p[j] &&
+			    !shh_verify(h, &h->live[i]))
+				return false;
 	return true;
+}
+
+/* A free batch of slot k's objects (gather's), checked: all freed; or,
+ * with a bad entry, a panic naming it after the line naming its index,
+ * the entries before it freed. */
+static bool bulk_free(struct spanheap_harness *h, unsigned k, uint64_t r)
+{
+	static struct batch b;
+	static char log[8192];
+	if (!gather(h, k, r, &b))
+		return false;
+	struct objcache *c = k < SHH_NCACHES ? h->caches[k] : NULL;
+	log[0] = 0;
+	mm_port_log_capture(log, sizeof(log));
+	bool fired = MM_PORT_PANICS(c ? objcache_free_bulk(c, b.n, b.p)
+	                              : spanheap_free_bulk(&h->sh, b.n, b.p));
+	sh_unpin_after_panic();
+	mm_port_log_capture(NULL, 0);
+	char entry[64], name[32];
+	snprintf(entry, sizeof(entry), "entry %zu of %zu", b.bad, b.n);
+	snprintf(name, sizeof(name), "%p",
+	         b.bad == SIZE_MAX ? NULL : b.p[b.bad]);
+	if (b.bad == SIZE_MAX ? fired
+	                      : !fired || !strstr(mm_port_last_panic(), name) ||
+	                                !strstr(log, entry))
+		return shh_fail(h,
+		                "free_bulk%s%s of %zu (%s bad): panic \"%s\", "
+		                "log \"%.200s\"",
+		                c ? " to " : "", c ? c->name : "", b.n,
+		                b.bad == SIZE_MAX ? "none" : entry,
+		                fired ? mm_port_last_panic() : "", log);
+	h->n.panics += fired;
+	return forget_freed(h, k, &b, b.bad == SIZE_MAX ? b.n : b.bad);
 }
 
 bool shh_bulk(struct spanheap_harness *h, uint64_t a, uint64_t b)
