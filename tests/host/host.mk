@@ -89,8 +89,11 @@ FUZZ_SRCS_fail_parse_fuzz = $(FUZZ_COMMON_SRCS) \
 # targets that have some: palloc's starts from nothing; the span heap's
 # has a crash found once (the checker's poison-mode test of a span without
 # a side table) and sequences of 800 operations heavy in caches and pools,
-# one for each of its heap set-ups, which the short run of make test
-# replays before it mutates). Runs
+# one for each of its heap set-ups, and one heavy in caches with slabs of
+# their own and batches in an arena that runs out (own_bulk_tight), which
+# the short run of make test replays before it mutates; their op bytes
+# were rewritten to keep their ops when SHH_BULK came, op % SHH_NOPS).
+# Runs
 # add what they find to $(FUZZ_DIR)/corpus/<target>/, not to the seeds.
 FUZZ_SEEDS := tests/host/fuzz/seeds
 # Built with clang whatever CC says: libFuzzer is part of clang. With the
