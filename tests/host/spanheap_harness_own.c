@@ -173,10 +173,12 @@ bool shh_own_make(struct spanheap_harness *h, unsigned k, uint64_t a,
 
 bool shh_own_alloc_zero(struct spanheap_harness *h, unsigned k, unsigned flags)
 {
+	unsigned long logs = mm_port_log_count();
 	mm_port_set_atomic(flags & MM_ATOMIC);
 	void *p = objcache_alloc(h->caches[k], flags);
 	mm_port_set_atomic(false);
-	if (p || !strstr(mm_port_last_log(), "MM_ZERO"))
+	if (p || mm_port_log_count() == logs ||
+	    !strstr(mm_port_last_log(), "MM_ZERO"))
 		return shh_fail(h, "MM_ZERO from ctor cache %s: %p, \"%s\"",
 		                h->caches[k]->name, p, mm_port_last_log());
 	return true;
