@@ -56,11 +56,10 @@ static bool bulk_refused(struct spanheap_harness *h, unsigned k, size_t size,
 	if (r % 3 == 2) /* n * size over the arena: refused before out */
 		n = h->cfg.arena_bytes / size + 1;
 	struct objcache *c = k < SHH_NCACHES ? h->caches[k] : NULL;
-	unsigned long logs = mm_port_log_count();
+	shh_log_begin();
 	size_t got = c ? objcache_alloc_bulk(c, flags, n, out)
 	               : spanheap_alloc_bulk(&h->sh, size, flags, n, out);
-	bool logged = mm_port_log_count() != logs &&
-	              strstr(mm_port_last_log(), "alloc");
+	bool logged = shh_log_end("alloc");
 	for (size_t i = 0; i < BULK_MAX; i++)
 		if (out[i] != (void *)(uintptr_t)0xa5a5a5a5a5a5a5a5ull)
 			got = SIZE_MAX;
@@ -92,10 +91,12 @@ static bool bulk_alloc(struct spanheap_harness *h, unsigned k, uint64_t a,
 	                 ((f >> 5) % 16 == 0 ? MM_NO_GROW : 0);
 	bool zero_ctor = c && h->cache_ctor[k] && (flags & MM_ZERO);
 	void *out[BULK_MAX];
-	unsigned long logs = mm_port_log_count();
+	if (zero_ctor)
+		shh_log_begin();
 	size_t grown = shh_call_begin(h, flags);
 	size_t got = c ? objcache_alloc_bulk(c, flags, n, out)
 	               : spanheap_alloc_bulk(&h->sh, size, flags, n, out);
+	bool zero_said = zero_ctor && shh_log_end("MM_ZERO");
 	if (!shh_call_end(h, flags, grown, "alloc_bulk", size,
 	                  got ? out[0] : NULL))
 		return false;
@@ -105,13 +106,11 @@ static bool bulk_alloc(struct spanheap_harness *h, unsigned k, uint64_t a,
 		                "%#x): %zu",
 		                n, size, flags, got);
 	if (zero_ctor)
-		return mm_port_log_count() != logs &&
-		                       strstr(mm_port_last_log(), "MM_ZERO")
-		               ? true
-		               : shh_fail(h,
-		                          "alloc_bulk with MM_ZERO from "
-		                          "ctor cache %s: not logged",
-		                          c->name);
+		return zero_said ? true
+		                 : shh_fail(h,
+		                            "alloc_bulk with MM_ZERO from "
+		                            "ctor cache %s: not logged",
+		                            c->name);
 	if (!got)
 		return shh_refusal_ok(h, flags, size);
 	size_t align = c && h->cache_align[k] > 16 ? h->cache_align[k] : 16;

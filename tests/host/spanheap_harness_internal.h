@@ -41,6 +41,13 @@ bool shh_admit(struct spanheap_harness *h, void *p, size_t size, size_t align,
 /* The offset of the first byte of [p, p + n) that is not v, or n. */
 size_t shh_first_not(const void *p, size_t n, uint8_t v);
 
+/* The lines mm_log writes between the two, kept (not the last line
+ * alone, which the scavenger thread may write meanwhile); end says
+ * whether one holds what. Not nested, nor around a batch free (which
+ * keeps its own). */
+void shh_log_begin(void);
+bool shh_log_end(const char *what);
+
 /* Whether the last panic names p and says it is no live object. */
 bool shh_names_a_dead_object(const void *p);
 

@@ -28,6 +28,20 @@ __attribute__((format(printf, 2, 3))) bool shh_fail(struct spanheap_harness *h,
 	return false;
 }
 
+static char log_lines[4096];
+
+void shh_log_begin(void)
+{
+	log_lines[0] = 0;
+	mm_port_log_capture(log_lines, sizeof(log_lines));
+}
+
+bool shh_log_end(const char *what)
+{
+	mm_port_log_capture(NULL, 0);
+	return strstr(log_lines, what) != NULL;
+}
+
 /* splitmix64's finaliser: independent bits from one argument. */
 uint64_t shh_mix(uint64_t z)
 {

@@ -135,12 +135,14 @@ bool shh_own_make(struct spanheap_harness *h, unsigned k, uint64_t a,
 	char name[OBJCACHE_NAME_MAX + 1];
 	snprintf(name, sizeof(name), "shh-o%u-%lu", k, ++h->cache_made);
 	uint64_t inj = atomic_load(&h->sh.fail.injected);
+	const char *why = refusal_of(align, flags);
+	shh_log_begin();
 	struct objcache *c =
 	        objcache_create_flags(&h->sh, name, size, align, flags, ctor);
+	bool said = shh_log_end(why ? why : "objcache");
 	/* Refused for why, unless a failure injected refused it first */
-	const char *why = refusal_of(align, flags);
 	bool injected = atomic_load(&h->sh.fail.injected) != inj;
-	if (why && (c || (!injected && !strstr(mm_port_last_log(), why))))
+	if (why && (c || (!injected && !said)))
 		return shh_fail(h,
 		                "cache %s (%zu bytes, align %zu, flags %#x): "
 		                "%s, not refused for \"%s\"",
@@ -173,12 +175,11 @@ bool shh_own_make(struct spanheap_harness *h, unsigned k, uint64_t a,
 
 bool shh_own_alloc_zero(struct spanheap_harness *h, unsigned k, unsigned flags)
 {
-	unsigned long logs = mm_port_log_count();
+	shh_log_begin();
 	mm_port_set_atomic(flags & MM_ATOMIC);
 	void *p = objcache_alloc(h->caches[k], flags);
 	mm_port_set_atomic(false);
-	if (p || mm_port_log_count() == logs ||
-	    !strstr(mm_port_last_log(), "MM_ZERO"))
+	if (!shh_log_end("MM_ZERO") || p)
 		return shh_fail(h, "MM_ZERO from ctor cache %s: %p, \"%s\"",
 		                h->caches[k]->name, p, mm_port_last_log());
 	return true;
