@@ -20,6 +20,7 @@
 #include "../../mm/spanheap_fail.h"
 #include "../../mm/spanheap_usercopy.h"
 #include "fault_touch_util.h"
+#include "guard_test_util.h"
 #include "objcache_test_util.h"
 
 /* A heap whose page heap unmaps every page given back (the kernel's
@@ -180,22 +181,12 @@ static enum spanheap_copy_verdict check(const void *p, size_t n)
 /* A heap whose guarded pool of 8 slots samples every refill. */
 static bool guard_heap(void)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.guard_slots = 8;
-	sc.guard_interval = 1;
-	return sh_heap_fresh_with(&heap, &sh, &sc);
+	return sh_guard_heap_fresh(&heap, &sh, 8, 1, false);
 }
 
 static void guard_heap_release(void)
 {
-	spanheap_guard_drain(&sh);
-	KEXPECT_EQ(sh.guard.live, 0);
-	SH_CHECK(&sh, "after the guarded reallocs");
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	spanheap_release_all(&sh);
-	SH_EXPECT_ONLY_KEPT(&heap, &sh);
-	sh_heap_release(&heap, &sh);
+	SH_GUARD_RELEASE(&heap, &sh, "after the guarded reallocs");
 }
 
 /* A guarded object's usable size and copy bound are the bytes asked; a

@@ -18,6 +18,7 @@
 #include "../../mm/spanheap_internal.h"
 #include "../../mm/spanheap_usercopy.h"
 #include "fault_touch_util.h"
+#include "guard_test_util.h"
 #include "mm_port_posix.h"
 #include "spanheap_test_util.h"
 
@@ -36,21 +37,13 @@ static void ctor(void *p)
  * refill or slow call; poison mode if poison. */
 static bool guard_heap(unsigned interval, bool poison)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.guard_slots = 8;
-	sc.guard_interval = interval;
-	sc.poison = poison;
-	return sh_heap_fresh_with(&heap, &sh, &sc);
+	return sh_guard_heap_fresh(&heap, &sh, 8, interval, poison);
 }
 
 static void guard_release(void)
 {
-	spanheap_guard_drain(&sh);
-	KEXPECT_EQ(sh.guard.live, 0);
-	KEXPECT_EQ(sh.guard.nfreed, 0);
+	sh_guard_give_back(&sh);
 	KEXPECT_EQ(sh.guard.nrcu, 0);
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
 	sh_heap_release(&heap, &sh);
 }
 

@@ -27,6 +27,7 @@
 #include "../../mm/spanheap_copy.h"
 #include "../../mm/spanheap_fail.h"
 #include "../../mm/spanheap_usercopy.h"
+#include "guard_test_util.h"
 #include "leak_scan_util.h"
 #include "objcache_test_util.h"
 #include "spanheap_test_util.h"
@@ -138,11 +139,7 @@ KTEST(objcache_mix, kfree_bulk_and_ksize_of_an_own_slab_object_name_it)
  * cache's count is 0 and the pool's slots free again. */
 KTEST(objcache_mix, a_merged_batch_with_guarded_objects)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.guard_slots = 4;
-	sc.guard_interval = 1;
-	KASSERT(sh_heap_fresh_with(&heap, &sh, &sc));
+	KASSERT(sh_guard_heap_fresh(&heap, &sh, 4, 1, false));
 	struct objcache *c = objcache_create(&sh, "gm", 40, 0);
 	KASSERT(c);
 	static void *v[16];
@@ -157,12 +154,7 @@ KTEST(objcache_mix, a_merged_batch_with_guarded_objects)
 	objcache_free(c, five);
 	KEXPECT_EQ(live(c), 0);
 	KEXPECT(objcache_destroy(c));
-	spanheap_guard_drain(&sh);
-	SH_CHECK(&sh, "after the guarded batch");
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	spanheap_release_all(&sh);
-	SH_EXPECT_ONLY_KEPT(&heap, &sh);
-	sh_heap_release(&heap, &sh);
+	SH_GUARD_RELEASE(&heap, &sh, "after the guarded batch");
 }
 
 /* Poison mode (records, owners) with a failure injected in the middle of
@@ -394,11 +386,7 @@ KTEST(objcache_mix, objects_kept_by_percpu_memory_and_a_pool_are_no_leaks)
 	pcpu_free(&pc, h);
 	pcpu_trim(&pc);
 	mempool_destroy(&pool);
-	spanheap_guard_drain(&sh);
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
-	spanheap_release_all(&sh);
-	SH_EXPECT_ONLY_KEPT(&heap, &sh);
-	sh_heap_release(&heap, &sh);
+	SH_GUARD_RELEASE(&heap, &sh, "after the kept objects' frees");
 }
 
 /* Failure injection on a constructor cache whose stash and slab hold

@@ -21,6 +21,7 @@
 #include "../../mm/objcache.h"
 #include "../../mm/spanheap_internal.h"
 #include "fault_touch_util.h"
+#include "guard_test_util.h"
 #include "port_test_util.h"
 #include "spanheap_test_util.h"
 
@@ -31,22 +32,14 @@ static struct spanheap sh;
  * interval-th refill or out-of-line allocation; poison mode if poison. */
 static bool guard_heap(unsigned slots, unsigned interval, bool poison)
 {
-	struct spanheap_config sc;
-	spanheap_config_default(&sc);
-	sc.guard_slots = slots;
-	sc.guard_interval = interval;
-	sc.poison = poison;
-	return sh_heap_fresh_with(&heap, &sh, &sc);
+	return sh_guard_heap_fresh(&heap, &sh, slots, interval, poison);
 }
 
 /* Gives the pool's reservation back (every object freed and unmapped),
  * then the heap's. */
 static void guard_release(void)
 {
-	spanheap_guard_drain(&sh);
-	KEXPECT_EQ(sh.guard.live, 0);
-	KEXPECT_EQ(sh.guard.nfreed, 0);
-	mm_port_unreserve((void *)sh.guard.base, sh.guard.bytes);
+	sh_guard_give_back(&sh);
 	sh_heap_release(&heap, &sh);
 }
 

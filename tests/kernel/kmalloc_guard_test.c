@@ -24,14 +24,8 @@
 #include "kernel/thread.h"
 #include "tests/kernel/capture_util.h"
 #include "tests/kernel/fault_util.h"
+#include "tests/kernel/guard_util.h"
 #include "tests/kernel/storm_util.h"
-
-#define NEED_POOL()                                                           \
-	do {                                                                  \
-		if (!kspanheap.guard.base)                                    \
-			KTEST_SKIP("needs mm.guard (the heap has no guarded " \
-			           "pool)");                                  \
-	} while (0)
 
 /* n bytes from the pool itself, as a sampled kmalloc(n) gets them; NULL
  * if no slot is free. */

@@ -19,13 +19,7 @@
 #include "kernel/string.h"
 #include "tests/kernel/capture_util.h"
 #include "tests/kernel/fault_util.h"
-
-#define NEED_POOL()                                                           \
-	do {                                                                  \
-		if (!kspanheap.guard.base)                                    \
-			KTEST_SKIP("needs mm.guard (the heap has no guarded " \
-			           "pool)");                                  \
-	} while (0)
+#include "tests/kernel/guard_util.h"
 
 #define MAGIC 0x6a4d0c7012ull
 enum { N = 48, TRIES = 200 };
@@ -60,6 +54,18 @@ static uint8_t *sampled(struct objcache *c)
 	return got;
 }
 
+/* c's sampled object, constructed; or NULL, c destroyed, if none came
+ * in TRIES allocations. */
+static uint8_t *sampled_or_gone(struct objcache *c)
+{
+	uint8_t *p = sampled(c);
+	if (!p)
+		KEXPECT(kmem_cache_destroy(c));
+	else
+		KEXPECT_EQ(*(uint64_t *)p, MAGIC);
+	return p;
+}
+
 /* Drains until p's slot is unmapped (as kmalloc_guard_test.c's). */
 static bool drained(const void *p)
 {
@@ -86,12 +92,9 @@ KTEST(kmem_cache_guard, ctor_cache_s_sampled_object_is_constructed)
 	NEED_POOL();
 	struct objcache *c = kmem_cache_create_flags("kg-ctor", N, 0, 0, ctor);
 	KASSERT(c != NULL);
-	uint8_t *p = sampled(c);
-	if (!p) {
-		KEXPECT(kmem_cache_destroy(c));
+	uint8_t *p = sampled_or_gone(c);
+	if (!p)
 		KTEST_SKIP("no sample in 200 allocations (other CPUs')");
-	}
-	KEXPECT_EQ(*(uint64_t *)p, MAGIC);
 	bool start = ((uintptr_t)p & (MM_PAGE_SIZE - 1)) == 0;
 	KEXPECT(read_faults_at(start ? p - 1 : p + N));
 	KEXPECT(report_names(start ? p - 1 : p + N, "kg-ctor"));
@@ -110,12 +113,9 @@ KTEST(kmem_cache_guard, typesafe_sampled_object_stays_until_a_grace_period)
 	struct objcache *c = kmem_cache_create_flags(
 	        "kg-rcu", N, 0, SLAB_TYPESAFE_BY_RCU, ctor);
 	KASSERT(c != NULL);
-	uint8_t *p = sampled(c);
-	if (!p) {
-		KEXPECT(kmem_cache_destroy(c));
+	uint8_t *p = sampled_or_gone(c);
+	if (!p)
 		KTEST_SKIP("no sample in 200 allocations (other CPUs')");
-	}
-	KEXPECT_EQ(*(uint64_t *)p, MAGIC);
 	memset(p + 8, 0x7e, N - 8);
 	rcu_read_lock(); /* a reader that found p before its free */
 	kmem_cache_free(c, p);
