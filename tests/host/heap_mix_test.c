@@ -168,14 +168,7 @@ static char log_buf[2048];
 
 static enum spanheap_copy_verdict check(const void *p, size_t n)
 {
-	mm_port_set_quiet(true);
-	log_buf[0] = '\0';
-	mm_port_log_capture(log_buf, sizeof(log_buf));
-	enum spanheap_copy_verdict v =
-	        spanheap_check_copy(&sh, p, n, SPANHEAP_COPY_TO_USER);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
-	return v;
+	return sh_copy_check_logged(&sh, p, n, log_buf, sizeof(log_buf));
 }
 
 /* A heap whose guarded pool of 8 slots samples every refill. */

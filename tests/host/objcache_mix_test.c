@@ -41,14 +41,7 @@ static void ctor(void *p)
 
 static enum spanheap_copy_verdict check(const void *p, size_t n)
 {
-	mm_port_set_quiet(true);
-	log_buf[0] = '\0';
-	mm_port_log_capture(log_buf, sizeof(log_buf));
-	enum spanheap_copy_verdict v =
-	        spanheap_check_copy(&sh, p, n, SPANHEAP_COPY_TO_USER);
-	mm_port_log_capture(NULL, 0);
-	mm_port_set_quiet(false);
-	return v;
+	return sh_copy_check_logged(&sh, p, n, log_buf, sizeof(log_buf));
 }
 
 static bool logged(const char *s)

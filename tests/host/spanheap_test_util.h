@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../../mm/spanheap.h"
+#include "../../mm/spanheap_usercopy.h"
 #include "mheap_test_util.h"
 #include "mm_port_posix.h"
 #include "spanheap_heap_util.h"
@@ -147,6 +148,22 @@ static inline void sh_free_first_from_cpu1(struct spanheap *sh, void **p,
 	}
 	spanheap_flush_cache(sh);
 	mm_port_set_cpu(0);
+}
+
+/* The hardened copy check of n bytes at p to the user, quiet, its log
+ * lines captured into buf (heap_mix_test.c, objcache_mix_test.c). */
+static inline enum spanheap_copy_verdict
+sh_copy_check_logged(struct spanheap *sh, const void *p, size_t n, char *buf,
+                     size_t size)
+{
+	mm_port_set_quiet(true);
+	buf[0] = '\0';
+	mm_port_log_capture(buf, size);
+	enum spanheap_copy_verdict v =
+	        spanheap_check_copy(sh, p, n, SPANHEAP_COPY_TO_USER);
+	mm_port_log_capture(NULL, 0);
+	mm_port_set_quiet(false);
+	return v;
 }
 
 #endif
